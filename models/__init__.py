@@ -1,0 +1,1 @@
+"""TrackStream: models package."""

@@ -1,0 +1,516 @@
+"""Wan 2.1 diffusion transformer, written from the published architecture.
+
+One class serves every use in TrackStream: the bidirectional teacher, the causal student
+(through pluggable self-attention, see ``SelfAttentionFn``) and the critic. Parameter names
+are exactly the official ``WanModel`` names, so official checkpoints load without renaming
+(diffusers-format checkpoints go through ``models.checkpoint``).
+
+Numerics follow the official code: the time embedding, every modulation, the non-affine
+LayerNorms, the head and the residual stream run in float32 whatever the parameter dtype;
+linear layers run in the parameter dtype (bf16 under mixed precision). RoPE angles are built
+in float64 from positions on the fly (no 1024-entry table), so any frame index is valid.
+
+Legend: B batch, C channels, F latent frames, H/W latent height/width, L tokens,
+N heads, D head dim, S tokens per latent frame (after patchify).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["WanModel", "SelfAttentionFn", "rope_cos_sin", "apply_rope", "sinusoidal_embedding"]
+
+MODEL_TYPES = ("t2v", "i2v", "flf2v")
+# Number of CLIP image tokens per image (ViT-H/14 at 224: 256 patches + CLS).
+CLIP_TOKENS = 257
+CLIP_DIM = 1280
+
+
+# ----------------------------------------------------------------------------- primitives
+
+
+def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
+    """[N] timesteps -> [N, dim] float32, cos first (official order), built in float64."""
+    assert dim % 2 == 0
+    half = dim // 2
+    omega = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    args = t.to(torch.float64)[:, None] * omega[None, :]
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1).float()
+
+
+def rope_axis_pairs(head_dim: int) -> tuple[int, int, int]:
+    """Complex pairs given to the (frame, height, width) axes: 22/21/21 for head_dim 128."""
+    if head_dim % 2:
+        raise ValueError(f"head_dim={head_dim} must be even for RoPE (dim / num_heads)")
+    c = head_dim // 2
+    return c - 2 * (c // 3), c // 3, c // 3
+
+
+def rope_cos_sin(
+    positions: torch.Tensor, head_dim: int, theta: float = 10000.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D RoPE tables for arbitrary integer positions.
+
+    positions: [L, 3] (frame, row, col). Returns cos, sin: [L, head_dim // 2] float32, one
+    entry per interleaved pair. Each axis has its own frequency set over its own sub-dimension
+    (official ``rope_params(1024, D_axis)``), computed in float64.
+    """
+    parts = []
+    for axis, pairs in enumerate(rope_axis_pairs(head_dim)):
+        sub_dim = 2 * pairs
+        omega = 1.0 / torch.pow(
+            theta, torch.arange(0, sub_dim, 2, dtype=torch.float64, device=positions.device) / sub_dim
+        )
+        parts.append(positions[:, axis].to(torch.float64)[:, None] * omega[None, :])
+    angles = torch.cat(parts, dim=1)  # [L, D/2]
+    return torch.cos(angles).float(), torch.sin(angles).float()
+
+
+def grid_positions(
+    grid: tuple[int, int, int], frame_offset: int = 0, device: torch.device | None = None
+) -> torch.Tensor:
+    """Row-major (f, h, w) positions of a token grid: [F*H*W, 3] int64."""
+    f, h, w = grid
+    ff, hh, ww = torch.meshgrid(
+        torch.arange(frame_offset, frame_offset + f, device=device),
+        torch.arange(h, device=device),
+        torch.arange(w, device=device),
+        indexing="ij",
+    )
+    return torch.stack([ff, hh, ww], dim=-1).reshape(-1, 3)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs (x[2j], x[2j+1]) of x: [B, L, N, D] with cos/sin [L, D/2].
+
+    Computed in float32 and returned in float32 (the official code returns float32 too).
+    """
+    xf = x.float().unflatten(-1, (-1, 2))  # [B, L, N, D/2, 2]
+    x0, x1 = xf[..., 0], xf[..., 1]
+    c, s = cos[None, :, None, :], sin[None, :, None, :]
+    return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2)
+
+
+class RMSNorm(nn.Module):
+    """Wan's RMSNorm: normalise in float32, cast back, then scale (over the full width)."""
+
+    def __init__(self, dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        # Cast back before the scale (official order), then return in the input dtype.
+        return ((xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight).to(x.dtype)
+
+
+class FP32LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 whatever the input/parameter dtype; returns float32."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self.weight.float() if self.weight is not None else None
+        b = self.bias.float() if self.bias is not None else None
+        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
+
+
+def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Run a Linear in its parameter dtype (so bf16 weights get bf16 inputs)."""
+    return layer(x.to(layer.weight.dtype))
+
+
+# A self-attention strategy gets the block index and the projected (normed, un-roped)
+# q, k, v [B, L, N, D] of the current tokens and returns the attention output [B, L, N, D].
+# The default is full bidirectional attention with RoPE on the token grid; the causal
+# student supplies block-masked or KV-cached strategies without touching the blocks.
+SelfAttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
+    """[B, Lq, N, D] x [B, Lk, N, D] -> [B, Lq, N, D] through PyTorch SDPA."""
+    out = F.scaled_dot_product_attention(
+        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
+    )
+    return out.transpose(1, 2)
+
+
+class FullRoPEAttention:
+    """Bidirectional attention over all tokens, RoPE at the given positions."""
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor):
+        self.cos, self.sin = cos, sin
+
+    def __call__(self, layer: int, q, k, v):
+        q = apply_rope(q, self.cos, self.sin).to(v.dtype)
+        k = apply_rope(k, self.cos, self.sin).to(v.dtype)
+        return sdpa(q, k, v)
+
+
+# ----------------------------------------------------------------------------- layers
+
+
+class WanSelfAttention(nn.Module):
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float):
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def project(self, x: torch.Tensor):
+        """x [B, L, dim] -> q, k, v [B, L, N, D]; q and k RMS-normed across heads, not roped."""
+        shape = (*x.shape[:2], self.num_heads, self.head_dim)
+        q = self.norm_q(_linear(self.q, x)).view(shape)
+        k = self.norm_k(_linear(self.k, x)).view(shape)
+        v = _linear(self.v, x).view(shape)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, layer: int, attention: SelfAttentionFn) -> torch.Tensor:
+        q, k, v = self.project(x)
+        out = attention(layer, q, k, v)  # [B, L, N, D]
+        return _linear(self.o, out.flatten(2))
+
+
+class WanCrossAttention(nn.Module):
+    """Text cross-attention; with ``image=True`` also the I2V image branch (k_img/v_img)."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float, image: bool):
+        super().__init__()
+        self.num_heads, self.head_dim = num_heads, dim // num_heads
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.image = image
+        if image:
+            self.k_img, self.v_img = nn.Linear(dim, dim), nn.Linear(dim, dim)
+            self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        return t.view(*t.shape[:2], self.num_heads, self.head_dim)
+
+    def context_kv(self, context: torch.Tensor, num_image_tokens: int) -> tuple[torch.Tensor, ...]:
+        """Keys/values of the (embedded) context; constant over denoising steps, so cacheable.
+
+        context: [B, num_image_tokens + text_len, dim], image tokens first (official layout).
+        """
+        img, txt = context[:, :num_image_tokens], context[:, num_image_tokens:]
+        kv = (self._heads(self.norm_k(_linear(self.k, txt))), self._heads(_linear(self.v, txt)))
+        if self.image:
+            if num_image_tokens == 0:
+                raise ValueError("an i2v/flf2v model needs CLIP image tokens (clip_fea)")
+            kv += (self._heads(self.norm_k_img(_linear(self.k_img, img))), self._heads(_linear(self.v_img, img)))
+        return kv
+
+    def forward(self, x: torch.Tensor, kv: Sequence[torch.Tensor]) -> torch.Tensor:
+        q = self._heads(self.norm_q(_linear(self.q, x)))
+        out = sdpa(q, kv[0], kv[1])  # no mask: padded text rows are attended, as in Wan
+        if self.image:
+            # The image branch shares q and is summed before the output projection.
+            out = out + sdpa(q, kv[2], kv[3])
+        return _linear(self.o, out.flatten(2))
+
+
+class WanBlock(nn.Module):
+    def __init__(self, dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, image):
+        super().__init__()
+        self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.self_attn = WanSelfAttention(dim, num_heads, qk_norm, eps)
+        self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
+        self.cross_attn = WanCrossAttention(dim, num_heads, qk_norm, eps, image)
+        self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(self, x, e0, context_kv, layer: int, attention: SelfAttentionFn, tokens_per_frame: int):
+        """x: [B, L, dim] float32 residual stream; e0: [B, F, 6, dim] per-frame modulation."""
+        cdtype = self.self_attn.q.weight.dtype
+        B, L, dim = x.shape
+        mod = (self.modulation.float()[:, None] + e0.float()).unsqueeze(3)  # [B, F, 6, 1, dim]
+        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod.unbind(2)  # [B, F, 1, dim]
+
+        def modulate(h, shift, scale):  # tokens grouped per latent frame: [B, F, S, dim]
+            h = h.view(B, -1, tokens_per_frame, dim)
+            return (h * (1 + scale) + shift).view(B, L, dim)
+
+        def gated(y, gate):
+            return (y.float().view(B, -1, tokens_per_frame, dim) * gate).view(B, L, dim)
+
+        y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(cdtype), layer, attention)
+        x = x + gated(y, gate_sa)
+        x = x + self.cross_attn(self.norm3(x).to(cdtype), context_kv).float()
+        y = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff).to(self.ffn[0].weight.dtype))
+        return x + gated(y, gate_ff)
+
+
+class WanHead(nn.Module):
+    def __init__(self, dim: int, out_dim: int, patch_size: Sequence[int], eps: float):
+        super().__init__()
+        self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
+        self.head = nn.Linear(dim, out_dim * math.prod(patch_size))
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
+        """x: [B, L, dim]; e: [B, F, dim] (the time embedding, not e0). Runs in float32."""
+        B, L, dim = x.shape
+        mod = self.modulation.float()[:, None] + e.float()[:, :, None]  # [B, F, 2, dim]
+        shift, scale = mod[:, :, 0:1], mod[:, :, 1:2]  # [B, F, 1, dim]
+        h = self.norm(x).view(B, -1, tokens_per_frame, dim) * (1 + scale) + shift
+        return F.linear(h.view(B, L, dim), self.head.weight.float(), self.head.bias.float())
+
+
+class MLPProj(nn.Module):
+    """CLIP image tokens -> DiT width (official ``img_emb``); FLF2V adds a position table."""
+
+    def __init__(self, in_dim: int, out_dim: int, flf_pos_tokens: int | None = None):
+        super().__init__()
+        self.proj = nn.Sequential(
+            nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim)
+        )
+        if flf_pos_tokens:
+            self.emb_pos = nn.Parameter(torch.zeros(1, flf_pos_tokens, in_dim))
+
+    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
+        if hasattr(self, "emb_pos"):
+            if image_embeds.shape[1] != self.emb_pos.shape[1]:
+                raise ValueError(
+                    f"flf2v expects clip_fea with {self.emb_pos.shape[1]} tokens (first and last frame), "
+                    f"got {image_embeds.shape[1]}"
+                )
+            image_embeds = image_embeds + self.emb_pos.to(image_embeds.dtype)
+        return self.proj(image_embeds.to(self.proj[1].weight.dtype))
+
+
+# ----------------------------------------------------------------------------- model
+
+
+class WanModel(nn.Module):
+    """Wan 2.1 DiT. Constructor arguments are the official ``config.json`` keys."""
+
+    def __init__(
+        self,
+        model_type: str = "t2v",
+        patch_size: Sequence[int] = (1, 2, 2),
+        text_len: int = 512,
+        in_dim: int = 16,
+        dim: int = 2048,
+        ffn_dim: int = 8192,
+        freq_dim: int = 256,
+        text_dim: int = 4096,
+        out_dim: int = 16,
+        num_heads: int = 16,
+        num_layers: int = 32,
+        window_size: Sequence[int] = (-1, -1),
+        qk_norm: bool = True,
+        cross_attn_norm: bool = True,
+        eps: float = 1e-6,
+    ):
+        super().__init__()
+        if model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type={model_type!r}; expected one of {MODEL_TYPES}")
+        if tuple(window_size) != (-1, -1):
+            raise ValueError(
+                f"window_size={tuple(window_size)}: only global attention (-1, -1) is supported; "
+                "local/causal attention is selected at call time through the causal mode"
+            )
+        if dim % num_heads or (dim // num_heads) % 2:
+            raise ValueError(f"dim={dim} / num_heads={num_heads} must give an even integer head_dim")
+        self.model_type = model_type
+        self.patch_size = tuple(int(p) for p in patch_size)
+        self.text_len, self.in_dim, self.dim, self.ffn_dim = text_len, in_dim, dim, ffn_dim
+        self.freq_dim, self.text_dim, self.out_dim = freq_dim, text_dim, out_dim
+        self.num_heads, self.num_layers, self.eps = num_heads, num_layers, eps
+        self.qk_norm, self.cross_attn_norm = qk_norm, cross_attn_norm
+        self.window_size = tuple(window_size)
+        self.gradient_checkpointing = False
+
+        image = model_type in ("i2v", "flf2v")
+        self.patch_embedding = nn.Conv3d(in_dim, dim, kernel_size=self.patch_size, stride=self.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        self.blocks = nn.ModuleList(
+            WanBlock(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, image) for _ in range(num_layers)
+        )
+        self.head = WanHead(dim, out_dim, self.patch_size, eps)
+        if image:
+            self.img_emb = MLPProj(CLIP_DIM, dim, flf_pos_tokens=2 * CLIP_TOKENS if model_type == "flf2v" else None)
+        if not any(p.is_meta for p in self.parameters()):
+            self.init_weights()
+
+    # -- config / init -------------------------------------------------------------------
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def config(self) -> dict:
+        """Official config.json fields (plus the ones the official ignores for config)."""
+        return dict(
+            model_type=self.model_type, patch_size=list(self.patch_size), text_len=self.text_len,
+            in_dim=self.in_dim, dim=self.dim, ffn_dim=self.ffn_dim, freq_dim=self.freq_dim,
+            text_dim=self.text_dim, out_dim=self.out_dim, num_heads=self.num_heads,
+            num_layers=self.num_layers, window_size=list(self.window_size), qk_norm=self.qk_norm,
+            cross_attn_norm=self.cross_attn_norm, eps=self.eps,
+        )
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Official initialisation: xavier linears, N(0, .02) embeddings, zero output head."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
+        nn.init.zeros_(self.patch_embedding.bias)
+        for seq in (self.text_embedding, self.time_embedding):
+            for m in seq:
+                if isinstance(m, nn.Linear):
+                    nn.init.normal_(m.weight, std=0.02)
+        nn.init.zeros_(self.head.head.weight)
+        nn.init.zeros_(self.head.head.bias)
+        for blk in self.blocks:
+            blk.modulation.copy_(torch.randn_like(blk.modulation) / self.dim**0.5)
+        self.head.modulation.copy_(torch.randn_like(self.head.modulation) / self.dim**0.5)
+
+    def cast_for_inference(self, dtype: torch.dtype) -> "WanModel":
+        """Cast matmul weights to ``dtype`` but keep fp32 what the official keeps fp32."""
+        keep = ("time_embedding", "time_projection", "modulation", "norm")
+        for name, p in self.named_parameters():
+            if not any(k in name for k in keep):
+                p.data = p.data.to(dtype)
+        return self
+
+    # -- pieces of the forward (public so the causal/streaming paths can reuse them) -----
+
+    def patchify(self, x: torch.Tensor, y: torch.Tensor | None = None):
+        """x [B, C, F, H, W] (+ y on channels) -> tokens [B, L, dim] float32 and grid (F', H', W')."""
+        if y is not None:
+            if y.shape[0] != x.shape[0] or y.shape[2:] != x.shape[2:]:
+                raise ValueError(f"y {tuple(y.shape)} must match x {tuple(x.shape)} except on channels")
+            x = torch.cat([x, y.to(x.dtype)], dim=1)
+        if x.shape[1] != self.in_dim:
+            raise ValueError(
+                f"x (+ y) has {x.shape[1]} channels but the model's in_dim is {self.in_dim}; "
+                "pass the conditioning channels as y (e.g. 20 for official I2V)"
+            )
+        pt, ph, pw = self.patch_size
+        if x.shape[2] % pt or x.shape[3] % ph or x.shape[4] % pw:
+            raise ValueError(f"latent size {tuple(x.shape[2:])} must be divisible by patch_size {self.patch_size}")
+        h = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))  # [B, dim, F', H', W']
+        grid = tuple(h.shape[2:])
+        return h.flatten(2).transpose(1, 2).float(), grid  # [B, L, dim], f-major then h then w
+
+    def time_embed(self, t: torch.Tensor, batch: int, frames: int):
+        """t [B] or [B, F] -> e [B, F', dim], e0 [B, F', 6, dim] (float32).
+
+        A [B] timestep is expanded to every latent frame first, so a constant [B, F] gives
+        bit-identical results (both take the same path).
+        """
+        t = torch.as_tensor(t, device=self.patch_embedding.weight.device)
+        if t.ndim == 0:
+            t = t.expand(batch)
+        if t.ndim == 1:
+            if t.shape[0] != batch:
+                raise ValueError(f"t has shape {tuple(t.shape)}; expected [{batch}] or [{batch}, {frames}]")
+            t = t[:, None].expand(batch, frames)
+        if t.shape != (batch, frames):
+            raise ValueError(f"t has shape {tuple(t.shape)}; expected [{batch}] or [{batch}, {frames}]")
+        t = t[:, :: self.patch_size[0]]  # one timestep per token frame
+        nf = t.shape[1]
+        sin = sinusoidal_embedding(t.reshape(-1), self.freq_dim)  # [B*F', freq_dim]
+        e = F.linear(sin, self.time_embedding[0].weight.float(), self.time_embedding[0].bias.float())
+        e = F.linear(F.silu(e), self.time_embedding[2].weight.float(), self.time_embedding[2].bias.float())
+        lin = self.time_projection[1]
+        e0 = F.linear(F.silu(e), lin.weight.float(), lin.bias.float())
+        return e.view(batch, nf, self.dim), e0.view(batch, nf, 6, self.dim)
+
+    def embed_context(
+        self, context: torch.Tensor, clip_fea: torch.Tensor | None = None, context_lens: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, int]:
+        """Text [B, L<=text_len, text_dim] (+ CLIP [B, 257, 1280]) -> [B, n_img + text_len, dim].
+
+        Text rows beyond each sample's length must be zero (Wan semantics): pass
+        ``context_lens`` to have them zeroed here. The text is zero-padded to ``text_len``
+        before the embedding and attended without a mask, exactly as the official model.
+        """
+        if context.ndim != 3 or context.shape[-1] != self.text_dim:
+            raise ValueError(f"context must be [B, L, {self.text_dim}], got {tuple(context.shape)}")
+        B, L, _ = context.shape
+        if L > self.text_len:
+            raise ValueError(f"context has {L} tokens; the model's text_len is {self.text_len} (truncate the text)")
+        if context_lens is not None:
+            keep = torch.arange(L, device=context.device)[None, :] < context_lens.to(context.device)[:, None]
+            context = context * keep[..., None].to(context.dtype)
+        context = F.pad(context, (0, 0, 0, self.text_len - L))
+        ctx = self.text_embedding(context.to(self.text_embedding[0].weight.dtype))
+        if hasattr(self, "img_emb"):
+            if clip_fea is None:
+                raise ValueError(
+                    f"model_type={self.model_type!r} needs clip_fea [B, {CLIP_TOKENS}, {CLIP_DIM}] "
+                    "(pass zeros if the checkpoint was trained without a CLIP image, as Fun-Control)"
+                )
+            img = self.img_emb(clip_fea)
+            return torch.cat([img.to(ctx.dtype), ctx], dim=1), img.shape[1]
+        if clip_fea is not None:
+            raise ValueError("clip_fea was given but this is a t2v model (no img_emb)")
+        return ctx, 0
+
+    def context_kv(self, ctx: torch.Tensor, num_image_tokens: int) -> list[tuple[torch.Tensor, ...]]:
+        """Per-block cross-attention K/V of the embedded context (computed once per prompt)."""
+        return [blk.cross_attn.context_kv(ctx, num_image_tokens) for blk in self.blocks]
+
+    def run_blocks(self, x, e0, context_kv, attention: SelfAttentionFn, tokens_per_frame: int):
+        for i, blk in enumerate(self.blocks):
+            if self.gradient_checkpointing and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(
+                    blk, x, e0, context_kv[i], i, attention, tokens_per_frame, use_reentrant=False
+                )
+            else:
+                x = blk(x, e0, context_kv[i], i, attention, tokens_per_frame)
+        return x
+
+    def unpatchify(self, out: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+        """[B, L, prod(patch)*out_dim] -> [B, out_dim, F, H, W]; each token is (pt, ph, pw, c), c fastest."""
+        B = out.shape[0]
+        f, h, w = grid
+        pt, ph, pw = self.patch_size
+        out = out.view(B, f, h, w, pt, ph, pw, self.out_dim)
+        out = out.permute(0, 7, 1, 4, 2, 5, 3, 6)  # [B, c, F', pt, H', ph, W', pw]
+        return out.reshape(B, self.out_dim, f * pt, h * ph, w * pw)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        clip_fea: torch.Tensor | None = None,
+        y: torch.Tensor | None = None,
+        *,
+        context_lens: torch.Tensor | None = None,
+        attention: SelfAttentionFn | None = None,
+        frame_offset: int = 0,
+    ) -> torch.Tensor:
+        """Velocity prediction.
+
+        x: [B, C_noise, F, H, W] noisy latent; t: [B] or [B, F] timesteps on Wan's 0..1000
+        scale; context: [B, L<=text_len, text_dim]; clip_fea: [B, 257, 1280] (i2v);
+        y: [B, C_cond, F, H, W] conditioning concatenated after x on channels.
+        ``attention`` replaces full self-attention (causal modes); ``frame_offset`` shifts
+        the RoPE frame index of the default attention. Returns [B, out_dim, F, H, W] float32.
+        """
+        B, _, nframes = x.shape[:3]
+        tokens, grid = self.patchify(x, y)
+        e, e0 = self.time_embed(t, B, nframes)
+        ctx, n_img = self.embed_context(context, clip_fea, context_lens)
+        if attention is None:
+            pos = grid_positions(grid, frame_offset, device=tokens.device)
+            attention = FullRoPEAttention(*rope_cos_sin(pos, self.head_dim))
+        tokens_per_frame = grid[1] * grid[2]
+        tokens = self.run_blocks(tokens, e0, self.context_kv(ctx, n_img), attention, tokens_per_frame)
+        return self.unpatchify(self.head(tokens, e, tokens_per_frame), grid)

@@ -1,0 +1,1 @@
+"""TrackStream: train package."""
