@@ -7,6 +7,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.trackstream-installed
 RUN_DIR ?= runs/make-run
 PYTEST_ARGS ?=
+# torch threads spin-wait on each other on a shared 2-core machine unless told to sleep.
+OMP_WAIT_POLICY ?= PASSIVE
+export OMP_WAIT_POLICY
 
 .PHONY: run test install clean-venv
 

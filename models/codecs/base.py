@@ -1,0 +1,160 @@
+"""The one interface every video codec (VAE) in TrackStream implements.
+
+Frame convention (shared by all codecs, the Wan 2.1 one): a video of T = 1 + 4k pixel frames
+maps to 1 + k latent frames. Latent 0 stands for pixel frame 0 alone, latent t >= 1 for pixel
+frames 4t-3 .. 4t. Decoding n latents therefore gives 1 + 4(n - 1) frames, and in streaming the
+first chunk of n latents yields 1 + 4(n - 1) frames while every later chunk of n latents yields
+4n frames, so concatenated chunks line up frame for frame with a full decode.
+
+Tensors: pixels are [B, 3, T, H, W] in [-1, 1]; latents are [B, C, F, H/8, W/8] and are the
+*normalised* latents (what the DiT and flow matching work on), i.e. any per-channel mean/std
+is applied inside the codec.
+
+Streaming decode is functional: ``decode_chunk(latents, state) -> (frames, new_state)`` never
+mutates ``state``, so an engine may keep, replay or branch a state (e.g. DragStream re-decoding
+from an earlier point).
+
+Legend: B batch, C channels, T pixel frames, F latent frames, H/W height/width.
+"""
+from __future__ import annotations
+
+import abc
+from typing import Any, Mapping
+
+import torch
+import torch.nn as nn
+
+__all__ = ["VideoCodec", "load_state_dict_strict", "read_state_dict_file"]
+
+
+class VideoCodec(nn.Module, metaclass=abc.ABCMeta):
+    """Abstract video codec: pixels in [-1, 1] <-> normalised latents, plus streaming decode."""
+
+    latent_channels: int
+    spatial_factor: int = 8
+    temporal_factor: int = 4
+
+    # ------------------------------------------------------------------ frame arithmetic
+
+    def num_latent_frames(self, num_frames: int) -> int:
+        """Pixel frames T = 1 + 4k -> latent frames 1 + k."""
+        if num_frames < 1 or (num_frames - 1) % self.temporal_factor:
+            raise ValueError(
+                f"num_frames={num_frames} must be 1 + {self.temporal_factor}k (e.g. 1, 5, 9, ..., 81); "
+                f"trim or pad the clip to such a length"
+            )
+        return 1 + (num_frames - 1) // self.temporal_factor
+
+    def num_pixel_frames(self, num_latents: int, *, first_chunk: bool = True) -> int:
+        """Frames produced by ``num_latents`` latents (at the start of a stream or later)."""
+        if num_latents < 1:
+            raise ValueError(f"num_latents={num_latents} must be >= 1")
+        if first_chunk:
+            return 1 + self.temporal_factor * (num_latents - 1)
+        return self.temporal_factor * num_latents
+
+    def check_video(self, video: torch.Tensor) -> None:
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"video must be [B, 3, T, H, W], got shape {tuple(video.shape)}")
+        self.num_latent_frames(video.shape[2])
+        h, w = video.shape[-2:]
+        if h % self.spatial_factor or w % self.spatial_factor:
+            raise ValueError(
+                f"video height/width {h}x{w} must be multiples of the codec's spatial factor "
+                f"{self.spatial_factor}; resize or crop the clip"
+            )
+
+    def check_latents(self, latents: torch.Tensor) -> None:
+        if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
+            raise ValueError(
+                f"latents must be [B, {self.latent_channels}, F, h, w], got shape {tuple(latents.shape)}"
+            )
+        if latents.shape[2] < 1:
+            raise ValueError("latents must have at least one latent frame (F >= 1)")
+
+    # ------------------------------------------------------------------ the interface
+
+    @abc.abstractmethod
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """[B, 3, 1+4k, H, W] in [-1, 1] -> normalised latents [B, C, 1+k, H/8, W/8]."""
+
+    @abc.abstractmethod
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalised latents [B, C, F, h, w] -> video [B, 3, 1+4(F-1), 8h, 8w] in [-1, 1]."""
+
+    @abc.abstractmethod
+    def init_decode_state(self) -> Any:
+        """State for the start of a stream (nothing decoded yet)."""
+
+    @abc.abstractmethod
+    def decode_chunk(self, latents: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """Decode the next latents of a stream: returns (frames [B, 3, T_chunk, H, W], new state)."""
+
+    def decode_streaming(self, latents: torch.Tensor, chunk_sizes: list[int]) -> torch.Tensor:
+        """Decode ``latents`` chunk by chunk (sizes must sum to F) and concatenate: for tests and tools."""
+        if sum(chunk_sizes) != latents.shape[2] or min(chunk_sizes) < 1:
+            raise ValueError(
+                f"chunk_sizes={chunk_sizes} must be positive and sum to the {latents.shape[2]} latent frames"
+            )
+        state = self.init_decode_state()
+        frames, start = [], 0
+        for n in chunk_sizes:
+            out, state = self.decode_chunk(latents[:, :, start : start + n], state)
+            frames.append(out)
+            start += n
+        return torch.cat(frames, dim=2)
+
+
+# ---------------------------------------------------------------------- checkpoint helpers
+
+
+def read_state_dict_file(path: str) -> dict[str, torch.Tensor]:
+    """Tensors of a ``.safetensors`` or torch ``.pth``/``.pt``/``.bin`` file (CPU, weights only).
+
+    A torch file holding ``{"state_dict": {...}}`` is unwrapped, as some re-saves do that.
+    """
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
+        obj = obj["state_dict"]
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"{path}: expected a state dict (mapping of name -> tensor), got {type(obj).__name__}")
+    return dict(obj)
+
+
+def _listing(names: list[str], limit: int = 12) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def load_state_dict_strict(
+    module: nn.Module, state_dict: Mapping[str, torch.Tensor], *, source: str, assign: bool = False
+) -> None:
+    """``module.load_state_dict(strict=True)`` with one readable error for every kind of mismatch.
+
+    torch's own error stops at the first shape mismatch and is hard to read for 100+ keys; this
+    lists missing, unexpected and mis-shaped keys together and names the source file. ``assign``
+    is for modules built on the meta device (the tensors of ``state_dict`` become the parameters).
+    """
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    mis_shaped = sorted(
+        f"{k} (checkpoint {tuple(state_dict[k].shape)} vs model {tuple(own[k].shape)})"
+        for k in set(own) & set(state_dict)
+        if tuple(state_dict[k].shape) != tuple(own[k].shape)
+    )
+    if missing or unexpected or mis_shaped:
+        parts = [f"checkpoint {source} does not match {type(module).__name__}:"]
+        if missing:
+            parts.append(f"  missing keys ({len(missing)}): {_listing(missing)}")
+        if unexpected:
+            parts.append(f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+        if mis_shaped:
+            parts.append(f"  shape mismatches ({len(mis_shaped)}): {_listing(mis_shaped)}")
+        parts.append("  check that the file is for this codec and that the config matches the checkpoint")
+        raise ValueError("\n".join(parts))
+    module.load_state_dict(state_dict, strict=True, assign=assign)

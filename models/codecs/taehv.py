@@ -1,0 +1,257 @@
+"""TAEHV (Tiny AutoEncoder for Hunyuan Video, madebyollin/taehv), Wan 2.1 variant, as a ``VideoCodec``.
+
+Architecture and state-dict names follow the official ``taew2_1.pth`` (wan-architecture.md §5):
+``encoder.{i}`` / ``decoder.{i}`` index an ``nn.Sequential``; all convs are 2D and run per frame,
+time mixes only through MemBlock (concat of the current and previous frame), TPool (s frames
+folded into channels, 1x1 conv) and TGrow (1x1 conv to s*C channels, unfolded into s frames).
+TAEHV works in NTCHW and [0, 1] and consumes/produces *normalised* Wan latents directly (no
+mean/std); this wrapper converts from/to the interface's [B, 3, T, H, W] in [-1, 1].
+
+Frame conventions:
+- Decoder: every latent grows into 4 frames and the first 3 frames of a stream are dropped, so
+  F latents give 4F - 3 frames (21 -> 81) with latent 0 <-> frame 0 and latent t <-> frames
+  4t-3..4t, which is Wan's grouping. The decoder is causal, so streaming equals full decode.
+- Encoder: the official ``encode_video`` pads the *end* with copies of the last frame to a
+  multiple of 4, so T = 1 + 4k frames -> 4k + 4 -> 1 + k latents, with latent t seeing frames
+  4t..4t+3. That is what the released encoder was trained with and is our default
+  (``encoder_time_pad="end"``). ``encoder_time_pad="front"`` instead repeats frame 0 three times
+  in front, so latent t sees frames up to 4t exactly as Wan's causal encoder; use it for an
+  encoder trained from scratch under our frame convention.
+
+``patch_tgrow_layers``: a checkpoint TGrow weight with more output channels than the module (a
+decoder built with temporal upsampling switched off) is sliced to its last-timestep channels,
+as the official loader does.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
+
+__all__ = ["TAEHVConfig", "TAEHVDecodeState", "TAEHV", "MemBlock", "TPool", "TGrow", "Clamp"]
+
+
+def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
+    return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
+
+
+class Clamp(nn.Module):
+    """Soft clamp of the incoming latents to (-3, 3)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(x / 3) * 3
+
+
+class MemBlock(nn.Module):
+    """Residual conv block that also sees the previous frame's input (its "memory")."""
+
+    def __init__(self, n_in: int, n_out: int):
+        super().__init__()
+        self.conv = nn.Sequential(
+            _conv(n_in * 2, n_out), nn.ReLU(), _conv(n_out, n_out), nn.ReLU(), _conv(n_out, n_out)
+        )
+        self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
+        self.act = nn.ReLU()
+
+    def forward(self, x: torch.Tensor, past: torch.Tensor) -> torch.Tensor:
+        # x, past: [N*T, C, H, W]; channel order (current, previous) as in the checkpoint.
+        return self.act(self.conv(torch.cat([x, past], 1)) + self.skip(x))
+
+
+class TPool(nn.Module):
+    """Fold ``stride`` consecutive frames into channels and mix them with a 1x1 conv."""
+
+    def __init__(self, n_f: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(n_f * stride, n_f, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c, h, w = x.shape  # [N, T, C, H, W] -> [N, T / s, C, H, W]
+        assert t % self.stride == 0, f"TPool needs T={t} divisible by {self.stride}"
+        y = self.conv(x.reshape(n * t // self.stride, self.stride * c, h, w))
+        return y.view(n, t // self.stride, c, h, w)
+
+
+class TGrow(nn.Module):
+    """1x1 conv to ``stride`` * C channels, unfolded into ``stride`` consecutive frames."""
+
+    def __init__(self, n_f: int, stride: int):
+        super().__init__()
+        self.stride = stride
+        self.conv = nn.Conv2d(n_f, n_f * stride, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, t, c, h, w = x.shape  # [N, T, C, H, W] -> [N, T * s, C, H, W]; channel block j -> frame j
+        return self.conv(x.reshape(n * t, c, h, w)).view(n, t * self.stride, c, h, w)
+
+
+def _apply_sequence(
+    layers: nn.Sequential, x: torch.Tensor, memory: Mapping[int, torch.Tensor | None] | None = None
+) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """Run ``layers`` on all frames of x [N, T, C, H, W] at once (TAEHV's "parallel" mode).
+
+    ``memory`` holds, per MemBlock index, the last input frame [N, C, H, W] of the previous
+    chunk (absent = zeros, the start of a stream); the memory after this chunk is returned, so
+    chunked calls compute exactly what one call over the concatenation computes.
+    """
+    new_memory: dict[int, torch.Tensor] = {}
+    for i, layer in enumerate(layers):
+        n, t = x.shape[:2]
+        if isinstance(layer, MemBlock):
+            prev = None if memory is None else memory.get(i)
+            prev = torch.zeros_like(x[:, :1]) if prev is None else prev[:, None]
+            past = torch.cat([prev, x[:, :-1]], dim=1)  # [N, T, C, H, W]: frame t sees frame t-1
+            new_memory[i] = x[:, -1].clone()  # a copy: a view would pin the whole chunk's activations
+            y = layer(x.flatten(0, 1), past.flatten(0, 1))
+            x = y.view(n, t, *y.shape[1:])
+        elif isinstance(layer, (TPool, TGrow)):
+            x = layer(x)
+        else:  # per-frame 2D module
+            y = layer(x.flatten(0, 1))
+            x = y.view(n, t, *y.shape[1:])
+    return x, new_memory
+
+
+@dataclass(frozen=True)
+class TAEHVConfig:
+    """Defaults are taew2_1 (Wan 2.1 / Wan 2.2-14B / Qwen-Image latents).
+
+    The official cheap-preview options (temporal or spatial upscaling switched off in the decoder)
+    are left out: they break the codec contract of decoding to the encoded size and frame count.
+    """
+
+    latent_channels: int = 16
+    patch_size: int = 1
+    encoder_time_downscale: tuple[bool, bool, bool] = (True, True, False)
+    decoder_time_upscale: tuple[bool, bool, bool] = (False, True, True)
+    encoder_time_pad: str = "end"
+
+    def __post_init__(self) -> None:
+        if self.encoder_time_pad not in ("end", "front"):
+            raise ValueError(f"TAEHVConfig.encoder_time_pad={self.encoder_time_pad!r} must be 'end' or 'front'")
+        if sum(self.encoder_time_downscale) != sum(self.decoder_time_upscale):
+            raise ValueError(
+                f"TAEHVConfig: encoder_time_downscale={self.encoder_time_downscale} and decoder_time_upscale="
+                f"{self.decoder_time_upscale} must compress and expand time equally for the 1+4k <-> 1+k codec contract"
+            )
+
+
+@dataclass(frozen=True)
+class TAEHVDecodeState:
+    """Streaming state: last input frame of every decoder MemBlock, and raw frames still to drop."""
+
+    memory: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    frames_to_trim: int = 0
+
+
+class TAEHV(VideoCodec):
+    """TAEHV tiny VAE: 11.3M parameters for Wan 2.1, an order of magnitude faster decode than the full VAE."""
+
+    def __init__(self, config: TAEHVConfig | None = None):
+        super().__init__()
+        self.config = config = config or TAEHVConfig()
+        self.latent_channels = config.latent_channels
+        self.patch_size = config.patch_size
+        self.spatial_factor = 8 * config.patch_size
+        self.temporal_factor = 2 ** sum(config.decoder_time_upscale)
+        channels_in = 3 * config.patch_size**2
+        # Index-for-index the official nn.Sequential layout, so checkpoint keys match:
+        # encoder 0 conv, 1 ReLU, stages at 2-6 / 7-11 / 12-16, 17 conv; decoder 0 Clamp, 1 conv,
+        # 2 ReLU, stages at 3-8 / 9-14 / 15-20, 21 ReLU, 22 conv.
+        def enc_stage(pool: bool) -> list[nn.Module]:
+            return [TPool(64, 2 if pool else 1), _conv(64, 64, stride=2, bias=False)] + [
+                MemBlock(64, 64) for _ in range(3)
+            ]
+
+        def dec_stage(n_in: int, n_out: int, grow: bool) -> list[nn.Module]:
+            return [MemBlock(n_in, n_in) for _ in range(3)] + [
+                nn.Upsample(scale_factor=2), TGrow(n_in, 2 if grow else 1), _conv(n_in, n_out, bias=False)
+            ]
+
+        e, d = config.encoder_time_downscale, config.decoder_time_upscale
+        self.encoder = nn.Sequential(
+            _conv(channels_in, 64), nn.ReLU(),
+            *enc_stage(e[0]), *enc_stage(e[1]), *enc_stage(e[2]),
+            _conv(64, config.latent_channels),
+        )  # fmt: skip
+        self.decoder = nn.Sequential(
+            Clamp(), _conv(config.latent_channels, 256), nn.ReLU(),
+            *dec_stage(256, 128, d[0]), *dec_stage(128, 64, d[1]), *dec_stage(64, 64, d[2]),
+            nn.ReLU(), _conv(64, channels_in),
+        )  # fmt: skip
+        self.frames_to_trim = self.temporal_factor - 1
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def patch_tgrow_layers(self, state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Slice checkpoint TGrow weights with more output channels than ours to the last timestep's."""
+        state = dict(state_dict)
+        for i, layer in enumerate(self.decoder):
+            key = f"decoder.{i}.conv.weight"
+            if isinstance(layer, TGrow) and key in state:
+                want = layer.conv.weight.shape[0]
+                if state[key].shape[0] > want:
+                    state[key] = state[key][-want:]
+        return state
+
+    @classmethod
+    def from_checkpoint(cls, path: str, config: TAEHVConfig | None = None) -> "TAEHV":
+        """Load ``taew2_1.pth`` or ``taew2_1.safetensors`` strictly."""
+        model = cls(config)
+        state = model.patch_tgrow_layers(read_state_dict_file(path))
+        load_state_dict_strict(model, state, source=str(path))
+        return model
+
+    # ------------------------------------------------------------------ layout helpers
+
+    def _to_taehv_frames(self, video: torch.Tensor) -> torch.Tensor:
+        x = video.to(self.encoder[0].weight.dtype).add(1).mul(0.5)  # [-1, 1] -> [0, 1]
+        x = x.permute(0, 2, 1, 3, 4)  # [B, 3, T, H, W] -> [B, T, 3, H, W]
+        if self.patch_size > 1:
+            x = F.pixel_unshuffle(x, self.patch_size)
+        return x
+
+    def _from_taehv_frames(self, x: torch.Tensor, *, clamp: bool) -> torch.Tensor:
+        if self.patch_size > 1:
+            x = F.pixel_shuffle(x, self.patch_size)
+        if clamp:
+            x = x.clamp(0, 1)
+        return x.mul(2).sub(1).permute(0, 2, 1, 3, 4)  # [B, T, 3, H, W] in [0, 1] -> [B, 3, T, H, W]
+
+    # ------------------------------------------------------------------ VideoCodec
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        self.check_video(video)
+        x = self._to_taehv_frames(video)  # [B, T, 3, H, W], T = 1 + 4k
+        pad = self.temporal_factor - 1
+        if self.config.encoder_time_pad == "end":
+            x = torch.cat([x, x[:, -1:].expand(-1, pad, -1, -1, -1)], dim=1)
+        else:
+            x = torch.cat([x[:, :1].expand(-1, pad, -1, -1, -1), x], dim=1)
+        z, _ = _apply_sequence(self.encoder, x)  # [B, 1 + k, C, h, w]
+        return z.permute(0, 2, 1, 3, 4)
+
+    def decode(self, latents: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
+        """``clamp=False`` keeps gradients outside [-1, 1] (for training the decoder)."""
+        self.check_latents(latents)
+        x, _ = _apply_sequence(self.decoder, latents.permute(0, 2, 1, 3, 4).to(self.encoder[0].weight.dtype))
+        return self._from_taehv_frames(x[:, self.frames_to_trim :], clamp=clamp)
+
+    def init_decode_state(self) -> TAEHVDecodeState:
+        return TAEHVDecodeState(memory={}, frames_to_trim=self.frames_to_trim)
+
+    def decode_chunk(
+        self, latents: torch.Tensor, state: TAEHVDecodeState, *, clamp: bool = True
+    ) -> tuple[torch.Tensor, TAEHVDecodeState]:
+        self.check_latents(latents)
+        z = latents.permute(0, 2, 1, 3, 4).to(self.encoder[0].weight.dtype)  # [B, F, C, h, w]
+        x, memory = _apply_sequence(self.decoder, z, state.memory)  # [B, 4F, 3, H, W]
+        drop = min(state.frames_to_trim, x.shape[1])
+        frames = self._from_taehv_frames(x[:, drop:], clamp=clamp)
+        return frames, TAEHVDecodeState(memory=memory, frames_to_trim=state.frames_to_trim - drop)
