@@ -361,11 +361,21 @@ class WanModel(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """Official initialisation: xavier linears, N(0, .02) embeddings, zero output head."""
+        """Official initialisation: xavier linears, N(0, .02) embeddings, zero output head.
+
+        Norm scales (1), norm biases and the FLF2V position table (0) are reset too, so a model
+        built on ``meta`` and materialised with ``to_empty`` holds no uninitialised memory.
+        """
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
                 nn.init.zeros_(m.bias)
+            elif isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+            elif isinstance(m, nn.LayerNorm):
+                m.reset_parameters()
+        if hasattr(self, "img_emb") and hasattr(self.img_emb, "emb_pos"):
+            nn.init.zeros_(self.img_emb.emb_pos)
         nn.init.xavier_uniform_(self.patch_embedding.weight.flatten(1))
         nn.init.zeros_(self.patch_embedding.bias)
         for seq in (self.text_embedding, self.time_embedding):
