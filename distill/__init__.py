@@ -1,1 +1,8 @@
-"""TrackStream: distill package."""
+"""Causal distillation of the motion-conditioned teacher (MotionStream §3.2).
+
+* ``distill.ode_pairs``  teacher trajectories with joint guidance at the student's steps, in shards;
+* ``distill.ode_init``   ODE init: block-causal regression, per-chunk steps, random sink/window;
+* ``distill.dmd``        Self-Forcing DMD: rolling-cache self-rollout, joint-guided real score,
+                         critic 5:1, gradient truncation;
+* ``distill.stages``     ``stage=ode_init`` / ``stage=dmd`` for the one training loop.
+"""

@@ -1,1 +1,8 @@
-"""TrackStream: stream package."""
+"""Streaming inference of the causal student (MotionStream §3.2, §4.4).
+
+* ``stream.chunks``    per-chunk conditioning, K-step denoising and the clean cache re-run,
+                       shared with the DMD rollout (training simulates inference exactly);
+* ``stream.engine``    ``StreamingGenerator``: first frame -> chunk by chunk, tracks per chunk,
+                       streaming decode, frames yielded as soon as ready, constant memory;
+* ``stream.evaluate``  held-out EPE through the engine, long rollouts (drift), per-chunk latency.
+"""

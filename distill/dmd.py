@@ -1,0 +1,214 @@
+"""Self-Forcing DMD with joint text-motion guidance (MotionStream §3.2, eq. 3-4; appendix D).
+
+Networks: the causal student (``generator``, trainable, EMA kept by the loop), the critic /
+fake score (``critic``, bidirectional, trainable, initialised from the teacher) and the frozen
+bidirectional teacher (real score). Per loop step ``updates(step)`` returns ``["critic"]``, and
+``["critic", "generator"]`` every ``update_ratio``-th step (5:1, critic first): the phase is a
+pure function of the step, so an exact resume continues it (tests/test_distill_dmd.py).
+
+Rollout (``rollout``, the SAME per-chunk functions as the streaming engine, ``stream.chunks``):
+the first-frame latent is committed as chunk 0 (the sink); every later chunk starts from fresh
+noise and is denoised through the rolling KV cache (sink + window as at inference, RoPE by cache
+slot) on the K-step list; one exit step k ~ U{0..K-1} is drawn per rollout and shared by all
+chunks (Self-Forcing ``same_step_across_blocks``): steps before k run under no_grad, step k with
+grad, and its x0 is the chunk's output; the clean re-run at t = 0 writes the chunk's K/V
+(no_grad; the cache detaches), so gradients flow through the exit step of each chunk only.
+
+Generator loss (DMD, Self-Forcing ``compute_distribution_matching_loss``): sigma ~ shift(U) per
+sample clamped to [sigma_min, sigma_max]; x_t = (1 - sigma) x + sigma eps;
+  real x0 = teacher with joint guidance (eq. 4 = eq. 2 on the teacher: 3 NFE),
+  fake x0 = critic, conditional, no guidance;
+  g = (fake - real) / mean_{C,F,h,w} |x - real|  (per sample, DMD eq. 8), nan_to_num;
+  loss = 0.5 * || x - stopgrad(x - g) ||^2 (mean, float64) on the generated frames, whose
+  gradient w.r.t. x is g / numel: the generator moves its samples along real - fake.
+Critic loss: a fresh no-grad rollout, sigma and eps as above, flow matching
+  || v_critic(x_t) - (eps - x) ||^2 (no weighting), i.e. the score of the generator's outputs.
+Legend: B batch, K student steps, F latent frames, T pixel frames, h/w latent size.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from eval.samplers import Condition, GuidanceConfig, guided_velocity
+from models.causal import CausalConfig
+from models.tracks import sample_track_ids
+from stream.chunks import VideoCondition, chunk_condition, chunk_pixel_frames, commit_chunk, denoise_chunk, start_cache
+from train.ema import EMAConfig
+from train.objective import Objective, generator_state, load_generator_state
+from train.optim import OptimConfig
+from train.schedule import add_noise, sample_training_sigmas, sigma_to_t, x0_from_velocity
+
+__all__ = ["DMDConfig", "DMDObjective", "dmd_gradient"]
+
+
+def _optim(lr: float) -> OptimConfig:
+    # Self-Forcing / MotionStream: AdamW betas (0, 0.999), weight decay 0.01, clip 10.
+    return OptimConfig(lr=lr, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0)
+
+
+@dataclass
+class DMDConfig:
+    name: str = "dmd"
+    teacher: Optional[str] = None  # exported teacher folder: real score (frozen) and critic init
+    student: Optional[str] = None  # exported ODE-init student folder: generator init
+    pairs: Optional[str] = None  # ODE pair folder: conditions (first frame, tracks, text) only
+    chunk_frames: int = 3  # the rollout configuration = the inference configuration (c3s1w1)
+    sink_chunks: int = 1
+    window_chunks: Optional[int] = 1
+    update_ratio: int = 5  # critic updates per generator update
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # real score: eq. 4, w_t 3.0, w_m 1.5
+    sigma_min: float = 0.02  # DMD / critic noise levels: shifted-uniform, clamped (Self-Forcing [20, 980])
+    sigma_max: float = 0.98
+    generator_optim: OptimConfig = field(default_factory=lambda: _optim(2e-6))
+    critic_optim: OptimConfig = field(default_factory=lambda: _optim(4e-7))
+    generator_ema: EMAConfig = field(default_factory=lambda: EMAConfig(decay=0.99, start_step=0))
+
+    def __post_init__(self) -> None:
+        for name, cls in (("guidance", GuidanceConfig), ("generator_optim", OptimConfig),
+                          ("critic_optim", OptimConfig), ("generator_ema", EMAConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls(**getattr(self, name)))
+        if self.update_ratio < 1:
+            raise ValueError(f"stage.update_ratio={self.update_ratio} must be >= 1 "
+                             "(critic updates per generator update)")
+        if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
+            raise ValueError(f"stage.sigma_min={self.sigma_min} / sigma_max={self.sigma_max}: need 0 <= min < max <= 1")
+        self.causal  # validates chunk / sink / window
+
+    @property
+    def causal(self) -> CausalConfig:
+        return CausalConfig(chunk_frames=self.chunk_frames, sink_chunks=self.sink_chunks,
+                            window_chunks=self.window_chunks, first_chunk_frames=1)
+
+
+def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) -> torch.Tensor:
+    """(fake - real) / mean |x - real| per sample (DMD eq. 8), non-finite entries zeroed: [B, ...]."""
+    dims = tuple(range(1, x.ndim))
+    norm = (x - real_x0).abs().mean(dim=dims, keepdim=True)
+    return torch.nan_to_num((fake_x0 - real_x0) / norm)
+
+
+class DMDObjective(Objective):
+    networks = ("critic", "generator")
+    primary = "generator"
+
+    def __init__(self, generator: torch.nn.Module, critic: torch.nn.Module, teacher: torch.nn.Module, *,
+                 cfg: DMDConfig, sigmas: torch.Tensor, shift: float, null_text: torch.Tensor,
+                 null_text_lengths: torch.Tensor, embed_dim: int, height: int, width: int, seed: int,
+                 device: torch.device):
+        from train.parallel import unwrap
+
+        self.generator, self.critic, self.teacher = generator, critic, teacher
+        self.student = unwrap(generator)  # the rollout drives the DiT's streaming path directly
+        self.cfg, self.causal, self.sigmas, self.shift = cfg, cfg.causal, sigmas.float(), shift
+        self.null_text, self.null_lengths = null_text.to(device), null_text_lengths.to(device)
+        self.embed_dim, self.height, self.width, self.device = embed_dim, height, width, device
+        self.gen = torch.Generator().manual_seed(seed)  # exit steps, sigmas, track IDs
+        self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)  # rollout and DMD noise
+
+    def updates(self, step: int) -> list[str]:
+        if (step + 1) % self.cfg.update_ratio == 0:
+            return ["critic", "generator"]
+        return ["critic"]
+
+    def prepare_batch(self, batch: dict) -> dict:
+        from train.teacher import encode_motion
+
+        out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        B, _, N, _ = out["tracks"].shape
+        out["track_ids"] = sample_track_ids(B, N, generator=self.gen).to(self.device)  # fresh tags per sample
+        out["motion"] = encode_motion(out["tracks"], out["visibility"], out["track_ids"], embed_dim=self.embed_dim,
+                                      height=self.height, width=self.width)  # c_m [B, D, T, h, w]
+        return out
+
+    def batch_size(self, batch: dict) -> int:
+        return int(batch["tracks"].shape[0])
+
+    # ------------------------------------------------------------------ rollout
+
+    def rollout(self, batch: dict, *, grad: bool, exit_step: Optional[int] = None) -> torch.Tensor:
+        """Self-rollout of the whole clip through the rolling cache -> x0 [B, 16, F, h, w].
+
+        ``exit_step`` None draws it (uniform over the K steps, shared by all chunks)."""
+        net, cfg = self.student, self.causal
+        image_cond = batch["image"]  # [B, C_img, F, h, w]
+        F = image_cond.shape[2]
+        n = cfg.num_chunks(F)
+        if exit_step is None:
+            exit_step = int(torch.randint(len(self.sigmas) - 1, (), generator=self.gen))
+        with torch.set_grad_enabled(grad):
+            cond = VideoCondition(context=net.project_text(batch["text_emb"], batch["text_len"]),
+                                  image_latent=batch["image_latent"], image_cond=image_cond,
+                                  track_ids=batch["track_ids"], height=self.height, width=self.width)
+            cache = start_cache(net, cond, cfg)
+        motion = batch["motion"]
+        outs = [cond.image_latent]
+        B, C, _, h, w = cond.image_latent.shape
+        draw = lambda f: torch.randn((B, C, f, h, w), generator=self.noise_gen, device=self.device)  # noqa: E731
+        for i in range(n):
+            lo, hi = chunk_pixel_frames(cfg, i)
+            with torch.set_grad_enabled(grad):
+                y = chunk_condition(net, cond, cfg, i, motion[:, :, lo:hi])
+            if i == 0:
+                cache = commit_chunk(net, cache, cond.image_latent, y)
+                continue
+            f = cfg.chunk_len(i)
+            x0 = denoise_chunk(net, cache, draw(f), y, self.sigmas, fresh_noise=lambda: draw(f),
+                               exit_step=exit_step, grad=grad)
+            cache = commit_chunk(net, cache, x0, y)
+            outs.append(x0)
+        return torch.cat(outs, dim=2)
+
+    # ------------------------------------------------------------------ losses
+
+    def _noised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        B = x.shape[0]
+        sigma = sample_training_sigmas(B, shift=self.shift, generator=self.gen, sigma_min=self.cfg.sigma_min,
+                                       sigma_max=self.cfg.sigma_max).to(self.device)
+        noise = torch.randn(x.shape, generator=self.noise_gen, device=self.device)
+        return add_noise(x, noise, sigma), noise, sigma
+
+    def _critic_velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, batch: dict) -> torch.Tensor:
+        return self.critic(x_t, sigma_to_t(sigma), text=batch["text_emb"], text_lengths=batch["text_len"],
+                           image=batch["image"], motion=batch["motion"]).float()
+
+    def generator_loss(self, batch: dict):
+        x = self.rollout(batch, grad=True)  # [B, 16, F, h, w]
+        with torch.no_grad():
+            x_t, _, sigma = self._noised(x.detach())
+            cond = Condition(text=batch["text_emb"], text_lengths=batch["text_len"], null_text=self.null_text,
+                             null_text_lengths=self.null_lengths, image=batch["image"], motion=batch["motion"])
+            real = x0_from_velocity(x_t, guided_velocity(self.teacher, x_t, sigma, cond, self.cfg.guidance), sigma)
+            fake = x0_from_velocity(x_t, self._critic_velocity(x_t, sigma, batch), sigma)
+            g = dmd_gradient(x.detach(), real, fake)
+        gen_frames = slice(1, None)  # frame 0 is the given first frame (constant, no gradient)
+        xs = x[:, :, gen_frames].double()
+        target = (x.detach() - g)[:, :, gen_frames].double()
+        loss = 0.5 * torch.nn.functional.mse_loss(xs, target)
+        return loss.float(), {"dmd/grad_abs": g[:, :, gen_frames].abs().mean(),
+                              "dmd/real_fake_gap": (real - fake)[:, :, gen_frames].square().mean()}
+
+    def critic_loss(self, batch: dict):
+        with torch.no_grad():
+            x = self.rollout(batch, grad=False)
+            x_t, noise, sigma = self._noised(x)
+        v = self._critic_velocity(x_t, sigma, batch)
+        loss = (v - (noise - x)).square().mean()
+        return loss, {"critic/flow_mse": loss.detach()}
+
+    def loss(self, name: str, batch: dict, *, step: int):
+        if name == "generator":
+            return self.generator_loss(batch)
+        if name == "critic":
+            return self.critic_loss(batch)
+        raise ValueError(f"DMDObjective has no network {name!r}; it trains {self.networks}")
+
+    def state_dict(self) -> dict:
+        return {"gen": generator_state(self.gen), "noise_gen": generator_state(self.noise_gen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_generator_state(self.gen, state["gen"])
+        load_generator_state(self.noise_gen, state["noise_gen"])

@@ -1,0 +1,202 @@
+"""Wiring of ``stage=ode_init`` and ``stage=dmd`` for the one training loop (train/loop.py).
+
+ode_init: the frozen teacher (an exported network folder, ``stage.teacher``) makes the ODE pairs
+  if ``stage.pairs`` has none yet (``obtain_ode_pairs``: rank 0 renders the conditions, encodes
+  them with the teacher's codec and text encoder, samples with joint guidance, writes shards);
+  the student starts as a copy of the teacher and regresses the pairs (``ODEInitObjective``);
+  ``finish`` exports it (EMA weights) to ``<run_dir>/export/student``.
+dmd: generator = the ODE-init export (``stage.student``), critic = a copy of the teacher,
+  real score = the frozen teacher; two optimizers with their own LRs (``stage.generator_optim``,
+  ``stage.critic_optim``), the generator's EMA (``stage.generator_ema``); conditions (first
+  frame, tracks, text) come from the pair folder; ``finish`` exports the student again.
+The codec must be the teacher's (its latent space): ``codec.checkpoint``, or the ``codec/codec.pt``
+of the teacher's run directory when the teacher folder is ``<teacher_run>/export/teacher``.
+Both stages use the one step grid ``cfg.schedule`` (shift, student_steps).
+Multi-process note: the DMD rollout drives the student's DiT through its streaming path (not the
+module's forward), which a DDP/FSDP wrapper does not see; these stages run single-process.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from data.stream import derive_seed
+from distill.dmd import DMDConfig, DMDObjective
+from distill.ode_init import ODEInitConfig, ODEInitObjective
+from distill.ode_pairs import generate_ode_pairs, load_ode_pairs, pairs_complete
+from train.data import ClipPool, PoolStream, make_world
+from train.dist import Runtime
+from train.loop import TrainResult
+from train.network import export_network, load_network
+from train.parallel import prepare_frozen, prepare_network, unwrap
+from train.schedule import sampling_sigmas
+from train.stages import StagePlan, load_text_encoder
+from train.teacher import Conditioner
+
+if TYPE_CHECKING:
+    from train.config import TrainConfig
+
+__all__ = ["build_ode_init", "build_dmd", "obtain_ode_pairs", "teacher_codec", "student_steps"]
+
+log = logging.getLogger(__name__)
+CONDITION_KEYS = ("image", "image_latent", "tracks", "visibility", "text_emb", "text_len", "track_ids")
+
+
+def student_steps(cfg: "TrainConfig") -> int:
+    return int(getattr(cfg.schedule, "student_steps", 3))
+
+
+def _require_teacher(path: str | None, field: str = "stage.teacher") -> Path:
+    if not path:
+        raise ValueError(f"{field} is not set: give the exported teacher folder (<teacher_run>/export/teacher)")
+    folder = Path(path)
+    if not (folder / "network.json").is_file():
+        raise ValueError(f"{field}={path!r} is not an exported network folder (no network.json); "
+                         "see train.network.export_network")
+    return folder
+
+
+def teacher_codec(cfg: "TrainConfig", runtime: Runtime, teacher_dir: Path) -> torch.nn.Module:
+    """The frozen codec of the teacher's latent space (never a freshly fitted one)."""
+    from train.codec import TRAINABLE, build_codec_module, load_codec_file
+
+    if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:
+        return prepare_frozen(runtime, build_codec_module(cfg.codec))
+    guess = teacher_dir.parents[1] / "codec" / "codec.pt"
+    if not guess.is_file():
+        raise ValueError(f"codec.checkpoint is not set and {guess} does not exist: pass the teacher's codec "
+                         "(codec.checkpoint=<teacher_run>/codec/codec.pt)")
+    return prepare_frozen(runtime, load_codec_file(cfg.codec, guess))
+
+
+def _network_meta(folder: Path) -> dict:
+    return json.loads((folder / "network.json").read_text())
+
+
+@torch.no_grad()
+def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Path:
+    """Generate the ODE pairs of ``cfg.stage`` into ``out_dir`` unless complete (rank 0; resumable)."""
+    st: ODEInitConfig = cfg.stage
+    out_dir = Path(out_dir)
+    if pairs_complete(out_dir):
+        return out_dir
+    teacher_dir = _require_teacher(st.teacher)
+    if runtime.is_main:
+        device = runtime.device
+        teacher = prepare_frozen(runtime, load_network(teacher_dir))
+        codec = teacher_codec(cfg, runtime, teacher_dir)
+        conditioner = Conditioner(codec=codec, text_encoder=load_text_encoder(cfg, runtime), layout=teacher.layout,
+                                  device=device)
+        n = st.pool_size or st.ode_pairs.num_pairs
+        seeds = [derive_seed(cfg.data.seed, "clip", i) for i in range(n)]  # the teacher's training clips
+        pool = ClipPool(make_world(cfg.data), seeds, num_workers=cfg.data.num_workers)
+        log.info("ODE pairs: %d pairs from %d training clips, %d teacher steps -> %s", st.ode_pairs.num_pairs, n,
+                 st.ode_pairs.teacher_steps, out_dir)
+
+        def conditions(idx: list[int]) -> dict:
+            clips = [pool.clips[i % n] for i in idx]
+            video = pool.videos([i % n for i in idx])  # [B, 3, T, H, W]
+            text, lens = conditioner.text([c["caption"] for c in clips])
+            return {
+                "image": conditioner.image(video[:, :, 0], num_frames=video.shape[2]),
+                "image_latent": conditioner.latents(video[:, :, :1]),
+                "first_frame": torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in clips]),
+                "tracks": torch.stack([torch.from_numpy(c["tracks"]) for c in clips]),
+                "visibility": torch.stack([torch.from_numpy(c["visibility"]) for c in clips]),
+                "text_emb": text, "text_len": lens, "caption": [c["caption"] for c in clips],
+                "seeds": [int(c["meta"]["seed"]) for c in clips],
+            }
+
+        generate_ode_pairs(teacher, conditions=conditions, cfg=st.ode_pairs, student_steps=student_steps(cfg),
+                           shift=cfg.schedule.shift, null_text=conditioner.null_text,
+                           null_text_lengths=conditioner.null_lengths, embed_dim=teacher.track_embed_dim,
+                           height=cfg.data.height, width=cfg.data.width, out_dir=out_dir, device=device)
+    runtime.barrier()
+    return out_dir
+
+
+def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: dict, keys: tuple[str, ...]) -> PoolStream:
+    size = int(pairs["tracks"].shape[0])
+
+    def make(idx: list[int], gids: list[int]) -> dict:
+        sel = torch.tensor(idx)
+        return {k: pairs[k].index_select(0, sel) for k in keys}
+
+    return PoolStream(size, batch_size=cfg.data.batch_size, seed=derive_seed(cfg.data.seed, "pairs"), make_batch=make,
+                      rank=runtime.rank, world_size=runtime.world_size)
+
+
+def _single_process(runtime: Runtime, stage: str) -> None:
+    if runtime.distributed:
+        raise ValueError(f"stage={stage} runs single-process (parallel=single); see distill/stages.py")
+
+
+def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime) -> Path:
+    meta = _network_meta(teacher_dir)
+    return export_network(trained, run_dir / "export" / "student", model_cfg=meta["model"], runtime=runtime,
+                          text_encoder_dim=int(meta["text_encoder_dim"]))
+
+
+def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: ODEInitConfig = cfg.stage
+    _single_process(runtime, "ode_init")
+    teacher_dir = _require_teacher(st.teacher)
+    t0 = time.perf_counter()
+    pairs_dir = obtain_ode_pairs(cfg, runtime, Path(st.pairs) if st.pairs else run_dir / "ode_pairs")
+    pairs_seconds = round(time.perf_counter() - t0, 2)
+    K = student_steps(cfg)
+    pairs = load_ode_pairs(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
+    student = load_network(teacher_dir)  # the student starts as the teacher (causal attention from here on)
+    trained = prepare_network(runtime, cfg.parallel, name="generator", module=student, optim=cfg.optim, ema=cfg.ema,
+                              total_steps=cfg.trainer.max_steps)
+    objective = ODEInitObjective(trained.module, cfg=st, sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
+                                 embed_dim=unwrap(trained.module).track_embed_dim, height=cfg.data.height,
+                                 width=cfg.data.width, seed=derive_seed(cfg.trainer.seed, "ode_init") % 2**62,
+                                 device=runtime.device)
+    data = _pair_stream(cfg, runtime, pairs, CONDITION_KEYS + ("trajectory",))
+
+    def finish(result: TrainResult, logger=None) -> dict:
+        return {"export": str(_export(trained, run_dir, teacher_dir, runtime)), "pairs": str(pairs_dir),
+                "num_pairs": int(pairs["tracks"].shape[0]), "pairs_seconds": pairs_seconds}
+
+    return StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish)
+
+
+def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: DMDConfig = cfg.stage
+    _single_process(runtime, "dmd")
+    teacher_dir = _require_teacher(st.teacher)
+    student_dir = _require_teacher(st.student, "stage.student") if st.student else teacher_dir
+    if not st.pairs:
+        raise ValueError("stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
+                         "are the DMD conditions)")
+    K = student_steps(cfg)
+    pairs = load_ode_pairs(st.pairs, student_steps=K, shift=cfg.schedule.shift)
+    teacher = prepare_frozen(runtime, load_network(teacher_dir))
+    ratio, steps = st.update_ratio, cfg.trainer.max_steps
+    generator = prepare_network(runtime, cfg.parallel, name="generator", module=load_network(student_dir),
+                                optim=st.generator_optim, ema=st.generator_ema, total_steps=max(1, steps // ratio))
+    critic = prepare_network(runtime, cfg.parallel, name="critic", module=load_network(teacher_dir),
+                             optim=st.critic_optim, ema=None, total_steps=steps)
+    null_text, null_lengths = load_text_encoder(cfg, runtime).encode([""])
+    objective = DMDObjective(generator.module, critic.module, teacher, cfg=st,
+                             sigmas=sampling_sigmas(K, shift=cfg.schedule.shift), shift=cfg.schedule.shift,
+                             null_text=null_text, null_text_lengths=null_lengths,
+                             embed_dim=unwrap(generator.module).track_embed_dim, height=cfg.data.height,
+                             width=cfg.data.width, seed=derive_seed(cfg.trainer.seed, "dmd") % 2**62,
+                             device=runtime.device)
+    data = _pair_stream(cfg, runtime, pairs, tuple(k for k in CONDITION_KEYS if k != "track_ids"))
+
+    def finish(result: TrainResult, logger=None) -> dict:
+        return {"export": str(_export(generator, run_dir, teacher_dir, runtime)),
+                "generator_updates": generator.num_updates, "critic_updates": critic.num_updates,
+                "config": json.loads(json.dumps(asdict(st), default=str))}
+
+    return StagePlan(objective=objective, networks={"critic": critic, "generator": generator}, data=data,
+                     finish=finish)

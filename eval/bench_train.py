@@ -1,0 +1,170 @@
+"""Training-step benchmark of the motion-conditioned teacher.
+
+    python -m eval.bench_train                       # tiny teacher (the tiny_teacher experiment) on CPU;
+                                                     # on a GPU also the real 1.3B teacher at 832x480
+    python -m eval.bench_train --real --steps 10     # only the real config (GPU)
+
+What is timed: one optimizer update of ``FlowMatchingObjective`` (timestep/noise/dropout
+sampling, track rasterisation, forward, weighted flow-matching loss, backward, clip, AdamW,
+EMA), i.e. the loop's inner work, on random latents/tracks/text of the experiment's shapes (no
+codec or text encoder in the timed region: they are frozen and, for the tiny world, cached).
+Warm-up steps are excluded; GPU timings are synchronised.
+
+Real config: Wan2.1-Fun-1.3B-Control layout (in_dim 48 = 16 noisy + 16 track + 16 start image),
+832x480, 81 frames -> 21 x 30 x 52 = 32,760 tokens, UMT5 context [512, 4096], bf16 autocast with
+fp32 master weights, activation checkpointing, fused AdamW, batch 1. MFU counts model FLOPs
+(no recompute): 6 x (matmul parameters) x tokens + attention 12 x L^2 x dim per layer, plus
+cross-attention 12 x L x 512 x dim per layer, over the GPU's dense bf16 peak.
+"""
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: busy-waiting worker threads collapse throughput whenever the cores
+# are shared (8 s vs 0.3 s per tiny-teacher step on 2 loaded cores); passive waiting costs
+# little on an idle machine. An explicit OMP_WAIT_POLICY from the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import json
+import time
+from dataclasses import replace
+
+import torch
+
+from train.ema import EMA, EMAConfig
+from train.network import ModelConfig, build_motion_wan
+from train.optim import OptimConfig, build_optimizer, param_groups
+from train.teacher import FlowMatchingObjective, TeacherConfig
+
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
+
+
+def _batch(*, batch: int, frames: int, height: int, width: int, tracks: int, text_len: int, text_dim: int,
+           image_channels: int, device, gen: torch.Generator) -> dict:
+    lat = (batch, 16, 1 + (frames - 1) // 4, height // 8, width // 8)
+    b = {
+        "latents": torch.randn(lat, generator=gen),
+        "text_emb": torch.randn(batch, text_len, text_dim, generator=gen),
+        "text_len": torch.full((batch,), text_len),
+        "tracks": torch.rand(batch, frames, tracks, 2, generator=gen) * torch.tensor([width - 1.0, height - 1.0]),
+        "visibility": torch.rand(batch, frames, tracks, generator=gen) > 0.1,
+    }
+    if image_channels:
+        b["image"] = torch.randn(batch, image_channels, *lat[2:], generator=gen)
+    return {k: v.to(device) for k, v in b.items()}
+
+
+def model_flops(net, *, tokens: int, text_tokens: int, batch: int) -> float:
+    """Training FLOPs of one step (forward + backward, no activation recompute)."""
+    dit = net.dit
+    matmul = sum(p.numel() for n, p in dit.blocks.named_parameters() if p.ndim == 2)
+    dense = 6.0 * matmul * tokens
+    attn = dit.num_layers * 12.0 * dit.dim * (tokens**2 + tokens * text_tokens)
+    # the text embedding runs on text tokens, patch embedding / head on video tokens (small)
+    return batch * (dense + attn)
+
+
+def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: int, batch: int, text_len: int,
+          text_dim: int, steps: int, warmup: int, device: torch.device, checkpointing: bool, bf16: bool) -> dict:
+    torch.manual_seed(0)
+    net = build_motion_wan(model, text_encoder_dim=text_dim, device="meta" if device.type == "cuda" else None)
+    if any(p.is_meta for p in net.parameters()):
+        net.to_empty(device=device)
+        net.init_weights()
+    net.to(device).train()
+    net.gradient_checkpointing = checkpointing
+    optim_cfg = OptimConfig(lr=1e-5)
+    opt = build_optimizer(param_groups(net, optim_cfg), optim_cfg, device=device)
+    ema = EMA(net, EMAConfig(decay=0.999))
+    empty = torch.zeros(1, 1, text_dim, device=device)
+    obj = FlowMatchingObjective(net, cfg=TeacherConfig(), shift=5.0, null_text=empty, null_lengths=torch.ones(1, dtype=torch.long),
+                                embed_dim=net.track_embed_dim, height=height, width=width, seed=0, device=device)
+    gen = torch.Generator().manual_seed(0)
+    image_channels = {"wan_i2v": 20, "fun_control": 16}.get(model.layout, 0)
+    data = _batch(batch=batch, frames=frames, height=height, width=width, tracks=tracks, text_len=text_len,
+                  text_dim=text_dim, image_channels=image_channels, device=device, gen=gen)
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def step():
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+            loss, _ = obj.loss("dit", data, step=0)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(net)
+
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        step()
+    sync()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync()
+    dt = (time.perf_counter() - t0) / steps
+    pt, ph, pw = net.dit.patch_size
+    tokens = (1 + (frames - 1) // 4) // pt * (height // 8 // ph) * (width // 8 // pw)
+    flops = model_flops(net, tokens=tokens, text_tokens=net.dit.text_len, batch=batch)
+    out = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x {torch.get_num_threads()} threads",
+        "flavor": model.flavor, "params": sum(p.numel() for p in net.parameters()), "batch": batch,
+        "frames": frames, "height": height, "width": width, "tokens_per_sample": tokens,
+        "step_time_s": dt, "samples_per_s": batch / dt, "tokens_per_s": batch * tokens / dt,
+        "model_tflops_per_step": flops / 1e12, "achieved_tflops": flops / dt / 1e12,
+    }
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+        out["peak_bf16_tflops"] = peak
+        out["mfu"] = (flops / dt / 1e12 / peak) if peak else None
+        out["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return out
+
+
+def tiny_config() -> tuple[ModelConfig, dict]:
+    """Shapes of the tiny_teacher experiment (read from its composed config)."""
+    from hydra import compose, initialize_config_dir
+
+    from train.app import CONFIG_DIR
+    from train.config import validate
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=tiny_teacher", "paths.output_dir=."])
+    typed = validate(cfg)
+    d = typed.data
+    tracks = d.num_tracks[1] if d.num_tracks else d.grid_size**2
+    return typed.model, dict(frames=d.num_frames, height=d.height, width=d.width, tracks=tracks, batch=d.batch_size)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--real", action="store_true", help="only the real 1.3B config (needs a GPU)")
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads for the tiny benchmark")
+    args = ap.parse_args(argv)
+    results = []
+    if not args.real:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        model, shapes = tiny_config()
+        results.append({"config": "tiny_teacher", **bench(model=model, **shapes, text_len=48, text_dim=384,
+                                                         steps=args.steps, warmup=args.warmup, device=torch.device("cpu"),
+                                                         checkpointing=False, bf16=False)})
+    if torch.cuda.is_available():
+        real = ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, text_encoder="umt5")
+        results.append({"config": "teacher_wan1.3b_480p", **bench(
+            model=real, frames=81, height=480, width=832, tracks=2000, batch=1, text_len=512, text_dim=4096,
+            steps=max(3, args.steps // 2), warmup=args.warmup, device=torch.device("cuda"), checkpointing=True, bf16=True)})
+    elif args.real:
+        raise SystemExit("--real needs a CUDA GPU (the 1.3B config at 832x480 does not fit a CPU benchmark)")
+    for r in results:
+        print(json.dumps(r, indent=2))
+
+
+if __name__ == "__main__":
+    main()

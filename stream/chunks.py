@@ -1,0 +1,201 @@
+"""Per-chunk pieces of the causal student, shared by the streaming engine and Self-Forcing DMD.
+
+Both the inference engine (``stream.engine``) and the DMD rollout (``distill.dmd``) call exactly
+these functions, so training simulates inference step for step (MotionStream §3.2: "Our
+inference procedure identically follows the training process"):
+
+* ``StreamConfig``: chunking (c3s1w1 by default), the K-step list on the shared step grid of
+  ``train.schedule`` (one shift for teacher, ODE pairs, ODE init, DMD and inference).
+* ``VideoCondition``: what is fixed for one video: the projected text context, the first-frame
+  channels of the I2V layout, the clean image latent, the track IDs.
+* ``chunk_condition``: the DiT's ``y`` for one chunk from that chunk's track features only.
+* ``denoise_chunk``: K-step sampling of one chunk through the rolling KV cache, optionally
+  stopping at an exit step with gradient (Self-Forcing's gradient truncation).
+* ``commit_chunk``: the clean re-run at t = 0 whose K/V enter the cache (no gradient).
+
+Chunk layout: chunk 0 is the first latent frame alone (``first_chunk_frames=1``): the encoded
+first frame, clean and given, so the attention sink is exactly the user's image; chunks i >= 1
+have ``chunk_frames`` latents = 4 * chunk_frames pixel frames each.
+Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames, N tracks, D embed dim.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from models.causal import CausalConfig, KVCache, new_cache, stream_step
+from models.conditioning import compose_condition, i2v_condition, start_image_latents
+from models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
+from train.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_velocity
+
+__all__ = [
+    "StreamConfig", "VideoCondition", "build_video_condition", "chunk_pixel_frames", "chunk_condition",
+    "track_features", "denoise_chunk", "commit_chunk", "start_cache",
+]
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Chunked causal sampling: C latents per chunk, S sink / W window chunks, K steps per chunk."""
+
+    chunk_frames: int = 3
+    sink_chunks: int = 1
+    window_chunks: Optional[int] = 1
+    steps: int = 3  # K: denoising steps per chunk (MotionStream: 3)
+    shift: float = 5.0  # the shared schedule shift (cfg.schedule.shift)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"StreamConfig.steps={self.steps} must be >= 1")
+        if not self.shift > 0:
+            raise ValueError(f"StreamConfig.shift={self.shift} must be > 0")
+        self.causal  # validates chunk/sink/window through CausalConfig
+
+    @property
+    def causal(self) -> CausalConfig:
+        return CausalConfig(chunk_frames=self.chunk_frames, sink_chunks=self.sink_chunks,
+                            window_chunks=self.window_chunks, first_chunk_frames=1)
+
+    @property
+    def name(self) -> str:
+        w = "full" if self.window_chunks is None else self.window_chunks
+        return f"c{self.chunk_frames}s{self.sink_chunks}w{w}k{self.steps}"
+
+    def sigmas(self) -> torch.Tensor:
+        """[K + 1] descending noise levels ending at 0: points of the teacher's grid (train.schedule)."""
+        return sampling_sigmas(self.steps, shift=self.shift)
+
+    def nfe_per_chunk(self, index: int) -> int:
+        """Network evaluations of chunk ``index``: K noisy passes + the clean re-run (chunk 0: re-run only)."""
+        return 1 if index == 0 else self.steps + 1
+
+
+def chunk_pixel_frames(cfg: CausalConfig, index: int) -> tuple[int, int]:
+    """[start, stop) pixel frames of chunk ``index`` (Wan grouping: latent 0 = frame 0, latent j = 4j-3..4j)."""
+    s, f = cfg.chunk_start(index), cfg.chunk_len(index)
+    lo = 0 if s == 0 else TEMPORAL_FACTOR * s - (TEMPORAL_FACTOR - 1)
+    hi = TEMPORAL_FACTOR * (s + f - 1) + 1
+    return lo, hi
+
+
+@dataclass(frozen=True, eq=False)
+class VideoCondition:
+    """Per-video constants. ``image_cond`` covers ``F_ref`` latent frames; later frames reuse the
+    last one (exact for a causal codec whose temporal receptive field is shorter than F_ref - 1:
+    the grey frames after the image then encode to the same latent, see ``build_video_condition``)."""
+
+    context: torch.Tensor  # [B, L, text_dim] projected text (MotionWan.project_text)
+    image_latent: torch.Tensor  # [B, 16, 1, h, w] clean latent of the first frame (chunk 0, the sink)
+    image_cond: Optional[torch.Tensor]  # [B, C_img, F_ref, h, w] layout channels, None for t2v
+    track_ids: Optional[torch.Tensor]  # [B, N] long, fixed for the whole video
+    height: int  # pixels
+    width: int
+
+    def image_channels(self, start: int, frames: int) -> Optional[torch.Tensor]:
+        if self.image_cond is None:
+            return None
+        last = self.image_cond.shape[2] - 1
+        idx = torch.arange(start, start + frames, device=self.image_cond.device).clamp(max=last)
+        return self.image_cond.index_select(2, idx)
+
+
+def build_video_condition(network, codec, image: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor, *,
+                          track_ids: Optional[torch.Tensor], reference_latents: int = 8) -> VideoCondition:
+    """First frame [B, 3, H, W] in [-1, 1] + frozen-encoder text -> ``VideoCondition``.
+
+    The I2V channels are built exactly as the teacher saw them (``i2v_condition`` of a video of
+    ``1 + 4 (reference_latents - 1)`` frames: image then grey), so the first ``reference_latents``
+    frames match any teacher clip of at most that length bit for bit. The frozen codec runs under
+    no_grad; the text projection runs under the caller's grad mode (it is trained in DMD).
+    """
+    B, _, H, W = image.shape
+    frames = 1 + TEMPORAL_FACTOR * (reference_latents - 1)
+    with torch.no_grad():
+        image_latent = codec.encode(image[:, :, None]).float()  # [B, 16, 1, h, w]: causal, = frame 0 of any clip
+        if network.layout == "wan_i2v":
+            image_cond = i2v_condition(codec, image, num_frames=frames).float()
+        elif network.layout == "fun_control":
+            image_cond = start_image_latents(codec, image, num_frames=frames).float()
+        else:
+            image_cond = None
+    return VideoCondition(context=network.project_text(text, text_lengths), image_latent=image_latent,
+                          image_cond=image_cond, track_ids=track_ids, height=H, width=W)
+
+
+def track_features(cond: VideoCondition, tracks: Optional[torch.Tensor], visibility: Optional[torch.Tensor],
+                   *, embed_dim: int) -> Optional[torch.Tensor]:
+    """Tracks of a span of pixel frames [B, T, N, 2] + visibility [B, T, N] -> c_m [B, D, T, h, w] (eq. 1).
+
+    None (no tracks supplied) stays None: the empty motion condition."""
+    if tracks is None:
+        return None
+    if cond.track_ids is None:
+        raise ValueError("tracks were given but the VideoCondition has no track_ids; pass track_ids when starting")
+    if tracks.shape[2] != cond.track_ids.shape[1]:
+        raise ValueError(f"tracks have {tracks.shape[2]} points but the video was started with "
+                         f"{cond.track_ids.shape[1]} track IDs; keep the same N for the whole stream")
+    emb = track_id_embedding(cond.track_ids.to(tracks.device), embed_dim)
+    return rasterize_tracks(tracks, visibility, emb, height=cond.height, width=cond.width)
+
+
+def chunk_condition(network, cond: VideoCondition, cfg: CausalConfig, index: int,
+                    motion: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """y [B, C_y, f, h, w] of chunk ``index`` from ITS track features only (c_m of its pixel frames,
+    [B, D, T_chunk, h, w], or None for the empty motion). The track head folds 4 pixel frames per
+    latent and chunk 0 is the single first frame, so chunk-wise heads equal the full-video head."""
+    s, f = cfg.chunk_start(index), cfg.chunk_len(index)
+    image = cond.image_channels(s, f)
+    track = None
+    if network.track_encoder is not None:
+        if motion is None:
+            B, (h, w) = cond.image_latent.shape[0], cond.image_latent.shape[-2:]
+            track = cond.image_latent.new_zeros(B, network.track_encoder.out_channels, f, h, w)
+        else:
+            lo, hi = chunk_pixel_frames(cfg, index)
+            if motion.shape[2] != hi - lo:
+                raise ValueError(f"chunk {index} spans pixel frames [{lo}, {hi}) = {hi - lo} frames; "
+                                 f"its track features have {motion.shape[2]}")
+            track = network.track_encoder.head(motion, has_first_frame=index == 0)
+    elif motion is not None:
+        raise ValueError("the network has no track head (model.track_channels=0) but tracks were given")
+    return compose_condition(network.layout, first_frame=image, track=track)
+
+
+def start_cache(network, cond: VideoCondition, cfg: CausalConfig) -> KVCache:
+    """Empty rolling cache with the prompt's cross-attention K/V (built under the caller's grad mode)."""
+    return new_cache(network.dit, cfg, cond.context)
+
+
+def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torch.Tensor], sigmas: torch.Tensor, *,
+                  fresh_noise: Callable[[], torch.Tensor], exit_step: Optional[int] = None,
+                  grad: bool = False) -> torch.Tensor:
+    """K-step sampling of chunk ``cache.next_chunk`` from ``noise`` [B, 16, f, h, w] -> x0 [B, 16, f, h, w].
+
+    Each step predicts x0 from the step's input and re-noises it to the next level with FRESH noise
+    (``fresh_noise()``; the few-step consistency sampler of Self-Forcing/DMD). ``exit_step`` stops
+    after that step and returns its x0 (gradient truncation); only that step runs with grad when
+    ``grad`` is set, every earlier one under no_grad. The cache is read, never written.
+    """
+    K = len(sigmas) - 1
+    last = K - 1 if exit_step is None else exit_step
+    if not 0 <= last < K:
+        raise ValueError(f"exit_step={exit_step} must be in [0, {K - 1}]")
+    x, B = noise, noise.shape[0]
+    for k in range(last + 1):
+        sigma = sigmas[k].float().expand(B).to(noise.device)
+        with torch.set_grad_enabled(grad and k == last):
+            v = stream_step(network.dit, cache, x, sigma_to_t(sigma), y=y).pred
+            x0 = x0_from_velocity(x, v, sigma)
+        if k < last:
+            x = add_noise(x0.detach(), fresh_noise(), sigmas[k + 1].float().expand(B).to(noise.device))
+    return x0
+
+
+@torch.no_grad()
+def commit_chunk(network, cache: KVCache, x0: torch.Tensor, y: Optional[torch.Tensor]) -> KVCache:
+    """The clean re-run at t = 0 (no noise added): its K/V enter the cache, which rolls."""
+    B = x0.shape[0]
+    out = stream_step(network.dit, cache, x0.detach(), torch.zeros(B, device=x0.device), y=y)
+    return cache.append(out.kv)

@@ -1,0 +1,296 @@
+"""Evaluation of the streaming student: held-out motion following, long rollouts, latency.
+
+* ``evaluate_stream_motion``: the teacher's protocol (train/evaluate.py) run through the
+  streaming engine: per held-out clip the first frame, caption and input tracks (those visible
+  in frame 0), tracks handed over chunk by chunk; generated with and without tracks from the
+  same noise; re-tracked from the frame-0 positions; EPE over visible points. Writes
+  ``samples/<id>/{video.mp4, tracks.npy [T, N, 2] pixels, visibility.npy [T, N]}``.
+* ``long_rollout``: ``factor`` x the training horizon on synthetic clips rendered that long, with
+  the ground-truth tracks streamed in; per chunk: latent RMS, latent error and PSNR against the
+  ground truth (the drift measures) - run once with the sink and once without.
+* ``chunk_latency``: per-chunk wall time over a rollout, plus a re-timing of an early and the last
+  chunk from their kept (immutable) states, interleaved so machine-load drift hits both alike.
+NFE: every DiT call is an evaluation; ``nfe_video_equivalent`` weights each call by the share of
+the video's latent frames it processes (a chunk call = 3/F of a full-clip teacher call).
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from data.trackers import build_tracker, epe
+from models.tracks import sample_track_ids
+from stream.chunks import StreamConfig
+from stream.engine import StreamingGenerator, collect, tracks_from_array
+
+__all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_motion", "long_rollout", "chunk_latency",
+           "stream_nfe", "drift_summary", "run_evaluation"]
+
+
+@dataclass
+class StreamEvalConfig:
+    tracker: str = "lk"
+    batch_size: int = 8
+    seed: int = 0
+    long_factor: int = 10  # long rollout = factor x the training horizon
+    long_clips: int = 2
+    timing_repeats: int = 15
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+
+
+def input_tracks(clips: list[dict]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Tracks visible in frame 0 (the tracker's queries), padded: [B, T, N, 2], [B, T, N], counts."""
+    keep = [torch.from_numpy(c["visibility"][0]) for c in clips]
+    counts = [int(k.sum()) for k in keep]
+    T = clips[0]["tracks"].shape[0]
+    tr = torch.zeros(len(clips), T, max(counts), 2)
+    vi = torch.zeros(len(clips), T, max(counts), dtype=torch.bool)
+    for b, (c, k) in enumerate(zip(clips, keep)):
+        tr[b, :, : counts[b]] = torch.from_numpy(c["tracks"])[:, k]
+        vi[b, :, : counts[b]] = torch.from_numpy(c["visibility"])[:, k]
+    return tr, vi, counts
+
+
+def stream_nfe(config: StreamConfig, num_latents: int) -> dict:
+    causal = config.causal
+    n = causal.num_chunks(num_latents)
+    calls = sum(config.nfe_per_chunk(i) for i in range(n))
+    frames = sum(config.nfe_per_chunk(i) * causal.chunk_len(i) for i in range(n))
+    return {"calls": calls, "video_equivalent": frames / num_latents, "chunks": n}
+
+
+def _track_epe(tracker, video: torch.Tensor, gt_tr: np.ndarray, gt_vis: np.ndarray) -> tuple[float, np.ndarray]:
+    queries = np.concatenate([np.zeros((gt_tr.shape[1], 1), np.float32), gt_tr[0]], axis=1)
+    pred, _ = tracker.track(to_uint8(video), queries)
+    return epe(pred, gt_tr, gt_vis), pred
+
+
+@torch.no_grad()
+def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], text_fn, cfg: StreamEvalConfig,
+                           out_dir: Optional[Path], fps: int) -> dict:
+    """EPE with / without tracks of the streamed student on held-out ``clips`` (ClipPool entries).
+
+    ``text_fn(captions) -> (emb, lengths)`` is the frozen text encoder. Writes the per-sample
+    folders under ``out_dir/samples`` when given."""
+    from data.video_io import write_mp4
+
+    tracker = build_tracker(cfg.tracker)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    per = {"with_tracks": [], "without_tracks": []}
+    latents_all = []
+    num_latents = None
+    for start in range(0, len(clips), cfg.batch_size):
+        batch = clips[start : start + cfg.batch_size]
+        B = len(batch)
+        first = torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in batch]).float() / 127.5 - 1
+        tr, vi, counts = input_tracks(batch)
+        T = tr.shape[1]
+        text, lens = text_fn([c["caption"] for c in batch])
+        ids = sample_track_ids(B, tr.shape[2], generator=gen)
+        seed = int(torch.randint(2**31 - 1, (), generator=gen))
+        n_chunks = engine.causal.num_chunks(1 + (T - 1) // 4)
+        videos = {}
+        for mode, source in (("with_tracks", tracks_from_array(tr, vi)), ("without_tracks", None)):
+            state = engine.start(first, text, lens, track_ids=ids, seed=seed)
+            frames, lat, _ = collect(engine.stream(state, source, num_chunks=n_chunks))
+            videos[mode] = frames
+            if mode == "with_tracks":
+                latents_all.append(lat)
+                num_latents = lat.shape[2]
+        for b, clip in enumerate(batch):
+            m = counts[b]
+            gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
+            for mode, vids in videos.items():
+                per[mode].append(_track_epe(tracker, vids[b], gt_tr, gt_vis)[0])
+            if out_dir is not None:
+                folder = Path(out_dir) / "samples" / str(clip["meta"]["id"])
+                folder.mkdir(parents=True, exist_ok=True)
+                write_mp4(str(folder / "video.mp4"), to_uint8(videos["with_tracks"][b]), fps=fps)
+                write_mp4(str(folder / "video_without_tracks.mp4"), to_uint8(videos["without_tracks"][b]), fps=fps)
+                np.save(folder / "tracks.npy", gt_tr.astype(np.float32))
+                np.save(folder / "visibility.npy", gt_vis.astype(bool))
+    nfe = stream_nfe(engine.config, num_latents)
+    out = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
+    out.update(per_sample={k: [float(x) for x in v] for k, v in per.items()}, num_samples=len(clips),
+               nfe_calls_per_video=nfe["calls"], nfe_video_equivalent_per_video=nfe["video_equivalent"],
+               chunks_per_video=nfe["chunks"], config=engine.config.name)
+    return out
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float((a.float() - b.float()).square().mean())
+    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)  # range [-1, 1]: peak-to-peak 2
+
+
+@torch.no_grad()
+def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_fn, seed: int = 0) -> dict:
+    """Per-chunk drift measures of one long streamed rollout per clip (averaged over clips)."""
+    gen = torch.Generator().manual_seed(seed)
+    per_chunk: dict[str, list[list[float]]] = {"latent_rms": [], "latent_err": [], "psnr": []}
+    for clip in clips:
+        first = torch.from_numpy(clip["frames"][0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+        tr, vi, _ = input_tracks([clip])
+        T = tr.shape[1]
+        gt = torch.from_numpy(clip["frames"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, T, H, W]
+        gt_lat = codec.encode(gt)
+        text, lens = text_fn([clip["caption"]])
+        ids = sample_track_ids(1, tr.shape[2], generator=gen)
+        state = engine.start(first, text, lens, track_ids=ids, seed=int(torch.randint(2**31 - 1, (), generator=gen)))
+        n = engine.causal.num_chunks(1 + (T - 1) // 4)
+        rows = {k: [] for k in per_chunk}
+        for out in engine.stream(state, tracks_from_array(tr, vi), num_chunks=n):
+            if out.index == 0:
+                continue  # the given first frame
+            s, f = engine.causal.chunk_start(out.index), engine.causal.chunk_len(out.index)
+            lo, hi = out.pixel_range
+            rows["latent_rms"].append(float(out.latents.square().mean().sqrt()))
+            rows["latent_err"].append(float((out.latents - gt_lat[:, :, s : s + f]).square().mean()))
+            rows["psnr"].append(_psnr(out.frames, gt[:, :, lo:hi]))
+        for k in per_chunk:
+            per_chunk[k].append(rows[k])
+    curves = {k: np.mean(np.array(v), axis=0).tolist() for k, v in per_chunk.items()}
+    return {"per_chunk": curves, "chunks": len(curves["psnr"]), "config": engine.config.name}
+
+
+def drift_summary(curves: dict, *, horizon_chunks: int, tail: int = 3) -> dict:
+    """Late (last ``tail`` chunks) over early (chunks inside the training horizon) for each measure."""
+    out = {}
+    for k, v in curves.items():
+        early, late = float(np.mean(v[:horizon_chunks])), float(np.mean(v[-tail:]))
+        out[k] = {"early": early, "late": late, "late_over_early": late / early if early else float("nan"),
+                  "max": float(np.max(v)), "min": float(np.min(v))}
+    return out
+
+
+@torch.no_grad()
+def chunk_latency(engine: StreamingGenerator, *, clip: dict, text_fn, num_chunks: int, early_chunk: int = 3,
+                  repeats: int = 15, seed: int = 0) -> dict:
+    """Per-chunk latency of a B = 1 stream (tracks supplied per chunk) and an interleaved re-timing
+    of chunk ``early_chunk`` and the last chunk from their kept states (medians)."""
+    first = torch.from_numpy(clip["frames"][0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    tr, vi, _ = input_tracks([clip])
+    text, lens = text_fn([clip["caption"]])
+    source = tracks_from_array(tr, vi, hold_last=True)
+    ids = sample_track_ids(1, tr.shape[2], generator=torch.Generator().manual_seed(seed))
+    state = engine.start(first, text, lens, track_ids=ids, seed=seed)
+    seconds, kept = [], {}
+    last = num_chunks - 1
+    for i in range(num_chunks):
+        if i in (early_chunk, last):
+            kept[i] = state
+        out, state = engine.step(state, *source(i, engine.pixel_range(i)))
+        seconds.append(out.seconds)
+    times = {early_chunk: [], last: []}
+    for r in range(repeats + 2):  # 2 warm-up rounds
+        for i in (early_chunk, last) if r % 2 == 0 else (last, early_chunk):
+            t0 = time.perf_counter()
+            engine.step(kept[i], *source(i, engine.pixel_range(i)))
+            if r >= 2:
+                times[i].append(time.perf_counter() - t0)
+    med = {i: statistics.median(v) for i, v in times.items()}
+    steady = seconds[early_chunk : early_chunk + 5]
+    return {
+        "per_chunk_seconds": seconds,
+        "early_chunk": early_chunk, "last_chunk": last,
+        "retimed_early_s": med[early_chunk], "retimed_last_s": med[last],
+        "latency_ratio_last_over_early": med[last] / med[early_chunk],
+        "in_stream_ratio_last5_over_early5": statistics.median(seconds[-5:]) / statistics.median(steady),
+        "cache_frames_last": state.cache.frames, "cache_bytes_last": state.cache.nbytes(),
+    }
+
+
+def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[str, str], data,
+                   teacher_steps: int, shift: float, student_steps: int = 3, cfg: StreamEvalConfig | None = None,
+                   codec_name: str = "tiny-ae") -> dict:
+    """The evaluation of ``make run`` on held-out clips (see the module docstring); returns figures.
+
+    ``teacher``/``students``: exported network folders; ``codec``: the teacher's codec file
+    (``codec_name`` in models.codecs). The
+    last student of ``students`` is the one whose samples are written and whose long rollouts and
+    latency are measured. ``data``: the stages' ``train.data.DataConfig`` (world, size, clip length;
+    ``eval_samples`` held-out clips from its evaluation seed namespace)."""
+    import json
+
+    from data.stream import derive_seed
+    from eval.samplers import GuidanceConfig, SamplerConfig
+    from models.codecs import build_codec
+    from models.text_encoders import build_text_encoder
+    from train.data import ClipPool, heldout_clips, make_world
+    from train.evaluate import EvalConfig, evaluate_motion
+    from train.network import load_network
+    from train.teacher import Conditioner
+
+    cfg = cfg or StreamEvalConfig()
+    run_dir = Path(run_dir)
+    device = torch.device("cpu")
+    meta = json.loads((Path(teacher) / "network.json").read_text())["model"]
+    enc_kwargs = {"path": meta["text_encoder_path"]} if meta.get("text_encoder_path") else {}
+    text_encoder = build_text_encoder(meta["text_encoder"], **enc_kwargs)
+    codec_module = build_codec(codec_name, checkpoint=codec).eval()
+    teacher_net = load_network(teacher).eval().requires_grad_(False)
+    conditioner = Conditioner(codec=codec_module, text_encoder=text_encoder, layout=teacher_net.layout, device=device)
+    num_frames, fps = data.num_frames, data.fps
+    clips = heldout_clips(data)
+    figures: dict = {"num_heldout": len(clips), "num_frames": num_frames}
+
+    t0 = time.perf_counter()
+    sampler = SamplerConfig(steps=teacher_steps, solver="euler", guidance=GuidanceConfig(mode="joint"))
+    tf = evaluate_motion(teacher_net, conditioner=conditioner, clips=clips, sampler=sampler, shift=shift,
+                         cfg=EvalConfig(batch_size=cfg.batch_size, save_videos=0, tracker=cfg.tracker, seed=cfg.seed),
+                         embed_dim=teacher_net.track_embed_dim, device=device, out_dir=None, fps=fps, tag="teacher")
+    figures.update(teacher_epe_with_tracks=tf["epe_with_tracks"], teacher_epe_without_tracks=tf["epe_without_tracks"],
+                   teacher_nfe_per_video=tf["nfe_per_video"], teacher_sampler_steps=teacher_steps,
+                   epe_ground_truth_video=tf["epe_ground_truth_video"], epe_frozen_video=tf["epe_frozen_video"],
+                   teacher_per_sample=tf["per_sample"], teacher_eval_seconds=round(time.perf_counter() - t0, 2))
+
+    stream_cfg = StreamConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, steps=student_steps, shift=shift)
+    engine = None
+    for i, (name, folder) in enumerate(students.items()):
+        last = i == len(students) - 1
+        engine = StreamingGenerator(load_network(folder).requires_grad_(False), codec_module, config=stream_cfg)
+        t0 = time.perf_counter()
+        sf = evaluate_stream_motion(engine, clips=clips.clips, text_fn=conditioner.text, cfg=cfg,
+                                    out_dir=run_dir if last else None, fps=fps)
+        figures.update({f"{name}_epe_with_tracks": sf["epe_with_tracks"],
+                        f"{name}_epe_without_tracks": sf["epe_without_tracks"],
+                        f"{name}_per_sample": sf["per_sample"],
+                        f"{name}_eval_seconds": round(time.perf_counter() - t0, 2)})
+        if last:
+            figures.update(student_nfe_per_video=sf["nfe_video_equivalent_per_video"],
+                           student_nfe_calls_per_video=sf["nfe_calls_per_video"], student_config=sf["config"],
+                           student_chunks_per_video=sf["chunks_per_video"])
+
+    # long rollouts: factor x the training horizon, ground-truth tracks streamed in, with and without the sink
+    horizon = 1 + (num_frames - 1) // 4  # latent frames the teacher (and the DMD rollout) covers
+    causal = stream_cfg.causal
+    horizon_chunks = causal.num_chunks(horizon) - 1  # generated chunks inside the horizon
+    long_latents = 1 + cfg.long_factor * (horizon - 1)
+    long_frames = 1 + 4 * (long_latents - 1)
+    long_world = make_world(dataclasses.replace(data, num_frames=long_frames))
+    long = ClipPool(long_world, [derive_seed(data.eval_seed, "long", i) for i in range(cfg.long_clips)])
+    figures.update(long_rollout_factor=cfg.long_factor, long_rollout_frames=long_frames,
+                   long_rollout_latents=long_latents, training_horizon_chunks=horizon_chunks, drift={})
+    t0 = time.perf_counter()
+    for tag, sink in (("with_sink", 1), ("without_sink", 0)):
+        conf = StreamConfig(chunk_frames=3, sink_chunks=sink, window_chunks=1, steps=student_steps, shift=shift)
+        eng = StreamingGenerator(engine.network, codec_module, config=conf)
+        roll = long_rollout(eng, clips=long.clips, codec=codec_module, text_fn=conditioner.text, seed=cfg.seed)
+        roll["summary"] = drift_summary(roll["per_chunk"], horizon_chunks=horizon_chunks)
+        figures["drift"][tag] = roll
+    figures["long_rollout_seconds"] = round(time.perf_counter() - t0, 2)
+    lat = chunk_latency(engine, clip=long.clips[0], text_fn=conditioner.text,
+                        num_chunks=causal.num_chunks(long_latents), repeats=cfg.timing_repeats, seed=cfg.seed)
+    figures["latency"] = lat
+    figures["latency_ratio_last_over_early"] = lat["latency_ratio_last_over_early"]
+    return figures

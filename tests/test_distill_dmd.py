@@ -1,0 +1,155 @@
+"""Self-Forcing DMD: the training rollout IS the streaming engine, gradient truncation, the DMD
+gradient, and exact resume of both optimizers, the EMA and the 5:1 phase through the loop."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import stream.chunks as chunks
+from distill.dmd import DMDConfig, DMDObjective, dmd_gradient
+from stream.chunks import StreamConfig
+from stream.engine import StreamingGenerator, collect, tracks_from_array
+from train.checkpoint import CheckpointManager
+from train.data import PoolStream
+from train.dist import init_runtime
+from train.loop import TrainerConfig, train
+from train.metrics import LoggerConfig, MetricLogger
+from train.optim import OptimConfig
+from train.parallel import ParallelConfig, prepare_network
+from train.schedule import sampling_sigmas
+
+from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
+
+SHIFT, K = 5.0, 3
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return init_runtime("single")
+
+
+@pytest.fixture(scope="module")
+def codec():
+    return tiny_codec()
+
+
+def _objective(gen, critic, teacher, *, seed=0, ratio=5):
+    cfg = DMDConfig(update_ratio=ratio)
+    nt, nl = null_text()
+    return DMDObjective(gen, critic, teacher.eval().requires_grad_(False), cfg=cfg,
+                        sigmas=sampling_sigmas(K, shift=SHIFT), shift=SHIFT, null_text=nt, null_text_lengths=nl,
+                        embed_dim=gen.track_embed_dim, height=H, width=W, seed=seed, device=torch.device("cpu"))
+
+
+def test_update_phase_is_5_to_1_critic_first():
+    obj = _objective(tiny_network(1), tiny_network(0), tiny_network(0))
+    phase = [tuple(obj.updates(s)) for s in range(10)]
+    assert phase == [("critic",)] * 4 + [("critic", "generator")] + [("critic",)] * 4 + [("critic", "generator")]
+
+
+def test_training_rollout_equals_the_streaming_engine(codec):
+    """Same noise, exit at the last step: DMD's rollout == what the engine streams at inference."""
+    gen = tiny_network(1).eval()
+    obj = _objective(gen, tiny_network(0), tiny_network(0), seed=4)
+    raw = make_conditions(codec)([0, 1])
+    batch = obj.prepare_batch(raw)
+    with torch.no_grad():
+        x = obj.rollout(batch, grad=False, exit_step=K - 1)
+    engine = StreamingGenerator(gen, codec, config=StreamConfig(shift=SHIFT, steps=K))
+    image = raw["first_frame"].float() / 127.5 - 1
+    state = engine.start(image, raw["text_emb"], raw["text_len"], track_ids=batch["track_ids"], seed=4 + 1)
+    _, latents, _ = collect(engine.stream(state, tracks_from_array(raw["tracks"], raw["visibility"]), num_chunks=3))
+    torch.testing.assert_close(x, latents, atol=1e-5, rtol=1e-5)
+
+
+def test_gradient_flows_through_the_exit_step_only(codec, monkeypatch):
+    gen, critic, teacher = tiny_network(1), tiny_network(0), tiny_network(0)
+    obj = _objective(gen, critic, teacher)
+    batch = obj.prepare_batch(make_conditions(codec)([0, 1]))
+    calls = []
+    real_step = chunks.stream_step
+
+    def counting(model, cache, x, t, **kw):
+        calls.append((torch.is_grad_enabled(), float(t.flatten()[0])))
+        return real_step(model, cache, x, t, **kw)
+
+    monkeypatch.setattr(chunks, "stream_step", counting)
+    exit_step = 1
+    x = obj.rollout(batch, grad=True, exit_step=exit_step)
+    # per generated chunk: steps 0..exit (only the exit one with grad) + the clean re-run (no grad)
+    sig = sampling_sigmas(K, shift=SHIFT)
+    chunk = [(False, float(sig[0].float()) * 1000), (True, float(sig[1].float() * 1000)), (False, 0.0)]
+    assert calls == [(False, 0.0)] + chunk + chunk
+    assert x.requires_grad and x.shape == (2, 16, 7, H // 8, W // 8)
+    loss, extra = obj.generator_loss(batch)
+    loss.backward()
+    assert all(p.grad is None for p in critic.parameters()) and all(p.grad is None for p in teacher.parameters())
+    grads = [p.grad for p in gen.parameters() if p.requires_grad]
+    assert all(g is not None for g in grads) and sum(float(g.abs().sum()) for g in grads) > 0
+    assert set(extra) == {"dmd/grad_abs", "dmd/real_fake_gap"}
+
+
+def test_dmd_gradient_is_normalised_per_sample():
+    x, real = torch.randn(2, 4, 3, 2, 2), torch.randn(2, 4, 3, 2, 2)
+    fake = real + 0.5
+    g = dmd_gradient(x, real, fake)
+    torch.testing.assert_close(g, 0.5 / (x - real).abs().mean(dim=(1, 2, 3, 4), keepdim=True).expand_as(x))
+    assert torch.equal(dmd_gradient(x, real, real.clone()), torch.zeros_like(x))
+    # scaling the sample and both predictions together leaves the gradient unchanged
+    torch.testing.assert_close(dmd_gradient(3 * x, 3 * real, 3 * fake), g)
+    assert torch.isfinite(dmd_gradient(real, real, fake)).all()  # 0/0 -> 0, not NaN
+
+
+def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int):
+    nets = {"critic": tiny_network(0), "generator": tiny_network(1)}
+    optims = {"critic": OptimConfig(lr=4e-4, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0),
+              "generator": OptimConfig(lr=2e-3, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0,
+                                       warmup_steps=1)}
+    from train.ema import EMAConfig
+
+    prepared = {n: prepare_network(runtime, ParallelConfig(), name=n, module=m, optim=optims[n],
+                                   ema=EMAConfig(decay=0.9) if n == "generator" else None, total_steps=steps)
+                for n, m in nets.items()}
+    obj = _objective(prepared["generator"].module, prepared["critic"].module, tiny_network(0), seed=11, ratio=3)
+    conditions = make_conditions(codec)
+    data = PoolStream(6, batch_size=1, seed=0, make_batch=lambda idx, gids: conditions(idx), rank=0, world_size=1)
+    cfg = TrainerConfig(max_steps=steps, grad_accum=2, log_every=1, ckpt_every=ckpt_every, resume="auto")
+    logger = MetricLogger(run_dir, LoggerConfig(progress_bar=False), is_main=True, total_steps=steps)
+    ckpt = CheckpointManager(run_dir / "checkpoints", runtime, keep_last=2, fingerprint={"dmd": 1})
+    try:
+        res = train(objective=obj, networks=prepared, data=data, cfg=cfg, runtime=runtime, checkpoints=ckpt,
+                    logger=logger)
+    finally:
+        logger.close()
+    return res, prepared
+
+
+def _rows(run_dir: Path) -> dict:
+    rows = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        r = json.loads(line)
+        rows[r["step"]] = {k: v for k, v in r.items() if not k.startswith("perf/")}
+    return rows
+
+
+def test_exact_resume_of_both_optimizers_ema_and_phase(runtime, codec, tmp_path):
+    """7 steps at ratio 3 (generator at steps 2 and 5), grad_accum 2: uninterrupted == cut at
+    step 4 (mid-phase, after one generator update) and resumed in fresh objects."""
+    steps = 7
+    _, ref = _train(runtime, codec, tmp_path / "ref", steps=steps, ckpt_every=100)
+    _train(runtime, codec, tmp_path / "cut", steps=4, ckpt_every=100)
+    res, got = _train(runtime, codec, tmp_path / "cut", steps=steps, ckpt_every=100)
+    assert res.resumed_from is not None and res.resumed_from.name == "step_00000004"
+    a, b = _rows(tmp_path / "ref"), _rows(tmp_path / "cut")
+    assert sorted(a) == list(range(1, steps + 1)) and a == b  # every logged loss and lr, bit for bit
+    assert "train/loss/generator" in a[3] and "train/loss/generator" not in a[4]  # the 3:1 phase
+    assert ref["generator"].num_updates == got["generator"].num_updates == 2
+    assert ref["critic"].num_updates == got["critic"].num_updates == steps
+    for name in ("generator", "critic"):
+        for p, q in zip(ref[name].raw.parameters(), got[name].raw.parameters()):
+            assert torch.equal(p, q)
+        sa, sb = ref[name].optimizer.state_dict()["state"], got[name].optimizer.state_dict()["state"]
+        assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    for s, t in zip(ref["generator"].ema.shadow, got["generator"].ema.shadow):
+        assert torch.equal(s, t)

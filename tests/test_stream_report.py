@@ -1,0 +1,64 @@
+"""The end-to-end report: targets are judged from the figures (met, missed, not measured), and
+report.json / report.md / plots are written; plus the streaming evaluation helpers."""
+import json
+
+import numpy as np
+import pytest
+
+from eval.report import targets, write_report
+from stream.chunks import StreamConfig
+from stream.evaluate import drift_summary, input_tracks, stream_nfe
+
+
+def _figures(**over):
+    f = {"teacher_epe_with_tracks": 2.0, "teacher_epe_without_tracks": 6.0, "student_epe_with_tracks": 2.4,
+         "student_epe_without_tracks": 6.0, "teacher_nfe_per_video": 144, "student_nfe_per_video": 3.571,
+         "latency_ratio_last_over_early": 1.01,
+         "drift": {tag: {"config": tag, "per_chunk": {"latent_err": [1.0, 1.1, 1.2, 1.3], "psnr": [20, 19, 19, 18],
+                                                      "latent_rms": [1, 1, 1, 1]},
+                         "summary": {"latent_err": {"early": 1.0, "late": 1.2, "late_over_early": 1.2, "max": 1.3, "min": 1.0}}}
+                   for tag in ("with_sink", "without_sink")}}
+    f.update(over)
+    return f
+
+
+def test_targets_are_judged_from_the_figures():
+    t = targets(_figures())
+    assert all(v["met"] is True for v in t.values()), t
+    assert t["nfe_reduction"]["value"] == pytest.approx(144 / 3.571)
+    bad = targets(_figures(student_epe_with_tracks=2.7, latency_ratio_last_over_early=1.2, student_nfe_per_video=9.0))
+    assert bad["student_vs_teacher_epe"]["met"] is False and bad["latency_flat"]["met"] is False
+    assert bad["nfe_reduction"]["met"] is False and bad["student_with_over_without"]["met"] is True
+    missing = targets({"teacher_epe_with_tracks": 2.0})
+    assert missing["student_vs_teacher_epe"]["met"] is None and missing["drift_bounded_with_sink"]["met"] is None
+
+
+def test_write_report_writes_json_markdown_and_plots(tmp_path):
+    f = _figures(latency={"per_chunk_seconds": [0.01] * 6, "early_chunk": 3, "last_chunk": 5, "retimed_early_s": 0.01,
+                          "retimed_last_s": 0.0101, "latency_ratio_last_over_early": 1.01,
+                          "in_stream_ratio_last5_over_early5": 1.0, "cache_frames_last": 4, "cache_bytes_last": 10},
+                 stages={"teacher": {"status": "done", "seconds": 1.0}})
+    metrics = {"dmd": [{"step": i, "train/loss/generator": 1.0 / i, "train/loss/critic": 2.0} for i in range(1, 5)]}
+    write_report(tmp_path, f, metrics=metrics)
+    rep = json.loads((tmp_path / "report.json").read_text())
+    assert rep["student_epe_with_tracks"] == 2.4 and rep["targets"]["latency_flat"]["met"] is True
+    md = (tmp_path / "report.md").read_text()
+    for png in ("epe.png", "drift.png", "latency.png", "training.png"):
+        assert (tmp_path / png).is_file() and f"]({png})" in md
+    assert "| student_vs_teacher_epe |" in md
+
+
+def test_nfe_counts_and_drift_summary():
+    cfg = StreamConfig(steps=3)
+    nfe = stream_nfe(cfg, 7)  # first frame + 2 chunks of 3
+    assert nfe == {"calls": 1 + 2 * 4, "video_equivalent": (1 + 2 * 3 * 4) / 7, "chunks": 3}
+    s = drift_summary({"psnr": [20.0, 22.0, 19.0, 18.0, 17.0, 16.0]}, horizon_chunks=2, tail=3)
+    assert s["psnr"]["early"] == 21.0 and s["psnr"]["late"] == 17.0 and s["psnr"]["late_over_early"] == 17.0 / 21.0
+
+
+def test_input_tracks_keep_points_visible_in_frame_zero():
+    vis = np.array([[True, False, True], [True, True, False]])
+    tracks = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    tr, vi, counts = input_tracks([{"tracks": tracks, "visibility": vis}])
+    assert counts == [2] and tr.shape == (1, 2, 2, 2)
+    assert tr[0, :, 1].tolist() == tracks[:, 2].tolist() and vi[0, :, 1].tolist() == [True, False]

@@ -1,0 +1,116 @@
+"""The root training config: structured-config schemas registered in Hydra's ConfigStore.
+
+Each component's schema lives next to the component (``OptimConfig`` in train/optim.py, ...);
+this module composes them into ``TrainConfig`` and registers:
+  * ``train_schema``            the root, first in conf/train.yaml's defaults (type-checks YAML);
+  * ``stage/<name>_schema``     one per stage (``stage`` is typed per stage, the root holds Any).
+``validate`` converts the composed DictConfig to dataclasses (running every ``__post_init__``)
+and checks cross-field rules, raising ``ValueError`` naming the field. Library code only ever
+sees the dataclasses, never a DictConfig.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from eval.samplers import SamplerConfig
+from train.codec import CodecConfig
+from train.data import DataConfig
+from train.ema import EMAConfig
+from train.evaluate import EvalConfig
+from train.loop import TrainerConfig
+from train.metrics import LoggerConfig
+from train.network import ModelConfig
+from train.optim import OptimConfig
+from train.parallel import ParallelConfig
+from train.stages import stage_schemas
+
+__all__ = ["ScheduleConfig", "PathsConfig", "TrainConfig", "register_configs", "validate", "resolved_container"]
+
+
+@dataclass
+class ScheduleConfig:
+    """The one step grid of every stage (train.schedule): shift k of sigma' = k s / (1 + (k-1) s)."""
+
+    shift: float = 5.0
+    student_steps: int = 3  # the few-step student's denoising steps, points of the same grid (issue 7)
+
+    def __post_init__(self) -> None:
+        if not self.shift > 0:
+            raise ValueError(f"schedule.shift={self.shift} must be > 0 (1 = no shift)")
+        if self.student_steps < 1:
+            raise ValueError(f"schedule.student_steps={self.student_steps} must be >= 1")
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    log_dir: str = "runs"
+    data_dir: str = "data_cache"
+    output_dir: str = "."  # the run directory (set from hydra.runtime.output_dir)
+
+
+@dataclass
+class TrainConfig:
+    task_name: str = "train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage: Any = None  # a stage schema (stage/<name>_schema)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for name, schema in stage_schemas().items():
+        cs.store(group="stage", name=f"{name}_schema", node=schema)
+
+
+def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
+    """DictConfig -> TrainConfig with every schema's checks and the cross-field rules."""
+    if isinstance(cfg, DictConfig):
+        if cfg.get("stage") is None or "name" not in cfg.stage:
+            raise ValueError("stage is not set: choose one with stage=<name> (e.g. stage=teacher)")
+        plain = resolved_container(cfg)
+        stage = plain.pop("stage")
+        schemas = stage_schemas()
+        if stage["name"] not in schemas:
+            raise ValueError(f"stage.name={stage['name']!r}; registered stages: {sorted(schemas)}")
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
+        typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schemas[stage["name"]]), stage))
+        cfg = typed
+    _cross_checks(cfg)
+    return cfg
+
+
+def resolved_container(cfg: DictConfig) -> dict:
+    """The job config (without the ``hydra`` node) as plain containers, interpolations resolved."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+
+
+def _cross_checks(cfg: TrainConfig) -> None:
+    patch = cfg.model.overrides.get("patch_size", (1, 2, 2))
+    for axis, px, p in (("height", cfg.data.height, patch[1]), ("width", cfg.data.width, patch[2])):
+        if (px // 8) % p:
+            raise ValueError(f"data.{axis}={px}: the latent size {px // 8} must be divisible by the patch size {p}")
+    if cfg.codec.fit.crop > min(cfg.data.height, cfg.data.width) or cfg.codec.fit.num_frames > cfg.data.num_frames:
+        raise ValueError(
+            f"codec.fit crop {cfg.codec.fit.num_frames}x{cfg.codec.fit.crop}px does not fit data clips of "
+            f"{cfg.data.num_frames}x{cfg.data.height}x{cfg.data.width}; lower codec.fit.crop / codec.fit.num_frames"
+        )
+    if cfg.model.track_channels == 0 and cfg.sampler.guidance.mode in ("joint", "motion"):
+        raise ValueError(f"sampler.guidance.mode={cfg.sampler.guidance.mode!r} needs tracks but model.track_channels=0")

@@ -1,0 +1,210 @@
+"""Process-level runtime: launch environment, accelerate, seeding, RNG state, reductions.
+
+CPU facts this module encodes (shared/reference/cpu-environment.md):
+* trap 2: a plain ``Accelerator()`` under torchrun without a GPU silently gives N independent
+  single-process runs; we pass ``cpu=True`` so accelerate builds a gloo group (MULTI_CPU);
+* trap 6: DeepSpeed on CPU needs the gloo backend passed explicitly (and ``DS_ACCELERATOR=cpu``);
+* trap 5: 2-process gloo runs sometimes abort in the interpreter's exit path; entry points end
+  with :func:`hard_exit` (flush, then ``os._exit``).
+Slurm: when started by ``srun`` without torchrun, RANK/WORLD_SIZE/... are exported from the
+SLURM_* variables, so one task per GPU (the preemption-friendly layout) needs no launcher.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import random
+import sys
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+__all__ = [
+    "Runtime",
+    "init_runtime",
+    "export_slurm_env",
+    "seed_everything",
+    "rng_state",
+    "load_rng_state",
+    "hard_exit",
+]
+
+log = logging.getLogger(__name__)
+
+
+def export_slurm_env() -> None:
+    """Under ``srun`` (one task per device, no torchrun) derive torch.distributed's env vars."""
+    if "RANK" in os.environ or "SLURM_PROCID" not in os.environ:
+        return
+    ntasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if ntasks <= 1:
+        return
+    os.environ["RANK"] = os.environ["SLURM_PROCID"]
+    os.environ["WORLD_SIZE"] = str(ntasks)
+    os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+    os.environ.setdefault("LOCAL_WORLD_SIZE", os.environ.get("SLURM_NTASKS_PER_NODE", "1").split("(")[0])
+    if "MASTER_ADDR" not in os.environ:
+        nodes = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST", "localhost")
+        try:  # first host of a compressed nodelist, as scontrol expands it
+            import subprocess
+
+            first = subprocess.run(["scontrol", "show", "hostnames", nodes], capture_output=True, text=True, check=True)
+            os.environ["MASTER_ADDR"] = first.stdout.split()[0]
+        except (OSError, subprocess.CalledProcessError, IndexError):
+            os.environ["MASTER_ADDR"] = nodes.split(",")[0].split("[")[0]
+    os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+@dataclass
+class Runtime:
+    """Where and how this process trains. ``strategy`` is the parallel strategy name."""
+
+    accelerator: object  # accelerate.Accelerator
+    strategy: str
+    device: torch.device
+    rank: int
+    world_size: int
+    local_rank: int
+    precision: str  # "fp32" | "bf16" (resolved)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.distributed:
+            dist.barrier()
+
+    def autocast(self):
+        """bf16 autocast on GPU for single/DDP; FSDP2 casts through its policy, DeepSpeed itself."""
+        if self.precision == "bf16" and self.strategy in ("single", "ddp") and self.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def reduce_mean(self, values: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Average scalars over ranks with ONE all-reduce. A CPU-GPU sync point (``.tolist()``)."""
+        if not values:
+            return {}
+        keys = sorted(values)
+        flat = torch.stack([values[k].detach().float().reshape(()).to(self.device) for k in keys])
+        if self.distributed:
+            dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+            flat /= self.world_size
+        return dict(zip(keys, flat.tolist()))
+
+    def any_flag(self, flag: bool) -> bool:
+        """True on every rank if it is True on any rank (used for preemption requests)."""
+        if not self.distributed:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
+
+    def broadcast_object(self, obj):
+        if not self.distributed:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def init_runtime(
+    strategy: str,
+    *,
+    precision: str = "auto",
+    backend: str = "auto",
+    timeout_minutes: int = 30,
+    deepspeed_config: dict | None = None,
+    find_unused_parameters: bool = False,
+) -> Runtime:
+    """Create the Accelerator for ``strategy`` (single | ddp | fsdp | deepspeed)."""
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
+    export_slurm_env()
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if strategy == "single" and world_size > 1:
+        raise ValueError(
+            f"parallel.strategy=single but the launcher started {world_size} processes; "
+            "choose parallel=ddp, fsdp or deepspeed"
+        )
+    cuda = torch.cuda.is_available()
+    if backend == "auto":
+        backend = "nccl" if cuda else "gloo"
+    if precision == "auto":
+        precision = "bf16" if cuda else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"trainer.precision={precision!r}; choose auto, fp32 or bf16")
+    handlers: list = []
+    if world_size > 1:  # a backend handler in a single process makes accelerate query a missing group
+        handlers.append(InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes)))
+    if strategy == "ddp":
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters))
+    kwargs: dict = {"cpu": not cuda, "kwargs_handlers": handlers, "mixed_precision": "no"}
+    if strategy == "deepspeed":
+        if not cuda:
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # accelerate's state sets DEEPSPEED from this
+        from accelerate.utils import DeepSpeedPlugin
+
+        # Not cpu=True here: that path never turns DeepSpeed on; the explicit gloo backend above
+        # is what makes it work without a GPU (trap 6).
+        kwargs["cpu"] = False
+        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config)
+    accelerator = Accelerator(**kwargs)
+    if world_size > 1 and accelerator.num_processes != world_size:
+        raise RuntimeError(
+            f"accelerate sees {accelerator.num_processes} process(es) but WORLD_SIZE={world_size}: "
+            "the process group was not built (see cpu-environment.md traps 1, 2, 6)"
+        )
+    return Runtime(
+        accelerator=accelerator,
+        strategy=strategy,
+        device=accelerator.device,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        local_rank=accelerator.local_process_index,
+        precision=precision,
+    )
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python, numpy and torch (all devices). Every int is a real seed, 0 included."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def load_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def hard_exit(code: int = 0) -> None:
+    """Flush and leave without running interpreter teardown (cpu-environment.md trap 5)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

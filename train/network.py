@@ -1,0 +1,281 @@
+"""The trainable motion-conditioned video network: Wan DiT + track head + text projection.
+
+``MotionWan`` bundles what the teacher (and later the student and the critic, issue 7) train
+together, so one module is wrapped by DDP/FSDP, one state dict is checkpointed and one EMA is
+kept. The frozen parts (codec, text encoder) are NOT in it: they are shared, offloaded or
+replaced by cached outputs (see ``train/teacher.py``).
+
+Inputs of ``forward`` (B batch, D track-embedding dim, T pixel frames, F = 1 + (T-1)/4 latent
+frames, h/w latent size, L text tokens):
+  x        [B, 16, F, h, w]     noisy latent;   t [B] or [B, F] on the 0..1000 scale
+  text     [B, L, E] + lengths  frozen-encoder output (projected here to the DiT's text_dim)
+  image    [B, C_img, F, h, w]  first-frame channels (``models.conditioning``: wan_i2v -> 20,
+                                fun_control -> 16, t2v -> None)
+  motion   [B, D, T, h, w]      rasterised track embeddings c_m (MotionStream eq. 1) or None for
+                                the empty motion condition; the learnable TrackHead folds time 4x.
+The empty motion condition is exactly zero track channels (the head has no bias), the same
+input as tracks dropped in training and masked mid-frames.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from models.conditioning import LAYOUTS, compose_condition, condition_channels
+from models.flavors import build_wan, flavor_config
+from models.text_encoders import TextProjection
+from models.tracks import TRACK_EMBED_DIM, TrackEncoder
+from models.wan import WanModel
+
+__all__ = ["ModelConfig", "MotionWan", "build_motion_wan", "initialise", "export_network", "load_network", "full_state_dict", "TEXT_ENCODER_DIMS", "pad_text", "LATENT_CHANNELS"]
+
+LATENT_CHANNELS = 16
+
+
+@dataclass
+class ModelConfig:
+    flavor: str = "tiny"  # models.flavors name
+    layout: str = "wan_i2v"  # models.conditioning.LAYOUTS
+    track_channels: int = 16  # TrackHead output channels; 0 disables track conditioning
+    track_embed_dim: int = TRACK_EMBED_DIM
+    text_encoder: str = "minilm"  # models.text_encoders.build_text_encoder name (frozen)
+    text_encoder_path: str | None = None  # local folder / checkpoint of the text encoder
+    overrides: dict = field(default_factory=dict)  # WanModel kwargs (dim, num_layers, text_len, ...)
+    init_from: str | None = None  # Wan checkpoint (official or diffusers) to start the DiT from
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"model.layout={self.layout!r}; choose one of {LAYOUTS}")
+        if self.track_channels < 0:
+            raise ValueError(f"model.track_channels={self.track_channels} must be >= 0")
+        if self.track_embed_dim < 2 or self.track_embed_dim % 2:
+            raise ValueError(f"model.track_embed_dim={self.track_embed_dim} must be even and >= 2")
+        flavor_config(self.flavor, **self.overrides)  # raises ValueError naming unknown flavors / fields
+
+
+def pad_text(emb: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, L, E] -> [B, length, E]: zero-pad or truncate on tokens (zero rows are Wan's padding)."""
+    if emb.shape[1] >= length:
+        return emb[:, :length]
+    return torch.nn.functional.pad(emb, (0, 0, 0, length - emb.shape[1]))
+
+
+class MotionWan(nn.Module):
+    """DiT + TrackEncoder head + optional TextProjection, one trainable module."""
+
+    def __init__(self, dit: WanModel, *, layout: str, track_encoder: TrackEncoder | None,
+                 text_proj: TextProjection | None, required_in_dim: int | None = None):
+        super().__init__()
+        self.dit, self.layout = dit, layout
+        self.required_in_dim = required_in_dim or dit.in_dim  # in_dim the layout needs
+        self.track_encoder = track_encoder
+        self.text_proj = text_proj
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.dit.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value: bool) -> None:
+        self.dit.gradient_checkpointing = bool(value)
+
+    @property
+    def track_embed_dim(self) -> int:
+        return self.track_encoder.embed_dim if self.track_encoder is not None else TRACK_EMBED_DIM
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Fresh initialisation of every part (after ``to_empty`` of a meta-built module)."""
+        self.dit.init_weights()
+        if self.track_encoder is not None:
+            self.track_encoder.head.proj.reset_parameters()
+        if self.text_proj is not None:
+            self.text_proj.proj.reset_parameters()
+
+    def project_text(self, text: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Frozen-encoder output [B, L, E] -> DiT context [B, min(L, text_len), text_dim]."""
+        lengths = lengths.clamp(max=self.dit.text_len)
+        text = pad_text(text, min(text.shape[1], self.dit.text_len))
+        if self.text_proj is not None:
+            return self.text_proj(text, lengths)
+        keep = torch.arange(text.shape[1], device=text.device)[None, :] < lengths.to(text.device)[:, None]
+        return text * keep[..., None].to(text.dtype)
+
+    def motion_channels(self, motion: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """c_m [B, D, T, h, w] (or None = empty motion) -> track channels [B, C, F, h, w]."""
+        if self.track_encoder is None:
+            if motion is not None:
+                raise ValueError("this network has no track head (model.track_channels=0) but got motion")
+            return None
+        if motion is None:
+            B, _, F, h, w = like.shape
+            return like.new_zeros(B, self.track_encoder.out_channels, F, h, w)
+        return self.track_encoder.head(motion)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        image: torch.Tensor | None = None,
+        motion: torch.Tensor | None = None,
+        **dit_kwargs,
+    ) -> torch.Tensor:
+        """Velocity [B, 16, F, h, w] float32. ``dit_kwargs`` go to ``WanModel.forward``
+        (``attention=``/``frame_offset=`` for the causal student)."""
+        context = self.project_text(text, text_lengths)
+        y = compose_condition(self.layout, first_frame=image, track=self.motion_channels(motion, x))
+        return self.dit(x, t, context, y=y, **dit_kwargs)
+
+
+def build_motion_wan(cfg: ModelConfig, *, text_encoder_dim: int, device: str | torch.device | None = None) -> MotionWan:
+    """Build from a config. Real flavors default to ``meta`` (materialise after sharding with
+    ``to_empty`` + :func:`initialise`); ``tiny*`` flavors build (randomly initialised) on CPU."""
+    in_dim = LATENT_CHANNELS + condition_channels(cfg.layout, cfg.track_channels, latent_channels=LATENT_CHANNELS)
+    base = flavor_config(cfg.flavor, **cfg.overrides)  # validates the flavor and the override names
+    if device is None:
+        device = "cpu" if cfg.flavor.startswith("tiny") else "meta"
+    dit = build_wan(cfg.flavor, device=device, **{**cfg.overrides, "in_dim": in_dim})
+    text_dim = base["text_dim"]
+    with torch.device(device):
+        tracks = TrackEncoder(cfg.track_channels, embed_dim=cfg.track_embed_dim) if cfg.track_channels else None
+        proj = TextProjection(text_encoder_dim, text_dim) if text_encoder_dim != text_dim else None
+    return MotionWan(dit, layout=cfg.layout, track_encoder=tracks, text_proj=proj)
+
+
+def _pad_patch_embedding(sd: dict[str, torch.Tensor], in_dim: int, source: str) -> dict[str, torch.Tensor]:
+    """Grow a base checkpoint's patch embedding to ``in_dim`` input channels with ZERO weights
+    appended (``models.conditioning.expand_patch_embedding`` semantics): the grown model starts
+    exactly as the base model, whatever the new track channels carry."""
+    w = sd["patch_embedding.weight"]  # [dim, C_in, pt, ph, pw]
+    if w.shape[1] > in_dim:
+        raise ValueError(f"{source} has {w.shape[1]} input channels, more than the {in_dim} this layout "
+                         "needs: check model.layout / model.track_channels against the checkpoint")
+    if w.shape[1] < in_dim:
+        sd = dict(sd)
+        sd["patch_embedding.weight"] = torch.cat([w, w.new_zeros(w.shape[0], in_dim - w.shape[1], *w.shape[2:])], dim=1)
+    return sd
+
+
+def _read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
+    """Full state dict (MotionWan keys) to start from: an exported network folder (DiT + heads,
+    e.g. the stage-1 teacher for the fine-tune stage) or a Wan checkpoint (DiT only)."""
+    from models.checkpoint import read_state_dict, to_official
+
+    folder = Path(path)
+    if (folder / "network.json").is_file():
+        raw, _ = read_state_dict(folder / "dit")
+        heads = torch.load(folder / "heads.pt", map_location="cpu", weights_only=True)
+    else:
+        raw, heads = read_state_dict(path)[0], {}
+    dit, _ = to_official(raw)
+    dit = _pad_patch_embedding(dit, in_dim, path)
+    return {**{f"dit.{k}": v for k, v in dit.items()}, **heads}
+
+
+def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, is_main: bool = True) -> None:
+    """Materialised (``to_empty``) or fresh network -> random init, then the starting weights.
+
+    ``init_from``: an exported network folder (``export_network``; DiT + track head + text
+    projection) or an official/diffusers Wan checkpoint (DiT only, possibly with fewer input
+    channels, grown with zeros). Under FSDP (``sharded``) rank 0 reads the file and DCP
+    broadcasts each shard to its owner, so no other rank loads the full checkpoint.
+    """
+    net.init_weights()
+    if init_from is None:
+        return
+    sd = _read_init(init_from, net.required_in_dim) if (is_main or not sharded) else {}
+    if sharded:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
+        set_model_state_dict(net, sd, options=opts)
+        return
+    own = net.state_dict()
+    missing = sorted(k for k in own if k.startswith("dit.") and k not in sd)
+    unexpected = sorted(set(sd) - set(own))
+    bad = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
+    if missing or unexpected or bad:
+        raise ValueError(f"model.init_from={init_from!r} does not match the network: missing {missing[:6]}, "
+                         f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]} (check model.flavor / layout)")
+    net.load_state_dict(sd, strict=False)
+
+
+TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5-xxl": 4096}  # for meta builds
+
+
+# ----------------------------------------------------------------------------- export / load
+
+EXPORT_FILES = ("network.json", "dit", "heads.pt")
+
+
+def full_state_dict(trained, *, use_ema: bool = True) -> dict[str, torch.Tensor]:
+    """Full (unsharded) CPU state dict of a ``TrainedNetwork``, EMA weights substituted when kept.
+
+    Collective under FSDP (every rank must call); the result is complete on every rank.
+    """
+    from train.parallel import FSDPNetwork
+
+    if isinstance(trained, FSDPNetwork):
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(trained.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+    else:
+        sd = {k: v.detach().cpu() for k, v in trained.raw.state_dict().items()}
+    if use_ema and trained.ema is not None:
+        for name, shadow in zip(trained.ema.names, trained.ema.shadow):
+            full = shadow.full_tensor() if hasattr(shadow, "full_tensor") else shadow
+            sd[name] = full.detach().cpu().to(sd[name].dtype)
+    return sd
+
+
+def export_network(trained, directory: Path, *, model_cfg: dict, runtime, text_encoder_dim: int,
+                   use_ema: bool = True, conventions: dict | None = None) -> Path:
+    """Write ``<dir>/dit`` (official Wan format, loadable by ``models.checkpoint.load_wan``),
+    ``<dir>/heads.pt`` (track head + text projection) and ``<dir>/network.json`` (config, plus
+    ``conventions``: how the network was trained to be called, e.g. ``clean_first_frame``)."""
+    import json
+
+    from models.checkpoint import save_wan
+
+    directory = Path(directory)
+    sd = full_state_dict(trained, use_ema=use_ema)
+    if runtime.is_main:
+        net = build_motion_wan(ModelConfig(**model_cfg), text_encoder_dim=text_encoder_dim, device="meta")
+        net.load_state_dict(sd, strict=True, assign=True)
+        directory.mkdir(parents=True, exist_ok=True)
+        save_wan(net.dit, directory / "dit")
+        heads = {k: v for k, v in sd.items() if not k.startswith("dit.")}
+        torch.save(heads, directory / "heads.pt")
+        meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(use_ema and trained.ema is not None),
+                "conventions": conventions or {}}
+        (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
+    runtime.barrier()
+    return directory
+
+
+def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
+    """Rebuild an exported network (the frozen teacher of issue 7 loads this way)."""
+    import json
+
+    from models.checkpoint import load_into, read_state_dict
+
+    directory = Path(directory)
+    missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
+    if missing:
+        raise ValueError(f"{directory} is not an exported network (missing {missing}); see train.network.export_network")
+    meta = json.loads((directory / "network.json").read_text())
+    net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
+    sd, _ = read_state_dict(directory / "dit")
+    load_into(net.dit, sd, strict=True, source=str(directory / "dit"))
+    heads = torch.load(directory / "heads.pt", map_location="cpu", weights_only=True)
+    own = {k for k in net.state_dict() if not k.startswith("dit.")}
+    if set(heads) != own:
+        raise ValueError(f"{directory / 'heads.pt'} keys {sorted(heads)} do not match the network's {sorted(own)}")
+    net.load_state_dict(heads, strict=False, assign=True)
+    return net.to(device)

@@ -1,0 +1,183 @@
+"""The motion-conditioned teacher: rectified flow matching (MotionStream §3.1, eq. A1-A2).
+
+``Conditioner`` holds the frozen encoders (codec, text encoder) and turns raw samples into the
+network's inputs; ``FlowMatchingObjective`` is the teacher's loss:
+
+  sigma ~ shift(U(0, 1)) (eq. A1's timestep shift), x_sigma = (1 - sigma) x0 + sigma eps,
+  loss = w(sigma) * || v_theta(x_sigma, 1000 sigma, c_t, c_m, image) - (eps - x0) ||^2 (eq. A2),
+
+with first-frame (I2V) conditioning always on (optionally also as a clean latent frame 0 with
+timestep 0, ``clean_first_frame``), and INDEPENDENT dropout of the text (-> the
+empty prompt's encoding) and of the tracks (-> the empty motion, zero track channels) so that
+v(c_t, c_m), v(0, c_m), v(c_t, 0) - the three terms of the joint guidance (eq. 2) - and
+v(0, 0) are all trained. ``mid_frame_mask_prob`` > 0 switches on the stochastic mid-frame
+masking of the fine-tune stage (MotionStream: 0.2 after a first stage without it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from models.conditioning import i2v_condition, start_image_latents
+from models.tracks import DEFAULT_ID_RANGE, mask_mid_frames, rasterize_tracks, sample_track_ids, track_id_embedding
+from train.objective import Objective, generator_state, load_generator_state
+from train.schedule import WEIGHTINGS, add_noise, loss_weight, sample_training_sigmas, sigma_to_t, velocity_target
+
+__all__ = ["TeacherConfig", "Conditioner", "FlowMatchingObjective", "encode_motion", "mix_text", "first_frame_sigmas"]
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "teacher"
+    weighting: str = "bell"  # train.schedule.WEIGHTINGS
+    sigma_min: float = 0.0
+    p_drop_text: float = 0.1
+    p_drop_tracks: float = 0.1
+    mid_frame_mask_prob: float = 0.0  # 0.2 in MotionStream's fine-tune stage
+    track_id_range: int = DEFAULT_ID_RANGE
+    # Latent frame 0 given clean (sigma 0, per-frame timesteps, no loss on it) on top of the I2V
+    # channels, as Wan2.2-TI2V and causal students do: the first frame is then exact in every
+    # sample, and the streaming student's first chunk is the image itself.
+    clean_first_frame: bool = False
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"stage.weighting={self.weighting!r}; choose one of {WEIGHTINGS}")
+        for name in ("p_drop_text", "p_drop_tracks", "mid_frame_mask_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"stage.{name}={getattr(self, name)} must be in [0, 1]")
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise ValueError(f"stage.sigma_min={self.sigma_min} must be in [0, 1)")
+
+
+def first_frame_sigmas(sigma: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """[B] -> [B, F]: frame 0 clean (sigma 0), the other latent frames at sigma."""
+    out = sigma[:, None].expand(-1, num_frames).clone()
+    out[:, 0] = 0
+    return out
+
+
+def mix_text(text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null_lengths: torch.Tensor,
+             drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the text of samples where ``drop`` [B] is True by the null text [1, L0, E]."""
+    L = max(text.shape[1], null.shape[1])
+    pad = lambda t: nn.functional.pad(t, (0, 0, 0, L - t.shape[1]))  # noqa: E731
+    text, null = pad(text), pad(null).expand(text.shape[0], -1, -1)
+    keep = ~drop.to(text.device)
+    return torch.where(keep[:, None, None], text, null), torch.where(keep, lengths, null_lengths.expand_as(lengths))
+
+
+def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Tensor, *, embed_dim: int,
+                  height: int, width: int) -> torch.Tensor:
+    """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1)."""
+    emb = track_id_embedding(ids.to(tracks.device), embed_dim)
+    return rasterize_tracks(tracks, visibility, emb, height=height, width=width)
+
+
+class Conditioner:
+    """Frozen encoders: clips -> latents, first frames -> image channels, captions -> text."""
+
+    def __init__(self, *, codec: nn.Module, text_encoder, layout: str, device: torch.device):
+        self.codec, self.text_encoder, self.layout, self.device = codec, text_encoder, layout, device
+        emb, lens = text_encoder.encode([""])
+        self.null_text, self.null_lengths = emb.to(device), lens.to(device)
+
+    @torch.no_grad()
+    def latents(self, video: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(video.to(self.device)).float()
+
+    @torch.no_grad()
+    def image(self, first_frame: torch.Tensor, *, num_frames: int) -> torch.Tensor | None:
+        """First frame [B, 3, H, W] -> the layout's image channels [B, C_img, F, h, w]."""
+        first_frame = first_frame.to(self.device)
+        if self.layout == "wan_i2v":
+            return i2v_condition(self.codec, first_frame, num_frames=num_frames).float()
+        if self.layout == "fun_control":
+            return start_image_latents(self.codec, first_frame, num_frames=num_frames).float()
+        return None
+
+    @torch.no_grad()
+    def first_latent(self, first_frame: torch.Tensor) -> torch.Tensor:
+        """First frame [B, 3, H, W] -> its clean latent [B, 16, 1, h, w] (the codec is causal, so this
+        equals latent frame 0 of the whole clip's encoding)."""
+        return self.codec.encode(first_frame.to(self.device)[:, :, None]).float()
+
+    @torch.no_grad()
+    def text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        emb, lens = self.text_encoder.encode(list(captions))
+        return emb.float(), lens
+
+    def encode(self, batch: dict) -> dict:
+        """Fill ``latents``, ``image``, ``text_emb``/``text_len`` where missing; move to the device."""
+        out = dict(batch)
+        if "latents" not in out:
+            out["latents"] = self.latents(out["video"])
+        if "image" not in out and self.layout != "t2v":
+            video = out["video"]
+            out["image"] = self.image(video[:, :, 0], num_frames=video.shape[2])
+        if "text_emb" not in out:
+            out["text_emb"], out["text_len"] = self.text(out["caption"])
+        for key, value in out.items():
+            if torch.is_tensor(value):
+                out[key] = value.to(self.device, non_blocking=True)
+        return out
+
+
+class FlowMatchingObjective(Objective):
+    networks = ("dit",)
+
+    def __init__(self, network: nn.Module, *, cfg: TeacherConfig, shift: float, null_text: torch.Tensor,
+                 null_lengths: torch.Tensor, embed_dim: int, height: int, width: int, seed: int,
+                 device: torch.device, conditioner: Conditioner | None = None):
+        """``null_text`` [1, L0, E] / ``null_lengths`` [1]: the empty prompt's encoding (text dropout).
+        ``conditioner``: frozen encoders for batches that still hold raw videos / captions."""
+        self.network, self.cfg, self.shift, self.conditioner = network, cfg, shift, conditioner
+        self.null_text, self.null_lengths = null_text.to(device), null_lengths.to(device)
+        self.embed_dim, self.height, self.width, self.device = embed_dim, height, width, device
+        self.gen = torch.Generator().manual_seed(seed)  # sigmas, dropout, track IDs, masking
+        self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+
+    def prepare_batch(self, batch: dict) -> dict:
+        if self.conditioner is not None:
+            batch = self.conditioner.encode(batch)
+        else:
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch.pop("video", None)  # the latents replace it; keeps device memory flat
+        return batch
+
+    def loss(self, name: str, batch: dict, *, step: int):
+        x0 = batch["latents"]  # [B, 16, F, h, w]
+        B = x0.shape[0]
+        g, c = self.gen, self.cfg
+        sigma = sample_training_sigmas(B, shift=self.shift, generator=g, sigma_min=c.sigma_min)
+        drop_text = torch.rand(B, generator=g) < c.p_drop_text
+        drop_tracks = torch.rand(B, generator=g) < c.p_drop_tracks
+        tracks, vis = batch["tracks"], batch["visibility"]  # [B, T, N, 2], [B, T, N]
+        ids = sample_track_ids(B, tracks.shape[2], id_range=c.track_id_range, generator=g)
+        if c.mid_frame_mask_prob > 0:
+            _, vis = mask_mid_frames(tracks, vis.cpu(), p=c.mid_frame_mask_prob, generator=g)
+            vis = vis.to(self.device)
+        vis = vis & ~drop_tracks.to(self.device)[:, None, None]
+        motion = encode_motion(tracks, vis, ids, embed_dim=self.embed_dim, height=self.height, width=self.width)
+        text, text_len = mix_text(batch["text_emb"], batch["text_len"], self.null_text, self.null_lengths, drop_text)
+        noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device, dtype=torch.float32)
+        sigma = sigma.to(self.device)
+        sig_in = first_frame_sigmas(sigma, x0.shape[2]) if c.clean_first_frame else sigma  # [B] or [B, F]
+        v = self.network(add_noise(x0, noise, sig_in), sigma_to_t(sig_in), text=text, text_lengths=text_len,
+                         image=batch.get("image"), motion=motion)
+        err = (v.float() - velocity_target(x0, noise)).square()  # [B, C, F, h, w]
+        if c.clean_first_frame:
+            err = err[:, :, 1:]  # frame 0 is given, not predicted
+        per_sample = err.mean(dim=tuple(range(1, err.ndim)))
+        weight = loss_weight(sigma, weighting=c.weighting, shift=self.shift)
+        loss = (weight * per_sample).mean()
+        return loss, {"fm/mse": per_sample.mean().detach()}
+
+    def state_dict(self) -> dict:
+        return {"gen": generator_state(self.gen), "noise_gen": generator_state(self.noise_gen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_generator_state(self.gen, state["gen"])
+        load_generator_state(self.noise_gen, state["noise_gen"])
