@@ -1,8 +1,8 @@
 """`make run`: the end-to-end job on the embedded default (synthetic world, tiny models).
 
 The full MotionStream pipeline is codec -> teacher -> ODE pairs -> ODE init -> Self-Forcing
-DMD -> streaming generation -> report. Stages are added here as they are built; the ones not
-built yet are listed as such in ``report.json`` and on the console, never faked.
+DMD -> streaming generation -> report. Stages are added here as they are wired in; the ones not
+wired in yet are listed as such in ``report.json`` and on the console, never faked.
 """
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"run_dir": str(run_dir), "stages": {}}
     for name, issue in PIPELINE:
         if name not in STAGES:
-            print(f"[pipeline] {name:11s} not built yet (issue {issue}) - skipped")
-            report["stages"][name] = {"status": f"not built yet (issue {issue})"}
+            print(f"[pipeline] {name:11s} not part of make run yet (issue {issue}) - skipped")
+            report["stages"][name] = {"status": f"not part of make run yet (issue {issue})"}
             continue
         print(f"[pipeline] {name:11s} running ...", flush=True)
         t0 = time.perf_counter()
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = [n for n, _ in PIPELINE if n not in STAGES]
     print(f"[pipeline] report: {run_dir / 'report.json'}")
     if missing:
-        print(f"[pipeline] the end-to-end pipeline is incomplete: {', '.join(missing)} are not built yet")
+        print(f"[pipeline] the end-to-end pipeline is incomplete: {', '.join(missing)} are not part of make run yet")
     return 0
 
 
