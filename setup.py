@@ -26,6 +26,7 @@ setup(
     entry_points={
         "console_scripts": [
             "trackstream-run=train.pipeline:main",
+            "trackstream-train=train.app:main",
             "trackstream-flavors=models.flavors:main",
         ]
     },

@@ -33,15 +33,15 @@ PATTERNS = ("striped", "dotted", "checkered", "speckled")
 BACKGROUND_COLOURS = ("green", "blue", "brown", "purple", "orange", "cyan")
 
 
-def fractal_noise(rng: np.random.Generator, height: int, width: int, *, scale: float) -> np.ndarray:
+def fractal_noise(rng: np.random.Generator, height: int, width: int, *, scale: float, finest: float = 2.0) -> np.ndarray:
     """Sum of cubic-interpolated value-noise octaves, normalised to [0, 1]. float32 [H, W].
 
-    `scale` is the coarsest feature size in pixels; octaves halve it down to ~2 px. Octaves get
+    `scale` is the coarsest feature size in pixels; octaves halve it down to ~`finest` px. Octaves get
     equal weight: fine detail as strong as the coarse blobs is what a point tracker locks onto.
     """
     out = np.zeros((height, width), np.float32)
-    cell, octaves = max(scale, 2.0), 0
-    while cell >= 2.0:
+    cell, octaves = max(scale, finest), 0
+    while cell >= finest:
         gh, gw = math.ceil(height / cell) + 3, math.ceil(width / cell) + 3
         grid = rng.random((gh, gw), dtype=np.float32)
         up = cv2.resize(grid, (int(gw * cell), int(gh * cell)), interpolation=cv2.INTER_CUBIC)
@@ -52,20 +52,27 @@ def fractal_noise(rng: np.random.Generator, height: int, width: int, *, scale: f
     return np.clip((out - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 
-def background_texture(rng: np.random.Generator, height: int, width: int, *, colour: str, short_side: int) -> np.ndarray:
-    """Textured background canvas, float32 [H, W, 3] in [0, 1]: two-tone noise plus blobs."""
+def background_texture(rng: np.random.Generator, height: int, width: int, *, colour: str, short_side: int,
+                       texture_scale: float = 1.0) -> np.ndarray:
+    """Textured background canvas, float32 [H, W, 3] in [0, 1]: two-tone noise plus blobs.
+
+    ``texture_scale`` multiplies every feature size (noise octaves, finest detail, blob radii):
+    1 gives 2-px detail that a point tracker locks onto; larger values give smoother canvases
+    whose content a CPU-sized latent model can move (see conf/experiment/tiny_teacher.yaml)."""
     base = np.asarray(PALETTE[colour], np.float32)
     dark, light = base * 0.35, np.clip(base * 0.75 + 0.35, 0, 1)
-    n = fractal_noise(rng, height, width, scale=short_side / 10)[..., None]
+    k = texture_scale
+    n = fractal_noise(rng, height, width, scale=k * short_side / 10, finest=2.0 * k)[..., None]
     img = dark * (1 - n) + light * n
     # Coarse per-channel tint variations break the two-tone look without removing fine texture.
-    tint = np.stack([fractal_noise(rng, height, width, scale=short_side / 3) for _ in range(3)], axis=-1)
+    tint = np.stack([fractal_noise(rng, height, width, scale=k * short_side / 3, finest=2.0 * k) for _ in range(3)],
+                    axis=-1)
     img = np.clip(img * (0.8 + 0.4 * tint), 0, 1)
     # Sparse blobs give strong corners for the tracker and visual variety.
     num_blobs = max(8, int(height * width / (short_side / 5) ** 2 / 3))
     for _ in range(num_blobs):
         c = (int(rng.integers(0, width)), int(rng.integers(0, height)))
-        r = max(1, int(rng.uniform(0.015, 0.05) * short_side))
+        r = max(1, int(k * rng.uniform(0.015, 0.05) * short_side))
         shade = float(rng.uniform(0.0, 1.0))
         cv2.circle(img, c, r, tuple(float(v) for v in (dark * (1 - shade) + light * shade)), -1, cv2.LINE_AA)
     return img.astype(np.float32)

@@ -47,6 +47,7 @@ class SyntheticWorld:
     camera_pan_prob: float = 0.5
     pan_speed: tuple[float, float] = (0.15, 0.45)  # shorter sides per second
     grid_size: int = 16  # ground-truth tracks on a grid_size x grid_size grid (real data: 50)
+    texture_scale: float = 1.0  # background feature-size multiplier (>1: smoother canvas)
 
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
@@ -54,6 +55,8 @@ class SyntheticWorld:
         if self.num_frames < 2:
             raise ValueError(f"SyntheticWorld num_frames must be >= 2, got {self.num_frames}")
         lo, hi = self.num_sprites
+        if self.texture_scale <= 0:
+            raise ValueError(f"SyntheticWorld texture_scale must be > 0, got {self.texture_scale}")
         if not 0 <= lo <= hi:
             raise ValueError(f"SyntheticWorld num_sprites must be (min, max) with 0 <= min <= max, got {self.num_sprites}")
 
@@ -81,7 +84,8 @@ class SyntheticWorld:
         canvas_w = int(np.ceil(off[:, 0].max() + self.width + margin))
         canvas_h = int(np.ceil(off[:, 1].max() + self.height + margin))
         bg_colour = BACKGROUND_COLOURS[int(rng.integers(len(BACKGROUND_COLOURS)))]
-        canvas = background_texture(rng, canvas_h, canvas_w, colour=bg_colour, short_side=self.short_side)
+        canvas = background_texture(rng, canvas_h, canvas_w, colour=bg_colour, short_side=self.short_side,
+                                    texture_scale=self.texture_scale)
 
         num = int(rng.integers(self.num_sprites[0], self.num_sprites[1] + 1))
         sprites = [make_sprite(rng, diameter=rng.uniform(*self.sprite_size) * self.short_side, short_side=self.short_side, background=bg_colour) for _ in range(num)]

@@ -23,6 +23,9 @@ sample clamped to [sigma_min, sigma_max]; x_t = (1 - sigma) x + sigma eps;
   gradient w.r.t. x is g / numel: the generator moves its samples along real - fake.
 Critic loss: a fresh no-grad rollout, sigma and eps as above, flow matching
   || v_critic(x_t) - (eps - x) ||^2 (no weighting), i.e. the score of the generator's outputs.
+A teacher trained with latent frame 0 given clean (network.json ``conventions.clean_first_frame``)
+is called as it was trained: frame 0 of x_t stays the clean first-frame latent at t = 0 (per-frame
+sigma), for the real score, the fake score and the critic loss (which then skips frame 0).
 Legend: B batch, K student steps, F latent frames, T pixel frames, h/w latent size.
 """
 from __future__ import annotations
@@ -40,6 +43,7 @@ from train.ema import EMAConfig
 from train.objective import Objective, generator_state, load_generator_state
 from train.optim import OptimConfig
 from train.schedule import add_noise, sample_training_sigmas, sigma_to_t, x0_from_velocity
+from train.teacher import first_frame_sigmas
 
 __all__ = ["DMDConfig", "DMDObjective", "dmd_gradient"]
 
@@ -103,6 +107,9 @@ class DMDObjective(Objective):
 
         self.generator, self.critic, self.teacher = generator, critic, teacher
         self.student = unwrap(generator)  # the rollout drives the DiT's streaming path directly
+        # A teacher trained with latent frame 0 given clean (network.json conventions) scores clips whose
+        # frame 0 is the clean first-frame latent at t = 0; the critic, its copy, is trained the same way.
+        self.clean_first = bool(getattr(unwrap(teacher), "conventions", {}).get("clean_first_frame"))
         self.cfg, self.causal, self.sigmas, self.shift = cfg, cfg.causal, sigmas.float(), shift
         self.null_text, self.null_lengths = null_text.to(device), null_text_lengths.to(device)
         self.embed_dim, self.height, self.width, self.device = embed_dim, height, width, device
@@ -121,7 +128,8 @@ class DMDObjective(Objective):
         B, _, N, _ = out["tracks"].shape
         out["track_ids"] = sample_track_ids(B, N, generator=self.gen).to(self.device)  # fresh tags per sample
         out["motion"] = encode_motion(out["tracks"], out["visibility"], out["track_ids"], embed_dim=self.embed_dim,
-                                      height=self.height, width=self.width)  # c_m [B, D, T, h, w]
+                                      height=self.height, width=self.width,
+                                      latent_height=out["image_latent"].shape[-2])  # c_m [B, D, T, h, w]
         return out
 
     def batch_size(self, batch: dict) -> int:
@@ -165,9 +173,12 @@ class DMDObjective(Objective):
     # ------------------------------------------------------------------ losses
 
     def _noised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """x_t, eps and sigma ([B], or [B, F] with frame 0 at 0 under the clean-first-frame convention)."""
         B = x.shape[0]
         sigma = sample_training_sigmas(B, shift=self.shift, generator=self.gen, sigma_min=self.cfg.sigma_min,
                                        sigma_max=self.cfg.sigma_max).to(self.device)
+        if self.clean_first:
+            sigma = first_frame_sigmas(sigma, x.shape[2])
         noise = torch.randn(x.shape, generator=self.noise_gen, device=self.device)
         return add_noise(x, noise, sigma), noise, sigma
 
@@ -196,7 +207,8 @@ class DMDObjective(Objective):
             x = self.rollout(batch, grad=False)
             x_t, noise, sigma = self._noised(x)
         v = self._critic_velocity(x_t, sigma, batch)
-        loss = (v - (noise - x)).square().mean()
+        err = (v - (noise - x)).square()  # [B, C, F, h, w]
+        loss = (err[:, :, 1:] if self.clean_first else err).mean()  # a clean frame 0 is given, not predicted
         return loss, {"critic/flow_mse": loss.detach()}
 
     def loss(self, name: str, batch: dict, *, step: int):

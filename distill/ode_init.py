@@ -100,7 +100,7 @@ class ODEInitObjective(Objective):
         x[:, :, :1] = batch["image_latent"].float()  # chunk 0: the clean first-frame latent (the sink)
         sigma = self.sigmas.to(traj.device)[k]  # [B, F]
         motion = encode_motion(batch["tracks"], batch["visibility"], batch["track_ids"], embed_dim=self.embed_dim,
-                               height=self.height, width=self.width)
+                               height=self.height, width=self.width, latent_height=h)
         dit = unwrap(self.network).dit
         attn = BlockCausalAttention(causal, (F, h // dit.patch_size[1], w // dit.patch_size[2]), dit.head_dim,
                                     device=traj.device, backend=self.backend)

@@ -112,6 +112,8 @@ def generate_ode_pairs(
     keep = student_step_indices(cfg.teacher_steps, student_steps, shift=shift)
     sampler = SamplerConfig(steps=cfg.teacher_steps, solver="euler", guidance=cfg.guidance)
     dtype = getattr(torch, cfg.dtype)
+    # A teacher trained with latent frame 0 given clean (network.json conventions) is sampled so.
+    clean_first = bool(getattr(teacher, "conventions", {}).get("clean_first_frame"))
     teacher.eval()
     shards = []
     for s, start in enumerate(range(0, cfg.num_pairs, cfg.shard_size)):
@@ -132,9 +134,10 @@ def generate_ode_pairs(
             lat_shape = (16, *image.shape[2:])
             noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
             motion = encode_motion(batch["tracks"].to(device), batch["visibility"].to(device), ids,
-                                   embed_dim=embed_dim, height=height, width=width)
+                                   embed_dim=embed_dim, height=height, width=width, latent_height=image.shape[-2])
             cond = Condition(text=batch["text_emb"].to(device), text_lengths=batch["text_len"].to(device),
-                             null_text=null_text, null_text_lengths=null_text_lengths, image=image, motion=motion)
+                             null_text=null_text, null_text_lengths=null_text_lengths, image=image, motion=motion,
+                             first_latent=batch["image_latent"].to(device) if clean_first else None)
             kept: dict[int, torch.Tensor] = {}
 
             def record(i: int, sigma: torch.Tensor, x: torch.Tensor) -> None:
@@ -160,7 +163,7 @@ def generate_ode_pairs(
     sig = sampling_sigmas(student_steps, shift=shift)
     index = {"shards": shards, "num_pairs": cfg.num_pairs, "student_steps": student_steps, "shift": shift,
              "sigmas": [float(v) for v in sig], "teacher_steps": cfg.teacher_steps, "teacher_indices": keep,
-             "guidance": asdict(cfg.guidance), "dtype": cfg.dtype}
+             "guidance": asdict(cfg.guidance), "dtype": cfg.dtype, "clean_first_frame": clean_first}
     tmp = out_dir / (INDEX_NAME + ".tmp")
     tmp.write_text(json.dumps(index, indent=2))
     os.replace(tmp, out_dir / INDEX_NAME)

@@ -42,7 +42,7 @@ from train.teacher import Conditioner
 if TYPE_CHECKING:
     from train.config import TrainConfig
 
-__all__ = ["build_ode_init", "build_dmd", "obtain_ode_pairs", "teacher_codec", "student_steps"]
+__all__ = ["build_ode_init", "build_dmd", "obtain_ode_pairs", "teacher_codec", "student_steps", "check_teacher_run"]
 
 log = logging.getLogger(__name__)
 CONDITION_KEYS = ("image", "image_latent", "tracks", "visibility", "text_emb", "text_len", "track_ids")
@@ -77,6 +77,38 @@ def teacher_codec(cfg: "TrainConfig", runtime: Runtime, teacher_dir: Path) -> to
 
 def _network_meta(folder: Path) -> dict:
     return json.loads((folder / "network.json").read_text())
+
+
+def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
+    """This stage must use the teacher's step grid, frame size and text encoder.
+
+    The export holds the architecture (network.json) but not the schedule or the data: when the
+    teacher folder sits in its run directory (``<run>/export/teacher``), ``<run>/config.yaml`` is
+    compared. A different shift or frame size is an error; a different synthetic world only a
+    warning (the conditions are then out of the teacher's training distribution)."""
+    from omegaconf import OmegaConf
+
+    meta = _network_meta(teacher_dir)["model"]
+    if cfg.model.text_encoder != meta["text_encoder"]:
+        raise ValueError(f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
+                         f"{meta['text_encoder']!r}: set model.text_encoder={meta['text_encoder']}")
+    path = teacher_dir.parents[1] / "config.yaml"
+    if not path.is_file():
+        return
+    run = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    errors = []
+    if abs(float(run["schedule"]["shift"]) - cfg.schedule.shift) > 1e-9:
+        errors.append(f"schedule.shift={cfg.schedule.shift} (teacher: {run['schedule']['shift']})")
+    for key in ("height", "width"):
+        if int(run["data"][key]) != getattr(cfg.data, key):
+            errors.append(f"data.{key}={getattr(cfg.data, key)} (teacher: {run['data'][key]})")
+    if errors:
+        raise ValueError(f"this stage does not match the teacher run {path}: {', '.join(errors)}; "
+                         "pass the teacher's values (train.pipeline does)")
+    for key in ("world", "fps", "grid_size"):
+        if run["data"].get(key) != getattr(cfg.data, key):
+            log.warning("data.%s=%s differs from the teacher run's %s: conditions are off the teacher's training "
+                        "distribution", key, getattr(cfg.data, key), run["data"].get(key))
 
 
 @torch.no_grad()
@@ -137,16 +169,21 @@ def _single_process(runtime: Runtime, stage: str) -> None:
         raise ValueError(f"stage={stage} runs single-process (parallel=single); see distill/stages.py")
 
 
-def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime) -> Path:
+def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
+    """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
     meta = _network_meta(teacher_dir)
+    conventions = {**meta.get("conventions", {}), "clean_first_frame": True,  # chunk 0 is the given frame, t = 0
+                   "causal": {"chunk_frames": cfg.stage.chunk_frames, "first_chunk_frames": 1,
+                              "steps": student_steps(cfg), "shift": cfg.schedule.shift}}
     return export_network(trained, run_dir / "export" / "student", model_cfg=meta["model"], runtime=runtime,
-                          text_encoder_dim=int(meta["text_encoder_dim"]))
+                          text_encoder_dim=int(meta["text_encoder_dim"]), conventions=conventions)
 
 
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: ODEInitConfig = cfg.stage
     _single_process(runtime, "ode_init")
     teacher_dir = _require_teacher(st.teacher)
+    check_teacher_run(cfg, teacher_dir)
     t0 = time.perf_counter()
     pairs_dir = obtain_ode_pairs(cfg, runtime, Path(st.pairs) if st.pairs else run_dir / "ode_pairs")
     pairs_seconds = round(time.perf_counter() - t0, 2)
@@ -162,7 +199,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     data = _pair_stream(cfg, runtime, pairs, CONDITION_KEYS + ("trajectory",))
 
     def finish(result: TrainResult, logger=None) -> dict:
-        return {"export": str(_export(trained, run_dir, teacher_dir, runtime)), "pairs": str(pairs_dir),
+        return {"export": str(_export(trained, run_dir, teacher_dir, runtime, cfg)), "pairs": str(pairs_dir),
                 "num_pairs": int(pairs["tracks"].shape[0]), "pairs_seconds": pairs_seconds}
 
     return StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish)
@@ -172,6 +209,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
     _single_process(runtime, "dmd")
     teacher_dir = _require_teacher(st.teacher)
+    check_teacher_run(cfg, teacher_dir)
     student_dir = _require_teacher(st.student, "stage.student") if st.student else teacher_dir
     if not st.pairs:
         raise ValueError("stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
@@ -194,7 +232,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     data = _pair_stream(cfg, runtime, pairs, tuple(k for k in CONDITION_KEYS if k != "track_ids"))
 
     def finish(result: TrainResult, logger=None) -> dict:
-        return {"export": str(_export(generator, run_dir, teacher_dir, runtime)),
+        return {"export": str(_export(generator, run_dir, teacher_dir, runtime, cfg)),
                 "generator_updates": generator.num_updates, "critic_updates": critic.num_updates,
                 "config": json.loads(json.dumps(asdict(st), default=str))}
 

@@ -4,7 +4,7 @@
                                                      # on a GPU also the real 1.3B teacher at 832x480
     python -m eval.bench_train --real --steps 10     # only the real config (GPU)
 
-What is timed: one optimizer update of ``FlowMatchingObjective`` (timestep/noise/dropout
+What is timed: one optimizer update of ``FlowMatchingObjective`` with the experiment's stage settings (timestep/noise/dropout
 sampling, track rasterisation, forward, weighted flow-matching loss, backward, clip, AdamW,
 EMA), i.e. the loop's inner work, on random latents/tracks/text of the experiment's shapes (no
 codec or text encoder in the timed region: they are frozen and, for the tiny world, cached).
@@ -58,15 +58,18 @@ def _batch(*, batch: int, frames: int, height: int, width: int, tracks: int, tex
 def model_flops(net, *, tokens: int, text_tokens: int, batch: int) -> float:
     """Training FLOPs of one step (forward + backward, no activation recompute)."""
     dit = net.dit
-    matmul = sum(p.numel() for n, p in dit.blocks.named_parameters() if p.ndim == 2)
-    dense = 6.0 * matmul * tokens
-    attn = dit.num_layers * 12.0 * dit.dim * (tokens**2 + tokens * text_tokens)
-    # the text embedding runs on text tokens, patch embedding / head on video tokens (small)
+    on_text = (".cross_attn.k.", ".cross_attn.v.")  # cross-attention K/V project the text tokens
+    video = sum(p.numel() for n, p in dit.blocks.named_parameters() if p.ndim == 2 and not any(k in "." + n for k in on_text))
+    text = sum(p.numel() for n, p in dit.blocks.named_parameters() if p.ndim == 2 and any(k in "." + n for k in on_text))
+    dense = 6.0 * (video * tokens + text * text_tokens)
+    attn = dit.num_layers * 12.0 * dit.dim * (tokens**2 + tokens * text_tokens)  # QK^T and AV, fwd + bwd
+    # patch embedding, head, time and text embeddings: < 1% at 480p, left out
     return batch * (dense + attn)
 
 
 def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: int, batch: int, text_len: int,
-          text_dim: int, steps: int, warmup: int, device: torch.device, checkpointing: bool, bf16: bool) -> dict:
+          text_dim: int, steps: int, warmup: int, device: torch.device, checkpointing: bool, bf16: bool,
+          stage: TeacherConfig | None = None, shift: float = 5.0) -> dict:
     torch.manual_seed(0)
     net = build_motion_wan(model, text_encoder_dim=text_dim, device="meta" if device.type == "cuda" else None)
     if any(p.is_meta for p in net.parameters()):
@@ -78,7 +81,7 @@ def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: i
     opt = build_optimizer(param_groups(net, optim_cfg), optim_cfg, device=device)
     ema = EMA(net, EMAConfig(decay=0.999))
     empty = torch.zeros(1, 1, text_dim, device=device)
-    obj = FlowMatchingObjective(net, cfg=TeacherConfig(), shift=5.0, null_text=empty, null_lengths=torch.ones(1, dtype=torch.long),
+    obj = FlowMatchingObjective(net, cfg=stage or TeacherConfig(), shift=shift, null_text=empty, null_lengths=torch.ones(1, dtype=torch.long),
                                 embed_dim=net.track_embed_dim, height=height, width=width, seed=0, device=device)
     gen = torch.Generator().manual_seed(0)
     image_channels = {"wan_i2v": 20, "fun_control": 16}.get(model.layout, 0)
@@ -137,7 +140,8 @@ def tiny_config() -> tuple[ModelConfig, dict]:
     typed = validate(cfg)
     d = typed.data
     tracks = d.num_tracks[1] if d.num_tracks else d.grid_size**2
-    return typed.model, dict(frames=d.num_frames, height=d.height, width=d.width, tracks=tracks, batch=d.batch_size)
+    return typed.model, dict(frames=d.num_frames, height=d.height, width=d.width, tracks=tracks, batch=d.batch_size,
+                             stage=typed.stage, shift=typed.schedule.shift)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -148,6 +148,13 @@ def sample(
     x = noise.float()
     B, F = x.shape[0], x.shape[2]
     first = cond.first_latent
+    inner = getattr(model, "module", model)
+    if first is None and getattr(inner, "conventions", {}).get("clean_first_frame"):
+        raise ValueError(
+            "this network was trained with a clean latent frame 0 (network.json conventions.clean_first_frame): "
+            "pass Condition(first_latent=<the first frame's latent [B, 16, 1, h, w]>), e.g. "
+            "train.teacher.Conditioner.first_latent(image)"
+        )
 
     def level(s: torch.Tensor) -> torch.Tensor:  # [B] or [B, F] with frame 0 clean
         s = s.float().expand(B)

@@ -137,7 +137,8 @@ def track_features(cond: VideoCondition, tracks: Optional[torch.Tensor], visibil
         raise ValueError(f"tracks have {tracks.shape[2]} points but the video was started with "
                          f"{cond.track_ids.shape[1]} track IDs; keep the same N for the whole stream")
     emb = track_id_embedding(cond.track_ids.to(tracks.device), embed_dim)
-    return rasterize_tracks(tracks, visibility, emb, height=cond.height, width=cond.width)
+    factor = cond.height // cond.image_latent.shape[-2]  # the codec's spatial factor
+    return rasterize_tracks(tracks, visibility, emb, height=cond.height, width=cond.width, spatial_factor=factor)
 
 
 def chunk_condition(network, cond: VideoCondition, cfg: CausalConfig, index: int,

@@ -41,7 +41,7 @@ class StreamEvalConfig:
     seed: int = 0
     long_factor: int = 10  # long rollout = factor x the training horizon
     long_clips: int = 2
-    timing_repeats: int = 15
+    timing_repeats: int = 25
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -216,9 +216,8 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     """The evaluation of ``make run`` on held-out clips (see the module docstring); returns figures.
 
     ``teacher``/``students``: exported network folders; ``codec``: the teacher's codec file
-    (``codec_name`` in models.codecs). The
-    last student of ``students`` is the one whose samples are written and whose long rollouts and
-    latency are measured. ``data``: the stages' ``train.data.DataConfig`` (world, size, clip length;
+    (``codec_name`` in models.codecs). The last student of ``students`` is the one whose samples
+    are written and whose long rollouts and latency are measured. ``data``: the stages' ``train.data.DataConfig`` (world, size, clip length;
     ``eval_samples`` held-out clips from its evaluation seed namespace)."""
     import json
 

@@ -32,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunks", type=int, default=None, help="default: as many as the tracks cover")
     ap.add_argument("--sink", type=int, default=1)
     ap.add_argument("--window", type=int, default=1)
-    ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--shift", type=float, required=True, help="the schedule shift the student was trained with")
+    ap.add_argument("--steps", type=int, default=None, help="default: the student's (conventions.causal)")
+    ap.add_argument("--shift", type=float, default=None,
+                    help="schedule shift; default: the one in the student's network.json (conventions.causal)")
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
@@ -66,7 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--tracks must hold [T, N, 2] pixel coordinates, got {tuple(tracks.shape[1:])}")
     vis = (torch.from_numpy(np.load(args.visibility)).bool()[None] if args.visibility
            else torch.ones(tracks.shape[:3], dtype=torch.bool))
-    cfg = StreamConfig(sink_chunks=args.sink, window_chunks=args.window, steps=args.steps, shift=args.shift)
+    causal = json.loads((Path(args.student) / "network.json").read_text()).get("conventions", {}).get("causal", {})
+    shift = args.shift if args.shift is not None else causal.get("shift")
+    if shift is None:
+        raise ValueError("--shift is required: the student's network.json records no conventions.causal.shift")
+    cfg = StreamConfig(chunk_frames=int(causal.get("chunk_frames", 3)), sink_chunks=args.sink,
+                       window_chunks=args.window, steps=args.steps or int(causal.get("steps", 3)), shift=float(shift))
     engine = StreamingGenerator(net, codec, config=cfg)
     T = tracks.shape[1]
     n = args.chunks or 1 + ((T - 1) // 4) // cfg.chunk_frames  # whole chunks the recording covers

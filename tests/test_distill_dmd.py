@@ -90,6 +90,25 @@ def test_gradient_flows_through_the_exit_step_only(codec, monkeypatch):
     assert set(extra) == {"dmd/grad_abs", "dmd/real_fake_gap"}
 
 
+def test_clean_first_frame_teacher_scores_with_frame_0_given(codec):
+    """Teacher (and critic) trained with latent frame 0 clean: x_t keeps frame 0 clean at t = 0."""
+    gen, critic, teacher = tiny_network(1), tiny_network(0), tiny_network(0)
+    teacher.conventions = {"clean_first_frame": True}
+    obj = _objective(gen, critic, teacher)
+    assert obj.clean_first
+    x = torch.randn(2, 16, 7, H // 8, W // 8)
+    x_t, noise, sigma = obj._noised(x)
+    assert sigma.shape == (2, 7) and (sigma[:, 0] == 0).all() and (sigma[:, 1:] > 0).all()
+    assert torch.equal(x_t[:, :, 0], x[:, :, 0]) and not torch.equal(x_t[:, :, 1:], x[:, :, 1:])
+    batch = obj.prepare_batch(make_conditions(codec)([0, 1]))
+    loss, _ = obj.critic_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None for p in gen.parameters())
+    loss, _ = obj.generator_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and any(p.grad is not None for p in gen.parameters())
+
+
 def test_dmd_gradient_is_normalised_per_sample():
     x, real = torch.randn(2, 4, 3, 2, 2), torch.randn(2, 4, 3, 2, 2)
     fake = real + 0.5
@@ -111,7 +130,7 @@ def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int):
     prepared = {n: prepare_network(runtime, ParallelConfig(), name=n, module=m, optim=optims[n],
                                    ema=EMAConfig(decay=0.9) if n == "generator" else None, total_steps=steps)
                 for n, m in nets.items()}
-    obj = _objective(prepared["generator"].module, prepared["critic"].module, tiny_network(0), seed=11, ratio=3)
+    obj = _objective(prepared["generator"].module, prepared["critic"].module, tiny_network(0), seed=11, ratio=5)
     conditions = make_conditions(codec)
     data = PoolStream(6, batch_size=1, seed=0, make_batch=lambda idx, gids: conditions(idx), rank=0, world_size=1)
     cfg = TrainerConfig(max_steps=steps, grad_accum=2, log_every=1, ckpt_every=ckpt_every, resume="auto")
@@ -134,16 +153,17 @@ def _rows(run_dir: Path) -> dict:
 
 
 def test_exact_resume_of_both_optimizers_ema_and_phase(runtime, codec, tmp_path):
-    """7 steps at ratio 3 (generator at steps 2 and 5), grad_accum 2: uninterrupted == cut at
-    step 4 (mid-phase, after one generator update) and resumed in fresh objects."""
-    steps = 7
+    """11 steps at 5:1 (generator at steps 5 and 10, 1-based), grad_accum 2: uninterrupted == cut
+    at step 7 (mid-phase, after one generator update) and resumed in fresh objects."""
+    steps = 11
     _, ref = _train(runtime, codec, tmp_path / "ref", steps=steps, ckpt_every=100)
-    _train(runtime, codec, tmp_path / "cut", steps=4, ckpt_every=100)
+    _train(runtime, codec, tmp_path / "cut", steps=7, ckpt_every=100)
     res, got = _train(runtime, codec, tmp_path / "cut", steps=steps, ckpt_every=100)
-    assert res.resumed_from is not None and res.resumed_from.name == "step_00000004"
+    assert res.resumed_from is not None and res.resumed_from.name == "step_00000007"
     a, b = _rows(tmp_path / "ref"), _rows(tmp_path / "cut")
     assert sorted(a) == list(range(1, steps + 1)) and a == b  # every logged loss and lr, bit for bit
-    assert "train/loss/generator" in a[3] and "train/loss/generator" not in a[4]  # the 3:1 phase
+    gen_steps = [s for s in sorted(a) if "train/grad_norm/generator" in a[s]]
+    assert gen_steps == [5, 10]  # the 5:1 phase, continued across the cut
     assert ref["generator"].num_updates == got["generator"].num_updates == 2
     assert ref["critic"].num_updates == got["critic"].num_updates == steps
     for name in ("generator", "critic"):

@@ -82,7 +82,8 @@ def test_per_chunk_indices_and_config_sampling():
     assert k.shape == (4, 7) and (k[:, 0] == K).all()
     assert (k[:, 1:4] == k[:, 1:2]).all() and (k[:, 4:7] == k[:, 4:5]).all() and (k[:, 1:] < K).all()
     g = torch.Generator().manual_seed(0)
-    seen = {(c.sink_chunks, c.window_chunks) for c in (sample_causal_config(3, [0, 1], [1, None], g) for _ in range(40))}
+    configs = [sample_causal_config(3, [0, 1], [1, None], g) for _ in range(40)]
+    seen = {(c.sink_chunks, c.window_chunks) for c in configs}
     assert seen == {(0, 1), (1, 1), (0, None), (1, None)}
 
 
@@ -109,3 +110,19 @@ def test_ode_init_regresses_the_teacher_endpoint(pairs):
     a = obj.loss("generator", batch, step=0)[0]
     obj.load_state_dict(state)
     assert torch.equal(a, obj.loss("generator", batch, step=0)[0])
+
+
+def test_a_clean_first_frame_teacher_keeps_frame_0_given(tmp_path):
+    """A teacher trained with latent frame 0 clean (network.json conventions) is sampled that way:
+    every stored latent holds the first frame's clean latent in frame 0."""
+    teacher, codec = tiny_network(0).eval(), tiny_codec()
+    teacher.conventions = {"clean_first_frame": True}
+    cfg = ODEPairsConfig(num_pairs=2, teacher_steps=3, batch_size=2, shard_size=2)
+    generate_ode_pairs(teacher, conditions=make_conditions(codec), cfg=cfg, student_steps=K, shift=SHIFT,
+                       null_text=null_text()[0], null_text_lengths=null_text()[1], embed_dim=teacher.track_embed_dim,
+                       height=H, width=W, out_dir=tmp_path, device=torch.device("cpu"))
+    data = load_ode_pairs(tmp_path, student_steps=K, shift=SHIFT)
+    assert data["index"]["clean_first_frame"] is True
+    first = data["image_latent"][:, None, :, 0]  # [B, 1, 16, h, w]
+    assert torch.equal(data["trajectory"][:, :, :, 0], first.expand(-1, K + 1, -1, -1, -1))
+    assert not torch.equal(data["trajectory"][:, 0, :, 1:], data["trajectory"][:, -1, :, 1:])

@@ -14,9 +14,11 @@ def _figures(**over):
     f = {"teacher_epe_with_tracks": 2.0, "teacher_epe_without_tracks": 6.0, "student_epe_with_tracks": 2.4,
          "student_epe_without_tracks": 6.0, "teacher_nfe_per_video": 144, "student_nfe_per_video": 3.571,
          "latency_ratio_last_over_early": 1.01,
-         "drift": {tag: {"config": tag, "per_chunk": {"latent_err": [1.0, 1.1, 1.2, 1.3], "psnr": [20, 19, 19, 18],
-                                                      "latent_rms": [1, 1, 1, 1]},
-                         "summary": {"latent_err": {"early": 1.0, "late": 1.2, "late_over_early": 1.2, "max": 1.3, "min": 1.0}}}
+         "drift": {tag: {"config": tag,
+                         "per_chunk": {"latent_err": [1.0, 1.1, 1.2, 1.3], "psnr": [20, 19, 19, 18],
+                                       "latent_rms": [1, 1, 1, 1]},
+                         "summary": {"latent_err": {"early": 1.0, "late": 1.2, "late_over_early": 1.2,
+                                                    "max": 1.3, "min": 1.0}}}
                    for tag in ("with_sink", "without_sink")}}
     f.update(over)
     return f

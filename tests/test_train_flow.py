@@ -253,3 +253,41 @@ def test_clean_first_frame_pins_frame_zero_in_training_and_sampling():
     out = sample(build_motion_wan(ModelConfig(), text_encoder_dim=384), torch.randn(1, 16, 3, 4, 4), cond,
                  cfg=SamplerConfig(steps=3, guidance=GuidanceConfig("text")), shift=3.0)
     assert torch.equal(out[:, :, :1], first)
+
+
+def test_correspondence_targets_follow_the_tracks_and_the_probe_matches_plain_attention():
+    from train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
+
+    # 4x4 tokens of 16 px; every track moves right by exactly one token per latent frame
+    T, grid = 9, (3, 4, 4)
+    ys, xs = torch.meshgrid(torch.arange(4) * 16 + 8.0, torch.arange(3) * 16 + 8.0, indexing="ij")
+    start = torch.stack([xs.flatten(), ys.flatten()], -1)  # 12 tracks in columns 0..2
+    shift = torch.tensor([16.0 * (1 + (t - 1) // 4) if t > 0 else 0.0 for t in range(T)])
+    tracks = (start[None] + torch.stack([shift, torch.zeros(T)], -1)[:, None])[None]  # [1, T, 12, 2]
+    target = correspondence_targets(tracks, torch.ones(1, T, 12, dtype=torch.bool), grid=grid, token_px=(16, 16))
+    assert target.shape == (1, 2 * 16, 16)
+    for f in (1, 2):
+        for r in range(4):
+            for c in range(3):
+                q = (f - 1) * 16 + r * 4 + min(c + f, 3)
+                if c + f <= 3:
+                    assert target[0, q, r * 4 + c] == 1.0  # came from one token to the left (f tokens)
+    assert torch.all((target.sum(-1) == 0) | torch.isclose(target.sum(-1), torch.tensor(1.0)))
+    # the probe changes nothing in the forward and its logits give a finite loss
+    torch.manual_seed(0)
+    net = build_motion_wan(ModelConfig(), text_encoder_dim=384).eval()
+    x = torch.randn(1, 16, 3, 8, 8)
+    kw = dict(text=torch.randn(1, 4, 384), text_lengths=torch.tensor([4]), image=torch.randn(1, 20, 3, 8, 8))
+    probe = CorrespondenceProbe(grid, net.dit.head_dim, layer=0, head=1, device=x.device)
+    with torch.no_grad():
+        torch.testing.assert_close(net(x, torch.tensor([500.0]), **kw, attention=probe), net(x, torch.tensor([500.0]), **kw))
+    assert probe.logits.shape == (1, 32, 48) and torch.isfinite(correspondence_loss(probe.logits, target))
+
+
+def test_sampler_refuses_to_drop_a_clean_first_frame_the_network_was_trained_with():
+    net = build_motion_wan(ModelConfig(), text_encoder_dim=384)
+    net.conventions = {"clean_first_frame": True}
+    cond = Condition(text=torch.zeros(1, 2, 384), text_lengths=torch.tensor([2]), null_text=torch.zeros(1, 2, 384),
+                     null_text_lengths=torch.tensor([2]), image=torch.zeros(1, 20, 3, 4, 4))
+    with pytest.raises(ValueError, match="first_latent"):
+        sample(net, torch.randn(1, 16, 3, 4, 4), cond, cfg=SamplerConfig(steps=1, guidance=GuidanceConfig("none")), shift=3.0)

@@ -102,11 +102,22 @@ def resolved_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
 
 
+def codec_spatial_factor(name: str, options: dict) -> int:
+    """Pixels per latent cell of a configured codec (Wan VAE 8; TAEHV 8 x patch_size; tiny AE patch)."""
+    if name == "tiny-ae":
+        return int(options.get("patch", 8))
+    if name == "taehv-wan2.1":
+        return 8 * int(options.get("patch_size", 1))
+    return 8
+
+
 def _cross_checks(cfg: TrainConfig) -> None:
     patch = cfg.model.overrides.get("patch_size", (1, 2, 2))
+    sf = codec_spatial_factor(cfg.codec.name, dict(cfg.codec.options))
     for axis, px, p in (("height", cfg.data.height, patch[1]), ("width", cfg.data.width, patch[2])):
-        if (px // 8) % p:
-            raise ValueError(f"data.{axis}={px}: the latent size {px // 8} must be divisible by the patch size {p}")
+        if px % sf or (px // sf) % p:
+            raise ValueError(f"data.{axis}={px}: must be a multiple of the codec's spatial factor {sf} and give a "
+                             f"latent size ({px // sf}) divisible by the DiT patch size {p}")
     if cfg.codec.fit.crop > min(cfg.data.height, cfg.data.width) or cfg.codec.fit.num_frames > cfg.data.num_frames:
         raise ValueError(
             f"codec.fit crop {cfg.codec.fit.num_frames}x{cfg.codec.fit.crop}px does not fit data clips of "

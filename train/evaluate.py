@@ -90,10 +90,12 @@ def evaluate_motion(
     out_dir: Path | None = None,
     fps: int = 8,
     tag: str = "eval",
-    clean_first_frame: bool = False,
+    clean_first_frame: bool | None = None,
 ) -> dict:
     """Returns EPE figures (pixels) and per-sample values; writes ``cfg.save_videos`` held-out
     samples (generated with / without tracks and the ground truth, tracks overlaid) to ``out_dir``."""
+    if clean_first_frame is None:  # the network's own training convention (network.json)
+        clean_first_frame = bool(getattr(getattr(network, "module", network), "conventions", {}).get("clean_first_frame"))
     tracker = build_tracker(cfg.tracker)
     network.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -124,8 +126,10 @@ def evaluate_motion(
         image = conditioner.image(video[:, :, 0], num_frames=T)
         first = conditioner.first_latent(video[:, :, 0]) if clean_first_frame else None
         ids = sample_track_ids(B, n_max, generator=gen)
-        motion = encode_motion(tr.to(device), vi.to(device), ids, embed_dim=embed_dim, height=H, width=W)
-        latent_shape = (B, 16, 1 + (T - 1) // 4, H // 8, W // 8)
+        sf = conditioner.codec.spatial_factor
+        motion = encode_motion(tr.to(device), vi.to(device), ids, embed_dim=embed_dim, height=H, width=W,
+                               latent_height=H // sf)
+        latent_shape = (B, 16, 1 + (T - 1) // 4, H // sf, W // sf)
         noise = torch.randn(latent_shape, generator=gen).to(device)
         results = {}
         for mode, m in (("with_tracks", motion), ("without_tracks", None)):

@@ -71,6 +71,9 @@ class MotionWan(nn.Module):
         super().__init__()
         self.dit, self.layout = dit, layout
         self.required_in_dim = required_in_dim or dit.in_dim  # in_dim the layout needs
+        # Calling conventions the network was trained with (export_network writes them to
+        # network.json; load_network restores them), e.g. {"clean_first_frame": True}.
+        self.conventions: dict = {}
         self.track_encoder = track_encoder
         self.text_proj = text_proj
 
@@ -278,4 +281,5 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
     if set(heads) != own:
         raise ValueError(f"{directory / 'heads.pt'} keys {sorted(heads)} do not match the network's {sorted(own)}")
     net.load_state_dict(heads, strict=False, assign=True)
+    net.conventions = dict(meta.get("conventions", {}))  # how it must be called (see export_network)
     return net.to(device)

@@ -22,6 +22,7 @@ import torch.nn as nn
 
 from models.conditioning import i2v_condition, start_image_latents
 from models.tracks import DEFAULT_ID_RANGE, mask_mid_frames, rasterize_tracks, sample_track_ids, track_id_embedding
+from train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
 from train.objective import Objective, generator_state, load_generator_state
 from train.schedule import WEIGHTINGS, add_noise, loss_weight, sample_training_sigmas, sigma_to_t, velocity_target
 
@@ -41,6 +42,11 @@ class TeacherConfig:
     # channels, as Wan2.2-TI2V and causal students do: the first frame is then exact in every
     # sample, and the streaming student's first chunk is the image itself.
     clean_first_frame: bool = False
+    # Auxiliary track-correspondence loss on one attention head (train/correspondence.py): a
+    # training aid for tiny from-scratch teachers, not part of MotionStream; 0 disables it.
+    correspondence_weight: float = 0.0
+    correspondence_layer: int = 0
+    correspondence_head: int = 0
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -50,6 +56,8 @@ class TeacherConfig:
                 raise ValueError(f"stage.{name}={getattr(self, name)} must be in [0, 1]")
         if not 0.0 <= self.sigma_min < 1.0:
             raise ValueError(f"stage.sigma_min={self.sigma_min} must be in [0, 1)")
+        if self.correspondence_weight < 0 or self.correspondence_layer < 0 or self.correspondence_head < 0:
+            raise ValueError("stage.correspondence_weight/_layer/_head must be >= 0")
 
 
 def first_frame_sigmas(sigma: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -70,10 +78,18 @@ def mix_text(text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null
 
 
 def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Tensor, *, embed_dim: int,
-                  height: int, width: int) -> torch.Tensor:
-    """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1)."""
+                  height: int, width: int, latent_height: int | None = None) -> torch.Tensor:
+    """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1).
+
+    ``latent_height`` (h) sets the grid: the codec's spatial factor is ``height // h`` (Wan: 8,
+    the default when it is not given)."""
+    factor = 8
+    if latent_height is not None:
+        if height % latent_height:
+            raise ValueError(f"video height {height} is not a multiple of the latent height {latent_height}")
+        factor = height // latent_height
     emb = track_id_embedding(ids.to(tracks.device), embed_dim)
-    return rasterize_tracks(tracks, visibility, emb, height=height, width=width)
+    return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=factor)
 
 
 class Conditioner:
@@ -160,20 +176,46 @@ class FlowMatchingObjective(Objective):
             _, vis = mask_mid_frames(tracks, vis.cpu(), p=c.mid_frame_mask_prob, generator=g)
             vis = vis.to(self.device)
         vis = vis & ~drop_tracks.to(self.device)[:, None, None]
-        motion = encode_motion(tracks, vis, ids, embed_dim=self.embed_dim, height=self.height, width=self.width)
+        motion = encode_motion(tracks, vis, ids, embed_dim=self.embed_dim, height=self.height, width=self.width,
+                               latent_height=x0.shape[3])
         text, text_len = mix_text(batch["text_emb"], batch["text_len"], self.null_text, self.null_lengths, drop_text)
         noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device, dtype=torch.float32)
         sigma = sigma.to(self.device)
         sig_in = first_frame_sigmas(sigma, x0.shape[2]) if c.clean_first_frame else sigma  # [B] or [B, F]
+        probe, extra_kw = None, {}
+        if c.correspondence_weight > 0:
+            probe = self._probe(x0)
+            extra_kw["attention"] = probe
         v = self.network(add_noise(x0, noise, sig_in), sigma_to_t(sig_in), text=text, text_lengths=text_len,
-                         image=batch.get("image"), motion=motion)
+                         image=batch.get("image"), motion=motion, **extra_kw)
         err = (v.float() - velocity_target(x0, noise)).square()  # [B, C, F, h, w]
         if c.clean_first_frame:
             err = err[:, :, 1:]  # frame 0 is given, not predicted
         per_sample = err.mean(dim=tuple(range(1, err.ndim)))
         weight = loss_weight(sigma, weighting=c.weighting, shift=self.shift)
         loss = (weight * per_sample).mean()
-        return loss, {"fm/mse": per_sample.mean().detach()}
+        metrics = {"fm/mse": per_sample.mean().detach()}
+        if probe is not None:
+            target = correspondence_targets(tracks, vis, grid=probe.grid, token_px=probe.token_px)
+            aux = correspondence_loss(probe.logits, target)
+            loss = loss + c.correspondence_weight * aux
+            metrics["fm/correspondence"] = aux.detach()
+        return loss, metrics
+
+    def _probe(self, x0: torch.Tensor) -> CorrespondenceProbe:
+        from train.parallel import unwrap
+
+        dit = unwrap(self.network).dit
+        pt, ph, pw = dit.patch_size
+        grid = (x0.shape[2] // pt, x0.shape[3] // ph, x0.shape[4] // pw)
+        if self.cfg.correspondence_layer >= dit.num_layers or self.cfg.correspondence_head >= dit.num_heads:
+            raise ValueError(f"stage.correspondence_layer/_head must index the DiT's {dit.num_layers} layers / "
+                             f"{dit.num_heads} heads")
+        probe = CorrespondenceProbe(grid, dit.head_dim, layer=self.cfg.correspondence_layer,
+                                    head=self.cfg.correspondence_head, device=x0.device)
+        factor = self.height // x0.shape[3]  # the codec's spatial factor
+        probe.grid, probe.token_px = grid, (factor * ph, factor * pw)
+        return probe
 
     def state_dict(self) -> dict:
         return {"gen": generator_state(self.gen), "noise_gen": generator_state(self.noise_gen)}

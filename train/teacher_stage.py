@@ -57,6 +57,7 @@ def build_teacher_plan(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
     # Same seed on every rank right before the build: identical random init everywhere.
     torch.manual_seed(cfg.trainer.seed)
     net = build_motion_wan(cfg.model, text_encoder_dim=text_encoder.dim)
+    net.conventions = {"clean_first_frame": cfg.stage.clean_first_frame}
     on_meta = any(p.is_meta for p in net.parameters())
     sharded = cfg.parallel.strategy == "fsdp"
     init_fn = None

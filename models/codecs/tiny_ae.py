@@ -1,8 +1,11 @@
 """A small trainable causal video autoencoder for the embedded synthetic world (CPU-sized).
 
-Same contract as the Wan 2.1 VAE: T = 1 + 4k frames <-> 1 + k latents, 8x spatial and 4x
-temporal compression, so the DiT, the track head and the streaming engine see identical shapes
-whichever codec is plugged in.
+Same contract as the Wan 2.1 VAE: T = 1 + 4k frames <-> 1 + k latents, 4x temporal and (by
+default) 8x spatial compression, so the DiT, the track head and the streaming engine see identical
+shapes whichever codec is plugged in. ``patch=4`` gives a 4x spatial factor instead: on the 64x64
+synthetic world an 8x8 latent grid (4x4 DiT tokens of 16x16 pixels) is too coarse for a tiny DiT
+to move content by a few pixels, while a 16x16 grid (8x8 tokens) lets motion be mostly a copy
+between tokens; it also compresses 12x instead of 48x. Consumers read ``spatial_factor``.
 
 How the grouping is made causal: frame 0 is repeated three times in front, giving 4(k + 1)
 frames; group t (latent t) is frames 4t-3..4t, i.e. latent 0 is frame 0 alone and no latent sees
@@ -37,7 +40,6 @@ from .base import VideoCodec, load_state_dict_strict
 __all__ = ["TinyAEConfig", "TinyAEDecodeState", "TinyAE", "reconstruction_loss"]
 
 _GROUP = 4  # pixel frames per latent (temporal factor)
-_PATCH = 8  # pixels per latent cell side (spatial factor)
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,7 @@ class TinyAEConfig:
     width: int = 128  # hidden channels at latent resolution
     num_res_blocks: int = 1  # per side
     temporal_kernel: int = 2  # latents seen by each causal temporal conv (1 = no temporal mixing)
+    patch: int = 8  # pixels per latent cell side: the spatial factor (Wan: 8)
 
     def __post_init__(self) -> None:
         if self.width < 1 or self.num_res_blocks < 0 or self.latent_channels < 1:
@@ -53,6 +56,8 @@ class TinyAEConfig:
                 f"TinyAEConfig: width={self.width}, latent_channels={self.latent_channels} must be >= 1 "
                 f"and num_res_blocks={self.num_res_blocks} >= 0"
             )
+        if self.patch not in (2, 4, 8, 16):
+            raise ValueError(f"TinyAEConfig.patch={self.patch} must be one of 2, 4, 8, 16 (pixels per latent cell)")
         if self.temporal_kernel < 1:
             raise ValueError(f"TinyAEConfig.temporal_kernel={self.temporal_kernel} must be >= 1")
 
@@ -97,14 +102,15 @@ class TinyAEDecodeState:
 
 
 class TinyAE(VideoCodec):
-    """Causal conv autoencoder: [B, 3, 1+4k, H, W] in [-1, 1] <-> [B, C, 1+k, H/8, W/8]."""
+    """Causal conv autoencoder: [B, 3, 1+4k, H, W] in [-1, 1] <-> [B, C, 1+k, H/p, W/p] (p = patch)."""
 
     def __init__(self, config: TinyAEConfig | None = None):
         super().__init__()
         self.config = config = config or TinyAEConfig()
         self.latent_channels = config.latent_channels
         c, k = config.width, config.temporal_kernel
-        c_patch = 3 * _GROUP * _PATCH**2  # 4 frames x RGB x 8 x 8 = 768 values per latent cell
+        self.spatial_factor = config.patch
+        c_patch = 3 * _GROUP * config.patch**2  # 4 frames x RGB x p x p (768 at p = 8) per latent cell
         self.enc_in = nn.Conv2d(c_patch, c, 1)
         self.enc_res = nn.Sequential(*[_ResBlock(c) for _ in range(config.num_res_blocks)])
         self.enc_time = _CausalTimeMix(c, k) if k > 1 else None
@@ -128,7 +134,7 @@ class TinyAE(VideoCodec):
         x = torch.cat([x[:, :, :1].expand(-1, -1, _GROUP - 1, -1, -1), x], dim=2)  # [B, 3, 4G, H, W]
         g = x.shape[2] // _GROUP
         x = x.view(b, 3, g, _GROUP, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b * g, _GROUP * 3, h, w)
-        x = self.enc_res(self.enc_in(F.pixel_unshuffle(x, _PATCH)))  # [B*G, width, h, w]
+        x = self.enc_res(self.enc_in(F.pixel_unshuffle(x, self.spatial_factor)))  # [B*G, width, h, w]
         if self.enc_time is not None:
             x = x.view(b, g, *x.shape[1:]).transpose(1, 2)  # [B, width, G, h, w]
             x, _ = self.enc_time(x, None)
@@ -145,7 +151,7 @@ class TinyAE(VideoCodec):
         if self.dec_time is not None:
             x, history = self.dec_time(x.view(b, g, *x.shape[1:]).transpose(1, 2), history)
             x = x.transpose(1, 2).flatten(0, 1)
-        x = F.pixel_shuffle(self.dec_out(F.silu(self.dec_res(x))), _PATCH)  # [B*G, 12, H, W]
+        x = F.pixel_shuffle(self.dec_out(F.silu(self.dec_res(x))), self.spatial_factor)  # [B*G, 12, H, W]
         hh, ww = x.shape[-2:]
         x = x.view(b, g, _GROUP, 3, hh, ww).permute(0, 3, 1, 2, 4, 5).reshape(b, 3, g * _GROUP, hh, ww)
         return x, history
