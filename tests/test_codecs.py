@@ -317,6 +317,27 @@ def test_tiny_ae_streaming_decode_equals_full(tiny):
         assert (tiny.decode_streaming(z, chunks) - full).abs().max().item() <= 1e-5, chunks
 
 
+@torch.no_grad()
+def test_tiny_ae_patch4_has_a_4x_spatial_factor_and_streams_exactly():
+    from models.codecs import build_codec
+    from train.teacher import encode_motion
+
+    torch.manual_seed(0)
+    ae = build_codec("tiny-ae", patch=4).eval()
+    assert ae.spatial_factor == 4
+    video = _video(1, 9, 32)
+    z = ae.encode(video)
+    assert z.shape == (1, 16, 3, 8, 8) and ae.decode(z).shape == video.shape
+    assert (ae.decode_streaming(z, [1, 2]) - ae.decode(z)).abs().max().item() <= 1e-5
+    with pytest.raises(ValueError, match="patch"):
+        TinyAEConfig(patch=3)
+    # track rasterisation follows the latent grid: a point at pixel (13, 5) lands in cell (1, 3) at 4x
+    tracks = torch.tensor([13.0, 5.0]).view(1, 1, 1, 2).expand(1, 9, 1, 2)
+    c_m = encode_motion(tracks, torch.ones(1, 9, 1, dtype=torch.bool), torch.tensor([[7]]), embed_dim=8,
+                        height=32, width=32, latent_height=z.shape[3])
+    assert c_m.shape == (1, 8, 9, 8, 8) and c_m[0, :, 0, 1, 3].abs().sum() > 0 and c_m.abs().sum() == c_m[:, :, :, 1, 3].abs().sum()
+
+
 def test_tiny_ae_loss_decreases_when_trained():
     torch.manual_seed(0)
     model = TinyAE(TinyAEConfig(width=64))

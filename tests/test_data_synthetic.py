@@ -152,3 +152,19 @@ def test_synthetic_dataset_ranks_and_fixed_set():
         ds = SyntheticVideoDataset(world, batch_size=1, seed=0, rank=0, world_size=2)
         state = ds.state_dict()
         SyntheticVideoDataset(world, batch_size=1, seed=0, rank=0, world_size=1).load_state_dict(state)
+
+
+def test_texture_scale_smooths_the_background_and_is_validated():
+    import numpy as np
+    import pytest
+
+    from data.synthetic import SyntheticWorld
+
+    def roughness(scale: float) -> float:
+        w = SyntheticWorld(num_sprites=(0, 0), camera_pan_prob=0.0, texture_scale=scale)
+        f = np.stack([w.generate(s)["frames"][0].astype(np.float32) for s in range(4)])
+        return float(np.abs(np.diff(f, axis=2)).mean())
+
+    assert roughness(2.0) < 0.7 * roughness(1.0)
+    with pytest.raises(ValueError, match="texture_scale"):
+        SyntheticWorld(texture_scale=0.0)
