@@ -79,6 +79,27 @@ def _network_meta(folder: Path) -> dict:
     return json.loads((folder / "network.json").read_text())
 
 
+def _pair_tracks(clips: list[dict], num_tracks: list[int] | None) -> dict:
+    """Tracks [B, T, N, 2] + visibility [B, T, N] of the pair conditions. With ``data.num_tracks``
+    (the teacher's training density) each clip keeps a random subset (seeded by the clip), padded
+    with invisible points to the batch's largest count; invisible points write nothing."""
+    import numpy as np
+
+    from data.stream import subsample_tracks
+
+    if not num_tracks:
+        return {"tracks": torch.stack([torch.from_numpy(c["tracks"]) for c in clips]),
+                "visibility": torch.stack([torch.from_numpy(c["visibility"]) for c in clips])}
+    subs = [subsample_tracks(c, tuple(num_tracks), np.random.default_rng(int(c["meta"]["seed"]))) for c in clips]
+    n = max(s["tracks"].shape[1] for s in subs)
+    T = subs[0]["tracks"].shape[0]
+    tracks, vis = torch.zeros(len(subs), T, n, 2), torch.zeros(len(subs), T, n, dtype=torch.bool)
+    for b, s in enumerate(subs):
+        k = s["tracks"].shape[1]
+        tracks[b, :, :k], vis[b, :, :k] = s["tracks"], s["visibility"].bool()
+    return {"tracks": tracks, "visibility": vis}
+
+
 def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
     """This stage must use the teacher's step grid, frame size and text encoder.
 
@@ -139,8 +160,7 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
                 "image": conditioner.image(video[:, :, 0], num_frames=video.shape[2]),
                 "image_latent": conditioner.latents(video[:, :, :1]),
                 "first_frame": torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in clips]),
-                "tracks": torch.stack([torch.from_numpy(c["tracks"]) for c in clips]),
-                "visibility": torch.stack([torch.from_numpy(c["visibility"]) for c in clips]),
+                **_pair_tracks(clips, cfg.data.num_tracks),
                 "text_emb": text, "text_len": lens, "caption": [c["caption"] for c in clips],
                 "seeds": [int(c["meta"]["seed"]) for c in clips],
             }

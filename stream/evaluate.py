@@ -42,6 +42,7 @@ class StreamEvalConfig:
     long_factor: int = 10  # long rollout = factor x the training horizon
     long_clips: int = 2
     timing_repeats: int = 25
+    num_tracks: int | None = None  # input tracks per clip (random subset of those visible in frame 0); None: all
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -49,9 +50,18 @@ def to_uint8(video: torch.Tensor) -> np.ndarray:
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
 
 
-def input_tracks(clips: list[dict]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Tracks visible in frame 0 (the tracker's queries), padded: [B, T, N, 2], [B, T, N], counts."""
-    keep = [torch.from_numpy(c["visibility"][0]) for c in clips]
+def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Tracks visible in frame 0 (the tracker's queries), padded: [B, T, N, 2], [B, T, N], counts.
+
+    ``num_tracks``: a fixed random subset of that many per clip (seeded by the clip's seed), the
+    density the teacher was evaluated with (its ``eval.num_tracks``); None keeps them all."""
+    keep = [torch.from_numpy(c["visibility"][0].copy()) for c in clips]
+    if num_tracks is not None:
+        for c, k in zip(clips, keep):
+            on = torch.nonzero(k).flatten()
+            if len(on) > num_tracks:
+                g = torch.Generator().manual_seed(int(c["meta"]["seed"]) % 2**62)
+                k[on[torch.randperm(len(on), generator=g)[num_tracks:]]] = False
     counts = [int(k.sum()) for k in keep]
     T = clips[0]["tracks"].shape[0]
     tr = torch.zeros(len(clips), T, max(counts), 2)
@@ -94,7 +104,7 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
         batch = clips[start : start + cfg.batch_size]
         B = len(batch)
         first = torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in batch]).float() / 127.5 - 1
-        tr, vi, counts = input_tracks(batch)
+        tr, vi, counts = input_tracks(batch, cfg.num_tracks)
         T = tr.shape[1]
         text, lens = text_fn([c["caption"] for c in batch])
         ids = sample_track_ids(B, tr.shape[2], generator=gen)
@@ -134,13 +144,14 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_fn, seed: int = 0) -> dict:
+def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_fn, seed: int = 0,
+                 num_tracks: int | None = None) -> dict:
     """Per-chunk drift measures of one long streamed rollout per clip (averaged over clips)."""
     gen = torch.Generator().manual_seed(seed)
     per_chunk: dict[str, list[list[float]]] = {"latent_rms": [], "latent_err": [], "psnr": []}
     for clip in clips:
         first = torch.from_numpy(clip["frames"][0]).permute(2, 0, 1)[None].float() / 127.5 - 1
-        tr, vi, _ = input_tracks([clip])
+        tr, vi, _ = input_tracks([clip], num_tracks)
         T = tr.shape[1]
         gt = torch.from_numpy(clip["frames"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, T, H, W]
         gt_lat = codec.encode(gt)
@@ -175,11 +186,12 @@ def drift_summary(curves: dict, *, horizon_chunks: int, tail: int = 3) -> dict:
 
 @torch.no_grad()
 def chunk_latency(engine: StreamingGenerator, *, clip: dict, text_fn, num_chunks: int, early_chunk: int = 3,
+                  num_tracks: int | None = None,
                   repeats: int = 15, seed: int = 0) -> dict:
     """Per-chunk latency of a B = 1 stream (tracks supplied per chunk) and an interleaved re-timing
     of chunk ``early_chunk`` and the last chunk from their kept states (medians)."""
     first = torch.from_numpy(clip["frames"][0]).permute(2, 0, 1)[None].float() / 127.5 - 1
-    tr, vi, _ = input_tracks([clip])
+    tr, vi, _ = input_tracks([clip], num_tracks)
     text, lens = text_fn([clip["caption"]])
     source = tracks_from_array(tr, vi, hold_last=True)
     ids = sample_track_ids(1, tr.shape[2], generator=torch.Generator().manual_seed(seed))
@@ -246,7 +258,8 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     t0 = time.perf_counter()
     sampler = SamplerConfig(steps=teacher_steps, solver="euler", guidance=GuidanceConfig(mode="joint"))
     tf = evaluate_motion(teacher_net, conditioner=conditioner, clips=clips, sampler=sampler, shift=shift,
-                         cfg=EvalConfig(batch_size=cfg.batch_size, save_videos=0, tracker=cfg.tracker, seed=cfg.seed),
+                         cfg=EvalConfig(batch_size=cfg.batch_size, save_videos=0, tracker=cfg.tracker, seed=cfg.seed,
+                                        num_tracks=cfg.num_tracks),
                          embed_dim=teacher_net.track_embed_dim, device=device, out_dir=None, fps=fps, tag="teacher")
     figures.update(teacher_epe_with_tracks=tf["epe_with_tracks"], teacher_epe_without_tracks=tf["epe_without_tracks"],
                    teacher_nfe_per_video=tf["nfe_per_video"], teacher_sampler_steps=teacher_steps,
@@ -284,11 +297,12 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     for tag, sink in (("with_sink", 1), ("without_sink", 0)):
         conf = StreamConfig(chunk_frames=3, sink_chunks=sink, window_chunks=1, steps=student_steps, shift=shift)
         eng = StreamingGenerator(engine.network, codec_module, config=conf)
-        roll = long_rollout(eng, clips=long.clips, codec=codec_module, text_fn=conditioner.text, seed=cfg.seed)
+        roll = long_rollout(eng, clips=long.clips, codec=codec_module, text_fn=conditioner.text, seed=cfg.seed,
+                            num_tracks=cfg.num_tracks)
         roll["summary"] = drift_summary(roll["per_chunk"], horizon_chunks=horizon_chunks)
         figures["drift"][tag] = roll
     figures["long_rollout_seconds"] = round(time.perf_counter() - t0, 2)
-    lat = chunk_latency(engine, clip=long.clips[0], text_fn=conditioner.text,
+    lat = chunk_latency(engine, clip=long.clips[0], text_fn=conditioner.text, num_tracks=cfg.num_tracks,
                         num_chunks=causal.num_chunks(long_latents), repeats=cfg.timing_repeats, seed=cfg.seed)
     figures["latency"] = lat
     figures["latency_ratio_last_over_early"] = lat["latency_ratio_last_over_early"]

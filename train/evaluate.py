@@ -114,7 +114,8 @@ def evaluate_motion(
             for b, k in enumerate(keep):
                 on = torch.nonzero(k).flatten()
                 if len(on) > cfg.num_tracks:
-                    drop = on[torch.randperm(len(on), generator=torch.Generator().manual_seed(cfg.seed + idx[b]))[cfg.num_tracks:]]
+                    g = torch.Generator().manual_seed(int(clips.clips[idx[b]]["meta"]["seed"]) % 2**62)  # = stream.evaluate
+                    drop = on[torch.randperm(len(on), generator=g)[cfg.num_tracks:]]
                     k[drop] = False
         n_max = max(int(k.sum()) for k in keep)
         tr = torch.zeros(B, T, n_max, 2)

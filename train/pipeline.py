@@ -44,7 +44,14 @@ class Sizes:
     timing_repeats: int = 25
 
 
-FULL = Sizes()
+# make run on 2 CPU cores in about 10 minutes: a shorter teacher than experiment=tiny_teacher's
+# 1500 steps (its clips are 25 frames here, 1.4x the tokens), 64 ODE pairs on a 24-step grid.
+FULL = Sizes(
+    teacher=("trainer.max_steps=600", "trainer.ckpt_every=200"),
+    ode_init=("stage.ode_pairs.num_pairs=64", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=200"),
+    dmd=("trainer.max_steps=100", "trainer.ckpt_every=50"),
+    eval_samples=8,
+)
 _SMALL = ("data.batch_size=2", "trainer.ckpt_every=2", "trainer.log_every=1")
 SMOKE = Sizes(
     teacher=_SMALL + ("trainer.max_steps=3", "codec.fit.steps=3", "codec.fit.stats_clips=2", "data.pool_size=4",
@@ -139,7 +146,8 @@ def _teacher_settings(run_dir: Path) -> list[str]:
     out = [f"schedule.shift={t['schedule']['shift']}", f"++data.world={_hydra_value(data['world'])}",
            f"++model.overrides={_hydra_value(t['model']['overrides'])}",
            f"model.text_encoder={t['model']['text_encoder']}", f"++codec.options={_hydra_value(t['codec']['options'])}",
-           f"model.track_channels={t['model']['track_channels']}"]
+           f"model.track_channels={t['model']['track_channels']}",
+           f"data.num_tracks={_hydra_value(data['num_tracks'])}"]
     out += [f"data.{k}={data[k]}" for k in ("height", "width", "fps", "grid_size", "seed")]
     return out
 
@@ -175,8 +183,9 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     sizes: Sizes = state["sizes"]
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)  # world, grid
     data = DataConfig(**{**cfg["data"], "eval_samples": sizes.eval_samples})
+    teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
     ev = StreamEvalConfig(long_factor=sizes.long_factor, long_clips=sizes.long_clips,
-                          timing_repeats=sizes.timing_repeats)
+                          timing_repeats=sizes.timing_repeats, num_tracks=teacher_cfg["eval"]["num_tracks"])
     figures = run_evaluation(run_dir, teacher=state["teacher"], codec=state["codec"],
                              students={"ode_init": state["ode_student"], "student": state["student"]},
                              data=data, teacher_steps=sizes.teacher_steps, shift=float(cfg["schedule"]["shift"]),
