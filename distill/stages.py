@@ -82,7 +82,7 @@ def _network_meta(folder: Path) -> dict:
 def _pair_tracks(clips: list[dict], num_tracks: list[int] | None) -> dict:
     """Tracks [B, T, N, 2] + visibility [B, T, N] of the pair conditions. With ``data.num_tracks``
     (the teacher's training density) each clip keeps a random subset (seeded by the clip), padded
-    with invisible points to the batch's largest count; invisible points write nothing."""
+    with invisible points to ``num_tracks[1]`` (one N for all); invisible points write nothing."""
     import numpy as np
 
     from data.stream import subsample_tracks
@@ -91,7 +91,7 @@ def _pair_tracks(clips: list[dict], num_tracks: list[int] | None) -> dict:
         return {"tracks": torch.stack([torch.from_numpy(c["tracks"]) for c in clips]),
                 "visibility": torch.stack([torch.from_numpy(c["visibility"]) for c in clips])}
     subs = [subsample_tracks(c, tuple(num_tracks), np.random.default_rng(int(c["meta"]["seed"]))) for c in clips]
-    n = max(s["tracks"].shape[1] for s in subs)
+    n = int(num_tracks[1])  # one N for every batch: the shards stack batches
     T = subs[0]["tracks"].shape[0]
     tracks, vis = torch.zeros(len(subs), T, n, 2), torch.zeros(len(subs), T, n, dtype=torch.bool)
     for b, s in enumerate(subs):

@@ -57,7 +57,7 @@ SMOKE = Sizes(
     teacher=_SMALL + ("trainer.max_steps=3", "codec.fit.steps=3", "codec.fit.stats_clips=2", "data.pool_size=4",
                       "eval.enabled=false"),
     ode_init=_SMALL + ("trainer.max_steps=3", "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=6",
-                       "stage.ode_pairs.batch_size=4"),
+                       "stage.ode_pairs.batch_size=2"),  # 2 batches per shard
     dmd=_SMALL + ("trainer.max_steps=5",),  # one generator update at the 5:1 phase
     teacher_steps=6, eval_samples=2, long_factor=2, long_clips=1, timing_repeats=2,
 )
