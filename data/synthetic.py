@@ -48,6 +48,9 @@ class SyntheticWorld:
     pan_speed: tuple[float, float] = (0.15, 0.45)  # shorter sides per second
     grid_size: int = 16  # ground-truth tracks on a grid_size x grid_size grid (real data: 50)
     texture_scale: float = 1.0  # background feature-size multiplier (>1: smoother canvas)
+    # False: captions name appearance only (sprites, background), never motion or the camera, so
+    # a model can learn motion from the tracks alone (the text cannot stand in for them).
+    caption_motion: bool = True
 
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
@@ -206,6 +209,9 @@ class SyntheticWorld:
         phrases = []
         for s, (centre, angle, exits) in sorted(zip(sprites, paths), key=lambda sp: -sp[0].rgba.shape[0]):
             name = f"a {s.pattern} {s.colour} {s.shape}"
+            if not self.caption_motion:
+                phrases.append(name)
+                continue
             disp = centre[-1] - centre[0]
             path_len = float(np.linalg.norm(np.diff(centre, axis=0), axis=1).sum())
             if np.linalg.norm(disp) < 0.1 * self.short_side:
@@ -220,7 +226,9 @@ class SyntheticWorld:
             phrases.append(f"{name} {motion}")
         text = "; ".join(phrases) if phrases else "an empty scene"
         text = text[0].upper() + text[1:]
-        if np.any(pan_vel):
+        if not self.caption_motion:
+            text += f". A textured {bg_colour} background."
+        elif np.any(pan_vel):
             # Pan direction is the camera's: the scene content moves the opposite way on screen.
             text += f". The camera pans {_direction(pan_vel).removeprefix('to the ')} over a textured {bg_colour} background."
         else:

@@ -168,3 +168,15 @@ def test_texture_scale_smooths_the_background_and_is_validated():
     assert roughness(2.0) < 0.7 * roughness(1.0)
     with pytest.raises(ValueError, match="texture_scale"):
         SyntheticWorld(texture_scale=0.0)
+
+
+def test_caption_motion_off_names_appearance_only():
+    # The tiny teacher's world: motion must come from the tracks, so captions may not carry it.
+    words = ("moves", "wanders", "stays", "spinning", "pans", "camera", "leaves", "static")
+    for seed in range(12):
+        on = SyntheticWorld(num_sprites=(1, 2), camera_pan_prob=1.0).generate(seed)
+        off = SyntheticWorld(num_sprites=(1, 2), camera_pan_prob=1.0, caption_motion=False).generate(seed)
+        np.testing.assert_array_equal(on["frames"], off["frames"])  # captions only: same pixels
+        assert "pans" in on["caption"]
+        assert not any(w in off["caption"].lower() for w in words), off["caption"]
+        assert "background" in off["caption"]
