@@ -16,9 +16,11 @@ def _figures(**over):
          "latency_ratio_last_over_early": 1.01,
          "drift": {tag: {"config": tag,
                          "per_chunk": {"latent_err": [1.0, 1.1, 1.2, 1.3], "psnr": [20, 19, 19, 18],
-                                       "latent_rms": [1, 1, 1, 1]},
+                                       "latent_rms": [1, 1, 1, 1], "latent_err_rel": [0.4, 0.5, 0.6, 0.9]},
                          "summary": {"latent_err": {"early": 1.0, "late": 1.2, "late_over_early": 1.2,
-                                                    "max": 1.3, "min": 1.0}}}
+                                                    "max": 1.3, "min": 1.0},
+                                     "latent_err_rel": {"early": 0.45, "late": 0.75, "late_over_early": 1.67,
+                                                        "max": 0.9, "min": 0.4}}}
                    for tag in ("with_sink", "without_sink")}}
     f.update(over)
     return f
@@ -31,6 +33,9 @@ def test_targets_are_judged_from_the_figures():
     bad = targets(_figures(student_epe_with_tracks=2.7, latency_ratio_last_over_early=1.2, student_nfe_per_video=9.0))
     assert bad["student_vs_teacher_epe"]["met"] is False and bad["latency_flat"]["met"] is False
     assert bad["nfe_reduction"]["met"] is False and bad["student_with_over_without"]["met"] is True
+    drifted = _figures()
+    drifted["drift"]["with_sink"]["summary"]["latent_err_rel"]["late"] = 1.4  # past an unrelated video's error
+    assert targets(drifted)["drift_bounded_with_sink"]["met"] is False
     missing = targets({"teacher_epe_with_tracks": 2.0})
     assert missing["student_vs_teacher_epe"]["met"] is None and missing["drift_bounded_with_sink"]["met"] is None
 
