@@ -44,11 +44,12 @@ class Sizes:
     timing_repeats: int = 25
 
 
-# make run on 2 CPU cores in about 10 minutes: a shorter teacher than experiment=tiny_teacher's
+# make run on 2 CPU cores in under 10 minutes: a shorter teacher than experiment=tiny_teacher's
 # 1500 steps (its clips are 25 frames here, 1.4x the tokens), 64 ODE pairs on a 24-step grid.
+# (600 teacher + 200 ODE-init steps took 612 s with tiny_teacher's denser tracks.)
 FULL = Sizes(
-    teacher=("trainer.max_steps=600", "trainer.ckpt_every=200"),
-    ode_init=("stage.ode_pairs.num_pairs=64", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=200"),
+    teacher=("trainer.max_steps=520", "trainer.ckpt_every=200"),
+    ode_init=("stage.ode_pairs.num_pairs=64", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=170"),
     dmd=("trainer.max_steps=100", "trainer.ckpt_every=50"),
     eval_samples=8,
 )
