@@ -195,10 +195,17 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
     t_without = figures.get("teacher_epe_without_tracks")
     if _finite(t_with) and _finite(frozen) and _finite(t_without):
         follows = t_with < frozen and t_with < t_without
+        ratio = t_with / t_without if t_without > 0 else float("nan")
+        if not follows:
+            verdict = ("does NOT follow the tracks better than ignoring them, so the student's motion-following "
+                       "targets are bounded by the teacher it distils (DMD matches the teacher's distribution).")
+        elif ratio > EPE_RATIO_WITHOUT_MAX:
+            verdict = (f"follows the tracks only weakly (with / without = {ratio:.2f}), which bounds the student's "
+                       "motion-following targets (DMD matches the teacher's distribution).")
+        else:
+            verdict = f"follows the tracks (with / without = {ratio:.2f})."
         lines += ["", f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "
-                  f"first frame {frozen:.2f} px: the teacher " + ("follows the tracks." if follows else
-                  "does NOT follow the tracks better than ignoring them, so the student's motion-following "
-                  "targets are bounded by the teacher it distils (DMD matches the teacher's distribution).")]
+                  f"first frame {frozen:.2f} px: the teacher " + verdict]
     lines += ["", "## Motion following on held-out clips", "",
               "| model | EPE with tracks (px) | EPE without (px) | NFE / video |", "|---|---|---|---|"]
     for tag, label in (("teacher", "teacher (joint guidance)"), ("ode_init", "student after ODE init"),

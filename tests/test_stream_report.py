@@ -69,3 +69,11 @@ def test_input_tracks_keep_points_visible_in_frame_zero():
     tr, vi, counts = input_tracks([{"tracks": tracks, "visibility": vis}])
     assert counts == [2] and tr.shape == (1, 2, 2, 2)
     assert tr[0, :, 1].tolist() == tracks[:, 2].tolist() and vi[0, :, 1].tolist() == [True, False]
+
+
+@pytest.mark.parametrize("with_tracks, verdict", [(2.0, "follows the tracks (with / without = 0.33)"),
+                                                  (5.0, "follows the tracks only weakly"),
+                                                  (7.0, "does NOT follow the tracks")])
+def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_tracks, verdict):
+    write_report(tmp_path, _figures(teacher_epe_with_tracks=with_tracks, epe_frozen_video=6.5))
+    assert verdict in (tmp_path / "report.md").read_text()
