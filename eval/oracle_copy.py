@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 from data.trackers import build_tracker, epe
 from models.codecs import build_codec
 from train.data import DataConfig, heldout_clips
+from train.evaluate import _to_uint8
 
 
 def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.ndarray], *, quantum_px: int,
@@ -56,10 +57,6 @@ def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.nd
     return out
 
 
-def _to_uint8(video: torch.Tensor) -> np.ndarray:  # [3, T, H, W] in [-1, 1] -> [T, H, W, 3]
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).numpy()
-
-
 @torch.no_grad()
 def oracle_epe(run_dir: Path, *, samples: int = 16) -> dict:
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
@@ -79,20 +76,18 @@ def oracle_epe(run_dir: Path, *, samples: int = 16) -> dict:
     token_px = sf * int(patch[-1])
     tracks = [c["tracks"] for c in clips.clips]
     vis = [c["visibility"] for c in clips.clips]
+    # input tracks: those visible at t = 0 (as in the teacher's evaluation)
+    inputs = [(c["tracks"][:, c["visibility"][0]], c["visibility"][:, c["visibility"][0]]) for c in clips.clips]
     figures: dict = {"num_samples": len(clips), "codec_factor": sf, "token_px": token_px}
     for q in sorted({token_px, sf}, reverse=True):
         vid = codec.decode(shifted_latents(lat, tracks, vis, quantum_px=q, spatial_factor=sf))
         errs = []
-        for b, clip in enumerate(clips.clips):
-            keep = clip["visibility"][0]  # input tracks: those visible at t = 0 (as the teacher eval)
-            gt, gv = clip["tracks"][:, keep], clip["visibility"][:, keep]
+        for b, (gt, gv) in enumerate(inputs):
             queries = np.concatenate([np.zeros((len(gt[0]), 1), np.float32), gt[0]], axis=1)
             pred, _ = tracker.track(_to_uint8(vid[b]), queries)
             errs.append(epe(pred, gt, gv))
         figures[f"epe_copy@{q}px"] = float(np.mean(errs))
-    frozen = [epe(np.broadcast_to(c["tracks"][:1, c["visibility"][0]], c["tracks"][:, c["visibility"][0]].shape),
-                  c["tracks"][:, c["visibility"][0]], c["visibility"][:, c["visibility"][0]]) for c in clips.clips]
-    figures["epe_frozen"] = float(np.mean(frozen))
+    figures["epe_frozen"] = float(np.mean([epe(np.broadcast_to(gt[:1], gt.shape), gt, gv) for gt, gv in inputs]))
     return figures
 
 
