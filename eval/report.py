@@ -8,6 +8,7 @@ matplotlib plots (Agg backend, PNG files next to the report):
   drift.png      per-chunk drift measures of the long rollout, with and without the sink
   latency.png    per-chunk latency over the long rollout
   training.png   training losses of the ODE-init and DMD stages (their metrics.jsonl)
+  samples.png    (written by stream.evaluate) held-out frames: ground truth, teacher, students
 """
 from __future__ import annotations
 
@@ -206,17 +207,30 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
             verdict = f"follows the tracks (with / without = {ratio:.2f})."
         lines += ["", f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "
                   f"first frame {frozen:.2f} px: the teacher " + verdict]
+    t_ssim, f_ssim = figures.get("teacher_ssim_with_tracks"), figures.get("ssim_frozen_video")
+    if _finite(t_ssim) and _finite(f_ssim) and t_ssim < f_ssim:
+        lines += ["", f"Video check: the teacher's frames after the first are less like the ground truth than the "
+                  f"frozen first frame is (SSIM {t_ssim:.3f} vs {f_ssim:.3f}; PSNR "
+                  f"{_fmt(figures.get('teacher_psnr_with_tracks'))} vs {_fmt(figures.get('psnr_frozen_video'))} dB): "
+                  "its samples are not yet coherent videos, and the EPE figures are measured by tracking them "
+                  "(see samples.png)."]
     lines += ["", "## Motion following on held-out clips", "",
-              "| model | EPE with tracks (px) | EPE without (px) | NFE / video |", "|---|---|---|---|"]
+              "| model | EPE with tracks (px) | EPE without (px) | PSNR with / without (dB) | SSIM with / without "
+              "| NFE / video |", "|---|---|---|---|---|---|"]
     for tag, label in (("teacher", "teacher (joint guidance)"), ("ode_init", "student after ODE init"),
                        ("student", "student after DMD")):
         w, wo = figures.get(f"{tag}_epe_with_tracks"), figures.get(f"{tag}_epe_without_tracks")
         nfe = figures.get("teacher_nfe_per_video") if tag == "teacher" else figures.get("student_nfe_per_video")
+        psnr = f"{_fmt(figures.get(f'{tag}_psnr_with_tracks'))} / {_fmt(figures.get(f'{tag}_psnr_without_tracks'))}"
+        ssim = f"{_fmt(figures.get(f'{tag}_ssim_with_tracks'))} / {_fmt(figures.get(f'{tag}_ssim_without_tracks'))}"
         if _finite(w):
-            lines.append(f"| {label} | {_fmt(w)} | {_fmt(wo)} | {_fmt(nfe)} |")
-    for key in ("epe_ground_truth_video", "epe_frozen_video"):
+            lines.append(f"| {label} | {_fmt(w)} | {_fmt(wo)} | {psnr} | {ssim} | {_fmt(nfe)} |")
+    for key, unit in (("epe_ground_truth_video", "px"), ("epe_frozen_video", "px"), ("psnr_frozen_video", "dB"),
+                      ("ssim_frozen_video", "")):
         if _finite(figures.get(key)):
-            lines.append(f"\nReference: {key.replace('_', ' ')} = {_fmt(figures[key])} px.")
+            lines.append(f"\nReference: {key.replace('_', ' ')} = {_fmt(figures[key])}{' ' + unit if unit else ''}.")
+    lines.append("\nPSNR and SSIM: frames 1.. against the ground-truth clip (the frozen first frame is the video "
+                 "that ignores motion entirely).")
     if "student_nfe_calls_per_video" in figures:
         lines.append(f"\nStudent DiT calls per video: {figures['student_nfe_calls_per_video']} "
                      f"(chunk calls; {figures.get('student_nfe_per_video'):.3f} in full-video equivalents).")
@@ -248,6 +262,8 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
         lines.append(f"\nTotal {figures['total_seconds']:.0f} s wall clock" + (
             f", {cpu:.0f} s CPU (on 2 cores the wall clock is at least half the CPU time, more when other "
             "processes share the cores)." if _finite(cpu) else "."))
+    if (run_dir / "samples.png").is_file():
+        plots = ["samples.png", *plots]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")

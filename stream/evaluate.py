@@ -31,7 +31,7 @@ from stream.chunks import StreamConfig
 from stream.engine import StreamingGenerator, collect, tracks_from_array
 
 __all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_motion", "long_rollout", "chunk_latency",
-           "stream_nfe", "drift_summary", "run_evaluation"]
+           "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet"]
 
 
 @dataclass
@@ -43,6 +43,7 @@ class StreamEvalConfig:
     long_clips: int = 2
     timing_repeats: int = 25
     num_tracks: int | None = None  # input tracks per clip (random subset of those visible in frame 0); None: all
+    preview_clips: int = 3  # held-out clips shown in samples.png (ground truth / teacher / students)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:
@@ -94,10 +95,14 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
     ``text_fn(captions) -> (emb, lengths)`` is the frozen text encoder. Writes the per-sample
     folders under ``out_dir/samples`` when given."""
     from data.video_io import write_mp4
+    from train.evaluate import video_psnr, video_ssim
 
     tracker = build_tracker(cfg.tracker)
     gen = torch.Generator().manual_seed(cfg.seed)
     per = {"with_tracks": [], "without_tracks": []}
+    psnr = {"with_tracks": [], "without_tracks": []}
+    ssim = {"with_tracks": [], "without_tracks": []}
+    preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}
     latents_all = []
     num_latents = None
     for start in range(0, len(clips), cfg.batch_size):
@@ -123,6 +128,11 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
             gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
             for mode, vids in videos.items():
                 per[mode].append(_track_epe(tracker, vids[b], gt_tr, gt_vis)[0])
+                frames = to_uint8(vids[b])
+                psnr[mode].append(video_psnr(frames, clip["frames"]))
+                ssim[mode].append(video_ssim(frames, clip["frames"]))
+                if start + b < cfg.preview_clips:
+                    preview[mode].append(frames)
             if out_dir is not None:
                 folder = Path(out_dir) / "samples" / str(clip["meta"]["id"])
                 folder.mkdir(parents=True, exist_ok=True)
@@ -132,7 +142,13 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
                 np.save(folder / "visibility.npy", gt_vis.astype(bool))
     nfe = stream_nfe(engine.config, num_latents)
     out = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
+    out.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
+    out.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
+    if cfg.preview_clips:
+        out["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
     out.update(per_sample={k: [float(x) for x in v] for k, v in per.items()}, num_samples=len(clips),
+               psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
+               ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()},
                nfe_calls_per_video=nfe["calls"], nfe_video_equivalent_per_video=nfe["video_equivalent"],
                chunks_per_video=nfe["chunks"], config=engine.config.name)
     return out
@@ -234,6 +250,34 @@ def chunk_latency(engine: StreamingGenerator, *, clip: dict, text_fn, num_chunks
     }
 
 
+def write_contact_sheet(path: Path, rows: list[tuple[str, np.ndarray]], *, every: int = 4) -> Path:
+    """A PNG of held-out samples: for each clip one row per model (``rows``: label, uint8 frames
+    [clips, T, H, W, 3]), every ``every``-th frame left to right. Lets a reader see what the EPE
+    figures were measured on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("write_contact_sheet: no rows to draw")
+    clips, T = rows[0][1].shape[:2]
+    idx = list(range(0, T, every))
+    fig, axes = plt.subplots(clips * len(rows), 1, figsize=(1.1 * len(idx), 1.2 * clips * len(rows)), squeeze=False)
+    for c in range(clips):
+        for r, (label, frames) in enumerate(rows):
+            ax = axes[c * len(rows) + r, 0]
+            ax.imshow(np.concatenate([frames[c, t] for t in idx], axis=1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_ylabel(f"{c}: {label}", rotation=0, ha="right", va="center", fontsize=7)
+    axes[-1, 0].set_xlabel("frames " + ", ".join(map(str, idx)), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
 def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[str, str], data,
                    teacher_steps: int, shift: float, student_steps: int = 3, cfg: StreamEvalConfig | None = None,
                    codec_name: str = "tiny-ae") -> dict:
@@ -271,12 +315,17 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     sampler = SamplerConfig(steps=teacher_steps, solver="euler", guidance=GuidanceConfig(mode="joint"))
     tf = evaluate_motion(teacher_net, conditioner=conditioner, clips=clips, sampler=sampler, shift=shift,
                          cfg=EvalConfig(batch_size=cfg.batch_size, save_videos=0, tracker=cfg.tracker, seed=cfg.seed,
-                                        num_tracks=cfg.num_tracks),
+                                        num_tracks=cfg.num_tracks, preview_clips=cfg.preview_clips),
                          embed_dim=teacher_net.track_embed_dim, device=device, out_dir=None, fps=fps, tag="teacher")
     figures.update(teacher_epe_with_tracks=tf["epe_with_tracks"], teacher_epe_without_tracks=tf["epe_without_tracks"],
                    teacher_nfe_per_video=tf["nfe_per_video"], teacher_sampler_steps=teacher_steps,
                    epe_ground_truth_video=tf["epe_ground_truth_video"], epe_frozen_video=tf["epe_frozen_video"],
-                   teacher_per_sample=tf["per_sample"], teacher_eval_seconds=round(time.perf_counter() - t0, 2))
+                   teacher_per_sample=tf["per_sample"], teacher_eval_seconds=round(time.perf_counter() - t0, 2),
+                   teacher_psnr_with_tracks=tf["psnr_with_tracks"], teacher_psnr_without_tracks=tf["psnr_without_tracks"],
+                   psnr_frozen_video=tf["psnr_frozen_video"], teacher_ssim_with_tracks=tf["ssim_with_tracks"],
+                   teacher_ssim_without_tracks=tf["ssim_without_tracks"], ssim_frozen_video=tf["ssim_frozen_video"])
+    previews = [("ground truth", tf.get("preview", {}).get("ground_truth_video")),
+                ("teacher, tracks", tf.get("preview", {}).get("with_tracks"))]
 
     stream_cfg = StreamConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, steps=student_steps, shift=shift)
     engine = None
@@ -289,11 +338,20 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
         figures.update({f"{name}_epe_with_tracks": sf["epe_with_tracks"],
                         f"{name}_epe_without_tracks": sf["epe_without_tracks"],
                         f"{name}_per_sample": sf["per_sample"],
+                        f"{name}_psnr_with_tracks": sf["psnr_with_tracks"],
+                        f"{name}_psnr_without_tracks": sf["psnr_without_tracks"],
+                        f"{name}_ssim_with_tracks": sf["ssim_with_tracks"],
+                        f"{name}_ssim_without_tracks": sf["ssim_without_tracks"],
                         f"{name}_eval_seconds": round(time.perf_counter() - t0, 2)})
+        previews.append((f"{name}, tracks", sf.get("preview", {}).get("with_tracks")))
         if last:
+            previews.append((f"{name}, no tracks", sf.get("preview", {}).get("without_tracks")))
             figures.update(student_nfe_per_video=sf["nfe_video_equivalent_per_video"],
                            student_nfe_calls_per_video=sf["nfe_calls_per_video"], student_config=sf["config"],
                            student_chunks_per_video=sf["chunks_per_video"])
+
+    if cfg.preview_clips:
+        write_contact_sheet(run_dir / "samples.png", [(label, v) for label, v in previews if v is not None])
 
     # long rollouts: factor x the training horizon, ground-truth tracks streamed in, with and without the sink
     horizon = 1 + (num_frames - 1) // 4  # latent frames the teacher (and the DMD rollout) covers

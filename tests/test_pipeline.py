@@ -39,3 +39,14 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     again = subprocess.run([sys.executable, "-m", "train.pipeline", "--smoke", "--run-dir", str(run_dir)], cwd=ROOT,
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and again.stdout.count("already done") == 3, again.stdout[-2000:]
+
+
+def test_a_run_directory_keeps_its_sizes_preset(tmp_path):
+    from dataclasses import asdict
+
+    from train.pipeline import SIZES, SMOKE, main
+
+    assert set(SIZES) == {"full", "long", "smoke"}
+    (tmp_path / "sizes.json").write_text(json.dumps(asdict(SMOKE)))
+    with pytest.raises(ValueError, match="other --sizes"):
+        main(["--sizes", "long", "--run-dir", str(tmp_path)])

@@ -77,3 +77,12 @@ def test_input_tracks_keep_points_visible_in_frame_zero():
 def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_tracks, verdict):
     write_report(tmp_path, _figures(teacher_epe_with_tracks=with_tracks, epe_frozen_video=6.5))
     assert verdict in (tmp_path / "report.md").read_text()
+
+
+def test_report_flags_samples_less_like_the_truth_than_a_frozen_frame(tmp_path):
+    write_report(tmp_path, _figures(teacher_ssim_with_tracks=0.2, teacher_psnr_with_tracks=15.0, ssim_frozen_video=0.35,
+                                    psnr_frozen_video=14.0, student_ssim_with_tracks=0.25))
+    md = (tmp_path / "report.md").read_text()
+    assert "Video check" in md and "SSIM 0.200 vs 0.350" in md and "0.250" in md
+    write_report(tmp_path, _figures(teacher_ssim_with_tracks=0.6, ssim_frozen_video=0.35))
+    assert "Video check" not in (tmp_path / "report.md").read_text()

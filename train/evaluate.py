@@ -7,6 +7,8 @@ re-tracked by the tracker interface (``data.trackers``) from the input tracks' f
 positions, and the end-point error against the input tracks is averaged over visible points
 (MotionStream's EPE). Reference figures from the same tracker: the ground-truth video (the
 tracker's own error floor) and a frozen video (the error of ignoring motion entirely).
+Video quality: PSNR and SSIM of frames 1.. against the ground-truth clip (MotionStream reports
+them next to EPE), with the frozen first frame as the reference a model must beat.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ from models.tracks import sample_track_ids
 from train.data import ClipPool
 from train.teacher import Conditioner, encode_motion
 
-__all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video"]
+__all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video", "video_psnr", "video_ssim"]
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,7 @@ class EvalConfig:
     use_ema: bool = True
     seed: int = 0
     num_tracks: int | None = None  # input tracks per clip (a fixed random subset of those visible in frame 0); null: all
+    preview_clips: int = 0  # the first clips' frames returned under "preview" (uint8, not for JSON)
 
     def __post_init__(self) -> None:
         if self.num_tracks is not None and self.num_tracks < 1:
@@ -48,6 +51,39 @@ class EvalConfig:
 def _to_uint8(video: torch.Tensor) -> np.ndarray:
     """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
+
+
+def video_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
+    """PSNR (dB, peak 255) of uint8 frames [T, H, W, 3] against the ground truth over frames 1..
+    (frame 0 is the given first frame). One MSE over all those pixels, not a mean of per-frame PSNRs."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"video_psnr: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    mse = float(np.mean((pred[1:].astype(np.float64) - gt[1:].astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5) -> float:
+    """Mean SSIM (Wang et al. 2004: Gaussian window sigma 1.5 truncated at 3.5 sigma, K1 0.01,
+    K2 0.03, peak 255, per RGB channel, borders the window does not fit excluded) of uint8 frames
+    [T, H, W, 3] against the ground truth over frames 1... Unlike PSNR it falls for per-pixel noise
+    whose average colour is right."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"video_ssim: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    r = int(3.5 * sigma + 0.5)
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
+    g = g / g.sum()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:  # [N, 1, H, W] -> [N, 1, H - 2r, W - 2r] (separable, valid)
+        x = torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1))
+        return torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1))
+
+    to = lambda v: torch.from_numpy(np.ascontiguousarray(v[1:])).double().permute(0, 3, 1, 2).reshape(-1, 1, *v.shape[1:3])  # noqa: E731
+    x, y = to(pred), to(gt)  # [(T-1) * 3, 1, H, W]
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(ssim.mean())
 
 
 def overlay_tracks(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, *, max_points: int = 24) -> np.ndarray:
@@ -100,6 +136,9 @@ def evaluate_motion(
     network.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
     per = {"with_tracks": [], "without_tracks": [], "ground_truth_video": [], "frozen_video": []}
+    psnr = {"with_tracks": [], "without_tracks": [], "frozen_video": []}
+    ssim = {k: [] for k in psnr}
+    preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": [], "ground_truth_video": []}
     saved = []
     n = len(clips)
     for start in range(0, n, cfg.batch_size):
@@ -143,22 +182,37 @@ def evaluate_motion(
             m = int(keep[b].sum())
             gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
             queries = np.concatenate([np.zeros((m, 1), np.float32), gt_tr[0]], axis=1)
+            i = idx[b]
+            gt_frames = _to_uint8(video[b])
             for mode, vids in results.items():
                 frames = _to_uint8(vids[b])
                 pred, _ = tracker.track(frames, queries)
                 per[mode].append(epe(pred, gt_tr, gt_vis))
+                if mode in psnr:
+                    psnr[mode].append(video_psnr(frames, gt_frames))
+                    ssim[mode].append(video_ssim(frames, gt_frames))
+                if i < cfg.preview_clips:
+                    preview[mode].append(frames)
             frozen = np.broadcast_to(gt_tr[:1], gt_tr.shape)
             per["frozen_video"].append(epe(frozen, gt_tr, gt_vis))
-            i = idx[b]
+            still = np.broadcast_to(gt_frames[:1], gt_frames.shape)
+            psnr["frozen_video"].append(video_psnr(still, gt_frames))
+            ssim["frozen_video"].append(video_ssim(still, gt_frames))
             if out_dir is not None and i < cfg.save_videos:  # the first clips, all three videos each
                 for mode in ("with_tracks", "without_tracks", "ground_truth_video"):
                     frames = overlay_tracks(_to_uint8(results[mode][b]), gt_tr, gt_vis)
                     path = write_video(out_dir / f"{tag}_{i:03d}_{mode}.mp4", frames, fps=fps)
                     saved.append({"path": str(path), "mode": mode, "clip": i})
     figures = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
+    figures.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
+    figures.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
     figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
     figures.update(num_samples=n, sampler_steps=sampler.steps, guidance=sampler.guidance.mode,
                    w_text=sampler.guidance.w_text, w_motion=sampler.guidance.w_motion,
                    nfe_per_video=nfe_per_step(sampler.guidance.mode) * (sampler.steps if sampler.solver == "euler" else 2 * sampler.steps - 1),
-                   tracker=cfg.tracker, per_sample={k: [float(x) for x in v] for k, v in per.items()}, videos=saved)
+                   tracker=cfg.tracker, per_sample={k: [float(x) for x in v] for k, v in per.items()}, videos=saved,
+                   psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
+                   ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()})
+    if cfg.preview_clips:
+        figures["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
     return figures

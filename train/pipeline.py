@@ -18,7 +18,7 @@ import os
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -52,6 +52,15 @@ FULL = Sizes(
     ode_init=("stage.ode_pairs.num_pairs=64", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=170"),
     dmd=("trainer.max_steps=100", "trainer.ckpt_every=50"),
     eval_samples=8,
+)
+# More compute than the 10-minute budget (about 25 minutes on 2 CPU cores): experiment=tiny_teacher's
+# full 1500 teacher steps and the tiny_ode_init / tiny_dmd defaults (128 pairs on the 48-step grid,
+# 300 ODE-init steps, 200 DMD steps = 40 generator updates). Shows how the figures move with the
+# teacher's compute; `make run` stays FULL.
+LONG = Sizes(
+    teacher=("trainer.ckpt_every=250",),
+    ode_init=("stage.ode_pairs.num_pairs=128",),
+    dmd=("trainer.ckpt_every=50",),
 )
 _SMALL = ("data.batch_size=2", "trainer.ckpt_every=2", "trainer.log_every=1")
 SMOKE = Sizes(
@@ -196,6 +205,8 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
 
 
+SIZES = {"full": FULL, "long": LONG, "smoke": SMOKE}
+
 # (name, issue that builds it, function) in order
 PIPELINE: list[tuple[str, int, Callable[[Path, dict], dict]]] = [
     ("foundation", 2, stage_foundation), ("teacher", 6, stage_teacher), ("ode_init", 7, stage_ode_init),
@@ -206,12 +217,21 @@ PIPELINE: list[tuple[str, int, Callable[[Path, dict], dict]]] = [
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default=os.environ.get("RUN_DIR", "runs/make-run"))
-    ap.add_argument("--smoke", action="store_true", help="a few steps per stage: checks the wiring, figures mean nothing")
+    ap.add_argument("--sizes", choices=sorted(SIZES), default="full",
+                    help="full: `make run` (10 minutes on 2 CPU cores); long: the experiments' own step counts "
+                         "(~25 minutes); smoke: a few steps per stage, checks the wiring, figures mean nothing")
+    ap.add_argument("--smoke", action="store_true", help="same as --sizes smoke")
     args = ap.parse_args(argv)
+    sizes = SIZES["smoke" if args.smoke else args.sizes]
     run_dir = Path(args.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     stages: dict = {}
-    state: dict = {"sizes": SMOKE if args.smoke else FULL}
+    state: dict = {"sizes": sizes}
+    info = run_dir / "sizes.json"  # a run directory keeps one preset: resuming with another would mix them
+    if info.is_file() and json.loads(info.read_text()) != json.loads(json.dumps(asdict(sizes))):
+        raise ValueError(f"{run_dir} was started with other --sizes ({info}); resume it with the same preset "
+                         "or choose a new --run-dir / RUN_DIR")
+    info.write_text(json.dumps(asdict(sizes), indent=1))
     t_start = time.perf_counter()
     for name, issue, fn in PIPELINE:
         print(f"[pipeline] {name:11s} running ...", flush=True)
