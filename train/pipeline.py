@@ -45,13 +45,17 @@ class Sizes:
 
 
 # make run on 2 CPU cores in under 10 minutes: a shorter teacher than experiment=tiny_teacher's
-# 1500 steps (its clips are 25 frames here, 1.4x the tokens), 64 ODE pairs on a 24-step grid.
-# (600 teacher + 200 ODE-init steps took 612 s with tiny_teacher's denser tracks.)
+# 1500 steps (its clips are 25 frames here, 1.4x the tokens) and a shorter codec fit, 48 ODE pairs
+# on a 24-step grid. The same machine ran 520 teacher / 170 ODE-init / 100 DMD steps with a
+# 400-step codec fit and 64 pairs in 555 s one day and 684 s another (its CPU speed varies), and
+# 450 / 150 / 80 steps with a 300-step fit in 597 s on the slow day, hence these sizes;
+# `--sizes long` (3x the teacher steps) did not follow the tracks better (with / without 0.85).
 FULL = Sizes(
-    teacher=("trainer.max_steps=520", "trainer.ckpt_every=200"),
-    ode_init=("stage.ode_pairs.num_pairs=64", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=170"),
-    dmd=("trainer.max_steps=100", "trainer.ckpt_every=50"),
+    teacher=("trainer.max_steps=430", "trainer.ckpt_every=150", "codec.fit.steps=250"),
+    ode_init=("stage.ode_pairs.num_pairs=48", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=150"),
+    dmd=("trainer.max_steps=80", "trainer.ckpt_every=40"),
     eval_samples=8,
+    timing_repeats=40,
 )
 # More compute than the 10-minute budget (about 25 minutes on 2 CPU cores): experiment=tiny_teacher's
 # full 1500 teacher steps and the tiny_ode_init / tiny_dmd defaults (128 pairs on the 48-step grid,
