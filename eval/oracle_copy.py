@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from data.trackers import build_tracker, epe
 from models.codecs import build_codec
 from train.data import DataConfig, heldout_clips
-from train.evaluate import _to_uint8
+from train.evaluate import to_uint8
 
 
 def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.ndarray], *, quantum_px: int,
@@ -84,7 +84,7 @@ def oracle_epe(run_dir: Path, *, samples: int = 16) -> dict:
         errs = []
         for b, (gt, gv) in enumerate(inputs):
             queries = np.concatenate([np.zeros((len(gt[0]), 1), np.float32), gt[0]], axis=1)
-            pred, _ = tracker.track(_to_uint8(vid[b]), queries)
+            pred, _ = tracker.track(to_uint8(vid[b]), queries)
             errs.append(epe(pred, gt, gv))
         figures[f"epe_copy@{q}px"] = float(np.mean(errs))
     figures["epe_frozen"] = float(np.mean([epe(np.broadcast_to(gt[:1], gt.shape), gt, gv) for gt, gv in inputs]))

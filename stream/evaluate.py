@@ -29,6 +29,7 @@ from data.trackers import build_tracker, epe
 from models.tracks import sample_track_ids
 from stream.chunks import StreamConfig
 from stream.engine import StreamingGenerator, collect, tracks_from_array
+from train.evaluate import to_uint8, video_psnr, video_ssim  # shared with the teacher's evaluation
 
 __all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_motion", "long_rollout", "chunk_latency",
            "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet"]
@@ -44,11 +45,6 @@ class StreamEvalConfig:
     timing_repeats: int = 25
     num_tracks: int | None = None  # input tracks per clip (random subset of those visible in frame 0); None: all
     preview_clips: int = 3  # held-out clips shown in samples.png (ground truth / teacher / students)
-
-
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
-    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
 
 
 def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -96,7 +92,6 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
     ``text_fn(captions) -> (emb, lengths)`` is the frozen text encoder. Writes the per-sample
     folders under ``out_dir/samples`` when given."""
     from data.video_io import write_mp4
-    from train.evaluate import video_psnr, video_ssim
 
     tracker = build_tracker(cfg.tracker)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -25,7 +25,7 @@ from models.tracks import sample_track_ids
 from train.data import ClipPool
 from train.teacher import Conditioner, encode_motion
 
-__all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video", "video_psnr", "video_ssim"]
+__all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video", "video_psnr", "video_ssim", "to_uint8"]
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class EvalConfig:
             raise ValueError(f"eval.batch_size={self.batch_size} must be >= 1 and eval.save_videos={self.save_videos} >= 0")
 
 
-def _to_uint8(video: torch.Tensor) -> np.ndarray:
+def to_uint8(video: torch.Tensor) -> np.ndarray:
     """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
 
@@ -183,9 +183,9 @@ def evaluate_motion(
             gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
             queries = np.concatenate([np.zeros((m, 1), np.float32), gt_tr[0]], axis=1)
             i = idx[b]
-            gt_frames = _to_uint8(video[b])
-            for mode, vids in results.items():
-                frames = _to_uint8(vids[b])
+            videos = {mode: to_uint8(vids[b]) for mode, vids in results.items()}  # [T, H, W, 3] uint8 each
+            gt_frames = videos["ground_truth_video"]
+            for mode, frames in videos.items():
                 pred, _ = tracker.track(frames, queries)
                 per[mode].append(epe(pred, gt_tr, gt_vis))
                 if mode in psnr:
@@ -200,7 +200,7 @@ def evaluate_motion(
             ssim["frozen_video"].append(video_ssim(still, gt_frames))
             if out_dir is not None and i < cfg.save_videos:  # the first clips, all three videos each
                 for mode in ("with_tracks", "without_tracks", "ground_truth_video"):
-                    frames = overlay_tracks(_to_uint8(results[mode][b]), gt_tr, gt_vis)
+                    frames = overlay_tracks(videos[mode], gt_tr, gt_vis)
                     path = write_video(out_dir / f"{tag}_{i:03d}_{mode}.mp4", frames, fps=fps)
                     saved.append({"path": str(path), "mode": mode, "clip": i})
     figures = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
