@@ -21,6 +21,8 @@ without a mask, so padding must be zeros (wan-architecture.md §3).
 """
 from __future__ import annotations
 
+import contextlib
+
 import html
 import re
 from pathlib import Path
@@ -185,6 +187,20 @@ class UMT5TextEncoder(TextEncoder):
         return cls(model, cls._tokenizer(Path(tokenizer_path)), max_length=max_length)
 
 
+@contextlib.contextmanager
+def _quiet_loading():
+    """transformers' "Loading weights" progress bar off for one load (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
 class MiniLMTextEncoder(TextEncoder):
     """all-MiniLM-L6-v2 per-token embeddings [B, L, 384] (last hidden state, before pooling)."""
 
@@ -209,7 +225,8 @@ class MiniLMTextEncoder(TextEncoder):
             raise ValueError(f"MiniLM folder {path} has no config.json")
         # The checkpoint carries BERT's pooler; it is loaded (a clean, strict load) but unused:
         # we return the per-token last hidden states that sentence-transformers mean-pools.
-        model = AutoModel.from_pretrained(path)
+        with _quiet_loading():  # a 6-layer encoder loads in well under a second: no bar per stage
+            model = AutoModel.from_pretrained(path)
         return cls(model, AutoTokenizer.from_pretrained(path), max_length=max_length)
 
 

@@ -39,14 +39,19 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     again = subprocess.run([sys.executable, "-m", "train.pipeline", "--smoke", "--run-dir", str(run_dir)], cwd=ROOT,
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and again.stdout.count("already done") == 3, again.stdout[-2000:]
+    # the console is for people: no command lines, no empty summaries; the commands are in the log
+    assert "hydra.run.dir" not in proc.stdout + proc.stderr and "done: {}" not in proc.stdout + proc.stderr
+    assert "hydra.run.dir" in (run_dir / "pipeline.log").read_text()
+    assert (run_dir / "teacher" / "console.log").is_file()
 
 
-def test_a_run_directory_keeps_its_sizes_preset(tmp_path):
+def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):
     from dataclasses import asdict
 
     from train.pipeline import SIZES, SMOKE, main
 
-    assert set(SIZES) == {"full", "long", "smoke"}
+    assert set(SIZES) == {"full", "long", "scratch", "smoke"}
     (tmp_path / "sizes.json").write_text(json.dumps(asdict(SMOKE)))
-    with pytest.raises(ValueError, match="other --sizes"):
-        main(["--sizes", "long", "--run-dir", str(tmp_path)])
+    assert main(["--sizes", "long", "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "started with --sizes smoke, not --sizes long" in err[0] and "Traceback" not in err[0]

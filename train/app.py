@@ -116,9 +116,24 @@ def run(cfg: DictConfig) -> dict:
         summary = {"status": "preempted"}
     if runtime.is_main:
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
-        log.info("%s: %s", summary.get("status"), {k: v for k, v in summary.items() if k.startswith("epe_")})
+        log.info(summary_line(summary, run_dir))
     runtime.barrier()
     return summary
+
+
+def summary_line(summary: dict, run_dir: Path) -> str:
+    """One readable closing line: status, step, final loss, held-out EPE if evaluated, where it went."""
+    parts = [f"{summary.get('status')} at step {summary.get('step')}"]
+    loss = (summary.get("last_metrics") or {}).get("train/loss")
+    if loss is not None:
+        parts.append(f"loss {float(loss):.4f}")
+    if "epe_with_tracks" in summary:
+        parts.append(f"EPE with / without tracks {summary['epe_with_tracks']:.2f} / "
+                     f"{summary.get('epe_without_tracks', float('nan')):.2f} px")
+    if summary.get("export"):
+        parts.append(f"export {summary['export']}")
+    parts.append(f"results {run_dir / 'results.json'}")
+    return " | ".join(parts)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")

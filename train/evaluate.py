@@ -34,6 +34,13 @@ log = logging.getLogger(__name__)
 class EvalConfig:
     enabled: bool = True
     tracker: str = "lk"  # data.trackers.build_tracker name
+    # A second, strict protocol next to it (epe_strict_*): plain LK + forward-backward, lost points
+    # held where last seen (data.trackers.PlainLucasKanadeTracker), scored over each input track's
+    # unbroken visible run from frame 0 (a point occluded in the input may rightly be lost by a
+    # tracker that cannot re-acquire; one the tracker loses while it stays visible counts); null skips it.
+    strict_tracker: str | None = "lk_plain"
+    periodic_clips: int = 2  # held-out clips of the evaluation every trainer.sample_every steps
+    num_frames: int | None = None  # held-out clip length; null: data.num_frames (train short, test long)
     batch_size: int = 8
     save_videos: int = 4  # held-out samples written to samples/ (with track overlays)
     use_ema: bool = True
@@ -44,6 +51,8 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.num_tracks is not None and self.num_tracks < 1:
             raise ValueError(f"eval.num_tracks={self.num_tracks} must be >= 1 (or null for all tracks)")
+        if self.num_frames is not None and (self.num_frames < 1 or (self.num_frames - 1) % 4):
+            raise ValueError(f"eval.num_frames={self.num_frames} must be 4k + 1 (the codec's temporal factor) or null")
         if self.batch_size < 1 or self.save_videos < 0:
             raise ValueError(f"eval.batch_size={self.batch_size} must be >= 1 and eval.save_videos={self.save_videos} >= 0")
 
@@ -133,9 +142,11 @@ def evaluate_motion(
     if clean_first_frame is None:  # the network's own training convention (network.json)
         clean_first_frame = bool(getattr(getattr(network, "module", network), "conventions", {}).get("clean_first_frame"))
     tracker = build_tracker(cfg.tracker)
+    strict = build_tracker(cfg.strict_tracker) if cfg.strict_tracker else None
     network.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
     per = {"with_tracks": [], "without_tracks": [], "ground_truth_video": [], "frozen_video": []}
+    per_strict = {k: [] for k in ("with_tracks", "without_tracks", "ground_truth_video")}
     psnr = {"with_tracks": [], "without_tracks": [], "frozen_video": []}
     ssim = {k: [] for k in psnr}
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": [], "ground_truth_video": []}
@@ -188,6 +199,9 @@ def evaluate_motion(
             for mode, frames in videos.items():
                 pred, _ = tracker.track(frames, queries)
                 per[mode].append(epe(pred, gt_tr, gt_vis))
+                if strict is not None:  # over each input track's unbroken visible run from frame 0
+                    pred, _ = strict.track(frames, queries)
+                    per_strict[mode].append(epe(pred, gt_tr, np.cumprod(gt_vis, axis=0).astype(bool)))
                 if mode in psnr:
                     psnr[mode].append(video_psnr(frames, gt_frames))
                     ssim[mode].append(video_ssim(frames, gt_frames))
@@ -204,13 +218,20 @@ def evaluate_motion(
                     path = write_video(out_dir / f"{tag}_{i:03d}_{mode}.mp4", frames, fps=fps)
                     saved.append({"path": str(path), "mode": mode, "clip": i})
     figures = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
+    if strict is not None:
+        figures.update({f"epe_strict_{k}": float(np.nanmean(v)) for k, v in per_strict.items()})
+        figures["epe_strict_frozen_video"] = figures["epe_frozen_video"]  # no tracker involved
+        figures["epe_strict_ratio_with_over_without"] = (figures["epe_strict_with_tracks"]
+                                                         / max(figures["epe_strict_without_tracks"], 1e-9))
     figures.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
     figures.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
     figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
     figures.update(num_samples=n, sampler_steps=sampler.steps, guidance=sampler.guidance.mode,
                    w_text=sampler.guidance.w_text, w_motion=sampler.guidance.w_motion,
                    nfe_per_video=nfe_per_step(sampler.guidance.mode) * (sampler.steps if sampler.solver == "euler" else 2 * sampler.steps - 1),
-                   tracker=cfg.tracker, per_sample={k: [float(x) for x in v] for k, v in per.items()}, videos=saved,
+                   tracker=cfg.tracker, strict_tracker=cfg.strict_tracker,
+                   per_sample={k: [float(x) for x in v] for k, v in per.items()}, videos=saved,
+                   strict_per_sample={k: [float(x) for x in v] for k, v in per_strict.items()},
                    psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
                    ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()})
     if cfg.preview_clips:

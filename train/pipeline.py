@@ -1,21 +1,24 @@
 """`make run`: the end-to-end job on the embedded default (synthetic world, tiny models).
 
-codec -> teacher -> ODE pairs -> ODE init -> Self-Forcing DMD -> streaming generation of held-out
-first frames + tracks -> report. Each training stage is the ordinary Hydra app
-(``python -m train experiment=...``) in its own sub-directory of the run directory, so every
-stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
-(``results.json`` with status done) is not run again. The evaluation and the report run in
-this process and write, in the run directory:
-  report.json, report.md (+ PNG plots)      the figures and the issue-7 targets, met or not
-  samples/<id>/video.mp4, tracks.npy, visibility.npy   per held-out sample (student, with tracks)
-Sizes are chosen for 2 CPU cores and 10 minutes; every figure is measured here.
+shipped teacher (assets/tiny-teacher, sha256-checked) -> a short fine-tune with mid-frame masking
+-> ODE pairs -> ODE init -> Self-Forcing DMD -> streaming generation of held-out first frames +
+tracks -> report. MotionStream starts from pretrained Wan weights; the embedded job starts from a
+teacher trained once for hours of CPU (``python -m train.release``), and ``--sizes scratch`` trains
+that teacher from nothing first (its release recipe, hours). Each training stage is the ordinary
+Hydra app (``python -m train experiment=...``) in its own sub-directory of the run directory, so
+every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
+(``results.json`` with status done) is not run again. The console shows one progress bar per
+stage; full commands go to ``<run_dir>/pipeline.log`` and each stage's output to its
+``console.log``. The evaluation and the report run in this process and write, in the run directory:
+  report.json, report.md (+ PNG plots, side-by-side GIFs)   the figures and the targets, met or not
+  samples/<id>/video.mp4, tracks.npy, visibility.npy, side_by_side.{mp4,gif}   per held-out sample
+Sizes are chosen for 2 CPU cores and 12 minutes; every figure is measured here.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -26,50 +29,52 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 NUM_FRAMES = 25  # 7 latents: the first frame + 2 chunks of 3, the smallest clip where c3s1w1 reaches its steady state
-COMMON = [f"data.num_frames={NUM_FRAMES}", "logger.progress_bar=false"]
+COMMON = ["logger.progress_bar=false"]
+DISTILL = [f"data.num_frames={NUM_FRAMES}"]
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each stage does: ``FULL`` is `make run`; ``SMOKE`` (``--smoke``) runs every stage
-    for a few steps to check the wiring (tests/test_pipeline.py), its figures mean nothing."""
+    """How much each stage does. ``teacher_from``: "release" fine-tunes the shipped teacher (its
+    ``teacher`` overrides go to experiment=tiny_teacher_finetune); "scratch" trains
+    experiment=tiny_teacher_release from nothing first. ``SMOKE`` runs every stage for a few steps
+    to check the wiring (tests/test_pipeline.py); its figures mean nothing."""
 
+    name: str = "full"
+    teacher_from: str = "release"
     teacher: tuple[str, ...] = ()  # extra Hydra overrides per training stage
     ode_init: tuple[str, ...] = ()
     dmd: tuple[str, ...] = ()
-    teacher_steps: int = 48  # the teacher's Euler steps in its evaluation (a multiple of the student's 3)
+    teacher_steps: int = 24  # the teacher's Euler steps in its evaluation (a multiple of the student's 3)
     eval_samples: int = 16  # held-out clips
     long_factor: int = 10  # long rollout = factor x the training horizon
     long_clips: int = 2
     timing_repeats: int = 25
 
 
-# make run on 2 CPU cores in under 10 minutes: a shorter teacher than experiment=tiny_teacher's
-# 1500 steps (its clips are 25 frames here, 1.4x the tokens) and a shorter codec fit, 48 ODE pairs
-# on a 24-step grid. The same machine ran 520 teacher / 170 ODE-init / 100 DMD steps with a
-# 400-step codec fit and 64 pairs in 555 s one day and 684 s another (its CPU speed varies), and
-# 450 / 150 / 80 steps with a 300-step fit in 597 s on the slow day, hence these sizes;
-# `--sizes long` (3x the teacher steps) did not follow the tracks better (with / without 0.85).
+# make run on 2 CPU cores in under 12 minutes, from the shipped teacher.
 FULL = Sizes(
-    teacher=("trainer.max_steps=430", "trainer.ckpt_every=150", "codec.fit.steps=250"),
+    teacher=("trainer.max_steps=20", "trainer.ckpt_every=20"),
     ode_init=("stage.ode_pairs.num_pairs=48", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=150"),
     dmd=("trainer.max_steps=80", "trainer.ckpt_every=40"),
-    eval_samples=8,
     timing_repeats=40,
 )
-# More compute than the 10-minute budget (about 25 minutes on 2 CPU cores): experiment=tiny_teacher's
-# full 1500 teacher steps and the tiny_ode_init / tiny_dmd defaults (128 pairs on the 48-step grid,
-# 300 ODE-init steps, 200 DMD steps = 40 generator updates). Shows how the figures move with the
-# teacher's compute; `make run` stays FULL.
+# More student compute than the 12-minute budget: the tiny_ode_init / tiny_dmd defaults (128 pairs
+# on the 48-step grid, 300 ODE-init steps, 200 DMD steps = 40 generator updates).
 LONG = Sizes(
-    teacher=("trainer.ckpt_every=250",),
+    name="long",
+    teacher=("trainer.ckpt_every=20",),
     ode_init=("stage.ode_pairs.num_pairs=128",),
     dmd=("trainer.ckpt_every=50",),
+    teacher_steps=48,
 )
+# The teacher from nothing (experiment=tiny_teacher_release: hours on 2 CPU cores), then FULL.
+SCRATCH = Sizes(name="scratch", teacher_from="scratch", teacher=("eval.enabled=false",), ode_init=FULL.ode_init,
+                dmd=FULL.dmd, timing_repeats=FULL.timing_repeats)
 _SMALL = ("data.batch_size=2", "trainer.ckpt_every=2", "trainer.log_every=1")
 SMOKE = Sizes(
-    teacher=_SMALL + ("trainer.max_steps=3", "codec.fit.steps=3", "codec.fit.stats_clips=2", "data.pool_size=4",
-                      "eval.enabled=false"),
+    name="smoke",
+    teacher=_SMALL + ("trainer.max_steps=2", "data.pool_size=4"),
     ode_init=_SMALL + ("trainer.max_steps=3", "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=6",
                        "stage.ode_pairs.batch_size=2"),  # 2 batches per shard
     dmd=_SMALL + ("trainer.max_steps=5",),  # one generator update at the 5:1 phase
@@ -108,6 +113,8 @@ def stage_foundation(run_dir: Path, state: dict) -> dict:
 
 def _train(run_dir: Path, name: str, overrides: list[str]) -> dict:
     """One stage through the real CLI (resumes from its checkpoints; skipped when already done)."""
+    from train.stage_runner import StageFailed, run_logged
+
     stage_dir = (run_dir / name).resolve()
     results = stage_dir / "results.json"
     if results.is_file() and json.loads(results.read_text()).get("status") == "done":
@@ -116,23 +123,44 @@ def _train(run_dir: Path, name: str, overrides: list[str]) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, "-m", "train", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
-    print("[pipeline]   $ " + " ".join(cmd[1:]), flush=True)
-    proc = subprocess.run(cmd, cwd=ROOT, env=env)
-    if proc.returncode != 0:
-        raise RuntimeError(f"stage {name} failed (exit {proc.returncode}); see {stage_dir / 'train.log'}")
+    try:
+        run_logged(cmd, stage_dir=stage_dir, label=name, env=env, cwd=ROOT, pipeline_log=run_dir / "pipeline.log",
+                   show_bar=sys.stderr.isatty() or os.environ.get("TRACKSTREAM_PROGRESS") == "1")
+    except StageFailed as e:
+        raise PipelineError(str(e)) from None
     summary = json.loads(results.read_text())
     if summary.get("status") != "done":
-        raise RuntimeError(f"stage {name} stopped with status {summary.get('status')!r}; re-run to resume")
+        raise PipelineError(f"stage {name} stopped with status {summary.get('status')!r}; re-run to resume")
     return summary
 
 
+class PipelineError(RuntimeError):
+    """A user-facing failure: printed as one line by ``main``."""
+
+
 def stage_teacher(run_dir: Path, state: dict) -> dict:
-    """Fit the tiny codec, then train the motion-conditioned teacher (evaluated later, with the students)."""
-    summary = _train(run_dir, "teacher", ["experiment=tiny_teacher", "eval.enabled=false", *state["sizes"].teacher])
+    """The motion-conditioned teacher: the shipped one, briefly fine-tuned (or trained from nothing)."""
+    sizes: Sizes = state["sizes"]
+    if sizes.teacher_from == "release":
+        from train.release import ASSET_DIR, ReleaseError, verify_release
+
+        try:
+            manifest = verify_release(ASSET_DIR)
+        except ReleaseError as e:
+            raise PipelineError(str(e)) from None
+        overrides = ["experiment=tiny_teacher_finetune", f"model.init_from={ASSET_DIR / 'teacher'}",
+                     f"codec.checkpoint={ASSET_DIR / 'codec.pt'}", *sizes.teacher]
+        state["codec"] = str(ASSET_DIR / "codec.pt")
+        release = {"release": str(ASSET_DIR), "release_steps": manifest.get("steps"),
+                   "release_commit": manifest.get("git_commit")}
+    else:
+        overrides = ["experiment=tiny_teacher_release", *sizes.teacher]
+        state["codec"] = str((run_dir / "teacher" / "codec" / "codec.pt").resolve())
+        release = {}
+    summary = _train(run_dir, "teacher", overrides)
     state["teacher"] = str((run_dir / "teacher" / "export" / "teacher").resolve())
-    state["codec"] = str((run_dir / "teacher" / "codec" / "codec.pt").resolve())
     return {"export": state["teacher"], "codec": state["codec"], "steps": summary.get("step"),
-            "final_loss": (summary.get("last_metrics") or {}).get("train/loss")}
+            "from": sizes.teacher_from, **release, "final_loss": (summary.get("last_metrics") or {}).get("train/loss")}
 
 
 def _hydra_value(v) -> str:
@@ -168,7 +196,7 @@ def _teacher_settings(run_dir: Path) -> list[str]:
 
 def stage_ode_init(run_dir: Path, state: dict) -> dict:
     """ODE pairs from the teacher (joint guidance) + causal ODE regression of the student."""
-    summary = _train(run_dir, "ode_init", ["experiment=tiny_ode_init", f"stage.teacher={state['teacher']}",
+    summary = _train(run_dir, "ode_init", ["experiment=tiny_ode_init", *DISTILL, f"stage.teacher={state['teacher']}",
                                            f"codec.checkpoint={state['codec']}", *_teacher_settings(run_dir),
                                            *state["sizes"].ode_init])
     state["pairs"] = summary["pairs"]
@@ -179,7 +207,7 @@ def stage_ode_init(run_dir: Path, state: dict) -> dict:
 
 def stage_dmd(run_dir: Path, state: dict) -> dict:
     """Self-Forcing DMD from the ODE-init student, real score = teacher with joint guidance."""
-    summary = _train(run_dir, "dmd", ["experiment=tiny_dmd", f"stage.teacher={state['teacher']}",
+    summary = _train(run_dir, "dmd", ["experiment=tiny_dmd", *DISTILL, f"stage.teacher={state['teacher']}",
                                       f"stage.student={state['ode_student']}", f"stage.pairs={state['pairs']}",
                                       f"codec.checkpoint={state['codec']}", *_teacher_settings(run_dir),
                                       *state["sizes"].dmd])
@@ -209,56 +237,75 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
 
 
-SIZES = {"full": FULL, "long": LONG, "smoke": SMOKE}
+SIZES = {"full": FULL, "long": LONG, "scratch": SCRATCH, "smoke": SMOKE}
 
-# (name, issue that builds it, function) in order
-PIPELINE: list[tuple[str, int, Callable[[Path, dict], dict]]] = [
-    ("foundation", 2, stage_foundation), ("teacher", 6, stage_teacher), ("ode_init", 7, stage_ode_init),
-    ("dmd", 7, stage_dmd), ("stream", 7, stage_stream),
+# (name, function) in order
+PIPELINE: list[tuple[str, Callable[[Path, dict], dict]]] = [
+    ("foundation", stage_foundation), ("teacher", stage_teacher), ("ode_init", stage_ode_init),
+    ("dmd", stage_dmd), ("stream", stage_stream),
 ]
+
+
+def check_preset(run_dir: Path, sizes: Sizes) -> None:
+    """A run directory keeps the preset it was started with (resuming with another would mix them)."""
+    info = run_dir / "sizes.json"
+    if info.is_file():
+        old = json.loads(info.read_text())
+        if old != json.loads(json.dumps(asdict(sizes))):
+            raise PipelineError(f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "
+                                f"--sizes {sizes.name}: re-run with --sizes {old.get('name', '...')} to resume it, "
+                                "or choose a new --run-dir / RUN_DIR")
+    info.write_text(json.dumps(asdict(sizes), indent=1))
+
+
+def run(run_dir: Path, sizes: Sizes) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_preset(run_dir, sizes)
+    stages: dict = {}
+    state: dict = {"sizes": sizes}
+    t_start = time.perf_counter()
+    print(f"[pipeline] run directory {run_dir} (--sizes {sizes.name}); commands in {run_dir / 'pipeline.log'}",
+          flush=True)
+    for name, fn in PIPELINE:
+        t0 = time.perf_counter()
+        result = fn(run_dir, state)
+        stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), **result}
+        print(f"[pipeline] {name:10s} done in {stages[name]['seconds']:7.1f} s", flush=True)
+    from eval.report import read_metrics, write_report
+
+    figures = dict(state.get("figures", {}))
+    figures["stages"] = stages
+    figures["sizes"] = sizes.name
+    figures["total_seconds"] = round(time.perf_counter() - t_start, 2)
+    cpu = os.times()  # CPU time of this process and its finished stage processes (2-core contention context)
+    figures["total_cpu_seconds"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 2)
+    metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in ("teacher", "ode_init", "dmd")}
+    report = write_report(run_dir, figures, metrics=metrics)
+    print(f"[pipeline] report: {run_dir / 'report.md'} ({figures['total_seconds']:.0f} s in all)")
+    for name, t in report["targets"].items():
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        if t["role"] != "target":
+            verdict += f" ({t['role']}, not a target)"
+        value = f"{t['value']:.3f}" if isinstance(t["value"], float) else str(t["value"])
+        print(f"[pipeline]   {name:32s} {value:>9s} (threshold {t['threshold']}): {verdict}")
+    return report
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default=os.environ.get("RUN_DIR", "runs/make-run"))
     ap.add_argument("--sizes", choices=sorted(SIZES), default="full",
-                    help="full: `make run` (10 minutes on 2 CPU cores); long: the experiments' own step counts "
-                         "(~25 minutes); smoke: a few steps per stage, checks the wiring, figures mean nothing")
+                    help="full: `make run` from the shipped teacher (12 minutes on 2 CPU cores); long: more student "
+                         "compute; scratch: train the teacher from nothing first (hours); smoke: a few steps per "
+                         "stage, checks the wiring, figures mean nothing")
     ap.add_argument("--smoke", action="store_true", help="same as --sizes smoke")
     args = ap.parse_args(argv)
     sizes = SIZES["smoke" if args.smoke else args.sizes]
-    run_dir = Path(args.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    stages: dict = {}
-    state: dict = {"sizes": sizes}
-    info = run_dir / "sizes.json"  # a run directory keeps one preset: resuming with another would mix them
-    if info.is_file() and json.loads(info.read_text()) != json.loads(json.dumps(asdict(sizes))):
-        raise ValueError(f"{run_dir} was started with other --sizes ({info}); resume it with the same preset "
-                         "or choose a new --run-dir / RUN_DIR")
-    info.write_text(json.dumps(asdict(sizes), indent=1))
-    t_start = time.perf_counter()
-    for name, issue, fn in PIPELINE:
-        print(f"[pipeline] {name:11s} running ...", flush=True)
-        t0 = time.perf_counter()
-        result = fn(run_dir, state)
-        stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), **result}
-        print(f"[pipeline] {name:11s} done in {stages[name]['seconds']} s", flush=True)
-    from eval.report import read_metrics, write_report
-
-    figures = dict(state.get("figures", {}))
-    figures["stages"] = stages
-    figures["total_seconds"] = round(time.perf_counter() - t_start, 2)
-    cpu = os.times()  # CPU time of this process and its finished stage processes (2-core contention context)
-    figures["total_cpu_seconds"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 2)
-    metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in ("ode_init", "dmd")}
-    report = write_report(run_dir, figures, metrics=metrics)
-    print(f"[pipeline] report: {run_dir / 'report.json'}, {run_dir / 'report.md'} ({figures['total_seconds']} s)")
-    for name, t in report["targets"].items():
-        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        if t["role"] != "target":
-            verdict += f" ({t['role']}, not a target)"
-        value = f"{t['value']:.3f}" if isinstance(t["value"], float) else str(t["value"])
-        print(f"[pipeline]   {name:28s} {value:>9s} (threshold {t['threshold']}): {verdict}")
+    try:
+        run(Path(args.run_dir), sizes)
+    except PipelineError as e:
+        print(f"[pipeline] error: {e}", file=sys.stderr, flush=True)
+        return 2
     return 0
 
 

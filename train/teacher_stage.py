@@ -10,6 +10,7 @@ EMA weights and exports the teacher (official Wan format + heads) to ``<run_dir>
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 from dataclasses import asdict
@@ -77,7 +78,8 @@ def build_teacher_plan(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
     def evaluate(tag: str, *, out: Path, logger: MetricLogger, step: int, max_clips: int | None = None) -> dict:
         """Every rank runs the sampler under FSDP (collective forwards); otherwise rank 0 only."""
         if not heldout:
-            heldout.append(heldout_clips(cfg.data))
+            frames = cfg.eval.num_frames or cfg.data.num_frames
+            heldout.append(heldout_clips(dataclasses.replace(cfg.data, num_frames=frames)))
         clips = heldout[0]
         if max_clips is not None and max_clips < len(clips):
             sub = ClipPool.__new__(ClipPool)
@@ -107,10 +109,11 @@ def build_teacher_plan(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
     if cfg.trainer.sample_every > 0 and cfg.eval.enabled:
         def periodic(step: int, logger: MetricLogger) -> None:
             figures = evaluate(f"step_{step:08d}", out=run_dir / "samples", logger=logger, step=step,
-                               max_clips=min(2, cfg.data.eval_samples))
+                               max_clips=min(cfg.eval.periodic_clips, cfg.data.eval_samples))
             if runtime.is_main:
+                keep = {k: v for k, v in figures.items() if k.startswith(("epe_", "psnr_", "ssim_"))}
                 with open(run_dir / "eval.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step, **{k: v for k, v in figures.items() if k.startswith("epe_")}}) + "\n")
+                    f.write(json.dumps({"step": step, "num_samples": figures.get("num_samples"), **keep}) + "\n")
 
         hooks.append(Hook(cfg.trainer.sample_every, periodic))
 

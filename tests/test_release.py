@@ -1,0 +1,88 @@
+"""The release machinery (train/release.py): manifest + sha256 checks, the resume bundle, export."""
+import json
+import tarfile
+
+import pytest
+import torch
+
+from train.release import (ReleaseError, export_release, logged_losses, pack_resume, sha256, training_seconds,
+                           unpack_resume, verify_release)
+
+
+def _fake_run(root, *, done=True):
+    run = root / "run"
+    (run / "export" / "teacher" / "dit").mkdir(parents=True)
+    (run / "export" / "teacher" / "network.json").write_text(json.dumps({"model": {}}))
+    (run / "export" / "teacher" / "dit" / "model.safetensors").write_bytes(b"weights" * 10)
+    (run / "export" / "teacher" / "heads.pt").write_bytes(b"heads")
+    (run / "codec").mkdir()
+    (run / "codec" / "codec.pt").write_bytes(b"codec")
+    (run / "codec" / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "train/loss": 1.0 / s, "perf/step_time_s": 0.5}) + "\n" for s in range(1, 31)))
+    (run / "config.yaml").write_text("data: {seed: 0, eval_seed: 7}\ntrainer: {seed: 3}\n")
+    rows = [{"step": s, "train/loss": 2.0 / s, "perf/step_time_s": 1.0} for s in range(1, 26)]
+    rows.insert(5, {"step": 5, "train/loss": 2.0 / 5})  # a re-logged step after a crash: counted once
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (run / "results.json").write_text(json.dumps({"status": "done" if done else "preempted", "step": 25}))
+    (run / "eval.json").write_text(json.dumps({"epe_with_tracks": 3.0, "epe_without_tracks": 12.0, "per_sample": {}}))
+    (run / "release_run.json").write_text(json.dumps({"command": ["python", "-m", "train", "experiment=x"],
+                                                      "git_commit": "abc", "sessions": []}))
+    step = run / "checkpoints" / "step_00000020"
+    step.mkdir(parents=True)
+    for name in ("dit.pt", "rank_00000.pt", "meta.pt"):
+        torch.save({"name": name}, step / name)
+    return run
+
+
+def test_logged_losses_and_training_seconds(tmp_path):
+    run = _fake_run(tmp_path)
+    losses = logged_losses(run / "metrics.jsonl", limit=20)
+    assert [s for s, _ in losses] == list(range(1, 21)) and losses[4][1] == pytest.approx(0.4)
+    assert training_seconds(run / "metrics.jsonl") == pytest.approx(25.0)
+
+
+def test_export_writes_a_manifest_that_verifies(tmp_path):
+    run = _fake_run(tmp_path)
+    dest = tmp_path / "asset"
+    m = export_release(run, dest)
+    assert m["steps"] == 25 and m["git_commit"] == "abc" and m["command"] == "python -m train experiment=x"
+    assert m["seeds"] == {"data.seed": 0, "data.eval_seed": 7, "trainer.seed": 3}
+    assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
+    assert m["held_out"] == {"epe_with_tracks": 3.0, "epe_without_tracks": 12.0}
+    assert set(m["sha256"]) == {"teacher/network.json", "teacher/dit/model.safetensors", "teacher/heads.pt",
+                                "codec.pt", "config.yaml"}
+    assert m["sha256"]["codec.pt"] == sha256(dest / "codec.pt")
+    assert verify_release(dest)["steps"] == 25
+
+
+def test_verify_names_missing_and_altered_files(tmp_path):
+    dest = tmp_path / "asset"
+    export_release(_fake_run(tmp_path), dest)
+    (dest / "codec.pt").write_bytes(b"other codec")
+    (dest / "teacher" / "heads.pt").unlink()
+    with pytest.raises(ReleaseError) as err:
+        verify_release(dest)
+    msg = str(err.value)
+    assert "missing ['teacher/heads.pt']" in msg and "altered" in msg and "codec.pt" in msg and "git checkout" in msg
+    with pytest.raises(ReleaseError, match="no manifest.json"):
+        verify_release(tmp_path / "nowhere")
+
+
+def test_export_refuses_an_unfinished_run(tmp_path):
+    with pytest.raises(ReleaseError, match="has not finished"):
+        export_release(_fake_run(tmp_path, done=False), tmp_path / "asset")
+
+
+def test_resume_bundle_round_trip(tmp_path):
+    run = _fake_run(tmp_path)
+    tar = pack_resume(run, tmp_path / "resume.tar")
+    with tarfile.open(tar) as t:
+        names = set(t.getnames())
+    assert {"checkpoints/step_00000020/meta.pt", "codec/codec.pt", "config.yaml", "metrics.jsonl",
+            "release_run.json"} <= names
+    assert not any(n.startswith("export") for n in names)
+    again = pack_resume(run, tmp_path / "resume2.tar")
+    assert sha256(tar) == sha256(again)  # reproducible bytes: re-packing an unchanged run changes nothing
+    out = unpack_resume(tmp_path / "new", tar)
+    assert torch.load(out / "checkpoints" / "step_00000020" / "dit.pt") == {"name": "dit.pt"}
+    assert (out / "codec" / "codec.pt").read_bytes() == b"codec"

@@ -1,0 +1,93 @@
+"""The shipped tiny teacher (assets/tiny-teacher): intact, reproducible, and it follows tracks.
+
+* the release command's first steps, run here from scratch, log the manifest's first losses
+  (CPU determinism: same seeds, same data, same two threads). The codec fit and the teacher are
+  checked separately so neither needs the other's full run: the codec's first 20 steps are its
+  warm-up (their learning rates do not depend on the fit's length), and the teacher's 20 steps
+  start from the shipped codec, which is the file that run fitted;
+* on 4 held-out clips of the evaluation world the shipped teacher's EPE with tracks is below
+  0.6 x its EPE without tracks.
+"""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from train.release import ASSET_DIR, logged_losses, verify_release
+
+ROOT = Path(__file__).resolve().parents[1]
+RTOL = 1e-3  # relative; the same machine reproduces them exactly, another CPU model may round differently
+
+
+def _manifest() -> dict:
+    return verify_release(ASSET_DIR)
+
+
+def _run(tmp_path: Path, name: str, overrides: list[str]) -> Path:
+    run = tmp_path / name
+    manifest = _manifest()
+    cmd = manifest["command"].split()
+    assert cmd[:3] == ["python", "-m", "train"], manifest["command"]
+    args = [a for a in cmd[3:] if not a.startswith("hydra.run.dir=")]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    proc = subprocess.run([sys.executable, "-m", "train", *args, *overrides, "eval.enabled=false",
+                           "trainer.sample_every=0", "logger.progress_bar=false", f"hydra.run.dir={run}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return run
+
+
+def test_the_shipped_teacher_is_intact():
+    m = _manifest()
+    assert m["steps"] and m["git_commit"] and m["command"].startswith("python -m train experiment=tiny_teacher_release")
+    assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
+    assert m["bytes"] <= 20 * 2**20
+    for key in ("epe_with_tracks", "epe_without_tracks", "epe_frozen_video", "psnr_with_tracks", "ssim_with_tracks"):
+        assert key in m["held_out"], key
+
+
+@pytest.mark.slow
+def test_release_command_reproduces_the_first_losses(tmp_path):
+    m = _manifest()
+    codec_run = _run(tmp_path, "codec", ["codec.fit.steps=20", "trainer.max_steps=1"])
+    codec = [v for _, v in logged_losses(codec_run / "codec" / "metrics.jsonl", limit=20)]
+    assert codec == pytest.approx(m["first_losses"]["codec"], rel=RTOL)
+    teacher_run = _run(tmp_path, "teacher", [f"codec.checkpoint={ASSET_DIR / 'codec.pt'}", "trainer.max_steps=20"])
+    teacher = [v for _, v in logged_losses(teacher_run / "metrics.jsonl", limit=20)]
+    assert teacher == pytest.approx(m["first_losses"]["teacher"], rel=RTOL)
+
+
+@pytest.mark.slow
+def test_the_shipped_teacher_follows_tracks():
+    import dataclasses
+
+    import torch
+    from omegaconf import OmegaConf
+
+    from eval.samplers import GuidanceConfig, SamplerConfig
+    from models.codecs import build_codec
+    from models.text_encoders import build_text_encoder
+    from train.data import DataConfig, heldout_clips
+    from train.evaluate import EvalConfig, evaluate_motion
+    from train.release import load_release
+    from train.teacher import Conditioner
+
+    net, codec_path, manifest = load_release(ASSET_DIR)
+    net.eval().requires_grad_(False)
+    cfg = OmegaConf.to_container(OmegaConf.load(ASSET_DIR / "config.yaml"), resolve=True)
+    data = DataConfig(**{**cfg["data"], "eval_samples": 4})
+    data = dataclasses.replace(data, num_frames=cfg["eval"].get("num_frames") or data.num_frames)
+    codec = build_codec(cfg["codec"]["name"], checkpoint=str(codec_path)).eval()
+    conditioner = Conditioner(codec=codec, text_encoder=build_text_encoder(cfg["model"]["text_encoder"]),
+                              layout=net.layout, device=torch.device("cpu"))
+    figures = evaluate_motion(
+        net, conditioner=conditioner, clips=heldout_clips(data), shift=cfg["schedule"]["shift"],
+        sampler=SamplerConfig(steps=20, solver="euler", guidance=GuidanceConfig(mode="joint")),
+        cfg=EvalConfig(batch_size=4, save_videos=0, num_tracks=cfg["eval"]["num_tracks"], strict_tracker=None),
+        embed_dim=net.track_embed_dim, device=torch.device("cpu"))
+    print(json.dumps({k: v for k, v in figures.items() if k.startswith("epe_")}))
+    assert figures["epe_with_tracks"] < 0.6 * figures["epe_without_tracks"]
+    assert figures["epe_with_tracks"] < figures["epe_frozen_video"]
