@@ -58,7 +58,39 @@ def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.nd
 
 
 @torch.no_grad()
+def oracle_copy_epe(clips: list[dict], codec, *, token_px: int, tracker: str = "lk", strict_tracker: str | None = None,
+                    num_tracks: int | None = None) -> dict:
+    """EPE of the oracle copiers on ``clips`` (ClipPool entries), from the same input tracks as the
+    evaluations (those visible in frame 0, ``num_tracks`` of them as stream.evaluate.input_tracks
+    picks). ``epe_copy@<q>px`` per quantum q (one DiT token, one latent cell); with
+    ``strict_tracker`` also ``epe_strict_copy@<q>px`` over each track's unbroken visible run."""
+    from stream.evaluate import input_tracks, unbroken
+
+    video = torch.stack([torch.from_numpy(c["frames"]) for c in clips]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    lat = codec.encode(video).float()  # [B, C, F, h, w]
+    sf = codec.spatial_factor
+    trackers = {"": build_tracker(tracker)} | ({"strict_": build_tracker(strict_tracker)} if strict_tracker else {})
+    inputs = []
+    for c in clips:
+        tr, vi, counts = input_tracks([c], num_tracks)
+        inputs.append((tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()))
+    figures: dict = {"num_samples": len(clips), "codec_factor": sf, "token_px": token_px}
+    for q in sorted({token_px, sf}, reverse=True):
+        vid = codec.decode(shifted_latents(lat, [c["tracks"] for c in clips], [c["visibility"] for c in clips],
+                                           quantum_px=q, spatial_factor=sf))
+        for prefix, trk in trackers.items():
+            errs = []
+            for b, (gt, gv) in enumerate(inputs):
+                queries = np.concatenate([np.zeros((len(gt[0]), 1), np.float32), gt[0]], axis=1)
+                pred, _ = trk.track(to_uint8(vid[b]), queries)
+                errs.append(epe(pred, gt, unbroken(gv) if prefix else gv))
+            figures[f"epe_{prefix}copy@{q}px"] = float(np.mean(errs))
+    figures["epe_frozen"] = float(np.mean([epe(np.broadcast_to(gt[:1], gt.shape), gt, gv) for gt, gv in inputs]))
+    return figures
+
+
 def oracle_epe(run_dir: Path, *, samples: int = 16) -> dict:
+    """The oracle figures on a teacher run's held-out clips (its codec, token size and tracker)."""
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
     ckpt = run_dir / "codec" / "codec.pt"
     if not ckpt.is_file():
@@ -67,28 +99,11 @@ def oracle_epe(run_dir: Path, *, samples: int = 16) -> dict:
         raise ValueError(f"no codec checkpoint in {run_dir}/codec or codec.checkpoint; train the run first")
     data = DataConfig(**{**cfg["data"], "eval_samples": samples})
     codec = build_codec(cfg["codec"]["name"], checkpoint=str(ckpt)).eval()
-    clips = heldout_clips(data)
-    tracker = build_tracker(cfg.get("eval", {}).get("tracker", "lk"))
-    video = clips.videos(list(range(len(clips))))
-    lat = codec.encode(video).float()
-    sf = codec.spatial_factor
     patch = (cfg["model"].get("overrides") or {}).get("patch_size", [1, 2, 2])
-    token_px = sf * int(patch[-1])
-    tracks = [c["tracks"] for c in clips.clips]
-    vis = [c["visibility"] for c in clips.clips]
-    # input tracks: those visible at t = 0 (as in the teacher's evaluation)
-    inputs = [(c["tracks"][:, c["visibility"][0]], c["visibility"][:, c["visibility"][0]]) for c in clips.clips]
-    figures: dict = {"num_samples": len(clips), "codec_factor": sf, "token_px": token_px}
-    for q in sorted({token_px, sf}, reverse=True):
-        vid = codec.decode(shifted_latents(lat, tracks, vis, quantum_px=q, spatial_factor=sf))
-        errs = []
-        for b, (gt, gv) in enumerate(inputs):
-            queries = np.concatenate([np.zeros((len(gt[0]), 1), np.float32), gt[0]], axis=1)
-            pred, _ = tracker.track(to_uint8(vid[b]), queries)
-            errs.append(epe(pred, gt, gv))
-        figures[f"epe_copy@{q}px"] = float(np.mean(errs))
-    figures["epe_frozen"] = float(np.mean([epe(np.broadcast_to(gt[:1], gt.shape), gt, gv) for gt, gv in inputs]))
-    return figures
+    ev = cfg.get("eval", {})
+    return oracle_copy_epe(heldout_clips(data).clips, codec, token_px=codec.spatial_factor * int(patch[-1]),
+                           tracker=ev.get("tracker", "lk"), strict_tracker=ev.get("strict_tracker"),
+                           num_tracks=ev.get("num_tracks"))
 
 
 def main(argv: list[str] | None = None) -> dict:

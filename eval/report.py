@@ -1,14 +1,19 @@
 """The end-to-end report: ``report.json``, ``report.md`` and its plots, from the figures of one run.
 
-``targets(figures)`` checks the issue-7 acceptance criteria against the measured figures and
-says, per criterion, the value, the threshold and whether it is met; nothing is hard-coded and
-a missed target is reported as missed. ``write_report`` renders the markdown summary with
-matplotlib plots (Agg backend, PNG files next to the report):
-  epe.png        EPE with / without tracks, teacher vs students (ODE init, DMD)
+``targets(figures)`` judges the acceptance criteria against the measured figures: per criterion the
+value, the threshold and whether it is met; nothing is hard-coded and a missed target is reported
+as missed. Motion-following targets are judged on both EPE protocols (the re-acquiring ``lk``
+tracker and the strict ``lk_plain`` one that never rewards losing a point) and count as met only
+when both meet them AND the model's EPE with tracks beats a frozen first frame on the same clips.
+``write_report`` renders the markdown summary with matplotlib plots (Agg backend, PNG files next
+to the report):
+  epe.png        EPE with / without tracks per model, frozen-frame and oracle-copier baselines
   drift.png      per-chunk drift measures of the long rollout, with and without the sink
   latency.png    per-chunk latency over the long rollout
-  training.png   training losses of the ODE-init and DMD stages (their metrics.jsonl)
+  training.png   training losses: the shipped teacher's release run, the teacher fine-tune,
+                 ODE init and DMD (their metrics.jsonl)
   samples.png    (written by stream.evaluate) held-out frames: ground truth, teacher, students
+and embeds the side-by-side GIFs of the first held-out samples (ground truth | teacher | students).
 """
 from __future__ import annotations
 
@@ -17,18 +22,24 @@ import math
 from pathlib import Path
 from typing import Any
 
-__all__ = ["targets", "write_report", "read_metrics"]
+__all__ = ["targets", "write_report", "read_metrics", "MODELS"]
 
-# (key, description, threshold, comparison) - thresholds of the issue
+TEACHER_WITH_OVER_WITHOUT_MAX = 0.3
+TEACHER_WITH_OVER_FROZEN_MAX = 0.45
 NFE_RATIO_MIN = 20.0
 EPE_RATIO_TEACHER_MAX = 1.3
 EPE_RATIO_WITHOUT_MAX = 0.5
 LATENCY_RATIO_MAX = 1.05
+PROTOCOL_AGREEMENT_MAX = 0.2  # |strict / lk - 1| on the teacher's videos with tracks
+TOTAL_SECONDS_MAX = 12 * 60
 # "Drift stays bounded": over the last chunks of the 10x rollout the latent error against ground
 # truth stays at most that of an UNRELATED video from the ground truth's distribution
 # (stream/evaluate.py: latent_err_rel <= 1). Late / early error is reported too, but is no bound
 # on a panning world: chunks beyond the horizon show canvas no model can know from frame 0.
 DRIFT_REL_MAX = 1.0
+# (figure prefix, label) of the generative models in the tables and plots
+MODELS = (("teacher", "teacher (joint guidance)"), ("ode_init", "student after ODE init"),
+          ("student", "student after DMD"))
 
 
 def _get(d: dict, *keys, default=None):
@@ -39,41 +50,84 @@ def _get(d: dict, *keys, default=None):
     return d
 
 
-def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)
+def _finite(*xs) -> bool:
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in xs)
+
+
+def _ratio(a, b) -> float:
+    return a / b if _finite(a, b) and b > 0 else float("nan")
 
 
 def targets(f: dict) -> dict:
-    """Each criterion: {value, threshold, met, role, note}; ``met`` is None when a figure is missing.
-    ``role`` is "target" (an issue-7 acceptance criterion) or "ablation" (reported for comparison:
-    the rollout without the attention sink, which MotionStream shows drifting)."""
+    """Each criterion: {value, value_strict, threshold, met, role, note}; ``met`` is None when a
+    figure is missing. ``role``: "target" (an acceptance criterion), "check" (a condition on the
+    figures themselves) or "ablation" (reported for comparison: the rollout without the sink)."""
     out: dict[str, dict] = {}
 
-    def add(name, value, threshold, ok, note, role="target"):
+    def add(name, value, threshold, ok, note, role="target", strict=None):
         met = bool(ok) if _finite(value) else None
-        out[name] = {"value": value, "threshold": threshold, "met": met, "role": role, "note": note}
+        out[name] = {"value": value, "value_strict": strict, "threshold": threshold, "met": met, "role": role,
+                     "note": note}
 
-    t_with = f.get("teacher_epe_with_tracks")
-    s_with, s_without = f.get("student_epe_with_tracks"), f.get("student_epe_without_tracks")
-    r = s_with / t_with if _finite(s_with) and _finite(t_with) and t_with > 0 else float("nan")
-    add("student_vs_teacher_epe", r, EPE_RATIO_TEACHER_MAX, r <= EPE_RATIO_TEACHER_MAX,
-        "student EPE with tracks / teacher EPE with tracks")
-    n_t, n_s = f.get("teacher_nfe_per_video"), f.get("student_nfe_per_video")
-    r = n_t / n_s if _finite(n_t) and _finite(n_s) and n_s > 0 else float("nan")
+    def epe(model: str, mode: str, strict: bool) -> float:
+        return f.get(f"{model}_epe_{'strict_' if strict else ''}{mode}_tracks", float("nan"))
+
+    def frozen(strict: bool) -> float:
+        return f.get("epe_strict_frozen_video" if strict else "epe_frozen_video", float("nan"))
+
+    def beats_frozen(model: str, protocols) -> bool:
+        return all(_finite(epe(model, "with", s), frozen(s)) and epe(model, "with", s) < frozen(s) for s in protocols)
+
+    have_strict = _finite(epe("teacher", "with", True))
+    protocols = (False, True) if have_strict else (False,)
+
+    def motion_target(name, model, num, den, threshold, note):
+        """num(strict) / den(strict) <= threshold under every protocol, and the model beats the frozen frame."""
+        vals = {s: _ratio(num(s), den(s)) for s in (False, True)}
+        ok = all(_finite(vals[s]) and vals[s] <= threshold for s in protocols) and beats_frozen(model, protocols)
+        add(name, vals[False], threshold, ok, note + "; met only if both protocols meet it and the model's EPE with "
+            "tracks beats the frozen first frame", strict=vals[True] if have_strict else None)
+
+    motion_target("teacher_with_over_without", "teacher", lambda s: epe("teacher", "with", s),
+                  lambda s: epe("teacher", "without", s), TEACHER_WITH_OVER_WITHOUT_MAX,
+                  "teacher EPE with tracks / without tracks")
+    motion_target("teacher_with_over_frozen", "teacher", lambda s: epe("teacher", "with", s), frozen,
+                  TEACHER_WITH_OVER_FROZEN_MAX, "teacher EPE with tracks / frozen first frame's")
+    for model in ("teacher", "student"):
+        for m in ("psnr", "ssim"):
+            v, ref = f.get(f"{model}_{m}_with_tracks"), f.get(f"{m}_frozen_video")
+            add(f"{model}_{m}_above_frozen", v, ref, _finite(v, ref) and v > ref,
+                f"{model} {m.upper()} of frames 1.. (with tracks) above the frozen first frame's")
+    motion_target("student_vs_teacher_epe", "student", lambda s: epe("student", "with", s),
+                  lambda s: epe("teacher", "with", s), EPE_RATIO_TEACHER_MAX,
+                  "DMD student EPE with tracks / teacher EPE with tracks")
+    motion_target("student_with_over_without", "student", lambda s: epe("student", "with", s),
+                  lambda s: epe("student", "without", s), EPE_RATIO_WITHOUT_MAX,
+                  "DMD student EPE with tracks / without tracks")
+    r = _ratio(f.get("teacher_nfe_per_video"), f.get("student_nfe_per_video"))
     add("nfe_reduction", r, NFE_RATIO_MIN, r >= NFE_RATIO_MIN,
         "teacher NFE / student NFE per video (student calls weighted by the share of frames they denoise)")
-    r = s_with / s_without if _finite(s_with) and _finite(s_without) and s_without > 0 else float("nan")
-    add("student_with_over_without", r, EPE_RATIO_WITHOUT_MAX, r <= EPE_RATIO_WITHOUT_MAX,
-        "student EPE with tracks / without tracks")
+    with_sink = _get(f, "drift", "with_sink", "summary", "latent_err_rel", "late")
+    without_sink = _get(f, "drift", "without_sink", "summary", "latent_err_rel", "late")
+    note = ("long rollout ({}): latent error vs ground truth over the last chunks, relative to an unrelated "
+            "in-distribution video (2 x ground-truth latent variance)")
+    add("drift_bounded_with_sink", with_sink, DRIFT_REL_MAX, _finite(with_sink) and with_sink <= DRIFT_REL_MAX,
+        note.format("with sink"))
+    add("drift_lower_with_sink", with_sink, without_sink, _finite(with_sink, without_sink) and with_sink < without_sink,
+        "drift with the sink below drift without it (threshold: the without-sink figure)")
+    add("drift_bounded_without_sink", without_sink, DRIFT_REL_MAX,
+        _finite(without_sink) and without_sink <= DRIFT_REL_MAX, note.format("without sink"), role="ablation")
     lat = f.get("latency_ratio_last_over_early")
     add("latency_flat", lat, LATENCY_RATIO_MAX, _finite(lat) and lat <= LATENCY_RATIO_MAX,
         "per-chunk latency, last chunk / early chunk of the long rollout (interleaved re-timing, minima)")
-    for tag in ("with_sink", "without_sink"):
-        err = _get(f, "drift", tag, "summary", "latent_err_rel", "late")
-        add(f"drift_bounded_{tag}", err, DRIFT_REL_MAX, _finite(err) and err <= DRIFT_REL_MAX,
-            f"long rollout ({tag.replace('_', ' ')}): latent error vs ground truth over the last chunks, "
-            "relative to an unrelated in-distribution video (2 x ground-truth latent variance)",
-            role="target" if tag == "with_sink" else "ablation")
+    total = f.get("total_seconds")
+    add("total_time", total, TOTAL_SECONDS_MAX, _finite(total) and total <= TOTAL_SECONDS_MAX,
+        "wall-clock seconds of the whole run (this machine)")
+    lk, st = epe("teacher", "with", False), epe("teacher", "with", True)
+    agree = abs(st / lk - 1) if _finite(lk, st) and lk > 0 else float("nan")
+    add("epe_protocols_agree", agree, PROTOCOL_AGREEMENT_MAX, _finite(agree) and agree <= PROTOCOL_AGREEMENT_MAX,
+        "|strict / lk - 1| of the teacher's EPE with tracks: the re-acquiring tracker does not flatter it",
+        role="check")
     return out
 
 
@@ -91,26 +145,34 @@ def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
     import matplotlib.pyplot as plt
 
     made = []
-    # EPE bars
-    rows = [("teacher", f.get("teacher_epe_with_tracks"), f.get("teacher_epe_without_tracks")),
-            ("ODE init", f.get("ode_init_epe_with_tracks"), f.get("ode_init_epe_without_tracks")),
-            ("DMD student", f.get("student_epe_with_tracks"), f.get("student_epe_without_tracks"))]
+    short = {"teacher": "teacher", "ode_init": "ODE init", "student": "DMD student"}
+    rows = [(short[tag], f.get(f"{tag}_epe_with_tracks"), f.get(f"{tag}_epe_without_tracks"),
+             f.get(f"{tag}_epe_strict_with_tracks")) for tag, label in MODELS]
     rows = [r for r in rows if _finite(r[1])]
     if rows:
-        fig, ax = plt.subplots(figsize=(5, 3))
+        fig, ax = plt.subplots(figsize=(6.4, 3.4))
         xs = range(len(rows))
-        ax.bar([x - 0.2 for x in xs], [r[1] for r in rows], 0.4, label="with tracks")
-        ax.bar([x + 0.2 for x in xs], [r[2] if _finite(r[2]) else 0 for r in rows], 0.4, label="without tracks")
-        if _finite(f.get("epe_ground_truth_video")):
-            ax.axhline(f["epe_ground_truth_video"], color="k", ls=":", lw=1, label="tracker on ground truth")
+        ax.bar([x - 0.27 for x in xs], [r[1] for r in rows], 0.27, label="with tracks (lk)")
+        if any(_finite(r[3]) for r in rows):
+            ax.bar(list(xs), [r[3] if _finite(r[3]) else 0 for r in rows], 0.27, label="with tracks (strict)")
+        ax.bar([x + 0.27 for x in xs], [r[2] if _finite(r[2]) else 0 for r in rows], 0.27, label="without tracks (lk)")
+        lines = [("epe_frozen_video", "frozen first frame", "k", "--"),
+                 ("epe_ground_truth_video", "tracker on ground truth", "k", ":")]
+        oracle = f.get("oracle_copy") or {}
+        for key, ls in zip(sorted((k for k in oracle if k.startswith("epe_copy@")), key=lambda k: -int(k[9:-2])), ("-.", (0, (5, 1)))):
+            lines.append((("oracle_copy", key), f"oracle copier, {key.split('@')[1]} steps", "tab:purple", ls))
+        for key, label, colour, ls in lines:
+            v = _get(f, *key) if isinstance(key, tuple) else f.get(key)
+            if _finite(v):
+                ax.axhline(v, color=colour, ls=ls, lw=1, label=f"{label} ({v:.2f})")
         ax.set_xticks(list(xs), [r[0] for r in rows])
-        ax.set_ylabel("EPE (px)")
-        ax.legend(fontsize=7)
+        ax.set_ylabel("EPE (px, lower is better)")
+        ax.set_title(f"held-out clips: {f.get('num_heldout', '?')}", fontsize=9)
+        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
         fig.savefig(run_dir / "epe.png", dpi=120)
         plt.close(fig)
         made.append("epe.png")
-    # drift curves
     drift = f.get("drift") or {}
     if drift:
         keys = [("latent_err_rel", "latent error vs ground truth / unrelated video's"),
@@ -123,7 +185,7 @@ def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
                     ax.plot(range(1, len(curve) + 1), curve, label=tag.replace("_", " "))
             if _finite(f.get("training_horizon_chunks")):  # the end of the training horizon
                 ax.axvline(f["training_horizon_chunks"] + 0.5, color="k", ls=":", lw=1)
-            if k == "latent_err_rel":  # the drift bound (eval/report.py DRIFT_REL_MAX)
+            if k == "latent_err_rel":
                 ax.axhline(DRIFT_REL_MAX, color="r", ls="--", lw=1)
             ax.set_xlabel("chunk")
             ax.set_title(label, fontsize=9)
@@ -144,14 +206,18 @@ def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
         plt.close(fig)
         made.append("latency.png")
     curves = [(stage, key) for stage, rows in metrics.items() for key in
-              sorted({k for r in rows for k in r if k.startswith("train/loss/")})]
+              sorted({k for r in rows for k in r if k.startswith("train/loss/")} or
+                     ({"train/loss"} if any("train/loss" in r for r in rows) else set()))]
     if curves:
-        fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3), squeeze=False)
+        fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3), squeeze=False)
         for ax, (stage, key) in zip(axes[0], curves):
             pts = [(r["step"], r[key]) for r in metrics[stage] if key in r and _finite(r[key])]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts])
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
             ax.set_title(f"{stage}: {key.split('/')[-1]}", fontsize=9)
-            ax.set_xlabel("step")
+            ax.set_xlabel("training step")
+            ax.set_ylabel("loss")
+            if stage.startswith("teacher") and pts and min(p[1] for p in pts) > 0:
+                ax.set_yscale("log")
         fig.tight_layout()
         fig.savefig(run_dir / "training.png", dpi=120)
         plt.close(fig)
@@ -160,6 +226,8 @@ def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
 
 
 def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
     if isinstance(v, float):
         return f"{v:.3f}" if math.isfinite(v) else str(v)
     return str(v)
@@ -178,26 +246,47 @@ def _clean(obj):
     return str(obj)
 
 
-def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]] | None = None) -> dict:
-    """Add the target checks to ``figures``, write report.json and report.md (+ plots); returns the report."""
-    run_dir = Path(run_dir)
-    report = dict(figures)
-    report["targets"] = targets(figures)
-    (run_dir / "report.json").write_text(json.dumps(_clean(report), indent=2))
-    plots = _plots(run_dir, figures, metrics or {})
-    lines = ["# TrackStream end-to-end run", "",
-             f"Run directory `{run_dir}`. Every figure below was measured in this run.", "",
-             "## Targets (issue 7)", "", "| criterion | role | value | threshold | met | what |",
-             "|---|---|---|---|---|---|"]
-    for name, t in report["targets"].items():
-        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        lines.append(f"| {name} | {t['role']} | {_fmt(t['value'])} | {_fmt(t['threshold'])} | {met} | {t['note']} |")
-    t_with, frozen = figures.get("teacher_epe_with_tracks"), figures.get("epe_frozen_video")
-    t_without = figures.get("teacher_epe_without_tracks")
-    if _finite(t_with) and _finite(frozen) and _finite(t_without):
-        follows = t_with < frozen and t_with < t_without
-        ratio = t_with / t_without if t_without > 0 else float("nan")
-        if not follows:
+def _pair(a, b) -> str:
+    return f"{_fmt(a)} / {_fmt(b)}" if _finite(b) else _fmt(a)
+
+
+def _overview(f: dict) -> list[str]:
+    """The one table: baselines and every model on the same held-out clips."""
+    lines = ["| video | EPE with tracks, lk / strict (px) | EPE without tracks, lk / strict (px) "
+             "| PSNR with / without (dB) | SSIM with / without | NFE / video |", "|---|---|---|---|---|---|"]
+    lines.append(f"| frozen first frame (ignores motion) | {_pair(f.get('epe_frozen_video'), f.get('epe_strict_frozen_video'))} "
+                 f"| | {_fmt(f.get('psnr_frozen_video'))} | {_fmt(f.get('ssim_frozen_video'))} | 0 |")
+    oracle = f.get("oracle_copy") or {}
+    for key in sorted((k for k in oracle if k.startswith("epe_copy@")), key=lambda k: -int(k.split("@")[1][:-2])):
+        q = key.split("@")[1]
+        lines.append(f"| oracle copier: frame 0 moved by the true pan in {q} steps (no network) | "
+                     f"{_pair(oracle[key], oracle.get('epe_strict_copy@' + q))} | | | | 0 |")
+    for tag, label in MODELS:
+        if not _finite(f.get(f"{tag}_epe_with_tracks")):
+            continue
+        nfe = f.get("teacher_nfe_per_video") if tag == "teacher" else f.get("student_nfe_per_video")
+        lines.append(f"| {label} | {_pair(f.get(f'{tag}_epe_with_tracks'), f.get(f'{tag}_epe_strict_with_tracks'))} | "
+                     f"{_pair(f.get(f'{tag}_epe_without_tracks'), f.get(f'{tag}_epe_strict_without_tracks'))} | "
+                     f"{_fmt(f.get(f'{tag}_psnr_with_tracks'))} / {_fmt(f.get(f'{tag}_psnr_without_tracks'))} | "
+                     f"{_fmt(f.get(f'{tag}_ssim_with_tracks'))} / {_fmt(f.get(f'{tag}_ssim_without_tracks'))} | "
+                     f"{_fmt(nfe)} |")
+    if _finite(f.get("epe_ground_truth_video")):
+        lines.append(f"| ground-truth video (tracker error) | "
+                     f"{_pair(f['epe_ground_truth_video'], f.get('epe_strict_ground_truth_video'))} | | | | |")
+    lines += ["", "EPE: the generated video is re-tracked from the input tracks' frame-0 positions and compared "
+              "with the input tracks. *lk* re-acquires lost points (flatters incoherent video); *strict* is plain "
+              "pyramidal Lucas-Kanade with a forward-backward check, a lost point held where it was last seen "
+              "(never rewards losing it), over each track's unbroken visible run. PSNR / SSIM: frames 1.. against "
+              "the ground-truth clip."]
+    return lines
+
+
+def _teacher_sentences(f: dict) -> list[str]:
+    out = []
+    t_with, t_without, frozen = f.get("teacher_epe_with_tracks"), f.get("teacher_epe_without_tracks"), f.get("epe_frozen_video")
+    if _finite(t_with, t_without, frozen):
+        ratio = _ratio(t_with, t_without)
+        if not (t_with < frozen and t_with < t_without):
             verdict = ("does NOT follow the tracks better than ignoring them, so the student's motion-following "
                        "targets are bounded by the teacher it distils (DMD matches the teacher's distribution).")
         elif ratio > EPE_RATIO_WITHOUT_MAX:
@@ -205,46 +294,74 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
                        "motion-following targets (DMD matches the teacher's distribution).")
         else:
             verdict = f"follows the tracks (with / without = {ratio:.2f})."
-        lines += ["", f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "
-                  f"first frame {frozen:.2f} px: the teacher " + verdict]
-    t_ssim, f_ssim = figures.get("teacher_ssim_with_tracks"), figures.get("ssim_frozen_video")
-    if _finite(t_ssim) and _finite(f_ssim) and t_ssim < f_ssim:
-        lines += ["", f"Video check: the teacher's frames after the first are less like the ground truth than the "
-                  f"frozen first frame is (SSIM {t_ssim:.3f} vs {f_ssim:.3f}; PSNR "
-                  f"{_fmt(figures.get('teacher_psnr_with_tracks'))} vs {_fmt(figures.get('psnr_frozen_video'))} dB): "
-                  "its samples are not yet coherent videos, and the EPE figures are measured by tracking them "
-                  "(see samples.png)."]
-    lines += ["", "## Motion following on held-out clips", "",
-              "| model | EPE with tracks (px) | EPE without (px) | PSNR with / without (dB) | SSIM with / without "
-              "| NFE / video |", "|---|---|---|---|---|---|"]
-    for tag, label in (("teacher", "teacher (joint guidance)"), ("ode_init", "student after ODE init"),
-                       ("student", "student after DMD")):
-        w, wo = figures.get(f"{tag}_epe_with_tracks"), figures.get(f"{tag}_epe_without_tracks")
-        nfe = figures.get("teacher_nfe_per_video") if tag == "teacher" else figures.get("student_nfe_per_video")
-        psnr = f"{_fmt(figures.get(f'{tag}_psnr_with_tracks'))} / {_fmt(figures.get(f'{tag}_psnr_without_tracks'))}"
-        ssim = f"{_fmt(figures.get(f'{tag}_ssim_with_tracks'))} / {_fmt(figures.get(f'{tag}_ssim_without_tracks'))}"
-        if _finite(w):
-            lines.append(f"| {label} | {_fmt(w)} | {_fmt(wo)} | {psnr} | {ssim} | {_fmt(nfe)} |")
-    for key, unit in (("epe_ground_truth_video", "px"), ("epe_frozen_video", "px"), ("psnr_frozen_video", "dB"),
-                      ("ssim_frozen_video", "")):
-        if _finite(figures.get(key)):
-            lines.append(f"\nReference: {key.replace('_', ' ')} = {_fmt(figures[key])}{' ' + unit if unit else ''}.")
-    lines.append("\nPSNR and SSIM: frames 1.. against the ground-truth clip (the frozen first frame is the video "
-                 "that ignores motion entirely).")
-    if "student_nfe_calls_per_video" in figures:
-        lines.append(f"\nStudent DiT calls per video: {figures['student_nfe_calls_per_video']} "
-                     f"(chunk calls; {figures.get('student_nfe_per_video'):.3f} in full-video equivalents).")
-    drift = figures.get("drift") or {}
+        out += ["", f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "
+                f"first frame {frozen:.2f} px: the teacher " + verdict]
+    for tag, label in MODELS:
+        p, q = f.get(f"{tag}_psnr_with_tracks"), f.get(f"{tag}_ssim_with_tracks")
+        fp, fq = f.get("psnr_frozen_video"), f.get("ssim_frozen_video")
+        if not _finite(p, q, fp, fq):
+            continue
+        psnr_side = "above" if p > fp else "below"
+        ssim_side = "above" if q > fq else "below"
+        if psnr_side == ssim_side == "above":
+            continue
+        what = ("both below the frozen first frame's: its frames after the first are less like the ground truth "
+                "than not moving at all" if psnr_side == ssim_side else
+                f"PSNR {psnr_side} and SSIM {ssim_side} the frozen first frame's: mixed evidence on video quality")
+        out += ["", f"Video check ({label}): PSNR {p:.2f} vs {fp:.2f} dB, SSIM {q:.3f} vs {fq:.3f}, {what} "
+                "(see the side-by-side videos)."]
+    return out
+
+
+def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]] | None = None) -> dict:
+    """Add the target checks to ``figures``, write report.json and report.md (+ plots); returns the report."""
+    run_dir = Path(run_dir)
+    f = figures
+    report = dict(figures)
+    report["targets"] = targets(figures)
+    (run_dir / "report.json").write_text(json.dumps(_clean(report), indent=2))
+    plots = _plots(run_dir, figures, metrics or {})
+    lines = ["# TrackStream end-to-end run", "",
+             f"Run directory `{run_dir}`" + (f" (`--sizes {f['sizes']}`)" if f.get("sizes") else "")
+             + ". Every figure below was measured in this run" + (f", on {f['num_heldout']} held-out clips of "
+             f"{f.get('num_frames')} frames" if f.get("num_heldout") else "") + ".", ""]
+    release = _get(f, "stages", "teacher") or {}
+    if release.get("release"):
+        lines += [f"Teacher: the shipped release `{release['release']}` ({release.get('release_steps')} steps, trained "
+                  f"from commit {str(release.get('release_commit'))[:10]}), fine-tuned here for "
+                  f"{release.get('steps')} steps with mid-frame masking.", ""]
+    lines += ["## At a glance", "", *_overview(f)]
+    lines += _teacher_sentences(f)
+    lines += ["", "## Targets", "", "| criterion | role | value (lk) | value (strict) | threshold | met | what |",
+              "|---|---|---|---|---|---|---|"]
+    for name, t in report["targets"].items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {name} | {t['role']} | {_fmt(t['value'])} | {_fmt(t['value_strict']) if t['value_strict'] is not None else ''} "
+                     f"| {_fmt(t['threshold'])} | {met} | {t['note']} |")
+    if "student_nfe_calls_per_video" in f:
+        lines.append(f"\nStudent DiT calls per video: {f['student_nfe_calls_per_video']} "
+                     f"(chunk calls; {f.get('student_nfe_per_video'):.3f} in full-video equivalents).")
+    world = f.get("eval_world") or {}
+    if world:
+        lines += ["", "## Evaluation world", "", "Held-out clips of the synthetic world (speeds in shorter sides per "
+                  "second, sizes relative to the shorter side): " + ", ".join(f"`{k}` {v}" for k, v in world.items()) + "."]
+    sbs = f.get("side_by_side") or []
+    if sbs:
+        lines += ["", "## Side by side", "", f"Panels: {' | '.join(sbs[0]['panels'])}; dots are where the input tracks "
+                  "ask each point to be in that frame (short trails: where it came from). Every held-out sample has "
+                  "`samples/<id>/side_by_side.mp4`; the first ones:", ""]
+        lines += [f"![{e['id']}]({e['gif']})" for e in sbs if e.get("gif")]
+    drift = f.get("drift") or {}
     if drift:
-        lines += ["", f"## Long rollout ({figures.get('long_rollout_frames')} frames, "
-                  f"{figures.get('long_rollout_factor')}x the training horizon)", "",
+        lines += ["", f"## Long rollout ({f.get('long_rollout_frames')} frames, "
+                  f"{f.get('long_rollout_factor')}x the training horizon)", "",
                   "| config | measure | early (training horizon) | late (last chunks) | late / early |",
                   "|---|---|---|---|---|"]
         for tag, d in drift.items():
             for k, s in (d.get("summary") or {}).items():
                 lines.append(f"| {tag} ({d.get('config')}) | {k} | {_fmt(s['early'])} | {_fmt(s['late'])} | "
                              f"{_fmt(s['late_over_early'])} |")
-    lat = figures.get("latency") or {}
+    lat = f.get("latency") or {}
     if lat:
         lines += ["", "## Latency", "",
                   f"Re-timed chunk {lat.get('early_chunk')}: {1e3 * lat['retimed_early_s']:.2f} ms, last chunk "
@@ -253,14 +370,14 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
                   f"ratio of the medians {_fmt(lat.get('median_ratio_last_over_early'))}); in-stream medians last 5 / early 5: "
                   f"{lat['in_stream_ratio_last5_over_early5']:.3f}. Cache after the rollout: "
                   f"{lat.get('cache_frames_last')} latent frames, {lat.get('cache_bytes_last')} bytes."]
-    stages = figures.get("stages") or {}
+    stages = f.get("stages") or {}
     if stages:
         lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
         for name, s in stages.items():
             lines.append(f"| {name} | {s.get('status')} | {_fmt(s.get('seconds', ''))} |")
-    if _finite(figures.get("total_seconds")):
-        cpu = figures.get("total_cpu_seconds")
-        lines.append(f"\nTotal {figures['total_seconds']:.0f} s wall clock" + (
+    if _finite(f.get("total_seconds")):
+        cpu = f.get("total_cpu_seconds")
+        lines.append(f"\nTotal {f['total_seconds']:.0f} s wall clock" + (
             f", {cpu:.0f} s CPU (on 2 cores the wall clock is at least half the CPU time, more when other "
             "processes share the cores)." if _finite(cpu) else "."))
     if (run_dir / "samples.png").is_file():

@@ -32,12 +32,15 @@ from stream.engine import StreamingGenerator, collect, tracks_from_array
 from train.evaluate import to_uint8, video_psnr, video_ssim  # shared with the teacher's evaluation
 
 __all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_motion", "long_rollout", "chunk_latency",
-           "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet"]
+           "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet", "write_side_by_sides", "unbroken"]
 
 
 @dataclass
 class StreamEvalConfig:
     tracker: str = "lk"
+    # The strict protocol next to it (epe_strict_*, as train/evaluate.py): plain LK + forward-backward,
+    # lost points held where last seen, scored over each input track's unbroken visible run.
+    strict_tracker: str | None = "lk_plain"
     batch_size: int = 8
     seed: int = 0
     long_factor: int = 10  # long rollout = factor x the training horizon
@@ -45,6 +48,7 @@ class StreamEvalConfig:
     timing_repeats: int = 25
     num_tracks: int | None = None  # input tracks per clip (random subset of those visible in frame 0); None: all
     preview_clips: int = 3  # held-out clips shown in samples.png (ground truth / teacher / students)
+    side_by_side_gifs: int = 4  # held-out samples whose side-by-side GIF report.md embeds (every sample gets an mp4)
 
 
 def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -77,6 +81,12 @@ def stream_nfe(config: StreamConfig, num_latents: int) -> dict:
     return {"calls": calls, "video_equivalent": frames / num_latents, "chunks": n}
 
 
+def unbroken(vis: np.ndarray) -> np.ndarray:
+    """[T, N] bool -> each track's visible run from frame 0 only (the strict protocol's mask: a
+    tracker that cannot re-acquire may rightly lose a point the input hides; not one that stays visible)."""
+    return np.cumprod(vis, axis=0).astype(bool)
+
+
 def _track_epe(tracker, frames: np.ndarray, gt_tr: np.ndarray, gt_vis: np.ndarray) -> tuple[float, np.ndarray]:
     """EPE of ``tracker`` on uint8 ``frames`` [T, H, W, 3] from the input tracks' frame-0 positions."""
     queries = np.concatenate([np.zeros((gt_tr.shape[1], 1), np.float32), gt_tr[0]], axis=1)
@@ -94,8 +104,11 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
     from data.video_io import write_mp4
 
     tracker = build_tracker(cfg.tracker)
+    strict = build_tracker(cfg.strict_tracker) if cfg.strict_tracker else None
     gen = torch.Generator().manual_seed(cfg.seed)
     per = {"with_tracks": [], "without_tracks": []}
+    per_strict = {"with_tracks": [], "without_tracks": []}
+    kept: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}  # every clip, for side-by-sides
     psnr = {"with_tracks": [], "without_tracks": []}
     ssim = {"with_tracks": [], "without_tracks": []}
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}
@@ -125,6 +138,9 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
             frames = {mode: to_uint8(vids[b]) for mode, vids in videos.items()}  # [T, H, W, 3] uint8
             for mode, f in frames.items():
                 per[mode].append(_track_epe(tracker, f, gt_tr, gt_vis)[0])
+                if strict is not None:
+                    per_strict[mode].append(_track_epe(strict, f, gt_tr, unbroken(gt_vis))[0])
+                kept[mode].append(f)
                 psnr[mode].append(video_psnr(f, clip["frames"]))
                 ssim[mode].append(video_ssim(f, clip["frames"]))
                 if start + b < cfg.preview_clips:
@@ -138,6 +154,10 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
                 np.save(folder / "visibility.npy", gt_vis.astype(bool))
     nfe = stream_nfe(engine.config, num_latents)
     out = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
+    if strict is not None:
+        out.update({f"epe_strict_{k}": float(np.nanmean(v)) for k, v in per_strict.items()})
+        out["strict_per_sample"] = {k: [float(x) for x in v] for k, v in per_strict.items()}
+    out["frames"] = kept
     out.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
     out.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
     if cfg.preview_clips:
@@ -281,6 +301,31 @@ def write_contact_sheet(path: Path, rows: list[tuple[str, np.ndarray]], *, every
     return Path(path)
 
 
+def write_side_by_sides(run_dir: Path, clips: list[dict], videos: dict[str, np.ndarray], *, num_tracks: int | None,
+                        fps: int, gifs: int) -> list[dict]:
+    """Per held-out sample ``samples/<id>/side_by_side.mp4`` (ground truth | teacher | students, the
+    input tracks drawn on each), and a GIF for the first ``gifs`` samples (report.md embeds them)."""
+    from data.video_io import write_mp4
+    from stream.visualize import side_by_side, write_gif
+
+    out = []
+    for i, clip in enumerate(clips):
+        tr, vi, counts = input_tracks([clip], num_tracks)
+        m = counts[0]
+        panels = [(label, v[i]) for label, v in videos.items()]
+        sbs = side_by_side(panels, tr[0, :, :m].numpy(), vi[0, :, :m].numpy())
+        folder = Path(run_dir) / "samples" / str(clip["meta"]["id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        write_mp4(str(folder / "side_by_side.mp4"), sbs, fps=fps)
+        entry = {"id": str(clip["meta"]["id"]), "mp4": str((folder / "side_by_side.mp4").relative_to(run_dir)),
+                 "panels": list(videos)}
+        if i < gifs:
+            write_gif(folder / "side_by_side.gif", sbs, fps=fps, max_width=400)
+            entry["gif"] = str((folder / "side_by_side.gif").relative_to(run_dir))
+        out.append(entry)
+    return out
+
+
 def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[str, str], data,
                    teacher_steps: int, shift: float, student_steps: int = 3, cfg: StreamEvalConfig | None = None,
                    codec_name: str = "tiny-ae") -> dict:
@@ -312,13 +357,16 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     conditioner = Conditioner(codec=codec_module, text_encoder=text_encoder, layout=teacher_net.layout, device=device)
     num_frames, fps = data.num_frames, data.fps
     clips = heldout_clips(data)
-    figures: dict = {"num_heldout": len(clips), "num_frames": num_frames}
+    figures: dict = {"num_heldout": len(clips), "num_frames": num_frames,
+                     "eval_world": {**dataclasses.asdict(make_world(data)), "eval_seed": data.eval_seed,
+                                    "input_tracks_per_clip": cfg.num_tracks}}
 
     t0 = time.perf_counter()
     sampler = SamplerConfig(steps=teacher_steps, solver="euler", guidance=GuidanceConfig(mode="joint"))
     tf = evaluate_motion(teacher_net, conditioner=conditioner, clips=clips, sampler=sampler, shift=shift,
                          cfg=EvalConfig(batch_size=cfg.batch_size, save_videos=0, tracker=cfg.tracker, seed=cfg.seed,
-                                        num_tracks=cfg.num_tracks, preview_clips=cfg.preview_clips),
+                                        strict_tracker=cfg.strict_tracker, num_tracks=cfg.num_tracks,
+                                        preview_clips=len(clips)),  # every clip's videos: the side-by-sides
                          embed_dim=teacher_net.track_embed_dim, device=device, out_dir=None, fps=fps, tag="teacher")
     figures.update(teacher_epe_with_tracks=tf["epe_with_tracks"], teacher_epe_without_tracks=tf["epe_without_tracks"],
                    teacher_nfe_per_video=tf["nfe_per_video"], teacher_sampler_steps=teacher_steps,
@@ -327,8 +375,15 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
                    teacher_psnr_with_tracks=tf["psnr_with_tracks"], teacher_psnr_without_tracks=tf["psnr_without_tracks"],
                    psnr_frozen_video=tf["psnr_frozen_video"], teacher_ssim_with_tracks=tf["ssim_with_tracks"],
                    teacher_ssim_without_tracks=tf["ssim_without_tracks"], ssim_frozen_video=tf["ssim_frozen_video"])
-    previews = [("ground truth", tf.get("preview", {}).get("ground_truth_video")),
-                ("teacher, tracks", tf.get("preview", {}).get("with_tracks"))]
+    if cfg.strict_tracker:
+        figures.update(teacher_epe_strict_with_tracks=tf["epe_strict_with_tracks"],
+                       teacher_epe_strict_without_tracks=tf["epe_strict_without_tracks"],
+                       epe_strict_ground_truth_video=tf["epe_strict_ground_truth_video"],
+                       epe_strict_frozen_video=tf["epe_strict_frozen_video"],
+                       teacher_strict_per_sample=tf["strict_per_sample"])
+    videos = {"ground truth": tf["preview"]["ground_truth_video"], "teacher": tf["preview"]["with_tracks"]}
+    previews = [("ground truth", videos["ground truth"][: cfg.preview_clips]),
+                ("teacher, tracks", videos["teacher"][: cfg.preview_clips])]
 
     stream_cfg = StreamConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, steps=student_steps, shift=shift)
     engine = None
@@ -346,6 +401,11 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
                         f"{name}_ssim_with_tracks": sf["ssim_with_tracks"],
                         f"{name}_ssim_without_tracks": sf["ssim_without_tracks"],
                         f"{name}_eval_seconds": round(time.perf_counter() - t0, 2)})
+        if cfg.strict_tracker:
+            figures.update({f"{name}_epe_strict_with_tracks": sf["epe_strict_with_tracks"],
+                            f"{name}_epe_strict_without_tracks": sf["epe_strict_without_tracks"],
+                            f"{name}_strict_per_sample": sf["strict_per_sample"]})
+        videos[{"ode_init": "ODE-init student", "student": "DMD student"}.get(name, name)] = np.stack(sf["frames"]["with_tracks"])
         previews.append((f"{name}, tracks", sf.get("preview", {}).get("with_tracks")))
         if last:
             previews.append((f"{name}, no tracks", sf.get("preview", {}).get("without_tracks")))
@@ -355,6 +415,8 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
 
     if cfg.preview_clips:
         write_contact_sheet(run_dir / "samples.png", [(label, v) for label, v in previews if v is not None])
+    figures["side_by_side"] = write_side_by_sides(run_dir, clips.clips, videos, num_tracks=cfg.num_tracks, fps=fps,
+                                                  gifs=cfg.side_by_side_gifs)
 
     # long rollouts: factor x the training horizon, ground-truth tracks streamed in, with and without the sink
     horizon = 1 + (num_frames - 1) // 4  # latent frames the teacher (and the DMD rollout) covers

@@ -5,8 +5,8 @@ import tarfile
 import pytest
 import torch
 
-from train.release import (ReleaseError, export_release, logged_losses, pack_resume, sha256, training_seconds,
-                           unpack_resume, verify_release)
+from train.release import (ReleaseError, export_release, logged_losses, pack_resume, release_curve, sha256,
+                           training_seconds, unpack_resume, verify_release)
 
 
 def _fake_run(root, *, done=True):
@@ -50,7 +50,10 @@ def test_export_writes_a_manifest_that_verifies(tmp_path):
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
     assert m["held_out"] == {"epe_with_tracks": 3.0, "epe_without_tracks": 12.0}
     assert set(m["sha256"]) == {"teacher/network.json", "teacher/dit/model.safetensors", "teacher/heads.pt",
-                                "codec.pt", "config.yaml"}
+                                "codec.pt", "config.yaml", "curve.json"}
+    curve = release_curve(dest)  # mean loss per 25 logged steps (the re-logged step counted once)
+    assert [r["step"] for r in curve] == [25] and curve[0]["train/loss"] == pytest.approx(
+        sum(2.0 / s for s in range(1, 26)) / 25, abs=1e-5)
     assert m["sha256"]["codec.pt"] == sha256(dest / "codec.pt")
     assert verify_release(dest)["steps"] == 25
 

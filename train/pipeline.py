@@ -52,11 +52,13 @@ class Sizes:
     timing_repeats: int = 25
 
 
-# make run on 2 CPU cores in under 12 minutes, from the shipped teacher.
+# make run on 2 CPU cores in under 12 minutes, from the shipped teacher (4-px DiT tokens: one
+# 25-frame clip forward is ~5x the 8-px teacher's, so the student stages are short).
 FULL = Sizes(
     teacher=("trainer.max_steps=20", "trainer.ckpt_every=20"),
-    ode_init=("stage.ode_pairs.num_pairs=48", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=150"),
-    dmd=("trainer.max_steps=80", "trainer.ckpt_every=40"),
+    ode_init=("stage.ode_pairs.num_pairs=32", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=100",
+              "trainer.ckpt_every=50"),
+    dmd=("trainer.max_steps=60", "trainer.ckpt_every=30"),
     timing_repeats=40,
 )
 # More student compute than the 12-minute budget: the tiny_ode_init / tiny_dmd defaults (128 pairs
@@ -142,16 +144,17 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
     """The motion-conditioned teacher: the shipped one, briefly fine-tuned (or trained from nothing)."""
     sizes: Sizes = state["sizes"]
     if sizes.teacher_from == "release":
-        from train.release import ASSET_DIR, ReleaseError, verify_release
+        from train.release import ReleaseError, verify_release
 
+        asset = Path(state["release"]).resolve()
         try:
-            manifest = verify_release(ASSET_DIR)
+            manifest = verify_release(asset)
         except ReleaseError as e:
             raise PipelineError(str(e)) from None
-        overrides = ["experiment=tiny_teacher_finetune", f"model.init_from={ASSET_DIR / 'teacher'}",
-                     f"codec.checkpoint={ASSET_DIR / 'codec.pt'}", *sizes.teacher]
-        state["codec"] = str(ASSET_DIR / "codec.pt")
-        release = {"release": str(ASSET_DIR), "release_steps": manifest.get("steps"),
+        overrides = ["experiment=tiny_teacher_finetune", f"model.init_from={asset / 'teacher'}",
+                     f"codec.checkpoint={asset / 'codec.pt'}", *sizes.teacher]
+        state["codec"] = str(asset / "codec.pt")
+        release = {"release": str(asset), "release_steps": manifest.get("steps"),
                    "release_commit": manifest.get("git_commit")}
     else:
         overrides = ["experiment=tiny_teacher_release", *sizes.teacher]
@@ -233,6 +236,15 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
                              data=data, teacher_steps=sizes.teacher_steps, shift=float(cfg["schedule"]["shift"]),
                              student_steps=int(cfg["schedule"]["student_steps"]), codec_name=cfg["codec"]["name"],
                              cfg=ev)
+    from eval.oracle_copy import oracle_copy_epe
+    from models.codecs import build_codec
+    from train.data import heldout_clips
+
+    # the no-network baseline on the same clips and input tracks: frame 0 moved by the true pan
+    patch = (teacher_cfg["model"].get("overrides") or {}).get("patch_size") or [1, 2, 2]
+    codec = build_codec(cfg["codec"]["name"], checkpoint=state["codec"]).eval()
+    figures["oracle_copy"] = oracle_copy_epe(heldout_clips(data).clips, codec, token_px=codec.spatial_factor * int(patch[-1]),
+                                             tracker=ev.tracker, strict_tracker=ev.strict_tracker, num_tracks=ev.num_tracks)
     state["figures"] = figures
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
 
@@ -258,11 +270,14 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
     info.write_text(json.dumps(asdict(sizes), indent=1))
 
 
-def run(run_dir: Path, sizes: Sizes) -> dict:
+def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
+    """``release``: the teacher release folder to start from (default: the shipped assets/tiny-teacher)."""
+    from train.release import ASSET_DIR
+
     run_dir.mkdir(parents=True, exist_ok=True)
     check_preset(run_dir, sizes)
     stages: dict = {}
-    state: dict = {"sizes": sizes}
+    state: dict = {"sizes": sizes, "release": Path(release) if release else ASSET_DIR}
     t_start = time.perf_counter()
     print(f"[pipeline] run directory {run_dir} (--sizes {sizes.name}); commands in {run_dir / 'pipeline.log'}",
           flush=True)
@@ -280,6 +295,10 @@ def run(run_dir: Path, sizes: Sizes) -> dict:
     cpu = os.times()  # CPU time of this process and its finished stage processes (2-core contention context)
     figures["total_cpu_seconds"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 2)
     metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in ("teacher", "ode_init", "dmd")}
+    if sizes.teacher_from == "release":  # the shipped teacher's own training curve, then its fine-tune here
+        from train.release import release_curve
+
+        metrics = {"teacher release": release_curve(state["release"]), "teacher fine-tune": metrics.pop("teacher"), **metrics}
     report = write_report(run_dir, figures, metrics=metrics)
     print(f"[pipeline] report: {run_dir / 'report.md'} ({figures['total_seconds']:.0f} s in all)")
     for name, t in report["targets"].items():
@@ -287,7 +306,8 @@ def run(run_dir: Path, sizes: Sizes) -> dict:
         if t["role"] != "target":
             verdict += f" ({t['role']}, not a target)"
         value = f"{t['value']:.3f}" if isinstance(t["value"], float) else str(t["value"])
-        print(f"[pipeline]   {name:32s} {value:>9s} (threshold {t['threshold']}): {verdict}")
+        threshold = f"{t['threshold']:.4g}" if isinstance(t["threshold"], float) else t["threshold"]
+        print(f"[pipeline]   {name:32s} {value:>9s} (threshold {threshold}): {verdict}")
     return report
 
 
@@ -299,10 +319,12 @@ def main(argv: list[str] | None = None) -> int:
                          "compute; scratch: train the teacher from nothing first (hours); smoke: a few steps per "
                          "stage, checks the wiring, figures mean nothing")
     ap.add_argument("--smoke", action="store_true", help="same as --sizes smoke")
+    ap.add_argument("--release", type=Path, default=None,
+                    help="teacher release folder to start from (default: the shipped assets/tiny-teacher)")
     args = ap.parse_args(argv)
     sizes = SIZES["smoke" if args.smoke else args.sizes]
     try:
-        run(Path(args.run_dir), sizes)
+        run(Path(args.run_dir), sizes, release=args.release)
     except PipelineError as e:
         print(f"[pipeline] error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -39,7 +39,7 @@ FIRST_LOSSES = 20
 MAX_BYTES = 20 * 2**20  # every shipped file, and the folder in total
 
 __all__ = ["ReleaseError", "release_command", "sha256", "load_release", "verify_release", "export_release",
-           "pack_resume", "unpack_resume", "logged_losses"]
+           "pack_resume", "unpack_resume", "logged_losses", "release_curve"]
 
 
 class ReleaseError(ValueError):
@@ -93,6 +93,21 @@ def training_seconds(metrics: Path) -> float:
             total += rows[step] * (step - last)
             last = step
     return total
+
+
+def _windowed(points: list[tuple[int, float]], window: int = 25) -> list[tuple[int, float]]:
+    """Mean loss per ``window`` logged steps (the last step of each window): a light training curve."""
+    out = []
+    for i in range(0, len(points), window):
+        chunk = points[i : i + window]
+        out.append((chunk[-1][0], round(sum(v for _, v in chunk) / len(chunk), 5)))
+    return out
+
+
+def release_curve(directory: Path | str = ASSET_DIR) -> list[dict]:
+    """The shipped teacher's training curve (``curve.json``: mean loss per 25 steps); [] if absent."""
+    path = Path(directory) / "curve.json"
+    return json.loads(path.read_text()) if path.is_file() else []
 
 
 # ----------------------------------------------------------------------------------------------
@@ -149,6 +164,8 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
     shutil.copytree(run_dir / "export" / "teacher", dest / "teacher", dirs_exist_ok=True)
     shutil.copy2(run_dir / "codec" / "codec.pt", dest / "codec.pt")
     shutil.copy2(run_dir / "config.yaml", dest / "config.yaml")
+    curve = [{"step": step, "train/loss": loss} for step, loss in _windowed(logged_losses(run_dir / "metrics.jsonl"))]
+    (dest / "curve.json").write_text(json.dumps(curve) + "\n")
     files = sorted(p for p in dest.rglob("*") if p.is_file())
     too_big = [f"{p.relative_to(dest)} ({p.stat().st_size / 2**20:.1f} MiB)" for p in files if p.stat().st_size > MAX_BYTES]
     total = sum(p.stat().st_size for p in files)
@@ -263,7 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--until", type=int, default=None, help="`start`: stop, evaluate and export at this step")
     ap.add_argument("--threads", type=int, default=None, help="`start`: CPU threads for this session (not recorded in the recipe)")
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for `start` (recorded on the first start)")
-    args = ap.parse_args(argv)
+    args = ap.parse_intermixed_args(argv)  # overrides may follow the options
     try:
         if args.action == "verify":
             m = verify_release(args.dest)
