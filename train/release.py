@@ -104,6 +104,14 @@ def _windowed(points: list[tuple[int, float]], window: int = 25) -> list[tuple[i
     return out
 
 
+def _eval_curve(path: Path) -> list[dict]:
+    """The run's periodic held-out evaluations (its eval.jsonl), scalar figures only."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows]
+
+
 def release_curve(directory: Path | str = ASSET_DIR) -> list[dict]:
     """The shipped teacher's training curve (``curve.json``: mean loss per 25 steps); [] if absent."""
     path = Path(directory) / "curve.json"
@@ -190,6 +198,7 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
             "teacher": [v for _, v in logged_losses(run_dir / "metrics.jsonl", limit=FIRST_LOSSES)],
         },
         "held_out": {k: v for k, v in held_out.items() if not isinstance(v, (dict, list))},
+        "held_out_during_training": _eval_curve(run_dir / "eval.jsonl"),
         "sha256": {str(p.relative_to(dest)): sha256(p) for p in files},
         "bytes": total,
     }
