@@ -126,7 +126,7 @@ def targets(f: dict) -> dict:
     lk, st = epe("teacher", "with", False), epe("teacher", "with", True)
     agree = abs(st / lk - 1) if _finite(lk, st) and lk > 0 else float("nan")
     add("epe_protocols_agree", agree, PROTOCOL_AGREEMENT_MAX, _finite(agree) and agree <= PROTOCOL_AGREEMENT_MAX,
-        "|strict / lk - 1| of the teacher's EPE with tracks: the re-acquiring tracker does not flatter it",
+        "abs(strict / lk - 1) of the teacher's EPE with tracks: the re-acquiring tracker does not flatter it",
         role="check")
     return out
 
@@ -292,6 +292,9 @@ def _teacher_sentences(f: dict) -> list[str]:
         elif ratio > EPE_RATIO_WITHOUT_MAX:
             verdict = (f"follows the tracks only weakly (with / without = {ratio:.2f}), which bounds the student's "
                        "motion-following targets (DMD matches the teacher's distribution).")
+        elif ratio > TEACHER_WITH_OVER_WITHOUT_MAX:
+            verdict = (f"follows the tracks only partly (with / without = {ratio:.2f}; its target is "
+                       f"{TEACHER_WITH_OVER_WITHOUT_MAX}).")
         else:
             verdict = f"follows the tracks (with / without = {ratio:.2f})."
         out += ["", f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "

@@ -101,7 +101,8 @@ def test_input_tracks_keep_points_visible_in_frame_zero():
     assert tr[0, :, 1].tolist() == tracks[:, 2].tolist() and vi[0, :, 1].tolist() == [True, False]
 
 
-@pytest.mark.parametrize("with_tracks, verdict", [(2.0, "follows the tracks (with / without = 0.33)"),
+@pytest.mark.parametrize("with_tracks, verdict", [(1.5, "follows the tracks (with / without = 0.25)"),
+                                                  (2.0, "follows the tracks only partly (with / without = 0.33"),
                                                   (5.0, "follows the tracks only weakly"),
                                                   (7.0, "does NOT follow the tracks")])
 def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_tracks, verdict):
