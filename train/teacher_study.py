@@ -97,7 +97,13 @@ def collect(out: Path) -> dict:
             near = min(minutes, key=lambda s: abs(s - step)) if minutes else None
             points.append({"step": step, "minutes": minutes.get(near, float("nan")), "num_samples": row.get("num_samples"),
                            **{k: v for k, v in row.items() if k.startswith(("epe_", "psnr_", "ssim_")) and not isinstance(v, (list, dict))}})
-        study[name] = {"overrides": list(RECIPES[name][0]), "steps": RECIPES[name][1], "points": points}
+        threads = None
+        if (run / "config.yaml").is_file():
+            from omegaconf import OmegaConf
+
+            threads = OmegaConf.load(run / "config.yaml").trainer.get("num_threads")
+        study[name] = {"overrides": list(RECIPES[name][0]), "steps": RECIPES[name][1], "threads": threads,
+                       "points": points}
     return study
 
 
@@ -129,7 +135,7 @@ def plot(study: dict, dest: Path) -> None:
         if "ratio" in key:
             ax.axhline(0.3, color="red", ls=":", label="target 0.3")
         ax.set_title(title, fontsize=9)
-        ax.set_xlabel("training minutes (1 thread)")
+        ax.set_xlabel("training wall minutes (threads: see the table)")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=7)
     fig.tight_layout()
@@ -140,15 +146,15 @@ def plot(study: dict, dest: Path) -> None:
 
 def table(study: dict) -> str:
     """The study's points as a markdown table (what docs/teacher_study.md quotes)."""
-    head = ("| recipe | step | train min (1 thread) | held-out clips | EPE with / without (lk) | ratio | ratio (strict) "
-            "| with / frozen | PSNR (frozen) | SSIM (frozen) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| recipe | threads | step | train wall min | held-out clips | EPE with / without (lk) | ratio | ratio (strict) "
+            "| with / frozen | PSNR (frozen) | SSIM (frozen) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for name, rec in study.items():
         for p in rec["points"]:
             if "epe_with_tracks" not in p:
                 continue
             rows.append(
-                f"| {name} | {p['step']} | {p['minutes']:.1f} | {p.get('num_samples', '')} | {p['epe_with_tracks']:.2f} / "
+                f"| {name} | {rec.get('threads')} | {p['step']} | {p['minutes']:.1f} | {p.get('num_samples', '')} | {p['epe_with_tracks']:.2f} / "
                 f"{p['epe_without_tracks']:.2f} | {p['epe_ratio_with_over_without']:.2f} | "
                 f"{p.get('epe_strict_ratio_with_over_without', float('nan')):.2f} | "
                 f"{p['epe_with_tracks'] / p['epe_frozen_video']:.2f} | {p['psnr_with_tracks']:.2f} ({p['psnr_frozen_video']:.2f}) | "
