@@ -8,7 +8,8 @@ Guidance modes (w_t, w_m on Wan's convention: w = 1 is no guidance, v_u + w (v_c
   ``both``    v(0,0) + w_t (v(c_t,c_m) - v(0,0))                            (2 NFE, one-null CFG)
   ``none``    v(c_t,c_m)                                                    (1 NFE)
 where 0 is the null text (the empty prompt's encoding) or the empty motion (no tracks). All
-terms of one step run as ONE batched forward. Solvers: ``euler`` (x <- x + (s' - s) v) and
+terms of one step run as ONE batched forward; without a motion condition the terms that differ only
+in motion coincide and run once. Solvers: ``euler`` (x <- x + (s' - s) v) and
 ``heun`` (2nd order, two guided evaluations per step), on the shared step grid of
 ``train.schedule.sampling_sigmas``. (Wan's official sampler is UniPC; not provided here.)
 """
@@ -88,7 +89,10 @@ def guided_velocity(
     model: Callable[..., torch.Tensor], x: torch.Tensor, sigma: torch.Tensor, cond: Condition, guidance: GuidanceConfig
 ) -> torch.Tensor:
     """One guided velocity [B, ...] at noise level ``sigma`` [B] or per frame [B, F] (one batched forward)."""
-    terms = _TERMS[guidance.mode]
+    # without a motion condition every term's motion is empty, so terms that differ only in motion
+    # are the same forward: evaluate each distinct one once (joint: 3 -> 2 NFE)
+    wanted = [(t, m and cond.motion is not None) for t, m in _TERMS[guidance.mode]]
+    terms = list(dict.fromkeys(wanted))
     B = x.shape[0]
     L = max(cond.text.shape[1], cond.null_text.shape[1])
     texts, lens, motions = [], [], []
@@ -110,7 +114,8 @@ def guided_velocity(
         image=None if cond.image is None else cond.image.repeat(k, *([1] * (cond.image.ndim - 1))),
         motion=torch.cat(motions) if motions else None,
     ).float()
-    v = out.chunk(k)
+    distinct = out.chunk(k)
+    v = [distinct[terms.index(key)] for key in wanted]
     wt, wm = guidance.w_text, guidance.w_motion
     if guidance.mode == "none":
         return v[0]

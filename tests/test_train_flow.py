@@ -1,4 +1,5 @@
 """Schedule (eq. A1-A2), joint-guidance samplers (eq. 2), the teacher objective and network."""
+import dataclasses
 import math
 
 import pytest
@@ -93,6 +94,26 @@ def test_joint_guidance_matches_equation_2_in_one_forward():
     a = wt / (wt + wm)
     expected = a * v_t0 + (1 - a) * v_m0 + wt * (v_c - v_t0) + wm * (v_c - v_m0)
     torch.testing.assert_close(v, torch.full_like(v, expected))
+
+
+def test_guidance_without_motion_runs_each_distinct_term_once():
+    # no tracks: v(ct,cm) = v(ct,0), so joint guidance needs 2 distinct terms, with the same result
+    # as evaluating all three (equation 2 with v(ct,0) in both places)
+    x, s = torch.randn(2, 16, 2, 2, 2), torch.full((2,), 0.5)
+    cond = dataclasses.replace(_cond(), motion=None)
+    batches = []
+
+    class Counting(Affine):
+        def forward(self, x, t, **kw):
+            batches.append(x.shape[0])
+            return super().forward(x, t, **kw)
+
+    wt, wm = 3.0, 1.5
+    v = guided_velocity(Counting(), x, s, cond, GuidanceConfig("joint", wt, wm))
+    assert batches == [4]  # 2 distinct terms x B = 2
+    v_c, v_t0 = 0.5 * x + 6.0, 0.5 * x  # v(ct,.) and v(0,.)
+    a = wt / (wt + wm)
+    torch.testing.assert_close(v, a * v_t0 + (1 - a) * v_c + wt * (v_c - v_t0) + wm * (v_c - v_c))
 
 
 def test_guidance_variants_and_degenerate_weights():

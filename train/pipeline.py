@@ -56,10 +56,10 @@ class Sizes:
 # 25-frame clip forward is ~5x the 8-px teacher's, so the student stages are short).
 FULL = Sizes(
     teacher=("trainer.max_steps=20", "trainer.ckpt_every=20"),
-    ode_init=("stage.ode_pairs.num_pairs=32", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=100",
-              "trainer.ckpt_every=50"),
-    dmd=("trainer.max_steps=60", "trainer.ckpt_every=30"),
-    timing_repeats=40,
+    ode_init=("stage.ode_pairs.num_pairs=24", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=80",
+              "trainer.ckpt_every=40"),
+    dmd=("trainer.max_steps=48", "trainer.ckpt_every=24"),  # 8 generator updates at 5:1
+    timing_repeats=20,
 )
 # More student compute than the 12-minute budget: the tiny_ode_init / tiny_dmd defaults (128 pairs
 # on the 48-step grid, 300 ODE-init steps, 200 DMD steps = 40 generator updates).
