@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from data.synthetic import SyntheticWorld
-from data.trackers import CoTracker3Tracker, LucasKanadeTracker, build_tracker, epe, grid_queries
+from data.trackers import CoTracker3Tracker, LucasKanadeTracker, build_tracker, grid_queries
+from eval.metrics import epe
 
 
 def test_grid_queries_are_cell_centres():

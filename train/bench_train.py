@@ -1,8 +1,8 @@
 """Training-step benchmark of the motion-conditioned teacher.
 
-    python -m eval.bench_train                       # tiny teacher (the tiny_teacher experiment) on CPU;
+    python -m train.bench_train                       # tiny teacher (the tiny_teacher experiment) on CPU;
                                                      # on a GPU also the real 1.3B teacher at 832x480
-    python -m eval.bench_train --real --steps 10     # only the real config (GPU)
+    python -m train.bench_train --real --steps 10     # only the real config (GPU)
 
 What is timed: one optimizer update of ``FlowMatchingObjective`` with the experiment's stage settings (timestep/noise/dropout
 sampling, track rasterisation, forward, weighted flow-matching loss, backward, clip, AdamW,
@@ -28,12 +28,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse
 import json
 import time
-from dataclasses import replace
 
 import torch
 
+from models.motion_wan import ModelConfig, build_motion_wan
 from train.ema import EMA, EMAConfig
-from train.network import ModelConfig, build_motion_wan
 from train.optim import OptimConfig, build_optimizer, param_groups
 from train.teacher import FlowMatchingObjective, TeacherConfig
 
