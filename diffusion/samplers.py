@@ -145,7 +145,7 @@ def sample(
 ) -> torch.Tensor:
     """Integrate from ``noise`` (sigma = 1) to a clean latent on the shared step grid.
 
-    ``callback(i, sigma_i, x_i)`` sees every step's input (ODE pairs for issue 7 record these).
+    ``callback(i, sigma_i, x_i)`` sees every step's input (the ODE pairs record these).
     With ``cond.first_latent`` the latent frame 0 is held at that clean latent with timestep 0 at
     every step (the ``clean_first_frame`` training convention); only frames 1.. are integrated.
     """

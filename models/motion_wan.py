@@ -268,7 +268,7 @@ def save_network(state_dict: dict[str, torch.Tensor], directory: Path, *, model_
 
 
 def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
-    """Rebuild an exported network (the frozen teacher of issue 7 loads this way)."""
+    """Rebuild an exported network (the frozen teacher of the distillation stages loads this way)."""
     import json
 
     from models.checkpoint import load_into, read_state_dict

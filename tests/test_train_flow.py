@@ -320,3 +320,16 @@ def test_sampler_refuses_to_drop_a_clean_first_frame_the_network_was_trained_wit
                      null_text_lengths=torch.tensor([2]), image=torch.zeros(1, 20, 3, 4, 4))
     with pytest.raises(ValueError, match="first_latent"):
         sample(net, torch.randn(1, 16, 3, 4, 4), cond, cfg=SamplerConfig(steps=1, guidance=GuidanceConfig("none")), shift=3.0)
+
+
+def test_conventions_read_old_exports_and_name_unknown_keys():
+    from models.causal import CausalConfig
+    from models.motion_wan import Streaming
+
+    # a student exported before sink / window were recorded streams with c3s1w1
+    old = Conventions.from_dict({"clean_first_frame": True, "schedule_shift": 3.0,
+                                 "causal": {"chunk_frames": 3, "first_chunk_frames": 1, "steps": 3, "shift": 3.0}})
+    assert old.streaming == Streaming(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
+    assert Conventions.from_dict(old.to_dict()) == old  # the JSON round trip is exact
+    with pytest.raises(ValueError, match="clean_first_fram"):
+        Conventions.from_dict({"clean_first_fram": True}, source="x/network.json")

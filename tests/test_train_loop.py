@@ -1,5 +1,5 @@
 """The generic loop on toy objectives: accumulation, EMA, schedules, seeds, a 2-optimizer 5:1
-objective (the DMD protocol of issue 7) with exact in-process resume, checkpoint hygiene."""
+objective (the DMD protocol) with exact in-process resume, checkpoint hygiene."""
 import os
 import signal
 from pathlib import Path

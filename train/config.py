@@ -37,7 +37,7 @@ class ScheduleConfig:
     """The one step grid of every stage (diffusion.schedule): shift k of sigma' = k s / (1 + (k-1) s)."""
 
     shift: float = 5.0
-    student_steps: int = 3  # the few-step student's denoising steps, points of the same grid (issue 7)
+    student_steps: int = 3  # the few-step student's denoising steps, points of the same grid
 
     def __post_init__(self) -> None:
         if not self.shift > 0:
