@@ -26,7 +26,7 @@ install: $(STAMP)
 
 # The main job on the embedded default (synthetic world, tiny models); RUN_DIR=... to choose the run directory.
 run: $(STAMP)
-	$(PY) -m train.pipeline --run-dir $(RUN_DIR)
+	$(PY) -m pipeline --run-dir $(RUN_DIR)
 
 # The whole test suite (CPU, tiny configs).
 test: $(STAMP)

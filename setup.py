@@ -18,14 +18,14 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=[f"{p}*" for p in ("models", "data", "train", "distill", "eval", "stream")]),
+    packages=find_packages(include=[f"{p}*" for p in ("models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline")]),
     # Any range the local torch 2.13.0 CPU build satisfies: nothing newer (and its CUDA wheels)
     # is ever pulled. The Makefile also pins torch==2.13.0 through constraints.txt.
     install_requires=["torch>=2.5,<=2.13.0"] + _reqs("requirements.txt"),
     extras_require={"dev": _reqs("requirements-dev.txt")},
     entry_points={
         "console_scripts": [
-            "trackstream-run=train.pipeline:main",
+            "trackstream-run=pipeline.run:main",
             "trackstream-train=train.app:main",
             "trackstream-flavors=models.flavors:main",
         ]

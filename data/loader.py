@@ -1,6 +1,6 @@
 """Webdataset training loader with a shuffle buffer, track subsampling and exact resume.
 
-Design (see data/stream.py for the worker/rank ordering and the consumer-side position):
+Design (see data/batching.py for the worker/rank ordering and the consumer-side position):
 * Slots. A rank with W DataLoader workers has W slots; the job has world_size * W slots. Each
   epoch the shard list is permuted with derive_seed(seed, "shards", epoch) and dealt to slots
   greedily by sample count (largest deficit first), so slots get near-equal work from whole shards:
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data.batching import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
 from data.shards import ShardInfo, decode_sample, list_shards
-from data.stream import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
 
 
 @dataclass

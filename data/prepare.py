@@ -1,8 +1,8 @@
 """Hydra CLI for the real-video shard pipeline: `python -m data.prepare input=... output=...`.
 
 Only this entry point knows about Hydra: it turns the composed config into a typed
-`PrepareConfig` plus plain-dict component specs and calls `data.pipeline.run_prepare`.
-See conf/prepare.yaml for every option and data/pipeline.py for the design.
+`PrepareConfig` plus plain-dict component specs and calls `data.prepare_shards.run_prepare`.
+See conf/prepare.yaml for every option and data/prepare_shards.py for the design.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import json
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from data.pipeline import PrepareConfig, run_prepare
+from data.prepare_shards import PrepareConfig, run_prepare
 
 COMPONENTS = ("tracker", "text_encoder", "latent_encoder")
 

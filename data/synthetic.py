@@ -13,7 +13,7 @@ Design:
   gives comparable motion at any resolution and frame count.
 * Deterministic by seed: one numpy Generator seeded with the clip seed drives every random choice.
 * `SyntheticVideoDataset` streams batches of clips through the resumable stream machinery of
-  data/stream.py (exact resume across workers and ranks).
+  data/batching.py (exact resume across workers and ranks).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import cv2
 import numpy as np
 import torch
 
+from data.batching import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
 from data.sprites import BACKGROUND_COLOURS, SpriteBitmap, background_texture, bilinear, make_sprite
-from data.stream import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
 from data.trackers import grid_queries
 from data.video_io import frames_to_tensor
 
@@ -284,7 +284,7 @@ def _direction(v: np.ndarray) -> str:
 
 
 class SyntheticVideoDataset(ResumableBatchStream):
-    """Resumable stream of batches of synthetic clips (see data/stream.py for the ordering rules).
+    """Resumable stream of batches of synthetic clips (see data/batching.py for the ordering rules).
 
     Sample i of this rank's stream is global index g = i * world_size + rank. With num_samples set,
     the world is a fixed set of num_samples clips visited in a fresh permutation every epoch;

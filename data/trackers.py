@@ -19,7 +19,6 @@ Design:
 * `CoTracker3Tracker` wraps the official co-tracker predictors (offline and online) loaded from a
   local checkpoint. co-tracker is not on PyPI, so a missing package raises an ImportError that says
   how to install it.
-* `epe` is the metric used by evaluation: mean L2 distance over points visible in the reference.
 """
 
 from __future__ import annotations
@@ -54,25 +53,6 @@ def grid_queries(height: int, width: int, grid_size: int, t: int = 0) -> np.ndar
     gy, gx = np.meshgrid(ys, xs, indexing="ij")
     q = np.stack([np.full(gx.size, float(t)), gx.ravel(), gy.ravel()], axis=1)
     return q.astype(np.float32)
-
-
-def epe(pred_tracks, gt_tracks, visibility) -> float:
-    """Mean end-point error (pixels) over entries where `visibility` is True.
-
-    Shapes [..., T, N, 2] for tracks and [..., T, N] for visibility; numpy or torch. Returns NaN if
-    nothing is visible (the caller decides whether that video counts).
-    """
-    p, g, v = (x if torch.is_tensor(x) else torch.tensor(np.asarray(x)) for x in (pred_tracks, gt_tracks, visibility))
-    if p.shape != g.shape or p.shape[-1] != 2 or v.shape != p.shape[:-1]:
-        raise ValueError(
-            f"epe needs tracks [..., T, N, 2] and visibility [..., T, N]; got {tuple(p.shape)}, "
-            f"{tuple(g.shape)}, {tuple(v.shape)}"
-        )
-    v = v.bool().to(p.device)
-    if not bool(v.any()):
-        return float("nan")
-    err = torch.linalg.vector_norm(p.double() - g.double().to(p.device), dim=-1)  # [..., T, N]
-    return float(err[v].mean())
 
 
 class Tracker(ABC):

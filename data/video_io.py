@@ -175,3 +175,8 @@ def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
 def _short(e: Exception, limit: int = 200) -> str:
     msg = " ".join(str(e).split())
     return msg[:limit]
+
+
+def to_uint8(video: torch.Tensor) -> np.ndarray:
+    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
+    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()

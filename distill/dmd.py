@@ -35,15 +35,14 @@ from typing import Optional
 
 import torch
 
-from eval.samplers import Condition, GuidanceConfig, guided_velocity
+from diffusion.samplers import Condition, GuidanceConfig, guided_velocity
+from diffusion.schedule import add_noise, first_frame_sigmas, sample_training_sigmas, sigma_to_t, x0_from_velocity
 from models.causal import CausalConfig
 from models.tracks import sample_track_ids
 from stream.chunks import VideoCondition, chunk_condition, chunk_pixel_frames, commit_chunk, denoise_chunk, start_cache
 from train.ema import EMAConfig
 from train.objective import Objective, generator_state, load_generator_state
 from train.optim import OptimConfig
-from train.schedule import add_noise, sample_training_sigmas, sigma_to_t, x0_from_velocity
-from train.teacher import first_frame_sigmas
 
 __all__ = ["DMDConfig", "DMDObjective", "dmd_gradient"]
 
@@ -59,9 +58,8 @@ class DMDConfig:
     teacher: Optional[str] = None  # exported teacher folder: real score (frozen) and critic init
     student: Optional[str] = None  # exported ODE-init student folder: generator init
     pairs: Optional[str] = None  # ODE pair folder: conditions (first frame, tracks, text) only
-    chunk_frames: int = 3  # the rollout configuration = the inference configuration (c3s1w1)
-    sink_chunks: int = 1
-    window_chunks: Optional[int] = 1
+    # the rollout's chunking = the inference configuration (conf/causal/c3s1w1.yaml)
+    causal: CausalConfig = field(default_factory=lambda: CausalConfig(3, 1, 1, first_chunk_frames=1))
     update_ratio: int = 5  # critic updates per generator update
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # real score: eq. 4, w_t 3.0, w_m 1.5
     sigma_min: float = 0.02  # DMD / critic noise levels: shifted-uniform, clamped (Self-Forcing [20, 980])
@@ -71,7 +69,7 @@ class DMDConfig:
     generator_ema: EMAConfig = field(default_factory=lambda: EMAConfig(decay=0.99, start_step=0))
 
     def __post_init__(self) -> None:
-        for name, cls in (("guidance", GuidanceConfig), ("generator_optim", OptimConfig),
+        for name, cls in (("causal", CausalConfig), ("guidance", GuidanceConfig), ("generator_optim", OptimConfig),
                           ("critic_optim", OptimConfig), ("generator_ema", EMAConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, cls(**getattr(self, name)))
@@ -80,12 +78,9 @@ class DMDConfig:
                              "(critic updates per generator update)")
         if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
             raise ValueError(f"stage.sigma_min={self.sigma_min} / sigma_max={self.sigma_max}: need 0 <= min < max <= 1")
-        self.causal  # validates chunk / sink / window
-
-    @property
-    def causal(self) -> CausalConfig:
-        return CausalConfig(chunk_frames=self.chunk_frames, sink_chunks=self.sink_chunks,
-                            window_chunks=self.window_chunks, first_chunk_frames=1)
+        if self.causal.first_chunk_frames != 1:
+            raise ValueError(f"stage.causal.first_chunk_frames={self.causal.first_chunk_frames}: chunk 0 is the "
+                             "first frame's latent alone, set it to 1")
 
 
 def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) -> torch.Tensor:
@@ -109,7 +104,7 @@ class DMDObjective(Objective):
         self.student = unwrap(generator)  # the rollout drives the DiT's streaming path directly
         # A teacher trained with latent frame 0 given clean (network.json conventions) scores clips whose
         # frame 0 is the clean first-frame latent at t = 0; the critic, its copy, is trained the same way.
-        self.clean_first = bool(getattr(unwrap(teacher), "conventions", {}).get("clean_first_frame"))
+        self.clean_first = unwrap(teacher).conventions.clean_first_frame
         self.cfg, self.causal, self.sigmas, self.shift = cfg, cfg.causal, sigmas.float(), shift
         self.null_text, self.null_lengths = null_text.to(device), null_text_lengths.to(device)
         self.embed_dim, self.height, self.width, self.device = embed_dim, height, width, device
@@ -122,7 +117,7 @@ class DMDObjective(Objective):
         return ["critic"]
 
     def prepare_batch(self, batch: dict) -> dict:
-        from train.teacher import encode_motion
+        from models.conditioner import encode_motion
 
         out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         B, _, N, _ = out["tracks"].shape

@@ -22,11 +22,11 @@ from typing import Optional
 
 import torch
 
+from diffusion.schedule import sigma_to_t, x0_from_velocity
 from distill.ode_pairs import ODEPairsConfig
 from models.causal import BlockCausalAttention, CausalConfig
 from train.objective import Objective, generator_state, load_generator_state
 from train.parallel import unwrap
-from train.schedule import sigma_to_t, x0_from_velocity
 
 __all__ = ["ODEInitConfig", "ODEInitObjective", "sample_causal_config", "per_chunk_indices"]
 
@@ -34,25 +34,30 @@ __all__ = ["ODEInitConfig", "ODEInitObjective", "sample_causal_config", "per_chu
 @dataclass
 class ODEInitConfig:
     name: str = "ode_init"
-    teacher: Optional[str] = None  # exported teacher folder (train.network.export_network): student init
+    teacher: Optional[str] = None  # exported teacher folder (train.weights.export_network): student init
     pairs: Optional[str] = None  # ODE pair folder; null: <run_dir>/ode_pairs, generated from the teacher
     pool_size: Optional[int] = None  # training clips rendered for pair conditions (null: ode_pairs.num_pairs)
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
-    chunk_frames: int = 3
+    # the student's chunking at inference (conf/causal/c3s1w1.yaml, written to its export); training
+    # keeps its chunk size and draws sink / window per batch from the choices below
+    causal: CausalConfig = field(default_factory=lambda: CausalConfig(3, 1, 1, first_chunk_frames=1))
     sink_choices: list = field(default_factory=lambda: [0, 1])
     window_choices: list = field(default_factory=lambda: [1, 2])  # null entry = full causal history
 
     def __post_init__(self) -> None:
         if isinstance(self.ode_pairs, dict):
             self.ode_pairs = ODEPairsConfig(**self.ode_pairs)
-        if self.chunk_frames < 1:
-            raise ValueError(f"stage.chunk_frames={self.chunk_frames} must be >= 1")
+        if isinstance(self.causal, dict):
+            self.causal = CausalConfig(**self.causal)
+        if self.causal.first_chunk_frames != 1:
+            raise ValueError(f"stage.causal.first_chunk_frames={self.causal.first_chunk_frames}: chunk 0 is the "
+                             "first frame's latent alone, set it to 1")
         if not self.sink_choices or not self.window_choices:
             raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
         for s in self.sink_choices:
-            CausalConfig(chunk_frames=self.chunk_frames, sink_chunks=s)  # raises naming the field
+            CausalConfig(chunk_frames=self.causal.chunk_frames, sink_chunks=s)  # raises naming the field
         for w in self.window_choices:
-            CausalConfig(chunk_frames=self.chunk_frames, window_chunks=w)
+            CausalConfig(chunk_frames=self.causal.chunk_frames, window_chunks=w)
 
 
 def sample_causal_config(chunk_frames: int, sinks: list, windows: list, gen: torch.Generator) -> CausalConfig:
@@ -88,12 +93,12 @@ class ODEInitObjective(Objective):
         return {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
     def loss(self, name: str, batch: dict, *, step: int):
-        from train.teacher import encode_motion
+        from models.conditioner import encode_motion
 
         traj = batch["trajectory"].float()  # [B, K+1, 16, F, h, w]
         B, K1, C, F, h, w = traj.shape
         assert K1 == self.steps + 1, f"pairs hold {K1 - 1} steps, the objective {self.steps}"
-        causal = sample_causal_config(self.cfg.chunk_frames, self.cfg.sink_choices, self.cfg.window_choices, self.gen)
+        causal = sample_causal_config(self.cfg.causal.chunk_frames, self.cfg.sink_choices, self.cfg.window_choices, self.gen)
         k = per_chunk_indices(causal, B, F, self.steps, self.gen).to(traj.device)  # [B, F]
         gather = k[:, None, None, :, None, None].expand(B, 1, C, F, h, w)
         x = traj.gather(1, gather).squeeze(1)  # [B, 16, F, h, w]: each frame at its chunk's level

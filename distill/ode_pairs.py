@@ -2,7 +2,7 @@
 
 For each training condition (first frame, tracks, caption) the frozen teacher integrates the
 flow ODE from Gaussian noise with joint text-motion guidance (MotionStream eq. 2, 3 NFE per
-step) on ``teacher_steps`` Euler steps of the shared grid (``train.schedule.sampling_sigmas``).
+step) on ``teacher_steps`` Euler steps of the shared grid (``diffusion.schedule.sampling_sigmas``).
 The latents are kept where the teacher grid meets the student's K-step list - entries
 ``j * teacher_steps / K`` (j = 0..K-1) - plus the clean endpoint, so ODE init, DMD and inference
 all use the same noise levels (the Self-Forcing mismatch of causal-distillation.md §3.1 cannot
@@ -25,13 +25,13 @@ import logging
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import torch
 
-from eval.samplers import Condition, GuidanceConfig, SamplerConfig, sample
+from diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
+from diffusion.schedule import sampling_sigmas
 from models.tracks import sample_track_ids
-from train.schedule import sampling_sigmas
 
 __all__ = ["ODEPairsConfig", "student_step_indices", "generate_ode_pairs", "load_ode_pairs", "pairs_complete",
            "INDEX_NAME"]
@@ -105,7 +105,7 @@ def generate_ode_pairs(
     Random numbers (noise, track IDs) are keyed by the sample index, so a resumed shard is
     bit-identical to an uninterrupted one.
     """
-    from train.teacher import encode_motion
+    from models.conditioner import encode_motion
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def generate_ode_pairs(
     sampler = SamplerConfig(steps=cfg.teacher_steps, solver="euler", guidance=cfg.guidance)
     dtype = getattr(torch, cfg.dtype)
     # A teacher trained with latent frame 0 given clean (network.json conventions) is sampled so.
-    clean_first = bool(getattr(teacher, "conventions", {}).get("clean_first_frame"))
+    clean_first = teacher.conventions.clean_first_frame
     teacher.eval()
     shards = []
     for s, start in enumerate(range(0, cfg.num_pairs, cfg.shard_size)):

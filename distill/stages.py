@@ -17,6 +17,7 @@ module's forward), which a DDP/FSDP wrapper does not see; these stages run singl
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -26,18 +27,19 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from data.stream import derive_seed
+from data.batching import derive_seed
+from data.clips import ClipPool, PoolStream, make_world
+from diffusion.schedule import sampling_sigmas
 from distill.dmd import DMDConfig, DMDObjective
 from distill.ode_init import ODEInitConfig, ODEInitObjective
 from distill.ode_pairs import generate_ode_pairs, load_ode_pairs, pairs_complete
-from train.data import ClipPool, PoolStream, make_world
+from models.conditioner import Conditioner
+from models.motion_wan import Conventions, Streaming, load_network
 from train.dist import Runtime
 from train.loop import TrainResult
-from train.network import export_network, load_network
 from train.parallel import prepare_frozen, prepare_network, unwrap
-from train.schedule import sampling_sigmas
 from train.stages import StagePlan, load_text_encoder
-from train.teacher import Conditioner
+from train.weights import export_network
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
@@ -58,7 +60,7 @@ def _require_teacher(path: str | None, field: str = "stage.teacher") -> Path:
     folder = Path(path)
     if not (folder / "network.json").is_file():
         raise ValueError(f"{field}={path!r} is not an exported network folder (no network.json); "
-                         "see train.network.export_network")
+                         "see train.weights.export_network")
     return folder
 
 
@@ -85,7 +87,7 @@ def _pair_tracks(clips: list[dict], num_tracks: list[int] | None) -> dict:
     with invisible points to ``num_tracks[1]`` (one N for all); invisible points write nothing."""
     import numpy as np
 
-    from data.stream import subsample_tracks
+    from data.batching import subsample_tracks
 
     if not num_tracks:
         return {"tracks": torch.stack([torch.from_numpy(c["tracks"]) for c in clips]),
@@ -125,7 +127,7 @@ def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
             errors.append(f"data.{key}={getattr(cfg.data, key)} (teacher: {run['data'][key]})")
     if errors:
         raise ValueError(f"this stage does not match the teacher run {path}: {', '.join(errors)}; "
-                         "pass the teacher's values (train.pipeline does)")
+                         "pass the teacher's values (pipeline does)")
     for key in ("world", "fps", "grid_size"):
         if run["data"].get(key) != getattr(cfg.data, key):
             log.warning("data.%s=%s differs from the teacher run's %s: conditions are off the teacher's training "
@@ -192,9 +194,10 @@ def _single_process(runtime: Runtime, stage: str) -> None:
 def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
     """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
     meta = _network_meta(teacher_dir)
-    conventions = {**meta.get("conventions", {}), "clean_first_frame": True,  # chunk 0 is the given frame, t = 0
-                   "causal": {"chunk_frames": cfg.stage.chunk_frames, "first_chunk_frames": 1,
-                              "steps": student_steps(cfg), "shift": cfg.schedule.shift}}
+    teacher = Conventions.from_dict(meta.get("conventions", {}), source=str(teacher_dir / "network.json"))
+    conventions = dataclasses.replace(teacher, clean_first_frame=True,  # chunk 0 is the given frame, t = 0
+                                      streaming=Streaming(causal=cfg.stage.causal, steps=student_steps(cfg),
+                                                          shift=cfg.schedule.shift))
     return export_network(trained, run_dir / "export" / "student", model_cfg=meta["model"], runtime=runtime,
                           text_encoder_dim=int(meta["text_encoder_dim"]), conventions=conventions)
 

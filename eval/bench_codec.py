@@ -11,28 +11,11 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 
+from eval.timing import time_calls
 from models.codecs import CODEC_NAMES, VideoCodec, build_codec
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn, device: torch.device, repeats: int) -> float:
-    fn()  # warm-up (allocator, oneDNN/cuDNN algorithm selection)
-    _sync(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def bench(codec: VideoCodec, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
@@ -45,9 +28,9 @@ def bench(codec: VideoCodec, args: argparse.Namespace, device: torch.device, dty
 
     video = torch.rand(1, 3, frames, args.height, args.width, device=device, dtype=dtype) * 2 - 1
     with torch.inference_mode():
-        full = _time(lambda: codec.decode(z), device, args.repeats)
-        stream = _time(lambda: codec.decode_streaming(z, chunks), device, args.repeats)
-        enc = _time(lambda: codec.encode(video), device, args.repeats)
+        full = statistics.median(time_calls(lambda: codec.decode(z), device=device, repeats=args.repeats))
+        stream = statistics.median(time_calls(lambda: codec.decode_streaming(z, chunks), device=device, repeats=args.repeats))
+        enc = statistics.median(time_calls(lambda: codec.encode(video), device=device, repeats=args.repeats))
     return {"frames": frames, "decode_s": full, "stream_s": stream, "encode_s": enc}
 
 

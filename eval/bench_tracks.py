@@ -33,6 +33,7 @@ from pathlib import Path
 
 import torch
 
+from eval.timing import sync, time_calls
 from models.tracks import TrackEncoder
 
 TARGET_RATIO = 40.0  # MotionStream Table 3: 1053 ms vs 24.8 ms
@@ -120,24 +121,6 @@ def vae_encode(vae, video: torch.Tensor) -> torch.Tensor:
     return (mu - mean) / std
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _time(fn, *, warmup: int, repeats: int, device: torch.device) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
-    return times
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=17, help="pixel frames, 1 + 4k")
@@ -172,26 +155,26 @@ def main(argv: list[str] | None = None) -> dict:
 
     with torch.no_grad():
         head_out = encoder(tracks, vis, height=H, width=W, generator=id_gen)
-        head_ms = _time(
+        head_ms = [1e3 * t for t in time_calls(
             lambda: encoder(tracks, vis, height=H, width=W, generator=id_gen),
             warmup=args.warmup, repeats=args.head_repeats, device=device,
-        )
+        )]
         render_ms, encode_ms = [], []
 
         def rgb_vae():
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             v = render_tracks_rgb(tracks, vis, colors, height=H, width=W, radius=args.radius)
-            _sync(device)
+            sync(device)
             t1 = time.perf_counter()
             z = vae_encode(vae, v)
-            _sync(device)
+            sync(device)
             render_ms.append((t1 - t0) * 1e3)
             encode_ms.append((time.perf_counter() - t1) * 1e3)
             # both paths produce the same conditioning grid
             assert z.shape[2:] == head_out.shape[2:], (tuple(z.shape), tuple(head_out.shape))
 
-        rgb_ms = _time(rgb_vae, warmup=args.warmup, repeats=args.repeats, device=device)
+        rgb_ms = [1e3 * t for t in time_calls(rgb_vae, warmup=args.warmup, repeats=args.repeats, device=device)]
         render_ms, encode_ms = render_ms[args.warmup:], encode_ms[args.warmup:]
 
     head_med, rgb_med = statistics.median(head_ms), statistics.median(rgb_ms)

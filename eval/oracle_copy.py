@@ -31,10 +31,11 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from data.trackers import build_tracker, epe
+from data.clips import DataConfig, heldout_clips
+from data.trackers import build_tracker
+from data.video_io import to_uint8
+from eval.metrics import epe
 from models.codecs import build_codec
-from train.data import DataConfig, heldout_clips
-from train.evaluate import to_uint8
 
 
 def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.ndarray], *, quantum_px: int,
@@ -61,10 +62,10 @@ def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.nd
 def oracle_copy_epe(clips: list[dict], codec, *, token_px: int, tracker: str = "lk", strict_tracker: str | None = None,
                     num_tracks: int | None = None) -> dict:
     """EPE of the oracle copiers on ``clips`` (ClipPool entries), from the same input tracks as the
-    evaluations (those visible in frame 0, ``num_tracks`` of them as stream.evaluate.input_tracks
+    evaluations (those visible in frame 0, ``num_tracks`` of them as eval.stream_eval.input_tracks
     picks). ``epe_copy@<q>px`` per quantum q (one DiT token, one latent cell); with
     ``strict_tracker`` also ``epe_strict_copy@<q>px`` over each track's unbroken visible run."""
-    from stream.evaluate import input_tracks, unbroken
+    from eval.stream_eval import input_tracks, unbroken
 
     video = torch.stack([torch.from_numpy(c["frames"]) for c in clips]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     lat = codec.encode(video).float()  # [B, C, F, h, w]

@@ -12,7 +12,7 @@ to the report):
   latency.png    per-chunk latency over the long rollout
   training.png   training losses: the shipped teacher's release run, the teacher fine-tune,
                  ODE init and DMD (their metrics.jsonl)
-  samples.png    (written by stream.evaluate) held-out frames: ground truth, teacher, students
+  samples.png    (written by eval.stream_eval) held-out frames: ground truth, teacher, students
 and embeds the side-by-side GIFs of the first held-out samples (ground truth | teacher | students).
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ PROTOCOL_AGREEMENT_MAX = 0.2  # |strict / lk - 1| on the teacher's videos with t
 TOTAL_SECONDS_MAX = 12 * 60
 # "Drift stays bounded": over the last chunks of the 10x rollout the latent error against ground
 # truth stays at most that of an UNRELATED video from the ground truth's distribution
-# (stream/evaluate.py: latent_err_rel <= 1). Late / early error is reported too, but is no bound
+# (eval/stream_eval.py: latent_err_rel <= 1). Late / early error is reported too, but is no bound
 # on a panning world: chunks beyond the horizon show canvas no model can know from frame 0.
 DRIFT_REL_MAX = 1.0
 # (figure prefix, label) of the generative models in the tables and plots

@@ -76,7 +76,7 @@ BACKENDS = ("auto", "flex", "sdpa")
 # ----------------------------------------------------------------------------- config
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: a Hydra schema node (stage.causal) must stay writable
 class CausalConfig:
     """Chunked causal attention: chunk size C frames, S sink chunks, W window chunks (None: all)."""
 

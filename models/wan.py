@@ -16,7 +16,7 @@ N heads, D head dim, S tokens per latent frame (after patchify).
 from __future__ import annotations
 
 import math
-from typing import Callable, Optional, Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn

@@ -4,5 +4,5 @@
                        shared with the DMD rollout (training simulates inference exactly);
 * ``stream.engine``    ``StreamingGenerator``: first frame -> chunk by chunk, tracks per chunk,
                        streaming decode, frames yielded as soon as ready, constant memory;
-* ``stream.evaluate``  held-out EPE through the engine, long rollouts (drift), per-chunk latency.
+* ``eval.stream_eval``  held-out EPE through the engine, long rollouts (drift), per-chunk latency.
 """

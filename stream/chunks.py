@@ -5,7 +5,7 @@ these functions, so training simulates inference step for step (MotionStream §3
 inference procedure identically follows the training process"):
 
 * ``StreamConfig``: chunking (c3s1w1 by default), the K-step list on the shared step grid of
-  ``train.schedule`` (one shift for teacher, ODE pairs, ODE init, DMD and inference).
+  ``diffusion.schedule`` (one shift for teacher, ODE pairs, ODE init, DMD and inference).
 * ``VideoCondition``: what is fixed for one video: the projected text context, the first-frame
   channels of the I2V layout, the clean image latent, the track IDs.
 * ``chunk_condition``: the DiT's ``y`` for one chunk from that chunk's track features only.
@@ -20,15 +20,17 @@ Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames, N
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import torch
 
+from diffusion.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_velocity
 from models.causal import CausalConfig, KVCache, new_cache, stream_step
 from models.conditioning import compose_condition, i2v_condition, start_image_latents
+from models.motion_wan import Streaming
 from models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
-from train.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_velocity
 
 __all__ = [
     "StreamConfig", "VideoCondition", "build_video_condition", "chunk_pixel_frames", "chunk_condition",
@@ -36,13 +38,16 @@ __all__ = [
 ]
 
 
+def _c3s1w1() -> CausalConfig:
+    return CausalConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, first_chunk_frames=1)
+
+
 @dataclass(frozen=True)
 class StreamConfig:
-    """Chunked causal sampling: C latents per chunk, S sink / W window chunks, K steps per chunk."""
+    """Chunked causal sampling: the chunking (``causal``: C latents per chunk, S sink / W window
+    chunks, chunk 0 = the image latent alone) and K denoising steps per chunk on the shared grid."""
 
-    chunk_frames: int = 3
-    sink_chunks: int = 1
-    window_chunks: Optional[int] = 1
+    causal: CausalConfig = field(default_factory=_c3s1w1)
     steps: int = 3  # K: denoising steps per chunk (MotionStream: 3)
     shift: float = 5.0  # the shared schedule shift (cfg.schedule.shift)
 
@@ -51,20 +56,29 @@ class StreamConfig:
             raise ValueError(f"StreamConfig.steps={self.steps} must be >= 1")
         if not self.shift > 0:
             raise ValueError(f"StreamConfig.shift={self.shift} must be > 0")
-        self.causal  # validates chunk/sink/window through CausalConfig
+        if self.causal.first_chunk_frames != 1:
+            raise ValueError(f"StreamConfig.causal.first_chunk_frames={self.causal.first_chunk_frames}: chunk 0 is "
+                             "the first frame's latent alone, set it to 1")
+
+    @classmethod
+    def of(cls, streaming: Streaming, **changes) -> "StreamConfig":
+        """The configuration an exported student streams with (its ``conventions.streaming``);
+        ``changes`` replace chunking fields (e.g. ``sink_chunks=0``) or ``steps`` / ``shift``."""
+        steps, shift = changes.pop("steps", None), changes.pop("shift", None)
+        return cls(causal=dataclasses.replace(streaming.causal, **changes), steps=steps or streaming.steps,
+                   shift=shift or streaming.shift)
 
     @property
-    def causal(self) -> CausalConfig:
-        return CausalConfig(chunk_frames=self.chunk_frames, sink_chunks=self.sink_chunks,
-                            window_chunks=self.window_chunks, first_chunk_frames=1)
+    def chunk_frames(self) -> int:
+        return self.causal.chunk_frames
 
     @property
-    def name(self) -> str:
-        w = "full" if self.window_chunks is None else self.window_chunks
-        return f"c{self.chunk_frames}s{self.sink_chunks}w{w}k{self.steps}"
+    def name(self) -> str:  # e.g. c3s1w1k3 (chunk 0 is always the image latent alone)
+        c = self.causal
+        return f"c{c.chunk_frames}s{c.sink_chunks}w{'full' if c.window_chunks is None else c.window_chunks}k{self.steps}"
 
     def sigmas(self) -> torch.Tensor:
-        """[K + 1] descending noise levels ending at 0: points of the teacher's grid (train.schedule)."""
+        """[K + 1] descending noise levels ending at 0: points of the teacher's grid (diffusion.schedule)."""
         return sampling_sigmas(self.steps, shift=self.shift)
 
     def nfe_per_chunk(self, index: int) -> int:

@@ -27,8 +27,17 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 import torch
 
 from models.causal import KVCache
-from stream.chunks import (StreamConfig, VideoCondition, build_video_condition, chunk_condition, chunk_pixel_frames,
-                           commit_chunk, denoise_chunk, start_cache, track_features)
+from stream.chunks import (
+    StreamConfig,
+    VideoCondition,
+    build_video_condition,
+    chunk_condition,
+    chunk_pixel_frames,
+    commit_chunk,
+    denoise_chunk,
+    start_cache,
+    track_features,
+)
 
 __all__ = ["StreamState", "ChunkOutput", "StreamingGenerator", "TrackSource", "tracks_from_array", "state_nbytes",
            "collect"]
@@ -82,7 +91,7 @@ def state_nbytes(state: StreamState) -> int:
 
 
 class StreamingGenerator:
-    """Chunk-by-chunk generation with the causal student (a ``train.network.MotionWan``) and a
+    """Chunk-by-chunk generation with the causal student (a ``models.motion_wan.MotionWan``) and a
     codec with functional streaming decode (``models.codecs``)."""
 
     def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device] = "cpu"):

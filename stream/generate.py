@@ -21,7 +21,7 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", required=True, help="exported student folder (train.network.export_network)")
+    ap.add_argument("--student", required=True, help="exported student folder (ODE-init or DMD stage export)")
     ap.add_argument("--codec", required=True, help="the teacher's codec checkpoint")
     ap.add_argument("--codec-name", default="tiny-ae")
     ap.add_argument("--image", required=True)
@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--prompt", default="")
     ap.add_argument("--out", required=True)
     ap.add_argument("--chunks", type=int, default=None, help="default: as many as the tracks cover")
-    ap.add_argument("--sink", type=int, default=1)
-    ap.add_argument("--window", type=int, default=1)
+    ap.add_argument("--sink", type=int, default=None, help="sink chunks; default: the student's (conventions.causal)")
+    ap.add_argument("--window", type=int, default=None, help="window chunks; default: the student's")
     ap.add_argument("--steps", type=int, default=None, help="default: the student's (conventions.causal)")
     ap.add_argument("--shift", type=float, default=None,
                     help="schedule shift; default: the one in the student's network.json (conventions.causal)")
@@ -44,14 +44,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
-    from data.video_io import write_mp4
+    from data.video_io import to_uint8, write_mp4
     from models.codecs import build_codec
+    from models.motion_wan import load_network
     from models.text_encoders import build_text_encoder
     from models.tracks import sample_track_ids
     from stream.chunks import StreamConfig
     from stream.engine import StreamingGenerator, tracks_from_array
-    from stream.evaluate import to_uint8
-    from train.network import load_network
 
     net = load_network(args.student).requires_grad_(False)
     codec = build_codec(args.codec_name, checkpoint=args.codec).eval()
@@ -67,12 +66,12 @@ def main(argv: list[str] | None = None) -> int:
         raise ValueError(f"--tracks must hold [T, N, 2] pixel coordinates, got {tuple(tracks.shape[1:])}")
     vis = (torch.from_numpy(np.load(args.visibility)).bool()[None] if args.visibility
            else torch.ones(tracks.shape[:3], dtype=torch.bool))
-    causal = json.loads((Path(args.student) / "network.json").read_text()).get("conventions", {}).get("causal", {})
-    shift = args.shift if args.shift is not None else causal.get("shift")
-    if shift is None:
-        raise ValueError("--shift is required: the student's network.json records no conventions.causal.shift")
-    cfg = StreamConfig(chunk_frames=int(causal.get("chunk_frames", 3)), sink_chunks=args.sink,
-                       window_chunks=args.window, steps=args.steps or int(causal.get("steps", 3)), shift=float(shift))
+    streaming = net.conventions.streaming
+    if streaming is None:
+        raise ValueError(f"{args.student}/network.json records no streaming configuration (conventions.causal): "
+                         "export the student with the ODE-init or DMD stage")
+    changes = {k: v for k, v in (("sink_chunks", args.sink), ("window_chunks", args.window)) if v is not None}
+    cfg = StreamConfig.of(streaming, steps=args.steps, shift=args.shift, **changes)
     engine = StreamingGenerator(net, codec, config=cfg)
     T = tracks.shape[1]
     n = args.chunks or 1 + ((T - 1) // 4) // cfg.chunk_frames  # whole chunks the recording covers

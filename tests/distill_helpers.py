@@ -3,7 +3,7 @@ import torch
 
 from models.codecs import build_codec
 from models.conditioning import i2v_condition
-from train.network import ModelConfig, build_motion_wan
+from models.motion_wan import ModelConfig, build_motion_wan
 
 H = W = 32
 TEXT_DIM = 24

@@ -320,7 +320,7 @@ def test_tiny_ae_streaming_decode_equals_full(tiny):
 @torch.no_grad()
 def test_tiny_ae_patch4_has_a_4x_spatial_factor_and_streams_exactly():
     from models.codecs import build_codec
-    from train.teacher import encode_motion
+    from models.conditioner import encode_motion
 
     torch.manual_seed(0)
     ae = build_codec("tiny-ae", patch=4).eval()

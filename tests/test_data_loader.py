@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
+from data.batching import StreamLoader, collate_samples, subsample_tracks
 from data.loader import ShardStream, buffer_shuffle_order
 from data.shards import decode_sample, encode_sample, list_shards, write_synthetic_shards
-from data.stream import StreamLoader, collate_samples, subsample_tracks
 from data.synthetic import SyntheticWorld
 
 WORLD = SyntheticWorld(height=32, width=32, num_frames=5, grid_size=8)

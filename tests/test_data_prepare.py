@@ -13,7 +13,7 @@ import torch
 import webdataset as wds
 
 from data.loader import ShardStream
-from data.pipeline import PrepareConfig, run_prepare
+from data.prepare_shards import PrepareConfig, run_prepare
 from data.shards import list_shards
 from data.synthetic import SyntheticWorld
 from data.trackers import LucasKanadeTracker

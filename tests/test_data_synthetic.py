@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from data.stream import StreamLoader
+from data.batching import StreamLoader
 from data.synthetic import SyntheticVideoDataset, SyntheticWorld
 from data.trackers import grid_queries
 

@@ -10,6 +10,9 @@ import torch
 from omegaconf import OmegaConf
 
 from distill.ode_pairs import load_ode_pairs
+from models.causal import CausalConfig
+from models.motion_wan import load_network
+from stream.chunks import StreamConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false",
@@ -50,3 +53,8 @@ def test_ode_init_then_dmd_through_the_cli(tmp_path):
     assert (res["generator_updates"], res["critic_updates"]) == (2, 10)
     student = torch.load(d / "export" / "student" / "heads.pt", weights_only=True)
     assert student  # the exported student carries its track head / text projection
+    # ... and how it streams (conf/causal/c3s1w1.yaml + the step grid), read back typed
+    conv = load_network(d / "export" / "student").conventions
+    assert conv.clean_first_frame and conv.streaming.steps == cfg.schedule.student_steps
+    assert conv.streaming.causal == CausalConfig(3, 1, 1, first_chunk_frames=1)
+    assert StreamConfig.of(conv.streaming).name == "c3s1w1k3"

@@ -5,21 +5,21 @@ from pathlib import Path
 
 import pytest
 import torch
+from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
 import stream.chunks as chunks
+from data.clips import PoolStream
+from diffusion.schedule import sampling_sigmas
 from distill.dmd import DMDConfig, DMDObjective, dmd_gradient
+from models.motion_wan import Conventions
 from stream.chunks import StreamConfig
 from stream.engine import StreamingGenerator, collect, tracks_from_array
 from train.checkpoint import CheckpointManager
-from train.data import PoolStream
 from train.dist import init_runtime
 from train.loop import TrainerConfig, train
 from train.metrics import LoggerConfig, MetricLogger
 from train.optim import OptimConfig
 from train.parallel import ParallelConfig, prepare_network
-from train.schedule import sampling_sigmas
-
-from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
 SHIFT, K = 5.0, 3
 
@@ -93,7 +93,7 @@ def test_gradient_flows_through_the_exit_step_only(codec, monkeypatch):
 def test_clean_first_frame_teacher_scores_with_frame_0_given(codec):
     """Teacher (and critic) trained with latent frame 0 clean: x_t keeps frame 0 clean at t = 0."""
     gen, critic, teacher = tiny_network(1), tiny_network(0), tiny_network(0)
-    teacher.conventions = {"clean_first_frame": True}
+    teacher.conventions = Conventions(clean_first_frame=True)
     obj = _objective(gen, critic, teacher)
     assert obj.clean_first
     x = torch.randn(2, 16, 7, H // 8, W // 8)

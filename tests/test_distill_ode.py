@@ -4,15 +4,15 @@ import json
 
 import pytest
 import torch
+from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
+from diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
+from diffusion.schedule import sampling_sigmas
 from distill.ode_init import ODEInitConfig, ODEInitObjective, per_chunk_indices, sample_causal_config
 from distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs, student_step_indices
-from eval.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from models.causal import CausalConfig
-from train.schedule import sampling_sigmas
-from train.teacher import encode_motion
-
-from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
+from models.conditioner import encode_motion
+from models.motion_wan import Conventions
 
 SHIFT, K = 5.0, 3
 
@@ -116,7 +116,7 @@ def test_a_clean_first_frame_teacher_keeps_frame_0_given(tmp_path):
     """A teacher trained with latent frame 0 clean (network.json conventions) is sampled that way:
     every stored latent holds the first frame's clean latent in frame 0."""
     teacher, codec = tiny_network(0).eval(), tiny_codec()
-    teacher.conventions = {"clean_first_frame": True}
+    teacher.conventions = Conventions(clean_first_frame=True)
     cfg = ODEPairsConfig(num_pairs=2, teacher_steps=3, batch_size=2, shard_size=2)
     generate_ode_pairs(teacher, conditions=make_conditions(codec), cfg=cfg, student_steps=K, shift=SHIFT,
                        null_text=null_text()[0], null_text_lengths=null_text()[1], embed_dim=teacher.track_embed_dim,

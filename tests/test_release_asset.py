@@ -67,13 +67,13 @@ def test_the_shipped_teacher_follows_tracks():
     import torch
     from omegaconf import OmegaConf
 
-    from eval.samplers import GuidanceConfig, SamplerConfig
+    from data.clips import DataConfig, heldout_clips
+    from diffusion.samplers import GuidanceConfig, SamplerConfig
+    from eval.teacher_eval import EvalConfig, evaluate_motion
     from models.codecs import build_codec
+    from models.conditioner import Conditioner
     from models.text_encoders import build_text_encoder
-    from train.data import DataConfig, heldout_clips
-    from train.evaluate import EvalConfig, evaluate_motion
     from train.release import load_release
-    from train.teacher import Conditioner
 
     net, codec_path, manifest = load_release(ASSET_DIR)
     net.eval().requires_grad_(False)

@@ -4,14 +4,14 @@ tracks read one chunk at a time; memory is constant; streaming decode equals a f
 import pytest
 import torch
 
-from models.causal import BlockCausalAttention
+from diffusion.schedule import add_noise, x0_from_velocity
+from models.causal import BlockCausalAttention, CausalConfig
 from models.codecs import build_codec
 from models.conditioning import i2v_condition
+from models.motion_wan import ModelConfig, build_motion_wan
 from models.tracks import sample_track_ids
 from stream.chunks import StreamConfig, chunk_condition, chunk_pixel_frames, track_features
 from stream.engine import StreamingGenerator, collect, state_nbytes, tracks_from_array
-from train.network import ModelConfig, build_motion_wan
-from train.schedule import add_noise, x0_from_velocity
 
 H = W = 32
 B, N = 2, 6
@@ -44,7 +44,7 @@ def parts():
 def test_stream_equals_block_causal_reference(parts):
     """Chunk-by-chunk through the cache == re-running the growing clip with the block mask."""
     net, codec = parts
-    cfg = StreamConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, steps=3, shift=5.0)
+    cfg = StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=5.0)
     n_chunks = 5  # 1 + 4*3 = 13 latents: the window rolls (evicts) twice
     causal = cfg.causal
     F = causal.chunk_start(n_chunks)
@@ -166,4 +166,6 @@ def test_config_errors_name_the_field():
     with pytest.raises(ValueError, match="steps"):
         StreamConfig(steps=0)
     with pytest.raises(ValueError, match="sink_chunks"):
-        StreamConfig(sink_chunks=-1)
+        StreamConfig(causal=CausalConfig(sink_chunks=-1))
+    with pytest.raises(ValueError, match="first_chunk_frames"):
+        StreamConfig(causal=CausalConfig(3, 1, 1))  # chunk 0 must be the image latent alone

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from eval.report import targets, write_report
+from eval.stream_eval import drift_summary, input_tracks, stream_nfe
 from stream.chunks import StreamConfig
-from stream.evaluate import drift_summary, input_tracks, stream_nfe
 
 
 def _figures(**over):

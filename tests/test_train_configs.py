@@ -98,11 +98,15 @@ def test_unknown_keys_are_rejected_by_the_schema(tmp_path):
         _compose(tmp_path, "experiment=tiny_teacher", "trainer.max_stepz=3")
 
 
-def test_codec_names_match_the_codec_package():
-    from models.codecs import CODEC_NAMES
-    from train.codec import CODEC_NAMES as OURS
+def test_codec_names_are_one_list_and_each_builds():
+    from models.codec_names import CODEC_NAMES
+    from models.codecs import CODEC_NAMES as PACKAGE
+    from models.codecs import build_codec
+    from train.codec import CODEC_NAMES as CONFIG
 
-    assert set(OURS) == set(CODEC_NAMES)
+    assert PACKAGE is CODEC_NAMES and CONFIG is CODEC_NAMES
+    with pytest.raises(ValueError, match="choose one of"):
+        build_codec("no-such-codec")
 
 
 def test_cli_prints_the_resolved_job_config():
@@ -110,3 +114,33 @@ def test_cli_prints_the_resolved_job_config():
                        capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "task_name: tiny_teacher" in r.stdout and "guidance:" in r.stdout and "mode: joint" in r.stdout
+
+
+def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
+    cfg = _compose(tmp_path, "experiment=tiny_teacher", "+stage.no_such_key=1")
+    with pytest.raises(Exception, match="no_such_key"):
+        validate(cfg)
+
+
+def test_a_stage_file_names_its_schema_and_builder(tmp_path):
+    typed = validate(_compose(tmp_path, "experiment=tiny_teacher"))
+    assert typed.stage_builder == "train.teacher_stage:build_teacher" and type(typed.stage).__name__ == "TeacherConfig"
+    cfg = _compose(tmp_path, "experiment=tiny_teacher", "~stage._builder_")
+    with pytest.raises(ValueError, match="_builder_"):
+        validate(cfg)
+    cfg = _compose(tmp_path, "experiment=tiny_teacher", "stage._schema_=train.teacher")
+    with pytest.raises(ValueError, match=r"stage\._schema_"):
+        validate(cfg)
+
+
+def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
+    from models.causal import CausalConfig
+
+    dmd = validate(_compose(tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p",
+                            "stage.causal.window_chunks=2"))
+    assert dmd.stage.causal == CausalConfig(3, 1, 2, first_chunk_frames=1)
+    ode = validate(_compose(tmp_path, "experiment=tiny_ode_init", "stage.teacher=t"))
+    assert ode.stage.causal == CausalConfig(3, 1, 1, first_chunk_frames=1)
+    with pytest.raises(ValueError, match="first_chunk_frames"):
+        validate(_compose(tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p",
+                          "stage.causal.first_chunk_frames=3"))

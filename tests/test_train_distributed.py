@@ -22,8 +22,9 @@ from train.loop import TrainerConfig, train
 from train.checkpoint import CheckpointManager
 from train.metrics import MetricLogger, LoggerConfig
 from train.objective import Objective, generator_state, load_generator_state
-from train.data import PoolStream
-from train.network import ModelConfig, build_motion_wan, initialise
+from data.clips import PoolStream
+from models.motion_wan import ModelConfig, build_motion_wan
+from train.weights import initialise
 from train.ema import EMAConfig
 from train.optim import OptimConfig
 

@@ -1,16 +1,24 @@
 """Schedule (eq. A1-A2), joint-guidance samplers (eq. 2), the teacher objective and network."""
 import dataclasses
-import math
 
 import pytest
 import torch
 
-from eval.samplers import Condition, GuidanceConfig, SamplerConfig, guided_velocity, nfe_per_step, sample
-from train.network import ModelConfig, build_motion_wan, export_network, initialise, load_network
-from train.schedule import (add_noise, loss_weight, sample_training_sigmas, sampling_sigmas, shift_sigma,
-                            unshift_sigma, velocity_target, x0_from_velocity)
-from train.teacher import FlowMatchingObjective, TeacherConfig, encode_motion, mix_text
-
+from diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, guided_velocity, nfe_per_step, sample
+from diffusion.schedule import (
+    add_noise,
+    loss_weight,
+    sample_training_sigmas,
+    sampling_sigmas,
+    shift_sigma,
+    unshift_sigma,
+    velocity_target,
+    x0_from_velocity,
+)
+from models.conditioner import encode_motion
+from models.motion_wan import Conventions, ModelConfig, build_motion_wan, load_network
+from train.teacher import FlowMatchingObjective, TeacherConfig, mix_text
+from train.weights import export_network, initialise
 
 # ----------------------------------------------------------------------------- schedule
 
@@ -307,8 +315,21 @@ def test_correspondence_targets_follow_the_tracks_and_the_probe_matches_plain_at
 
 def test_sampler_refuses_to_drop_a_clean_first_frame_the_network_was_trained_with():
     net = build_motion_wan(ModelConfig(), text_encoder_dim=384)
-    net.conventions = {"clean_first_frame": True}
+    net.conventions = Conventions(clean_first_frame=True)
     cond = Condition(text=torch.zeros(1, 2, 384), text_lengths=torch.tensor([2]), null_text=torch.zeros(1, 2, 384),
                      null_text_lengths=torch.tensor([2]), image=torch.zeros(1, 20, 3, 4, 4))
     with pytest.raises(ValueError, match="first_latent"):
         sample(net, torch.randn(1, 16, 3, 4, 4), cond, cfg=SamplerConfig(steps=1, guidance=GuidanceConfig("none")), shift=3.0)
+
+
+def test_conventions_read_old_exports_and_name_unknown_keys():
+    from models.causal import CausalConfig
+    from models.motion_wan import Streaming
+
+    # a student exported before sink / window were recorded streams with c3s1w1
+    old = Conventions.from_dict({"clean_first_frame": True, "schedule_shift": 3.0,
+                                 "causal": {"chunk_frames": 3, "first_chunk_frames": 1, "steps": 3, "shift": 3.0}})
+    assert old.streaming == Streaming(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
+    assert Conventions.from_dict(old.to_dict()) == old  # the JSON round trip is exact
+    with pytest.raises(ValueError, match="clean_first_fram"):
+        Conventions.from_dict({"clean_first_fram": True}, source="x/network.json")

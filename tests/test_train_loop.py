@@ -1,6 +1,5 @@
 """The generic loop on toy objectives: accumulation, EMA, schedules, seeds, a 2-optimizer 5:1
-objective (the DMD protocol of issue 7) with exact in-process resume, checkpoint hygiene."""
-import math
+objective (the DMD protocol) with exact in-process resume, checkpoint hygiene."""
 import os
 import signal
 from pathlib import Path
@@ -9,8 +8,8 @@ import pytest
 import torch
 import torch.nn as nn
 
+from data.clips import PoolStream
 from train.checkpoint import CheckpointManager, PreemptionHandler, find_latest
-from train.data import PoolStream
 from train.dist import init_runtime, seed_everything
 from train.ema import EMA, EMAConfig
 from train.loop import TrainerConfig, train
@@ -201,7 +200,7 @@ def test_lr_schedules():
 
 
 def test_param_groups_skip_decay_on_vectors_and_modulation():
-    from train.network import ModelConfig, build_motion_wan
+    from models.motion_wan import ModelConfig, build_motion_wan
 
     net = build_motion_wan(ModelConfig(), text_encoder_dim=384)
     decay, no_decay = param_groups(net, OptimConfig(weight_decay=0.1))
@@ -231,7 +230,7 @@ def test_preemption_handler_turns_signals_into_a_flag():
 def test_wandb_offline_logs_scalars_and_a_video_file_without_moviepy(tmp_path, monkeypatch):
     import numpy as np
 
-    from train.evaluate import overlay_tracks, write_video
+    from eval.teacher_eval import overlay_tracks, write_video
     from train.metrics import WandbConfig
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -55,11 +55,11 @@ def instantiate(cfg: DictConfig | TrainConfig) -> dict:
     on ``meta`` (real shapes and parameter counts), the stage schema, the synthetic world, the
     sampling grid, the optimizer groups and the DeepSpeed JSON. Catches config errors cheaply
     (tests/test_train_configs.py runs it on every experiment)."""
+    from data.clips import make_world
     from data.synthetic import SyntheticWorld
-    from train.data import make_world
-    from train.network import TEXT_ENCODER_DIMS, build_motion_wan
+    from diffusion.schedule import sampling_sigmas
+    from models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
     from train.optim import param_groups
-    from train.schedule import sampling_sigmas
 
     typed = validate(cfg) if isinstance(cfg, DictConfig) else cfg
     enc = typed.model.text_encoder.lower()

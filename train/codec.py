@@ -16,15 +16,13 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from models.codec_names import CODEC_NAMES
 from train.objective import Objective, generator_state, load_generator_state
 
 __all__ = ["CodecFitConfig", "CodecConfig", "build_codec_module", "ReconstructionModel", "CodecObjective", "load_codec_file", "save_codec_file"]
 
 log = logging.getLogger(__name__)
 TRAINABLE = ("tiny-ae",)
-# models.codecs.CODEC_NAMES, repeated so that validating a config does not import the codecs
-# (and diffusers through them); tests/test_train_configs.py checks the two agree.
-CODEC_NAMES = ("wan2.1-vae", "taehv-wan2.1", "tiny-ae")
 
 
 @dataclass

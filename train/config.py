@@ -2,41 +2,42 @@
 
 Each component's schema lives next to the component (``OptimConfig`` in train/optim.py, ...);
 this module composes them into ``TrainConfig`` and registers:
-  * ``train_schema``            the root, first in conf/train.yaml's defaults (type-checks YAML);
-  * ``stage/<name>_schema``     one per stage (``stage`` is typed per stage, the root holds Any).
+  * ``train_schema``            the root, first in conf/train.yaml's defaults (type-checks YAML).
+``stage`` is typed per stage: its conf/stage/<name>.yaml names its schema (``_schema_``) and
+builder (``_builder_``); ``validate`` checks the stage node against that schema.
 ``validate`` converts the composed DictConfig to dataclasses (running every ``__post_init__``)
 and checks cross-field rules, raising ``ValueError`` naming the field. Library code only ever
 sees the dataclasses, never a DictConfig.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from eval.samplers import SamplerConfig
+from data.clips import DataConfig
+from diffusion.samplers import SamplerConfig
+from eval.teacher_eval import EvalConfig
+from models.motion_wan import ModelConfig
 from train.codec import CodecConfig
-from train.data import DataConfig
 from train.ema import EMAConfig
-from train.evaluate import EvalConfig
 from train.loop import TrainerConfig
 from train.metrics import LoggerConfig
-from train.network import ModelConfig
 from train.optim import OptimConfig
 from train.parallel import ParallelConfig
-from train.stages import stage_schemas
 
-__all__ = ["ScheduleConfig", "PathsConfig", "TrainConfig", "register_configs", "validate", "resolved_container"]
+__all__ = ["resolve", "ScheduleConfig", "PathsConfig", "TrainConfig", "register_configs", "validate", "resolved_container"]
 
 
 @dataclass
 class ScheduleConfig:
-    """The one step grid of every stage (train.schedule): shift k of sigma' = k s / (1 + (k-1) s)."""
+    """The one step grid of every stage (diffusion.schedule): shift k of sigma' = k s / (1 + (k-1) s)."""
 
     shift: float = 5.0
-    student_steps: int = 3  # the few-step student's denoising steps, points of the same grid (issue 7)
+    student_steps: int = 3  # the few-step student's denoising steps, points of the same grid
 
     def __post_init__(self) -> None:
         if not self.shift > 0:
@@ -59,7 +60,8 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    stage: Any = None  # a stage schema (stage/<name>_schema)
+    stage: Any = None  # the stage's schema (conf/stage/<name>.yaml: _schema_)
+    stage_builder: Optional[str] = None  # set by validate from conf/stage/<name>.yaml: _builder_
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -74,8 +76,14 @@ class TrainConfig:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    for name, schema in stage_schemas().items():
-        cs.store(group="stage", name=f"{name}_schema", node=schema)
+
+
+def resolve(path: str, *, field: str = "stage._builder_"):
+    """"module:attr" -> the object (a stage's schema class or builder)."""
+    module, sep, attr = path.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"{field}={path!r}: expected 'module:attr', e.g. 'train.teacher_stage:build_teacher'")
+    return getattr(importlib.import_module(module), attr)
 
 
 def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
@@ -85,11 +93,14 @@ def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
             raise ValueError("stage is not set: choose one with stage=<name> (e.g. stage=teacher)")
         plain = resolved_container(cfg)
         stage = plain.pop("stage")
-        schemas = stage_schemas()
-        if stage["name"] not in schemas:
-            raise ValueError(f"stage.name={stage['name']!r}; registered stages: {sorted(schemas)}")
+        schema, builder = stage.pop("_schema_", None), stage.pop("_builder_", None)
+        if not schema or not builder:
+            raise ValueError(f"stage {stage['name']!r}: its conf/stage/<name>.yaml must name _schema_ "
+                             "('module:Class', the stage's typed config) and _builder_ ('module:function')")
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
-        typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schemas[stage["name"]]), stage))
+        stage_schema = resolve(schema, field="stage._schema_")
+        typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage_schema), stage))
+        typed.stage_builder = builder
         cfg = typed
     _cross_checks(cfg)
     return cfg

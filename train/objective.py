@@ -8,7 +8,7 @@ clipping, LR schedules, EMA, checkpoints and logging. Per loop step the loop ask
 steps that network's optimizer. So:
 
 * teacher flow matching: one network, ``updates`` is always ``["dit"]``;
-* Self-Forcing DMD (issue 7): ``updates(step)`` returns ``["critic"]`` on 4 of 5 steps and
+* Self-Forcing DMD: ``updates(step)`` returns ``["critic"]`` on 4 of 5 steps and
   ``["critic", "generator"]`` on the fifth (the 5:1 ratio), each with its own optimizer, LR and
   schedule; the phase is a pure function of ``step``, so resume reproduces it exactly;
 * RL fine-tuning: rewards computed inside ``loss``; any extra state goes to ``state_dict``.

@@ -146,7 +146,7 @@ def verify_release(directory: Path | str = ASSET_DIR) -> dict:
 
 def load_release(directory: Path | str = ASSET_DIR, *, device: str = "cpu"):
     """(network, codec path, manifest) of a verified release folder."""
-    from train.network import load_network
+    from models.motion_wan import load_network
 
     directory = Path(directory)
     manifest = verify_release(directory)

@@ -1,75 +1,51 @@
 """Stages: what each ``stage=<name>`` builds for the one loop, and what it does when training ends.
 
-A stage builder returns a ``StagePlan`` (objective + prepared networks + data stream + hooks +
-a ``finish`` callback); ``run_stage`` runs it through ``train.loop.train``. Registered stages:
-  * ``codec``   fit the trainable tiny codec on the synthetic world (CodecObjective);
-  * ``teacher`` the motion-conditioned teacher (FlowMatchingObjective), fitting the codec first
-                when it is trainable and no checkpoint is given, then evaluating EPE with and
-                without tracks on held-out clips and exporting the teacher.
-  * ``ode_init`` / ``dmd`` (issue 7, in distill/): registered below by import path, so the
-                distillation package plugs into the same app and loop.
-A new stage = a schema dataclass (with a ``name`` field) + a builder returning a ``StagePlan``,
-listed in ``STAGES``.
+A stage is named by its ``conf/stage/<name>.yaml``: ``_schema_`` ("module:Class", its typed
+config) and ``_builder_`` ("module:function" returning a ``StagePlan``: objective + prepared
+networks + data stream + hooks + a ``finish`` callback). ``run_stage`` runs the plan through
+``train.loop.train``. The configuration names the code, so stages of the packages above train/
+(distill: ode_init, dmd) plug into the same app and loop without train/ importing them. Stages:
+  * ``codec``    fit the trainable tiny codec (train/codec_stage.py);
+  * ``teacher``  the motion-conditioned teacher (train/teacher_stage.py);
+  * ``ode_init`` / ``dmd``  the causal student (distill/stages.py).
+This module also holds what several stages share: the frozen text encoder, the encoded clip
+pool, and the frozen codec (fitted first when it is trainable and no checkpoint is given).
 """
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
 
-from data.stream import derive_seed
+from data.batching import derive_seed
+from data.clips import ClipPool, PoolStream, build_raw_stream
+from models.conditioner import Conditioner
 from train.checkpoint import CheckpointManager
-from train.codec import TRAINABLE, CodecObjective, ReconstructionModel, build_codec_module, load_codec_file, save_codec_file
-from train.data import ClipPool, PoolStream, build_raw_stream, heldout_clips, pool_track_batch
+from train.codec import (
+    TRAINABLE,
+    CodecObjective,
+    ReconstructionModel,
+    build_codec_module,
+    load_codec_file,
+    save_codec_file,
+)
+from train.config import TrainConfig, resolve
 from train.dist import Runtime
 from train.loop import Hook, TrainerConfig, TrainResult, train
 from train.metrics import LoggerConfig, MetricLogger
 from train.objective import Objective
 from train.optim import OptimConfig
 from train.parallel import TrainedNetwork, prepare_frozen, prepare_network, unwrap
-from train.teacher import Conditioner, FlowMatchingObjective, TeacherConfig
 
-if TYPE_CHECKING:
-    from train.config import TrainConfig
-
-__all__ = ["CodecStageConfig", "StagePlan", "STAGES", "STAGE_BUILDERS", "stage_schemas", "run_stage", "obtain_codec",
-           "load_text_encoder", "encode_pool", "StagePreempted"]
+__all__ = ["StagePlan", "run_stage", "train_plan", "codec_plan", "obtain_codec", "load_text_encoder",
+           "encode_pool", "StagePreempted"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class CodecStageConfig:
-    name: str = "codec"
-
-
-# name -> (schema "module:Class", builder "module:function"); imported lazily.
-STAGES: dict[str, tuple[str, str]] = {
-    "teacher": ("train.teacher:TeacherConfig", "train.stages:build_teacher"),
-    "codec": ("train.stages:CodecStageConfig", "train.stages:build_codec_stage"),
-    "ode_init": ("distill.ode_init:ODEInitConfig", "distill.stages:build_ode_init"),
-    "dmd": ("distill.dmd:DMDConfig", "distill.stages:build_dmd"),
-}
-STAGE_BUILDERS: dict[str, str] = {name: builder for name, (_, builder) in STAGES.items()}
-
-
-def stage_schemas() -> dict[str, type]:
-    """Schema class of every registered stage whose package is installed."""
-    out = {}
-    for name, (schema, _) in STAGES.items():
-        module = schema.split(":")[0]
-        try:
-            out[name] = _resolve(schema)
-        except ModuleNotFoundError as e:  # a stage package that is not there (yet): skip it, nothing else
-            if e.name is None or not module.startswith(e.name):
-                raise
-    return out
 
 
 @dataclass
@@ -80,11 +56,6 @@ class StagePlan:
     hooks: list[Hook] = field(default_factory=list)
     finish: Callable[[TrainResult, MetricLogger], dict] = lambda result, logger: {}
     trainer: TrainerConfig | None = None  # overrides cfg.trainer (nested codec fit)
-
-
-def _resolve(path: str):
-    module, fn = path.split(":")
-    return getattr(importlib.import_module(module), fn)
 
 
 def fingerprint(cfg: "TrainConfig") -> dict:
@@ -101,12 +72,12 @@ def fingerprint(cfg: "TrainConfig") -> dict:
 
 def run_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> dict:
     """Build the configured stage, train it (resuming if possible), then run its ``finish``."""
-    plan: StagePlan = _resolve(STAGE_BUILDERS[cfg.stage.name])(cfg, runtime, run_dir)
+    plan: StagePlan = resolve(cfg.stage_builder)(cfg, runtime, run_dir)
     trainer = plan.trainer or cfg.trainer
-    return _train_plan(plan, trainer, cfg.logger, runtime, run_dir, fingerprint(cfg), config=asdict(cfg))
+    return train_plan(plan, trainer, cfg.logger, runtime, run_dir, fingerprint(cfg), config=asdict(cfg))
 
 
-def _train_plan(plan: StagePlan, trainer: TrainerConfig, logger_cfg: LoggerConfig, runtime: Runtime, run_dir: Path,
+def train_plan(plan: StagePlan, trainer: TrainerConfig, logger_cfg: LoggerConfig, runtime: Runtime, run_dir: Path,
                 fp: dict, config: dict | None = None) -> dict:
     ckpt = CheckpointManager(run_dir / "checkpoints", runtime, keep_last=trainer.keep_last, fingerprint=fp)
     logger = MetricLogger(run_dir, logger_cfg, is_main=runtime.is_main, total_steps=trainer.max_steps, config=config)
@@ -163,7 +134,7 @@ def _nested_trainer(cfg: "TrainConfig", steps: int) -> TrainerConfig:
                          requeue_on_preempt=t.requeue_on_preempt)
 
 
-def _codec_plan(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, *, steps: int) -> StagePlan:
+def codec_plan(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, *, steps: int) -> StagePlan:
     fit = cfg.codec.fit
     if cfg.codec.name not in TRAINABLE:
         raise ValueError(f"codec.name={cfg.codec.name!r} cannot be fitted here; trainable: {TRAINABLE}")
@@ -184,10 +155,10 @@ def _codec_plan(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, *, 
 def fit_codec(cfg: "TrainConfig", runtime: Runtime, directory: Path, pool: ClipPool | None) -> Path:
     """Train the tiny codec (resumable, in ``directory``), fit its latent statistics, save ``codec.pt``."""
     final = directory / "codec.pt"
-    plan = _codec_plan(cfg, runtime, pool, steps=cfg.codec.fit.steps)
+    plan = codec_plan(cfg, runtime, pool, steps=cfg.codec.fit.steps)
     fp = {"codec": json.dumps(asdict(cfg.codec), sort_keys=True), "data": json.dumps(asdict(cfg.data), sort_keys=True)}
     quiet = LoggerConfig(progress_bar=cfg.logger.progress_bar, level=cfg.logger.level)
-    summary = _train_plan(plan, plan.trainer, quiet, runtime, directory, fp)
+    summary = train_plan(plan, plan.trainer, quiet, runtime, directory, fp)
     if summary["status"] != "done":
         return final  # preempted: the caller exits; the next run resumes the fit
     codec = unwrap(plan.networks["codec"].module).codec
@@ -216,27 +187,3 @@ def obtain_codec(cfg: "TrainConfig", runtime: Runtime, run_dir: Path, pool: Clip
 
 class StagePreempted(Exception):
     """The nested codec fit was preempted: the whole run exits and resumes later."""
-
-
-def build_codec_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
-    pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
-    plan = _codec_plan(cfg, runtime, pool, steps=cfg.trainer.max_steps)
-    plan.trainer = None  # a stand-alone codec stage uses cfg.trainer for its length and intervals
-
-    def finish(result: TrainResult, logger: MetricLogger) -> dict:
-        codec = unwrap(plan.networks["codec"].module).codec
-        if runtime.is_main and pool is not None:
-            videos = pool.videos(list(range(min(len(pool), cfg.codec.fit.stats_clips))))
-            codec.fit_latent_stats(videos[i : i + 8].to(runtime.device) for i in range(0, len(videos), 8))
-            save_codec_file(codec, run_dir / "codec.pt")
-        runtime.barrier()
-        return {"codec": str(run_dir / "codec.pt")}
-
-    plan.finish = finish
-    return plan
-
-
-def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
-    from train.teacher_stage import build_teacher_plan
-
-    return build_teacher_plan(cfg, runtime, run_dir)

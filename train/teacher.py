@@ -1,7 +1,7 @@
 """The motion-conditioned teacher: rectified flow matching (MotionStream §3.1, eq. A1-A2).
 
-``Conditioner`` holds the frozen encoders (codec, text encoder) and turns raw samples into the
-network's inputs; ``FlowMatchingObjective`` is the teacher's loss:
+``FlowMatchingObjective`` is the teacher's loss (the frozen encoders that turn raw samples into the
+network's inputs are ``models.conditioner.Conditioner``):
 
   sigma ~ shift(U(0, 1)) (eq. A1's timestep shift), x_sigma = (1 - sigma) x0 + sigma eps,
   loss = w(sigma) * || v_theta(x_sigma, 1000 sigma, c_t, c_m, image) - (eps - x0) ||^2 (eq. A2),
@@ -20,19 +20,27 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from models.conditioning import i2v_condition, start_image_latents
-from models.tracks import DEFAULT_ID_RANGE, mask_mid_frames, rasterize_tracks, sample_track_ids, track_id_embedding
+from diffusion.schedule import (
+    WEIGHTINGS,
+    add_noise,
+    first_frame_sigmas,
+    loss_weight,
+    sample_training_sigmas,
+    sigma_to_t,
+    velocity_target,
+)
+from models.conditioner import Conditioner, encode_motion
+from models.tracks import DEFAULT_ID_RANGE, mask_mid_frames, sample_track_ids
 from train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
 from train.objective import Objective, generator_state, load_generator_state
-from train.schedule import WEIGHTINGS, add_noise, loss_weight, sample_training_sigmas, sigma_to_t, velocity_target
 
-__all__ = ["TeacherConfig", "Conditioner", "FlowMatchingObjective", "encode_motion", "mix_text", "first_frame_sigmas"]
+__all__ = ["TeacherConfig", "FlowMatchingObjective", "mix_text"]
 
 
 @dataclass
 class TeacherConfig:
     name: str = "teacher"
-    weighting: str = "bell"  # train.schedule.WEIGHTINGS
+    weighting: str = "bell"  # diffusion.schedule.WEIGHTINGS
     sigma_min: float = 0.0
     p_drop_text: float = 0.1
     p_drop_tracks: float = 0.1
@@ -60,13 +68,6 @@ class TeacherConfig:
             raise ValueError("stage.correspondence_weight/_layer/_head must be >= 0")
 
 
-def first_frame_sigmas(sigma: torch.Tensor, num_frames: int) -> torch.Tensor:
-    """[B] -> [B, F]: frame 0 clean (sigma 0), the other latent frames at sigma."""
-    out = sigma[:, None].expand(-1, num_frames).clone()
-    out[:, 0] = 0
-    return out
-
-
 def mix_text(text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null_lengths: torch.Tensor,
              drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace the text of samples where ``drop`` [B] is True by the null text [1, L0, E]."""
@@ -75,70 +76,6 @@ def mix_text(text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null
     text, null = pad(text), pad(null).expand(text.shape[0], -1, -1)
     keep = ~drop.to(text.device)
     return torch.where(keep[:, None, None], text, null), torch.where(keep, lengths, null_lengths.expand_as(lengths))
-
-
-def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Tensor, *, embed_dim: int,
-                  height: int, width: int, latent_height: int | None = None) -> torch.Tensor:
-    """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1).
-
-    ``latent_height`` (h) sets the grid: the codec's spatial factor is ``height // h`` (Wan: 8,
-    the default when it is not given)."""
-    factor = 8
-    if latent_height is not None:
-        if height % latent_height:
-            raise ValueError(f"video height {height} is not a multiple of the latent height {latent_height}")
-        factor = height // latent_height
-    emb = track_id_embedding(ids.to(tracks.device), embed_dim)
-    return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=factor)
-
-
-class Conditioner:
-    """Frozen encoders: clips -> latents, first frames -> image channels, captions -> text."""
-
-    def __init__(self, *, codec: nn.Module, text_encoder, layout: str, device: torch.device):
-        self.codec, self.text_encoder, self.layout, self.device = codec, text_encoder, layout, device
-        emb, lens = text_encoder.encode([""])
-        self.null_text, self.null_lengths = emb.to(device), lens.to(device)
-
-    @torch.no_grad()
-    def latents(self, video: torch.Tensor) -> torch.Tensor:
-        return self.codec.encode(video.to(self.device)).float()
-
-    @torch.no_grad()
-    def image(self, first_frame: torch.Tensor, *, num_frames: int) -> torch.Tensor | None:
-        """First frame [B, 3, H, W] -> the layout's image channels [B, C_img, F, h, w]."""
-        first_frame = first_frame.to(self.device)
-        if self.layout == "wan_i2v":
-            return i2v_condition(self.codec, first_frame, num_frames=num_frames).float()
-        if self.layout == "fun_control":
-            return start_image_latents(self.codec, first_frame, num_frames=num_frames).float()
-        return None
-
-    @torch.no_grad()
-    def first_latent(self, first_frame: torch.Tensor) -> torch.Tensor:
-        """First frame [B, 3, H, W] -> its clean latent [B, 16, 1, h, w] (the codec is causal, so this
-        equals latent frame 0 of the whole clip's encoding)."""
-        return self.codec.encode(first_frame.to(self.device)[:, :, None]).float()
-
-    @torch.no_grad()
-    def text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        emb, lens = self.text_encoder.encode(list(captions))
-        return emb.float(), lens
-
-    def encode(self, batch: dict) -> dict:
-        """Fill ``latents``, ``image``, ``text_emb``/``text_len`` where missing; move to the device."""
-        out = dict(batch)
-        if "latents" not in out:
-            out["latents"] = self.latents(out["video"])
-        if "image" not in out and self.layout != "t2v":
-            video = out["video"]
-            out["image"] = self.image(video[:, :, 0], num_frames=video.shape[2])
-        if "text_emb" not in out:
-            out["text_emb"], out["text_len"] = self.text(out["caption"])
-        for key, value in out.items():
-            if torch.is_tensor(value):
-                out[key] = value.to(self.device, non_blocking=True)
-        return out
 
 
 class FlowMatchingObjective(Objective):

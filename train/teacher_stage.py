@@ -20,16 +20,18 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from data.stream import derive_seed
-from train.data import ClipPool, PoolStream, build_raw_stream, heldout_clips, pool_track_batch
+from data.batching import derive_seed
+from data.clips import ClipPool, PoolStream, build_raw_stream, heldout_clips, pool_track_batch
+from eval.teacher_eval import evaluate_motion
+from models.conditioner import Conditioner
+from models.motion_wan import Conventions, build_motion_wan
 from train.dist import Runtime
-from train.evaluate import evaluate_motion
 from train.loop import Hook, TrainResult
 from train.metrics import MetricLogger
-from train.network import build_motion_wan, export_network, initialise
 from train.parallel import prepare_network, unwrap
 from train.stages import StagePlan, encode_pool, load_text_encoder, obtain_codec
-from train.teacher import Conditioner, FlowMatchingObjective
+from train.teacher import FlowMatchingObjective
+from train.weights import export_network, initialise
 
 if TYPE_CHECKING:
     from train.config import TrainConfig
@@ -39,7 +41,7 @@ __all__ = ["build_teacher_plan"]
 log = logging.getLogger(__name__)
 
 
-def build_teacher_plan(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     device = runtime.device
     text_encoder = load_text_encoder(cfg, runtime)
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
@@ -58,7 +60,7 @@ def build_teacher_plan(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
     # Same seed on every rank right before the build: identical random init everywhere.
     torch.manual_seed(cfg.trainer.seed)
     net = build_motion_wan(cfg.model, text_encoder_dim=text_encoder.dim)
-    net.conventions = {"clean_first_frame": cfg.stage.clean_first_frame}
+    net.conventions = Conventions(clean_first_frame=cfg.stage.clean_first_frame)
     on_meta = any(p.is_meta for p in net.parameters())
     sharded = cfg.parallel.strategy == "fsdp"
     init_fn = None
@@ -127,8 +129,8 @@ def build_teacher_plan(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
                          figures["epe_with_tracks"], figures["epe_without_tracks"],
                          figures["epe_ratio_with_over_without"], figures["epe_ground_truth_video"])
             out.update({k: v for k, v in figures.items() if k.startswith("epe_")})
-        conventions = {"clean_first_frame": cfg.stage.clean_first_frame, "schedule_shift": cfg.schedule.shift,
-                       "num_frames": cfg.data.num_frames, "height": cfg.data.height, "width": cfg.data.width}
+        conventions = Conventions(clean_first_frame=cfg.stage.clean_first_frame, schedule_shift=cfg.schedule.shift,
+                                  num_frames=cfg.data.num_frames, height=cfg.data.height, width=cfg.data.width)
         export = export_network(trained, run_dir / "export" / "teacher", model_cfg=asdict(cfg.model), runtime=runtime,
                                 text_encoder_dim=text_encoder.dim, conventions=conventions)
         out["export"] = str(export)

@@ -13,6 +13,8 @@ import dataclasses
 import os
 from typing import Any
 
+from models.codec_names import CODEC_NAMES
+
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 from .taehv import TAEHV, TAEHVConfig, TAEHVDecodeState
 from .tiny_ae import TinyAE, TinyAEConfig, TinyAEDecodeState, reconstruction_loss
@@ -48,7 +50,6 @@ __all__ = [
     "read_state_dict_file",
 ]
 
-CODEC_NAMES = ("wan2.1-vae", "taehv-wan2.1", "tiny-ae")
 
 
 def _make_config(cls: type, name: str, options: dict[str, Any]):

@@ -5,7 +5,7 @@
   more than a tiny training step, so the codec fit and the teacher revisit a fixed pool, and the
   teacher trains on its latents encoded ONCE by the frozen codec (``encode_pool``).
 * ``PoolStream``: the exactly resumable, rank-aware batch stream over a pool (a fresh
-  permutation per epoch, random track subsets keyed by stream coordinates: ``data.stream``'s
+  permutation per epoch, random track subsets keyed by stream coordinates: ``data.batching``'s
   rules), ``state_dict() == {"position": ...}``.
 * ``pool_size: null`` streams new clips forever through ``data.synthetic.SyntheticVideoDataset``
   (raw videos, encoded on the fly by the objective): the layout for real data.
@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from data.stream import StreamLoader, collate_samples, derive_seed, dist_info, subsample_tracks
+from data.batching import StreamLoader, collate_samples, derive_seed, dist_info, subsample_tracks
 from data.synthetic import SyntheticVideoDataset, SyntheticWorld
 
 __all__ = ["DataConfig", "make_world", "ClipPool", "PoolStream", "heldout_clips", "build_raw_stream"]

@@ -1,9 +1,11 @@
 """The trainable motion-conditioned video network: Wan DiT + track head + text projection.
 
-``MotionWan`` bundles what the teacher (and later the student and the critic, issue 7) train
-together, so one module is wrapped by DDP/FSDP, one state dict is checkpointed and one EMA is
-kept. The frozen parts (codec, text encoder) are NOT in it: they are shared, offloaded or
-replaced by cached outputs (see ``train/teacher.py``).
+``MotionWan`` bundles what the teacher, the student and the critic train together, so one module
+is wrapped by DDP/FSDP, one state dict is checkpointed and one EMA is kept. The frozen parts
+(codec, text encoder) are NOT in it: they are shared, offloaded or replaced by cached outputs
+(``models.conditioner.Conditioner``). An exported network is a folder (``save_network`` /
+``load_network``): the DiT in the official Wan format, the heads, and ``network.json`` with the
+config and the typed ``Conventions`` it must be called with.
 
 Inputs of ``forward`` (B batch, D track-embedding dim, T pixel frames, F = 1 + (T-1)/4 latent
 frames, h/w latent size, L text tokens):
@@ -18,19 +20,23 @@ input as tracks dropped in training and masked mid-frames.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import torch
 import torch.nn as nn
 
+from models.causal import CausalConfig
 from models.conditioning import LAYOUTS, compose_condition, condition_channels
 from models.flavors import build_wan, flavor_config
 from models.text_encoders import TextProjection
 from models.tracks import TRACK_EMBED_DIM, TrackEncoder
 from models.wan import WanModel
 
-__all__ = ["ModelConfig", "MotionWan", "build_motion_wan", "initialise", "export_network", "load_network", "full_state_dict", "TEXT_ENCODER_DIMS", "pad_text", "LATENT_CHANNELS"]
+__all__ = ["ModelConfig", "Conventions", "MotionWan", "build_motion_wan", "read_init", "save_network", "load_network",
+           "TEXT_ENCODER_DIMS", "pad_text", "LATENT_CHANNELS", "EXPORT_FILES"]
 
 LATENT_CHANNELS = 16
 
@@ -56,6 +62,56 @@ class ModelConfig:
         flavor_config(self.flavor, **self.overrides)  # raises ValueError naming unknown flavors / fields
 
 
+@dataclass
+class Streaming:
+    """How a causal student streams: its chunking, denoising steps per chunk and schedule shift."""
+
+    causal: CausalConfig
+    steps: int
+    shift: float
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self.causal), "steps": self.steps, "shift": self.shift}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Streaming":
+        d = dict(d)
+        steps, shift = int(d.pop("steps")), float(d.pop("shift"))
+        return cls(causal=CausalConfig(**d), steps=steps, shift=shift)
+
+
+@dataclass
+class Conventions:
+    """How an exported network must be called (``network.json`` "conventions"), typed.
+
+    ``clean_first_frame``: latent frame 0 is given clean at t = 0 and only frames 1.. are denoised;
+    ``schedule_shift`` / ``num_frames`` / ``height`` / ``width``: what the teacher was trained on;
+    ``streaming``: a causal student's chunking, steps and shift (JSON key "causal")."""
+
+    clean_first_frame: bool = False
+    schedule_shift: Optional[float] = None
+    num_frames: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    streaming: Optional[Streaming] = None
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in ("clean_first_frame", "schedule_shift", "num_frames", "height", "width")
+               if getattr(self, k) is not None}
+        if self.streaming is not None:
+            out["causal"] = self.streaming.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "conventions") -> "Conventions":
+        d = dict(d)
+        known = {"clean_first_frame", "schedule_shift", "num_frames", "height", "width", "causal"}
+        if set(d) - known:
+            raise ValueError(f"{source}: unknown conventions {sorted(set(d) - known)}; known: {sorted(known)}")
+        causal = d.pop("causal", None)
+        return cls(**d, streaming=Streaming.from_dict(causal) if causal else None)
+
+
 def pad_text(emb: torch.Tensor, length: int) -> torch.Tensor:
     """[B, L, E] -> [B, length, E]: zero-pad or truncate on tokens (zero rows are Wan's padding)."""
     if emb.shape[1] >= length:
@@ -71,9 +127,9 @@ class MotionWan(nn.Module):
         super().__init__()
         self.dit, self.layout = dit, layout
         self.required_in_dim = required_in_dim or dit.in_dim  # in_dim the layout needs
-        # Calling conventions the network was trained with (export_network writes them to
-        # network.json; load_network restores them), e.g. {"clean_first_frame": True}.
-        self.conventions: dict = {}
+        # how the network was trained to be called (save_network writes them to network.json;
+        # load_network restores them)
+        self.conventions = Conventions()
         self.track_encoder = track_encoder
         self.text_proj = text_proj
 
@@ -165,7 +221,7 @@ def _pad_patch_embedding(sd: dict[str, torch.Tensor], in_dim: int, source: str) 
     return sd
 
 
-def _read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
+def read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
     """Full state dict (MotionWan keys) to start from: an exported network folder (DiT + heads,
     e.g. the stage-1 teacher for the fine-tune stage) or a Wan checkpoint (DiT only)."""
     from models.checkpoint import read_state_dict, to_official
@@ -181,34 +237,6 @@ def _read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
     return {**{f"dit.{k}": v for k, v in dit.items()}, **heads}
 
 
-def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, is_main: bool = True) -> None:
-    """Materialised (``to_empty``) or fresh network -> random init, then the starting weights.
-
-    ``init_from``: an exported network folder (``export_network``; DiT + track head + text
-    projection) or an official/diffusers Wan checkpoint (DiT only, possibly with fewer input
-    channels, grown with zeros). Under FSDP (``sharded``) rank 0 reads the file and DCP
-    broadcasts each shard to its owner, so no other rank loads the full checkpoint.
-    """
-    net.init_weights()
-    if init_from is None:
-        return
-    sd = _read_init(init_from, net.required_in_dim) if (is_main or not sharded) else {}
-    if sharded:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
-
-        opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
-        set_model_state_dict(net, sd, options=opts)
-        return
-    own = net.state_dict()
-    missing = sorted(k for k in own if k.startswith("dit.") and k not in sd)
-    unexpected = sorted(set(sd) - set(own))
-    bad = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
-    if missing or unexpected or bad:
-        raise ValueError(f"model.init_from={init_from!r} does not match the network: missing {missing[:6]}, "
-                         f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]} (check model.flavor / layout)")
-    net.load_state_dict(sd, strict=False)
-
-
 TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5-xxl": 4096}  # for meta builds
 
 
@@ -217,53 +245,30 @@ TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5
 EXPORT_FILES = ("network.json", "dit", "heads.pt")
 
 
-def full_state_dict(trained, *, use_ema: bool = True) -> dict[str, torch.Tensor]:
-    """Full (unsharded) CPU state dict of a ``TrainedNetwork``, EMA weights substituted when kept.
-
-    Collective under FSDP (every rank must call); the result is complete on every rank.
-    """
-    from train.parallel import FSDPNetwork
-
-    if isinstance(trained, FSDPNetwork):
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        sd = get_model_state_dict(trained.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-    else:
-        sd = {k: v.detach().cpu() for k, v in trained.raw.state_dict().items()}
-    if use_ema and trained.ema is not None:
-        for name, shadow in zip(trained.ema.names, trained.ema.shadow):
-            full = shadow.full_tensor() if hasattr(shadow, "full_tensor") else shadow
-            sd[name] = full.detach().cpu().to(sd[name].dtype)
-    return sd
-
-
-def export_network(trained, directory: Path, *, model_cfg: dict, runtime, text_encoder_dim: int,
-                   use_ema: bool = True, conventions: dict | None = None) -> Path:
-    """Write ``<dir>/dit`` (official Wan format, loadable by ``models.checkpoint.load_wan``),
-    ``<dir>/heads.pt`` (track head + text projection) and ``<dir>/network.json`` (config, plus
-    ``conventions``: how the network was trained to be called, e.g. ``clean_first_frame``)."""
+def save_network(state_dict: dict[str, torch.Tensor], directory: Path, *, model_cfg: dict, text_encoder_dim: int,
+                 ema: bool, conventions: "Conventions | dict | None" = None) -> Path:
+    """Write a full MotionWan state dict as ``<dir>/dit`` (official Wan format, loadable by
+    ``models.checkpoint.load_wan``), ``<dir>/heads.pt`` (track head + text projection) and
+    ``<dir>/network.json`` (config, plus ``conventions``: how the network must be called)."""
     import json
 
     from models.checkpoint import save_wan
 
     directory = Path(directory)
-    sd = full_state_dict(trained, use_ema=use_ema)
-    if runtime.is_main:
-        net = build_motion_wan(ModelConfig(**model_cfg), text_encoder_dim=text_encoder_dim, device="meta")
-        net.load_state_dict(sd, strict=True, assign=True)
-        directory.mkdir(parents=True, exist_ok=True)
-        save_wan(net.dit, directory / "dit")
-        heads = {k: v for k, v in sd.items() if not k.startswith("dit.")}
-        torch.save(heads, directory / "heads.pt")
-        meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(use_ema and trained.ema is not None),
-                "conventions": conventions or {}}
-        (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
-    runtime.barrier()
+    net = build_motion_wan(ModelConfig(**model_cfg), text_encoder_dim=text_encoder_dim, device="meta")
+    net.load_state_dict(state_dict, strict=True, assign=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_wan(net.dit, directory / "dit")
+    heads = {k: v for k, v in state_dict.items() if not k.startswith("dit.")}
+    torch.save(heads, directory / "heads.pt")
+    conv = conventions if isinstance(conventions, Conventions) else Conventions.from_dict(conventions or {})
+    meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(ema), "conventions": conv.to_dict()}
+    (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
     return directory
 
 
 def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
-    """Rebuild an exported network (the frozen teacher of issue 7 loads this way)."""
+    """Rebuild an exported network (the frozen teacher of the distillation stages loads this way)."""
     import json
 
     from models.checkpoint import load_into, read_state_dict
@@ -271,7 +276,7 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
     directory = Path(directory)
     missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
     if missing:
-        raise ValueError(f"{directory} is not an exported network (missing {missing}); see train.network.export_network")
+        raise ValueError(f"{directory} is not an exported network (missing {missing}); see train.weights.export_network")
     meta = json.loads((directory / "network.json").read_text())
     net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
     sd, _ = read_state_dict(directory / "dit")
@@ -281,5 +286,5 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
     if set(heads) != own:
         raise ValueError(f"{directory / 'heads.pt'} keys {sorted(heads)} do not match the network's {sorted(own)}")
     net.load_state_dict(heads, strict=False, assign=True)
-    net.conventions = dict(meta.get("conventions", {}))  # how it must be called (see export_network)
+    net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(directory / "network.json"))
     return net.to(device)

@@ -4,7 +4,7 @@ Design: every check that can reject a file raises `Skip(reason)` with a `kind: d
 anything unexpected is caught at the file level and recorded as `error: ...`, so a shard always
 completes. Components (tracker, text encoder, latent encoder) are built once per worker process
 from their specs. Before each file the worker writes the file's path to `.progress/<shard>.current`
-so the parent can name the culprit if a decoder crashes the process (see data/pipeline.py).
+so the parent can name the culprit if a decoder crashes the process (see data/prepare_shards.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,15 @@ import torch
 
 from data.shards import encode_sample, make_key, write_shard_atomic
 from data.trackers import build_tracker, grid_queries
-from data.video_io import VideoDecodeError, decode_video, encode_mp4, frames_to_tensor, probe_video, resample_indices, resize_center_crop
+from data.video_io import (
+    VideoDecodeError,
+    decode_video,
+    encode_mp4,
+    frames_to_tensor,
+    probe_video,
+    resample_indices,
+    resize_center_crop,
+)
 
 _STATE: dict[str, Any] = {}
 

@@ -19,13 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from data.trackers import build_tracker, epe
-from eval.samplers import Condition, SamplerConfig, nfe_per_step, sample
+from data.clips import ClipPool
+from data.trackers import build_tracker
+from data.video_io import to_uint8
+from diffusion.samplers import Condition, SamplerConfig, nfe_per_step, sample
+from eval.metrics import epe, video_psnr, video_ssim
+from models.conditioner import Conditioner, encode_motion
 from models.tracks import sample_track_ids
-from train.data import ClipPool
-from train.teacher import Conditioner, encode_motion
 
-__all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video", "video_psnr", "video_ssim", "to_uint8"]
+__all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video"]
 
 log = logging.getLogger(__name__)
 
@@ -55,44 +57,6 @@ class EvalConfig:
             raise ValueError(f"eval.num_frames={self.num_frames} must be 4k + 1 (the codec's temporal factor) or null")
         if self.batch_size < 1 or self.save_videos < 0:
             raise ValueError(f"eval.batch_size={self.batch_size} must be >= 1 and eval.save_videos={self.save_videos} >= 0")
-
-
-def to_uint8(video: torch.Tensor) -> np.ndarray:
-    """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
-    return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()
-
-
-def video_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
-    """PSNR (dB, peak 255) of uint8 frames [T, H, W, 3] against the ground truth over frames 1..
-    (frame 0 is the given first frame). One MSE over all those pixels, not a mean of per-frame PSNRs."""
-    if pred.shape != gt.shape:
-        raise ValueError(f"video_psnr: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    mse = float(np.mean((pred[1:].astype(np.float64) - gt[1:].astype(np.float64)) ** 2))
-    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
-
-
-def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5) -> float:
-    """Mean SSIM (Wang et al. 2004: Gaussian window sigma 1.5 truncated at 3.5 sigma, K1 0.01,
-    K2 0.03, peak 255, per RGB channel, borders the window does not fit excluded) of uint8 frames
-    [T, H, W, 3] against the ground truth over frames 1... Unlike PSNR it falls for per-pixel noise
-    whose average colour is right."""
-    if pred.shape != gt.shape:
-        raise ValueError(f"video_ssim: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    r = int(3.5 * sigma + 0.5)
-    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
-    g = g / g.sum()
-
-    def blur(x: torch.Tensor) -> torch.Tensor:  # [N, 1, H, W] -> [N, 1, H - 2r, W - 2r] (separable, valid)
-        x = torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1))
-        return torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1))
-
-    to = lambda v: torch.from_numpy(np.ascontiguousarray(v[1:])).double().permute(0, 3, 1, 2).reshape(-1, 1, *v.shape[1:3])  # noqa: E731
-    x, y = to(pred), to(gt)  # [(T-1) * 3, 1, H, W]
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mx, my = blur(x), blur(y)
-    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
-    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
-    return float(ssim.mean())
 
 
 def overlay_tracks(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, *, max_points: int = 24) -> np.ndarray:
@@ -140,7 +104,7 @@ def evaluate_motion(
     """Returns EPE figures (pixels) and per-sample values; writes ``cfg.save_videos`` held-out
     samples (generated with / without tracks and the ground truth, tracks overlaid) to ``out_dir``."""
     if clean_first_frame is None:  # the network's own training convention (network.json)
-        clean_first_frame = bool(getattr(getattr(network, "module", network), "conventions", {}).get("clean_first_frame"))
+        clean_first_frame = getattr(network, "module", network).conventions.clean_first_frame  # DDP-wrapped or not
     tracker = build_tracker(cfg.tracker)
     strict = build_tracker(cfg.strict_tracker) if cfg.strict_tracker else None
     network.eval()
@@ -164,7 +128,7 @@ def evaluate_motion(
             for b, k in enumerate(keep):
                 on = torch.nonzero(k).flatten()
                 if len(on) > cfg.num_tracks:
-                    g = torch.Generator().manual_seed(int(clips.clips[idx[b]]["meta"]["seed"]) % 2**62)  # = stream.evaluate
+                    g = torch.Generator().manual_seed(int(clips.clips[idx[b]]["meta"]["seed"]) % 2**62)  # = eval.stream_eval
                     drop = on[torch.randperm(len(on), generator=g)[cfg.num_tracks:]]
                     k[drop] = False
         n_max = max(int(k.sum()) for k in keep)

@@ -37,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 
 from tqdm import tqdm
 
-from data import pipeline_worker as worker
+from data import prepare_worker as worker
 from data.shards import ShardInfo, write_index
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")

@@ -1,8 +1,8 @@
 """Training-step benchmark of the motion-conditioned teacher.
 
-    python -m eval.bench_train                       # tiny teacher (the tiny_teacher experiment) on CPU;
+    python -m train.bench_train                       # tiny teacher (the tiny_teacher experiment) on CPU;
                                                      # on a GPU also the real 1.3B teacher at 832x480
-    python -m eval.bench_train --real --steps 10     # only the real config (GPU)
+    python -m train.bench_train --real --steps 10     # only the real config (GPU)
 
 What is timed: one optimizer update of ``FlowMatchingObjective`` with the experiment's stage settings (timestep/noise/dropout
 sampling, track rasterisation, forward, weighted flow-matching loss, backward, clip, AdamW,
@@ -27,13 +27,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import json
-import time
-from dataclasses import replace
+import statistics
 
 import torch
 
+from eval.timing import time_calls
+from models.motion_wan import ModelConfig, build_motion_wan
 from train.ema import EMA, EMAConfig
-from train.network import ModelConfig, build_motion_wan
 from train.optim import OptimConfig, build_optimizer, param_groups
 from train.teacher import FlowMatchingObjective, TeacherConfig
 
@@ -98,17 +98,10 @@ def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: i
         opt.zero_grad(set_to_none=True)
         ema.update(net)
 
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        step()
-    sync()
+    time_calls(step, device=device, repeats=0, warmup=warmup)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    sync()
-    dt = (time.perf_counter() - t0) / steps
+    dt = statistics.mean(time_calls(step, device=device, repeats=steps, warmup=0))
     pt, ph, pw = net.dit.patch_size
     tokens = (1 + (frames - 1) // 4) // pt * (height // 8 // ph) * (width // 8 // pw)
     flops = model_flops(net, tokens=tokens, text_tokens=net.dit.text_len, batch=batch)

@@ -222,8 +222,8 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     """Held-out evaluation (teacher vs streamed students), long rollouts with/without sink, latency."""
     from omegaconf import OmegaConf
 
-    from stream.evaluate import StreamEvalConfig, run_evaluation
-    from train.data import DataConfig
+    from data.clips import DataConfig
+    from eval.stream_eval import StreamEvalConfig, run_evaluation
 
     sizes: Sizes = state["sizes"]
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)  # world, grid
@@ -234,11 +234,11 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     figures = run_evaluation(run_dir, teacher=state["teacher"], codec=state["codec"],
                              students={"ode_init": state["ode_student"], "student": state["student"]},
                              data=data, teacher_steps=sizes.teacher_steps, shift=float(cfg["schedule"]["shift"]),
-                             student_steps=int(cfg["schedule"]["student_steps"]), codec_name=cfg["codec"]["name"],
+                             codec_name=cfg["codec"]["name"],
                              cfg=ev)
+    from data.clips import heldout_clips
     from eval.oracle_copy import oracle_copy_epe
     from models.codecs import build_codec
-    from train.data import heldout_clips
 
     # the no-network baseline on the same clips and input tracks: frame 0 moved by the true pan
     patch = (teacher_cfg["model"].get("overrides") or {}).get("patch_size") or [1, 2, 2]

@@ -11,7 +11,7 @@ where 0 is the null text (the empty prompt's encoding) or the empty motion (no t
 terms of one step run as ONE batched forward; without a motion condition the terms that differ only
 in motion coincide and run once. Solvers: ``euler`` (x <- x + (s' - s) v) and
 ``heun`` (2nd order, two guided evaluations per step), on the shared step grid of
-``train.schedule.sampling_sigmas``. (Wan's official sampler is UniPC; not provided here.)
+``diffusion.schedule.sampling_sigmas``. (Wan's official sampler is UniPC; not provided here.)
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from train.schedule import sampling_sigmas, sigma_to_t
+from diffusion.schedule import sampling_sigmas, sigma_to_t
 
 __all__ = ["GuidanceConfig", "SamplerConfig", "Condition", "guided_velocity", "sample", "nfe_per_step", "GUIDANCE_MODES"]
 
@@ -145,7 +145,7 @@ def sample(
 ) -> torch.Tensor:
     """Integrate from ``noise`` (sigma = 1) to a clean latent on the shared step grid.
 
-    ``callback(i, sigma_i, x_i)`` sees every step's input (ODE pairs for issue 7 record these).
+    ``callback(i, sigma_i, x_i)`` sees every step's input (the ODE pairs record these).
     With ``cond.first_latent`` the latent frame 0 is held at that clean latent with timestep 0 at
     every step (the ``clean_first_frame`` training convention); only frames 1.. are integrated.
     """
@@ -154,7 +154,8 @@ def sample(
     B, F = x.shape[0], x.shape[2]
     first = cond.first_latent
     inner = getattr(model, "module", model)
-    if first is None and getattr(inner, "conventions", {}).get("clean_first_frame"):
+    conventions = getattr(inner, "conventions", None)  # a MotionWan has them; other velocity callables do not
+    if first is None and conventions is not None and conventions.clean_first_frame:
         raise ValueError(
             "this network was trained with a clean latent frame 0 (network.json conventions.clean_first_frame): "
             "pass Condition(first_latent=<the first frame's latent [B, 16, 1, h, w]>), e.g. "

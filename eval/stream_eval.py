@@ -1,6 +1,6 @@
 """Evaluation of the streaming student: held-out motion following, long rollouts, latency.
 
-* ``evaluate_stream_motion``: the teacher's protocol (train/evaluate.py) run through the
+* ``evaluate_stream_motion``: the teacher's protocol (eval/teacher_eval.py) run through the
   streaming engine: per held-out clip the first frame, caption and input tracks (those visible
   in frame 0), tracks handed over chunk by chunk; generated with and without tracks from the
   same noise; re-tracked from the frame-0 positions; EPE over visible points. Writes
@@ -25,11 +25,12 @@ from typing import Optional
 import numpy as np
 import torch
 
-from data.trackers import build_tracker, epe
+from data.trackers import build_tracker
+from data.video_io import to_uint8
+from eval.metrics import epe, video_psnr, video_ssim
 from models.tracks import sample_track_ids
 from stream.chunks import StreamConfig
 from stream.engine import StreamingGenerator, collect, tracks_from_array
-from train.evaluate import to_uint8, video_psnr, video_ssim  # shared with the teacher's evaluation
 
 __all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_motion", "long_rollout", "chunk_latency",
            "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet", "write_side_by_sides", "unbroken"]
@@ -38,7 +39,7 @@ __all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_moti
 @dataclass
 class StreamEvalConfig:
     tracker: str = "lk"
-    # The strict protocol next to it (epe_strict_*, as train/evaluate.py): plain LK + forward-backward,
+    # The strict protocol next to it (epe_strict_*, as eval/teacher_eval.py): plain LK + forward-backward,
     # lost points held where last seen, scored over each input track's unbroken visible run.
     strict_tracker: str | None = "lk_plain"
     batch_size: int = 8
@@ -327,24 +328,26 @@ def write_side_by_sides(run_dir: Path, clips: list[dict], videos: dict[str, np.n
 
 
 def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[str, str], data,
-                   teacher_steps: int, shift: float, student_steps: int = 3, cfg: StreamEvalConfig | None = None,
+                   teacher_steps: int, shift: float, cfg: StreamEvalConfig | None = None,
                    codec_name: str = "tiny-ae") -> dict:
     """The evaluation of ``make run`` on held-out clips (see the module docstring); returns figures.
 
     ``teacher``/``students``: exported network folders; ``codec``: the teacher's codec file
     (``codec_name`` in models.codecs). The last student of ``students`` is the one whose samples
-    are written and whose long rollouts and latency are measured. ``data``: the stages' ``train.data.DataConfig`` (world, size, clip length;
-    ``eval_samples`` held-out clips from its evaluation seed namespace)."""
+    are written and whose long rollouts and latency are measured; each student streams with the
+    chunking, steps and shift its export records (``conventions.streaming``). ``data``: the stages'
+    ``data.clips.DataConfig`` (world, size, clip length; ``eval_samples`` held-out clips from its
+    evaluation seed namespace)."""
     import json
 
-    from data.stream import derive_seed
-    from eval.samplers import GuidanceConfig, SamplerConfig
+    from data.batching import derive_seed
+    from data.clips import ClipPool, heldout_clips, make_world
+    from diffusion.samplers import GuidanceConfig, SamplerConfig
+    from eval.teacher_eval import EvalConfig, evaluate_motion
     from models.codecs import build_codec
+    from models.conditioner import Conditioner
+    from models.motion_wan import load_network
     from models.text_encoders import build_text_encoder
-    from train.data import ClipPool, heldout_clips, make_world
-    from train.evaluate import EvalConfig, evaluate_motion
-    from train.network import load_network
-    from train.teacher import Conditioner
 
     cfg = cfg or StreamEvalConfig()
     run_dir = Path(run_dir)
@@ -385,11 +388,15 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     previews = [("ground truth", videos["ground truth"][: cfg.preview_clips]),
                 ("teacher, tracks", videos["teacher"][: cfg.preview_clips])]
 
-    stream_cfg = StreamConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, steps=student_steps, shift=shift)
-    engine = None
+    engine = stream_cfg = None
     for i, (name, folder) in enumerate(students.items()):
         last = i == len(students) - 1
-        engine = StreamingGenerator(load_network(folder).requires_grad_(False), codec_module, config=stream_cfg)
+        student = load_network(folder).requires_grad_(False)
+        if student.conventions.streaming is None:
+            raise ValueError(f"{folder}/network.json records no streaming configuration (conventions.causal): "
+                             "export the student with the ODE-init or DMD stage")
+        stream_cfg = StreamConfig.of(student.conventions.streaming)  # its chunking, steps and shift
+        engine = StreamingGenerator(student, codec_module, config=stream_cfg)
         t0 = time.perf_counter()
         sf = evaluate_stream_motion(engine, clips=clips.clips, text_fn=conditioner.text, cfg=cfg,
                                     out_dir=run_dir if last else None, fps=fps)
@@ -429,8 +436,8 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     figures.update(long_rollout_factor=cfg.long_factor, long_rollout_frames=long_frames,
                    long_rollout_latents=long_latents, training_horizon_chunks=horizon_chunks, drift={})
     t0 = time.perf_counter()
-    for tag, sink in (("with_sink", 1), ("without_sink", 0)):
-        conf = StreamConfig(chunk_frames=3, sink_chunks=sink, window_chunks=1, steps=student_steps, shift=shift)
+    for tag, sink in (("with_sink", stream_cfg.causal.sink_chunks or 1), ("without_sink", 0)):
+        conf = dataclasses.replace(stream_cfg, causal=dataclasses.replace(stream_cfg.causal, sink_chunks=sink))
         eng = StreamingGenerator(engine.network, codec_module, config=conf)
         roll = long_rollout(eng, clips=long.clips, codec=codec_module, text_fn=conditioner.text, seed=cfg.seed,
                             num_tracks=cfg.num_tracks)

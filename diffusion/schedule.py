@@ -145,3 +145,10 @@ def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
 def x0_from_velocity(x: torch.Tensor, v: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """Clean estimate from a velocity prediction: x0 = x - sigma v."""
     return x - _expand(sigma, x) * v
+
+
+def first_frame_sigmas(sigma: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """[B] -> [B, F]: frame 0 clean (sigma 0), the other latent frames at sigma."""
+    out = sigma[:, None].expand(-1, num_frames).clone()
+    out[:, 0] = 0
+    return out

@@ -1,0 +1,79 @@
+"""Frozen encoders turned into network inputs: clips -> latents, first frames -> image channels or a
+clean first latent, captions -> text embeddings, tracks -> the motion condition c_m (eq. 1).
+
+Shared by training (the teacher objective, ODE pairs, DMD), the streaming engine and the
+evaluations, so every stage conditions the network the same way.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from models.conditioning import i2v_condition, start_image_latents
+from models.tracks import rasterize_tracks, track_id_embedding
+
+__all__ = ["Conditioner", "encode_motion"]
+
+
+def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Tensor, *, embed_dim: int,
+                  height: int, width: int, latent_height: int | None = None) -> torch.Tensor:
+    """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1).
+
+    ``latent_height`` (h) sets the grid: the codec's spatial factor is ``height // h`` (Wan: 8,
+    the default when it is not given)."""
+    factor = 8
+    if latent_height is not None:
+        if height % latent_height:
+            raise ValueError(f"video height {height} is not a multiple of the latent height {latent_height}")
+        factor = height // latent_height
+    emb = track_id_embedding(ids.to(tracks.device), embed_dim)
+    return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=factor)
+
+
+class Conditioner:
+    """Frozen encoders: clips -> latents, first frames -> image channels, captions -> text."""
+
+    def __init__(self, *, codec: nn.Module, text_encoder, layout: str, device: torch.device):
+        self.codec, self.text_encoder, self.layout, self.device = codec, text_encoder, layout, device
+        emb, lens = text_encoder.encode([""])
+        self.null_text, self.null_lengths = emb.to(device), lens.to(device)
+
+    @torch.no_grad()
+    def latents(self, video: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(video.to(self.device)).float()
+
+    @torch.no_grad()
+    def image(self, first_frame: torch.Tensor, *, num_frames: int) -> torch.Tensor | None:
+        """First frame [B, 3, H, W] -> the layout's image channels [B, C_img, F, h, w]."""
+        first_frame = first_frame.to(self.device)
+        if self.layout == "wan_i2v":
+            return i2v_condition(self.codec, first_frame, num_frames=num_frames).float()
+        if self.layout == "fun_control":
+            return start_image_latents(self.codec, first_frame, num_frames=num_frames).float()
+        return None
+
+    @torch.no_grad()
+    def first_latent(self, first_frame: torch.Tensor) -> torch.Tensor:
+        """First frame [B, 3, H, W] -> its clean latent [B, 16, 1, h, w] (the codec is causal, so this
+        equals latent frame 0 of the whole clip's encoding)."""
+        return self.codec.encode(first_frame.to(self.device)[:, :, None]).float()
+
+    @torch.no_grad()
+    def text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        emb, lens = self.text_encoder.encode(list(captions))
+        return emb.float(), lens
+
+    def encode(self, batch: dict) -> dict:
+        """Fill ``latents``, ``image``, ``text_emb``/``text_len`` where missing; move to the device."""
+        out = dict(batch)
+        if "latents" not in out:
+            out["latents"] = self.latents(out["video"])
+        if "image" not in out and self.layout != "t2v":
+            video = out["video"]
+            out["image"] = self.image(video[:, :, 0], num_frames=video.shape[2])
+        if "text_emb" not in out:
+            out["text_emb"], out["text_len"] = self.text(out["caption"])
+        for key, value in out.items():
+            if torch.is_tensor(value):
+                out[key] = value.to(self.device, non_blocking=True)
+        return out
