@@ -175,7 +175,7 @@ def pool_track_batch(entries: list[dict], gids: list[int], *, seed: int, num_tra
             s = subsample_tracks(s, tuple(num_tracks), rng)
         samples.append(s)
     batch = collate_samples(samples)
-    for key in ("image",):
+    for key in ("image", "image_features"):
         if all(key in s for s in samples):
             batch[key] = torch.stack([s[key] for s in samples])
     return batch

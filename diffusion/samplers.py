@@ -65,6 +65,7 @@ class Condition:
     image: torch.Tensor | None = None  # [B, C_img, F, h, w]
     motion: torch.Tensor | None = None  # [B, D, T, h, w]
     first_latent: torch.Tensor | None = None  # [B, 16, 1, h, w]: latent frame 0 held clean (t = 0)
+    image_features: torch.Tensor | None = None  # [B, 257, 1280] CLIP tokens (flavors with the image branch)
 
 
 # (text?, motion?) combinations each mode evaluates
@@ -113,6 +114,8 @@ def guided_velocity(
         text_lengths=torch.cat(lens),
         image=None if cond.image is None else cond.image.repeat(k, *([1] * (cond.image.ndim - 1))),
         motion=torch.cat(motions) if motions else None,
+        **({} if cond.image_features is None else
+           {"image_features": cond.image_features.repeat(k, *([1] * (cond.image_features.ndim - 1)))}),
     ).float()
     distinct = out.chunk(k)
     v = [distinct[terms.index(key)] for key in wanted]

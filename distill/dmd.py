@@ -145,7 +145,8 @@ class DMDObjective(Objective):
         with torch.set_grad_enabled(grad):
             cond = VideoCondition(context=net.project_text(batch["text_emb"], batch["text_len"]),
                                   image_latent=batch["image_latent"], image_cond=image_cond,
-                                  track_ids=batch["track_ids"], height=self.height, width=self.width)
+                                  track_ids=batch["track_ids"], height=self.height, width=self.width,
+                                  image_features=batch.get("image_features"))
             cache = start_cache(net, cond, cfg)
         motion = batch["motion"]
         outs = [cond.image_latent]
@@ -179,14 +180,16 @@ class DMDObjective(Objective):
 
     def _critic_velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.critic(x_t, sigma_to_t(sigma), text=batch["text_emb"], text_lengths=batch["text_len"],
-                           image=batch["image"], motion=batch["motion"]).float()
+                           image=batch["image"], motion=batch["motion"],
+                           image_features=batch.get("image_features")).float()
 
     def generator_loss(self, batch: dict):
         x = self.rollout(batch, grad=True)  # [B, 16, F, h, w]
         with torch.no_grad():
             x_t, _, sigma = self._noised(x.detach())
             cond = Condition(text=batch["text_emb"], text_lengths=batch["text_len"], null_text=self.null_text,
-                             null_text_lengths=self.null_lengths, image=batch["image"], motion=batch["motion"])
+                             null_text_lengths=self.null_lengths, image=batch["image"], motion=batch["motion"],
+                             image_features=batch.get("image_features"))
             real = x0_from_velocity(x_t, guided_velocity(self.teacher, x_t, sigma, cond, self.cfg.guidance), sigma)
             fake = x0_from_velocity(x_t, self._critic_velocity(x_t, sigma, batch), sigma)
             g = dmd_gradient(x.detach(), real, fake)

@@ -110,7 +110,8 @@ class ODEInitObjective(Objective):
         attn = BlockCausalAttention(causal, (F, h // dit.patch_size[1], w // dit.patch_size[2]), dit.head_dim,
                                     device=traj.device, backend=self.backend)
         v = self.network(x, sigma_to_t(sigma), text=batch["text_emb"], text_lengths=batch["text_len"],
-                         image=batch["image"], motion=motion, attention=attn)
+                         image=batch["image"], motion=motion, image_features=batch.get("image_features"),
+                         attention=attn)
         x0 = x0_from_velocity(x, v.float(), sigma)
         err = (x0 - traj[:, -1]).square().mean(dim=(1, 3, 4))  # [B, F]
         noisy = sigma > 0

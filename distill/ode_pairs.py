@@ -131,13 +131,15 @@ def generate_ode_pairs(
             gens = [torch.Generator().manual_seed(cfg.seed * 1_000_003 + i) for i in idx]
             ids = torch.cat([sample_track_ids(1, batch["tracks"].shape[2], generator=g) for g in gens])
             image = batch["image"].to(device)
+            features = batch.get("image_features")  # [B, 257, 1280] CLIP tokens, or None
             lat_shape = (16, *image.shape[2:])
             noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
             motion = encode_motion(batch["tracks"].to(device), batch["visibility"].to(device), ids,
                                    embed_dim=embed_dim, height=height, width=width, latent_height=image.shape[-2])
             cond = Condition(text=batch["text_emb"].to(device), text_lengths=batch["text_len"].to(device),
                              null_text=null_text, null_text_lengths=null_text_lengths, image=image, motion=motion,
-                             first_latent=batch["image_latent"].to(device) if clean_first else None)
+                             first_latent=batch["image_latent"].to(device) if clean_first else None,
+                             image_features=None if features is None else features.to(device))
             kept: dict[int, torch.Tensor] = {}
 
             def record(i: int, sigma: torch.Tensor, x: torch.Tensor) -> None:
@@ -153,6 +155,8 @@ def generate_ode_pairs(
                                ("tracks", batch["tracks"]), ("visibility", batch["visibility"]), ("track_ids", ids),
                                ("text_emb", batch["text_emb"][:, :L].cpu()), ("text_len", batch["text_len"].cpu())):
                 parts.setdefault(key, []).extend(value.unbind(0))
+            if features is not None:
+                parts.setdefault("image_features", []).extend(features.cpu().unbind(0))
             parts.setdefault("caption", []).extend(batch["caption"])
             parts.setdefault("seed", []).extend(int(v) for v in batch["seeds"])
         shard = _stack(parts)

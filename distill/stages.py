@@ -34,7 +34,7 @@ from distill.dmd import DMDConfig, DMDObjective
 from distill.ode_init import ODEInitConfig, ODEInitObjective
 from distill.ode_pairs import generate_ode_pairs, load_ode_pairs, pairs_complete
 from models.conditioner import Conditioner
-from models.motion_wan import Conventions, Streaming, load_network
+from models.motion_wan import Conventions, ModelConfig, Streaming, load_network
 from train.dist import Runtime
 from train.loop import TrainResult
 from train.parallel import prepare_frozen, prepare_network, unwrap
@@ -48,6 +48,7 @@ __all__ = ["build_ode_init", "build_dmd", "obtain_ode_pairs", "teacher_codec", "
 
 log = logging.getLogger(__name__)
 CONDITION_KEYS = ("image", "image_latent", "tracks", "visibility", "text_emb", "text_len", "track_ids")
+OPTIONAL_KEYS = ("image_features",)  # CLIP tokens: only for flavors with the I2V image branch
 
 
 def student_steps(cfg: "TrainConfig") -> int:
@@ -146,8 +147,8 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
         device = runtime.device
         teacher = prepare_frozen(runtime, load_network(teacher_dir))
         codec = teacher_codec(cfg, runtime, teacher_dir)
-        conditioner = Conditioner(codec=codec, text_encoder=load_text_encoder(cfg, runtime), layout=teacher.layout,
-                                  device=device)
+        conditioner = Conditioner.for_network(ModelConfig(**_network_meta(teacher_dir)["model"]), codec=codec,
+                                              text_encoder=load_text_encoder(cfg, runtime), device=device)
         n = st.pool_size or st.ode_pairs.num_pairs
         seeds = [derive_seed(cfg.data.seed, "clip", i) for i in range(n)]  # the teacher's training clips
         pool = ClipPool(make_world(cfg.data), seeds, num_workers=cfg.data.num_workers)
@@ -158,7 +159,9 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
             clips = [pool.clips[i % n] for i in idx]
             video = pool.videos([i % n for i in idx])  # [B, 3, T, H, W]
             text, lens = conditioner.text([c["caption"] for c in clips])
+            features = conditioner.image_features(video[:, :, 0])
             return {
+                **({} if features is None else {"image_features": features}),
                 "image": conditioner.image(video[:, :, 0], num_frames=video.shape[2]),
                 "image_latent": conditioner.latents(video[:, :, :1]),
                 "first_frame": torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in clips]),
@@ -177,6 +180,7 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
 
 def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: dict, keys: tuple[str, ...]) -> PoolStream:
     size = int(pairs["tracks"].shape[0])
+    keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
 
     def make(idx: list[int], gids: list[int]) -> dict:
         sel = torch.tensor(idx)

@@ -346,7 +346,7 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     from eval.teacher_eval import EvalConfig, evaluate_motion
     from models.codecs import build_codec
     from models.conditioner import Conditioner
-    from models.motion_wan import load_network
+    from models.motion_wan import ModelConfig, load_network
     from models.text_encoders import build_text_encoder
 
     cfg = cfg or StreamEvalConfig()
@@ -357,7 +357,8 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     text_encoder = build_text_encoder(meta["text_encoder"], **enc_kwargs)
     codec_module = build_codec(codec_name, checkpoint=codec).eval()
     teacher_net = load_network(teacher).eval().requires_grad_(False)
-    conditioner = Conditioner(codec=codec_module, text_encoder=text_encoder, layout=teacher_net.layout, device=device)
+    conditioner = Conditioner.for_network(ModelConfig(**meta), codec=codec_module, text_encoder=text_encoder,
+                                          device=device)
     num_frames, fps = data.num_frames, data.fps
     clips = heldout_clips(data)
     figures: dict = {"num_heldout": len(clips), "num_frames": num_frames,
@@ -396,7 +397,8 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
             raise ValueError(f"{folder}/network.json records no streaming configuration (conventions.causal): "
                              "export the student with the ODE-init or DMD stage")
         stream_cfg = StreamConfig.of(student.conventions.streaming)  # its chunking, steps and shift
-        engine = StreamingGenerator(student, codec_module, config=stream_cfg)
+        engine = StreamingGenerator(student, codec_module, config=stream_cfg,
+                                    image_features_fn=conditioner.image_features)
         t0 = time.perf_counter()
         sf = evaluate_stream_motion(engine, clips=clips.clips, text_fn=conditioner.text, cfg=cfg,
                                     out_dir=run_dir if last else None, fps=fps)
@@ -438,7 +440,7 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     t0 = time.perf_counter()
     for tag, sink in (("with_sink", stream_cfg.causal.sink_chunks or 1), ("without_sink", 0)):
         conf = dataclasses.replace(stream_cfg, causal=dataclasses.replace(stream_cfg.causal, sink_chunks=sink))
-        eng = StreamingGenerator(engine.network, codec_module, config=conf)
+        eng = StreamingGenerator(engine.network, codec_module, config=conf, image_features_fn=conditioner.image_features)
         roll = long_rollout(eng, clips=long.clips, codec=codec_module, text_fn=conditioner.text, seed=cfg.seed,
                             num_tracks=cfg.num_tracks)
         roll["summary"] = drift_summary(roll["per_chunk"], horizon_chunks=horizon_chunks)

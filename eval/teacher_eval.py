@@ -139,6 +139,7 @@ def evaluate_motion(
             tr[b, :, :m], vi[b, :, :m] = tracks[b][:, keep[b]], vis[b][:, keep[b]]
         text, text_len = conditioner.text([clips.clips[i]["caption"] for i in idx])
         image = conditioner.image(video[:, :, 0], num_frames=T)
+        features = conditioner.image_features(video[:, :, 0])  # CLIP tokens, or None without the image branch
         first = conditioner.first_latent(video[:, :, 0]) if clean_first_frame else None
         ids = sample_track_ids(B, n_max, generator=gen)
         sf = conditioner.codec.spatial_factor
@@ -149,7 +150,8 @@ def evaluate_motion(
         results = {}
         for mode, m in (("with_tracks", motion), ("without_tracks", None)):
             cond = Condition(text=text.to(device), text_lengths=text_len.to(device), null_text=conditioner.null_text,
-                             null_text_lengths=conditioner.null_lengths, image=image, motion=m, first_latent=first)
+                             null_text_lengths=conditioner.null_lengths, image=image, motion=m, first_latent=first,
+                             image_features=features)
             lat = sample(network, noise, cond, cfg=sampler, shift=shift)
             results[mode] = conditioner.codec.decode(lat)  # [B, 3, T, H, W]
         results["ground_truth_video"] = video

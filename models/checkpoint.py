@@ -184,6 +184,14 @@ def read_state_dict(path: str | os.PathLike, subkey: str | None = None) -> tuple
             config = json.loads((path / "config.json").read_text())
         indexes = sorted(path.glob("*.safetensors.index.json")) + sorted(path.glob("*.bin.index.json"))
         singles = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth"))
+        if len(singles) > 1 and not indexes and any(p.suffix == ".pth" for p in singles):
+            # a release folder: the DiT sits beside the VAE / T5 / CLIP .pth files
+            from models.release_folder import find_release
+
+            try:
+                singles = find_release(path).require("dit", field_name="checkpoint").dit
+            except ValueError as e:
+                raise CheckpointError(str(e)) from None
         if indexes:
             sd = _read_index(indexes[0])
         elif len(singles) == 1:

@@ -32,6 +32,8 @@ __all__ = [
     "preprocess_clip_image",
     "convert_wan_clip_visual",
     "CLIPImageEncoder",
+    "visual_config_from_state_dict",
+    "load_image_encoder",
 ]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -178,3 +180,38 @@ class CLIPImageEncoder(nn.Module):
         out = self.model(pixel_values=pixels, output_hidden_states=True)
         # hidden_states = (embeddings after pre-LN, block 1, ..., block 32): [-2] is after 31 blocks.
         return out.hidden_states[-2].float()
+
+
+def visual_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
+    """CLIPVisionConfig fields read off an official ``visual.*`` state dict: width and patch from the
+    patch embedding, image size from the position table, depth and MLP width from the blocks. The
+    head count is not stored: ViT-H/14 uses 80-dim heads (1280 / 16), kept for any width."""
+    w = sd["visual.patch_embedding.weight"]  # [hidden, 3, p, p]
+    hidden, patch = int(w.shape[0]), int(w.shape[-1])
+    n_pos = int(sd["visual.pos_embedding"].shape[-2])  # 1 + (size / p)^2
+    grid = round((n_pos - 1) ** 0.5)
+    if grid * grid != n_pos - 1:
+        raise ValueError(f"visual.pos_embedding has {n_pos} rows: not 1 + a square grid")
+    layers = 1 + max(int(k.split(".")[2]) for k in sd if k.startswith("visual.transformer."))
+    head_dim = VIT_H14_CONFIG["hidden_size"] // VIT_H14_CONFIG["num_attention_heads"]
+    if hidden % head_dim:
+        raise ValueError(f"CLIP width {hidden} is not a multiple of ViT-H/14's head size {head_dim}")
+    return dict(VIT_H14_CONFIG, hidden_size=hidden, patch_size=patch, image_size=grid * patch, num_hidden_layers=layers,
+                intermediate_size=int(sd["visual.transformer.0.mlp.0.weight"].shape[0]),
+                num_attention_heads=hidden // head_dim)
+
+
+def load_image_encoder(path: str | Path, *, dtype: torch.dtype | None = None) -> CLIPImageEncoder:
+    """The CLIP image encoder from a local path: the official Wan ``.pth`` (its shapes set the
+    config), a transformers CLIP vision folder, or a Wan release folder holding the ``.pth``."""
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"model.image_encoder_path={str(path)!r} does not exist")
+    if path.is_dir() and (path / "config.json").is_file() and not any(path.glob("*.pth")):
+        return CLIPImageEncoder.from_pretrained(path, dtype=dtype)
+    if path.is_dir():
+        from models.release_folder import find_release
+
+        path = find_release(path).require("clip", field_name="model.image_encoder_path").clip
+    sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    return CLIPImageEncoder.from_wan_checkpoint(path, config=visual_config_from_state_dict(sd), dtype=dtype)

@@ -10,7 +10,9 @@ import torch
 import torch.nn as nn
 
 from models.conditioning import i2v_condition, start_image_latents
+from models.motion_wan import ModelConfig
 from models.tracks import rasterize_tracks, track_id_embedding
+from models.wan import CLIP_DIM, CLIP_TOKENS
 
 __all__ = ["Conditioner", "encode_motion"]
 
@@ -33,10 +35,40 @@ def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Ten
 class Conditioner:
     """Frozen encoders: clips -> latents, first frames -> image channels, captions -> text."""
 
-    def __init__(self, *, codec: nn.Module, text_encoder, layout: str, device: torch.device):
+    def __init__(self, *, codec: nn.Module, text_encoder, layout: str, device: torch.device,
+                 image_features: str = "none", image_encoder: nn.Module | None = None):
+        if image_features not in ("none", "clip", "zeros"):
+            raise ValueError(f"image_features={image_features!r}; choose none, clip or zeros")
+        if image_features == "clip" and image_encoder is None:
+            raise ValueError("image_features='clip' needs a CLIP image encoder: set model.image_encoder_path to the "
+                             "CLIP .pth (or the release folder holding it), or model.image_features=zeros where the "
+                             "release itself feeds zeros")
         self.codec, self.text_encoder, self.layout, self.device = codec, text_encoder, layout, device
+        self.image_feature_mode, self.image_encoder = image_features, image_encoder
         emb, lens = text_encoder.encode([""])
         self.null_text, self.null_lengths = emb.to(device), lens.to(device)
+
+    @classmethod
+    def for_network(cls, model: ModelConfig, *, codec: nn.Module, text_encoder, device: torch.device,
+                    image_encoder: nn.Module | None = None) -> "Conditioner":
+        """The conditioner a network of config ``model`` needs (its layout; CLIP tokens when its flavor
+        has the image branch, loaded from ``model.image_encoder_path`` unless ``image_encoder`` is given)."""
+        mode = model.image_feature_mode
+        if mode == "clip" and image_encoder is None and model.image_encoder_path:
+            from models.clip_image import load_image_encoder
+
+            image_encoder = load_image_encoder(model.image_encoder_path).to(device)
+        return cls(codec=codec, text_encoder=text_encoder, layout=model.layout, device=device, image_features=mode,
+                   image_encoder=image_encoder)
+
+    @torch.no_grad()
+    def image_features(self, first_frame: torch.Tensor) -> torch.Tensor | None:
+        """First frame [B, 3, H, W] -> CLIP tokens [B, 257, 1280] (zeros in "zeros" mode; None without the branch)."""
+        if self.image_feature_mode == "none":
+            return None
+        if self.image_feature_mode == "zeros":
+            return torch.zeros(first_frame.shape[0], CLIP_TOKENS, CLIP_DIM, device=self.device)
+        return self.image_encoder(first_frame.to(self.device)).float()
 
     @torch.no_grad()
     def latents(self, video: torch.Tensor) -> torch.Tensor:
@@ -73,6 +105,8 @@ class Conditioner:
             out["image"] = self.image(video[:, :, 0], num_frames=video.shape[2])
         if "text_emb" not in out:
             out["text_emb"], out["text_len"] = self.text(out["caption"])
+        if "image_features" not in out and self.image_feature_mode != "none":
+            out["image_features"] = self.image_features(out["video"][:, :, 0])
         for key, value in out.items():
             if torch.is_tensor(value):
                 out[key] = value.to(self.device, non_blocking=True)

@@ -35,10 +35,11 @@ from models.text_encoders import TextProjection
 from models.tracks import TRACK_EMBED_DIM, TrackEncoder
 from models.wan import WanModel
 
-__all__ = ["ModelConfig", "Conventions", "MotionWan", "build_motion_wan", "read_init", "save_network", "load_network",
+__all__ = ["IMAGE_FEATURES", "ModelConfig", "Conventions", "MotionWan", "build_motion_wan", "read_init", "save_network", "load_network",
            "TEXT_ENCODER_DIMS", "pad_text", "LATENT_CHANNELS", "EXPORT_FILES"]
 
 LATENT_CHANNELS = 16
+IMAGE_FEATURES = ("auto", "clip", "zeros")
 
 
 @dataclass
@@ -51,6 +52,11 @@ class ModelConfig:
     text_encoder_path: str | None = None  # local folder / checkpoint of the text encoder
     overrides: dict = field(default_factory=dict)  # WanModel kwargs (dim, num_layers, text_len, ...)
     init_from: str | None = None  # Wan checkpoint (official or diffusers) to start the DiT from
+    # CLIP image tokens for flavors with the I2V image branch (img_emb): "clip" = the first frame's
+    # tokens from the CLIP model at image_encoder_path; "zeros" = zero tokens (what the Fun-Control
+    # release feeds when no CLIP image is given); "auto" = "clip" for those flavors, unused otherwise.
+    image_features: str = "auto"
+    image_encoder_path: str | None = None  # CLIP .pth, transformers folder or release folder
 
     def __post_init__(self) -> None:
         if self.layout not in LAYOUTS:
@@ -59,7 +65,19 @@ class ModelConfig:
             raise ValueError(f"model.track_channels={self.track_channels} must be >= 0")
         if self.track_embed_dim < 2 or self.track_embed_dim % 2:
             raise ValueError(f"model.track_embed_dim={self.track_embed_dim} must be even and >= 2")
-        flavor_config(self.flavor, **self.overrides)  # raises ValueError naming unknown flavors / fields
+        base = flavor_config(self.flavor, **self.overrides)  # raises ValueError naming unknown flavors / fields
+        if self.image_features not in IMAGE_FEATURES:
+            raise ValueError(f"model.image_features={self.image_features!r}; choose one of {IMAGE_FEATURES}")
+        if base["model_type"] == "t2v" and self.image_features in ("clip", "zeros"):
+            raise ValueError(f"model.image_features={self.image_features!r}: flavor {self.flavor!r} (t2v) has no "
+                             "CLIP image branch; leave it at auto")
+
+    @property
+    def image_feature_mode(self) -> str:
+        """"clip", "zeros" or "none" (no CLIP branch in this flavor)."""
+        if flavor_config(self.flavor, **self.overrides)["model_type"] == "t2v":
+            return "none"
+        return "clip" if self.image_features == "auto" else self.image_features
 
 
 @dataclass
@@ -183,13 +201,20 @@ class MotionWan(nn.Module):
         text_lengths: torch.Tensor,
         image: torch.Tensor | None = None,
         motion: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
         **dit_kwargs,
     ) -> torch.Tensor:
-        """Velocity [B, 16, F, h, w] float32. ``dit_kwargs`` go to ``WanModel.forward``
-        (``attention=``/``frame_offset=`` for the causal student)."""
+        """Velocity [B, 16, F, h, w] float32. ``image_features`` [B, 257, 1280]: CLIP tokens of the
+        first frame for flavors with the I2V image branch (``needs_image_features``).
+        ``dit_kwargs`` go to ``WanModel.forward`` (``attention=``/``frame_offset=`` for the causal student)."""
         context = self.project_text(text, text_lengths)
         y = compose_condition(self.layout, first_frame=image, track=self.motion_channels(motion, x))
-        return self.dit(x, t, context, y=y, **dit_kwargs)
+        return self.dit(x, t, context, clip_fea=image_features, y=y, **dit_kwargs)
+
+    @property
+    def needs_image_features(self) -> bool:
+        """Whether the DiT has the I2V image branch (img_emb, k_img / v_img): it needs CLIP tokens."""
+        return hasattr(self.dit, "img_emb")
 
 
 def build_motion_wan(cfg: ModelConfig, *, text_encoder_dim: int, device: str | torch.device | None = None) -> MotionWan:

@@ -22,7 +22,6 @@ without a mask, so padding must be zeros (wan-architecture.md §3).
 from __future__ import annotations
 
 import contextlib
-
 import html
 import re
 from pathlib import Path
@@ -30,6 +29,8 @@ from typing import Callable, Mapping
 
 import torch
 import torch.nn as nn
+
+from models.release_folder import find_release, is_release_folder
 
 __all__ = [
     "TextEncoder",
@@ -258,8 +259,8 @@ _ENCODERS = {
 
 
 def build_text_encoder(name: str, **kwargs) -> TextEncoder:
-    """Factory. ``umt5``/``umt5-xxl``: ``path=`` a transformers folder, or ``checkpoint=`` the
-    official .pth with ``tokenizer_path=``; ``minilm``/``all-minilm-l6-v2``: optional ``path=``.
+    """Factory. ``umt5``/``umt5-xxl``: ``path=`` a transformers folder or a Wan release folder (its T5
+    .pth and google/umt5-xxl/), or ``checkpoint=`` the official .pth with ``tokenizer_path=``; ``minilm``/``all-minilm-l6-v2``: optional ``path=``.
     Remaining kwargs go to the loader (dtype, max_length, config)."""
     kind = _ENCODERS.get(name.lower())
     if kind is None:
@@ -267,6 +268,11 @@ def build_text_encoder(name: str, **kwargs) -> TextEncoder:
     if kind == "minilm":
         return MiniLMTextEncoder.from_pretrained(kwargs.pop("path", None), **kwargs)
     checkpoint, path = kwargs.pop("checkpoint", None), kwargs.pop("path", None)
+    if path is not None and is_release_folder(Path(path)):
+        # a Wan release folder: models_t5_umt5-xxl-enc-bf16.pth + its google/umt5-xxl tokenizer folder
+        rel = find_release(path).require("t5", "t5_tokenizer", field_name="model.text_encoder_path")
+        checkpoint, path = rel.t5, None
+        kwargs.setdefault("tokenizer_path", rel.t5_tokenizer)
     if (checkpoint is None) == (path is None):
         raise ValueError("umt5 needs exactly one of path= (transformers folder) or checkpoint= (official .pth)")
     if checkpoint is not None:

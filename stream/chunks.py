@@ -106,6 +106,7 @@ class VideoCondition:
     track_ids: Optional[torch.Tensor]  # [B, N] long, fixed for the whole video
     height: int  # pixels
     width: int
+    image_features: Optional[torch.Tensor] = None  # [B, 257, 1280] CLIP tokens (flavors with the image branch)
 
     def image_channels(self, start: int, frames: int) -> Optional[torch.Tensor]:
         if self.image_cond is None:
@@ -116,14 +117,19 @@ class VideoCondition:
 
 
 def build_video_condition(network, codec, image: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor, *,
-                          track_ids: Optional[torch.Tensor], reference_latents: int = 8) -> VideoCondition:
+                          track_ids: Optional[torch.Tensor], reference_latents: int = 8,
+                          image_features: Optional[torch.Tensor] = None) -> VideoCondition:
     """First frame [B, 3, H, W] in [-1, 1] + frozen-encoder text -> ``VideoCondition``.
 
     The I2V channels are built exactly as the teacher saw them (``i2v_condition`` of a video of
     ``1 + 4 (reference_latents - 1)`` frames: image then grey), so the first ``reference_latents``
     frames match any teacher clip of at most that length bit for bit. The frozen codec runs under
     no_grad; the text projection runs under the caller's grad mode (it is trained in DMD).
+    ``image_features``: the first frame's CLIP tokens, required by networks with the image branch.
     """
+    if network.needs_image_features and image_features is None:
+        raise ValueError("this network has the I2V image branch: pass image_features (Conditioner.image_features "
+                         "of the first frame)")
     B, _, H, W = image.shape
     frames = 1 + TEMPORAL_FACTOR * (reference_latents - 1)
     with torch.no_grad():
@@ -135,7 +141,8 @@ def build_video_condition(network, codec, image: torch.Tensor, text: torch.Tenso
         else:
             image_cond = None
     return VideoCondition(context=network.project_text(text, text_lengths), image_latent=image_latent,
-                          image_cond=image_cond, track_ids=track_ids, height=H, width=W)
+                          image_cond=image_cond, track_ids=track_ids, height=H, width=W,
+                          image_features=image_features)
 
 
 def track_features(cond: VideoCondition, tracks: Optional[torch.Tensor], visibility: Optional[torch.Tensor],
@@ -179,8 +186,9 @@ def chunk_condition(network, cond: VideoCondition, cfg: CausalConfig, index: int
 
 
 def start_cache(network, cond: VideoCondition, cfg: CausalConfig) -> KVCache:
-    """Empty rolling cache with the prompt's cross-attention K/V (built under the caller's grad mode)."""
-    return new_cache(network.dit, cfg, cond.context)
+    """Empty rolling cache with the prompt's (and the image's CLIP tokens') cross-attention K/V,
+    built under the caller's grad mode."""
+    return new_cache(network.dit, cfg, cond.context, cond.image_features)
 
 
 def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torch.Tensor], sigmas: torch.Tensor, *,

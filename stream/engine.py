@@ -94,24 +94,32 @@ class StreamingGenerator:
     """Chunk-by-chunk generation with the causal student (a ``models.motion_wan.MotionWan``) and a
     codec with functional streaming decode (``models.codecs``)."""
 
-    def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device] = "cpu"):
+    def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device] = "cpu",
+                 image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None):
         self.network, self.codec, self.config = network.eval(), codec.eval(), config
+        # first frame -> CLIP tokens (Conditioner.image_features) for networks with the image branch
+        self.image_features_fn = image_features_fn
         self.device = torch.device(device)
         self.causal = config.causal
         self.sigmas = config.sigmas()
 
     @torch.no_grad()
     def start(self, image: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor, *,
-              track_ids: Optional[torch.Tensor] = None, seed: int = 0) -> StreamState:
+              track_ids: Optional[torch.Tensor] = None, seed: int = 0,
+              image_features: Optional[torch.Tensor] = None) -> StreamState:
         """First frame [B, 3, H, W] in [-1, 1] and the prompt's frozen-encoder output -> a fresh state.
 
         ``track_ids`` [B, N] (sampled once per video, ``models.tracks.sample_track_ids``) tag the
-        tracks for the whole stream; None if this video never gets tracks.
+        tracks for the whole stream; None if this video never gets tracks. ``image_features``
+        [B, 257, 1280]: the first frame's CLIP tokens, for networks with the I2V image branch.
         """
         if image.ndim != 4 or image.shape[1] != 3:
             raise ValueError(f"image must be [B, 3, H, W] in [-1, 1], got {tuple(image.shape)}")
+        if image_features is None and self.image_features_fn is not None:
+            image_features = self.image_features_fn(image)
         cond = build_video_condition(self.network, self.codec, image.to(self.device), text.to(self.device),
-                                     text_lengths.to(self.device), track_ids=track_ids)
+                                     text_lengths.to(self.device), track_ids=track_ids,
+                                     image_features=None if image_features is None else image_features.to(self.device))
         noise = torch.Generator(device=self.device).manual_seed(int(seed)).get_state()
         return StreamState(cond=cond, cache=start_cache(self.network, cond, self.causal),
                            decode=self.codec.init_decode_state(), noise=noise)

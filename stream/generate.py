@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from data.video_io import to_uint8, write_mp4
     from models.codecs import build_codec
-    from models.motion_wan import load_network
+    from models.conditioner import Conditioner
+    from models.motion_wan import ModelConfig, load_network
     from models.text_encoders import build_text_encoder
     from models.tracks import sample_track_ids
     from stream.chunks import StreamConfig
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                          "export the student with the ODE-init or DMD stage")
     changes = {k: v for k, v in (("sink_chunks", args.sink), ("window_chunks", args.window)) if v is not None}
     cfg = StreamConfig.of(streaming, steps=args.steps, shift=args.shift, **changes)
-    engine = StreamingGenerator(net, codec, config=cfg)
+    conditioner = Conditioner.for_network(ModelConfig(**meta), codec=codec, text_encoder=text_encoder,
+                                          device=torch.device("cpu"))
+    engine = StreamingGenerator(net, codec, config=cfg, image_features_fn=conditioner.image_features)
     T = tracks.shape[1]
     n = args.chunks or 1 + ((T - 1) // 4) // cfg.chunk_frames  # whole chunks the recording covers
     text, lens = text_encoder.encode([args.prompt])

@@ -26,6 +26,8 @@ from models.conditioning import (
 from models.flavors import build_wan
 from models.tracks import TrackEncoder
 
+from release_helpers import TINY_CLIP, wan_clip_state
+
 
 class TinyWanCodec:
     """Test codec: a tiny random diffusers Wan VAE with the 16-channel latent and 1+4k grouping."""
@@ -150,43 +152,6 @@ def test_start_image_latents_errors(codec):
 # ----------------------------------------------------------------------------- CLIP
 
 
-TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                 image_size=28, patch_size=14, projection_dim=16)
-
-
-def _wan_clip_state(cfg: dict, *, device="cpu", seed=0) -> dict[str, torch.Tensor]:
-    """A Wan/open-clip format CLIP checkpoint (visual + a stub text tower) with random values."""
-    g = torch.Generator().manual_seed(seed)
-    d, f, p = cfg["hidden_size"], cfg["intermediate_size"], cfg["patch_size"]
-    n_tok = (cfg["image_size"] // p) ** 2 + 1
-
-    def r(*shape):
-        if device == "meta":
-            return torch.empty(*shape, device="meta")
-        return torch.randn(*shape, generator=g) * 0.2
-
-    sd = {
-        "visual.patch_embedding.weight": r(d, 3, p, p),
-        "visual.cls_embedding": r(1, 1, d),
-        "visual.pos_embedding": r(1, n_tok, d),
-        "visual.pre_norm.weight": 1 + r(d), "visual.pre_norm.bias": r(d),
-        "visual.post_norm.weight": 1 + r(d), "visual.post_norm.bias": r(d),
-        "visual.head": r(d, cfg["projection_dim"]),
-        "textual.token_embedding.weight": r(10, 4), "log_scale": r(()),
-    }
-    for i in range(cfg["num_hidden_layers"]):
-        b = f"visual.transformer.{i}."
-        sd.update({
-            b + "norm1.weight": 1 + r(d), b + "norm1.bias": r(d),
-            b + "attn.to_qkv.weight": r(3 * d, d), b + "attn.to_qkv.bias": r(3 * d),
-            b + "attn.proj.weight": r(d, d), b + "attn.proj.bias": r(d),
-            b + "norm2.weight": 1 + r(d), b + "norm2.bias": r(d),
-            b + "mlp.0.weight": r(f, d), b + "mlp.0.bias": r(f),
-            b + "mlp.2.weight": r(d, f), b + "mlp.2.bias": r(d),
-        })
-    return sd
-
-
 def _wan_visual_reference(sd, cfg, image):
     """Wan's VisionTransformer(use_31_block=True), written from the reference description."""
     d, heads = cfg["hidden_size"], cfg["num_attention_heads"]
@@ -208,7 +173,7 @@ def _wan_visual_reference(sd, cfg, image):
 
 
 def test_clip_wan_checkpoint_converts_strictly_and_matches_wan_semantics(tmp_path):
-    sd = _wan_clip_state(TINY_CLIP)
+    sd = wan_clip_state(TINY_CLIP)
     torch.save(sd, tmp_path / "clip.pth")
     enc = CLIPImageEncoder.from_wan_checkpoint(tmp_path / "clip.pth", config=TINY_CLIP)
     image = _image(h=48, w=40)
@@ -235,7 +200,7 @@ def test_clip_wan_checkpoint_converts_strictly_and_matches_wan_semantics(tmp_pat
 
 def test_clip_vit_h14_key_mapping_covers_the_real_model():
     """On meta (no memory): the converted ViT-H/14 keys and shapes equal transformers' exactly."""
-    sd = _wan_clip_state(VIT_H14_CONFIG, device="meta")
+    sd = wan_clip_state(VIT_H14_CONFIG, device="meta")
     with torch.device("meta"):
         model = CLIPVisionModel(CLIPVisionConfig(**VIT_H14_CONFIG))
     target = model.state_dict()

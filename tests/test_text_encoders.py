@@ -2,12 +2,11 @@
 MiniLM (the real packaged all-MiniLM-L6-v2 weights, offline), TextProjection, the factory."""
 from __future__ import annotations
 
-import string
 import time
 
 import pytest
 import torch
-from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
+from transformers import UMT5Config, UMT5EncoderModel
 
 from models.text_encoders import (
     UMT5_XXL_CONFIG,
@@ -19,16 +18,9 @@ from models.text_encoders import (
     wan_clean_text,
 )
 
-TINY_UMT5 = dict(vocab_size=64, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2,
-                 relative_attention_num_buckets=8, relative_attention_max_distance=16)
+from release_helpers import TINY_UMT5, tiny_t5_tokenizer, umt5_to_wan_keys
+
 TEXTS = ["a cat sat on the mat", "the  dog &amp;amp; a\n\tcat", "z"]
-
-
-def _tokenizer() -> T5Tokenizer:
-    """A tiny T5 (Unigram) tokenizer built offline: pad 0, EOS 1, unk 2, letters and a few words."""
-    pieces = ["<pad>", "</s>", "<unk>"] + [f"\u2581{c}" for c in string.ascii_lowercase]
-    pieces += list(string.ascii_lowercase) + ["\u2581the", "\u2581cat", "\u2581a", "\u2581", "&", "."]
-    return T5Tokenizer(vocab=[(p, -float(i)) for i, p in enumerate(pieces)], extra_ids=0)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +29,7 @@ def umt5_dir(tmp_path_factory):
     torch.manual_seed(0)
     cfg = UMT5Config(**dict(UMT5_XXL_CONFIG, **TINY_UMT5))
     UMT5EncoderModel(cfg).eval().save_pretrained(path)
-    _tokenizer().save_pretrained(path)
+    tiny_t5_tokenizer().save_pretrained(path)
     return path
 
 
@@ -75,31 +67,9 @@ def test_umt5_truncates_and_keeps_eos(umt5_dir):
     assert emb.shape == (2, 12, 16) and lengths.tolist() == [12, int(mask[1].sum())]
 
 
-def _to_wan_keys(hf_state: dict) -> dict:
-    """transformers UMT5EncoderModel keys -> Wan's T5 encoder keys, written out per §6."""
-    names = {
-        "layer.0.layer_norm.weight": "norm1.weight",
-        "layer.0.SelfAttention.q.weight": "attn.q.weight",
-        "layer.0.SelfAttention.k.weight": "attn.k.weight",
-        "layer.0.SelfAttention.v.weight": "attn.v.weight",
-        "layer.0.SelfAttention.o.weight": "attn.o.weight",
-        "layer.0.SelfAttention.relative_attention_bias.weight": "pos_embedding.embedding.weight",
-        "layer.1.layer_norm.weight": "norm2.weight",
-        "layer.1.DenseReluDense.wi_0.weight": "ffn.gate.0.weight",
-        "layer.1.DenseReluDense.wi_1.weight": "ffn.fc1.weight",
-        "layer.1.DenseReluDense.wo.weight": "ffn.fc2.weight",
-    }
-    out = {"token_embedding.weight": hf_state["shared.weight"], "norm.weight": hf_state["encoder.final_layer_norm.weight"]}
-    for k, v in hf_state.items():
-        if k.startswith("encoder.block."):
-            i, rest = k[len("encoder.block."):].split(".", 1)
-            out[f"blocks.{i}.{names[rest]}"] = v.clone()
-    return out
-
-
 def test_umt5_official_checkpoint_layout(umt5_dir, tmp_path):
     ref = UMT5TextEncoder.from_pretrained(umt5_dir)
-    torch.save(_to_wan_keys(ref.model.state_dict()), tmp_path / "t5.pth")
+    torch.save(umt5_to_wan_keys(ref.model.state_dict()), tmp_path / "t5.pth")
     enc = UMT5TextEncoder.from_wan_checkpoint(tmp_path / "t5.pth", tokenizer_path=umt5_dir, config=TINY_UMT5, dtype=None)
     assert enc.model.shared.weight is enc.model.encoder.embed_tokens.weight  # still tied
     (e1, l1), (e2, l2) = ref.encode(TEXTS), enc.encode(TEXTS)
@@ -117,7 +87,7 @@ def test_umt5_xxl_key_mapping_covers_the_real_model():
     with torch.device("meta"):
         model = UMT5EncoderModel(UMT5Config(**UMT5_XXL_CONFIG))
     target = model.state_dict()
-    wan = {k: torch.empty(v.shape, device="meta") for k, v in _to_wan_keys(target).items()}
+    wan = {k: torch.empty(v.shape, device="meta") for k, v in umt5_to_wan_keys(target).items()}
     assert len(wan) == 2 + 24 * 10
     conv = convert_wan_umt5(wan)
     assert set(conv) == set(target) and all(conv[k].shape == target[k].shape for k in target)

@@ -182,11 +182,11 @@ def test_dropout_is_independent_and_reaches_all_four_condition_pairs(monkeypatch
     seen = []
     orig = net.forward
 
-    def spy(x, t, *, text, text_lengths, image=None, motion=None):
+    def spy(x, t, *, text, text_lengths, image=None, motion=None, **kw):
         has_text = (text.abs().sum(dim=(1, 2)) > 0)
         has_motion = motion.abs().sum(dim=(1, 2, 3, 4)) > 0
         seen.extend(zip(has_text.tolist(), has_motion.tolist()))
-        return orig(x, t, text=text, text_lengths=text_lengths, image=image, motion=motion)
+        return orig(x, t, text=text, text_lengths=text_lengths, image=image, motion=motion, **kw)
 
     monkeypatch.setattr(net, "forward", spy)
     obj = _objective(net, p_drop_text=0.5, p_drop_tracks=0.5)

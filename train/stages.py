@@ -115,6 +115,7 @@ def encode_pool(pool: ClipPool, conditioner: Conditioner, *, batch_size: int = 1
         video = pool.videos(idx)
         lat = conditioner.latents(video).cpu()
         image = conditioner.image(video[:, :, 0], num_frames=video.shape[2])
+        features = conditioner.image_features(video[:, :, 0])
         text, lens = conditioner.text([pool.clips[i]["caption"] for i in idx])
         for j, i in enumerate(idx):
             clip = pool.clips[i]
@@ -123,6 +124,8 @@ def encode_pool(pool: ClipPool, conditioner: Conditioner, *, batch_size: int = 1
                      "caption": clip["caption"], "meta": clip["meta"]}
             if image is not None:
                 entry["image"] = image[j].cpu()
+            if features is not None:
+                entry["image_features"] = features[j].cpu()
             entries.append(entry)
     return entries
 

@@ -124,7 +124,8 @@ class FlowMatchingObjective(Objective):
             probe = self._probe(x0)
             extra_kw["attention"] = probe
         v = self.network(add_noise(x0, noise, sig_in), sigma_to_t(sig_in), text=text, text_lengths=text_len,
-                         image=batch.get("image"), motion=motion, **extra_kw)
+                         image=batch.get("image"), motion=motion,
+                         image_features=batch.get("image_features"), **extra_kw)
         err = (v.float() - velocity_target(x0, noise)).square()  # [B, C, F, h, w]
         if c.clean_first_frame:
             err = err[:, :, 1:]  # frame 0 is given, not predicted

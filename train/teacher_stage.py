@@ -46,7 +46,7 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
     text_encoder = load_text_encoder(cfg, runtime)
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
     codec = obtain_codec(cfg, runtime, run_dir, pool)
-    conditioner = Conditioner(codec=codec, text_encoder=text_encoder, layout=cfg.model.layout, device=device)
+    conditioner = Conditioner.for_network(cfg.model, codec=codec, text_encoder=text_encoder, device=device)
 
     if pool is not None:
         entries = encode_pool(pool, conditioner)

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from pathlib import Path
 from typing import Any
 
 from models.codec_names import CODEC_NAMES
+from models.release_folder import find_release, is_release_folder
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 from .taehv import TAEHV, TAEHVConfig, TAEHVDecodeState
@@ -66,12 +68,16 @@ def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> 
 
     checkpoint: None for random init (tests, architecture benchmarks, a tiny AE about to be
     trained); a file (official ``Wan2.1_VAE.pth``, ``taew2_1.pth``/``.safetensors``, a tiny-AE
-    checkpoint); or, for ``wan2.1-vae`` only, a diffusers folder (its config.json is used).
+    checkpoint); or, for ``wan2.1-vae`` only, a diffusers folder (its config.json is used) or a Wan
+    release folder (its ``Wan2.1_VAE.pth``).
     options: fields of the codec's config dataclass (``WanVAEConfig``, ``TAEHVConfig``, ``TinyAEConfig``).
     """
     if checkpoint is not None and not os.path.exists(checkpoint):
         raise ValueError(f"codec {name!r}: checkpoint path {checkpoint!r} does not exist")
     if name == "wan2.1-vae":
+        if checkpoint is not None and is_release_folder(Path(checkpoint)):
+            # a Wan release folder: its Wan2.1_VAE.pth (found by name, else by keys)
+            checkpoint = str(find_release(checkpoint).require("vae", field_name="codec.checkpoint").vae)
         if checkpoint is not None and os.path.isdir(checkpoint):
             if options:
                 raise ValueError(

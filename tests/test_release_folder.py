@@ -1,0 +1,189 @@
+"""Release folders as users download them (DiT + VAE / T5 / CLIP .pth side by side), and the I2V
+image branch (CLIP tokens) through the network, the teacher's loss, the sampler and the stream."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from diffusion.samplers import Condition, SamplerConfig, sample
+from models.checkpoint import CheckpointError, load_wan, read_state_dict
+from models.clip_image import load_image_encoder
+from models.codecs import build_codec
+from models.conditioner import Conditioner, encode_motion
+from models.flavors import build_wan
+from models.motion_wan import ModelConfig, build_motion_wan
+from models.release_folder import find_release
+from models.text_encoders import build_text_encoder
+from models.tracks import sample_track_ids
+from stream.chunks import StreamConfig
+from stream.engine import StreamingGenerator
+from train.teacher import FlowMatchingObjective, TeacherConfig
+from train.weights import initialise
+
+from release_helpers import RELEASE_CLIP, TINY_UMT5, write_release_folder
+
+H = W = 32
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory):
+    return write_release_folder(tmp_path_factory.mktemp("rel") / "Wan2.1-Fun-1.3B-InP")
+
+
+def test_parts_are_found_by_their_official_names(release):
+    rel = find_release(release)
+    assert [p.name for p in rel.dit] == ["diffusion_pytorch_model.safetensors"]
+    assert (rel.vae.name, rel.t5.name, rel.t5_tokenizer.name) == ("Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth",
+                                                                  "umt5-xxl")
+    assert rel.clip.name.startswith("models_clip_open-clip") and rel.dit_config.name == "config.json"
+
+
+def test_the_dit_loads_from_the_folder_whole_or_sharded(release, tmp_path):
+    torch.manual_seed(0)
+    ref = build_wan("tiny-i2v")
+    for folder in (release, write_release_folder(tmp_path / "sharded", max_shard_bytes=200_000)):
+        sd, cfg = read_state_dict(folder)  # the .pth files beside it are not the DiT
+        assert cfg["model_type"] == "i2v" and set(sd) == set(ref.state_dict())
+        model = load_wan(folder)
+        assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), ref.state_dict().values()))
+    assert len(find_release(tmp_path / "sharded").dit) == 1  # the index json
+
+
+def test_renamed_files_are_recognised_by_their_keys(release, tmp_path):
+    folder = tmp_path / "renamed"
+    shutil.copytree(release, folder)
+    (folder / "Wan2.1_VAE.pth").rename(folder / "vae.pth")
+    (folder / "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth").rename(folder / "image_encoder.pth")
+    (folder / "models_t5_umt5-xxl-enc-bf16.pth").rename(folder / "t5.pth")
+    rel = find_release(folder)
+    assert (rel.vae.name, rel.clip.name, rel.t5.name) == ("vae.pth", "image_encoder.pth", "t5.pth")
+
+
+def test_incomplete_or_ambiguous_folders_say_what_was_found_and_what_is_missing(release, tmp_path):
+    folder = tmp_path / "no_t5"
+    shutil.copytree(release, folder)
+    (folder / "models_t5_umt5-xxl-enc-bf16.pth").unlink()
+    torch.save({"whatever.weight": torch.zeros(2)}, folder / "notes.pth")
+    with pytest.raises(ValueError, match=r"model\.text_encoder_path.*without \['t5'\].*models_t5_umt5.*found.*"
+                                         r"Wan2\.1_VAE\.pth.*unrecognised weight files \['notes\.pth'\]"):
+        build_text_encoder("umt5", path=str(folder))
+    shutil.copy(folder / "Wan2.1_VAE.pth", folder / "vae_copy.pth")
+    with pytest.raises(CheckpointError, match="several vae files"):
+        read_state_dict(folder)
+    with pytest.raises(ValueError, match="does not exist"):
+        find_release(tmp_path / "nowhere")
+
+
+def test_text_encoder_vae_and_clip_load_by_pointing_at_the_folder(release):
+    enc = build_text_encoder("umt5", path=str(release), config=TINY_UMT5, dtype=None)
+    emb, lens = enc.encode(["a cat", "the"])
+    assert emb.shape[0] == 2 and int(lens.max()) <= emb.shape[1]
+    vae = build_codec("wan2.1-vae", checkpoint=str(release), base_dim=8, z_dim=16)
+    assert vae.encode(torch.zeros(1, 3, 5, 16, 16)).shape == (1, 16, 2, 2, 2)
+    clip = load_image_encoder(release)  # config read off the .pth shapes
+    tokens = clip(torch.zeros(2, 3, H, W))
+    n = (RELEASE_CLIP["image_size"] // RELEASE_CLIP["patch_size"]) ** 2 + 1
+    assert tokens.shape == (2, n, 1280)
+
+
+def test_image_features_setting_is_checked():
+    with pytest.raises(ValueError, match="image_features"):
+        ModelConfig(flavor="tiny", image_features="clip")  # t2v: no CLIP branch
+    with pytest.raises(ValueError, match="image_features"):
+        ModelConfig(flavor="tiny-i2v", image_features="pixels")
+    assert ModelConfig(flavor="tiny-i2v").image_feature_mode == "clip"
+    assert ModelConfig(flavor="tiny").image_feature_mode == "none"
+
+
+def _i2v_setup(release):
+    model = ModelConfig(flavor="tiny-i2v", layout="wan_i2v", image_encoder_path=str(release), init_from=str(release))
+    text = build_text_encoder("minilm")
+    net = build_motion_wan(model, text_encoder_dim=text.dim)
+    initialise(net, init_from=model.init_from)  # the DiT from the folder, its patch embedding grown for the tracks
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
+    codec = build_codec("tiny-ae", width=16).eval()
+    cond = Conditioner.for_network(model, codec=codec, text_encoder=text, device=torch.device("cpu"))
+    return model, net, codec, cond
+
+
+def test_an_i2v_flavor_runs_through_loss_sampler_and_stream(release):
+    model, net, codec, cond = _i2v_setup(release)
+    assert net.needs_image_features and cond.image_feature_mode == "clip"
+    g = torch.Generator().manual_seed(0)
+    B, T, N = 2, 9, 4
+    video = torch.rand(B, 3, T, H, W, generator=g) * 2 - 1
+    tracks = torch.rand(B, T, N, 2, generator=g) * (W - 1)
+    batch = {"video": video, "tracks": tracks, "visibility": torch.ones(B, T, N, dtype=torch.bool),
+             "track_mask": torch.ones(B, N, dtype=torch.bool), "caption": ["a", "b"]}
+    obj = FlowMatchingObjective(net, cfg=TeacherConfig(), shift=3.0, null_text=cond.null_text,
+                                null_lengths=cond.null_lengths, embed_dim=net.track_embed_dim, height=H, width=W,
+                                seed=0, device=torch.device("cpu"), conditioner=cond)
+    prepared = obj.prepare_batch(dict(batch))
+    assert prepared["image_features"].shape == (B, 5, 1280)  # 28 px CLIP, 14 px patches: 1 + 2 x 2 tokens
+    loss, _ = obj.loss("dit", prepared, step=0)
+    loss.backward()
+    assert net.dit.img_emb.proj[1].weight.grad.abs().sum() > 0  # the image branch is trained
+
+    text, lens = cond.text(batch["caption"])
+    motion = encode_motion(tracks, batch["visibility"], sample_track_ids(B, N), embed_dim=net.track_embed_dim,
+                           height=H, width=W, latent_height=H // codec.spatial_factor)
+    c = Condition(text=text, text_lengths=lens, null_text=cond.null_text, null_text_lengths=cond.null_lengths,
+                  image=cond.image(video[:, :, 0], num_frames=T), motion=motion,
+                  image_features=cond.image_features(video[:, :, 0]))
+    sf = codec.spatial_factor
+    noise = torch.randn(B, 16, 3, H // sf, W // sf, generator=g)
+    assert sample(net.eval(), noise, c, cfg=SamplerConfig(steps=2), shift=3.0).shape == noise.shape
+    with pytest.raises(ValueError, match="clip_fea"):
+        sample(net, noise, Condition(**{**c.__dict__, "image_features": None}), cfg=SamplerConfig(steps=2), shift=3.0)
+
+    engine = StreamingGenerator(net, codec, config=StreamConfig(shift=3.0), image_features_fn=cond.image_features)
+    state = engine.start(video[:1, :, 0], text[:1], lens[:1], track_ids=sample_track_ids(1, N))
+    chunk = next(iter(engine.stream(state, None, num_chunks=2)))
+    assert torch.isfinite(chunk.frames).all()
+    with pytest.raises(ValueError, match="image branch"):
+        StreamingGenerator(net, codec, config=StreamConfig(shift=3.0)).start(video[:1, :, 0], text[:1], lens[:1])
+
+
+def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp_path):
+    """The stack end to end on an I2V-type flavor from a release folder (the DiT, and its CLIP .pth for
+    the image branch): every stage carries the first frame's CLIP tokens."""
+    root = Path(__file__).resolve().parents[1]
+    rel = write_release_folder(tmp_path / "release", parts=("clip",), num_heads=2, text_len=64)
+    env = dict(os.environ, PYTHONPATH=str(root), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
+    common = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false",
+              "logger.progress_bar=false"]
+
+    def cli(*args):
+        r = subprocess.run([sys.executable, "-m", "train", *common, *args], cwd=root, env=env, capture_output=True,
+                           text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    t, o, d = tmp_path / "teacher", tmp_path / "ode", tmp_path / "dmd"
+    cli("experiment=tiny_teacher", "model.flavor=tiny-i2v", f"model.init_from={rel}", f"model.image_encoder_path={rel}",
+        "trainer.max_steps=2", f"hydra.run.dir={t}")
+    teacher = t / "export" / "teacher"
+    cli("experiment=tiny_ode_init", f"stage.teacher={teacher}", "stage.ode_pairs.num_pairs=2",
+        "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.batch_size=2", "trainer.max_steps=2",
+        f"hydra.run.dir={o}")
+    pairs = torch.load(o / "ode_pairs" / "pairs_00000.pt", weights_only=True)
+    assert pairs["image_features"].shape == (2, 5, 1280)
+    cli("experiment=tiny_dmd", f"stage.teacher={teacher}", f"stage.student={o / 'export' / 'student'}",
+        f"stage.pairs={o / 'ode_pairs'}", "trainer.max_steps=5", f"hydra.run.dir={d}")
+    assert json.loads((d / "results.json").read_text())["generator_updates"] == 1
+
+    g = np.random.default_rng(0)
+    np.save(tmp_path / "tracks.npy", g.uniform(0, 63, (25, 4, 2)).astype(np.float32))
+    cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    r = subprocess.run([sys.executable, "-m", "stream.generate", "--student", str(d / "export" / "student"),
+                        "--codec", str(t / "codec" / "codec.pt"), "--image", str(tmp_path / "first.png"),
+                        "--tracks", str(tmp_path / "tracks.npy"), "--out", str(tmp_path / "out.mp4")],
+                       cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "out.mp4").stat().st_size > 0
