@@ -225,6 +225,8 @@ def config_from_json(config: dict) -> dict:
             model_type = "flf2v"
         elif config.get("image_dim") or config.get("added_kv_proj_dim"):
             model_type = "i2v"
+        elif config["in_channels"] == config["out_channels"] == 48:
+            model_type = "ti2v"  # Wan 2.2 TI2V-5B: 48-channel latents, no image branch
         else:
             model_type = "t2v"
         qk = config.get("qk_norm", "rms_norm_across_heads")

@@ -25,6 +25,10 @@ FLAVORS: dict[str, dict] = {
     # InP: [noisy 16, mask 4, masked-video latent 16]; Control: [noisy 16, control 16, start image 16].
     "wan2.1-fun-1.3b-inp": dict(_WAN_COMMON, **_WAN_1_3B, model_type="i2v", in_dim=36),
     "wan2.1-fun-1.3b-control": dict(_WAN_COMMON, **_WAN_1_3B, model_type="i2v", in_dim=48),
+    # Wan 2.2 TI2V-5B (dense): 48-channel latents of the Wan 2.2 VAE (16x16 spatial, 4x temporal),
+    # image conditioning as the clean first latent frame at t = 0; 1280x704, 24 fps, shift 5.
+    "wan2.2-ti2v-5b": dict(_WAN_COMMON, dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, model_type="ti2v",
+                           in_dim=48, out_dim=48),
     # CPU-sized flavors for the embedded synthetic world and the tests. head_dim 32 keeps the
     # 3D RoPE split meaningful (6/5/5 pairs); a short text_len keeps cross-attention cheap.
     "tiny": dict(
@@ -45,6 +49,8 @@ OFFICIAL_COUNTS = {
     "wan2.1-flf2v-14b": (16_395_536_704, 1304),
     "wan2.1-fun-1.3b-inp": (1_564_428_608, None),
     "wan2.1-fun-1.3b-control": (1_564_502_336, None),
+    # the official TI2V-5B config.json built by diffusers' WanTransformer3DModel (tests/test_wan_parity.py)
+    "wan2.2-ti2v-5b": (4_999_787_712, 825),
 }
 
 

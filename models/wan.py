@@ -24,7 +24,9 @@ import torch.nn.functional as F
 
 __all__ = ["WanModel", "SelfAttentionFn", "rope_cos_sin", "apply_rope", "sinusoidal_embedding"]
 
-MODEL_TYPES = ("t2v", "i2v", "flf2v")
+# ti2v (Wan 2.2 TI2V-5B) has t2v's parameters; its image conditioning is the clean first latent
+# frame at timestep 0, i.e. the per-frame timesteps t [B, F] this model already takes.
+MODEL_TYPES = ("t2v", "i2v", "flf2v", "ti2v")
 # Number of CLIP image tokens per image (ViT-H/14 at 224: 256 patches + CLS).
 CLIP_TOKENS = 257
 CLIP_DIM = 1280
@@ -290,7 +292,8 @@ class MLPProj(nn.Module):
 
 
 class WanModel(nn.Module):
-    """Wan 2.1 DiT. Constructor arguments are the official ``config.json`` keys."""
+    """Wan 2.1 DiT (and the dense Wan 2.2 TI2V-5B, the same blocks at 48 latent channels).
+    Constructor arguments are the official ``config.json`` keys."""
 
     def __init__(
         self,
