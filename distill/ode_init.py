@@ -22,6 +22,7 @@ from typing import Optional
 
 import torch
 
+from data.batching import derive_seed
 from diffusion.schedule import sigma_to_t, x0_from_velocity
 from distill.ode_pairs import ODEPairsConfig
 from models.causal import BlockCausalAttention, CausalConfig
@@ -68,10 +69,16 @@ def sample_causal_config(chunk_frames: int, sinks: list, windows: list, gen: tor
                         first_chunk_frames=1)
 
 
-def per_chunk_indices(cfg: CausalConfig, batch: int, num_frames: int, steps: int, gen: torch.Generator) -> torch.Tensor:
-    """[B, F] step index per frame: one draw in [0, K) per chunk >= 1, K (= clean) for chunk 0."""
+def per_chunk_indices(cfg: CausalConfig, batch: int, num_frames: int, steps: int,
+                      gen: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+    """[B, F] step index per frame: one draw in [0, K) per chunk >= 1, K (= clean) for chunk 0.
+    ``gen``: one generator for the batch, or one per sample (draws independent of the batch split)."""
     n = cfg.num_chunks(num_frames)
-    k = torch.randint(steps, (batch, n), generator=gen)
+    if isinstance(gen, list):
+        assert len(gen) == batch
+        k = torch.stack([torch.randint(steps, (n,), generator=g) for g in gen])
+    else:
+        k = torch.randint(steps, (batch, n), generator=gen)
     k[:, 0] = steps
     lengths = torch.tensor([cfg.chunk_len(i) for i in range(n)])
     return k.repeat_interleave(lengths, dim=1)
@@ -87,6 +94,8 @@ class ODEInitObjective(Objective):
         assert float(self.sigmas[-1]) == 0.0
         self.steps = len(sigmas) - 1
         self.height, self.width, self.device, self.backend = height, width, device, backend
+        self.seed = seed
+        # one draw per step, the same on every rank: the batch's sink / window configuration
         self.gen = torch.Generator().manual_seed(seed)
 
     def prepare_batch(self, batch: dict) -> dict:
@@ -99,7 +108,11 @@ class ODEInitObjective(Objective):
         B, K1, C, F, h, w = traj.shape
         assert K1 == self.steps + 1, f"pairs hold {K1 - 1} steps, the objective {self.steps}"
         causal = sample_causal_config(self.cfg.causal.chunk_frames, self.cfg.sink_choices, self.cfg.window_choices, self.gen)
-        k = per_chunk_indices(causal, B, F, self.steps, self.gen).to(traj.device)  # [B, F]
+        # per-sample steps keyed by (step, global sample id): a global batch draws the same whatever
+        # the number of processes it is split over
+        gens = ([torch.Generator().manual_seed(derive_seed(self.seed, "chunk-steps", step, int(g)) % 2**62)
+                 for g in batch["gid"].tolist()] if "gid" in batch else self.gen)
+        k = per_chunk_indices(causal, B, F, self.steps, gens).to(traj.device)  # [B, F]
         gather = k[:, None, None, :, None, None].expand(B, 1, C, F, h, w)
         x = traj.gather(1, gather).squeeze(1)  # [B, 16, F, h, w]: each frame at its chunk's level
         x[:, :, :1] = batch["image_latent"].float()  # chunk 0: the clean first-frame latent (the sink)

@@ -95,8 +95,15 @@ def generate_ode_pairs(
     width: int,
     out_dir: Path,
     device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    barrier: Callable[[], None] = lambda: None,
 ) -> Path:
     """Write ``cfg.num_pairs`` pairs to ``out_dir`` (resumable); returns ``out_dir``.
+
+    With ``world_size`` > 1 every rank calls this: rank r writes the shards s with s % world_size == r
+    (each shard is a pure function of its indices, so the split changes no byte), then all meet at
+    ``barrier()`` and rank 0 writes the index that marks the folder complete.
 
     ``conditions(indices)`` returns a batch for those condition indices: ``image`` [B, C_img, F,
     h, w], ``image_latent`` [B, 16, 1, h, w], ``first_frame`` uint8 [B, 3, H, W], ``tracks``
@@ -120,6 +127,8 @@ def generate_ode_pairs(
         idx_all = list(range(start, min(cfg.num_pairs, start + cfg.shard_size)))
         path = _shard_path(out_dir, s)
         shards.append({"file": path.name, "num_samples": len(idx_all)})
+        if s % world_size != rank:
+            continue  # another rank's shard
         if path.is_file():
             log.info("ODE pairs: shard %s exists, skipped", path.name)
             continue
@@ -164,6 +173,11 @@ def generate_ode_pairs(
         torch.save(shard, tmp)
         os.replace(tmp, path)
         log.info("ODE pairs: wrote %s (%d samples)", path.name, len(idx_all))
+    barrier()
+    if rank != 0:
+        return out_dir
+    missing = [sh["file"] for sh in shards if not (out_dir / sh["file"]).is_file()]
+    assert not missing, f"shards {missing} were not written"
     sig = sampling_sigmas(student_steps, shift=shift)
     index = {"shards": shards, "num_pairs": cfg.num_pairs, "student_steps": student_steps, "shift": shift,
              "sigmas": [float(v) for v in sig], "teacher_steps": cfg.teacher_steps, "teacher_indices": keep,

@@ -137,43 +137,45 @@ def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
 
 @torch.no_grad()
 def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Path:
-    """Generate the ODE pairs of ``cfg.stage`` into ``out_dir`` unless complete (rank 0; resumable)."""
+    """Generate the ODE pairs of ``cfg.stage`` into ``out_dir`` unless complete (resumable; under
+    several processes each rank writes its share of the shards, rank 0 the index)."""
     st: ODEInitConfig = cfg.stage
     out_dir = Path(out_dir)
     if pairs_complete(out_dir):
         return out_dir
     teacher_dir = _require_teacher(st.teacher)
+    device = runtime.device  # every rank builds the teacher and writes its share of the shards
+    teacher = prepare_frozen(runtime, load_network(teacher_dir))
+    codec = teacher_codec(cfg, runtime, teacher_dir)
+    conditioner = Conditioner.for_network(ModelConfig(**_network_meta(teacher_dir)["model"]), codec=codec,
+                                          text_encoder=load_text_encoder(cfg, runtime), device=device)
+    n = st.pool_size or st.ode_pairs.num_pairs
+    seeds = [derive_seed(cfg.data.seed, "clip", i) for i in range(n)]  # the teacher's training clips
+    pool = ClipPool(make_world(cfg.data), seeds, num_workers=cfg.data.num_workers)
     if runtime.is_main:
-        device = runtime.device
-        teacher = prepare_frozen(runtime, load_network(teacher_dir))
-        codec = teacher_codec(cfg, runtime, teacher_dir)
-        conditioner = Conditioner.for_network(ModelConfig(**_network_meta(teacher_dir)["model"]), codec=codec,
-                                              text_encoder=load_text_encoder(cfg, runtime), device=device)
-        n = st.pool_size or st.ode_pairs.num_pairs
-        seeds = [derive_seed(cfg.data.seed, "clip", i) for i in range(n)]  # the teacher's training clips
-        pool = ClipPool(make_world(cfg.data), seeds, num_workers=cfg.data.num_workers)
-        log.info("ODE pairs: %d pairs from %d training clips, %d teacher steps -> %s", st.ode_pairs.num_pairs, n,
-                 st.ode_pairs.teacher_steps, out_dir)
+        log.info("ODE pairs: %d pairs from %d training clips, %d teacher steps, %d process(es) -> %s",
+                 st.ode_pairs.num_pairs, n, st.ode_pairs.teacher_steps, runtime.world_size, out_dir)
 
-        def conditions(idx: list[int]) -> dict:
-            clips = [pool.clips[i % n] for i in idx]
-            video = pool.videos([i % n for i in idx])  # [B, 3, T, H, W]
-            text, lens = conditioner.text([c["caption"] for c in clips])
-            features = conditioner.image_features(video[:, :, 0])
-            return {
-                **({} if features is None else {"image_features": features}),
-                "image": conditioner.image(video[:, :, 0], num_frames=video.shape[2]),
-                "image_latent": conditioner.latents(video[:, :, :1]),
-                "first_frame": torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in clips]),
-                **_pair_tracks(clips, cfg.data.num_tracks),
-                "text_emb": text, "text_len": lens, "caption": [c["caption"] for c in clips],
-                "seeds": [int(c["meta"]["seed"]) for c in clips],
-            }
+    def conditions(idx: list[int]) -> dict:
+        clips = [pool.clips[i % n] for i in idx]
+        video = pool.videos([i % n for i in idx])  # [B, 3, T, H, W]
+        text, lens = conditioner.text([c["caption"] for c in clips])
+        features = conditioner.image_features(video[:, :, 0])
+        return {
+            **({} if features is None else {"image_features": features}),
+            "image": conditioner.image(video[:, :, 0], num_frames=video.shape[2]),
+            "image_latent": conditioner.latents(video[:, :, :1]),
+            "first_frame": torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in clips]),
+            **_pair_tracks(clips, cfg.data.num_tracks),
+            "text_emb": text, "text_len": lens, "caption": [c["caption"] for c in clips],
+            "seeds": [int(c["meta"]["seed"]) for c in clips],
+        }
 
-        generate_ode_pairs(teacher, conditions=conditions, cfg=st.ode_pairs, student_steps=student_steps(cfg),
-                           shift=cfg.schedule.shift, null_text=conditioner.null_text,
-                           null_text_lengths=conditioner.null_lengths, embed_dim=teacher.track_embed_dim,
-                           height=cfg.data.height, width=cfg.data.width, out_dir=out_dir, device=device)
+    generate_ode_pairs(teacher, conditions=conditions, cfg=st.ode_pairs, student_steps=student_steps(cfg),
+                       shift=cfg.schedule.shift, null_text=conditioner.null_text,
+                       null_text_lengths=conditioner.null_lengths, embed_dim=teacher.track_embed_dim,
+                       height=cfg.data.height, width=cfg.data.width, out_dir=out_dir, device=device,
+                       rank=runtime.rank, world_size=runtime.world_size, barrier=runtime.barrier)
     runtime.barrier()
     return out_dir
 
@@ -184,7 +186,8 @@ def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: dict, keys: tuple[
 
     def make(idx: list[int], gids: list[int]) -> dict:
         sel = torch.tensor(idx)
-        return {k: pairs[k].index_select(0, sel) for k in keys}
+        # global sample ids key per-sample randomness, so a global batch draws the same on any world size
+        return {**{k: pairs[k].index_select(0, sel) for k in keys}, "gid": torch.tensor(gids)}
 
     return PoolStream(size, batch_size=cfg.data.batch_size, seed=derive_seed(cfg.data.seed, "pairs"), make_batch=make,
                       rank=runtime.rank, world_size=runtime.world_size)
@@ -192,7 +195,8 @@ def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: dict, keys: tuple[
 
 def _single_process(runtime: Runtime, stage: str) -> None:
     if runtime.distributed:
-        raise ValueError(f"stage={stage} runs single-process (parallel=single); see distill/stages.py")
+        raise ValueError(f"stage={stage} runs single-process for now (parallel=single): its per-sample noise is "
+                         "drawn per rank; ODE pairs and ode_init run on several processes")
 
 
 def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
@@ -208,7 +212,6 @@ def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "T
 
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: ODEInitConfig = cfg.stage
-    _single_process(runtime, "ode_init")
     teacher_dir = _require_teacher(st.teacher)
     check_teacher_run(cfg, teacher_dir)
     t0 = time.perf_counter()
