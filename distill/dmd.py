@@ -35,6 +35,7 @@ from typing import Optional
 
 import torch
 
+from data.batching import derive_seed
 from diffusion.samplers import Condition, GuidanceConfig, guided_velocity
 from diffusion.schedule import add_noise, first_frame_sigmas, sample_training_sigmas, sigma_to_t, x0_from_velocity
 from models.causal import CausalConfig
@@ -108,8 +109,10 @@ class DMDObjective(Objective):
         self.cfg, self.causal, self.sigmas, self.shift = cfg, cfg.causal, sigmas.float(), shift
         self.null_text, self.null_lengths = null_text.to(device), null_text_lengths.to(device)
         self.embed_dim, self.height, self.width, self.device = embed_dim, height, width, device
-        self.gen = torch.Generator().manual_seed(seed)  # exit steps, sigmas, track IDs
-        self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)  # rollout and DMD noise
+        self.seed = seed
+        self.gen = torch.Generator().manual_seed(seed)  # exit steps (one per batch: the same on every rank)
+        # batches without global sample ids (unit tests) draw per-sample values from these streams
+        self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
     def updates(self, step: int) -> list[str]:
         if (step + 1) % self.cfg.update_ratio == 0:
@@ -121,7 +124,9 @@ class DMDObjective(Objective):
 
         out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         B, _, N, _ = out["tracks"].shape
-        out["track_ids"] = sample_track_ids(B, N, generator=self.gen).to(self.device)  # fresh tags per sample
+        gens = self._sample_gens(out, "track-ids", device="cpu")
+        out["track_ids"] = (sample_track_ids(B, N, generator=self.gen) if gens is None else  # fresh tags per sample
+                            torch.cat([sample_track_ids(1, N, generator=g) for g in gens])).to(self.device)
         out["motion"] = encode_motion(out["tracks"], out["visibility"], out["track_ids"], embed_dim=self.embed_dim,
                                       height=self.height, width=self.width,
                                       latent_height=out["image_latent"].shape[-2])  # c_m [B, D, T, h, w]
@@ -130,9 +135,27 @@ class DMDObjective(Objective):
     def batch_size(self, batch: dict) -> int:
         return int(batch["tracks"].shape[0])
 
+    # ------------------------------------------------------------------ per-sample randomness
+
+    def _sample_gens(self, batch: dict, purpose: str, *, device=None) -> Optional[list[torch.Generator]]:
+        """One generator per sample keyed by its global sample id (``gid``): a global batch draws the
+        same numbers whatever the number of processes it is split over. None without ids."""
+        if "gid" not in batch:
+            return None
+        dev = self.device if device is None else device
+        return [torch.Generator(device=dev).manual_seed(derive_seed(self.seed, purpose, int(g)) % 2**62)
+                for g in batch["gid"].tolist()]
+
+    def _randn(self, gens: Optional[list[torch.Generator]], shape: tuple[int, ...]) -> torch.Tensor:
+        """Noise [B, *shape[1:]]: per sample from ``gens``, else from the objective's stream."""
+        if gens is None:
+            return torch.randn(shape, generator=self.noise_gen, device=self.device)
+        return torch.stack([torch.randn(shape[1:], generator=g, device=self.device) for g in gens])
+
     # ------------------------------------------------------------------ rollout
 
-    def rollout(self, batch: dict, *, grad: bool, exit_step: Optional[int] = None) -> torch.Tensor:
+    def rollout(self, batch: dict, *, grad: bool, exit_step: Optional[int] = None,
+                purpose: str = "rollout") -> torch.Tensor:
         """Self-rollout of the whole clip through the rolling cache -> x0 [B, 16, F, h, w].
 
         ``exit_step`` None draws it (uniform over the K steps, shared by all chunks)."""
@@ -151,7 +174,8 @@ class DMDObjective(Objective):
         motion = batch["motion"]
         outs = [cond.image_latent]
         B, C, _, h, w = cond.image_latent.shape
-        draw = lambda f: torch.randn((B, C, f, h, w), generator=self.noise_gen, device=self.device)  # noqa: E731
+        gens = self._sample_gens(batch, purpose)
+        draw = lambda f: self._randn(gens, (B, C, f, h, w))  # noqa: E731
         for i in range(n):
             lo, hi = chunk_pixel_frames(cfg, i)
             with torch.set_grad_enabled(grad):
@@ -168,14 +192,16 @@ class DMDObjective(Objective):
 
     # ------------------------------------------------------------------ losses
 
-    def _noised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _noised(self, x: torch.Tensor, batch: dict, purpose: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x_t, eps and sigma ([B], or [B, F] with frame 0 at 0 under the clean-first-frame convention)."""
         B = x.shape[0]
-        sigma = sample_training_sigmas(B, shift=self.shift, generator=self.gen, sigma_min=self.cfg.sigma_min,
-                                       sigma_max=self.cfg.sigma_max).to(self.device)
+        kw = dict(shift=self.shift, sigma_min=self.cfg.sigma_min, sigma_max=self.cfg.sigma_max)
+        levels = self._sample_gens(batch, purpose + "-sigma", device="cpu")
+        sigma = (sample_training_sigmas(B, generator=self.gen, **kw) if levels is None else
+                 torch.cat([sample_training_sigmas(1, generator=g, **kw) for g in levels])).to(self.device)
         if self.clean_first:
             sigma = first_frame_sigmas(sigma, x.shape[2])
-        noise = torch.randn(x.shape, generator=self.noise_gen, device=self.device)
+        noise = self._randn(self._sample_gens(batch, purpose + "-noise"), tuple(x.shape))
         return add_noise(x, noise, sigma), noise, sigma
 
     def _critic_velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -184,9 +210,9 @@ class DMDObjective(Objective):
                            image_features=batch.get("image_features")).float()
 
     def generator_loss(self, batch: dict):
-        x = self.rollout(batch, grad=True)  # [B, 16, F, h, w]
+        x = self.rollout(batch, grad=True, purpose="generator-rollout")  # [B, 16, F, h, w]
         with torch.no_grad():
-            x_t, _, sigma = self._noised(x.detach())
+            x_t, _, sigma = self._noised(x.detach(), batch, "generator")
             cond = Condition(text=batch["text_emb"], text_lengths=batch["text_len"], null_text=self.null_text,
                              null_text_lengths=self.null_lengths, image=batch["image"], motion=batch["motion"],
                              image_features=batch.get("image_features"))
@@ -202,8 +228,8 @@ class DMDObjective(Objective):
 
     def critic_loss(self, batch: dict):
         with torch.no_grad():
-            x = self.rollout(batch, grad=False)
-            x_t, noise, sigma = self._noised(x)
+            x = self.rollout(batch, grad=False, purpose="critic-rollout")
+            x_t, noise, sigma = self._noised(x, batch, "critic")
         v = self._critic_velocity(x_t, sigma, batch)
         err = (v - (noise - x)).square()  # [B, C, F, h, w]
         loss = (err[:, :, 1:] if self.clean_first else err).mean()  # a clean frame 0 is given, not predicted

@@ -1,8 +1,9 @@
 """Wiring of ``stage=ode_init`` and ``stage=dmd`` for the one training loop (train/loop.py).
 
 ode_init: the frozen teacher (an exported network folder, ``stage.teacher``) makes the ODE pairs
-  if ``stage.pairs`` has none yet (``obtain_ode_pairs``: rank 0 renders the conditions, encodes
-  them with the teacher's codec and text encoder, samples with joint guidance, writes shards);
+  if ``stage.pairs`` has none yet (``obtain_ode_pairs``: renders the conditions, encodes them with
+  the teacher's codec and text encoder, samples with joint guidance, writes shards; under several
+  processes each rank writes its share of the shards);
   the student starts as a copy of the teacher and regresses the pairs (``ODEInitObjective``);
   ``finish`` exports it (EMA weights) to ``<run_dir>/export/student``.
 dmd: generator = the ODE-init export (``stage.student``), critic = a copy of the teacher,
@@ -12,8 +13,11 @@ dmd: generator = the ODE-init export (``stage.student``), critic = a copy of the
 The codec must be the teacher's (its latent space): ``codec.checkpoint``, or the ``codec/codec.pt``
 of the teacher's run directory when the teacher folder is ``<teacher_run>/export/teacher``.
 Both stages use the one step grid ``cfg.schedule`` (shift, student_steps).
-Multi-process note: the DMD rollout drives the student's DiT through its streaming path (not the
-module's forward), which a DDP/FSDP wrapper does not see; these stages run single-process.
+Several processes (parallel=ddp): per-sample random draws are keyed by the global sample id, so a
+global batch gives the same losses on any number of processes. The DMD rollout drives the
+student's DiT through its streaming path (not the module's forward), which a DDP wrapper does not
+see: the generator is left unwrapped and its gradients are averaged after backward
+(``grad_sync="manual"``); FSDP / DeepSpeed for DMD are refused with that reason.
 """
 from __future__ import annotations
 
@@ -193,12 +197,6 @@ def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: dict, keys: tuple[
                       rank=runtime.rank, world_size=runtime.world_size)
 
 
-def _single_process(runtime: Runtime, stage: str) -> None:
-    if runtime.distributed:
-        raise ValueError(f"stage={stage} runs single-process for now (parallel=single): its per-sample noise is "
-                         "drawn per rank; ODE pairs and ode_init run on several processes")
-
-
 def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
     """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
     meta = _network_meta(teacher_dir)
@@ -237,7 +235,6 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 
 def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
-    _single_process(runtime, "dmd")
     teacher_dir = _require_teacher(st.teacher)
     check_teacher_run(cfg, teacher_dir)
     student_dir = _require_teacher(st.student, "stage.student") if st.student else teacher_dir
@@ -248,8 +245,11 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     pairs = load_ode_pairs(st.pairs, student_steps=K, shift=cfg.schedule.shift)
     teacher = prepare_frozen(runtime, load_network(teacher_dir))
     ratio, steps = st.update_ratio, cfg.trainer.max_steps
+    # the self-rollout drives the DiT's streaming path, not the module's forward: no DDP wrapper, the
+    # generator's gradients are averaged over ranks after backward
     generator = prepare_network(runtime, cfg.parallel, name="generator", module=load_network(student_dir),
-                                optim=st.generator_optim, ema=st.generator_ema, total_steps=max(1, steps // ratio))
+                                optim=st.generator_optim, ema=st.generator_ema, total_steps=max(1, steps // ratio),
+                                grad_sync="manual")
     critic = prepare_network(runtime, cfg.parallel, name="critic", module=load_network(teacher_dir),
                              optim=st.critic_optim, ema=None, total_steps=steps)
     null_text, null_lengths = load_text_encoder(cfg, runtime).encode([""])

@@ -1,6 +1,6 @@
-"""ODE pairs and ODE init on 2 processes (gloo, DDP) against 1 process at the same global batch:
-the same pairs (each rank writes its share of the shards), the same losses (per-sample draws keyed
-by global sample id), and an exact resume."""
+"""ODE pairs, ODE init and DMD on 2 processes (gloo, DDP) against 1 process at the same global
+batch: the same pairs (each rank writes its share of the shards), the same losses (per-sample draws
+keyed by global sample id; the DMD generator's gradients averaged by hand), and an exact resume."""
 import json
 import os
 import subprocess
@@ -29,9 +29,9 @@ def _run(args, *, procs: int = 1):
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
-def _losses(run: Path) -> dict[int, float]:
+def _losses(run: Path, key: str = "train/loss") -> dict[int, float]:
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r["train/loss"] for r in rows if "train/loss" in r}
+    return {r["step"]: r[key] for r in rows if key in r}
 
 
 def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path):
@@ -66,3 +66,21 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
     l3 = _losses(cut)
     assert all(l3[s] == l2[s] for s in (1, 2, 3, 4)), (l3, l2)
     assert json.loads((cut / "results.json").read_text())["resumed_from"].endswith("step_00000002")
+
+    # DMD from the same student and pairs: critic every step, the generator at step 5 (5:1)
+    dmd = [f"stage.teacher={teacher}", f"stage.student={one / 'export' / 'student'}", f"stage.pairs={one / 'ode_pairs'}",
+           "trainer.max_steps=5", "trainer.ckpt_every=5"]
+    d1, d2 = tmp_path / "dmd1", tmp_path / "dmd2"
+    _run(["experiment=tiny_dmd", *dmd, "data.batch_size=4", f"hydra.run.dir={d1}"])
+    _run(["experiment=tiny_dmd", *dmd, "parallel=ddp", "data.batch_size=2", f"hydra.run.dir={d2}"], procs=2)
+    for key in ("train/loss/critic", "train/loss/generator"):
+        a, b = _losses(d1, key), _losses(d2, key)
+        assert a and sorted(a) == sorted(b), (key, a, b)
+        for s in a:
+            assert abs(a[s] - b[s]) <= 1e-4 * max(1.0, abs(a[s])), (key, s, a[s], b[s])
+    w1 = torch.load(d1 / "export" / "student" / "heads.pt", weights_only=True)
+    w2 = torch.load(d2 / "export" / "student" / "heads.pt", weights_only=True)
+    w0 = torch.load(one / "export" / "student" / "heads.pt", weights_only=True)
+    assert any(not torch.equal(w0[k], w1[k]) for k in w1)  # the generator moved ...
+    for k in w1:  # ... and the same way on 1 and on 2 processes
+        torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-6)

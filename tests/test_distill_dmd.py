@@ -5,7 +5,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
 import stream.chunks as chunks
 from data.clips import PoolStream
@@ -20,6 +19,8 @@ from train.loop import TrainerConfig, train
 from train.metrics import LoggerConfig, MetricLogger
 from train.optim import OptimConfig
 from train.parallel import ParallelConfig, prepare_network
+
+from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
 SHIFT, K = 5.0, 3
 
@@ -97,7 +98,7 @@ def test_clean_first_frame_teacher_scores_with_frame_0_given(codec):
     obj = _objective(gen, critic, teacher)
     assert obj.clean_first
     x = torch.randn(2, 16, 7, H // 8, W // 8)
-    x_t, noise, sigma = obj._noised(x)
+    x_t, noise, sigma = obj._noised(x, {}, "critic")
     assert sigma.shape == (2, 7) and (sigma[:, 0] == 0).all() and (sigma[:, 1:] > 0).all()
     assert torch.equal(x_t[:, :, 0], x[:, :, 0]) and not torch.equal(x_t[:, :, 1:], x[:, :, 1:])
     batch = obj.prepare_batch(make_conditions(codec)([0, 1]))

@@ -164,6 +164,26 @@ class DDPNetwork(TrainedNetwork):
         return contextlib.nullcontext()
 
 
+class ManualSyncNetwork(TrainedNetwork):
+    """A data-parallel network whose forward does not run through a DDP wrapper (the DMD self-rollout
+    drives the DiT's streaming path directly, which DDP's hooks would not see): its gradients are
+    averaged over the ranks with one coalesced all-reduce after the last micro-batch."""
+
+    def backward(self, loss: torch.Tensor, *, accum: int, last: bool) -> None:
+        (loss / accum).backward()
+        if last and self.runtime.distributed:
+            params = [p for p in self.raw.parameters() if p.requires_grad]
+            for p in params:  # a parameter unused on one rank still takes part (same layout everywhere)
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+            grads = [p.grad for p in params]
+            flat = torch._utils._flatten_dense_tensors(grads)
+            torch.distributed.all_reduce(flat)
+            flat /= self.runtime.world_size
+            for g, synced in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+                g.copy_(synced)
+
+
 class FSDPNetwork(TrainedNetwork):
     @contextlib.contextmanager
     def no_sync(self):
@@ -287,8 +307,16 @@ def prepare_network(
     ema: EMAConfig | None,
     total_steps: int,
     init_fn: Callable[[nn.Module], None] | None = None,
+    grad_sync: str = "wrapper",
 ) -> TrainedNetwork:
-    """Wrap, materialise and give an optimizer to one trainable network (see module docstring)."""
+    """Wrap, materialise and give an optimizer to one trainable network (see module docstring).
+    ``grad_sync="manual"``: no DDP wrapper; gradients are averaged over ranks after backward
+    (networks whose loss does not call their forward, e.g. the DMD generator's self-rollout)."""
+    if grad_sync not in ("wrapper", "manual"):
+        raise ValueError(f"grad_sync={grad_sync!r}: choose wrapper or manual")
+    if grad_sync == "manual" and cfg.strategy not in ("ddp", "single"):
+        raise ValueError(f"parallel.strategy={cfg.strategy!r}: network {name!r} is trained outside its forward "
+                         "(grad_sync=manual, e.g. the DMD generator's self-rollout); use parallel=ddp or parallel=single")
     _apply_common(module, cfg)
     if ema is not None and ema.enabled and cfg.strategy == "deepspeed" and cfg.zero_stage == 3:
         raise ValueError("ema.enabled=true is not supported with parallel.zero_stage=3 (partitioned parameters); use fsdp")
@@ -309,6 +337,9 @@ def prepare_network(
         raw = unwrap(engine)
         return DeepSpeedNetwork(name, engine, raw, opt, sched, EMA(raw, ema) if use_ema else None,
                                 optim.clip_grad_norm, runtime)
+    if grad_sync == "manual":
+        return ManualSyncNetwork(name, module, module, opt, sched, EMA(module, ema) if use_ema else None,
+                                 optim.clip_grad_norm, runtime)
     wrapped = runtime.accelerator.prepare_model(module) if runtime.distributed else module
     return DDPNetwork(name, wrapped, module, opt, sched, EMA(module, ema) if use_ema else None,
                       optim.clip_grad_norm, runtime)
