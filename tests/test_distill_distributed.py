@@ -1,5 +1,5 @@
-"""ODE pairs, ODE init and DMD on 2 processes (gloo, DDP) against 1 process at the same global
-batch: the same pairs (each rank writes its share of the shards), the same losses (per-sample draws
+"""ODE pairs, ODE init (DDP and FSDP2) and DMD (DDP) on 2 processes (gloo) against 1 process at the
+same global batch: the same pairs (each rank writes its share of the shards), the same losses (per-sample draws
 keyed by global sample id; the DMD generator's gradients averaged by hand), and an exact resume."""
 import json
 import os
@@ -66,6 +66,18 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
     l3 = _losses(cut)
     assert all(l3[s] == l2[s] for s in (1, 2, 3, 4)), (l3, l2)
     assert json.loads((cut / "results.json").read_text())["resumed_from"].endswith("step_00000002")
+
+    # FSDP2 (generator sharded, EMA sharded): the same losses and, gathered on rank 0, the same export
+    fs = tmp_path / "fsdp"
+    _run(["experiment=tiny_ode_init", *stage, "parallel=fsdp", "data.batch_size=2", "trainer.max_steps=4",
+          f"stage.pairs={one / 'ode_pairs'}", f"hydra.run.dir={fs}"], procs=2)
+    l4 = _losses(fs)
+    for s in l1:
+        assert abs(l1[s] - l4[s]) <= 1e-5 * max(1.0, abs(l1[s])), (s, l1[s], l4[s])
+    h1 = torch.load(one / "export" / "student" / "heads.pt", weights_only=True)
+    h4 = torch.load(fs / "export" / "student" / "heads.pt", weights_only=True)
+    for k in h1:
+        torch.testing.assert_close(h1[k], h4[k], rtol=1e-4, atol=1e-6)
 
     # DMD from the same student and pairs: critic every step, the generator at step 5 (5:1)
     dmd = [f"stage.teacher={teacher}", f"stage.student={one / 'export' / 'student'}", f"stage.pairs={one / 'ode_pairs'}",

@@ -42,7 +42,8 @@ def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, 
 def full_state_dict(trained, *, use_ema: bool = True) -> dict[str, torch.Tensor]:
     """Full (unsharded) CPU state dict of a ``TrainedNetwork``, EMA weights substituted when kept.
 
-    Collective under FSDP (every rank must call); the result is complete on every rank.
+    Collective under FSDP (every rank must call): the full state dict (CPU-offloaded) lands on rank 0
+    only, the other ranks get the keys they hold locally (none), so only rank 0 may write it.
     """
     from train.parallel import FSDPNetwork
 
@@ -54,8 +55,9 @@ def full_state_dict(trained, *, use_ema: bool = True) -> dict[str, torch.Tensor]
         sd = {k: v.detach().cpu() for k, v in trained.raw.state_dict().items()}
     if use_ema and trained.ema is not None:
         for name, shadow in zip(trained.ema.names, trained.ema.shadow):
-            full = shadow.full_tensor() if hasattr(shadow, "full_tensor") else shadow
-            sd[name] = full.detach().cpu().to(sd[name].dtype)
+            full = shadow.full_tensor() if hasattr(shadow, "full_tensor") else shadow  # collective: every rank
+            if name in sd:
+                sd[name] = full.detach().cpu().to(sd[name].dtype)
     return sd
 
 
