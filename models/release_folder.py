@@ -12,7 +12,6 @@ raises a ``ValueError`` that lists what was found and what is missing.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -69,8 +68,13 @@ class ReleaseFolder:
     unknown: list[Path] = field(default_factory=list)  # weight files of no recognised kind
 
     def found(self) -> dict[str, str]:
-        out = {p: [str(x.relative_to(self.root)) for x in self.dit] if p == "dit" else getattr(self, p) for p in PARTS}
-        return {k: (v if isinstance(v, list) else str(Path(v).relative_to(self.root))) for k, v in out.items() if v}
+        """Each part that is present -> its path(s) relative to the folder (for error messages)."""
+        out = {}
+        for part in PARTS:
+            paths = self.dit if part == "dit" else [getattr(self, part)] if getattr(self, part) else []
+            if paths:
+                out[part] = ", ".join(str(x.relative_to(self.root)) for x in paths)
+        return out
 
     def require(self, *parts: str, field_name: str = "path") -> "ReleaseFolder":
         missing = [p for p in parts if not (self.dit if p == "dit" else getattr(self, p))]
@@ -95,10 +99,7 @@ def find_release(folder: str | Path) -> ReleaseFolder:
     if not root.is_dir():
         raise ValueError(f"release folder {root} does not exist or is not a folder")
     rel = ReleaseFolder(root=root)
-    for part, dirs in TOKENIZER_DIRS.items():
-        hit = next((root / d for d in dirs if (root / d).is_dir()), None)
-        if part == "t5_tokenizer":
-            rel.t5_tokenizer = hit
+    rel.t5_tokenizer = next((root / d for d in TOKENIZER_DIRS["t5_tokenizer"] if (root / d).is_dir()), None)
     indexes = sorted(root.glob("*.safetensors.index.json"))
     if len(indexes) > 1:
         raise ValueError(f"release folder {root} has several DiT index files {[i.name for i in indexes]}; keep one")
@@ -123,9 +124,3 @@ def find_release(folder: str | Path) -> ReleaseFolder:
     if (root / "config.json").is_file():
         rel.dit_config = root / "config.json"
     return rel
-
-
-def dit_index_files(index: Path) -> list[Path]:
-    """The shard files an index json names (all must exist)."""
-    names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    return [index.parent / n for n in names]
