@@ -128,6 +128,19 @@ def convert_wan_umt5(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.
     return out
 
 
+def umt5_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
+    """UMT5 sizes read off an official Wan T5 state dict: vocabulary and width from the token
+    embedding, depth from the blocks, heads and buckets from the relative position table, the FFN
+    and head widths from the projections. The bucket distance is not stored (umt5-xxl's 128 kept)."""
+    emb = sd["token_embedding.weight"]  # [vocab, d_model]
+    buckets, heads = sd["blocks.0.pos_embedding.embedding.weight"].shape
+    return dict(vocab_size=int(emb.shape[0]), d_model=int(emb.shape[1]), num_heads=int(heads),
+                relative_attention_num_buckets=int(buckets),
+                d_kv=int(sd["blocks.0.attn.q.weight"].shape[0]) // int(heads),
+                d_ff=int(sd["blocks.0.ffn.fc1.weight"].shape[0]),
+                num_layers=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")))
+
+
 class UMT5TextEncoder(TextEncoder):
     """UMT5(-XXL) encoder with Wan's tokenisation semantics."""
 
@@ -174,11 +187,14 @@ class UMT5TextEncoder(TextEncoder):
         """The official ``models_t5_umt5-xxl-enc-bf16.pth`` + its ``google/umt5-xxl`` tokenizer folder.
 
         Built on ``meta`` and filled by assignment (no 5.7B-parameter random init); ``config``
-        overrides ``UMT5_XXL_CONFIG`` (tests use a tiny one).
+        overrides ``UMT5_XXL_CONFIG``; without it the sizes are read off the file's shapes
+        (``umt5_config_from_state_dict``).
         """
         from transformers import UMT5Config, UMT5EncoderModel
 
         sd = torch.load(Path(checkpoint), map_location="cpu", mmap=True, weights_only=True)
+        if config is None:
+            config = umt5_config_from_state_dict(sd)
         with torch.device("meta"):
             model = UMT5EncoderModel(UMT5Config(**dict(UMT5_XXL_CONFIG, **(config or {}))))
         model.load_state_dict(convert_wan_umt5(sd), strict=True, assign=True)

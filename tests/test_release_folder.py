@@ -27,7 +27,7 @@ from stream.engine import StreamingGenerator
 from train.teacher import FlowMatchingObjective, TeacherConfig
 from train.weights import initialise
 
-from release_helpers import RELEASE_CLIP, TINY_UMT5, write_release_folder
+from release_helpers import RELEASE_CLIP, RELEASE_VAE, TINY_UMT5, write_release_folder
 
 H = W = 32
 
@@ -82,11 +82,14 @@ def test_incomplete_or_ambiguous_folders_say_what_was_found_and_what_is_missing(
 
 
 def test_text_encoder_vae_and_clip_load_by_pointing_at_the_folder(release):
-    enc = build_text_encoder("umt5", path=str(release), config=TINY_UMT5, dtype=None)
+    # sizes read off the files' shapes: pointing a config at the folder is enough
+    enc = build_text_encoder("umt5", path=str(release), dtype=None)
     emb, lens = enc.encode(["a cat", "the"])
     assert emb.shape[0] == 2 and int(lens.max()) <= emb.shape[1]
-    vae = build_codec("wan2.1-vae", checkpoint=str(release), base_dim=8, z_dim=16)
+    assert enc.dim == TINY_UMT5["d_model"]
+    vae = build_codec("wan2.1-vae", checkpoint=str(release))
     assert vae.encode(torch.zeros(1, 3, 5, 16, 16)).shape == (1, 16, 2, 2, 2)
+    assert vae.vae.config.base_dim == RELEASE_VAE.base_dim
     clip = load_image_encoder(release)  # config read off the .pth shapes
     tokens = clip(torch.zeros(2, 3, H, W))
     n = (RELEASE_CLIP["image_size"] // RELEASE_CLIP["patch_size"]) ** 2 + 1
@@ -187,3 +190,25 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
                        cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+def test_read_off_sizes_are_the_released_ones_on_the_real_shapes():
+    """On meta tensors with the real files' shapes the inferred configs are UMT5-XXL and the Wan 2.1 VAE."""
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    from models.codecs import WanVAEConfig
+    from models.text_encoders import UMT5_XXL_CONFIG, umt5_config_from_state_dict
+
+    from release_helpers import umt5_to_wan_keys
+
+    with torch.device("meta"):
+        t5 = UMT5EncoderModel(UMT5Config(**UMT5_XXL_CONFIG))
+    got = umt5_config_from_state_dict(umt5_to_wan_keys(t5.state_dict()))
+    assert got == {k: UMT5_XXL_CONFIG[k] for k in got}
+    from diffusers import AutoencoderKLWan
+
+    from models.codecs.wan_vae import convert_diffusers_to_official, wan_vae_config_from_state_dict
+
+    with torch.device("meta"):
+        vae = AutoencoderKLWan(**WanVAEConfig().diffusers_kwargs())
+    assert wan_vae_config_from_state_dict(convert_diffusers_to_official(vae.state_dict())) == WanVAEConfig()

@@ -88,7 +88,7 @@ def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> 
         config = _make_config(WanVAEConfig, name, options)
         if checkpoint is None:
             return WanVAE.from_config(config)
-        return WanVAE.from_official_checkpoint(checkpoint, config)
+        return WanVAE.from_official_checkpoint(checkpoint, config if options else None)  # None: widths from the file
     if name == "taehv-wan2.1":
         config = _make_config(TAEHVConfig, name, options)
         return TAEHV(config) if checkpoint is None else TAEHV.from_checkpoint(checkpoint, config)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Mapping
 
 import torch
 from diffusers import AutoencoderKLWan
@@ -33,6 +34,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 
 __all__ = [
+    "wan_vae_config_from_state_dict",
     "WAN21_LATENTS_MEAN",
     "WAN21_LATENTS_STD",
     "WanVAEConfig",
@@ -192,6 +194,12 @@ class WanDecodeState:
     started: bool = False
 
 
+def wan_vae_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> "WanVAEConfig":
+    """The widths of an official-layout VAE state dict (first conv -> ``base_dim``, the latent 1x1 conv
+    -> ``z_dim``); the block structure is the released one (a different one fails the strict load)."""
+    return WanVAEConfig(base_dim=int(sd["encoder.conv1.weight"].shape[0]), z_dim=int(sd["conv2.weight"].shape[0]))
+
+
 class WanVAE(VideoCodec):
     """Wan 2.1 VAE: video [B, 3, 1+4k, H, W] in [-1, 1] <-> normalised latents [B, 16, 1+k, H/8, W/8]."""
 
@@ -223,9 +231,12 @@ class WanVAE(VideoCodec):
 
     @classmethod
     def from_official_checkpoint(cls, path: str, config: WanVAEConfig | None = None) -> "WanVAE":
-        """Load the official ``Wan2.1_VAE.pth`` (or a file in its key layout) strictly."""
-        config = config or WanVAEConfig()
-        state = convert_official_to_diffusers(read_state_dict_file(path), num_res_blocks=config.num_res_blocks)
+        """Load the official ``Wan2.1_VAE.pth`` (or a file in its key layout) strictly. Without
+        ``config`` the widths (``base_dim``, ``z_dim``) are read off the file; the block structure is
+        the released one."""
+        raw = read_state_dict_file(path)
+        config = config or wan_vae_config_from_state_dict(raw)
+        state = convert_official_to_diffusers(raw, num_res_blocks=config.num_res_blocks)
         # Built on meta and filled with assign=True: no 127M-parameter random init to throw away.
         with torch.device("meta"):
             vae = AutoencoderKLWan(**config.diffusers_kwargs())
