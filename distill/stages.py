@@ -13,11 +13,14 @@ dmd: generator = the ODE-init export (``stage.student``), critic = a copy of the
 The codec must be the teacher's (its latent space): ``codec.checkpoint``, or the ``codec/codec.pt``
 of the teacher's run directory when the teacher folder is ``<teacher_run>/export/teacher``.
 Both stages use the one step grid ``cfg.schedule`` (shift, student_steps).
-Several processes (parallel=ddp): per-sample random draws are keyed by the global sample id, so a
-global batch gives the same losses on any number of processes. The DMD rollout drives the
+Several processes (parallel=ddp or fsdp): per-sample random draws are keyed by the global sample
+id, so a global batch gives the same losses on any number of processes. The DMD rollout drives the
 student's DiT through its streaming path (not the module's forward), which a DDP wrapper does not
-see: the generator is left unwrapped and its gradients are averaged after backward
-(``grad_sync="manual"``); FSDP / DeepSpeed for DMD are refused with that reason.
+see: under ddp the generator is left unwrapped and its gradients are averaged after backward
+(``grad_sync="manual"``); under fsdp every module the streaming path calls is an FSDP unit of its
+own (``parallel.fsdp_leaf_units``), so FSDP gathers and reduce-scatters as in a forward; the frozen
+teacher is sharded too (DMD calls it in lockstep on every rank). DeepSpeed is refused for DMD.
+ODE pairs keep a full teacher per rank: ranks write different shards and never call it in lockstep.
 """
 from __future__ import annotations
 
@@ -243,10 +246,10 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
                          "are the DMD conditions)")
     K = student_steps(cfg)
     pairs = load_ode_pairs(st.pairs, student_steps=K, shift=cfg.schedule.shift)
-    teacher = prepare_frozen(runtime, load_network(teacher_dir))
+    teacher = prepare_frozen(runtime, load_network(teacher_dir), cfg=cfg.parallel, shard=True)
     ratio, steps = st.update_ratio, cfg.trainer.max_steps
-    # the self-rollout drives the DiT's streaming path, not the module's forward: no DDP wrapper, the
-    # generator's gradients are averaged over ranks after backward
+    # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper
+    # (gradients averaged after backward), under fsdp one unit per module the path calls
     generator = prepare_network(runtime, cfg.parallel, name="generator", module=load_network(student_dir),
                                 optim=st.generator_optim, ema=st.generator_ema, total_steps=max(1, steps // ratio),
                                 grad_sync="manual")

@@ -266,6 +266,18 @@ class WanHead(nn.Module):
         return F.linear(h.view(B, L, dim), self.head.weight.float(), self.head.bias.float())
 
 
+class FP32Sequential(nn.Sequential):
+    """A Sequential whose Linears run in float32 whatever their storage dtype (the official keeps the
+    time embedding in fp32). A module call, so wrappers that gather parameters in forward hooks
+    (FSDP) see it also on the streaming path; parameter names stay ``<i>.weight``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        for m in self:
+            x = F.linear(x, m.weight.float(), m.bias.float()) if isinstance(m, nn.Linear) else m(x)
+        return x
+
+
 class MLPProj(nn.Module):
     """CLIP image tokens -> DiT width (official ``img_emb``); FLF2V adds a position table."""
 
@@ -335,8 +347,8 @@ class WanModel(nn.Module):
         image = model_type in ("i2v", "flf2v")
         self.patch_embedding = nn.Conv3d(in_dim, dim, kernel_size=self.patch_size, stride=self.patch_size)
         self.text_embedding = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim))
-        self.time_embedding = nn.Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
-        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
+        self.time_embedding = FP32Sequential(nn.Linear(freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = FP32Sequential(nn.SiLU(), nn.Linear(dim, dim * 6))
         self.blocks = nn.ModuleList(
             WanBlock(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, image) for _ in range(num_layers)
         )
@@ -425,7 +437,7 @@ class WanModel(nn.Module):
         A [B] timestep is expanded to every latent frame first, so a constant [B, F] gives
         bit-identical results (both take the same path).
         """
-        t = torch.as_tensor(t, device=self.patch_embedding.weight.device)
+        t = torch.as_tensor(t, device=self.head.modulation.device)
         if t.ndim == 0:
             t = t.expand(batch)
         if t.ndim == 1:
@@ -437,10 +449,8 @@ class WanModel(nn.Module):
         t = t[:, :: self.patch_size[0]]  # one timestep per token frame
         nf = t.shape[1]
         sin = sinusoidal_embedding(t.reshape(-1), self.freq_dim)  # [B*F', freq_dim]
-        e = F.linear(sin, self.time_embedding[0].weight.float(), self.time_embedding[0].bias.float())
-        e = F.linear(F.silu(e), self.time_embedding[2].weight.float(), self.time_embedding[2].bias.float())
-        lin = self.time_projection[1]
-        e0 = F.linear(F.silu(e), lin.weight.float(), lin.bias.float())
+        e = self.time_embedding(sin)  # [B*F', dim] float32
+        e0 = self.time_projection(e)  # [B*F', 6 * dim]
         return e.view(batch, nf, self.dim), e0.view(batch, nf, 6, self.dim)
 
     def embed_context(

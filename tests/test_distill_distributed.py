@@ -1,6 +1,8 @@
-"""ODE pairs, ODE init (DDP and FSDP2) and DMD (DDP) on 2 processes (gloo) against 1 process at the
-same global batch: the same pairs (each rank writes its share of the shards), the same losses (per-sample draws
-keyed by global sample id; the DMD generator's gradients averaged by hand), and an exact resume."""
+"""ODE pairs, ODE init (DDP and FSDP2) and DMD (DDP and FSDP2) on 2 processes (gloo) against 1 process at
+the same global batch: the same pairs (each rank writes its share of the shards), the same losses (per-sample
+draws keyed by global sample id; under DDP the DMD generator's gradients averaged by hand, under FSDP2 each
+module of the streaming path its own unit), and an exact resume. Tolerances: relative 1e-5 (ODE init) and
+1e-4 (DMD) on losses, float reduction order only."""
 import json
 import os
 import subprocess
@@ -96,3 +98,21 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
     assert any(not torch.equal(w0[k], w1[k]) for k in w1)  # the generator moved ...
     for k in w1:  # ... and the same way on 1 and on 2 processes
         torch.testing.assert_close(w1[k], w2[k], rtol=1e-4, atol=1e-6)
+
+    # DMD under FSDP2 (generator, critic and the frozen teacher sharded): the same losses and export,
+    # and a run stopped at step 3 resumes to the uninterrupted losses exactly
+    d3, d4 = tmp_path / "dmd_fsdp", tmp_path / "dmd_fsdp_cut"
+    _run(["experiment=tiny_dmd", *dmd, "parallel=fsdp", "data.batch_size=2", f"hydra.run.dir={d3}"], procs=2)
+    for key in ("train/loss/critic", "train/loss/generator"):
+        a, b = _losses(d1, key), _losses(d3, key)
+        assert a and sorted(a) == sorted(b), (key, a, b)
+        for s in a:
+            assert abs(a[s] - b[s]) <= 1e-4 * max(1.0, abs(a[s])), (key, s, a[s], b[s])
+    w3 = torch.load(d3 / "export" / "student" / "heads.pt", weights_only=True)
+    for k in w1:
+        torch.testing.assert_close(w1[k], w3[k], rtol=1e-4, atol=1e-6)
+    cut = [*dmd[:3], "parallel=fsdp", "data.batch_size=2", "trainer.ckpt_every=3", f"hydra.run.dir={d4}"]
+    _run(["experiment=tiny_dmd", *cut, "trainer.max_steps=3"], procs=2)
+    _run(["experiment=tiny_dmd", *cut, "trainer.max_steps=5"], procs=2)
+    for key in ("train/loss/critic", "train/loss/generator"):
+        assert _losses(d4, key) == _losses(d3, key), key

@@ -20,6 +20,7 @@ eval mode, no gradients, no DDP wrapper, optionally sharded (FSDP) for large tea
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -31,7 +32,8 @@ from train.dist import Runtime
 from train.ema import EMA, EMAConfig
 from train.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 
-__all__ = ["ParallelConfig", "TrainedNetwork", "prepare_network", "prepare_frozen", "deepspeed_config", "unwrap"]
+__all__ = ["ParallelConfig", "TrainedNetwork", "prepare_network", "prepare_frozen", "deepspeed_config", "unwrap",
+           "root_parameters"]
 
 STRATEGIES = ("single", "ddp", "fsdp", "deepspeed")
 
@@ -50,6 +52,13 @@ class ParallelConfig:
     # K/V of every block before running the blocks): sharded as their own units, with those
     # methods registered as FSDP forward methods so their parameters are gathered for them.
     fsdp_methods: dict = field(default_factory=lambda: {"WanCrossAttention": ["context_kv"]})
+    # Submodules (paths from the trained module) sharded as units of their own, so that every module the
+    # streaming path calls outside the root's forward (the DMD self-rollout: patchify, time and text
+    # embeddings, head, track head, text projection) gathers its own parameters; paths the module
+    # lacks are skipped. With them the root holds no parameters of its own.
+    fsdp_leaf_units: list[str] = field(default_factory=lambda: [
+        "dit.patch_embedding", "dit.text_embedding", "dit.time_embedding", "dit.time_projection", "dit.head",
+        "dit.img_emb", "track_encoder.head", "text_proj"])
     reshard_after_forward: bool = True  # ZeRO-3 style; False keeps params gathered (ZeRO-2 style)
     # deepspeed
     zero_stage: int = 2
@@ -282,9 +291,35 @@ def _shard(module: nn.Module, cfg: ParallelConfig, runtime: Runtime) -> None:
             for method in methods:
                 register_fsdp_forward_method(m, method)
     units = [m for m in module.modules() if type(m).__name__ in set(cfg.fsdp_units)]
+    named = dict(module.named_modules())
+    units += [named[path] for path in cfg.fsdp_leaf_units if path in named]
     for unit in units:
         fully_shard(unit, **kw)
     fully_shard(module, **kw)
+
+
+# FSDP2 warns when a unit returns a view (an in-place op on it would skip the pre-backward hook). Our units'
+# outputs (cross-attention K/V, head, embeddings) are never modified in place; the 2-process = 1-process
+# tests of every stage would show it if they were.
+warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+
+
+def _claim_root(module: nn.Module) -> None:
+    """The first FSDP module to run forward claims the root role; a network driven through its
+    submodules (the DMD rollout never calls the root's forward) would let a leaf claim it and the
+    root's first forward then fail. Claimed here, once the parameters are materialised."""
+    module._get_fsdp_state()._lazy_init()
+
+
+def root_parameters(module: nn.Module, cfg: ParallelConfig) -> list[str]:
+    """Parameters of ``module`` that no FSDP unit below the root owns (gathered only by the root's forward)."""
+    names = set(cfg.fsdp_units)
+    leaves = set(cfg.fsdp_leaf_units)
+    owned: set[int] = set()
+    for path, m in module.named_modules():
+        if m is not module and (type(m).__name__ in names or path in leaves or type(m).__name__ in cfg.fsdp_methods):
+            owned.update(id(p) for p in m.parameters())
+    return [n for n, p in module.named_parameters() if id(p) not in owned]
 
 
 def _apply_common(module: nn.Module, cfg: ParallelConfig) -> None:
@@ -314,9 +349,15 @@ def prepare_network(
     (networks whose loss does not call their forward, e.g. the DMD generator's self-rollout)."""
     if grad_sync not in ("wrapper", "manual"):
         raise ValueError(f"grad_sync={grad_sync!r}: choose wrapper or manual")
-    if grad_sync == "manual" and cfg.strategy not in ("ddp", "single"):
-        raise ValueError(f"parallel.strategy={cfg.strategy!r}: network {name!r} is trained outside its forward "
-                         "(grad_sync=manual, e.g. the DMD generator's self-rollout); use parallel=ddp or parallel=single")
+    if grad_sync == "manual" and cfg.strategy == "deepspeed":
+        raise ValueError(f"parallel.strategy=deepspeed: network {name!r} is trained outside its forward "
+                         "(grad_sync=manual, e.g. the DMD generator's self-rollout), which a DeepSpeed engine "
+                         "cannot see; use parallel=fsdp, ddp or single")
+    if grad_sync == "manual" and cfg.strategy == "fsdp":
+        left = root_parameters(module, cfg)
+        if left:
+            raise ValueError(f"network {name!r} is trained outside its forward but parameters {left[:8]} belong "
+                             "to no FSDP unit of their own; add their modules to parallel.fsdp_leaf_units")
     _apply_common(module, cfg)
     if ema is not None and ema.enabled and cfg.strategy == "deepspeed" and cfg.zero_stage == 3:
         raise ValueError("ema.enabled=true is not supported with parallel.zero_stage=3 (partitioned parameters); use fsdp")
@@ -325,6 +366,7 @@ def prepare_network(
         _shard(module, cfg, runtime)
         _materialise(module, runtime.device, init_fn)
         module.to(runtime.device)
+        _claim_root(module)
         opt = build_optimizer(param_groups(module, optim), optim, device=runtime.device)
         return FSDPNetwork(name, module, module, opt, build_scheduler(opt, optim, total=total_steps),
                            EMA(module, ema) if use_ema else None, optim.clip_grad_norm, runtime)
@@ -356,10 +398,13 @@ def prepare_frozen(
 ) -> nn.Module:
     """Frozen module: no grads, eval mode, on the device (sharded under FSDP when ``shard``)."""
     module.requires_grad_(False).eval()
-    if shard and cfg is not None and cfg.strategy == "fsdp":
+    sharded = shard and cfg is not None and cfg.strategy == "fsdp"
+    if sharded:
         _shard(module, cfg, runtime)
     _materialise(module, runtime.device, init_fn)
     module.to(runtime.device)
+    if sharded:
+        _claim_root(module)
     if dtype is not None:
         module.to(dtype)
     return module
