@@ -2,7 +2,7 @@
 
 An official Wan 2.1 / Fun release folder holds, side by side (wan-architecture.md §8):
   DiT      config.json + diffusion_pytorch_model.safetensors, or shards + *.safetensors.index.json
-  VAE      Wan2.1_VAE.pth
+  VAE      Wan2.1_VAE.pth (Wan 2.2 TI2V-5B: Wan2.2_VAE.pth, 48 latent channels; ``vae_version`` tells them apart)
   T5       models_t5_umt5-xxl-enc-bf16.pth + the tokenizer folder google/umt5-xxl/
   CLIP     models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth (+ xlm-roberta-large/, unused)
 A ``.pth`` with another name is classified by its keys (``visual.*`` CLIP, ``token_embedding`` T5,
@@ -12,16 +12,17 @@ raises a ``ValueError`` that lists what was found and what is missing.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
 import torch
 
-__all__ = ["OFFICIAL_FILES", "ReleaseFolder", "find_release", "is_release_folder", "classify_weights"]
+__all__ = ["OFFICIAL_FILES", "ReleaseFolder", "find_release", "is_release_folder", "classify_weights", "vae_version"]
 
 OFFICIAL_FILES = {
-    "vae": ("Wan2.1_VAE.pth",),
+    "vae": ("Wan2.1_VAE.pth", "Wan2.2_VAE.pth"),
     "t5": ("models_t5_umt5-xxl-enc-bf16.pth",),
     "clip": ("models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth",),
 }
@@ -52,6 +53,20 @@ def classify_weights(path: Path) -> Optional[str]:
     if any(k.endswith("patch_embedding.weight") for k in keys) and any(".blocks." in f".{k}" for k in keys):
         return "dit"
     return None
+
+
+def vae_version(path: str | Path) -> Optional[str]:
+    """"2.1" or "2.2" for an official-layout VAE file (keys only, no tensors read), None for no VAE.
+
+    The 2.2 VAE nests its blocks one level deeper (``decoder.upsamples.0.upsamples.0.residual...``,
+    ``encoder.downsamples.0.downsamples.0...``), the 2.1 one indexes them flat (``decoder.upsamples.3...``);
+    ComfyUI tells the two apart by the same nesting.
+    """
+    keys = _keys(Path(path))
+    if not (any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys)):
+        return None
+    nested = re.compile(r"(encoder\.downsamples\.\d+\.downsamples|decoder\.upsamples\.\d+\.upsamples)\.\d+\.")
+    return "2.2" if any(nested.match(k) for k in keys) else "2.1"
 
 
 @dataclass

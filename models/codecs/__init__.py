@@ -2,10 +2,13 @@
 
 - ``wan2.1-vae``: the Wan 2.1 VAE (diffusers ``AutoencoderKLWan``), official ``Wan2.1_VAE.pth``
   or a diffusers folder, latent mean/std applied inside.
+- ``wan2.2-vae``: the Wan 2.2 (TI2V-5B) VAE, official ``Wan2.2_VAE.pth`` or a diffusers folder:
+  48 latent channels at H/16 x W/16 (``spatial_factor`` 16).
 - ``taehv-wan2.1``: TAEHV tiny VAE in the Wan 2.1 latent space (``taew2_1.pth``/``.safetensors``).
 - ``tiny-ae``: a small trainable causal autoencoder for the embedded synthetic world.
 
-All map [B, 3, 1+4k, H, W] pixels in [-1, 1] to normalised latents [B, C, 1+k, H/8, W/8].
+All map [B, 3, 1+4k, H, W] pixels in [-1, 1] to normalised latents [B, C, 1+k, H/s, W/s], s = ``spatial_factor``
+(8, except 16 for ``wan2.2-vae`` and the patch options of TAEHV / the tiny AE).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from models.codec_names import CODEC_NAMES
-from models.release_folder import find_release, is_release_folder
+from models.release_folder import find_release, is_release_folder, vae_version
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 from .taehv import TAEHV, TAEHVConfig, TAEHVDecodeState
@@ -29,6 +32,14 @@ from .wan_vae import (
     convert_diffusers_to_official,
     convert_official_to_diffusers,
 )
+from .wan22_vae import (
+    WAN22_LATENTS_MEAN,
+    WAN22_LATENTS_STD,
+    Wan22VAE,
+    Wan22VAEConfig,
+    convert_diffusers_to_official22,
+    convert_official22_to_diffusers,
+)
 
 __all__ = [
     "CODEC_NAMES",
@@ -41,6 +52,12 @@ __all__ = [
     "WAN21_LATENTS_STD",
     "convert_official_to_diffusers",
     "convert_diffusers_to_official",
+    "Wan22VAE",
+    "Wan22VAEConfig",
+    "WAN22_LATENTS_MEAN",
+    "WAN22_LATENTS_STD",
+    "convert_official22_to_diffusers",
+    "convert_diffusers_to_official22",
     "TAEHV",
     "TAEHVConfig",
     "TAEHVDecodeState",
@@ -63,32 +80,47 @@ def _make_config(cls: type, name: str, options: dict[str, Any]):
     return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()})
 
 
+# codec name -> (class, config dataclass, VAE version of its official .pth)
+_WAN_VAES = {"wan2.1-vae": (WanVAE, WanVAEConfig, "2.1"), "wan2.2-vae": (Wan22VAE, Wan22VAEConfig, "2.2")}
+
+
+def _build_wan_vae(name: str, checkpoint: str | None, options: dict[str, Any]) -> WanVAE:
+    cls, config_cls, version = _WAN_VAES[name]
+    if checkpoint is not None and is_release_folder(Path(checkpoint)):
+        # a Wan release folder: its Wan2.1_VAE.pth / Wan2.2_VAE.pth (found by name, else by keys)
+        checkpoint = str(find_release(checkpoint).require("vae", field_name="codec.checkpoint").vae)
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        if options:
+            raise ValueError(
+                f"codec {name!r}: options {sorted(options)} cannot be combined with the diffusers folder "
+                f"{checkpoint!r}, whose config.json defines the architecture; drop them"
+            )
+        return cls.from_pretrained(checkpoint)
+    config = _make_config(config_cls, name, options)
+    if checkpoint is None:
+        return cls.from_config(config)
+    found = vae_version(checkpoint)
+    if found is not None and found != version:
+        other = next(n for n, (_, _, v) in _WAN_VAES.items() if v == found)
+        raise ValueError(f"codec.checkpoint={checkpoint!r} is a Wan {found} VAE but codec.name={name!r} expects "
+                         f"Wan {version}; set codec.name={other} (or point at a Wan {version} VAE)")
+    return cls.from_official_checkpoint(checkpoint, config if options else None)  # None: sizes from the file
+
+
 def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> VideoCodec:
     """Build a codec by name.
 
     checkpoint: None for random init (tests, architecture benchmarks, a tiny AE about to be
-    trained); a file (official ``Wan2.1_VAE.pth``, ``taew2_1.pth``/``.safetensors``, a tiny-AE
-    checkpoint); or, for ``wan2.1-vae`` only, a diffusers folder (its config.json is used) or a Wan
-    release folder (its ``Wan2.1_VAE.pth``).
-    options: fields of the codec's config dataclass (``WanVAEConfig``, ``TAEHVConfig``, ``TinyAEConfig``).
+    trained); a file (official ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth``, ``taew2_1.pth``/``.safetensors``,
+    a tiny-AE checkpoint); or, for the Wan VAEs only, a diffusers folder (its config.json is used) or a
+    Wan release folder (its official VAE file).
+    options: fields of the codec's config dataclass (``WanVAEConfig``, ``Wan22VAEConfig``, ``TAEHVConfig``,
+    ``TinyAEConfig``).
     """
     if checkpoint is not None and not os.path.exists(checkpoint):
         raise ValueError(f"codec {name!r}: checkpoint path {checkpoint!r} does not exist")
-    if name == "wan2.1-vae":
-        if checkpoint is not None and is_release_folder(Path(checkpoint)):
-            # a Wan release folder: its Wan2.1_VAE.pth (found by name, else by keys)
-            checkpoint = str(find_release(checkpoint).require("vae", field_name="codec.checkpoint").vae)
-        if checkpoint is not None and os.path.isdir(checkpoint):
-            if options:
-                raise ValueError(
-                    f"codec 'wan2.1-vae': options {sorted(options)} cannot be combined with the diffusers folder "
-                    f"{checkpoint!r}, whose config.json defines the architecture; drop them"
-                )
-            return WanVAE.from_pretrained(checkpoint)
-        config = _make_config(WanVAEConfig, name, options)
-        if checkpoint is None:
-            return WanVAE.from_config(config)
-        return WanVAE.from_official_checkpoint(checkpoint, config if options else None)  # None: widths from the file
+    if name in _WAN_VAES:
+        return _build_wan_vae(name, checkpoint, options)
     if name == "taehv-wan2.1":
         config = _make_config(TAEHVConfig, name, options)
         return TAEHV(config) if checkpoint is None else TAEHV.from_checkpoint(checkpoint, config)

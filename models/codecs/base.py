@@ -6,7 +6,8 @@ frames 4t-3 .. 4t. Decoding n latents therefore gives 1 + 4(n - 1) frames, and i
 first chunk of n latents yields 1 + 4(n - 1) frames while every later chunk of n latents yields
 4n frames, so concatenated chunks line up frame for frame with a full decode.
 
-Tensors: pixels are [B, 3, T, H, W] in [-1, 1]; latents are [B, C, F, H/8, W/8] and are the
+Tensors: pixels are [B, 3, T, H, W] in [-1, 1]; latents are [B, C, F, H/s, W/s] (s = ``spatial_factor``,
+8 for most codecs, 16 for the Wan 2.2 VAE) and are the
 *normalised* latents (what the DiT and flow matching work on), i.e. any per-channel mean/std
 is applied inside the codec.
 
@@ -76,7 +77,7 @@ class VideoCodec(nn.Module, metaclass=abc.ABCMeta):
 
     @abc.abstractmethod
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        """[B, 3, 1+4k, H, W] in [-1, 1] -> normalised latents [B, C, 1+k, H/8, W/8]."""
+        """[B, 3, 1+4k, H, W] in [-1, 1] -> normalised latents [B, C, 1+k, H/s, W/s], s = spatial_factor."""
 
     @abc.abstractmethod
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -29,7 +29,7 @@ from typing import Mapping
 
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, unpatchify
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 
@@ -201,13 +201,21 @@ def wan_vae_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> "WanVAECon
 
 
 class WanVAE(VideoCodec):
-    """Wan 2.1 VAE: video [B, 3, 1+4k, H, W] in [-1, 1] <-> normalised latents [B, 16, 1+k, H/8, W/8]."""
+    """Wan 2.1 VAE: video [B, 3, 1+4k, H, W] in [-1, 1] <-> normalised latents [B, 16, 1+k, H/8, W/8].
+
+    Any ``AutoencoderKLWan`` runs through it: the factors come from its config, so the Wan 2.2 VAE
+    (``wan22_vae.Wan22VAE``: 48 channels, pixel patchify 2, 16x spatial) only adds its own key layout.
+    """
 
     def __init__(self, vae: AutoencoderKLWan):
         super().__init__()
         self.vae = vae
         cfg = vae.config
         self.latent_channels = int(cfg.z_dim)
+        # Older diffusers config.json files (Wan 2.1) carry neither field: the defaults are 8 and 4.
+        self.spatial_factor = int(cfg.get("scale_factor_spatial") or 8)
+        self.temporal_factor = int(cfg.get("scale_factor_temporal") or 4)
+        self.patch_size = int(cfg.get("patch_size") or 1)  # pixel (un)patchify around the network (2.2: 2)
         self.num_res_blocks = int(cfg.num_res_blocks)
         for name in ("latents_mean", "latents_std"):
             value = getattr(cfg, name)
@@ -288,7 +296,8 @@ class WanVAE(VideoCodec):
         for i in range(x.shape[2]):
             first = not state.started and i == 0
             out = self.vae.decoder(x[:, :, i : i + 1], feat_cache=cache, feat_idx=[0], first_chunk=first)
-            frames.append(out)  # [B, 3, 1 if first else 4, H, W]
-        video = torch.clamp(torch.cat(frames, dim=2), -1.0, 1.0)
+            frames.append(out)  # [B, 3 * p * p, 1 if first else 4, H / p, W / p] (p = patch_size)
+        # [B, 3 * p * p, T, H / p, W / p] -> [B, 3, T, H, W]; per pixel, so it commutes with the time concat
+        video = torch.clamp(unpatchify(torch.cat(frames, dim=2), self.patch_size), -1.0, 1.0)
         return video, WanDecodeState(feat_cache=tuple(cache), started=True)
 
