@@ -33,8 +33,8 @@ from diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from diffusion.schedule import sampling_sigmas
 from models.tracks import sample_track_ids
 
-__all__ = ["ODEPairsConfig", "student_step_indices", "generate_ode_pairs", "load_ode_pairs", "pairs_complete",
-           "INDEX_NAME"]
+__all__ = ["ODEPairsConfig", "student_step_indices", "generate_ode_pairs", "load_ode_pairs", "PairSet",
+           "pairs_complete", "INDEX_NAME"]
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
@@ -201,17 +201,41 @@ def _stack(parts: dict[str, list]) -> dict:
     return out
 
 
+class PairSet:
+    """A complete pair folder read lazily: every shard memory-mapped (``torch.load(mmap=True)``), a
+    batch gathered sample by sample, so only the pages of the samples drawn are ever read."""
+
+    def __init__(self, directory: str | Path, *, student_steps: int, shift: float):
+        directory = Path(directory)
+        if not pairs_complete(directory):
+            raise ValueError(f"{directory} holds no complete ODE pair set ({INDEX_NAME} missing); generate it first")
+        self.index = json.loads((directory / INDEX_NAME).read_text())
+        if self.index["student_steps"] != student_steps or abs(self.index["shift"] - shift) > 1e-12:
+            raise ValueError(f"ODE pairs in {directory} were made for {self.index['student_steps']} steps at shift "
+                             f"{self.index['shift']}; this run uses {student_steps} steps at shift {shift}: "
+                             "regenerate them")
+        self.directory = directory
+        self.shards = [torch.load(directory / s["file"], map_location="cpu", mmap=True, weights_only=False)
+                       for s in self.index["shards"]]
+        self.where = [(k, j) for k, s in enumerate(self.index["shards"]) for j in range(s["num_samples"])]
+        self.keys = tuple(self.shards[0])
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.keys
+
+    def batch(self, indices: list[int], keys: tuple[str, ...]) -> dict:
+        """Stacked tensors of ``keys`` for these samples (text_emb zero-padded to the batch's longest)."""
+        picks = [self.where[i] for i in indices]
+        return _stack({key: [self.shards[k][key][j] for k, j in picks] for key in keys})
+
+
 def load_ode_pairs(directory: str | Path, *, student_steps: int, shift: float) -> dict:
-    """All shards of a pair folder in memory (CPU), checked against the run's step grid."""
-    directory = Path(directory)
-    if not pairs_complete(directory):
-        raise ValueError(f"{directory} holds no complete ODE pair set ({INDEX_NAME} missing); generate it first")
-    index = json.loads((directory / INDEX_NAME).read_text())
-    if index["student_steps"] != student_steps or abs(index["shift"] - shift) > 1e-12:
-        raise ValueError(f"ODE pairs in {directory} were made for {index['student_steps']} steps at shift "
-                         f"{index['shift']}; this run uses {student_steps} steps at shift {shift}: regenerate them")
-    shards = [torch.load(directory / s["file"], map_location="cpu", weights_only=False) for s in index["shards"]]
-    out = _stack({k: [v for sh in shards for v in (sh[k] if isinstance(sh[k], list) else sh[k].unbind(0))]
-                  for k in shards[0]})
-    out["index"] = index
+    """All samples of a pair folder stacked in memory (for inspection and tests; training reads a
+    ``PairSet``), checked against the run's step grid."""
+    pairs = PairSet(directory, student_steps=student_steps, shift=shift)
+    out = pairs.batch(list(range(len(pairs))), pairs.keys)
+    out["index"] = pairs.index
     return out

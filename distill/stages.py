@@ -39,7 +39,7 @@ from data.clips import ClipPool, PoolStream, make_world
 from diffusion.schedule import sampling_sigmas
 from distill.dmd import DMDConfig, DMDObjective
 from distill.ode_init import ODEInitConfig, ODEInitObjective
-from distill.ode_pairs import generate_ode_pairs, load_ode_pairs, pairs_complete
+from distill.ode_pairs import PairSet, generate_ode_pairs, pairs_complete
 from models.conditioner import Conditioner
 from models.motion_wan import Conventions, ModelConfig, Streaming, load_network
 from train.dist import Runtime
@@ -89,25 +89,92 @@ def _network_meta(folder: Path) -> dict:
     return json.loads((folder / "network.json").read_text())
 
 
-def _pair_tracks(clips: list[dict], num_tracks: list[int] | None) -> dict:
+def _pair_tracks(items: list[dict], seeds: list[int], num_tracks: list[int] | None) -> dict:
     """Tracks [B, T, N, 2] + visibility [B, T, N] of the pair conditions. With ``data.num_tracks``
-    (the teacher's training density) each clip keeps a random subset (seeded by the clip), padded
+    (the teacher's training density) each item keeps a random subset (seeded by ``seeds``), padded
     with invisible points to ``num_tracks[1]`` (one N for all); invisible points write nothing."""
     import numpy as np
 
     from data.batching import subsample_tracks
 
+    as_tensor = lambda v: v if torch.is_tensor(v) else torch.from_numpy(np.asarray(v))  # noqa: E731
     if not num_tracks:
-        return {"tracks": torch.stack([torch.from_numpy(c["tracks"]) for c in clips]),
-                "visibility": torch.stack([torch.from_numpy(c["visibility"]) for c in clips])}
-    subs = [subsample_tracks(c, tuple(num_tracks), np.random.default_rng(int(c["meta"]["seed"]))) for c in clips]
+        return {"tracks": torch.stack([as_tensor(c["tracks"]).float() for c in items]),
+                "visibility": torch.stack([as_tensor(c["visibility"]).bool() for c in items])}
+    subs = [subsample_tracks(c, tuple(num_tracks), np.random.default_rng(seed)) for c, seed in zip(items, seeds)]
     n = int(num_tracks[1])  # one N for every batch: the shards stack batches
     T = subs[0]["tracks"].shape[0]
     tracks, vis = torch.zeros(len(subs), T, n, 2), torch.zeros(len(subs), T, n, dtype=torch.bool)
     for b, s in enumerate(subs):
         k = s["tracks"].shape[1]
-        tracks[b, :, :k], vis[b, :, :k] = s["tracks"], s["visibility"].bool()
+        tracks[b, :, :k], vis[b, :, :k] = as_tensor(s["tracks"]), as_tensor(s["visibility"]).bool()
     return {"tracks": tracks, "visibility": vis}
+
+
+def _cached_text(items: list[dict], dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The shards' pre-computed text embeddings [B, L, D] (zero-padded) + lengths, if every item has one."""
+    if not items or not all("text_emb" in c for c in items):
+        return None
+    embs = [torch.as_tensor(c["text_emb"]).float() for c in items]
+    if embs[0].shape[-1] != dim:
+        raise ValueError(f"the shards' cached text embeddings have {embs[0].shape[-1]} dims but the teacher's text "
+                         f"encoder gives {dim}: re-prepare them with the teacher's model.text_encoder")
+    L = max(e.shape[0] for e in embs)
+    text = torch.stack([torch.nn.functional.pad(e, (0, 0, 0, L - e.shape[0])) for e in embs])
+    return text, torch.tensor([e.shape[0] for e in embs])
+
+
+class PairConditions:
+    """``conditions(indices)`` for ``generate_ode_pairs``: condition ``i`` is the first frame, tracks and
+    caption of training clip ``i % n``, from the synthetic world (the teacher's training clips) or,
+    with ``data.source=shards``, streamed from the shards ``data.prepare`` wrote (their cached text
+    embeddings when present, else the text encoder; only the first video frame is decoded)."""
+
+    def __init__(self, cfg: "TrainConfig", conditioner: Conditioner, *, count: int, text_dim: int):
+        self.cfg, self.conditioner, self.text_dim = cfg, conditioner, text_dim
+        if cfg.data.source == "shards":
+            from data.shard_samples import ShardSamples
+
+            self.samples = ShardSamples(cfg.data.shards, num_frames=cfg.data.num_frames, height=cfg.data.height,
+                                        width=cfg.data.width)
+            self.n = min(count, len(self.samples))
+            self.pool = None
+        else:
+            seeds = [derive_seed(cfg.data.seed, "clip", i) for i in range(count)]  # the teacher's training clips
+            self.pool = ClipPool(make_world(cfg.data), seeds, num_workers=cfg.data.num_workers)
+            self.n = count
+
+    def describe(self) -> str:
+        return (f"{self.n} training clips of the synthetic world" if self.pool is not None
+                else f"{self.n} samples of {len(self.samples.shards)} shard(s) in {self.cfg.data.shards}")
+
+    def _items(self, idx: list[int]) -> tuple[list[dict], list[int]]:
+        if self.pool is not None:
+            clips = [self.pool.clips[i % self.n] for i in idx]
+            items = [{**c, "first_frame": c["frames"][0]} for c in clips]
+            return items, [int(c["meta"]["seed"]) for c in clips]
+        items = [self.samples.get(i % self.n) for i in idx]
+        return items, [derive_seed(self.cfg.data.seed, "pair-tracks", i % self.n) for i in idx]
+
+    def __call__(self, idx: list[int]) -> dict:
+        import numpy as np
+
+        items, seeds = self._items(idx)
+        first_u8 = torch.stack([torch.from_numpy(np.ascontiguousarray(c["first_frame"])).permute(2, 0, 1)
+                                for c in items])  # [B, 3, H, W] uint8
+        first = first_u8.float().div(127.5).sub(1.0)
+        captions = [c["caption"] for c in items]
+        cached = _cached_text(items, self.text_dim)
+        text, lens = cached if cached is not None else self.conditioner.text(captions)
+        features = self.conditioner.image_features(first)
+        return {
+            **({} if features is None else {"image_features": features}),
+            "image": self.conditioner.image(first, num_frames=self.cfg.data.num_frames),
+            "image_latent": self.conditioner.first_latent(first),
+            "first_frame": first_u8,
+            **_pair_tracks(items, seeds, self.cfg.data.num_tracks),
+            "text_emb": text, "text_len": lens, "caption": captions, "seeds": seeds,
+        }
 
 
 def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
@@ -156,27 +223,11 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
     codec = teacher_codec(cfg, runtime, teacher_dir)
     conditioner = Conditioner.for_network(ModelConfig(**_network_meta(teacher_dir)["model"]), codec=codec,
                                           text_encoder=load_text_encoder(cfg, runtime), device=device)
-    n = st.pool_size or st.ode_pairs.num_pairs
-    seeds = [derive_seed(cfg.data.seed, "clip", i) for i in range(n)]  # the teacher's training clips
-    pool = ClipPool(make_world(cfg.data), seeds, num_workers=cfg.data.num_workers)
+    conditions = PairConditions(cfg, conditioner, count=st.pool_size or st.ode_pairs.num_pairs,
+                                text_dim=int(_network_meta(teacher_dir)["text_encoder_dim"]))
     if runtime.is_main:
-        log.info("ODE pairs: %d pairs from %d training clips, %d teacher steps, %d process(es) -> %s",
-                 st.ode_pairs.num_pairs, n, st.ode_pairs.teacher_steps, runtime.world_size, out_dir)
-
-    def conditions(idx: list[int]) -> dict:
-        clips = [pool.clips[i % n] for i in idx]
-        video = pool.videos([i % n for i in idx])  # [B, 3, T, H, W]
-        text, lens = conditioner.text([c["caption"] for c in clips])
-        features = conditioner.image_features(video[:, :, 0])
-        return {
-            **({} if features is None else {"image_features": features}),
-            "image": conditioner.image(video[:, :, 0], num_frames=video.shape[2]),
-            "image_latent": conditioner.latents(video[:, :, :1]),
-            "first_frame": torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in clips]),
-            **_pair_tracks(clips, cfg.data.num_tracks),
-            "text_emb": text, "text_len": lens, "caption": [c["caption"] for c in clips],
-            "seeds": [int(c["meta"]["seed"]) for c in clips],
-        }
+        log.info("ODE pairs: %d pairs from %s, %d teacher steps, %d process(es) -> %s", st.ode_pairs.num_pairs,
+                 conditions.describe(), st.ode_pairs.teacher_steps, runtime.world_size, out_dir)
 
     generate_ode_pairs(teacher, conditions=conditions, cfg=st.ode_pairs, student_steps=student_steps(cfg),
                        shift=cfg.schedule.shift, null_text=conditioner.null_text,
@@ -187,17 +238,15 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
     return out_dir
 
 
-def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: dict, keys: tuple[str, ...]) -> PoolStream:
-    size = int(pairs["tracks"].shape[0])
+def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: PairSet, keys: tuple[str, ...]) -> PoolStream:
     keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
 
     def make(idx: list[int], gids: list[int]) -> dict:
-        sel = torch.tensor(idx)
         # global sample ids key per-sample randomness, so a global batch draws the same on any world size
-        return {**{k: pairs[k].index_select(0, sel) for k in keys}, "gid": torch.tensor(gids)}
+        return {**pairs.batch(idx, keys), "gid": torch.tensor(gids)}
 
-    return PoolStream(size, batch_size=cfg.data.batch_size, seed=derive_seed(cfg.data.seed, "pairs"), make_batch=make,
-                      rank=runtime.rank, world_size=runtime.world_size)
+    return PoolStream(len(pairs), batch_size=cfg.data.batch_size, seed=derive_seed(cfg.data.seed, "pairs"),
+                      make_batch=make, rank=runtime.rank, world_size=runtime.world_size)
 
 
 def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
@@ -219,7 +268,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     pairs_dir = obtain_ode_pairs(cfg, runtime, Path(st.pairs) if st.pairs else run_dir / "ode_pairs")
     pairs_seconds = round(time.perf_counter() - t0, 2)
     K = student_steps(cfg)
-    pairs = load_ode_pairs(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
+    pairs = PairSet(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
     student = load_network(teacher_dir)  # the student starts as the teacher (causal attention from here on)
     trained = prepare_network(runtime, cfg.parallel, name="generator", module=student, optim=cfg.optim, ema=cfg.ema,
                               total_steps=cfg.trainer.max_steps)
@@ -231,7 +280,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {"export": str(_export(trained, run_dir, teacher_dir, runtime, cfg)), "pairs": str(pairs_dir),
-                "num_pairs": int(pairs["tracks"].shape[0]), "pairs_seconds": pairs_seconds}
+                "num_pairs": len(pairs), "pairs_seconds": pairs_seconds}
 
     return StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish)
 
@@ -245,7 +294,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         raise ValueError("stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
                          "are the DMD conditions)")
     K = student_steps(cfg)
-    pairs = load_ode_pairs(st.pairs, student_steps=K, shift=cfg.schedule.shift)
+    pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
     teacher = prepare_frozen(runtime, load_network(teacher_dir), cfg=cfg.parallel, shard=True)
     ratio, steps = st.update_ratio, cfg.trainer.max_steps
     # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper

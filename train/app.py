@@ -31,7 +31,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from train.config import TrainConfig, register_configs, resolved_container, validate
-from train.dist import hard_exit, init_runtime, seed_everything
+from train.dist import Runtime, hard_exit, init_runtime, seed_everything
 from train.loop import configure_determinism, set_threads
 from train.metrics import setup_logging
 from train.parallel import deepspeed_config
@@ -82,8 +82,9 @@ def instantiate(cfg: DictConfig | TrainConfig) -> dict:
     return out
 
 
-def run(cfg: DictConfig) -> dict:
-    """Validate, set up the runtime and the run directory, train the configured stage."""
+def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
+    """Validate, set up the runtime (processes, threads, determinism) and the run directory with its
+    resolved config and log: what every entry point of a stage does before its work."""
     typed = validate(cfg)
     set_threads(typed.trainer.num_threads)
     configure_determinism(typed.trainer.deterministic)
@@ -110,6 +111,12 @@ def run(cfg: DictConfig) -> dict:
                  runtime.world_size, runtime.device, runtime.precision)
     runtime.barrier()
     seed_everything(typed.trainer.seed)
+    return typed, runtime, run_dir
+
+
+def run(cfg: DictConfig) -> dict:
+    """Validate, set up the runtime and the run directory, train the configured stage."""
+    typed, runtime, run_dir = start_run(cfg)
     try:
         summary = run_stage(typed, runtime, run_dir)
     except StagePreempted:

@@ -1,0 +1,58 @@
+"""ODE pairs as a job of their own: ``python -m distill.pairs experiment=ode_init_wan1.3b_480p stage.teacher=...``
+
+Composes the same config as ``python -m train`` (an ``ode_init`` stage) and only generates its pairs,
+into ``stage.pairs`` (or ``<run_dir>/ode_pairs``): every rank writes its share of the shards, a
+re-run skips finished shards (resumable after a preemption), rank 0 writes the index last. The ODE
+init job then points ``stage.pairs`` at that folder. On Slurm this is the embarrassingly parallel
+stage: as many GPUs as are free, no gradient traffic (slurm/README.md).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig
+
+from distill.ode_init import ODEInitConfig
+from distill.stages import obtain_ode_pairs
+from train.app import CONFIG_DIR, start_run
+from train.dist import hard_exit
+
+log = logging.getLogger(__name__)
+
+
+def make_pairs(cfg: DictConfig) -> dict:
+    typed, runtime, run_dir = start_run(cfg)
+    if not isinstance(typed.stage, ODEInitConfig):
+        raise ValueError(f"stage={typed.stage.name!r}: distill.pairs makes the pairs of an ode_init stage; "
+                         "compose one (e.g. experiment=ode_init_wan1.3b_480p)")
+    out = Path(typed.stage.pairs) if typed.stage.pairs else run_dir / "ode_pairs"
+    t0 = time.perf_counter()
+    obtain_ode_pairs(typed, runtime, out)
+    summary = {"status": "done", "pairs": str(out), "num_pairs": typed.stage.ode_pairs.num_pairs,
+               "world_size": runtime.world_size, "seconds": round(time.perf_counter() - t0, 2)}
+    if runtime.is_main:
+        (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
+        log.info("ODE pairs done: %d pairs in %s (%.1f s, %d process(es))", summary["num_pairs"], out,
+                 summary["seconds"], runtime.world_size)
+    runtime.barrier()
+    return summary
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def _hydra_main(cfg: DictConfig) -> None:
+    make_pairs(cfg)
+
+
+def main() -> None:
+    _hydra_main()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        hard_exit(0)  # gloo's sporadic abort at interpreter exit (cpu-environment.md trap 5)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""CPU rehearsal of the real experiments: every stage of the Wan 2.1 1.3B recipe runs from its own
+``experiment=...`` file, on 2 gloo processes with FSDP2 (bf16 policy, activation checkpointing, EMA
+where the recipe has it), from a fake release folder in the official layout (the Fun-Control DiT,
+Wan2.1_VAE.pth, the T5 .pth + tokenizer folder, the CLIP .pth) under ``paths.data_dir``, on shards
+written by ``python -m data.prepare`` (LK tracks, T5 text embeddings cached in the shards).
+Only the sizes shrink: DiT width / depth (``model.overrides``), frame size, clip length, track
+count and step counts; the flavor family, model type, channel layout and loaders are the real ones.
+teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m distill.pairs``) -> ODE init ->
+DMD -> ``python -m stream.generate``, 2 steps each."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from data.clips import DataConfig, make_world
+from data.shard_samples import ShardSamples
+from data.video_io import write_mp4
+from release_helpers import write_release_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+SHRINK = ["+model.overrides.dim=64", "+model.overrides.ffn_dim=128", "+model.overrides.num_heads=2",
+          "+model.overrides.num_layers=2", "data.height=64", "data.width=112", "data.num_frames=25",
+          "data.num_tracks=[10,20]", "data.num_workers=0", "data.shuffle_buffer=4", "trainer.num_threads=1",
+          "trainer.ckpt_every=2", "trainer.log_every=1", "eval.enabled=false", "logger.wandb.enabled=false",
+          "logger.progress_bar=false"]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
+
+
+def _run(module: str, *args, procs: int = 2) -> None:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
+                str(29000 + os.getpid() % 500)] if procs > 1 else [sys.executable]
+    r = subprocess.run([*launcher, "-m", module, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-5000:]
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """``paths.data_dir`` as a user lays it out: the release folder as downloaded, and the shards."""
+    root = tmp_path_factory.mktemp("real_path")
+    data = root / "data"
+    rel = write_release_folder(data / "Wan2.1-Fun-1.3B-Control", flavor="wan2.1-fun-1.3b-control", device="cpu",
+                               dim=64, ffn_dim=128, num_heads=2, num_layers=2)
+    videos = root / "videos"
+    videos.mkdir()
+    world = make_world(DataConfig(height=64, width=112, num_frames=29))
+    for i in range(4):
+        clip = world.generate(100 + i)
+        write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=16)
+        (videos / f"clip{i}.txt").write_text(clip["caption"])
+    t5 = f"{{_target_: models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
+    _run("data.prepare", f"input={videos}", f"output={data / 'shards'}", "num_frames=25", "height=64", "width=112",
+         "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false", f"text_encoder={t5}", procs=1)
+    return data
+
+
+def test_the_wan_1_3b_recipe_runs_every_stage_on_two_fsdp_processes(data_dir, tmp_path):
+    common = [f"paths.data_dir={data_dir}", *SHRINK, "trainer.max_steps=2"]
+    t, ft, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd"))
+
+    _run("train", "experiment=teacher_wan1.3b_480p", *common, "trainer.grad_accum=2", f"hydra.run.dir={t}")
+    log = (t / "train.log").read_text()
+    assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
+    _run("train", "experiment=teacher_wan1.3b_480p_finetune", *common, f"model.init_from={t / 'export' / 'teacher'}",
+         f"hydra.run.dir={ft}")
+    teacher = ft / "export" / "teacher"
+    assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
+
+    _run("distill.pairs", "experiment=ode_init_wan1.3b_480p", *common, f"stage.teacher={teacher}",
+         "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.shard_size=1",
+         f"hydra.run.dir={pairs}")
+    folder = pairs / "ode_pairs"
+    index = json.loads((folder / "index.json").read_text())
+    assert [s["num_samples"] for s in index["shards"]] == [1, 1, 1, 1]  # two written by each rank
+    first = torch.load(folder / "pairs_00000.pt", weights_only=False)
+    assert first["trajectory"].shape == (1, 4, 16, 7, 8, 14) and first["trajectory"].dtype == torch.bfloat16
+    assert first["image"].shape == (1, 16, 7, 8, 14)  # Fun-Control: the start image latent, zeros after
+    assert first["image_features"].shape == (1, 5, 1280)  # the release's CLIP
+    cached = ShardSamples(data_dir / "shards", num_frames=25).get(0)  # condition 0 = shard sample 0
+    assert first["caption"] == [cached["caption"]]
+    n = int(first["text_len"][0])
+    torch.testing.assert_close(first["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
+
+    _run("train", "experiment=ode_init_wan1.3b_480p", *common, f"stage.teacher={teacher}", f"stage.pairs={folder}",
+         f"hydra.run.dir={ode}")
+    _run("train", "experiment=dmd_wan1.3b_480p", *common, f"stage.teacher={teacher}",
+         f"stage.student={ode / 'export' / 'student'}", f"stage.pairs={folder}", "stage.update_ratio=2",
+         f"hydra.run.dir={dmd}")
+    res = json.loads((dmd / "results.json").read_text())
+    assert res["generator_updates"] == 1 and res["critic_updates"] == 2
+    rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["train/loss/critic"]) for r in rows if "train/loss/critic" in r)
+
+    g = np.random.default_rng(0)
+    np.save(tmp_path / "tracks.npy", g.uniform(0, 63, (25, 6, 2)).astype(np.float32))
+    cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (64, 112, 3), dtype=np.uint8))
+    _run("stream.generate", "--student", str(dmd / "export" / "student"), "--codec-name", "wan2.1-vae", "--codec",
+         str(data_dir / "Wan2.1-Fun-1.3B-Control"), "--image", str(tmp_path / "first.png"), "--tracks",
+         str(tmp_path / "tracks.npy"), "--prompt", "a cat", "--out", str(tmp_path / "out.mp4"), procs=1)
+    assert (tmp_path / "out.mp4").stat().st_size > 0
