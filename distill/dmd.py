@@ -156,12 +156,12 @@ class DMDObjective(Objective):
 
     def rollout(self, batch: dict, *, grad: bool, exit_step: Optional[int] = None,
                 purpose: str = "rollout") -> torch.Tensor:
-        """Self-rollout of the whole clip through the rolling cache -> x0 [B, 16, F, h, w].
+        """Self-rollout of the whole clip through the rolling cache -> x0 [B, C, F, h, w].
 
         ``exit_step`` None draws it (uniform over the K steps, shared by all chunks)."""
         net, cfg = self.student, self.causal
-        image_cond = batch["image"]  # [B, C_img, F, h, w]
-        F = image_cond.shape[2]
+        image_cond = batch.get("image")  # [B, C_img, F, h, w]; None for t2v / ti2v layouts
+        F = 1 + (batch["motion"].shape[2] - 1) // 4  # latent frames of the clip (motion: [B, D, T, h, w])
         n = cfg.num_chunks(F)
         if exit_step is None:
             exit_step = int(torch.randint(len(self.sigmas) - 1, (), generator=self.gen))
@@ -206,15 +206,15 @@ class DMDObjective(Objective):
 
     def _critic_velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, batch: dict) -> torch.Tensor:
         return self.critic(x_t, sigma_to_t(sigma), text=batch["text_emb"], text_lengths=batch["text_len"],
-                           image=batch["image"], motion=batch["motion"],
+                           image=batch.get("image"), motion=batch["motion"],
                            image_features=batch.get("image_features")).float()
 
     def generator_loss(self, batch: dict):
-        x = self.rollout(batch, grad=True, purpose="generator-rollout")  # [B, 16, F, h, w]
+        x = self.rollout(batch, grad=True, purpose="generator-rollout")  # [B, C, F, h, w]
         with torch.no_grad():
             x_t, _, sigma = self._noised(x.detach(), batch, "generator")
             cond = Condition(text=batch["text_emb"], text_lengths=batch["text_len"], null_text=self.null_text,
-                             null_text_lengths=self.null_lengths, image=batch["image"], motion=batch["motion"],
+                             null_text_lengths=self.null_lengths, image=batch.get("image"), motion=batch["motion"],
                              image_features=batch.get("image_features"))
             real = x0_from_velocity(x_t, guided_velocity(self.teacher, x_t, sigma, cond, self.cfg.guidance), sigma)
             fake = x0_from_velocity(x_t, self._critic_velocity(x_t, sigma, batch), sigma)

@@ -104,7 +104,7 @@ class ODEInitObjective(Objective):
     def loss(self, name: str, batch: dict, *, step: int):
         from models.conditioner import encode_motion
 
-        traj = batch["trajectory"].float()  # [B, K+1, 16, F, h, w]
+        traj = batch["trajectory"].float()  # [B, K+1, C, F, h, w]
         B, K1, C, F, h, w = traj.shape
         assert K1 == self.steps + 1, f"pairs hold {K1 - 1} steps, the objective {self.steps}"
         causal = sample_causal_config(self.cfg.causal.chunk_frames, self.cfg.sink_choices, self.cfg.window_choices, self.gen)
@@ -114,7 +114,7 @@ class ODEInitObjective(Objective):
                  for g in batch["gid"].tolist()] if "gid" in batch else self.gen)
         k = per_chunk_indices(causal, B, F, self.steps, gens).to(traj.device)  # [B, F]
         gather = k[:, None, None, :, None, None].expand(B, 1, C, F, h, w)
-        x = traj.gather(1, gather).squeeze(1)  # [B, 16, F, h, w]: each frame at its chunk's level
+        x = traj.gather(1, gather).squeeze(1)  # [B, C, F, h, w]: each frame at its chunk's level
         x[:, :, :1] = batch["image_latent"].float()  # chunk 0: the clean first-frame latent (the sink)
         sigma = self.sigmas.to(traj.device)[k]  # [B, F]
         motion = encode_motion(batch["tracks"], batch["visibility"], batch["track_ids"], embed_dim=self.embed_dim,
@@ -123,7 +123,7 @@ class ODEInitObjective(Objective):
         attn = BlockCausalAttention(causal, (F, h // dit.patch_size[1], w // dit.patch_size[2]), dit.head_dim,
                                     device=traj.device, backend=self.backend)
         v = self.network(x, sigma_to_t(sigma), text=batch["text_emb"], text_lengths=batch["text_len"],
-                         image=batch["image"], motion=motion, image_features=batch.get("image_features"),
+                         image=batch.get("image"), motion=motion, image_features=batch.get("image_features"),
                          attention=attn)
         x0 = x0_from_velocity(x, v.float(), sigma)
         err = (x0 - traj[:, -1]).square().mean(dim=(1, 3, 4))  # [B, F]

@@ -8,13 +8,16 @@ The latents are kept where the teacher grid meets the student's K-step list - en
 all use the same noise levels (the Self-Forcing mismatch of causal-distillation.md §3.1 cannot
 happen: ``student_step_indices`` asserts the grids coincide).
 
-Storage (``<dir>/``): ``pairs_00000.pt`` ... each a dict of stacked tensors for up to
+Storage (``<dir>/``): ``pairs_00000.pt`` ... (read back lazily by ``PairSet``: memory-mapped, gathered
+per batch) each a dict of stacked tensors for up to
 ``shard_size`` samples, written to a temporary name and renamed (atomic), and ``index.json``
 (shards, counts, the grid, the guidance, shapes) written last. Generation is resumable shard by
 shard: complete shards are skipped, so a preempted job continues where it stopped. Per sample:
-  trajectory  [K+1, 16, F, h, w]  latents at sigma_0..sigma_{K-1} and the clean x0 (``dtype``)
-  image       [C_img, F, h, w]    the layout's first-frame channels;  first_frame uint8 [3, H, W]
-  image_latent [16, 1, h, w]      the clean first-frame latent (chunk 0 of the student: the sink)
+  trajectory  [K+1, C, F, h, w]   latents at sigma_0..sigma_{K-1} and the clean x0 (``dtype``; C = 16,
+                                  or 48 for Wan 2.2)
+  image       [C_img, F, h, w]    the layout's first-frame channels (absent for t2v / ti2v layouts)
+  first_frame uint8 [3, H, W]
+  image_latent [C, 1, h, w]       the clean first-frame latent (chunk 0 of the student: the sink)
   tracks      [T, N, 2] pixels, visibility [T, N], track_ids [N] (the IDs the teacher saw)
   text_emb    [L, E] (zero-padded), text_len;  caption (list of str), seeds
 """
@@ -106,7 +109,7 @@ def generate_ode_pairs(
     ``barrier()`` and rank 0 writes the index that marks the folder complete.
 
     ``conditions(indices)`` returns a batch for those condition indices: ``image`` [B, C_img, F,
-    h, w], ``image_latent`` [B, 16, 1, h, w], ``first_frame`` uint8 [B, 3, H, W], ``tracks``
+    h, w] (or None), ``image_latent`` [B, C, 1, h, w], ``first_frame`` uint8 [B, 3, H, W], ``tracks``
     [B, T, N, 2], ``visibility`` [B, T, N],
     ``text_emb`` [B, L, E], ``text_len`` [B], ``caption`` (list), ``seeds`` (list of int).
     Random numbers (noise, track IDs) are keyed by the sample index, so a resumed shard is
@@ -139,12 +142,14 @@ def generate_ode_pairs(
             B = len(idx)
             gens = [torch.Generator().manual_seed(cfg.seed * 1_000_003 + i) for i in idx]
             ids = torch.cat([sample_track_ids(1, batch["tracks"].shape[2], generator=g) for g in gens])
-            image = batch["image"].to(device)
+            image = batch["image"].to(device) if batch.get("image") is not None else None  # None: t2v / ti2v
             features = batch.get("image_features")  # [B, 257, 1280] CLIP tokens, or None
-            lat_shape = (16, *image.shape[2:])
+            first_latent = batch["image_latent"]  # [B, C, 1, h, w]
+            frames = 1 + (batch["tracks"].shape[1] - 1) // 4  # latent frames of the clip
+            lat_shape = (first_latent.shape[1], frames, *first_latent.shape[3:])  # [C, F, h, w]
             noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
             motion = encode_motion(batch["tracks"].to(device), batch["visibility"].to(device), ids,
-                                   embed_dim=embed_dim, height=height, width=width, latent_height=image.shape[-2])
+                                   embed_dim=embed_dim, height=height, width=width, latent_height=lat_shape[-2])
             cond = Condition(text=batch["text_emb"].to(device), text_lengths=batch["text_len"].to(device),
                              null_text=null_text, null_text_lengths=null_text_lengths, image=image, motion=motion,
                              first_latent=batch["image_latent"].to(device) if clean_first else None,
@@ -157,9 +162,11 @@ def generate_ode_pairs(
 
             x0 = sample(teacher, noise, cond, cfg=sampler, shift=shift, callback=record)
             kept[cfg.teacher_steps] = x0
-            traj = torch.stack([kept[i] for i in keep], dim=1).to("cpu", dtype)  # [B, K+1, 16, F, h, w]
+            traj = torch.stack([kept[i] for i in keep], dim=1).to("cpu", dtype)  # [B, K+1, C, F, h, w]
             L = int(batch["text_len"].max())
-            for key, value in (("trajectory", traj), ("image", image.cpu()),
+            if image is not None:
+                parts.setdefault("image", []).extend(image.cpu().unbind(0))
+            for key, value in (("trajectory", traj),
                                ("image_latent", batch["image_latent"].cpu()), ("first_frame", batch["first_frame"]),
                                ("tracks", batch["tracks"]), ("visibility", batch["visibility"]), ("track_ids", ids),
                                ("text_emb", batch["text_emb"][:, :L].cpu()), ("text_len", batch["text_len"].cpu())):

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 
-import hydra
 from omegaconf import DictConfig
 
 from distill.ode_init import ODEInitConfig
 from distill.stages import obtain_ode_pairs
-from train.app import CONFIG_DIR, start_run
-from train.dist import hard_exit
+from train.app import hydra_entry, start_run
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +40,7 @@ def make_pairs(cfg: DictConfig) -> dict:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _hydra_main(cfg: DictConfig) -> None:
-    make_pairs(cfg)
-
-
-def main() -> None:
-    _hydra_main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        hard_exit(0)  # gloo's sporadic abort at interpreter exit (cpu-environment.md trap 5)
+main = hydra_entry(make_pairs)
 
 
 if __name__ == "__main__":

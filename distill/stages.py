@@ -54,8 +54,8 @@ if TYPE_CHECKING:
 __all__ = ["build_ode_init", "build_dmd", "obtain_ode_pairs", "teacher_codec", "student_steps", "check_teacher_run"]
 
 log = logging.getLogger(__name__)
-CONDITION_KEYS = ("image", "image_latent", "tracks", "visibility", "text_emb", "text_len", "track_ids")
-OPTIONAL_KEYS = ("image_features",)  # CLIP tokens: only for flavors with the I2V image branch
+CONDITION_KEYS = ("image_latent", "tracks", "visibility", "text_emb", "text_len", "track_ids")
+OPTIONAL_KEYS = ("image", "image_features")  # layout channels (not t2v / ti2v); CLIP tokens (I2V branch only)
 
 
 def student_steps(cfg: "TrainConfig") -> int:

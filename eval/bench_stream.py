@@ -20,6 +20,7 @@ the growth of full context. Full context that runs out of GPU memory stops there
     python -m eval.bench_stream                                   # tiny, CPU
     python -m eval.bench_stream --flavor wan2.1-t2v-1.3b --device cuda --dtype bfloat16 \\
         --height 480 --width 832                                  # real 1.3B, random weights
+    python -m eval.bench_stream --flavor wan2.2-ti2v-5b --device cuda   # 5B at 1280x704 (48-ch latents, H/16)
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ from models.flavors import build_wan
 from models.wan import WanModel
 
 TARGET_RATIO = 1.05
-VAE_STRIDE = 8  # Wan VAE: 8x spatial compression
+VAE_STRIDE = {"wan2.2-ti2v-5b": 16}  # pixels per latent cell: Wan 2.2 VAE 16, Wan 2.1 VAE 8 (default)
+REAL_SIZE = {"wan2.2-ti2v-5b": (704, 1280)}  # default pixel size of real flavors (else 480 x 832)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _OOM = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError))
 
@@ -126,9 +128,9 @@ def time_interleaved(model, kept: dict[int, KVCache], *, latent_hw, device, repe
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--flavor", default="tiny", choices=["tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b"])
-    ap.add_argument("--height", type=int, default=None, help="pixel height (default tiny 256, real 480)")
-    ap.add_argument("--width", type=int, default=None, help="pixel width (default tiny 256, real 832)")
+    ap.add_argument("--flavor", default="tiny", choices=["tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"])
+    ap.add_argument("--height", type=int, default=None, help="pixel height (default tiny 256, real 480; 5B 704)")
+    ap.add_argument("--width", type=int, default=None, help="pixel width (default tiny 256, real 832; 5B 1280)")
     ap.add_argument("--latent", action="store_true", help="--height/--width are latent sizes, not pixels")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default bfloat16 on CUDA, else float32")
@@ -152,9 +154,10 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     tiny = args.flavor.startswith("tiny")
-    height = args.height or (256 if tiny else 480)
-    width = args.width or (256 if tiny else 832)
-    scale = 1 if args.latent else VAE_STRIDE
+    real_h, real_w = REAL_SIZE.get(args.flavor, (480, 832))
+    height = args.height or (256 if tiny else real_h)
+    width = args.width or (256 if tiny else real_w)
+    scale = 1 if args.latent else VAE_STRIDE.get(args.flavor, 8)
     if height % (2 * scale) or width % (2 * scale):
         raise ValueError(f"--height/--width must be multiples of {2 * scale} (VAE stride x patch 2)")
     latent_hw = (height // scale, width // scale)

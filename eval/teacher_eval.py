@@ -145,7 +145,7 @@ def evaluate_motion(
         sf = conditioner.codec.spatial_factor
         motion = encode_motion(tr.to(device), vi.to(device), ids, embed_dim=embed_dim, height=H, width=W,
                                latent_height=H // sf)
-        latent_shape = (B, 16, 1 + (T - 1) // 4, H // sf, W // sf)
+        latent_shape = (B, getattr(network, "module", network).latent_channels, 1 + (T - 1) // 4, H // sf, W // sf)
         noise = torch.randn(latent_shape, generator=gen).to(device)
         results = {}
         for mode, m in (("with_tracks", motion), ("without_tracks", None)):

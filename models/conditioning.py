@@ -7,6 +7,11 @@ The Wan DiT concatenates ``y`` after the noisy latent x on channels before the p
   ``t2v``         [track C]                                           16 + C
   ``wan_i2v``     [mask 4, image latent 16, track C]                  36 + C   (official I2V, Fun-InP)
   ``fun_control`` [control 16 (= track features), start latent 16]    48       (Wan2.1-Fun-Control)
+  ``ti2v``        [track C]                                           48 + C   (Wan 2.2 TI2V-5B)
+
+``ti2v`` carries the image the Wan 2.2 way: no channels at all; latent frame 0 of x IS the clean
+first-frame latent at timestep 0 (per-frame timesteps, the ``clean_first_frame`` convention of
+models.motion_wan.Conventions), so only the tracks are concatenated.
 
 ``wan_i2v`` follows wan-architecture.md §7 exactly (image + mid-grey frames VAE-encoded, mask
 built at pixel rate and folded 4x). ``fun_control`` follows VideoX-Fun: the start image is
@@ -18,7 +23,8 @@ in_dim are added by ``expand_patch_embedding`` with zero weights, so the expande
 as exactly (bitwise) the base model.
 
 Codecs are passed in (any object with ``encode(video [B, 3, T, H, W] in [-1, 1]) ->
-normalised latents [B, 16, 1 + (T-1)/4, H/8, W/8]``); nothing here loads weights.
+normalised latents [B, C_lat, 1 + (T-1)/4, H/s, W/s]``, 16 channels at s = 8 for Wan 2.1, 48 at
+s = 16 for Wan 2.2); nothing here loads weights.
 Legend: B batch, T pixel frames, F latent frames, H/W pixels, h/w latent height/width.
 """
 from __future__ import annotations
@@ -32,6 +38,7 @@ import torch.nn.functional as F
 __all__ = [
     "LatentEncoder",
     "LAYOUTS",
+    "IMAGE_IN_LATENT",
     "condition_channels",
     "i2v_mask",
     "i2v_condition",
@@ -42,7 +49,8 @@ __all__ = [
     "SplitPatchEmbedding",
 ]
 
-LAYOUTS = ("t2v", "wan_i2v", "fun_control")
+LAYOUTS = ("t2v", "wan_i2v", "fun_control", "ti2v")
+IMAGE_IN_LATENT = ("ti2v",)  # layouts whose image is latent frame 0 of x (clean, t = 0), not channels of y
 MASK_CHANNELS = 4  # = the codec's temporal factor: one mask channel per pixel frame of a group
 FUN_CONTROL_CHANNELS = 16
 
@@ -61,7 +69,7 @@ def _check_layout(layout: str) -> None:
 def condition_channels(layout: str, track_channels: int = 0, *, latent_channels: int = 16) -> int:
     """Channels of y for a layout; the DiT's in_dim is ``latent_channels`` more."""
     _check_layout(layout)
-    if layout == "t2v":
+    if layout in ("t2v", "ti2v"):
         return track_channels
     if layout == "wan_i2v":
         return MASK_CHANNELS + latent_channels + track_channels
@@ -186,9 +194,10 @@ def compose_condition(
     missing track (or control video) is a zero control slot, as VideoX-Fun does.
     """
     _check_layout(layout)
-    if layout == "t2v":
+    if layout in ("t2v", "ti2v"):
         if first_frame is not None:
-            raise ValueError("layout 't2v' takes no first_frame; use 'wan_i2v' or 'fun_control'")
+            raise ValueError(f"layout {layout!r} takes no first_frame channels (ti2v: the image is latent frame 0 "
+                             "of x); use 'wan_i2v' or 'fun_control' for channel conditioning")
         return track
     if first_frame is None:
         raise ValueError(f"layout {layout!r} needs first_frame (i2v_condition / start_image_latents output)")

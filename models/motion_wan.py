@@ -9,10 +9,11 @@ config and the typed ``Conventions`` it must be called with.
 
 Inputs of ``forward`` (B batch, D track-embedding dim, T pixel frames, F = 1 + (T-1)/4 latent
 frames, h/w latent size, L text tokens):
-  x        [B, 16, F, h, w]     noisy latent;   t [B] or [B, F] on the 0..1000 scale
+  x        [B, C, F, h, w]      noisy latent (C = the flavor's out_dim: 16, or 48 for Wan 2.2 TI2V-5B);
+                                t [B] or [B, F] on the 0..1000 scale
   text     [B, L, E] + lengths  frozen-encoder output (projected here to the DiT's text_dim)
   image    [B, C_img, F, h, w]  first-frame channels (``models.conditioning``: wan_i2v -> 20,
-                                fun_control -> 16, t2v -> None)
+                                fun_control -> 16, t2v / ti2v -> None)
   motion   [B, D, T, h, w]      rasterised track embeddings c_m (MotionStream eq. 1) or None for
                                 the empty motion condition; the learnable TrackHead folds time 4x.
 The empty motion condition is exactly zero track channels (the head has no bias), the same
@@ -29,16 +30,16 @@ import torch
 import torch.nn as nn
 
 from models.causal import CausalConfig
-from models.conditioning import LAYOUTS, compose_condition, condition_channels
+from models.conditioning import IMAGE_IN_LATENT, LAYOUTS, compose_condition, condition_channels
 from models.flavors import build_wan, flavor_config
 from models.text_encoders import TextProjection
 from models.tracks import TRACK_EMBED_DIM, TrackEncoder
 from models.wan import WanModel
 
 __all__ = ["IMAGE_FEATURES", "ModelConfig", "Conventions", "MotionWan", "build_motion_wan", "read_init", "save_network", "load_network",
-           "TEXT_ENCODER_DIMS", "pad_text", "LATENT_CHANNELS", "EXPORT_FILES"]
+           "TEXT_ENCODER_DIMS", "pad_text", "LATENT_CHANNELS", "EXPORT_FILES", "latent_channels"]
 
-LATENT_CHANNELS = 16
+LATENT_CHANNELS = 16  # Wan 2.1 latents; a flavor's own count is latent_channels(flavor)
 IMAGE_FEATURES = ("auto", "clip", "zeros")
 
 
@@ -75,7 +76,7 @@ class ModelConfig:
     @property
     def image_feature_mode(self) -> str:
         """"clip", "zeros" or "none" (no CLIP branch in this flavor)."""
-        if flavor_config(self.flavor, **self.overrides)["model_type"] == "t2v":
+        if flavor_config(self.flavor, **self.overrides)["model_type"] not in ("i2v", "flf2v"):  # t2v, ti2v
             return "none"
         return "clip" if self.image_features == "auto" else self.image_features
 
@@ -160,6 +161,16 @@ class MotionWan(nn.Module):
         self.dit.gradient_checkpointing = bool(value)
 
     @property
+    def latent_channels(self) -> int:
+        """Channels of the latents this network denoises (the DiT's out_dim)."""
+        return self.dit.out_dim
+
+    @property
+    def image_in_latent(self) -> bool:
+        """Whether the first frame enters as clean latent frame 0 of x (ti2v) rather than as channels of y."""
+        return self.layout in IMAGE_IN_LATENT
+
+    @property
     def track_embed_dim(self) -> int:
         return self.track_encoder.embed_dim if self.track_encoder is not None else TRACK_EMBED_DIM
 
@@ -217,11 +228,17 @@ class MotionWan(nn.Module):
         return hasattr(self.dit, "img_emb")
 
 
+def latent_channels(flavor: str, overrides: dict | None = None) -> int:
+    """Latent channels a flavor denoises (its out_dim): 16 for Wan 2.1, 48 for Wan 2.2 TI2V-5B."""
+    return int(flavor_config(flavor, **(overrides or {}))["out_dim"])
+
+
 def build_motion_wan(cfg: ModelConfig, *, text_encoder_dim: int, device: str | torch.device | None = None) -> MotionWan:
     """Build from a config. Real flavors default to ``meta`` (materialise after sharding with
     ``to_empty`` + :func:`initialise`); ``tiny*`` flavors build (randomly initialised) on CPU."""
-    in_dim = LATENT_CHANNELS + condition_channels(cfg.layout, cfg.track_channels, latent_channels=LATENT_CHANNELS)
     base = flavor_config(cfg.flavor, **cfg.overrides)  # validates the flavor and the override names
+    c = int(base["out_dim"])
+    in_dim = c + condition_channels(cfg.layout, cfg.track_channels, latent_channels=c)
     if device is None:
         device = "cpu" if cfg.flavor.startswith("tiny") else "meta"
     dit = build_wan(cfg.flavor, device=device, **{**cfg.overrides, "in_dim": in_dim})

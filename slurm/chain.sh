@@ -13,7 +13,7 @@
 #   MODEL=wan2.2_5b_704p slurm/chain.sh               # teacher_/ode_init_/dmd_wan2.2_5b_704p
 #   FINETUNE_EXPERIMENT=teacher_wan1.3b_480p_finetune slurm/chain.sh   # + teacher stage 2: 5 jobs
 #   TEACHER=runs/teacher_wan1.3b_480p/123/export/teacher slurm/chain.sh  # an existing teacher: 3 jobs
-#   DMD_SBATCH="--nodes=1" DMD_OVERRIDES="trainer.grad_accum=8" slurm/chain.sh   # DMD on 8 GPUs
+#   DMD_SBATCH="--nodes=1" slurm/chain.sh        # DMD on 8 GPUs (grad_accum 8 derived from global_batch 64)
 #   slurm/chain.sh paths.data_dir=/data/ts            # trailing arguments: overrides for every stage
 #
 # Environment:

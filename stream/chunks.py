@@ -101,7 +101,7 @@ class VideoCondition:
     the grey frames after the image then encode to the same latent, see ``build_video_condition``)."""
 
     context: torch.Tensor  # [B, L, text_dim] projected text (MotionWan.project_text)
-    image_latent: torch.Tensor  # [B, 16, 1, h, w] clean latent of the first frame (chunk 0, the sink)
+    image_latent: torch.Tensor  # [B, C, 1, h, w] clean latent of the first frame (chunk 0, the sink)
     image_cond: Optional[torch.Tensor]  # [B, C_img, F_ref, h, w] layout channels, None for t2v
     track_ids: Optional[torch.Tensor]  # [B, N] long, fixed for the whole video
     height: int  # pixels
@@ -133,7 +133,7 @@ def build_video_condition(network, codec, image: torch.Tensor, text: torch.Tenso
     B, _, H, W = image.shape
     frames = 1 + TEMPORAL_FACTOR * (reference_latents - 1)
     with torch.no_grad():
-        image_latent = codec.encode(image[:, :, None]).float()  # [B, 16, 1, h, w]: causal, = frame 0 of any clip
+        image_latent = codec.encode(image[:, :, None]).float()  # [B, C, 1, h, w]: causal, = frame 0 of any clip
         if network.layout == "wan_i2v":
             image_cond = i2v_condition(codec, image, num_frames=frames).float()
         elif network.layout == "fun_control":
@@ -194,7 +194,7 @@ def start_cache(network, cond: VideoCondition, cfg: CausalConfig) -> KVCache:
 def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torch.Tensor], sigmas: torch.Tensor, *,
                   fresh_noise: Callable[[], torch.Tensor], exit_step: Optional[int] = None,
                   grad: bool = False) -> torch.Tensor:
-    """K-step sampling of chunk ``cache.next_chunk`` from ``noise`` [B, 16, f, h, w] -> x0 [B, 16, f, h, w].
+    """K-step sampling of chunk ``cache.next_chunk`` from ``noise`` [B, C, f, h, w] -> x0 [B, C, f, h, w].
 
     Each step predicts x0 from the step's input and re-noises it to the next level with FRESH noise
     (``fresh_noise()``; the few-step consistency sampler of Self-Forcing/DMD). ``exit_step`` stops

@@ -63,7 +63,7 @@ class StreamState:
 class ChunkOutput:
     index: int
     frames: torch.Tensor  # [B, 3, T_chunk, H, W] in [-1, 1]
-    latents: torch.Tensor  # [B, 16, f, h, w]
+    latents: torch.Tensor  # [B, C, f, h, w]
     pixel_range: tuple[int, int]  # [start, stop) pixel frames of the whole video
     nfe: int  # network evaluations spent on this chunk
     seconds: float  # wall time of this chunk (DiT + decode), measured in ``step``
@@ -196,6 +196,6 @@ def tracks_from_array(tracks: torch.Tensor, visibility: torch.Tensor, *, hold_la
 
 
 def collect(chunks: Iterable[ChunkOutput]) -> tuple[torch.Tensor, torch.Tensor, list[ChunkOutput]]:
-    """Concatenate streamed chunks -> (frames [B, 3, T, H, W], latents [B, 16, F, h, w], outputs)."""
+    """Concatenate streamed chunks -> (frames [B, 3, T, H, W], latents [B, C, F, h, w], outputs)."""
     outs = list(chunks)
     return torch.cat([o.frames for o in outs], 2), torch.cat([o.latents for o in outs], 2), outs

@@ -16,6 +16,7 @@ from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
 from models.checkpoint import save_wan
 from models.codecs import WanVAE, WanVAEConfig
+from models.codecs.wan22_vae import Wan22VAE, Wan22VAEConfig
 from models.flavors import build_wan
 from models.text_encoders import UMT5_XXL_CONFIG
 
@@ -93,15 +94,19 @@ def umt5_to_wan_keys(hf_state: dict) -> dict:
 RELEASE_CLIP = dict(hidden_size=1280, intermediate_size=64, num_hidden_layers=2, num_attention_heads=16,
                     image_size=28, patch_size=14, projection_dim=16)
 RELEASE_VAE = WanVAEConfig(base_dim=8, z_dim=16)
+RELEASE_VAE22 = Wan22VAEConfig(base_dim=8, decoder_base_dim=16)  # 48 latent channels, H/16
 
 
 def write_release_folder(root: Path, *, flavor: str = "tiny-i2v", parts=("vae", "t5", "clip"),
                          max_shard_bytes: int | None = None, seed: int = 0, **dit_overrides) -> Path:
-    """A release folder at ``root`` (must not exist): the DiT of ``flavor`` plus the ``parts``."""
+    """A release folder at ``root`` (must not exist): the DiT of ``flavor`` plus the ``parts`` ("vae" =
+    Wan2.1_VAE.pth, "vae22" = Wan2.2_VAE.pth, "t5", "clip")."""
     torch.manual_seed(seed)
     save_wan(build_wan(flavor, **dit_overrides), root, max_shard_bytes=max_shard_bytes)
     if "vae" in parts:
         torch.save(WanVAE.from_config(RELEASE_VAE).official_state_dict(), root / "Wan2.1_VAE.pth")
+    if "vae22" in parts:  # the Wan 2.2 TI2V-5B release ships its own 48-channel VAE
+        torch.save(Wan22VAE.from_config(RELEASE_VAE22).official_state_dict(), root / "Wan2.2_VAE.pth")
     if "t5" in parts:
         t5 = UMT5EncoderModel(UMT5Config(**dict(UMT5_XXL_CONFIG, **TINY_UMT5))).eval()
         torch.save(umt5_to_wan_keys(t5.state_dict()), root / "models_t5_umt5-xxl-enc-bf16.pth")

@@ -1,7 +1,8 @@
-"""CPU rehearsal of the real experiments: every stage of the Wan 2.1 1.3B recipe runs from its own
-``experiment=...`` file, on 2 gloo processes with FSDP2 (bf16 policy, activation checkpointing, EMA
-where the recipe has it), from a fake release folder in the official layout (the Fun-Control DiT,
-Wan2.1_VAE.pth, the T5 .pth + tokenizer folder, the CLIP .pth) under ``paths.data_dir``, on shards
+"""CPU rehearsal of the real experiments: every stage of the Wan 2.1 1.3B and the Wan 2.2 5B recipes
+runs from its own ``experiment=...`` file, on 2 gloo processes with FSDP2 (bf16 policy, activation
+checkpointing, EMA where the recipe has it), from a fake release folder in the official layout under
+``paths.data_dir`` (1.3B: the Fun-Control DiT, Wan2.1_VAE.pth, the T5 .pth + tokenizer folder, the
+CLIP .pth; 5B: the TI2V-5B DiT, Wan2.2_VAE.pth with 48-channel latents at H/16, the T5), on shards
 written by ``python -m data.prepare`` (LK tracks, T5 text embeddings cached in the shards).
 Only the sizes shrink: DiT width / depth (``model.overrides``), frame size, clip length, track
 count and step counts; the flavor family, model type, channel layout and loaders are the real ones.
@@ -21,11 +22,22 @@ import torch
 from data.clips import DataConfig, make_world
 from data.shard_samples import ShardSamples
 from data.video_io import write_mp4
+
 from release_helpers import write_release_folder
 
 ROOT = Path(__file__).resolve().parents[1]
-SHRINK = ["+model.overrides.dim=64", "+model.overrides.ffn_dim=128", "+model.overrides.num_heads=2",
-          "+model.overrides.num_layers=2", "data.height=64", "data.width=112", "data.num_frames=25",
+DIMS = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
+# recipe: release folder, flavor, its parts, frame size (a multiple of 16 x the codec's factor), codec,
+# latent channels, I2V layout channels (None: the image is latent frame 0), experiment names
+RECIPES = {
+    "wan2.1-1.3b": dict(folder="Wan2.1-Fun-1.3B-Control", flavor="wan2.1-fun-1.3b-control", parts=("vae", "t5", "clip"),
+                        size=(64, 112), fps=16, codec="wan2.1-vae", channels=16, image=16,
+                        teacher="teacher_wan1.3b_480p", ode_init="ode_init_wan1.3b_480p", dmd="dmd_wan1.3b_480p"),
+    "wan2.2-5b": dict(folder="Wan2.2-TI2V-5B", flavor="wan2.2-ti2v-5b", parts=("vae22", "t5"), size=(64, 128), fps=24,
+                      codec="wan2.2-vae", channels=48, image=None,
+                      teacher="teacher_wan2.2_5b_704p", ode_init="ode_init_wan2.2_5b_704p", dmd="dmd_wan2.2_5b_704p"),
+}
+SHRINK = [*(f"+model.overrides.{k}={v}" for k, v in DIMS.items()), "data.num_frames=25",
           "data.num_tracks=[10,20]", "data.num_workers=0", "data.shuffle_buffer=4", "trainer.num_threads=1",
           "trainer.ckpt_every=2", "trainer.log_every=1", "eval.enabled=false", "logger.wandb.enabled=false",
           "logger.progress_bar=false"]
@@ -43,56 +55,64 @@ def _run(module: str, *args, procs: int = 2) -> None:
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-5000:]
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
+@pytest.fixture(params=sorted(RECIPES))
+def recipe(request, tmp_path) -> dict:
     """``paths.data_dir`` as a user lays it out: the release folder as downloaded, and the shards."""
-    root = tmp_path_factory.mktemp("real_path")
-    data = root / "data"
-    rel = write_release_folder(data / "Wan2.1-Fun-1.3B-Control", flavor="wan2.1-fun-1.3b-control", device="cpu",
-                               dim=64, ffn_dim=128, num_heads=2, num_layers=2)
-    videos = root / "videos"
+    r = dict(RECIPES[request.param])
+    data = tmp_path / "data"
+    rel = write_release_folder(data / r["folder"], flavor=r["flavor"], parts=r["parts"], device="cpu", **DIMS)
+    videos = tmp_path / "videos"
     videos.mkdir()
-    world = make_world(DataConfig(height=64, width=112, num_frames=29))
+    H, W = r["size"]
+    world = make_world(DataConfig(height=H, width=W, num_frames=29))
     for i in range(4):
         clip = world.generate(100 + i)
-        write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=16)
+        write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=r["fps"])
         (videos / f"clip{i}.txt").write_text(clip["caption"])
     t5 = f"{{_target_: models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
-    _run("data.prepare", f"input={videos}", f"output={data / 'shards'}", "num_frames=25", "height=64", "width=112",
-         "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false", f"text_encoder={t5}", procs=1)
-    return data
+    _run("data.prepare", f"input={videos}", f"output={data / 'shards'}", "num_frames=25", f"fps={r['fps']}",
+         f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
+         f"text_encoder={t5}", procs=1)
+    return {**r, "data_dir": data}
 
 
-def test_the_wan_1_3b_recipe_runs_every_stage_on_two_fsdp_processes(data_dir, tmp_path):
-    common = [f"paths.data_dir={data_dir}", *SHRINK, "trainer.max_steps=2"]
+def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_path):
+    data_dir, (H, W), C = recipe["data_dir"], recipe["size"], recipe["channels"]
+    common = [f"paths.data_dir={data_dir}", *SHRINK, f"data.height={H}", f"data.width={W}", "trainer.max_steps=2",
+              "trainer.global_batch=2"]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
     t, ft, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd"))
 
-    _run("train", "experiment=teacher_wan1.3b_480p", *common, "trainer.grad_accum=2", f"hydra.run.dir={t}")
+    _run("train", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}")
     log = (t / "train.log").read_text()
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
-    _run("train", "experiment=teacher_wan1.3b_480p_finetune", *common, f"model.init_from={t / 'export' / 'teacher'}",
+    assert "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
+    _run("train", f"experiment={recipe['teacher']}_finetune", *common, f"model.init_from={t / 'export' / 'teacher'}",
          f"hydra.run.dir={ft}")
     teacher = ft / "export" / "teacher"
     assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
 
-    _run("distill.pairs", "experiment=ode_init_wan1.3b_480p", *common, f"stage.teacher={teacher}",
+    _run("distill.pairs", f"experiment={recipe['ode_init']}", *common, f"stage.teacher={teacher}",
          "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.shard_size=1",
          f"hydra.run.dir={pairs}")
     folder = pairs / "ode_pairs"
     index = json.loads((folder / "index.json").read_text())
     assert [s["num_samples"] for s in index["shards"]] == [1, 1, 1, 1]  # two written by each rank
     first = torch.load(folder / "pairs_00000.pt", weights_only=False)
-    assert first["trajectory"].shape == (1, 4, 16, 7, 8, 14) and first["trajectory"].dtype == torch.bfloat16
-    assert first["image"].shape == (1, 16, 7, 8, 14)  # Fun-Control: the start image latent, zeros after
-    assert first["image_features"].shape == (1, 5, 1280)  # the release's CLIP
+    sf = {16: 8, 48: 16}[C]  # the codec's spatial factor: Wan 2.1 VAE 8, Wan 2.2 VAE 16
+    h, w = H // sf, W // sf
+    assert first["trajectory"].shape == (1, 4, C, 7, h, w) and first["trajectory"].dtype == torch.bfloat16
+    if recipe["image"] is None:  # ti2v: the image is latent frame 0, no channels
+        assert "image" not in first and "image_features" not in first
+    else:  # Fun-Control: the start image latent; the release's CLIP tokens
+        assert first["image"].shape == (1, recipe["image"], 7, h, w) and first["image_features"].shape == (1, 5, 1280)
     cached = ShardSamples(data_dir / "shards", num_frames=25).get(0)  # condition 0 = shard sample 0
     assert first["caption"] == [cached["caption"]]
     n = int(first["text_len"][0])
     torch.testing.assert_close(first["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
 
-    _run("train", "experiment=ode_init_wan1.3b_480p", *common, f"stage.teacher={teacher}", f"stage.pairs={folder}",
+    _run("train", f"experiment={recipe['ode_init']}", *common, f"stage.teacher={teacher}", f"stage.pairs={folder}",
          f"hydra.run.dir={ode}")
-    _run("train", "experiment=dmd_wan1.3b_480p", *common, f"stage.teacher={teacher}",
+    _run("train", f"experiment={recipe['dmd']}", *common, f"stage.teacher={teacher}",
          f"stage.student={ode / 'export' / 'student'}", f"stage.pairs={folder}", "stage.update_ratio=2",
          f"hydra.run.dir={dmd}")
     res = json.loads((dmd / "results.json").read_text())
@@ -101,9 +121,9 @@ def test_the_wan_1_3b_recipe_runs_every_stage_on_two_fsdp_processes(data_dir, tm
     assert all(np.isfinite(r["train/loss/critic"]) for r in rows if "train/loss/critic" in r)
 
     g = np.random.default_rng(0)
-    np.save(tmp_path / "tracks.npy", g.uniform(0, 63, (25, 6, 2)).astype(np.float32))
-    cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (64, 112, 3), dtype=np.uint8))
-    _run("stream.generate", "--student", str(dmd / "export" / "student"), "--codec-name", "wan2.1-vae", "--codec",
-         str(data_dir / "Wan2.1-Fun-1.3B-Control"), "--image", str(tmp_path / "first.png"), "--tracks",
+    np.save(tmp_path / "tracks.npy", (g.uniform(0, 1, (25, 6, 2)) * [W - 1, H - 1]).astype(np.float32))
+    cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (H, W, 3), dtype=np.uint8))
+    _run("stream.generate", "--student", str(dmd / "export" / "student"), "--codec-name", recipe["codec"], "--codec",
+         str(data_dir / recipe["folder"]), "--image", str(tmp_path / "first.png"), "--tracks",
          str(tmp_path / "tracks.npy"), "--prompt", "a cat", "--out", str(tmp_path / "out.mp4"), procs=1)
     assert (tmp_path / "out.mp4").stat().st_size > 0

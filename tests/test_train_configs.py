@@ -144,3 +144,24 @@ def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
     with pytest.raises(ValueError, match="first_chunk_frames"):
         validate(_compose(tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p",
                           "stage.causal.first_chunk_frames=3"))
+
+
+def test_global_batch_derives_grad_accum_and_rejects_contradictions():
+    from train.app import derive_grad_accum
+
+    assert derive_grad_accum(global_batch=128, batch_size=1, world_size=32, grad_accum=1) == 4
+    assert derive_grad_accum(global_batch=128, batch_size=1, world_size=8, grad_accum=1) == 16
+    assert derive_grad_accum(global_batch=None, batch_size=2, world_size=8, grad_accum=3) == 3
+    assert derive_grad_accum(global_batch=64, batch_size=2, world_size=8, grad_accum=4) == 4  # consistent: kept
+    with pytest.raises(ValueError, match="not a multiple of data.batch_size x processes"):
+        derive_grad_accum(global_batch=128, batch_size=1, world_size=48, grad_accum=1)
+    with pytest.raises(ValueError, match="trainer.grad_accum=2 contradicts trainer.global_batch=128"):
+        derive_grad_accum(global_batch=128, batch_size=1, world_size=32, grad_accum=2)
+
+
+@pytest.mark.parametrize("name,batch", [("teacher_wan1.3b_480p", 128), ("teacher_wan2.2_5b_704p", 128),
+                                        ("ode_init_wan1.3b_480p", 128), ("dmd_wan1.3b_480p", 64),
+                                        ("dmd_wan2.2_5b_704p", 64)])
+def test_real_recipes_keep_the_papers_global_batch(name, batch, tmp_path):
+    typed = validate(_compose(tmp_path, f"experiment={name}"))
+    assert typed.trainer.global_batch == batch and typed.data.batch_size == 1 and typed.trainer.grad_accum == 1

@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import json
 import logging
 from pathlib import Path
+from typing import Callable
 
 import hydra
 import torch
@@ -31,7 +32,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from train.config import TrainConfig, register_configs, resolved_container, validate
-from train.dist import Runtime, hard_exit, init_runtime, seed_everything
+from train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
 from train.loop import configure_determinism, set_threads
 from train.metrics import setup_logging
 from train.parallel import deepspeed_config
@@ -82,16 +83,37 @@ def instantiate(cfg: DictConfig | TrainConfig) -> dict:
     return out
 
 
+def derive_grad_accum(*, global_batch: int | None, batch_size: int, world_size: int, grad_accum: int) -> int:
+    """Micro-batches per update that keep ``global_batch`` = batch_size x grad_accum x world_size."""
+    if global_batch is None:
+        return grad_accum
+    per_step = batch_size * world_size
+    if global_batch % per_step:
+        raise ValueError(f"trainer.global_batch={global_batch} is not a multiple of data.batch_size x processes = "
+                         f"{batch_size} x {world_size}: change data.batch_size or the number of processes")
+    derived = global_batch // per_step
+    if grad_accum not in (1, derived):
+        raise ValueError(f"trainer.grad_accum={grad_accum} contradicts trainer.global_batch={global_batch} "
+                         f"({batch_size} x {world_size} processes needs {derived}); set one of them only")
+    return derived
+
+
 def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
     """Validate, set up the runtime (processes, threads, determinism) and the run directory with its
     resolved config and log: what every entry point of a stage does before its work."""
+    export_slurm_env()  # WORLD_SIZE & co. from SLURM_* under srun, before anything reads them
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.trainer.get("global_batch") is not None:  # resolved into the config, so config.yaml says what ran
+        cfg.trainer.grad_accum = derive_grad_accum(global_batch=cfg.trainer.global_batch,
+                                                   batch_size=cfg.data.batch_size, world_size=world,
+                                                   grad_accum=cfg.trainer.grad_accum)
     typed = validate(cfg)
     set_threads(typed.trainer.num_threads)
     configure_determinism(typed.trainer.deterministic)
     ds_cfg = None
     if typed.parallel.strategy == "deepspeed":
         ds_cfg = deepspeed_config(typed.parallel, micro_batch=typed.data.batch_size, grad_accum=typed.trainer.grad_accum,
-                                  world_size=int(os.environ.get("WORLD_SIZE", "1")), clip=typed.optim.clip_grad_norm,
+                                  world_size=world, clip=typed.optim.clip_grad_norm,
                                   precision="bf16" if typed.trainer.precision == "bf16" or
                                   (typed.trainer.precision == "auto" and torch.cuda.is_available()) else "fp32")
     runtime = init_runtime(typed.parallel.strategy, precision=typed.trainer.precision, backend=typed.parallel.backend,
@@ -109,6 +131,9 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved_container(cfg))))
         log.info("run directory %s | stage %s | %s x %d (%s, %s)", run_dir, typed.stage.name, runtime.strategy,
                  runtime.world_size, runtime.device, runtime.precision)
+        log.info("global batch %d = %d per process x %d accumulated x %d processes",
+                 typed.data.batch_size * typed.trainer.grad_accum * runtime.world_size, typed.data.batch_size,
+                 typed.trainer.grad_accum, runtime.world_size)
     runtime.barrier()
     seed_everything(typed.trainer.seed)
     return typed, runtime, run_dir
@@ -143,12 +168,21 @@ def summary_line(summary: dict, run_dir: Path) -> str:
     return " | ".join(parts)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
-def _hydra_main(cfg: DictConfig) -> None:
-    run(cfg)
+def hydra_entry(job: Callable[[DictConfig], object]) -> Callable[[], None]:
+    """A command over the train config (``python -m train``, ``python -m distill.pairs``): Hydra
+    composes ``conf/train.yaml`` with the command line, ``job`` runs on it, and a multi-process run
+    exits hard afterwards (gloo's sporadic abort at interpreter exit, cpu-environment.md trap 5)."""
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+    def _hydra_main(cfg: DictConfig) -> None:
+        job(cfg)
+
+    def entry() -> None:
+        _hydra_main()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            hard_exit(0)
+
+    return entry
 
 
-def main() -> None:
-    _hydra_main()
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        hard_exit(0)  # gloo's sporadic abort at interpreter exit (cpu-environment.md trap 5)
+main = hydra_entry(run)

@@ -41,8 +41,8 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, 
 
 
 def _batch(*, batch: int, frames: int, height: int, width: int, tracks: int, text_len: int, text_dim: int,
-           image_channels: int, device, gen: torch.Generator) -> dict:
-    lat = (batch, 16, 1 + (frames - 1) // 4, height // 8, width // 8)
+           image_channels: int, latent_channels: int, spatial: int, device, gen: torch.Generator) -> dict:
+    lat = (batch, latent_channels, 1 + (frames - 1) // 4, height // spatial, width // spatial)
     b = {
         "latents": torch.randn(lat, generator=gen),
         "text_emb": torch.randn(batch, text_len, text_dim, generator=gen),
@@ -69,7 +69,9 @@ def model_flops(net, *, tokens: int, text_tokens: int, batch: int) -> float:
 
 def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: int, batch: int, text_len: int,
           text_dim: int, steps: int, warmup: int, device: torch.device, checkpointing: bool, bf16: bool,
-          stage: TeacherConfig | None = None, shift: float = 5.0) -> dict:
+          stage: TeacherConfig | None = None, shift: float = 5.0, spatial: int = 8) -> dict:
+    """One training step of the teacher objective on random data; ``spatial``: the codec's pixels per
+    latent cell (8 for Wan 2.1, 16 for the Wan 2.2 VAE)."""
     torch.manual_seed(0)
     net = build_motion_wan(model, text_encoder_dim=text_dim, device="meta" if device.type == "cuda" else None)
     if any(p.is_meta for p in net.parameters()):
@@ -84,9 +86,10 @@ def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: i
     obj = FlowMatchingObjective(net, cfg=stage or TeacherConfig(), shift=shift, null_text=empty, null_lengths=torch.ones(1, dtype=torch.long),
                                 embed_dim=net.track_embed_dim, height=height, width=width, seed=0, device=device)
     gen = torch.Generator().manual_seed(0)
-    image_channels = {"wan_i2v": 20, "fun_control": 16}.get(model.layout, 0)
+    image_channels = {"wan_i2v": 4 + net.latent_channels, "fun_control": net.latent_channels}.get(model.layout, 0)
     data = _batch(batch=batch, frames=frames, height=height, width=width, tracks=tracks, text_len=text_len,
-                  text_dim=text_dim, image_channels=image_channels, device=device, gen=gen)
+                  text_dim=text_dim, image_channels=image_channels, latent_channels=net.latent_channels,
+                  spatial=spatial, device=device, gen=gen)
     params = [p for p in net.parameters() if p.requires_grad]
 
     def step():
@@ -103,7 +106,7 @@ def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: i
         torch.cuda.reset_peak_memory_stats(device)
     dt = statistics.mean(time_calls(step, device=device, repeats=steps, warmup=0))
     pt, ph, pw = net.dit.patch_size
-    tokens = (1 + (frames - 1) // 4) // pt * (height // 8 // ph) * (width // 8 // pw)
+    tokens = (1 + (frames - 1) // 4) // pt * (height // spatial // ph) * (width // spatial // pw)
     flops = model_flops(net, tokens=tokens, text_tokens=net.dit.text_len, batch=batch)
     out = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x {torch.get_num_threads()} threads",
@@ -121,12 +124,21 @@ def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: i
     return out
 
 
+# The real teachers (random weights): Wan 2.1 1.3B Fun-Control at 832x480x81, Wan 2.2 TI2V-5B at 1280x704x121.
+REAL_CONFIGS = (
+    ("teacher_wan1.3b_480p", ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16,
+                                         text_encoder="umt5"), dict(frames=81, height=480, width=832, spatial=8)),
+    ("teacher_wan2.2_5b_704p", ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16,
+                                           text_encoder="umt5"), dict(frames=121, height=704, width=1280, spatial=16)),
+)
+
+
 def tiny_config() -> tuple[ModelConfig, dict]:
     """Shapes of the tiny_teacher experiment (read from its composed config)."""
     from hydra import compose, initialize_config_dir
 
     from train.app import CONFIG_DIR
-    from train.config import validate
+    from train.config import codec_spatial_factor, validate
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["experiment=tiny_teacher", "paths.output_dir=."])
@@ -134,14 +146,15 @@ def tiny_config() -> tuple[ModelConfig, dict]:
     d = typed.data
     tracks = d.num_tracks[1] if d.num_tracks else d.grid_size**2
     return typed.model, dict(frames=d.num_frames, height=d.height, width=d.width, tracks=tracks, batch=d.batch_size,
-                             stage=typed.stage, shift=typed.schedule.shift)
+                             stage=typed.stage, shift=typed.schedule.shift,
+                             spatial=codec_spatial_factor(typed.codec.name, dict(typed.codec.options)))
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--real", action="store_true", help="only the real 1.3B config (needs a GPU)")
+    ap.add_argument("--real", action="store_true", help="only the real 1.3B and 5B configs (needs a GPU)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads for the tiny benchmark")
     args = ap.parse_args(argv)
     results = []
@@ -153,12 +166,12 @@ def main(argv: list[str] | None = None) -> None:
                                                          steps=args.steps, warmup=args.warmup, device=torch.device("cpu"),
                                                          checkpointing=False, bf16=False)})
     if torch.cuda.is_available():
-        real = ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, text_encoder="umt5")
-        results.append({"config": "teacher_wan1.3b_480p", **bench(
-            model=real, frames=81, height=480, width=832, tracks=2000, batch=1, text_len=512, text_dim=4096,
-            steps=max(3, args.steps // 2), warmup=args.warmup, device=torch.device("cuda"), checkpointing=True, bf16=True)})
+        for name, model, shape in REAL_CONFIGS:
+            results.append({"config": name, **bench(model=model, **shape, tracks=2000, batch=1, text_len=512,
+                                                    text_dim=4096, steps=max(3, args.steps // 2), warmup=args.warmup,
+                                                    device=torch.device("cuda"), checkpointing=True, bf16=True)})
     elif args.real:
-        raise SystemExit("--real needs a CUDA GPU (the 1.3B config at 832x480 does not fit a CPU benchmark)")
+        raise SystemExit("--real needs a CUDA GPU (the 1.3B / 5B configs at 480p / 704p do not fit a CPU benchmark)")
     for r in results:
         print(json.dumps(r, indent=2))
 

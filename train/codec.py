@@ -47,7 +47,7 @@ class CodecFitConfig:
 
 @dataclass
 class CodecConfig:
-    name: str = "tiny-ae"  # models.codecs.CODEC_NAMES: tiny-ae | wan2.1-vae | taehv-wan2.1
+    name: str = "tiny-ae"  # models.codecs.CODEC_NAMES: tiny-ae | wan2.1-vae | wan2.2-vae | taehv-wan2.1
     checkpoint: str | None = None  # required for pretrained codecs; tiny-ae: fitted when null
     options: dict = field(default_factory=dict)  # fields of the codec's config (TinyAEConfig: width, ...)
     fit: CodecFitConfig = field(default_factory=CodecFitConfig)
@@ -58,7 +58,8 @@ class CodecConfig:
         if self.name not in TRAINABLE and self.checkpoint is None:
             raise ValueError(f"codec.name={self.name!r} is not trainable here: set codec.checkpoint to its weights file")
         if self.options.get("latent_channels", 16) != 16:
-            raise ValueError("codec.options.latent_channels must be 16: the Wan DiT works on 16 latent channels")
+            raise ValueError("codec.options.latent_channels must be 16: the trainable codecs stand in for the Wan 2.1 "
+                             "latent space (48-channel latents come with codec=wan2.2_vae)")
 
 
 def build_codec_module(cfg: CodecConfig) -> nn.Module:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from data.clips import DataConfig
 from diffusion.samplers import SamplerConfig
 from eval.teacher_eval import EvalConfig
-from models.motion_wan import ModelConfig
+from models.motion_wan import ModelConfig, latent_channels
 from train.codec import CodecConfig
 from train.ema import EMAConfig
 from train.loop import TrainerConfig
@@ -119,7 +119,14 @@ def codec_spatial_factor(name: str, options: dict) -> int:
         return int(options.get("patch", 8))
     if name == "taehv-wan2.1":
         return 8 * int(options.get("patch_size", 1))
+    if name == "wan2.2-vae":
+        return 16
     return 8
+
+
+def codec_latent_channels(name: str, options: dict) -> int:
+    """Latent channels of a configured codec: 48 for the Wan 2.2 VAE, 16 for every other."""
+    return 48 if name == "wan2.2-vae" else int(options.get("latent_channels", 16))
 
 
 def _cross_checks(cfg: TrainConfig) -> None:
@@ -134,5 +141,13 @@ def _cross_checks(cfg: TrainConfig) -> None:
             f"codec.fit crop {cfg.codec.fit.num_frames}x{cfg.codec.fit.crop}px does not fit data clips of "
             f"{cfg.data.num_frames}x{cfg.data.height}x{cfg.data.width}; lower codec.fit.crop / codec.fit.num_frames"
         )
+    want, have = latent_channels(cfg.model.flavor, cfg.model.overrides), codec_latent_channels(cfg.codec.name, dict(cfg.codec.options))
+    if want != have:
+        raise ValueError(f"model.flavor={cfg.model.flavor!r} denoises {want}-channel latents but codec={cfg.codec.name!r} "
+                         f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2_vae and the Wan 2.1 flavors with a "
+                         "16-channel codec")
+    if cfg.model.layout == "ti2v" and not getattr(cfg.stage, "clean_first_frame", True):
+        raise ValueError("model.layout=ti2v carries the first frame as clean latent frame 0 (no image channels): "
+                         "set stage.clean_first_frame=true")
     if cfg.model.track_channels == 0 and cfg.sampler.guidance.mode in ("joint", "motion"):
         raise ValueError(f"sampler.guidance.mode={cfg.sampler.guidance.mode!r} needs tracks but model.track_channels=0")

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 class TrainerConfig:
     max_steps: int = 1000
     grad_accum: int = 1  # micro-batches per optimizer update
+    # samples per optimizer update over all processes; when set, grad_accum is derived from it
+    # (global_batch / (data.batch_size x processes)), so a recipe keeps its batch on any GPU count
+    global_batch: int | None = None
     precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     seed: int = 0  # every value is a real seed (0 included)
     log_every: int = 10
@@ -56,6 +59,8 @@ class TrainerConfig:
                 raise ValueError(f"trainer.{name}={getattr(self, name)} must be >= 0 (0 disables)")
         if self.precision not in ("auto", "fp32", "bf16"):
             raise ValueError(f"trainer.precision={self.precision!r}; choose auto, fp32 or bf16")
+        if self.global_batch is not None and self.global_batch < 1:
+            raise ValueError(f"trainer.global_batch={self.global_batch} must be >= 1 or null")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"trainer.num_threads={self.num_threads} must be >= 1 or null")
 

@@ -102,6 +102,8 @@ def load_text_encoder(cfg: "TrainConfig", runtime: Runtime) -> nn.Module:
     from models.text_encoders import build_text_encoder
 
     kwargs = {"path": cfg.model.text_encoder_path} if cfg.model.text_encoder_path else {}
+    if cfg.model.text_encoder.lower().startswith("umt5"):  # 5.7B parameters: bf16 on GPU, fp32 on CPU
+        kwargs["dtype"] = torch.bfloat16 if runtime.device.type == "cuda" else torch.float32
     enc = build_text_encoder(cfg.model.text_encoder, **kwargs)
     return prepare_frozen(runtime, enc)
 

@@ -23,6 +23,14 @@ from models.release_folder import find_release, is_release_folder, vae_version
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 from .taehv import TAEHV, TAEHVConfig, TAEHVDecodeState
 from .tiny_ae import TinyAE, TinyAEConfig, TinyAEDecodeState, reconstruction_loss
+from .wan22_vae import (
+    WAN22_LATENTS_MEAN,
+    WAN22_LATENTS_STD,
+    Wan22VAE,
+    Wan22VAEConfig,
+    convert_diffusers_to_official22,
+    convert_official22_to_diffusers,
+)
 from .wan_vae import (
     WAN21_LATENTS_MEAN,
     WAN21_LATENTS_STD,
@@ -31,14 +39,6 @@ from .wan_vae import (
     WanVAEConfig,
     convert_diffusers_to_official,
     convert_official_to_diffusers,
-)
-from .wan22_vae import (
-    WAN22_LATENTS_MEAN,
-    WAN22_LATENTS_STD,
-    Wan22VAE,
-    Wan22VAEConfig,
-    convert_diffusers_to_official22,
-    convert_official22_to_diffusers,
 )
 
 __all__ = [

@@ -34,7 +34,9 @@ from .wan_vae import (
     _RES_OFFICIAL_TO_DIFFUSERS,
     WanVAE,
     _rename_inner,
+    check_vae_config,
     diffusers_to_official_key,
+    latent_statistics,
     official_to_diffusers_key,
 )
 
@@ -89,23 +91,11 @@ class Wan22VAEConfig:
     latents_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if len(self.dim_mult) != 4 or list(self.temperal_downsample).count(True) != 2:
-            raise ValueError(
-                f"Wan22VAEConfig: dim_mult={self.dim_mult} must have 4 levels and temperal_downsample="
-                f"{self.temperal_downsample} exactly two True entries (16x spatial with the 2x2 patchify, 4x temporal)"
-            )
-        for name in ("latents_mean", "latents_std"):
-            value = getattr(self, name)
-            if value is not None and len(value) != self.z_dim:
-                raise ValueError(f"Wan22VAEConfig.{name} has {len(value)} entries; it needs z_dim={self.z_dim}")
+        check_vae_config(self, "16x spatial with the 2x2 patchify, 4x temporal")
 
     def diffusers_kwargs(self) -> dict:
         """``AutoencoderKLWan`` arguments: the Wan2.2-TI2V-5B-Diffusers vae/config.json at the default sizes."""
-        mean, std = self.latents_mean, self.latents_std
-        if mean is None:
-            mean = WAN22_LATENTS_MEAN if self.z_dim == 48 else (0.0,) * self.z_dim
-        if std is None:
-            std = WAN22_LATENTS_STD if self.z_dim == 48 else (1.0,) * self.z_dim
+        mean, std = latent_statistics(self, WAN22_LATENTS_MEAN, WAN22_LATENTS_STD)
         return dict(
             base_dim=self.base_dim,
             decoder_base_dim=self.decoder_base_dim,

@@ -57,6 +57,26 @@ WAN21_LATENTS_STD = (
 )  # fmt: skip
 
 
+def check_vae_config(cfg, layout: str) -> None:
+    """The checks both Wan VAE configs share: 4 levels, 2 temporal downsamplings, statistics of z_dim."""
+    name = type(cfg).__name__
+    if len(cfg.dim_mult) != 4 or list(cfg.temperal_downsample).count(True) != 2:
+        raise ValueError(f"{name}: dim_mult={cfg.dim_mult} must have 4 levels and temperal_downsample="
+                         f"{cfg.temperal_downsample} exactly two True entries ({layout})")
+    for field_name in ("latents_mean", "latents_std"):
+        value = getattr(cfg, field_name)
+        if value is not None and len(value) != cfg.z_dim:
+            raise ValueError(f"{name}.{field_name} has {len(value)} entries; it needs z_dim={cfg.z_dim}")
+
+
+def latent_statistics(cfg, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
+    """The config's latent mean/std, else the release's when z_dim matches it, else zeros/ones
+    (small random test configs have no meaningful statistics)."""
+    released = cfg.z_dim == len(mean)
+    return (cfg.latents_mean if cfg.latents_mean is not None else mean if released else (0.0,) * cfg.z_dim,
+            cfg.latents_std if cfg.latents_std is not None else std if released else (1.0,) * cfg.z_dim)
+
+
 @dataclass(frozen=True)
 class WanVAEConfig:
     """Architecture of the Wan 2.1 VAE; defaults are the released ``Wan2.1_VAE.pth``.
@@ -75,22 +95,10 @@ class WanVAEConfig:
     latents_std: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
-        if len(self.dim_mult) != 4 or list(self.temperal_downsample).count(True) != 2:
-            raise ValueError(
-                f"WanVAEConfig: dim_mult={self.dim_mult} must have 4 levels and temperal_downsample="
-                f"{self.temperal_downsample} exactly two True entries (8x spatial, 4x temporal Wan 2.1 layout)"
-            )
-        for name in ("latents_mean", "latents_std"):
-            value = getattr(self, name)
-            if value is not None and len(value) != self.z_dim:
-                raise ValueError(f"WanVAEConfig.{name} has {len(value)} entries; it needs z_dim={self.z_dim}")
+        check_vae_config(self, "8x spatial, 4x temporal Wan 2.1 layout")
 
     def diffusers_kwargs(self) -> dict:
-        mean, std = self.latents_mean, self.latents_std
-        if mean is None:
-            mean = WAN21_LATENTS_MEAN if self.z_dim == 16 else (0.0,) * self.z_dim
-        if std is None:
-            std = WAN21_LATENTS_STD if self.z_dim == 16 else (1.0,) * self.z_dim
+        mean, std = latent_statistics(self, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD)
         return dict(
             base_dim=self.base_dim,
             z_dim=self.z_dim,
