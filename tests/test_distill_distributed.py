@@ -1,4 +1,4 @@
-"""ODE pairs, ODE init (DDP and FSDP2) and DMD (DDP and FSDP2) on 2 processes (gloo) against 1 process at
+"""ODE pairs, ODE init (DDP, FSDP2, DeepSpeed ZeRO-2) and DMD (DDP and FSDP2) on 2 processes (gloo) against 1 process at
 the same global batch: the same pairs (each rank writes its share of the shards), the same losses (per-sample
 draws keyed by global sample id; under DDP the DMD generator's gradients averaged by hand, under FSDP2 each
 module of the streaming path its own unit), and an exact resume. Tolerances: relative 1e-5 (ODE init) and
@@ -80,6 +80,14 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
     h4 = torch.load(fs / "export" / "student" / "heads.pt", weights_only=True)
     for k in h1:
         torch.testing.assert_close(h1[k], h4[k], rtol=1e-4, atol=1e-6)
+
+    # DeepSpeed ZeRO-2 (the ODE-init student trains through its forward, which an engine sees): the same losses
+    ds = tmp_path / "deepspeed"
+    _run(["experiment=tiny_ode_init", *stage, "parallel=deepspeed_zero2", "data.batch_size=2", "trainer.max_steps=2",
+          f"stage.pairs={one / 'ode_pairs'}", f"hydra.run.dir={ds}"], procs=2)
+    l5 = _losses(ds)
+    for s in (1, 2):
+        assert abs(l1[s] - l5[s]) <= 1e-5 * max(1.0, abs(l1[s])), (s, l1[s], l5[s])
 
     # DMD from the same student and pairs: critic every step, the generator at step 5 (5:1)
     dmd = [f"stage.teacher={teacher}", f"stage.student={one / 'export' / 'student'}", f"stage.pairs={one / 'ode_pairs'}",
