@@ -139,7 +139,6 @@ def generate_ode_pairs(
         for b0 in range(0, len(idx_all), cfg.batch_size):
             idx = idx_all[b0 : b0 + cfg.batch_size]
             batch = conditions(idx)
-            B = len(idx)
             gens = [torch.Generator().manual_seed(cfg.seed * 1_000_003 + i) for i in idx]
             ids = torch.cat([sample_track_ids(1, batch["tracks"].shape[2], generator=g) for g in gens])
             image = batch["image"].to(device) if batch.get("image") is not None else None  # None: t2v / ti2v

@@ -36,7 +36,7 @@ from train.weights import export_network, initialise
 if TYPE_CHECKING:
     from train.config import TrainConfig
 
-__all__ = ["build_teacher_plan"]
+__all__ = ["build_teacher"]
 
 log = logging.getLogger(__name__)
 

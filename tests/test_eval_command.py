@@ -1,0 +1,80 @@
+"""``python -m eval`` end to end at debug sizes: a tiny teacher and its ODE-init student scored in one
+table (each with and without tracks) next to the ground truth and the frozen first frame; the videos
+it writes are a benchmark folder that scores again as a run and serves as a benchmark."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false", "logger.progress_bar=false"]
+
+
+def _env():
+    return dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+
+
+def _run(module: str, *args: str) -> None:
+    r = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval_runs")
+    t, o = root / "teacher", root / "ode"
+    _run("train", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}")
+    _run("train", *TRAIN, "experiment=tiny_ode_init", f"stage.teacher={t / 'export' / 'teacher'}",
+         "stage.ode_pairs.num_pairs=2", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.batch_size=2",
+         "trainer.max_steps=2", f"hydra.run.dir={o}")
+    return {"teacher": t / "export" / "teacher", "student": o / "export" / "student", "codec": t / "codec" / "codec.pt",
+            "config": t / "config.yaml"}
+
+
+def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
+    out = tmp_path / "eval"
+    _run("eval", f"runs={{teacher: {runs['teacher']}, student: {runs['student']}}}", f"generate.codec={runs['codec']}",
+         f"data_config={runs['config']}", "benchmark.num_samples=3", "generate.sampler.steps=2", f"out={out}")
+    res = json.loads((out / "metrics.json").read_text())
+    rows = res["results"]
+    assert list(rows) == ["teacher (with tracks)", "teacher (without tracks)", "student (with tracks)",
+                          "student (without tracks)", "ground_truth", "frozen"]
+    for name, r in rows.items():
+        assert np.isfinite(r["epe"]) and np.isfinite(r["ssim"]) and np.isfinite(r["proxy_fvd"]), name
+        assert len(r["per_sample"]["epe"]) == 3 and len(r["epe_per_frame"]) == 25
+    assert rows["ground_truth"]["proxy_fvd"] == 0.0 and rows["ground_truth"]["ssim"] == pytest.approx(1.0)
+    assert rows["ground_truth"]["epe"] < rows["frozen"]["epe"]  # the tracker follows the true motion
+    table = (out / "table.md").read_text()
+    assert "| student (with tracks) |" in table and "not FVD" in table
+    for plot in ("epe.png", "psnr.png", "epe_per_frame.png", "overlay_frozen.png"):
+        assert (out / "plots" / plot).is_file()
+
+    # the written videos are a run (a folder of <id>.mp4) and a benchmark (mp4 + tracks.npy)
+    folder = out / "videos" / "student_with_tracks"
+    again = tmp_path / "again"
+    _run("eval", f"run={folder}", f"data_config={runs['config']}", "benchmark.num_samples=3", "metrics=[epe,psnr,ssim]",
+         "references=[ground_truth]", f"out={again}")
+    rerun = json.loads((again / "metrics.json").read_text())["results"]["student_with_tracks"]
+    assert abs(rerun["epe"] - rows["student (with tracks)"]["epe"]) < 1.0  # H.264 round trip only
+    bench = tmp_path / "bench"
+    _run("eval", f"run={folder}", "benchmark.name=videos", f"benchmark.path={folder}", "metrics=[psnr]",
+         "references=[frozen]", f"out={bench}")
+    assert json.loads((bench / "metrics.json").read_text())["results"]["student_with_tracks"]["psnr"] == float("inf")
+
+
+def test_bad_requests_name_the_field(tmp_path):
+    from eval.command import EvalCommandConfig
+
+    with pytest.raises(ValueError, match="nothing to score"):
+        EvalCommandConfig()
+    with pytest.raises(ValueError, match="metrics \\['fvd2'\\] unknown"):
+        EvalCommandConfig(run="x", metrics=["fvd2"])
+    from eval.harness import WeightsConfig
+
+    with pytest.raises(ValueError, match="weights.i3d"):
+        WeightsConfig().require("fvd", "i3d")
