@@ -87,6 +87,11 @@ def _data_config(cfg: EvalCommandConfig, data: Optional[dict]):
     return DataConfig(**{k: v for k, v in data.items() if k in known})
 
 
+def slug(row: str) -> str:
+    """A row name as a file name: "dmd (with tracks)" -> "dmd_with_tracks"."""
+    return row.replace(" (", "_").replace(")", "").replace(" ", "_")
+
+
 def _table(results: dict, metrics: list[str]) -> str:
     cols = [m for m in metrics if any(m in r for r in results.values())]
     head = "| row | " + " | ".join(f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in cols) + " |"
@@ -111,6 +116,7 @@ def _plots(out: Path, results: dict, metrics: list[str], samples, rows: dict) ->
     names = list(results)
     for m in metrics:
         vals = [results[n].get(m, np.nan) for n in names]
+        vals = [v if np.isfinite(v) else np.nan for v in vals]  # e.g. PSNR of the ground truth itself: inf
         if not np.isfinite(vals).any():
             continue
         fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3))
@@ -139,7 +145,7 @@ def _plots(out: Path, results: dict, metrics: list[str], samples, rows: dict) ->
     for n, videos in rows.items():
         frames = draw_tracks(videos[s.id], s.tracks, s.visibility)
         strip = np.concatenate(list(frames[:: max(1, len(frames) // 6)]), axis=1)
-        path = plots / f"overlay_{n}.png"
+        path = plots / f"overlay_{slug(n)}.png"
         cv2.imwrite(str(path), strip[:, :, ::-1])
         written.append(str(path))
     return written
@@ -176,8 +182,7 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
     if cfg.save_videos:
         for row, videos in rows.items():
             if row not in cfg.references:
-                write_video_folder(out / "videos" / row.replace(" ", "_").replace("(", "").replace(")", ""), videos,
-                                   samples, fps=cfg.fps)
+                write_video_folder(out / "videos" / slug(row), videos, samples, fps=cfg.fps)
     table = _table(results, list(cfg.metrics))
     plots = _plots(out, results, list(cfg.metrics), samples, rows)
     summary = {"results": results, "table": table, "plots": plots, "seconds": round(time.perf_counter() - t0, 1),

@@ -104,18 +104,33 @@ def _lpips(model, video: np.ndarray, gt: np.ndarray) -> float:
         return float(model(to(video), to(gt)).mean())
 
 
+def _cached(ext: Extractors, name: str, items: list[np.ndarray], compute) -> np.ndarray:
+    """Features of ``items`` (frames or videos), each computed once per evaluation: rows share the
+    ground truth's frames and the frozen row repeats one frame, so this halves FID's forwards."""
+    import hashlib
+
+    cache = ext._cache.setdefault(f"{name}/features", {})
+    keys = [hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest() for x in items]
+    todo = {k: x for k, x in zip(keys, items) if k not in cache}
+    if todo:
+        for k, f in zip(todo, compute(list(todo.values()))):
+            cache[k] = f
+    return np.stack([cache[k] for k in keys])
+
+
 def _features(name: str, ext: Extractors, videos: dict[str, np.ndarray]) -> np.ndarray:
     if name == "fid":
         from eval.inception import inception_features
 
-        return inception_features(ext.get("fid"), np.concatenate([v[1:] for v in videos.values()]))
+        frames = [f for v in videos.values() for f in v[1:]]
+        return _cached(ext, name, frames, lambda xs: inception_features(ext.get("fid"), np.stack(xs)))
     if name == "fvd":
         from eval.video_features import i3d_features
 
-        return i3d_features(ext.get("fvd"), list(videos.values()))
+        return _cached(ext, name, list(videos.values()), lambda xs: i3d_features(ext.get("fvd"), xs))
     from eval.video_features import codec_video_features
 
-    return codec_video_features(ext.get("proxy_fvd"), list(videos.values()))
+    return _cached(ext, name, list(videos.values()), lambda xs: codec_video_features(ext.get("proxy_fvd"), xs))
 
 
 def score_rows(rows: dict[str, dict[str, np.ndarray]], samples: list[Sample], *, metrics: list[str], tracker,
