@@ -58,9 +58,11 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
     folder = out / "videos" / "student_with_tracks"
     again = tmp_path / "again"
     _run("eval", f"run={folder}", f"data_config={runs['config']}", "benchmark.num_samples=3", "metrics=[epe,psnr,ssim]",
-         "references=[ground_truth]", f"out={again}")
+         "references=[ground_truth]", f"out={again}", "wandb.enabled=true")
     rerun = json.loads((again / "metrics.json").read_text())["results"]["student_with_tracks"]
     assert abs(rerun["epe"] - rows["student (with tracks)"]["epe"]) < 1.0  # H.264 round trip only
+    logged = list((again / "wandb").glob("offline-run-*/files/media/images/eval/*.png"))  # the plots went to W&B
+    assert any("epe" in p.name for p in logged), logged
     bench = tmp_path / "bench"
     _run("eval", f"run={folder}", "benchmark.name=videos", f"benchmark.path={folder}", "metrics=[psnr]",
          "references=[frozen]", f"out={bench}")
