@@ -1,0 +1,280 @@
+"""Drag instructions: what a user asks DragStream to do, typed, and DragStream's saved JSON format.
+
+An instruction is a mode — ``edit`` (re-generate the current chunk so its last latent frame shows
+the drag) or ``animate`` (steer the next ``num_chunks`` chunks, one target per latent frame) — one or
+more trajectories, each with the mask of the object it moves, and an editable-area mask (what may
+change besides the object's new place). A trajectory maps the object's pixels to where they should
+be at step k (k = 1..K: the last latent frame for an edit, every latent frame of the animated chunks):
+
+* ``Translation``: a path; step k moves the region by ``points[k] - points[0]`` (absolute, not
+  cumulative, as DragStream stores it). A clicked path is smoothed by a clamped B-spline and
+  resampled to equal arc length (``resample_path``), as DragStream's GUI does.
+* ``Deformation``: several handles inside one mask, each with its own path; a pixel follows the
+  inverse-distance-weighted mean of the handles' displacements (power 2), so the shape bends.
+* ``Rotation2D``: a centre, a start arm point and one arm point per step; the angle is signed in image
+  coordinates (x right, y down) by the cross product v1.x v2.y - v1.y v2.x, so positive = clockwise on
+  screen (DragStream's convention); pixels rotate about the centre.
+* ``Rotation3D``: a rotation of the (flat, depth 0) region about an axis through its centre by one
+  angle per step, orthographically projected back onto the image.
+
+``read_dragstream`` / ``write_dragstream`` convert from / to DragStream's ``{prefix}_trajectory.json``
++ PNG masks (drag-and-metrics.md §1.3): ``drag_or_animation_select`` Drag | Animation,
+``block_number``, ``movable_area_mask_file``, and per trajectory ``original_trajectory`` {is_rotation,
+control_points, points} + ``mask_file`` (+ ``block_trajectories``, recomputed on write). Deformation
+and 3D rotation have no DragStream counterpart (its GUI builds them from several translations).
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+__all__ = ["Translation", "Deformation", "Rotation2D", "Rotation3D", "DragInstruction", "resample_path",
+           "signed_angle", "read_dragstream", "write_dragstream", "BLOCK_LENGTH"]
+
+BLOCK_LENGTH = 3  # latent frames per chunk (c3): DragStream chunks its deltas 3 per block
+
+
+def _bspline(control: np.ndarray, samples: int) -> np.ndarray:
+    """Clamped (open-uniform) B-spline of degree min(3, n - 1) through ``control`` [n, 2], densely sampled."""
+    n = len(control)
+    k = min(3, n - 1)
+    knots = np.concatenate([np.zeros(k), np.linspace(0, 1, n - k + 1), np.ones(k)])
+    u = np.linspace(0, 1, samples)
+    u[-1] -= 1e-12  # the right end belongs to the last span
+
+    def basis(i: int, d: int, t: np.ndarray) -> np.ndarray:  # Cox-de Boor
+        if d == 0:
+            return ((knots[i] <= t) & (t < knots[i + 1])).astype(np.float64)
+        a = knots[i + d] - knots[i]
+        b = knots[i + d + 1] - knots[i + 1]
+        left = (t - knots[i]) / a * basis(i, d - 1, t) if a > 0 else 0.0
+        right = (knots[i + d + 1] - t) / b * basis(i + 1, d - 1, t) if b > 0 else 0.0
+        return left + right
+
+    weights = np.stack([basis(i, k, u) for i in range(n)], axis=1)  # [samples, n]
+    return weights @ control
+
+
+def resample_path(control_points, count: int, *, grid: int = 8000) -> np.ndarray:
+    """Clicked points [n, 2] -> ``count`` points equally spaced in arc length along their clamped
+    B-spline (DragStream: count 2 for an edit, 1 + 3 x chunks for an animation). One click repeats."""
+    pts = np.asarray(control_points, np.float64).reshape(-1, 2)
+    if len(pts) == 0 or count < 1:
+        raise ValueError(f"a path needs at least one control point and count >= 1 (got {len(pts)}, {count})")
+    if len(pts) == 1:
+        return np.repeat(pts, count, axis=0)
+    dense = _bspline(pts, grid)
+    seg = np.linalg.norm(np.diff(dense, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    if s[-1] == 0:
+        return np.repeat(pts[:1], count, axis=0)
+    targets = np.linspace(0, s[-1], count)
+    return np.stack([np.interp(targets, s, dense[:, 0]), np.interp(targets, s, dense[:, 1])], axis=1)
+
+
+def signed_angle(center, start, end) -> float:
+    """Degrees from (start - center) to (end - center), positive = clockwise on screen (y down)."""
+    v1 = np.asarray(start, np.float64) - np.asarray(center, np.float64)
+    v2 = np.asarray(end, np.float64) - np.asarray(center, np.float64)
+    cross = v1[0] * v2[1] - v1[1] * v2[0]
+    return math.degrees(math.atan2(cross, float(v1 @ v2)))
+
+
+def _rotate(points: np.ndarray, center: np.ndarray, degrees: float) -> np.ndarray:
+    a = math.radians(degrees)  # positive = clockwise on screen: x' = c + R (x - c) with y pointing down
+    r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    return (points - center) @ r.T + center
+
+
+@dataclass
+class Translation:
+    points: np.ndarray  # [K + 1, 2]: points[0] the handle, points[k] its place at step k
+    control_points: np.ndarray | None = None  # the raw clicks, if the path was resampled from them
+
+    @property
+    def steps(self) -> int:
+        return len(self.points) - 1
+
+    def displace(self, pts: np.ndarray, k: int) -> np.ndarray:
+        return pts + (self.points[k] - self.points[0])
+
+    @property
+    def handle(self) -> np.ndarray:
+        return self.points[0]
+
+
+@dataclass
+class Deformation:
+    handles: np.ndarray  # [H, K + 1, 2]: each handle's path
+
+    @property
+    def steps(self) -> int:
+        return self.handles.shape[1] - 1
+
+    def displace(self, pts: np.ndarray, k: int) -> np.ndarray:
+        d = np.linalg.norm(pts[:, None] - self.handles[None, :, 0], axis=-1)  # [N, H]
+        w = 1.0 / np.maximum(d, 1e-6) ** 2
+        w /= w.sum(axis=1, keepdims=True)
+        return pts + w @ (self.handles[:, k] - self.handles[:, 0])
+
+    @property
+    def handle(self) -> np.ndarray:
+        return self.handles[:, 0].mean(axis=0)
+
+
+@dataclass
+class Rotation2D:
+    center: np.ndarray  # [2]
+    start: np.ndarray  # [2] the start arm point
+    arms: np.ndarray  # [K, 2] the arm point at each step
+
+    @property
+    def steps(self) -> int:
+        return len(self.arms)
+
+    def angle(self, k: int) -> float:
+        return signed_angle(self.center, self.start, self.arms[k - 1])
+
+    def displace(self, pts: np.ndarray, k: int) -> np.ndarray:
+        return _rotate(pts, np.asarray(self.center, np.float64), self.angle(k))
+
+    @property
+    def handle(self) -> np.ndarray:
+        return np.asarray(self.start, np.float64)
+
+
+@dataclass
+class Rotation3D:
+    center: np.ndarray  # [2] pixels; the region lies in the image plane (depth 0) around it
+    axis: np.ndarray  # [3] (x right, y down, z into the screen), normalised here
+    angles: np.ndarray  # [K] degrees, right-handed about ``axis``
+
+    @property
+    def steps(self) -> int:
+        return len(self.angles)
+
+    def displace(self, pts: np.ndarray, k: int) -> np.ndarray:
+        a = np.asarray(self.axis, np.float64) / np.linalg.norm(self.axis)
+        t = math.radians(float(self.angles[k - 1]))
+        skew = np.array([[0, -a[2], a[1]], [a[2], 0, -a[0]], [-a[1], a[0], 0]])
+        rot = np.eye(3) + math.sin(t) * skew + (1 - math.cos(t)) * skew @ skew  # Rodrigues
+        p = np.concatenate([pts - self.center, np.zeros((len(pts), 1))], axis=1)  # [N, 3], depth 0
+        return (p @ rot.T)[:, :2] + self.center  # orthographic projection
+
+    @property
+    def handle(self) -> np.ndarray:
+        return np.asarray(self.center, np.float64)
+
+
+Trajectory = Union[Translation, Deformation, Rotation2D, Rotation3D]
+
+
+@dataclass
+class DragInstruction:
+    mode: str  # "edit" | "animate"
+    trajectories: list  # of Trajectory
+    object_masks: list  # bool [H, W] per trajectory: the pixels the trajectory moves
+    editable: np.ndarray  # bool [H, W]: may change besides the objects' new places
+    num_chunks: int = 1  # animate: chunks to steer (3 latent frames each); edit: 1
+    prompt: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("edit", "animate"):
+            raise ValueError(f"mode={self.mode!r}; choose edit (the current chunk) or animate (the next chunks)")
+        if not self.trajectories or len(self.trajectories) != len(self.object_masks):
+            raise ValueError(f"{len(self.trajectories)} trajectories but {len(self.object_masks)} object masks: "
+                             "give one mask per trajectory")
+        want = 1 if self.mode == "edit" else BLOCK_LENGTH * self.num_chunks
+        for i, t in enumerate(self.trajectories):
+            if t.steps != want:
+                raise ValueError(f"trajectory {i} has {t.steps} steps; mode {self.mode} with num_chunks="
+                                 f"{self.num_chunks} needs {want} (one per steered latent frame)")
+        shape = np.asarray(self.editable).shape
+        if any(np.asarray(m).shape != shape for m in self.object_masks):
+            raise ValueError(f"object masks and the editable mask must share one size ({shape})")
+
+    @property
+    def steps(self) -> int:
+        return self.trajectories[0].steps
+
+
+def _mask_png(path: Path, mask: np.ndarray) -> None:
+    import cv2
+
+    cv2.imwrite(str(path), np.asarray(mask, bool).astype(np.uint8) * 255)
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise ValueError(f"mask {path} could not be read (a PNG mask next to the trajectory JSON)")
+    return img > 0
+
+
+def write_dragstream(instr: DragInstruction, directory: str | Path, prefix: str = "drag") -> Path:
+    """``{prefix}_trajectory.json`` + PNG masks in DragStream's format (translations and 2D rotations)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    _mask_png(directory / f"{prefix}_movable_area.png", instr.editable)
+    trajs = []
+    for i, (t, m) in enumerate(zip(instr.trajectories, instr.object_masks)):
+        if isinstance(t, Translation):
+            points = np.asarray(t.points, np.float64)
+            original = {"is_rotation": False, "points": points.tolist(),
+                        "control_points": (t.control_points if t.control_points is not None else points).tolist()}
+            deltas = [(points[k + 1] - points[0]).tolist() for k in range(t.steps)]
+            extra = {"start_point": points[0].tolist()}
+        elif isinstance(t, Rotation2D):
+            original = {"is_rotation": True, "points": [list(map(float, t.center)), list(map(float, t.start)),
+                                                       *np.asarray(t.arms, np.float64).tolist()]}
+            deltas = [t.angle(k) for k in range(1, t.steps + 1)]
+            extra = {"start_point": list(map(float, t.start)), "rotation_center": list(map(float, t.center))}
+        else:
+            raise ValueError(f"trajectory {i}: {type(t).__name__} has no DragStream counterpart (translations and "
+                             "2D rotations only)")
+        blocks = [{"is_rotation": original["is_rotation"], "deltas": deltas[b:b + BLOCK_LENGTH], **extra}
+                  for b in range(0, len(deltas), BLOCK_LENGTH)]
+        _mask_png(directory / f"{prefix}_mask_{i}.png", m)
+        trajs.append({"original_trajectory": original, "block_trajectories": blocks, "mask_file": f"{prefix}_mask_{i}.png"})
+    doc = {"block_number": instr.num_chunks, "prompt": instr.prompt,
+           "drag_or_animation_select": "Drag" if instr.mode == "edit" else "Animation",
+           "movable_area_mask_file": f"{prefix}_movable_area.png", "trajectories": trajs}
+    path = directory / f"{prefix}_trajectory.json"
+    path.write_text(json.dumps(doc, indent=2))
+    return path
+
+
+def read_dragstream(path: str | Path) -> DragInstruction:
+    """A DragStream ``*_trajectory.json`` (+ its PNG masks beside it) -> ``DragInstruction``."""
+    path = Path(path)
+    doc = json.loads(path.read_text())
+    for key in ("drag_or_animation_select", "trajectories", "movable_area_mask_file"):
+        if key not in doc:
+            raise ValueError(f"{path}: field {key!r} missing; not a DragStream trajectory file")
+    mode = {"Drag": "edit", "Animation": "animate"}.get(doc["drag_or_animation_select"])
+    if mode is None:
+        raise ValueError(f"{path}: drag_or_animation_select={doc['drag_or_animation_select']!r}; expected Drag or Animation")
+    chunks = 1 if mode == "edit" else int(doc.get("block_number", 1))
+    trajs, masks = [], []
+    for i, t in enumerate(doc["trajectories"]):
+        o = t["original_trajectory"]
+        pts = np.asarray(o["points"], np.float64)
+        if o.get("is_rotation"):
+            if len(pts) < 3:
+                raise ValueError(f"{path}: rotation trajectory {i} needs centre, start and at least one arm point")
+            trajs.append(Rotation2D(center=pts[0], start=pts[1], arms=pts[2:]))
+        else:
+            control = o.get("control_points")
+            trajs.append(Translation(points=pts, control_points=None if control is None else np.asarray(control, np.float64)))
+        masks.append(_read_mask(path.parent / t["mask_file"]))
+    return DragInstruction(mode=mode, trajectories=trajs, object_masks=masks, num_chunks=chunks,
+                           editable=_read_mask(path.parent / doc["movable_area_mask_file"]),
+                           prompt=doc.get("prompt", ""), meta={"source": str(path)})
