@@ -52,7 +52,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -68,7 +68,7 @@ except ImportError:  # pragma: no cover - old torch
 
 __all__ = [
     "CausalConfig", "BlockCausalAttention", "block_causal_forward", "ChunkKV", "KVCache",
-    "StreamOutput", "new_cache", "stream_step", "HAS_FLEX",
+    "StreamOutput", "new_cache", "stream_step", "FeatureRecorder", "HAS_FLEX",
 ]
 BACKENDS = ("auto", "flex", "sdpa")
 
@@ -326,35 +326,56 @@ def new_cache(model: WanModel, config: CausalConfig, context: torch.Tensor,
     return KVCache(config, tuple(tuple(kv) for kv in model.context_kv(ctx, n_img)), detach=detach)
 
 
+class FeatureRecorder:
+    """Records the self-attention output (before the output projection, [B, L_cur, N, D]) of chosen
+    blocks during one streaming step, optionally after transforming those blocks' window keys (with
+    RoPE) and values ([B, L_all, N, D]) — the extension point DragStream's features and its
+    frequency-filtered context use. Nothing is copied into the cache: the step's K/V are unchanged."""
+
+    def __init__(self, layers, kv_transform: Callable | None = None):
+        self.layers = frozenset(int(i) for i in layers)
+        self.kv_transform = kv_transform  # (layer, k_all, v_all) -> (k_all, v_all)
+        self.features: dict[int, torch.Tensor] = {}
+
+
 class _CachedAttention:
     """``SelfAttentionFn`` of one streaming step: [cache][current] keys, RoPE by slot, no mask.
-    Records the current chunk's un-roped (k, v) per layer."""
+    Records the current chunk's un-roped (k, v) per layer (and features for a ``FeatureRecorder``)."""
 
-    def __init__(self, cache: KVCache, grid: tuple[int, int, int], head_dim: int, device):
+    def __init__(self, cache: KVCache, grid: tuple[int, int, int], head_dim: int, device,
+                 recorder: FeatureRecorder | None = None):
         f, h, w = grid
         self.chunks, self.cur_tokens = cache.chunks, f * h * w
         pos = grid_positions((cache.frames + f, h, w), device=device)  # [L_cache + L_cur, 3]
         self.cos, self.sin = rope_cos_sin(pos, head_dim)
         self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.recorder = recorder
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         self.kv[layer] = (k, v)  # a checkpoint recompute overwrites it with equal tensors: harmless
         ks = [c.layers[layer][0] for c in self.chunks] + [k]
         vs = [c.layers[layer][1] for c in self.chunks] + [v]
         k_all = apply_rope(torch.cat(ks, dim=1), self.cos, self.sin).to(v.dtype)  # [B, L_all, N, D]
+        v_all = torch.cat(vs, dim=1)
+        rec = self.recorder if self.recorder is not None and layer in self.recorder.layers else None
+        if rec is not None and rec.kv_transform is not None:
+            k_all, v_all = rec.kv_transform(layer, k_all, v_all)
         n = self.cur_tokens
         q = apply_rope(q, self.cos[-n:], self.sin[-n:]).to(v.dtype)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k_all.transpose(1, 2),
-                                             torch.cat(vs, dim=1).transpose(1, 2))
-        return out.transpose(1, 2)
+        out = F.scaled_dot_product_attention(q.transpose(1, 2), k_all.transpose(1, 2), v_all.transpose(1, 2))
+        out = out.transpose(1, 2)  # [B, L_cur, N, D]
+        if rec is not None:
+            rec.features[layer] = out
+        return out
 
 
 def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tensor, *,
-                y: torch.Tensor | None = None) -> StreamOutput:
+                y: torch.Tensor | None = None, recorder: FeatureRecorder | None = None) -> StreamOutput:
     """Predict chunk ``cache.next_chunk`` given the cache; the cache is not modified.
 
     x: [B, C_noise, F_chunk, H, W]; t: [B] or [B, F_chunk]; y: this chunk's conditioning
     channels (i2v). Returns the prediction and this pass's ChunkKV (for ``cache.append``).
+    ``recorder``: fills ``recorder.features[layer]`` for its layers (see ``FeatureRecorder``).
     """
     cfg, i = cache.config, cache.next_chunk
     B, nf = x.shape[0], x.shape[2]
@@ -369,7 +390,7 @@ def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tenso
     if cache.chunks and cache.chunks[0].tokens_per_frame != tpf:
         raise ValueError(f"x has {tpf} tokens per frame; the cached chunks have {cache.chunks[0].tokens_per_frame}")
     e, e0 = model.time_embed(t, B, nf)
-    attn = _CachedAttention(cache, grid, model.head_dim, tokens.device)
+    attn = _CachedAttention(cache, grid, model.head_dim, tokens.device, recorder)
     tokens = model.run_blocks(tokens, e0, cache.context_kv, attn, tpf)
     pred = model.unpatchify(model.head(tokens, e, tpf), grid)
     layers = tuple(attn.kv[layer] for layer in range(model.num_layers))
