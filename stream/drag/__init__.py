@@ -1,3 +1,3 @@
-"""DragStream on the streaming student: typed drag instructions (instructions.py) and, next, the
-latent optimisation with ADSR and SFSO: instructions.py (what to drag), sfso.py (frequency and
-spatial selectivity), adsr.py (distribution rectification, the feature warp)."""
+"""DragStream on the streaming student. Landed: instructions.py (what to drag: typed instructions and
+DragStream's JSON), sfso.py (frequency and spatial selectivity), adsr.py (distribution rectification,
+the feature warp). Next: the latent optimisation loop on the engine and the drag benchmark."""
