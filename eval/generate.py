@@ -67,24 +67,13 @@ def _tensor_first_frame(s: Sample, device) -> torch.Tensor:
     return (torch.from_numpy(np.ascontiguousarray(s.first_frame)).permute(2, 0, 1)[None].float() / 127.5 - 1).to(device)
 
 
-@torch.no_grad()
 def _setup(run: Path, cfg: GenerateConfig):
-    from models.codecs import build_codec
-    from models.conditioner import Conditioner
-    from models.motion_wan import ModelConfig, load_network
-    from models.text_encoders import build_text_encoder
+    from models.conditioner import load_export
 
     if not cfg.codec:
         raise ValueError(f"run={run} is an exported network: set codec=<its codec checkpoint or release folder> "
                          "(the tiny runs: <teacher run>/codec/codec.pt) and codec_name")
-    device = torch.device(cfg.device)
-    net = load_network(run).requires_grad_(False).eval().to(device)
-    codec = build_codec(cfg.codec_name, checkpoint=cfg.codec).eval().to(device)
-    meta = json.loads((run / "network.json").read_text())["model"]
-    text_encoder = build_text_encoder(meta["text_encoder"], **({"path": meta["text_encoder_path"]}
-                                                                if meta.get("text_encoder_path") else {}))
-    conditioner = Conditioner.for_network(ModelConfig(**meta), codec=codec, text_encoder=text_encoder, device=device)
-    return net, codec, conditioner
+    return load_export(run, codec_name=cfg.codec_name, codec=cfg.codec, device=cfg.device)
 
 
 @torch.no_grad()

@@ -14,7 +14,7 @@ from models.motion_wan import ModelConfig
 from models.tracks import rasterize_tracks, track_id_embedding
 from models.wan import CLIP_DIM, CLIP_TOKENS
 
-__all__ = ["Conditioner", "encode_motion"]
+__all__ = ["Conditioner", "encode_motion", "load_export"]
 
 
 def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Tensor, *, embed_dim: int,
@@ -111,3 +111,26 @@ class Conditioner:
             if torch.is_tensor(value):
                 out[key] = value.to(self.device, non_blocking=True)
         return out
+
+
+@torch.no_grad()
+def load_export(directory, *, codec_name: str, codec: str, device: str | torch.device = "cpu"):
+    """An exported network folder with what it needs to run: (network, codec, conditioner) — the
+    network frozen in eval mode, its codec (``models.codecs`` name + checkpoint / release folder, which
+    must be the network's latent space) and the text encoder and image features its network.json names."""
+    import json
+    from pathlib import Path
+
+    from models.codecs import build_codec
+    from models.motion_wan import load_network
+    from models.text_encoders import build_text_encoder
+
+    device = torch.device(device)
+    net = load_network(directory).requires_grad_(False).eval().to(device)
+    frozen_codec = build_codec(codec_name, checkpoint=codec).eval().to(device)
+    meta = json.loads((Path(directory) / "network.json").read_text())["model"]
+    text_encoder = build_text_encoder(meta["text_encoder"], **({"path": meta["text_encoder_path"]}
+                                                                if meta.get("text_encoder_path") else {}))
+    conditioner = Conditioner.for_network(ModelConfig(**meta), codec=frozen_codec, text_encoder=text_encoder,
+                                          device=device)
+    return net, frozen_codec, conditioner

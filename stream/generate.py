@@ -39,25 +39,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
 
-    import json
-    from pathlib import Path
-
     import cv2
 
     from data.video_io import to_uint8, write_mp4
-    from models.codecs import build_codec
-    from models.conditioner import Conditioner
-    from models.motion_wan import ModelConfig, load_network
-    from models.text_encoders import build_text_encoder
+    from models.conditioner import load_export
     from models.tracks import sample_track_ids
     from stream.chunks import StreamConfig
     from stream.engine import StreamingGenerator, tracks_from_array
 
-    net = load_network(args.student).requires_grad_(False)
-    codec = build_codec(args.codec_name, checkpoint=args.codec).eval()
-    meta = json.loads((Path(args.student) / "network.json").read_text())["model"]
-    text_encoder = build_text_encoder(meta["text_encoder"], **({"path": meta["text_encoder_path"]}
-                                                                if meta.get("text_encoder_path") else {}))
+    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec)
+    text_encoder = conditioner.text_encoder
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"--image {args.image!r} could not be read")
@@ -73,8 +64,6 @@ def main(argv: list[str] | None = None) -> int:
                          "export the student with the ODE-init or DMD stage")
     changes = {k: v for k, v in (("sink_chunks", args.sink), ("window_chunks", args.window)) if v is not None}
     cfg = StreamConfig.of(streaming, steps=args.steps, shift=args.shift, **changes)
-    conditioner = Conditioner.for_network(ModelConfig(**meta), codec=codec, text_encoder=text_encoder,
-                                          device=torch.device("cpu"))
     engine = StreamingGenerator(net, codec, config=cfg, image_features_fn=conditioner.image_features)
     T = tracks.shape[1]
     n = args.chunks or 1 + ((T - 1) // 4) // cfg.chunk_frames  # whole chunks the recording covers

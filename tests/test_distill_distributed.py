@@ -36,6 +36,15 @@ def _losses(run: Path, key: str = "train/loss") -> dict[int, float]:
     return {r["step"]: r[key] for r in rows if key in r}
 
 
+def _same_dmd_losses(a_run: Path, b_run: Path) -> None:
+    """Both networks' DMD losses at every logged step, within relative 1e-4 (reduction order only)."""
+    for key in ("train/loss/critic", "train/loss/generator"):
+        a, b = _losses(a_run, key), _losses(b_run, key)
+        assert a and sorted(a) == sorted(b), (key, a, b)
+        for s in a:
+            assert abs(a[s] - b[s]) <= 1e-4 * max(1.0, abs(a[s])), (key, s, a[s], b[s])
+
+
 def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path):
     t = tmp_path / "teacher"
     _run(["experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}"])
@@ -95,11 +104,7 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
     d1, d2 = tmp_path / "dmd1", tmp_path / "dmd2"
     _run(["experiment=tiny_dmd", *dmd, "data.batch_size=4", f"hydra.run.dir={d1}"])
     _run(["experiment=tiny_dmd", *dmd, "parallel=ddp", "data.batch_size=2", f"hydra.run.dir={d2}"], procs=2)
-    for key in ("train/loss/critic", "train/loss/generator"):
-        a, b = _losses(d1, key), _losses(d2, key)
-        assert a and sorted(a) == sorted(b), (key, a, b)
-        for s in a:
-            assert abs(a[s] - b[s]) <= 1e-4 * max(1.0, abs(a[s])), (key, s, a[s], b[s])
+    _same_dmd_losses(d1, d2)
     w1 = torch.load(d1 / "export" / "student" / "heads.pt", weights_only=True)
     w2 = torch.load(d2 / "export" / "student" / "heads.pt", weights_only=True)
     w0 = torch.load(one / "export" / "student" / "heads.pt", weights_only=True)
@@ -111,11 +116,7 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
     # and a run stopped at step 3 resumes to the uninterrupted losses exactly
     d3, d4 = tmp_path / "dmd_fsdp", tmp_path / "dmd_fsdp_cut"
     _run(["experiment=tiny_dmd", *dmd, "parallel=fsdp", "data.batch_size=2", f"hydra.run.dir={d3}"], procs=2)
-    for key in ("train/loss/critic", "train/loss/generator"):
-        a, b = _losses(d1, key), _losses(d3, key)
-        assert a and sorted(a) == sorted(b), (key, a, b)
-        for s in a:
-            assert abs(a[s] - b[s]) <= 1e-4 * max(1.0, abs(a[s])), (key, s, a[s], b[s])
+    _same_dmd_losses(d1, d3)
     w3 = torch.load(d3 / "export" / "student" / "heads.pt", weights_only=True)
     for k in w1:
         torch.testing.assert_close(w1[k], w3[k], rtol=1e-4, atol=1e-6)
