@@ -2,24 +2,31 @@
 the teacher step benchmark on a shrunk Wan 2.2 TI2V-5B (48-channel latents at H/16, ti2v layout, clean
 first frame, activation checkpointing), the real configs it times on a GPU built on meta with the
 in_dim their layouts need, and the streaming benchmark on the tiny flavor."""
+import dataclasses
 import json
 
+import pytest
 import torch
 
 from eval.bench_stream import main as bench_stream
-from models.motion_wan import ModelConfig, build_motion_wan
+from models.motion_wan import build_motion_wan
 from train.bench_train import REAL_CONFIGS, bench
 from train.teacher import TeacherConfig
 
 SMALL = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
 
 
-def test_bench_train_runs_a_shrunk_5b_teacher_step():
-    model = ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16, text_encoder="umt5", overrides=SMALL)
-    out = bench(model=model, frames=9, height=64, width=128, spatial=16, tracks=8, batch=1, text_len=8, text_dim=16,
-                steps=1, warmup=0, device=torch.device("cpu"), checkpointing=True, bf16=False,
-                stage=TeacherConfig(clean_first_frame=True))
-    assert out["tokens_per_sample"] == 3 * 2 * 4  # 3 latent frames x (64 / 16 / 2) x (128 / 16 / 2)
+@pytest.mark.parametrize("name", [name for name, _, _ in REAL_CONFIGS])
+def test_bench_train_runs_each_real_config_shrunk(name):
+    """The GPU benchmark's exact path (layout, CLIP tokens of the i2v 1.3B, codec stride, checkpointing)
+    on CPU with only the DiT width and the frame size shrunk."""
+    _, real, shape = next(c for c in REAL_CONFIGS if c[0] == name)
+    model = dataclasses.replace(real, overrides=SMALL)
+    spatial = shape["spatial"]
+    out = bench(model=model, frames=9, height=4 * spatial, width=8 * spatial, spatial=spatial, tracks=8, batch=1,
+                text_len=8, text_dim=16, steps=1, warmup=0, device=torch.device("cpu"), checkpointing=True,
+                bf16=False, stage=TeacherConfig(clean_first_frame=real.layout == "ti2v"))
+    assert out["tokens_per_sample"] == 3 * 2 * 4  # 3 latent frames x (4 / 2) x (8 / 2) patches
     assert out["step_time_s"] > 0 and out["model_tflops_per_step"] > 0
 
 
