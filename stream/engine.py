@@ -127,13 +127,11 @@ class StreamingGenerator:
     def pixel_range(self, index: int) -> tuple[int, int]:
         return chunk_pixel_frames(self.causal, index)
 
-    @torch.no_grad()
-    def step(self, state: StreamState, tracks: Optional[torch.Tensor] = None,
-             visibility: Optional[torch.Tensor] = None) -> tuple[ChunkOutput, StreamState]:
-        """Generate chunk ``state.chunk`` given ITS tracks [B, T_chunk, N, 2] (+ visibility), or
-        None for the empty motion condition. Returns the decoded chunk and the next state."""
-        t0 = time.perf_counter()
-        i, cond, cfg = state.chunk, state.cond, self.causal
+    def condition(self, state: StreamState, tracks: Optional[torch.Tensor] = None,
+                  visibility: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """The DiT's ``y`` for chunk ``state.chunk`` from ITS tracks [B, T_chunk, N, 2] (+ visibility),
+        or None for the empty motion condition."""
+        i = state.chunk
         lo, hi = self.pixel_range(i)
         if tracks is not None:
             if tracks.ndim != 4 or tracks.shape[1] != hi - lo:
@@ -142,17 +140,42 @@ class StreamingGenerator:
             if visibility is None:
                 visibility = torch.ones(tracks.shape[:3], dtype=torch.bool)
             tracks, visibility = tracks.to(self.device).float(), visibility.to(self.device).bool()
-        motion = track_features(cond, tracks, visibility, embed_dim=self.network.track_embed_dim)
-        y = chunk_condition(self.network, cond, cfg, i, motion)
+        motion = track_features(state.cond, tracks, visibility, embed_dim=self.network.track_embed_dim)
+        return chunk_condition(self.network, state.cond, self.causal, i, motion)
+
+    def noise_generator(self, state: StreamState) -> torch.Generator:
+        """The stream's noise generator at ``state`` (replaying a state replays its noise)."""
         gen = torch.Generator(device=self.device)
         gen.set_state(state.noise)
-        if i == 0:
-            x0 = cond.image_latent  # the given first frame: clean, no sampling
+        return gen
+
+    def chunk_shape(self, state: StreamState) -> tuple[int, ...]:
+        B, C, _, h, w = state.cond.image_latent.shape
+        return (B, C, self.causal.chunk_len(state.chunk), h, w)
+
+    @torch.no_grad()
+    def step(self, state: StreamState, tracks: Optional[torch.Tensor] = None,
+             visibility: Optional[torch.Tensor] = None) -> tuple[ChunkOutput, StreamState]:
+        """Generate chunk ``state.chunk`` given ITS tracks [B, T_chunk, N, 2] (+ visibility), or
+        None for the empty motion condition. Returns the decoded chunk and the next state."""
+        t0 = time.perf_counter()
+        y = self.condition(state, tracks, visibility)
+        gen = self.noise_generator(state)
+        if state.chunk == 0:
+            x0 = state.cond.image_latent  # the given first frame: clean, no sampling
         else:
-            B, _, _, h, w = cond.image_latent.shape
-            shape = (B, cond.image_latent.shape[1], cfg.chunk_len(i), h, w)
+            shape = self.chunk_shape(state)
             draw = lambda: torch.randn(shape, generator=gen, device=self.device)  # noqa: E731
             x0 = denoise_chunk(self.network, state.cache, draw(), y, self.sigmas, fresh_noise=draw)
+        return self.finish(state, x0, y, gen, t0)
+
+    @torch.no_grad()
+    def finish(self, state: StreamState, x0: torch.Tensor, y: Optional[torch.Tensor], gen: torch.Generator,
+               t0: float) -> tuple[ChunkOutput, StreamState]:
+        """Commit chunk ``state.chunk``'s clean latents ``x0`` (the cache rolls), decode them and advance
+        the state; ``gen``: the noise generator after the chunk's draws, ``t0``: when the chunk started."""
+        i = state.chunk
+        lo, hi = self.pixel_range(i)
         cache = commit_chunk(self.network, state.cache, x0, y)
         frames, decode = self.codec.decode_chunk(x0, state.decode)
         nfe = self.config.nfe_per_chunk(i)

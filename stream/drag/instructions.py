@@ -34,7 +34,8 @@ from typing import Union
 import numpy as np
 
 __all__ = ["Translation", "Deformation", "Rotation2D", "Rotation3D", "DragInstruction", "resample_path",
-           "signed_angle", "read_dragstream", "write_dragstream", "BLOCK_LENGTH"]
+           "signed_angle", "read_dragstream", "write_dragstream", "BLOCK_LENGTH", "partial_displace", "positions_at",
+           "step_offsets", "frame_positions", "magnitude"]
 
 BLOCK_LENGTH = 3  # latent frames per chunk (c3): DragStream chunks its deltas 3 per block
 
@@ -202,6 +203,64 @@ class DragInstruction:
     @property
     def steps(self) -> int:
         return self.trajectories[0].steps
+
+
+def partial_displace(traj: Trajectory, pts: np.ndarray, k: int, fraction: float) -> np.ndarray:
+    """Where ``pts`` [N, 2] are a ``fraction`` of the way to step ``k``: rotations turn by that fraction of
+    their angle (the path stays on the arc), translations and deformations move that fraction of their
+    displacement. Coarse-to-fine optimisation walks these sub-targets."""
+    pts = np.asarray(pts, np.float64)
+    if fraction >= 1:
+        return traj.displace(pts, k)
+    if isinstance(traj, Rotation2D):
+        return _rotate(pts, np.asarray(traj.center, np.float64), fraction * traj.angle(k))
+    if isinstance(traj, Rotation3D):
+        scaled = Rotation3D(center=traj.center, axis=traj.axis, angles=np.asarray(traj.angles, np.float64) * fraction)
+        return scaled.displace(pts, k)
+    return pts + fraction * (traj.displace(pts, k) - pts)
+
+
+def magnitude(traj: Trajectory, k: int, pts: np.ndarray) -> tuple[float, float]:
+    """(largest displacement of ``pts`` in pixels, |angle| in degrees) of step ``k``; the angle is 0 for
+    translations and deformations. Sets the number of coarse-to-fine segments."""
+    move = float(np.linalg.norm(traj.displace(np.asarray(pts, np.float64), k) - pts, axis=1).max()) if len(pts) else 0.0
+    if isinstance(traj, Rotation2D):
+        return move, abs(traj.angle(k))
+    if isinstance(traj, Rotation3D):
+        return move, abs(float(traj.angles[k - 1]))
+    return move, 0.0
+
+
+def positions_at(traj: Trajectory, pts: np.ndarray, u: float) -> np.ndarray:
+    """Positions [N, 2] at a continuous step ``u`` in [0, K]: step 0 is ``pts`` itself, between two steps
+    the positions are interpolated linearly (the frames a latent frame's pixel frames sit between)."""
+    pts = np.asarray(pts, np.float64)
+    u = min(max(float(u), 0.0), float(traj.steps))
+    k = int(math.ceil(u))
+    if k == 0:
+        return pts.copy()
+    prev = pts if k == 1 else traj.displace(pts, k - 1)
+    return prev + (u - (k - 1)) * (traj.displace(pts, k) - prev)
+
+
+def step_offsets(instr: DragInstruction) -> np.ndarray:
+    """Latent-frame offset of each step from the reference frame (the last latent frame shown before
+    the drag): an edit's one step is the re-generated chunk's last latent frame (offset 3); an
+    animation's step k is the k-th latent frame after the reference."""
+    if instr.mode == "edit":
+        return np.array([BLOCK_LENGTH], np.float64)
+    return np.arange(1, instr.steps + 1, dtype=np.float64)
+
+
+def frame_positions(instr: DragInstruction, traj: Trajectory, pts: np.ndarray, num_frames: int,
+                    *, temporal: int = 4) -> np.ndarray:
+    """Intended positions [T, N, 2] of ``pts`` at the ``num_frames`` pixel frames after the reference
+    frame (frame 0 = the reference itself): pixel offset p is latent offset p / ``temporal`` (Wan's 4x
+    temporal grouping), mapped piecewise linearly onto the steps; past the last step it holds."""
+    offsets = np.concatenate([[0.0], step_offsets(instr)])
+    steps = np.arange(len(offsets), dtype=np.float64)
+    return np.stack([positions_at(traj, pts, float(np.interp(p / temporal, offsets, steps)))
+                     for p in range(num_frames)])
 
 
 def _mask_png(path: Path, mask: np.ndarray) -> None:
