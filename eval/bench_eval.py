@@ -28,7 +28,7 @@ TARGET_SECONDS = 120.0
 def main(argv: list[str] | None = None) -> dict:
     from data.trackers import build_tracker
     from eval.benchmarks import BenchmarkConfig, load_benchmark
-    from eval.command import _data_config, EvalCommandConfig
+    from eval.command import EvalCommandConfig, _data_config
     from eval.harness import Extractors, reference_rows, score_rows
     from eval.inception import FIDInceptionV3
     from eval.lpips import LPIPS

@@ -50,9 +50,11 @@ from stream.drag.instructions import (
     partial_displace,
     positions_at,
     read_dragstream,
+    read_mask,
     resample_path,
     step_offsets,
     write_dragstream,
+    write_mask,
 )
 
 __all__ = ["KINDS", "MODES", "DragScene", "make_scenes", "read_scene", "render_scene", "scene_frames", "write_scene"]
@@ -270,17 +272,6 @@ def make_scenes(count: int = 24, *, seed: int = 0, height: int = 64, width: int 
                          sprite_size=sprite_size)[0] for i in range(count)]
 
 
-def _write_mask(path: Path, mask: np.ndarray) -> None:
-    cv2.imwrite(str(path), np.asarray(mask, bool).astype(np.uint8) * 255)
-
-
-def _read_mask(path: Path) -> np.ndarray:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise ValueError(f"mask {path} could not be read")
-    return img > 0
-
-
 def write_scene(scene: DragScene, directory: str | Path) -> Path:
     """Save ``scene`` under ``directory`` (created); layout in the module docstring. Returns the directory."""
     directory = Path(directory)
@@ -302,9 +293,9 @@ def write_scene(scene: DragScene, directory: str | Path) -> Path:
             else:
                 raise ValueError(f"trajectory {i}: mixing {type(t).__name__} with deformations or 3D rotations "
                                  "is not supported by this format")
-            _write_mask(directory / f"drag_mask_{i}.png", m)
+            write_mask(directory / f"drag_mask_{i}.png", m)
             trajs.append({**doc, "mask_file": f"drag_mask_{i}.png"})
-        _write_mask(directory / "drag_movable_area.png", instr.editable)
+        write_mask(directory / "drag_movable_area.png", instr.editable)
         instruction_file = "drag_instruction.json"
         (directory / instruction_file).write_text(json.dumps(
             {"format": "trackstream-drag/1", "mode": instr.mode, "num_chunks": instr.num_chunks, "prompt": instr.prompt,
@@ -336,8 +327,8 @@ def read_scene(directory: str | Path) -> DragScene:
                                         axis=np.asarray(t["axis"], np.float64),
                                         angles=np.asarray(t["angles"], np.float64)))
         instr = DragInstruction(mode=spec["mode"], trajectories=trajs, num_chunks=spec["num_chunks"],
-                                object_masks=[_read_mask(directory / t["mask_file"]) for t in spec["trajectories"]],
-                                editable=_read_mask(directory / spec["movable_area_mask_file"]),
+                                object_masks=[read_mask(directory / t["mask_file"]) for t in spec["trajectories"]],
+                                editable=read_mask(directory / spec["movable_area_mask_file"]),
                                 prompt=spec["prompt"], meta=spec["meta"])
     image = cv2.imread(str(directory / "image.png"), cv2.IMREAD_COLOR)
     if image is None:

@@ -52,7 +52,7 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -309,8 +309,8 @@ class KVCache:
 
 
 class StreamOutput(NamedTuple):
-    pred: torch.Tensor  # [B, out_dim, F_chunk, H, W] float32
-    kv: ChunkKV  # this pass's K/V, to ``cache.append`` if this is the pass to keep
+    pred: torch.Tensor | None  # [B, out_dim, F_chunk, H, W] float32 (None for a features-only pass)
+    kv: ChunkKV | None  # this pass's K/V, to ``cache.append`` if this is the pass to keep
 
 
 def new_cache(model: WanModel, config: CausalConfig, context: torch.Tensor,
@@ -328,14 +328,17 @@ def new_cache(model: WanModel, config: CausalConfig, context: torch.Tensor,
 
 class FeatureRecorder:
     """Records the self-attention output (before the output projection, [B, L_cur, N, D]) of chosen
-    blocks during one streaming step, optionally after transforming those blocks' window keys (with
-    RoPE) and values ([B, L_all, N, D]) — the extension point DragStream's features and its
-    frequency-filtered context use. Nothing is copied into the cache: the step's K/V are unchanged."""
+    blocks during one streaming step, and optionally variants of it: for each named transform of
+    those blocks' window keys (with RoPE) and values ([B, L_all, N, D]), the attention of the same
+    queries over the transformed K/V, recorded only (the pass itself continues with the plain output)
+    — the extension point DragStream's features and its frequency-filtered context use. Nothing is
+    copied into the cache: the step's prediction and K/V are unchanged."""
 
-    def __init__(self, layers, kv_transform: Callable | None = None):
+    def __init__(self, layers, variants: dict | None = None):
         self.layers = frozenset(int(i) for i in layers)
-        self.kv_transform = kv_transform  # (layer, k_all, v_all) -> (k_all, v_all)
+        self.variants = dict(variants or {})  # name -> (layer, k_all, v_all) -> (k_all, v_all)
         self.features: dict[int, torch.Tensor] = {}
+        self.variant_features: dict[tuple, torch.Tensor] = {}  # (name, layer) -> [B, L_cur, N, D]
 
 
 class _CachedAttention:
@@ -358,24 +361,29 @@ class _CachedAttention:
         k_all = apply_rope(torch.cat(ks, dim=1), self.cos, self.sin).to(v.dtype)  # [B, L_all, N, D]
         v_all = torch.cat(vs, dim=1)
         rec = self.recorder if self.recorder is not None and layer in self.recorder.layers else None
-        if rec is not None and rec.kv_transform is not None:
-            k_all, v_all = rec.kv_transform(layer, k_all, v_all)
         n = self.cur_tokens
-        q = apply_rope(q, self.cos[-n:], self.sin[-n:]).to(v.dtype)
-        out = F.scaled_dot_product_attention(q.transpose(1, 2), k_all.transpose(1, 2), v_all.transpose(1, 2))
+        q = apply_rope(q, self.cos[-n:], self.sin[-n:]).to(v.dtype).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k_all.transpose(1, 2), v_all.transpose(1, 2))
         out = out.transpose(1, 2)  # [B, L_cur, N, D]
         if rec is not None:
             rec.features[layer] = out
+            for name, transform in rec.variants.items():
+                kt, vt = transform(layer, k_all, v_all)
+                rec.variant_features[(name, layer)] = F.scaled_dot_product_attention(
+                    q, kt.transpose(1, 2), vt.transpose(1, 2)).transpose(1, 2)
         return out
 
 
 def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tensor, *,
-                y: torch.Tensor | None = None, recorder: FeatureRecorder | None = None) -> StreamOutput:
+                y: torch.Tensor | None = None, recorder: FeatureRecorder | None = None,
+                until: int | None = None) -> StreamOutput:
     """Predict chunk ``cache.next_chunk`` given the cache; the cache is not modified.
 
     x: [B, C_noise, F_chunk, H, W]; t: [B] or [B, F_chunk]; y: this chunk's conditioning
     channels (i2v). Returns the prediction and this pass's ChunkKV (for ``cache.append``).
     ``recorder``: fills ``recorder.features[layer]`` for its layers (see ``FeatureRecorder``).
+    ``until``: run the blocks up to that one only and return no prediction and no K/V (a pass that
+    only needs the recorder's features, e.g. DragStream's latent-constancy iterations).
     """
     cfg, i = cache.config, cache.next_chunk
     B, nf = x.shape[0], x.shape[2]
@@ -391,7 +399,9 @@ def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tenso
         raise ValueError(f"x has {tpf} tokens per frame; the cached chunks have {cache.chunks[0].tokens_per_frame}")
     e, e0 = model.time_embed(t, B, nf)
     attn = _CachedAttention(cache, grid, model.head_dim, tokens.device, recorder)
-    tokens = model.run_blocks(tokens, e0, cache.context_kv, attn, tpf)
+    tokens = model.run_blocks(tokens, e0, cache.context_kv, attn, tpf, last=until)
+    if until is not None:
+        return StreamOutput(None, None)
     pred = model.unpatchify(model.head(tokens, e, tpf), grid)
     layers = tuple(attn.kv[layer] for layer in range(model.num_layers))
     return StreamOutput(pred, ChunkKV(index=i, frames=nf, tokens_per_frame=tpf, layers=layers))

@@ -488,8 +488,10 @@ class WanModel(nn.Module):
         """Per-block cross-attention K/V of the embedded context (computed once per prompt)."""
         return [blk.cross_attn.context_kv(ctx, num_image_tokens) for blk in self.blocks]
 
-    def run_blocks(self, x, e0, context_kv, attention: SelfAttentionFn, tokens_per_frame: int):
-        for i, blk in enumerate(self.blocks):
+    def run_blocks(self, x, e0, context_kv, attention: SelfAttentionFn, tokens_per_frame: int,
+                   last: int | None = None):
+        """The blocks in order (``last``: stop after that block, for passes that only need features)."""
+        for i, blk in enumerate(self.blocks if last is None else self.blocks[: last + 1]):
             if self.gradient_checkpointing and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(
                     blk, x, e0, context_kv[i], i, attention, tokens_per_frame, use_reentrant=False

@@ -54,3 +54,13 @@ def test_bench_train_times_the_tiny_teacher_at_its_codec_latent_size(capsys):
     # tiny_teacher: 64x64 frames, tiny AE patch 4 -> 16x16 latents, DiT patch 2 -> 8x8 tokens per latent frame
     assert out["config"] == "tiny_teacher" and (out["height"], out["width"]) == (64, 64)
     assert out["tokens_per_sample"] == (1 + (out["frames"] - 1) // 4) * 8 * 8
+
+
+def test_bench_drag_times_plain_and_dragged_chunks(tmp_path):
+    from eval.bench_drag import main as bench_drag
+
+    out = tmp_path / "drag.json"
+    res = bench_drag(["--rounds", "1", "--warmup", "0", "--iterations", "1", "--keep", "x0,latent", "--threads", "1",
+                      "--out", str(out)])
+    assert set(res["rf"]) == {"I=1 keep=x0", "I=1 keep=latent"} and all(v > 0 for v in res["rf"].values())
+    assert json.loads(out.read_text())["frames_per_chunk"] == 12

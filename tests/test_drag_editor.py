@@ -113,7 +113,7 @@ def test_the_optimisation_lowers_its_loss(engine):
         z_new, log = optimise_latent(net, state.cache, z, sig, y, targets, cfg, layers=layers, single_target=True)
     first, last = log.losses[0][0], min(loss for loss, _ in log.losses[-3:])
     assert last < 0.8 * first, log.losses
-    assert not torch.equal(z_new, z) and log.forwards == 13
+    assert not torch.equal(z_new, z) and log.forwards == 12  # the first iteration's pass gives the kept x0
     assert all(torch.equal(a, b) for a, b in zip(cache_before, (t for c in state.cache.chunks for kv in c.layers for t in kv)))
 
 
@@ -172,3 +172,44 @@ def test_track_methods_keep_the_streams_ids_and_need_a_track_head(engine):
     assert len(set(now[0].tolist())) == now.shape[1]
     with pytest.raises(ValueError, match="method="):
         editor.drag(instr, method="teleport")
+
+
+def test_a_features_only_pass_records_the_same_features_and_latent_constancy_optimises(engine):
+    from models.causal import FeatureRecorder, stream_step
+
+    net = engine.network
+    image, text, lens = _inputs()
+    state = engine.start(image, text, lens)
+    _, state = engine.step(state)
+    y = engine.condition(state)
+    z = torch.randn(1, 16, 3, 16, 16, generator=torch.Generator().manual_seed(4))
+    t = torch.full((1,), 800.0)
+    full, short = FeatureRecorder([0]), FeatureRecorder([0])
+    stream_step(net.dit, state.cache, z, t, y=y, recorder=full)
+    out = stream_step(net.dit, state.cache, z, t, y=y, recorder=short, until=0)
+    assert out.pred is None and out.kv is None and torch.equal(full.features[0], short.features[0])
+
+    sig = engine.sigmas[1]
+    layers = default_layers(net.dit.num_layers)
+    ref = reference_features(net, state.cache, z, sig, y, layers, (None, 0.4))
+    targets = build_targets(ref, _instruction("edit"), [(2, 1)], token=8, patch=(2, 2), segments=1)
+    cfg = DragConfig(iterations=12, lr=0.05, adsr=False, sfso_spatial=False, keep="latent")
+    with torch.enable_grad():
+        _, log = optimise_latent(net, state.cache, z, sig, y, targets, cfg, layers=layers, single_target=True)
+    assert min(loss for loss, _ in log.losses[-3:]) < 0.8 * log.losses[0][0]
+    assert set(log.cutoffs) <= {None, 0.4}
+
+
+def test_reference_sources_resolve_and_run(engine):
+    image, text, lens = _inputs()
+    seen = {}
+    for source in ("previous", "self", "auto"):
+        editor = DragEditor(engine, DragConfig(iterations=1, reference=source))
+        editor.start(image, text, lens, seed=5)
+        first = editor.drag(_instruction("animate"), method="latent")  # right after the first frame
+        later = editor.drag(_instruction("animate"), method="latent")  # after a generated chunk
+        seen[source] = (first.reference, later.reference)
+        assert first.logs[0].losses and later.logs[0].losses
+    assert seen == {"previous": ("previous", "previous"), "self": ("self", "self"), "auto": ("self", "previous")}
+    with pytest.raises(ValueError, match="reference"):
+        DragConfig(reference="elsewhere")

@@ -31,10 +31,13 @@ def test_recorded_features_leave_the_prediction_and_the_cache_unchanged():
     assert rec.features[1].shape == (1, 3 * 4 * 4, model.num_heads, model.head_dim)  # [B, L_cur, N, D]
     rec.features[1].square().mean().backward()  # the features carry gradients to the latent
     assert x.grad is not None and x.grad.abs().sum() > 0
-    # a filtered context changes the recorded features, not the K/V the step would write to the cache
-    filt = FeatureRecorder(layers=[1], kv_transform=context_filter((4, 4), 0.2))
+    # a filtered context is a recorded variant: it changes the variant's features, not the pass's own
+    # features, its prediction or the K/V the step would write to the cache
+    filt = FeatureRecorder(layers=[1], variants={0.2: context_filter((4, 4), 0.2), "same": lambda i, k, v: (k, v)})
     out2 = stream_step(model, cache, x.detach(), t, recorder=filt)
-    assert not torch.allclose(filt.features[1], rec.features[1].detach())
+    assert torch.equal(out2.pred, plain.pred.detach()) and torch.equal(filt.features[1], rec.features[1].detach())
+    assert torch.equal(filt.variant_features[("same", 1)], filt.features[1])
+    assert not torch.allclose(filt.variant_features[(0.2, 1)], filt.features[1])
     for (k1, v1), (k2, v2) in zip(out2.kv.layers, plain.kv.layers):
         assert torch.equal(k1, k2.detach()) and torch.equal(v1, v2.detach())
 

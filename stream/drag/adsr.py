@@ -63,9 +63,9 @@ def splat_features(ref: torch.Tensor, src: np.ndarray, dst: np.ndarray, token: i
     d = np.rint(np.asarray(dst, np.float64) / token - (token - 1) / (2 * token)).astype(int)  # nearest token
     ok = (d[:, 0] >= 0) & (d[:, 0] < w) & (d[:, 1] >= 0) & (d[:, 1] < h) & (s[:, 0] >= 0) & (s[:, 0] < w) \
         & (s[:, 1] >= 0) & (s[:, 1] < h)
-    s, d = torch.from_numpy(s[ok]), torch.from_numpy(d[ok])
+    s, d = torch.from_numpy(s[ok]).to(ref.device), torch.from_numpy(d[ok]).to(ref.device)
     out = torch.zeros_like(ref)
-    target = torch.zeros(h, w, dtype=torch.bool)
+    target = torch.zeros(h, w, dtype=torch.bool, device=ref.device)
     out[:, d[:, 1], d[:, 0]] = ref[:, s[:, 1], s[:, 0]]
     target[d[:, 1], d[:, 0]] = True
     return out, target

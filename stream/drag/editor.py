@@ -63,7 +63,7 @@ class _Record:
     after: StreamState
     y: Optional[torch.Tensor]
     latents: torch.Tensor
-    z_tprime: Optional[torch.Tensor] = None
+    z_tprime: Optional[tuple[int, torch.Tensor]] = None  # (sampler step, its input) as generated
 
 
 @dataclass
@@ -73,6 +73,7 @@ class DragResult:
     reference_chunk: int
     segments: int
     seconds: float  # wall time of the whole drag (reference passes included)
+    reference: str = "previous"  # where the reference features came from (DragConfig.reference resolved)
 
 
 def drag_tracks(instr: DragInstruction, *, token: int, height: int, width: int, num_frames: int,
@@ -123,8 +124,12 @@ class DragEditor:
     def step(self, tracks: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None) -> ChunkOutput:
         before = self._need_state()
         y = self.engine.condition(before, tracks, visibility)
-        out, self.state = self.engine.step(before, tracks, visibility)
-        self.history.append(_Record(before=before, after=self.state, y=y, latents=out.latents))
+        z_tp = None
+        if before.chunk == 0:
+            out, self.state = self.engine.step(before, tracks, visibility)
+        else:  # the engine's sampling, keeping the input of step T' (a later drag's reference needs it)
+            out, _, z_tp = self._generate(before, y, None, self.config, single=False, rectify=False)
+        self.history.append(_Record(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
         return out
 
     def held_tracks(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
@@ -172,9 +177,11 @@ class DragEditor:
         first = ref.before.chunk + 1
         self.state = ref.after  # an edit drops the last chunk: the stream resumes right after the reference
         use_latent = method in ("latent", "both") and cfg.iterations > 0
+        source = cfg.reference if cfg.reference != "auto" else ("self" if ref.before.chunk == 0 else "previous")
         reference, segments = None, 1
         if use_latent:
-            reference = self._reference(ref, cfg)
+            if source == "previous":
+                reference = self._reference(ref, cfg)
             segments = segment_count(instr, self.token, cfg)
         has_head = self.engine.network.track_encoder is not None
         if method in ("tracks", "both") and not has_head:
@@ -190,18 +197,24 @@ class DragEditor:
             assert before.chunk == first + n
             chunk_tracks = self._chunk_tracks(tracks, vis, before.chunk, ref) if tracks is not None else (None, None)
             y = self.engine.condition(before, *chunk_tracks)
-            targets = None
+            make_targets = None
             if use_latent:
-                targets = build_targets(reference, instr, frames, token=self.token,
-                                        patch=tuple(self.engine.network.dit.patch_size[1:]), segments=segments)
-            out, log, z_tp = self._generate(before, y, targets, cfg, single=instr.mode == "edit",
+                def make_targets(x, before=before, y=y, frames=frames):  # called with the chunk's input at T'
+                    nonlocal reference
+                    if reference is None:  # "self": this (first steered) chunk's own first frame, undragged
+                        reference = reference_features(self.engine.network, before.cache, x,
+                                                       self.engine.sigmas[cfg.step_index], y, self.layers,
+                                                       cfg.cutoffs(), frame=0)
+                    return build_targets(reference, instr, frames, token=self.token,
+                                         patch=tuple(self.engine.network.dit.patch_size[1:]), segments=segments)
+            out, log, z_tp = self._generate(before, y, make_targets, cfg, single=instr.mode == "edit",
                                             rectify=use_latent and cfg.adsr)
             self.history.append(_Record(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
             chunks.append(out)
             logs.append(log)
         self._held = None if tracks is None else (tracks[-1], vis[-1])
         return DragResult(chunks=chunks, logs=logs, reference_chunk=ref.before.chunk, segments=segments,
-                          seconds=time.perf_counter() - t0)
+                          seconds=time.perf_counter() - t0, reference=source)
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -214,8 +227,8 @@ class DragEditor:
         """Input of the reference chunk at step T': stored if it was dragged, else replayed exactly
         (same noise draws); chunk 0 (the clean image latent) is noised to that level with a fixed seed."""
         sig = self.engine.sigmas
-        if rec.z_tprime is not None:
-            return rec.z_tprime
+        if rec.z_tprime is not None and rec.z_tprime[0] == cfg.step_index:
+            return rec.z_tprime[1]
         if rec.before.chunk == 0:
             gen = torch.Generator(device=self.engine.device).manual_seed(cfg.seed)
             noise = torch.randn(rec.latents.shape, generator=gen, device=self.engine.device)
@@ -277,9 +290,10 @@ class DragEditor:
         sl = slice(lo - p_ref, hi - p_ref)
         return torch.from_numpy(tracks[sl])[None], torch.from_numpy(vis[sl])[None]
 
-    def _generate(self, before: StreamState, y, targets, cfg: DragConfig, *, single: bool, rectify: bool):
-        """The engine's K-step sampling of one chunk with the optimisation at step T' and ADSR on x0;
-        with no targets and no rectification it is exactly ``StreamingGenerator.step``."""
+    def _generate(self, before: StreamState, y, make_targets, cfg: DragConfig, *, single: bool, rectify: bool):
+        """The engine's K-step sampling of one chunk with the optimisation at step T' (``make_targets``:
+        the chunk's input there -> targets, or None) and ADSR on x0; without targets and rectification
+        it is exactly ``StreamingGenerator.step``."""
         t0 = time.perf_counter()
         eng = self.engine
         gen = eng.noise_generator(before)
@@ -291,11 +305,13 @@ class DragEditor:
         K = len(sig) - 1
         for k in range(K):
             s = sig[k].float().expand(1).to(x.device)
-            if k == cfg.step_index and targets:
-                with torch.enable_grad():
-                    x, log = optimise_latent(eng.network, before.cache, x, sig[k], y, targets, cfg, layers=self.layers,
-                                             single_target=single)
-                z_tp = x
+            if k == cfg.step_index:
+                targets = make_targets(x) if make_targets is not None else None
+                if targets:
+                    with torch.enable_grad():
+                        x, log = optimise_latent(eng.network, before.cache, x, sig[k], y, targets, cfg,
+                                                 layers=self.layers, single_target=single)
+                z_tp = (k, x)
             x0 = x0_from_velocity(x, stream_step(eng.network.dit, before.cache, x, sigma_to_t(s), y=y).pred, s)
             if neighbours:
                 x0 = rectify_x0(x0, neighbours)

@@ -35,7 +35,7 @@ import numpy as np
 
 __all__ = ["Translation", "Deformation", "Rotation2D", "Rotation3D", "DragInstruction", "resample_path",
            "signed_angle", "read_dragstream", "write_dragstream", "BLOCK_LENGTH", "partial_displace", "positions_at",
-           "step_offsets", "frame_positions", "magnitude"]
+           "step_offsets", "frame_positions", "magnitude", "read_mask", "write_mask"]
 
 BLOCK_LENGTH = 3  # latent frames per chunk (c3): DragStream chunks its deltas 3 per block
 
@@ -263,13 +263,15 @@ def frame_positions(instr: DragInstruction, traj: Trajectory, pts: np.ndarray, n
                      for p in range(num_frames)])
 
 
-def _mask_png(path: Path, mask: np.ndarray) -> None:
+def write_mask(path: Path, mask: np.ndarray) -> None:
+    """A bool mask [H, W] as a 0/255 PNG (DragStream's mask files)."""
     import cv2
 
     cv2.imwrite(str(path), np.asarray(mask, bool).astype(np.uint8) * 255)
 
 
-def _read_mask(path: Path) -> np.ndarray:
+def read_mask(path: Path) -> np.ndarray:
+    """A PNG mask -> bool [H, W] (> 0, as DragStream reads them back)."""
     import cv2
 
     img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
@@ -282,7 +284,7 @@ def write_dragstream(instr: DragInstruction, directory: str | Path, prefix: str 
     """``{prefix}_trajectory.json`` + PNG masks in DragStream's format (translations and 2D rotations)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    _mask_png(directory / f"{prefix}_movable_area.png", instr.editable)
+    write_mask(directory / f"{prefix}_movable_area.png", instr.editable)
     trajs = []
     for i, (t, m) in enumerate(zip(instr.trajectories, instr.object_masks)):
         if isinstance(t, Translation):
@@ -301,7 +303,7 @@ def write_dragstream(instr: DragInstruction, directory: str | Path, prefix: str 
                              "2D rotations only)")
         blocks = [{"is_rotation": original["is_rotation"], "deltas": deltas[b:b + BLOCK_LENGTH], **extra}
                   for b in range(0, len(deltas), BLOCK_LENGTH)]
-        _mask_png(directory / f"{prefix}_mask_{i}.png", m)
+        write_mask(directory / f"{prefix}_mask_{i}.png", m)
         trajs.append({"original_trajectory": original, "block_trajectories": blocks, "mask_file": f"{prefix}_mask_{i}.png"})
     doc = {"block_number": instr.num_chunks, "prompt": instr.prompt,
            "drag_or_animation_select": "Drag" if instr.mode == "edit" else "Animation",
@@ -333,7 +335,7 @@ def read_dragstream(path: str | Path) -> DragInstruction:
         else:
             control = o.get("control_points")
             trajs.append(Translation(points=pts, control_points=None if control is None else np.asarray(control, np.float64)))
-        masks.append(_read_mask(path.parent / t["mask_file"]))
+        masks.append(read_mask(path.parent / t["mask_file"]))
     return DragInstruction(mode=mode, trajectories=trajs, object_masks=masks, num_chunks=chunks,
-                           editable=_read_mask(path.parent / doc["movable_area_mask_file"]),
+                           editable=read_mask(path.parent / doc["movable_area_mask_file"]),
                            prompt=doc.get("prompt", ""), meta={"source": str(path)})

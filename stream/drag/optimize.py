@@ -54,7 +54,10 @@ class DragConfig:
     layers: Optional[tuple[int, ...]] = None  # None: the middle blocks (default_layers)
     segment_tokens: float = 1.0  # coarse-to-fine: one segment per this many tokens of motion
     segment_degrees: float = 8.0  # ... or per this many degrees of rotation
-    keep_weight: float = 1.0  # x0 constancy outside the free area
+    keep_weight: float = 1.0  # constancy outside the free area
+    # "x0": the x0 prediction is kept (the reference code; every iteration runs the whole DiT);
+    # "latent": z itself is kept, so an iteration runs only up to the last recorded block
+    keep: str = "x0"
     adsr: bool = True  # re-standardise z (per frame/channel each step, global at the end) and x0
     neighbours: int = 2  # ADSR on x0: the last N chunks' clean latents
     sfso_frequency: bool = True  # reference variants with low-passed context
@@ -62,6 +65,11 @@ class DragConfig:
     fixed_cutoff: Optional[float] = 0.4
     sfso_spatial: bool = True  # Gaussian map on the gradient
     reset_optimizer: bool = False  # the reference code's re-created AdamW
+    # where the reference features come from: "previous" = the last latent frame before the steered chunk
+    # at the same step (DragStream's choice); "self" = the steered chunk's own first latent frame before
+    # any optimisation at step T' (comparable context when the frame before is the first frame alone,
+    # whose one-frame, cache-less pass differs from a chunk's); "auto" = self in that case, else previous
+    reference: str = "previous"
     pin: bool = True  # condition steered chunks on static points outside the editable area (if the student has tracks)
     seed: int = 0  # the variant draws
 
@@ -70,6 +78,10 @@ class DragConfig:
             raise ValueError(f"DragConfig.iterations={self.iterations} must be >= 0")
         if self.step_index < 0:
             raise ValueError(f"DragConfig.step_index={self.step_index} must be >= 0 (a sampler step)")
+        if self.reference not in ("auto", "previous", "self"):
+            raise ValueError(f"DragConfig.reference={self.reference!r}; choose auto, previous or self")
+        if self.keep not in ("x0", "latent"):
+            raise ValueError(f"DragConfig.keep={self.keep!r}; choose x0 (the reference's) or latent (cheaper)")
         if not self.lr > 0 or not self.segment_tokens > 0 or not self.segment_degrees > 0:
             raise ValueError("DragConfig.lr, segment_tokens and segment_degrees must be > 0")
 
@@ -87,10 +99,13 @@ def default_layers(num_layers: int) -> tuple[int, ...]:
     return tuple(range(lo, max(lo + 1, math.ceil(num_layers * 16 / 30))))
 
 
-def chunk_features(recorder: FeatureRecorder, layers, grid: tuple[int, int, int]) -> torch.Tensor:
-    """The recorded blocks' attention outputs [B, L, N, D] each -> [B, F, C, h, w] (C = blocks x N x D)."""
+def chunk_features(recorder: FeatureRecorder, layers, grid: tuple[int, int, int], variant=None) -> torch.Tensor:
+    """The recorded blocks' attention outputs [B, L, N, D] each (or a recorded variant's) -> [B, F, C, h, w]
+    (C = blocks x N x D)."""
     f, h, w = grid
-    x = torch.cat([recorder.features[layer].flatten(2) for layer in layers], dim=-1)  # [B, L, C]
+    parts = [recorder.features[layer] if variant is None else recorder.variant_features[(variant, layer)]
+             for layer in layers]
+    x = torch.cat([p.flatten(2) for p in parts], dim=-1)  # [B, L, C]
     B, _, C = x.shape
     return x.view(B, f, h, w, C).permute(0, 1, 4, 2, 3)
 
@@ -102,17 +117,16 @@ def _token_grid(network, z: torch.Tensor) -> tuple[int, int, int]:
 
 @torch.no_grad()
 def reference_features(network, cache: KVCache, z: torch.Tensor, sigma: torch.Tensor, y: Optional[torch.Tensor],
-                       layers, cutoffs) -> dict:
-    """{cut-off: [C, h, w]} features of the LAST latent frame of chunk ``cache.next_chunk`` with input z
-    at noise level ``sigma``, one pass per cut-off (None: unfiltered context)."""
+                       layers, cutoffs, *, frame: int = -1) -> dict:
+    """{cut-off: [C, h, w]} features of latent frame ``frame`` (default the last) of chunk
+    ``cache.next_chunk`` with input z at noise level ``sigma``. One pass: the unfiltered features (cut-off None) are the pass's own, each
+    cut-off's are the same queries attending to the low-passed window, recorded beside it."""
     grid = _token_grid(network, z)
     t = sigma_to_t(sigma.float().reshape(1).to(z.device))
-    out = {}
-    for c in cutoffs:
-        rec = FeatureRecorder(layers, kv_transform=None if c is None else context_filter(grid[1:], c))
-        stream_step(network.dit, cache, z, t, y=y, recorder=rec)
-        out[c] = chunk_features(rec, layers, grid)[0, -1].float()
-    return out
+    variants = {c: context_filter(grid[1:], c) for c in cutoffs if c is not None}
+    rec = FeatureRecorder(layers, variants=variants)
+    stream_step(network.dit, cache, z, t, y=y, recorder=rec)
+    return {c: chunk_features(rec, layers, grid, variant=c)[0, frame].float() for c in cutoffs}
 
 
 @dataclass
@@ -152,13 +166,14 @@ def build_targets(reference: dict, instr: DragInstruction, frames: list[tuple[in
     ph, pw = patch
     any_ref = next(iter(reference.values()))
     h, w = any_ref.shape[-2:]
-    editable = torch.from_numpy(_cells(instr.editable, token // ph))  # latent grid [H, W]
+    dev = any_ref.device
+    editable = torch.from_numpy(_cells(instr.editable, token // ph)).to(dev)  # latent grid [H, W]
     out = []
     for s in range(1, segments + 1):
         seg = []
         for frame, k in frames:
             feats = {c: torch.zeros_like(r) for c, r in reference.items()}
-            mask = torch.zeros(h, w, dtype=torch.bool)
+            mask = torch.zeros(h, w, dtype=torch.bool, device=dev)
             token_masks = []
             for traj, m in zip(instr.trajectories, instr.object_masks):
                 src = mask_tokens(m, token)
@@ -168,9 +183,9 @@ def build_targets(reference: dict, instr: DragInstruction, frames: list[tuple[in
                     warped, one = splat_features(r, src, dst, token)
                     feats[c] = torch.where(one[None], warped, feats[c])  # a later trajectory wins a shared token
                 mask |= one
-                token_masks.append(one.numpy())
+                token_masks.append(one.cpu().numpy())
             gauss = gaussian_map(token_masks, (h, w))  # [h, w]; the map is scale-free (box-relative sigma)
-            gauss = torch.from_numpy(gauss).float().repeat_interleave(ph, 0).repeat_interleave(pw, 1)
+            gauss = torch.from_numpy(gauss).float().to(dev).repeat_interleave(ph, 0).repeat_interleave(pw, 1)
             free = editable | mask.repeat_interleave(ph, 0).repeat_interleave(pw, 1)
             seg.append(FrameTarget(frame=frame, features=feats, mask=mask, gauss=gauss, free=free))
         out.append(seg)
@@ -188,7 +203,9 @@ def _frame_maps(targets: list[FrameTarget], num_frames: int, single: bool) -> tu
     """[F, H, W] Gaussian weights and free masks over the chunk: an edit's one target covers every frame
     (DragStream broadcasts its single map); otherwise frames without a target get weight 0, not free."""
     H, W = targets[0].gauss.shape
-    gauss, free = torch.zeros(num_frames, H, W), torch.zeros(num_frames, H, W, dtype=torch.bool)
+    dev = targets[0].gauss.device
+    gauss = torch.zeros(num_frames, H, W, device=dev)
+    free = torch.zeros(num_frames, H, W, dtype=torch.bool, device=dev)
     for t in targets:
         if single:
             gauss[:], free[:] = t.gauss, t.free
@@ -210,9 +227,7 @@ def optimise_latent(network, cache: KVCache, z: torch.Tensor, sigma: torch.Tenso
     grid = _token_grid(network, z)
     t = sigma_to_t(sigma.float().reshape(1).to(z.device))
     sig = sigma.float().reshape(1).to(z.device)
-    with torch.no_grad():
-        x0_orig = x0_from_velocity(z, stream_step(network.dit, cache, z, t, y=y).pred, sig)
-    log.forwards += 1
+    x0_orig = None  # the first iteration's x0 (z not yet changed): what is kept outside the free area
     z_before = z.detach()
     param = z.detach().clone().requires_grad_(True)
     new_opt = lambda: torch.optim.AdamW([param], lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
@@ -227,11 +242,18 @@ def optimise_latent(network, cache: KVCache, z: torch.Tensor, sigma: torch.Tenso
         for _ in range(cfg.iterations):
             c = rng.choice(variants)
             rec = FeatureRecorder(layers)
-            pred = stream_step(network.dit, cache, param, t, y=y, recorder=rec).pred
+            pred = stream_step(network.dit, cache, param, t, y=y, recorder=rec,
+                               until=max(layers) if cfg.keep == "latent" else None).pred
             feats = chunk_features(rec, layers, grid)[0]  # [F, C, h, w]
             feat_loss = sum(((feats[ft.frame].float() - ft.features[c]).square().mean(0) * ft.mask).sum() for ft in seg)
             feat_loss = feat_loss / n_tokens
-            keep = ((x0_from_velocity(param, pred, sig) - x0_orig) * keep_mask).square().mean()
+            if cfg.keep == "latent":
+                keep = ((param - z_before) * keep_mask).square().mean()
+            else:
+                x0 = x0_from_velocity(param, pred, sig)
+                if x0_orig is None:
+                    x0_orig = x0.detach()
+                keep = ((x0 - x0_orig) * keep_mask).square().mean()
             loss = feat_loss + cfg.keep_weight * keep
             (grad,) = torch.autograd.grad(loss, param)
             if weight is not None:

@@ -48,7 +48,7 @@ def lowpass_tokens(x: torch.Tensor, grid: tuple[int, int], cutoff: Optional[floa
 
 
 def context_filter(grid: tuple[int, int], cutoff: Optional[float]):
-    """A ``FeatureRecorder.kv_transform`` that low-passes the window's keys and values."""
+    """A ``FeatureRecorder`` variant that low-passes the window's keys and values."""
     def transform(layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return lowpass_tokens(k, grid, cutoff), lowpass_tokens(v, grid, cutoff)
 
