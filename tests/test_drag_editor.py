@@ -170,8 +170,10 @@ def test_track_methods_keep_the_streams_ids_and_need_a_track_head(engine):
     now = editor.state.cond.track_ids
     assert torch.equal(now[:, : ids.shape[1]], ids) and now.shape[1] == ids.shape[1] + 4
     assert len(set(now[0].tolist())) == now.shape[1]
+    kept = editor.state
     with pytest.raises(ValueError, match="method="):
-        editor.drag(instr, method="teleport")
+        editor.drag(_instruction("edit"), method="teleport")
+    assert editor.state is kept  # a refused drag loses nothing
 
 
 def test_a_features_only_pass_records_the_same_features_and_latent_constancy_optimises(engine):

@@ -163,8 +163,12 @@ class DragEditor:
         if tuple(np.asarray(instr.editable).shape) != (cond.height, cond.width):
             raise ValueError(f"the instruction's masks are {np.asarray(instr.editable).shape}; the stream is "
                              f"{cond.height}x{cond.width}: draw them on the stream's frames")
+        has_head = self.engine.network.track_encoder is not None
+        if method in ("tracks", "both") and not has_head:
+            raise ValueError(f"method={method!r} needs a student with a track head (model.track_channels > 0); "
+                             "use method='latent'")
         t0 = time.perf_counter()
-        if instr.mode == "edit":
+        if instr.mode == "edit":  # every check is above: a refused drag leaves the stream as it was
             if len(self.history) < 2:
                 raise ValueError("an edit re-generates the last chunk and needs the one before it: stream at least "
                                  "one chunk after the first frame first")
@@ -183,10 +187,6 @@ class DragEditor:
             if source == "previous":
                 reference = self._reference(ref, cfg)
             segments = segment_count(instr, self.token, cfg)
-        has_head = self.engine.network.track_encoder is not None
-        if method in ("tracks", "both") and not has_head:
-            raise ValueError(f"method={method!r} needs a student with a track head (model.track_channels > 0); "
-                             "use method='latent'")
         tracks = vis = None
         if method in ("tracks", "both") or (cfg.pin and has_head):
             tracks, vis = self._tracks(instr, ref, objects=method != "latent")
