@@ -21,6 +21,7 @@ import torch.nn as nn
 
 __all__ = [
     "TRACK_EMBED_DIM",
+    "drop_region",
     "sample_track_ids",
     "track_id_embedding",
     "rasterize_tracks",
@@ -297,3 +298,40 @@ def mask_mid_frames(
             f1 = 1 + (start + length - 1) * unit  # one past the last hidden frame
             visibility[b, f0:f1] = False
     return given, (visibility[0] if unbatched else visibility)
+
+
+def drop_region(
+    tracks: torch.Tensor,
+    visibility: torch.Tensor,
+    *,
+    p: float,
+    size: tuple[float, float] = (0.3, 0.6),
+    height: int,
+    width: int,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Region dropout of tracks: with probability ``p`` per sample, every track whose first visible
+    position lies in a random box (sides ``size`` fractions of the frame, uniform) is hidden for the
+    whole clip. A user who pins the background and leaves an object free gives exactly that: a region
+    with no tracks, whose content the model must keep coherent on its own (uniformly random subsets of
+    tracks almost never leave such a hole). Batch [B, T, N, 2] / [B, T, N] -> a new visibility."""
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"region dropout p={p} must be in [0, 1]")
+    lo, hi = size
+    if not 0.0 < lo <= hi <= 1.0:
+        raise ValueError(f"region dropout size={size} must be fractions 0 < lo <= hi <= 1")
+    _check_tracks(tracks, visibility)
+    B, T, N = visibility.shape
+    out = visibility.clone()
+    first = visibility.float().argmax(dim=1)  # [B, N]: first visible frame (0 if never visible)
+    start = torch.gather(tracks, 1, first[:, None, :, None].expand(B, 1, N, 2))[:, 0]  # [B, N, 2]
+    for b in range(B):
+        if torch.rand((), generator=generator).item() >= p:
+            continue
+        wh = lo + (hi - lo) * torch.rand(2, generator=generator)  # box sides as fractions
+        x0 = torch.rand((), generator=generator).item() * (1 - wh[0].item()) * width
+        y0 = torch.rand((), generator=generator).item() * (1 - wh[1].item()) * height
+        x, y = start[b, :, 0].cpu(), start[b, :, 1].cpu()
+        inside = (x >= x0) & (x < x0 + wh[0] * width) & (y >= y0) & (y < y0 + wh[1] * height)
+        out[b, :, inside.to(out.device)] = False
+    return out

@@ -281,3 +281,26 @@ def test_mask_mid_frames_probability_batch_unit_and_short_clips():
         mask_mid_frames(tracks[:, :6], vis[:, :6], p=1.0)
     with pytest.raises(ValueError, match="p="):
         mask_mid_frames(tracks, vis, p=1.5)
+
+
+def test_region_dropout_hides_the_tracks_that_start_in_one_box():
+    from models.tracks import drop_region
+
+    g = torch.Generator().manual_seed(0)
+    B, T, N = 64, 5, 400
+    tracks = torch.rand(B, T, N, 2, generator=g) * 64
+    vis = torch.ones(B, T, N, dtype=torch.bool)
+    vis[:, 0, :10] = False  # these start at frame 1: their box test uses frame 1's position
+    out = drop_region(tracks, vis, p=0.5, size=(0.3, 0.6), height=64, width=64, generator=g)
+    hidden = ~out.any(dim=1) & vis.any(dim=1)  # [B, N] tracks hidden for the whole clip
+    dropped = hidden.any(dim=1)
+    assert 16 < int(dropped.sum()) < 48  # about half the samples
+    for b in torch.nonzero(dropped).flatten().tolist():
+        first = torch.where(vis[b, 0], 0, 1)  # [N]
+        start = tracks[b, first, torch.arange(N)]  # [N, 2]
+        x, y = start[hidden[b], 0], start[hidden[b], 1]
+        box = (x.min(), x.max(), y.min(), y.max())
+        inside = (start[:, 0] >= box[0]) & (start[:, 0] <= box[1]) & (start[:, 1] >= box[2]) & (start[:, 1] <= box[3])
+        assert torch.equal(inside, hidden[b])  # exactly the tracks starting in one axis-aligned box
+        assert 0.25 * 64 < float(box[1] - box[0]) < 0.6 * 64  # about the drawn side (points are random)
+    assert torch.equal(out[~dropped], vis[~dropped])  # other samples untouched

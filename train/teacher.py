@@ -30,7 +30,7 @@ from diffusion.schedule import (
     velocity_target,
 )
 from models.conditioner import Conditioner, encode_motion
-from models.tracks import DEFAULT_ID_RANGE, mask_mid_frames, sample_track_ids
+from models.tracks import DEFAULT_ID_RANGE, drop_region, mask_mid_frames, sample_track_ids
 from train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
 from train.objective import Objective, generator_state, load_generator_state
 
@@ -45,6 +45,10 @@ class TeacherConfig:
     p_drop_text: float = 0.1
     p_drop_tracks: float = 0.1
     mid_frame_mask_prob: float = 0.0  # 0.2 in MotionStream's fine-tune stage
+    # region dropout (models.tracks.drop_region): a box of the frame left without tracks, so the model
+    # keeps unconditioned content coherent (what DragStream's latent drags and pinned backgrounds need)
+    region_drop_prob: float = 0.0
+    region_drop_size: tuple = (0.3, 0.6)
     track_id_range: int = DEFAULT_ID_RANGE
     # Latent frame 0 given clean (sigma 0, per-frame timesteps, no loss on it) on top of the I2V
     # channels, as Wan2.2-TI2V and causal students do: the first frame is then exact in every
@@ -59,7 +63,7 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"stage.weighting={self.weighting!r}; choose one of {WEIGHTINGS}")
-        for name in ("p_drop_text", "p_drop_tracks", "mid_frame_mask_prob"):
+        for name in ("p_drop_text", "p_drop_tracks", "mid_frame_mask_prob", "region_drop_prob"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"stage.{name}={getattr(self, name)} must be in [0, 1]")
         if not 0.0 <= self.sigma_min < 1.0:
@@ -112,6 +116,9 @@ class FlowMatchingObjective(Objective):
         if c.mid_frame_mask_prob > 0:
             _, vis = mask_mid_frames(tracks, vis.cpu(), p=c.mid_frame_mask_prob, generator=g)
             vis = vis.to(self.device)
+        if c.region_drop_prob > 0:
+            vis = drop_region(tracks, vis, p=c.region_drop_prob, size=tuple(c.region_drop_size), height=self.height,
+                              width=self.width, generator=g)
         vis = vis & ~drop_tracks.to(self.device)[:, None, None]
         motion = encode_motion(tracks, vis, ids, embed_dim=self.embed_dim, height=self.height, width=self.width,
                                latent_height=x0.shape[3])
