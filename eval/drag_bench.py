@@ -41,7 +41,7 @@ from data.video_io import to_uint8, write_mp4
 from eval.drag_scenes import DragScene, make_scenes
 from eval.metrics import dai, entity_point, objmc, video_psnr, video_ssim
 from stream.drag.adsr import mask_tokens
-from stream.drag.editor import DragEditor, drag_tracks
+from stream.drag.editor import DragEditor, pins_for
 from stream.drag.instructions import frame_positions
 from stream.drag.optimize import DragConfig
 
@@ -76,19 +76,12 @@ def run_scene(editor: DragEditor, scene: DragScene, text, text_lengths, *, metho
     H, W = scene.image.shape[:2]
     image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 127.5 - 1
     editor.config = config
-    pins = None
-    start_kw = {}
-    if editor.engine.network.track_encoder is not None and config.pin:
-        pins = drag_tracks(instr, token=_token(editor, image), height=H, width=W, num_frames=1 + 12 * 2,
-                           objects=False, seed=config.seed)
-        start_kw = dict(track_ids=_pin_ids(pins[0].shape[1], config.seed), tracks=torch.from_numpy(pins[0][:1])[None],
-                        visibility=torch.from_numpy(pins[1][:1])[None])
+    engine = editor.engine
+    pins = pins_for(engine, instr, image, seed=config.seed) if config.pin else None
+    start_kw = {} if pins is None else dict(zip(("tracks", "visibility"), pins.over(engine, 0)), track_ids=pins.ids)
 
-    def pinned(chunk: int) -> list:  # the pins over this chunk's pixel frames (frame 0 = the first frame)
-        if pins is None:
-            return []
-        lo, hi = editor.engine.pixel_range(chunk)
-        return [torch.from_numpy(pins[0][lo:hi])[None], torch.from_numpy(pins[1][lo:hi])[None]]
+    def pinned(chunk: int) -> list:  # the pins over this chunk's pixel frames
+        return [] if pins is None else list(pins.over(engine, chunk))
 
     chunks = [editor.start(image, text, text_lengths, seed=seed, **start_kw)]
     if instr.mode == "edit":
@@ -108,18 +101,6 @@ def run_scene(editor: DragEditor, scene: DragScene, text, text_lengths, *, metho
         steered, seconds = result.chunks, result.seconds
     video = np.concatenate([to_uint8(o.frames[0]) for o in chunks + steered])
     return {"video": video, "seconds": seconds, "frames": sum(o.frames.shape[2] for o in steered)}
-
-
-def _token(editor: DragEditor, image: torch.Tensor) -> int:
-    with torch.no_grad():
-        h = editor.engine.codec.encode(image[:, :, None]).shape[-2]
-    return image.shape[-2] // h * editor.engine.network.dit.patch_size[1]
-
-
-def _pin_ids(n: int, seed: int) -> torch.Tensor:
-    from models.tracks import sample_track_ids
-
-    return sample_track_ids(1, n, generator=torch.Generator().manual_seed(seed))
 
 
 def score(scene: DragScene, video: np.ndarray, undragged: np.ndarray | None, tracker, token: int) -> dict:

@@ -55,10 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     from data.trackers import build_tracker
     from data.video_io import to_uint8, write_mp4
     from models.conditioner import load_export
-    from models.tracks import sample_track_ids
     from stream.chunks import StreamConfig
     from stream.drag.adsr import mask_tokens
-    from stream.drag.editor import DragEditor, drag_tracks
+    from stream.drag.editor import DragEditor, pins_for
     from stream.drag.instructions import frame_positions, read_dragstream
     from stream.drag.optimize import DragConfig
     from stream.engine import StreamingGenerator
@@ -88,20 +87,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def stream(drag: bool) -> tuple[list, list, float]:
         editor = DragEditor(engine, cfg)
-        pins = None
-        kw = {}
-        if net.track_encoder is not None and cfg.pin:
-            token = engine_token(H)
-            total = engine.pixel_range(before + instr.num_chunks + args.after)[1]
-            pins = drag_tracks(instr, token=token, height=H, width=W, num_frames=total, objects=False, seed=args.seed)
-            kw = dict(track_ids=sample_track_ids(1, pins[0].shape[1], generator=torch.Generator().manual_seed(args.seed)),
-                      tracks=torch.from_numpy(pins[0][:1])[None], visibility=torch.from_numpy(pins[1][:1])[None])
+        pins = pins_for(engine, instr, image, seed=args.seed) if cfg.pin else None
+        kw = {} if pins is None else dict(zip(("tracks", "visibility"), pins.over(engine, 0)), track_ids=pins.ids)
 
-        def pinned(chunk):  # pins are static: any frame's positions are the reference frame's
-            if pins is None:
-                return []
-            lo, hi = engine.pixel_range(chunk)
-            return [torch.from_numpy(pins[0][:1].repeat(hi - lo, 0))[None], torch.from_numpy(pins[1][:1].repeat(hi - lo, 0))[None]]
+        def pinned(chunk):  # the static pins over this chunk's pixel frames
+            return [] if pins is None else list(pins.over(engine, chunk))
 
         outs = [editor.start(image, text, lens, seed=args.seed, **kw)]
         outs += [editor.step(*pinned(i)) for i in range(1, before + 1)]

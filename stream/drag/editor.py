@@ -49,7 +49,7 @@ from stream.drag.optimize import (
 )
 from stream.engine import ChunkOutput, StreamingGenerator, StreamState
 
-__all__ = ["DragEditor", "DragResult", "drag_tracks", "METHODS"]
+__all__ = ["DragEditor", "DragResult", "Pins", "drag_tracks", "pins_for", "METHODS"]
 
 METHODS = ("latent", "tracks", "both")
 
@@ -92,6 +92,35 @@ def drag_tracks(instr: DragInstruction, *, token: int, height: int, width: int, 
     tracks = np.concatenate(parts, axis=1).astype(np.float32)  # [T, N, 2]
     vis = (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
     return tracks, vis
+
+
+@dataclass(frozen=True, eq=False)
+class Pins:
+    """Static points off an instruction's editable area, for a stream that pins its background from its
+    first frame on (so the pins' IDs are in the cache before any drag)."""
+
+    points: np.ndarray  # [N, 2] pixels
+    visible: np.ndarray  # [N] bool
+    ids: torch.Tensor  # [1, N] track IDs
+
+    def over(self, engine: StreamingGenerator, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tracks [1, T, N, 2] and visibility [1, T, N] over ``chunk``'s pixel frames."""
+        lo, hi = engine.pixel_range(chunk)
+        return (torch.from_numpy(np.repeat(self.points[None], hi - lo, axis=0))[None],
+                torch.from_numpy(np.repeat(self.visible[None], hi - lo, axis=0))[None])
+
+
+def pins_for(engine: StreamingGenerator, instr: DragInstruction, image: torch.Tensor, *, seed: int = 0) -> Optional[Pins]:
+    """The pins ``DragEditor.drag`` uses for ``instr`` (same points, same IDs), for the stream's first frame
+    [1, 3, H, W]; None for a student without a track head."""
+    if engine.network.track_encoder is None:
+        return None
+    H, W = image.shape[-2:]
+    with torch.no_grad():
+        token = H // engine.codec.encode(image[:, :, None].to(engine.device)).shape[-2] * engine.network.dit.patch_size[1]
+    tracks, vis = drag_tracks(instr, token=token, height=H, width=W, num_frames=1, objects=False, seed=seed)
+    ids = sample_track_ids(1, tracks.shape[1], generator=torch.Generator().manual_seed(seed))
+    return Pins(points=tracks[0], visible=vis[0], ids=ids)
 
 
 class DragEditor:
