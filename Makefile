@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: run test install clean-venv
+.PHONY: run test demo browser install clean-venv
 
 $(STAMP): setup.py requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,9 +28,25 @@ install: $(STAMP)
 run: $(STAMP)
 	$(PY) -m pipeline --run-dir $(RUN_DIR)
 
-# The whole test suite (CPU, tiny configs).
-test: $(STAMP)
+# The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
+test: $(STAMP) browser
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# Debian's chromium for the browser test (Playwright drives it; no downloaded browser builds).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "[make] installing Debian's chromium (the demo's browser test)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+
+# The live demo on make run's student (http://127.0.0.1:8000); DEMO_ARGS="--port 8080 --max-sessions 4" etc.
+DEMO_ARGS ?=
+demo: $(STAMP)
+	@test -f $(RUN_DIR)/dmd/export/student/network.json || { \
+	  echo "[make] no student in $(RUN_DIR): run 'make run' first (about 20 minutes), or stream the shipped one:"; \
+	  echo "       $(PY) -m stream.demo --student assets/tiny-student/student --codec assets/tiny-teacher/codec.pt"; exit 2; }
+	$(PY) -m stream.demo --student $(RUN_DIR)/dmd/export/student \
+	  --codec $$( [ -f $(RUN_DIR)/teacher/codec/codec.pt ] && echo $(RUN_DIR)/teacher/codec/codec.pt || echo assets/tiny-teacher/codec.pt ) $(DEMO_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

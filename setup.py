@@ -21,6 +21,7 @@ setup(
     packages=find_packages(include=[f"{p}*" for p in ("models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline")]),
     # Any range the local torch 2.13.0 CPU build satisfies: nothing newer (and its CUDA wheels)
     # is ever pulled. The Makefile also pins torch==2.13.0 through constraints.txt.
+    package_data={"stream.demo": ["static/*"]},  # the demo's page
     install_requires=["torch>=2.5,<=2.13.0"] + _reqs("requirements.txt"),
     extras_require={"dev": _reqs("requirements-dev.txt")},
     entry_points={
@@ -28,6 +29,7 @@ setup(
             "trackstream-run=pipeline.run:main",
             "trackstream-train=train.app:main",
             "trackstream-flavors=models.flavors:main",
+            "trackstream-demo=stream.demo.__main__:main",
         ]
     },
 )

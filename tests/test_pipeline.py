@@ -43,6 +43,19 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     assert "hydra.run.dir" not in proc.stdout + proc.stderr and "done: {}" not in proc.stdout + proc.stderr
     assert "hydra.run.dir" in (run_dir / "pipeline.log").read_text()
     assert (run_dir / "teacher" / "console.log").is_file()
+    # the run's student ships as a release folder (what assets/tiny-student was made with)
+    dest = tmp_path / "tiny-student"
+    shipped = subprocess.run([sys.executable, "-m", "pipeline.ship_student", "--run-dir", str(run_dir), "--dest", str(dest)],
+                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert shipped.returncode == 0, shipped.stderr[-2000:]
+    from train.release import ReleaseError, verify_release
+
+    manifest = verify_release(dest)
+    assert manifest["steps"]["dmd"] == 5 and manifest["held_out"]["student_epe_with_tracks"] == figures["student_epe_with_tracks"]
+    assert {"student/network.json", "student/heads.pt", "config.yaml"} <= set(manifest["sha256"])
+    (dest / "config.yaml").write_text("altered")
+    with pytest.raises(ReleaseError, match="config.yaml"):
+        verify_release(dest)
 
 
 def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):

@@ -172,6 +172,29 @@ class DragEditor:
         return (torch.from_numpy(np.repeat(pts[None], hi - lo, axis=0))[None],
                 torch.from_numpy(np.repeat(vis[None], hi - lo, axis=0))[None])
 
+    def use_track_ids(self, ids: Optional[torch.Tensor]) -> None:
+        """Tag the next chunks' tracks with ``ids`` [1, N] (a live session switching between its own points
+        and a drag's). IDs already in the cache keep meaning the content they were committed on."""
+        state = self._need_state()
+        ids = None if ids is None else ids.to(self.engine.device)
+        self.state = replace(state, cond=replace(state.cond, track_ids=ids))
+        for n, rec in enumerate(self.history):  # a drag resumes from a recorded state: it must see them too
+            self.history[n] = replace(rec, after=self.state if rec.after is state else
+                                      replace(rec.after, cond=replace(rec.after.cond, track_ids=ids)))
+
+    def retrack(self, tracks: torch.Tensor, visibility: torch.Tensor) -> None:
+        """Re-run the last chunk's clean pass with other tracks over its pixel frames ([1, T, N, 2], [1, T, N]):
+        points that appear mid-stream are tagged on the content under them (visible on the chunk's last frame)
+        before any chunk moves them. The chunk's latents and frames are unchanged; so is everything before."""
+        if not self.history:
+            raise ValueError("nothing streamed yet: start the stream first")
+        rec = self.history[-1]
+        before = replace(rec.before, cond=self._need_state().cond)
+        y = self.engine.condition(before, tracks, visibility)
+        cache = commit_chunk(self.engine.network, rec.before.cache, rec.latents, y)
+        self.state = replace(self._need_state(), cache=cache)
+        self.history[-1] = replace(rec, after=self.state)  # y stays as generated (a drag's reference replays it)
+
     @property
     def token(self) -> int:
         """Pixels per DiT token (codec spatial factor x patch)."""

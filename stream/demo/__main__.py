@@ -1,0 +1,61 @@
+"""The live demo: a web page where you drag and the video follows.
+
+    python -m stream.demo --student runs/make-run/dmd/export/student --codec assets/tiny-teacher/codec.pt
+    # then open http://127.0.0.1:8000
+
+``make demo`` does this on make run's student. Binds 127.0.0.1 unless told otherwise (``--host
+0.0.0.0`` exposes it to the network: there is no authentication). ``--max-sessions`` people stream at
+once; the next one is told the demo is busy.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stream.demo", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", required=True, help="exported student folder (make run: RUN/dmd/export/student)")
+    ap.add_argument("--codec", required=True, help="the student's codec checkpoint")
+    ap.add_argument("--codec-name", default="tiny-ae")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000)
+    ap.add_argument("--max-sessions", type=int, default=2)
+    ap.add_argument("--max-points", type=int, default=64)
+    ap.add_argument("--scenes", type=int, default=8, help="synthetic first frames offered on the page")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    ap.add_argument("--device", default="cpu")
+    args = ap.parse_args(argv)
+
+    import torch
+    import uvicorn
+
+    from stream.demo.protocol import Limits
+    from stream.demo.server import create_app
+    from stream.demo.session import DemoModel
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        limits = Limits(max_sessions=args.max_sessions, max_points=args.max_points)
+        model = DemoModel(args.student, args.codec, codec_name=args.codec_name, num_scenes=args.scenes, device=args.device)
+    except ValueError as e:
+        print(f"[demo] error: {e}", file=sys.stderr)
+        return 2
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger("stream.demo").warning("binding %s: anyone who can reach this machine can use the demo",
+                                                 args.host)
+    print(f"[demo] {model.width}x{model.height} at {model.fps} fps, {args.max_sessions} sessions: "
+          f"open http://{args.host}:{args.port}", flush=True)
+    uvicorn.run(create_app(model, limits), host=args.host, port=args.port, ws_max_size=limits.hard_message_bytes,
+                log_level="warning")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

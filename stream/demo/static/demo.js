@@ -1,0 +1,274 @@
+// TrackStream live demo: the stream on a canvas, points that make tracks, a brush and DragStream drags.
+// Protocol: stream/demo/protocol.py. `window.demo` exposes the page's state (what was received, what is
+// shown) for debugging and for the browser test.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const view = $("view");
+const ctx = view.getContext("2d");
+const demo = window.demo = {
+  W: 64, H: 64, fps: 16, chunkFrames: 12, maxPoints: 64,
+  frames: [],             // the last received frames {n, chunk, url, replaces}, newest last (for inspection)
+  queue: [],              // frames waiting to be shown {n, img}
+  shown: null,            // the frame on the canvas {n, img}
+  points: [],             // {id, x, y, pinned}
+  stats: {received: 0, drawn: 0, chunks: 0, chunk: -1, latency: null, dropped: 0, errors: 0},
+  started: false, paused: false, lastError: "",
+};
+const mask = document.createElement("canvas");  // the object mask at frame size: white = object
+let maskCtx = null;
+let ws = null;
+let uploaded = null;
+let sentAt = 0, sendTimer = null;
+let drawnTimes = [];
+
+function setStatus(text, state) { const s = $("status"); s.textContent = text; s.dataset.state = state; }
+function showError(text) { demo.lastError = text; demo.stats.errors += 1; $("error").textContent = text; }
+function send(msg) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); }
+
+function connect() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  ws = new WebSocket(`${proto}//${location.host}/ws`);
+  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  ws.onclose = () => { if ($("status").dataset.state !== "busy") setStatus("disconnected (reload to reconnect)", "error"); };
+}
+
+function onMessage(m) {
+  if (m.type === "hello") {
+    Object.assign(demo, {W: m.width, H: m.height, fps: m.fps, chunkFrames: m.chunk_frames, maxPoints: m.limits.max_points,
+                         maxUpload: m.limits.max_upload_bytes, trackHead: m.track_head});
+    mask.width = m.width; mask.height = m.height;
+    maskCtx = mask.getContext("2d");
+    clearMask();
+    const sel = $("scene");
+    sel.innerHTML = "";
+    for (let k = 0; k < m.scenes; k++) sel.add(new Option(`synthetic scene ${k}`, k));
+    setStatus(`connected: ${m.width}x${m.height} at ${m.fps} fps`, "ready");
+  } else if (m.type === "busy") {
+    setStatus(m.message, "busy");
+  } else if (m.type === "started") {
+    demo.started = true; demo.paused = false; demo.queue = []; demo.shown = null;
+    setStatus(`streaming: "${m.prompt}"`, "streaming");
+    for (const b of ["pause", "restart"]) $(b).disabled = false;
+    $("resume").disabled = true;
+  } else if (m.type === "frame") {
+    onFrame(m);
+  } else if (m.type === "chunk") {
+    demo.stats.chunks += 1; demo.stats.chunk = m.index; demo.stats.latency = m.latency_ms; demo.stats.dropped = m.dropped;
+    $("chunk").textContent = m.index; $("latency").textContent = m.latency_ms.toFixed(0); $("dropped").textContent = m.dropped;
+  } else if (m.type === "paused" || m.type === "resumed") {
+    demo.paused = m.type === "paused";
+    $("pause").disabled = demo.paused; $("resume").disabled = !demo.paused;
+    setStatus(demo.paused ? "paused" : "streaming", demo.paused ? "paused" : "streaming");
+  } else if (m.type === "dragged") {
+    setStatus(`dragged (${m.mode}, ${m.method}): chunks ${m.chunks.join(", ")} in ${m.seconds.toFixed(2)} s`, "streaming");
+  } else if (m.type === "error") {
+    showError(`refused ${m.refused}: ${m.message}`);
+  }
+}
+
+function onFrame(m) {
+  demo.stats.received += 1;
+  $("frames").textContent = demo.stats.received;
+  demo.frames.push({n: m.n, chunk: m.chunk, url: m.image, replaces: m.replaces});
+  if (demo.frames.length > 256) demo.frames.shift();
+  const img = new Image();
+  img.src = m.image;
+  if (m.replaces) demo.queue = demo.queue.filter((f) => f.n < m.n);  // an edit: its frames replace the old ones
+  demo.queue.push({n: m.n, img});
+}
+
+// playback at the stream's frame rate; the queue is what the server sent ahead
+function tick() {
+  if (!demo.paused && demo.queue.length) {
+    const f = demo.queue.shift();
+    demo.shown = f;
+    demo.stats.drawn += 1;
+    const now = performance.now();
+    drawnTimes.push(now);
+    while (drawnTimes.length && now - drawnTimes[0] > 1000) drawnTimes.shift();
+    $("fps").textContent = drawnTimes.length;
+  }
+  draw();
+}
+
+function toCanvas(x, y) { return [(x + 0.5) * view.width / demo.W, (y + 0.5) * view.height / demo.H]; }
+function toFrame(ev) {
+  const r = view.getBoundingClientRect();
+  const x = (ev.clientX - r.left) / r.width * demo.W - 0.5, y = (ev.clientY - r.top) / r.height * demo.H - 0.5;
+  return [Math.min(Math.max(x, 0), demo.W - 1), Math.min(Math.max(y, 0), demo.H - 1)];
+}
+
+let dragPath = null;
+function draw() {
+  ctx.imageSmoothingEnabled = false;
+  ctx.fillStyle = "#000";
+  ctx.fillRect(0, 0, view.width, view.height);
+  if (demo.shown && demo.shown.img.complete) ctx.drawImage(demo.shown.img, 0, 0, view.width, view.height);
+  if (maskCtx) {
+    ctx.globalAlpha = 0.35;
+    ctx.drawImage(maskOverlay(), 0, 0, view.width, view.height);
+    ctx.globalAlpha = 1;
+  }
+  for (const p of demo.points.filter(inFrame)) {
+    const [cx, cy] = toCanvas(p.x, p.y);
+    ctx.beginPath();
+    ctx.arc(cx, cy, 5, 0, 2 * Math.PI);
+    ctx.fillStyle = p.pinned ? "#f0883e" : "#5fd38d";
+    ctx.fill();
+    ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.stroke();
+  }
+  if (dragPath && dragPath.length > 1) {
+    ctx.strokeStyle = "#58a6ff"; ctx.lineWidth = 2;
+    ctx.beginPath();
+    dragPath.forEach(([x, y], i) => { const [cx, cy] = toCanvas(x, y); i ? ctx.lineTo(cx, cy) : ctx.moveTo(cx, cy); });
+    ctx.stroke();
+  }
+}
+
+let overlay = null, overlayDirty = true;
+function maskOverlay() {  // the mask tinted red, rebuilt only after brushing
+  if (!overlay) { overlay = document.createElement("canvas"); }
+  if (overlayDirty) {
+    overlay.width = mask.width; overlay.height = mask.height;
+    const o = overlay.getContext("2d");
+    const d = maskCtx.getImageData(0, 0, mask.width, mask.height);
+    for (let i = 0; i < d.data.length; i += 4) { const on = d.data[i] > 127; d.data[i] = 255; d.data[i + 1] = 60; d.data[i + 2] = 60; d.data[i + 3] = on ? 255 : 0; }
+    o.putImageData(d, 0, 0);
+    overlayDirty = false;
+  }
+  return overlay;
+}
+function clearMask() { if (!maskCtx) return; maskCtx.fillStyle = "#000"; maskCtx.fillRect(0, 0, mask.width, mask.height); overlayDirty = true; }
+function maskEmpty() {
+  const d = maskCtx.getImageData(0, 0, mask.width, mask.height).data;
+  for (let i = 0; i < d.length; i += 4) if (d[i] > 127) return false;
+  return true;
+}
+
+// -- points ------------------------------------------------------------------------------------
+
+function sendPoints(now) {
+  const go = () => { sentAt = performance.now(); sendTimer = null;
+    send({type: "points", points: demo.points.filter(inFrame).map((p) => ({id: p.id, x: +p.x.toFixed(2), y: +p.y.toFixed(2), pinned: p.pinned}))}); };
+  if (now) { if (sendTimer) clearTimeout(sendTimer); go(); return; }
+  if (!sendTimer) sendTimer = setTimeout(go, Math.max(0, 50 - (performance.now() - sentAt)));
+}
+function freeId() {
+  const used = new Set(demo.points.map((p) => p.id));
+  for (let i = 0; i < demo.maxPoints; i++) if (!used.has(i)) return i;
+  return -1;
+}
+function addPoint(x, y, pinned) {
+  const id = freeId();
+  if (id < 0) { showError(`at most ${demo.maxPoints} points`); return null; }
+  const p = {id, x, y, pinned};
+  demo.points.push(p);
+  return p;
+}
+$("grid").onclick = () => {
+  const n = 8;
+  for (let j = 0; j < n; j++) for (let i = 0; i < n; i++) {
+    const x = (i + 0.5) * demo.W / n - 0.5, y = (j + 0.5) * demo.H / n - 0.5;
+    if (!demo.points.some((p) => Math.hypot(p.x - x, p.y - y) < 1)) addPoint(x, y, false);
+  }
+  sendPoints(true);
+};
+$("clear").onclick = () => { demo.points = []; sendPoints(true); };
+$("clearmask").onclick = clearMask;
+
+let grabbed = null, grabFrom = null, painting = false;
+const tool = () => document.querySelector('input[name="tool"]:checked').value;
+view.addEventListener("pointerdown", (ev) => {
+  const [x, y] = toFrame(ev);
+  view.setPointerCapture(ev.pointerId);
+  if (tool() === "points") {
+    const near = demo.points.filter(inFrame).find((p) => Math.hypot(p.x - x, p.y - y) < 1.6 * demo.W / 64);
+    if (ev.shiftKey) {
+      if (near) near.pinned = !near.pinned; else addPoint(x, y, true);
+      sendPoints(true);
+      return;
+    }
+    grabbed = near || addPoint(x, y, false);
+    grabFrom = [x, y];
+    sendPoints(true);
+  } else if (tool() === "brush") {
+    painting = true; brush(x, y);
+  } else {
+    dragPath = [[x, y]];
+  }
+});
+view.addEventListener("pointermove", (ev) => {
+  const [x, y] = toFrame(ev);
+  if (grabbed) {
+    const dx = x - grabFrom[0], dy = y - grabFrom[1];
+    grabFrom = [x, y];
+    if ($("together").checked) {  // a camera move: points may leave the frame (let go) and come back
+      for (const p of demo.points) if (!p.pinned) { p.x += dx; p.y += dy; }
+    } else {
+      grabbed.x = clamp(grabbed.x + dx, demo.W); grabbed.y = clamp(grabbed.y + dy, demo.H);
+    }
+    sendPoints(false);
+  } else if (painting) {
+    brush(x, y);
+  } else if (dragPath) {
+    const last = dragPath[dragPath.length - 1];
+    if (Math.hypot(x - last[0], y - last[1]) >= 0.5) dragPath.push([x, y]);
+  }
+});
+view.addEventListener("pointerup", () => {
+  if (grabbed) { grabbed = null; sendPoints(true); }
+  painting = false;
+  if (dragPath) { sendDrag(dragPath); dragPath = null; }
+});
+function inFrame(p) { return p.x >= 0 && p.y >= 0 && p.x <= demo.W - 1 && p.y <= demo.H - 1; }
+function clamp(v, n) { return Math.min(Math.max(v, 0), n - 1); }
+function brush(x, y) {
+  maskCtx.fillStyle = "#fff";
+  maskCtx.beginPath(); maskCtx.arc(x + 0.5, y + 0.5, Math.max(2, demo.W / 24), 0, 2 * Math.PI); maskCtx.fill();
+  overlayDirty = true;
+}
+
+// -- DragStream --------------------------------------------------------------------------------
+
+function sendDrag(path) {
+  if (!maskCtx || maskEmpty()) { showError("brush over the object first (tool: brush the object)"); return; }
+  const kind = $("kind").value;
+  const msg = {type: "drag", mode: $("mode").value, kind, method: $("method").value,
+               chunks: +$("chunks").value, iterations: +$("iterations").value, mask: {png: mask.toDataURL("image/png")}};
+  if (kind === "translate") {
+    if (path.length < 2) { showError("drag from the object to where it should go"); return; }
+    const step = Math.max(1, Math.ceil(path.length / 64));
+    msg.path = path.filter((_, i) => i % step === 0 || i === path.length - 1).map(([x, y]) => [+x.toFixed(2), +y.toFixed(2)]);
+  } else {
+    msg.center = path[0].map((v) => +v.toFixed(2));
+    msg.degrees = +$("degrees").value;
+  }
+  setStatus("dragging…", "streaming");
+  send(msg);
+}
+
+// -- stream controls ---------------------------------------------------------------------------
+
+$("upload").onchange = () => {
+  const f = $("upload").files[0];
+  if (!f) { uploaded = null; return; }
+  if (demo.maxUpload && f.size * 4 / 3 > demo.maxUpload) { showError(`the image is too large (at most ${demo.maxUpload} bytes as a data URL)`); return; }
+  const r = new FileReader();
+  r.onload = () => { uploaded = r.result; };
+  r.readAsDataURL(f);
+};
+$("start").onclick = () => {
+  const msg = {type: "start"};
+  if (uploaded) msg.image = uploaded; else msg.scene = +$("scene").value;
+  if ($("prompt").value.trim()) msg.prompt = $("prompt").value.trim();
+  $("error").textContent = "";
+  demo.queue = [];
+  send(msg);
+};
+$("pause").onclick = () => send({type: "pause"});
+$("resume").onclick = () => send({type: "resume"});
+$("restart").onclick = () => { demo.queue = []; send({type: "restart"}); };
+
+(function loop() { tick(); setTimeout(loop, 1000 / demo.fps); })();  // playback at the stream's rate
+connect();
