@@ -215,3 +215,24 @@ def test_reference_sources_resolve_and_run(engine):
     assert seen == {"previous": ("previous", "previous"), "self": ("self", "self"), "auto": ("self", "previous")}
     with pytest.raises(ValueError, match="reference"):
         DragConfig(reference="elsewhere")
+
+
+def test_retrack_tags_new_points_without_changing_what_was_shown(engine):
+    image, text, lens = _inputs()
+    ids = sample_track_ids(1, 4, generator=torch.Generator().manual_seed(0))
+    editor = DragEditor(engine, DragConfig(iterations=0))
+    editor.start(image, text, lens, track_ids=ids, seed=3)
+    shown = editor.step()
+    before = editor.state
+    lo, hi = engine.pixel_range(1)
+    tracks = torch.full((1, hi - lo, 4, 2), 20.0)
+    vis = torch.zeros(1, hi - lo, 4, dtype=torch.bool)
+    vis[0, -1, 2] = True  # point 2 appears on the chunk's last frame
+    editor.retrack(tracks, vis)
+    assert editor.history[-1].latents is shown.latents and editor.state.chunk == before.chunk
+    assert not torch.equal(editor.state.cache.chunks[-1].layers[0][0], before.cache.chunks[-1].layers[0][0])
+    # other IDs for the next chunks reach the recorded states a drag resumes from
+    other = sample_track_ids(1, 4, generator=torch.Generator().manual_seed(1))
+    editor.use_track_ids(other)
+    assert all(torch.equal(r.after.cond.track_ids, other) for r in editor.history)
+    assert editor.history[-1].after is editor.state
