@@ -152,7 +152,7 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
         except ReleaseError as e:
             raise PipelineError(str(e)) from None
         overrides = ["experiment=tiny_teacher_finetune", f"model.init_from={asset / 'teacher'}",
-                     f"codec.checkpoint={asset / 'codec.pt'}", *sizes.teacher]
+                     f"codec.checkpoint={asset / 'codec.pt'}", *_release_world(asset), *sizes.teacher]
         state["codec"] = str(asset / "codec.pt")
         release = {"release": str(asset), "release_steps": manifest.get("steps"),
                    "release_commit": manifest.get("git_commit")}
@@ -164,6 +164,18 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
     state["teacher"] = str((run_dir / "teacher" / "export" / "teacher").resolve())
     return {"export": state["teacher"], "codec": state["codec"], "steps": summary.get("step"),
             "from": sizes.teacher_from, **release, "final_loss": (summary.get("last_metrics") or {}).get("train/loss")}
+
+
+def _release_world(asset: Path) -> list[str]:
+    """The fine-tune runs on the world the release was trained on (its config.yaml), e.g. a release
+    fine-tuned on still cameras for drags; the shipped release's world is tiny_teacher_finetune's own."""
+    from omegaconf import OmegaConf
+
+    cfg = asset / "config.yaml"
+    if not cfg.is_file():
+        return []
+    world = OmegaConf.to_container(OmegaConf.load(cfg), resolve=True).get("data", {}).get("world")
+    return [f"++data.world={_hydra_value(world)}"] if world else []
 
 
 def _hydra_value(v) -> str:

@@ -89,21 +89,33 @@ def test_uploads_are_bounded_and_resized():
         parse({"type": "drag", "mask": {"png": png_url(np.zeros((64, 64, 3), np.uint8))}, "path": [[6, 6], [20, 6]]})
 
 
-def test_live_tracks_move_linearly_and_pins_stay():
-    live = LiveTracks(4)
-    assert live.for_chunk(12)[0] is None  # no points: the empty motion condition
-    live.update(Points(ids=np.array([0, 2]), xy=np.array([[10, 10], [30, 30]], np.float32), pinned=np.array([False, True])))
-    tracks, vis, new = live.for_chunk(1, first=True)  # chunk 0: tagged by the first frame itself
+def _pts(ids, xy, pinned=None):
+    return Points(ids=np.array(ids), xy=np.array(xy, np.float32),
+                  pinned=np.array(pinned if pinned is not None else [False] * len(ids)))
+
+
+def test_live_tracks_replay_the_gesture_at_its_speed_and_pins_stay():
+    live = LiveTracks(4, fps=16)
+    assert live.for_chunk(12, now=0.0)[0] is None  # no points: the empty motion condition
+    live.update(_pts([0, 2], [[10, 10], [30, 30]], [False, True]), now=0.1)
+    tracks, vis, new = live.for_chunk(1, now=0.2, first=True)  # chunk 0: tagged by the first frame itself
     assert tracks.shape == (1, 4, 2) and vis[0].tolist() == [True, False, True, False] and len(new) == 0
-    live.update(Points(ids=np.array([0, 2]), xy=np.array([[22, 10], [40, 40]], np.float32), pinned=np.array([False, True])))
-    tracks, vis, new = live.for_chunk(12)
-    np.testing.assert_allclose(tracks[:, 0, 0], 10 + np.arange(1, 13))  # 1 px per frame to where it is now
-    np.testing.assert_allclose(tracks[:, 2], [[30, 30]] * 12)  # pinned: held where it was
-    live.update(Points(ids=np.array([0, 1]), xy=np.array([[22, 10], [5, 6]], np.float32), pinned=np.array([False, False])))
-    tracks, vis, new = live.for_chunk(12)
+    # a gesture: point 0 goes 10 -> 22 px over 0.75 s (16 px/s = 1 px per frame), sampled every 50 ms
+    for k in range(1, 16):
+        live.update(_pts([0, 2], [[10 + 0.8 * k, 10], [40, 40]], [False, True]), now=0.2 + 0.05 * k)
+    tracks, vis, new = live.for_chunk(12, now=1.0)  # generated after the gesture: replayed, not squeezed
+    np.testing.assert_allclose(tracks[:, 0, 0], 10 + np.arange(1, 13), atol=1e-4)
+    np.testing.assert_allclose(tracks[:, 2], [[30, 30]] * 12)  # pinned: held where it was pinned
+    tracks, vis, new = live.for_chunk(12, now=1.1)  # the clock never passes the present: positions hold
+    np.testing.assert_allclose(tracks[:, 0, 0], 22.0)
+    live.update(_pts([0, 1], [[22, 10], [5, 6]]), now=1.2)
+    tracks, vis, new = live.for_chunk(12, now=2.0)
     assert new.tolist() == [1]  # appeared mid-stream: to be tagged before it moves
-    np.testing.assert_allclose(tracks[:, 1], [[5, 6]] * 12)
-    assert vis[0].tolist() == [True, True, False, False]  # point 2 was let go
+    assert vis[0].tolist() == vis[-1].tolist() == [True, True, False, False]  # from the first frame; 2 let go
+    live.update(_pts([0], [[40, 10]]), now=10.0)  # long after: the replay jumps, lagging <= max_lag
+    tracks, _, _ = live.for_chunk(12, now=10.0)
+    np.testing.assert_allclose(tracks[-1, 0], [40, 10])
+    assert len(live.samples) <= 2  # consumed samples are dropped
 
 
 def test_drag_instruction_geometry():

@@ -7,9 +7,9 @@ synchronous core of one connection (the server runs it in a worker thread):
 
 * ``start``: a first frame (a scene or an upload) -> chunk 0 (the frame itself), with the points
   placed so far tagged on it (their track IDs enter the attention sink);
-* ``points``: where each live point is now; ``next_chunk`` turns the motion since the last chunk into
-  this chunk's tracks (each point moves linearly from where it was at the end of the last chunk to
-  where it is now; pinned points stay). A point that appears mid-stream is first tagged on the content
+* ``points``: where each live point is now; ``next_chunk`` replays the points' timeline into this
+  chunk's tracks at the speed they were moved (``LiveTracks``; pinned points stay). A point that
+  appears mid-stream is first tagged on the content
   under it by re-committing the last chunk (``DragEditor.retrack``): a track ID means "this content";
 * ``drag``: a DragStream instruction (``stream.drag``); the drag's points are held afterwards until
   the person touches their points again.
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -106,50 +107,92 @@ class DemoModel:
 
 
 class LiveTracks:
-    """The person's points: slot -> (where it is now, where it was at the end of the last chunk)."""
+    """The person's points as a timeline, replayed into the video at the speed they were moved.
 
-    def __init__(self, slots: int):
-        self.now = np.zeros((slots, 2), np.float32)
-        self.last = np.zeros((slots, 2), np.float32)
-        self.active = np.zeros(slots, bool)
-        self.pinned = np.zeros(slots, bool)
+    Every ``update`` is a sample (time, positions, which slots are active / pinned). A chunk of T
+    pixel frames advances a replay clock by T / fps and reads the positions at each frame's time
+    (linear between samples), so a drag of 36 px made in 1.5 s moves 36 px over 1.5 s of video, wherever
+    the chunk boundaries fall. The clock never passes the present (the positions hold until the next
+    sample) and never lags it by more than ``max_lag`` seconds (older samples are skipped), so the
+    video answers a gesture within one chunk plus the generation's lead. A pinned point holds the
+    place where it was pinned.
+    """
+
+    GAP = 0.1  # seconds without a sample: the points were still (the page sends every 50 ms while moving)
+
+    def __init__(self, slots: int, fps: float, *, max_lag: float = 2.0, max_samples: int = 256):
+        self.slots, self.fps, self.max_lag = slots, float(fps), max_lag
+        self.samples: deque = deque(maxlen=max_samples)  # (t, xy [S, 2], active [S], pinned [S])
+        self.clock: Optional[float] = None
         self.tagged = np.zeros(slots, bool)  # its ID has been committed on content
         self.touched = False  # moved since the last drag
         self._lock = threading.Lock()  # updates arrive on the event loop while a chunk is computed
 
-    def update(self, pts: Points) -> None:
+    def update(self, pts: Points, now: Optional[float] = None) -> None:
+        now = time.perf_counter() if now is None else now
         with self._lock:
-            active = np.zeros_like(self.active)
-            active[pts.ids] = True
-            appeared = active & ~self.active
-            self.now[pts.ids] = pts.xy
-            self.last[appeared] = self.now[appeared]  # a new point starts where it was dropped
-            self.tagged &= active  # a point let go must be tagged again if it comes back
-            self.active, self.pinned[pts.ids] = active, pts.pinned
+            xy = np.zeros((self.slots, 2), np.float32)
+            active, pinned = np.zeros(self.slots, bool), np.zeros(self.slots, bool)
+            xy[pts.ids], active[pts.ids], pinned[pts.ids] = pts.xy, True, pts.pinned
+            if self.samples:  # a pinned point stays where it was pinned
+                t0, xy0, act0, pin0 = self.samples[-1]
+                if now - t0 > self.GAP:  # still until just before this move (the page sends while moving)
+                    self.samples.append((now - self.GAP / 2, xy0, act0, pin0))
+                hold = pinned & pin0 & act0
+                xy[hold] = xy0[hold]
+                self.tagged &= active  # a point let go must be tagged again if it comes back
+            else:
+                self.tagged[:] = False
+            self.samples.append((now, xy, active, pinned))
             self.touched = True
 
     def untag_all(self) -> None:
         with self._lock:
             self.tagged[:] = False
 
-    def for_chunk(self, num_frames: int, *, first: bool = False) -> tuple[Optional[np.ndarray], Optional[np.ndarray], np.ndarray]:
-        """(tracks [T, S, 2], visibility [T, S], slots to tag first) for the next chunk of ``num_frames``
-        pixel frames, and the positions now become the chunk's end; (None, None, []) without points."""
-        with self._lock:
-            if not self.active.any():
-                return None, None, np.zeros(0, np.int64)
-            new = np.flatnonzero(self.active & ~self.tagged) if not first else np.zeros(0, np.int64)
-            goal = np.where(self.pinned[:, None], self.last, self.now)
-            u = (np.arange(1, num_frames + 1, dtype=np.float32) / num_frames)[:, None, None]  # [T, 1, 1]
-            tracks = self.last[None] + u * (goal - self.last)[None]  # [T, S, 2]
-            vis = np.repeat(self.active[None], num_frames, axis=0)
-            self.last = goal.astype(np.float32)
-            self.tagged |= self.active
-            return tracks.astype(np.float32), vis, new
+    def _at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """Positions [S, 2] and activity [S] at time ``t`` (linear between samples; a slot is active
+        from the sample it appears in)."""
+        times = [s[0] for s in self.samples]
+        k = int(np.searchsorted(times, t, side="right"))  # samples[k - 1].t <= t < samples[k].t
+        if k == 0:
+            return self.samples[0][1], self.samples[0][2]
+        t0, xy0, act0 = self.samples[k - 1][:3]
+        if k == len(self.samples):
+            return xy0, act0
+        t1, xy1, act1 = self.samples[k][:3]
+        u = (t - t0) / max(t1 - t0, 1e-9)
+        both = act0 & act1
+        return np.where(both[:, None], xy0 + u * (xy1 - xy0), xy0), act0
 
-    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+    def for_chunk(self, num_frames: int, *, now: Optional[float] = None,
+                  first: bool = False) -> tuple[Optional[np.ndarray], Optional[np.ndarray], np.ndarray]:
+        """(tracks [T, S, 2], visibility [T, S], slots to tag before this chunk) for the next chunk of
+        ``num_frames`` pixel frames; (None, None, []) while there are no points."""
+        now = time.perf_counter() if now is None else now
         with self._lock:
-            return self.last.copy(), self.active.copy()
+            if not self.samples or not self.samples[-1][2].any():
+                self.clock = now
+                return None, None, np.zeros(0, np.int64)
+            if self.clock is None or self.clock < now - self.max_lag:
+                self.clock = max(self.samples[0][0], now - self.max_lag) if self.clock is not None else now
+            xy_c, act_c = self._at(self.clock)
+            for t, xy, act, _ in self.samples:  # skip time in which nothing moved: replay from the motion
+                if t > self.clock:
+                    if not (np.array_equal(xy, xy_c) and np.array_equal(act, act_c)):
+                        break
+                    self.clock = min(t, now)
+            times = [min(self.clock + (j + 1) / self.fps, now) for j in range(num_frames)]
+            frames = [self._at(t) for t in times]
+            self.clock = times[-1]
+            while len(self.samples) > 1 and self.samples[1][0] <= self.clock:  # consumed: keep one before it
+                self.samples.popleft()
+            tracks = np.stack([f[0] for f in frames]).astype(np.float32)  # [T, S, 2]
+            vis = np.stack([f[1] for f in frames])  # [T, S]
+            seen = vis.any(axis=0)
+            new = np.flatnonzero(seen & ~self.tagged) if not first else np.zeros(0, np.int64)
+            self.tagged |= seen
+            return tracks, vis, new
 
 
 def drag_instruction(d: Drag, *, height: int, width: int, token: int, prompt: str) -> DragInstruction:
@@ -200,7 +243,7 @@ class Session:
         self.editor = DragEditor(model.engine, drag_config)
         ids = sample_track_ids(1, limits.max_points + DRAG_IDS, generator=torch.Generator().manual_seed(seed))
         self.pool, self.drag_ids = ids[:, :limits.max_points], ids[:, limits.max_points:]
-        self.live = LiveTracks(limits.max_points)
+        self.live = LiveTracks(limits.max_points, model.fps)
         self.image: Optional[np.ndarray] = None
         self.prompt = ""
         self.last_tracks: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the last chunk's, for retrack
@@ -256,8 +299,8 @@ class Session:
             return self._emitted(out, time.perf_counter() - t0)
         lo, hi = self.model.engine.pixel_range(self.chunk)
         tracks, vis, new = self.live.for_chunk(hi - lo)
-        if len(new):
-            self._tag(new, tracks[0])
+        if len(new):  # tagged where each first shows up in this chunk
+            self._tag(new, tracks[vis.argmax(axis=0), np.arange(tracks.shape[1])])
         if tracks is None:
             out, self.last_tracks = self.editor.step(), None
         else:
