@@ -77,7 +77,7 @@ def _frames(urls: list) -> dict:
             for n, u in urls}
 
 
-def test_browser_drag_moves_the_stream_and_pause_stops_it(server):
+def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server):
     from playwright.sync_api import sync_playwright
 
     from data.trackers import build_tracker
@@ -120,6 +120,20 @@ def test_browser_drag_moves_the_stream_and_pause_stops_it(server):
         assert page.evaluate("demo.stats.received") == paused_at, "frames kept arriving while paused"
         page.click("#resume")
         page.wait_for_function(f"demo.stats.received >= {paused_at + 12}", timeout=30000)
+
+        # DragStream from the page: brush an object, drag it (the brushed mask travels as a PNG)
+        page.check('input[name="tool"][value="brush"]')
+        page.mouse.move(box["x"] + 40 * s, box["y"] + 20 * s)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 46 * s, box["y"] + 24 * s, steps=5)
+        page.mouse.up()
+        page.check('input[name="tool"][value="drag"]')
+        page.fill("#iterations", "1")
+        page.mouse.move(box["x"] + 43 * s, box["y"] + 22 * s)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 33 * s, box["y"] + 30 * s, steps=8)
+        page.mouse.up()
+        page.wait_for_function("document.getElementById('status').textContent.startsWith('dragged')", timeout=60000)
         assert page.evaluate("demo.stats.errors") == 0, page.evaluate("demo.lastError")
         browser.close()
     assert not console, console
