@@ -201,6 +201,19 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
     assert torch.equal(session.editor.state.cond.track_ids, session.pool) and not session.holding
     session.start(None)  # restart: the same first frame, the stream from its beginning
     assert session.chunk == 1
+    upload = np.full((model.height, model.width, 3), 90, np.uint8)
+    assert session.start(Start(image=upload, prompt="a grey field")).frames.shape[0] == 1 and session.prompt == "a grey field"
+
+    # a client that reads too slowly loses the oldest frames, counted; the queue never grows past its bound
+    from stream.demo.server import _Connection
+    from stream.demo.session import Emitted
+
+    conn = _Connection(None, model, Limits(queue_frames=20), seed=0)
+    for i in range(3):
+        conn.send_frames(Emitted(index=i + 1, frames=np.zeros((12, model.height, model.width, 3), np.uint8),
+                                 start=1 + 12 * i, seconds=0.1))
+    kept = [m["n"] for m in conn.outbox if m["type"] == "frame"]
+    assert conn.frames_queued == len(kept) == 20 and conn.dropped == 16 and kept == list(range(17, 37))
 
 
 def test_demo_cli_refuses_a_missing_student(tmp_path):
