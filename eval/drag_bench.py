@@ -198,6 +198,26 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _config(settings: list[str], **base) -> DragConfig:
+    """DragConfig from ``FIELD=VALUE`` strings (typed by the field's default; ``none`` for None)."""
+    from dataclasses import fields
+
+    types = {f.name: type(f.default) for f in fields(DragConfig)}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or name not in types:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}")
+        if value.lower() == "none":
+            base[name] = None
+        elif types[name] is bool:
+            base[name] = value.lower() in ("1", "true", "yes")
+        elif types[name] in (int, float, str):
+            base[name] = types[name](value)
+        else:  # tuples / optional numbers (layers, fixed_cutoff)
+            base[name] = tuple(int(v) for v in value.split(",")) if name == "layers" else float(value)
+    return DragConfig(**base)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--student", required=True, help="exported student folder (ODE-init or DMD export)")
@@ -209,6 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=4, help="I per coarse-to-fine segment")
     ap.add_argument("--tracker", default="lk", help="lk | lk_plain | cotracker3_offline (with --tracker-checkpoint)")
     ap.add_argument("--tracker-checkpoint", default=None)
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a DragConfig field for every row, e.g. --set step_index=0 --set lr=0.1 (repeatable)")
+    ap.add_argument("--kinds", default=None, help="only these scene kinds, comma-separated (e.g. translate)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -229,12 +252,18 @@ def main(argv: list[str] | None = None) -> int:
                                 image_features_fn=conditioner.image_features)
     h, w = net.conventions.height, net.conventions.width
     scenes = make_scenes(args.scenes, seed=args.scene_seed, height=h, width=w)
+    if args.kinds:
+        kinds = {k.strip() for k in args.kinds.split(",")}
+        scenes = [s for s in scenes if s.kind in kinds]
+        if not scenes:
+            raise ValueError(f"--kinds {args.kinds}: no such scenes among {args.scenes} (kinds: translate, deform, "
+                             "rotate2d, rotate3d)")
     tracker = build_tracker(args.tracker, **({"checkpoint": args.tracker_checkpoint} if args.tracker_checkpoint else {}))
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     result = run_benchmark(engine, conditioner.text_encoder.encode, scenes, rows, tracker=tracker, out=out,
-                           config=DragConfig(iterations=args.iterations, seed=args.seed), seed=args.seed)
+                           config=_config(args.settings, iterations=args.iterations, seed=args.seed), seed=args.seed)
     result["config"] = vars(args) | {"wall_s": round(time.perf_counter() - t0, 1), "torch_threads": torch.get_num_threads()}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "table.md").write_text(table(result))

@@ -4,6 +4,7 @@ and an animation scene, the figures are finite where defined, the undragged row 
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from data.trackers import build_tracker
@@ -43,3 +44,12 @@ def test_the_main_rows_score_an_edit_and_an_animation(tmp_path):
     assert len(list((tmp_path / "videos").glob("*.mp4"))) == len(rows)
     assert table(res).count("\n") == 2 + len(rows) + 3 + len(rows)  # the main table, then by kind
     assert set(rows["native tracks"]["objmc_by_kind"]) == {"translate", "rotate2d"}
+
+
+def test_set_options_type_drag_config_fields_and_refuse_unknown_ones():
+    from eval.drag_bench import _config
+
+    cfg = _config(["step_index=0", "lr=0.1", "adsr=false", "layers=0,1", "fixed_cutoff=none"], iterations=4, seed=0)
+    assert (cfg.step_index, cfg.lr, cfg.adsr, cfg.layers, cfg.fixed_cutoff, cfg.iterations) == (0, 0.1, False, (0, 1), None, 4)
+    with pytest.raises(ValueError, match="FIELD=VALUE"):
+        _config(["learning_rate=1"])

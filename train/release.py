@@ -170,7 +170,15 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
         shutil.rmtree(dest)
     (dest / "teacher").mkdir(parents=True)
     shutil.copytree(run_dir / "export" / "teacher", dest / "teacher", dirs_exist_ok=True)
-    shutil.copy2(run_dir / "codec" / "codec.pt", dest / "codec.pt")
+    codec = run_dir / "codec" / "codec.pt"  # fitted by the run; a fine-tune uses the codec it was given
+    if not codec.is_file():
+        from omegaconf import OmegaConf
+
+        given = OmegaConf.load(run_dir / "config.yaml").codec.get("checkpoint")
+        if not given or not Path(given).is_file():
+            raise ReleaseError(f"{run_dir}: no fitted codec (codec/codec.pt) and no codec.checkpoint file in its config")
+        codec = Path(given)
+    shutil.copy2(codec, dest / "codec.pt")
     shutil.copy2(run_dir / "config.yaml", dest / "config.yaml")
     curve = [{"step": step, "train/loss": loss} for step, loss in _windowed(logged_losses(run_dir / "metrics.jsonl"))]
     (dest / "curve.json").write_text(json.dumps(curve) + "\n")
