@@ -177,6 +177,11 @@ def _short(e: Exception, limit: int = 200) -> str:
     return msg[:limit]
 
 
+def image_tensor(frame: np.ndarray) -> torch.Tensor:
+    """One uint8 frame [H, W, 3] (RGB) -> [1, 3, H, W] float in [-1, 1] (a stream's first frame)."""
+    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
 def to_uint8(video: torch.Tensor) -> np.ndarray:
     """[3, T, H, W] in [-1, 1] -> [T, H, W, 3] uint8."""
     return ((video.float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 3, 0).cpu().numpy()

@@ -37,7 +37,7 @@ import torch
 from tqdm import tqdm
 
 from data.trackers import build_tracker
-from data.video_io import to_uint8, write_mp4
+from data.video_io import image_tensor, to_uint8, write_mp4
 from eval.drag_scenes import DragScene, make_scenes
 from eval.metrics import dai, entity_point, objmc, video_psnr, video_ssim
 from stream.drag.adsr import mask_tokens
@@ -74,7 +74,7 @@ def run_scene(editor: DragEditor, scene: DragScene, text, text_lengths, *, metho
     frame), the steered chunks' wall time and their frame count."""
     instr = scene.instruction
     H, W = scene.image.shape[:2]
-    image = torch.from_numpy(scene.image).permute(2, 0, 1)[None].float() / 127.5 - 1
+    image = image_tensor(scene.image)
     editor.config = config
     engine = editor.engine
     pins = pins_for(engine, instr, image, seed=config.seed) if config.pin else None

@@ -64,7 +64,9 @@ def _frames(video: torch.Tensor) -> np.ndarray:
 
 
 def _tensor_first_frame(s: Sample, device) -> torch.Tensor:
-    return (torch.from_numpy(np.ascontiguousarray(s.first_frame)).permute(2, 0, 1)[None].float() / 127.5 - 1).to(device)
+    from data.video_io import image_tensor
+
+    return image_tensor(s.first_frame).to(device)
 
 
 def _setup(run: Path, cfg: GenerateConfig):

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from data.trackers import build_tracker
-from data.video_io import to_uint8
+from data.video_io import image_tensor, to_uint8
 from eval.metrics import epe, video_psnr, video_ssim
 from models.tracks import sample_track_ids
 from stream.chunks import StreamConfig
@@ -190,7 +190,7 @@ def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_f
     per_chunk: dict[str, list[list[float]]] = {"latent_rms": [], "latent_err": [], "latent_err_rel": [],
                                                "latent_rms_rel": [], "psnr": []}
     for clip in clips:
-        first = torch.from_numpy(clip["frames"][0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+        first = image_tensor(clip["frames"][0])
         tr, vi, _ = input_tracks([clip], num_tracks)
         T = tr.shape[1]
         gt = torch.from_numpy(clip["frames"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, T, H, W]
@@ -239,7 +239,7 @@ def chunk_latency(engine: StreamingGenerator, *, clip: dict, text_fn, num_chunks
     The ratio uses the minimum over the repeats (as ``timeit`` does: other processes on a shared
     CPU only ever add time); medians are reported too. On the shared 2-core VM both scatter by
     5-10 % from run to run for two chunks of identical work, so read one ratio near 1.05 as noise."""
-    first = torch.from_numpy(clip["frames"][0]).permute(2, 0, 1)[None].float() / 127.5 - 1
+    first = image_tensor(clip["frames"][0])
     tr, vi, _ = input_tracks([clip], num_tracks)
     text, lens = text_fn([clip["caption"]])
     source = tracks_from_array(tr, vi, hold_last=True)

@@ -54,6 +54,13 @@ def _instruction(mode="animate", dx=16.0):
                            num_chunks=1)
 
 
+def _after_first_chunk(engine):
+    """The stream's state after chunk 0 (the image) and chunk 1's empty-motion conditioning."""
+    image, text, lens = _inputs()
+    _, state = engine.step(engine.start(image, text, lens))
+    return state, engine.condition(state)
+
+
 def test_default_layers_are_the_middle_blocks():
     assert default_layers(30) == (12, 13, 14, 15)  # DragStream's record_feature_block_indexes
     assert default_layers(2) == (0, 1)
@@ -97,10 +104,7 @@ def test_segments_follow_the_motion_and_the_angle():
 
 def test_the_optimisation_lowers_its_loss(engine):
     net = engine.network
-    image, text, lens = _inputs()
-    state = engine.start(image, text, lens)
-    _, state = engine.step(state)
-    y = engine.condition(state)
+    state, y = _after_first_chunk(engine)
     layers = default_layers(net.dit.num_layers)
     sig = engine.sigmas[1]
     g = torch.Generator().manual_seed(3)
@@ -180,10 +184,7 @@ def test_a_features_only_pass_records_the_same_features_and_latent_constancy_opt
     from models.causal import FeatureRecorder, stream_step
 
     net = engine.network
-    image, text, lens = _inputs()
-    state = engine.start(image, text, lens)
-    _, state = engine.step(state)
-    y = engine.condition(state)
+    state, y = _after_first_chunk(engine)
     z = torch.randn(1, 16, 3, 16, 16, generator=torch.Generator().manual_seed(4))
     t = torch.full((1,), 800.0)
     full, short = FeatureRecorder([0]), FeatureRecorder([0])

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from data.synthetic import SyntheticWorld
-from data.video_io import to_uint8
+from data.video_io import image_tensor, to_uint8
 from models.tracks import sample_track_ids
 from stream.demo.protocol import Drag, Limits, Points, ProtocolError, Start
 from stream.drag.editor import DragEditor, DragResult
@@ -267,7 +267,7 @@ class Session:
             self.prompt = msg.prompt if msg.prompt is not None else caption
         if self.image is None:
             raise ProtocolError("nothing to restart: start a stream first (a scene or an image)")
-        image = torch.from_numpy(self.image).permute(2, 0, 1)[None].float() / 127.5 - 1
+        image = image_tensor(self.image)
         text, lens = self.model.text(self.prompt)
         self.live.untag_all()
         self.holding = False

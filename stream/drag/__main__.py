@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from data.trackers import build_tracker
-    from data.video_io import to_uint8, write_mp4
+    from data.video_io import image_tensor, to_uint8, write_mp4
     from models.conditioner import load_export
     from stream.chunks import StreamConfig
     from stream.drag.adsr import mask_tokens
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     H, W = bgr.shape[:2]
     if tuple(instr.editable.shape) != (H, W):
         raise ValueError(f"the instruction's masks are {instr.editable.shape[::-1]} (w, h) but --image is {W}x{H}")
-    image = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    image = image_tensor(bgr[:, :, ::-1])
     text, lens = conditioner.text_encoder.encode([args.prompt if args.prompt is not None else instr.prompt])
     cfg = DragConfig(iterations=args.iterations, seed=args.seed, pin=not args.no_pin)
 

@@ -189,10 +189,7 @@ class DragEditor:
         if not self.history:
             raise ValueError("nothing streamed yet: start the stream first")
         rec = self.history[-1]
-        before = replace(rec.before, cond=self._need_state().cond)
-        y = self.engine.condition(before, tracks, visibility)
-        cache = commit_chunk(self.engine.network, rec.before.cache, rec.latents, y)
-        self.state = replace(self._need_state(), cache=cache)
+        self.state = replace(self._need_state(), cache=self._commit_again(rec, tracks, visibility))
         self.history[-1] = replace(rec, after=self.state)  # y stays as generated (a drag's reference replays it)
 
     @property
@@ -326,14 +323,18 @@ class DragEditor:
         """Re-run the reference chunk's clean pass with the drag's points tagged on its last frame (where
         the user grabbed them) and visible nowhere else: a track ID means "this content", so an ID must
         appear in the cache before the chunks that move it. The chunk's latents and frames are unchanged."""
-        cond = self._need_state().cond
         lo, hi = self.engine.pixel_range(ref.before.chunk)
         t_ref = np.repeat(tracks[:1], hi - lo, axis=0)  # [T_ref, N, 2]
         v_ref = np.zeros_like(vis[:1].repeat(hi - lo, axis=0))
         v_ref[-1] = vis[0]
-        before = replace(ref.before, cond=cond)
-        y = self.engine.condition(before, torch.from_numpy(t_ref)[None], torch.from_numpy(v_ref)[None])
-        return replace(ref.after, cond=cond, cache=commit_chunk(self.engine.network, ref.before.cache, ref.latents, y))
+        cache = self._commit_again(ref, torch.from_numpy(t_ref)[None], torch.from_numpy(v_ref)[None])
+        return replace(ref.after, cond=self._need_state().cond, cache=cache)
+
+    def _commit_again(self, rec: _Record, tracks: torch.Tensor, visibility: torch.Tensor):
+        """The cache after ``rec``'s chunk re-committed (same clean latents) with other tracks over its pixel
+        frames [1, T, N, 2] / [1, T, N], tagged with the stream's current track IDs."""
+        y = self.engine.condition(replace(rec.before, cond=self._need_state().cond), tracks, visibility)
+        return commit_chunk(self.engine.network, rec.before.cache, rec.latents, y)
 
     def _chunk_tracks(self, tracks: np.ndarray, vis: np.ndarray, chunk: int, ref: _Record):
         """This chunk's slice [1, T_chunk, N, 2] of the drag's tracks (frame 0 = the reference frame)."""
