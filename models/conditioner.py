@@ -114,20 +114,32 @@ class Conditioner:
 
 
 @torch.no_grad()
-def load_export(directory, *, codec_name: str, codec: str, device: str | torch.device = "cpu"):
-    """An exported network folder with what it needs to run: (network, codec, conditioner) — the
-    network frozen in eval mode, its codec (``models.codecs`` name + checkpoint / release folder, which
-    must be the network's latent space) and the text encoder and image features its network.json names."""
+def load_export(directory, *, codec_name: str, codec: str, device: str | torch.device | None = None,
+                dtype: str | torch.dtype | None = None):
+    """An exported network folder with what it needs to run, ready for inference: (network, codec,
+    conditioner) — the network frozen in eval mode, its codec (``models.codecs`` name + checkpoint /
+    release folder, which must be the network's latent space) and the text encoder and image features
+    its network.json names.
+
+    ``device`` / ``dtype``: None or "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
+    (``models.precision``). The DiT's matmul weights and the codec are cast to ``dtype``; what Wan keeps
+    in fp32 (time embedding, modulation, norms) stays fp32 (``WanModel.cast_for_inference``). This is the
+    one place every command (generation, DragStream, evaluation, the demo, the benches) loads an export.
+    """
     import json
     from pathlib import Path
 
     from models.codecs import build_codec
     from models.motion_wan import load_network
+    from models.precision import resolve_precision
     from models.text_encoders import build_text_encoder
 
-    device = torch.device(device)
+    device, dtype = resolve_precision(device, dtype)
     net = load_network(directory).requires_grad_(False).eval().to(device)
     frozen_codec = build_codec(codec_name, checkpoint=codec).eval().to(device)
+    if dtype != torch.float32:
+        net.dit.cast_for_inference(dtype)
+        frozen_codec.to(dtype)
     meta = json.loads((Path(directory) / "network.json").read_text())["model"]
     text_encoder = build_text_encoder(meta["text_encoder"], **({"path": meta["text_encoder_path"]}
                                                                 if meta.get("text_encoder_path") else {}))

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 import torch
 
 from models.causal import KVCache
+from models.precision import synchronize
 from stream.chunks import (
     StreamConfig,
     VideoCondition,
@@ -94,12 +95,17 @@ class StreamingGenerator:
     """Chunk-by-chunk generation with the causal student (a ``models.motion_wan.MotionWan``) and a
     codec with functional streaming decode (``models.codecs``)."""
 
-    def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device] = "cpu",
+    def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device, None] = None,
                  image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None):
         self.network, self.codec, self.config = network.eval(), codec.eval(), config
         # first frame -> CLIP tokens (Conditioner.image_features) for networks with the image branch
         self.image_features_fn = image_features_fn
-        self.device = torch.device(device)
+        # The network's own device: inputs follow it (a separate default would send them elsewhere).
+        own = next(network.parameters()).device
+        if device is not None and torch.device(device) != own and not (
+                torch.device(device).type == own.type and torch.device(device).index is None):
+            raise ValueError(f"device={device} but the network is on {own}: move it first (load_export(device=...))")
+        self.device = own
         self.causal = config.causal
         self.sigmas = config.sigmas()
 
@@ -117,6 +123,8 @@ class StreamingGenerator:
             raise ValueError(f"image must be [B, 3, H, W] in [-1, 1], got {tuple(image.shape)}")
         if image_features is None and self.image_features_fn is not None:
             image_features = self.image_features_fn(image)
+        if track_ids is not None:
+            track_ids = track_ids.to(self.device)
         cond = build_video_condition(self.network, self.codec, image.to(self.device), text.to(self.device),
                                      text_lengths.to(self.device), track_ids=track_ids,
                                      image_features=None if image_features is None else image_features.to(self.device))
@@ -158,6 +166,7 @@ class StreamingGenerator:
              visibility: Optional[torch.Tensor] = None) -> tuple[ChunkOutput, StreamState]:
         """Generate chunk ``state.chunk`` given ITS tracks [B, T_chunk, N, 2] (+ visibility), or
         None for the empty motion condition. Returns the decoded chunk and the next state."""
+        synchronize(self.device)
         t0 = time.perf_counter()
         y = self.condition(state, tracks, visibility)
         gen = self.noise_generator(state)
@@ -179,7 +188,8 @@ class StreamingGenerator:
         cache = commit_chunk(self.network, state.cache, x0, y)
         frames, decode = self.codec.decode_chunk(x0, state.decode)
         nfe = self.config.nfe_per_chunk(i)
-        out = ChunkOutput(index=i, frames=frames, latents=x0, pixel_range=(lo, hi), nfe=nfe,
+        synchronize(self.device)  # GPU work is queued: without this the time is of the launches only
+        out = ChunkOutput(index=i, frames=frames.float(), latents=x0, pixel_range=(lo, hi), nfe=nfe,
                           seconds=time.perf_counter() - t0)
         assert frames.shape[2] == hi - lo, "codec frame count disagrees with the chunk's pixel span"
         new = replace(state, cache=cache, decode=decode, noise=gen.get_state(), chunk=i + 1,
