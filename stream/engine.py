@@ -96,8 +96,10 @@ class StreamingGenerator:
     codec with functional streaming decode (``models.codecs``)."""
 
     def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device, None] = None,
-                 image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None):
+                 image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
+                 compile: bool = False):
         self.network, self.codec, self.config = network.eval(), codec.eval(), config
+        self.compile = bool(compile)  # torch.compile of the whole streaming step (CUDA graphs on CUDA)
         # first frame -> CLIP tokens (Conditioner.image_features) for networks with the image branch
         self.image_features_fn = image_features_fn
         # The network's own device: inputs follow it (a separate default would send them elsewhere).
