@@ -7,7 +7,8 @@ bidirectional teacher (real score). Per loop step ``updates(step)`` returns ``["
 pure function of the step, so an exact resume continues it (tests/test_distill_dmd.py).
 
 Rollout (``rollout``, the SAME per-chunk functions as the streaming engine, ``stream.chunks``):
-the first-frame latent is committed as chunk 0 (the sink); every later chunk starts from fresh
+with a given first chunk the first-frame latent is committed as chunk 0 (the sink), with a sampled
+one chunk 0 is sampled like the rest (``stream.chunks``); every other chunk starts from fresh
 noise and is denoised through the rolling KV cache (sink + window as at inference, RoPE by cache
 slot) on the K-step list; one exit step k ~ U{0..K-1} is drawn per rollout and shared by all
 chunks (Self-Forcing ``same_step_across_blocks``): steps before k run under no_grad, step k with
@@ -40,7 +41,16 @@ from diffusion.samplers import Condition, GuidanceConfig, guided_velocity
 from diffusion.schedule import add_noise, first_frame_sigmas, sample_training_sigmas, sigma_to_t, x0_from_velocity
 from models.causal import CausalConfig
 from models.tracks import sample_track_ids
-from stream.chunks import VideoCondition, chunk_condition, chunk_pixel_frames, commit_chunk, denoise_chunk, start_cache
+from stream.chunks import (
+    VideoCondition,
+    check_first_chunk,
+    chunk_condition,
+    chunk_pixel_frames,
+    commit_chunk,
+    denoise_chunk,
+    first_chunk_given,
+    start_cache,
+)
 from train.ema import EMAConfig
 from train.objective import Objective, generator_state, load_generator_state
 from train.optim import OptimConfig
@@ -79,9 +89,7 @@ class DMDConfig:
                              "(critic updates per generator update)")
         if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
             raise ValueError(f"stage.sigma_min={self.sigma_min} / sigma_max={self.sigma_max}: need 0 <= min < max <= 1")
-        if self.causal.first_chunk_frames != 1:
-            raise ValueError(f"stage.causal.first_chunk_frames={self.causal.first_chunk_frames}: chunk 0 is the "
-                             "first frame's latent alone, set it to 1")
+        check_first_chunk(self.causal, field="stage.causal")
 
 
 def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) -> torch.Tensor:
@@ -172,7 +180,8 @@ class DMDObjective(Objective):
                                   image_features=batch.get("image_features"))
             cache = start_cache(net, cond, cfg)
         motion = batch["motion"]
-        outs = [cond.image_latent]
+        given = first_chunk_given(cfg)
+        outs = []
         B, C, _, h, w = cond.image_latent.shape
         gens = self._sample_gens(batch, purpose)
         draw = lambda f: self._randn(gens, (B, C, f, h, w))  # noqa: E731
@@ -180,8 +189,9 @@ class DMDObjective(Objective):
             lo, hi = chunk_pixel_frames(cfg, i)
             with torch.set_grad_enabled(grad):
                 y = chunk_condition(net, cond, cfg, i, motion[:, :, lo:hi])
-            if i == 0:
+            if i == 0 and given:  # the given first frame: committed, not sampled
                 cache = commit_chunk(net, cache, cond.image_latent, y)
+                outs.append(cond.image_latent)
                 continue
             f = cfg.chunk_len(i)
             x0 = denoise_chunk(net, cache, draw(f), y, self.sigmas, fresh_noise=lambda: draw(f),
@@ -219,7 +229,8 @@ class DMDObjective(Objective):
             real = x0_from_velocity(x_t, guided_velocity(self.teacher, x_t, sigma, cond, self.cfg.guidance), sigma)
             fake = x0_from_velocity(x_t, self._critic_velocity(x_t, sigma, batch), sigma)
             g = dmd_gradient(x.detach(), real, fake)
-        gen_frames = slice(1, None)  # frame 0 is the given first frame (constant, no gradient)
+        # a given first chunk is the first frame itself (constant, no gradient); a sampled one is generated
+        gen_frames = slice(1, None) if first_chunk_given(self.causal) else slice(None)
         xs = x[:, :, gen_frames].double()
         target = (x.detach() - g)[:, :, gen_frames].double()
         loss = 0.5 * torch.nn.functional.mse_loss(xs, target)

@@ -4,8 +4,9 @@ The student starts as a copy of the teacher (same weights, causal attention) and
 teacher's clean latents from points of the teacher's own trajectories, in ONE block-causal
 forward per clip:
 
-* chunks: chunk 0 is the clean first-frame latent at t = 0 (as at inference, where it is the
-  sink); every later chunk gets its own random index k into the K-step list and its input is the
+* chunks: a given chunk 0 is the clean first-frame latent at t = 0 (as at inference, where it is
+  the sink); a sampled chunk 0 (``stream.chunks``) is noised like the others; every other chunk gets
+  its own random index k into the K-step list and its input is the
   teacher's latent at sigma_k (diffusion forcing: chunks at different noise levels);
 * attention: the block-causal mask with a sink / window configuration drawn PER BATCH from
   ``sink_choices`` x ``window_choices`` (MotionStream: "diverse sparse causal attention masks",
@@ -26,6 +27,7 @@ from data.batching import derive_seed
 from diffusion.schedule import sigma_to_t, x0_from_velocity
 from distill.ode_pairs import ODEPairsConfig
 from models.causal import BlockCausalAttention, CausalConfig
+from stream.chunks import check_first_chunk, first_chunk_given
 from train.objective import Objective, generator_state, load_generator_state
 from train.parallel import unwrap
 
@@ -50,9 +52,7 @@ class ODEInitConfig:
             self.ode_pairs = ODEPairsConfig(**self.ode_pairs)
         if isinstance(self.causal, dict):
             self.causal = CausalConfig(**self.causal)
-        if self.causal.first_chunk_frames != 1:
-            raise ValueError(f"stage.causal.first_chunk_frames={self.causal.first_chunk_frames}: chunk 0 is the "
-                             "first frame's latent alone, set it to 1")
+        check_first_chunk(self.causal, field="stage.causal")
         if not self.sink_choices or not self.window_choices:
             raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
         for s in self.sink_choices:
@@ -61,17 +61,18 @@ class ODEInitConfig:
             CausalConfig(chunk_frames=self.causal.chunk_frames, window_chunks=w)
 
 
-def sample_causal_config(chunk_frames: int, sinks: list, windows: list, gen: torch.Generator) -> CausalConfig:
-    """One (sink, window) configuration for a batch, drawn uniformly from the choices."""
+def sample_causal_config(base: CausalConfig, sinks: list, windows: list, gen: torch.Generator) -> CausalConfig:
+    """One (sink, window) configuration for a batch, drawn uniformly from the choices; chunk sizes
+    (``chunk_frames``, ``first_chunk_frames``) stay those of ``base``, the inference chunking."""
     s = sinks[int(torch.randint(len(sinks), (), generator=gen))]
     w = windows[int(torch.randint(len(windows), (), generator=gen))]
-    return CausalConfig(chunk_frames=chunk_frames, sink_chunks=int(s), window_chunks=None if w is None else int(w),
-                        first_chunk_frames=1)
+    return CausalConfig(chunk_frames=base.chunk_frames, sink_chunks=int(s), window_chunks=None if w is None else int(w),
+                        first_chunk_frames=base.first_chunk_frames)
 
 
 def per_chunk_indices(cfg: CausalConfig, batch: int, num_frames: int, steps: int,
                       gen: torch.Generator | list[torch.Generator]) -> torch.Tensor:
-    """[B, F] step index per frame: one draw in [0, K) per chunk >= 1, K (= clean) for chunk 0.
+    """[B, F] step index per frame: one draw in [0, K) per chunk; K (= clean) for a given chunk 0.
     ``gen``: one generator for the batch, or one per sample (draws independent of the batch split)."""
     n = cfg.num_chunks(num_frames)
     if isinstance(gen, list):
@@ -79,7 +80,8 @@ def per_chunk_indices(cfg: CausalConfig, batch: int, num_frames: int, steps: int
         k = torch.stack([torch.randint(steps, (n,), generator=g) for g in gen])
     else:
         k = torch.randint(steps, (batch, n), generator=gen)
-    k[:, 0] = steps
+    if first_chunk_given(cfg):
+        k[:, 0] = steps
     lengths = torch.tensor([cfg.chunk_len(i) for i in range(n)])
     return k.repeat_interleave(lengths, dim=1)
 
@@ -107,7 +109,7 @@ class ODEInitObjective(Objective):
         traj = batch["trajectory"].float()  # [B, K+1, C, F, h, w]
         B, K1, C, F, h, w = traj.shape
         assert K1 == self.steps + 1, f"pairs hold {K1 - 1} steps, the objective {self.steps}"
-        causal = sample_causal_config(self.cfg.causal.chunk_frames, self.cfg.sink_choices, self.cfg.window_choices, self.gen)
+        causal = sample_causal_config(self.cfg.causal, self.cfg.sink_choices, self.cfg.window_choices, self.gen)
         # per-sample steps keyed by (step, global sample id): a global batch draws the same whatever
         # the number of processes it is split over
         gens = ([torch.Generator().manual_seed(derive_seed(self.seed, "chunk-steps", step, int(g)) % 2**62)
@@ -115,7 +117,8 @@ class ODEInitObjective(Objective):
         k = per_chunk_indices(causal, B, F, self.steps, gens).to(traj.device)  # [B, F]
         gather = k[:, None, None, :, None, None].expand(B, 1, C, F, h, w)
         x = traj.gather(1, gather).squeeze(1)  # [B, C, F, h, w]: each frame at its chunk's level
-        x[:, :, :1] = batch["image_latent"].float()  # chunk 0: the clean first-frame latent (the sink)
+        if first_chunk_given(causal):
+            x[:, :, :1] = batch["image_latent"].float()  # chunk 0: the clean first-frame latent (the sink)
         sigma = self.sigmas.to(traj.device)[k]  # [B, F]
         motion = encode_motion(batch["tracks"], batch["visibility"], batch["track_ids"], embed_dim=self.embed_dim,
                                height=self.height, width=self.width, latent_height=h)

@@ -42,6 +42,7 @@ from distill.ode_init import ODEInitConfig, ODEInitObjective
 from distill.ode_pairs import PairSet, generate_ode_pairs, pairs_complete
 from models.conditioner import Conditioner
 from models.motion_wan import Conventions, ModelConfig, Streaming, load_network
+from stream.chunks import check_first_chunk, first_chunk_given
 from train.dist import Runtime
 from train.loop import TrainResult
 from train.parallel import prepare_frozen, prepare_network, unwrap
@@ -253,7 +254,9 @@ def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "T
     """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
     meta = _network_meta(teacher_dir)
     teacher = Conventions.from_dict(meta.get("conventions", {}), source=str(teacher_dir / "network.json"))
-    conventions = dataclasses.replace(teacher, clean_first_frame=True,  # chunk 0 is the given frame, t = 0
+    # a given chunk 0 is the clean first frame at t = 0; a sampled one keeps the teacher's convention
+    clean_first = teacher.clean_first_frame or first_chunk_given(cfg.stage.causal)
+    conventions = dataclasses.replace(teacher, clean_first_frame=clean_first,
                                       streaming=Streaming(causal=cfg.stage.causal, steps=student_steps(cfg),
                                                           shift=cfg.schedule.shift))
     return export_network(trained, run_dir / "export" / "student", model_cfg=meta["model"], runtime=runtime,
@@ -262,6 +265,7 @@ def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "T
 
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: ODEInitConfig = cfg.stage
+    check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     teacher_dir = _require_teacher(st.teacher)
     check_teacher_run(cfg, teacher_dir)
     t0 = time.perf_counter()
@@ -287,6 +291,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 
 def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
+    check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     teacher_dir = _require_teacher(st.teacher)
     check_teacher_run(cfg, teacher_dir)
     student_dir = _require_teacher(st.student, "stage.student") if st.student else teacher_dir

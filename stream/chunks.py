@@ -13,9 +13,15 @@ inference procedure identically follows the training process"):
   stopping at an exit step with gradient (Self-Forcing's gradient truncation).
 * ``commit_chunk``: the clean re-run at t = 0 whose K/V enter the cache (no gradient).
 
-Chunk layout: chunk 0 is the first latent frame alone (``first_chunk_frames=1``): the encoded
-first frame, clean and given, so the attention sink is exactly the user's image; chunks i >= 1
-have ``chunk_frames`` latents = 4 * chunk_frames pixel frames each.
+Chunk layout, two kinds (``first_chunk_given``):
+* given first chunk (``first_chunk_frames=1``): chunk 0 is the first latent frame alone, the encoded
+  first frame, clean and given, so the attention sink is exactly the user's image; chunks i >= 1
+  have ``chunk_frames`` latents = 4 * chunk_frames pixel frames each. Latent frames = 1 + k*C.
+  Needed where the image IS latent frame 0 (Wan 2.2 ``ti2v``).
+* sampled first chunk (``first_chunk_frames`` null or = C): chunk 0 is C latents sampled from noise
+  like every other chunk; the image enters only through the conditioning channels (``wan_i2v``,
+  ``fun_control``). Latent frames = k*C: Wan's 81 frames = 21 latents = 7 chunks of 3, the layout
+  Self-Forcing and MotionStream stream the 1.3B with.
 Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames, N tracks, D embed dim.
 """
 from __future__ import annotations
@@ -33,9 +39,38 @@ from models.motion_wan import Streaming
 from models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
 
 __all__ = [
-    "StreamConfig", "VideoCondition", "build_video_condition", "chunk_pixel_frames", "chunk_condition",
+    "first_chunk_given", "check_first_chunk", "whole_chunks", "StreamConfig", "VideoCondition", "build_video_condition", "chunk_pixel_frames", "chunk_condition",
     "track_features", "denoise_chunk", "commit_chunk", "start_cache",
 ]
+
+
+# layouts whose image is latent frame 0 of x (clean, t = 0): chunk 0 must be that frame, given
+_IMAGE_IN_LATENT = ("ti2v",)
+
+
+def first_chunk_given(cfg: CausalConfig) -> bool:
+    """Whether chunk 0 is the first frame's clean latent alone (given, never sampled, 1 NFE: its commit)."""
+    return cfg.first_chunk_frames == 1
+
+
+def check_first_chunk(cfg: CausalConfig, *, layout: Optional[str] = None, field: str = "causal") -> None:
+    """Chunk 0 is either the given first latent (first_chunk_frames=1) or a chunk like the others (null or
+    chunk_frames); the sampled kind needs the image in the conditioning channels (not ``ti2v``)."""
+    f = cfg.first_chunk_frames
+    if f not in (None, 1, cfg.chunk_frames):
+        raise ValueError(f"{field}.first_chunk_frames={f}: use 1 (chunk 0 = the given first-frame latent) or null "
+                         f"(chunk 0 sampled like the others, {cfg.chunk_frames} latents, the image in the channels)")
+    if layout in _IMAGE_IN_LATENT and not first_chunk_given(cfg):
+        raise ValueError(f"{field}.first_chunk_frames={f} with layout {layout!r}: the image is latent frame 0 of x, "
+                         f"clean at t = 0, so chunk 0 must be that frame alone: set {field}.first_chunk_frames=1")
+
+
+def whole_chunks(cfg: CausalConfig, num_latents: int) -> int:
+    """Chunks that fit entirely in ``num_latents`` latent frames (0 if not even chunk 0 does)."""
+    n = 0
+    while cfg.chunk_start(n) + cfg.chunk_len(n) <= num_latents:
+        n += 1
+    return n
 
 
 def _c3s1w1() -> CausalConfig:
@@ -56,9 +91,7 @@ class StreamConfig:
             raise ValueError(f"StreamConfig.steps={self.steps} must be >= 1")
         if not self.shift > 0:
             raise ValueError(f"StreamConfig.shift={self.shift} must be > 0")
-        if self.causal.first_chunk_frames != 1:
-            raise ValueError(f"StreamConfig.causal.first_chunk_frames={self.causal.first_chunk_frames}: chunk 0 is "
-                             "the first frame's latent alone, set it to 1")
+        check_first_chunk(self.causal, field="StreamConfig.causal")
 
     @classmethod
     def of(cls, streaming: Streaming, **changes) -> "StreamConfig":
@@ -73,17 +106,22 @@ class StreamConfig:
         return self.causal.chunk_frames
 
     @property
-    def name(self) -> str:  # e.g. c3s1w1k3 (chunk 0 is always the image latent alone)
+    def first_chunk_given(self) -> bool:
+        return first_chunk_given(self.causal)
+
+    @property
+    def name(self) -> str:  # e.g. c3s1w1k3 (given first chunk), c3s1w1k3f3 (sampled first chunk of 3)
         c = self.causal
-        return f"c{c.chunk_frames}s{c.sink_chunks}w{'full' if c.window_chunks is None else c.window_chunks}k{self.steps}"
+        tail = "" if self.first_chunk_given else f"f{c.chunk_len(0)}"
+        return f"c{c.chunk_frames}s{c.sink_chunks}w{'full' if c.window_chunks is None else c.window_chunks}k{self.steps}{tail}"
 
     def sigmas(self) -> torch.Tensor:
         """[K + 1] descending noise levels ending at 0: points of the teacher's grid (diffusion.schedule)."""
         return sampling_sigmas(self.steps, shift=self.shift)
 
     def nfe_per_chunk(self, index: int) -> int:
-        """Network evaluations of chunk ``index``: K noisy passes + the clean re-run (chunk 0: re-run only)."""
-        return 1 if index == 0 else self.steps + 1
+        """Network evaluations of chunk ``index``: K noisy passes + the clean re-run (a given chunk 0: re-run only)."""
+        return 1 if index == 0 and self.first_chunk_given else self.steps + 1
 
 
 def chunk_pixel_frames(cfg: CausalConfig, index: int) -> tuple[int, int]:

@@ -9,8 +9,10 @@ Per chunk i (MotionStream §3.2 / §4.4): read chunk i's tracks only (the pixel 
 nothing later is needed), build its conditioning, sample K steps from fresh noise through the
 rolling KV cache (sink + window, RoPE by cache slot), re-run the clean result at t = 0 to write
 its K/V (the cache rolls), decode its latents with the codec's functional streaming decoder and
-hand the frames out immediately. Chunk 0 is the first frame itself: its encoded latent is
-committed to the cache (it becomes the attention sink) and decoded to the first output frame.
+hand the frames out immediately. With a given first chunk (``first_chunk_frames=1``) chunk 0 is the
+first frame itself: its encoded latent is committed to the cache (it becomes the attention sink) and
+decoded to the first output frame; with a sampled first chunk it is sampled like every other chunk,
+the image entering through the conditioning channels (``stream.chunks``).
 
 Memory is constant: the state is (cache of S + W chunks, decoder state, counters, the noise
 generator's state); nothing grows with the number of chunks (tests/test_stream_engine.py checks the
@@ -172,7 +174,7 @@ class StreamingGenerator:
         t0 = time.perf_counter()
         y = self.condition(state, tracks, visibility)
         gen = self.noise_generator(state)
-        if state.chunk == 0:
+        if state.chunk == 0 and self.config.first_chunk_given:
             x0 = state.cond.image_latent  # the given first frame: clean, no sampling
         else:
             shape = self.chunk_shape(state)

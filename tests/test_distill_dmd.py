@@ -10,6 +10,7 @@ import stream.chunks as chunks
 from data.clips import PoolStream
 from diffusion.schedule import sampling_sigmas
 from distill.dmd import DMDConfig, DMDObjective, dmd_gradient
+from models.causal import CausalConfig
 from models.motion_wan import Conventions
 from stream.chunks import StreamConfig
 from stream.engine import StreamingGenerator, collect, tracks_from_array
@@ -35,8 +36,8 @@ def codec():
     return tiny_codec()
 
 
-def _objective(gen, critic, teacher, *, seed=0, ratio=5):
-    cfg = DMDConfig(update_ratio=ratio)
+def _objective(gen, critic, teacher, *, seed=0, ratio=5, causal=None):
+    cfg = DMDConfig(update_ratio=ratio, **({"causal": causal} if causal is not None else {}))
     nt, nl = null_text()
     return DMDObjective(gen, critic, teacher.eval().requires_grad_(False), cfg=cfg,
                         sigmas=sampling_sigmas(K, shift=SHIFT), shift=SHIFT, null_text=nt, null_text_lengths=nl,
@@ -62,6 +63,32 @@ def test_training_rollout_equals_the_streaming_engine(codec):
     state = engine.start(image, raw["text_emb"], raw["text_len"], track_ids=batch["track_ids"], seed=4 + 1)
     _, latents, _ = collect(engine.stream(state, tracks_from_array(raw["tracks"], raw["visibility"]), num_chunks=3))
     torch.testing.assert_close(x, latents, atol=1e-5, rtol=1e-5)
+
+
+def test_sampled_first_chunk_rollout_equals_the_engine_and_generates_every_frame(codec):
+    """Chunk 0 sampled like the others (the real 1.3B layout: 81 frames = 7 chunks of 3, image in the
+    channels): DMD's rollout == the engine, chunk 0 costs K + 1 passes, and all frames carry gradient."""
+    causal = CausalConfig(3, 1, 1, first_chunk_frames=None)
+    gen = tiny_network(1).eval()
+    obj = _objective(gen, tiny_network(0), tiny_network(0), seed=4, causal=causal)
+    raw = make_conditions(codec)([0, 1])
+    raw = {**raw, "tracks": raw["tracks"][:, :21], "visibility": raw["visibility"][:, :21],
+           "image": raw["image"][:, :, :6]}  # 21 frames = 6 latents = 2 chunks of 3
+    batch = obj.prepare_batch(raw)
+    with torch.no_grad():
+        x = obj.rollout(batch, grad=False, exit_step=K - 1)
+    engine = StreamingGenerator(gen, codec, config=StreamConfig(causal=causal, shift=SHIFT, steps=K))
+    image = raw["first_frame"].float() / 127.5 - 1
+    state = engine.start(image, raw["text_emb"], raw["text_len"], track_ids=batch["track_ids"], seed=4 + 1)
+    frames, latents, outs = collect(engine.stream(state, tracks_from_array(raw["tracks"], raw["visibility"]),
+                                                  num_chunks=2))
+    torch.testing.assert_close(x, latents, atol=1e-5, rtol=1e-5)
+    assert [o.nfe for o in outs] == [K + 1, K + 1] and frames.shape[2] == 21
+    assert not torch.allclose(latents[:, :, :1], batch["image_latent"])  # frame 0 is generated, not given
+    x = obj.rollout(batch, grad=True, exit_step=0)
+    loss, _ = obj.generator_loss(batch)
+    loss.backward()
+    assert x.shape[2] == 6 and any(p.grad is not None for p in gen.parameters())
 
 
 def test_gradient_flows_through_the_exit_step_only(codec, monkeypatch):

@@ -82,7 +82,7 @@ def test_per_chunk_indices_and_config_sampling():
     assert k.shape == (4, 7) and (k[:, 0] == K).all()
     assert (k[:, 1:4] == k[:, 1:2]).all() and (k[:, 4:7] == k[:, 4:5]).all() and (k[:, 1:] < K).all()
     g = torch.Generator().manual_seed(0)
-    configs = [sample_causal_config(3, [0, 1], [1, None], g) for _ in range(40)]
+    configs = [sample_causal_config(CausalConfig(3, 1, 1, first_chunk_frames=1), [0, 1], [1, None], g) for _ in range(40)]
     seen = {(c.sink_chunks, c.window_chunks) for c in configs}
     assert seen == {(0, 1), (1, 1), (0, None), (1, None)}
 

@@ -22,6 +22,8 @@ from data.clips import DataConfig
 from diffusion.samplers import SamplerConfig
 from eval.teacher_eval import EvalConfig
 from models.motion_wan import ModelConfig, latent_channels
+from models.tracks import TEMPORAL_FACTOR
+from stream.chunks import check_first_chunk, first_chunk_given, whole_chunks
 from train.codec import CodecConfig
 from train.ema import EMAConfig
 from train.loop import TrainerConfig
@@ -146,6 +148,16 @@ def _cross_checks(cfg: TrainConfig) -> None:
         raise ValueError(f"model.flavor={cfg.model.flavor!r} denoises {want}-channel latents but codec={cfg.codec.name!r} "
                          f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2_vae and the Wan 2.1 flavors with a "
                          "16-channel codec")
+    causal = getattr(cfg.stage, "causal", None)
+    if causal is not None:  # a causal stage: its chunking must tile the clips it trains on
+        check_first_chunk(causal, layout=cfg.model.layout, field="stage.causal")
+        latents = 1 + (cfg.data.num_frames - 1) // TEMPORAL_FACTOR
+        if whole_chunks(causal, latents) == 0 or causal.chunk_start(whole_chunks(causal, latents)) != latents:
+            fit = "1 + k*C" if first_chunk_given(causal) else "k*C"
+            raise ValueError(f"data.num_frames={cfg.data.num_frames} = {latents} latent frames do not split into chunks "
+                             f"of {causal.name} ({fit} latents, C={causal.chunk_frames}): change data.num_frames or "
+                             "stage.causal.first_chunk_frames (1: chunk 0 is the given first latent; null: chunk 0 "
+                             "is sampled, the image in the channels)")
     if cfg.model.layout == "ti2v" and not getattr(cfg.stage, "clean_first_frame", True):
         raise ValueError("model.layout=ti2v carries the first frame as clean latent frame 0 (no image channels): "
                          "set stage.clean_first_frame=true")
