@@ -34,6 +34,7 @@ import torch
 
 from diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from diffusion.schedule import sampling_sigmas
+from models.precision import dtype_name, resolve_dtype
 from models.tracks import sample_track_ids
 
 __all__ = ["ODEPairsConfig", "student_step_indices", "generate_ode_pairs", "load_ode_pairs", "PairSet",
@@ -51,6 +52,9 @@ class ODEPairsConfig:
     shard_size: int = 128
     seed: int = 0
     dtype: str = "float32"  # storage dtype of the trajectories (float16 halves real-scale shards)
+    # the teacher's compute dtype while sampling (its device is the run's: trainer / launcher): auto =
+    # bfloat16 on CUDA, float32 on the CPU; recorded in index.json
+    sample_dtype: str = "auto"
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # eq. 2: w_t = 3.0, w_m = 1.5
 
     def __post_init__(self) -> None:
@@ -59,6 +63,7 @@ class ODEPairsConfig:
                 raise ValueError(f"ode_pairs.{name}={getattr(self, name)} must be >= 1")
         if self.dtype not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"ode_pairs.dtype={self.dtype!r}; choose float32, float16 or bfloat16")
+        resolve_dtype(self.sample_dtype, torch.device("cpu"), field="ode_pairs.sample_dtype")  # the name only
         if isinstance(self.guidance, dict):
             self.guidance = GuidanceConfig(**self.guidance)
 
@@ -122,6 +127,10 @@ def generate_ode_pairs(
     keep = student_step_indices(cfg.teacher_steps, student_steps, shift=shift)
     sampler = SamplerConfig(steps=cfg.teacher_steps, solver="euler", guidance=cfg.guidance)
     dtype = getattr(torch, cfg.dtype)
+    # the teacher samples in sample_dtype (cast as load_export casts an export: matmul weights only)
+    sample_dtype = resolve_dtype(cfg.sample_dtype, torch.device(device), field="ode_pairs.sample_dtype")
+    if sample_dtype != torch.float32:
+        getattr(teacher, "module", teacher).dit.cast_for_inference(sample_dtype)
     # A teacher trained with latent frame 0 given clean (network.json conventions) is sampled so.
     clean_first = teacher.conventions.clean_first_frame
     teacher.eval()
@@ -187,7 +196,8 @@ def generate_ode_pairs(
     sig = sampling_sigmas(student_steps, shift=shift)
     index = {"shards": shards, "num_pairs": cfg.num_pairs, "student_steps": student_steps, "shift": shift,
              "sigmas": [float(v) for v in sig], "teacher_steps": cfg.teacher_steps, "teacher_indices": keep,
-             "guidance": asdict(cfg.guidance), "dtype": cfg.dtype, "clean_first_frame": clean_first}
+             "guidance": asdict(cfg.guidance), "dtype": cfg.dtype, "clean_first_frame": clean_first,
+             "sample_dtype": dtype_name(sample_dtype), "device": torch.device(device).type}
     tmp = out_dir / (INDEX_NAME + ".tmp")
     tmp.write_text(json.dumps(index, indent=2))
     os.replace(tmp, out_dir / INDEX_NAME)

@@ -2,14 +2,16 @@
 same chunks streamed without dragging (random weights; speed only).
 
     python -m eval.bench_drag                                      # tiny student at 64x64, CPU
-    python -m eval.bench_drag --flavor wan1.3b --device cuda       # the 1.3B recipe's student at 832x480
+    python -m eval.bench_drag --flavor wan1.3b --device cuda       # the 1.3B recipe's student at 832x480, bf16
 
 Per round, from the same stream state: one chunk streamed plainly (K sampler steps + the clean
 cache pass + decode) and the same chunk animated by a one-token translation of a box (one coarse-to-
 fine segment) with each I in ``--iterations``: the reference passes (one per SFSO cut-off), the
 x0 pass and I forward + backward passes, then the rest of the chunk. Rounds are interleaved and the
 median is reported; RF(I) = drag seconds / plain seconds. Larger drags multiply the iterations by
-their segment count (one per token of motion or 8 degrees).
+their segment count (one per token of motion or 8 degrees). ``--device`` / ``--dtype``: default CUDA +
+bfloat16 when a GPU is present, else CPU + float32. There is no export here (random weights built in
+place), so the network and codec are cast as ``models.conditioner.load_export`` casts an export.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 
 from models.codecs import build_codec
 from models.motion_wan import ModelConfig, build_motion_wan
+from models.precision import add_precision_args, dtype_name, synchronize
 from stream.chunks import StreamConfig
 from stream.drag.editor import DragEditor
 from stream.drag.instructions import DragInstruction, Translation
@@ -41,25 +44,22 @@ SETUPS = {
 }
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--flavor", default="tiny", choices=sorted(SETUPS))
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--iterations", default="1,4", help="comma-separated I values")
     ap.add_argument("--keep", default="x0,latent", help="comma-separated DragConfig.keep modes to time")
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="outputs/bench_drag.json")
+    add_precision_args(ap)
     args = ap.parse_args(argv)
+    from stream.generate import cli_precision
+
+    device, dtype = cli_precision(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     model_cfg, (codec_name, codec_kw), H, W, text_dim = SETUPS[args.flavor]
     torch.manual_seed(0)
     real = args.flavor != "tiny"
@@ -69,10 +69,11 @@ def main(argv: list[str] | None = None) -> dict:
         net.init_weights()
     torch.nn.init.normal_(net.dit.head.head.weight, std=0.02)  # the official init zeroes the head
     net = net.to(device).eval().requires_grad_(False)
-    if device.type == "cuda":
-        net.dit.cast_for_inference(torch.bfloat16)
     codec = build_codec(codec_name, **codec_kw).to(device).eval()
-    engine = StreamingGenerator(net, codec, config=StreamConfig(steps=3, shift=5.0), device=device)
+    if dtype != torch.float32:  # what load_export does to an export's network and codec
+        net.dit.cast_for_inference(dtype)
+        codec.to(dtype)
+    engine = StreamingGenerator(net, codec, config=StreamConfig(steps=3, shift=5.0))
     g = torch.Generator().manual_seed(0)
     image = (torch.rand(1, 3, H, W, generator=g) * 2 - 1).to(device)
     text, lens = torch.randn(1, 16, text_dim, generator=g).to(device), torch.tensor([16])
@@ -101,20 +102,20 @@ def main(argv: list[str] | None = None) -> dict:
     for r in range(args.warmup + args.rounds):
         for name in times:
             reset()
-            _sync(device)
+            synchronize(device)
             t0 = time.perf_counter()
             if name == "plain":
                 editor.step()
             else:
                 editor.drag(instr, method="latent", config=runs[name])
-            _sync(device)
+            synchronize(device)
             if r >= args.warmup:
                 times[name].append(time.perf_counter() - t0)
     frames = engine.pixel_range(2)[1] - engine.pixel_range(2)[0]
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
         "flavor": args.flavor, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        f"cpu x {torch.get_num_threads()} threads", "size": [H, W], "frames_per_chunk": frames,
+        f"cpu x {torch.get_num_threads()} threads", "dtype": dtype_name(dtype), "size": [H, W], "frames_per_chunk": frames,
         "seconds_per_frame": {k: v / frames for k, v in med.items()},
         "rf": {k: v / med["plain"] for k, v in med.items() if k != "plain"},
         "rounds": args.rounds, "segments": 1,

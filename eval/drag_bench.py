@@ -2,7 +2,7 @@
 drag scenes whose right answer is known (``eval.drag_scenes``).
 
     python -m eval.drag_bench --student RUN/dmd/export/student --codec assets/tiny-teacher/codec.pt \\
-        --scenes 24 --out runs/drag-bench [--rows main|ablations|all] [--tracker lk]
+        --scenes 24 --out runs/drag-bench [--rows main|ablations|all] [--tracker lk] [--device cuda --dtype bfloat16]
 
 Protocol, per scene: the stream starts from the scene's first frame with the background pinned (static
 points off the editable area, MotionStream's static points; the object itself has no track). An
@@ -235,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    from models.precision import add_precision_args
+    from stream.generate import cli_precision
+
+    add_precision_args(ap)  # default CUDA + bfloat16 when a GPU is present, else CPU + float32
     args = ap.parse_args(argv)
+    device, dtype = cli_precision(ap, args)
 
     from models.conditioner import load_export
     from stream.chunks import StreamConfig
@@ -244,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = ROW_SETS.get(args.rows) or [r.strip() for r in args.rows.split(",")]
-    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec)
+    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
+                                          dtype=dtype)
     if net.conventions.streaming is None:
         raise ValueError(f"--student {args.student}: network.json records no streaming configuration; export a "
                          "student (ODE-init or DMD stage)")
@@ -262,9 +268,11 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = run_benchmark(engine, conditioner.text_encoder.encode, scenes, rows, tracker=tracker, out=out,
+    result = run_benchmark(engine, conditioner.text, scenes, rows, tracker=tracker, out=out,
                            config=_config(args.settings, iterations=args.iterations, seed=args.seed), seed=args.seed)
-    result["config"] = vars(args) | {"wall_s": round(time.perf_counter() - t0, 1), "torch_threads": torch.get_num_threads()}
+    result["config"] = vars(args) | {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
+                                     "wall_s": round(time.perf_counter() - t0, 1),
+                                     "torch_threads": torch.get_num_threads()}
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "table.md").write_text(table(result))
     print(table(result))

@@ -9,7 +9,9 @@
 * a folder of ``<id>.mp4`` (any other method's results; the mode is ignored).
 The codec must be the run's latent space (the tiny runs: ``<teacher run>/codec/codec.pt``; real runs:
 the Wan VAE release folder). Random numbers (noise, track IDs) are keyed by the sample's position
-and ``seed``, so every run sees the same noise for the same sample.
+and ``seed``, so every run sees the same noise for the same sample. ``device`` / ``dtype`` (default
+"auto": CUDA + bfloat16 when a GPU is present, else CPU + float32) place and cast the export through
+``models.conditioner.load_export``; every input made here follows the network's device.
 """
 from __future__ import annotations
 
@@ -35,13 +37,22 @@ class GenerateConfig:
     codec_name: str = "tiny-ae"  # models.codecs name: tiny-ae | wan2.1-vae | wan2.2-vae | taehv-wan2.1
     sampler: SamplerConfig = field(default_factory=SamplerConfig)  # teacher exports
     seed: int = 0
-    device: str = "cpu"
+    device: str = "auto"  # auto (CUDA when present, else cpu) | cpu | cuda | cuda:N
+    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on cpu) | float32 | bfloat16 | float16
 
     def __post_init__(self) -> None:
+        self.precision()  # a bad device / dtype fails here, naming the field, not at the first forward
         if isinstance(self.sampler, dict):
             guidance = self.sampler.get("guidance", {})
             self.sampler = SamplerConfig(**{**self.sampler, "guidance": GuidanceConfig(**guidance)
                                             if isinstance(guidance, dict) else guidance})
+
+    def precision(self) -> tuple[torch.device, torch.dtype]:
+        """(device, dtype) resolved (models.precision); errors name generate.device / generate.dtype."""
+        from models.precision import resolve_device, resolve_dtype
+
+        device = resolve_device(self.device, field="generate.device")
+        return device, resolve_dtype(self.dtype, device, field="generate.dtype")
 
 
 def run_kind(run: str | Path) -> str:
@@ -75,7 +86,8 @@ def _setup(run: Path, cfg: GenerateConfig):
     if not cfg.codec:
         raise ValueError(f"run={run} is an exported network: set codec=<its codec checkpoint or release folder> "
                          "(the tiny runs: <teacher run>/codec/codec.pt) and codec_name")
-    return load_export(run, codec_name=cfg.codec_name, codec=cfg.codec, device=cfg.device)
+    device, dtype = cfg.precision()
+    return load_export(run, codec_name=cfg.codec_name, codec=cfg.codec, device=device, dtype=dtype)
 
 
 @torch.no_grad()
@@ -85,14 +97,15 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
     from stream.engine import StreamingGenerator, collect, tracks_from_array
 
     net, codec, conditioner = _setup(run, cfg)
+    # the engine takes its device from the network (load_export put it there): its inputs follow it
     engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
                                 image_features_fn=conditioner.image_features)
     out = {}
     for i, s in enumerate(samples):
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # CPU: the same draws on any device
         text, lens = conditioner.text([s.caption])
         ids = sample_track_ids(1, s.tracks.shape[1], generator=g)
-        state = engine.start(_tensor_first_frame(s, conditioner.device), text, lens, track_ids=ids,
+        state = engine.start(_tensor_first_frame(s, engine.device), text, lens, track_ids=ids,
                              seed=int(torch.randint(2**31 - 1, (), generator=g)))
         source = (tracks_from_array(torch.from_numpy(s.tracks)[None], torch.from_numpy(s.visibility)[None])
                   if mode == "with_tracks" else None)
@@ -112,26 +125,30 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
     shift = net.conventions.schedule_shift
     if shift is None:
         raise ValueError(f"{run}/network.json records no schedule shift (conventions.schedule_shift): re-export it")
+    device = next(net.parameters()).device  # where load_export put it; every input below goes there
     out = {}
     for i, s in enumerate(samples):
-        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)
-        first = _tensor_first_frame(s, conditioner.device)
+        g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # CPU: the same draws on any device
+        first = _tensor_first_frame(s, device)
         T, (H, W) = s.frames.shape[0], s.frames.shape[1:3]
-        text, lens = conditioner.text([s.caption])
+        text, lens = conditioner.text([s.caption])  # the text encoder's own device (load_export leaves it)
+        text, lens = text.to(device), lens.to(device)
         sf = codec.spatial_factor
         motion = None
         if mode == "with_tracks":
-            ids = sample_track_ids(1, s.tracks.shape[1], generator=g).to(conditioner.device)
-            motion = encode_motion(torch.from_numpy(s.tracks)[None].to(conditioner.device),
-                                   torch.from_numpy(s.visibility)[None].to(conditioner.device), ids,
+            ids = sample_track_ids(1, s.tracks.shape[1], generator=g).to(device)
+            motion = encode_motion(torch.from_numpy(s.tracks)[None].to(device),
+                                   torch.from_numpy(s.visibility)[None].to(device), ids,
                                    embed_dim=net.track_embed_dim, height=H, width=W, latent_height=H // sf)
-        noise = torch.randn((1, net.latent_channels, 1 + (T - 1) // 4, H // sf, W // sf), generator=g)
+        noise = torch.randn((1, net.latent_channels, 1 + (T - 1) // 4, H // sf, W // sf), generator=g,
+                            device="cpu").to(device)
+        features = conditioner.image_features(first)
         cond = Condition(text=text, text_lengths=lens, null_text=conditioner.null_text,
                          null_text_lengths=conditioner.null_lengths, image=conditioner.image(first, num_frames=T),
-                         motion=motion, image_features=conditioner.image_features(first),
+                         motion=motion, image_features=None if features is None else features.to(device),
                          first_latent=conditioner.first_latent(first) if net.conventions.clean_first_frame else None)
-        lat = sample(net, noise.to(conditioner.device), cond, cfg=cfg.sampler, shift=shift)
-        out[s.id] = _frames(codec.decode(lat)[0])
+        lat = sample(net, noise, cond, cfg=cfg.sampler, shift=shift)
+        out[s.id] = _frames(codec.decode(lat)[0].float())  # the codec casts its input to its own dtype
     return out
 
 

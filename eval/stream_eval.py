@@ -12,6 +12,9 @@
   chunk from their kept (immutable) states, interleaved so machine-load drift hits both alike.
 NFE: every DiT call is an evaluation; ``nfe_video_equivalent`` weights each call by the share of
 the video's latent frames it processes (a chunk call = 3/F of a full-clip teacher call).
+Device and dtype: ``run_evaluation(device=, dtype=)`` (default CUDA + bfloat16 when a GPU is present,
+else CPU + float32) loads the teacher and every student through ``models.conditioner.load_export``;
+the engines follow their network's device and every timing here is synchronised with it.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ import torch
 from data.trackers import build_tracker
 from data.video_io import image_tensor, to_uint8
 from eval.metrics import epe, video_psnr, video_ssim
+from models.conditioner import load_export
+from models.precision import synchronize
 from models.tracks import sample_track_ids
 from stream.chunks import StreamConfig
 from stream.engine import StreamingGenerator, collect, tracks_from_array
@@ -194,7 +199,8 @@ def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_f
         tr, vi, _ = input_tracks([clip], num_tracks)
         T = tr.shape[1]
         gt = torch.from_numpy(clip["frames"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, T, H, W]
-        gt_lat = codec.encode(gt)
+        gt = gt.to(engine.device)  # compared with the stream's frames and latents, which live there
+        gt_lat = codec.encode(gt).float()
         unrelated = 2.0 * float(gt_lat.float().var(dim=(0, 2, 3, 4)).mean())  # E|x - y|^2, x, y independent
         text, lens = text_fn([clip["caption"]])
         ids = sample_track_ids(1, tr.shape[2], generator=gen)
@@ -206,12 +212,13 @@ def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_f
                 continue  # the given first frame
             s, f = engine.causal.chunk_start(out.index), engine.causal.chunk_len(out.index)
             lo, hi = out.pixel_range
-            rows["latent_rms"].append(float(out.latents.square().mean().sqrt()))
+            lat = out.latents.float()
+            rows["latent_rms"].append(float(lat.square().mean().sqrt()))
             ref = gt_lat[:, :, s : s + f]
-            err = float((out.latents - ref).square().mean())
+            err = float((lat - ref).square().mean())
             rows["latent_err"].append(err)
             rows["latent_err_rel"].append(err / unrelated)
-            rows["latent_rms_rel"].append(float(out.latents.square().mean().sqrt() / ref.square().mean().sqrt().clamp_min(1e-8)))
+            rows["latent_rms_rel"].append(float(lat.square().mean().sqrt() / ref.square().mean().sqrt().clamp_min(1e-8)))
             rows["psnr"].append(_psnr(out.frames, gt[:, :, lo:hi]))
         for k in per_chunk:
             per_chunk[k].append(rows[k])
@@ -255,8 +262,10 @@ def chunk_latency(engine: StreamingGenerator, *, clip: dict, text_fn, num_chunks
     times = {early_chunk: [], last: []}
     for r in range(repeats + 2):  # 2 warm-up rounds
         for i in (early_chunk, last) if r % 2 == 0 else (last, early_chunk):
+            synchronize(engine.device)  # queued GPU work would otherwise land in (or out of) the timing
             t0 = time.perf_counter()
             engine.step(kept[i], *source(i, engine.pixel_range(i)))
+            synchronize(engine.device)
             if r >= 2:
                 times[i].append(time.perf_counter() - t0)
     med = {i: statistics.median(v) for i, v in times.items()}
@@ -327,9 +336,17 @@ def write_side_by_sides(run_dir: Path, clips: list[dict], videos: dict[str, np.n
     return out
 
 
+def student_network(folder, *, codec_name: str, codec: str, device, dtype):
+    """A student export on ``device`` in ``dtype`` through ``load_export`` (the one loading path); its own
+    codec and conditioner are dropped: the evaluation shares the teacher's, which are the same."""
+    net, _, _ = load_export(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
+    return net
+
+
 def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[str, str], data,
                    teacher_steps: int, shift: float, cfg: StreamEvalConfig | None = None,
-                   codec_name: str = "tiny-ae") -> dict:
+                   codec_name: str = "tiny-ae", device: str | torch.device | None = None,
+                   dtype: str | torch.dtype | None = None) -> dict:
     """The evaluation of ``make run`` on held-out clips (see the module docstring); returns figures.
 
     ``teacher``/``students``: exported network folders; ``codec``: the teacher's codec file
@@ -337,28 +354,20 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     are written and whose long rollouts and latency are measured; each student streams with the
     chunking, steps and shift its export records (``conventions.streaming``). ``data``: the stages'
     ``data.clips.DataConfig`` (world, size, clip length; ``eval_samples`` held-out clips from its
-    evaluation seed namespace)."""
-    import json
-
+    evaluation seed namespace). ``device`` / ``dtype``: ``models.precision`` (None / "auto": CUDA + bf16
+    when a GPU is present, else CPU + fp32)."""
     from data.batching import derive_seed
     from data.clips import ClipPool, heldout_clips, make_world
     from diffusion.samplers import GuidanceConfig, SamplerConfig
     from eval.teacher_eval import EvalConfig, evaluate_motion
-    from models.codecs import build_codec
-    from models.conditioner import Conditioner
-    from models.motion_wan import ModelConfig, load_network
-    from models.text_encoders import build_text_encoder
+    from models.precision import resolve_precision
 
     cfg = cfg or StreamEvalConfig()
     run_dir = Path(run_dir)
-    device = torch.device("cpu")
-    meta = json.loads((Path(teacher) / "network.json").read_text())["model"]
-    enc_kwargs = {"path": meta["text_encoder_path"]} if meta.get("text_encoder_path") else {}
-    text_encoder = build_text_encoder(meta["text_encoder"], **enc_kwargs)
-    codec_module = build_codec(codec_name, checkpoint=codec).eval()
-    teacher_net = load_network(teacher).eval().requires_grad_(False)
-    conditioner = Conditioner.for_network(ModelConfig(**meta), codec=codec_module, text_encoder=text_encoder,
-                                          device=device)
+    device, dtype = resolve_precision(device, dtype)
+    # the teacher's codec and conditioner serve the students too (the same latent space and text encoder)
+    teacher_net, codec_module, conditioner = load_export(teacher, codec_name=codec_name, codec=codec, device=device,
+                                                         dtype=dtype)
     num_frames, fps = data.num_frames, data.fps
     clips = heldout_clips(data)
     figures: dict = {"num_heldout": len(clips), "num_frames": num_frames,
@@ -392,7 +401,7 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     engine = stream_cfg = None
     for i, (name, folder) in enumerate(students.items()):
         last = i == len(students) - 1
-        student = load_network(folder).requires_grad_(False)
+        student = student_network(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
         if student.conventions.streaming is None:
             raise ValueError(f"{folder}/network.json records no streaming configuration (conventions.causal): "
                              "export the student with the ODE-init or DMD stage")

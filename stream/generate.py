@@ -2,21 +2,37 @@
 
     python -m stream.generate --student RUN/dmd/export/student --codec RUN/teacher/codec/codec.pt \\
         --image first.png --tracks tracks.npy [--visibility visibility.npy] --prompt "..." \\
-        --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0]
+        --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0] [--device cuda --dtype bfloat16]
 
 ``tracks.npy`` is [T, N, 2] pixel (x, y) at the video's size; frames beyond T get no tracks (the
 empty motion condition), so ``--chunks`` may run past the recording. Each chunk is decoded and
-appended to the output as soon as it is generated; the per-chunk latency is printed.
+appended to the output as soon as it is generated; the per-chunk latency is printed (synchronised with
+the device, so it is the chunk's real wall time) and, at the end, frames per second over the chunks
+after the first generated one (that one pays the warm-up: allocator, kernels, caches).
+``--device`` / ``--dtype``: default CUDA + bfloat16 when a GPU is present, else CPU + float32.
 """
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 import numpy as np
 import torch
 
-__all__ = ["main"]
+__all__ = ["main", "cli_precision"]
+
+
+def cli_precision(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """--device / --dtype (``models.precision.add_precision_args``) resolved; a bad value is the parser's
+    one-line error (exit 2) naming the flag, not a traceback from deep inside the first forward."""
+    from models.precision import resolve_device, resolve_dtype
+
+    try:
+        device = resolve_device(args.device, field="--device")
+        return device, resolve_dtype(args.dtype, device, field="--dtype")
+    except ValueError as err:
+        parser.error(str(err))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,22 +53,27 @@ def main(argv: list[str] | None = None) -> int:
                     help="schedule shift; default: the one in the student's network.json (conventions.causal)")
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    from models.precision import add_precision_args, dtype_name
+
+    add_precision_args(ap)
     args = ap.parse_args(argv)
+    device, dtype = cli_precision(ap, args)
 
     import cv2
 
-    from data.video_io import to_uint8, write_mp4
+    from data.video_io import image_tensor, to_uint8, write_mp4
     from models.conditioner import load_export
     from models.tracks import sample_track_ids
     from stream.chunks import StreamConfig
     from stream.engine import StreamingGenerator, tracks_from_array
 
-    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec)
-    text_encoder = conditioner.text_encoder
+    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
+                                          dtype=dtype)
+    print(f"{args.student}: {device}, {dtype_name(dtype)}", flush=True)
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"--image {args.image!r} could not be read")
-    image = torch.from_numpy(bgr[:, :, ::-1].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+    image = image_tensor(bgr[:, :, ::-1]).to(device)
     tracks = torch.from_numpy(np.load(args.tracks)).float()[None]
     if tracks.ndim != 4 or tracks.shape[-1] != 2:
         raise ValueError(f"--tracks must hold [T, N, 2] pixel coordinates, got {tuple(tracks.shape[1:])}")
@@ -67,13 +88,21 @@ def main(argv: list[str] | None = None) -> int:
     engine = StreamingGenerator(net, codec, config=cfg, image_features_fn=conditioner.image_features)
     T = tracks.shape[1]
     n = args.chunks or 1 + ((T - 1) // 4) // cfg.chunk_frames  # whole chunks the recording covers
-    text, lens = text_encoder.encode([args.prompt])
+    text, lens = conditioner.text([args.prompt])  # the engine moves these (and the tracks) to the network's device
     state = engine.start(image, text, lens, track_ids=sample_track_ids(1, tracks.shape[2]), seed=args.seed)
-    frames = []
+    frames, timed, t_timed = [], 0, 0.0
+    t_prev = time.perf_counter()
     for out in engine.stream(state, tracks_from_array(tracks, vis), num_chunks=n):
         frames.append(to_uint8(out.frames[0]))
+        now = time.perf_counter()  # out.seconds is synchronised in the engine, so now is too
+        if out.index >= 2:  # chunk 0 is the given frame, chunk 1 the first generated one (warm-up)
+            timed, t_timed = timed + out.frames.shape[2], t_timed + (now - t_prev)
+        t_prev = now
         print(f"chunk {out.index:4d}: frames {out.pixel_range[0]}-{out.pixel_range[1] - 1}, "
-              f"{1e3 * out.seconds:.1f} ms, {out.nfe} NFE", flush=True)
+              f"{1e3 * out.seconds:.1f} ms (synchronised), {out.nfe} NFE", flush=True)
+    if timed:
+        print(f"{timed / t_timed:.2f} frames/s ({timed} frames in {t_timed:.2f} s wall, chunks 2-{n - 1}: the first "
+              "generated chunk's warm-up excluded)", flush=True)
     write_mp4(args.out, np.concatenate(frames), fps=args.fps)
     print(f"wrote {args.out}")
     return 0

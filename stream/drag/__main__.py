@@ -2,7 +2,7 @@
 
     python -m stream.drag --student RUN/dmd/export/student --codec assets/tiny-teacher/codec.pt \\
         --image first.png --instruction DIR/drag_trajectory.json --out runs/drag [--method latent|tracks|both]
-        [--iterations 4] [--before 0] [--after 1] [--prompt "..."] [--compare]
+        [--iterations 4] [--before 0] [--after 1] [--prompt "..."] [--compare] [--device cuda --dtype bfloat16]
 
 The instruction is DragStream's ``*_trajectory.json`` with its PNG masks (``stream.drag.instructions``),
 drawn on the reference frame: the last frame shown before the drag. ``--before N`` streams N chunks
@@ -14,7 +14,9 @@ red), ``metrics.json``: per trajectory the handle's distance to its intended pla
 mean (ObjMC's definition, at the handle the user grabbed) and the mean over the object's token centres;
 seconds per steered frame; with ``--compare`` the undragged stream's, the runtime factor RF and the
 background PSNR against it (outside the editable area). ``python -m eval.drag_bench`` scores whole
-benchmark sets with the harness's metrics (entity-point ObjMC, DAI, ...).
+benchmark sets with the harness's metrics (entity-point ObjMC, DAI, ...). ``--device`` / ``--dtype``:
+default CUDA + bfloat16 when a GPU is present, else CPU + float32 (the latent optimisation itself keeps
+its variables and optimiser state in float32 whatever the DiT's dtype).
 """
 from __future__ import annotations
 
@@ -47,7 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--out", required=True)
+    from models.precision import add_precision_args
+    from stream.generate import cli_precision
+
+    add_precision_args(ap)
     args = ap.parse_args(argv)
+    device, dtype = cli_precision(ap, args)
 
     import cv2
     import torch
@@ -66,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     before = args.before if args.before is not None else (1 if instr.mode == "edit" else 0)
     if instr.mode == "edit" and before < 1:
         raise ValueError("--before must be >= 1 for an edit: it re-generates the last streamed chunk")
-    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec)
+    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
+                                          dtype=dtype)
     if net.conventions.streaming is None:
         raise ValueError(f"--student {args.student}: network.json records no streaming configuration")
     engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
@@ -77,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     H, W = bgr.shape[:2]
     if tuple(instr.editable.shape) != (H, W):
         raise ValueError(f"the instruction's masks are {instr.editable.shape[::-1]} (w, h) but --image is {W}x{H}")
-    image = image_tensor(bgr[:, :, ::-1])
-    text, lens = conditioner.text_encoder.encode([args.prompt if args.prompt is not None else instr.prompt])
+    image = image_tensor(bgr[:, :, ::-1]).to(device)
+    text, lens = conditioner.text([args.prompt if args.prompt is not None else instr.prompt])
     cfg = DragConfig(iterations=args.iterations, seed=args.seed, pin=not args.no_pin)
 
     def engine_token(height: int) -> int:  # pixels per DiT token

@@ -228,16 +228,19 @@ def optimise_latent(network, cache: KVCache, z: torch.Tensor, sigma: torch.Tenso
     t = sigma_to_t(sigma.float().reshape(1).to(z.device))
     sig = sigma.float().reshape(1).to(z.device)
     x0_orig = None  # the first iteration's x0 (z not yet changed): what is kept outside the free area
-    z_before = z.detach()
-    param = z.detach().clone().requires_grad_(True)
+    # The optimised latent, its AdamW moments and the kept reference stay float32 whatever the DiT's dtype:
+    # bf16 moments and lr-sized steps on a bf16 z would round most updates away (the DiT runs in its own
+    # dtype; its inputs are cast at its patch embedding, so gradients reach the fp32 z through it).
+    z_before = z.detach().float()
+    param = z_before.clone().requires_grad_(True)
     new_opt = lambda: torch.optim.AdamW([param], lr=cfg.lr, weight_decay=cfg.weight_decay)  # noqa: E731
     opt = new_opt()
     rng = random.Random(cfg.seed)
     variants = list(targets[0][0].features)
     for seg in targets:
         gauss, free = _frame_maps(seg, z.shape[2], single_target)
-        keep_mask = (~free).to(z.dtype)[None, None]  # [1, 1, F, H, W]
-        weight = gauss.to(z.dtype)[None, None] if cfg.sfso_spatial else None
+        keep_mask = (~free).float()[None, None]  # [1, 1, F, H, W]
+        weight = gauss.float()[None, None] if cfg.sfso_spatial else None
         n_tokens = max(1, sum(int(ft.mask.sum()) for ft in seg))
         for _ in range(cfg.iterations):
             c = rng.choice(variants)
@@ -250,7 +253,7 @@ def optimise_latent(network, cache: KVCache, z: torch.Tensor, sigma: torch.Tenso
             if cfg.keep == "latent":
                 keep = ((param - z_before) * keep_mask).square().mean()
             else:
-                x0 = x0_from_velocity(param, pred, sig)
+                x0 = x0_from_velocity(param, pred.float(), sig)
                 if x0_orig is None:
                     x0_orig = x0.detach()
                 keep = ((x0 - x0_orig) * keep_mask).square().mean()
