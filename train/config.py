@@ -115,20 +115,28 @@ def resolved_container(cfg: DictConfig) -> dict:
     return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
 
 
+# TAEHV release presets as (latent channels, pixel patch): the defaults of models.codecs.taehv.TAEHV_RELEASES,
+# repeated here because checking a config must not import the codecs (tests keep the two equal).
+TAEHV_SIZES = {"taehv-wan2.1": (16, 1), "taehv-wan2.2": (48, 2)}
+
+
 def codec_spatial_factor(name: str, options: dict) -> int:
-    """Pixels per latent cell of a configured codec (Wan VAE 8; TAEHV 8 x patch_size; tiny AE patch)."""
+    """Pixels per latent cell of a configured codec (Wan 2.1 VAE 8, Wan 2.2 VAE 16, TAEHV 8 x patch, tiny AE patch)."""
     if name == "tiny-ae":
         return int(options.get("patch", 8))
-    if name == "taehv-wan2.1":
-        return 8 * int(options.get("patch_size", 1))
+    if name in TAEHV_SIZES:
+        return 8 * int(options.get("patch_size", TAEHV_SIZES[name][1]))
     if name == "wan2.2-vae":
         return 16
     return 8
 
 
 def codec_latent_channels(name: str, options: dict) -> int:
-    """Latent channels of a configured codec: 48 for the Wan 2.2 VAE, 16 for every other."""
-    return 48 if name == "wan2.2-vae" else int(options.get("latent_channels", 16))
+    """Latent channels of a configured codec: 48 for the Wan 2.2 VAE and taehv-wan2.2, else 16 unless set."""
+    if name == "wan2.2-vae":
+        return 48
+    default = TAEHV_SIZES[name][0] if name in TAEHV_SIZES else 16
+    return int(options.get("latent_channels", default))
 
 
 def _cross_checks(cfg: TrainConfig) -> None:
@@ -146,8 +154,8 @@ def _cross_checks(cfg: TrainConfig) -> None:
     want, have = latent_channels(cfg.model.flavor, cfg.model.overrides), codec_latent_channels(cfg.codec.name, dict(cfg.codec.options))
     if want != have:
         raise ValueError(f"model.flavor={cfg.model.flavor!r} denoises {want}-channel latents but codec={cfg.codec.name!r} "
-                         f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2_vae and the Wan 2.1 flavors with a "
-                         "16-channel codec")
+                         f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2_vae or "
+                         "codec=taehv_wan2.2 and the Wan 2.1 flavors with a 16-channel codec")
     causal = getattr(cfg.stage, "causal", None)
     if causal is not None:  # a causal stage: its chunking must tile the clips it trains on
         check_first_chunk(causal, layout=cfg.model.layout, field="stage.causal")

@@ -5,10 +5,12 @@
 - ``wan2.2-vae``: the Wan 2.2 (TI2V-5B) VAE, official ``Wan2.2_VAE.pth`` or a diffusers folder:
   48 latent channels at H/16 x W/16 (``spatial_factor`` 16).
 - ``taehv-wan2.1``: TAEHV tiny VAE in the Wan 2.1 latent space (``taew2_1.pth``/``.safetensors``).
+- ``taehv-wan2.2``: TAEHV tiny VAE in the Wan 2.2 TI2V-5B latent space (``taew2_2.pth``/``.safetensors``):
+  48 latent channels, 2x2 pixel patch, ``spatial_factor`` 16; the 5B's fast decoder.
 - ``tiny-ae``: a small trainable causal autoencoder for the embedded synthetic world.
 
 All map [B, 3, 1+4k, H, W] pixels in [-1, 1] to normalised latents [B, C, 1+k, H/s, W/s], s = ``spatial_factor``
-(8, except 16 for ``wan2.2-vae`` and the patch options of TAEHV / the tiny AE).
+(8, except 16 for ``wan2.2-vae`` / ``taehv-wan2.2`` and the patch options of TAEHV / the tiny AE).
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from models.codec_names import CODEC_NAMES
 from models.release_folder import find_release, is_release_folder, vae_version
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
-from .taehv import TAEHV, TAEHVConfig, TAEHVDecodeState
+from .taehv import TAEHV, TAEHV_RELEASES, TAEHVConfig, TAEHVDecodeState
 from .tiny_ae import TinyAE, TinyAEConfig, TinyAEDecodeState, reconstruction_loss
 from .wan22_vae import (
     WAN22_LATENTS_MEAN,
@@ -60,6 +62,7 @@ __all__ = [
     "convert_diffusers_to_official22",
     "TAEHV",
     "TAEHVConfig",
+    "TAEHV_RELEASES",
     "TAEHVDecodeState",
     "TinyAE",
     "TinyAEConfig",
@@ -71,13 +74,15 @@ __all__ = [
 
 
 
-def _make_config(cls: type, name: str, options: dict[str, Any]):
+def _make_config(cls: type, name: str, options: dict[str, Any], base: Any = None):
+    """``cls(**options)``, or ``base`` with ``options`` replaced (a release preset plus overrides)."""
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(options) - fields)
     if unknown:
         raise ValueError(f"codec {name!r}: unknown option(s) {unknown}; valid options are {sorted(fields)}")
     # Hydra hands over lists (ListConfig); the frozen configs hold tuples.
-    return cls(**{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()})
+    values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
+    return cls(**values) if base is None else dataclasses.replace(base, **values)
 
 
 # codec name -> (class, config dataclass, VAE version of its official .pth)
@@ -111,18 +116,18 @@ def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> 
     """Build a codec by name.
 
     checkpoint: None for random init (tests, architecture benchmarks, a tiny AE about to be
-    trained); a file (official ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth``, ``taew2_1.pth``/``.safetensors``,
-    a tiny-AE checkpoint); or, for the Wan VAEs only, a diffusers folder (its config.json is used) or a
-    Wan release folder (its official VAE file).
+    trained); a file (official ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth``, ``taew2_1`` / ``taew2_2``
+    ``.pth``/``.safetensors``, a tiny-AE checkpoint); or, for the Wan VAEs only, a diffusers folder
+    (its config.json is used) or a Wan release folder (its official VAE file).
     options: fields of the codec's config dataclass (``WanVAEConfig``, ``Wan22VAEConfig``, ``TAEHVConfig``,
-    ``TinyAEConfig``).
+    ``TinyAEConfig``); for TAEHV they override the release preset of the name (``TAEHV_RELEASES``).
     """
     if checkpoint is not None and not os.path.exists(checkpoint):
         raise ValueError(f"codec {name!r}: checkpoint path {checkpoint!r} does not exist")
     if name in _WAN_VAES:
         return _build_wan_vae(name, checkpoint, options)
-    if name == "taehv-wan2.1":
-        config = _make_config(TAEHVConfig, name, options)
+    if name in TAEHV_RELEASES:
+        config = _make_config(TAEHVConfig, name, options, base=TAEHV_RELEASES[name][0])
         return TAEHV(config) if checkpoint is None else TAEHV.from_checkpoint(checkpoint, config)
     if name == "tiny-ae":
         config = _make_config(TinyAEConfig, name, options) if options else None

@@ -1,6 +1,16 @@
-"""TAEHV (Tiny AutoEncoder for Hunyuan Video, madebyollin/taehv), Wan 2.1 variant, as a ``VideoCodec``.
+"""TAEHV (Tiny AutoEncoder for Hunyuan Video, madebyollin/taehv) for Wan 2.1 and Wan 2.2, as a ``VideoCodec``.
 
-Architecture and state-dict names follow the official ``taew2_1.pth`` (wan-architecture.md §5):
+One architecture, one preset per official release (``TAEHV_RELEASES``, keyed by codec name):
+- ``taehv-wan2.1``: ``taew2_1.pth`` (Wan 2.1 and Wan 2.2-14B latents): 16 latent channels, no pixel
+  patch, spatial factor 8.
+- ``taehv-wan2.2``: ``taew2_2.pth`` (Wan 2.2 TI2V-5B latents): 48 latent channels and a 2x2 pixel patch
+  (``F.pixel_unshuffle`` before the encoder, ``F.pixel_shuffle`` after the decoder, so the convs see
+  12 = 3 x 2 x 2 channels, channel index 4c + 2dy + dx), spatial factor 2 x 8 = 16. Widths, time
+  down/upsampling and the 3-frame trim are those of taew2_1, and neither release applies a latent
+  mean/std (the official taehv.py of madebyollin/taehv selects exactly patch_size=2,
+  latent_channels=48 for a "taew2_2" file). The "super" decoder of ``taew2_2_super`` is not built here.
+
+Architecture and state-dict names follow the official files and taehv.py of madebyollin/taehv:
 ``encoder.{i}`` / ``decoder.{i}`` index an ``nn.Sequential``; all convs are 2D and run per frame,
 time mixes only through MemBlock (concat of the current and previous frame), TPool (s frames
 folded into channels, 1x1 conv) and TGrow (1x1 conv to s*C channels, unfolded into s frames).
@@ -33,7 +43,10 @@ import torch.nn.functional as F
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 
-__all__ = ["TAEHVConfig", "TAEHVDecodeState", "TAEHV", "MemBlock", "TPool", "TGrow", "Clamp"]
+__all__ = [
+    "TAEHVConfig", "TAEHV_RELEASES", "TAEHVDecodeState", "TAEHV", "MemBlock", "TPool", "TGrow", "Clamp",
+    "checkpoint_sizes",
+]
 
 
 def _conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
@@ -120,7 +133,7 @@ def _apply_sequence(
 
 @dataclass(frozen=True)
 class TAEHVConfig:
-    """Defaults are taew2_1 (Wan 2.1 / Wan 2.2-14B / Qwen-Image latents).
+    """Defaults are taew2_1 (Wan 2.1 / Wan 2.2-14B / Qwen-Image latents); ``TAEHV_RELEASES`` has taew2_2.
 
     The official cheap-preview options (temporal or spatial upscaling switched off in the decoder)
     are left out: they break the codec contract of decoding to the encoded size and frame count.
@@ -142,6 +155,29 @@ class TAEHVConfig:
             )
 
 
+# codec name -> (config of the official release, stem of its checkpoint file). build_codec starts from
+# the preset and applies the codec options on top; the sizes also name the release of a loaded file.
+TAEHV_RELEASES: dict[str, tuple[TAEHVConfig, str]] = {
+    "taehv-wan2.1": (TAEHVConfig(latent_channels=16, patch_size=1), "taew2_1"),
+    "taehv-wan2.2": (TAEHVConfig(latent_channels=48, patch_size=2), "taew2_2"),
+}
+
+
+def checkpoint_sizes(state_dict: Mapping[str, torch.Tensor]) -> tuple[int, int] | None:
+    """(latent channels, pixel patch) of an official-layout TAEHV state dict, None if it has no such layout.
+
+    ``encoder.0.weight`` is [64, 3 p^2, 3, 3] (the first conv sees the unshuffled pixels) and
+    ``decoder.1.weight`` is [256, C, 3, 3] (the first conv after the latent Clamp).
+    """
+    first, latent_in = state_dict.get("encoder.0.weight"), state_dict.get("decoder.1.weight")
+    if first is None or latent_in is None or first.ndim != 4 or latent_in.ndim != 4:
+        return None
+    patch = round((first.shape[1] / 3) ** 0.5)
+    if 3 * patch * patch != first.shape[1]:
+        return None
+    return int(latent_in.shape[1]), patch
+
+
 @dataclass(frozen=True)
 class TAEHVDecodeState:
     """Streaming state: last input frame of every decoder MemBlock, and raw frames still to drop."""
@@ -150,8 +186,26 @@ class TAEHVDecodeState:
     frames_to_trim: int = 0
 
 
+def _check_release(state: Mapping[str, torch.Tensor], config: TAEHVConfig, path: str) -> None:
+    """One-line ValueError when ``state`` is a known TAEHV release that ``config`` is not sized for."""
+    if "decoder.0.weight" in state:  # base decoder.0 is the parameter-free Clamp; the super decoder's is a conv
+        raise ValueError(f"codec.checkpoint={str(path)!r} holds a 'super' TAEHV decoder (e.g. taew2_2_super), which "
+                         "this codec does not implement; use the base release (taew2_1 / taew2_2)")
+    sizes = checkpoint_sizes(state)
+    if sizes is None or sizes == (config.latent_channels, config.patch_size):
+        return  # not an official layout, or the right sizes: the strict load reports any key mismatch
+    for name, (preset, stem) in TAEHV_RELEASES.items():
+        if sizes == (preset.latent_channels, preset.patch_size):
+            raise ValueError(
+                f"codec.checkpoint={str(path)!r} is a {stem} checkpoint ({sizes[0]} latent channels, {sizes[1]}x"
+                f"{sizes[1]} pixel patch) but the codec is built for {config.latent_channels} channels, "
+                f"{config.patch_size}x{config.patch_size} patch; set codec.name={name}"
+            )
+
+
 class TAEHV(VideoCodec):
-    """TAEHV tiny VAE: 11.3M parameters for Wan 2.1, an order of magnitude faster decode than the full VAE."""
+    """TAEHV tiny VAE (11.3M parameters for Wan 2.1, 11.4M for Wan 2.2): an order of magnitude faster decode
+    than the full VAE."""
 
     def __init__(self, config: TAEHVConfig | None = None):
         super().__init__()
@@ -202,10 +256,15 @@ class TAEHV(VideoCodec):
 
     @classmethod
     def from_checkpoint(cls, path: str, config: TAEHVConfig | None = None) -> "TAEHV":
-        """Load ``taew2_1.pth`` or ``taew2_1.safetensors`` strictly."""
+        """Load an official ``taew2_1`` / ``taew2_2`` ``.pth`` or ``.safetensors`` strictly.
+
+        A file of another release than ``config`` (a taew2_1 file for the 48-channel codec, ...) is
+        refused in one line naming the codec that fits it, before the per-key mismatch listing.
+        """
         model = cls(config)
-        state = model.patch_tgrow_layers(read_state_dict_file(path))
-        load_state_dict_strict(model, state, source=str(path))
+        raw = read_state_dict_file(path)
+        _check_release(raw, model.config, path)
+        load_state_dict_strict(model, model.patch_tgrow_layers(raw), source=str(path))
         return model
 
     # ------------------------------------------------------------------ layout helpers
@@ -214,12 +273,14 @@ class TAEHV(VideoCodec):
         x = video.to(self.encoder[0].weight.dtype).add(1).mul(0.5)  # [-1, 1] -> [0, 1]
         x = x.permute(0, 2, 1, 3, 4)  # [B, 3, T, H, W] -> [B, T, 3, H, W]
         if self.patch_size > 1:
+            # [B, T, 3, H, W] -> [B, T, 3 p^2, H / p, W / p], channel 4c + 2dy + dx for p = 2, as the
+            # official encoder expects (it unshuffles NTCHW frames the same way)
             x = F.pixel_unshuffle(x, self.patch_size)
         return x
 
     def _from_taehv_frames(self, x: torch.Tensor, *, clamp: bool) -> torch.Tensor:
         if self.patch_size > 1:
-            x = F.pixel_shuffle(x, self.patch_size)
+            x = F.pixel_shuffle(x, self.patch_size)  # [B, T, 3 p^2, h, w] -> [B, T, 3, p h, p w], inverse order
         if clamp:
             x = x.clamp(0, 1)
         return x.mul(2).sub(1).permute(0, 2, 1, 3, 4)  # [B, T, 3, H, W] in [0, 1] -> [B, 3, T, H, W]
