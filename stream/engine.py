@@ -101,7 +101,10 @@ class StreamingGenerator:
                  image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
                  compile: bool = False):
         self.network, self.codec, self.config = network.eval(), codec.eval(), config
-        self.compile = bool(compile)  # torch.compile of the whole streaming step (CUDA graphs on CUDA)
+        if compile:  # the whole-step compile needs the static-buffer step first: refuse rather than pretend
+            raise ValueError("compile=True: the compiled streaming step (static cache buffers + CUDA graphs) is not "
+                             "built yet; run without --compile")
+        self.compile = False
         # first frame -> CLIP tokens (Conditioner.image_features) for networks with the image branch
         self.image_features_fn = image_features_fn
         # The network's own device: inputs follow it (a separate default would send them elsewhere).

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from data.video_io import image_tensor, to_uint8, write_mp4
     from models.conditioner import load_export
     from models.tracks import sample_track_ids
-    from stream.chunks import StreamConfig
+    from stream.chunks import StreamConfig, whole_chunks
     from stream.engine import StreamingGenerator, tracks_from_array
 
     net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = StreamConfig.of(streaming, steps=args.steps, shift=args.shift, **changes)
     engine = StreamingGenerator(net, codec, config=cfg, image_features_fn=conditioner.image_features)
     T = tracks.shape[1]
-    n = args.chunks or 1 + ((T - 1) // 4) // cfg.chunk_frames  # whole chunks the recording covers
+    n = args.chunks or max(1, whole_chunks(cfg.causal, 1 + (T - 1) // 4))  # whole chunks the recording covers
     text, lens = conditioner.text([args.prompt])  # the engine moves these (and the tracks) to the network's device
     state = engine.start(image, text, lens, track_ids=sample_track_ids(1, tracks.shape[2]), seed=args.seed)
     frames, timed, t_timed = [], 0, 0.0

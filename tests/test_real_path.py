@@ -4,8 +4,10 @@ checkpointing, EMA where the recipe has it), from a fake release folder in the o
 ``paths.data_dir`` (1.3B: the Fun-Control DiT, Wan2.1_VAE.pth, the T5 .pth + tokenizer folder, the
 CLIP .pth; 5B: the TI2V-5B DiT, Wan2.2_VAE.pth with 48-channel latents at H/16, the T5), on shards
 written by ``python -m data.prepare`` (LK tracks, T5 text embeddings cached in the shards).
-Only the sizes shrink: DiT width / depth (``model.overrides``), frame size, clip length, track
-count and step counts; the flavor family, model type, channel layout and loaders are the real ones.
+Only the sizes shrink: DiT width / depth (``model.overrides``), frame size, track count and step
+counts; the clip length and so the chunking are the real ones (1.3B: 81 frames = 7 chunks of 3 with a
+sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and so are the flavor family,
+model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
 teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m distill.pairs``) -> ODE init ->
 DMD -> ``python -m stream.generate``, 2 steps each."""
 import json
@@ -31,13 +33,14 @@ DIMS = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
 # latent channels, I2V layout channels (None: the image is latent frame 0), experiment names
 RECIPES = {
     "wan2.1-1.3b": dict(folder="Wan2.1-Fun-1.3B-Control", flavor="wan2.1-fun-1.3b-control", parts=("vae", "t5", "clip"),
-                        size=(64, 112), fps=16, codec="wan2.1-vae", channels=16, image=16,
+                        size=(64, 112), frames=81, fps=16, codec="wan2.1-vae", channels=16, image=16,
                         teacher="teacher_wan1.3b_480p", ode_init="ode_init_wan1.3b_480p", dmd="dmd_wan1.3b_480p"),
-    "wan2.2-5b": dict(folder="Wan2.2-TI2V-5B", flavor="wan2.2-ti2v-5b", parts=("vae22", "t5"), size=(64, 128), fps=24,
+    "wan2.2-5b": dict(folder="Wan2.2-TI2V-5B", flavor="wan2.2-ti2v-5b", parts=("vae22", "t5"), size=(64, 128),
+                      frames=121, fps=24,
                       codec="wan2.2-vae", channels=48, image=None,
                       teacher="teacher_wan2.2_5b_704p", ode_init="ode_init_wan2.2_5b_704p", dmd="dmd_wan2.2_5b_704p"),
 }
-SHRINK = [*(f"+model.overrides.{k}={v}" for k, v in DIMS.items()), "data.num_frames=25",
+SHRINK = [*(f"+model.overrides.{k}={v}" for k, v in DIMS.items()),
           "data.num_tracks=[10,20]", "data.num_workers=0", "data.shuffle_buffer=4", "trainer.num_threads=1",
           "trainer.ckpt_every=2", "trainer.log_every=1", "eval.enabled=false", "logger.wandb.enabled=false",
           "logger.progress_bar=false"]
@@ -64,21 +67,23 @@ def recipe(request, tmp_path) -> dict:
     videos = tmp_path / "videos"
     videos.mkdir()
     H, W = r["size"]
-    world = make_world(DataConfig(height=H, width=W, num_frames=29))
+    T = r["frames"]
+    world = make_world(DataConfig(height=H, width=W, num_frames=T + 4))
     for i in range(4):
         clip = world.generate(100 + i)
         write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=r["fps"])
         (videos / f"clip{i}.txt").write_text(clip["caption"])
     t5 = f"{{_target_: models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
-    _run("data.prepare", f"input={videos}", f"output={data / 'shards'}", "num_frames=25", f"fps={r['fps']}",
+    _run("data.prepare", f"input={videos}", f"output={data / 'shards'}", f"num_frames={T}", f"fps={r['fps']}",
          f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
          f"text_encoder={t5}", procs=1)
     return {**r, "data_dir": data}
 
 
 def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_path):
-    data_dir, (H, W), C = recipe["data_dir"], recipe["size"], recipe["channels"]
-    common = [f"paths.data_dir={data_dir}", *SHRINK, f"data.height={H}", f"data.width={W}", "trainer.max_steps=2",
+    data_dir, (H, W), C, T = recipe["data_dir"], recipe["size"], recipe["channels"], recipe["frames"]
+    F = 1 + (T - 1) // 4
+    common = [f"paths.data_dir={data_dir}", *SHRINK, f"data.num_frames={T}", f"data.height={H}", f"data.width={W}", "trainer.max_steps=2",
               "trainer.global_batch=2"]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
     t, ft, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd"))
 
@@ -100,12 +105,12 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     first = torch.load(folder / "pairs_00000.pt", weights_only=False)
     sf = {16: 8, 48: 16}[C]  # the codec's spatial factor: Wan 2.1 VAE 8, Wan 2.2 VAE 16
     h, w = H // sf, W // sf
-    assert first["trajectory"].shape == (1, 4, C, 7, h, w) and first["trajectory"].dtype == torch.bfloat16
+    assert first["trajectory"].shape == (1, 4, C, F, h, w) and first["trajectory"].dtype == torch.bfloat16
     if recipe["image"] is None:  # ti2v: the image is latent frame 0, no channels
         assert "image" not in first and "image_features" not in first
     else:  # Fun-Control: the start image latent; the release's CLIP tokens
-        assert first["image"].shape == (1, recipe["image"], 7, h, w) and first["image_features"].shape == (1, 5, 1280)
-    cached = ShardSamples(data_dir / "shards", num_frames=25).get(0)  # condition 0 = shard sample 0
+        assert first["image"].shape == (1, recipe["image"], F, h, w) and first["image_features"].shape == (1, 5, 1280)
+    cached = ShardSamples(data_dir / "shards", num_frames=T).get(0)  # condition 0 = shard sample 0
     assert first["caption"] == [cached["caption"]]
     n = int(first["text_len"][0])
     torch.testing.assert_close(first["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
@@ -121,7 +126,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     assert all(np.isfinite(r["train/loss/critic"]) for r in rows if "train/loss/critic" in r)
 
     g = np.random.default_rng(0)
-    np.save(tmp_path / "tracks.npy", (g.uniform(0, 1, (25, 6, 2)) * [W - 1, H - 1]).astype(np.float32))
+    np.save(tmp_path / "tracks.npy", (g.uniform(0, 1, (T, 6, 2)) * [W - 1, H - 1]).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (H, W, 3), dtype=np.uint8))
     _run("stream.generate", "--student", str(dmd / "export" / "student"), "--codec-name", recipe["codec"], "--codec",
          str(data_dir / recipe["folder"]), "--image", str(tmp_path / "first.png"), "--tracks",
