@@ -1,6 +1,7 @@
 """The live demo end to end on the shipped student (assets/tiny-student): the real server
-(``python -m stream.demo``), a real headless Chromium (Debian's ``chromium`` driven by Playwright)
-dragging on the page, and a 30-second load test at the session limit.
+(``python -m stream.demo``, binary JPEG frames), a real headless Chromium (Debian's ``chromium``
+driven by Playwright) dragging on the page, the canvas at the stream's aspect ratio, "Save video"
+(an mp4 of every frame sent), and a 30-second load test at the session limit.
 
 Artifacts (a screenshot of the page, the load report) go to ``test-artifacts/demo/``.
 """
@@ -70,11 +71,38 @@ def _chromium() -> str:
     return exe
 
 
-def _frames(urls: list) -> dict:
+def _frames(images: list) -> dict:
+    """[[n, base64 JPEG]] as the page kept them -> {n: uint8 RGB frame}."""
     import cv2
 
-    return {n: cv2.imdecode(np.frombuffer(base64.b64decode(u.split(",", 1)[1]), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
-            for n, u in urls}
+    return {n: cv2.imdecode(np.frombuffer(base64.b64decode(b), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+            for n, b in images}
+
+
+def _mp4_frames(path) -> np.ndarray:
+    import av
+
+    with av.open(str(path)) as c:
+        return np.stack([f.to_ndarray(format="rgb24") for f in c.decode(video=0)])
+
+
+def _check_canvas_aspect(page) -> dict:
+    """The canvas has the stream's aspect ratio, and a click maps to the frame pixel under it, for the
+    stream's size and for 832x480 (the page's layout asked to fit that size, then put back)."""
+    W, H = page.evaluate("[demo.W, demo.H]")
+    out = {}
+    for w, h in ((W, H), (832, 480), (W, H)):
+        page.evaluate(f"demo.fit({w}, {h})")
+        box = page.locator("#view").bounding_box()
+        size = page.evaluate("[document.getElementById('view').width, document.getElementById('view').height]")
+        assert abs(size[0] / size[1] - w / h) < 1e-9, (size, w, h)
+        assert abs(box["width"] / box["height"] - w / h) < 0.01, (box, w, h)
+        for fx, fy in ((0, 0), (w - 1, h - 1), (w * 0.3, h * 0.7)):  # a frame pixel's centre on the screen
+            cx, cy = box["x"] + (fx + 0.5) / w * box["width"], box["y"] + (fy + 0.5) / h * box["height"]
+            got = page.evaluate(f"demo.toFrame({{clientX: {cx}, clientY: {cy}}})")
+            assert abs(got[0] - fx) < 1e-3 and abs(got[1] - fy) < 1e-3, (w, h, fx, fy, got)
+        out[f"{w}x{h}"] = [round(box["width"]), round(box["height"])]
+    return out
 
 
 def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server):
@@ -89,6 +117,7 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
         page.goto(server)
         page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=30000)
+        assert page.evaluate("demo.format") == "jpeg" and page.evaluate("demo.token")
         page.select_option("#scene", "0")
         page.click("#grid")  # 8 x 8 points, moved together: a camera drag
         page.check("#together")
@@ -108,7 +137,7 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
             page.wait_for_timeout(40)
         page.mouse.up()
         page.wait_for_function(f"demo.frames[demo.frames.length - 1].n >= {n0 + 48}", timeout=60000)
-        received = page.evaluate("demo.frames.map(f => [f.n, f.url])")
+        received = page.evaluate("demo.exportFrames()")
         page.wait_for_timeout(300)
         page.screenshot(path=str(ARTIFACTS / "screenshot.png"))
 
@@ -135,8 +164,34 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.mouse.up()
         page.wait_for_function("document.getElementById('status').textContent.startsWith('dragged')", timeout=60000)
         assert page.evaluate("demo.stats.errors") == 0, page.evaluate("demo.lastError")
+
+        # Save video: paused and settled, the mp4 holds exactly the frames this stream sent
+        page.click("#pause")
+        page.wait_for_function("demo.paused === true", timeout=10000)
+        page.wait_for_timeout(1500)
+        page.wait_for_function("(() => { const r = demo.stats.received, t = demo._r; demo._r = r; return r === t; })()",
+                               polling=1000, timeout=30000)
+        with page.expect_download(timeout=120000) as download:
+            page.click("#save")
+        saved_path = ARTIFACTS / "saved.mp4"
+        download.value.save_as(str(saved_path))
+        saved = page.evaluate("demo.saved")
+        seen, last_n = page.evaluate("[demo.seen.size, Math.max(...demo.seen)]")
+        kept = _frames(page.evaluate("demo.exportFrames()"))
+        stats = page.evaluate("demo.stats")
+        aspect = _check_canvas_aspect(page)
+        assert page.evaluate("demo.stats.errors") == 0, page.evaluate("demo.lastError")
         browser.close()
     assert not console, console
+    video = _mp4_frames(saved_path)
+    (ARTIFACTS / "save.json").write_text(json.dumps({"mp4_frames": len(video), "saved": saved, "seen": seen,
+                                                     "last_n": last_n, "canvas": aspect,
+                                                     "bytes_per_frame": stats["bytes"] / stats["received"]}))
+    assert len(video) == saved["frames"] == seen == last_n + 1 and saved["dropped"] == 0, (len(video), saved, seen)
+    assert video.shape[1:] == (64, 64, 3)
+    for n in (last_n - 1, last_n):  # the mp4's last frames are the ones the page got last
+        assert np.abs(video[n].astype(int) - kept[n]).mean() < 10, n
+    assert stats["bytes"] / stats["received"] < 4000  # binary JPEG, not a base64 PNG in JSON (~13 KB here)
 
     frames = _frames(received)
     ns = sorted(n for n in frames if n >= n0)
@@ -165,6 +220,7 @@ def test_load_at_the_session_limit_and_bad_messages(server):
         assert s["frames"] >= 0.5 * 30 * fps, s
         assert s["chunks"] >= 0.5 * 30 * fps / chunk_frames, s
         assert s["dropped"] == 0, s  # a client that keeps up loses nothing
+        assert s["bytes_per_frame"] < 4000, s  # binary JPEG frames
     bad = report["sessions"][0]
     assert len(bad["errors"]) == bad["bad_sent"] == 9, bad["errors"]
     assert bad["frames_after_bad"] > 5 * chunk_frames, "the session stopped after the bad messages"
@@ -208,12 +264,32 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
     from stream.demo.server import _Connection
     from stream.demo.session import Emitted
 
+    from stream.demo.media import unpack_frame
+    from stream.demo.server import _Frame
+
     conn = _Connection(None, model, Limits(queue_frames=20), seed=0)
     for i in range(3):
-        conn.send_frames(Emitted(index=i + 1, frames=np.zeros((12, model.height, model.width, 3), np.uint8),
-                                 start=1 + 12 * i, seconds=0.1))
-    kept = [m["n"] for m in conn.outbox if m["type"] == "frame"]
+        em = Emitted(index=i + 1, frames=np.zeros((12, model.height, model.width, 3), np.uint8), start=1 + 12 * i,
+                     seconds=0.1)
+        conn.send_frames(em, conn.encode(em))
+    kept = [m.n for m in conn.outbox if isinstance(m, _Frame)]
     assert conn.frames_queued == len(kept) == 20 and conn.dropped == 16 and kept == list(range(17, 37))
+    assert unpack_frame(conn.outbox[0].message)["n"] == 17
+    assert sorted(conn.recording.frames) == list(range(1, 37))  # the recording keeps what the client lost
+
+
+def test_session_core_runs_in_bfloat16():
+    from stream.demo.protocol import Limits, Start
+    from stream.demo.session import DemoModel, Session
+
+    model = DemoModel(STUDENT, CODEC, num_scenes=1, device="cpu", dtype="bfloat16")
+    assert (model.device, model.dtype) == ("cpu", "bfloat16")
+    assert any(p.dtype == torch.bfloat16 for p in model.engine.network.parameters())  # load_export cast it
+    session = Session(model, Limits(max_points=8), seed=0)
+    session.start(Start(scene=0))
+    frames = session.next_chunk().frames
+    assert frames.shape == (model.chunk_frames, model.height, model.width, 3) and frames.dtype == np.uint8
+    assert 5 < frames.mean() < 250 and frames.std() > 1  # a picture, not a blank
 
 
 def test_demo_cli_refuses_a_missing_student(tmp_path):

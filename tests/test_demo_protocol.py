@@ -1,11 +1,15 @@
 """The demo's message validation, live tracks and drag instructions (no model, no server)."""
 import base64
+import io
 import json
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
+from stream.demo.media import (FRAME_HEADER_BYTES, FRAME_MAGIC, Recording, encode_frame, image_size, pack_frame,
+                               unpack_frame)
 from stream.demo.protocol import Control, Drag, Limits, Points, ProtocolError, Start, decode_image, parse_message
 from stream.demo.session import LiveTracks, drag_instruction
 from stream.drag.instructions import Rotation2D, Translation
@@ -57,7 +61,7 @@ def test_valid_messages_parse_to_typed_objects():
     ({"type": "drag", "kind": "rotate", "mask": {"box": [1, 1, 5, 5]}, "center": [3, 3], "degrees": 400}, "degrees"),
     ({"type": "drag", "chunks": 9, "mask": {"box": [1, 1, 5, 5]}, "path": [[1, 1], [2, 2]]}, "chunks must be"),
     ({"type": "points", "points": [], "pad": "x" * 70000}, "at most 65536"),
-    ({"type": "start", "image": "data:image/png;base64,AAAA"}, "only PNG and JPEG"),
+    ({"type": "start", "image": "data:image/png;base64,AAAA"}, "only PNG, JPEG and WebP"),
     ({"type": "start", "image": "http://example.com/x.png"}, "data URL"),
 ])
 def test_refusals_name_the_field(msg, says):
@@ -79,7 +83,7 @@ def test_uploads_are_bounded_and_resized():
     big = png_url(np.zeros((10, 5000, 3), np.uint8))  # refused from the PNG header, before decoding
     with pytest.raises(ProtocolError, match="at most 4096 pixels"):
         parse({"type": "start", "image": big})
-    with pytest.raises(ProtocolError, match="could not be decoded"):
+    with pytest.raises(ProtocolError, match="without its IHDR"):
         decode_image(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40, height=H, width=W, max_side=4096)
     brush = np.zeros((64, 64, 3), np.uint8)
     brush[5:9, 5:9] = 255
@@ -136,3 +140,170 @@ def test_drag_instruction_geometry():
     assert isinstance(rot, Rotation2D) and rot.steps == 1
     np.testing.assert_allclose(rot.angle(1), 90, atol=1e-6)  # positive = clockwise on screen
     np.testing.assert_allclose(rot.displace(np.array([[33.5, 23.5]]), 1), [[23.5, 33.5]], atol=1e-6)  # right -> down
+
+
+# -- image headers: the size is read before decoding, for every accepted format -----------------------
+
+def _rgb(h, w, seed=0):
+    """A smooth picture with edges (what a generated frame looks like), uint8 RGB [h, w, 3]."""
+    yy, xx = np.mgrid[:h, :w].astype(np.float32)
+    img = np.stack([128 + 100 * np.sin(xx / 23 + seed), 128 + 100 * np.cos(yy / 17), (xx + yy) % 256], -1)
+    img[h // 4:h // 2, w // 3:w // 2] = (250, 40, 40)
+    return np.clip(img + np.random.default_rng(seed).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
+
+
+def _encode(img, ext, *params):
+    ok, buf = cv2.imencode(ext, img, list(params))
+    assert ok
+    return buf.tobytes()
+
+
+def _chunk(fourcc: bytes, body: bytes) -> bytes:
+    return fourcc + len(body).to_bytes(4, "little") + body + (b"\x00" if len(body) % 2 else b"")
+
+
+def _riff(*chunks: bytes) -> bytes:
+    body = b"WEBP" + b"".join(chunks)
+    return b"RIFF" + len(body).to_bytes(4, "little") + body
+
+
+def _vp8x(vp8_file: bytes, w: int, h: int) -> bytes:
+    """An extended (VP8X) WebP around a simple one's VP8 chunk, the canvas declared as w x h."""
+    return _riff(_chunk(b"VP8X", b"\x00" * 4 + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")),
+                 vp8_file[12:])
+
+
+def _patched(data: bytes, w: int, h: int) -> bytes:
+    """The same file with its header declaring w x h (the pixels stay those of a tiny image)."""
+    b = bytearray(data)
+    if data.startswith(b"\xff\xd8"):
+        pos = 2
+        while b[pos + 1] not in (0xC0, 0xC1, 0xC2):
+            pos += 2 + int.from_bytes(b[pos + 2:pos + 4], "big")
+        b[pos + 5:pos + 7], b[pos + 7:pos + 9] = h.to_bytes(2, "big"), w.to_bytes(2, "big")
+    elif data[12:16] == b"VP8 ":
+        b[26:28], b[28:30] = w.to_bytes(2, "little"), h.to_bytes(2, "little")
+    elif data[12:16] == b"VP8L":
+        bits = int.from_bytes(b[21:25], "little") & ~((1 << 28) - 1)
+        b[21:25] = (bits | (w - 1) | ((h - 1) << 14)).to_bytes(4, "little")
+    elif data[12:16] == b"VP8X":
+        b[24:27], b[27:30] = (w - 1).to_bytes(3, "little"), (h - 1).to_bytes(3, "little")
+    else:
+        b[16:20], b[20:24] = w.to_bytes(4, "big"), h.to_bytes(4, "big")
+    return bytes(b)
+
+
+def _formats(img):
+    lossy = _encode(img, ".webp", cv2.IMWRITE_WEBP_QUALITY, 80)
+    return {"png": _encode(img, ".png"), "jpeg": _encode(img, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90),
+            "jpeg-progressive": _encode(img, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+            "webp-vp8": lossy, "webp-vp8l": _encode(img, ".webp", cv2.IMWRITE_WEBP_QUALITY, 101),
+            "webp-vp8x": _vp8x(lossy, img.shape[1], img.shape[0])}
+
+
+def test_image_size_reads_every_format_header_and_the_decoder_agrees():
+    img = _rgb(23, 37)[:, :, ::-1]
+    files = _formats(img)
+    assert files["webp-vp8"][12:16] == b"VP8 " and files["webp-vp8l"][12:16] == b"VP8L"
+    for name, data in files.items():
+        assert image_size(data) == (37, 23), name
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (23, 37, 3), name
+        s = parse({"type": "start", "image": f"data:image/{name.split('-')[0]};base64," + base64.b64encode(data).decode()})
+        assert s.image.shape == (64, 64, 3)
+    with pytest.raises(ValueError, match="JPEG whose header gives no frame size"):
+        image_size(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 7 + b"\xff\xda")
+    with pytest.raises(ValueError, match="animated WebP"):
+        image_size(_riff(_chunk(b"VP8X", b"\x02" + b"\x00" * 9)))
+    with pytest.raises(ProtocolError, match="could not be decoded"):  # a sane header, damaged pixels
+        decode_image(files["png"][:60], height=H, width=W, max_side=4096)
+
+
+@pytest.mark.parametrize("name", ["png", "jpeg", "jpeg-progressive", "webp-vp8", "webp-vp8l", "webp-vp8x"])
+def test_an_upload_declaring_16000x16000_is_refused_from_its_header_without_decoding(name, monkeypatch):
+    data = _patched(_formats(_rgb(16, 16)[:, :, ::-1])[name], 16000, 16000)
+    assert len(data) < 4096 and image_size(data) == (16000, 16000)
+    import time
+
+    def never(*a, **k):
+        raise AssertionError("the decoder was called on an oversized image")
+
+    monkeypatch.setattr(cv2, "imdecode", never)
+    url = f"data:image/{name.split('-')[0]};base64," + base64.b64encode(data).decode()
+    t0 = time.perf_counter()
+    with pytest.raises(ProtocolError) as e:
+        parse({"type": "start", "image": url})
+    assert time.perf_counter() - t0 < 0.05
+    assert str(e.value) == ("image is 16000x16000; at most 4096 pixels a side (Limits.max_image_side): "
+                            "scale it down first")
+
+
+# -- frames out: binary JPEG / WebP messages, the recording, its mp4 ----------------------------------
+
+@pytest.mark.parametrize("fmt", ["jpeg", "webp"])
+def test_binary_frames_round_trip(fmt):
+    frame = _rgb(48, 80)
+    image = encode_frame(frame, fmt, 90)
+    msg = pack_frame(image, n=4_000_000_000, chunk=7, fmt=fmt, replaces=True)
+    assert msg[:4] == FRAME_MAGIC and len(msg) == FRAME_HEADER_BYTES + len(image)
+    got = unpack_frame(msg)
+    assert (got["n"], got["chunk"], got["replaces"], got["format"]) == (4_000_000_000, 7, True, fmt)
+    back = cv2.imdecode(np.frombuffer(got["image"], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert back.shape == frame.shape and np.abs(back.astype(int) - frame).mean() < 4
+    assert image_size(got["image"]) == (80, 48)
+    assert unpack_frame(pack_frame(image, n=0, chunk=0, fmt=fmt))["replaces"] is False
+    with pytest.raises(ValueError, match="not a demo frame"):
+        unpack_frame(b"{json}" + image)
+    with pytest.raises(ValueError, match="--frame-quality"):
+        encode_frame(frame, fmt, 0)
+    with pytest.raises(ValueError, match="--frame-format"):
+        encode_frame(frame, "png")
+
+
+def test_binary_frames_are_far_smaller_than_base64_png(capsys):
+    sizes = {}
+    for h, w in ((64, 64), (480, 832)):
+        frame = _rgb(h, w, seed=1)
+        png = len(png_url(frame[:, :, ::-1]))
+        sizes[w, h] = (png, len(encode_frame(frame, "jpeg", 85)) + FRAME_HEADER_BYTES,
+                       len(encode_frame(frame, "webp", 85)) + FRAME_HEADER_BYTES)
+        with capsys.disabled():
+            print(f"\n[demo] {w}x{h}: base64 PNG {png} B, JPEG 85 {sizes[w, h][1]} B, WebP 85 {sizes[w, h][2]} B")
+    png, jpeg, webp = sizes[832, 480]
+    assert jpeg < png / 5 and webp < png / 5
+
+
+def test_recording_is_bounded_replaced_by_edits_and_saved_as_mp4():
+    import av
+
+    frames = [encode_frame(_rgb(24, 40, seed=k), "jpeg", 85) for k in range(10)]
+    rec = Recording(max_bytes=sum(map(len, frames[:6])) + 10)
+    for n, f in enumerate(frames):
+        rec.add(n, f)
+    assert rec.dropped == 4 and sorted(rec.frames) == list(range(4, 10)) and rec.nbytes <= rec.max_bytes
+    rec.add(9, frames[0])  # an edit replaces frame 9
+    assert rec.frames[9] == frames[0] and rec.nbytes == sum(len(v) for v in rec.frames.values())
+    data = Recording.mp4(rec.snapshot(), fps=16)
+    with av.open(io.BytesIO(data)) as c:
+        decoded = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    assert len(decoded) == len(rec.frames) and decoded[0].shape == (24, 40, 3)
+    first = cv2.imdecode(np.frombuffer(frames[4], np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert np.abs(decoded[0].astype(int) - first).mean() < 8
+    rec.clear()
+    assert rec.snapshot() == [] and rec.nbytes == rec.dropped == 0
+    with pytest.raises(ValueError, match="nothing recorded yet"):
+        Recording.mp4([], fps=16)
+
+
+def test_demo_options_are_refused_in_one_line(capsys):
+    from stream.demo.__main__ import main
+
+    student, codec = "assets/tiny-student/student", "assets/tiny-teacher/codec.pt"
+    assert main(["--student", student, "--codec", codec, "--frame-quality", "0"]) == 2
+    assert "--frame-quality 0: must be in [1, 100]" in capsys.readouterr().err
+    assert main(["--student", student, "--codec", codec, "--dtype", "float64"]) == 2
+    assert "dtype='float64'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["--student", student, "--codec", codec, "--device", "cuda"]) == 2
+        assert "no CUDA device is available" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--student", student, "--codec", codec, "--frame-format", "png"])

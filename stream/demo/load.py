@@ -7,8 +7,8 @@ Each of the N sessions starts a synthetic scene, lays a grid of points and pans 
 ``--seconds``, recording every chunk's latency (compute + waiting for the shared model) and the
 server's resident memory. While they stream, session N+1 must be refused (``busy``, close code 1013),
 and the first session sends malformed and oversized messages, each of which must be answered with an
-``error`` while its frames keep coming. The report (JSON) has per-session latency percentiles, frames,
-drops, the refusal and the rejections.
+``error`` while its frames keep coming. The report (JSON) has per-session latency percentiles, frames
+(and bytes per binary frame message), drops, the refusal and the rejections.
 """
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import sys
 import time
 
 import numpy as np
+
+from stream.demo.media import unpack_frame
 
 __all__ = ["run_load", "bad_messages"]
 
@@ -52,7 +54,7 @@ def bad_messages(max_message_bytes: int, width: int) -> list:
 async def _session(url: str, scene: int, seconds: float, *, bad: bool) -> dict:
     import websockets
 
-    chunks, errors, frames, frames_after_bad = [], [], 0, 0
+    chunks, errors, frames, frames_after_bad, frame_bytes = [], [], 0, 0, 0
     async with websockets.connect(url, max_size=2**24) as ws:
         hello = json.loads(await ws.recv())
         if hello["type"] != "hello":
@@ -72,18 +74,23 @@ async def _session(url: str, scene: int, seconds: float, *, bad: bool) -> dict:
                 await ws.send(json.dumps({"type": "points", "points": _grid(8, W, offset)}))
                 last_move = now
             try:
-                m = json.loads(await asyncio.wait_for(ws.recv(), timeout=0.25))
+                raw = await asyncio.wait_for(ws.recv(), timeout=0.25)
             except asyncio.TimeoutError:
                 continue
-            if m["type"] == "frame":
+            if isinstance(raw, bytes):  # a frame: binary JPEG / WebP behind its header
+                unpack_frame(raw)
                 frames += 1
+                frame_bytes += len(raw)
                 frames_after_bad += sent_bad is not None
-            elif m["type"] == "chunk":
+                continue
+            m = json.loads(raw)
+            if m["type"] == "chunk":
                 chunks.append(m)
             elif m["type"] == "error":
                 errors.append(m["message"])
     lat = np.array([c["latency_ms"] for c in chunks[1:]] or [np.nan])  # chunk 0 is the frame itself
-    return {"scene": scene, "chunks": len(chunks), "frames": frames, "dropped": chunks[-1]["dropped"] if chunks else None,
+    return {"scene": scene, "chunks": len(chunks), "frames": frames, "bytes_per_frame": frame_bytes / max(frames, 1),
+            "dropped": chunks[-1]["dropped"] if chunks else None,
             "latency_ms": {"median": float(np.median(lat)), "p95": float(np.percentile(lat, 95)), "max": float(lat.max())},
             "compute_ms_median": float(np.median([c["compute_ms"] for c in chunks[1:]] or [np.nan])),
             "rss_mb": [c["rss_mb"] for c in chunks], "errors": errors, "bad_sent": len(bad_msgs),
@@ -132,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w") as f:
             f.write(text + "\n")
     for s in report["sessions"]:
-        print(f"[load] scene {s['scene']}: {s['chunks']} chunks, {s['frames']} frames, latency median "
+        print(f"[load] scene {s['scene']}: {s['chunks']} chunks, {s['frames']} frames "
+              f"({s['bytes_per_frame'] / 1024:.1f} KiB each), latency median "
               f"{s['latency_ms']['median']:.0f} ms p95 {s['latency_ms']['p95']:.0f} ms, dropped {s['dropped']}, "
               f"errors {len(s['errors'])}/{s['bad_sent']}")
     print(f"[load] session {args.sessions + 1}: {report['refused']['first'].get('type')} (close {report['refused']['close_code']}); "

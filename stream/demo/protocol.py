@@ -3,7 +3,9 @@
 Client -> server (JSON text, one object per message, ``type`` first):
 
 * ``{"type": "start", "scene": 3}`` or ``{"type": "start", "image": "data:image/png;base64,..."}``
-  (+ optional ``"prompt"``): a new stream from a synthetic scene's first frame or an uploaded image.
+  (PNG, JPEG or WebP; + optional ``"prompt"``): a new stream from a synthetic scene's first frame or an
+  uploaded image. The image's size is read from its header and refused above ``Limits.max_image_side``
+  before any pixel is decoded.
 * ``{"type": "points", "points": [{"id": 0, "x": 31.5, "y": 12.0, "pinned": false}, ...]}``: where
   every live point is now (frame pixels). A moving point makes a track; a pinned one is held still
   (MotionStream's static points); a point left out is let go (invisible from the next chunk on).
@@ -13,9 +15,28 @@ Client -> server (JSON text, one object per message, ``type`` first):
   "iterations": 4}``: a DragStream instruction (``stream.drag``).
 * ``{"type": "pause"}``, ``{"type": "resume"}``, ``{"type": "restart"}``.
 
-Server -> client: ``hello`` (frame size, fps, limits, scenes), ``started``, ``frame`` (one JPEG per
-message with its frame number and chunk), ``chunk`` (per-chunk latency), ``dragged``, ``paused`` /
-``resumed``, ``error`` (the message that was refused and why; the session goes on), ``busy``.
+Server -> client, JSON text: ``hello`` (frame ``width`` / ``height``, fps, ``frame_format``, the
+``session`` token for saving the video, limits, scenes, device and dtype), ``started``, ``chunk``
+(per-chunk latency), ``dragged``, ``paused`` / ``resumed``, ``error`` (the message that was refused and
+why; the session goes on), ``busy``.
+
+Server -> client, binary: one message per frame, a 16-byte little-endian header then the image
+(``stream.demo.media.pack_frame``):
+
+    bytes 0-3   b"TSF1"            magic (TrackStream Frame, layout 1)
+    bytes 4-7   uint32             frame number n in the stream (0 = the first frame)
+    bytes 8-11  uint32             chunk index
+    byte  12    uint8 flags        bit 0: replaces (an edit: frame n was sent before, show this one)
+    byte  13    uint8 format       1 = JPEG, 2 = WebP (``--frame-format``, quality ``--frame-quality``)
+    bytes 14-15 reserved (0)
+    bytes 16-   the JPEG / WebP file
+
+The page draws it with ``createImageBitmap(new Blob([image]))``. A JPEG frame of 832x480 at quality 85
+is ~20x smaller than the base64 PNG in JSON it replaces.
+
+Save video: ``GET /video/<session token>`` answers the current stream's frames as an H.264 mp4 (the
+encoded frames are kept, at most ``Limits.record_bytes`` per session, the oldest let go beyond it;
+the ``X-Frames`` and ``X-Frames-Dropped`` headers say how many are in it and how many were let go).
 
 Refusals name the field and what is allowed (``ProtocolError``). Nothing here touches a model.
 """
@@ -28,6 +49,8 @@ from dataclasses import dataclass
 from typing import Optional, Union
 
 import numpy as np
+
+from stream.demo.media import image_size
 
 __all__ = ["Limits", "ProtocolError", "Start", "Points", "Drag", "Control", "parse_message", "decode_image",
            "DRAG_MODES", "DRAG_KINDS", "DRAG_METHODS"]
@@ -52,10 +75,11 @@ class Limits:
     max_iterations: int = 8
     queue_frames: int = 48  # frames waiting for a slow client; the oldest are dropped beyond it
     lead_seconds: float = 1.0  # how far generation runs ahead of the client's playback clock
+    record_bytes: int = 64 * 2**20  # encoded frames kept per session for "save video" (~1600 832x480 JPEGs)
 
     def __post_init__(self):
-        if self.max_sessions < 1 or self.max_points < 1 or self.queue_frames < 1:
-            raise ValueError("Limits: max_sessions, max_points and queue_frames must be >= 1")
+        if self.max_sessions < 1 or self.max_points < 1 or self.queue_frames < 1 or self.record_bytes < 1:
+            raise ValueError("Limits: max_sessions, max_points, queue_frames and record_bytes must be >= 1")
 
     @property
     def hard_message_bytes(self) -> int:
@@ -134,7 +158,7 @@ def _choice(msg: dict, field: str, choices: tuple, default: Optional[str] = None
 
 def _data_url(v, field: str, limit: int) -> bytes:
     if not isinstance(v, str) or not v.startswith("data:image/") or ";base64," not in v[:40]:
-        raise ProtocolError(f"{field} must be a data URL (data:image/png;base64,... or image/jpeg)")
+        raise ProtocolError(f"{field} must be a data URL (data:image/png;base64,..., image/jpeg or image/webp)")
     if len(v) > limit:
         raise ProtocolError(f"{field} is {len(v)} bytes; at most {limit} are accepted")
     try:
@@ -144,22 +168,23 @@ def _data_url(v, field: str, limit: int) -> bytes:
 
 
 def decode_image(data: bytes, *, height: int, width: int, max_side: int, field: str = "image") -> np.ndarray:
-    """PNG / JPEG bytes -> uint8 [height, width, 3] RGB (centre crop to the aspect ratio, then resize).
-    The header is checked and the size read before any pixel is decoded."""
+    """PNG / JPEG / WebP bytes -> uint8 [height, width, 3] RGB (centre crop to the aspect ratio, then
+    resize). The size is read from the header and refused before any pixel is decoded."""
     import cv2
 
-    if not (data.startswith(b"\x89PNG\r\n\x1a\n") or data.startswith(b"\xff\xd8\xff")):
-        raise ProtocolError(f"{field}: only PNG and JPEG images are accepted")
-    if data.startswith(b"\x89PNG") and len(data) >= 24:  # IHDR: width, height (big-endian) before decoding
-        w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
-        if max(w, h) > max_side:
-            raise ProtocolError(f"{field} is {w}x{h}; at most {max_side} pixels a side")
+    try:
+        w, h = image_size(data, field=field)
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
+    if max(w, h) > max_side:
+        raise ProtocolError(f"{field} is {w}x{h}; at most {max_side} pixels a side (Limits.max_image_side): "
+                            "scale it down first")
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ProtocolError(f"{field} could not be decoded")
     h, w = img.shape[:2]
-    if max(h, w) > max_side:
-        raise ProtocolError(f"{field} is {w}x{h}; at most {max_side} pixels a side")
+    if max(h, w) > max_side:  # the decoder disagreed with the header: still refused
+        raise ProtocolError(f"{field} is {w}x{h}; at most {max_side} pixels a side (Limits.max_image_side)")
     scale = min(h / height, w / width)  # centre crop to the stream's aspect ratio
     ch, cw = int(round(height * scale)), int(round(width * scale))
     y0, x0 = (h - ch) // 2, (w - cw) // 2

@@ -62,8 +62,12 @@ class DemoModel:
     """The student and everything a session needs from it, loaded once."""
 
     def __init__(self, student: str | Path, codec: str | Path, *, codec_name: str = "tiny-ae",
-                 num_scenes: int = 8, scene_seed: int = 5000, device: str = "cpu"):
+                 num_scenes: int = 8, scene_seed: int = 5000, device: str | None = "auto",
+                 dtype: str | None = "auto", compile: bool = False):
+        """``device`` / ``dtype``: "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
+        (``models.precision``); ``compile``: the engine's compiled streaming step."""
         from models.conditioner import load_export
+        from models.precision import dtype_name, resolve_precision
         from stream.chunks import StreamConfig
 
         student = Path(student)
@@ -72,11 +76,16 @@ class DemoModel:
                              "or pass assets/tiny-student/student")
         if not Path(codec).is_file():
             raise ValueError(f"--codec {codec}: no such file (the student's codec checkpoint)")
-        net, codec_net, self.conditioner = load_export(student, codec_name=codec_name, codec=str(codec), device=device)
+        dev, dt = resolve_precision(device, dtype)  # refuses cuda without a GPU, unknown dtypes (one line)
+        self.device, self.dtype = str(dev), dtype_name(dt)
+        net, codec_net, self.conditioner = load_export(student, codec_name=codec_name, codec=str(codec), device=dev,
+                                                       dtype=dt)
         if net.conventions.streaming is None:
             raise ValueError(f"--student {student}: network.json records no streaming configuration (a teacher?)")
+        # no device= here: the engine runs where load_export put the network
         self.engine = StreamingGenerator(net, codec_net, config=StreamConfig.of(net.conventions.streaming),
-                                         device=device, image_features_fn=self.conditioner.image_features)
+                                         image_features_fn=self.conditioner.image_features, compile=compile)
+        self.compile = bool(compile)
         self.height, self.width = int(net.conventions.height), int(net.conventions.width)
         self.world = world_for(student, self.height, self.width)
         self.fps = int(self.world.fps)

@@ -1,18 +1,21 @@
 // TrackStream live demo: the stream on a canvas, points that make tracks, a brush and DragStream drags.
-// Protocol: stream/demo/protocol.py. `window.demo` exposes the page's state (what was received, what is
-// shown) for debugging and for the browser test.
+// Protocol: stream/demo/protocol.py (control messages are JSON text; every frame is one binary message,
+// a 16-byte header then a JPEG / WebP file). `window.demo` exposes the page's state (what was received,
+// what is shown) for debugging and for the browser test.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const view = $("view");
 const ctx = view.getContext("2d");
 const demo = window.demo = {
-  W: 64, H: 64, fps: 16, chunkFrames: 12, maxPoints: 64,
-  frames: [],             // the last received frames {n, chunk, url, replaces}, newest last (for inspection)
-  queue: [],              // frames waiting to be shown {n, img}
-  shown: null,            // the frame on the canvas {n, img}
+  W: 64, H: 64, fps: 16, chunkFrames: 12, maxPoints: 64, token: null, format: "jpeg",
+  frames: [],             // the last received frames {n, chunk, blob, replaces}, newest last (for inspection)
+  seen: new Set(),        // frame numbers received since the stream (re)started
+  queue: [],              // frames waiting to be shown {n, bitmap (null while decoding), failed}
+  shown: null,            // the frame on the canvas {n, bitmap}
   points: [],             // {id, x, y, pinned}
-  stats: {received: 0, drawn: 0, chunks: 0, chunk: -1, latency: null, dropped: 0, errors: 0},
+  stats: {received: 0, drawn: 0, chunks: 0, chunk: -1, latency: null, dropped: 0, errors: 0, bytes: 0},
+  saved: null,            // the last "save video": {bytes, frames, dropped}
   started: false, paused: false, lastError: "",
 };
 const mask = document.createElement("canvas");  // the object mask at frame size: white = object
@@ -29,30 +32,31 @@ function send(msg) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.st
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   ws = new WebSocket(`${proto}//${location.host}/ws`);
-  ws.onmessage = (ev) => onMessage(JSON.parse(ev.data));
+  ws.binaryType = "arraybuffer";  // frames: parsed with a DataView, no base64 anywhere
+  ws.onmessage = (ev) => (typeof ev.data === "string" ? onMessage(JSON.parse(ev.data)) : onFrame(ev.data));
   ws.onclose = () => { if ($("status").dataset.state !== "busy") setStatus("disconnected (reload to reconnect)", "error"); };
 }
 
 function onMessage(m) {
   if (m.type === "hello") {
     Object.assign(demo, {W: m.width, H: m.height, fps: m.fps, chunkFrames: m.chunk_frames, maxPoints: m.limits.max_points,
-                         maxUpload: m.limits.max_upload_bytes, trackHead: m.track_head});
+                         maxUpload: m.limits.max_upload_bytes, trackHead: m.track_head, token: m.session,
+                         format: m.frame_format});
+    fit(m.width, m.height);
     mask.width = m.width; mask.height = m.height;
     maskCtx = mask.getContext("2d");
     clearMask();
     const sel = $("scene");
     sel.innerHTML = "";
     for (let k = 0; k < m.scenes; k++) sel.add(new Option(`synthetic scene ${k}`, k));
-    setStatus(`connected: ${m.width}x${m.height} at ${m.fps} fps`, "ready");
+    setStatus(`connected: ${m.width}x${m.height} at ${m.fps} fps on ${m.device} (${m.dtype}), ${m.frame_format} frames`, "ready");
   } else if (m.type === "busy") {
     setStatus(m.message, "busy");
   } else if (m.type === "started") {
-    demo.started = true; demo.paused = false; demo.queue = []; demo.shown = null;
+    demo.started = true; demo.paused = false; dropQueue(() => true); demo.shown = null; demo.seen = new Set();
     setStatus(`streaming: "${m.prompt}"`, "streaming");
-    for (const b of ["pause", "restart"]) $(b).disabled = false;
+    for (const b of ["pause", "restart", "save"]) $(b).disabled = false;
     $("resume").disabled = true;
-  } else if (m.type === "frame") {
-    onFrame(m);
   } else if (m.type === "chunk") {
     demo.stats.chunks += 1; demo.stats.chunk = m.index; demo.stats.latency = m.latency_ms; demo.stats.dropped = m.dropped;
     $("chunk").textContent = m.index; $("latency").textContent = m.latency_ms.toFixed(0); $("dropped").textContent = m.dropped;
@@ -67,21 +71,55 @@ function onMessage(m) {
   }
 }
 
-function onFrame(m) {
-  demo.stats.received += 1;
-  $("frames").textContent = demo.stats.received;
-  demo.frames.push({n: m.n, chunk: m.chunk, url: m.image, replaces: m.replaces});
-  if (demo.frames.length > 256) demo.frames.shift();
-  const img = new Image();
-  img.src = m.image;
-  if (m.replaces) demo.queue = demo.queue.filter((f) => f.n < m.n);  // an edit: its frames replace the old ones
-  demo.queue.push({n: m.n, img});
+// the canvas takes the stream's aspect ratio: an integer zoom near 512 px for small frames, 1:1 for large
+// ones (CSS may shrink it, keeping the ratio; toFrame maps through the drawn size, so clicks stay exact)
+function fit(W, H) {
+  const zoom = Math.max(1, Math.round(512 / Math.max(W, H)));
+  view.width = W * zoom; view.height = H * zoom;
+  demo.W = W; demo.H = H;
+  draw();
 }
+demo.fit = fit;
 
-// playback at the stream's frame rate; the queue is what the server sent ahead
+const FORMATS = {1: "image/jpeg", 2: "image/webp"};
+function onFrame(buf) {
+  const head = new DataView(buf, 0, 16);  // protocol.py: "TSF1", n, chunk (uint32 LE), flags, format
+  if (head.getUint32(0, false) !== 0x54534631) { showError("a binary message that is not a frame"); return; }
+  const n = head.getUint32(4, true), chunk = head.getUint32(8, true), replaces = (head.getUint8(12) & 1) === 1;
+  const blob = new Blob([new Uint8Array(buf, 16)], {type: FORMATS[head.getUint8(13)] || "image/jpeg"});
+  demo.stats.received += 1; demo.stats.bytes += buf.byteLength;
+  demo.seen.add(n);
+  $("frames").textContent = demo.stats.received;
+  $("kb").textContent = (demo.stats.bytes / demo.stats.received / 1024).toFixed(1);
+  demo.frames.push({n, chunk, blob, replaces});
+  if (demo.frames.length > 256) demo.frames.shift();
+  if (replaces) dropQueue((f) => f.n >= n);  // an edit: its frames replace the old ones
+  const f = {n, bitmap: null, failed: false};
+  demo.queue.push(f);
+  createImageBitmap(blob).then((b) => { f.bitmap = b; if (!demo.queue.includes(f)) b.close(); },
+                                (e) => { f.failed = true; showError(`frame ${n} could not be decoded: ${e}`); });
+}
+function dropQueue(which) {  // frees the decoded bitmaps of the frames dropped from the queue
+  demo.queue = demo.queue.filter((f) => { if (!which(f)) return true; if (f.bitmap) f.bitmap.close(); return false; });
+}
+demo.exportFrames = async () => {  // [[n, base64 image]] of the kept frames (the browser test reads them)
+  const out = [];
+  for (const f of demo.frames) {
+    const bytes = new Uint8Array(await f.blob.arrayBuffer());
+    let s = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    out.push([f.n, btoa(s)]);
+  }
+  return out;
+};
+
+// playback at the stream's frame rate; the queue is what the server sent ahead (in order: a frame
+// still being decoded holds the ones behind it, a frame that failed to decode is skipped)
 function tick() {
-  if (!demo.paused && demo.queue.length) {
+  while (demo.queue.length && demo.queue[0].failed) demo.queue.shift();
+  if (!demo.paused && demo.queue.length && demo.queue[0].bitmap) {
     const f = demo.queue.shift();
+    if (demo.shown && demo.shown.bitmap) demo.shown.bitmap.close();
     demo.shown = f;
     demo.stats.drawn += 1;
     const now = performance.now();
@@ -93,18 +131,20 @@ function tick() {
 }
 
 function toCanvas(x, y) { return [(x + 0.5) * view.width / demo.W, (y + 0.5) * view.height / demo.H]; }
+demo.toCanvas = toCanvas;
 function toFrame(ev) {
   const r = view.getBoundingClientRect();
   const x = (ev.clientX - r.left) / r.width * demo.W - 0.5, y = (ev.clientY - r.top) / r.height * demo.H - 0.5;
   return [Math.min(Math.max(x, 0), demo.W - 1), Math.min(Math.max(y, 0), demo.H - 1)];
 }
+demo.toFrame = toFrame;
 
 let dragPath = null;
 function draw() {
   ctx.imageSmoothingEnabled = false;
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, view.width, view.height);
-  if (demo.shown && demo.shown.img.complete) ctx.drawImage(demo.shown.img, 0, 0, view.width, view.height);
+  if (demo.shown && demo.shown.bitmap) ctx.drawImage(demo.shown.bitmap, 0, 0, view.width, view.height);
   if (maskCtx) {
     ctx.globalAlpha = 0.35;
     ctx.drawImage(maskOverlay(), 0, 0, view.width, view.height);
@@ -183,7 +223,8 @@ view.addEventListener("pointerdown", (ev) => {
   const [x, y] = toFrame(ev);
   view.setPointerCapture(ev.pointerId);
   if (tool() === "points") {
-    const near = demo.points.filter(inFrame).find((p) => Math.hypot(p.x - x, p.y - y) < 1.6 * demo.W / 64);
+    const reach = 12 * demo.W / view.getBoundingClientRect().width;  // 12 screen pixels, in frame pixels
+    const near = demo.points.filter(inFrame).find((p) => Math.hypot(p.x - x, p.y - y) < reach);
     if (ev.shiftKey) {
       if (near) near.pinned = !near.pinned; else addPoint(x, y, true);
       sendPoints(true);
@@ -253,6 +294,7 @@ function sendDrag(path) {
 $("upload").onchange = () => {
   const f = $("upload").files[0];
   if (!f) { uploaded = null; return; }
+  if (!/^image\/(png|jpeg|webp)$/.test(f.type)) { showError("upload a PNG, JPEG or WebP image"); return; }
   if (demo.maxUpload && f.size * 4 / 3 > demo.maxUpload) { showError(`the image is too large (at most ${demo.maxUpload} bytes as a data URL)`); return; }
   const r = new FileReader();
   r.onload = () => { uploaded = r.result; };
@@ -263,12 +305,36 @@ $("start").onclick = () => {
   if (uploaded) msg.image = uploaded; else msg.scene = +$("scene").value;
   if ($("prompt").value.trim()) msg.prompt = $("prompt").value.trim();
   $("error").textContent = "";
-  demo.queue = [];
+  dropQueue(() => true);
   send(msg);
 };
 $("pause").onclick = () => send({type: "pause"});
 $("resume").onclick = () => send({type: "resume"});
-$("restart").onclick = () => { demo.queue = []; send({type: "restart"}); };
+$("restart").onclick = () => { dropQueue(() => true); send({type: "restart"}); };
+
+// "Save video": the server encodes this stream's frames (as generated, edits included) to an mp4
+$("save").onclick = async () => {
+  if (!demo.token) return;
+  $("save").disabled = true;
+  setStatus("encoding the video…", $("status").dataset.state);
+  try {
+    const r = await fetch(`/video/${demo.token}`);
+    if (!r.ok) { showError(`save video: ${await r.text()}`); return; }
+    const blob = await r.blob();
+    const frames = +r.headers.get("X-Frames"), dropped = +r.headers.get("X-Frames-Dropped");
+    demo.saved = {bytes: blob.size, frames, dropped};
+    const a = document.createElement("a");
+    a.href = URL.createObjectURL(blob);
+    a.download = "trackstream.mp4";
+    document.body.appendChild(a); a.click(); a.remove();
+    setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+    setStatus(`saved ${frames} frames (${(blob.size / 1024).toFixed(0)} KiB)` +
+              (dropped ? `; the first ${dropped} were let go (the server keeps a bounded recording)` : ""),
+              demo.paused ? "paused" : "streaming");
+  } finally {
+    $("save").disabled = false;
+  }
+};
 
 (function loop() { tick(); setTimeout(loop, 1000 / demo.fps); })();  // playback at the stream's rate
 connect();
