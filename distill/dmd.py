@@ -6,7 +6,9 @@ bidirectional teacher (real score). Per loop step ``updates(step)`` returns ``["
 ``["critic", "generator"]`` every ``update_ratio``-th step (5:1, critic first): the phase is a
 pure function of the step, so an exact resume continues it (tests/test_distill_dmd.py).
 
-Rollout (``rollout``, the SAME per-chunk functions as the streaming engine, ``stream.chunks``):
+Rollout (``rollout``, the SAME per-chunk functions as the streaming engine, ``stream.chunks``),
+Self-Forcing's by default (``stage.rollout: self_forcing``, described here; ``self_rollout``: AR-Drag's,
+see ``DMDConfig.rollout``):
 with a given first chunk the first-frame latent is committed as chunk 0 (the sink), with a sampled
 one chunk 0 is sampled like the rest (``stream.chunks``); every other chunk starts from fresh
 noise and is denoised through the rolling KV cache (sink + window as at inference, RoPE by cache
@@ -55,7 +57,8 @@ from train.ema import EMAConfig
 from train.objective import Objective, generator_state, load_generator_state
 from train.optim import OptimConfig
 
-__all__ = ["DMDConfig", "DMDObjective", "dmd_gradient"]
+__all__ = ["DMDConfig", "DMDObjective", "dmd_gradient", "ROLLOUTS"]
+ROLLOUTS = ("self_forcing", "self_rollout")
 
 
 def _optim(lr: float) -> OptimConfig:
@@ -78,6 +81,10 @@ class DMDConfig:
     generator_optim: OptimConfig = field(default_factory=lambda: _optim(2e-6))
     critic_optim: OptimConfig = field(default_factory=lambda: _optim(4e-7))
     generator_ema: EMAConfig = field(default_factory=lambda: EMAConfig(decay=0.99, start_step=0))
+    # self_forcing: a chunk's exit-step x0 is its output AND enters the cache (Self-Forcing);
+    # self_rollout: the chunk is sampled on through every step (no grad) and the clean latent enters the
+    # cache, so training transitions equal the engine's (AR-Drag); the loss stays on the exit-step x0
+    rollout: str = "self_forcing"
 
     def __post_init__(self) -> None:
         for name, cls in (("causal", CausalConfig), ("guidance", GuidanceConfig), ("generator_optim", OptimConfig),
@@ -90,6 +97,8 @@ class DMDConfig:
         if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
             raise ValueError(f"stage.sigma_min={self.sigma_min} / sigma_max={self.sigma_max}: need 0 <= min < max <= 1")
         check_first_chunk(self.causal, field="stage.causal")
+        if self.rollout not in ROLLOUTS:
+            raise ValueError(f"stage.rollout={self.rollout!r}; expected one of {ROLLOUTS}")
 
 
 def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) -> torch.Tensor:
@@ -163,8 +172,10 @@ class DMDObjective(Objective):
     # ------------------------------------------------------------------ rollout
 
     def rollout(self, batch: dict, *, grad: bool, exit_step: Optional[int] = None,
-                purpose: str = "rollout") -> torch.Tensor:
-        """Self-rollout of the whole clip through the rolling cache -> x0 [B, C, F, h, w].
+                purpose: str = "rollout", with_committed: bool = False):
+        """Rollout of the whole clip through the rolling cache -> x0 [B, C, F, h, w]: each chunk's exit-step
+        prediction (what the loss sees). ``with_committed``: also the latents written to the cache (Self-
+        Forcing: the same; Self-Rollout: each chunk sampled on to its clean latent, = the engine's output).
 
         ``exit_step`` None draws it (uniform over the K steps, shared by all chunks)."""
         net, cfg = self.student, self.causal
@@ -181,7 +192,7 @@ class DMDObjective(Objective):
             cache = start_cache(net, cond, cfg)
         motion = batch["motion"]
         given = first_chunk_given(cfg)
-        outs = []
+        outs, committed = [], []
         B, C, _, h, w = cond.image_latent.shape
         gens = self._sample_gens(batch, purpose)
         draw = lambda f: self._randn(gens, (B, C, f, h, w))  # noqa: E731
@@ -192,13 +203,28 @@ class DMDObjective(Objective):
             if i == 0 and given:  # the given first frame: committed, not sampled
                 cache = commit_chunk(net, cache, cond.image_latent, y)
                 outs.append(cond.image_latent)
+                committed.append(cond.image_latent)
                 continue
             f = cfg.chunk_len(i)
-            x0 = denoise_chunk(net, cache, draw(f), y, self.sigmas, fresh_noise=lambda: draw(f),
-                               exit_step=exit_step, grad=grad)
-            cache = commit_chunk(net, cache, x0, y)
+            if self.cfg.rollout == "self_rollout":  # every step, the exit step's x0 kept (with grad) for the loss
+                kept = {}
+
+                def keep(k: int, x0: torch.Tensor, kept=kept) -> torch.Tensor:
+                    if k == exit_step:
+                        kept["x0"] = x0
+                    return x0
+
+                clean = denoise_chunk(net, cache, draw(f), y, self.sigmas, fresh_noise=lambda: draw(f), grad=grad,
+                                      grad_step=exit_step, on_x0=keep)
+                x0 = kept["x0"]
+            else:
+                x0 = clean = denoise_chunk(net, cache, draw(f), y, self.sigmas, fresh_noise=lambda: draw(f),
+                                           exit_step=exit_step, grad=grad)
+            cache = commit_chunk(net, cache, clean, y)
             outs.append(x0)
-        return torch.cat(outs, dim=2)
+            committed.append(clean.detach())
+        x = torch.cat(outs, dim=2)
+        return (x, torch.cat(committed, dim=2)) if with_committed else x
 
     # ------------------------------------------------------------------ losses
 

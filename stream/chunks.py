@@ -236,7 +236,7 @@ def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torc
                   grad: bool = False, buffers: Optional[StepBuffers] = None,
                   on_input: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
                   on_x0: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
-                  input_at: Optional[int] = None) -> torch.Tensor:
+                  input_at: Optional[int] = None, grad_step: Optional[int] = None) -> torch.Tensor:
     """K-step sampling of chunk ``cache.next_chunk`` from ``noise`` [B, C, f, h, w] -> x0 [B, C, f, h, w].
 
     Each step predicts x0 from the step's input and re-noises it to the next level with FRESH noise
@@ -247,7 +247,9 @@ def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torc
     The one sampler loop of the project; DragStream steers it through hooks, called outside the pass's
     grad mode: ``on_input(k, x)`` may replace step k's input (the latent optimisation at step T'),
     ``on_x0(k, x0)`` step k's prediction (ADSR's rectification); ``input_at``: return step k's input
-    without running it (the reference chunk's latent at T', the same noise draws).
+    without running it (the reference chunk's latent at T', the same noise draws). ``grad_step``: the one
+    step that runs with grad when ``grad`` is set (default: the last one run); AR-Drag's Self-Rollout takes
+    its loss there through ``on_x0`` and samples on to the clean latent without grad.
     """
     K = len(sigmas) - 1
     last = K - 1 if exit_step is None else exit_step
@@ -255,6 +257,9 @@ def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torc
         raise ValueError(f"exit_step={exit_step} must be in [0, {K - 1}]")
     if input_at is not None and not 0 <= input_at <= last:
         raise ValueError(f"input_at={input_at} must be in [0, {last}]")
+    grad_step = last if grad_step is None else grad_step
+    if not 0 <= grad_step <= last:
+        raise ValueError(f"grad_step={grad_step} must be in [0, {last}]")
     x, B = noise, noise.shape[0]
     for k in range(last + 1):
         if k == input_at:
@@ -262,7 +267,7 @@ def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torc
         if on_input is not None:
             x = on_input(k, x)
         sigma = sigmas[k].float().expand(B).to(noise.device)
-        with torch.set_grad_enabled(grad and k == last):
+        with torch.set_grad_enabled(grad and k == grad_step):
             v = stream_step(network.dit, cache, x, sigma_to_t(sigma), y=y, buffers=buffers).pred
             x0 = x0_from_velocity(x, v, sigma)
         if on_x0 is not None:

@@ -36,8 +36,8 @@ def codec():
     return tiny_codec()
 
 
-def _objective(gen, critic, teacher, *, seed=0, ratio=5, causal=None):
-    cfg = DMDConfig(update_ratio=ratio, **({"causal": causal} if causal is not None else {}))
+def _objective(gen, critic, teacher, *, seed=0, ratio=5, causal=None, rollout="self_forcing"):
+    cfg = DMDConfig(update_ratio=ratio, rollout=rollout, **({"causal": causal} if causal is not None else {}))
     nt, nl = null_text()
     return DMDObjective(gen, critic, teacher.eval().requires_grad_(False), cfg=cfg,
                         sigmas=sampling_sigmas(K, shift=SHIFT), shift=SHIFT, null_text=nt, null_text_lengths=nl,
@@ -89,6 +89,52 @@ def test_sampled_first_chunk_rollout_equals_the_engine_and_generates_every_frame
     loss, _ = obj.generator_loss(batch)
     loss.backward()
     assert x.shape[2] == 6 and any(p.grad is not None for p in gen.parameters())
+
+
+@pytest.mark.parametrize("exit_step", range(K))
+def test_self_rollout_transitions_equal_the_engine_at_every_exit_step(codec, exit_step):
+    """AR-Drag's Self-Rollout: whatever the exit step, each chunk is sampled on to its clean latent and that
+    enters the cache, so the committed latents are the engine's chunk for chunk; the loss sees the exit
+    step's x0 (Self-Forcing's rollout caches that x0 instead, and differs from the engine below K - 1)."""
+    gen = tiny_network(1).eval()
+    raw = make_conditions(codec)([0, 1])
+    engine = StreamingGenerator(gen, codec, config=StreamConfig(shift=SHIFT, steps=K))
+    obj = _objective(gen, tiny_network(0), tiny_network(0), seed=4, rollout="self_rollout")
+    batch = obj.prepare_batch(raw)
+    state = engine.start(raw["first_frame"].float() / 127.5 - 1, raw["text_emb"], raw["text_len"],
+                         track_ids=batch["track_ids"], seed=4 + 1)
+    _, latents, _ = collect(engine.stream(state, tracks_from_array(raw["tracks"], raw["visibility"]), num_chunks=3))
+    with torch.no_grad():
+        x, committed = obj.rollout(batch, grad=False, exit_step=exit_step, with_committed=True)
+        sf = _objective(gen, tiny_network(0), tiny_network(0), seed=4)
+        x_sf, committed_sf = sf.rollout(sf.prepare_batch(raw), grad=False, exit_step=exit_step, with_committed=True)
+    torch.testing.assert_close(committed, latents, atol=1e-5, rtol=1e-5)
+    assert torch.equal(x_sf, committed_sf)
+    if exit_step == K - 1:
+        torch.testing.assert_close(x, committed, atol=1e-6, rtol=1e-6)
+    else:
+        assert (x - committed)[:, :, 1:].abs().max() > 1e-3  # the loss sees the exit step, not the clean latent
+        assert (committed_sf - latents)[:, :, 1:].abs().max() > 1e-3
+
+
+def test_self_rollout_gradient_at_the_exit_step_only(codec, monkeypatch):
+    """Per chunk: all K steps (grad at the exit step only) + the clean re-run; the loss back-propagates."""
+    gen = tiny_network(1)
+    obj = _objective(gen, tiny_network(0), tiny_network(0), rollout="self_rollout")
+    batch = obj.prepare_batch(make_conditions(codec)([0, 1]))
+    calls = []
+    real_step = chunks.stream_step
+    monkeypatch.setattr(chunks, "stream_step", lambda m, c, x, t, **kw: calls.append(
+        (torch.is_grad_enabled(), round(float(t.flatten()[0]), 3))) or real_step(m, c, x, t, **kw))
+    x = obj.rollout(batch, grad=True, exit_step=0)
+    sig = sampling_sigmas(K, shift=SHIFT).float()
+    chunk = [(k == 0, round(float(sig[k] * 1000), 3)) for k in range(K)] + [(False, 0.0)]
+    assert calls == [(False, 0.0)] + chunk + chunk and x.requires_grad
+    loss, _ = obj.generator_loss(batch)
+    loss.backward()
+    assert sum(float(p.grad.abs().sum()) for p in gen.parameters() if p.grad is not None) > 0
+    with pytest.raises(ValueError, match="stage.rollout"):
+        DMDConfig(rollout="self-rollout")
 
 
 def test_gradient_flows_through_the_exit_step_only(codec, monkeypatch):
