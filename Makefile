@@ -30,7 +30,7 @@ run: $(STAMP)
 
 # The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
 test: $(STAMP) browser
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
 
 # Debian's chromium for the browser test (Playwright drives it; no downloaded browser builds).
 browser:

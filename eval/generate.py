@@ -39,6 +39,7 @@ class GenerateConfig:
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present, else cpu) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on cpu) | float32 | bfloat16 | float16
+    compile: bool = False  # students: the compiled streaming step (CUDA graphs on CUDA)
 
     def __post_init__(self) -> None:
         self.precision()  # a bad device / dtype fails here, naming the field, not at the first forward
@@ -99,7 +100,8 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
     net, codec, conditioner = _setup(run, cfg)
     # the engine takes its device from the network (load_export put it there): its inputs follow it
     engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
-                                image_features_fn=conditioner.image_features)
+                                image_features_fn=conditioner.image_features, compile=cfg.compile,
+                                overlap_decode=True)  # recorded tracks: asking one chunk ahead costs nothing
     out = {}
     for i, s in enumerate(samples):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # CPU: the same draws on any device

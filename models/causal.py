@@ -52,12 +52,15 @@ import dataclasses
 import math
 import warnings
 from dataclasses import dataclass
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
 from models.wan import WanModel, apply_rope, grid_positions, rope_cos_sin
+
+if TYPE_CHECKING:  # for the annotation only: the buffered step is optional
+    from models.stream_buffers import StepBuffers
 
 try:  # FlexAttention: fused block-sparse kernel on CUDA (compiled), unfused and forward-only on CPU
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -376,7 +379,7 @@ class _CachedAttention:
 
 def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tensor, *,
                 y: torch.Tensor | None = None, recorder: FeatureRecorder | None = None,
-                until: int | None = None) -> StreamOutput:
+                until: int | None = None, buffers: "StepBuffers | None" = None) -> StreamOutput:
     """Predict chunk ``cache.next_chunk`` given the cache; the cache is not modified.
 
     x: [B, C_noise, F_chunk, H, W]; t: [B] or [B, F_chunk]; y: this chunk's conditioning
@@ -384,6 +387,8 @@ def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tenso
     ``recorder``: fills ``recorder.features[layer]`` for its layers (see ``FeatureRecorder``).
     ``until``: run the blocks up to that one only and return no prediction and no K/V (a pass that
     only needs the recorder's features, e.g. DragStream's latent-constancy iterations).
+    ``buffers``: a ``models.stream_buffers.StepBuffers`` of this stream: the same step over static
+    in-place K/V buffers, RoPE once per key (inference only; equal to this reference path).
     """
     cfg, i = cache.config, cache.next_chunk
     B, nf = x.shape[0], x.shape[2]
@@ -398,10 +403,16 @@ def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tenso
     if cache.chunks and cache.chunks[0].tokens_per_frame != tpf:
         raise ValueError(f"x has {tpf} tokens per frame; the cached chunks have {cache.chunks[0].tokens_per_frame}")
     e, e0 = model.time_embed(t, B, nf)
-    attn = _CachedAttention(cache, grid, model.head_dim, tokens.device, recorder)
-    tokens = model.run_blocks(tokens, e0, cache.context_kv, attn, tpf, last=until)
-    if until is not None:
-        return StreamOutput(None, None)
-    pred = model.unpatchify(model.head(tokens, e, tpf), grid)
-    layers = tuple(attn.kv[layer] for layer in range(model.num_layers))
+    if buffers is not None:
+        head, layers = buffers.run(model, cache, tokens, grid, e0, e, recorder=recorder, last=until)
+        if until is not None:
+            return StreamOutput(None, None)
+    else:
+        attn = _CachedAttention(cache, grid, model.head_dim, tokens.device, recorder)
+        tokens = model.run_blocks(tokens, e0, cache.context_kv, attn, tpf, last=until)
+        if until is not None:
+            return StreamOutput(None, None)
+        head = model.head(tokens, e, tpf)
+        layers = tuple(attn.kv[layer] for layer in range(model.num_layers))
+    pred = model.unpatchify(head, grid)
     return StreamOutput(pred, ChunkKV(index=i, frames=nf, tokens_per_frame=tpf, layers=layers))

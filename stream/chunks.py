@@ -36,11 +36,13 @@ from diffusion.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_v
 from models.causal import CausalConfig, KVCache, new_cache, stream_step
 from models.conditioning import compose_condition, i2v_condition, start_image_latents
 from models.motion_wan import Streaming
+from models.stream_buffers import StepBuffers
 from models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
 
 __all__ = [
-    "first_chunk_given", "check_first_chunk", "whole_chunks", "StreamConfig", "VideoCondition", "build_video_condition", "chunk_pixel_frames", "chunk_condition",
-    "track_features", "denoise_chunk", "commit_chunk", "start_cache",
+    "first_chunk_given", "check_first_chunk", "whole_chunks", "StreamConfig", "VideoCondition",
+    "build_video_condition", "chunk_pixel_frames", "chunk_condition", "track_features", "denoise_chunk",
+    "commit_chunk", "start_cache",
 ]
 
 
@@ -231,32 +233,49 @@ def start_cache(network, cond: VideoCondition, cfg: CausalConfig) -> KVCache:
 
 def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torch.Tensor], sigmas: torch.Tensor, *,
                   fresh_noise: Callable[[], torch.Tensor], exit_step: Optional[int] = None,
-                  grad: bool = False) -> torch.Tensor:
+                  grad: bool = False, buffers: Optional[StepBuffers] = None,
+                  on_input: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+                  on_x0: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+                  input_at: Optional[int] = None) -> torch.Tensor:
     """K-step sampling of chunk ``cache.next_chunk`` from ``noise`` [B, C, f, h, w] -> x0 [B, C, f, h, w].
 
     Each step predicts x0 from the step's input and re-noises it to the next level with FRESH noise
     (``fresh_noise()``; the few-step consistency sampler of Self-Forcing/DMD). ``exit_step`` stops
     after that step and returns its x0 (gradient truncation); only that step runs with grad when
     ``grad`` is set, every earlier one under no_grad. The cache is read, never written.
+    ``buffers``: the stream's static step buffers (inference, ``models.stream_buffers``), else the reference step.
+    The one sampler loop of the project; DragStream steers it through hooks, called outside the pass's
+    grad mode: ``on_input(k, x)`` may replace step k's input (the latent optimisation at step T'),
+    ``on_x0(k, x0)`` step k's prediction (ADSR's rectification); ``input_at``: return step k's input
+    without running it (the reference chunk's latent at T', the same noise draws).
     """
     K = len(sigmas) - 1
     last = K - 1 if exit_step is None else exit_step
     if not 0 <= last < K:
         raise ValueError(f"exit_step={exit_step} must be in [0, {K - 1}]")
+    if input_at is not None and not 0 <= input_at <= last:
+        raise ValueError(f"input_at={input_at} must be in [0, {last}]")
     x, B = noise, noise.shape[0]
     for k in range(last + 1):
+        if k == input_at:
+            return x
+        if on_input is not None:
+            x = on_input(k, x)
         sigma = sigmas[k].float().expand(B).to(noise.device)
         with torch.set_grad_enabled(grad and k == last):
-            v = stream_step(network.dit, cache, x, sigma_to_t(sigma), y=y).pred
+            v = stream_step(network.dit, cache, x, sigma_to_t(sigma), y=y, buffers=buffers).pred
             x0 = x0_from_velocity(x, v, sigma)
+        if on_x0 is not None:
+            x0 = on_x0(k, x0)
         if k < last:
             x = add_noise(x0.detach(), fresh_noise(), sigmas[k + 1].float().expand(B).to(noise.device))
     return x0
 
 
 @torch.no_grad()
-def commit_chunk(network, cache: KVCache, x0: torch.Tensor, y: Optional[torch.Tensor]) -> KVCache:
+def commit_chunk(network, cache: KVCache, x0: torch.Tensor, y: Optional[torch.Tensor], *,
+                 buffers: Optional[StepBuffers] = None) -> KVCache:
     """The clean re-run at t = 0 (no noise added): its K/V enter the cache, which rolls."""
     B = x0.shape[0]
-    out = stream_step(network.dit, cache, x0.detach(), torch.zeros(B, device=x0.device), y=y)
+    out = stream_step(network.dit, cache, x0.detach(), torch.zeros(B, device=x0.device), y=y, buffers=buffers)
     return cache.append(out.kv)

@@ -23,13 +23,14 @@ Legend as in ``stream.chunks``.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 import torch
 
 from models.causal import KVCache
 from models.precision import synchronize
+from models.stream_buffers import StepBuffers
 from stream.chunks import (
     StreamConfig,
     VideoCondition,
@@ -70,6 +71,9 @@ class ChunkOutput:
     pixel_range: tuple[int, int]  # [start, stop) pixel frames of the whole video
     nfe: int  # network evaluations spent on this chunk
     seconds: float  # wall time of this chunk (DiT + decode), measured in ``step``
+    # with ``timings=True``: synchronised seconds of condition / dit (K passes + commit) / decode / host
+    timings: Optional[dict] = None
+    ready: Any = field(default=None, repr=False)  # CUDA event of the decode on the side stream (overlap_decode)
 
 
 def _tensors(obj: Any, seen: set) -> Iterator[torch.Tensor]:
@@ -99,12 +103,18 @@ class StreamingGenerator:
 
     def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device, None] = None,
                  image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
-                 compile: bool = False):
+                 fast: bool = True, compile: bool = False, overlap_decode: bool = False, timings: bool = False):
+        """``fast``: the static-buffer step (``models.stream_buffers``; equal to the reference ``fast=False``
+        within the attention kernel's rounding); ``compile``: that step through ``torch.compile`` (CUDA graphs
+        on CUDA; needs ``fast``); ``overlap_decode``: ``stream`` samples chunk i + 1 before handing out chunk i,
+        so on CUDA chunk i's decode (a second CUDA stream) overlaps chunk i + 1's denoising - the track
+        source is then asked one chunk ahead; ``timings``: each chunk's synchronised breakdown
+        (``ChunkOutput.timings``; the syncs cost time, so measure frames/s without it)."""
         self.network, self.codec, self.config = network.eval(), codec.eval(), config
-        if compile:  # the whole-step compile needs the static-buffer step first: refuse rather than pretend
-            raise ValueError("compile=True: the compiled streaming step (static cache buffers + CUDA graphs) is not "
-                             "built yet; run without --compile")
-        self.compile = False
+        if compile and not fast:
+            raise ValueError("compile=True compiles the static-buffer step: it needs fast=True")
+        self.fast, self.compile = bool(fast), bool(compile)
+        self.overlap_decode, self.timings = bool(overlap_decode), bool(timings)
         # first frame -> CLIP tokens (Conditioner.image_features) for networks with the image branch
         self.image_features_fn = image_features_fn
         # The network's own device: inputs follow it (a separate default would send them elsewhere).
@@ -115,6 +125,13 @@ class StreamingGenerator:
         self.device = own
         self.causal = config.causal
         self.sigmas = config.sigmas()
+        self._sigmas = self.sigmas.to(own)  # on the device once: no host copy inside a chunk
+        # the full causal history (window_chunks=None) has no static shape: the reference step serves it
+        self.fast = self.fast and self.causal.window_chunks is not None
+        if self.compile and not self.fast:
+            raise ValueError(f"compile=True needs a finite window; {self.causal.name} keeps the whole history")
+        self.buffers = StepBuffers(network.dit, self.causal, compiled=compile) if self.fast else None
+        self._side = torch.cuda.Stream(own) if overlap_decode and own.type == "cuda" else None
 
     @torch.no_grad()
     def start(self, image: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor, *,
@@ -173,49 +190,108 @@ class StreamingGenerator:
              visibility: Optional[torch.Tensor] = None) -> tuple[ChunkOutput, StreamState]:
         """Generate chunk ``state.chunk`` given ITS tracks [B, T_chunk, N, 2] (+ visibility), or
         None for the empty motion condition. Returns the decoded chunk and the next state."""
-        synchronize(self.device)
-        t0 = time.perf_counter()
+        out, new = self._decode(*self._sample(state, tracks, visibility))
+        return self._finish(out), new
+
+    def _mark(self, marks: list) -> None:
+        if self.timings:  # a phase boundary: synchronised, else the GPU work is only queued
+            synchronize(self.device)
+            marks.append(time.perf_counter())
+
+    def _sample(self, state: StreamState, tracks, visibility):
+        """Condition, denoise and commit chunk ``state.chunk`` (queued on the device, not synchronised)."""
+        if self._side is None:  # overlapping: the previous chunk's decode may still run, by design
+            synchronize(self.device)
+        marks = [time.perf_counter()]
         y = self.condition(state, tracks, visibility)
+        self._mark(marks)
         gen = self.noise_generator(state)
         if state.chunk == 0 and self.config.first_chunk_given:
             x0 = state.cond.image_latent  # the given first frame: clean, no sampling
         else:
             shape = self.chunk_shape(state)
             draw = lambda: torch.randn(shape, generator=gen, device=self.device)  # noqa: E731
-            x0 = denoise_chunk(self.network, state.cache, draw(), y, self.sigmas, fresh_noise=draw)
-        return self.finish(state, x0, y, gen, t0)
+            x0 = denoise_chunk(self.network, state.cache, draw(), y, self._sigmas, fresh_noise=draw,
+                               buffers=self.buffers)
+        cache = commit_chunk(self.network, state.cache, x0, y, buffers=self.buffers)
+        self._mark(marks)
+        return state, x0, cache, gen, marks
 
     @torch.no_grad()
     def finish(self, state: StreamState, x0: torch.Tensor, y: Optional[torch.Tensor], gen: torch.Generator,
                t0: float) -> tuple[ChunkOutput, StreamState]:
-        """Commit chunk ``state.chunk``'s clean latents ``x0`` (the cache rolls), decode them and advance
-        the state; ``gen``: the noise generator after the chunk's draws, ``t0``: when the chunk started."""
+        """Commit chunk ``state.chunk``'s clean latents ``x0`` sampled by the caller (the cache rolls), decode
+        them and advance the state; ``gen``: the noise generator after the chunk's draws, ``t0``: when the
+        chunk started (its conditioning and sampling are timed as ``dit``)."""
+        marks = [t0, t0] if self.timings else [t0]
+        cache = commit_chunk(self.network, state.cache, x0, y, buffers=self.buffers)
+        self._mark(marks)
+        out, new = self._decode(state, x0, cache, gen, marks)
+        return self._finish(out), new
+
+    def _decode(self, state: StreamState, x0: torch.Tensor, cache: KVCache, gen: torch.Generator,
+                marks: list) -> tuple[ChunkOutput, StreamState]:
+        """Decode the committed chunk and advance the state (on the side stream when overlapping)."""
         i = state.chunk
         lo, hi = self.pixel_range(i)
-        cache = commit_chunk(self.network, state.cache, x0, y)
-        frames, decode = self.codec.decode_chunk(x0, state.decode)
+        ready = None
+        if self._side is not None:  # decode beside the next chunk's passes; only the host waits for it
+            self._side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._side):
+                frames, decode = self.codec.decode_chunk(x0, state.decode)
+                frames = frames.float()
+                ready = torch.cuda.Event()
+                ready.record(self._side)
+            x0.record_stream(self._side)
+        else:
+            frames, decode = self.codec.decode_chunk(x0, state.decode)
+            frames = frames.float()
+        self._mark(marks)
         nfe = self.config.nfe_per_chunk(i)
-        synchronize(self.device)  # GPU work is queued: without this the time is of the launches only
-        out = ChunkOutput(index=i, frames=frames.float(), latents=x0, pixel_range=(lo, hi), nfe=nfe,
-                          seconds=time.perf_counter() - t0)
-        assert frames.shape[2] == hi - lo, "codec frame count disagrees with the chunk's pixel span"
         new = replace(state, cache=cache, decode=decode, noise=gen.get_state(), chunk=i + 1,
                       frames_out=state.frames_out + (hi - lo), nfe=state.nfe + nfe)
-        return out, new
+        return ChunkOutput(index=i, frames=frames, latents=x0, pixel_range=(lo, hi), nfe=nfe, seconds=0.0,
+                           timings=marks, ready=ready), new
+
+    def _finish(self, out: ChunkOutput) -> ChunkOutput:
+        """Wait for the chunk's frames and stamp its wall time (and breakdown) since its start."""
+        if out.ready is not None and not self.timings:
+            out.ready.synchronize()  # this chunk's frames only: the next chunk's passes keep running
+        else:
+            synchronize(self.device)  # GPU work is queued: without this the time is of the launches only
+        marks, out.ready = out.timings, None
+        out.seconds = time.perf_counter() - marks[0]
+        assert out.frames.shape[2] == out.pixel_range[1] - out.pixel_range[0], \
+            "codec frame count disagrees with the chunk's pixel span"
+        if self.timings:
+            cond, dit, dec = (b - a for a, b in zip(marks, marks[1:]))
+            out.timings = {"condition": cond, "dit": dit, "decode": dec,
+                           "host": max(out.seconds - cond - dit - dec, 0.0)}
+        else:
+            out.timings = None
+        return out
 
     def stream(self, state: StreamState, source: Optional[TrackSource], *,
                num_chunks: Optional[int] = None) -> Iterator[ChunkOutput]:
         """Yield chunks as soon as each is decoded; ``source(i, (lo, hi))`` is asked for chunk i's
-        tracks just before chunk i is generated. Runs forever when ``num_chunks`` is None. The final
-        state is the generator's return value (``StopIteration.value``)."""
-        n = 0
+        tracks just before chunk i is generated (with ``overlap_decode``: before chunk i - 1 is handed
+        out). Runs forever when ``num_chunks`` is None. The final state is the generator's return value
+        (``StopIteration.value``). Both orders give the same chunks."""
+        n, pending = 0, None
         while num_chunks is None or n < num_chunks:
             i = state.chunk
             got = source(i, self.pixel_range(i)) if source is not None else None
             tracks, vis = (None, None) if got is None else got
-            out, state = self.step(state, tracks, vis)
+            out, state = self._decode(*self._sample(state, tracks, vis))
             n += 1
-            yield out
+            if not self.overlap_decode:
+                yield self._finish(out)
+                continue
+            if pending is not None:  # chunk i is queued behind chunk i - 1's decode: hand that one out now
+                yield self._finish(pending)
+            pending = out
+        if pending is not None:
+            yield self._finish(pending)
         return state
 
 

@@ -10,6 +10,7 @@ appended to the output as soon as it is generated; the per-chunk latency is prin
 the device, so it is the chunk's real wall time) and, at the end, frames per second over the chunks
 after the first generated one (that one pays the warm-up: allocator, kernels, caches).
 ``--device`` / ``--dtype``: default CUDA + bfloat16 when a GPU is present, else CPU + float32.
+``--compile``: the compiled streaming step (``models.stream_buffers``); the default is the same step eager.
 """
 from __future__ import annotations
 
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="schedule shift; default: the one in the student's network.json (conventions.causal)")
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the streaming step (CUDA graphs on CUDA; one compilation per chunk layout)")
+    ap.add_argument("--reference-step", action="store_true",
+                    help="the reference step (cache concatenated and re-roped every pass) instead of the static buffers")
+    ap.add_argument("--no-overlap-decode", action="store_true",
+                    help="decode each chunk before sampling the next (default on CUDA: decode on a second stream)")
     from models.precision import add_precision_args, dtype_name
 
     add_precision_args(ap)
@@ -85,24 +92,32 @@ def main(argv: list[str] | None = None) -> int:
                          "export the student with the ODE-init or DMD stage")
     changes = {k: v for k, v in (("sink_chunks", args.sink), ("window_chunks", args.window)) if v is not None}
     cfg = StreamConfig.of(streaming, steps=args.steps, shift=args.shift, **changes)
-    engine = StreamingGenerator(net, codec, config=cfg, image_features_fn=conditioner.image_features)
+    if args.compile and args.reference_step:
+        ap.error("--compile compiles the static-buffer step: drop --reference-step")
+    engine = StreamingGenerator(net, codec, config=cfg, image_features_fn=conditioner.image_features,
+                                fast=not args.reference_step, compile=args.compile,
+                                overlap_decode=not args.no_overlap_decode)
     T = tracks.shape[1]
     n = args.chunks or max(1, whole_chunks(cfg.causal, 1 + (T - 1) // 4))  # whole chunks the recording covers
     text, lens = conditioner.text([args.prompt])  # the engine moves these (and the tracks) to the network's device
     state = engine.start(image, text, lens, track_ids=sample_track_ids(1, tracks.shape[2]), seed=args.seed)
+    # each chunk layout's first chunk pays the warm-up (allocator, kernels, compilation): chunk 0 (no cache),
+    # chunk 1 (sink only), ..., up to the first chunk of the steady layout (sink + full window); time after it
+    c = cfg.causal
+    warm = c.sink_chunks + (c.window_chunks if c.window_chunks is not None else 0) + 1
     frames, timed, t_timed = [], 0, 0.0
     t_prev = time.perf_counter()
     for out in engine.stream(state, tracks_from_array(tracks, vis), num_chunks=n):
         frames.append(to_uint8(out.frames[0]))
         now = time.perf_counter()  # out.seconds is synchronised in the engine, so now is too
-        if out.index >= 2:  # chunk 0 is the given frame, chunk 1 the first generated one (warm-up)
+        if out.index >= warm:
             timed, t_timed = timed + out.frames.shape[2], t_timed + (now - t_prev)
         t_prev = now
         print(f"chunk {out.index:4d}: frames {out.pixel_range[0]}-{out.pixel_range[1] - 1}, "
               f"{1e3 * out.seconds:.1f} ms (synchronised), {out.nfe} NFE", flush=True)
     if timed:
-        print(f"{timed / t_timed:.2f} frames/s ({timed} frames in {t_timed:.2f} s wall, chunks 2-{n - 1}: the first "
-              "generated chunk's warm-up excluded)", flush=True)
+        print(f"{timed / t_timed:.2f} frames/s ({timed} frames in {t_timed:.2f} s wall, chunks {warm}-{n - 1}: each "
+              "chunk layout's first chunk excluded, warm-up and compilation)", flush=True)
     write_mp4(args.out, np.concatenate(frames), fps=args.fps)
     print(f"wrote {args.out}")
     return 0

@@ -72,13 +72,13 @@ def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys
     out = tmp_path / "video.mp4"
     assert main(["--student", str(export["student"]), "--codec", str(export["codec"]), "--image",
                  str(export["root"] / "image.png"), "--tracks", str(export["root"] / "tracks.npy"), "--prompt", "a cat",
-                 "--out", str(out), "--device", "cpu", "--dtype", "bfloat16"]) == 0
+                 "--out", str(out), "--device", "cpu", "--dtype", "bfloat16", "--chunks", "5"]) == 0
     assert out.stat().st_size > 0
     (call,) = loads
     assert call["device"] == torch.device("cpu") and call["dtype"] == torch.bfloat16 and call["dit"] == torch.bfloat16
     text = capsys.readouterr().out
     assert "cpu, bfloat16" in text and "ms (synchronised)" in text
-    assert "frames/s" in text and "warm-up excluded" in text  # 4 chunks: chunks 2-3 timed
+    assert "frames/s" in text and "chunks 3-4: each chunk layout" in text  # c3s1w1: 3 layouts, chunks 3-4 timed
 
 
 def test_bf16_stream_is_finite_and_close_to_fp32(export):

@@ -32,10 +32,9 @@ from typing import Optional
 import numpy as np
 import torch
 
-from diffusion.schedule import add_noise, sigma_to_t, x0_from_velocity
-from models.causal import stream_step
+from diffusion.schedule import add_noise
 from models.tracks import sample_track_ids
-from stream.chunks import commit_chunk
+from stream.chunks import commit_chunk, denoise_chunk
 from stream.drag.adsr import mask_tokens, rectify_x0
 from stream.drag.instructions import BLOCK_LENGTH, DragInstruction, frame_positions
 from stream.drag.optimize import (
@@ -282,14 +281,12 @@ class DragEditor:
             gen = torch.Generator(device=self.engine.device).manual_seed(cfg.seed)
             noise = torch.randn(rec.latents.shape, generator=gen, device=self.engine.device)
             return add_noise(rec.latents, noise, sig[cfg.step_index].float().expand(1).to(noise.device))
-        gen = self.engine.noise_generator(rec.before)
-        shape = self.engine.chunk_shape(rec.before)
-        x = torch.randn(shape, generator=gen, device=self.engine.device)
-        for k in range(cfg.step_index):
-            s = sig[k].float().expand(1).to(x.device)
-            x0 = x0_from_velocity(x, stream_step(self.engine.network.dit, rec.before.cache, x, sigma_to_t(s), y=rec.y).pred, s)
-            x = add_noise(x0, torch.randn(shape, generator=gen, device=x.device), sig[k + 1].float().expand(1).to(x.device))
-        return x
+        eng = self.engine
+        gen = eng.noise_generator(rec.before)
+        shape = eng.chunk_shape(rec.before)
+        draw = lambda: torch.randn(shape, generator=gen, device=eng.device)  # noqa: E731
+        return denoise_chunk(eng.network, rec.before.cache, draw(), rec.y, sig, fresh_noise=draw,
+                             input_at=cfg.step_index, buffers=eng.buffers)
 
     def _reference(self, rec: _Record, cfg: DragConfig) -> dict:
         z = self._z_at_step(rec, cfg)
@@ -334,7 +331,7 @@ class DragEditor:
         """The cache after ``rec``'s chunk re-committed (same clean latents) with other tracks over its pixel
         frames [1, T, N, 2] / [1, T, N], tagged with the stream's current track IDs."""
         y = self.engine.condition(replace(rec.before, cond=self._need_state().cond), tracks, visibility)
-        return commit_chunk(self.engine.network, rec.before.cache, rec.latents, y)
+        return commit_chunk(self.engine.network, rec.before.cache, rec.latents, y, buffers=self.engine.buffers)
 
     def _chunk_tracks(self, tracks: np.ndarray, vis: np.ndarray, chunk: int, ref: _Record):
         """This chunk's slice [1, T_chunk, N, 2] of the drag's tracks (frame 0 = the reference frame)."""
@@ -352,23 +349,23 @@ class DragEditor:
         gen = eng.noise_generator(before)
         shape = eng.chunk_shape(before)
         draw = lambda: torch.randn(shape, generator=gen, device=eng.device)  # noqa: E731
-        sig = eng.sigmas
         neighbours = [r.latents for r in list(self.history)[-cfg.neighbours:]] if rectify and cfg.neighbours else []
-        x, log, z_tp = draw(), OptimLog(), None
-        K = len(sig) - 1
-        for k in range(K):
-            s = sig[k].float().expand(1).to(x.device)
-            if k == cfg.step_index:
-                targets = make_targets(x) if make_targets is not None else None
-                if targets:
-                    with torch.enable_grad():
-                        x, log = optimise_latent(eng.network, before.cache, x, sig[k], y, targets, cfg,
-                                                 layers=self.layers, single_target=single)
-                z_tp = (k, x)
-            x0 = x0_from_velocity(x, stream_step(eng.network.dit, before.cache, x, sigma_to_t(s), y=y).pred, s)
-            if neighbours:
-                x0 = rectify_x0(x0, neighbours)
-            if k < K - 1:
-                x = add_noise(x0.detach(), draw(), sig[k + 1].float().expand(1).to(x.device))
+        log, z_tp = OptimLog(), None
+
+        def on_input(k: int, x: torch.Tensor) -> torch.Tensor:  # step T': optimise the chunk's latent there
+            nonlocal log, z_tp
+            if k != cfg.step_index:
+                return x
+            targets = make_targets(x) if make_targets is not None else None
+            if targets:
+                with torch.enable_grad():
+                    x, log = optimise_latent(eng.network, before.cache, x, eng.sigmas[k], y, targets, cfg,
+                                             layers=self.layers, single_target=single)
+            z_tp = (k, x)
+            return x
+
+        on_x0 = (lambda k, x0: rectify_x0(x0, neighbours)) if neighbours else None  # ADSR on every step's x0
+        x0 = denoise_chunk(eng.network, before.cache, draw(), y, eng.sigmas, fresh_noise=draw, buffers=eng.buffers,
+                           on_input=on_input, on_x0=on_x0)
         out, self.state = eng.finish(before, x0, y, gen, t0)
         return out, log, z_tp
