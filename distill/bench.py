@@ -100,7 +100,8 @@ def _conditions(net, typed, shape: dict, device, gen: torch.Generator) -> dict:
     batch = {"image_latent": torch.randn(B, C, 1, h, w, generator=gen),
              "tracks": torch.rand(B, T, N, 2, generator=gen) * torch.tensor([shape["W"] - 1.0, shape["H"] - 1.0]),
              "visibility": torch.rand(B, T, N, generator=gen) > 0.1,
-             "text_emb": torch.randn(B, shape["L"], shape["E"], generator=gen), "text_len": torch.full((B,), shape["L"]),
+             "text_emb": torch.randn(B, shape["L"], shape["E"], generator=gen),
+             "text_len": torch.full((B,), shape["L"]),
              "gid": torch.arange(B)}
     if img:
         batch["image"] = torch.randn(B, img, F, h, w, generator=gen)
@@ -216,7 +217,8 @@ def run_config(name: str, overrides: list[str], *, repeats: int, warmup: int, ru
         return {"config": name, "stage": typed.stage.name, "precision": runtime.precision,
                 **fn(typed, runtime, repeats=repeats, warmup=warmup)}
     except torch.OutOfMemoryError as err:
-        return {"config": name, "stage": typed.stage.name, "error": "out of memory on one GPU: " + str(err).split(".")[0],
+        return {"config": name, "stage": typed.stage.name,
+                "error": "out of memory on one GPU: " + str(err).split(".")[0],
                 "gpu_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30,
                 "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30}
     finally:

@@ -13,12 +13,14 @@ produced on the host chunk by chunk:
 1. a full warm-up request (start + chunks 1..last);
 2. a warm request: its first-frames latency (start + the first generated chunk, until its frames are
    decoded; the 5B's given chunk 0 is the image itself and is reported separately), then frames/s over
-   chunks first..last (1-based, default 5-40: pixel frames produced / wall time, synchronised at both
-   ends only) and the peak memory of the request (CUDA: ``torch.cuda.max_memory_allocated``);
+   chunks first..last (1-based, default 5-40: pixel frames produced / wall time from chunk first - 1
+   handed out to chunk last handed out; the engine hands a chunk out once its frames are decoded) and
+   the peak memory of the request (CUDA: ``torch.cuda.max_memory_allocated``);
 3. a breakdown request with ``timings=True`` (synchronised per phase, so apart from the frames/s run):
-   condition / DiT (K noisy passes + the clean commit) / decode / host seconds per chunk, and the DiT's
-   achieved TFLOP/s (``eval.throughput``: analytic FLOPs of the passes) over a plain matmul measured in
-   the same run.
+   condition / DiT (K noisy passes + the clean commit) / decode / host seconds per chunk (the engine's),
+   the track source's host seconds (measured here: the engine's chunk time starts after it), and the
+   DiT's achieved TFLOP/s (``eval.throughput``: analytic FLOPs of the passes) over a plain matmul
+   measured in the same run.
 The prompt's text-encoder output and the first frame's CLIP tokens are random tensors of their real
 shapes (encoded once per request by frozen encoders, not part of the stream). A mode the engine does
 not offer is one line of the table ("unavailable: ..."), not a crash. JSON to ``--out``.
@@ -55,7 +57,7 @@ from models.wan import CLIP_DIM, CLIP_TOKENS
 from stream.chunks import StreamConfig
 from stream.engine import StreamingGenerator
 
-__all__ = ["Setup", "SETUPS", "MODES", "LiveTracks", "Unavailable", "make_engine", "run_mode", "main"]
+__all__ = ["Setup", "SETUPS", "MODES", "LiveTracks", "TimedSource", "Unavailable", "make_engine", "run_mode", "main"]
 
 
 @dataclass(frozen=True)
@@ -181,9 +183,24 @@ def make_inputs(net, setup: Setup, *, tracks: int, seed: int) -> Inputs:
                   track_ids=sample_track_ids(1, tracks, generator=g))
 
 
+class TimedSource:
+    """A track source that adds up the host seconds spent in it (the engine's chunk time starts after it)."""
+
+    def __init__(self, source):
+        self.source, self.seconds = source, 0.0
+
+    def __call__(self, index: int, span: tuple[int, int]):
+        t0 = time.perf_counter()
+        got = self.source(index, span)
+        self.seconds += time.perf_counter() - t0
+        return got
+
+
 def request(engine, inputs: Inputs, source, *, chunks: int, seed: int, marks_at: set[int]) -> tuple[dict, list]:
     """One stream request of ``chunks`` chunks: {1-based chunk k: seconds from the request's start until
-    chunk k's frames are ready} for k in ``marks_at`` (0: after ``start``; a sync there only), and outputs."""
+    chunk k was handed out} for k in ``marks_at`` (0: ``start`` done, synchronised), and the outputs.
+    The engine hands a chunk out once its frames are decoded (it waits for them), so no further sync is
+    added: with ``overlap_decode`` the next chunk's passes are already queued and keep running."""
     device = engine.device
     synchronize(device)
     t0 = time.perf_counter()
@@ -196,7 +213,6 @@ def request(engine, inputs: Inputs, source, *, chunks: int, seed: int, marks_at:
     outs = []
     for k, out in enumerate(engine.stream(state, source, num_chunks=chunks), start=1):
         if k in marks_at:
-            synchronize(device)
             marks[k] = time.perf_counter() - t0
         outs.append(dict(index=out.index, pixel_range=out.pixel_range, nfe=out.nfe, seconds=out.seconds,
                          timings=getattr(out, "timings", None)))
@@ -213,19 +229,24 @@ def _flops(net, codec, setup: Setup, config: StreamConfig, indices: list[int]) -
 
 
 def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
-    """Mean per-phase seconds over ``--breakdown-chunks`` chunks from ``--first`` on, after a warm-up request."""
+    """Mean per-phase seconds over ``--breakdown-chunks`` chunks from ``--first`` on, after a warm-up request;
+    ``sum_over_chunk``: the phases over the engine's chunk time, ``sum_over_wall``: the phases plus the track
+    source over the wall time of the same chunks measured here."""
     engine = make_engine(net, codec, config, mode, timings=True, overlap_decode=args.overlap_decode)
     n = args.first + args.breakdown_chunks - 1
     request(engine, inputs, source, chunks=n, seed=args.seed, marks_at=set())  # warm-up (compiles, if so)
-    _, outs = request(engine, inputs, source, chunks=n, seed=args.seed + 1, marks_at=set())
+    timed = TimedSource(source)
+    marks, outs = request(engine, inputs, timed, chunks=n, seed=args.seed + 1, marks_at={0, args.first - 1, n})
     window = outs[args.first - 1:]
     if any(o["timings"] is None for o in window):
         raise Unavailable("ChunkOutput has no timings (engine API not merged)")
     means = {p: sum(o["timings"][p] for o in window) / len(window) for p in PHASES}
     chunk_s = sum(o["seconds"] for o in window) / len(window)
+    wall_s = (marks[n] - marks[args.first - 1]) / len(window)
+    source_s = timed.seconds / n  # the source is asked once per chunk, each call alike
     flops = _flops(net, codec, setup, config, [o["index"] for o in window])
-    return {**means, "chunk_s": chunk_s, "chunks": len(window),
-            "sum_over_chunk": sum(means.values()) / chunk_s,
+    return {**means, "track_source": source_s, "chunk_s": chunk_s, "wall_s": wall_s, "chunks": len(window),
+            "sum_over_chunk": sum(means.values()) / chunk_s, "sum_over_wall": (sum(means.values()) + source_s) / wall_s,
             "dit_tflops": flops / sum(o["timings"]["dit"] for o in window) / 1e12}
 
 
@@ -281,7 +302,7 @@ def table(results: list[dict]) -> str:
         b = r.get("breakdown", {})
         ms = [f"{1e3 * b[p]:.1f}" if p in b else "-" for p in (*PHASES, "chunk_s")]
         peak = "n/a" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.1f}"
-        tf = f"{b['dit_tflops']:.1f}" if "dit_tflops" in b else "-"
+        tf = f"{b['dit_tflops']:.3g}" if "dit_tflops" in b else "-"
         ratio = f"{r['dit_over_matmul']:.0%}" if "dit_over_matmul" in r else "-"
         lines.append(f"| {r['setup']} | {r['mode']} | {r['frames_per_s']:.1f} | {r['first_frames_s']:.3f} | "
                      f"{' | '.join(ms)} | {peak} | {tf} | {ratio} |")
@@ -330,7 +351,7 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     matmul = matmul_tflops(device, dtype, size=args.matmul_size or (8192 if device.type == "cuda" else 512))
     meta = {**environment(device, dtype), "argv": sys.argv[1:] if argv is None else list(argv)}
-    print(f"{meta['device_name']} {meta['dtype']}: matmul {matmul['size']}^3 {matmul['tflops']:.2f} TFLOP/s",
+    print(f"{meta['device_name']} {meta['dtype']}: matmul {matmul['size']}^3 {matmul['tflops']:.3g} TFLOP/s",
           flush=True)
     results = []
     for name in names:

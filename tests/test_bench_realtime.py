@@ -41,10 +41,13 @@ def test_realtime_bench_tiny_smoke(tmp_path):
         assert r["peak_memory_bytes"] is None
         b = r["breakdown"]
         assert "unavailable" not in b, b
-        assert b["chunks"] == 2 and all(_positive(b[k]) for k in ("condition", "dit", "decode", "chunk_s"))
+        assert b["chunks"] == 2
+        assert all(_positive(b[k]) for k in ("condition", "dit", "decode", "track_source", "chunk_s", "wall_s"))
         assert b["host"] >= 0
-        # condition + DiT + decode + host is the chunk's wall time
-        assert b["sum_over_chunk"] == pytest.approx(1.0, abs=0.1)
+        # condition + DiT + decode + host is the engine's chunk time, and with the track source the wall
+        # time of the same chunks measured by the bench (a phase lost or counted twice would show here)
+        assert b["sum_over_chunk"] == pytest.approx(1.0, abs=0.05)
+        assert b["sum_over_wall"] == pytest.approx(1.0, abs=0.15)
         assert _positive(b["dit_tflops"]) and _positive(r["dit_over_matmul"])
 
 
@@ -87,7 +90,8 @@ def test_a_mode_the_engine_refuses_is_one_table_line(tmp_path, monkeypatch):
             raise ValueError("compile=True: the compiled step is not built yet\nmore detail")
 
     monkeypatch.setattr(br, "StreamingGenerator", Refusing)
-    (row,) = bench_realtime(["--setup", "tiny", "--mode", "compiled", *FAST, "--out", str(tmp_path / "r.json")])["results"]
+    result = bench_realtime(["--setup", "tiny", "--mode", "compiled", *FAST, "--out", str(tmp_path / "r.json")])
+    (row,) = result["results"]
     assert row["unavailable"] == "compile=True: the compiled step is not built yet"
 
 
@@ -160,7 +164,8 @@ def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
     assert json.loads(out.read_text())["results"] == real["results"]
     assert {"device", "torch", "date", "commit", "argv", "overrides"} <= set(result["meta"])
     dmd, ode, big = result["results"] + real["results"]
-    assert (dmd["config"], dmd["stage"], ode["config"], ode["stage"]) == ("tiny_dmd", "dmd", "tiny_ode_init", "ode_init")
+    assert (dmd["config"], dmd["stage"]) == ("tiny_dmd", "dmd")
+    assert (ode["config"], ode["stage"]) == ("tiny_ode_init", "ode_init")
     for r in (dmd, big):
         assert r["update_ratio"] == 5 and _positive(r["prepare_batch_s"])
         for phase in ("critic", "generator"):
