@@ -34,12 +34,16 @@ def time_calls(fn: Callable[[], object], *, device: torch.device, repeats: int, 
 
 
 def _git_commit() -> Optional[str]:
+    """HEAD of the checkout the code runs from, "-dirty" when tracked files differ from it."""
+    root = Path(__file__).resolve().parents[1]
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parents[1])
-        return out.stdout.strip() or None
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                                 text=True, timeout=10, cwd=root)
     except (OSError, subprocess.SubprocessError):
         return None
+    commit = head.stdout.strip()
+    return (commit + ("-dirty" if changed.stdout.strip() else "")) if commit else None
 
 
 def environment(device: torch.device, dtype: Optional[torch.dtype] = None) -> dict:
