@@ -349,12 +349,6 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("--breakdown-chunks and --tracks must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    if "compiled" in modes:
-        # every chunk layout of every architecture x size is one graph of the one compiled pass function;
-        # several setups exceed dynamo's default of 8 graphs per function, past which it stops compiling
-        import torch._dynamo
-
-        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     matmul = matmul_tflops(device, dtype, size=args.matmul_size or (8192 if device.type == "cuda" else 512))
     meta = {**environment(device, dtype), "argv": sys.argv[1:] if argv is None else list(argv)}
     print(f"{meta['device_name']} {meta['dtype']}: matmul {matmul['size']}^3 {matmul['tflops']:.3g} TFLOP/s",

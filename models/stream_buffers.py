@@ -162,6 +162,10 @@ class StepBuffers:
         fn = _pass
         if self.compiled and recorder is None and last is None:  # recorded passes (DragStream) stay eager
             if self._fn is None:
+                # every engine compiles the same pass; a server with many sessions (the demo) would pass torch's
+                # default of 8 compilations per function and silently fall back to eager: allow one per layout each
+                cfg = torch._dynamo.config
+                cfg.recompile_limit = max(cfg.recompile_limit, 64)
                 mode = "reduce-overhead" if tokens.device.type == "cuda" else None
                 self._fn = torch.compile(_pass, dynamic=False, fullgraph=True, mode=mode)
             fn = self._fn
