@@ -24,6 +24,7 @@ import numpy as np
 from eval.benchmarks import BenchmarkConfig, load_benchmark, write_video_folder
 from eval.generate import MODES, GenerateConfig, generate_videos, run_kind
 from eval.harness import METRICS, Extractors, WeightsConfig, reference_rows, score_rows
+from eval.metrics import EPE_TRACKER, check_epe_tracker
 
 __all__ = ["EvalCommandConfig", "evaluate"]
 
@@ -41,7 +42,7 @@ class EvalCommandConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     data_config: Optional[str] = None  # synthetic benchmark: a run's config.yaml whose data.* is the world
     metrics: list = field(default_factory=lambda: ["epe", "psnr", "ssim", "proxy_fvd"])
-    tracker: str = "lk_plain"  # data.trackers name; cotracker3_offline needs tracker_checkpoint
+    tracker: str = EPE_TRACKER  # eval.metrics.EPE_TRACKERS; cotracker3_offline needs tracker_checkpoint
     tracker_checkpoint: Optional[str] = None
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
@@ -65,6 +66,7 @@ class EvalCommandConfig:
         bad = sorted(set(self.metrics) - set(METRICS))
         if bad:
             raise ValueError(f"metrics {bad} unknown; choose from {list(METRICS)}")
+        check_epe_tracker(self.tracker, "tracker")
 
     def named_runs(self) -> dict[str, str]:
         runs = dict(self.runs or {})

@@ -5,9 +5,9 @@ Rows: each (run, mode) generated or read by eval/generate.py, plus the reference
 metric) and ``frozen`` (the first frame held still: no motion at all). Metrics (each protocol in its
 function's docstring):
 
-  epe        eval.metrics.track_epe with ``tracker`` (lk_plain on CPU: a lost point is held, never
-             dropped; cotracker3_offline with a local checkpoint), per video, mean over videos; also
-             the EPE per frame (plot)
+  epe        eval.metrics.motion_epe, the project's one EPE protocol (make run's report uses it too),
+             with ``tracker`` (lk_plain on CPU; cotracker3_offline with a local checkpoint); the frozen
+             row by eval.metrics.frozen_epe; per video, mean over videos; also the EPE per frame (plot)
   psnr/ssim  eval.metrics.video_psnr / video_ssim against the ground truth, frames 1..
   lpips      eval.lpips (AlexNet or VGG backbone + v0.1 heads from local files), per frame 1.., mean
   fid        Inception pool3 features of frames 1.. of all videos vs the ground truth's (local weights)
@@ -25,7 +25,7 @@ import numpy as np
 
 from eval.benchmarks import Sample
 from eval.frechet import frechet_from_features
-from eval.metrics import epe, track_epe, video_psnr, video_ssim
+from eval.metrics import frozen_epe, motion_epe, video_psnr, video_ssim
 
 __all__ = ["METRICS", "WeightsConfig", "score_rows", "reference_rows"]
 
@@ -88,14 +88,6 @@ def reference_rows(samples: list[Sample]) -> dict[str, dict[str, np.ndarray]]:
             "frozen": {s.id: np.broadcast_to(s.frames[:1], s.frames.shape).copy() for s in samples}}
 
 
-def _epe_per_frame(pred: np.ndarray, s: Sample) -> np.ndarray:
-    seen = s.visibility.any(axis=0)
-    err = np.linalg.norm(pred - s.tracks[:, seen], axis=-1)  # [T, N']
-    vis = s.visibility[:, seen]
-    with np.errstate(invalid="ignore"):
-        return np.where(vis.any(axis=1), (err * vis).sum(axis=1) / np.maximum(vis.sum(axis=1), 1), np.nan)
-
-
 def _lpips(model, video: np.ndarray, gt: np.ndarray) -> float:
     import torch
 
@@ -150,14 +142,12 @@ def score_rows(rows: dict[str, dict[str, np.ndarray]], samples: list[Sample], *,
         for s in tqdm(samples, desc=f"scoring {row}", disable=not progress, leave=False):
             v = videos[s.id]
             if "epe" in per:
-                if row == "frozen":  # no tracker: the input tracks held at their first positions
-                    pred = np.broadcast_to(s.tracks[:1], s.tracks.shape)
-                    value = epe(pred, s.tracks, s.visibility)
-                    pred = pred[:, s.visibility.any(axis=0)]
+                if row == "frozen":  # a still video: the protocol's answer without running the tracker
+                    value, per_frame, _ = frozen_epe(s.tracks, s.visibility)
                 else:
-                    value, pred = track_epe(v, s.tracks, s.visibility, tracker)
+                    value, per_frame, _ = motion_epe(v, s.tracks, s.visibility, tracker)
                 per["epe"].append(value)
-                curves.append(_epe_per_frame(np.asarray(pred), s))
+                curves.append(per_frame)
             if "psnr" in per:
                 per["psnr"].append(video_psnr(v, s.frames))
             if "ssim" in per:

@@ -5,7 +5,7 @@
 MotionStream's track control is attention copying content from the first frame to where the
 tracks say it went. A DiT copies whole TOKENS; to place content between token positions it must
 also learn to re-synthesise it at sub-token offsets. This tool measures, on the run's held-out
-clips, the EPE (same tracker, same input tracks) of ORACLE videos built without any network:
+clips, the EPE (eval.metrics.motion_epe, same input tracks) of ORACLE videos built without any network:
 
 * ``copy@<q>px``: every latent frame f >= 1 is frame 0's latent shifted by the clip's true camera
   displacement at f (median of the ground-truth tracks), rounded to multiples of q pixels, then
@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 from data.clips import DataConfig, heldout_clips
 from data.trackers import build_tracker
 from data.video_io import to_uint8
-from eval.metrics import epe
+from eval.metrics import EPE_TRACKER, EPE_TRACKERS, frozen_epe, motion_epe
 from models.codecs import build_codec
 
 
@@ -59,18 +59,17 @@ def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.nd
 
 
 @torch.no_grad()
-def oracle_copy_epe(clips: list[dict], codec, *, token_px: int, tracker: str = "lk", strict_tracker: str | None = None,
+def oracle_copy_epe(clips: list[dict], codec, *, token_px: int, tracker: str = EPE_TRACKER,
                     num_tracks: int | None = None) -> dict:
     """EPE of the oracle copiers on ``clips`` (ClipPool entries), from the same input tracks as the
     evaluations (those visible in frame 0, ``num_tracks`` of them as eval.stream_eval.input_tracks
-    picks). ``epe_copy@<q>px`` per quantum q (one DiT token, one latent cell); with
-    ``strict_tracker`` also ``epe_strict_copy@<q>px`` over each track's unbroken visible run."""
-    from eval.stream_eval import input_tracks, unbroken
+    picks): ``epe_copy@<q>px`` per quantum q (one DiT token, one latent cell)."""
+    from eval.stream_eval import input_tracks
 
     video = torch.stack([torch.from_numpy(c["frames"]) for c in clips]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
     lat = codec.encode(video).float()  # [B, C, F, h, w]
     sf = codec.spatial_factor
-    trackers = {"": build_tracker(tracker)} | ({"strict_": build_tracker(strict_tracker)} if strict_tracker else {})
+    trk = build_tracker(tracker)
     inputs = []
     for c in clips:
         tr, vi, counts = input_tracks([c], num_tracks)
@@ -79,14 +78,9 @@ def oracle_copy_epe(clips: list[dict], codec, *, token_px: int, tracker: str = "
     for q in sorted({token_px, sf}, reverse=True):
         vid = codec.decode(shifted_latents(lat, [c["tracks"] for c in clips], [c["visibility"] for c in clips],
                                            quantum_px=q, spatial_factor=sf))
-        for prefix, trk in trackers.items():
-            errs = []
-            for b, (gt, gv) in enumerate(inputs):
-                queries = np.concatenate([np.zeros((len(gt[0]), 1), np.float32), gt[0]], axis=1)
-                pred, _ = trk.track(to_uint8(vid[b]), queries)
-                errs.append(epe(pred, gt, unbroken(gv) if prefix else gv))
-            figures[f"epe_{prefix}copy@{q}px"] = float(np.mean(errs))
-    figures["epe_frozen"] = float(np.mean([epe(np.broadcast_to(gt[:1], gt.shape), gt, gv) for gt, gv in inputs]))
+        errs = [motion_epe(to_uint8(vid[b]), gt, gv, trk)[0] for b, (gt, gv) in enumerate(inputs)]
+        figures[f"epe_copy@{q}px"] = float(np.mean(errs))
+    figures["epe_frozen"] = float(np.mean([frozen_epe(gt, gv)[0] for gt, gv in inputs]))
     return figures
 
 
@@ -102,9 +96,12 @@ def oracle_epe(run_dir: Path, *, samples: int = 16) -> dict:
     codec = build_codec(cfg["codec"]["name"], checkpoint=str(ckpt)).eval()
     patch = (cfg["model"].get("overrides") or {}).get("patch_size", [1, 2, 2])
     ev = cfg.get("eval", {})
+    tracker = ev.get("tracker") or EPE_TRACKER
+    if str(tracker).lower().replace("-", "_") not in EPE_TRACKERS:  # a run from before the one EPE protocol
+        print(f"[oracle_copy] the run's eval.tracker={tracker!r} is not an EPE tracker any more; using {EPE_TRACKER}")
+        tracker = EPE_TRACKER
     return oracle_copy_epe(heldout_clips(data).clips, codec, token_px=codec.spatial_factor * int(patch[-1]),
-                           tracker=ev.get("tracker", "lk"), strict_tracker=ev.get("strict_tracker"),
-                           num_tracks=ev.get("num_tracks"))
+                           tracker=tracker, num_tracks=ev.get("num_tracks"))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -2,9 +2,10 @@
 
 ``targets(figures)`` judges the acceptance criteria against the measured figures: per criterion the
 value, the threshold and whether it is met; nothing is hard-coded and a missed target is reported
-as missed. Motion-following targets are judged on both EPE protocols (the re-acquiring ``lk``
-tracker and the strict ``lk_plain`` one that never rewards losing a point) and count as met only
-when both meet them AND the model's EPE with tracks beats a frozen first frame on the same clips.
+as missed. Every EPE is ``eval.metrics.motion_epe`` (the one protocol, the same as ``python -m eval``'s:
+a lost point is held where it was last seen, never dropped); a motion-following target counts as met
+only when its ratio meets the threshold AND the model's EPE with tracks beats a frozen first frame on
+the same clips. Figures named ``*epe_strict_*`` (runs from before the one protocol) are ignored.
 ``write_report`` renders the markdown summary with matplotlib plots (Agg backend, PNG files next
 to the report):
   epe.png        EPE with / without tracks per model, frozen-frame and oracle-copier baselines
@@ -22,6 +23,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from eval.metrics import EPE_TRACKER
+
 __all__ = ["targets", "write_report", "read_metrics", "MODELS"]
 
 TEACHER_WITH_OVER_WITHOUT_MAX = 0.3
@@ -30,7 +33,6 @@ NFE_RATIO_MIN = 20.0
 EPE_RATIO_TEACHER_MAX = 1.3
 EPE_RATIO_WITHOUT_MAX = 0.5
 LATENCY_RATIO_MAX = 1.05
-PROTOCOL_AGREEMENT_MAX = 0.2  # |strict / lk - 1| on the teacher's videos with tracks
 TOTAL_SECONDS_MAX = 12 * 60
 # "Drift stays bounded": over the last chunks of the 10x rollout the latent error against ground
 # truth stays at most that of an UNRELATED video from the ground truth's distribution
@@ -59,51 +61,41 @@ def _ratio(a, b) -> float:
 
 
 def targets(f: dict) -> dict:
-    """Each criterion: {value, value_strict, threshold, met, role, note}; ``met`` is None when a
-    figure is missing. ``role``: "target" (an acceptance criterion), "check" (a condition on the
-    figures themselves) or "ablation" (reported for comparison: the rollout without the sink)."""
+    """Each criterion: {value, threshold, met, role, note}; ``met`` is None when a figure is missing.
+    ``role``: "target" (an acceptance criterion) or "ablation" (reported for comparison: the rollout
+    without the sink)."""
     out: dict[str, dict] = {}
 
-    def add(name, value, threshold, ok, note, role="target", strict=None):
+    def add(name, value, threshold, ok, note, role="target"):
         met = bool(ok) if _finite(value) else None
-        out[name] = {"value": value, "value_strict": strict, "threshold": threshold, "met": met, "role": role,
-                     "note": note}
+        out[name] = {"value": value, "threshold": threshold, "met": met, "role": role, "note": note}
 
-    def epe(model: str, mode: str, strict: bool) -> float:
-        return f.get(f"{model}_epe_{'strict_' if strict else ''}{mode}_tracks", float("nan"))
+    def epe(model: str, mode: str) -> float:
+        return f.get(f"{model}_epe_{mode}_tracks", float("nan"))
 
-    def frozen(strict: bool) -> float:
-        return f.get("epe_strict_frozen_video" if strict else "epe_frozen_video", float("nan"))
-
-    def beats_frozen(model: str, protocols) -> bool:
-        return all(_finite(epe(model, "with", s), frozen(s)) and epe(model, "with", s) < frozen(s) for s in protocols)
-
-    have_strict = _finite(epe("teacher", "with", True))
-    protocols = (False, True) if have_strict else (False,)
+    frozen = f.get("epe_frozen_video", float("nan"))
 
     def motion_target(name, model, num, den, threshold, note):
-        """num(strict) / den(strict) <= threshold under every protocol, and the model beats the frozen frame."""
-        vals = {s: _ratio(num(s), den(s)) for s in (False, True)}
-        ok = all(_finite(vals[s]) and vals[s] <= threshold for s in protocols) and beats_frozen(model, protocols)
-        add(name, vals[False], threshold, ok, note + "; met only if both protocols meet it and the model's EPE with "
-            "tracks beats the frozen first frame", strict=vals[True] if have_strict else None)
+        """num / den <= threshold, and the model's EPE with tracks beats the frozen frame's."""
+        value = _ratio(num, den)
+        beats_frozen = _finite(epe(model, "with"), frozen) and epe(model, "with") < frozen
+        ok = _finite(value) and value <= threshold and beats_frozen
+        add(name, value, threshold, ok, note + "; met only if the model's EPE with tracks also beats the frozen "
+            "first frame")
 
-    motion_target("teacher_with_over_without", "teacher", lambda s: epe("teacher", "with", s),
-                  lambda s: epe("teacher", "without", s), TEACHER_WITH_OVER_WITHOUT_MAX,
-                  "teacher EPE with tracks / without tracks")
-    motion_target("teacher_with_over_frozen", "teacher", lambda s: epe("teacher", "with", s), frozen,
+    motion_target("teacher_with_over_without", "teacher", epe("teacher", "with"), epe("teacher", "without"),
+                  TEACHER_WITH_OVER_WITHOUT_MAX, "teacher EPE with tracks / without tracks")
+    motion_target("teacher_with_over_frozen", "teacher", epe("teacher", "with"), frozen,
                   TEACHER_WITH_OVER_FROZEN_MAX, "teacher EPE with tracks / frozen first frame's")
     for model in ("teacher", "student"):
         for m in ("psnr", "ssim"):
             v, ref = f.get(f"{model}_{m}_with_tracks"), f.get(f"{m}_frozen_video")
             add(f"{model}_{m}_above_frozen", v, ref, _finite(v, ref) and v > ref,
                 f"{model} {m.upper()} of frames 1.. (with tracks) above the frozen first frame's")
-    motion_target("student_vs_teacher_epe", "student", lambda s: epe("student", "with", s),
-                  lambda s: epe("teacher", "with", s), EPE_RATIO_TEACHER_MAX,
-                  "DMD student EPE with tracks / teacher EPE with tracks")
-    motion_target("student_with_over_without", "student", lambda s: epe("student", "with", s),
-                  lambda s: epe("student", "without", s), EPE_RATIO_WITHOUT_MAX,
-                  "DMD student EPE with tracks / without tracks")
+    motion_target("student_vs_teacher_epe", "student", epe("student", "with"), epe("teacher", "with"),
+                  EPE_RATIO_TEACHER_MAX, "DMD student EPE with tracks / teacher EPE with tracks")
+    motion_target("student_with_over_without", "student", epe("student", "with"), epe("student", "without"),
+                  EPE_RATIO_WITHOUT_MAX, "DMD student EPE with tracks / without tracks")
     r = _ratio(f.get("teacher_nfe_per_video"), f.get("student_nfe_per_video"))
     add("nfe_reduction", r, NFE_RATIO_MIN, r >= NFE_RATIO_MIN,
         "teacher NFE / student NFE per video (student calls weighted by the share of frames they denoise)")
@@ -123,11 +115,6 @@ def targets(f: dict) -> dict:
     total = f.get("total_seconds")
     add("total_time", total, TOTAL_SECONDS_MAX, _finite(total) and total <= TOTAL_SECONDS_MAX,
         "wall-clock seconds of the whole run (this machine)")
-    lk, st = epe("teacher", "with", False), epe("teacher", "with", True)
-    agree = abs(st / lk - 1) if _finite(lk, st) and lk > 0 else float("nan")
-    add("epe_protocols_agree", agree, PROTOCOL_AGREEMENT_MAX, _finite(agree) and agree <= PROTOCOL_AGREEMENT_MAX,
-        "abs(strict / lk - 1) of the teacher's EPE with tracks: the re-acquiring tracker does not flatter it",
-        role="check")
     return out
 
 
@@ -146,16 +133,13 @@ def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
 
     made = []
     short = {"teacher": "teacher", "ode_init": "ODE init", "student": "DMD student"}
-    rows = [(short[tag], f.get(f"{tag}_epe_with_tracks"), f.get(f"{tag}_epe_without_tracks"),
-             f.get(f"{tag}_epe_strict_with_tracks")) for tag, label in MODELS]
+    rows = [(short[tag], f.get(f"{tag}_epe_with_tracks"), f.get(f"{tag}_epe_without_tracks")) for tag, label in MODELS]
     rows = [r for r in rows if _finite(r[1])]
     if rows:
         fig, ax = plt.subplots(figsize=(6.4, 3.4))
         xs = range(len(rows))
-        ax.bar([x - 0.27 for x in xs], [r[1] for r in rows], 0.27, label="with tracks (lk)")
-        if any(_finite(r[3]) for r in rows):
-            ax.bar(list(xs), [r[3] if _finite(r[3]) else 0 for r in rows], 0.27, label="with tracks (strict)")
-        ax.bar([x + 0.27 for x in xs], [r[2] if _finite(r[2]) else 0 for r in rows], 0.27, label="without tracks (lk)")
+        ax.bar([x - 0.2 for x in xs], [r[1] for r in rows], 0.4, label="with tracks")
+        ax.bar([x + 0.2 for x in xs], [r[2] if _finite(r[2]) else 0 for r in rows], 0.4, label="without tracks")
         lines = [("epe_frozen_video", "frozen first frame", "k", "--"),
                  ("epe_ground_truth_video", "tracker on ground truth", "k", ":")]
         oracle = f.get("oracle_copy") or {}
@@ -246,38 +230,32 @@ def _clean(obj):
     return str(obj)
 
 
-def _pair(a, b) -> str:
-    return f"{_fmt(a)} / {_fmt(b)}" if _finite(b) else _fmt(a)
-
-
 def _overview(f: dict) -> list[str]:
     """The one table: baselines and every model on the same held-out clips."""
-    lines = ["| video | EPE with tracks, lk / strict (px) | EPE without tracks, lk / strict (px) "
+    lines = ["| video | EPE with tracks (px) | EPE without tracks (px) "
              "| PSNR with / without (dB) | SSIM with / without | NFE / video |", "|---|---|---|---|---|---|"]
-    lines.append(f"| frozen first frame (ignores motion) | {_pair(f.get('epe_frozen_video'), f.get('epe_strict_frozen_video'))} "
+    lines.append(f"| frozen first frame (ignores motion) | {_fmt(f.get('epe_frozen_video'))} "
                  f"| | {_fmt(f.get('psnr_frozen_video'))} | {_fmt(f.get('ssim_frozen_video'))} | 0 |")
     oracle = f.get("oracle_copy") or {}
     for key in sorted((k for k in oracle if k.startswith("epe_copy@")), key=lambda k: -int(k.split("@")[1][:-2])):
         q = key.split("@")[1]
         lines.append(f"| oracle copier: frame 0 moved by the true pan in {q} steps (no network) | "
-                     f"{_pair(oracle[key], oracle.get('epe_strict_copy@' + q))} | | | | 0 |")
+                     f"{_fmt(oracle[key])} | | | | 0 |")
     for tag, label in MODELS:
         if not _finite(f.get(f"{tag}_epe_with_tracks")):
             continue
         nfe = f.get("teacher_nfe_per_video") if tag == "teacher" else f.get("student_nfe_per_video")
-        lines.append(f"| {label} | {_pair(f.get(f'{tag}_epe_with_tracks'), f.get(f'{tag}_epe_strict_with_tracks'))} | "
-                     f"{_pair(f.get(f'{tag}_epe_without_tracks'), f.get(f'{tag}_epe_strict_without_tracks'))} | "
+        lines.append(f"| {label} | {_fmt(f.get(f'{tag}_epe_with_tracks'))} | {_fmt(f.get(f'{tag}_epe_without_tracks'))} | "
                      f"{_fmt(f.get(f'{tag}_psnr_with_tracks'))} / {_fmt(f.get(f'{tag}_psnr_without_tracks'))} | "
                      f"{_fmt(f.get(f'{tag}_ssim_with_tracks'))} / {_fmt(f.get(f'{tag}_ssim_without_tracks'))} | "
                      f"{_fmt(nfe)} |")
     if _finite(f.get("epe_ground_truth_video")):
-        lines.append(f"| ground-truth video (tracker error) | "
-                     f"{_pair(f['epe_ground_truth_video'], f.get('epe_strict_ground_truth_video'))} | | | | |")
-    lines += ["", "EPE: the generated video is re-tracked from the input tracks' frame-0 positions and compared "
-              "with the input tracks. *lk* re-acquires lost points (flatters incoherent video); *strict* is plain "
-              "pyramidal Lucas-Kanade with a forward-backward check, a lost point held where it was last seen "
-              "(never rewards losing it), over each track's unbroken visible run. PSNR / SSIM: frames 1.. against "
-              "the ground-truth clip."]
+        lines.append(f"| ground-truth video (tracker error) | {_fmt(f['epe_ground_truth_video'])} | | | | |")
+    lines += ["", f"EPE: `eval.metrics.motion_epe` with `{f.get('epe_tracker', EPE_TRACKER)}`, the protocol "
+              "`python -m eval` uses too: the generated video is re-tracked from the input tracks' frame-0 "
+              "positions without re-acquisition and compared with the input tracks wherever the input shows them; "
+              "a point the tracker loses is held where it was last seen (never dropped, so losing it is never "
+              "rewarded). PSNR / SSIM: frames 1.. against the ground-truth clip."]
     return lines
 
 
@@ -335,12 +313,10 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
                   f"{release.get('steps')} steps with mid-frame masking.", ""]
     lines += ["## At a glance", "", *_overview(f)]
     lines += _teacher_sentences(f)
-    lines += ["", "## Targets", "", "| criterion | role | value (lk) | value (strict) | threshold | met | what |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Targets", "", "| criterion | role | value | threshold | met | what |", "|---|---|---|---|---|---|"]
     for name, t in report["targets"].items():
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        lines.append(f"| {name} | {t['role']} | {_fmt(t['value'])} | {_fmt(t['value_strict']) if t['value_strict'] is not None else ''} "
-                     f"| {_fmt(t['threshold'])} | {met} | {t['note']} |")
+        lines.append(f"| {name} | {t['role']} | {_fmt(t['value'])} | {_fmt(t['threshold'])} | {met} | {t['note']} |")
     if "student_nfe_calls_per_video" in f:
         lines.append(f"\nStudent DiT calls per video: {f['student_nfe_calls_per_video']} "
                      f"(chunk calls; {f.get('student_nfe_per_video'):.3f} in full-video equivalents).")

@@ -3,7 +3,7 @@
 * ``evaluate_stream_motion``: the teacher's protocol (eval/teacher_eval.py) run through the
   streaming engine: per held-out clip the first frame, caption and input tracks (those visible
   in frame 0), tracks handed over chunk by chunk; generated with and without tracks from the
-  same noise; re-tracked from the frame-0 positions; EPE over visible points. Writes
+  same noise; EPE by ``eval.metrics.motion_epe`` (the one protocol, as the teacher's). Writes
   ``samples/<id>/{video.mp4, tracks.npy [T, N, 2] pixels, visibility.npy [T, N]}``.
 * ``long_rollout``: ``factor`` x the training horizon on synthetic clips rendered that long, with
   the ground-truth tracks streamed in; per chunk: latent RMS, latent error and PSNR against the
@@ -30,7 +30,7 @@ import torch
 
 from data.trackers import build_tracker
 from data.video_io import image_tensor, to_uint8
-from eval.metrics import epe, video_psnr, video_ssim
+from eval.metrics import EPE_TRACKER, check_epe_tracker, motion_epe, video_psnr, video_ssim
 from models.conditioner import load_export
 from models.precision import synchronize
 from models.tracks import sample_track_ids
@@ -38,15 +38,12 @@ from stream.chunks import StreamConfig
 from stream.engine import StreamingGenerator, collect, tracks_from_array
 
 __all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_motion", "long_rollout", "chunk_latency",
-           "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet", "write_side_by_sides", "unbroken"]
+           "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet", "write_side_by_sides"]
 
 
 @dataclass
 class StreamEvalConfig:
-    tracker: str = "lk"
-    # The strict protocol next to it (epe_strict_*, as eval/teacher_eval.py): plain LK + forward-backward,
-    # lost points held where last seen, scored over each input track's unbroken visible run.
-    strict_tracker: str | None = "lk_plain"
+    tracker: str = EPE_TRACKER  # the EPE protocol's tracker (eval.metrics.motion_epe), as the teacher's
     batch_size: int = 8
     seed: int = 0
     long_factor: int = 10  # long rollout = factor x the training horizon
@@ -55,6 +52,9 @@ class StreamEvalConfig:
     num_tracks: int | None = None  # input tracks per clip (random subset of those visible in frame 0); None: all
     preview_clips: int = 3  # held-out clips shown in samples.png (ground truth / teacher / students)
     side_by_side_gifs: int = 4  # held-out samples whose side-by-side GIF report.md embeds (every sample gets an mp4)
+
+    def __post_init__(self) -> None:
+        check_epe_tracker(self.tracker, "StreamEvalConfig.tracker")
 
 
 def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -87,19 +87,6 @@ def stream_nfe(config: StreamConfig, num_latents: int) -> dict:
     return {"calls": calls, "video_equivalent": frames / num_latents, "chunks": n}
 
 
-def unbroken(vis: np.ndarray) -> np.ndarray:
-    """[T, N] bool -> each track's visible run from frame 0 only (the strict protocol's mask: a
-    tracker that cannot re-acquire may rightly lose a point the input hides; not one that stays visible)."""
-    return np.cumprod(vis, axis=0).astype(bool)
-
-
-def _track_epe(tracker, frames: np.ndarray, gt_tr: np.ndarray, gt_vis: np.ndarray) -> tuple[float, np.ndarray]:
-    """EPE of ``tracker`` on uint8 ``frames`` [T, H, W, 3] from the input tracks' frame-0 positions."""
-    queries = np.concatenate([np.zeros((gt_tr.shape[1], 1), np.float32), gt_tr[0]], axis=1)
-    pred, _ = tracker.track(frames, queries)
-    return epe(pred, gt_tr, gt_vis), pred
-
-
 @torch.no_grad()
 def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], text_fn, cfg: StreamEvalConfig,
                            out_dir: Optional[Path], fps: int) -> dict:
@@ -110,10 +97,8 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
     from data.video_io import write_mp4
 
     tracker = build_tracker(cfg.tracker)
-    strict = build_tracker(cfg.strict_tracker) if cfg.strict_tracker else None
     gen = torch.Generator().manual_seed(cfg.seed)
     per = {"with_tracks": [], "without_tracks": []}
-    per_strict = {"with_tracks": [], "without_tracks": []}
     kept: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}  # every clip, for side-by-sides
     psnr = {"with_tracks": [], "without_tracks": []}
     ssim = {"with_tracks": [], "without_tracks": []}
@@ -143,9 +128,7 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
             gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
             frames = {mode: to_uint8(vids[b]) for mode, vids in videos.items()}  # [T, H, W, 3] uint8
             for mode, f in frames.items():
-                per[mode].append(_track_epe(tracker, f, gt_tr, gt_vis)[0])
-                if strict is not None:
-                    per_strict[mode].append(_track_epe(strict, f, gt_tr, unbroken(gt_vis))[0])
+                per[mode].append(motion_epe(f, gt_tr, gt_vis, tracker)[0])
                 kept[mode].append(f)
                 psnr[mode].append(video_psnr(f, clip["frames"]))
                 ssim[mode].append(video_ssim(f, clip["frames"]))
@@ -160,9 +143,6 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
                 np.save(folder / "visibility.npy", gt_vis.astype(bool))
     nfe = stream_nfe(engine.config, num_latents)
     out = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
-    if strict is not None:
-        out.update({f"epe_strict_{k}": float(np.nanmean(v)) for k, v in per_strict.items()})
-        out["strict_per_sample"] = {k: [float(x) for x in v] for k, v in per_strict.items()}
     out["frames"] = kept
     out.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
     out.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
@@ -378,7 +358,7 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     sampler = SamplerConfig(steps=teacher_steps, solver="euler", guidance=GuidanceConfig(mode="joint"))
     tf = evaluate_motion(teacher_net, conditioner=conditioner, clips=clips, sampler=sampler, shift=shift,
                          cfg=EvalConfig(batch_size=cfg.batch_size, save_videos=0, tracker=cfg.tracker, seed=cfg.seed,
-                                        strict_tracker=cfg.strict_tracker, num_tracks=cfg.num_tracks,
+                                        num_tracks=cfg.num_tracks,
                                         preview_clips=len(clips)),  # every clip's videos: the side-by-sides
                          embed_dim=teacher_net.track_embed_dim, device=device, out_dir=None, fps=fps, tag="teacher")
     figures.update(teacher_epe_with_tracks=tf["epe_with_tracks"], teacher_epe_without_tracks=tf["epe_without_tracks"],
@@ -388,12 +368,7 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
                    teacher_psnr_with_tracks=tf["psnr_with_tracks"], teacher_psnr_without_tracks=tf["psnr_without_tracks"],
                    psnr_frozen_video=tf["psnr_frozen_video"], teacher_ssim_with_tracks=tf["ssim_with_tracks"],
                    teacher_ssim_without_tracks=tf["ssim_without_tracks"], ssim_frozen_video=tf["ssim_frozen_video"])
-    if cfg.strict_tracker:
-        figures.update(teacher_epe_strict_with_tracks=tf["epe_strict_with_tracks"],
-                       teacher_epe_strict_without_tracks=tf["epe_strict_without_tracks"],
-                       epe_strict_ground_truth_video=tf["epe_strict_ground_truth_video"],
-                       epe_strict_frozen_video=tf["epe_strict_frozen_video"],
-                       teacher_strict_per_sample=tf["strict_per_sample"])
+    figures["epe_tracker"] = cfg.tracker
     videos = {"ground truth": tf["preview"]["ground_truth_video"], "teacher": tf["preview"]["with_tracks"]}
     previews = [("ground truth", videos["ground truth"][: cfg.preview_clips]),
                 ("teacher, tracks", videos["teacher"][: cfg.preview_clips])]
@@ -419,10 +394,6 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
                         f"{name}_ssim_with_tracks": sf["ssim_with_tracks"],
                         f"{name}_ssim_without_tracks": sf["ssim_without_tracks"],
                         f"{name}_eval_seconds": round(time.perf_counter() - t0, 2)})
-        if cfg.strict_tracker:
-            figures.update({f"{name}_epe_strict_with_tracks": sf["epe_strict_with_tracks"],
-                            f"{name}_epe_strict_without_tracks": sf["epe_strict_without_tracks"],
-                            f"{name}_strict_per_sample": sf["strict_per_sample"]})
         videos[{"ode_init": "ODE-init student", "student": "DMD student"}.get(name, name)] = np.stack(sf["frames"]["with_tracks"])
         previews.append((f"{name}, tracks", sf.get("preview", {}).get("with_tracks")))
         if last:

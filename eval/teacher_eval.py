@@ -3,10 +3,10 @@
 For each held-out clip the generator gets the clip's first frame, caption and ground-truth
 tracks (all tracks visible in frame 0, the "input tracks"); the video is sampled twice from the
 SAME noise: with the tracks and with the tracks dropped (empty motion). Each decoded video is
-re-tracked by the tracker interface (``data.trackers``) from the input tracks' frame-0
-positions, and the end-point error against the input tracks is averaged over visible points
-(MotionStream's EPE). Reference figures from the same tracker: the ground-truth video (the
-tracker's own error floor) and a frozen video (the error of ignoring motion entirely).
+scored against the input tracks by ``eval.metrics.motion_epe`` (the project's one EPE protocol:
+queried at frame 0 by a tracker that never re-acquires, every input-visible entry scored, a lost
+point held where it was last seen). Reference figures under the same protocol: the ground-truth
+video (the tracker's own error floor) and a frozen video (the error of ignoring motion entirely).
 Video quality: PSNR and SSIM of frames 1.. against the ground-truth clip (MotionStream reports
 them next to EPE), with the frozen first frame as the reference a model must beat.
 """
@@ -23,7 +23,7 @@ from data.clips import ClipPool
 from data.trackers import build_tracker
 from data.video_io import to_uint8
 from diffusion.samplers import Condition, SamplerConfig, nfe_per_step, sample
-from eval.metrics import epe, video_psnr, video_ssim
+from eval.metrics import EPE_TRACKER, check_epe_tracker, frozen_epe, motion_epe, video_psnr, video_ssim
 from models.conditioner import Conditioner, encode_motion
 from models.tracks import sample_track_ids
 
@@ -35,12 +35,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class EvalConfig:
     enabled: bool = True
-    tracker: str = "lk"  # data.trackers.build_tracker name
-    # A second, strict protocol next to it (epe_strict_*): plain LK + forward-backward, lost points
-    # held where last seen (data.trackers.PlainLucasKanadeTracker), scored over each input track's
-    # unbroken visible run from frame 0 (a point occluded in the input may rightly be lost by a
-    # tracker that cannot re-acquire; one the tracker loses while it stays visible counts); null skips it.
-    strict_tracker: str | None = "lk_plain"
+    tracker: str = EPE_TRACKER  # the EPE protocol's tracker (eval.metrics.EPE_TRACKERS): lk_plain on CPU
     periodic_clips: int = 2  # held-out clips of the evaluation every trainer.sample_every steps
     num_frames: int | None = None  # held-out clip length; null: data.num_frames (train short, test long)
     batch_size: int = 8
@@ -51,6 +46,7 @@ class EvalConfig:
     preview_clips: int = 0  # the first clips' frames returned under "preview" (uint8, not for JSON)
 
     def __post_init__(self) -> None:
+        check_epe_tracker(self.tracker, "eval.tracker")
         if self.num_tracks is not None and self.num_tracks < 1:
             raise ValueError(f"eval.num_tracks={self.num_tracks} must be >= 1 (or null for all tracks)")
         if self.num_frames is not None and (self.num_frames < 1 or (self.num_frames - 1) % 4):
@@ -106,11 +102,9 @@ def evaluate_motion(
     if clean_first_frame is None:  # the network's own training convention (network.json)
         clean_first_frame = getattr(network, "module", network).conventions.clean_first_frame  # DDP-wrapped or not
     tracker = build_tracker(cfg.tracker)
-    strict = build_tracker(cfg.strict_tracker) if cfg.strict_tracker else None
     network.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
     per = {"with_tracks": [], "without_tracks": [], "ground_truth_video": [], "frozen_video": []}
-    per_strict = {k: [] for k in ("with_tracks", "without_tracks", "ground_truth_video", "frozen_video")}
     psnr = {"with_tracks": [], "without_tracks": [], "frozen_video": []}
     ssim = {k: [] for k in psnr}
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": [], "ground_truth_video": []}
@@ -158,25 +152,17 @@ def evaluate_motion(
         for b in range(B):
             m = int(keep[b].sum())
             gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
-            queries = np.concatenate([np.zeros((m, 1), np.float32), gt_tr[0]], axis=1)
             i = idx[b]
             videos = {mode: to_uint8(vids[b]) for mode, vids in results.items()}  # [T, H, W, 3] uint8 each
             gt_frames = videos["ground_truth_video"]
             for mode, frames in videos.items():
-                pred, _ = tracker.track(frames, queries)
-                per[mode].append(epe(pred, gt_tr, gt_vis))
-                if strict is not None:  # over each input track's unbroken visible run from frame 0
-                    pred, _ = strict.track(frames, queries)
-                    per_strict[mode].append(epe(pred, gt_tr, np.cumprod(gt_vis, axis=0).astype(bool)))
+                per[mode].append(motion_epe(frames, gt_tr, gt_vis, tracker)[0])
                 if mode in psnr:
                     psnr[mode].append(video_psnr(frames, gt_frames))
                     ssim[mode].append(video_ssim(frames, gt_frames))
                 if i < cfg.preview_clips:
                     preview[mode].append(frames)
-            frozen = np.broadcast_to(gt_tr[:1], gt_tr.shape)
-            per["frozen_video"].append(epe(frozen, gt_tr, gt_vis))
-            if strict is not None:  # no tracker involved; the strict protocol's mask
-                per_strict["frozen_video"].append(epe(frozen, gt_tr, np.cumprod(gt_vis, axis=0).astype(bool)))
+            per["frozen_video"].append(frozen_epe(gt_tr, gt_vis)[0])
             still = np.broadcast_to(gt_frames[:1], gt_frames.shape)
             psnr["frozen_video"].append(video_psnr(still, gt_frames))
             ssim["frozen_video"].append(video_ssim(still, gt_frames))
@@ -186,19 +172,13 @@ def evaluate_motion(
                     path = write_video(out_dir / f"{tag}_{i:03d}_{mode}.mp4", frames, fps=fps)
                     saved.append({"path": str(path), "mode": mode, "clip": i})
     figures = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
-    if strict is not None:
-        figures.update({f"epe_strict_{k}": float(np.nanmean(v)) for k, v in per_strict.items()})
-        figures["epe_strict_ratio_with_over_without"] = (figures["epe_strict_with_tracks"]
-                                                         / max(figures["epe_strict_without_tracks"], 1e-9))
     figures.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
     figures.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
     figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
     figures.update(num_samples=n, sampler_steps=sampler.steps, guidance=sampler.guidance.mode,
                    w_text=sampler.guidance.w_text, w_motion=sampler.guidance.w_motion,
                    nfe_per_video=nfe_per_step(sampler.guidance.mode) * (sampler.steps if sampler.solver == "euler" else 2 * sampler.steps - 1),
-                   tracker=cfg.tracker, strict_tracker=cfg.strict_tracker,
-                   per_sample={k: [float(x) for x in v] for k, v in per.items()}, videos=saved,
-                   strict_per_sample={k: [float(x) for x in v] for k, v in per_strict.items()},
+                   tracker=cfg.tracker, per_sample={k: [float(x) for x in v] for k, v in per.items()}, videos=saved,
                    psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
                    ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()})
     if cfg.preview_clips:

@@ -256,7 +256,7 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     patch = (teacher_cfg["model"].get("overrides") or {}).get("patch_size") or [1, 2, 2]
     codec = build_codec(cfg["codec"]["name"], checkpoint=state["codec"]).eval()
     figures["oracle_copy"] = oracle_copy_epe(heldout_clips(data).clips, codec, token_px=codec.spatial_factor * int(patch[-1]),
-                                             tracker=ev.tracker, strict_tracker=ev.strict_tracker, num_tracks=ev.num_tracks)
+                                             tracker=ev.tracker, num_tracks=ev.num_tracks)
     state["figures"] = figures
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
 

@@ -6,7 +6,7 @@ import pytest
 from scipy import linalg, ndimage
 
 from eval.frechet import feature_statistics, frechet_distance, frechet_from_features
-from eval.metrics import dai, entity_point, epe, nearest_track, objmc, track_epe, video_psnr, video_ssim
+from eval.metrics import dai, entity_point, epe, frozen_epe, motion_epe, nearest_track, objmc, video_psnr, video_ssim
 
 
 def test_frechet_distance_matches_the_closed_form_for_gaussians():
@@ -122,7 +122,7 @@ def _textured_video(shift_per_frame, *, frames=9, size=64, seed=0):
     return np.stack(out).astype(np.uint8)
 
 
-def test_track_epe_protocol_coherent_vs_incoherent_video_and_occlusion():
+def test_motion_epe_protocol_coherent_vs_incoherent_video_and_occlusion():
     from data.trackers import build_tracker
 
     tracker = build_tracker("lk_plain")
@@ -130,18 +130,19 @@ def test_track_epe_protocol_coherent_vs_incoherent_video_and_occlusion():
     tracks = np.stack([g + [1.0 * t, 0.5 * t] for t in range(9)])  # the content's true motion
     vis = np.ones(tracks.shape[:2], bool)
     video = _textured_video((1.0, 0.5))
-    good, _ = track_epe(video, tracks, vis, tracker)
-    assert good < 1.0
+    good, per_frame, _ = motion_epe(video, tracks, vis, tracker)
+    assert good < 1.0 and per_frame[0] == pytest.approx(0.0, abs=1e-4) and per_frame.shape == (9,)
     # incoherent video (fresh noise every frame): a tracker cannot follow it and the protocol must not
     # reward that; its EPE is that of a prediction that does not move (the error the motion makes)
     noise = np.stack([_textured_video((0, 0), frames=1, seed=s)[0] for s in range(9)])
-    bad, pred = track_epe(noise, tracks, vis, tracker)
-    frozen = epe(np.repeat(tracks[:1], 9, axis=0), tracks, vis)
+    bad, _, _ = motion_epe(noise, tracks, vis, tracker)
+    frozen, _, _ = frozen_epe(tracks, vis)
+    assert frozen == pytest.approx(epe(np.repeat(tracks[:1], 9, axis=0), tracks, vis))
     assert bad > 5 * good and bad > 0.5 * frozen
     # the input hides a point for frames 3..5 (not scored) and shows it again (scored again); a track
     # first visible at frame 2 is queried there
     vis2 = vis.copy()
     vis2[3:6, 0] = False
     vis2[:2, 1] = False
-    occl, _ = track_epe(video, tracks, vis2, tracker)
+    occl, _, _ = motion_epe(video, tracks, vis2, tracker)
     assert occl < 1.0

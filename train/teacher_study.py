@@ -8,10 +8,10 @@ trained for a budget of steps chosen to cost about the same single-thread minute
 per process (two recipes share the two cores of a small machine without disturbing each other's
 timing much). Every recipe shares the release schedule (``optim.decay_steps``), so a study run is
 the first stretch of the long run it would become. The evaluation (held-out clips at the
-make-run clip length, both EPE protocols, PSNR/SSIM) runs half-way (``trainer.sample_every``) and at
-the end. ``--plot`` reads the runs' ``eval.jsonl`` / ``eval.json`` / ``metrics.jsonl`` and writes
-``study.json`` and ``study.png`` (figures against training minutes, training-step wall time
-summed from the logged step times, evaluation excluded).
+make-run clip length, EPE by eval.metrics.motion_epe, PSNR/SSIM) runs half-way
+(``trainer.sample_every``) and at the end. ``--plot`` reads the runs' ``eval.jsonl`` /
+``eval.json`` / ``metrics.jsonl`` and writes ``study.json`` and ``study.png`` (figures against
+training minutes, training-step wall time summed from the logged step times, evaluation excluded).
 """
 from __future__ import annotations
 
@@ -92,11 +92,15 @@ def collect(out: Path) -> dict:
         if (run / "eval.json").is_file() and (run / "results.json").is_file():
             final = json.loads((run / "eval.json").read_text())
             rows.append({"step": json.loads((run / "results.json").read_text())["step"], **final})
+        if any("epe_strict_" in k for r in rows for k in r):
+            print(f"[study] {name}: figures from before the one EPE protocol (epe_* by the re-acquiring lk "
+                  "tracker; epe_strict_* ignored)", flush=True)
         for row in rows:
             step = int(row["step"])
             near = min(minutes, key=lambda s: abs(s - step)) if minutes else None
             points.append({"step": step, "minutes": minutes.get(near, float("nan")), "num_samples": row.get("num_samples"),
-                           **{k: v for k, v in row.items() if k.startswith(("epe_", "psnr_", "ssim_")) and not isinstance(v, (list, dict))}})
+                           **{k: v for k, v in row.items() if k.startswith(("epe_", "psnr_", "ssim_"))
+                              and "epe_strict_" not in k and not isinstance(v, (list, dict))}})
         threads = None
         if (run / "config.yaml").is_file():
             from omegaconf import OmegaConf
@@ -115,9 +119,8 @@ def plot(study: dict, dest: Path) -> None:
 
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "study.json").write_text(json.dumps({"common": list(COMMON), "recipes": study}, indent=2))
-    panels = [("epe_ratio_with_over_without", "EPE with / without tracks (lk)"),
-              ("epe_strict_ratio_with_over_without", "EPE with / without (lk_plain, strict)"),
-              ("epe_with_tracks", "EPE with tracks (px, lk)"), ("psnr_with_tracks", "PSNR frames 1.. (dB)")]
+    panels = [("epe_ratio_with_over_without", "EPE with / without tracks"),
+              ("epe_with_tracks", "EPE with tracks (px)"), ("psnr_with_tracks", "PSNR frames 1.. (dB)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (key, title) in zip(axes, panels):
         for name, rec in study.items():
@@ -146,8 +149,8 @@ def plot(study: dict, dest: Path) -> None:
 
 def table(study: dict) -> str:
     """The study's points as a markdown table (what docs/teacher_study.md quotes)."""
-    head = ("| recipe | threads | step | train wall min | held-out clips | EPE with / without (lk) | ratio | ratio (strict) "
-            "| with / frozen | PSNR (frozen) | SSIM (frozen) |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
+    head = ("| recipe | threads | step | train wall min | held-out clips | EPE with / without | ratio "
+            "| with / frozen | PSNR (frozen) | SSIM (frozen) |\n|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for name, rec in study.items():
         for p in rec["points"]:
@@ -156,7 +159,6 @@ def table(study: dict) -> str:
             rows.append(
                 f"| {name} | {rec.get('threads')} | {p['step']} | {p['minutes']:.1f} | {p.get('num_samples', '')} | {p['epe_with_tracks']:.2f} / "
                 f"{p['epe_without_tracks']:.2f} | {p['epe_ratio_with_over_without']:.2f} | "
-                f"{p.get('epe_strict_ratio_with_over_without', float('nan')):.2f} | "
                 f"{p['epe_with_tracks'] / p['epe_frozen_video']:.2f} | {p['psnr_with_tracks']:.2f} ({p['psnr_frozen_video']:.2f}) | "
                 f"{p['ssim_with_tracks']:.3f} ({p['ssim_frozen_video']:.3f}) |")
     return head + "\n".join(rows) + "\n"
