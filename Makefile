@@ -26,7 +26,7 @@ install: $(STAMP)
 
 # The main job on the embedded default (synthetic world, tiny models); RUN_DIR=... to choose the run directory.
 run: $(STAMP)
-	$(PY) -m pipeline --run-dir $(RUN_DIR)
+	$(PY) -m trackstream.pipeline --run-dir $(RUN_DIR)
 
 # The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
 test: $(STAMP) browser
@@ -45,8 +45,8 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	@test -f $(RUN_DIR)/dmd/export/student/network.json || { \
 	  echo "[make] no student in $(RUN_DIR): run 'make run' first (about 20 minutes), or stream the shipped one:"; \
-	  echo "       $(PY) -m stream.demo --student assets/tiny-student/student --codec assets/tiny-teacher/codec.pt"; exit 2; }
-	$(PY) -m stream.demo --student $(RUN_DIR)/dmd/export/student \
+	  echo "       $(PY) -m trackstream.stream.demo --student assets/tiny-student/student --codec assets/tiny-teacher/codec.pt"; exit 2; }
+	$(PY) -m trackstream.stream.demo --student $(RUN_DIR)/dmd/export/student \
 	  --codec $$( [ -f $(RUN_DIR)/teacher/codec/codec.pt ] && echo $(RUN_DIR)/teacher/codec/codec.pt || echo assets/tiny-teacher/codec.pt ) $(DEMO_ARGS)
 
 clean-venv:

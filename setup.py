@@ -18,18 +18,11 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=[f"{p}*" for p in ("models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline")]),
+    packages=find_packages(include=["trackstream", "trackstream.*"]),  # one top-level name, nothing else
     # Any range the local torch 2.13.0 CPU build satisfies: nothing newer (and its CUDA wheels)
     # is ever pulled. The Makefile also pins torch==2.13.0 through constraints.txt.
-    package_data={"stream.demo": ["static/*"]},  # the demo's page
+    package_data={"trackstream.stream.demo": ["static/*"]},  # the demo's page
     install_requires=["torch>=2.5,<=2.13.0"] + _reqs("requirements.txt"),
     extras_require={"dev": _reqs("requirements-dev.txt")},
-    entry_points={
-        "console_scripts": [
-            "trackstream-run=pipeline.run:main",
-            "trackstream-train=train.app:main",
-            "trackstream-flavors=models.flavors:main",
-            "trackstream-demo=stream.demo.__main__:main",
-        ]
-    },
+    entry_points={"console_scripts": ["trackstream=trackstream.cli:main"]},
 )

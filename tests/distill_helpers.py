@@ -1,9 +1,9 @@
 """Tiny random parts shared by the distillation tests (not a test module)."""
 import torch
 
-from models.codecs import build_codec
-from models.conditioning import i2v_condition
-from models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.codecs import build_codec
+from trackstream.models.conditioning import i2v_condition
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 
 H = W = 32
 TEXT_DIM = 24

@@ -14,11 +14,11 @@ from pathlib import Path
 import torch
 from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
-from models.checkpoint import save_wan
-from models.codecs import WanVAE, WanVAEConfig
-from models.codecs.wan22_vae import Wan22VAE, Wan22VAEConfig
-from models.flavors import build_wan
-from models.text_encoders import UMT5_XXL_CONFIG
+from trackstream.models.checkpoint import save_wan
+from trackstream.models.codecs import WanVAE, WanVAEConfig
+from trackstream.models.codecs.wan22_vae import Wan22VAE, Wan22VAEConfig
+from trackstream.models.flavors import build_wan
+from trackstream.models.text_encoders import UMT5_XXL_CONFIG
 
 TINY_CLIP = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
                  image_size=28, patch_size=14, projection_dim=16)

@@ -5,10 +5,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from models.checkpoint import (
+from trackstream.models.checkpoint import (
     CheckpointError, diffusers_to_official, load_wan, official_to_diffusers, read_state_dict, save_wan,
 )
-from models.flavors import build_wan, flavor_config
+from trackstream.models.flavors import build_wan, flavor_config
 
 
 def _rand(model):

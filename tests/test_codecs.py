@@ -5,7 +5,7 @@ import pytest
 import torch
 from diffusers import AutoencoderKLWan
 
-from models.codecs import (
+from trackstream.models.codecs import (
     TAEHV,
     TAEHVConfig,
     TinyAE,
@@ -18,7 +18,7 @@ from models.codecs import (
     convert_official_to_diffusers,
     reconstruction_loss,
 )
-from models.codecs.wan_vae import official_to_diffusers_key
+from trackstream.models.codecs.wan_vae import official_to_diffusers_key
 
 # Same block structure as the released VAE (so official indices match), tiny widths.
 SMALL_WAN = WanVAEConfig(
@@ -319,8 +319,8 @@ def test_tiny_ae_streaming_decode_equals_full(tiny):
 
 @torch.no_grad()
 def test_tiny_ae_patch4_has_a_4x_spatial_factor_and_streams_exactly():
-    from models.codecs import build_codec
-    from models.conditioner import encode_motion
+    from trackstream.models.codecs import build_codec
+    from trackstream.models.conditioner import encode_motion
 
     torch.manual_seed(0)
     ae = build_codec("tiny-ae", patch=4).eval()

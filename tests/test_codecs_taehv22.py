@@ -16,9 +16,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 from safetensors.torch import save_file
 
-from models.codecs import TAEHV, TAEHV_RELEASES, build_codec
-from train.app import CONFIG_DIR
-from train.config import TAEHV_SIZES, codec_latent_channels, codec_spatial_factor, validate
+from trackstream.models.codecs import TAEHV, TAEHV_RELEASES, build_codec
+from trackstream.train.app import CONFIG_DIR
+from trackstream.train.config import TAEHV_SIZES, codec_latent_channels, codec_spatial_factor, validate
 
 
 def official_shapes(latent_channels: int, patch: int) -> dict[str, tuple[int, ...]]:

@@ -8,7 +8,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from omegaconf import OmegaConf
 
-from models.codecs import (
+from trackstream.models.codecs import (
     WAN22_LATENTS_MEAN,
     WAN22_LATENTS_STD,
     Wan22VAE,
@@ -19,8 +19,8 @@ from models.codecs import (
     convert_diffusers_to_official22,
     convert_official22_to_diffusers,
 )
-from models.codecs.wan22_vae import official22_to_diffusers_key, wan22_vae_config_from_state_dict
-from models.release_folder import find_release, vae_version
+from trackstream.models.codecs.wan22_vae import official22_to_diffusers_key, wan22_vae_config_from_state_dict
+from trackstream.models.release_folder import find_release, vae_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -280,7 +280,7 @@ def test_release_folder_with_other_pth_files_finds_the_wan22_vae(small, tmp_path
 
 
 def test_codec_config_file_names_the_release_folder():
-    from train.codec import CodecConfig
+    from trackstream.train.codec import CodecConfig
 
     raw = OmegaConf.load(ROOT / "conf" / "codec" / "wan2.2_vae.yaml")
     assert raw.name == "wan2.2-vae" and OmegaConf.to_container(raw)["checkpoint"].endswith("/Wan2.2-TI2V-5B")

@@ -7,14 +7,14 @@ import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
-from models.clip_image import (
+from trackstream.models.clip_image import (
     CLIP_MEAN,
     CLIP_STD,
     VIT_H14_CONFIG,
     CLIPImageEncoder,
     convert_wan_clip_visual,
 )
-from models.conditioning import (
+from trackstream.models.conditioning import (
     compose_condition,
     condition_channels,
     expand_patch_embedding,
@@ -23,8 +23,8 @@ from models.conditioning import (
     i2v_mask,
     start_image_latents,
 )
-from models.flavors import build_wan
-from models.tracks import TrackEncoder
+from trackstream.models.flavors import build_wan
+from trackstream.models.tracks import TrackEncoder
 
 from release_helpers import TINY_CLIP, wan_clip_state
 

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from data.batching import StreamLoader, collate_samples, subsample_tracks
-from data.loader import ShardStream, buffer_shuffle_order
-from data.shards import decode_sample, encode_sample, list_shards, write_synthetic_shards
-from data.synthetic import SyntheticWorld
+from trackstream.data.batching import StreamLoader, collate_samples, subsample_tracks
+from trackstream.data.loader import ShardStream, buffer_shuffle_order
+from trackstream.data.shards import decode_sample, encode_sample, list_shards, write_synthetic_shards
+from trackstream.data.synthetic import SyntheticWorld
 
 WORLD = SyntheticWorld(height=32, width=32, num_frames=5, grid_size=8)
 

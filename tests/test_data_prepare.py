@@ -12,12 +12,12 @@ import pytest
 import torch
 import webdataset as wds
 
-from data.loader import ShardStream
-from data.prepare_shards import PrepareConfig, run_prepare
-from data.shards import list_shards
-from data.synthetic import SyntheticWorld
-from data.trackers import LucasKanadeTracker
-from data.video_io import write_mp4
+from trackstream.data.loader import ShardStream
+from trackstream.data.prepare_shards import PrepareConfig, run_prepare
+from trackstream.data.shards import list_shards
+from trackstream.data.synthetic import SyntheticWorld
+from trackstream.data.trackers import LucasKanadeTracker
+from trackstream.data.video_io import write_mp4
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SOURCE = SyntheticWorld(height=54, width=96, num_frames=30, fps=24, grid_size=4)  # 16:9 sources
@@ -229,7 +229,7 @@ def test_hydra_cli(videos, tmp_path):
         for ext in (".mp4", ".txt"):
             os.link(os.path.join(videos, stem + ext), tmp_path / "in" / (stem + ext))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "data.prepare", f"input={tmp_path / 'in'}", f"output={out}", "num_frames=9", "height=32", "width=56", "grid_size=5", "num_workers=0", "progress=false"]
+    cmd = [sys.executable, "-m", "trackstream.data.prepare", f"input={tmp_path / 'in'}", f"output={out}", "num_frames=9", "height=32", "width=56", "grid_size=5", "num_workers=0", "progress=false"]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -241,7 +241,7 @@ def test_hydra_cli(videos, tmp_path):
 def test_hydra_config_composes_with_tracker_preset():
     from hydra import compose, initialize_config_dir
 
-    from data.prepare import config_from_hydra
+    from trackstream.data.prepare import config_from_hydra
 
     with initialize_config_dir(config_dir=os.path.join(REPO, "conf"), version_base="1.3"):
         cfg = compose("prepare", overrides=["input=/in", "output=/out", "prepare/tracker@tracker=cotracker3_online", "tracker.checkpoint_path=/c.pth", "text_encoder={_target_: a.B, path: /t}"])

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.batching import StreamLoader
-from data.synthetic import SyntheticVideoDataset, SyntheticWorld
-from data.trackers import grid_queries
+from trackstream.data.batching import StreamLoader
+from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
+from trackstream.data.trackers import grid_queries
 
 
 def test_sample_schema_and_determinism():
@@ -158,7 +158,7 @@ def test_texture_scale_smooths_the_background_and_is_validated():
     import numpy as np
     import pytest
 
-    from data.synthetic import SyntheticWorld
+    from trackstream.data.synthetic import SyntheticWorld
 
     def roughness(scale: float) -> float:
         w = SyntheticWorld(num_sprites=(0, 0), camera_pan_prob=0.0, texture_scale=scale)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.synthetic import SyntheticWorld
-from data.trackers import CoTracker3Tracker, LucasKanadeTracker, build_tracker, grid_queries
-from eval.metrics import epe
+from trackstream.data.synthetic import SyntheticWorld
+from trackstream.data.trackers import CoTracker3Tracker, LucasKanadeTracker, build_tracker, grid_queries
+from trackstream.eval.metrics import epe
 
 
 def test_grid_queries_are_cell_centres():

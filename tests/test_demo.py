@@ -1,5 +1,5 @@
 """The live demo end to end on the shipped student (assets/tiny-student): the real server
-(``python -m stream.demo``, binary JPEG frames), a real headless Chromium (Debian's ``chromium``
+(``python -m trackstream.stream.demo``, binary JPEG frames), a real headless Chromium (Debian's ``chromium``
 driven by Playwright) dragging on the page, the canvas at the stream's aspect ratio, "Save video"
 (an mp4 of every frame sent), and a 30-second load test at the session limit.
 
@@ -37,7 +37,7 @@ def _free_port() -> int:
 def server():
     port = _free_port()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    proc = subprocess.Popen([sys.executable, "-m", "stream.demo", "--student", str(STUDENT), "--codec", str(CODEC),
+    proc = subprocess.Popen([sys.executable, "-m", "trackstream.stream.demo", "--student", str(STUDENT), "--codec", str(CODEC),
                              "--port", str(port), "--max-sessions", str(SESSIONS)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
@@ -108,7 +108,7 @@ def _check_canvas_aspect(page) -> dict:
 def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server):
     from playwright.sync_api import sync_playwright
 
-    from data.trackers import build_tracker
+    from trackstream.data.trackers import build_tracker
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
@@ -210,7 +210,7 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
 
 
 def test_load_at_the_session_limit_and_bad_messages(server):
-    from stream.demo.load import run_load
+    from trackstream.stream.demo.load import run_load
 
     report = run_load(server.replace("http", "ws") + "/ws", sessions=SESSIONS, seconds=30.0)
     (ARTIFACTS / "load.json").write_text(json.dumps(report, indent=1))
@@ -230,8 +230,8 @@ def test_load_at_the_session_limit_and_bad_messages(server):
 
 
 def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
-    from stream.demo.protocol import Drag, Limits, Points, Start
-    from stream.demo.session import DemoModel, Session
+    from trackstream.stream.demo.protocol import Drag, Limits, Points, Start
+    from trackstream.stream.demo.session import DemoModel, Session
 
     model = DemoModel(STUDENT, CODEC, num_scenes=2)
     session = Session(model, Limits(max_points=8), seed=0)
@@ -261,11 +261,11 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
     assert session.start(Start(image=upload, prompt="a grey field")).frames.shape[0] == 1 and session.prompt == "a grey field"
 
     # a client that reads too slowly loses the oldest frames, counted; the queue never grows past its bound
-    from stream.demo.server import _Connection
-    from stream.demo.session import Emitted
+    from trackstream.stream.demo.server import _Connection
+    from trackstream.stream.demo.session import Emitted
 
-    from stream.demo.media import unpack_frame
-    from stream.demo.server import _Frame
+    from trackstream.stream.demo.media import unpack_frame
+    from trackstream.stream.demo.server import _Frame
 
     conn = _Connection(None, model, Limits(queue_frames=20), seed=0)
     for i in range(3):
@@ -279,8 +279,8 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
 
 
 def test_session_core_runs_in_bfloat16():
-    from stream.demo.protocol import Limits, Start
-    from stream.demo.session import DemoModel, Session
+    from trackstream.stream.demo.protocol import Limits, Start
+    from trackstream.stream.demo.session import DemoModel, Session
 
     model = DemoModel(STUDENT, CODEC, num_scenes=1, device="cpu", dtype="bfloat16")
     assert (model.device, model.dtype) == ("cpu", "bfloat16")
@@ -293,6 +293,6 @@ def test_session_core_runs_in_bfloat16():
 
 
 def test_demo_cli_refuses_a_missing_student(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "stream.demo", "--student", str(tmp_path), "--codec", str(CODEC)],
+    proc = subprocess.run([sys.executable, "-m", "trackstream.stream.demo", "--student", str(tmp_path), "--codec", str(CODEC)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "run `make run` first" in proc.stderr

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from stream.demo.media import (FRAME_HEADER_BYTES, FRAME_MAGIC, Recording, encode_frame, image_size, pack_frame,
+from trackstream.stream.demo.media import (FRAME_HEADER_BYTES, FRAME_MAGIC, Recording, encode_frame, image_size, pack_frame,
                                unpack_frame)
-from stream.demo.protocol import Control, Drag, Limits, Points, ProtocolError, Start, decode_image, parse_message
-from stream.demo.session import LiveTracks, drag_instruction
-from stream.drag.instructions import Rotation2D, Translation
+from trackstream.stream.demo.protocol import Control, Drag, Limits, Points, ProtocolError, Start, decode_image, parse_message
+from trackstream.stream.demo.session import LiveTracks, drag_instruction
+from trackstream.stream.drag.instructions import Rotation2D, Translation
 
 H = W = 64
 LIM = Limits()
@@ -295,7 +295,7 @@ def test_recording_is_bounded_replaced_by_edits_and_saved_as_mp4():
 
 
 def test_demo_options_are_refused_in_one_line(capsys):
-    from stream.demo.__main__ import main
+    from trackstream.stream.demo.__main__ import main
 
     student, codec = "assets/tiny-student/student", "assets/tiny-teacher/codec.pt"
     assert main(["--student", student, "--codec", codec, "--frame-quality", "0"]) == 2

@@ -1,7 +1,7 @@
 """Device and dtype on every user path, on the CPU: each command takes --device / --dtype (Hydra:
 generate.device / generate.dtype), loads its export through ``load_export`` in that dtype, refuses CUDA
 where there is none with a one-line error naming the flag, and keeps every input on the network's
-device (the ``python -m eval generate.device=cuda`` crash, reproduced with the ``meta`` device standing
+device (the ``python -m trackstream.eval generate.device=cuda`` crash, reproduced with the ``meta`` device standing
 in for a GPU). A tiny student streamed in bf16 stays close to fp32; DragStream optimises fp32 latents
 through a bf16 DiT."""
 import json
@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-import models.conditioner as conditioner_mod
-from models.codecs import build_codec
-from models.motion_wan import ModelConfig, build_motion_wan, save_network
+import trackstream.models.conditioner as conditioner_mod
+from trackstream.models.codecs import build_codec
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan, save_network
 
 CFG = {"flavor": "tiny", "layout": "wan_i2v", "track_channels": 8, "text_encoder": "minilm",
        "overrides": {"num_heads": 2, "num_layers": 1}}
@@ -58,7 +58,7 @@ def loads(monkeypatch):
 
 
 def _samples(n=1):
-    from eval.benchmarks import Sample
+    from trackstream.eval.benchmarks import Sample
 
     rng = np.random.default_rng(1)
     return [Sample(id=f"s{i}", frames=rng.integers(0, 256, (25, 64, 64, 3), dtype=np.uint8),
@@ -67,7 +67,7 @@ def _samples(n=1):
 
 
 def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys):
-    from stream.generate import main
+    from trackstream.stream.generate import main
 
     out = tmp_path / "video.mp4"
     assert main(["--student", str(export["student"]), "--codec", str(export["codec"]), "--image",
@@ -83,9 +83,9 @@ def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys
 
 def test_bf16_stream_is_finite_and_close_to_fp32(export):
     """Tolerance: frames in [-1, 1] within 0.05 max / 0.01 mean of fp32 (measured 0.007 / 0.0007)."""
-    from models.tracks import sample_track_ids
-    from stream.chunks import StreamConfig
-    from stream.engine import StreamingGenerator, collect, tracks_from_array
+    from trackstream.models.tracks import sample_track_ids
+    from trackstream.stream.chunks import StreamConfig
+    from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
 
     frames = {}
     tracks = torch.from_numpy(np.load(export["root"] / "tracks.npy"))[None]
@@ -109,8 +109,8 @@ def test_bf16_stream_is_finite_and_close_to_fp32(export):
 
 @pytest.mark.parametrize("kind", ["student", "teacher"])
 def test_eval_generation_honours_device_and_dtype(export, loads, kind):
-    from diffusion.samplers import SamplerConfig
-    from eval.generate import GenerateConfig, generate_videos
+    from trackstream.diffusion.samplers import SamplerConfig
+    from trackstream.eval.generate import GenerateConfig, generate_videos
 
     cfg = GenerateConfig(codec=str(export["codec"]), device="cpu", dtype="bfloat16", sampler=SamplerConfig(steps=2))
     videos = generate_videos(export[kind], _samples(), mode="with_tracks", cfg=cfg)
@@ -122,7 +122,7 @@ def test_eval_generation_honours_device_and_dtype(export, loads, kind):
 def test_eval_config_takes_device_and_dtype_and_names_a_bad_one():
     from omegaconf import OmegaConf
 
-    from eval.command import EvalCommandConfig
+    from trackstream.eval.command import EvalCommandConfig
 
     conf = OmegaConf.load("conf/eval.yaml")
     assert conf.generate.device == "auto" and conf.generate.dtype == "auto"
@@ -136,7 +136,7 @@ def test_eval_config_takes_device_and_dtype_and_names_a_bad_one():
 
 @NO_CUDA
 def test_eval_refuses_cuda_without_a_gpu_naming_the_field():
-    from eval.generate import GenerateConfig
+    from trackstream.eval.generate import GenerateConfig
 
     with pytest.raises(ValueError, match="generate.device='cuda' but no CUDA device") as err:
         GenerateConfig(device="cuda")
@@ -144,15 +144,15 @@ def test_eval_refuses_cuda_without_a_gpu_naming_the_field():
 
 
 @NO_CUDA
-@pytest.mark.parametrize("module", ["stream.generate", "stream.drag.__main__", "eval.drag_bench", "eval.bench_drag"])
+@pytest.mark.parametrize("module", ["trackstream.stream.generate", "trackstream.stream.drag.__main__", "trackstream.eval.drag_bench", "trackstream.eval.bench_drag"])
 def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
     import importlib
 
     main = importlib.import_module(module).main
-    required = {"stream.generate": ["--student", "s", "--codec", "c", "--image", "i", "--tracks", "t", "--out", "o"],
-                "stream.drag.__main__": ["--student", "s", "--codec", "c", "--image", "i", "--instruction", "j",
+    required = {"trackstream.stream.generate": ["--student", "s", "--codec", "c", "--image", "i", "--tracks", "t", "--out", "o"],
+                "trackstream.stream.drag.__main__": ["--student", "s", "--codec", "c", "--image", "i", "--instruction", "j",
                                          "--out", "o"],
-                "eval.drag_bench": ["--student", "s", "--codec", "c", "--out", "o"], "eval.bench_drag": []}[module]
+                "trackstream.eval.drag_bench": ["--student", "s", "--codec", "c", "--out", "o"], "trackstream.eval.bench_drag": []}[module]
     with pytest.raises(SystemExit) as stop:
         main([*required, "--device", "cuda"])
     assert stop.value.code == 2
@@ -165,9 +165,9 @@ def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
 
 def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_path, monkeypatch):
     """The latent optimisation runs through the bf16 DiT: gradients reach the fp32 latent, which moves."""
-    import stream.drag.editor as editor_mod
-    from eval.drag_scenes import make_scenes, write_scene
-    from stream.drag.__main__ import main
+    import trackstream.stream.drag.editor as editor_mod
+    from trackstream.eval.drag_scenes import make_scenes, write_scene
+    from trackstream.stream.drag.__main__ import main
 
     seen, real = [], editor_mod.optimise_latent
 
@@ -193,8 +193,8 @@ def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_p
 
 
 def test_drag_bench_and_bench_drag_honour_device_and_dtype(export, loads, monkeypatch, tmp_path):
-    import eval.drag_bench as drag_bench
-    from eval.bench_drag import main as bench
+    import trackstream.eval.drag_bench as drag_bench
+    from trackstream.eval.bench_drag import main as bench
 
     class Loaded(Exception):
         pass
@@ -212,7 +212,7 @@ def test_drag_bench_and_bench_drag_honour_device_and_dtype(export, loads, monkey
     assert result["dtype"] == "bfloat16" and result["device"].startswith("cpu")
 
 
-# -- the eval crash (python -m eval generate.device=cuda), on the CPU ------------------------------
+# -- the eval crash (python -m trackstream.eval generate.device=cuda), on the CPU ------------------------------
 # The GPU is played by the meta device: the export is loaded, then moved there. An input left on the CPU
 # (the old engine's default device, the text encoder's output) would meet the network on another device.
 
@@ -242,8 +242,8 @@ def _tensors(obj):
 
 
 def test_eval_student_engine_follows_the_network_device(export, monkeypatch):
-    from eval.generate import GenerateConfig, generate_videos
-    from stream.engine import StreamingGenerator
+    from trackstream.eval.generate import GenerateConfig, generate_videos
+    from trackstream.stream.engine import StreamingGenerator
 
     _on_meta(monkeypatch)
     seen = {}
@@ -260,8 +260,8 @@ def test_eval_student_engine_follows_the_network_device(export, monkeypatch):
 
 
 def test_eval_teacher_inputs_follow_the_network_device(export, monkeypatch):
-    import diffusion.samplers as samplers
-    from eval.generate import GenerateConfig, generate_videos
+    import trackstream.diffusion.samplers as samplers
+    from trackstream.eval.generate import GenerateConfig, generate_videos
 
     _on_meta(monkeypatch)
     seen = {}
@@ -280,7 +280,7 @@ def test_eval_teacher_inputs_follow_the_network_device(export, monkeypatch):
 # -- distill.pairs: the teacher samples in ode_pairs.sample_dtype on the run's device -----------------
 
 def test_ode_pairs_sample_in_the_chosen_dtype_and_record_it(tmp_path):
-    from distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs
+    from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs
     from tests.distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
     with pytest.raises(ValueError, match="ode_pairs.sample_dtype='fp8'"):

@@ -9,10 +9,10 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from distill.ode_pairs import load_ode_pairs
-from models.causal import CausalConfig
-from models.motion_wan import load_network
-from stream.chunks import StreamConfig
+from trackstream.distill.ode_pairs import load_ode_pairs
+from trackstream.models.causal import CausalConfig
+from trackstream.models.motion_wan import load_network
+from trackstream.stream.chunks import StreamConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false",
@@ -21,7 +21,7 @@ COMMON = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.ena
 
 def _cli(*args: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
-    r = subprocess.run([sys.executable, "-m", "train", *COMMON, *args], cwd=ROOT, env=env, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "trackstream.train", *COMMON, *args], cwd=ROOT, env=env, capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]
     run_dir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from distill.ode_pairs import load_ode_pairs
+from trackstream.distill.ode_pairs import load_ode_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false",
@@ -26,7 +26,7 @@ def _env():
 def _run(args, *, procs: int = 1):
     launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
                  str(29500 + os.getpid() % 1000)] if procs > 1 else [sys.executable])
-    r = subprocess.run([*launcher, "-m", "train", *COMMON, *args], cwd=ROOT, env=_env(), capture_output=True,
+    r = subprocess.run([*launcher, "-m", "trackstream.train", *COMMON, *args], cwd=ROOT, env=_env(), capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 

@@ -6,20 +6,20 @@ from pathlib import Path
 import pytest
 import torch
 
-import stream.chunks as chunks
-from data.clips import PoolStream
-from diffusion.schedule import sampling_sigmas
-from distill.dmd import DMDConfig, DMDObjective, dmd_gradient
-from models.causal import CausalConfig
-from models.motion_wan import Conventions
-from stream.chunks import StreamConfig
-from stream.engine import StreamingGenerator, collect, tracks_from_array
-from train.checkpoint import CheckpointManager
-from train.dist import init_runtime
-from train.loop import TrainerConfig, train
-from train.metrics import LoggerConfig, MetricLogger
-from train.optim import OptimConfig
-from train.parallel import ParallelConfig, prepare_network
+import trackstream.stream.chunks as chunks
+from trackstream.data.clips import PoolStream
+from trackstream.diffusion.schedule import sampling_sigmas
+from trackstream.distill.dmd import DMDConfig, DMDObjective, dmd_gradient
+from trackstream.models.causal import CausalConfig
+from trackstream.models.motion_wan import Conventions
+from trackstream.stream.chunks import StreamConfig
+from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
+from trackstream.train.checkpoint import CheckpointManager
+from trackstream.train.dist import init_runtime
+from trackstream.train.loop import TrainerConfig, train
+from trackstream.train.metrics import LoggerConfig, MetricLogger
+from trackstream.train.optim import OptimConfig
+from trackstream.train.parallel import ParallelConfig, prepare_network
 
 from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
@@ -199,7 +199,7 @@ def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int):
     optims = {"critic": OptimConfig(lr=4e-4, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0),
               "generator": OptimConfig(lr=2e-3, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0,
                                        warmup_steps=1)}
-    from train.ema import EMAConfig
+    from trackstream.train.ema import EMAConfig
 
     prepared = {n: prepare_network(runtime, ParallelConfig(), name=n, module=m, optim=optims[n],
                                    ema=EMAConfig(decay=0.9) if n == "generator" else None, total_steps=steps)

@@ -6,13 +6,13 @@ import pytest
 import torch
 from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
-from diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
-from diffusion.schedule import sampling_sigmas
-from distill.ode_init import ODEInitConfig, ODEInitObjective, per_chunk_indices, sample_causal_config
-from distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs, student_step_indices
-from models.causal import CausalConfig
-from models.conditioner import encode_motion
-from models.motion_wan import Conventions
+from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
+from trackstream.diffusion.schedule import sampling_sigmas
+from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective, per_chunk_indices, sample_causal_config
+from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs, student_step_indices
+from trackstream.models.causal import CausalConfig
+from trackstream.models.conditioner import encode_motion
+from trackstream.models.motion_wan import Conventions
 
 SHIFT, K = 5.0, 3
 
@@ -46,7 +46,7 @@ def test_pairs_hold_the_teacher_trajectory_at_the_student_steps(pairs):
     # re-run sample 3 by hand: the stored latents are the sampler's inputs at steps 0, 2, 4 and its output
     b = conditions([3])
     g = torch.Generator().manual_seed(3)
-    from models.tracks import sample_track_ids
+    from trackstream.models.tracks import sample_track_ids
 
     ids = sample_track_ids(1, b["tracks"].shape[2], generator=g)
     assert torch.equal(ids, data["track_ids"][3:4])

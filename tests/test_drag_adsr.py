@@ -3,8 +3,8 @@ splat that carries reference features to a drag's target tokens."""
 import numpy as np
 import torch
 
-from stream.drag.adsr import mask_tokens, rectify_x0, restandardize, splat_features
-from stream.drag.instructions import Rotation2D, Translation
+from trackstream.stream.drag.adsr import mask_tokens, rectify_x0, restandardize, splat_features
+from trackstream.stream.drag.instructions import Rotation2D, Translation
 
 
 def test_restandardize_matches_the_reference_statistics():

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from data.trackers import build_tracker
-from eval.drag_bench import ROW_SETS, run_benchmark, table
-from eval.drag_scenes import make_scenes
-from models.codecs import build_codec
-from models.motion_wan import ModelConfig, build_motion_wan
-from stream.chunks import StreamConfig
-from stream.engine import StreamingGenerator
+from trackstream.data.trackers import build_tracker
+from trackstream.eval.drag_bench import ROW_SETS, run_benchmark, table
+from trackstream.eval.drag_scenes import make_scenes
+from trackstream.models.codecs import build_codec
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.stream.chunks import StreamConfig
+from trackstream.stream.engine import StreamingGenerator
 
 
 def test_the_main_rows_score_an_edit_and_an_animation(tmp_path):
@@ -47,7 +47,7 @@ def test_the_main_rows_score_an_edit_and_an_animation(tmp_path):
 
 
 def test_set_options_type_drag_config_fields_and_refuse_unknown_ones():
-    from eval.drag_bench import _config
+    from trackstream.eval.drag_bench import _config
 
     cfg = _config(["step_index=0", "lr=0.1", "adsr=false", "layers=0,1", "fixed_cutoff=none"], iterations=4, seed=0)
     assert (cfg.step_index, cfg.lr, cfg.adsr, cfg.layers, cfg.fixed_cutoff, cfg.iterations) == (0, 0.1, False, (0, 1), None, 4)

@@ -1,4 +1,4 @@
-"""``python -m stream.drag`` end to end on a random tiny student export: a benchmark scene saved in
+"""``python -m trackstream.stream.drag`` end to end on a random tiny student export: a benchmark scene saved in
 DragStream's format is replayed (animate and edit, both methods together) and compared with the undragged
 stream; the video, the overlay and the metrics are written, the handle error starts at zero."""
 import json
@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from eval.drag_scenes import make_scenes, write_scene
-from models.codecs import build_codec
-from models.motion_wan import ModelConfig, build_motion_wan, save_network
-from stream.drag.__main__ import main
+from trackstream.eval.drag_scenes import make_scenes, write_scene
+from trackstream.models.codecs import build_codec
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan, save_network
+from trackstream.stream.drag.__main__ import main
 
 
 @pytest.mark.parametrize("mode", ["animate", "edit"])

@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion.schedule import add_noise
-from models.codecs import build_codec
-from models.motion_wan import ModelConfig, build_motion_wan
-from models.tracks import sample_track_ids
-from stream.chunks import StreamConfig
-from stream.drag.editor import DragEditor, drag_tracks
-from stream.drag.instructions import DragInstruction, Rotation2D, Translation
-from stream.drag.optimize import (
+from trackstream.diffusion.schedule import add_noise
+from trackstream.models.codecs import build_codec
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunks import StreamConfig
+from trackstream.stream.drag.editor import DragEditor, drag_tracks
+from trackstream.stream.drag.instructions import DragInstruction, Rotation2D, Translation
+from trackstream.stream.drag.optimize import (
     DragConfig,
     build_targets,
     default_layers,
@@ -20,7 +20,7 @@ from stream.drag.optimize import (
     reference_features,
     segment_count,
 )
-from stream.engine import StreamingGenerator
+from trackstream.stream.engine import StreamingGenerator
 
 H = W = 64
 
@@ -181,7 +181,7 @@ def test_track_methods_keep_the_streams_ids_and_need_a_track_head(engine):
 
 
 def test_a_features_only_pass_records_the_same_features_and_latent_constancy_optimises(engine):
-    from models.causal import FeatureRecorder, stream_step
+    from trackstream.models.causal import FeatureRecorder, stream_step
 
     net = engine.network
     state, y = _after_first_chunk(engine)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from stream.drag.instructions import (
+from trackstream.stream.drag.instructions import (
     Deformation,
     DragInstruction,
     Rotation2D,

@@ -1,10 +1,10 @@
-"""Synthetic drag scenes (eval/drag_scenes.py): deterministic, every kind x mode, and the ground-truth video
+"""Synthetic drag scenes (trackstream/eval/drag_scenes.py): deterministic, every kind x mode, and the ground-truth video
 really shows the drag - checked against the instruction's own geometry, not against the renderer."""
 import cv2
 import numpy as np
 import pytest
 
-from eval.drag_scenes import (
+from trackstream.eval.drag_scenes import (
     KINDS,
     MODES,
     _invert_field,
@@ -14,7 +14,7 @@ from eval.drag_scenes import (
     scene_frames,
     write_scene,
 )
-from stream.drag.instructions import (
+from trackstream.stream.drag.instructions import (
     Deformation,
     Rotation2D,
     Rotation3D,

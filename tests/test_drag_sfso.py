@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from models.causal import CausalConfig, FeatureRecorder, new_cache, stream_step
-from models.flavors import build_wan
-from stream.drag.sfso import butterworth_lowpass, context_filter, gaussian_map, lowpass_tokens
+from trackstream.models.causal import CausalConfig, FeatureRecorder, new_cache, stream_step
+from trackstream.models.flavors import build_wan
+from trackstream.stream.drag.sfso import butterworth_lowpass, context_filter, gaussian_map, lowpass_tokens
 
 
 def _setup():

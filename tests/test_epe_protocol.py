@@ -1,12 +1,12 @@
 """One EPE protocol (eval.metrics.motion_epe): make run's report path (the teacher and streaming
-evaluations) and ``python -m eval``'s harness give the same EPE on the same videos; losing a point
+evaluations) and ``python -m trackstream.eval``'s harness give the same EPE on the same videos; losing a point
 is never rewarded; a re-acquiring tracker is refused wherever an EPE tracker is named."""
 import numpy as np
 import pytest
 from scipy import ndimage
 
-from data.trackers import Tracker, build_tracker
-from eval.metrics import frozen_epe, motion_epe
+from trackstream.data.trackers import Tracker, build_tracker
+from trackstream.eval.metrics import frozen_epe, motion_epe
 
 T, SIZE = 9, 64
 STEP = np.array([1.0, 0.5])  # px per frame the video's content moves
@@ -71,9 +71,9 @@ def test_losing_a_point_is_never_rewarded():
 
 
 def test_a_reacquiring_tracker_is_refused_everywhere():
-    from eval.command import EvalCommandConfig
-    from eval.stream_eval import StreamEvalConfig
-    from eval.teacher_eval import EvalConfig
+    from trackstream.eval.command import EvalCommandConfig
+    from trackstream.eval.stream_eval import StreamEvalConfig
+    from trackstream.eval.teacher_eval import EvalConfig
 
     video = _video()
     tracks = np.zeros((T, 1, 2)) + 20.0
@@ -90,24 +90,24 @@ def test_a_reacquiring_tracker_is_refused_everywhere():
 
 def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     """make run's figures come from eval.teacher_eval.evaluate_motion and eval.stream_eval.evaluate_stream_motion
-    (inside run_evaluation); ``python -m eval`` scores rows of videos with eval.harness.score_rows. Here the
+    (inside run_evaluation); ``python -m trackstream.eval`` scores rows of videos with eval.harness.score_rows. Here the
     shipped teacher and student generate 2 held-out clips through the report's functions, and the harness
     scores the very videos they returned, against the same input tracks."""
     import dataclasses
 
     from omegaconf import OmegaConf
 
-    from data.clips import DataConfig, heldout_clips
-    from diffusion.samplers import GuidanceConfig, SamplerConfig
-    from eval.benchmarks import Sample
-    from eval.harness import Extractors, reference_rows, score_rows
-    from eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
-    from eval.teacher_eval import EvalConfig, evaluate_motion
-    from models.conditioner import load_export
-    from pipeline.ship_student import STUDENT_DIR
-    from stream.chunks import StreamConfig
-    from stream.engine import StreamingGenerator
-    from train.release import ASSET_DIR
+    from trackstream.data.clips import DataConfig, heldout_clips
+    from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
+    from trackstream.eval.benchmarks import Sample
+    from trackstream.eval.harness import Extractors, reference_rows, score_rows
+    from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
+    from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
+    from trackstream.models.conditioner import load_export
+    from trackstream.pipeline.ship_student import STUDENT_DIR
+    from trackstream.stream.chunks import StreamConfig
+    from trackstream.stream.engine import StreamingGenerator
+    from trackstream.train.release import ASSET_DIR
 
     cfg = OmegaConf.to_container(OmegaConf.load(ASSET_DIR / "config.yaml"), resolve=True)
     data = DataConfig(**{**cfg["data"], "eval_samples": 2})
@@ -126,7 +126,7 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     sf = evaluate_stream_motion(engine, clips=clips.clips, text_fn=cond.text,
                                 cfg=StreamEvalConfig(num_tracks=num_tracks, preview_clips=0), out_dir=None, fps=8)
 
-    # python -m eval's view of the same clips: the ground truth and the input tracks the report scored
+    # python -m trackstream.eval's view of the same clips: the ground truth and the input tracks the report scored
     tr, vi, counts = input_tracks(clips.clips, num_tracks)
     samples = [Sample(str(c["meta"]["id"]), c["frames"], tr[i, :, : counts[i]].numpy(), vi[i, :, : counts[i]].numpy())
                for i, c in enumerate(clips.clips)]

@@ -1,4 +1,4 @@
-"""``python -m eval`` end to end at debug sizes: a tiny teacher and its ODE-init student scored in one
+"""``python -m trackstream.eval`` end to end at debug sizes: a tiny teacher and its ODE-init student scored in one
 table (each with and without tracks) next to the ground truth and the frozen first frame; the videos
 it writes are a benchmark folder that scores again as a run and serves as a benchmark."""
 import json
@@ -28,8 +28,8 @@ def _run(module: str, *args: str) -> None:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_runs")
     t, o = root / "teacher", root / "ode"
-    _run("train", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}")
-    _run("train", *TRAIN, "experiment=tiny_ode_init", f"stage.teacher={t / 'export' / 'teacher'}",
+    _run("trackstream.train", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}")
+    _run("trackstream.train", *TRAIN, "experiment=tiny_ode_init", f"stage.teacher={t / 'export' / 'teacher'}",
          "stage.ode_pairs.num_pairs=2", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.batch_size=2",
          "trainer.max_steps=2", f"hydra.run.dir={o}")
     return {"teacher": t / "export" / "teacher", "student": o / "export" / "student", "codec": t / "codec" / "codec.pt",
@@ -38,7 +38,7 @@ def runs(tmp_path_factory):
 
 def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
     out = tmp_path / "eval"
-    _run("eval", f"runs={{teacher: {runs['teacher']}, student: {runs['student']}}}", f"generate.codec={runs['codec']}",
+    _run("trackstream.eval", f"runs={{teacher: {runs['teacher']}, student: {runs['student']}}}", f"generate.codec={runs['codec']}",
          f"data_config={runs['config']}", "benchmark.num_samples=3", "generate.sampler.steps=2", f"out={out}")
     res = json.loads((out / "metrics.json").read_text())
     rows = res["results"]
@@ -57,26 +57,26 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
     # the written videos are a run (a folder of <id>.mp4) and a benchmark (mp4 + tracks.npy)
     folder = out / "videos" / "student_with_tracks"
     again = tmp_path / "again"
-    _run("eval", f"run={folder}", f"data_config={runs['config']}", "benchmark.num_samples=3", "metrics=[epe,psnr,ssim]",
+    _run("trackstream.eval", f"run={folder}", f"data_config={runs['config']}", "benchmark.num_samples=3", "metrics=[epe,psnr,ssim]",
          "references=[ground_truth]", f"out={again}", "wandb.enabled=true")
     rerun = json.loads((again / "metrics.json").read_text())["results"]["student_with_tracks"]
     assert abs(rerun["epe"] - rows["student (with tracks)"]["epe"]) < 1.0  # H.264 round trip only
     logged = list((again / "wandb").glob("offline-run-*/files/media/images/eval/*.png"))  # the plots went to W&B
     assert any("epe" in p.name for p in logged), logged
     bench = tmp_path / "bench"
-    _run("eval", f"run={folder}", "benchmark.name=videos", f"benchmark.path={folder}", "metrics=[psnr]",
+    _run("trackstream.eval", f"run={folder}", "benchmark.name=videos", f"benchmark.path={folder}", "metrics=[psnr]",
          "references=[frozen]", f"out={bench}")
     assert json.loads((bench / "metrics.json").read_text())["results"]["student_with_tracks"]["psnr"] == float("inf")
 
 
 def test_bad_requests_name_the_field(tmp_path):
-    from eval.command import EvalCommandConfig
+    from trackstream.eval.command import EvalCommandConfig
 
     with pytest.raises(ValueError, match="nothing to score"):
         EvalCommandConfig()
     with pytest.raises(ValueError, match="metrics \\['fvd2'\\] unknown"):
         EvalCommandConfig(run="x", metrics=["fvd2"])
-    from eval.harness import WeightsConfig
+    from trackstream.eval.harness import WeightsConfig
 
     with pytest.raises(ValueError, match="weights.i3d"):
         WeightsConfig().require("fvd", "i3d")

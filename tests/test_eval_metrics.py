@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from scipy import linalg, ndimage
 
-from eval.frechet import feature_statistics, frechet_distance, frechet_from_features
-from eval.metrics import dai, entity_point, epe, frozen_epe, motion_epe, nearest_track, objmc, video_psnr, video_ssim
+from trackstream.eval.frechet import feature_statistics, frechet_distance, frechet_from_features
+from trackstream.eval.metrics import dai, entity_point, epe, frozen_epe, motion_epe, nearest_track, objmc, video_psnr, video_ssim
 
 
 def test_frechet_distance_matches_the_closed_form_for_gaussians():
@@ -123,7 +123,7 @@ def _textured_video(shift_per_frame, *, frames=9, size=64, seed=0):
 
 
 def test_motion_epe_protocol_coherent_vs_incoherent_video_and_occlusion():
-    from data.trackers import build_tracker
+    from trackstream.data.trackers import build_tracker
 
     tracker = build_tracker("lk_plain")
     g = np.stack(np.meshgrid(np.arange(16, 49, 8.0), np.arange(16, 49, 8.0)), -1).reshape(-1, 2)  # [25, 2]

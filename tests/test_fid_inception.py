@@ -1,11 +1,11 @@
-"""FID Inception-v3 (eval/inception.py): official key names and shapes, strict loading of a file in the
+"""FID Inception-v3 (trackstream/eval/inception.py): official key names and shapes, strict loading of a file in the
 official format, the resize path, and uint8/float input equivalence. Random weights only: the real
 file is not available offline."""
 import numpy as np
 import pytest
 import torch
 
-from eval.inception import (
+from trackstream.eval.inception import (
     FID_WEIGHTS_FILE,
     OFFICIAL_FID_INCEPTION_PARAMS,
     OFFICIAL_FID_INCEPTION_TENSORS,

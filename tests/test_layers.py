@@ -18,7 +18,26 @@ def test_imports_only_go_down_the_floors():
     assert r.returncode == 0 and "layers ok" in r.stdout, r.stdout[-3000:] + r.stderr[-2000:]
 
 
-def test_every_top_level_package_is_on_a_floor():
-    floors = {"models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline"}
-    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+def test_one_namespace_and_every_package_on_a_floor():
+    """Only ``trackstream`` at the top level (nothing generic like ``models`` or ``data`` to clash with a
+    user's code), and every package inside it has a floor."""
+    floors = {"models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline", "bench", "studies"}
+    assert {p.parent.name for p in ROOT.glob("*/__init__.py")} == {"trackstream"}
+    packages = {p.parent.name for p in (ROOT / "trackstream").glob("*/__init__.py")}
     assert packages - floors == set(), f"packages without a floor: {sorted(packages - floors)}"
+
+
+def test_the_console_front_lists_every_command_and_runs_them_as_python_m(capsys):
+    from trackstream.cli import COMMANDS, main
+
+    assert main(["--help"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f"  {name} " in listed for name in COMMANDS)
+    for name, (module, _) in COMMANDS.items():  # each target is a runnable module (or package with __main__)
+        path = ROOT / Path(*module.split("."))
+        assert path.with_suffix(".py").is_file() or (path / "__main__.py").is_file(), (name, module)
+    assert main(["no-such-command"]) == 2
+    assert main(["flavors"]) == 0 and "wan2.1-t2v-1.3b" in capsys.readouterr().out
+    r = subprocess.run([sys.executable, "-m", "trackstream.cli", "generate", "--help"], capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
+    assert r.returncode == 0 and "--student" in r.stdout and "trackstream generate" in r.stdout, r.stderr[-2000:]

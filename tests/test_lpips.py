@@ -1,11 +1,11 @@
-"""LPIPS v0.1 (eval/lpips.py): official key names, shapes and parameter counts, loading of files in
+"""LPIPS v0.1 (trackstream/eval/lpips.py): official key names, shapes and parameter counts, loading of files in
 the official formats (random weights), the metric's properties, and its formulas by hand."""
 import math
 
 import pytest
 import torch
 
-from eval.lpips import (
+from trackstream.eval.lpips import (
     BACKBONE_FEATURE_PARAMS,
     CHANNELS,
     HEAD_PARAMS,

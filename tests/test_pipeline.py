@@ -18,7 +18,7 @@ REPORT_KEYS = ("teacher_epe_with_tracks", "teacher_epe_without_tracks", "student
 @pytest.mark.slow
 def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "--smoke", "--run-dir", str(run_dir)], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "trackstream.pipeline", "--smoke", "--run-dir", str(run_dir)], cwd=ROOT,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((run_dir / "report.json").read_text())
@@ -36,7 +36,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
         tracks, vis = np.load(s / "tracks.npy"), np.load(s / "visibility.npy")
         assert tracks.ndim == 3 and tracks.shape[2] == 2 and vis.shape == tracks.shape[:2]
     # a second run reuses every finished stage
-    again = subprocess.run([sys.executable, "-m", "pipeline", "--smoke", "--run-dir", str(run_dir)], cwd=ROOT,
+    again = subprocess.run([sys.executable, "-m", "trackstream.pipeline", "--smoke", "--run-dir", str(run_dir)], cwd=ROOT,
                            capture_output=True, text=True, timeout=900)
     assert again.returncode == 0 and again.stdout.count("already done") == 3, again.stdout[-2000:]
     # the console is for people: no command lines, no empty summaries; the commands are in the log
@@ -45,10 +45,10 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     assert (run_dir / "teacher" / "console.log").is_file()
     # the run's student ships as a release folder (what assets/tiny-student was made with)
     dest = tmp_path / "tiny-student"
-    shipped = subprocess.run([sys.executable, "-m", "pipeline.ship_student", "--run-dir", str(run_dir), "--dest", str(dest)],
+    shipped = subprocess.run([sys.executable, "-m", "trackstream.pipeline.ship_student", "--run-dir", str(run_dir), "--dest", str(dest)],
                              cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert shipped.returncode == 0, shipped.stderr[-2000:]
-    from train.release import ReleaseError, verify_release
+    from trackstream.train.release import ReleaseError, verify_release
 
     manifest = verify_release(dest)
     assert manifest["steps"]["dmd"] == 5 and manifest["held_out"]["student_epe_with_tracks"] == figures["student_epe_with_tracks"]
@@ -61,7 +61,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
 def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):
     from dataclasses import asdict
 
-    from pipeline.run import SIZES, SMOKE, main
+    from trackstream.pipeline.run import SIZES, SMOKE, main
 
     assert set(SIZES) == {"full", "long", "scratch", "smoke"}
     (tmp_path / "sizes.json").write_text(json.dumps(asdict(SMOKE)))

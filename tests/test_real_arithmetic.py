@@ -13,15 +13,15 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from diffusion.schedule import sampling_sigmas
-from distill.dmd import DMDObjective
-from distill.ode_init import ODEInitObjective, per_chunk_indices
-from models.causal import BlockCausalAttention, CausalConfig
-from models.codecs.base import VideoCodec
-from models.motion_wan import TEXT_ENCODER_DIMS
-from models.wan import CLIP_DIM, CLIP_TOKENS
-from stream.chunks import StreamConfig, chunk_pixel_frames, first_chunk_given, whole_chunks
-from train.app import CONFIG_DIR, instantiate
+from trackstream.diffusion.schedule import sampling_sigmas
+from trackstream.distill.dmd import DMDObjective
+from trackstream.distill.ode_init import ODEInitObjective, per_chunk_indices
+from trackstream.models.causal import BlockCausalAttention, CausalConfig
+from trackstream.models.codecs.base import VideoCodec
+from trackstream.models.motion_wan import TEXT_ENCODER_DIMS
+from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
+from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames, first_chunk_given, whole_chunks
+from trackstream.train.app import CONFIG_DIR, instantiate
 
 META = torch.device("meta")
 # recipe -> (experiments, pixels (T, H, W), the codec's spatial factor, latent channels, chunks, chunk 0 given)

@@ -3,13 +3,13 @@ runs from its own ``experiment=...`` file, on 2 gloo processes with FSDP2 (bf16 
 checkpointing, EMA where the recipe has it), from a fake release folder in the official layout under
 ``paths.data_dir`` (1.3B: the Fun-Control DiT, Wan2.1_VAE.pth, the T5 .pth + tokenizer folder, the
 CLIP .pth; 5B: the TI2V-5B DiT, Wan2.2_VAE.pth with 48-channel latents at H/16, the T5), on shards
-written by ``python -m data.prepare`` (LK tracks, T5 text embeddings cached in the shards).
+written by ``python -m trackstream.data.prepare`` (LK tracks, T5 text embeddings cached in the shards).
 Only the sizes shrink: DiT width / depth (``model.overrides``), frame size, track count and step
 counts; the clip length and so the chunking are the real ones (1.3B: 81 frames = 7 chunks of 3 with a
 sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and so are the flavor family,
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
-teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m distill.pairs``) -> ODE init ->
-DMD -> ``python -m stream.generate``, 2 steps each."""
+teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m trackstream.distill.pairs``) -> ODE init ->
+DMD -> ``python -m trackstream.stream.generate``, 2 steps each."""
 import json
 import os
 import subprocess
@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
-from data.clips import DataConfig, make_world
-from data.shard_samples import ShardSamples
-from data.video_io import write_mp4
+from trackstream.data.clips import DataConfig, make_world
+from trackstream.data.shard_samples import ShardSamples
+from trackstream.data.video_io import write_mp4
 
 from release_helpers import write_release_folder
 
@@ -74,7 +74,7 @@ def recipe(request, tmp_path) -> dict:
         write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=r["fps"])
         (videos / f"clip{i}.txt").write_text(clip["caption"])
     t5 = f"{{_target_: models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
-    _run("data.prepare", f"input={videos}", f"output={data / 'shards'}", f"num_frames={T}", f"fps={r['fps']}",
+    _run("trackstream.data.prepare", f"input={videos}", f"output={data / 'shards'}", f"num_frames={T}", f"fps={r['fps']}",
          f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
          f"text_encoder={t5}", procs=1)
     return {**r, "data_dir": data}
@@ -87,16 +87,16 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
               "trainer.global_batch=2"]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
     t, ft, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd"))
 
-    _run("train", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}")
+    _run("trackstream.train", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}")
     log = (t / "train.log").read_text()
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
     assert "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
-    _run("train", f"experiment={recipe['teacher']}_finetune", *common, f"model.init_from={t / 'export' / 'teacher'}",
+    _run("trackstream.train", f"experiment={recipe['teacher']}_finetune", *common, f"model.init_from={t / 'export' / 'teacher'}",
          f"hydra.run.dir={ft}")
     teacher = ft / "export" / "teacher"
     assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
 
-    _run("distill.pairs", f"experiment={recipe['ode_init']}", *common, f"stage.teacher={teacher}",
+    _run("trackstream.distill.pairs", f"experiment={recipe['ode_init']}", *common, f"stage.teacher={teacher}",
          "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.shard_size=1",
          f"hydra.run.dir={pairs}")
     folder = pairs / "ode_pairs"
@@ -115,9 +115,9 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     n = int(first["text_len"][0])
     torch.testing.assert_close(first["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
 
-    _run("train", f"experiment={recipe['ode_init']}", *common, f"stage.teacher={teacher}", f"stage.pairs={folder}",
+    _run("trackstream.train", f"experiment={recipe['ode_init']}", *common, f"stage.teacher={teacher}", f"stage.pairs={folder}",
          f"hydra.run.dir={ode}")
-    _run("train", f"experiment={recipe['dmd']}", *common, f"stage.teacher={teacher}",
+    _run("trackstream.train", f"experiment={recipe['dmd']}", *common, f"stage.teacher={teacher}",
          f"stage.student={ode / 'export' / 'student'}", f"stage.pairs={folder}", "stage.update_ratio=2",
          f"hydra.run.dir={dmd}")
     res = json.loads((dmd / "results.json").read_text())
@@ -128,7 +128,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     g = np.random.default_rng(0)
     np.save(tmp_path / "tracks.npy", (g.uniform(0, 1, (T, 6, 2)) * [W - 1, H - 1]).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (H, W, 3), dtype=np.uint8))
-    _run("stream.generate", "--student", str(dmd / "export" / "student"), "--codec-name", recipe["codec"], "--codec",
+    _run("trackstream.stream.generate", "--student", str(dmd / "export" / "student"), "--codec-name", recipe["codec"], "--codec",
          str(data_dir / recipe["folder"]), "--image", str(tmp_path / "first.png"), "--tracks",
          str(tmp_path / "tracks.npy"), "--prompt", "a cat", "--out", str(tmp_path / "out.mp4"), procs=1)
     assert (tmp_path / "out.mp4").stat().st_size > 0

@@ -1,11 +1,11 @@
-"""The release machinery (train/release.py): manifest + sha256 checks, the resume bundle, export."""
+"""The release machinery (trackstream/train/release.py): manifest + sha256 checks, the resume bundle, export."""
 import json
 import tarfile
 
 import pytest
 import torch
 
-from train.release import (ReleaseError, export_release, logged_losses, pack_resume, release_curve, sha256,
+from trackstream.train.release import (ReleaseError, export_release, logged_losses, pack_resume, release_curve, sha256,
                            training_seconds, unpack_resume, verify_release)
 
 
@@ -25,7 +25,7 @@ def _fake_run(root, *, done=True):
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "results.json").write_text(json.dumps({"status": "done" if done else "preempted", "step": 25}))
     (run / "eval.json").write_text(json.dumps({"epe_with_tracks": 3.0, "epe_without_tracks": 12.0, "per_sample": {}}))
-    (run / "release_run.json").write_text(json.dumps({"command": ["python", "-m", "train", "experiment=x"],
+    (run / "release_run.json").write_text(json.dumps({"command": ["python", "-m", "trackstream.train", "experiment=x"],
                                                       "git_commit": "abc", "sessions": []}))
     step = run / "checkpoints" / "step_00000020"
     step.mkdir(parents=True)
@@ -45,7 +45,7 @@ def test_export_writes_a_manifest_that_verifies(tmp_path):
     run = _fake_run(tmp_path)
     dest = tmp_path / "asset"
     m = export_release(run, dest)
-    assert m["steps"] == 25 and m["git_commit"] == "abc" and m["command"] == "python -m train experiment=x"
+    assert m["steps"] == 25 and m["git_commit"] == "abc" and m["command"] == "python -m trackstream.train experiment=x"
     assert m["seeds"] == {"data.seed": 0, "data.eval_seed": 7, "trainer.seed": 3}
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
     assert m["held_out"] == {"epe_with_tracks": 3.0, "epe_without_tracks": 12.0}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from train.release import ASSET_DIR, logged_losses, verify_release
+from trackstream.train.release import ASSET_DIR, logged_losses, verify_release
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-3  # relative; the same machine reproduces them exactly, another CPU model may round differently
@@ -30,10 +30,11 @@ def _run(tmp_path: Path, name: str, overrides: list[str]) -> Path:
     run = tmp_path / name
     manifest = _manifest()
     cmd = manifest["command"].split()
-    assert cmd[:3] == ["python", "-m", "train"], manifest["command"]
+    # the manifest records the command as run at its commit (before the trackstream namespace: -m train)
+    assert cmd[:2] == ["python", "-m"] and cmd[2] in ("train", "trackstream.train"), manifest["command"]
     args = [a for a in cmd[3:] if not a.startswith("hydra.run.dir=")]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    proc = subprocess.run([sys.executable, "-m", "train", *args, *overrides, "eval.enabled=false",
+    proc = subprocess.run([sys.executable, "-m", "trackstream.train", *args, *overrides, "eval.enabled=false",
                            "trainer.sample_every=0", "logger.progress_bar=false", f"hydra.run.dir={run}"],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -42,7 +43,8 @@ def _run(tmp_path: Path, name: str, overrides: list[str]) -> Path:
 
 def test_the_shipped_teacher_is_intact():
     m = _manifest()
-    assert m["steps"] and m["git_commit"] and m["command"].startswith("python -m train experiment=tiny_teacher_release")
+    assert m["steps"] and m["git_commit"] and any(m["command"].startswith(f"python -m {module} experiment=tiny_teacher_release")
+                                                  for module in ("train", "trackstream.train"))  # as run at its commit
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
     assert m["bytes"] <= 20 * 2**20
     for key in ("epe_with_tracks", "epe_without_tracks", "epe_frozen_video", "psnr_with_tracks", "ssim_with_tracks"):
@@ -67,13 +69,13 @@ def test_the_shipped_teacher_follows_tracks():
     import torch
     from omegaconf import OmegaConf
 
-    from data.clips import DataConfig, heldout_clips
-    from diffusion.samplers import GuidanceConfig, SamplerConfig
-    from eval.teacher_eval import EvalConfig, evaluate_motion
-    from models.codecs import build_codec
-    from models.conditioner import Conditioner
-    from models.text_encoders import build_text_encoder
-    from train.release import load_release
+    from trackstream.data.clips import DataConfig, heldout_clips
+    from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
+    from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
+    from trackstream.models.codecs import build_codec
+    from trackstream.models.conditioner import Conditioner
+    from trackstream.models.text_encoders import build_text_encoder
+    from trackstream.train.release import load_release
 
     net, codec_path, manifest = load_release(ASSET_DIR)
     net.eval().requires_grad_(False)

@@ -12,20 +12,20 @@ import numpy as np
 import pytest
 import torch
 
-from diffusion.samplers import Condition, SamplerConfig, sample
-from models.checkpoint import CheckpointError, load_wan, read_state_dict
-from models.clip_image import load_image_encoder
-from models.codecs import build_codec
-from models.conditioner import Conditioner, encode_motion
-from models.flavors import build_wan
-from models.motion_wan import ModelConfig, build_motion_wan
-from models.release_folder import find_release
-from models.text_encoders import build_text_encoder
-from models.tracks import sample_track_ids
-from stream.chunks import StreamConfig
-from stream.engine import StreamingGenerator
-from train.teacher import FlowMatchingObjective, TeacherConfig
-from train.weights import initialise
+from trackstream.diffusion.samplers import Condition, SamplerConfig, sample
+from trackstream.models.checkpoint import CheckpointError, load_wan, read_state_dict
+from trackstream.models.clip_image import load_image_encoder
+from trackstream.models.codecs import build_codec
+from trackstream.models.conditioner import Conditioner, encode_motion
+from trackstream.models.flavors import build_wan
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.release_folder import find_release
+from trackstream.models.text_encoders import build_text_encoder
+from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunks import StreamConfig
+from trackstream.stream.engine import StreamingGenerator
+from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
+from trackstream.train.weights import initialise
 
 from release_helpers import RELEASE_CLIP, RELEASE_VAE, TINY_UMT5, write_release_folder
 
@@ -164,7 +164,7 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
               "logger.progress_bar=false"]
 
     def cli(*args):
-        r = subprocess.run([sys.executable, "-m", "train", *common, *args], cwd=root, env=env, capture_output=True,
+        r = subprocess.run([sys.executable, "-m", "trackstream.train", *common, *args], cwd=root, env=env, capture_output=True,
                            text=True, timeout=600)
         assert r.returncode == 0, r.stderr[-3000:]
 
@@ -184,7 +184,7 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
     g = np.random.default_rng(0)
     np.save(tmp_path / "tracks.npy", g.uniform(0, 63, (25, 4, 2)).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    r = subprocess.run([sys.executable, "-m", "stream.generate", "--student", str(d / "export" / "student"),
+    r = subprocess.run([sys.executable, "-m", "trackstream.stream.generate", "--student", str(d / "export" / "student"),
                         "--codec", str(t / "codec" / "codec.pt"), "--image", str(tmp_path / "first.png"),
                         "--tracks", str(tmp_path / "tracks.npy"), "--out", str(tmp_path / "out.mp4")],
                        cwd=root, env=env, capture_output=True, text=True, timeout=300)
@@ -196,8 +196,8 @@ def test_read_off_sizes_are_the_released_ones_on_the_real_shapes():
     """On meta tensors with the real files' shapes the inferred configs are UMT5-XXL and the Wan 2.1 VAE."""
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from models.codecs import WanVAEConfig
-    from models.text_encoders import UMT5_XXL_CONFIG, umt5_config_from_state_dict
+    from trackstream.models.codecs import WanVAEConfig
+    from trackstream.models.text_encoders import UMT5_XXL_CONFIG, umt5_config_from_state_dict
 
     from release_helpers import umt5_to_wan_keys
 
@@ -207,7 +207,7 @@ def test_read_off_sizes_are_the_released_ones_on_the_real_shapes():
     assert got == {k: UMT5_XXL_CONFIG[k] for k in got}
     from diffusers import AutoencoderKLWan
 
-    from models.codecs.wan_vae import convert_diffusers_to_official, wan_vae_config_from_state_dict
+    from trackstream.models.codecs.wan_vae import convert_diffusers_to_official, wan_vae_config_from_state_dict
 
     with torch.device("meta"):
         vae = AutoencoderKLWan(**WanVAEConfig().diffusers_kwargs())

@@ -4,10 +4,10 @@ next readable sample and counted, and a frame size other than the run's is a cle
 import numpy as np
 import pytest
 
-from data.clips import DataConfig, make_world
-from data.shard_samples import ShardSamples
-from data.shards import ShardInfo, encode_sample, write_index, write_shard_atomic
-from data.video_io import encode_mp4
+from trackstream.data.clips import DataConfig, make_world
+from trackstream.data.shard_samples import ShardSamples
+from trackstream.data.shards import ShardInfo, encode_sample, write_index, write_shard_atomic
+from trackstream.data.video_io import encode_mp4
 
 
 def _shards(folder, *, corrupt: int | None = None):

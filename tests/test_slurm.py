@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from train.checkpoint import PreemptionHandler
-from train.dist import export_slurm_env
+from trackstream.train.checkpoint import PreemptionHandler
+from trackstream.train.dist import export_slurm_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
@@ -79,7 +79,7 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
     bin_dir, log = _fake_scontrol(tmp_path)
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE",
                PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID="9001")
-    cmd = [sys.executable, "-m", "train", *COMMON]
+    cmd = [sys.executable, "-m", "trackstream.train", *COMMON]
 
     ref = tmp_path / "uninterrupted"
     r = subprocess.run([*cmd, f"hydra.run.dir={ref}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -117,10 +117,10 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
 SLURM = ROOT / "slurm"
 # per-stage file -> (module, default experiment, nodes, --signal)
 STAGES = {
-    "teacher": ("train", "teacher_wan1.3b_480p", "4", "USR1@120"),
-    "ode_pairs": ("distill.pairs", "ode_init_wan1.3b_480p", "8", "B:USR1@120"),
-    "ode_init": ("train", "ode_init_wan1.3b_480p", "4", "USR1@120"),
-    "dmd": ("train", "dmd_wan1.3b_480p", "4", "USR1@120"),
+    "teacher": ("trackstream.train", "teacher_wan1.3b_480p", "4", "USR1@120"),
+    "ode_pairs": ("trackstream.distill.pairs", "ode_init_wan1.3b_480p", "8", "B:USR1@120"),
+    "ode_init": ("trackstream.train", "ode_init_wan1.3b_480p", "4", "USR1@120"),
+    "dmd": ("trackstream.train", "dmd_wan1.3b_480p", "4", "USR1@120"),
 }
 JOB = "4242"
 FAKE_SRUN = """#!/bin/bash
@@ -231,7 +231,7 @@ def test_stage_template_takes_experiment_and_run_dir_from_the_environment(tmp_pa
                RUN_DIR=str(run_dir), PYTHON="/opt/py/bin/python")
     assert r.returncode == 0, r.stderr
     assert _srun_calls(tmp_path)[0][0] == ["--kill-on-bad-exit=1", "--cpu-bind=none", "/opt/py/bin/python", "-m",
-                                          "train", "experiment=tiny_dmd", f"hydra.run.dir={run_dir}",
+                                          "trackstream.train", "experiment=tiny_dmd", f"hydra.run.dir={run_dir}",
                                           "trainer.max_steps=3"]
     # no STAGE (or an unknown one): refused before anything runs
     (tmp_path / "srun.log").unlink()
@@ -248,7 +248,7 @@ def test_torchrun_template_starts_one_torchrun_per_node(tmp_path):
     argv, env = _srun_calls(tmp_path)[0]
     assert argv == ["--kill-on-bad-exit=1", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", ".venv/bin/python", "-m",
                     "torch.distributed.run", "--nnodes=2", "--nproc_per_node=8", "--rdzv_backend=c10d",
-                    "--rdzv_endpoint=gpu03:29500", f"--rdzv_id={JOB}", "-m", "train", "experiment=teacher_wan1.3b_480p",
+                    "--rdzv_endpoint=gpu03:29500", f"--rdzv_id={JOB}", "-m", "trackstream.train", "experiment=teacher_wan1.3b_480p",
                     f"hydra.run.dir={run_dir}", "trainer.requeue_on_preempt=false", "optim.lr=2e-5"]
     assert env["OMP_NUM_THREADS"] == "12"  # 96 CPUs / 8 workers
 
@@ -399,7 +399,7 @@ LAUNCHERS = {
 def _launcher_cfg(tmp_path: Path, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from train.app import CONFIG_DIR
+    from trackstream.train.app import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose("train", overrides=[*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
@@ -463,7 +463,7 @@ def test_submitit_tasks_follow_the_gpu_count(tmp_path, monkeypatch):
 
 
 def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_directory_and_resumes(tmp_path):
-    """The real path without a cluster: `python -m train -m hydra/launcher=slurm_teacher ...` submits
+    """The real path without a cluster: `python -m trackstream.train -m hydra/launcher=slurm_teacher ...` submits
     through a fake sbatch; the pickled job is then run as a Slurm task would run it, preempted with
     submitit's USR2 (train saves, rank 0 requeues) and run again, as after the requeue."""
     bin_dir = tmp_path / "bin"
@@ -476,7 +476,7 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
                OMP_WAIT_POLICY="PASSIVE")
     sweep = tmp_path / "sweep"
     args = [x for x in COMMON if not x.startswith("trainer.max_steps=")] + ["trainer.max_steps=12"]
-    client = subprocess.Popen([sys.executable, "-m", "train", "-m", "hydra/launcher=slurm_teacher", *args,
+    client = subprocess.Popen([sys.executable, "-m", "trackstream.train", "-m", "hydra/launcher=slurm_teacher", *args,
                                f"hydra.sweep.dir={sweep}"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     pickled = sweep / ".submitit" / "555" / "555_submitted.pkl"

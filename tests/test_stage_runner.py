@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from train.stage_runner import StageFailed, run_logged
+from trackstream.train.stage_runner import StageFailed, run_logged
 
 CHILD = """
 import json, pathlib, sys, time

@@ -4,14 +4,14 @@ tracks read one chunk at a time; memory is constant; streaming decode equals a f
 import pytest
 import torch
 
-from diffusion.schedule import add_noise, x0_from_velocity
-from models.causal import BlockCausalAttention, CausalConfig
-from models.codecs import build_codec
-from models.conditioning import i2v_condition
-from models.motion_wan import ModelConfig, build_motion_wan
-from models.tracks import sample_track_ids
-from stream.chunks import StreamConfig, chunk_condition, chunk_pixel_frames, track_features
-from stream.engine import StreamingGenerator, collect, state_nbytes, tracks_from_array
+from trackstream.diffusion.schedule import add_noise, x0_from_velocity
+from trackstream.models.causal import BlockCausalAttention, CausalConfig
+from trackstream.models.codecs import build_codec
+from trackstream.models.conditioning import i2v_condition
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunks import StreamConfig, chunk_condition, chunk_pixel_frames, track_features
+from trackstream.stream.engine import StreamingGenerator, collect, state_nbytes, tracks_from_array
 
 H = W = 32
 B, N = 2, 6

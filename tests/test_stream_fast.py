@@ -4,13 +4,13 @@ recorder, across replayed / branched states, in bf16 and through torch.compile (
 import pytest
 import torch
 
-from models.causal import BlockCausalAttention, CausalConfig, FeatureRecorder, new_cache, stream_step
-from models.codecs import build_codec
-from models.motion_wan import ModelConfig, build_motion_wan
-from models.stream_buffers import StepBuffers, max_layout_frames
-from models.tracks import sample_track_ids
-from stream.chunks import StreamConfig, chunk_pixel_frames
-from stream.engine import StreamingGenerator, collect, tracks_from_array
+from trackstream.models.causal import BlockCausalAttention, CausalConfig, FeatureRecorder, new_cache, stream_step
+from trackstream.models.codecs import build_codec
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.stream_buffers import StepBuffers, max_layout_frames
+from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames
+from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
 
 H = W = 32
 B, N = 1, 5

@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from eval.report import targets, write_report
-from eval.stream_eval import drift_summary, input_tracks, stream_nfe
-from stream.chunks import StreamConfig
+from trackstream.eval.report import targets, write_report
+from trackstream.eval.stream_eval import drift_summary, input_tracks, stream_nfe
+from trackstream.stream.chunks import StreamConfig
 
 
 def _figures(**over):

@@ -1,17 +1,17 @@
-"""The shipped student (assets/tiny-student, `python -m pipeline.ship_student` on a make run): intact,
+"""The shipped student (assets/tiny-student, `python -m trackstream.pipeline.ship_student` on a make run): intact,
 made from the shipped teacher and codec, and it streams."""
 import json
 
 import numpy as np
 import torch
 
-from pipeline.ship_student import STUDENT_DIR
-from train.release import ASSET_DIR, sha256, verify_release
+from trackstream.pipeline.ship_student import STUDENT_DIR
+from trackstream.train.release import ASSET_DIR, sha256, verify_release
 
 
 def test_the_shipped_student_is_intact_and_says_how_it_was_made():
     m = verify_release(STUDENT_DIR)
-    assert m["name"] == "tiny-student" and "python -m pipeline" in m["command"] and len(m["git_commit"]) == 40
+    assert m["name"] == "tiny-student" and ("python -m pipeline" in m["command"] or "python -m trackstream.pipeline" in m["command"]) and len(m["git_commit"]) == 40
     assert m["codec"]["sha256"] == sha256(ASSET_DIR / "codec.pt")  # the teacher release's codec, as trained with
     assert m["teacher_release"]["manifest_sha256"] == sha256(ASSET_DIR / "manifest.json")
     assert m["steps"]["dmd"] > 0 and m["generator_updates"] > 0 and m["bytes"] < 20 * 2**20
@@ -24,10 +24,10 @@ def test_the_shipped_student_is_intact_and_says_how_it_was_made():
 
 
 def test_the_shipped_student_streams_the_world_it_was_trained_on():
-    from models.conditioner import load_export
-    from stream.chunks import StreamConfig
-    from stream.demo.session import world_for
-    from stream.engine import StreamingGenerator
+    from trackstream.models.conditioner import load_export
+    from trackstream.stream.chunks import StreamConfig
+    from trackstream.stream.demo.session import world_for
+    from trackstream.stream.engine import StreamingGenerator
 
     net, codec, cond = load_export(STUDENT_DIR / "student", codec_name="tiny-ae", codec=str(ASSET_DIR / "codec.pt"))
     world = world_for(STUDENT_DIR / "student", 64, 64)

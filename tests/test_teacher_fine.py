@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_tiny_teacher_fine_trains_exports_and_evaluates(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
     run = tmp_path / "fine"
-    r = subprocess.run([sys.executable, "-m", "train", "experiment=tiny_teacher_fine", "debug=tiny", "data.height=32",
+    r = subprocess.run([sys.executable, "-m", "trackstream.train", "experiment=tiny_teacher_fine", "debug=tiny", "data.height=32",
                         "data.width=32", "trainer.num_threads=1", f"hydra.run.dir={run}"],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-4000:]

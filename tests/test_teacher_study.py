@@ -1,10 +1,10 @@
-"""The recipe study's bookkeeping (train/teacher_study.py): commands, minutes from logged step
+"""The recipe study's bookkeeping (trackstream/train/teacher_study.py): commands, minutes from logged step
 times, the table and the plot, on fake runs (the study itself is hours of CPU)."""
 import json
 
 import pytest
 
-from train import teacher_study as ts
+from trackstream.train import teacher_study as ts
 
 
 def _fake_run(root, name, *, step_time=2.0, legacy=False):
@@ -26,7 +26,7 @@ def _fake_run(root, name, *, step_time=2.0, legacy=False):
 
 def test_command_runs_the_recipe_with_the_shared_schedule(tmp_path):
     cmd = ts.command("4px-2L-25f", tmp_path)
-    assert cmd[1:3] == ["-m", "train"] and "experiment=tiny_teacher_fine" in cmd and "data.num_frames=25" in cmd
+    assert cmd[1:3] == ["-m", "trackstream.train"] and "experiment=tiny_teacher_fine" in cmd and "data.num_frames=25" in cmd
     assert f"optim.decay_steps={ts.DECAY_STEPS}" in cmd and f"hydra.run.dir={tmp_path / '4px-2L-25f'}" in cmd
     assert "trainer.max_steps=430" in cmd and "trainer.sample_every=215" in cmd
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import UMT5Config, UMT5EncoderModel
 
-from models.text_encoders import (
+from trackstream.models.text_encoders import (
     UMT5_XXL_CONFIG,
     MiniLMTextEncoder,
     TextProjection,

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models.conditioning import compose_condition, expand_patch_embedding
-from models.flavors import build_wan
-from models.tracks import (
+from trackstream.models.conditioning import compose_condition, expand_patch_embedding
+from trackstream.models.flavors import build_wan
+from trackstream.models.tracks import (
     TrackEncoder,
     TrackHead,
     mask_mid_frames,
@@ -284,7 +284,7 @@ def test_mask_mid_frames_probability_batch_unit_and_short_clips():
 
 
 def test_region_dropout_hides_the_tracks_that_start_in_one_box():
-    from models.tracks import drop_region
+    from trackstream.models.tracks import drop_region
 
     g = torch.Generator().manual_seed(0)
     B, T, N = 64, 5, 400

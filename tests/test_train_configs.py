@@ -9,8 +9,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import open_dict
 
-from train.app import CONFIG_DIR, instantiate
-from train.config import validate
+from trackstream.train.app import CONFIG_DIR, instantiate
+from trackstream.train.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -99,10 +99,10 @@ def test_unknown_keys_are_rejected_by_the_schema(tmp_path):
 
 
 def test_codec_names_are_one_list_and_each_builds():
-    from models.codec_names import CODEC_NAMES
-    from models.codecs import CODEC_NAMES as PACKAGE
-    from models.codecs import build_codec
-    from train.codec import CODEC_NAMES as CONFIG
+    from trackstream.models.codec_names import CODEC_NAMES
+    from trackstream.models.codecs import CODEC_NAMES as PACKAGE
+    from trackstream.models.codecs import build_codec
+    from trackstream.train.codec import CODEC_NAMES as CONFIG
 
     assert PACKAGE is CODEC_NAMES and CONFIG is CODEC_NAMES
     with pytest.raises(ValueError, match="choose one of"):
@@ -110,7 +110,7 @@ def test_codec_names_are_one_list_and_each_builds():
 
 
 def test_cli_prints_the_resolved_job_config():
-    r = subprocess.run([sys.executable, "-m", "train", "experiment=tiny_teacher", "--cfg", "job"], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-m", "trackstream.train", "experiment=tiny_teacher", "--cfg", "job"], cwd=ROOT,
                        capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"})
     assert r.returncode == 0, r.stderr[-2000:]
     assert "task_name: tiny_teacher" in r.stdout and "guidance:" in r.stdout and "mode: joint" in r.stdout
@@ -124,7 +124,7 @@ def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
 
 def test_a_stage_file_names_its_schema_and_builder(tmp_path):
     typed = validate(_compose(tmp_path, "experiment=tiny_teacher"))
-    assert typed.stage_builder == "train.teacher_stage:build_teacher" and type(typed.stage).__name__ == "TeacherConfig"
+    assert typed.stage_builder == "trackstream.train.teacher_stage:build_teacher" and type(typed.stage).__name__ == "TeacherConfig"
     cfg = _compose(tmp_path, "experiment=tiny_teacher", "~stage._builder_")
     with pytest.raises(ValueError, match="_builder_"):
         validate(cfg)
@@ -134,7 +134,7 @@ def test_a_stage_file_names_its_schema_and_builder(tmp_path):
 
 
 def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
-    from models.causal import CausalConfig
+    from trackstream.models.causal import CausalConfig
 
     dmd = validate(_compose(tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p",
                             "stage.causal.window_chunks=2"))
@@ -147,7 +147,7 @@ def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
 
 
 def test_global_batch_derives_grad_accum_and_rejects_contradictions():
-    from train.app import derive_grad_accum
+    from trackstream.train.app import derive_grad_accum
 
     assert derive_grad_accum(global_batch=128, batch_size=1, world_size=32, grad_accum=1) == 4
     assert derive_grad_accum(global_batch=128, batch_size=1, world_size=8, grad_accum=1) == 16
@@ -165,3 +165,12 @@ def test_global_batch_derives_grad_accum_and_rejects_contradictions():
 def test_real_recipes_keep_the_papers_global_batch(name, batch, tmp_path):
     typed = validate(_compose(tmp_path, f"experiment={name}"))
     assert typed.trainer.global_batch == batch and typed.data.batch_size == 1 and typed.trainer.grad_accum == 1
+
+
+def test_run_directories_written_before_the_namespace_still_resolve():
+    """Run directories and shipped assets from before ``trackstream.`` name stages as 'distill.dmd:...'."""
+    from trackstream.distill.dmd import DMDConfig
+    from trackstream.train.config import resolve
+
+    assert "_schema_: distill.dmd:DMDConfig" in (ROOT / "assets" / "tiny-student" / "config.yaml").read_text()
+    assert resolve("distill.dmd:DMDConfig") is DMDConfig is resolve("trackstream.distill.dmd:DMDConfig")

@@ -1,5 +1,5 @@
 """Two CPU processes (gloo) through the real launchers: DDP via the CLI, FSDP2 and DeepSpeed
-ZeRO via a small driver on the tiny Wan (train/parallel.py's strategies, checkpoint + exact
+ZeRO via a small driver on the tiny Wan (trackstream/train/parallel.py's strategies, checkpoint + exact
 resume per strategy). cpu-environment.md traps 1, 2, 5, 6, 7 are what these guard."""
 import json
 import os
@@ -16,17 +16,17 @@ import json, os, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from train.dist import init_runtime, hard_exit
-from train.parallel import ParallelConfig, prepare_network, deepspeed_config
-from train.loop import TrainerConfig, train
-from train.checkpoint import CheckpointManager
-from train.metrics import MetricLogger, LoggerConfig
-from train.objective import Objective, generator_state, load_generator_state
-from data.clips import PoolStream
-from models.motion_wan import ModelConfig, build_motion_wan
-from train.weights import initialise
-from train.ema import EMAConfig
-from train.optim import OptimConfig
+from trackstream.train.dist import init_runtime, hard_exit
+from trackstream.train.parallel import ParallelConfig, prepare_network, deepspeed_config
+from trackstream.train.loop import TrainerConfig, train
+from trackstream.train.checkpoint import CheckpointManager
+from trackstream.train.metrics import MetricLogger, LoggerConfig
+from trackstream.train.objective import Objective, generator_state, load_generator_state
+from trackstream.data.clips import PoolStream
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.train.weights import initialise
+from trackstream.train.ema import EMAConfig
+from trackstream.train.optim import OptimConfig
 
 strategy, zero, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 world = int(os.environ["WORLD_SIZE"])
@@ -117,7 +117,7 @@ def test_two_process_strategy_trains_checkpoints_and_resumes_exactly(strategy, z
 
 def test_ddp_two_processes_through_the_cli(tmp_path):
     run_dir = tmp_path / "run"
-    r = _launch(["-m", "train", "experiment=tiny_teacher", "debug=tiny", "parallel=ddp", f"hydra.run.dir={run_dir}",
+    r = _launch(["-m", "trackstream.train", "experiment=tiny_teacher", "debug=tiny", "parallel=ddp", f"hydra.run.dir={run_dir}",
                  "trainer.num_threads=1", "eval.save_videos=0"], tmp_path)
     assert (run_dir / "results.json").is_file(), r.stdout[-3000:] + r.stderr[-5000:]
     summary = json.loads((run_dir / "results.json").read_text())

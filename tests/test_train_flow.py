@@ -4,8 +4,8 @@ import dataclasses
 import pytest
 import torch
 
-from diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, guided_velocity, nfe_per_step, sample
-from diffusion.schedule import (
+from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, guided_velocity, nfe_per_step, sample
+from trackstream.diffusion.schedule import (
     add_noise,
     loss_weight,
     sample_training_sigmas,
@@ -15,10 +15,10 @@ from diffusion.schedule import (
     velocity_target,
     x0_from_velocity,
 )
-from models.conditioner import encode_motion
-from models.motion_wan import Conventions, ModelConfig, build_motion_wan, load_network
-from train.teacher import FlowMatchingObjective, TeacherConfig, mix_text
-from train.weights import export_network, initialise
+from trackstream.models.conditioner import encode_motion
+from trackstream.models.motion_wan import Conventions, ModelConfig, build_motion_wan, load_network
+from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig, mix_text
+from trackstream.train.weights import export_network, initialise
 
 # ----------------------------------------------------------------------------- schedule
 
@@ -218,7 +218,7 @@ def test_empty_motion_is_zero_track_channels():
 
 
 def test_export_and_load_round_trip(tmp_path):
-    from train.dist import Runtime
+    from trackstream.train.dist import Runtime
 
     torch.manual_seed(0)
     cfg = ModelConfig()
@@ -242,8 +242,8 @@ def test_export_and_load_round_trip(tmp_path):
 
 
 def test_init_from_a_narrower_wan_checkpoint_grows_zero_channels(tmp_path):
-    from models.checkpoint import save_wan
-    from models.flavors import build_wan
+    from trackstream.models.checkpoint import save_wan
+    from trackstream.models.flavors import build_wan
 
     torch.manual_seed(0)
     base = build_wan("tiny", in_dim=36, model_type="t2v")  # an I2V-style base without track channels
@@ -285,7 +285,7 @@ def test_clean_first_frame_pins_frame_zero_in_training_and_sampling():
 
 
 def test_correspondence_targets_follow_the_tracks_and_the_probe_matches_plain_attention():
-    from train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
+    from trackstream.train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
 
     # 4x4 tokens of 16 px; every track moves right by exactly one token per latent frame
     T, grid = 9, (3, 4, 4)
@@ -323,8 +323,8 @@ def test_sampler_refuses_to_drop_a_clean_first_frame_the_network_was_trained_wit
 
 
 def test_conventions_read_old_exports_and_name_unknown_keys():
-    from models.causal import CausalConfig
-    from models.motion_wan import Streaming
+    from trackstream.models.causal import CausalConfig
+    from trackstream.models.motion_wan import Streaming
 
     # a student exported before sink / window were recorded streams with c3s1w1
     old = Conventions.from_dict({"clean_first_frame": True, "schedule_shift": 3.0,

@@ -8,15 +8,15 @@ import pytest
 import torch
 import torch.nn as nn
 
-from data.clips import PoolStream
-from train.checkpoint import CheckpointManager, PreemptionHandler, find_latest
-from train.dist import init_runtime, seed_everything
-from train.ema import EMA, EMAConfig
-from train.loop import TrainerConfig, train
-from train.metrics import LoggerConfig, MetricLogger
-from train.objective import Objective, generator_state, load_generator_state
-from train.optim import OptimConfig, lr_factor, param_groups
-from train.parallel import ParallelConfig, prepare_network
+from trackstream.data.clips import PoolStream
+from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler, find_latest
+from trackstream.train.dist import init_runtime, seed_everything
+from trackstream.train.ema import EMA, EMAConfig
+from trackstream.train.loop import TrainerConfig, train
+from trackstream.train.metrics import LoggerConfig, MetricLogger
+from trackstream.train.objective import Objective, generator_state, load_generator_state
+from trackstream.train.optim import OptimConfig, lr_factor, param_groups
+from trackstream.train.parallel import ParallelConfig, prepare_network
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +107,7 @@ def test_gradient_accumulation_matches_the_big_batch(runtime):
     opt1, opt2 = torch.optim.SGD(net1.parameters(), lr=0.1), torch.optim.SGD(net2.parameters(), lr=0.1)
     (net1(x) - y).square().mean().backward()
     opt1.step()
-    from train.parallel import DDPNetwork
+    from trackstream.train.parallel import DDPNetwork
 
     tn = DDPNetwork("n", net2, net2, opt2, torch.optim.lr_scheduler.LambdaLR(opt2, lambda u: 1.0), None, 0.0, runtime)
     for i, sl in enumerate((slice(0, 4), slice(4, 8))):
@@ -200,7 +200,7 @@ def test_lr_schedules():
 
 
 def test_param_groups_skip_decay_on_vectors_and_modulation():
-    from models.motion_wan import ModelConfig, build_motion_wan
+    from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 
     net = build_motion_wan(ModelConfig(), text_encoder_dim=384)
     decay, no_decay = param_groups(net, OptimConfig(weight_decay=0.1))
@@ -230,8 +230,8 @@ def test_preemption_handler_turns_signals_into_a_flag():
 def test_wandb_offline_logs_scalars_and_a_video_file_without_moviepy(tmp_path, monkeypatch):
     import numpy as np
 
-    from eval.teacher_eval import overlay_tracks, write_video
-    from train.metrics import WandbConfig
+    from trackstream.eval.teacher_eval import overlay_tracks, write_video
+    from trackstream.train.metrics import WandbConfig
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     frames = np.zeros((9, 32, 32, 3), np.uint8)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from eval.frechet import frechet_from_features
-from eval.video_features import codec_video_features, i3d_features, load_i3d
-from models.codecs import build_codec
+from trackstream.eval.frechet import frechet_from_features
+from trackstream.eval.video_features import codec_video_features, i3d_features, load_i3d
+from trackstream.models.codecs import build_codec
 
 
 class Detector(torch.nn.Module):

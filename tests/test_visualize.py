@@ -1,8 +1,8 @@
-"""Side-by-side videos with the input tracks drawn (stream/visualize.py)."""
+"""Side-by-side videos with the input tracks drawn (trackstream/stream/visualize.py)."""
 import numpy as np
 import pytest
 
-from stream.visualize import LABEL_PX, draw_tracks, side_by_side, track_colours, write_gif
+from trackstream.stream.visualize import LABEL_PX, draw_tracks, side_by_side, track_colours, write_gif
 
 
 def _clip(T=5, H=16, W=20, value=40):

@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from models.flavors import OFFICIAL_COUNTS, build_wan, flavor_config
-from models.wan import WanModel, rope_axis_pairs, sinusoidal_embedding
+from trackstream.models.flavors import OFFICIAL_COUNTS, build_wan, flavor_config
+from trackstream.models.wan import WanModel, rope_axis_pairs, sinusoidal_embedding
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_COUNTS))

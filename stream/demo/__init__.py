@@ -1,1 +1,0 @@
-"""The live web demo: a page where a person drags and the streamed video follows (``python -m stream.demo``)."""

@@ -1,0 +1,199 @@
+"""Training data for the stages: the synthetic world as a cached pool or as an endless stream.
+
+* ``ClipPool``: ``pool_size`` synthetic clips rendered once (in ``num_workers`` processes) and
+  kept as uint8 frames + tracks + captions. The CPU-sized stages use it: rendering a clip costs
+  more than a tiny training step, so the codec fit and the teacher revisit a fixed pool, and the
+  teacher trains on its latents encoded ONCE by the frozen codec (``encode_pool``).
+* ``PoolStream``: the exactly resumable, rank-aware batch stream over a pool (a fresh
+  permutation per epoch, random track subsets keyed by stream coordinates: ``data.batching``'s
+  rules), ``state_dict() == {"position": ...}``.
+* ``pool_size: null`` streams new clips forever through ``data.synthetic.SyntheticVideoDataset``
+  (raw videos, encoded on the fly by the objective): the layout for real data.
+Held-out evaluation clips come from a different seed namespace than any training clip.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from trackstream.data.batching import StreamLoader, collate_samples, derive_seed, dist_info, subsample_tracks
+from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
+
+__all__ = ["DataConfig", "make_world", "ClipPool", "PoolStream", "heldout_clips", "build_raw_stream"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataConfig:
+    source: str = "synthetic"
+    height: int = 64
+    width: int = 64
+    num_frames: int = 17
+    fps: int = 16
+    world: dict = field(default_factory=dict)  # extra data.synthetic.SyntheticWorld fields (speeds, ...)
+    grid_size: int = 16  # ground-truth tracks on a grid_size^2 grid
+    num_tracks: list[int] | None = None  # [lo, hi] tracks drawn per training sample; null: all
+    batch_size: int = 8  # per rank, per micro-batch
+    num_workers: int = 0
+    seed: int = 0
+    pool_size: int | None = 512  # synthetic: fixed pool (cached latents); null: endless stream
+    eval_seed: int = 1_000_003
+    eval_samples: int = 16
+    shards: str | None = None  # source=shards: a folder (index.json), a glob or a brace pattern
+    shuffle_buffer: int = 256  # source=shards
+
+    def __post_init__(self) -> None:
+        if self.source not in ("synthetic", "shards"):
+            raise ValueError(f"data.source={self.source!r}; choose 'synthetic' or 'shards'")
+        if self.source == "shards" and not self.shards:
+            raise ValueError("data.source=shards needs data.shards (a shard folder, glob or brace pattern)")
+        if self.source == "shards" and self.pool_size is not None:
+            raise ValueError("data.pool_size is for the synthetic world; set data.pool_size=null with data.source=shards")
+        if self.height % 16 or self.width % 16:
+            raise ValueError(f"data.height/width={self.height}x{self.width} must be multiples of 16 (codec 8 x patch 2)")
+        if self.num_frames < 5 or (self.num_frames - 1) % 4:
+            raise ValueError(f"data.num_frames={self.num_frames} must be 1 + 4k with k >= 1")
+        if self.batch_size < 1:
+            raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
+        if self.pool_size is not None and self.pool_size < self.batch_size:
+            raise ValueError(f"data.pool_size={self.pool_size} must be >= data.batch_size={self.batch_size} (or null)")
+        if self.num_tracks is not None and (len(self.num_tracks) != 2 or not 1 <= self.num_tracks[0] <= self.num_tracks[1]):
+            raise ValueError(f"data.num_tracks={self.num_tracks} must be [lo, hi] with 1 <= lo <= hi (or null)")
+        known = set(SyntheticWorld.__dataclass_fields__) - {"height", "width", "num_frames", "fps", "grid_size"}
+        unknown = set(self.world) - known
+        if unknown:
+            raise ValueError(f"data.world has unknown SyntheticWorld fields {sorted(unknown)}; known: {sorted(known)}")
+
+
+def make_world(cfg: DataConfig) -> SyntheticWorld:
+    extra = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in cfg.world.items()}
+    return SyntheticWorld(height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps,
+                          grid_size=cfg.grid_size, **extra)
+
+
+class _Render(torch.utils.data.Dataset):
+    def __init__(self, world: SyntheticWorld, seeds: list[int]):
+        self.world, self.seeds = world, seeds
+
+    def __len__(self) -> int:
+        return len(self.seeds)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.world.generate(self.seeds[i])
+
+
+class ClipPool:
+    """Rendered clips: ``clips[i]`` = {frames uint8 [T,H,W,3], tracks [T,N,2], visibility [T,N], caption, meta}."""
+
+    def __init__(self, world: SyntheticWorld, seeds: list[int], *, num_workers: int = 0):
+        loader = torch.utils.data.DataLoader(
+            _Render(world, seeds), batch_size=None, num_workers=num_workers,
+            collate_fn=lambda x: x, prefetch_factor=4 if num_workers else None,
+        )
+        self.clips = list(loader)
+        self.world = world
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def video(self, i: int) -> torch.Tensor:
+        """[3, T, H, W] float32 in [-1, 1]."""
+        frames = torch.from_numpy(self.clips[i]["frames"])  # [T, H, W, 3] uint8
+        return frames.permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+    def videos(self, idx: list[int]) -> torch.Tensor:
+        return torch.stack([self.video(i) for i in idx])
+
+    @classmethod
+    def training(cls, cfg: DataConfig, *, num_workers: int | None = None) -> "ClipPool":
+        seeds = [derive_seed(cfg.seed, "clip", i) for i in range(cfg.pool_size)]
+        return cls(make_world(cfg), seeds, num_workers=cfg.num_workers if num_workers is None else num_workers)
+
+
+def heldout_clips(cfg: DataConfig) -> ClipPool:
+    """``eval_samples`` clips that no training stream can draw (a separate seed namespace)."""
+    seeds = [derive_seed(cfg.eval_seed, "heldout", i) for i in range(cfg.eval_samples)]
+    return ClipPool(make_world(cfg), seeds, num_workers=cfg.num_workers)
+
+
+class PoolStream:
+    """Resumable stream of batches over ``size`` pool entries.
+
+    Sample j of batch k on rank r is global sample g = (k * B + j) * W + r; epoch e = g // size
+    visits the pool in the permutation seeded by (seed, "epoch", e). ``make_batch(indices, gids)``
+    builds the batch from pool indices and global sample ids (for per-sample randomness).
+    """
+
+    def __init__(self, size: int, *, batch_size: int, seed: int, make_batch: Callable[[list[int], list[int]], dict],
+                 rank: int | None = None, world_size: int | None = None):
+        self.size, self.batch_size, self.seed, self.make_batch = size, batch_size, seed, make_batch
+        self.rank, self.world_size = dist_info(rank, world_size)
+        self.position = 0
+        self._perm_cache: tuple[int, np.ndarray] | None = None
+
+    def _index(self, g: int) -> int:
+        epoch, pos = divmod(g, self.size)
+        if self._perm_cache is None or self._perm_cache[0] != epoch:
+            perm = np.random.default_rng(derive_seed(self.seed, "epoch", epoch)).permutation(self.size)
+            self._perm_cache = (epoch, perm)
+        return int(self._perm_cache[1][pos])
+
+    def __iter__(self):
+        while True:
+            k = self.position
+            gids = [(k * self.batch_size + j) * self.world_size + self.rank for j in range(self.batch_size)]
+            batch = self.make_batch([self._index(g) for g in gids], gids)
+            batch["stream_index"] = k
+            self.position += 1
+            yield batch
+
+    def state_dict(self) -> dict:
+        return {"position": self.position, "seed": self.seed, "batch_size": self.batch_size,
+                "rank": self.rank, "world_size": self.world_size, "size": self.size}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("seed", "batch_size", "rank", "world_size", "size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"cannot resume the data stream exactly: saved {key}={state[key]}, "
+                                 f"this run has {key}={getattr(self, key)}")
+        self.position = int(state["position"])
+
+
+def pool_track_batch(entries: list[dict], gids: list[int], *, seed: int, num_tracks: list[int] | None) -> dict:
+    """Collate pool entries (each with tracks/visibility/caption and cached tensors), drawing a
+    random track subset per sample keyed by its global sample id (replays exactly on resume)."""
+    samples = []
+    for entry, g in zip(entries, gids):
+        s = dict(entry)
+        if num_tracks is not None:
+            rng = np.random.default_rng(derive_seed(seed, "tracks", g))
+            s = subsample_tracks(s, tuple(num_tracks), rng)
+        samples.append(s)
+    batch = collate_samples(samples)
+    for key in ("image", "image_features"):
+        if all(key in s for s in samples):
+            batch[key] = torch.stack([s[key] for s in samples])
+    return batch
+
+
+def build_raw_stream(cfg: DataConfig, *, rank: int, world_size: int) -> StreamLoader:
+    """Endless stream of raw clips, encoded by the objective: new synthetic clips
+    (``pool_size: null``) or webdataset shards written by ``data.prepare`` (``source: shards``)."""
+    if cfg.source == "shards":
+        from trackstream.data.loader import ShardStream
+
+        ds = ShardStream(cfg.shards, batch_size=cfg.batch_size, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
+                         num_tracks=tuple(cfg.num_tracks) if cfg.num_tracks else None, num_frames=cfg.num_frames,
+                         rank=rank, world_size=world_size, num_workers=cfg.num_workers)
+        return StreamLoader(ds)
+    ds = SyntheticVideoDataset(
+        make_world(cfg), batch_size=cfg.batch_size, seed=cfg.seed,
+        num_tracks=tuple(cfg.num_tracks) if cfg.num_tracks else None,
+        rank=rank, world_size=world_size, num_workers=cfg.num_workers,
+    )
+    return StreamLoader(ds)

@@ -1,0 +1,45 @@
+"""Hydra CLI for the real-video shard pipeline: `python -m trackstream.data.prepare input=... output=...`.
+
+Only this entry point knows about Hydra: it turns the composed config into a typed
+`PrepareConfig` plus plain-dict component specs and calls `data.prepare_shards.run_prepare`.
+See conf/prepare.yaml for every option and trackstream/data/prepare_shards.py for the design.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from trackstream.data.prepare_shards import PrepareConfig, run_prepare
+
+COMPONENTS = ("tracker", "text_encoder", "latent_encoder")
+
+
+def config_from_hydra(cfg: DictConfig) -> tuple[PrepareConfig, dict]:
+    """Split a composed config into PrepareConfig and component specs (plain dicts or None)."""
+    data = OmegaConf.to_container(cfg, resolve=True)
+    data.pop("hydra", None)
+    specs = {k: data.pop(k, None) for k in COMPONENTS}
+    known = {f.name for f in dataclasses.fields(PrepareConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown prepare option(s) {unknown}; valid options: {sorted(known)}")
+    if "extensions" in data:
+        data["extensions"] = tuple(data["extensions"])
+    return PrepareConfig(**data), specs
+
+
+@hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
+def main(cfg: DictConfig) -> None:
+    pcfg, specs = config_from_hydra(cfg)
+    summary = run_prepare(pcfg, **specs)
+    brief = {k: summary[k] for k in ("complete", "num_inputs", "num_samples", "num_skipped", "skipped_by_reason")}
+    print(json.dumps(brief, indent=1))
+    print(f"report: {pcfg.output}/report.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,291 @@
+"""Real-video -> webdataset shard pipeline (library side; the Hydra CLI is trackstream/data/prepare.py).
+
+Design:
+* Plan first, then work. Inputs (a folder, a list file or a CSV/JSON manifest) are resolved to a
+  fixed list of (path, caption) items and cut into consecutive groups of `samples_per_shard`;
+  group k becomes shard k whatever happens to other groups. A shard is therefore a pure function
+  of its inputs, so a killed job that is re-run produces byte-identical shards (x264, tar headers
+  and metadata are all deterministic) and parallel workers cannot reorder anything.
+* A shard is the unit of work and of resumption: its tar is written to `<name>.tmp` and renamed,
+  then its report `<name>.json` is written the same way. A shard with a report is finished and is
+  skipped on re-run; anything else is redone from scratch. plan.json pins the plan: re-running into
+  the same folder with other inputs or content-changing settings is refused.
+* One bad file never kills the job. Every per-file failure is caught and recorded with a reason
+  (`kind: detail`). A native crash (decoders can segfault on hostile files) breaks the worker
+  pool; the shards in flight are then re-run one at a time, each worker having announced the file
+  it is on in .progress/, so the culprit is identified, recorded in crashed.json and skipped.
+* Workers build their own tracker / text encoder / latent encoder from dict specs (a `_target_`
+  spec via Hydra's instantiate, or a tracker spec `{name: ..., ...}` via build_tracker), so nothing
+  heavy is pickled; objects are accepted too (tests, in-process use).
+* `num_jobs`/`job_index` split the shards across independent processes (e.g. a Slurm array); each
+  run rewrites report.json and index.json from all shard reports present, with `complete` telling
+  whether every shard is done.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import glob
+import hashlib
+import json
+import multiprocessing as mp
+import os
+from collections import Counter
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass, field
+
+from tqdm import tqdm
+
+from trackstream.data import prepare_worker as worker
+from trackstream.data.shards import ShardInfo, write_index
+
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+
+
+@dataclass
+class PrepareConfig:
+    input: str  # folder of videos, list file (.txt, one path per line) or manifest (.csv/.json/.jsonl)
+    output: str
+    captions: str | None = None  # CSV/JSON(L) manifest with captions; default: manifest columns or sidecar .txt
+    path_column: str = "video"
+    caption_column: str = "caption"
+    fps: float = 16.0
+    num_frames: int = 81
+    height: int = 480
+    width: int = 832
+    min_aspect: float = 1.6  # width / height of the source; 16:9 = 1.78
+    max_aspect: float = 2.0
+    min_source_fps: float = 15.0  # below the target rate frames would be duplicated: reject
+    max_source_fps: float = 240.0
+    grid_size: int = 50
+    min_visible_fraction: float = 0.05  # of (frame, track) entries; lower means the tracker failed
+    samples_per_shard: int = 64
+    num_workers: int = 1  # 0: in-process (no crash isolation)
+    start_method: str = "spawn"  # "fork" only for debugging: forked children can deadlock in thread pools
+    max_shards: int | None = None  # stop after this many shards in this run (the rest stays pending)
+    num_jobs: int = 1
+    job_index: int = 0
+    store_video: bool = True
+    crf: int = 18
+    text_batch_size: int = 16
+    cache_dtype: str = "float16"  # dtype of cached text embeddings / latents
+    progress: bool = True
+    shard_pattern: str = "shard-{:06d}"
+    extensions: tuple[str, ...] = field(default_factory=lambda: VIDEO_EXTENSIONS)
+
+    def __post_init__(self):
+        if self.height % 2 or self.width % 2:
+            raise ValueError(f"prepare height/width must be even (H.264 yuv420p), got {self.height}x{self.width}")
+        if self.samples_per_shard < 1:
+            raise ValueError(f"prepare samples_per_shard must be >= 1, got {self.samples_per_shard}")
+        if not 0 <= self.job_index < self.num_jobs:
+            raise ValueError(f"prepare job_index must be in [0, num_jobs), got {self.job_index}/{self.num_jobs}")
+        self.extensions = tuple(e.lower() for e in self.extensions)
+
+    def content_fingerprint(self) -> dict:
+        """Settings that change shard contents; a resumed run must match them."""
+        skip = {"output", "num_workers", "start_method", "max_shards", "num_jobs", "job_index", "progress", "text_batch_size"}
+        return {k: v for k, v in asdict(self).items() if k not in skip}
+
+
+@dataclass(frozen=True)
+class Item:
+    path: str
+    rel: str  # id: path relative to the input root (or as listed)
+    caption: str | None
+
+
+# ------------------------------------------------------------------------------------------------
+# Planning
+
+
+def _read_manifest(path: str, path_column: str, caption_column: str) -> list[dict]:
+    if path.endswith(".csv"):
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    elif path.endswith(".jsonl"):
+        with open(path) as f:
+            rows = [json.loads(line) for line in f if line.strip()]
+    else:
+        with open(path) as f:
+            rows = json.load(f)
+    if rows and path_column not in rows[0]:
+        raise ValueError(f"manifest {path} has no column {path_column!r} (columns: {sorted(rows[0])}); set prepare path_column")
+    return [{"path": str(r[path_column]), "caption": r.get(caption_column)} for r in rows]
+
+
+def resolve_inputs(cfg: PrepareConfig) -> list[Item]:
+    """Input spec -> ordered items with captions (None when missing)."""
+    src = cfg.input
+    if os.path.isdir(src):
+        root = src
+        rels = sorted(
+            os.path.relpath(os.path.join(d, f), root)
+            for d, _, files in os.walk(root)
+            for f in files
+            if f.lower().endswith(cfg.extensions)
+        )
+        rows = [{"path": r, "caption": None} for r in rels]
+    elif os.path.isfile(src):
+        root = os.path.dirname(os.path.abspath(src))
+        if src.endswith((".csv", ".json", ".jsonl")):
+            rows = _read_manifest(src, cfg.path_column, cfg.caption_column)
+        else:
+            with open(src) as f:
+                rows = [{"path": line.strip(), "caption": None} for line in f if line.strip() and not line.startswith("#")]
+    else:
+        raise ValueError(f"prepare input={src!r} is neither a folder nor a list/manifest file")
+    extra = {}
+    if cfg.captions:
+        for r in _read_manifest(cfg.captions, cfg.path_column, cfg.caption_column):
+            extra[r["path"]] = extra[os.path.basename(r["path"])] = r["caption"]
+    items = []
+    for r in rows:
+        path = r["path"] if os.path.isabs(r["path"]) else os.path.join(root, r["path"])
+        caption = r["caption"] or extra.get(r["path"]) or extra.get(os.path.basename(r["path"]))
+        if not caption:
+            sidecar = os.path.splitext(path)[0] + ".txt"
+            if os.path.isfile(sidecar):
+                with open(sidecar, encoding="utf-8") as f:
+                    caption = f.read().strip()
+        items.append(Item(path=path, rel=r["path"], caption=caption.strip() if caption else None))
+    return items
+
+
+def plan_shards(items: list[Item], samples_per_shard: int) -> list[list[Item]]:
+    return [items[i : i + samples_per_shard] for i in range(0, len(items), samples_per_shard)]
+
+
+def _check_plan(cfg: PrepareConfig, items: list[Item]) -> None:
+    digest = hashlib.sha256(json.dumps([[i.rel, i.caption] for i in items]).encode()).hexdigest()
+    plan = {"inputs_sha256": digest, "num_inputs": len(items), "config": cfg.content_fingerprint()}
+    plan = json.loads(json.dumps(plan))  # tuples -> lists, as they come back from disk
+    path = os.path.join(cfg.output, "plan.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old != plan:
+            changed = sorted(k for k in plan["config"] if old.get("config", {}).get(k) != plan["config"][k])
+            what = f"settings {changed}" if changed else "the input list or captions"
+            raise ValueError(f"output={cfg.output!r} was prepared with different {what}; use a new output folder")
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(plan, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------------------------
+# Running
+
+
+def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_encoder=None) -> dict:
+    """Run (or resume) the pipeline; returns the summary also written to <output>/report.json.
+
+    tracker / text_encoder / latent_encoder: dict specs (built inside each worker) or objects.
+    tracker defaults to {"name": "lk"}.
+    """
+    os.makedirs(cfg.output, exist_ok=True)
+    items = resolve_inputs(cfg)
+    _check_plan(cfg, items)
+    shards = plan_shards(items, cfg.samples_per_shard)
+    specs = {"tracker": tracker if tracker is not None else {"name": "lk"}, "text_encoder": text_encoder, "latent_encoder": latent_encoder}
+    mine = [k for k in range(len(shards)) if k % cfg.num_jobs == cfg.job_index]
+    pending = [k for k in mine if not os.path.isfile(_report_path(cfg, k))]
+    for k in pending:  # leftovers of a killed run; rewritten from scratch below
+        for stale in glob.glob(os.path.join(cfg.output, cfg.shard_pattern.format(k) + ".*.tmp")):
+            os.remove(stale)
+    if cfg.max_shards is not None:
+        pending = pending[: cfg.max_shards]
+    crashed_path = os.path.join(cfg.output, "crashed.json")
+    crashed: set[str] = set()
+    if os.path.isfile(crashed_path):
+        with open(crashed_path) as f:
+            crashed = set(json.load(f))
+
+    bar = tqdm(total=len(pending), desc="shards", unit="shard", disable=not cfg.progress)
+    counts = Counter()
+
+    def done(report: dict) -> None:
+        counts["samples"] += report["num_samples"]
+        counts["skipped"] += len(report["skipped"])
+        bar.update(1)
+        bar.set_postfix(samples=counts["samples"], skipped=counts["skipped"])
+
+    if cfg.num_workers == 0:
+        worker.init_worker(cfg, specs, in_pool=False)
+        for k in pending:
+            done(worker.run_shard(k, shards[k], sorted(crashed)))
+    else:
+        broken = _run_pool(cfg, specs, shards, pending, crashed, done, max_workers=cfg.num_workers)
+        for k in broken:  # re-run the shards a crash interrupted, one at a time, to find the culprit
+            while True:
+                if not _run_pool(cfg, specs, shards, [k], crashed, done, max_workers=1):
+                    break
+                marker = os.path.join(cfg.output, ".progress", cfg.shard_pattern.format(k) + ".current")
+                culprit = None
+                if os.path.isfile(marker):
+                    with open(marker) as f:
+                        culprit = f.read().strip()
+                if culprit is None or culprit in crashed:
+                    raise RuntimeError(f"a worker crashed on shard {k} and the file responsible could not be identified")
+                crashed.add(culprit)
+                tmp = crashed_path + ".tmp"
+                with open(tmp, "w") as f:
+                    json.dump(sorted(crashed), f, indent=1)
+                os.replace(tmp, crashed_path)
+    bar.close()
+    return write_summary(cfg, shards)
+
+
+def _run_pool(cfg, specs, shards, todo, crashed, done, *, max_workers: int) -> list[int]:
+    """Run shards in a process pool; returns the shards left unfinished by a worker crash."""
+    if not todo:
+        return []
+    ctx = mp.get_context(cfg.start_method)
+    with cf.ProcessPoolExecutor(min(max_workers, len(todo)), mp_context=ctx, initializer=worker.init_worker, initargs=(cfg, specs)) as pool:
+        futures = {pool.submit(worker.run_shard, k, shards[k], sorted(crashed)): k for k in todo}
+        try:
+            for fut in cf.as_completed(futures):
+                done(fut.result())
+        except BrokenProcessPool:
+            return sorted(k for f, k in futures.items() if not f.done() or f.exception() is not None)
+    return []
+
+
+def _report_path(cfg: PrepareConfig, shard_id: int) -> str:
+    return os.path.join(cfg.output, cfg.shard_pattern.format(shard_id) + ".json")
+
+
+def write_summary(cfg: PrepareConfig, shards: list[list[Item]]) -> dict:
+    """Aggregate all shard reports present into report.json and index.json."""
+    finished, pending, skipped = [], [], []
+    for k in range(len(shards)):
+        path = _report_path(cfg, k)
+        if not os.path.isfile(path):
+            pending.append(k)
+            continue
+        with open(path) as f:
+            report = json.load(f)
+        finished.append(report)
+        skipped += report["skipped"]
+    index = [ShardInfo(os.path.join(cfg.output, r["name"] + ".tar"), r["num_samples"]) for r in finished if r["num_samples"] > 0]
+    write_index(cfg.output, index)
+    summary = {
+        "complete": not pending,
+        "num_inputs": sum(len(s) for s in shards),
+        "num_shards_planned": len(shards),
+        "num_shards_finished": len(finished),
+        "pending_shards": pending,
+        "num_samples": sum(r["num_samples"] for r in finished),
+        "num_skipped": len(skipped),
+        "skipped_by_reason": dict(sorted(Counter(s["reason"].split(":", 1)[0] for s in skipped).items())),
+        "skipped": skipped,
+        "shards": [{"name": r["name"], "num_samples": r["num_samples"]} for r in finished],
+    }
+    tmp = os.path.join(cfg.output, "report.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(summary, f, indent=1)
+    os.replace(tmp, os.path.join(cfg.output, "report.json"))
+    return summary

@@ -1,0 +1,285 @@
+"""Step benchmarks of the distillation stages: a DMD critic update, a DMD generator update, an ODE-init update.
+
+    python -m trackstream.distill.bench                                   # tiny_dmd + tiny_ode_init on CPU
+    python -m trackstream.distill.bench --real                            # the four real recipes (GPU, bf16)
+    python -m trackstream.distill.bench --configs dmd_wan1.3b_480p --steps 5
+    python -m trackstream.distill.bench --configs dmd_wan2.2_5b_704p --override +model.overrides.num_layers=2 \\
+        --override data.height=64 --override data.width=128 --batch 1    # a cut-down CPU rehearsal
+
+Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
+optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are built and
+prepared as ``distill.stages`` builds them (``prepare_network`` / ``prepare_frozen``, one process:
+``parallel.strategy=single``), with random weights (the zero-init head randomised) instead of the
+exported teacher / student, and random inputs of the pair folder's shapes instead of the pairs. What is
+timed is the loop's inner work for one network (trackstream/train/loop.py): ``objective.loss`` under the runtime's
+autocast, backward, and ``TrainedNetwork.step`` (clip, AdamW, schedule, EMA), for one micro-batch of
+``data.batch_size``; a real loop step accumulates ``trainer.grad_accum`` of them before the optimizer.
+DMD: the critic update (no-grad self-rollout + critic flow matching) and the generator update
+(self-rollout with grad at the exit step + guided teacher + critic), each with its own peak memory, and
+the mean loop step at the recipe's ``update_ratio`` (critic every step, generator every r-th). The exit
+step is drawn per rollout as in training, so the generator's time varies call to call. Peak memory: CUDA
+``max_memory_allocated`` over the phase's timed calls (the other phase's optimizer state included once it
+exists); CPU: not measured. One GPU may not hold a 5B DMD (three 5B networks, two with AdamW): that is
+recorded, not fatal (the recipe shards them with FSDP2).
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see trackstream/train/app.py)
+
+import argparse
+import dataclasses
+import gc
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from trackstream.diffusion.schedule import sampling_sigmas
+from trackstream.distill.dmd import DMDObjective
+from trackstream.distill.ode_init import ODEInitObjective
+from trackstream.eval.timing import environment, time_calls
+from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
+from trackstream.models.tracks import sample_track_ids
+from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
+from trackstream.stream.chunks import first_chunk_given
+from trackstream.train.dist import Runtime, init_runtime
+from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+
+__all__ = ["REAL_CONFIGS", "TINY_CONFIGS", "compose", "bench_dmd", "bench_ode_init", "main"]
+
+REAL_CONFIGS = ("dmd_wan1.3b_480p", "ode_init_wan1.3b_480p", "dmd_wan2.2_5b_704p", "ode_init_wan2.2_5b_704p")
+TINY_CONFIGS = ("tiny_dmd", "tiny_ode_init")
+
+
+def compose(experiment: str, overrides: list[str] = ()):
+    """The validated TrainConfig of ``experiment`` with Hydra ``overrides``."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trackstream.train.app import CONFIG_DIR
+    from trackstream.train.config import validate
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = hydra_compose("train", overrides=[f"experiment={experiment}", "paths.output_dir=.", *overrides])
+    return validate(cfg)
+
+
+def _network(typed, *, clean_first_frame: bool = False):
+    """A random-weight network of the recipe's model on meta, and its init function (``prepare_*`` materialise)."""
+    net = build_motion_wan(typed.model, text_encoder_dim=TEXT_ENCODER_DIMS[typed.model.text_encoder], device="meta")
+    net.conventions.clean_first_frame = clean_first_frame
+
+    def init(module):
+        module.init_weights()
+        torch.nn.init.normal_(module.dit.head.head.weight, std=0.02)  # the official init zeroes the head
+
+    return net, init
+
+
+def _shapes(typed, net) -> dict:
+    """The pair folder's per-sample shapes for this recipe (B, T, F, C, h, w, text tokens, tracks)."""
+    from trackstream.train.config import codec_spatial_factor
+
+    d = typed.data
+    s = codec_spatial_factor(typed.codec.name, dict(typed.codec.options))
+    return dict(B=d.batch_size, T=d.num_frames, F=1 + (d.num_frames - 1) // 4, C=net.latent_channels, h=d.height // s,
+                w=d.width // s, L=net.dit.text_len, N=d.num_tracks[1] if d.num_tracks else d.grid_size**2,
+                E=TEXT_ENCODER_DIMS[typed.model.text_encoder], H=d.height, W=d.width)
+
+
+def _conditions(net, typed, shape: dict, device, gen: torch.Generator) -> dict:
+    """Random conditions as ``distill.stages`` batches them from the pairs (before ``prepare_batch``)."""
+    B, T, F, C, h, w, N = (shape[k] for k in "BTFChwN")
+    img = {"wan_i2v": 4 + C, "fun_control": C}.get(typed.model.layout, 0)  # the layout's image channels
+    batch = {"image_latent": torch.randn(B, C, 1, h, w, generator=gen),
+             "tracks": torch.rand(B, T, N, 2, generator=gen) * torch.tensor([shape["W"] - 1.0, shape["H"] - 1.0]),
+             "visibility": torch.rand(B, T, N, generator=gen) > 0.1,
+             "text_emb": torch.randn(B, shape["L"], shape["E"], generator=gen),
+             "text_len": torch.full((B,), shape["L"]),
+             "gid": torch.arange(B)}
+    if img:
+        batch["image"] = torch.randn(B, img, F, h, w, generator=gen)
+    if net.needs_image_features:
+        batch["image_features"] = torch.randn(B, CLIP_TOKENS, CLIP_DIM, generator=gen)
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def _timed(fn, *, device: torch.device, repeats: int, warmup: int) -> dict:
+    time_calls(fn, device=device, repeats=0, warmup=warmup)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = time_calls(fn, device=device, repeats=repeats, warmup=0)
+    return {"seconds": statistics.mean(times), "seconds_min": min(times), "calls": len(times),
+            "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+
+
+def _updater(objective, net, batch: dict, runtime: Runtime):
+    """One update of ``net`` as trackstream/train/loop.py runs it for the last (here: only) micro-batch of a step."""
+    step = [0]
+
+    def update():
+        with runtime.autocast():
+            loss, _ = objective.loss(net.name, batch, step=step[0])
+        net.backward(loss, accum=1, last=True)
+        net.step()
+        step[0] += 1
+
+    return update
+
+
+def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
+    st, device = typed.stage, runtime.device
+    par = dataclasses.replace(typed.parallel, strategy="single")
+    K, shift = typed.schedule.student_steps, typed.schedule.shift
+    torch.manual_seed(seed)
+    # the recipes' teachers: the 5B (ti2v) and the tiny one trained with latent frame 0 clean, the 1.3B not
+    teacher, init = _network(typed, clean_first_frame=first_chunk_given(st.causal))
+    teacher = prepare_frozen(runtime, teacher, cfg=par, shard=True, init_fn=init)
+    ratio = st.update_ratio
+    generator = prepare_network(runtime, par, name="generator", module=_network(typed)[0],
+                                optim=st.generator_optim, ema=st.generator_ema,
+                                total_steps=max(1, typed.trainer.max_steps // ratio), grad_sync="manual", init_fn=init)
+    critic = prepare_network(runtime, par, name="critic", module=_network(typed)[0], optim=st.critic_optim,
+                             ema=None, total_steps=typed.trainer.max_steps, init_fn=init)
+    shape = _shapes(typed, generator.module)
+    objective = DMDObjective(generator.module, critic.module, teacher, cfg=st, sigmas=sampling_sigmas(K, shift=shift),
+                             shift=shift, null_text=torch.zeros(1, 1, shape["E"]),
+                             null_text_lengths=torch.ones(1, dtype=torch.long),
+                             embed_dim=unwrap(generator.module).track_embed_dim, height=shape["H"], width=shape["W"],
+                             seed=seed, device=device)
+    raw = _conditions(generator.module, typed, shape, device, torch.Generator().manual_seed(seed))
+    prepare = _timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)
+    batch = objective.prepare_batch(raw)
+    out = {"critic": _timed(_updater(objective, critic, batch, runtime), device=device, repeats=repeats, warmup=warmup),
+           "generator": _timed(_updater(objective, generator, batch, runtime), device=device, repeats=repeats,
+                               warmup=warmup)}
+    out["prepare_batch_s"] = prepare["seconds"]
+    out["update_ratio"] = ratio
+    # one loop step on average: the critic every step, the generator every ratio-th
+    out["loop_step_s"] = out["critic"]["seconds"] + out["generator"]["seconds"] / ratio
+    return {**out, **_describe(typed, shape, generator.module)}
+
+
+def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
+    st, device = typed.stage, runtime.device
+    par = dataclasses.replace(typed.parallel, strategy="single")
+    K, shift = typed.schedule.student_steps, typed.schedule.shift
+    torch.manual_seed(seed)
+    net, init = _network(typed)
+    trained = prepare_network(runtime, par, name="generator", module=net, optim=typed.optim, ema=typed.ema,
+                              total_steps=typed.trainer.max_steps, init_fn=init)
+    shape = _shapes(typed, trained.module)
+    objective = ODEInitObjective(trained.module, cfg=st, sigmas=sampling_sigmas(K, shift=shift),
+                                 embed_dim=unwrap(trained.module).track_embed_dim, height=shape["H"], width=shape["W"],
+                                 seed=seed, device=device)
+    gen = torch.Generator().manual_seed(seed)
+    raw = _conditions(trained.module, typed, shape, device, gen)
+    B, F, C, h, w = (shape[k] for k in "BFChw")
+    # the teacher's trajectory at the K + 1 grid points, stored in the pairs' dtype
+    raw["trajectory"] = torch.randn(B, K + 1, C, F, h, w, generator=gen).to(device, getattr(torch, st.ode_pairs.dtype))
+    raw["track_ids"] = sample_track_ids(B, shape["N"], generator=gen).to(device)
+    batch = objective.prepare_batch(raw)
+    out = {"generator": _timed(_updater(objective, trained, batch, runtime), device=device, repeats=repeats,
+                               warmup=warmup)}
+    out["loop_step_s"] = out["generator"]["seconds"]
+    return {**out, **_describe(typed, shape, trained.module)}
+
+
+def _describe(typed, shape: dict, net) -> dict:
+    dit = unwrap(net).dit
+    tokens = shape["F"] * (shape["h"] // dit.patch_size[1]) * (shape["w"] // dit.patch_size[2])
+    return {"flavor": typed.model.flavor, "params": sum(p.numel() for p in unwrap(net).parameters()),
+            "batch": shape["B"], "frames": shape["T"], "height": shape["H"], "width": shape["W"],
+            "latent_frames": shape["F"], "tokens_per_sample": tokens, "tracks": shape["N"],
+            "causal": typed.stage.causal.name, "student_steps": typed.schedule.student_steps,
+            "activation_checkpointing": typed.parallel.activation_checkpointing}
+
+
+def run_config(name: str, overrides: list[str], *, repeats: int, warmup: int, runtime_cache: dict) -> dict:
+    """One config's benchmark; out of memory is recorded (the rest of the run goes on)."""
+    typed = compose(name, overrides)
+    key = typed.trainer.precision
+    if key not in runtime_cache:  # one Accelerator per process and precision
+        runtime_cache[key] = init_runtime("single", precision=typed.trainer.precision)
+    runtime = runtime_cache[key]
+    fn = {"dmd": bench_dmd, "ode_init": bench_ode_init}.get(typed.stage.name)
+    if fn is None:
+        raise ValueError(f"--configs {name}: stage {typed.stage.name!r} has no step benchmark here (dmd, ode_init); "
+                         "the teacher's is python -m trackstream.train.bench_train")
+    device = runtime.device
+    try:
+        return {"config": name, "stage": typed.stage.name, "precision": runtime.precision,
+                **fn(typed, runtime, repeats=repeats, warmup=warmup)}
+    except torch.OutOfMemoryError as err:
+        return {"config": name, "stage": typed.stage.name,
+                "error": "out of memory on one GPU: " + str(err).split(".")[0],
+                "gpu_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30,
+                "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+    finally:
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| config | update | s / update | min s | peak GiB | loop step s |", "|---|---|---|---|---|---|"]
+    for r in results:
+        if "error" in r:
+            lines.append(f"| {r['config']} | - | {r['error']} |")
+            continue
+        for phase in ("critic", "generator"):
+            if phase in r:
+                p = r[phase]
+                peak = "n/a" if p["peak_memory_bytes"] is None else f"{p['peak_memory_bytes'] / 2**30:.1f}"
+                lines.append(f"| {r['config']} | {phase} | {p['seconds']:.3f} | {p['seconds_min']:.3f} | {peak} | "
+                             f"{r['loop_step_s']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--configs", default=None, help=f"comma-separated experiments (default: {', '.join(TINY_CONFIGS)} "
+                    f"on CPU, {', '.join(REAL_CONFIGS)} on CUDA)")
+    ap.add_argument("--real", action="store_true", help="the four real recipes (needs a GPU)")
+    ap.add_argument("--steps", type=int, default=3, help="timed updates per phase")
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--batch", type=int, default=None, help="micro-batch size (default: the recipe's data.batch_size)")
+    ap.add_argument("--override", action="append", default=[], help="a Hydra override for every config (repeatable)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--out", default="outputs/bench_distill.json")
+    args = ap.parse_args(argv)
+    cuda = torch.cuda.is_available()
+    if args.real and not cuda:
+        ap.error("--real needs a CUDA GPU (the 1.3B / 5B recipes at 480p / 704p do not fit a CPU benchmark)")
+    if args.steps < 1 or args.warmup < 0:
+        ap.error("--steps must be >= 1 and --warmup >= 0")
+    names = args.configs.split(",") if args.configs else list(REAL_CONFIGS if args.real or cuda else TINY_CONFIGS)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = list(args.override) + ([f"data.batch_size={args.batch}"] if args.batch else [])
+    runtimes: dict = {}
+    results = []
+    for name in names:
+        r = run_config(name, overrides, repeats=args.steps, warmup=args.warmup, runtime_cache=runtimes)
+        results.append(r)
+        print(table([r]).split("\n", 2)[-1], flush=True)
+    device = next(iter(runtimes.values())).device if runtimes else torch.device("cpu")
+    print(table(results))
+    result = {"meta": {**environment(device), "argv": sys.argv[1:] if argv is None else list(argv),
+                       "overrides": overrides}, "results": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,327 @@
+"""Wiring of ``stage=ode_init`` and ``stage=dmd`` for the one training loop (trackstream/train/loop.py).
+
+ode_init: the frozen teacher (an exported network folder, ``stage.teacher``) makes the ODE pairs
+  if ``stage.pairs`` has none yet (``obtain_ode_pairs``: renders the conditions, encodes them with
+  the teacher's codec and text encoder, samples with joint guidance, writes shards; under several
+  processes each rank writes its share of the shards);
+  the student starts as a copy of the teacher and regresses the pairs (``ODEInitObjective``);
+  ``finish`` exports it (EMA weights) to ``<run_dir>/export/student``.
+dmd: generator = the ODE-init export (``stage.student``), critic = a copy of the teacher,
+  real score = the frozen teacher; two optimizers with their own LRs (``stage.generator_optim``,
+  ``stage.critic_optim``), the generator's EMA (``stage.generator_ema``); conditions (first
+  frame, tracks, text) come from the pair folder; ``finish`` exports the student again.
+The codec must be the teacher's (its latent space): ``codec.checkpoint``, or the ``codec/codec.pt``
+of the teacher's run directory when the teacher folder is ``<teacher_run>/export/teacher``.
+Both stages use the one step grid ``cfg.schedule`` (shift, student_steps).
+Several processes (parallel=ddp or fsdp): per-sample random draws are keyed by the global sample
+id, so a global batch gives the same losses on any number of processes. The DMD rollout drives the
+student's DiT through its streaming path (not the module's forward), which a DDP wrapper does not
+see: under ddp the generator is left unwrapped and its gradients are averaged after backward
+(``grad_sync="manual"``); under fsdp every module the streaming path calls is an FSDP unit of its
+own (``parallel.fsdp_leaf_units``), so FSDP gathers and reduce-scatters as in a forward; the frozen
+teacher is sharded too (DMD calls it in lockstep on every rank). DeepSpeed is refused for DMD.
+ODE pairs keep a full teacher per rank: ranks write different shards and never call it in lockstep.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from trackstream.data.batching import derive_seed
+from trackstream.data.clips import ClipPool, PoolStream, make_world
+from trackstream.diffusion.schedule import sampling_sigmas
+from trackstream.distill.dmd import DMDConfig, DMDObjective
+from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
+from trackstream.distill.ode_pairs import PairSet, generate_ode_pairs, pairs_complete
+from trackstream.models.conditioner import Conditioner
+from trackstream.models.motion_wan import Conventions, ModelConfig, Streaming, load_network
+from trackstream.stream.chunks import check_first_chunk, first_chunk_given
+from trackstream.train.dist import Runtime
+from trackstream.train.loop import TrainResult
+from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.train.stages import StagePlan, load_text_encoder
+from trackstream.train.weights import export_network
+
+if TYPE_CHECKING:
+    from trackstream.train.config import TrainConfig
+
+__all__ = ["build_ode_init", "build_dmd", "obtain_ode_pairs", "teacher_codec", "student_steps", "check_teacher_run"]
+
+log = logging.getLogger(__name__)
+CONDITION_KEYS = ("image_latent", "tracks", "visibility", "text_emb", "text_len", "track_ids")
+OPTIONAL_KEYS = ("image", "image_features")  # layout channels (not t2v / ti2v); CLIP tokens (I2V branch only)
+
+
+def student_steps(cfg: "TrainConfig") -> int:
+    return int(getattr(cfg.schedule, "student_steps", 3))
+
+
+def _require_teacher(path: str | None, field: str = "stage.teacher") -> Path:
+    if not path:
+        raise ValueError(f"{field} is not set: give the exported teacher folder (<teacher_run>/export/teacher)")
+    folder = Path(path)
+    if not (folder / "network.json").is_file():
+        raise ValueError(f"{field}={path!r} is not an exported network folder (no network.json); "
+                         "see train.weights.export_network")
+    return folder
+
+
+def teacher_codec(cfg: "TrainConfig", runtime: Runtime, teacher_dir: Path) -> torch.nn.Module:
+    """The frozen codec of the teacher's latent space (never a freshly fitted one)."""
+    from trackstream.train.codec import TRAINABLE, build_codec_module, load_codec_file
+
+    if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:
+        return prepare_frozen(runtime, build_codec_module(cfg.codec))
+    guess = teacher_dir.parents[1] / "codec" / "codec.pt"
+    if not guess.is_file():
+        raise ValueError(f"codec.checkpoint is not set and {guess} does not exist: pass the teacher's codec "
+                         "(codec.checkpoint=<teacher_run>/codec/codec.pt)")
+    return prepare_frozen(runtime, load_codec_file(cfg.codec, guess))
+
+
+def _network_meta(folder: Path) -> dict:
+    return json.loads((folder / "network.json").read_text())
+
+
+def _pair_tracks(items: list[dict], seeds: list[int], num_tracks: list[int] | None) -> dict:
+    """Tracks [B, T, N, 2] + visibility [B, T, N] of the pair conditions. With ``data.num_tracks``
+    (the teacher's training density) each item keeps a random subset (seeded by ``seeds``), padded
+    with invisible points to ``num_tracks[1]`` (one N for all); invisible points write nothing."""
+    import numpy as np
+
+    from trackstream.data.batching import subsample_tracks
+
+    as_tensor = lambda v: v if torch.is_tensor(v) else torch.from_numpy(np.asarray(v))  # noqa: E731
+    if not num_tracks:
+        return {"tracks": torch.stack([as_tensor(c["tracks"]).float() for c in items]),
+                "visibility": torch.stack([as_tensor(c["visibility"]).bool() for c in items])}
+    subs = [subsample_tracks(c, tuple(num_tracks), np.random.default_rng(seed)) for c, seed in zip(items, seeds)]
+    n = int(num_tracks[1])  # one N for every batch: the shards stack batches
+    T = subs[0]["tracks"].shape[0]
+    tracks, vis = torch.zeros(len(subs), T, n, 2), torch.zeros(len(subs), T, n, dtype=torch.bool)
+    for b, s in enumerate(subs):
+        k = s["tracks"].shape[1]
+        tracks[b, :, :k], vis[b, :, :k] = as_tensor(s["tracks"]), as_tensor(s["visibility"]).bool()
+    return {"tracks": tracks, "visibility": vis}
+
+
+def _cached_text(items: list[dict], dim: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The shards' pre-computed text embeddings [B, L, D] (zero-padded) + lengths, if every item has one."""
+    if not items or not all("text_emb" in c for c in items):
+        return None
+    embs = [torch.as_tensor(c["text_emb"]).float() for c in items]
+    if embs[0].shape[-1] != dim:
+        raise ValueError(f"the shards' cached text embeddings have {embs[0].shape[-1]} dims but the teacher's text "
+                         f"encoder gives {dim}: re-prepare them with the teacher's model.text_encoder")
+    L = max(e.shape[0] for e in embs)
+    text = torch.stack([torch.nn.functional.pad(e, (0, 0, 0, L - e.shape[0])) for e in embs])
+    return text, torch.tensor([e.shape[0] for e in embs])
+
+
+class PairConditions:
+    """``conditions(indices)`` for ``generate_ode_pairs``: condition ``i`` is the first frame, tracks and
+    caption of training clip ``i % n``, from the synthetic world (the teacher's training clips) or,
+    with ``data.source=shards``, streamed from the shards ``data.prepare`` wrote (their cached text
+    embeddings when present, else the text encoder; only the first video frame is decoded)."""
+
+    def __init__(self, cfg: "TrainConfig", conditioner: Conditioner, *, count: int, text_dim: int):
+        self.cfg, self.conditioner, self.text_dim = cfg, conditioner, text_dim
+        if cfg.data.source == "shards":
+            from trackstream.data.shard_samples import ShardSamples
+
+            self.samples = ShardSamples(cfg.data.shards, num_frames=cfg.data.num_frames, height=cfg.data.height,
+                                        width=cfg.data.width)
+            self.n = min(count, len(self.samples))
+            self.pool = None
+        else:
+            seeds = [derive_seed(cfg.data.seed, "clip", i) for i in range(count)]  # the teacher's training clips
+            self.pool = ClipPool(make_world(cfg.data), seeds, num_workers=cfg.data.num_workers)
+            self.n = count
+
+    def describe(self) -> str:
+        return (f"{self.n} training clips of the synthetic world" if self.pool is not None
+                else f"{self.n} samples of {len(self.samples.shards)} shard(s) in {self.cfg.data.shards}")
+
+    def _items(self, idx: list[int]) -> tuple[list[dict], list[int]]:
+        if self.pool is not None:
+            clips = [self.pool.clips[i % self.n] for i in idx]
+            items = [{**c, "first_frame": c["frames"][0]} for c in clips]
+            return items, [int(c["meta"]["seed"]) for c in clips]
+        items = [self.samples.get(i % self.n) for i in idx]
+        return items, [derive_seed(self.cfg.data.seed, "pair-tracks", i % self.n) for i in idx]
+
+    def __call__(self, idx: list[int]) -> dict:
+        import numpy as np
+
+        items, seeds = self._items(idx)
+        first_u8 = torch.stack([torch.from_numpy(np.ascontiguousarray(c["first_frame"])).permute(2, 0, 1)
+                                for c in items])  # [B, 3, H, W] uint8
+        first = first_u8.float().div(127.5).sub(1.0)
+        captions = [c["caption"] for c in items]
+        cached = _cached_text(items, self.text_dim)
+        text, lens = cached if cached is not None else self.conditioner.text(captions)
+        features = self.conditioner.image_features(first)
+        return {
+            **({} if features is None else {"image_features": features}),
+            "image": self.conditioner.image(first, num_frames=self.cfg.data.num_frames),
+            "image_latent": self.conditioner.first_latent(first),
+            "first_frame": first_u8,
+            **_pair_tracks(items, seeds, self.cfg.data.num_tracks),
+            "text_emb": text, "text_len": lens, "caption": captions, "seeds": seeds,
+        }
+
+
+def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
+    """This stage must use the teacher's step grid, frame size and text encoder.
+
+    The export holds the architecture (network.json) but not the schedule or the data: when the
+    teacher folder sits in its run directory (``<run>/export/teacher``), ``<run>/config.yaml`` is
+    compared. A different shift or frame size is an error; a different synthetic world only a
+    warning (the conditions are then out of the teacher's training distribution)."""
+    from omegaconf import OmegaConf
+
+    meta = _network_meta(teacher_dir)["model"]
+    if cfg.model.text_encoder != meta["text_encoder"]:
+        raise ValueError(f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
+                         f"{meta['text_encoder']!r}: set model.text_encoder={meta['text_encoder']}")
+    path = teacher_dir.parents[1] / "config.yaml"
+    if not path.is_file():
+        return
+    run = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    errors = []
+    if abs(float(run["schedule"]["shift"]) - cfg.schedule.shift) > 1e-9:
+        errors.append(f"schedule.shift={cfg.schedule.shift} (teacher: {run['schedule']['shift']})")
+    for key in ("height", "width"):
+        if int(run["data"][key]) != getattr(cfg.data, key):
+            errors.append(f"data.{key}={getattr(cfg.data, key)} (teacher: {run['data'][key]})")
+    if errors:
+        raise ValueError(f"this stage does not match the teacher run {path}: {', '.join(errors)}; "
+                         "pass the teacher's values (pipeline does)")
+    for key in ("world", "fps", "grid_size"):
+        if run["data"].get(key) != getattr(cfg.data, key):
+            log.warning("data.%s=%s differs from the teacher run's %s: conditions are off the teacher's training "
+                        "distribution", key, getattr(cfg.data, key), run["data"].get(key))
+
+
+@torch.no_grad()
+def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Path:
+    """Generate the ODE pairs of ``cfg.stage`` into ``out_dir`` unless complete (resumable; under
+    several processes each rank writes its share of the shards, rank 0 the index)."""
+    st: ODEInitConfig = cfg.stage
+    out_dir = Path(out_dir)
+    if pairs_complete(out_dir):
+        return out_dir
+    teacher_dir = _require_teacher(st.teacher)
+    device = runtime.device  # every rank builds the teacher and writes its share of the shards
+    teacher = prepare_frozen(runtime, load_network(teacher_dir))
+    codec = teacher_codec(cfg, runtime, teacher_dir)
+    conditioner = Conditioner.for_network(ModelConfig(**_network_meta(teacher_dir)["model"]), codec=codec,
+                                          text_encoder=load_text_encoder(cfg, runtime), device=device)
+    conditions = PairConditions(cfg, conditioner, count=st.pool_size or st.ode_pairs.num_pairs,
+                                text_dim=int(_network_meta(teacher_dir)["text_encoder_dim"]))
+    if runtime.is_main:
+        log.info("ODE pairs: %d pairs from %s, %d teacher steps, %d process(es) -> %s", st.ode_pairs.num_pairs,
+                 conditions.describe(), st.ode_pairs.teacher_steps, runtime.world_size, out_dir)
+
+    generate_ode_pairs(teacher, conditions=conditions, cfg=st.ode_pairs, student_steps=student_steps(cfg),
+                       shift=cfg.schedule.shift, null_text=conditioner.null_text,
+                       null_text_lengths=conditioner.null_lengths, embed_dim=teacher.track_embed_dim,
+                       height=cfg.data.height, width=cfg.data.width, out_dir=out_dir, device=device,
+                       rank=runtime.rank, world_size=runtime.world_size, barrier=runtime.barrier)
+    runtime.barrier()
+    return out_dir
+
+
+def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: PairSet, keys: tuple[str, ...]) -> PoolStream:
+    keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
+
+    def make(idx: list[int], gids: list[int]) -> dict:
+        # global sample ids key per-sample randomness, so a global batch draws the same on any world size
+        return {**pairs.batch(idx, keys), "gid": torch.tensor(gids)}
+
+    return PoolStream(len(pairs), batch_size=cfg.data.batch_size, seed=derive_seed(cfg.data.seed, "pairs"),
+                      make_batch=make, rank=runtime.rank, world_size=runtime.world_size)
+
+
+def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
+    """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
+    meta = _network_meta(teacher_dir)
+    teacher = Conventions.from_dict(meta.get("conventions", {}), source=str(teacher_dir / "network.json"))
+    # a given chunk 0 is the clean first frame at t = 0; a sampled one keeps the teacher's convention
+    clean_first = teacher.clean_first_frame or first_chunk_given(cfg.stage.causal)
+    conventions = dataclasses.replace(teacher, clean_first_frame=clean_first,
+                                      streaming=Streaming(causal=cfg.stage.causal, steps=student_steps(cfg),
+                                                          shift=cfg.schedule.shift))
+    return export_network(trained, run_dir / "export" / "student", model_cfg=meta["model"], runtime=runtime,
+                          text_encoder_dim=int(meta["text_encoder_dim"]), conventions=conventions)
+
+
+def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: ODEInitConfig = cfg.stage
+    check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
+    teacher_dir = _require_teacher(st.teacher)
+    check_teacher_run(cfg, teacher_dir)
+    t0 = time.perf_counter()
+    pairs_dir = obtain_ode_pairs(cfg, runtime, Path(st.pairs) if st.pairs else run_dir / "ode_pairs")
+    pairs_seconds = round(time.perf_counter() - t0, 2)
+    K = student_steps(cfg)
+    pairs = PairSet(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
+    student = load_network(teacher_dir)  # the student starts as the teacher (causal attention from here on)
+    trained = prepare_network(runtime, cfg.parallel, name="generator", module=student, optim=cfg.optim, ema=cfg.ema,
+                              total_steps=cfg.trainer.max_steps)
+    objective = ODEInitObjective(trained.module, cfg=st, sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
+                                 embed_dim=unwrap(trained.module).track_embed_dim, height=cfg.data.height,
+                                 width=cfg.data.width, seed=derive_seed(cfg.trainer.seed, "ode_init") % 2**62,
+                                 device=runtime.device)
+    data = _pair_stream(cfg, runtime, pairs, CONDITION_KEYS + ("trajectory",))
+
+    def finish(result: TrainResult, logger=None) -> dict:
+        return {"export": str(_export(trained, run_dir, teacher_dir, runtime, cfg)), "pairs": str(pairs_dir),
+                "num_pairs": len(pairs), "pairs_seconds": pairs_seconds}
+
+    return StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish)
+
+
+def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: DMDConfig = cfg.stage
+    check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
+    teacher_dir = _require_teacher(st.teacher)
+    check_teacher_run(cfg, teacher_dir)
+    student_dir = _require_teacher(st.student, "stage.student") if st.student else teacher_dir
+    if not st.pairs:
+        raise ValueError("stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
+                         "are the DMD conditions)")
+    K = student_steps(cfg)
+    pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
+    teacher = prepare_frozen(runtime, load_network(teacher_dir), cfg=cfg.parallel, shard=True)
+    ratio, steps = st.update_ratio, cfg.trainer.max_steps
+    # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper
+    # (gradients averaged after backward), under fsdp one unit per module the path calls
+    generator = prepare_network(runtime, cfg.parallel, name="generator", module=load_network(student_dir),
+                                optim=st.generator_optim, ema=st.generator_ema, total_steps=max(1, steps // ratio),
+                                grad_sync="manual")
+    critic = prepare_network(runtime, cfg.parallel, name="critic", module=load_network(teacher_dir),
+                             optim=st.critic_optim, ema=None, total_steps=steps)
+    null_text, null_lengths = load_text_encoder(cfg, runtime).encode([""])
+    objective = DMDObjective(generator.module, critic.module, teacher, cfg=st,
+                             sigmas=sampling_sigmas(K, shift=cfg.schedule.shift), shift=cfg.schedule.shift,
+                             null_text=null_text, null_text_lengths=null_lengths,
+                             embed_dim=unwrap(generator.module).track_embed_dim, height=cfg.data.height,
+                             width=cfg.data.width, seed=derive_seed(cfg.trainer.seed, "dmd") % 2**62,
+                             device=runtime.device)
+    data = _pair_stream(cfg, runtime, pairs, tuple(k for k in CONDITION_KEYS if k != "track_ids"))
+
+    def finish(result: TrainResult, logger=None) -> dict:
+        return {"export": str(_export(generator, run_dir, teacher_dir, runtime, cfg)),
+                "generator_updates": generator.num_updates, "critic_updates": critic.num_updates,
+                "config": json.loads(json.dumps(asdict(st), default=str))}
+
+    return StagePlan(objective=objective, networks={"critic": critic, "generator": generator}, data=data,
+                     finish=finish)

@@ -1,0 +1,390 @@
+"""End-to-end realtime benchmark of what a user sees: the real streaming engine on a random-weight student.
+
+    python -m trackstream.eval.bench_realtime                                   # tiny student, CPU (the smoke setup)
+    python -m trackstream.eval.bench_realtime --setup wan1.3b-480p-taehv --mode both        # GPU, bf16
+    python -m trackstream.eval.bench_realtime --setup wan1.3b-480p-wanvae,wan5b-704p-taehv,wan5b-704p-wanvae
+    python -m trackstream.eval.bench_realtime --setup wan5b-704p-taehv --layers 2 --height 128 --width 256 --device cpu
+                                                                    # CPU rehearsal of a real setup, cut down
+
+Per setup (``SETUPS``: the student of a real recipe, its codec, size, chunking, steps and shift) and mode
+(``reference``: the engine's plain eager path, ``fast=False``; ``eager``: the static-buffer step;
+``compiled``: the torch.compile'd step, CUDA graphs on CUDA), with tracks of ``--tracks`` live points
+produced on the host chunk by chunk:
+1. a full warm-up request (start + chunks 1..last);
+2. a warm request: its first-frames latency (start + the first generated chunk, until its frames are
+   decoded; the 5B's given chunk 0 is the image itself and is reported separately), then frames/s over
+   chunks first..last (1-based, default 5-40: pixel frames produced / wall time from chunk first - 1
+   handed out to chunk last handed out; the engine hands a chunk out once its frames are decoded) and
+   the peak memory of the request (CUDA: ``torch.cuda.max_memory_allocated``);
+3. a breakdown request with ``timings=True`` (synchronised per phase, so apart from the frames/s run):
+   condition / DiT (K noisy passes + the clean commit) / decode / host seconds per chunk (the engine's),
+   the track source's host seconds (measured here: the engine's chunk time starts after it), and the
+   DiT's achieved TFLOP/s (``eval.throughput``: analytic FLOPs of the passes) over a plain matmul
+   measured in the same run.
+The prompt's text-encoder output and the first frame's CLIP tokens are random tensors of their real
+shapes (encoded once per request by frozen encoders, not part of the stream). A mode the engine does
+not offer is one line of the table ("unavailable: ..."), not a crash. JSON to ``--out``.
+"""
+from __future__ import annotations
+
+import os
+
+# torch's OpenMP workers spin-wait on each other when cores are shared (see trackstream/train/app.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse
+import dataclasses
+import gc
+import inspect
+import json
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from trackstream.eval.throughput import chunk_flops, matmul_tflops
+from trackstream.eval.timing import environment
+from trackstream.models.causal import CausalConfig
+from trackstream.models.codecs import build_codec
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.precision import add_precision_args, synchronize
+from trackstream.models.tracks import sample_track_ids
+from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
+from trackstream.stream.chunks import StreamConfig
+from trackstream.stream.engine import StreamingGenerator
+
+__all__ = ["Setup", "SETUPS", "MODES", "LiveTracks", "TimedSource", "Unavailable", "make_engine", "run_mode", "main"]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A student as a real recipe trains it (``recipe``: its conf/experiment) with the codec it streams with."""
+
+    recipe: str
+    model: ModelConfig
+    codec: str
+    codec_options: dict
+    height: int
+    width: int
+    first_chunk_frames: Optional[int]  # None: chunk 0 sampled (1.3B, 81 frames); 1: the given first frame (5B)
+    shift: float
+    steps: int
+    text_dim: int  # the frozen text encoder's output width
+
+
+_WAN13 = ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, track_embed_dim=64,
+                     text_encoder="umt5")
+_WAN5 = ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16, track_embed_dim=64, text_encoder="umt5")
+# the tiny student make run streams: tiny_teacher's network and codec (patch 4: 8x8 tokens per frame)
+_TINY = ModelConfig(flavor="tiny", layout="wan_i2v", track_channels=32, track_embed_dim=64, text_encoder="minilm",
+                    overrides={"text_len": 64, "num_heads": 2})
+SETUPS = {
+    "wan1.3b-480p-taehv": Setup("dmd_wan1.3b_480p", _WAN13, "taehv-wan2.1", {}, 480, 832, None, 6.0, 3, 4096),
+    "wan1.3b-480p-wanvae": Setup("dmd_wan1.3b_480p", _WAN13, "wan2.1-vae", {}, 480, 832, None, 6.0, 3, 4096),
+    "wan5b-704p-taehv": Setup("dmd_wan2.2_5b_704p", _WAN5, "taehv-wan2.2", {}, 704, 1280, 1, 6.0, 3, 4096),
+    "wan5b-704p-wanvae": Setup("dmd_wan2.2_5b_704p", _WAN5, "wan2.2-vae", {}, 704, 1280, 1, 6.0, 3, 4096),
+    "tiny": Setup("tiny_dmd", _TINY, "tiny-ae", {"width": 128, "patch": 4}, 64, 64, 1, 3.0, 3, 384),
+}
+REAL_SETUPS = [name for name in SETUPS if name != "tiny"]
+
+# mode -> the engine's keyword arguments (stream.engine.StreamingGenerator)
+MODES = {"reference": {"fast": False}, "eager": {"fast": True}, "compiled": {"fast": True, "compile": True}}
+MODE_ALIASES = {"both": ["eager", "compiled"], "all": ["reference", "eager", "compiled"]}
+PHASES = ("condition", "dit", "decode", "host")
+
+
+class Unavailable(Exception):
+    """The engine does not offer this mode (an older engine, or a step it refuses to build)."""
+
+
+class LiveTracks:
+    """A ``stream.engine.TrackSource``: ``n`` points drifting with a slow wobble, reflected at the frame's
+    edges, computed on the host for each chunk's pixel frames as they are asked for (as a user's drag or a
+    live tracker delivers them)."""
+
+    def __init__(self, n: int, *, height: int, width: int, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        self.size = torch.tensor([width - 1.0, height - 1.0])
+        self.start = torch.rand(n, 2, generator=g) * self.size  # [N, 2] pixel (x, y)
+        self.velocity = (torch.rand(n, 2, generator=g) - 0.5) * 4.0  # pixels per frame
+        self.wobble = torch.rand(n, 2, generator=g) * 3.0
+        self.phase = torch.rand(n, 2, generator=g) * 6.283
+        self.n = n
+
+    def __call__(self, index: int, span: tuple[int, int]):
+        lo, hi = span
+        t = torch.arange(lo, hi, dtype=torch.float32)[:, None, None]  # [T, 1, 1]
+        xy = self.start + self.velocity * t + self.wobble * torch.sin(0.2 * t + self.phase)  # [T, N, 2]
+        xy = self.size - (xy.remainder(2 * self.size) - self.size).abs()  # reflect into [0, size]
+        return xy[None], torch.ones(1, hi - lo, self.n, dtype=torch.bool)  # [1, T, N, 2], [1, T, N]
+
+
+def build(setup: Setup, *, device: torch.device, dtype: torch.dtype, layers: Optional[int] = None, seed: int = 0):
+    """Random-weight student (real flavors built on meta, materialised on the device; the zero-init head
+    randomised so the latents are not all zero) and codec, cast as ``models.conditioner.load_export`` casts."""
+    model = setup.model
+    if layers is not None:
+        model = dataclasses.replace(model, overrides={**model.overrides, "num_layers": layers})
+    torch.manual_seed(seed)
+    real = not model.flavor.startswith("tiny")
+    net = build_motion_wan(model, text_encoder_dim=setup.text_dim, device="meta" if real else None)
+    if real:
+        net.to_empty(device=device)
+        net.init_weights()
+    with torch.no_grad():
+        torch.nn.init.normal_(net.dit.head.head.weight, std=0.02)
+    net = net.to(device).eval().requires_grad_(False)
+    codec = build_codec(setup.codec, **setup.codec_options).to(device).eval().requires_grad_(False)
+    if dtype != torch.float32:
+        net.dit.cast_for_inference(dtype)
+        codec.to(dtype)
+    return net, codec
+
+
+def make_engine(net, codec, config: StreamConfig, mode: str, *, timings: bool = False,
+                overlap_decode: bool = False) -> StreamingGenerator:
+    """The engine in ``mode``; ``Unavailable`` if this engine lacks the keywords or refuses the mode."""
+    params = inspect.signature(StreamingGenerator).parameters
+    kwargs = dict(MODES[mode])
+    if mode == "reference" and "fast" not in params:
+        kwargs.pop("fast")  # an engine without the fast step: its only path is the reference one
+    if timings:
+        kwargs["timings"] = True
+    if overlap_decode and mode != "reference":
+        kwargs["overlap_decode"] = True
+    missing = [f"{k}=" for k in kwargs if k not in params]
+    if missing:
+        raise Unavailable(f"StreamingGenerator has no {', '.join(missing)} (engine API not merged)")
+    try:
+        return StreamingGenerator(net, codec, config=config, **kwargs)
+    except ValueError as err:
+        raise Unavailable(str(err).split("\n")[0]) from err
+
+
+@dataclass
+class Inputs:
+    image: torch.Tensor  # [1, 3, H, W] in [-1, 1]
+    text: torch.Tensor  # [1, L, text_dim]: the frozen text encoder's output (random)
+    lengths: torch.Tensor  # [1]
+    features: Optional[torch.Tensor]  # [1, 257, 1280] CLIP tokens for DiTs with the image branch
+    track_ids: torch.Tensor  # [1, N]
+
+
+def make_inputs(net, setup: Setup, *, tracks: int, seed: int) -> Inputs:
+    g = torch.Generator().manual_seed(seed)
+    L = net.dit.text_len
+    return Inputs(image=torch.rand(1, 3, setup.height, setup.width, generator=g) * 2 - 1,
+                  text=torch.randn(1, L, setup.text_dim, generator=g), lengths=torch.tensor([L]),
+                  features=torch.randn(1, CLIP_TOKENS, CLIP_DIM, generator=g) if net.needs_image_features else None,
+                  track_ids=sample_track_ids(1, tracks, generator=g))
+
+
+class TimedSource:
+    """A track source that adds up the host seconds spent in it (the engine's chunk time starts after it)."""
+
+    def __init__(self, source):
+        self.source, self.seconds = source, 0.0
+
+    def __call__(self, index: int, span: tuple[int, int]):
+        t0 = time.perf_counter()
+        got = self.source(index, span)
+        self.seconds += time.perf_counter() - t0
+        return got
+
+
+def request(engine, inputs: Inputs, source, *, chunks: int, seed: int, marks_at: set[int]) -> tuple[dict, list]:
+    """One stream request of ``chunks`` chunks: {1-based chunk k: seconds from the request's start until
+    chunk k was handed out} for k in ``marks_at`` (0: ``start`` done, synchronised), and the outputs.
+    The engine hands a chunk out once its frames are decoded (it waits for them), so no further sync is
+    added: with ``overlap_decode`` the next chunk's passes are already queued and keep running."""
+    device = engine.device
+    synchronize(device)
+    t0 = time.perf_counter()
+    state = engine.start(inputs.image, inputs.text, inputs.lengths, track_ids=inputs.track_ids, seed=seed,
+                         image_features=inputs.features)
+    marks = {}
+    if 0 in marks_at:
+        synchronize(device)
+        marks[0] = time.perf_counter() - t0
+    outs = []
+    for k, out in enumerate(engine.stream(state, source, num_chunks=chunks), start=1):
+        if k in marks_at:
+            marks[k] = time.perf_counter() - t0
+        outs.append(dict(index=out.index, pixel_range=out.pixel_range, nfe=out.nfe, seconds=out.seconds,
+                         timings=getattr(out, "timings", None)))
+    return marks, outs
+
+
+def _flops(net, codec, setup: Setup, config: StreamConfig, indices: list[int]) -> float:
+    """Analytic FLOPs of the DiT passes of the chunks with these 0-based indices."""
+    dit = net.dit
+    tpf = (setup.height // codec.spatial_factor // dit.patch_size[1]) * (setup.width // codec.spatial_factor
+                                                                         // dit.patch_size[2])
+    return sum(chunk_flops(dit, config.causal, i, tokens_per_frame=tpf, passes=config.nfe_per_chunk(i))
+               for i in indices)
+
+
+def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
+    """Mean per-phase seconds over ``--breakdown-chunks`` chunks from ``--first`` on, after a warm-up request;
+    ``sum_over_chunk``: the phases over the engine's chunk time, ``sum_over_wall``: the phases plus the track
+    source over the wall time of the same chunks measured here."""
+    engine = make_engine(net, codec, config, mode, timings=True, overlap_decode=args.overlap_decode)
+    n = args.first + args.breakdown_chunks - 1
+    request(engine, inputs, source, chunks=n, seed=args.seed, marks_at=set())  # warm-up (compiles, if so)
+    timed = TimedSource(source)
+    marks, outs = request(engine, inputs, timed, chunks=n, seed=args.seed + 1, marks_at={0, args.first - 1, n})
+    window = outs[args.first - 1:]
+    if any(o["timings"] is None for o in window):
+        raise Unavailable("ChunkOutput has no timings (engine API not merged)")
+    means = {p: sum(o["timings"][p] for o in window) / len(window) for p in PHASES}
+    chunk_s = sum(o["seconds"] for o in window) / len(window)
+    wall_s = (marks[n] - marks[args.first - 1]) / len(window)
+    source_s = timed.seconds / n  # the source is asked once per chunk, each call alike
+    flops = _flops(net, codec, setup, config, [o["index"] for o in window])
+    return {**means, "track_source": source_s, "chunk_s": chunk_s, "wall_s": wall_s, "chunks": len(window),
+            "sum_over_chunk": sum(means.values()) / chunk_s, "sum_over_wall": (sum(means.values()) + source_s) / wall_s,
+            "dit_tflops": flops / sum(o["timings"]["dit"] for o in window) / 1e12}
+
+
+def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
+    """Warm-up request, warm request (first frames, frames/s, peak memory), breakdown; one result row."""
+    causal = CausalConfig(3, 1, 1, first_chunk_frames=setup.first_chunk_frames)
+    config = StreamConfig(causal=causal, steps=args.steps or setup.steps, shift=setup.shift)
+    device = next(net.parameters()).device
+    inputs = make_inputs(net, setup, tracks=args.tracks, seed=args.seed)
+    source = LiveTracks(args.tracks, height=setup.height, width=setup.width, seed=args.seed)
+    row = {"mode": mode, "stream": config.name, "window": [args.first, args.last]}
+    try:
+        engine = make_engine(net, codec, config, mode, overlap_decode=args.overlap_decode)
+        request(engine, inputs, source, chunks=args.last, seed=args.seed, marks_at=set())  # the warm-up request
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        first_gen = 2 if config.first_chunk_given else 1  # 1-based: the first chunk sampled by the DiT
+        marks, outs = request(engine, inputs, source, chunks=args.last, seed=args.seed + 1,
+                              marks_at={0, 1, first_gen, args.first - 1, args.last})
+        window = outs[args.first - 1:]
+        frames = sum(hi - lo for lo, hi in (o["pixel_range"] for o in window))
+        seconds = marks[args.last] - marks[args.first - 1]
+        flops = _flops(net, codec, setup, config, [o["index"] for o in window])
+        row.update(frames_per_s=frames / seconds, window_frames=frames, window_s=seconds,
+                   first_frames_s=marks[first_gen], first_output_s=marks[1], start_s=marks[0],
+                   window_tflops=flops / seconds / 1e12, window_over_matmul=flops / seconds / 1e12 / matmul["tflops"],
+                   peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+        try:
+            row["breakdown"] = _breakdown(net, codec, setup, config, mode, inputs, source, args)
+            row["dit_over_matmul"] = row["breakdown"]["dit_tflops"] / matmul["tflops"]
+        except Unavailable as why:
+            row["breakdown"] = {"unavailable": str(why)}
+    except Unavailable as why:
+        row["unavailable"] = str(why)
+    except torch.OutOfMemoryError as err:
+        row["error"] = "out of memory: " + str(err).split(".")[0]
+    except Exception as err:  # one failing mode (e.g. a compile error) must not lose the other rows
+        traceback.print_exc()
+        row["error"] = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+    return row
+
+
+def table(results: list[dict]) -> str:
+    """The markdown table of a run (one line per setup x mode)."""
+    head = ("| setup | mode | frames/s | first frames s | condition ms | DiT ms | decode ms | host ms | chunk ms "
+            "| peak GiB | DiT TFLOP/s | / matmul |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        if "frames_per_s" not in r:
+            why = r.get("unavailable") and f"unavailable: {r['unavailable']}" or f"error: {r.get('error')}"
+            lines.append(f"| {r['setup']} | {r['mode']} | {why} |")
+            continue
+        b = r.get("breakdown", {})
+        ms = [f"{1e3 * b[p]:.1f}" if p in b else "-" for p in (*PHASES, "chunk_s")]
+        peak = "n/a" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.1f}"
+        tf = f"{b['dit_tflops']:.3g}" if "dit_tflops" in b else "-"
+        ratio = f"{r['dit_over_matmul']:.0%}" if "dit_over_matmul" in r else "-"
+        lines.append(f"| {r['setup']} | {r['mode']} | {r['frames_per_s']:.1f} | {r['first_frames_s']:.3f} | "
+                     f"{' | '.join(ms)} | {peak} | {tf} | {ratio} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--setup", default=None,
+                    help=f"comma-separated, of {sorted(SETUPS)} (default: all real setups on CUDA, tiny elsewhere)")
+    ap.add_argument("--mode", default=None,
+                    help="comma-separated of eager (the static-buffer step), compiled, reference (fast=False), or "
+                         "both (eager,compiled) / all (default: both on CUDA, eager elsewhere)")
+    ap.add_argument("--first", type=int, default=5, help="first chunk of the frames/s window (1-based)")
+    ap.add_argument("--last", type=int, default=40, help="last chunk of the frames/s window (1-based)")
+    ap.add_argument("--breakdown-chunks", type=int, default=8, help="chunks averaged in the per-phase breakdown")
+    ap.add_argument("--tracks", type=int, default=1000, help="live track points")
+    ap.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the recipe's, 3)")
+    ap.add_argument("--layers", type=int, default=None, help="cut the DiT to this many blocks (CPU rehearsal)")
+    ap.add_argument("--height", type=int, default=None, help="pixel height (default: the setup's)")
+    ap.add_argument("--width", type=int, default=None, help="pixel width (default: the setup's)")
+    ap.add_argument("--overlap-decode", action="store_true", help="engine overlap_decode=True (eager / compiled)")
+    ap.add_argument("--matmul-size", type=int, default=None, help="square matmul of the reference rate "
+                    "(default 8192 on CUDA, 512 elsewhere)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", default="outputs/bench_realtime.json")
+    add_precision_args(ap)
+    args = ap.parse_args(argv)
+    from trackstream.stream.generate import cli_precision
+
+    device, dtype = cli_precision(ap, args)
+    names = args.setup.split(",") if args.setup else (REAL_SETUPS if device.type == "cuda" else ["tiny"])
+    unknown = [n for n in names if n not in SETUPS]
+    if unknown:
+        ap.error(f"--setup {','.join(unknown)}: choose from {', '.join(SETUPS)}")
+    mode = args.mode or ("both" if device.type == "cuda" else "eager")
+    modes = MODE_ALIASES.get(mode) or mode.split(",")
+    if set(modes) - set(MODES):
+        ap.error(f"--mode {mode}: choose from {', '.join([*MODES, *MODE_ALIASES])}")
+    if not 1 <= args.first <= args.last:
+        ap.error(f"--first {args.first} / --last {args.last}: need 1 <= first <= last")
+    if args.breakdown_chunks < 1 or args.tracks < 1:
+        ap.error("--breakdown-chunks and --tracks must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    matmul = matmul_tflops(device, dtype, size=args.matmul_size or (8192 if device.type == "cuda" else 512))
+    meta = {**environment(device, dtype), "argv": sys.argv[1:] if argv is None else list(argv)}
+    print(f"{meta['device_name']} {meta['dtype']}: matmul {matmul['size']}^3 {matmul['tflops']:.3g} TFLOP/s",
+          flush=True)
+    results = []
+    for name in names:
+        changes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k)}
+        setup = dataclasses.replace(SETUPS[name], **changes)
+        try:
+            net, codec = build(setup, device=device, dtype=dtype, layers=args.layers, seed=args.seed)
+        except torch.OutOfMemoryError as err:
+            results += [{"setup": name, "mode": m, "error": "out of memory building: " + str(err).split(".")[0]}
+                        for m in modes]
+            continue
+        cell = 2 * codec.spatial_factor  # DiT patch 2 on the codec's latent grid
+        if setup.height % cell or setup.width % cell:
+            ap.error(f"--height/--width {setup.height}x{setup.width}: {name} needs multiples of {cell}")
+        for mode in modes:
+            row = {"setup": name, **run_mode(net, codec, setup, mode, args, matmul)}
+            results.append(row)
+            print(table([row]).splitlines()[-1], flush=True)
+            gc.collect()  # the mode's engine (static buffers, CUDA graphs) goes before the next is built
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        del net, codec
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    print(table(results))
+    result = {"meta": meta, "matmul": matmul, "results": results}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,153 @@
+"""Benchmark sets as data: what a model is asked to generate and what it is scored against.
+
+A ``Sample`` is one video to generate: the ground-truth frames (uint8 [T, H, W, 3]; frame 0 is the
+given first frame), the conditioning tracks [T, N, 2] (x, y) pixels with their visibility [T, N], a
+caption and an id (the name of the generated video in a folder of results). Sources:
+
+* ``synthetic``: the embedded world's held-out clips (``data.clips.heldout_clips``: a seed namespace
+  no training stream draws), exact ground-truth tracks;
+* a shard folder written by ``python -m trackstream.data.prepare`` (its tracker's tracks, its captions);
+* a folder of videos: ``<id>.mp4`` + ``<id>.tracks.npy`` [T, N, 2] (+ ``<id>.visibility.npy``
+  [T, N], default all visible; + ``<id>.txt`` caption). This is also the layout ``python -m trackstream.eval``
+  writes the videos it generates in, and the layout other methods' results are read from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+__all__ = ["Sample", "BenchmarkConfig", "load_benchmark", "read_video_folder", "write_video_folder"]
+
+
+@dataclass
+class Sample:
+    id: str
+    frames: np.ndarray  # uint8 [T, H, W, 3], the ground truth (frame 0 = the given first frame)
+    tracks: np.ndarray  # float32 [T, N, 2] (x, y) pixels
+    visibility: np.ndarray  # bool [T, N]
+    caption: str = ""
+
+    @property
+    def first_frame(self) -> np.ndarray:
+        return self.frames[0]
+
+
+@dataclass
+class BenchmarkConfig:
+    name: str = "synthetic"  # synthetic | shards | videos
+    path: Optional[str] = None  # shards / videos: the folder
+    num_samples: Optional[int] = 16  # the first N samples (null: all)
+    num_frames: Optional[int] = None  # keep the first frames (null: the source's; synthetic: data.num_frames)
+    num_tracks: Optional[int] = None  # the first N tracks of each sample (null: all)
+
+    def __post_init__(self) -> None:
+        if self.name not in ("synthetic", "shards", "videos"):
+            raise ValueError(f"benchmark.name={self.name!r}; choose synthetic, shards (data.prepare output) or "
+                             "videos (a folder of <id>.mp4 + <id>.tracks.npy)")
+        if self.name != "synthetic" and not self.path:
+            raise ValueError(f"benchmark.name={self.name} needs benchmark.path (the folder)")
+
+
+def _trim(s: Sample, cfg: BenchmarkConfig) -> Sample:
+    t, n = cfg.num_frames, cfg.num_tracks
+    return Sample(s.id, s.frames[:t], s.tracks[:t, :n].astype(np.float32), s.visibility[:t, :n].astype(bool),
+                  s.caption)
+
+
+def _synthetic(data_cfg, count: Optional[int]) -> list[Sample]:
+    import dataclasses
+
+    from trackstream.data.clips import heldout_clips
+
+    if count is not None:
+        data_cfg = dataclasses.replace(data_cfg, eval_samples=count)
+    pool = heldout_clips(data_cfg)
+    return [Sample(str(c["meta"]["id"]), c["frames"], c["tracks"], c["visibility"], c["caption"]) for c in pool.clips]
+
+
+def _shards(path: str, count: Optional[int]) -> list[Sample]:
+    from trackstream.data.loader import _read_shard
+    from trackstream.data.shards import decode_sample, list_shards
+    from trackstream.data.video_io import tensor_to_frames
+
+    out = []
+    for shard in list_shards(path):
+        for raw in _read_shard(shard.url):
+            s = decode_sample(raw)
+            if "video" not in s:
+                raise ValueError(f"{shard.url}: sample {raw['__key__']} has no video (cached latents only); a "
+                                 "benchmark needs the ground-truth frames")
+            out.append(Sample(raw["__key__"], tensor_to_frames(s["video"]), s["tracks"].numpy(),
+                              s["visibility"].numpy(), s["caption"]))
+            if count is not None and len(out) == count:
+                return out
+    return out
+
+
+def read_video_folder(path: str | Path, *, ids: Optional[list[str]] = None) -> dict[str, np.ndarray]:
+    """``<id>.mp4`` files of a folder -> {id: uint8 [T, H, W, 3]} (all, or exactly ``ids``)."""
+    from trackstream.data.video_io import decode_video
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{path} is not a folder of videos")
+    names = ids if ids is not None else sorted(p.stem for p in path.glob("*.mp4"))
+    missing = [i for i in names if not (path / f"{i}.mp4").is_file()]
+    if missing:
+        raise ValueError(f"{path} lacks {len(missing)} of the benchmark's videos, e.g. {missing[:3]} "
+                         "(expected <id>.mp4 for every sample id)")
+    return {i: decode_video(str(path / f"{i}.mp4"))[0] for i in names}
+
+
+def write_video_folder(path: str | Path, videos: dict[str, np.ndarray], samples: Optional[list[Sample]] = None, *,
+                       fps: int = 16) -> Path:
+    """Write ``<id>.mp4`` (+ the samples' tracks / visibility / caption): the benchmark folder layout."""
+    from trackstream.data.video_io import write_mp4
+
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    for i, v in videos.items():
+        write_mp4(str(path / f"{i}.mp4"), v, fps=fps)
+    for s in samples or []:
+        np.save(path / f"{s.id}.tracks.npy", s.tracks.astype(np.float32))
+        np.save(path / f"{s.id}.visibility.npy", s.visibility.astype(bool))
+        (path / f"{s.id}.txt").write_text(s.caption)
+    return path
+
+
+def _videos(path: str, count: Optional[int]) -> list[Sample]:
+    folder = Path(path)
+    ids = sorted(p.name[: -len(".tracks.npy")] for p in folder.glob("*.tracks.npy"))
+    if not ids:
+        raise ValueError(f"{folder} holds no <id>.tracks.npy: a video benchmark folder needs tracks per video")
+    ids = ids[:count] if count is not None else ids
+    frames = read_video_folder(folder, ids=ids)
+    out = []
+    for i in ids:
+        tracks = np.load(folder / f"{i}.tracks.npy")
+        vis_path = folder / f"{i}.visibility.npy"
+        vis = np.load(vis_path) if vis_path.is_file() else np.ones(tracks.shape[:2], bool)
+        cap = folder / f"{i}.txt"
+        out.append(Sample(i, frames[i], tracks, vis, cap.read_text().strip() if cap.is_file() else ""))
+    return out
+
+
+def load_benchmark(cfg: BenchmarkConfig, *, data_cfg=None) -> list[Sample]:
+    """The samples of a benchmark (``data_cfg``: the world of the synthetic benchmark, a DataConfig)."""
+    if cfg.name == "synthetic":
+        if data_cfg is None:
+            raise ValueError("the synthetic benchmark needs the world's data config (data.*)")
+        samples = _synthetic(data_cfg, cfg.num_samples)
+    elif cfg.name == "shards":
+        samples = _shards(cfg.path, cfg.num_samples)
+    else:
+        samples = _videos(cfg.path, cfg.num_samples)
+    if not samples:
+        raise ValueError(f"benchmark {cfg.name!r} ({cfg.path}) has no samples")
+    for s in samples:
+        if s.tracks.shape[0] != s.frames.shape[0]:
+            raise ValueError(f"sample {s.id}: {s.frames.shape[0]} frames but tracks for {s.tracks.shape[0]}")
+    return [_trim(s, cfg) for s in samples]

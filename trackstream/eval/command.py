@@ -1,0 +1,210 @@
+"""``python -m trackstream.eval``: score one or several runs on a benchmark; a table, plots and JSON.
+
+    python -m trackstream.eval run=<export or folder of videos> benchmark.name=synthetic \\
+        benchmark.data_config=<a run's config.yaml> generate.codec=<codec.pt> metrics=[epe,psnr,ssim,proxy_fvd]
+    python -m trackstream.eval 'runs={teacher: .../export/teacher, ode_init: ..., dmd: ...}' ...   # one table (compare)
+
+Writes ``<out>/metrics.json`` (every row's means, per-sample values, the configuration),
+``<out>/table.md`` (MotionStream Table 1 layout: rows = run x mode, then the references),
+``<out>/plots/`` (a bar chart per metric, EPE per frame, trajectory overlays of the first sample)
+and the generated videos under ``<out>/videos/<row>/`` in the benchmark folder layout (so another
+evaluation can read them back as a run). With ``wandb.enabled`` the table and plots go to W&B too.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark, write_video_folder
+from trackstream.eval.generate import MODES, GenerateConfig, generate_videos, run_kind
+from trackstream.eval.harness import METRICS, Extractors, WeightsConfig, reference_rows, score_rows
+from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
+
+__all__ = ["EvalCommandConfig", "evaluate"]
+
+log = logging.getLogger(__name__)
+LOWER_IS_BETTER = {"epe": True, "psnr": False, "ssim": False, "lpips": True, "fid": True, "fvd": True,
+                   "proxy_fvd": True}
+
+
+@dataclass
+class EvalCommandConfig:
+    run: Optional[str] = None  # one run (named after its folder)
+    runs: Optional[dict] = None  # name -> run: several rows in one table
+    modes: list = field(default_factory=lambda: list(MODES))
+    references: list = field(default_factory=lambda: ["ground_truth", "frozen"])
+    benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
+    data_config: Optional[str] = None  # synthetic benchmark: a run's config.yaml whose data.* is the world
+    metrics: list = field(default_factory=lambda: ["epe", "psnr", "ssim", "proxy_fvd"])
+    tracker: str = EPE_TRACKER  # eval.metrics.EPE_TRACKERS; cotracker3_offline needs tracker_checkpoint
+    tracker_checkpoint: Optional[str] = None
+    generate: GenerateConfig = field(default_factory=GenerateConfig)
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    out: str = "outputs/eval"
+    fps: int = 16
+    save_videos: bool = True
+    wandb: dict = field(default_factory=lambda: {"enabled": False, "project": "trackstream", "mode": "offline"})
+
+    def __post_init__(self) -> None:
+        for name, cls in (("benchmark", BenchmarkConfig), ("generate", GenerateConfig), ("weights", WeightsConfig)):
+            if isinstance(getattr(self, name), dict):
+                setattr(self, name, cls(**getattr(self, name)))
+        if not self.run and not self.runs:
+            raise ValueError("nothing to score: set run=<export or folder> or runs={name: path, ...}")
+        bad = sorted(set(self.modes) - set(MODES))
+        if bad:
+            raise ValueError(f"modes {bad} unknown; choose from {list(MODES)}")
+        bad = sorted(set(self.references) - {"ground_truth", "frozen"})
+        if bad:
+            raise ValueError(f"references {bad} unknown; choose ground_truth and / or frozen")
+        bad = sorted(set(self.metrics) - set(METRICS))
+        if bad:
+            raise ValueError(f"metrics {bad} unknown; choose from {list(METRICS)}")
+        check_epe_tracker(self.tracker, "tracker")
+
+    def named_runs(self) -> dict[str, str]:
+        runs = dict(self.runs or {})
+        if self.run:
+            runs.setdefault(Path(self.run).name, self.run)
+        return runs
+
+
+def _data_config(cfg: EvalCommandConfig, data: Optional[dict]):
+    from omegaconf import OmegaConf
+
+    from trackstream.data.clips import DataConfig
+
+    if cfg.data_config:
+        run = OmegaConf.to_container(OmegaConf.load(cfg.data_config), resolve=True)
+        data = run["data"]
+    if data is None:
+        return None
+    known = set(DataConfig.__dataclass_fields__)
+    return DataConfig(**{k: v for k, v in data.items() if k in known})
+
+
+def slug(row: str) -> str:
+    """A row name as a file name: "dmd (with tracks)" -> "dmd_with_tracks"."""
+    return row.replace(" (", "_").replace(")", "").replace(" ", "_")
+
+
+def _table(results: dict, metrics: list[str]) -> str:
+    cols = [m for m in metrics if any(m in r for r in results.values())]
+    head = "| row | " + " | ".join(f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in cols) + " |"
+    lines = [head, "|" + "---|" * (len(cols) + 1)]
+    for row, r in results.items():
+        cells = [f"{r[m]:.4g}" if isinstance(r.get(m), float) and np.isfinite(r[m]) else "–" for m in cols]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _plots(out: Path, results: dict, metrics: list[str], samples, rows: dict) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from trackstream.stream.visualize import draw_tracks
+
+    plots = out / "plots"
+    plots.mkdir(parents=True, exist_ok=True)
+    written = []
+    names = list(results)
+    for m in metrics:
+        vals = [results[n].get(m, np.nan) for n in names]
+        vals = [v if np.isfinite(v) else np.nan for v in vals]  # e.g. PSNR of the ground truth itself: inf
+        if not np.isfinite(vals).any():
+            continue
+        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3))
+        ax.bar(range(len(names)), vals, color=["#888" if n in ("ground_truth", "frozen") else "#3a7" for n in names])
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_title(f"{m} ({'lower' if LOWER_IS_BETTER[m] else 'higher'} is better)")
+        fig.tight_layout()
+        fig.savefig(plots / f"{m}.png", dpi=110)
+        plt.close(fig)
+        written.append(str(plots / f"{m}.png"))
+    if any("epe_per_frame" in r for r in results.values()):
+        fig, ax = plt.subplots(figsize=(6, 3))
+        for n, r in results.items():
+            if "epe_per_frame" in r:
+                ax.plot(r["epe_per_frame"], label=n)
+        ax.set_xlabel("frame")
+        ax.set_ylabel("EPE (px)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(plots / "epe_per_frame.png", dpi=110)
+        plt.close(fig)
+        written.append(str(plots / "epe_per_frame.png"))
+    s = samples[0]  # trajectory overlays: the input tracks drawn on each row's video of the first sample
+    import cv2
+
+    for n, videos in rows.items():
+        frames = draw_tracks(videos[s.id], s.tracks, s.visibility)
+        strip = np.concatenate(list(frames[:: max(1, len(frames) // 6)]), axis=1)
+        path = plots / f"overlay_{slug(n)}.png"
+        cv2.imwrite(str(path), strip[:, :, ::-1])
+        written.append(str(path))
+    return written
+
+
+def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
+    """Generate, score and write (see the module docstring). ``data``: the synthetic world's data.*."""
+    from trackstream.data.trackers import build_tracker
+    from trackstream.models.codecs import build_codec
+
+    t0 = time.perf_counter()
+    out = Path(cfg.out)
+    samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, data))
+    log.info("benchmark %s: %d samples, %d frames, %s", cfg.benchmark.name, len(samples), samples[0].frames.shape[0],
+             "x".join(map(str, samples[0].frames.shape[1:3])))
+    rows: dict[str, dict[str, np.ndarray]] = {}
+    for name, run in cfg.named_runs().items():
+        kind = run_kind(run)
+        for mode in (cfg.modes if kind != "videos" else ["videos"]):
+            row = name if kind == "videos" or len(cfg.modes) == 1 else f"{name} ({mode.replace('_', ' ')})"
+            log.info("generating %s: %s", row, run)
+            rows[row] = generate_videos(run, samples, mode=mode if kind != "videos" else MODES[0], cfg=cfg.generate)
+    refs = reference_rows(samples)
+    rows.update({k: refs[k] for k in cfg.references})
+    ext = Extractors(weights=cfg.weights)
+    if "proxy_fvd" in cfg.metrics:
+        if not cfg.generate.codec:
+            raise ValueError("proxy_fvd uses the run's codec: set generate.codec (and generate.codec_name)")
+        ext.codec = build_codec(cfg.generate.codec_name, checkpoint=cfg.generate.codec).eval()
+    tracker_kw = {"checkpoint_path": cfg.tracker_checkpoint} if cfg.tracker_checkpoint else {}
+    results = score_rows(rows, samples, metrics=list(cfg.metrics), tracker=build_tracker(cfg.tracker, **tracker_kw),
+                         extractors=ext)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.save_videos:
+        for row, videos in rows.items():
+            if row not in cfg.references:
+                write_video_folder(out / "videos" / slug(row), videos, samples, fps=cfg.fps)
+    table = _table(results, list(cfg.metrics))
+    plots = _plots(out, results, list(cfg.metrics), samples, rows)
+    summary = {"results": results, "table": table, "plots": plots, "seconds": round(time.perf_counter() - t0, 1),
+               "num_samples": len(samples), "tracker": cfg.tracker,
+               "labels": {"proxy_fvd": "Fréchet distance on the run's codec features: not FVD"},
+               "config": json.loads(json.dumps(asdict(cfg), default=str))}
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    note = (f"\n\n{len(samples)} samples of benchmark `{cfg.benchmark.name}`; EPE by `{cfg.tracker}` (px at "
+            f"{samples[0].frames.shape[2]}x{samples[0].frames.shape[1]})"
+            + ("; proxy_fvd = Fréchet distance on the run's codec features, not FVD" if "proxy_fvd" in cfg.metrics else ""))
+    (out / "table.md").write_text(table + note + "\n")
+    if cfg.wandb.get("enabled"):
+        import wandb
+
+        wb = wandb.init(project=cfg.wandb.get("project"), mode=cfg.wandb.get("mode", "offline"), job_type="eval",
+                        config=summary["config"], dir=str(out))
+        cols = ["row", *[m for m in cfg.metrics]]
+        wb.log({"eval/table": wandb.Table(columns=cols, data=[[r, *[results[r].get(m) for m in cfg.metrics]]
+                                                             for r in results]),
+                **{f"eval/{Path(p).stem}": wandb.Image(p) for p in plots}})
+        wb.finish()
+    log.info("\n%s\nwrote %s (%.0f s)", table, out / "metrics.json", summary["seconds"])
+    return summary

@@ -1,0 +1,284 @@
+"""The drag benchmark: DragStream's latent optimisation and native track control on held-out synthetic
+drag scenes whose right answer is known (``eval.drag_scenes``).
+
+    python -m trackstream.eval.drag_bench --student RUN/dmd/export/student --codec assets/tiny-teacher/codec.pt \\
+        --scenes 24 --out runs/drag-bench [--rows main|ablations|all] [--tracker lk] [--device cuda --dtype bfloat16]
+
+Protocol, per scene: the stream starts from the scene's first frame with the background pinned (static
+points off the editable area, MotionStream's static points; the object itself has no track). An
+animation steers the next 2 chunks (6 latent frames, 24 pixel frames); an edit streams one chunk and
+re-generates it so its last latent frame shows the drag. Each row is one way to drag (``ROWS``); the
+row "no drag (I=0)" is the same stream with nothing optimised and no object tracks.
+
+Scores (pixels of the 64x64 frames; lower is better unless marked):
+* ObjMC (DragAnything): the object's entity point (centre of the mask's largest inscribed circle)
+  tracked from frame 0 through the generated frames with the project's tracker, against its intended
+  path; one flat mean over scenes and frames (frame 0 included). The tracker is queried at the
+  entity point itself rather than at the nearest of a 100x100 grid (same thing at this size).
+* Point error: the same over every object token centre (rotations barely move the entity point).
+* DAI (GoodDrag; 1/N, gamma = 1 at 64 px): the 3x3 patch at the object's intended final place in the
+  last frame against the patch at its start in the first frame.
+* Background PSNR (higher is better): outside the editable area, the dragged video against the
+  undragged one of the same scene and seed (what the drag changed where it should not), and
+  against the scene's ground truth (the background held still).
+* PSNR / SSIM against the scene's ground-truth video (the known right answer), all frames after 0.
+* RF: the drag's seconds per generated frame over the undragged row's (reference passes included).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from trackstream.data.trackers import build_tracker
+from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
+from trackstream.eval.drag_scenes import DragScene, make_scenes
+from trackstream.eval.metrics import dai, entity_point, objmc, video_psnr, video_ssim
+from trackstream.stream.drag.adsr import mask_tokens
+from trackstream.stream.drag.editor import DragEditor, pins_for
+from trackstream.stream.drag.instructions import frame_positions
+from trackstream.stream.drag.optimize import DragConfig
+
+__all__ = ["ROWS", "ROW_SETS", "run_scene", "score", "run_benchmark", "main"]
+
+# name -> (method, DragConfig changes); the first row is the reference for RF and background PSNR
+ROWS = {
+    "no drag (I=0)": ("latent", {"iterations": 0}),
+    "DragStream (I=4)": ("latent", {}),
+    "w/o ADSR": ("latent", {"adsr": False}),
+    "w/o SFSO-frequency": ("latent", {"sfso_frequency": False}),
+    "w/o SFSO-spatial": ("latent", {"sfso_spatial": False}),
+    "fixed cut-off 0.4": ("latent", {"switch_cutoff": False}),
+    "re-created optimiser (reference code)": ("latent", {"reset_optimizer": True}),
+    "self-reference (steered chunk's 1st frame)": ("latent", {"reference": "self"}),
+    "latent constancy (truncated passes)": ("latent", {"keep": "latent"}),
+    "native tracks": ("tracks", {}),
+    "tracks + DragStream (I=4)": ("both", {}),
+}
+ROW_SETS = {
+    "main": ["no drag (I=0)", "DragStream (I=4)", "native tracks", "tracks + DragStream (I=4)"],
+    "all": list(ROWS),
+}
+ROW_SETS["ablations"] = [r for r in ROWS if r not in ROW_SETS["main"][2:]]
+
+
+def run_scene(editor: DragEditor, scene: DragScene, text, text_lengths, *, method: str, config: DragConfig,
+              seed: int = 0) -> dict:
+    """Stream the scene with the drag; returns the video uint8 [T, H, W, 3] (frame 0 = the scene's first
+    frame), the steered chunks' wall time and their frame count."""
+    instr = scene.instruction
+    H, W = scene.image.shape[:2]
+    image = image_tensor(scene.image)
+    editor.config = config
+    engine = editor.engine
+    pins = pins_for(engine, instr, image, seed=config.seed) if config.pin else None
+    start_kw = {} if pins is None else dict(zip(("tracks", "visibility"), pins.over(engine, 0)), track_ids=pins.ids)
+
+    def pinned(chunk: int) -> list:  # the pins over this chunk's pixel frames
+        return [] if pins is None else list(pins.over(engine, chunk))
+
+    chunks = [editor.start(image, text, text_lengths, seed=seed, **start_kw)]
+    if instr.mode == "edit":
+        chunks.append(editor.step(*pinned(1)))  # the chunk the edit re-generates, as streamed
+    if method == "latent" and config.iterations == 0:  # the undragged stream of the same chunks
+        if instr.mode == "edit":
+            steered = [chunks.pop()]
+            seconds = steered[0].seconds
+        else:
+            t0 = time.perf_counter()
+            steered = [editor.step(*pinned(editor.state.chunk)) for _ in range(instr.num_chunks)]
+            seconds = time.perf_counter() - t0
+    else:
+        if instr.mode == "edit":
+            chunks.pop()
+        result = editor.drag(instr, method=method)
+        steered, seconds = result.chunks, result.seconds
+    video = np.concatenate([to_uint8(o.frames[0]) for o in chunks + steered])
+    return {"video": video, "seconds": seconds, "frames": sum(o.frames.shape[2] for o in steered)}
+
+
+def score(scene: DragScene, video: np.ndarray, undragged: np.ndarray | None, tracker, token: int) -> dict:
+    """Per-scene figures (see the module docstring) and the trajectories for ObjMC."""
+    instr, traj = scene.instruction, scene.instruction.trajectories[0]
+    T = len(video)
+    ex, ey = entity_point(scene.object_mask)
+    pts = np.concatenate([[[float(ex), float(ey)]], mask_tokens(scene.object_mask, token)])  # [1 + P, 2]
+    intended = frame_positions(instr, traj, pts, T)  # [T, 1 + P, 2]
+    queries = np.concatenate([np.zeros((len(pts), 1)), pts], axis=1).astype(np.float32)
+    achieved, _ = tracker.track(video, queries)
+    H, W = video.shape[1:3]
+    outside = ~np.asarray(instr.editable, bool)
+    gt = scene.gt_video[:T]
+    end = np.clip(np.rint(intended[-1, 0]), 1, [W - 2, H - 2]).astype(int)
+    out = {
+        "scene": scene.name, "kind": scene.kind, "mode": instr.mode,
+        "entity_pred": np.asarray(achieved[:, 0]).tolist(), "entity_gt": intended[:, 0].tolist(),
+        "point_error": float(np.linalg.norm(achieved[:, 1:] - intended[:, 1:], axis=-1).mean()),
+        "dai": dai(video[-1], video[0], [[ex, ey]], [end], gamma=1),
+        "psnr_gt": video_psnr(video, gt), "ssim_gt": video_ssim(video, gt),  # frames 1.. (frame 0 is given)
+        "bg_psnr_gt": video_psnr(video[:, outside], gt[:, outside]),
+    }
+    if undragged is not None:
+        out["bg_psnr_undragged"] = video_psnr(video[:, outside], undragged[:, outside])
+    return out
+
+
+def run_benchmark(engine, encode_text, scenes: list[DragScene], rows: list[str], *, tracker, out: Path | None = None,
+                  config: DragConfig = DragConfig(), seed: int = 0, progress: bool = True) -> dict:
+    """Every row on every scene; returns {"rows": {name: aggregate}, "scenes": {name: [per scene]}}."""
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        raise ValueError(f"unknown rows {unknown}; known: {list(ROWS)}")
+    base_row = "no drag (I=0)"
+    rows = [base_row] + [r for r in rows if r != base_row]  # the reference row runs first
+    per_row: dict[str, list] = {r: [] for r in rows}
+    base_videos, base_time = {}, {}
+    editor = DragEditor(engine, config)
+    texts = {s.caption: encode_text([s.caption]) for s in scenes}
+    bar = tqdm(total=len(rows) * len(scenes), desc="drag bench", disable=not progress)
+    for row in rows:
+        method, changes = ROWS[row]
+        cfg = replace(config, **changes)
+        for scene in scenes:
+            text, lens = texts[scene.caption]
+            run = run_scene(editor, scene, text, lens, method=method, config=cfg, seed=seed)
+            token = editor.token
+            s = score(scene, run["video"], base_videos.get(scene.name), tracker, token)
+            s["seconds_per_frame"] = run["seconds"] / run["frames"]
+            if row == base_row:
+                base_videos[scene.name], base_time[scene.name] = run["video"], s["seconds_per_frame"]
+            s["rf"] = s["seconds_per_frame"] / base_time[scene.name]
+            per_row[row].append(s)
+            if out is not None and scene is scenes[0]:
+                write_mp4(out / "videos" / f"{_slug(row)}__{scene.name}.mp4", run["video"], fps=8)
+            bar.update(1)
+    bar.close()
+    agg = {}
+    for row, items in per_row.items():
+        agg[row] = {
+            "objmc": objmc([[s["entity_pred"]] for s in items], [[s["entity_gt"]] for s in items]),
+            **{k: float(np.mean([s[k] for s in items if k in s])) for k in
+               ("point_error", "dai", "psnr_gt", "ssim_gt", "bg_psnr_gt", "rf")},
+            "bg_psnr_undragged": (float(np.mean([min(s["bg_psnr_undragged"], 99.0) for s in items]))
+                                  if row != base_row else None),
+            "scenes": len(items),
+            # ObjMC over each kind's scenes: rotations barely move the entity point, translations do
+            "objmc_by_kind": {k: objmc([[s["entity_pred"]] for s in items if s["kind"] == k],
+                                       [[s["entity_gt"]] for s in items if s["kind"] == k])
+                              for k in sorted({s["kind"] for s in items})},
+            "point_error_by_kind": {k: float(np.mean([s["point_error"] for s in items if s["kind"] == k]))
+                                    for k in sorted({s["kind"] for s in items})},
+        }
+    return {"rows": agg, "scenes": per_row}
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
+
+
+def table(result: dict) -> str:
+    head = ("| row | ObjMC ↓ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | bg PSNR vs GT ↑ | PSNR vs GT ↑ | "
+            "SSIM vs GT ↑ | RF |")
+    lines = [head, "|" + " --- |" * 9]
+    for row, a in result["rows"].items():
+        bg = "—" if a["bg_psnr_undragged"] is None else f"{a['bg_psnr_undragged']:.2f}"
+        lines.append(f"| {row} | {a['objmc']:.2f} | {a['point_error']:.2f} | {a['dai']:.4f} | {bg} | "
+                     f"{a['bg_psnr_gt']:.2f} | {a['psnr_gt']:.2f} | {a['ssim_gt']:.3f} | {a['rf']:.2f} |")
+    kinds = sorted(next(iter(result["rows"].values()))["point_error_by_kind"])
+    lines += ["", "| row | " + " | ".join(f"{k} ObjMC / point err" for k in kinds) + " |", "|" + " --- |" * (1 + len(kinds))]
+    for row, a in result["rows"].items():
+        lines.append(f"| {row} | " + " | ".join(f"{a['objmc_by_kind'][k]:.2f} / {a['point_error_by_kind'][k]:.2f}"
+                                               for k in kinds) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _config(settings: list[str], **base) -> DragConfig:
+    """DragConfig from ``FIELD=VALUE`` strings (typed by the field's default; ``none`` for None)."""
+    from dataclasses import fields
+
+    types = {f.name: type(f.default) for f in fields(DragConfig)}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        if not sep or name not in types:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE with FIELD one of {sorted(types)}")
+        if value.lower() == "none":
+            base[name] = None
+        elif types[name] is bool:
+            base[name] = value.lower() in ("1", "true", "yes")
+        elif types[name] in (int, float, str):
+            base[name] = types[name](value)
+        else:  # tuples / optional numbers (layers, fixed_cutoff)
+            base[name] = tuple(int(v) for v in value.split(",")) if name == "layers" else float(value)
+    return DragConfig(**base)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", required=True, help="exported student folder (ODE-init or DMD export)")
+    ap.add_argument("--codec", required=True, help="the student's codec checkpoint")
+    ap.add_argument("--codec-name", default="tiny-ae")
+    ap.add_argument("--scenes", type=int, default=24)
+    ap.add_argument("--scene-seed", type=int, default=1, help="held out: training clips never use these scenes")
+    ap.add_argument("--rows", default="main", help=f"a row set {sorted(ROW_SETS)} or comma-separated row names")
+    ap.add_argument("--iterations", type=int, default=4, help="I per coarse-to-fine segment")
+    ap.add_argument("--tracker", default="lk", help="lk | lk_plain | cotracker3_offline (with --tracker-checkpoint)")
+    ap.add_argument("--tracker-checkpoint", default=None)
+    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a DragConfig field for every row, e.g. --set step_index=0 --set lr=0.1 (repeatable)")
+    ap.add_argument("--kinds", default=None, help="only these scene kinds, comma-separated (e.g. translate)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True)
+    from trackstream.models.precision import add_precision_args
+    from trackstream.stream.generate import cli_precision
+
+    add_precision_args(ap)  # default CUDA + bfloat16 when a GPU is present, else CPU + float32
+    args = ap.parse_args(argv)
+    device, dtype = cli_precision(ap, args)
+
+    from trackstream.models.conditioner import load_export
+    from trackstream.stream.chunks import StreamConfig
+    from trackstream.stream.engine import StreamingGenerator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = ROW_SETS.get(args.rows) or [r.strip() for r in args.rows.split(",")]
+    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
+                                          dtype=dtype)
+    if net.conventions.streaming is None:
+        raise ValueError(f"--student {args.student}: network.json records no streaming configuration; export a "
+                         "student (ODE-init or DMD stage)")
+    engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
+                                image_features_fn=conditioner.image_features)
+    h, w = net.conventions.height, net.conventions.width
+    scenes = make_scenes(args.scenes, seed=args.scene_seed, height=h, width=w)
+    if args.kinds:
+        kinds = {k.strip() for k in args.kinds.split(",")}
+        scenes = [s for s in scenes if s.kind in kinds]
+        if not scenes:
+            raise ValueError(f"--kinds {args.kinds}: no such scenes among {args.scenes} (kinds: translate, deform, "
+                             "rotate2d, rotate3d)")
+    tracker = build_tracker(args.tracker, **({"checkpoint": args.tracker_checkpoint} if args.tracker_checkpoint else {}))
+    out = Path(args.out)
+    (out / "videos").mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    result = run_benchmark(engine, conditioner.text, scenes, rows, tracker=tracker, out=out,
+                           config=_config(args.settings, iterations=args.iterations, seed=args.seed), seed=args.seed)
+    result["config"] = vars(args) | {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
+                                     "wall_s": round(time.perf_counter() - t0, 1),
+                                     "torch_threads": torch.get_num_threads()}
+    (out / "metrics.json").write_text(json.dumps(result, indent=2))
+    (out / "table.md").write_text(table(result))
+    print(table(result))
+    print(f"wrote {out / 'metrics.json'}, {out / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

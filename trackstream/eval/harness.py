@@ -1,0 +1,169 @@
+"""Score videos on a benchmark with every requested metric; reference rows; table, plots, JSON.
+
+Rows: each (run, mode) generated or read by trackstream/eval/generate.py, plus the references ``ground_truth``
+(the benchmark's own videos: the tracker's noise floor for EPE, the target of every distribution
+metric) and ``frozen`` (the first frame held still: no motion at all). Metrics (each protocol in its
+function's docstring):
+
+  epe        eval.metrics.motion_epe, the project's one EPE protocol (make run's report uses it too),
+             with ``tracker`` (lk_plain on CPU; cotracker3_offline with a local checkpoint); the frozen
+             row by eval.metrics.frozen_epe; per video, mean over videos; also the EPE per frame (plot)
+  psnr/ssim  eval.metrics.video_psnr / video_ssim against the ground truth, frames 1..
+  lpips      eval.lpips (AlexNet or VGG backbone + v0.1 heads from local files), per frame 1.., mean
+  fid        Inception pool3 features of frames 1.. of all videos vs the ground truth's (local weights)
+  fvd        I3D TorchScript features of the first 16 frames of each video vs the ground truth's
+  proxy_fvd  the labelled stand-in where no I3D file exists: Fréchet distance on the run's own codec
+             features (eval.video_features.codec_video_features); NOT comparable with published FVDs
+Distribution metrics need at least 2 videos (and, to mean anything, many more than feature dims).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import numpy as np
+
+from trackstream.eval.benchmarks import Sample
+from trackstream.eval.frechet import frechet_from_features
+from trackstream.eval.metrics import frozen_epe, motion_epe, video_psnr, video_ssim
+
+__all__ = ["METRICS", "WeightsConfig", "score_rows", "reference_rows"]
+
+METRICS = ("epe", "psnr", "ssim", "lpips", "fid", "fvd", "proxy_fvd")
+
+
+@dataclass
+class WeightsConfig:
+    """Local feature-network files (nothing is downloaded); a metric whose file is missing is an error."""
+
+    lpips_net: str = "alex"  # alex | vgg
+    lpips_backbone: Optional[str] = None  # alexnet-owt-7be5be79.pth / vgg16-397923af.pth (torchvision format)
+    lpips_heads: Optional[str] = None  # alex.pth / vgg.pth of the lpips package (weights/v0.1)
+    inception: Optional[str] = None  # pt_inception-2015-12-05-6726825d.pth (pytorch-fid)
+    i3d: Optional[str] = None  # i3d_torchscript.pt (StyleGAN-V)
+
+    def require(self, metric: str, *names: str) -> None:
+        missing = [n for n in names if not getattr(self, n)]
+        if missing:
+            raise ValueError(f"metric {metric!r} needs weights.{', weights.'.join(missing)} (local files; see "
+                             "trackstream/eval/harness.py WeightsConfig): set them or drop the metric")
+
+
+@dataclass
+class Extractors:
+    """Feature networks built once per evaluation."""
+
+    weights: WeightsConfig = field(default_factory=WeightsConfig)
+    codec: object = None
+    _cache: dict = field(default_factory=dict)
+
+    def get(self, name: str):
+        if name not in self._cache:
+            w = self.weights
+            if name == "lpips":
+                from trackstream.eval.lpips import load_lpips
+
+                w.require("lpips", "lpips_backbone", "lpips_heads")
+                self._cache[name] = load_lpips(w.lpips_net, backbone=w.lpips_backbone, heads=w.lpips_heads).eval()
+            elif name == "fid":
+                from trackstream.eval.inception import load_fid_inception
+
+                w.require("fid", "inception")
+                self._cache[name] = load_fid_inception(w.inception)
+            elif name == "fvd":
+                from trackstream.eval.video_features import load_i3d
+
+                w.require("fvd", "i3d")
+                self._cache[name] = load_i3d(w.i3d)
+            elif name == "proxy_fvd":
+                if self.codec is None:
+                    raise ValueError("proxy_fvd uses the run's codec: set generate.codec (its checkpoint)")
+                self._cache[name] = self.codec
+        return self._cache[name]
+
+
+def reference_rows(samples: list[Sample]) -> dict[str, dict[str, np.ndarray]]:
+    """The ground truth and the frozen first frame, as rows of videos."""
+    return {"ground_truth": {s.id: s.frames for s in samples},
+            "frozen": {s.id: np.broadcast_to(s.frames[:1], s.frames.shape).copy() for s in samples}}
+
+
+def _lpips(model, video: np.ndarray, gt: np.ndarray) -> float:
+    import torch
+
+    to = lambda v: torch.from_numpy(np.ascontiguousarray(v[1:])).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    with torch.no_grad():
+        return float(model(to(video), to(gt)).mean())
+
+
+def _cached(ext: Extractors, name: str, items: list[np.ndarray], compute) -> np.ndarray:
+    """Features of ``items`` (frames or videos), each computed once per evaluation: rows share the
+    ground truth's frames and the frozen row repeats one frame, so this halves FID's forwards."""
+    import hashlib
+
+    cache = ext._cache.setdefault(f"{name}/features", {})
+    keys = [hashlib.blake2b(np.ascontiguousarray(x).tobytes(), digest_size=16).digest() for x in items]
+    todo = {k: x for k, x in zip(keys, items) if k not in cache}
+    if todo:
+        for k, f in zip(todo, compute(list(todo.values()))):
+            cache[k] = f
+    return np.stack([cache[k] for k in keys])
+
+
+def _features(name: str, ext: Extractors, videos: dict[str, np.ndarray]) -> np.ndarray:
+    if name == "fid":
+        from trackstream.eval.inception import inception_features
+
+        frames = [f for v in videos.values() for f in v[1:]]
+        return _cached(ext, name, frames, lambda xs: inception_features(ext.get("fid"), np.stack(xs)))
+    if name == "fvd":
+        from trackstream.eval.video_features import i3d_features
+
+        return _cached(ext, name, list(videos.values()), lambda xs: i3d_features(ext.get("fvd"), xs))
+    from trackstream.eval.video_features import codec_video_features
+
+    return _cached(ext, name, list(videos.values()), lambda xs: codec_video_features(ext.get("proxy_fvd"), xs))
+
+
+def score_rows(rows: dict[str, dict[str, np.ndarray]], samples: list[Sample], *, metrics: list[str], tracker,
+               extractors: Extractors, progress: bool = True) -> dict:
+    """{row: {metric: mean, "per_sample": {metric: [...]}, "epe_per_frame": [...]}} for every row."""
+    from tqdm import tqdm
+
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"metrics {unknown} are unknown; choose from {list(METRICS)}")
+    gt_videos = {s.id: s.frames for s in samples}
+    gt_feats = {m: _features(m, extractors, gt_videos) for m in ("fid", "fvd", "proxy_fvd") if m in metrics}
+    out: dict[str, dict] = {}
+    for row, videos in rows.items():
+        per: dict[str, list[float]] = {m: [] for m in metrics if m in ("epe", "psnr", "ssim", "lpips")}
+        curves = []
+        for s in tqdm(samples, desc=f"scoring {row}", disable=not progress, leave=False):
+            v = videos[s.id]
+            if "epe" in per:
+                if row == "frozen":  # a still video: the protocol's answer without running the tracker
+                    value, per_frame, _ = frozen_epe(s.tracks, s.visibility)
+                else:
+                    value, per_frame, _ = motion_epe(v, s.tracks, s.visibility, tracker)
+                per["epe"].append(value)
+                curves.append(per_frame)
+            if "psnr" in per:
+                per["psnr"].append(video_psnr(v, s.frames))
+            if "ssim" in per:
+                per["ssim"].append(video_ssim(v, s.frames))
+            if "lpips" in per:
+                per["lpips"].append(_lpips(extractors.get("lpips"), v, s.frames))
+        res: dict = {m: float(np.nanmean(vals)) for m, vals in per.items()}
+        for m, ref in gt_feats.items():
+            res[m] = frechet_from_features(_features(m, extractors, videos), ref)
+        res["per_sample"] = {m: [float(x) for x in vals] for m, vals in per.items()}
+        if curves:
+            T = max(len(c) for c in curves)
+            padded = np.full((len(curves), T), np.nan)
+            for i, c in enumerate(curves):
+                padded[i, : len(c)] = c
+            with np.errstate(invalid="ignore"):
+                res["epe_per_frame"] = [float(x) for x in np.nanmean(padded, axis=0)]
+        out[row] = res
+    return out

@@ -1,0 +1,258 @@
+"""Video metrics, each with its protocol in the docstring: EPE of re-tracked points (``motion_epe``, the
+one protocol behind every EPE figure of the project), PSNR and SSIM of generated frames against the
+ground truth (frames 1..; frame 0 is the given first frame), ObjMC (DragAnything) and DAI (GoodDrag)
+for drags. Distribution metrics (FID, FVD) are in trackstream/eval/frechet.py."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["epe", "motion_epe", "frozen_epe", "check_epe_tracker", "EPE_TRACKER", "EPE_TRACKERS", "video_psnr",
+           "video_ssim", "objmc", "entity_point", "nearest_track", "dai"]
+
+
+def epe(pred_tracks, gt_tracks, visibility) -> float:
+    """Mean end-point error (pixels) over entries where `visibility` is True.
+
+    Shapes [..., T, N, 2] for tracks and [..., T, N] for visibility; numpy or torch. Returns NaN if
+    nothing is visible (the caller decides whether that video counts).
+    """
+    p, g, v = (x if torch.is_tensor(x) else torch.tensor(np.asarray(x)) for x in (pred_tracks, gt_tracks, visibility))
+    if p.shape != g.shape or p.shape[-1] != 2 or v.shape != p.shape[:-1]:
+        raise ValueError(
+            f"epe needs tracks [..., T, N, 2] and visibility [..., T, N]; got {tuple(p.shape)}, "
+            f"{tuple(g.shape)}, {tuple(v.shape)}"
+        )
+    v = v.bool().to(p.device)
+    if not bool(v.any()):
+        return float("nan")
+    err = torch.linalg.vector_norm(p.double() - g.double().to(p.device), dim=-1)  # [..., T, N]
+    return float(err[v].mean())
+
+
+# data.trackers names the protocol accepts: lk_plain on CPU (the default everywhere), CoTracker3 from a
+# local checkpoint. Not `lk`: it re-acquires lost points by colour and moves them with their neighbours,
+# which flatters video it cannot follow (make run's report on its DMD student's videos: 6.50 px with lk,
+# 11.11 px with lk_plain; an independent plain-LK re-tracking of them, no re-acquisition: 11.8 px).
+EPE_TRACKER = "lk_plain"
+EPE_TRACKERS = ("lk_plain", "lucas_kanade_plain", "cotracker3", "cotracker3_offline", "cotracker3_online")
+
+
+def check_epe_tracker(name: str, field: str = "tracker") -> str:
+    """``name`` if it is a tracker ``motion_epe`` accepts, else a ValueError naming ``field``."""
+    if str(name).lower().replace("-", "_") not in EPE_TRACKERS:
+        raise ValueError(f"{field}={name!r} cannot measure EPE: choose {EPE_TRACKER} (CPU) or cotracker3_offline / "
+                         "cotracker3_online (a local checkpoint). `lk` re-acquires lost points by colour and "
+                         "neighbour motion, which rewards video no tracker can follow (trackstream/eval/metrics.py motion_epe)")
+    return name
+
+
+def _inputs(tracks, visibility) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The scored input tracks (those visible in some frame) [T, N', 2] float64, their visibility
+    [T, N'] and each one's first visible frame [N'] (its query frame)."""
+    tracks, visibility = np.asarray(tracks, np.float64), np.asarray(visibility, bool)
+    if tracks.ndim != 3 or tracks.shape[-1] != 2 or visibility.shape != tracks.shape[:2]:
+        raise ValueError(f"EPE needs tracks [T, N, 2] and visibility [T, N]; got {tracks.shape}, {visibility.shape}")
+    seen = visibility.any(axis=0)
+    tracks, visibility = tracks[:, seen], visibility[:, seen]
+    if not np.isfinite(tracks[visibility]).all():
+        raise ValueError("EPE: the input tracks must be finite wherever their visibility is True")
+    return tracks, visibility, np.argmax(visibility, axis=0)
+
+
+def _score(pred: np.ndarray, tracks: np.ndarray, visibility: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """(mean error over every input-visible entry, per-frame mean [T] (NaN where none), pred)."""
+    err = np.where(visibility, np.linalg.norm(pred - tracks, axis=-1), 0.0)  # [T, N]
+    count = visibility.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_frame = np.where(count > 0, err.sum(axis=1) / count, np.nan)
+    value = float(err.sum() / count.sum()) if count.sum() else float("nan")
+    return value, per_frame, pred.astype(np.float32)
+
+
+def _hold_lost(pred: np.ndarray, seen: np.ndarray, t0: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Outward from each query frame (forward after it, backward before it), an entry the tracker did
+    not see takes the position the point had in the previous frame of that direction; the query
+    frame itself falls back to the query position."""
+    out = pred.copy()
+    T, n = seen.shape
+    cols = np.arange(n)
+    q = seen[t0, cols]
+    out[t0[~q], cols[~q]] = start[~q]
+    for t in range(1, T):
+        m = (t > t0) & ~seen[t]
+        out[t, m] = out[t - 1, m]
+    for t in range(T - 2, -1, -1):
+        m = (t < t0) & ~seen[t]
+        out[t, m] = out[t + 1, m]
+    return out
+
+
+def motion_epe(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray,
+               tracker) -> tuple[float, np.ndarray, np.ndarray]:
+    """THE EPE of a generated video against its conditioning tracks: the one protocol behind every EPE
+    figure (make run's report, the teacher and streaming evaluations, ``python -m trackstream.eval``).
+
+    Reference: MotionStream (ICLR 2026, sec. 4.2 and app. E) reports EPE "as the L2 distance between
+    visible input tracks and the tracks extracted from the generated videos", extracted by CoTracker3,
+    in pixels at 832x480 after resizing; Motion Prompting re-tracks with BootsTAP. Here:
+
+    * queries: every input track that is visible in some frame, at its first visible frame (t, x, y)
+      (CoTracker's query form); tracks never visible carry no position and are left out;
+    * tracker: a ``data.trackers`` tracker on the uint8 ``frames`` [T, H, W, 3]: ``lk_plain`` (plain
+      pyramidal LK chained frame to frame, forward-backward check, a failed point lost for good) on
+      CPU, CoTracker3 from a local checkpoint where one exists. A tracker that re-acquires lost points
+      by appearance (``lk``) is refused: on video it cannot follow it finds *some* patch of the right
+      colour near where the point should be (make run's student: 6.50 px with it, 11.11 px without);
+    * scored entries: every (frame, track) where the INPUT is visible, the query frame included (its
+      error is 0 by construction, as with CoTracker, which returns the query there), whatever the
+      tracker says. The set depends on the input alone, so nothing the generated video does can
+      shrink it; frames the input hides are not scored, and a point the input shows again is scored
+      again (a tracker that cannot re-find it charges the miss to every video alike, the ground
+      truth's included: that is the floor the ``ground_truth`` row reports);
+    * a point the tracker loses (reports not visible, or returns a non-finite position) keeps counting
+      at its last seen position (from the query position on), for as long as it is lost: never
+      dropped, never NaN (a NaN would drop the whole video from a mean), never moved by a guess from
+      its neighbours. Losing every point from frame 1 on therefore scores exactly as the frozen
+      first frame does (``frozen_epe``): a video no tracker can follow is never scored as if it
+      followed the tracks, and losing a point can only replace its tracked error by a stopped one.
+
+    The value is one flat mean over the scored entries of this video (pixels of ``frames``: report the
+    resolution); a set of videos is the mean of the per-video values. Returns (EPE, EPE per frame [T]
+    (NaN where the input shows no point), the scored positions [T, N', 2] of the tracks that count)."""
+    if getattr(tracker, "reacquire", False):
+        raise ValueError(f"motion_epe: {type(tracker).__name__} re-acquires lost points by appearance; use "
+                         f"{EPE_TRACKER} or CoTracker3 (see the docstring)")
+    tracks, visibility, t0 = _inputs(tracks, visibility)
+    frames = np.asarray(frames)
+    if frames.shape[0] != tracks.shape[0]:
+        raise ValueError(f"motion_epe: {frames.shape[0]} frames but tracks over {tracks.shape[0]} frames")
+    start = tracks[t0, np.arange(tracks.shape[1])]  # [N', 2] query positions
+    if not len(start):
+        return _score(tracks, tracks, visibility)
+    queries = np.concatenate([t0[:, None], start], axis=1).astype(np.float32)
+    pred, seen = tracker.track(frames, queries)
+    pred, seen = np.asarray(pred, np.float64), np.asarray(seen, bool)
+    seen &= np.isfinite(pred).all(axis=-1)
+    return _score(_hold_lost(pred, seen, t0, start), tracks, visibility)
+
+
+def frozen_epe(tracks: np.ndarray, visibility: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """``motion_epe`` of the frozen first frame (a still video: every point stays at its query
+    position), without running a tracker: the EPE of ignoring motion altogether."""
+    tracks, visibility, t0 = _inputs(tracks, visibility)
+    start = tracks[t0, np.arange(tracks.shape[1])]
+    return _score(np.broadcast_to(start, tracks.shape), tracks, visibility)
+
+
+def video_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
+    """PSNR (dB, peak 255) of uint8 frames [T, H, W, 3] against the ground truth over frames 1..
+    (frame 0 is the given first frame). One MSE over all those pixels, not a mean of per-frame PSNRs."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"video_psnr: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    mse = float(np.mean((pred[1:].astype(np.float64) - gt[1:].astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
+
+
+def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5) -> float:
+    """Mean SSIM (Wang et al. 2004: Gaussian window sigma 1.5 truncated at 3.5 sigma, K1 0.01,
+    K2 0.03, peak 255, per RGB channel, borders the window does not fit excluded) of uint8 frames
+    [T, H, W, 3] against the ground truth over frames 1... Unlike PSNR it falls for per-pixel noise
+    whose average colour is right."""
+    if pred.shape != gt.shape:
+        raise ValueError(f"video_ssim: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
+    r = int(3.5 * sigma + 0.5)
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=torch.float64) / sigma) ** 2)
+    g = g / g.sum()
+
+    def blur(x: torch.Tensor) -> torch.Tensor:  # [N, 1, H, W] -> [N, 1, H - 2r, W - 2r] (separable, valid)
+        x = torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1))
+        return torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1))
+
+    to = lambda v: torch.from_numpy(np.ascontiguousarray(v[1:])).double().permute(0, 3, 1, 2).reshape(-1, 1, *v.shape[1:3])  # noqa: E731
+    x, y = to(pred), to(gt)  # [(T-1) * 3, 1, H, W]
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return float(ssim.mean())
+
+
+def entity_point(mask: np.ndarray) -> tuple[int, int]:
+    """(x, y) of an entity's representative point: the argmax of the L2 distance transform of its binary
+    mask [H, W] (the centre of the largest inscribed circle; DragAnything's choice, cv2 DIST_L2, mask 5)."""
+    import cv2
+
+    m = np.asarray(mask).astype(np.uint8)
+    if m.ndim != 2 or not m.any():
+        raise ValueError(f"entity mask must be a non-empty [H, W] array, got shape {m.shape} with {int(m.sum())} pixels")
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)  # first maximum in row-major order
+    return int(x), int(y)
+
+
+def nearest_track(tracks: np.ndarray, point: tuple[float, float]) -> int:
+    """Index of the track [T, N, 2] whose frame-0 position is nearest to ``point`` (x, y)."""
+    d = np.linalg.norm(np.asarray(tracks)[0] - np.asarray(point, dtype=np.float64)[None], axis=-1)
+    return int(np.argmin(d))
+
+
+def objmc(pred: list, gt: list) -> float:
+    """ObjMC (DragAnything, ECCV 2024): one flat mean, over all videos, entities and frames (frame 0
+    included), of the Euclidean distance between the generated and the intended trajectory.
+
+    ``pred`` / ``gt``: one entry per video, each [E, T, 2] (x, y) pixels, or a dict {entity: [[x, y], ...]}
+    (DragAnything's JSON); entities are matched by position (arrays) or key (dicts; only keys in both
+    count, as its script does). Positions are rounded to integer pixels first, as its trajectory
+    extraction stores them. The value is in pixels of the trajectories' resolution: report it."""
+    if len(pred) != len(gt):
+        raise ValueError(f"objmc: {len(pred)} predicted videos but {len(gt)} ground-truth videos")
+    dists = []
+    for p, g in zip(pred, gt):
+        if isinstance(p, dict) or isinstance(g, dict):
+            keys = [k for k in g if k in p]
+            p, g = [p[k] for k in keys], [g[k] for k in keys]
+        p, g = np.rint(np.asarray(p, np.float64)), np.rint(np.asarray(g, np.float64))
+        if p.size == 0:
+            continue
+        if p.shape != g.shape or p.shape[-1] != 2:
+            raise ValueError(f"objmc: trajectories {p.shape} and {g.shape} must both be [E, T, 2]")
+        dists.append(np.linalg.norm(p - g, axis=-1).ravel())
+    if not dists:
+        return float("nan")
+    return float(np.concatenate(dists).mean())
+
+
+def dai(edited: np.ndarray, original: np.ndarray, handles, targets, *, gamma: int = 1,
+        per_point: str = "mean") -> float:
+    """DAI (GoodDrag, ICLR 2025): how well the content at each handle of the original image arrived at
+    its target in the edited image. Images [H, W, 3] uint8 (scaled to [0, 1]) or float in [0, 1];
+    handles / targets [N, 2] integer (x, y) pixels; Omega(I, p) = the (2 gamma + 1)^2 patch at p.
+
+        DAI = 1/N sum_i || Omega(edited, t_i) - Omega(original, h_i) ||^2 / (1 + 2 gamma)^2
+
+    squared differences summed over the patch and the channels. ``per_point="mean"`` is the paper's
+    1/N (ours); ``"reference"`` replicates GoodDrag's evaluation code, which divides by N twice (the
+    two agree for single-point drags). Patches must lie inside both images (a ValueError otherwise)."""
+    def prep(img):
+        a = np.asarray(img)
+        return a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a.astype(np.float64)
+
+    e, o = prep(edited), prep(original)
+    h = np.rint(np.asarray(handles, np.float64)).astype(int).reshape(-1, 2)
+    t = np.rint(np.asarray(targets, np.float64)).astype(int).reshape(-1, 2)
+    if e.shape != o.shape or e.ndim != 3 or h.shape != t.shape or len(h) == 0:
+        raise ValueError(f"dai: images {e.shape} / {o.shape} and points {h.shape} / {t.shape} do not match")
+    if per_point not in ("mean", "reference"):
+        raise ValueError(f"dai: per_point={per_point!r}; choose mean (1/N, the paper) or reference (1/N^2, GoodDrag's code)")
+    H, W = e.shape[:2]
+    total = 0.0
+    for (hx, hy), (tx, ty) in zip(h, t):
+        for x, y in ((hx, hy), (tx, ty)):
+            if not (gamma <= x < W - gamma and gamma <= y < H - gamma):
+                raise ValueError(f"dai: the {2 * gamma + 1}px patch at ({x}, {y}) leaves the {W}x{H} image; lower gamma")
+        a = e[ty - gamma: ty + gamma + 1, tx - gamma: tx + gamma + 1]
+        b = o[hy - gamma: hy + gamma + 1, hx - gamma: hx + gamma + 1]
+        total += float(((a - b) ** 2).sum()) / (1 + 2 * gamma) ** 2
+    n = len(h)
+    return total / n if per_point == "mean" else total / n / n

@@ -1,0 +1,433 @@
+"""Evaluation of the streaming student: held-out motion following, long rollouts, latency.
+
+* ``evaluate_stream_motion``: the teacher's protocol (trackstream/eval/teacher_eval.py) run through the
+  streaming engine: per held-out clip the first frame, caption and input tracks (those visible
+  in frame 0), tracks handed over chunk by chunk; generated with and without tracks from the
+  same noise; EPE by ``eval.metrics.motion_epe`` (the one protocol, as the teacher's). Writes
+  ``samples/<id>/{video.mp4, tracks.npy [T, N, 2] pixels, visibility.npy [T, N]}``.
+* ``long_rollout``: ``factor`` x the training horizon on synthetic clips rendered that long, with
+  the ground-truth tracks streamed in; per chunk: latent RMS, latent error and PSNR against the
+  ground truth (the drift measures) - run once with the sink and once without.
+* ``chunk_latency``: per-chunk wall time over a rollout, plus a re-timing of an early and the last
+  chunk from their kept (immutable) states, interleaved so machine-load drift hits both alike.
+NFE: every DiT call is an evaluation; ``nfe_video_equivalent`` weights each call by the share of
+the video's latent frames it processes (a chunk call = 3/F of a full-clip teacher call).
+Device and dtype: ``run_evaluation(device=, dtype=)`` (default CUDA + bfloat16 when a GPU is present,
+else CPU + float32) loads the teacher and every student through ``models.conditioner.load_export``;
+the engines follow their network's device and every timing here is synchronised with it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from trackstream.data.trackers import build_tracker
+from trackstream.data.video_io import image_tensor, to_uint8
+from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, motion_epe, video_psnr, video_ssim
+from trackstream.models.conditioner import load_export
+from trackstream.models.precision import synchronize
+from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunks import StreamConfig
+from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
+
+__all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_motion", "long_rollout", "chunk_latency",
+           "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet", "write_side_by_sides"]
+
+
+@dataclass
+class StreamEvalConfig:
+    tracker: str = EPE_TRACKER  # the EPE protocol's tracker (eval.metrics.motion_epe), as the teacher's
+    batch_size: int = 8
+    seed: int = 0
+    long_factor: int = 10  # long rollout = factor x the training horizon
+    long_clips: int = 2
+    timing_repeats: int = 25
+    num_tracks: int | None = None  # input tracks per clip (random subset of those visible in frame 0); None: all
+    preview_clips: int = 3  # held-out clips shown in samples.png (ground truth / teacher / students)
+    side_by_side_gifs: int = 4  # held-out samples whose side-by-side GIF report.md embeds (every sample gets an mp4)
+
+    def __post_init__(self) -> None:
+        check_epe_tracker(self.tracker, "StreamEvalConfig.tracker")
+
+
+def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Tracks visible in frame 0 (the tracker's queries), padded: [B, T, N, 2], [B, T, N], counts.
+
+    ``num_tracks``: a fixed random subset of that many per clip (seeded by the clip's seed), the
+    density the teacher was evaluated with (its ``eval.num_tracks``); None keeps them all."""
+    keep = [torch.from_numpy(c["visibility"][0].copy()) for c in clips]
+    if num_tracks is not None:
+        for c, k in zip(clips, keep):
+            on = torch.nonzero(k).flatten()
+            if len(on) > num_tracks:
+                g = torch.Generator().manual_seed(int(c["meta"]["seed"]) % 2**62)
+                k[on[torch.randperm(len(on), generator=g)[num_tracks:]]] = False
+    counts = [int(k.sum()) for k in keep]
+    T = clips[0]["tracks"].shape[0]
+    tr = torch.zeros(len(clips), T, max(counts), 2)
+    vi = torch.zeros(len(clips), T, max(counts), dtype=torch.bool)
+    for b, (c, k) in enumerate(zip(clips, keep)):
+        tr[b, :, : counts[b]] = torch.from_numpy(c["tracks"])[:, k]
+        vi[b, :, : counts[b]] = torch.from_numpy(c["visibility"])[:, k]
+    return tr, vi, counts
+
+
+def stream_nfe(config: StreamConfig, num_latents: int) -> dict:
+    causal = config.causal
+    n = causal.num_chunks(num_latents)
+    calls = sum(config.nfe_per_chunk(i) for i in range(n))
+    frames = sum(config.nfe_per_chunk(i) * causal.chunk_len(i) for i in range(n))
+    return {"calls": calls, "video_equivalent": frames / num_latents, "chunks": n}
+
+
+@torch.no_grad()
+def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], text_fn, cfg: StreamEvalConfig,
+                           out_dir: Optional[Path], fps: int) -> dict:
+    """EPE with / without tracks of the streamed student on held-out ``clips`` (ClipPool entries).
+
+    ``text_fn(captions) -> (emb, lengths)`` is the frozen text encoder. Writes the per-sample
+    folders under ``out_dir/samples`` when given."""
+    from trackstream.data.video_io import write_mp4
+
+    tracker = build_tracker(cfg.tracker)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    per = {"with_tracks": [], "without_tracks": []}
+    kept: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}  # every clip, for side-by-sides
+    psnr = {"with_tracks": [], "without_tracks": []}
+    ssim = {"with_tracks": [], "without_tracks": []}
+    preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}
+    latents_all = []
+    num_latents = None
+    for start in range(0, len(clips), cfg.batch_size):
+        batch = clips[start : start + cfg.batch_size]
+        B = len(batch)
+        first = torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in batch]).float() / 127.5 - 1
+        tr, vi, counts = input_tracks(batch, cfg.num_tracks)
+        T = tr.shape[1]
+        text, lens = text_fn([c["caption"] for c in batch])
+        ids = sample_track_ids(B, tr.shape[2], generator=gen)
+        seed = int(torch.randint(2**31 - 1, (), generator=gen))
+        n_chunks = engine.causal.num_chunks(1 + (T - 1) // 4)
+        videos = {}
+        for mode, source in (("with_tracks", tracks_from_array(tr, vi)), ("without_tracks", None)):
+            state = engine.start(first, text, lens, track_ids=ids, seed=seed)
+            frames, lat, _ = collect(engine.stream(state, source, num_chunks=n_chunks))
+            videos[mode] = frames
+            if mode == "with_tracks":
+                latents_all.append(lat)
+                num_latents = lat.shape[2]
+        for b, clip in enumerate(batch):
+            m = counts[b]
+            gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
+            frames = {mode: to_uint8(vids[b]) for mode, vids in videos.items()}  # [T, H, W, 3] uint8
+            for mode, f in frames.items():
+                per[mode].append(motion_epe(f, gt_tr, gt_vis, tracker)[0])
+                kept[mode].append(f)
+                psnr[mode].append(video_psnr(f, clip["frames"]))
+                ssim[mode].append(video_ssim(f, clip["frames"]))
+                if start + b < cfg.preview_clips:
+                    preview[mode].append(f)
+            if out_dir is not None:
+                folder = Path(out_dir) / "samples" / str(clip["meta"]["id"])
+                folder.mkdir(parents=True, exist_ok=True)
+                write_mp4(str(folder / "video.mp4"), frames["with_tracks"], fps=fps)
+                write_mp4(str(folder / "video_without_tracks.mp4"), frames["without_tracks"], fps=fps)
+                np.save(folder / "tracks.npy", gt_tr.astype(np.float32))
+                np.save(folder / "visibility.npy", gt_vis.astype(bool))
+    nfe = stream_nfe(engine.config, num_latents)
+    out = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
+    out["frames"] = kept
+    out.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
+    out.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
+    if cfg.preview_clips:
+        out["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
+    out.update(per_sample={k: [float(x) for x in v] for k, v in per.items()}, num_samples=len(clips),
+               psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
+               ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()},
+               nfe_calls_per_video=nfe["calls"], nfe_video_equivalent_per_video=nfe["video_equivalent"],
+               chunks_per_video=nfe["chunks"], config=engine.config.name)
+    return out
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float((a.float() - b.float()).square().mean())
+    return float("inf") if mse == 0 else 10 * np.log10(4.0 / mse)  # range [-1, 1]: peak-to-peak 2
+
+
+@torch.no_grad()
+def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_fn, seed: int = 0,
+                 num_tracks: int | None = None) -> dict:
+    """Per-chunk drift measures of one long streamed rollout per clip (averaged over clips)."""
+    gen = torch.Generator().manual_seed(seed)
+    # latent_err_rel: latent error / the error of an UNRELATED video from the ground truth's
+    # distribution (2 x the ground-truth latents' per-channel variance). Error against ground truth
+    # must rise on a long panning rollout (the canvas it reveals is unknowable from frame 0); it
+    # saturates near 1 while the rollout stays a plausible video, and goes past 1 when it drifts
+    # out of distribution (saturated colours, exploding latents). latent_rms_rel: rollout latent
+    # RMS / ground-truth latent RMS of the same chunk (1 = same energy).
+    per_chunk: dict[str, list[list[float]]] = {"latent_rms": [], "latent_err": [], "latent_err_rel": [],
+                                               "latent_rms_rel": [], "psnr": []}
+    for clip in clips:
+        first = image_tensor(clip["frames"][0])
+        tr, vi, _ = input_tracks([clip], num_tracks)
+        T = tr.shape[1]
+        gt = torch.from_numpy(clip["frames"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, T, H, W]
+        gt = gt.to(engine.device)  # compared with the stream's frames and latents, which live there
+        gt_lat = codec.encode(gt).float()
+        unrelated = 2.0 * float(gt_lat.float().var(dim=(0, 2, 3, 4)).mean())  # E|x - y|^2, x, y independent
+        text, lens = text_fn([clip["caption"]])
+        ids = sample_track_ids(1, tr.shape[2], generator=gen)
+        state = engine.start(first, text, lens, track_ids=ids, seed=int(torch.randint(2**31 - 1, (), generator=gen)))
+        n = engine.causal.num_chunks(1 + (T - 1) // 4)
+        rows = {k: [] for k in per_chunk}
+        for out in engine.stream(state, tracks_from_array(tr, vi), num_chunks=n):
+            if out.index == 0:
+                continue  # the given first frame
+            s, f = engine.causal.chunk_start(out.index), engine.causal.chunk_len(out.index)
+            lo, hi = out.pixel_range
+            lat = out.latents.float()
+            rows["latent_rms"].append(float(lat.square().mean().sqrt()))
+            ref = gt_lat[:, :, s : s + f]
+            err = float((lat - ref).square().mean())
+            rows["latent_err"].append(err)
+            rows["latent_err_rel"].append(err / unrelated)
+            rows["latent_rms_rel"].append(float(lat.square().mean().sqrt() / ref.square().mean().sqrt().clamp_min(1e-8)))
+            rows["psnr"].append(_psnr(out.frames, gt[:, :, lo:hi]))
+        for k in per_chunk:
+            per_chunk[k].append(rows[k])
+    curves = {k: np.mean(np.array(v), axis=0).tolist() for k, v in per_chunk.items()}
+    return {"per_chunk": curves, "chunks": len(curves["psnr"]), "config": engine.config.name}
+
+
+def drift_summary(curves: dict, *, horizon_chunks: int, tail: int = 3) -> dict:
+    """Late (last ``tail`` chunks) over early (chunks inside the training horizon) for each measure."""
+    out = {}
+    for k, v in curves.items():
+        early, late = float(np.mean(v[:horizon_chunks])), float(np.mean(v[-tail:]))
+        out[k] = {"early": early, "late": late, "late_over_early": late / early if early else float("nan"),
+                  "max": float(np.max(v)), "min": float(np.min(v))}
+    return out
+
+
+@torch.no_grad()
+def chunk_latency(engine: StreamingGenerator, *, clip: dict, text_fn, num_chunks: int, early_chunk: int = 3,
+                  num_tracks: int | None = None,
+                  repeats: int = 15, seed: int = 0) -> dict:
+    """Per-chunk latency of a B = 1 stream (tracks supplied per chunk) and an interleaved re-timing
+    of chunk ``early_chunk`` and the last chunk from their kept states.
+
+    The ratio uses the minimum over the repeats (as ``timeit`` does: other processes on a shared
+    CPU only ever add time); medians are reported too. On the shared 2-core VM both scatter by
+    5-10 % from run to run for two chunks of identical work, so read one ratio near 1.05 as noise."""
+    first = image_tensor(clip["frames"][0])
+    tr, vi, _ = input_tracks([clip], num_tracks)
+    text, lens = text_fn([clip["caption"]])
+    source = tracks_from_array(tr, vi, hold_last=True)
+    ids = sample_track_ids(1, tr.shape[2], generator=torch.Generator().manual_seed(seed))
+    state = engine.start(first, text, lens, track_ids=ids, seed=seed)
+    seconds, kept = [], {}
+    last = num_chunks - 1
+    for i in range(num_chunks):
+        if i in (early_chunk, last):
+            kept[i] = state
+        out, state = engine.step(state, *source(i, engine.pixel_range(i)))
+        seconds.append(out.seconds)
+    times = {early_chunk: [], last: []}
+    for r in range(repeats + 2):  # 2 warm-up rounds
+        for i in (early_chunk, last) if r % 2 == 0 else (last, early_chunk):
+            synchronize(engine.device)  # queued GPU work would otherwise land in (or out of) the timing
+            t0 = time.perf_counter()
+            engine.step(kept[i], *source(i, engine.pixel_range(i)))
+            synchronize(engine.device)
+            if r >= 2:
+                times[i].append(time.perf_counter() - t0)
+    med = {i: statistics.median(v) for i, v in times.items()}
+    best = {i: min(v) for i, v in times.items()}
+    steady = seconds[early_chunk : early_chunk + 5]
+    return {
+        "per_chunk_seconds": seconds,
+        "early_chunk": early_chunk, "last_chunk": last, "repeats": repeats,
+        "retimed_early_s": best[early_chunk], "retimed_last_s": best[last],
+        "latency_ratio_last_over_early": best[last] / best[early_chunk],
+        "retimed_median_early_s": med[early_chunk], "retimed_median_last_s": med[last],
+        "median_ratio_last_over_early": med[last] / med[early_chunk],
+        "in_stream_ratio_last5_over_early5": statistics.median(seconds[-5:]) / statistics.median(steady),
+        "cache_frames_last": state.cache.frames, "cache_bytes_last": state.cache.nbytes(),
+    }
+
+
+def write_contact_sheet(path: Path, rows: list[tuple[str, np.ndarray]], *, every: int = 4) -> Path:
+    """A PNG of held-out samples: for each clip one row per model (``rows``: label, uint8 frames
+    [clips, T, H, W, 3]), every ``every``-th frame left to right. Lets a reader see what the EPE
+    figures were measured on."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if not rows:
+        raise ValueError("write_contact_sheet: no rows to draw")
+    clips, T = rows[0][1].shape[:2]
+    idx = list(range(0, T, every))
+    fig, axes = plt.subplots(clips * len(rows), 1, figsize=(1.1 * len(idx), 1.2 * clips * len(rows)), squeeze=False)
+    for c in range(clips):
+        for r, (label, frames) in enumerate(rows):
+            ax = axes[c * len(rows) + r, 0]
+            ax.imshow(np.concatenate([frames[c, t] for t in idx], axis=1), interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_ylabel(f"{c}: {label}", rotation=0, ha="right", va="center", fontsize=7)
+    axes[-1, 0].set_xlabel("frames " + ", ".join(map(str, idx)), fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
+def write_side_by_sides(run_dir: Path, clips: list[dict], videos: dict[str, np.ndarray], *, num_tracks: int | None,
+                        fps: int, gifs: int) -> list[dict]:
+    """Per held-out sample ``samples/<id>/side_by_side.mp4`` (ground truth | teacher | students, the
+    input tracks drawn on each), and a GIF for the first ``gifs`` samples (report.md embeds them)."""
+    from trackstream.data.video_io import write_mp4
+    from trackstream.stream.visualize import side_by_side, write_gif
+
+    out = []
+    for i, clip in enumerate(clips):
+        tr, vi, counts = input_tracks([clip], num_tracks)
+        m = counts[0]
+        panels = [(label, v[i]) for label, v in videos.items()]
+        sbs = side_by_side(panels, tr[0, :, :m].numpy(), vi[0, :, :m].numpy())
+        folder = Path(run_dir) / "samples" / str(clip["meta"]["id"])
+        folder.mkdir(parents=True, exist_ok=True)
+        write_mp4(str(folder / "side_by_side.mp4"), sbs, fps=fps)
+        entry = {"id": str(clip["meta"]["id"]), "mp4": str((folder / "side_by_side.mp4").relative_to(run_dir)),
+                 "panels": list(videos)}
+        if i < gifs:
+            write_gif(folder / "side_by_side.gif", sbs, fps=fps, max_width=400)
+            entry["gif"] = str((folder / "side_by_side.gif").relative_to(run_dir))
+        out.append(entry)
+    return out
+
+
+def student_network(folder, *, codec_name: str, codec: str, device, dtype):
+    """A student export on ``device`` in ``dtype`` through ``load_export`` (the one loading path); its own
+    codec and conditioner are dropped: the evaluation shares the teacher's, which are the same."""
+    net, _, _ = load_export(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
+    return net
+
+
+def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[str, str], data,
+                   teacher_steps: int, shift: float, cfg: StreamEvalConfig | None = None,
+                   codec_name: str = "tiny-ae", device: str | torch.device | None = None,
+                   dtype: str | torch.dtype | None = None) -> dict:
+    """The evaluation of ``make run`` on held-out clips (see the module docstring); returns figures.
+
+    ``teacher``/``students``: exported network folders; ``codec``: the teacher's codec file
+    (``codec_name`` in models.codecs). The last student of ``students`` is the one whose samples
+    are written and whose long rollouts and latency are measured; each student streams with the
+    chunking, steps and shift its export records (``conventions.streaming``). ``data``: the stages'
+    ``data.clips.DataConfig`` (world, size, clip length; ``eval_samples`` held-out clips from its
+    evaluation seed namespace). ``device`` / ``dtype``: ``models.precision`` (None / "auto": CUDA + bf16
+    when a GPU is present, else CPU + fp32)."""
+    from trackstream.data.batching import derive_seed
+    from trackstream.data.clips import ClipPool, heldout_clips, make_world
+    from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
+    from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
+    from trackstream.models.precision import resolve_precision
+
+    cfg = cfg or StreamEvalConfig()
+    run_dir = Path(run_dir)
+    device, dtype = resolve_precision(device, dtype)
+    # the teacher's codec and conditioner serve the students too (the same latent space and text encoder)
+    teacher_net, codec_module, conditioner = load_export(teacher, codec_name=codec_name, codec=codec, device=device,
+                                                         dtype=dtype)
+    num_frames, fps = data.num_frames, data.fps
+    clips = heldout_clips(data)
+    figures: dict = {"num_heldout": len(clips), "num_frames": num_frames,
+                     "eval_world": {**dataclasses.asdict(make_world(data)), "eval_seed": data.eval_seed,
+                                    "input_tracks_per_clip": cfg.num_tracks}}
+
+    t0 = time.perf_counter()
+    sampler = SamplerConfig(steps=teacher_steps, solver="euler", guidance=GuidanceConfig(mode="joint"))
+    tf = evaluate_motion(teacher_net, conditioner=conditioner, clips=clips, sampler=sampler, shift=shift,
+                         cfg=EvalConfig(batch_size=cfg.batch_size, save_videos=0, tracker=cfg.tracker, seed=cfg.seed,
+                                        num_tracks=cfg.num_tracks,
+                                        preview_clips=len(clips)),  # every clip's videos: the side-by-sides
+                         embed_dim=teacher_net.track_embed_dim, device=device, out_dir=None, fps=fps, tag="teacher")
+    figures.update(teacher_epe_with_tracks=tf["epe_with_tracks"], teacher_epe_without_tracks=tf["epe_without_tracks"],
+                   teacher_nfe_per_video=tf["nfe_per_video"], teacher_sampler_steps=teacher_steps,
+                   epe_ground_truth_video=tf["epe_ground_truth_video"], epe_frozen_video=tf["epe_frozen_video"],
+                   teacher_per_sample=tf["per_sample"], teacher_eval_seconds=round(time.perf_counter() - t0, 2),
+                   teacher_psnr_with_tracks=tf["psnr_with_tracks"], teacher_psnr_without_tracks=tf["psnr_without_tracks"],
+                   psnr_frozen_video=tf["psnr_frozen_video"], teacher_ssim_with_tracks=tf["ssim_with_tracks"],
+                   teacher_ssim_without_tracks=tf["ssim_without_tracks"], ssim_frozen_video=tf["ssim_frozen_video"])
+    figures["epe_tracker"] = cfg.tracker
+    videos = {"ground truth": tf["preview"]["ground_truth_video"], "teacher": tf["preview"]["with_tracks"]}
+    previews = [("ground truth", videos["ground truth"][: cfg.preview_clips]),
+                ("teacher, tracks", videos["teacher"][: cfg.preview_clips])]
+
+    engine = stream_cfg = None
+    for i, (name, folder) in enumerate(students.items()):
+        last = i == len(students) - 1
+        student = student_network(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
+        if student.conventions.streaming is None:
+            raise ValueError(f"{folder}/network.json records no streaming configuration (conventions.causal): "
+                             "export the student with the ODE-init or DMD stage")
+        stream_cfg = StreamConfig.of(student.conventions.streaming)  # its chunking, steps and shift
+        engine = StreamingGenerator(student, codec_module, config=stream_cfg,
+                                    image_features_fn=conditioner.image_features)
+        t0 = time.perf_counter()
+        sf = evaluate_stream_motion(engine, clips=clips.clips, text_fn=conditioner.text, cfg=cfg,
+                                    out_dir=run_dir if last else None, fps=fps)
+        figures.update({f"{name}_epe_with_tracks": sf["epe_with_tracks"],
+                        f"{name}_epe_without_tracks": sf["epe_without_tracks"],
+                        f"{name}_per_sample": sf["per_sample"],
+                        f"{name}_psnr_with_tracks": sf["psnr_with_tracks"],
+                        f"{name}_psnr_without_tracks": sf["psnr_without_tracks"],
+                        f"{name}_ssim_with_tracks": sf["ssim_with_tracks"],
+                        f"{name}_ssim_without_tracks": sf["ssim_without_tracks"],
+                        f"{name}_eval_seconds": round(time.perf_counter() - t0, 2)})
+        videos[{"ode_init": "ODE-init student", "student": "DMD student"}.get(name, name)] = np.stack(sf["frames"]["with_tracks"])
+        previews.append((f"{name}, tracks", sf.get("preview", {}).get("with_tracks")))
+        if last:
+            previews.append((f"{name}, no tracks", sf.get("preview", {}).get("without_tracks")))
+            figures.update(student_nfe_per_video=sf["nfe_video_equivalent_per_video"],
+                           student_nfe_calls_per_video=sf["nfe_calls_per_video"], student_config=sf["config"],
+                           student_chunks_per_video=sf["chunks_per_video"])
+
+    if cfg.preview_clips:
+        write_contact_sheet(run_dir / "samples.png", [(label, v) for label, v in previews if v is not None])
+    figures["side_by_side"] = write_side_by_sides(run_dir, clips.clips, videos, num_tracks=cfg.num_tracks, fps=fps,
+                                                  gifs=cfg.side_by_side_gifs)
+
+    # long rollouts: factor x the training horizon, ground-truth tracks streamed in, with and without the sink
+    horizon = 1 + (num_frames - 1) // 4  # latent frames the teacher (and the DMD rollout) covers
+    causal = stream_cfg.causal
+    horizon_chunks = causal.num_chunks(horizon) - 1  # generated chunks inside the horizon
+    long_latents = 1 + cfg.long_factor * (horizon - 1)
+    long_frames = 1 + 4 * (long_latents - 1)
+    long_world = make_world(dataclasses.replace(data, num_frames=long_frames))
+    long = ClipPool(long_world, [derive_seed(data.eval_seed, "long", i) for i in range(cfg.long_clips)])
+    figures.update(long_rollout_factor=cfg.long_factor, long_rollout_frames=long_frames,
+                   long_rollout_latents=long_latents, training_horizon_chunks=horizon_chunks, drift={})
+    t0 = time.perf_counter()
+    for tag, sink in (("with_sink", stream_cfg.causal.sink_chunks or 1), ("without_sink", 0)):
+        conf = dataclasses.replace(stream_cfg, causal=dataclasses.replace(stream_cfg.causal, sink_chunks=sink))
+        eng = StreamingGenerator(engine.network, codec_module, config=conf, image_features_fn=conditioner.image_features)
+        roll = long_rollout(eng, clips=long.clips, codec=codec_module, text_fn=conditioner.text, seed=cfg.seed,
+                            num_tracks=cfg.num_tracks)
+        roll["summary"] = drift_summary(roll["per_chunk"], horizon_chunks=horizon_chunks)
+        figures["drift"][tag] = roll
+    figures["long_rollout_seconds"] = round(time.perf_counter() - t0, 2)
+    lat = chunk_latency(engine, clip=long.clips[0], text_fn=conditioner.text, num_tracks=cfg.num_tracks,
+                        num_chunks=causal.num_chunks(long_latents), repeats=cfg.timing_repeats, seed=cfg.seed)
+    figures["latency"] = lat
+    figures["latency_ratio_last_over_early"] = lat["latency_ratio_last_over_early"]
+    return figures

@@ -1,0 +1,186 @@
+"""Motion-following evaluation: sample held-out first frames + tracks, re-track, EPE.
+
+For each held-out clip the generator gets the clip's first frame, caption and ground-truth
+tracks (all tracks visible in frame 0, the "input tracks"); the video is sampled twice from the
+SAME noise: with the tracks and with the tracks dropped (empty motion). Each decoded video is
+scored against the input tracks by ``eval.metrics.motion_epe`` (the project's one EPE protocol:
+queried at frame 0 by a tracker that never re-acquires, every input-visible entry scored, a lost
+point held where it was last seen). Reference figures under the same protocol: the ground-truth
+video (the tracker's own error floor) and a frozen video (the error of ignoring motion entirely).
+Video quality: PSNR and SSIM of frames 1.. against the ground-truth clip (MotionStream reports
+them next to EPE), with the frozen first frame as the reference a model must beat.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from trackstream.data.clips import ClipPool
+from trackstream.data.trackers import build_tracker
+from trackstream.data.video_io import to_uint8
+from trackstream.diffusion.samplers import Condition, SamplerConfig, nfe_per_step, sample
+from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, frozen_epe, motion_epe, video_psnr, video_ssim
+from trackstream.models.conditioner import Conditioner, encode_motion
+from trackstream.models.tracks import sample_track_ids
+
+__all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalConfig:
+    enabled: bool = True
+    tracker: str = EPE_TRACKER  # the EPE protocol's tracker (eval.metrics.EPE_TRACKERS): lk_plain on CPU
+    periodic_clips: int = 2  # held-out clips of the evaluation every trainer.sample_every steps
+    num_frames: int | None = None  # held-out clip length; null: data.num_frames (train short, test long)
+    batch_size: int = 8
+    save_videos: int = 4  # held-out samples written to samples/ (with track overlays)
+    use_ema: bool = True
+    seed: int = 0
+    num_tracks: int | None = None  # input tracks per clip (a fixed random subset of those visible in frame 0); null: all
+    preview_clips: int = 0  # the first clips' frames returned under "preview" (uint8, not for JSON)
+
+    def __post_init__(self) -> None:
+        check_epe_tracker(self.tracker, "eval.tracker")
+        if self.num_tracks is not None and self.num_tracks < 1:
+            raise ValueError(f"eval.num_tracks={self.num_tracks} must be >= 1 (or null for all tracks)")
+        if self.num_frames is not None and (self.num_frames < 1 or (self.num_frames - 1) % 4):
+            raise ValueError(f"eval.num_frames={self.num_frames} must be 4k + 1 (the codec's temporal factor) or null")
+        if self.batch_size < 1 or self.save_videos < 0:
+            raise ValueError(f"eval.batch_size={self.batch_size} must be >= 1 and eval.save_videos={self.save_videos} >= 0")
+
+
+def overlay_tracks(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, *, max_points: int = 24) -> np.ndarray:
+    """Draw up to ``max_points`` evenly chosen visible tracks [T, N, 2] on frames [T, H, W, 3]
+    (copy), one colour per track, so motion can be followed without hiding the video."""
+    import cv2
+
+    out = frames.copy()
+    n = tracks.shape[1]
+    chosen = np.linspace(0, n - 1, num=min(n, max_points)).round().astype(int) if n else []
+    hues = np.linspace(0, 179, num=max(1, len(chosen)), endpoint=False).astype(np.uint8)
+    colours = cv2.cvtColor(np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], 1)[None], cv2.COLOR_HSV2RGB)[0]
+    for t in range(len(out)):
+        for k, j in enumerate(chosen):
+            x, y = tracks[t, j]
+            if visibility[t, j] and np.isfinite(x) and np.isfinite(y):
+                out[t, int(np.clip(round(float(y)), 0, out.shape[1] - 1)), int(np.clip(round(float(x)), 0, out.shape[2] - 1))] = colours[k]
+    return out
+
+
+def write_video(path: Path, frames: np.ndarray, *, fps: int) -> Path:
+    from trackstream.data.video_io import write_mp4
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_mp4(str(path), frames, fps=fps)
+    return path
+
+
+@torch.no_grad()
+def evaluate_motion(
+    network: torch.nn.Module,
+    *,
+    conditioner: Conditioner,
+    clips: ClipPool,
+    sampler: SamplerConfig,
+    shift: float,
+    cfg: EvalConfig,
+    embed_dim: int,
+    device: torch.device,
+    out_dir: Path | None = None,
+    fps: int = 8,
+    tag: str = "eval",
+    clean_first_frame: bool | None = None,
+) -> dict:
+    """Returns EPE figures (pixels) and per-sample values; writes ``cfg.save_videos`` held-out
+    samples (generated with / without tracks and the ground truth, tracks overlaid) to ``out_dir``."""
+    if clean_first_frame is None:  # the network's own training convention (network.json)
+        clean_first_frame = getattr(network, "module", network).conventions.clean_first_frame  # DDP-wrapped or not
+    tracker = build_tracker(cfg.tracker)
+    network.eval()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    per = {"with_tracks": [], "without_tracks": [], "ground_truth_video": [], "frozen_video": []}
+    psnr = {"with_tracks": [], "without_tracks": [], "frozen_video": []}
+    ssim = {k: [] for k in psnr}
+    preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": [], "ground_truth_video": []}
+    saved = []
+    n = len(clips)
+    for start in range(0, n, cfg.batch_size):
+        idx = list(range(start, min(n, start + cfg.batch_size)))
+        video = clips.videos(idx)  # [B, 3, T, H, W]
+        B, _, T, H, W = video.shape
+        tracks = [torch.from_numpy(clips.clips[i]["tracks"]) for i in idx]
+        vis = [torch.from_numpy(clips.clips[i]["visibility"]) for i in idx]
+        # input tracks: those visible in the first frame (the tracker queries them at t = 0)
+        keep = [v[0].clone() for v in vis]
+        if cfg.num_tracks is not None:  # a fixed random subset of the frame-0-visible tracks
+            for b, k in enumerate(keep):
+                on = torch.nonzero(k).flatten()
+                if len(on) > cfg.num_tracks:
+                    g = torch.Generator().manual_seed(int(clips.clips[idx[b]]["meta"]["seed"]) % 2**62)  # = eval.stream_eval
+                    drop = on[torch.randperm(len(on), generator=g)[cfg.num_tracks:]]
+                    k[drop] = False
+        n_max = max(int(k.sum()) for k in keep)
+        tr = torch.zeros(B, T, n_max, 2)
+        vi = torch.zeros(B, T, n_max, dtype=torch.bool)
+        for b in range(B):
+            m = int(keep[b].sum())
+            tr[b, :, :m], vi[b, :, :m] = tracks[b][:, keep[b]], vis[b][:, keep[b]]
+        text, text_len = conditioner.text([clips.clips[i]["caption"] for i in idx])
+        image = conditioner.image(video[:, :, 0], num_frames=T)
+        features = conditioner.image_features(video[:, :, 0])  # CLIP tokens, or None without the image branch
+        first = conditioner.first_latent(video[:, :, 0]) if clean_first_frame else None
+        ids = sample_track_ids(B, n_max, generator=gen)
+        sf = conditioner.codec.spatial_factor
+        motion = encode_motion(tr.to(device), vi.to(device), ids, embed_dim=embed_dim, height=H, width=W,
+                               latent_height=H // sf)
+        latent_shape = (B, getattr(network, "module", network).latent_channels, 1 + (T - 1) // 4, H // sf, W // sf)
+        noise = torch.randn(latent_shape, generator=gen).to(device)
+        results = {}
+        for mode, m in (("with_tracks", motion), ("without_tracks", None)):
+            cond = Condition(text=text.to(device), text_lengths=text_len.to(device), null_text=conditioner.null_text,
+                             null_text_lengths=conditioner.null_lengths, image=image, motion=m, first_latent=first,
+                             image_features=features)
+            lat = sample(network, noise, cond, cfg=sampler, shift=shift)
+            results[mode] = conditioner.codec.decode(lat)  # [B, 3, T, H, W]
+        results["ground_truth_video"] = video
+        for b in range(B):
+            m = int(keep[b].sum())
+            gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
+            i = idx[b]
+            videos = {mode: to_uint8(vids[b]) for mode, vids in results.items()}  # [T, H, W, 3] uint8 each
+            gt_frames = videos["ground_truth_video"]
+            for mode, frames in videos.items():
+                per[mode].append(motion_epe(frames, gt_tr, gt_vis, tracker)[0])
+                if mode in psnr:
+                    psnr[mode].append(video_psnr(frames, gt_frames))
+                    ssim[mode].append(video_ssim(frames, gt_frames))
+                if i < cfg.preview_clips:
+                    preview[mode].append(frames)
+            per["frozen_video"].append(frozen_epe(gt_tr, gt_vis)[0])
+            still = np.broadcast_to(gt_frames[:1], gt_frames.shape)
+            psnr["frozen_video"].append(video_psnr(still, gt_frames))
+            ssim["frozen_video"].append(video_ssim(still, gt_frames))
+            if out_dir is not None and i < cfg.save_videos:  # the first clips, all three videos each
+                for mode in ("with_tracks", "without_tracks", "ground_truth_video"):
+                    frames = overlay_tracks(videos[mode], gt_tr, gt_vis)
+                    path = write_video(out_dir / f"{tag}_{i:03d}_{mode}.mp4", frames, fps=fps)
+                    saved.append({"path": str(path), "mode": mode, "clip": i})
+    figures = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
+    figures.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
+    figures.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
+    figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
+    figures.update(num_samples=n, sampler_steps=sampler.steps, guidance=sampler.guidance.mode,
+                   w_text=sampler.guidance.w_text, w_motion=sampler.guidance.w_motion,
+                   nfe_per_video=nfe_per_step(sampler.guidance.mode) * (sampler.steps if sampler.solver == "euler" else 2 * sampler.steps - 1),
+                   tracker=cfg.tracker, per_sample={k: [float(x) for x in v] for k, v in per.items()}, videos=saved,
+                   psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
+                   ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()})
+    if cfg.preview_clips:
+        figures["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
+    return figures

@@ -1,0 +1,418 @@
+"""Causal (chunk-autoregressive) mode of the Wan DiT: block-causal training attention and a
+functional rolling KV cache with attention sinks (MotionStream "c3s1w1").
+
+The same ``WanModel`` serves both paths through its pluggable self-attention; nothing here
+copies the architecture.
+
+Chunks. A clip of F latent frames is split into chunks of ``chunk_frames`` (C) frames; with
+``first_chunk_frames`` set, chunk 0 has that many frames instead (e.g. 1: the I2V image latent
+as its own chunk, so the sink is exactly the given frame). Chunk i attends to itself
+(bidirectionally), to the sink chunks j < S and to the W chunks before it:
+``visible(i, j) = j <= i and (j < S or j >= i - W)``; W=None is the full causal history.
+
+Cache layout (streaming, per layer). At chunk i the keys are laid out as
+``[sink chunks][window chunks][current chunk]``: sink = chunks j < min(S, i), never evicted;
+window = the newest min(W, i - S) non-sink chunks (appending beyond W evicts the oldest).
+Keys are stored BEFORE RoPE. RoPE frame positions are the slots in that layout, contiguous from
+0 (sink at 0.., then the window, then the current chunk), so positions stay bounded (below
+S*C + (W+1)*C frames; 9 for c3s1w1) and there is no length limit. Height/width positions are
+the token grid as usual. Once the window is full the cache holds a constant S + W chunks.
+
+Position rule in the training path (identical by construction). For query chunk i, the keys
+of chunk j get their slot in i's cache layout. Window and current chunks are contiguous in both
+layouts, so their offset to i equals the absolute offset and ordinary absolute RoPE is exact for
+them; only sink keys see a different offset once eviction starts. One masked attention call
+realises both: q is roped twice (absolute position, cache position) and concatenated on the head
+dim, sink keys are zero-padded into the second half and all others into the first, and the
+softmax scale is set to 1/sqrt(D). Equivalence with streaming is tested to 1e-5 in fp32.
+(MotionStream stores the sink roped; the same here, as sink slots never move.) Backends:
+FlexAttention (compiled on CUDA; on CPU it is unfused and forward-only) or SDPA with a boolean
+[L, L] mask; "auto" picks flex on CUDA.
+
+API::
+
+    cfg = CausalConfig(chunk_frames=3, sink_chunks=1, window_chunks=1)
+    # training: one forward over a clip, per-frame timesteps t [B, F]
+    v = block_causal_forward(model, cfg, x, t, context)           # [B, C, F, H, W]
+    # streaming: predict a chunk (does not touch the cache), then write it explicitly
+    cache = new_cache(model, cfg, context)                        # text K/V computed once
+    for x_i, t_i in chunks:
+        pred, kv = stream_step(model, cache, x_i, t_i)            # noisy pass(es)
+        ...                                                       # denoise, get clean x0_i
+        _, kv = stream_step(model, cache, x0_i, torch.zeros(B))   # clean re-run, same position
+        cache = cache.append(kv)                                  # new cache; old one intact
+
+By default ``append`` detaches the K/V, so gradients flow through the current chunk only (the
+Self-Forcing memory trick); ``new_cache(..., detach=False)`` keeps the graph into the history.
+Legend as in models.wan.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+
+from trackstream.models.wan import WanModel, apply_rope, grid_positions, rope_cos_sin
+
+if TYPE_CHECKING:  # for the annotation only: the buffered step is optional
+    from trackstream.models.stream_buffers import StepBuffers
+
+try:  # FlexAttention: fused block-sparse kernel on CUDA (compiled), unfused and forward-only on CPU
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    HAS_FLEX = True
+except ImportError:  # pragma: no cover - old torch
+    HAS_FLEX = False
+
+__all__ = [
+    "CausalConfig", "BlockCausalAttention", "block_causal_forward", "ChunkKV", "KVCache",
+    "StreamOutput", "new_cache", "stream_step", "FeatureRecorder", "HAS_FLEX",
+]
+BACKENDS = ("auto", "flex", "sdpa")
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@dataclass  # not frozen: a Hydra schema node (stage.causal) must stay writable
+class CausalConfig:
+    """Chunked causal attention: chunk size C frames, S sink chunks, W window chunks (None: all)."""
+
+    chunk_frames: int = 3
+    sink_chunks: int = 1
+    window_chunks: Optional[int] = 1
+    first_chunk_frames: Optional[int] = None  # None: chunk 0 has chunk_frames frames too
+
+    def __post_init__(self):
+        def check(name, value, lo, allow_none):
+            if value is None and allow_none:
+                return
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                none = " or None" if allow_none else ""
+                raise ValueError(f"CausalConfig.{name}={value!r}: expected an int >= {lo}{none}")
+
+        check("chunk_frames", self.chunk_frames, 1, False)
+        check("sink_chunks", self.sink_chunks, 0, False)
+        check("window_chunks", self.window_chunks, 0, True)
+        check("first_chunk_frames", self.first_chunk_frames, 1, True)
+
+    @property
+    def name(self) -> str:
+        """Short tag, e.g. ``c3s1w1``, ``c3s1wfull``, ``c3s1w1f1`` (first chunk of 1 frame)."""
+        w = "full" if self.window_chunks is None else self.window_chunks
+        f = "" if self.first_chunk_frames in (None, self.chunk_frames) else f"f{self.first_chunk_frames}"
+        return f"c{self.chunk_frames}s{self.sink_chunks}w{w}{f}"
+
+    def chunk_len(self, i: int) -> int:
+        return self.first_chunk_frames if (i == 0 and self.first_chunk_frames) else self.chunk_frames
+
+    def chunk_start(self, i: int) -> int:
+        """Absolute first frame of chunk i."""
+        return 0 if i == 0 else self.chunk_len(0) + (i - 1) * self.chunk_frames
+
+    def num_chunks(self, num_frames: int) -> int:
+        first = self.chunk_len(0)
+        if num_frames < first or (num_frames - first) % self.chunk_frames:
+            raise ValueError(
+                f"{num_frames} latent frames do not split into chunks of {self.name}: use "
+                f"{first} + k*{self.chunk_frames} frames"
+            )
+        return 1 + (num_frames - first) // self.chunk_frames
+
+    def visible(self, i, j):
+        """Whether query chunk i attends to key chunk j (ints or broadcastable int tensors)."""
+        ok = j <= i
+        if self.window_chunks is None:
+            return ok
+        return ok & ((j < self.sink_chunks) | (j >= i - self.window_chunks))
+
+    def cache_chunks(self, i: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """(sink ids, window ids) held by the cache when chunk i is generated."""
+        sink = tuple(range(min(self.sink_chunks, i)))
+        lo = self.sink_chunks if self.window_chunks is None else max(self.sink_chunks, i - self.window_chunks)
+        return sink, tuple(range(lo, i))
+
+    def cache_start(self, i: int) -> int:
+        """RoPE frame position of chunk i's first frame in its own cache layout (bounded)."""
+        sink, window = self.cache_chunks(i)
+        return sum(self.chunk_len(j) for j in sink + window)
+
+
+def _check_temporal_patch(model: WanModel) -> None:
+    if model.patch_size[0] != 1:
+        raise ValueError(f"causal mode needs a temporal patch size of 1, got patch_size={model.patch_size}")
+
+
+# ----------------------------------------------------------------------------- training path
+
+
+_compiled_flex = None
+
+
+def _flex(q, k, v, block_mask, scale):
+    """FlexAttention on [B, N, L, E]: compiled on CUDA (fused), eager elsewhere (materialises scores)."""
+    global _compiled_flex
+    if q.device.type == "cuda":
+        if _compiled_flex is None:
+            _compiled_flex = torch.compile(flex_attention, dynamic=False)
+        return _compiled_flex(q, k, v, block_mask=block_mask, scale=scale)
+    with warnings.catch_warnings():  # "called without torch.compile": expected off-GPU
+        warnings.simplefilter("ignore", UserWarning)
+        return flex_attention(q, k, v, block_mask=block_mask, scale=scale)
+
+
+class BlockCausalAttention:
+    """``SelfAttentionFn`` for a whole clip: bidirectional within a chunk, causal across chunks,
+    only sink + window visible, RoPE by cache position (see the module docstring).
+
+    grid: the token grid (F, H', W') of the clip; ``backend``: "flex", "sdpa" (boolean mask) or
+    "auto" (flex on CUDA, SDPA elsewhere: CPU flex is unfused and has no backward).
+    """
+
+    def __init__(self, config: CausalConfig, grid: tuple[int, int, int], head_dim: int, *,
+                 device: torch.device | str | None = None, backend: str = "auto"):
+        if backend not in BACKENDS:
+            raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
+        device = torch.device(device or "cpu")
+        if backend == "auto":
+            backend = "flex" if HAS_FLEX and device.type == "cuda" else "sdpa"
+        if backend == "flex" and not HAS_FLEX:
+            raise ValueError("backend='flex' needs torch.nn.attention.flex_attention; use backend='sdpa'")
+        self.backend, self.head_dim = backend, head_dim
+        cfg, (nf, h, w) = config, grid
+        n = cfg.num_chunks(nf)
+        frame_chunk = torch.cat([torch.full((cfg.chunk_len(i),), i) for i in range(n)])  # [F]
+        self.tok_chunk = frame_chunk.repeat_interleave(h * w).to(device)  # [L] chunk id per token
+        pos = grid_positions(grid, device=device)  # [L, 3] absolute (frame, row, col)
+        self.cos, self.sin = rope_cos_sin(pos, head_dim)
+        # Frame shift from absolute to cache position per chunk; non-zero once eviction starts.
+        shift = torch.tensor([cfg.chunk_start(i) - cfg.cache_start(i) for i in range(n)], device=device)
+        self.dual = cfg.sink_chunks > 0 and bool(shift.any())
+        if self.dual:
+            cpos = pos.clone()
+            cpos[:, 0] -= shift[self.tok_chunk]
+            self.cos_c, self.sin_c = rope_cos_sin(cpos, head_dim)
+            self.sink = (self.tok_chunk < cfg.sink_chunks)[None, :, None, None]  # [1, L, 1, 1]
+        qc, kc = self.tok_chunk[:, None], self.tok_chunk[None, :]
+        if backend == "sdpa":
+            self.mask = cfg.visible(qc, kc)  # [L, L] bool, True = attend
+        else:
+            tok = self.tok_chunk
+
+            def mask_mod(b, hh, q_idx, kv_idx):
+                return cfg.visible(tok[q_idx], tok[kv_idx])
+
+            L = self.tok_chunk.numel()
+            self.block_mask = create_block_mask(mask_mod, None, None, L, L, device=device)
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        qa = apply_rope(q, self.cos, self.sin)
+        ka = apply_rope(k, self.cos, self.sin)
+        if self.dual:  # sink keys meet q at its cache position, all others q at its absolute one
+            qc = apply_rope(q, self.cos_c, self.sin_c)
+            qa = torch.cat([qa, qc], dim=-1)  # [B, L, N, 2D]
+            ka = torch.cat([ka.masked_fill(self.sink, 0.0), ka.masked_fill(~self.sink, 0.0)], dim=-1)
+        q_, k_, v_ = (a.to(v.dtype).transpose(1, 2) for a in (qa, ka, v))  # [B, N, L, E]
+        scale = 1.0 / math.sqrt(self.head_dim)
+        if self.backend == "sdpa":
+            out = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=self.mask, scale=scale)
+        else:
+            if q.device.type != "cuda" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
+                raise ValueError("backend='flex' has no backward on CPU; use backend='sdpa' (or 'auto')")
+            out = _flex(q_, k_, v_, self.block_mask, scale)
+        return out.transpose(1, 2)  # [B, L, N, D]
+
+
+def block_causal_forward(model: WanModel, config: CausalConfig, x: torch.Tensor, t: torch.Tensor,
+                         context: torch.Tensor, clip_fea: torch.Tensor | None = None,
+                         y: torch.Tensor | None = None, *, context_lens: torch.Tensor | None = None,
+                         backend: str = "auto") -> torch.Tensor:
+    """Causal prediction for a whole clip in one forward (ODE init, teacher forcing).
+
+    Same arguments as ``WanModel.forward``; t may be per frame [B, F] (diffusion forcing).
+    Returns [B, out_dim, F, H, W] float32.
+    """
+    _check_temporal_patch(model)
+    _, ph, pw = model.patch_size
+    grid = (x.shape[2], x.shape[3] // ph, x.shape[4] // pw)
+    attn = BlockCausalAttention(config, grid, model.head_dim, device=x.device, backend=backend)
+    return model(x, t, context, clip_fea, y, context_lens=context_lens, attention=attn)
+
+
+# ----------------------------------------------------------------------------- streaming path
+
+
+@dataclass(frozen=True, eq=False)  # identity semantics: fields are tensors
+class ChunkKV:
+    """Un-roped self-attention K/V of one chunk at every layer: layers[l] = (k, v), [B, L, N, D]."""
+
+    index: int
+    frames: int
+    tokens_per_frame: int
+    layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+
+    def detach(self) -> "ChunkKV":
+        return dataclasses.replace(self, layers=tuple((k.detach(), v.detach()) for k, v in self.layers))
+
+
+@dataclass(frozen=True, eq=False)
+class KVCache:
+    """Immutable streaming state: sink and window chunks (un-roped K/V per layer) and the per-layer
+    cross-attention K/V of the prompt. Build with ``new_cache``; ``append`` returns a new cache."""
+
+    config: CausalConfig
+    context_kv: tuple[tuple[torch.Tensor, ...], ...]
+    sink: tuple[ChunkKV, ...] = ()
+    window: tuple[ChunkKV, ...] = ()
+    next_chunk: int = 0  # index of the chunk the next ``stream_step`` predicts
+    detach: bool = True  # detach K/V on append (no gradient into the history)
+
+    @property
+    def chunks(self) -> tuple[ChunkKV, ...]:
+        return self.sink + self.window  # cache layout order
+
+    @property
+    def frames(self) -> int:
+        """Cached frames = RoPE frame position of the next chunk (bounded when W is finite)."""
+        return sum(c.frames for c in self.chunks)
+
+    @property
+    def batch_size(self) -> int:
+        return self.context_kv[0][0].shape[0]
+
+    def nbytes(self) -> int:
+        """Bytes held by the self-attention K/V (the part that grows without a window)."""
+        return sum(k.nbytes + v.nbytes for c in self.chunks for k, v in c.layers)
+
+    def append(self, kv: ChunkKV) -> "KVCache":
+        """Write chunk ``kv`` (from ``stream_step`` on this cache) and roll: a new cache."""
+        if kv.index != self.next_chunk:
+            raise ValueError(f"chunk {kv.index} appended to a cache expecting chunk {self.next_chunk}: "
+                             "append the K/V of a stream_step run on this cache, in order")
+        if len(kv.layers) != len(self.context_kv):
+            raise ValueError(f"chunk K/V has {len(kv.layers)} layers; the cache has {len(self.context_kv)}")
+        if self.chunks and kv.tokens_per_frame != self.chunks[0].tokens_per_frame:
+            raise ValueError(f"chunk has {kv.tokens_per_frame} tokens per frame; the cache holds "
+                             f"{self.chunks[0].tokens_per_frame}")
+        assert kv.frames == self.config.chunk_len(kv.index), "ChunkKV frames disagree with the config"
+        if self.detach:
+            kv = kv.detach()
+        if kv.index < self.config.sink_chunks:
+            return dataclasses.replace(self, sink=self.sink + (kv,), next_chunk=kv.index + 1)
+        window = self.window + (kv,)
+        w = self.config.window_chunks
+        if w is not None:
+            window = window[len(window) - w:] if w > 0 else ()  # evict the oldest
+        return dataclasses.replace(self, window=window, next_chunk=kv.index + 1)
+
+
+class StreamOutput(NamedTuple):
+    pred: torch.Tensor | None  # [B, out_dim, F_chunk, H, W] float32 (None for a features-only pass)
+    kv: ChunkKV | None  # this pass's K/V, to ``cache.append`` if this is the pass to keep
+
+
+def new_cache(model: WanModel, config: CausalConfig, context: torch.Tensor,
+              clip_fea: torch.Tensor | None = None, *, context_lens: torch.Tensor | None = None,
+              detach: bool = True) -> KVCache:
+    """Empty cache for one prompt; cross-attention K/V are computed here, once.
+
+    Built under the caller's grad mode: with grad, every chunk's loss shares this subgraph
+    (backward once over the rollout, or rebuild the cache per backward).
+    """
+    _check_temporal_patch(model)
+    ctx, n_img = model.embed_context(context, clip_fea, context_lens)
+    return KVCache(config, tuple(tuple(kv) for kv in model.context_kv(ctx, n_img)), detach=detach)
+
+
+class FeatureRecorder:
+    """Records the self-attention output (before the output projection, [B, L_cur, N, D]) of chosen
+    blocks during one streaming step, and optionally variants of it: for each named transform of
+    those blocks' window keys (with RoPE) and values ([B, L_all, N, D]), the attention of the same
+    queries over the transformed K/V, recorded only (the pass itself continues with the plain output)
+    — the extension point DragStream's features and its frequency-filtered context use. Nothing is
+    copied into the cache: the step's prediction and K/V are unchanged."""
+
+    def __init__(self, layers, variants: dict | None = None):
+        self.layers = frozenset(int(i) for i in layers)
+        self.variants = dict(variants or {})  # name -> (layer, k_all, v_all) -> (k_all, v_all)
+        self.features: dict[int, torch.Tensor] = {}
+        self.variant_features: dict[tuple, torch.Tensor] = {}  # (name, layer) -> [B, L_cur, N, D]
+
+
+class _CachedAttention:
+    """``SelfAttentionFn`` of one streaming step: [cache][current] keys, RoPE by slot, no mask.
+    Records the current chunk's un-roped (k, v) per layer (and features for a ``FeatureRecorder``)."""
+
+    def __init__(self, cache: KVCache, grid: tuple[int, int, int], head_dim: int, device,
+                 recorder: FeatureRecorder | None = None):
+        f, h, w = grid
+        self.chunks, self.cur_tokens = cache.chunks, f * h * w
+        pos = grid_positions((cache.frames + f, h, w), device=device)  # [L_cache + L_cur, 3]
+        self.cos, self.sin = rope_cos_sin(pos, head_dim)
+        self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.recorder = recorder
+
+    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        self.kv[layer] = (k, v)  # a checkpoint recompute overwrites it with equal tensors: harmless
+        ks = [c.layers[layer][0] for c in self.chunks] + [k]
+        vs = [c.layers[layer][1] for c in self.chunks] + [v]
+        k_all = apply_rope(torch.cat(ks, dim=1), self.cos, self.sin).to(v.dtype)  # [B, L_all, N, D]
+        v_all = torch.cat(vs, dim=1)
+        rec = self.recorder if self.recorder is not None and layer in self.recorder.layers else None
+        n = self.cur_tokens
+        q = apply_rope(q, self.cos[-n:], self.sin[-n:]).to(v.dtype).transpose(1, 2)
+        out = F.scaled_dot_product_attention(q, k_all.transpose(1, 2), v_all.transpose(1, 2))
+        out = out.transpose(1, 2)  # [B, L_cur, N, D]
+        if rec is not None:
+            rec.features[layer] = out
+            for name, transform in rec.variants.items():
+                kt, vt = transform(layer, k_all, v_all)
+                rec.variant_features[(name, layer)] = F.scaled_dot_product_attention(
+                    q, kt.transpose(1, 2), vt.transpose(1, 2)).transpose(1, 2)
+        return out
+
+
+def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tensor, *,
+                y: torch.Tensor | None = None, recorder: FeatureRecorder | None = None,
+                until: int | None = None, buffers: "StepBuffers | None" = None) -> StreamOutput:
+    """Predict chunk ``cache.next_chunk`` given the cache; the cache is not modified.
+
+    x: [B, C_noise, F_chunk, H, W]; t: [B] or [B, F_chunk]; y: this chunk's conditioning
+    channels (i2v). Returns the prediction and this pass's ChunkKV (for ``cache.append``).
+    ``recorder``: fills ``recorder.features[layer]`` for its layers (see ``FeatureRecorder``).
+    ``until``: run the blocks up to that one only and return no prediction and no K/V (a pass that
+    only needs the recorder's features, e.g. DragStream's latent-constancy iterations).
+    ``buffers``: a ``models.stream_buffers.StepBuffers`` of this stream: the same step over static
+    in-place K/V buffers, RoPE once per key (inference only; equal to this reference path).
+    """
+    cfg, i = cache.config, cache.next_chunk
+    B, nf = x.shape[0], x.shape[2]
+    if nf != cfg.chunk_len(i):
+        raise ValueError(f"chunk {i} of {cfg.name} has {cfg.chunk_len(i)} latent frames; x has {nf}")
+    if B != cache.batch_size:
+        raise ValueError(f"x has batch {B}; the cache was built for batch {cache.batch_size}")
+    if len(cache.context_kv) != model.num_layers:
+        raise ValueError(f"cache has {len(cache.context_kv)} layers; the model has {model.num_layers}")
+    tokens, grid = model.patchify(x, y)  # [B, L, dim]
+    tpf = grid[1] * grid[2]
+    if cache.chunks and cache.chunks[0].tokens_per_frame != tpf:
+        raise ValueError(f"x has {tpf} tokens per frame; the cached chunks have {cache.chunks[0].tokens_per_frame}")
+    e, e0 = model.time_embed(t, B, nf)
+    if buffers is not None:
+        head, layers = buffers.run(model, cache, tokens, grid, e0, e, recorder=recorder, last=until)
+        if until is not None:
+            return StreamOutput(None, None)
+    else:
+        attn = _CachedAttention(cache, grid, model.head_dim, tokens.device, recorder)
+        tokens = model.run_blocks(tokens, e0, cache.context_kv, attn, tpf, last=until)
+        if until is not None:
+            return StreamOutput(None, None)
+        head = model.head(tokens, e, tpf)
+        layers = tuple(attn.kv[layer] for layer in range(model.num_layers))
+    pred = model.unpatchify(head, grid)
+    return StreamOutput(pred, ChunkKV(index=i, frames=nf, tokens_per_frame=tpf, layers=layers))

@@ -1,0 +1,137 @@
+"""Video codecs (VAEs) behind one interface, ``VideoCodec`` (see ``base.py`` for the contract).
+
+- ``wan2.1-vae``: the Wan 2.1 VAE (diffusers ``AutoencoderKLWan``), official ``Wan2.1_VAE.pth``
+  or a diffusers folder, latent mean/std applied inside.
+- ``wan2.2-vae``: the Wan 2.2 (TI2V-5B) VAE, official ``Wan2.2_VAE.pth`` or a diffusers folder:
+  48 latent channels at H/16 x W/16 (``spatial_factor`` 16).
+- ``taehv-wan2.1``: TAEHV tiny VAE in the Wan 2.1 latent space (``taew2_1.pth``/``.safetensors``).
+- ``taehv-wan2.2``: TAEHV tiny VAE in the Wan 2.2 TI2V-5B latent space (``taew2_2.pth``/``.safetensors``):
+  48 latent channels, 2x2 pixel patch, ``spatial_factor`` 16; the 5B's fast decoder.
+- ``tiny-ae``: a small trainable causal autoencoder for the embedded synthetic world.
+
+All map [B, 3, 1+4k, H, W] pixels in [-1, 1] to normalised latents [B, C, 1+k, H/s, W/s], s = ``spatial_factor``
+(8, except 16 for ``wan2.2-vae`` / ``taehv-wan2.2`` and the patch options of TAEHV / the tiny AE).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+from trackstream.models.codec_names import CODEC_NAMES
+from trackstream.models.release_folder import find_release, is_release_folder, vae_version
+
+from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
+from .taehv import TAEHV, TAEHV_RELEASES, TAEHVConfig, TAEHVDecodeState
+from .tiny_ae import TinyAE, TinyAEConfig, TinyAEDecodeState, reconstruction_loss
+from .wan22_vae import (
+    WAN22_LATENTS_MEAN,
+    WAN22_LATENTS_STD,
+    Wan22VAE,
+    Wan22VAEConfig,
+    convert_diffusers_to_official22,
+    convert_official22_to_diffusers,
+)
+from .wan_vae import (
+    WAN21_LATENTS_MEAN,
+    WAN21_LATENTS_STD,
+    WanDecodeState,
+    WanVAE,
+    WanVAEConfig,
+    convert_diffusers_to_official,
+    convert_official_to_diffusers,
+)
+
+__all__ = [
+    "CODEC_NAMES",
+    "build_codec",
+    "VideoCodec",
+    "WanVAE",
+    "WanVAEConfig",
+    "WanDecodeState",
+    "WAN21_LATENTS_MEAN",
+    "WAN21_LATENTS_STD",
+    "convert_official_to_diffusers",
+    "convert_diffusers_to_official",
+    "Wan22VAE",
+    "Wan22VAEConfig",
+    "WAN22_LATENTS_MEAN",
+    "WAN22_LATENTS_STD",
+    "convert_official22_to_diffusers",
+    "convert_diffusers_to_official22",
+    "TAEHV",
+    "TAEHVConfig",
+    "TAEHV_RELEASES",
+    "TAEHVDecodeState",
+    "TinyAE",
+    "TinyAEConfig",
+    "TinyAEDecodeState",
+    "reconstruction_loss",
+    "load_state_dict_strict",
+    "read_state_dict_file",
+]
+
+
+
+def _make_config(cls: type, name: str, options: dict[str, Any], base: Any = None):
+    """``cls(**options)``, or ``base`` with ``options`` replaced (a release preset plus overrides)."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - fields)
+    if unknown:
+        raise ValueError(f"codec {name!r}: unknown option(s) {unknown}; valid options are {sorted(fields)}")
+    # Hydra hands over lists (ListConfig); the frozen configs hold tuples.
+    values = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in options.items()}
+    return cls(**values) if base is None else dataclasses.replace(base, **values)
+
+
+# codec name -> (class, config dataclass, VAE version of its official .pth)
+_WAN_VAES = {"wan2.1-vae": (WanVAE, WanVAEConfig, "2.1"), "wan2.2-vae": (Wan22VAE, Wan22VAEConfig, "2.2")}
+
+
+def _build_wan_vae(name: str, checkpoint: str | None, options: dict[str, Any]) -> WanVAE:
+    cls, config_cls, version = _WAN_VAES[name]
+    if checkpoint is not None and is_release_folder(Path(checkpoint)):
+        # a Wan release folder: its Wan2.1_VAE.pth / Wan2.2_VAE.pth (found by name, else by keys)
+        checkpoint = str(find_release(checkpoint).require("vae", field_name="codec.checkpoint").vae)
+    if checkpoint is not None and os.path.isdir(checkpoint):
+        if options:
+            raise ValueError(
+                f"codec {name!r}: options {sorted(options)} cannot be combined with the diffusers folder "
+                f"{checkpoint!r}, whose config.json defines the architecture; drop them"
+            )
+        return cls.from_pretrained(checkpoint)
+    config = _make_config(config_cls, name, options)
+    if checkpoint is None:
+        return cls.from_config(config)
+    found = vae_version(checkpoint)
+    if found is not None and found != version:
+        other = next(n for n, (_, _, v) in _WAN_VAES.items() if v == found)
+        raise ValueError(f"codec.checkpoint={checkpoint!r} is a Wan {found} VAE but codec.name={name!r} expects "
+                         f"Wan {version}; set codec.name={other} (or point at a Wan {version} VAE)")
+    return cls.from_official_checkpoint(checkpoint, config if options else None)  # None: sizes from the file
+
+
+def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> VideoCodec:
+    """Build a codec by name.
+
+    checkpoint: None for random init (tests, architecture benchmarks, a tiny AE about to be
+    trained); a file (official ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth``, ``taew2_1`` / ``taew2_2``
+    ``.pth``/``.safetensors``, a tiny-AE checkpoint); or, for the Wan VAEs only, a diffusers folder
+    (its config.json is used) or a Wan release folder (its official VAE file).
+    options: fields of the codec's config dataclass (``WanVAEConfig``, ``Wan22VAEConfig``, ``TAEHVConfig``,
+    ``TinyAEConfig``); for TAEHV they override the release preset of the name (``TAEHV_RELEASES``).
+    """
+    if checkpoint is not None and not os.path.exists(checkpoint):
+        raise ValueError(f"codec {name!r}: checkpoint path {checkpoint!r} does not exist")
+    if name in _WAN_VAES:
+        return _build_wan_vae(name, checkpoint, options)
+    if name in TAEHV_RELEASES:
+        config = _make_config(TAEHVConfig, name, options, base=TAEHV_RELEASES[name][0])
+        return TAEHV(config) if checkpoint is None else TAEHV.from_checkpoint(checkpoint, config)
+    if name == "tiny-ae":
+        config = _make_config(TinyAEConfig, name, options) if options else None
+        if checkpoint is None:
+            return TinyAE(config)
+        return TinyAE.from_checkpoint(checkpoint, config)
+    raise ValueError(f"unknown codec name {name!r}; choose one of {list(CODEC_NAMES)}")

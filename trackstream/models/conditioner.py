@@ -1,0 +1,148 @@
+"""Frozen encoders turned into network inputs: clips -> latents, first frames -> image channels or a
+clean first latent, captions -> text embeddings, tracks -> the motion condition c_m (eq. 1).
+
+Shared by training (the teacher objective, ODE pairs, DMD), the streaming engine and the
+evaluations, so every stage conditions the network the same way.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from trackstream.models.conditioning import i2v_condition, start_image_latents
+from trackstream.models.motion_wan import ModelConfig
+from trackstream.models.tracks import rasterize_tracks, track_id_embedding
+from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
+
+__all__ = ["Conditioner", "encode_motion", "load_export"]
+
+
+def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Tensor, *, embed_dim: int,
+                  height: int, width: int, latent_height: int | None = None) -> torch.Tensor:
+    """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1).
+
+    ``latent_height`` (h) sets the grid: the codec's spatial factor is ``height // h`` (Wan: 8,
+    the default when it is not given)."""
+    factor = 8
+    if latent_height is not None:
+        if height % latent_height:
+            raise ValueError(f"video height {height} is not a multiple of the latent height {latent_height}")
+        factor = height // latent_height
+    emb = track_id_embedding(ids.to(tracks.device), embed_dim)
+    return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=factor)
+
+
+class Conditioner:
+    """Frozen encoders: clips -> latents, first frames -> image channels, captions -> text."""
+
+    def __init__(self, *, codec: nn.Module, text_encoder, layout: str, device: torch.device,
+                 image_features: str = "none", image_encoder: nn.Module | None = None):
+        if image_features not in ("none", "clip", "zeros"):
+            raise ValueError(f"image_features={image_features!r}; choose none, clip or zeros")
+        if image_features == "clip" and image_encoder is None:
+            raise ValueError("image_features='clip' needs a CLIP image encoder: set model.image_encoder_path to the "
+                             "CLIP .pth (or the release folder holding it), or model.image_features=zeros where the "
+                             "release itself feeds zeros")
+        self.codec, self.text_encoder, self.layout, self.device = codec, text_encoder, layout, device
+        self.image_feature_mode, self.image_encoder = image_features, image_encoder
+        emb, lens = text_encoder.encode([""])
+        self.null_text, self.null_lengths = emb.to(device), lens.to(device)
+
+    @classmethod
+    def for_network(cls, model: ModelConfig, *, codec: nn.Module, text_encoder, device: torch.device,
+                    image_encoder: nn.Module | None = None) -> "Conditioner":
+        """The conditioner a network of config ``model`` needs (its layout; CLIP tokens when its flavor
+        has the image branch, loaded from ``model.image_encoder_path`` unless ``image_encoder`` is given)."""
+        mode = model.image_feature_mode
+        if mode == "clip" and image_encoder is None and model.image_encoder_path:
+            from trackstream.models.clip_image import load_image_encoder
+
+            image_encoder = load_image_encoder(model.image_encoder_path).to(device)
+        return cls(codec=codec, text_encoder=text_encoder, layout=model.layout, device=device, image_features=mode,
+                   image_encoder=image_encoder)
+
+    @torch.no_grad()
+    def image_features(self, first_frame: torch.Tensor) -> torch.Tensor | None:
+        """First frame [B, 3, H, W] -> CLIP tokens [B, 257, 1280] (zeros in "zeros" mode; None without the branch)."""
+        if self.image_feature_mode == "none":
+            return None
+        if self.image_feature_mode == "zeros":
+            return torch.zeros(first_frame.shape[0], CLIP_TOKENS, CLIP_DIM, device=self.device)
+        return self.image_encoder(first_frame.to(self.device)).float()
+
+    @torch.no_grad()
+    def latents(self, video: torch.Tensor) -> torch.Tensor:
+        return self.codec.encode(video.to(self.device)).float()
+
+    @torch.no_grad()
+    def image(self, first_frame: torch.Tensor, *, num_frames: int) -> torch.Tensor | None:
+        """First frame [B, 3, H, W] -> the layout's image channels [B, C_img, F, h, w]."""
+        first_frame = first_frame.to(self.device)
+        if self.layout == "wan_i2v":
+            return i2v_condition(self.codec, first_frame, num_frames=num_frames).float()
+        if self.layout == "fun_control":
+            return start_image_latents(self.codec, first_frame, num_frames=num_frames).float()
+        return None
+
+    @torch.no_grad()
+    def first_latent(self, first_frame: torch.Tensor) -> torch.Tensor:
+        """First frame [B, 3, H, W] -> its clean latent [B, 16, 1, h, w] (the codec is causal, so this
+        equals latent frame 0 of the whole clip's encoding)."""
+        return self.codec.encode(first_frame.to(self.device)[:, :, None]).float()
+
+    @torch.no_grad()
+    def text(self, captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        emb, lens = self.text_encoder.encode(list(captions))
+        return emb.float(), lens
+
+    def encode(self, batch: dict) -> dict:
+        """Fill ``latents``, ``image``, ``text_emb``/``text_len`` where missing; move to the device."""
+        out = dict(batch)
+        if "latents" not in out:
+            out["latents"] = self.latents(out["video"])
+        if "image" not in out and self.layout != "t2v":
+            video = out["video"]
+            out["image"] = self.image(video[:, :, 0], num_frames=video.shape[2])
+        if "text_emb" not in out:
+            out["text_emb"], out["text_len"] = self.text(out["caption"])
+        if "image_features" not in out and self.image_feature_mode != "none":
+            out["image_features"] = self.image_features(out["video"][:, :, 0])
+        for key, value in out.items():
+            if torch.is_tensor(value):
+                out[key] = value.to(self.device, non_blocking=True)
+        return out
+
+
+@torch.no_grad()
+def load_export(directory, *, codec_name: str, codec: str, device: str | torch.device | None = None,
+                dtype: str | torch.dtype | None = None):
+    """An exported network folder with what it needs to run, ready for inference: (network, codec,
+    conditioner) — the network frozen in eval mode, its codec (``models.codecs`` name + checkpoint /
+    release folder, which must be the network's latent space) and the text encoder and image features
+    its network.json names.
+
+    ``device`` / ``dtype``: None or "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
+    (``models.precision``). The DiT's matmul weights and the codec are cast to ``dtype``; what Wan keeps
+    in fp32 (time embedding, modulation, norms) stays fp32 (``WanModel.cast_for_inference``). This is the
+    one place every command (generation, DragStream, evaluation, the demo, the benches) loads an export.
+    """
+    import json
+    from pathlib import Path
+
+    from trackstream.models.codecs import build_codec
+    from trackstream.models.motion_wan import load_network
+    from trackstream.models.precision import resolve_precision
+    from trackstream.models.text_encoders import build_text_encoder
+
+    device, dtype = resolve_precision(device, dtype)
+    net = load_network(directory).requires_grad_(False).eval().to(device)
+    frozen_codec = build_codec(codec_name, checkpoint=codec).eval().to(device)
+    if dtype != torch.float32:
+        net.dit.cast_for_inference(dtype)
+        frozen_codec.to(dtype)
+    meta = json.loads((Path(directory) / "network.json").read_text())["model"]
+    text_encoder = build_text_encoder(meta["text_encoder"], **({"path": meta["text_encoder_path"]}
+                                                                if meta.get("text_encoder_path") else {}))
+    conditioner = Conditioner.for_network(ModelConfig(**meta), codec=frozen_codec, text_encoder=text_encoder,
+                                          device=device)
+    return net, frozen_codec, conditioner

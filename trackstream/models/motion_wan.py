@@ -1,0 +1,332 @@
+"""The trainable motion-conditioned video network: Wan DiT + track head + text projection.
+
+``MotionWan`` bundles what the teacher, the student and the critic train together, so one module
+is wrapped by DDP/FSDP, one state dict is checkpointed and one EMA is kept. The frozen parts
+(codec, text encoder) are NOT in it: they are shared, offloaded or replaced by cached outputs
+(``models.conditioner.Conditioner``). An exported network is a folder (``save_network`` /
+``load_network``): the DiT in the official Wan format, the heads, and ``network.json`` with the
+config and the typed ``Conventions`` it must be called with.
+
+Inputs of ``forward`` (B batch, D track-embedding dim, T pixel frames, F = 1 + (T-1)/4 latent
+frames, h/w latent size, L text tokens):
+  x        [B, C, F, h, w]      noisy latent (C = the flavor's out_dim: 16, or 48 for Wan 2.2 TI2V-5B);
+                                t [B] or [B, F] on the 0..1000 scale
+  text     [B, L, E] + lengths  frozen-encoder output (projected here to the DiT's text_dim)
+  image    [B, C_img, F, h, w]  first-frame channels (``models.conditioning``: wan_i2v -> 20,
+                                fun_control -> 16, t2v / ti2v -> None)
+  motion   [B, D, T, h, w]      rasterised track embeddings c_m (MotionStream eq. 1) or None for
+                                the empty motion condition; the learnable TrackHead folds time 4x.
+The empty motion condition is exactly zero track channels (the head has no bias), the same
+input as tracks dropped in training and masked mid-frames.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from trackstream.models.causal import CausalConfig
+from trackstream.models.conditioning import IMAGE_IN_LATENT, LAYOUTS, compose_condition, condition_channels
+from trackstream.models.flavors import build_wan, flavor_config
+from trackstream.models.text_encoders import TextProjection
+from trackstream.models.tracks import TRACK_EMBED_DIM, TrackEncoder
+from trackstream.models.wan import WanModel
+
+__all__ = ["IMAGE_FEATURES", "ModelConfig", "Conventions", "MotionWan", "build_motion_wan", "read_init", "save_network", "load_network",
+           "TEXT_ENCODER_DIMS", "pad_text", "LATENT_CHANNELS", "EXPORT_FILES", "latent_channels"]
+
+LATENT_CHANNELS = 16  # Wan 2.1 latents; a flavor's own count is latent_channels(flavor)
+IMAGE_FEATURES = ("auto", "clip", "zeros")
+
+
+@dataclass
+class ModelConfig:
+    flavor: str = "tiny"  # models.flavors name
+    layout: str = "wan_i2v"  # models.conditioning.LAYOUTS
+    track_channels: int = 16  # TrackHead output channels; 0 disables track conditioning
+    track_embed_dim: int = TRACK_EMBED_DIM
+    text_encoder: str = "minilm"  # models.text_encoders.build_text_encoder name (frozen)
+    text_encoder_path: str | None = None  # local folder / checkpoint of the text encoder
+    overrides: dict = field(default_factory=dict)  # WanModel kwargs (dim, num_layers, text_len, ...)
+    init_from: str | None = None  # Wan checkpoint (official or diffusers) to start the DiT from
+    # CLIP image tokens for flavors with the I2V image branch (img_emb): "clip" = the first frame's
+    # tokens from the CLIP model at image_encoder_path; "zeros" = zero tokens (what the Fun-Control
+    # release feeds when no CLIP image is given); "auto" = "clip" for those flavors, unused otherwise.
+    image_features: str = "auto"
+    image_encoder_path: str | None = None  # CLIP .pth, transformers folder or release folder
+
+    def __post_init__(self) -> None:
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"model.layout={self.layout!r}; choose one of {LAYOUTS}")
+        if self.track_channels < 0:
+            raise ValueError(f"model.track_channels={self.track_channels} must be >= 0")
+        if self.track_embed_dim < 2 or self.track_embed_dim % 2:
+            raise ValueError(f"model.track_embed_dim={self.track_embed_dim} must be even and >= 2")
+        base = flavor_config(self.flavor, **self.overrides)  # raises ValueError naming unknown flavors / fields
+        if self.image_features not in IMAGE_FEATURES:
+            raise ValueError(f"model.image_features={self.image_features!r}; choose one of {IMAGE_FEATURES}")
+        if base["model_type"] == "t2v" and self.image_features in ("clip", "zeros"):
+            raise ValueError(f"model.image_features={self.image_features!r}: flavor {self.flavor!r} (t2v) has no "
+                             "CLIP image branch; leave it at auto")
+
+    @property
+    def image_feature_mode(self) -> str:
+        """"clip", "zeros" or "none" (no CLIP branch in this flavor)."""
+        if flavor_config(self.flavor, **self.overrides)["model_type"] not in ("i2v", "flf2v"):  # t2v, ti2v
+            return "none"
+        return "clip" if self.image_features == "auto" else self.image_features
+
+
+@dataclass
+class Streaming:
+    """How a causal student streams: its chunking, denoising steps per chunk and schedule shift."""
+
+    causal: CausalConfig
+    steps: int
+    shift: float
+
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self.causal), "steps": self.steps, "shift": self.shift}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Streaming":
+        d = dict(d)
+        steps, shift = int(d.pop("steps")), float(d.pop("shift"))
+        return cls(causal=CausalConfig(**d), steps=steps, shift=shift)
+
+
+@dataclass
+class Conventions:
+    """How an exported network must be called (``network.json`` "conventions"), typed.
+
+    ``clean_first_frame``: latent frame 0 is given clean at t = 0 and only frames 1.. are denoised;
+    ``schedule_shift`` / ``num_frames`` / ``height`` / ``width``: what the teacher was trained on;
+    ``streaming``: a causal student's chunking, steps and shift (JSON key "causal")."""
+
+    clean_first_frame: bool = False
+    schedule_shift: Optional[float] = None
+    num_frames: Optional[int] = None
+    height: Optional[int] = None
+    width: Optional[int] = None
+    streaming: Optional[Streaming] = None
+
+    def to_dict(self) -> dict:
+        out = {k: getattr(self, k) for k in ("clean_first_frame", "schedule_shift", "num_frames", "height", "width")
+               if getattr(self, k) is not None}
+        if self.streaming is not None:
+            out["causal"] = self.streaming.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "conventions") -> "Conventions":
+        d = dict(d)
+        known = {"clean_first_frame", "schedule_shift", "num_frames", "height", "width", "causal"}
+        if set(d) - known:
+            raise ValueError(f"{source}: unknown conventions {sorted(set(d) - known)}; known: {sorted(known)}")
+        causal = d.pop("causal", None)
+        return cls(**d, streaming=Streaming.from_dict(causal) if causal else None)
+
+
+def pad_text(emb: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, L, E] -> [B, length, E]: zero-pad or truncate on tokens (zero rows are Wan's padding)."""
+    if emb.shape[1] >= length:
+        return emb[:, :length]
+    return torch.nn.functional.pad(emb, (0, 0, 0, length - emb.shape[1]))
+
+
+class MotionWan(nn.Module):
+    """DiT + TrackEncoder head + optional TextProjection, one trainable module."""
+
+    def __init__(self, dit: WanModel, *, layout: str, track_encoder: TrackEncoder | None,
+                 text_proj: TextProjection | None, required_in_dim: int | None = None):
+        super().__init__()
+        self.dit, self.layout = dit, layout
+        self.required_in_dim = required_in_dim or dit.in_dim  # in_dim the layout needs
+        # how the network was trained to be called (save_network writes them to network.json;
+        # load_network restores them)
+        self.conventions = Conventions()
+        self.track_encoder = track_encoder
+        self.text_proj = text_proj
+
+    @property
+    def gradient_checkpointing(self) -> bool:
+        return self.dit.gradient_checkpointing
+
+    @gradient_checkpointing.setter
+    def gradient_checkpointing(self, value: bool) -> None:
+        self.dit.gradient_checkpointing = bool(value)
+
+    @property
+    def latent_channels(self) -> int:
+        """Channels of the latents this network denoises (the DiT's out_dim)."""
+        return self.dit.out_dim
+
+    @property
+    def image_in_latent(self) -> bool:
+        """Whether the first frame enters as clean latent frame 0 of x (ti2v) rather than as channels of y."""
+        return self.layout in IMAGE_IN_LATENT
+
+    @property
+    def track_embed_dim(self) -> int:
+        return self.track_encoder.embed_dim if self.track_encoder is not None else TRACK_EMBED_DIM
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        """Fresh initialisation of every part (after ``to_empty`` of a meta-built module)."""
+        self.dit.init_weights()
+        if self.track_encoder is not None:
+            self.track_encoder.head.proj.reset_parameters()
+        if self.text_proj is not None:
+            self.text_proj.proj.reset_parameters()
+
+    def project_text(self, text: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Frozen-encoder output [B, L, E] -> DiT context [B, min(L, text_len), text_dim]."""
+        lengths = lengths.clamp(max=self.dit.text_len)
+        text = pad_text(text, min(text.shape[1], self.dit.text_len))
+        if self.text_proj is not None:
+            return self.text_proj(text, lengths)
+        keep = torch.arange(text.shape[1], device=text.device)[None, :] < lengths.to(text.device)[:, None]
+        return text * keep[..., None].to(text.dtype)
+
+    def motion_channels(self, motion: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+        """c_m [B, D, T, h, w] (or None = empty motion) -> track channels [B, C, F, h, w]."""
+        if self.track_encoder is None:
+            if motion is not None:
+                raise ValueError("this network has no track head (model.track_channels=0) but got motion")
+            return None
+        if motion is None:
+            B, _, F, h, w = like.shape
+            return like.new_zeros(B, self.track_encoder.out_channels, F, h, w)
+        return self.track_encoder.head(motion)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        *,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        image: torch.Tensor | None = None,
+        motion: torch.Tensor | None = None,
+        image_features: torch.Tensor | None = None,
+        **dit_kwargs,
+    ) -> torch.Tensor:
+        """Velocity [B, 16, F, h, w] float32. ``image_features`` [B, 257, 1280]: CLIP tokens of the
+        first frame for flavors with the I2V image branch (``needs_image_features``).
+        ``dit_kwargs`` go to ``WanModel.forward`` (``attention=``/``frame_offset=`` for the causal student)."""
+        context = self.project_text(text, text_lengths)
+        y = compose_condition(self.layout, first_frame=image, track=self.motion_channels(motion, x))
+        return self.dit(x, t, context, clip_fea=image_features, y=y, **dit_kwargs)
+
+    @property
+    def needs_image_features(self) -> bool:
+        """Whether the DiT has the I2V image branch (img_emb, k_img / v_img): it needs CLIP tokens."""
+        return hasattr(self.dit, "img_emb")
+
+
+def latent_channels(flavor: str, overrides: dict | None = None) -> int:
+    """Latent channels a flavor denoises (its out_dim): 16 for Wan 2.1, 48 for Wan 2.2 TI2V-5B."""
+    return int(flavor_config(flavor, **(overrides or {}))["out_dim"])
+
+
+def build_motion_wan(cfg: ModelConfig, *, text_encoder_dim: int, device: str | torch.device | None = None) -> MotionWan:
+    """Build from a config. Real flavors default to ``meta`` (materialise after sharding with
+    ``to_empty`` + :func:`initialise`); ``tiny*`` flavors build (randomly initialised) on CPU."""
+    base = flavor_config(cfg.flavor, **cfg.overrides)  # validates the flavor and the override names
+    c = int(base["out_dim"])
+    in_dim = c + condition_channels(cfg.layout, cfg.track_channels, latent_channels=c)
+    if device is None:
+        device = "cpu" if cfg.flavor.startswith("tiny") else "meta"
+    dit = build_wan(cfg.flavor, device=device, **{**cfg.overrides, "in_dim": in_dim})
+    text_dim = base["text_dim"]
+    with torch.device(device):
+        tracks = TrackEncoder(cfg.track_channels, embed_dim=cfg.track_embed_dim) if cfg.track_channels else None
+        proj = TextProjection(text_encoder_dim, text_dim) if text_encoder_dim != text_dim else None
+    return MotionWan(dit, layout=cfg.layout, track_encoder=tracks, text_proj=proj)
+
+
+def _pad_patch_embedding(sd: dict[str, torch.Tensor], in_dim: int, source: str) -> dict[str, torch.Tensor]:
+    """Grow a base checkpoint's patch embedding to ``in_dim`` input channels with ZERO weights
+    appended (``models.conditioning.expand_patch_embedding`` semantics): the grown model starts
+    exactly as the base model, whatever the new track channels carry."""
+    w = sd["patch_embedding.weight"]  # [dim, C_in, pt, ph, pw]
+    if w.shape[1] > in_dim:
+        raise ValueError(f"{source} has {w.shape[1]} input channels, more than the {in_dim} this layout "
+                         "needs: check model.layout / model.track_channels against the checkpoint")
+    if w.shape[1] < in_dim:
+        sd = dict(sd)
+        sd["patch_embedding.weight"] = torch.cat([w, w.new_zeros(w.shape[0], in_dim - w.shape[1], *w.shape[2:])], dim=1)
+    return sd
+
+
+def read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
+    """Full state dict (MotionWan keys) to start from: an exported network folder (DiT + heads,
+    e.g. the stage-1 teacher for the fine-tune stage) or a Wan checkpoint (DiT only)."""
+    from trackstream.models.checkpoint import read_state_dict, to_official
+
+    folder = Path(path)
+    if (folder / "network.json").is_file():
+        raw, _ = read_state_dict(folder / "dit")
+        heads = torch.load(folder / "heads.pt", map_location="cpu", weights_only=True)
+    else:
+        raw, heads = read_state_dict(path)[0], {}
+    dit, _ = to_official(raw)
+    dit = _pad_patch_embedding(dit, in_dim, path)
+    return {**{f"dit.{k}": v for k, v in dit.items()}, **heads}
+
+
+TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5-xxl": 4096}  # for meta builds
+
+
+# ----------------------------------------------------------------------------- export / load
+
+EXPORT_FILES = ("network.json", "dit", "heads.pt")
+
+
+def save_network(state_dict: dict[str, torch.Tensor], directory: Path, *, model_cfg: dict, text_encoder_dim: int,
+                 ema: bool, conventions: "Conventions | dict | None" = None) -> Path:
+    """Write a full MotionWan state dict as ``<dir>/dit`` (official Wan format, loadable by
+    ``models.checkpoint.load_wan``), ``<dir>/heads.pt`` (track head + text projection) and
+    ``<dir>/network.json`` (config, plus ``conventions``: how the network must be called)."""
+    import json
+
+    from trackstream.models.checkpoint import save_wan
+
+    directory = Path(directory)
+    net = build_motion_wan(ModelConfig(**model_cfg), text_encoder_dim=text_encoder_dim, device="meta")
+    net.load_state_dict(state_dict, strict=True, assign=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    save_wan(net.dit, directory / "dit")
+    heads = {k: v for k, v in state_dict.items() if not k.startswith("dit.")}
+    torch.save(heads, directory / "heads.pt")
+    conv = conventions if isinstance(conventions, Conventions) else Conventions.from_dict(conventions or {})
+    meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(ema), "conventions": conv.to_dict()}
+    (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
+    return directory
+
+
+def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
+    """Rebuild an exported network (the frozen teacher of the distillation stages loads this way)."""
+    import json
+
+    from trackstream.models.checkpoint import load_into, read_state_dict
+
+    directory = Path(directory)
+    missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
+    if missing:
+        raise ValueError(f"{directory} is not an exported network (missing {missing}); see train.weights.export_network")
+    meta = json.loads((directory / "network.json").read_text())
+    net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
+    sd, _ = read_state_dict(directory / "dit")
+    load_into(net.dit, sd, strict=True, source=str(directory / "dit"))
+    heads = torch.load(directory / "heads.pt", map_location="cpu", weights_only=True)
+    own = {k for k in net.state_dict() if not k.startswith("dit.")}
+    if set(heads) != own:
+        raise ValueError(f"{directory / 'heads.pt'} keys {sorted(heads)} do not match the network's {sorted(own)}")
+    net.load_state_dict(heads, strict=False, assign=True)
+    net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(directory / "network.json"))
+    return net.to(device)

@@ -1,0 +1,1 @@
+"""TrackStream: the end-to-end ``make run`` orchestration (``python -m trackstream.pipeline``), top floor."""

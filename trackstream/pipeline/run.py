@@ -1,0 +1,347 @@
+"""`make run`: the end-to-end job on the embedded default (synthetic world, tiny models).
+
+shipped teacher (assets/tiny-teacher, sha256-checked) -> a short fine-tune with mid-frame masking
+-> ODE pairs -> ODE init -> Self-Forcing DMD -> streaming generation of held-out first frames +
+tracks -> report. MotionStream starts from pretrained Wan weights; the embedded job starts from a
+teacher trained once for hours of CPU (``python -m trackstream.train.release``), and ``--sizes scratch`` trains
+that teacher from nothing first (its release recipe, hours). Each training stage is the ordinary
+Hydra app (``python -m trackstream.train experiment=...``) in its own sub-directory of the run directory, so
+every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
+(``results.json`` with status done) is not run again. The console shows one progress bar per
+stage; full commands go to ``<run_dir>/pipeline.log`` and each stage's output to its
+``console.log``. The evaluation and the report run in this process and write, in the run directory:
+  report.json, report.md (+ PNG plots, side-by-side GIFs)   the figures and the targets, met or not
+  samples/<id>/video.mp4, tracks.npy, visibility.npy, side_by_side.{mp4,gif}   per held-out sample
+Sizes are chosen for 2 CPU cores and 12 minutes; every figure is measured here.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+NUM_FRAMES = 25  # 7 latents: the first frame + 2 chunks of 3, the smallest clip where c3s1w1 reaches its steady state
+COMMON = ["logger.progress_bar=false"]
+DISTILL = [f"data.num_frames={NUM_FRAMES}"]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much each stage does. ``teacher_from``: "release" fine-tunes the shipped teacher (its
+    ``teacher`` overrides go to experiment=tiny_teacher_finetune); "scratch" trains
+    experiment=tiny_teacher_release from nothing first. ``SMOKE`` runs every stage for a few steps
+    to check the wiring (tests/test_pipeline.py); its figures mean nothing."""
+
+    name: str = "full"
+    teacher_from: str = "release"
+    teacher: tuple[str, ...] = ()  # extra Hydra overrides per training stage
+    ode_init: tuple[str, ...] = ()
+    dmd: tuple[str, ...] = ()
+    teacher_steps: int = 24  # the teacher's Euler steps in its evaluation (a multiple of the student's 3)
+    eval_samples: int = 16  # held-out clips
+    long_factor: int = 10  # long rollout = factor x the training horizon
+    long_clips: int = 2
+    timing_repeats: int = 25
+
+
+# make run on 2 CPU cores in under 12 minutes, from the shipped teacher (4-px DiT tokens: one
+# 25-frame clip forward is ~5x the 8-px teacher's, so the student stages are short).
+FULL = Sizes(
+    teacher=("trainer.max_steps=20", "trainer.ckpt_every=20"),
+    ode_init=("stage.ode_pairs.num_pairs=24", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=80",
+              "trainer.ckpt_every=40"),
+    dmd=("trainer.max_steps=48", "trainer.ckpt_every=24"),  # 8 generator updates at 5:1
+    timing_repeats=20,
+)
+# More student compute than the 12-minute budget: the tiny_ode_init / tiny_dmd defaults (128 pairs
+# on the 48-step grid, 300 ODE-init steps, 200 DMD steps = 40 generator updates).
+LONG = Sizes(
+    name="long",
+    teacher=("trainer.ckpt_every=20",),
+    ode_init=("stage.ode_pairs.num_pairs=128",),
+    dmd=("trainer.ckpt_every=50",),
+    teacher_steps=48,
+)
+# The teacher from nothing (experiment=tiny_teacher_release: hours on 2 CPU cores), then FULL.
+SCRATCH = Sizes(name="scratch", teacher_from="scratch", teacher=("eval.enabled=false",), ode_init=FULL.ode_init,
+                dmd=FULL.dmd, timing_repeats=FULL.timing_repeats)
+_SMALL = ("data.batch_size=2", "trainer.ckpt_every=2", "trainer.log_every=1")
+SMOKE = Sizes(
+    name="smoke",
+    teacher=_SMALL + ("trainer.max_steps=2", "data.pool_size=4"),
+    ode_init=_SMALL + ("trainer.max_steps=3", "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=6",
+                       "stage.ode_pairs.batch_size=2"),  # 2 batches per shard
+    dmd=_SMALL + ("trainer.max_steps=5",),  # one generator update at the 5:1 phase
+    teacher_steps=6, eval_samples=2, long_factor=2, long_clips=1, timing_repeats=2,
+)
+
+
+def stage_foundation(run_dir: Path, state: dict) -> dict:
+    """Wan DiT: real flavors on meta with official counts; tiny forward; checkpoint round trip."""
+    from trackstream.models.checkpoint import load_wan, save_wan
+    from trackstream.models.flavors import OFFICIAL_COUNTS, build_wan
+
+    counts = {}
+    for name, (expected, _) in OFFICIAL_COUNTS.items():
+        n = sum(p.numel() for p in build_wan(name).parameters())
+        counts[name] = {"params": n, "official": expected, "match": n == expected}
+    torch.manual_seed(0)
+    model = build_wan("tiny").eval()
+    x, ctx = torch.randn(1, 16, 5, 8, 8), torch.randn(1, 8, model.text_dim)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        v = model(x, torch.tensor([500.0]), ctx)
+    fwd_ms = (time.perf_counter() - t0) * 1e3
+    off = save_wan(model, run_dir / "checkpoints" / "tiny-official")
+    dif = save_wan(load_wan(off), run_dir / "checkpoints" / "tiny-diffusers", fmt="diffusers")
+    back = load_wan(dif)
+    lossless = all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), back.state_dict().values()))
+    return {
+        "real_flavor_param_counts": counts,
+        "tiny_params": sum(p.numel() for p in model.parameters()),
+        "tiny_forward_ms_cpu": round(fwd_ms, 2),
+        "tiny_output_shape": list(v.shape),
+        "checkpoint_round_trip_official_diffusers_lossless": lossless,
+    }
+
+
+def _train(run_dir: Path, name: str, overrides: list[str]) -> dict:
+    """One stage through the real CLI (resumes from its checkpoints; skipped when already done)."""
+    from trackstream.train.stage_runner import StageFailed, run_logged
+
+    stage_dir = (run_dir / name).resolve()
+    results = stage_dir / "results.json"
+    if results.is_file() and json.loads(results.read_text()).get("status") == "done":
+        print(f"[pipeline]   {name}: already done in {stage_dir}, reused", flush=True)
+        return json.loads(results.read_text())
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    cmd = [sys.executable, "-m", "trackstream.train", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
+    try:
+        run_logged(cmd, stage_dir=stage_dir, label=name, env=env, cwd=ROOT, pipeline_log=run_dir / "pipeline.log",
+                   show_bar=sys.stderr.isatty() or os.environ.get("TRACKSTREAM_PROGRESS") == "1")
+    except StageFailed as e:
+        raise PipelineError(str(e)) from None
+    summary = json.loads(results.read_text())
+    if summary.get("status") != "done":
+        raise PipelineError(f"stage {name} stopped with status {summary.get('status')!r}; re-run to resume")
+    return summary
+
+
+class PipelineError(RuntimeError):
+    """A user-facing failure: printed as one line by ``main``."""
+
+
+def stage_teacher(run_dir: Path, state: dict) -> dict:
+    """The motion-conditioned teacher: the shipped one, briefly fine-tuned (or trained from nothing)."""
+    sizes: Sizes = state["sizes"]
+    if sizes.teacher_from == "release":
+        from trackstream.train.release import ReleaseError, verify_release
+
+        asset = Path(state["release"]).resolve()
+        try:
+            manifest = verify_release(asset)
+        except ReleaseError as e:
+            raise PipelineError(str(e)) from None
+        overrides = ["experiment=tiny_teacher_finetune", f"model.init_from={asset / 'teacher'}",
+                     f"codec.checkpoint={asset / 'codec.pt'}", *_release_world(asset), *sizes.teacher]
+        state["codec"] = str(asset / "codec.pt")
+        release = {"release": str(asset), "release_steps": manifest.get("steps"),
+                   "release_commit": manifest.get("git_commit")}
+    else:
+        overrides = ["experiment=tiny_teacher_release", *sizes.teacher]
+        state["codec"] = str((run_dir / "teacher" / "codec" / "codec.pt").resolve())
+        release = {}
+    summary = _train(run_dir, "teacher", overrides)
+    state["teacher"] = str((run_dir / "teacher" / "export" / "teacher").resolve())
+    return {"export": state["teacher"], "codec": state["codec"], "steps": summary.get("step"),
+            "from": sizes.teacher_from, **release, "final_loss": (summary.get("last_metrics") or {}).get("train/loss")}
+
+
+def _release_world(asset: Path) -> list[str]:
+    """The fine-tune runs on the world the release was trained on (its config.yaml), e.g. a release
+    fine-tuned on still cameras for drags; the shipped release's world is tiny_teacher_finetune's own."""
+    from omegaconf import OmegaConf
+
+    cfg = asset / "config.yaml"
+    if not cfg.is_file():
+        return []
+    world = OmegaConf.to_container(OmegaConf.load(cfg), resolve=True).get("data", {}).get("world")
+    return [f"++data.world={_hydra_value(world)}"] if world else []
+
+
+def _hydra_value(v) -> str:
+    """A Python value in Hydra's override grammar."""
+    if isinstance(v, dict):
+        return "{" + ",".join(f"{k}:{_hydra_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_hydra_value(x) for x in v) + "]"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    if isinstance(v, str):
+        return "'" + v.replace("'", "\\'") + "'"
+    return repr(v)
+
+
+def _teacher_settings(run_dir: Path) -> list[str]:
+    """The distillation stages run on the teacher's world, frame size, shift and model settings
+    (read from the teacher run's resolved config), whatever tiny_teacher currently sets."""
+    from omegaconf import OmegaConf
+
+    t = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
+    data = t["data"]
+    out = [f"schedule.shift={t['schedule']['shift']}", f"++data.world={_hydra_value(data['world'])}",
+           f"++model.overrides={_hydra_value(t['model']['overrides'])}",
+           f"model.text_encoder={t['model']['text_encoder']}", f"++codec.options={_hydra_value(t['codec']['options'])}",
+           f"model.track_channels={t['model']['track_channels']}",
+           f"data.num_tracks={_hydra_value(data['num_tracks'])}"]
+    out += [f"data.{k}={data[k]}" for k in ("height", "width", "fps", "grid_size", "seed")]
+    return out
+
+
+def stage_ode_init(run_dir: Path, state: dict) -> dict:
+    """ODE pairs from the teacher (joint guidance) + causal ODE regression of the student."""
+    summary = _train(run_dir, "ode_init", ["experiment=tiny_ode_init", *DISTILL, f"stage.teacher={state['teacher']}",
+                                           f"codec.checkpoint={state['codec']}", *_teacher_settings(run_dir),
+                                           *state["sizes"].ode_init])
+    state["pairs"] = summary["pairs"]
+    state["ode_student"] = summary["export"]
+    return {k: summary.get(k) for k in ("export", "pairs", "num_pairs", "pairs_seconds", "step")} | {
+        "final_loss": (summary.get("last_metrics") or {}).get("train/loss")}
+
+
+def stage_dmd(run_dir: Path, state: dict) -> dict:
+    """Self-Forcing DMD from the ODE-init student, real score = teacher with joint guidance."""
+    summary = _train(run_dir, "dmd", ["experiment=tiny_dmd", *DISTILL, f"stage.teacher={state['teacher']}",
+                                      f"stage.student={state['ode_student']}", f"stage.pairs={state['pairs']}",
+                                      f"codec.checkpoint={state['codec']}", *_teacher_settings(run_dir),
+                                      *state["sizes"].dmd])
+    state["student"] = summary["export"]
+    return {k: summary.get(k) for k in ("export", "generator_updates", "critic_updates", "step")}
+
+
+def stage_stream(run_dir: Path, state: dict) -> dict:
+    """Held-out evaluation (teacher vs streamed students), long rollouts with/without sink, latency."""
+    from omegaconf import OmegaConf
+
+    from trackstream.data.clips import DataConfig
+    from trackstream.eval.stream_eval import StreamEvalConfig, run_evaluation
+
+    sizes: Sizes = state["sizes"]
+    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)  # world, grid
+    data = DataConfig(**{**cfg["data"], "eval_samples": sizes.eval_samples})
+    teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
+    ev = StreamEvalConfig(long_factor=sizes.long_factor, long_clips=sizes.long_clips,
+                          timing_repeats=sizes.timing_repeats, num_tracks=teacher_cfg["eval"]["num_tracks"])
+    figures = run_evaluation(run_dir, teacher=state["teacher"], codec=state["codec"],
+                             students={"ode_init": state["ode_student"], "student": state["student"]},
+                             data=data, teacher_steps=sizes.teacher_steps, shift=float(cfg["schedule"]["shift"]),
+                             codec_name=cfg["codec"]["name"],
+                             cfg=ev)
+    from trackstream.data.clips import heldout_clips
+    from trackstream.eval.oracle_copy import oracle_copy_epe
+    from trackstream.models.codecs import build_codec
+
+    # the no-network baseline on the same clips and input tracks: frame 0 moved by the true pan
+    patch = (teacher_cfg["model"].get("overrides") or {}).get("patch_size") or [1, 2, 2]
+    codec = build_codec(cfg["codec"]["name"], checkpoint=state["codec"]).eval()
+    figures["oracle_copy"] = oracle_copy_epe(heldout_clips(data).clips, codec, token_px=codec.spatial_factor * int(patch[-1]),
+                                             tracker=ev.tracker, num_tracks=ev.num_tracks)
+    state["figures"] = figures
+    return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
+
+
+SIZES = {"full": FULL, "long": LONG, "scratch": SCRATCH, "smoke": SMOKE}
+
+# (name, function) in order
+PIPELINE: list[tuple[str, Callable[[Path, dict], dict]]] = [
+    ("foundation", stage_foundation), ("teacher", stage_teacher), ("ode_init", stage_ode_init),
+    ("dmd", stage_dmd), ("stream", stage_stream),
+]
+
+
+def check_preset(run_dir: Path, sizes: Sizes) -> None:
+    """A run directory keeps the preset it was started with (resuming with another would mix them)."""
+    info = run_dir / "sizes.json"
+    if info.is_file():
+        old = json.loads(info.read_text())
+        if old != json.loads(json.dumps(asdict(sizes))):
+            raise PipelineError(f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "
+                                f"--sizes {sizes.name}: re-run with --sizes {old.get('name', '...')} to resume it, "
+                                "or choose a new --run-dir / RUN_DIR")
+    info.write_text(json.dumps(asdict(sizes), indent=1))
+
+
+def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
+    """``release``: the teacher release folder to start from (default: the shipped assets/tiny-teacher)."""
+    from trackstream.train.release import ASSET_DIR
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_preset(run_dir, sizes)
+    stages: dict = {}
+    state: dict = {"sizes": sizes, "release": Path(release) if release else ASSET_DIR}
+    t_start = time.perf_counter()
+    print(f"[pipeline] run directory {run_dir} (--sizes {sizes.name}); commands in {run_dir / 'pipeline.log'}",
+          flush=True)
+    for name, fn in PIPELINE:
+        t0 = time.perf_counter()
+        result = fn(run_dir, state)
+        stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), **result}
+        print(f"[pipeline] {name:10s} done in {stages[name]['seconds']:7.1f} s", flush=True)
+    from trackstream.eval.report import read_metrics, write_report
+
+    figures = dict(state.get("figures", {}))
+    figures["stages"] = stages
+    figures["sizes"] = sizes.name
+    figures["total_seconds"] = round(time.perf_counter() - t_start, 2)
+    cpu = os.times()  # CPU time of this process and its finished stage processes (2-core contention context)
+    figures["total_cpu_seconds"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 2)
+    metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in ("teacher", "ode_init", "dmd")}
+    if sizes.teacher_from == "release":  # the shipped teacher's own training curve, then its fine-tune here
+        from trackstream.train.release import release_curve
+
+        metrics = {"teacher release": release_curve(state["release"]), "teacher fine-tune": metrics.pop("teacher"), **metrics}
+    report = write_report(run_dir, figures, metrics=metrics)
+    print(f"[pipeline] report: {run_dir / 'report.md'} ({figures['total_seconds']:.0f} s in all)")
+    for name, t in report["targets"].items():
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
+        if t["role"] != "target":
+            verdict += f" ({t['role']}, not a target)"
+        value = f"{t['value']:.3f}" if isinstance(t["value"], float) else str(t["value"])
+        threshold = f"{t['threshold']:.4g}" if isinstance(t["threshold"], float) else t["threshold"]
+        print(f"[pipeline]   {name:32s} {value:>9s} (threshold {threshold}): {verdict}")
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", default=os.environ.get("RUN_DIR", "runs/make-run"))
+    ap.add_argument("--sizes", choices=sorted(SIZES), default="full",
+                    help="full: `make run` from the shipped teacher (12 minutes on 2 CPU cores); long: more student "
+                         "compute; scratch: train the teacher from nothing first (hours); smoke: a few steps per "
+                         "stage, checks the wiring, figures mean nothing")
+    ap.add_argument("--smoke", action="store_true", help="same as --sizes smoke")
+    ap.add_argument("--release", type=Path, default=None,
+                    help="teacher release folder to start from (default: the shipped assets/tiny-teacher)")
+    args = ap.parse_args(argv)
+    sizes = SIZES["smoke" if args.smoke else args.sizes]
+    try:
+        run(Path(args.run_dir), sizes, release=args.release)
+    except PipelineError as e:
+        print(f"[pipeline] error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,286 @@
+"""Per-chunk pieces of the causal student, shared by the streaming engine and Self-Forcing DMD.
+
+Both the inference engine (``stream.engine``) and the DMD rollout (``distill.dmd``) call exactly
+these functions, so training simulates inference step for step (MotionStream §3.2: "Our
+inference procedure identically follows the training process"):
+
+* ``StreamConfig``: chunking (c3s1w1 by default), the K-step list on the shared step grid of
+  ``diffusion.schedule`` (one shift for teacher, ODE pairs, ODE init, DMD and inference).
+* ``VideoCondition``: what is fixed for one video: the projected text context, the first-frame
+  channels of the I2V layout, the clean image latent, the track IDs.
+* ``chunk_condition``: the DiT's ``y`` for one chunk from that chunk's track features only.
+* ``denoise_chunk``: K-step sampling of one chunk through the rolling KV cache, optionally
+  stopping at an exit step with gradient (Self-Forcing's gradient truncation).
+* ``commit_chunk``: the clean re-run at t = 0 whose K/V enter the cache (no gradient).
+
+Chunk layout, two kinds (``first_chunk_given``):
+* given first chunk (``first_chunk_frames=1``): chunk 0 is the first latent frame alone, the encoded
+  first frame, clean and given, so the attention sink is exactly the user's image; chunks i >= 1
+  have ``chunk_frames`` latents = 4 * chunk_frames pixel frames each. Latent frames = 1 + k*C.
+  Needed where the image IS latent frame 0 (Wan 2.2 ``ti2v``).
+* sampled first chunk (``first_chunk_frames`` null or = C): chunk 0 is C latents sampled from noise
+  like every other chunk; the image enters only through the conditioning channels (``wan_i2v``,
+  ``fun_control``). Latent frames = k*C: Wan's 81 frames = 21 latents = 7 chunks of 3, the layout
+  Self-Forcing and MotionStream stream the 1.3B with.
+Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames, N tracks, D embed dim.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+import torch
+
+from trackstream.diffusion.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_velocity
+from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
+from trackstream.models.conditioning import compose_condition, i2v_condition, start_image_latents
+from trackstream.models.motion_wan import Streaming
+from trackstream.models.stream_buffers import StepBuffers
+from trackstream.models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
+
+__all__ = [
+    "first_chunk_given", "check_first_chunk", "whole_chunks", "StreamConfig", "VideoCondition",
+    "build_video_condition", "chunk_pixel_frames", "chunk_condition", "track_features", "denoise_chunk",
+    "commit_chunk", "start_cache",
+]
+
+
+# layouts whose image is latent frame 0 of x (clean, t = 0): chunk 0 must be that frame, given
+_IMAGE_IN_LATENT = ("ti2v",)
+
+
+def first_chunk_given(cfg: CausalConfig) -> bool:
+    """Whether chunk 0 is the first frame's clean latent alone (given, never sampled, 1 NFE: its commit)."""
+    return cfg.first_chunk_frames == 1
+
+
+def check_first_chunk(cfg: CausalConfig, *, layout: Optional[str] = None, field: str = "causal") -> None:
+    """Chunk 0 is either the given first latent (first_chunk_frames=1) or a chunk like the others (null or
+    chunk_frames); the sampled kind needs the image in the conditioning channels (not ``ti2v``)."""
+    f = cfg.first_chunk_frames
+    if f not in (None, 1, cfg.chunk_frames):
+        raise ValueError(f"{field}.first_chunk_frames={f}: use 1 (chunk 0 = the given first-frame latent) or null "
+                         f"(chunk 0 sampled like the others, {cfg.chunk_frames} latents, the image in the channels)")
+    if layout in _IMAGE_IN_LATENT and not first_chunk_given(cfg):
+        raise ValueError(f"{field}.first_chunk_frames={f} with layout {layout!r}: the image is latent frame 0 of x, "
+                         f"clean at t = 0, so chunk 0 must be that frame alone: set {field}.first_chunk_frames=1")
+
+
+def whole_chunks(cfg: CausalConfig, num_latents: int) -> int:
+    """Chunks that fit entirely in ``num_latents`` latent frames (0 if not even chunk 0 does)."""
+    n = 0
+    while cfg.chunk_start(n) + cfg.chunk_len(n) <= num_latents:
+        n += 1
+    return n
+
+
+def _c3s1w1() -> CausalConfig:
+    return CausalConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, first_chunk_frames=1)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Chunked causal sampling: the chunking (``causal``: C latents per chunk, S sink / W window
+    chunks, chunk 0 = the image latent alone) and K denoising steps per chunk on the shared grid."""
+
+    causal: CausalConfig = field(default_factory=_c3s1w1)
+    steps: int = 3  # K: denoising steps per chunk (MotionStream: 3)
+    shift: float = 5.0  # the shared schedule shift (cfg.schedule.shift)
+
+    def __post_init__(self) -> None:
+        if self.steps < 1:
+            raise ValueError(f"StreamConfig.steps={self.steps} must be >= 1")
+        if not self.shift > 0:
+            raise ValueError(f"StreamConfig.shift={self.shift} must be > 0")
+        check_first_chunk(self.causal, field="StreamConfig.causal")
+
+    @classmethod
+    def of(cls, streaming: Streaming, **changes) -> "StreamConfig":
+        """The configuration an exported student streams with (its ``conventions.streaming``);
+        ``changes`` replace chunking fields (e.g. ``sink_chunks=0``) or ``steps`` / ``shift``."""
+        steps, shift = changes.pop("steps", None), changes.pop("shift", None)
+        return cls(causal=dataclasses.replace(streaming.causal, **changes), steps=steps or streaming.steps,
+                   shift=shift or streaming.shift)
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.causal.chunk_frames
+
+    @property
+    def first_chunk_given(self) -> bool:
+        return first_chunk_given(self.causal)
+
+    @property
+    def name(self) -> str:  # e.g. c3s1w1k3 (given first chunk), c3s1w1k3f3 (sampled first chunk of 3)
+        c = self.causal
+        tail = "" if self.first_chunk_given else f"f{c.chunk_len(0)}"
+        return f"c{c.chunk_frames}s{c.sink_chunks}w{'full' if c.window_chunks is None else c.window_chunks}k{self.steps}{tail}"
+
+    def sigmas(self) -> torch.Tensor:
+        """[K + 1] descending noise levels ending at 0: points of the teacher's grid (diffusion.schedule)."""
+        return sampling_sigmas(self.steps, shift=self.shift)
+
+    def nfe_per_chunk(self, index: int) -> int:
+        """Network evaluations of chunk ``index``: K noisy passes + the clean re-run (a given chunk 0: re-run only)."""
+        return 1 if index == 0 and self.first_chunk_given else self.steps + 1
+
+
+def chunk_pixel_frames(cfg: CausalConfig, index: int) -> tuple[int, int]:
+    """[start, stop) pixel frames of chunk ``index`` (Wan grouping: latent 0 = frame 0, latent j = 4j-3..4j)."""
+    s, f = cfg.chunk_start(index), cfg.chunk_len(index)
+    lo = 0 if s == 0 else TEMPORAL_FACTOR * s - (TEMPORAL_FACTOR - 1)
+    hi = TEMPORAL_FACTOR * (s + f - 1) + 1
+    return lo, hi
+
+
+@dataclass(frozen=True, eq=False)
+class VideoCondition:
+    """Per-video constants. ``image_cond`` covers ``F_ref`` latent frames; later frames reuse the
+    last one (exact for a causal codec whose temporal receptive field is shorter than F_ref - 1:
+    the grey frames after the image then encode to the same latent, see ``build_video_condition``)."""
+
+    context: torch.Tensor  # [B, L, text_dim] projected text (MotionWan.project_text)
+    image_latent: torch.Tensor  # [B, C, 1, h, w] clean latent of the first frame (chunk 0, the sink)
+    image_cond: Optional[torch.Tensor]  # [B, C_img, F_ref, h, w] layout channels, None for t2v
+    track_ids: Optional[torch.Tensor]  # [B, N] long, fixed for the whole video
+    height: int  # pixels
+    width: int
+    image_features: Optional[torch.Tensor] = None  # [B, 257, 1280] CLIP tokens (flavors with the image branch)
+
+    def image_channels(self, start: int, frames: int) -> Optional[torch.Tensor]:
+        if self.image_cond is None:
+            return None
+        last = self.image_cond.shape[2] - 1
+        idx = torch.arange(start, start + frames, device=self.image_cond.device).clamp(max=last)
+        return self.image_cond.index_select(2, idx)
+
+
+def build_video_condition(network, codec, image: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor, *,
+                          track_ids: Optional[torch.Tensor], reference_latents: int = 8,
+                          image_features: Optional[torch.Tensor] = None) -> VideoCondition:
+    """First frame [B, 3, H, W] in [-1, 1] + frozen-encoder text -> ``VideoCondition``.
+
+    The I2V channels are built exactly as the teacher saw them (``i2v_condition`` of a video of
+    ``1 + 4 (reference_latents - 1)`` frames: image then grey), so the first ``reference_latents``
+    frames match any teacher clip of at most that length bit for bit. The frozen codec runs under
+    no_grad; the text projection runs under the caller's grad mode (it is trained in DMD).
+    ``image_features``: the first frame's CLIP tokens, required by networks with the image branch.
+    """
+    if network.needs_image_features and image_features is None:
+        raise ValueError("this network has the I2V image branch: pass image_features (Conditioner.image_features "
+                         "of the first frame)")
+    B, _, H, W = image.shape
+    frames = 1 + TEMPORAL_FACTOR * (reference_latents - 1)
+    with torch.no_grad():
+        image_latent = codec.encode(image[:, :, None]).float()  # [B, C, 1, h, w]: causal, = frame 0 of any clip
+        if network.layout == "wan_i2v":
+            image_cond = i2v_condition(codec, image, num_frames=frames).float()
+        elif network.layout == "fun_control":
+            image_cond = start_image_latents(codec, image, num_frames=frames).float()
+        else:
+            image_cond = None
+    return VideoCondition(context=network.project_text(text, text_lengths), image_latent=image_latent,
+                          image_cond=image_cond, track_ids=track_ids, height=H, width=W,
+                          image_features=image_features)
+
+
+def track_features(cond: VideoCondition, tracks: Optional[torch.Tensor], visibility: Optional[torch.Tensor],
+                   *, embed_dim: int) -> Optional[torch.Tensor]:
+    """Tracks of a span of pixel frames [B, T, N, 2] + visibility [B, T, N] -> c_m [B, D, T, h, w] (eq. 1).
+
+    None (no tracks supplied) stays None: the empty motion condition."""
+    if tracks is None:
+        return None
+    if cond.track_ids is None:
+        raise ValueError("tracks were given but the VideoCondition has no track_ids; pass track_ids when starting")
+    if tracks.shape[2] != cond.track_ids.shape[1]:
+        raise ValueError(f"tracks have {tracks.shape[2]} points but the video was started with "
+                         f"{cond.track_ids.shape[1]} track IDs; keep the same N for the whole stream")
+    emb = track_id_embedding(cond.track_ids.to(tracks.device), embed_dim)
+    factor = cond.height // cond.image_latent.shape[-2]  # the codec's spatial factor
+    return rasterize_tracks(tracks, visibility, emb, height=cond.height, width=cond.width, spatial_factor=factor)
+
+
+def chunk_condition(network, cond: VideoCondition, cfg: CausalConfig, index: int,
+                    motion: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """y [B, C_y, f, h, w] of chunk ``index`` from ITS track features only (c_m of its pixel frames,
+    [B, D, T_chunk, h, w], or None for the empty motion). The track head folds 4 pixel frames per
+    latent and chunk 0 is the single first frame, so chunk-wise heads equal the full-video head."""
+    s, f = cfg.chunk_start(index), cfg.chunk_len(index)
+    image = cond.image_channels(s, f)
+    track = None
+    if network.track_encoder is not None:
+        if motion is None:
+            B, (h, w) = cond.image_latent.shape[0], cond.image_latent.shape[-2:]
+            track = cond.image_latent.new_zeros(B, network.track_encoder.out_channels, f, h, w)
+        else:
+            lo, hi = chunk_pixel_frames(cfg, index)
+            if motion.shape[2] != hi - lo:
+                raise ValueError(f"chunk {index} spans pixel frames [{lo}, {hi}) = {hi - lo} frames; "
+                                 f"its track features have {motion.shape[2]}")
+            track = network.track_encoder.head(motion, has_first_frame=index == 0)
+    elif motion is not None:
+        raise ValueError("the network has no track head (model.track_channels=0) but tracks were given")
+    return compose_condition(network.layout, first_frame=image, track=track)
+
+
+def start_cache(network, cond: VideoCondition, cfg: CausalConfig) -> KVCache:
+    """Empty rolling cache with the prompt's (and the image's CLIP tokens') cross-attention K/V,
+    built under the caller's grad mode."""
+    return new_cache(network.dit, cfg, cond.context, cond.image_features)
+
+
+def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torch.Tensor], sigmas: torch.Tensor, *,
+                  fresh_noise: Callable[[], torch.Tensor], exit_step: Optional[int] = None,
+                  grad: bool = False, buffers: Optional[StepBuffers] = None,
+                  on_input: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+                  on_x0: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+                  input_at: Optional[int] = None, grad_step: Optional[int] = None) -> torch.Tensor:
+    """K-step sampling of chunk ``cache.next_chunk`` from ``noise`` [B, C, f, h, w] -> x0 [B, C, f, h, w].
+
+    Each step predicts x0 from the step's input and re-noises it to the next level with FRESH noise
+    (``fresh_noise()``; the few-step consistency sampler of Self-Forcing/DMD). ``exit_step`` stops
+    after that step and returns its x0 (gradient truncation); only that step runs with grad when
+    ``grad`` is set, every earlier one under no_grad. The cache is read, never written.
+    ``buffers``: the stream's static step buffers (inference, ``models.stream_buffers``), else the reference step.
+    The one sampler loop of the project; DragStream steers it through hooks, called outside the pass's
+    grad mode: ``on_input(k, x)`` may replace step k's input (the latent optimisation at step T'),
+    ``on_x0(k, x0)`` step k's prediction (ADSR's rectification); ``input_at``: return step k's input
+    without running it (the reference chunk's latent at T', the same noise draws). ``grad_step``: the one
+    step that runs with grad when ``grad`` is set (default: the last one run); AR-Drag's Self-Rollout takes
+    its loss there through ``on_x0`` and samples on to the clean latent without grad.
+    """
+    K = len(sigmas) - 1
+    last = K - 1 if exit_step is None else exit_step
+    if not 0 <= last < K:
+        raise ValueError(f"exit_step={exit_step} must be in [0, {K - 1}]")
+    if input_at is not None and not 0 <= input_at <= last:
+        raise ValueError(f"input_at={input_at} must be in [0, {last}]")
+    grad_step = last if grad_step is None else grad_step
+    if not 0 <= grad_step <= last:
+        raise ValueError(f"grad_step={grad_step} must be in [0, {last}]")
+    x, B = noise, noise.shape[0]
+    for k in range(last + 1):
+        if k == input_at:
+            return x
+        if on_input is not None:
+            x = on_input(k, x)
+        sigma = sigmas[k].float().expand(B).to(noise.device)
+        with torch.set_grad_enabled(grad and k == grad_step):
+            v = stream_step(network.dit, cache, x, sigma_to_t(sigma), y=y, buffers=buffers).pred
+            x0 = x0_from_velocity(x, v, sigma)
+        if on_x0 is not None:
+            x0 = on_x0(k, x0)
+        if k < last:
+            x = add_noise(x0.detach(), fresh_noise(), sigmas[k + 1].float().expand(B).to(noise.device))
+    return x0
+
+
+@torch.no_grad()
+def commit_chunk(network, cache: KVCache, x0: torch.Tensor, y: Optional[torch.Tensor], *,
+                 buffers: Optional[StepBuffers] = None) -> KVCache:
+    """The clean re-run at t = 0 (no noise added): its K/V enter the cache, which rolls."""
+    B = x0.shape[0]
+    out = stream_step(network.dit, cache, x0.detach(), torch.zeros(B, device=x0.device), y=y, buffers=buffers)
+    return cache.append(out.kv)

@@ -1,0 +1,291 @@
+"""The demo's WebSocket protocol: every client message parsed into a typed object, or refused.
+
+Client -> server (JSON text, one object per message, ``type`` first):
+
+* ``{"type": "start", "scene": 3}`` or ``{"type": "start", "image": "data:image/png;base64,..."}``
+  (PNG, JPEG or WebP; + optional ``"prompt"``): a new stream from a synthetic scene's first frame or an
+  uploaded image. The image's size is read from its header and refused above ``Limits.max_image_side``
+  before any pixel is decoded.
+* ``{"type": "points", "points": [{"id": 0, "x": 31.5, "y": 12.0, "pinned": false}, ...]}``: where
+  every live point is now (frame pixels). A moving point makes a track; a pinned one is held still
+  (MotionStream's static points); a point left out is let go (invisible from the next chunk on).
+* ``{"type": "drag", "mode": "animate"|"edit", "kind": "translate"|"rotate", "method":
+  "latent"|"tracks"|"both", "mask": {"box": [x0, y0, x1, y1]} | {"png": "data:image/png;base64,..."},
+  "path": [[x, y], ...] (translate) | "center": [x, y], "degrees": a (rotate), "chunks": 1,
+  "iterations": 4}``: a DragStream instruction (``stream.drag``).
+* ``{"type": "pause"}``, ``{"type": "resume"}``, ``{"type": "restart"}``.
+
+Server -> client, JSON text: ``hello`` (frame ``width`` / ``height``, fps, ``frame_format``, the
+``session`` token for saving the video, limits, scenes, device and dtype), ``started``, ``chunk``
+(per-chunk latency), ``dragged``, ``paused`` / ``resumed``, ``error`` (the message that was refused and
+why; the session goes on), ``busy``.
+
+Server -> client, binary: one message per frame, a 16-byte little-endian header then the image
+(``stream.demo.media.pack_frame``):
+
+    bytes 0-3   b"TSF1"            magic (TrackStream Frame, layout 1)
+    bytes 4-7   uint32             frame number n in the stream (0 = the first frame)
+    bytes 8-11  uint32             chunk index
+    byte  12    uint8 flags        bit 0: replaces (an edit: frame n was sent before, show this one)
+    byte  13    uint8 format       1 = JPEG, 2 = WebP (``--frame-format``, quality ``--frame-quality``)
+    bytes 14-15 reserved (0)
+    bytes 16-   the JPEG / WebP file
+
+The page draws it with ``createImageBitmap(new Blob([image]))``. A JPEG frame of 832x480 at quality 85
+is ~20x smaller than the base64 PNG in JSON it replaces.
+
+Save video: ``GET /video/<session token>`` answers the current stream's frames as an H.264 mp4 (the
+encoded frames are kept, at most ``Limits.record_bytes`` per session, the oldest let go beyond it;
+the ``X-Frames`` and ``X-Frames-Dropped`` headers say how many are in it and how many were let go).
+
+Refusals name the field and what is allowed (``ProtocolError``). Nothing here touches a model.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass
+from typing import Optional, Union
+
+import numpy as np
+
+from trackstream.stream.demo.media import image_size
+
+__all__ = ["Limits", "ProtocolError", "Start", "Points", "Drag", "Control", "parse_message", "decode_image",
+           "DRAG_MODES", "DRAG_KINDS", "DRAG_METHODS"]
+
+DRAG_MODES = ("animate", "edit")
+DRAG_KINDS = ("translate", "rotate")
+DRAG_METHODS = ("latent", "tracks", "both")
+_CONTROLS = ("pause", "resume", "restart")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one server accepts; the demo's defaults fit a 2-core CPU and the tiny student."""
+
+    max_sessions: int = 2
+    max_message_bytes: int = 64 * 1024  # any message but an upload
+    max_upload_bytes: int = 2 * 2**20  # an uploaded first frame (the data URL's size)
+    max_image_side: int = 4096  # decoded upload, before it is resized to the stream's size
+    max_points: int = 64
+    max_path_points: int = 256
+    max_drag_chunks: int = 4
+    max_iterations: int = 8
+    queue_frames: int = 48  # frames waiting for a slow client; the oldest are dropped beyond it
+    lead_seconds: float = 1.0  # how far generation runs ahead of the client's playback clock
+    record_bytes: int = 64 * 2**20  # encoded frames kept per session for "save video" (~1600 832x480 JPEGs)
+
+    def __post_init__(self):
+        if self.max_sessions < 1 or self.max_points < 1 or self.queue_frames < 1 or self.record_bytes < 1:
+            raise ValueError("Limits: max_sessions, max_points, queue_frames and record_bytes must be >= 1")
+
+    @property
+    def hard_message_bytes(self) -> int:
+        """Above this the WebSocket layer closes the connection (memory bound); between the soft limits
+        and this, a message is refused with an error and the session stays."""
+        return 4 * max(self.max_message_bytes, self.max_upload_bytes)
+
+
+class ProtocolError(ValueError):
+    """A refused client message; ``str`` is what the client is told."""
+
+
+@dataclass(frozen=True)
+class Start:
+    scene: Optional[int] = None
+    image: Optional[np.ndarray] = None  # uint8 [H, W, 3] RGB at the stream's size
+    prompt: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class Points:
+    ids: np.ndarray  # int [P] slots in 0..max_points-1
+    xy: np.ndarray  # float32 [P, 2]
+    pinned: np.ndarray  # bool [P]
+
+
+@dataclass(frozen=True)
+class Drag:
+    mode: str
+    kind: str
+    method: str
+    mask: np.ndarray  # bool [H, W]
+    chunks: int
+    iterations: int
+    path: Optional[np.ndarray] = None  # [K, 2] translate
+    center: Optional[np.ndarray] = None  # [2] rotate
+    degrees: float = 0.0
+
+
+@dataclass(frozen=True)
+class Control:
+    action: str  # pause | resume | restart
+
+
+Message = Union[Start, Points, Drag, Control]
+
+
+def _number(v, field: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v):
+        raise ProtocolError(f"{field} must be a finite number, got {v!r}")
+    return float(v)
+
+
+def _int(v, field: str, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ProtocolError(f"{field} must be an integer in [{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _xy(v, field: str, height: int, width: int, names: tuple = ("[0]", "[1]")) -> np.ndarray:
+    if not isinstance(v, (list, tuple)) or len(v) != 2:
+        raise ProtocolError(f"{field} must be [x, y], got {v!r}")
+    x, y = _number(v[0], f"{field}{names[0]}"), _number(v[1], f"{field}{names[1]}")
+    if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
+        raise ProtocolError(f"{field} = [{x:g}, {y:g}] is outside the {width}x{height} frame "
+                            f"(x in [0, {width - 1}], y in [0, {height - 1}])")
+    return np.array([x, y], np.float32)
+
+
+def _choice(msg: dict, field: str, choices: tuple, default: Optional[str] = None) -> str:
+    v = msg.get(field, default)
+    if v not in choices:
+        raise ProtocolError(f"{field} must be one of {list(choices)}, got {v!r}")
+    return v
+
+
+def _data_url(v, field: str, limit: int) -> bytes:
+    if not isinstance(v, str) or not v.startswith("data:image/") or ";base64," not in v[:40]:
+        raise ProtocolError(f"{field} must be a data URL (data:image/png;base64,..., image/jpeg or image/webp)")
+    if len(v) > limit:
+        raise ProtocolError(f"{field} is {len(v)} bytes; at most {limit} are accepted")
+    try:
+        return base64.b64decode(v.split(",", 1)[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError(f"{field} is not valid base64") from None
+
+
+def decode_image(data: bytes, *, height: int, width: int, max_side: int, field: str = "image") -> np.ndarray:
+    """PNG / JPEG / WebP bytes -> uint8 [height, width, 3] RGB (centre crop to the aspect ratio, then
+    resize). The size is read from the header and refused before any pixel is decoded."""
+    import cv2
+
+    try:
+        w, h = image_size(data, field=field)
+    except ValueError as e:
+        raise ProtocolError(str(e)) from None
+    if max(w, h) > max_side:
+        raise ProtocolError(f"{field} is {w}x{h}; at most {max_side} pixels a side (Limits.max_image_side): "
+                            "scale it down first")
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ProtocolError(f"{field} could not be decoded")
+    h, w = img.shape[:2]
+    if max(h, w) > max_side:  # the decoder disagreed with the header: still refused
+        raise ProtocolError(f"{field} is {w}x{h}; at most {max_side} pixels a side (Limits.max_image_side)")
+    scale = min(h / height, w / width)  # centre crop to the stream's aspect ratio
+    ch, cw = int(round(height * scale)), int(round(width * scale))
+    y0, x0 = (h - ch) // 2, (w - cw) // 2
+    img = cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img[:, :, ::-1])
+
+
+def _mask(v, height: int, width: int, limits: Limits) -> np.ndarray:
+    if not isinstance(v, dict) or len(v) != 1 or next(iter(v)) not in ("box", "png"):
+        raise ProtocolError('mask must be {"box": [x0, y0, x1, y1]} or {"png": data URL of a brush mask}')
+    if "box" in v:
+        b = v["box"]
+        if not isinstance(b, (list, tuple)) or len(b) != 4:
+            raise ProtocolError(f"mask.box must be [x0, y0, x1, y1], got {b!r}")
+        x0, y0 = _xy(b[:2], "mask.box[0:2]", height, width)
+        x1, y1 = _xy(b[2:], "mask.box[2:4]", height, width)
+        x0, x1, y0, y1 = sorted((x0, x1)) + sorted((y0, y1))
+        yy, xx = np.mgrid[:height, :width]
+        m = (xx >= np.floor(x0)) & (xx <= np.ceil(x1)) & (yy >= np.floor(y0)) & (yy <= np.ceil(y1))
+    else:
+        img = decode_image(_data_url(v["png"], "mask.png", limits.max_message_bytes), height=height, width=width,
+                           max_side=limits.max_image_side, field="mask.png")
+        m = img.max(axis=-1) >= 128
+    if not m.any():
+        raise ProtocolError("mask is empty: brush over the object (or give a box) first")
+    return m
+
+
+def _points(msg: dict, height: int, width: int, limits: Limits) -> Points:
+    pts = msg.get("points")
+    if not isinstance(pts, list):
+        raise ProtocolError("points must be a list of {id, x, y, pinned}")
+    if len(pts) > limits.max_points:
+        raise ProtocolError(f"points has {len(pts)} entries; at most {limits.max_points}")
+    ids, xy, pinned = [], [], []
+    for i, p in enumerate(pts):
+        if not isinstance(p, dict):
+            raise ProtocolError(f"points[{i}] must be an object {{id, x, y, pinned}}")
+        ids.append(_int(p.get("id"), f"points[{i}].id", 0, limits.max_points - 1))
+        xy.append(_xy([p.get("x"), p.get("y")], f"points[{i}]", height, width, names=(".x", ".y")))
+        pin = p.get("pinned", False)
+        if not isinstance(pin, bool):
+            raise ProtocolError(f"points[{i}].pinned must be true or false")
+        pinned.append(pin)
+    if len(set(ids)) != len(ids):
+        raise ProtocolError("points: every id must appear once")
+    return Points(ids=np.asarray(ids, np.int64), xy=np.asarray(xy, np.float32).reshape(-1, 2),
+                  pinned=np.asarray(pinned, bool))
+
+
+def _drag(msg: dict, height: int, width: int, limits: Limits) -> Drag:
+    mode, kind = _choice(msg, "mode", DRAG_MODES, "animate"), _choice(msg, "kind", DRAG_KINDS, "translate")
+    method = _choice(msg, "method", DRAG_METHODS, "latent")
+    chunks = 1 if mode == "edit" else _int(msg.get("chunks", 1), "chunks", 1, limits.max_drag_chunks)
+    iterations = _int(msg.get("iterations", 4), "iterations", 0, limits.max_iterations)
+    mask = _mask(msg.get("mask"), height, width, limits)
+    if kind == "translate":
+        path = msg.get("path")
+        if not isinstance(path, list) or not 2 <= len(path) <= limits.max_path_points:
+            raise ProtocolError(f"path must be a list of 2..{limits.max_path_points} points [x, y] (from the grab to "
+                                "the drop)")
+        pts = np.stack([_xy(p, f"path[{i}]", height, width) for i, p in enumerate(path)])
+        return Drag(mode, kind, method, mask, chunks, iterations, path=pts)
+    center = _xy(msg.get("center"), "center", height, width)
+    degrees = _number(msg.get("degrees"), "degrees")
+    if not -180 <= degrees <= 180:
+        raise ProtocolError(f"degrees must be in [-180, 180], got {degrees:g}")
+    return Drag(mode, kind, method, mask, chunks, iterations, center=center, degrees=degrees)
+
+
+def parse_message(text: Union[str, bytes], *, height: int, width: int, limits: Limits,
+                  num_scenes: int) -> Message:
+    """One client message -> Start | Points | Drag | Control, or ``ProtocolError``."""
+    if isinstance(text, bytes):
+        raise ProtocolError("binary messages are not accepted; send JSON text")
+    soft = max(limits.max_message_bytes, limits.max_upload_bytes)
+    if len(text) > soft:
+        raise ProtocolError(f"message is {len(text)} bytes; at most {soft} are accepted")
+    try:
+        msg = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise ProtocolError("message is not valid JSON") from None
+    if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+        raise ProtocolError('message must be a JSON object with a "type"')
+    kind = msg["type"]
+    if kind != "start" and len(text) > limits.max_message_bytes:
+        raise ProtocolError(f"{kind} message is {len(text)} bytes; at most {limits.max_message_bytes} are accepted")
+    if kind == "start":
+        prompt = msg.get("prompt")
+        if prompt is not None and (not isinstance(prompt, str) or len(prompt) > 500):
+            raise ProtocolError("prompt must be a string of at most 500 characters")
+        if ("scene" in msg) == ("image" in msg):
+            raise ProtocolError('start needs exactly one of "scene" (a number) or "image" (a data URL)')
+        if "scene" in msg:
+            return Start(scene=_int(msg["scene"], "scene", 0, num_scenes - 1), prompt=prompt)
+        data = _data_url(msg["image"], "image", limits.max_upload_bytes)
+        return Start(image=decode_image(data, height=height, width=width, max_side=limits.max_image_side), prompt=prompt)
+    if kind == "points":
+        return _points(msg, height, width, limits)
+    if kind == "drag":
+        return _drag(msg, height, width, limits)
+    if kind in _CONTROLS:
+        return Control(kind)
+    raise ProtocolError(f"unknown message type {kind!r}; one of start, points, drag, pause, resume, restart")

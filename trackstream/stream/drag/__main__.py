@@ -1,0 +1,164 @@
+"""Replay a drag instruction on a student export: the video, the intended-vs-achieved overlay, metrics.
+
+    python -m trackstream.stream.drag --student RUN/dmd/export/student --codec assets/tiny-teacher/codec.pt \\
+        --image first.png --instruction DIR/drag_trajectory.json --out runs/drag [--method latent|tracks|both]
+        [--iterations 4] [--before 0] [--after 1] [--prompt "..."] [--compare] [--device cuda --dtype bfloat16]
+
+The instruction is DragStream's ``*_trajectory.json`` with its PNG masks (``stream.drag.instructions``),
+drawn on the reference frame: the last frame shown before the drag. ``--before N`` streams N chunks
+first (an edit needs N >= 1: it re-generates the last of them; with N = 1 the reference is the first
+frame); ``--after M`` streams M more chunks after the drag. The background is pinned with static
+points off the editable area when the student has a track head (``--no-pin`` to stream without).
+Writes ``video.mp4``, ``overlay.png`` (last steered frame: intended handle paths green, tracked ones
+red), ``metrics.json``: per trajectory the handle's distance to its intended place per frame and its
+mean (ObjMC's definition, at the handle the user grabbed) and the mean over the object's token centres;
+seconds per steered frame; with ``--compare`` the undragged stream's, the runtime factor RF and the
+background PSNR against it (outside the editable area). ``python -m trackstream.eval.drag_bench`` scores whole
+benchmark sets with the harness's metrics (entity-point ObjMC, DAI, ...). ``--device`` / ``--dtype``:
+default CUDA + bfloat16 when a GPU is present, else CPU + float32 (the latent optimisation itself keeps
+its variables and optimiser state in float32 whatever the DiT's dtype).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", required=True, help="exported student folder (ODE-init or DMD export)")
+    ap.add_argument("--codec", required=True, help="the student's codec checkpoint")
+    ap.add_argument("--codec-name", default="tiny-ae")
+    ap.add_argument("--image", required=True, help="first frame (PNG/JPEG at the student's size)")
+    ap.add_argument("--instruction", required=True, help="DragStream *_trajectory.json (PNG masks beside it)")
+    ap.add_argument("--prompt", default=None, help="default: the instruction's prompt")
+    ap.add_argument("--method", default="latent", choices=["latent", "tracks", "both"])
+    ap.add_argument("--iterations", type=int, default=4)
+    ap.add_argument("--before", type=int, default=None, help="chunks streamed before the drag (default 0; edit 1)")
+    ap.add_argument("--after", type=int, default=1, help="chunks streamed after the drag")
+    ap.add_argument("--no-pin", action="store_true", help="no static points off the editable area")
+    ap.add_argument("--compare", action="store_true", help="also stream without the drag: RF and background PSNR")
+    ap.add_argument("--tracker", default="lk")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--fps", type=int, default=16)
+    ap.add_argument("--out", required=True)
+    from trackstream.models.precision import add_precision_args
+    from trackstream.stream.generate import cli_precision
+
+    add_precision_args(ap)
+    args = ap.parse_args(argv)
+    device, dtype = cli_precision(ap, args)
+
+    import cv2
+    import torch
+
+    from trackstream.data.trackers import build_tracker
+    from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
+    from trackstream.models.conditioner import load_export
+    from trackstream.stream.chunks import StreamConfig
+    from trackstream.stream.drag.adsr import mask_tokens
+    from trackstream.stream.drag.editor import DragEditor, pins_for
+    from trackstream.stream.drag.instructions import frame_positions, read_dragstream
+    from trackstream.stream.drag.optimize import DragConfig
+    from trackstream.stream.engine import StreamingGenerator
+
+    instr = read_dragstream(args.instruction)
+    before = args.before if args.before is not None else (1 if instr.mode == "edit" else 0)
+    if instr.mode == "edit" and before < 1:
+        raise ValueError("--before must be >= 1 for an edit: it re-generates the last streamed chunk")
+    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
+                                          dtype=dtype)
+    if net.conventions.streaming is None:
+        raise ValueError(f"--student {args.student}: network.json records no streaming configuration")
+    engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
+                                image_features_fn=conditioner.image_features)
+    bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"--image {args.image!r} could not be read")
+    H, W = bgr.shape[:2]
+    if tuple(instr.editable.shape) != (H, W):
+        raise ValueError(f"the instruction's masks are {instr.editable.shape[::-1]} (w, h) but --image is {W}x{H}")
+    image = image_tensor(bgr[:, :, ::-1]).to(device)
+    text, lens = conditioner.text([args.prompt if args.prompt is not None else instr.prompt])
+    cfg = DragConfig(iterations=args.iterations, seed=args.seed, pin=not args.no_pin)
+
+    def engine_token(height: int) -> int:  # pixels per DiT token
+        with torch.no_grad():
+            return height // codec.encode(image[:, :, None]).shape[-2] * net.dit.patch_size[1]
+
+    def stream(drag: bool) -> tuple[list, list, float]:
+        editor = DragEditor(engine, cfg)
+        pins = pins_for(engine, instr, image, seed=args.seed) if cfg.pin else None
+        kw = {} if pins is None else dict(zip(("tracks", "visibility"), pins.over(engine, 0)), track_ids=pins.ids)
+
+        def pinned(chunk):  # the static pins over this chunk's pixel frames
+            return [] if pins is None else list(pins.over(engine, chunk))
+
+        outs = [editor.start(image, text, lens, seed=args.seed, **kw)]
+        outs += [editor.step(*pinned(i)) for i in range(1, before + 1)]
+        t0 = time.perf_counter()
+        if drag:
+            if instr.mode == "edit":
+                outs.pop()
+            steered = editor.drag(instr, method=args.method).chunks
+        else:
+            steered = [outs.pop()] if instr.mode == "edit" else []
+            steered += [editor.step(*pinned(editor.state.chunk)) for _ in range(instr.num_chunks if instr.mode == "animate" else 0)]
+        seconds = time.perf_counter() - t0 if drag or instr.mode == "animate" else steered[0].seconds
+        outs += steered
+        for _ in range(args.after):  # what was dragged stays where it went (its points held), else the pins
+            held = editor.held_tracks()
+            outs.append(editor.step(*(held if held is not None else pinned(editor.state.chunk))))
+        return outs, steered, seconds
+
+    out_dir = Path(args.out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outs, steered, seconds = stream(True)
+    video = np.concatenate([to_uint8(o.frames[0]) for o in outs])
+    write_mp4(out_dir / "video.mp4", video, fps=args.fps)
+    # the reference frame and the steered span in the video's frame numbers
+    ref_frame = steered[0].pixel_range[0] - 1
+    end = steered[-1].pixel_range[1]
+    tracker = build_tracker(args.tracker)
+    metrics = {"method": args.method, "iterations": args.iterations, "mode": instr.mode,
+               "frames": [ref_frame, end], "seconds_per_frame": seconds / sum(o.frames.shape[2] for o in steered)}
+    overlay = cv2.resize(cv2.cvtColor(video[end - 1], cv2.COLOR_RGB2BGR), (W * 4, H * 4), interpolation=cv2.INTER_NEAREST)
+    per_traj = []
+    for traj, mask in zip(instr.trajectories, instr.object_masks):
+        pts = np.concatenate([np.asarray(traj.handle, np.float64)[None], mask_tokens(mask, engine_token(H))])
+        intended = frame_positions(instr, traj, pts, end - ref_frame)  # [T, 1 + P, 2], T from the reference frame
+        q = np.concatenate([np.full((len(pts), 1), float(ref_frame)), pts], axis=1).astype(np.float32)
+        achieved = tracker.track(video[:end], q)[0][ref_frame:]
+        err = np.linalg.norm(achieved - intended, axis=-1)  # [T, 1 + P]
+        per_traj.append({"handle_error": err[:, 0].round(3).tolist(), "handle_objmc": float(err[:, 0].mean()),
+                         "point_error": float(err.mean())})
+        for path, colour in ((intended[:, 0], (0, 200, 0)), (achieved[:, 0], (0, 0, 230))):
+            p = np.rint(np.asarray(path) * 4 + 1.5).astype(np.int32)
+            cv2.polylines(overlay, [p.reshape(-1, 1, 2)], False, colour, 1, cv2.LINE_AA)
+            cv2.circle(overlay, tuple(int(v) for v in p[-1]), 3, colour, -1)
+    cv2.imwrite(str(out_dir / "overlay.png"), overlay)
+    metrics["trajectories"] = per_traj
+    if args.compare:
+        base_outs, _, base_seconds = stream(False)
+        base = np.concatenate([to_uint8(o.frames[0]) for o in base_outs])
+        write_mp4(out_dir / "undragged.mp4", base, fps=args.fps)
+        outside = ~np.asarray(instr.editable, bool)
+        diff = (video[ref_frame + 1:end][:, outside].astype(np.float64) - base[ref_frame + 1:end][:, outside]) ** 2
+        metrics["undragged_seconds_per_frame"] = base_seconds / sum(o.frames.shape[2] for o in steered)
+        metrics["rf"] = metrics["seconds_per_frame"] / metrics["undragged_seconds_per_frame"]
+        metrics["bg_psnr_vs_undragged"] = float(10 * np.log10(255.0**2 / max(diff.mean(), 1e-12)))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out_dir / 'video.mp4'}, {out_dir / 'overlay.png'}, {out_dir / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

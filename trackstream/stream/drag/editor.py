@@ -1,0 +1,371 @@
+"""A draggable stream: the streaming engine plus the short history a drag needs.
+
+    editor = DragEditor(engine, DragConfig())
+    first = editor.start(image, text, lens, seed=0)           # chunk 0: the image itself
+    out = editor.step()                                       # stream as usual (tracks optional)
+    outs = editor.drag(instruction, method="latent")          # edit the last chunk / animate the next ones
+
+Two ways to drag, and both together (``method``):
+
+* ``latent``: DragStream. At step T' of each steered chunk the noisy latent is optimised so the
+  features at the object's target tokens match the reference frame's, warped (``optimize``). Needs
+  nothing from the student but its attention, so it works on any student, with or without tracks.
+* ``tracks``: our student's own conditioning. The drag becomes point tracks: the object's token
+  centres moved by the trajectory, plus MotionStream's static points (a grid outside the editable
+  area, held still) so the rest stays put.
+* ``both``: the tracks condition the chunk and the latent optimisation runs on top.
+
+An edit re-generates the last chunk (its last latent frame shows the drag's one step); an animation
+generates ``num_chunks`` new chunks, one step per latent frame. The reference is the last latent
+frame before the steered chunk(s), at the same denoising step, recorded once per frequency variant;
+within an animation it stays the pre-animation frame (steps are absolute from it). The cache is never
+written by a drag's passes: states are immutable, so abandoning an edit leaves the stream as it was.
+Legend as in ``stream.chunks``.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, replace
+from typing import Optional
+
+import numpy as np
+import torch
+
+from trackstream.diffusion.schedule import add_noise
+from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunks import commit_chunk, denoise_chunk
+from trackstream.stream.drag.adsr import mask_tokens, rectify_x0
+from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction, frame_positions
+from trackstream.stream.drag.optimize import (
+    DragConfig,
+    OptimLog,
+    build_targets,
+    default_layers,
+    optimise_latent,
+    reference_features,
+    segment_count,
+)
+from trackstream.stream.engine import ChunkOutput, StreamingGenerator, StreamState
+
+__all__ = ["DragEditor", "DragResult", "Pins", "drag_tracks", "pins_for", "METHODS"]
+
+METHODS = ("latent", "tracks", "both")
+
+
+@dataclass(frozen=True, eq=False)
+class _Record:
+    """One generated chunk: the states before and after it, its conditioning, its clean latents and
+    (when the chunk was dragged) its optimised input at step T'."""
+
+    before: StreamState
+    after: StreamState
+    y: Optional[torch.Tensor]
+    latents: torch.Tensor
+    z_tprime: Optional[tuple[int, torch.Tensor]] = None  # (sampler step, its input) as generated
+
+
+@dataclass
+class DragResult:
+    chunks: list  # ChunkOutput per steered chunk
+    logs: list  # OptimLog per chunk (empty logs for method="tracks")
+    reference_chunk: int
+    segments: int
+    seconds: float  # wall time of the whole drag (reference passes included)
+    reference: str = "previous"  # where the reference features came from (DragConfig.reference resolved)
+
+
+def drag_tracks(instr: DragInstruction, *, token: int, height: int, width: int, num_frames: int,
+                static_points: int = 128, objects: bool = True, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The drag as point tracks over the ``num_frames`` pixel frames after the reference frame (frame 0 =
+    the reference): first up to ``static_points`` grid points outside the editable area held still
+    (MotionStream's static points: what must not move is pinned), then, with ``objects``, every
+    object's token centres following its trajectory. Returns tracks [T, N, 2] and visibility [T, N]."""
+    grid = mask_tokens(~np.asarray(instr.editable, bool), token)  # token centres off the editable area
+    if len(grid) > static_points:
+        grid = grid[np.sort(np.random.default_rng(seed).choice(len(grid), static_points, replace=False))]
+    parts = [np.repeat(grid[None], num_frames, axis=0)]
+    if objects:
+        parts += [frame_positions(instr, traj, mask_tokens(m, token), num_frames)
+                  for traj, m in zip(instr.trajectories, instr.object_masks)]
+    tracks = np.concatenate(parts, axis=1).astype(np.float32)  # [T, N, 2]
+    vis = (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
+    return tracks, vis
+
+
+@dataclass(frozen=True, eq=False)
+class Pins:
+    """Static points off an instruction's editable area, for a stream that pins its background from its
+    first frame on (so the pins' IDs are in the cache before any drag)."""
+
+    points: np.ndarray  # [N, 2] pixels
+    visible: np.ndarray  # [N] bool
+    ids: torch.Tensor  # [1, N] track IDs
+
+    def over(self, engine: StreamingGenerator, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tracks [1, T, N, 2] and visibility [1, T, N] over ``chunk``'s pixel frames."""
+        lo, hi = engine.pixel_range(chunk)
+        return (torch.from_numpy(np.repeat(self.points[None], hi - lo, axis=0))[None],
+                torch.from_numpy(np.repeat(self.visible[None], hi - lo, axis=0))[None])
+
+
+def pins_for(engine: StreamingGenerator, instr: DragInstruction, image: torch.Tensor, *, seed: int = 0) -> Optional[Pins]:
+    """The pins ``DragEditor.drag`` uses for ``instr`` (same points, same IDs), for the stream's first frame
+    [1, 3, H, W]; None for a student without a track head."""
+    if engine.network.track_encoder is None:
+        return None
+    H, W = image.shape[-2:]
+    with torch.no_grad():
+        token = H // engine.codec.encode(image[:, :, None].to(engine.device)).shape[-2] * engine.network.dit.patch_size[1]
+    tracks, vis = drag_tracks(instr, token=token, height=H, width=W, num_frames=1, objects=False, seed=seed)
+    ids = sample_track_ids(1, tracks.shape[1], generator=torch.Generator().manual_seed(seed))
+    return Pins(points=tracks[0], visible=vis[0], ids=ids)
+
+
+class DragEditor:
+    """``StreamingGenerator`` + the history of the last few chunks; ``drag`` edits or animates."""
+
+    def __init__(self, engine: StreamingGenerator, config: DragConfig = DragConfig()):
+        self.engine, self.config = engine, config
+        dit = engine.network.dit
+        self.layers = config.layers if config.layers is not None else default_layers(dit.num_layers)
+        if any(not 0 <= layer < dit.num_layers for layer in self.layers):
+            raise ValueError(f"DragConfig.layers={self.layers}: the DiT has blocks 0..{dit.num_layers - 1}")
+        if config.step_index >= len(engine.sigmas) - 1:
+            raise ValueError(f"DragConfig.step_index={config.step_index}: the sampler has steps 0.."
+                             f"{len(engine.sigmas) - 2}")
+        self.history: deque[_Record] = deque(maxlen=max(2, config.neighbours + 1))
+        self.state: Optional[StreamState] = None
+        self._held: Optional[tuple[np.ndarray, np.ndarray]] = None  # the last drag's final points [N, 2], vis [N]
+
+    # -- plain streaming ---------------------------------------------------------------------------
+
+    def start(self, image, text, text_lengths, *, tracks: Optional[torch.Tensor] = None,
+              visibility: Optional[torch.Tensor] = None, **kw) -> ChunkOutput:
+        """Start a stream (``StreamingGenerator.start`` arguments) and emit chunk 0 (the image), with its
+        one frame of tracks [B, 1, N, 2] if the stream has tracks from the start (e.g. pinned points)."""
+        self.history.clear()
+        self._held = None
+        self.state = self.engine.start(image, text, text_lengths, **kw)
+        return self.step(tracks, visibility)
+
+    def step(self, tracks: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None) -> ChunkOutput:
+        before = self._need_state()
+        y = self.engine.condition(before, tracks, visibility)
+        z_tp = None
+        if before.chunk == 0:
+            out, self.state = self.engine.step(before, tracks, visibility)
+        else:  # the engine's sampling, keeping the input of step T' (a later drag's reference needs it)
+            out, _, z_tp = self._generate(before, y, None, self.config, single=False, rectify=False)
+        self.history.append(_Record(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
+        return out
+
+    def held_tracks(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+        """After a drag that used tracks: its points held at their final places over the next chunk's
+        pixel frames ([1, T, N, 2], [1, T, N]; N = the stream's track count), so what was dragged stays
+        there; None otherwise."""
+        if self._held is None:
+            return None
+        lo, hi = self.engine.pixel_range(self._need_state().chunk)
+        pts, vis = self._held
+        return (torch.from_numpy(np.repeat(pts[None], hi - lo, axis=0))[None],
+                torch.from_numpy(np.repeat(vis[None], hi - lo, axis=0))[None])
+
+    def use_track_ids(self, ids: Optional[torch.Tensor]) -> None:
+        """Tag the next chunks' tracks with ``ids`` [1, N] (a live session switching between its own points
+        and a drag's). IDs already in the cache keep meaning the content they were committed on."""
+        state = self._need_state()
+        ids = None if ids is None else ids.to(self.engine.device)
+        self.state = replace(state, cond=replace(state.cond, track_ids=ids))
+        for n, rec in enumerate(self.history):  # a drag resumes from a recorded state: it must see them too
+            self.history[n] = replace(rec, after=self.state if rec.after is state else
+                                      replace(rec.after, cond=replace(rec.after.cond, track_ids=ids)))
+
+    def retrack(self, tracks: torch.Tensor, visibility: torch.Tensor) -> None:
+        """Re-run the last chunk's clean pass with other tracks over its pixel frames ([1, T, N, 2], [1, T, N]):
+        points that appear mid-stream are tagged on the content under them (visible on the chunk's last frame)
+        before any chunk moves them. The chunk's latents and frames are unchanged; so is everything before."""
+        if not self.history:
+            raise ValueError("nothing streamed yet: start the stream first")
+        rec = self.history[-1]
+        self.state = replace(self._need_state(), cache=self._commit_again(rec, tracks, visibility))
+        self.history[-1] = replace(rec, after=self.state)  # y stays as generated (a drag's reference replays it)
+
+    @property
+    def token(self) -> int:
+        """Pixels per DiT token (codec spatial factor x patch)."""
+        cond = self._need_state().cond
+        return cond.height // cond.image_latent.shape[-2] * self.engine.network.dit.patch_size[1]
+
+    # -- dragging ----------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def drag(self, instr: DragInstruction, *, method: str = "latent", config: Optional[DragConfig] = None) -> DragResult:
+        """Apply ``instr`` to the stream: edit re-generates the last chunk, animate generates
+        ``instr.num_chunks`` new ones. Returns the steered chunks; the stream continues after them."""
+        cfg = config or self.config
+        if method not in METHODS:
+            raise ValueError(f"method={method!r}; choose one of {METHODS}")
+        state = self._need_state()
+        cond = state.cond
+        if tuple(np.asarray(instr.editable).shape) != (cond.height, cond.width):
+            raise ValueError(f"the instruction's masks are {np.asarray(instr.editable).shape}; the stream is "
+                             f"{cond.height}x{cond.width}: draw them on the stream's frames")
+        has_head = self.engine.network.track_encoder is not None
+        if method in ("tracks", "both") and not has_head:
+            raise ValueError(f"method={method!r} needs a student with a track head (model.track_channels > 0); "
+                             "use method='latent'")
+        t0 = time.perf_counter()
+        if instr.mode == "edit":  # every check is above: a refused drag leaves the stream as it was
+            if len(self.history) < 2:
+                raise ValueError("an edit re-generates the last chunk and needs the one before it: stream at least "
+                                 "one chunk after the first frame first")
+            self.history.pop()  # the chunk being replaced
+            ref = self.history[-1]
+            plan = [[(BLOCK_LENGTH - 1, 1)]]  # the last latent frame shows the one step
+        else:
+            ref = self.history[-1]
+            plan = [[(f, BLOCK_LENGTH * c + f + 1) for f in range(BLOCK_LENGTH)] for c in range(instr.num_chunks)]
+        first = ref.before.chunk + 1
+        self.state = ref.after  # an edit drops the last chunk: the stream resumes right after the reference
+        use_latent = method in ("latent", "both") and cfg.iterations > 0
+        source = cfg.reference if cfg.reference != "auto" else ("self" if ref.before.chunk == 0 else "previous")
+        reference, segments = None, 1
+        if use_latent:
+            if source == "previous":
+                reference = self._reference(ref, cfg)
+            segments = segment_count(instr, self.token, cfg)
+        tracks = vis = None
+        if method in ("tracks", "both") or (cfg.pin and has_head):
+            tracks, vis = self._tracks(instr, ref, objects=method != "latent")
+            self.state = self._recommit(ref, tracks, vis)
+        chunks, logs = [], []
+        for n, frames in enumerate(plan):
+            before = self._need_state()
+            assert before.chunk == first + n
+            chunk_tracks = self._chunk_tracks(tracks, vis, before.chunk, ref) if tracks is not None else (None, None)
+            y = self.engine.condition(before, *chunk_tracks)
+            make_targets = None
+            if use_latent:
+                def make_targets(x, before=before, y=y, frames=frames):  # called with the chunk's input at T'
+                    nonlocal reference
+                    if reference is None:  # "self": this (first steered) chunk's own first frame, undragged
+                        reference = reference_features(self.engine.network, before.cache, x,
+                                                       self.engine.sigmas[cfg.step_index], y, self.layers,
+                                                       cfg.cutoffs(), frame=0)
+                    return build_targets(reference, instr, frames, token=self.token,
+                                         patch=tuple(self.engine.network.dit.patch_size[1:]), segments=segments)
+            out, log, z_tp = self._generate(before, y, make_targets, cfg, single=instr.mode == "edit",
+                                            rectify=use_latent and cfg.adsr)
+            self.history.append(_Record(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
+            chunks.append(out)
+            logs.append(log)
+        self._held = None if tracks is None else (tracks[-1], vis[-1])
+        return DragResult(chunks=chunks, logs=logs, reference_chunk=ref.before.chunk, segments=segments,
+                          seconds=time.perf_counter() - t0, reference=source)
+
+    # -- internals ---------------------------------------------------------------------------------
+
+    def _need_state(self) -> StreamState:
+        if self.state is None:
+            raise ValueError("the stream has not started: call start(image, text, text_lengths) first")
+        return self.state
+
+    def _z_at_step(self, rec: _Record, cfg: DragConfig) -> torch.Tensor:
+        """Input of the reference chunk at step T': stored if it was dragged, else replayed exactly
+        (same noise draws); chunk 0 (the clean image latent) is noised to that level with a fixed seed."""
+        sig = self.engine.sigmas
+        if rec.z_tprime is not None and rec.z_tprime[0] == cfg.step_index:
+            return rec.z_tprime[1]
+        if rec.before.chunk == 0:
+            gen = torch.Generator(device=self.engine.device).manual_seed(cfg.seed)
+            noise = torch.randn(rec.latents.shape, generator=gen, device=self.engine.device)
+            return add_noise(rec.latents, noise, sig[cfg.step_index].float().expand(1).to(noise.device))
+        eng = self.engine
+        gen = eng.noise_generator(rec.before)
+        shape = eng.chunk_shape(rec.before)
+        draw = lambda: torch.randn(shape, generator=gen, device=eng.device)  # noqa: E731
+        return denoise_chunk(eng.network, rec.before.cache, draw(), rec.y, sig, fresh_noise=draw,
+                             input_at=cfg.step_index, buffers=eng.buffers)
+
+    def _reference(self, rec: _Record, cfg: DragConfig) -> dict:
+        z = self._z_at_step(rec, cfg)
+        return reference_features(self.engine.network, rec.before.cache, z, self.engine.sigmas[cfg.step_index], rec.y,
+                                  self.layers, cfg.cutoffs())
+
+    def _tracks(self, instr: DragInstruction, ref: _Record, *, objects: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Tracks from the reference frame to the end of the steered chunks (``drag_tracks``). The track
+        IDs are per video and index: the ones the stream has are kept for the first points (the pins a
+        stream started with keep theirs) and new distinct ones are drawn for the rest."""
+        cond = self._need_state().cond
+        p_ref = self.engine.pixel_range(ref.before.chunk)[1] - 1
+        frames = self.engine.pixel_range(ref.before.chunk + instr.num_chunks)[1] - p_ref
+        tracks, vis = drag_tracks(instr, token=self.token, height=cond.height, width=cond.width, num_frames=frames,
+                                  objects=objects, seed=self.config.seed)
+        n = tracks.shape[1]
+        have = cond.track_ids
+        if have is None or have.shape[1] < n:
+            fresh = sample_track_ids(1, n + (0 if have is None else have.shape[1]),
+                                     generator=torch.Generator().manual_seed(self.config.seed)).to(self.engine.device)
+            if have is not None:  # keep the old IDs first, then new ones distinct from them
+                extra = fresh[0][~torch.isin(fresh[0], have[0])][: n - have.shape[1]]
+                fresh = torch.cat([have, extra[None]], dim=1)
+            ids = fresh[:, :n]
+        else:
+            ids = have[:, :n]
+        self.state = replace(self.state, cond=replace(cond, track_ids=ids))
+        return tracks, vis
+
+    def _recommit(self, ref: _Record, tracks: np.ndarray, vis: np.ndarray) -> StreamState:
+        """Re-run the reference chunk's clean pass with the drag's points tagged on its last frame (where
+        the user grabbed them) and visible nowhere else: a track ID means "this content", so an ID must
+        appear in the cache before the chunks that move it. The chunk's latents and frames are unchanged."""
+        lo, hi = self.engine.pixel_range(ref.before.chunk)
+        t_ref = np.repeat(tracks[:1], hi - lo, axis=0)  # [T_ref, N, 2]
+        v_ref = np.zeros_like(vis[:1].repeat(hi - lo, axis=0))
+        v_ref[-1] = vis[0]
+        cache = self._commit_again(ref, torch.from_numpy(t_ref)[None], torch.from_numpy(v_ref)[None])
+        return replace(ref.after, cond=self._need_state().cond, cache=cache)
+
+    def _commit_again(self, rec: _Record, tracks: torch.Tensor, visibility: torch.Tensor):
+        """The cache after ``rec``'s chunk re-committed (same clean latents) with other tracks over its pixel
+        frames [1, T, N, 2] / [1, T, N], tagged with the stream's current track IDs."""
+        y = self.engine.condition(replace(rec.before, cond=self._need_state().cond), tracks, visibility)
+        return commit_chunk(self.engine.network, rec.before.cache, rec.latents, y, buffers=self.engine.buffers)
+
+    def _chunk_tracks(self, tracks: np.ndarray, vis: np.ndarray, chunk: int, ref: _Record):
+        """This chunk's slice [1, T_chunk, N, 2] of the drag's tracks (frame 0 = the reference frame)."""
+        p_ref = self.engine.pixel_range(ref.before.chunk)[1] - 1
+        lo, hi = self.engine.pixel_range(chunk)
+        sl = slice(lo - p_ref, hi - p_ref)
+        return torch.from_numpy(tracks[sl])[None], torch.from_numpy(vis[sl])[None]
+
+    def _generate(self, before: StreamState, y, make_targets, cfg: DragConfig, *, single: bool, rectify: bool):
+        """The engine's K-step sampling of one chunk with the optimisation at step T' (``make_targets``:
+        the chunk's input there -> targets, or None) and ADSR on x0; without targets and rectification
+        it is exactly ``StreamingGenerator.step``."""
+        t0 = time.perf_counter()
+        eng = self.engine
+        gen = eng.noise_generator(before)
+        shape = eng.chunk_shape(before)
+        draw = lambda: torch.randn(shape, generator=gen, device=eng.device)  # noqa: E731
+        neighbours = [r.latents for r in list(self.history)[-cfg.neighbours:]] if rectify and cfg.neighbours else []
+        log, z_tp = OptimLog(), None
+
+        def on_input(k: int, x: torch.Tensor) -> torch.Tensor:  # step T': optimise the chunk's latent there
+            nonlocal log, z_tp
+            if k != cfg.step_index:
+                return x
+            targets = make_targets(x) if make_targets is not None else None
+            if targets:
+                with torch.enable_grad():
+                    x, log = optimise_latent(eng.network, before.cache, x, eng.sigmas[k], y, targets, cfg,
+                                             layers=self.layers, single_target=single)
+            z_tp = (k, x)
+            return x
+
+        on_x0 = (lambda k, x0: rectify_x0(x0, neighbours)) if neighbours else None  # ADSR on every step's x0
+        x0 = denoise_chunk(eng.network, before.cache, draw(), y, eng.sigmas, fresh_noise=draw, buffers=eng.buffers,
+                           on_input=on_input, on_x0=on_x0)
+        out, self.state = eng.finish(before, x0, y, gen, t0)
+        return out, log, z_tp

@@ -1,0 +1,317 @@
+"""The streaming engine: an unbounded video, chunk by chunk, tracks supplied live.
+
+    engine = StreamingGenerator(network, codec, config=StreamConfig())      # c3s1w1, 3 steps
+    state = engine.start(image, text_emb, text_len, track_ids=ids, seed=0)  # first frame -> sink
+    for chunk in engine.stream(state, track_source):                        # generator
+        show(chunk.frames)                                                  # [B, 3, T_chunk, H, W]
+
+Per chunk i (MotionStream §3.2 / §4.4): read chunk i's tracks only (the pixel frames it covers;
+nothing later is needed), build its conditioning, sample K steps from fresh noise through the
+rolling KV cache (sink + window, RoPE by cache slot), re-run the clean result at t = 0 to write
+its K/V (the cache rolls), decode its latents with the codec's functional streaming decoder and
+hand the frames out immediately. With a given first chunk (``first_chunk_frames=1``) chunk 0 is the
+first frame itself: its encoded latent is committed to the cache (it becomes the attention sink) and
+decoded to the first output frame; with a sampled first chunk it is sampled like every other chunk,
+the image entering through the conditioning channels (``stream.chunks``).
+
+Memory is constant: the state is (cache of S + W chunks, decoder state, counters, the noise
+generator's state); nothing grows with the number of chunks (tests/test_stream_engine.py checks the
+bytes held after hundreds of frames). The state is immutable (``StreamState``): ``step``
+returns a new one, so a caller may keep, replay or branch a stream (DragStream-style edits).
+Legend as in ``stream.chunks``.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Iterator, Optional, Union
+
+import torch
+
+from trackstream.models.causal import KVCache
+from trackstream.models.precision import synchronize
+from trackstream.models.stream_buffers import StepBuffers
+from trackstream.stream.chunks import (
+    StreamConfig,
+    VideoCondition,
+    build_video_condition,
+    chunk_condition,
+    chunk_pixel_frames,
+    commit_chunk,
+    denoise_chunk,
+    start_cache,
+    track_features,
+)
+
+__all__ = ["StreamState", "ChunkOutput", "StreamingGenerator", "TrackSource", "tracks_from_array", "state_nbytes",
+           "collect"]
+
+# A track source is called with (chunk index, [start, stop) pixel frames) when that chunk is
+# about to be generated and returns (tracks [B, T, N, 2], visibility [B, T, N]) for exactly those
+# frames, or None for "no tracks" (the empty motion condition) - e.g. a user who let go.
+TrackSource = Callable[[int, tuple[int, int]], Optional[tuple[torch.Tensor, torch.Tensor]]]
+
+
+@dataclass(frozen=True, eq=False)
+class StreamState:
+    cond: VideoCondition
+    cache: KVCache
+    decode: Any  # the codec's decode state (functional)
+    noise: torch.Tensor  # state of the noise generator (a tensor, so replaying a state replays its noise)
+    chunk: int = 0  # next chunk to generate
+    frames_out: int = 0  # pixel frames emitted so far
+    nfe: int = 0  # network evaluations so far
+
+
+@dataclass
+class ChunkOutput:
+    index: int
+    frames: torch.Tensor  # [B, 3, T_chunk, H, W] in [-1, 1]
+    latents: torch.Tensor  # [B, C, f, h, w]
+    pixel_range: tuple[int, int]  # [start, stop) pixel frames of the whole video
+    nfe: int  # network evaluations spent on this chunk
+    seconds: float  # wall time of this chunk (DiT + decode), measured in ``step``
+    # with ``timings=True``: synchronised seconds of condition / dit (K passes + commit) / decode / host
+    timings: Optional[dict] = None
+    ready: Any = field(default=None, repr=False)  # CUDA event of the decode on the side stream (overlap_decode)
+
+
+def _tensors(obj: Any, seen: set) -> Iterator[torch.Tensor]:
+    if torch.is_tensor(obj):
+        if id(obj) not in seen:
+            seen.add(id(obj))
+            yield obj
+    elif isinstance(obj, (list, tuple)):
+        for o in obj:
+            yield from _tensors(o, seen)
+    elif isinstance(obj, dict):
+        for o in obj.values():
+            yield from _tensors(o, seen)
+    elif hasattr(obj, "__dataclass_fields__"):
+        for name in obj.__dataclass_fields__:
+            yield from _tensors(getattr(obj, name), seen)
+
+
+def state_nbytes(state: StreamState) -> int:
+    """Bytes of every tensor reachable from the state (cache, decoder state, condition)."""
+    return sum(t.nbytes for t in _tensors(state, set()))
+
+
+class StreamingGenerator:
+    """Chunk-by-chunk generation with the causal student (a ``models.motion_wan.MotionWan``) and a
+    codec with functional streaming decode (``models.codecs``)."""
+
+    def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device, None] = None,
+                 image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
+                 fast: bool = True, compile: bool = False, overlap_decode: bool = False, timings: bool = False):
+        """``fast``: the static-buffer step (``models.stream_buffers``; equal to the reference ``fast=False``
+        within the attention kernel's rounding); ``compile``: that step through ``torch.compile`` (CUDA graphs
+        on CUDA; needs ``fast``); ``overlap_decode``: ``stream`` samples chunk i + 1 before handing out chunk i,
+        so on CUDA chunk i's decode (a second CUDA stream) overlaps chunk i + 1's denoising - the track
+        source is then asked one chunk ahead; ``timings``: each chunk's synchronised breakdown
+        (``ChunkOutput.timings``; the syncs cost time, so measure frames/s without it)."""
+        self.network, self.codec, self.config = network.eval(), codec.eval(), config
+        if compile and not fast:
+            raise ValueError("compile=True compiles the static-buffer step: it needs fast=True")
+        self.fast, self.compile = bool(fast), bool(compile)
+        self.overlap_decode, self.timings = bool(overlap_decode), bool(timings)
+        # first frame -> CLIP tokens (Conditioner.image_features) for networks with the image branch
+        self.image_features_fn = image_features_fn
+        # The network's own device: inputs follow it (a separate default would send them elsewhere).
+        own = next(network.parameters()).device
+        if device is not None and torch.device(device) != own and not (
+                torch.device(device).type == own.type and torch.device(device).index is None):
+            raise ValueError(f"device={device} but the network is on {own}: move it first (load_export(device=...))")
+        self.device = own
+        self.causal = config.causal
+        self.sigmas = config.sigmas()
+        self._sigmas = self.sigmas.to(own)  # on the device once: no host copy inside a chunk
+        # the full causal history (window_chunks=None) has no static shape: the reference step serves it
+        self.fast = self.fast and self.causal.window_chunks is not None
+        if self.compile and not self.fast:
+            raise ValueError(f"compile=True needs a finite window; {self.causal.name} keeps the whole history")
+        self.buffers = StepBuffers(network.dit, self.causal, compiled=compile) if self.fast else None
+        self._side = torch.cuda.Stream(own) if overlap_decode and own.type == "cuda" else None
+
+    @torch.no_grad()
+    def start(self, image: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor, *,
+              track_ids: Optional[torch.Tensor] = None, seed: int = 0,
+              image_features: Optional[torch.Tensor] = None) -> StreamState:
+        """First frame [B, 3, H, W] in [-1, 1] and the prompt's frozen-encoder output -> a fresh state.
+
+        ``track_ids`` [B, N] (sampled once per video, ``models.tracks.sample_track_ids``) tag the
+        tracks for the whole stream; None if this video never gets tracks. ``image_features``
+        [B, 257, 1280]: the first frame's CLIP tokens, for networks with the I2V image branch.
+        """
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [B, 3, H, W] in [-1, 1], got {tuple(image.shape)}")
+        if image_features is None and self.image_features_fn is not None:
+            image_features = self.image_features_fn(image)
+        if track_ids is not None:
+            track_ids = track_ids.to(self.device)
+        cond = build_video_condition(self.network, self.codec, image.to(self.device), text.to(self.device),
+                                     text_lengths.to(self.device), track_ids=track_ids,
+                                     image_features=None if image_features is None else image_features.to(self.device))
+        noise = torch.Generator(device=self.device).manual_seed(int(seed)).get_state()
+        return StreamState(cond=cond, cache=start_cache(self.network, cond, self.causal),
+                           decode=self.codec.init_decode_state(), noise=noise)
+
+    def pixel_range(self, index: int) -> tuple[int, int]:
+        return chunk_pixel_frames(self.causal, index)
+
+    def condition(self, state: StreamState, tracks: Optional[torch.Tensor] = None,
+                  visibility: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """The DiT's ``y`` for chunk ``state.chunk`` from ITS tracks [B, T_chunk, N, 2] (+ visibility),
+        or None for the empty motion condition."""
+        i = state.chunk
+        lo, hi = self.pixel_range(i)
+        if tracks is not None:
+            if tracks.ndim != 4 or tracks.shape[1] != hi - lo:
+                raise ValueError(f"chunk {i} covers pixel frames [{lo}, {hi}): tracks must be [B, {hi - lo}, N, 2], "
+                                 f"got {tuple(tracks.shape)}")
+            if visibility is None:
+                visibility = torch.ones(tracks.shape[:3], dtype=torch.bool)
+            tracks, visibility = tracks.to(self.device).float(), visibility.to(self.device).bool()
+        motion = track_features(state.cond, tracks, visibility, embed_dim=self.network.track_embed_dim)
+        return chunk_condition(self.network, state.cond, self.causal, i, motion)
+
+    def noise_generator(self, state: StreamState) -> torch.Generator:
+        """The stream's noise generator at ``state`` (replaying a state replays its noise)."""
+        gen = torch.Generator(device=self.device)
+        gen.set_state(state.noise)
+        return gen
+
+    def chunk_shape(self, state: StreamState) -> tuple[int, ...]:
+        B, C, _, h, w = state.cond.image_latent.shape
+        return (B, C, self.causal.chunk_len(state.chunk), h, w)
+
+    @torch.no_grad()
+    def step(self, state: StreamState, tracks: Optional[torch.Tensor] = None,
+             visibility: Optional[torch.Tensor] = None) -> tuple[ChunkOutput, StreamState]:
+        """Generate chunk ``state.chunk`` given ITS tracks [B, T_chunk, N, 2] (+ visibility), or
+        None for the empty motion condition. Returns the decoded chunk and the next state."""
+        out, new = self._decode(*self._sample(state, tracks, visibility))
+        return self._finish(out), new
+
+    def _mark(self, marks: list) -> None:
+        if self.timings:  # a phase boundary: synchronised, else the GPU work is only queued
+            synchronize(self.device)
+            marks.append(time.perf_counter())
+
+    def _sample(self, state: StreamState, tracks, visibility):
+        """Condition, denoise and commit chunk ``state.chunk`` (queued on the device, not synchronised)."""
+        if self._side is None:  # overlapping: the previous chunk's decode may still run, by design
+            synchronize(self.device)
+        marks = [time.perf_counter()]
+        y = self.condition(state, tracks, visibility)
+        self._mark(marks)
+        gen = self.noise_generator(state)
+        if state.chunk == 0 and self.config.first_chunk_given:
+            x0 = state.cond.image_latent  # the given first frame: clean, no sampling
+        else:
+            shape = self.chunk_shape(state)
+            draw = lambda: torch.randn(shape, generator=gen, device=self.device)  # noqa: E731
+            x0 = denoise_chunk(self.network, state.cache, draw(), y, self._sigmas, fresh_noise=draw,
+                               buffers=self.buffers)
+        cache = commit_chunk(self.network, state.cache, x0, y, buffers=self.buffers)
+        self._mark(marks)
+        return state, x0, cache, gen, marks
+
+    @torch.no_grad()
+    def finish(self, state: StreamState, x0: torch.Tensor, y: Optional[torch.Tensor], gen: torch.Generator,
+               t0: float) -> tuple[ChunkOutput, StreamState]:
+        """Commit chunk ``state.chunk``'s clean latents ``x0`` sampled by the caller (the cache rolls), decode
+        them and advance the state; ``gen``: the noise generator after the chunk's draws, ``t0``: when the
+        chunk started (its conditioning and sampling are timed as ``dit``)."""
+        marks = [t0, t0] if self.timings else [t0]
+        cache = commit_chunk(self.network, state.cache, x0, y, buffers=self.buffers)
+        self._mark(marks)
+        out, new = self._decode(state, x0, cache, gen, marks)
+        return self._finish(out), new
+
+    def _decode(self, state: StreamState, x0: torch.Tensor, cache: KVCache, gen: torch.Generator,
+                marks: list) -> tuple[ChunkOutput, StreamState]:
+        """Decode the committed chunk and advance the state (on the side stream when overlapping)."""
+        i = state.chunk
+        lo, hi = self.pixel_range(i)
+        ready = None
+        if self._side is not None:  # decode beside the next chunk's passes; only the host waits for it
+            self._side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(self._side):
+                frames, decode = self.codec.decode_chunk(x0, state.decode)
+                frames = frames.float()
+                ready = torch.cuda.Event()
+                ready.record(self._side)
+            x0.record_stream(self._side)
+        else:
+            frames, decode = self.codec.decode_chunk(x0, state.decode)
+            frames = frames.float()
+        self._mark(marks)
+        nfe = self.config.nfe_per_chunk(i)
+        new = replace(state, cache=cache, decode=decode, noise=gen.get_state(), chunk=i + 1,
+                      frames_out=state.frames_out + (hi - lo), nfe=state.nfe + nfe)
+        return ChunkOutput(index=i, frames=frames, latents=x0, pixel_range=(lo, hi), nfe=nfe, seconds=0.0,
+                           timings=marks, ready=ready), new
+
+    def _finish(self, out: ChunkOutput) -> ChunkOutput:
+        """Wait for the chunk's frames and stamp its wall time (and breakdown) since its start."""
+        if out.ready is not None and not self.timings:
+            out.ready.synchronize()  # this chunk's frames only: the next chunk's passes keep running
+        else:
+            synchronize(self.device)  # GPU work is queued: without this the time is of the launches only
+        marks, out.ready = out.timings, None
+        out.seconds = time.perf_counter() - marks[0]
+        assert out.frames.shape[2] == out.pixel_range[1] - out.pixel_range[0], \
+            "codec frame count disagrees with the chunk's pixel span"
+        if self.timings:
+            cond, dit, dec = (b - a for a, b in zip(marks, marks[1:]))
+            out.timings = {"condition": cond, "dit": dit, "decode": dec,
+                           "host": max(out.seconds - cond - dit - dec, 0.0)}
+        else:
+            out.timings = None
+        return out
+
+    def stream(self, state: StreamState, source: Optional[TrackSource], *,
+               num_chunks: Optional[int] = None) -> Iterator[ChunkOutput]:
+        """Yield chunks as soon as each is decoded; ``source(i, (lo, hi))`` is asked for chunk i's
+        tracks just before chunk i is generated (with ``overlap_decode``: before chunk i - 1 is handed
+        out). Runs forever when ``num_chunks`` is None. The final state is the generator's return value
+        (``StopIteration.value``). Both orders give the same chunks."""
+        n, pending = 0, None
+        while num_chunks is None or n < num_chunks:
+            i = state.chunk
+            got = source(i, self.pixel_range(i)) if source is not None else None
+            tracks, vis = (None, None) if got is None else got
+            out, state = self._decode(*self._sample(state, tracks, vis))
+            n += 1
+            if not self.overlap_decode:
+                yield self._finish(out)
+                continue
+            if pending is not None:  # chunk i is queued behind chunk i - 1's decode: hand that one out now
+                yield self._finish(pending)
+            pending = out
+        if pending is not None:
+            yield self._finish(pending)
+        return state
+
+
+def tracks_from_array(tracks: torch.Tensor, visibility: torch.Tensor, *, hold_last: bool = False) -> TrackSource:
+    """A ``TrackSource`` over pre-recorded tracks [B, T, N, 2] / visibility [B, T, N] (offline
+    motion transfer, tests, the held-out evaluation). Past the end: None (no tracks), or the last
+    frame held still with ``hold_last``."""
+    T = tracks.shape[1]
+
+    def source(index: int, span: tuple[int, int]):
+        lo, hi = span
+        if lo >= T and not hold_last:
+            return None
+        idx = torch.arange(lo, hi).clamp(max=T - 1)
+        return tracks.index_select(1, idx), visibility.index_select(1, idx)
+
+    return source
+
+
+def collect(chunks: Iterable[ChunkOutput]) -> tuple[torch.Tensor, torch.Tensor, list[ChunkOutput]]:
+    """Concatenate streamed chunks -> (frames [B, 3, T, H, W], latents [B, C, F, h, w], outputs)."""
+    outs = list(chunks)
+    return torch.cat([o.frames for o in outs], 2), torch.cat([o.latents for o in outs], 2), outs

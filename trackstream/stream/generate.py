@@ -1,0 +1,127 @@
+"""Command line streaming generation: an image, a prompt and tracks in, an mp4 out, chunk by chunk.
+
+    python -m trackstream.stream.generate --student RUN/dmd/export/student --codec RUN/teacher/codec/codec.pt \\
+        --image first.png --tracks tracks.npy [--visibility visibility.npy] --prompt "..." \\
+        --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0] [--device cuda --dtype bfloat16]
+
+``tracks.npy`` is [T, N, 2] pixel (x, y) at the video's size; frames beyond T get no tracks (the
+empty motion condition), so ``--chunks`` may run past the recording. Each chunk is decoded and
+appended to the output as soon as it is generated; the per-chunk latency is printed (synchronised with
+the device, so it is the chunk's real wall time) and, at the end, frames per second over the chunks
+after the first generated one (that one pays the warm-up: allocator, kernels, caches).
+``--device`` / ``--dtype``: default CUDA + bfloat16 when a GPU is present, else CPU + float32.
+``--compile``: the compiled streaming step (``models.stream_buffers``); the default is the same step eager.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+import torch
+
+__all__ = ["main", "cli_precision"]
+
+
+def cli_precision(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """--device / --dtype (``models.precision.add_precision_args``) resolved; a bad value is the parser's
+    one-line error (exit 2) naming the flag, not a traceback from deep inside the first forward."""
+    from trackstream.models.precision import resolve_device, resolve_dtype
+
+    try:
+        device = resolve_device(args.device, field="--device")
+        return device, resolve_dtype(args.dtype, device, field="--dtype")
+    except ValueError as err:
+        parser.error(str(err))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--student", required=True, help="exported student folder (ODE-init or DMD stage export)")
+    ap.add_argument("--codec", required=True, help="the teacher's codec checkpoint")
+    ap.add_argument("--codec-name", default="tiny-ae")
+    ap.add_argument("--image", required=True)
+    ap.add_argument("--tracks", required=True)
+    ap.add_argument("--visibility", default=None)
+    ap.add_argument("--prompt", default="")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--chunks", type=int, default=None, help="default: as many as the tracks cover")
+    ap.add_argument("--sink", type=int, default=None, help="sink chunks; default: the student's (conventions.causal)")
+    ap.add_argument("--window", type=int, default=None, help="window chunks; default: the student's")
+    ap.add_argument("--steps", type=int, default=None, help="default: the student's (conventions.causal)")
+    ap.add_argument("--shift", type=float, default=None,
+                    help="schedule shift; default: the one in the student's network.json (conventions.causal)")
+    ap.add_argument("--fps", type=int, default=16)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--compile", action="store_true",
+                    help="torch.compile the streaming step (CUDA graphs on CUDA; one compilation per chunk layout)")
+    ap.add_argument("--reference-step", action="store_true",
+                    help="the reference step (cache concatenated and re-roped every pass) instead of the static buffers")
+    ap.add_argument("--no-overlap-decode", action="store_true",
+                    help="decode each chunk before sampling the next (default on CUDA: decode on a second stream)")
+    from trackstream.models.precision import add_precision_args, dtype_name
+
+    add_precision_args(ap)
+    args = ap.parse_args(argv)
+    device, dtype = cli_precision(ap, args)
+
+    import cv2
+
+    from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
+    from trackstream.models.conditioner import load_export
+    from trackstream.models.tracks import sample_track_ids
+    from trackstream.stream.chunks import StreamConfig, whole_chunks
+    from trackstream.stream.engine import StreamingGenerator, tracks_from_array
+
+    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
+                                          dtype=dtype)
+    print(f"{args.student}: {device}, {dtype_name(dtype)}", flush=True)
+    bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"--image {args.image!r} could not be read")
+    image = image_tensor(bgr[:, :, ::-1]).to(device)
+    tracks = torch.from_numpy(np.load(args.tracks)).float()[None]
+    if tracks.ndim != 4 or tracks.shape[-1] != 2:
+        raise ValueError(f"--tracks must hold [T, N, 2] pixel coordinates, got {tuple(tracks.shape[1:])}")
+    vis = (torch.from_numpy(np.load(args.visibility)).bool()[None] if args.visibility
+           else torch.ones(tracks.shape[:3], dtype=torch.bool))
+    streaming = net.conventions.streaming
+    if streaming is None:
+        raise ValueError(f"{args.student}/network.json records no streaming configuration (conventions.causal): "
+                         "export the student with the ODE-init or DMD stage")
+    changes = {k: v for k, v in (("sink_chunks", args.sink), ("window_chunks", args.window)) if v is not None}
+    cfg = StreamConfig.of(streaming, steps=args.steps, shift=args.shift, **changes)
+    if args.compile and args.reference_step:
+        ap.error("--compile compiles the static-buffer step: drop --reference-step")
+    engine = StreamingGenerator(net, codec, config=cfg, image_features_fn=conditioner.image_features,
+                                fast=not args.reference_step, compile=args.compile,
+                                overlap_decode=not args.no_overlap_decode)
+    T = tracks.shape[1]
+    n = args.chunks or max(1, whole_chunks(cfg.causal, 1 + (T - 1) // 4))  # whole chunks the recording covers
+    text, lens = conditioner.text([args.prompt])  # the engine moves these (and the tracks) to the network's device
+    state = engine.start(image, text, lens, track_ids=sample_track_ids(1, tracks.shape[2]), seed=args.seed)
+    # each chunk layout's first chunk pays the warm-up (allocator, kernels, compilation): chunk 0 (no cache),
+    # chunk 1 (sink only), ..., up to the first chunk of the steady layout (sink + full window); time after it
+    c = cfg.causal
+    warm = c.sink_chunks + (c.window_chunks if c.window_chunks is not None else 0) + 1
+    frames, timed, t_timed = [], 0, 0.0
+    t_prev = time.perf_counter()
+    for out in engine.stream(state, tracks_from_array(tracks, vis), num_chunks=n):
+        frames.append(to_uint8(out.frames[0]))
+        now = time.perf_counter()  # out.seconds is synchronised in the engine, so now is too
+        if out.index >= warm:
+            timed, t_timed = timed + out.frames.shape[2], t_timed + (now - t_prev)
+        t_prev = now
+        print(f"chunk {out.index:4d}: frames {out.pixel_range[0]}-{out.pixel_range[1] - 1}, "
+              f"{1e3 * out.seconds:.1f} ms (synchronised), {out.nfe} NFE", flush=True)
+    if timed:
+        print(f"{timed / t_timed:.2f} frames/s ({timed} frames in {t_timed:.2f} s wall, chunks {warm}-{n - 1}: each "
+              "chunk layout's first chunk excluded, warm-up and compilation)", flush=True)
+    write_mp4(args.out, np.concatenate(frames), fps=args.fps)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,188 @@
+"""Hydra entry point: ``python -m trackstream.train experiment=NAME key=value ...`` (console: ``trackstream train``).
+
+The only place that sees a DictConfig: compose -> ``validate`` (dataclasses, ValueError naming
+the field) -> runtime (accelerate) -> run directory -> ``run_stage``. ``--cfg job`` prints the
+composed config without running; ``--info defaults`` shows the defaults tree.
+
+Run-directory contract (``hydra.run.dir``; pass ``hydra.run.dir=$RUN_DIR`` or set ``RUN_DIR``
+under multi-process launches so every rank agrees):
+  config.yaml     the resolved config          metrics.jsonl   one JSON object per logged step
+  checkpoints/    resumable checkpoints        samples/        generated videos (track overlays)
+  results.json    the stage's summary          eval.json       held-out evaluation (teacher)
+  train.log       rank-0 log                   .hydra/         Hydra's own records
+Re-running with the same run directory resumes from its latest checkpoint.
+"""
+from __future__ import annotations
+
+import os
+
+# Before torch loads OpenMP: busy-waiting worker threads collapse throughput whenever the cores
+# are shared (8 s vs 0.3 s per tiny-teacher step on 2 loaded cores); passive waiting costs
+# little on an idle machine. An explicit OMP_WAIT_POLICY from the user wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json
+import logging
+from pathlib import Path
+from typing import Callable
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from trackstream.train.config import TrainConfig, register_configs, resolved_container, validate
+from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
+from trackstream.train.loop import configure_determinism, set_threads
+from trackstream.train.metrics import setup_logging
+from trackstream.train.parallel import deepspeed_config
+from trackstream.train.stages import StagePreempted, run_stage
+
+__all__ = ["main", "run", "instantiate", "CONFIG_DIR"]
+
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+register_configs()
+log = logging.getLogger("trackstream")
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    if HydraConfig.initialized():
+        return Path(HydraConfig.get().runtime.output_dir)
+    return Path(cfg.paths.output_dir)
+
+
+def instantiate(cfg: DictConfig | TrainConfig) -> dict:
+    """Build every component a config describes without data, weights or processes: the network
+    on ``meta`` (real shapes and parameter counts), the stage schema, the synthetic world, the
+    sampling grid, the optimizer groups and the DeepSpeed JSON. Catches config errors cheaply
+    (tests/test_train_configs.py runs it on every experiment)."""
+    from trackstream.data.clips import make_world
+    from trackstream.data.synthetic import SyntheticWorld
+    from trackstream.diffusion.schedule import sampling_sigmas
+    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
+    from trackstream.train.optim import param_groups
+
+    typed = validate(cfg) if isinstance(cfg, DictConfig) else cfg
+    enc = typed.model.text_encoder.lower()
+    if enc not in TEXT_ENCODER_DIMS:
+        raise ValueError(f"model.text_encoder={typed.model.text_encoder!r}; known: {sorted(TEXT_ENCODER_DIMS)}")
+    net = build_motion_wan(typed.model, text_encoder_dim=TEXT_ENCODER_DIMS[enc], device="meta")
+    out = {
+        "config": typed,
+        "network": net,
+        "num_params": sum(p.numel() for p in net.parameters()),
+        "param_groups": param_groups(net, typed.optim),
+        "sigmas": sampling_sigmas(typed.sampler.steps, shift=typed.schedule.shift),
+        "world": make_world(typed.data) if typed.data.source == "synthetic" else None,
+    }
+    assert out["world"] is None or isinstance(out["world"], SyntheticWorld)
+    if typed.parallel.strategy == "deepspeed":
+        out["deepspeed"] = deepspeed_config(typed.parallel, micro_batch=typed.data.batch_size,
+                                            grad_accum=typed.trainer.grad_accum, world_size=1,
+                                            clip=typed.optim.clip_grad_norm, precision="fp32")
+    return out
+
+
+def derive_grad_accum(*, global_batch: int | None, batch_size: int, world_size: int, grad_accum: int) -> int:
+    """Micro-batches per update that keep ``global_batch`` = batch_size x grad_accum x world_size."""
+    if global_batch is None:
+        return grad_accum
+    per_step = batch_size * world_size
+    if global_batch % per_step:
+        raise ValueError(f"trainer.global_batch={global_batch} is not a multiple of data.batch_size x processes = "
+                         f"{batch_size} x {world_size}: change data.batch_size or the number of processes")
+    derived = global_batch // per_step
+    if grad_accum not in (1, derived):
+        raise ValueError(f"trainer.grad_accum={grad_accum} contradicts trainer.global_batch={global_batch} "
+                         f"({batch_size} x {world_size} processes needs {derived}); set one of them only")
+    return derived
+
+
+def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
+    """Validate, set up the runtime (processes, threads, determinism) and the run directory with its
+    resolved config and log: what every entry point of a stage does before its work."""
+    export_slurm_env()  # WORLD_SIZE & co. from SLURM_* under srun, before anything reads them
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if cfg.trainer.get("global_batch") is not None:  # resolved into the config, so config.yaml says what ran
+        cfg.trainer.grad_accum = derive_grad_accum(global_batch=cfg.trainer.global_batch,
+                                                   batch_size=cfg.data.batch_size, world_size=world,
+                                                   grad_accum=cfg.trainer.grad_accum)
+    typed = validate(cfg)
+    set_threads(typed.trainer.num_threads)
+    configure_determinism(typed.trainer.deterministic)
+    ds_cfg = None
+    if typed.parallel.strategy == "deepspeed":
+        ds_cfg = deepspeed_config(typed.parallel, micro_batch=typed.data.batch_size, grad_accum=typed.trainer.grad_accum,
+                                  world_size=world, clip=typed.optim.clip_grad_norm,
+                                  precision="bf16" if typed.trainer.precision == "bf16" or
+                                  (typed.trainer.precision == "auto" and torch.cuda.is_available()) else "fp32")
+    runtime = init_runtime(typed.parallel.strategy, precision=typed.trainer.precision, backend=typed.parallel.backend,
+                           timeout_minutes=typed.parallel.timeout_minutes, deepspeed_config=ds_cfg,
+                           find_unused_parameters=typed.parallel.find_unused_parameters)
+    run_dir = _run_dir(cfg).resolve()
+    agreed = Path(runtime.broadcast_object(str(run_dir)))
+    if agreed != run_dir:
+        raise ValueError(f"ranks disagree on the run directory ({agreed} vs {run_dir}): pass hydra.run.dir=... "
+                         "or set RUN_DIR so every rank gets the same one")
+    setup_logging(is_main=runtime.is_main, level=typed.logger.level, log_file=run_dir / "train.log")
+    if runtime.is_main:
+        for sub in ("checkpoints", "samples"):
+            (run_dir / sub).mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved_container(cfg))))
+        log.info("run directory %s | stage %s | %s x %d (%s, %s)", run_dir, typed.stage.name, runtime.strategy,
+                 runtime.world_size, runtime.device, runtime.precision)
+        log.info("global batch %d = %d per process x %d accumulated x %d processes",
+                 typed.data.batch_size * typed.trainer.grad_accum * runtime.world_size, typed.data.batch_size,
+                 typed.trainer.grad_accum, runtime.world_size)
+    runtime.barrier()
+    seed_everything(typed.trainer.seed)
+    return typed, runtime, run_dir
+
+
+def run(cfg: DictConfig) -> dict:
+    """Validate, set up the runtime and the run directory, train the configured stage."""
+    typed, runtime, run_dir = start_run(cfg)
+    try:
+        summary = run_stage(typed, runtime, run_dir)
+    except StagePreempted:
+        summary = {"status": "preempted"}
+    if runtime.is_main:
+        (run_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
+        log.info(summary_line(summary, run_dir))
+    runtime.barrier()
+    return summary
+
+
+def summary_line(summary: dict, run_dir: Path) -> str:
+    """One readable closing line: status, step, final loss, held-out EPE if evaluated, where it went."""
+    parts = [f"{summary.get('status')} at step {summary.get('step')}"]
+    loss = (summary.get("last_metrics") or {}).get("train/loss")
+    if loss is not None:
+        parts.append(f"loss {float(loss):.4f}")
+    if "epe_with_tracks" in summary:
+        parts.append(f"EPE with / without tracks {summary['epe_with_tracks']:.2f} / "
+                     f"{summary.get('epe_without_tracks', float('nan')):.2f} px")
+    if summary.get("export"):
+        parts.append(f"export {summary['export']}")
+    parts.append(f"results {run_dir / 'results.json'}")
+    return " | ".join(parts)
+
+
+def hydra_entry(job: Callable[[DictConfig], object]) -> Callable[[], None]:
+    """A command over the train config (``python -m trackstream.train``, ``python -m trackstream.distill.pairs``): Hydra
+    composes ``conf/train.yaml`` with the command line, ``job`` runs on it, and a multi-process run
+    exits hard afterwards (gloo's sporadic abort at interpreter exit, cpu-environment.md trap 5)."""
+
+    @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+    def _hydra_main(cfg: DictConfig) -> None:
+        job(cfg)
+
+    def entry() -> None:
+        _hydra_main()
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            hard_exit(0)
+
+    return entry
+
+
+main = hydra_entry(run)

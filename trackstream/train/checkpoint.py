@@ -1,0 +1,167 @@
+"""Exact-resume checkpoints: atomic directories, keep-last-k, automatic resume, preemption.
+
+Layout of ``<run_dir>/checkpoints/step_00001000/``:
+  meta.pt            rank 0: step, loop counters, per-network schedule/counters, a config
+                     fingerprint; written LAST, so a directory with meta.pt is complete
+  rank_00000.pt ...  per rank: data-stream position, objective state (its generators are per
+                     rank) and RNG states (python, numpy, torch, cuda)
+  <network>.pt | <network>/ | deepspeed/   model + optimizer (+ EMA), per strategy (trackstream/train/parallel.py)
+Atomicity: everything goes to ``.tmp-step_...`` first; after a barrier rank 0 renames it into
+place (``os.replace`` of a directory is atomic on POSIX) and prunes old ones. A crash mid-save
+leaves only a ``.tmp-*`` directory, which resume ignores and the next save removes.
+
+Preemption: SIGTERM, SIGUSR1 (Slurm's ``--signal=USR1@120``) and SIGUSR2 (submitit) set a flag; the loop checks it
+every step (agreeing across ranks), saves, and exits cleanly (optionally ``scontrol requeue``).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+
+import torch
+
+from trackstream.train.dist import Runtime, load_rng_state, rng_state
+from trackstream.train.parallel import TrainedNetwork
+
+__all__ = ["CheckpointManager", "PreemptionHandler", "find_latest"]
+
+log = logging.getLogger(__name__)
+_STEP_DIR = re.compile(r"^step_(\d{8})$")
+
+
+def find_latest(directory: Path) -> Path | None:
+    """The highest complete ``step_*`` checkpoint in ``directory`` (None if there is none)."""
+    if not directory.is_dir():
+        return None
+    done = [p for p in directory.iterdir() if _STEP_DIR.match(p.name) and (p / "meta.pt").is_file()]
+    return max(done, key=lambda p: int(_STEP_DIR.match(p.name).group(1)), default=None)
+
+
+class CheckpointManager:
+    def __init__(self, directory: Path, runtime: Runtime, *, keep_last: int, fingerprint: dict):
+        if keep_last < 1:
+            raise ValueError(f"trainer.keep_last={keep_last} must be >= 1")
+        self.directory, self.runtime, self.keep_last = Path(directory), runtime, keep_last
+        self.fingerprint = fingerprint  # config fields that must match for an exact resume
+
+    def save(self, step: int, *, networks: dict[str, TrainedNetwork], objective, loop_state: dict, data_state: dict) -> Path:
+        final = self.directory / f"step_{step:08d}"
+        tmp = self.directory / f".tmp-step_{step:08d}"
+        if self.runtime.is_main:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir()
+        self.runtime.barrier()
+        for net in networks.values():
+            net.save(tmp)
+        rank_state = {"data": data_state, "objective": objective.state_dict(), "rng": rng_state()}
+        torch.save(rank_state, tmp / f"rank_{self.runtime.rank:05d}.pt")
+        self.runtime.barrier()
+        if self.runtime.is_main:
+            meta = {
+                "step": step,
+                "loop": loop_state,
+                "networks": {name: net.meta_state() for name, net in networks.items()},
+                "world_size": self.runtime.world_size,
+                "fingerprint": self.fingerprint,
+            }
+            torch.save(meta, tmp / "meta.pt")
+            _fsync_dir(tmp)
+            if final.exists():  # re-saving the same step (e.g. preemption right after a periodic save)
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+            _fsync_dir(self.directory)
+            self._prune()
+        self.runtime.barrier()
+        return final
+
+    def _prune(self) -> None:
+        done = sorted(
+            (p for p in self.directory.iterdir() if _STEP_DIR.match(p.name) and (p / "meta.pt").is_file()),
+            key=lambda p: p.name,
+        )
+        for old in done[: max(0, len(done) - self.keep_last)]:
+            shutil.rmtree(old, ignore_errors=True)
+        for stale in self.directory.glob(".tmp-step_*"):
+            shutil.rmtree(stale, ignore_errors=True)
+
+    def load(self, path: Path, *, networks: dict[str, TrainedNetwork], objective) -> tuple[int, dict, dict]:
+        """Restore everything; returns (step, loop_state, data_state of this rank)."""
+        meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=False)
+        if meta["world_size"] != self.runtime.world_size:
+            raise ValueError(
+                f"checkpoint {path} was written by {meta['world_size']} processes, this run has "
+                f"{self.runtime.world_size}: exact resume needs the same world size (data streams are per rank)"
+            )
+        changed = {k: (meta["fingerprint"].get(k), v) for k, v in self.fingerprint.items() if meta["fingerprint"].get(k) != v}
+        if changed:
+            details = ", ".join(f"{k}: saved {a!r} now {b!r}" for k, (a, b) in changed.items())
+            raise ValueError(f"cannot resume {path} exactly, the config changed ({details}); use a new run directory")
+        if set(meta["networks"]) != set(networks):
+            raise ValueError(f"checkpoint {path} has networks {sorted(meta['networks'])}, this stage trains {sorted(networks)}")
+        for name, net in networks.items():
+            net.load(path)
+            net.load_meta_state(meta["networks"][name])
+        rank_state = torch.load(path / f"rank_{self.runtime.rank:05d}.pt", map_location="cpu", weights_only=False)
+        objective.load_state_dict(rank_state["objective"])
+        load_rng_state(rank_state["rng"])
+        return int(meta["step"]), meta["loop"], rank_state["data"]
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:  # some filesystems do not support fsync on directories
+        pass
+
+
+class PreemptionHandler:
+    """Context manager: SIGTERM/SIGUSR1/SIGUSR2 set ``requested`` instead of killing the process.
+
+    USR1 is what slurm/teacher.sbatch asks for, TERM what torchrun forwards, USR2 what submitit
+    sends before a time limit (handled here so the step finishes and a checkpoint is written).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
+
+    def __init__(self):
+        self.requested = False
+        self.signum: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.requested, self.signum = True, signum
+        log.warning("received %s: saving a checkpoint and exiting at the end of this step", signal.Signals(signum).name)
+
+    def __enter__(self) -> "PreemptionHandler":
+        for sig in self.SIGNALS:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not in the main thread (e.g. inside a test runner thread)
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+
+    @staticmethod
+    def requeue() -> None:
+        """Ask Slurm to requeue this job (the sbatch template sets --requeue)."""
+        job = os.environ.get("SLURM_JOB_ID")
+        if not job:
+            return
+        try:
+            subprocess.run(["scontrol", "requeue", job], check=False, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            log.warning("scontrol requeue %s failed: %s", job, e)

@@ -1,0 +1,179 @@
+"""The root training config: structured-config schemas registered in Hydra's ConfigStore.
+
+Each component's schema lives next to the component (``OptimConfig`` in trackstream/train/optim.py, ...);
+this module composes them into ``TrainConfig`` and registers:
+  * ``train_schema``            the root, first in conf/train.yaml's defaults (type-checks YAML).
+``stage`` is typed per stage: its conf/stage/<name>.yaml names its schema (``_schema_``) and
+builder (``_builder_``); ``validate`` checks the stage node against that schema.
+``validate`` converts the composed DictConfig to dataclasses (running every ``__post_init__``)
+and checks cross-field rules, raising ``ValueError`` naming the field. Library code only ever
+sees the dataclasses, never a DictConfig.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from trackstream.data.clips import DataConfig
+from trackstream.diffusion.samplers import SamplerConfig
+from trackstream.eval.teacher_eval import EvalConfig
+from trackstream.models.motion_wan import ModelConfig, latent_channels
+from trackstream.models.tracks import TEMPORAL_FACTOR
+from trackstream.stream.chunks import check_first_chunk, first_chunk_given, whole_chunks
+from trackstream.train.codec import CodecConfig
+from trackstream.train.ema import EMAConfig
+from trackstream.train.loop import TrainerConfig
+from trackstream.train.metrics import LoggerConfig
+from trackstream.train.optim import OptimConfig
+from trackstream.train.parallel import ParallelConfig
+
+__all__ = ["resolve", "ScheduleConfig", "PathsConfig", "TrainConfig", "register_configs", "validate", "resolved_container"]
+
+
+@dataclass
+class ScheduleConfig:
+    """The one step grid of every stage (diffusion.schedule): shift k of sigma' = k s / (1 + (k-1) s)."""
+
+    shift: float = 5.0
+    student_steps: int = 3  # the few-step student's denoising steps, points of the same grid
+
+    def __post_init__(self) -> None:
+        if not self.shift > 0:
+            raise ValueError(f"schedule.shift={self.shift} must be > 0 (1 = no shift)")
+        if self.student_steps < 1:
+            raise ValueError(f"schedule.student_steps={self.student_steps} must be >= 1")
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    log_dir: str = "runs"
+    data_dir: str = "data_cache"
+    output_dir: str = "."  # the run directory (set from hydra.runtime.output_dir)
+
+
+@dataclass
+class TrainConfig:
+    task_name: str = "train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage: Any = None  # the stage's schema (conf/stage/<name>.yaml: _schema_)
+    stage_builder: Optional[str] = None  # set by validate from conf/stage/<name>.yaml: _builder_
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
+
+
+def register_configs() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+
+
+def resolve(path: str, *, field: str = "stage._builder_"):
+    """"module:attr" -> the object (a stage's schema class or builder)."""
+    module, sep, attr = path.partition(":")
+    if not sep or not module or not attr:
+        raise ValueError(f"{field}={path!r}: expected 'module:attr', e.g. 'trackstream.train.teacher_stage:build_teacher'")
+    if module.split(".")[0] in _BEFORE_NAMESPACE:  # a run directory written before the trackstream namespace
+        module = f"trackstream.{module}"
+    return getattr(importlib.import_module(module), attr)
+
+
+# the top-level packages of releases before everything moved under ``trackstream`` (their run dirs name them)
+_BEFORE_NAMESPACE = frozenset({"models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline"})
+
+
+def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
+    """DictConfig -> TrainConfig with every schema's checks and the cross-field rules."""
+    if isinstance(cfg, DictConfig):
+        if cfg.get("stage") is None or "name" not in cfg.stage:
+            raise ValueError("stage is not set: choose one with stage=<name> (e.g. stage=teacher)")
+        plain = resolved_container(cfg)
+        stage = plain.pop("stage")
+        schema, builder = stage.pop("_schema_", None), stage.pop("_builder_", None)
+        if not schema or not builder:
+            raise ValueError(f"stage {stage['name']!r}: its conf/stage/<name>.yaml must name _schema_ "
+                             "('module:Class', the stage's typed config) and _builder_ ('module:function')")
+        typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
+        stage_schema = resolve(schema, field="stage._schema_")
+        typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage_schema), stage))
+        typed.stage_builder = builder
+        cfg = typed
+    _cross_checks(cfg)
+    return cfg
+
+
+def resolved_container(cfg: DictConfig) -> dict:
+    """The job config (without the ``hydra`` node) as plain containers, interpolations resolved."""
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    plain.pop("hydra", None)
+    return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
+
+
+# TAEHV release presets as (latent channels, pixel patch): the defaults of models.codecs.taehv.TAEHV_RELEASES,
+# repeated here because checking a config must not import the codecs (tests keep the two equal).
+TAEHV_SIZES = {"taehv-wan2.1": (16, 1), "taehv-wan2.2": (48, 2)}
+
+
+def codec_spatial_factor(name: str, options: dict) -> int:
+    """Pixels per latent cell of a configured codec (Wan 2.1 VAE 8, Wan 2.2 VAE 16, TAEHV 8 x patch, tiny AE patch)."""
+    if name == "tiny-ae":
+        return int(options.get("patch", 8))
+    if name in TAEHV_SIZES:
+        return 8 * int(options.get("patch_size", TAEHV_SIZES[name][1]))
+    if name == "wan2.2-vae":
+        return 16
+    return 8
+
+
+def codec_latent_channels(name: str, options: dict) -> int:
+    """Latent channels of a configured codec: 48 for the Wan 2.2 VAE and taehv-wan2.2, else 16 unless set."""
+    if name == "wan2.2-vae":
+        return 48
+    default = TAEHV_SIZES[name][0] if name in TAEHV_SIZES else 16
+    return int(options.get("latent_channels", default))
+
+
+def _cross_checks(cfg: TrainConfig) -> None:
+    patch = cfg.model.overrides.get("patch_size", (1, 2, 2))
+    sf = codec_spatial_factor(cfg.codec.name, dict(cfg.codec.options))
+    for axis, px, p in (("height", cfg.data.height, patch[1]), ("width", cfg.data.width, patch[2])):
+        if px % sf or (px // sf) % p:
+            raise ValueError(f"data.{axis}={px}: must be a multiple of the codec's spatial factor {sf} and give a "
+                             f"latent size ({px // sf}) divisible by the DiT patch size {p}")
+    if cfg.codec.fit.crop > min(cfg.data.height, cfg.data.width) or cfg.codec.fit.num_frames > cfg.data.num_frames:
+        raise ValueError(
+            f"codec.fit crop {cfg.codec.fit.num_frames}x{cfg.codec.fit.crop}px does not fit data clips of "
+            f"{cfg.data.num_frames}x{cfg.data.height}x{cfg.data.width}; lower codec.fit.crop / codec.fit.num_frames"
+        )
+    want, have = latent_channels(cfg.model.flavor, cfg.model.overrides), codec_latent_channels(cfg.codec.name, dict(cfg.codec.options))
+    if want != have:
+        raise ValueError(f"model.flavor={cfg.model.flavor!r} denoises {want}-channel latents but codec={cfg.codec.name!r} "
+                         f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2_vae or "
+                         "codec=taehv_wan2.2 and the Wan 2.1 flavors with a 16-channel codec")
+    causal = getattr(cfg.stage, "causal", None)
+    if causal is not None:  # a causal stage: its chunking must tile the clips it trains on
+        check_first_chunk(causal, layout=cfg.model.layout, field="stage.causal")
+        latents = 1 + (cfg.data.num_frames - 1) // TEMPORAL_FACTOR
+        if whole_chunks(causal, latents) == 0 or causal.chunk_start(whole_chunks(causal, latents)) != latents:
+            fit = "1 + k*C" if first_chunk_given(causal) else "k*C"
+            raise ValueError(f"data.num_frames={cfg.data.num_frames} = {latents} latent frames do not split into chunks "
+                             f"of {causal.name} ({fit} latents, C={causal.chunk_frames}): change data.num_frames or "
+                             "stage.causal.first_chunk_frames (1: chunk 0 is the given first latent; null: chunk 0 "
+                             "is sampled, the image in the channels)")
+    if cfg.model.layout == "ti2v" and not getattr(cfg.stage, "clean_first_frame", True):
+        raise ValueError("model.layout=ti2v carries the first frame as clean latent frame 0 (no image channels): "
+                         "set stage.clean_first_frame=true")
+    if cfg.model.track_channels == 0 and cfg.sampler.guidance.mode in ("joint", "motion"):
+        raise ValueError(f"sampler.guidance.mode={cfg.sampler.guidance.mode!r} needs tracks but model.track_channels=0")

@@ -1,0 +1,205 @@
+"""The one training loop, shared by every stage (codec fit, teacher, ODE init, DMD, RL).
+
+Read top to bottom: resume -> for each step: fetch ``grad_accum`` micro-batches, ask the
+objective which networks to update, accumulate their gradients, step their optimizers (clip,
+LR schedule, EMA inside ``TrainedNetwork.step``) -> log -> periodic hooks -> checkpoint ->
+stop on max_steps or on a preemption signal. What differs between stages lives in the
+objective (trackstream/train/objective.py); what differs between DDP/FSDP/DeepSpeed lives in
+``TrainedNetwork`` (trackstream/train/parallel.py). Nothing here branches on either.
+
+``step`` counts completed loop steps: metrics, checkpoints and hooks at step s describe the
+state after s steps. A resumed run continues from the checkpoint's s with bit-identical
+batches, noise and optimizer state (tests/test_train_resume.py).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+
+from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler, find_latest
+from trackstream.train.dist import Runtime
+from trackstream.train.metrics import MetricLogger, Throughput
+from trackstream.train.objective import Objective
+from trackstream.train.parallel import TrainedNetwork
+
+__all__ = ["TrainerConfig", "Hook", "TrainResult", "train"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainerConfig:
+    max_steps: int = 1000
+    grad_accum: int = 1  # micro-batches per optimizer update
+    # samples per optimizer update over all processes; when set, grad_accum is derived from it
+    # (global_batch / (data.batch_size x processes)), so a recipe keeps its batch on any GPU count
+    global_batch: int | None = None
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    seed: int = 0  # every value is a real seed (0 included)
+    log_every: int = 10
+    ckpt_every: int = 500  # 0: only at the end (and on preemption)
+    keep_last: int = 3
+    sample_every: int = 0  # periodic sample hooks (0: only the end-of-training evaluation)
+    resume: str = "auto"  # auto: latest checkpoint of the run dir | never | a checkpoint directory
+    num_threads: int | None = None  # CPU intra-op threads (None: torch's default)
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU)
+    requeue_on_preempt: bool = True  # scontrol requeue after a preemption save under Slurm
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "grad_accum", "log_every", "keep_last"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"trainer.{name}={getattr(self, name)} must be >= 1")
+        for name in ("ckpt_every", "sample_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"trainer.{name}={getattr(self, name)} must be >= 0 (0 disables)")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise ValueError(f"trainer.precision={self.precision!r}; choose auto, fp32 or bf16")
+        if self.global_batch is not None and self.global_batch < 1:
+            raise ValueError(f"trainer.global_batch={self.global_batch} must be >= 1 or null")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"trainer.num_threads={self.num_threads} must be >= 1 or null")
+
+
+@dataclass
+class Hook:
+    """A periodic side task (sampling videos, evaluation); ``fn(step, logger)`` runs on every rank."""
+
+    every: int
+    fn: Callable[[int, MetricLogger], None]
+
+
+@dataclass
+class TrainResult:
+    step: int
+    status: str  # "done" | "preempted"
+    resumed_from: Path | None
+    last_metrics: dict
+
+
+def _every(step: int, n: int) -> bool:
+    return n > 0 and step % n == 0
+
+
+def train(
+    *,
+    objective: Objective,
+    networks: dict[str, TrainedNetwork],
+    data: Iterable,
+    cfg: TrainerConfig,
+    runtime: Runtime,
+    checkpoints: CheckpointManager,
+    logger: MetricLogger,
+    hooks: Iterable[Hook] = (),
+) -> TrainResult:
+    """Train until ``cfg.max_steps`` (or a preemption signal); see the module docstring."""
+    missing = set(objective.networks) - set(networks)
+    assert not missing, f"objective needs networks {sorted(missing)} that were not prepared"
+
+    # ---- resume ---------------------------------------------------------------------------
+    step, resumed_from, loop_state = 0, None, {}
+    ckpt_path = None
+    if cfg.resume == "auto":
+        ckpt_path = find_latest(checkpoints.directory)
+    elif cfg.resume != "never":
+        ckpt_path = Path(cfg.resume)
+        if not (ckpt_path / "meta.pt").is_file():
+            raise ValueError(f"trainer.resume={cfg.resume!r} is not a complete checkpoint directory (no meta.pt)")
+    if ckpt_path is not None:
+        step, loop_state, data_state = checkpoints.load(ckpt_path, networks=networks, objective=objective)
+        data.load_state_dict(data_state)
+        resumed_from = ckpt_path
+        log.info("resumed from %s at step %d", ckpt_path, step)
+    logger.start_at(step)
+    samples_seen = int(loop_state.get("samples_seen", 0))
+    last_primary = loop_state.get("last_primary_loss")
+
+    def save() -> Path:
+        state = {"samples_seen": samples_seen, "last_primary_loss": last_primary}
+        return checkpoints.save(step, networks=networks, objective=objective, loop_state=state,
+                                data_state=data.state_dict())
+
+    for net in networks.values():
+        net.module.train()
+    batches = iter(data)
+    throughput = Throughput()
+    sums: dict[str, torch.Tensor] = {}
+    counts: dict[str, int] = {}
+    last_metrics: dict = {}
+    status, saved_at = "done", -1
+    primary = objective.primary_name()
+
+    with PreemptionHandler() as preempt:
+        while step < cfg.max_steps:
+            # ---- one step: micro-batches, then one update per scheduled network ---------------
+            micro = [objective.prepare_batch(next(batches)) for _ in range(cfg.grad_accum)]
+            for name in objective.updates(step):
+                net = networks[name]
+                for i, batch in enumerate(micro):
+                    last = i == len(micro) - 1
+                    with (contextlib.nullcontext() if last else net.no_sync()):
+                        with runtime.autocast():
+                            loss, extra = objective.loss(name, batch, step=step)
+                        net.backward(loss, accum=cfg.grad_accum, last=last)
+                    for key, value in {f"loss/{name}": loss, **extra}.items():
+                        sums[key] = sums.get(key, 0.0) + value.detach().float()
+                        counts[key] = counts.get(key, 0) + 1
+                grad_norm = net.step()
+                sums[f"grad_norm/{name}"] = sums.get(f"grad_norm/{name}", 0.0) + grad_norm.float()
+                counts[f"grad_norm/{name}"] = counts.get(f"grad_norm/{name}", 0) + 1
+            step += 1
+            n_samples = sum(objective.batch_size(b) for b in micro) * runtime.world_size
+            samples_seen += n_samples
+            throughput.add(n_samples)
+            logger.advance()
+
+            # ---- logging (one all-reduce per log interval) --------------------------------------
+            if _every(step, cfg.log_every) or step == cfg.max_steps:
+                means = runtime.reduce_mean({k: v / counts[k] for k, v in sums.items()})
+                scalars = {f"train/{k}": v for k, v in means.items()}
+                if f"train/loss/{primary}" in scalars:
+                    last_primary = scalars[f"train/loss/{primary}"]
+                if last_primary is not None:
+                    scalars["train/loss"] = last_primary
+                for name, net in networks.items():
+                    scalars[f"train/lr/{name}"] = net.lr()
+                scalars.update(throughput.read())
+                scalars["perf/samples_seen"] = samples_seen
+                if runtime.device.type == "cuda":
+                    scalars["perf/max_memory_gib"] = torch.cuda.max_memory_allocated(runtime.device) / 2**30
+                logger.log(step, scalars)
+                last_metrics = scalars
+                sums, counts = {}, {}
+
+            # ---- periodic hooks, checkpoints, preemption ---------------------------------------
+            for hook in hooks:
+                if _every(step, hook.every) and step < cfg.max_steps:
+                    hook.fn(step, logger)
+            if _every(step, cfg.ckpt_every) or step == cfg.max_steps:
+                save()
+                saved_at = step
+            if runtime.any_flag(preempt.requested):  # all ranks agree (an all-reduce + host sync per step)
+                if saved_at != step:
+                    save()
+                status = "preempted"
+                log.warning("preempted at step %d: checkpoint saved, exiting", step)
+                if cfg.requeue_on_preempt and runtime.is_main:
+                    preempt.requeue()
+                break
+    return TrainResult(step=step, status=status, resumed_from=resumed_from, last_metrics=last_metrics)
+
+
+def set_threads(num_threads: int | None) -> None:
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+
+
+def configure_determinism(deterministic: bool) -> None:
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+

@@ -1,0 +1,322 @@
+"""The shipped tiny teacher: train it (resumably, across machines), export it, verify it.
+
+    python -m trackstream.train.release start  --run-dir /tmp/release      # the release command, recorded first
+    python -m trackstream.train.release pack   --run-dir /tmp/release      # -> assets/tiny-teacher-resume.tar
+    python -m trackstream.train.release unpack --run-dir /tmp/release      # a new machine continues from it
+    python -m trackstream.train.release export --run-dir /tmp/release      # -> assets/tiny-teacher/ + manifest.json
+    python -m trackstream.train.release verify                             # sha256 of every shipped file
+
+A release checkpoint is what a user starts from, as MotionStream starts from Wan: the exported
+network (official Wan DiT files + heads), the codec it was trained with and the resolved config,
+with a ``manifest.json`` that says how it was made (command, git commit, steps, wall time, seeds),
+the sha256 of every file, the first logged losses (tests/test_release.py re-runs the command's
+first steps and compares) and the held-out figures of its own evaluation. ``load_release``
+refuses a folder whose files are missing or altered, naming them.
+
+The long run spans sessions whose processes end and whose machines may change, so its latest
+resumable state travels as ONE tar in the repository (``pack`` overwrites it): the newest
+checkpoint directory, the fitted codec, the run's config, its logs and ``release_run.json`` (the
+command and the commit it was started from). ``unpack`` lays it out again and ``start`` resumes.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSET_DIR = ROOT / "assets" / "tiny-teacher"
+RESUME_TAR = ROOT / "assets" / "tiny-teacher-resume.tar"
+EXPERIMENT = "tiny_teacher_release"
+FIRST_LOSSES = 20
+MAX_BYTES = 20 * 2**20  # every shipped file, and the folder in total
+
+__all__ = ["ReleaseError", "release_command", "sha256", "load_release", "verify_release", "export_release",
+           "pack_resume", "unpack_resume", "logged_losses", "release_curve"]
+
+
+class ReleaseError(ValueError):
+    """A release folder (or a resume bundle) is missing, incomplete or altered."""
+
+
+def release_command(run_dir: Path | str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """The command that trains the release teacher into ``run_dir`` (resumes if it holds checkpoints)."""
+    return ["python", "-m", "trackstream.train", f"experiment={EXPERIMENT}", *extra, f"hydra.run.dir={run_dir}"]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit(root: Path = ROOT) -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def logged_losses(metrics: Path, key: str = "train/loss", limit: int | None = None) -> list[tuple[int, float]]:
+    """(step, value) of ``key`` from a metrics.jsonl, in step order, each step once (a resumed run
+    re-logs nothing before its checkpoint, but a crash between a log and a checkpoint can)."""
+    seen: dict[int, float] = {}
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if key in row:
+                seen[int(row["step"])] = float(row[key])
+    out = sorted(seen.items())
+    return out[:limit] if limit else out
+
+
+def training_seconds(metrics: Path) -> float:
+    """Wall seconds of training steps, summed from the logged mean step times (resume-proof)."""
+    total, last = 0.0, 0
+    if metrics.is_file():
+        rows = {}
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if "perf/step_time_s" in row:
+                rows[int(row["step"])] = float(row["perf/step_time_s"])
+        for step in sorted(rows):
+            total += rows[step] * (step - last)
+            last = step
+    return total
+
+
+def _windowed(points: list[tuple[int, float]], window: int = 25) -> list[tuple[int, float]]:
+    """Mean loss per ``window`` logged steps (the last step of each window): a light training curve."""
+    out = []
+    for i in range(0, len(points), window):
+        chunk = points[i : i + window]
+        out.append((chunk[-1][0], round(sum(v for _, v in chunk) / len(chunk), 5)))
+    return out
+
+
+def _eval_curve(path: Path) -> list[dict]:
+    """The run's periodic held-out evaluations (its eval.jsonl), scalar figures only."""
+    if not path.is_file():
+        return []
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows]
+
+
+def release_curve(directory: Path | str = ASSET_DIR) -> list[dict]:
+    """The shipped teacher's training curve (``curve.json``: mean loss per 25 steps); [] if absent."""
+    path = Path(directory) / "curve.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+# ----------------------------------------------------------------------------------------------
+# verify / load
+
+
+def verify_release(directory: Path | str = ASSET_DIR) -> dict:
+    """Check every file the manifest lists against its sha256; returns the manifest."""
+    directory = Path(directory)
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise ReleaseError(f"{directory}: no manifest.json; this is not a release folder (export one with "
+                           f"`python -m trackstream.train.release export --run-dir <run>` or restore it with `git checkout -- {directory}`)")
+    manifest = json.loads(manifest_path.read_text())
+    missing, altered = [], []
+    for rel, digest in sorted(manifest.get("sha256", {}).items()):
+        path = directory / rel
+        if not path.is_file():
+            missing.append(rel)
+        elif sha256(path) != digest:
+            altered.append(rel)
+    if missing or altered:
+        parts = ([f"missing {missing}"] if missing else []) + ([f"altered (sha256 differs from manifest.json) {altered}"] if altered else [])
+        raise ReleaseError(f"release {directory} is not intact: {'; '.join(parts)}. Restore it with "
+                           f"`git checkout -- {directory}` (or `git lfs pull` if your clone used LFS), or re-export it")
+    return manifest
+
+
+def load_release(directory: Path | str = ASSET_DIR, *, device: str = "cpu"):
+    """(network, codec path, manifest) of a verified release folder."""
+    from trackstream.models.motion_wan import load_network
+
+    directory = Path(directory)
+    manifest = verify_release(directory)
+    net = load_network(directory / "teacher", device=device)
+    return net, directory / "codec.pt", manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# export
+
+
+def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | None = None) -> dict:
+    """Copy a finished release run's export, codec and config into ``dest`` and write its manifest."""
+    run_dir = Path(run_dir)
+    results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
+    if results.get("status") != "done":
+        raise ReleaseError(f"{run_dir}: the release run has not finished (results.json status "
+                           f"{results.get('status')!r}); resume it with `python -m trackstream.train.release start --run-dir {run_dir}`")
+    record = json.loads((run_dir / "release_run.json").read_text()) if (run_dir / "release_run.json").is_file() else {}
+    if dest.exists():
+        shutil.rmtree(dest)
+    (dest / "teacher").mkdir(parents=True)
+    shutil.copytree(run_dir / "export" / "teacher", dest / "teacher", dirs_exist_ok=True)
+    codec = run_dir / "codec" / "codec.pt"  # fitted by the run; a fine-tune uses the codec it was given
+    if not codec.is_file():
+        from omegaconf import OmegaConf
+
+        given = OmegaConf.load(run_dir / "config.yaml").codec.get("checkpoint")
+        if not given or not Path(given).is_file():
+            raise ReleaseError(f"{run_dir}: no fitted codec (codec/codec.pt) and no codec.checkpoint file in its config")
+        codec = Path(given)
+    shutil.copy2(codec, dest / "codec.pt")
+    shutil.copy2(run_dir / "config.yaml", dest / "config.yaml")
+    curve = [{"step": step, "train/loss": loss} for step, loss in _windowed(logged_losses(run_dir / "metrics.jsonl"))]
+    (dest / "curve.json").write_text(json.dumps(curve) + "\n")
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    too_big = [f"{p.relative_to(dest)} ({p.stat().st_size / 2**20:.1f} MiB)" for p in files if p.stat().st_size > MAX_BYTES]
+    total = sum(p.stat().st_size for p in files)
+    if too_big or total > MAX_BYTES:
+        raise ReleaseError(f"release files must stay under 20 MiB each and in total ({total / 2**20:.1f} MiB): {too_big}")
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    eval_json = run_dir / "eval.json"
+    held_out = figures if figures is not None else (json.loads(eval_json.read_text()) if eval_json.is_file() else {})
+    manifest = {
+        "name": "tiny-teacher",
+        "command": " ".join(record.get("command") or release_command("<run-dir>")),
+        "git_commit": record.get("git_commit"),
+        "steps": results.get("step"),
+        "wall_time_s": {"teacher_training": round(training_seconds(run_dir / "metrics.jsonl"), 1),
+                        "codec_fit": round(training_seconds(run_dir / "codec" / "metrics.jsonl"), 1),
+                        "sessions": record.get("sessions", [])},
+        "seeds": {"data.seed": cfg.data.seed, "data.eval_seed": cfg.data.eval_seed, "trainer.seed": cfg.trainer.seed},
+        "first_losses": {
+            "codec": [v for _, v in logged_losses(run_dir / "codec" / "metrics.jsonl", limit=FIRST_LOSSES)],
+            "teacher": [v for _, v in logged_losses(run_dir / "metrics.jsonl", limit=FIRST_LOSSES)],
+        },
+        "held_out": {k: v for k, v in held_out.items() if not isinstance(v, (dict, list))},
+        "held_out_during_training": _eval_curve(run_dir / "eval.jsonl"),
+        "sha256": {str(p.relative_to(dest)): sha256(p) for p in files},
+        "bytes": total,
+    }
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+# ----------------------------------------------------------------------------------------------
+# resume bundle
+
+
+def _bundle_members(run_dir: Path) -> list[Path]:
+    from trackstream.train.checkpoint import find_latest
+
+    latest = find_latest(run_dir / "checkpoints")
+    if latest is None:
+        raise ReleaseError(f"{run_dir}/checkpoints holds no complete checkpoint to pack")
+    members = [p for p in sorted(latest.rglob("*")) if p.is_file()]
+    for rel in ("codec/codec.pt", "codec/metrics.jsonl", "config.yaml", "metrics.jsonl", "release_run.json", "eval.jsonl"):
+        if (run_dir / rel).is_file():
+            members.append(run_dir / rel)
+    if not (run_dir / "codec" / "codec.pt").is_file():
+        raise ReleaseError(f"{run_dir}/codec/codec.pt is missing: the run has not fitted its codec yet")
+    return members
+
+
+def pack_resume(run_dir: Path, tar_path: Path = RESUME_TAR) -> Path:
+    """One uncompressed tar (written atomically) with what ``unpack_resume`` needs to continue."""
+    run_dir = Path(run_dir)
+    tmp = tar_path.with_name(tar_path.name + ".tmp")
+    tar_path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+        for path in _bundle_members(run_dir):
+            info = tar.gettarinfo(str(path), arcname=str(path.relative_to(run_dir)))
+            info.mtime, info.uid, info.gid, info.uname, info.gname = 0, 0, 0, "", ""  # reproducible bytes
+            with open(path, "rb") as f:
+                tar.addfile(info, f)
+    os.replace(tmp, tar_path)
+    return tar_path
+
+
+def unpack_resume(run_dir: Path, tar_path: Path = RESUME_TAR) -> Path:
+    run_dir = Path(run_dir)
+    if not tar_path.is_file():
+        raise ReleaseError(f"no resume bundle at {tar_path}")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(tar_path) as tar:
+        names = tar.getnames()
+        if any(n.startswith(("/", "..")) or "/../" in n for n in names):
+            raise ReleaseError(f"{tar_path}: refusing a bundle with paths outside the run directory")
+        tar.extractall(run_dir, filter="data")
+    return run_dir
+
+
+# ----------------------------------------------------------------------------------------------
+# CLI
+
+
+def start(run_dir: Path, extra: list[str], *, until: int | None = None, threads: int | None = None) -> int:
+    """Run (or resume) the release command in ``run_dir``; record the command, commit and session.
+
+    ``until``: stop (evaluate and export) at this step instead of the recipe's last. The schedule's
+    horizon is ``optim.decay_steps``, not the stop, so a later ``start`` continues exactly.
+    ``threads``: CPU threads for this session only (not part of the recorded recipe: the same
+    steps on 1 or 2 threads differ only in float rounding)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record_path = run_dir / "release_run.json"
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {
+        "command": release_command(run_dir, extra), "git_commit": git_commit(), "sessions": []}
+    if extra and record_path.is_file() and list(extra) != record["command"][4:4 + len(extra)]:
+        raise ReleaseError(f"{run_dir} was started as `{' '.join(record['command'])}`; extra overrides cannot "
+                           "change a run half-way (start a new --run-dir)")
+    record["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
+                               "until": until, "threads": threads})
+    record_path.write_text(json.dumps(record, indent=2))
+    cmd = [sys.executable, *record["command"][1:]] + ([f"trainer.max_steps={until}"] if until else [])
+    cmd += [f"trainer.num_threads={threads}"] if threads else []
+    env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m trackstream.train.release", description=__doc__.split("\n\n")[0])
+    ap.add_argument("action", choices=["start", "pack", "unpack", "export", "verify"])
+    ap.add_argument("--run-dir", type=Path, help="the release run's directory (outside the repository)")
+    ap.add_argument("--dest", type=Path, default=ASSET_DIR, help="release folder (export / verify)")
+    ap.add_argument("--tar", type=Path, default=RESUME_TAR, help="resume bundle (pack / unpack)")
+    ap.add_argument("--until", type=int, default=None, help="`start`: stop, evaluate and export at this step")
+    ap.add_argument("--threads", type=int, default=None, help="`start`: CPU threads for this session (not recorded in the recipe)")
+    ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for `start` (recorded on the first start)")
+    args = ap.parse_intermixed_args(argv)  # overrides may follow the options
+    try:
+        if args.action == "verify":
+            m = verify_release(args.dest)
+            print(f"{args.dest}: {len(m['sha256'])} files intact (steps {m.get('steps')}, commit {m.get('git_commit')})")
+            return
+        if args.run_dir is None:
+            raise ReleaseError(f"`{args.action}` needs --run-dir")
+        if args.action == "start":
+            sys.exit(start(args.run_dir.resolve(), args.overrides, until=args.until, threads=args.threads))
+        if args.action == "pack":
+            print(pack_resume(args.run_dir, args.tar))
+        elif args.action == "unpack":
+            print(unpack_resume(args.run_dir, args.tar))
+        else:
+            m = export_release(args.run_dir, args.dest)
+            print(f"exported {args.dest} ({m['bytes'] / 2**20:.1f} MiB, {len(m['sha256'])} files)")
+    except ReleaseError as e:
+        raise SystemExit(f"error: {e}") from None
+
+
+if __name__ == "__main__":
+    main()

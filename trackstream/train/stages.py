@@ -1,0 +1,194 @@
+"""Stages: what each ``stage=<name>`` builds for the one loop, and what it does when training ends.
+
+A stage is named by its ``conf/stage/<name>.yaml``: ``_schema_`` ("module:Class", its typed
+config) and ``_builder_`` ("module:function" returning a ``StagePlan``: objective + prepared
+networks + data stream + hooks + a ``finish`` callback). ``run_stage`` runs the plan through
+``train.loop.train``. The configuration names the code, so stages of the packages above train/
+(distill: ode_init, dmd) plug into the same app and loop without train/ importing them. Stages:
+  * ``codec``    fit the trainable tiny codec (trackstream/train/codec_stage.py);
+  * ``teacher``  the motion-conditioned teacher (trackstream/train/teacher_stage.py);
+  * ``ode_init`` / ``dmd``  the causal student (trackstream/distill/stages.py).
+This module also holds what several stages share: the frozen text encoder, the encoded clip
+pool, and the frozen codec (fitted first when it is trainable and no checkpoint is given).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from trackstream.data.batching import derive_seed
+from trackstream.data.clips import ClipPool, PoolStream, build_raw_stream
+from trackstream.models.conditioner import Conditioner
+from trackstream.train.checkpoint import CheckpointManager
+from trackstream.train.codec import (
+    TRAINABLE,
+    CodecObjective,
+    ReconstructionModel,
+    build_codec_module,
+    load_codec_file,
+    save_codec_file,
+)
+from trackstream.train.config import TrainConfig, resolve
+from trackstream.train.dist import Runtime
+from trackstream.train.loop import Hook, TrainerConfig, TrainResult, train
+from trackstream.train.metrics import LoggerConfig, MetricLogger
+from trackstream.train.objective import Objective
+from trackstream.train.optim import OptimConfig
+from trackstream.train.parallel import TrainedNetwork, prepare_frozen, prepare_network, unwrap
+
+__all__ = ["StagePlan", "run_stage", "train_plan", "codec_plan", "obtain_codec", "load_text_encoder",
+           "encode_pool", "StagePreempted"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class StagePlan:
+    objective: Objective
+    networks: dict[str, TrainedNetwork]
+    data: Any  # iterable of batches with state_dict() / load_state_dict()
+    hooks: list[Hook] = field(default_factory=list)
+    finish: Callable[[TrainResult, MetricLogger], dict] = lambda result, logger: {}
+    trainer: TrainerConfig | None = None  # overrides cfg.trainer (nested codec fit)
+
+
+def fingerprint(cfg: "TrainConfig") -> dict:
+    """Config fields that must not change across a resume (the stream and the math depend on them)."""
+    return {
+        "model": json.dumps(asdict(cfg.model), sort_keys=True, default=str),
+        "data": json.dumps(asdict(cfg.data), sort_keys=True, default=str),
+        "stage": json.dumps(asdict(cfg.stage), sort_keys=True, default=str),
+        "schedule": json.dumps(asdict(cfg.schedule), sort_keys=True),
+        "seed": cfg.trainer.seed,
+        "grad_accum": cfg.trainer.grad_accum,
+    }
+
+
+def run_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> dict:
+    """Build the configured stage, train it (resuming if possible), then run its ``finish``."""
+    plan: StagePlan = resolve(cfg.stage_builder)(cfg, runtime, run_dir)
+    trainer = plan.trainer or cfg.trainer
+    return train_plan(plan, trainer, cfg.logger, runtime, run_dir, fingerprint(cfg), config=asdict(cfg))
+
+
+def train_plan(plan: StagePlan, trainer: TrainerConfig, logger_cfg: LoggerConfig, runtime: Runtime, run_dir: Path,
+                fp: dict, config: dict | None = None) -> dict:
+    ckpt = CheckpointManager(run_dir / "checkpoints", runtime, keep_last=trainer.keep_last, fingerprint=fp)
+    logger = MetricLogger(run_dir, logger_cfg, is_main=runtime.is_main, total_steps=trainer.max_steps, config=config)
+    try:
+        result = train(objective=plan.objective, networks=plan.networks, data=plan.data, cfg=trainer,
+                       runtime=runtime, checkpoints=ckpt, logger=logger, hooks=plan.hooks)
+        summary = {"step": result.step, "status": result.status,
+                   "resumed_from": str(result.resumed_from) if result.resumed_from else None,
+                   "last_metrics": result.last_metrics}
+        if result.status == "done":
+            summary.update(plan.finish(result, logger))
+            logger.log_summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+    finally:
+        logger.close()
+    return summary
+
+
+# ----------------------------------------------------------------------------- frozen parts
+
+
+def load_text_encoder(cfg: "TrainConfig", runtime: Runtime) -> nn.Module:
+    from trackstream.models.text_encoders import build_text_encoder
+
+    kwargs = {"path": cfg.model.text_encoder_path} if cfg.model.text_encoder_path else {}
+    if cfg.model.text_encoder.lower().startswith("umt5"):  # 5.7B parameters: bf16 on GPU, fp32 on CPU
+        kwargs["dtype"] = torch.bfloat16 if runtime.device.type == "cuda" else torch.float32
+    enc = build_text_encoder(cfg.model.text_encoder, **kwargs)
+    return prepare_frozen(runtime, enc)
+
+
+@torch.no_grad()
+def encode_pool(pool: ClipPool, conditioner: Conditioner, *, batch_size: int = 16) -> list[dict]:
+    """Encode every pool clip once with the frozen codec / text encoder (CPU-resident entries)."""
+    entries = []
+    for start in range(0, len(pool), batch_size):
+        idx = list(range(start, min(len(pool), start + batch_size)))
+        video = pool.videos(idx)
+        lat = conditioner.latents(video).cpu()
+        image = conditioner.image(video[:, :, 0], num_frames=video.shape[2])
+        features = conditioner.image_features(video[:, :, 0])
+        text, lens = conditioner.text([pool.clips[i]["caption"] for i in idx])
+        for j, i in enumerate(idx):
+            clip = pool.clips[i]
+            entry = {"latents": lat[j], "text_emb": text[j, : int(lens[j])].cpu(), "text_len": int(lens[j]),
+                     "tracks": torch.from_numpy(clip["tracks"]), "visibility": torch.from_numpy(clip["visibility"]),
+                     "caption": clip["caption"], "meta": clip["meta"]}
+            if image is not None:
+                entry["image"] = image[j].cpu()
+            if features is not None:
+                entry["image_features"] = features[j].cpu()
+            entries.append(entry)
+    return entries
+
+
+def _nested_trainer(cfg: "TrainConfig", steps: int) -> TrainerConfig:
+    t = cfg.trainer
+    return TrainerConfig(max_steps=steps, grad_accum=1, precision=t.precision, seed=t.seed, log_every=t.log_every,
+                         ckpt_every=t.ckpt_every, keep_last=1, resume="auto", num_threads=t.num_threads,
+                         requeue_on_preempt=t.requeue_on_preempt)
+
+
+def codec_plan(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, *, steps: int) -> StagePlan:
+    fit = cfg.codec.fit
+    if cfg.codec.name not in TRAINABLE:
+        raise ValueError(f"codec.name={cfg.codec.name!r} cannot be fitted here; trainable: {TRAINABLE}")
+    model = ReconstructionModel(build_codec_module(cfg.codec), latent_l2=fit.latent_l2)
+    optim = OptimConfig(lr=fit.lr, warmup_steps=fit.warmup_steps, schedule="cosine", min_lr_ratio=0.1,
+                        clip_grad_norm=1.0)
+    net = prepare_network(runtime, cfg.parallel, name="codec", module=model, optim=optim, ema=None, total_steps=steps)
+    objective = CodecObjective(net.module, fit=fit, device=runtime.device,
+                               seed=derive_seed(cfg.trainer.seed, "codec", runtime.rank) % 2**62)
+    if pool is not None:
+        data = PoolStream(len(pool), batch_size=fit.batch_size, seed=derive_seed(cfg.data.seed, "codec"),
+                          make_batch=lambda idx, gids: {"video": pool.videos(idx)})
+    else:
+        data = build_raw_stream(cfg.data, rank=runtime.rank, world_size=runtime.world_size)
+    return StagePlan(objective=objective, networks={"codec": net}, data=data, trainer=_nested_trainer(cfg, steps))
+
+
+def fit_codec(cfg: "TrainConfig", runtime: Runtime, directory: Path, pool: ClipPool | None) -> Path:
+    """Train the tiny codec (resumable, in ``directory``), fit its latent statistics, save ``codec.pt``."""
+    final = directory / "codec.pt"
+    plan = codec_plan(cfg, runtime, pool, steps=cfg.codec.fit.steps)
+    fp = {"codec": json.dumps(asdict(cfg.codec), sort_keys=True), "data": json.dumps(asdict(cfg.data), sort_keys=True)}
+    quiet = LoggerConfig(progress_bar=cfg.logger.progress_bar, level=cfg.logger.level)
+    summary = train_plan(plan, plan.trainer, quiet, runtime, directory, fp)
+    if summary["status"] != "done":
+        return final  # preempted: the caller exits; the next run resumes the fit
+    codec = unwrap(plan.networks["codec"].module).codec
+    if runtime.is_main:
+        videos = pool.videos(list(range(min(len(pool), cfg.codec.fit.stats_clips)))) if pool is not None else None
+        codec.eval()
+        if videos is not None:
+            codec.fit_latent_stats(videos[i : i + 8].to(runtime.device) for i in range(0, len(videos), 8))
+        save_codec_file(codec, final)
+        log.info("codec fitted: %s (final loss %s)", final, summary["last_metrics"].get("train/loss"))
+    runtime.barrier()
+    return final
+
+
+def obtain_codec(cfg: "TrainConfig", runtime: Runtime, run_dir: Path, pool: ClipPool | None) -> nn.Module:
+    """The frozen codec: from ``codec.checkpoint``, or fitted in ``<run_dir>/codec`` first."""
+    if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:
+        return prepare_frozen(runtime, build_codec_module(cfg.codec))
+    final = run_dir / "codec" / "codec.pt"
+    if not final.is_file():
+        fit_codec(cfg, runtime, run_dir / "codec", pool)
+    if not final.is_file():
+        raise StagePreempted()
+    return prepare_frozen(runtime, load_codec_file(cfg.codec, final))
+
+
+class StagePreempted(Exception):
+    """The nested codec fit was preempted: the whole run exits and resumes later."""

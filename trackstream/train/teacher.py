@@ -1,0 +1,170 @@
+"""The motion-conditioned teacher: rectified flow matching (MotionStream §3.1, eq. A1-A2).
+
+``FlowMatchingObjective`` is the teacher's loss (the frozen encoders that turn raw samples into the
+network's inputs are ``models.conditioner.Conditioner``):
+
+  sigma ~ shift(U(0, 1)) (eq. A1's timestep shift), x_sigma = (1 - sigma) x0 + sigma eps,
+  loss = w(sigma) * || v_theta(x_sigma, 1000 sigma, c_t, c_m, image) - (eps - x0) ||^2 (eq. A2),
+
+with first-frame (I2V) conditioning always on (optionally also as a clean latent frame 0 with
+timestep 0, ``clean_first_frame``), and INDEPENDENT dropout of the text (-> the
+empty prompt's encoding) and of the tracks (-> the empty motion, zero track channels) so that
+v(c_t, c_m), v(0, c_m), v(c_t, 0) - the three terms of the joint guidance (eq. 2) - and
+v(0, 0) are all trained. ``mid_frame_mask_prob`` > 0 switches on the stochastic mid-frame
+masking of the fine-tune stage (MotionStream: 0.2 after a first stage without it).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from trackstream.diffusion.schedule import (
+    WEIGHTINGS,
+    add_noise,
+    first_frame_sigmas,
+    loss_weight,
+    sample_training_sigmas,
+    sigma_to_t,
+    velocity_target,
+)
+from trackstream.models.conditioner import Conditioner, encode_motion
+from trackstream.models.tracks import DEFAULT_ID_RANGE, drop_region, mask_mid_frames, sample_track_ids
+from trackstream.train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
+from trackstream.train.objective import Objective, generator_state, load_generator_state
+
+__all__ = ["TeacherConfig", "FlowMatchingObjective", "mix_text"]
+
+
+@dataclass
+class TeacherConfig:
+    name: str = "teacher"
+    weighting: str = "bell"  # diffusion.schedule.WEIGHTINGS
+    sigma_min: float = 0.0
+    p_drop_text: float = 0.1
+    p_drop_tracks: float = 0.1
+    mid_frame_mask_prob: float = 0.0  # 0.2 in MotionStream's fine-tune stage
+    # region dropout (models.tracks.drop_region): a box of the frame left without tracks, so the model
+    # keeps unconditioned content coherent (what DragStream's latent drags and pinned backgrounds need)
+    region_drop_prob: float = 0.0
+    region_drop_size: tuple = (0.3, 0.6)
+    track_id_range: int = DEFAULT_ID_RANGE
+    # Latent frame 0 given clean (sigma 0, per-frame timesteps, no loss on it) on top of the I2V
+    # channels, as Wan2.2-TI2V and causal students do: the first frame is then exact in every
+    # sample, and the streaming student's first chunk is the image itself.
+    clean_first_frame: bool = False
+    # Auxiliary track-correspondence loss on one attention head (trackstream/train/correspondence.py): a
+    # training aid for tiny from-scratch teachers, not part of MotionStream; 0 disables it.
+    correspondence_weight: float = 0.0
+    correspondence_layer: int = 0
+    correspondence_head: int = 0
+
+    def __post_init__(self) -> None:
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"stage.weighting={self.weighting!r}; choose one of {WEIGHTINGS}")
+        for name in ("p_drop_text", "p_drop_tracks", "mid_frame_mask_prob", "region_drop_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"stage.{name}={getattr(self, name)} must be in [0, 1]")
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise ValueError(f"stage.sigma_min={self.sigma_min} must be in [0, 1)")
+        if self.correspondence_weight < 0 or self.correspondence_layer < 0 or self.correspondence_head < 0:
+            raise ValueError("stage.correspondence_weight/_layer/_head must be >= 0")
+
+
+def mix_text(text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null_lengths: torch.Tensor,
+             drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the text of samples where ``drop`` [B] is True by the null text [1, L0, E]."""
+    L = max(text.shape[1], null.shape[1])
+    pad = lambda t: nn.functional.pad(t, (0, 0, 0, L - t.shape[1]))  # noqa: E731
+    text, null = pad(text), pad(null).expand(text.shape[0], -1, -1)
+    keep = ~drop.to(text.device)
+    return torch.where(keep[:, None, None], text, null), torch.where(keep, lengths, null_lengths.expand_as(lengths))
+
+
+class FlowMatchingObjective(Objective):
+    networks = ("dit",)
+
+    def __init__(self, network: nn.Module, *, cfg: TeacherConfig, shift: float, null_text: torch.Tensor,
+                 null_lengths: torch.Tensor, embed_dim: int, height: int, width: int, seed: int,
+                 device: torch.device, conditioner: Conditioner | None = None):
+        """``null_text`` [1, L0, E] / ``null_lengths`` [1]: the empty prompt's encoding (text dropout).
+        ``conditioner``: frozen encoders for batches that still hold raw videos / captions."""
+        self.network, self.cfg, self.shift, self.conditioner = network, cfg, shift, conditioner
+        self.null_text, self.null_lengths = null_text.to(device), null_lengths.to(device)
+        self.embed_dim, self.height, self.width, self.device = embed_dim, height, width, device
+        self.gen = torch.Generator().manual_seed(seed)  # sigmas, dropout, track IDs, masking
+        self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+
+    def prepare_batch(self, batch: dict) -> dict:
+        if self.conditioner is not None:
+            batch = self.conditioner.encode(batch)
+        else:
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+        batch.pop("video", None)  # the latents replace it; keeps device memory flat
+        return batch
+
+    def loss(self, name: str, batch: dict, *, step: int):
+        x0 = batch["latents"]  # [B, 16, F, h, w]
+        B = x0.shape[0]
+        g, c = self.gen, self.cfg
+        sigma = sample_training_sigmas(B, shift=self.shift, generator=g, sigma_min=c.sigma_min)
+        drop_text = torch.rand(B, generator=g) < c.p_drop_text
+        drop_tracks = torch.rand(B, generator=g) < c.p_drop_tracks
+        tracks, vis = batch["tracks"], batch["visibility"]  # [B, T, N, 2], [B, T, N]
+        ids = sample_track_ids(B, tracks.shape[2], id_range=c.track_id_range, generator=g)
+        if c.mid_frame_mask_prob > 0:
+            _, vis = mask_mid_frames(tracks, vis.cpu(), p=c.mid_frame_mask_prob, generator=g)
+            vis = vis.to(self.device)
+        if c.region_drop_prob > 0:
+            vis = drop_region(tracks, vis, p=c.region_drop_prob, size=tuple(c.region_drop_size), height=self.height,
+                              width=self.width, generator=g)
+        vis = vis & ~drop_tracks.to(self.device)[:, None, None]
+        motion = encode_motion(tracks, vis, ids, embed_dim=self.embed_dim, height=self.height, width=self.width,
+                               latent_height=x0.shape[3])
+        text, text_len = mix_text(batch["text_emb"], batch["text_len"], self.null_text, self.null_lengths, drop_text)
+        noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device, dtype=torch.float32)
+        sigma = sigma.to(self.device)
+        sig_in = first_frame_sigmas(sigma, x0.shape[2]) if c.clean_first_frame else sigma  # [B] or [B, F]
+        probe, extra_kw = None, {}
+        if c.correspondence_weight > 0:
+            probe = self._probe(x0)
+            extra_kw["attention"] = probe
+        v = self.network(add_noise(x0, noise, sig_in), sigma_to_t(sig_in), text=text, text_lengths=text_len,
+                         image=batch.get("image"), motion=motion,
+                         image_features=batch.get("image_features"), **extra_kw)
+        err = (v.float() - velocity_target(x0, noise)).square()  # [B, C, F, h, w]
+        if c.clean_first_frame:
+            err = err[:, :, 1:]  # frame 0 is given, not predicted
+        per_sample = err.mean(dim=tuple(range(1, err.ndim)))
+        weight = loss_weight(sigma, weighting=c.weighting, shift=self.shift)
+        loss = (weight * per_sample).mean()
+        metrics = {"fm/mse": per_sample.mean().detach()}
+        if probe is not None:
+            target = correspondence_targets(tracks, vis, grid=probe.grid, token_px=probe.token_px)
+            aux = correspondence_loss(probe.logits, target)
+            loss = loss + c.correspondence_weight * aux
+            metrics["fm/correspondence"] = aux.detach()
+        return loss, metrics
+
+    def _probe(self, x0: torch.Tensor) -> CorrespondenceProbe:
+        from trackstream.train.parallel import unwrap
+
+        dit = unwrap(self.network).dit
+        pt, ph, pw = dit.patch_size
+        grid = (x0.shape[2] // pt, x0.shape[3] // ph, x0.shape[4] // pw)
+        if self.cfg.correspondence_layer >= dit.num_layers or self.cfg.correspondence_head >= dit.num_heads:
+            raise ValueError(f"stage.correspondence_layer/_head must index the DiT's {dit.num_layers} layers / "
+                             f"{dit.num_heads} heads")
+        probe = CorrespondenceProbe(grid, dit.head_dim, layer=self.cfg.correspondence_layer,
+                                    head=self.cfg.correspondence_head, device=x0.device)
+        factor = self.height // x0.shape[3]  # the codec's spatial factor
+        probe.grid, probe.token_px = grid, (factor * ph, factor * pw)
+        return probe
+
+    def state_dict(self) -> dict:
+        return {"gen": generator_state(self.gen), "noise_gen": generator_state(self.noise_gen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_generator_state(self.gen, state["gen"])
+        load_generator_state(self.noise_gen, state["noise_gen"])

@@ -1,0 +1,189 @@
+"""A short scaling study of tiny-teacher recipes: held-out EPE and PSNR against training minutes.
+
+    python -m trackstream.train.teacher_study --out /tmp/teacher-study [--recipes 4px-2L-17f,8px-2L-17f] [--parallel 2]
+    python -m trackstream.train.teacher_study --out /tmp/teacher-study --plot docs/teacher_study
+
+Each recipe is the ordinary teacher CLI (``python -m trackstream.train experiment=...``) with a few overrides,
+trained for a budget of steps chosen to cost about the same single-thread minutes, on one thread
+per process (two recipes share the two cores of a small machine without disturbing each other's
+timing much). Every recipe shares the release schedule (``optim.decay_steps``), so a study run is
+the first stretch of the long run it would become. The evaluation (held-out clips at the
+make-run clip length, EPE by eval.metrics.motion_epe, PSNR/SSIM) runs half-way
+(``trainer.sample_every``) and at the end. ``--plot`` reads the runs' ``eval.jsonl`` /
+``eval.json`` / ``metrics.jsonl`` and writes ``study.json`` and ``study.png`` (figures against
+training minutes, training-step wall time summed from the logged step times, evaluation excluded).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+EVAL_FRAMES = 25  # make run's clip length: 7 latent frames (first frame + two c3 chunks)
+DECAY_STEPS = 6000  # the release schedule's cosine horizon, shared by every recipe
+COMMON = (f"optim.decay_steps={DECAY_STEPS}", "trainer.num_threads=1", "eval.periodic_clips=8", "data.eval_samples=8",
+          f"eval.num_frames={EVAL_FRAMES}", "logger.progress_bar=false", "trainer.log_every=10")
+
+# name -> (overrides, steps). Steps give each 4-px recipe ~17-30 single-thread minutes of training
+# (per-step times of two 1-thread processes on a 2-core machine: 4-px tokens with 2 layers ~2.1 s
+# at 17 frames, ~4.1 s at 25 frames; 4 layers ~2x; 8-px tokens ~0.45 s) and the 8-px baseline ~12.
+RECIPES: dict[str, tuple[tuple[str, ...], int]] = {
+    "8px-2L-17f": (("experiment=tiny_teacher", "data.num_frames=17"), 1500),
+    "4px-2L-17f": (("experiment=tiny_teacher_fine", "data.num_frames=17"), 750),
+    "4px-2L-25f": (("experiment=tiny_teacher_fine", "data.num_frames=25"), 430),
+    "4px-4L-17f": (("experiment=tiny_teacher_fine", "data.num_frames=17", "+model.overrides.num_layers=4"), 260),
+}
+
+
+def command(name: str, out: Path) -> list[str]:
+    overrides, steps = RECIPES[name]
+    every = max(1, steps // 2)
+    return [sys.executable, "-m", "trackstream.train", *overrides, *COMMON, f"trainer.max_steps={steps}",
+            f"trainer.sample_every={every}", f"trainer.ckpt_every={every}", f"hydra.run.dir={out / name}"]
+
+
+def run_recipe(name: str, out: Path) -> int:
+    done = out / name / "results.json"
+    if done.is_file() and json.loads(done.read_text()).get("status") == "done":
+        print(f"[study] {name}: done already", flush=True)
+        return 0
+    (out / name).mkdir(parents=True, exist_ok=True)
+    cmd = command(name, out)
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    t0 = time.time()
+    with open(out / f"{name}.log", "a") as log:
+        log.write("$ " + " ".join(cmd) + "\n")
+        log.flush()
+        rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
+    print(f"[study] {name}: exit {rc} after {(time.time() - t0) / 60:.1f} min", flush=True)
+    return rc
+
+
+def training_minutes(run: Path) -> dict[int, float]:
+    """step -> cumulative training wall minutes, from the logged mean step times."""
+    out, total, last = {}, 0.0, 0
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        row = json.loads(line)
+        if "perf/step_time_s" not in row:
+            continue
+        step = int(row["step"])
+        total += row["perf/step_time_s"] * (step - last)
+        last = step
+        out[step] = total / 60
+    return out
+
+
+def collect(out: Path) -> dict:
+    study = {}
+    for name in RECIPES:
+        run = out / name
+        if not (run / "metrics.jsonl").is_file():
+            continue
+        minutes = training_minutes(run)
+        points = []
+        rows = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()] if (run / "eval.jsonl").is_file() else []
+        if (run / "eval.json").is_file() and (run / "results.json").is_file():
+            final = json.loads((run / "eval.json").read_text())
+            rows.append({"step": json.loads((run / "results.json").read_text())["step"], **final})
+        if any("epe_strict_" in k for r in rows for k in r):
+            print(f"[study] {name}: figures from before the one EPE protocol (epe_* by the re-acquiring lk "
+                  "tracker; epe_strict_* ignored)", flush=True)
+        for row in rows:
+            step = int(row["step"])
+            near = min(minutes, key=lambda s: abs(s - step)) if minutes else None
+            points.append({"step": step, "minutes": minutes.get(near, float("nan")), "num_samples": row.get("num_samples"),
+                           **{k: v for k, v in row.items() if k.startswith(("epe_", "psnr_", "ssim_"))
+                              and "epe_strict_" not in k and not isinstance(v, (list, dict))}})
+        threads = None
+        if (run / "config.yaml").is_file():
+            from omegaconf import OmegaConf
+
+            threads = OmegaConf.load(run / "config.yaml").trainer.get("num_threads")
+        study[name] = {"overrides": list(RECIPES[name][0]), "steps": RECIPES[name][1], "threads": threads,
+                       "points": points}
+    return study
+
+
+def plot(study: dict, dest: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dest.mkdir(parents=True, exist_ok=True)
+    (dest / "study.json").write_text(json.dumps({"common": list(COMMON), "recipes": study}, indent=2))
+    panels = [("epe_ratio_with_over_without", "EPE with / without tracks"),
+              ("epe_with_tracks", "EPE with tracks (px)"), ("psnr_with_tracks", "PSNR frames 1.. (dB)")]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
+    for ax, (key, title) in zip(axes, panels):
+        for name, rec in study.items():
+            pts = [p for p in rec["points"] if key in p]
+            if pts:
+                ax.plot([p["minutes"] for p in pts], [p[key] for p in pts], "o-", label=name)
+        if key == "epe_with_tracks":
+            frozen = [p["epe_frozen_video"] for r in study.values() for p in r["points"] if "epe_frozen_video" in p]
+            if frozen:
+                ax.axhline(sum(frozen) / len(frozen), color="grey", ls="--", label="frozen first frame")
+        if key == "psnr_with_tracks":
+            frozen = [p["psnr_frozen_video"] for r in study.values() for p in r["points"] if "psnr_frozen_video" in p]
+            if frozen:
+                ax.axhline(sum(frozen) / len(frozen), color="grey", ls="--", label="frozen first frame")
+        if "ratio" in key:
+            ax.axhline(0.3, color="red", ls=":", label="target 0.3")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training wall minutes (threads: see the table)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(dest / "study.png", dpi=110)
+    (dest / "study.md").write_text(table(study))
+    print(f"[study] wrote {dest / 'study.json'}, {dest / 'study.md'} and {dest / 'study.png'}")
+
+
+def table(study: dict) -> str:
+    """The study's points as a markdown table (what docs/teacher_study.md quotes)."""
+    head = ("| recipe | threads | step | train wall min | held-out clips | EPE with / without | ratio "
+            "| with / frozen | PSNR (frozen) | SSIM (frozen) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    rows = []
+    for name, rec in study.items():
+        for p in rec["points"]:
+            if "epe_with_tracks" not in p:
+                continue
+            rows.append(
+                f"| {name} | {rec.get('threads')} | {p['step']} | {p['minutes']:.1f} | {p.get('num_samples', '')} | {p['epe_with_tracks']:.2f} / "
+                f"{p['epe_without_tracks']:.2f} | {p['epe_ratio_with_over_without']:.2f} | "
+                f"{p['epe_with_tracks'] / p['epe_frozen_video']:.2f} | {p['psnr_with_tracks']:.2f} ({p['psnr_frozen_video']:.2f}) | "
+                f"{p['ssim_with_tracks']:.3f} ({p['ssim_frozen_video']:.3f}) |")
+    return head + "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, required=True, help="directory of the recipe runs")
+    ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {list(RECIPES)}")
+    ap.add_argument("--parallel", type=int, default=2, help="recipes trained at once (one thread each)")
+    ap.add_argument("--plot", type=Path, default=None, help="only collect the runs and write study.json/png here")
+    args = ap.parse_args(argv)
+    if args.plot is not None:
+        plot(collect(args.out), args.plot)
+        return
+    names = [n for n in args.recipes.split(",") if n]
+    unknown = [n for n in names if n not in RECIPES]
+    if unknown:
+        raise SystemExit(f"--recipes: unknown {unknown}; choose from {list(RECIPES)}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+        codes = list(pool.map(lambda n: run_recipe(n, args.out), names))
+    if any(codes):
+        raise SystemExit(f"[study] failed recipes: {[n for n, c in zip(names, codes) if c]}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,2 +1,0 @@
-"""TrackStream training: the Hydra entry (``python -m train``), config schemas, the one loop, objectives'
-base, checkpoints, parallelism, logging, weights in and out, and the codec and teacher stages."""
