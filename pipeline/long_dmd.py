@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
 from distill.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
 from pipeline.run import DISTILL, FULL, PipelineError, Sizes, check_preset, stage_dmd, stage_ode_init, stage_teacher
@@ -251,7 +252,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "unpack":
             unpack(args.run_dir, args.pack_dir)
         else:
-            progress = Progress(Path(args.run_dir).resolve(), args.updates * UPDATE_RATIO, 0)
+            run_dir = Path(args.run_dir).resolve()
+            cfg = run_dir / "dmd" / "config.yaml"  # the length the run was started with
+            steps = int(OmegaConf.load(cfg).trainer.max_steps) if cfg.is_file() else args.updates * UPDATE_RATIO
+            progress = Progress(run_dir, steps, 0)
             print(progress.line() or f"[long_dmd] no DMD progress in {args.run_dir} yet")
             if (args.pack_dir / "state.pt").is_file():
                 print(f"[long_dmd] pack {args.pack_dir / 'state.pt'}: {read_pack(args.pack_dir / 'state.pt')['info']}")
