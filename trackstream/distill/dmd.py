@@ -34,7 +34,7 @@ Legend: B batch, K student steps, F latent frames, T pixel frames, h/w latent si
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -85,6 +85,8 @@ class DMDConfig:
     # self_rollout: the chunk is sampled on through every step (no grad) and the clean latent enters the
     # cache, so training transitions equal the engine's (AR-Drag); the loss stays on the exit-step x0
     rollout: str = "self_forcing"
+    # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
+    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout": "self_forcing"}
 
     def __post_init__(self) -> None:
         for name, cls in (("causal", CausalConfig), ("guidance", GuidanceConfig), ("generator_optim", OptimConfig),

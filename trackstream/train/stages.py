@@ -60,10 +60,16 @@ class StagePlan:
 
 def fingerprint(cfg: "TrainConfig") -> dict:
     """Config fields that must not change across a resume (the stream and the math depend on them)."""
+    stage = asdict(cfg.stage)
+    # fields a stage gained later, at the default that reproduces the older behaviour, leave the fingerprint
+    # as it was: runs checkpointed before them resume (e.g. DMD's ``rollout: self_forcing``)
+    for name, default in getattr(type(cfg.stage), "FINGERPRINT_NEUTRAL", {}).items():
+        if stage.get(name) == default:
+            stage.pop(name)
     return {
         "model": json.dumps(asdict(cfg.model), sort_keys=True, default=str),
         "data": json.dumps(asdict(cfg.data), sort_keys=True, default=str),
-        "stage": json.dumps(asdict(cfg.stage), sort_keys=True, default=str),
+        "stage": json.dumps(stage, sort_keys=True, default=str),
         "schedule": json.dumps(asdict(cfg.schedule), sort_keys=True),
         "seed": cfg.trainer.seed,
         "grad_accum": cfg.trainer.grad_accum,

@@ -1,0 +1,164 @@
+"""The long DMD run (trackstream/pipeline/long_dmd.py): its DMD stage is make run's with snapshots and more
+steps, and its packed state continues bit-exactly on another run directory: DMD to step 10 in
+one go == DMD to step 5, pack, unpack elsewhere, resume to 10 (weights, both optimizers, the EMA
+and the snapshots compared bit for bit)."""
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import open_dict
+
+from trackstream.distill.snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
+from trackstream.pipeline.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
+from trackstream.pipeline.run import DISTILL, FULL
+from trackstream.pipeline.run_pack import entry_object, read_pack
+from trackstream.train.app import CONFIG_DIR
+from trackstream.train.config import validate
+
+RATIO = UPDATE_RATIO
+
+
+def _typed(tmp_path, *overrides):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={tmp_path}"], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+    GlobalHydra.instance().clear()
+    return validate(cfg)
+
+
+def test_the_long_dmd_stage_is_make_runs_with_snapshots_and_400_updates(tmp_path):
+    sizes = long_sizes()
+    assert (sizes.teacher, sizes.ode_init) == (FULL.teacher, FULL.ode_init)  # the ODE-init student of make run
+    long = _typed(tmp_path, *dmd_overrides(sizes))
+    full = _typed(tmp_path, "experiment=tiny_dmd", *DISTILL, *FULL.dmd)
+    assert isinstance(long.stage, SnapshotDMDConfig) and long.stage_builder.endswith(":build_dmd_with_snapshots")
+    assert long.stage.update_ratio == RATIO and long.stage.snapshot_every == 50
+    assert long.trainer.max_steps // RATIO == 400 and long.trainer.max_steps % RATIO == 0
+    stage = asdict(long.stage)
+    assert stage.pop("snapshot_every") == 50 and stage == asdict(full.stage)  # same DMD hyperparameters
+    for part in ("model", "data", "schedule", "codec"):
+        assert getattr(long, part) == getattr(full, part), part
+    assert asdict(long.trainer) == {**asdict(full.trainer), "max_steps": 2000, "ckpt_every": 25}
+    with pytest.raises(ValueError, match="stage.snapshot_every"):
+        _typed(tmp_path, *dmd_overrides(sizes), "stage.snapshot_every=0")
+
+
+# ----------------------------------------------------------------------------- pack -> unpack -> resume
+
+
+def _run_dir(src: Path, dest: Path) -> Path:
+    """A run directory laid out like make run's (teacher and ODE-init exports, pairs) from ``src``."""
+    shutil.copytree(src, dest)
+    (dest / "sizes.json").write_text("{}")
+    return dest
+
+
+def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
+    from trackstream.train.dist import init_runtime, seed_everything
+    from trackstream.train.stages import run_stage
+
+    typed = _typed(tmp_path, "experiment=tiny_dmd", "debug=tiny", "stage=dmd_snapshots", "stage.snapshot_every=1",
+                   "data.num_frames=25", f"trainer.max_steps={steps}", "trainer.ckpt_every=5", "trainer.log_every=1",
+                   f"stage.teacher={run_dir / 'teacher/export/teacher'}",
+                   f"stage.student={run_dir / 'ode_init/export/student'}", f"stage.pairs={run_dir / 'ode_init/ode_pairs'}")
+    seed_everything(typed.trainer.seed)  # as train.app.start_run does
+    return run_stage(typed, init_runtime("single"), run_dir / "dmd")
+
+
+@pytest.fixture(scope="module")
+def source(tmp_path_factory) -> Path:
+    """Tiny teacher export (with its codec), an ODE-init student (the teacher, slightly moved), 4 pairs."""
+    from trackstream.distill.stages import obtain_ode_pairs
+    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan, save_network
+    from trackstream.train.codec import build_codec_module, save_codec_file
+    from trackstream.train.dist import init_runtime
+
+    root = tmp_path_factory.mktemp("src")
+    typed = _typed(root, "experiment=tiny_ode_init", "debug=tiny", "data.num_frames=25",
+                   f"stage.teacher={root / 'teacher/export/teacher'}", "stage.ode_pairs.num_pairs=4",
+                   "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.batch_size=2")
+    torch.manual_seed(0)
+    net = build_motion_wan(typed.model, text_encoder_dim=TEXT_ENCODER_DIMS["minilm"])
+    net.init_weights()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
+    model_cfg = asdict(typed.model)
+    save_network(net.state_dict(), root / "teacher/export/teacher", model_cfg=model_cfg, text_encoder_dim=384, ema=True)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p), alpha=1e-3)
+    save_network(net.state_dict(), root / "ode_init/export/student", model_cfg=model_cfg, text_encoder_dim=384, ema=True)
+    (root / "teacher/codec").mkdir()
+    save_codec_file(build_codec_module(typed.codec), root / "teacher/codec/codec.pt")
+    obtain_ode_pairs(typed, init_runtime("single"), root / "ode_init/ode_pairs")
+    return root
+
+
+def _state(ckpt: Path) -> dict:
+    return {name: torch.load(ckpt / f"{name}.pt", weights_only=False) for name in ("generator", "critic")}
+
+
+def _assert_equal(a, b, where=""):
+    if torch.is_tensor(a):
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for k in a:
+            _assert_equal(a[k], b[k], f"{where}/{k}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
+    whole = _run_dir(source, tmp_path / "whole")
+    assert _dmd(tmp_path, whole, 10)["generator_updates"] == 2
+    first = _run_dir(source, tmp_path / "first")
+    _dmd(tmp_path, first, 5)
+
+    pack_dir = tmp_path / "repo" / "runs" / "dmd-long"
+    info = pack(first, pack_dir)
+    assert (info["step"], info["generator_updates"]) == (5, 1)
+    packed = read_pack(pack_dir / "state.pt")  # plain containers only: loads with weights_only=True
+    assert packed["run_dir"] == str(first.resolve())
+    stored = sum(e["zlib"].numel() for e in packed["files"].values())
+    assert (pack_dir / "state.pt").stat().st_size < 1.02 * stored + 2**16  # no pickling overhead on the payloads
+    shard = torch.load(whole / "ode_init/ode_pairs/pairs_00000.pt", weights_only=False)
+    assert "trajectory" in shard  # ... and the pack leaves it out (DMD reads conditions only)
+    gen = entry_object(packed, "dmd/checkpoints/step_00000005/generator.pt")
+    moments = [s["exp_avg"] for s in gen["optimizer"]["state"].values()]
+    assert moments and all(m == {"__zeros_like__": "exp_avg_sq"} for m in moments)  # beta1 = 0: not stored
+    assert sorted(p.name for p in (pack_dir / "snapshots").iterdir()) == ["gen_00000.pt", "gen_00001.pt"]
+    assert "generator" not in read_snapshot(pack_dir / "snapshots" / "gen_00001.pt")  # EMA only in the repo
+
+    moved = tmp_path / "elsewhere" / "run"  # a fresh machine: only the repo's pack, another path
+    unpack(moved, pack_dir)
+    assert "trajectory" not in torch.load(moved / "ode_init/ode_pairs/pairs_00000.pt", weights_only=False)
+    with pytest.raises(Exception, match="already at step_00000005"):
+        unpack(moved, pack_dir)
+    summary = _dmd(tmp_path, moved, 10)
+    assert summary["resumed_from"].endswith("step_00000005") and summary["generator_updates"] == 2
+
+    expected, got = _state(whole / "dmd/checkpoints/step_00000010"), _state(moved / "dmd/checkpoints/step_00000010")
+    _assert_equal(expected, got)  # model, both optimizers (exp_avg included), EMA: bit for bit
+    moved_5 = _state(first / "dmd/checkpoints/step_00000005")
+    assert not torch.equal(expected["generator"]["model"]["dit.head.head.weight"],
+                           moved_5["generator"]["model"]["dit.head.head.weight"])  # the comparison is not vacuous
+    assert not torch.equal(expected["critic"]["model"]["dit.head.head.weight"],
+                           moved_5["critic"]["model"]["dit.head.head.weight"])
+    a, b = list_snapshots(whole / "dmd/snapshots"), list_snapshots(moved / "dmd/snapshots")
+    assert sorted(a) == sorted(b) == [0, 1, 2]
+    for n in a:
+        sa, sb = read_snapshot(a[n]), read_snapshot(b[n])
+        _assert_equal(sa["ema"], sb["ema"], f"snapshot {n}")
+    _assert_equal(read_snapshot(a[2])["generator"], read_snapshot(b[2])["generator"])

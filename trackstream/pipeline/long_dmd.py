@@ -1,0 +1,269 @@
+"""The long CPU distillation run (issue 27 item 5): make run's ODE-init student, then DMD for
+>= 400 generator updates, resumable across sessions and machines (docs/long-dmd.md).
+
+    python -m trackstream.pipeline.long_dmd run    --run-dir /work/runs/dmd-long   # start, or continue
+    python -m trackstream.pipeline.long_dmd pack   --run-dir /work/runs/dmd-long   # -> runs/dmd-long/ (commit it)
+    python -m trackstream.pipeline.long_dmd unpack --run-dir DIR                   # fresh machine (run does it too)
+    python -m trackstream.pipeline.long_dmd status --run-dir DIR
+
+``run`` goes through make run's own stages (trackstream/pipeline/run.py: the shipped teacher's fine-tune, ODE
+pairs, ODE init, each reused when done) with make run's sizes, then its DMD stage with make run's
+hyperparameters (experiment=tiny_dmd: update ratio 5, learning rates, EMA, batch) for
+``--updates`` x update_ratio loop steps, as ``stage=dmd_snapshots``: generator snapshots every
+``--snapshot-every`` generator updates (trackstream/distill/snapshots.py), a checkpoint every ``--ckpt-every``
+steps, resumed exactly (trainer.resume=auto) whenever ``run`` is started again. The DMD learning
+rates are constant (no decay horizon), so a finished run can be extended with a larger
+``--updates``: the continuation is the same as a run started with that count. A progress line goes
+to stdout and ``<run-dir>/progress.log`` every ``--report-every`` seconds.
+
+``pack`` writes the run's resumable state as one file, ``runs/dmd-long/state.pt`` in this checkout
+(trackstream/pipeline/run_pack.py: the latest DMD checkpoint, the teacher and ODE-init exports, the pairs'
+conditions, configs and logs; ~19 MB), and each snapshot's EMA weights, once, as
+``runs/dmd-long/snapshots/gen_XXXXX.pt`` (2.5 MB each, never rewritten). ``run`` in a run
+directory that does not exist yet unpacks them first (``--fresh`` starts over instead).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from trackstream.distill.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
+from trackstream.pipeline.run import DISTILL, FULL, PipelineError, Sizes, check_preset, stage_dmd, stage_ode_init, stage_teacher
+from trackstream.pipeline.run_pack import pack_run, read_pack, unpack_run
+from trackstream.train.checkpoint import find_latest
+
+__all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "main"]
+
+ROOT = Path(__file__).resolve().parents[1]
+PACK_DIR = ROOT / "runs" / "dmd-long"  # un-ignored in .gitignore: state.pt + snapshots/ are committed
+UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (tests/test_long_dmd.py checks they agree)
+
+
+def long_sizes(*, updates: int = 400, snapshot_every: int = 50, ckpt_every: int = 25) -> Sizes:
+    """make run's FULL sizes for the teacher and ODE init; the long DMD stage after them."""
+    for name, value in (("--updates", updates), ("--snapshot-every", snapshot_every), ("--ckpt-every", ckpt_every)):
+        if value < 1:
+            raise ValueError(f"{name}={value} must be >= 1")
+    dmd = ("stage=dmd_snapshots", f"stage.snapshot_every={snapshot_every}", f"trainer.ckpt_every={ckpt_every}",
+           f"trainer.max_steps={updates * UPDATE_RATIO}")
+    return dataclasses.replace(FULL, name="dmd-long", dmd=dmd)
+
+
+def dmd_overrides(sizes: Sizes) -> list[str]:
+    """The DMD stage's overrides that do not depend on the run directory (for composing it in tests)."""
+    return ["experiment=tiny_dmd", *DISTILL, *sizes.dmd]
+
+
+def _recorded(sizes: Sizes) -> Sizes:
+    # what a run directory must keep: everything but the length, which may grow (constant LRs)
+    return dataclasses.replace(sizes, dmd=tuple(o for o in sizes.dmd if not o.startswith("trainer.max_steps=")))
+
+
+# ----------------------------------------------------------------------------- progress
+
+
+def _rows(metrics: Path) -> list[dict]:
+    if not metrics.is_file():
+        return []
+    rows = []
+    for line in metrics.read_text(errors="replace").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass  # a line being written
+    return rows
+
+
+class Progress(threading.Thread):
+    """Every ``every`` s: step, generator updates, s/step and s/update since this process started, losses."""
+
+    def __init__(self, run_dir: Path, max_steps: int, every: float):
+        super().__init__(daemon=True)
+        self.run_dir, self.max_steps, self.every = run_dir, max_steps, every
+        self.stop = threading.Event()
+        self.first: tuple[float, int] | None = None
+
+    def line(self) -> str | None:
+        rows = [r for r in _rows(self.run_dir / "dmd" / "metrics.jsonl") if "step" in r]
+        if not rows:
+            return None
+        step, now = int(rows[-1]["step"]), time.time()
+        if self.first is None or step < self.first[1]:
+            self.first = (now, step)
+        t0, s0 = self.first
+        rate = (now - t0) / (step - s0) if step > s0 else None
+        gen = next((r for r in reversed(rows) if "train/loss/generator" in r), {})
+        critic = next((r for r in reversed(rows) if "train/loss/critic" in r), {})
+        parts = [time.strftime("%Y-%m-%d %H:%M:%S"), f"step {step}/{self.max_steps}",
+                 f"generator updates {step // UPDATE_RATIO}/{self.max_steps // UPDATE_RATIO}"]
+        if rate is not None:
+            left = (self.max_steps - step) * rate / 3600
+            parts += [f"{rate:.1f} s/step", f"{rate * UPDATE_RATIO:.0f} s/update", f"{left:.1f} h left"]
+        if gen:
+            parts.append(f"generator loss {gen['train/loss/generator']:.4g}")
+        if critic:
+            parts.append(f"critic loss {critic['train/loss/critic']:.4g}")
+        latest = find_latest(self.run_dir / "dmd" / "checkpoints")
+        parts.append(f"checkpoint {latest.name if latest else '-'}")
+        parts.append(f"snapshots {sorted(list_snapshots(self.run_dir / 'dmd' / SNAPSHOT_DIR))}")
+        return "[long_dmd] " + " | ".join(parts)
+
+    def run(self) -> None:
+        while not self.stop.wait(self.every):
+            text = self.line()
+            if text:
+                print(text, flush=True)
+                with open(self.run_dir / "progress.log", "a") as f:
+                    f.write(text + "\n")
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+def run(run_dir: Path, sizes: Sizes, *, pack_dir: Path = PACK_DIR, fresh: bool = False, report_every: float = 300) -> dict:
+    from trackstream.train.release import ASSET_DIR
+
+    run_dir = Path(run_dir).resolve()
+    if not (run_dir / "sizes.json").is_file() and not fresh and (pack_dir / "state.pt").is_file():
+        print(f"[long_dmd] {run_dir} is new: continuing the packed run {pack_dir / 'state.pt'} (--fresh: start over)",
+              flush=True)
+        unpack(run_dir, pack_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    check_preset(run_dir, _recorded(sizes))
+    (run_dir / "long_dmd.pid").write_text(str(os.getpid()))
+    max_steps = int(next(o for o in sizes.dmd if o.startswith("trainer.max_steps=")).split("=")[1])
+    results = run_dir / "dmd" / "results.json"
+    if results.is_file() and json.loads(results.read_text()).get("step", 0) < max_steps:
+        results.unlink()  # a longer run than the one that finished: the stage resumes from its last checkpoint
+    state: dict = {"sizes": sizes, "release": ASSET_DIR}
+    progress = Progress(run_dir, max_steps, report_every)
+    try:
+        for name, fn in (("teacher", stage_teacher), ("ode_init", stage_ode_init)):
+            t0 = time.perf_counter()
+            fn(run_dir, state)
+            print(f"[long_dmd] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"[long_dmd] DMD to {max_steps} steps ({max_steps // UPDATE_RATIO} generator updates) in {run_dir / 'dmd'}",
+              flush=True)
+        progress.start()
+        summary = stage_dmd(run_dir, state)
+    finally:
+        progress.stop.set()
+        (run_dir / "long_dmd.pid").unlink(missing_ok=True)
+    print(progress.line() or "", flush=True)
+    print(f"[long_dmd] done: {summary}", flush=True)
+    return summary
+
+
+def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
+    """The resumable state -> ``pack_dir/state.pt`` (overwritten); new snapshots' EMA -> ``pack_dir/snapshots``."""
+    from trackstream.train.release import git_commit
+
+    run_dir = Path(run_dir).resolve()
+    ckpt = find_latest(run_dir / "dmd" / "checkpoints")
+    if ckpt is None:
+        raise PipelineError(f"{run_dir}: no DMD checkpoint yet; pack after the first one (trainer.ckpt_every)")
+    step = int(ckpt.name.split("_")[1])
+    meta = torch.load(ckpt / "meta.pt", map_location="cpu", weights_only=False)
+    updates = int(meta["networks"]["generator"]["num_updates"])
+    files = ["sizes.json", "pipeline.log", "progress.log"]
+    for stage, export in (("teacher", "export/teacher"), ("ode_init", "export/student"), ("dmd", "export/student")):
+        files += [f"{stage}/{f}" for f in ("results.json", "config.yaml", "metrics.jsonl")]
+        files += [str(p.relative_to(run_dir)) for p in sorted((run_dir / stage / export).rglob("*")) if p.is_file()]
+    files += [str(p.relative_to(run_dir)) for p in sorted((run_dir / "ode_init" / "ode_pairs").iterdir())]
+    files = [f for f in files if (run_dir / f).is_file()]
+    files += [str(p.relative_to(run_dir)) for p in sorted(ckpt.iterdir())]
+    # the log as of the packed checkpoint: steps after it are replayed (and logged again) on resume
+    rows = (run_dir / "dmd" / "metrics.jsonl").read_text().splitlines(keepends=True)
+    trimmed = "".join(r for r in rows if r.endswith("\n") and json.loads(r).get("step", 0) <= step).encode()
+    drop = {f: ("trajectory",) for f in files if f.startswith("ode_init/ode_pairs/") and f.endswith(".pt")}
+    info = {"step": step, "generator_updates": updates, "git_commit": git_commit(),
+            "packed_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "checkpoint": ckpt.name}
+    sizes = pack_run(run_dir, files, pack_dir / "state.pt", info=info, drop=drop,
+                     content={"dmd/metrics.jsonl": trimmed})
+    new = []
+    for n, path in list_snapshots(run_dir / "dmd" / SNAPSHOT_DIR).items():
+        target = pack_dir / SNAPSHOT_DIR / path.name
+        if not target.is_file():  # written once: a snapshot never changes
+            snap = read_snapshot(path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({k: snap[k] for k in ("generator_updates", "step", "ema")}, target)
+            new.append(n)
+    total = (pack_dir / "state.pt").stat().st_size
+    print(f"[long_dmd] packed step {step} ({updates} generator updates) of {run_dir} into {pack_dir / 'state.pt'} "
+          f"({total / 2**20:.1f} MiB, {len(sizes)} files); new snapshots {new or 'none'} in {pack_dir / SNAPSHOT_DIR}")
+    return {**info, "bytes": total, "new_snapshots": new}
+
+
+def unpack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
+    run_dir = Path(run_dir).resolve()
+    pid = run_dir / "long_dmd.pid"
+    if pid.is_file() and _alive(int(pid.read_text() or 0)):
+        raise PipelineError(f"a run is going on in {run_dir} (pid {pid.read_text()}): stop it before unpacking there")
+    info = read_pack(pack_dir / "state.pt")["info"]
+    have = find_latest(run_dir / "dmd" / "checkpoints")
+    if have is not None and int(have.name.split("_")[1]) >= int(info["step"]):
+        raise PipelineError(f"{run_dir} is already at {have.name}, the pack at step {info['step']}: nothing to unpack")
+    info = unpack_run(pack_dir / "state.pt", run_dir)
+    snaps = run_dir / "dmd" / SNAPSHOT_DIR
+    for n, path in list_snapshots(pack_dir / SNAPSHOT_DIR).items():
+        if not (snaps / path.name).is_file():
+            snaps.mkdir(parents=True, exist_ok=True)
+            (snaps / path.name).write_bytes(path.read_bytes())
+    print(f"[long_dmd] unpacked step {info['step']} ({info['generator_updates']} generator updates, packed "
+          f"{info['packed_at']} at commit {info['git_commit']}) into {run_dir}", flush=True)
+    return info
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid > 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m trackstream.pipeline.long_dmd", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=("run", "pack", "unpack", "status"))
+    ap.add_argument("--run-dir", type=Path, required=True, help="the run directory (outside the checkout)")
+    ap.add_argument("--pack-dir", type=Path, default=PACK_DIR, help=f"where the packed state lives (default {PACK_DIR})")
+    ap.add_argument("--updates", type=int, default=400, help="generator updates (loop steps = updates x 5)")
+    ap.add_argument("--snapshot-every", type=int, default=50, help="generator updates between snapshots")
+    ap.add_argument("--ckpt-every", type=int, default=25, help="loop steps between checkpoints")
+    ap.add_argument("--report-every", type=float, default=300, help="seconds between progress lines")
+    ap.add_argument("--fresh", action="store_true", help="run: do not continue the packed run in a new run dir")
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "run":
+            sizes = long_sizes(updates=args.updates, snapshot_every=args.snapshot_every, ckpt_every=args.ckpt_every)
+            run(args.run_dir, sizes, pack_dir=args.pack_dir, fresh=args.fresh, report_every=args.report_every)
+        elif args.command == "pack":
+            pack(args.run_dir, args.pack_dir)
+        elif args.command == "unpack":
+            unpack(args.run_dir, args.pack_dir)
+        else:
+            run_dir = Path(args.run_dir).resolve()
+            cfg = run_dir / "dmd" / "config.yaml"  # the length the run was started with
+            steps = int(OmegaConf.load(cfg).trainer.max_steps) if cfg.is_file() else args.updates * UPDATE_RATIO
+            progress = Progress(run_dir, steps, 0)
+            print(progress.line() or f"[long_dmd] no DMD progress in {args.run_dir} yet")
+            if (args.pack_dir / "state.pt").is_file():
+                print(f"[long_dmd] pack {args.pack_dir / 'state.pt'}: {read_pack(args.pack_dir / 'state.pt')['info']}")
+    except (PipelineError, ValueError) as e:
+        print(f"[long_dmd] error: {e}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
