@@ -41,3 +41,12 @@ def test_the_console_front_lists_every_command_and_runs_them_as_python_m(capsys)
     r = subprocess.run([sys.executable, "-m", "trackstream.cli", "generate", "--help"], capture_output=True, text=True,
                        cwd=ROOT, timeout=300)
     assert r.returncode == 0 and "--student" in r.stdout and "trackstream generate" in r.stdout, r.stderr[-2000:]
+
+
+def test_the_install_puts_only_trackstream_at_top_level():
+    """``make install`` (pip install -e .) maps one name and installs one console command."""
+    from importlib.metadata import distribution
+
+    dist = distribution("trackstream")
+    assert dist.read_text("top_level.txt").split() == ["trackstream"]
+    assert [(e.name, e.value) for e in dist.entry_points] == [("trackstream", "trackstream.cli:main")]
