@@ -10,15 +10,12 @@ import copy
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 from safetensors.torch import save_file
 
 from trackstream.models.codecs import TAEHV, TAEHV_RELEASES, build_codec
-from trackstream.train.app import CONFIG_DIR
 from trackstream.train.config import TAEHV_SIZES, codec_latent_channels, codec_spatial_factor, validate
+from hydra_helpers import compose_job
 
 
 def official_shapes(latent_channels: int, patch: int) -> dict[str, tuple[int, ...]]:
@@ -183,14 +180,8 @@ def test_train_config_codec_facts():
 
 
 def _compose(tmp_path, *overrides):
-    """The job config as the CLI composes it (paths.output_dir resolves through the Hydra config)."""
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={tmp_path}"], return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    return cfg
+    """The job config as the CLI composes it."""
+    return compose_job(tmp_path, *overrides)
 
 
 @pytest.fixture

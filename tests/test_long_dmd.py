@@ -8,28 +8,20 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from trackstream.distill.snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
 from trackstream.pipeline.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from trackstream.pipeline.run import DISTILL, FULL
 from trackstream.pipeline.run_pack import entry_object, read_pack
-from trackstream.train.app import CONFIG_DIR
 from trackstream.train.config import validate
+from hydra_helpers import compose_job
 
 RATIO = UPDATE_RATIO
 
 
 def _typed(tmp_path, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={tmp_path}"], return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
+    cfg = compose_job(tmp_path, *overrides)
     GlobalHydra.instance().clear()
     return validate(cfg)
 

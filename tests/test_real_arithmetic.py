@@ -8,10 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
@@ -21,7 +18,8 @@ from trackstream.models.codecs.base import VideoCodec
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames, first_chunk_given, whole_chunks
-from trackstream.train.app import CONFIG_DIR, instantiate
+from trackstream.train.app import instantiate
+from hydra_helpers import compose_job
 
 META = torch.device("meta")
 # recipe -> (experiments, pixels (T, H, W), the codec's spatial factor, latent channels, chunks, chunk 0 given)
@@ -32,13 +30,7 @@ REAL = {
 
 
 def _typed(tmp_path: Path, experiment: str, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides, f"hydra.run.dir={tmp_path}"],
-                      return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
+    cfg = compose_job(tmp_path, f"experiment={experiment}", *overrides)
     try:
         return instantiate(cfg)
     finally:

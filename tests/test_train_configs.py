@@ -4,13 +4,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import open_dict
 
-from trackstream.train.app import CONFIG_DIR, instantiate
+from trackstream.train.app import instantiate
 from trackstream.train.config import validate
+from hydra_helpers import compose_job
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -18,13 +16,7 @@ PARALLEL = sorted(p.stem for p in (ROOT / "conf" / "parallel").glob("*.yaml"))
 
 
 def _compose(tmp_path, *overrides):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={tmp_path}"], return_hydra_config=True)
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-    return cfg
+    return compose_job(tmp_path, *overrides)
 
 
 @pytest.fixture(autouse=True)

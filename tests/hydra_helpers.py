@@ -1,0 +1,21 @@
+"""The training job's config as ``python -m trackstream.train`` composes it, for tests (one helper)."""
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from trackstream.train.app import CONFIG_DIR
+
+
+def compose_job(run_dir: Path, *overrides: str) -> DictConfig:
+    """``train`` composed with ``overrides``, the Hydra config set (``paths.output_dir`` resolves through
+    it, to ``run_dir``); Hydra's global state is cleared before, and left for the caller to use."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(run_dir)
+    return cfg
