@@ -73,7 +73,7 @@ def recipe(request, tmp_path) -> dict:
         clip = world.generate(100 + i)
         write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=r["fps"])
         (videos / f"clip{i}.txt").write_text(clip["caption"])
-    t5 = f"{{_target_: models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
+    t5 = f"{{_target_: trackstream.models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
     _run("trackstream.data.prepare", f"input={videos}", f"output={data / 'shards'}", f"num_frames={T}", f"fps={r['fps']}",
          f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
          f"text_encoder={t5}", procs=1)
