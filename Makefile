@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: run test demo browser install clean-venv
+.PHONY: run test lint format demo browser install clean-venv
 
 $(STAMP): setup.py requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ run: $(STAMP)
 # The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
 test: $(STAMP) browser
 	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+
+# ruff (ruff.toml): lint and formatting, checked by CI before the tests; `make format` rewrites.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 # Debian's chromium for the browser test (Playwright drives it; no downloaded browser builds).
 browser:

@@ -1,4 +1,5 @@
 """TrackStream: real-time motion-controllable video generation (teacher -> causal student -> DragStream)."""
+
 from pathlib import Path
 
 from setuptools import find_packages, setup

@@ -1,4 +1,5 @@
 """Shared pytest fixtures. Tests run on CPU with tiny configs; determinism via fixed seeds."""
+
 import os
 
 # Must be set before torch starts its OpenMP pool: with active spin-waiting, torch threads

@@ -1,4 +1,5 @@
 """Tiny random parts shared by the distillation tests (not a test module)."""
+
 import torch
 
 from trackstream.models.codecs import build_codec

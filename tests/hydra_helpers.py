@@ -1,4 +1,5 @@
 """The training job's config as ``python -m trackstream.train`` composes it, for tests (one helper)."""
+
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir

@@ -3,6 +3,7 @@ figures are not asserted: speed is measured by running them on the target GPU, d
 Checked here: the JSON's structure, finite positive figures, the per-phase breakdown adding up to the
 chunk's wall time, a mode the engine does not offer degrading to one line, the analytic FLOPs of a
 streaming pass against torch's FLOP counter, and the real setups against the recipes they stand for."""
+
 import json
 import math
 
@@ -54,9 +55,32 @@ def test_realtime_bench_tiny_smoke(tmp_path):
 def test_realtime_bench_rehearses_a_real_setup_cut_down(tmp_path):
     """The 1.3B student's real wiring (Fun-Control channels, CLIP tokens, UMT5 width, a SAMPLED first
     chunk, TAEHV) with one block at 64x64, one chunk per request (a 1536-wide block is slow on 2 cores)."""
-    result = bench_realtime(["--setup", "wan1.3b-480p-taehv", "--mode", "reference", "--layers", "1", "--height", "64",
-                             "--width", "64", "--tracks", "50", "--first", "1", "--last", "1", "--breakdown-chunks",
-                             "1", "--matmul-size", "128", "--out", str(tmp_path / "r.json")])
+    result = bench_realtime(
+        [
+            "--setup",
+            "wan1.3b-480p-taehv",
+            "--mode",
+            "reference",
+            "--layers",
+            "1",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--tracks",
+            "50",
+            "--first",
+            "1",
+            "--last",
+            "1",
+            "--breakdown-chunks",
+            "1",
+            "--matmul-size",
+            "128",
+            "--out",
+            str(tmp_path / "r.json"),
+        ]
+    )
     (r,) = result["results"]
     assert "error" not in r, r
     assert r["stream"] == "c3s1w1k3f3" and r["window_frames"] == 9  # chunk 0: 3 latents = 1 + 4 x 2 frames
@@ -158,8 +182,14 @@ def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
     out = tmp_path / "distill.json"
     common = ["--batch", "1", "--steps", "1", "--warmup", "0", "--out", str(out)]
     result = bench_distill(["--configs", "tiny_dmd,tiny_ode_init", *common])
-    small = ["+model.overrides.dim=64", "+model.overrides.ffn_dim=128", "+model.overrides.num_heads=2",
-             "+model.overrides.num_layers=1", "data.height=64", "data.width=128"]
+    small = [
+        "+model.overrides.dim=64",
+        "+model.overrides.ffn_dim=128",
+        "+model.overrides.num_heads=2",
+        "+model.overrides.num_layers=1",
+        "data.height=64",
+        "data.width=128",
+    ]
     real = bench_distill(["--configs", "dmd_wan2.2_5b_704p", *[f"--override={o}" for o in small], *common])
     assert json.loads(out.read_text())["results"] == real["results"]
     assert {"device", "torch", "date", "commit", "argv", "overrides"} <= set(result["meta"])

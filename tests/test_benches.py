@@ -2,6 +2,7 @@
 the teacher step benchmark on a shrunk Wan 2.2 TI2V-5B (48-channel latents at H/16, ti2v layout, clean
 first frame, activation checkpointing), the real configs it times on a GPU built on meta with the
 in_dim their layouts need, and the streaming benchmark on the tiny flavor."""
+
 import dataclasses
 import json
 
@@ -23,9 +24,23 @@ def test_bench_train_runs_each_real_config_shrunk(name):
     _, real, shape = next(c for c in REAL_CONFIGS if c[0] == name)
     model = dataclasses.replace(real, overrides=SMALL)
     spatial = shape["spatial"]
-    out = bench(model=model, frames=9, height=4 * spatial, width=8 * spatial, spatial=spatial, tracks=8, batch=1,
-                text_len=8, text_dim=16, steps=1, warmup=0, device=torch.device("cpu"), checkpointing=True,
-                bf16=False, stage=TeacherConfig(clean_first_frame=real.layout == "ti2v"))
+    out = bench(
+        model=model,
+        frames=9,
+        height=4 * spatial,
+        width=8 * spatial,
+        spatial=spatial,
+        tracks=8,
+        batch=1,
+        text_len=8,
+        text_dim=16,
+        steps=1,
+        warmup=0,
+        device=torch.device("cpu"),
+        checkpointing=True,
+        bf16=False,
+        stage=TeacherConfig(clean_first_frame=real.layout == "ti2v"),
+    )
     assert out["tokens_per_sample"] == 3 * 2 * 4  # 3 latent frames x (4 / 2) x (8 / 2) patches
     assert out["step_time_s"] > 0 and out["model_tflops_per_step"] > 0
 
@@ -40,8 +55,26 @@ def test_the_real_configs_build_with_their_layouts_in_dim():
 
 def test_bench_stream_runs_on_the_tiny_flavor(tmp_path):
     out = tmp_path / "stream.json"
-    bench_stream(["--chunks", "4", "--measure", "1,4", "--repeats", "1", "--warmup", "0", "--height", "64",
-                  "--width", "64", "--threads", "1", "--out", str(out)])
+    bench_stream(
+        [
+            "--chunks",
+            "4",
+            "--measure",
+            "1,4",
+            "--repeats",
+            "1",
+            "--warmup",
+            "0",
+            "--height",
+            "64",
+            "--width",
+            "64",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     result = json.loads(out.read_text())
     assert set(result["runs"]) == {"rolling", "full"}
 
@@ -60,7 +93,21 @@ def test_bench_drag_times_plain_and_dragged_chunks(tmp_path):
     from trackstream.eval.bench_drag import main as bench_drag
 
     out = tmp_path / "drag.json"
-    res = bench_drag(["--rounds", "1", "--warmup", "0", "--iterations", "1", "--keep", "x0,latent", "--threads", "1",
-                      "--out", str(out)])
+    res = bench_drag(
+        [
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--iterations",
+            "1",
+            "--keep",
+            "x0,latent",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+        ]
+    )
     assert set(res["rf"]) == {"I=1 keep=x0", "I=1 keep=latent"} and all(v > 0 for v in res["rf"].values())
     assert json.loads(out.read_text())["frames_per_chunk"] == 12

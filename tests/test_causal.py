@@ -1,10 +1,18 @@
 """Causal Wan: block-masked training forward == chunk-by-chunk streaming through the rolling
 KV cache (fp32, <= 1e-5), functional cache semantics, unbounded rollouts, detach switch."""
+
 import pytest
 import torch
 
-from trackstream.models.causal import (HAS_FLEX, BlockCausalAttention, CausalConfig, KVCache, block_causal_forward,
-                           new_cache, stream_step)
+from trackstream.models.causal import (
+    HAS_FLEX,
+    BlockCausalAttention,
+    CausalConfig,
+    KVCache,
+    block_causal_forward,
+    new_cache,
+    stream_step,
+)
 from trackstream.models.flavors import build_wan
 from trackstream.models.wan import apply_rope, grid_positions, rope_cos_sin, sdpa
 
@@ -29,8 +37,9 @@ def _stream(model, cfg, x, t, ctx, n, clip_fea=None, y=None):
     cache, preds = new_cache(model, cfg, ctx, clip_fea), []
     for i in range(n):
         s, f = cfg.chunk_start(i), cfg.chunk_len(i)
-        pred, kv = stream_step(model, cache, x[:, :, s:s + f], t[:, s:s + f],
-                               y=None if y is None else y[:, :, s:s + f])
+        pred, kv = stream_step(
+            model, cache, x[:, :, s : s + f], t[:, s : s + f], y=None if y is None else y[:, :, s : s + f]
+        )
         cache = cache.append(kv)
         preds.append(pred)
     return torch.cat(preds, 2), cache
@@ -151,9 +160,9 @@ def test_predict_does_not_write_and_clean_rerun_is_what_is_cached():
             cache = cache.append(kv)
         # reference for chunk i: history clean at t=0, chunk i noisy, in one masked forward
         for i in range(n):
-            x = torch.cat([clean[:, :, :3 * i], noisy[:, :, 3 * i:3 * i + 3]], 2)
+            x = torch.cat([clean[:, :, : 3 * i], noisy[:, :, 3 * i : 3 * i + 3]], 2)
             t = torch.cat([torch.zeros(1, 3 * i), t_noisy], 1)
-            ref = block_causal_forward(model, cfg, x, t, ctx)[:, :, 3 * i:]
+            ref = block_causal_forward(model, cfg, x, t, ctx)[:, :, 3 * i :]
             assert (ref - preds[i]).abs().max() <= TOL
 
 
@@ -220,7 +229,7 @@ def test_gradient_checkpointing_streaming_and_block_masked():
         cache = new_cache(model, cfg, ctx, detach=False)
         loss = block_causal_forward(model, cfg, x, t, ctx).square().mean()
         for i in range(4):
-            pred, kv = stream_step(model, cache, x[:, :, 3 * i:3 * i + 3], t[:, 3 * i:3 * i + 3])
+            pred, kv = stream_step(model, cache, x[:, :, 3 * i : 3 * i + 3], t[:, 3 * i : 3 * i + 3])
             cache = cache.append(kv)
             loss = loss + pred.square().mean()
         loss.backward()
@@ -233,8 +242,14 @@ def test_gradient_checkpointing_streaming_and_block_masked():
 
 
 def test_config_validation_and_layout():
-    for field, bad in [("chunk_frames", 0), ("sink_chunks", -1), ("window_chunks", -2),
-                       ("first_chunk_frames", 0), ("chunk_frames", 2.5), ("sink_chunks", True)]:
+    for field, bad in [
+        ("chunk_frames", 0),
+        ("sink_chunks", -1),
+        ("window_chunks", -2),
+        ("first_chunk_frames", 0),
+        ("chunk_frames", 2.5),
+        ("sink_chunks", True),
+    ]:
         with pytest.raises(ValueError, match=field):
             CausalConfig(**{field: bad})
     cfg = CausalConfig(3, 1, 1)

@@ -1,4 +1,5 @@
 """Checkpoint adapters: official file / sharded / folder, diffusers folder, round trips, errors."""
+
 import json
 
 import pytest
@@ -6,7 +7,12 @@ import torch
 from safetensors.torch import save_file
 
 from trackstream.models.checkpoint import (
-    CheckpointError, diffusers_to_official, load_wan, official_to_diffusers, read_state_dict, save_wan,
+    CheckpointError,
+    diffusers_to_official,
+    load_wan,
+    official_to_diffusers,
+    read_state_dict,
+    save_wan,
 )
 from trackstream.models.flavors import build_wan, flavor_config
 

@@ -1,4 +1,5 @@
 """Codecs: Wan 2.1 VAE (diffusers + official key layout), TAEHV, tiny AE, and the shared contract."""
+
 from __future__ import annotations
 
 import pytest
@@ -333,9 +334,20 @@ def test_tiny_ae_patch4_has_a_4x_spatial_factor_and_streams_exactly():
         TinyAEConfig(patch=3)
     # track rasterisation follows the latent grid: a point at pixel (13, 5) lands in cell (1, 3) at 4x
     tracks = torch.tensor([13.0, 5.0]).view(1, 1, 1, 2).expand(1, 9, 1, 2)
-    c_m = encode_motion(tracks, torch.ones(1, 9, 1, dtype=torch.bool), torch.tensor([[7]]), embed_dim=8,
-                        height=32, width=32, latent_height=z.shape[3])
-    assert c_m.shape == (1, 8, 9, 8, 8) and c_m[0, :, 0, 1, 3].abs().sum() > 0 and c_m.abs().sum() == c_m[:, :, :, 1, 3].abs().sum()
+    c_m = encode_motion(
+        tracks,
+        torch.ones(1, 9, 1, dtype=torch.bool),
+        torch.tensor([[7]]),
+        embed_dim=8,
+        height=32,
+        width=32,
+        latent_height=z.shape[3],
+    )
+    assert (
+        c_m.shape == (1, 8, 9, 8, 8)
+        and c_m[0, :, 0, 1, 3].abs().sum() > 0
+        and c_m.abs().sum() == c_m[:, :, :, 1, 3].abs().sum()
+    )
 
 
 def test_tiny_ae_loss_decreases_when_trained():
@@ -344,7 +356,7 @@ def test_tiny_ae_loss_decreases_when_trained():
     # Simple synthetic clip batch: a bright square moving over a flat background.
     video = torch.full((2, 3, 9, 32, 32), -0.5)
     for t in range(9):
-        video[0, :, t, 4 : 12, 2 + 2 * t : 10 + 2 * t] = 0.8
+        video[0, :, t, 4:12, 2 + 2 * t : 10 + 2 * t] = 0.8
         video[1, 1, t, 20 - t : 28 - t, 10:18] = 0.9
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     with torch.no_grad():

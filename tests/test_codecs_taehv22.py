@@ -4,6 +4,7 @@ The checkpoints here are random tensors laid out as the official files are, from
 out below from the official nn.Sequential of madebyollin/taehv (taehv.py) rather than from our module, so a
 drift of our layer indices or widths away from the released files fails the tests.
 """
+
 from __future__ import annotations
 
 import copy
@@ -11,11 +12,11 @@ import copy
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from hydra_helpers import compose_job
 from safetensors.torch import save_file
 
 from trackstream.models.codecs import TAEHV, TAEHV_RELEASES, build_codec
 from trackstream.train.config import TAEHV_SIZES, codec_latent_channels, codec_spatial_factor, validate
-from hydra_helpers import compose_job
 
 
 def official_shapes(latent_channels: int, patch: int) -> dict[str, tuple[int, ...]]:
@@ -54,11 +55,13 @@ def official_shapes(latent_channels: int, patch: int) -> dict[str, tuple[int, ..
 
 def random_state(shapes: dict[str, tuple[int, ...]], seed: int = 0) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
+
     # std 1 / sqrt(fan in) for weights [out, in, k, k] (biases small) keeps activations O(1) through ~50
     # random layers, so outputs are not all clamped and float rounding stays far below the tolerances
     def draw(shape: tuple[int, ...]) -> torch.Tensor:
         fan_in = shape[1] * shape[2] * shape[3] if len(shape) == 4 else 100
         return torch.randn(*shape, generator=g) / fan_in**0.5
+
     return {k: draw(s) for k, s in shapes.items()}
 
 

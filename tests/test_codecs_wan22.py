@@ -1,4 +1,5 @@
 """Wan 2.2 VAE codec (``wan2.2-vae``): official key layout and sizes, parity with diffusers, loading paths."""
+
 from __future__ import annotations
 
 from pathlib import Path

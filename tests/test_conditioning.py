@@ -1,10 +1,12 @@
 """First-frame (I2V / Fun-Control) conditioning layouts and the CLIP image encoder."""
+
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 from diffusers import AutoencoderKLWan
+from release_helpers import TINY_CLIP, wan_clip_state
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
 from trackstream.models.clip_image import (
@@ -26,8 +28,6 @@ from trackstream.models.conditioning import (
 from trackstream.models.flavors import build_wan
 from trackstream.models.tracks import TrackEncoder
 
-from release_helpers import TINY_CLIP, wan_clip_state
-
 
 class TinyWanCodec:
     """Test codec: a tiny random diffusers Wan VAE with the 16-channel latent and 1+4k grouping."""
@@ -35,7 +35,11 @@ class TinyWanCodec:
     def __init__(self):
         torch.manual_seed(0)
         self.vae = AutoencoderKLWan(
-            base_dim=8, z_dim=16, dim_mult=[1, 2, 2, 2], num_res_blocks=1, attn_scales=[],
+            base_dim=8,
+            z_dim=16,
+            dim_mult=[1, 2, 2, 2],
+            num_res_blocks=1,
+            attn_scales=[],
             temperal_downsample=[False, True, True],
         ).eval()
         self.mean = torch.tensor(self.vae.config.latents_mean).view(1, -1, 1, 1, 1)
@@ -95,7 +99,9 @@ def test_fun_control_layout_and_causal_start_latent(codec):
     assert torch.equal(y[:, :16], torch.zeros(2, 16, 3, 4, 4))  # no control -> zero control slot
     assert torch.equal(y[:, 16:, 1:], torch.zeros(2, 16, 2, 4, 4))  # start latent only in frame 0
     # the causal VAE: encoding the image alone = latent 0 of the image-plus-grey video
-    torch.testing.assert_close(y[:, 16:, :1], i2v_condition(codec, image, num_frames=9)[:, 4:, :1], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        y[:, 16:, :1], i2v_condition(codec, image, num_frames=9)[:, 4:, :1], atol=1e-5, rtol=1e-5
+    )
     control = torch.randn(2, 16, 3, 4, 4)
     y = fun_control_condition(codec, image, num_frames=9, control=control)
     assert torch.equal(y[:, :16], control)
@@ -164,11 +170,17 @@ def _wan_visual_reference(sd, cfg, image):
         b = f"visual.transformer.{i}."
         h = F.layer_norm(x, (d,), sd[b + "norm1.weight"], sd[b + "norm1.bias"], 1e-5)
         B, S, _ = h.shape
-        q, k, v = F.linear(h, sd[b + "attn.to_qkv.weight"], sd[b + "attn.to_qkv.bias"]).view(B, S, 3, heads, -1).unbind(2)
+        q, k, v = (
+            F.linear(h, sd[b + "attn.to_qkv.weight"], sd[b + "attn.to_qkv.bias"]).view(B, S, 3, heads, -1).unbind(2)
+        )
         a = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         x = x + F.linear(a.transpose(1, 2).reshape(B, S, d), sd[b + "attn.proj.weight"], sd[b + "attn.proj.bias"])
         h = F.layer_norm(x, (d,), sd[b + "norm2.weight"], sd[b + "norm2.bias"], 1e-5)
-        x = x + F.linear(F.gelu(F.linear(h, sd[b + "mlp.0.weight"], sd[b + "mlp.0.bias"])), sd[b + "mlp.2.weight"], sd[b + "mlp.2.bias"])
+        x = x + F.linear(
+            F.gelu(F.linear(h, sd[b + "mlp.0.weight"], sd[b + "mlp.0.bias"])),
+            sd[b + "mlp.2.weight"],
+            sd[b + "mlp.2.bias"],
+        )
     return x
 
 

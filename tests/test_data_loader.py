@@ -52,7 +52,9 @@ def _assert_same(a, b):
 def test_resume_equals_uninterrupted(shards, num_workers, stop_at):
     # 26 samples, batch 2: an epoch is 13 batches with one reader; with 2 workers the slots get
     # 14 and 12 samples, so 2 x 6 = 12 batches. stop_at 12/13 resumes at / after the boundary.
-    assert _make(shards, num_workers=num_workers).plan(0).batches_per_slot * max(1, num_workers) == (13 if num_workers == 0 else 12)
+    assert _make(shards, num_workers=num_workers).plan(0).batches_per_slot * max(1, num_workers) == (
+        13 if num_workers == 0 else 12
+    )
     ref = _run(shards, n=16, num_workers=num_workers)
     _assert_same(ref, _run(shards, n=16, num_workers=num_workers, stop_at=stop_at))
 

@@ -54,7 +54,11 @@ def videos(tmp_path_factory):
     open(os.path.join(folder, "empty.mp4"), "wb").close()
     write_mp4(os.path.join(folder, "lowfps.mp4"), SOURCE.generate(10)["frames"], fps=5)  # wrong fps
     write_mp4(os.path.join(folder, "nocaption.mp4"), SOURCE.generate(11)["frames"], fps=24)
-    write_mp4(os.path.join(folder, "square.mp4"), SyntheticWorld(height=64, width=64, num_frames=30).generate(12)["frames"], fps=24)
+    write_mp4(
+        os.path.join(folder, "square.mp4"),
+        SyntheticWorld(height=64, width=64, num_frames=30).generate(12)["frames"],
+        fps=24,
+    )
     write_mp4(os.path.join(folder, "short.mp4"), SOURCE.generate(13)["frames"][:6], fps=24)
     # A flat grey clip: the test tracker below returns NaN on textureless input.
     write_mp4(os.path.join(folder, "nantracks.mp4"), np.full((30, 54, 96, 3), 128, np.uint8), fps=24)
@@ -89,7 +93,17 @@ class InterruptingTracker(NaNOnFlatTracker):
 
 
 def _cfg(videos, out, **kw):
-    args = dict(input=videos, output=str(out), num_frames=9, height=32, width=56, grid_size=6, samples_per_shard=3, num_workers=0, progress=False)
+    args = dict(
+        input=videos,
+        output=str(out),
+        num_frames=9,
+        height=32,
+        width=56,
+        grid_size=6,
+        samples_per_shard=3,
+        num_workers=0,
+        progress=False,
+    )
     args.update(kw)
     return PrepareConfig(**args)
 
@@ -176,7 +190,10 @@ def test_native_crash_is_isolated_and_reported(videos, tmp_path):
         for ext in (".mp4", ".txt"):
             os.link(os.path.join(videos, stem + ext), tmp_path / "in" / (stem + ext))
     # fork: the tracker object (defined in this test module) is inherited, not pickled.
-    summary = run_prepare(_cfg(str(tmp_path / "in"), tmp_path / "out", samples_per_shard=2, num_workers=2, start_method="fork"), tracker=CrashingTracker())
+    summary = run_prepare(
+        _cfg(str(tmp_path / "in"), tmp_path / "out", samples_per_shard=2, num_workers=2, start_method="fork"),
+        tracker=CrashingTracker(),
+    )
     assert summary["complete"] and summary["num_samples"] == 4
     assert [s["path"] for s in summary["skipped"]] == ["nantracks.mp4"]
     assert summary["skipped"][0]["reason"].startswith("crashed")
@@ -212,7 +229,9 @@ def test_cached_text_embeddings_and_latents(videos, tmp_path):
             os.link(os.path.join(videos, stem + ext), tmp_path / "in" / (stem + ext))
     out = tmp_path / "out"
     cfg = _cfg(str(tmp_path / "in"), out, store_video=False, text_batch_size=3)
-    summary = run_prepare(cfg, tracker={"name": "lk"}, text_encoder=FakeTextEncoder(), latent_encoder=FakeLatentEncoder())
+    summary = run_prepare(
+        cfg, tracker={"name": "lk"}, text_encoder=FakeTextEncoder(), latent_encoder=FakeLatentEncoder()
+    )
     assert summary["num_samples"] == 4
     stream = ShardStream(str(out), batch_size=2, shuffle_buffer=1, decode_video=False)
     batch = next(iter(stream))
@@ -229,7 +248,19 @@ def test_hydra_cli(videos, tmp_path):
         for ext in (".mp4", ".txt"):
             os.link(os.path.join(videos, stem + ext), tmp_path / "in" / (stem + ext))
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "trackstream.data.prepare", f"input={tmp_path / 'in'}", f"output={out}", "num_frames=9", "height=32", "width=56", "grid_size=5", "num_workers=0", "progress=false"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trackstream.data.prepare",
+        f"input={tmp_path / 'in'}",
+        f"output={out}",
+        "num_frames=9",
+        "height=32",
+        "width=56",
+        "grid_size=5",
+        "num_workers=0",
+        "progress=false",
+    ]
     env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -244,7 +275,16 @@ def test_hydra_config_composes_with_tracker_preset():
     from trackstream.data.prepare import config_from_hydra
 
     with initialize_config_dir(config_dir=os.path.join(REPO, "conf"), version_base="1.3"):
-        cfg = compose("prepare", overrides=["input=/in", "output=/out", "prepare/tracker@tracker=cotracker3_online", "tracker.checkpoint_path=/c.pth", "text_encoder={_target_: a.B, path: /t}"])
+        cfg = compose(
+            "prepare",
+            overrides=[
+                "input=/in",
+                "output=/out",
+                "prepare/tracker@tracker=cotracker3_online",
+                "tracker.checkpoint_path=/c.pth",
+                "text_encoder={_target_: a.B, path: /t}",
+            ],
+        )
     pcfg, specs = config_from_hydra(cfg)
     assert pcfg.grid_size == 50 and pcfg.fps == 16 and pcfg.num_frames == 81
     assert specs["tracker"] == {"name": "cotracker3_online", "checkpoint_path": "/c.pth", "device": "cuda"}

@@ -19,7 +19,9 @@ def test_sample_schema_and_determinism():
     assert a["tracks"].shape == (t, g * g, 2) and a["tracks"].dtype == torch.float32
     assert a["visibility"].shape == (t, g * g) and a["visibility"].dtype == torch.bool
     assert isinstance(a["caption"], str) and a["meta"]["seed"] == 7 and a["meta"]["fps"] == 16
-    assert torch.equal(a["video"], b["video"]) and torch.equal(a["tracks"], b["tracks"]) and a["caption"] == b["caption"]
+    assert (
+        torch.equal(a["video"], b["video"]) and torch.equal(a["tracks"], b["tracks"]) and a["caption"] == b["caption"]
+    )
     c = world.sample(8)
     assert not torch.equal(a["video"], c["video"])
     # Frame 0 tracks are exactly the grid queries, all visible (queries never sit under nothing).
@@ -67,7 +69,9 @@ def test_occlusion_exit_and_pan():
     for seed in range(6):
         clip = world.generate(seed)
         tr, vis = clip["tracks"], clip["visibility"]
-        inside = (tr[..., 0] >= 0) & (tr[..., 0] <= world.width - 1) & (tr[..., 1] >= 0) & (tr[..., 1] <= world.height - 1)
+        inside = (
+            (tr[..., 0] >= 0) & (tr[..., 0] <= world.width - 1) & (tr[..., 1] >= 0) & (tr[..., 1] <= world.height - 1)
+        )
         # A point that goes out of the frame and later comes back.
         left = (~inside).any(0) & inside[-1]
         found_exit |= bool(left.any())
@@ -88,7 +92,9 @@ def test_caption_describes_the_content():
     world = SyntheticWorld(num_sprites=(1, 1), camera_pan_prob=0.0, speed=(0.6, 0.6))
     clip = world.generate(11)
     cap = clip["caption"].lower()
-    assert any(c in cap for c in ("red", "green", "blue", "yellow", "orange", "purple", "cyan", "pink", "white", "brown"))
+    assert any(
+        c in cap for c in ("red", "green", "blue", "yellow", "orange", "purple", "cyan", "pink", "white", "brown")
+    )
     assert any(s in cap for s in ("circle", "square", "triangle", "star", "diamond", "hexagon"))
     assert "static camera" in cap
     assert "moves" in cap or "wanders" in cap or "stays" in cap

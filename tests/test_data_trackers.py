@@ -39,7 +39,12 @@ def test_lk_is_exact_on_a_translating_texture():
     rng = np.random.default_rng(0)
     canvas = cv2.GaussianBlur((rng.random((200, 200, 3)) * 255).astype(np.uint8), (0, 0), 1.2)
     shift = np.array([1.7, -0.9])  # pixels per frame
-    frames = np.stack([cv2.warpAffine(canvas, np.float32([[1, 0, -50 - shift[0] * t], [0, 1, -50 - shift[1] * t]]), (96, 96)) for t in range(8)])
+    frames = np.stack(
+        [
+            cv2.warpAffine(canvas, np.float32([[1, 0, -50 - shift[0] * t], [0, 1, -50 - shift[1] * t]]), (96, 96))
+            for t in range(8)
+        ]
+    )
     q = grid_queries(96, 96, 6, t=3)  # queries in the middle: tracked forward and backward
     tracks, vis = LucasKanadeTracker().track(frames, q)
     gt = q[None, :, 1:] - (np.arange(8)[:, None, None] - 3) * shift  # the view moves by +shift
@@ -63,7 +68,9 @@ def test_lk_meets_epe_target_on_synthetic_world():
         errs.append(epe(tracks, clip["tracks"], clip["visibility"]))
         still.append(epe(np.broadcast_to(q[None, :, 1:], tracks.shape).copy(), clip["tracks"], clip["visibility"]))
         vis_acc.append((vis == clip["visibility"]).mean())
-    print(f"LK EPE {np.mean(errs):.3f} px, no-motion EPE {np.mean(still):.3f} px, visibility accuracy {np.mean(vis_acc):.3f}")
+    print(
+        f"LK EPE {np.mean(errs):.3f} px, no-motion EPE {np.mean(still):.3f} px, visibility accuracy {np.mean(vis_acc):.3f}"
+    )
     assert np.mean(errs) <= 1.5
     # The world moves enough that ignoring the motion is measurably wrong.
     assert np.mean(still) > 3 * np.mean(errs)

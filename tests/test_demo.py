@@ -5,6 +5,7 @@ driven by Playwright) dragging on the page, the canvas at the stream's aspect ra
 
 Artifacts (a screenshot of the page, the load report) go to ``test-artifacts/demo/``.
 """
+
 import base64
 import json
 import os
@@ -37,9 +38,26 @@ def _free_port() -> int:
 def server():
     port = _free_port()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    proc = subprocess.Popen([sys.executable, "-m", "trackstream.stream.demo", "--student", str(STUDENT), "--codec", str(CODEC),
-                             "--port", str(port), "--max-sessions", str(SESSIONS)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trackstream.stream.demo",
+            "--student",
+            str(STUDENT),
+            "--codec",
+            str(CODEC),
+            "--port",
+            str(port),
+            "--max-sessions",
+            str(SESSIONS),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
     while True:
@@ -75,8 +93,9 @@ def _frames(images: list) -> dict:
     """[[n, base64 JPEG]] as the page kept them -> {n: uint8 RGB frame}."""
     import cv2
 
-    return {n: cv2.imdecode(np.frombuffer(base64.b64decode(b), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
-            for n, b in images}
+    return {
+        n: cv2.imdecode(np.frombuffer(base64.b64decode(b), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1] for n, b in images
+    }
 
 
 def _mp4_frames(path) -> np.ndarray:
@@ -169,8 +188,11 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.click("#pause")
         page.wait_for_function("demo.paused === true", timeout=10000)
         page.wait_for_timeout(1500)
-        page.wait_for_function("(() => { const r = demo.stats.received, t = demo._r; demo._r = r; return r === t; })()",
-                               polling=1000, timeout=30000)
+        page.wait_for_function(
+            "(() => { const r = demo.stats.received, t = demo._r; demo._r = r; return r === t; })()",
+            polling=1000,
+            timeout=30000,
+        )
         with page.expect_download(timeout=120000) as download:
             page.click("#save")
         saved_path = ARTIFACTS / "saved.mp4"
@@ -184,9 +206,18 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         browser.close()
     assert not console, console
     video = _mp4_frames(saved_path)
-    (ARTIFACTS / "save.json").write_text(json.dumps({"mp4_frames": len(video), "saved": saved, "seen": seen,
-                                                     "last_n": last_n, "canvas": aspect,
-                                                     "bytes_per_frame": stats["bytes"] / stats["received"]}))
+    (ARTIFACTS / "save.json").write_text(
+        json.dumps(
+            {
+                "mp4_frames": len(video),
+                "saved": saved,
+                "seen": seen,
+                "last_n": last_n,
+                "canvas": aspect,
+                "bytes_per_frame": stats["bytes"] / stats["received"],
+            }
+        )
+    )
     assert len(video) == saved["frames"] == seen == last_n + 1 and saved["dropped"] == 0, (len(video), saved, seen)
     assert video.shape[1:] == (64, 64, 3)
     for n in (last_n - 1, last_n):  # the mp4's last frames are the ones the page got last
@@ -202,8 +233,9 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
     queries = np.concatenate([np.zeros((len(grid), 1)), grid], axis=1).astype(np.float32)
     tracked = build_tracker("lk").track(video, queries)[0]  # [T, N, 2]
     dx, dy = np.median(tracked[-1] - tracked[0], axis=0)
-    (ARTIFACTS / "drag.json").write_text(json.dumps({"drag_px": drag, "moved_px": [float(dx), float(dy)],
-                                                     "frames": [ns[0], ns[-1]]}))
+    (ARTIFACTS / "drag.json").write_text(
+        json.dumps({"drag_px": drag, "moved_px": [float(dx), float(dy)], "frames": [ns[0], ns[-1]]})
+    )
     # the student follows dense tracks only partly (make run's report: EPE with tracks ~6.5 px); the
     # content must move right by a clear part of the drag, and more right than up or down
     assert dx > 0.25 * drag and dx > 1.5 * abs(dy), (dx, dy)
@@ -246,8 +278,17 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
     assert session.live.tagged[3]
     mask = np.zeros((model.height, model.width), bool)
     mask[20:30, 20:30] = True
-    ems, result = session.drag(Drag(mode="animate", kind="translate", method="both", mask=mask, chunks=1, iterations=1,
-                                    path=np.array([[25, 25], [33, 25]], np.float32)))
+    ems, result = session.drag(
+        Drag(
+            mode="animate",
+            kind="translate",
+            method="both",
+            mask=mask,
+            chunks=1,
+            iterations=1,
+            path=np.array([[25, 25], [33, 25]], np.float32),
+        )
+    )
     assert [e.index for e in ems] == [3] and session.holding and result.logs[0].losses
     assert session.editor.state.cond.track_ids.shape[1] != 8  # the drag's own IDs ...
     assert not torch.isin(session.editor.state.cond.track_ids, session.pool).any()  # ... disjoint from the pool
@@ -258,19 +299,21 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
     session.start(None)  # restart: the same first frame, the stream from its beginning
     assert session.chunk == 1
     upload = np.full((model.height, model.width, 3), 90, np.uint8)
-    assert session.start(Start(image=upload, prompt="a grey field")).frames.shape[0] == 1 and session.prompt == "a grey field"
+    assert (
+        session.start(Start(image=upload, prompt="a grey field")).frames.shape[0] == 1
+        and session.prompt == "a grey field"
+    )
 
     # a client that reads too slowly loses the oldest frames, counted; the queue never grows past its bound
-    from trackstream.stream.demo.server import _Connection
-    from trackstream.stream.demo.session import Emitted
-
     from trackstream.stream.demo.media import unpack_frame
-    from trackstream.stream.demo.server import _Frame
+    from trackstream.stream.demo.server import _Connection, _Frame
+    from trackstream.stream.demo.session import Emitted
 
     conn = _Connection(None, model, Limits(queue_frames=20), seed=0)
     for i in range(3):
-        em = Emitted(index=i + 1, frames=np.zeros((12, model.height, model.width, 3), np.uint8), start=1 + 12 * i,
-                     seconds=0.1)
+        em = Emitted(
+            index=i + 1, frames=np.zeros((12, model.height, model.width, 3), np.uint8), start=1 + 12 * i, seconds=0.1
+        )
         conn.send_frames(em, conn.encode(em))
     kept = [m.n for m in conn.outbox if isinstance(m, _Frame)]
     assert conn.frames_queued == len(kept) == 20 and conn.dropped == 16 and kept == list(range(17, 37))
@@ -293,6 +336,11 @@ def test_session_core_runs_in_bfloat16():
 
 
 def test_demo_cli_refuses_a_missing_student(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "trackstream.stream.demo", "--student", str(tmp_path), "--codec", str(CODEC)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackstream.stream.demo", "--student", str(tmp_path), "--codec", str(CODEC)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "run `make run` first" in proc.stderr

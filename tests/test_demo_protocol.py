@@ -1,4 +1,5 @@
 """The demo's message validation, live tracks and drag instructions (no model, no server)."""
+
 import base64
 import io
 import json
@@ -8,9 +9,25 @@ import numpy as np
 import pytest
 import torch
 
-from trackstream.stream.demo.media import (FRAME_HEADER_BYTES, FRAME_MAGIC, Recording, encode_frame, image_size, pack_frame,
-                               unpack_frame)
-from trackstream.stream.demo.protocol import Control, Drag, Limits, Points, ProtocolError, Start, decode_image, parse_message
+from trackstream.stream.demo.media import (
+    FRAME_HEADER_BYTES,
+    FRAME_MAGIC,
+    Recording,
+    encode_frame,
+    image_size,
+    pack_frame,
+    unpack_frame,
+)
+from trackstream.stream.demo.protocol import (
+    Control,
+    Drag,
+    Limits,
+    Points,
+    ProtocolError,
+    Start,
+    decode_image,
+    parse_message,
+)
 from trackstream.stream.demo.session import LiveTracks, drag_instruction
 from trackstream.stream.drag.instructions import Rotation2D, Translation
 
@@ -34,36 +51,51 @@ def test_valid_messages_parse_to_typed_objects():
     assert isinstance(pts, Points) and pts.ids.tolist() == [2, 0] and pts.pinned.tolist() == [True, False]
     np.testing.assert_allclose(pts.xy, [[1.5, 63], [0, 0]])
     assert parse({"type": "pause"}) == Control("pause")
-    d = parse({"type": "drag", "mode": "animate", "kind": "translate", "method": "both", "chunks": 2,
-               "mask": {"box": [10, 10, 20, 20]}, "path": [[15, 15], [30, 15]]})
+    d = parse(
+        {
+            "type": "drag",
+            "mode": "animate",
+            "kind": "translate",
+            "method": "both",
+            "chunks": 2,
+            "mask": {"box": [10, 10, 20, 20]},
+            "path": [[15, 15], [30, 15]],
+        }
+    )
     assert isinstance(d, Drag) and d.mask.sum() == 11 * 11 and d.mask[10, 10] and not d.mask[9, 10]
     r = parse({"type": "drag", "kind": "rotate", "mask": {"box": [10, 10, 20, 20]}, "center": [15, 15], "degrees": -45})
     assert r.kind == "rotate" and r.degrees == -45 and r.method == "latent" and r.mode == "animate"
 
 
-@pytest.mark.parametrize("msg, says", [
-    ("{nope", "not valid JSON"),
-    (b"\x00", "binary"),
-    ("[1]", '"type"'),
-    ({"type": "fly"}, "unknown message type 'fly'"),
-    ({"type": "start"}, "exactly one of"),
-    ({"type": "start", "scene": 8}, "scene must be an integer in [0, 7]"),
-    ({"type": "start", "scene": True}, "scene must be an integer"),
-    ({"type": "points", "points": [{"id": 0, "x": 64, "y": 0}]}, "outside the 64x64 frame"),
-    ({"type": "points", "points": [{"id": 0, "x": float("nan"), "y": 0}]}, "points[0].x must be a finite number"),
-    ({"type": "points", "points": [{"id": 64, "x": 1, "y": 1}]}, "points[0].id must be an integer in [0, 63]"),
-    ({"type": "points", "points": [{"id": 1, "x": 1, "y": 1}, {"id": 1, "x": 2, "y": 2}]}, "once"),
-    ({"type": "points", "points": [{"id": i, "x": 1, "y": 1} for i in range(65)]}, "at most 64"),
-    ({"type": "points", "points": [{"id": 0, "x": "1", "y": 1}]}, "finite number"),
-    ({"type": "drag", "mask": {"box": [1, 1, 5, 5]}, "path": [[1, 1]]}, "path must be a list of 2..256"),
-    ({"type": "drag", "mode": "both", "mask": {"box": [1, 1, 5, 5]}}, "mode must be one of"),
-    ({"type": "drag", "mask": {"circle": 3}, "path": [[1, 1], [2, 2]]}, "mask must be"),
-    ({"type": "drag", "kind": "rotate", "mask": {"box": [1, 1, 5, 5]}, "center": [3, 3], "degrees": 400}, "degrees"),
-    ({"type": "drag", "chunks": 9, "mask": {"box": [1, 1, 5, 5]}, "path": [[1, 1], [2, 2]]}, "chunks must be"),
-    ({"type": "points", "points": [], "pad": "x" * 70000}, "at most 65536"),
-    ({"type": "start", "image": "data:image/png;base64,AAAA"}, "only PNG, JPEG and WebP"),
-    ({"type": "start", "image": "http://example.com/x.png"}, "data URL"),
-])
+@pytest.mark.parametrize(
+    "msg, says",
+    [
+        ("{nope", "not valid JSON"),
+        (b"\x00", "binary"),
+        ("[1]", '"type"'),
+        ({"type": "fly"}, "unknown message type 'fly'"),
+        ({"type": "start"}, "exactly one of"),
+        ({"type": "start", "scene": 8}, "scene must be an integer in [0, 7]"),
+        ({"type": "start", "scene": True}, "scene must be an integer"),
+        ({"type": "points", "points": [{"id": 0, "x": 64, "y": 0}]}, "outside the 64x64 frame"),
+        ({"type": "points", "points": [{"id": 0, "x": float("nan"), "y": 0}]}, "points[0].x must be a finite number"),
+        ({"type": "points", "points": [{"id": 64, "x": 1, "y": 1}]}, "points[0].id must be an integer in [0, 63]"),
+        ({"type": "points", "points": [{"id": 1, "x": 1, "y": 1}, {"id": 1, "x": 2, "y": 2}]}, "once"),
+        ({"type": "points", "points": [{"id": i, "x": 1, "y": 1} for i in range(65)]}, "at most 64"),
+        ({"type": "points", "points": [{"id": 0, "x": "1", "y": 1}]}, "finite number"),
+        ({"type": "drag", "mask": {"box": [1, 1, 5, 5]}, "path": [[1, 1]]}, "path must be a list of 2..256"),
+        ({"type": "drag", "mode": "both", "mask": {"box": [1, 1, 5, 5]}}, "mode must be one of"),
+        ({"type": "drag", "mask": {"circle": 3}, "path": [[1, 1], [2, 2]]}, "mask must be"),
+        (
+            {"type": "drag", "kind": "rotate", "mask": {"box": [1, 1, 5, 5]}, "center": [3, 3], "degrees": 400},
+            "degrees",
+        ),
+        ({"type": "drag", "chunks": 9, "mask": {"box": [1, 1, 5, 5]}, "path": [[1, 1], [2, 2]]}, "chunks must be"),
+        ({"type": "points", "points": [], "pad": "x" * 70000}, "at most 65536"),
+        ({"type": "start", "image": "data:image/png;base64,AAAA"}, "only PNG, JPEG and WebP"),
+        ({"type": "start", "image": "http://example.com/x.png"}, "data URL"),
+    ],
+)
 def test_refusals_name_the_field(msg, says):
     with pytest.raises(ProtocolError) as e:
         parse(msg)
@@ -78,8 +110,10 @@ def test_uploads_are_bounded_and_resized():
     assert s.image[32, 32].tolist() == [255, 0, 0]  # RGB
     small = Limits(max_upload_bytes=1000)
     with pytest.raises(ProtocolError, match="at most 1000"):
-        parse({"type": "start", "image": png_url(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))},
-              limits=small)
+        parse(
+            {"type": "start", "image": png_url(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8))},
+            limits=small,
+        )
     big = png_url(np.zeros((10, 5000, 3), np.uint8))  # refused from the PNG header, before decoding
     with pytest.raises(ProtocolError, match="at most 4096 pixels"):
         parse({"type": "start", "image": big})
@@ -94,8 +128,11 @@ def test_uploads_are_bounded_and_resized():
 
 
 def _pts(ids, xy, pinned=None):
-    return Points(ids=np.array(ids), xy=np.array(xy, np.float32),
-                  pinned=np.array(pinned if pinned is not None else [False] * len(ids)))
+    return Points(
+        ids=np.array(ids),
+        xy=np.array(xy, np.float32),
+        pinned=np.array(pinned if pinned is not None else [False] * len(ids)),
+    )
 
 
 def test_live_tracks_replay_the_gesture_at_its_speed_and_pins_stay():
@@ -125,8 +162,15 @@ def test_live_tracks_replay_the_gesture_at_its_speed_and_pins_stay():
 def test_drag_instruction_geometry():
     mask = np.zeros((H, W), bool)
     mask[20:28, 20:28] = True
-    d = Drag(mode="animate", kind="translate", method="latent", mask=mask, chunks=2, iterations=4,
-             path=np.array([[24, 24], [36, 24]], np.float32))
+    d = Drag(
+        mode="animate",
+        kind="translate",
+        method="latent",
+        mask=mask,
+        chunks=2,
+        iterations=4,
+        path=np.array([[24, 24], [36, 24]], np.float32),
+    )
     instr = drag_instruction(d, height=H, width=W, token=4, prompt="p")
     traj = instr.trajectories[0]
     assert isinstance(traj, Translation) and traj.steps == 6 and instr.num_chunks == 2
@@ -134,8 +178,22 @@ def test_drag_instruction_geometry():
     np.testing.assert_allclose(np.diff(traj.points[:, 0]), 2.0, atol=1e-6)  # equal arc length
     ys, xs = np.nonzero(instr.editable)
     assert (xs.min(), xs.max(), ys.min(), ys.max()) == (16, 43, 16, 31)  # the swept box + one token
-    r = drag_instruction(Drag(mode="edit", kind="rotate", method="latent", mask=mask, chunks=1, iterations=4,
-                              center=np.array([23.5, 23.5], np.float32), degrees=90), height=H, width=W, token=4, prompt="")
+    r = drag_instruction(
+        Drag(
+            mode="edit",
+            kind="rotate",
+            method="latent",
+            mask=mask,
+            chunks=1,
+            iterations=4,
+            center=np.array([23.5, 23.5], np.float32),
+            degrees=90,
+        ),
+        height=H,
+        width=W,
+        token=4,
+        prompt="",
+    )
     rot = r.trajectories[0]
     assert isinstance(rot, Rotation2D) and rot.steps == 1
     np.testing.assert_allclose(rot.angle(1), 90, atol=1e-6)  # positive = clockwise on screen
@@ -144,11 +202,12 @@ def test_drag_instruction_geometry():
 
 # -- image headers: the size is read before decoding, for every accepted format -----------------------
 
+
 def _rgb(h, w, seed=0):
     """A smooth picture with edges (what a generated frame looks like), uint8 RGB [h, w, 3]."""
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     img = np.stack([128 + 100 * np.sin(xx / 23 + seed), 128 + 100 * np.cos(yy / 17), (xx + yy) % 256], -1)
-    img[h // 4:h // 2, w // 3:w // 2] = (250, 40, 40)
+    img[h // 4 : h // 2, w // 3 : w // 2] = (250, 40, 40)
     return np.clip(img + np.random.default_rng(seed).normal(0, 3, img.shape), 0, 255).astype(np.uint8)
 
 
@@ -169,8 +228,9 @@ def _riff(*chunks: bytes) -> bytes:
 
 def _vp8x(vp8_file: bytes, w: int, h: int) -> bytes:
     """An extended (VP8X) WebP around a simple one's VP8 chunk, the canvas declared as w x h."""
-    return _riff(_chunk(b"VP8X", b"\x00" * 4 + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")),
-                 vp8_file[12:])
+    return _riff(
+        _chunk(b"VP8X", b"\x00" * 4 + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")), vp8_file[12:]
+    )
 
 
 def _patched(data: bytes, w: int, h: int) -> bytes:
@@ -179,8 +239,8 @@ def _patched(data: bytes, w: int, h: int) -> bytes:
     if data.startswith(b"\xff\xd8"):
         pos = 2
         while b[pos + 1] not in (0xC0, 0xC1, 0xC2):
-            pos += 2 + int.from_bytes(b[pos + 2:pos + 4], "big")
-        b[pos + 5:pos + 7], b[pos + 7:pos + 9] = h.to_bytes(2, "big"), w.to_bytes(2, "big")
+            pos += 2 + int.from_bytes(b[pos + 2 : pos + 4], "big")
+        b[pos + 5 : pos + 7], b[pos + 7 : pos + 9] = h.to_bytes(2, "big"), w.to_bytes(2, "big")
     elif data[12:16] == b"VP8 ":
         b[26:28], b[28:30] = w.to_bytes(2, "little"), h.to_bytes(2, "little")
     elif data[12:16] == b"VP8L":
@@ -195,10 +255,14 @@ def _patched(data: bytes, w: int, h: int) -> bytes:
 
 def _formats(img):
     lossy = _encode(img, ".webp", cv2.IMWRITE_WEBP_QUALITY, 80)
-    return {"png": _encode(img, ".png"), "jpeg": _encode(img, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90),
-            "jpeg-progressive": _encode(img, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
-            "webp-vp8": lossy, "webp-vp8l": _encode(img, ".webp", cv2.IMWRITE_WEBP_QUALITY, 101),
-            "webp-vp8x": _vp8x(lossy, img.shape[1], img.shape[0])}
+    return {
+        "png": _encode(img, ".png"),
+        "jpeg": _encode(img, ".jpg", cv2.IMWRITE_JPEG_QUALITY, 90),
+        "jpeg-progressive": _encode(img, ".jpg", cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+        "webp-vp8": lossy,
+        "webp-vp8l": _encode(img, ".webp", cv2.IMWRITE_WEBP_QUALITY, 101),
+        "webp-vp8x": _vp8x(lossy, img.shape[1], img.shape[0]),
+    }
 
 
 def test_image_size_reads_every_format_header_and_the_decoder_agrees():
@@ -208,7 +272,9 @@ def test_image_size_reads_every_format_header_and_the_decoder_agrees():
     for name, data in files.items():
         assert image_size(data) == (37, 23), name
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == (23, 37, 3), name
-        s = parse({"type": "start", "image": f"data:image/{name.split('-')[0]};base64," + base64.b64encode(data).decode()})
+        s = parse(
+            {"type": "start", "image": f"data:image/{name.split('-')[0]};base64," + base64.b64encode(data).decode()}
+        )
         assert s.image.shape == (64, 64, 3)
     with pytest.raises(ValueError, match="JPEG whose header gives no frame size"):
         image_size(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 7 + b"\xff\xda")
@@ -233,11 +299,13 @@ def test_an_upload_declaring_16000x16000_is_refused_from_its_header_without_deco
     with pytest.raises(ProtocolError) as e:
         parse({"type": "start", "image": url})
     assert time.perf_counter() - t0 < 0.05
-    assert str(e.value) == ("image is 16000x16000; at most 4096 pixels a side (Limits.max_image_side): "
-                            "scale it down first")
+    assert str(e.value) == (
+        "image is 16000x16000; at most 4096 pixels a side (Limits.max_image_side): scale it down first"
+    )
 
 
 # -- frames out: binary JPEG / WebP messages, the recording, its mp4 ----------------------------------
+
 
 @pytest.mark.parametrize("fmt", ["jpeg", "webp"])
 def test_binary_frames_round_trip(fmt):
@@ -264,8 +332,11 @@ def test_binary_frames_are_far_smaller_than_base64_png(capsys):
     for h, w in ((64, 64), (480, 832)):
         frame = _rgb(h, w, seed=1)
         png = len(png_url(frame[:, :, ::-1]))
-        sizes[w, h] = (png, len(encode_frame(frame, "jpeg", 85)) + FRAME_HEADER_BYTES,
-                       len(encode_frame(frame, "webp", 85)) + FRAME_HEADER_BYTES)
+        sizes[w, h] = (
+            png,
+            len(encode_frame(frame, "jpeg", 85)) + FRAME_HEADER_BYTES,
+            len(encode_frame(frame, "webp", 85)) + FRAME_HEADER_BYTES,
+        )
         with capsys.disabled():
             print(f"\n[demo] {w}x{h}: base64 PNG {png} B, JPEG 85 {sizes[w, h][1]} B, WebP 85 {sizes[w, h][2]} B")
     png, jpeg, webp = sizes[832, 480]

@@ -4,6 +4,7 @@ where there is none with a one-line error naming the flag, and keeps every input
 device (the ``python -m trackstream.eval generate.device=cuda`` crash, reproduced with the ``meta`` device standing
 in for a GPU). A tiny student streamed in bf16 stays close to fp32; DragStream optimises fp32 latents
 through a bf16 DiT."""
+
 import json
 
 import numpy as np
@@ -14,8 +15,13 @@ import trackstream.models.conditioner as conditioner_mod
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, save_network
 
-CFG = {"flavor": "tiny", "layout": "wan_i2v", "track_channels": 8, "text_encoder": "minilm",
-       "overrides": {"num_heads": 2, "num_layers": 1}}
+CFG = {
+    "flavor": "tiny",
+    "layout": "wan_i2v",
+    "track_channels": 8,
+    "text_encoder": "minilm",
+    "overrides": {"num_heads": 2, "num_layers": 1},
+}
 CAUSAL = {"chunk_frames": 3, "sink_chunks": 1, "window_chunks": 1, "first_chunk_frames": 1, "steps": 2, "shift": 3.0}
 NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal of CUDA where there is none")
 
@@ -31,10 +37,22 @@ def export(tmp_path_factory):
     net = build_motion_wan(ModelConfig(**CFG), text_encoder_dim=384)
     torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
     base = {"height": 64, "width": 64, "num_frames": 25}
-    student = save_network(net.state_dict(), root / "student", model_cfg=CFG, text_encoder_dim=384, ema=False,
-                           conventions={**base, "causal": CAUSAL})
-    teacher = save_network(net.state_dict(), root / "teacher", model_cfg=CFG, text_encoder_dim=384, ema=False,
-                           conventions={**base, "schedule_shift": 3.0})
+    student = save_network(
+        net.state_dict(),
+        root / "student",
+        model_cfg=CFG,
+        text_encoder_dim=384,
+        ema=False,
+        conventions={**base, "causal": CAUSAL},
+    )
+    teacher = save_network(
+        net.state_dict(),
+        root / "teacher",
+        model_cfg=CFG,
+        text_encoder_dim=384,
+        ema=False,
+        conventions={**base, "schedule_shift": 3.0},
+    )
     torch.save(build_codec("tiny-ae", width=16, patch=4).checkpoint_dict(), root / "codec.pt")
     rng = np.random.default_rng(0)
     cv2.imwrite(str(root / "image.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
@@ -49,8 +67,14 @@ def loads(monkeypatch):
 
     def spy(*args, **kwargs):
         net, codec, cond = real(*args, **kwargs)
-        calls.append({"device": kwargs.get("device"), "dtype": kwargs.get("dtype"),
-                      "dit": net.dit.blocks[0].self_attn.q.weight.dtype, "on": next(net.parameters()).device})
+        calls.append(
+            {
+                "device": kwargs.get("device"),
+                "dtype": kwargs.get("dtype"),
+                "dit": net.dit.blocks[0].self_attn.q.weight.dtype,
+                "on": next(net.parameters()).device,
+            }
+        )
         return net, codec, cond
 
     monkeypatch.setattr(conditioner_mod, "load_export", spy)
@@ -61,18 +85,47 @@ def _samples(n=1):
     from trackstream.eval.benchmarks import Sample
 
     rng = np.random.default_rng(1)
-    return [Sample(id=f"s{i}", frames=rng.integers(0, 256, (25, 64, 64, 3), dtype=np.uint8),
-                   tracks=(rng.random((25, 4, 2)) * 63).astype(np.float32), visibility=np.ones((25, 4), bool),
-                   caption="a red square") for i in range(n)]
+    return [
+        Sample(
+            id=f"s{i}",
+            frames=rng.integers(0, 256, (25, 64, 64, 3), dtype=np.uint8),
+            tracks=(rng.random((25, 4, 2)) * 63).astype(np.float32),
+            visibility=np.ones((25, 4), bool),
+            caption="a red square",
+        )
+        for i in range(n)
+    ]
 
 
 def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys):
     from trackstream.stream.generate import main
 
     out = tmp_path / "video.mp4"
-    assert main(["--student", str(export["student"]), "--codec", str(export["codec"]), "--image",
-                 str(export["root"] / "image.png"), "--tracks", str(export["root"] / "tracks.npy"), "--prompt", "a cat",
-                 "--out", str(out), "--device", "cpu", "--dtype", "bfloat16", "--chunks", "5"]) == 0
+    assert (
+        main(
+            [
+                "--student",
+                str(export["student"]),
+                "--codec",
+                str(export["codec"]),
+                "--image",
+                str(export["root"] / "image.png"),
+                "--tracks",
+                str(export["root"] / "tracks.npy"),
+                "--prompt",
+                "a cat",
+                "--out",
+                str(out),
+                "--device",
+                "cpu",
+                "--dtype",
+                "bfloat16",
+                "--chunks",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert out.stat().st_size > 0
     (call,) = loads
     assert call["device"] == torch.device("cpu") and call["dtype"] == torch.bfloat16 and call["dit"] == torch.bfloat16
@@ -90,10 +143,12 @@ def test_bf16_stream_is_finite_and_close_to_fp32(export):
     frames = {}
     tracks = torch.from_numpy(np.load(export["root"] / "tracks.npy"))[None]
     for dtype in (torch.float32, torch.bfloat16):
-        net, codec, cond = conditioner_mod.load_export(export["student"], codec_name="tiny-ae", codec=export["codec"],
-                                                       device="cpu", dtype=dtype)
-        engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
-                                    image_features_fn=cond.image_features)
+        net, codec, cond = conditioner_mod.load_export(
+            export["student"], codec_name="tiny-ae", codec=export["codec"], device="cpu", dtype=dtype
+        )
+        engine = StreamingGenerator(
+            net, codec, config=StreamConfig.of(net.conventions.streaming), image_features_fn=cond.image_features
+        )
         image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
         text, lens = cond.text(["a cat"])
         ids = sample_track_ids(1, 5, generator=torch.Generator().manual_seed(0))
@@ -144,15 +199,47 @@ def test_eval_refuses_cuda_without_a_gpu_naming_the_field():
 
 
 @NO_CUDA
-@pytest.mark.parametrize("module", ["trackstream.stream.generate", "trackstream.stream.drag.__main__", "trackstream.eval.drag_bench", "trackstream.eval.bench_drag"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "trackstream.stream.generate",
+        "trackstream.stream.drag.__main__",
+        "trackstream.eval.drag_bench",
+        "trackstream.eval.bench_drag",
+    ],
+)
 def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
     import importlib
 
     main = importlib.import_module(module).main
-    required = {"trackstream.stream.generate": ["--student", "s", "--codec", "c", "--image", "i", "--tracks", "t", "--out", "o"],
-                "trackstream.stream.drag.__main__": ["--student", "s", "--codec", "c", "--image", "i", "--instruction", "j",
-                                         "--out", "o"],
-                "trackstream.eval.drag_bench": ["--student", "s", "--codec", "c", "--out", "o"], "trackstream.eval.bench_drag": []}[module]
+    required = {
+        "trackstream.stream.generate": [
+            "--student",
+            "s",
+            "--codec",
+            "c",
+            "--image",
+            "i",
+            "--tracks",
+            "t",
+            "--out",
+            "o",
+        ],
+        "trackstream.stream.drag.__main__": [
+            "--student",
+            "s",
+            "--codec",
+            "c",
+            "--image",
+            "i",
+            "--instruction",
+            "j",
+            "--out",
+            "o",
+        ],
+        "trackstream.eval.drag_bench": ["--student", "s", "--codec", "c", "--out", "o"],
+        "trackstream.eval.bench_drag": [],
+    }[module]
     with pytest.raises(SystemExit) as stop:
         main([*required, "--device", "cuda"])
     assert stop.value.code == 2
@@ -179,10 +266,31 @@ def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_p
     monkeypatch.setattr(editor_mod, "optimise_latent", spy)
     scene = next(s for s in make_scenes(8, seed=2) if s.kind == "translate" and s.instruction.mode == "animate")
     folder = write_scene(scene, tmp_path / "scene")
-    assert main(["--student", str(export["student"]), "--codec", str(export["codec"]),
-                 "--image", str(folder / "image.png"), "--instruction", str(folder / "drag_trajectory.json"),
-                 "--iterations", "1", "--after", "0",
-                 "--out", str(tmp_path / "out"), "--device", "cpu", "--dtype", "bfloat16"]) == 0
+    assert (
+        main(
+            [
+                "--student",
+                str(export["student"]),
+                "--codec",
+                str(export["codec"]),
+                "--image",
+                str(folder / "image.png"),
+                "--instruction",
+                str(folder / "drag_trajectory.json"),
+                "--iterations",
+                "1",
+                "--after",
+                "0",
+                "--out",
+                str(tmp_path / "out"),
+                "--device",
+                "cpu",
+                "--dtype",
+                "bfloat16",
+            ]
+        )
+        == 0
+    )
     assert loads[0]["dit"] == torch.bfloat16
     assert seen
     for z, out, log in seen:
@@ -204,17 +312,48 @@ def test_drag_bench_and_bench_drag_honour_device_and_dtype(export, loads, monkey
 
     monkeypatch.setattr(drag_bench, "run_benchmark", stop)
     with pytest.raises(Loaded):
-        drag_bench.main(["--student", str(export["student"]), "--codec", str(export["codec"]), "--scenes", "1",
-                         "--out", str(tmp_path / "bench"), "--device", "cpu", "--dtype", "bfloat16"])
+        drag_bench.main(
+            [
+                "--student",
+                str(export["student"]),
+                "--codec",
+                str(export["codec"]),
+                "--scenes",
+                "1",
+                "--out",
+                str(tmp_path / "bench"),
+                "--device",
+                "cpu",
+                "--dtype",
+                "bfloat16",
+            ]
+        )
     assert loads[0]["dtype"] == torch.bfloat16 and loads[0]["dit"] == torch.bfloat16
-    result = bench(["--device", "cpu", "--dtype", "bfloat16", "--rounds", "1", "--warmup", "0", "--iterations", "1",
-                    "--keep", "latent", "--out", str(tmp_path / "bench_drag.json")])
+    result = bench(
+        [
+            "--device",
+            "cpu",
+            "--dtype",
+            "bfloat16",
+            "--rounds",
+            "1",
+            "--warmup",
+            "0",
+            "--iterations",
+            "1",
+            "--keep",
+            "latent",
+            "--out",
+            str(tmp_path / "bench_drag.json"),
+        ]
+    )
     assert result["dtype"] == "bfloat16" and result["device"].startswith("cpu")
 
 
 # -- the eval crash (python -m trackstream.eval generate.device=cuda), on the CPU ------------------------------
 # The GPU is played by the meta device: the export is loaded, then moved there. An input left on the CPU
 # (the old engine's default device, the text encoder's output) would meet the network on another device.
+
 
 class _Stop(Exception):
     pass
@@ -226,8 +365,9 @@ def _on_meta(monkeypatch):
     def load(*args, **kwargs):
         net, codec, cond = real(*args, **kwargs)
         meta = torch.device("meta")
-        cond = conditioner_mod.Conditioner.for_network(ModelConfig(**CFG), codec=codec.to(meta),
-                                                       text_encoder=cond.text_encoder, device=meta)
+        cond = conditioner_mod.Conditioner.for_network(
+            ModelConfig(**CFG), codec=codec.to(meta), text_encoder=cond.text_encoder, device=meta
+        )
         return net.to(meta), cond.codec, cond
 
     monkeypatch.setattr(conditioner_mod, "load_export", load)
@@ -279,9 +419,10 @@ def test_eval_teacher_inputs_follow_the_network_device(export, monkeypatch):
 
 # -- distill.pairs: the teacher samples in ode_pairs.sample_dtype on the run's device -----------------
 
+
 def test_ode_pairs_sample_in_the_chosen_dtype_and_record_it(tmp_path):
-    from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs
     from tests.distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
+    from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs
 
     with pytest.raises(ValueError, match="ode_pairs.sample_dtype='fp8'"):
         ODEPairsConfig(sample_dtype="fp8")
@@ -290,9 +431,20 @@ def test_ode_pairs_sample_in_the_chosen_dtype_and_record_it(tmp_path):
     for name in ("auto", "bfloat16"):
         teacher = tiny_network(0).eval()
         cfg = ODEPairsConfig(num_pairs=2, teacher_steps=3, batch_size=2, shard_size=2, sample_dtype=name)
-        generate_ode_pairs(teacher, conditions=make_conditions(tiny_codec()), cfg=cfg, student_steps=3, shift=3.0,
-                           null_text=null_text()[0], null_text_lengths=null_text()[1], height=H, width=W,
-                           embed_dim=teacher.track_embed_dim, out_dir=tmp_path / name, device=torch.device("cpu"))
+        generate_ode_pairs(
+            teacher,
+            conditions=make_conditions(tiny_codec()),
+            cfg=cfg,
+            student_steps=3,
+            shift=3.0,
+            null_text=null_text()[0],
+            null_text_lengths=null_text()[1],
+            height=H,
+            width=W,
+            embed_dim=teacher.track_embed_dim,
+            out_dir=tmp_path / name,
+            device=torch.device("cpu"),
+        )
         runs[name] = load_ode_pairs(tmp_path / name, student_steps=3, shift=3.0)
         assert teacher.dit.blocks[0].self_attn.q.weight.dtype == (torch.float32 if name == "auto" else torch.bfloat16)
     assert runs["auto"]["index"]["sample_dtype"] == "float32"

@@ -1,5 +1,6 @@
 """The distillation stages through the real CLI at debug sizes: teacher -> ode_init (generates the
 ODE pairs, regresses, exports) -> dmd (two optimizers, 5:1, exports), then a DMD resume."""
+
 import json
 import os
 import subprocess
@@ -15,14 +16,25 @@ from trackstream.models.motion_wan import load_network
 from trackstream.stream.chunks import StreamConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false",
-          "logger.progress_bar=false"]
+COMMON = [
+    "debug=tiny",
+    "data.num_frames=25",
+    "trainer.num_threads=1",
+    "eval.enabled=false",
+    "logger.progress_bar=false",
+]
 
 
 def _cli(*args: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
-    r = subprocess.run([sys.executable, "-m", "trackstream.train", *COMMON, *args], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "trackstream.train", *COMMON, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     run_dir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))
     return json.loads((run_dir / "results.json").read_text())
@@ -34,16 +46,27 @@ def test_ode_init_then_dmd_through_the_cli(tmp_path):
     teacher = t / "export" / "teacher"
     assert (teacher / "network.json").is_file()
 
-    res = _cli("experiment=tiny_ode_init", f"stage.teacher={teacher}", "stage.ode_pairs.num_pairs=4",
-               "stage.ode_pairs.teacher_steps=6", "stage.ode_pairs.batch_size=2", "stage.ode_pairs.shard_size=2",
-               f"hydra.run.dir={o}")
+    res = _cli(
+        "experiment=tiny_ode_init",
+        f"stage.teacher={teacher}",
+        "stage.ode_pairs.num_pairs=4",
+        "stage.ode_pairs.teacher_steps=6",
+        "stage.ode_pairs.batch_size=2",
+        "stage.ode_pairs.shard_size=2",
+        f"hydra.run.dir={o}",
+    )
     assert res["status"] == "done" and res["num_pairs"] == 4
     cfg = OmegaConf.load(o / "config.yaml")
     pairs = load_ode_pairs(res["pairs"], student_steps=cfg.schedule.student_steps, shift=cfg.schedule.shift)
     assert pairs["trajectory"].shape[:2] == (4, 4) and (o / "export" / "student" / "network.json").is_file()
 
-    dmd = [f"stage.teacher={teacher}", f"stage.student={o / 'export' / 'student'}", f"stage.pairs={res['pairs']}",
-           f"hydra.run.dir={d}", "trainer.ckpt_every=5"]
+    dmd = [
+        f"stage.teacher={teacher}",
+        f"stage.student={o / 'export' / 'student'}",
+        f"stage.pairs={res['pairs']}",
+        f"hydra.run.dir={d}",
+        "trainer.ckpt_every=5",
+    ]
     res = _cli("experiment=tiny_dmd", "trainer.max_steps=5", *dmd)
     assert (res["generator_updates"], res["critic_updates"]) == (1, 5)
     rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]

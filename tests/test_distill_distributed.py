@@ -3,6 +3,7 @@ the same global batch: the same pairs (each rank writes its share of the shards)
 draws keyed by global sample id; under DDP the DMD generator's gradients averaged by hand, under FSDP2 each
 module of the streaming path its own unit), and an exact resume. Tolerances: relative 1e-5 (ODE init) and
 1e-4 (DMD) on losses, float reduction order only."""
+
 import json
 import os
 import subprocess
@@ -14,20 +15,42 @@ import torch
 from trackstream.distill.ode_pairs import load_ode_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false",
-          "logger.progress_bar=false", "trainer.log_every=1"]
+COMMON = [
+    "debug=tiny",
+    "data.num_frames=25",
+    "trainer.num_threads=1",
+    "eval.enabled=false",
+    "logger.progress_bar=false",
+    "trainer.log_every=1",
+]
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline",
-                OMP_WAIT_POLICY="PASSIVE")
+    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
 
 
 def _run(args, *, procs: int = 1):
-    launcher = ([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
-                 str(29500 + os.getpid() % 1000)] if procs > 1 else [sys.executable])
-    r = subprocess.run([*launcher, "-m", "trackstream.train", *COMMON, *args], cwd=ROOT, env=_env(), capture_output=True,
-                       text=True, timeout=600)
+    launcher = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_port",
+            str(29500 + os.getpid() % 1000),
+        ]
+        if procs > 1
+        else [sys.executable]
+    )
+    r = subprocess.run(
+        [*launcher, "-m", "trackstream.train", *COMMON, *args],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
@@ -49,12 +72,27 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
     t = tmp_path / "teacher"
     _run(["experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}"])
     teacher = t / "export" / "teacher"
-    stage = [f"stage.teacher={teacher}", "stage.ode_pairs.num_pairs=8", "stage.ode_pairs.teacher_steps=3",
-             "stage.ode_pairs.batch_size=2", "stage.ode_pairs.shard_size=2", "trainer.ckpt_every=2"]
+    stage = [
+        f"stage.teacher={teacher}",
+        "stage.ode_pairs.num_pairs=8",
+        "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.batch_size=2",
+        "stage.ode_pairs.shard_size=2",
+        "trainer.ckpt_every=2",
+    ]
     one, two, cut = tmp_path / "one", tmp_path / "two", tmp_path / "cut"
     _run(["experiment=tiny_ode_init", *stage, "data.batch_size=4", "trainer.max_steps=4", f"hydra.run.dir={one}"])
-    _run(["experiment=tiny_ode_init", *stage, "parallel=ddp", "data.batch_size=2", "trainer.max_steps=4",
-          f"hydra.run.dir={two}"], procs=2)
+    _run(
+        [
+            "experiment=tiny_ode_init",
+            *stage,
+            "parallel=ddp",
+            "data.batch_size=2",
+            "trainer.max_steps=4",
+            f"hydra.run.dir={two}",
+        ],
+        procs=2,
+    )
 
     assert "ddp x 2" in (two / "train.log").read_text()
     # the pairs: 4 shards, two written by each rank, identical to the single process's
@@ -70,18 +108,48 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
         assert abs(l1[s] - l2[s]) <= 1e-5 * max(1.0, abs(l1[s])), (s, l1[s], l2[s])
 
     # 2 processes stopped at step 2 and resumed: the same losses as the uninterrupted run
-    _run(["experiment=tiny_ode_init", *stage, "parallel=ddp", "data.batch_size=2", "trainer.max_steps=2",
-          f"stage.pairs={two / 'ode_pairs'}", f"hydra.run.dir={cut}"], procs=2)
-    _run(["experiment=tiny_ode_init", *stage, "parallel=ddp", "data.batch_size=2", "trainer.max_steps=4",
-          f"stage.pairs={two / 'ode_pairs'}", f"hydra.run.dir={cut}"], procs=2)
+    _run(
+        [
+            "experiment=tiny_ode_init",
+            *stage,
+            "parallel=ddp",
+            "data.batch_size=2",
+            "trainer.max_steps=2",
+            f"stage.pairs={two / 'ode_pairs'}",
+            f"hydra.run.dir={cut}",
+        ],
+        procs=2,
+    )
+    _run(
+        [
+            "experiment=tiny_ode_init",
+            *stage,
+            "parallel=ddp",
+            "data.batch_size=2",
+            "trainer.max_steps=4",
+            f"stage.pairs={two / 'ode_pairs'}",
+            f"hydra.run.dir={cut}",
+        ],
+        procs=2,
+    )
     l3 = _losses(cut)
     assert all(l3[s] == l2[s] for s in (1, 2, 3, 4)), (l3, l2)
     assert json.loads((cut / "results.json").read_text())["resumed_from"].endswith("step_00000002")
 
     # FSDP2 (generator sharded, EMA sharded): the same losses and, gathered on rank 0, the same export
     fs = tmp_path / "fsdp"
-    _run(["experiment=tiny_ode_init", *stage, "parallel=fsdp", "data.batch_size=2", "trainer.max_steps=4",
-          f"stage.pairs={one / 'ode_pairs'}", f"hydra.run.dir={fs}"], procs=2)
+    _run(
+        [
+            "experiment=tiny_ode_init",
+            *stage,
+            "parallel=fsdp",
+            "data.batch_size=2",
+            "trainer.max_steps=4",
+            f"stage.pairs={one / 'ode_pairs'}",
+            f"hydra.run.dir={fs}",
+        ],
+        procs=2,
+    )
     l4 = _losses(fs)
     for s in l1:
         assert abs(l1[s] - l4[s]) <= 1e-5 * max(1.0, abs(l1[s])), (s, l1[s], l4[s])
@@ -92,15 +160,30 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
 
     # DeepSpeed ZeRO-2 (the ODE-init student trains through its forward, which an engine sees): the same losses
     ds = tmp_path / "deepspeed"
-    _run(["experiment=tiny_ode_init", *stage, "parallel=deepspeed_zero2", "data.batch_size=2", "trainer.max_steps=2",
-          f"stage.pairs={one / 'ode_pairs'}", f"hydra.run.dir={ds}"], procs=2)
+    _run(
+        [
+            "experiment=tiny_ode_init",
+            *stage,
+            "parallel=deepspeed_zero2",
+            "data.batch_size=2",
+            "trainer.max_steps=2",
+            f"stage.pairs={one / 'ode_pairs'}",
+            f"hydra.run.dir={ds}",
+        ],
+        procs=2,
+    )
     l5 = _losses(ds)
     for s in (1, 2):
         assert abs(l1[s] - l5[s]) <= 1e-5 * max(1.0, abs(l1[s])), (s, l1[s], l5[s])
 
     # DMD from the same student and pairs: critic every step, the generator at step 5 (5:1)
-    dmd = [f"stage.teacher={teacher}", f"stage.student={one / 'export' / 'student'}", f"stage.pairs={one / 'ode_pairs'}",
-           "trainer.max_steps=5", "trainer.ckpt_every=5"]
+    dmd = [
+        f"stage.teacher={teacher}",
+        f"stage.student={one / 'export' / 'student'}",
+        f"stage.pairs={one / 'ode_pairs'}",
+        "trainer.max_steps=5",
+        "trainer.ckpt_every=5",
+    ]
     d1, d2 = tmp_path / "dmd1", tmp_path / "dmd2"
     _run(["experiment=tiny_dmd", *dmd, "data.batch_size=4", f"hydra.run.dir={d1}"])
     _run(["experiment=tiny_dmd", *dmd, "parallel=ddp", "data.batch_size=2", f"hydra.run.dir={d2}"], procs=2)

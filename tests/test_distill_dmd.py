@@ -1,10 +1,12 @@
 """Self-Forcing DMD: the training rollout IS the streaming engine, gradient truncation, the DMD
 gradient, and exact resume of both optimizers, the EMA and the 5:1 phase through the loop."""
+
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
 import trackstream.stream.chunks as chunks
 from trackstream.data.clips import PoolStream
@@ -20,8 +22,6 @@ from trackstream.train.loop import TrainerConfig, train
 from trackstream.train.metrics import LoggerConfig, MetricLogger
 from trackstream.train.optim import OptimConfig
 from trackstream.train.parallel import ParallelConfig, prepare_network
-
-from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
 SHIFT, K = 5.0, 3
 
@@ -39,9 +39,21 @@ def codec():
 def _objective(gen, critic, teacher, *, seed=0, ratio=5, causal=None, rollout="self_forcing"):
     cfg = DMDConfig(update_ratio=ratio, rollout=rollout, **({"causal": causal} if causal is not None else {}))
     nt, nl = null_text()
-    return DMDObjective(gen, critic, teacher.eval().requires_grad_(False), cfg=cfg,
-                        sigmas=sampling_sigmas(K, shift=SHIFT), shift=SHIFT, null_text=nt, null_text_lengths=nl,
-                        embed_dim=gen.track_embed_dim, height=H, width=W, seed=seed, device=torch.device("cpu"))
+    return DMDObjective(
+        gen,
+        critic,
+        teacher.eval().requires_grad_(False),
+        cfg=cfg,
+        sigmas=sampling_sigmas(K, shift=SHIFT),
+        shift=SHIFT,
+        null_text=nt,
+        null_text_lengths=nl,
+        embed_dim=gen.track_embed_dim,
+        height=H,
+        width=W,
+        seed=seed,
+        device=torch.device("cpu"),
+    )
 
 
 def test_update_phase_is_5_to_1_critic_first():
@@ -72,16 +84,21 @@ def test_sampled_first_chunk_rollout_equals_the_engine_and_generates_every_frame
     gen = tiny_network(1).eval()
     obj = _objective(gen, tiny_network(0), tiny_network(0), seed=4, causal=causal)
     raw = make_conditions(codec)([0, 1])
-    raw = {**raw, "tracks": raw["tracks"][:, :21], "visibility": raw["visibility"][:, :21],
-           "image": raw["image"][:, :, :6]}  # 21 frames = 6 latents = 2 chunks of 3
+    raw = {
+        **raw,
+        "tracks": raw["tracks"][:, :21],
+        "visibility": raw["visibility"][:, :21],
+        "image": raw["image"][:, :, :6],
+    }  # 21 frames = 6 latents = 2 chunks of 3
     batch = obj.prepare_batch(raw)
     with torch.no_grad():
         x = obj.rollout(batch, grad=False, exit_step=K - 1)
     engine = StreamingGenerator(gen, codec, config=StreamConfig(causal=causal, shift=SHIFT, steps=K))
     image = raw["first_frame"].float() / 127.5 - 1
     state = engine.start(image, raw["text_emb"], raw["text_len"], track_ids=batch["track_ids"], seed=4 + 1)
-    frames, latents, outs = collect(engine.stream(state, tracks_from_array(raw["tracks"], raw["visibility"]),
-                                                  num_chunks=2))
+    frames, latents, outs = collect(
+        engine.stream(state, tracks_from_array(raw["tracks"], raw["visibility"]), num_chunks=2)
+    )
     torch.testing.assert_close(x, latents, atol=1e-5, rtol=1e-5)
     assert [o.nfe for o in outs] == [K + 1, K + 1] and frames.shape[2] == 21
     assert not torch.allclose(latents[:, :, :1], batch["image_latent"])  # frame 0 is generated, not given
@@ -101,8 +118,13 @@ def test_self_rollout_transitions_equal_the_engine_at_every_exit_step(codec, exi
     engine = StreamingGenerator(gen, codec, config=StreamConfig(shift=SHIFT, steps=K))
     obj = _objective(gen, tiny_network(0), tiny_network(0), seed=4, rollout="self_rollout")
     batch = obj.prepare_batch(raw)
-    state = engine.start(raw["first_frame"].float() / 127.5 - 1, raw["text_emb"], raw["text_len"],
-                         track_ids=batch["track_ids"], seed=4 + 1)
+    state = engine.start(
+        raw["first_frame"].float() / 127.5 - 1,
+        raw["text_emb"],
+        raw["text_len"],
+        track_ids=batch["track_ids"],
+        seed=4 + 1,
+    )
     _, latents, _ = collect(engine.stream(state, tracks_from_array(raw["tracks"], raw["visibility"]), num_chunks=3))
     with torch.no_grad():
         x, committed = obj.rollout(batch, grad=False, exit_step=exit_step, with_committed=True)
@@ -124,8 +146,13 @@ def test_self_rollout_gradient_at_the_exit_step_only(codec, monkeypatch):
     batch = obj.prepare_batch(make_conditions(codec)([0, 1]))
     calls = []
     real_step = chunks.stream_step
-    monkeypatch.setattr(chunks, "stream_step", lambda m, c, x, t, **kw: calls.append(
-        (torch.is_grad_enabled(), round(float(t.flatten()[0]), 3))) or real_step(m, c, x, t, **kw))
+    monkeypatch.setattr(
+        chunks,
+        "stream_step",
+        lambda m, c, x, t, **kw: (
+            calls.append((torch.is_grad_enabled(), round(float(t.flatten()[0]), 3))) or real_step(m, c, x, t, **kw)
+        ),
+    )
     x = obj.rollout(batch, grad=True, exit_step=0)
     sig = sampling_sigmas(K, shift=SHIFT).float()
     chunk = [(k == 0, round(float(sig[k] * 1000), 3)) for k in range(K)] + [(False, 0.0)]
@@ -196,14 +223,24 @@ def test_dmd_gradient_is_normalised_per_sample():
 
 def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int):
     nets = {"critic": tiny_network(0), "generator": tiny_network(1)}
-    optims = {"critic": OptimConfig(lr=4e-4, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0),
-              "generator": OptimConfig(lr=2e-3, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0,
-                                       warmup_steps=1)}
+    optims = {
+        "critic": OptimConfig(lr=4e-4, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0),
+        "generator": OptimConfig(lr=2e-3, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0, warmup_steps=1),
+    }
     from trackstream.train.ema import EMAConfig
 
-    prepared = {n: prepare_network(runtime, ParallelConfig(), name=n, module=m, optim=optims[n],
-                                   ema=EMAConfig(decay=0.9) if n == "generator" else None, total_steps=steps)
-                for n, m in nets.items()}
+    prepared = {
+        n: prepare_network(
+            runtime,
+            ParallelConfig(),
+            name=n,
+            module=m,
+            optim=optims[n],
+            ema=EMAConfig(decay=0.9) if n == "generator" else None,
+            total_steps=steps,
+        )
+        for n, m in nets.items()
+    }
     obj = _objective(prepared["generator"].module, prepared["critic"].module, tiny_network(0), seed=11, ratio=5)
     conditions = make_conditions(codec)
     data = PoolStream(6, batch_size=1, seed=0, make_batch=lambda idx, gids: conditions(idx), rank=0, world_size=1)
@@ -211,8 +248,9 @@ def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int):
     logger = MetricLogger(run_dir, LoggerConfig(progress_bar=False), is_main=True, total_steps=steps)
     ckpt = CheckpointManager(run_dir / "checkpoints", runtime, keep_last=2, fingerprint={"dmd": 1})
     try:
-        res = train(objective=obj, networks=prepared, data=data, cfg=cfg, runtime=runtime, checkpoints=ckpt,
-                    logger=logger)
+        res = train(
+            objective=obj, networks=prepared, data=data, cfg=cfg, runtime=runtime, checkpoints=ckpt, logger=logger
+        )
     finally:
         logger.close()
     return res, prepared

@@ -1,5 +1,6 @@
 """ODE pairs (teacher trajectories on the student's grid, resumable shards) and the ODE-init
 objective (block-causal regression, per-chunk steps, per-batch sink/window sampling)."""
+
 import json
 
 import pytest
@@ -30,9 +31,18 @@ def pairs(tmp_path_factory):
     out = tmp_path_factory.mktemp("pairs")
     cfg = ODEPairsConfig(num_pairs=5, teacher_steps=6, batch_size=2, shard_size=3)
     conditions = make_conditions(codec)
-    kw = dict(conditions=conditions, cfg=cfg, student_steps=K, shift=SHIFT, null_text=null_text()[0],
-              null_text_lengths=null_text()[1], embed_dim=teacher.track_embed_dim, height=H, width=W,
-              device=torch.device("cpu"))
+    kw = dict(
+        conditions=conditions,
+        cfg=cfg,
+        student_steps=K,
+        shift=SHIFT,
+        null_text=null_text()[0],
+        null_text_lengths=null_text()[1],
+        embed_dim=teacher.track_embed_dim,
+        height=H,
+        width=W,
+        device=torch.device("cpu"),
+    )
     generate_ode_pairs(teacher, out_dir=out, **kw)
     return teacher, conditions, cfg, out, kw
 
@@ -52,11 +62,23 @@ def test_pairs_hold_the_teacher_trajectory_at_the_student_steps(pairs):
     assert torch.equal(ids, data["track_ids"][3:4])
     noise = torch.randn((16, 7, H // 8, W // 8), generator=g)[None]
     motion = encode_motion(b["tracks"], b["visibility"], ids, embed_dim=teacher.track_embed_dim, height=H, width=W)
-    cond = Condition(text=b["text_emb"], text_lengths=b["text_len"], null_text=null_text()[0],
-                     null_text_lengths=null_text()[1], image=b["image"], motion=motion)
+    cond = Condition(
+        text=b["text_emb"],
+        text_lengths=b["text_len"],
+        null_text=null_text()[0],
+        null_text_lengths=null_text()[1],
+        image=b["image"],
+        motion=motion,
+    )
     seen = {}
-    x0 = sample(teacher, noise, cond, cfg=SamplerConfig(steps=6, guidance=GuidanceConfig()), shift=SHIFT,
-                callback=lambda i, s, x: seen.__setitem__(i, x.clone()))
+    x0 = sample(
+        teacher,
+        noise,
+        cond,
+        cfg=SamplerConfig(steps=6, guidance=GuidanceConfig()),
+        shift=SHIFT,
+        callback=lambda i, s, x: seen.__setitem__(i, x.clone()),
+    )
     expected = torch.stack([seen[0], seen[2], seen[4], x0], 1)[0]
     torch.testing.assert_close(data["trajectory"][3], expected, atol=1e-5, rtol=1e-5)
     assert torch.equal(data["trajectory"][3, 0], noise[0])  # sigma_0 = 1: pure noise
@@ -82,7 +104,9 @@ def test_per_chunk_indices_and_config_sampling():
     assert k.shape == (4, 7) and (k[:, 0] == K).all()
     assert (k[:, 1:4] == k[:, 1:2]).all() and (k[:, 4:7] == k[:, 4:5]).all() and (k[:, 1:] < K).all()
     g = torch.Generator().manual_seed(0)
-    configs = [sample_causal_config(CausalConfig(3, 1, 1, first_chunk_frames=1), [0, 1], [1, None], g) for _ in range(40)]
+    configs = [
+        sample_causal_config(CausalConfig(3, 1, 1, first_chunk_frames=1), [0, 1], [1, None], g) for _ in range(40)
+    ]
     seen = {(c.sink_chunks, c.window_chunks) for c in configs}
     assert seen == {(0, 1), (1, 1), (0, None), (1, None)}
 
@@ -92,8 +116,16 @@ def test_ode_init_regresses_the_teacher_endpoint(pairs):
     data = load_ode_pairs(out, student_steps=K, shift=SHIFT)
     student = tiny_network(0)  # the student starts as the teacher's copy
     cfg = ODEInitConfig(sink_choices=[0, 1], window_choices=[1, 2])
-    obj = ODEInitObjective(student, cfg=cfg, sigmas=sampling_sigmas(K, shift=SHIFT), embed_dim=student.track_embed_dim,
-                           height=H, width=W, seed=0, device=torch.device("cpu"))
+    obj = ODEInitObjective(
+        student,
+        cfg=cfg,
+        sigmas=sampling_sigmas(K, shift=SHIFT),
+        embed_dim=student.track_embed_dim,
+        height=H,
+        width=W,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     batch = obj.prepare_batch({k: v[:4] for k, v in data.items() if torch.is_tensor(v)})
     opt = torch.optim.Adam(student.parameters(), lr=2e-3)
     losses = []
@@ -118,9 +150,20 @@ def test_a_clean_first_frame_teacher_keeps_frame_0_given(tmp_path):
     teacher, codec = tiny_network(0).eval(), tiny_codec()
     teacher.conventions = Conventions(clean_first_frame=True)
     cfg = ODEPairsConfig(num_pairs=2, teacher_steps=3, batch_size=2, shard_size=2)
-    generate_ode_pairs(teacher, conditions=make_conditions(codec), cfg=cfg, student_steps=K, shift=SHIFT,
-                       null_text=null_text()[0], null_text_lengths=null_text()[1], embed_dim=teacher.track_embed_dim,
-                       height=H, width=W, out_dir=tmp_path, device=torch.device("cpu"))
+    generate_ode_pairs(
+        teacher,
+        conditions=make_conditions(codec),
+        cfg=cfg,
+        student_steps=K,
+        shift=SHIFT,
+        null_text=null_text()[0],
+        null_text_lengths=null_text()[1],
+        embed_dim=teacher.track_embed_dim,
+        height=H,
+        width=W,
+        out_dir=tmp_path,
+        device=torch.device("cpu"),
+    )
     data = load_ode_pairs(tmp_path, student_steps=K, shift=SHIFT)
     assert data["index"]["clean_first_frame"] is True
     first = data["image_latent"][:, None, :, 0]  # [B, 1, 16, h, w]

@@ -1,5 +1,6 @@
 """ADSR re-standardisation (per frame and channel, global, x0 against neighbours) and the forward
 splat that carries reference features to a drag's target tokens."""
+
 import numpy as np
 import torch
 

@@ -1,6 +1,7 @@
 """The drag benchmark end to end on a random tiny student: every row of the main set runs on an edit
 and an animation scene, the figures are finite where defined, the undragged row is the reference
 (RF 1, no background comparison with itself), and the table renders."""
+
 import math
 
 import numpy as np
@@ -29,8 +30,9 @@ def test_the_main_rows_score_an_edit_and_an_animation(tmp_path):
         return torch.randn(1, 5, 24, generator=g), torch.tensor([5])
 
     (tmp_path / "videos").mkdir()
-    res = run_benchmark(engine, encode, scenes, ROW_SETS["main"], tracker=build_tracker("lk"), out=tmp_path,
-                        progress=False)
+    res = run_benchmark(
+        engine, encode, scenes, ROW_SETS["main"], tracker=build_tracker("lk"), out=tmp_path, progress=False
+    )
     rows = res["rows"]
     assert list(rows) == ROW_SETS["main"]
     assert rows["no drag (I=0)"]["bg_psnr_undragged"] is None and rows["no drag (I=0)"]["rf"] == 1.0
@@ -50,6 +52,13 @@ def test_set_options_type_drag_config_fields_and_refuse_unknown_ones():
     from trackstream.eval.drag_bench import _config
 
     cfg = _config(["step_index=0", "lr=0.1", "adsr=false", "layers=0,1", "fixed_cutoff=none"], iterations=4, seed=0)
-    assert (cfg.step_index, cfg.lr, cfg.adsr, cfg.layers, cfg.fixed_cutoff, cfg.iterations) == (0, 0.1, False, (0, 1), None, 4)
+    assert (cfg.step_index, cfg.lr, cfg.adsr, cfg.layers, cfg.fixed_cutoff, cfg.iterations) == (
+        0,
+        0.1,
+        False,
+        (0, 1),
+        None,
+        4,
+    )
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         _config(["learning_rate=1"])

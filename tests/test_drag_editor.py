@@ -1,6 +1,7 @@
 """DragStream on the streaming engine: targets land where the geometry says (a translated and a
 rotated box), the optimisation lowers its loss, an abandoned edit leaves the stream bit-identical, a
 drag with nothing to do is exactly the engine's chunk, and the drag's tracks pin what must not move."""
+
 import numpy as np
 import pytest
 import torch
@@ -50,8 +51,9 @@ def _instruction(mode="animate", dx=16.0):
     steps = 1 if mode == "edit" else 3
     pts = np.array([[24.0 + dx * k / steps, 32.0] for k in range(steps + 1)])
     editable = _box(8, 16, 56, 48)
-    return DragInstruction(mode=mode, trajectories=[Translation(points=pts)], object_masks=[mask], editable=editable,
-                           num_chunks=1)
+    return DragInstruction(
+        mode=mode, trajectories=[Translation(points=pts)], object_masks=[mask], editable=editable, num_chunks=1
+    )
 
 
 def _after_first_chunk(engine):
@@ -70,8 +72,12 @@ def test_targets_of_a_translated_and_a_rotated_box_land_where_they_should():
     token, h, w = 8, H // 8, W // 8
     ref = torch.arange(h * w, dtype=torch.float32).view(1, h, w)  # each token's feature = its index
     mask = _box(16, 24, 32, 40)  # tokens x 2..3, y 3..4
-    move = DragInstruction(mode="edit", trajectories=[Translation(points=np.array([[24.0, 32.0], [40.0, 32.0]]))],
-                           object_masks=[mask], editable=mask)
+    move = DragInstruction(
+        mode="edit",
+        trajectories=[Translation(points=np.array([[24.0, 32.0], [40.0, 32.0]]))],
+        object_masks=[mask],
+        editable=mask,
+    )
     (seg_half,), (seg_full,) = build_targets({None: ref}, move, [(2, 1)], token=token, patch=(2, 2), segments=2)
     want = torch.zeros(h, w, dtype=torch.bool)
     want[3:5, 4:6] = True  # 16 px = 2 tokens to the right
@@ -83,9 +89,15 @@ def test_targets_of_a_translated_and_a_rotated_box_land_where_they_should():
     assert seg_full.gauss.shape == (2 * h, 2 * w) and seg_full.free[6:10, 8:12].all()  # latent grid = 2x tokens
 
     bar = _box(16, 24, 48, 32)  # 4 x 1 tokens: x 2..5, y 3; turned about token (3, 3)'s centre
-    turn = DragInstruction(mode="edit", object_masks=[bar], editable=bar, trajectories=[
-        Rotation2D(center=np.array([27.5, 27.5]), start=np.array([35.5, 27.5]), arms=np.array([[27.5, 35.5]]))])
-    (target,), = build_targets({None: ref}, turn, [(2, 1)], token=token, patch=(2, 2), segments=1)
+    turn = DragInstruction(
+        mode="edit",
+        object_masks=[bar],
+        editable=bar,
+        trajectories=[
+            Rotation2D(center=np.array([27.5, 27.5]), start=np.array([35.5, 27.5]), arms=np.array([[27.5, 35.5]]))
+        ],
+    )
+    ((target,),) = build_targets({None: ref}, turn, [(2, 1)], token=token, patch=(2, 2), segments=1)
     ys, xs = torch.nonzero(target.mask, as_tuple=True)
     assert set(xs.tolist()) == {3} and sorted(ys.tolist()) == [2, 3, 4, 5]  # a vertical bar after 90 degrees
     # clockwise on screen: the bar's right end (token x=5) goes down
@@ -97,8 +109,14 @@ def test_segments_follow_the_motion_and_the_angle():
     cfg = DragConfig()
     assert segment_count(_instruction("edit", dx=16.0), 8, cfg) == 2  # 16 px / 8-px tokens
     assert segment_count(_instruction("edit", dx=4.0), 8, cfg) == 1
-    turn = DragInstruction(mode="edit", object_masks=[_box(16, 24, 48, 32)], editable=_box(0, 0, 64, 64), trajectories=[
-        Rotation2D(center=np.array([32.0, 28.0]), start=np.array([40.0, 28.0]), arms=np.array([[32.0, 36.0]]))])
+    turn = DragInstruction(
+        mode="edit",
+        object_masks=[_box(16, 24, 48, 32)],
+        editable=_box(0, 0, 64, 64),
+        trajectories=[
+            Rotation2D(center=np.array([32.0, 28.0]), start=np.array([40.0, 28.0]), arms=np.array([[32.0, 36.0]]))
+        ],
+    )
     assert segment_count(turn, 8, cfg) == 90 // 8
 
 
@@ -108,7 +126,9 @@ def test_the_optimisation_lowers_its_loss(engine):
     layers = default_layers(net.dit.num_layers)
     sig = engine.sigmas[1]
     g = torch.Generator().manual_seed(3)
-    z = add_noise(torch.randn(1, 16, 3, 16, 16, generator=g), torch.randn(1, 16, 3, 16, 16, generator=g), sig.reshape(1))
+    z = add_noise(
+        torch.randn(1, 16, 3, 16, 16, generator=g), torch.randn(1, 16, 3, 16, 16, generator=g), sig.reshape(1)
+    )
     ref = reference_features(net, state.cache, z, sig, y, layers, (None,))
     targets = build_targets(ref, _instruction("edit"), [(2, 1)], token=8, patch=(2, 2), segments=1)
     cfg = DragConfig(iterations=12, lr=0.05, adsr=False, sfso_spatial=False)
@@ -118,7 +138,9 @@ def test_the_optimisation_lowers_its_loss(engine):
     first, last = log.losses[0][0], min(loss for loss, _ in log.losses[-3:])
     assert last < 0.8 * first, log.losses
     assert not torch.equal(z_new, z) and log.forwards == 12  # the first iteration's pass gives the kept x0
-    assert all(torch.equal(a, b) for a, b in zip(cache_before, (t for c in state.cache.chunks for kv in c.layers for t in kv)))
+    assert all(
+        torch.equal(a, b) for a, b in zip(cache_before, (t for c in state.cache.chunks for kv in c.layers for t in kv))
+    )
 
 
 def test_a_drag_with_nothing_to_do_is_the_engines_chunk(engine):
@@ -141,7 +163,9 @@ def test_an_abandoned_edit_leaves_the_stream_bit_identical(engine):
     snapshot = [t.clone() for c in kept.cache.chunks for kv in c.layers for t in kv]
     result = editor.drag(_instruction("edit"), method="both")
     assert [c.index for c in result.chunks] == [1] and result.reference_chunk == 0
-    assert all(torch.equal(a, b) for a, b in zip(snapshot, (t for c in kept.cache.chunks for kv in c.layers for t in kv)))
+    assert all(
+        torch.equal(a, b) for a, b in zip(snapshot, (t for c in kept.cache.chunks for kv in c.layers for t in kv))
+    )
     # abandon: continue from the kept state exactly as if the edit never happened
     out_kept, _ = engine.step(kept)
     state = engine.start(image, text, lens, seed=5)
@@ -169,7 +193,9 @@ def test_track_methods_keep_the_streams_ids_and_need_a_track_head(engine):
     pins, pv = drag_tracks(instr, token=8, height=H, width=W, num_frames=1, objects=False)
     ids = sample_track_ids(1, pins.shape[1], generator=torch.Generator().manual_seed(0))
     editor = DragEditor(engine, DragConfig(iterations=1))
-    editor.start(image, text, lens, track_ids=ids, tracks=torch.from_numpy(pins)[None], visibility=torch.from_numpy(pv)[None])
+    editor.start(
+        image, text, lens, track_ids=ids, tracks=torch.from_numpy(pins)[None], visibility=torch.from_numpy(pv)[None]
+    )
     editor.drag(instr, method="tracks")
     now = editor.state.cond.track_ids
     assert torch.equal(now[:, : ids.shape[1]], ids) and now.shape[1] == ids.shape[1] + 4

@@ -1,5 +1,6 @@
 """Drag instructions: arc-length resampling of clicked paths, the rotation sign convention (y down),
 how each trajectory type moves a region's pixels, and DragStream's JSON + PNG masks both ways."""
+
 import json
 
 import numpy as np
@@ -58,11 +59,21 @@ def _masks(h=32, w=48):
 def test_dragstream_json_round_trip_and_block_deltas(tmp_path):
     obj, edit = _masks()
     path = resample_path([[12, 12], [20, 14], [30, 20]], 1 + 3 * 2)
-    instr = DragInstruction(mode="animate", num_chunks=2, prompt="a cat",
-                            trajectories=[Translation(points=path, control_points=np.array([[12, 12], [20, 14], [30, 20]])),
-                                          Rotation2D(center=np.array([13.0, 13.0]), start=np.array([16.0, 13.0]),
-                                                     arms=np.array([[16.0, 13.0 + k] for k in range(1, 7)]))],
-                            object_masks=[obj, obj], editable=edit)
+    instr = DragInstruction(
+        mode="animate",
+        num_chunks=2,
+        prompt="a cat",
+        trajectories=[
+            Translation(points=path, control_points=np.array([[12, 12], [20, 14], [30, 20]])),
+            Rotation2D(
+                center=np.array([13.0, 13.0]),
+                start=np.array([16.0, 13.0]),
+                arms=np.array([[16.0, 13.0 + k] for k in range(1, 7)]),
+            ),
+        ],
+        object_masks=[obj, obj],
+        editable=edit,
+    )
     file = write_dragstream(instr, tmp_path, prefix="block_3_Animation")
     doc = json.loads(file.read_text())
     assert doc["drag_or_animation_select"] == "Animation" and doc["block_number"] == 2

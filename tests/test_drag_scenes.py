@@ -1,5 +1,6 @@
 """Synthetic drag scenes (trackstream/eval/drag_scenes.py): deterministic, every kind x mode, and the ground-truth video
 really shows the drag - checked against the instruction's own geometry, not against the renderer."""
+
 import cv2
 import numpy as np
 import pytest
@@ -34,23 +35,37 @@ def rendered():
 def _same_traj(a, b) -> bool:
     if type(a) is not type(b):
         return False
-    fields = {Translation: ("points", "control_points"), Deformation: ("handles",),
-              Rotation2D: ("center", "start", "arms"), Rotation3D: ("center", "axis", "angles")}[type(a)]
+    fields = {
+        Translation: ("points", "control_points"),
+        Deformation: ("handles",),
+        Rotation2D: ("center", "start", "arms"),
+        Rotation3D: ("center", "axis", "angles"),
+    }[type(a)]
     return all(np.array_equal(getattr(a, f), getattr(b, f)) for f in fields)
 
 
 def _same_scene(a, b) -> bool:
     ia, ib = a.instruction, b.instruction
-    return (a.name == b.name and a.kind == b.kind and a.caption == b.caption and a.seed == b.seed
-            and np.array_equal(a.image, b.image) and np.array_equal(a.gt_video, b.gt_video)
-            and np.array_equal(a.object_mask, b.object_mask) and np.array_equal(ia.editable, ib.editable)
-            and all(np.array_equal(x, y) for x, y in zip(ia.object_masks, ib.object_masks))
-            and ia.mode == ib.mode and ia.num_chunks == ib.num_chunks and ia.prompt == ib.prompt and ia.meta == ib.meta
-            and all(_same_traj(x, y) for x, y in zip(ia.trajectories, ib.trajectories)))
+    return (
+        a.name == b.name
+        and a.kind == b.kind
+        and a.caption == b.caption
+        and a.seed == b.seed
+        and np.array_equal(a.image, b.image)
+        and np.array_equal(a.gt_video, b.gt_video)
+        and np.array_equal(a.object_mask, b.object_mask)
+        and np.array_equal(ia.editable, ib.editable)
+        and all(np.array_equal(x, y) for x, y in zip(ia.object_masks, ib.object_masks))
+        and ia.mode == ib.mode
+        and ia.num_chunks == ib.num_chunks
+        and ia.prompt == ib.prompt
+        and ia.meta == ib.meta
+        and all(_same_traj(x, y) for x, y in zip(ia.trajectories, ib.trajectories))
+    )
 
 
 def _centroid(alpha: np.ndarray) -> np.ndarray:
-    ys, xs = np.mgrid[0:alpha.shape[0], 0:alpha.shape[1]]
+    ys, xs = np.mgrid[0 : alpha.shape[0], 0 : alpha.shape[1]]
     return np.array([(alpha * xs).sum(), (alpha * ys).sum()]) / alpha.sum()
 
 

@@ -1,6 +1,7 @@
 """DragStream's pieces on the streaming DiT: features recorded through the attention extension point
 without touching the cache, the Butterworth low-pass of the context on each frame's token grid, and
 the spatial Gaussian gradient map."""
+
 import numpy as np
 import pytest
 import torch

@@ -1,6 +1,7 @@
 """One EPE protocol (eval.metrics.motion_epe): make run's report path (the teacher and streaming
 evaluations) and ``python -m trackstream.eval``'s harness give the same EPE on the same videos; losing a point
 is never rewarded; a re-acquiring tracker is refused wherever an EPE tracker is named."""
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -19,7 +20,7 @@ def _video() -> np.ndarray:
     frames = []
     for t in range(T):
         dx, dy = np.round(STEP * t).astype(int)
-        frames.append(tex[SIZE - dy: 2 * SIZE - dy, SIZE - dx: 2 * SIZE - dx])
+        frames.append(tex[SIZE - dy : 2 * SIZE - dy, SIZE - dx : 2 * SIZE - dx])
     return np.stack(frames).astype(np.uint8)
 
 
@@ -35,9 +36,9 @@ class _Oracle(Tracker):
         t = np.arange(len(frames))[:, None, None]
         pos = (queries[None, :, 1:] + (t - queries[None, :, :1]) * STEP).astype(np.float32)
         vis = np.ones(pos.shape[:2], bool)
-        vis[self.at:, self.lose] = False
+        vis[self.at :, self.lose] = False
         fill = {"nan": np.nan, "far": 1e6}.get(self.where)
-        pos[self.at:, self.lose] = fill if fill is not None else self.tracks[self.at:, self.lose]
+        pos[self.at :, self.lose] = fill if fill is not None else self.tracks[self.at :, self.lose]
         return pos, vis
 
 
@@ -116,30 +117,59 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     num_tracks = cfg["eval"]["num_tracks"]
     codec_file = str(ASSET_DIR / "codec.pt")
     teacher, codec, cond = load_export(ASSET_DIR / "teacher", codec_name="tiny-ae", codec=codec_file)
-    tf = evaluate_motion(teacher, conditioner=cond, clips=clips, shift=cfg["schedule"]["shift"],
-                         sampler=SamplerConfig(steps=2, solver="euler", guidance=GuidanceConfig(mode="joint")),
-                         cfg=EvalConfig(batch_size=2, save_videos=0, num_tracks=num_tracks, preview_clips=2),
-                         embed_dim=teacher.track_embed_dim, device=next(teacher.parameters()).device)
+    tf = evaluate_motion(
+        teacher,
+        conditioner=cond,
+        clips=clips,
+        shift=cfg["schedule"]["shift"],
+        sampler=SamplerConfig(steps=2, solver="euler", guidance=GuidanceConfig(mode="joint")),
+        cfg=EvalConfig(batch_size=2, save_videos=0, num_tracks=num_tracks, preview_clips=2),
+        embed_dim=teacher.track_embed_dim,
+        device=next(teacher.parameters()).device,
+    )
     student = load_export(STUDENT_DIR / "student", codec_name="tiny-ae", codec=codec_file)[0]
-    engine = StreamingGenerator(student, codec, config=StreamConfig.of(student.conventions.streaming),
-                                image_features_fn=cond.image_features)
-    sf = evaluate_stream_motion(engine, clips=clips.clips, text_fn=cond.text,
-                                cfg=StreamEvalConfig(num_tracks=num_tracks, preview_clips=0), out_dir=None, fps=8)
+    engine = StreamingGenerator(
+        student, codec, config=StreamConfig.of(student.conventions.streaming), image_features_fn=cond.image_features
+    )
+    sf = evaluate_stream_motion(
+        engine,
+        clips=clips.clips,
+        text_fn=cond.text,
+        cfg=StreamEvalConfig(num_tracks=num_tracks, preview_clips=0),
+        out_dir=None,
+        fps=8,
+    )
 
     # python -m trackstream.eval's view of the same clips: the ground truth and the input tracks the report scored
     tr, vi, counts = input_tracks(clips.clips, num_tracks)
-    samples = [Sample(str(c["meta"]["id"]), c["frames"], tr[i, :, : counts[i]].numpy(), vi[i, :, : counts[i]].numpy())
-               for i, c in enumerate(clips.clips)]
+    samples = [
+        Sample(str(c["meta"]["id"]), c["frames"], tr[i, :, : counts[i]].numpy(), vi[i, :, : counts[i]].numpy())
+        for i, c in enumerate(clips.clips)
+    ]
     ids = [s.id for s in samples]
-    rows = {"teacher (with tracks)": dict(zip(ids, tf["preview"]["with_tracks"])),
-            "teacher (without tracks)": dict(zip(ids, tf["preview"]["without_tracks"])),
-            "student (with tracks)": dict(zip(ids, sf["frames"]["with_tracks"])),
-            "student (without tracks)": dict(zip(ids, sf["frames"]["without_tracks"])), **reference_rows(samples)}
-    res = score_rows(rows, samples, metrics=["epe"], tracker=build_tracker(EvalConfig().tracker),
-                     extractors=Extractors(), progress=False)
-    report = {"teacher (with tracks)": (tf, "with_tracks"), "teacher (without tracks)": (tf, "without_tracks"),
-              "student (with tracks)": (sf, "with_tracks"), "student (without tracks)": (sf, "without_tracks"),
-              "ground_truth": (tf, "ground_truth_video"), "frozen": (tf, "frozen_video")}
+    rows = {
+        "teacher (with tracks)": dict(zip(ids, tf["preview"]["with_tracks"])),
+        "teacher (without tracks)": dict(zip(ids, tf["preview"]["without_tracks"])),
+        "student (with tracks)": dict(zip(ids, sf["frames"]["with_tracks"])),
+        "student (without tracks)": dict(zip(ids, sf["frames"]["without_tracks"])),
+        **reference_rows(samples),
+    }
+    res = score_rows(
+        rows,
+        samples,
+        metrics=["epe"],
+        tracker=build_tracker(EvalConfig().tracker),
+        extractors=Extractors(),
+        progress=False,
+    )
+    report = {
+        "teacher (with tracks)": (tf, "with_tracks"),
+        "teacher (without tracks)": (tf, "without_tracks"),
+        "student (with tracks)": (sf, "with_tracks"),
+        "student (without tracks)": (sf, "without_tracks"),
+        "ground_truth": (tf, "ground_truth_video"),
+        "frozen": (tf, "frozen_video"),
+    }
     for row, (figures, mode) in report.items():
         assert res[row]["per_sample"]["epe"] == figures["per_sample"][mode], row
         assert res[row]["epe"] == figures[f"epe_{mode}"], row

@@ -1,6 +1,7 @@
 """``python -m trackstream.eval`` end to end at debug sizes: a tiny teacher and its ODE-init student scored in one
 table (each with and without tracks) next to the ground truth and the frozen first frame; the videos
 it writes are a benchmark folder that scores again as a run and serves as a benchmark."""
+
 import json
 import os
 import subprocess
@@ -19,8 +20,9 @@ def _env():
 
 
 def _run(module: str, *args: str) -> None:
-    r = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                       timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 
@@ -29,21 +31,46 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_runs")
     t, o = root / "teacher", root / "ode"
     _run("trackstream.train", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}")
-    _run("trackstream.train", *TRAIN, "experiment=tiny_ode_init", f"stage.teacher={t / 'export' / 'teacher'}",
-         "stage.ode_pairs.num_pairs=2", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.batch_size=2",
-         "trainer.max_steps=2", f"hydra.run.dir={o}")
-    return {"teacher": t / "export" / "teacher", "student": o / "export" / "student", "codec": t / "codec" / "codec.pt",
-            "config": t / "config.yaml"}
+    _run(
+        "trackstream.train",
+        *TRAIN,
+        "experiment=tiny_ode_init",
+        f"stage.teacher={t / 'export' / 'teacher'}",
+        "stage.ode_pairs.num_pairs=2",
+        "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.batch_size=2",
+        "trainer.max_steps=2",
+        f"hydra.run.dir={o}",
+    )
+    return {
+        "teacher": t / "export" / "teacher",
+        "student": o / "export" / "student",
+        "codec": t / "codec" / "codec.pt",
+        "config": t / "config.yaml",
+    }
 
 
 def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
     out = tmp_path / "eval"
-    _run("trackstream.eval", f"runs={{teacher: {runs['teacher']}, student: {runs['student']}}}", f"generate.codec={runs['codec']}",
-         f"data_config={runs['config']}", "benchmark.num_samples=3", "generate.sampler.steps=2", f"out={out}")
+    _run(
+        "trackstream.eval",
+        f"runs={{teacher: {runs['teacher']}, student: {runs['student']}}}",
+        f"generate.codec={runs['codec']}",
+        f"data_config={runs['config']}",
+        "benchmark.num_samples=3",
+        "generate.sampler.steps=2",
+        f"out={out}",
+    )
     res = json.loads((out / "metrics.json").read_text())
     rows = res["results"]
-    assert list(rows) == ["teacher (with tracks)", "teacher (without tracks)", "student (with tracks)",
-                          "student (without tracks)", "ground_truth", "frozen"]
+    assert list(rows) == [
+        "teacher (with tracks)",
+        "teacher (without tracks)",
+        "student (with tracks)",
+        "student (without tracks)",
+        "ground_truth",
+        "frozen",
+    ]
     for name, r in rows.items():
         assert np.isfinite(r["epe"]) and np.isfinite(r["ssim"]) and np.isfinite(r["proxy_fvd"]), name
         assert len(r["per_sample"]["epe"]) == 3 and len(r["epe_per_frame"]) == 25
@@ -57,15 +84,30 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
     # the written videos are a run (a folder of <id>.mp4) and a benchmark (mp4 + tracks.npy)
     folder = out / "videos" / "student_with_tracks"
     again = tmp_path / "again"
-    _run("trackstream.eval", f"run={folder}", f"data_config={runs['config']}", "benchmark.num_samples=3", "metrics=[epe,psnr,ssim]",
-         "references=[ground_truth]", f"out={again}", "wandb.enabled=true")
+    _run(
+        "trackstream.eval",
+        f"run={folder}",
+        f"data_config={runs['config']}",
+        "benchmark.num_samples=3",
+        "metrics=[epe,psnr,ssim]",
+        "references=[ground_truth]",
+        f"out={again}",
+        "wandb.enabled=true",
+    )
     rerun = json.loads((again / "metrics.json").read_text())["results"]["student_with_tracks"]
     assert abs(rerun["epe"] - rows["student (with tracks)"]["epe"]) < 1.0  # H.264 round trip only
     logged = list((again / "wandb").glob("offline-run-*/files/media/images/eval/*.png"))  # the plots went to W&B
     assert any("epe" in p.name for p in logged), logged
     bench = tmp_path / "bench"
-    _run("trackstream.eval", f"run={folder}", "benchmark.name=videos", f"benchmark.path={folder}", "metrics=[psnr]",
-         "references=[frozen]", f"out={bench}")
+    _run(
+        "trackstream.eval",
+        f"run={folder}",
+        "benchmark.name=videos",
+        f"benchmark.path={folder}",
+        "metrics=[psnr]",
+        "references=[frozen]",
+        f"out={bench}",
+    )
     assert json.loads((bench / "metrics.json").read_text())["results"]["student_with_tracks"]["psnr"] == float("inf")
 
 

@@ -1,12 +1,23 @@
 """Every metric against a case whose answer is known by construction (a wrong formula fails here):
 the Fréchet distance against the closed form for Gaussians, ObjMC on hand-built trajectories, DAI on
 hand-built images, EPE under a known shift, PSNR / SSIM against independent implementations."""
+
 import numpy as np
 import pytest
 from scipy import linalg, ndimage
 
 from trackstream.eval.frechet import feature_statistics, frechet_distance, frechet_from_features
-from trackstream.eval.metrics import dai, entity_point, epe, frozen_epe, motion_epe, nearest_track, objmc, video_psnr, video_ssim
+from trackstream.eval.metrics import (
+    dai,
+    entity_point,
+    epe,
+    frozen_epe,
+    motion_epe,
+    nearest_track,
+    objmc,
+    video_psnr,
+    video_ssim,
+)
 
 
 def test_frechet_distance_matches_the_closed_form_for_gaussians():
@@ -118,7 +129,7 @@ def _textured_video(shift_per_frame, *, frames=9, size=64, seed=0):
     out = []
     for t in range(frames):
         dx, dy = np.round(np.asarray(shift_per_frame) * t).astype(int)
-        out.append(tex[size - dy: 2 * size - dy, size - dx: 2 * size - dx])  # content moves by (+dx, +dy)
+        out.append(tex[size - dy : 2 * size - dy, size - dx : 2 * size - dx])  # content moves by (+dx, +dy)
     return np.stack(out).astype(np.uint8)
 
 

@@ -1,6 +1,7 @@
 """FID Inception-v3 (trackstream/eval/inception.py): official key names and shapes, strict loading of a file in the
 official format, the resize path, and uint8/float input equivalence. Random weights only: the real
 file is not available offline."""
+
 import numpy as np
 import pytest
 import torch
@@ -112,8 +113,10 @@ def test_wrong_or_missing_file_raises_value_error(model, tmp_path):
 
 def test_forward_resizes_small_images_to_pool3_features(model):
     shapes = {}
-    hooks = [getattr(model, n).register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape)))
-             for n in ("Mixed_5b", "Mixed_5d", "Mixed_6a", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")]
+    hooks = [
+        getattr(model, n).register_forward_hook(lambda m, i, o, n=n: shapes.__setitem__(n, tuple(o.shape)))
+        for n in ("Mixed_5b", "Mixed_5d", "Mixed_6a", "Mixed_6e", "Mixed_7a", "Mixed_7b", "Mixed_7c")
+    ]
     try:
         feats = model(torch.rand(2, 3, 64, 64))
     finally:
@@ -121,8 +124,12 @@ def test_forward_resizes_small_images_to_pool3_features(model):
             h.remove()
     assert feats.shape == (2, 2048) and feats.dtype == torch.float32 and torch.isfinite(feats).all()
     assert shapes == {  # torchvision's shape comments for a 299x299 input
-        "Mixed_5b": (2, 256, 35, 35), "Mixed_5d": (2, 288, 35, 35), "Mixed_6a": (2, 768, 17, 17),
-        "Mixed_6e": (2, 768, 17, 17), "Mixed_7a": (2, 1280, 8, 8), "Mixed_7b": (2, 2048, 8, 8),
+        "Mixed_5b": (2, 256, 35, 35),
+        "Mixed_5d": (2, 288, 35, 35),
+        "Mixed_6a": (2, 768, 17, 17),
+        "Mixed_6e": (2, 768, 17, 17),
+        "Mixed_7a": (2, 1280, 8, 8),
+        "Mixed_7b": (2, 2048, 8, 8),
         "Mixed_7c": (2, 2048, 8, 8),
     }
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):

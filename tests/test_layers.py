@@ -2,6 +2,7 @@
 
 The checker is the workspace's (``../shared/tools/check_layers.py``, beside the checkout in CI); it
 counts every import, lazy ones and "module:attr" strings included, and every import circle."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -38,8 +39,13 @@ def test_the_console_front_lists_every_command_and_runs_them_as_python_m(capsys)
         assert path.with_suffix(".py").is_file() or (path / "__main__.py").is_file(), (name, module)
     assert main(["no-such-command"]) == 2
     assert main(["flavors"]) == 0 and "wan2.1-t2v-1.3b" in capsys.readouterr().out
-    r = subprocess.run([sys.executable, "-m", "trackstream.cli", "generate", "--help"], capture_output=True, text=True,
-                       cwd=ROOT, timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "trackstream.cli", "generate", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+    )
     assert r.returncode == 0 and "--student" in r.stdout and "trackstream generate" in r.stdout, r.stderr[-2000:]
 
 

@@ -2,6 +2,7 @@
 steps, and its packed state continues bit-exactly on another run directory: DMD to step 10 in
 one go == DMD to step 5, pack, unpack elsewhere, resume to 10 (weights, both optimizers, the EMA
 and the snapshots compared bit for bit)."""
+
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -9,13 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from hydra_helpers import compose_job
 
 from trackstream.distill.snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
 from trackstream.pipeline.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from trackstream.pipeline.run import DISTILL, FULL
 from trackstream.pipeline.run_pack import entry_object, read_pack
 from trackstream.train.config import validate
-from hydra_helpers import compose_job
 
 RATIO = UPDATE_RATIO
 
@@ -57,10 +58,20 @@ def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
     from trackstream.train.dist import init_runtime, seed_everything
     from trackstream.train.stages import run_stage
 
-    typed = _typed(tmp_path, "experiment=tiny_dmd", "debug=tiny", "stage=dmd_snapshots", "stage.snapshot_every=1",
-                   "data.num_frames=25", f"trainer.max_steps={steps}", "trainer.ckpt_every=5", "trainer.log_every=1",
-                   f"stage.teacher={run_dir / 'teacher/export/teacher'}",
-                   f"stage.student={run_dir / 'ode_init/export/student'}", f"stage.pairs={run_dir / 'ode_init/ode_pairs'}")
+    typed = _typed(
+        tmp_path,
+        "experiment=tiny_dmd",
+        "debug=tiny",
+        "stage=dmd_snapshots",
+        "stage.snapshot_every=1",
+        "data.num_frames=25",
+        f"trainer.max_steps={steps}",
+        "trainer.ckpt_every=5",
+        "trainer.log_every=1",
+        f"stage.teacher={run_dir / 'teacher/export/teacher'}",
+        f"stage.student={run_dir / 'ode_init/export/student'}",
+        f"stage.pairs={run_dir / 'ode_init/ode_pairs'}",
+    )
     seed_everything(typed.trainer.seed)  # as train.app.start_run does
     return run_stage(typed, init_runtime("single"), run_dir / "dmd")
 
@@ -74,9 +85,16 @@ def source(tmp_path_factory) -> Path:
     from trackstream.train.dist import init_runtime
 
     root = tmp_path_factory.mktemp("src")
-    typed = _typed(root, "experiment=tiny_ode_init", "debug=tiny", "data.num_frames=25",
-                   f"stage.teacher={root / 'teacher/export/teacher'}", "stage.ode_pairs.num_pairs=4",
-                   "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.batch_size=2")
+    typed = _typed(
+        root,
+        "experiment=tiny_ode_init",
+        "debug=tiny",
+        "data.num_frames=25",
+        f"stage.teacher={root / 'teacher/export/teacher'}",
+        "stage.ode_pairs.num_pairs=4",
+        "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.batch_size=2",
+    )
     torch.manual_seed(0)
     net = build_motion_wan(typed.model, text_encoder_dim=TEXT_ENCODER_DIMS["minilm"])
     net.init_weights()
@@ -86,7 +104,9 @@ def source(tmp_path_factory) -> Path:
     with torch.no_grad():
         for p in net.parameters():
             p.add_(torch.randn_like(p), alpha=1e-3)
-    save_network(net.state_dict(), root / "ode_init/export/student", model_cfg=model_cfg, text_encoder_dim=384, ema=True)
+    save_network(
+        net.state_dict(), root / "ode_init/export/student", model_cfg=model_cfg, text_encoder_dim=384, ema=True
+    )
     (root / "teacher/codec").mkdir()
     save_codec_file(build_codec_module(typed.codec), root / "teacher/codec/codec.pt")
     obtain_ode_pairs(typed, init_runtime("single"), root / "ode_init/ode_pairs")
@@ -144,10 +164,12 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
     expected, got = _state(whole / "dmd/checkpoints/step_00000010"), _state(moved / "dmd/checkpoints/step_00000010")
     _assert_equal(expected, got)  # model, both optimizers (exp_avg included), EMA: bit for bit
     moved_5 = _state(first / "dmd/checkpoints/step_00000005")
-    assert not torch.equal(expected["generator"]["model"]["dit.head.head.weight"],
-                           moved_5["generator"]["model"]["dit.head.head.weight"])  # the comparison is not vacuous
-    assert not torch.equal(expected["critic"]["model"]["dit.head.head.weight"],
-                           moved_5["critic"]["model"]["dit.head.head.weight"])
+    assert not torch.equal(
+        expected["generator"]["model"]["dit.head.head.weight"], moved_5["generator"]["model"]["dit.head.head.weight"]
+    )  # the comparison is not vacuous
+    assert not torch.equal(
+        expected["critic"]["model"]["dit.head.head.weight"], moved_5["critic"]["model"]["dit.head.head.weight"]
+    )
     a, b = list_snapshots(whole / "dmd/snapshots"), list_snapshots(moved / "dmd/snapshots")
     assert sorted(a) == sorted(b) == [0, 1, 2]
     for n in a:

@@ -1,5 +1,6 @@
 """LPIPS v0.1 (trackstream/eval/lpips.py): official key names, shapes and parameter counts, loading of files in
 the official formats (random weights), the metric's properties, and its formulas by hand."""
+
 import math
 
 import pytest
@@ -133,7 +134,9 @@ def test_load_errors(tmp_path):
     wrong = official_backbone("alex")
     wrong["features.0.weight"] = torch.zeros(64, 3, 3, 3)  # VGG's first conv in AlexNet's place
     torch.save(wrong, tmp_path / "wrong_bb.pth")
-    with pytest.raises(ValueError, match=r"wrong shape 1: \['features.0.weight \(64, 3, 3, 3\) != \(64, 3, 11, 11\)'\]"):
+    with pytest.raises(
+        ValueError, match=r"wrong shape 1: \['features.0.weight \(64, 3, 3, 3\) != \(64, 3, 11, 11\)'\]"
+    ):
         load_lpips("alex", backbone=tmp_path / "wrong_bb.pth", heads=tmp_path / "heads.pth")
 
     heads = official_heads("alex")

@@ -18,7 +18,11 @@ def test_shifted_latents_quantise_the_pan_to_tokens_and_cells():
     assert torch.equal(tok[0, :, 1], torch.roll(lat[0, :, 0], shifts=(0, 2), dims=(1, 2)))  # 6 px -> 1 token
     assert torch.equal(tok[0, :, 2], torch.roll(lat[0, :, 0], shifts=(0, 4), dims=(1, 2)))  # 18 px -> 2 tokens
     cell = shifted_latents(lat, [tracks], [vis], quantum_px=4, spatial_factor=4)
-    assert torch.equal(cell[0, :, 1], torch.roll(lat[0, :, 0], shifts=(0, 2), dims=(1, 2)))  # 6 px -> 2 cells (round half even)
-    assert torch.equal(cell[0, :, 2], torch.roll(lat[0, :, 0], shifts=(0, 4), dims=(1, 2)))  # 18 px -> 4 cells (4.5 -> 4)
+    assert torch.equal(
+        cell[0, :, 1], torch.roll(lat[0, :, 0], shifts=(0, 2), dims=(1, 2))
+    )  # 6 px -> 2 cells (round half even)
+    assert torch.equal(
+        cell[0, :, 2], torch.roll(lat[0, :, 0], shifts=(0, 4), dims=(1, 2))
+    )  # 18 px -> 4 cells (4.5 -> 4)
     with pytest.raises(ValueError, match="quantum_px"):
         shifted_latents(lat, [tracks], [vis], quantum_px=6, spatial_factor=4)

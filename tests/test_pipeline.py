@@ -1,5 +1,6 @@
 """`make run` wiring: every stage of the end-to-end job runs (a few steps each) and the run
 directory holds the report and the per-sample files the issue asks for. Figures mean nothing here."""
+
 import json
 import subprocess
 import sys
@@ -10,16 +11,27 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-REPORT_KEYS = ("teacher_epe_with_tracks", "teacher_epe_without_tracks", "student_epe_with_tracks",
-               "student_epe_without_tracks", "teacher_nfe_per_video", "student_nfe_per_video",
-               "latency_ratio_last_over_early")
+REPORT_KEYS = (
+    "teacher_epe_with_tracks",
+    "teacher_epe_without_tracks",
+    "student_epe_with_tracks",
+    "student_epe_without_tracks",
+    "teacher_nfe_per_video",
+    "student_nfe_per_video",
+    "latency_ratio_last_over_early",
+)
 
 
 @pytest.mark.slow
 def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     run_dir = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-m", "trackstream.pipeline", "--smoke", "--run-dir", str(run_dir)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trackstream.pipeline", "--smoke", "--run-dir", str(run_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     report = json.loads((run_dir / "report.json").read_text())
     figures = report.get("figures", report)
@@ -36,8 +48,13 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
         tracks, vis = np.load(s / "tracks.npy"), np.load(s / "visibility.npy")
         assert tracks.ndim == 3 and tracks.shape[2] == 2 and vis.shape == tracks.shape[:2]
     # a second run reuses every finished stage
-    again = subprocess.run([sys.executable, "-m", "trackstream.pipeline", "--smoke", "--run-dir", str(run_dir)], cwd=ROOT,
-                           capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        [sys.executable, "-m", "trackstream.pipeline", "--smoke", "--run-dir", str(run_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0 and again.stdout.count("already done") == 3, again.stdout[-2000:]
     # the console is for people: no command lines, no empty summaries; the commands are in the log
     assert "hydra.run.dir" not in proc.stdout + proc.stderr and "done: {}" not in proc.stdout + proc.stderr
@@ -45,13 +62,21 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     assert (run_dir / "teacher" / "console.log").is_file()
     # the run's student ships as a release folder (what assets/tiny-student was made with)
     dest = tmp_path / "tiny-student"
-    shipped = subprocess.run([sys.executable, "-m", "trackstream.pipeline.ship_student", "--run-dir", str(run_dir), "--dest", str(dest)],
-                             cwd=ROOT, capture_output=True, text=True, timeout=300)
+    shipped = subprocess.run(
+        [sys.executable, "-m", "trackstream.pipeline.ship_student", "--run-dir", str(run_dir), "--dest", str(dest)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert shipped.returncode == 0, shipped.stderr[-2000:]
     from trackstream.train.release import ReleaseError, verify_release
 
     manifest = verify_release(dest)
-    assert manifest["steps"]["dmd"] == 5 and manifest["held_out"]["student_epe_with_tracks"] == figures["student_epe_with_tracks"]
+    assert (
+        manifest["steps"]["dmd"] == 5
+        and manifest["held_out"]["student_epe_with_tracks"] == figures["student_epe_with_tracks"]
+    )
     assert {"student/network.json", "student/heads.pt", "config.yaml"} <= set(manifest["sha256"])
     (dest / "config.yaml").write_text("altered")
     with pytest.raises(ReleaseError, match="config.yaml"):

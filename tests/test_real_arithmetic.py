@@ -4,22 +4,23 @@ spans, tokens, the cache's bound, the DMD rollout at every exit step, the ODE-in
 ODE-pair shapes. The CPU rehearsal (tests/test_real_path.py) shrinks widths and pixels; this is where
 the full-size chunk arithmetic is checked. (The 1.3B recipe once crashed at its first DMD step: 81
 frames = 21 latents do not split into a given one-latent chunk 0 + chunks of 3.)"""
+
 from pathlib import Path
 
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from hydra_helpers import compose_job
 
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
-from trackstream.distill.ode_init import ODEInitObjective, per_chunk_indices
+from trackstream.distill.ode_init import per_chunk_indices
 from trackstream.models.causal import BlockCausalAttention, CausalConfig
 from trackstream.models.codecs.base import VideoCodec
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames, first_chunk_given, whole_chunks
 from trackstream.train.app import instantiate
-from hydra_helpers import compose_job
 
 META = torch.device("meta")
 # recipe -> (experiments, pixels (T, H, W), the codec's spatial factor, latent channels, chunks, chunk 0 given)
@@ -43,7 +44,8 @@ def _meta_batch(net, typed, *, F: int, h: int, w: int, C: int, T: int, N: int = 
     # the layout's image channels (Conditioner.image): I2V mask + latent, Fun-Control's start latent, none
     img_channels = {"wan_i2v": 4 + C, "fun_control": C}.get(layout, 0)
     batch = {
-        "text_emb": torch.empty(1, 512, TEXT_ENCODER_DIMS[typed.model.text_encoder], device=META), "text_len": torch.tensor([512]),
+        "text_emb": torch.empty(1, 512, TEXT_ENCODER_DIMS[typed.model.text_encoder], device=META),
+        "text_len": torch.tensor([512]),
         "image_latent": torch.empty(1, C, 1, h, w, device=META),
         "image": torch.empty(1, img_channels, F, h, w, device=META) if img_channels else None,
         "track_ids": torch.arange(N)[None],
@@ -92,9 +94,21 @@ def test_real_recipe_chunk_arithmetic_at_full_size(recipe, tmp_path):
     # the DMD self-rollout at full size on meta, at every exit step: output [1, C, F, h, w] and the passes
     # (exit step k: k + 1 noisy passes per sampled chunk, then its clean commit; a given chunk 0: commit only)
     sigmas = sampling_sigmas(K, shift=typed.schedule.shift)
-    obj = DMDObjective(net, net, net, cfg=typed.stage, sigmas=sigmas, shift=typed.schedule.shift,
-                       null_text=torch.zeros(1, 1, TEXT_ENCODER_DIMS[typed.model.text_encoder]), null_text_lengths=torch.tensor([1]),
-                       embed_dim=net.track_embed_dim, height=H, width=W, seed=0, device=torch.device("cpu"))
+    obj = DMDObjective(
+        net,
+        net,
+        net,
+        cfg=typed.stage,
+        sigmas=sigmas,
+        shift=typed.schedule.shift,
+        null_text=torch.zeros(1, 1, TEXT_ENCODER_DIMS[typed.model.text_encoder]),
+        null_text_lengths=torch.tensor([1]),
+        embed_dim=net.track_embed_dim,
+        height=H,
+        width=W,
+        seed=0,
+        device=torch.device("cpu"),
+    )
     obj.device = META  # noise is drawn on meta from the CPU generators
     batch = _meta_batch(net, typed, F=F, h=h, w=w, C=C, T=T)
     count = _CountPasses(net.dit)
@@ -105,7 +119,7 @@ def test_real_recipe_chunk_arithmetic_at_full_size(recipe, tmp_path):
         assert tuple(x.shape) == (1, C, F, h, w)
         sampled = n_chunks - 1 if given else n_chunks
         per_chunk = [causal.chunk_len(i) for i in range(n_chunks)]
-        expected = ([1] if given else []) + [f for f in per_chunk[1 if given else 0:] for _ in range(k + 2)]
+        expected = ([1] if given else []) + [f for f in per_chunk[1 if given else 0 :] for _ in range(k + 2)]
         assert len(count.frames) == sampled * (k + 2) + (1 if given else 0)
         assert count.frames == expected
 

@@ -10,6 +10,7 @@ sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and 
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
 teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m trackstream.distill.pairs``) -> ODE init ->
 DMD -> ``python -m trackstream.stream.generate``, 2 steps each."""
+
 import json
 import os
 import subprocess
@@ -20,30 +21,58 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from release_helpers import write_release_folder
 
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.shard_samples import ShardSamples
 from trackstream.data.video_io import write_mp4
-
-from release_helpers import write_release_folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
 # recipe: release folder, flavor, its parts, frame size (a multiple of 16 x the codec's factor), codec,
 # latent channels, I2V layout channels (None: the image is latent frame 0), experiment names
 RECIPES = {
-    "wan2.1-1.3b": dict(folder="Wan2.1-Fun-1.3B-Control", flavor="wan2.1-fun-1.3b-control", parts=("vae", "t5", "clip"),
-                        size=(64, 112), frames=81, fps=16, codec="wan2.1-vae", channels=16, image=16,
-                        teacher="teacher_wan1.3b_480p", ode_init="ode_init_wan1.3b_480p", dmd="dmd_wan1.3b_480p"),
-    "wan2.2-5b": dict(folder="Wan2.2-TI2V-5B", flavor="wan2.2-ti2v-5b", parts=("vae22", "t5"), size=(64, 128),
-                      frames=121, fps=24,
-                      codec="wan2.2-vae", channels=48, image=None,
-                      teacher="teacher_wan2.2_5b_704p", ode_init="ode_init_wan2.2_5b_704p", dmd="dmd_wan2.2_5b_704p"),
+    "wan2.1-1.3b": dict(
+        folder="Wan2.1-Fun-1.3B-Control",
+        flavor="wan2.1-fun-1.3b-control",
+        parts=("vae", "t5", "clip"),
+        size=(64, 112),
+        frames=81,
+        fps=16,
+        codec="wan2.1-vae",
+        channels=16,
+        image=16,
+        teacher="teacher_wan1.3b_480p",
+        ode_init="ode_init_wan1.3b_480p",
+        dmd="dmd_wan1.3b_480p",
+    ),
+    "wan2.2-5b": dict(
+        folder="Wan2.2-TI2V-5B",
+        flavor="wan2.2-ti2v-5b",
+        parts=("vae22", "t5"),
+        size=(64, 128),
+        frames=121,
+        fps=24,
+        codec="wan2.2-vae",
+        channels=48,
+        image=None,
+        teacher="teacher_wan2.2_5b_704p",
+        ode_init="ode_init_wan2.2_5b_704p",
+        dmd="dmd_wan2.2_5b_704p",
+    ),
 }
-SHRINK = [*(f"+model.overrides.{k}={v}" for k, v in DIMS.items()),
-          "data.num_tracks=[10,20]", "data.num_workers=0", "data.shuffle_buffer=4", "trainer.num_threads=1",
-          "trainer.ckpt_every=2", "trainer.log_every=1", "eval.enabled=false", "logger.wandb.enabled=false",
-          "logger.progress_bar=false"]
+SHRINK = [
+    *(f"+model.overrides.{k}={v}" for k, v in DIMS.items()),
+    "data.num_tracks=[10,20]",
+    "data.num_workers=0",
+    "data.shuffle_buffer=4",
+    "trainer.num_threads=1",
+    "trainer.ckpt_every=2",
+    "trainer.log_every=1",
+    "eval.enabled=false",
+    "logger.wandb.enabled=false",
+    "logger.progress_bar=false",
+]
 
 
 def _env():
@@ -51,10 +80,22 @@ def _env():
 
 
 def _run(module: str, *args, procs: int = 2) -> None:
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), "--master_port",
-                str(29000 + os.getpid() % 500)] if procs > 1 else [sys.executable]
-    r = subprocess.run([*launcher, "-m", module, *args], cwd=ROOT, env=_env(), capture_output=True, text=True,
-                       timeout=600)
+    launcher = (
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            str(procs),
+            "--master_port",
+            str(29000 + os.getpid() % 500),
+        ]
+        if procs > 1
+        else [sys.executable]
+    )
+    r = subprocess.run(
+        [*launcher, "-m", module, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-5000:]
 
 
@@ -74,31 +115,64 @@ def recipe(request, tmp_path) -> dict:
         write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=r["fps"])
         (videos / f"clip{i}.txt").write_text(clip["caption"])
     t5 = f"{{_target_: trackstream.models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
-    _run("trackstream.data.prepare", f"input={videos}", f"output={data / 'shards'}", f"num_frames={T}", f"fps={r['fps']}",
-         f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
-         f"text_encoder={t5}", procs=1)
+    _run(
+        "trackstream.data.prepare",
+        f"input={videos}",
+        f"output={data / 'shards'}",
+        f"num_frames={T}",
+        f"fps={r['fps']}",
+        f"height={H}",
+        f"width={W}",
+        "grid_size=6",
+        "samples_per_shard=2",
+        "num_workers=0",
+        "progress=false",
+        f"text_encoder={t5}",
+        procs=1,
+    )
     return {**r, "data_dir": data}
 
 
 def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_path):
     data_dir, (H, W), C, T = recipe["data_dir"], recipe["size"], recipe["channels"], recipe["frames"]
     F = 1 + (T - 1) // 4
-    common = [f"paths.data_dir={data_dir}", *SHRINK, f"data.num_frames={T}", f"data.height={H}", f"data.width={W}", "trainer.max_steps=2",
-              "trainer.global_batch=2"]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
+    common = [
+        f"paths.data_dir={data_dir}",
+        *SHRINK,
+        f"data.num_frames={T}",
+        f"data.height={H}",
+        f"data.width={W}",
+        "trainer.max_steps=2",
+        "trainer.global_batch=2",
+    ]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
     t, ft, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd"))
 
-    _run("trackstream.train", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}")
+    _run(
+        "trackstream.train", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}"
+    )
     log = (t / "train.log").read_text()
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
     assert "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
-    _run("trackstream.train", f"experiment={recipe['teacher']}_finetune", *common, f"model.init_from={t / 'export' / 'teacher'}",
-         f"hydra.run.dir={ft}")
+    _run(
+        "trackstream.train",
+        f"experiment={recipe['teacher']}_finetune",
+        *common,
+        f"model.init_from={t / 'export' / 'teacher'}",
+        f"hydra.run.dir={ft}",
+    )
     teacher = ft / "export" / "teacher"
     assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
 
-    _run("trackstream.distill.pairs", f"experiment={recipe['ode_init']}", *common, f"stage.teacher={teacher}",
-         "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.shard_size=1",
-         f"hydra.run.dir={pairs}")
+    _run(
+        "trackstream.distill.pairs",
+        f"experiment={recipe['ode_init']}",
+        *common,
+        f"stage.teacher={teacher}",
+        "stage.ode_pairs.num_pairs=4",
+        "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.shard_size=1",
+        f"hydra.run.dir={pairs}",
+    )
     folder = pairs / "ode_pairs"
     index = json.loads((folder / "index.json").read_text())
     assert [s["num_samples"] for s in index["shards"]] == [1, 1, 1, 1]  # two written by each rank
@@ -115,11 +189,24 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     n = int(first["text_len"][0])
     torch.testing.assert_close(first["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
 
-    _run("trackstream.train", f"experiment={recipe['ode_init']}", *common, f"stage.teacher={teacher}", f"stage.pairs={folder}",
-         f"hydra.run.dir={ode}")
-    _run("trackstream.train", f"experiment={recipe['dmd']}", *common, f"stage.teacher={teacher}",
-         f"stage.student={ode / 'export' / 'student'}", f"stage.pairs={folder}", "stage.update_ratio=2",
-         f"hydra.run.dir={dmd}")
+    _run(
+        "trackstream.train",
+        f"experiment={recipe['ode_init']}",
+        *common,
+        f"stage.teacher={teacher}",
+        f"stage.pairs={folder}",
+        f"hydra.run.dir={ode}",
+    )
+    _run(
+        "trackstream.train",
+        f"experiment={recipe['dmd']}",
+        *common,
+        f"stage.teacher={teacher}",
+        f"stage.student={ode / 'export' / 'student'}",
+        f"stage.pairs={folder}",
+        "stage.update_ratio=2",
+        f"hydra.run.dir={dmd}",
+    )
     res = json.loads((dmd / "results.json").read_text())
     assert res["generator_updates"] == 1 and res["critic_updates"] == 2
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
@@ -128,7 +215,22 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     g = np.random.default_rng(0)
     np.save(tmp_path / "tracks.npy", (g.uniform(0, 1, (T, 6, 2)) * [W - 1, H - 1]).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (H, W, 3), dtype=np.uint8))
-    _run("trackstream.stream.generate", "--student", str(dmd / "export" / "student"), "--codec-name", recipe["codec"], "--codec",
-         str(data_dir / recipe["folder"]), "--image", str(tmp_path / "first.png"), "--tracks",
-         str(tmp_path / "tracks.npy"), "--prompt", "a cat", "--out", str(tmp_path / "out.mp4"), procs=1)
+    _run(
+        "trackstream.stream.generate",
+        "--student",
+        str(dmd / "export" / "student"),
+        "--codec-name",
+        recipe["codec"],
+        "--codec",
+        str(data_dir / recipe["folder"]),
+        "--image",
+        str(tmp_path / "first.png"),
+        "--tracks",
+        str(tmp_path / "tracks.npy"),
+        "--prompt",
+        "a cat",
+        "--out",
+        str(tmp_path / "out.mp4"),
+        procs=1,
+    )
     assert (tmp_path / "out.mp4").stat().st_size > 0

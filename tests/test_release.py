@@ -1,12 +1,22 @@
 """The release machinery (trackstream/train/release.py): manifest + sha256 checks, the resume bundle, export."""
+
 import json
 import tarfile
 
 import pytest
 import torch
 
-from trackstream.train.release import (ReleaseError, export_release, logged_losses, pack_resume, release_curve, sha256,
-                           training_seconds, unpack_resume, verify_release)
+from trackstream.train.release import (
+    ReleaseError,
+    export_release,
+    logged_losses,
+    pack_resume,
+    release_curve,
+    sha256,
+    training_seconds,
+    unpack_resume,
+    verify_release,
+)
 
 
 def _fake_run(root, *, done=True):
@@ -17,16 +27,20 @@ def _fake_run(root, *, done=True):
     (run / "export" / "teacher" / "heads.pt").write_bytes(b"heads")
     (run / "codec").mkdir()
     (run / "codec" / "codec.pt").write_bytes(b"codec")
-    (run / "codec" / "metrics.jsonl").write_text("".join(
-        json.dumps({"step": s, "train/loss": 1.0 / s, "perf/step_time_s": 0.5}) + "\n" for s in range(1, 31)))
+    (run / "codec" / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": s, "train/loss": 1.0 / s, "perf/step_time_s": 0.5}) + "\n" for s in range(1, 31))
+    )
     (run / "config.yaml").write_text("data: {seed: 0, eval_seed: 7}\ntrainer: {seed: 3}\n")
     rows = [{"step": s, "train/loss": 2.0 / s, "perf/step_time_s": 1.0} for s in range(1, 26)]
     rows.insert(5, {"step": 5, "train/loss": 2.0 / 5})  # a re-logged step after a crash: counted once
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (run / "results.json").write_text(json.dumps({"status": "done" if done else "preempted", "step": 25}))
     (run / "eval.json").write_text(json.dumps({"epe_with_tracks": 3.0, "epe_without_tracks": 12.0, "per_sample": {}}))
-    (run / "release_run.json").write_text(json.dumps({"command": ["python", "-m", "trackstream.train", "experiment=x"],
-                                                      "git_commit": "abc", "sessions": []}))
+    (run / "release_run.json").write_text(
+        json.dumps(
+            {"command": ["python", "-m", "trackstream.train", "experiment=x"], "git_commit": "abc", "sessions": []}
+        )
+    )
     step = run / "checkpoints" / "step_00000020"
     step.mkdir(parents=True)
     for name in ("dit.pt", "rank_00000.pt", "meta.pt"):
@@ -49,11 +63,18 @@ def test_export_writes_a_manifest_that_verifies(tmp_path):
     assert m["seeds"] == {"data.seed": 0, "data.eval_seed": 7, "trainer.seed": 3}
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
     assert m["held_out"] == {"epe_with_tracks": 3.0, "epe_without_tracks": 12.0}
-    assert set(m["sha256"]) == {"teacher/network.json", "teacher/dit/model.safetensors", "teacher/heads.pt",
-                                "codec.pt", "config.yaml", "curve.json"}
+    assert set(m["sha256"]) == {
+        "teacher/network.json",
+        "teacher/dit/model.safetensors",
+        "teacher/heads.pt",
+        "codec.pt",
+        "config.yaml",
+        "curve.json",
+    }
     curve = release_curve(dest)  # mean loss per 25 logged steps (the re-logged step counted once)
     assert [r["step"] for r in curve] == [25] and curve[0]["train/loss"] == pytest.approx(
-        sum(2.0 / s for s in range(1, 26)) / 25, abs=1e-5)
+        sum(2.0 / s for s in range(1, 26)) / 25, abs=1e-5
+    )
     assert m["sha256"]["codec.pt"] == sha256(dest / "codec.pt")
     assert verify_release(dest)["steps"] == 25
 
@@ -81,8 +102,13 @@ def test_resume_bundle_round_trip(tmp_path):
     tar = pack_resume(run, tmp_path / "resume.tar")
     with tarfile.open(tar) as t:
         names = set(t.getnames())
-    assert {"checkpoints/step_00000020/meta.pt", "codec/codec.pt", "config.yaml", "metrics.jsonl",
-            "release_run.json"} <= names
+    assert {
+        "checkpoints/step_00000020/meta.pt",
+        "codec/codec.pt",
+        "config.yaml",
+        "metrics.jsonl",
+        "release_run.json",
+    } <= names
     assert not any(n.startswith("export") for n in names)
     again = pack_resume(run, tmp_path / "resume2.tar")
     assert sha256(tar) == sha256(again)  # reproducible bytes: re-packing an unchanged run changes nothing

@@ -1,5 +1,6 @@
 """Release folders as users download them (DiT + VAE / T5 / CLIP .pth side by side), and the I2V
 image branch (CLIP tokens) through the network, the teacher's loss, the sampler and the stream."""
+
 import json
 import os
 import shutil
@@ -11,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from release_helpers import RELEASE_CLIP, RELEASE_VAE, TINY_UMT5, write_release_folder
 
 from trackstream.diffusion.samplers import Condition, SamplerConfig, sample
 from trackstream.models.checkpoint import CheckpointError, load_wan, read_state_dict
@@ -27,8 +29,6 @@ from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
 from trackstream.train.weights import initialise
 
-from release_helpers import RELEASE_CLIP, RELEASE_VAE, TINY_UMT5, write_release_folder
-
 H = W = 32
 
 
@@ -40,8 +40,11 @@ def release(tmp_path_factory):
 def test_parts_are_found_by_their_official_names(release):
     rel = find_release(release)
     assert [p.name for p in rel.dit] == ["diffusion_pytorch_model.safetensors"]
-    assert (rel.vae.name, rel.t5.name, rel.t5_tokenizer.name) == ("Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth",
-                                                                  "umt5-xxl")
+    assert (rel.vae.name, rel.t5.name, rel.t5_tokenizer.name) == (
+        "Wan2.1_VAE.pth",
+        "models_t5_umt5-xxl-enc-bf16.pth",
+        "umt5-xxl",
+    )
     assert rel.clip.name.startswith("models_clip_open-clip") and rel.dit_config.name == "config.json"
 
 
@@ -71,8 +74,11 @@ def test_incomplete_or_ambiguous_folders_say_what_was_found_and_what_is_missing(
     shutil.copytree(release, folder)
     (folder / "models_t5_umt5-xxl-enc-bf16.pth").unlink()
     torch.save({"whatever.weight": torch.zeros(2)}, folder / "notes.pth")
-    with pytest.raises(ValueError, match=r"model\.text_encoder_path.*without \['t5'\].*models_t5_umt5.*found.*"
-                                         r"Wan2\.1_VAE\.pth.*unrecognised weight files \['notes\.pth'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"model\.text_encoder_path.*without \['t5'\].*models_t5_umt5.*found.*"
+        r"Wan2\.1_VAE\.pth.*unrecognised weight files \['notes\.pth'\]",
+    ):
         build_text_encoder("umt5", path=str(folder))
     shutil.copy(folder / "Wan2.1_VAE.pth", folder / "vae_copy.pth")
     with pytest.raises(CheckpointError, match="several vae files"):
@@ -123,11 +129,26 @@ def test_an_i2v_flavor_runs_through_loss_sampler_and_stream(release):
     B, T, N = 2, 9, 4
     video = torch.rand(B, 3, T, H, W, generator=g) * 2 - 1
     tracks = torch.rand(B, T, N, 2, generator=g) * (W - 1)
-    batch = {"video": video, "tracks": tracks, "visibility": torch.ones(B, T, N, dtype=torch.bool),
-             "track_mask": torch.ones(B, N, dtype=torch.bool), "caption": ["a", "b"]}
-    obj = FlowMatchingObjective(net, cfg=TeacherConfig(), shift=3.0, null_text=cond.null_text,
-                                null_lengths=cond.null_lengths, embed_dim=net.track_embed_dim, height=H, width=W,
-                                seed=0, device=torch.device("cpu"), conditioner=cond)
+    batch = {
+        "video": video,
+        "tracks": tracks,
+        "visibility": torch.ones(B, T, N, dtype=torch.bool),
+        "track_mask": torch.ones(B, N, dtype=torch.bool),
+        "caption": ["a", "b"],
+    }
+    obj = FlowMatchingObjective(
+        net,
+        cfg=TeacherConfig(),
+        shift=3.0,
+        null_text=cond.null_text,
+        null_lengths=cond.null_lengths,
+        embed_dim=net.track_embed_dim,
+        height=H,
+        width=W,
+        seed=0,
+        device=torch.device("cpu"),
+        conditioner=cond,
+    )
     prepared = obj.prepare_batch(dict(batch))
     assert prepared["image_features"].shape == (B, 5, 1280)  # 28 px CLIP, 14 px patches: 1 + 2 x 2 tokens
     loss, _ = obj.loss("dit", prepared, step=0)
@@ -135,11 +156,24 @@ def test_an_i2v_flavor_runs_through_loss_sampler_and_stream(release):
     assert net.dit.img_emb.proj[1].weight.grad.abs().sum() > 0  # the image branch is trained
 
     text, lens = cond.text(batch["caption"])
-    motion = encode_motion(tracks, batch["visibility"], sample_track_ids(B, N), embed_dim=net.track_embed_dim,
-                           height=H, width=W, latent_height=H // codec.spatial_factor)
-    c = Condition(text=text, text_lengths=lens, null_text=cond.null_text, null_text_lengths=cond.null_lengths,
-                  image=cond.image(video[:, :, 0], num_frames=T), motion=motion,
-                  image_features=cond.image_features(video[:, :, 0]))
+    motion = encode_motion(
+        tracks,
+        batch["visibility"],
+        sample_track_ids(B, N),
+        embed_dim=net.track_embed_dim,
+        height=H,
+        width=W,
+        latent_height=H // codec.spatial_factor,
+    )
+    c = Condition(
+        text=text,
+        text_lengths=lens,
+        null_text=cond.null_text,
+        null_text_lengths=cond.null_lengths,
+        image=cond.image(video[:, :, 0], num_frames=T),
+        motion=motion,
+        image_features=cond.image_features(video[:, :, 0]),
+    )
     sf = codec.spatial_factor
     noise = torch.randn(B, 16, 3, H // sf, W // sf, generator=g)
     assert sample(net.eval(), noise, c, cfg=SamplerConfig(steps=2), shift=3.0).shape == noise.shape
@@ -160,46 +194,92 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
     root = Path(__file__).resolve().parents[1]
     rel = write_release_folder(tmp_path / "release", parts=("clip",), num_heads=2, text_len=64)
     env = dict(os.environ, PYTHONPATH=str(root), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
-    common = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false",
-              "logger.progress_bar=false"]
+    common = [
+        "debug=tiny",
+        "data.num_frames=25",
+        "trainer.num_threads=1",
+        "eval.enabled=false",
+        "logger.progress_bar=false",
+    ]
 
     def cli(*args):
-        r = subprocess.run([sys.executable, "-m", "trackstream.train", *common, *args], cwd=root, env=env, capture_output=True,
-                           text=True, timeout=600)
+        r = subprocess.run(
+            [sys.executable, "-m", "trackstream.train", *common, *args],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
 
     t, o, d = tmp_path / "teacher", tmp_path / "ode", tmp_path / "dmd"
-    cli("experiment=tiny_teacher", "model.flavor=tiny-i2v", f"model.init_from={rel}", f"model.image_encoder_path={rel}",
-        "trainer.max_steps=2", f"hydra.run.dir={t}")
+    cli(
+        "experiment=tiny_teacher",
+        "model.flavor=tiny-i2v",
+        f"model.init_from={rel}",
+        f"model.image_encoder_path={rel}",
+        "trainer.max_steps=2",
+        f"hydra.run.dir={t}",
+    )
     teacher = t / "export" / "teacher"
-    cli("experiment=tiny_ode_init", f"stage.teacher={teacher}", "stage.ode_pairs.num_pairs=2",
-        "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.batch_size=2", "trainer.max_steps=2",
-        f"hydra.run.dir={o}")
+    cli(
+        "experiment=tiny_ode_init",
+        f"stage.teacher={teacher}",
+        "stage.ode_pairs.num_pairs=2",
+        "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.batch_size=2",
+        "trainer.max_steps=2",
+        f"hydra.run.dir={o}",
+    )
     pairs = torch.load(o / "ode_pairs" / "pairs_00000.pt", weights_only=True)
     assert pairs["image_features"].shape == (2, 5, 1280)
-    cli("experiment=tiny_dmd", f"stage.teacher={teacher}", f"stage.student={o / 'export' / 'student'}",
-        f"stage.pairs={o / 'ode_pairs'}", "trainer.max_steps=5", f"hydra.run.dir={d}")
+    cli(
+        "experiment=tiny_dmd",
+        f"stage.teacher={teacher}",
+        f"stage.student={o / 'export' / 'student'}",
+        f"stage.pairs={o / 'ode_pairs'}",
+        "trainer.max_steps=5",
+        f"hydra.run.dir={d}",
+    )
     assert json.loads((d / "results.json").read_text())["generator_updates"] == 1
 
     g = np.random.default_rng(0)
     np.save(tmp_path / "tracks.npy", g.uniform(0, 63, (25, 4, 2)).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    r = subprocess.run([sys.executable, "-m", "trackstream.stream.generate", "--student", str(d / "export" / "student"),
-                        "--codec", str(t / "codec" / "codec.pt"), "--image", str(tmp_path / "first.png"),
-                        "--tracks", str(tmp_path / "tracks.npy"), "--out", str(tmp_path / "out.mp4")],
-                       cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trackstream.stream.generate",
+            "--student",
+            str(d / "export" / "student"),
+            "--codec",
+            str(t / "codec" / "codec.pt"),
+            "--image",
+            str(tmp_path / "first.png"),
+            "--tracks",
+            str(tmp_path / "tracks.npy"),
+            "--out",
+            str(tmp_path / "out.mp4"),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
 def test_read_off_sizes_are_the_released_ones_on_the_real_shapes():
     """On meta tensors with the real files' shapes the inferred configs are UMT5-XXL and the Wan 2.1 VAE."""
+    from release_helpers import umt5_to_wan_keys
     from transformers import UMT5Config, UMT5EncoderModel
 
     from trackstream.models.codecs import WanVAEConfig
     from trackstream.models.text_encoders import UMT5_XXL_CONFIG, umt5_config_from_state_dict
-
-    from release_helpers import umt5_to_wan_keys
 
     with torch.device("meta"):
         t5 = UMT5EncoderModel(UMT5Config(**UMT5_XXL_CONFIG))

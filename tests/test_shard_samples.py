@@ -1,6 +1,7 @@
 """Random access into prepared shards by global index (the distillation conditions): the index order is
 list_shards order then tar order, only the first frame is decoded, a corrupt video is replaced by the
 next readable sample and counted, and a frame size other than the run's is a clear error."""
+
 import numpy as np
 import pytest
 
@@ -20,8 +21,16 @@ def _shards(folder, *, corrupt: int | None = None):
             clip = world.generate(i)
             clips.append(clip)
             mp4 = b"not a video" if i == corrupt else encode_mp4(clip["frames"], fps=16)
-            samples.append(encode_sample(f"clip{i}", tracks=clip["tracks"], visibility=clip["visibility"],
-                                         caption=clip["caption"], meta={"i": i}, mp4=mp4))
+            samples.append(
+                encode_sample(
+                    f"clip{i}",
+                    tracks=clip["tracks"],
+                    visibility=clip["visibility"],
+                    caption=clip["caption"],
+                    meta={"i": i},
+                    mp4=mp4,
+                )
+            )
         path = str(folder / f"shard-{s:06d}.tar")
         write_shard_atomic(path, samples)
         infos.append(ShardInfo(path, 3))

@@ -6,6 +6,7 @@ stage's sbatch template builds its exact command line and keeps its run director
 the batch-shell traps requeue, slurm/chain.sh submits the dependent jobs with the previous outputs,
 and every submitit preset composes and renders (through the plugin) a multi-node requeueable job;
 a sweep point submitted through the submitit launcher, preempted with USR2 and rerun, resumes."""
+
 import json
 import os
 import signal
@@ -21,17 +22,26 @@ from trackstream.train.dist import export_slurm_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
-COMMON = ["experiment=tiny_teacher", "debug=tiny", f"trainer.max_steps={STEPS}", "trainer.ckpt_every=1000",
-          "trainer.log_every=1", "eval.enabled=false", "trainer.num_threads=1", "codec.fit.steps=2",
-          "data.pool_size=4"]
+COMMON = [
+    "experiment=tiny_teacher",
+    "debug=tiny",
+    f"trainer.max_steps={STEPS}",
+    "trainer.ckpt_every=1000",
+    "trainer.log_every=1",
+    "eval.enabled=false",
+    "trainer.num_threads=1",
+    "codec.fit.steps=2",
+    "data.pool_size=4",
+]
 
 
 def _fake_scontrol(tmp_path: Path) -> tuple[Path, Path]:
     bin_dir, log = tmp_path / "bin", tmp_path / "scontrol.log"
     bin_dir.mkdir()
     script = bin_dir / "scontrol"
-    script.write_text(f'#!/bin/sh\necho "$@" >> {log}\n'
-                      'if [ "$1 $2" = "show hostnames" ]; then echo gpu03; echo gpu04; fi\n')
+    script.write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\nif [ "$1 $2" = "show hostnames" ]; then echo gpu03; echo gpu04; fi\n'
+    )
     script.chmod(0o755)
     return bin_dir, log
 
@@ -42,14 +52,27 @@ def test_srun_environment_becomes_the_torch_distributed_environment(tmp_path, mo
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         os.environ.pop(k, None)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    for k, v in {"SLURM_PROCID": "3", "SLURM_NTASKS": "4", "SLURM_LOCALID": "1", "SLURM_NTASKS_PER_NODE": "2(x2)",
-                 "SLURM_JOB_NODELIST": "gpu[03-04]", "SLURM_JOB_ID": "4242"}.items():
+    for k, v in {
+        "SLURM_PROCID": "3",
+        "SLURM_NTASKS": "4",
+        "SLURM_LOCALID": "1",
+        "SLURM_NTASKS_PER_NODE": "2(x2)",
+        "SLURM_JOB_NODELIST": "gpu[03-04]",
+        "SLURM_JOB_ID": "4242",
+    }.items():
         monkeypatch.setenv(k, v)
     export_slurm_env()
-    got = {k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                                      "MASTER_PORT")}
-    assert got == {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "gpu03",
-                   "MASTER_PORT": str(20000 + 4242)}
+    got = {
+        k: os.environ[k] for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
+    assert got == {
+        "RANK": "3",
+        "WORLD_SIZE": "4",
+        "LOCAL_RANK": "1",
+        "LOCAL_WORLD_SIZE": "2",
+        "MASTER_ADDR": "gpu03",
+        "MASTER_PORT": str(20000 + 4242),
+    }
     assert "show hostnames gpu[03-04]" in log.read_text()
     # a torchrun-launched job (RANK already set) is left alone; so is a single task
     monkeypatch.setenv("RANK", "0")
@@ -77,8 +100,14 @@ def _losses(run: Path) -> dict[int, float]:
 
 def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically(tmp_path):
     bin_dir, log = _fake_scontrol(tmp_path)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE",
-               PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID="9001")
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        WANDB_MODE="offline",
+        OMP_WAIT_POLICY="PASSIVE",
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        SLURM_JOB_ID="9001",
+    )
     cmd = [sys.executable, "-m", "trackstream.train", *COMMON]
 
     ref = tmp_path / "uninterrupted"
@@ -149,10 +178,22 @@ def _slurm_env(tmp_path: Path, **extra: str) -> dict:
     bin_dir = tmp_path / "bin"
     _write_tool(bin_dir, "srun", FAKE_SRUN, tmp_path)
     _write_tool(bin_dir, "scontrol", FAKE_SCONTROL, tmp_path)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_") and k not in
-           ("RUN_DIR", "RUN_ROOT", "EXPERIMENT", "STAGE", "LAUNCHER", "PYTHON", "WANDB_MODE", "OMP_NUM_THREADS")}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID=JOB, SLURM_JOB_NODELIST="gpu[03-04]",
-               SLURM_NNODES="2", SLURM_JOB_NUM_NODES="2", SLURM_CPUS_PER_TASK="12", SLURM_SUBMIT_DIR=str(ROOT))
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SLURM_")
+        and k
+        not in ("RUN_DIR", "RUN_ROOT", "EXPERIMENT", "STAGE", "LAUNCHER", "PYTHON", "WANDB_MODE", "OMP_NUM_THREADS")
+    }
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        SLURM_JOB_ID=JOB,
+        SLURM_JOB_NODELIST="gpu[03-04]",
+        SLURM_NNODES="2",
+        SLURM_JOB_NUM_NODES="2",
+        SLURM_CPUS_PER_TASK="12",
+        SLURM_SUBMIT_DIR=str(ROOT),
+    )
     env.update(extra)
     return env
 
@@ -171,23 +212,35 @@ def _batch(script: str, tmp_path: Path, *args: str, **env: str) -> subprocess.Co
     """Run a template as the batch shell would, from a submission directory inside tmp_path."""
     work = tmp_path / "submit"
     work.mkdir(exist_ok=True)
-    return subprocess.run(["bash", str(SLURM / script), *args], cwd=work, env=_slurm_env(tmp_path, **env),
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["bash", str(SLURM / script), *args],
+        cwd=work,
+        env=_slurm_env(tmp_path, **env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def _header(path: Path) -> dict[str, str]:
     out = {}
     for line in path.read_text().splitlines():
         if line.startswith("#SBATCH --"):
-            key, _, value = line[len("#SBATCH --"):].partition("=")
+            key, _, value = line[len("#SBATCH --") :].partition("=")
             out[key] = value
     return out
 
 
 def test_every_template_is_valid_bash_with_requeue_and_a_warning_signal_train_catches():
     templates = sorted(p.name for p in SLURM.glob("*.sbatch"))
-    assert templates == ["dmd.sbatch", "ode_init.sbatch", "ode_pairs.sbatch", "stage.sbatch", "teacher.sbatch",
-                         "teacher_torchrun.sbatch"]
+    assert templates == [
+        "dmd.sbatch",
+        "ode_init.sbatch",
+        "ode_pairs.sbatch",
+        "stage.sbatch",
+        "teacher.sbatch",
+        "teacher_torchrun.sbatch",
+    ]
     for name in [*templates, "chain.sh"]:
         r = subprocess.run(["bash", "-n", str(SLURM / name)], capture_output=True, text=True)
         assert r.returncode == 0, (name, r.stderr)
@@ -207,32 +260,68 @@ def test_every_template_is_valid_bash_with_requeue_and_a_warning_signal_train_ca
 def test_each_stage_template_builds_its_command_and_keeps_its_run_dir_across_a_requeue(stage, tmp_path):
     module, experiment, _, _ = STAGES[stage]
     run_dir = (tmp_path / "submit").resolve() / "runs" / experiment / JOB
-    expected = ["--kill-on-bad-exit=1", "--cpu-bind=none", ".venv/bin/python", "-m", module,
-                f"experiment={experiment}", f"hydra.run.dir={run_dir}", "stage.teacher=/runs/t/export/teacher",
-                "trainer.log_every=5"]
+    expected = [
+        "--kill-on-bad-exit=1",
+        "--cpu-bind=none",
+        ".venv/bin/python",
+        "-m",
+        module,
+        f"experiment={experiment}",
+        f"hydra.run.dir={run_dir}",
+        "stage.teacher=/runs/t/export/teacher",
+        "trainer.log_every=5",
+    ]
     first = _batch(f"{stage}.sbatch", tmp_path, "stage.teacher=/runs/t/export/teacher", "trainer.log_every=5")
-    requeued = _batch(f"{stage}.sbatch", tmp_path, "stage.teacher=/runs/t/export/teacher", "trainer.log_every=5",
-                      SLURM_RESTART_COUNT="1")
+    requeued = _batch(
+        f"{stage}.sbatch",
+        tmp_path,
+        "stage.teacher=/runs/t/export/teacher",
+        "trainer.log_every=5",
+        SLURM_RESTART_COUNT="1",
+    )
     other = _batch(f"{stage}.sbatch", tmp_path, SLURM_JOB_ID="4243")
     for r in (first, requeued, other):
         assert r.returncode == 0, r.stderr
     (a, env_a), (b, env_b), (c, _) = _srun_calls(tmp_path)
     assert a == expected and b == expected  # same job id after the requeue -> same run directory
     assert c[6] == f"hydra.run.dir={run_dir.parent / '4243'}"
-    assert env_a == env_b == {"RUN_DIR": str(run_dir), "MASTER_ADDR": "gpu03", "MASTER_PORT": str(20000 + int(JOB)),
-                              "WANDB_MODE": "offline", "OMP_NUM_THREADS": "12"}
+    assert (
+        env_a
+        == env_b
+        == {
+            "RUN_DIR": str(run_dir),
+            "MASTER_ADDR": "gpu03",
+            "MASTER_PORT": str(20000 + int(JOB)),
+            "WANDB_MODE": "offline",
+            "OMP_NUM_THREADS": "12",
+        }
+    )
     assert run_dir.is_dir() and "(restart 1)" in requeued.stdout and "(restart 0)" in first.stdout
     assert f"[slurm] srun {' '.join(expected)}" in first.stdout
 
 
 def test_stage_template_takes_experiment_and_run_dir_from_the_environment(tmp_path):
     run_dir = tmp_path / "mine"
-    r = _batch("stage.sbatch", tmp_path, "trainer.max_steps=3", STAGE="dmd", EXPERIMENT="tiny_dmd",
-               RUN_DIR=str(run_dir), PYTHON="/opt/py/bin/python")
+    r = _batch(
+        "stage.sbatch",
+        tmp_path,
+        "trainer.max_steps=3",
+        STAGE="dmd",
+        EXPERIMENT="tiny_dmd",
+        RUN_DIR=str(run_dir),
+        PYTHON="/opt/py/bin/python",
+    )
     assert r.returncode == 0, r.stderr
-    assert _srun_calls(tmp_path)[0][0] == ["--kill-on-bad-exit=1", "--cpu-bind=none", "/opt/py/bin/python", "-m",
-                                          "trackstream.train", "experiment=tiny_dmd", f"hydra.run.dir={run_dir}",
-                                          "trainer.max_steps=3"]
+    assert _srun_calls(tmp_path)[0][0] == [
+        "--kill-on-bad-exit=1",
+        "--cpu-bind=none",
+        "/opt/py/bin/python",
+        "-m",
+        "trackstream.train",
+        "experiment=tiny_dmd",
+        f"hydra.run.dir={run_dir}",
+        "trainer.max_steps=3",
+    ]
     # no STAGE (or an unknown one): refused before anything runs
     (tmp_path / "srun.log").unlink()
     for stage in ("", "distill"):
@@ -246,18 +335,40 @@ def test_torchrun_template_starts_one_torchrun_per_node(tmp_path):
     r = _batch("teacher_torchrun.sbatch", tmp_path, "optim.lr=2e-5", SLURM_CPUS_PER_TASK="96", SLURM_GPUS_ON_NODE="8")
     assert r.returncode == 0, r.stderr
     argv, env = _srun_calls(tmp_path)[0]
-    assert argv == ["--kill-on-bad-exit=1", "--nodes=2", "--ntasks=2", "--ntasks-per-node=1", ".venv/bin/python", "-m",
-                    "torch.distributed.run", "--nnodes=2", "--nproc_per_node=8", "--rdzv_backend=c10d",
-                    "--rdzv_endpoint=gpu03:29500", f"--rdzv_id={JOB}", "-m", "trackstream.train", "experiment=teacher_wan1.3b_480p",
-                    f"hydra.run.dir={run_dir}", "trainer.requeue_on_preempt=false", "optim.lr=2e-5"]
+    assert argv == [
+        "--kill-on-bad-exit=1",
+        "--nodes=2",
+        "--ntasks=2",
+        "--ntasks-per-node=1",
+        ".venv/bin/python",
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=2",
+        "--nproc_per_node=8",
+        "--rdzv_backend=c10d",
+        "--rdzv_endpoint=gpu03:29500",
+        f"--rdzv_id={JOB}",
+        "-m",
+        "trackstream.train",
+        "experiment=teacher_wan1.3b_480p",
+        f"hydra.run.dir={run_dir}",
+        "trainer.requeue_on_preempt=false",
+        "optim.lr=2e-5",
+    ]
     assert env["OMP_NUM_THREADS"] == "12"  # 96 CPUs / 8 workers
 
 
 def _signal_batch_shell(script: str, sig: int, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list]:
     work = tmp_path / "submit"
     work.mkdir(exist_ok=True)
-    proc = subprocess.Popen(["bash", str(SLURM / script)], cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_slurm_env(tmp_path, FAKE_SRUN_SLEEP="60", **env))
+    proc = subprocess.Popen(
+        ["bash", str(SLURM / script)],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_slurm_env(tmp_path, FAKE_SRUN_SLEEP="60", **env),
+    )
     events = tmp_path / "events.log"
     deadline = time.time() + 20
     while time.time() < deadline and not (events.is_file() and "srun started" in events.read_text()):
@@ -296,20 +407,32 @@ echo "Submitted batch job $n"
 def _chain(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, list[list[str]]]:
     bin_dir = tmp_path / "bin"
     _write_tool(bin_dir, "sbatch", FAKE_SBATCH, tmp_path)
-    full = {k: v for k, v in os.environ.items() if not k.endswith(("_EXPERIMENT", "_SBATCH", "_OVERRIDES")) and k not in
-            ("MODEL", "TEACHER", "RUN_ROOT", "RUN_DIR", "SBATCH", "CONF_DIR")}
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith(("_EXPERIMENT", "_SBATCH", "_OVERRIDES"))
+        and k not in ("MODEL", "TEACHER", "RUN_ROOT", "RUN_DIR", "SBATCH", "CONF_DIR")
+    }
     full.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RUN_ROOT=str(tmp_path / "runs"), **env)
-    r = subprocess.run(["bash", str(SLURM / "chain.sh"), *args], cwd=tmp_path, env=full, capture_output=True,
-                       text=True, timeout=60)
+    r = subprocess.run(
+        ["bash", str(SLURM / "chain.sh"), *args], cwd=tmp_path, env=full, capture_output=True, text=True, timeout=60
+    )
     log = tmp_path / "sbatch.log"
     calls = [b.splitlines() for b in log.read_text().split("---\n")[1:]] if log.is_file() else []
     return r, calls
 
 
 def test_chain_submits_four_dependent_jobs_each_given_the_previous_outputs(tmp_path):
-    r, calls = _chain(tmp_path, "paths.data_dir=/data", TEACHER_EXPERIMENT="tiny_teacher",
-                      ODE_INIT_EXPERIMENT="tiny_ode_init", DMD_EXPERIMENT="tiny_dmd",
-                      DMD_SBATCH="--nodes=1 --time=2:00:00", DMD_OVERRIDES="trainer.grad_accum=8", RUN_DIR="/x/shared")
+    r, calls = _chain(
+        tmp_path,
+        "paths.data_dir=/data",
+        TEACHER_EXPERIMENT="tiny_teacher",
+        ODE_INIT_EXPERIMENT="tiny_ode_init",
+        DMD_EXPERIMENT="tiny_dmd",
+        DMD_SBATCH="--nodes=1 --time=2:00:00",
+        DMD_OVERRIDES="trainer.grad_accum=8",
+        RUN_DIR="/x/shared",
+    )
     assert r.returncode == 0, r.stderr
     runs = tmp_path / "runs"
     teacher, pairs = runs / "tiny_teacher/101/export/teacher", runs / "tiny_ode_init/102/ode_pairs"
@@ -317,13 +440,36 @@ def test_chain_submits_four_dependent_jobs_each_given_the_previous_outputs(tmp_p
     after = ["--kill-on-invalid-dep=yes"]
     assert calls == [
         [f"--export=ALL,EXPERIMENT=tiny_teacher,RUN_ROOT={runs}", "slurm/teacher.sbatch", "paths.data_dir=/data"],
-        ["--dependency=afterok:101", *after, f"--export=ALL,EXPERIMENT=tiny_ode_init,RUN_ROOT={runs}",
-         "slurm/ode_pairs.sbatch", f"stage.teacher={teacher}", "paths.data_dir=/data"],
-        ["--dependency=afterok:102", *after, f"--export=ALL,EXPERIMENT=tiny_ode_init,RUN_ROOT={runs}",
-         "slurm/ode_init.sbatch", f"stage.teacher={teacher}", f"stage.pairs={pairs}", "paths.data_dir=/data"],
-        ["--dependency=afterok:103", *after, f"--export=ALL,EXPERIMENT=tiny_dmd,RUN_ROOT={runs}", "--nodes=1",
-         "--time=2:00:00", "slurm/dmd.sbatch", f"stage.teacher={teacher}", f"stage.pairs={pairs}",
-         f"stage.student={student}", "trainer.grad_accum=8", "paths.data_dir=/data"],
+        [
+            "--dependency=afterok:101",
+            *after,
+            f"--export=ALL,EXPERIMENT=tiny_ode_init,RUN_ROOT={runs}",
+            "slurm/ode_pairs.sbatch",
+            f"stage.teacher={teacher}",
+            "paths.data_dir=/data",
+        ],
+        [
+            "--dependency=afterok:102",
+            *after,
+            f"--export=ALL,EXPERIMENT=tiny_ode_init,RUN_ROOT={runs}",
+            "slurm/ode_init.sbatch",
+            f"stage.teacher={teacher}",
+            f"stage.pairs={pairs}",
+            "paths.data_dir=/data",
+        ],
+        [
+            "--dependency=afterok:103",
+            *after,
+            f"--export=ALL,EXPERIMENT=tiny_dmd,RUN_ROOT={runs}",
+            "--nodes=1",
+            "--time=2:00:00",
+            "slurm/dmd.sbatch",
+            f"stage.teacher={teacher}",
+            f"stage.pairs={pairs}",
+            f"stage.student={student}",
+            "trainer.grad_accum=8",
+            "paths.data_dir=/data",
+        ],
     ]
     assert f"the streaming student will be {runs}/tiny_dmd/104/export/student" in r.stdout
     # an exported RUN_DIR would reach every job through --export=ALL: the chain drops it
@@ -343,25 +489,42 @@ def test_chain_defaults_to_the_1_3b_480p_experiments(tmp_path):
         ("slurm/teacher.sbatch", "EXPERIMENT=teacher_wan1.3b_480p"),
         ("slurm/ode_pairs.sbatch", "EXPERIMENT=ode_init_wan1.3b_480p"),
         ("slurm/ode_init.sbatch", "EXPERIMENT=ode_init_wan1.3b_480p"),
-        ("slurm/dmd.sbatch", "EXPERIMENT=dmd_wan1.3b_480p")]
+        ("slurm/dmd.sbatch", "EXPERIMENT=dmd_wan1.3b_480p"),
+    ]
 
 
 def test_chain_default_names_finetune_and_an_existing_teacher(tmp_path):
     conf = tmp_path / "conf" / "experiment"
     conf.mkdir(parents=True)
-    for name in ("teacher_wan2.2_5b_704p", "teacher_wan2.2_5b_704p_finetune", "ode_init_wan2.2_5b_704p",
-                 "dmd_wan2.2_5b_704p"):
+    for name in (
+        "teacher_wan2.2_5b_704p",
+        "teacher_wan2.2_5b_704p_finetune",
+        "ode_init_wan2.2_5b_704p",
+        "dmd_wan2.2_5b_704p",
+    ):
         (conf / f"{name}.yaml").write_text("# @package _global_\n")
-    r, calls = _chain(tmp_path, MODEL="wan2.2_5b_704p", FINETUNE_EXPERIMENT="teacher_wan2.2_5b_704p_finetune",
-                      CONF_DIR=str(tmp_path / "conf"))
+    r, calls = _chain(
+        tmp_path,
+        MODEL="wan2.2_5b_704p",
+        FINETUNE_EXPERIMENT="teacher_wan2.2_5b_704p_finetune",
+        CONF_DIR=str(tmp_path / "conf"),
+    )
     assert r.returncode == 0, r.stderr
     runs = tmp_path / "runs"
     assert [next(x for x in c if x.startswith("--export")) for c in calls] == [
-        f"--export=ALL,EXPERIMENT={e},RUN_ROOT={runs}" for e in
-        ("teacher_wan2.2_5b_704p", "teacher_wan2.2_5b_704p_finetune", "ode_init_wan2.2_5b_704p",
-         "ode_init_wan2.2_5b_704p", "dmd_wan2.2_5b_704p")]
+        f"--export=ALL,EXPERIMENT={e},RUN_ROOT={runs}"
+        for e in (
+            "teacher_wan2.2_5b_704p",
+            "teacher_wan2.2_5b_704p_finetune",
+            "ode_init_wan2.2_5b_704p",
+            "ode_init_wan2.2_5b_704p",
+            "dmd_wan2.2_5b_704p",
+        )
+    ]
     assert calls[1][0] == "--dependency=afterok:101" and calls[1][-2:] == [
-        "slurm/teacher.sbatch", f"model.init_from={runs}/teacher_wan2.2_5b_704p/101/export/teacher"]
+        "slurm/teacher.sbatch",
+        f"model.init_from={runs}/teacher_wan2.2_5b_704p/101/export/teacher",
+    ]
     assert calls[2][-1] == f"stage.teacher={runs}/teacher_wan2.2_5b_704p_finetune/102/export/teacher"
 
     # an existing teacher: three jobs, the first without a dependency
@@ -369,17 +532,28 @@ def test_chain_default_names_finetune_and_an_existing_teacher(tmp_path):
     r, calls = _chain(tmp_path, TEACHER="exports/teacher", MODEL="wan2.2_5b_704p", CONF_DIR=str(tmp_path / "conf"))
     assert r.returncode == 0, r.stderr
     assert [c[c.index(next(x for x in c if x.endswith(".sbatch")))] for c in calls] == [
-        "slurm/ode_pairs.sbatch", "slurm/ode_init.sbatch", "slurm/dmd.sbatch"]
-    assert calls[0] == [f"--export=ALL,EXPERIMENT=ode_init_wan2.2_5b_704p,RUN_ROOT={runs}", "slurm/ode_pairs.sbatch",
-                        f"stage.teacher={tmp_path / 'exports/teacher'}"]
+        "slurm/ode_pairs.sbatch",
+        "slurm/ode_init.sbatch",
+        "slurm/dmd.sbatch",
+    ]
+    assert calls[0] == [
+        f"--export=ALL,EXPERIMENT=ode_init_wan2.2_5b_704p,RUN_ROOT={runs}",
+        "slurm/ode_pairs.sbatch",
+        f"stage.teacher={tmp_path / 'exports/teacher'}",
+    ]
 
 
 def test_chain_submits_nothing_for_an_unknown_experiment_and_names_what_a_failed_submit_left(tmp_path):
     r, calls = _chain(tmp_path, MODEL="wan9_typo")
     assert r.returncode == 2 and calls == []
     assert "no experiment ode_init_wan9_typo" in r.stderr and "nothing submitted" in r.stderr
-    r, calls = _chain(tmp_path, TEACHER_EXPERIMENT="tiny_teacher", ODE_INIT_EXPERIMENT="tiny_ode_init",
-                      DMD_EXPERIMENT="tiny_dmd", FAKE_SBATCH_FAIL_AT="103")
+    r, calls = _chain(
+        tmp_path,
+        TEACHER_EXPERIMENT="tiny_teacher",
+        ODE_INIT_EXPERIMENT="tiny_ode_init",
+        DMD_EXPERIMENT="tiny_dmd",
+        FAKE_SBATCH_FAIL_AT="103",
+    )
     assert r.returncode == 1 and len(calls) == 3
     assert "sbatch failed for ode_init; already submitted: 101 102" in r.stderr
 
@@ -402,8 +576,9 @@ def _launcher_cfg(tmp_path: Path, *overrides: str):
     from trackstream.train.app import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=[*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"],
-                       return_hydra_config=True)
+        return compose(
+            "train", overrides=[*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"], return_hydra_config=True
+        )
 
 
 def _rendered_sbatch(cfg, tmp_path: Path, monkeypatch) -> tuple[str, object]:
@@ -443,9 +618,16 @@ def test_each_submitit_preset_composes_into_a_multi_node_requeueable_job(name, t
 
     text, executor = _rendered_sbatch(cfg, tmp_path, monkeypatch)
     flags = {x for x in text.splitlines() if x.startswith("#SBATCH")}
-    assert {f"#SBATCH --nodes={nodes}", "#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8",
-            f"#SBATCH --time={hours * 60}", "#SBATCH --requeue", "#SBATCH --open-mode=append",
-            f"#SBATCH --job-name={experiment}", "#SBATCH --cpus-per-task=12"} <= flags, flags
+    assert {
+        f"#SBATCH --nodes={nodes}",
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --gpus-per-node=8",
+        f"#SBATCH --time={hours * 60}",
+        "#SBATCH --requeue",
+        "#SBATCH --open-mode=append",
+        f"#SBATCH --job-name={experiment}",
+        "#SBATCH --cpus-per-task=12",
+    } <= flags, flags
     (sig,) = [x.split("=")[1] for x in flags if x.startswith("#SBATCH --signal=")]
     name_, _, delay = sig.partition("@")
     assert delay == "120" and getattr(signal, f"SIG{name_}") in PreemptionHandler.SIGNALS  # submitit's USR2
@@ -454,11 +636,21 @@ def test_each_submitit_preset_composes_into_a_multi_node_requeueable_job(name, t
 
 
 def test_submitit_tasks_follow_the_gpu_count(tmp_path, monkeypatch):
-    cfg = _launcher_cfg(tmp_path, "hydra/launcher=slurm_dmd", "experiment=tiny_dmd", "hydra.launcher.gpus_per_node=4",
-                        "hydra.launcher.nodes=2", "hydra.launcher.cpus_per_task=6")
+    cfg = _launcher_cfg(
+        tmp_path,
+        "hydra/launcher=slurm_dmd",
+        "experiment=tiny_dmd",
+        "hydra.launcher.gpus_per_node=4",
+        "hydra.launcher.nodes=2",
+        "hydra.launcher.cpus_per_task=6",
+    )
     text, _ = _rendered_sbatch(cfg, tmp_path, monkeypatch)
-    assert {"#SBATCH --nodes=2", "#SBATCH --ntasks-per-node=4", "#SBATCH --gpus-per-node=4",
-            "#SBATCH --cpus-per-task=6"} <= set(text.splitlines())
+    assert {
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --cpus-per-task=6",
+    } <= set(text.splitlines())
     assert "export OMP_NUM_THREADS=6" in text
 
 
@@ -472,13 +664,30 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
     _write_tool(bin_dir, "scontrol", FAKE_SCONTROL, tmp_path)
     _write_tool(bin_dir, "sacct", '#!/bin/sh\necho "JobID|State|NodeList"\necho "555|RUNNING|gpu01"\n', tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "SUBMITIT_")) and k != "RUN_DIR"}
-    env.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=str(ROOT), WANDB_MODE="offline",
-               OMP_WAIT_POLICY="PASSIVE")
+    env.update(
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=str(ROOT),
+        WANDB_MODE="offline",
+        OMP_WAIT_POLICY="PASSIVE",
+    )
     sweep = tmp_path / "sweep"
     args = [x for x in COMMON if not x.startswith("trainer.max_steps=")] + ["trainer.max_steps=12"]
-    client = subprocess.Popen([sys.executable, "-m", "trackstream.train", "-m", "hydra/launcher=slurm_teacher", *args,
-                               f"hydra.sweep.dir={sweep}"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    client = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "trackstream.train",
+            "-m",
+            "hydra/launcher=slurm_teacher",
+            *args,
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     pickled = sweep / ".submitit" / "555" / "555_submitted.pkl"
     deadline = time.time() + 120
     while time.time() < deadline and not pickled.is_file() and client.poll() is None:
@@ -488,8 +697,17 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
     assert pickled.is_file(), err[-3000:]
     assert "#SBATCH --nodes=4" in (sweep / ".submitit" / "555" / "555_submission.sh").read_text()
 
-    task = dict(env, SLURM_JOB_ID="555", SLURM_PROCID="0", SLURM_NTASKS="1", SLURM_LOCALID="0", SLURM_NODEID="0",
-                SLURM_JOB_NUM_NODES="1", SLURM_JOB_NODELIST="gpu01", SUBMITIT_EXECUTOR="slurm")
+    task = dict(
+        env,
+        SLURM_JOB_ID="555",
+        SLURM_PROCID="0",
+        SLURM_NTASKS="1",
+        SLURM_LOCALID="0",
+        SLURM_NODEID="0",
+        SLURM_JOB_NUM_NODES="1",
+        SLURM_JOB_NODELIST="gpu01",
+        SUBMITIT_EXECUTOR="slurm",
+    )
     worker = [sys.executable, "-u", "-m", "submitit.core._submit", str(sweep / ".submitit" / "%j")]
     run = sweep / "0"  # the sweep point's directory
     proc = subprocess.Popen(worker, cwd=ROOT, env=task, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -505,8 +723,9 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
     assert first["status"] == "preempted" and 2 <= first["step"] < 12, first
     assert "scontrol requeue 555" in (tmp_path / "events.log").read_text()
 
-    r = subprocess.run(worker, cwd=ROOT, env=dict(task, SLURM_RESTART_COUNT="1"), capture_output=True, text=True,
-                       timeout=240)
+    r = subprocess.run(
+        worker, cwd=ROOT, env=dict(task, SLURM_RESTART_COUNT="1"), capture_output=True, text=True, timeout=240
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     done = json.loads((run / "results.json").read_text())
     assert done["status"] == "done" and done["resumed_from"].endswith(f"step_{first['step']:08d}"), done

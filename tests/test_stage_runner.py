@@ -1,5 +1,6 @@
 """train.stage_runner: a stage's output goes to its console.log, its command to the pipeline log,
 and a failure is one line naming the logs."""
+
 import os
 import sys
 
@@ -24,8 +25,16 @@ def _run(tmp_path, code):
     stage = tmp_path / "stage"
     stage.mkdir(exist_ok=True)
     cmd = [sys.executable, "-c", CHILD, str(stage), str(code)]
-    run_logged(cmd, stage_dir=stage, label="teacher", env=dict(os.environ), cwd=tmp_path,
-               pipeline_log=tmp_path / "pipeline.log", show_bar=False, poll_s=0.02)
+    run_logged(
+        cmd,
+        stage_dir=stage,
+        label="teacher",
+        env=dict(os.environ),
+        cwd=tmp_path,
+        pipeline_log=tmp_path / "pipeline.log",
+        show_bar=False,
+        poll_s=0.02,
+    )
     return stage
 
 

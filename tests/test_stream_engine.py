@@ -1,6 +1,7 @@
 """Streaming engine: chunk-wise sampling through the rolling KV cache equals the same sampler run
 on the whole clip with the block-causal mask; chunks are yielded as soon as they are ready with
 tracks read one chunk at a time; memory is constant; streaming decode equals a full decode."""
+
 import pytest
 import torch
 
@@ -70,8 +71,15 @@ def test_stream_equals_block_causal_reference(parts):
                 full = torch.cat(clean + [x], 2)
                 t = torch.cat([torch.zeros(B, s), torch.full((B, f), float(sig[k]) * 1000)], 1)
                 attn = BlockCausalAttention(causal, (s + f, H // 16, W // 16), net.dit.head_dim, backend="sdpa")
-                v = net(full, t, text=text, text_lengths=lens, image=image_cond[:, :, : s + f],
-                        motion=motion[:, :, :hi], attention=attn)[:, :, s:]
+                v = net(
+                    full,
+                    t,
+                    text=text,
+                    text_lengths=lens,
+                    image=image_cond[:, :, : s + f],
+                    motion=motion[:, :, :hi],
+                    attention=attn,
+                )[:, :, s:]
                 sigma = sig[k].float().expand(B)
                 x0 = x0_from_velocity(x, v, sigma)
                 if k < cfg.steps - 1:

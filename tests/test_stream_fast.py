@@ -1,6 +1,7 @@
 """The fast streaming step (static K/V buffers, RoPE once per key, compiled) equals the reference step:
 chunk for chunk through the engine, pass for pass against the block-causal mask, with DragStream's
 recorder, across replayed / branched states, in bf16 and through torch.compile (inductor on CPU)."""
+
 import pytest
 import torch
 
@@ -28,9 +29,14 @@ def parts():
 
 def _inputs(frames, seed=1):
     g = torch.Generator().manual_seed(seed)
-    return (torch.rand(B, 3, H, W, generator=g) * 2 - 1, torch.randn(B, 5, 24, generator=g), torch.tensor([5]),
-            sample_track_ids(B, N, generator=g), torch.rand(B, frames, N, 2, generator=g) * (W - 1),
-            torch.rand(B, frames, N, generator=g) > 0.2)
+    return (
+        torch.rand(B, 3, H, W, generator=g) * 2 - 1,
+        torch.randn(B, 5, 24, generator=g),
+        torch.tensor([5]),
+        sample_track_ids(B, N, generator=g),
+        torch.rand(B, frames, N, 2, generator=g) * (W - 1),
+        torch.rand(B, frames, N, generator=g) > 0.2,
+    )
 
 
 def _run(net, codec, causal, n, **kw):
@@ -53,8 +59,10 @@ def test_fast_engine_equals_reference(parts, causal):
     torch.testing.assert_close(f_frames, r_frames, atol=2e-5, rtol=1e-4)
     # the prefix is roped once per chunk (the sink once per stream), not once per pass and layer
     assert fast.buffers.loads == 6 - 1  # chunk 0 has no cache; chunks 1..5 each rope one new slot
-    assert fast.buffers.nbytes() == 2 * net.dit.num_layers * B * max_layout_frames(causal) * (H // 8 // 2) ** 2 \
-        * net.dit.dim * 4  # [B, L_max, N, D] fp32 K and V per layer, L_max = 9 frames (c3s1w1)
+    assert (
+        fast.buffers.nbytes()
+        == 2 * net.dit.num_layers * B * max_layout_frames(causal) * (H // 8 // 2) ** 2 * net.dit.dim * 4
+    )  # [B, L_max, N, D] fp32 K and V per layer, L_max = 9 frames (c3s1w1)
 
 
 def test_fast_bf16_close_to_reference(parts):
@@ -83,8 +91,8 @@ def test_buffered_step_equals_block_causal_mask(parts):
         cache, bufs = new_cache(dit, causal, text), StepBuffers(dit, causal)
         for i in range(n):
             lo, f = causal.chunk_start(i), causal.chunk_len(i)
-            out = stream_step(dit, cache, x[:, :, lo:lo + f], torch.zeros(B), buffers=bufs)
-            torch.testing.assert_close(out.pred, masked[:, :, lo:lo + f], atol=2e-5, rtol=1e-4)
+            out = stream_step(dit, cache, x[:, :, lo : lo + f], torch.zeros(B), buffers=bufs)
+            torch.testing.assert_close(out.pred, masked[:, :, lo : lo + f], atol=2e-5, rtol=1e-4)
             cache = cache.append(out.kv)
     assert bufs.frames == 6 and tpf == 4
 
@@ -146,8 +154,7 @@ def test_overlap_and_timings(parts):
     cfg = StreamConfig(causal=GIVEN)
     engine = StreamingGenerator(net, codec, config=cfg, overlap_decode=True)
     image, text, lens, ids, _, _ = _inputs(1)
-    for out in engine.stream(engine.start(image, text, lens, seed=0),
-                             lambda i, span: asked.append(i), num_chunks=3):
+    for out in engine.stream(engine.start(image, text, lens, seed=0), lambda i, span: asked.append(i), num_chunks=3):
         seen.append((out.index, list(asked)))
     assert seen == [(0, [0, 1]), (1, [0, 1, 2]), (2, [0, 1, 2])]
 
@@ -158,6 +165,7 @@ def test_compiled_step_equals_eager(parts):
     net, codec = parts
     torch.compiler.reset()
     from torch._dynamo.utils import counters
+
     counters.clear()
     _, _, c_lat, _ = _run(net, codec, SAMPLED, 5, compile=True)
     _, _, e_lat, _ = _run(net, codec, SAMPLED, 5, compile=False)

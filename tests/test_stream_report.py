@@ -1,5 +1,6 @@
 """The end-to-end report: targets are judged from the figures (met, missed, not measured), and
 report.json / report.md / plots are written; plus the streaming evaluation helpers."""
+
 import json
 
 import numpy as np
@@ -11,20 +12,45 @@ from trackstream.stream.chunks import StreamConfig
 
 
 def _figures(**over):
-    f = {"teacher_epe_with_tracks": 1.5, "teacher_epe_without_tracks": 6.0, "student_epe_with_tracks": 1.8,
-         "student_epe_without_tracks": 6.0, "epe_frozen_video": 5.0,
-         "teacher_psnr_with_tracks": 22.0, "student_psnr_with_tracks": 21.0, "psnr_frozen_video": 18.0,
-         "teacher_ssim_with_tracks": 0.6, "student_ssim_with_tracks": 0.55, "ssim_frozen_video": 0.4,
-         "teacher_nfe_per_video": 144, "student_nfe_per_video": 3.571, "total_seconds": 600.0,
-         "latency_ratio_last_over_early": 1.01,
-         "drift": {tag: {"config": tag,
-                         "per_chunk": {"latent_err": [1.0, 1.1, 1.2, 1.3], "psnr": [20, 19, 19, 18],
-                                       "latent_rms": [1, 1, 1, 1], "latent_err_rel": [0.4, 0.5, 0.6, 0.9]},
-                         "summary": {"latent_err": {"early": 1.0, "late": 1.2, "late_over_early": 1.2,
-                                                    "max": 1.3, "min": 1.0},
-                                     "latent_err_rel": {"early": 0.45, "late": late, "late_over_early": late / 0.45,
-                                                        "max": 0.9, "min": 0.4}}}
-                   for tag, late in (("with_sink", 0.75), ("without_sink", 0.95))}}
+    f = {
+        "teacher_epe_with_tracks": 1.5,
+        "teacher_epe_without_tracks": 6.0,
+        "student_epe_with_tracks": 1.8,
+        "student_epe_without_tracks": 6.0,
+        "epe_frozen_video": 5.0,
+        "teacher_psnr_with_tracks": 22.0,
+        "student_psnr_with_tracks": 21.0,
+        "psnr_frozen_video": 18.0,
+        "teacher_ssim_with_tracks": 0.6,
+        "student_ssim_with_tracks": 0.55,
+        "ssim_frozen_video": 0.4,
+        "teacher_nfe_per_video": 144,
+        "student_nfe_per_video": 3.571,
+        "total_seconds": 600.0,
+        "latency_ratio_last_over_early": 1.01,
+        "drift": {
+            tag: {
+                "config": tag,
+                "per_chunk": {
+                    "latent_err": [1.0, 1.1, 1.2, 1.3],
+                    "psnr": [20, 19, 19, 18],
+                    "latent_rms": [1, 1, 1, 1],
+                    "latent_err_rel": [0.4, 0.5, 0.6, 0.9],
+                },
+                "summary": {
+                    "latent_err": {"early": 1.0, "late": 1.2, "late_over_early": 1.2, "max": 1.3, "min": 1.0},
+                    "latent_err_rel": {
+                        "early": 0.45,
+                        "late": late,
+                        "late_over_early": late / 0.45,
+                        "max": 0.9,
+                        "min": 0.4,
+                    },
+                },
+            }
+            for tag, late in (("with_sink", 0.75), ("without_sink", 0.95))
+        },
+    }
     f.update(over)
     return f
 
@@ -50,8 +76,14 @@ def test_a_motion_target_must_beat_the_frozen_frame_and_old_protocol_figures_are
     t = targets(_figures(teacher_epe_with_tracks=5.5, teacher_epe_without_tracks=30.0))
     assert t["teacher_with_over_without"]["value"] < 0.3 and t["teacher_with_over_without"]["met"] is False
     # the student's ratio to a teacher that is worse than a frozen frame does not count either
-    t = targets(_figures(student_epe_with_tracks=5.2, teacher_epe_with_tracks=4.8, teacher_epe_without_tracks=20.0,
-                         student_epe_without_tracks=20.0))
+    t = targets(
+        _figures(
+            student_epe_with_tracks=5.2,
+            teacher_epe_with_tracks=4.8,
+            teacher_epe_without_tracks=20.0,
+            student_epe_without_tracks=20.0,
+        )
+    )
     assert t["student_vs_teacher_epe"]["value"] < 1.3 and t["student_vs_teacher_epe"]["met"] is False
     # one EPE protocol: a run from before it carries epe_strict_* figures, which judge nothing
     old = targets(_figures(teacher_epe_strict_with_tracks=9.0, epe_strict_frozen_video=1.0))
@@ -60,16 +92,35 @@ def test_a_motion_target_must_beat_the_frozen_frame_and_old_protocol_figures_are
 
 
 def test_write_report_writes_json_markdown_and_plots(tmp_path):
-    f = _figures(latency={"per_chunk_seconds": [0.01] * 6, "early_chunk": 3, "last_chunk": 5, "retimed_early_s": 0.01,
-                          "retimed_last_s": 0.0101, "latency_ratio_last_over_early": 1.01,
-                          "in_stream_ratio_last5_over_early5": 1.0, "cache_frames_last": 4, "cache_bytes_last": 10},
-                 stages={"teacher": {"status": "done", "seconds": 1.0}},
-                 oracle_copy={"epe_copy@8px": 3.5, "epe_copy@4px": 2.2, "epe_strict_copy@4px": 2.4},  # the last: old
-                 eval_world={"height": 64, "pan_speed": [0.3, 0.5]}, num_heldout=16,
-                 side_by_side=[{"id": "c0", "mp4": "samples/c0/side_by_side.mp4", "gif": "samples/c0/side_by_side.gif",
-                                "panels": ["ground truth", "teacher", "student"]}])
-    metrics = {"teacher release": [{"step": 25 * i, "train/loss": 2.0 / i} for i in range(1, 5)],
-               "dmd": [{"step": i, "train/loss/generator": 1.0 / i, "train/loss/critic": 2.0} for i in range(1, 5)]}
+    f = _figures(
+        latency={
+            "per_chunk_seconds": [0.01] * 6,
+            "early_chunk": 3,
+            "last_chunk": 5,
+            "retimed_early_s": 0.01,
+            "retimed_last_s": 0.0101,
+            "latency_ratio_last_over_early": 1.01,
+            "in_stream_ratio_last5_over_early5": 1.0,
+            "cache_frames_last": 4,
+            "cache_bytes_last": 10,
+        },
+        stages={"teacher": {"status": "done", "seconds": 1.0}},
+        oracle_copy={"epe_copy@8px": 3.5, "epe_copy@4px": 2.2, "epe_strict_copy@4px": 2.4},  # the last: old
+        eval_world={"height": 64, "pan_speed": [0.3, 0.5]},
+        num_heldout=16,
+        side_by_side=[
+            {
+                "id": "c0",
+                "mp4": "samples/c0/side_by_side.mp4",
+                "gif": "samples/c0/side_by_side.gif",
+                "panels": ["ground truth", "teacher", "student"],
+            }
+        ],
+    )
+    metrics = {
+        "teacher release": [{"step": 25 * i, "train/loss": 2.0 / i} for i in range(1, 5)],
+        "dmd": [{"step": i, "train/loss/generator": 1.0 / i, "train/loss/critic": 2.0} for i in range(1, 5)],
+    }
     write_report(tmp_path, f, metrics=metrics)
     rep = json.loads((tmp_path / "report.json").read_text())
     assert rep["student_epe_with_tracks"] == 1.8 and rep["targets"]["latency_flat"]["met"] is True
@@ -98,10 +149,15 @@ def test_input_tracks_keep_points_visible_in_frame_zero():
     assert tr[0, :, 1].tolist() == tracks[:, 2].tolist() and vi[0, :, 1].tolist() == [True, False]
 
 
-@pytest.mark.parametrize("with_tracks, verdict", [(1.5, "follows the tracks (with / without = 0.25)"),
-                                                  (2.0, "follows the tracks only partly (with / without = 0.33"),
-                                                  (5.0, "follows the tracks only weakly"),
-                                                  (7.0, "does NOT follow the tracks")])
+@pytest.mark.parametrize(
+    "with_tracks, verdict",
+    [
+        (1.5, "follows the tracks (with / without = 0.25)"),
+        (2.0, "follows the tracks only partly (with / without = 0.33"),
+        (5.0, "follows the tracks only weakly"),
+        (7.0, "does NOT follow the tracks"),
+    ],
+)
 def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_tracks, verdict):
     write_report(tmp_path, _figures(teacher_epe_with_tracks=with_tracks, epe_frozen_video=6.5))
     assert verdict in (tmp_path / "report.md").read_text()
@@ -109,13 +165,21 @@ def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_trac
 
 def test_video_check_never_contradicts_its_own_figures(tmp_path):
     # both below the frozen frame: said plainly
-    write_report(tmp_path, _figures(teacher_ssim_with_tracks=0.2, teacher_psnr_with_tracks=15.0, ssim_frozen_video=0.35,
-                                    psnr_frozen_video=16.0))
+    write_report(
+        tmp_path,
+        _figures(
+            teacher_ssim_with_tracks=0.2, teacher_psnr_with_tracks=15.0, ssim_frozen_video=0.35, psnr_frozen_video=16.0
+        ),
+    )
     md = (tmp_path / "report.md").read_text()
     assert "Video check (teacher (joint guidance)): PSNR 15.00 vs 16.00 dB, SSIM 0.200 vs 0.350, both below" in md
     # PSNR favours the teacher, SSIM does not: called mixed, not "less like the ground truth"
-    write_report(tmp_path, _figures(teacher_ssim_with_tracks=0.2, teacher_psnr_with_tracks=19.0, ssim_frozen_video=0.35,
-                                    psnr_frozen_video=18.0))
+    write_report(
+        tmp_path,
+        _figures(
+            teacher_ssim_with_tracks=0.2, teacher_psnr_with_tracks=19.0, ssim_frozen_video=0.35, psnr_frozen_video=18.0
+        ),
+    )
     md = (tmp_path / "report.md").read_text()
     assert "PSNR above and SSIM below the frozen first frame's: mixed" in md and "less like" not in md
     write_report(tmp_path, _figures())

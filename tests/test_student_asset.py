@@ -1,5 +1,6 @@
 """The shipped student (assets/tiny-student, `python -m trackstream.pipeline.ship_student` on a make run): intact,
 made from the shipped teacher and codec, and it streams."""
+
 import json
 
 import numpy as np
@@ -11,7 +12,11 @@ from trackstream.train.release import ASSET_DIR, sha256, verify_release
 
 def test_the_shipped_student_is_intact_and_says_how_it_was_made():
     m = verify_release(STUDENT_DIR)
-    assert m["name"] == "tiny-student" and ("python -m pipeline" in m["command"] or "python -m trackstream.pipeline" in m["command"]) and len(m["git_commit"]) == 40
+    assert (
+        m["name"] == "tiny-student"
+        and ("python -m pipeline" in m["command"] or "python -m trackstream.pipeline" in m["command"])
+        and len(m["git_commit"]) == 40
+    )
     assert m["codec"]["sha256"] == sha256(ASSET_DIR / "codec.pt")  # the teacher release's codec, as trained with
     assert m["teacher_release"]["manifest_sha256"] == sha256(ASSET_DIR / "manifest.json")
     assert m["steps"]["dmd"] > 0 and m["generator_updates"] > 0 and m["bytes"] < 20 * 2**20

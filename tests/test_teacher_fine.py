@@ -1,4 +1,5 @@
 """experiment=tiny_teacher_fine (DiT patch 1) end to end at debug sizes: train, export, evaluate."""
+
 import json
 import os
 import subprocess
@@ -11,9 +12,24 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_tiny_teacher_fine_trains_exports_and_evaluates(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
     run = tmp_path / "fine"
-    r = subprocess.run([sys.executable, "-m", "trackstream.train", "experiment=tiny_teacher_fine", "debug=tiny", "data.height=32",
-                        "data.width=32", "trainer.num_threads=1", f"hydra.run.dir={run}"],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trackstream.train",
+            "experiment=tiny_teacher_fine",
+            "debug=tiny",
+            "data.height=32",
+            "data.width=32",
+            "trainer.num_threads=1",
+            f"hydra.run.dir={run}",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-4000:]
     net = json.loads((run / "export" / "teacher" / "network.json").read_text())
     assert list(net["model"]["overrides"]["patch_size"]) == [1, 1, 1], net

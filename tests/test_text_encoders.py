@@ -1,11 +1,13 @@
 """Text encoders: UMT5 (tiny random config + offline tokenizer saved to disk; official .pth layout),
 MiniLM (the real packaged all-MiniLM-L6-v2 weights, offline), TextProjection, the factory."""
+
 from __future__ import annotations
 
 import time
 
 import pytest
 import torch
+from release_helpers import TINY_UMT5, tiny_t5_tokenizer, umt5_to_wan_keys
 from transformers import UMT5Config, UMT5EncoderModel
 
 from trackstream.models.text_encoders import (
@@ -17,8 +19,6 @@ from trackstream.models.text_encoders import (
     convert_wan_umt5,
     wan_clean_text,
 )
-
-from release_helpers import TINY_UMT5, tiny_t5_tokenizer, umt5_to_wan_keys
 
 TEXTS = ["a cat sat on the mat", "the  dog &amp;amp; a\n\tcat", "z"]
 
@@ -70,7 +70,9 @@ def test_umt5_truncates_and_keeps_eos(umt5_dir):
 def test_umt5_official_checkpoint_layout(umt5_dir, tmp_path):
     ref = UMT5TextEncoder.from_pretrained(umt5_dir)
     torch.save(umt5_to_wan_keys(ref.model.state_dict()), tmp_path / "t5.pth")
-    enc = UMT5TextEncoder.from_wan_checkpoint(tmp_path / "t5.pth", tokenizer_path=umt5_dir, config=TINY_UMT5, dtype=None)
+    enc = UMT5TextEncoder.from_wan_checkpoint(
+        tmp_path / "t5.pth", tokenizer_path=umt5_dir, config=TINY_UMT5, dtype=None
+    )
     assert enc.model.shared.weight is enc.model.encoder.embed_tokens.weight  # still tied
     (e1, l1), (e2, l2) = ref.encode(TEXTS), enc.encode(TEXTS)
     assert torch.equal(l1, l2)

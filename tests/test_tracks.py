@@ -1,4 +1,5 @@
 """Tracks: ID embeddings, rasterisation (eq. 1), track head, zero-init patch expansion, masking."""
+
 from __future__ import annotations
 
 import pytest

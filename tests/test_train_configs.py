@@ -1,14 +1,15 @@
 """Every experiment composes, validates and instantiates; bad values fail with the field named."""
+
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
+from hydra_helpers import compose_job
 
 from trackstream.train.app import instantiate
 from trackstream.train.config import validate
-from hydra_helpers import compose_job
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -102,8 +103,14 @@ def test_codec_names_are_one_list_and_each_builds():
 
 
 def test_cli_prints_the_resolved_job_config():
-    r = subprocess.run([sys.executable, "-m", "trackstream.train", "experiment=tiny_teacher", "--cfg", "job"], cwd=ROOT,
-                       capture_output=True, text=True, timeout=120, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"})
+    r = subprocess.run(
+        [sys.executable, "-m", "trackstream.train", "experiment=tiny_teacher", "--cfg", "job"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "task_name: tiny_teacher" in r.stdout and "guidance:" in r.stdout and "mode: joint" in r.stdout
 
@@ -116,7 +123,10 @@ def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
 
 def test_a_stage_file_names_its_schema_and_builder(tmp_path):
     typed = validate(_compose(tmp_path, "experiment=tiny_teacher"))
-    assert typed.stage_builder == "trackstream.train.teacher_stage:build_teacher" and type(typed.stage).__name__ == "TeacherConfig"
+    assert (
+        typed.stage_builder == "trackstream.train.teacher_stage:build_teacher"
+        and type(typed.stage).__name__ == "TeacherConfig"
+    )
     cfg = _compose(tmp_path, "experiment=tiny_teacher", "~stage._builder_")
     with pytest.raises(ValueError, match="_builder_"):
         validate(cfg)
@@ -128,14 +138,18 @@ def test_a_stage_file_names_its_schema_and_builder(tmp_path):
 def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
     from trackstream.models.causal import CausalConfig
 
-    dmd = validate(_compose(tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p",
-                            "stage.causal.window_chunks=2"))
+    dmd = validate(
+        _compose(tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p", "stage.causal.window_chunks=2")
+    )
     assert dmd.stage.causal == CausalConfig(3, 1, 2, first_chunk_frames=1)
     ode = validate(_compose(tmp_path, "experiment=tiny_ode_init", "stage.teacher=t"))
     assert ode.stage.causal == CausalConfig(3, 1, 1, first_chunk_frames=1)
     with pytest.raises(ValueError, match="first_chunk_frames"):
-        validate(_compose(tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p",
-                          "stage.causal.first_chunk_frames=3"))
+        validate(
+            _compose(
+                tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p", "stage.causal.first_chunk_frames=3"
+            )
+        )
 
 
 def test_global_batch_derives_grad_accum_and_rejects_contradictions():
@@ -151,9 +165,16 @@ def test_global_batch_derives_grad_accum_and_rejects_contradictions():
         derive_grad_accum(global_batch=128, batch_size=1, world_size=32, grad_accum=2)
 
 
-@pytest.mark.parametrize("name,batch", [("teacher_wan1.3b_480p", 128), ("teacher_wan2.2_5b_704p", 128),
-                                        ("ode_init_wan1.3b_480p", 128), ("dmd_wan1.3b_480p", 64),
-                                        ("dmd_wan2.2_5b_704p", 64)])
+@pytest.mark.parametrize(
+    "name,batch",
+    [
+        ("teacher_wan1.3b_480p", 128),
+        ("teacher_wan2.2_5b_704p", 128),
+        ("ode_init_wan1.3b_480p", 128),
+        ("dmd_wan1.3b_480p", 64),
+        ("dmd_wan2.2_5b_704p", 64),
+    ],
+)
 def test_real_recipes_keep_the_papers_global_batch(name, batch, tmp_path):
     typed = validate(_compose(tmp_path, f"experiment={name}"))
     assert typed.trainer.global_batch == batch and typed.data.batch_size == 1 and typed.trainer.grad_accum == 1

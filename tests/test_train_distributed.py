@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) through the real launchers: DDP via the CLI, FSDP2 and DeepSpeed
 ZeRO via a small driver on the tiny Wan (trackstream/train/parallel.py's strategies, checkpoint + exact
 resume per strategy). cpu-environment.md traps 1, 2, 5, 6, 7 are what these guard."""
+
 import json
 import os
 import subprocess
@@ -88,10 +89,23 @@ hard_exit(0)
 
 
 def _launch(args, tmp_path, *, timeout=400):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline",
-               TORCH_EXTENSIONS_DIR=str(Path.home() / ".cache" / "trackstream_torch_extensions"))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-           str(29500 + os.getpid() % 1000), *args]
+    env = dict(
+        os.environ,
+        PYTHONPATH=str(ROOT),
+        OMP_NUM_THREADS="1",
+        WANDB_MODE="offline",
+        TORCH_EXTENSIONS_DIR=str(Path.home() / ".cache" / "trackstream_torch_extensions"),
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(29500 + os.getpid() % 1000),
+        *args,
+    ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
@@ -117,8 +131,19 @@ def test_two_process_strategy_trains_checkpoints_and_resumes_exactly(strategy, z
 
 def test_ddp_two_processes_through_the_cli(tmp_path):
     run_dir = tmp_path / "run"
-    r = _launch(["-m", "trackstream.train", "experiment=tiny_teacher", "debug=tiny", "parallel=ddp", f"hydra.run.dir={run_dir}",
-                 "trainer.num_threads=1", "eval.save_videos=0"], tmp_path)
+    r = _launch(
+        [
+            "-m",
+            "trackstream.train",
+            "experiment=tiny_teacher",
+            "debug=tiny",
+            "parallel=ddp",
+            f"hydra.run.dir={run_dir}",
+            "trainer.num_threads=1",
+            "eval.save_videos=0",
+        ],
+        tmp_path,
+    )
     assert (run_dir / "results.json").is_file(), r.stdout[-3000:] + r.stderr[-5000:]
     summary = json.loads((run_dir / "results.json").read_text())
     assert summary["status"] == "done" and summary["step"] == 4

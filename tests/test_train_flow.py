@@ -1,10 +1,18 @@
 """Schedule (eq. A1-A2), joint-guidance samplers (eq. 2), the teacher objective and network."""
+
 import dataclasses
 
 import pytest
 import torch
 
-from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, guided_velocity, nfe_per_step, sample
+from trackstream.diffusion.samplers import (
+    Condition,
+    GuidanceConfig,
+    SamplerConfig,
+    guided_velocity,
+    nfe_per_step,
+    sample,
+)
 from trackstream.diffusion.schedule import (
     add_noise,
     loss_weight,
@@ -89,8 +97,13 @@ class Affine(torch.nn.Module):
 
 
 def _cond(B=2):
-    return Condition(text=torch.ones(B, 3, 2), text_lengths=torch.full((B,), 3), null_text=torch.zeros(1, 1, 2),
-                     null_text_lengths=torch.ones(1, dtype=torch.long), motion=torch.ones(B, 4, 5, 2, 2) / 80)
+    return Condition(
+        text=torch.ones(B, 3, 2),
+        text_lengths=torch.full((B,), 3),
+        null_text=torch.zeros(1, 1, 2),
+        null_text_lengths=torch.ones(1, dtype=torch.long),
+        motion=torch.ones(B, 4, 5, 2, 2) / 80,
+    )
 
 
 def test_joint_guidance_matches_equation_2_in_one_forward():
@@ -127,8 +140,12 @@ def test_guidance_without_motion_runs_each_distinct_term_once():
 def test_guidance_variants_and_degenerate_weights():
     x, cond, s = torch.zeros(1, 16, 2, 2, 2), _cond(1), torch.full((1,), 0.5)
     v_c, v_t0, v_m0, v_00 = 16.0, 10.0, 6.0, 0.0
-    for mode, w, ref in [("text", 2.0, v_t0 + 2 * (v_c - v_t0)), ("motion", 2.0, v_m0 + 2 * (v_c - v_m0)),
-                         ("both", 2.0, v_00 + 2 * (v_c - v_00)), ("none", 7.0, v_c)]:
+    for mode, w, ref in [
+        ("text", 2.0, v_t0 + 2 * (v_c - v_t0)),
+        ("motion", 2.0, v_m0 + 2 * (v_c - v_m0)),
+        ("both", 2.0, v_00 + 2 * (v_c - v_00)),
+        ("none", 7.0, v_c),
+    ]:
         v = guided_velocity(Affine(), x, s, cond, GuidanceConfig(mode, w, w))
         assert v.flatten()[0].item() == pytest.approx(ref), mode
     # joint with w_m = 0 is plain text CFG; w = 1 everywhere is no guidance in spirit (v_c + ...)
@@ -148,7 +165,9 @@ def test_samplers_integrate_a_straight_flow_exactly(solver):
             return (x - x0) / s
 
     noise = torch.randn_like(x0)
-    out = sample(Oracle(), noise, _cond(1), cfg=SamplerConfig(steps=7, solver=solver, guidance=GuidanceConfig("none")), shift=3.0)
+    out = sample(
+        Oracle(), noise, _cond(1), cfg=SamplerConfig(steps=7, solver=solver, guidance=GuidanceConfig("none")), shift=3.0
+    )
     torch.testing.assert_close(out, x0, atol=1e-5, rtol=1e-5)
 
 
@@ -164,16 +183,30 @@ def test_mix_text_replaces_only_dropped_rows():
 
 
 def _objective(net, **cfg):
-    return FlowMatchingObjective(net, cfg=TeacherConfig(**cfg), shift=3.0, null_text=torch.zeros(1, 2, 384),
-                                 null_lengths=torch.tensor([2]), embed_dim=64, height=32, width=32, seed=0,
-                                 device=torch.device("cpu"))
+    return FlowMatchingObjective(
+        net,
+        cfg=TeacherConfig(**cfg),
+        shift=3.0,
+        null_text=torch.zeros(1, 2, 384),
+        null_lengths=torch.tensor([2]),
+        embed_dim=64,
+        height=32,
+        width=32,
+        seed=0,
+        device=torch.device("cpu"),
+    )
 
 
 def _batch(B=4, T=9, N=6):
     g = torch.Generator().manual_seed(0)
-    return {"latents": torch.randn(B, 16, 3, 4, 4, generator=g), "image": torch.randn(B, 20, 3, 4, 4, generator=g),
-            "text_emb": torch.randn(B, 5, 384, generator=g), "text_len": torch.full((B,), 5),
-            "tracks": torch.rand(B, T, N, 2, generator=g) * 31, "visibility": torch.ones(B, T, N, dtype=torch.bool)}
+    return {
+        "latents": torch.randn(B, 16, 3, 4, 4, generator=g),
+        "image": torch.randn(B, 20, 3, 4, 4, generator=g),
+        "text_emb": torch.randn(B, 5, 384, generator=g),
+        "text_len": torch.full((B,), 5),
+        "tracks": torch.rand(B, T, N, 2, generator=g) * 31,
+        "visibility": torch.ones(B, T, N, dtype=torch.bool),
+    }
 
 
 def test_dropout_is_independent_and_reaches_all_four_condition_pairs(monkeypatch):
@@ -183,7 +216,7 @@ def test_dropout_is_independent_and_reaches_all_four_condition_pairs(monkeypatch
     orig = net.forward
 
     def spy(x, t, *, text, text_lengths, image=None, motion=None, **kw):
-        has_text = (text.abs().sum(dim=(1, 2)) > 0)
+        has_text = text.abs().sum(dim=(1, 2)) > 0
         has_motion = motion.abs().sum(dim=(1, 2, 3, 4)) > 0
         seen.extend(zip(has_text.tolist(), has_motion.tolist()))
         return orig(x, t, text=text, text_lengths=text_lengths, image=image, motion=motion, **kw)
@@ -211,8 +244,14 @@ def test_empty_motion_is_zero_track_channels():
     torch.manual_seed(0)
     net = build_motion_wan(ModelConfig(), text_encoder_dim=384)
     x = torch.randn(1, 16, 3, 4, 4)
-    motion = encode_motion(torch.full((1, 9, 2, 2), 40.0), torch.ones(1, 9, 2, dtype=torch.bool), torch.tensor([[3, 9]]),
-                           embed_dim=64, height=32, width=32)  # all points outside the 32x32 frame
+    motion = encode_motion(
+        torch.full((1, 9, 2, 2), 40.0),
+        torch.ones(1, 9, 2, dtype=torch.bool),
+        torch.tensor([[3, 9]]),
+        embed_dim=64,
+        height=32,
+        width=32,
+    )  # all points outside the 32x32 frame
     assert torch.count_nonzero(motion) == 0
     assert torch.equal(net.motion_channels(motion, x), net.motion_channels(None, x))
 
@@ -227,8 +266,15 @@ def test_export_and_load_round_trip(tmp_path):
     class T:  # a TrainedNetwork stand-in: what export_network reads
         raw, ema = net, None
 
-    rt = Runtime(accelerator=None, strategy="single", device=torch.device("cpu"), rank=0, world_size=1, local_rank=0,
-                 precision="fp32")
+    rt = Runtime(
+        accelerator=None,
+        strategy="single",
+        device=torch.device("cpu"),
+        rank=0,
+        world_size=1,
+        local_rank=0,
+        precision="fp32",
+    )
     from dataclasses import asdict
 
     export_network(T, tmp_path / "teacher", model_cfg=asdict(cfg), runtime=rt, text_encoder_dim=384)
@@ -277,10 +323,21 @@ def test_clean_first_frame_pins_frame_zero_in_training_and_sampling():
     assert obj2.loss("dit", batch, step=0)[0].item() < 1e3
     # sampling keeps frame 0 at the given latent and integrates the rest
     first = torch.randn(1, 16, 1, 4, 4)
-    cond = Condition(text=torch.zeros(1, 2, 384), text_lengths=torch.tensor([2]), null_text=torch.zeros(1, 2, 384),
-                     null_text_lengths=torch.tensor([2]), image=torch.zeros(1, 20, 3, 4, 4), first_latent=first)
-    out = sample(build_motion_wan(ModelConfig(), text_encoder_dim=384), torch.randn(1, 16, 3, 4, 4), cond,
-                 cfg=SamplerConfig(steps=3, guidance=GuidanceConfig("text")), shift=3.0)
+    cond = Condition(
+        text=torch.zeros(1, 2, 384),
+        text_lengths=torch.tensor([2]),
+        null_text=torch.zeros(1, 2, 384),
+        null_text_lengths=torch.tensor([2]),
+        image=torch.zeros(1, 20, 3, 4, 4),
+        first_latent=first,
+    )
+    out = sample(
+        build_motion_wan(ModelConfig(), text_encoder_dim=384),
+        torch.randn(1, 16, 3, 4, 4),
+        cond,
+        cfg=SamplerConfig(steps=3, guidance=GuidanceConfig("text")),
+        shift=3.0,
+    )
     assert torch.equal(out[:, :, :1], first)
 
 
@@ -309,17 +366,30 @@ def test_correspondence_targets_follow_the_tracks_and_the_probe_matches_plain_at
     kw = dict(text=torch.randn(1, 4, 384), text_lengths=torch.tensor([4]), image=torch.randn(1, 20, 3, 8, 8))
     probe = CorrespondenceProbe(grid, net.dit.head_dim, layer=0, head=1, device=x.device)
     with torch.no_grad():
-        torch.testing.assert_close(net(x, torch.tensor([500.0]), **kw, attention=probe), net(x, torch.tensor([500.0]), **kw))
+        torch.testing.assert_close(
+            net(x, torch.tensor([500.0]), **kw, attention=probe), net(x, torch.tensor([500.0]), **kw)
+        )
     assert probe.logits.shape == (1, 32, 48) and torch.isfinite(correspondence_loss(probe.logits, target))
 
 
 def test_sampler_refuses_to_drop_a_clean_first_frame_the_network_was_trained_with():
     net = build_motion_wan(ModelConfig(), text_encoder_dim=384)
     net.conventions = Conventions(clean_first_frame=True)
-    cond = Condition(text=torch.zeros(1, 2, 384), text_lengths=torch.tensor([2]), null_text=torch.zeros(1, 2, 384),
-                     null_text_lengths=torch.tensor([2]), image=torch.zeros(1, 20, 3, 4, 4))
+    cond = Condition(
+        text=torch.zeros(1, 2, 384),
+        text_lengths=torch.tensor([2]),
+        null_text=torch.zeros(1, 2, 384),
+        null_text_lengths=torch.tensor([2]),
+        image=torch.zeros(1, 20, 3, 4, 4),
+    )
     with pytest.raises(ValueError, match="first_latent"):
-        sample(net, torch.randn(1, 16, 3, 4, 4), cond, cfg=SamplerConfig(steps=1, guidance=GuidanceConfig("none")), shift=3.0)
+        sample(
+            net,
+            torch.randn(1, 16, 3, 4, 4),
+            cond,
+            cfg=SamplerConfig(steps=1, guidance=GuidanceConfig("none")),
+            shift=3.0,
+        )
 
 
 def test_conventions_read_old_exports_and_name_unknown_keys():
@@ -327,8 +397,13 @@ def test_conventions_read_old_exports_and_name_unknown_keys():
     from trackstream.models.motion_wan import Streaming
 
     # a student exported before sink / window were recorded streams with c3s1w1
-    old = Conventions.from_dict({"clean_first_frame": True, "schedule_shift": 3.0,
-                                 "causal": {"chunk_frames": 3, "first_chunk_frames": 1, "steps": 3, "shift": 3.0}})
+    old = Conventions.from_dict(
+        {
+            "clean_first_frame": True,
+            "schedule_shift": 3.0,
+            "causal": {"chunk_frames": 3, "first_chunk_frames": 1, "steps": 3, "shift": 3.0},
+        }
+    )
     assert old.streaming == Streaming(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
     assert Conventions.from_dict(old.to_dict()) == old  # the JSON round trip is exact
     with pytest.raises(ValueError, match="clean_first_fram"):

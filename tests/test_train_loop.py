@@ -1,5 +1,6 @@
 """The generic loop on toy objectives: accumulation, EMA, schedules, seeds, a 2-optimizer 5:1
 objective (the DMD protocol) with exact in-process resume, checkpoint hygiene."""
+
 import os
 import signal
 from pathlib import Path
@@ -76,15 +77,26 @@ def _net(seed=0):
 
 
 def _run(runtime, tmp, objective_fn, nets, *, steps, accum=1, batch=4, optim=None, ema=None, resume="auto"):
-    prepared = {n: prepare_network(runtime, ParallelConfig(), name=n, module=m, optim=optim or OptimConfig(lr=1e-2),
-                                   ema=ema, total_steps=steps) for n, m in nets.items()}
+    prepared = {
+        n: prepare_network(
+            runtime, ParallelConfig(), name=n, module=m, optim=optim or OptimConfig(lr=1e-2), ema=ema, total_steps=steps
+        )
+        for n, m in nets.items()
+    }
     objective = objective_fn({n: p.module for n, p in prepared.items()})
     cfg = TrainerConfig(max_steps=steps, grad_accum=accum, log_every=1, ckpt_every=3, resume=resume)
     logger = MetricLogger(tmp, LoggerConfig(progress_bar=False), is_main=True, total_steps=steps)
     ckpt = CheckpointManager(Path(tmp) / "checkpoints", runtime, keep_last=2, fingerprint={"toy": 1})
     try:
-        res = train(objective=objective, networks=prepared, data=toy_stream(batch), cfg=cfg, runtime=runtime,
-                    checkpoints=ckpt, logger=logger)
+        res = train(
+            objective=objective,
+            networks=prepared,
+            data=toy_stream(batch),
+            cfg=cfg,
+            runtime=runtime,
+            checkpoints=ckpt,
+            logger=logger,
+        )
     finally:
         logger.close()
     return res, prepared
@@ -155,10 +167,15 @@ def test_two_optimizers_5_to_1_and_exact_resume(runtime, tmp_path):
 def test_resume_refuses_a_changed_config(runtime, tmp_path):
     _run(runtime, tmp_path, lambda n: Regression(n["net"]), {"net": _net()}, steps=3)
     ckpt = CheckpointManager(tmp_path / "checkpoints", runtime, keep_last=2, fingerprint={"toy": 2})
-    prepared = {"net": prepare_network(runtime, ParallelConfig(), name="net", module=_net(), optim=OptimConfig(),
-                                       ema=None, total_steps=3)}
+    prepared = {
+        "net": prepare_network(
+            runtime, ParallelConfig(), name="net", module=_net(), optim=OptimConfig(), ema=None, total_steps=3
+        )
+    }
     with pytest.raises(ValueError, match="config changed"):
-        ckpt.load(find_latest(tmp_path / "checkpoints"), networks=prepared, objective=Regression(prepared["net"].module))
+        ckpt.load(
+            find_latest(tmp_path / "checkpoints"), networks=prepared, objective=Regression(prepared["net"].module)
+        )
 
 
 def test_checkpoints_are_atomic_and_pruned(runtime, tmp_path):
@@ -237,8 +254,13 @@ def test_wandb_offline_logs_scalars_and_a_video_file_without_moviepy(tmp_path, m
     frames = np.zeros((9, 32, 32, 3), np.uint8)
     tracks = np.stack([np.stack([np.arange(9) * 2.0 + 4, np.full(9, 8.0)], -1)] * 3, 1)  # [T, N, 2]
     video = write_video(tmp_path / "v.mp4", overlay_tracks(frames, tracks, np.ones((9, 3), bool)), fps=8)
-    logger = MetricLogger(tmp_path, LoggerConfig(progress_bar=False, wandb=WandbConfig(enabled=True, mode="offline")),
-                          is_main=True, total_steps=2, config={"a": 1})
+    logger = MetricLogger(
+        tmp_path,
+        LoggerConfig(progress_bar=False, wandb=WandbConfig(enabled=True, mode="offline")),
+        is_main=True,
+        total_steps=2,
+        config={"a": 1},
+    )
     logger.log(1, {"train/loss": 1.0})
     logger.log_video(1, "samples/with_tracks/000", video, caption="t")
     logger.close()

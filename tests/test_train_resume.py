@@ -4,6 +4,7 @@ The interrupted run is killed with SIGKILL right after its step-2 checkpoint (no
 clean up), resumed, preempted by SIGUSR1 at step 4 (the Slurm path: save and exit cleanly),
 and resumed again to step 6. Every logged loss must equal the uninterrupted run's exactly.
 """
+
 import json
 import os
 import signal
@@ -14,8 +15,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
 COMMON = [
-    "experiment=tiny_teacher", "debug=tiny", f"trainer.max_steps={STEPS}", "trainer.ckpt_every=2",
-    "trainer.log_every=1", "eval.enabled=false", "trainer.num_threads=1", "codec.fit.steps=2",
+    "experiment=tiny_teacher",
+    "debug=tiny",
+    f"trainer.max_steps={STEPS}",
+    "trainer.ckpt_every=2",
+    "trainer.log_every=1",
+    "eval.enabled=false",
+    "trainer.num_threads=1",
+    "codec.fit.steps=2",
 ]
 
 # A driver around the real entry point: optionally SIGKILL itself after a given checkpoint or

@@ -1,6 +1,7 @@
 """FVD's detector loads from a local TorchScript file with StyleGAN-V's call convention (checked on a
 scripted stand-in with that signature: the real file cannot be fetched here), 16-frame protocol, clear
 errors; the labelled codec proxy gives 0 for identical sets and grows with a corruption."""
+
 import numpy as np
 import pytest
 import torch
@@ -17,8 +18,9 @@ class Detector(torch.nn.Module):
         super().__init__()
         self.proj = torch.nn.Linear(3 * 4, 400)
 
-    def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                return_features: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rescale: bool = False, resize: bool = False, return_features: bool = False
+    ) -> torch.Tensor:
         if rescale:
             x = x / 127.5 - 1
         if resize:

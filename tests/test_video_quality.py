@@ -1,5 +1,6 @@
 """Video-quality figures of the evaluations (PSNR / SSIM of frames 1.. against the ground truth)
 and the held-out contact sheet written next to the report."""
+
 import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter

@@ -1,4 +1,5 @@
 """Side-by-side videos with the input tracks drawn (trackstream/stream/visualize.py)."""
+
 import numpy as np
 import pytest
 

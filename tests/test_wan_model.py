@@ -1,4 +1,5 @@
 """WanModel contract: flavors and official counts on meta, per-frame timesteps, input checks."""
+
 import pytest
 import torch
 
@@ -18,15 +19,31 @@ def test_real_flavors_on_meta_have_official_counts(name):
 
 def test_official_key_names_1_3b():
     keys = set(build_wan("wan2.1-t2v-1.3b").state_dict())
-    for k in ["patch_embedding.weight", "text_embedding.0.weight", "text_embedding.2.bias", "time_embedding.0.weight",
-              "time_projection.1.weight", "head.modulation", "head.head.weight", "blocks.29.modulation",
-              "blocks.0.self_attn.norm_q.weight", "blocks.0.norm3.weight", "blocks.0.norm3.bias",
-              "blocks.0.cross_attn.o.bias", "blocks.0.ffn.0.weight", "blocks.0.ffn.2.bias"]:
+    for k in [
+        "patch_embedding.weight",
+        "text_embedding.0.weight",
+        "text_embedding.2.bias",
+        "time_embedding.0.weight",
+        "time_projection.1.weight",
+        "head.modulation",
+        "head.head.weight",
+        "blocks.29.modulation",
+        "blocks.0.self_attn.norm_q.weight",
+        "blocks.0.norm3.weight",
+        "blocks.0.norm3.bias",
+        "blocks.0.cross_attn.o.bias",
+        "blocks.0.ffn.0.weight",
+        "blocks.0.ffn.2.bias",
+    ]:
         assert k in keys, k
     assert not any("norm1" in k or "norm2" in k for k in keys)  # non-affine norms hold no tensors
     i2v = set(build_wan("wan2.1-i2v-14b").state_dict())
-    assert {"img_emb.proj.0.weight", "img_emb.proj.4.bias", "blocks.0.cross_attn.k_img.weight",
-            "blocks.0.cross_attn.norm_k_img.weight"} <= i2v
+    assert {
+        "img_emb.proj.0.weight",
+        "img_emb.proj.4.bias",
+        "blocks.0.cross_attn.k_img.weight",
+        "blocks.0.cross_attn.norm_k_img.weight",
+    } <= i2v
 
 
 def _randomised_head(model):
@@ -89,8 +106,9 @@ def test_clear_errors():
     with pytest.raises(ValueError, match="t has shape"):
         model(torch.randn(1, 16, 2, 4, 4), torch.tensor([[1, 2, 3]]), torch.randn(1, 4, 64))
     with pytest.raises(ValueError, match="clip_fea"):
-        build_wan("tiny-i2v")(torch.randn(1, 16, 1, 4, 4), torch.tensor([1]), torch.randn(1, 4, 64),
-                              y=torch.randn(1, 20, 1, 4, 4))
+        build_wan("tiny-i2v")(
+            torch.randn(1, 16, 1, 4, 4), torch.tensor([1]), torch.randn(1, 4, 64), y=torch.randn(1, 20, 1, 4, 4)
+        )
     with pytest.raises(ValueError, match="unknown model flavor"):
         flavor_config("wan-tiny")
     with pytest.raises(ValueError, match="model_type"):

@@ -1,5 +1,6 @@
 """Parity of our WanModel with diffusers' WanTransformer3DModel (an implementation nobody here
 wrote): same random weights through the key map, fp32, max-abs difference <= 1e-5."""
+
 import pytest
 import torch
 
@@ -16,18 +17,37 @@ HEADS, HEAD_DIM, LAYERS, TEXT_DIM, TEXT_LEN = 2, 64, 2, 48, 512
 def _pair(model_type: str, in_dim: int, out_dim: int = 16):
     image = model_type == "i2v"
     theirs = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=HEADS, attention_head_dim=HEAD_DIM, in_channels=in_dim,
-        out_channels=out_dim, text_dim=TEXT_DIM, freq_dim=256, ffn_dim=160, num_layers=LAYERS, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=1e-6, image_dim=1280 if image else None,
-        added_kv_proj_dim=HEADS * HEAD_DIM if image else None, rope_max_seq_len=1024,
+        patch_size=(1, 2, 2),
+        num_attention_heads=HEADS,
+        attention_head_dim=HEAD_DIM,
+        in_channels=in_dim,
+        out_channels=out_dim,
+        text_dim=TEXT_DIM,
+        freq_dim=256,
+        ffn_dim=160,
+        num_layers=LAYERS,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=1e-6,
+        image_dim=1280 if image else None,
+        added_kv_proj_dim=HEADS * HEAD_DIM if image else None,
+        rope_max_seq_len=1024,
     ).eval()
     # diffusers zero-inits some tensors; randomise all so every weight is exercised.
     with torch.no_grad():
         for p in theirs.parameters():
             p.copy_(torch.randn_like(p) * 0.05)
     ours = WanModel(
-        model_type=model_type, in_dim=in_dim, dim=HEADS * HEAD_DIM, ffn_dim=160, freq_dim=256, text_dim=TEXT_DIM,
-        text_len=TEXT_LEN, out_dim=out_dim, num_heads=HEADS, num_layers=LAYERS,
+        model_type=model_type,
+        in_dim=in_dim,
+        dim=HEADS * HEAD_DIM,
+        ffn_dim=160,
+        freq_dim=256,
+        text_dim=TEXT_DIM,
+        text_len=TEXT_LEN,
+        out_dim=out_dim,
+        num_heads=HEADS,
+        num_layers=LAYERS,
     ).eval()
     ours.load_state_dict(diffusers_to_official(theirs.state_dict()), strict=True)
     return ours, theirs
@@ -47,8 +67,11 @@ def test_parity_with_diffusers(model_type, in_dim):
         # Wan pads the text to text_len with zeros before the embedding; diffusers expects it padded.
         ctx_pad = torch.nn.functional.pad(ctx, (0, 0, 0, TEXT_LEN - L))
         ref = theirs(
-            hidden_states=x if y is None else torch.cat([x, y], 1), timestep=t, encoder_hidden_states=ctx_pad,
-            encoder_hidden_states_image=clip, return_dict=False,
+            hidden_states=x if y is None else torch.cat([x, y], 1),
+            timestep=t,
+            encoder_hidden_states=ctx_pad,
+            encoder_hidden_states_image=clip,
+            return_dict=False,
         )[0]
     assert out.shape == (B, 16, F, H, W)
     err = (out - ref).abs().max().item()
@@ -67,8 +90,12 @@ def test_ti2v_parity_with_per_frame_timesteps():
     with torch.no_grad():
         out = ours(x, t, ctx)
         per_token = t.repeat_interleave((H // 2) * (W // 2), dim=1)  # [B, F * h * w] after the 1x2x2 patches
-        ref = theirs(hidden_states=x, timestep=per_token, return_dict=False,
-                     encoder_hidden_states=torch.nn.functional.pad(ctx, (0, 0, 0, TEXT_LEN - L)))[0]
+        ref = theirs(
+            hidden_states=x,
+            timestep=per_token,
+            return_dict=False,
+            encoder_hidden_states=torch.nn.functional.pad(ctx, (0, 0, 0, TEXT_LEN - L)),
+        )[0]
     err = (out - ref).abs().max().item()
     assert out.shape == (B, 48, F, H, W) and err <= 1e-5, f"max abs diff {err:.3e} vs diffusers (ti2v)"
     assert ref.abs().max() > 1e-2

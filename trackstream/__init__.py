@@ -5,4 +5,5 @@ that streams through a rolling KV cache, and DragStream editing on the stream. P
 imports only downward: ``models``, ``diffusion`` -> ``data`` -> ``stream`` -> ``eval`` -> ``train`` ->
 ``distill`` -> ``pipeline`` (``bench``, ``studies`` beside it). ``trackstream --help`` lists the commands.
 """
+
 __version__ = "0.1.0"

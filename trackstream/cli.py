@@ -8,6 +8,7 @@ Each subcommand runs its module exactly as ``python -m`` does (the same argument
 so both forms keep working and say the same thing. Modules are imported only when their subcommand
 runs: ``trackstream --help`` loads no torch.
 """
+
 from __future__ import annotations
 
 import runpy
@@ -44,8 +45,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
-    lines = ["usage: trackstream <command> [args...]   (trackstream <command> --help for its options)", "",
-             "commands:"]
+    lines = ["usage: trackstream <command> [args...]   (trackstream <command> --help for its options)", "", "commands:"]
     lines += [f"  {name:<{width}}  {text}" for name, (_, text) in COMMANDS.items()]
     return "\n".join(lines)
 
@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     name, rest = argv[0], argv[1:]
     if name not in COMMANDS:
-        print(f"trackstream: unknown command {name!r}; one of: {', '.join(COMMANDS)} (trackstream --help)",
-              file=sys.stderr)
+        print(
+            f"trackstream: unknown command {name!r}; one of: {', '.join(COMMANDS)} (trackstream --help)",
+            file=sys.stderr,
+        )
         return 2
     module = COMMANDS[name][0]
     sys.argv = [f"trackstream {name}", *rest]  # what the module's parser / Hydra sees as its program and args

@@ -97,8 +97,7 @@ class ResumableBatchStream(IterableDataset):
         yield from self._iter_batches(self.position, worker_id, num_workers)
 
     @abstractmethod
-    def _iter_batches(self, start: int, worker_id: int, num_workers: int):
-        ...
+    def _iter_batches(self, start: int, worker_id: int, num_workers: int): ...
 
 
 class StreamLoader:
@@ -107,7 +106,14 @@ class StreamLoader:
     `state_dict()` after consuming k batches restores a loader whose next batch is batch k.
     """
 
-    def __init__(self, dataset: ResumableBatchStream, *, pin_memory: bool = False, prefetch_factor: int = 2, multiprocessing_context: str | None = None):
+    def __init__(
+        self,
+        dataset: ResumableBatchStream,
+        *,
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+        multiprocessing_context: str | None = None,
+    ):
         self.dataset = dataset
         self.pin_memory, self.prefetch_factor, self.mp_context = pin_memory, prefetch_factor, multiprocessing_context
 

@@ -11,6 +11,7 @@
   (raw videos, encoded on the fly by the objective): the layout for real data.
 Held-out evaluation clips come from a different seed namespace than any training clip.
 """
+
 from __future__ import annotations
 
 import logging
@@ -53,16 +54,22 @@ class DataConfig:
         if self.source == "shards" and not self.shards:
             raise ValueError("data.source=shards needs data.shards (a shard folder, glob or brace pattern)")
         if self.source == "shards" and self.pool_size is not None:
-            raise ValueError("data.pool_size is for the synthetic world; set data.pool_size=null with data.source=shards")
+            raise ValueError(
+                "data.pool_size is for the synthetic world; set data.pool_size=null with data.source=shards"
+            )
         if self.height % 16 or self.width % 16:
-            raise ValueError(f"data.height/width={self.height}x{self.width} must be multiples of 16 (codec 8 x patch 2)")
+            raise ValueError(
+                f"data.height/width={self.height}x{self.width} must be multiples of 16 (codec 8 x patch 2)"
+            )
         if self.num_frames < 5 or (self.num_frames - 1) % 4:
             raise ValueError(f"data.num_frames={self.num_frames} must be 1 + 4k with k >= 1")
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
         if self.pool_size is not None and self.pool_size < self.batch_size:
             raise ValueError(f"data.pool_size={self.pool_size} must be >= data.batch_size={self.batch_size} (or null)")
-        if self.num_tracks is not None and (len(self.num_tracks) != 2 or not 1 <= self.num_tracks[0] <= self.num_tracks[1]):
+        if self.num_tracks is not None and (
+            len(self.num_tracks) != 2 or not 1 <= self.num_tracks[0] <= self.num_tracks[1]
+        ):
             raise ValueError(f"data.num_tracks={self.num_tracks} must be [lo, hi] with 1 <= lo <= hi (or null)")
         known = set(SyntheticWorld.__dataclass_fields__) - {"height", "width", "num_frames", "fps", "grid_size"}
         unknown = set(self.world) - known
@@ -72,8 +79,9 @@ class DataConfig:
 
 def make_world(cfg: DataConfig) -> SyntheticWorld:
     extra = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in cfg.world.items()}
-    return SyntheticWorld(height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps,
-                          grid_size=cfg.grid_size, **extra)
+    return SyntheticWorld(
+        height=cfg.height, width=cfg.width, num_frames=cfg.num_frames, fps=cfg.fps, grid_size=cfg.grid_size, **extra
+    )
 
 
 class _Render(torch.utils.data.Dataset):
@@ -92,8 +100,11 @@ class ClipPool:
 
     def __init__(self, world: SyntheticWorld, seeds: list[int], *, num_workers: int = 0):
         loader = torch.utils.data.DataLoader(
-            _Render(world, seeds), batch_size=None, num_workers=num_workers,
-            collate_fn=lambda x: x, prefetch_factor=4 if num_workers else None,
+            _Render(world, seeds),
+            batch_size=None,
+            num_workers=num_workers,
+            collate_fn=lambda x: x,
+            prefetch_factor=4 if num_workers else None,
         )
         self.clips = list(loader)
         self.world = world
@@ -129,8 +140,16 @@ class PoolStream:
     builds the batch from pool indices and global sample ids (for per-sample randomness).
     """
 
-    def __init__(self, size: int, *, batch_size: int, seed: int, make_batch: Callable[[list[int], list[int]], dict],
-                 rank: int | None = None, world_size: int | None = None):
+    def __init__(
+        self,
+        size: int,
+        *,
+        batch_size: int,
+        seed: int,
+        make_batch: Callable[[list[int], list[int]], dict],
+        rank: int | None = None,
+        world_size: int | None = None,
+    ):
         self.size, self.batch_size, self.seed, self.make_batch = size, batch_size, seed, make_batch
         self.rank, self.world_size = dist_info(rank, world_size)
         self.position = 0
@@ -153,14 +172,22 @@ class PoolStream:
             yield batch
 
     def state_dict(self) -> dict:
-        return {"position": self.position, "seed": self.seed, "batch_size": self.batch_size,
-                "rank": self.rank, "world_size": self.world_size, "size": self.size}
+        return {
+            "position": self.position,
+            "seed": self.seed,
+            "batch_size": self.batch_size,
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "size": self.size,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         for key in ("seed", "batch_size", "rank", "world_size", "size"):
             if state[key] != getattr(self, key):
-                raise ValueError(f"cannot resume the data stream exactly: saved {key}={state[key]}, "
-                                 f"this run has {key}={getattr(self, key)}")
+                raise ValueError(
+                    f"cannot resume the data stream exactly: saved {key}={state[key]}, "
+                    f"this run has {key}={getattr(self, key)}"
+                )
         self.position = int(state["position"])
 
 
@@ -187,13 +214,25 @@ def build_raw_stream(cfg: DataConfig, *, rank: int, world_size: int) -> StreamLo
     if cfg.source == "shards":
         from trackstream.data.loader import ShardStream
 
-        ds = ShardStream(cfg.shards, batch_size=cfg.batch_size, seed=cfg.seed, shuffle_buffer=cfg.shuffle_buffer,
-                         num_tracks=tuple(cfg.num_tracks) if cfg.num_tracks else None, num_frames=cfg.num_frames,
-                         rank=rank, world_size=world_size, num_workers=cfg.num_workers)
+        ds = ShardStream(
+            cfg.shards,
+            batch_size=cfg.batch_size,
+            seed=cfg.seed,
+            shuffle_buffer=cfg.shuffle_buffer,
+            num_tracks=tuple(cfg.num_tracks) if cfg.num_tracks else None,
+            num_frames=cfg.num_frames,
+            rank=rank,
+            world_size=world_size,
+            num_workers=cfg.num_workers,
+        )
         return StreamLoader(ds)
     ds = SyntheticVideoDataset(
-        make_world(cfg), batch_size=cfg.batch_size, seed=cfg.seed,
+        make_world(cfg),
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
         num_tracks=tuple(cfg.num_tracks) if cfg.num_tracks else None,
-        rank=rank, world_size=world_size, num_workers=cfg.num_workers,
+        rank=rank,
+        world_size=world_size,
+        num_workers=cfg.num_workers,
     )
     return StreamLoader(ds)

@@ -161,7 +161,9 @@ class ShardStream(ResumableBatchStream):
                 continue  # nothing still to come from this shard: do not even open it
             for j, raw in enumerate(_read_shard(self.shards[sid].url)):
                 if j >= hi - lo:
-                    raise RuntimeError(f"shard {self.shards[sid].url} holds more samples than its index says ({hi - lo})")
+                    raise RuntimeError(
+                        f"shard {self.shards[sid].url} holds more samples than its index says ({hi - lo})"
+                    )
                 if needed[lo + j]:
                     pending[lo + j] = raw
                 while emit < len(wanted) and int(wanted[emit]) in pending:

@@ -85,7 +85,16 @@ class PrepareConfig:
 
     def content_fingerprint(self) -> dict:
         """Settings that change shard contents; a resumed run must match them."""
-        skip = {"output", "num_workers", "start_method", "max_shards", "num_jobs", "job_index", "progress", "text_batch_size"}
+        skip = {
+            "output",
+            "num_workers",
+            "start_method",
+            "max_shards",
+            "num_jobs",
+            "job_index",
+            "progress",
+            "text_batch_size",
+        }
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -111,7 +120,9 @@ def _read_manifest(path: str, path_column: str, caption_column: str) -> list[dic
         with open(path) as f:
             rows = json.load(f)
     if rows and path_column not in rows[0]:
-        raise ValueError(f"manifest {path} has no column {path_column!r} (columns: {sorted(rows[0])}); set prepare path_column")
+        raise ValueError(
+            f"manifest {path} has no column {path_column!r} (columns: {sorted(rows[0])}); set prepare path_column"
+        )
     return [{"path": str(r[path_column]), "caption": r.get(caption_column)} for r in rows]
 
 
@@ -133,7 +144,9 @@ def resolve_inputs(cfg: PrepareConfig) -> list[Item]:
             rows = _read_manifest(src, cfg.path_column, cfg.caption_column)
         else:
             with open(src) as f:
-                rows = [{"path": line.strip(), "caption": None} for line in f if line.strip() and not line.startswith("#")]
+                rows = [
+                    {"path": line.strip(), "caption": None} for line in f if line.strip() and not line.startswith("#")
+                ]
     else:
         raise ValueError(f"prepare input={src!r} is neither a folder nor a list/manifest file")
     extra = {}
@@ -190,7 +203,11 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
     items = resolve_inputs(cfg)
     _check_plan(cfg, items)
     shards = plan_shards(items, cfg.samples_per_shard)
-    specs = {"tracker": tracker if tracker is not None else {"name": "lk"}, "text_encoder": text_encoder, "latent_encoder": latent_encoder}
+    specs = {
+        "tracker": tracker if tracker is not None else {"name": "lk"},
+        "text_encoder": text_encoder,
+        "latent_encoder": latent_encoder,
+    }
     mine = [k for k in range(len(shards)) if k % cfg.num_jobs == cfg.job_index]
     pending = [k for k in mine if not os.path.isfile(_report_path(cfg, k))]
     for k in pending:  # leftovers of a killed run; rewritten from scratch below
@@ -229,7 +246,9 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
                     with open(marker) as f:
                         culprit = f.read().strip()
                 if culprit is None or culprit in crashed:
-                    raise RuntimeError(f"a worker crashed on shard {k} and the file responsible could not be identified")
+                    raise RuntimeError(
+                        f"a worker crashed on shard {k} and the file responsible could not be identified"
+                    )
                 crashed.add(culprit)
                 tmp = crashed_path + ".tmp"
                 with open(tmp, "w") as f:
@@ -244,7 +263,9 @@ def _run_pool(cfg, specs, shards, todo, crashed, done, *, max_workers: int) -> l
     if not todo:
         return []
     ctx = mp.get_context(cfg.start_method)
-    with cf.ProcessPoolExecutor(min(max_workers, len(todo)), mp_context=ctx, initializer=worker.init_worker, initargs=(cfg, specs)) as pool:
+    with cf.ProcessPoolExecutor(
+        min(max_workers, len(todo)), mp_context=ctx, initializer=worker.init_worker, initargs=(cfg, specs)
+    ) as pool:
         futures = {pool.submit(worker.run_shard, k, shards[k], sorted(crashed)): k for k in todo}
         try:
             for fut in cf.as_completed(futures):
@@ -270,7 +291,11 @@ def write_summary(cfg: PrepareConfig, shards: list[list[Item]]) -> dict:
             report = json.load(f)
         finished.append(report)
         skipped += report["skipped"]
-    index = [ShardInfo(os.path.join(cfg.output, r["name"] + ".tar"), r["num_samples"]) for r in finished if r["num_samples"] > 0]
+    index = [
+        ShardInfo(os.path.join(cfg.output, r["name"] + ".tar"), r["num_samples"])
+        for r in finished
+        if r["num_samples"] > 0
+    ]
     write_index(cfg.output, index)
     summary = {
         "complete": not pending,

@@ -88,7 +88,9 @@ def process_item(item, cfg) -> dict:
         raise Skip(f"low_fps: {info.fps:.3f} < min_source_fps={cfg.min_source_fps}")
     aspect = info.width / max(info.height, 1)
     if not cfg.min_aspect <= aspect <= cfg.max_aspect:
-        raise Skip(f"aspect_ratio: {info.width}x{info.height} ({aspect:.3f}) outside [{cfg.min_aspect}, {cfg.max_aspect}]")
+        raise Skip(
+            f"aspect_ratio: {info.width}x{info.height} ({aspect:.3f}) outside [{cfg.min_aspect}, {cfg.max_aspect}]"
+        )
     available = len(resample_indices(info.num_frames, info.fps, cfg.fps))
     if available < cfg.num_frames:
         raise Skip(f"too_short: {available} frames at {cfg.fps} fps < num_frames={cfg.num_frames}")
@@ -189,7 +191,9 @@ def run_shard(shard_id: int, items: list, crashed: list[str]) -> dict:
                 visibility=res["visibility"],
                 caption=item.caption,
                 meta=meta,
-                mp4=encode_mp4(res["frames"], fps=cfg.fps, crf=cfg.crf) if cfg.store_video or "latents" not in res else None,
+                mp4=encode_mp4(res["frames"], fps=cfg.fps, crf=cfg.crf)
+                if cfg.store_video or "latents" not in res
+                else None,
                 latents=res.get("latents"),
                 text_emb=emb,
             )

@@ -11,6 +11,7 @@ the tracks of the first ``num_frames`` frames, the caption and, if present, the 
 embedding. A sample whose video cannot be decoded is replaced by the next readable one (counted in
 ``skipped``), so a corrupt file costs one condition, not the job.
 """
+
 from __future__ import annotations
 
 import logging
@@ -60,8 +61,10 @@ class ShardSamples:
         while pos <= j:
             raw = next(it, None)
             if raw is None:
-                raise ValueError(f"shard {self.shards[k].url} ends after {pos} samples; its index says "
-                                 f"{self.shards[k].num_samples}: rewrite the index (python -m trackstream.data.prepare)")
+                raise ValueError(
+                    f"shard {self.shards[k].url} ends after {pos} samples; its index says "
+                    f"{self.shards[k].num_samples}: rewrite the index (python -m trackstream.data.prepare)"
+                )
             pos += 1
         self._open = (shard, pos, it)
         return raw
@@ -69,17 +72,23 @@ class ShardSamples:
     def _decode(self, raw: dict, index: int) -> dict:
         url = self.shards[self.locate(index)[0]].url
         if "mp4" not in raw:
-            raise ValueError(f"sample {raw.get('__key__')} of {url} has no video (cached latents only); the "
-                             "distillation conditions need the first frame: prepare the shards with videos")
+            raise ValueError(
+                f"sample {raw.get('__key__')} of {url} has no video (cached latents only); the "
+                "distillation conditions need the first frame: prepare the shards with videos"
+            )
         sample = decode_sample(raw, decode_video_frames=False)
         if sample["tracks"].shape[0] < self.num_frames:
-            raise ValueError(f"sample {raw['__key__']} of {url} has {sample['tracks'].shape[0]} frames of tracks; "
-                             f"data.num_frames={self.num_frames} needs at least that many (prepare longer clips)")
+            raise ValueError(
+                f"sample {raw['__key__']} of {url} has {sample['tracks'].shape[0]} frames of tracks; "
+                f"data.num_frames={self.num_frames} needs at least that many (prepare longer clips)"
+            )
         frames, _ = decode_video(bytes(raw["mp4"]), max_frames=1)  # [1, H, W, 3] uint8
         H, W = frames.shape[1:3]
         if self.height is not None and (H, W) != (self.height, self.width):
-            raise ValueError(f"{url}: videos are {W}x{H} but data.height/width ask for {self.width}x{self.height}; "
-                             "set data.height/width to the shards' size or prepare them at that size")
+            raise ValueError(
+                f"{url}: videos are {W}x{H} but data.height/width ask for {self.width}x{self.height}; "
+                "set data.height/width to the shards' size or prepare them at that size"
+            )
         sample["first_frame"] = frames[0]
         sample["tracks"] = sample["tracks"][: self.num_frames]
         sample["visibility"] = sample["visibility"][: self.num_frames]

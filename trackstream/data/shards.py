@@ -69,7 +69,9 @@ def encode_sample(
     if mp4 is None and latents is None:
         raise ValueError(f"sample {key!r} needs a video (mp4) or cached latents")
     if tracks.ndim != 3 or tracks.shape[-1] != 2 or visibility.shape != tracks.shape[:2]:
-        raise ValueError(f"sample {key!r}: tracks must be [T, N, 2] and visibility [T, N], got {tracks.shape}, {visibility.shape}")
+        raise ValueError(
+            f"sample {key!r}: tracks must be [T, N, 2] and visibility [T, N], got {tracks.shape}, {visibility.shape}"
+        )
     out: dict[str, bytes] = {
         "__key__": make_key(key),
         "tracks.npy": _npy_bytes(tracks.astype(np.float32)),
@@ -184,14 +186,18 @@ def list_shards(source) -> list[ShardInfo]:
         else:
             path = os.fspath(item)
             if not os.path.isfile(path):
-                raise ValueError(f"shard {path!r} is not a local file; give its sample count via an index.json or {{'url', 'num_samples'}} entries")
+                raise ValueError(
+                    f"shard {path!r} is not a local file; give its sample count via an index.json or {{'url', 'num_samples'}} entries"
+                )
             out.append(ShardInfo(path, count_samples(path)))
     if not out:
         raise ValueError(f"no shards found in {source!r}")
     return out
 
 
-def write_synthetic_shards(world, folder: str, *, num_samples: int, samples_per_shard: int, seed: int = 0, crf: int = 18) -> list[ShardInfo]:
+def write_synthetic_shards(
+    world, folder: str, *, num_samples: int, samples_per_shard: int, seed: int = 0, crf: int = 18
+) -> list[ShardInfo]:
     """Render `num_samples` synthetic clips (seeds seed, seed+1, ...) into shards + index.json.
 
     Gives the webdataset loader a CPU-only data source with exact ground-truth tracks.

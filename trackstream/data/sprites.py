@@ -33,7 +33,9 @@ PATTERNS = ("striped", "dotted", "checkered", "speckled")
 BACKGROUND_COLOURS = ("green", "blue", "brown", "purple", "orange", "cyan")
 
 
-def fractal_noise(rng: np.random.Generator, height: int, width: int, *, scale: float, finest: float = 2.0) -> np.ndarray:
+def fractal_noise(
+    rng: np.random.Generator, height: int, width: int, *, scale: float, finest: float = 2.0
+) -> np.ndarray:
     """Sum of cubic-interpolated value-noise octaves, normalised to [0, 1]. float32 [H, W].
 
     `scale` is the coarsest feature size in pixels; octaves halve it down to ~`finest` px. Octaves get
@@ -52,8 +54,9 @@ def fractal_noise(rng: np.random.Generator, height: int, width: int, *, scale: f
     return np.clip((out - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
 
 
-def background_texture(rng: np.random.Generator, height: int, width: int, *, colour: str, short_side: int,
-                       texture_scale: float = 1.0) -> np.ndarray:
+def background_texture(
+    rng: np.random.Generator, height: int, width: int, *, colour: str, short_side: int, texture_scale: float = 1.0
+) -> np.ndarray:
     """Textured background canvas, float32 [H, W, 3] in [0, 1]: two-tone noise plus blobs.
 
     ``texture_scale`` multiplies every feature size (noise octaves, finest detail, blob radii):
@@ -65,8 +68,9 @@ def background_texture(rng: np.random.Generator, height: int, width: int, *, col
     n = fractal_noise(rng, height, width, scale=k * short_side / 10, finest=2.0 * k)[..., None]
     img = dark * (1 - n) + light * n
     # Coarse per-channel tint variations break the two-tone look without removing fine texture.
-    tint = np.stack([fractal_noise(rng, height, width, scale=k * short_side / 3, finest=2.0 * k) for _ in range(3)],
-                    axis=-1)
+    tint = np.stack(
+        [fractal_noise(rng, height, width, scale=k * short_side / 3, finest=2.0 * k) for _ in range(3)], axis=-1
+    )
     img = np.clip(img * (0.8 + 0.4 * tint), 0, 1)
     # Sparse blobs give strong corners for the tracker and visual variety.
     num_blobs = max(8, int(height * width / (short_side / 5) ** 2 / 3))

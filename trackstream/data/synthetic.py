@@ -61,7 +61,9 @@ class SyntheticWorld:
         if self.texture_scale <= 0:
             raise ValueError(f"SyntheticWorld texture_scale must be > 0, got {self.texture_scale}")
         if not 0 <= lo <= hi:
-            raise ValueError(f"SyntheticWorld num_sprites must be (min, max) with 0 <= min <= max, got {self.num_sprites}")
+            raise ValueError(
+                f"SyntheticWorld num_sprites must be (min, max) with 0 <= min <= max, got {self.num_sprites}"
+            )
 
     @property
     def short_side(self) -> int:
@@ -87,19 +89,37 @@ class SyntheticWorld:
         canvas_w = int(np.ceil(off[:, 0].max() + self.width + margin))
         canvas_h = int(np.ceil(off[:, 1].max() + self.height + margin))
         bg_colour = BACKGROUND_COLOURS[int(rng.integers(len(BACKGROUND_COLOURS)))]
-        canvas = background_texture(rng, canvas_h, canvas_w, colour=bg_colour, short_side=self.short_side,
-                                    texture_scale=self.texture_scale)
+        canvas = background_texture(
+            rng, canvas_h, canvas_w, colour=bg_colour, short_side=self.short_side, texture_scale=self.texture_scale
+        )
 
         num = int(rng.integers(self.num_sprites[0], self.num_sprites[1] + 1))
-        sprites = [make_sprite(rng, diameter=rng.uniform(*self.sprite_size) * self.short_side, short_side=self.short_side, background=bg_colour) for _ in range(num)]
+        sprites = [
+            make_sprite(
+                rng,
+                diameter=rng.uniform(*self.sprite_size) * self.short_side,
+                short_side=self.short_side,
+                background=bg_colour,
+            )
+            for _ in range(num)
+        ]
         paths = [self._path(rng, secs, s) for s in sprites]  # list of (centre [T, 2], angle [T], exits)
 
         frames = np.empty((self.num_frames, self.height, self.width, 3), np.uint8)
         for t in range(self.num_frames):
             m_bg = np.array([[1, 0, -off[t, 0]], [0, 1, -off[t, 1]]], np.float32)
-            img = cv2.warpAffine(canvas, m_bg, (self.width, self.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+            img = cv2.warpAffine(
+                canvas, m_bg, (self.width, self.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT
+            )
             for s, (centre, angle, _) in zip(sprites, paths):  # list order is z-order, last on top
-                layer = cv2.warpAffine(s.rgba, _sprite_matrix(s, centre[t], angle[t]), (self.width, self.height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+                layer = cv2.warpAffine(
+                    s.rgba,
+                    _sprite_matrix(s, centre[t], angle[t]),
+                    (self.width, self.height),
+                    flags=cv2.INTER_LINEAR,
+                    borderMode=cv2.BORDER_CONSTANT,
+                    borderValue=0,
+                )
                 img = img * (1.0 - layer[..., 3:]) + layer[..., :3]  # premultiplied "over"
             frames[t] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
@@ -151,7 +171,11 @@ class SyntheticWorld:
             axis, far = side // 2, side % 2 == 1
             limit = (w, h)[axis] - 1
             start = keys[0]
-            start[axis] = hi[axis] - rng.uniform(0, 0.2) * (hi - lo)[axis] if far else lo[axis] + rng.uniform(0, 0.2) * (hi - lo)[axis]
+            start[axis] = (
+                hi[axis] - rng.uniform(0, 0.2) * (hi - lo)[axis]
+                if far
+                else lo[axis] + rng.uniform(0, 0.2) * (hi - lo)[axis]
+            )
             out = start.copy()
             out[axis] = limit + 1.2 * radius if far else -1.2 * radius
             out[1 - axis] = np.clip(start[1 - axis] + rng.normal(0, 0.3 * radius), lo[1 - axis], hi[1 - axis])
@@ -197,7 +221,12 @@ class SyntheticWorld:
                 for t in range(t_total):
                     tracks[t, on] = _to_frame(s, centre[t], angle[t], local[k, on])
         tracks[0] = q  # exact queries (the round trip through sprite coordinates adds float noise)
-        vis = (tracks[..., 0] >= 0) & (tracks[..., 0] <= self.width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= self.height - 1)
+        vis = (
+            (tracks[..., 0] >= 0)
+            & (tracks[..., 0] <= self.width - 1)
+            & (tracks[..., 1] >= 0)
+            & (tracks[..., 1] <= self.height - 1)
+        )
         for k, (s, (centre, angle, _)) in enumerate(zip(sprites, paths)):
             above = surface < k  # surfaces below sprite k (background is -1)
             for t in range(t_total):
@@ -279,7 +308,16 @@ def _hermite_path(keys: np.ndarray, key_t: np.ndarray, t: np.ndarray) -> np.ndar
 def _direction(v: np.ndarray) -> str:
     """8-way screen direction (y down) of a displacement."""
     ang = np.rad2deg(np.arctan2(-v[1], v[0])) % 360  # counterclockwise from +x, with y pointing up
-    names = ["to the right", "up and to the right", "up", "up and to the left", "to the left", "down and to the left", "down", "down and to the right"]
+    names = [
+        "to the right",
+        "up and to the right",
+        "up",
+        "up and to the left",
+        "to the left",
+        "down and to the left",
+        "down",
+        "down and to the right",
+    ]
     return names[int(((ang + 22.5) % 360) // 45)]
 
 

@@ -117,7 +117,9 @@ class LucasKanadeTracker(Tracker):
         win = self.win_size or int(np.clip(round(short / 14), 7, 21)) | 1
         level = self.max_level if self.max_level is not None else int(np.clip(math.log2(short / (2 * win)), 0, 4))
         fb = self.fb_threshold if self.fb_threshold is not None else max(1.0, short / 256)
-        lk = dict(winSize=(win, win), maxLevel=level, criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 0.01))
+        lk = dict(
+            winSize=(win, win), maxLevel=level, criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 40, 0.01)
+        )
         return lk, fb
 
     def _track(self, frames, queries):
@@ -189,7 +191,9 @@ class LucasKanadeTracker(Tracker):
                 lost = np.nonzero(~ok)[0]
                 for a in np.unique(anchor_t[lost]):
                     grp = lost[anchor_t[lost] == a]
-                    got, good = _lk_fb(gray[a], gray[t], pos[a, grp], guess[grp], lk, fb_thr, self.template_residual, contrast[a])
+                    got, good = _lk_fb(
+                        gray[a], gray[t], pos[a, grp], guess[grp], lk, fb_thr, self.template_residual, contrast[a]
+                    )
                     good &= accept(t, got, ref_colour[grp])
                     guess[grp[good]], ok[grp[good]] = got[good], True
             pos[t], vis[t] = guess, ok
@@ -231,10 +235,23 @@ class PlainLucasKanadeTracker(LucasKanadeTracker):
     (it finds *some* patch of the right colour); this one rewards only motion a tracker can follow
     frame to frame. Same window, pyramid, threshold and 2x enlargement rules as ``lk``."""
 
-    def __init__(self, *, win_size: int | None = None, max_level: int | None = None,
-                 fb_threshold: float | None = None, upsample: int | None = None, border: float = 1.0):
-        super().__init__(win_size=win_size, max_level=max_level, fb_threshold=fb_threshold, upsample=upsample,
-                         reacquire=False, colour_threshold=None)
+    def __init__(
+        self,
+        *,
+        win_size: int | None = None,
+        max_level: int | None = None,
+        fb_threshold: float | None = None,
+        upsample: int | None = None,
+        border: float = 1.0,
+    ):
+        super().__init__(
+            win_size=win_size,
+            max_level=max_level,
+            fb_threshold=fb_threshold,
+            upsample=upsample,
+            reacquire=False,
+            colour_threshold=None,
+        )
         self.border = border  # px (tracking resolution) a point may stray outside before it counts as gone
 
     def _params(self, h: int, w: int) -> tuple[dict, float]:
@@ -260,7 +277,9 @@ class PlainLucasKanadeTracker(LucasKanadeTracker):
             nxt = prev.copy()
             idx = np.nonzero(ok)[0]
             if len(idx):
-                got, good = _lk_fb(gray[t - 1], gray[t], prev[idx], prev[idx], lk, fb_thr, np.inf, feats["contrast"][t - 1])
+                got, good = _lk_fb(
+                    gray[t - 1], gray[t], prev[idx], prev[idx], lk, fb_thr, np.inf, feats["contrast"][t - 1]
+                )
                 good &= _inside(got, h, w, margin=self.border)
                 nxt[idx[good]] = got[good]
                 ok[idx[~good]] = False
@@ -314,7 +333,9 @@ class CoTracker3Tracker(Tracker):
     vis * confidence > 0.6 (the predictors' own thresholds).
     """
 
-    def __init__(self, checkpoint_path: str, *, mode: str = "offline", device: str = "cpu", window_len: int | None = None):
+    def __init__(
+        self, checkpoint_path: str, *, mode: str = "offline", device: str = "cpu", window_len: int | None = None
+    ):
         if mode not in ("offline", "online"):
             raise ValueError(f"CoTracker3Tracker mode must be 'offline' or 'online', got {mode!r}")
         try:
@@ -351,7 +372,9 @@ class CoTracker3Tracker(Tracker):
             for start in range(0, padded_len - step, step):
                 tracks, vis = self.model(video_chunk=video[:, start : start + 2 * step])
             if tracks is None or tracks.shape[1] < t_total:
-                raise RuntimeError(f"CoTracker3 online returned {None if tracks is None else tracks.shape[1]} frames, expected {t_total}")
+                raise RuntimeError(
+                    f"CoTracker3 online returned {None if tracks is None else tracks.shape[1]} frames, expected {t_total}"
+                )
         tracks = tracks[0, :t_total].float().cpu().numpy()  # [T, N, 2]
         vis = vis[0, :t_total].bool().cpu().numpy()  # [T, N]
         return tracks.astype(np.float32), vis
@@ -368,4 +391,6 @@ def build_tracker(name: str, **kwargs) -> Tracker:
         return CoTracker3Tracker(mode=key.rsplit("_", 1)[1], **kwargs)
     if key == "cotracker3":
         return CoTracker3Tracker(**kwargs)
-    raise ValueError(f"unknown tracker name {name!r}; use 'lk', 'lk_plain', 'cotracker3_offline' or 'cotracker3_online'")
+    raise ValueError(
+        f"unknown tracker name {name!r}; use 'lk', 'lk_plain', 'cotracker3_offline' or 'cotracker3_online'"
+    )

@@ -13,6 +13,7 @@ in motion coincide and run once. Solvers: ``euler`` (x <- x + (s' - s) v) and
 ``heun`` (2nd order, two guided evaluations per step), on the shared step grid of
 ``diffusion.schedule.sampling_sigmas``. (Wan's official sampler is UniPC; not provided here.)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,7 +23,15 @@ import torch
 
 from trackstream.diffusion.schedule import sampling_sigmas, sigma_to_t
 
-__all__ = ["GuidanceConfig", "SamplerConfig", "Condition", "guided_velocity", "sample", "nfe_per_step", "GUIDANCE_MODES"]
+__all__ = [
+    "GuidanceConfig",
+    "SamplerConfig",
+    "Condition",
+    "guided_velocity",
+    "sample",
+    "nfe_per_step",
+    "GUIDANCE_MODES",
+]
 
 GUIDANCE_MODES = ("joint", "text", "motion", "both", "none")
 SOLVERS = ("euler", "heun")
@@ -114,8 +123,11 @@ def guided_velocity(
         text_lengths=torch.cat(lens),
         image=None if cond.image is None else cond.image.repeat(k, *([1] * (cond.image.ndim - 1))),
         motion=torch.cat(motions) if motions else None,
-        **({} if cond.image_features is None else
-           {"image_features": cond.image_features.repeat(k, *([1] * (cond.image_features.ndim - 1)))}),
+        **(
+            {}
+            if cond.image_features is None
+            else {"image_features": cond.image_features.repeat(k, *([1] * (cond.image_features.ndim - 1)))}
+        ),
     ).float()
     distinct = out.chunk(k)
     v = [distinct[terms.index(key)] for key in wanted]

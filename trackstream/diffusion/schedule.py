@@ -17,6 +17,7 @@ exp(-2 ((t - 500) / 1000)^2), offset so its minimum over [0, 1000] is 0, then no
 1 under the shifted training distribution, so the loss scale (and thus the learning rate) does
 not depend on the weighting or the shift. ``"uniform"`` is w = 1.
 """
+
 from __future__ import annotations
 
 import math

@@ -22,6 +22,7 @@ step is drawn per rollout as in training, so the generator's time varies call to
 exists); CPU: not measured. One GPU may not hold a 5B DMD (three 5B networks, two with AdamW): that is
 recorded, not fatal (the recipe shards them with FSDP2).
 """
+
 from __future__ import annotations
 
 import os
@@ -88,21 +89,33 @@ def _shapes(typed, net) -> dict:
 
     d = typed.data
     s = codec_spatial_factor(typed.codec.name, dict(typed.codec.options))
-    return dict(B=d.batch_size, T=d.num_frames, F=1 + (d.num_frames - 1) // 4, C=net.latent_channels, h=d.height // s,
-                w=d.width // s, L=net.dit.text_len, N=d.num_tracks[1] if d.num_tracks else d.grid_size**2,
-                E=TEXT_ENCODER_DIMS[typed.model.text_encoder], H=d.height, W=d.width)
+    return dict(
+        B=d.batch_size,
+        T=d.num_frames,
+        F=1 + (d.num_frames - 1) // 4,
+        C=net.latent_channels,
+        h=d.height // s,
+        w=d.width // s,
+        L=net.dit.text_len,
+        N=d.num_tracks[1] if d.num_tracks else d.grid_size**2,
+        E=TEXT_ENCODER_DIMS[typed.model.text_encoder],
+        H=d.height,
+        W=d.width,
+    )
 
 
 def _conditions(net, typed, shape: dict, device, gen: torch.Generator) -> dict:
     """Random conditions as ``distill.stages`` batches them from the pairs (before ``prepare_batch``)."""
     B, T, F, C, h, w, N = (shape[k] for k in "BTFChwN")
     img = {"wan_i2v": 4 + C, "fun_control": C}.get(typed.model.layout, 0)  # the layout's image channels
-    batch = {"image_latent": torch.randn(B, C, 1, h, w, generator=gen),
-             "tracks": torch.rand(B, T, N, 2, generator=gen) * torch.tensor([shape["W"] - 1.0, shape["H"] - 1.0]),
-             "visibility": torch.rand(B, T, N, generator=gen) > 0.1,
-             "text_emb": torch.randn(B, shape["L"], shape["E"], generator=gen),
-             "text_len": torch.full((B,), shape["L"]),
-             "gid": torch.arange(B)}
+    batch = {
+        "image_latent": torch.randn(B, C, 1, h, w, generator=gen),
+        "tracks": torch.rand(B, T, N, 2, generator=gen) * torch.tensor([shape["W"] - 1.0, shape["H"] - 1.0]),
+        "visibility": torch.rand(B, T, N, generator=gen) > 0.1,
+        "text_emb": torch.randn(B, shape["L"], shape["E"], generator=gen),
+        "text_len": torch.full((B,), shape["L"]),
+        "gid": torch.arange(B),
+    }
     if img:
         batch["image"] = torch.randn(B, img, F, h, w, generator=gen)
     if net.needs_image_features:
@@ -115,8 +128,12 @@ def _timed(fn, *, device: torch.device, repeats: int, warmup: int) -> dict:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     times = time_calls(fn, device=device, repeats=repeats, warmup=0)
-    return {"seconds": statistics.mean(times), "seconds_min": min(times), "calls": len(times),
-            "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None}
+    return {
+        "seconds": statistics.mean(times),
+        "seconds_min": min(times),
+        "calls": len(times),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+    }
 
 
 def _updater(objective, net, batch: dict, runtime: Runtime):
@@ -142,23 +159,52 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
     teacher, init = _network(typed, clean_first_frame=first_chunk_given(st.causal))
     teacher = prepare_frozen(runtime, teacher, cfg=par, shard=True, init_fn=init)
     ratio = st.update_ratio
-    generator = prepare_network(runtime, par, name="generator", module=_network(typed)[0],
-                                optim=st.generator_optim, ema=st.generator_ema,
-                                total_steps=max(1, typed.trainer.max_steps // ratio), grad_sync="manual", init_fn=init)
-    critic = prepare_network(runtime, par, name="critic", module=_network(typed)[0], optim=st.critic_optim,
-                             ema=None, total_steps=typed.trainer.max_steps, init_fn=init)
+    generator = prepare_network(
+        runtime,
+        par,
+        name="generator",
+        module=_network(typed)[0],
+        optim=st.generator_optim,
+        ema=st.generator_ema,
+        total_steps=max(1, typed.trainer.max_steps // ratio),
+        grad_sync="manual",
+        init_fn=init,
+    )
+    critic = prepare_network(
+        runtime,
+        par,
+        name="critic",
+        module=_network(typed)[0],
+        optim=st.critic_optim,
+        ema=None,
+        total_steps=typed.trainer.max_steps,
+        init_fn=init,
+    )
     shape = _shapes(typed, generator.module)
-    objective = DMDObjective(generator.module, critic.module, teacher, cfg=st, sigmas=sampling_sigmas(K, shift=shift),
-                             shift=shift, null_text=torch.zeros(1, 1, shape["E"]),
-                             null_text_lengths=torch.ones(1, dtype=torch.long),
-                             embed_dim=unwrap(generator.module).track_embed_dim, height=shape["H"], width=shape["W"],
-                             seed=seed, device=device)
+    objective = DMDObjective(
+        generator.module,
+        critic.module,
+        teacher,
+        cfg=st,
+        sigmas=sampling_sigmas(K, shift=shift),
+        shift=shift,
+        null_text=torch.zeros(1, 1, shape["E"]),
+        null_text_lengths=torch.ones(1, dtype=torch.long),
+        embed_dim=unwrap(generator.module).track_embed_dim,
+        height=shape["H"],
+        width=shape["W"],
+        seed=seed,
+        device=device,
+    )
     raw = _conditions(generator.module, typed, shape, device, torch.Generator().manual_seed(seed))
     prepare = _timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)
     batch = objective.prepare_batch(raw)
-    out = {"critic": _timed(_updater(objective, critic, batch, runtime), device=device, repeats=repeats, warmup=warmup),
-           "generator": _timed(_updater(objective, generator, batch, runtime), device=device, repeats=repeats,
-                               warmup=warmup)}
+    out = {
+        "critic": _timed(_updater(objective, critic, batch, runtime), device=device, repeats=repeats, warmup=warmup),
+        "generator": _timed(
+            _updater(objective, generator, batch, runtime), device=device, repeats=repeats, warmup=warmup
+        ),
+    }
     out["prepare_batch_s"] = prepare["seconds"]
     out["update_ratio"] = ratio
     # one loop step on average: the critic every step, the generator every ratio-th
@@ -172,12 +218,27 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
     K, shift = typed.schedule.student_steps, typed.schedule.shift
     torch.manual_seed(seed)
     net, init = _network(typed)
-    trained = prepare_network(runtime, par, name="generator", module=net, optim=typed.optim, ema=typed.ema,
-                              total_steps=typed.trainer.max_steps, init_fn=init)
+    trained = prepare_network(
+        runtime,
+        par,
+        name="generator",
+        module=net,
+        optim=typed.optim,
+        ema=typed.ema,
+        total_steps=typed.trainer.max_steps,
+        init_fn=init,
+    )
     shape = _shapes(typed, trained.module)
-    objective = ODEInitObjective(trained.module, cfg=st, sigmas=sampling_sigmas(K, shift=shift),
-                                 embed_dim=unwrap(trained.module).track_embed_dim, height=shape["H"], width=shape["W"],
-                                 seed=seed, device=device)
+    objective = ODEInitObjective(
+        trained.module,
+        cfg=st,
+        sigmas=sampling_sigmas(K, shift=shift),
+        embed_dim=unwrap(trained.module).track_embed_dim,
+        height=shape["H"],
+        width=shape["W"],
+        seed=seed,
+        device=device,
+    )
     gen = torch.Generator().manual_seed(seed)
     raw = _conditions(trained.module, typed, shape, device, gen)
     B, F, C, h, w = (shape[k] for k in "BFChw")
@@ -185,8 +246,9 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
     raw["trajectory"] = torch.randn(B, K + 1, C, F, h, w, generator=gen).to(device, getattr(torch, st.ode_pairs.dtype))
     raw["track_ids"] = sample_track_ids(B, shape["N"], generator=gen).to(device)
     batch = objective.prepare_batch(raw)
-    out = {"generator": _timed(_updater(objective, trained, batch, runtime), device=device, repeats=repeats,
-                               warmup=warmup)}
+    out = {
+        "generator": _timed(_updater(objective, trained, batch, runtime), device=device, repeats=repeats, warmup=warmup)
+    }
     out["loop_step_s"] = out["generator"]["seconds"]
     return {**out, **_describe(typed, shape, trained.module)}
 
@@ -194,11 +256,20 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
 def _describe(typed, shape: dict, net) -> dict:
     dit = unwrap(net).dit
     tokens = shape["F"] * (shape["h"] // dit.patch_size[1]) * (shape["w"] // dit.patch_size[2])
-    return {"flavor": typed.model.flavor, "params": sum(p.numel() for p in unwrap(net).parameters()),
-            "batch": shape["B"], "frames": shape["T"], "height": shape["H"], "width": shape["W"],
-            "latent_frames": shape["F"], "tokens_per_sample": tokens, "tracks": shape["N"],
-            "causal": typed.stage.causal.name, "student_steps": typed.schedule.student_steps,
-            "activation_checkpointing": typed.parallel.activation_checkpointing}
+    return {
+        "flavor": typed.model.flavor,
+        "params": sum(p.numel() for p in unwrap(net).parameters()),
+        "batch": shape["B"],
+        "frames": shape["T"],
+        "height": shape["H"],
+        "width": shape["W"],
+        "latent_frames": shape["F"],
+        "tokens_per_sample": tokens,
+        "tracks": shape["N"],
+        "causal": typed.stage.causal.name,
+        "student_steps": typed.schedule.student_steps,
+        "activation_checkpointing": typed.parallel.activation_checkpointing,
+    }
 
 
 def run_config(name: str, overrides: list[str], *, repeats: int, warmup: int, runtime_cache: dict) -> dict:
@@ -210,17 +281,26 @@ def run_config(name: str, overrides: list[str], *, repeats: int, warmup: int, ru
     runtime = runtime_cache[key]
     fn = {"dmd": bench_dmd, "ode_init": bench_ode_init}.get(typed.stage.name)
     if fn is None:
-        raise ValueError(f"--configs {name}: stage {typed.stage.name!r} has no step benchmark here (dmd, ode_init); "
-                         "the teacher's is python -m trackstream.train.bench_train")
+        raise ValueError(
+            f"--configs {name}: stage {typed.stage.name!r} has no step benchmark here (dmd, ode_init); "
+            "the teacher's is python -m trackstream.train.bench_train"
+        )
     device = runtime.device
     try:
-        return {"config": name, "stage": typed.stage.name, "precision": runtime.precision,
-                **fn(typed, runtime, repeats=repeats, warmup=warmup)}
+        return {
+            "config": name,
+            "stage": typed.stage.name,
+            "precision": runtime.precision,
+            **fn(typed, runtime, repeats=repeats, warmup=warmup),
+        }
     except torch.OutOfMemoryError as err:
-        return {"config": name, "stage": typed.stage.name,
-                "error": "out of memory on one GPU: " + str(err).split(".")[0],
-                "gpu_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30,
-                "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+        return {
+            "config": name,
+            "stage": typed.stage.name,
+            "error": "out of memory on one GPU: " + str(err).split(".")[0],
+            "gpu_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30,
+            "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        }
     finally:
         gc.collect()
         if device.type == "cuda":
@@ -238,15 +318,21 @@ def table(results: list[dict]) -> str:
             if phase in r:
                 p = r[phase]
                 peak = "n/a" if p["peak_memory_bytes"] is None else f"{p['peak_memory_bytes'] / 2**30:.1f}"
-                lines.append(f"| {r['config']} | {phase} | {p['seconds']:.3f} | {p['seconds_min']:.3f} | {peak} | "
-                             f"{r['loop_step_s']:.3f} |")
+                lines.append(
+                    f"| {r['config']} | {phase} | {p['seconds']:.3f} | {p['seconds_min']:.3f} | {peak} | "
+                    f"{r['loop_step_s']:.3f} |"
+                )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--configs", default=None, help=f"comma-separated experiments (default: {', '.join(TINY_CONFIGS)} "
-                    f"on CPU, {', '.join(REAL_CONFIGS)} on CUDA)")
+    ap.add_argument(
+        "--configs",
+        default=None,
+        help=f"comma-separated experiments (default: {', '.join(TINY_CONFIGS)} "
+        f"on CPU, {', '.join(REAL_CONFIGS)} on CUDA)",
+    )
     ap.add_argument("--real", action="store_true", help="the four real recipes (needs a GPU)")
     ap.add_argument("--steps", type=int, default=3, help="timed updates per phase")
     ap.add_argument("--warmup", type=int, default=1)
@@ -272,8 +358,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(table([r]).split("\n", 2)[-1], flush=True)
     device = next(iter(runtimes.values())).device if runtimes else torch.device("cpu")
     print(table(results))
-    result = {"meta": {**environment(device), "argv": sys.argv[1:] if argv is None else list(argv),
-                       "overrides": overrides}, "results": results}
+    result = {
+        "meta": {**environment(device), "argv": sys.argv[1:] if argv is None else list(argv), "overrides": overrides},
+        "results": results,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

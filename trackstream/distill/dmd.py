@@ -31,6 +31,7 @@ is called as it was trained: frame 0 of x_t stays the clean first-frame latent a
 sigma), for the real score, the fake score and the critic loss (which then skips frame 0).
 Legend: B batch, K student steps, F latent frames, T pixel frames, h/w latent size.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -40,7 +41,13 @@ import torch
 
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, guided_velocity
-from trackstream.diffusion.schedule import add_noise, first_frame_sigmas, sample_training_sigmas, sigma_to_t, x0_from_velocity
+from trackstream.diffusion.schedule import (
+    add_noise,
+    first_frame_sigmas,
+    sample_training_sigmas,
+    sigma_to_t,
+    x0_from_velocity,
+)
 from trackstream.models.causal import CausalConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import (
@@ -89,13 +96,19 @@ class DMDConfig:
     FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout": "self_forcing"}
 
     def __post_init__(self) -> None:
-        for name, cls in (("causal", CausalConfig), ("guidance", GuidanceConfig), ("generator_optim", OptimConfig),
-                          ("critic_optim", OptimConfig), ("generator_ema", EMAConfig)):
+        for name, cls in (
+            ("causal", CausalConfig),
+            ("guidance", GuidanceConfig),
+            ("generator_optim", OptimConfig),
+            ("critic_optim", OptimConfig),
+            ("generator_ema", EMAConfig),
+        ):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, cls(**getattr(self, name)))
         if self.update_ratio < 1:
-            raise ValueError(f"stage.update_ratio={self.update_ratio} must be >= 1 "
-                             "(critic updates per generator update)")
+            raise ValueError(
+                f"stage.update_ratio={self.update_ratio} must be >= 1 (critic updates per generator update)"
+            )
         if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
             raise ValueError(f"stage.sigma_min={self.sigma_min} / sigma_max={self.sigma_max}: need 0 <= min < max <= 1")
         check_first_chunk(self.causal, field="stage.causal")
@@ -114,10 +127,23 @@ class DMDObjective(Objective):
     networks = ("critic", "generator")
     primary = "generator"
 
-    def __init__(self, generator: torch.nn.Module, critic: torch.nn.Module, teacher: torch.nn.Module, *,
-                 cfg: DMDConfig, sigmas: torch.Tensor, shift: float, null_text: torch.Tensor,
-                 null_text_lengths: torch.Tensor, embed_dim: int, height: int, width: int, seed: int,
-                 device: torch.device):
+    def __init__(
+        self,
+        generator: torch.nn.Module,
+        critic: torch.nn.Module,
+        teacher: torch.nn.Module,
+        *,
+        cfg: DMDConfig,
+        sigmas: torch.Tensor,
+        shift: float,
+        null_text: torch.Tensor,
+        null_text_lengths: torch.Tensor,
+        embed_dim: int,
+        height: int,
+        width: int,
+        seed: int,
+        device: torch.device,
+    ):
         from trackstream.train.parallel import unwrap
 
         self.generator, self.critic, self.teacher = generator, critic, teacher
@@ -144,11 +170,21 @@ class DMDObjective(Objective):
         out = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
         B, _, N, _ = out["tracks"].shape
         gens = self._sample_gens(out, "track-ids", device="cpu")
-        out["track_ids"] = (sample_track_ids(B, N, generator=self.gen) if gens is None else  # fresh tags per sample
-                            torch.cat([sample_track_ids(1, N, generator=g) for g in gens])).to(self.device)
-        out["motion"] = encode_motion(out["tracks"], out["visibility"], out["track_ids"], embed_dim=self.embed_dim,
-                                      height=self.height, width=self.width,
-                                      latent_height=out["image_latent"].shape[-2])  # c_m [B, D, T, h, w]
+        out["track_ids"] = (
+            sample_track_ids(B, N, generator=self.gen)
+            if gens is None
+            # fresh tags per sample
+            else torch.cat([sample_track_ids(1, N, generator=g) for g in gens])
+        ).to(self.device)
+        out["motion"] = encode_motion(
+            out["tracks"],
+            out["visibility"],
+            out["track_ids"],
+            embed_dim=self.embed_dim,
+            height=self.height,
+            width=self.width,
+            latent_height=out["image_latent"].shape[-2],
+        )  # c_m [B, D, T, h, w]
         return out
 
     def batch_size(self, batch: dict) -> int:
@@ -162,8 +198,10 @@ class DMDObjective(Objective):
         if "gid" not in batch:
             return None
         dev = self.device if device is None else device
-        return [torch.Generator(device=dev).manual_seed(derive_seed(self.seed, purpose, int(g)) % 2**62)
-                for g in batch["gid"].tolist()]
+        return [
+            torch.Generator(device=dev).manual_seed(derive_seed(self.seed, purpose, int(g)) % 2**62)
+            for g in batch["gid"].tolist()
+        ]
 
     def _randn(self, gens: Optional[list[torch.Generator]], shape: tuple[int, ...]) -> torch.Tensor:
         """Noise [B, *shape[1:]]: per sample from ``gens``, else from the objective's stream."""
@@ -173,8 +211,15 @@ class DMDObjective(Objective):
 
     # ------------------------------------------------------------------ rollout
 
-    def rollout(self, batch: dict, *, grad: bool, exit_step: Optional[int] = None,
-                purpose: str = "rollout", with_committed: bool = False):
+    def rollout(
+        self,
+        batch: dict,
+        *,
+        grad: bool,
+        exit_step: Optional[int] = None,
+        purpose: str = "rollout",
+        with_committed: bool = False,
+    ):
         """Rollout of the whole clip through the rolling cache -> x0 [B, C, F, h, w]: each chunk's exit-step
         prediction (what the loss sees). ``with_committed``: also the latents written to the cache (Self-
         Forcing: the same; Self-Rollout: each chunk sampled on to its clean latent, = the engine's output).
@@ -187,10 +232,15 @@ class DMDObjective(Objective):
         if exit_step is None:
             exit_step = int(torch.randint(len(self.sigmas) - 1, (), generator=self.gen))
         with torch.set_grad_enabled(grad):
-            cond = VideoCondition(context=net.project_text(batch["text_emb"], batch["text_len"]),
-                                  image_latent=batch["image_latent"], image_cond=image_cond,
-                                  track_ids=batch["track_ids"], height=self.height, width=self.width,
-                                  image_features=batch.get("image_features"))
+            cond = VideoCondition(
+                context=net.project_text(batch["text_emb"], batch["text_len"]),
+                image_latent=batch["image_latent"],
+                image_cond=image_cond,
+                track_ids=batch["track_ids"],
+                height=self.height,
+                width=self.width,
+                image_features=batch.get("image_features"),
+            )
             cache = start_cache(net, cond, cfg)
         motion = batch["motion"]
         given = first_chunk_given(cfg)
@@ -216,12 +266,22 @@ class DMDObjective(Objective):
                         kept["x0"] = x0
                     return x0
 
-                clean = denoise_chunk(net, cache, draw(f), y, self.sigmas, fresh_noise=lambda: draw(f), grad=grad,
-                                      grad_step=exit_step, on_x0=keep)
+                clean = denoise_chunk(
+                    net,
+                    cache,
+                    draw(f),
+                    y,
+                    self.sigmas,
+                    fresh_noise=lambda: draw(f),
+                    grad=grad,
+                    grad_step=exit_step,
+                    on_x0=keep,
+                )
                 x0 = kept["x0"]
             else:
-                x0 = clean = denoise_chunk(net, cache, draw(f), y, self.sigmas, fresh_noise=lambda: draw(f),
-                                           exit_step=exit_step, grad=grad)
+                x0 = clean = denoise_chunk(
+                    net, cache, draw(f), y, self.sigmas, fresh_noise=lambda: draw(f), exit_step=exit_step, grad=grad
+                )
             cache = commit_chunk(net, cache, clean, y)
             outs.append(x0)
             committed.append(clean.detach())
@@ -235,25 +295,40 @@ class DMDObjective(Objective):
         B = x.shape[0]
         kw = dict(shift=self.shift, sigma_min=self.cfg.sigma_min, sigma_max=self.cfg.sigma_max)
         levels = self._sample_gens(batch, purpose + "-sigma", device="cpu")
-        sigma = (sample_training_sigmas(B, generator=self.gen, **kw) if levels is None else
-                 torch.cat([sample_training_sigmas(1, generator=g, **kw) for g in levels])).to(self.device)
+        sigma = (
+            sample_training_sigmas(B, generator=self.gen, **kw)
+            if levels is None
+            else torch.cat([sample_training_sigmas(1, generator=g, **kw) for g in levels])
+        ).to(self.device)
         if self.clean_first:
             sigma = first_frame_sigmas(sigma, x.shape[2])
         noise = self._randn(self._sample_gens(batch, purpose + "-noise"), tuple(x.shape))
         return add_noise(x, noise, sigma), noise, sigma
 
     def _critic_velocity(self, x_t: torch.Tensor, sigma: torch.Tensor, batch: dict) -> torch.Tensor:
-        return self.critic(x_t, sigma_to_t(sigma), text=batch["text_emb"], text_lengths=batch["text_len"],
-                           image=batch.get("image"), motion=batch["motion"],
-                           image_features=batch.get("image_features")).float()
+        return self.critic(
+            x_t,
+            sigma_to_t(sigma),
+            text=batch["text_emb"],
+            text_lengths=batch["text_len"],
+            image=batch.get("image"),
+            motion=batch["motion"],
+            image_features=batch.get("image_features"),
+        ).float()
 
     def generator_loss(self, batch: dict):
         x = self.rollout(batch, grad=True, purpose="generator-rollout")  # [B, C, F, h, w]
         with torch.no_grad():
             x_t, _, sigma = self._noised(x.detach(), batch, "generator")
-            cond = Condition(text=batch["text_emb"], text_lengths=batch["text_len"], null_text=self.null_text,
-                             null_text_lengths=self.null_lengths, image=batch.get("image"), motion=batch["motion"],
-                             image_features=batch.get("image_features"))
+            cond = Condition(
+                text=batch["text_emb"],
+                text_lengths=batch["text_len"],
+                null_text=self.null_text,
+                null_text_lengths=self.null_lengths,
+                image=batch.get("image"),
+                motion=batch["motion"],
+                image_features=batch.get("image_features"),
+            )
             real = x0_from_velocity(x_t, guided_velocity(self.teacher, x_t, sigma, cond, self.cfg.guidance), sigma)
             fake = x0_from_velocity(x_t, self._critic_velocity(x_t, sigma, batch), sigma)
             g = dmd_gradient(x.detach(), real, fake)
@@ -262,8 +337,10 @@ class DMDObjective(Objective):
         xs = x[:, :, gen_frames].double()
         target = (x.detach() - g)[:, :, gen_frames].double()
         loss = 0.5 * torch.nn.functional.mse_loss(xs, target)
-        return loss.float(), {"dmd/grad_abs": g[:, :, gen_frames].abs().mean(),
-                              "dmd/real_fake_gap": (real - fake)[:, :, gen_frames].square().mean()}
+        return loss.float(), {
+            "dmd/grad_abs": g[:, :, gen_frames].abs().mean(),
+            "dmd/real_fake_gap": (real - fake)[:, :, gen_frames].square().mean(),
+        }
 
     def critic_loss(self, batch: dict):
         with torch.no_grad():

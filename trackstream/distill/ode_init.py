@@ -16,6 +16,7 @@ forward per clip:
 Random draws come from generators the objective owns and checkpoints (exact resume).
 Legend: B batch, K student steps, F latent frames, h/w latent size.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -66,12 +67,17 @@ def sample_causal_config(base: CausalConfig, sinks: list, windows: list, gen: to
     (``chunk_frames``, ``first_chunk_frames``) stay those of ``base``, the inference chunking."""
     s = sinks[int(torch.randint(len(sinks), (), generator=gen))]
     w = windows[int(torch.randint(len(windows), (), generator=gen))]
-    return CausalConfig(chunk_frames=base.chunk_frames, sink_chunks=int(s), window_chunks=None if w is None else int(w),
-                        first_chunk_frames=base.first_chunk_frames)
+    return CausalConfig(
+        chunk_frames=base.chunk_frames,
+        sink_chunks=int(s),
+        window_chunks=None if w is None else int(w),
+        first_chunk_frames=base.first_chunk_frames,
+    )
 
 
-def per_chunk_indices(cfg: CausalConfig, batch: int, num_frames: int, steps: int,
-                      gen: torch.Generator | list[torch.Generator]) -> torch.Tensor:
+def per_chunk_indices(
+    cfg: CausalConfig, batch: int, num_frames: int, steps: int, gen: torch.Generator | list[torch.Generator]
+) -> torch.Tensor:
     """[B, F] step index per frame: one draw in [0, K) per chunk; K (= clean) for a given chunk 0.
     ``gen``: one generator for the batch, or one per sample (draws independent of the batch split)."""
     n = cfg.num_chunks(num_frames)
@@ -89,8 +95,19 @@ def per_chunk_indices(cfg: CausalConfig, batch: int, num_frames: int, steps: int
 class ODEInitObjective(Objective):
     networks = ("generator",)
 
-    def __init__(self, network: torch.nn.Module, *, cfg: ODEInitConfig, sigmas: torch.Tensor, embed_dim: int,
-                 height: int, width: int, seed: int, device: torch.device, backend: str = "auto"):
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        *,
+        cfg: ODEInitConfig,
+        sigmas: torch.Tensor,
+        embed_dim: int,
+        height: int,
+        width: int,
+        seed: int,
+        device: torch.device,
+        backend: str = "auto",
+    ):
         self.network, self.cfg, self.embed_dim = network, cfg, embed_dim
         self.sigmas = sigmas.float()  # [K + 1], entry K = 0 (clean)
         assert float(self.sigmas[-1]) == 0.0
@@ -112,28 +129,56 @@ class ODEInitObjective(Objective):
         causal = sample_causal_config(self.cfg.causal, self.cfg.sink_choices, self.cfg.window_choices, self.gen)
         # per-sample steps keyed by (step, global sample id): a global batch draws the same whatever
         # the number of processes it is split over
-        gens = ([torch.Generator().manual_seed(derive_seed(self.seed, "chunk-steps", step, int(g)) % 2**62)
-                 for g in batch["gid"].tolist()] if "gid" in batch else self.gen)
+        gens = (
+            [
+                torch.Generator().manual_seed(derive_seed(self.seed, "chunk-steps", step, int(g)) % 2**62)
+                for g in batch["gid"].tolist()
+            ]
+            if "gid" in batch
+            else self.gen
+        )
         k = per_chunk_indices(causal, B, F, self.steps, gens).to(traj.device)  # [B, F]
         gather = k[:, None, None, :, None, None].expand(B, 1, C, F, h, w)
         x = traj.gather(1, gather).squeeze(1)  # [B, C, F, h, w]: each frame at its chunk's level
         if first_chunk_given(causal):
             x[:, :, :1] = batch["image_latent"].float()  # chunk 0: the clean first-frame latent (the sink)
         sigma = self.sigmas.to(traj.device)[k]  # [B, F]
-        motion = encode_motion(batch["tracks"], batch["visibility"], batch["track_ids"], embed_dim=self.embed_dim,
-                               height=self.height, width=self.width, latent_height=h)
+        motion = encode_motion(
+            batch["tracks"],
+            batch["visibility"],
+            batch["track_ids"],
+            embed_dim=self.embed_dim,
+            height=self.height,
+            width=self.width,
+            latent_height=h,
+        )
         dit = unwrap(self.network).dit
-        attn = BlockCausalAttention(causal, (F, h // dit.patch_size[1], w // dit.patch_size[2]), dit.head_dim,
-                                    device=traj.device, backend=self.backend)
-        v = self.network(x, sigma_to_t(sigma), text=batch["text_emb"], text_lengths=batch["text_len"],
-                         image=batch.get("image"), motion=motion, image_features=batch.get("image_features"),
-                         attention=attn)
+        attn = BlockCausalAttention(
+            causal,
+            (F, h // dit.patch_size[1], w // dit.patch_size[2]),
+            dit.head_dim,
+            device=traj.device,
+            backend=self.backend,
+        )
+        v = self.network(
+            x,
+            sigma_to_t(sigma),
+            text=batch["text_emb"],
+            text_lengths=batch["text_len"],
+            image=batch.get("image"),
+            motion=motion,
+            image_features=batch.get("image_features"),
+            attention=attn,
+        )
         x0 = x0_from_velocity(x, v.float(), sigma)
         err = (x0 - traj[:, -1]).square().mean(dim=(1, 3, 4))  # [B, F]
         noisy = sigma > 0
         loss = err[noisy].mean()
-        return loss, {"ode/mse": loss.detach(), "ode/sink": torch.tensor(float(causal.sink_chunks)),
-                      "ode/window": torch.tensor(float(causal.window_chunks or 0))}
+        return loss, {
+            "ode/mse": loss.detach(),
+            "ode/sink": torch.tensor(float(causal.sink_chunks)),
+            "ode/window": torch.tensor(float(causal.window_chunks or 0)),
+        }
 
     def state_dict(self) -> dict:
         return {"gen": generator_state(self.gen)}

@@ -21,6 +21,7 @@ shard: complete shards are skipped, so a preempted job continues where it stoppe
   tracks      [T, N, 2] pixels, visibility [T, N], track_ids [N] (the IDs the teacher saw)
   text_emb    [L, E] (zero-padded), text_len;  caption (list of str), seeds
 """
+
 from __future__ import annotations
 
 import json
@@ -37,8 +38,15 @@ from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.models.precision import dtype_name, resolve_dtype
 from trackstream.models.tracks import sample_track_ids
 
-__all__ = ["ODEPairsConfig", "student_step_indices", "generate_ode_pairs", "load_ode_pairs", "PairSet",
-           "pairs_complete", "INDEX_NAME"]
+__all__ = [
+    "ODEPairsConfig",
+    "student_step_indices",
+    "generate_ode_pairs",
+    "load_ode_pairs",
+    "PairSet",
+    "pairs_complete",
+    "INDEX_NAME",
+]
 
 log = logging.getLogger(__name__)
 INDEX_NAME = "index.json"
@@ -71,8 +79,10 @@ class ODEPairsConfig:
 def student_step_indices(teacher_steps: int, student_steps: int, *, shift: float) -> list[int]:
     """Teacher-grid indices of the student's K noise levels, then the endpoint (index teacher_steps)."""
     if teacher_steps % student_steps:
-        raise ValueError(f"ode_pairs.teacher_steps={teacher_steps} must be a multiple of the student's "
-                         f"steps={student_steps}, so the student's noise levels lie on the teacher's grid")
+        raise ValueError(
+            f"ode_pairs.teacher_steps={teacher_steps} must be a multiple of the student's "
+            f"steps={student_steps}, so the student's noise levels lie on the teacher's grid"
+        )
     stride = teacher_steps // student_steps
     idx = [j * stride for j in range(student_steps)] + [teacher_steps]
     teacher, student = sampling_sigmas(teacher_steps, shift=shift), sampling_sigmas(student_steps, shift=shift)
@@ -156,12 +166,25 @@ def generate_ode_pairs(
             frames = 1 + (batch["tracks"].shape[1] - 1) // 4  # latent frames of the clip
             lat_shape = (first_latent.shape[1], frames, *first_latent.shape[3:])  # [C, F, h, w]
             noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
-            motion = encode_motion(batch["tracks"].to(device), batch["visibility"].to(device), ids,
-                                   embed_dim=embed_dim, height=height, width=width, latent_height=lat_shape[-2])
-            cond = Condition(text=batch["text_emb"].to(device), text_lengths=batch["text_len"].to(device),
-                             null_text=null_text, null_text_lengths=null_text_lengths, image=image, motion=motion,
-                             first_latent=batch["image_latent"].to(device) if clean_first else None,
-                             image_features=None if features is None else features.to(device))
+            motion = encode_motion(
+                batch["tracks"].to(device),
+                batch["visibility"].to(device),
+                ids,
+                embed_dim=embed_dim,
+                height=height,
+                width=width,
+                latent_height=lat_shape[-2],
+            )
+            cond = Condition(
+                text=batch["text_emb"].to(device),
+                text_lengths=batch["text_len"].to(device),
+                null_text=null_text,
+                null_text_lengths=null_text_lengths,
+                image=image,
+                motion=motion,
+                first_latent=batch["image_latent"].to(device) if clean_first else None,
+                image_features=None if features is None else features.to(device),
+            )
             kept: dict[int, torch.Tensor] = {}
 
             def record(i: int, sigma: torch.Tensor, x: torch.Tensor) -> None:
@@ -174,10 +197,16 @@ def generate_ode_pairs(
             L = int(batch["text_len"].max())
             if image is not None:
                 parts.setdefault("image", []).extend(image.cpu().unbind(0))
-            for key, value in (("trajectory", traj),
-                               ("image_latent", batch["image_latent"].cpu()), ("first_frame", batch["first_frame"]),
-                               ("tracks", batch["tracks"]), ("visibility", batch["visibility"]), ("track_ids", ids),
-                               ("text_emb", batch["text_emb"][:, :L].cpu()), ("text_len", batch["text_len"].cpu())):
+            for key, value in (
+                ("trajectory", traj),
+                ("image_latent", batch["image_latent"].cpu()),
+                ("first_frame", batch["first_frame"]),
+                ("tracks", batch["tracks"]),
+                ("visibility", batch["visibility"]),
+                ("track_ids", ids),
+                ("text_emb", batch["text_emb"][:, :L].cpu()),
+                ("text_len", batch["text_len"].cpu()),
+            ):
                 parts.setdefault(key, []).extend(value.unbind(0))
             if features is not None:
                 parts.setdefault("image_features", []).extend(features.cpu().unbind(0))
@@ -194,10 +223,20 @@ def generate_ode_pairs(
     missing = [sh["file"] for sh in shards if not (out_dir / sh["file"]).is_file()]
     assert not missing, f"shards {missing} were not written"
     sig = sampling_sigmas(student_steps, shift=shift)
-    index = {"shards": shards, "num_pairs": cfg.num_pairs, "student_steps": student_steps, "shift": shift,
-             "sigmas": [float(v) for v in sig], "teacher_steps": cfg.teacher_steps, "teacher_indices": keep,
-             "guidance": asdict(cfg.guidance), "dtype": cfg.dtype, "clean_first_frame": clean_first,
-             "sample_dtype": dtype_name(sample_dtype), "device": torch.device(device).type}
+    index = {
+        "shards": shards,
+        "num_pairs": cfg.num_pairs,
+        "student_steps": student_steps,
+        "shift": shift,
+        "sigmas": [float(v) for v in sig],
+        "teacher_steps": cfg.teacher_steps,
+        "teacher_indices": keep,
+        "guidance": asdict(cfg.guidance),
+        "dtype": cfg.dtype,
+        "clean_first_frame": clean_first,
+        "sample_dtype": dtype_name(sample_dtype),
+        "device": torch.device(device).type,
+    }
     tmp = out_dir / (INDEX_NAME + ".tmp")
     tmp.write_text(json.dumps(index, indent=2))
     os.replace(tmp, out_dir / INDEX_NAME)
@@ -227,12 +266,16 @@ class PairSet:
             raise ValueError(f"{directory} holds no complete ODE pair set ({INDEX_NAME} missing); generate it first")
         self.index = json.loads((directory / INDEX_NAME).read_text())
         if self.index["student_steps"] != student_steps or abs(self.index["shift"] - shift) > 1e-12:
-            raise ValueError(f"ODE pairs in {directory} were made for {self.index['student_steps']} steps at shift "
-                             f"{self.index['shift']}; this run uses {student_steps} steps at shift {shift}: "
-                             "regenerate them")
+            raise ValueError(
+                f"ODE pairs in {directory} were made for {self.index['student_steps']} steps at shift "
+                f"{self.index['shift']}; this run uses {student_steps} steps at shift {shift}: "
+                "regenerate them"
+            )
         self.directory = directory
-        self.shards = [torch.load(directory / s["file"], map_location="cpu", mmap=True, weights_only=False)
-                       for s in self.index["shards"]]
+        self.shards = [
+            torch.load(directory / s["file"], map_location="cpu", mmap=True, weights_only=False)
+            for s in self.index["shards"]
+        ]
         self.where = [(k, j) for k, s in enumerate(self.index["shards"]) for j in range(s["num_samples"])]
         self.keys = tuple(self.shards[0])
 

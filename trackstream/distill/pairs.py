@@ -8,6 +8,7 @@ stage: as many GPUs as are free, no gradient traffic (slurm/README.md). Device: 
 per GPU, CUDA when present, else the CPU); the teacher samples in ``stage.ode_pairs.sample_dtype``
 (auto: bfloat16 on CUDA, float32 on the CPU), which index.json and results.json record.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,19 +29,34 @@ log = logging.getLogger(__name__)
 def make_pairs(cfg: DictConfig) -> dict:
     typed, runtime, run_dir = start_run(cfg)
     if not isinstance(typed.stage, ODEInitConfig):
-        raise ValueError(f"stage={typed.stage.name!r}: distill.pairs makes the pairs of an ode_init stage; "
-                         "compose one (e.g. experiment=ode_init_wan1.3b_480p)")
+        raise ValueError(
+            f"stage={typed.stage.name!r}: distill.pairs makes the pairs of an ode_init stage; "
+            "compose one (e.g. experiment=ode_init_wan1.3b_480p)"
+        )
     out = Path(typed.stage.pairs) if typed.stage.pairs else run_dir / "ode_pairs"
     t0 = time.perf_counter()
     obtain_ode_pairs(typed, runtime, out)
     sample_dtype = resolve_dtype(typed.stage.ode_pairs.sample_dtype, runtime.device, field="ode_pairs.sample_dtype")
-    summary = {"status": "done", "pairs": str(out), "num_pairs": typed.stage.ode_pairs.num_pairs,
-               "world_size": runtime.world_size, "seconds": round(time.perf_counter() - t0, 2),
-               "device": runtime.device.type, "sample_dtype": dtype_name(sample_dtype)}
+    summary = {
+        "status": "done",
+        "pairs": str(out),
+        "num_pairs": typed.stage.ode_pairs.num_pairs,
+        "world_size": runtime.world_size,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "device": runtime.device.type,
+        "sample_dtype": dtype_name(sample_dtype),
+    }
     if runtime.is_main:
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2))
-        log.info("ODE pairs done: %d pairs in %s (%.1f s, %d process(es), %s, %s)", summary["num_pairs"], out,
-                 summary["seconds"], runtime.world_size, summary["device"], summary["sample_dtype"])
+        log.info(
+            "ODE pairs done: %d pairs in %s (%.1f s, %d process(es), %s, %s)",
+            summary["num_pairs"],
+            out,
+            summary["seconds"],
+            runtime.world_size,
+            summary["device"],
+            summary["sample_dtype"],
+        )
     runtime.barrier()
     return summary
 

@@ -15,6 +15,7 @@ replays the steps after its checkpoint bit-identically), so a crash between a sn
 checkpoint of the same step is harmless. ``snapshot_to_network`` turns one into an exported
 network folder (what ``models.motion_wan.load_network`` and the stream evaluation read).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,15 @@ if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
     from trackstream.train.dist import Runtime
 
-__all__ = ["SnapshotDMDConfig", "build_dmd_with_snapshots", "snapshot_path", "list_snapshots", "write_snapshot",
-           "read_snapshot", "snapshot_to_network"]
+__all__ = [
+    "SnapshotDMDConfig",
+    "build_dmd_with_snapshots",
+    "snapshot_path",
+    "list_snapshots",
+    "write_snapshot",
+    "read_snapshot",
+    "snapshot_to_network",
+]
 
 SNAPSHOT_DIR = "snapshots"
 _NAME = re.compile(r"^gen_(\d{5,})\.pt$")
@@ -55,8 +63,10 @@ class SnapshotDMDConfig(DMDConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.snapshot_every < 1:
-            raise ValueError(f"stage.snapshot_every={self.snapshot_every} must be >= 1 (generator updates between "
-                             "snapshots); use stage=dmd for no snapshots")
+            raise ValueError(
+                f"stage.snapshot_every={self.snapshot_every} must be >= 1 (generator updates between "
+                "snapshots); use stage=dmd for no snapshots"
+            )
 
 
 def snapshot_path(directory: Path, updates: int) -> Path:
@@ -81,8 +91,12 @@ def write_snapshot(generator: TrainedNetwork, directory: Path, *, step: int, run
     path = snapshot_path(directory, updates)
     if runtime.is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
-        state = {"generator_updates": updates, "step": step,
-                 "ema": {k: v.clone() for k, v in ema.items()}, "generator": {k: v.clone() for k, v in raw.items()}}
+        state = {
+            "generator_updates": updates,
+            "step": step,
+            "ema": {k: v.clone() for k, v in ema.items()},
+            "generator": {k: v.clone() for k, v in raw.items()},
+        }
         tmp = path.with_name(f".tmp-{path.name}")
         torch.save(state, tmp)
         os.replace(tmp, path)  # atomic: a listed snapshot is always complete
@@ -99,21 +113,31 @@ def snapshot_to_network(path: Path, out_dir: Path, *, like: Path, weights: str =
     with the architecture and streaming conventions of ``like`` (the run's ODE-init or DMD export)."""
     snap = read_snapshot(path)
     if weights not in snap:
-        raise ValueError(f"{path} has no {weights!r} weights (it holds {sorted(k for k in snap if k in ('ema', 'generator'))})")
+        raise ValueError(
+            f"{path} has no {weights!r} weights (it holds {sorted(k for k in snap if k in ('ema', 'generator'))})"
+        )
     meta = json.loads((Path(like) / "network.json").read_text())
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
-    return save_network(snap[weights], out_dir, model_cfg=meta["model"], text_encoder_dim=int(meta["text_encoder_dim"]),
-                        ema=weights == "ema", conventions=meta.get("conventions"))
+    return save_network(
+        snap[weights],
+        out_dir,
+        model_cfg=meta["model"],
+        text_encoder_dim=int(meta["text_encoder_dim"]),
+        ema=weights == "ema",
+        conventions=meta.get("conventions"),
+    )
 
 
 def build_dmd_with_snapshots(cfg: "TrainConfig", runtime: "Runtime", run_dir: Path) -> StagePlan:
     """``distill.stages.build_dmd`` plus the snapshot hook and a last snapshot when training ends."""
     st: SnapshotDMDConfig = cfg.stage
     if not isinstance(st, SnapshotDMDConfig):
-        raise ValueError("stage._builder_=distill.snapshots:build_dmd_with_snapshots needs "
-                         "stage._schema_=distill.snapshots:SnapshotDMDConfig (use stage=dmd_snapshots)")
+        raise ValueError(
+            "stage._builder_=distill.snapshots:build_dmd_with_snapshots needs "
+            "stage._schema_=distill.snapshots:SnapshotDMDConfig (use stage=dmd_snapshots)"
+        )
     plan = build_dmd(cfg, runtime, run_dir)
     generator = plan.networks["generator"]
     directory = Path(run_dir) / SNAPSHOT_DIR

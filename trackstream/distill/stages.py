@@ -22,6 +22,7 @@ own (``parallel.fsdp_leaf_units``), so FSDP gathers and reduce-scatters as in a 
 teacher is sharded too (DMD calls it in lockstep on every rank). DeepSpeed is refused for DMD.
 ODE pairs keep a full teacher per rank: ranks write different shards and never call it in lockstep.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,9 @@ def _require_teacher(path: str | None, field: str = "stage.teacher") -> Path:
         raise ValueError(f"{field} is not set: give the exported teacher folder (<teacher_run>/export/teacher)")
     folder = Path(path)
     if not (folder / "network.json").is_file():
-        raise ValueError(f"{field}={path!r} is not an exported network folder (no network.json); "
-                         "see train.weights.export_network")
+        raise ValueError(
+            f"{field}={path!r} is not an exported network folder (no network.json); see train.weights.export_network"
+        )
     return folder
 
 
@@ -81,8 +83,10 @@ def teacher_codec(cfg: "TrainConfig", runtime: Runtime, teacher_dir: Path) -> to
         return prepare_frozen(runtime, build_codec_module(cfg.codec))
     guess = teacher_dir.parents[1] / "codec" / "codec.pt"
     if not guess.is_file():
-        raise ValueError(f"codec.checkpoint is not set and {guess} does not exist: pass the teacher's codec "
-                         "(codec.checkpoint=<teacher_run>/codec/codec.pt)")
+        raise ValueError(
+            f"codec.checkpoint is not set and {guess} does not exist: pass the teacher's codec "
+            "(codec.checkpoint=<teacher_run>/codec/codec.pt)"
+        )
     return prepare_frozen(runtime, load_codec_file(cfg.codec, guess))
 
 
@@ -100,8 +104,10 @@ def _pair_tracks(items: list[dict], seeds: list[int], num_tracks: list[int] | No
 
     as_tensor = lambda v: v if torch.is_tensor(v) else torch.from_numpy(np.asarray(v))  # noqa: E731
     if not num_tracks:
-        return {"tracks": torch.stack([as_tensor(c["tracks"]).float() for c in items]),
-                "visibility": torch.stack([as_tensor(c["visibility"]).bool() for c in items])}
+        return {
+            "tracks": torch.stack([as_tensor(c["tracks"]).float() for c in items]),
+            "visibility": torch.stack([as_tensor(c["visibility"]).bool() for c in items]),
+        }
     subs = [subsample_tracks(c, tuple(num_tracks), np.random.default_rng(seed)) for c, seed in zip(items, seeds)]
     n = int(num_tracks[1])  # one N for every batch: the shards stack batches
     T = subs[0]["tracks"].shape[0]
@@ -118,8 +124,10 @@ def _cached_text(items: list[dict], dim: int) -> tuple[torch.Tensor, torch.Tenso
         return None
     embs = [torch.as_tensor(c["text_emb"]).float() for c in items]
     if embs[0].shape[-1] != dim:
-        raise ValueError(f"the shards' cached text embeddings have {embs[0].shape[-1]} dims but the teacher's text "
-                         f"encoder gives {dim}: re-prepare them with the teacher's model.text_encoder")
+        raise ValueError(
+            f"the shards' cached text embeddings have {embs[0].shape[-1]} dims but the teacher's text "
+            f"encoder gives {dim}: re-prepare them with the teacher's model.text_encoder"
+        )
     L = max(e.shape[0] for e in embs)
     text = torch.stack([torch.nn.functional.pad(e, (0, 0, 0, L - e.shape[0])) for e in embs])
     return text, torch.tensor([e.shape[0] for e in embs])
@@ -136,8 +144,9 @@ class PairConditions:
         if cfg.data.source == "shards":
             from trackstream.data.shard_samples import ShardSamples
 
-            self.samples = ShardSamples(cfg.data.shards, num_frames=cfg.data.num_frames, height=cfg.data.height,
-                                        width=cfg.data.width)
+            self.samples = ShardSamples(
+                cfg.data.shards, num_frames=cfg.data.num_frames, height=cfg.data.height, width=cfg.data.width
+            )
             self.n = min(count, len(self.samples))
             self.pool = None
         else:
@@ -146,8 +155,11 @@ class PairConditions:
             self.n = count
 
     def describe(self) -> str:
-        return (f"{self.n} training clips of the synthetic world" if self.pool is not None
-                else f"{self.n} samples of {len(self.samples.shards)} shard(s) in {self.cfg.data.shards}")
+        return (
+            f"{self.n} training clips of the synthetic world"
+            if self.pool is not None
+            else f"{self.n} samples of {len(self.samples.shards)} shard(s) in {self.cfg.data.shards}"
+        )
 
     def _items(self, idx: list[int]) -> tuple[list[dict], list[int]]:
         if self.pool is not None:
@@ -161,8 +173,9 @@ class PairConditions:
         import numpy as np
 
         items, seeds = self._items(idx)
-        first_u8 = torch.stack([torch.from_numpy(np.ascontiguousarray(c["first_frame"])).permute(2, 0, 1)
-                                for c in items])  # [B, 3, H, W] uint8
+        first_u8 = torch.stack(
+            [torch.from_numpy(np.ascontiguousarray(c["first_frame"])).permute(2, 0, 1) for c in items]
+        )  # [B, 3, H, W] uint8
         first = first_u8.float().div(127.5).sub(1.0)
         captions = [c["caption"] for c in items]
         cached = _cached_text(items, self.text_dim)
@@ -174,7 +187,10 @@ class PairConditions:
             "image_latent": self.conditioner.first_latent(first),
             "first_frame": first_u8,
             **_pair_tracks(items, seeds, self.cfg.data.num_tracks),
-            "text_emb": text, "text_len": lens, "caption": captions, "seeds": seeds,
+            "text_emb": text,
+            "text_len": lens,
+            "caption": captions,
+            "seeds": seeds,
         }
 
 
@@ -189,8 +205,10 @@ def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
 
     meta = _network_meta(teacher_dir)["model"]
     if cfg.model.text_encoder != meta["text_encoder"]:
-        raise ValueError(f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
-                         f"{meta['text_encoder']!r}: set model.text_encoder={meta['text_encoder']}")
+        raise ValueError(
+            f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
+            f"{meta['text_encoder']!r}: set model.text_encoder={meta['text_encoder']}"
+        )
     path = teacher_dir.parents[1] / "config.yaml"
     if not path.is_file():
         return
@@ -202,12 +220,18 @@ def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
         if int(run["data"][key]) != getattr(cfg.data, key):
             errors.append(f"data.{key}={getattr(cfg.data, key)} (teacher: {run['data'][key]})")
     if errors:
-        raise ValueError(f"this stage does not match the teacher run {path}: {', '.join(errors)}; "
-                         "pass the teacher's values (pipeline does)")
+        raise ValueError(
+            f"this stage does not match the teacher run {path}: {', '.join(errors)}; "
+            "pass the teacher's values (pipeline does)"
+        )
     for key in ("world", "fps", "grid_size"):
         if run["data"].get(key) != getattr(cfg.data, key):
-            log.warning("data.%s=%s differs from the teacher run's %s: conditions are off the teacher's training "
-                        "distribution", key, getattr(cfg.data, key), run["data"].get(key))
+            log.warning(
+                "data.%s=%s differs from the teacher run's %s: conditions are off the teacher's training distribution",
+                key,
+                getattr(cfg.data, key),
+                run["data"].get(key),
+            )
 
 
 @torch.no_grad()
@@ -222,19 +246,45 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
     device = runtime.device  # every rank builds the teacher and writes its share of the shards
     teacher = prepare_frozen(runtime, load_network(teacher_dir))
     codec = teacher_codec(cfg, runtime, teacher_dir)
-    conditioner = Conditioner.for_network(ModelConfig(**_network_meta(teacher_dir)["model"]), codec=codec,
-                                          text_encoder=load_text_encoder(cfg, runtime), device=device)
-    conditions = PairConditions(cfg, conditioner, count=st.pool_size or st.ode_pairs.num_pairs,
-                                text_dim=int(_network_meta(teacher_dir)["text_encoder_dim"]))
+    conditioner = Conditioner.for_network(
+        ModelConfig(**_network_meta(teacher_dir)["model"]),
+        codec=codec,
+        text_encoder=load_text_encoder(cfg, runtime),
+        device=device,
+    )
+    conditions = PairConditions(
+        cfg,
+        conditioner,
+        count=st.pool_size or st.ode_pairs.num_pairs,
+        text_dim=int(_network_meta(teacher_dir)["text_encoder_dim"]),
+    )
     if runtime.is_main:
-        log.info("ODE pairs: %d pairs from %s, %d teacher steps, %d process(es) -> %s", st.ode_pairs.num_pairs,
-                 conditions.describe(), st.ode_pairs.teacher_steps, runtime.world_size, out_dir)
+        log.info(
+            "ODE pairs: %d pairs from %s, %d teacher steps, %d process(es) -> %s",
+            st.ode_pairs.num_pairs,
+            conditions.describe(),
+            st.ode_pairs.teacher_steps,
+            runtime.world_size,
+            out_dir,
+        )
 
-    generate_ode_pairs(teacher, conditions=conditions, cfg=st.ode_pairs, student_steps=student_steps(cfg),
-                       shift=cfg.schedule.shift, null_text=conditioner.null_text,
-                       null_text_lengths=conditioner.null_lengths, embed_dim=teacher.track_embed_dim,
-                       height=cfg.data.height, width=cfg.data.width, out_dir=out_dir, device=device,
-                       rank=runtime.rank, world_size=runtime.world_size, barrier=runtime.barrier)
+    generate_ode_pairs(
+        teacher,
+        conditions=conditions,
+        cfg=st.ode_pairs,
+        student_steps=student_steps(cfg),
+        shift=cfg.schedule.shift,
+        null_text=conditioner.null_text,
+        null_text_lengths=conditioner.null_lengths,
+        embed_dim=teacher.track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        out_dir=out_dir,
+        device=device,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+        barrier=runtime.barrier,
+    )
     runtime.barrier()
     return out_dir
 
@@ -246,8 +296,14 @@ def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: PairSet, keys: tup
         # global sample ids key per-sample randomness, so a global batch draws the same on any world size
         return {**pairs.batch(idx, keys), "gid": torch.tensor(gids)}
 
-    return PoolStream(len(pairs), batch_size=cfg.data.batch_size, seed=derive_seed(cfg.data.seed, "pairs"),
-                      make_batch=make, rank=runtime.rank, world_size=runtime.world_size)
+    return PoolStream(
+        len(pairs),
+        batch_size=cfg.data.batch_size,
+        seed=derive_seed(cfg.data.seed, "pairs"),
+        make_batch=make,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+    )
 
 
 def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
@@ -256,11 +312,19 @@ def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "T
     teacher = Conventions.from_dict(meta.get("conventions", {}), source=str(teacher_dir / "network.json"))
     # a given chunk 0 is the clean first frame at t = 0; a sampled one keeps the teacher's convention
     clean_first = teacher.clean_first_frame or first_chunk_given(cfg.stage.causal)
-    conventions = dataclasses.replace(teacher, clean_first_frame=clean_first,
-                                      streaming=Streaming(causal=cfg.stage.causal, steps=student_steps(cfg),
-                                                          shift=cfg.schedule.shift))
-    return export_network(trained, run_dir / "export" / "student", model_cfg=meta["model"], runtime=runtime,
-                          text_encoder_dim=int(meta["text_encoder_dim"]), conventions=conventions)
+    conventions = dataclasses.replace(
+        teacher,
+        clean_first_frame=clean_first,
+        streaming=Streaming(causal=cfg.stage.causal, steps=student_steps(cfg), shift=cfg.schedule.shift),
+    )
+    return export_network(
+        trained,
+        run_dir / "export" / "student",
+        model_cfg=meta["model"],
+        runtime=runtime,
+        text_encoder_dim=int(meta["text_encoder_dim"]),
+        conventions=conventions,
+    )
 
 
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
@@ -274,17 +338,34 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     K = student_steps(cfg)
     pairs = PairSet(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
     student = load_network(teacher_dir)  # the student starts as the teacher (causal attention from here on)
-    trained = prepare_network(runtime, cfg.parallel, name="generator", module=student, optim=cfg.optim, ema=cfg.ema,
-                              total_steps=cfg.trainer.max_steps)
-    objective = ODEInitObjective(trained.module, cfg=st, sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
-                                 embed_dim=unwrap(trained.module).track_embed_dim, height=cfg.data.height,
-                                 width=cfg.data.width, seed=derive_seed(cfg.trainer.seed, "ode_init") % 2**62,
-                                 device=runtime.device)
+    trained = prepare_network(
+        runtime,
+        cfg.parallel,
+        name="generator",
+        module=student,
+        optim=cfg.optim,
+        ema=cfg.ema,
+        total_steps=cfg.trainer.max_steps,
+    )
+    objective = ODEInitObjective(
+        trained.module,
+        cfg=st,
+        sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
+        embed_dim=unwrap(trained.module).track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        seed=derive_seed(cfg.trainer.seed, "ode_init") % 2**62,
+        device=runtime.device,
+    )
     data = _pair_stream(cfg, runtime, pairs, CONDITION_KEYS + ("trajectory",))
 
     def finish(result: TrainResult, logger=None) -> dict:
-        return {"export": str(_export(trained, run_dir, teacher_dir, runtime, cfg)), "pairs": str(pairs_dir),
-                "num_pairs": len(pairs), "pairs_seconds": pairs_seconds}
+        return {
+            "export": str(_export(trained, run_dir, teacher_dir, runtime, cfg)),
+            "pairs": str(pairs_dir),
+            "num_pairs": len(pairs),
+            "pairs_seconds": pairs_seconds,
+        }
 
     return StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish)
 
@@ -296,32 +377,59 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     check_teacher_run(cfg, teacher_dir)
     student_dir = _require_teacher(st.student, "stage.student") if st.student else teacher_dir
     if not st.pairs:
-        raise ValueError("stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
-                         "are the DMD conditions)")
+        raise ValueError(
+            "stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
+            "are the DMD conditions)"
+        )
     K = student_steps(cfg)
     pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
     teacher = prepare_frozen(runtime, load_network(teacher_dir), cfg=cfg.parallel, shard=True)
     ratio, steps = st.update_ratio, cfg.trainer.max_steps
     # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper
     # (gradients averaged after backward), under fsdp one unit per module the path calls
-    generator = prepare_network(runtime, cfg.parallel, name="generator", module=load_network(student_dir),
-                                optim=st.generator_optim, ema=st.generator_ema, total_steps=max(1, steps // ratio),
-                                grad_sync="manual")
-    critic = prepare_network(runtime, cfg.parallel, name="critic", module=load_network(teacher_dir),
-                             optim=st.critic_optim, ema=None, total_steps=steps)
+    generator = prepare_network(
+        runtime,
+        cfg.parallel,
+        name="generator",
+        module=load_network(student_dir),
+        optim=st.generator_optim,
+        ema=st.generator_ema,
+        total_steps=max(1, steps // ratio),
+        grad_sync="manual",
+    )
+    critic = prepare_network(
+        runtime,
+        cfg.parallel,
+        name="critic",
+        module=load_network(teacher_dir),
+        optim=st.critic_optim,
+        ema=None,
+        total_steps=steps,
+    )
     null_text, null_lengths = load_text_encoder(cfg, runtime).encode([""])
-    objective = DMDObjective(generator.module, critic.module, teacher, cfg=st,
-                             sigmas=sampling_sigmas(K, shift=cfg.schedule.shift), shift=cfg.schedule.shift,
-                             null_text=null_text, null_text_lengths=null_lengths,
-                             embed_dim=unwrap(generator.module).track_embed_dim, height=cfg.data.height,
-                             width=cfg.data.width, seed=derive_seed(cfg.trainer.seed, "dmd") % 2**62,
-                             device=runtime.device)
+    objective = DMDObjective(
+        generator.module,
+        critic.module,
+        teacher,
+        cfg=st,
+        sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
+        shift=cfg.schedule.shift,
+        null_text=null_text,
+        null_text_lengths=null_lengths,
+        embed_dim=unwrap(generator.module).track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        seed=derive_seed(cfg.trainer.seed, "dmd") % 2**62,
+        device=runtime.device,
+    )
     data = _pair_stream(cfg, runtime, pairs, tuple(k for k in CONDITION_KEYS if k != "track_ids"))
 
     def finish(result: TrainResult, logger=None) -> dict:
-        return {"export": str(_export(generator, run_dir, teacher_dir, runtime, cfg)),
-                "generator_updates": generator.num_updates, "critic_updates": critic.num_updates,
-                "config": json.loads(json.dumps(asdict(st), default=str))}
+        return {
+            "export": str(_export(generator, run_dir, teacher_dir, runtime, cfg)),
+            "generator_updates": generator.num_updates,
+            "critic_updates": critic.num_updates,
+            "config": json.loads(json.dumps(asdict(st), default=str)),
+        }
 
-    return StagePlan(objective=objective, networks={"critic": critic, "generator": generator}, data=data,
-                     finish=finish)
+    return StagePlan(objective=objective, networks={"critic": critic, "generator": generator}, data=data, finish=finish)

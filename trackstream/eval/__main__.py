@@ -1,4 +1,5 @@
 """``python -m trackstream.eval key=value ...``: score runs on a benchmark (trackstream/eval/command.py, conf/eval.yaml)."""
+
 import logging
 from pathlib import Path
 

@@ -7,6 +7,7 @@ Weights are random (architecture speed only; no checkpoint is needed). The Wan V
 released configuration. Reported: seconds per call (median of --repeats after one warm-up),
 decoded frames per second, and each codec's decode speed-up over the Wan VAE measured here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,7 +30,9 @@ def bench(codec: VideoCodec, args: argparse.Namespace, device: torch.device, dty
     video = torch.rand(1, 3, frames, args.height, args.width, device=device, dtype=dtype) * 2 - 1
     with torch.inference_mode():
         full = statistics.median(time_calls(lambda: codec.decode(z), device=device, repeats=args.repeats))
-        stream = statistics.median(time_calls(lambda: codec.decode_streaming(z, chunks), device=device, repeats=args.repeats))
+        stream = statistics.median(
+            time_calls(lambda: codec.decode_streaming(z, chunks), device=device, repeats=args.repeats)
+        )
         enc = statistics.median(time_calls(lambda: codec.encode(video), device=device, repeats=args.repeats))
     return {"frames": frames, "decode_s": full, "stream_s": stream, "encode_s": enc}
 
@@ -50,8 +53,10 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
 
-    print(f"# device={device} dtype={args.dtype} threads={torch.get_num_threads()} "
-          f"{args.latents} latents -> {args.height}x{args.width}, chunks of {args.chunk}")
+    print(
+        f"# device={device} dtype={args.dtype} threads={torch.get_num_threads()} "
+        f"{args.latents} latents -> {args.height}x{args.width}, chunks of {args.chunk}"
+    )
     results = {}
     for name in args.codecs:
         torch.manual_seed(0)
@@ -62,8 +67,10 @@ def main() -> None:
     print(f"{'codec':<14} {'frames':>6} {'decode s':>9} {'stream s':>9} {'encode s':>9} {'dec fps':>8} {'vs wan':>7}")
     for name, r in results.items():
         ratio = f"{base['decode_s'] / r['decode_s']:.1f}x" if base else "-"
-        print(f"{name:<14} {r['frames']:>6} {r['decode_s']:>9.3f} {r['stream_s']:>9.3f} {r['encode_s']:>9.3f} "
-              f"{r['frames'] / r['decode_s']:>8.1f} {ratio:>7}")
+        print(
+            f"{name:<14} {r['frames']:>6} {r['decode_s']:>9.3f} {r['stream_s']:>9.3f} {r['encode_s']:>9.3f} "
+            f"{r['frames'] / r['decode_s']:>8.1f} {ratio:>7}"
+        )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ their segment count (one per token of motion or 8 degrees). ``--device`` / ``--d
 bfloat16 when a GPU is present, else CPU + float32. There is no export here (random weights built in
 place), so the network and codec are cast as ``models.conditioner.load_export`` casts an export.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,10 +38,22 @@ __all__ = ["main", "SETUPS"]
 
 # name -> (model config, codec, pixel height, width, text dim)
 SETUPS = {
-    "tiny": (ModelConfig(flavor="tiny", layout="wan_i2v", track_channels=32, overrides={"num_heads": 2, "patch_size": (1, 1, 1)}),
-             ("tiny-ae", {"width": 128, "patch": 4}), 64, 64, 384),
-    "wan1.3b": (ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, text_encoder="umt5"),
-                ("taehv-wan2.1", {}), 480, 832, 4096),
+    "tiny": (
+        ModelConfig(
+            flavor="tiny", layout="wan_i2v", track_channels=32, overrides={"num_heads": 2, "patch_size": (1, 1, 1)}
+        ),
+        ("tiny-ae", {"width": 128, "patch": 4}),
+        64,
+        64,
+        384,
+    ),
+    "wan1.3b": (
+        ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, text_encoder="umt5"),
+        ("taehv-wan2.1", {}),
+        480,
+        832,
+        4096,
+    ),
 }
 
 
@@ -85,10 +98,15 @@ def main(argv: list[str] | None = None) -> dict:
     start = list(editor.history)
     token = editor.token
     box = np.zeros((H, W), bool)
-    box[H // 2 - 2 * token:H // 2 + 2 * token, W // 2 - 2 * token:W // 2 + 2 * token] = True
+    box[H // 2 - 2 * token : H // 2 + 2 * token, W // 2 - 2 * token : W // 2 + 2 * token] = True
     c = np.array([W / 2, H / 2])
-    instr = DragInstruction(mode="animate", object_masks=[box], editable=np.ones((H, W), bool), num_chunks=1,
-                            trajectories=[Translation(points=np.stack([c + [token * k / 3, 0] for k in range(4)]))])
+    instr = DragInstruction(
+        mode="animate",
+        object_masks=[box],
+        editable=np.ones((H, W), bool),
+        num_chunks=1,
+        trajectories=[Translation(points=np.stack([c + [token * k / 3, 0] for k in range(4)]))],
+    )
     its = [int(i) for i in args.iterations.split(",")]
     keeps = args.keep.split(",")
     runs = {f"I={i} keep={k}": DragConfig(iterations=i, keep=k, pin=False) for k in keeps for i in its}
@@ -114,11 +132,17 @@ def main(argv: list[str] | None = None) -> dict:
     frames = engine.pixel_range(2)[1] - engine.pixel_range(2)[0]
     med = {k: statistics.median(v) for k, v in times.items()}
     result = {
-        "flavor": args.flavor, "device": torch.cuda.get_device_name(device) if device.type == "cuda" else
-        f"cpu x {torch.get_num_threads()} threads", "dtype": dtype_name(dtype), "size": [H, W], "frames_per_chunk": frames,
+        "flavor": args.flavor,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x {torch.get_num_threads()} threads",
+        "dtype": dtype_name(dtype),
+        "size": [H, W],
+        "frames_per_chunk": frames,
         "seconds_per_frame": {k: v / frames for k, v in med.items()},
         "rf": {k: v / med["plain"] for k, v in med.items() if k != "plain"},
-        "rounds": args.rounds, "segments": 1,
+        "rounds": args.rounds,
+        "segments": 1,
     }
     print(json.dumps(result, indent=2))
     out = Path(args.out)

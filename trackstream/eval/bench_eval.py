@@ -10,6 +10,7 @@ files are not on this machine). FVD's I3D is a TorchScript file only, so it is l
 
     python -m trackstream.eval.bench_eval                 # 16 clips, 2 threads
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    cfg = EvalCommandConfig(run="bench", data_config=str(ASSET / "config.yaml"),
-                            benchmark=BenchmarkConfig(num_samples=args.clips))
+    cfg = EvalCommandConfig(
+        run="bench", data_config=str(ASSET / "config.yaml"), benchmark=BenchmarkConfig(num_samples=args.clips)
+    )
     samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, None))
     rng = np.random.default_rng(0)
     degraded = {s.id: np.clip(s.frames + rng.normal(0, 12, s.frames.shape), 0, 255).astype(np.uint8) for s in samples}
@@ -52,17 +54,31 @@ def main(argv: list[str] | None = None) -> dict:
     ext._cache["lpips"] = LPIPS("alex").eval()  # random weights: timing only
     ext._cache["fid"] = FIDInceptionV3().eval()
     t0 = time.perf_counter()
-    results = score_rows(rows, samples, metrics=["epe", "psnr", "ssim", "lpips", "fid", "proxy_fvd"],
-                         tracker=build_tracker("lk_plain"), extractors=ext, progress=False)
+    results = score_rows(
+        rows,
+        samples,
+        metrics=["epe", "psnr", "ssim", "lpips", "fid", "proxy_fvd"],
+        tracker=build_tracker("lk_plain"),
+        extractors=ext,
+        progress=False,
+    )
     seconds = time.perf_counter() - t0
     frames = sum(s.frames.shape[0] for s in samples)
-    out = {"clips": len(samples), "rows": len(rows), "frames_per_clip": samples[0].frames.shape[0],
-           "size": list(samples[0].frames.shape[1:3]), "threads": args.threads, "seconds": round(seconds, 1),
-           "target_seconds": TARGET_SECONDS, "met": seconds <= TARGET_SECONDS,
-           "frames_scored": frames * len(rows),
-           "values": {r: {k: v for k, v in res.items() if k in ("epe", "psnr", "ssim", "proxy_fvd")}
-                      for r, res in results.items()},
-           "note": "lpips and fid were timed with random-weight networks; their values are not reported"}
+    out = {
+        "clips": len(samples),
+        "rows": len(rows),
+        "frames_per_clip": samples[0].frames.shape[0],
+        "size": list(samples[0].frames.shape[1:3]),
+        "threads": args.threads,
+        "seconds": round(seconds, 1),
+        "target_seconds": TARGET_SECONDS,
+        "met": seconds <= TARGET_SECONDS,
+        "frames_scored": frames * len(rows),
+        "values": {
+            r: {k: v for k, v in res.items() if k in ("epe", "psnr", "ssim", "proxy_fvd")} for r, res in results.items()
+        },
+        "note": "lpips and fid were timed with random-weight networks; their values are not reported",
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(json.dumps(out, indent=2))

@@ -25,6 +25,7 @@ The prompt's text-encoder output and the first frame's CLIP tokens are random te
 shapes (encoded once per request by frozen encoders, not part of the stream). A mode the engine does
 not offer is one line of the table ("unavailable: ..."), not a crash. JSON to ``--out``.
 """
+
 from __future__ import annotations
 
 import os
@@ -76,12 +77,19 @@ class Setup:
     text_dim: int  # the frozen text encoder's output width
 
 
-_WAN13 = ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, track_embed_dim=64,
-                     text_encoder="umt5")
+_WAN13 = ModelConfig(
+    flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, track_embed_dim=64, text_encoder="umt5"
+)
 _WAN5 = ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16, track_embed_dim=64, text_encoder="umt5")
 # the tiny student make run streams: tiny_teacher's network and codec (patch 4: 8x8 tokens per frame)
-_TINY = ModelConfig(flavor="tiny", layout="wan_i2v", track_channels=32, track_embed_dim=64, text_encoder="minilm",
-                    overrides={"text_len": 64, "num_heads": 2})
+_TINY = ModelConfig(
+    flavor="tiny",
+    layout="wan_i2v",
+    track_channels=32,
+    track_embed_dim=64,
+    text_encoder="minilm",
+    overrides={"text_len": 64, "num_heads": 2},
+)
 SETUPS = {
     "wan1.3b-480p-taehv": Setup("dmd_wan1.3b_480p", _WAN13, "taehv-wan2.1", {}, 480, 832, None, 6.0, 3, 4096),
     "wan1.3b-480p-wanvae": Setup("dmd_wan1.3b_480p", _WAN13, "wan2.1-vae", {}, 480, 832, None, 6.0, 3, 4096),
@@ -145,8 +153,9 @@ def build(setup: Setup, *, device: torch.device, dtype: torch.dtype, layers: Opt
     return net, codec
 
 
-def make_engine(net, codec, config: StreamConfig, mode: str, *, timings: bool = False,
-                overlap_decode: bool = False) -> StreamingGenerator:
+def make_engine(
+    net, codec, config: StreamConfig, mode: str, *, timings: bool = False, overlap_decode: bool = False
+) -> StreamingGenerator:
     """The engine in ``mode``; ``Unavailable`` if this engine lacks the keywords or refuses the mode."""
     params = inspect.signature(StreamingGenerator).parameters
     kwargs = dict(MODES[mode])
@@ -177,10 +186,13 @@ class Inputs:
 def make_inputs(net, setup: Setup, *, tracks: int, seed: int) -> Inputs:
     g = torch.Generator().manual_seed(seed)
     L = net.dit.text_len
-    return Inputs(image=torch.rand(1, 3, setup.height, setup.width, generator=g) * 2 - 1,
-                  text=torch.randn(1, L, setup.text_dim, generator=g), lengths=torch.tensor([L]),
-                  features=torch.randn(1, CLIP_TOKENS, CLIP_DIM, generator=g) if net.needs_image_features else None,
-                  track_ids=sample_track_ids(1, tracks, generator=g))
+    return Inputs(
+        image=torch.rand(1, 3, setup.height, setup.width, generator=g) * 2 - 1,
+        text=torch.randn(1, L, setup.text_dim, generator=g),
+        lengths=torch.tensor([L]),
+        features=torch.randn(1, CLIP_TOKENS, CLIP_DIM, generator=g) if net.needs_image_features else None,
+        track_ids=sample_track_ids(1, tracks, generator=g),
+    )
 
 
 class TimedSource:
@@ -204,8 +216,9 @@ def request(engine, inputs: Inputs, source, *, chunks: int, seed: int, marks_at:
     device = engine.device
     synchronize(device)
     t0 = time.perf_counter()
-    state = engine.start(inputs.image, inputs.text, inputs.lengths, track_ids=inputs.track_ids, seed=seed,
-                         image_features=inputs.features)
+    state = engine.start(
+        inputs.image, inputs.text, inputs.lengths, track_ids=inputs.track_ids, seed=seed, image_features=inputs.features
+    )
     marks = {}
     if 0 in marks_at:
         synchronize(device)
@@ -214,18 +227,27 @@ def request(engine, inputs: Inputs, source, *, chunks: int, seed: int, marks_at:
     for k, out in enumerate(engine.stream(state, source, num_chunks=chunks), start=1):
         if k in marks_at:
             marks[k] = time.perf_counter() - t0
-        outs.append(dict(index=out.index, pixel_range=out.pixel_range, nfe=out.nfe, seconds=out.seconds,
-                         timings=getattr(out, "timings", None)))
+        outs.append(
+            dict(
+                index=out.index,
+                pixel_range=out.pixel_range,
+                nfe=out.nfe,
+                seconds=out.seconds,
+                timings=getattr(out, "timings", None),
+            )
+        )
     return marks, outs
 
 
 def _flops(net, codec, setup: Setup, config: StreamConfig, indices: list[int]) -> float:
     """Analytic FLOPs of the DiT passes of the chunks with these 0-based indices."""
     dit = net.dit
-    tpf = (setup.height // codec.spatial_factor // dit.patch_size[1]) * (setup.width // codec.spatial_factor
-                                                                         // dit.patch_size[2])
-    return sum(chunk_flops(dit, config.causal, i, tokens_per_frame=tpf, passes=config.nfe_per_chunk(i))
-               for i in indices)
+    tpf = (setup.height // codec.spatial_factor // dit.patch_size[1]) * (
+        setup.width // codec.spatial_factor // dit.patch_size[2]
+    )
+    return sum(
+        chunk_flops(dit, config.causal, i, tokens_per_frame=tpf, passes=config.nfe_per_chunk(i)) for i in indices
+    )
 
 
 def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
@@ -237,7 +259,7 @@ def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
     request(engine, inputs, source, chunks=n, seed=args.seed, marks_at=set())  # warm-up (compiles, if so)
     timed = TimedSource(source)
     marks, outs = request(engine, inputs, timed, chunks=n, seed=args.seed + 1, marks_at={0, args.first - 1, n})
-    window = outs[args.first - 1:]
+    window = outs[args.first - 1 :]
     if any(o["timings"] is None for o in window):
         raise Unavailable("ChunkOutput has no timings (engine API not merged)")
     means = {p: sum(o["timings"][p] for o in window) / len(window) for p in PHASES}
@@ -245,9 +267,16 @@ def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
     wall_s = (marks[n] - marks[args.first - 1]) / len(window)
     source_s = timed.seconds / n  # the source is asked once per chunk, each call alike
     flops = _flops(net, codec, setup, config, [o["index"] for o in window])
-    return {**means, "track_source": source_s, "chunk_s": chunk_s, "wall_s": wall_s, "chunks": len(window),
-            "sum_over_chunk": sum(means.values()) / chunk_s, "sum_over_wall": (sum(means.values()) + source_s) / wall_s,
-            "dit_tflops": flops / sum(o["timings"]["dit"] for o in window) / 1e12}
+    return {
+        **means,
+        "track_source": source_s,
+        "chunk_s": chunk_s,
+        "wall_s": wall_s,
+        "chunks": len(window),
+        "sum_over_chunk": sum(means.values()) / chunk_s,
+        "sum_over_wall": (sum(means.values()) + source_s) / wall_s,
+        "dit_tflops": flops / sum(o["timings"]["dit"] for o in window) / 1e12,
+    }
 
 
 def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
@@ -264,16 +293,29 @@ def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         first_gen = 2 if config.first_chunk_given else 1  # 1-based: the first chunk sampled by the DiT
-        marks, outs = request(engine, inputs, source, chunks=args.last, seed=args.seed + 1,
-                              marks_at={0, 1, first_gen, args.first - 1, args.last})
-        window = outs[args.first - 1:]
+        marks, outs = request(
+            engine,
+            inputs,
+            source,
+            chunks=args.last,
+            seed=args.seed + 1,
+            marks_at={0, 1, first_gen, args.first - 1, args.last},
+        )
+        window = outs[args.first - 1 :]
         frames = sum(hi - lo for lo, hi in (o["pixel_range"] for o in window))
         seconds = marks[args.last] - marks[args.first - 1]
         flops = _flops(net, codec, setup, config, [o["index"] for o in window])
-        row.update(frames_per_s=frames / seconds, window_frames=frames, window_s=seconds,
-                   first_frames_s=marks[first_gen], first_output_s=marks[1], start_s=marks[0],
-                   window_tflops=flops / seconds / 1e12, window_over_matmul=flops / seconds / 1e12 / matmul["tflops"],
-                   peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None)
+        row.update(
+            frames_per_s=frames / seconds,
+            window_frames=frames,
+            window_s=seconds,
+            first_frames_s=marks[first_gen],
+            first_output_s=marks[1],
+            start_s=marks[0],
+            window_tflops=flops / seconds / 1e12,
+            window_over_matmul=flops / seconds / 1e12 / matmul["tflops"],
+            peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        )
         try:
             row["breakdown"] = _breakdown(net, codec, setup, config, mode, inputs, source, args)
             row["dit_over_matmul"] = row["breakdown"]["dit_tflops"] / matmul["tflops"]
@@ -291,8 +333,10 @@ def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
 
 def table(results: list[dict]) -> str:
     """The markdown table of a run (one line per setup x mode)."""
-    head = ("| setup | mode | frames/s | first frames s | condition ms | DiT ms | decode ms | host ms | chunk ms "
-            "| peak GiB | DiT TFLOP/s | / matmul |")
+    head = (
+        "| setup | mode | frames/s | first frames s | condition ms | DiT ms | decode ms | host ms | chunk ms "
+        "| peak GiB | DiT TFLOP/s | / matmul |"
+    )
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         if "frames_per_s" not in r:
@@ -304,18 +348,26 @@ def table(results: list[dict]) -> str:
         peak = "n/a" if r["peak_memory_bytes"] is None else f"{r['peak_memory_bytes'] / 2**30:.1f}"
         tf = f"{b['dit_tflops']:.3g}" if "dit_tflops" in b else "-"
         ratio = f"{r['dit_over_matmul']:.0%}" if "dit_over_matmul" in r else "-"
-        lines.append(f"| {r['setup']} | {r['mode']} | {r['frames_per_s']:.1f} | {r['first_frames_s']:.3f} | "
-                     f"{' | '.join(ms)} | {peak} | {tf} | {ratio} |")
+        lines.append(
+            f"| {r['setup']} | {r['mode']} | {r['frames_per_s']:.1f} | {r['first_frames_s']:.3f} | "
+            f"{' | '.join(ms)} | {peak} | {tf} | {ratio} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--setup", default=None,
-                    help=f"comma-separated, of {sorted(SETUPS)} (default: all real setups on CUDA, tiny elsewhere)")
-    ap.add_argument("--mode", default=None,
-                    help="comma-separated of eager (the static-buffer step), compiled, reference (fast=False), or "
-                         "both (eager,compiled) / all (default: both on CUDA, eager elsewhere)")
+    ap.add_argument(
+        "--setup",
+        default=None,
+        help=f"comma-separated, of {sorted(SETUPS)} (default: all real setups on CUDA, tiny elsewhere)",
+    )
+    ap.add_argument(
+        "--mode",
+        default=None,
+        help="comma-separated of eager (the static-buffer step), compiled, reference (fast=False), or "
+        "both (eager,compiled) / all (default: both on CUDA, eager elsewhere)",
+    )
     ap.add_argument("--first", type=int, default=5, help="first chunk of the frames/s window (1-based)")
     ap.add_argument("--last", type=int, default=40, help="last chunk of the frames/s window (1-based)")
     ap.add_argument("--breakdown-chunks", type=int, default=8, help="chunks averaged in the per-phase breakdown")
@@ -325,8 +377,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--height", type=int, default=None, help="pixel height (default: the setup's)")
     ap.add_argument("--width", type=int, default=None, help="pixel width (default: the setup's)")
     ap.add_argument("--overlap-decode", action="store_true", help="engine overlap_decode=True (eager / compiled)")
-    ap.add_argument("--matmul-size", type=int, default=None, help="square matmul of the reference rate "
-                    "(default 8192 on CUDA, 512 elsewhere)")
+    ap.add_argument(
+        "--matmul-size",
+        type=int,
+        default=None,
+        help="square matmul of the reference rate (default 8192 on CUDA, 512 elsewhere)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="outputs/bench_realtime.json")
@@ -351,8 +407,9 @@ def main(argv: list[str] | None = None) -> dict:
         torch.set_num_threads(args.threads)
     matmul = matmul_tflops(device, dtype, size=args.matmul_size or (8192 if device.type == "cuda" else 512))
     meta = {**environment(device, dtype), "argv": sys.argv[1:] if argv is None else list(argv)}
-    print(f"{meta['device_name']} {meta['dtype']}: matmul {matmul['size']}^3 {matmul['tflops']:.3g} TFLOP/s",
-          flush=True)
+    print(
+        f"{meta['device_name']} {meta['dtype']}: matmul {matmul['size']}^3 {matmul['tflops']:.3g} TFLOP/s", flush=True
+    )
     results = []
     for name in names:
         changes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k)}
@@ -360,8 +417,9 @@ def main(argv: list[str] | None = None) -> dict:
         try:
             net, codec = build(setup, device=device, dtype=dtype, layers=args.layers, seed=args.seed)
         except torch.OutOfMemoryError as err:
-            results += [{"setup": name, "mode": m, "error": "out of memory building: " + str(err).split(".")[0]}
-                        for m in modes]
+            results += [
+                {"setup": name, "mode": m, "error": "out of memory building: " + str(err).split(".")[0]} for m in modes
+            ]
             continue
         cell = 2 * codec.spatial_factor  # DiT patch 2 on the codec's latent grid
         if setup.height % cell or setup.width % cell:

@@ -22,6 +22,7 @@ the growth of full context. Full context that runs out of GPU memory stops there
         --height 480 --width 832                                  # real 1.3B, random weights
     python -m trackstream.eval.bench_stream --flavor wan2.2-ti2v-5b --device cuda   # 5B at 1280x704 (48-ch latents, H/16)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,8 +73,9 @@ def _snapshot_extra_bytes(current: KVCache, kept: dict[int, KVCache]) -> int:
     return sum(k.nbytes + v.nbytes for c in extra.values() for k, v in c.layers)
 
 
-def rollout(model, cfg: CausalConfig, *, chunks: int, measure: list[int], latent_hw, context, device,
-            generator) -> dict:
+def rollout(
+    model, cfg: CausalConfig, *, chunks: int, measure: list[int], latent_hw, context, device, generator
+) -> dict:
     """Roll out ``chunks`` chunks, keeping the cache before each measured chunk."""
     h, w = latent_hw
     cache = new_cache(model, cfg, context)
@@ -106,12 +108,15 @@ def rollout(model, cfg: CausalConfig, *, chunks: int, measure: list[int], latent
     return {"kept": kept, "per_chunk_ms": per_chunk_ms, "memory": memory, "stopped": stopped}
 
 
-def time_interleaved(model, kept: dict[int, KVCache], *, latent_hw, device, repeats: int, warmup: int,
-                     generator) -> dict[int, list[float]]:
+def time_interleaved(
+    model, kept: dict[int, KVCache], *, latent_hw, device, repeats: int, warmup: int, generator
+) -> dict[int, list[float]]:
     h, w = latent_hw
     t = torch.full((1,), 500.0, device=device)
-    xs = {k: torch.randn(1, model.out_dim, c.config.chunk_len(c.next_chunk), h, w, generator=generator).to(device)
-          for k, c in kept.items()}
+    xs = {
+        k: torch.randn(1, model.out_dim, c.config.chunk_len(c.next_chunk), h, w, generator=generator).to(device)
+        for k, c in kept.items()
+    }
     times: dict[int, list[float]] = {k: [] for k in kept}
     for r in range(warmup + repeats):
         for k, cache in kept.items():
@@ -175,32 +180,59 @@ def main(argv: list[str] | None = None) -> dict:
     context = torch.randn(1, model.text_len, model.text_dim, generator=gen).to(device)
     tokens_per_frame = latent_hw[0] * latent_hw[1] // 4
     result = {
-        "config": vars(args) | {"latent_hw": list(latent_hw), "tokens_per_frame": tokens_per_frame,
-                                "dtype": str(dtype).removeprefix("torch.")},
+        "config": vars(args)
+        | {
+            "latent_hw": list(latent_hw),
+            "tokens_per_frame": tokens_per_frame,
+            "dtype": str(dtype).removeprefix("torch."),
+        },
         "environment": {
-            "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": str(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         },
         "runs": {},
     }
-    print(f"{args.flavor} {dtype} on {device}: latent {latent_hw[0]}x{latent_hw[1]} "
-          f"({tokens_per_frame} tokens/frame), {args.chunk_frames} frames/chunk")
+    print(
+        f"{args.flavor} {dtype} on {device}: latent {latent_hw[0]}x{latent_hw[1]} "
+        f"({tokens_per_frame} tokens/frame), {args.chunk_frames} frames/chunk"
+    )
     with torch.inference_mode():
         for name, (cfg, n) in layouts.items():
             t0 = time.perf_counter()
-            roll = rollout(model, cfg, chunks=n, measure=[k for k in measure if k <= n], latent_hw=latent_hw,
-                           context=context, device=device, generator=gen)
-            times = time_interleaved(model, roll["kept"], latent_hw=latent_hw, device=device,
-                                     repeats=args.repeats, warmup=args.warmup, generator=gen)
+            roll = rollout(
+                model,
+                cfg,
+                chunks=n,
+                measure=[k for k in measure if k <= n],
+                latent_hw=latent_hw,
+                context=context,
+                device=device,
+                generator=gen,
+            )
+            times = time_interleaved(
+                model,
+                roll["kept"],
+                latent_hw=latent_hw,
+                device=device,
+                repeats=args.repeats,
+                warmup=args.warmup,
+                generator=gen,
+            )
             points = {
-                k: roll["memory"][k] | {"latency_ms_median": statistics.median(v), "latency_ms_min": min(v),
-                                        "repeats": len(v)}
+                k: roll["memory"][k]
+                | {"latency_ms_median": statistics.median(v), "latency_ms_min": min(v), "repeats": len(v)}
                 for k, v in times.items()
             }
-            result["runs"][name] = {"layout": cfg.name, "chunks_done": len(roll["per_chunk_ms"]),
-                                    "stopped": roll["stopped"], "points": points,
-                                    "per_chunk_ms": [round(v, 3) for v in roll["per_chunk_ms"]],
-                                    "wall_s": round(time.perf_counter() - t0, 1)}
+            result["runs"][name] = {
+                "layout": cfg.name,
+                "chunks_done": len(roll["per_chunk_ms"]),
+                "stopped": roll["stopped"],
+                "points": points,
+                "per_chunk_ms": [round(v, 3) for v in roll["per_chunk_ms"]],
+                "wall_s": round(time.perf_counter() - t0, 1),
+            }
             del roll
             gc.collect()
             if device.type == "cuda":
@@ -213,21 +245,23 @@ def main(argv: list[str] | None = None) -> dict:
         pts = run["points"]
         reached = max(pts) if pts else None
         summary[f"{name}_latency_ratio"] = (
-            pts[reached]["latency_ms_median"] / pts[first]["latency_ms_median"] if reached and first in pts else None)
+            pts[reached]["latency_ms_median"] / pts[first]["latency_ms_median"] if reached and first in pts else None
+        )
         # identical work measured under load: the min is the noise floor, a robust second look
         summary[f"{name}_latency_ratio_min"] = (
-            pts[reached]["latency_ms_min"] / pts[first]["latency_ms_min"] if reached and first in pts else None)
+            pts[reached]["latency_ms_min"] / pts[first]["latency_ms_min"] if reached and first in pts else None
+        )
         summary[f"{name}_ratio_chunks"] = f"{reached}/{first}"
         summary[f"{name}_cache_bytes_ratio"] = (
-            pts[reached]["cache_bytes"] / max(1, pts[first]["cache_bytes"]) if reached and first in pts else None)
+            pts[reached]["cache_bytes"] / max(1, pts[first]["cache_bytes"]) if reached and first in pts else None
+        )
         if device.type == "cuda" and reached and first in pts:
             summary[f"{name}_peak_mem_ratio"] = pts[reached]["peak_mem_bytes"] / pts[first]["peak_mem_bytes"]
     rolling_done = last in result["runs"]["rolling"]["points"]
     summary["rolling_target"] = TARGET_RATIO
     summary["rolling_target_met"] = bool(rolling_done and summary["rolling_latency_ratio"] <= TARGET_RATIO)
     result["summary"] = summary
-    print("summary: " + ", ".join(
-        f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
+    print("summary: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -237,13 +271,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 def _print_run(name: str, run: dict) -> None:
-    print(f"[{name} {run['layout']}] {run['chunks_done']} chunks in {run['wall_s']} s"
-          + (f" ({run['stopped']})" if run["stopped"] else ""))
+    print(
+        f"[{name} {run['layout']}] {run['chunks_done']} chunks in {run['wall_s']} s"
+        + (f" ({run['stopped']})" if run["stopped"] else "")
+    )
     print(f"  {'chunk':>6} {'median ms':>10} {'min ms':>9} {'peak MiB':>9} {'cache MiB':>10} {'frames':>7}")
     for k, p in sorted(run["points"].items()):
         peak = "n/a" if p["peak_mem_bytes"] is None else f"{p['peak_mem_bytes'] / 2**20:.1f}"
-        print(f"  {k:>6} {p['latency_ms_median']:>10.2f} {p['latency_ms_min']:>9.2f} {peak:>9} "
-              f"{p['cache_bytes'] / 2**20:>10.2f} {p['cache_frames']:>7}")
+        print(
+            f"  {k:>6} {p['latency_ms_median']:>10.2f} {p['latency_ms_min']:>9.2f} {peak:>9} "
+            f"{p['cache_bytes'] / 2**20:>10.2f} {p['cache_frames']:>7}"
+        )
 
 
 if __name__ == "__main__":

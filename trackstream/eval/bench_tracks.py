@@ -20,6 +20,7 @@ report it as a CPU number, not as a reproduction of Table 3.
 
     python -m trackstream.eval.bench_tracks [--frames 17 --height 256 --width 256 --num-tracks 2000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -107,7 +108,11 @@ def build_wan_vae():
     from diffusers import AutoencoderKLWan
 
     vae = AutoencoderKLWan(
-        base_dim=96, z_dim=16, dim_mult=[1, 2, 4, 4], num_res_blocks=2, attn_scales=[],
+        base_dim=96,
+        z_dim=16,
+        dim_mult=[1, 2, 4, 4],
+        num_res_blocks=2,
+        attn_scales=[],
         temperal_downsample=[False, True, True],
     )
     return vae.eval().requires_grad_(False)
@@ -155,10 +160,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     with torch.no_grad():
         head_out = encoder(tracks, vis, height=H, width=W, generator=id_gen)
-        head_ms = [1e3 * t for t in time_calls(
-            lambda: encoder(tracks, vis, height=H, width=W, generator=id_gen),
-            warmup=args.warmup, repeats=args.head_repeats, device=device,
-        )]
+        head_ms = [
+            1e3 * t
+            for t in time_calls(
+                lambda: encoder(tracks, vis, height=H, width=W, generator=id_gen),
+                warmup=args.warmup,
+                repeats=args.head_repeats,
+                device=device,
+            )
+        ]
         render_ms, encode_ms = [], []
 
         def rgb_vae():
@@ -175,22 +185,26 @@ def main(argv: list[str] | None = None) -> dict:
             assert z.shape[2:] == head_out.shape[2:], (tuple(z.shape), tuple(head_out.shape))
 
         rgb_ms = [1e3 * t for t in time_calls(rgb_vae, warmup=args.warmup, repeats=args.repeats, device=device)]
-        render_ms, encode_ms = render_ms[args.warmup:], encode_ms[args.warmup:]
+        render_ms, encode_ms = render_ms[args.warmup :], encode_ms[args.warmup :]
 
     head_med, rgb_med = statistics.median(head_ms), statistics.median(rgb_ms)
     ratio = rgb_med / head_med
     result = {
         "config": vars(args) | {"latent_shape": list(head_out.shape)},
         "environment": {
-            "device": str(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "device": str(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
             "cpu": platform.processor() or platform.machine(),
             # other processes share the CPU on dev machines: record the load next to the times
             "loadavg_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         },
         "pe_head_ms": {"median": head_med, "runs": head_ms},
         "rgb_vae_ms": {
-            "median": rgb_med, "runs": rgb_ms,
-            "render_median": statistics.median(render_ms), "encode_median": statistics.median(encode_ms),
+            "median": rgb_med,
+            "runs": rgb_ms,
+            "render_median": statistics.median(render_ms),
+            "encode_median": statistics.median(encode_ms),
         },
         "ratio": ratio,
         "target_ratio": TARGET_RATIO,

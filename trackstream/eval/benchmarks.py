@@ -11,6 +11,7 @@ caption and an id (the name of the generated video in a folder of results). Sour
   [T, N], default all visible; + ``<id>.txt`` caption). This is also the layout ``python -m trackstream.eval``
   writes the videos it generates in, and the layout other methods' results are read from.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -45,16 +46,17 @@ class BenchmarkConfig:
 
     def __post_init__(self) -> None:
         if self.name not in ("synthetic", "shards", "videos"):
-            raise ValueError(f"benchmark.name={self.name!r}; choose synthetic, shards (data.prepare output) or "
-                             "videos (a folder of <id>.mp4 + <id>.tracks.npy)")
+            raise ValueError(
+                f"benchmark.name={self.name!r}; choose synthetic, shards (data.prepare output) or "
+                "videos (a folder of <id>.mp4 + <id>.tracks.npy)"
+            )
         if self.name != "synthetic" and not self.path:
             raise ValueError(f"benchmark.name={self.name} needs benchmark.path (the folder)")
 
 
 def _trim(s: Sample, cfg: BenchmarkConfig) -> Sample:
     t, n = cfg.num_frames, cfg.num_tracks
-    return Sample(s.id, s.frames[:t], s.tracks[:t, :n].astype(np.float32), s.visibility[:t, :n].astype(bool),
-                  s.caption)
+    return Sample(s.id, s.frames[:t], s.tracks[:t, :n].astype(np.float32), s.visibility[:t, :n].astype(bool), s.caption)
 
 
 def _synthetic(data_cfg, count: Optional[int]) -> list[Sample]:
@@ -78,10 +80,19 @@ def _shards(path: str, count: Optional[int]) -> list[Sample]:
         for raw in _read_shard(shard.url):
             s = decode_sample(raw)
             if "video" not in s:
-                raise ValueError(f"{shard.url}: sample {raw['__key__']} has no video (cached latents only); a "
-                                 "benchmark needs the ground-truth frames")
-            out.append(Sample(raw["__key__"], tensor_to_frames(s["video"]), s["tracks"].numpy(),
-                              s["visibility"].numpy(), s["caption"]))
+                raise ValueError(
+                    f"{shard.url}: sample {raw['__key__']} has no video (cached latents only); a "
+                    "benchmark needs the ground-truth frames"
+                )
+            out.append(
+                Sample(
+                    raw["__key__"],
+                    tensor_to_frames(s["video"]),
+                    s["tracks"].numpy(),
+                    s["visibility"].numpy(),
+                    s["caption"],
+                )
+            )
             if count is not None and len(out) == count:
                 return out
     return out
@@ -97,13 +108,16 @@ def read_video_folder(path: str | Path, *, ids: Optional[list[str]] = None) -> d
     names = ids if ids is not None else sorted(p.stem for p in path.glob("*.mp4"))
     missing = [i for i in names if not (path / f"{i}.mp4").is_file()]
     if missing:
-        raise ValueError(f"{path} lacks {len(missing)} of the benchmark's videos, e.g. {missing[:3]} "
-                         "(expected <id>.mp4 for every sample id)")
+        raise ValueError(
+            f"{path} lacks {len(missing)} of the benchmark's videos, e.g. {missing[:3]} "
+            "(expected <id>.mp4 for every sample id)"
+        )
     return {i: decode_video(str(path / f"{i}.mp4"))[0] for i in names}
 
 
-def write_video_folder(path: str | Path, videos: dict[str, np.ndarray], samples: Optional[list[Sample]] = None, *,
-                       fps: int = 16) -> Path:
+def write_video_folder(
+    path: str | Path, videos: dict[str, np.ndarray], samples: Optional[list[Sample]] = None, *, fps: int = 16
+) -> Path:
     """Write ``<id>.mp4`` (+ the samples' tracks / visibility / caption): the benchmark folder layout."""
     from trackstream.data.video_io import write_mp4
 

@@ -10,6 +10,7 @@ Writes ``<out>/metrics.json`` (every row's means, per-sample values, the configu
 and the generated videos under ``<out>/videos/<row>/`` in the benchmark folder layout (so another
 evaluation can read them back as a run). With ``wandb.enabled`` the table and plots go to W&B too.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,8 +30,15 @@ from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 __all__ = ["EvalCommandConfig", "evaluate"]
 
 log = logging.getLogger(__name__)
-LOWER_IS_BETTER = {"epe": True, "psnr": False, "ssim": False, "lpips": True, "fid": True, "fvd": True,
-                   "proxy_fvd": True}
+LOWER_IS_BETTER = {
+    "epe": True,
+    "psnr": False,
+    "ssim": False,
+    "lpips": True,
+    "fid": True,
+    "fvd": True,
+    "proxy_fvd": True,
+}
 
 
 @dataclass
@@ -161,12 +169,17 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
     t0 = time.perf_counter()
     out = Path(cfg.out)
     samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, data))
-    log.info("benchmark %s: %d samples, %d frames, %s", cfg.benchmark.name, len(samples), samples[0].frames.shape[0],
-             "x".join(map(str, samples[0].frames.shape[1:3])))
+    log.info(
+        "benchmark %s: %d samples, %d frames, %s",
+        cfg.benchmark.name,
+        len(samples),
+        samples[0].frames.shape[0],
+        "x".join(map(str, samples[0].frames.shape[1:3])),
+    )
     rows: dict[str, dict[str, np.ndarray]] = {}
     for name, run in cfg.named_runs().items():
         kind = run_kind(run)
-        for mode in (cfg.modes if kind != "videos" else ["videos"]):
+        for mode in cfg.modes if kind != "videos" else ["videos"]:
             row = name if kind == "videos" or len(cfg.modes) == 1 else f"{name} ({mode.replace('_', ' ')})"
             log.info("generating %s: %s", row, run)
             rows[row] = generate_videos(run, samples, mode=mode if kind != "videos" else MODES[0], cfg=cfg.generate)
@@ -178,8 +191,9 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
             raise ValueError("proxy_fvd uses the run's codec: set generate.codec (and generate.codec_name)")
         ext.codec = build_codec(cfg.generate.codec_name, checkpoint=cfg.generate.codec).eval()
     tracker_kw = {"checkpoint_path": cfg.tracker_checkpoint} if cfg.tracker_checkpoint else {}
-    results = score_rows(rows, samples, metrics=list(cfg.metrics), tracker=build_tracker(cfg.tracker, **tracker_kw),
-                         extractors=ext)
+    results = score_rows(
+        rows, samples, metrics=list(cfg.metrics), tracker=build_tracker(cfg.tracker, **tracker_kw), extractors=ext
+    )
     out.mkdir(parents=True, exist_ok=True)
     if cfg.save_videos:
         for row, videos in rows.items():
@@ -187,24 +201,42 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
                 write_video_folder(out / "videos" / slug(row), videos, samples, fps=cfg.fps)
     table = _table(results, list(cfg.metrics))
     plots = _plots(out, results, list(cfg.metrics), samples, rows)
-    summary = {"results": results, "table": table, "plots": plots, "seconds": round(time.perf_counter() - t0, 1),
-               "num_samples": len(samples), "tracker": cfg.tracker,
-               "labels": {"proxy_fvd": "Fréchet distance on the run's codec features: not FVD"},
-               "config": json.loads(json.dumps(asdict(cfg), default=str))}
+    summary = {
+        "results": results,
+        "table": table,
+        "plots": plots,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "num_samples": len(samples),
+        "tracker": cfg.tracker,
+        "labels": {"proxy_fvd": "Fréchet distance on the run's codec features: not FVD"},
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+    }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    note = (f"\n\n{len(samples)} samples of benchmark `{cfg.benchmark.name}`; EPE by `{cfg.tracker}` (px at "
-            f"{samples[0].frames.shape[2]}x{samples[0].frames.shape[1]})"
-            + ("; proxy_fvd = Fréchet distance on the run's codec features, not FVD" if "proxy_fvd" in cfg.metrics else ""))
+    note = (
+        f"\n\n{len(samples)} samples of benchmark `{cfg.benchmark.name}`; EPE by `{cfg.tracker}` (px at "
+        f"{samples[0].frames.shape[2]}x{samples[0].frames.shape[1]})"
+        + ("; proxy_fvd = Fréchet distance on the run's codec features, not FVD" if "proxy_fvd" in cfg.metrics else "")
+    )
     (out / "table.md").write_text(table + note + "\n")
     if cfg.wandb.get("enabled"):
         import wandb
 
-        wb = wandb.init(project=cfg.wandb.get("project"), mode=cfg.wandb.get("mode", "offline"), job_type="eval",
-                        config=summary["config"], dir=str(out))
+        wb = wandb.init(
+            project=cfg.wandb.get("project"),
+            mode=cfg.wandb.get("mode", "offline"),
+            job_type="eval",
+            config=summary["config"],
+            dir=str(out),
+        )
         cols = ["row", *[m for m in cfg.metrics]]
-        wb.log({"eval/table": wandb.Table(columns=cols, data=[[r, *[results[r].get(m) for m in cfg.metrics]]
-                                                             for r in results]),
-                **{f"eval/{Path(p).stem}": wandb.Image(p) for p in plots}})
+        wb.log(
+            {
+                "eval/table": wandb.Table(
+                    columns=cols, data=[[r, *[results[r].get(m) for m in cfg.metrics]] for r in results]
+                ),
+                **{f"eval/{Path(p).stem}": wandb.Image(p) for p in plots},
+            }
+        )
         wb.finish()
     log.info("\n%s\nwrote %s (%.0f s)", table, out / "metrics.json", summary["seconds"])
     return summary

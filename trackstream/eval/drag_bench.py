@@ -24,6 +24,7 @@ Scores (pixels of the 64x64 frames; lower is better unless marked):
 * PSNR / SSIM against the scene's ground-truth video (the known right answer), all frames after 0.
 * RF: the drag's seconds per generated frame over the undragged row's (reference passes included).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,8 +69,9 @@ ROW_SETS = {
 ROW_SETS["ablations"] = [r for r in ROWS if r not in ROW_SETS["main"][2:]]
 
 
-def run_scene(editor: DragEditor, scene: DragScene, text, text_lengths, *, method: str, config: DragConfig,
-              seed: int = 0) -> dict:
+def run_scene(
+    editor: DragEditor, scene: DragScene, text, text_lengths, *, method: str, config: DragConfig, seed: int = 0
+) -> dict:
     """Stream the scene with the drag; returns the video uint8 [T, H, W, 3] (frame 0 = the scene's first
     frame), the steered chunks' wall time and their frame count."""
     instr = scene.instruction
@@ -117,11 +119,15 @@ def score(scene: DragScene, video: np.ndarray, undragged: np.ndarray | None, tra
     gt = scene.gt_video[:T]
     end = np.clip(np.rint(intended[-1, 0]), 1, [W - 2, H - 2]).astype(int)
     out = {
-        "scene": scene.name, "kind": scene.kind, "mode": instr.mode,
-        "entity_pred": np.asarray(achieved[:, 0]).tolist(), "entity_gt": intended[:, 0].tolist(),
+        "scene": scene.name,
+        "kind": scene.kind,
+        "mode": instr.mode,
+        "entity_pred": np.asarray(achieved[:, 0]).tolist(),
+        "entity_gt": intended[:, 0].tolist(),
         "point_error": float(np.linalg.norm(achieved[:, 1:] - intended[:, 1:], axis=-1).mean()),
         "dai": dai(video[-1], video[0], [[ex, ey]], [end], gamma=1),
-        "psnr_gt": video_psnr(video, gt), "ssim_gt": video_ssim(video, gt),  # frames 1.. (frame 0 is given)
+        "psnr_gt": video_psnr(video, gt),
+        "ssim_gt": video_ssim(video, gt),  # frames 1.. (frame 0 is given)
         "bg_psnr_gt": video_psnr(video[:, outside], gt[:, outside]),
     }
     if undragged is not None:
@@ -129,8 +135,18 @@ def score(scene: DragScene, video: np.ndarray, undragged: np.ndarray | None, tra
     return out
 
 
-def run_benchmark(engine, encode_text, scenes: list[DragScene], rows: list[str], *, tracker, out: Path | None = None,
-                  config: DragConfig = DragConfig(), seed: int = 0, progress: bool = True) -> dict:
+def run_benchmark(
+    engine,
+    encode_text,
+    scenes: list[DragScene],
+    rows: list[str],
+    *,
+    tracker,
+    out: Path | None = None,
+    config: DragConfig = DragConfig(),
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
     """Every row on every scene; returns {"rows": {name: aggregate}, "scenes": {name: [per scene]}}."""
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
@@ -163,17 +179,26 @@ def run_benchmark(engine, encode_text, scenes: list[DragScene], rows: list[str],
     for row, items in per_row.items():
         agg[row] = {
             "objmc": objmc([[s["entity_pred"]] for s in items], [[s["entity_gt"]] for s in items]),
-            **{k: float(np.mean([s[k] for s in items if k in s])) for k in
-               ("point_error", "dai", "psnr_gt", "ssim_gt", "bg_psnr_gt", "rf")},
-            "bg_psnr_undragged": (float(np.mean([min(s["bg_psnr_undragged"], 99.0) for s in items]))
-                                  if row != base_row else None),
+            **{
+                k: float(np.mean([s[k] for s in items if k in s]))
+                for k in ("point_error", "dai", "psnr_gt", "ssim_gt", "bg_psnr_gt", "rf")
+            },
+            "bg_psnr_undragged": (
+                float(np.mean([min(s["bg_psnr_undragged"], 99.0) for s in items])) if row != base_row else None
+            ),
             "scenes": len(items),
             # ObjMC over each kind's scenes: rotations barely move the entity point, translations do
-            "objmc_by_kind": {k: objmc([[s["entity_pred"]] for s in items if s["kind"] == k],
-                                       [[s["entity_gt"]] for s in items if s["kind"] == k])
-                              for k in sorted({s["kind"] for s in items})},
-            "point_error_by_kind": {k: float(np.mean([s["point_error"] for s in items if s["kind"] == k]))
-                                    for k in sorted({s["kind"] for s in items})},
+            "objmc_by_kind": {
+                k: objmc(
+                    [[s["entity_pred"]] for s in items if s["kind"] == k],
+                    [[s["entity_gt"]] for s in items if s["kind"] == k],
+                )
+                for k in sorted({s["kind"] for s in items})
+            },
+            "point_error_by_kind": {
+                k: float(np.mean([s["point_error"] for s in items if s["kind"] == k]))
+                for k in sorted({s["kind"] for s in items})
+            },
         }
     return {"rows": agg, "scenes": per_row}
 
@@ -183,18 +208,29 @@ def _slug(name: str) -> str:
 
 
 def table(result: dict) -> str:
-    head = ("| row | ObjMC ↓ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | bg PSNR vs GT ↑ | PSNR vs GT ↑ | "
-            "SSIM vs GT ↑ | RF |")
+    head = (
+        "| row | ObjMC ↓ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | bg PSNR vs GT ↑ | PSNR vs GT ↑ | "
+        "SSIM vs GT ↑ | RF |"
+    )
     lines = [head, "|" + " --- |" * 9]
     for row, a in result["rows"].items():
         bg = "—" if a["bg_psnr_undragged"] is None else f"{a['bg_psnr_undragged']:.2f}"
-        lines.append(f"| {row} | {a['objmc']:.2f} | {a['point_error']:.2f} | {a['dai']:.4f} | {bg} | "
-                     f"{a['bg_psnr_gt']:.2f} | {a['psnr_gt']:.2f} | {a['ssim_gt']:.3f} | {a['rf']:.2f} |")
+        lines.append(
+            f"| {row} | {a['objmc']:.2f} | {a['point_error']:.2f} | {a['dai']:.4f} | {bg} | "
+            f"{a['bg_psnr_gt']:.2f} | {a['psnr_gt']:.2f} | {a['ssim_gt']:.3f} | {a['rf']:.2f} |"
+        )
     kinds = sorted(next(iter(result["rows"].values()))["point_error_by_kind"])
-    lines += ["", "| row | " + " | ".join(f"{k} ObjMC / point err" for k in kinds) + " |", "|" + " --- |" * (1 + len(kinds))]
+    lines += [
+        "",
+        "| row | " + " | ".join(f"{k} ObjMC / point err" for k in kinds) + " |",
+        "|" + " --- |" * (1 + len(kinds)),
+    ]
     for row, a in result["rows"].items():
-        lines.append(f"| {row} | " + " | ".join(f"{a['objmc_by_kind'][k]:.2f} / {a['point_error_by_kind'][k]:.2f}"
-                                               for k in kinds) + " |")
+        lines.append(
+            f"| {row} | "
+            + " | ".join(f"{a['objmc_by_kind'][k]:.2f} / {a['point_error_by_kind'][k]:.2f}" for k in kinds)
+            + " |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -229,8 +265,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iterations", type=int, default=4, help="I per coarse-to-fine segment")
     ap.add_argument("--tracker", default="lk", help="lk | lk_plain | cotracker3_offline (with --tracker-checkpoint)")
     ap.add_argument("--tracker-checkpoint", default=None)
-    ap.add_argument("--set", dest="settings", action="append", default=[], metavar="FIELD=VALUE",
-                    help="a DragConfig field for every row, e.g. --set step_index=0 --set lr=0.1 (repeatable)")
+    ap.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a DragConfig field for every row, e.g. --set step_index=0 --set lr=0.1 (repeatable)",
+    )
     ap.add_argument("--kinds", default=None, help="only these scene kinds, comma-separated (e.g. translate)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
@@ -249,30 +291,49 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = ROW_SETS.get(args.rows) or [r.strip() for r in args.rows.split(",")]
-    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
-                                          dtype=dtype)
+    net, codec, conditioner = load_export(
+        args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
+    )
     if net.conventions.streaming is None:
-        raise ValueError(f"--student {args.student}: network.json records no streaming configuration; export a "
-                         "student (ODE-init or DMD stage)")
-    engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
-                                image_features_fn=conditioner.image_features)
+        raise ValueError(
+            f"--student {args.student}: network.json records no streaming configuration; export a "
+            "student (ODE-init or DMD stage)"
+        )
+    engine = StreamingGenerator(
+        net, codec, config=StreamConfig.of(net.conventions.streaming), image_features_fn=conditioner.image_features
+    )
     h, w = net.conventions.height, net.conventions.width
     scenes = make_scenes(args.scenes, seed=args.scene_seed, height=h, width=w)
     if args.kinds:
         kinds = {k.strip() for k in args.kinds.split(",")}
         scenes = [s for s in scenes if s.kind in kinds]
         if not scenes:
-            raise ValueError(f"--kinds {args.kinds}: no such scenes among {args.scenes} (kinds: translate, deform, "
-                             "rotate2d, rotate3d)")
-    tracker = build_tracker(args.tracker, **({"checkpoint": args.tracker_checkpoint} if args.tracker_checkpoint else {}))
+            raise ValueError(
+                f"--kinds {args.kinds}: no such scenes among {args.scenes} (kinds: translate, deform, "
+                "rotate2d, rotate3d)"
+            )
+    tracker = build_tracker(
+        args.tracker, **({"checkpoint": args.tracker_checkpoint} if args.tracker_checkpoint else {})
+    )
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    result = run_benchmark(engine, conditioner.text, scenes, rows, tracker=tracker, out=out,
-                           config=_config(args.settings, iterations=args.iterations, seed=args.seed), seed=args.seed)
-    result["config"] = vars(args) | {"device": str(device), "dtype": str(dtype).removeprefix("torch."),
-                                     "wall_s": round(time.perf_counter() - t0, 1),
-                                     "torch_threads": torch.get_num_threads()}
+    result = run_benchmark(
+        engine,
+        conditioner.text,
+        scenes,
+        rows,
+        tracker=tracker,
+        out=out,
+        config=_config(args.settings, iterations=args.iterations, seed=args.seed),
+        seed=args.seed,
+    )
+    result["config"] = vars(args) | {
+        "device": str(device),
+        "dtype": str(dtype).removeprefix("torch."),
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "torch_threads": torch.get_num_threads(),
+    }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "table.md").write_text(table(result))
     print(table(result))

@@ -27,6 +27,7 @@ Deformations and 3D rotations have no DragStream counterpart; they go to ``drag_
 "trajectories": [{"type": "deformation", "handles": [H][K+1][2], "mask_file"} |
 {"type": "rotation3d", "center": [2], "axis": [3], "angles": [K], "mask_file"}]}`` with the same PNG masks.
 """
+
 from __future__ import annotations
 
 import json
@@ -98,8 +99,11 @@ def _intended(instr: DragInstruction, traj, pts: np.ndarray, p: int) -> np.ndarr
     u = _frame_step(instr, p)
     if isinstance(traj, (Rotation2D, Rotation3D)):
         steps = traj.steps
-        angles = ([traj.angle(k) for k in range(1, steps + 1)] if isinstance(traj, Rotation2D)
-                  else list(np.asarray(traj.angles, np.float64)))
+        angles = (
+            [traj.angle(k) for k in range(1, steps + 1)]
+            if isinstance(traj, Rotation2D)
+            else list(np.asarray(traj.angles, np.float64))
+        )
         theta = float(np.interp(u, np.arange(steps + 1), [0.0] + angles))
         return partial_displace(traj, pts, steps, theta / angles[-1]) if angles[-1] else np.array(pts, np.float64)
     return positions_at(traj, pts, u)
@@ -161,8 +165,15 @@ def _invert_field(traj, u: float, out: np.ndarray, iterations: int = 40) -> np.n
     return x
 
 
-def render_scene(index: int, *, seed: int = 0, height: int = 64, width: int = 64, texture_scale: float = 4.0,
-                 sprite_size: tuple[float, float] = (0.25, 0.32)) -> tuple[DragScene, np.ndarray]:
+def render_scene(
+    index: int,
+    *,
+    seed: int = 0,
+    height: int = 64,
+    width: int = 64,
+    texture_scale: float = 4.0,
+    sprite_size: tuple[float, float] = (0.25, 0.32),
+) -> tuple[DragScene, np.ndarray]:
     """Scene ``index`` of ``make_scenes(seed=seed, ...)`` and its sprite alpha float32 [T, H, W] per frame
     (exact masks of the intended places, for checks that must not infer them from pixel changes)."""
     if not 0 < sprite_size[0] <= sprite_size[1] < 1:
@@ -191,21 +202,31 @@ def render_scene(index: int, *, seed: int = 0, height: int = 64, width: int = 64
     places = np.concatenate([disk] + [local.displace(disk, k) for k in range(1, steps + 1)])
     lo, hi = 2 - places.min(0), np.array([width - 3, height - 3]) - places.max(0)
     if np.any(lo > hi):
-        raise ValueError(f"height={height}, width={width}: frame too small for a {2 * radius:.1f} px sprite "
-                         f"and its {kind} drag with a 2 px margin; use a larger frame or a smaller sprite_size")
+        raise ValueError(
+            f"height={height}, width={width}: frame too small for a {2 * radius:.1f} px sprite "
+            f"and its {kind} drag with a 2 px margin; use a larger frame or a smaller sprite_size"
+        )
     centre = rng.uniform(lo, hi)
     traj = _shift(local, centre)
 
     m0 = _sprite_matrix(sprite, centre.astype(np.float32), angle)  # [2, 3] sprite canvas -> frame
-    layer0 = cv2.warpAffine(sprite.rgba, m0, (width, height), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # [H, W, 4] premultiplied
+    layer0 = cv2.warpAffine(
+        sprite.rgba, m0, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+    )  # [H, W, 4] premultiplied
     object_mask = layer0[..., 3] > 0.5
     caption = f"A {sprite.pattern} {sprite.colour} {sprite.shape}. A textured {bg_colour} background."
     name = f"{kind}-{mode}-{index:02d}"
     # The editable mask needs the instruction's frame mapping, and the instruction needs a mask:
     # start from the object mask and replace it once the intended places are known.
-    instr = DragInstruction(mode=mode, trajectories=[traj], object_masks=[object_mask], editable=object_mask.copy(),
-                            num_chunks=num_chunks, prompt=caption, meta={"scene": name})
+    instr = DragInstruction(
+        mode=mode,
+        trajectories=[traj],
+        object_masks=[object_mask],
+        editable=object_mask.copy(),
+        num_chunks=num_chunks,
+        prompt=caption,
+        meta={"scene": name},
+    )
     frames = 1 + int(round(TEMPORAL * step_offsets(instr)[-1]))
 
     ys, xs = np.nonzero(object_mask)
@@ -240,36 +261,59 @@ def render_scene(index: int, *, seed: int = 0, height: int = 64, width: int = 64
         elif isinstance(traj, Deformation):
             src = _invert_field(traj, _frame_step(instr, p), box)
             uv = src @ to_sprite[:, :2].T + to_sprite[:, 2]  # [h * w, 2] sprite canvas coords
-            patch = cv2.remap(sprite.rgba, uv[:, 0].reshape(bx.shape).astype(np.float32),
-                              uv[:, 1].reshape(bx.shape).astype(np.float32), cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=0)  # [h, w, 4]
+            patch = cv2.remap(
+                sprite.rgba,
+                uv[:, 0].reshape(bx.shape).astype(np.float32),
+                uv[:, 1].reshape(bx.shape).astype(np.float32),
+                cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_CONSTANT,
+                borderValue=0,
+            )  # [h, w, 4]
             layer = np.zeros_like(layer0)
-            layer[y0:y0 + bx.shape[0], x0:x0 + bx.shape[1]] = patch
+            layer[y0 : y0 + bx.shape[0], x0 : x0 + bx.shape[1]] = patch
         else:  # the frame's motion is affine: solve it from 3 points, then compose with the sprite's own
             a_p = np.linalg.lstsq(src_h, tri_at[p], rcond=None)[0].T  # [2, 3]
             m_p = (np.vstack([a_p, [0, 0, 1]]) @ m0_h)[:2].astype(np.float32)
-            layer = cv2.warpAffine(sprite.rgba, m_p, (width, height), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            layer = cv2.warpAffine(
+                sprite.rgba, m_p, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
+            )
         img = background * (1.0 - layer[..., 3:]) + layer[..., :3]  # premultiplied "over"
         gt[p] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
         alpha[p] = layer[..., 3]
     # Antialiased rims (alpha ~1e-3) can reach past the dilation where a deformation stretches: every pixel
     # the ground truth changes must be editable, or an editor matching it would break its own mask.
     instr.editable = editable | (alpha.max(axis=0) > 0)
-    scene = DragScene(name=name, kind=kind, image=gt[0].copy(), caption=caption, instruction=instr,
-                      object_mask=object_mask, gt_video=gt, seed=scene_seed)
+    scene = DragScene(
+        name=name,
+        kind=kind,
+        image=gt[0].copy(),
+        caption=caption,
+        instruction=instr,
+        object_mask=object_mask,
+        gt_video=gt,
+        seed=scene_seed,
+    )
     return scene, alpha
 
 
-def make_scenes(count: int = 24, *, seed: int = 0, height: int = 64, width: int = 64, texture_scale: float = 4.0,
-                sprite_size: tuple[float, float] = (0.25, 0.32)) -> list[DragScene]:
+def make_scenes(
+    count: int = 24,
+    *,
+    seed: int = 0,
+    height: int = 64,
+    width: int = 64,
+    texture_scale: float = 4.0,
+    sprite_size: tuple[float, float] = (0.25, 0.32),
+) -> list[DragScene]:
     """``count`` deterministic scenes; kinds cycle with the index, modes with index // 4 (see module doc)."""
     if not 1 <= count <= MAX_COUNT:
         raise ValueError(f"count must be in [1, {MAX_COUNT}] (scene seeds are seed * {MAX_COUNT} + index), got {count}")
     if seed < 0:
         raise ValueError(f"seed must be >= 0, got {seed}")
-    return [render_scene(i, seed=seed, height=height, width=width, texture_scale=texture_scale,
-                         sprite_size=sprite_size)[0] for i in range(count)]
+    return [
+        render_scene(i, seed=seed, height=height, width=width, texture_scale=texture_scale, sprite_size=sprite_size)[0]
+        for i in range(count)
+    ]
 
 
 def write_scene(scene: DragScene, directory: str | Path) -> Path:
@@ -287,22 +331,48 @@ def write_scene(scene: DragScene, directory: str | Path) -> Path:
             if isinstance(t, Deformation):
                 doc = {"type": "deformation", "handles": np.asarray(t.handles, np.float64).tolist()}
             elif isinstance(t, Rotation3D):
-                doc = {"type": "rotation3d", "center": np.asarray(t.center, np.float64).tolist(),
-                       "axis": np.asarray(t.axis, np.float64).tolist(),
-                       "angles": np.asarray(t.angles, np.float64).tolist()}
+                doc = {
+                    "type": "rotation3d",
+                    "center": np.asarray(t.center, np.float64).tolist(),
+                    "axis": np.asarray(t.axis, np.float64).tolist(),
+                    "angles": np.asarray(t.angles, np.float64).tolist(),
+                }
             else:
-                raise ValueError(f"trajectory {i}: mixing {type(t).__name__} with deformations or 3D rotations "
-                                 "is not supported by this format")
+                raise ValueError(
+                    f"trajectory {i}: mixing {type(t).__name__} with deformations or 3D rotations "
+                    "is not supported by this format"
+                )
             write_mask(directory / f"drag_mask_{i}.png", m)
             trajs.append({**doc, "mask_file": f"drag_mask_{i}.png"})
         write_mask(directory / "drag_movable_area.png", instr.editable)
         instruction_file = "drag_instruction.json"
-        (directory / instruction_file).write_text(json.dumps(
-            {"format": "trackstream-drag/1", "mode": instr.mode, "num_chunks": instr.num_chunks, "prompt": instr.prompt,
-             "meta": instr.meta, "movable_area_mask_file": "drag_movable_area.png", "trajectories": trajs}, indent=2))
-    (directory / "scene.json").write_text(json.dumps(
-        {"name": scene.name, "kind": scene.kind, "caption": scene.caption, "seed": scene.seed,
-         "instruction_file": instruction_file, "meta": instr.meta}, indent=2))
+        (directory / instruction_file).write_text(
+            json.dumps(
+                {
+                    "format": "trackstream-drag/1",
+                    "mode": instr.mode,
+                    "num_chunks": instr.num_chunks,
+                    "prompt": instr.prompt,
+                    "meta": instr.meta,
+                    "movable_area_mask_file": "drag_movable_area.png",
+                    "trajectories": trajs,
+                },
+                indent=2,
+            )
+        )
+    (directory / "scene.json").write_text(
+        json.dumps(
+            {
+                "name": scene.name,
+                "kind": scene.kind,
+                "caption": scene.caption,
+                "seed": scene.seed,
+                "instruction_file": instruction_file,
+                "meta": instr.meta,
+            },
+            indent=2,
+        )
+    )
     return directory
 
 
@@ -323,18 +393,34 @@ def read_scene(directory: str | Path) -> DragScene:
             if t["type"] == "deformation":
                 trajs.append(Deformation(handles=np.asarray(t["handles"], np.float64)))
             else:
-                trajs.append(Rotation3D(center=np.asarray(t["center"], np.float64),
-                                        axis=np.asarray(t["axis"], np.float64),
-                                        angles=np.asarray(t["angles"], np.float64)))
-        instr = DragInstruction(mode=spec["mode"], trajectories=trajs, num_chunks=spec["num_chunks"],
-                                object_masks=[read_mask(directory / t["mask_file"]) for t in spec["trajectories"]],
-                                editable=read_mask(directory / spec["movable_area_mask_file"]),
-                                prompt=spec["prompt"], meta=spec["meta"])
+                trajs.append(
+                    Rotation3D(
+                        center=np.asarray(t["center"], np.float64),
+                        axis=np.asarray(t["axis"], np.float64),
+                        angles=np.asarray(t["angles"], np.float64),
+                    )
+                )
+        instr = DragInstruction(
+            mode=spec["mode"],
+            trajectories=trajs,
+            num_chunks=spec["num_chunks"],
+            object_masks=[read_mask(directory / t["mask_file"]) for t in spec["trajectories"]],
+            editable=read_mask(directory / spec["movable_area_mask_file"]),
+            prompt=spec["prompt"],
+            meta=spec["meta"],
+        )
     image = cv2.imread(str(directory / "image.png"), cv2.IMREAD_COLOR)
     if image is None:
         raise ValueError(f"directory={directory}: image.png could not be read")
     with np.load(directory / "gt.npz") as z:
         gt_video, object_mask = z["gt_video"], z["object_mask"]
-    return DragScene(name=doc["name"], kind=doc["kind"], image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
-                     caption=doc["caption"], instruction=instr, object_mask=object_mask, gt_video=gt_video,
-                     seed=int(doc["seed"]))
+    return DragScene(
+        name=doc["name"],
+        kind=doc["kind"],
+        image=cv2.cvtColor(image, cv2.COLOR_BGR2RGB),
+        caption=doc["caption"],
+        instruction=instr,
+        object_mask=object_mask,
+        gt_video=gt_video,
+        seed=int(doc["seed"]),
+    )

@@ -9,6 +9,7 @@ dimension) sqrtm returns non-finite values and the product is regularised with e
 covariances, as pytorch-fid does; a non-negligible imaginary part of the root (> 1e-3 on the
 diagonal) means the covariances are not valid and is an error, a negligible one is dropped.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ def feature_statistics(features: np.ndarray) -> FeatureStats:
     return FeatureStats(mu=x.mean(axis=0), sigma=np.cov(x, rowvar=False), count=int(x.shape[0]))
 
 
-def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *,
-                     eps: float = 1e-6) -> float:
+def frechet_distance(
+    mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray, *, eps: float = 1e-6
+) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2) (see the module docstring)."""
     from scipy import linalg
 
@@ -60,8 +62,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     if np.iscomplexobj(covmean):
         imag = np.max(np.abs(np.diagonal(covmean).imag))
         if imag > 1e-3:
-            raise ValueError(f"Fréchet distance: the matrix root has an imaginary component {imag:.3g}; the "
-                             "covariances are not positive semi-definite (too few samples?)")
+            raise ValueError(
+                f"Fréchet distance: the matrix root has an imaginary component {imag:.3g}; the "
+                "covariances are not positive semi-definite (too few samples?)"
+            )
         covmean = covmean.real
     value = float(diff @ diff + np.trace(s1) + np.trace(s2) - 2.0 * np.trace(covmean))
     return max(value, 0.0)  # rounding can leave -1e-12 for identical sets

@@ -13,6 +13,7 @@ and ``seed``, so every run sees the same noise for the same sample. ``device`` /
 "auto": CUDA + bfloat16 when a GPU is present, else CPU + float32) place and cast the export through
 ``models.conditioner.load_export``; every input made here follows the network's device.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,8 +46,9 @@ class GenerateConfig:
         self.precision()  # a bad device / dtype fails here, naming the field, not at the first forward
         if isinstance(self.sampler, dict):
             guidance = self.sampler.get("guidance", {})
-            self.sampler = SamplerConfig(**{**self.sampler, "guidance": GuidanceConfig(**guidance)
-                                            if isinstance(guidance, dict) else guidance})
+            self.sampler = SamplerConfig(
+                **{**self.sampler, "guidance": GuidanceConfig(**guidance) if isinstance(guidance, dict) else guidance}
+            )
 
     def precision(self) -> tuple[torch.device, torch.dtype]:
         """(device, dtype) resolved (models.precision); errors name generate.device / generate.dtype."""
@@ -57,7 +59,7 @@ class GenerateConfig:
 
 
 def run_kind(run: str | Path) -> str:
-    """"student", "teacher" or "videos" (see the module docstring)."""
+    """ "student", "teacher" or "videos" (see the module docstring)."""
     path = Path(run)
     meta_path = path / "network.json"
     if meta_path.is_file():
@@ -85,8 +87,10 @@ def _setup(run: Path, cfg: GenerateConfig):
     from trackstream.models.conditioner import load_export
 
     if not cfg.codec:
-        raise ValueError(f"run={run} is an exported network: set codec=<its codec checkpoint or release folder> "
-                         "(the tiny runs: <teacher run>/codec/codec.pt) and codec_name")
+        raise ValueError(
+            f"run={run} is an exported network: set codec=<its codec checkpoint or release folder> "
+            "(the tiny runs: <teacher run>/codec/codec.pt) and codec_name"
+        )
     device, dtype = cfg.precision()
     return load_export(run, codec_name=cfg.codec_name, codec=cfg.codec, device=device, dtype=dtype)
 
@@ -99,18 +103,31 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
 
     net, codec, conditioner = _setup(run, cfg)
     # the engine takes its device from the network (load_export put it there): its inputs follow it
-    engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
-                                image_features_fn=conditioner.image_features, compile=cfg.compile,
-                                overlap_decode=True)  # recorded tracks: asking one chunk ahead costs nothing
+    engine = StreamingGenerator(
+        net,
+        codec,
+        config=StreamConfig.of(net.conventions.streaming),
+        image_features_fn=conditioner.image_features,
+        compile=cfg.compile,
+        overlap_decode=True,
+    )  # recorded tracks: asking one chunk ahead costs nothing
     out = {}
     for i, s in enumerate(samples):
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # CPU: the same draws on any device
         text, lens = conditioner.text([s.caption])
         ids = sample_track_ids(1, s.tracks.shape[1], generator=g)
-        state = engine.start(_tensor_first_frame(s, engine.device), text, lens, track_ids=ids,
-                             seed=int(torch.randint(2**31 - 1, (), generator=g)))
-        source = (tracks_from_array(torch.from_numpy(s.tracks)[None], torch.from_numpy(s.visibility)[None])
-                  if mode == "with_tracks" else None)
+        state = engine.start(
+            _tensor_first_frame(s, engine.device),
+            text,
+            lens,
+            track_ids=ids,
+            seed=int(torch.randint(2**31 - 1, (), generator=g)),
+        )
+        source = (
+            tracks_from_array(torch.from_numpy(s.tracks)[None], torch.from_numpy(s.visibility)[None])
+            if mode == "with_tracks"
+            else None
+        )
         n = engine.causal.num_chunks(1 + (s.frames.shape[0] - 1) // 4)
         frames, _, _ = collect(engine.stream(state, source, num_chunks=n))
         out[s.id] = _frames(frames[0])[: s.frames.shape[0]]
@@ -139,16 +156,29 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
         motion = None
         if mode == "with_tracks":
             ids = sample_track_ids(1, s.tracks.shape[1], generator=g).to(device)
-            motion = encode_motion(torch.from_numpy(s.tracks)[None].to(device),
-                                   torch.from_numpy(s.visibility)[None].to(device), ids,
-                                   embed_dim=net.track_embed_dim, height=H, width=W, latent_height=H // sf)
-        noise = torch.randn((1, net.latent_channels, 1 + (T - 1) // 4, H // sf, W // sf), generator=g,
-                            device="cpu").to(device)
+            motion = encode_motion(
+                torch.from_numpy(s.tracks)[None].to(device),
+                torch.from_numpy(s.visibility)[None].to(device),
+                ids,
+                embed_dim=net.track_embed_dim,
+                height=H,
+                width=W,
+                latent_height=H // sf,
+            )
+        noise = torch.randn((1, net.latent_channels, 1 + (T - 1) // 4, H // sf, W // sf), generator=g, device="cpu").to(
+            device
+        )
         features = conditioner.image_features(first)
-        cond = Condition(text=text, text_lengths=lens, null_text=conditioner.null_text,
-                         null_text_lengths=conditioner.null_lengths, image=conditioner.image(first, num_frames=T),
-                         motion=motion, image_features=None if features is None else features.to(device),
-                         first_latent=conditioner.first_latent(first) if net.conventions.clean_first_frame else None)
+        cond = Condition(
+            text=text,
+            text_lengths=lens,
+            null_text=conditioner.null_text,
+            null_text_lengths=conditioner.null_lengths,
+            image=conditioner.image(first, num_frames=T),
+            motion=motion,
+            image_features=None if features is None else features.to(device),
+            first_latent=conditioner.first_latent(first) if net.conventions.clean_first_frame else None,
+        )
         lat = sample(net, noise, cond, cfg=cfg.sampler, shift=shift)
         out[s.id] = _frames(codec.decode(lat)[0].float())  # the codec casts its input to its own dtype
     return out
@@ -163,8 +193,10 @@ def generate_videos(run: str | Path, samples: list[Sample], *, mode: str, cfg: G
         videos = read_video_folder(run, ids=[s.id for s in samples])
         for s in samples:
             if videos[s.id].shape[1:] != s.frames.shape[1:] or videos[s.id].shape[0] < s.frames.shape[0]:
-                raise ValueError(f"{run}/{s.id}.mp4 is {videos[s.id].shape} but the benchmark sample is "
-                                 f"{s.frames.shape}: resize the results to the benchmark's size first")
+                raise ValueError(
+                    f"{run}/{s.id}.mp4 is {videos[s.id].shape} but the benchmark sample is "
+                    f"{s.frames.shape}: resize the results to the benchmark's size first"
+                )
             videos[s.id] = videos[s.id][: s.frames.shape[0]]
         return videos
     return (_student if kind == "student" else _teacher)(Path(run), samples, mode, cfg)

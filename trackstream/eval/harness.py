@@ -16,6 +16,7 @@ function's docstring):
              features (eval.video_features.codec_video_features); NOT comparable with published FVDs
 Distribution metrics need at least 2 videos (and, to mean anything, many more than feature dims).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -45,8 +46,10 @@ class WeightsConfig:
     def require(self, metric: str, *names: str) -> None:
         missing = [n for n in names if not getattr(self, n)]
         if missing:
-            raise ValueError(f"metric {metric!r} needs weights.{', weights.'.join(missing)} (local files; see "
-                             "trackstream/eval/harness.py WeightsConfig): set them or drop the metric")
+            raise ValueError(
+                f"metric {metric!r} needs weights.{', weights.'.join(missing)} (local files; see "
+                "trackstream/eval/harness.py WeightsConfig): set them or drop the metric"
+            )
 
 
 @dataclass
@@ -84,8 +87,10 @@ class Extractors:
 
 def reference_rows(samples: list[Sample]) -> dict[str, dict[str, np.ndarray]]:
     """The ground truth and the frozen first frame, as rows of videos."""
-    return {"ground_truth": {s.id: s.frames for s in samples},
-            "frozen": {s.id: np.broadcast_to(s.frames[:1], s.frames.shape).copy() for s in samples}}
+    return {
+        "ground_truth": {s.id: s.frames for s in samples},
+        "frozen": {s.id: np.broadcast_to(s.frames[:1], s.frames.shape).copy() for s in samples},
+    }
 
 
 def _lpips(model, video: np.ndarray, gt: np.ndarray) -> float:
@@ -125,8 +130,15 @@ def _features(name: str, ext: Extractors, videos: dict[str, np.ndarray]) -> np.n
     return _cached(ext, name, list(videos.values()), lambda xs: codec_video_features(ext.get("proxy_fvd"), xs))
 
 
-def score_rows(rows: dict[str, dict[str, np.ndarray]], samples: list[Sample], *, metrics: list[str], tracker,
-               extractors: Extractors, progress: bool = True) -> dict:
+def score_rows(
+    rows: dict[str, dict[str, np.ndarray]],
+    samples: list[Sample],
+    *,
+    metrics: list[str],
+    tracker,
+    extractors: Extractors,
+    progress: bool = True,
+) -> dict:
     """{row: {metric: mean, "per_sample": {metric: [...]}, "epe_per_frame": [...]}} for every row."""
     from tqdm import tqdm
 

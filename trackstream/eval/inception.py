@@ -12,6 +12,7 @@ Module attribute names are exactly torchvision's (``Conv2d_1a_3x3.conv.weight``,
 a state dict of torchvision's ``inception_v3(num_classes=1008, aux_logits=False)``: pytorch-fid loads
 it strictly into that model, so the file has no ``AuxLogits.*`` keys and a 1008-class fc.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -220,8 +221,19 @@ class FIDInceptionV3(nn.Module):
         x = F.max_pool2d(x, kernel_size=3, stride=2)  # [B, 64, 73, 73]
         x = self.Conv2d_4a_3x3(self.Conv2d_3b_1x1(x))  # [B, 192, 71, 71]
         x = F.max_pool2d(x, kernel_size=3, stride=2)  # [B, 192, 35, 35]
-        for block in (self.Mixed_5b, self.Mixed_5c, self.Mixed_5d, self.Mixed_6a, self.Mixed_6b, self.Mixed_6c,
-                      self.Mixed_6d, self.Mixed_6e, self.Mixed_7a, self.Mixed_7b, self.Mixed_7c):
+        for block in (
+            self.Mixed_5b,
+            self.Mixed_5c,
+            self.Mixed_5d,
+            self.Mixed_6a,
+            self.Mixed_6b,
+            self.Mixed_6c,
+            self.Mixed_6d,
+            self.Mixed_6e,
+            self.Mixed_7a,
+            self.Mixed_7b,
+            self.Mixed_7c,
+        ):
             x = block(x)
         return F.adaptive_avg_pool2d(x, 1).flatten(1)  # [B, 2048, 8, 8] -> [B, 2048]
 
@@ -257,8 +269,9 @@ def load_fid_inception(path: str | Path) -> FIDInceptionV3:
             f"{path} does not match the FID Inception-v3 ({FID_WEIGHTS_FILE}): {len(missing)} missing keys "
             f"(first: {missing[:5]}), {len(unexpected)} unexpected keys (first: {unexpected[:5]})"
         )
-    bad = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}"
-           for k, v in expected.items() if state[k].shape != v.shape]
+    bad = [
+        f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items() if state[k].shape != v.shape
+    ]
     if bad:
         raise ValueError(f"{path}: {len(bad)} tensors have the wrong shape (file vs model, first: {bad[:5]})")
     model.load_state_dict(state, strict=True)

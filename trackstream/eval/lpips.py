@@ -16,6 +16,7 @@ Weights come from two files, never downloaded here:
   heads     the lpips package's `weights/v0.1/alex.pth` / `vgg.pth`: keys `lin{k}.model.1.weight`
             (index 1 because a Dropout sits at index 0 of each head's Sequential).
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -192,7 +193,9 @@ def _check_and_load(module: nn.Module, sd: Mapping[str, torch.Tensor], what: str
     missing = [prefix + k for k in own if k not in sd]
     unexpected = [prefix + k for k in sd if k not in own]
     shapes = [
-        f"{prefix}{k} {tuple(sd[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in sd and sd[k].shape != v.shape
+        f"{prefix}{k} {tuple(sd[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in sd and sd[k].shape != v.shape
     ]
     if missing or unexpected or shapes:
         parts = []
@@ -213,7 +216,9 @@ def _read(path: str | Path, field: str, expected: str) -> dict[str, torch.Tensor
         )
     sd = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(sd, Mapping):
-        raise ValueError(f"load_lpips {field}={str(path)!r} holds a {type(sd).__name__}, not a state dict; expected {expected}")
+        raise ValueError(
+            f"load_lpips {field}={str(path)!r} holds a {type(sd).__name__}, not a state dict; expected {expected}"
+        )
     return dict(sd)
 
 

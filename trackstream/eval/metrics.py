@@ -2,13 +2,26 @@
 one protocol behind every EPE figure of the project), PSNR and SSIM of generated frames against the
 ground truth (frames 1..; frame 0 is the given first frame), ObjMC (DragAnything) and DAI (GoodDrag)
 for drags. Distribution metrics (FID, FVD) are in trackstream/eval/frechet.py."""
+
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-__all__ = ["epe", "motion_epe", "frozen_epe", "check_epe_tracker", "EPE_TRACKER", "EPE_TRACKERS", "video_psnr",
-           "video_ssim", "objmc", "entity_point", "nearest_track", "dai"]
+__all__ = [
+    "epe",
+    "motion_epe",
+    "frozen_epe",
+    "check_epe_tracker",
+    "EPE_TRACKER",
+    "EPE_TRACKERS",
+    "video_psnr",
+    "video_ssim",
+    "objmc",
+    "entity_point",
+    "nearest_track",
+    "dai",
+]
 
 
 def epe(pred_tracks, gt_tracks, visibility) -> float:
@@ -41,9 +54,11 @@ EPE_TRACKERS = ("lk_plain", "lucas_kanade_plain", "cotracker3", "cotracker3_offl
 def check_epe_tracker(name: str, field: str = "tracker") -> str:
     """``name`` if it is a tracker ``motion_epe`` accepts, else a ValueError naming ``field``."""
     if str(name).lower().replace("-", "_") not in EPE_TRACKERS:
-        raise ValueError(f"{field}={name!r} cannot measure EPE: choose {EPE_TRACKER} (CPU) or cotracker3_offline / "
-                         "cotracker3_online (a local checkpoint). `lk` re-acquires lost points by colour and "
-                         "neighbour motion, which rewards video no tracker can follow (trackstream/eval/metrics.py motion_epe)")
+        raise ValueError(
+            f"{field}={name!r} cannot measure EPE: choose {EPE_TRACKER} (CPU) or cotracker3_offline / "
+            "cotracker3_online (a local checkpoint). `lk` re-acquires lost points by colour and "
+            "neighbour motion, which rewards video no tracker can follow (trackstream/eval/metrics.py motion_epe)"
+        )
     return name
 
 
@@ -88,8 +103,9 @@ def _hold_lost(pred: np.ndarray, seen: np.ndarray, t0: np.ndarray, start: np.nda
     return out
 
 
-def motion_epe(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray,
-               tracker) -> tuple[float, np.ndarray, np.ndarray]:
+def motion_epe(
+    frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, tracker
+) -> tuple[float, np.ndarray, np.ndarray]:
     """THE EPE of a generated video against its conditioning tracks: the one protocol behind every EPE
     figure (make run's report, the teacher and streaming evaluations, ``python -m trackstream.eval``).
 
@@ -121,8 +137,10 @@ def motion_epe(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray,
     resolution); a set of videos is the mean of the per-video values. Returns (EPE, EPE per frame [T]
     (NaN where the input shows no point), the scored positions [T, N', 2] of the tracks that count)."""
     if getattr(tracker, "reacquire", False):
-        raise ValueError(f"motion_epe: {type(tracker).__name__} re-acquires lost points by appearance; use "
-                         f"{EPE_TRACKER} or CoTracker3 (see the docstring)")
+        raise ValueError(
+            f"motion_epe: {type(tracker).__name__} re-acquires lost points by appearance; use "
+            f"{EPE_TRACKER} or CoTracker3 (see the docstring)"
+        )
     tracks, visibility, t0 = _inputs(tracks, visibility)
     frames = np.asarray(frames)
     if frames.shape[0] != tracks.shape[0]:
@@ -169,7 +187,9 @@ def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5) -> float
         x = torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1))
         return torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1))
 
-    to = lambda v: torch.from_numpy(np.ascontiguousarray(v[1:])).double().permute(0, 3, 1, 2).reshape(-1, 1, *v.shape[1:3])  # noqa: E731
+    def to(v):  # [T, H, W, 3] -> [(T-1) * 3, 1, H, W] float64, frame 0 (given) left out
+        return torch.from_numpy(np.ascontiguousarray(v[1:])).double().permute(0, 3, 1, 2).reshape(-1, 1, *v.shape[1:3])
+
     x, y = to(pred), to(gt)  # [(T-1) * 3, 1, H, W]
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     mx, my = blur(x), blur(y)
@@ -185,7 +205,9 @@ def entity_point(mask: np.ndarray) -> tuple[int, int]:
 
     m = np.asarray(mask).astype(np.uint8)
     if m.ndim != 2 or not m.any():
-        raise ValueError(f"entity mask must be a non-empty [H, W] array, got shape {m.shape} with {int(m.sum())} pixels")
+        raise ValueError(
+            f"entity mask must be a non-empty [H, W] array, got shape {m.shape} with {int(m.sum())} pixels"
+        )
     dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)  # first maximum in row-major order
     return int(x), int(y)
@@ -223,8 +245,9 @@ def objmc(pred: list, gt: list) -> float:
     return float(np.concatenate(dists).mean())
 
 
-def dai(edited: np.ndarray, original: np.ndarray, handles, targets, *, gamma: int = 1,
-        per_point: str = "mean") -> float:
+def dai(
+    edited: np.ndarray, original: np.ndarray, handles, targets, *, gamma: int = 1, per_point: str = "mean"
+) -> float:
     """DAI (GoodDrag, ICLR 2025): how well the content at each handle of the original image arrived at
     its target in the edited image. Images [H, W, 3] uint8 (scaled to [0, 1]) or float in [0, 1];
     handles / targets [N, 2] integer (x, y) pixels; Omega(I, p) = the (2 gamma + 1)^2 patch at p.
@@ -234,6 +257,7 @@ def dai(edited: np.ndarray, original: np.ndarray, handles, targets, *, gamma: in
     squared differences summed over the patch and the channels. ``per_point="mean"`` is the paper's
     1/N (ours); ``"reference"`` replicates GoodDrag's evaluation code, which divides by N twice (the
     two agree for single-point drags). Patches must lie inside both images (a ValueError otherwise)."""
+
     def prep(img):
         a = np.asarray(img)
         return a.astype(np.float64) / 255.0 if a.dtype == np.uint8 else a.astype(np.float64)
@@ -244,15 +268,19 @@ def dai(edited: np.ndarray, original: np.ndarray, handles, targets, *, gamma: in
     if e.shape != o.shape or e.ndim != 3 or h.shape != t.shape or len(h) == 0:
         raise ValueError(f"dai: images {e.shape} / {o.shape} and points {h.shape} / {t.shape} do not match")
     if per_point not in ("mean", "reference"):
-        raise ValueError(f"dai: per_point={per_point!r}; choose mean (1/N, the paper) or reference (1/N^2, GoodDrag's code)")
+        raise ValueError(
+            f"dai: per_point={per_point!r}; choose mean (1/N, the paper) or reference (1/N^2, GoodDrag's code)"
+        )
     H, W = e.shape[:2]
     total = 0.0
     for (hx, hy), (tx, ty) in zip(h, t):
         for x, y in ((hx, hy), (tx, ty)):
             if not (gamma <= x < W - gamma and gamma <= y < H - gamma):
-                raise ValueError(f"dai: the {2 * gamma + 1}px patch at ({x}, {y}) leaves the {W}x{H} image; lower gamma")
-        a = e[ty - gamma: ty + gamma + 1, tx - gamma: tx + gamma + 1]
-        b = o[hy - gamma: hy + gamma + 1, hx - gamma: hx + gamma + 1]
+                raise ValueError(
+                    f"dai: the {2 * gamma + 1}px patch at ({x}, {y}) leaves the {W}x{H} image; lower gamma"
+                )
+        a = e[ty - gamma : ty + gamma + 1, tx - gamma : tx + gamma + 1]
+        b = o[hy - gamma : hy + gamma + 1, hx - gamma : hx + gamma + 1]
         total += float(((a - b) ** 2).sum()) / (1 + 2 * gamma) ** 2
     n = len(h)
     return total / n if per_point == "mean" else total / n / n

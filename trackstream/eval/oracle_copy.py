@@ -17,6 +17,7 @@ It is exact only for a camera-pan world (``data.world.camera_pan_prob: 1`` with 
 copy moves the whole frame; sprites are treated as background). The numbers tell how far a
 token-level copier is from the EPE target before any training is spent. No network is involved.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,15 @@ from trackstream.eval.metrics import EPE_TRACKER, EPE_TRACKERS, frozen_epe, moti
 from trackstream.models.codecs import build_codec
 
 
-def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.ndarray], *, quantum_px: int,
-                    spatial_factor: int, temporal_factor: int = 4) -> torch.Tensor:
+def shifted_latents(
+    lat: torch.Tensor,
+    tracks: list[np.ndarray],
+    vis: list[np.ndarray],
+    *,
+    quantum_px: int,
+    spatial_factor: int,
+    temporal_factor: int = 4,
+) -> torch.Tensor:
     """lat [B, C, F, h, w]: frame 0 shifted by each clip's median track displacement (pixels,
     rounded to ``quantum_px``, a multiple of ``spatial_factor``) at the middle of latent frame f."""
     if quantum_px % spatial_factor:
@@ -59,8 +67,9 @@ def shifted_latents(lat: torch.Tensor, tracks: list[np.ndarray], vis: list[np.nd
 
 
 @torch.no_grad()
-def oracle_copy_epe(clips: list[dict], codec, *, token_px: int, tracker: str = EPE_TRACKER,
-                    num_tracks: int | None = None) -> dict:
+def oracle_copy_epe(
+    clips: list[dict], codec, *, token_px: int, tracker: str = EPE_TRACKER, num_tracks: int | None = None
+) -> dict:
     """EPE of the oracle copiers on ``clips`` (ClipPool entries), from the same input tracks as the
     evaluations (those visible in frame 0, ``num_tracks`` of them as eval.stream_eval.input_tracks
     picks): ``epe_copy@<q>px`` per quantum q (one DiT token, one latent cell)."""
@@ -76,8 +85,11 @@ def oracle_copy_epe(clips: list[dict], codec, *, token_px: int, tracker: str = E
         inputs.append((tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()))
     figures: dict = {"num_samples": len(clips), "codec_factor": sf, "token_px": token_px}
     for q in sorted({token_px, sf}, reverse=True):
-        vid = codec.decode(shifted_latents(lat, [c["tracks"] for c in clips], [c["visibility"] for c in clips],
-                                           quantum_px=q, spatial_factor=sf))
+        vid = codec.decode(
+            shifted_latents(
+                lat, [c["tracks"] for c in clips], [c["visibility"] for c in clips], quantum_px=q, spatial_factor=sf
+            )
+        )
         errs = [motion_epe(to_uint8(vid[b]), gt, gv, trk)[0] for b, (gt, gv) in enumerate(inputs)]
         figures[f"epe_copy@{q}px"] = float(np.mean(errs))
     figures["epe_frozen"] = float(np.mean([frozen_epe(gt, gv)[0] for gt, gv in inputs]))
@@ -100,8 +112,13 @@ def oracle_epe(run_dir: Path, *, samples: int = 16) -> dict:
     if str(tracker).lower().replace("-", "_") not in EPE_TRACKERS:  # a run from before the one EPE protocol
         print(f"[oracle_copy] the run's eval.tracker={tracker!r} is not an EPE tracker any more; using {EPE_TRACKER}")
         tracker = EPE_TRACKER
-    return oracle_copy_epe(heldout_clips(data).clips, codec, token_px=codec.spatial_factor * int(patch[-1]),
-                           tracker=tracker, num_tracks=ev.get("num_tracks"))
+    return oracle_copy_epe(
+        heldout_clips(data).clips,
+        codec,
+        token_px=codec.spatial_factor * int(patch[-1]),
+        tracker=tracker,
+        num_tracks=ev.get("num_tracks"),
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:

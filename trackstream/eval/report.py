@@ -16,6 +16,7 @@ to the report):
   samples.png    (written by eval.stream_eval) held-out frames: ground truth, teacher, students
 and embeds the side-by-side GIFs of the first held-out samples (ground truth | teacher | students).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,11 @@ TOTAL_SECONDS_MAX = 12 * 60
 # on a panning world: chunks beyond the horizon show canvas no model can know from frame 0.
 DRIFT_REL_MAX = 1.0
 # (figure prefix, label) of the generative models in the tables and plots
-MODELS = (("teacher", "teacher (joint guidance)"), ("ode_init", "student after ODE init"),
-          ("student", "student after DMD"))
+MODELS = (
+    ("teacher", "teacher (joint guidance)"),
+    ("ode_init", "student after ODE init"),
+    ("student", "student after DMD"),
+)
 
 
 def _get(d: dict, *keys, default=None):
@@ -80,41 +84,108 @@ def targets(f: dict) -> dict:
         value = _ratio(num, den)
         beats_frozen = _finite(epe(model, "with"), frozen) and epe(model, "with") < frozen
         ok = _finite(value) and value <= threshold and beats_frozen
-        add(name, value, threshold, ok, note + "; met only if the model's EPE with tracks also beats the frozen "
-            "first frame")
+        add(
+            name,
+            value,
+            threshold,
+            ok,
+            note + "; met only if the model's EPE with tracks also beats the frozen first frame",
+        )
 
-    motion_target("teacher_with_over_without", "teacher", epe("teacher", "with"), epe("teacher", "without"),
-                  TEACHER_WITH_OVER_WITHOUT_MAX, "teacher EPE with tracks / without tracks")
-    motion_target("teacher_with_over_frozen", "teacher", epe("teacher", "with"), frozen,
-                  TEACHER_WITH_OVER_FROZEN_MAX, "teacher EPE with tracks / frozen first frame's")
+    motion_target(
+        "teacher_with_over_without",
+        "teacher",
+        epe("teacher", "with"),
+        epe("teacher", "without"),
+        TEACHER_WITH_OVER_WITHOUT_MAX,
+        "teacher EPE with tracks / without tracks",
+    )
+    motion_target(
+        "teacher_with_over_frozen",
+        "teacher",
+        epe("teacher", "with"),
+        frozen,
+        TEACHER_WITH_OVER_FROZEN_MAX,
+        "teacher EPE with tracks / frozen first frame's",
+    )
     for model in ("teacher", "student"):
         for m in ("psnr", "ssim"):
             v, ref = f.get(f"{model}_{m}_with_tracks"), f.get(f"{m}_frozen_video")
-            add(f"{model}_{m}_above_frozen", v, ref, _finite(v, ref) and v > ref,
-                f"{model} {m.upper()} of frames 1.. (with tracks) above the frozen first frame's")
-    motion_target("student_vs_teacher_epe", "student", epe("student", "with"), epe("teacher", "with"),
-                  EPE_RATIO_TEACHER_MAX, "DMD student EPE with tracks / teacher EPE with tracks")
-    motion_target("student_with_over_without", "student", epe("student", "with"), epe("student", "without"),
-                  EPE_RATIO_WITHOUT_MAX, "DMD student EPE with tracks / without tracks")
+            add(
+                f"{model}_{m}_above_frozen",
+                v,
+                ref,
+                _finite(v, ref) and v > ref,
+                f"{model} {m.upper()} of frames 1.. (with tracks) above the frozen first frame's",
+            )
+    motion_target(
+        "student_vs_teacher_epe",
+        "student",
+        epe("student", "with"),
+        epe("teacher", "with"),
+        EPE_RATIO_TEACHER_MAX,
+        "DMD student EPE with tracks / teacher EPE with tracks",
+    )
+    motion_target(
+        "student_with_over_without",
+        "student",
+        epe("student", "with"),
+        epe("student", "without"),
+        EPE_RATIO_WITHOUT_MAX,
+        "DMD student EPE with tracks / without tracks",
+    )
     r = _ratio(f.get("teacher_nfe_per_video"), f.get("student_nfe_per_video"))
-    add("nfe_reduction", r, NFE_RATIO_MIN, r >= NFE_RATIO_MIN,
-        "teacher NFE / student NFE per video (student calls weighted by the share of frames they denoise)")
+    add(
+        "nfe_reduction",
+        r,
+        NFE_RATIO_MIN,
+        r >= NFE_RATIO_MIN,
+        "teacher NFE / student NFE per video (student calls weighted by the share of frames they denoise)",
+    )
     with_sink = _get(f, "drift", "with_sink", "summary", "latent_err_rel", "late")
     without_sink = _get(f, "drift", "without_sink", "summary", "latent_err_rel", "late")
-    note = ("long rollout ({}): latent error vs ground truth over the last chunks, relative to an unrelated "
-            "in-distribution video (2 x ground-truth latent variance)")
-    add("drift_bounded_with_sink", with_sink, DRIFT_REL_MAX, _finite(with_sink) and with_sink <= DRIFT_REL_MAX,
-        note.format("with sink"))
-    add("drift_lower_with_sink", with_sink, without_sink, _finite(with_sink, without_sink) and with_sink < without_sink,
-        "drift with the sink below drift without it (threshold: the without-sink figure)")
-    add("drift_bounded_without_sink", without_sink, DRIFT_REL_MAX,
-        _finite(without_sink) and without_sink <= DRIFT_REL_MAX, note.format("without sink"), role="ablation")
+    note = (
+        "long rollout ({}): latent error vs ground truth over the last chunks, relative to an unrelated "
+        "in-distribution video (2 x ground-truth latent variance)"
+    )
+    add(
+        "drift_bounded_with_sink",
+        with_sink,
+        DRIFT_REL_MAX,
+        _finite(with_sink) and with_sink <= DRIFT_REL_MAX,
+        note.format("with sink"),
+    )
+    add(
+        "drift_lower_with_sink",
+        with_sink,
+        without_sink,
+        _finite(with_sink, without_sink) and with_sink < without_sink,
+        "drift with the sink below drift without it (threshold: the without-sink figure)",
+    )
+    add(
+        "drift_bounded_without_sink",
+        without_sink,
+        DRIFT_REL_MAX,
+        _finite(without_sink) and without_sink <= DRIFT_REL_MAX,
+        note.format("without sink"),
+        role="ablation",
+    )
     lat = f.get("latency_ratio_last_over_early")
-    add("latency_flat", lat, LATENCY_RATIO_MAX, _finite(lat) and lat <= LATENCY_RATIO_MAX,
-        "per-chunk latency, last chunk / early chunk of the long rollout (interleaved re-timing, minima)")
+    add(
+        "latency_flat",
+        lat,
+        LATENCY_RATIO_MAX,
+        _finite(lat) and lat <= LATENCY_RATIO_MAX,
+        "per-chunk latency, last chunk / early chunk of the long rollout (interleaved re-timing, minima)",
+    )
     total = f.get("total_seconds")
-    add("total_time", total, TOTAL_SECONDS_MAX, _finite(total) and total <= TOTAL_SECONDS_MAX,
-        "wall-clock seconds of the whole run (this machine)")
+    add(
+        "total_time",
+        total,
+        TOTAL_SECONDS_MAX,
+        _finite(total) and total <= TOTAL_SECONDS_MAX,
+        "wall-clock seconds of the whole run (this machine)",
+    )
     return out
 
 
@@ -140,10 +211,14 @@ def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
         xs = range(len(rows))
         ax.bar([x - 0.2 for x in xs], [r[1] for r in rows], 0.4, label="with tracks")
         ax.bar([x + 0.2 for x in xs], [r[2] if _finite(r[2]) else 0 for r in rows], 0.4, label="without tracks")
-        lines = [("epe_frozen_video", "frozen first frame", "k", "--"),
-                 ("epe_ground_truth_video", "tracker on ground truth", "k", ":")]
+        lines = [
+            ("epe_frozen_video", "frozen first frame", "k", "--"),
+            ("epe_ground_truth_video", "tracker on ground truth", "k", ":"),
+        ]
         oracle = f.get("oracle_copy") or {}
-        for key, ls in zip(sorted((k for k in oracle if k.startswith("epe_copy@")), key=lambda k: -int(k[9:-2])), ("-.", (0, (5, 1)))):
+        for key, ls in zip(
+            sorted((k for k in oracle if k.startswith("epe_copy@")), key=lambda k: -int(k[9:-2])), ("-.", (0, (5, 1)))
+        ):
             lines.append((("oracle_copy", key), f"oracle copier, {key.split('@')[1]} steps", "tab:purple", ls))
         for key, label, colour, ls in lines:
             v = _get(f, *key) if isinstance(key, tuple) else f.get(key)
@@ -159,8 +234,11 @@ def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
         made.append("epe.png")
     drift = f.get("drift") or {}
     if drift:
-        keys = [("latent_err_rel", "latent error vs ground truth / unrelated video's"),
-                ("psnr", "PSNR vs ground truth (dB)"), ("latent_rms", "latent RMS")]
+        keys = [
+            ("latent_err_rel", "latent error vs ground truth / unrelated video's"),
+            ("psnr", "PSNR vs ground truth (dB)"),
+            ("latent_rms", "latent RMS"),
+        ]
         fig, axes = plt.subplots(1, 3, figsize=(11, 3))
         for ax, (k, label) in zip(axes, keys):
             for tag, d in drift.items():
@@ -189,9 +267,14 @@ def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
         fig.savefig(run_dir / "latency.png", dpi=120)
         plt.close(fig)
         made.append("latency.png")
-    curves = [(stage, key) for stage, rows in metrics.items() for key in
-              sorted({k for r in rows for k in r if k.startswith("train/loss/")} or
-                     ({"train/loss"} if any("train/loss" in r for r in rows) else set()))]
+    curves = [
+        (stage, key)
+        for stage, rows in metrics.items()
+        for key in sorted(
+            {k for r in rows for k in r if k.startswith("train/loss/")}
+            or ({"train/loss"} if any("train/loss" in r for r in rows) else set())
+        )
+    ]
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3), squeeze=False)
         for ax, (stage, key) in zip(axes[0], curves):
@@ -232,51 +315,76 @@ def _clean(obj):
 
 def _overview(f: dict) -> list[str]:
     """The one table: baselines and every model on the same held-out clips."""
-    lines = ["| video | EPE with tracks (px) | EPE without tracks (px) "
-             "| PSNR with / without (dB) | SSIM with / without | NFE / video |", "|---|---|---|---|---|---|"]
-    lines.append(f"| frozen first frame (ignores motion) | {_fmt(f.get('epe_frozen_video'))} "
-                 f"| | {_fmt(f.get('psnr_frozen_video'))} | {_fmt(f.get('ssim_frozen_video'))} | 0 |")
+    lines = [
+        "| video | EPE with tracks (px) | EPE without tracks (px) "
+        "| PSNR with / without (dB) | SSIM with / without | NFE / video |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines.append(
+        f"| frozen first frame (ignores motion) | {_fmt(f.get('epe_frozen_video'))} "
+        f"| | {_fmt(f.get('psnr_frozen_video'))} | {_fmt(f.get('ssim_frozen_video'))} | 0 |"
+    )
     oracle = f.get("oracle_copy") or {}
     for key in sorted((k for k in oracle if k.startswith("epe_copy@")), key=lambda k: -int(k.split("@")[1][:-2])):
         q = key.split("@")[1]
-        lines.append(f"| oracle copier: frame 0 moved by the true pan in {q} steps (no network) | "
-                     f"{_fmt(oracle[key])} | | | | 0 |")
+        lines.append(
+            f"| oracle copier: frame 0 moved by the true pan in {q} steps (no network) | "
+            f"{_fmt(oracle[key])} | | | | 0 |"
+        )
     for tag, label in MODELS:
         if not _finite(f.get(f"{tag}_epe_with_tracks")):
             continue
         nfe = f.get("teacher_nfe_per_video") if tag == "teacher" else f.get("student_nfe_per_video")
-        lines.append(f"| {label} | {_fmt(f.get(f'{tag}_epe_with_tracks'))} | {_fmt(f.get(f'{tag}_epe_without_tracks'))} | "
-                     f"{_fmt(f.get(f'{tag}_psnr_with_tracks'))} / {_fmt(f.get(f'{tag}_psnr_without_tracks'))} | "
-                     f"{_fmt(f.get(f'{tag}_ssim_with_tracks'))} / {_fmt(f.get(f'{tag}_ssim_without_tracks'))} | "
-                     f"{_fmt(nfe)} |")
+        lines.append(
+            f"| {label} | {_fmt(f.get(f'{tag}_epe_with_tracks'))} | {_fmt(f.get(f'{tag}_epe_without_tracks'))} | "
+            f"{_fmt(f.get(f'{tag}_psnr_with_tracks'))} / {_fmt(f.get(f'{tag}_psnr_without_tracks'))} | "
+            f"{_fmt(f.get(f'{tag}_ssim_with_tracks'))} / {_fmt(f.get(f'{tag}_ssim_without_tracks'))} | "
+            f"{_fmt(nfe)} |"
+        )
     if _finite(f.get("epe_ground_truth_video")):
         lines.append(f"| ground-truth video (tracker error) | {_fmt(f['epe_ground_truth_video'])} | | | | |")
-    lines += ["", f"EPE: `eval.metrics.motion_epe` with `{f.get('epe_tracker', EPE_TRACKER)}`, the protocol "
-              "`python -m trackstream.eval` uses too: the generated video is re-tracked from the input tracks' frame-0 "
-              "positions without re-acquisition and compared with the input tracks wherever the input shows them; "
-              "a point the tracker loses is held where it was last seen (never dropped, so losing it is never "
-              "rewarded). PSNR / SSIM: frames 1.. against the ground-truth clip."]
+    lines += [
+        "",
+        f"EPE: `eval.metrics.motion_epe` with `{f.get('epe_tracker', EPE_TRACKER)}`, the protocol "
+        "`python -m trackstream.eval` uses too: the generated video is re-tracked from the input tracks' frame-0 "
+        "positions without re-acquisition and compared with the input tracks wherever the input shows them; "
+        "a point the tracker loses is held where it was last seen (never dropped, so losing it is never "
+        "rewarded). PSNR / SSIM: frames 1.. against the ground-truth clip.",
+    ]
     return lines
 
 
 def _teacher_sentences(f: dict) -> list[str]:
     out = []
-    t_with, t_without, frozen = f.get("teacher_epe_with_tracks"), f.get("teacher_epe_without_tracks"), f.get("epe_frozen_video")
+    t_with, t_without, frozen = (
+        f.get("teacher_epe_with_tracks"),
+        f.get("teacher_epe_without_tracks"),
+        f.get("epe_frozen_video"),
+    )
     if _finite(t_with, t_without, frozen):
         ratio = _ratio(t_with, t_without)
         if not (t_with < frozen and t_with < t_without):
-            verdict = ("does NOT follow the tracks better than ignoring them, so the student's motion-following "
-                       "targets are bounded by the teacher it distils (DMD matches the teacher's distribution).")
+            verdict = (
+                "does NOT follow the tracks better than ignoring them, so the student's motion-following "
+                "targets are bounded by the teacher it distils (DMD matches the teacher's distribution)."
+            )
         elif ratio > EPE_RATIO_WITHOUT_MAX:
-            verdict = (f"follows the tracks only weakly (with / without = {ratio:.2f}), which bounds the student's "
-                       "motion-following targets (DMD matches the teacher's distribution).")
+            verdict = (
+                f"follows the tracks only weakly (with / without = {ratio:.2f}), which bounds the student's "
+                "motion-following targets (DMD matches the teacher's distribution)."
+            )
         elif ratio > TEACHER_WITH_OVER_WITHOUT_MAX:
-            verdict = (f"follows the tracks only partly (with / without = {ratio:.2f}; its target is "
-                       f"{TEACHER_WITH_OVER_WITHOUT_MAX}).")
+            verdict = (
+                f"follows the tracks only partly (with / without = {ratio:.2f}; its target is "
+                f"{TEACHER_WITH_OVER_WITHOUT_MAX})."
+            )
         else:
             verdict = f"follows the tracks (with / without = {ratio:.2f})."
-        out += ["", f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "
-                f"first frame {frozen:.2f} px: the teacher " + verdict]
+        out += [
+            "",
+            f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "
+            f"first frame {frozen:.2f} px: the teacher " + verdict,
+        ]
     for tag, label in MODELS:
         p, q = f.get(f"{tag}_psnr_with_tracks"), f.get(f"{tag}_ssim_with_tracks")
         fp, fq = f.get("psnr_frozen_video"), f.get("ssim_frozen_video")
@@ -286,11 +394,17 @@ def _teacher_sentences(f: dict) -> list[str]:
         ssim_side = "above" if q > fq else "below"
         if psnr_side == ssim_side == "above":
             continue
-        what = ("both below the frozen first frame's: its frames after the first are less like the ground truth "
-                "than not moving at all" if psnr_side == ssim_side else
-                f"PSNR {psnr_side} and SSIM {ssim_side} the frozen first frame's: mixed evidence on video quality")
-        out += ["", f"Video check ({label}): PSNR {p:.2f} vs {fp:.2f} dB, SSIM {q:.3f} vs {fq:.3f}, {what} "
-                "(see the side-by-side videos)."]
+        what = (
+            "both below the frozen first frame's: its frames after the first are less like the ground truth "
+            "than not moving at all"
+            if psnr_side == ssim_side
+            else f"PSNR {psnr_side} and SSIM {ssim_side} the frozen first frame's: mixed evidence on video quality"
+        )
+        out += [
+            "",
+            f"Video check ({label}): PSNR {p:.2f} vs {fp:.2f} dB, SSIM {q:.3f} vs {fq:.3f}, {what} "
+            "(see the side-by-side videos).",
+        ]
     return out
 
 
@@ -302,53 +416,91 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
     report["targets"] = targets(figures)
     (run_dir / "report.json").write_text(json.dumps(_clean(report), indent=2))
     plots = _plots(run_dir, figures, metrics or {})
-    lines = ["# TrackStream end-to-end run", "",
-             f"Run directory `{run_dir}`" + (f" (`--sizes {f['sizes']}`)" if f.get("sizes") else "")
-             + ". Every figure below was measured in this run" + (f", on {f['num_heldout']} held-out clips of "
-             f"{f.get('num_frames')} frames" if f.get("num_heldout") else "") + ".", ""]
+    lines = [
+        "# TrackStream end-to-end run",
+        "",
+        f"Run directory `{run_dir}`"
+        + (f" (`--sizes {f['sizes']}`)" if f.get("sizes") else "")
+        + ". Every figure below was measured in this run"
+        + (f", on {f['num_heldout']} held-out clips of {f.get('num_frames')} frames" if f.get("num_heldout") else "")
+        + ".",
+        "",
+    ]
     release = _get(f, "stages", "teacher") or {}
     if release.get("release"):
-        lines += [f"Teacher: the shipped release `{release['release']}` ({release.get('release_steps')} steps, trained "
-                  f"from commit {str(release.get('release_commit'))[:10]}), fine-tuned here for "
-                  f"{release.get('steps')} steps with mid-frame masking.", ""]
+        lines += [
+            f"Teacher: the shipped release `{release['release']}` ({release.get('release_steps')} steps, trained "
+            f"from commit {str(release.get('release_commit'))[:10]}), fine-tuned here for "
+            f"{release.get('steps')} steps with mid-frame masking.",
+            "",
+        ]
     lines += ["## At a glance", "", *_overview(f)]
     lines += _teacher_sentences(f)
-    lines += ["", "## Targets", "", "| criterion | role | value | threshold | met | what |", "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Targets",
+        "",
+        "| criterion | role | value | threshold | met | what |",
+        "|---|---|---|---|---|---|",
+    ]
     for name, t in report["targets"].items():
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {name} | {t['role']} | {_fmt(t['value'])} | {_fmt(t['threshold'])} | {met} | {t['note']} |")
     if "student_nfe_calls_per_video" in f:
-        lines.append(f"\nStudent DiT calls per video: {f['student_nfe_calls_per_video']} "
-                     f"(chunk calls; {f.get('student_nfe_per_video'):.3f} in full-video equivalents).")
+        lines.append(
+            f"\nStudent DiT calls per video: {f['student_nfe_calls_per_video']} "
+            f"(chunk calls; {f.get('student_nfe_per_video'):.3f} in full-video equivalents)."
+        )
     world = f.get("eval_world") or {}
     if world:
-        lines += ["", "## Evaluation world", "", "Held-out clips of the synthetic world (speeds in shorter sides per "
-                  "second, sizes relative to the shorter side): " + ", ".join(f"`{k}` {v}" for k, v in world.items()) + "."]
+        lines += [
+            "",
+            "## Evaluation world",
+            "",
+            "Held-out clips of the synthetic world (speeds in shorter sides per "
+            "second, sizes relative to the shorter side): " + ", ".join(f"`{k}` {v}" for k, v in world.items()) + ".",
+        ]
     sbs = f.get("side_by_side") or []
     if sbs:
-        lines += ["", "## Side by side", "", f"Panels: {' | '.join(sbs[0]['panels'])}; dots are where the input tracks "
-                  "ask each point to be in that frame (short trails: where it came from). Every held-out sample has "
-                  "`samples/<id>/side_by_side.mp4`; the first ones:", ""]
+        lines += [
+            "",
+            "## Side by side",
+            "",
+            f"Panels: {' | '.join(sbs[0]['panels'])}; dots are where the input tracks "
+            "ask each point to be in that frame (short trails: where it came from). Every held-out sample has "
+            "`samples/<id>/side_by_side.mp4`; the first ones:",
+            "",
+        ]
         lines += [f"![{e['id']}]({e['gif']})" for e in sbs if e.get("gif")]
     drift = f.get("drift") or {}
     if drift:
-        lines += ["", f"## Long rollout ({f.get('long_rollout_frames')} frames, "
-                  f"{f.get('long_rollout_factor')}x the training horizon)", "",
-                  "| config | measure | early (training horizon) | late (last chunks) | late / early |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"## Long rollout ({f.get('long_rollout_frames')} frames, "
+            f"{f.get('long_rollout_factor')}x the training horizon)",
+            "",
+            "| config | measure | early (training horizon) | late (last chunks) | late / early |",
+            "|---|---|---|---|---|",
+        ]
         for tag, d in drift.items():
             for k, s in (d.get("summary") or {}).items():
-                lines.append(f"| {tag} ({d.get('config')}) | {k} | {_fmt(s['early'])} | {_fmt(s['late'])} | "
-                             f"{_fmt(s['late_over_early'])} |")
+                lines.append(
+                    f"| {tag} ({d.get('config')}) | {k} | {_fmt(s['early'])} | {_fmt(s['late'])} | "
+                    f"{_fmt(s['late_over_early'])} |"
+                )
     lat = f.get("latency") or {}
     if lat:
-        lines += ["", "## Latency", "",
-                  f"Re-timed chunk {lat.get('early_chunk')}: {1e3 * lat['retimed_early_s']:.2f} ms, last chunk "
-                  f"{lat.get('last_chunk')}: {1e3 * lat['retimed_last_s']:.2f} ms (minimum of "
-                  f"{lat.get('repeats', '?')} interleaved repeats; ratio {lat['latency_ratio_last_over_early']:.3f}; "
-                  f"ratio of the medians {_fmt(lat.get('median_ratio_last_over_early'))}); in-stream medians last 5 / early 5: "
-                  f"{lat['in_stream_ratio_last5_over_early5']:.3f}. Cache after the rollout: "
-                  f"{lat.get('cache_frames_last')} latent frames, {lat.get('cache_bytes_last')} bytes."]
+        lines += [
+            "",
+            "## Latency",
+            "",
+            f"Re-timed chunk {lat.get('early_chunk')}: {1e3 * lat['retimed_early_s']:.2f} ms, last chunk "
+            f"{lat.get('last_chunk')}: {1e3 * lat['retimed_last_s']:.2f} ms (minimum of "
+            f"{lat.get('repeats', '?')} interleaved repeats; ratio {lat['latency_ratio_last_over_early']:.3f}; "
+            f"ratio of the medians {_fmt(lat.get('median_ratio_last_over_early'))}); in-stream medians last 5 / early 5: "
+            f"{lat['in_stream_ratio_last5_over_early5']:.3f}. Cache after the rollout: "
+            f"{lat.get('cache_frames_last')} latent frames, {lat.get('cache_bytes_last')} bytes.",
+        ]
     stages = f.get("stages") or {}
     if stages:
         lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
@@ -356,9 +508,15 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
             lines.append(f"| {name} | {s.get('status')} | {_fmt(s.get('seconds', ''))} |")
     if _finite(f.get("total_seconds")):
         cpu = f.get("total_cpu_seconds")
-        lines.append(f"\nTotal {f['total_seconds']:.0f} s wall clock" + (
-            f", {cpu:.0f} s CPU (on 2 cores the wall clock is at least half the CPU time, more when other "
-            "processes share the cores)." if _finite(cpu) else "."))
+        lines.append(
+            f"\nTotal {f['total_seconds']:.0f} s wall clock"
+            + (
+                f", {cpu:.0f} s CPU (on 2 cores the wall clock is at least half the CPU time, more when other "
+                "processes share the cores)."
+                if _finite(cpu)
+                else "."
+            )
+        )
     if (run_dir / "samples.png").is_file():
         plots = ["samples.png", *plots]
     if plots:

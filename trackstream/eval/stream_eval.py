@@ -16,6 +16,7 @@ Device and dtype: ``run_evaluation(device=, dtype=)`` (default CUDA + bfloat16 w
 else CPU + float32) loads the teacher and every student through ``models.conditioner.load_export``;
 the engines follow their network's device and every timing here is synchronised with it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -37,8 +38,19 @@ from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
 
-__all__ = ["StreamEvalConfig", "input_tracks", "to_uint8", "evaluate_stream_motion", "long_rollout", "chunk_latency",
-           "stream_nfe", "drift_summary", "run_evaluation", "write_contact_sheet", "write_side_by_sides"]
+__all__ = [
+    "StreamEvalConfig",
+    "input_tracks",
+    "to_uint8",
+    "evaluate_stream_motion",
+    "long_rollout",
+    "chunk_latency",
+    "stream_nfe",
+    "drift_summary",
+    "run_evaluation",
+    "write_contact_sheet",
+    "write_side_by_sides",
+]
 
 
 @dataclass
@@ -88,8 +100,9 @@ def stream_nfe(config: StreamConfig, num_latents: int) -> dict:
 
 
 @torch.no_grad()
-def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], text_fn, cfg: StreamEvalConfig,
-                           out_dir: Optional[Path], fps: int) -> dict:
+def evaluate_stream_motion(
+    engine: StreamingGenerator, *, clips: list[dict], text_fn, cfg: StreamEvalConfig, out_dir: Optional[Path], fps: int
+) -> dict:
     """EPE with / without tracks of the streamed student on held-out ``clips`` (ClipPool entries).
 
     ``text_fn(captions) -> (emb, lengths)`` is the frozen text encoder. Writes the per-sample
@@ -148,11 +161,16 @@ def evaluate_stream_motion(engine: StreamingGenerator, *, clips: list[dict], tex
     out.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
     if cfg.preview_clips:
         out["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
-    out.update(per_sample={k: [float(x) for x in v] for k, v in per.items()}, num_samples=len(clips),
-               psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
-               ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()},
-               nfe_calls_per_video=nfe["calls"], nfe_video_equivalent_per_video=nfe["video_equivalent"],
-               chunks_per_video=nfe["chunks"], config=engine.config.name)
+    out.update(
+        per_sample={k: [float(x) for x in v] for k, v in per.items()},
+        num_samples=len(clips),
+        psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
+        ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()},
+        nfe_calls_per_video=nfe["calls"],
+        nfe_video_equivalent_per_video=nfe["video_equivalent"],
+        chunks_per_video=nfe["chunks"],
+        config=engine.config.name,
+    )
     return out
 
 
@@ -162,8 +180,9 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_fn, seed: int = 0,
-                 num_tracks: int | None = None) -> dict:
+def long_rollout(
+    engine: StreamingGenerator, *, clips: list[dict], codec, text_fn, seed: int = 0, num_tracks: int | None = None
+) -> dict:
     """Per-chunk drift measures of one long streamed rollout per clip (averaged over clips)."""
     gen = torch.Generator().manual_seed(seed)
     # latent_err_rel: latent error / the error of an UNRELATED video from the ground truth's
@@ -172,8 +191,13 @@ def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_f
     # saturates near 1 while the rollout stays a plausible video, and goes past 1 when it drifts
     # out of distribution (saturated colours, exploding latents). latent_rms_rel: rollout latent
     # RMS / ground-truth latent RMS of the same chunk (1 = same energy).
-    per_chunk: dict[str, list[list[float]]] = {"latent_rms": [], "latent_err": [], "latent_err_rel": [],
-                                               "latent_rms_rel": [], "psnr": []}
+    per_chunk: dict[str, list[list[float]]] = {
+        "latent_rms": [],
+        "latent_err": [],
+        "latent_err_rel": [],
+        "latent_rms_rel": [],
+        "psnr": [],
+    }
     for clip in clips:
         first = image_tensor(clip["frames"][0])
         tr, vi, _ = input_tracks([clip], num_tracks)
@@ -198,7 +222,9 @@ def long_rollout(engine: StreamingGenerator, *, clips: list[dict], codec, text_f
             err = float((lat - ref).square().mean())
             rows["latent_err"].append(err)
             rows["latent_err_rel"].append(err / unrelated)
-            rows["latent_rms_rel"].append(float(lat.square().mean().sqrt() / ref.square().mean().sqrt().clamp_min(1e-8)))
+            rows["latent_rms_rel"].append(
+                float(lat.square().mean().sqrt() / ref.square().mean().sqrt().clamp_min(1e-8))
+            )
             rows["psnr"].append(_psnr(out.frames, gt[:, :, lo:hi]))
         for k in per_chunk:
             per_chunk[k].append(rows[k])
@@ -211,15 +237,28 @@ def drift_summary(curves: dict, *, horizon_chunks: int, tail: int = 3) -> dict:
     out = {}
     for k, v in curves.items():
         early, late = float(np.mean(v[:horizon_chunks])), float(np.mean(v[-tail:]))
-        out[k] = {"early": early, "late": late, "late_over_early": late / early if early else float("nan"),
-                  "max": float(np.max(v)), "min": float(np.min(v))}
+        out[k] = {
+            "early": early,
+            "late": late,
+            "late_over_early": late / early if early else float("nan"),
+            "max": float(np.max(v)),
+            "min": float(np.min(v)),
+        }
     return out
 
 
 @torch.no_grad()
-def chunk_latency(engine: StreamingGenerator, *, clip: dict, text_fn, num_chunks: int, early_chunk: int = 3,
-                  num_tracks: int | None = None,
-                  repeats: int = 15, seed: int = 0) -> dict:
+def chunk_latency(
+    engine: StreamingGenerator,
+    *,
+    clip: dict,
+    text_fn,
+    num_chunks: int,
+    early_chunk: int = 3,
+    num_tracks: int | None = None,
+    repeats: int = 15,
+    seed: int = 0,
+) -> dict:
     """Per-chunk latency of a B = 1 stream (tracks supplied per chunk) and an interleaved re-timing
     of chunk ``early_chunk`` and the last chunk from their kept states.
 
@@ -253,13 +292,18 @@ def chunk_latency(engine: StreamingGenerator, *, clip: dict, text_fn, num_chunks
     steady = seconds[early_chunk : early_chunk + 5]
     return {
         "per_chunk_seconds": seconds,
-        "early_chunk": early_chunk, "last_chunk": last, "repeats": repeats,
-        "retimed_early_s": best[early_chunk], "retimed_last_s": best[last],
+        "early_chunk": early_chunk,
+        "last_chunk": last,
+        "repeats": repeats,
+        "retimed_early_s": best[early_chunk],
+        "retimed_last_s": best[last],
         "latency_ratio_last_over_early": best[last] / best[early_chunk],
-        "retimed_median_early_s": med[early_chunk], "retimed_median_last_s": med[last],
+        "retimed_median_early_s": med[early_chunk],
+        "retimed_median_last_s": med[last],
         "median_ratio_last_over_early": med[last] / med[early_chunk],
         "in_stream_ratio_last5_over_early5": statistics.median(seconds[-5:]) / statistics.median(steady),
-        "cache_frames_last": state.cache.frames, "cache_bytes_last": state.cache.nbytes(),
+        "cache_frames_last": state.cache.frames,
+        "cache_bytes_last": state.cache.nbytes(),
     }
 
 
@@ -291,8 +335,9 @@ def write_contact_sheet(path: Path, rows: list[tuple[str, np.ndarray]], *, every
     return Path(path)
 
 
-def write_side_by_sides(run_dir: Path, clips: list[dict], videos: dict[str, np.ndarray], *, num_tracks: int | None,
-                        fps: int, gifs: int) -> list[dict]:
+def write_side_by_sides(
+    run_dir: Path, clips: list[dict], videos: dict[str, np.ndarray], *, num_tracks: int | None, fps: int, gifs: int
+) -> list[dict]:
     """Per held-out sample ``samples/<id>/side_by_side.mp4`` (ground truth | teacher | students, the
     input tracks drawn on each), and a GIF for the first ``gifs`` samples (report.md embeds them)."""
     from trackstream.data.video_io import write_mp4
@@ -307,8 +352,11 @@ def write_side_by_sides(run_dir: Path, clips: list[dict], videos: dict[str, np.n
         folder = Path(run_dir) / "samples" / str(clip["meta"]["id"])
         folder.mkdir(parents=True, exist_ok=True)
         write_mp4(str(folder / "side_by_side.mp4"), sbs, fps=fps)
-        entry = {"id": str(clip["meta"]["id"]), "mp4": str((folder / "side_by_side.mp4").relative_to(run_dir)),
-                 "panels": list(videos)}
+        entry = {
+            "id": str(clip["meta"]["id"]),
+            "mp4": str((folder / "side_by_side.mp4").relative_to(run_dir)),
+            "panels": list(videos),
+        }
         if i < gifs:
             write_gif(folder / "side_by_side.gif", sbs, fps=fps, max_width=400)
             entry["gif"] = str((folder / "side_by_side.gif").relative_to(run_dir))
@@ -323,10 +371,20 @@ def student_network(folder, *, codec_name: str, codec: str, device, dtype):
     return net
 
 
-def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[str, str], data,
-                   teacher_steps: int, shift: float, cfg: StreamEvalConfig | None = None,
-                   codec_name: str = "tiny-ae", device: str | torch.device | None = None,
-                   dtype: str | torch.dtype | None = None) -> dict:
+def run_evaluation(
+    run_dir: Path,
+    *,
+    teacher: str,
+    codec: str,
+    students: dict[str, str],
+    data,
+    teacher_steps: int,
+    shift: float,
+    cfg: StreamEvalConfig | None = None,
+    codec_name: str = "tiny-ae",
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+) -> dict:
     """The evaluation of ``make run`` on held-out clips (see the module docstring); returns figures.
 
     ``teacher``/``students``: exported network folders; ``codec``: the teacher's codec file
@@ -346,66 +404,113 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     run_dir = Path(run_dir)
     device, dtype = resolve_precision(device, dtype)
     # the teacher's codec and conditioner serve the students too (the same latent space and text encoder)
-    teacher_net, codec_module, conditioner = load_export(teacher, codec_name=codec_name, codec=codec, device=device,
-                                                         dtype=dtype)
+    teacher_net, codec_module, conditioner = load_export(
+        teacher, codec_name=codec_name, codec=codec, device=device, dtype=dtype
+    )
     num_frames, fps = data.num_frames, data.fps
     clips = heldout_clips(data)
-    figures: dict = {"num_heldout": len(clips), "num_frames": num_frames,
-                     "eval_world": {**dataclasses.asdict(make_world(data)), "eval_seed": data.eval_seed,
-                                    "input_tracks_per_clip": cfg.num_tracks}}
+    figures: dict = {
+        "num_heldout": len(clips),
+        "num_frames": num_frames,
+        "eval_world": {
+            **dataclasses.asdict(make_world(data)),
+            "eval_seed": data.eval_seed,
+            "input_tracks_per_clip": cfg.num_tracks,
+        },
+    }
 
     t0 = time.perf_counter()
     sampler = SamplerConfig(steps=teacher_steps, solver="euler", guidance=GuidanceConfig(mode="joint"))
-    tf = evaluate_motion(teacher_net, conditioner=conditioner, clips=clips, sampler=sampler, shift=shift,
-                         cfg=EvalConfig(batch_size=cfg.batch_size, save_videos=0, tracker=cfg.tracker, seed=cfg.seed,
-                                        num_tracks=cfg.num_tracks,
-                                        preview_clips=len(clips)),  # every clip's videos: the side-by-sides
-                         embed_dim=teacher_net.track_embed_dim, device=device, out_dir=None, fps=fps, tag="teacher")
-    figures.update(teacher_epe_with_tracks=tf["epe_with_tracks"], teacher_epe_without_tracks=tf["epe_without_tracks"],
-                   teacher_nfe_per_video=tf["nfe_per_video"], teacher_sampler_steps=teacher_steps,
-                   epe_ground_truth_video=tf["epe_ground_truth_video"], epe_frozen_video=tf["epe_frozen_video"],
-                   teacher_per_sample=tf["per_sample"], teacher_eval_seconds=round(time.perf_counter() - t0, 2),
-                   teacher_psnr_with_tracks=tf["psnr_with_tracks"], teacher_psnr_without_tracks=tf["psnr_without_tracks"],
-                   psnr_frozen_video=tf["psnr_frozen_video"], teacher_ssim_with_tracks=tf["ssim_with_tracks"],
-                   teacher_ssim_without_tracks=tf["ssim_without_tracks"], ssim_frozen_video=tf["ssim_frozen_video"])
+    tf = evaluate_motion(
+        teacher_net,
+        conditioner=conditioner,
+        clips=clips,
+        sampler=sampler,
+        shift=shift,
+        cfg=EvalConfig(
+            batch_size=cfg.batch_size,
+            save_videos=0,
+            tracker=cfg.tracker,
+            seed=cfg.seed,
+            num_tracks=cfg.num_tracks,
+            preview_clips=len(clips),
+        ),  # every clip's videos: the side-by-sides
+        embed_dim=teacher_net.track_embed_dim,
+        device=device,
+        out_dir=None,
+        fps=fps,
+        tag="teacher",
+    )
+    figures.update(
+        teacher_epe_with_tracks=tf["epe_with_tracks"],
+        teacher_epe_without_tracks=tf["epe_without_tracks"],
+        teacher_nfe_per_video=tf["nfe_per_video"],
+        teacher_sampler_steps=teacher_steps,
+        epe_ground_truth_video=tf["epe_ground_truth_video"],
+        epe_frozen_video=tf["epe_frozen_video"],
+        teacher_per_sample=tf["per_sample"],
+        teacher_eval_seconds=round(time.perf_counter() - t0, 2),
+        teacher_psnr_with_tracks=tf["psnr_with_tracks"],
+        teacher_psnr_without_tracks=tf["psnr_without_tracks"],
+        psnr_frozen_video=tf["psnr_frozen_video"],
+        teacher_ssim_with_tracks=tf["ssim_with_tracks"],
+        teacher_ssim_without_tracks=tf["ssim_without_tracks"],
+        ssim_frozen_video=tf["ssim_frozen_video"],
+    )
     figures["epe_tracker"] = cfg.tracker
     videos = {"ground truth": tf["preview"]["ground_truth_video"], "teacher": tf["preview"]["with_tracks"]}
-    previews = [("ground truth", videos["ground truth"][: cfg.preview_clips]),
-                ("teacher, tracks", videos["teacher"][: cfg.preview_clips])]
+    previews = [
+        ("ground truth", videos["ground truth"][: cfg.preview_clips]),
+        ("teacher, tracks", videos["teacher"][: cfg.preview_clips]),
+    ]
 
     engine = stream_cfg = None
     for i, (name, folder) in enumerate(students.items()):
         last = i == len(students) - 1
         student = student_network(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
         if student.conventions.streaming is None:
-            raise ValueError(f"{folder}/network.json records no streaming configuration (conventions.causal): "
-                             "export the student with the ODE-init or DMD stage")
+            raise ValueError(
+                f"{folder}/network.json records no streaming configuration (conventions.causal): "
+                "export the student with the ODE-init or DMD stage"
+            )
         stream_cfg = StreamConfig.of(student.conventions.streaming)  # its chunking, steps and shift
-        engine = StreamingGenerator(student, codec_module, config=stream_cfg,
-                                    image_features_fn=conditioner.image_features)
+        engine = StreamingGenerator(
+            student, codec_module, config=stream_cfg, image_features_fn=conditioner.image_features
+        )
         t0 = time.perf_counter()
-        sf = evaluate_stream_motion(engine, clips=clips.clips, text_fn=conditioner.text, cfg=cfg,
-                                    out_dir=run_dir if last else None, fps=fps)
-        figures.update({f"{name}_epe_with_tracks": sf["epe_with_tracks"],
-                        f"{name}_epe_without_tracks": sf["epe_without_tracks"],
-                        f"{name}_per_sample": sf["per_sample"],
-                        f"{name}_psnr_with_tracks": sf["psnr_with_tracks"],
-                        f"{name}_psnr_without_tracks": sf["psnr_without_tracks"],
-                        f"{name}_ssim_with_tracks": sf["ssim_with_tracks"],
-                        f"{name}_ssim_without_tracks": sf["ssim_without_tracks"],
-                        f"{name}_eval_seconds": round(time.perf_counter() - t0, 2)})
-        videos[{"ode_init": "ODE-init student", "student": "DMD student"}.get(name, name)] = np.stack(sf["frames"]["with_tracks"])
+        sf = evaluate_stream_motion(
+            engine, clips=clips.clips, text_fn=conditioner.text, cfg=cfg, out_dir=run_dir if last else None, fps=fps
+        )
+        figures.update(
+            {
+                f"{name}_epe_with_tracks": sf["epe_with_tracks"],
+                f"{name}_epe_without_tracks": sf["epe_without_tracks"],
+                f"{name}_per_sample": sf["per_sample"],
+                f"{name}_psnr_with_tracks": sf["psnr_with_tracks"],
+                f"{name}_psnr_without_tracks": sf["psnr_without_tracks"],
+                f"{name}_ssim_with_tracks": sf["ssim_with_tracks"],
+                f"{name}_ssim_without_tracks": sf["ssim_without_tracks"],
+                f"{name}_eval_seconds": round(time.perf_counter() - t0, 2),
+            }
+        )
+        videos[{"ode_init": "ODE-init student", "student": "DMD student"}.get(name, name)] = np.stack(
+            sf["frames"]["with_tracks"]
+        )
         previews.append((f"{name}, tracks", sf.get("preview", {}).get("with_tracks")))
         if last:
             previews.append((f"{name}, no tracks", sf.get("preview", {}).get("without_tracks")))
-            figures.update(student_nfe_per_video=sf["nfe_video_equivalent_per_video"],
-                           student_nfe_calls_per_video=sf["nfe_calls_per_video"], student_config=sf["config"],
-                           student_chunks_per_video=sf["chunks_per_video"])
+            figures.update(
+                student_nfe_per_video=sf["nfe_video_equivalent_per_video"],
+                student_nfe_calls_per_video=sf["nfe_calls_per_video"],
+                student_config=sf["config"],
+                student_chunks_per_video=sf["chunks_per_video"],
+            )
 
     if cfg.preview_clips:
         write_contact_sheet(run_dir / "samples.png", [(label, v) for label, v in previews if v is not None])
-    figures["side_by_side"] = write_side_by_sides(run_dir, clips.clips, videos, num_tracks=cfg.num_tracks, fps=fps,
-                                                  gifs=cfg.side_by_side_gifs)
+    figures["side_by_side"] = write_side_by_sides(
+        run_dir, clips.clips, videos, num_tracks=cfg.num_tracks, fps=fps, gifs=cfg.side_by_side_gifs
+    )
 
     # long rollouts: factor x the training horizon, ground-truth tracks streamed in, with and without the sink
     horizon = 1 + (num_frames - 1) // 4  # latent frames the teacher (and the DMD rollout) covers
@@ -415,19 +520,39 @@ def run_evaluation(run_dir: Path, *, teacher: str, codec: str, students: dict[st
     long_frames = 1 + 4 * (long_latents - 1)
     long_world = make_world(dataclasses.replace(data, num_frames=long_frames))
     long = ClipPool(long_world, [derive_seed(data.eval_seed, "long", i) for i in range(cfg.long_clips)])
-    figures.update(long_rollout_factor=cfg.long_factor, long_rollout_frames=long_frames,
-                   long_rollout_latents=long_latents, training_horizon_chunks=horizon_chunks, drift={})
+    figures.update(
+        long_rollout_factor=cfg.long_factor,
+        long_rollout_frames=long_frames,
+        long_rollout_latents=long_latents,
+        training_horizon_chunks=horizon_chunks,
+        drift={},
+    )
     t0 = time.perf_counter()
     for tag, sink in (("with_sink", stream_cfg.causal.sink_chunks or 1), ("without_sink", 0)):
         conf = dataclasses.replace(stream_cfg, causal=dataclasses.replace(stream_cfg.causal, sink_chunks=sink))
-        eng = StreamingGenerator(engine.network, codec_module, config=conf, image_features_fn=conditioner.image_features)
-        roll = long_rollout(eng, clips=long.clips, codec=codec_module, text_fn=conditioner.text, seed=cfg.seed,
-                            num_tracks=cfg.num_tracks)
+        eng = StreamingGenerator(
+            engine.network, codec_module, config=conf, image_features_fn=conditioner.image_features
+        )
+        roll = long_rollout(
+            eng,
+            clips=long.clips,
+            codec=codec_module,
+            text_fn=conditioner.text,
+            seed=cfg.seed,
+            num_tracks=cfg.num_tracks,
+        )
         roll["summary"] = drift_summary(roll["per_chunk"], horizon_chunks=horizon_chunks)
         figures["drift"][tag] = roll
     figures["long_rollout_seconds"] = round(time.perf_counter() - t0, 2)
-    lat = chunk_latency(engine, clip=long.clips[0], text_fn=conditioner.text, num_tracks=cfg.num_tracks,
-                        num_chunks=causal.num_chunks(long_latents), repeats=cfg.timing_repeats, seed=cfg.seed)
+    lat = chunk_latency(
+        engine,
+        clip=long.clips[0],
+        text_fn=conditioner.text,
+        num_tracks=cfg.num_tracks,
+        num_chunks=causal.num_chunks(long_latents),
+        repeats=cfg.timing_repeats,
+        seed=cfg.seed,
+    )
     figures["latency"] = lat
     figures["latency_ratio_last_over_early"] = lat["latency_ratio_last_over_early"]
     return figures

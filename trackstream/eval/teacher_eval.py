@@ -10,6 +10,7 @@ video (the tracker's own error floor) and a frozen video (the error of ignoring 
 Video quality: PSNR and SSIM of frames 1.. against the ground-truth clip (MotionStream reports
 them next to EPE), with the frozen first frame as the reference a model must beat.
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,7 +43,9 @@ class EvalConfig:
     save_videos: int = 4  # held-out samples written to samples/ (with track overlays)
     use_ema: bool = True
     seed: int = 0
-    num_tracks: int | None = None  # input tracks per clip (a fixed random subset of those visible in frame 0); null: all
+    num_tracks: int | None = (
+        None  # input tracks per clip (a fixed random subset of those visible in frame 0); null: all
+    )
     preview_clips: int = 0  # the first clips' frames returned under "preview" (uint8, not for JSON)
 
     def __post_init__(self) -> None:
@@ -52,10 +55,14 @@ class EvalConfig:
         if self.num_frames is not None and (self.num_frames < 1 or (self.num_frames - 1) % 4):
             raise ValueError(f"eval.num_frames={self.num_frames} must be 4k + 1 (the codec's temporal factor) or null")
         if self.batch_size < 1 or self.save_videos < 0:
-            raise ValueError(f"eval.batch_size={self.batch_size} must be >= 1 and eval.save_videos={self.save_videos} >= 0")
+            raise ValueError(
+                f"eval.batch_size={self.batch_size} must be >= 1 and eval.save_videos={self.save_videos} >= 0"
+            )
 
 
-def overlay_tracks(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, *, max_points: int = 24) -> np.ndarray:
+def overlay_tracks(
+    frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, *, max_points: int = 24
+) -> np.ndarray:
     """Draw up to ``max_points`` evenly chosen visible tracks [T, N, 2] on frames [T, H, W, 3]
     (copy), one colour per track, so motion can be followed without hiding the video."""
     import cv2
@@ -64,12 +71,18 @@ def overlay_tracks(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarra
     n = tracks.shape[1]
     chosen = np.linspace(0, n - 1, num=min(n, max_points)).round().astype(int) if n else []
     hues = np.linspace(0, 179, num=max(1, len(chosen)), endpoint=False).astype(np.uint8)
-    colours = cv2.cvtColor(np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], 1)[None], cv2.COLOR_HSV2RGB)[0]
+    colours = cv2.cvtColor(
+        np.stack([hues, np.full_like(hues, 255), np.full_like(hues, 255)], 1)[None], cv2.COLOR_HSV2RGB
+    )[0]
     for t in range(len(out)):
         for k, j in enumerate(chosen):
             x, y = tracks[t, j]
             if visibility[t, j] and np.isfinite(x) and np.isfinite(y):
-                out[t, int(np.clip(round(float(y)), 0, out.shape[1] - 1)), int(np.clip(round(float(x)), 0, out.shape[2] - 1))] = colours[k]
+                out[
+                    t,
+                    int(np.clip(round(float(y)), 0, out.shape[1] - 1)),
+                    int(np.clip(round(float(x)), 0, out.shape[2] - 1)),
+                ] = colours[k]
     return out
 
 
@@ -122,8 +135,10 @@ def evaluate_motion(
             for b, k in enumerate(keep):
                 on = torch.nonzero(k).flatten()
                 if len(on) > cfg.num_tracks:
-                    g = torch.Generator().manual_seed(int(clips.clips[idx[b]]["meta"]["seed"]) % 2**62)  # = eval.stream_eval
-                    drop = on[torch.randperm(len(on), generator=g)[cfg.num_tracks:]]
+                    g = torch.Generator().manual_seed(
+                        int(clips.clips[idx[b]]["meta"]["seed"]) % 2**62
+                    )  # = eval.stream_eval
+                    drop = on[torch.randperm(len(on), generator=g)[cfg.num_tracks :]]
                     k[drop] = False
         n_max = max(int(k.sum()) for k in keep)
         tr = torch.zeros(B, T, n_max, 2)
@@ -137,15 +152,23 @@ def evaluate_motion(
         first = conditioner.first_latent(video[:, :, 0]) if clean_first_frame else None
         ids = sample_track_ids(B, n_max, generator=gen)
         sf = conditioner.codec.spatial_factor
-        motion = encode_motion(tr.to(device), vi.to(device), ids, embed_dim=embed_dim, height=H, width=W,
-                               latent_height=H // sf)
+        motion = encode_motion(
+            tr.to(device), vi.to(device), ids, embed_dim=embed_dim, height=H, width=W, latent_height=H // sf
+        )
         latent_shape = (B, getattr(network, "module", network).latent_channels, 1 + (T - 1) // 4, H // sf, W // sf)
         noise = torch.randn(latent_shape, generator=gen).to(device)
         results = {}
         for mode, m in (("with_tracks", motion), ("without_tracks", None)):
-            cond = Condition(text=text.to(device), text_lengths=text_len.to(device), null_text=conditioner.null_text,
-                             null_text_lengths=conditioner.null_lengths, image=image, motion=m, first_latent=first,
-                             image_features=features)
+            cond = Condition(
+                text=text.to(device),
+                text_lengths=text_len.to(device),
+                null_text=conditioner.null_text,
+                null_text_lengths=conditioner.null_lengths,
+                image=image,
+                motion=m,
+                first_latent=first,
+                image_features=features,
+            )
             lat = sample(network, noise, cond, cfg=sampler, shift=shift)
             results[mode] = conditioner.codec.decode(lat)  # [B, 3, T, H, W]
         results["ground_truth_video"] = video
@@ -175,12 +198,20 @@ def evaluate_motion(
     figures.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
     figures.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
     figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
-    figures.update(num_samples=n, sampler_steps=sampler.steps, guidance=sampler.guidance.mode,
-                   w_text=sampler.guidance.w_text, w_motion=sampler.guidance.w_motion,
-                   nfe_per_video=nfe_per_step(sampler.guidance.mode) * (sampler.steps if sampler.solver == "euler" else 2 * sampler.steps - 1),
-                   tracker=cfg.tracker, per_sample={k: [float(x) for x in v] for k, v in per.items()}, videos=saved,
-                   psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
-                   ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()})
+    figures.update(
+        num_samples=n,
+        sampler_steps=sampler.steps,
+        guidance=sampler.guidance.mode,
+        w_text=sampler.guidance.w_text,
+        w_motion=sampler.guidance.w_motion,
+        nfe_per_video=nfe_per_step(sampler.guidance.mode)
+        * (sampler.steps if sampler.solver == "euler" else 2 * sampler.steps - 1),
+        tracker=cfg.tracker,
+        per_sample={k: [float(x) for x in v] for k, v in per.items()},
+        videos=saved,
+        psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
+        ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()},
+    )
     if cfg.preview_clips:
         figures["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
     return figures

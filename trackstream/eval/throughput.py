@@ -15,6 +15,7 @@ kv key tokens, P parameters, dim model width.
 ``matmul_tflops`` times one square matmul in the run's dtype: the rate the passes are compared with
 (the 60 % target of issue 25 is the pass's achieved rate over this one, measured in the same run).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -35,8 +36,11 @@ _CONTEXT_WEIGHTS = (".cross_attn.k.", ".cross_attn.v.", ".cross_attn.k_img.", ".
 def _video_params(dit) -> int:
     """Weights applied to every chunk token: the blocks' matrices except the context K/V, plus the
     patch embedding and the output head."""
-    blocks = sum(p.numel() for n, p in dit.blocks.named_parameters()
-                 if p.ndim == 2 and not any(k in "." + n for k in _CONTEXT_WEIGHTS))
+    blocks = sum(
+        p.numel()
+        for n, p in dit.blocks.named_parameters()
+        if p.ndim == 2 and not any(k in "." + n for k in _CONTEXT_WEIGHTS)
+    )
     return blocks + dit.patch_embedding.weight.numel() + dit.head.head.weight.numel()
 
 
@@ -70,5 +74,9 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, *, size: int, repeat
         if r >= 2:
             times.append(time.perf_counter() - t0)
     seconds = statistics.median(times)
-    return {"size": size, "dtype": str(dtype).removeprefix("torch."), "seconds": seconds,
-            "tflops": 2.0 * size**3 / seconds / 1e12}
+    return {
+        "size": size,
+        "dtype": str(dtype).removeprefix("torch."),
+        "seconds": seconds,
+        "tflops": 2.0 * size**3 / seconds / 1e12,
+    }

@@ -1,5 +1,6 @@
 """The one benchmark timer: wall time of a callable, synchronising the device around each call
 (CUDA kernels are asynchronous), after warm-up calls that pay allocator / algorithm selection."""
+
 from __future__ import annotations
 
 import datetime
@@ -38,8 +39,13 @@ def _git_commit() -> Optional[str]:
     root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, cwd=root)
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                                 text=True, timeout=10, cwd=root)
+        changed = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            cwd=root,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     commit = head.stdout.strip()
@@ -49,10 +55,14 @@ def _git_commit() -> Optional[str]:
 def environment(device: torch.device, dtype: Optional[torch.dtype] = None) -> dict:
     """Where and when a benchmark ran, for its JSON: device, torch, date, git commit, peak-memory method."""
     cuda = device.type == "cuda"
-    return {"device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if cuda else
-            f"{platform.processor() or platform.machine()} x {torch.get_num_threads()} threads",
-            **({"dtype": str(dtype).removeprefix("torch.")} if dtype is not None else {}),
-            "torch": torch.__version__, "date": datetime.datetime.now().isoformat(timespec="seconds"),
-            "commit": _git_commit(),
-            "peak_memory": "torch.cuda.max_memory_allocated" if cuda else "not measured on CPU"}
+    return {
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device)
+        if cuda
+        else f"{platform.processor() or platform.machine()} x {torch.get_num_threads()} threads",
+        **({"dtype": str(dtype).removeprefix("torch.")} if dtype is not None else {}),
+        "torch": torch.__version__,
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "commit": _git_commit(),
+        "peak_memory": "torch.cuda.max_memory_allocated" if cuda else "not measured on CPU",
+    }

@@ -11,6 +11,7 @@
   standard deviation over space, for each latent frame of the 16-frame clip). It is reported as
   ``proxy_fvd_codec``, never as FVD: its scale has nothing to do with published FVDs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -28,9 +29,11 @@ def load_i3d(path: str | Path, *, device: str | torch.device = "cpu") -> torch.j
     """StyleGAN-V's I3D TorchScript detector from a local file (nothing is downloaded)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"FVD needs StyleGAN-V's I3D detector {I3D_FILE} (published at "
-                         f"dropbox.com/s/ge9e5ujwgetktms); {path} does not exist. Download it ahead of time and "
-                         "pass its path (eval.fvd.detector=...): nothing is downloaded here")
+        raise ValueError(
+            f"FVD needs StyleGAN-V's I3D detector {I3D_FILE} (published at "
+            f"dropbox.com/s/ge9e5ujwgetktms); {path} does not exist. Download it ahead of time and "
+            "pass its path (eval.fvd.detector=...): nothing is downloaded here"
+        )
     try:
         detector = torch.jit.load(str(path), map_location=device)
     except RuntimeError as err:
@@ -45,20 +48,23 @@ def _clips(videos, frames: int) -> list[np.ndarray]:
         if v.ndim != 4 or v.shape[-1] != 3 or v.dtype != np.uint8:
             raise ValueError(f"video {i}: expected uint8 [T, H, W, 3] frames, got {v.dtype} {v.shape}")
         if v.shape[0] < frames:
-            raise ValueError(f"video {i} has {v.shape[0]} frames; the protocol takes the first {frames} "
-                             "consecutive frames: generate longer videos")
+            raise ValueError(
+                f"video {i} has {v.shape[0]} frames; the protocol takes the first {frames} "
+                "consecutive frames: generate longer videos"
+            )
         out.append(v[:frames])
     return out
 
 
 @torch.no_grad()
-def i3d_features(detector, videos, *, frames: int = FVD_FRAMES, batch_size: int = 8,
-                 device: str | torch.device = "cpu") -> np.ndarray:
+def i3d_features(
+    detector, videos, *, frames: int = FVD_FRAMES, batch_size: int = 8, device: str | torch.device = "cpu"
+) -> np.ndarray:
     """Videos (uint8 [T, H, W, 3] each, at least ``frames`` long) -> I3D features [N, D] float64."""
     clips = _clips(videos, frames)
     feats = []
     for start in range(0, len(clips), batch_size):
-        x = torch.from_numpy(np.stack(clips[start:start + batch_size])).to(device)  # [B, T, H, W, 3]
+        x = torch.from_numpy(np.stack(clips[start : start + batch_size])).to(device)  # [B, T, H, W, 3]
         x = x.permute(0, 4, 1, 2, 3).float()  # [B, 3, T, H, W], values 0..255
         out = detector(x, rescale=True, resize=True, return_features=True)
         feats.append(out.reshape(out.shape[0], -1).double().cpu().numpy())
@@ -76,7 +82,7 @@ def codec_video_features(codec, videos, *, frames: int = FVD_FRAMES + 1, batch_s
     device = next(codec.parameters()).device
     feats = []
     for start in range(0, len(clips), batch_size):
-        x = torch.from_numpy(np.stack(clips[start:start + batch_size])).to(device)
+        x = torch.from_numpy(np.stack(clips[start : start + batch_size])).to(device)
         x = x.permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # [B, 3, T, H, W] in [-1, 1]
         z = codec.encode(x).float()  # [B, C, F, h, w]
         stats = torch.cat([z.mean(dim=(3, 4)), z.std(dim=(3, 4))], dim=1)  # [B, 2C, F]

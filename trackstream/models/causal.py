@@ -46,6 +46,7 @@ By default ``append`` detaches the K/V, so gradients flow through the current ch
 Self-Forcing memory trick); ``new_cache(..., detach=False)`` keeps the graph into the history.
 Legend as in models.wan.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -70,8 +71,16 @@ except ImportError:  # pragma: no cover - old torch
     HAS_FLEX = False
 
 __all__ = [
-    "CausalConfig", "BlockCausalAttention", "block_causal_forward", "ChunkKV", "KVCache",
-    "StreamOutput", "new_cache", "stream_step", "FeatureRecorder", "HAS_FLEX",
+    "CausalConfig",
+    "BlockCausalAttention",
+    "block_causal_forward",
+    "ChunkKV",
+    "KVCache",
+    "StreamOutput",
+    "new_cache",
+    "stream_step",
+    "FeatureRecorder",
+    "HAS_FLEX",
 ]
 BACKENDS = ("auto", "flex", "sdpa")
 
@@ -174,8 +183,15 @@ class BlockCausalAttention:
     "auto" (flex on CUDA, SDPA elsewhere: CPU flex is unfused and has no backward).
     """
 
-    def __init__(self, config: CausalConfig, grid: tuple[int, int, int], head_dim: int, *,
-                 device: torch.device | str | None = None, backend: str = "auto"):
+    def __init__(
+        self,
+        config: CausalConfig,
+        grid: tuple[int, int, int],
+        head_dim: int,
+        *,
+        device: torch.device | str | None = None,
+        backend: str = "auto",
+    ):
         if backend not in BACKENDS:
             raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
         device = torch.device(device or "cpu")
@@ -228,10 +244,18 @@ class BlockCausalAttention:
         return out.transpose(1, 2)  # [B, L, N, D]
 
 
-def block_causal_forward(model: WanModel, config: CausalConfig, x: torch.Tensor, t: torch.Tensor,
-                         context: torch.Tensor, clip_fea: torch.Tensor | None = None,
-                         y: torch.Tensor | None = None, *, context_lens: torch.Tensor | None = None,
-                         backend: str = "auto") -> torch.Tensor:
+def block_causal_forward(
+    model: WanModel,
+    config: CausalConfig,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    context: torch.Tensor,
+    clip_fea: torch.Tensor | None = None,
+    y: torch.Tensor | None = None,
+    *,
+    context_lens: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Causal prediction for a whole clip in one forward (ODE init, teacher forcing).
 
     Same arguments as ``WanModel.forward``; t may be per frame [B, F] (diffusion forcing).
@@ -292,13 +316,16 @@ class KVCache:
     def append(self, kv: ChunkKV) -> "KVCache":
         """Write chunk ``kv`` (from ``stream_step`` on this cache) and roll: a new cache."""
         if kv.index != self.next_chunk:
-            raise ValueError(f"chunk {kv.index} appended to a cache expecting chunk {self.next_chunk}: "
-                             "append the K/V of a stream_step run on this cache, in order")
+            raise ValueError(
+                f"chunk {kv.index} appended to a cache expecting chunk {self.next_chunk}: "
+                "append the K/V of a stream_step run on this cache, in order"
+            )
         if len(kv.layers) != len(self.context_kv):
             raise ValueError(f"chunk K/V has {len(kv.layers)} layers; the cache has {len(self.context_kv)}")
         if self.chunks and kv.tokens_per_frame != self.chunks[0].tokens_per_frame:
-            raise ValueError(f"chunk has {kv.tokens_per_frame} tokens per frame; the cache holds "
-                             f"{self.chunks[0].tokens_per_frame}")
+            raise ValueError(
+                f"chunk has {kv.tokens_per_frame} tokens per frame; the cache holds {self.chunks[0].tokens_per_frame}"
+            )
         assert kv.frames == self.config.chunk_len(kv.index), "ChunkKV frames disagree with the config"
         if self.detach:
             kv = kv.detach()
@@ -307,7 +334,7 @@ class KVCache:
         window = self.window + (kv,)
         w = self.config.window_chunks
         if w is not None:
-            window = window[len(window) - w:] if w > 0 else ()  # evict the oldest
+            window = window[len(window) - w :] if w > 0 else ()  # evict the oldest
         return dataclasses.replace(self, window=window, next_chunk=kv.index + 1)
 
 
@@ -316,9 +343,15 @@ class StreamOutput(NamedTuple):
     kv: ChunkKV | None  # this pass's K/V, to ``cache.append`` if this is the pass to keep
 
 
-def new_cache(model: WanModel, config: CausalConfig, context: torch.Tensor,
-              clip_fea: torch.Tensor | None = None, *, context_lens: torch.Tensor | None = None,
-              detach: bool = True) -> KVCache:
+def new_cache(
+    model: WanModel,
+    config: CausalConfig,
+    context: torch.Tensor,
+    clip_fea: torch.Tensor | None = None,
+    *,
+    context_lens: torch.Tensor | None = None,
+    detach: bool = True,
+) -> KVCache:
     """Empty cache for one prompt; cross-attention K/V are computed here, once.
 
     Built under the caller's grad mode: with grad, every chunk's loss shares this subgraph
@@ -348,8 +381,9 @@ class _CachedAttention:
     """``SelfAttentionFn`` of one streaming step: [cache][current] keys, RoPE by slot, no mask.
     Records the current chunk's un-roped (k, v) per layer (and features for a ``FeatureRecorder``)."""
 
-    def __init__(self, cache: KVCache, grid: tuple[int, int, int], head_dim: int, device,
-                 recorder: FeatureRecorder | None = None):
+    def __init__(
+        self, cache: KVCache, grid: tuple[int, int, int], head_dim: int, device, recorder: FeatureRecorder | None = None
+    ):
         f, h, w = grid
         self.chunks, self.cur_tokens = cache.chunks, f * h * w
         pos = grid_positions((cache.frames + f, h, w), device=device)  # [L_cache + L_cur, 3]
@@ -373,13 +407,22 @@ class _CachedAttention:
             for name, transform in rec.variants.items():
                 kt, vt = transform(layer, k_all, v_all)
                 rec.variant_features[(name, layer)] = F.scaled_dot_product_attention(
-                    q, kt.transpose(1, 2), vt.transpose(1, 2)).transpose(1, 2)
+                    q, kt.transpose(1, 2), vt.transpose(1, 2)
+                ).transpose(1, 2)
         return out
 
 
-def stream_step(model: WanModel, cache: KVCache, x: torch.Tensor, t: torch.Tensor, *,
-                y: torch.Tensor | None = None, recorder: FeatureRecorder | None = None,
-                until: int | None = None, buffers: "StepBuffers | None" = None) -> StreamOutput:
+def stream_step(
+    model: WanModel,
+    cache: KVCache,
+    x: torch.Tensor,
+    t: torch.Tensor,
+    *,
+    y: torch.Tensor | None = None,
+    recorder: FeatureRecorder | None = None,
+    until: int | None = None,
+    buffers: "StepBuffers | None" = None,
+) -> StreamOutput:
     """Predict chunk ``cache.next_chunk`` given the cache; the cache is not modified.
 
     x: [B, C_noise, F_chunk, H, W]; t: [B] or [B, F_chunk]; y: this chunk's conditioning

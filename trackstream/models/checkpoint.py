@@ -9,6 +9,7 @@ Keys may carry a wrapper prefix (``model.``, ``module.``, ``_orig_mod.``, ``diff
 which is stripped. Loading is strict by default; a mismatch raises ``CheckpointError`` naming
 the detected format and the missing / unexpected keys.
 """
+
 from __future__ import annotations
 
 import json
@@ -78,11 +79,11 @@ def _rename(key: str, top, block, src: int) -> str | None:
     if m:
         for pair in block:
             if m.group(2).startswith(pair[src]):
-                return f"blocks.{m.group(1)}.{pair[dst]}{m.group(2)[len(pair[src]):]}"
+                return f"blocks.{m.group(1)}.{pair[dst]}{m.group(2)[len(pair[src]) :]}"
         return None
     for pair in top:
         if key.startswith(pair[src]):
-            return pair[dst] + key[len(pair[src]):]
+            return pair[dst] + key[len(pair[src]) :]
     return None
 
 
@@ -125,7 +126,7 @@ def strip_wrapper_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
         changed = False
         for p in _WRAPPER_PREFIXES:
             if all(k.startswith(p) for k in sd):
-                sd = {k[len(p):]: v for k, v in sd.items()}
+                sd = {k[len(p) :]: v for k, v in sd.items()}
                 changed = True
     return sd
 
@@ -233,12 +234,20 @@ def config_from_json(config: dict) -> dict:
         if qk not in (None, "rms_norm_across_heads"):
             raise CheckpointError(f"diffusers qk_norm={qk!r} is not Wan 2.1's rms_norm_across_heads")
         return dict(
-            model_type=model_type, patch_size=tuple(config.get("patch_size", (1, 2, 2))),
-            in_dim=config["in_channels"], out_dim=config["out_channels"], dim=heads * head_dim,
-            num_heads=heads, ffn_dim=config["ffn_dim"], num_layers=config["num_layers"],
-            freq_dim=config.get("freq_dim", 256), text_dim=config.get("text_dim", 4096),
-            eps=config.get("eps", 1e-6), cross_attn_norm=config.get("cross_attn_norm", True),
-            qk_norm=qk is not None, text_len=config.get("text_len", 512),
+            model_type=model_type,
+            patch_size=tuple(config.get("patch_size", (1, 2, 2))),
+            in_dim=config["in_channels"],
+            out_dim=config["out_channels"],
+            dim=heads * head_dim,
+            num_heads=heads,
+            ffn_dim=config["ffn_dim"],
+            num_layers=config["num_layers"],
+            freq_dim=config.get("freq_dim", 256),
+            text_dim=config.get("text_dim", 4096),
+            eps=config.get("eps", 1e-6),
+            cross_attn_norm=config.get("cross_attn_norm", True),
+            qk_norm=qk is not None,
+            text_len=config.get("text_len", 512),
         )
     fields = set(WanModel.__init__.__code__.co_varnames[1 : WanModel.__init__.__code__.co_argcount])
     cfg = {k: v for k, v in config.items() if k in fields}
@@ -253,8 +262,14 @@ def to_official(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], s
     return (diffusers_to_official(sd) if fmt == "diffusers" else sd), fmt
 
 
-def load_into(model: WanModel, sd: dict[str, torch.Tensor], *, strict: bool = True, fmt: str | None = None,
-              source: str = "state dict"):
+def load_into(
+    model: WanModel,
+    sd: dict[str, torch.Tensor],
+    *,
+    strict: bool = True,
+    fmt: str | None = None,
+    source: str = "state dict",
+):
     """Load an official- or diffusers-format state dict into ``model`` (meta models are assigned)."""
     sd, detected = to_official(sd)
     fmt = fmt or detected
@@ -263,11 +278,14 @@ def load_into(model: WanModel, sd: dict[str, torch.Tensor], *, strict: bool = Tr
     unexpected = sorted(set(sd) - set(expected))
     shape_bad = sorted(
         f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(sd) & set(expected) if sd[k].shape != expected[k].shape
+        for k in set(sd) & set(expected)
+        if sd[k].shape != expected[k].shape
     )
     if shape_bad or (strict and (missing or unexpected)):
+
         def _fmt(items):
             return (", ".join(items[:12]) + (f" ... (+{len(items) - 12} more)" if len(items) > 12 else "")) or "none"
+
         raise CheckpointError(
             f"{source} (detected format: {fmt}) does not match WanModel({model.model_type}, dim={model.dim}, "
             f"layers={model.num_layers}, in_dim={model.in_dim}):\n  missing keys ({len(missing)}): {_fmt(missing)}\n"
@@ -279,8 +297,14 @@ def load_into(model: WanModel, sd: dict[str, torch.Tensor], *, strict: bool = Tr
     return model
 
 
-def load_wan(path: str | os.PathLike, *, config: dict | None = None, strict: bool = True,
-             dtype: torch.dtype | None = None, subkey: str | None = None) -> WanModel:
+def load_wan(
+    path: str | os.PathLike,
+    *,
+    config: dict | None = None,
+    strict: bool = True,
+    dtype: torch.dtype | None = None,
+    subkey: str | None = None,
+) -> WanModel:
     """Build a WanModel from a checkpoint path; the config comes from ``config`` or config.json."""
     sd, file_cfg = read_state_dict(path, subkey=subkey)
     if config is None:
@@ -310,20 +334,31 @@ def official_config_json(model: WanModel) -> dict:
 def diffusers_config_json(model: WanModel) -> dict:
     image = model.model_type in ("i2v", "flf2v")
     return {
-        "_class_name": "WanTransformer3DModel", "patch_size": list(model.patch_size),
-        "num_attention_heads": model.num_heads, "attention_head_dim": model.head_dim,
-        "in_channels": model.in_dim, "out_channels": model.out_dim, "text_dim": model.text_dim,
-        "freq_dim": model.freq_dim, "ffn_dim": model.ffn_dim, "num_layers": model.num_layers,
-        "cross_attn_norm": model.cross_attn_norm, "qk_norm": "rms_norm_across_heads" if model.qk_norm else None,
-        "eps": model.eps, "image_dim": 1280 if image else None, "added_kv_proj_dim": model.dim if image else None,
-        "rope_max_seq_len": 1024, "pos_embed_seq_len": 514 if model.model_type == "flf2v" else None,
+        "_class_name": "WanTransformer3DModel",
+        "patch_size": list(model.patch_size),
+        "num_attention_heads": model.num_heads,
+        "attention_head_dim": model.head_dim,
+        "in_channels": model.in_dim,
+        "out_channels": model.out_dim,
+        "text_dim": model.text_dim,
+        "freq_dim": model.freq_dim,
+        "ffn_dim": model.ffn_dim,
+        "num_layers": model.num_layers,
+        "cross_attn_norm": model.cross_attn_norm,
+        "qk_norm": "rms_norm_across_heads" if model.qk_norm else None,
+        "eps": model.eps,
+        "image_dim": 1280 if image else None,
+        "added_kv_proj_dim": model.dim if image else None,
+        "rope_max_seq_len": 1024,
+        "pos_embed_seq_len": 514 if model.model_type == "flf2v" else None,
         # text_len is not a diffusers field (it pads to 512 upstream); record it only when it differs
         **({"text_len": model.text_len} if model.text_len != 512 else {}),
     }
 
 
-def save_wan(model: WanModel, out_dir: str | os.PathLike, *, fmt: str = "official",
-             max_shard_bytes: int | None = None) -> Path:
+def save_wan(
+    model: WanModel, out_dir: str | os.PathLike, *, fmt: str = "official", max_shard_bytes: int | None = None
+) -> Path:
     """Write config.json + safetensors (sharded with an index when above ``max_shard_bytes``).
 
     The folder is written to a temporary sibling and renamed, so a crash never leaves a
@@ -360,7 +395,9 @@ def save_wan(model: WanModel, out_dir: str | os.PathLike, *, fmt: str = "officia
                 save_file(shard, str(tmp / name), metadata={"format": "pt"})
                 weight_map.update({k: name for k in shard})
             total = sum(v.numel() * v.element_size() for v in sd.values())
-            (tmp / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+            (tmp / INDEX_NAME).write_text(
+                json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2)
+            )
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

@@ -14,6 +14,7 @@ Preprocessing is the official one, not CLIPImageProcessor's: bicubic resize of t
 [-1, 1] image to 224x224 WITHOUT keeping the aspect ratio, map to [0, 1], normalise with the
 CLIP mean/std. (diffusers' I2V pipeline resizes the short side and centre-crops instead.)
 """
+
 from __future__ import annotations
 
 import re
@@ -41,8 +42,15 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # The visual tower of open-clip xlm-roberta-large-vit-huge-14 (= LAION ViT-H/14) as a
 # transformers CLIPVisionConfig: exact GELU, LayerNorm eps 1e-5, 257 tokens at 224.
 VIT_H14_CONFIG = dict(
-    hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=16,
-    image_size=224, patch_size=14, hidden_act="gelu", layer_norm_eps=1e-5, projection_dim=1024,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=16,
+    image_size=224,
+    patch_size=14,
+    hidden_act="gelu",
+    layer_norm_eps=1e-5,
+    projection_dim=1024,
 )
 
 
@@ -82,7 +90,7 @@ def convert_wan_clip_visual(
     for key, val in state_dict.items():
         if not key.startswith("visual."):
             continue
-        k = key[len("visual."):]
+        k = key[len("visual.") :]
         if k == "patch_embedding.weight":
             out[prefix + "embeddings.patch_embedding.weight"] = val
         elif k == "cls_embedding":
@@ -196,9 +204,15 @@ def visual_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     head_dim = VIT_H14_CONFIG["hidden_size"] // VIT_H14_CONFIG["num_attention_heads"]
     if hidden % head_dim:
         raise ValueError(f"CLIP width {hidden} is not a multiple of ViT-H/14's head size {head_dim}")
-    return dict(VIT_H14_CONFIG, hidden_size=hidden, patch_size=patch, image_size=grid * patch, num_hidden_layers=layers,
-                intermediate_size=int(sd["visual.transformer.0.mlp.0.weight"].shape[0]),
-                num_attention_heads=hidden // head_dim)
+    return dict(
+        VIT_H14_CONFIG,
+        hidden_size=hidden,
+        patch_size=patch,
+        image_size=grid * patch,
+        num_hidden_layers=layers,
+        intermediate_size=int(sd["visual.transformer.0.mlp.0.weight"].shape[0]),
+        num_attention_heads=hidden // head_dim,
+    )
 
 
 def load_image_encoder(path: str | Path, *, dtype: torch.dtype | None = None) -> CLIPImageEncoder:

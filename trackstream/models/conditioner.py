@@ -4,6 +4,7 @@ clean first latent, captions -> text embeddings, tracks -> the motion condition 
 Shared by training (the teacher objective, ODE pairs, DMD), the streaming engine and the
 evaluations, so every stage conditions the network the same way.
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,16 @@ from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 __all__ = ["Conditioner", "encode_motion", "load_export"]
 
 
-def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Tensor, *, embed_dim: int,
-                  height: int, width: int, latent_height: int | None = None) -> torch.Tensor:
+def encode_motion(
+    tracks: torch.Tensor,
+    visibility: torch.Tensor,
+    ids: torch.Tensor,
+    *,
+    embed_dim: int,
+    height: int,
+    width: int,
+    latent_height: int | None = None,
+) -> torch.Tensor:
     """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1).
 
     ``latent_height`` (h) sets the grid: the codec's spatial factor is ``height // h`` (Wan: 8,
@@ -35,22 +44,39 @@ def encode_motion(tracks: torch.Tensor, visibility: torch.Tensor, ids: torch.Ten
 class Conditioner:
     """Frozen encoders: clips -> latents, first frames -> image channels, captions -> text."""
 
-    def __init__(self, *, codec: nn.Module, text_encoder, layout: str, device: torch.device,
-                 image_features: str = "none", image_encoder: nn.Module | None = None):
+    def __init__(
+        self,
+        *,
+        codec: nn.Module,
+        text_encoder,
+        layout: str,
+        device: torch.device,
+        image_features: str = "none",
+        image_encoder: nn.Module | None = None,
+    ):
         if image_features not in ("none", "clip", "zeros"):
             raise ValueError(f"image_features={image_features!r}; choose none, clip or zeros")
         if image_features == "clip" and image_encoder is None:
-            raise ValueError("image_features='clip' needs a CLIP image encoder: set model.image_encoder_path to the "
-                             "CLIP .pth (or the release folder holding it), or model.image_features=zeros where the "
-                             "release itself feeds zeros")
+            raise ValueError(
+                "image_features='clip' needs a CLIP image encoder: set model.image_encoder_path to the "
+                "CLIP .pth (or the release folder holding it), or model.image_features=zeros where the "
+                "release itself feeds zeros"
+            )
         self.codec, self.text_encoder, self.layout, self.device = codec, text_encoder, layout, device
         self.image_feature_mode, self.image_encoder = image_features, image_encoder
         emb, lens = text_encoder.encode([""])
         self.null_text, self.null_lengths = emb.to(device), lens.to(device)
 
     @classmethod
-    def for_network(cls, model: ModelConfig, *, codec: nn.Module, text_encoder, device: torch.device,
-                    image_encoder: nn.Module | None = None) -> "Conditioner":
+    def for_network(
+        cls,
+        model: ModelConfig,
+        *,
+        codec: nn.Module,
+        text_encoder,
+        device: torch.device,
+        image_encoder: nn.Module | None = None,
+    ) -> "Conditioner":
         """The conditioner a network of config ``model`` needs (its layout; CLIP tokens when its flavor
         has the image branch, loaded from ``model.image_encoder_path`` unless ``image_encoder`` is given)."""
         mode = model.image_feature_mode
@@ -58,8 +84,14 @@ class Conditioner:
             from trackstream.models.clip_image import load_image_encoder
 
             image_encoder = load_image_encoder(model.image_encoder_path).to(device)
-        return cls(codec=codec, text_encoder=text_encoder, layout=model.layout, device=device, image_features=mode,
-                   image_encoder=image_encoder)
+        return cls(
+            codec=codec,
+            text_encoder=text_encoder,
+            layout=model.layout,
+            device=device,
+            image_features=mode,
+            image_encoder=image_encoder,
+        )
 
     @torch.no_grad()
     def image_features(self, first_frame: torch.Tensor) -> torch.Tensor | None:
@@ -114,8 +146,14 @@ class Conditioner:
 
 
 @torch.no_grad()
-def load_export(directory, *, codec_name: str, codec: str, device: str | torch.device | None = None,
-                dtype: str | torch.dtype | None = None):
+def load_export(
+    directory,
+    *,
+    codec_name: str,
+    codec: str,
+    device: str | torch.device | None = None,
+    dtype: str | torch.dtype | None = None,
+):
     """An exported network folder with what it needs to run, ready for inference: (network, codec,
     conditioner) — the network frozen in eval mode, its codec (``models.codecs`` name + checkpoint /
     release folder, which must be the network's latent space) and the text encoder and image features
@@ -141,8 +179,10 @@ def load_export(directory, *, codec_name: str, codec: str, device: str | torch.d
         net.dit.cast_for_inference(dtype)
         frozen_codec.to(dtype)
     meta = json.loads((Path(directory) / "network.json").read_text())["model"]
-    text_encoder = build_text_encoder(meta["text_encoder"], **({"path": meta["text_encoder_path"]}
-                                                                if meta.get("text_encoder_path") else {}))
-    conditioner = Conditioner.for_network(ModelConfig(**meta), codec=frozen_codec, text_encoder=text_encoder,
-                                          device=device)
+    text_encoder = build_text_encoder(
+        meta["text_encoder"], **({"path": meta["text_encoder_path"]} if meta.get("text_encoder_path") else {})
+    )
+    conditioner = Conditioner.for_network(
+        ModelConfig(**meta), codec=frozen_codec, text_encoder=text_encoder, device=device
+    )
     return net, frozen_codec, conditioner

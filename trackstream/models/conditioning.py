@@ -27,6 +27,7 @@ normalised latents [B, C_lat, 1 + (T-1)/4, H/s, W/s]``, 16 channels at s = 8 for
 s = 16 for Wan 2.2); nothing here loads weights.
 Legend: B batch, T pixel frames, F latent frames, H/W pixels, h/w latent height/width.
 """
+
 from __future__ import annotations
 
 from typing import Protocol
@@ -155,11 +156,18 @@ def i2v_condition(
         video[:, :, -1] = _resize(last_image, H, W)
     lat = codec.encode(video)  # [B, 16, F, h, w]
     mask = i2v_mask(
-        num_frames, lat.shape[3], lat.shape[4], batch=B, last_frame=last_image is not None,
-        device=lat.device, dtype=lat.dtype,
+        num_frames,
+        lat.shape[3],
+        lat.shape[4],
+        batch=B,
+        last_frame=last_image is not None,
+        device=lat.device,
+        dtype=lat.dtype,
     )
     if mask.shape[2] != lat.shape[2]:
-        raise ValueError(f"codec gave {lat.shape[2]} latent frames for {num_frames} pixel frames; expected {mask.shape[2]}")
+        raise ValueError(
+            f"codec gave {lat.shape[2]} latent frames for {num_frames} pixel frames; expected {mask.shape[2]}"
+        )
     return torch.cat([mask, lat], dim=1)
 
 
@@ -196,13 +204,17 @@ def compose_condition(
     _check_layout(layout)
     if layout in ("t2v", "ti2v"):
         if first_frame is not None:
-            raise ValueError(f"layout {layout!r} takes no first_frame channels (ti2v: the image is latent frame 0 "
-                             "of x); use 'wan_i2v' or 'fun_control' for channel conditioning")
+            raise ValueError(
+                f"layout {layout!r} takes no first_frame channels (ti2v: the image is latent frame 0 "
+                "of x); use 'wan_i2v' or 'fun_control' for channel conditioning"
+            )
         return track
     if first_frame is None:
         raise ValueError(f"layout {layout!r} needs first_frame (i2v_condition / start_image_latents output)")
     if track is not None and (track.shape[0] != first_frame.shape[0] or track.shape[2:] != first_frame.shape[2:]):
-        raise ValueError(f"track {tuple(track.shape)} and first_frame {tuple(first_frame.shape)} differ outside channels")
+        raise ValueError(
+            f"track {tuple(track.shape)} and first_frame {tuple(first_frame.shape)} differ outside channels"
+        )
     if layout == "wan_i2v":
         return first_frame if track is None else torch.cat([first_frame, track.to(first_frame.dtype)], dim=1)
     if track is None:
@@ -250,8 +262,13 @@ class SplitPatchEmbedding(nn.Conv3d):
         out = None
         for i, ranges in enumerate(self.channel_groups):
             y = F.conv3d(
-                self._take(x, ranges), self._take(self.weight, ranges), self.bias if i == 0 else None,
-                self.stride, self.padding, self.dilation, self.groups,
+                self._take(x, ranges),
+                self._take(self.weight, ranges),
+                self.bias if i == 0 else None,
+                self.stride,
+                self.padding,
+                self.dilation,
+                self.groups,
             )
             out = y if out is None else out + y
         return out
@@ -297,8 +314,14 @@ def expand_patch_embedding(model: nn.Module, extra_in: int, *, position: str | i
         raise ValueError(f"position={position!r} must be 'end' or a channel index in [0, {c_in}]")
     w = old.weight  # [dim, C_in, pt, ph, pw]
     new = SplitPatchEmbedding(
-        c_in + extra_in, old.out_channels, kernel_size=old.kernel_size, stride=old.stride,
-        padding=old.padding, bias=old.bias is not None, device=w.device, dtype=w.dtype,
+        c_in + extra_in,
+        old.out_channels,
+        kernel_size=old.kernel_size,
+        stride=old.stride,
+        padding=old.padding,
+        bias=old.bias is not None,
+        device=w.device,
+        dtype=w.dtype,
     )
     base_groups = getattr(old, "channel_groups", [[(0, c_in)]])
     new.channel_groups = _insert_ranges(base_groups, pos, extra_in)

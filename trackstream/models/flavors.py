@@ -3,6 +3,7 @@
 Real flavors build on the ``meta`` device by default (no memory is allocated), to be
 materialised after sharding or filled by ``models.checkpoint.load_wan``.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,17 +28,38 @@ FLAVORS: dict[str, dict] = {
     "wan2.1-fun-1.3b-control": dict(_WAN_COMMON, **_WAN_1_3B, model_type="i2v", in_dim=48),
     # Wan 2.2 TI2V-5B (dense): 48-channel latents of the Wan 2.2 VAE (16x16 spatial, 4x temporal),
     # image conditioning as the clean first latent frame at t = 0; 1280x704, 24 fps, shift 5.
-    "wan2.2-ti2v-5b": dict(_WAN_COMMON, dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, model_type="ti2v",
-                           in_dim=48, out_dim=48),
+    "wan2.2-ti2v-5b": dict(
+        _WAN_COMMON, dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, model_type="ti2v", in_dim=48, out_dim=48
+    ),
     # CPU-sized flavors for the embedded synthetic world and the tests. head_dim 32 keeps the
     # 3D RoPE split meaningful (6/5/5 pairs); a short text_len keeps cross-attention cheap.
     "tiny": dict(
-        patch_size=(1, 2, 2), freq_dim=64, text_dim=64, text_len=32, out_dim=16, eps=1e-6,
-        dim=128, ffn_dim=384, num_heads=4, num_layers=2, model_type="t2v", in_dim=16,
+        patch_size=(1, 2, 2),
+        freq_dim=64,
+        text_dim=64,
+        text_len=32,
+        out_dim=16,
+        eps=1e-6,
+        dim=128,
+        ffn_dim=384,
+        num_heads=4,
+        num_layers=2,
+        model_type="t2v",
+        in_dim=16,
     ),
     "tiny-i2v": dict(
-        patch_size=(1, 2, 2), freq_dim=64, text_dim=64, text_len=32, out_dim=16, eps=1e-6,
-        dim=128, ffn_dim=384, num_heads=4, num_layers=2, model_type="i2v", in_dim=36,
+        patch_size=(1, 2, 2),
+        freq_dim=64,
+        text_dim=64,
+        text_len=32,
+        out_dim=16,
+        eps=1e-6,
+        dim=128,
+        ffn_dim=384,
+        num_heads=4,
+        num_layers=2,
+        model_type="i2v",
+        in_dim=36,
     ),
 }
 

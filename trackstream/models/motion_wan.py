@@ -19,6 +19,7 @@ frames, h/w latent size, L text tokens):
 The empty motion condition is exactly zero track channels (the head has no bias), the same
 input as tracks dropped in training and masked mid-frames.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,8 +37,21 @@ from trackstream.models.text_encoders import TextProjection
 from trackstream.models.tracks import TRACK_EMBED_DIM, TrackEncoder
 from trackstream.models.wan import WanModel
 
-__all__ = ["IMAGE_FEATURES", "ModelConfig", "Conventions", "MotionWan", "build_motion_wan", "read_init", "save_network", "load_network",
-           "TEXT_ENCODER_DIMS", "pad_text", "LATENT_CHANNELS", "EXPORT_FILES", "latent_channels"]
+__all__ = [
+    "IMAGE_FEATURES",
+    "ModelConfig",
+    "Conventions",
+    "MotionWan",
+    "build_motion_wan",
+    "read_init",
+    "save_network",
+    "load_network",
+    "TEXT_ENCODER_DIMS",
+    "pad_text",
+    "LATENT_CHANNELS",
+    "EXPORT_FILES",
+    "latent_channels",
+]
 
 LATENT_CHANNELS = 16  # Wan 2.1 latents; a flavor's own count is latent_channels(flavor)
 IMAGE_FEATURES = ("auto", "clip", "zeros")
@@ -70,12 +84,14 @@ class ModelConfig:
         if self.image_features not in IMAGE_FEATURES:
             raise ValueError(f"model.image_features={self.image_features!r}; choose one of {IMAGE_FEATURES}")
         if base["model_type"] == "t2v" and self.image_features in ("clip", "zeros"):
-            raise ValueError(f"model.image_features={self.image_features!r}: flavor {self.flavor!r} (t2v) has no "
-                             "CLIP image branch; leave it at auto")
+            raise ValueError(
+                f"model.image_features={self.image_features!r}: flavor {self.flavor!r} (t2v) has no "
+                "CLIP image branch; leave it at auto"
+            )
 
     @property
     def image_feature_mode(self) -> str:
-        """"clip", "zeros" or "none" (no CLIP branch in this flavor)."""
+        """ "clip", "zeros" or "none" (no CLIP branch in this flavor)."""
         if flavor_config(self.flavor, **self.overrides)["model_type"] not in ("i2v", "flf2v"):  # t2v, ti2v
             return "none"
         return "clip" if self.image_features == "auto" else self.image_features
@@ -115,8 +131,11 @@ class Conventions:
     streaming: Optional[Streaming] = None
 
     def to_dict(self) -> dict:
-        out = {k: getattr(self, k) for k in ("clean_first_frame", "schedule_shift", "num_frames", "height", "width")
-               if getattr(self, k) is not None}
+        out = {
+            k: getattr(self, k)
+            for k in ("clean_first_frame", "schedule_shift", "num_frames", "height", "width")
+            if getattr(self, k) is not None
+        }
         if self.streaming is not None:
             out["causal"] = self.streaming.to_dict()
         return out
@@ -141,8 +160,15 @@ def pad_text(emb: torch.Tensor, length: int) -> torch.Tensor:
 class MotionWan(nn.Module):
     """DiT + TrackEncoder head + optional TextProjection, one trainable module."""
 
-    def __init__(self, dit: WanModel, *, layout: str, track_encoder: TrackEncoder | None,
-                 text_proj: TextProjection | None, required_in_dim: int | None = None):
+    def __init__(
+        self,
+        dit: WanModel,
+        *,
+        layout: str,
+        track_encoder: TrackEncoder | None,
+        text_proj: TextProjection | None,
+        required_in_dim: int | None = None,
+    ):
         super().__init__()
         self.dit, self.layout = dit, layout
         self.required_in_dim = required_in_dim or dit.in_dim  # in_dim the layout needs
@@ -255,8 +281,10 @@ def _pad_patch_embedding(sd: dict[str, torch.Tensor], in_dim: int, source: str) 
     exactly as the base model, whatever the new track channels carry."""
     w = sd["patch_embedding.weight"]  # [dim, C_in, pt, ph, pw]
     if w.shape[1] > in_dim:
-        raise ValueError(f"{source} has {w.shape[1]} input channels, more than the {in_dim} this layout "
-                         "needs: check model.layout / model.track_channels against the checkpoint")
+        raise ValueError(
+            f"{source} has {w.shape[1]} input channels, more than the {in_dim} this layout "
+            "needs: check model.layout / model.track_channels against the checkpoint"
+        )
     if w.shape[1] < in_dim:
         sd = dict(sd)
         sd["patch_embedding.weight"] = torch.cat([w, w.new_zeros(w.shape[0], in_dim - w.shape[1], *w.shape[2:])], dim=1)
@@ -287,8 +315,15 @@ TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5
 EXPORT_FILES = ("network.json", "dit", "heads.pt")
 
 
-def save_network(state_dict: dict[str, torch.Tensor], directory: Path, *, model_cfg: dict, text_encoder_dim: int,
-                 ema: bool, conventions: "Conventions | dict | None" = None) -> Path:
+def save_network(
+    state_dict: dict[str, torch.Tensor],
+    directory: Path,
+    *,
+    model_cfg: dict,
+    text_encoder_dim: int,
+    ema: bool,
+    conventions: "Conventions | dict | None" = None,
+) -> Path:
     """Write a full MotionWan state dict as ``<dir>/dit`` (official Wan format, loadable by
     ``models.checkpoint.load_wan``), ``<dir>/heads.pt`` (track head + text projection) and
     ``<dir>/network.json`` (config, plus ``conventions``: how the network must be called)."""
@@ -318,7 +353,9 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
     directory = Path(directory)
     missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
     if missing:
-        raise ValueError(f"{directory} is not an exported network (missing {missing}); see train.weights.export_network")
+        raise ValueError(
+            f"{directory} is not an exported network (missing {missing}); see train.weights.export_network"
+        )
     meta = json.loads((directory / "network.json").read_text())
     net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
     sd, _ = read_state_dict(directory / "dit")

@@ -8,18 +8,32 @@ bf16 on the CPU is allowed (it runs, slowly; the tests use it to cover the bf16 
 accepted for GPUs without bf16. What stays fp32 whatever the dtype (time embedding, modulation,
 norms, the residual stream) is decided by ``WanModel.cast_for_inference``, not here.
 """
+
 from __future__ import annotations
 
 import argparse
 
 import torch
 
-__all__ = ["DTYPES", "resolve_device", "resolve_dtype", "resolve_precision", "add_precision_args", "synchronize",
-           "dtype_name"]
+__all__ = [
+    "DTYPES",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_precision",
+    "add_precision_args",
+    "synchronize",
+    "dtype_name",
+]
 
 # accepted spellings -> dtype (the long names are torch's, the short ones what Hydra users type)
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
 
 
 def resolve_device(device: str | torch.device | None = None, *, field: str = "device") -> torch.device:
@@ -64,8 +78,9 @@ def dtype_name(dtype: torch.dtype) -> str:
 def add_precision_args(parser: argparse.ArgumentParser) -> None:
     """--device / --dtype with the project's defaults (resolve them with ``resolve_precision``)."""
     parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu, cuda, cuda:N")
-    parser.add_argument("--dtype", default="auto",
-                        help="auto (bfloat16 on CUDA, float32 on cpu), float32, bfloat16, float16")
+    parser.add_argument(
+        "--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 on cpu), float32, bfloat16, float16"
+    )
 
 
 def synchronize(device: torch.device | str | None) -> None:

@@ -10,6 +10,7 @@ A ``.pth`` with another name is classified by its keys (``visual.*`` CLIP, ``tok
 tensors: safetensors headers and torch's zip index (``mmap``) are enough. ``ReleaseFolder.require``
 raises a ``ValueError`` that lists what was found and what is missing.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,7 +43,7 @@ def _keys(path: Path) -> list[str]:
 
 
 def classify_weights(path: Path) -> Optional[str]:
-    """"clip", "t5", "vae", "dit" or None, from the keys of one weight file."""
+    """ "clip", "t5", "vae", "dit" or None, from the keys of one weight file."""
     keys = _keys(path)
     if any(k.startswith("visual.") for k in keys):
         return "clip"
@@ -56,7 +57,7 @@ def classify_weights(path: Path) -> Optional[str]:
 
 
 def vae_version(path: str | Path) -> Optional[str]:
-    """"2.1" or "2.2" for an official-layout VAE file (keys only, no tensors read), None for no VAE.
+    """ "2.1" or "2.2" for an official-layout VAE file (keys only, no tensors read), None for no VAE.
 
     The 2.2 VAE nests its blocks one level deeper (``decoder.upsamples.0.upsamples.0.residual...``,
     ``encoder.downsamples.0.downsamples.0...``), the 2.1 one indexes them flat (``decoder.upsamples.3...``);
@@ -94,11 +95,14 @@ class ReleaseFolder:
     def require(self, *parts: str, field_name: str = "path") -> "ReleaseFolder":
         missing = [p for p in parts if not (self.dit if p == "dit" else getattr(self, p))]
         if missing:
-            expected = {p: OFFICIAL_FILES.get(p) or TOKENIZER_DIRS.get(p) or ("*.safetensors (+ index json)",)
-                        for p in missing}
-            raise ValueError(f"{field_name}={str(self.root)!r}: release folder without {missing}; expected "
-                             f"{expected}; found {self.found() or 'nothing recognisable'}"
-                             + (f"; unrecognised weight files {[x.name for x in self.unknown]}" if self.unknown else ""))
+            expected = {
+                p: OFFICIAL_FILES.get(p) or TOKENIZER_DIRS.get(p) or ("*.safetensors (+ index json)",) for p in missing
+            }
+            raise ValueError(
+                f"{field_name}={str(self.root)!r}: release folder without {missing}; expected "
+                f"{expected}; found {self.found() or 'nothing recognisable'}"
+                + (f"; unrecognised weight files {[x.name for x in self.unknown]}" if self.unknown else "")
+            )
         return self
 
 
@@ -130,8 +134,10 @@ def find_release(folder: str | Path) -> ReleaseFolder:
             by_kind.setdefault(kind, []).append(path)
     for kind, paths in by_kind.items():
         if len(paths) > 1:
-            raise ValueError(f"release folder {root} has several {kind} files {[p.name for p in paths]}; "
-                             "keep one or point at the file itself")
+            raise ValueError(
+                f"release folder {root} has several {kind} files {[p.name for p in paths]}; "
+                "keep one or point at the file itself"
+            )
         if kind == "dit":
             rel.dit = paths
         else:

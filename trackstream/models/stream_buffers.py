@@ -28,6 +28,7 @@ The keys are stored in the compute dtype after RoPE, exactly as the reference ca
 attention, so a buffered pass equals the reference pass up to the attention kernel's reduction order.
 Inference only (no gradient flows through in-place buffers). Legend as in ``models.wan``.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -43,8 +44,10 @@ __all__ = ["StepBuffers", "max_layout_frames"]
 def max_layout_frames(config) -> int:
     """Most latent frames one pass attends over (cache + current chunk), over every chunk layout."""
     if config.window_chunks is None:
-        raise ValueError(f"{config.name}: static step buffers need a finite window (window_chunks); the full causal "
-                         "history grows without bound: use the reference step (fast=False)")
+        raise ValueError(
+            f"{config.name}: static step buffers need a finite window (window_chunks); the full causal "
+            "history grows without bound: use the reference step (fast=False)"
+        )
     steady = config.sink_chunks + config.window_chunks + 1  # from this chunk on the layout repeats
     return max(config.cache_start(i) + config.chunk_len(i) for i in range(steady + 1))
 
@@ -62,9 +65,9 @@ class _BufferedAttention:
         self.kv[layer] = (k, v)
         kb, vb = self.buffers.k[layer], self.buffers.v[layer]
         lo, n = self.prefix, k.shape[1]
-        kb[:, lo:lo + n].copy_(apply_rope(k, self.cos, self.sin))  # in place: the cast to kb's dtype included
-        vb[:, lo:lo + n].copy_(v)
-        k_all, v_all = kb[:, :lo + n], vb[:, :lo + n]  # [B, L_all, N, D] views, no copy
+        kb[:, lo : lo + n].copy_(apply_rope(k, self.cos, self.sin))  # in place: the cast to kb's dtype included
+        vb[:, lo : lo + n].copy_(v)
+        k_all, v_all = kb[:, : lo + n], vb[:, : lo + n]  # [B, L_all, N, D] views, no copy
         q = apply_rope(q, self.cos, self.sin).to(vb.dtype).transpose(1, 2)  # [B, N, L_cur, D]
         out = F.scaled_dot_product_attention(q, k_all.transpose(1, 2), v_all.transpose(1, 2)).transpose(1, 2)
         rec = self.recorder
@@ -73,7 +76,8 @@ class _BufferedAttention:
             for name, transform in rec.variants.items():
                 kt, vt = transform(layer, k_all, v_all)
                 rec.variant_features[(name, layer)] = F.scaled_dot_product_attention(
-                    q, kt.transpose(1, 2), vt.transpose(1, 2)).transpose(1, 2)
+                    q, kt.transpose(1, 2), vt.transpose(1, 2)
+                ).transpose(1, 2)
         return out  # [B, L_cur, N, D]
 
 
@@ -138,8 +142,8 @@ class StepBuffers:
             if not (s < len(self.slots) and self.slots[s][0] is chunk and self.slots[s][1] == pos):
                 cos, sin = self._rope(frame, (chunk.frames, h, w), self.k[0].device)
                 for layer, (k, v) in enumerate(chunk.layers):
-                    self.k[layer][:, pos:pos + n].copy_(apply_rope(k, cos, sin))
-                    self.v[layer][:, pos:pos + n].copy_(v)
+                    self.k[layer][:, pos : pos + n].copy_(apply_rope(k, cos, sin))
+                    self.v[layer][:, pos : pos + n].copy_(v)
                 self.loads += 1
             slots.append((chunk, pos))
             pos, frame = pos + n, frame + chunk.frames
@@ -149,12 +153,16 @@ class StepBuffers:
     def run(self, model: WanModel, cache, tokens, grid, e0, e, recorder=None, last: Optional[int] = None):
         """One pass over the buffers: tokens [B, L_cur, dim] -> (head output or None, per-layer un-roped K/V)."""
         if torch.is_grad_enabled():
-            raise ValueError("the buffered streaming step is for inference (no gradient through in-place buffers): "
-                             "run it under torch.no_grad(), or use the reference step (buffers=None)")
+            raise ValueError(
+                "the buffered streaming step is for inference (no gradient through in-place buffers): "
+                "run it under torch.no_grad(), or use the reference step (buffers=None)"
+            )
         f, h, w = grid
         if cache.frames + f > self.frames:
-            raise ValueError(f"chunk {cache.next_chunk} needs {cache.frames + f} frames of K/V; the buffers of "
-                             f"{self.config.name} hold {self.frames}: a cache of another chunking was passed")
+            raise ValueError(
+                f"chunk {cache.next_chunk} needs {cache.frames + f} frames of K/V; the buffers of "
+                f"{self.config.name} hold {self.frames}: a cache of another chunking was passed"
+            )
         self._ensure(tokens.shape[0], h * w, model.blocks[0].self_attn.q.weight.dtype, tokens.device)
         prefix = self.load(cache, grid)
         cos, sin = self._rope(cache.frames, grid, tokens.device)

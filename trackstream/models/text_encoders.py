@@ -19,6 +19,7 @@ without a mask, so padding must be zeros (wan-architecture.md §3).
   saved in the DiT checkpoint), because it is learned with the DiT and the frozen encoder
   may be shared, offloaded or replaced by cached embeddings.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -45,9 +46,17 @@ __all__ = [
 
 # google/umt5-xxl encoder as transformers UMT5Config fields (wan-architecture.md §6).
 UMT5_XXL_CONFIG = dict(
-    vocab_size=256384, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-    relative_attention_num_buckets=32, relative_attention_max_distance=128,
-    feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, dropout_rate=0.0,
+    vocab_size=256384,
+    d_model=4096,
+    d_kv=64,
+    d_ff=10240,
+    num_layers=24,
+    num_heads=64,
+    relative_attention_num_buckets=32,
+    relative_attention_max_distance=128,
+    feed_forward_proj="gated-gelu",
+    layer_norm_epsilon=1e-6,
+    dropout_rate=0.0,
 )
 UMT5_MAX_LENGTH = 512
 MINILM_MAX_LENGTH = 256  # sentence-transformers' max_seq_length for all-MiniLM-L6-v2
@@ -80,8 +89,12 @@ class TextEncoder(nn.Module):
         if self.clean is not None:
             texts = [self.clean(t) for t in texts]
         tok = self.tokenizer(
-            texts, padding="longest", truncation=True, max_length=self.max_length,
-            add_special_tokens=True, return_tensors="pt",
+            texts,
+            padding="longest",
+            truncation=True,
+            max_length=self.max_length,
+            add_special_tokens=True,
+            return_tensors="pt",
         )
         return tok["input_ids"], tok["attention_mask"]
 
@@ -134,11 +147,15 @@ def umt5_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     and head widths from the projections. The bucket distance is not stored (umt5-xxl's 128 kept)."""
     emb = sd["token_embedding.weight"]  # [vocab, d_model]
     buckets, heads = sd["blocks.0.pos_embedding.embedding.weight"].shape
-    return dict(vocab_size=int(emb.shape[0]), d_model=int(emb.shape[1]), num_heads=int(heads),
-                relative_attention_num_buckets=int(buckets),
-                d_kv=int(sd["blocks.0.attn.q.weight"].shape[0]) // int(heads),
-                d_ff=int(sd["blocks.0.ffn.fc1.weight"].shape[0]),
-                num_layers=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")))
+    return dict(
+        vocab_size=int(emb.shape[0]),
+        d_model=int(emb.shape[1]),
+        num_heads=int(heads),
+        relative_attention_num_buckets=int(buckets),
+        d_kv=int(sd["blocks.0.attn.q.weight"].shape[0]) // int(heads),
+        d_ff=int(sd["blocks.0.ffn.fc1.weight"].shape[0]),
+        num_layers=1 + max(int(k.split(".")[1]) for k in sd if k.startswith("blocks.")),
+    )
 
 
 class UMT5TextEncoder(TextEncoder):
@@ -269,8 +286,10 @@ class TextProjection(nn.Module):
 
 
 _ENCODERS = {
-    "umt5": "umt5", "umt5-xxl": "umt5",
-    "minilm": "minilm", "all-minilm-l6-v2": "minilm",
+    "umt5": "umt5",
+    "umt5-xxl": "umt5",
+    "minilm": "minilm",
+    "all-minilm-l6-v2": "minilm",
 }
 
 

@@ -14,6 +14,7 @@ Pipeline: ``sample_track_ids`` -> ``track_id_embedding`` (phi_n, d = 64) -> ``ra
 Legend: B batch, T pixel frames, N tracks, D embedding dim, F = 1 + (T-1)/4 latent frames,
 h/w latent height/width (pixels / spatial factor).
 """
+
 from __future__ import annotations
 
 import torch
@@ -42,9 +43,7 @@ def _check_tracks(tracks: torch.Tensor, visibility: torch.Tensor) -> None:
     if tracks.ndim != 4 or tracks.shape[-1] != 2:
         raise ValueError(f"tracks must be [B, T, N, 2] pixel (x, y), got {tuple(tracks.shape)}")
     if visibility.shape != tracks.shape[:3]:
-        raise ValueError(
-            f"visibility must be [B, T, N] = {tuple(tracks.shape[:3])}, got {tuple(visibility.shape)}"
-        )
+        raise ValueError(f"visibility must be [B, T, N] = {tuple(tracks.shape[:3])}, got {tuple(visibility.shape)}")
 
 
 def sample_track_ids(
@@ -229,9 +228,7 @@ class TrackEncoder(nn.Module):
         if ids is None:
             ids = sample_track_ids(B, N, id_range=self.id_range, generator=generator, device=tracks.device)
         emb = track_id_embedding(ids.to(tracks.device), self.embed_dim)
-        return rasterize_tracks(
-            tracks, visibility, emb, height=height, width=width, spatial_factor=self.spatial_factor
-        )
+        return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=self.spatial_factor)
 
     def forward(
         self,

@@ -13,6 +13,7 @@ in float64 from positions on the fly (no 1024-entry table), so any frame index i
 Legend: B batch, C channels, F latent frames, H/W latent height/width, L tokens,
 N heads, D head dim, S tokens per latent frame (after patchify).
 """
+
 from __future__ import annotations
 
 import math
@@ -52,9 +53,7 @@ def rope_axis_pairs(head_dim: int) -> tuple[int, int, int]:
     return c - 2 * (c // 3), c // 3, c // 3
 
 
-def rope_cos_sin(
-    positions: torch.Tensor, head_dim: int, theta: float = 10000.0
-) -> tuple[torch.Tensor, torch.Tensor]:
+def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
     """3D RoPE tables for arbitrary integer positions.
 
     positions: [L, 3] (frame, row, col). Returns cos, sin: [L, head_dim // 2] float32, one
@@ -108,7 +107,9 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         # Cast back before the scale (official order), then return in the input dtype.
-        return ((xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight).to(x.dtype)
+        return ((xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight).to(
+            x.dtype
+        )
 
 
 class FP32LayerNorm(nn.LayerNorm):
@@ -134,9 +135,7 @@ SelfAttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torc
 
 def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
     """[B, Lq, N, D] x [B, Lk, N, D] -> [B, Lq, N, D] through PyTorch SDPA."""
-    out = F.scaled_dot_product_attention(
-        q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask
-    )
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
     return out.transpose(1, 2)
 
 
@@ -284,7 +283,11 @@ class MLPProj(nn.Module):
     def __init__(self, in_dim: int, out_dim: int, flf_pos_tokens: int | None = None):
         super().__init__()
         self.proj = nn.Sequential(
-            nn.LayerNorm(in_dim), nn.Linear(in_dim, in_dim), nn.GELU(), nn.Linear(in_dim, out_dim), nn.LayerNorm(out_dim)
+            nn.LayerNorm(in_dim),
+            nn.Linear(in_dim, in_dim),
+            nn.GELU(),
+            nn.Linear(in_dim, out_dim),
+            nn.LayerNorm(out_dim),
         )
         if flf_pos_tokens:
             self.emb_pos = nn.Parameter(torch.zeros(1, flf_pos_tokens, in_dim))
@@ -367,11 +370,21 @@ class WanModel(nn.Module):
     def config(self) -> dict:
         """Official config.json fields (plus the ones the official ignores for config)."""
         return dict(
-            model_type=self.model_type, patch_size=list(self.patch_size), text_len=self.text_len,
-            in_dim=self.in_dim, dim=self.dim, ffn_dim=self.ffn_dim, freq_dim=self.freq_dim,
-            text_dim=self.text_dim, out_dim=self.out_dim, num_heads=self.num_heads,
-            num_layers=self.num_layers, window_size=list(self.window_size), qk_norm=self.qk_norm,
-            cross_attn_norm=self.cross_attn_norm, eps=self.eps,
+            model_type=self.model_type,
+            patch_size=list(self.patch_size),
+            text_len=self.text_len,
+            in_dim=self.in_dim,
+            dim=self.dim,
+            ffn_dim=self.ffn_dim,
+            freq_dim=self.freq_dim,
+            text_dim=self.text_dim,
+            out_dim=self.out_dim,
+            num_heads=self.num_heads,
+            num_layers=self.num_layers,
+            window_size=list(self.window_size),
+            qk_norm=self.qk_norm,
+            cross_attn_norm=self.cross_attn_norm,
+            eps=self.eps,
         )
 
     @torch.no_grad()
@@ -488,8 +501,7 @@ class WanModel(nn.Module):
         """Per-block cross-attention K/V of the embedded context (computed once per prompt)."""
         return [blk.cross_attn.context_kv(ctx, num_image_tokens) for blk in self.blocks]
 
-    def run_blocks(self, x, e0, context_kv, attention: SelfAttentionFn, tokens_per_frame: int,
-                   last: int | None = None):
+    def run_blocks(self, x, e0, context_kv, attention: SelfAttentionFn, tokens_per_frame: int, last: int | None = None):
         """The blocks in order (``last``: stop after that block, for passes that only need features)."""
         for i, blk in enumerate(self.blocks if last is None else self.blocks[: last + 1]):
             if self.gradient_checkpointing and torch.is_grad_enabled():

@@ -1,4 +1,5 @@
 """``python -m trackstream.pipeline``: the end-to-end job (see trackstream/pipeline/run.py)."""
+
 import sys
 
 from trackstream.pipeline.run import main

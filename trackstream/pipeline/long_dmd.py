@@ -22,6 +22,7 @@ conditions, configs and logs; ~19 MB), and each snapshot's EMA weights, once, as
 ``runs/dmd-long/snapshots/gen_XXXXX.pt`` (2.5 MB each, never rewritten). ``run`` in a run
 directory that does not exist yet unpacks them first (``--fresh`` starts over instead).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,16 @@ import torch
 from omegaconf import OmegaConf
 
 from trackstream.distill.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
-from trackstream.pipeline.run import DISTILL, FULL, PipelineError, Sizes, check_preset, stage_dmd, stage_ode_init, stage_teacher
+from trackstream.pipeline.run import (
+    DISTILL,
+    FULL,
+    PipelineError,
+    Sizes,
+    check_preset,
+    stage_dmd,
+    stage_ode_init,
+    stage_teacher,
+)
 from trackstream.pipeline.run_pack import pack_run, read_pack, unpack_run
 from trackstream.train.checkpoint import find_latest
 
@@ -53,8 +63,12 @@ def long_sizes(*, updates: int = 400, snapshot_every: int = 50, ckpt_every: int 
     for name, value in (("--updates", updates), ("--snapshot-every", snapshot_every), ("--ckpt-every", ckpt_every)):
         if value < 1:
             raise ValueError(f"{name}={value} must be >= 1")
-    dmd = ("stage=dmd_snapshots", f"stage.snapshot_every={snapshot_every}", f"trainer.ckpt_every={ckpt_every}",
-           f"trainer.max_steps={updates * UPDATE_RATIO}")
+    dmd = (
+        "stage=dmd_snapshots",
+        f"stage.snapshot_every={snapshot_every}",
+        f"trainer.ckpt_every={ckpt_every}",
+        f"trainer.max_steps={updates * UPDATE_RATIO}",
+    )
     return dataclasses.replace(FULL, name="dmd-long", dmd=dmd)
 
 
@@ -103,8 +117,11 @@ class Progress(threading.Thread):
         rate = (now - t0) / (step - s0) if step > s0 else None
         gen = next((r for r in reversed(rows) if "train/loss/generator" in r), {})
         critic = next((r for r in reversed(rows) if "train/loss/critic" in r), {})
-        parts = [time.strftime("%Y-%m-%d %H:%M:%S"), f"step {step}/{self.max_steps}",
-                 f"generator updates {step // UPDATE_RATIO}/{self.max_steps // UPDATE_RATIO}"]
+        parts = [
+            time.strftime("%Y-%m-%d %H:%M:%S"),
+            f"step {step}/{self.max_steps}",
+            f"generator updates {step // UPDATE_RATIO}/{self.max_steps // UPDATE_RATIO}",
+        ]
         if rate is not None:
             left = (self.max_steps - step) * rate / 3600
             parts += [f"{rate:.1f} s/step", f"{rate * UPDATE_RATIO:.0f} s/update", f"{left:.1f} h left"]
@@ -129,13 +146,17 @@ class Progress(threading.Thread):
 # ----------------------------------------------------------------------------- commands
 
 
-def run(run_dir: Path, sizes: Sizes, *, pack_dir: Path = PACK_DIR, fresh: bool = False, report_every: float = 300) -> dict:
+def run(
+    run_dir: Path, sizes: Sizes, *, pack_dir: Path = PACK_DIR, fresh: bool = False, report_every: float = 300
+) -> dict:
     from trackstream.train.release import ASSET_DIR
 
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "sizes.json").is_file() and not fresh and (pack_dir / "state.pt").is_file():
-        print(f"[long_dmd] {run_dir} is new: continuing the packed run {pack_dir / 'state.pt'} (--fresh: start over)",
-              flush=True)
+        print(
+            f"[long_dmd] {run_dir} is new: continuing the packed run {pack_dir / 'state.pt'} (--fresh: start over)",
+            flush=True,
+        )
         unpack(run_dir, pack_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_preset(run_dir, _recorded(sizes))
@@ -151,8 +172,10 @@ def run(run_dir: Path, sizes: Sizes, *, pack_dir: Path = PACK_DIR, fresh: bool =
             t0 = time.perf_counter()
             fn(run_dir, state)
             print(f"[long_dmd] {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
-        print(f"[long_dmd] DMD to {max_steps} steps ({max_steps // UPDATE_RATIO} generator updates) in {run_dir / 'dmd'}",
-              flush=True)
+        print(
+            f"[long_dmd] DMD to {max_steps} steps ({max_steps // UPDATE_RATIO} generator updates) in {run_dir / 'dmd'}",
+            flush=True,
+        )
         progress.start()
         summary = stage_dmd(run_dir, state)
     finally:
@@ -185,10 +208,16 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
     rows = (run_dir / "dmd" / "metrics.jsonl").read_text().splitlines(keepends=True)
     trimmed = "".join(r for r in rows if r.endswith("\n") and json.loads(r).get("step", 0) <= step).encode()
     drop = {f: ("trajectory",) for f in files if f.startswith("ode_init/ode_pairs/") and f.endswith(".pt")}
-    info = {"step": step, "generator_updates": updates, "git_commit": git_commit(),
-            "packed_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "checkpoint": ckpt.name}
-    sizes = pack_run(run_dir, files, pack_dir / "state.pt", info=info, drop=drop,
-                     content={"dmd/metrics.jsonl": trimmed})
+    info = {
+        "step": step,
+        "generator_updates": updates,
+        "git_commit": git_commit(),
+        "packed_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "checkpoint": ckpt.name,
+    }
+    sizes = pack_run(
+        run_dir, files, pack_dir / "state.pt", info=info, drop=drop, content={"dmd/metrics.jsonl": trimmed}
+    )
     new = []
     for n, path in list_snapshots(run_dir / "dmd" / SNAPSHOT_DIR).items():
         target = pack_dir / SNAPSHOT_DIR / path.name
@@ -198,8 +227,10 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
             torch.save({k: snap[k] for k in ("generator_updates", "step", "ema")}, target)
             new.append(n)
     total = (pack_dir / "state.pt").stat().st_size
-    print(f"[long_dmd] packed step {step} ({updates} generator updates) of {run_dir} into {pack_dir / 'state.pt'} "
-          f"({total / 2**20:.1f} MiB, {len(sizes)} files); new snapshots {new or 'none'} in {pack_dir / SNAPSHOT_DIR}")
+    print(
+        f"[long_dmd] packed step {step} ({updates} generator updates) of {run_dir} into {pack_dir / 'state.pt'} "
+        f"({total / 2**20:.1f} MiB, {len(sizes)} files); new snapshots {new or 'none'} in {pack_dir / SNAPSHOT_DIR}"
+    )
     return {**info, "bytes": total, "new_snapshots": new}
 
 
@@ -218,8 +249,11 @@ def unpack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
         if not (snaps / path.name).is_file():
             snaps.mkdir(parents=True, exist_ok=True)
             (snaps / path.name).write_bytes(path.read_bytes())
-    print(f"[long_dmd] unpacked step {info['step']} ({info['generator_updates']} generator updates, packed "
-          f"{info['packed_at']} at commit {info['git_commit']}) into {run_dir}", flush=True)
+    print(
+        f"[long_dmd] unpacked step {info['step']} ({info['generator_updates']} generator updates, packed "
+        f"{info['packed_at']} at commit {info['git_commit']}) into {run_dir}",
+        flush=True,
+    )
     return info
 
 
@@ -232,11 +266,16 @@ def _alive(pid: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trackstream.pipeline.long_dmd", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m trackstream.pipeline.long_dmd",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("command", choices=("run", "pack", "unpack", "status"))
     ap.add_argument("--run-dir", type=Path, required=True, help="the run directory (outside the checkout)")
-    ap.add_argument("--pack-dir", type=Path, default=PACK_DIR, help=f"where the packed state lives (default {PACK_DIR})")
+    ap.add_argument(
+        "--pack-dir", type=Path, default=PACK_DIR, help=f"where the packed state lives (default {PACK_DIR})"
+    )
     ap.add_argument("--updates", type=int, default=400, help="generator updates (loop steps = updates x 5)")
     ap.add_argument("--snapshot-every", type=int, default=50, help="generator updates between snapshots")
     ap.add_argument("--ckpt-every", type=int, default=25, help="loop steps between checkpoints")

@@ -14,6 +14,7 @@ stage; full commands go to ``<run_dir>/pipeline.log`` and each stage's output to
   samples/<id>/video.mp4, tracks.npy, visibility.npy, side_by_side.{mp4,gif}   per held-out sample
 Sizes are chosen for 2 CPU cores and 12 minutes; every figure is measured here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,12 @@ class Sizes:
 # 25-frame clip forward is ~5x the 8-px teacher's, so the student stages are short).
 FULL = Sizes(
     teacher=("trainer.max_steps=20", "trainer.ckpt_every=20"),
-    ode_init=("stage.ode_pairs.num_pairs=24", "stage.ode_pairs.teacher_steps=24", "trainer.max_steps=80",
-              "trainer.ckpt_every=40"),
+    ode_init=(
+        "stage.ode_pairs.num_pairs=24",
+        "stage.ode_pairs.teacher_steps=24",
+        "trainer.max_steps=80",
+        "trainer.ckpt_every=40",
+    ),
     dmd=("trainer.max_steps=48", "trainer.ckpt_every=24"),  # 8 generator updates at 5:1
     timing_repeats=20,
 )
@@ -71,16 +76,31 @@ LONG = Sizes(
     teacher_steps=48,
 )
 # The teacher from nothing (experiment=tiny_teacher_release: hours on 2 CPU cores), then FULL.
-SCRATCH = Sizes(name="scratch", teacher_from="scratch", teacher=("eval.enabled=false",), ode_init=FULL.ode_init,
-                dmd=FULL.dmd, timing_repeats=FULL.timing_repeats)
+SCRATCH = Sizes(
+    name="scratch",
+    teacher_from="scratch",
+    teacher=("eval.enabled=false",),
+    ode_init=FULL.ode_init,
+    dmd=FULL.dmd,
+    timing_repeats=FULL.timing_repeats,
+)
 _SMALL = ("data.batch_size=2", "trainer.ckpt_every=2", "trainer.log_every=1")
 SMOKE = Sizes(
     name="smoke",
     teacher=_SMALL + ("trainer.max_steps=2", "data.pool_size=4"),
-    ode_init=_SMALL + ("trainer.max_steps=3", "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=6",
-                       "stage.ode_pairs.batch_size=2"),  # 2 batches per shard
+    ode_init=_SMALL
+    + (
+        "trainer.max_steps=3",
+        "stage.ode_pairs.num_pairs=4",
+        "stage.ode_pairs.teacher_steps=6",
+        "stage.ode_pairs.batch_size=2",
+    ),  # 2 batches per shard
     dmd=_SMALL + ("trainer.max_steps=5",),  # one generator update at the 5:1 phase
-    teacher_steps=6, eval_samples=2, long_factor=2, long_clips=1, timing_repeats=2,
+    teacher_steps=6,
+    eval_samples=2,
+    long_factor=2,
+    long_clips=1,
+    timing_repeats=2,
 )
 
 
@@ -126,8 +146,15 @@ def _train(run_dir: Path, name: str, overrides: list[str]) -> dict:
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, "-m", "trackstream.train", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
     try:
-        run_logged(cmd, stage_dir=stage_dir, label=name, env=env, cwd=ROOT, pipeline_log=run_dir / "pipeline.log",
-                   show_bar=sys.stderr.isatty() or os.environ.get("TRACKSTREAM_PROGRESS") == "1")
+        run_logged(
+            cmd,
+            stage_dir=stage_dir,
+            label=name,
+            env=env,
+            cwd=ROOT,
+            pipeline_log=run_dir / "pipeline.log",
+            show_bar=sys.stderr.isatty() or os.environ.get("TRACKSTREAM_PROGRESS") == "1",
+        )
     except StageFailed as e:
         raise PipelineError(str(e)) from None
     summary = json.loads(results.read_text())
@@ -151,19 +178,33 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
             manifest = verify_release(asset)
         except ReleaseError as e:
             raise PipelineError(str(e)) from None
-        overrides = ["experiment=tiny_teacher_finetune", f"model.init_from={asset / 'teacher'}",
-                     f"codec.checkpoint={asset / 'codec.pt'}", *_release_world(asset), *sizes.teacher]
+        overrides = [
+            "experiment=tiny_teacher_finetune",
+            f"model.init_from={asset / 'teacher'}",
+            f"codec.checkpoint={asset / 'codec.pt'}",
+            *_release_world(asset),
+            *sizes.teacher,
+        ]
         state["codec"] = str(asset / "codec.pt")
-        release = {"release": str(asset), "release_steps": manifest.get("steps"),
-                   "release_commit": manifest.get("git_commit")}
+        release = {
+            "release": str(asset),
+            "release_steps": manifest.get("steps"),
+            "release_commit": manifest.get("git_commit"),
+        }
     else:
         overrides = ["experiment=tiny_teacher_release", *sizes.teacher]
         state["codec"] = str((run_dir / "teacher" / "codec" / "codec.pt").resolve())
         release = {}
     summary = _train(run_dir, "teacher", overrides)
     state["teacher"] = str((run_dir / "teacher" / "export" / "teacher").resolve())
-    return {"export": state["teacher"], "codec": state["codec"], "steps": summary.get("step"),
-            "from": sizes.teacher_from, **release, "final_loss": (summary.get("last_metrics") or {}).get("train/loss")}
+    return {
+        "export": state["teacher"],
+        "codec": state["codec"],
+        "steps": summary.get("step"),
+        "from": sizes.teacher_from,
+        **release,
+        "final_loss": (summary.get("last_metrics") or {}).get("train/loss"),
+    }
 
 
 def _release_world(asset: Path) -> list[str]:
@@ -200,32 +241,56 @@ def _teacher_settings(run_dir: Path) -> list[str]:
 
     t = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
     data = t["data"]
-    out = [f"schedule.shift={t['schedule']['shift']}", f"++data.world={_hydra_value(data['world'])}",
-           f"++model.overrides={_hydra_value(t['model']['overrides'])}",
-           f"model.text_encoder={t['model']['text_encoder']}", f"++codec.options={_hydra_value(t['codec']['options'])}",
-           f"model.track_channels={t['model']['track_channels']}",
-           f"data.num_tracks={_hydra_value(data['num_tracks'])}"]
+    out = [
+        f"schedule.shift={t['schedule']['shift']}",
+        f"++data.world={_hydra_value(data['world'])}",
+        f"++model.overrides={_hydra_value(t['model']['overrides'])}",
+        f"model.text_encoder={t['model']['text_encoder']}",
+        f"++codec.options={_hydra_value(t['codec']['options'])}",
+        f"model.track_channels={t['model']['track_channels']}",
+        f"data.num_tracks={_hydra_value(data['num_tracks'])}",
+    ]
     out += [f"data.{k}={data[k]}" for k in ("height", "width", "fps", "grid_size", "seed")]
     return out
 
 
 def stage_ode_init(run_dir: Path, state: dict) -> dict:
     """ODE pairs from the teacher (joint guidance) + causal ODE regression of the student."""
-    summary = _train(run_dir, "ode_init", ["experiment=tiny_ode_init", *DISTILL, f"stage.teacher={state['teacher']}",
-                                           f"codec.checkpoint={state['codec']}", *_teacher_settings(run_dir),
-                                           *state["sizes"].ode_init])
+    summary = _train(
+        run_dir,
+        "ode_init",
+        [
+            "experiment=tiny_ode_init",
+            *DISTILL,
+            f"stage.teacher={state['teacher']}",
+            f"codec.checkpoint={state['codec']}",
+            *_teacher_settings(run_dir),
+            *state["sizes"].ode_init,
+        ],
+    )
     state["pairs"] = summary["pairs"]
     state["ode_student"] = summary["export"]
     return {k: summary.get(k) for k in ("export", "pairs", "num_pairs", "pairs_seconds", "step")} | {
-        "final_loss": (summary.get("last_metrics") or {}).get("train/loss")}
+        "final_loss": (summary.get("last_metrics") or {}).get("train/loss")
+    }
 
 
 def stage_dmd(run_dir: Path, state: dict) -> dict:
     """Self-Forcing DMD from the ODE-init student, real score = teacher with joint guidance."""
-    summary = _train(run_dir, "dmd", ["experiment=tiny_dmd", *DISTILL, f"stage.teacher={state['teacher']}",
-                                      f"stage.student={state['ode_student']}", f"stage.pairs={state['pairs']}",
-                                      f"codec.checkpoint={state['codec']}", *_teacher_settings(run_dir),
-                                      *state["sizes"].dmd])
+    summary = _train(
+        run_dir,
+        "dmd",
+        [
+            "experiment=tiny_dmd",
+            *DISTILL,
+            f"stage.teacher={state['teacher']}",
+            f"stage.student={state['ode_student']}",
+            f"stage.pairs={state['pairs']}",
+            f"codec.checkpoint={state['codec']}",
+            *_teacher_settings(run_dir),
+            *state["sizes"].dmd,
+        ],
+    )
     state["student"] = summary["export"]
     return {k: summary.get(k) for k in ("export", "generator_updates", "critic_updates", "step")}
 
@@ -241,13 +306,23 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)  # world, grid
     data = DataConfig(**{**cfg["data"], "eval_samples": sizes.eval_samples})
     teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
-    ev = StreamEvalConfig(long_factor=sizes.long_factor, long_clips=sizes.long_clips,
-                          timing_repeats=sizes.timing_repeats, num_tracks=teacher_cfg["eval"]["num_tracks"])
-    figures = run_evaluation(run_dir, teacher=state["teacher"], codec=state["codec"],
-                             students={"ode_init": state["ode_student"], "student": state["student"]},
-                             data=data, teacher_steps=sizes.teacher_steps, shift=float(cfg["schedule"]["shift"]),
-                             codec_name=cfg["codec"]["name"],
-                             cfg=ev)
+    ev = StreamEvalConfig(
+        long_factor=sizes.long_factor,
+        long_clips=sizes.long_clips,
+        timing_repeats=sizes.timing_repeats,
+        num_tracks=teacher_cfg["eval"]["num_tracks"],
+    )
+    figures = run_evaluation(
+        run_dir,
+        teacher=state["teacher"],
+        codec=state["codec"],
+        students={"ode_init": state["ode_student"], "student": state["student"]},
+        data=data,
+        teacher_steps=sizes.teacher_steps,
+        shift=float(cfg["schedule"]["shift"]),
+        codec_name=cfg["codec"]["name"],
+        cfg=ev,
+    )
     from trackstream.data.clips import heldout_clips
     from trackstream.eval.oracle_copy import oracle_copy_epe
     from trackstream.models.codecs import build_codec
@@ -255,8 +330,13 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     # the no-network baseline on the same clips and input tracks: frame 0 moved by the true pan
     patch = (teacher_cfg["model"].get("overrides") or {}).get("patch_size") or [1, 2, 2]
     codec = build_codec(cfg["codec"]["name"], checkpoint=state["codec"]).eval()
-    figures["oracle_copy"] = oracle_copy_epe(heldout_clips(data).clips, codec, token_px=codec.spatial_factor * int(patch[-1]),
-                                             tracker=ev.tracker, num_tracks=ev.num_tracks)
+    figures["oracle_copy"] = oracle_copy_epe(
+        heldout_clips(data).clips,
+        codec,
+        token_px=codec.spatial_factor * int(patch[-1]),
+        tracker=ev.tracker,
+        num_tracks=ev.num_tracks,
+    )
     state["figures"] = figures
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
 
@@ -265,8 +345,11 @@ SIZES = {"full": FULL, "long": LONG, "scratch": SCRATCH, "smoke": SMOKE}
 
 # (name, function) in order
 PIPELINE: list[tuple[str, Callable[[Path, dict], dict]]] = [
-    ("foundation", stage_foundation), ("teacher", stage_teacher), ("ode_init", stage_ode_init),
-    ("dmd", stage_dmd), ("stream", stage_stream),
+    ("foundation", stage_foundation),
+    ("teacher", stage_teacher),
+    ("ode_init", stage_ode_init),
+    ("dmd", stage_dmd),
+    ("stream", stage_stream),
 ]
 
 
@@ -276,9 +359,11 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
     if info.is_file():
         old = json.loads(info.read_text())
         if old != json.loads(json.dumps(asdict(sizes))):
-            raise PipelineError(f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "
-                                f"--sizes {sizes.name}: re-run with --sizes {old.get('name', '...')} to resume it, "
-                                "or choose a new --run-dir / RUN_DIR")
+            raise PipelineError(
+                f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "
+                f"--sizes {sizes.name}: re-run with --sizes {old.get('name', '...')} to resume it, "
+                "or choose a new --run-dir / RUN_DIR"
+            )
     info.write_text(json.dumps(asdict(sizes), indent=1))
 
 
@@ -291,8 +376,9 @@ def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
     stages: dict = {}
     state: dict = {"sizes": sizes, "release": Path(release) if release else ASSET_DIR}
     t_start = time.perf_counter()
-    print(f"[pipeline] run directory {run_dir} (--sizes {sizes.name}); commands in {run_dir / 'pipeline.log'}",
-          flush=True)
+    print(
+        f"[pipeline] run directory {run_dir} (--sizes {sizes.name}); commands in {run_dir / 'pipeline.log'}", flush=True
+    )
     for name, fn in PIPELINE:
         t0 = time.perf_counter()
         result = fn(run_dir, state)
@@ -310,7 +396,11 @@ def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
     if sizes.teacher_from == "release":  # the shipped teacher's own training curve, then its fine-tune here
         from trackstream.train.release import release_curve
 
-        metrics = {"teacher release": release_curve(state["release"]), "teacher fine-tune": metrics.pop("teacher"), **metrics}
+        metrics = {
+            "teacher release": release_curve(state["release"]),
+            "teacher fine-tune": metrics.pop("teacher"),
+            **metrics,
+        }
     report = write_report(run_dir, figures, metrics=metrics)
     print(f"[pipeline] report: {run_dir / 'report.md'} ({figures['total_seconds']:.0f} s in all)")
     for name, t in report["targets"].items():
@@ -326,13 +416,21 @@ def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run-dir", default=os.environ.get("RUN_DIR", "runs/make-run"))
-    ap.add_argument("--sizes", choices=sorted(SIZES), default="full",
-                    help="full: `make run` from the shipped teacher (12 minutes on 2 CPU cores); long: more student "
-                         "compute; scratch: train the teacher from nothing first (hours); smoke: a few steps per "
-                         "stage, checks the wiring, figures mean nothing")
+    ap.add_argument(
+        "--sizes",
+        choices=sorted(SIZES),
+        default="full",
+        help="full: `make run` from the shipped teacher (12 minutes on 2 CPU cores); long: more student "
+        "compute; scratch: train the teacher from nothing first (hours); smoke: a few steps per "
+        "stage, checks the wiring, figures mean nothing",
+    )
     ap.add_argument("--smoke", action="store_true", help="same as --sizes smoke")
-    ap.add_argument("--release", type=Path, default=None,
-                    help="teacher release folder to start from (default: the shipped assets/tiny-teacher)")
+    ap.add_argument(
+        "--release",
+        type=Path,
+        default=None,
+        help="teacher release folder to start from (default: the shipped assets/tiny-teacher)",
+    )
     args = ap.parse_args(argv)
     sizes = SIZES["smoke" if args.smoke else args.sizes]
     try:

@@ -24,6 +24,7 @@ keeps a DMD run under ~20 MB:
 directory's path by the new one in text files and in strings inside ``.pt`` files (the stage
 summaries and checkpoint fingerprints name absolute paths).
 """
+
 from __future__ import annotations
 
 import io
@@ -55,8 +56,10 @@ def _plain(x, where: str):
         return type(x)(_plain(v, f"{where}[{i}]") for i, v in enumerate(x))
     if x is None or isinstance(x, (bool, int, float, str, bytes, torch.Tensor)):
         return x
-    raise ValueError(f"cannot pack {where}: a {type(x).__module__}.{type(x).__name__} is not a plain value "
-                     "(tensors, numbers, strings, lists, dicts); save it as one")
+    raise ValueError(
+        f"cannot pack {where}: a {type(x).__module__}.{type(x).__name__} is not a plain value "
+        "(tensors, numbers, strings, lists, dicts); save it as one"
+    )
 
 
 def _unplain(x, rewrite):
@@ -117,8 +120,15 @@ def _from_bytes(data: bytes):
 # ----------------------------------------------------------------------------- pack / unpack
 
 
-def pack_run(run_dir: Path, files: list[str], out: Path, *, info: dict | None = None,
-             drop: dict[str, tuple[str, ...]] | None = None, content: dict[str, bytes] | None = None) -> dict:
+def pack_run(
+    run_dir: Path,
+    files: list[str],
+    out: Path,
+    *,
+    info: dict | None = None,
+    drop: dict[str, tuple[str, ...]] | None = None,
+    content: dict[str, bytes] | None = None,
+) -> dict:
     """Pack ``files`` (paths relative to ``run_dir``) into ``out``; returns {path: packed bytes}.
 
     ``content`` gives the bytes to use for some of them instead of reading the file (e.g. a log
@@ -140,8 +150,13 @@ def pack_run(run_dir: Path, files: list[str], out: Path, *, info: dict | None = 
         packed = zlib.compress(data, 6)
         entries[rel] = {"kind": kind, "zlib": torch.frombuffer(bytearray(packed), dtype=torch.uint8)}
         sizes[rel] = len(packed)
-    pack = {"format": FORMAT, "version": VERSION, "run_dir": str(run_dir), "info": _plain(info or {}, "info"),
-            "files": entries}
+    pack = {
+        "format": FORMAT,
+        "version": VERSION,
+        "run_dir": str(run_dir),
+        "info": _plain(info or {}, "info"),
+        "files": entries,
+    }
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".tmp-{out.name}")
@@ -153,7 +168,9 @@ def pack_run(run_dir: Path, files: list[str], out: Path, *, info: dict | None = 
 def read_pack(path: Path) -> dict:
     pack = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(pack, dict) or pack.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a packed run ({FORMAT}); make one with `python -m trackstream.pipeline.long_dmd pack`")
+        raise ValueError(
+            f"{path} is not a packed run ({FORMAT}); make one with `python -m trackstream.pipeline.long_dmd pack`"
+        )
     if pack.get("version") != VERSION:
         raise ValueError(f"{path} is a version {pack.get('version')} pack, this code reads version {VERSION}")
     return pack

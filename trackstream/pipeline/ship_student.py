@@ -10,6 +10,7 @@ commit the run was made from, steps and wall time per stage, seeds, the run's he
 the sha256 of every file (``train.release.verify_release`` checks them). The codec is the teacher
 release's (``assets/tiny-teacher/codec.pt``, recorded by its sha256), not copied.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,20 @@ __all__ = ["STUDENT_DIR", "ship_student"]
 ROOT = Path(__file__).resolve().parents[2]
 STUDENT_DIR = ROOT / "assets" / "tiny-student"
 # held-out figures of the run worth carrying (report.json keys)
-FIGURES = ("student_epe_with_tracks", "student_epe_without_tracks", "student_psnr_with_tracks",
-           "student_ssim_with_tracks", "teacher_epe_with_tracks", "teacher_epe_without_tracks", "epe_frozen_video",
-           "epe_tracker", "student_nfe_per_video", "latency_ratio_last_over_early", "num_heldout", "num_frames")
+FIGURES = (
+    "student_epe_with_tracks",
+    "student_epe_without_tracks",
+    "student_psnr_with_tracks",
+    "student_ssim_with_tracks",
+    "teacher_epe_with_tracks",
+    "teacher_epe_without_tracks",
+    "epe_frozen_video",
+    "epe_tracker",
+    "student_nfe_per_video",
+    "latency_ratio_last_over_early",
+    "num_heldout",
+    "num_frames",
+)
 
 
 def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None = None) -> dict:
@@ -36,12 +48,17 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
     report = run_dir / "report.json"
     export = run_dir / "dmd" / "export" / "student"
     if not report.is_file() or not (export / "network.json").is_file():
-        raise ReleaseError(f"{run_dir}: no finished make run there (report.json and dmd/export/student); run "
-                           f"`make run RUN_DIR={run_dir}` first")
+        raise ReleaseError(
+            f"{run_dir}: no finished make run there (report.json and dmd/export/student); run "
+            f"`make run RUN_DIR={run_dir}` first"
+        )
     figures = json.loads(report.read_text())
     if any("epe_strict_" in k for k in figures):  # its epe_* are the retired re-acquiring tracker's
-        print(f"[ship_student] {report} predates the one EPE protocol: re-run make run there to re-measure "
-              "(finished stages are reused)", file=sys.stderr)
+        print(
+            f"[ship_student] {report} predates the one EPE protocol: re-run make run there to re-measure "
+            "(finished stages are reused)",
+            file=sys.stderr,
+        )
     stages = figures.get("stages", {})
     results = {s: json.loads((run_dir / s / "results.json").read_text()) for s in ("teacher", "ode_init", "dmd")}
     if dest.exists():
@@ -58,7 +75,7 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
     manifest = {
         "name": "tiny-student",
         "command": f"make run RUN_DIR=<run>  (python -m trackstream.pipeline --run-dir <run> --sizes {figures.get('sizes', 'full')}), "
-                   "then python -m trackstream.pipeline.ship_student --run-dir <run>",
+        "then python -m trackstream.pipeline.ship_student --run-dir <run>",
         "git_commit": commit or git_commit(),
         "teacher_release": {"dir": "assets/tiny-teacher", "manifest_sha256": sha256(ASSET_DIR / "manifest.json")},
         "codec": {"path": "assets/tiny-teacher/codec.pt", "sha256": sha256(ASSET_DIR / "codec.pt")},
@@ -67,8 +84,10 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
         "wall_time_s": {s: v.get("seconds") for s, v in stages.items()} | {"total": figures.get("total_seconds")},
         "seeds": {"data.seed": cfg.data.seed, "data.eval_seed": cfg.data.eval_seed, "trainer.seed": cfg.trainer.seed},
         "held_out": {k: figures[k] for k in FIGURES if k in figures},
-        "targets": {k: {"value": v.get("value"), "threshold": v.get("threshold"), "met": v.get("met")}
-                    for k, v in figures.get("targets", {}).items()},
+        "targets": {
+            k: {"value": v.get("value"), "threshold": v.get("threshold"), "met": v.get("met")}
+            for k, v in figures.get("targets", {}).items()
+        },
         "sha256": {str(p.relative_to(dest)): sha256(p) for p in files},
         "bytes": total,
     }
@@ -77,7 +96,9 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trackstream.pipeline.ship_student", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m trackstream.pipeline.ship_student", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--run-dir", type=Path, required=True, help="a finished make run's directory")
     ap.add_argument("--dest", type=Path, default=STUDENT_DIR)
     ap.add_argument("--commit", default=None, help="the commit the run was made from (default: this checkout's HEAD)")
@@ -87,8 +108,10 @@ def main(argv: list[str] | None = None) -> int:
     except ReleaseError as e:
         print(f"[ship_student] error: {e}", file=sys.stderr)
         return 2
-    print(f"[ship_student] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB, "
-          f"student EPE with tracks {m['held_out'].get('student_epe_with_tracks')}")
+    print(
+        f"[ship_student] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB, "
+        f"student EPE with tracks {m['held_out'].get('student_epe_with_tracks')}"
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ Chunk layout, two kinds (``first_chunk_given``):
   Self-Forcing and MotionStream stream the 1.3B with.
 Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames, N tracks, D embed dim.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -40,9 +41,18 @@ from trackstream.models.stream_buffers import StepBuffers
 from trackstream.models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
 
 __all__ = [
-    "first_chunk_given", "check_first_chunk", "whole_chunks", "StreamConfig", "VideoCondition",
-    "build_video_condition", "chunk_pixel_frames", "chunk_condition", "track_features", "denoise_chunk",
-    "commit_chunk", "start_cache",
+    "first_chunk_given",
+    "check_first_chunk",
+    "whole_chunks",
+    "StreamConfig",
+    "VideoCondition",
+    "build_video_condition",
+    "chunk_pixel_frames",
+    "chunk_condition",
+    "track_features",
+    "denoise_chunk",
+    "commit_chunk",
+    "start_cache",
 ]
 
 
@@ -60,11 +70,15 @@ def check_first_chunk(cfg: CausalConfig, *, layout: Optional[str] = None, field:
     chunk_frames); the sampled kind needs the image in the conditioning channels (not ``ti2v``)."""
     f = cfg.first_chunk_frames
     if f not in (None, 1, cfg.chunk_frames):
-        raise ValueError(f"{field}.first_chunk_frames={f}: use 1 (chunk 0 = the given first-frame latent) or null "
-                         f"(chunk 0 sampled like the others, {cfg.chunk_frames} latents, the image in the channels)")
+        raise ValueError(
+            f"{field}.first_chunk_frames={f}: use 1 (chunk 0 = the given first-frame latent) or null "
+            f"(chunk 0 sampled like the others, {cfg.chunk_frames} latents, the image in the channels)"
+        )
     if layout in _IMAGE_IN_LATENT and not first_chunk_given(cfg):
-        raise ValueError(f"{field}.first_chunk_frames={f} with layout {layout!r}: the image is latent frame 0 of x, "
-                         f"clean at t = 0, so chunk 0 must be that frame alone: set {field}.first_chunk_frames=1")
+        raise ValueError(
+            f"{field}.first_chunk_frames={f} with layout {layout!r}: the image is latent frame 0 of x, "
+            f"clean at t = 0, so chunk 0 must be that frame alone: set {field}.first_chunk_frames=1"
+        )
 
 
 def whole_chunks(cfg: CausalConfig, num_latents: int) -> int:
@@ -100,8 +114,11 @@ class StreamConfig:
         """The configuration an exported student streams with (its ``conventions.streaming``);
         ``changes`` replace chunking fields (e.g. ``sink_chunks=0``) or ``steps`` / ``shift``."""
         steps, shift = changes.pop("steps", None), changes.pop("shift", None)
-        return cls(causal=dataclasses.replace(streaming.causal, **changes), steps=steps or streaming.steps,
-                   shift=shift or streaming.shift)
+        return cls(
+            causal=dataclasses.replace(streaming.causal, **changes),
+            steps=steps or streaming.steps,
+            shift=shift or streaming.shift,
+        )
 
     @property
     def chunk_frames(self) -> int:
@@ -156,9 +173,17 @@ class VideoCondition:
         return self.image_cond.index_select(2, idx)
 
 
-def build_video_condition(network, codec, image: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor, *,
-                          track_ids: Optional[torch.Tensor], reference_latents: int = 8,
-                          image_features: Optional[torch.Tensor] = None) -> VideoCondition:
+def build_video_condition(
+    network,
+    codec,
+    image: torch.Tensor,
+    text: torch.Tensor,
+    text_lengths: torch.Tensor,
+    *,
+    track_ids: Optional[torch.Tensor],
+    reference_latents: int = 8,
+    image_features: Optional[torch.Tensor] = None,
+) -> VideoCondition:
     """First frame [B, 3, H, W] in [-1, 1] + frozen-encoder text -> ``VideoCondition``.
 
     The I2V channels are built exactly as the teacher saw them (``i2v_condition`` of a video of
@@ -168,8 +193,9 @@ def build_video_condition(network, codec, image: torch.Tensor, text: torch.Tenso
     ``image_features``: the first frame's CLIP tokens, required by networks with the image branch.
     """
     if network.needs_image_features and image_features is None:
-        raise ValueError("this network has the I2V image branch: pass image_features (Conditioner.image_features "
-                         "of the first frame)")
+        raise ValueError(
+            "this network has the I2V image branch: pass image_features (Conditioner.image_features of the first frame)"
+        )
     B, _, H, W = image.shape
     frames = 1 + TEMPORAL_FACTOR * (reference_latents - 1)
     with torch.no_grad():
@@ -180,13 +206,20 @@ def build_video_condition(network, codec, image: torch.Tensor, text: torch.Tenso
             image_cond = start_image_latents(codec, image, num_frames=frames).float()
         else:
             image_cond = None
-    return VideoCondition(context=network.project_text(text, text_lengths), image_latent=image_latent,
-                          image_cond=image_cond, track_ids=track_ids, height=H, width=W,
-                          image_features=image_features)
+    return VideoCondition(
+        context=network.project_text(text, text_lengths),
+        image_latent=image_latent,
+        image_cond=image_cond,
+        track_ids=track_ids,
+        height=H,
+        width=W,
+        image_features=image_features,
+    )
 
 
-def track_features(cond: VideoCondition, tracks: Optional[torch.Tensor], visibility: Optional[torch.Tensor],
-                   *, embed_dim: int) -> Optional[torch.Tensor]:
+def track_features(
+    cond: VideoCondition, tracks: Optional[torch.Tensor], visibility: Optional[torch.Tensor], *, embed_dim: int
+) -> Optional[torch.Tensor]:
     """Tracks of a span of pixel frames [B, T, N, 2] + visibility [B, T, N] -> c_m [B, D, T, h, w] (eq. 1).
 
     None (no tracks supplied) stays None: the empty motion condition."""
@@ -195,15 +228,18 @@ def track_features(cond: VideoCondition, tracks: Optional[torch.Tensor], visibil
     if cond.track_ids is None:
         raise ValueError("tracks were given but the VideoCondition has no track_ids; pass track_ids when starting")
     if tracks.shape[2] != cond.track_ids.shape[1]:
-        raise ValueError(f"tracks have {tracks.shape[2]} points but the video was started with "
-                         f"{cond.track_ids.shape[1]} track IDs; keep the same N for the whole stream")
+        raise ValueError(
+            f"tracks have {tracks.shape[2]} points but the video was started with "
+            f"{cond.track_ids.shape[1]} track IDs; keep the same N for the whole stream"
+        )
     emb = track_id_embedding(cond.track_ids.to(tracks.device), embed_dim)
     factor = cond.height // cond.image_latent.shape[-2]  # the codec's spatial factor
     return rasterize_tracks(tracks, visibility, emb, height=cond.height, width=cond.width, spatial_factor=factor)
 
 
-def chunk_condition(network, cond: VideoCondition, cfg: CausalConfig, index: int,
-                    motion: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+def chunk_condition(
+    network, cond: VideoCondition, cfg: CausalConfig, index: int, motion: Optional[torch.Tensor]
+) -> Optional[torch.Tensor]:
     """y [B, C_y, f, h, w] of chunk ``index`` from ITS track features only (c_m of its pixel frames,
     [B, D, T_chunk, h, w], or None for the empty motion). The track head folds 4 pixel frames per
     latent and chunk 0 is the single first frame, so chunk-wise heads equal the full-video head."""
@@ -217,8 +253,10 @@ def chunk_condition(network, cond: VideoCondition, cfg: CausalConfig, index: int
         else:
             lo, hi = chunk_pixel_frames(cfg, index)
             if motion.shape[2] != hi - lo:
-                raise ValueError(f"chunk {index} spans pixel frames [{lo}, {hi}) = {hi - lo} frames; "
-                                 f"its track features have {motion.shape[2]}")
+                raise ValueError(
+                    f"chunk {index} spans pixel frames [{lo}, {hi}) = {hi - lo} frames; "
+                    f"its track features have {motion.shape[2]}"
+                )
             track = network.track_encoder.head(motion, has_first_frame=index == 0)
     elif motion is not None:
         raise ValueError("the network has no track head (model.track_channels=0) but tracks were given")
@@ -231,12 +269,22 @@ def start_cache(network, cond: VideoCondition, cfg: CausalConfig) -> KVCache:
     return new_cache(network.dit, cfg, cond.context, cond.image_features)
 
 
-def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torch.Tensor], sigmas: torch.Tensor, *,
-                  fresh_noise: Callable[[], torch.Tensor], exit_step: Optional[int] = None,
-                  grad: bool = False, buffers: Optional[StepBuffers] = None,
-                  on_input: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
-                  on_x0: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
-                  input_at: Optional[int] = None, grad_step: Optional[int] = None) -> torch.Tensor:
+def denoise_chunk(
+    network,
+    cache: KVCache,
+    noise: torch.Tensor,
+    y: Optional[torch.Tensor],
+    sigmas: torch.Tensor,
+    *,
+    fresh_noise: Callable[[], torch.Tensor],
+    exit_step: Optional[int] = None,
+    grad: bool = False,
+    buffers: Optional[StepBuffers] = None,
+    on_input: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+    on_x0: Optional[Callable[[int, torch.Tensor], torch.Tensor]] = None,
+    input_at: Optional[int] = None,
+    grad_step: Optional[int] = None,
+) -> torch.Tensor:
     """K-step sampling of chunk ``cache.next_chunk`` from ``noise`` [B, C, f, h, w] -> x0 [B, C, f, h, w].
 
     Each step predicts x0 from the step's input and re-noises it to the next level with FRESH noise
@@ -278,8 +326,9 @@ def denoise_chunk(network, cache: KVCache, noise: torch.Tensor, y: Optional[torc
 
 
 @torch.no_grad()
-def commit_chunk(network, cache: KVCache, x0: torch.Tensor, y: Optional[torch.Tensor], *,
-                 buffers: Optional[StepBuffers] = None) -> KVCache:
+def commit_chunk(
+    network, cache: KVCache, x0: torch.Tensor, y: Optional[torch.Tensor], *, buffers: Optional[StepBuffers] = None
+) -> KVCache:
     """The clean re-run at t = 0 (no noise added): its K/V enter the cache, which rolls."""
     B = x0.shape[0]
     out = stream_step(network.dit, cache, x0.detach(), torch.zeros(B, device=x0.device), y=y, buffers=buffers)

@@ -20,6 +20,7 @@ bytes held after hundreds of frames). The state is immutable (``StreamState``): 
 returns a new one, so a caller may keep, replay or branch a stream (DragStream-style edits).
 Legend as in ``stream.chunks``.
 """
+
 from __future__ import annotations
 
 import time
@@ -43,8 +44,15 @@ from trackstream.stream.chunks import (
     track_features,
 )
 
-__all__ = ["StreamState", "ChunkOutput", "StreamingGenerator", "TrackSource", "tracks_from_array", "state_nbytes",
-           "collect"]
+__all__ = [
+    "StreamState",
+    "ChunkOutput",
+    "StreamingGenerator",
+    "TrackSource",
+    "tracks_from_array",
+    "state_nbytes",
+    "collect",
+]
 
 # A track source is called with (chunk index, [start, stop) pixel frames) when that chunk is
 # about to be generated and returns (tracks [B, T, N, 2], visibility [B, T, N]) for exactly those
@@ -101,9 +109,19 @@ class StreamingGenerator:
     """Chunk-by-chunk generation with the causal student (a ``models.motion_wan.MotionWan``) and a
     codec with functional streaming decode (``models.codecs``)."""
 
-    def __init__(self, network, codec, *, config: StreamConfig, device: Union[str, torch.device, None] = None,
-                 image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
-                 fast: bool = True, compile: bool = False, overlap_decode: bool = False, timings: bool = False):
+    def __init__(
+        self,
+        network,
+        codec,
+        *,
+        config: StreamConfig,
+        device: Union[str, torch.device, None] = None,
+        image_features_fn: Optional[Callable[[torch.Tensor], Optional[torch.Tensor]]] = None,
+        fast: bool = True,
+        compile: bool = False,
+        overlap_decode: bool = False,
+        timings: bool = False,
+    ):
         """``fast``: the static-buffer step (``models.stream_buffers``; equal to the reference ``fast=False``
         within the attention kernel's rounding); ``compile``: that step through ``torch.compile`` (CUDA graphs
         on CUDA; needs ``fast``); ``overlap_decode``: ``stream`` samples chunk i + 1 before handing out chunk i,
@@ -119,8 +137,11 @@ class StreamingGenerator:
         self.image_features_fn = image_features_fn
         # The network's own device: inputs follow it (a separate default would send them elsewhere).
         own = next(network.parameters()).device
-        if device is not None and torch.device(device) != own and not (
-                torch.device(device).type == own.type and torch.device(device).index is None):
+        if (
+            device is not None
+            and torch.device(device) != own
+            and not (torch.device(device).type == own.type and torch.device(device).index is None)
+        ):
             raise ValueError(f"device={device} but the network is on {own}: move it first (load_export(device=...))")
         self.device = own
         self.causal = config.causal
@@ -134,9 +155,16 @@ class StreamingGenerator:
         self._side = torch.cuda.Stream(own) if overlap_decode and own.type == "cuda" else None
 
     @torch.no_grad()
-    def start(self, image: torch.Tensor, text: torch.Tensor, text_lengths: torch.Tensor, *,
-              track_ids: Optional[torch.Tensor] = None, seed: int = 0,
-              image_features: Optional[torch.Tensor] = None) -> StreamState:
+    def start(
+        self,
+        image: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        *,
+        track_ids: Optional[torch.Tensor] = None,
+        seed: int = 0,
+        image_features: Optional[torch.Tensor] = None,
+    ) -> StreamState:
         """First frame [B, 3, H, W] in [-1, 1] and the prompt's frozen-encoder output -> a fresh state.
 
         ``track_ids`` [B, N] (sampled once per video, ``models.tracks.sample_track_ids``) tag the
@@ -149,26 +177,39 @@ class StreamingGenerator:
             image_features = self.image_features_fn(image)
         if track_ids is not None:
             track_ids = track_ids.to(self.device)
-        cond = build_video_condition(self.network, self.codec, image.to(self.device), text.to(self.device),
-                                     text_lengths.to(self.device), track_ids=track_ids,
-                                     image_features=None if image_features is None else image_features.to(self.device))
+        cond = build_video_condition(
+            self.network,
+            self.codec,
+            image.to(self.device),
+            text.to(self.device),
+            text_lengths.to(self.device),
+            track_ids=track_ids,
+            image_features=None if image_features is None else image_features.to(self.device),
+        )
         noise = torch.Generator(device=self.device).manual_seed(int(seed)).get_state()
-        return StreamState(cond=cond, cache=start_cache(self.network, cond, self.causal),
-                           decode=self.codec.init_decode_state(), noise=noise)
+        return StreamState(
+            cond=cond,
+            cache=start_cache(self.network, cond, self.causal),
+            decode=self.codec.init_decode_state(),
+            noise=noise,
+        )
 
     def pixel_range(self, index: int) -> tuple[int, int]:
         return chunk_pixel_frames(self.causal, index)
 
-    def condition(self, state: StreamState, tracks: Optional[torch.Tensor] = None,
-                  visibility: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+    def condition(
+        self, state: StreamState, tracks: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None
+    ) -> Optional[torch.Tensor]:
         """The DiT's ``y`` for chunk ``state.chunk`` from ITS tracks [B, T_chunk, N, 2] (+ visibility),
         or None for the empty motion condition."""
         i = state.chunk
         lo, hi = self.pixel_range(i)
         if tracks is not None:
             if tracks.ndim != 4 or tracks.shape[1] != hi - lo:
-                raise ValueError(f"chunk {i} covers pixel frames [{lo}, {hi}): tracks must be [B, {hi - lo}, N, 2], "
-                                 f"got {tuple(tracks.shape)}")
+                raise ValueError(
+                    f"chunk {i} covers pixel frames [{lo}, {hi}): tracks must be [B, {hi - lo}, N, 2], "
+                    f"got {tuple(tracks.shape)}"
+                )
             if visibility is None:
                 visibility = torch.ones(tracks.shape[:3], dtype=torch.bool)
             tracks, visibility = tracks.to(self.device).float(), visibility.to(self.device).bool()
@@ -186,8 +227,9 @@ class StreamingGenerator:
         return (B, C, self.causal.chunk_len(state.chunk), h, w)
 
     @torch.no_grad()
-    def step(self, state: StreamState, tracks: Optional[torch.Tensor] = None,
-             visibility: Optional[torch.Tensor] = None) -> tuple[ChunkOutput, StreamState]:
+    def step(
+        self, state: StreamState, tracks: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None
+    ) -> tuple[ChunkOutput, StreamState]:
         """Generate chunk ``state.chunk`` given ITS tracks [B, T_chunk, N, 2] (+ visibility), or
         None for the empty motion condition. Returns the decoded chunk and the next state."""
         out, new = self._decode(*self._sample(state, tracks, visibility))
@@ -211,15 +253,17 @@ class StreamingGenerator:
         else:
             shape = self.chunk_shape(state)
             draw = lambda: torch.randn(shape, generator=gen, device=self.device)  # noqa: E731
-            x0 = denoise_chunk(self.network, state.cache, draw(), y, self._sigmas, fresh_noise=draw,
-                               buffers=self.buffers)
+            x0 = denoise_chunk(
+                self.network, state.cache, draw(), y, self._sigmas, fresh_noise=draw, buffers=self.buffers
+            )
         cache = commit_chunk(self.network, state.cache, x0, y, buffers=self.buffers)
         self._mark(marks)
         return state, x0, cache, gen, marks
 
     @torch.no_grad()
-    def finish(self, state: StreamState, x0: torch.Tensor, y: Optional[torch.Tensor], gen: torch.Generator,
-               t0: float) -> tuple[ChunkOutput, StreamState]:
+    def finish(
+        self, state: StreamState, x0: torch.Tensor, y: Optional[torch.Tensor], gen: torch.Generator, t0: float
+    ) -> tuple[ChunkOutput, StreamState]:
         """Commit chunk ``state.chunk``'s clean latents ``x0`` sampled by the caller (the cache rolls), decode
         them and advance the state; ``gen``: the noise generator after the chunk's draws, ``t0``: when the
         chunk started (its conditioning and sampling are timed as ``dit``)."""
@@ -229,8 +273,9 @@ class StreamingGenerator:
         out, new = self._decode(state, x0, cache, gen, marks)
         return self._finish(out), new
 
-    def _decode(self, state: StreamState, x0: torch.Tensor, cache: KVCache, gen: torch.Generator,
-                marks: list) -> tuple[ChunkOutput, StreamState]:
+    def _decode(
+        self, state: StreamState, x0: torch.Tensor, cache: KVCache, gen: torch.Generator, marks: list
+    ) -> tuple[ChunkOutput, StreamState]:
         """Decode the committed chunk and advance the state (on the side stream when overlapping)."""
         i = state.chunk
         lo, hi = self.pixel_range(i)
@@ -248,10 +293,18 @@ class StreamingGenerator:
             frames = frames.float()
         self._mark(marks)
         nfe = self.config.nfe_per_chunk(i)
-        new = replace(state, cache=cache, decode=decode, noise=gen.get_state(), chunk=i + 1,
-                      frames_out=state.frames_out + (hi - lo), nfe=state.nfe + nfe)
-        return ChunkOutput(index=i, frames=frames, latents=x0, pixel_range=(lo, hi), nfe=nfe, seconds=0.0,
-                           timings=marks, ready=ready), new
+        new = replace(
+            state,
+            cache=cache,
+            decode=decode,
+            noise=gen.get_state(),
+            chunk=i + 1,
+            frames_out=state.frames_out + (hi - lo),
+            nfe=state.nfe + nfe,
+        )
+        return ChunkOutput(
+            index=i, frames=frames, latents=x0, pixel_range=(lo, hi), nfe=nfe, seconds=0.0, timings=marks, ready=ready
+        ), new
 
     def _finish(self, out: ChunkOutput) -> ChunkOutput:
         """Wait for the chunk's frames and stamp its wall time (and breakdown) since its start."""
@@ -261,18 +314,24 @@ class StreamingGenerator:
             synchronize(self.device)  # GPU work is queued: without this the time is of the launches only
         marks, out.ready = out.timings, None
         out.seconds = time.perf_counter() - marks[0]
-        assert out.frames.shape[2] == out.pixel_range[1] - out.pixel_range[0], \
+        assert out.frames.shape[2] == out.pixel_range[1] - out.pixel_range[0], (
             "codec frame count disagrees with the chunk's pixel span"
+        )
         if self.timings:
             cond, dit, dec = (b - a for a, b in zip(marks, marks[1:]))
-            out.timings = {"condition": cond, "dit": dit, "decode": dec,
-                           "host": max(out.seconds - cond - dit - dec, 0.0)}
+            out.timings = {
+                "condition": cond,
+                "dit": dit,
+                "decode": dec,
+                "host": max(out.seconds - cond - dit - dec, 0.0),
+            }
         else:
             out.timings = None
         return out
 
-    def stream(self, state: StreamState, source: Optional[TrackSource], *,
-               num_chunks: Optional[int] = None) -> Iterator[ChunkOutput]:
+    def stream(
+        self, state: StreamState, source: Optional[TrackSource], *, num_chunks: Optional[int] = None
+    ) -> Iterator[ChunkOutput]:
         """Yield chunks as soon as each is decoded; ``source(i, (lo, hi))`` is asked for chunk i's
         tracks just before chunk i is generated (with ``overlap_decode``: before chunk i - 1 is handed
         out). Runs forever when ``num_chunks`` is None. The final state is the generator's return value

@@ -12,6 +12,7 @@ after the first generated one (that one pays the warm-up: allocator, kernels, ca
 ``--device`` / ``--dtype``: default CUDA + bfloat16 when a GPU is present, else CPU + float32.
 ``--compile``: the compiled streaming step (``models.stream_buffers``); the default is the same step eager.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,16 +51,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sink", type=int, default=None, help="sink chunks; default: the student's (conventions.causal)")
     ap.add_argument("--window", type=int, default=None, help="window chunks; default: the student's")
     ap.add_argument("--steps", type=int, default=None, help="default: the student's (conventions.causal)")
-    ap.add_argument("--shift", type=float, default=None,
-                    help="schedule shift; default: the one in the student's network.json (conventions.causal)")
+    ap.add_argument(
+        "--shift",
+        type=float,
+        default=None,
+        help="schedule shift; default: the one in the student's network.json (conventions.causal)",
+    )
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--compile", action="store_true",
-                    help="torch.compile the streaming step (CUDA graphs on CUDA; one compilation per chunk layout)")
-    ap.add_argument("--reference-step", action="store_true",
-                    help="the reference step (cache concatenated and re-roped every pass) instead of the static buffers")
-    ap.add_argument("--no-overlap-decode", action="store_true",
-                    help="decode each chunk before sampling the next (default on CUDA: decode on a second stream)")
+    ap.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the streaming step (CUDA graphs on CUDA; one compilation per chunk layout)",
+    )
+    ap.add_argument(
+        "--reference-step",
+        action="store_true",
+        help="the reference step (cache concatenated and re-roped every pass) instead of the static buffers",
+    )
+    ap.add_argument(
+        "--no-overlap-decode",
+        action="store_true",
+        help="decode each chunk before sampling the next (default on CUDA: decode on a second stream)",
+    )
     from trackstream.models.precision import add_precision_args, dtype_name
 
     add_precision_args(ap)
@@ -74,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     from trackstream.stream.chunks import StreamConfig, whole_chunks
     from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
-    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
-                                          dtype=dtype)
+    net, codec, conditioner = load_export(
+        args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
+    )
     print(f"{args.student}: {device}, {dtype_name(dtype)}", flush=True)
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
@@ -84,19 +99,30 @@ def main(argv: list[str] | None = None) -> int:
     tracks = torch.from_numpy(np.load(args.tracks)).float()[None]
     if tracks.ndim != 4 or tracks.shape[-1] != 2:
         raise ValueError(f"--tracks must hold [T, N, 2] pixel coordinates, got {tuple(tracks.shape[1:])}")
-    vis = (torch.from_numpy(np.load(args.visibility)).bool()[None] if args.visibility
-           else torch.ones(tracks.shape[:3], dtype=torch.bool))
+    vis = (
+        torch.from_numpy(np.load(args.visibility)).bool()[None]
+        if args.visibility
+        else torch.ones(tracks.shape[:3], dtype=torch.bool)
+    )
     streaming = net.conventions.streaming
     if streaming is None:
-        raise ValueError(f"{args.student}/network.json records no streaming configuration (conventions.causal): "
-                         "export the student with the ODE-init or DMD stage")
+        raise ValueError(
+            f"{args.student}/network.json records no streaming configuration (conventions.causal): "
+            "export the student with the ODE-init or DMD stage"
+        )
     changes = {k: v for k, v in (("sink_chunks", args.sink), ("window_chunks", args.window)) if v is not None}
     cfg = StreamConfig.of(streaming, steps=args.steps, shift=args.shift, **changes)
     if args.compile and args.reference_step:
         ap.error("--compile compiles the static-buffer step: drop --reference-step")
-    engine = StreamingGenerator(net, codec, config=cfg, image_features_fn=conditioner.image_features,
-                                fast=not args.reference_step, compile=args.compile,
-                                overlap_decode=not args.no_overlap_decode)
+    engine = StreamingGenerator(
+        net,
+        codec,
+        config=cfg,
+        image_features_fn=conditioner.image_features,
+        fast=not args.reference_step,
+        compile=args.compile,
+        overlap_decode=not args.no_overlap_decode,
+    )
     T = tracks.shape[1]
     n = args.chunks or max(1, whole_chunks(cfg.causal, 1 + (T - 1) // 4))  # whole chunks the recording covers
     text, lens = conditioner.text([args.prompt])  # the engine moves these (and the tracks) to the network's device
@@ -113,11 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         if out.index >= warm:
             timed, t_timed = timed + out.frames.shape[2], t_timed + (now - t_prev)
         t_prev = now
-        print(f"chunk {out.index:4d}: frames {out.pixel_range[0]}-{out.pixel_range[1] - 1}, "
-              f"{1e3 * out.seconds:.1f} ms (synchronised), {out.nfe} NFE", flush=True)
+        print(
+            f"chunk {out.index:4d}: frames {out.pixel_range[0]}-{out.pixel_range[1] - 1}, "
+            f"{1e3 * out.seconds:.1f} ms (synchronised), {out.nfe} NFE",
+            flush=True,
+        )
     if timed:
-        print(f"{timed / t_timed:.2f} frames/s ({timed} frames in {t_timed:.2f} s wall, chunks {warm}-{n - 1}: each "
-              "chunk layout's first chunk excluded, warm-up and compilation)", flush=True)
+        print(
+            f"{timed / t_timed:.2f} frames/s ({timed} frames in {t_timed:.2f} s wall, chunks {warm}-{n - 1}: each "
+            "chunk layout's first chunk excluded, warm-up and compilation)",
+            flush=True,
+        )
     write_mp4(args.out, np.concatenate(frames), fps=args.fps)
     print(f"wrote {args.out}")
     return 0

@@ -6,6 +6,7 @@ above each panel and the input tracks drawn on every panel: a dot at the positio
 for at that frame and a short trail of where it came from. A model that follows the tracks keeps
 its content under the dots; one that ignores them lets the dots slide over the content.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,15 @@ def track_colours(n: int) -> np.ndarray:
     return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0][:n]
 
 
-def draw_tracks(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, *, scale: int = 3,
-                max_points: int = 24, trail: int = 4) -> np.ndarray:
+def draw_tracks(
+    frames: np.ndarray,
+    tracks: np.ndarray,
+    visibility: np.ndarray,
+    *,
+    scale: int = 3,
+    max_points: int = 24,
+    trail: int = 4,
+) -> np.ndarray:
     """frames [T, H, W, 3] uint8, tracks [T, N, 2] (x, y) px, visibility [T, N] -> [T, H*s, W*s, 3].
 
     At most ``max_points`` tracks (evenly chosen) so the frame stays visible under them."""
@@ -56,8 +64,14 @@ def draw_tracks(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, 
     return big
 
 
-def side_by_side(panels: list[tuple[str, np.ndarray]], tracks: np.ndarray | None = None,
-                 visibility: np.ndarray | None = None, *, scale: int = 3, gap: int = 4) -> np.ndarray:
+def side_by_side(
+    panels: list[tuple[str, np.ndarray]],
+    tracks: np.ndarray | None = None,
+    visibility: np.ndarray | None = None,
+    *,
+    scale: int = 3,
+    gap: int = 4,
+) -> np.ndarray:
     """``panels``: (label, uint8 [T, H, W, 3]) of one clip, same T/H/W -> uint8 [T, LABEL + H*s, total W, 3]."""
     import cv2
 
@@ -70,14 +84,23 @@ def side_by_side(panels: list[tuple[str, np.ndarray]], tracks: np.ndarray | None
     cols = []
     for label, frames in panels:
         if tracks is not None:
-            body = draw_tracks(frames, tracks, visibility if visibility is not None else np.ones(tracks.shape[:2], bool),
-                               scale=scale)
+            body = draw_tracks(
+                frames, tracks, visibility if visibility is not None else np.ones(tracks.shape[:2], bool), scale=scale
+            )
         else:
             body = np.repeat(np.repeat(frames, scale, axis=1), scale, axis=2)
         head = np.full((T, LABEL_PX, W * scale, 3), 255, np.uint8)
         strip = np.ascontiguousarray(head[0])
-        cv2.putText(strip, label[: max(4, W * scale // 7)], (2, LABEL_PX - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.36,
-                    (0, 0, 0), 1, lineType=cv2.LINE_AA)
+        cv2.putText(
+            strip,
+            label[: max(4, W * scale // 7)],
+            (2, LABEL_PX - 4),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.36,
+            (0, 0, 0),
+            1,
+            lineType=cv2.LINE_AA,
+        )
         head[:] = strip
         cols.append(np.concatenate([head, body], axis=1))
         cols.append(np.full((T, LABEL_PX + H * scale, gap, 3), 255, np.uint8))
@@ -95,6 +118,7 @@ def write_gif(path: Path | str, frames: np.ndarray, *, fps: float, max_width: in
         size = (max_width, round(images[0].height * max_width / images[0].width))
         images = [im.resize(size, Image.NEAREST) for im in images]
     images = [im.quantize(colors=64, method=Image.Quantize.MEDIANCUT) for im in images]
-    images[0].save(path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0,
-                   optimize=True)
+    images[0].save(
+        path, save_all=True, append_images=images[1:], duration=int(round(1000 / fps)), loop=0, optimize=True
+    )
     return path

@@ -12,6 +12,7 @@ under multi-process launches so every rank agrees):
   train.log       rank-0 log                   .hydra/         Hydra's own records
 Re-running with the same run directory resumes from its latest checkpoint.
 """
+
 from __future__ import annotations
 
 import os
@@ -77,9 +78,14 @@ def instantiate(cfg: DictConfig | TrainConfig) -> dict:
     }
     assert out["world"] is None or isinstance(out["world"], SyntheticWorld)
     if typed.parallel.strategy == "deepspeed":
-        out["deepspeed"] = deepspeed_config(typed.parallel, micro_batch=typed.data.batch_size,
-                                            grad_accum=typed.trainer.grad_accum, world_size=1,
-                                            clip=typed.optim.clip_grad_norm, precision="fp32")
+        out["deepspeed"] = deepspeed_config(
+            typed.parallel,
+            micro_batch=typed.data.batch_size,
+            grad_accum=typed.trainer.grad_accum,
+            world_size=1,
+            clip=typed.optim.clip_grad_norm,
+            precision="fp32",
+        )
     return out
 
 
@@ -89,12 +95,16 @@ def derive_grad_accum(*, global_batch: int | None, batch_size: int, world_size: 
         return grad_accum
     per_step = batch_size * world_size
     if global_batch % per_step:
-        raise ValueError(f"trainer.global_batch={global_batch} is not a multiple of data.batch_size x processes = "
-                         f"{batch_size} x {world_size}: change data.batch_size or the number of processes")
+        raise ValueError(
+            f"trainer.global_batch={global_batch} is not a multiple of data.batch_size x processes = "
+            f"{batch_size} x {world_size}: change data.batch_size or the number of processes"
+        )
     derived = global_batch // per_step
     if grad_accum not in (1, derived):
-        raise ValueError(f"trainer.grad_accum={grad_accum} contradicts trainer.global_batch={global_batch} "
-                         f"({batch_size} x {world_size} processes needs {derived}); set one of them only")
+        raise ValueError(
+            f"trainer.grad_accum={grad_accum} contradicts trainer.global_batch={global_batch} "
+            f"({batch_size} x {world_size} processes needs {derived}); set one of them only"
+        )
     return derived
 
 
@@ -104,36 +114,63 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
     export_slurm_env()  # WORLD_SIZE & co. from SLURM_* under srun, before anything reads them
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if cfg.trainer.get("global_batch") is not None:  # resolved into the config, so config.yaml says what ran
-        cfg.trainer.grad_accum = derive_grad_accum(global_batch=cfg.trainer.global_batch,
-                                                   batch_size=cfg.data.batch_size, world_size=world,
-                                                   grad_accum=cfg.trainer.grad_accum)
+        cfg.trainer.grad_accum = derive_grad_accum(
+            global_batch=cfg.trainer.global_batch,
+            batch_size=cfg.data.batch_size,
+            world_size=world,
+            grad_accum=cfg.trainer.grad_accum,
+        )
     typed = validate(cfg)
     set_threads(typed.trainer.num_threads)
     configure_determinism(typed.trainer.deterministic)
     ds_cfg = None
     if typed.parallel.strategy == "deepspeed":
-        ds_cfg = deepspeed_config(typed.parallel, micro_batch=typed.data.batch_size, grad_accum=typed.trainer.grad_accum,
-                                  world_size=world, clip=typed.optim.clip_grad_norm,
-                                  precision="bf16" if typed.trainer.precision == "bf16" or
-                                  (typed.trainer.precision == "auto" and torch.cuda.is_available()) else "fp32")
-    runtime = init_runtime(typed.parallel.strategy, precision=typed.trainer.precision, backend=typed.parallel.backend,
-                           timeout_minutes=typed.parallel.timeout_minutes, deepspeed_config=ds_cfg,
-                           find_unused_parameters=typed.parallel.find_unused_parameters)
+        ds_cfg = deepspeed_config(
+            typed.parallel,
+            micro_batch=typed.data.batch_size,
+            grad_accum=typed.trainer.grad_accum,
+            world_size=world,
+            clip=typed.optim.clip_grad_norm,
+            precision="bf16"
+            if typed.trainer.precision == "bf16" or (typed.trainer.precision == "auto" and torch.cuda.is_available())
+            else "fp32",
+        )
+    runtime = init_runtime(
+        typed.parallel.strategy,
+        precision=typed.trainer.precision,
+        backend=typed.parallel.backend,
+        timeout_minutes=typed.parallel.timeout_minutes,
+        deepspeed_config=ds_cfg,
+        find_unused_parameters=typed.parallel.find_unused_parameters,
+    )
     run_dir = _run_dir(cfg).resolve()
     agreed = Path(runtime.broadcast_object(str(run_dir)))
     if agreed != run_dir:
-        raise ValueError(f"ranks disagree on the run directory ({agreed} vs {run_dir}): pass hydra.run.dir=... "
-                         "or set RUN_DIR so every rank gets the same one")
+        raise ValueError(
+            f"ranks disagree on the run directory ({agreed} vs {run_dir}): pass hydra.run.dir=... "
+            "or set RUN_DIR so every rank gets the same one"
+        )
     setup_logging(is_main=runtime.is_main, level=typed.logger.level, log_file=run_dir / "train.log")
     if runtime.is_main:
         for sub in ("checkpoints", "samples"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved_container(cfg))))
-        log.info("run directory %s | stage %s | %s x %d (%s, %s)", run_dir, typed.stage.name, runtime.strategy,
-                 runtime.world_size, runtime.device, runtime.precision)
-        log.info("global batch %d = %d per process x %d accumulated x %d processes",
-                 typed.data.batch_size * typed.trainer.grad_accum * runtime.world_size, typed.data.batch_size,
-                 typed.trainer.grad_accum, runtime.world_size)
+        log.info(
+            "run directory %s | stage %s | %s x %d (%s, %s)",
+            run_dir,
+            typed.stage.name,
+            runtime.strategy,
+            runtime.world_size,
+            runtime.device,
+            runtime.precision,
+        )
+        log.info(
+            "global batch %d = %d per process x %d accumulated x %d processes",
+            typed.data.batch_size * typed.trainer.grad_accum * runtime.world_size,
+            typed.data.batch_size,
+            typed.trainer.grad_accum,
+            runtime.world_size,
+        )
     runtime.barrier()
     seed_everything(typed.trainer.seed)
     return typed, runtime, run_dir
@@ -160,8 +197,10 @@ def summary_line(summary: dict, run_dir: Path) -> str:
     if loss is not None:
         parts.append(f"loss {float(loss):.4f}")
     if "epe_with_tracks" in summary:
-        parts.append(f"EPE with / without tracks {summary['epe_with_tracks']:.2f} / "
-                     f"{summary.get('epe_without_tracks', float('nan')):.2f} px")
+        parts.append(
+            f"EPE with / without tracks {summary['epe_with_tracks']:.2f} / "
+            f"{summary.get('epe_without_tracks', float('nan')):.2f} px"
+        )
     if summary.get("export"):
         parts.append(f"export {summary['export']}")
     parts.append(f"results {run_dir / 'results.json'}")

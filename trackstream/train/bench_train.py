@@ -16,6 +16,7 @@ fp32 master weights, activation checkpointing, fused AdamW, batch 1. MFU counts 
 (no recompute): 6 x (matmul parameters) x tokens + attention 12 x L^2 x dim per layer, plus
 cross-attention 12 x L x 512 x dim per layer, over the GPU's dense bf16 peak.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,9 +43,23 @@ from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
 
-def _batch(*, batch: int, frames: int, height: int, width: int, tracks: int, text_len: int, text_dim: int,
-           image_channels: int, latent_channels: int, spatial: int, clip_tokens: int, clip_dim: int, device,
-           gen: torch.Generator) -> dict:
+def _batch(
+    *,
+    batch: int,
+    frames: int,
+    height: int,
+    width: int,
+    tracks: int,
+    text_len: int,
+    text_dim: int,
+    image_channels: int,
+    latent_channels: int,
+    spatial: int,
+    clip_tokens: int,
+    clip_dim: int,
+    device,
+    gen: torch.Generator,
+) -> dict:
     lat = (batch, latent_channels, 1 + (frames - 1) // 4, height // spatial, width // spatial)
     b = {
         "latents": torch.randn(lat, generator=gen),
@@ -64,18 +79,40 @@ def model_flops(net, *, tokens: int, text_tokens: int, batch: int) -> float:
     """Training FLOPs of one step (forward + backward, no activation recompute)."""
     dit = net.dit
     on_text = (".cross_attn.k.", ".cross_attn.v.")  # cross-attention K/V project the text tokens
-    video = sum(p.numel() for n, p in dit.blocks.named_parameters() if p.ndim == 2 and not any(k in "." + n for k in on_text))
-    text = sum(p.numel() for n, p in dit.blocks.named_parameters() if p.ndim == 2 and any(k in "." + n for k in on_text))
+    video = sum(
+        p.numel() for n, p in dit.blocks.named_parameters() if p.ndim == 2 and not any(k in "." + n for k in on_text)
+    )
+    text = sum(
+        p.numel() for n, p in dit.blocks.named_parameters() if p.ndim == 2 and any(k in "." + n for k in on_text)
+    )
     dense = 6.0 * (video * tokens + text * text_tokens)
     attn = dit.num_layers * 12.0 * dit.dim * (tokens**2 + tokens * text_tokens)  # QK^T and AV, fwd + bwd
     # patch embedding, head, time and text embeddings: < 1% at 480p, left out
     return batch * (dense + attn)
 
 
-def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: int, batch: int, text_len: int,
-          text_dim: int, steps: int, warmup: int, device: torch.device, checkpointing: bool, bf16: bool,
-          stage: TeacherConfig | None = None, shift: float = 5.0, spatial: int = 8, sdpa: str = "default",
-          profile: int = 0, compile: bool = False) -> dict:
+def bench(
+    *,
+    model: ModelConfig,
+    frames: int,
+    height: int,
+    width: int,
+    tracks: int,
+    batch: int,
+    text_len: int,
+    text_dim: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    checkpointing: bool,
+    bf16: bool,
+    stage: TeacherConfig | None = None,
+    shift: float = 5.0,
+    spatial: int = 8,
+    sdpa: str = "default",
+    profile: int = 0,
+    compile: bool = False,
+) -> dict:
     """One training step of the teacher objective on random data; ``spatial``: the codec's pixels per
     latent cell (8 for Wan 2.1, 16 for the Wan 2.2 VAE)."""
     torch.manual_seed(0)
@@ -92,14 +129,36 @@ def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: i
     opt = build_optimizer(param_groups(net, optim_cfg), optim_cfg, device=device)
     ema = EMA(net, EMAConfig(decay=0.999))
     empty = torch.zeros(1, 1, text_dim, device=device)
-    obj = FlowMatchingObjective(net, cfg=stage or TeacherConfig(), shift=shift, null_text=empty, null_lengths=torch.ones(1, dtype=torch.long),
-                                embed_dim=net.track_embed_dim, height=height, width=width, seed=0, device=device)
+    obj = FlowMatchingObjective(
+        net,
+        cfg=stage or TeacherConfig(),
+        shift=shift,
+        null_text=empty,
+        null_lengths=torch.ones(1, dtype=torch.long),
+        embed_dim=net.track_embed_dim,
+        height=height,
+        width=width,
+        seed=0,
+        device=device,
+    )
     gen = torch.Generator().manual_seed(0)
     image_channels = {"wan_i2v": 4 + net.latent_channels, "fun_control": net.latent_channels}.get(model.layout, 0)
-    data = _batch(batch=batch, frames=frames, height=height, width=width, tracks=tracks, text_len=text_len,
-                  text_dim=text_dim, image_channels=image_channels, latent_channels=net.latent_channels,
-                  spatial=spatial, clip_tokens=CLIP_TOKENS if hasattr(net.dit, "img_emb") else 0, clip_dim=CLIP_DIM,
-                  device=device, gen=gen)
+    data = _batch(
+        batch=batch,
+        frames=frames,
+        height=height,
+        width=width,
+        tracks=tracks,
+        text_len=text_len,
+        text_dim=text_dim,
+        image_channels=image_channels,
+        latent_channels=net.latent_channels,
+        spatial=spatial,
+        clip_tokens=CLIP_TOKENS if hasattr(net.dit, "img_emb") else 0,
+        clip_dim=CLIP_DIM,
+        device=device,
+        gen=gen,
+    )
     params = [p for p in net.parameters() if p.requires_grad]
 
     def step():
@@ -124,12 +183,23 @@ def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: i
     text_tokens = net.dit.text_len + (CLIP_TOKENS if hasattr(net.dit, "img_emb") else 0)
     flops = model_flops(net, tokens=tokens, text_tokens=text_tokens, batch=batch)
     out = {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu x {torch.get_num_threads()} threads",
-        "flavor": model.flavor, "params": sum(p.numel() for p in net.parameters()), "batch": batch,
-        "frames": frames, "height": height, "width": width, "tokens_per_sample": tokens, "sdpa": sdpa,
+        "device": torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"cpu x {torch.get_num_threads()} threads",
+        "flavor": model.flavor,
+        "params": sum(p.numel() for p in net.parameters()),
+        "batch": batch,
+        "frames": frames,
+        "height": height,
+        "width": width,
+        "tokens_per_sample": tokens,
+        "sdpa": sdpa,
         "compile": compile,
-        "step_time_s": dt, "samples_per_s": batch / dt, "tokens_per_s": batch * tokens / dt,
-        "model_tflops_per_step": flops / 1e12, "achieved_tflops": flops / dt / 1e12,
+        "step_time_s": dt,
+        "samples_per_s": batch / dt,
+        "tokens_per_s": batch * tokens / dt,
+        "model_tflops_per_step": flops / 1e12,
+        "achieved_tflops": flops / dt / 1e12,
     }
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
@@ -142,10 +212,16 @@ def bench(*, model: ModelConfig, frames: int, height: int, width: int, tracks: i
 
 # The real teachers (random weights): Wan 2.1 1.3B Fun-Control at 832x480x81, Wan 2.2 TI2V-5B at 1280x704x121.
 REAL_CONFIGS = (
-    ("teacher_wan1.3b_480p", ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16,
-                                         text_encoder="umt5"), dict(frames=81, height=480, width=832, spatial=8)),
-    ("teacher_wan2.2_5b_704p", ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16,
-                                           text_encoder="umt5"), dict(frames=121, height=704, width=1280, spatial=16)),
+    (
+        "teacher_wan1.3b_480p",
+        ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, text_encoder="umt5"),
+        dict(frames=81, height=480, width=832, spatial=8),
+    ),
+    (
+        "teacher_wan2.2_5b_704p",
+        ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16, text_encoder="umt5"),
+        dict(frames=121, height=704, width=1280, spatial=16),
+    ),
 )
 
 
@@ -161,9 +237,16 @@ def tiny_config() -> tuple[ModelConfig, dict]:
     typed = validate(cfg)
     d = typed.data
     tracks = d.num_tracks[1] if d.num_tracks else d.grid_size**2
-    return typed.model, dict(frames=d.num_frames, height=d.height, width=d.width, tracks=tracks, batch=d.batch_size,
-                             stage=typed.stage, shift=typed.schedule.shift,
-                             spatial=codec_spatial_factor(typed.codec.name, dict(typed.codec.options)))
+    return typed.model, dict(
+        frames=d.num_frames,
+        height=d.height,
+        width=d.width,
+        tracks=tracks,
+        batch=d.batch_size,
+        stage=typed.stage,
+        shift=typed.schedule.shift,
+        spatial=codec_spatial_factor(typed.codec.name, dict(typed.codec.options)),
+    )
 
 
 SDPA_BACKENDS = ("default", "flash", "cudnn", "efficient", "math")
@@ -177,8 +260,14 @@ def _sdpa_backend(name: str):
 
     if name == "default":
         return nullcontext()
-    return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
-                        "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}[name])
+    return sdpa_kernel(
+        {
+            "flash": SDPBackend.FLASH_ATTENTION,
+            "cudnn": SDPBackend.CUDNN_ATTENTION,
+            "efficient": SDPBackend.EFFICIENT_ATTENTION,
+            "math": SDPBackend.MATH,
+        }[name]
+    )
 
 
 def _print_profile(step, *, steps: int, device: torch.device) -> None:
@@ -202,10 +291,13 @@ def _bench_or_oom(**kw) -> dict:
     try:
         return bench(**kw)
     except torch.OutOfMemoryError as e:
-        out = {"device": torch.cuda.get_device_name(device), "flavor": kw["model"].flavor,
-               "error": "out of memory on one GPU: " + str(e).split(".")[0],
-               "gpu_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30,
-               "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30}
+        out = {
+            "device": torch.cuda.get_device_name(device),
+            "flavor": kw["model"].flavor,
+            "error": "out of memory on one GPU: " + str(e).split(".")[0],
+            "gpu_memory_gib": torch.cuda.get_device_properties(device).total_memory / 2**30,
+            "max_memory_gib": torch.cuda.max_memory_allocated(device) / 2**30,
+        }
     import gc
 
     gc.collect()
@@ -231,18 +323,47 @@ def main(argv: list[str] | None = None) -> None:
         if args.threads:
             torch.set_num_threads(args.threads)
         model, shapes = tiny_config()
-        results.append({"config": "tiny_teacher", **bench(model=model, **shapes, text_len=48, text_dim=384,
-                                                         steps=args.steps, warmup=args.warmup, device=torch.device("cpu"),
-                                                         checkpointing=False, bf16=False)})
+        results.append(
+            {
+                "config": "tiny_teacher",
+                **bench(
+                    model=model,
+                    **shapes,
+                    text_len=48,
+                    text_dim=384,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                    device=torch.device("cpu"),
+                    checkpointing=False,
+                    bf16=False,
+                ),
+            }
+        )
     if torch.cuda.is_available():
         for name, model, shape in REAL_CONFIGS:
             if args.configs and name not in args.configs.split(","):
                 continue
-            results.append({"config": name, **_bench_or_oom(model=model, **shape, tracks=2000, batch=1, text_len=512,
-                                                            text_dim=4096, steps=max(3, args.steps // 2),
-                                                            warmup=args.warmup, device=torch.device("cuda"),
-                                                            checkpointing=True, bf16=True, sdpa=args.sdpa,
-                                                            profile=args.profile, compile=args.compile)})
+            results.append(
+                {
+                    "config": name,
+                    **_bench_or_oom(
+                        model=model,
+                        **shape,
+                        tracks=2000,
+                        batch=1,
+                        text_len=512,
+                        text_dim=4096,
+                        steps=max(3, args.steps // 2),
+                        warmup=args.warmup,
+                        device=torch.device("cuda"),
+                        checkpointing=True,
+                        bf16=True,
+                        sdpa=args.sdpa,
+                        profile=args.profile,
+                        compile=args.compile,
+                    ),
+                }
+            )
     elif args.real:
         raise SystemExit("--real needs a CUDA GPU (the 1.3B / 5B configs at 480p / 704p do not fit a CPU benchmark)")
     for r in results:

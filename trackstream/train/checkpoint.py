@@ -13,6 +13,7 @@ leaves only a ``.tmp-*`` directory, which resume ignores and the next save remov
 Preemption: SIGTERM, SIGUSR1 (Slurm's ``--signal=USR1@120``) and SIGUSR2 (submitit) set a flag; the loop checks it
 every step (agreeing across ranks), saves, and exits cleanly (optionally ``scontrol requeue``).
 """
+
 from __future__ import annotations
 
 import logging
@@ -49,7 +50,9 @@ class CheckpointManager:
         self.directory, self.runtime, self.keep_last = Path(directory), runtime, keep_last
         self.fingerprint = fingerprint  # config fields that must match for an exact resume
 
-    def save(self, step: int, *, networks: dict[str, TrainedNetwork], objective, loop_state: dict, data_state: dict) -> Path:
+    def save(
+        self, step: int, *, networks: dict[str, TrainedNetwork], objective, loop_state: dict, data_state: dict
+    ) -> Path:
         final = self.directory / f"step_{step:08d}"
         tmp = self.directory / f".tmp-step_{step:08d}"
         if self.runtime.is_main:
@@ -99,12 +102,16 @@ class CheckpointManager:
                 f"checkpoint {path} was written by {meta['world_size']} processes, this run has "
                 f"{self.runtime.world_size}: exact resume needs the same world size (data streams are per rank)"
             )
-        changed = {k: (meta["fingerprint"].get(k), v) for k, v in self.fingerprint.items() if meta["fingerprint"].get(k) != v}
+        changed = {
+            k: (meta["fingerprint"].get(k), v) for k, v in self.fingerprint.items() if meta["fingerprint"].get(k) != v
+        }
         if changed:
             details = ", ".join(f"{k}: saved {a!r} now {b!r}" for k, (a, b) in changed.items())
             raise ValueError(f"cannot resume {path} exactly, the config changed ({details}); use a new run directory")
         if set(meta["networks"]) != set(networks):
-            raise ValueError(f"checkpoint {path} has networks {sorted(meta['networks'])}, this stage trains {sorted(networks)}")
+            raise ValueError(
+                f"checkpoint {path} has networks {sorted(meta['networks'])}, this stage trains {sorted(networks)}"
+            )
         for name, net in networks.items():
             net.load(path)
             net.load_meta_state(meta["networks"][name])

@@ -7,6 +7,7 @@ reconstruction on random space-time crops, which a fully convolutional causal AE
 trained on at a fraction of the cost of full clips), then its latent statistics are fitted so
 the DiT sees unit-variance latents, and it is frozen.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,7 +20,15 @@ import torch.nn as nn
 from trackstream.models.codec_names import CODEC_NAMES
 from trackstream.train.objective import Objective, generator_state, load_generator_state
 
-__all__ = ["CodecFitConfig", "CodecConfig", "build_codec_module", "ReconstructionModel", "CodecObjective", "load_codec_file", "save_codec_file"]
+__all__ = [
+    "CodecFitConfig",
+    "CodecConfig",
+    "build_codec_module",
+    "ReconstructionModel",
+    "CodecObjective",
+    "load_codec_file",
+    "save_codec_file",
+]
 
 log = logging.getLogger(__name__)
 TRAINABLE = ("tiny-ae",)
@@ -56,10 +65,14 @@ class CodecConfig:
         if self.name not in CODEC_NAMES:
             raise ValueError(f"codec.name={self.name!r}; choose one of {list(CODEC_NAMES)}")
         if self.name not in TRAINABLE and self.checkpoint is None:
-            raise ValueError(f"codec.name={self.name!r} is not trainable here: set codec.checkpoint to its weights file")
+            raise ValueError(
+                f"codec.name={self.name!r} is not trainable here: set codec.checkpoint to its weights file"
+            )
         if self.options.get("latent_channels", 16) != 16:
-            raise ValueError("codec.options.latent_channels must be 16: the trainable codecs stand in for the Wan 2.1 "
-                             "latent space (48-channel latents come with codec=wan2.2_vae)")
+            raise ValueError(
+                "codec.options.latent_channels must be 16: the trainable codecs stand in for the Wan 2.1 "
+                "latent space (48-channel latents come with codec=wan2.2_vae)"
+            )
 
 
 def build_codec_module(cfg: CodecConfig) -> nn.Module:

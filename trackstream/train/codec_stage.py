@@ -1,5 +1,6 @@
 """The ``codec`` stage: fit the trainable tiny codec alone (``codec.*`` settings; ``trainer.max_steps``
 sets its length), then its latent statistics, and save ``<run_dir>/codec.pt``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

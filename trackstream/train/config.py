@@ -9,6 +9,7 @@ builder (``_builder_``); ``validate`` checks the stage node against that schema.
 and checks cross-field rules, raising ``ValueError`` naming the field. Library code only ever
 sees the dataclasses, never a DictConfig.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -31,7 +32,15 @@ from trackstream.train.metrics import LoggerConfig
 from trackstream.train.optim import OptimConfig
 from trackstream.train.parallel import ParallelConfig
 
-__all__ = ["resolve", "ScheduleConfig", "PathsConfig", "TrainConfig", "register_configs", "validate", "resolved_container"]
+__all__ = [
+    "resolve",
+    "ScheduleConfig",
+    "PathsConfig",
+    "TrainConfig",
+    "register_configs",
+    "validate",
+    "resolved_container",
+]
 
 
 @dataclass
@@ -81,10 +90,12 @@ def register_configs() -> None:
 
 
 def resolve(path: str, *, field: str = "stage._builder_"):
-    """"module:attr" -> the object (a stage's schema class or builder)."""
+    """ "module:attr" -> the object (a stage's schema class or builder)."""
     module, sep, attr = path.partition(":")
     if not sep or not module or not attr:
-        raise ValueError(f"{field}={path!r}: expected 'module:attr', e.g. 'trackstream.train.teacher_stage:build_teacher'")
+        raise ValueError(
+            f"{field}={path!r}: expected 'module:attr', e.g. 'trackstream.train.teacher_stage:build_teacher'"
+        )
     if module.split(".")[0] in _BEFORE_NAMESPACE:  # a run directory written before the trackstream namespace
         module = f"trackstream.{module}"
     return getattr(importlib.import_module(module), attr)
@@ -103,8 +114,10 @@ def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
         stage = plain.pop("stage")
         schema, builder = stage.pop("_schema_", None), stage.pop("_builder_", None)
         if not schema or not builder:
-            raise ValueError(f"stage {stage['name']!r}: its conf/stage/<name>.yaml must name _schema_ "
-                             "('module:Class', the stage's typed config) and _builder_ ('module:function')")
+            raise ValueError(
+                f"stage {stage['name']!r}: its conf/stage/<name>.yaml must name _schema_ "
+                "('module:Class', the stage's typed config) and _builder_ ('module:function')"
+            )
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
         stage_schema = resolve(schema, field="stage._schema_")
         typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage_schema), stage))
@@ -150,30 +163,41 @@ def _cross_checks(cfg: TrainConfig) -> None:
     sf = codec_spatial_factor(cfg.codec.name, dict(cfg.codec.options))
     for axis, px, p in (("height", cfg.data.height, patch[1]), ("width", cfg.data.width, patch[2])):
         if px % sf or (px // sf) % p:
-            raise ValueError(f"data.{axis}={px}: must be a multiple of the codec's spatial factor {sf} and give a "
-                             f"latent size ({px // sf}) divisible by the DiT patch size {p}")
+            raise ValueError(
+                f"data.{axis}={px}: must be a multiple of the codec's spatial factor {sf} and give a "
+                f"latent size ({px // sf}) divisible by the DiT patch size {p}"
+            )
     if cfg.codec.fit.crop > min(cfg.data.height, cfg.data.width) or cfg.codec.fit.num_frames > cfg.data.num_frames:
         raise ValueError(
             f"codec.fit crop {cfg.codec.fit.num_frames}x{cfg.codec.fit.crop}px does not fit data clips of "
             f"{cfg.data.num_frames}x{cfg.data.height}x{cfg.data.width}; lower codec.fit.crop / codec.fit.num_frames"
         )
-    want, have = latent_channels(cfg.model.flavor, cfg.model.overrides), codec_latent_channels(cfg.codec.name, dict(cfg.codec.options))
+    want, have = (
+        latent_channels(cfg.model.flavor, cfg.model.overrides),
+        codec_latent_channels(cfg.codec.name, dict(cfg.codec.options)),
+    )
     if want != have:
-        raise ValueError(f"model.flavor={cfg.model.flavor!r} denoises {want}-channel latents but codec={cfg.codec.name!r} "
-                         f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2_vae or "
-                         "codec=taehv_wan2.2 and the Wan 2.1 flavors with a 16-channel codec")
+        raise ValueError(
+            f"model.flavor={cfg.model.flavor!r} denoises {want}-channel latents but codec={cfg.codec.name!r} "
+            f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2_vae or "
+            "codec=taehv_wan2.2 and the Wan 2.1 flavors with a 16-channel codec"
+        )
     causal = getattr(cfg.stage, "causal", None)
     if causal is not None:  # a causal stage: its chunking must tile the clips it trains on
         check_first_chunk(causal, layout=cfg.model.layout, field="stage.causal")
         latents = 1 + (cfg.data.num_frames - 1) // TEMPORAL_FACTOR
         if whole_chunks(causal, latents) == 0 or causal.chunk_start(whole_chunks(causal, latents)) != latents:
             fit = "1 + k*C" if first_chunk_given(causal) else "k*C"
-            raise ValueError(f"data.num_frames={cfg.data.num_frames} = {latents} latent frames do not split into chunks "
-                             f"of {causal.name} ({fit} latents, C={causal.chunk_frames}): change data.num_frames or "
-                             "stage.causal.first_chunk_frames (1: chunk 0 is the given first latent; null: chunk 0 "
-                             "is sampled, the image in the channels)")
+            raise ValueError(
+                f"data.num_frames={cfg.data.num_frames} = {latents} latent frames do not split into chunks "
+                f"of {causal.name} ({fit} latents, C={causal.chunk_frames}): change data.num_frames or "
+                "stage.causal.first_chunk_frames (1: chunk 0 is the given first latent; null: chunk 0 "
+                "is sampled, the image in the channels)"
+            )
     if cfg.model.layout == "ti2v" and not getattr(cfg.stage, "clean_first_frame", True):
-        raise ValueError("model.layout=ti2v carries the first frame as clean latent frame 0 (no image channels): "
-                         "set stage.clean_first_frame=true")
+        raise ValueError(
+            "model.layout=ti2v carries the first frame as clean latent frame 0 (no image channels): "
+            "set stage.clean_first_frame=true"
+        )
     if cfg.model.track_channels == 0 and cfg.sampler.guidance.mode in ("joint", "motion"):
         raise ValueError(f"sampler.guidance.mode={cfg.sampler.guidance.mode!r} needs tracks but model.track_channels=0")

@@ -23,6 +23,7 @@ only training gets the extra signal. It is OFF by default (``stage.correspondenc
 Legend: B batch, T pixel frames, N tracks, F latent frames, S tokens per latent frame,
 L = F * S tokens, D head dim.
 """
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,14 @@ class CorrespondenceProbe:
         return sdpa(q, k, v)
 
 
-def correspondence_targets(tracks: torch.Tensor, visibility: torch.Tensor, *, grid: tuple[int, int, int],
-                           token_px: tuple[int, int], temporal_factor: int = 4) -> torch.Tensor:
+def correspondence_targets(
+    tracks: torch.Tensor,
+    visibility: torch.Tensor,
+    *,
+    grid: tuple[int, int, int],
+    token_px: tuple[int, int],
+    temporal_factor: int = 4,
+) -> torch.Tensor:
     """Tracks [B, T, N, 2] (pixels) + visibility [B, T, N] -> target [B, (F-1)*S, S] (rows sum to 1
     where a track is present, 0 elsewhere). ``token_px``: pixels per token (8 x patch) as (h, w)."""
     B, T, N, _ = tracks.shape

@@ -9,6 +9,7 @@ CPU facts this module encodes (shared/reference/cpu-environment.md):
 Slurm: when started by ``srun`` without torchrun, RANK/WORLD_SIZE/... are exported from the
 SLURM_* variables, so one task per GPU (the preemption-friendly layout) needs no launcher.
 """
+
 from __future__ import annotations
 
 import contextlib

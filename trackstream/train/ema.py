@@ -7,6 +7,7 @@ each optimizer update (every ``every`` updates). Under FSDP2 the shadow tensors 
 with the parameters' sharding and the update runs on local shards (``torch._foreach_lerp_``),
 so nothing is ever gathered; checkpoints save them sharded like the model.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -91,7 +92,9 @@ class EMA:
         saved = state["shadow"]
         if set(saved) != set(self.names):
             extra, missing = sorted(set(saved) - set(self.names)), sorted(set(self.names) - set(saved))
-            raise ValueError(f"EMA checkpoint does not match the network: missing {missing[:5]}, unexpected {extra[:5]}")
+            raise ValueError(
+                f"EMA checkpoint does not match the network: missing {missing[:5]}, unexpected {extra[:5]}"
+            )
         with torch.no_grad():
             for name, s in zip(self.names, self.shadow):
                 _local(s).copy_(_local(saved[name]))

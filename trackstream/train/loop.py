@@ -11,6 +11,7 @@ objective (trackstream/train/objective.py); what differs between DDP/FSDP/DeepSp
 state after s steps. A resumed run continues from the checkpoint's s with bit-identical
 batches, noise and optimizer state (tests/test_train_resume.py).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -120,8 +121,9 @@ def train(
 
     def save() -> Path:
         state = {"samples_seen": samples_seen, "last_primary_loss": last_primary}
-        return checkpoints.save(step, networks=networks, objective=objective, loop_state=state,
-                                data_state=data.state_dict())
+        return checkpoints.save(
+            step, networks=networks, objective=objective, loop_state=state, data_state=data.state_dict()
+        )
 
     for net in networks.values():
         net.module.train()
@@ -141,7 +143,7 @@ def train(
                 net = networks[name]
                 for i, batch in enumerate(micro):
                     last = i == len(micro) - 1
-                    with (contextlib.nullcontext() if last else net.no_sync()):
+                    with contextlib.nullcontext() if last else net.no_sync():
                         with runtime.autocast():
                             loss, extra = objective.loss(name, batch, step=step)
                         net.backward(loss, accum=cfg.grad_accum, last=last)
@@ -202,4 +204,3 @@ def configure_determinism(deterministic: bool) -> None:
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-

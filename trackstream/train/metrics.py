@@ -6,6 +6,7 @@ without W&B. W&B runs offline by default; the API key is only ever read by wandb
 the environment (``WANDB_API_KEY``), never from the config. Videos are written as mp4 files with
 PyAV first and handed to ``wandb.Video`` by path (no moviepy: cpu-environment.md trap 3).
 """
+
 from __future__ import annotations
 
 import json
@@ -63,8 +64,9 @@ def setup_logging(*, is_main: bool, level: str = "INFO", log_file: Path | None =
 class MetricLogger:
     """Writes scalars (and media on W&B) from rank 0; a no-op on other ranks."""
 
-    def __init__(self, run_dir: Path, cfg: LoggerConfig, *, is_main: bool, total_steps: int,
-                 config: dict | None = None):
+    def __init__(
+        self, run_dir: Path, cfg: LoggerConfig, *, is_main: bool, total_steps: int, config: dict | None = None
+    ):
         self.run_dir, self.cfg, self.is_main = Path(run_dir), cfg, is_main
         self._jsonl = None
         self._wandb = None
@@ -77,9 +79,16 @@ class MetricLogger:
             import wandb
 
             self._wandb = wandb.init(
-                project=cfg.wandb.project, entity=cfg.wandb.entity, name=cfg.wandb.name or self.run_dir.name,
-                group=cfg.wandb.group, tags=list(cfg.wandb.tags), mode=cfg.wandb.mode, dir=str(self.run_dir),
-                config=config, id=_stable_run_id(self.run_dir), resume="allow",
+                project=cfg.wandb.project,
+                entity=cfg.wandb.entity,
+                name=cfg.wandb.name or self.run_dir.name,
+                group=cfg.wandb.group,
+                tags=list(cfg.wandb.tags),
+                mode=cfg.wandb.mode,
+                dir=str(self.run_dir),
+                config=config,
+                id=_stable_run_id(self.run_dir),
+                resume="allow",
             )
         if cfg.progress_bar:
             from tqdm import tqdm

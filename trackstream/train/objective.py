@@ -16,6 +16,7 @@ steps that network's optimizer. So:
 Everything an objective draws at random must come from generators it owns and saves in
 ``state_dict`` (never from the global RNG), which is what makes resume bit-exact.
 """
+
 from __future__ import annotations
 
 import abc

@@ -4,6 +4,7 @@ Schedules count the updates of their own optimizer, not loop steps: under a 5:1 
 ratio the generator's warmup lasts ``warmup_steps`` generator updates, which is what a recipe
 means by it.
 """
+
 from __future__ import annotations
 
 import math
@@ -103,5 +104,7 @@ def lr_factor(update: int, cfg: OptimConfig, *, total: int) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * shape
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, total: int
+) -> torch.optim.lr_scheduler.LambdaLR:
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda u: lr_factor(u, cfg, total=total))

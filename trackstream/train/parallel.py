@@ -17,6 +17,7 @@ never branches on the strategy.
 Frozen modules (codec, text encoder, the teacher in distillation) get ``prepare_frozen``:
 eval mode, no gradients, no DDP wrapper, optionally sharded (FSDP) for large teachers.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,8 +33,15 @@ from trackstream.train.dist import Runtime
 from trackstream.train.ema import EMA, EMAConfig
 from trackstream.train.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 
-__all__ = ["ParallelConfig", "TrainedNetwork", "prepare_network", "prepare_frozen", "deepspeed_config", "unwrap",
-           "root_parameters"]
+__all__ = [
+    "ParallelConfig",
+    "TrainedNetwork",
+    "prepare_network",
+    "prepare_frozen",
+    "deepspeed_config",
+    "unwrap",
+    "root_parameters",
+]
 
 STRATEGIES = ("single", "ddp", "fsdp", "deepspeed")
 
@@ -56,9 +64,18 @@ class ParallelConfig:
     # streaming path calls outside the root's forward (the DMD self-rollout: patchify, time and text
     # embeddings, head, track head, text projection) gathers its own parameters; paths the module
     # lacks are skipped. With them the root holds no parameters of its own.
-    fsdp_leaf_units: list[str] = field(default_factory=lambda: [
-        "dit.patch_embedding", "dit.text_embedding", "dit.time_embedding", "dit.time_projection", "dit.head",
-        "dit.img_emb", "track_encoder.head", "text_proj"])
+    fsdp_leaf_units: list[str] = field(
+        default_factory=lambda: [
+            "dit.patch_embedding",
+            "dit.text_embedding",
+            "dit.time_embedding",
+            "dit.time_projection",
+            "dit.head",
+            "dit.img_emb",
+            "track_encoder.head",
+            "text_proj",
+        ]
+    )
     reshard_after_forward: bool = True  # ZeRO-3 style; False keeps params gathered (ZeRO-2 style)
     # deepspeed
     zero_stage: int = 2
@@ -73,8 +90,9 @@ class ParallelConfig:
             raise ValueError(f"parallel.backend={self.backend!r}; choose auto, nccl or gloo")
 
 
-def deepspeed_config(cfg: ParallelConfig, *, micro_batch: int, grad_accum: int, world_size: int,
-                     clip: float, precision: str) -> dict:
+def deepspeed_config(
+    cfg: ParallelConfig, *, micro_batch: int, grad_accum: int, world_size: int, clip: float, precision: str
+) -> dict:
     """The DeepSpeed JSON for our loop (explicit values: no 'auto' needing a dataloader)."""
     zero: dict = {"stage": cfg.zero_stage}
     if cfg.offload_optimizer:
@@ -108,8 +126,17 @@ def unwrap(module: nn.Module) -> nn.Module:
 class TrainedNetwork:
     """A trainable network with its optimizer, LR schedule and EMA (strategy-specific subclasses)."""
 
-    def __init__(self, name: str, module: nn.Module, raw: nn.Module, optimizer, scheduler, ema: EMA | None,
-                 clip: float, runtime: Runtime):
+    def __init__(
+        self,
+        name: str,
+        module: nn.Module,
+        raw: nn.Module,
+        optimizer,
+        scheduler,
+        ema: EMA | None,
+        clip: float,
+        runtime: Runtime,
+    ):
         self.name, self.module, self.raw = name, module, raw
         self.optimizer, self.scheduler, self.ema = optimizer, scheduler, ema
         self.clip, self.runtime = clip, runtime
@@ -209,7 +236,10 @@ class FSDPNetwork(TrainedNetwork):
     def _state(self) -> dict:
         from torch.distributed.checkpoint.state_dict import get_model_state_dict, get_optimizer_state_dict
 
-        state = {"model": get_model_state_dict(self.module), "optimizer": get_optimizer_state_dict(self.module, self.optimizer)}
+        state = {
+            "model": get_model_state_dict(self.module),
+            "optimizer": get_optimizer_state_dict(self.module, self.optimizer),
+        }
         if self.ema is not None:
             state["ema"] = dict(zip(self.ema.names, self.ema.shadow))
         return state
@@ -261,7 +291,9 @@ class DeepSpeedNetwork(TrainedNetwork):
         if path is None:
             raise ValueError(f"DeepSpeed found no checkpoint for {self.name!r} under {directory / 'deepspeed'}")
         if self.ema is not None:
-            self.ema.load_state_dict(torch.load(directory / f"{self.name}.ema.pt", map_location="cpu", weights_only=False))
+            self.ema.load_state_dict(
+                torch.load(directory / f"{self.name}.ema.pt", map_location="cpu", weights_only=False)
+            )
 
 
 # ----------------------------------------------------------------------------- preparation
@@ -270,7 +302,9 @@ class DeepSpeedNetwork(TrainedNetwork):
 def _materialise(module: nn.Module, device: torch.device, init_fn: Callable[[nn.Module], None] | None) -> None:
     if any(p.is_meta for p in module.parameters()) or any(b.is_meta for b in module.buffers()):
         if init_fn is None:
-            raise ValueError(f"{type(module).__name__} was built on meta but no init function was given to materialise it")
+            raise ValueError(
+                f"{type(module).__name__} was built on meta but no init function was given to materialise it"
+            )
         module.to_empty(device=device)
         init_fn(module)
     elif init_fn is not None:
@@ -282,7 +316,11 @@ def _shard(module: nn.Module, cfg: ParallelConfig, runtime: Runtime) -> None:
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
 
     mesh = init_device_mesh(runtime.device.type, (runtime.world_size,))
-    mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if runtime.precision == "bf16" else MixedPrecisionPolicy()
+    mp = (
+        MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        if runtime.precision == "bf16"
+        else MixedPrecisionPolicy()
+    )
     kw = dict(mesh=mesh, mp_policy=mp, reshard_after_forward=cfg.reshard_after_forward)
     for m in module.modules():  # innermost units first
         methods = cfg.fsdp_methods.get(type(m).__name__, [])
@@ -325,7 +363,9 @@ def root_parameters(module: nn.Module, cfg: ParallelConfig) -> list[str]:
 def _apply_common(module: nn.Module, cfg: ParallelConfig) -> None:
     if cfg.activation_checkpointing:
         if not hasattr(module, "gradient_checkpointing"):
-            raise ValueError(f"parallel.activation_checkpointing=true but {type(module).__name__} has no gradient_checkpointing switch")
+            raise ValueError(
+                f"parallel.activation_checkpointing=true but {type(module).__name__} has no gradient_checkpointing switch"
+            )
         module.gradient_checkpointing = True
     if cfg.compile:
         for unit in [m for m in module.modules() if type(m).__name__ in set(cfg.fsdp_units)]:
@@ -350,17 +390,23 @@ def prepare_network(
     if grad_sync not in ("wrapper", "manual"):
         raise ValueError(f"grad_sync={grad_sync!r}: choose wrapper or manual")
     if grad_sync == "manual" and cfg.strategy == "deepspeed":
-        raise ValueError(f"parallel.strategy=deepspeed: network {name!r} is trained outside its forward "
-                         "(grad_sync=manual, e.g. the DMD generator's self-rollout), which a DeepSpeed engine "
-                         "cannot see; use parallel=fsdp, ddp or single")
+        raise ValueError(
+            f"parallel.strategy=deepspeed: network {name!r} is trained outside its forward "
+            "(grad_sync=manual, e.g. the DMD generator's self-rollout), which a DeepSpeed engine "
+            "cannot see; use parallel=fsdp, ddp or single"
+        )
     if grad_sync == "manual" and cfg.strategy == "fsdp":
         left = root_parameters(module, cfg)
         if left:
-            raise ValueError(f"network {name!r} is trained outside its forward but parameters {left[:8]} belong "
-                             "to no FSDP unit of their own; add their modules to parallel.fsdp_leaf_units")
+            raise ValueError(
+                f"network {name!r} is trained outside its forward but parameters {left[:8]} belong "
+                "to no FSDP unit of their own; add their modules to parallel.fsdp_leaf_units"
+            )
     _apply_common(module, cfg)
     if ema is not None and ema.enabled and cfg.strategy == "deepspeed" and cfg.zero_stage == 3:
-        raise ValueError("ema.enabled=true is not supported with parallel.zero_stage=3 (partitioned parameters); use fsdp")
+        raise ValueError(
+            "ema.enabled=true is not supported with parallel.zero_stage=3 (partitioned parameters); use fsdp"
+        )
     use_ema = ema is not None and ema.enabled
     if cfg.strategy == "fsdp":
         _shard(module, cfg, runtime)
@@ -368,8 +414,16 @@ def prepare_network(
         module.to(runtime.device)
         _claim_root(module)
         opt = build_optimizer(param_groups(module, optim), optim, device=runtime.device)
-        return FSDPNetwork(name, module, module, opt, build_scheduler(opt, optim, total=total_steps),
-                           EMA(module, ema) if use_ema else None, optim.clip_grad_norm, runtime)
+        return FSDPNetwork(
+            name,
+            module,
+            module,
+            opt,
+            build_scheduler(opt, optim, total=total_steps),
+            EMA(module, ema) if use_ema else None,
+            optim.clip_grad_norm,
+            runtime,
+        )
     _materialise(module, runtime.device, init_fn)
     module.to(runtime.device)
     opt = build_optimizer(param_groups(module, optim), optim, device=runtime.device)
@@ -377,14 +431,17 @@ def prepare_network(
     if cfg.strategy == "deepspeed":
         engine, _ = runtime.accelerator.prepare(module, opt)
         raw = unwrap(engine)
-        return DeepSpeedNetwork(name, engine, raw, opt, sched, EMA(raw, ema) if use_ema else None,
-                                optim.clip_grad_norm, runtime)
+        return DeepSpeedNetwork(
+            name, engine, raw, opt, sched, EMA(raw, ema) if use_ema else None, optim.clip_grad_norm, runtime
+        )
     if grad_sync == "manual":
-        return ManualSyncNetwork(name, module, module, opt, sched, EMA(module, ema) if use_ema else None,
-                                 optim.clip_grad_norm, runtime)
+        return ManualSyncNetwork(
+            name, module, module, opt, sched, EMA(module, ema) if use_ema else None, optim.clip_grad_norm, runtime
+        )
     wrapped = runtime.accelerator.prepare_model(module) if runtime.distributed else module
-    return DDPNetwork(name, wrapped, module, opt, sched, EMA(module, ema) if use_ema else None,
-                      optim.clip_grad_norm, runtime)
+    return DDPNetwork(
+        name, wrapped, module, opt, sched, EMA(module, ema) if use_ema else None, optim.clip_grad_norm, runtime
+    )
 
 
 def prepare_frozen(

@@ -18,6 +18,7 @@ resumable state travels as ONE tar in the repository (``pack`` overwrites it): t
 checkpoint directory, the fitted codec, the run's config, its logs and ``release_run.json`` (the
 command and the commit it was started from). ``unpack`` lays it out again and ``start`` resumes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,18 @@ EXPERIMENT = "tiny_teacher_release"
 FIRST_LOSSES = 20
 MAX_BYTES = 20 * 2**20  # every shipped file, and the folder in total
 
-__all__ = ["ReleaseError", "release_command", "sha256", "load_release", "verify_release", "export_release",
-           "pack_resume", "unpack_resume", "logged_losses", "release_curve"]
+__all__ = [
+    "ReleaseError",
+    "release_command",
+    "sha256",
+    "load_release",
+    "verify_release",
+    "export_release",
+    "pack_resume",
+    "unpack_resume",
+    "logged_losses",
+    "release_curve",
+]
 
 
 class ReleaseError(ValueError):
@@ -127,8 +138,10 @@ def verify_release(directory: Path | str = ASSET_DIR) -> dict:
     directory = Path(directory)
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
-        raise ReleaseError(f"{directory}: no manifest.json; this is not a release folder (export one with "
-                           f"`python -m trackstream.train.release export --run-dir <run>` or restore it with `git checkout -- {directory}`)")
+        raise ReleaseError(
+            f"{directory}: no manifest.json; this is not a release folder (export one with "
+            f"`python -m trackstream.train.release export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
+        )
     manifest = json.loads(manifest_path.read_text())
     missing, altered = [], []
     for rel, digest in sorted(manifest.get("sha256", {}).items()):
@@ -138,9 +151,13 @@ def verify_release(directory: Path | str = ASSET_DIR) -> dict:
         elif sha256(path) != digest:
             altered.append(rel)
     if missing or altered:
-        parts = ([f"missing {missing}"] if missing else []) + ([f"altered (sha256 differs from manifest.json) {altered}"] if altered else [])
-        raise ReleaseError(f"release {directory} is not intact: {'; '.join(parts)}. Restore it with "
-                           f"`git checkout -- {directory}` (or `git lfs pull` if your clone used LFS), or re-export it")
+        parts = ([f"missing {missing}"] if missing else []) + (
+            [f"altered (sha256 differs from manifest.json) {altered}"] if altered else []
+        )
+        raise ReleaseError(
+            f"release {directory} is not intact: {'; '.join(parts)}. Restore it with "
+            f"`git checkout -- {directory}` (or `git lfs pull` if your clone used LFS), or re-export it"
+        )
     return manifest
 
 
@@ -163,8 +180,10 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
     if results.get("status") != "done":
-        raise ReleaseError(f"{run_dir}: the release run has not finished (results.json status "
-                           f"{results.get('status')!r}); resume it with `python -m trackstream.train.release start --run-dir {run_dir}`")
+        raise ReleaseError(
+            f"{run_dir}: the release run has not finished (results.json status "
+            f"{results.get('status')!r}); resume it with `python -m trackstream.train.release start --run-dir {run_dir}`"
+        )
     record = json.loads((run_dir / "release_run.json").read_text()) if (run_dir / "release_run.json").is_file() else {}
     if dest.exists():
         shutil.rmtree(dest)
@@ -176,17 +195,23 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
 
         given = OmegaConf.load(run_dir / "config.yaml").codec.get("checkpoint")
         if not given or not Path(given).is_file():
-            raise ReleaseError(f"{run_dir}: no fitted codec (codec/codec.pt) and no codec.checkpoint file in its config")
+            raise ReleaseError(
+                f"{run_dir}: no fitted codec (codec/codec.pt) and no codec.checkpoint file in its config"
+            )
         codec = Path(given)
     shutil.copy2(codec, dest / "codec.pt")
     shutil.copy2(run_dir / "config.yaml", dest / "config.yaml")
     curve = [{"step": step, "train/loss": loss} for step, loss in _windowed(logged_losses(run_dir / "metrics.jsonl"))]
     (dest / "curve.json").write_text(json.dumps(curve) + "\n")
     files = sorted(p for p in dest.rglob("*") if p.is_file())
-    too_big = [f"{p.relative_to(dest)} ({p.stat().st_size / 2**20:.1f} MiB)" for p in files if p.stat().st_size > MAX_BYTES]
+    too_big = [
+        f"{p.relative_to(dest)} ({p.stat().st_size / 2**20:.1f} MiB)" for p in files if p.stat().st_size > MAX_BYTES
+    ]
     total = sum(p.stat().st_size for p in files)
     if too_big or total > MAX_BYTES:
-        raise ReleaseError(f"release files must stay under 20 MiB each and in total ({total / 2**20:.1f} MiB): {too_big}")
+        raise ReleaseError(
+            f"release files must stay under 20 MiB each and in total ({total / 2**20:.1f} MiB): {too_big}"
+        )
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
@@ -197,9 +222,11 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
         "command": " ".join(record.get("command") or release_command("<run-dir>")),
         "git_commit": record.get("git_commit"),
         "steps": results.get("step"),
-        "wall_time_s": {"teacher_training": round(training_seconds(run_dir / "metrics.jsonl"), 1),
-                        "codec_fit": round(training_seconds(run_dir / "codec" / "metrics.jsonl"), 1),
-                        "sessions": record.get("sessions", [])},
+        "wall_time_s": {
+            "teacher_training": round(training_seconds(run_dir / "metrics.jsonl"), 1),
+            "codec_fit": round(training_seconds(run_dir / "codec" / "metrics.jsonl"), 1),
+            "sessions": record.get("sessions", []),
+        },
         "seeds": {"data.seed": cfg.data.seed, "data.eval_seed": cfg.data.eval_seed, "trainer.seed": cfg.trainer.seed},
         "first_losses": {
             "codec": [v for _, v in logged_losses(run_dir / "codec" / "metrics.jsonl", limit=FIRST_LOSSES)],
@@ -225,7 +252,14 @@ def _bundle_members(run_dir: Path) -> list[Path]:
     if latest is None:
         raise ReleaseError(f"{run_dir}/checkpoints holds no complete checkpoint to pack")
     members = [p for p in sorted(latest.rglob("*")) if p.is_file()]
-    for rel in ("codec/codec.pt", "codec/metrics.jsonl", "config.yaml", "metrics.jsonl", "release_run.json", "eval.jsonl"):
+    for rel in (
+        "codec/codec.pt",
+        "codec/metrics.jsonl",
+        "config.yaml",
+        "metrics.jsonl",
+        "release_run.json",
+        "eval.jsonl",
+    ):
         if (run_dir / rel).is_file():
             members.append(run_dir / rel)
     if not (run_dir / "codec" / "codec.pt").is_file():
@@ -274,13 +308,24 @@ def start(run_dir: Path, extra: list[str], *, until: int | None = None, threads:
     steps on 1 or 2 threads differ only in float rounding)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record_path = run_dir / "release_run.json"
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {
-        "command": release_command(run_dir, extra), "git_commit": git_commit(), "sessions": []}
-    if extra and record_path.is_file() and list(extra) != record["command"][4:4 + len(extra)]:
-        raise ReleaseError(f"{run_dir} was started as `{' '.join(record['command'])}`; extra overrides cannot "
-                           "change a run half-way (start a new --run-dir)")
-    record["sessions"].append({"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "commit": git_commit(),
-                               "until": until, "threads": threads})
+    record = (
+        json.loads(record_path.read_text())
+        if record_path.is_file()
+        else {"command": release_command(run_dir, extra), "git_commit": git_commit(), "sessions": []}
+    )
+    if extra and record_path.is_file() and list(extra) != record["command"][4 : 4 + len(extra)]:
+        raise ReleaseError(
+            f"{run_dir} was started as `{' '.join(record['command'])}`; extra overrides cannot "
+            "change a run half-way (start a new --run-dir)"
+        )
+    record["sessions"].append(
+        {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "commit": git_commit(),
+            "until": until,
+            "threads": threads,
+        }
+    )
     record_path.write_text(json.dumps(record, indent=2))
     cmd = [sys.executable, *record["command"][1:]] + ([f"trainer.max_steps={until}"] if until else [])
     cmd += [f"trainer.num_threads={threads}"] if threads else []
@@ -295,13 +340,17 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dest", type=Path, default=ASSET_DIR, help="release folder (export / verify)")
     ap.add_argument("--tar", type=Path, default=RESUME_TAR, help="resume bundle (pack / unpack)")
     ap.add_argument("--until", type=int, default=None, help="`start`: stop, evaluate and export at this step")
-    ap.add_argument("--threads", type=int, default=None, help="`start`: CPU threads for this session (not recorded in the recipe)")
+    ap.add_argument(
+        "--threads", type=int, default=None, help="`start`: CPU threads for this session (not recorded in the recipe)"
+    )
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for `start` (recorded on the first start)")
     args = ap.parse_intermixed_args(argv)  # overrides may follow the options
     try:
         if args.action == "verify":
             m = verify_release(args.dest)
-            print(f"{args.dest}: {len(m['sha256'])} files intact (steps {m.get('steps')}, commit {m.get('git_commit')})")
+            print(
+                f"{args.dest}: {len(m['sha256'])} files intact (steps {m.get('steps')}, commit {m.get('git_commit')})"
+            )
             return
         if args.run_dir is None:
             raise ReleaseError(f"`{args.action}` needs --run-dir")

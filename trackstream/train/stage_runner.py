@@ -6,6 +6,7 @@ to the pipeline's log, not to the terminal. The terminal shows one bar per stage
 child's ``metrics.jsonl`` (step of max_steps, loss, time left), and the nested codec fit's when the
 stage fits a codec first. A failed stage ends with one line naming its log and the last lines of it.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,8 +55,17 @@ def _max_steps(stage_dir: Path, key: tuple[str, ...]) -> int | None:
         return None
 
 
-def run_logged(cmd: list[str], *, stage_dir: Path, label: str, env: dict, cwd: Path, pipeline_log: Path,
-               show_bar: bool = True, poll_s: float = 1.0) -> None:
+def run_logged(
+    cmd: list[str],
+    *,
+    stage_dir: Path,
+    label: str,
+    env: dict,
+    cwd: Path,
+    pipeline_log: Path,
+    show_bar: bool = True,
+    poll_s: float = 1.0,
+) -> None:
     """Run ``cmd`` with its output in ``<stage_dir>/console.log``; a tqdm bar on stderr follows it."""
     from tqdm import tqdm
 
@@ -63,10 +73,18 @@ def run_logged(cmd: list[str], *, stage_dir: Path, label: str, env: dict, cwd: P
     console = stage_dir / "console.log"
     with open(pipeline_log, "a") as log:
         log.write(f"[{time.strftime('%H:%M:%S')}] {label}: $ {' '.join(cmd)}\n")
-    phases = [("codec fit", stage_dir / "codec" / "metrics.jsonl", ("codec", "fit", "steps")),
-              ("train", stage_dir / "metrics.jsonl", ("trainer", "max_steps"))]
-    bar = tqdm(total=1, desc=f"{label:9s}", file=sys.stderr, dynamic_ncols=True, disable=not show_bar,
-               bar_format="{desc} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}")
+    phases = [
+        ("codec fit", stage_dir / "codec" / "metrics.jsonl", ("codec", "fit", "steps")),
+        ("train", stage_dir / "metrics.jsonl", ("trainer", "max_steps")),
+    ]
+    bar = tqdm(
+        total=1,
+        desc=f"{label:9s}",
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not show_bar,
+        bar_format="{desc} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
+    )
     with open(console, "a") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         current = None
@@ -92,5 +110,7 @@ def run_logged(cmd: list[str], *, stage_dir: Path, label: str, env: dict, cwd: P
     bar.close()
     if proc.returncode != 0:
         tail = console.read_text(errors="replace").strip().splitlines()[-1:] if console.is_file() else []
-        raise StageFailed(f"stage {label} failed (exit {proc.returncode}): {tail[0] if tail else ''} "
-                          f"-- see {console} and {stage_dir / 'train.log'}")
+        raise StageFailed(
+            f"stage {label} failed (exit {proc.returncode}): {tail[0] if tail else ''} "
+            f"-- see {console} and {stage_dir / 'train.log'}"
+        )

@@ -11,6 +11,7 @@ networks + data stream + hooks + a ``finish`` callback). ``run_stage`` runs the 
 This module also holds what several stages share: the frozen text encoder, the encoded clip
 pool, and the frozen codec (fitted first when it is trainable and no checkpoint is given).
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,16 @@ from trackstream.train.objective import Objective
 from trackstream.train.optim import OptimConfig
 from trackstream.train.parallel import TrainedNetwork, prepare_frozen, prepare_network, unwrap
 
-__all__ = ["StagePlan", "run_stage", "train_plan", "codec_plan", "obtain_codec", "load_text_encoder",
-           "encode_pool", "StagePreempted"]
+__all__ = [
+    "StagePlan",
+    "run_stage",
+    "train_plan",
+    "codec_plan",
+    "obtain_codec",
+    "load_text_encoder",
+    "encode_pool",
+    "StagePreempted",
+]
 
 log = logging.getLogger(__name__)
 
@@ -83,16 +92,34 @@ def run_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> dict:
     return train_plan(plan, trainer, cfg.logger, runtime, run_dir, fingerprint(cfg), config=asdict(cfg))
 
 
-def train_plan(plan: StagePlan, trainer: TrainerConfig, logger_cfg: LoggerConfig, runtime: Runtime, run_dir: Path,
-                fp: dict, config: dict | None = None) -> dict:
+def train_plan(
+    plan: StagePlan,
+    trainer: TrainerConfig,
+    logger_cfg: LoggerConfig,
+    runtime: Runtime,
+    run_dir: Path,
+    fp: dict,
+    config: dict | None = None,
+) -> dict:
     ckpt = CheckpointManager(run_dir / "checkpoints", runtime, keep_last=trainer.keep_last, fingerprint=fp)
     logger = MetricLogger(run_dir, logger_cfg, is_main=runtime.is_main, total_steps=trainer.max_steps, config=config)
     try:
-        result = train(objective=plan.objective, networks=plan.networks, data=plan.data, cfg=trainer,
-                       runtime=runtime, checkpoints=ckpt, logger=logger, hooks=plan.hooks)
-        summary = {"step": result.step, "status": result.status,
-                   "resumed_from": str(result.resumed_from) if result.resumed_from else None,
-                   "last_metrics": result.last_metrics}
+        result = train(
+            objective=plan.objective,
+            networks=plan.networks,
+            data=plan.data,
+            cfg=trainer,
+            runtime=runtime,
+            checkpoints=ckpt,
+            logger=logger,
+            hooks=plan.hooks,
+        )
+        summary = {
+            "step": result.step,
+            "status": result.status,
+            "resumed_from": str(result.resumed_from) if result.resumed_from else None,
+            "last_metrics": result.last_metrics,
+        }
         if result.status == "done":
             summary.update(plan.finish(result, logger))
             logger.log_summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
@@ -127,9 +154,15 @@ def encode_pool(pool: ClipPool, conditioner: Conditioner, *, batch_size: int = 1
         text, lens = conditioner.text([pool.clips[i]["caption"] for i in idx])
         for j, i in enumerate(idx):
             clip = pool.clips[i]
-            entry = {"latents": lat[j], "text_emb": text[j, : int(lens[j])].cpu(), "text_len": int(lens[j]),
-                     "tracks": torch.from_numpy(clip["tracks"]), "visibility": torch.from_numpy(clip["visibility"]),
-                     "caption": clip["caption"], "meta": clip["meta"]}
+            entry = {
+                "latents": lat[j],
+                "text_emb": text[j, : int(lens[j])].cpu(),
+                "text_len": int(lens[j]),
+                "tracks": torch.from_numpy(clip["tracks"]),
+                "visibility": torch.from_numpy(clip["visibility"]),
+                "caption": clip["caption"],
+                "meta": clip["meta"],
+            }
             if image is not None:
                 entry["image"] = image[j].cpu()
             if features is not None:
@@ -140,9 +173,18 @@ def encode_pool(pool: ClipPool, conditioner: Conditioner, *, batch_size: int = 1
 
 def _nested_trainer(cfg: "TrainConfig", steps: int) -> TrainerConfig:
     t = cfg.trainer
-    return TrainerConfig(max_steps=steps, grad_accum=1, precision=t.precision, seed=t.seed, log_every=t.log_every,
-                         ckpt_every=t.ckpt_every, keep_last=1, resume="auto", num_threads=t.num_threads,
-                         requeue_on_preempt=t.requeue_on_preempt)
+    return TrainerConfig(
+        max_steps=steps,
+        grad_accum=1,
+        precision=t.precision,
+        seed=t.seed,
+        log_every=t.log_every,
+        ckpt_every=t.ckpt_every,
+        keep_last=1,
+        resume="auto",
+        num_threads=t.num_threads,
+        requeue_on_preempt=t.requeue_on_preempt,
+    )
 
 
 def codec_plan(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, *, steps: int) -> StagePlan:
@@ -150,14 +192,20 @@ def codec_plan(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, *, s
     if cfg.codec.name not in TRAINABLE:
         raise ValueError(f"codec.name={cfg.codec.name!r} cannot be fitted here; trainable: {TRAINABLE}")
     model = ReconstructionModel(build_codec_module(cfg.codec), latent_l2=fit.latent_l2)
-    optim = OptimConfig(lr=fit.lr, warmup_steps=fit.warmup_steps, schedule="cosine", min_lr_ratio=0.1,
-                        clip_grad_norm=1.0)
+    optim = OptimConfig(
+        lr=fit.lr, warmup_steps=fit.warmup_steps, schedule="cosine", min_lr_ratio=0.1, clip_grad_norm=1.0
+    )
     net = prepare_network(runtime, cfg.parallel, name="codec", module=model, optim=optim, ema=None, total_steps=steps)
-    objective = CodecObjective(net.module, fit=fit, device=runtime.device,
-                               seed=derive_seed(cfg.trainer.seed, "codec", runtime.rank) % 2**62)
+    objective = CodecObjective(
+        net.module, fit=fit, device=runtime.device, seed=derive_seed(cfg.trainer.seed, "codec", runtime.rank) % 2**62
+    )
     if pool is not None:
-        data = PoolStream(len(pool), batch_size=fit.batch_size, seed=derive_seed(cfg.data.seed, "codec"),
-                          make_batch=lambda idx, gids: {"video": pool.videos(idx)})
+        data = PoolStream(
+            len(pool),
+            batch_size=fit.batch_size,
+            seed=derive_seed(cfg.data.seed, "codec"),
+            make_batch=lambda idx, gids: {"video": pool.videos(idx)},
+        )
     else:
         data = build_raw_stream(cfg.data, rank=runtime.rank, world_size=runtime.world_size)
     return StagePlan(objective=objective, networks={"codec": net}, data=data, trainer=_nested_trainer(cfg, steps))

@@ -13,6 +13,7 @@ v(c_t, c_m), v(0, c_m), v(c_t, 0) - the three terms of the joint guidance (eq. 2
 v(0, 0) are all trained. ``mid_frame_mask_prob`` > 0 switches on the stochastic mid-frame
 masking of the fine-tune stage (MotionStream: 0.2 after a first stage without it).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -72,8 +73,9 @@ class TeacherConfig:
             raise ValueError("stage.correspondence_weight/_layer/_head must be >= 0")
 
 
-def mix_text(text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null_lengths: torch.Tensor,
-             drop: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def mix_text(
+    text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null_lengths: torch.Tensor, drop: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Replace the text of samples where ``drop`` [B] is True by the null text [1, L0, E]."""
     L = max(text.shape[1], null.shape[1])
     pad = lambda t: nn.functional.pad(t, (0, 0, 0, L - t.shape[1]))  # noqa: E731
@@ -85,9 +87,21 @@ def mix_text(text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null
 class FlowMatchingObjective(Objective):
     networks = ("dit",)
 
-    def __init__(self, network: nn.Module, *, cfg: TeacherConfig, shift: float, null_text: torch.Tensor,
-                 null_lengths: torch.Tensor, embed_dim: int, height: int, width: int, seed: int,
-                 device: torch.device, conditioner: Conditioner | None = None):
+    def __init__(
+        self,
+        network: nn.Module,
+        *,
+        cfg: TeacherConfig,
+        shift: float,
+        null_text: torch.Tensor,
+        null_lengths: torch.Tensor,
+        embed_dim: int,
+        height: int,
+        width: int,
+        seed: int,
+        device: torch.device,
+        conditioner: Conditioner | None = None,
+    ):
         """``null_text`` [1, L0, E] / ``null_lengths`` [1]: the empty prompt's encoding (text dropout).
         ``conditioner``: frozen encoders for batches that still hold raw videos / captions."""
         self.network, self.cfg, self.shift, self.conditioner = network, cfg, shift, conditioner
@@ -117,11 +131,19 @@ class FlowMatchingObjective(Objective):
             _, vis = mask_mid_frames(tracks, vis.cpu(), p=c.mid_frame_mask_prob, generator=g)
             vis = vis.to(self.device)
         if c.region_drop_prob > 0:
-            vis = drop_region(tracks, vis, p=c.region_drop_prob, size=tuple(c.region_drop_size), height=self.height,
-                              width=self.width, generator=g)
+            vis = drop_region(
+                tracks,
+                vis,
+                p=c.region_drop_prob,
+                size=tuple(c.region_drop_size),
+                height=self.height,
+                width=self.width,
+                generator=g,
+            )
         vis = vis & ~drop_tracks.to(self.device)[:, None, None]
-        motion = encode_motion(tracks, vis, ids, embed_dim=self.embed_dim, height=self.height, width=self.width,
-                               latent_height=x0.shape[3])
+        motion = encode_motion(
+            tracks, vis, ids, embed_dim=self.embed_dim, height=self.height, width=self.width, latent_height=x0.shape[3]
+        )
         text, text_len = mix_text(batch["text_emb"], batch["text_len"], self.null_text, self.null_lengths, drop_text)
         noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device, dtype=torch.float32)
         sigma = sigma.to(self.device)
@@ -130,9 +152,16 @@ class FlowMatchingObjective(Objective):
         if c.correspondence_weight > 0:
             probe = self._probe(x0)
             extra_kw["attention"] = probe
-        v = self.network(add_noise(x0, noise, sig_in), sigma_to_t(sig_in), text=text, text_lengths=text_len,
-                         image=batch.get("image"), motion=motion,
-                         image_features=batch.get("image_features"), **extra_kw)
+        v = self.network(
+            add_noise(x0, noise, sig_in),
+            sigma_to_t(sig_in),
+            text=text,
+            text_lengths=text_len,
+            image=batch.get("image"),
+            motion=motion,
+            image_features=batch.get("image_features"),
+            **extra_kw,
+        )
         err = (v.float() - velocity_target(x0, noise)).square()  # [B, C, F, h, w]
         if c.clean_first_frame:
             err = err[:, :, 1:]  # frame 0 is given, not predicted
@@ -154,10 +183,12 @@ class FlowMatchingObjective(Objective):
         pt, ph, pw = dit.patch_size
         grid = (x0.shape[2] // pt, x0.shape[3] // ph, x0.shape[4] // pw)
         if self.cfg.correspondence_layer >= dit.num_layers or self.cfg.correspondence_head >= dit.num_heads:
-            raise ValueError(f"stage.correspondence_layer/_head must index the DiT's {dit.num_layers} layers / "
-                             f"{dit.num_heads} heads")
-        probe = CorrespondenceProbe(grid, dit.head_dim, layer=self.cfg.correspondence_layer,
-                                    head=self.cfg.correspondence_head, device=x0.device)
+            raise ValueError(
+                f"stage.correspondence_layer/_head must index the DiT's {dit.num_layers} layers / {dit.num_heads} heads"
+            )
+        probe = CorrespondenceProbe(
+            grid, dit.head_dim, layer=self.cfg.correspondence_layer, head=self.cfg.correspondence_head, device=x0.device
+        )
         factor = self.height // x0.shape[3]  # the codec's spatial factor
         probe.grid, probe.token_px = grid, (factor * ph, factor * pw)
         return probe

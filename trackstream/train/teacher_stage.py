@@ -7,6 +7,7 @@ materialised after sharding by ``prepare_network``), and the objective, which re
 wrapped network. ``finish`` evaluates EPE with and without tracks on held-out clips using the
 EMA weights and exports the teacher (official Wan format + heads) to ``<run_dir>/export``.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,10 +51,18 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
 
     if pool is not None:
         entries = encode_pool(pool, conditioner)
-        make = lambda idx, gids: pool_track_batch([entries[i] for i in idx], gids, seed=cfg.data.seed,  # noqa: E731
-                                                  num_tracks=cfg.data.num_tracks)
-        data = PoolStream(len(entries), batch_size=cfg.data.batch_size, seed=cfg.data.seed, make_batch=make,
-                          rank=runtime.rank, world_size=runtime.world_size)
+
+        def make(idx, gids):
+            return pool_track_batch([entries[i] for i in idx], gids, seed=cfg.data.seed, num_tracks=cfg.data.num_tracks)
+
+        data = PoolStream(
+            len(entries),
+            batch_size=cfg.data.batch_size,
+            seed=cfg.data.seed,
+            make_batch=make,
+            rank=runtime.rank,
+            world_size=runtime.world_size,
+        )
     else:
         data = build_raw_stream(cfg.data, rank=runtime.rank, world_size=runtime.world_size)
 
@@ -66,13 +75,28 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
     init_fn = None
     if on_meta or cfg.model.init_from:
         init_fn = partial(initialise, init_from=cfg.model.init_from, sharded=sharded, is_main=runtime.is_main)
-    trained = prepare_network(runtime, cfg.parallel, name="dit", module=net, optim=cfg.optim, ema=cfg.ema,
-                              total_steps=cfg.trainer.max_steps, init_fn=init_fn)
+    trained = prepare_network(
+        runtime,
+        cfg.parallel,
+        name="dit",
+        module=net,
+        optim=cfg.optim,
+        ema=cfg.ema,
+        total_steps=cfg.trainer.max_steps,
+        init_fn=init_fn,
+    )
     objective = FlowMatchingObjective(
-        trained.module, cfg=cfg.stage, shift=cfg.schedule.shift, conditioner=conditioner,
-        null_text=conditioner.null_text, null_lengths=conditioner.null_lengths,
-        embed_dim=unwrap(trained.module).track_embed_dim, height=cfg.data.height, width=cfg.data.width,
-        seed=derive_seed(cfg.trainer.seed, "objective", runtime.rank) % 2**62, device=device,
+        trained.module,
+        cfg=cfg.stage,
+        shift=cfg.schedule.shift,
+        conditioner=conditioner,
+        null_text=conditioner.null_text,
+        null_lengths=conditioner.null_lengths,
+        embed_dim=unwrap(trained.module).track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        seed=derive_seed(cfg.trainer.seed, "objective", runtime.rank) % 2**62,
+        device=device,
     )
 
     heldout: list[ClipPool] = []  # rendered on first use
@@ -95,23 +119,38 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
             was_training = module.training
             with ctx, runtime.autocast():
                 figures = evaluate_motion(
-                    module, conditioner=conditioner, clips=clips, sampler=cfg.sampler, shift=cfg.schedule.shift,
-                    cfg=cfg.eval, embed_dim=unwrap(module).track_embed_dim, device=device,
-                    out_dir=out if runtime.is_main else None, fps=cfg.data.fps, tag=tag,
+                    module,
+                    conditioner=conditioner,
+                    clips=clips,
+                    sampler=cfg.sampler,
+                    shift=cfg.schedule.shift,
+                    cfg=cfg.eval,
+                    embed_dim=unwrap(module).track_embed_dim,
+                    device=device,
+                    out_dir=out if runtime.is_main else None,
+                    fps=cfg.data.fps,
+                    tag=tag,
                     clean_first_frame=cfg.stage.clean_first_frame,
                 )
             module.train(was_training)
             for v in figures.get("videos", []):  # W&B (if enabled) gets them by file path
-                logger.log_video(step, f"samples/{v['mode']}/{v['clip']:03d}", Path(v["path"]), caption=tag,
-                                 fps=cfg.data.fps)
+                logger.log_video(
+                    step, f"samples/{v['mode']}/{v['clip']:03d}", Path(v["path"]), caption=tag, fps=cfg.data.fps
+                )
         runtime.barrier()
         return figures
 
     hooks = []
     if cfg.trainer.sample_every > 0 and cfg.eval.enabled:
+
         def periodic(step: int, logger: MetricLogger) -> None:
-            figures = evaluate(f"step_{step:08d}", out=run_dir / "samples", logger=logger, step=step,
-                               max_clips=min(cfg.eval.periodic_clips, cfg.data.eval_samples))
+            figures = evaluate(
+                f"step_{step:08d}",
+                out=run_dir / "samples",
+                logger=logger,
+                step=step,
+                max_clips=min(cfg.eval.periodic_clips, cfg.data.eval_samples),
+            )
             if runtime.is_main:
                 keep = {k: v for k, v in figures.items() if k.startswith(("epe_", "psnr_", "ssim_"))}
                 with open(run_dir / "eval.jsonl", "a") as f:
@@ -125,14 +164,29 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
             figures = evaluate("final", out=run_dir / "samples", logger=logger, step=result.step)
             if runtime.is_main:
                 (run_dir / "eval.json").write_text(json.dumps(figures, indent=2))
-                log.info("EPE with tracks %.3f px, without tracks %.3f px (ratio %.3f); tracker on ground truth %.3f px",
-                         figures["epe_with_tracks"], figures["epe_without_tracks"],
-                         figures["epe_ratio_with_over_without"], figures["epe_ground_truth_video"])
+                log.info(
+                    "EPE with tracks %.3f px, without tracks %.3f px (ratio %.3f); tracker on ground truth %.3f px",
+                    figures["epe_with_tracks"],
+                    figures["epe_without_tracks"],
+                    figures["epe_ratio_with_over_without"],
+                    figures["epe_ground_truth_video"],
+                )
             out.update({k: v for k, v in figures.items() if k.startswith("epe_")})
-        conventions = Conventions(clean_first_frame=cfg.stage.clean_first_frame, schedule_shift=cfg.schedule.shift,
-                                  num_frames=cfg.data.num_frames, height=cfg.data.height, width=cfg.data.width)
-        export = export_network(trained, run_dir / "export" / "teacher", model_cfg=asdict(cfg.model), runtime=runtime,
-                                text_encoder_dim=text_encoder.dim, conventions=conventions)
+        conventions = Conventions(
+            clean_first_frame=cfg.stage.clean_first_frame,
+            schedule_shift=cfg.schedule.shift,
+            num_frames=cfg.data.num_frames,
+            height=cfg.data.height,
+            width=cfg.data.width,
+        )
+        export = export_network(
+            trained,
+            run_dir / "export" / "teacher",
+            model_cfg=asdict(cfg.model),
+            runtime=runtime,
+            text_encoder_dim=text_encoder.dim,
+            conventions=conventions,
+        )
         out["export"] = str(export)
         return out
 

@@ -13,6 +13,7 @@ make-run clip length, EPE by eval.metrics.motion_epe, PSNR/SSIM) runs half-way
 ``eval.json`` / ``metrics.jsonl`` and writes ``study.json`` and ``study.png`` (figures against
 training minutes, training-step wall time summed from the logged step times, evaluation excluded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 EVAL_FRAMES = 25  # make run's clip length: 7 latent frames (first frame + two c3 chunks)
 DECAY_STEPS = 6000  # the release schedule's cosine horizon, shared by every recipe
-COMMON = (f"optim.decay_steps={DECAY_STEPS}", "trainer.num_threads=1", "eval.periodic_clips=8", "data.eval_samples=8",
-          f"eval.num_frames={EVAL_FRAMES}", "logger.progress_bar=false", "trainer.log_every=10")
+COMMON = (
+    f"optim.decay_steps={DECAY_STEPS}",
+    "trainer.num_threads=1",
+    "eval.periodic_clips=8",
+    "data.eval_samples=8",
+    f"eval.num_frames={EVAL_FRAMES}",
+    "logger.progress_bar=false",
+    "trainer.log_every=10",
+)
 
 # name -> (overrides, steps). Steps give each 4-px recipe ~17-30 single-thread minutes of training
 # (per-step times of two 1-thread processes on a 2-core machine: 4-px tokens with 2 layers ~2.1 s
@@ -45,8 +53,17 @@ RECIPES: dict[str, tuple[tuple[str, ...], int]] = {
 def command(name: str, out: Path) -> list[str]:
     overrides, steps = RECIPES[name]
     every = max(1, steps // 2)
-    return [sys.executable, "-m", "trackstream.train", *overrides, *COMMON, f"trainer.max_steps={steps}",
-            f"trainer.sample_every={every}", f"trainer.ckpt_every={every}", f"hydra.run.dir={out / name}"]
+    return [
+        sys.executable,
+        "-m",
+        "trackstream.train",
+        *overrides,
+        *COMMON,
+        f"trainer.max_steps={steps}",
+        f"trainer.sample_every={every}",
+        f"trainer.ckpt_every={every}",
+        f"hydra.run.dir={out / name}",
+    ]
 
 
 def run_recipe(name: str, out: Path) -> int:
@@ -88,26 +105,48 @@ def collect(out: Path) -> dict:
             continue
         minutes = training_minutes(run)
         points = []
-        rows = [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()] if (run / "eval.jsonl").is_file() else []
+        rows = (
+            [json.loads(x) for x in (run / "eval.jsonl").read_text().splitlines()]
+            if (run / "eval.jsonl").is_file()
+            else []
+        )
         if (run / "eval.json").is_file() and (run / "results.json").is_file():
             final = json.loads((run / "eval.json").read_text())
             rows.append({"step": json.loads((run / "results.json").read_text())["step"], **final})
         if any("epe_strict_" in k for r in rows for k in r):
-            print(f"[study] {name}: figures from before the one EPE protocol (epe_* by the re-acquiring lk "
-                  "tracker; epe_strict_* ignored)", flush=True)
+            print(
+                f"[study] {name}: figures from before the one EPE protocol (epe_* by the re-acquiring lk "
+                "tracker; epe_strict_* ignored)",
+                flush=True,
+            )
         for row in rows:
             step = int(row["step"])
             near = min(minutes, key=lambda s: abs(s - step)) if minutes else None
-            points.append({"step": step, "minutes": minutes.get(near, float("nan")), "num_samples": row.get("num_samples"),
-                           **{k: v for k, v in row.items() if k.startswith(("epe_", "psnr_", "ssim_"))
-                              and "epe_strict_" not in k and not isinstance(v, (list, dict))}})
+            points.append(
+                {
+                    "step": step,
+                    "minutes": minutes.get(near, float("nan")),
+                    "num_samples": row.get("num_samples"),
+                    **{
+                        k: v
+                        for k, v in row.items()
+                        if k.startswith(("epe_", "psnr_", "ssim_"))
+                        and "epe_strict_" not in k
+                        and not isinstance(v, (list, dict))
+                    },
+                }
+            )
         threads = None
         if (run / "config.yaml").is_file():
             from omegaconf import OmegaConf
 
             threads = OmegaConf.load(run / "config.yaml").trainer.get("num_threads")
-        study[name] = {"overrides": list(RECIPES[name][0]), "steps": RECIPES[name][1], "threads": threads,
-                       "points": points}
+        study[name] = {
+            "overrides": list(RECIPES[name][0]),
+            "steps": RECIPES[name][1],
+            "threads": threads,
+            "points": points,
+        }
     return study
 
 
@@ -119,8 +158,11 @@ def plot(study: dict, dest: Path) -> None:
 
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "study.json").write_text(json.dumps({"common": list(COMMON), "recipes": study}, indent=2))
-    panels = [("epe_ratio_with_over_without", "EPE with / without tracks"),
-              ("epe_with_tracks", "EPE with tracks (px)"), ("psnr_with_tracks", "PSNR frames 1.. (dB)")]
+    panels = [
+        ("epe_ratio_with_over_without", "EPE with / without tracks"),
+        ("epe_with_tracks", "EPE with tracks (px)"),
+        ("psnr_with_tracks", "PSNR frames 1.. (dB)"),
+    ]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (key, title) in zip(axes, panels):
         for name, rec in study.items():
@@ -149,8 +191,10 @@ def plot(study: dict, dest: Path) -> None:
 
 def table(study: dict) -> str:
     """The study's points as a markdown table (what docs/teacher_study.md quotes)."""
-    head = ("| recipe | threads | step | train wall min | held-out clips | EPE with / without | ratio "
-            "| with / frozen | PSNR (frozen) | SSIM (frozen) |\n|---|---|---|---|---|---|---|---|---|---|\n")
+    head = (
+        "| recipe | threads | step | train wall min | held-out clips | EPE with / without | ratio "
+        "| with / frozen | PSNR (frozen) | SSIM (frozen) |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    )
     rows = []
     for name, rec in study.items():
         for p in rec["points"]:
@@ -160,7 +204,8 @@ def table(study: dict) -> str:
                 f"| {name} | {rec.get('threads')} | {p['step']} | {p['minutes']:.1f} | {p.get('num_samples', '')} | {p['epe_with_tracks']:.2f} / "
                 f"{p['epe_without_tracks']:.2f} | {p['epe_ratio_with_over_without']:.2f} | "
                 f"{p['epe_with_tracks'] / p['epe_frozen_video']:.2f} | {p['psnr_with_tracks']:.2f} ({p['psnr_frozen_video']:.2f}) | "
-                f"{p['ssim_with_tracks']:.3f} ({p['ssim_frozen_video']:.3f}) |")
+                f"{p['ssim_with_tracks']:.3f} ({p['ssim_frozen_video']:.3f}) |"
+            )
     return head + "\n".join(rows) + "\n"
 
 

@@ -1,5 +1,6 @@
 """Weights in and out of training: initialise a (possibly sharded) MotionWan from a release or an
 exported network, and export a trained one for inference (``models.motion_wan.load_network`` reads it)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,8 +35,10 @@ def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, 
     unexpected = sorted(set(sd) - set(own))
     bad = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
     if missing or unexpected or bad:
-        raise ValueError(f"model.init_from={init_from!r} does not match the network: missing {missing[:6]}, "
-                         f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]} (check model.flavor / layout)")
+        raise ValueError(
+            f"model.init_from={init_from!r} does not match the network: missing {missing[:6]}, "
+            f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]} (check model.flavor / layout)"
+        )
     net.load_state_dict(sd, strict=False)
 
 
@@ -61,14 +64,28 @@ def full_state_dict(trained, *, use_ema: bool = True) -> dict[str, torch.Tensor]
     return sd
 
 
-def export_network(trained, directory: Path, *, model_cfg: dict, runtime, text_encoder_dim: int,
-                   use_ema: bool = True, conventions: Conventions | dict | None = None) -> Path:
+def export_network(
+    trained,
+    directory: Path,
+    *,
+    model_cfg: dict,
+    runtime,
+    text_encoder_dim: int,
+    use_ema: bool = True,
+    conventions: Conventions | dict | None = None,
+) -> Path:
     """The trained network (EMA weights when kept) as an exported folder (``models.motion_wan.save_network``:
     official-format DiT, heads, network.json with its ``conventions``). Collective under FSDP."""
     directory = Path(directory)
     sd = full_state_dict(trained, use_ema=use_ema)
     if runtime.is_main:
-        save_network(sd, directory, model_cfg=model_cfg, text_encoder_dim=text_encoder_dim,
-                     ema=use_ema and trained.ema is not None, conventions=conventions)
+        save_network(
+            sd,
+            directory,
+            model_cfg=model_cfg,
+            text_encoder_dim=text_encoder_dim,
+            ema=use_ema and trained.ema is not None,
+            conventions=conventions,
+        )
     runtime.barrier()
     return directory

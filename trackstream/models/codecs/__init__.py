@@ -12,6 +12,7 @@
 All map [B, 3, 1+4k, H, W] pixels in [-1, 1] to normalised latents [B, C, 1+k, H/s, W/s], s = ``spatial_factor``
 (8, except 16 for ``wan2.2-vae`` / ``taehv-wan2.2`` and the patch options of TAEHV / the tiny AE).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -73,7 +74,6 @@ __all__ = [
 ]
 
 
-
 def _make_config(cls: type, name: str, options: dict[str, Any], base: Any = None):
     """``cls(**options)``, or ``base`` with ``options`` replaced (a release preset plus overrides)."""
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -107,8 +107,10 @@ def _build_wan_vae(name: str, checkpoint: str | None, options: dict[str, Any]) -
     found = vae_version(checkpoint)
     if found is not None and found != version:
         other = next(n for n, (_, _, v) in _WAN_VAES.items() if v == found)
-        raise ValueError(f"codec.checkpoint={checkpoint!r} is a Wan {found} VAE but codec.name={name!r} expects "
-                         f"Wan {version}; set codec.name={other} (or point at a Wan {version} VAE)")
+        raise ValueError(
+            f"codec.checkpoint={checkpoint!r} is a Wan {found} VAE but codec.name={name!r} expects "
+            f"Wan {version}; set codec.name={other} (or point at a Wan {version} VAE)"
+        )
     return cls.from_official_checkpoint(checkpoint, config if options else None)  # None: sizes from the file
 
 

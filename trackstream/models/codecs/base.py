@@ -17,6 +17,7 @@ from an earlier point).
 
 Legend: B batch, C channels, T pixel frames, F latent frames, H/W height/width.
 """
+
 from __future__ import annotations
 
 import abc
@@ -67,9 +68,7 @@ class VideoCodec(nn.Module, metaclass=abc.ABCMeta):
 
     def check_latents(self, latents: torch.Tensor) -> None:
         if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
-            raise ValueError(
-                f"latents must be [B, {self.latent_channels}, F, h, w], got shape {tuple(latents.shape)}"
-            )
+            raise ValueError(f"latents must be [B, {self.latent_channels}, F, h, w], got shape {tuple(latents.shape)}")
         if latents.shape[2] < 1:
             raise ValueError("latents must have at least one latent frame (F >= 1)")
 

@@ -32,6 +32,7 @@ Frame conventions:
 decoder built with temporal upsampling switched off) is sliced to its last-timestep channels,
 as the official loader does.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -44,7 +45,14 @@ import torch.nn.functional as F
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 
 __all__ = [
-    "TAEHVConfig", "TAEHV_RELEASES", "TAEHVDecodeState", "TAEHV", "MemBlock", "TPool", "TGrow", "Clamp",
+    "TAEHVConfig",
+    "TAEHV_RELEASES",
+    "TAEHVDecodeState",
+    "TAEHV",
+    "MemBlock",
+    "TPool",
+    "TGrow",
+    "Clamp",
     "checkpoint_sizes",
 ]
 
@@ -189,8 +197,10 @@ class TAEHVDecodeState:
 def _check_release(state: Mapping[str, torch.Tensor], config: TAEHVConfig, path: str) -> None:
     """One-line ValueError when ``state`` is a known TAEHV release that ``config`` is not sized for."""
     if "decoder.0.weight" in state:  # base decoder.0 is the parameter-free Clamp; the super decoder's is a conv
-        raise ValueError(f"codec.checkpoint={str(path)!r} holds a 'super' TAEHV decoder (e.g. taew2_2_super), which "
-                         "this codec does not implement; use the base release (taew2_1 / taew2_2)")
+        raise ValueError(
+            f"codec.checkpoint={str(path)!r} holds a 'super' TAEHV decoder (e.g. taew2_2_super), which "
+            "this codec does not implement; use the base release (taew2_1 / taew2_2)"
+        )
     sizes = checkpoint_sizes(state)
     if sizes is None or sizes == (config.latent_channels, config.patch_size):
         return  # not an official layout, or the right sizes: the strict load reports any key mismatch
@@ -215,6 +225,7 @@ class TAEHV(VideoCodec):
         self.spatial_factor = 8 * config.patch_size
         self.temporal_factor = 2 ** sum(config.decoder_time_upscale)
         channels_in = 3 * config.patch_size**2
+
         # Index-for-index the official nn.Sequential layout, so checkpoint keys match:
         # encoder 0 conv, 1 ReLU, stages at 2-6 / 7-11 / 12-16, 17 conv; decoder 0 Clamp, 1 conv,
         # 2 ReLU, stages at 3-8 / 9-14 / 15-20, 21 ReLU, 22 conv.
@@ -225,7 +236,9 @@ class TAEHV(VideoCodec):
 
         def dec_stage(n_in: int, n_out: int, grow: bool) -> list[nn.Module]:
             return [MemBlock(n_in, n_in) for _ in range(3)] + [
-                nn.Upsample(scale_factor=2), TGrow(n_in, 2 if grow else 1), _conv(n_in, n_out, bias=False)
+                nn.Upsample(scale_factor=2),
+                TGrow(n_in, 2 if grow else 1),
+                _conv(n_in, n_out, bias=False),
             ]
 
         e, d = config.encoder_time_downscale, config.decoder_time_upscale

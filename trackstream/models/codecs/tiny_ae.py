@@ -26,6 +26,7 @@ state dict (identity until set, e.g. with :meth:`TinyAE.fit_latent_stats` after 
 
 Legend: B batch, G latent groups (= F), C channels.
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -142,9 +143,7 @@ class TinyAE(VideoCodec):
         z = self.enc_out(F.silu(x))
         return z.view(b, g, *z.shape[1:]).transpose(1, 2)  # [B, C, G, h, w]
 
-    def _decode_groups(
-        self, z: torch.Tensor, history: torch.Tensor | None
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _decode_groups(self, z: torch.Tensor, history: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw latents [B, C, G, h, w] -> all 4G frames [B, 3, 4G, H, W] (unclamped), new history."""
         b, _, g, h, w = z.shape
         x = self.dec_in(z.to(self.dec_in.weight.dtype).transpose(1, 2).flatten(0, 1))  # [B*G, width, h, w]
@@ -205,9 +204,7 @@ class TinyAE(VideoCodec):
     def init_decode_state(self) -> TinyAEDecodeState:
         return TinyAEDecodeState(history=None, started=False)
 
-    def decode_chunk(
-        self, latents: torch.Tensor, state: TinyAEDecodeState
-    ) -> tuple[torch.Tensor, TinyAEDecodeState]:
+    def decode_chunk(self, latents: torch.Tensor, state: TinyAEDecodeState) -> tuple[torch.Tensor, TinyAEDecodeState]:
         self.check_latents(latents)
         mean, std = self._stats()
         x, history = self._decode_groups(latents * std + mean, state.history)

@@ -19,6 +19,7 @@ internals) is named as in 2.1 (see wan_vae.py):
 
 with nrb = num_res_blocks (the decoder has nrb + 1 residual blocks per level, as in 2.1).
 """
+
 from __future__ import annotations
 
 import re

@@ -20,6 +20,7 @@ Streaming decode uses diffusers' own per-conv feature cache (the last 2 input fr
 causal conv, "Rep" marking the first latent of a temporal upsampler), which the full decode also
 runs one latent at a time; we keep that cache list in an explicit state instead of on the module.
 """
+
 from __future__ import annotations
 
 import os
@@ -61,8 +62,10 @@ def check_vae_config(cfg, layout: str) -> None:
     """The checks both Wan VAE configs share: 4 levels, 2 temporal downsamplings, statistics of z_dim."""
     name = type(cfg).__name__
     if len(cfg.dim_mult) != 4 or list(cfg.temperal_downsample).count(True) != 2:
-        raise ValueError(f"{name}: dim_mult={cfg.dim_mult} must have 4 levels and temperal_downsample="
-                         f"{cfg.temperal_downsample} exactly two True entries ({layout})")
+        raise ValueError(
+            f"{name}: dim_mult={cfg.dim_mult} must have 4 levels and temperal_downsample="
+            f"{cfg.temperal_downsample} exactly two True entries ({layout})"
+        )
     for field_name in ("latents_mean", "latents_std"):
         value = getattr(cfg, field_name)
         if value is not None and len(value) != cfg.z_dim:
@@ -73,8 +76,10 @@ def latent_statistics(cfg, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
     """The config's latent mean/std, else the release's when z_dim matches it, else zeros/ones
     (small random test configs have no meaningful statistics)."""
     released = cfg.z_dim == len(mean)
-    return (cfg.latents_mean if cfg.latents_mean is not None else mean if released else (0.0,) * cfg.z_dim,
-            cfg.latents_std if cfg.latents_std is not None else std if released else (1.0,) * cfg.z_dim)
+    return (
+        cfg.latents_mean if cfg.latents_mean is not None else mean if released else (0.0,) * cfg.z_dim,
+        cfg.latents_std if cfg.latents_std is not None else std if released else (1.0,) * cfg.z_dim,
+    )
 
 
 @dataclass(frozen=True)
@@ -308,4 +313,3 @@ class WanVAE(VideoCodec):
         # [B, 3 * p * p, T, H / p, W / p] -> [B, 3, T, H, W]; per pixel, so it commutes with the time concat
         video = torch.clamp(unpatchify(torch.cat(frames, dim=2), self.patch_size), -1.0, 1.0)
         return video, WanDecodeState(feat_cache=tuple(cache), started=True)
-

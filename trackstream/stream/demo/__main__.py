@@ -9,6 +9,7 @@ authentication; from a laptop, tunnel instead: ``ssh -L 8000:127.0.0.1:8000 user
 ``--max-sessions`` people stream at once; the next one is told the demo is busy. Runs on CUDA + bf16
 when a GPU is present, else CPU + fp32 (``--device`` / ``--dtype``). See docs/demo.md.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,11 @@ __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m trackstream.stream.demo", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m trackstream.stream.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--student", required=True, help="exported student folder (make run: RUN/dmd/export/student)")
     ap.add_argument("--codec", required=True, help="the student's codec checkpoint")
     ap.add_argument("--codec-name", default="tiny-ae")
@@ -35,11 +39,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     add_precision_args(ap)
     ap.add_argument("--compile", action="store_true", help="the engine's compiled streaming step (CUDA graphs on CUDA)")
-    ap.add_argument("--frame-format", default="jpeg", choices=sorted(FRAME_FORMATS),
-                    help="how frames travel to the page (binary WebSocket messages)")
+    ap.add_argument(
+        "--frame-format",
+        default="jpeg",
+        choices=sorted(FRAME_FORMATS),
+        help="how frames travel to the page (binary WebSocket messages)",
+    )
     ap.add_argument("--frame-quality", type=int, default=85, help="JPEG / WebP quality, 1..100")
-    ap.add_argument("--record-mb", type=float, default=64.0,
-                    help="encoded frames kept per session for 'Save video' (MiB; the oldest go beyond it)")
+    ap.add_argument(
+        "--record-mb",
+        type=float,
+        default=64.0,
+        help="encoded frames kept per session for 'Save video' (MiB; the oldest go beyond it)",
+    )
     args = ap.parse_args(argv)
 
     import torch
@@ -49,7 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     from trackstream.stream.demo.server import create_app
     from trackstream.stream.demo.session import DemoModel
 
-    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S")
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S"
+    )
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
@@ -57,22 +71,33 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--frame-quality {args.frame_quality}: must be in [1, 100]")
         if not args.record_mb > 0:
             raise ValueError(f"--record-mb {args.record_mb}: must be > 0")
-        limits = Limits(max_sessions=args.max_sessions, max_points=args.max_points,
-                        record_bytes=int(args.record_mb * 2**20))
-        model = DemoModel(args.student, args.codec, codec_name=args.codec_name, num_scenes=args.scenes,
-                          device=args.device, dtype=args.dtype, compile=args.compile)
+        limits = Limits(
+            max_sessions=args.max_sessions, max_points=args.max_points, record_bytes=int(args.record_mb * 2**20)
+        )
+        model = DemoModel(
+            args.student,
+            args.codec,
+            codec_name=args.codec_name,
+            num_scenes=args.scenes,
+            device=args.device,
+            dtype=args.dtype,
+            compile=args.compile,
+        )
     except ValueError as e:
         print(f"[demo] error: {e}", file=sys.stderr)
         return 2
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        logging.getLogger("trackstream.stream.demo").warning("binding %s: anyone who can reach this machine can use the demo",
-                                                 args.host)
-    print(f"[demo] {model.width}x{model.height} at {model.fps} fps on {model.device} ({model.dtype}"
-          f"{', compiled' if args.compile else ''}), {args.frame_format} frames at quality {args.frame_quality}, "
-          f"{args.max_sessions} sessions: open http://{args.host}:{args.port}", flush=True)
+        logging.getLogger("trackstream.stream.demo").warning(
+            "binding %s: anyone who can reach this machine can use the demo", args.host
+        )
+    print(
+        f"[demo] {model.width}x{model.height} at {model.fps} fps on {model.device} ({model.dtype}"
+        f"{', compiled' if args.compile else ''}), {args.frame_format} frames at quality {args.frame_quality}, "
+        f"{args.max_sessions} sessions: open http://{args.host}:{args.port}",
+        flush=True,
+    )
     app = create_app(model, limits, frame_format=args.frame_format, frame_quality=args.frame_quality)
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=limits.hard_message_bytes,
-                log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=limits.hard_message_bytes, log_level="warning")
     return 0
 
 

@@ -10,6 +10,7 @@ and the first session sends malformed and oversized messages, each of which must
 ``error`` while its frames keep coming. The report (JSON) has per-session latency percentiles, frames
 (and bytes per binary frame message), drops, the refusal and the rejections.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,8 +44,12 @@ def bad_messages(max_message_bytes: int, width: int) -> list:
         ("unknown type", json.dumps({"type": "explode"})),
         ("point outside the frame", json.dumps({"type": "points", "points": [{"id": 0, "x": width + 5, "y": 1}]})),
         ("point id out of range", json.dumps({"type": "points", "points": [{"id": 10**6, "x": 1, "y": 1}]})),
-        ("wrong field type", json.dumps({"type": "drag", "mode": "animate", "kind": "translate", "path": "left",
-                                         "mask": {"box": [1, 1, 5, 5]}})),
+        (
+            "wrong field type",
+            json.dumps(
+                {"type": "drag", "mode": "animate", "kind": "translate", "path": "left", "mask": {"box": [1, 1, 5, 5]}}
+            ),
+        ),
         ("oversized", json.dumps({"type": "points", "points": [], "pad": "x" * (max_message_bytes + 10)})),
         ("binary", b"\x00\x01\x02"),
         ("bad image", json.dumps({"type": "start", "image": "data:image/png;base64,AAAA"})),
@@ -89,12 +94,19 @@ async def _session(url: str, scene: int, seconds: float, *, bad: bool) -> dict:
             elif m["type"] == "error":
                 errors.append(m["message"])
     lat = np.array([c["latency_ms"] for c in chunks[1:]] or [np.nan])  # chunk 0 is the frame itself
-    return {"scene": scene, "chunks": len(chunks), "frames": frames, "bytes_per_frame": frame_bytes / max(frames, 1),
-            "dropped": chunks[-1]["dropped"] if chunks else None,
-            "latency_ms": {"median": float(np.median(lat)), "p95": float(np.percentile(lat, 95)), "max": float(lat.max())},
-            "compute_ms_median": float(np.median([c["compute_ms"] for c in chunks[1:]] or [np.nan])),
-            "rss_mb": [c["rss_mb"] for c in chunks], "errors": errors, "bad_sent": len(bad_msgs),
-            "frames_after_bad": frames_after_bad}
+    return {
+        "scene": scene,
+        "chunks": len(chunks),
+        "frames": frames,
+        "bytes_per_frame": frame_bytes / max(frames, 1),
+        "dropped": chunks[-1]["dropped"] if chunks else None,
+        "latency_ms": {"median": float(np.median(lat)), "p95": float(np.percentile(lat, 95)), "max": float(lat.max())},
+        "compute_ms_median": float(np.median([c["compute_ms"] for c in chunks[1:]] or [np.nan])),
+        "rss_mb": [c["rss_mb"] for c in chunks],
+        "errors": errors,
+        "bad_sent": len(bad_msgs),
+        "frames_after_bad": frames_after_bad,
+    }
 
 
 async def _refused(url: str) -> dict:
@@ -117,9 +129,18 @@ async def _load(url: str, sessions: int, seconds: float) -> dict:
     await asyncio.sleep(0.5)  # the server notices the closed sessions
     after = await _session(url, 0, 2.0, bad=False)  # a slot is free again
     rss = [r for s in results for r in s.get("rss_mb", [])]
-    return {"url": url, "sessions": results, "refused": refused, "after": {"chunks": after.get("chunks"), "frames": after.get("frames")},
-            "rss_mb": {"first": rss[0] if rss else None, "last": results[0]["rss_mb"][-1] if rss else None,
-                       "max": max(rss) if rss else None}, "seconds": seconds}
+    return {
+        "url": url,
+        "sessions": results,
+        "refused": refused,
+        "after": {"chunks": after.get("chunks"), "frames": after.get("frames")},
+        "rss_mb": {
+            "first": rss[0] if rss else None,
+            "last": results[0]["rss_mb"][-1] if rss else None,
+            "max": max(rss) if rss else None,
+        },
+        "seconds": seconds,
+    }
 
 
 def run_load(url: str, *, sessions: int, seconds: float) -> dict:
@@ -139,12 +160,16 @@ def main(argv: list[str] | None = None) -> int:
         with open(args.out, "w") as f:
             f.write(text + "\n")
     for s in report["sessions"]:
-        print(f"[load] scene {s['scene']}: {s['chunks']} chunks, {s['frames']} frames "
-              f"({s['bytes_per_frame'] / 1024:.1f} KiB each), latency median "
-              f"{s['latency_ms']['median']:.0f} ms p95 {s['latency_ms']['p95']:.0f} ms, dropped {s['dropped']}, "
-              f"errors {len(s['errors'])}/{s['bad_sent']}")
-    print(f"[load] session {args.sessions + 1}: {report['refused']['first'].get('type')} (close {report['refused']['close_code']}); "
-          f"server RSS {report['rss_mb']['first']} -> {report['rss_mb']['last']} MiB (max {report['rss_mb']['max']})")
+        print(
+            f"[load] scene {s['scene']}: {s['chunks']} chunks, {s['frames']} frames "
+            f"({s['bytes_per_frame'] / 1024:.1f} KiB each), latency median "
+            f"{s['latency_ms']['median']:.0f} ms p95 {s['latency_ms']['p95']:.0f} ms, dropped {s['dropped']}, "
+            f"errors {len(s['errors'])}/{s['bad_sent']}"
+        )
+    print(
+        f"[load] session {args.sessions + 1}: {report['refused']['first'].get('type')} (close {report['refused']['close_code']}); "
+        f"server RSS {report['rss_mb']['first']} -> {report['rss_mb']['last']} MiB (max {report['rss_mb']['max']})"
+    )
     return 0
 
 

@@ -7,6 +7,7 @@
 * ``Recording``: the encoded frames of the current stream, bounded in bytes (the oldest go first), and
   ``Recording.mp4`` to turn them into an H.264 mp4 one frame at a time (never the whole video in memory).
 """
+
 from __future__ import annotations
 
 import io
@@ -16,8 +17,16 @@ from typing import Optional
 import cv2
 import numpy as np
 
-__all__ = ["FRAME_FORMATS", "FRAME_MAGIC", "FRAME_HEADER_BYTES", "image_size", "encode_frame", "pack_frame",
-           "unpack_frame", "Recording"]
+__all__ = [
+    "FRAME_FORMATS",
+    "FRAME_MAGIC",
+    "FRAME_HEADER_BYTES",
+    "image_size",
+    "encode_frame",
+    "pack_frame",
+    "unpack_frame",
+    "Recording",
+]
 
 FRAME_FORMATS = {"jpeg": 1, "webp": 2}  # the header's format byte
 FRAME_MAGIC = b"TSF1"
@@ -42,11 +51,11 @@ def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
             continue
         if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
             return None
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if marker in _SOF:
             if pos + 9 > len(data):
                 return None
-            h, w = int.from_bytes(data[pos + 5:pos + 7], "big"), int.from_bytes(data[pos + 7:pos + 9], "big")
+            h, w = int.from_bytes(data[pos + 5 : pos + 7], "big"), int.from_bytes(data[pos + 7 : pos + 9], "big")
             return (w, h) if w and h else None  # height 0: defined later by a DNL marker, refused
         if length < 2:
             return None
@@ -58,8 +67,8 @@ def _webp_size(data: bytes) -> Optional[tuple[int, int]]:
     """The VP8X canvas and every top-level VP8 / VP8L frame's size; the largest of them counts."""
     sizes, pos, animated = [], 12, False
     while pos + 8 <= len(data) and len(sizes) < 16:
-        fourcc, n = data[pos:pos + 4], int.from_bytes(data[pos + 4:pos + 8], "little")
-        body = data[pos + 8:pos + 8 + min(n, 32)]
+        fourcc, n = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = data[pos + 8 : pos + 8 + min(n, 32)]
         if fourcc == b"VP8X" and len(body) >= 10:
             animated = bool(body[0] & 0x02)
             sizes.append((1 + int.from_bytes(body[4:7], "little"), 1 + int.from_bytes(body[7:10], "little")))
@@ -103,8 +112,9 @@ def encode_frame(frame: np.ndarray, fmt: str = "jpeg", quality: int = 85) -> byt
     if not 1 <= int(quality) <= 100:
         raise ValueError(f"frame quality {quality}: must be in [1, 100] (--frame-quality)")
     flag = cv2.IMWRITE_JPEG_QUALITY if fmt == "jpeg" else cv2.IMWRITE_WEBP_QUALITY
-    ok, buf = cv2.imencode(".jpg" if fmt == "jpeg" else ".webp", np.ascontiguousarray(frame[:, :, ::-1]),
-                           [flag, int(quality)])
+    ok, buf = cv2.imencode(
+        ".jpg" if fmt == "jpeg" else ".webp", np.ascontiguousarray(frame[:, :, ::-1]), [flag, int(quality)]
+    )
     if not ok:
         raise RuntimeError(f"OpenCV could not encode a {fmt} frame of shape {frame.shape}")
     return buf.tobytes()
@@ -118,13 +128,20 @@ def pack_frame(image: bytes, *, n: int, chunk: int, fmt: str, replaces: bool = F
 def unpack_frame(message: bytes) -> dict:
     """A binary frame message -> {n, chunk, replaces, format, image}; ``ValueError`` if it is not one."""
     if len(message) < FRAME_HEADER_BYTES or message[:4] != FRAME_MAGIC:
-        raise ValueError(f"not a demo frame: a frame starts with {FRAME_MAGIC!r} and a {FRAME_HEADER_BYTES}-byte header")
+        raise ValueError(
+            f"not a demo frame: a frame starts with {FRAME_MAGIC!r} and a {FRAME_HEADER_BYTES}-byte header"
+        )
     _, n, chunk, flags, code, _ = _HEADER.unpack_from(message)
     names = {v: k for k, v in FRAME_FORMATS.items()}
     if code not in names:
         raise ValueError(f"frame format code {code}: known codes are {names}")
-    return {"n": n, "chunk": chunk, "replaces": bool(flags & 1), "format": names[code],
-            "image": message[FRAME_HEADER_BYTES:]}
+    return {
+        "n": n,
+        "chunk": chunk,
+        "replaces": bool(flags & 1),
+        "format": names[code],
+        "image": message[FRAME_HEADER_BYTES:],
+    }
 
 
 class Recording:

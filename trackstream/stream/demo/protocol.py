@@ -40,6 +40,7 @@ the ``X-Frames`` and ``X-Frames-Dropped`` headers say how many are in it and how
 
 Refusals name the field and what is allowed (``ProtocolError``). Nothing here touches a model.
 """
+
 from __future__ import annotations
 
 import base64
@@ -52,8 +53,19 @@ import numpy as np
 
 from trackstream.stream.demo.media import image_size
 
-__all__ = ["Limits", "ProtocolError", "Start", "Points", "Drag", "Control", "parse_message", "decode_image",
-           "DRAG_MODES", "DRAG_KINDS", "DRAG_METHODS"]
+__all__ = [
+    "Limits",
+    "ProtocolError",
+    "Start",
+    "Points",
+    "Drag",
+    "Control",
+    "parse_message",
+    "decode_image",
+    "DRAG_MODES",
+    "DRAG_KINDS",
+    "DRAG_METHODS",
+]
 
 DRAG_MODES = ("animate", "edit")
 DRAG_KINDS = ("translate", "rotate")
@@ -144,8 +156,10 @@ def _xy(v, field: str, height: int, width: int, names: tuple = ("[0]", "[1]")) -
         raise ProtocolError(f"{field} must be [x, y], got {v!r}")
     x, y = _number(v[0], f"{field}{names[0]}"), _number(v[1], f"{field}{names[1]}")
     if not (0 <= x <= width - 1 and 0 <= y <= height - 1):
-        raise ProtocolError(f"{field} = [{x:g}, {y:g}] is outside the {width}x{height} frame "
-                            f"(x in [0, {width - 1}], y in [0, {height - 1}])")
+        raise ProtocolError(
+            f"{field} = [{x:g}, {y:g}] is outside the {width}x{height} frame "
+            f"(x in [0, {width - 1}], y in [0, {height - 1}])"
+        )
     return np.array([x, y], np.float32)
 
 
@@ -177,8 +191,9 @@ def decode_image(data: bytes, *, height: int, width: int, max_side: int, field: 
     except ValueError as e:
         raise ProtocolError(str(e)) from None
     if max(w, h) > max_side:
-        raise ProtocolError(f"{field} is {w}x{h}; at most {max_side} pixels a side (Limits.max_image_side): "
-                            "scale it down first")
+        raise ProtocolError(
+            f"{field} is {w}x{h}; at most {max_side} pixels a side (Limits.max_image_side): scale it down first"
+        )
     img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise ProtocolError(f"{field} could not be decoded")
@@ -188,7 +203,7 @@ def decode_image(data: bytes, *, height: int, width: int, max_side: int, field: 
     scale = min(h / height, w / width)  # centre crop to the stream's aspect ratio
     ch, cw = int(round(height * scale)), int(round(width * scale))
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    img = cv2.resize(img[y0:y0 + ch, x0:x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
+    img = cv2.resize(img[y0 : y0 + ch, x0 : x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
     return np.ascontiguousarray(img[:, :, ::-1])
 
 
@@ -205,8 +220,13 @@ def _mask(v, height: int, width: int, limits: Limits) -> np.ndarray:
         yy, xx = np.mgrid[:height, :width]
         m = (xx >= np.floor(x0)) & (xx <= np.ceil(x1)) & (yy >= np.floor(y0)) & (yy <= np.ceil(y1))
     else:
-        img = decode_image(_data_url(v["png"], "mask.png", limits.max_message_bytes), height=height, width=width,
-                           max_side=limits.max_image_side, field="mask.png")
+        img = decode_image(
+            _data_url(v["png"], "mask.png", limits.max_message_bytes),
+            height=height,
+            width=width,
+            max_side=limits.max_image_side,
+            field="mask.png",
+        )
         m = img.max(axis=-1) >= 128
     if not m.any():
         raise ProtocolError("mask is empty: brush over the object (or give a box) first")
@@ -231,8 +251,9 @@ def _points(msg: dict, height: int, width: int, limits: Limits) -> Points:
         pinned.append(pin)
     if len(set(ids)) != len(ids):
         raise ProtocolError("points: every id must appear once")
-    return Points(ids=np.asarray(ids, np.int64), xy=np.asarray(xy, np.float32).reshape(-1, 2),
-                  pinned=np.asarray(pinned, bool))
+    return Points(
+        ids=np.asarray(ids, np.int64), xy=np.asarray(xy, np.float32).reshape(-1, 2), pinned=np.asarray(pinned, bool)
+    )
 
 
 def _drag(msg: dict, height: int, width: int, limits: Limits) -> Drag:
@@ -244,8 +265,9 @@ def _drag(msg: dict, height: int, width: int, limits: Limits) -> Drag:
     if kind == "translate":
         path = msg.get("path")
         if not isinstance(path, list) or not 2 <= len(path) <= limits.max_path_points:
-            raise ProtocolError(f"path must be a list of 2..{limits.max_path_points} points [x, y] (from the grab to "
-                                "the drop)")
+            raise ProtocolError(
+                f"path must be a list of 2..{limits.max_path_points} points [x, y] (from the grab to the drop)"
+            )
         pts = np.stack([_xy(p, f"path[{i}]", height, width) for i, p in enumerate(path)])
         return Drag(mode, kind, method, mask, chunks, iterations, path=pts)
     center = _xy(msg.get("center"), "center", height, width)
@@ -255,8 +277,7 @@ def _drag(msg: dict, height: int, width: int, limits: Limits) -> Drag:
     return Drag(mode, kind, method, mask, chunks, iterations, center=center, degrees=degrees)
 
 
-def parse_message(text: Union[str, bytes], *, height: int, width: int, limits: Limits,
-                  num_scenes: int) -> Message:
+def parse_message(text: Union[str, bytes], *, height: int, width: int, limits: Limits, num_scenes: int) -> Message:
     """One client message -> Start | Points | Drag | Control, or ``ProtocolError``."""
     if isinstance(text, bytes):
         raise ProtocolError("binary messages are not accepted; send JSON text")
@@ -281,7 +302,9 @@ def parse_message(text: Union[str, bytes], *, height: int, width: int, limits: L
         if "scene" in msg:
             return Start(scene=_int(msg["scene"], "scene", 0, num_scenes - 1), prompt=prompt)
         data = _data_url(msg["image"], "image", limits.max_upload_bytes)
-        return Start(image=decode_image(data, height=height, width=width, max_side=limits.max_image_side), prompt=prompt)
+        return Start(
+            image=decode_image(data, height=height, width=width, max_side=limits.max_image_side), prompt=prompt
+        )
     if kind == "points":
         return _points(msg, height, width, limits)
     if kind == "drag":

@@ -12,6 +12,7 @@ messages (``stream.demo.protocol``), encoded in a worker thread; the same bytes 
 session's bounded ``Recording``, which ``GET /video/<session token>`` turns into an mp4. Connections
 beyond ``Limits.max_sessions`` get ``busy`` and are closed with code 1013 (try again later).
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -64,8 +65,16 @@ class _Frame:
 
 
 class _Connection:
-    def __init__(self, ws: WebSocket, model: DemoModel, limits: Limits, seed: int, *, frame_format: str = "jpeg",
-                 frame_quality: int = 85):
+    def __init__(
+        self,
+        ws: WebSocket,
+        model: DemoModel,
+        limits: Limits,
+        seed: int,
+        *,
+        frame_format: str = "jpeg",
+        frame_quality: int = 85,
+    ):
         self.ws, self.model, self.limits = ws, model, limits
         self.frame_format, self.frame_quality = frame_format, frame_quality
         self.session = Session(model, limits, seed=seed)
@@ -105,8 +114,9 @@ class _Connection:
                         self.frames_queued -= 1
                         self.dropped += 1
                         break
-            self.outbox.append(_Frame(n, pack_frame(image, n=n, chunk=em.index, fmt=self.frame_format,
-                                                    replaces=em.replaces)))
+            self.outbox.append(
+                _Frame(n, pack_frame(image, n=n, chunk=em.index, fmt=self.frame_format, replaces=em.replaces))
+            )
             self.frames_queued += 1
         self.wake_sender.set()
 
@@ -156,11 +166,13 @@ class _Connection:
 
     async def _compute(self, fn, *args):
         """``fn(*args)`` in a worker thread with the model to itself; (result, seconds waited for it)."""
+
         def run():
             t0 = time.perf_counter()
             with self.model.lock:
                 waited = time.perf_counter() - t0
                 return fn(*args), waited
+
         return await asyncio.to_thread(run)
 
     async def generator(self) -> None:
@@ -182,7 +194,9 @@ class _Connection:
             elif ahead > self.limits.lead_seconds:
                 self.wake_generator.clear()
                 try:
-                    await asyncio.wait_for(self.wake_generator.wait(), timeout=min(ahead - self.limits.lead_seconds, chunk_s))
+                    await asyncio.wait_for(
+                        self.wake_generator.wait(), timeout=min(ahead - self.limits.lead_seconds, chunk_s)
+                    )
                 except asyncio.TimeoutError:
                     pass
                 continue
@@ -200,9 +214,18 @@ class _Connection:
         if not self.paused:
             self.play_frames += len(em.frames)
         self.send_frames(em, images)
-        self.send({"type": "chunk", "index": em.index, "frames": len(em.frames), "compute_ms": round(em.seconds * 1e3, 1),
-                   "wait_ms": round(waited * 1e3, 1), "latency_ms": round((em.seconds + waited) * 1e3, 1),
-                   "dropped": self.dropped, "rss_mb": round(rss_mb(), 1)})
+        self.send(
+            {
+                "type": "chunk",
+                "index": em.index,
+                "frames": len(em.frames),
+                "compute_ms": round(em.seconds * 1e3, 1),
+                "wait_ms": round(waited * 1e3, 1),
+                "latency_ms": round((em.seconds + waited) * 1e3, 1),
+                "dropped": self.dropped,
+                "rss_mb": round(rss_mb(), 1),
+            }
+        )
 
     async def _handle(self, msg) -> None:
         try:
@@ -218,8 +241,17 @@ class _Connection:
                     await self._emit(em, waited)
                     waited = 0.0
                 final = [[round(float(v), 5) for v in log.losses[-1]] for log in result.logs if log.losses]
-                self.send({"type": "dragged", "mode": msg.mode, "method": msg.method, "chunks": [e.index for e in ems],
-                           "seconds": round(result.seconds, 3), "segments": result.segments, "final_loss": final})
+                self.send(
+                    {
+                        "type": "dragged",
+                        "mode": msg.mode,
+                        "method": msg.method,
+                        "chunks": [e.index for e in ems],
+                        "seconds": round(result.seconds, 3),
+                        "segments": result.segments,
+                        "final_loss": final,
+                    }
+                )
         except ValueError as e:  # ProtocolError, or the editor refusing (e.g. an edit with nothing to edit)
             self.send({"type": "error", "message": str(e), "refused": type(msg).__name__.lower()})
 
@@ -231,8 +263,9 @@ def _kind(text) -> str:
         return "unreadable"
 
 
-def create_app(model: DemoModel, limits: Limits = Limits(), *, seed: int = 0, frame_format: str = "jpeg",
-               frame_quality: int = 85) -> Starlette:
+def create_app(
+    model: DemoModel, limits: Limits = Limits(), *, seed: int = 0, frame_format: str = "jpeg", frame_quality: int = 85
+) -> Starlette:
     """The demo's app over one loaded model; at most ``limits.max_sessions`` live connections; frames
     sent as ``frame_format`` (jpeg | webp) at ``frame_quality`` (1..100)."""
     if frame_format not in FRAME_FORMATS:
@@ -246,16 +279,26 @@ def create_app(model: DemoModel, limits: Limits = Limits(), *, seed: int = 0, fr
     async def video(request):
         conn = live.get(request.path_params["token"])
         if conn is None:
-            return PlainTextResponse("no live session with this token: a recording lives as long as its page's "
-                                     "connection (reload and stream again)", status_code=404)
+            return PlainTextResponse(
+                "no live session with this token: a recording lives as long as its page's "
+                "connection (reload and stream again)",
+                status_code=404,
+            )
         images, dropped = conn.recording.snapshot(), conn.recording.dropped
         if not images:
             return PlainTextResponse("nothing recorded yet: start a stream first", status_code=409)
         async with saving:
             data = await asyncio.to_thread(Recording.mp4, images, fps=model.fps)
-        return Response(data, media_type="video/mp4", headers={
-            "Content-Disposition": 'attachment; filename="trackstream.mp4"', "X-Frames": str(len(images)),
-            "X-Frames-Dropped": str(dropped), "Cache-Control": "no-store"})
+        return Response(
+            data,
+            media_type="video/mp4",
+            headers={
+                "Content-Disposition": 'attachment; filename="trackstream.mp4"',
+                "X-Frames": str(len(images)),
+                "X-Frames-Dropped": str(dropped),
+                "Cache-Control": "no-store",
+            },
+        )
 
     async def page(request):
         return FileResponse(STATIC / "index.html")
@@ -266,22 +309,48 @@ def create_app(model: DemoModel, limits: Limits = Limits(), *, seed: int = 0, fr
     async def socket(ws: WebSocket):
         await ws.accept()
         if len(live) >= limits.max_sessions:
-            await ws.send_text(json.dumps({"type": "busy", "message": f"the demo is busy ({limits.max_sessions} "
-                                           "sessions streaming); try again in a minute"}))
+            await ws.send_text(
+                json.dumps(
+                    {
+                        "type": "busy",
+                        "message": f"the demo is busy ({limits.max_sessions} "
+                        "sessions streaming); try again in a minute",
+                    }
+                )
+            )
             await ws.close(code=1013)
             return
         counter["n"] += 1
-        conn = _Connection(ws, model, limits, seed=seed + counter["n"], frame_format=frame_format,
-                           frame_quality=frame_quality)
+        conn = _Connection(
+            ws, model, limits, seed=seed + counter["n"], frame_format=frame_format, frame_quality=frame_quality
+        )
         live[conn.token] = conn
-        await ws.send_text(json.dumps({
-            "type": "hello", "height": model.height, "width": model.width, "fps": model.fps,
-            "chunk_frames": model.chunk_frames, "scenes": model.num_scenes, "track_head": model.has_track_head,
-            "frame_format": frame_format, "frame_quality": frame_quality, "session": conn.token,
-            "device": model.device, "dtype": model.dtype,
-            "limits": {"max_points": limits.max_points, "max_upload_bytes": limits.max_upload_bytes,
-                       "max_message_bytes": limits.max_message_bytes, "max_drag_chunks": limits.max_drag_chunks,
-                       "max_image_side": limits.max_image_side, "record_bytes": limits.record_bytes}}))
+        await ws.send_text(
+            json.dumps(
+                {
+                    "type": "hello",
+                    "height": model.height,
+                    "width": model.width,
+                    "fps": model.fps,
+                    "chunk_frames": model.chunk_frames,
+                    "scenes": model.num_scenes,
+                    "track_head": model.has_track_head,
+                    "frame_format": frame_format,
+                    "frame_quality": frame_quality,
+                    "session": conn.token,
+                    "device": model.device,
+                    "dtype": model.dtype,
+                    "limits": {
+                        "max_points": limits.max_points,
+                        "max_upload_bytes": limits.max_upload_bytes,
+                        "max_message_bytes": limits.max_message_bytes,
+                        "max_drag_chunks": limits.max_drag_chunks,
+                        "max_image_side": limits.max_image_side,
+                        "record_bytes": limits.record_bytes,
+                    },
+                }
+            )
+        )
         tasks = [asyncio.create_task(conn.sender()), asyncio.create_task(conn.generator())]
         try:
             await conn.receiver()
@@ -298,6 +367,11 @@ def create_app(model: DemoModel, limits: Limits = Limits(), *, seed: int = 0, fr
             await asyncio.gather(*tasks, return_exceptions=True)
             live.pop(conn.token, None)
 
-    routes = [Route("/", page), Route("/health", health), Route("/video/{token}", video), WebSocketRoute("/ws", socket),
-              Mount("/static", StaticFiles(directory=STATIC), name="static")]
+    routes = [
+        Route("/", page),
+        Route("/health", health),
+        Route("/video/{token}", video),
+        WebSocketRoute("/ws", socket),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
     return Starlette(routes=routes)

@@ -17,6 +17,7 @@ synchronous core of one connection (the server runs it in a worker thread):
 Track IDs: one pool per session (``Limits.max_points`` slots, one ID each for the whole stream) and a
 disjoint set for drags, so a drag's pins never reuse an ID the person's points stand for.
 """
+
 from __future__ import annotations
 
 import threading
@@ -53,17 +54,31 @@ def world_for(student: Path, height: int, width: int) -> SyntheticWorld:
         if cfg_path.is_file():
             data = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True).get("data", {})
             world = {k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("world") or {}).items()}
-            return SyntheticWorld(**world, height=data.get("height", height), width=data.get("width", width),
-                                  fps=data.get("fps", 16), num_frames=2)
+            return SyntheticWorld(
+                **world,
+                height=data.get("height", height),
+                width=data.get("width", width),
+                fps=data.get("fps", 16),
+                num_frames=2,
+            )
     return SyntheticWorld(height=height, width=width, num_frames=2, caption_motion=False)
 
 
 class DemoModel:
     """The student and everything a session needs from it, loaded once."""
 
-    def __init__(self, student: str | Path, codec: str | Path, *, codec_name: str = "tiny-ae",
-                 num_scenes: int = 8, scene_seed: int = 5000, device: str | None = "auto",
-                 dtype: str | None = "auto", compile: bool = False):
+    def __init__(
+        self,
+        student: str | Path,
+        codec: str | Path,
+        *,
+        codec_name: str = "tiny-ae",
+        num_scenes: int = 8,
+        scene_seed: int = 5000,
+        device: str | None = "auto",
+        dtype: str | None = "auto",
+        compile: bool = False,
+    ):
         """``device`` / ``dtype``: "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
         (``models.precision``); ``compile``: the engine's compiled streaming step."""
         from trackstream.models.conditioner import load_export
@@ -72,19 +87,27 @@ class DemoModel:
 
         student = Path(student)
         if not (student / "network.json").is_file():
-            raise ValueError(f"--student {student}: not a student export (no network.json); run `make run` first "
-                             "or pass assets/tiny-student/student")
+            raise ValueError(
+                f"--student {student}: not a student export (no network.json); run `make run` first "
+                "or pass assets/tiny-student/student"
+            )
         if not Path(codec).is_file():
             raise ValueError(f"--codec {codec}: no such file (the student's codec checkpoint)")
         dev, dt = resolve_precision(device, dtype)  # refuses cuda without a GPU, unknown dtypes (one line)
         self.device, self.dtype = str(dev), dtype_name(dt)
-        net, codec_net, self.conditioner = load_export(student, codec_name=codec_name, codec=str(codec), device=dev,
-                                                       dtype=dt)
+        net, codec_net, self.conditioner = load_export(
+            student, codec_name=codec_name, codec=str(codec), device=dev, dtype=dt
+        )
         if net.conventions.streaming is None:
             raise ValueError(f"--student {student}: network.json records no streaming configuration (a teacher?)")
         # no device= here: the engine runs where load_export put the network
-        self.engine = StreamingGenerator(net, codec_net, config=StreamConfig.of(net.conventions.streaming),
-                                         image_features_fn=self.conditioner.image_features, compile=compile)
+        self.engine = StreamingGenerator(
+            net,
+            codec_net,
+            config=StreamConfig.of(net.conventions.streaming),
+            image_features_fn=self.conditioner.image_features,
+            compile=compile,
+        )
         self.compile = bool(compile)
         self.height, self.width = int(net.conventions.height), int(net.conventions.width)
         self.world = world_for(student, self.height, self.width)
@@ -174,8 +197,9 @@ class LiveTracks:
         both = act0 & act1
         return np.where(both[:, None], xy0 + u * (xy1 - xy0), xy0), act0
 
-    def for_chunk(self, num_frames: int, *, now: Optional[float] = None,
-                  first: bool = False) -> tuple[Optional[np.ndarray], Optional[np.ndarray], np.ndarray]:
+    def for_chunk(
+        self, num_frames: int, *, now: Optional[float] = None, first: bool = False
+    ) -> tuple[Optional[np.ndarray], Optional[np.ndarray], np.ndarray]:
         """(tracks [T, S, 2], visibility [T, S], slots to tag before this chunk) for the next chunk of
         ``num_frames`` pixel frames; (None, None, []) while there are no points."""
         now = time.perf_counter() if now is None else now
@@ -228,9 +252,15 @@ def drag_instruction(d: Drag, *, height: int, width: int, token: int, prompt: st
     x0, y0 = np.floor(swept.min(axis=0) - token + 1e-6).astype(int)  # 1e-6: the resampled path's float error
     x1, y1 = np.ceil(swept.max(axis=0) + token - 1e-6).astype(int)
     editable = np.zeros((height, width), bool)
-    editable[max(y0, 0):min(y1, height - 1) + 1, max(x0, 0):min(x1, width - 1) + 1] = True
-    return DragInstruction(mode=d.mode, trajectories=[traj], object_masks=[np.asarray(d.mask, bool)],
-                           editable=editable | d.mask, num_chunks=d.chunks if d.mode == "animate" else 1, prompt=prompt)
+    editable[max(y0, 0) : min(y1, height - 1) + 1, max(x0, 0) : min(x1, width - 1) + 1] = True
+    return DragInstruction(
+        mode=d.mode,
+        trajectories=[traj],
+        object_masks=[np.asarray(d.mask, bool)],
+        editable=editable | d.mask,
+        num_chunks=d.chunks if d.mode == "animate" else 1,
+        prompt=prompt,
+    )
 
 
 @dataclass
@@ -251,7 +281,7 @@ class Session:
         self.model, self.limits, self.seed = model, limits, seed
         self.editor = DragEditor(model.engine, drag_config)
         ids = sample_track_ids(1, limits.max_points + DRAG_IDS, generator=torch.Generator().manual_seed(seed))
-        self.pool, self.drag_ids = ids[:, :limits.max_points], ids[:, limits.max_points:]
+        self.pool, self.drag_ids = ids[:, : limits.max_points], ids[:, limits.max_points :]
         self.live = LiveTracks(limits.max_points, model.fps)
         self.image: Optional[np.ndarray] = None
         self.prompt = ""
@@ -281,10 +311,15 @@ class Session:
         self.live.untag_all()
         self.holding = False
         tracks, vis, _ = self.live.for_chunk(1, first=True)
-        kw = {} if tracks is None else {"tracks": torch.from_numpy(tracks)[None], "visibility": torch.from_numpy(vis)[None]}
+        kw = (
+            {}
+            if tracks is None
+            else {"tracks": torch.from_numpy(tracks)[None], "visibility": torch.from_numpy(vis)[None]}
+        )
         t0 = time.perf_counter()
-        out = self.editor.start(image, text, lens, track_ids=self.pool if self.model.has_track_head else None,
-                                seed=self.seed, **kw)
+        out = self.editor.start(
+            image, text, lens, track_ids=self.pool if self.model.has_track_head else None, seed=self.seed, **kw
+        )
         self.last_tracks = (kw["tracks"], kw["visibility"]) if kw else None
         return self._emitted(out, time.perf_counter() - t0)
 
@@ -334,13 +369,16 @@ class Session:
     def drag(self, d: Drag) -> tuple[list[Emitted], DragResult]:
         if not self.started:
             raise ProtocolError("start a stream first")
-        instr = drag_instruction(d, height=self.model.height, width=self.model.width, token=self.editor.token,
-                                 prompt=self.prompt)
+        instr = drag_instruction(
+            d, height=self.model.height, width=self.model.width, token=self.editor.token, prompt=self.prompt
+        )
         t0 = time.perf_counter()
         if self.model.has_track_head:
             self.editor.use_track_ids(self.drag_ids)
         try:
-            result = self.editor.drag(instr, method=d.method, config=replace(self.editor.config, iterations=d.iterations))
+            result = self.editor.drag(
+                instr, method=d.method, config=replace(self.editor.config, iterations=d.iterations)
+            )
         except ValueError:
             if self.model.has_track_head:
                 self.editor.use_track_ids(self.pool)
@@ -352,5 +390,10 @@ class Session:
 
     @staticmethod
     def _emitted(out: ChunkOutput, seconds: float, *, replaces: bool = False) -> Emitted:
-        return Emitted(index=out.index, frames=to_uint8(out.frames[0]), start=out.pixel_range[0], seconds=seconds,
-                       replaces=replaces)
+        return Emitted(
+            index=out.index,
+            frames=to_uint8(out.frames[0]),
+            start=out.pixel_range[0],
+            seconds=seconds,
+            replaces=replaces,
+        )

@@ -18,6 +18,7 @@ benchmark sets with the harness's metrics (entity-point ObjMC, DAI, ...). ``--de
 default CUDA + bfloat16 when a GPU is present, else CPU + float32 (the latent optimisation itself keeps
 its variables and optimiser state in float32 whatever the DiT's dtype).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,12 +74,14 @@ def main(argv: list[str] | None = None) -> int:
     before = args.before if args.before is not None else (1 if instr.mode == "edit" else 0)
     if instr.mode == "edit" and before < 1:
         raise ValueError("--before must be >= 1 for an edit: it re-generates the last streamed chunk")
-    net, codec, conditioner = load_export(args.student, codec_name=args.codec_name, codec=args.codec, device=device,
-                                          dtype=dtype)
+    net, codec, conditioner = load_export(
+        args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
+    )
     if net.conventions.streaming is None:
         raise ValueError(f"--student {args.student}: network.json records no streaming configuration")
-    engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming),
-                                image_features_fn=conditioner.image_features)
+    engine = StreamingGenerator(
+        net, codec, config=StreamConfig.of(net.conventions.streaming), image_features_fn=conditioner.image_features
+    )
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
         raise ValueError(f"--image {args.image!r} could not be read")
@@ -110,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
             steered = editor.drag(instr, method=args.method).chunks
         else:
             steered = [outs.pop()] if instr.mode == "edit" else []
-            steered += [editor.step(*pinned(editor.state.chunk)) for _ in range(instr.num_chunks if instr.mode == "animate" else 0)]
+            steered += [
+                editor.step(*pinned(editor.state.chunk))
+                for _ in range(instr.num_chunks if instr.mode == "animate" else 0)
+            ]
         seconds = time.perf_counter() - t0 if drag or instr.mode == "animate" else steered[0].seconds
         outs += steered
         for _ in range(args.after):  # what was dragged stays where it went (its points held), else the pins
@@ -127,9 +133,16 @@ def main(argv: list[str] | None = None) -> int:
     ref_frame = steered[0].pixel_range[0] - 1
     end = steered[-1].pixel_range[1]
     tracker = build_tracker(args.tracker)
-    metrics = {"method": args.method, "iterations": args.iterations, "mode": instr.mode,
-               "frames": [ref_frame, end], "seconds_per_frame": seconds / sum(o.frames.shape[2] for o in steered)}
-    overlay = cv2.resize(cv2.cvtColor(video[end - 1], cv2.COLOR_RGB2BGR), (W * 4, H * 4), interpolation=cv2.INTER_NEAREST)
+    metrics = {
+        "method": args.method,
+        "iterations": args.iterations,
+        "mode": instr.mode,
+        "frames": [ref_frame, end],
+        "seconds_per_frame": seconds / sum(o.frames.shape[2] for o in steered),
+    }
+    overlay = cv2.resize(
+        cv2.cvtColor(video[end - 1], cv2.COLOR_RGB2BGR), (W * 4, H * 4), interpolation=cv2.INTER_NEAREST
+    )
     per_traj = []
     for traj, mask in zip(instr.trajectories, instr.object_masks):
         pts = np.concatenate([np.asarray(traj.handle, np.float64)[None], mask_tokens(mask, engine_token(H))])
@@ -137,8 +150,13 @@ def main(argv: list[str] | None = None) -> int:
         q = np.concatenate([np.full((len(pts), 1), float(ref_frame)), pts], axis=1).astype(np.float32)
         achieved = tracker.track(video[:end], q)[0][ref_frame:]
         err = np.linalg.norm(achieved - intended, axis=-1)  # [T, 1 + P]
-        per_traj.append({"handle_error": err[:, 0].round(3).tolist(), "handle_objmc": float(err[:, 0].mean()),
-                         "point_error": float(err.mean())})
+        per_traj.append(
+            {
+                "handle_error": err[:, 0].round(3).tolist(),
+                "handle_objmc": float(err[:, 0].mean()),
+                "point_error": float(err.mean()),
+            }
+        )
         for path, colour in ((intended[:, 0], (0, 200, 0)), (achieved[:, 0], (0, 0, 230))):
             p = np.rint(np.asarray(path) * 4 + 1.5).astype(np.int32)
             cv2.polylines(overlay, [p.reshape(-1, 1, 2)], False, colour, 1, cv2.LINE_AA)
@@ -150,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         base = np.concatenate([to_uint8(o.frames[0]) for o in base_outs])
         write_mp4(out_dir / "undragged.mp4", base, fps=args.fps)
         outside = ~np.asarray(instr.editable, bool)
-        diff = (video[ref_frame + 1:end][:, outside].astype(np.float64) - base[ref_frame + 1:end][:, outside]) ** 2
+        diff = (video[ref_frame + 1 : end][:, outside].astype(np.float64) - base[ref_frame + 1 : end][:, outside]) ** 2
         metrics["undragged_seconds_per_frame"] = base_seconds / sum(o.frames.shape[2] for o in steered)
         metrics["rf"] = metrics["seconds_per_frame"] / metrics["undragged_seconds_per_frame"]
         metrics["bg_psnr_vs_undragged"] = float(10 * np.log10(255.0**2 / max(diff.mean(), 1e-12)))

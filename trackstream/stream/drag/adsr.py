@@ -13,6 +13,7 @@ displaced position, so the target region and its features come from the same map
 trajectory type (translation, deformation, rotation) without inverting it.
 Legend: C channels, F frames, h/w token grid, H/W pixels.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -54,15 +55,25 @@ def mask_tokens(mask: np.ndarray, token: int) -> np.ndarray:
     return np.stack([tx * token + (token - 1) / 2, ty * token + (token - 1) / 2], axis=1)
 
 
-def splat_features(ref: torch.Tensor, src: np.ndarray, dst: np.ndarray, token: int) -> tuple[torch.Tensor, torch.Tensor]:
+def splat_features(
+    ref: torch.Tensor, src: np.ndarray, dst: np.ndarray, token: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward-splat reference features [C, h, w] from token centres ``src`` [N, 2] (pixels) to ``dst``
     [N, 2] (nearest token). Returns the warped features [C, h, w] (zeros elsewhere) and the target mask
     [h, w] bool; destinations outside the grid are dropped; a later source wins a shared target."""
     C, h, w = ref.shape
     s = np.floor(np.asarray(src, np.float64) / token).astype(int)
     d = np.rint(np.asarray(dst, np.float64) / token - (token - 1) / (2 * token)).astype(int)  # nearest token
-    ok = (d[:, 0] >= 0) & (d[:, 0] < w) & (d[:, 1] >= 0) & (d[:, 1] < h) & (s[:, 0] >= 0) & (s[:, 0] < w) \
-        & (s[:, 1] >= 0) & (s[:, 1] < h)
+    ok = (
+        (d[:, 0] >= 0)
+        & (d[:, 0] < w)
+        & (d[:, 1] >= 0)
+        & (d[:, 1] < h)
+        & (s[:, 0] >= 0)
+        & (s[:, 0] < w)
+        & (s[:, 1] >= 0)
+        & (s[:, 1] < h)
+    )
     s, d = torch.from_numpy(s[ok]).to(ref.device), torch.from_numpy(d[ok]).to(ref.device)
     out = torch.zeros_like(ref)
     target = torch.zeros(h, w, dtype=torch.bool, device=ref.device)

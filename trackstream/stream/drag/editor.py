@@ -22,6 +22,7 @@ within an animation it stays the pre-animation frame (steps are absolute from it
 written by a drag's passes: states are immutable, so abandoning an edit leaves the stream as it was.
 Legend as in ``stream.chunks``.
 """
+
 from __future__ import annotations
 
 import time
@@ -75,8 +76,17 @@ class DragResult:
     reference: str = "previous"  # where the reference features came from (DragConfig.reference resolved)
 
 
-def drag_tracks(instr: DragInstruction, *, token: int, height: int, width: int, num_frames: int,
-                static_points: int = 128, objects: bool = True, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def drag_tracks(
+    instr: DragInstruction,
+    *,
+    token: int,
+    height: int,
+    width: int,
+    num_frames: int,
+    static_points: int = 128,
+    objects: bool = True,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
     """The drag as point tracks over the ``num_frames`` pixel frames after the reference frame (frame 0 =
     the reference): first up to ``static_points`` grid points outside the editable area held still
     (MotionStream's static points: what must not move is pinned), then, with ``objects``, every
@@ -86,8 +96,10 @@ def drag_tracks(instr: DragInstruction, *, token: int, height: int, width: int, 
         grid = grid[np.sort(np.random.default_rng(seed).choice(len(grid), static_points, replace=False))]
     parts = [np.repeat(grid[None], num_frames, axis=0)]
     if objects:
-        parts += [frame_positions(instr, traj, mask_tokens(m, token), num_frames)
-                  for traj, m in zip(instr.trajectories, instr.object_masks)]
+        parts += [
+            frame_positions(instr, traj, mask_tokens(m, token), num_frames)
+            for traj, m in zip(instr.trajectories, instr.object_masks)
+        ]
     tracks = np.concatenate(parts, axis=1).astype(np.float32)  # [T, N, 2]
     vis = (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
     return tracks, vis
@@ -105,18 +117,24 @@ class Pins:
     def over(self, engine: StreamingGenerator, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Tracks [1, T, N, 2] and visibility [1, T, N] over ``chunk``'s pixel frames."""
         lo, hi = engine.pixel_range(chunk)
-        return (torch.from_numpy(np.repeat(self.points[None], hi - lo, axis=0))[None],
-                torch.from_numpy(np.repeat(self.visible[None], hi - lo, axis=0))[None])
+        return (
+            torch.from_numpy(np.repeat(self.points[None], hi - lo, axis=0))[None],
+            torch.from_numpy(np.repeat(self.visible[None], hi - lo, axis=0))[None],
+        )
 
 
-def pins_for(engine: StreamingGenerator, instr: DragInstruction, image: torch.Tensor, *, seed: int = 0) -> Optional[Pins]:
+def pins_for(
+    engine: StreamingGenerator, instr: DragInstruction, image: torch.Tensor, *, seed: int = 0
+) -> Optional[Pins]:
     """The pins ``DragEditor.drag`` uses for ``instr`` (same points, same IDs), for the stream's first frame
     [1, 3, H, W]; None for a student without a track head."""
     if engine.network.track_encoder is None:
         return None
     H, W = image.shape[-2:]
     with torch.no_grad():
-        token = H // engine.codec.encode(image[:, :, None].to(engine.device)).shape[-2] * engine.network.dit.patch_size[1]
+        token = (
+            H // engine.codec.encode(image[:, :, None].to(engine.device)).shape[-2] * engine.network.dit.patch_size[1]
+        )
     tracks, vis = drag_tracks(instr, token=token, height=H, width=W, num_frames=1, objects=False, seed=seed)
     ids = sample_track_ids(1, tracks.shape[1], generator=torch.Generator().manual_seed(seed))
     return Pins(points=tracks[0], visible=vis[0], ids=ids)
@@ -132,16 +150,25 @@ class DragEditor:
         if any(not 0 <= layer < dit.num_layers for layer in self.layers):
             raise ValueError(f"DragConfig.layers={self.layers}: the DiT has blocks 0..{dit.num_layers - 1}")
         if config.step_index >= len(engine.sigmas) - 1:
-            raise ValueError(f"DragConfig.step_index={config.step_index}: the sampler has steps 0.."
-                             f"{len(engine.sigmas) - 2}")
+            raise ValueError(
+                f"DragConfig.step_index={config.step_index}: the sampler has steps 0..{len(engine.sigmas) - 2}"
+            )
         self.history: deque[_Record] = deque(maxlen=max(2, config.neighbours + 1))
         self.state: Optional[StreamState] = None
         self._held: Optional[tuple[np.ndarray, np.ndarray]] = None  # the last drag's final points [N, 2], vis [N]
 
     # -- plain streaming ---------------------------------------------------------------------------
 
-    def start(self, image, text, text_lengths, *, tracks: Optional[torch.Tensor] = None,
-              visibility: Optional[torch.Tensor] = None, **kw) -> ChunkOutput:
+    def start(
+        self,
+        image,
+        text,
+        text_lengths,
+        *,
+        tracks: Optional[torch.Tensor] = None,
+        visibility: Optional[torch.Tensor] = None,
+        **kw,
+    ) -> ChunkOutput:
         """Start a stream (``StreamingGenerator.start`` arguments) and emit chunk 0 (the image), with its
         one frame of tracks [B, 1, N, 2] if the stream has tracks from the start (e.g. pinned points)."""
         self.history.clear()
@@ -168,8 +195,10 @@ class DragEditor:
             return None
         lo, hi = self.engine.pixel_range(self._need_state().chunk)
         pts, vis = self._held
-        return (torch.from_numpy(np.repeat(pts[None], hi - lo, axis=0))[None],
-                torch.from_numpy(np.repeat(vis[None], hi - lo, axis=0))[None])
+        return (
+            torch.from_numpy(np.repeat(pts[None], hi - lo, axis=0))[None],
+            torch.from_numpy(np.repeat(vis[None], hi - lo, axis=0))[None],
+        )
 
     def use_track_ids(self, ids: Optional[torch.Tensor]) -> None:
         """Tag the next chunks' tracks with ``ids`` [1, N] (a live session switching between its own points
@@ -178,8 +207,12 @@ class DragEditor:
         ids = None if ids is None else ids.to(self.engine.device)
         self.state = replace(state, cond=replace(state.cond, track_ids=ids))
         for n, rec in enumerate(self.history):  # a drag resumes from a recorded state: it must see them too
-            self.history[n] = replace(rec, after=self.state if rec.after is state else
-                                      replace(rec.after, cond=replace(rec.after.cond, track_ids=ids)))
+            self.history[n] = replace(
+                rec,
+                after=self.state
+                if rec.after is state
+                else replace(rec.after, cond=replace(rec.after.cond, track_ids=ids)),
+            )
 
     def retrack(self, tracks: torch.Tensor, visibility: torch.Tensor) -> None:
         """Re-run the last chunk's clean pass with other tracks over its pixel frames ([1, T, N, 2], [1, T, N]):
@@ -200,7 +233,9 @@ class DragEditor:
     # -- dragging ----------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def drag(self, instr: DragInstruction, *, method: str = "latent", config: Optional[DragConfig] = None) -> DragResult:
+    def drag(
+        self, instr: DragInstruction, *, method: str = "latent", config: Optional[DragConfig] = None
+    ) -> DragResult:
         """Apply ``instr`` to the stream: edit re-generates the last chunk, animate generates
         ``instr.num_chunks`` new ones. Returns the steered chunks; the stream continues after them."""
         cfg = config or self.config
@@ -209,17 +244,22 @@ class DragEditor:
         state = self._need_state()
         cond = state.cond
         if tuple(np.asarray(instr.editable).shape) != (cond.height, cond.width):
-            raise ValueError(f"the instruction's masks are {np.asarray(instr.editable).shape}; the stream is "
-                             f"{cond.height}x{cond.width}: draw them on the stream's frames")
+            raise ValueError(
+                f"the instruction's masks are {np.asarray(instr.editable).shape}; the stream is "
+                f"{cond.height}x{cond.width}: draw them on the stream's frames"
+            )
         has_head = self.engine.network.track_encoder is not None
         if method in ("tracks", "both") and not has_head:
-            raise ValueError(f"method={method!r} needs a student with a track head (model.track_channels > 0); "
-                             "use method='latent'")
+            raise ValueError(
+                f"method={method!r} needs a student with a track head (model.track_channels > 0); use method='latent'"
+            )
         t0 = time.perf_counter()
         if instr.mode == "edit":  # every check is above: a refused drag leaves the stream as it was
             if len(self.history) < 2:
-                raise ValueError("an edit re-generates the last chunk and needs the one before it: stream at least "
-                                 "one chunk after the first frame first")
+                raise ValueError(
+                    "an edit re-generates the last chunk and needs the one before it: stream at least "
+                    "one chunk after the first frame first"
+                )
             self.history.pop()  # the chunk being replaced
             ref = self.history[-1]
             plan = [[(BLOCK_LENGTH - 1, 1)]]  # the last latent frame shows the one step
@@ -247,22 +287,44 @@ class DragEditor:
             y = self.engine.condition(before, *chunk_tracks)
             make_targets = None
             if use_latent:
+
                 def make_targets(x, before=before, y=y, frames=frames):  # called with the chunk's input at T'
                     nonlocal reference
                     if reference is None:  # "self": this (first steered) chunk's own first frame, undragged
-                        reference = reference_features(self.engine.network, before.cache, x,
-                                                       self.engine.sigmas[cfg.step_index], y, self.layers,
-                                                       cfg.cutoffs(), frame=0)
-                    return build_targets(reference, instr, frames, token=self.token,
-                                         patch=tuple(self.engine.network.dit.patch_size[1:]), segments=segments)
-            out, log, z_tp = self._generate(before, y, make_targets, cfg, single=instr.mode == "edit",
-                                            rectify=use_latent and cfg.adsr)
+                        reference = reference_features(
+                            self.engine.network,
+                            before.cache,
+                            x,
+                            self.engine.sigmas[cfg.step_index],
+                            y,
+                            self.layers,
+                            cfg.cutoffs(),
+                            frame=0,
+                        )
+                    return build_targets(
+                        reference,
+                        instr,
+                        frames,
+                        token=self.token,
+                        patch=tuple(self.engine.network.dit.patch_size[1:]),
+                        segments=segments,
+                    )
+
+            out, log, z_tp = self._generate(
+                before, y, make_targets, cfg, single=instr.mode == "edit", rectify=use_latent and cfg.adsr
+            )
             self.history.append(_Record(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
             chunks.append(out)
             logs.append(log)
         self._held = None if tracks is None else (tracks[-1], vis[-1])
-        return DragResult(chunks=chunks, logs=logs, reference_chunk=ref.before.chunk, segments=segments,
-                          seconds=time.perf_counter() - t0, reference=source)
+        return DragResult(
+            chunks=chunks,
+            logs=logs,
+            reference_chunk=ref.before.chunk,
+            segments=segments,
+            seconds=time.perf_counter() - t0,
+            reference=source,
+        )
 
     # -- internals ---------------------------------------------------------------------------------
 
@@ -285,13 +347,28 @@ class DragEditor:
         gen = eng.noise_generator(rec.before)
         shape = eng.chunk_shape(rec.before)
         draw = lambda: torch.randn(shape, generator=gen, device=eng.device)  # noqa: E731
-        return denoise_chunk(eng.network, rec.before.cache, draw(), rec.y, sig, fresh_noise=draw,
-                             input_at=cfg.step_index, buffers=eng.buffers)
+        return denoise_chunk(
+            eng.network,
+            rec.before.cache,
+            draw(),
+            rec.y,
+            sig,
+            fresh_noise=draw,
+            input_at=cfg.step_index,
+            buffers=eng.buffers,
+        )
 
     def _reference(self, rec: _Record, cfg: DragConfig) -> dict:
         z = self._z_at_step(rec, cfg)
-        return reference_features(self.engine.network, rec.before.cache, z, self.engine.sigmas[cfg.step_index], rec.y,
-                                  self.layers, cfg.cutoffs())
+        return reference_features(
+            self.engine.network,
+            rec.before.cache,
+            z,
+            self.engine.sigmas[cfg.step_index],
+            rec.y,
+            self.layers,
+            cfg.cutoffs(),
+        )
 
     def _tracks(self, instr: DragInstruction, ref: _Record, *, objects: bool) -> tuple[np.ndarray, np.ndarray]:
         """Tracks from the reference frame to the end of the steered chunks (``drag_tracks``). The track
@@ -300,13 +377,21 @@ class DragEditor:
         cond = self._need_state().cond
         p_ref = self.engine.pixel_range(ref.before.chunk)[1] - 1
         frames = self.engine.pixel_range(ref.before.chunk + instr.num_chunks)[1] - p_ref
-        tracks, vis = drag_tracks(instr, token=self.token, height=cond.height, width=cond.width, num_frames=frames,
-                                  objects=objects, seed=self.config.seed)
+        tracks, vis = drag_tracks(
+            instr,
+            token=self.token,
+            height=cond.height,
+            width=cond.width,
+            num_frames=frames,
+            objects=objects,
+            seed=self.config.seed,
+        )
         n = tracks.shape[1]
         have = cond.track_ids
         if have is None or have.shape[1] < n:
-            fresh = sample_track_ids(1, n + (0 if have is None else have.shape[1]),
-                                     generator=torch.Generator().manual_seed(self.config.seed)).to(self.engine.device)
+            fresh = sample_track_ids(
+                1, n + (0 if have is None else have.shape[1]), generator=torch.Generator().manual_seed(self.config.seed)
+            ).to(self.engine.device)
             if have is not None:  # keep the old IDs first, then new ones distinct from them
                 extra = fresh[0][~torch.isin(fresh[0], have[0])][: n - have.shape[1]]
                 fresh = torch.cat([have, extra[None]], dim=1)
@@ -349,7 +434,7 @@ class DragEditor:
         gen = eng.noise_generator(before)
         shape = eng.chunk_shape(before)
         draw = lambda: torch.randn(shape, generator=gen, device=eng.device)  # noqa: E731
-        neighbours = [r.latents for r in list(self.history)[-cfg.neighbours:]] if rectify and cfg.neighbours else []
+        neighbours = [r.latents for r in list(self.history)[-cfg.neighbours :]] if rectify and cfg.neighbours else []
         log, z_tp = OptimLog(), None
 
         def on_input(k: int, x: torch.Tensor) -> torch.Tensor:  # step T': optimise the chunk's latent there
@@ -359,13 +444,31 @@ class DragEditor:
             targets = make_targets(x) if make_targets is not None else None
             if targets:
                 with torch.enable_grad():
-                    x, log = optimise_latent(eng.network, before.cache, x, eng.sigmas[k], y, targets, cfg,
-                                             layers=self.layers, single_target=single)
+                    x, log = optimise_latent(
+                        eng.network,
+                        before.cache,
+                        x,
+                        eng.sigmas[k],
+                        y,
+                        targets,
+                        cfg,
+                        layers=self.layers,
+                        single_target=single,
+                    )
             z_tp = (k, x)
             return x
 
         on_x0 = (lambda k, x0: rectify_x0(x0, neighbours)) if neighbours else None  # ADSR on every step's x0
-        x0 = denoise_chunk(eng.network, before.cache, draw(), y, eng.sigmas, fresh_noise=draw, buffers=eng.buffers,
-                           on_input=on_input, on_x0=on_x0)
+        x0 = denoise_chunk(
+            eng.network,
+            before.cache,
+            draw(),
+            y,
+            eng.sigmas,
+            fresh_noise=draw,
+            buffers=eng.buffers,
+            on_input=on_input,
+            on_x0=on_x0,
+        )
         out, self.state = eng.finish(before, x0, y, gen, t0)
         return out, log, z_tp

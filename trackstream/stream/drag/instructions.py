@@ -23,6 +23,7 @@ be at step k (k = 1..K: the last latent frame for an edit, every latent frame of
 control_points, points} + ``mask_file`` (+ ``block_trajectories``, recomputed on write). Deformation
 and 3D rotation have no DragStream counterpart (its GUI builds them from several translations).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,25 @@ from typing import Union
 
 import numpy as np
 
-__all__ = ["Translation", "Deformation", "Rotation2D", "Rotation3D", "DragInstruction", "resample_path",
-           "signed_angle", "read_dragstream", "write_dragstream", "BLOCK_LENGTH", "partial_displace", "positions_at",
-           "step_offsets", "frame_positions", "magnitude", "read_mask", "write_mask"]
+__all__ = [
+    "Translation",
+    "Deformation",
+    "Rotation2D",
+    "Rotation3D",
+    "DragInstruction",
+    "resample_path",
+    "signed_angle",
+    "read_dragstream",
+    "write_dragstream",
+    "BLOCK_LENGTH",
+    "partial_displace",
+    "positions_at",
+    "step_offsets",
+    "frame_positions",
+    "magnitude",
+    "read_mask",
+    "write_mask",
+]
 
 BLOCK_LENGTH = 3  # latent frames per chunk (c3): DragStream chunks its deltas 3 per block
 
@@ -189,13 +206,17 @@ class DragInstruction:
         if self.mode not in ("edit", "animate"):
             raise ValueError(f"mode={self.mode!r}; choose edit (the current chunk) or animate (the next chunks)")
         if not self.trajectories or len(self.trajectories) != len(self.object_masks):
-            raise ValueError(f"{len(self.trajectories)} trajectories but {len(self.object_masks)} object masks: "
-                             "give one mask per trajectory")
+            raise ValueError(
+                f"{len(self.trajectories)} trajectories but {len(self.object_masks)} object masks: "
+                "give one mask per trajectory"
+            )
         want = 1 if self.mode == "edit" else BLOCK_LENGTH * self.num_chunks
         for i, t in enumerate(self.trajectories):
             if t.steps != want:
-                raise ValueError(f"trajectory {i} has {t.steps} steps; mode {self.mode} with num_chunks="
-                                 f"{self.num_chunks} needs {want} (one per steered latent frame)")
+                raise ValueError(
+                    f"trajectory {i} has {t.steps} steps; mode {self.mode} with num_chunks="
+                    f"{self.num_chunks} needs {want} (one per steered latent frame)"
+                )
         shape = np.asarray(self.editable).shape
         if any(np.asarray(m).shape != shape for m in self.object_masks):
             raise ValueError(f"object masks and the editable mask must share one size ({shape})")
@@ -252,15 +273,17 @@ def step_offsets(instr: DragInstruction) -> np.ndarray:
     return np.arange(1, instr.steps + 1, dtype=np.float64)
 
 
-def frame_positions(instr: DragInstruction, traj: Trajectory, pts: np.ndarray, num_frames: int,
-                    *, temporal: int = 4) -> np.ndarray:
+def frame_positions(
+    instr: DragInstruction, traj: Trajectory, pts: np.ndarray, num_frames: int, *, temporal: int = 4
+) -> np.ndarray:
     """Intended positions [T, N, 2] of ``pts`` at the ``num_frames`` pixel frames after the reference
     frame (frame 0 = the reference itself): pixel offset p is latent offset p / ``temporal`` (Wan's 4x
     temporal grouping), mapped piecewise linearly onto the steps; past the last step it holds."""
     offsets = np.concatenate([[0.0], step_offsets(instr)])
     steps = np.arange(len(offsets), dtype=np.float64)
-    return np.stack([positions_at(traj, pts, float(np.interp(p / temporal, offsets, steps)))
-                     for p in range(num_frames)])
+    return np.stack(
+        [positions_at(traj, pts, float(np.interp(p / temporal, offsets, steps))) for p in range(num_frames)]
+    )
 
 
 def write_mask(path: Path, mask: np.ndarray) -> None:
@@ -289,25 +312,43 @@ def write_dragstream(instr: DragInstruction, directory: str | Path, prefix: str 
     for i, (t, m) in enumerate(zip(instr.trajectories, instr.object_masks)):
         if isinstance(t, Translation):
             points = np.asarray(t.points, np.float64)
-            original = {"is_rotation": False, "points": points.tolist(),
-                        "control_points": (t.control_points if t.control_points is not None else points).tolist()}
+            original = {
+                "is_rotation": False,
+                "points": points.tolist(),
+                "control_points": (t.control_points if t.control_points is not None else points).tolist(),
+            }
             deltas = [(points[k + 1] - points[0]).tolist() for k in range(t.steps)]
             extra = {"start_point": points[0].tolist()}
         elif isinstance(t, Rotation2D):
-            original = {"is_rotation": True, "points": [list(map(float, t.center)), list(map(float, t.start)),
-                                                       *np.asarray(t.arms, np.float64).tolist()]}
+            original = {
+                "is_rotation": True,
+                "points": [
+                    list(map(float, t.center)),
+                    list(map(float, t.start)),
+                    *np.asarray(t.arms, np.float64).tolist(),
+                ],
+            }
             deltas = [t.angle(k) for k in range(1, t.steps + 1)]
             extra = {"start_point": list(map(float, t.start)), "rotation_center": list(map(float, t.center))}
         else:
-            raise ValueError(f"trajectory {i}: {type(t).__name__} has no DragStream counterpart (translations and "
-                             "2D rotations only)")
-        blocks = [{"is_rotation": original["is_rotation"], "deltas": deltas[b:b + BLOCK_LENGTH], **extra}
-                  for b in range(0, len(deltas), BLOCK_LENGTH)]
+            raise ValueError(
+                f"trajectory {i}: {type(t).__name__} has no DragStream counterpart (translations and 2D rotations only)"
+            )
+        blocks = [
+            {"is_rotation": original["is_rotation"], "deltas": deltas[b : b + BLOCK_LENGTH], **extra}
+            for b in range(0, len(deltas), BLOCK_LENGTH)
+        ]
         write_mask(directory / f"{prefix}_mask_{i}.png", m)
-        trajs.append({"original_trajectory": original, "block_trajectories": blocks, "mask_file": f"{prefix}_mask_{i}.png"})
-    doc = {"block_number": instr.num_chunks, "prompt": instr.prompt,
-           "drag_or_animation_select": "Drag" if instr.mode == "edit" else "Animation",
-           "movable_area_mask_file": f"{prefix}_movable_area.png", "trajectories": trajs}
+        trajs.append(
+            {"original_trajectory": original, "block_trajectories": blocks, "mask_file": f"{prefix}_mask_{i}.png"}
+        )
+    doc = {
+        "block_number": instr.num_chunks,
+        "prompt": instr.prompt,
+        "drag_or_animation_select": "Drag" if instr.mode == "edit" else "Animation",
+        "movable_area_mask_file": f"{prefix}_movable_area.png",
+        "trajectories": trajs,
+    }
     path = directory / f"{prefix}_trajectory.json"
     path.write_text(json.dumps(doc, indent=2))
     return path
@@ -322,7 +363,9 @@ def read_dragstream(path: str | Path) -> DragInstruction:
             raise ValueError(f"{path}: field {key!r} missing; not a DragStream trajectory file")
     mode = {"Drag": "edit", "Animation": "animate"}.get(doc["drag_or_animation_select"])
     if mode is None:
-        raise ValueError(f"{path}: drag_or_animation_select={doc['drag_or_animation_select']!r}; expected Drag or Animation")
+        raise ValueError(
+            f"{path}: drag_or_animation_select={doc['drag_or_animation_select']!r}; expected Drag or Animation"
+        )
     chunks = 1 if mode == "edit" else int(doc.get("block_number", 1))
     trajs, masks = [], []
     for i, t in enumerate(doc["trajectories"]):
@@ -334,8 +377,16 @@ def read_dragstream(path: str | Path) -> DragInstruction:
             trajs.append(Rotation2D(center=pts[0], start=pts[1], arms=pts[2:]))
         else:
             control = o.get("control_points")
-            trajs.append(Translation(points=pts, control_points=None if control is None else np.asarray(control, np.float64)))
+            trajs.append(
+                Translation(points=pts, control_points=None if control is None else np.asarray(control, np.float64))
+            )
         masks.append(read_mask(path.parent / t["mask_file"]))
-    return DragInstruction(mode=mode, trajectories=trajs, object_masks=masks, num_chunks=chunks,
-                           editable=read_mask(path.parent / doc["movable_area_mask_file"]),
-                           prompt=doc.get("prompt", ""), meta={"source": str(path)})
+    return DragInstruction(
+        mode=mode,
+        trajectories=trajs,
+        object_masks=masks,
+        num_chunks=chunks,
+        editable=read_mask(path.parent / doc["movable_area_mask_file"]),
+        prompt=doc.get("prompt", ""),
+        meta={"source": str(path)},
+    )

@@ -22,6 +22,7 @@ the free area (editable ∪ the object's new places) is pinned to what it was be
   note); the default keeps the optimiser's state, the paper's intent. Both are measured.
 Legend: B = 1 batch, C channels, F latent frames of the chunk, h/w token grid, H/W latent grid.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,8 +39,16 @@ from trackstream.stream.drag.adsr import mask_tokens, restandardize, splat_featu
 from trackstream.stream.drag.instructions import DragInstruction, magnitude, partial_displace
 from trackstream.stream.drag.sfso import CUTOFFS, context_filter, gaussian_map
 
-__all__ = ["DragConfig", "FrameTarget", "default_layers", "chunk_features", "reference_features", "segment_count",
-           "build_targets", "optimise_latent"]
+__all__ = [
+    "DragConfig",
+    "FrameTarget",
+    "default_layers",
+    "chunk_features",
+    "reference_features",
+    "segment_count",
+    "build_targets",
+    "optimise_latent",
+]
 
 
 @dataclass(frozen=True)
@@ -103,8 +112,9 @@ def chunk_features(recorder: FeatureRecorder, layers, grid: tuple[int, int, int]
     """The recorded blocks' attention outputs [B, L, N, D] each (or a recorded variant's) -> [B, F, C, h, w]
     (C = blocks x N x D)."""
     f, h, w = grid
-    parts = [recorder.features[layer] if variant is None else recorder.variant_features[(variant, layer)]
-             for layer in layers]
+    parts = [
+        recorder.features[layer] if variant is None else recorder.variant_features[(variant, layer)] for layer in layers
+    ]
     x = torch.cat([p.flatten(2) for p in parts], dim=-1)  # [B, L, C]
     B, _, C = x.shape
     return x.view(B, f, h, w, C).permute(0, 1, 4, 2, 3)
@@ -116,8 +126,17 @@ def _token_grid(network, z: torch.Tensor) -> tuple[int, int, int]:
 
 
 @torch.no_grad()
-def reference_features(network, cache: KVCache, z: torch.Tensor, sigma: torch.Tensor, y: Optional[torch.Tensor],
-                       layers, cutoffs, *, frame: int = -1) -> dict:
+def reference_features(
+    network,
+    cache: KVCache,
+    z: torch.Tensor,
+    sigma: torch.Tensor,
+    y: Optional[torch.Tensor],
+    layers,
+    cutoffs,
+    *,
+    frame: int = -1,
+) -> dict:
     """{cut-off: [C, h, w]} features of latent frame ``frame`` (default the last) of chunk
     ``cache.next_chunk`` with input z at noise level ``sigma``. One pass: the unfiltered features (cut-off None) are the pass's own, each
     cut-off's are the same queries attending to the low-passed window, recorded beside it."""
@@ -158,8 +177,15 @@ def _cells(mask: np.ndarray, cell: int) -> np.ndarray:
     return m.reshape(H // cell, cell, W // cell, cell).mean(axis=(1, 3)) >= 0.5
 
 
-def build_targets(reference: dict, instr: DragInstruction, frames: list[tuple[int, int]], *, token: int,
-                  patch: tuple[int, int], segments: int) -> list[list[FrameTarget]]:
+def build_targets(
+    reference: dict,
+    instr: DragInstruction,
+    frames: list[tuple[int, int]],
+    *,
+    token: int,
+    patch: tuple[int, int],
+    segments: int,
+) -> list[list[FrameTarget]]:
     """Targets of every segment: ``frames`` lists (latent frame in the chunk, instruction step k) pairs;
     ``token``: pixels per token (codec factor x patch); ``patch``: the DiT's spatial patch (latent
     cells per token). Returns [segment][frame target]."""
@@ -214,9 +240,18 @@ def _frame_maps(targets: list[FrameTarget], num_frames: int, single: bool) -> tu
     return gauss, free
 
 
-def optimise_latent(network, cache: KVCache, z: torch.Tensor, sigma: torch.Tensor, y: Optional[torch.Tensor],
-                    targets: list[list[FrameTarget]], cfg: DragConfig, *, layers, single_target: bool = False
-                    ) -> tuple[torch.Tensor, OptimLog]:
+def optimise_latent(
+    network,
+    cache: KVCache,
+    z: torch.Tensor,
+    sigma: torch.Tensor,
+    y: Optional[torch.Tensor],
+    targets: list[list[FrameTarget]],
+    cfg: DragConfig,
+    *,
+    layers,
+    single_target: bool = False,
+) -> tuple[torch.Tensor, OptimLog]:
     """Optimise the chunk's noisy latent z [1, C, F, H, W] at level ``sigma`` for ``targets``
     ([segment][frame]); the cache is read only. Returns the new z (detached) and the loss log."""
     if z.shape[0] != 1:
@@ -245,8 +280,9 @@ def optimise_latent(network, cache: KVCache, z: torch.Tensor, sigma: torch.Tenso
         for _ in range(cfg.iterations):
             c = rng.choice(variants)
             rec = FeatureRecorder(layers)
-            pred = stream_step(network.dit, cache, param, t, y=y, recorder=rec,
-                               until=max(layers) if cfg.keep == "latent" else None).pred
+            pred = stream_step(
+                network.dit, cache, param, t, y=y, recorder=rec, until=max(layers) if cfg.keep == "latent" else None
+            ).pred
             feats = chunk_features(rec, layers, grid)[0]  # [F, C, h, w]
             feat_loss = sum(((feats[ft.frame].float() - ft.features[c]).square().mean(0) * ft.mask).sum() for ft in seg)
             feat_loss = feat_loss / n_tokens

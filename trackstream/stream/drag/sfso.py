@@ -12,6 +12,7 @@ target box (sigma = 0.5 x side x (1 + padding) x scale per axis, padding 1.5, sc
 side), peak 1, several objects combined by probabilistic OR (§1.9).
 Legend: B batch, L tokens (frames x h x w, f-major), N heads, D head dim, F frames.
 """
+
 from __future__ import annotations
 
 from typing import Optional
@@ -43,20 +44,24 @@ def lowpass_tokens(x: torch.Tensor, grid: tuple[int, int], cutoff: Optional[floa
     if L % (h * w):
         raise ValueError(f"{L} tokens are not whole frames of {h}x{w}")
     y = x.float().reshape(B, L // (h * w), h, w, N, D)  # [B, F, h, w, N, D]
-    spec = torch.fft.fft2(y, dim=(2, 3)) * butterworth_lowpass(h, w, cutoff, device=x.device)[None, None, :, :, None, None]
+    spec = (
+        torch.fft.fft2(y, dim=(2, 3)) * butterworth_lowpass(h, w, cutoff, device=x.device)[None, None, :, :, None, None]
+    )
     return torch.fft.ifft2(spec, dim=(2, 3)).real.reshape(B, L, N, D).to(x.dtype)
 
 
 def context_filter(grid: tuple[int, int], cutoff: Optional[float]):
     """A ``FeatureRecorder`` variant that low-passes the window's keys and values."""
+
     def transform(layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return lowpass_tokens(k, grid, cutoff), lowpass_tokens(v, grid, cutoff)
 
     return transform
 
 
-def gaussian_map(masks: list[np.ndarray], shape: tuple[int, int], *, padding: float = 1.5,
-                 scale: float = 1.5) -> np.ndarray:
+def gaussian_map(
+    masks: list[np.ndarray], shape: tuple[int, int], *, padding: float = 1.5, scale: float = 1.5
+) -> np.ndarray:
     """[H, W] float in [0, 1]: each (warped, target-position) mask's box Gaussian, prob-OR combined.
     ``masks``: bool [H, W] each; an empty mask contributes nothing."""
     H, W = shape
