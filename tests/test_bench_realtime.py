@@ -158,7 +158,7 @@ def test_real_setups_are_the_recipes_students(name):
     """Network, size, chunking, steps and shift of each real setup are its DMD recipe's; the codec works in
     the recipe codec's latent space (the tiny decoder or the VAE of the same family)."""
     from trackstream.distill.bench import compose
-    from trackstream.train.config import codec_latent_channels, codec_spatial_factor
+    from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
 
     setup = SETUPS[name]
     typed = compose(setup.recipe)

@@ -410,3 +410,25 @@ def test_build_codec_names_and_errors():
         build_codec("tiny-ae", widht=16)
     with pytest.raises(ValueError, match="does not exist"):
         build_codec("taehv-wan2.1", checkpoint="/nonexistent/taew2_1.pth")
+
+
+def test_every_codec_has_the_facts_a_config_check_uses():
+    """``models.codec_names.CODEC_FACTS`` (read by config checks without importing the codecs) is what each
+    codec built at its default latent size reports; the widths shrink, the channel and cell sizes do not."""
+    from trackstream.models.codec_names import CODEC_FACTS, CODEC_NAMES, codec_latent_channels, codec_spatial_factor
+
+    small = {
+        "wan2.1-vae": {"base_dim": 8},
+        "wan2.2-vae": {"base_dim": 8, "decoder_base_dim": 8},
+        "tiny-ae": {"width": 16},
+    }
+    assert set(CODEC_NAMES) == set(CODEC_FACTS)
+    for name in CODEC_NAMES:
+        codec = build_codec(name, **small.get(name, {}))
+        assert (codec.latent_channels, codec.spatial_factor) == (
+            codec_latent_channels(name, {}),
+            codec_spatial_factor(name, {}),
+        ), name
+    assert codec_spatial_factor("tiny-ae", {"patch": 4}) == build_codec("tiny-ae", width=16, patch=4).spatial_factor
+    assert codec_spatial_factor("taehv-wan2.1", {"patch_size": 2}) == 16
+    assert codec_latent_channels("wan2.2-vae", {"latent_channels": 16}) == 48  # fixed by the release

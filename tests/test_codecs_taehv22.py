@@ -15,8 +15,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra_helpers import compose_job
 from safetensors.torch import save_file
 
+from trackstream.models.codec_names import CODEC_FACTS, codec_latent_channels, codec_spatial_factor
 from trackstream.models.codecs import TAEHV, TAEHV_RELEASES, build_codec
-from trackstream.train.config import TAEHV_SIZES, codec_latent_channels, codec_spatial_factor, validate
+from trackstream.train.config import validate
 
 
 def official_shapes(latent_channels: int, patch: int) -> dict[str, tuple[int, ...]]:
@@ -174,9 +175,10 @@ def test_train_config_codec_facts():
     assert codec_latent_channels("taehv-wan2.2", {}) == 48
     assert codec_spatial_factor("taehv-wan2.2", {}) == 16
     assert (codec_latent_channels("taehv-wan2.1", {}), codec_spatial_factor("taehv-wan2.1", {})) == (16, 8)
-    # the config-side table repeats the codec presets; the two must not drift apart
+    # the config-side facts repeat the codec presets; the two must not drift apart
     for name, (config, _) in TAEHV_RELEASES.items():
-        assert TAEHV_SIZES[name] == (config.latent_channels, config.patch_size)
+        facts = CODEC_FACTS[name]
+        assert (facts.latent_channels, facts.spatial_factor) == (config.latent_channels, 8 * config.patch_size)
         codec = build_codec(name)
         assert codec.spatial_factor == codec_spatial_factor(name, {})
         assert codec.latent_channels == codec_latent_channels(name, {})

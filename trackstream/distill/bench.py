@@ -85,7 +85,7 @@ def _network(typed, *, clean_first_frame: bool = False):
 
 def _shapes(typed, net) -> dict:
     """The pair folder's per-sample shapes for this recipe (B, T, F, C, h, w, text tokens, tracks)."""
-    from trackstream.train.config import codec_spatial_factor
+    from trackstream.models.codec_names import codec_spatial_factor
 
     d = typed.data
     s = codec_spatial_factor(typed.codec.name, dict(typed.codec.options))

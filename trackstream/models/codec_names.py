@@ -1,4 +1,52 @@
-"""The codec names ``models.codecs.build_codec`` accepts, in a module of their own so that checking a
-config (train.codec.CodecConfig) does not import the codecs (and diffusers through them)."""
+"""The codecs ``models.codecs.build_codec`` accepts and the facts a config check needs about each, in a
+module of their own so that checking a config (train.codec.CodecConfig, train.config) does not import the
+codecs (and diffusers through them). ``tests/test_codecs.py`` builds every codec and holds it to these facts.
+"""
 
-CODEC_NAMES = ("wan2.1-vae", "wan2.2-vae", "taehv-wan2.1", "taehv-wan2.2", "tiny-ae")
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+__all__ = ["CODEC_NAMES", "CodecFacts", "CODEC_FACTS", "codec_spatial_factor", "codec_latent_channels"]
+
+
+@dataclass(frozen=True)
+class CodecFacts:
+    """Latent channels and pixels per latent cell of a codec at its defaults, and the options that change them."""
+
+    latent_channels: int
+    spatial_factor: int
+    patch_option: Optional[str] = None  # option scaling the spatial factor (cell = base * option value)
+    patch_base: int = 1
+    channels_option: bool = True  # whether ``latent_channels`` may be set in the options
+
+    def spatial(self, options: dict) -> int:
+        if self.patch_option is None or self.patch_option not in options:
+            return self.spatial_factor
+        return self.patch_base * int(options[self.patch_option])
+
+    def channels(self, options: dict) -> int:
+        return (
+            int(options.get("latent_channels", self.latent_channels)) if self.channels_option else self.latent_channels
+        )
+
+
+CODEC_FACTS: dict[str, CodecFacts] = {
+    "wan2.1-vae": CodecFacts(16, 8),  # 8x spatial, 4x temporal, 16 channels
+    "wan2.2-vae": CodecFacts(48, 16, channels_option=False),  # 16x spatial (2x2 patch over the 8x VAE)
+    "taehv-wan2.1": CodecFacts(16, 8, patch_option="patch_size", patch_base=8),  # the taew2_1 release
+    "taehv-wan2.2": CodecFacts(48, 16, patch_option="patch_size", patch_base=8),  # taew2_2: 2x2 pixel patch
+    "tiny-ae": CodecFacts(16, 8, patch_option="patch", patch_base=1),  # the embedded world's codec
+}
+CODEC_NAMES = tuple(CODEC_FACTS)
+
+
+def codec_spatial_factor(name: str, options: dict) -> int:
+    """Pixels per latent cell of a configured codec (``options``: its ``codec.options``)."""
+    return CODEC_FACTS[name].spatial(options)
+
+
+def codec_latent_channels(name: str, options: dict) -> int:
+    """Latent channels of a configured codec."""
+    return CODEC_FACTS[name].channels(options)

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from trackstream.data.clips import DataConfig
 from trackstream.diffusion.samplers import SamplerConfig
 from trackstream.eval.teacher_eval import EvalConfig
+from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
 from trackstream.models.motion_wan import ModelConfig, latent_channels
 from trackstream.models.tracks import TEMPORAL_FACTOR
 from trackstream.stream.chunks import check_first_chunk, first_chunk_given, whole_chunks
@@ -132,30 +133,6 @@ def resolved_container(cfg: DictConfig) -> dict:
     plain = OmegaConf.to_container(cfg, resolve=False)
     plain.pop("hydra", None)
     return OmegaConf.to_container(OmegaConf.create(plain), resolve=True)
-
-
-# TAEHV release presets as (latent channels, pixel patch): the defaults of models.codecs.taehv.TAEHV_RELEASES,
-# repeated here because checking a config must not import the codecs (tests keep the two equal).
-TAEHV_SIZES = {"taehv-wan2.1": (16, 1), "taehv-wan2.2": (48, 2)}
-
-
-def codec_spatial_factor(name: str, options: dict) -> int:
-    """Pixels per latent cell of a configured codec (Wan 2.1 VAE 8, Wan 2.2 VAE 16, TAEHV 8 x patch, tiny AE patch)."""
-    if name == "tiny-ae":
-        return int(options.get("patch", 8))
-    if name in TAEHV_SIZES:
-        return 8 * int(options.get("patch_size", TAEHV_SIZES[name][1]))
-    if name == "wan2.2-vae":
-        return 16
-    return 8
-
-
-def codec_latent_channels(name: str, options: dict) -> int:
-    """Latent channels of a configured codec: 48 for the Wan 2.2 VAE and taehv-wan2.2, else 16 unless set."""
-    if name == "wan2.2-vae":
-        return 48
-    default = TAEHV_SIZES[name][0] if name in TAEHV_SIZES else 16
-    return int(options.get("latent_channels", default))
 
 
 def _cross_checks(cfg: TrainConfig) -> None:
