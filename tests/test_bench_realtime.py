@@ -10,8 +10,8 @@ import math
 import pytest
 import torch
 
-from trackstream.eval.bench_realtime import REAL_SETUPS, SETUPS, LiveTracks
-from trackstream.eval.bench_realtime import main as bench_realtime
+from trackstream.bench.realtime import REAL_SETUPS, SETUPS, LiveTracks
+from trackstream.bench.realtime import main as bench_realtime
 
 # the smallest request that still has a chunk-5+ window: chunks 5 and 6 timed, 2 chunks broken down
 FAST = ["--first", "5", "--last", "6", "--breakdown-chunks", "2", "--matmul-size", "128"]
@@ -95,7 +95,7 @@ class _OldEngine:
 
 
 def test_a_mode_the_engine_lacks_is_one_table_line(tmp_path, monkeypatch, capsys):
-    import trackstream.eval.bench_realtime as br
+    import trackstream.bench.realtime as br
 
     monkeypatch.setattr(br, "StreamingGenerator", _OldEngine)
     result = bench_realtime(["--setup", "tiny", "--mode", "eager,compiled", *FAST, "--out", str(tmp_path / "r.json")])
@@ -107,7 +107,7 @@ def test_a_mode_the_engine_lacks_is_one_table_line(tmp_path, monkeypatch, capsys
 
 
 def test_a_mode_the_engine_refuses_is_one_table_line(tmp_path, monkeypatch):
-    import trackstream.eval.bench_realtime as br
+    import trackstream.bench.realtime as br
 
     class Refusing:
         def __init__(self, network, codec, *, config, fast=True, compile=False, overlap_decode=False, timings=False):
@@ -125,7 +125,7 @@ def test_pass_flops_agree_with_torchs_flop_counter():
     from torch.nn.attention import SDPBackend, sdpa_kernel
     from torch.utils.flop_counter import FlopCounterMode
 
-    from trackstream.eval.throughput import chunk_flops
+    from trackstream.bench.throughput import chunk_flops
     from trackstream.models.causal import CausalConfig, new_cache, stream_step
     from trackstream.models.flavors import build_wan
 
@@ -157,7 +157,7 @@ def test_live_tracks_cover_each_chunks_frames_inside_the_frame():
 def test_real_setups_are_the_recipes_students(name):
     """Network, size, chunking, steps and shift of each real setup are its DMD recipe's; the codec works in
     the recipe codec's latent space (the tiny decoder or the VAE of the same family)."""
-    from trackstream.distill.bench import compose
+    from trackstream.bench.distill import compose
     from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
 
     setup = SETUPS[name]
@@ -177,7 +177,7 @@ def test_real_setups_are_the_recipes_students(name):
 def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
     """tiny_dmd and tiny_ode_init as configured (one sample), and the 5B DMD recipe (ti2v, given first chunk,
     121 frames, clean first frame) with a 64-wide, one-block DiT at 64x128."""
-    from trackstream.distill.bench import main as bench_distill
+    from trackstream.bench.distill import main as bench_distill
 
     out = tmp_path / "distill.json"
     common = ["--batch", "1", "--steps", "1", "--warmup", "0", "--out", str(out)]

@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 
-from trackstream.eval.bench_stream import main as bench_stream
+from trackstream.bench.stream import main as bench_stream
+from trackstream.bench.train import REAL_CONFIGS, bench
 from trackstream.models.motion_wan import build_motion_wan
-from trackstream.train.bench_train import REAL_CONFIGS, bench
 from trackstream.train.teacher import TeacherConfig
 
 SMALL = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
@@ -80,7 +80,7 @@ def test_bench_stream_runs_on_the_tiny_flavor(tmp_path):
 
 
 def test_bench_train_times_the_tiny_teacher_at_its_codec_latent_size(capsys):
-    from trackstream.train.bench_train import main
+    from trackstream.bench.train import main
 
     main(["--steps", "1", "--warmup", "0", "--threads", "1"])
     out = json.loads(capsys.readouterr().out)
@@ -90,7 +90,7 @@ def test_bench_train_times_the_tiny_teacher_at_its_codec_latent_size(capsys):
 
 
 def test_bench_drag_times_plain_and_dragged_chunks(tmp_path):
-    from trackstream.eval.bench_drag import main as bench_drag
+    from trackstream.bench.drag import main as bench_drag
 
     out = tmp_path / "drag.json"
     res = bench_drag(

@@ -205,7 +205,7 @@ def test_eval_refuses_cuda_without_a_gpu_naming_the_field():
         "trackstream.stream.generate",
         "trackstream.stream.drag.__main__",
         "trackstream.eval.drag_bench",
-        "trackstream.eval.bench_drag",
+        "trackstream.bench.drag",
     ],
 )
 def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
@@ -238,7 +238,7 @@ def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
             "o",
         ],
         "trackstream.eval.drag_bench": ["--student", "s", "--codec", "c", "--out", "o"],
-        "trackstream.eval.bench_drag": [],
+        "trackstream.bench.drag": [],
     }[module]
     with pytest.raises(SystemExit) as stop:
         main([*required, "--device", "cuda"])
@@ -302,7 +302,7 @@ def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_p
 
 def test_drag_bench_and_bench_drag_honour_device_and_dtype(export, loads, monkeypatch, tmp_path):
     import trackstream.eval.drag_bench as drag_bench
-    from trackstream.eval.bench_drag import main as bench
+    from trackstream.bench.drag import main as bench
 
     class Loaded(Exception):
         pass

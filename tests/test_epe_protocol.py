@@ -105,10 +105,10 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
     from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
     from trackstream.models.conditioner import load_export
+    from trackstream.pipeline.release import ASSET_DIR
     from trackstream.pipeline.ship_student import STUDENT_DIR
     from trackstream.stream.chunks import StreamConfig
     from trackstream.stream.engine import StreamingGenerator
-    from trackstream.train.release import ASSET_DIR
 
     cfg = OmegaConf.to_container(OmegaConf.load(ASSET_DIR / "config.yaml"), resolve=True)
     data = DataConfig(**{**cfg["data"], "eval_samples": 2})

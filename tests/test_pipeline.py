@@ -70,7 +70,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
         timeout=300,
     )
     assert shipped.returncode == 0, shipped.stderr[-2000:]
-    from trackstream.train.release import ReleaseError, verify_release
+    from trackstream.pipeline.release import ReleaseError, verify_release
 
     manifest = verify_release(dest)
     assert (

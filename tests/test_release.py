@@ -1,4 +1,4 @@
-"""The release machinery (trackstream/train/release.py): manifest + sha256 checks, the resume bundle, export."""
+"""The release machinery (trackstream/pipeline/release.py): manifest + sha256 checks, the resume bundle, export."""
 
 import json
 import tarfile
@@ -6,7 +6,7 @@ import tarfile
 import pytest
 import torch
 
-from trackstream.train.release import (
+from trackstream.pipeline.release import (
     ReleaseError,
     export_release,
     logged_losses,

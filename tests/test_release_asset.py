@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trackstream.train.release import ASSET_DIR, logged_losses, verify_release
+from trackstream.pipeline.release import ASSET_DIR, logged_losses, verify_release
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-3  # relative; the same machine reproduces them exactly, another CPU model may round differently
@@ -97,7 +97,7 @@ def test_the_shipped_teacher_follows_tracks():
     from trackstream.models.codecs import build_codec
     from trackstream.models.conditioner import Conditioner
     from trackstream.models.text_encoders import build_text_encoder
-    from trackstream.train.release import load_release
+    from trackstream.pipeline.release import load_release
 
     net, codec_path, manifest = load_release(ASSET_DIR)
     net.eval().requires_grad_(False)

@@ -1,4 +1,4 @@
-"""train.stage_runner: a stage's output goes to its console.log, its command to the pipeline log,
+"""pipeline.stage_runner: a stage's output goes to its console.log, its command to the pipeline log,
 and a failure is one line naming the logs."""
 
 import os
@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from trackstream.train.stage_runner import StageFailed, run_logged
+from trackstream.pipeline.stage_runner import StageFailed, run_logged
 
 CHILD = """
 import json, pathlib, sys, time

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from trackstream.eval.report import targets, write_report
 from trackstream.eval.stream_eval import drift_summary, input_tracks, stream_nfe
+from trackstream.pipeline.report import targets, write_report
 from trackstream.stream.chunks import StreamConfig
 
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import torch
 
+from trackstream.pipeline.release import ASSET_DIR, sha256, verify_release
 from trackstream.pipeline.ship_student import STUDENT_DIR
-from trackstream.train.release import ASSET_DIR, sha256, verify_release
 
 
 def test_the_shipped_student_is_intact_and_says_how_it_was_made():

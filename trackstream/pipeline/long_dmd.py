@@ -149,7 +149,7 @@ class Progress(threading.Thread):
 def run(
     run_dir: Path, sizes: Sizes, *, pack_dir: Path = PACK_DIR, fresh: bool = False, report_every: float = 300
 ) -> dict:
-    from trackstream.train.release import ASSET_DIR
+    from trackstream.pipeline.release import ASSET_DIR
 
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "sizes.json").is_file() and not fresh and (pack_dir / "state.pt").is_file():
@@ -188,7 +188,7 @@ def run(
 
 def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
     """The resumable state -> ``pack_dir/state.pt`` (overwritten); new snapshots' EMA -> ``pack_dir/snapshots``."""
-    from trackstream.train.release import git_commit
+    from trackstream.pipeline.release import git_commit
 
     run_dir = Path(run_dir).resolve()
     ckpt = find_latest(run_dir / "dmd" / "checkpoints")

@@ -3,7 +3,7 @@
 shipped teacher (assets/tiny-teacher, sha256-checked) -> a short fine-tune with mid-frame masking
 -> ODE pairs -> ODE init -> Self-Forcing DMD -> streaming generation of held-out first frames +
 tracks -> report. MotionStream starts from pretrained Wan weights; the embedded job starts from a
-teacher trained once for hours of CPU (``python -m trackstream.train.release``), and ``--sizes scratch`` trains
+teacher trained once for hours of CPU (``python -m trackstream.pipeline.release``), and ``--sizes scratch`` trains
 that teacher from nothing first (its release recipe, hours). Each training stage is the ordinary
 Hydra app (``python -m trackstream.train experiment=...``) in its own sub-directory of the run directory, so
 every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
@@ -135,7 +135,7 @@ def stage_foundation(run_dir: Path, state: dict) -> dict:
 
 def _train(run_dir: Path, name: str, overrides: list[str]) -> dict:
     """One stage through the real CLI (resumes from its checkpoints; skipped when already done)."""
-    from trackstream.train.stage_runner import StageFailed, run_logged
+    from trackstream.pipeline.stage_runner import StageFailed, run_logged
 
     stage_dir = (run_dir / name).resolve()
     results = stage_dir / "results.json"
@@ -171,7 +171,7 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
     """The motion-conditioned teacher: the shipped one, briefly fine-tuned (or trained from nothing)."""
     sizes: Sizes = state["sizes"]
     if sizes.teacher_from == "release":
-        from trackstream.train.release import ReleaseError, verify_release
+        from trackstream.pipeline.release import ReleaseError, verify_release
 
         asset = Path(state["release"]).resolve()
         try:
@@ -369,7 +369,7 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
 
 def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
     """``release``: the teacher release folder to start from (default: the shipped assets/tiny-teacher)."""
-    from trackstream.train.release import ASSET_DIR
+    from trackstream.pipeline.release import ASSET_DIR
 
     run_dir.mkdir(parents=True, exist_ok=True)
     check_preset(run_dir, sizes)
@@ -384,7 +384,7 @@ def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
         result = fn(run_dir, state)
         stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), **result}
         print(f"[pipeline] {name:10s} done in {stages[name]['seconds']:7.1f} s", flush=True)
-    from trackstream.eval.report import read_metrics, write_report
+    from trackstream.pipeline.report import read_metrics, write_report
 
     figures = dict(state.get("figures", {}))
     figures["stages"] = stages
@@ -394,7 +394,7 @@ def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
     figures["total_cpu_seconds"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 2)
     metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in ("teacher", "ode_init", "dmd")}
     if sizes.teacher_from == "release":  # the shipped teacher's own training curve, then its fine-tune here
-        from trackstream.train.release import release_curve
+        from trackstream.pipeline.release import release_curve
 
         metrics = {
             "teacher release": release_curve(state["release"]),

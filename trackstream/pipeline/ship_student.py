@@ -7,7 +7,7 @@ The folder is what the demo's browser test and a person without the time for ``m
 from: ``student/`` (the DMD export: Wan DiT files, heads, network.json), ``config.yaml`` (the DMD
 stage's resolved config: the world the scenes come from) and ``manifest.json``: the command, the
 commit the run was made from, steps and wall time per stage, seeds, the run's held-out figures and
-the sha256 of every file (``train.release.verify_release`` checks them). The codec is the teacher
+the sha256 of every file (``pipeline.release.verify_release`` checks them). The codec is the teacher
 release's (``assets/tiny-teacher/codec.pt``, recorded by its sha256), not copied.
 """
 
@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from trackstream.train.release import ASSET_DIR, MAX_BYTES, ReleaseError, git_commit, sha256
+from trackstream.pipeline.release import ASSET_DIR, MAX_BYTES, ReleaseError, git_commit, sha256
 
 __all__ = ["STUDENT_DIR", "ship_student"]
 

@@ -1,8 +1,8 @@
 """Runtime factor of DragStream: seconds per generated frame while dragging with I iterations over the
 same chunks streamed without dragging (random weights; speed only).
 
-    python -m trackstream.eval.bench_drag                                      # tiny student at 64x64, CPU
-    python -m trackstream.eval.bench_drag --flavor wan1.3b --device cuda       # the 1.3B recipe's student at 832x480, bf16
+    python -m trackstream.bench.drag                                      # tiny student at 64x64, CPU
+    python -m trackstream.bench.drag --flavor wan1.3b --device cuda       # the 1.3B recipe's student at 832x480, bf16
 
 Per round, from the same stream state: one chunk streamed plainly (K sampler steps + the clean
 cache pass + decode) and the same chunk animated by a one-token translation of a box (one coarse-to-

@@ -1,7 +1,7 @@
 """A short scaling study of tiny-teacher recipes: held-out EPE and PSNR against training minutes.
 
-    python -m trackstream.train.teacher_study --out /tmp/teacher-study [--recipes 4px-2L-17f,8px-2L-17f] [--parallel 2]
-    python -m trackstream.train.teacher_study --out /tmp/teacher-study --plot docs/teacher_study
+    python -m trackstream.studies.teacher_study --out /tmp/teacher-study [--recipes 4px-2L-17f,8px-2L-17f] [--parallel 2]
+    python -m trackstream.studies.teacher_study --out /tmp/teacher-study --plot docs/teacher_study
 
 Each recipe is the ordinary teacher CLI (``python -m trackstream.train experiment=...``) with a few overrides,
 trained for a budget of steps chosen to cost about the same single-thread minutes, on one thread

@@ -1,8 +1,8 @@
 """Training-step benchmark of the motion-conditioned teacher.
 
-    python -m trackstream.train.bench_train                       # tiny teacher (the tiny_teacher experiment) on CPU;
+    python -m trackstream.bench.train                       # tiny teacher (the tiny_teacher experiment) on CPU;
                                                      # on a GPU also the real 1.3B teacher at 832x480
-    python -m trackstream.train.bench_train --real --steps 10     # only the real config (GPU)
+    python -m trackstream.bench.train --real --steps 10     # only the real config (GPU)
 
 What is timed: one optimizer update of ``FlowMatchingObjective`` with the experiment's stage settings (timestep/noise/dropout
 sampling, track rasterisation, forward, weighted flow-matching loss, backward, clip, AdamW,
@@ -33,7 +33,7 @@ from pathlib import Path
 
 import torch
 
-from trackstream.eval.timing import time_calls
+from trackstream.bench.timing import time_calls
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.train.ema import EMA, EMAConfig

@@ -1,9 +1,9 @@
 """End-to-end realtime benchmark of what a user sees: the real streaming engine on a random-weight student.
 
-    python -m trackstream.eval.bench_realtime                                   # tiny student, CPU (the smoke setup)
-    python -m trackstream.eval.bench_realtime --setup wan1.3b-480p-taehv --mode both        # GPU, bf16
-    python -m trackstream.eval.bench_realtime --setup wan1.3b-480p-wanvae,wan5b-704p-taehv,wan5b-704p-wanvae
-    python -m trackstream.eval.bench_realtime --setup wan5b-704p-taehv --layers 2 --height 128 --width 256 --device cpu
+    python -m trackstream.bench.realtime                                   # tiny student, CPU (the smoke setup)
+    python -m trackstream.bench.realtime --setup wan1.3b-480p-taehv --mode both        # GPU, bf16
+    python -m trackstream.bench.realtime --setup wan1.3b-480p-wanvae,wan5b-704p-taehv,wan5b-704p-wanvae
+    python -m trackstream.bench.realtime --setup wan5b-704p-taehv --layers 2 --height 128 --width 256 --device cpu
                                                                     # CPU rehearsal of a real setup, cut down
 
 Per setup (``SETUPS``: the student of a real recipe, its codec, size, chunking, steps and shift) and mode
@@ -19,7 +19,7 @@ produced on the host chunk by chunk:
 3. a breakdown request with ``timings=True`` (synchronised per phase, so apart from the frames/s run):
    condition / DiT (K noisy passes + the clean commit) / decode / host seconds per chunk (the engine's),
    the track source's host seconds (measured here: the engine's chunk time starts after it), and the
-   DiT's achieved TFLOP/s (``eval.throughput``: analytic FLOPs of the passes) over a plain matmul
+   DiT's achieved TFLOP/s (``bench.throughput``: analytic FLOPs of the passes) over a plain matmul
    measured in the same run.
 The prompt's text-encoder output and the first frame's CLIP tokens are random tensors of their real
 shapes (encoded once per request by frozen encoders, not part of the stream). A mode the engine does
@@ -47,8 +47,8 @@ from typing import Optional
 
 import torch
 
-from trackstream.eval.throughput import chunk_flops, matmul_tflops
-from trackstream.eval.timing import environment
+from trackstream.bench.throughput import chunk_flops, matmul_tflops
+from trackstream.bench.timing import environment
 from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan

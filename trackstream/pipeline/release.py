@@ -1,10 +1,10 @@
 """The shipped tiny teacher: train it (resumably, across machines), export it, verify it.
 
-    python -m trackstream.train.release start  --run-dir /tmp/release      # the release command, recorded first
-    python -m trackstream.train.release pack   --run-dir /tmp/release      # -> assets/tiny-teacher-resume.tar
-    python -m trackstream.train.release unpack --run-dir /tmp/release      # a new machine continues from it
-    python -m trackstream.train.release export --run-dir /tmp/release      # -> assets/tiny-teacher/ + manifest.json
-    python -m trackstream.train.release verify                             # sha256 of every shipped file
+    python -m trackstream.pipeline.release start  --run-dir /tmp/release      # the release command, recorded first
+    python -m trackstream.pipeline.release pack   --run-dir /tmp/release      # -> assets/tiny-teacher-resume.tar
+    python -m trackstream.pipeline.release unpack --run-dir /tmp/release      # a new machine continues from it
+    python -m trackstream.pipeline.release export --run-dir /tmp/release      # -> assets/tiny-teacher/ + manifest.json
+    python -m trackstream.pipeline.release verify                             # sha256 of every shipped file
 
 A release checkpoint is what a user starts from, as MotionStream starts from Wan: the exported
 network (official Wan DiT files + heads), the codec it was trained with and the resolved config,
@@ -140,7 +140,7 @@ def verify_release(directory: Path | str = ASSET_DIR) -> dict:
     if not manifest_path.is_file():
         raise ReleaseError(
             f"{directory}: no manifest.json; this is not a release folder (export one with "
-            f"`python -m trackstream.train.release export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
+            f"`python -m trackstream.pipeline.release export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
         )
     manifest = json.loads(manifest_path.read_text())
     missing, altered = [], []
@@ -182,7 +182,7 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
     if results.get("status") != "done":
         raise ReleaseError(
             f"{run_dir}: the release run has not finished (results.json status "
-            f"{results.get('status')!r}); resume it with `python -m trackstream.train.release start --run-dir {run_dir}`"
+            f"{results.get('status')!r}); resume it with `python -m trackstream.pipeline.release start --run-dir {run_dir}`"
         )
     record = json.loads((run_dir / "release_run.json").read_text()) if (run_dir / "release_run.json").is_file() else {}
     if dest.exists():
@@ -334,7 +334,7 @@ def start(run_dir: Path, extra: list[str], *, until: int | None = None, threads:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m trackstream.train.release", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m trackstream.pipeline.release", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["start", "pack", "unpack", "export", "verify"])
     ap.add_argument("--run-dir", type=Path, help="the release run's directory (outside the repository)")
     ap.add_argument("--dest", type=Path, default=ASSET_DIR, help="release folder (export / verify)")

@@ -17,10 +17,10 @@ hits every point alike. A K-step sampler costs K+1 such forwards per chunk (K no
 Reports the latency ratio chunk200/chunk5 (rolling target <= 1.05 with flat memory) against
 the growth of full context. Full context that runs out of GPU memory stops there (recorded).
 
-    python -m trackstream.eval.bench_stream                                   # tiny, CPU
-    python -m trackstream.eval.bench_stream --flavor wan2.1-t2v-1.3b --device cuda --dtype bfloat16 \\
+    python -m trackstream.bench.stream                                   # tiny, CPU
+    python -m trackstream.bench.stream --flavor wan2.1-t2v-1.3b --device cuda --dtype bfloat16 \\
         --height 480 --width 832                                  # real 1.3B, random weights
-    python -m trackstream.eval.bench_stream --flavor wan2.2-ti2v-5b --device cuda   # 5B at 1280x704 (48-ch latents, H/16)
+    python -m trackstream.bench.stream --flavor wan2.2-ti2v-5b --device cuda   # 5B at 1280x704 (48-ch latents, H/16)
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Step benchmarks of the distillation stages: a DMD critic update, a DMD generator update, an ODE-init update.
 
-    python -m trackstream.distill.bench                                   # tiny_dmd + tiny_ode_init on CPU
-    python -m trackstream.distill.bench --real                            # the four real recipes (GPU, bf16)
-    python -m trackstream.distill.bench --configs dmd_wan1.3b_480p --steps 5
-    python -m trackstream.distill.bench --configs dmd_wan2.2_5b_704p --override +model.overrides.num_layers=2 \\
+    python -m trackstream.bench.distill                                   # tiny_dmd + tiny_ode_init on CPU
+    python -m trackstream.bench.distill --real                            # the four real recipes (GPU, bf16)
+    python -m trackstream.bench.distill --configs dmd_wan1.3b_480p --steps 5
+    python -m trackstream.bench.distill --configs dmd_wan2.2_5b_704p --override +model.overrides.num_layers=2 \\
         --override data.height=64 --override data.width=128 --batch 1    # a cut-down CPU rehearsal
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
@@ -39,10 +39,10 @@ from pathlib import Path
 
 import torch
 
+from trackstream.bench.timing import environment, time_calls
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
-from trackstream.eval.timing import environment, time_calls
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
@@ -283,7 +283,7 @@ def run_config(name: str, overrides: list[str], *, repeats: int, warmup: int, ru
     if fn is None:
         raise ValueError(
             f"--configs {name}: stage {typed.stage.name!r} has no step benchmark here (dmd, ode_init); "
-            "the teacher's is python -m trackstream.train.bench_train"
+            "the teacher's is python -m trackstream.bench.train"
         )
     device = runtime.device
     try:

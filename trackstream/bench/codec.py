@@ -1,7 +1,7 @@
 """Codec speed benchmark: full vs streaming decode (and encode) for every codec, in one run.
 
-    python -m trackstream.eval.bench_codec                      # CPU-sized: 6 latents -> 21 frames at 64x64
-    python -m trackstream.eval.bench_codec --device cuda --dtype bfloat16 --height 480 --width 832 --latents 21
+    python -m trackstream.bench.codec                      # CPU-sized: 6 latents -> 21 frames at 64x64
+    python -m trackstream.bench.codec --device cuda --dtype bfloat16 --height 480 --width 832 --latents 21
 
 Weights are random (architecture speed only; no checkpoint is needed). The Wan VAE is the real
 released configuration. Reported: seconds per call (median of --repeats after one warm-up),
@@ -15,7 +15,7 @@ import statistics
 
 import torch
 
-from trackstream.eval.timing import time_calls
+from trackstream.bench.timing import time_calls
 from trackstream.models.codecs import CODEC_NAMES, VideoCodec, build_codec
 
 
