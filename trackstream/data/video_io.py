@@ -177,9 +177,21 @@ def _short(e: Exception, limit: int = 200) -> str:
     return msg[:limit]
 
 
+def from_uint8(x) -> torch.Tensor:
+    """uint8 pixels (numpy or tensor, any layout) -> float in [-1, 1], the same layout: the one conversion."""
+    x = torch.from_numpy(np.ascontiguousarray(x)) if isinstance(x, np.ndarray) else x
+    return x.float() / 127.5 - 1
+
+
 def image_tensor(frame: np.ndarray) -> torch.Tensor:
     """One uint8 frame [H, W, 3] (RGB) -> [1, 3, H, W] float in [-1, 1] (a stream's first frame)."""
-    return torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    return from_uint8(frame).permute(2, 0, 1)[None]
+
+
+def video_tensor(frames) -> torch.Tensor:
+    """uint8 video [T, H, W, 3] or videos [B, T, H, W, 3] (RGB) -> [B, 3, T, H, W] float in [-1, 1]."""
+    x = from_uint8(frames)
+    return (x[None] if x.ndim == 4 else x).permute(0, 4, 1, 2, 3)
 
 
 def to_uint8(video: torch.Tensor) -> np.ndarray:

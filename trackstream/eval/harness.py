@@ -24,6 +24,7 @@ from typing import Optional
 
 import numpy as np
 
+from trackstream.data.video_io import video_tensor
 from trackstream.eval.benchmarks import Sample
 from trackstream.eval.frechet import frechet_from_features
 from trackstream.eval.metrics import frozen_epe, motion_epe, video_psnr, video_ssim
@@ -96,7 +97,9 @@ def reference_rows(samples: list[Sample]) -> dict[str, dict[str, np.ndarray]]:
 def _lpips(model, video: np.ndarray, gt: np.ndarray) -> float:
     import torch
 
-    to = lambda v: torch.from_numpy(np.ascontiguousarray(v[1:])).permute(0, 3, 1, 2).float() / 127.5 - 1  # noqa: E731
+    def to(v):  # [T, H, W, 3] uint8 -> [T - 1, 3, H, W] in [-1, 1], frame 0 (given) left out
+        return video_tensor(v[1:])[0].transpose(0, 1)
+
     with torch.no_grad():
         return float(model(to(video), to(gt)).mean())
 

@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 from trackstream.data.clips import DataConfig, heldout_clips
 from trackstream.data.trackers import build_tracker
-from trackstream.data.video_io import to_uint8
+from trackstream.data.video_io import to_uint8, video_tensor
 from trackstream.eval.metrics import EPE_TRACKER, EPE_TRACKERS, frozen_epe, motion_epe
 from trackstream.models.codecs import build_codec
 
@@ -75,7 +75,7 @@ def oracle_copy_epe(
     picks): ``epe_copy@<q>px`` per quantum q (one DiT token, one latent cell)."""
     from trackstream.eval.stream_eval import input_tracks
 
-    video = torch.stack([torch.from_numpy(c["frames"]) for c in clips]).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
+    video = video_tensor(np.stack([c["frames"] for c in clips]))  # [B, 3, T, H, W] in [-1, 1]
     lat = codec.encode(video).float()  # [B, C, F, h, w]
     sf = codec.spatial_factor
     trk = build_tracker(tracker)

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from trackstream.data.trackers import build_tracker
-from trackstream.data.video_io import image_tensor, to_uint8
+from trackstream.data.video_io import image_tensor, to_uint8, video_tensor
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, motion_epe, video_psnr, video_ssim
 from trackstream.models.conditioner import load_export
 from trackstream.models.precision import synchronize
@@ -121,7 +121,7 @@ def evaluate_stream_motion(
     for start in range(0, len(clips), cfg.batch_size):
         batch = clips[start : start + cfg.batch_size]
         B = len(batch)
-        first = torch.stack([torch.from_numpy(c["frames"][0]).permute(2, 0, 1) for c in batch]).float() / 127.5 - 1
+        first = torch.cat([image_tensor(c["frames"][0]) for c in batch])  # [B, 3, H, W]
         tr, vi, counts = input_tracks(batch, cfg.num_tracks)
         T = tr.shape[1]
         text, lens = text_fn([c["caption"] for c in batch])
@@ -202,7 +202,7 @@ def long_rollout(
         first = image_tensor(clip["frames"][0])
         tr, vi, _ = input_tracks([clip], num_tracks)
         T = tr.shape[1]
-        gt = torch.from_numpy(clip["frames"]).permute(3, 0, 1, 2)[None].float() / 127.5 - 1  # [1, 3, T, H, W]
+        gt = video_tensor(clip["frames"])  # [1, 3, T, H, W]
         gt = gt.to(engine.device)  # compared with the stream's frames and latents, which live there
         gt_lat = codec.encode(gt).float()
         unrelated = 2.0 * float(gt_lat.float().var(dim=(0, 2, 3, 4)).mean())  # E|x - y|^2, x, y independent

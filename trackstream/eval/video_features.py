@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from trackstream.data.video_io import video_tensor
+
 __all__ = ["FVD_FRAMES", "load_i3d", "i3d_features", "codec_video_features"]
 
 FVD_FRAMES = 16
@@ -82,8 +84,7 @@ def codec_video_features(codec, videos, *, frames: int = FVD_FRAMES + 1, batch_s
     device = next(codec.parameters()).device
     feats = []
     for start in range(0, len(clips), batch_size):
-        x = torch.from_numpy(np.stack(clips[start : start + batch_size])).to(device)
-        x = x.permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # [B, 3, T, H, W] in [-1, 1]
+        x = video_tensor(torch.from_numpy(np.stack(clips[start : start + batch_size])).to(device))  # [B, 3, T, H, W]
         z = codec.encode(x).float()  # [B, C, F, h, w]
         stats = torch.cat([z.mean(dim=(3, 4)), z.std(dim=(3, 4))], dim=1)  # [B, 2C, F]
         feats.append(stats.flatten(1).double().cpu().numpy())
