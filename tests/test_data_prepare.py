@@ -267,6 +267,13 @@ def test_hydra_cli(videos, tmp_path):
     report = json.load(open(out / "report.json"))
     assert report["num_samples"] == 2 and report["skipped"] == [{"path": "empty.mp4", "reason": "empty_file"}]
     assert json.load(open(out / "index.json"))["shards"] == [{"name": "shard-000000.tar", "num_samples": 2}]
+    # every input skipped (here: only the empty file) is an error with the reasons, not a silent 0 shards
+    (tmp_path / "bad").mkdir()
+    for ext in (".mp4", ".txt"):
+        os.link(os.path.join(videos, "empty" + ext), tmp_path / "bad" / ("empty" + ext))
+    bad = [*cmd[:3], f"input={tmp_path / 'bad'}", f"output={tmp_path / 'bad_out'}", *cmd[5:]]
+    res = subprocess.run(bad, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode != 0 and "prepare wrote no sample: all 1 inputs were skipped (empty_file x1)" in res.stderr
 
 
 def test_hydra_config_composes_with_tracker_preset():

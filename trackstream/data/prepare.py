@@ -39,6 +39,13 @@ def main(cfg: DictConfig) -> None:
     brief = {k: summary[k] for k in ("complete", "num_inputs", "num_samples", "num_skipped", "skipped_by_reason")}
     print(json.dumps(brief, indent=1))
     print(f"report: {pcfg.output}/report.json")
+    if summary["complete"] and summary["num_inputs"] and not summary["num_samples"]:
+        # every input skipped is a setup error (an encoder that does not load, a wrong size), not data
+        reasons = ", ".join(f"{k} x{n}" for k, n in summary["skipped_by_reason"].items())
+        raise SystemExit(
+            f"prepare wrote no sample: all {summary['num_inputs']} inputs were skipped ({reasons}); "
+            f"the reasons per input are in {pcfg.output}/report.json"
+        )
 
 
 if __name__ == "__main__":
