@@ -5,7 +5,7 @@ Design:
   bundled FFmpeg 4.1 cannot read AV1, so a decode failure is reported as a `VideoDecodeError` the
   pipeline can record, never as a crash of the whole job.
 * Encoding goes through PyAV + libx264 (OpenCV's `avc1` writer does not work on our machines and
-  imageio's default mp4 writer needs imageio-ffmpeg; see shared/reference/cpu-environment.md).
+  imageio's default mp4 writer fails without imageio-ffmpeg: ``TypeError: expected bytes, NoneType found``).
   x264 output is deterministic for fixed settings, which the resumable pipeline relies on
   (re-running a shard must give byte-identical tars).
 * Frame-rate conversion is nearest-frame resampling on the source timeline (no interpolation), so

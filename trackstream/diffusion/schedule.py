@@ -9,7 +9,8 @@ Timestep shift (MotionStream appendix A, Wan's ``shift``): sigma' = k s / (1 + (
 probability mass (training) and steps (sampling) towards high noise, which matters more as the
 token count grows; k = 1 is no shift. Training draws s ~ U(0, 1) and shifts it; sampling shifts a
 uniform grid, so both see the same warp and ODE pairs / the student's step list are points of
-the same grid (the mismatch users hit in Self-Forcing, causal-distillation.md §6).
+the same grid (Self-Forcing's users hit the mismatch: its student steps 937.5 / 625 are not points of
+the shift-5, 50-step teacher grid).
 
 Loss weighting w(sigma) (eq. A2 leaves it unspecified): ``"bell"`` is the Gaussian bump over the
 model time used by Wan-family trainers (DiffSynth's FlowMatchScheduler training weights):

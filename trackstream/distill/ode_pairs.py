@@ -5,7 +5,7 @@ flow ODE from Gaussian noise with joint text-motion guidance (MotionStream eq. 2
 step) on ``teacher_steps`` Euler steps of the shared grid (``diffusion.schedule.sampling_sigmas``).
 The latents are kept where the teacher grid meets the student's K-step list - entries
 ``j * teacher_steps / K`` (j = 0..K-1) - plus the clean endpoint, so ODE init, DMD and inference
-all use the same noise levels (the Self-Forcing mismatch of causal-distillation.md §3.1 cannot
+all use the same noise levels (Self-Forcing's student steps are off its teacher's grid; here that cannot
 happen: ``student_step_indices`` asserts the grids coincide).
 
 Storage (``<dir>/``): ``pairs_00000.pt`` ... (read back lazily by ``PairSet``: memory-mapped, gathered

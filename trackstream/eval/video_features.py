@@ -1,7 +1,7 @@
 """Video feature networks for the Fréchet video distances (trackstream/eval/frechet.py).
 
 * FVD: the I3D TorchScript detector of StyleGAN-V (``i3d_torchscript.pt``, a port verified against
-  TF-hub's i3d-kinetics-400; drag-and-metrics.md §4.4), loaded from a local file with
+  TF-hub's i3d-kinetics-400, the detector published FVDs use), loaded from a local file with
   ``torch.jit.load``. Protocol (StyleGAN-V ``fvd2048_16f``): the first 16 consecutive frames of each
   video, uint8 values as float 0..255 in [B, 3, T, H, W], ``detector(x, rescale=True, resize=True,
   return_features=True)`` (the detector resizes to 224x224 and rescales to [-1, 1] itself) -> the

@@ -1,4 +1,4 @@
-"""CLIP ViT-H/14 image tokens for Wan I2V (wan-architecture.md §7.5), via transformers' CLIP vision model.
+"""CLIP ViT-H/14 image tokens for Wan I2V (the official I2V image branch: 257 tokens of 1280), via transformers' CLIP vision model.
 
 Output: the hidden states after the first 31 of 32 blocks (the penultimate layer, Wan's
 ``use_31_block``) for all 257 tokens (CLS + 16x16 patches), no post-norm, no projection:

@@ -13,7 +13,7 @@ The Wan DiT concatenates ``y`` after the noisy latent x on channels before the p
 first-frame latent at timestep 0 (per-frame timesteps, the ``clean_first_frame`` convention of
 models.motion_wan.Conventions), so only the tracks are concatenated.
 
-``wan_i2v`` follows wan-architecture.md §7 exactly (image + mid-grey frames VAE-encoded, mask
+``wan_i2v`` follows the official Wan 2.1 I2V pipeline exactly (image + mid-grey frames VAE-encoded, mask
 built at pixel rate and folded 4x). ``fun_control`` follows VideoX-Fun: the start image is
 encoded ALONE (one latent frame, identical to frame 0 of a longer encode since the VAE is
 causal) and placed in latent frame 0, zeros elsewhere. MotionStream initialises its teacher

@@ -1,6 +1,6 @@
 """Wan release folders as users download them: find each part by its official name, else by its keys.
 
-An official Wan 2.1 / Fun release folder holds, side by side (wan-architecture.md §8):
+An official Wan 2.1 / Fun release folder (as downloaded from the Wan-AI / alibaba-pai model pages) holds, side by side:
   DiT      config.json + diffusion_pytorch_model.safetensors, or shards + *.safetensors.index.json
   VAE      Wan2.1_VAE.pth (Wan 2.2 TI2V-5B: Wan2.2_VAE.pth, 48 latent channels; ``vae_version`` tells them apart)
   T5       models_t5_umt5-xxl-enc-bf16.pth + the tokenizer folder google/umt5-xxl/

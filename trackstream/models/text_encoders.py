@@ -5,7 +5,7 @@ Interface (every encoder): attribute ``dim`` and
 L is the longest tokenised text in the batch (<= the encoder's ``max_length``), each row
 counts its special tokens (EOS for UMT5, [CLS]/[SEP] for BERT), and rows at positions
 >= lengths[b] are exactly zero: the Wan DiT zero-pads the text to ``text_len`` and attends
-without a mask, so padding must be zeros (wan-architecture.md §3).
+without a mask, so padding must be zeros (as the official Wan pipelines pad).
 
 * ``UMT5TextEncoder``: Wan's UMT5-XXL encoder through transformers' ``UMT5EncoderModel`` and the
   ``google/umt5-xxl`` tokenizer, from a local folder, or from the official
@@ -44,7 +44,7 @@ __all__ = [
     "build_text_encoder",
 ]
 
-# google/umt5-xxl encoder as transformers UMT5Config fields (wan-architecture.md §6).
+# google/umt5-xxl encoder as transformers UMT5Config fields (the text encoder every Wan 2.1 / 2.2 model uses).
 UMT5_XXL_CONFIG = dict(
     vocab_size=256384,
     d_model=4096,

@@ -210,7 +210,7 @@ def summary_line(summary: dict, run_dir: Path) -> str:
 def hydra_entry(job: Callable[[DictConfig], object]) -> Callable[[], None]:
     """A command over the train config (``python -m trackstream.train``, ``python -m trackstream.distill.pairs``): Hydra
     composes ``conf/train.yaml`` with the command line, ``job`` runs on it, and a multi-process run
-    exits hard afterwards (gloo's sporadic abort at interpreter exit, cpu-environment.md trap 5)."""
+    exits hard afterwards (gloo's sporadic abort at interpreter exit, see ``train.dist``)."""
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
     def _hydra_main(cfg: DictConfig) -> None:

@@ -4,7 +4,7 @@ Every scalar logged goes to ``<run_dir>/metrics.jsonl`` as one JSON object per l
 (``{"step": ..., "train/loss": ..., ...}``), whatever else is enabled, so runs can be compared
 without W&B. W&B runs offline by default; the API key is only ever read by wandb itself from
 the environment (``WANDB_API_KEY``), never from the config. Videos are written as mp4 files with
-PyAV first and handed to ``wandb.Video`` by path (no moviepy: cpu-environment.md trap 3).
+PyAV first and handed to ``wandb.Video`` by path (no moviepy, which ``wandb.Video`` of raw frames needs).
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ never branches on the strategy.
 * single / ddp: accelerate's ``prepare_model`` (DDP on MULTI_CPU/MULTI_GPU), full state dicts
   saved by rank 0 with ``torch.save``.
 * fsdp: ``torch.distributed.fsdp.fully_shard`` per transformer block, then the root, called
-  directly (accelerate's FSDP2 plugin does not shard on CPU: cpu-environment.md trap 7);
+  directly (accelerate's FSDP2 plugin does not shard on CPU: it falls back to DDP or
+  leaves the model unwrapped);
   bf16 via ``MixedPrecisionPolicy`` (fp32 reductions); meta-built modules are materialised
   after sharding (``to_empty`` + init), so no rank ever holds the full unsharded model; sharded
   checkpoints through torch.distributed.checkpoint (DCP), resharding-capable.

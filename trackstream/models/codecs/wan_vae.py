@@ -2,7 +2,7 @@
 
 Loads the official ``Wan2.1_VAE.pth`` (keys renamed here, then a strict load) or a diffusers
 folder. The official and diffusers modules are numerically the same network; only the names
-differ (wan-architecture.md §5):
+differ:
 
     official                                   diffusers
     conv1 / conv2                              quant_conv / post_quant_conv

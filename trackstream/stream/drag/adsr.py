@@ -1,6 +1,6 @@
 """Adaptive distribution self-rectification (ADSR) and the feature warp of a drag target.
 
-ADSR keeps the optimised latent in the distribution the denoiser expects (drag-and-metrics.md §1.10):
+ADSR keeps the optimised latent in the distribution the denoiser expects (DragStream):
 after every optimisation step the chunk's noisy latent is re-standardised per (frame, channel) to the
 mean / standard deviation it had before the drag, once more globally after the loop, and at every
 denoising step the chunk's x0 prediction is re-standardised to the global statistics of the last few

@@ -18,7 +18,7 @@ be at step k (k = 1..K: the last latent frame for an edit, every latent frame of
   angle per step, orthographically projected back onto the image.
 
 ``read_dragstream`` / ``write_dragstream`` convert from / to DragStream's ``{prefix}_trajectory.json``
-+ PNG masks (drag-and-metrics.md §1.3): ``drag_or_animation_select`` Drag | Animation,
++ PNG masks (DragStream's released demo format): ``drag_or_animation_select`` Drag | Animation,
 ``block_number``, ``movable_area_mask_file``, and per trajectory ``original_trajectory`` {is_rotation,
 control_points, points} + ``mask_file`` (+ ``block_trajectories``, recomputed on write). Deformation
 and 3D rotation have no DragStream counterpart (its GUI builds them from several translations).

@@ -1,4 +1,4 @@
-"""DragStream's latent optimisation of one chunk at one denoising step (drag-and-metrics.md §1.6-1.10).
+"""DragStream's latent optimisation of one chunk at one denoising step (the DragStream paper's SFSO and ADSR).
 
 At step T' of a chunk's few-step sampling, the chunk's noisy latent z is optimised so that the
 self-attention features of chosen DiT blocks, at the tokens where the drag puts the object, match

@@ -3,7 +3,7 @@
 Frequency part: the context a dragged chunk attends to (its window's keys, with RoPE, and values) is
 low-passed on every frame's token grid before the reference features are taken, so only coarse
 context cues propagate into the drag; the cut-off is switched at random per iteration among
-{0.2, 0.4, 0.6, none} (drag-and-metrics.md §1.8). The transfer function is the "squared"
+{0.2, 0.4, 0.6, none} (DragStream's ablation). The transfer function is the "squared"
 Butterworth of image processing, H = 1 / (1 + (R / D0)^(2n)), n = 4, with R = sqrt(fu^2 + fv^2) the
 radial frequency in cycles per token (fftfreq: [-0.5, 0.5)), so R <= 0.707 and D0 = 0.6 is mild.
 
