@@ -53,7 +53,7 @@ from trackstream.train.checkpoint import find_latest
 
 __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "main"]
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PACK_DIR = ROOT / "runs" / "dmd-long"  # un-ignored in .gitignore: state.pt + snapshots/ are committed
 UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (tests/test_long_dmd.py checks they agree)
 
