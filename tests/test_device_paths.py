@@ -137,7 +137,6 @@ def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys
 def test_bf16_stream_is_finite_and_close_to_fp32(export):
     """Tolerance: frames in [-1, 1] within 0.05 max / 0.01 mean of fp32 (measured 0.007 / 0.0007)."""
     from trackstream.models.tracks import sample_track_ids
-    from trackstream.stream.chunks import StreamConfig
     from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
 
     frames = {}
@@ -147,7 +146,7 @@ def test_bf16_stream_is_finite_and_close_to_fp32(export):
             export["student"], codec_name="tiny-ae", codec=export["codec"], device="cpu", dtype=dtype
         )
         engine = StreamingGenerator(
-            net, codec, config=StreamConfig.of(net.conventions.streaming), image_features_fn=cond.image_features
+            net, codec, config=net.conventions.stream_config("student"), image_features_fn=cond.image_features
         )
         image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
         text, lens = cond.text(["a cat"])

@@ -13,7 +13,6 @@ from omegaconf import OmegaConf
 from trackstream.distill.ode_pairs import load_ode_pairs
 from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import load_network
-from trackstream.stream.chunks import StreamConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = [
@@ -80,4 +79,4 @@ def test_ode_init_then_dmd_through_the_cli(tmp_path):
     conv = load_network(d / "export" / "student").conventions
     assert conv.clean_first_frame and conv.streaming.steps == cfg.schedule.student_steps
     assert conv.streaming.causal == CausalConfig(3, 1, 1, first_chunk_frames=1)
-    assert StreamConfig.of(conv.streaming).name == "c3s1w1k3"
+    assert conv.streaming.name == "c3s1w1k3"

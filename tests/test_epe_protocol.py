@@ -107,7 +107,6 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     from trackstream.models.conditioner import load_export
     from trackstream.pipeline.release import ASSET_DIR
     from trackstream.pipeline.ship_student import STUDENT_DIR
-    from trackstream.stream.chunks import StreamConfig
     from trackstream.stream.engine import StreamingGenerator
 
     cfg = OmegaConf.to_container(OmegaConf.load(ASSET_DIR / "config.yaml"), resolve=True)
@@ -129,7 +128,7 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     )
     student = load_export(STUDENT_DIR / "student", codec_name="tiny-ae", codec=codec_file)[0]
     engine = StreamingGenerator(
-        student, codec, config=StreamConfig.of(student.conventions.streaming), image_features_fn=cond.image_features
+        student, codec, config=student.conventions.stream_config("student"), image_features_fn=cond.image_features
     )
     sf = evaluate_stream_motion(
         engine,

@@ -30,7 +30,6 @@ def test_the_shipped_student_is_intact_and_says_how_it_was_made():
 
 def test_the_shipped_student_streams_the_world_it_was_trained_on():
     from trackstream.models.conditioner import load_export
-    from trackstream.stream.chunks import StreamConfig
     from trackstream.stream.demo.session import world_for
     from trackstream.stream.engine import StreamingGenerator
 
@@ -38,7 +37,7 @@ def test_the_shipped_student_streams_the_world_it_was_trained_on():
     world = world_for(STUDENT_DIR / "student", 64, 64)
     assert world.camera_pan_prob == 1.0 and world.texture_scale == 4.0  # the run's world, from config.yaml
     clip = world.generate(3)
-    engine = StreamingGenerator(net, codec, config=StreamConfig.of(net.conventions.streaming))
+    engine = StreamingGenerator(net, codec, config=net.conventions.stream_config("student"))
     text, lens = cond.text_encoder.encode([clip["caption"]])
     image = torch.from_numpy(clip["frames"][0]).permute(2, 0, 1)[None].float() / 127.5 - 1
     state = engine.start(image, text, lens, seed=0)

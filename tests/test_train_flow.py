@@ -394,7 +394,7 @@ def test_sampler_refuses_to_drop_a_clean_first_frame_the_network_was_trained_wit
 
 def test_conventions_read_old_exports_and_name_unknown_keys():
     from trackstream.models.causal import CausalConfig
-    from trackstream.models.motion_wan import Streaming
+    from trackstream.models.streaming import StreamConfig
 
     # a student exported before sink / window were recorded streams with c3s1w1
     old = Conventions.from_dict(
@@ -404,7 +404,7 @@ def test_conventions_read_old_exports_and_name_unknown_keys():
             "causal": {"chunk_frames": 3, "first_chunk_frames": 1, "steps": 3, "shift": 3.0},
         }
     )
-    assert old.streaming == Streaming(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
+    assert old.streaming == StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
     assert Conventions.from_dict(old.to_dict()) == old  # the JSON round trip is exact
     with pytest.raises(ValueError, match="clean_first_fram"):
         Conventions.from_dict({"clean_first_fram": True}, source="x/network.json")

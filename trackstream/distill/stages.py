@@ -42,7 +42,8 @@ from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.ode_pairs import PairSet, generate_ode_pairs, pairs_complete
 from trackstream.models.conditioner import Conditioner
-from trackstream.models.motion_wan import Conventions, ModelConfig, Streaming, load_network
+from trackstream.models.motion_wan import Conventions, ModelConfig, load_network
+from trackstream.models.streaming import StreamConfig
 from trackstream.stream.chunks import check_first_chunk, first_chunk_given
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
@@ -315,7 +316,7 @@ def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "T
     conventions = dataclasses.replace(
         teacher,
         clean_first_frame=clean_first,
-        streaming=Streaming(causal=cfg.stage.causal, steps=student_steps(cfg), shift=cfg.schedule.shift),
+        streaming=StreamConfig(causal=cfg.stage.causal, steps=student_steps(cfg), shift=cfg.schedule.shift),
     )
     return export_network(
         trained,

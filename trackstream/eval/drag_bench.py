@@ -285,7 +285,6 @@ def main(argv: list[str] | None = None) -> int:
     device, dtype = cli_precision(ap, args)
 
     from trackstream.models.conditioner import load_export
-    from trackstream.stream.chunks import StreamConfig
     from trackstream.stream.engine import StreamingGenerator
 
     if args.threads:
@@ -294,13 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     net, codec, conditioner = load_export(
         args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
     )
-    if net.conventions.streaming is None:
-        raise ValueError(
-            f"--student {args.student}: network.json records no streaming configuration; export a "
-            "student (ODE-init or DMD stage)"
-        )
     engine = StreamingGenerator(
-        net, codec, config=StreamConfig.of(net.conventions.streaming), image_features_fn=conditioner.image_features
+        net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
     )
     h, w = net.conventions.height, net.conventions.width
     scenes = make_scenes(args.scenes, seed=args.scene_seed, height=h, width=w)

@@ -98,7 +98,6 @@ def _setup(run: Path, cfg: GenerateConfig):
 @torch.no_grad()
 def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -> dict[str, np.ndarray]:
     from trackstream.models.tracks import sample_track_ids
-    from trackstream.stream.chunks import StreamConfig
     from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
 
     net, codec, conditioner = _setup(run, cfg)
@@ -106,7 +105,7 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
     engine = StreamingGenerator(
         net,
         codec,
-        config=StreamConfig.of(net.conventions.streaming),
+        config=net.conventions.stream_config(str(run)),
         image_features_fn=conditioner.image_features,
         compile=cfg.compile,
         overlap_decode=True,

@@ -468,12 +468,7 @@ def run_evaluation(
     for i, (name, folder) in enumerate(students.items()):
         last = i == len(students) - 1
         student = student_network(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
-        if student.conventions.streaming is None:
-            raise ValueError(
-                f"{folder}/network.json records no streaming configuration (conventions.causal): "
-                "export the student with the ODE-init or DMD stage"
-            )
-        stream_cfg = StreamConfig.of(student.conventions.streaming)  # its chunking, steps and shift
+        stream_cfg = student.conventions.stream_config(str(folder))  # its chunking, steps and shift
         engine = StreamingGenerator(
             student, codec_module, config=stream_cfg, image_features_fn=conditioner.image_features
         )

@@ -22,7 +22,6 @@ input as tracks dropped in training and masked mid-frames.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -30,9 +29,9 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioning import IMAGE_IN_LATENT, LAYOUTS, compose_condition, condition_channels
 from trackstream.models.flavors import build_wan, flavor_config
+from trackstream.models.streaming import StreamConfig
 from trackstream.models.text_encoders import TextProjection
 from trackstream.models.tracks import TRACK_EMBED_DIM, TrackEncoder
 from trackstream.models.wan import WanModel
@@ -98,37 +97,19 @@ class ModelConfig:
 
 
 @dataclass
-class Streaming:
-    """How a causal student streams: its chunking, denoising steps per chunk and schedule shift."""
-
-    causal: CausalConfig
-    steps: int
-    shift: float
-
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self.causal), "steps": self.steps, "shift": self.shift}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Streaming":
-        d = dict(d)
-        steps, shift = int(d.pop("steps")), float(d.pop("shift"))
-        return cls(causal=CausalConfig(**d), steps=steps, shift=shift)
-
-
-@dataclass
 class Conventions:
     """How an exported network must be called (``network.json`` "conventions"), typed.
 
     ``clean_first_frame``: latent frame 0 is given clean at t = 0 and only frames 1.. are denoised;
     ``schedule_shift`` / ``num_frames`` / ``height`` / ``width``: what the teacher was trained on;
-    ``streaming``: a causal student's chunking, steps and shift (JSON key "causal")."""
+    ``streaming``: a causal student's chunking, steps and shift (JSON key "causal"), None for a teacher."""
 
     clean_first_frame: bool = False
     schedule_shift: Optional[float] = None
     num_frames: Optional[int] = None
     height: Optional[int] = None
     width: Optional[int] = None
-    streaming: Optional[Streaming] = None
+    streaming: Optional[StreamConfig] = None
 
     def to_dict(self) -> dict:
         out = {
@@ -147,7 +128,17 @@ class Conventions:
         if set(d) - known:
             raise ValueError(f"{source}: unknown conventions {sorted(set(d) - known)}; known: {sorted(known)}")
         causal = d.pop("causal", None)
-        return cls(**d, streaming=Streaming.from_dict(causal) if causal else None)
+        return cls(**d, streaming=StreamConfig.from_dict(causal, source=f"{source}.causal") if causal else None)
+
+    def stream_config(self, source: str, **changes) -> StreamConfig:
+        """How this exported student streams (``changes`` as ``StreamConfig.replace``); a one-line error
+        naming ``source`` (the export) when it records none (a teacher export)."""
+        if self.streaming is None:
+            raise ValueError(
+                f"{source}/network.json records no streaming configuration (conventions.causal): a teacher? "
+                "export a student with the ODE-init or DMD stage"
+            )
+        return self.streaming.replace(**changes)
 
 
 def pad_text(emb: torch.Tensor, length: int) -> torch.Tensor:

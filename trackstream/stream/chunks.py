@@ -4,8 +4,9 @@ Both the inference engine (``stream.engine``) and the DMD rollout (``distill.dmd
 these functions, so training simulates inference step for step (MotionStream §3.2: "Our
 inference procedure identically follows the training process"):
 
-* ``StreamConfig``: chunking (c3s1w1 by default), the K-step list on the shared step grid of
-  ``diffusion.schedule`` (one shift for teacher, ODE pairs, ODE init, DMD and inference).
+* ``StreamConfig`` (``models.streaming``, re-exported): chunking (c3s1w1 by default), the K-step
+  list on the shared step grid of ``diffusion.schedule`` (one shift for teacher, ODE pairs, ODE
+  init, DMD and inference), the one streaming type from the config to the export to the engine.
 * ``VideoCondition``: what is fixed for one video: the projected text context, the first-frame
   channels of the I2V layout, the clean image latent, the track IDs.
 * ``chunk_condition``: the DiT's ``y`` for one chunk from that chunk's track features only.
@@ -13,31 +14,22 @@ inference procedure identically follows the training process"):
   stopping at an exit step with gradient (Self-Forcing's gradient truncation).
 * ``commit_chunk``: the clean re-run at t = 0 whose K/V enter the cache (no gradient).
 
-Chunk layout, two kinds (``first_chunk_given``):
-* given first chunk (``first_chunk_frames=1``): chunk 0 is the first latent frame alone, the encoded
-  first frame, clean and given, so the attention sink is exactly the user's image; chunks i >= 1
-  have ``chunk_frames`` latents = 4 * chunk_frames pixel frames each. Latent frames = 1 + k*C.
-  Needed where the image IS latent frame 0 (Wan 2.2 ``ti2v``).
-* sampled first chunk (``first_chunk_frames`` null or = C): chunk 0 is C latents sampled from noise
-  like every other chunk; the image enters only through the conditioning channels (``wan_i2v``,
-  ``fun_control``). Latent frames = k*C: Wan's 81 frames = 21 latents = 7 chunks of 3, the layout
-  Self-Forcing and MotionStream stream the 1.3B with.
+Chunk layout, two kinds (given / sampled chunk 0): ``models.streaming``.
 Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames, N tracks, D embed dim.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Optional
 
 import torch
 
-from trackstream.diffusion.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_velocity
+from trackstream.diffusion.schedule import add_noise, sigma_to_t, x0_from_velocity
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
 from trackstream.models.conditioning import compose_condition, i2v_condition, start_image_latents
-from trackstream.models.motion_wan import Streaming
 from trackstream.models.stream_buffers import StepBuffers
+from trackstream.models.streaming import StreamConfig, check_first_chunk, first_chunk_given
 from trackstream.models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
 
 __all__ = [
@@ -56,91 +48,12 @@ __all__ = [
 ]
 
 
-# layouts whose image is latent frame 0 of x (clean, t = 0): chunk 0 must be that frame, given
-_IMAGE_IN_LATENT = ("ti2v",)
-
-
-def first_chunk_given(cfg: CausalConfig) -> bool:
-    """Whether chunk 0 is the first frame's clean latent alone (given, never sampled, 1 NFE: its commit)."""
-    return cfg.first_chunk_frames == 1
-
-
-def check_first_chunk(cfg: CausalConfig, *, layout: Optional[str] = None, field: str = "causal") -> None:
-    """Chunk 0 is either the given first latent (first_chunk_frames=1) or a chunk like the others (null or
-    chunk_frames); the sampled kind needs the image in the conditioning channels (not ``ti2v``)."""
-    f = cfg.first_chunk_frames
-    if f not in (None, 1, cfg.chunk_frames):
-        raise ValueError(
-            f"{field}.first_chunk_frames={f}: use 1 (chunk 0 = the given first-frame latent) or null "
-            f"(chunk 0 sampled like the others, {cfg.chunk_frames} latents, the image in the channels)"
-        )
-    if layout in _IMAGE_IN_LATENT and not first_chunk_given(cfg):
-        raise ValueError(
-            f"{field}.first_chunk_frames={f} with layout {layout!r}: the image is latent frame 0 of x, "
-            f"clean at t = 0, so chunk 0 must be that frame alone: set {field}.first_chunk_frames=1"
-        )
-
-
 def whole_chunks(cfg: CausalConfig, num_latents: int) -> int:
     """Chunks that fit entirely in ``num_latents`` latent frames (0 if not even chunk 0 does)."""
     n = 0
     while cfg.chunk_start(n) + cfg.chunk_len(n) <= num_latents:
         n += 1
     return n
-
-
-def _c3s1w1() -> CausalConfig:
-    return CausalConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, first_chunk_frames=1)
-
-
-@dataclass(frozen=True)
-class StreamConfig:
-    """Chunked causal sampling: the chunking (``causal``: C latents per chunk, S sink / W window
-    chunks, chunk 0 = the image latent alone) and K denoising steps per chunk on the shared grid."""
-
-    causal: CausalConfig = field(default_factory=_c3s1w1)
-    steps: int = 3  # K: denoising steps per chunk (MotionStream: 3)
-    shift: float = 5.0  # the shared schedule shift (cfg.schedule.shift)
-
-    def __post_init__(self) -> None:
-        if self.steps < 1:
-            raise ValueError(f"StreamConfig.steps={self.steps} must be >= 1")
-        if not self.shift > 0:
-            raise ValueError(f"StreamConfig.shift={self.shift} must be > 0")
-        check_first_chunk(self.causal, field="StreamConfig.causal")
-
-    @classmethod
-    def of(cls, streaming: Streaming, **changes) -> "StreamConfig":
-        """The configuration an exported student streams with (its ``conventions.streaming``);
-        ``changes`` replace chunking fields (e.g. ``sink_chunks=0``) or ``steps`` / ``shift``."""
-        steps, shift = changes.pop("steps", None), changes.pop("shift", None)
-        return cls(
-            causal=dataclasses.replace(streaming.causal, **changes),
-            steps=steps or streaming.steps,
-            shift=shift or streaming.shift,
-        )
-
-    @property
-    def chunk_frames(self) -> int:
-        return self.causal.chunk_frames
-
-    @property
-    def first_chunk_given(self) -> bool:
-        return first_chunk_given(self.causal)
-
-    @property
-    def name(self) -> str:  # e.g. c3s1w1k3 (given first chunk), c3s1w1k3f3 (sampled first chunk of 3)
-        c = self.causal
-        tail = "" if self.first_chunk_given else f"f{c.chunk_len(0)}"
-        return f"c{c.chunk_frames}s{c.sink_chunks}w{'full' if c.window_chunks is None else c.window_chunks}k{self.steps}{tail}"
-
-    def sigmas(self) -> torch.Tensor:
-        """[K + 1] descending noise levels ending at 0: points of the teacher's grid (diffusion.schedule)."""
-        return sampling_sigmas(self.steps, shift=self.shift)
-
-    def nfe_per_chunk(self, index: int) -> int:
-        """Network evaluations of chunk ``index``: K noisy passes + the clean re-run (a given chunk 0: re-run only)."""
-        return 1 if index == 0 and self.first_chunk_given else self.steps + 1
 
 
 def chunk_pixel_frames(cfg: CausalConfig, index: int) -> tuple[int, int]:

@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
     from trackstream.models.conditioner import load_export
     from trackstream.models.tracks import sample_track_ids
-    from trackstream.stream.chunks import StreamConfig, whole_chunks
+    from trackstream.stream.chunks import whole_chunks
     from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
     net, codec, conditioner = load_export(
@@ -104,14 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.visibility
         else torch.ones(tracks.shape[:3], dtype=torch.bool)
     )
-    streaming = net.conventions.streaming
-    if streaming is None:
-        raise ValueError(
-            f"{args.student}/network.json records no streaming configuration (conventions.causal): "
-            "export the student with the ODE-init or DMD stage"
-        )
-    changes = {k: v for k, v in (("sink_chunks", args.sink), ("window_chunks", args.window)) if v is not None}
-    cfg = StreamConfig.of(streaming, steps=args.steps, shift=args.shift, **changes)
+    cfg = net.conventions.stream_config(
+        args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
+    )
     if args.compile and args.reference_step:
         ap.error("--compile compiles the static-buffer step: drop --reference-step")
     engine = StreamingGenerator(

@@ -117,6 +117,15 @@ class Runtime:
         return box[0]
 
 
+def _skip_deepspeed_shm_build() -> None:
+    """DeepSpeed's CPU backend JIT-compiles its shared-memory all-reduce kernel (ninja + g++, about two
+    minutes on 2 cores, once per machine) when it starts, yet uses it only in ``inference_all_reduce``:
+    ZeRO training on gloo never calls it. Marking the op incompatible makes the backend skip the build."""
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def init_runtime(
     strategy: str,
     *,
@@ -153,6 +162,7 @@ def init_runtime(
     if strategy == "deepspeed":
         if not cuda:
             os.environ.setdefault("DS_ACCELERATOR", "cpu")  # before deepspeed is imported
+            _skip_deepspeed_shm_build()
         os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # accelerate's state sets DEEPSPEED from this
         from accelerate.utils import DeepSpeedPlugin
 

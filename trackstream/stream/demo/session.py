@@ -83,7 +83,6 @@ class DemoModel:
         (``models.precision``); ``compile``: the engine's compiled streaming step."""
         from trackstream.models.conditioner import load_export
         from trackstream.models.precision import dtype_name, resolve_precision
-        from trackstream.stream.chunks import StreamConfig
 
         student = Path(student)
         if not (student / "network.json").is_file():
@@ -98,13 +97,11 @@ class DemoModel:
         net, codec_net, self.conditioner = load_export(
             student, codec_name=codec_name, codec=str(codec), device=dev, dtype=dt
         )
-        if net.conventions.streaming is None:
-            raise ValueError(f"--student {student}: network.json records no streaming configuration (a teacher?)")
         # no device= here: the engine runs where load_export put the network
         self.engine = StreamingGenerator(
             net,
             codec_net,
-            config=StreamConfig.of(net.conventions.streaming),
+            config=net.conventions.stream_config(str(student)),
             image_features_fn=self.conditioner.image_features,
             compile=compile,
         )

@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     from trackstream.data.trackers import build_tracker
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
     from trackstream.models.conditioner import load_export
-    from trackstream.stream.chunks import StreamConfig
     from trackstream.stream.drag.adsr import mask_tokens
     from trackstream.stream.drag.editor import DragEditor, pins_for
     from trackstream.stream.drag.instructions import frame_positions, read_dragstream
@@ -77,10 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     net, codec, conditioner = load_export(
         args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
     )
-    if net.conventions.streaming is None:
-        raise ValueError(f"--student {args.student}: network.json records no streaming configuration")
     engine = StreamingGenerator(
-        net, codec, config=StreamConfig.of(net.conventions.streaming), image_features_fn=conditioner.image_features
+        net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
     )
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:

@@ -1,0 +1,127 @@
+"""How a causal student streams, one type from the config to the export to the engine.
+
+``StreamConfig`` is the chunking (``CausalConfig``: C latents per chunk, S sink / W window chunks,
+the kind of chunk 0), the K denoising steps per chunk and the schedule shift. The distillation
+stages build it from ``stage.causal``, ``schedule.student_steps`` and ``schedule.shift``; the
+export writes it to ``network.json`` (``conventions.causal``, a flat JSON object: the chunking
+fields plus ``steps`` and ``shift``); the streaming engine, the evaluation, DragStream and the demo
+read it back from the export (``Conventions.stream_config``).
+
+Chunk layout, two kinds (``first_chunk_given``):
+* given first chunk (``first_chunk_frames=1``): chunk 0 is the first latent frame alone, the encoded
+  first frame, clean and given, so the attention sink is exactly the user's image; chunks i >= 1
+  have ``chunk_frames`` latents = 4 * chunk_frames pixel frames each. Latent frames = 1 + k*C.
+  Needed where the image IS latent frame 0 (Wan 2.2 ``ti2v``).
+* sampled first chunk (``first_chunk_frames`` null or = C): chunk 0 is C latents sampled from noise
+  like every other chunk; the image enters only through the conditioning channels (``wan_i2v``,
+  ``fun_control``). Latent frames = k*C: Wan's 81 frames = 21 latents = 7 chunks of 3, the layout
+  Self-Forcing and MotionStream stream the 1.3B with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+from trackstream.diffusion.schedule import sampling_sigmas
+from trackstream.models.causal import CausalConfig
+from trackstream.models.conditioning import IMAGE_IN_LATENT  # layouts whose image is latent frame 0
+
+__all__ = ["StreamConfig", "first_chunk_given", "check_first_chunk"]
+
+
+def first_chunk_given(cfg: CausalConfig) -> bool:
+    """Whether chunk 0 is the first frame's clean latent alone (given, never sampled, 1 NFE: its commit)."""
+    return cfg.first_chunk_frames == 1
+
+
+def check_first_chunk(cfg: CausalConfig, *, layout: Optional[str] = None, field: str = "causal") -> None:
+    """Chunk 0 is either the given first latent (first_chunk_frames=1) or a chunk like the others (null or
+    chunk_frames); the sampled kind needs the image in the conditioning channels (not ``ti2v``)."""
+    f = cfg.first_chunk_frames
+    if f not in (None, 1, cfg.chunk_frames):
+        raise ValueError(
+            f"{field}.first_chunk_frames={f}: use 1 (chunk 0 = the given first-frame latent) or null "
+            f"(chunk 0 sampled like the others, {cfg.chunk_frames} latents, the image in the channels)"
+        )
+    if layout in IMAGE_IN_LATENT and not first_chunk_given(cfg):
+        raise ValueError(
+            f"{field}.first_chunk_frames={f} with layout {layout!r}: the image is latent frame 0 of x, "
+            f"clean at t = 0, so chunk 0 must be that frame alone: set {field}.first_chunk_frames=1"
+        )
+
+
+def _c3s1w1() -> CausalConfig:
+    return CausalConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, first_chunk_frames=1)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    """Chunked causal sampling: the chunking (``causal``, c3s1w1 with chunk 0 = the image latent by
+    default) and K denoising steps per chunk on the shared step grid with schedule shift ``shift``."""
+
+    causal: CausalConfig = field(default_factory=_c3s1w1)
+    steps: int = 3  # K: denoising steps per chunk (MotionStream: 3)
+    shift: float = 5.0  # the shared schedule shift (cfg.schedule.shift)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"StreamConfig.steps={self.steps!r} must be an int >= 1")
+        if not self.shift > 0:
+            raise ValueError(f"StreamConfig.shift={self.shift} must be > 0")
+        check_first_chunk(self.causal, field="StreamConfig.causal")
+
+    def replace(self, **changes) -> "StreamConfig":
+        """A copy with chunking fields (e.g. ``sink_chunks=0``) or ``steps`` / ``shift`` replaced;
+        a change given as None keeps the current value (command-line options left unset)."""
+        steps, shift = changes.pop("steps", None), changes.pop("shift", None)
+        causal = {k: v for k, v in changes.items() if v is not None}
+        return StreamConfig(
+            causal=dataclasses.replace(self.causal, **causal) if causal else self.causal,
+            steps=self.steps if steps is None else steps,
+            shift=self.shift if shift is None else shift,
+        )
+
+    # ------------------------------------------------------------------ network.json ("causal")
+    def to_dict(self) -> dict:
+        return {**dataclasses.asdict(self.causal), "steps": self.steps, "shift": self.shift}
+
+    @classmethod
+    def from_dict(cls, d: dict, *, source: str = "conventions.causal") -> "StreamConfig":
+        d = dict(d)
+        try:
+            steps, shift = int(d.pop("steps")), float(d.pop("shift"))
+            causal = CausalConfig(**d)
+        except (KeyError, TypeError) as e:
+            raise ValueError(
+                f"{source}: expected the chunking fields {[f.name for f in dataclasses.fields(CausalConfig)]} "
+                f"plus steps and shift ({e}); re-export the student with the ODE-init or DMD stage"
+            ) from None
+        return cls(causal=causal, steps=steps, shift=shift)
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def chunk_frames(self) -> int:
+        return self.causal.chunk_frames
+
+    @property
+    def first_chunk_given(self) -> bool:
+        return first_chunk_given(self.causal)
+
+    @property
+    def name(self) -> str:  # e.g. c3s1w1k3 (given first chunk), c3s1w1k3f3 (sampled first chunk of 3)
+        c = self.causal
+        tail = "" if self.first_chunk_given else f"f{c.chunk_len(0)}"
+        w = "full" if c.window_chunks is None else c.window_chunks
+        return f"c{c.chunk_frames}s{c.sink_chunks}w{w}k{self.steps}{tail}"
+
+    def sigmas(self) -> torch.Tensor:
+        """[K + 1] descending noise levels ending at 0: points of the teacher's grid (diffusion.schedule)."""
+        return sampling_sigmas(self.steps, shift=self.shift)
+
+    def nfe_per_chunk(self, index: int) -> int:
+        """Network evaluations of chunk ``index``: K noisy passes + the clean re-run (a given chunk 0: re-run only)."""
+        return 1 if index == 0 and self.first_chunk_given else self.steps + 1
