@@ -29,8 +29,11 @@ run: $(STAMP)
 	$(PY) -m trackstream.pipeline --run-dir $(RUN_DIR)
 
 # The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
+# Two pytest-xdist workers, a test file at a time each (module fixtures are built once);
+# TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=25 $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=25 $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile" ) $(PYTEST_ARGS)
 
 # ruff (ruff.toml): lint and formatting, checked by CI before the tests; `make format` rewrites.
 lint: $(STAMP)

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import torch
+from launch_helpers import free_port
 
 from trackstream.distill.ode_pairs import load_ode_pairs
 
@@ -38,7 +39,7 @@ def _run(args, *, procs: int = 1):
             "--nproc_per_node",
             str(procs),
             "--master_port",
-            str(29500 + os.getpid() % 1000),
+            str(free_port()),
         ]
         if procs > 1
         else [sys.executable]

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from launch_helpers import free_port
 from release_helpers import write_release_folder
 
 from trackstream.data.clips import DataConfig, make_world
@@ -88,7 +89,7 @@ def _run(module: str, *args, procs: int = 2) -> None:
             "--nproc_per_node",
             str(procs),
             "--master_port",
-            str(29000 + os.getpid() % 500),
+            str(free_port()),
         ]
         if procs > 1
         else [sys.executable]

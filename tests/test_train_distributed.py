@@ -1,6 +1,7 @@
 """Two CPU processes (gloo) through the real launchers: DDP via the CLI, FSDP2 and DeepSpeed
 ZeRO via a small driver on the tiny Wan (trackstream/train/parallel.py's strategies, checkpoint + exact
-resume per strategy). cpu-environment.md traps 1, 2, 5, 6, 7 are what these guard."""
+resume per strategy). They guard the CPU traps trackstream/train/dist.py describes: a plain Accelerator
+under torchrun without a GPU, gloo for DeepSpeed, FSDP2 on CPU."""
 
 import json
 import os
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from launch_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -103,7 +105,7 @@ def _launch(args, tmp_path, *, timeout=400):
         "--nproc_per_node",
         "2",
         "--master_port",
-        str(29500 + os.getpid() % 1000),
+        str(free_port()),
         *args,
     ]
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)

@@ -35,7 +35,14 @@ from trackstream.data.video_io import image_tensor, to_uint8
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.demo.protocol import Drag, Limits, Points, ProtocolError, Start
 from trackstream.stream.drag.editor import DragEditor, DragResult
-from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction, Rotation2D, Translation, resample_path
+from trackstream.stream.drag.instructions import (
+    BLOCK_LENGTH,
+    DragInstruction,
+    Rotation2D,
+    Translation,
+    resample_path,
+    swept_box,
+)
 from trackstream.stream.drag.optimize import DragConfig
 from trackstream.stream.engine import ChunkOutput, StreamingGenerator
 
@@ -239,17 +246,8 @@ def drag_instruction(d: Drag, *, height: int, width: int, token: int, prompt: st
         start = pts.mean(axis=0)
         if np.linalg.norm(start - centre) < 1:  # grabbed at the centre: the arm points right
             start = centre + np.array([max(2.0, (xs.max() - xs.min()) / 2), 0.0])
-        arms = []
-        for k in range(1, steps + 1):  # clockwise on screen for positive degrees (x right, y down)
-            a = np.radians(d.degrees * k / steps)
-            v = start - centre
-            arms.append(centre + [np.cos(a) * v[0] - np.sin(a) * v[1], np.sin(a) * v[0] + np.cos(a) * v[1]])
-        traj = Rotation2D(center=centre, start=start, arms=np.asarray(arms))
-    swept = np.concatenate([pts] + [traj.displace(pts, k) for k in range(1, steps + 1)])
-    x0, y0 = np.floor(swept.min(axis=0) - token + 1e-6).astype(int)  # 1e-6: the resampled path's float error
-    x1, y1 = np.ceil(swept.max(axis=0) + token - 1e-6).astype(int)
-    editable = np.zeros((height, width), bool)
-    editable[max(y0, 0) : min(y1, height - 1) + 1, max(x0, 0) : min(x1, width - 1) + 1] = True
+        traj = Rotation2D.about(centre, start, d.degrees, steps)
+    editable = swept_box(traj, pts, height=height, width=width, margin=token)
     return DragInstruction(
         mode=d.mode,
         trajectories=[traj],

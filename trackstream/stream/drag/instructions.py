@@ -155,6 +155,14 @@ class Rotation2D:
     def steps(self) -> int:
         return len(self.arms)
 
+    @classmethod
+    def about(cls, center, start, degrees: float, steps: int) -> "Rotation2D":
+        """A turn of ``degrees`` (positive: clockwise on screen) about ``center`` in ``steps`` equal steps,
+        the arm starting at ``start`` (the demo's rotate gesture)."""
+        c, s0 = np.asarray(center, np.float64), np.asarray(start, np.float64)
+        arms = np.concatenate([_rotate(s0[None], c, degrees * k / steps) for k in range(1, steps + 1)])
+        return cls(center=c, start=s0, arms=arms)
+
     def angle(self, k: int) -> float:
         return signed_angle(self.center, self.start, self.arms[k - 1])
 
@@ -224,6 +232,17 @@ class DragInstruction:
     @property
     def steps(self) -> int:
         return self.trajectories[0].steps
+
+
+def swept_box(traj: Trajectory, pts: np.ndarray, *, height: int, width: int, margin: float) -> np.ndarray:
+    """bool [height, width]: the box ``pts`` [N, 2] (x, y) sweep over every step of ``traj``, grown by
+    ``margin`` pixels and clipped to the frame (an editable area for a drag)."""
+    swept = np.concatenate([pts] + [traj.displace(pts, k) for k in range(1, traj.steps + 1)])
+    x0, y0 = np.floor(swept.min(axis=0) - margin + 1e-6).astype(int)  # 1e-6: a resampled path's float error
+    x1, y1 = np.ceil(swept.max(axis=0) + margin - 1e-6).astype(int)
+    box = np.zeros((height, width), bool)
+    box[max(y0, 0) : min(y1, height - 1) + 1, max(x0, 0) : min(x1, width - 1) + 1] = True
+    return box
 
 
 def partial_displace(traj: Trajectory, pts: np.ndarray, k: int, fraction: float) -> np.ndarray:
