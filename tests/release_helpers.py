@@ -1,6 +1,7 @@
 """Fake Wan release folders for the tests: the official file names and key layouts, tiny shapes.
 
-``write_release_folder`` lays out what a user downloads (wan-architecture.md §8): the DiT
+``write_release_folder`` lays out what a user downloads (the official Wan 2.1 release folders, e.g. Wan-AI/Wan2.1-T2V-1.3B,
+the I2V-14B and the alibaba-pai Fun repos, which share these file names): the DiT
 (config.json + safetensors, or shards + index), ``Wan2.1_VAE.pth``, ``models_t5_umt5-xxl-enc-bf16.pth``
 + ``google/umt5-xxl/``, ``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`` +
 ``xlm-roberta-large/``, with random weights of small configs (the CLIP keeps Wan's 1280 width,

@@ -91,7 +91,7 @@ def test_wan_vae_decode_chunk_is_functional(small_wan):
 
 
 def _expected_official_keys() -> set[str]:
-    """Names of Wan2.1_VAE.pth written out from wan-architecture.md §5 (independent of diffusers)."""
+    """Names of Wan2.1_VAE.pth written out from the official wan/modules/vae.py module layout (independent of diffusers)."""
     res = ["residual.0.gamma", "residual.2.weight", "residual.2.bias", "residual.3.gamma"]
     res += ["residual.6.weight", "residual.6.bias"]
     attn = ["norm.gamma", "to_qkv.weight", "to_qkv.bias", "proj.weight", "proj.bias"]

@@ -1,7 +1,9 @@
 """Two CPU processes (gloo) through the real launchers: DDP via the CLI, FSDP2 and DeepSpeed
 ZeRO via a small driver on the tiny Wan (trackstream/train/parallel.py's strategies, checkpoint + exact
-resume per strategy). They guard the CPU traps trackstream/train/dist.py describes: a plain Accelerator
-under torchrun without a GPU, gloo for DeepSpeed, FSDP2 on CPU."""
+resume per strategy). The CPU traps these guard: accelerate's --cpu launch starting
+one process; a plain Accelerator under torchrun without a GPU giving independent, unsynchronised
+runs; gloo's sporadic SIGABRT at exit of 2-process runs (os._exit after flushing); DeepSpeed on CPU
+needing an explicit gloo backend; accelerate's FSDP2 plugin not wrapping on CPU (fully_shard directly)."""
 
 import json
 import os

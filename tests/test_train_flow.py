@@ -41,7 +41,7 @@ def test_shift_fixes_endpoints_is_monotone_and_invertible():
 
 
 def test_sampling_grid_reproduces_wans_timesteps():
-    # wan-architecture.md §4: N = 50, shift 5, s = linspace(0.999, 0, N+1)[:N]; t = int(1000 sigma)
+    # Wan 2.1's official grid (FlowUniPCMultistepScheduler, set_timesteps(N, shift)): N = 50, shift 5, s = linspace(0.999, 0, N+1)[:N]; t = int(1000 sigma)
     t = (sampling_sigmas(50, shift=5.0, sigma_max=0.999)[:-1] * 1000).long().tolist()
     assert t[:6] == [999, 995, 991, 987, 982, 978] and t[-6:] == [405, 356, 302, 241, 172, 92]
     grid = sampling_sigmas(4, shift=1.0)
