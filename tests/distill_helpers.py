@@ -2,8 +2,8 @@
 
 import torch
 
+from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.codecs import build_codec
-from trackstream.models.conditioning import i2v_condition
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 
 H = W = 32

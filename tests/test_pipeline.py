@@ -70,17 +70,17 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
         timeout=300,
     )
     assert shipped.returncode == 0, shipped.stderr[-2000:]
-    from trackstream.pipeline.release import ReleaseError, verify_release
+    from trackstream.pipeline.ship_teacher import AssetError, verify_asset
 
-    manifest = verify_release(dest)
+    manifest = verify_asset(dest)
     assert (
         manifest["steps"]["dmd"] == 5
         and manifest["held_out"]["student_epe_with_tracks"] == figures["student_epe_with_tracks"]
     )
     assert {"student/network.json", "student/heads.pt", "config.yaml"} <= set(manifest["sha256"])
     (dest / "config.yaml").write_text("altered")
-    with pytest.raises(ReleaseError, match="config.yaml"):
-        verify_release(dest)
+    with pytest.raises(AssetError, match="config.yaml"):
+        verify_asset(dest)
 
 
 def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):

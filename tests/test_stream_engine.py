@@ -7,8 +7,8 @@ import torch
 
 from trackstream.diffusion.schedule import add_noise, x0_from_velocity
 from trackstream.models.causal import BlockCausalAttention, CausalConfig
+from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.codecs import build_codec
-from trackstream.models.conditioning import i2v_condition
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import StreamConfig, chunk_condition, chunk_pixel_frames, track_features

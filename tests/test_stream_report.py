@@ -118,7 +118,7 @@ def test_write_report_writes_json_markdown_and_plots(tmp_path):
         ],
     )
     metrics = {
-        "teacher release": [{"step": 25 * i, "train/loss": 2.0 / i} for i in range(1, 5)],
+        "teacher (shipped)": [{"step": 25 * i, "train/loss": 2.0 / i} for i in range(1, 5)],
         "dmd": [{"step": i, "train/loss/generator": 1.0 / i, "train/loss/critic": 2.0} for i in range(1, 5)],
     }
     write_report(tmp_path, f, metrics=metrics)

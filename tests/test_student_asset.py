@@ -6,12 +6,12 @@ import json
 import numpy as np
 import torch
 
-from trackstream.pipeline.release import ASSET_DIR, sha256, verify_release
 from trackstream.pipeline.ship_student import STUDENT_DIR
+from trackstream.pipeline.ship_teacher import ASSET_DIR, sha256, verify_asset
 
 
 def test_the_shipped_student_is_intact_and_says_how_it_was_made():
-    m = verify_release(STUDENT_DIR)
+    m = verify_asset(STUDENT_DIR)
     assert (
         m["name"] == "tiny-student"
         and ("python -m pipeline" in m["command"] or "python -m trackstream.pipeline" in m["command"])

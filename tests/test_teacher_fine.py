@@ -1,4 +1,4 @@
-"""experiment=tiny_teacher_fine (DiT patch 1) end to end at debug sizes: train, export, evaluate."""
+"""experiment=tiny_teacher_patch1 (DiT patch 1) end to end at debug sizes: train, export, evaluate."""
 
 import json
 import os
@@ -17,7 +17,7 @@ def test_tiny_teacher_fine_trains_exports_and_evaluates(tmp_path):
             sys.executable,
             "-m",
             "trackstream.train",
-            "experiment=tiny_teacher_fine",
+            "experiment=tiny_teacher_patch1",
             "debug=tiny",
             "data.height=32",
             "data.width=32",

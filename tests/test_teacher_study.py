@@ -40,7 +40,7 @@ def test_command_runs_the_recipe_with_the_shared_schedule(tmp_path):
     cmd = ts.command("4px-2L-25f", tmp_path)
     assert (
         cmd[1:3] == ["-m", "trackstream.train"]
-        and "experiment=tiny_teacher_fine" in cmd
+        and "experiment=tiny_teacher_patch1" in cmd
         and "data.num_frames=25" in cmd
     )
     assert f"optim.decay_steps={ts.DECAY_STEPS}" in cmd and f"hydra.run.dir={tmp_path / '4px-2L-25f'}" in cmd

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from trackstream.models.conditioning import compose_condition, expand_patch_embedding
+from trackstream.models.channel_layouts import compose_condition, expand_patch_embedding
 from trackstream.models.flavors import build_wan
 from trackstream.models.tracks import (
     TrackEncoder,

@@ -36,7 +36,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-tracks": ("trackstream.bench.tracks", "speed: trackers"),
     "bench-eval": ("trackstream.bench.eval", "speed: the evaluation harness"),
     "oracle-copy": ("trackstream.eval.oracle_copy", "the oracle copier's EPE (the codec's resolution floor)"),
-    "release": ("trackstream.pipeline.release", "train / pack / export the shipped tiny teacher"),
+    "ship-teacher": (
+        "trackstream.pipeline.ship_teacher",
+        "train / pack / export / verify the shipped tiny teacher (assets/tiny-teacher)",
+    ),
     "ship-student": ("trackstream.pipeline.ship_student", "ship a make-run student to assets/tiny-student"),
     "teacher-study": ("trackstream.studies.teacher_study", "the tiny teacher recipe study"),
     "flavors": ("trackstream.models.flavors", "list the model flavors (tiny and the real Wan sizes)"),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from trackstream.models.conditioning import i2v_condition, start_image_latents
+from trackstream.models.channel_layouts import i2v_condition, start_image_latents
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import rasterize_tracks, track_id_embedding
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS

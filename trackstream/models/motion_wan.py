@@ -12,7 +12,7 @@ frames, h/w latent size, L text tokens):
   x        [B, C, F, h, w]      noisy latent (C = the flavor's out_dim: 16, or 48 for Wan 2.2 TI2V-5B);
                                 t [B] or [B, F] on the 0..1000 scale
   text     [B, L, E] + lengths  frozen-encoder output (projected here to the DiT's text_dim)
-  image    [B, C_img, F, h, w]  first-frame channels (``models.conditioning``: wan_i2v -> 20,
+  image    [B, C_img, F, h, w]  first-frame channels (``models.channel_layouts``: wan_i2v -> 20,
                                 fun_control -> 16, t2v / ti2v -> None)
   motion   [B, D, T, h, w]      rasterised track embeddings c_m (MotionStream eq. 1) or None for
                                 the empty motion condition; the learnable TrackHead folds time 4x.
@@ -29,7 +29,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from trackstream.models.conditioning import IMAGE_IN_LATENT, LAYOUTS, compose_condition, condition_channels
+from trackstream.models.channel_layouts import IMAGE_IN_LATENT, LAYOUTS, compose_condition, condition_channels
 from trackstream.models.flavors import build_wan, flavor_config
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.text_encoders import TextProjection
@@ -59,7 +59,7 @@ IMAGE_FEATURES = ("auto", "clip", "zeros")
 @dataclass
 class ModelConfig:
     flavor: str = "tiny"  # models.flavors name
-    layout: str = "wan_i2v"  # models.conditioning.LAYOUTS
+    layout: str = "wan_i2v"  # models.channel_layouts.LAYOUTS
     track_channels: int = 16  # TrackHead output channels; 0 disables track conditioning
     track_embed_dim: int = TRACK_EMBED_DIM
     text_encoder: str = "minilm"  # models.text_encoders.build_text_encoder name (frozen)
@@ -268,7 +268,7 @@ def build_motion_wan(cfg: ModelConfig, *, text_encoder_dim: int, device: str | t
 
 def _pad_patch_embedding(sd: dict[str, torch.Tensor], in_dim: int, source: str) -> dict[str, torch.Tensor]:
     """Grow a base checkpoint's patch embedding to ``in_dim`` input channels with ZERO weights
-    appended (``models.conditioning.expand_patch_embedding`` semantics): the grown model starts
+    appended (``models.channel_layouts.expand_patch_embedding`` semantics): the grown model starts
     exactly as the base model, whatever the new track channels carry."""
     w = sd["patch_embedding.weight"]  # [dim, C_in, pt, ph, pw]
     if w.shape[1] > in_dim:

@@ -28,7 +28,7 @@ import torch
 
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.models.causal import CausalConfig
-from trackstream.models.conditioning import IMAGE_IN_LATENT  # layouts whose image is latent frame 0
+from trackstream.models.channel_layouts import IMAGE_IN_LATENT  # layouts whose image is latent frame 0
 
 __all__ = ["StreamConfig", "first_chunk_given", "check_first_chunk"]
 

@@ -9,7 +9,7 @@ Representation (pixel rate, shared by data/, train/ and stream/):
 Pipeline: ``sample_track_ids`` -> ``track_id_embedding`` (phi_n, d = 64) -> ``rasterize_tracks``
 (MotionStream eq. 1, c_m [B, d, T, H/8, W/8]) -> ``TrackHead`` (4x temporal fold + 1x1x1 conv ->
 [B, C_track, 1 + k, H/8, W/8]), which the DiT receives on its input channels through ``y``
-(see ``models.conditioning.expand_patch_embedding`` and ``compose_condition``).
+(see ``models.channel_layouts.expand_patch_embedding`` and ``compose_condition``).
 
 Legend: B batch, T pixel frames, N tracks, D embedding dim, F = 1 + (T-1)/4 latent frames,
 h/w latent height/width (pixels / spatial factor).

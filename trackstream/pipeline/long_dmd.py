@@ -58,8 +58,11 @@ PACK_DIR = ROOT / "runs" / "dmd-long"  # un-ignored in .gitignore: state.pt + sn
 UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (tests/test_long_dmd.py checks they agree)
 
 
-def long_sizes(*, updates: int = 400, snapshot_every: int = 50, ckpt_every: int = 25) -> Sizes:
-    """make run's FULL sizes for the teacher and ODE init; the long DMD stage after them."""
+def long_sizes(
+    *, updates: int = 400, snapshot_every: int = 50, ckpt_every: int = 25, rollout: str = "self_forcing"
+) -> Sizes:
+    """make run's FULL sizes for the teacher and ODE init; the long DMD stage after them, with the
+    Self-Forcing rollout (the default) or AR-Drag's Self-Rollout (``stage.rollout``)."""
     for name, value in (("--updates", updates), ("--snapshot-every", snapshot_every), ("--ckpt-every", ckpt_every)):
         if value < 1:
             raise ValueError(f"{name}={value} must be >= 1")
@@ -67,6 +70,7 @@ def long_sizes(*, updates: int = 400, snapshot_every: int = 50, ckpt_every: int 
         "stage=dmd_snapshots",
         f"stage.snapshot_every={snapshot_every}",
         f"trainer.ckpt_every={ckpt_every}",
+        *(() if rollout == "self_forcing" else (f"stage.rollout={rollout}",)),
         f"trainer.max_steps={updates * UPDATE_RATIO}",
     )
     return dataclasses.replace(FULL, name="dmd-long", dmd=dmd)
@@ -149,7 +153,7 @@ class Progress(threading.Thread):
 def run(
     run_dir: Path, sizes: Sizes, *, pack_dir: Path = PACK_DIR, fresh: bool = False, report_every: float = 300
 ) -> dict:
-    from trackstream.pipeline.release import ASSET_DIR
+    from trackstream.pipeline.ship_teacher import ASSET_DIR
 
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "sizes.json").is_file() and not fresh and (pack_dir / "state.pt").is_file():
@@ -165,7 +169,7 @@ def run(
     results = run_dir / "dmd" / "results.json"
     if results.is_file() and json.loads(results.read_text()).get("step", 0) < max_steps:
         results.unlink()  # a longer run than the one that finished: the stage resumes from its last checkpoint
-    state: dict = {"sizes": sizes, "release": ASSET_DIR}
+    state: dict = {"sizes": sizes, "teacher_asset": ASSET_DIR}
     progress = Progress(run_dir, max_steps, report_every)
     try:
         for name, fn in (("teacher", stage_teacher), ("ode_init", stage_ode_init)):
@@ -188,7 +192,7 @@ def run(
 
 def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
     """The resumable state -> ``pack_dir/state.pt`` (overwritten); new snapshots' EMA -> ``pack_dir/snapshots``."""
-    from trackstream.pipeline.release import git_commit
+    from trackstream.pipeline.ship_teacher import git_commit
 
     run_dir = Path(run_dir).resolve()
     ckpt = find_latest(run_dir / "dmd" / "checkpoints")
@@ -281,10 +285,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ckpt-every", type=int, default=25, help="loop steps between checkpoints")
     ap.add_argument("--report-every", type=float, default=300, help="seconds between progress lines")
     ap.add_argument("--fresh", action="store_true", help="run: do not continue the packed run in a new run dir")
+    ap.add_argument(
+        "--rollout",
+        choices=("self_forcing", "self_rollout"),
+        default="self_forcing",
+        help="the DMD rollout (stage.rollout): Self-Forcing's exit-step jump or AR-Drag's Self-Rollout",
+    )
     args = ap.parse_args(argv)
     try:
         if args.command == "run":
-            sizes = long_sizes(updates=args.updates, snapshot_every=args.snapshot_every, ckpt_every=args.ckpt_every)
+            sizes = long_sizes(
+                updates=args.updates,
+                snapshot_every=args.snapshot_every,
+                ckpt_every=args.ckpt_every,
+                rollout=args.rollout,
+            )
             run(args.run_dir, sizes, pack_dir=args.pack_dir, fresh=args.fresh, report_every=args.report_every)
         elif args.command == "pack":
             pack(args.run_dir, args.pack_dir)

@@ -11,7 +11,7 @@ to the report):
   epe.png        EPE with / without tracks per model, frozen-frame and oracle-copier baselines
   drift.png      per-chunk drift measures of the long rollout, with and without the sink
   latency.png    per-chunk latency over the long rollout
-  training.png   training losses: the shipped teacher's release run, the teacher fine-tune,
+  training.png   training losses: the shipped teacher's own training run, the teacher fine-tune,
                  ODE init and DMD (their metrics.jsonl)
   samples.png    (written by eval.stream_eval) held-out frames: ground truth, teacher, students
 and embeds the side-by-side GIFs of the first held-out samples (ground truth | teacher | students).

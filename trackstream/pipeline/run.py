@@ -3,7 +3,7 @@
 shipped teacher (assets/tiny-teacher, sha256-checked) -> a short fine-tune with mid-frame masking
 -> ODE pairs -> ODE init -> Self-Forcing DMD -> streaming generation of held-out first frames +
 tracks -> report. MotionStream starts from pretrained Wan weights; the embedded job starts from a
-teacher trained once for hours of CPU (``python -m trackstream.pipeline.release``), and ``--sizes scratch`` trains
+teacher trained once for hours of CPU (``python -m trackstream.pipeline.ship_teacher``), and ``--sizes scratch`` trains
 that teacher from nothing first (its release recipe, hours). Each training stage is the ordinary
 Hydra app (``python -m trackstream.train experiment=...``) in its own sub-directory of the run directory, so
 every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
@@ -36,13 +36,13 @@ DISTILL = [f"data.num_frames={NUM_FRAMES}"]
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each stage does. ``teacher_from``: "release" fine-tunes the shipped teacher (its
+    """How much each stage does. ``teacher_from``: "shipped" fine-tunes the shipped teacher (its
     ``teacher`` overrides go to experiment=tiny_teacher_finetune); "scratch" trains
     experiment=tiny_teacher_release from nothing first. ``SMOKE`` runs every stage for a few steps
     to check the wiring (tests/test_pipeline.py); its figures mean nothing."""
 
     name: str = "full"
-    teacher_from: str = "release"
+    teacher_from: str = "shipped"
     teacher: tuple[str, ...] = ()  # extra Hydra overrides per training stage
     ode_init: tuple[str, ...] = ()
     dmd: tuple[str, ...] = ()
@@ -170,13 +170,13 @@ class PipelineError(RuntimeError):
 def stage_teacher(run_dir: Path, state: dict) -> dict:
     """The motion-conditioned teacher: the shipped one, briefly fine-tuned (or trained from nothing)."""
     sizes: Sizes = state["sizes"]
-    if sizes.teacher_from == "release":
-        from trackstream.pipeline.release import ReleaseError, verify_release
+    if sizes.teacher_from == "shipped":
+        from trackstream.pipeline.ship_teacher import AssetError, verify_asset
 
-        asset = Path(state["release"]).resolve()
+        asset = Path(state["teacher_asset"]).resolve()
         try:
-            manifest = verify_release(asset)
-        except ReleaseError as e:
+            manifest = verify_asset(asset)
+        except AssetError as e:
             raise PipelineError(str(e)) from None
         overrides = [
             "experiment=tiny_teacher_finetune",
@@ -358,6 +358,8 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
     info = run_dir / "sizes.json"
     if info.is_file():
         old = json.loads(info.read_text())
+        if old.get("teacher_from") == "release":  # the name before "shipped" (same meaning)
+            old["teacher_from"] = "shipped"
         if old != json.loads(json.dumps(asdict(sizes))):
             raise PipelineError(
                 f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "
@@ -367,14 +369,14 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
     info.write_text(json.dumps(asdict(sizes), indent=1))
 
 
-def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
-    """``release``: the teacher release folder to start from (default: the shipped assets/tiny-teacher)."""
-    from trackstream.pipeline.release import ASSET_DIR
+def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> dict:
+    """``teacher_asset``: the shipped-teacher folder to start from (default: assets/tiny-teacher)."""
+    from trackstream.pipeline.ship_teacher import ASSET_DIR
 
     run_dir.mkdir(parents=True, exist_ok=True)
     check_preset(run_dir, sizes)
     stages: dict = {}
-    state: dict = {"sizes": sizes, "release": Path(release) if release else ASSET_DIR}
+    state: dict = {"sizes": sizes, "teacher_asset": Path(teacher_asset) if teacher_asset else ASSET_DIR}
     t_start = time.perf_counter()
     print(
         f"[pipeline] run directory {run_dir} (--sizes {sizes.name}); commands in {run_dir / 'pipeline.log'}", flush=True
@@ -393,11 +395,11 @@ def run(run_dir: Path, sizes: Sizes, *, release: Path | None = None) -> dict:
     cpu = os.times()  # CPU time of this process and its finished stage processes (2-core contention context)
     figures["total_cpu_seconds"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 2)
     metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in ("teacher", "ode_init", "dmd")}
-    if sizes.teacher_from == "release":  # the shipped teacher's own training curve, then its fine-tune here
-        from trackstream.pipeline.release import release_curve
+    if sizes.teacher_from == "shipped":  # the shipped teacher's own training curve, then its fine-tune here
+        from trackstream.pipeline.ship_teacher import teacher_training_curve
 
         metrics = {
-            "teacher release": release_curve(state["release"]),
+            "teacher (shipped)": teacher_training_curve(state["teacher_asset"]),
             "teacher fine-tune": metrics.pop("teacher"),
             **metrics,
         }
@@ -426,15 +428,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--smoke", action="store_true", help="same as --sizes smoke")
     ap.add_argument(
-        "--release",
+        "--teacher-asset",
         type=Path,
         default=None,
-        help="teacher release folder to start from (default: the shipped assets/tiny-teacher)",
+        help="shipped-teacher folder to start from (manifest.json, teacher/, codec.pt; default: assets/tiny-teacher)",
     )
     args = ap.parse_args(argv)
     sizes = SIZES["smoke" if args.smoke else args.sizes]
     try:
-        run(Path(args.run_dir), sizes, release=args.release)
+        run(Path(args.run_dir), sizes, teacher_asset=args.teacher_asset)
     except PipelineError as e:
         print(f"[pipeline] error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -7,7 +7,7 @@ The folder is what the demo's browser test and a person without the time for ``m
 from: ``student/`` (the DMD export: Wan DiT files, heads, network.json), ``config.yaml`` (the DMD
 stage's resolved config: the world the scenes come from) and ``manifest.json``: the command, the
 commit the run was made from, steps and wall time per stage, seeds, the run's held-out figures and
-the sha256 of every file (``pipeline.release.verify_release`` checks them). The codec is the teacher
+the sha256 of every file (``pipeline.ship_teacher.verify_asset`` checks them). The codec is the teacher
 release's (``assets/tiny-teacher/codec.pt``, recorded by its sha256), not copied.
 """
 
@@ -19,7 +19,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from trackstream.pipeline.release import ASSET_DIR, MAX_BYTES, ReleaseError, git_commit, sha256
+from trackstream.pipeline.ship_teacher import ASSET_DIR, MAX_BYTES, AssetError, git_commit, sha256
 
 __all__ = ["STUDENT_DIR", "ship_student"]
 
@@ -48,7 +48,7 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
     report = run_dir / "report.json"
     export = run_dir / "dmd" / "export" / "student"
     if not report.is_file() or not (export / "network.json").is_file():
-        raise ReleaseError(
+        raise AssetError(
             f"{run_dir}: no finished make run there (report.json and dmd/export/student); run "
             f"`make run RUN_DIR={run_dir}` first"
         )
@@ -68,7 +68,7 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
     files = sorted(p for p in dest.rglob("*") if p.is_file())
     total = sum(p.stat().st_size for p in files)
     if total > MAX_BYTES:
-        raise ReleaseError(f"the student folder is {total / 2**20:.1f} MiB; shipped folders stay under 20 MiB")
+        raise AssetError(f"the student folder is {total / 2**20:.1f} MiB; shipped folders stay under 20 MiB")
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / "dmd" / "config.yaml")
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         m = ship_student(args.run_dir, args.dest, commit=args.commit)
-    except ReleaseError as e:
+    except AssetError as e:
         print(f"[ship_student] error: {e}", file=sys.stderr)
         return 2
     print(

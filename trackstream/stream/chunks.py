@@ -27,7 +27,7 @@ import torch
 
 from trackstream.diffusion.schedule import add_noise, sigma_to_t, x0_from_velocity
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
-from trackstream.models.conditioning import compose_condition, i2v_condition, start_image_latents
+from trackstream.models.channel_layouts import compose_condition, i2v_condition, start_image_latents
 from trackstream.models.stream_buffers import StepBuffers
 from trackstream.models.streaming import StreamConfig, check_first_chunk, first_chunk_given
 from trackstream.models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding

@@ -44,9 +44,9 @@ COMMON = (
 # at 17 frames, ~4.1 s at 25 frames; 4 layers ~2x; 8-px tokens ~0.45 s) and the 8-px baseline ~12.
 RECIPES: dict[str, tuple[tuple[str, ...], int]] = {
     "8px-2L-17f": (("experiment=tiny_teacher", "data.num_frames=17"), 1500),
-    "4px-2L-17f": (("experiment=tiny_teacher_fine", "data.num_frames=17"), 750),
-    "4px-2L-25f": (("experiment=tiny_teacher_fine", "data.num_frames=25"), 430),
-    "4px-4L-17f": (("experiment=tiny_teacher_fine", "data.num_frames=17", "+model.overrides.num_layers=4"), 260),
+    "4px-2L-17f": (("experiment=tiny_teacher_patch1", "data.num_frames=17"), 750),
+    "4px-2L-25f": (("experiment=tiny_teacher_patch1", "data.num_frames=25"), 430),
+    "4px-4L-17f": (("experiment=tiny_teacher_patch1", "data.num_frames=17", "+model.overrides.num_layers=4"), 260),
 }
 
 

@@ -1,4 +1,4 @@
-"""The release machinery (trackstream/pipeline/release.py): manifest + sha256 checks, the resume bundle, export."""
+"""The release machinery (trackstream/pipeline/ship_teacher.py): manifest + sha256 checks, the resume bundle, export."""
 
 import json
 import tarfile
@@ -6,16 +6,16 @@ import tarfile
 import pytest
 import torch
 
-from trackstream.pipeline.release import (
-    ReleaseError,
-    export_release,
+from trackstream.pipeline.ship_teacher import (
+    AssetError,
+    export_teacher,
     logged_losses,
     pack_resume,
-    release_curve,
     sha256,
+    teacher_training_curve,
     training_seconds,
     unpack_resume,
-    verify_release,
+    verify_asset,
 )
 
 
@@ -58,7 +58,7 @@ def test_logged_losses_and_training_seconds(tmp_path):
 def test_export_writes_a_manifest_that_verifies(tmp_path):
     run = _fake_run(tmp_path)
     dest = tmp_path / "asset"
-    m = export_release(run, dest)
+    m = export_teacher(run, dest)
     assert m["steps"] == 25 and m["git_commit"] == "abc" and m["command"] == "python -m trackstream.train experiment=x"
     assert m["seeds"] == {"data.seed": 0, "data.eval_seed": 7, "trainer.seed": 3}
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
@@ -71,30 +71,30 @@ def test_export_writes_a_manifest_that_verifies(tmp_path):
         "config.yaml",
         "curve.json",
     }
-    curve = release_curve(dest)  # mean loss per 25 logged steps (the re-logged step counted once)
+    curve = teacher_training_curve(dest)  # mean loss per 25 logged steps (the re-logged step counted once)
     assert [r["step"] for r in curve] == [25] and curve[0]["train/loss"] == pytest.approx(
         sum(2.0 / s for s in range(1, 26)) / 25, abs=1e-5
     )
     assert m["sha256"]["codec.pt"] == sha256(dest / "codec.pt")
-    assert verify_release(dest)["steps"] == 25
+    assert verify_asset(dest)["steps"] == 25
 
 
 def test_verify_names_missing_and_altered_files(tmp_path):
     dest = tmp_path / "asset"
-    export_release(_fake_run(tmp_path), dest)
+    export_teacher(_fake_run(tmp_path), dest)
     (dest / "codec.pt").write_bytes(b"other codec")
     (dest / "teacher" / "heads.pt").unlink()
-    with pytest.raises(ReleaseError) as err:
-        verify_release(dest)
+    with pytest.raises(AssetError) as err:
+        verify_asset(dest)
     msg = str(err.value)
     assert "missing ['teacher/heads.pt']" in msg and "altered" in msg and "codec.pt" in msg and "git checkout" in msg
-    with pytest.raises(ReleaseError, match="no manifest.json"):
-        verify_release(tmp_path / "nowhere")
+    with pytest.raises(AssetError, match="no manifest.json"):
+        verify_asset(tmp_path / "nowhere")
 
 
 def test_export_refuses_an_unfinished_run(tmp_path):
-    with pytest.raises(ReleaseError, match="has not finished"):
-        export_release(_fake_run(tmp_path, done=False), tmp_path / "asset")
+    with pytest.raises(AssetError, match="has not finished"):
+        export_teacher(_fake_run(tmp_path, done=False), tmp_path / "asset")
 
 
 def test_resume_bundle_round_trip(tmp_path):

@@ -17,14 +17,14 @@ from pathlib import Path
 
 import pytest
 
-from trackstream.pipeline.release import ASSET_DIR, logged_losses, verify_release
+from trackstream.pipeline.ship_teacher import ASSET_DIR, logged_losses, verify_asset
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-3  # relative; the same machine reproduces them exactly, another CPU model may round differently
 
 
 def _manifest() -> dict:
-    return verify_release(ASSET_DIR)
+    return verify_asset(ASSET_DIR)
 
 
 def _run(tmp_path: Path, name: str, overrides: list[str]) -> Path:
@@ -97,9 +97,9 @@ def test_the_shipped_teacher_follows_tracks():
     from trackstream.models.codecs import build_codec
     from trackstream.models.conditioner import Conditioner
     from trackstream.models.text_encoders import build_text_encoder
-    from trackstream.pipeline.release import load_release
+    from trackstream.pipeline.ship_teacher import load_shipped_teacher
 
-    net, codec_path, manifest = load_release(ASSET_DIR)
+    net, codec_path, manifest = load_shipped_teacher(ASSET_DIR)
     net.eval().requires_grad_(False)
     cfg = OmegaConf.to_container(OmegaConf.load(ASSET_DIR / "config.yaml"), resolve=True)
     data = DataConfig(**{**cfg["data"], "eval_samples": 4})

@@ -1,16 +1,16 @@
 """The shipped tiny teacher: train it (resumably, across machines), export it, verify it.
 
-    python -m trackstream.pipeline.release start  --run-dir /tmp/release      # the release command, recorded first
-    python -m trackstream.pipeline.release pack   --run-dir /tmp/release      # -> assets/tiny-teacher-resume.tar
-    python -m trackstream.pipeline.release unpack --run-dir /tmp/release      # a new machine continues from it
-    python -m trackstream.pipeline.release export --run-dir /tmp/release      # -> assets/tiny-teacher/ + manifest.json
-    python -m trackstream.pipeline.release verify                             # sha256 of every shipped file
+    python -m trackstream.pipeline.ship_teacher start  --run-dir /tmp/release      # the release command, recorded first
+    python -m trackstream.pipeline.ship_teacher pack   --run-dir /tmp/release      # -> assets/tiny-teacher-resume.tar
+    python -m trackstream.pipeline.ship_teacher unpack --run-dir /tmp/release      # a new machine continues from it
+    python -m trackstream.pipeline.ship_teacher export --run-dir /tmp/release      # -> assets/tiny-teacher/ + manifest.json
+    python -m trackstream.pipeline.ship_teacher verify                             # sha256 of every shipped file
 
 A release checkpoint is what a user starts from, as MotionStream starts from Wan: the exported
 network (official Wan DiT files + heads), the codec it was trained with and the resolved config,
 with a ``manifest.json`` that says how it was made (command, git commit, steps, wall time, seeds),
-the sha256 of every file, the first logged losses (tests/test_release.py re-runs the command's
-first steps and compares) and the held-out figures of its own evaluation. ``load_release``
+the sha256 of every file, the first logged losses (tests/test_ship_teacher.py re-runs the command's
+first steps and compares) and the held-out figures of its own evaluation. ``load_shipped_teacher``
 refuses a folder whose files are missing or altered, naming them.
 
 The long run spans sessions whose processes end and whose machines may change, so its latest
@@ -40,24 +40,24 @@ FIRST_LOSSES = 20
 MAX_BYTES = 20 * 2**20  # every shipped file, and the folder in total
 
 __all__ = [
-    "ReleaseError",
-    "release_command",
+    "AssetError",
+    "teacher_command",
     "sha256",
-    "load_release",
-    "verify_release",
-    "export_release",
+    "load_shipped_teacher",
+    "verify_asset",
+    "export_teacher",
     "pack_resume",
     "unpack_resume",
     "logged_losses",
-    "release_curve",
+    "teacher_training_curve",
 ]
 
 
-class ReleaseError(ValueError):
+class AssetError(ValueError):
     """A release folder (or a resume bundle) is missing, incomplete or altered."""
 
 
-def release_command(run_dir: Path | str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+def teacher_command(run_dir: Path | str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The command that trains the release teacher into ``run_dir`` (resumes if it holds checkpoints)."""
     return ["python", "-m", "trackstream.train", f"experiment={EXPERIMENT}", *extra, f"hydra.run.dir={run_dir}"]
 
@@ -123,7 +123,7 @@ def _eval_curve(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows]
 
 
-def release_curve(directory: Path | str = ASSET_DIR) -> list[dict]:
+def teacher_training_curve(directory: Path | str = ASSET_DIR) -> list[dict]:
     """The shipped teacher's training curve (``curve.json``: mean loss per 25 steps); [] if absent."""
     path = Path(directory) / "curve.json"
     return json.loads(path.read_text()) if path.is_file() else []
@@ -133,14 +133,14 @@ def release_curve(directory: Path | str = ASSET_DIR) -> list[dict]:
 # verify / load
 
 
-def verify_release(directory: Path | str = ASSET_DIR) -> dict:
+def verify_asset(directory: Path | str = ASSET_DIR) -> dict:
     """Check every file the manifest lists against its sha256; returns the manifest."""
     directory = Path(directory)
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
-        raise ReleaseError(
+        raise AssetError(
             f"{directory}: no manifest.json; this is not a release folder (export one with "
-            f"`python -m trackstream.pipeline.release export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
+            f"`python -m trackstream.pipeline.ship_teacher export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
         )
     manifest = json.loads(manifest_path.read_text())
     missing, altered = [], []
@@ -154,19 +154,19 @@ def verify_release(directory: Path | str = ASSET_DIR) -> dict:
         parts = ([f"missing {missing}"] if missing else []) + (
             [f"altered (sha256 differs from manifest.json) {altered}"] if altered else []
         )
-        raise ReleaseError(
+        raise AssetError(
             f"release {directory} is not intact: {'; '.join(parts)}. Restore it with "
             f"`git checkout -- {directory}` (or `git lfs pull` if your clone used LFS), or re-export it"
         )
     return manifest
 
 
-def load_release(directory: Path | str = ASSET_DIR, *, device: str = "cpu"):
+def load_shipped_teacher(directory: Path | str = ASSET_DIR, *, device: str = "cpu"):
     """(network, codec path, manifest) of a verified release folder."""
     from trackstream.models.motion_wan import load_network
 
     directory = Path(directory)
-    manifest = verify_release(directory)
+    manifest = verify_asset(directory)
     net = load_network(directory / "teacher", device=device)
     return net, directory / "codec.pt", manifest
 
@@ -175,14 +175,14 @@ def load_release(directory: Path | str = ASSET_DIR, *, device: str = "cpu"):
 # export
 
 
-def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | None = None) -> dict:
+def export_teacher(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | None = None) -> dict:
     """Copy a finished release run's export, codec and config into ``dest`` and write its manifest."""
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
     if results.get("status") != "done":
-        raise ReleaseError(
+        raise AssetError(
             f"{run_dir}: the release run has not finished (results.json status "
-            f"{results.get('status')!r}); resume it with `python -m trackstream.pipeline.release start --run-dir {run_dir}`"
+            f"{results.get('status')!r}); resume it with `python -m trackstream.pipeline.ship_teacher start --run-dir {run_dir}`"
         )
     record = json.loads((run_dir / "release_run.json").read_text()) if (run_dir / "release_run.json").is_file() else {}
     if dest.exists():
@@ -195,9 +195,7 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
 
         given = OmegaConf.load(run_dir / "config.yaml").codec.get("checkpoint")
         if not given or not Path(given).is_file():
-            raise ReleaseError(
-                f"{run_dir}: no fitted codec (codec/codec.pt) and no codec.checkpoint file in its config"
-            )
+            raise AssetError(f"{run_dir}: no fitted codec (codec/codec.pt) and no codec.checkpoint file in its config")
         codec = Path(given)
     shutil.copy2(codec, dest / "codec.pt")
     shutil.copy2(run_dir / "config.yaml", dest / "config.yaml")
@@ -209,9 +207,7 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
     ]
     total = sum(p.stat().st_size for p in files)
     if too_big or total > MAX_BYTES:
-        raise ReleaseError(
-            f"release files must stay under 20 MiB each and in total ({total / 2**20:.1f} MiB): {too_big}"
-        )
+        raise AssetError(f"release files must stay under 20 MiB each and in total ({total / 2**20:.1f} MiB): {too_big}")
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
@@ -219,7 +215,7 @@ def export_release(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
     held_out = figures if figures is not None else (json.loads(eval_json.read_text()) if eval_json.is_file() else {})
     manifest = {
         "name": "tiny-teacher",
-        "command": " ".join(record.get("command") or release_command("<run-dir>")),
+        "command": " ".join(record.get("command") or teacher_command("<run-dir>")),
         "git_commit": record.get("git_commit"),
         "steps": results.get("step"),
         "wall_time_s": {
@@ -250,7 +246,7 @@ def _bundle_members(run_dir: Path) -> list[Path]:
 
     latest = find_latest(run_dir / "checkpoints")
     if latest is None:
-        raise ReleaseError(f"{run_dir}/checkpoints holds no complete checkpoint to pack")
+        raise AssetError(f"{run_dir}/checkpoints holds no complete checkpoint to pack")
     members = [p for p in sorted(latest.rglob("*")) if p.is_file()]
     for rel in (
         "codec/codec.pt",
@@ -263,7 +259,7 @@ def _bundle_members(run_dir: Path) -> list[Path]:
         if (run_dir / rel).is_file():
             members.append(run_dir / rel)
     if not (run_dir / "codec" / "codec.pt").is_file():
-        raise ReleaseError(f"{run_dir}/codec/codec.pt is missing: the run has not fitted its codec yet")
+        raise AssetError(f"{run_dir}/codec/codec.pt is missing: the run has not fitted its codec yet")
     return members
 
 
@@ -285,12 +281,12 @@ def pack_resume(run_dir: Path, tar_path: Path = RESUME_TAR) -> Path:
 def unpack_resume(run_dir: Path, tar_path: Path = RESUME_TAR) -> Path:
     run_dir = Path(run_dir)
     if not tar_path.is_file():
-        raise ReleaseError(f"no resume bundle at {tar_path}")
+        raise AssetError(f"no resume bundle at {tar_path}")
     run_dir.mkdir(parents=True, exist_ok=True)
     with tarfile.open(tar_path) as tar:
         names = tar.getnames()
         if any(n.startswith(("/", "..")) or "/../" in n for n in names):
-            raise ReleaseError(f"{tar_path}: refusing a bundle with paths outside the run directory")
+            raise AssetError(f"{tar_path}: refusing a bundle with paths outside the run directory")
         tar.extractall(run_dir, filter="data")
     return run_dir
 
@@ -311,10 +307,10 @@ def start(run_dir: Path, extra: list[str], *, until: int | None = None, threads:
     record = (
         json.loads(record_path.read_text())
         if record_path.is_file()
-        else {"command": release_command(run_dir, extra), "git_commit": git_commit(), "sessions": []}
+        else {"command": teacher_command(run_dir, extra), "git_commit": git_commit(), "sessions": []}
     )
     if extra and record_path.is_file() and list(extra) != record["command"][4 : 4 + len(extra)]:
-        raise ReleaseError(
+        raise AssetError(
             f"{run_dir} was started as `{' '.join(record['command'])}`; extra overrides cannot "
             "change a run half-way (start a new --run-dir)"
         )
@@ -334,7 +330,9 @@ def start(run_dir: Path, extra: list[str], *, until: int | None = None, threads:
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(prog="python -m trackstream.pipeline.release", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m trackstream.pipeline.ship_teacher", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("action", choices=["start", "pack", "unpack", "export", "verify"])
     ap.add_argument("--run-dir", type=Path, help="the release run's directory (outside the repository)")
     ap.add_argument("--dest", type=Path, default=ASSET_DIR, help="release folder (export / verify)")
@@ -347,13 +345,13 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_intermixed_args(argv)  # overrides may follow the options
     try:
         if args.action == "verify":
-            m = verify_release(args.dest)
+            m = verify_asset(args.dest)
             print(
                 f"{args.dest}: {len(m['sha256'])} files intact (steps {m.get('steps')}, commit {m.get('git_commit')})"
             )
             return
         if args.run_dir is None:
-            raise ReleaseError(f"`{args.action}` needs --run-dir")
+            raise AssetError(f"`{args.action}` needs --run-dir")
         if args.action == "start":
             sys.exit(start(args.run_dir.resolve(), args.overrides, until=args.until, threads=args.threads))
         if args.action == "pack":
@@ -361,9 +359,9 @@ def main(argv: list[str] | None = None) -> None:
         elif args.action == "unpack":
             print(unpack_resume(args.run_dir, args.tar))
         else:
-            m = export_release(args.run_dir, args.dest)
+            m = export_teacher(args.run_dir, args.dest)
             print(f"exported {args.dest} ({m['bytes'] / 2**20:.1f} MiB, {len(m['sha256'])} files)")
-    except ReleaseError as e:
+    except AssetError as e:
         raise SystemExit(f"error: {e}") from None
 
 

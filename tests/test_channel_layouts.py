@@ -9,14 +9,7 @@ from diffusers import AutoencoderKLWan
 from release_helpers import TINY_CLIP, wan_clip_state
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
-from trackstream.models.clip_image import (
-    CLIP_MEAN,
-    CLIP_STD,
-    VIT_H14_CONFIG,
-    CLIPImageEncoder,
-    convert_wan_clip_visual,
-)
-from trackstream.models.conditioning import (
+from trackstream.models.channel_layouts import (
     compose_condition,
     condition_channels,
     expand_patch_embedding,
@@ -24,6 +17,13 @@ from trackstream.models.conditioning import (
     i2v_condition,
     i2v_mask,
     start_image_latents,
+)
+from trackstream.models.clip_image import (
+    CLIP_MEAN,
+    CLIP_STD,
+    VIT_H14_CONFIG,
+    CLIPImageEncoder,
+    convert_wan_clip_visual,
 )
 from trackstream.models.flavors import build_wan
 from trackstream.models.tracks import TrackEncoder
