@@ -205,6 +205,8 @@ def test_eval_refuses_cuda_without_a_gpu_naming_the_field():
         "trackstream.stream.drag.__main__",
         "trackstream.eval.drag_bench",
         "trackstream.bench.drag",
+        "trackstream.bench.train",
+        "trackstream.bench.distill",
     ],
 )
 def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
@@ -238,6 +240,8 @@ def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
         ],
         "trackstream.eval.drag_bench": ["--student", "s", "--codec", "c", "--out", "o"],
         "trackstream.bench.drag": [],
+        "trackstream.bench.train": [],
+        "trackstream.bench.distill": [],
     }[module]
     with pytest.raises(SystemExit) as stop:
         main([*required, "--device", "cuda"])

@@ -39,11 +39,12 @@ from pathlib import Path
 
 import torch
 
-from trackstream.bench.timing import environment, time_calls
+from trackstream.bench.timing import environment, time_calls, training_precision
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
+from trackstream.models.precision import add_precision_args
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import first_chunk_given
@@ -272,12 +273,14 @@ def _describe(typed, shape: dict, net) -> dict:
     }
 
 
-def run_config(name: str, overrides: list[str], *, repeats: int, warmup: int, runtime_cache: dict) -> dict:
+def run_config(
+    name: str, overrides: list[str], *, repeats: int, warmup: int, runtime_cache: dict, device: str = "auto"
+) -> dict:
     """One config's benchmark; out of memory is recorded (the rest of the run goes on)."""
     typed = compose(name, overrides)
     key = typed.trainer.precision
     if key not in runtime_cache:  # one Accelerator per process and precision
-        runtime_cache[key] = init_runtime("single", precision=typed.trainer.precision)
+        runtime_cache[key] = init_runtime("single", precision=typed.trainer.precision, device=device)
     runtime = runtime_cache[key]
     fn = {"dmd": bench_dmd, "ode_init": bench_ode_init}.get(typed.stage.name)
     if fn is None:
@@ -340,8 +343,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--override", action="append", default=[], help="a Hydra override for every config (repeatable)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default="outputs/bench_distill.json")
+    add_precision_args(ap)
     args = ap.parse_args(argv)
-    cuda = torch.cuda.is_available()
+    device, dtype = training_precision(ap, args)
+    cuda = device.type == "cuda"
     if args.real and not cuda:
         ap.error("--real needs a CUDA GPU (the 1.3B / 5B recipes at 480p / 704p do not fit a CPU benchmark)")
     if args.steps < 1 or args.warmup < 0:
@@ -350,10 +355,16 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = list(args.override) + ([f"data.batch_size={args.batch}"] if args.batch else [])
+    if (
+        args.dtype != "auto"
+    ):  # auto: the recipe's own trainer.precision (itself bf16 on CUDA, fp32 on the CPU by default)
+        overrides.append(f"trainer.precision={'bf16' if dtype == torch.bfloat16 else 'fp32'}")
     runtimes: dict = {}
     results = []
     for name in names:
-        r = run_config(name, overrides, repeats=args.steps, warmup=args.warmup, runtime_cache=runtimes)
+        r = run_config(
+            name, overrides, repeats=args.steps, warmup=args.warmup, runtime_cache=runtimes, device=device.type
+        )
         results.append(r)
         print(table([r]).split("\n", 2)[-1], flush=True)
     device = next(iter(runtimes.values())).device if runtimes else torch.device("cpu")

@@ -1,7 +1,8 @@
 """Training-step benchmark of the motion-conditioned teacher.
 
-    python -m trackstream.bench.train                       # tiny teacher (the tiny_teacher experiment) on CPU;
-                                                     # on a GPU also the real 1.3B teacher at 832x480
+    python -m trackstream.bench.train                       # tiny teacher (the tiny_teacher experiment) on
+                                                     # --device/--dtype (auto: CUDA + bf16 when present,
+                                                     # else CPU fp32); on a GPU also the real 1.3B at 832x480
     python -m trackstream.bench.train --real --steps 10     # only the real config (GPU)
 
 What is timed: one optimizer update of ``FlowMatchingObjective`` with the experiment's stage settings (timestep/noise/dropout
@@ -33,8 +34,9 @@ from pathlib import Path
 
 import torch
 
-from trackstream.bench.timing import time_calls
+from trackstream.bench.timing import time_calls, training_precision
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.precision import add_precision_args
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.train.ema import EMA, EMAConfig
 from trackstream.train.optim import OptimConfig, build_optimizer, param_groups
@@ -318,7 +320,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--compile", action="store_true", help="torch.compile each DiT block (parallel.compile=true)")
     ap.add_argument("--configs", default=None, help="comma-separated real config names (default: all)")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
+    add_precision_args(ap)
     args = ap.parse_args(argv)
+    device, dtype = training_precision(ap, args)
     results = []
     if not args.real:
         if args.threads:
@@ -334,13 +338,13 @@ def main(argv: list[str] | None = None) -> None:
                     text_dim=384,
                     steps=args.steps,
                     warmup=args.warmup,
-                    device=torch.device("cpu"),
+                    device=device,
                     checkpointing=False,
-                    bf16=False,
+                    bf16=dtype == torch.bfloat16,
                 ),
             }
         )
-    if torch.cuda.is_available():
+    if device.type == "cuda":
         for name, model, shape in REAL_CONFIGS:
             if args.configs and name not in args.configs.split(","):
                 continue
@@ -356,9 +360,9 @@ def main(argv: list[str] | None = None) -> None:
                         text_dim=4096,
                         steps=max(3, args.steps // 2),
                         warmup=args.warmup,
-                        device=torch.device("cuda"),
+                        device=device,
                         checkpointing=True,
-                        bf16=True,
+                        bf16=dtype == torch.bfloat16,
                         sdpa=args.sdpa,
                         profile=args.profile,
                         compile=args.compile,

@@ -134,8 +134,10 @@ def init_runtime(
     timeout_minutes: int = 30,
     deepspeed_config: dict | None = None,
     find_unused_parameters: bool = False,
+    device: str = "auto",
 ) -> Runtime:
-    """Create the Accelerator for ``strategy`` (single | ddp | fsdp | deepspeed)."""
+    """Create the Accelerator for ``strategy`` (single | ddp | fsdp | deepspeed). ``device``: "auto"
+    (CUDA when present), "cpu" (even on a GPU machine) or "cuda" (refused without a GPU)."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
@@ -146,7 +148,11 @@ def init_runtime(
             f"parallel.strategy=single but the launcher started {world_size} processes; "
             "choose parallel=ddp, fsdp or deepspeed"
         )
-    cuda = torch.cuda.is_available()
+    if device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device={device!r}: choose auto, cpu or cuda (the launcher places each process's GPU)")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA device is available here: use device=cpu (or auto)")
+    cuda = torch.cuda.is_available() and device != "cpu"
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
     if precision == "auto":
