@@ -176,3 +176,49 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
         sa, sb = read_snapshot(a[n]), read_snapshot(b[n])
         _assert_equal(sa["ema"], sb["ema"], f"snapshot {n}")
     _assert_equal(read_snapshot(a[2])["generator"], read_snapshot(b[2])["generator"])
+
+
+def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_path):
+    """python -m trackstream.studies.dmd_curve on a run's snapshots: one row per snapshot, the ODE-init
+    start (0 updates) scored exactly as the stream evaluation scores the ODE-init export, and a second
+    run compared at the update counts it has; an existing curve.json is reused, not re-measured."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from trackstream.studies.dmd_curve import Evaluator, main
+
+    run = _run_dir(source, tmp_path / "run")
+    _dmd(tmp_path, run, 5)  # snapshots after 0 and 1 generator updates
+    typed = _typed(tmp_path, "experiment=tiny_dmd", "debug=tiny", "data.num_frames=25")
+    cfg = OmegaConf.structured(typed)
+    cfg.codec.checkpoint = str(run / "teacher/codec/codec.pt")
+    for stage in ("dmd", "teacher"):
+        OmegaConf.save(cfg, run / stage / "config.yaml")
+    # the fixture's ODE-init export records no streaming conventions; the stage's would (distill.stages)
+    from trackstream.models.streaming import StreamConfig
+
+    meta_path = run / "ode_init/export/student/network.json"
+    meta = json.loads(meta_path.read_text())
+    stream = StreamConfig(causal=typed.stage.causal, steps=typed.schedule.student_steps, shift=typed.schedule.shift)
+    meta["conventions"] = {**meta.get("conventions", {}), "clean_first_frame": True, "causal": stream.to_dict()}
+    meta_path.write_text(json.dumps(meta))
+    other = tmp_path / "other"
+    shutil.copytree(run, other)
+    out = tmp_path / "curve"
+    args = ["--run-dir", str(run), "--out", str(out), "--clips", "2", "--long-clips", "1", "--long-factor", "2"]
+    assert main([*args, "--compare", f"other={other}", "--updates", "0,1"]) == 0
+    curve = json.loads((out / "curve.json").read_text())
+    assert sorted(curve["runs"]) == ["other", "self_forcing"] and sorted(curve["runs"]["other"]) == ["0", "1"]
+    row0 = curve["runs"]["self_forcing"]["0"]
+    assert curve["runs"]["other"]["0"] == {**row0, "seconds": curve["runs"]["other"]["0"]["seconds"]}
+    assert all(0 < row0[k] < 64 for k in ("epe_with_tracks", "long_epe")) and 0 < row0["ssim_with_tracks"] <= 1
+    assert (out / "curve.png").stat().st_size > 0 and "| self_forcing | 1 |" in (out / "curve.md").read_text()
+
+    # the 0-update snapshot is the ODE-init export's weights: the same EPE as evaluating that export
+    ev = Evaluator(run, clips=2, long_clips=1, long_factor=2, device="cpu", dtype="float32")
+    assert ev(run / "ode_init/export/student")["epe_with_tracks"] == pytest.approx(row0["epe_with_tracks"], abs=1e-6)
+
+    (out / "curve.json").write_text(json.dumps({**curve, "runs": {"self_forcing": {"0": {**row0, "seconds": -1}}}}))
+    assert main([*args, "--updates", "0"]) == 0  # reused, not evaluated again
+    assert json.loads((out / "curve.json").read_text())["runs"]["self_forcing"]["0"]["seconds"] == -1

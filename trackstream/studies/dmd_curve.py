@@ -1,0 +1,224 @@
+"""Held-out figures of DMD generator snapshots against generator updates (issue 27: where DMD helps).
+
+    python -m trackstream.studies.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve
+    python -m trackstream.studies.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve \\
+        --compare self_rollout=/work/runs/dmd-selfrollout
+
+Each snapshot (``gen_XXXXX.pt`` of ``stage=dmd_snapshots``: the EMA weights the stage's export would
+ship after that many generator updates; ``gen_00000`` is the ODE-init student DMD starts from) is
+turned into a network folder with the run's streaming conventions and evaluated exactly as
+``make run``'s stream stage evaluates its students (``eval.stream_eval``):
+* at the training horizon: the held-out clips of the run's world (``--clips``, 16 by default, the
+  teacher's ``eval.num_tracks`` input tracks), EPE with and without tracks by the one protocol
+  (``eval.metrics.motion_epe``), PSNR and SSIM against the ground truth;
+* at ``--long-factor`` x the horizon (10): ``--long-clips`` long clips streamed with the input
+  tracks and the attention sink: the whole rollout's EPE, PSNR and SSIM, and drift = the last
+  chunks' latent error relative to an unrelated video's (make run's drift figure, ``drift_summary``).
+``--compare NAME=RUN_DIR`` evaluates another run's snapshots at the update counts it has (e.g. the
+Self-Rollout run against the Self-Forcing one at equal generator updates). Writes ``curve.json``,
+``curve.png`` (one panel per figure against generator updates) and ``curve.md`` (the table) to
+``--out``; snapshots already in ``curve.json`` are not evaluated again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from trackstream.distill.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
+
+ROOT = Path(__file__).resolve().parents[2]
+FIGURES = (
+    ("epe_with_tracks", "EPE with tracks (px)"),
+    ("epe_without_tracks", "EPE without tracks (px)"),
+    ("psnr_with_tracks", "PSNR (dB)"),
+    ("ssim_with_tracks", "SSIM"),
+    ("long_epe", "EPE at 10x (px)"),
+    ("long_psnr", "PSNR at 10x (dB)"),
+    ("long_ssim", "SSIM at 10x"),
+    ("drift", "drift at 10x (late latent error, rel.)"),
+)
+
+
+class Evaluator:
+    """The run's teacher codec, text encoder and held-out clips, loaded once; ``__call__`` scores one network."""
+
+    def __init__(self, run_dir: Path, *, clips: int, long_clips: int, long_factor: int, device=None, dtype=None):
+        import dataclasses
+
+        from omegaconf import OmegaConf
+
+        from trackstream.data.batching import derive_seed
+        from trackstream.data.clips import ClipPool, DataConfig, heldout_clips, make_world
+        from trackstream.eval.stream_eval import StreamEvalConfig
+        from trackstream.models.conditioner import load_export
+        from trackstream.models.precision import resolve_precision
+
+        self.device, self.dtype = resolve_precision(device, dtype)
+        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)
+        teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
+        self.codec_name, self.codec_path = cfg["codec"]["name"], cfg["codec"]["checkpoint"]
+        _, self.codec, self.conditioner = load_export(
+            run_dir / "teacher" / "export" / "teacher",
+            codec_name=self.codec_name,
+            codec=self.codec_path,
+            device=self.device,
+            dtype=self.dtype,
+        )
+        self.data = DataConfig(**{**cfg["data"], "eval_samples": clips})
+        self.clips = heldout_clips(self.data).clips
+        self.cfg = StreamEvalConfig(num_tracks=teacher_cfg["eval"]["num_tracks"], preview_clips=0)
+        horizon = 1 + (self.data.num_frames - 1) // 4
+        self.long_latents = 1 + long_factor * (horizon - 1)
+        long_frames = 1 + 4 * (self.long_latents - 1)
+        world = make_world(dataclasses.replace(self.data, num_frames=long_frames))
+        self.long = ClipPool(world, [derive_seed(self.data.eval_seed, "long", i) for i in range(long_clips)]).clips
+        self.horizon = horizon
+        self.protocol = {
+            "clips": clips,
+            "long_clips": long_clips,
+            "long_factor": long_factor,
+            "num_frames": self.data.num_frames,
+            "long_frames": long_frames,
+            "input_tracks_per_clip": self.cfg.num_tracks,
+            "tracker": self.cfg.tracker,
+        }
+
+    def __call__(self, network_dir: Path) -> dict:
+        from trackstream.eval.stream_eval import drift_summary, evaluate_stream_motion, long_rollout, student_network
+        from trackstream.stream.engine import StreamingGenerator
+
+        net = student_network(
+            network_dir, codec_name=self.codec_name, codec=self.codec_path, device=self.device, dtype=self.dtype
+        )
+        stream_cfg = net.conventions.stream_config(str(network_dir))
+        engine = StreamingGenerator(
+            net, self.codec, config=stream_cfg, image_features_fn=self.conditioner.image_features
+        )
+        t0 = time.perf_counter()
+        sf = evaluate_stream_motion(
+            engine, clips=self.clips, text_fn=self.conditioner.text, cfg=self.cfg, out_dir=None, fps=self.data.fps
+        )
+        roll = long_rollout(
+            engine,
+            clips=self.long,
+            codec=self.codec,
+            text_fn=self.conditioner.text,
+            seed=self.cfg.seed,
+            num_tracks=self.cfg.num_tracks,
+            tracker=self.cfg.tracker,
+        )
+        horizon_chunks = stream_cfg.causal.num_chunks(self.horizon) - 1
+        # make run's drift figure: the last chunks' latent error relative to an unrelated video's (1 = as far
+        # from the ground truth as a random plausible video; past 1: out of distribution)
+        drift = drift_summary(roll["per_chunk"], horizon_chunks=horizon_chunks)["latent_err_rel"]["late"]
+        return {
+            **{k: sf[k] for k in ("epe_with_tracks", "epe_without_tracks", "psnr_with_tracks", "ssim_with_tracks")},
+            "long_epe": roll["epe_whole"],
+            "long_psnr": roll["psnr_whole"],
+            "long_ssim": roll["ssim_whole"],
+            "drift": drift,
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+
+
+def evaluate_run(name: str, run_dir: Path, evaluator: Evaluator, done: dict, *, updates: list[int] | None) -> dict:
+    """{updates: figures} for the run's snapshots (those in ``done`` reused)."""
+    snaps = list_snapshots(run_dir / "dmd" / SNAPSHOT_DIR)
+    if not snaps:
+        raise ValueError(f"{run_dir}/dmd/{SNAPSHOT_DIR}: no snapshots (run the DMD stage as stage=dmd_snapshots)")
+    like = run_dir / "ode_init" / "export" / "student"
+    rows = {int(k): v for k, v in done.items()}
+    for n, path in sorted(snaps.items()):
+        if (updates and n not in updates) or n in rows:
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            folder = snapshot_to_network(path, Path(tmp) / "net", like=like)
+            rows[n] = evaluator(folder)
+        print(f"[dmd_curve] {name} {n:4d} updates: " + json.dumps(rows[n]), flush=True)
+    return rows
+
+
+def write_outputs(out: Path, result: dict) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "curve.json").write_text(json.dumps(result, indent=1))
+    fig, axes = plt.subplots(2, 4, figsize=(16, 7))
+    for ax, (key, label) in zip(axes.flat, FIGURES):
+        for name, rows in result["runs"].items():
+            xs = sorted(int(n) for n in rows)
+            ax.plot(xs, [rows[str(x)][key] for x in xs], "o-", label=name)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("generator updates")
+        ax.grid(alpha=0.3)
+    axes.flat[0].legend(fontsize=8)
+    p = result["protocol"]
+    fig.suptitle(
+        f"DMD snapshots (EMA): {p['clips']} held-out clips at {p['num_frames']} frames, "
+        f"{p['long_clips']} long clips at {p['long_frames']} frames ({p['long_factor']}x)",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    fig.savefig(out / "curve.png", dpi=90)
+    plt.close(fig)
+    lines = ["| run | updates | " + " | ".join(label for _, label in FIGURES) + " |"]
+    lines.append("|---|---|" + "---|" * len(FIGURES))
+    for name, rows in result["runs"].items():
+        for n in sorted(int(k) for k in rows):
+            r = rows[str(n)]
+            lines.append(f"| {name} | {n} | " + " | ".join(f"{r[k]:.3f}" for k, _ in FIGURES) + " |")
+    (out / "curve.md").write_text("\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--run-dir", type=Path, required=True, help="a long_dmd run directory (teacher/, ode_init/, dmd/)")
+    ap.add_argument("--name", default="self_forcing", help="the run's label in the table and the plot")
+    ap.add_argument("--compare", action="append", default=[], help="NAME=RUN_DIR: another run's snapshots")
+    ap.add_argument("--out", type=Path, required=True, help="folder for curve.json / curve.png / curve.md")
+    ap.add_argument("--updates", default=None, help="comma-separated update counts to evaluate (default: all)")
+    ap.add_argument("--clips", type=int, default=16)
+    ap.add_argument("--long-clips", type=int, default=4)
+    ap.add_argument("--long-factor", type=int, default=10)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--dtype", default="auto")
+    args = ap.parse_args(argv)
+    runs = {args.name: args.run_dir}
+    for item in args.compare:
+        if "=" not in item:
+            ap.error(f"--compare {item!r}: give NAME=RUN_DIR")
+        name, path = item.split("=", 1)
+        runs[name] = Path(path)
+    for name, path in runs.items():
+        if not (path / "dmd" / "config.yaml").is_file():
+            ap.error(f"{name}: {path}/dmd/config.yaml not found: give a long_dmd run directory")
+    updates = [int(x) for x in args.updates.split(",")] if args.updates else None
+    evaluator = Evaluator(
+        args.run_dir,
+        clips=args.clips,
+        long_clips=args.long_clips,
+        long_factor=args.long_factor,
+        device=args.device,
+        dtype=args.dtype,
+    )
+    old = json.loads((args.out / "curve.json").read_text()) if (args.out / "curve.json").is_file() else {}
+    if old and old.get("protocol") != evaluator.protocol:
+        old = {}  # another protocol: evaluate everything again
+    result = {"protocol": evaluator.protocol, "command": "python -m trackstream.studies.dmd_curve", "runs": {}}
+    for name, path in runs.items():
+        rows = evaluate_run(name, path, evaluator, old.get("runs", {}).get(name, {}), updates=updates)
+        result["runs"][name] = {str(n): r for n, r in sorted(rows.items())}
+        write_outputs(args.out, result)  # after each run: an interrupted study keeps what it measured
+    print(f"[dmd_curve] {args.out / 'curve.md'}:\n" + (args.out / "curve.md").read_text(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
