@@ -22,8 +22,9 @@ def typed(tmp_path: Path, *overrides: str):
 
 
 def rl_source(root: Path) -> dict[str, Path]:
-    """``root``/student (an export that streams c3s1w1k3 at shift 3), ``root``/codec.pt, ``root``/ode_pairs (4
-    conditions of the tiny world at 64 px, 25 frames, from a teacher = the student's starting weights)."""
+    """Laid out as runs are: ``root``/teacher/{export/teacher, codec/codec.pt}, ``root``/dmd/export/student (an
+    export that streams c3s1w1k3 at shift 3; the run's config.yaml names its teacher, whose codec the RL stage
+    then finds), ``root``/ode_pairs (4 conditions of the tiny world at 64 px, 25 frames)."""
     from trackstream.distill.stages import obtain_ode_pairs
     from trackstream.models.causal import CausalConfig
     from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, Conventions, Streaming, build_motion_wan, save_network
@@ -35,7 +36,7 @@ def rl_source(root: Path) -> dict[str, Path]:
         "experiment=tiny_ode_init",
         "debug=tiny",
         "data.num_frames=25",
-        f"stage.teacher={root / 'teacher'}",
+        f"stage.teacher={root / 'teacher/export/teacher'}",
         "stage.ode_pairs.num_pairs=4",
         "stage.ode_pairs.teacher_steps=3",
         "stage.ode_pairs.batch_size=2",
@@ -45,15 +46,19 @@ def rl_source(root: Path) -> dict[str, Path]:
     net.init_weights()
     torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
     model_cfg = asdict(cfg.model)
-    save_network(net.state_dict(), root / "teacher", model_cfg=model_cfg, text_encoder_dim=384, ema=True)
+    teacher = root / "teacher/export/teacher"
+    save_network(net.state_dict(), teacher, model_cfg=model_cfg, text_encoder_dim=384, ema=True)
     streams = Streaming(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
     conventions = Conventions(clean_first_frame=True, streaming=streams)
+    student = root / "dmd/export/student"
     save_network(
-        net.state_dict(), root / "student", model_cfg=model_cfg, text_encoder_dim=384, ema=True, conventions=conventions
+        net.state_dict(), student, model_cfg=model_cfg, text_encoder_dim=384, ema=True, conventions=conventions
     )
-    save_codec_file(build_codec_module(cfg.codec), root / "codec.pt")
+    (root / "dmd/config.yaml").write_text(f"stage:\n  teacher: {teacher}\n")
+    (root / "teacher/codec").mkdir()
+    save_codec_file(build_codec_module(cfg.codec), root / "teacher/codec/codec.pt")
     obtain_ode_pairs(cfg, init_runtime("single"), root / "ode_pairs")
-    return {"student": root / "student", "codec": root / "codec.pt", "pairs": root / "ode_pairs"}
+    return {"student": student, "codec": root / "teacher/codec/codec.pt", "pairs": root / "ode_pairs"}
 
 
 def openai_clip_state_dict(hf_vision) -> dict[str, torch.Tensor]:

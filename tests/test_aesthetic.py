@@ -90,7 +90,10 @@ def test_full_size_vit_l14_has_openais_parameter_count():
     # conv1 (no bias), class, positions, ln_pre, blocks, ln_post, proj [1024, 768] (no bias)
     expected = w * 3 * p * p + w + n * w + 2 * w + L * block + 2 * w + w * 768
     assert sum(t.numel() for t in tower.parameters()) == expected == 303_966_208
-    assert sum(t.numel() for t in head.parameters()) == 768 * 1024 + 1024 + 1024 * 128 + 128 + 128 * 64 + 64 + 64 * 16 + 16 + 17
+    assert (
+        sum(t.numel() for t in head.parameters())
+        == 768 * 1024 + 1024 + 1024 * 128 + 128 + 128 * 64 + 64 + 64 * 16 + 16 + 17
+    )
 
 
 def test_preprocessing_is_short_side_resize_and_centre_crop():
