@@ -1,11 +1,12 @@
 #!/bin/bash
-# Submit the whole recipe as dependent Slurm jobs: teacher -> ODE pairs -> ODE init -> DMD. A job
+# Submit the whole recipe as dependent Slurm jobs: teacher -> ODE pairs -> ODE init -> DMD (-> RL). A job
 # starts only once the previous one has completed successfully (--dependency=afterok: a requeued
 # job has not completed, so preemptions just delay the chain; a failed one cancels the rest,
 # --kill-on-invalid-dep=yes) and gets the previous stages' outputs as Hydra overrides:
 #   teacher    RUN_ROOT/<teacher exp>/<job>/export/teacher   -> stage.teacher of the three others
 #   ode_pairs  RUN_ROOT/<ode_init exp>/<job>/ode_pairs       -> stage.pairs of ode_init and dmd
 #   ode_init   RUN_ROOT/<ode_init exp>/<job>/export/student  -> stage.student of dmd
+#   dmd        RUN_ROOT/<dmd exp>/<job>/export/student       -> stage.student of rl (with RL=1; pairs as dmd's)
 # The run directories are slurm/stage.sbatch's default (RUN_ROOT/EXPERIMENT/SLURM_JOB_ID), known as
 # soon as sbatch answers with the job id. Run it from anywhere; it submits from the repository root.
 #
@@ -14,17 +15,20 @@
 #   FINETUNE_EXPERIMENT=teacher_wan1.3b_480p_finetune slurm/chain.sh   # + teacher stage 2: 5 jobs
 #   TEACHER=runs/teacher_wan1.3b_480p/123/export/teacher slurm/chain.sh  # an existing teacher: 3 jobs
 #   DMD_SBATCH="--nodes=1" slurm/chain.sh        # DMD on 8 GPUs (grad_accum 8 derived from global_batch 64)
+#   RL=1 RL_OVERRIDES="stage.rewards.aesthetic.clip=<clip> stage.rewards.aesthetic.head=<head>" slurm/chain.sh
+#                                                     # + AR-Drag's RL stage after DMD (rl_<model>): 5 jobs
 #   slurm/chain.sh paths.data_dir=/data/ts            # trailing arguments: overrides for every stage
 #
 # Environment:
 #   MODEL                experiment suffix (default wan1.3b_480p)
 #   TEACHER_EXPERIMENT, ODE_INIT_EXPERIMENT (also the pairs'), DMD_EXPERIMENT   explicit names instead
 #   FINETUNE_EXPERIMENT  a second teacher stage (model.init_from = the first one's export)
+#   RL=1                 the RL stage after DMD (experiment rl_$MODEL); RL_EXPERIMENT=<name> names another one
 #   TEACHER              an exported teacher folder to start from: no teacher job
 #   RUN_ROOT             where the runs go (default $PWD/runs; made absolute)
-#   TEACHER_SBATCH, FINETUNE_SBATCH, PAIRS_SBATCH, ODE_INIT_SBATCH, DMD_SBATCH
+#   TEACHER_SBATCH, FINETUNE_SBATCH, PAIRS_SBATCH, ODE_INIT_SBATCH, DMD_SBATCH, RL_SBATCH
 #                        extra sbatch options of one stage (space-separated, before the script)
-#   TEACHER_OVERRIDES, FINETUNE_OVERRIDES, PAIRS_OVERRIDES, ODE_INIT_OVERRIDES, DMD_OVERRIDES
+#   TEACHER_OVERRIDES, FINETUNE_OVERRIDES, PAIRS_OVERRIDES, ODE_INIT_OVERRIDES, DMD_OVERRIDES, RL_OVERRIDES
 #                        extra Hydra overrides of one stage (space-separated)
 #   SBATCH               the submit command (default sbatch; the tests put a fake one here)
 #   CONF_DIR             where the experiment names are checked before anything is submitted
@@ -41,12 +45,15 @@ teacher_exp=${TEACHER_EXPERIMENT:-teacher_$MODEL}
 finetune_exp=${FINETUNE_EXPERIMENT:-}
 ode_init_exp=${ODE_INIT_EXPERIMENT:-ode_init_$MODEL}
 dmd_exp=${DMD_EXPERIMENT:-dmd_$MODEL}
+rl_exp=${RL_EXPERIMENT:-}
+[[ -z $rl_exp && ${RL:-0} == 1 ]] && rl_exp=rl_$MODEL
 # --export=ALL would hand an exported RUN_DIR to every job: they would all share one directory.
 unset RUN_DIR
 
 needed=("$ode_init_exp" "$dmd_exp")
 [[ -z ${TEACHER:-} ]] && needed+=("$teacher_exp")
 [[ -n $finetune_exp ]] && needed+=("$finetune_exp")
+[[ -n $rl_exp ]] && needed+=("$rl_exp")
 for exp in "${needed[@]}"; do
     if [[ ! -f $CONF_DIR/experiment/$exp.yaml ]]; then
         echo "[chain] no experiment $exp ($CONF_DIR/experiment/$exp.yaml); nothing submitted" >&2
@@ -106,4 +113,10 @@ submit ode_init "$ode_init_exp" slurm/ode_init.sbatch "$JOB" "${ODE_INIT_SBATCH:
 STUDENT=$RUN_ROOT/$ode_init_exp/$JOB/export/student
 submit dmd "$dmd_exp" slurm/dmd.sbatch "$JOB" "${DMD_SBATCH:-}" "${DMD_OVERRIDES:-}" \
     stage.teacher="$TEACHER" stage.pairs="$PAIRS" stage.student="$STUDENT"
-echo "[chain] jobs ${submitted[*]}; the streaming student will be $RUN_ROOT/$dmd_exp/$JOB/export/student"
+final=$RUN_ROOT/$dmd_exp/$JOB/export/student
+if [[ -n $rl_exp ]]; then
+    submit rl "$rl_exp" slurm/rl.sbatch "$JOB" "${RL_SBATCH:-}" "${RL_OVERRIDES:-}" \
+        stage.student="$final" stage.pairs="$PAIRS"
+    final=$RUN_ROOT/$rl_exp/$JOB/export/student
+fi
+echo "[chain] jobs ${submitted[*]}; the streaming student will be $final"

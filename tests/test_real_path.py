@@ -9,7 +9,8 @@ counts; the clip length and so the chunking are the real ones (1.3B: 81 frames =
 sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and so are the flavor family,
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
 teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m trackstream.distill.pairs``) -> ODE init ->
-DMD -> ``python -m trackstream.stream.generate``, 2 steps each."""
+DMD -> RL (AR-Drag's GRPO: G = 2, the motion reward and the aesthetic predictor from tiny OpenAI-format CLIP
+weights) -> ``python -m trackstream.stream.generate`` of the RL student, 2 steps each."""
 
 import json
 import os
@@ -23,6 +24,7 @@ import pytest
 import torch
 from launch_helpers import free_port
 from release_helpers import write_release_folder
+from rl_helpers import write_aesthetic_weights
 
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.shard_samples import ShardSamples
@@ -46,6 +48,7 @@ RECIPES = {
         teacher="teacher_wan1.3b_480p",
         ode_init="ode_init_wan1.3b_480p",
         dmd="dmd_wan1.3b_480p",
+        rl="rl_wan1.3b_480p",
     ),
     "wan2.2-5b": dict(
         folder="Wan2.2-TI2V-5B",
@@ -60,6 +63,7 @@ RECIPES = {
         teacher="teacher_wan2.2_5b_704p",
         ode_init="ode_init_wan2.2_5b_704p",
         dmd="dmd_wan2.2_5b_704p",
+        rl="rl_wan2.2_5b_704p",
     ),
 }
 SHRINK = [
@@ -146,7 +150,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         "trainer.max_steps=2",
         "trainer.global_batch=2",
     ]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
-    t, ft, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd"))
+    t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd", "rl"))
 
     _run(
         "trackstream.train", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}"
@@ -213,13 +217,33 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["train/loss/critic"]) for r in rows if "train/loss/critic" in r)
 
+    # RL after DMD: one round of 2 updates (rollouts at step 1, an off-policy update at step 2), the frozen
+    # DMD student as the KL reference, rewards on the decoded clips
+    clip, head = write_aesthetic_weights(data_dir / "aesthetic")
+    _run(
+        "trackstream.train",
+        f"experiment={recipe['rl']}",
+        *common,
+        f"stage.student={dmd / 'export' / 'student'}",
+        f"stage.pairs={folder}",
+        "stage.group_size=2",
+        f"stage.rewards.aesthetic.clip={clip}",
+        f"stage.rewards.aesthetic.head={head}",
+        f"hydra.run.dir={rl}",
+    )
+    res = json.loads((rl / "results.json").read_text())
+    assert res["policy_updates"] == 2 and "stage rl | fsdp x 2 (cpu:0, bf16)" in (rl / "train.log").read_text()
+    rows = {r["step"]: r for r in map(json.loads, (rl / "metrics.jsonl").read_text().splitlines())}
+    assert all(np.isfinite(rows[1][f"train/rl/reward_{k}"]) for k in ("motion", "aesthetic"))
+    assert np.isfinite(rows[2]["train/loss/generator"]) and rows[2]["train/rl/kl"] >= 0
+
     g = np.random.default_rng(0)
     np.save(tmp_path / "tracks.npy", (g.uniform(0, 1, (T, 6, 2)) * [W - 1, H - 1]).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (H, W, 3), dtype=np.uint8))
     _run(
         "trackstream.stream.generate",
         "--student",
-        str(dmd / "export" / "student"),
+        str(rl / "export" / "student"),
         "--codec-name",
         recipe["codec"],
         "--codec",

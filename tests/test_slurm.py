@@ -150,6 +150,7 @@ STAGES = {
     "ode_pairs": ("trackstream.distill.pairs", "ode_init_wan1.3b_480p", "8", "B:USR1@120"),
     "ode_init": ("trackstream.train", "ode_init_wan1.3b_480p", "4", "USR1@120"),
     "dmd": ("trackstream.train", "dmd_wan1.3b_480p", "4", "USR1@120"),
+    "rl": ("trackstream.train", "rl_wan1.3b_480p", "1", "USR1@120"),
 }
 JOB = "4242"
 FAKE_SRUN = """#!/bin/bash
@@ -237,6 +238,7 @@ def test_every_template_is_valid_bash_with_requeue_and_a_warning_signal_train_ca
         "dmd.sbatch",
         "ode_init.sbatch",
         "ode_pairs.sbatch",
+        "rl.sbatch",
         "stage.sbatch",
         "teacher.sbatch",
         "teacher_torchrun.sbatch",
@@ -326,7 +328,7 @@ def test_stage_template_takes_experiment_and_run_dir_from_the_environment(tmp_pa
     (tmp_path / "srun.log").unlink()
     for stage in ("", "distill"):
         r = _batch("stage.sbatch", tmp_path, STAGE=stage)
-        assert r.returncode == 2 and "set STAGE to teacher, ode_pairs, ode_init or dmd" in r.stderr
+        assert r.returncode == 2 and "set STAGE to teacher, ode_pairs, ode_init, dmd or rl" in r.stderr
     assert not (tmp_path / "srun.log").exists()
 
 
@@ -411,7 +413,7 @@ def _chain(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Completed
         k: v
         for k, v in os.environ.items()
         if not k.endswith(("_EXPERIMENT", "_SBATCH", "_OVERRIDES"))
-        and k not in ("MODEL", "TEACHER", "RUN_ROOT", "RUN_DIR", "SBATCH", "CONF_DIR")
+        and k not in ("MODEL", "TEACHER", "RUN_ROOT", "RUN_DIR", "SBATCH", "CONF_DIR", "RL")
     }
     full.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RUN_ROOT=str(tmp_path / "runs"), **env)
     r = subprocess.run(
@@ -478,6 +480,26 @@ def test_chain_submits_four_dependent_jobs_each_given_the_previous_outputs(tmp_p
     env = _slurm_env(tmp_path, SLURM_JOB_ID="102", EXPERIMENT="tiny_ode_init", RUN_ROOT=str(runs))
     subprocess.run(["bash", str(SLURM / "ode_pairs.sbatch")], cwd=tmp_path, env=env, check=True, capture_output=True)
     assert _srun_calls(tmp_path)[0][0][6] == f"hydra.run.dir={pairs.parent}"
+
+
+def test_chain_appends_the_rl_stage_after_dmd_when_asked(tmp_path):
+    r, calls = _chain(tmp_path, "paths.data_dir=/data", RL="1", RL_OVERRIDES="stage.group_size=4")
+    assert r.returncode == 0, r.stderr
+    runs = tmp_path / "runs"
+    assert len(calls) == 5 and calls[4] == [
+        "--dependency=afterok:104",
+        "--kill-on-invalid-dep=yes",
+        f"--export=ALL,EXPERIMENT=rl_wan1.3b_480p,RUN_ROOT={runs}",
+        "slurm/rl.sbatch",
+        f"stage.student={runs}/dmd_wan1.3b_480p/104/export/student",
+        f"stage.pairs={runs}/ode_init_wan1.3b_480p/102/ode_pairs",
+        "stage.group_size=4",
+        "paths.data_dir=/data",
+    ]
+    assert f"the streaming student will be {runs}/rl_wan1.3b_480p/105/export/student" in r.stdout
+    (tmp_path / "typo").mkdir()
+    r, calls = _chain(tmp_path / "typo", RL_EXPERIMENT="rl_nope")
+    assert r.returncode == 2 and calls == [] and "no experiment rl_nope" in r.stderr
 
 
 def test_chain_defaults_to_the_1_3b_480p_experiments(tmp_path):

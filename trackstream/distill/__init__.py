@@ -4,5 +4,7 @@
 * ``distill.ode_init``   ODE init: block-causal regression, per-chunk steps, random sink/window;
 * ``distill.dmd``        Self-Forcing DMD: rolling-cache self-rollout, joint-guided real score,
                          critic 5:1, gradient truncation;
-* ``distill.stages``     ``stage=ode_init`` / ``stage=dmd`` for the one training loop.
+* ``distill.stages``     ``stage=ode_init`` / ``stage=dmd`` for the one training loop;
+* ``distill.rl``         AR-Drag's RL stage: GRPO with one SDE step per chunk (``distill.grpo``: its maths,
+                         ``distill.rl_stage``: ``stage=rl``; rewards in ``eval.rewards``).
 """

@@ -4,10 +4,11 @@ A stage is named by its ``conf/stage/<name>.yaml``: ``_schema_`` ("module:Class"
 config) and ``_builder_`` ("module:function" returning a ``StagePlan``: objective + prepared
 networks + data stream + hooks + a ``finish`` callback). ``run_stage`` runs the plan through
 ``train.loop.train``. The configuration names the code, so stages of the packages above train/
-(distill: ode_init, dmd) plug into the same app and loop without train/ importing them. Stages:
+(distill: ode_init, dmd, rl) plug into the same app and loop without train/ importing them. Stages:
   * ``codec``    fit the trainable tiny codec (trackstream/train/codec_stage.py);
   * ``teacher``  the motion-conditioned teacher (trackstream/train/teacher_stage.py);
-  * ``ode_init`` / ``dmd``  the causal student (trackstream/distill/stages.py).
+  * ``ode_init`` / ``dmd``  the causal student (trackstream/distill/stages.py);
+  * ``rl``       AR-Drag's GRPO on the streaming student (trackstream/distill/rl_stage.py).
 This module also holds what several stages share: the frozen text encoder, the encoded clip
 pool, and the frozen codec (fitted first when it is trainable and no checkpoint is given).
 """
