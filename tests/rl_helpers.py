@@ -27,7 +27,8 @@ def rl_source(root: Path) -> dict[str, Path]:
     then finds), ``root``/ode_pairs (4 conditions of the tiny world at 64 px, 25 frames)."""
     from trackstream.distill.stages import obtain_ode_pairs
     from trackstream.models.causal import CausalConfig
-    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, Conventions, Streaming, build_motion_wan, save_network
+    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, Conventions, build_motion_wan, save_network
+    from trackstream.models.streaming import StreamConfig
     from trackstream.train.codec import build_codec_module, save_codec_file
     from trackstream.train.dist import init_runtime
 
@@ -48,7 +49,7 @@ def rl_source(root: Path) -> dict[str, Path]:
     model_cfg = asdict(cfg.model)
     teacher = root / "teacher/export/teacher"
     save_network(net.state_dict(), teacher, model_cfg=model_cfg, text_encoder_dim=384, ema=True)
-    streams = Streaming(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
+    streams = StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
     conventions = Conventions(clean_first_frame=True, streaming=streams)
     student = root / "dmd/export/student"
     save_network(
