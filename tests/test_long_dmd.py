@@ -186,7 +186,7 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
 
     from omegaconf import OmegaConf
 
-    from trackstream.studies.dmd_curve import Evaluator, main
+    from trackstream.studies.dmd_curve import main
 
     run = _run_dir(source, tmp_path / "run")
     _dmd(tmp_path, run, 5)  # snapshots after 0 and 1 generator updates
@@ -215,9 +215,12 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
     assert all(0 < row0[k] < 64 for k in ("epe_with_tracks", "long_epe")) and 0 < row0["ssim_with_tracks"] <= 1
     assert (out / "curve.png").stat().st_size > 0 and "| self_forcing | 1 |" in (out / "curve.md").read_text()
 
-    # the 0-update snapshot is the ODE-init export's weights: the same EPE as evaluating that export
-    ev = Evaluator(run, clips=2, long_clips=1, long_factor=2, device="cpu", dtype="float32")
-    assert ev(run / "ode_init/export/student")["epe_with_tracks"] == pytest.approx(row0["epe_with_tracks"], abs=1e-6)
+    # the 0-update snapshot is the ODE-init export's weights: the same figures as scoring that export
+    assert main([*args, "--updates", "0", "--network", f"start={run / 'ode_init/export/student'}"]) == 0
+    start = json.loads((out / "curve.json").read_text())["networks"]["start"]
+    for key in ("epe_with_tracks", "long_epe", "psnr_with_tracks", "drift"):
+        assert start[key] == pytest.approx(row0[key], abs=1e-6), key
+    assert "| start (`" in (out / "curve.md").read_text()
 
     (out / "curve.json").write_text(json.dumps({**curve, "runs": {"self_forcing": {"0": {**row0, "seconds": -1}}}}))
     assert main([*args, "--updates", "0"]) == 0  # reused, not evaluated again

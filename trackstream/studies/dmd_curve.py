@@ -15,7 +15,9 @@ turned into a network folder with the run's streaming conventions and evaluated 
   tracks and the attention sink: the whole rollout's EPE, PSNR and SSIM, and drift = the last
   chunks' latent error relative to an unrelated video's (make run's drift figure, ``drift_summary``).
 ``--compare NAME=RUN_DIR`` evaluates another run's snapshots at the update counts it has (e.g. the
-Self-Rollout run against the Self-Forcing one at equal generator updates). Writes ``curve.json``,
+Self-Rollout run against the Self-Forcing one at equal generator updates); ``--network NAME=FOLDER``
+scores any exported student the same way (e.g. the RL stage's export against its DMD start), listed
+apart from the curves. Writes ``curve.json``,
 ``curve.png`` (one panel per figure against generator updates) and ``curve.md`` (the table) to
 ``--out``; snapshots already in ``curve.json`` are not evaluated again.
 """
@@ -174,6 +176,8 @@ def write_outputs(out: Path, result: dict) -> None:
         for n in sorted(int(k) for k in rows):
             r = rows[str(n)]
             lines.append(f"| {name} | {n} | " + " | ".join(f"{r[k]:.3f}" for k, _ in FIGURES) + " |")
+    for name, r in result.get("networks", {}).items():
+        lines.append(f"| {name} (`{r['folder']}`) | | " + " | ".join(f"{r[k]:.3f}" for k, _ in FIGURES) + " |")
     (out / "curve.md").write_text("\n".join(lines) + "\n")
 
 
@@ -182,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, required=True, help="a long_dmd run directory (teacher/, ode_init/, dmd/)")
     ap.add_argument("--name", default="self_forcing", help="the run's label in the table and the plot")
     ap.add_argument("--compare", action="append", default=[], help="NAME=RUN_DIR: another run's snapshots")
+    ap.add_argument("--network", action="append", default=[], help="NAME=FOLDER: an exported student to score too")
     ap.add_argument("--out", type=Path, required=True, help="folder for curve.json / curve.png / curve.md")
     ap.add_argument("--updates", default=None, help="comma-separated update counts to evaluate (default: all)")
     ap.add_argument("--clips", type=int, default=16)
@@ -211,7 +216,18 @@ def main(argv: list[str] | None = None) -> int:
     old = json.loads((args.out / "curve.json").read_text()) if (args.out / "curve.json").is_file() else {}
     if old and old.get("protocol") != evaluator.protocol:
         old = {}  # another protocol: evaluate everything again
-    result = {"protocol": evaluator.protocol, "command": "python -m trackstream.studies.dmd_curve", "runs": {}}
+    result = {
+        "protocol": evaluator.protocol,
+        "command": "python -m trackstream.studies.dmd_curve",
+        "runs": {},
+        "networks": dict(old.get("networks", {})),
+    }
+    for item in args.network:
+        if "=" not in item or not (Path(item.split("=", 1)[1]) / "network.json").is_file():
+            ap.error(f"--network {item!r}: give NAME=FOLDER of an exported student (with network.json)")
+        name, folder = item.split("=", 1)
+        result["networks"][name] = {"folder": folder, **evaluator(Path(folder))}
+        print(f"[dmd_curve] {name}: " + json.dumps(result["networks"][name]), flush=True)
     for name, path in runs.items():
         rows = evaluate_run(name, path, evaluator, old.get("runs", {}).get(name, {}), updates=updates)
         result["runs"][name] = {str(n): r for n, r in sorted(rows.items())}
