@@ -39,8 +39,19 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
         assert key in figures, f"report.json lacks {key}"
     assert "drift" in figures and {"with_sink", "without_sink"} <= set(figures["drift"])
     assert (run_dir / "report.md").is_file()
-    for name in ("teacher", "ode_init", "dmd"):
+    for name in ("teacher", "ode_init", "dmd", "rl"):
         assert json.loads((run_dir / name / "results.json").read_text())["status"] == "done"
+    # the RL stage (smoke: 4 steps) after DMD: its student is an extra row; the DMD student stays the measured one
+    rl = figures["stages"]["rl"]
+    assert rl["step"] == 4 and rl["policy_updates"] == 4 and rl["seconds_per_step"] > 0
+    assert rl["export"].endswith("rl/export/student")
+    for key in ("rl_epe_with_tracks", "rl_epe_without_tracks", "rl_psnr_with_tracks", "rl_ssim_with_tracks"):
+        assert key in figures, f"report.json lacks {key}"
+    assert list(figures["stages"]) == ["foundation", "teacher", "ode_init", "dmd", "rl", "stream"]
+    assert figures["side_by_side"][0]["panels"][-2:] == ["rl", "DMD student"]
+    md = (run_dir / "report.md").read_text()
+    assert "| student after RL |" in md and "RL check: the student after RL (4 steps" in md
+    assert (run_dir / "training.png").is_file()
     samples = sorted(p for p in (run_dir / "samples").iterdir() if p.is_dir())
     assert len(samples) == 2
     for s in samples:
@@ -55,7 +66,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
         text=True,
         timeout=900,
     )
-    assert again.returncode == 0 and again.stdout.count("already done") == 3, again.stdout[-2000:]
+    assert again.returncode == 0 and again.stdout.count("already done") == 4, again.stdout[-2000:]
     # the console is for people: no command lines, no empty summaries; the commands are in the log
     assert "hydra.run.dir" not in proc.stdout + proc.stderr and "done: {}" not in proc.stdout + proc.stderr
     assert "hydra.run.dir" in (run_dir / "pipeline.log").read_text()
@@ -93,3 +104,36 @@ def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):
     assert main(["--sizes", "long", "--run-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "started with --sizes smoke, not --sizes long" in err[0] and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("name", ["full", "long", "smoke"])
+def test_a_run_directory_from_before_the_rl_stage_is_still_accepted(tmp_path, name):
+    from dataclasses import asdict
+
+    from trackstream.pipeline.run import SIZES, PipelineError, check_preset
+
+    sizes = SIZES[name]
+    old = asdict(sizes)
+    del old["rl"]  # recorded before Sizes.rl existed (e.g. runs/make-run-ns/sizes.json)
+    (tmp_path / "sizes.json").write_text(json.dumps(old))
+    check_preset(tmp_path, sizes)  # the RL stage only appends a stage after DMD
+    assert json.loads((tmp_path / "sizes.json").read_text())["rl"] == (None if sizes.rl is None else list(sizes.rl))
+    check_preset(tmp_path, sizes)  # and the rewritten record matches too
+    other = SIZES["scratch" if name != "scratch" else "full"]
+    with pytest.raises(PipelineError, match=f"started with --sizes {name}"):
+        check_preset(tmp_path, other)
+
+
+def test_the_rl_stage_is_in_long_and_smoke_only_and_skipped_without(tmp_path):
+    from trackstream.distill.rl import RLConfig
+    from trackstream.pipeline.run import FULL, LONG, PIPELINE, SCRATCH, SMOKE, stage_rl
+
+    assert [n for n, _ in PIPELINE] == ["foundation", "teacher", "ode_init", "dmd", "rl", "stream"]
+    assert FULL.rl is None and SCRATCH.rl is None  # make run's 12 minutes have no room for it (docs/results.md)
+    assert "trainer.max_steps=100" in LONG.rl
+    state = {"sizes": FULL, "student": "x", "pairs": "y"}
+    assert stage_rl(tmp_path, state)["status"] == "skipped" and state == {"sizes": FULL, "student": "x", "pairs": "y"}
+    assert not (tmp_path / "rl").exists()
+    opts = dict(o.split("=", 1) for o in SMOKE.rl)
+    RLConfig(group_size=int(opts["stage.group_size"]))  # valid: G >= 2
+    assert int(opts["trainer.max_steps"]) % 2 == 0  # whole rounds of rl_tiny's 2 updates

@@ -8,6 +8,7 @@ import pytest
 
 from trackstream.eval.stream_eval import drift_summary, input_tracks, stream_nfe
 from trackstream.pipeline.report import targets, write_report
+from trackstream.pipeline.report_plots import curve_keys
 from trackstream.stream.chunks import StreamConfig
 
 
@@ -184,3 +185,38 @@ def test_video_check_never_contradicts_its_own_figures(tmp_path):
     assert "PSNR above and SSIM below the frozen first frame's: mixed" in md and "less like" not in md
     write_report(tmp_path, _figures())
     assert "Video check" not in (tmp_path / "report.md").read_text()
+
+
+def test_an_rl_student_is_an_extra_row_and_its_reward_curve_is_plotted(tmp_path):
+    rl = dict(
+        rl_epe_with_tracks=1.7,
+        rl_epe_without_tracks=6.1,
+        rl_psnr_with_tracks=21.5,
+        rl_psnr_without_tracks=17.0,
+        rl_ssim_with_tracks=0.56,
+        rl_ssim_without_tracks=0.3,
+        stages={"rl": {"status": "done", "seconds": 20.0, "step": 4, "seconds_per_step": 2.5}},
+    )
+    rows = [
+        {
+            "step": i,
+            "train/loss": -1e-4,
+            "train/loss/generator": -1e-4,
+            **({"train/rl/reward": 0.1 * i} if i % 2 else {}),
+        }
+        for i in range(1, 5)
+    ]
+    assert curve_keys(rows) == ["train/loss/generator", "train/rl/reward"]
+    assert curve_keys([{"step": 1, "train/loss": 1.0}]) == ["train/loss"]
+    write_report(tmp_path, _figures(**rl), metrics={"rl": rows})
+    md = (tmp_path / "report.md").read_text()
+    assert "| student after RL | 1.700 | 6.100 | 21.500 / 17.000 | 0.560 / 0.300 | 3.571 |" in md
+    assert md.index("| student after DMD |") < md.index("| student after RL |")
+    assert "RL check: the student after RL (4 steps of `experiment=rl_tiny`), 2.50 s per step" in md
+    assert "EPE with tracks 1.70 px vs 1.80 px, PSNR 21.50 vs 21.00 dB, SSIM 0.560 vs 0.550" in md
+    assert (tmp_path / "training.png").is_file() and (tmp_path / "epe.png").is_file()
+    assert targets(_figures(**rl)) == targets(_figures(stages=rl["stages"]))  # the targets stay the DMD student's
+    # no RL stage: nothing about RL in the report
+    write_report(tmp_path, _figures())
+    md = (tmp_path / "report.md").read_text()
+    assert "RL" not in md and "rl_" not in (tmp_path / "report.json").read_text()

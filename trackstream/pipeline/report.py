@@ -12,9 +12,12 @@ to the report):
   drift.png      per-chunk drift measures of the long rollout, with and without the sink
   latency.png    per-chunk latency over the long rollout
   training.png   training losses: the shipped teacher's own training run, the teacher fine-tune,
-                 ODE init and DMD (their metrics.jsonl)
+                 ODE init, DMD and, when the run has one, the RL stage (its loss and mean reward per
+                 round, ``train/rl/reward``) from their metrics.jsonl
   samples.png    (written by eval.stream_eval) held-out frames: ground truth, teacher, students
 and embeds the side-by-side GIFs of the first held-out samples (ground truth | teacher | students).
+A run with an RL stage (``rl_*`` figures) gets a row "student after RL" beside the DMD student's; the
+targets, samples, long rollouts and latency stay the DMD student's.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ from pathlib import Path
 from typing import Any
 
 from trackstream.eval.metrics import EPE_TRACKER
+from trackstream.pipeline.report_plots import finite as _finite
+from trackstream.pipeline.report_plots import get_path as _get
+from trackstream.pipeline.report_plots import write_plots
 
 __all__ = ["targets", "write_report", "read_metrics", "MODELS"]
 
@@ -45,19 +51,8 @@ MODELS = (
     ("teacher", "teacher (joint guidance)"),
     ("ode_init", "student after ODE init"),
     ("student", "student after DMD"),
+    ("rl", "student after RL"),  # runs with an RL stage only (the rows of a model without figures are left out)
 )
-
-
-def _get(d: dict, *keys, default=None):
-    for k in keys:
-        if not isinstance(d, dict) or k not in d:
-            return default
-        d = d[k]
-    return d
-
-
-def _finite(*xs) -> bool:
-    return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in xs)
 
 
 def _ratio(a, b) -> float:
@@ -196,102 +191,6 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _plots(run_dir: Path, f: dict, metrics: dict[str, list[dict]]) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    made = []
-    short = {"teacher": "teacher", "ode_init": "ODE init", "student": "DMD student"}
-    rows = [(short[tag], f.get(f"{tag}_epe_with_tracks"), f.get(f"{tag}_epe_without_tracks")) for tag, label in MODELS]
-    rows = [r for r in rows if _finite(r[1])]
-    if rows:
-        fig, ax = plt.subplots(figsize=(6.4, 3.4))
-        xs = range(len(rows))
-        ax.bar([x - 0.2 for x in xs], [r[1] for r in rows], 0.4, label="with tracks")
-        ax.bar([x + 0.2 for x in xs], [r[2] if _finite(r[2]) else 0 for r in rows], 0.4, label="without tracks")
-        lines = [
-            ("epe_frozen_video", "frozen first frame", "k", "--"),
-            ("epe_ground_truth_video", "tracker on ground truth", "k", ":"),
-        ]
-        oracle = f.get("oracle_copy") or {}
-        for key, ls in zip(
-            sorted((k for k in oracle if k.startswith("epe_copy@")), key=lambda k: -int(k[9:-2])), ("-.", (0, (5, 1)))
-        ):
-            lines.append((("oracle_copy", key), f"oracle copier, {key.split('@')[1]} steps", "tab:purple", ls))
-        for key, label, colour, ls in lines:
-            v = _get(f, *key) if isinstance(key, tuple) else f.get(key)
-            if _finite(v):
-                ax.axhline(v, color=colour, ls=ls, lw=1, label=f"{label} ({v:.2f})")
-        ax.set_xticks(list(xs), [r[0] for r in rows])
-        ax.set_ylabel("EPE (px, lower is better)")
-        ax.set_title(f"held-out clips: {f.get('num_heldout', '?')}", fontsize=9)
-        ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.01, 0.5))
-        fig.tight_layout()
-        fig.savefig(run_dir / "epe.png", dpi=120)
-        plt.close(fig)
-        made.append("epe.png")
-    drift = f.get("drift") or {}
-    if drift:
-        keys = [
-            ("latent_err_rel", "latent error vs ground truth / unrelated video's"),
-            ("psnr", "PSNR vs ground truth (dB)"),
-            ("latent_rms", "latent RMS"),
-        ]
-        fig, axes = plt.subplots(1, 3, figsize=(11, 3))
-        for ax, (k, label) in zip(axes, keys):
-            for tag, d in drift.items():
-                curve = _get(d, "per_chunk", k)
-                if curve:
-                    ax.plot(range(1, len(curve) + 1), curve, label=tag.replace("_", " "))
-            if _finite(f.get("training_horizon_chunks")):  # the end of the training horizon
-                ax.axvline(f["training_horizon_chunks"] + 0.5, color="k", ls=":", lw=1)
-            if k == "latent_err_rel":
-                ax.axhline(DRIFT_REL_MAX, color="r", ls="--", lw=1)
-            ax.set_xlabel("chunk")
-            ax.set_title(label, fontsize=9)
-        axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(run_dir / "drift.png", dpi=120)
-        plt.close(fig)
-        made.append("drift.png")
-    lat = _get(f, "latency", "per_chunk_seconds")
-    if lat:
-        fig, ax = plt.subplots(figsize=(5, 3))
-        ax.plot(range(len(lat)), [1e3 * s for s in lat], marker=".")
-        ax.set_xlabel("chunk")
-        ax.set_ylabel("latency (ms)")
-        ax.set_ylim(bottom=0)
-        fig.tight_layout()
-        fig.savefig(run_dir / "latency.png", dpi=120)
-        plt.close(fig)
-        made.append("latency.png")
-    curves = [
-        (stage, key)
-        for stage, rows in metrics.items()
-        for key in sorted(
-            {k for r in rows for k in r if k.startswith("train/loss/")}
-            or ({"train/loss"} if any("train/loss" in r for r in rows) else set())
-        )
-    ]
-    if curves:
-        fig, axes = plt.subplots(1, len(curves), figsize=(3.4 * len(curves), 3), squeeze=False)
-        for ax, (stage, key) in zip(axes[0], curves):
-            pts = [(r["step"], r[key]) for r in metrics[stage] if key in r and _finite(r[key])]
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1)
-            ax.set_title(f"{stage}: {key.split('/')[-1]}", fontsize=9)
-            ax.set_xlabel("training step")
-            ax.set_ylabel("loss")
-            if stage.startswith("teacher") and pts and min(p[1] for p in pts) > 0:
-                ax.set_yscale("log")
-        fig.tight_layout()
-        fig.savefig(run_dir / "training.png", dpi=120)
-        plt.close(fig)
-        made.append("training.png")
-    return made
-
-
 def _fmt(v: Any) -> str:
     if v is None:
         return ""
@@ -408,6 +307,29 @@ def _teacher_sentences(f: dict) -> list[str]:
     return out
 
 
+def _rl_sentences(f: dict) -> list[str]:
+    """The RL student against the DMD student it started from (runs with an RL stage only)."""
+    rl, dmd = f.get("rl_epe_with_tracks"), f.get("student_epe_with_tracks")
+    if not _finite(rl, dmd):
+        return []
+    stage = _get(f, "stages", "rl") or {}
+    steps = f" ({stage['step']} steps of `experiment=rl_tiny`)" if stage.get("step") is not None else ""
+    per = stage.get("seconds_per_step")
+    cost = f", {per:.2f} s per step" if _finite(per) else ""
+    parts = [f"EPE with tracks {rl:.2f} px vs {dmd:.2f} px"]
+    for m, unit, fmt in (("psnr", " dB", ".2f"), ("ssim", "", ".3f")):
+        a, b = f.get(f"rl_{m}_with_tracks"), f.get(f"student_{m}_with_tracks")
+        if _finite(a, b):
+            parts.append(f"{m.upper()} {a:{fmt}} vs {b:{fmt}}{unit}")
+    return [
+        "",
+        f"RL check: the student after RL{steps}{cost} against the DMD student it started from: "
+        + ", ".join(parts)
+        + ". The targets, `samples/<id>/video.mp4`, the long rollouts and the latency are the DMD student's; "
+        "the RL student is a panel of the side-by-sides.",
+    ]
+
+
 def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]] | None = None) -> dict:
     """Add the target checks to ``figures``, write report.json and report.md (+ plots); returns the report."""
     run_dir = Path(run_dir)
@@ -415,7 +337,7 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
     report = dict(figures)
     report["targets"] = targets(figures)
     (run_dir / "report.json").write_text(json.dumps(_clean(report), indent=2))
-    plots = _plots(run_dir, figures, metrics or {})
+    plots = write_plots(run_dir, figures, metrics or {}, models=MODELS, drift_max=DRIFT_REL_MAX)
     lines = [
         "# TrackStream end-to-end run",
         "",
@@ -436,6 +358,7 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
         ]
     lines += ["## At a glance", "", *_overview(f)]
     lines += _teacher_sentences(f)
+    lines += _rl_sentences(f)
     lines += [
         "",
         "## Targets",

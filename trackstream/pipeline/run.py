@@ -1,18 +1,20 @@
 """`make run`: the end-to-end job on the embedded default (synthetic world, tiny models).
 
 shipped teacher (assets/tiny-teacher, sha256-checked) -> a short fine-tune with mid-frame masking
--> ODE pairs -> ODE init -> Self-Forcing DMD -> streaming generation of held-out first frames +
-tracks -> report. MotionStream starts from pretrained Wan weights; the embedded job starts from a
-teacher trained once for hours of CPU (``python -m trackstream.pipeline.ship_teacher``), and ``--sizes scratch`` trains
-that teacher from nothing first (its release recipe, hours). Each training stage is the ordinary
-Hydra app (``python -m trackstream.train experiment=...``) in its own sub-directory of the run directory, so
+-> ODE pairs -> ODE init -> Self-Forcing DMD -> (AR-Drag's RL stage, in the presets that have one:
+``long``, ``smoke``) -> streaming generation of held-out first frames + tracks -> report. MotionStream
+starts from pretrained Wan weights; the embedded job starts from a teacher trained once for hours of
+CPU (``python -m trackstream.pipeline.ship_teacher``), and ``--sizes scratch`` trains that teacher from
+nothing first (its release recipe, hours). Each training stage is the ordinary Hydra app
+(``python -m trackstream.train experiment=...``) in its own sub-directory of the run directory, so
 every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
 (``results.json`` with status done) is not run again. The console shows one progress bar per
 stage; full commands go to ``<run_dir>/pipeline.log`` and each stage's output to its
 ``console.log``. The evaluation and the report run in this process and write, in the run directory:
   report.json, report.md (+ PNG plots, side-by-side GIFs)   the figures and the targets, met or not
   samples/<id>/video.mp4, tracks.npy, visibility.npy, side_by_side.{mp4,gif}   per held-out sample
-Sizes are chosen for 2 CPU cores and 12 minutes; every figure is measured here.
+(the DMD student's; an RL student is evaluated beside it: its ``rl_*`` figures and side-by-side panel).
+Sizes (trackstream/pipeline/presets.py) are chosen for 2 CPU cores and 12 minutes; every figure is measured here.
 """
 
 from __future__ import annotations
@@ -22,86 +24,32 @@ import json
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from trackstream.pipeline.presets import FULL, LONG, SCRATCH, SIZES, SMOKE, Sizes
+
+__all__ = [
+    "Sizes",
+    "FULL",
+    "LONG",
+    "SCRATCH",
+    "SMOKE",
+    "SIZES",
+    "PIPELINE",
+    "PipelineError",
+    "check_preset",
+    "run",
+    "main",
+]
+
 ROOT = Path(__file__).resolve().parents[2]
 NUM_FRAMES = 25  # 7 latents: the first frame + 2 chunks of 3, the smallest clip where c3s1w1 reaches its steady state
 COMMON = ["logger.progress_bar=false"]
 DISTILL = [f"data.num_frames={NUM_FRAMES}"]
-
-
-@dataclass(frozen=True)
-class Sizes:
-    """How much each stage does. ``teacher_from``: "shipped" fine-tunes the shipped teacher (its
-    ``teacher`` overrides go to experiment=tiny_teacher_finetune); "scratch" trains
-    experiment=tiny_teacher_release from nothing first. ``SMOKE`` runs every stage for a few steps
-    to check the wiring (tests/test_pipeline.py); its figures mean nothing."""
-
-    name: str = "full"
-    teacher_from: str = "shipped"
-    teacher: tuple[str, ...] = ()  # extra Hydra overrides per training stage
-    ode_init: tuple[str, ...] = ()
-    dmd: tuple[str, ...] = ()
-    teacher_steps: int = 24  # the teacher's Euler steps in its evaluation (a multiple of the student's 3)
-    eval_samples: int = 16  # held-out clips
-    long_factor: int = 10  # long rollout = factor x the training horizon
-    long_clips: int = 2
-    timing_repeats: int = 25
-
-
-# make run on 2 CPU cores in under 12 minutes, from the shipped teacher (4-px DiT tokens: one
-# 25-frame clip forward is ~5x the 8-px teacher's, so the student stages are short).
-FULL = Sizes(
-    teacher=("trainer.max_steps=20", "trainer.ckpt_every=20"),
-    ode_init=(
-        "stage.ode_pairs.num_pairs=24",
-        "stage.ode_pairs.teacher_steps=24",
-        "trainer.max_steps=80",
-        "trainer.ckpt_every=40",
-    ),
-    dmd=("trainer.max_steps=48", "trainer.ckpt_every=24"),  # 8 generator updates at 5:1
-    timing_repeats=20,
-)
-# More student compute than the 12-minute budget: the tiny_ode_init / tiny_dmd defaults (128 pairs
-# on the 48-step grid, 300 ODE-init steps, 200 DMD steps = 40 generator updates).
-LONG = Sizes(
-    name="long",
-    teacher=("trainer.ckpt_every=20",),
-    ode_init=("stage.ode_pairs.num_pairs=128",),
-    dmd=("trainer.ckpt_every=50",),
-    teacher_steps=48,
-)
-# The teacher from nothing (experiment=tiny_teacher_release: hours on 2 CPU cores), then FULL.
-SCRATCH = Sizes(
-    name="scratch",
-    teacher_from="scratch",
-    teacher=("eval.enabled=false",),
-    ode_init=FULL.ode_init,
-    dmd=FULL.dmd,
-    timing_repeats=FULL.timing_repeats,
-)
-_SMALL = ("data.batch_size=2", "trainer.ckpt_every=2", "trainer.log_every=1")
-SMOKE = Sizes(
-    name="smoke",
-    teacher=_SMALL + ("trainer.max_steps=2", "data.pool_size=4"),
-    ode_init=_SMALL
-    + (
-        "trainer.max_steps=3",
-        "stage.ode_pairs.num_pairs=4",
-        "stage.ode_pairs.teacher_steps=6",
-        "stage.ode_pairs.batch_size=2",
-    ),  # 2 batches per shard
-    dmd=_SMALL + ("trainer.max_steps=5",),  # one generator update at the 5:1 phase
-    teacher_steps=6,
-    eval_samples=2,
-    long_factor=2,
-    long_clips=1,
-    timing_repeats=2,
-)
 
 
 def stage_foundation(run_dir: Path, state: dict) -> dict:
@@ -295,6 +243,38 @@ def stage_dmd(run_dir: Path, state: dict) -> dict:
     return {k: summary.get(k) for k in ("export", "generator_updates", "critic_updates", "step")}
 
 
+def stage_rl(run_dir: Path, state: dict) -> dict:
+    """AR-Drag's RL stage (GRPO, experiment=rl_tiny) on the DMD student, its conditions from the ODE pairs;
+    skipped (state unchanged) when the preset has none (``Sizes.rl`` is None)."""
+    rl = state["sizes"].rl
+    if rl is None:
+        return {"status": "skipped", "why": f"--sizes {state['sizes'].name} has no RL stage"}
+    summary = _train(
+        run_dir,
+        "rl",
+        [
+            "experiment=rl_tiny",
+            *DISTILL,
+            f"stage.student={state['student']}",
+            f"stage.pairs={state['pairs']}",
+            f"codec.checkpoint={state['codec']}",
+            *_teacher_settings(run_dir),  # the codec's options, shift and frame size the student was made with
+            *rl,
+        ],
+    )
+    state["rl_student"] = summary["export"]
+    from trackstream.pipeline.report import read_metrics
+
+    rows = read_metrics(run_dir / "rl" / "metrics.jsonl")
+    step_s = [r["perf/step_time_s"] for r in rows if "perf/step_time_s" in r]  # each: mean over its log window
+    rewards = [r["train/rl/reward"] for r in rows if "train/rl/reward" in r]
+    return {k: summary.get(k) for k in ("export", "policy_updates", "reward_seconds", "step")} | {
+        "seconds_per_step": round(sum(step_s) / len(step_s), 3) if step_s else None,
+        "first_reward": rewards[0] if rewards else None,
+        "last_reward": rewards[-1] if rewards else None,
+    }
+
+
 def stage_stream(run_dir: Path, state: dict) -> dict:
     """Held-out evaluation (teacher vs streamed students), long rollouts with/without sink, latency."""
     from omegaconf import OmegaConf
@@ -316,7 +296,13 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
         run_dir,
         teacher=state["teacher"],
         codec=state["codec"],
-        students={"ode_init": state["ode_student"], "student": state["student"]},
+        # the DMD student stays last (samples/<id>/video.mp4, long rollouts and latency are its own); the RL
+        # student, when there is one, is an extra row (rl_* figures) and side-by-side panel
+        students={
+            "ode_init": state["ode_student"],
+            **({"rl": state["rl_student"]} if state.get("rl_student") else {}),
+            "student": state["student"],
+        },
         data=data,
         teacher_steps=sizes.teacher_steps,
         shift=float(cfg["schedule"]["shift"]),
@@ -341,14 +327,13 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
 
 
-SIZES = {"full": FULL, "long": LONG, "scratch": SCRATCH, "smoke": SMOKE}
-
 # (name, function) in order
 PIPELINE: list[tuple[str, Callable[[Path, dict], dict]]] = [
     ("foundation", stage_foundation),
     ("teacher", stage_teacher),
     ("ode_init", stage_ode_init),
     ("dmd", stage_dmd),
+    ("rl", stage_rl),  # only in presets with an RL stage (LONG, SMOKE)
     ("stream", stage_stream),
 ]
 
@@ -360,6 +345,8 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
         old = json.loads(info.read_text())
         if old.get("teacher_from") == "release":  # the name before "shipped" (same meaning)
             old["teacher_from"] = "shipped"
+        if "rl" not in old:  # recorded before the RL stage existed: it only appends a stage after DMD
+            old["rl"] = json.loads(json.dumps(asdict(sizes)))["rl"]
         if old != json.loads(json.dumps(asdict(sizes))):
             raise PipelineError(
                 f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "
@@ -384,6 +371,9 @@ def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> di
     for name, fn in PIPELINE:
         t0 = time.perf_counter()
         result = fn(run_dir, state)
+        if result.get("status") == "skipped":  # not in this preset: neither in the report nor timed
+            print(f"[pipeline] {name:10s} skipped ({result.get('why', 'not in this preset')})", flush=True)
+            continue
         stages[name] = {"status": "done", "seconds": round(time.perf_counter() - t0, 2), **result}
         print(f"[pipeline] {name:10s} done in {stages[name]['seconds']:7.1f} s", flush=True)
     from trackstream.pipeline.report import read_metrics, write_report
@@ -394,7 +384,8 @@ def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> di
     figures["total_seconds"] = round(time.perf_counter() - t_start, 2)
     cpu = os.times()  # CPU time of this process and its finished stage processes (2-core contention context)
     figures["total_cpu_seconds"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 2)
-    metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in ("teacher", "ode_init", "dmd")}
+    trained = ("teacher", "ode_init", "dmd") + (("rl",) if "rl" in stages else ())
+    metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in trained}
     if sizes.teacher_from == "shipped":  # the shipped teacher's own training curve, then its fine-tune here
         from trackstream.pipeline.ship_teacher import teacher_training_curve
 
