@@ -113,11 +113,12 @@ def read_state_dict_file(path: str) -> dict[str, torch.Tensor]:
 
     A torch file holding ``{"state_dict": {...}}`` is unwrapped, as some re-saves do that.
     """
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from trackstream.models.files import read_safetensors, read_torch_file
 
-        return load_file(str(path), device="cpu")
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    fix = "download the codec checkpoint again (the release it came from)"
+    if str(path).endswith(".safetensors"):
+        return read_safetensors(path, fix=fix)
+    obj = read_torch_file(path, fix=fix)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
