@@ -286,7 +286,6 @@ def read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
     """Full state dict (MotionWan keys) to start from: an exported network folder (DiT + heads,
     e.g. the stage-1 teacher for the fine-tune stage) or a Wan checkpoint (DiT only)."""
     from trackstream.models.checkpoint import read_state_dict, to_official
-
     from trackstream.models.files import read_torch_file
 
     folder = Path(path)
