@@ -121,3 +121,74 @@ def test_row7_tracks_may_leave_the_frame_by_up_to_one_frame_size():
     t[2, 1] = (0.0, 129.0)
     with pytest.raises(ValueError, match=r"y in \[-64, 128\]"):
         check_tracks(t, None, height=64, width=64)
+
+
+# -- rows 2 and 3: a training run refused before it writes anything -----------------------------------------
+
+
+@pytest.fixture
+def hydra_clean():
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    yield
+    GlobalHydra.instance().clear()
+
+
+def _train_cli(monkeypatch, capsys, *overrides) -> str:
+    """``python -m trackstream.train ...`` in-process: refused with exit 2 and one line ``error: ...``."""
+    import sys
+
+    from trackstream.train.app import main
+
+    monkeypatch.setattr(sys, "argv", ["train", *overrides])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    return _one_line(err[-1][len("error: ") :])
+
+
+def test_row2_a_run_directory_of_another_experiment_is_refused_before_anything_is_written(
+    tmp_path, hydra_clean, monkeypatch, capsys
+):
+    import torch
+    from hydra_helpers import compose_job
+
+    from trackstream.train.config import validate
+    from trackstream.train.stages import fingerprint
+
+    run = tmp_path / "run"
+    theirs = validate(compose_job(run, "experiment=tiny_teacher"))
+    step = run / "checkpoints" / "step_00000004"  # the other experiment's complete checkpoint (meta.pt last)
+    step.mkdir(parents=True)
+    torch.save({"step": 4, "world_size": 1, "fingerprint": fingerprint(theirs)}, step / "meta.pt")
+    (run / "config.yaml").write_text("task_name: tiny_teacher  # the other run's record\n")
+    (run / "train.log").write_text("their log\n")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+
+    msg = _train_cli(monkeypatch, capsys, "experiment=tiny_teacher_patch1", f"hydra.run.dir={run}")
+    assert str(step) in msg and "model.overrides.patch_size: saved" in msg and "use a new run directory" in msg, msg
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    assert after == before  # config.yaml byte-identical, no samples/, nothing appended to train.log
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ("model.init_from={missing}", "model.init_from"),
+        ("codec.checkpoint={missing}", "codec.checkpoint"),
+        ("stage.teacher={missing}", "stage.teacher"),  # with experiment=tiny_dmd: a stage's input (INPUT_PATHS)
+    ],
+)
+def test_row3_a_missing_input_file_is_one_line_and_leaves_no_run_directory(
+    tmp_path, hydra_clean, monkeypatch, capsys, override, field
+):
+    run, missing = tmp_path / "new_run", tmp_path / "nowhere" / "weights.safetensors"
+    experiment = "tiny_dmd" if field.startswith("stage.") else "tiny_teacher"
+    msg = _train_cli(
+        monkeypatch, capsys, f"experiment={experiment}", override.format(missing=missing), f"hydra.run.dir={run}"
+    )
+    assert msg.startswith(f"{field}='{missing}' does not exist") and "fix the path" in msg, msg
+    assert not run.exists()  # Hydra made it (.hydra/); the refused run removed it again
