@@ -192,3 +192,123 @@ def test_row3_a_missing_input_file_is_one_line_and_leaves_no_run_directory(
     )
     assert msg.startswith(f"{field}='{missing}' does not exist") and "fix the path" in msg, msg
     assert not run.exists()  # Hydra made it (.hydra/); the refused run removed it again
+
+
+# -- rows 4 and 6: python -m trackstream.eval refuses before generating ------------------------------------
+
+
+def _eval_cli(monkeypatch, capsys, *overrides) -> str:
+    """``python -m trackstream.eval ...`` in-process: refused with exit 2 and one line ``error: ...``."""
+    import sys
+
+    from trackstream.eval.__main__ import main
+
+    monkeypatch.setattr(sys, "argv", ["eval", *overrides])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err and err[-1].startswith("error: "), err
+    return _one_line(err[-1][len("error: ") :])
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("benchmark.num_samples=abc", "benchmark.num_samples='abc' must be an integer or null"),
+        ("fps=fast", "fps='fast' must be an integer"),
+        ("benchmark.name=videos benchmark.path={tmp}/no_such_benchmark", "no_such_benchmark' does not exist"),
+    ],
+)
+def test_row4_a_mistyped_eval_field_is_one_line_naming_it_and_leaves_no_output(
+    tmp_path, hydra_clean, monkeypatch, capsys, override, says
+):
+    out = tmp_path / "eval_out"
+    args = override.format(tmp=tmp_path).split()
+    msg = _eval_cli(monkeypatch, capsys, f"run={STUDENT}", *args, f"out={out}")
+    assert says in msg, msg
+    assert not out.exists()  # Hydra made it (hydra.run.dir = out); the refused evaluation removed it
+
+
+@pytest.mark.parametrize(
+    "weights, says",
+    [
+        ({}, "metric 'fid' needs weights.inception"),
+        ({"inception": "{tmp}/pt_inception.pth"}, "pt_inception.pth"),
+    ],
+)
+def test_row6_missing_feature_weights_are_reported_before_any_generation(tmp_path, monkeypatch, weights, says):
+    import trackstream.eval.command as command
+
+    def no_generation(*args, **kwargs):
+        raise AssertionError("generated before checking the metrics' weights")
+
+    monkeypatch.setattr(command, "generate_videos", no_generation)
+    cfg = command.EvalCommandConfig(
+        run=str(STUDENT),
+        metrics=["epe", "fid"],
+        weights={k: v.format(tmp=tmp_path) for k, v in weights.items()},
+        generate={"codec": str(CODEC), "device": "cpu"},
+        benchmark={"num_samples": 1},
+        out=str(tmp_path / "out"),
+    )
+    with pytest.raises(command.EvalRefused) as err:
+        command.evaluate(cfg, data={})
+    assert says in _one_line(err.value)
+    assert not (tmp_path / "out").exists()
+
+
+# -- row 5: data.prepare fails up front ----------------------------------------------------------------------
+
+
+def _prepare(tmp_path, monkeypatch, inputs: Path, *overrides) -> str:
+    """``python -m trackstream.data.prepare ...`` in-process: exits non-zero with one line ``error: ...``
+    before writing anything to the output folder."""
+    import sys
+
+    from trackstream.data.prepare import main
+
+    out = tmp_path / "shards"
+    monkeypatch.setattr(sys, "argv", ["prepare", f"input={inputs}", f"output={out}", "progress=false", *overrides])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    msg = str(exit_.value.code)
+    assert msg.startswith("error: "), msg
+    assert not out.exists()  # Hydra made <output>/logs/<time>/.hydra for the run; the refused run removed it
+    return _one_line(msg[len("error: ") :])
+
+
+def test_row5_prepare_on_an_empty_folder_names_the_folder(tmp_path, hydra_clean, monkeypatch):
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "notes.txt").write_text("no video here")
+    msg = _prepare(tmp_path, monkeypatch, tmp_path / "videos")
+    assert msg.startswith(f"input='{tmp_path / 'videos'}' holds no video") and ".mp4" in msg, msg
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_row5_prepare_with_cotracker3_unusable_fails_up_front(tmp_path, hydra_clean, monkeypatch, installed):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(  # as if the co-tracker package were (not) installed, whatever this machine has
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (object() if installed else None) if name == "cotracker" else real(name, *a),
+    )
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "clip.mp4").write_bytes(b"never decoded: refused before")
+    ckpt = tmp_path / "scaled_offline.pth"
+    msg = _prepare(
+        tmp_path,
+        monkeypatch,
+        tmp_path / "videos",
+        "prepare/tracker@tracker=cotracker3_offline",
+        f"tracker.checkpoint_path={ckpt}",
+        "tracker.device=cpu",
+    )
+    if installed:
+        assert msg.startswith(f"tracker.checkpoint_path='{ckpt}' (cotracker3_offline) does not exist"), msg
+        assert "huggingface.co/facebook/cotracker3" in msg
+    else:
+        assert msg.startswith("tracker=cotracker3_offline: the `cotracker` package is not installed"), msg
+        assert "pip install" in msg and "prepare/tracker@tracker=lk" in msg
