@@ -166,12 +166,15 @@ def test_row2_a_run_directory_of_another_experiment_is_refused_before_anything_i
     torch.save({"step": 4, "world_size": 1, "fingerprint": fingerprint(theirs)}, step / "meta.pt")
     (run / "config.yaml").write_text("task_name: tiny_teacher  # the other run's record\n")
     (run / "train.log").write_text("their log\n")
-    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
+    (run / ".hydra").mkdir()
+    for name in ("config.yaml", "hydra.yaml", "overrides.yaml"):  # Hydra's records of their run
+        (run / ".hydra" / name).write_text(f"their {name}\n")
+    before = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
 
     msg = _train_cli(monkeypatch, capsys, "experiment=tiny_teacher_patch1", f"hydra.run.dir={run}")
     assert str(step) in msg and "model.overrides.patch_size: saved" in msg and "use a new run directory" in msg, msg
-    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file() and ".hydra" not in p.parts}
-    assert after == before  # config.yaml byte-identical, no samples/, nothing appended to train.log
+    after = {p.relative_to(run): p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before  # config.yaml and .hydra/ byte-identical, no samples/, nothing appended to train.log
 
 
 @pytest.mark.parametrize(

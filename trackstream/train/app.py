@@ -32,6 +32,7 @@ from typing import Callable
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trackstream.train.checkpoint import refuse_foreign_run
@@ -134,6 +135,29 @@ def check_inputs(typed: TrainConfig) -> None:
             raise ValueError(f"{name}={path!r} does not exist (relative to {Path.cwd()}); fix the path or unset it")
 
 
+# Hydra rewrites <run_dir>/.hydra/ (config, overrides) before the job runs, so a refused run would lose the
+# old run's records there even though it writes nothing itself: ``KeepHydraRecords`` (conf/hydra/default.yaml)
+# keeps their bytes from before, and a refused run puts them back
+_HYDRA_RECORDS: dict[Path, bytes] = {}
+
+
+class KeepHydraRecords(Callback):
+    """Hydra callback: the bytes of an existing run directory's ``.hydra/`` files, read before Hydra
+    overwrites them (``on_run_start`` precedes the job's directory set-up)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _HYDRA_RECORDS.clear()
+        records = Path(str(OmegaConf.select(config, "hydra.run.dir"))).resolve() / ".hydra"
+        if records.is_dir():
+            _HYDRA_RECORDS.update({p: p.read_bytes() for p in records.iterdir() if p.is_file()})
+
+
+def _restore_hydra_records(run_dir: Path) -> None:
+    for path, data in _HYDRA_RECORDS.items():
+        if path.parent == run_dir / ".hydra":
+            path.write_bytes(data)
+
+
 def _only_hydra_records(run_dir: Path) -> bool:
     """True when ``run_dir`` holds nothing but what Hydra wrote for this invocation (``.hydra/``): a run
     directory this run made, safe to remove when the run is refused."""
@@ -160,6 +184,8 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
     except RunRefused:
         if fresh:
             shutil.rmtree(run_dir, ignore_errors=True)
+        elif int(os.environ.get("RANK", "0")) == 0:
+            _restore_hydra_records(run_dir)
         raise
 
 
