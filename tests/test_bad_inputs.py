@@ -87,6 +87,12 @@ def test_row1_a_broken_export_or_codec_is_a_one_line_error_naming_the_file(input
     assert fix in msg and "git checkout assets/" in msg, msg
 
 
+def test_row1_a_checkpoint_of_another_network_as_codec_is_one_line(inputs, capsys):
+    shutil.copy2(STUDENT / "heads.pt", inputs["codec"])  # a real torch checkpoint, of the wrong network
+    msg = _generate(inputs, capsys)
+    assert str(inputs["codec"]) in msg and "does not match TinyAE: missing keys" in msg and "--codec-name" in msg
+
+
 def test_row1_network_json_with_a_bad_model_config_names_the_file(inputs, capsys):
     import json
 

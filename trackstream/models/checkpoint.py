@@ -300,9 +300,9 @@ def load_into(
 
         raise CheckpointError(
             f"{source} (detected format: {fmt}) does not match WanModel({model.model_type}, dim={model.dim}, "
-            f"layers={model.num_layers}, in_dim={model.in_dim}):\n  missing keys ({len(missing)}): {_fmt(missing)}\n"
-            f"  unexpected keys ({len(unexpected)}): {_fmt(unexpected)}\n  shape mismatches: {_fmt(shape_bad)}\n"
-            "Check that the flavor / config.json matches the checkpoint, or pass strict=False to load a subset."
+            f"layers={model.num_layers}, in_dim={model.in_dim}): missing keys ({len(missing)}): {_fmt(missing)}; "
+            f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}; shape mismatches: {_fmt(shape_bad)}; "
+            "check that the flavor / config.json matches the checkpoint, or pass strict=False to load a subset"
         )
     is_meta = any(p.is_meta for p in model.parameters())
     model.load_state_dict({k: v for k, v in sd.items() if k in expected}, strict=strict, assign=is_meta)

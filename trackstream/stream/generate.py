@@ -100,14 +100,14 @@ def main(argv: list[str] | None = None) -> int:
         net, codec, conditioner = load_export(
             args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
         )
+        cfg = net.conventions.stream_config(  # a teacher export (no causal conventions) is refused here
+            args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
+        )
     except ValueError as err:
         ap.error(str(err))
     print(f"{args.student}: {device}, {dtype_name(dtype)}", flush=True)
     image = image_tensor(bgr[:, :, ::-1]).to(device)
     tracks, vis = torch.from_numpy(tracks_np)[None], torch.from_numpy(vis_np)[None]
-    cfg = net.conventions.stream_config(
-        args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
-    )
     if args.compile and args.reference_step:
         ap.error("--compile compiles the static-buffer step: drop --reference-step")
     engine = StreamingGenerator(

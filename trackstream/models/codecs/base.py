@@ -149,13 +149,13 @@ def load_state_dict_strict(
         if tuple(state_dict[k].shape) != tuple(own[k].shape)
     )
     if missing or unexpected or mis_shaped:
-        parts = [f"checkpoint {source} does not match {type(module).__name__}:"]
+        parts = []  # one line (a CLI prints it as its error), each kind of mismatch a part
         if missing:
-            parts.append(f"  missing keys ({len(missing)}): {_listing(missing)}")
+            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
         if unexpected:
-            parts.append(f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
         if mis_shaped:
-            parts.append(f"  shape mismatches ({len(mis_shaped)}): {_listing(mis_shaped)}")
-        parts.append("  check that the file is for this codec and that the config matches the checkpoint")
-        raise ValueError("\n".join(parts))
+            parts.append(f"shape mismatches ({len(mis_shaped)}): {_listing(mis_shaped)}")
+        parts.append("check that the file is for this codec (codec.name / --codec-name) and the config matches it")
+        raise ValueError(f"checkpoint {source} does not match {type(module).__name__}: " + "; ".join(parts))
     module.load_state_dict(state_dict, strict=True, assign=assign)
