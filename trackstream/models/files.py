@@ -37,6 +37,8 @@ def read_torch_file(path: str | os.PathLike, *, fix: str | None = None, mmap: bo
         raise ValueError(f"{path} does not exist{_fix(fix)}")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
+    except MemoryError:
+        raise  # the machine's fault, not the file's
     except Exception as err:  # noqa: BLE001 -- any failure to parse is the file's fault, said in one line
         if "zip archive" in str(err) or "central directory" in str(err):
             what = "is truncated or corrupt (not a complete zip archive)"
