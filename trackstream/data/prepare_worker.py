@@ -69,7 +69,7 @@ def check_component(spec, kind: str) -> None:
         from trackstream.data.trackers import COTRACKER_INSTALL_HINT
 
         if importlib.util.find_spec("cotracker") is None:
-            raise ValueError(f"tracker={name}: {COTRACKER_INSTALL_HINT}; or choose prepare/tracker@tracker=lk")
+            raise ValueError(f"tracker={name}: {COTRACKER_INSTALL_HINT.rstrip('.')} (prepare/tracker@tracker=lk)")
     elif "_target_" in spec:
         module = str(spec["_target_"]).rpartition(".")[0]
         try:
