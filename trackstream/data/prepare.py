@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.data.prepare_shards import PrepareConfig, run_prepare
+from trackstream.data.prepare_shards import PrepareConfig, PrepareRefused, run_prepare
 
 COMPONENTS = ("tracker", "text_encoder", "latent_encoder")
 
@@ -32,10 +33,18 @@ def config_from_hydra(cfg: DictConfig) -> tuple[PrepareConfig, dict]:
     return PrepareConfig(**data), specs
 
 
-@hydra.main(version_base="1.3", config_path="../../conf", config_name="prepare")
+# absolute, so main() also runs in-process (a relative path resolves against the package when imported)
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
     pcfg, specs = config_from_hydra(cfg)
-    summary = run_prepare(pcfg, **specs)
+    try:
+        summary = run_prepare(pcfg, **specs)
+    except PrepareRefused as err:
+        _remove_own_log_dir(pcfg.output)
+        raise SystemExit(f"error: {err}") from None  # one line naming the input / component, exit status 1
     brief = {k: summary[k] for k in ("complete", "num_inputs", "num_samples", "num_skipped", "skipped_by_reason")}
     print(json.dumps(brief, indent=1))
     print(f"report: {pcfg.output}/report.json")
@@ -46,6 +55,23 @@ def main(cfg: DictConfig) -> None:
             f"prepare wrote no sample: all {summary['num_inputs']} inputs were skipped ({reasons}); "
             f"the reasons per input are in {pcfg.output}/report.json"
         )
+
+
+def _remove_own_log_dir(output: str) -> None:
+    """A refused run leaves no folder behind: Hydra made ``<output>/logs/<time>/`` (``.hydra/``, the job log)
+    for this invocation (and ``<output>`` itself when new); remove what holds nothing else."""
+    import shutil
+
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
+        shutil.rmtree(run_dir, ignore_errors=True)
+        for parent in (run_dir.parent, Path(output)):  # logs/, then the output folder, when now empty
+            if parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
 
 
 if __name__ == "__main__":

@@ -193,21 +193,37 @@ def _check_plan(cfg: PrepareConfig, items: list[Item]) -> None:
 # Running
 
 
+class PrepareRefused(ValueError):
+    """Nothing to prepare, or a component that cannot be built: refused before writing anything; the CLI
+    prints the one-line message and exits non-zero (``data.prepare``)."""
+
+
 def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_encoder=None) -> dict:
     """Run (or resume) the pipeline; returns the summary also written to <output>/report.json.
 
     tracker / text_encoder / latent_encoder: dict specs (built inside each worker) or objects.
     tracker defaults to {"name": "lk"}.
     """
-    os.makedirs(cfg.output, exist_ok=True)
     items = resolve_inputs(cfg)
-    _check_plan(cfg, items)
-    shards = plan_shards(items, cfg.samples_per_shard)
+    if not items:
+        raise PrepareRefused(
+            f"input={cfg.input!r} holds no video (looked for {', '.join(cfg.extensions)}, in subfolders too); "
+            "point input= at the folder of videos or a list / manifest file"
+        )
     specs = {
         "tracker": tracker if tracker is not None else {"name": "lk"},
         "text_encoder": text_encoder,
         "latent_encoder": latent_encoder,
     }
+    # before anything is written: a component that cannot be built would skip every video
+    for kind, spec in specs.items():
+        try:
+            worker.check_component(spec, kind)
+        except ValueError as err:
+            raise PrepareRefused(str(err)) from None
+    os.makedirs(cfg.output, exist_ok=True)
+    _check_plan(cfg, items)
+    shards = plan_shards(items, cfg.samples_per_shard)
     mine = [k for k in range(len(shards)) if k % cfg.num_jobs == cfg.job_index]
     pending = [k for k in mine if not os.path.isfile(_report_path(cfg, k))]
     for k in pending:  # leftovers of a killed run; rewritten from scratch below

@@ -52,6 +52,45 @@ def build_component(spec, kind: str):
     return spec
 
 
+# keys of a component spec that name local files (tracker checkpoint, encoder weights)
+_PATH_KEYS = ("checkpoint_path", "checkpoint", "path")
+
+
+def check_component(spec, kind: str) -> None:
+    """Fail up front (one-line ValueError naming the component and the fix) when a component the workers
+    will build cannot be: its package is not installed or a file it names is missing. Built inside each
+    worker, such a component failed on every video, each recorded as a skip: exit 0, nothing written."""
+    import importlib.util
+
+    if not isinstance(spec, dict):
+        return  # None, or an object built by the caller
+    name = spec.get("_target_") or spec.get("name", "lk")
+    if kind == "tracker" and "_target_" not in spec and str(name).lower().replace("-", "_").startswith("cotracker3"):
+        from trackstream.data.trackers import COTRACKER_INSTALL_HINT
+
+        if importlib.util.find_spec("cotracker") is None:
+            raise ValueError(f"tracker={name}: {COTRACKER_INSTALL_HINT.rstrip('.')} (prepare/tracker@tracker=lk)")
+    elif "_target_" in spec:
+        module = str(spec["_target_"]).rpartition(".")[0]
+        try:
+            found = bool(module) and importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            raise ValueError(f"{kind}._target_={spec['_target_']!r}: module {module!r} is not installed or misspelled")
+    for key in _PATH_KEYS:
+        path = spec.get(key)
+        if isinstance(path, str) and path and not os.path.exists(path):
+            raise ValueError(
+                f"{kind}.{key}={path!r} ({name}) does not exist; download it and give its local path"
+                + (
+                    " (scaled_offline.pth / scaled_online.pth: huggingface.co/facebook/cotracker3)"
+                    if "cotracker" in str(name)
+                    else ""
+                )
+            )
+
+
 def init_worker(cfg, specs: dict, in_pool: bool = True) -> None:
     """Process initializer: keep the config, build components lazily on first use."""
     if in_pool and cfg.start_method != "fork":

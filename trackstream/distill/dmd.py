@@ -94,6 +94,8 @@ class DMDConfig:
     rollout: str = "self_forcing"
     # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
     FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout": "self_forcing"}
+    # fields naming files that must exist before the run directory is made (train.app.check_inputs)
+    INPUT_PATHS: ClassVar[tuple] = ("teacher", "student", "pairs")
 
     def __post_init__(self) -> None:
         for name, cls in (

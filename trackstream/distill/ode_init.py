@@ -20,7 +20,7 @@ Legend: B batch, K student steps, F latent frames, h/w latent size.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
@@ -40,6 +40,9 @@ class ODEInitConfig:
     name: str = "ode_init"
     teacher: Optional[str] = None  # exported teacher folder (train.weights.export_network): student init
     pairs: Optional[str] = None  # ODE pair folder; null: <run_dir>/ode_pairs, generated from the teacher
+    # fields naming files that must exist before the run directory is made (train.app.check_inputs); not
+    # pairs: a folder without pairs yet is filled from the teacher
+    INPUT_PATHS: ClassVar[tuple] = ("teacher",)
     pool_size: Optional[int] = None  # training clips rendered for pair conditions (null: ode_pairs.num_pairs)
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
     # the student's chunking at inference (conf/causal/c3s1w1.yaml, written to its export); training

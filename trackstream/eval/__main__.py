@@ -1,6 +1,9 @@
 """``python -m trackstream.eval key=value ...``: score runs on a benchmark (trackstream/eval/command.py, conf/eval.yaml)."""
 
 import logging
+import os
+import shutil
+import sys
 from pathlib import Path
 
 import hydra
@@ -11,13 +14,34 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
-    from trackstream.eval.command import EvalCommandConfig, evaluate
+    from trackstream.eval.command import EvalCommandConfig, EvalRefused, evaluate
 
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s] %(message)s", datefmt="%H:%M:%S")
     raw = OmegaConf.to_container(cfg, resolve=True)
     data = raw.pop("data")
     raw.pop("paths", None)
-    evaluate(EvalCommandConfig(**raw), data=data)
+    out = Path(raw.get("out") or ".")
+    fresh = _only_empty_logs(out)  # the folder Hydra just made for this run (hydra.run.dir = out)
+    try:
+        try:
+            command = EvalCommandConfig(**raw)
+        except (TypeError, ValueError) as err:  # TypeError: an unknown top-level key
+            raise EvalRefused(str(err)) from err
+        evaluate(command, data=data)
+    except EvalRefused as err:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if fresh:
+            shutil.rmtree(out, ignore_errors=True)
+        print(f"error: {err}", file=sys.stderr)  # refused before generating: the fix, not a traceback
+        raise SystemExit(2) from None
+
+
+def _only_empty_logs(folder: Path) -> bool:
+    """True when ``folder`` holds nothing but empty ``*.log`` files (Hydra's job log, nothing logged yet)."""
+    if not folder.is_dir():
+        return False
+    return all(p.is_file() and p.suffix == ".log" and p.stat().st_size == 0 for p in folder.iterdir())
 
 
 if __name__ == "__main__":

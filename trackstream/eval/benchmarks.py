@@ -52,6 +52,12 @@ class BenchmarkConfig:
             )
         if self.name != "synthetic" and not self.path:
             raise ValueError(f"benchmark.name={self.name} needs benchmark.path (the folder)")
+        if self.name != "synthetic" and not set("*?[{") & set(str(self.path)) and not Path(self.path).exists():
+            # a glob / brace pattern of shards is expanded when read; a plain folder must be there now
+            raise ValueError(
+                f"benchmark.path={self.path!r} does not exist; give the benchmark folder "
+                f"({'data.prepare output' if self.name == 'shards' else '<id>.mp4 + <id>.tracks.npy'})"
+            )
 
 
 def _trim(s: Sample, cfg: BenchmarkConfig) -> Sample:

@@ -27,7 +27,9 @@ from trackstream.eval.generate import MODES, GenerateConfig, generate_videos, ru
 from trackstream.eval.harness import METRICS, Extractors, WeightsConfig, reference_rows, score_rows
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 
-__all__ = ["EvalCommandConfig", "evaluate"]
+__all__ = ["EvalCommandConfig", "EvalRefused", "check_field_types", "evaluate"]
+# metrics whose feature network loads local weights (eval.harness.Extractors)
+FEATURE_METRICS = ("lpips", "fid", "fvd", "proxy_fvd")
 
 log = logging.getLogger(__name__)
 LOWER_IS_BETTER = {
@@ -39,6 +41,57 @@ LOWER_IS_BETTER = {
     "fvd": True,
     "proxy_fvd": True,
 }
+
+
+class EvalRefused(ValueError):
+    """An evaluation refused before generating anything (a bad config field, a missing file): the command
+    line gets the one-line message and exit status 2, no traceback (``trackstream/eval/__main__.py``)."""
+
+
+_TYPE_NAMES = {
+    int: "an integer",
+    float: "a number",
+    bool: "true or false",
+    str: "a string",
+    list: "a list",
+    dict: "a mapping",
+}
+
+
+def check_field_types(obj, prefix: str) -> None:
+    """Every field of the dataclass ``obj`` (and of its dataclass fields) holds its declared type, or a
+    one-line ValueError naming ``prefix.field``: a command-line value of the wrong type (``num_samples=abc``)
+    otherwise fails deep inside the data code with a TypeError naming neither."""
+    import dataclasses
+    import typing
+
+    try:
+        hints = typing.get_type_hints(type(obj))
+    except NameError:  # an annotation this module cannot resolve: that class checks its own fields
+        return
+    for f in dataclasses.fields(obj):
+        value, hint = getattr(obj, f.name), hints.get(f.name)
+        name = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(value):
+            check_field_types(value, name)
+            continue
+        args = typing.get_args(hint)
+        optional = typing.get_origin(hint) is typing.Union and type(None) in args
+        base = next((a for a in args if a is not type(None)), None) if optional else hint
+        base = typing.get_origin(base) or base
+        if base not in _TYPE_NAMES or (value is None and optional):
+            continue
+        ok = isinstance(value, base) and not (base in (int, float) and isinstance(value, bool))
+        if base is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if base is list:
+            ok = isinstance(value, (list, tuple))
+        if not ok:
+            example = f.default if f.default is not dataclasses.MISSING and f.default is not None else "..."
+            example = str(example).lower() if isinstance(example, bool) else example
+            raise ValueError(
+                f"{name}={value!r} must be {_TYPE_NAMES[base]}{' or null' if optional else ''}; e.g. {name}={example}"
+            )
 
 
 @dataclass
@@ -62,7 +115,14 @@ class EvalCommandConfig:
     def __post_init__(self) -> None:
         for name, cls in (("benchmark", BenchmarkConfig), ("generate", GenerateConfig), ("weights", WeightsConfig)):
             if isinstance(getattr(self, name), dict):
-                setattr(self, name, cls(**getattr(self, name)))
+                given = getattr(self, name)
+                unknown = sorted(set(given) - set(cls.__dataclass_fields__))
+                if unknown:
+                    raise ValueError(
+                        f"{name}.{unknown[0]} is not an option; {name}.* are {sorted(cls.__dataclass_fields__)}"
+                    )
+                setattr(self, name, cls(**given))
+        check_field_types(self, "")
         if not self.run and not self.runs:
             raise ValueError("nothing to score: set run=<export or folder> or runs={name: path, ...}")
         bad = sorted(set(self.modes) - set(MODES))
@@ -168,7 +228,23 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
-    samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, data))
+    # everything that can refuse the evaluation is checked before the first video is generated (it used
+    # to surface after all generation): the runs, the benchmark, the feature networks' weights, the tracker
+    try:
+        kinds = {name: run_kind(run) for name, run in cfg.named_runs().items()}
+        ext = Extractors(weights=cfg.weights)
+        if "proxy_fvd" in cfg.metrics:
+            if not cfg.generate.codec:
+                raise ValueError("proxy_fvd uses the run's codec: set generate.codec (and generate.codec_name)")
+            ext.codec = build_codec(cfg.generate.codec_name, checkpoint=cfg.generate.codec).eval()
+        for metric in cfg.metrics:
+            if metric in FEATURE_METRICS:
+                ext.get(metric)  # loads its weights now (cached for scoring): a missing file fails here
+        tracker_kw = {"checkpoint_path": cfg.tracker_checkpoint} if cfg.tracker_checkpoint else {}
+        tracker = build_tracker(cfg.tracker, **tracker_kw)
+        samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, data))
+    except (ValueError, ImportError, FileNotFoundError) as err:  # CoTracker3 not installed, a weights file missing
+        raise EvalRefused(str(err)) from err
     log.info(
         "benchmark %s: %d samples, %d frames, %s",
         cfg.benchmark.name,
@@ -178,22 +254,14 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
     )
     rows: dict[str, dict[str, np.ndarray]] = {}
     for name, run in cfg.named_runs().items():
-        kind = run_kind(run)
+        kind = kinds[name]
         for mode in cfg.modes if kind != "videos" else ["videos"]:
             row = name if kind == "videos" or len(cfg.modes) == 1 else f"{name} ({mode.replace('_', ' ')})"
             log.info("generating %s: %s", row, run)
             rows[row] = generate_videos(run, samples, mode=mode if kind != "videos" else MODES[0], cfg=cfg.generate)
     refs = reference_rows(samples)
     rows.update({k: refs[k] for k in cfg.references})
-    ext = Extractors(weights=cfg.weights)
-    if "proxy_fvd" in cfg.metrics:
-        if not cfg.generate.codec:
-            raise ValueError("proxy_fvd uses the run's codec: set generate.codec (and generate.codec_name)")
-        ext.codec = build_codec(cfg.generate.codec_name, checkpoint=cfg.generate.codec).eval()
-    tracker_kw = {"checkpoint_path": cfg.tracker_checkpoint} if cfg.tracker_checkpoint else {}
-    results = score_rows(
-        rows, samples, metrics=list(cfg.metrics), tracker=build_tracker(cfg.tracker, **tracker_kw), extractors=ext
-    )
+    results = score_rows(rows, samples, metrics=list(cfg.metrics), tracker=tracker, extractors=ext)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.save_videos:
         for row, videos in rows.items():

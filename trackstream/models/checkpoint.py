@@ -134,13 +134,18 @@ def strip_wrapper_prefix(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 # ----------------------------------------------------------------------------- reading
 
 
-def _read_file(path: Path) -> dict[str, torch.Tensor]:
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+# what to do about a checkpoint file that does not parse, unless the caller knows better (an export says
+# which command writes it again)
+REDOWNLOAD = "download or export it again (a Wan release: the model card; a TrackStream export: its stage)"
 
-        return load_file(str(path))
+
+def _read_file(path: Path, fix: str = REDOWNLOAD) -> dict[str, torch.Tensor]:
+    from trackstream.models.files import read_safetensors, read_torch_file
+
+    if path.suffix == ".safetensors":
+        return read_safetensors(path, fix=fix)
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
-        obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+        obj = read_torch_file(path, fix=fix, mmap=True)
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             subs = [k for k, v in obj.items() if isinstance(v, dict)] if isinstance(obj, dict) else []
             raise CheckpointError(
@@ -151,14 +156,16 @@ def _read_file(path: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"unsupported checkpoint file {path}: use .safetensors, .pth, .pt, .bin or an index .json")
 
 
-def _read_index(index: Path) -> dict[str, torch.Tensor]:
-    weight_map = json.loads(index.read_text())["weight_map"]
+def _read_index(index: Path, fix: str = REDOWNLOAD) -> dict[str, torch.Tensor]:
+    from trackstream.models.files import read_json_file
+
+    weight_map = read_json_file(index, fix=fix, require=("weight_map",))["weight_map"]
     sd: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
         shard_path = index.parent / shard
         if not shard_path.exists():
             raise CheckpointError(f"shard {shard_path} listed in {index} is missing")
-        sd.update(_read_file(shard_path))
+        sd.update(_read_file(shard_path, fix))
     return sd
 
 
@@ -173,8 +180,13 @@ def _resolve_folder(folder: Path) -> Path:
     return folder
 
 
-def read_state_dict(path: str | os.PathLike, subkey: str | None = None) -> tuple[dict[str, torch.Tensor], dict | None]:
-    """Read weights and (if present) config.json from a file, an index json or a folder."""
+def read_state_dict(
+    path: str | os.PathLike, subkey: str | None = None, *, fix: str = REDOWNLOAD
+) -> tuple[dict[str, torch.Tensor], dict | None]:
+    """Read weights and (if present) config.json from a file, an index json or a folder. A file that does
+    not parse is a one-line ValueError naming it and ``fix`` (``models.files``)."""
+    from trackstream.models.files import read_json_file, read_torch_file
+
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint path {path} does not exist")
@@ -182,7 +194,7 @@ def read_state_dict(path: str | os.PathLike, subkey: str | None = None) -> tuple
     if path.is_dir():
         path = _resolve_folder(path)
         if (path / "config.json").exists():
-            config = json.loads((path / "config.json").read_text())
+            config = read_json_file(path / "config.json", fix=fix)
         indexes = sorted(path.glob("*.safetensors.index.json")) + sorted(path.glob("*.bin.index.json"))
         singles = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth"))
         if len(singles) > 1 and not indexes and any(p.suffix == ".pth" for p in singles):
@@ -194,27 +206,27 @@ def read_state_dict(path: str | os.PathLike, subkey: str | None = None) -> tuple
             except ValueError as e:
                 raise CheckpointError(str(e)) from None
         if indexes:
-            sd = _read_index(indexes[0])
+            sd = _read_index(indexes[0], fix)
         elif len(singles) == 1:
-            sd = _read_file(singles[0])
+            sd = _read_file(singles[0], fix)
         else:
             raise CheckpointError(
                 f"{path} holds {len(singles)} weight files and no index json; point at one file or add the index"
             )
     elif path.name.endswith(".json"):
-        sd = _read_index(path)
+        sd = _read_index(path, fix)
         if (path.parent / "config.json").exists():
-            config = json.loads((path.parent / "config.json").read_text())
+            config = read_json_file(path.parent / "config.json", fix=fix)
     else:
         if subkey is not None:
-            obj = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            obj = read_torch_file(path, fix=fix, mmap=True)
             if subkey not in obj:
                 raise CheckpointError(f"{path} has no entry {subkey!r}; it has {list(obj)}")
             sd = obj[subkey]
         else:
-            sd = _read_file(path)
+            sd = _read_file(path, fix)
         if (path.parent / "config.json").exists():
-            config = json.loads((path.parent / "config.json").read_text())
+            config = read_json_file(path.parent / "config.json", fix=fix)
     return strip_wrapper_prefix(sd), config
 
 
@@ -288,9 +300,9 @@ def load_into(
 
         raise CheckpointError(
             f"{source} (detected format: {fmt}) does not match WanModel({model.model_type}, dim={model.dim}, "
-            f"layers={model.num_layers}, in_dim={model.in_dim}):\n  missing keys ({len(missing)}): {_fmt(missing)}\n"
-            f"  unexpected keys ({len(unexpected)}): {_fmt(unexpected)}\n  shape mismatches: {_fmt(shape_bad)}\n"
-            "Check that the flavor / config.json matches the checkpoint, or pass strict=False to load a subset."
+            f"layers={model.num_layers}, in_dim={model.in_dim}): missing keys ({len(missing)}): {_fmt(missing)}; "
+            f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}; shape mismatches: {_fmt(shape_bad)}; "
+            "check that the flavor / config.json matches the checkpoint, or pass strict=False to load a subset"
         )
     is_meta = any(p.is_meta for p in model.parameters())
     model.load_state_dict({k: v for k, v in sd.items() if k in expected}, strict=strict, assign=is_meta)

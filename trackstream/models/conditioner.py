@@ -164,11 +164,8 @@ def load_export(
     in fp32 (time embedding, modulation, norms) stays fp32 (``WanModel.cast_for_inference``). This is the
     one place every command (generation, DragStream, evaluation, the demo, the benches) loads an export.
     """
-    import json
-    from pathlib import Path
-
     from trackstream.models.codecs import build_codec
-    from trackstream.models.motion_wan import load_network
+    from trackstream.models.motion_wan import load_network, read_network_json
     from trackstream.models.precision import resolve_precision
     from trackstream.models.text_encoders import build_text_encoder
 
@@ -178,7 +175,7 @@ def load_export(
     if dtype != torch.float32:
         net.dit.cast_for_inference(dtype)
         frozen_codec.to(dtype)
-    meta = json.loads((Path(directory) / "network.json").read_text())["model"]
+    meta = read_network_json(directory)["model"]
     text_encoder = build_text_encoder(
         meta["text_encoder"], **({"path": meta["text_encoder_path"]} if meta.get("text_encoder_path") else {})
     )

@@ -286,11 +286,12 @@ def read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
     """Full state dict (MotionWan keys) to start from: an exported network folder (DiT + heads,
     e.g. the stage-1 teacher for the fine-tune stage) or a Wan checkpoint (DiT only)."""
     from trackstream.models.checkpoint import read_state_dict, to_official
+    from trackstream.models.files import read_torch_file
 
     folder = Path(path)
     if (folder / "network.json").is_file():
-        raw, _ = read_state_dict(folder / "dit")
-        heads = torch.load(folder / "heads.pt", map_location="cpu", weights_only=True)
+        raw, _ = read_state_dict(folder / "dit", fix=EXPORT_FIX)
+        heads = read_torch_file(folder / "heads.pt", fix=EXPORT_FIX)
     else:
         raw, heads = read_state_dict(path)[0], {}
     dit, _ = to_official(raw)
@@ -304,6 +305,11 @@ TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5
 # ----------------------------------------------------------------------------- export / load
 
 EXPORT_FILES = ("network.json", "dit", "heads.pt")
+# the fix for an export folder whose files do not parse: the stage that exported it writes it again
+EXPORT_FIX = (
+    "export it again (re-run the stage that wrote it: it resumes from its last checkpoint and re-exports) "
+    "or copy the folder again (the shipped ones: git checkout assets/)"
+)
 
 
 def save_network(
@@ -335,11 +341,25 @@ def save_network(
     return directory
 
 
+def read_network_json(directory: str | Path) -> dict:
+    """An export's ``network.json``, checked: valid JSON with ``model`` (a valid ModelConfig) and
+    ``text_encoder_dim``; anything else is a one-line ValueError naming the file and the fix."""
+    from trackstream.models.files import one_line, read_json_file
+
+    path = Path(directory) / "network.json"
+    meta = read_json_file(path, fix=EXPORT_FIX, require=("model", "text_encoder_dim"))
+    try:
+        ModelConfig(**meta["model"])
+        int(meta["text_encoder_dim"])
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{path}: {one_line(err)}; {EXPORT_FIX}") from None
+    return meta
+
+
 def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
     """Rebuild an exported network (the frozen teacher of the distillation stages loads this way)."""
-    import json
-
     from trackstream.models.checkpoint import load_into, read_state_dict
+    from trackstream.models.files import read_torch_file
 
     directory = Path(directory)
     missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
@@ -347,13 +367,13 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
         raise ValueError(
             f"{directory} is not an exported network (missing {missing}); see train.weights.export_network"
         )
-    meta = json.loads((directory / "network.json").read_text())
+    meta = read_network_json(directory)
     net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
-    sd, _ = read_state_dict(directory / "dit")
+    sd, _ = read_state_dict(directory / "dit", fix=EXPORT_FIX)
     load_into(net.dit, sd, strict=True, source=str(directory / "dit"))
-    heads = torch.load(directory / "heads.pt", map_location="cpu", weights_only=True)
+    heads = read_torch_file(directory / "heads.pt", fix=EXPORT_FIX)
     own = {k for k in net.state_dict() if not k.startswith("dit.")}
-    if set(heads) != own:
+    if not isinstance(heads, dict) or set(heads) != own:
         raise ValueError(f"{directory / 'heads.pt'} keys {sorted(heads)} do not match the network's {sorted(own)}")
     net.load_state_dict(heads, strict=False, assign=True)
     net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(directory / "network.json"))

@@ -4,8 +4,9 @@
         --image first.png --tracks tracks.npy [--visibility visibility.npy] --prompt "..." \\
         --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0] [--device cuda --dtype bfloat16]
 
-``tracks.npy`` is [T, N, 2] pixel (x, y) at the video's size; frames beyond T get no tracks (the
-empty motion condition), so ``--chunks`` may run past the recording. Each chunk is decoded and
+``tracks.npy`` is [T, N, 2] pixel (x, y) at the video's size (finite, at most one frame size outside the
+frame: ``data.track_inputs``); frames beyond T get no tracks (the empty motion condition), so ``--chunks``
+may run past the recording. Each chunk is decoded and
 appended to the output as soon as it is generated; the per-chunk latency is printed (synchronised with
 the device, so it is the chunk's real wall time) and, at the end, frames per second over the chunks
 after the first generated one (that one pays the warm-up: allocator, kernels, caches).
@@ -82,31 +83,31 @@ def main(argv: list[str] | None = None) -> int:
 
     import cv2
 
+    from trackstream.data.track_inputs import load_tracks
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
     from trackstream.models.conditioner import load_export
     from trackstream.models.tracks import sample_track_ids
     from trackstream.stream.chunks import whole_chunks
     from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
-    net, codec, conditioner = load_export(
-        args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
-    )
-    print(f"{args.student}: {device}, {dtype_name(dtype)}", flush=True)
+    # every input checked before the first chunk: a bad file is the parser's one-line error (exit 2) naming
+    # it and the fix (models.files, data.track_inputs), not a traceback; nothing is written
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
-        raise ValueError(f"--image {args.image!r} could not be read")
+        ap.error(f"--image {args.image!r} could not be read as an image (a missing file, or not PNG / JPEG)")
+    try:
+        tracks_np, vis_np = load_tracks(args.tracks, args.visibility, height=bgr.shape[0], width=bgr.shape[1])
+        net, codec, conditioner = load_export(
+            args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
+        )
+        cfg = net.conventions.stream_config(  # a teacher export (no causal conventions) is refused here
+            args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
+        )
+    except ValueError as err:
+        ap.error(str(err))
+    print(f"{args.student}: {device}, {dtype_name(dtype)}", flush=True)
     image = image_tensor(bgr[:, :, ::-1]).to(device)
-    tracks = torch.from_numpy(np.load(args.tracks)).float()[None]
-    if tracks.ndim != 4 or tracks.shape[-1] != 2:
-        raise ValueError(f"--tracks must hold [T, N, 2] pixel coordinates, got {tuple(tracks.shape[1:])}")
-    vis = (
-        torch.from_numpy(np.load(args.visibility)).bool()[None]
-        if args.visibility
-        else torch.ones(tracks.shape[:3], dtype=torch.bool)
-    )
-    cfg = net.conventions.stream_config(
-        args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
-    )
+    tracks, vis = torch.from_numpy(tracks_np)[None], torch.from_numpy(vis_np)[None]
     if args.compile and args.reference_step:
         ap.error("--compile compiles the static-buffer step: drop --reference-step")
     engine = StreamingGenerator(

@@ -24,22 +24,26 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
 import logging
+import shutil
+import sys
 from pathlib import Path
 from typing import Callable
 
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from trackstream.train.checkpoint import refuse_foreign_run
 from trackstream.train.config import TrainConfig, register_configs, resolved_container, validate
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
 from trackstream.train.loop import configure_determinism, set_threads
 from trackstream.train.metrics import setup_logging
 from trackstream.train.parallel import deepspeed_config
-from trackstream.train.stages import StagePreempted, run_stage
+from trackstream.train.stages import StagePreempted, codec_fingerprint, fingerprint, run_stage
 
-__all__ = ["main", "run", "instantiate", "CONFIG_DIR"]
+__all__ = ["main", "run", "instantiate", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_configs()
@@ -108,19 +112,105 @@ def derive_grad_accum(*, global_batch: int | None, batch_size: int, world_size: 
     return derived
 
 
+class RunRefused(ValueError):
+    """A run refused before it wrote anything (a config error, a missing input, another run's directory):
+    the command line gets the one-line message and exit status 2, no traceback (``hydra_entry``)."""
+
+
+def check_inputs(typed: TrainConfig) -> None:
+    """Every file the config names that must already exist, checked before the run directory is made
+    (a missing one found deep inside the stage left a half-made run directory and a traceback)."""
+    fields = {
+        "model.init_from": typed.model.init_from,
+        "model.text_encoder_path": typed.model.text_encoder_path,
+        "model.image_encoder_path": typed.model.image_encoder_path,
+        "codec.checkpoint": typed.codec.checkpoint,
+    }
+    if typed.data.source == "shards" and typed.data.shards and not set("*?[{") & set(typed.data.shards):
+        fields["data.shards"] = typed.data.shards  # a plain folder; globs and brace patterns are expanded later
+    for name in getattr(type(typed.stage), "INPUT_PATHS", ()):
+        fields[f"stage.{name}"] = getattr(typed.stage, name)
+    for name, path in fields.items():
+        if path and not Path(path).exists():
+            raise ValueError(f"{name}={path!r} does not exist (relative to {Path.cwd()}); fix the path or unset it")
+
+
+# Hydra rewrites <run_dir>/.hydra/ (config, overrides) before the job runs, so a refused run would lose the
+# old run's records there even though it writes nothing itself: ``KeepHydraRecords`` (conf/hydra/default.yaml)
+# keeps their bytes from before, and a refused run puts them back
+_HYDRA_RECORDS: dict[Path, bytes] = {}
+
+
+class KeepHydraRecords(Callback):
+    """Hydra callback: the bytes of an existing run directory's ``.hydra/`` files, read before Hydra
+    overwrites them (``on_run_start`` precedes the job's directory set-up)."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        _HYDRA_RECORDS.clear()
+        records = Path(str(OmegaConf.select(config, "hydra.run.dir"))).resolve() / ".hydra"
+        if records.is_dir():
+            _HYDRA_RECORDS.update({p: p.read_bytes() for p in records.iterdir() if p.is_file()})
+
+
+def _restore_hydra_records(run_dir: Path) -> None:
+    for path, data in _HYDRA_RECORDS.items():
+        if path.parent == run_dir / ".hydra":
+            path.write_bytes(data)
+
+
+def _only_hydra_records(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds nothing but what Hydra wrote for this invocation (``.hydra/``): a run
+    directory this run made, safe to remove when the run is refused."""
+    if not run_dir.is_dir():
+        return False
+    names = {p.name for p in run_dir.iterdir()}
+    hydra = run_dir / ".hydra"
+    return names <= {".hydra"} and (
+        not hydra.is_dir() or {p.name for p in hydra.iterdir()} <= {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    )
+
+
 def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
     """Validate, set up the runtime (processes, threads, determinism) and the run directory with its
-    resolved config and log: what every entry point of a stage does before its work."""
+    resolved config and log: what every entry point of a stage does before its work.
+
+    Everything that can refuse the run (the config, the input files, a run directory holding another run's
+    checkpoints) is checked before anything is written: a refused run raises ``RunRefused`` and leaves an
+    existing run directory as it was (``config.yaml`` included) and a new one removed again."""
+    run_dir = _run_dir(cfg).resolve()
+    fresh = _only_hydra_records(run_dir)
+    try:
+        return _start_run(cfg, run_dir)
+    except RunRefused:
+        if fresh:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        elif int(os.environ.get("RANK", "0")) == 0:
+            _restore_hydra_records(run_dir)
+        raise
+
+
+def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Path]:
     export_slurm_env()  # WORLD_SIZE & co. from SLURM_* under srun, before anything reads them
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if cfg.trainer.get("global_batch") is not None:  # resolved into the config, so config.yaml says what ran
-        cfg.trainer.grad_accum = derive_grad_accum(
-            global_batch=cfg.trainer.global_batch,
-            batch_size=cfg.data.batch_size,
-            world_size=world,
-            grad_accum=cfg.trainer.grad_accum,
-        )
-    typed = validate(cfg)
+    try:
+        if cfg.trainer.get("global_batch") is not None:  # resolved into the config, so config.yaml says what ran
+            cfg.trainer.grad_accum = derive_grad_accum(
+                global_batch=cfg.trainer.global_batch,
+                batch_size=cfg.data.batch_size,
+                world_size=world,
+                grad_accum=cfg.trainer.grad_accum,
+            )
+        typed = validate(cfg)
+        check_inputs(typed)
+        # resuming another config's checkpoints is refused in the loop too, but only after config.yaml
+        # (the old run's record) was overwritten: check here, before writing
+        refuse_foreign_run(run_dir / "checkpoints", fingerprint=fingerprint(typed), world_size=world)
+        if typed.codec.checkpoint is None:
+            refuse_foreign_run(
+                run_dir / "codec" / "checkpoints", fingerprint=codec_fingerprint(typed), world_size=world
+            )
+    except ValueError as err:
+        raise RunRefused(str(err)) from err
     set_threads(typed.trainer.num_threads)
     configure_determinism(typed.trainer.deterministic)
     ds_cfg = None
@@ -143,7 +233,6 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
         deepspeed_config=ds_cfg,
         find_unused_parameters=typed.parallel.find_unused_parameters,
     )
-    run_dir = _run_dir(cfg).resolve()
     agreed = Path(runtime.broadcast_object(str(run_dir)))
     if agreed != run_dir:
         raise ValueError(
@@ -214,7 +303,13 @@ def hydra_entry(job: Callable[[DictConfig], object]) -> Callable[[], None]:
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
     def _hydra_main(cfg: DictConfig) -> None:
-        job(cfg)
+        try:
+            job(cfg)
+        except RunRefused as err:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {err}", file=sys.stderr)  # a user's error before the run: the fix, not a traceback
+            raise SystemExit(2) from None
 
     def entry() -> None:
         _hydra_main()

@@ -29,7 +29,7 @@ import torch
 from trackstream.train.dist import Runtime, load_rng_state, rng_state
 from trackstream.train.parallel import TrainedNetwork
 
-__all__ = ["CheckpointManager", "PreemptionHandler", "find_latest"]
+__all__ = ["CheckpointManager", "PreemptionHandler", "check_resumable", "find_latest", "refuse_foreign_run"]
 
 log = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
@@ -41,6 +41,54 @@ def find_latest(directory: Path) -> Path | None:
         return None
     done = [p for p in directory.iterdir() if _STEP_DIR.match(p.name) and (p / "meta.pt").is_file()]
     return max(done, key=lambda p: int(_STEP_DIR.match(p.name).group(1)), default=None)
+
+
+def _changes(saved, now, prefix: str) -> list[str]:
+    """``field: saved A now B`` for every leaf that differs (fingerprint entries hold JSON dumps of configs:
+    compared field by field, so the error names ``model.flavor``, not two pages of JSON)."""
+    import json
+
+    def parsed(v):
+        if isinstance(v, str) and v[:1] in "{[":
+            try:
+                return json.loads(v)
+            except ValueError:
+                return v
+        return v
+
+    saved, now = parsed(saved), parsed(now)
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [c for k in sorted(set(saved) | set(now)) for c in _changes(saved.get(k), now.get(k), f"{prefix}.{k}")]
+    return [] if saved == now else [f"{prefix}: saved {saved!r} now {now!r}"]
+
+
+def check_resumable(path: Path, meta: dict, *, fingerprint: dict, world_size: int) -> None:
+    """Refuse (one-line ValueError naming the changed fields and the fix) to resume checkpoint ``path`` (its
+    ``meta.pt`` read as ``meta``) under a config whose ``fingerprint`` or world size differs."""
+    if meta["world_size"] != world_size:
+        raise ValueError(
+            f"checkpoint {path} was written by {meta['world_size']} processes, this run has "
+            f"{world_size}: exact resume needs the same world size (data streams are per rank)"
+        )
+    saved = meta["fingerprint"]
+    changed = [
+        c for k in fingerprint if saved.get(k) != fingerprint[k] for c in _changes(saved.get(k), fingerprint[k], k)
+    ]
+    if changed:
+        shown = ", ".join(changed[:6]) + (f" (+{len(changed) - 6} more)" if len(changed) > 6 else "")
+        raise ValueError(
+            f"cannot resume {path} exactly, the config changed ({shown}): this run directory holds another "
+            "run; use a new run directory (hydra.run.dir=... or RUN_DIR=...) or the config it was started with"
+        )
+
+
+def refuse_foreign_run(directory: Path, *, fingerprint: dict, world_size: int) -> None:
+    """Before a run writes anything into its run directory: if ``directory`` (its checkpoints) holds a
+    complete checkpoint this config cannot resume, refuse now, while the old run's record is intact."""
+    latest = find_latest(Path(directory))
+    if latest is not None:
+        meta = torch.load(latest / "meta.pt", map_location="cpu", weights_only=False)
+        check_resumable(latest, meta, fingerprint=fingerprint, world_size=world_size)
 
 
 class CheckpointManager:
@@ -97,17 +145,7 @@ class CheckpointManager:
     def load(self, path: Path, *, networks: dict[str, TrainedNetwork], objective) -> tuple[int, dict, dict]:
         """Restore everything; returns (step, loop_state, data_state of this rank)."""
         meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=False)
-        if meta["world_size"] != self.runtime.world_size:
-            raise ValueError(
-                f"checkpoint {path} was written by {meta['world_size']} processes, this run has "
-                f"{self.runtime.world_size}: exact resume needs the same world size (data streams are per rank)"
-            )
-        changed = {
-            k: (meta["fingerprint"].get(k), v) for k, v in self.fingerprint.items() if meta["fingerprint"].get(k) != v
-        }
-        if changed:
-            details = ", ".join(f"{k}: saved {a!r} now {b!r}" for k, (a, b) in changed.items())
-            raise ValueError(f"cannot resume {path} exactly, the config changed ({details}); use a new run directory")
+        check_resumable(path, meta, fingerprint=self.fingerprint, world_size=self.runtime.world_size)
         if set(meta["networks"]) != set(networks):
             raise ValueError(
                 f"checkpoint {path} has networks {sorted(meta['networks'])}, this stage trains {sorted(networks)}"

@@ -86,6 +86,14 @@ def fingerprint(cfg: "TrainConfig") -> dict:
     }
 
 
+def codec_fingerprint(cfg: "TrainConfig") -> dict:
+    """The nested codec fit's fingerprint (``<run_dir>/codec/checkpoints``): its own config and the data."""
+    return {
+        "codec": json.dumps(asdict(cfg.codec), sort_keys=True),
+        "data": json.dumps(asdict(cfg.data), sort_keys=True),
+    }
+
+
 def run_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> dict:
     """Build the configured stage, train it (resuming if possible), then run its ``finish``."""
     plan: StagePlan = resolve(cfg.stage_builder)(cfg, runtime, run_dir)
@@ -216,7 +224,7 @@ def fit_codec(cfg: "TrainConfig", runtime: Runtime, directory: Path, pool: ClipP
     """Train the tiny codec (resumable, in ``directory``), fit its latent statistics, save ``codec.pt``."""
     final = directory / "codec.pt"
     plan = codec_plan(cfg, runtime, pool, steps=cfg.codec.fit.steps)
-    fp = {"codec": json.dumps(asdict(cfg.codec), sort_keys=True), "data": json.dumps(asdict(cfg.data), sort_keys=True)}
+    fp = codec_fingerprint(cfg)
     quiet = LoggerConfig(progress_bar=cfg.logger.progress_bar, level=cfg.logger.level)
     summary = train_plan(plan, plan.trainer, quiet, runtime, directory, fp)
     if summary["status"] != "done":

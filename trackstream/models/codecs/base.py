@@ -113,11 +113,12 @@ def read_state_dict_file(path: str) -> dict[str, torch.Tensor]:
 
     A torch file holding ``{"state_dict": {...}}`` is unwrapped, as some re-saves do that.
     """
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
+    from trackstream.models.files import read_safetensors, read_torch_file
 
-        return load_file(str(path), device="cpu")
-    obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    fix = "download the codec checkpoint again (the release it came from)"
+    if str(path).endswith(".safetensors"):
+        return read_safetensors(path, fix=fix)
+    obj = read_torch_file(path, fix=fix)
     if isinstance(obj, Mapping) and "state_dict" in obj and isinstance(obj["state_dict"], Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping):
@@ -148,13 +149,13 @@ def load_state_dict_strict(
         if tuple(state_dict[k].shape) != tuple(own[k].shape)
     )
     if missing or unexpected or mis_shaped:
-        parts = [f"checkpoint {source} does not match {type(module).__name__}:"]
+        parts = []  # one line (a CLI prints it as its error), each kind of mismatch a part
         if missing:
-            parts.append(f"  missing keys ({len(missing)}): {_listing(missing)}")
+            parts.append(f"missing keys ({len(missing)}): {_listing(missing)}")
         if unexpected:
-            parts.append(f"  unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
+            parts.append(f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}")
         if mis_shaped:
-            parts.append(f"  shape mismatches ({len(mis_shaped)}): {_listing(mis_shaped)}")
-        parts.append("  check that the file is for this codec and that the config matches the checkpoint")
-        raise ValueError("\n".join(parts))
+            parts.append(f"shape mismatches ({len(mis_shaped)}): {_listing(mis_shaped)}")
+        parts.append("check that the file is for this codec (codec.name / --codec-name) and the config matches it")
+        raise ValueError(f"checkpoint {source} does not match {type(module).__name__}: " + "; ".join(parts))
     module.load_state_dict(state_dict, strict=True, assign=assign)

@@ -41,6 +41,11 @@ from .base import VideoCodec, load_state_dict_strict
 __all__ = ["TinyAEConfig", "TinyAEDecodeState", "TinyAE", "reconstruction_loss"]
 
 _GROUP = 4  # pixel frames per latent (temporal factor)
+# what writes a tiny-AE codec.pt again, for an error about one that does not parse
+TINY_AE_FIX = (
+    "codec.pt is written by the teacher stage's codec fit (RUN/teacher/codec/codec.pt; re-run the stage) "
+    "or shipped as assets/tiny-teacher/codec.pt (git checkout assets/)"
+)
 
 
 @dataclass(frozen=True)
@@ -221,11 +226,15 @@ class TinyAE(VideoCodec):
     @classmethod
     def from_checkpoint(cls, path: str, config: TinyAEConfig | None = None) -> "TinyAE":
         """Load a ``checkpoint_dict()`` file (config inside) or a bare state dict (config given)."""
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        from trackstream.models.files import read_torch_file
+
+        obj = read_torch_file(path, fix=TINY_AE_FIX)
         if isinstance(obj, Mapping) and "state_dict" in obj:
             if config is None and "config" in obj:
                 config = TinyAEConfig(**obj["config"])
             obj = obj["state_dict"]
+        if not isinstance(obj, Mapping):
+            raise ValueError(f"{path} holds a {type(obj).__name__}, not a tiny-AE checkpoint; {TINY_AE_FIX}")
         model = cls(config)
         load_state_dict_strict(model, obj, source=str(path))
         return model
