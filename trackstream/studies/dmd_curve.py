@@ -127,6 +127,27 @@ class Evaluator:
         }
 
 
+def rl_training_summary(network_dir: Path) -> dict | None:
+    """For an RL stage's export (``<run>/export/student``): the run's logged reward spreads averaged over
+    its logged steps (within a group of one condition's rollouts, and over all rollouts of a round) and
+    its KL to the start at the first and last logged step; None for other exports."""
+    metrics = Path(network_dir).parents[1] / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "train/rl/reward_group_std" in r]
+    if not rows:
+        return None
+    mean = lambda key: sum(r[key] for r in rows) / len(rows)  # noqa: E731
+    return {
+        "logged_steps": len(rows),
+        "reward_group_std_mean": mean("train/rl/reward_group_std"),
+        "reward_std_mean": mean("train/rl/reward_std"),
+        "kl_first": rows[0]["train/rl/kl"],
+        "kl_last": rows[-1]["train/rl/kl"],
+    }
+
+
 def evaluate_run(name: str, run_dir: Path, evaluator: Evaluator, done: dict, *, updates: list[int] | None) -> dict:
     """{updates: figures} for the run's snapshots (those in ``done`` reused)."""
     snaps = list_snapshots(run_dir / "dmd" / SNAPSHOT_DIR)
@@ -227,6 +248,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--network {item!r}: give NAME=FOLDER of an exported student (with network.json)")
         name, folder = item.split("=", 1)
         result["networks"][name] = {"folder": folder, **evaluator(Path(folder))}
+        training = rl_training_summary(Path(folder))
+        if training:
+            result["networks"][name]["rl_training"] = training
         print(f"[dmd_curve] {name}: " + json.dumps(result["networks"][name]), flush=True)
     for name, path in runs.items():
         rows = evaluate_run(name, path, evaluator, old.get("runs", {}).get(name, {}), updates=updates)
