@@ -100,3 +100,34 @@ def test_bad_instructions_name_the_problem(tmp_path):
     (tmp_path / "x_trajectory.json").write_text(json.dumps({"trajectories": []}))
     with pytest.raises(ValueError, match="drag_or_animation_select"):
         read_dragstream(tmp_path / "x_trajectory.json")
+
+
+@pytest.mark.parametrize(
+    ("points", "what"),
+    [
+        ([[12, 12], [float("nan"), 14]], r"points\[1\] = \[nan, 14.0\] is not finite"),
+        ([[12, 12], [1e9, 14]], r"points\[1\] = \[1000000000.0, 14.0\] is more than 1 frame size"),
+        ([[12, 12, 3]], "must be a non-empty list of \\[x, y\\] pixel points"),
+        ([], "must be a non-empty list"),
+    ],
+)
+def test_a_drag_file_with_unusable_points_is_a_one_line_error_naming_the_field(tmp_path, points, what):
+    """The drag CLI's and drag benchmark's input (issue 28): NaN or 1e9 handle points are refused, not dropped."""
+    obj, edit = _masks()
+    instr = DragInstruction(
+        mode="edit",
+        trajectories=[Translation(points=np.array([[12.0, 12], [20, 14]]))],
+        object_masks=[obj],
+        editable=edit,
+    )
+    file = write_dragstream(instr, tmp_path)
+    doc = json.loads(file.read_text())
+    doc["trajectories"][0]["original_trajectory"]["points"] = points
+    doc["trajectories"][0]["original_trajectory"]["control_points"] = None
+    file.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match=what) as err:
+        read_dragstream(file)
+    assert "\n" not in str(err.value) and "trajectories[0].original_trajectory.points" in str(err.value)
+    file.write_text("{not json")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        read_dragstream(file)

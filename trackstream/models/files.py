@@ -9,14 +9,26 @@ it and what writes it again (``fix``, given by the caller, who knows which comma
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["read_torch_file", "read_safetensors", "read_json_file", "one_line"]
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "read_torch_file",
+    "read_safetensors",
+    "read_json_file",
+    "one_line",
+    "sha256",
+    "release_mismatches",
+    "check_shipped",
+]
 
 
 def one_line(text: str, limit: int = 160) -> str:
@@ -80,3 +92,79 @@ def read_json_file(path: str | os.PathLike, *, fix: str | None = None, require: 
         if missing:
             raise ValueError(f"{path} lacks the key(s) {missing}{_fix(fix)}")
     return obj
+
+
+# ----------------------------------------------------------------------------- shipped release folders
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def release_mismatches(directory: Path, manifest: dict) -> tuple[list[str], list[str]]:
+    """(missing, altered): the files ``manifest["sha256"]`` lists under ``directory`` that are absent, or
+    whose sha256 differs."""
+    missing, altered = [], []
+    for rel, digest in sorted(manifest.get("sha256", {}).items()):
+        path = Path(directory) / rel
+        if not path.is_file():
+            missing.append(rel)
+        elif sha256(path) != digest:
+            altered.append(rel)
+    return missing, altered
+
+
+_CHECKED: dict[tuple[str, int], None] = {}  # (manifest path, its mtime) -> checked intact in this process
+
+
+def _release_of(path: Path) -> tuple[Path, dict] | None:
+    """The release folder ``path`` lies in: the nearest ancestor (3 levels at most) whose manifest.json
+    lists ``path`` (or files under it) by sha256."""
+    path = path.resolve()
+    for folder in [path, *path.parents][:4]:
+        manifest = folder / "manifest.json"
+        if folder == path and not path.is_dir():
+            continue
+        if not manifest.is_file():
+            continue
+        try:
+            listed = json.loads(manifest.read_text()).get("sha256")
+        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+            return None  # not a release manifest (e.g. a data manifest); nothing to check against
+        if not isinstance(listed, dict):
+            return None
+        rel = "" if folder == path else str(path.relative_to(folder))
+        if rel == "" or rel in listed or any(k.startswith(rel + "/") for k in listed):
+            return folder, {"sha256": listed}
+        return None
+    return None
+
+
+def check_shipped(path: str | os.PathLike) -> Path | None:
+    """A file or folder of a shipped release (``assets/tiny-teacher``, ``assets/tiny-student``: a
+    manifest.json with the sha256 of every file) is checked against it before it is loaded, once per
+    process and manifest; an altered or missing file is a one-line ValueError naming the folder and the
+    fix. Paths outside a release folder are not checked. Returns the release folder checked, if any."""
+    found = _release_of(Path(path))
+    if found is None:
+        return None
+    folder, manifest = found
+    key = (str(folder / "manifest.json"), (folder / "manifest.json").stat().st_mtime_ns)
+    if key in _CHECKED:
+        return folder
+    missing, altered = release_mismatches(folder, manifest)
+    if missing or altered:
+        parts = ([f"missing {missing}"] if missing else []) + (
+            [f"altered (sha256 differs from manifest.json) {altered}"] if altered else []
+        )
+        raise ValueError(
+            f"release {folder} is not intact: {'; '.join(parts)}. Restore it with `git checkout -- {folder}` "
+            "(or `git lfs pull` if your clone used LFS), or re-export it"
+        )
+    _CHECKED[key] = None
+    log.debug("release %s: %d files match manifest.json", folder, len(manifest["sha256"]))
+    return folder

@@ -359,7 +359,7 @@ def read_network_json(directory: str | Path) -> dict:
 def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
     """Rebuild an exported network (the frozen teacher of the distillation stages loads this way)."""
     from trackstream.models.checkpoint import load_into, read_state_dict
-    from trackstream.models.files import read_torch_file
+    from trackstream.models.files import check_shipped, read_torch_file
 
     directory = Path(directory)
     missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
@@ -367,6 +367,7 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
         raise ValueError(
             f"{directory} is not an exported network (missing {missing}); see train.weights.export_network"
         )
+    check_shipped(directory)  # a shipped release folder's files must match its manifest (once per process)
     meta = read_network_json(directory)
     net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
     sd, _ = read_state_dict(directory / "dit", fix=EXPORT_FIX)

@@ -22,7 +22,6 @@ command and the commit it was started from). ``unpack`` lays it out again and ``
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -31,6 +30,8 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+
+from trackstream.models.files import release_mismatches, sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSET_DIR = ROOT / "assets" / "tiny-teacher"
@@ -60,14 +61,6 @@ class AssetError(ValueError):
 def teacher_command(run_dir: Path | str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The command that trains the release teacher into ``run_dir`` (resumes if it holds checkpoints)."""
     return ["python", "-m", "trackstream.train", f"experiment={EXPERIMENT}", *extra, f"hydra.run.dir={run_dir}"]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit(root: Path = ROOT) -> str | None:
@@ -143,13 +136,7 @@ def verify_asset(directory: Path | str = ASSET_DIR) -> dict:
             f"`python -m trackstream.pipeline.ship_teacher export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
         )
     manifest = json.loads(manifest_path.read_text())
-    missing, altered = [], []
-    for rel, digest in sorted(manifest.get("sha256", {}).items()):
-        path = directory / rel
-        if not path.is_file():
-            missing.append(rel)
-        elif sha256(path) != digest:
-            altered.append(rel)
+    missing, altered = release_mismatches(directory, manifest)
     if missing or altered:
         parts = ([f"missing {missing}"] if missing else []) + (
             [f"altered (sha256 differs from manifest.json) {altered}"] if altered else []

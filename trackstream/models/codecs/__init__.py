@@ -126,6 +126,10 @@ def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> 
     """
     if checkpoint is not None and not os.path.exists(checkpoint):
         raise ValueError(f"codec {name!r}: checkpoint path {checkpoint!r} does not exist")
+    if checkpoint is not None:
+        from trackstream.models.files import check_shipped
+
+        check_shipped(checkpoint)  # e.g. assets/tiny-teacher/codec.pt: its sha256 against the release's manifest
     if name in _WAN_VAES:
         return _build_wan_vae(name, checkpoint, options)
     if name in TAEHV_RELEASES:

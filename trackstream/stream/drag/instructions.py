@@ -373,10 +373,40 @@ def write_dragstream(instr: DragInstruction, directory: str | Path, prefix: str 
     return path
 
 
+def _checked_points(points, where: str, shape: tuple[int, int]) -> np.ndarray:
+    """[K, 2] pixel (x, y) points of a drag, finite and within ``TRACK_MARGIN`` frame sizes of the
+    ``shape`` (H, W) frame (the masks' size): what ``data.track_inputs.check_tracks`` asks of input tracks."""
+    from trackstream.data.track_inputs import TRACK_MARGIN
+
+    try:
+        pts = np.asarray(points, np.float64)
+    except (TypeError, ValueError):
+        pts = np.zeros((0, 0))
+    if pts.ndim != 2 or pts.shape[1] != 2 or len(pts) == 0:
+        raise ValueError(f"{where} must be a non-empty list of [x, y] pixel points, got {str(points)[:60]}")
+    if not np.isfinite(pts).all():
+        k = int(np.argwhere(~np.isfinite(pts))[0][0])
+        raise ValueError(f"{where}[{k}] = {pts[k].tolist()} is not finite; give every point a pixel position")
+    h, w = shape
+    lo, hi = -TRACK_MARGIN * np.array([w, h]), (1 + TRACK_MARGIN) * np.array([w, h])
+    out = ((pts < lo) | (pts > hi)).any(-1)
+    if out.any():
+        k = int(np.argmax(out))
+        raise ValueError(
+            f"{where}[{k}] = {pts[k].tolist()} is more than {TRACK_MARGIN:g} frame size(s) outside the {w}x{h} "
+            "frame of the masks; points are pixel coordinates at the masks' size"
+        )
+    return pts
+
+
 def read_dragstream(path: str | Path) -> DragInstruction:
     """A DragStream ``*_trajectory.json`` (+ its PNG masks beside it) -> ``DragInstruction``."""
+    from trackstream.models.files import read_json_file
+
     path = Path(path)
-    doc = json.loads(path.read_text())
+    doc = read_json_file(path, fix="write it with stream.drag.instructions.write_dragstream or DragStream's UI")
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path} holds a JSON {type(doc).__name__}; not a DragStream trajectory file")
     for key in ("drag_or_animation_select", "trajectories", "movable_area_mask_file"):
         if key not in doc:
             raise ValueError(f"{path}: field {key!r} missing; not a DragStream trajectory file")
@@ -386,26 +416,28 @@ def read_dragstream(path: str | Path) -> DragInstruction:
             f"{path}: drag_or_animation_select={doc['drag_or_animation_select']!r}; expected Drag or Animation"
         )
     chunks = 1 if mode == "edit" else int(doc.get("block_number", 1))
+    editable = read_mask(path.parent / doc["movable_area_mask_file"])
     trajs, masks = [], []
     for i, t in enumerate(doc["trajectories"]):
         o = t["original_trajectory"]
-        pts = np.asarray(o["points"], np.float64)
+        pts = _checked_points(o["points"], f"{path}: trajectories[{i}].original_trajectory.points", editable.shape)
         if o.get("is_rotation"):
             if len(pts) < 3:
                 raise ValueError(f"{path}: rotation trajectory {i} needs centre, start and at least one arm point")
             trajs.append(Rotation2D(center=pts[0], start=pts[1], arms=pts[2:]))
         else:
             control = o.get("control_points")
-            trajs.append(
-                Translation(points=pts, control_points=None if control is None else np.asarray(control, np.float64))
-            )
+            if control is not None:
+                where = f"{path}: trajectories[{i}].original_trajectory.control_points"
+                control = _checked_points(control, where, editable.shape)
+            trajs.append(Translation(points=pts, control_points=control))
         masks.append(read_mask(path.parent / t["mask_file"]))
     return DragInstruction(
         mode=mode,
         trajectories=trajs,
         object_masks=masks,
         num_chunks=chunks,
-        editable=read_mask(path.parent / doc["movable_area_mask_file"]),
+        editable=editable,
         prompt=doc.get("prompt", ""),
         meta={"source": str(path)},
     )

@@ -1,0 +1,211 @@
+"""The shipped student's whole recipe (issue 27): ODE init -> DMD for 400 generator updates -> AR-Drag's RL.
+
+    python -m trackstream.pipeline.long_dmd run --run-dir RUN --updates 400     # teacher, ODE init, DMD (hours)
+    python -m trackstream.pipeline.student_chain rl --run-dir RUN               # RL from the 400-update export
+    python -m trackstream.pipeline.student_chain ship --run-dir RUN             # -> assets/tiny-student/
+
+``rl`` runs ``experiment=rl_tiny`` through the real CLI in ``RUN/rl`` on the DMD export, its conditions from
+the run's ODE pairs and the teacher's world settings (exactly as make run's RL stage does), with the
+settings of ``CHAIN_RL`` (the second RL pilot's: docs/distillation-study.md); ``--set KEY=VALUE`` adds
+overrides. It resumes from its checkpoints like every stage.
+``ship`` scores the RL student, its DMD start and the ODE-init student by the study's protocol
+(``studies.dmd_curve.Evaluator``: 16 held-out clips of the run's world by the one EPE protocol, PSNR, SSIM,
+then 4 clips at 10x the horizon: EPE, PSNR, SSIM and drift), and writes ``assets/tiny-student/``:
+``student/`` (the RL export), ``config.yaml`` (the DMD stage's resolved config: the world the demo's
+scenes come from), ``rl_config.yaml`` and ``manifest.json`` (commands, commit, steps, compute time per
+stage, seeds, every stage's figures, sha256 of each file). The shipped student is the recipe's product
+whether or not a stage helped; the manifest says which figures each stage moved and how far.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from trackstream.pipeline.run import DISTILL, PipelineError, _teacher_settings, _train
+from trackstream.pipeline.ship_student import STUDENT_DIR
+from trackstream.pipeline.ship_teacher import ASSET_DIR, MAX_BYTES, AssetError, git_commit, sha256
+
+__all__ = ["CHAIN_RL", "rl_stage", "ship_chain", "main"]
+
+# The second RL pilot's settings (the first: rl_tiny's defaults for 200 steps from 300 updates, every
+# figure worse): a larger group, full-strength SDE noise on the one stochastic step, the motion reward
+# alone and a lower rate, for 120 policy updates.
+CHAIN_RL = (
+    "stage.group_size=8",
+    "stage.noise_level=1.0",
+    "stage.rewards.appearance.weight=0.0",
+    "stage.optim.lr=3e-5",
+    "trainer.max_steps=120",
+    "trainer.ckpt_every=40",
+)
+COMMANDS = (
+    "python -m trackstream.pipeline.long_dmd run --run-dir <run> --updates 400",
+    "python -m trackstream.pipeline.student_chain rl --run-dir <run>",
+    "python -m trackstream.pipeline.student_chain ship --run-dir <run>",
+)
+
+
+def _need(path: Path, what: str, fix: str) -> Path:
+    if not path.exists():
+        raise PipelineError(f"{path}: no {what}; {fix}")
+    return path
+
+
+def rl_stage(run_dir: Path, extra: list[str] = ()) -> dict:
+    """AR-Drag's RL stage on the run's DMD export (``RUN/rl``); resumes, and is reused once done."""
+    run_dir = Path(run_dir).resolve()
+    dmd = json.loads(
+        _need(run_dir / "dmd" / "results.json", "finished DMD stage", "run `long_dmd run --run-dir` first").read_text()
+    )
+    if dmd.get("status") != "done":
+        raise PipelineError(f"{run_dir / 'dmd'}: DMD stopped at step {dmd.get('step')}; finish `long_dmd run` first")
+    t0 = time.perf_counter()
+    summary = _train(
+        run_dir,
+        "rl",
+        [
+            "experiment=rl_tiny",
+            *DISTILL,
+            f"stage.student={run_dir / 'dmd' / 'export' / 'student'}",
+            f"stage.pairs={run_dir / 'ode_init' / 'ode_pairs'}",
+            f"codec.checkpoint={_codec(run_dir)}",
+            *_teacher_settings(run_dir),
+            *CHAIN_RL,
+            *extra,
+        ],
+    )
+    wall = _stage_seconds(run_dir / "rl" / "metrics.jsonl")
+    print(f"[student_chain] RL done in {time.perf_counter() - t0:.0f} s: {summary['export']}", flush=True)
+    return {k: summary.get(k) for k in ("export", "policy_updates", "reward_seconds", "step")} | {"seconds": wall}
+
+
+def _codec(run_dir: Path) -> str:
+    from omegaconf import OmegaConf
+
+    return str(OmegaConf.load(run_dir / "dmd" / "config.yaml").codec.checkpoint)
+
+
+def _stage_seconds(metrics: Path) -> float | None:
+    """A stage's compute time from its log: each logged interval's mean step time x its steps (a run
+    spread over several sessions has no single wall-clock time)."""
+    if not metrics.is_file():
+        return None
+    total, last = 0.0, 0
+    for line in metrics.read_text().splitlines():
+        row = json.loads(line)
+        if "perf/step_time_s" in row and row["step"] > last:
+            total += row["perf/step_time_s"] * (row["step"] - last)
+            last = row["step"]
+    return round(total, 1)
+
+
+def _held_out(figures: dict) -> dict:
+    """The study's figure names -> the manifest's (``student_*`` as make run's report names them)."""
+    out = {f"student_{k}": figures[k] for k in ("epe_with_tracks", "epe_without_tracks")}
+    out |= {
+        "student_psnr_with_tracks": figures["psnr_with_tracks"],
+        "student_ssim_with_tracks": figures["ssim_with_tracks"],
+    }
+    return out | {f"long_{k}": figures[f"long_{k}"] for k in ("epe", "psnr", "ssim")} | {"drift": figures["drift"]}
+
+
+def ship_chain(
+    run_dir: Path, dest: Path = STUDENT_DIR, *, clips: int = 16, long_clips: int = 4, long_factor: int = 10
+) -> dict:
+    """Score the chain's three students and ship the RL one to ``dest`` (see the module docstring)."""
+    from omegaconf import OmegaConf
+
+    from trackstream.studies.dmd_curve import Evaluator
+
+    run_dir = Path(run_dir).resolve()
+    exports = {
+        "ode_init": run_dir / "ode_init" / "export" / "student",
+        "dmd": run_dir / "dmd" / "export" / "student",
+        "rl": run_dir / "rl" / "export" / "student",
+    }
+    for stage, path in exports.items():
+        _need(path / "network.json", f"{stage} export", f"run the chain's commands first: {'; '.join(COMMANDS)}")
+    results = {s: json.loads((run_dir / s / "results.json").read_text()) for s in ("teacher", "ode_init", "dmd", "rl")}
+    evaluator = Evaluator(run_dir, clips=clips, long_clips=long_clips, long_factor=long_factor, device="cpu")
+    figures = {}
+    for stage, path in exports.items():
+        figures[stage] = evaluator(path)
+        print(f"[student_chain] {stage}: {json.dumps(figures[stage])}", flush=True)
+
+    if dest.exists():
+        shutil.rmtree(dest)
+    shutil.copytree(exports["rl"], dest / "student")
+    shutil.copy2(run_dir / "dmd" / "config.yaml", dest / "config.yaml")
+    shutil.copy2(run_dir / "rl" / "config.yaml", dest / "rl_config.yaml")
+    files = sorted(p for p in dest.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in files)
+    if total > MAX_BYTES:
+        raise AssetError(f"the student folder is {total / 2**20:.1f} MiB; shipped folders stay under 20 MiB")
+    cfg = OmegaConf.load(run_dir / "dmd" / "config.yaml")
+    rl_cfg = OmegaConf.load(run_dir / "rl" / "config.yaml")
+    manifest = {
+        "name": "tiny-student",
+        "recipe": "ODE init -> Self-Forcing DMD (400 generator updates) -> AR-Drag RL (GRPO)",
+        "command": "; ".join(COMMANDS),
+        "git_commit": git_commit(),
+        "teacher_release": {"dir": "assets/tiny-teacher", "manifest_sha256": sha256(ASSET_DIR / "manifest.json")},
+        "codec": {"path": "assets/tiny-teacher/codec.pt", "sha256": sha256(ASSET_DIR / "codec.pt")},
+        "steps": {s: r.get("step") for s, r in results.items()},
+        "generator_updates": results["dmd"].get("generator_updates"),
+        "policy_updates": results["rl"].get("policy_updates"),
+        "rl_overrides": list(CHAIN_RL),
+        "compute_s": {s: _stage_seconds(run_dir / s / "metrics.jsonl") for s in ("teacher", "ode_init", "dmd", "rl")},
+        "seeds": {
+            "data.seed": cfg.data.seed,
+            "data.eval_seed": cfg.data.eval_seed,
+            "trainer.seed (dmd)": cfg.trainer.seed,
+            "trainer.seed (rl)": rl_cfg.trainer.seed,
+        },
+        "protocol": evaluator.protocol,
+        "held_out": _held_out(figures["rl"]) | {"num_heldout": clips, "num_frames": evaluator.data.num_frames},
+        "stages_held_out": {s: _held_out(f) for s, f in figures.items()},
+        "sha256": {str(p.relative_to(dest)): sha256(p) for p in files},
+        "bytes": total,
+    }
+    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m trackstream.pipeline.student_chain",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(COMMANDS),
+    )
+    ap.add_argument("command", choices=("rl", "ship"))
+    ap.add_argument("--run-dir", type=Path, required=True, help="a long_dmd run directory (teacher/, ode_init/, dmd/)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="rl: an extra Hydra override")
+    ap.add_argument("--dest", type=Path, default=STUDENT_DIR, help="ship: the release folder")
+    ap.add_argument("--clips", type=int, default=16, help="ship: held-out clips at the training horizon")
+    ap.add_argument("--long-clips", type=int, default=4, help="ship: clips at --long-factor x the horizon")
+    ap.add_argument("--long-factor", type=int, default=10)
+    args = ap.parse_args(argv)
+    try:
+        if args.command == "rl":
+            print(json.dumps(rl_stage(args.run_dir, args.set), indent=2))
+        else:
+            m = ship_chain(
+                args.run_dir, args.dest, clips=args.clips, long_clips=args.long_clips, long_factor=args.long_factor
+            )
+            print(f"[student_chain] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB")
+            for stage, f in m["stages_held_out"].items():
+                print(f"[student_chain]   {stage:9s} " + " ".join(f"{k}={v:.3f}" for k, v in f.items()))
+    except (PipelineError, AssetError) as e:
+        print(f"[student_chain] error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
