@@ -92,6 +92,21 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     (dest / "config.yaml").write_text("altered")
     with pytest.raises(AssetError, match="config.yaml"):
         verify_asset(dest)
+    # the chain's commands on the same run (what assets/tiny-student is made with since issue 27): the RL
+    # stage is reused, and ship scores ODE init, DMD and RL by the study's protocol and ships the RL student
+    from trackstream.pipeline.student_chain import main as chain
+
+    assert chain(["rl", "--run-dir", str(run_dir)]) == 0
+    chained = tmp_path / "chain-student"
+    args = ["--clips", "2", "--long-clips", "1", "--long-factor", "2"]
+    assert chain(["ship", "--run-dir", str(run_dir), "--dest", str(chained), *args]) == 0
+    m = verify_asset(chained)
+    assert m["steps"]["rl"] == 4 and m["policy_updates"] == 4 and m["generator_updates"] >= 1
+    assert set(m["stages_held_out"]) == {"ode_init", "dmd", "rl"} and m["held_out"]["num_heldout"] == 2
+    assert m["held_out"]["student_epe_with_tracks"] == m["stages_held_out"]["rl"]["student_epe_with_tracks"]
+    assert "experiment=rl_tiny" in m["rl_overrides"] and "trainer.max_steps=4" in m["rl_overrides"]
+    assert {"student/network.json", "config.yaml", "rl_config.yaml"} <= set(m["sha256"])
+    assert "python -m trackstream.pipeline.student_chain ship" in m["command"]
 
 
 def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):

@@ -104,6 +104,15 @@ def _stage_seconds(metrics: Path) -> float | None:
     return round(total, 1)
 
 
+def _stage_overrides(stage_dir: Path) -> list[str]:
+    """The stage's own settings as it ran (its Hydra overrides of ``stage.*`` and ``trainer.*``)."""
+    from omegaconf import OmegaConf
+
+    path = stage_dir / ".hydra" / "overrides.yaml"
+    lines = OmegaConf.to_container(OmegaConf.load(path)) if path.is_file() else []
+    return [x for x in lines if x.split("=")[0].lstrip("+").startswith(("stage.", "trainer.", "experiment"))]
+
+
 def _held_out(figures: dict) -> dict:
     """The study's figure names -> the manifest's (``student_*`` as make run's report names them)."""
     out = {f"student_{k}": figures[k] for k in ("epe_with_tracks", "epe_without_tracks")}
@@ -158,7 +167,7 @@ def ship_chain(
         "steps": {s: r.get("step") for s, r in results.items()},
         "generator_updates": results["dmd"].get("generator_updates"),
         "policy_updates": results["rl"].get("policy_updates"),
-        "rl_overrides": list(CHAIN_RL),
+        "rl_overrides": _stage_overrides(run_dir / "rl"),
         "compute_s": {s: _stage_seconds(run_dir / s / "metrics.jsonl") for s in ("teacher", "ode_init", "dmd", "rl")},
         "seeds": {
             "data.seed": cfg.data.seed,
