@@ -148,6 +148,54 @@ def rl_training_summary(network_dir: Path) -> dict | None:
     }
 
 
+def plot_rl_training(network_dir: Path, out_png: Path, title: str) -> Path | None:
+    """An RL stage's logged curves against policy updates (its metrics.jsonl): reward mean, the reward's
+    spread within a group and over a round, the rollouts' re-tracked motion error and the KL to the start;
+    None for other exports. Where the held-out figures say RL did not help, this shows where it stopped."""
+    metrics = Path(network_dir).parents[1] / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "train/rl/reward" in r]
+    if not rows:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in rows]
+    panels = (
+        ("reward (mean of a round)", [("train/rl/reward", "mean")]),
+        (
+            "reward spread",
+            [("train/rl/reward_group_std", "within a group"), ("train/rl/reward_std", "over a round")],
+        ),
+        ("rollouts' motion error (px, re-tracked)", [("train/rl/motion_epe_px", "EPE")]),
+        ("KL to the start", [("train/rl/kl", "KL")]),
+    )
+    fig, axes = plt.subplots(1, 4, figsize=(16, 3.6))
+    for ax, (label, series) in zip(axes, panels):
+        for key, name in series:
+            if key in rows[0]:
+                ys = [r.get(key, float("nan")) for r in rows]
+                line = ax.plot(steps, ys, ".-", label=name, lw=1, alpha=0.35)[0]
+                # each logged value is one round's (2 conditions): the trend is the running mean of 10
+                run = [sum(ys[max(0, i - 9) : i + 1]) / len(ys[max(0, i - 9) : i + 1]) for i in range(len(ys))]
+                ax.plot(steps, run, "-", color=line.get_color(), lw=2)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("policy updates")
+        ax.grid(alpha=0.3)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    out_png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out_png, dpi=90)
+    plt.close(fig)
+    return out_png
+
+
 def evaluate_run(name: str, run_dir: Path, evaluator: Evaluator, done: dict, *, updates: list[int] | None) -> dict:
     """{updates: figures} for the run's snapshots (those in ``done`` reused)."""
     snaps = list_snapshots(run_dir / "dmd" / SNAPSHOT_DIR)
@@ -251,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         training = rl_training_summary(Path(folder))
         if training:
             result["networks"][name]["rl_training"] = training
+            plot = plot_rl_training(Path(folder), args.out / f"rl_{name}.png", f"RL stage: {name}")
+            result["networks"][name]["rl_training_plot"] = plot.name
         print(f"[dmd_curve] {name}: " + json.dumps(result["networks"][name]), flush=True)
     for name, path in runs.items():
         rows = evaluate_run(name, path, evaluator, old.get("runs", {}).get(name, {}), updates=updates)
