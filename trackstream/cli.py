@@ -43,6 +43,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ship-student": ("trackstream.pipeline.ship_student", "ship a make-run student to assets/tiny-student"),
     "teacher-study": ("trackstream.studies.teacher_study", "the tiny teacher recipe study"),
     "dmd-curve": ("trackstream.studies.dmd_curve", "held-out figures of DMD snapshots against generator updates"),
+    "export": ("trackstream.pipeline.export_network", "a trained network as a diffusers or official Wan folder"),
     "flavors": ("trackstream.models.flavors", "list the model flavors (tiny and the real Wan sizes)"),
 }
 

@@ -6,8 +6,12 @@ Accepted inputs (all local paths):
 - a folder: official (``config.json`` with ``_class_name: WanModel`` + weights), a diffusers
   transformer folder (``WanTransformer3DModel``), or a diffusers pipeline root (``transformer/``).
 Keys may carry a wrapper prefix (``model.``, ``module.``, ``_orig_mod.``, ``diffusion_model.``),
-which is stripped. Loading is strict by default; a mismatch raises ``CheckpointError`` naming
-the detected format and the missing / unexpected keys.
+which is stripped. A training checkpoint holding several networks (Self-Forcing / CausVid / LongLive
+``.pt``: ``{"generator": ..., "generator_ema": ..., "critic": ...}``) is read through a subkey,
+written ``PATH::generator_ema`` where one string must carry both (``split_subkey``;
+``model.init_from``). LoRA adapter files are refused (merge them into their base first). Loading is
+strict by default; a mismatch raises ``CheckpointError`` naming the detected format and the
+missing / unexpected keys.
 """
 
 from __future__ import annotations
@@ -67,10 +71,33 @@ _BLOCK = [
 _DIFFUSERS_IGNORED = re.compile(r"^blocks\.\d+\.attn2\.norm_added_q\.")
 _WRAPPER_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "module.", "_orig_mod.", "model.")
 _BLOCK_KEY = re.compile(r"^blocks\.(\d+)\.(.+)$")
+# adapter weights (PEFT ``lora_A`` / ``lora_B``, kohya ``lora_down`` / ``lora_up``) are deltas, not a network
+_LORA_KEY = re.compile(r"\.lora_(A|B|down|up)\b")
+
+SUBKEY_SEP = "::"
+# files an exported DiT folder (models.wan_export) carries beside the Wan weights: the rest of a
+# TrackStream network (track head, text projection) and how to call it; read back by model.init_from
+SIDE_HEADS = "trackstream_heads.pt"
+SIDE_NETWORK = "trackstream_network.json"
 
 
 class CheckpointError(ValueError):
     """A checkpoint that does not fit the model; the message says what and how to fix it."""
+
+
+def split_subkey(spec: str | os.PathLike) -> tuple[str, str | None]:
+    """``"PATH::name"`` -> ``(PATH, name)``; anything else -> ``(spec, None)``.
+
+    The split is on the LAST ``::`` and only when what follows is a plain entry name (no path
+    separator); a path that exists as written is never split, so a file whose own name contains
+    ``::`` still loads (it just cannot be given a subkey in this notation)."""
+    spec = os.fspath(spec)
+    path, sep, name = spec.rpartition(SUBKEY_SEP)
+    if not sep or not name or "/" in name or os.sep in name or Path(spec).exists():
+        return spec, None
+    if not path:
+        raise CheckpointError(f"{spec!r}: nothing before {SUBKEY_SEP!r}; write PATH{SUBKEY_SEP}<entry>")
+    return path, name
 
 
 def _rename(key: str, top, block, src: int) -> str | None:
@@ -149,8 +176,8 @@ def _read_file(path: Path, fix: str = REDOWNLOAD) -> dict[str, torch.Tensor]:
         if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
             subs = [k for k, v in obj.items() if isinstance(v, dict)] if isinstance(obj, dict) else []
             raise CheckpointError(
-                f"{path} is not a flat state dict; it holds the sub-dicts {subs}: "
-                "pass subkey=<name> (e.g. 'generator_ema' or 'state_dict')"
+                f"{path} is not a flat state dict; it holds the sub-dicts {subs}: name one as "
+                f"{path}{SUBKEY_SEP}<name> (model.init_from) or subkey=<name> (e.g. 'generator_ema' or 'state_dict')"
             )
         return obj
     raise CheckpointError(f"unsupported checkpoint file {path}: use .safetensors, .pth, .pt, .bin or an index .json")
@@ -191,6 +218,11 @@ def read_state_dict(
     if not path.exists():
         raise CheckpointError(f"checkpoint path {path} does not exist")
     config = None
+    if subkey is not None and (path.is_dir() or path.suffix in (".json", ".safetensors")):
+        raise CheckpointError(
+            f"{path}{SUBKEY_SEP}{subkey}: a subkey names an entry of a .pt / .pth training checkpoint; "
+            f"{path.name} is a folder or a plain weights file: drop {SUBKEY_SEP}{subkey}"
+        )
     if path.is_dir():
         path = _resolve_folder(path)
         if (path / "config.json").exists():
@@ -220,13 +252,24 @@ def read_state_dict(
     else:
         if subkey is not None:
             obj = read_torch_file(path, fix=fix, mmap=True)
-            if subkey not in obj:
-                raise CheckpointError(f"{path} has no entry {subkey!r}; it has {list(obj)}")
+            if not isinstance(obj, dict) or subkey not in obj:
+                have = list(obj) if isinstance(obj, dict) else type(obj).__name__
+                raise CheckpointError(f"{path} has no entry {subkey!r}; it has {have}")
             sd = obj[subkey]
+            if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+                raise CheckpointError(
+                    f"{path}{SUBKEY_SEP}{subkey} is not a state dict (name -> tensor); pick another entry"
+                )
         else:
             sd = _read_file(path, fix)
         if (path.parent / "config.json").exists():
             config = read_json_file(path.parent / "config.json", fix=fix)
+    lora = sorted(k for k in sd if _LORA_KEY.search(k))
+    if lora:
+        raise CheckpointError(
+            f"{path}{SUBKEY_SEP + subkey if subkey else ''} holds LoRA adapter weights ({lora[0]}, ...), not a "
+            "network: merge the adapter into its base first (PEFT merge_and_unload) and save the merged state dict"
+        )
     return strip_wrapper_prefix(sd), config
 
 

@@ -65,7 +65,10 @@ class ModelConfig:
     text_encoder: str = "minilm"  # models.text_encoders.build_text_encoder name (frozen)
     text_encoder_path: str | None = None  # local folder / checkpoint of the text encoder
     overrides: dict = field(default_factory=dict)  # WanModel kwargs (dim, num_layers, text_len, ...)
-    init_from: str | None = None  # Wan checkpoint (official or diffusers) to start the DiT from
+    # what to start from (train.weights.initialise): an exported network folder, a Wan checkpoint
+    # (official or diffusers; the DiT only), or an entry of a training .pt as PATH::entry
+    # (Self-Forcing / CausVid / LongLive: PATH::generator_ema or PATH::generator); docs/checkpoints.md
+    init_from: str | None = None
     # CLIP image tokens for flavors with the I2V image branch (img_emb): "clip" = the first frame's
     # tokens from the CLIP model at image_encoder_path; "zeros" = zero tokens (what the Fun-Control
     # release feeds when no CLIP image is given); "auto" = "clip" for those flavors, unused otherwise.
@@ -282,10 +285,12 @@ def _pad_patch_embedding(sd: dict[str, torch.Tensor], in_dim: int, source: str) 
     return sd
 
 
-def read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
+def read_init(path: str, in_dim: int, subkey: str | None = None) -> dict[str, torch.Tensor]:
     """Full state dict (MotionWan keys) to start from: an exported network folder (DiT + heads,
-    e.g. the stage-1 teacher for the fine-tune stage) or a Wan checkpoint (DiT only)."""
-    from trackstream.models.checkpoint import read_state_dict, to_official
+    e.g. the stage-1 teacher for the fine-tune stage), a Wan checkpoint (DiT only; ``subkey``: the
+    entry of a training ``.pt`` such as Self-Forcing's ``generator_ema``), or a folder written by
+    ``models.wan_export`` (the DiT plus its side file of heads)."""
+    from trackstream.models.checkpoint import SIDE_HEADS, read_state_dict, to_official
     from trackstream.models.files import read_torch_file
 
     folder = Path(path)
@@ -293,7 +298,9 @@ def read_init(path: str, in_dim: int) -> dict[str, torch.Tensor]:
         raw, _ = read_state_dict(folder / "dit", fix=EXPORT_FIX)
         heads = read_torch_file(folder / "heads.pt", fix=EXPORT_FIX)
     else:
-        raw, heads = read_state_dict(path)[0], {}
+        raw, heads = read_state_dict(path, subkey=subkey)[0], {}
+        if (folder / SIDE_HEADS).is_file():
+            heads = read_torch_file(folder / SIDE_HEADS, fix=EXPORT_FIX)
     dit, _ = to_official(raw)
     dit = _pad_patch_embedding(dit, in_dim, path)
     return {**{f"dit.{k}": v for k, v in dit.items()}, **heads}

@@ -35,6 +35,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from trackstream.models.checkpoint import split_subkey
 from trackstream.train.checkpoint import refuse_foreign_run
 from trackstream.train.config import TrainConfig, register_configs, resolved_container, validate
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
@@ -121,7 +122,7 @@ def check_inputs(typed: TrainConfig) -> None:
     """Every file the config names that must already exist, checked before the run directory is made
     (a missing one found deep inside the stage left a half-made run directory and a traceback)."""
     fields = {
-        "model.init_from": typed.model.init_from,
+        "model.init_from": split_subkey(typed.model.init_from)[0] if typed.model.init_from else None,  # PATH::entry
         "model.text_encoder_path": typed.model.text_encoder_path,
         "model.image_encoder_path": typed.model.image_encoder_path,
         "codec.checkpoint": typed.codec.checkpoint,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from trackstream.models.checkpoint import SUBKEY_SEP, split_subkey
 from trackstream.models.motion_wan import Conventions, MotionWan, read_init, save_network
 
 __all__ = ["initialise", "full_state_dict", "export_network"]
@@ -17,13 +18,21 @@ def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, 
 
     ``init_from``: an exported network folder (``export_network``; DiT + track head + text
     projection) or an official/diffusers Wan checkpoint (DiT only, possibly with fewer input
-    channels, grown with zeros). Under FSDP (``sharded``) rank 0 reads the file and DCP
+    channels, grown with zeros), or ``PATH::entry`` for one network of a training ``.pt`` that
+    holds several (Self-Forcing / CausVid / LongLive: ``generator_ema``, ``generator``;
+    ``models.checkpoint.split_subkey``). Under FSDP (``sharded``) rank 0 reads the file and DCP
     broadcasts each shard to its owner, so no other rank loads the full checkpoint.
     """
     net.init_weights()
     if init_from is None:
         return
-    sd = read_init(init_from, net.required_in_dim) if (is_main or not sharded) else {}
+    path, subkey = split_subkey(init_from)
+    if subkey is not None and (Path(path) / "network.json").is_file():
+        raise ValueError(
+            f"model.init_from={init_from!r}: {path} is an exported network folder, which holds one network; "
+            f"drop {SUBKEY_SEP}{subkey}"
+        )
+    sd = read_init(path, net.required_in_dim, subkey=subkey) if (is_main or not sharded) else {}
     if sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 

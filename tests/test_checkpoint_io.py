@@ -1,0 +1,226 @@
+"""The community's checkpoints in and out (docs/checkpoints.md).
+
+In: training ``.pt`` files that hold several networks, in the layout Self-Forcing / CausVid / LongLive
+write them (``{"generator": {"model.<official Wan key>": ...}, "generator_ema": ..., "critic": ...}``),
+read through ``model.init_from=PATH::<entry>``; LoRA adapter files are refused with the fix.
+Out: ``trackstream export`` writes an exported network as a diffusers ``WanTransformer3DModel``
+folder or in the official Wan layout; diffusers loads the first and computes what our DiT computes,
+and ``model.init_from`` reads both back exactly (track head and text projection included).
+"""
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from trackstream.cli import main as cli_main
+from trackstream.models.checkpoint import CheckpointError, load_wan, read_state_dict, split_subkey
+from trackstream.models.flavors import build_wan
+from trackstream.models.motion_wan import ModelConfig, build_motion_wan, load_network, save_network
+from trackstream.train.weights import initialise
+
+ROOT = Path(__file__).resolve().parents[1]
+TEXT_DIM = 384  # MiniLM, the tiny configs' text encoder: the network carries a text projection
+
+
+def _randomised(module, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    return module
+
+
+def _training_pt(path: Path, dit, entries=("generator", "generator_ema", "critic"), holds="generator_ema") -> Path:
+    """A training checkpoint as the Self-Forcing family saves it: one entry per network, the causal
+    Wan under the wrapper's ``model.`` prefix with the official key names. Entry ``holds`` has
+    ``dit``'s weights, the others those plus one, so a test can tell which entry was read."""
+    sd = {f"model.{k}": v.clone() for k, v in dit.state_dict().items()}
+    obj = {}
+    for name in entries:
+        obj[name] = sd if name == holds else {k: v + 1 for k, v in sd.items()}
+    torch.save(obj, path)
+    return path
+
+
+def test_split_subkey(tmp_path):
+    assert split_subkey("a/b/model.pt::generator_ema") == ("a/b/model.pt", "generator_ema")
+    assert split_subkey("a/b/model.pt") == ("a/b/model.pt", None)
+    assert split_subkey("x::y/z.pt") == ("x::y/z.pt", None)  # what follows is a path, not an entry
+    odd = tmp_path / "run::3.pt"
+    odd.write_bytes(b"")
+    assert split_subkey(str(odd)) == (str(odd), None)  # an existing path is never split
+    with pytest.raises(CheckpointError, match="nothing before"):
+        split_subkey("::generator")
+
+
+@pytest.mark.parametrize(
+    "project, entries, entry",
+    [
+        ("Self-Forcing", ("generator", "critic", "generator_ema"), "generator_ema"),
+        ("CausVid", ("generator", "critic"), "generator"),  # no EMA in CausVid
+        ("LongLive base", ("generator", "critic"), "generator"),
+    ],
+)
+def test_training_pt_entries_load_by_subkey(tmp_path, project, entries, entry):
+    dit = _randomised(build_wan("tiny"))
+    pt = _training_pt(tmp_path / "model.pt", dit, entries, holds=entry)
+    got = load_wan(pt, config=dit.config(), subkey=entry)
+    assert all(torch.equal(a, b) for a, b in zip(got.state_dict().values(), dit.state_dict().values())), project
+    # the same through model.init_from: the 16-channel T2V DiT grown with zero track channels
+    net = build_motion_wan(ModelConfig(flavor="tiny", layout="t2v", track_channels=8), text_encoder_dim=TEXT_DIM)
+    initialise(net, init_from=f"{pt}::{entry}")
+    w = net.dit.patch_embedding.weight
+    assert torch.equal(w[:, :16], dit.patch_embedding.weight) and torch.count_nonzero(w[:, 16:]) == 0
+    assert torch.equal(net.dit.head.head.weight, dit.head.head.weight)
+
+
+def test_training_pt_errors_say_the_fix(tmp_path):
+    dit = _randomised(build_wan("tiny"))
+    pt = _training_pt(tmp_path / "model.pt", dit)
+    with pytest.raises(CheckpointError, match=r"model.pt::<name>"):  # no entry named: say how to name one
+        read_state_dict(pt)
+    with pytest.raises(CheckpointError, match=r"no entry 'ema'.*generator_ema"):
+        read_state_dict(pt, subkey="ema")
+    net = build_motion_wan(ModelConfig(flavor="tiny", layout="t2v", track_channels=8), text_encoder_dim=TEXT_DIM)
+    with pytest.raises(CheckpointError, match="no entry 'ema'"):
+        initialise(net, init_from=f"{pt}::ema")
+    folder = tmp_path / "official"
+    from trackstream.models.checkpoint import save_wan
+
+    save_wan(dit, folder)
+    with pytest.raises(CheckpointError, match="drop ::generator"):
+        read_state_dict(folder, subkey="generator")
+    # LongLive's adapter file: PEFT LoRA weights are deltas, not a network
+    lora = {"base_model.model.blocks.0.self_attn.q.lora_A.weight": torch.zeros(4, 128)}
+    torch.save({"generator_lora": lora, "critic_lora": lora}, tmp_path / "lora.pt")
+    with pytest.raises(CheckpointError, match="LoRA adapter.*merge"):
+        initialise(net, init_from=f"{tmp_path / 'lora.pt'}::generator_lora")
+
+
+def _cli(*args, timeout=600):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
+    """``model.init_from=PATH::generator_ema`` on the command line: the teacher-stage run's network
+    starts from the EMA generator of a Self-Forcing-layout file, and the ODE-init stage's student,
+    which starts as its ``stage.teacher``, carries those weights (a vanishing learning rate keeps
+    the one training step of each run from moving them)."""
+    dit = _randomised(build_wan("tiny", num_heads=2, text_len=64))  # tiny_teacher's DiT shape
+    pt = _training_pt(tmp_path / "self_forcing_dmd.pt", dit)
+    common = ["debug=tiny", "optim.lr=1e-30", "ema.enabled=false", "trainer.max_steps=1", "trainer.num_threads=1"]
+    imp, ode = tmp_path / "import", tmp_path / "ode"
+    r = _cli(
+        "-m",
+        "trackstream.train",
+        *common,
+        "experiment=tiny_teacher",
+        "model.layout=t2v",
+        f"model.init_from={pt}::generator_ema",
+        "eval.enabled=false",
+        f"hydra.run.dir={imp}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = _cli(
+        "-m",
+        "trackstream.train",
+        *common,
+        "experiment=tiny_ode_init",
+        f"stage.teacher={imp / 'export' / 'teacher'}",
+        "stage.ode_pairs.num_pairs=2",
+        "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.batch_size=2",
+        f"hydra.run.dir={ode}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    theirs = dit.state_dict()
+    for export in (imp / "export" / "teacher", ode / "export" / "student"):
+        for k, v in load_network(export).dit.state_dict().items():
+            if k == "patch_embedding.weight":  # the file's 16 latent channels, then the grown track channels
+                assert torch.equal(v[:, :16], theirs[k]) and v[:, 16:].abs().max() < 1e-20, export
+            else:
+                assert torch.equal(v, theirs[k]), (export, k)
+
+    r = _cli("-m", "trackstream.train", "experiment=tiny_teacher", f"model.init_from={pt}::nope", "debug=tiny")
+    assert r.returncode != 0 and "no entry 'nope'" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A tiny exported network (the wan_i2v layout with 8 track channels: DiT in_dim 44), random weights."""
+    tmp = tmp_path_factory.mktemp("export")
+    cfg = ModelConfig(flavor="tiny", layout="wan_i2v", track_channels=8, track_embed_dim=16)
+    net = _randomised(build_motion_wan(cfg, text_encoder_dim=TEXT_DIM), seed=1)
+    save_network(net.state_dict(), tmp / "teacher", model_cfg=asdict(cfg), text_encoder_dim=TEXT_DIM, ema=False)
+    return tmp / "teacher", net
+
+
+def test_diffusers_export_round_trips(exported, tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    folder, net = exported
+    out = tmp_path / "diffusers"
+    assert cli_main(["export", "--network", str(folder), "--format", "diffusers", "--out", str(out)]) == 0
+    side = json.loads((out / "trackstream_network.json").read_text())
+    assert side["dit_input"]["in_channels"] == 44 and side["model"]["layout"] == "wan_i2v"
+
+    theirs = diffusers.WanTransformer3DModel.from_pretrained(out).eval()
+    assert theirs.config.in_channels == 44
+    B, F, H, W, L = 2, 3, 8, 8, net.dit.text_len
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(B, 16, F, H, W, generator=g), torch.randn(B, 28, F, H, W, generator=g)
+    ctx, t = torch.randn(B, L, net.dit.text_dim, generator=g), torch.tensor([900.0, 250.0])
+    with torch.no_grad():
+        ours = net.dit(x, t, ctx, y=y)
+        # diffusers takes the condition already concatenated after the latent (its pipelines do that)
+        ref = theirs(hidden_states=torch.cat([x, y], 1), timestep=t, encoder_hidden_states=ctx, return_dict=False)[0]
+    err = (ours - ref).abs().max().item()
+    assert err <= 1e-5 and ref.abs().max() > 1e-2, f"max abs diff {err:.3e}"
+
+    fresh = build_motion_wan(ModelConfig(**side["model"]), text_encoder_dim=side["text_encoder_dim"])
+    initialise(fresh, init_from=str(out))  # DiT from the diffusers names, heads from the side file
+    want = net.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in fresh.state_dict().items())
+
+
+def test_official_export_round_trips(exported, tmp_path):
+    folder, net = exported
+    out = tmp_path / "official"
+    assert cli_main(["export", "--network", str(folder.parent), "--format", "official", "--out", str(out)]) != 0
+    assert cli_main(["export", "--network", str(folder), "--format", "official", "--out", str(out)]) == 0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["_class_name"] == "WanModel" and cfg["in_dim"] == 44
+    dit = load_wan(out)  # the official loader's view: config.json + official key names
+    assert all(torch.equal(a, b) for a, b in zip(dit.state_dict().values(), net.dit.state_dict().values()))
+    fresh = build_motion_wan(
+        ModelConfig(flavor="tiny", layout="wan_i2v", track_channels=8, track_embed_dim=16), text_encoder_dim=TEXT_DIM
+    )
+    initialise(fresh, init_from=str(out))
+    want = net.state_dict()
+    assert all(torch.equal(v, want[k]) for k, v in fresh.state_dict().items())
+
+
+def test_export_refuses_bad_inputs_in_one_line(exported, tmp_path, capsys):
+    folder, _ = exported
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("")
+    cases = [
+        (["--network", str(tmp_path), "--format", "diffusers", "--out", str(tmp_path / "o1")], "no network.json"),
+        (["--network", str(folder), "--format", "onnx", "--out", str(tmp_path / "o2")], "--format 'onnx'"),
+        (["--network", str(folder), "--format", "official", "--out", str(tmp_path / "full")], "not an empty folder"),
+        (
+            ["--network", str(tmp_path / "nope"), "--format", "official", "--out", str(tmp_path / "o3")],
+            "does not exist",
+        ),
+    ]
+    for argv, words in cases:
+        assert cli_main(["export", *argv]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and "\n" not in err and "Traceback" not in err, err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
