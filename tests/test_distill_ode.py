@@ -88,10 +88,10 @@ def test_pair_generation_resumes_shard_by_shard(pairs, tmp_path):
     teacher, _, _, out, kw = pairs
     first = load_ode_pairs(out, student_steps=K, shift=SHIFT)
     (out / "index.json").rename(tmp_path / "index.json")  # a job preempted after shard 0 ...
-    (out / "pairs_00001.pt").unlink()
-    before = (out / "pairs_00000.pt").stat().st_mtime_ns
+    (out / "pairs_00001.safetensors").unlink()
+    before = (out / "pairs_00000.safetensors").stat().st_mtime_ns
     generate_ode_pairs(teacher, out_dir=out, **kw)  # ... resumed: shard 0 kept, shard 1 rebuilt
-    assert (out / "pairs_00000.pt").stat().st_mtime_ns == before
+    assert (out / "pairs_00000.safetensors").stat().st_mtime_ns == before
     again = load_ode_pairs(out, student_steps=K, shift=SHIFT)
     assert torch.equal(first["trajectory"], again["trajectory"])
     with pytest.raises(ValueError, match="regenerate"):

@@ -12,6 +12,7 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from hydra_helpers import compose_job
 
+from trackstream.distill.ode_pairs import load_shard
 from trackstream.distill.snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
 from trackstream.pipeline.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from trackstream.pipeline.run import DISTILL, FULL
@@ -141,11 +142,11 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
     pack_dir = tmp_path / "repo" / "runs" / "dmd-long"
     info = pack(first, pack_dir)
     assert (info["step"], info["generator_updates"]) == (5, 1)
-    packed = read_pack(pack_dir / "state.pt")  # plain containers only: loads with weights_only=True
+    packed = read_pack(pack_dir / "state.pt")  # safetensors + JSON: no pickle
     assert packed["run_dir"] == str(first.resolve())
     stored = sum(e["zlib"].numel() for e in packed["files"].values())
     assert (pack_dir / "state.pt").stat().st_size < 1.02 * stored + 2**16  # no pickling overhead on the payloads
-    shard = torch.load(whole / "ode_init/ode_pairs/pairs_00000.pt", weights_only=False)
+    shard = load_shard(whole / "ode_init/ode_pairs/pairs_00000.safetensors")
     assert "trajectory" in shard  # ... and the pack leaves it out (DMD reads conditions only)
     gen = entry_object(packed, "dmd/checkpoints/step_00000005/generator.pt")
     moments = [s["exp_avg"] for s in gen["optimizer"]["state"].values()]
@@ -155,7 +156,7 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
 
     moved = tmp_path / "elsewhere" / "run"  # a fresh machine: only the repo's pack, another path
     unpack(moved, pack_dir)
-    assert "trajectory" not in torch.load(moved / "ode_init/ode_pairs/pairs_00000.pt", weights_only=False)
+    assert "trajectory" not in load_shard(moved / "ode_init/ode_pairs/pairs_00000.safetensors")
     with pytest.raises(Exception, match="already at step_00000005"):
         unpack(moved, pack_dir)
     summary = _dmd(tmp_path, moved, 10)

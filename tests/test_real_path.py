@@ -29,6 +29,7 @@ from rl_helpers import write_aesthetic_weights
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.shard_samples import ShardSamples
 from trackstream.data.video_io import write_mp4
+from trackstream.distill.ode_pairs import load_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
@@ -181,7 +182,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     folder = pairs / "ode_pairs"
     index = json.loads((folder / "index.json").read_text())
     assert [s["num_samples"] for s in index["shards"]] == [1, 1, 1, 1]  # two written by each rank
-    first = torch.load(folder / "pairs_00000.pt", weights_only=False)
+    first = load_shard(folder / "pairs_00000.safetensors")
     sf = {16: 8, 48: 16}[C]  # the codec's spatial factor: Wan 2.1 VAE 8, Wan 2.2 VAE 16
     h, w = H // sf, W // sf
     assert first["trajectory"].shape == (1, 4, C, F, h, w) and first["trajectory"].dtype == torch.bfloat16

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from trackstream.models.clip_image import CLIP_MEAN, CLIP_STD, _materialise_buffers
+from trackstream.models.files import read_torch_file
 
 __all__ = [
     "VIT_L14_CONFIG",
@@ -90,7 +91,7 @@ class AestheticHead(nn.Module):
 
 def load_aesthetic_head(path: str | Path) -> AestheticHead:
     """The released ``.pth``: a plain state dict with exactly the keys ``layers.{0,2,4,6,7}.{weight,bias}``."""
-    sd = torch.load(Path(path), map_location="cpu", weights_only=True)
+    sd = read_torch_file(path, fix="download the improved-aesthetic-predictor head again (or fix the path)")
     if not isinstance(sd, dict) or set(sd) != set(HEAD_KEYS):
         keys = sorted(sd) if isinstance(sd, dict) else type(sd).__name__
         raise ValueError(f"{path} is not an improved-aesthetic-predictor head: keys {keys}, expected {list(HEAD_KEYS)}")
@@ -171,7 +172,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
             scripted = any(n.endswith("constants.pkl") for n in z.namelist())
         if scripted:
             return {k: v.float() for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
-    sd = torch.load(path, map_location="cpu", weights_only=True)
+    sd = read_torch_file(path, fix="download the CLIP ViT-L/14 weights again (or fix the path)")
     return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
 
 

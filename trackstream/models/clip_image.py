@@ -26,6 +26,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
+from trackstream.models.files import read_torch_file
+
+_CLIP_FIX = "download models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth again (or fix model.image_encoder_path)"
+
 __all__ = [
     "CLIP_MEAN",
     "CLIP_STD",
@@ -168,7 +172,7 @@ class CLIPImageEncoder(nn.Module):
     ) -> "CLIPImageEncoder":
         """The official ``models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth`` (or any file
         with the same ``visual.*`` layout); ``config`` overrides ``VIT_H14_CONFIG`` (tests)."""
-        sd = torch.load(Path(path), map_location="cpu", mmap=True, weights_only=True)
+        sd = read_torch_file(path, fix=_CLIP_FIX, mmap=True)
         cfg = CLIPVisionConfig(**dict(VIT_H14_CONFIG, **(config or {})))
         with torch.device("meta"):
             model = CLIPVisionModel(cfg)
@@ -227,5 +231,5 @@ def load_image_encoder(path: str | Path, *, dtype: torch.dtype | None = None) ->
         from trackstream.models.release_folder import find_release
 
         path = find_release(path).require("clip", field_name="model.image_encoder_path").clip
-    sd = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    sd = read_torch_file(path, fix=_CLIP_FIX, mmap=True)
     return CLIPImageEncoder.from_wan_checkpoint(path, config=visual_config_from_state_dict(sd), dtype=dtype)

@@ -31,6 +31,7 @@ from typing import Callable, Mapping
 import torch
 import torch.nn as nn
 
+from trackstream.models.files import read_torch_file
 from trackstream.models.release_folder import find_release, is_release_folder
 
 __all__ = [
@@ -209,7 +210,9 @@ class UMT5TextEncoder(TextEncoder):
         """
         from transformers import UMT5Config, UMT5EncoderModel
 
-        sd = torch.load(Path(checkpoint), map_location="cpu", mmap=True, weights_only=True)
+        sd = read_torch_file(
+            checkpoint, fix="download models_t5_umt5-xxl-enc-bf16.pth again (or fix the path)", mmap=True
+        )
         if config is None:
             config = umt5_config_from_state_dict(sd)
         with torch.device("meta"):

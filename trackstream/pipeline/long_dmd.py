@@ -17,7 +17,8 @@ rates are constant (no decay horizon), so a finished run can be extended with a 
 to stdout and ``<run-dir>/progress.log`` every ``--report-every`` seconds.
 
 ``pack`` writes the run's resumable state as one file, ``runs/dmd-long/state.pt`` in this checkout
-(trackstream/pipeline/run_pack.py: the latest DMD checkpoint, the teacher and ODE-init exports, the pairs'
+(a safetensors file with a JSON header, no pickle; the name is kept from the pickle-based version 1;
+trackstream/pipeline/run_pack.py: the latest DMD checkpoint, the teacher and ODE-init exports, the pairs'
 conditions, configs and logs; ~19 MB), and each snapshot's EMA weights, once, as
 ``runs/dmd-long/snapshots/gen_XXXXX.pt`` (2.5 MB each, never rewritten). ``run`` in a run
 directory that does not exist yet unpacks them first (``--fresh`` starts over instead).
@@ -49,7 +50,7 @@ from trackstream.pipeline.run import (
     stage_teacher,
 )
 from trackstream.pipeline.run_pack import pack_run, read_pack, unpack_run
-from trackstream.train.checkpoint import find_latest
+from trackstream.train.checkpoint import find_latest, latest_readable
 
 __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "main"]
 
@@ -190,16 +191,17 @@ def run(
     return summary
 
 
-def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
-    """The resumable state -> ``pack_dir/state.pt`` (overwritten); new snapshots' EMA -> ``pack_dir/snapshots``."""
+def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False) -> dict:
+    """The resumable state -> ``pack_dir/state.pt`` (overwritten; safetensors + JSON, see run_pack); new
+    snapshots' EMA -> ``pack_dir/snapshots``. ``allow_pickle``: read a run's old pickle-based files."""
     from trackstream.pipeline.ship_teacher import git_commit
 
     run_dir = Path(run_dir).resolve()
-    ckpt = find_latest(run_dir / "dmd" / "checkpoints")
-    if ckpt is None:
-        raise PipelineError(f"{run_dir}: no DMD checkpoint yet; pack after the first one (trainer.ckpt_every)")
+    found = latest_readable(run_dir / "dmd" / "checkpoints", allow_pickle=allow_pickle)  # a damaged newest one: skipped
+    if found is None:
+        raise PipelineError(f"{run_dir}: no readable DMD checkpoint yet; pack after the first one (trainer.ckpt_every)")
+    ckpt, meta = found
     step = int(ckpt.name.split("_")[1])
-    meta = torch.load(ckpt / "meta.pt", map_location="cpu", weights_only=False)
     updates = int(meta["networks"]["generator"]["num_updates"])
     files = ["sizes.json", "pipeline.log", "progress.log"]
     for stage, export in (("teacher", "export/teacher"), ("ode_init", "export/student"), ("dmd", "export/student")):
@@ -211,7 +213,9 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
     # the log as of the packed checkpoint: steps after it are replayed (and logged again) on resume
     rows = (run_dir / "dmd" / "metrics.jsonl").read_text().splitlines(keepends=True)
     trimmed = "".join(r for r in rows if r.endswith("\n") and json.loads(r).get("step", 0) <= step).encode()
-    drop = {f: ("trajectory",) for f in files if f.startswith("ode_init/ode_pairs/") and f.endswith(".pt")}
+    drop = {
+        f: ("trajectory",) for f in files if f.startswith("ode_init/ode_pairs/") and f.endswith((".pt", ".safetensors"))
+    }
     info = {
         "step": step,
         "generator_updates": updates,
@@ -220,7 +224,13 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
         "checkpoint": ckpt.name,
     }
     sizes = pack_run(
-        run_dir, files, pack_dir / "state.pt", info=info, drop=drop, content={"dmd/metrics.jsonl": trimmed}
+        run_dir,
+        files,
+        pack_dir / "state.pt",
+        info=info,
+        drop=drop,
+        content={"dmd/metrics.jsonl": trimmed},
+        allow_pickle=allow_pickle,
     )
     new = []
     for n, path in list_snapshots(run_dir / "dmd" / SNAPSHOT_DIR).items():
@@ -238,16 +248,17 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
     return {**info, "bytes": total, "new_snapshots": new}
 
 
-def unpack(run_dir: Path, pack_dir: Path = PACK_DIR) -> dict:
+def unpack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False) -> dict:
+    """``pack_dir/state.pt`` -> ``run_dir``; ``allow_pickle``: the opt-in for a version 1 (pickle-based) pack."""
     run_dir = Path(run_dir).resolve()
     pid = run_dir / "long_dmd.pid"
     if pid.is_file() and _alive(int(pid.read_text() or 0)):
         raise PipelineError(f"a run is going on in {run_dir} (pid {pid.read_text()}): stop it before unpacking there")
-    info = read_pack(pack_dir / "state.pt")["info"]
+    info = read_pack(pack_dir / "state.pt", allow_pickle=allow_pickle)["info"]
     have = find_latest(run_dir / "dmd" / "checkpoints")
     if have is not None and int(have.name.split("_")[1]) >= int(info["step"]):
         raise PipelineError(f"{run_dir} is already at {have.name}, the pack at step {info['step']}: nothing to unpack")
-    info = unpack_run(pack_dir / "state.pt", run_dir)
+    info = unpack_run(pack_dir / "state.pt", run_dir, allow_pickle=allow_pickle)
     snaps = run_dir / "dmd" / SNAPSHOT_DIR
     for n, path in list_snapshots(pack_dir / SNAPSHOT_DIR).items():
         if not (snaps / path.name).is_file():
@@ -286,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--report-every", type=float, default=300, help="seconds between progress lines")
     ap.add_argument("--fresh", action="store_true", help="run: do not continue the packed run in a new run dir")
     ap.add_argument(
+        "--allow-pickle",
+        action="store_true",
+        help="pack / unpack / status: read old pickle-based files (a version 1 pack, old checkpoints); they can "
+        "run code when loaded, so only for files you trust (or TRACKSTREAM_ALLOW_PICKLE=1)",
+    )
+    ap.add_argument(
         "--rollout",
         choices=("self_forcing", "self_rollout"),
         default="self_forcing",
@@ -302,9 +319,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             run(args.run_dir, sizes, pack_dir=args.pack_dir, fresh=args.fresh, report_every=args.report_every)
         elif args.command == "pack":
-            pack(args.run_dir, args.pack_dir)
+            pack(args.run_dir, args.pack_dir, allow_pickle=args.allow_pickle)
         elif args.command == "unpack":
-            unpack(args.run_dir, args.pack_dir)
+            unpack(args.run_dir, args.pack_dir, allow_pickle=args.allow_pickle)
         else:
             run_dir = Path(args.run_dir).resolve()
             cfg = run_dir / "dmd" / "config.yaml"  # the length the run was started with
@@ -312,7 +329,9 @@ def main(argv: list[str] | None = None) -> int:
             progress = Progress(run_dir, steps, 0)
             print(progress.line() or f"[long_dmd] no DMD progress in {args.run_dir} yet")
             if (args.pack_dir / "state.pt").is_file():
-                print(f"[long_dmd] pack {args.pack_dir / 'state.pt'}: {read_pack(args.pack_dir / 'state.pt')['info']}")
+                print(
+                    f"[long_dmd] pack {args.pack_dir / 'state.pt'}: {read_pack(args.pack_dir / 'state.pt', allow_pickle=args.allow_pickle)['info']}"
+                )
     except (PipelineError, ValueError) as e:
         print(f"[long_dmd] error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -229,11 +229,14 @@ def export_teacher(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
 
 
 def _bundle_members(run_dir: Path) -> list[Path]:
-    from trackstream.train.checkpoint import find_latest
+    from trackstream.train.checkpoint import latest_readable
 
-    latest = find_latest(run_dir / "checkpoints")
-    if latest is None:
-        raise AssetError(f"{run_dir}/checkpoints holds no complete checkpoint to pack")
+    # the newest checkpoint whose meta.pt reads (a damaged newer one is skipped, with a warning): what a
+    # resume would take; its files are all tensors and plain containers (weights_only=True), as unpacked
+    found = latest_readable(run_dir / "checkpoints")
+    if found is None:
+        raise AssetError(f"{run_dir}/checkpoints holds no complete readable checkpoint to pack")
+    latest = found[0]
     members = [p for p in sorted(latest.rglob("*")) if p.is_file()]
     for rel in (
         "codec/codec.pt",

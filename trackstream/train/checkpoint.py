@@ -10,6 +10,16 @@ Atomicity: everything goes to ``.tmp-step_...`` first; after a barrier rank 0 re
 place (``os.replace`` of a directory is atomic on POSIX) and prunes old ones. A crash mid-save
 leaves only a ``.tmp-*`` directory, which resume ignores and the next save removes.
 
+Every file holds tensors, numbers, strings and plain containers only (numpy RNG state as a tensor:
+``train.dist.plain_state``) and is read with ``weights_only=True`` (``train.dist.read_state``); a checkpoint
+written before that is refused with the opt-in (``TRACKSTREAM_ALLOW_PICKLE=1``) named. DeepSpeed's own
+files under ``deepspeed/`` are read by DeepSpeed itself.
+
+Resume (``trainer.resume=auto``) takes the newest checkpoint that can be read: one whose meta.pt, rank
+file or network file is missing, truncated or garbage is skipped with a warning naming it and why, and
+the next older one is used (:meth:`CheckpointManager.resume_latest`). A checkpoint of another config is
+refused, not skipped: that run directory holds another run.
+
 Preemption: SIGTERM, SIGUSR1 (Slurm's ``--signal=USR1@120``) and SIGUSR2 (submitit) set a flag; the loop checks it
 every step (agreeing across ranks), saves, and exits cleanly (optionally ``scontrol requeue``).
 """
@@ -26,21 +36,57 @@ from pathlib import Path
 
 import torch
 
-from trackstream.train.dist import Runtime, load_rng_state, rng_state
+from trackstream.train.dist import Runtime, UnreadableFile, load_rng_state, plain_state, read_state, rng_state
 from trackstream.train.parallel import TrainedNetwork
 
-__all__ = ["CheckpointManager", "PreemptionHandler", "check_resumable", "find_latest", "refuse_foreign_run"]
+__all__ = [
+    "CheckpointManager",
+    "PreemptionHandler",
+    "check_resumable",
+    "complete_checkpoints",
+    "find_latest",
+    "latest_readable",
+    "read_meta",
+    "refuse_foreign_run",
+]
 
 log = logging.getLogger(__name__)
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
-def find_latest(directory: Path) -> Path | None:
-    """The highest complete ``step_*`` checkpoint in ``directory`` (None if there is none)."""
+def complete_checkpoints(directory: Path) -> list[Path]:
+    """The complete ``step_*`` checkpoints in ``directory`` (those with a meta.pt), newest first."""
+    directory = Path(directory)
     if not directory.is_dir():
-        return None
+        return []
     done = [p for p in directory.iterdir() if _STEP_DIR.match(p.name) and (p / "meta.pt").is_file()]
-    return max(done, key=lambda p: int(_STEP_DIR.match(p.name).group(1)), default=None)
+    return sorted(done, key=lambda p: int(_STEP_DIR.match(p.name).group(1)), reverse=True)
+
+
+def find_latest(directory: Path) -> Path | None:
+    """The highest complete ``step_*`` checkpoint in ``directory`` (None if there is none); whether its
+    files can be read is :func:`latest_readable`'s question."""
+    done = complete_checkpoints(directory)
+    return done[0] if done else None
+
+
+_RESAVE = "resume from it once (the next checkpoint is written in the safe format) or start a new run directory"
+
+
+def read_meta(path: Path, *, allow_pickle: bool = False) -> dict:
+    """A checkpoint's meta.pt (``weights_only=True``; see :func:`trackstream.train.dist.read_state`)."""
+    return read_state(Path(path) / "meta.pt", what="a training checkpoint", fix=_RESAVE, allow_pickle=allow_pickle)
+
+
+def latest_readable(directory: Path, *, allow_pickle: bool = False) -> tuple[Path, dict] | None:
+    """The newest complete checkpoint whose meta.pt can be read, with its meta (None if there is none);
+    each newer unreadable one is logged as a warning with the reason."""
+    for path in complete_checkpoints(directory):
+        try:
+            return path, read_meta(path, allow_pickle=allow_pickle)
+        except UnreadableFile as err:
+            log.warning("checkpoint %s cannot be read, trying an older one: %s", path, err)
+    return None
 
 
 def _changes(saved, now, prefix: str) -> list[str]:
@@ -85,10 +131,9 @@ def check_resumable(path: Path, meta: dict, *, fingerprint: dict, world_size: in
 def refuse_foreign_run(directory: Path, *, fingerprint: dict, world_size: int) -> None:
     """Before a run writes anything into its run directory: if ``directory`` (its checkpoints) holds a
     complete checkpoint this config cannot resume, refuse now, while the old run's record is intact."""
-    latest = find_latest(Path(directory))
-    if latest is not None:
-        meta = torch.load(latest / "meta.pt", map_location="cpu", weights_only=False)
-        check_resumable(latest, meta, fingerprint=fingerprint, world_size=world_size)
+    found = latest_readable(Path(directory))  # the one a resume would take
+    if found is not None:
+        check_resumable(found[0], found[1], fingerprint=fingerprint, world_size=world_size)
 
 
 class CheckpointManager:
@@ -112,6 +157,7 @@ class CheckpointManager:
         for net in networks.values():
             net.save(tmp)
         rank_state = {"data": data_state, "objective": objective.state_dict(), "rng": rng_state()}
+        rank_state = plain_state(rank_state, f"rank {self.runtime.rank} state")  # loadable with weights_only=True
         torch.save(rank_state, tmp / f"rank_{self.runtime.rank:05d}.pt")
         self.runtime.barrier()
         if self.runtime.is_main:
@@ -122,7 +168,7 @@ class CheckpointManager:
                 "world_size": self.runtime.world_size,
                 "fingerprint": self.fingerprint,
             }
-            torch.save(meta, tmp / "meta.pt")
+            torch.save(plain_state(meta, "meta"), tmp / "meta.pt")
             _fsync_dir(tmp)
             if final.exists():  # re-saving the same step (e.g. preemption right after a periodic save)
                 shutil.rmtree(final)
@@ -143,20 +189,49 @@ class CheckpointManager:
             shutil.rmtree(stale, ignore_errors=True)
 
     def load(self, path: Path, *, networks: dict[str, TrainedNetwork], objective) -> tuple[int, dict, dict]:
-        """Restore everything; returns (step, loop_state, data_state of this rank)."""
-        meta = torch.load(path / "meta.pt", map_location="cpu", weights_only=False)
+        """Restore everything; returns (step, loop_state, data_state of this rank). A missing, truncated
+        or garbage file is an :class:`UnreadableFile` (a ValueError naming it)."""
+        path = Path(path)
+        meta = read_meta(path)
         check_resumable(path, meta, fingerprint=self.fingerprint, world_size=self.runtime.world_size)
         if set(meta["networks"]) != set(networks):
             raise ValueError(
                 f"checkpoint {path} has networks {sorted(meta['networks'])}, this stage trains {sorted(networks)}"
             )
+        # this rank's small file first: a damaged one is found before any network is touched
+        rank_file = path / f"rank_{self.runtime.rank:05d}.pt"
+        rank_state = read_state(rank_file, what="a training checkpoint", fix=_RESAVE)
         for name, net in networks.items():
             net.load(path)
             net.load_meta_state(meta["networks"][name])
-        rank_state = torch.load(path / f"rank_{self.runtime.rank:05d}.pt", map_location="cpu", weights_only=False)
         objective.load_state_dict(rank_state["objective"])
         load_rng_state(rank_state["rng"])
         return int(meta["step"]), meta["loop"], rank_state["data"]
+
+    def resume_latest(self, *, networks: dict[str, TrainedNetwork], objective) -> tuple[Path, int, dict, dict] | None:
+        """Load the newest checkpoint that can be read (see the module docstring): (path, step, loop_state,
+        data_state), or None when the directory holds no complete checkpoint. Every rank skips the same
+        ones (a file damaged on one rank's disk makes all ranks go back). A refusal that is not about a
+        damaged file (another config, other networks, the pickle opt-in) is raised as is."""
+        tried = []
+        for path in complete_checkpoints(self.directory):
+            reason = None
+            try:
+                step, loop_state, data_state = self.load(path, networks=networks, objective=objective)
+            except UnreadableFile as err:  # networks half-loaded from it are overwritten by the older one
+                reason = str(err)
+            if self.runtime.any_flag(reason is not None):
+                reason = reason or "another rank could not read its part"
+                log.warning("checkpoint %s cannot be read (%s): resuming from the one before it", path, reason)
+                tried.append(f"{path.name} ({reason})")
+                continue
+            return path, step, loop_state, data_state
+        if tried:
+            raise ValueError(
+                f"no checkpoint in {self.directory} can be read: {'; '.join(tried)}; restore one or resume from "
+                "scratch (trainer.resume=never, or a new run directory)"
+            )
+        return None
 
 
 def _fsync_dir(path: Path) -> None:

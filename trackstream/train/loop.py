@@ -22,7 +22,7 @@ from typing import Callable, Iterable
 
 import torch
 
-from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler, find_latest
+from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler
 from trackstream.train.dist import Runtime
 from trackstream.train.metrics import MetricLogger, Throughput
 from trackstream.train.objective import Objective
@@ -103,18 +103,18 @@ def train(
 
     # ---- resume ---------------------------------------------------------------------------
     step, resumed_from, loop_state = 0, None, {}
-    ckpt_path = None
-    if cfg.resume == "auto":
-        ckpt_path = find_latest(checkpoints.directory)
-    elif cfg.resume != "never":
+    found = None
+    if cfg.resume == "auto":  # the newest checkpoint that can be read; damaged newer ones are skipped, with a warning
+        found = checkpoints.resume_latest(networks=networks, objective=objective)
+    elif cfg.resume != "never":  # a checkpoint the user named: no fallback, its error is the answer
         ckpt_path = Path(cfg.resume)
         if not (ckpt_path / "meta.pt").is_file():
             raise ValueError(f"trainer.resume={cfg.resume!r} is not a complete checkpoint directory (no meta.pt)")
-    if ckpt_path is not None:
-        step, loop_state, data_state = checkpoints.load(ckpt_path, networks=networks, objective=objective)
+        found = (ckpt_path, *checkpoints.load(ckpt_path, networks=networks, objective=objective))
+    if found is not None:
+        resumed_from, step, loop_state, data_state = found
         data.load_state_dict(data_state)
-        resumed_from = ckpt_path
-        log.info("resumed from %s at step %d", ckpt_path, step)
+        log.info("resumed from %s at step %d", resumed_from, step)
     logger.start_at(step)
     samples_seen = int(loop_state.get("samples_seen", 0))
     last_primary = loop_state.get("last_primary_loss")

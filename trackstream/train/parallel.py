@@ -14,7 +14,10 @@ never branches on the strategy.
   after sharding (``to_empty`` + init), so no rank ever holds the full unsharded model; sharded
   checkpoints through torch.distributed.checkpoint (DCP), resharding-capable.
 * deepspeed: ZeRO 0-3 through accelerate's DeepSpeed plugin (gloo on CPU: trap 6); the engine
-  owns accumulation boundaries, loss scaling and clipping; its own checkpoint format.
+  owns accumulation boundaries, loss scaling and clipping; its own checkpoint format, which DeepSpeed
+  reads itself (``torch.load`` inside DeepSpeed, outside ``weights_only``'s reach here: a DeepSpeed
+  checkpoint is as trusted as the code), our EMA file beside it with ``weights_only=True``.
+Every file written here is read back with ``weights_only=True`` (``train.dist.read_state``).
 Frozen modules (codec, text encoder, the teacher in distillation) get ``prepare_frozen``:
 eval mode, no gradients, no DDP wrapper, optionally sharded (FSDP) for large teachers.
 """
@@ -30,7 +33,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from trackstream.train.dist import Runtime
+from trackstream.train.dist import Runtime, read_state
 from trackstream.train.ema import EMA, EMAConfig
 from trackstream.train.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 
@@ -45,6 +48,7 @@ __all__ = [
 ]
 
 STRATEGIES = ("single", "ddp", "fsdp", "deepspeed")
+_RESAVE = "resume from it once (the next checkpoint is written in the safe format) or start a new run directory"
 
 
 @dataclass
@@ -185,7 +189,7 @@ class TrainedNetwork:
             torch.save(state, directory / f"{self.name}.pt")
 
     def load(self, directory: Path) -> None:
-        state = torch.load(directory / f"{self.name}.pt", map_location="cpu", weights_only=False)
+        state = read_state(directory / f"{self.name}.pt", what="a training checkpoint", fix=_RESAVE)
         self.raw.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
@@ -261,7 +265,8 @@ class FSDPNetwork(TrainedNetwork):
         set_model_state_dict(self.module, state["model"])
         set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"])
         if self.ema is not None:  # the shadow DTensors were filled in place by dcp.load
-            self.ema.num_updates = int(torch.load(directory / f"{self.name}.ema.pt")["ema_num_updates"])
+            ema = read_state(directory / f"{self.name}.ema.pt", what="a training checkpoint", fix=_RESAVE)
+            self.ema.num_updates = int(ema["ema_num_updates"])
 
 
 class DeepSpeedNetwork(TrainedNetwork):
@@ -293,7 +298,7 @@ class DeepSpeedNetwork(TrainedNetwork):
             raise ValueError(f"DeepSpeed found no checkpoint for {self.name!r} under {directory / 'deepspeed'}")
         if self.ema is not None:
             self.ema.load_state_dict(
-                torch.load(directory / f"{self.name}.ema.pt", map_location="cpu", weights_only=False)
+                read_state(directory / f"{self.name}.ema.pt", what="a training checkpoint", fix=_RESAVE)
             )
 
 

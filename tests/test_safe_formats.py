@@ -1,0 +1,240 @@
+"""Untrusted files (issue 28): ODE pair shards and packed runs are safetensors + JSON (no pickle), read
+lazily where they were; files of the old pickle-based formats load only behind the opt-in
+(``allow_pickle`` / ``TRACKSTREAM_ALLOW_PICKLE=1``) and say so in one line otherwise; a truncated or
+garbage file is one line naming it."""
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from trackstream.distill.ode_pairs import INDEX_NAME, PairSet, convert_pairs, load_shard, write_shard
+from trackstream.pipeline.run_pack import FORMAT, pack_run, read_pack, unpack_run
+from trackstream.train.dist import ALLOW_PICKLE_ENV, UnreadableFile, read_state
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _no_opt_in(monkeypatch):
+    monkeypatch.delenv(ALLOW_PICKLE_ENV, raising=False)
+
+
+def _one_line(err) -> str:
+    msg = str(err.value)
+    assert "\n" not in msg and "Traceback" not in msg
+    return msg
+
+
+# ----------------------------------------------------------------------------- state files
+
+
+def test_read_state_tells_a_damaged_file_from_an_old_pickled_one(tmp_path, monkeypatch):
+    good, old, bad = tmp_path / "good.pt", tmp_path / "old.pt", tmp_path / "bad.pt"
+    torch.save({"x": torch.ones(2), "t": (1, "a"), "n": None}, good)
+    torch.save({"x": np.ones(2)}, old)  # a numpy array: needs pickle's full unpickler
+    bad.write_bytes(b"garbage" * 10)
+    assert read_state(good)["t"] == (1, "a")
+    with pytest.raises(UnreadableFile, match="bad.pt"):
+        read_state(bad)
+    with pytest.raises(UnreadableFile, match="does not exist"):
+        read_state(tmp_path / "missing.pt")
+    with pytest.raises(ValueError) as err:
+        read_state(old, what="a test file", fix="save it again")
+    msg = _one_line(err)
+    assert not isinstance(err.value, UnreadableFile)
+    assert msg.startswith(f"{old} is a test file in an old pickle-based format, which can run arbitrary code")
+    assert f"{ALLOW_PICKLE_ENV}=1" in msg and msg.endswith("save it again")
+    assert isinstance(read_state(old, allow_pickle=True)["x"], np.ndarray)
+    monkeypatch.setenv(ALLOW_PICKLE_ENV, "1")
+    assert isinstance(read_state(old)["x"], np.ndarray)
+
+
+# ----------------------------------------------------------------------------- ODE pair shards
+
+
+def _pair_folder(directory: Path, *, suffix: str = ".safetensors", extra: dict | None = None) -> dict:
+    g = torch.Generator().manual_seed(0)
+    shard = {
+        "trajectory": torch.randn(3, 4, 2, 2, 2, 2, generator=g, dtype=torch.float32).to(torch.bfloat16),
+        "text_emb": torch.randn(3, 5, 4, generator=g),
+        "text_len": torch.tensor([5, 3, 4]),
+        "first_frame": torch.randint(0, 255, (3, 3, 8, 8), generator=g, dtype=torch.uint8),
+        "caption": ["a cat", "a dog", "ünïcode"],
+        "seed": [7, 8, 9],
+    }
+    directory.mkdir(parents=True)
+    name = f"pairs_00000{suffix}"
+    if suffix == ".safetensors":
+        write_shard(shard, directory / name)
+    else:
+        torch.save({**shard, **(extra or {})}, directory / name)
+    index = {"shards": [{"file": name, "num_samples": 3}], "num_pairs": 3, "student_steps": 3, "shift": 5.0}
+    (directory / INDEX_NAME).write_text(json.dumps(index))
+    return shard
+
+
+def _assert_pairs(pairs: PairSet, shard: dict) -> None:
+    got = pairs.batch([2, 0], ("trajectory", "text_emb", "first_frame", "caption", "seed"))
+    assert torch.equal(got["trajectory"], shard["trajectory"][[2, 0]])
+    assert torch.equal(got["first_frame"], shard["first_frame"][[2, 0]])
+    assert torch.equal(got["text_emb"], shard["text_emb"][[2, 0]])
+    assert got["caption"] == ["ünïcode", "a cat"] and got["seed"] == [9, 7]
+
+
+def test_pair_shards_are_safetensors_read_lazily(tmp_path):
+    shard = _pair_folder(tmp_path / "pairs")
+    path = tmp_path / "pairs" / "pairs_00000.safetensors"
+    with safe_open(str(path), framework="pt") as f:  # a plain safetensors file: tensors + JSON metadata
+        assert json.loads(f.metadata()["caption"]) == shard["caption"] and "trajectory" in f.keys()
+    pairs = PairSet(tmp_path / "pairs", student_steps=3, shift=5.0)
+    assert len(pairs) == 3 and "caption" in pairs and "trajectory" in pairs
+    _assert_pairs(pairs, shard)
+    assert torch.equal(load_shard(path)["text_len"], shard["text_len"])
+
+
+def test_a_truncated_shard_is_one_line(tmp_path):
+    _pair_folder(tmp_path / "pairs")
+    path = tmp_path / "pairs" / "pairs_00000.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match=f"{path} is truncated or not an ODE pair shard") as err:
+        PairSet(tmp_path / "pairs", student_steps=3, shift=5.0)
+    assert "generate it again" in _one_line(err)
+
+
+def test_old_pt_shards_read_with_weights_only_and_convert(tmp_path):
+    """A shard of the torch.save era holds tensors, strings and ints only: read with weights_only=True,
+    no opt-in; ``convert`` rewrites it as safetensors."""
+    shard = _pair_folder(tmp_path / "pairs", suffix=".pt")
+    _assert_pairs(PairSet(tmp_path / "pairs", student_steps=3, shift=5.0), shard)
+    assert convert_pairs(tmp_path / "pairs") == ["pairs_00000.pt"]
+    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == [INDEX_NAME, "pairs_00000.safetensors"]
+    _assert_pairs(PairSet(tmp_path / "pairs", student_steps=3, shift=5.0), shard)
+
+
+def test_an_old_shard_pickling_objects_needs_the_opt_in(tmp_path, monkeypatch):
+    shard = _pair_folder(tmp_path / "pairs", suffix=".pt", extra={"noise_seeds": np.arange(3)})
+    path = tmp_path / "pairs" / "pairs_00000.pt"
+    with pytest.raises(ValueError, match=f"{path} is an ODE pair shard in an old pickle-based format") as err:
+        PairSet(tmp_path / "pairs", student_steps=3, shift=5.0)
+    assert "ode_pairs convert" in _one_line(err)
+    _assert_pairs(PairSet(tmp_path / "pairs", student_steps=3, shift=5.0, allow_pickle=True), shard)
+    monkeypatch.setenv(ALLOW_PICKLE_ENV, "1")
+    _assert_pairs(PairSet(tmp_path / "pairs", student_steps=3, shift=5.0), shard)
+
+
+# ----------------------------------------------------------------------------- packed runs
+
+
+def _run_dir(root: Path) -> Path:
+    run = root / "run"
+    (run / "ckpt").mkdir(parents=True)
+    (run / "pairs").mkdir()
+    opt = {"state": {0: {"step": torch.tensor(3.0), "exp_avg": torch.ones(2), "exp_avg_sq": torch.full((2,), 2.0)}}}
+    opt["param_groups"] = [{"params": [0], "betas": (0.0, 0.999), "lr": 1e-3}]
+    state = {
+        "optimizer": opt,
+        "rng": {"numpy": ("MT19937", np.arange(5, dtype=np.uint32), 2, 0, 0.0), "python": (3, (1, 2), None)},
+        "path": str(run / "x"),
+        "raw": b"\x00\x01",
+        "scalar": np.float32(1.5),
+        "dtype": torch.bfloat16,
+    }
+    torch.save(state, run / "ckpt" / "rank_00000.pt")
+    (run / "log.json").write_text(json.dumps({"dir": str(run)}))
+    write_shard(
+        {"trajectory": torch.ones(1, 2), "tracks": torch.zeros(1, 3), "caption": ["c"]}, run / "pairs" / "p.safetensors"
+    )
+    return run
+
+
+def test_a_pack_is_safetensors_and_unpacks_to_weights_only_files(tmp_path):
+    run = _run_dir(tmp_path)
+    files = ["ckpt/rank_00000.pt", "log.json", "pairs/p.safetensors"]
+    out = tmp_path / "state.pt"
+    pack_run(run, files, out, info={"step": 3}, drop={"pairs/p.safetensors": ("trajectory",)}, allow_pickle=True)
+    with safe_open(str(out), framework="pt") as f:
+        assert f.metadata()["format"] == FORMAT and f.metadata()["version"] == "2"
+    pack = read_pack(out)
+    assert pack["info"] == {"step": 3} and pack["run_dir"] == str(run.resolve())
+    moved = tmp_path / "elsewhere"
+    assert unpack_run(out, moved) == {"step": 3}
+    state = torch.load(moved / "ckpt" / "rank_00000.pt", weights_only=True)  # numpy values became tensors
+    assert state["path"] == str(moved.resolve() / "x") and state["raw"] == b"\x00\x01" and state["scalar"] == 1.5
+    assert (
+        torch.equal(state["rng"]["numpy"][1], torch.arange(5).to(torch.uint32)) and state["dtype"] == torch.bfloat16
+    )
+    assert state["rng"]["python"] == (3, (1, 2), None)
+    entry = state["optimizer"]["state"][0]
+    assert torch.equal(entry["exp_avg"], torch.zeros(2)) and torch.equal(entry["exp_avg_sq"], torch.full((2,), 2.0))
+    assert json.loads((moved / "log.json").read_text()) == {"dir": str(moved.resolve())}
+    assert sorted(load_shard(moved / "pairs" / "p.safetensors")) == ["caption", "tracks"]  # trajectory dropped
+
+
+def test_a_damaged_pack_is_one_line(tmp_path):
+    run = _run_dir(tmp_path)
+    out = tmp_path / "state.pt"
+    pack_run(run, ["log.json"], out)
+    out.write_bytes(out.read_bytes()[:50])
+    with pytest.raises(ValueError, match=f"{out} is truncated or not a packed run") as err:
+        read_pack(out)
+    _one_line(err)
+
+
+def test_a_version_1_pack_needs_the_opt_in(tmp_path):
+    """The torch.save pack of before: refused in one line; with the opt-in it unpacks to safe files."""
+    key = {"__ndarray__": np.arange(3, dtype=np.uint32).tobytes(), "dtype": "<u4", "shape": [3]}
+    entry = {"rng": {"numpy": ("MT19937", key, 1, 0, 0.0)}, "dir": "/old/run/x"}
+    import io
+
+    buf = io.BytesIO()
+    torch.save(entry, buf)
+    blob = zlib.compress(buf.getvalue())
+    old = {
+        "format": FORMAT,
+        "version": 1,
+        "run_dir": "/old/run",
+        "info": {"step": 5},
+        "files": {
+            "ckpt/rank_00000.pt": {"kind": "torch", "zlib": torch.frombuffer(bytearray(blob), dtype=torch.uint8)}
+        },
+    }
+    path = tmp_path / "state.pt"
+    torch.save(old, path)
+    with pytest.raises(
+        ValueError, match=f"{path} is a packed run \\(version 1\\) in an old pickle-based format"
+    ) as err:
+        unpack_run(path, tmp_path / "run")
+    assert "--allow-pickle" in _one_line(err) and not (tmp_path / "run").exists()
+    assert unpack_run(path, tmp_path / "run", allow_pickle=True) == {"step": 5}
+    state = torch.load(tmp_path / "run" / "ckpt" / "rank_00000.pt", weights_only=True)
+    assert state["dir"] == str((tmp_path / "run").resolve() / "x")
+    assert torch.equal(state["rng"]["numpy"][1], torch.arange(3).to(torch.uint32))
+
+
+def test_the_committed_long_dmd_pack_reads_without_the_opt_in():
+    pack = read_pack(ROOT / "runs" / "dmd-long" / "state.pt")
+    assert pack["version"] == 2 and pack["info"]["step"] == 2000
+    assert "ode_init/ode_pairs/pairs_00000.safetensors" in pack["files"]
+    assert {e["kind"] for e in pack["files"].values()} == {"raw", "tree"}
+
+
+# ----------------------------------------------------------------------------- weights of released models
+
+
+def test_released_weights_read_through_models_files(tmp_path):
+    from trackstream.models.aesthetic import load_aesthetic_head
+    from trackstream.models.clip_image import CLIPImageEncoder
+
+    bad = tmp_path / "head.pth"
+    bad.write_bytes(b"<html>not found</html>")
+    with pytest.raises(ValueError, match=f"{bad} is not a torch checkpoint of tensors") as err:
+        load_aesthetic_head(bad)
+    assert "download the improved-aesthetic-predictor head again" in _one_line(err)
+    with pytest.raises(ValueError, match=f"{bad} is not a torch checkpoint of tensors") as err:
+        CLIPImageEncoder.from_wan_checkpoint(bad)
+    _one_line(err)
