@@ -52,14 +52,18 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium >/dev/null \
 	  || echo "[make] could not install chromium (apt-get): tests/test_demo.py's browser test will say so"; }
 
-# The live demo on make run's student (http://127.0.0.1:8000); DEMO_ARGS="--port 8080 --max-sessions 4" etc.
+# The live demo (http://127.0.0.1:8000) on make run's student when RUN_DIR has one, else on the shipped
+# student (assets/tiny-student); DEMO_ARGS="--port 8080 --max-sessions 4" etc.
 DEMO_ARGS ?=
 demo: $(STAMP)
-	@test -f $(RUN_DIR)/dmd/export/student/network.json || { \
-	  echo "[make] no student in $(RUN_DIR): run 'make run' first (about 20 minutes), or stream the shipped one:"; \
-	  echo "       $(PY) -m trackstream.stream.demo --student assets/tiny-student/student --codec assets/tiny-teacher/codec.pt"; exit 2; }
-	$(PY) -m trackstream.stream.demo --student $(RUN_DIR)/dmd/export/student \
-	  --codec $$( [ -f $(RUN_DIR)/teacher/codec/codec.pt ] && echo $(RUN_DIR)/teacher/codec/codec.pt || echo assets/tiny-teacher/codec.pt ) $(DEMO_ARGS)
+	@if [ -f $(RUN_DIR)/dmd/export/student/network.json ]; then \
+	  echo "[make] demo on make run's student: $(RUN_DIR)/dmd/export/student"; \
+	  $(PY) -m trackstream.stream.demo --student $(RUN_DIR)/dmd/export/student \
+	    --codec $$( [ -f $(RUN_DIR)/teacher/codec/codec.pt ] && echo $(RUN_DIR)/teacher/codec/codec.pt || echo assets/tiny-teacher/codec.pt ) $(DEMO_ARGS); \
+	else \
+	  echo "[make] no make-run student in $(RUN_DIR): demo on the shipped one (assets/tiny-student)"; \
+	  $(PY) -m trackstream.stream.demo $(DEMO_ARGS); \
+	fi
 
 clean-venv:
 	rm -rf $(VENV)

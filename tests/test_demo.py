@@ -42,11 +42,7 @@ def server():
         [
             sys.executable,
             "-m",
-            "trackstream.stream.demo",
-            "--student",
-            str(STUDENT),
-            "--codec",
-            str(CODEC),
+            "trackstream.stream.demo",  # no --student / --codec: the shipped student (STUDENT) and codec (CODEC)
             "--port",
             str(port),
             "--max-sessions",

@@ -256,9 +256,9 @@ def _config(settings: list[str], **base) -> DragConfig:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", required=True, help="exported student folder (ODE-init or DMD export)")
-    ap.add_argument("--codec", required=True, help="the student's codec checkpoint")
-    ap.add_argument("--codec-name", default="tiny-ae")
+    from trackstream.stream.generate import add_network_args
+
+    add_network_args(ap)
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--scene-seed", type=int, default=1, help="held out: training clips never use these scenes")
     ap.add_argument("--rows", default="main", help=f"a row set {sorted(ROW_SETS)} or comma-separated row names")

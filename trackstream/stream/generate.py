@@ -19,11 +19,31 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["main", "cli_precision"]
+__all__ = ["main", "cli_precision", "add_network_args", "SHIPPED_STUDENT", "SHIPPED_CODEC"]
+
+# The shipped student (its recipe: assets/tiny-student/manifest.json) and the teacher release's codec it was
+# distilled in: what every streaming command runs on when no --student / --codec is given.
+_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_STUDENT = _ROOT / "assets" / "tiny-student" / "student"
+SHIPPED_CODEC = _ROOT / "assets" / "tiny-teacher" / "codec.pt"
+
+
+def add_network_args(parser: argparse.ArgumentParser) -> None:
+    """--student / --codec / --codec-name, defaulting to the shipped student and its codec."""
+    parser.add_argument(
+        "--student",
+        default=str(SHIPPED_STUDENT),
+        help="exported student folder (a stage's export/student); default: the shipped one, assets/tiny-student",
+    )
+    parser.add_argument(
+        "--codec", default=str(SHIPPED_CODEC), help="the student's codec checkpoint (default: assets/tiny-teacher's)"
+    )
+    parser.add_argument("--codec-name", default="tiny-ae")
 
 
 def cli_precision(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
@@ -40,9 +60,7 @@ def cli_precision(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", required=True, help="exported student folder (ODE-init or DMD stage export)")
-    ap.add_argument("--codec", required=True, help="the teacher's codec checkpoint")
-    ap.add_argument("--codec-name", default="tiny-ae")
+    add_network_args(ap)
     ap.add_argument("--image", required=True)
     ap.add_argument("--tracks", required=True)
     ap.add_argument("--visibility", default=None)

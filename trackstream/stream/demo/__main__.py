@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--student", required=True, help="exported student folder (make run: RUN/dmd/export/student)")
-    ap.add_argument("--codec", required=True, help="the student's codec checkpoint")
-    ap.add_argument("--codec-name", default="tiny-ae")
+    from trackstream.stream.generate import add_network_args
+
+    add_network_args(ap)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--max-sessions", type=int, default=2)

@@ -34,9 +34,9 @@ __all__ = ["main"]
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--student", required=True, help="exported student folder (ODE-init or DMD export)")
-    ap.add_argument("--codec", required=True, help="the student's codec checkpoint")
-    ap.add_argument("--codec-name", default="tiny-ae")
+    from trackstream.stream.generate import add_network_args
+
+    add_network_args(ap)
     ap.add_argument("--image", required=True, help="first frame (PNG/JPEG at the student's size)")
     ap.add_argument("--instruction", required=True, help="DragStream *_trajectory.json (PNG masks beside it)")
     ap.add_argument("--prompt", default=None, help="default: the instruction's prompt")
