@@ -24,6 +24,7 @@ def offline_wandb(tmp_path, monkeypatch):
     for var in ("WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR", "WANDB_CONFIG_DIR"):
         monkeypatch.setenv(var, str(tmp_path / "wandb_home" / var.lower()))
     monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_INIT_TIMEOUT", "300")  # the service starts slowly on a loaded 2-core machine
 
 
 def _run_file(run_dir: Path) -> dict:
@@ -184,3 +185,46 @@ def test_rl_samples_the_policy_and_logs_its_curves(source, tmp_path):
     wanted = {"reward", "reward_std", "reward_motion", "reward_motion_std", "kl", "clip_frac", "adv_std", "adv_abs"}
     assert {f"train/rl/{k}" for k in wanted} <= curves
     _check_student_samples(run, run_dir, [2])
+
+
+def test_one_chain_or_pipeline_run_is_one_group(tmp_path, monkeypatch):
+    """slurm/chain.sh hands every job one WANDB_RUN_GROUP (given or made once); the make-run pipeline names one
+    per run directory, stable across re-runs of it."""
+    import os
+    import subprocess
+
+    from trackstream.pipeline.stage_runner import wandb_group
+
+    root = Path(__file__).resolve().parents[1]
+    fake = tmp_path / "bin" / "sbatch"
+    fake.parent.mkdir()
+    # each call: the group it was given, then a job id (as sbatch answers)
+    fake.write_text(f'#!/bin/bash\necho "$WANDB_RUN_GROUP" >> {tmp_path}/groups\necho "Submitted batch job $RANDOM"\n')
+    fake.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if k not in ("MODEL", "TEACHER", "RUN_DIR", "SBATCH", "RL")}
+    env.update(PATH=f"{fake.parent}{os.pathsep}{os.environ['PATH']}", RUN_ROOT=str(tmp_path / "runs"))
+
+    def chain(**extra) -> list[str]:
+        (tmp_path / "groups").unlink(missing_ok=True)
+        r = subprocess.run(["bash", str(root / "slurm/chain.sh")], env={**env, **extra}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+        return (tmp_path / "groups").read_text().split()
+
+    made = chain()
+    assert len(made) == 4 and len(set(made)) == 1 and made[0].startswith("chain-wan1.3b_480p-")
+    assert chain(WANDB_RUN_GROUP="study-3") == ["study-3"] * 4
+    a, b = wandb_group(tmp_path / "make-run"), wandb_group(tmp_path / "other" / "make-run")
+    assert a == wandb_group(tmp_path / "make-run") and a != b and a.startswith("make-run-")
+
+
+def test_parameter_counts_count_a_shared_tensor_once_overall_and_frozen_networks_as_untrainable():
+    import torch
+
+    from trackstream.train.metrics import parameter_counts
+
+    a, frozen = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2).requires_grad_(False)
+    b = torch.nn.Sequential(a, torch.nn.Linear(4, 1))  # holds a's tensors too
+    b[1].bias.requires_grad_(False)
+    counts = parameter_counts({"a": a, "b": b}, {"frozen": frozen})
+    assert counts["a"] == {"total": 16, "trainable": 16} and counts["b"] == {"total": 21, "trainable": 20}
+    assert counts["frozen"] == {"total": 10, "trainable": 0} and counts["all"] == {"total": 31, "trainable": 20}

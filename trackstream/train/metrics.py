@@ -93,29 +93,22 @@ def run_identity(
 
 
 def parameter_counts(networks: Mapping, frozen: Mapping | None = None) -> dict:
-    """``{name: {"total", "trainable"}}`` per network (shared tensors once) plus ``"all"``; ``frozen``
-    networks count in full with nothing trainable. Sharded tensors count whole (FSDP2's DTensor numel is the
-    global one; DeepSpeed ZeRO-3 keeps it in ``ds_numel``)."""
+    """``{name: {"total", "trainable"}}`` per network plus ``"all"`` (a tensor two networks share counts once
+    there); ``frozen`` networks count in full with nothing trainable. Sharded tensors count whole (FSDP2's
+    DTensor numel is the global one; DeepSpeed ZeRO-3 keeps it in ``ds_numel``)."""
     out: dict = {}
-    seen_all: set = set()
+    seen: set = set()
     total_all = trainable_all = 0
-    for name, module, train in [
-        *((n, m, True) for n, m in networks.items()),
-        *((n, m, False) for n, m in (frozen or {}).items()),
-    ]:
-        seen: set = set()
+    both = [*((n, m, True) for n, m in networks.items()), *((n, m, False) for n, m in (frozen or {}).items())]
+    for name, module, trained in both:
         total = trainable = 0
-        for p in module.parameters():
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
+        for p in module.parameters():  # each shared tensor once within a module
             n = int(getattr(p, "ds_numel", p.numel()))
-            total += n
-            trainable += n if (train and p.requires_grad) else 0
-            if id(p) not in seen_all:
-                seen_all.add(id(p))
-                total_all += n
-                trainable_all += n if (train and p.requires_grad) else 0
+            learns = n if (trained and p.requires_grad) else 0
+            total, trainable = total + n, trainable + learns
+            if id(p) not in seen:
+                seen.add(id(p))
+                total_all, trainable_all = total_all + n, trainable_all + learns
         out[name] = {"total": total, "trainable": trainable}
     out["all"] = {"total": total_all, "trainable": trainable_all}
     return out
@@ -143,7 +136,8 @@ class MetricLogger:
         self._jsonl = None
         self._wandb = None
         self._bar = None
-        self.identity = run_identity(cfg.wandb, stage=stage, experiment=experiment)
+        # only when W&B is on: an odd WANDB_MODE must not stop a run that does not use W&B
+        self.identity = run_identity(cfg.wandb, stage=stage, experiment=experiment) if cfg.wandb.enabled else {}
         if not is_main:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +148,7 @@ class MetricLogger:
                 "parameters: %s",
                 ", ".join(f"{k} {v['total']:,} ({v['trainable']:,} trainable)" for k, v in params.items()),
             )
-        if cfg.wandb.enabled and self.identity["mode"] != "disabled":
+        if self.identity and self.identity["mode"] != "disabled":
             import wandb
 
             # mode= always given: wandb would otherwise read WANDB_MODE itself, with its own default (online)
