@@ -31,6 +31,8 @@
 #   TEACHER_OVERRIDES, FINETUNE_OVERRIDES, PAIRS_OVERRIDES, ODE_INIT_OVERRIDES, DMD_OVERRIDES, RL_OVERRIDES
 #                        extra Hydra overrides of one stage (space-separated)
 #   SBATCH               the submit command (default sbatch; the tests put a fake one here)
+#   WANDB_RUN_GROUP      the W&B group of every stage of this chain (default chain-<MODEL>-<date>-<time>); each
+#                        stage's job type is its stage name, its tags the experiment and stage (docs/wandb.md)
 #   CONF_DIR             where the experiment names are checked before anything is submitted
 # Partition, account, QoS: sbatch reads SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_QOS itself.
 set -euo pipefail
@@ -49,6 +51,8 @@ rl_exp=${RL_EXPERIMENT:-}
 [[ -z $rl_exp && ${RL:-0} == 1 ]] && rl_exp=rl_$MODEL
 # --export=ALL would hand an exported RUN_DIR to every job: they would all share one directory.
 unset RUN_DIR
+# ... and hands this one to every job on purpose: the stages of one chain are one W&B group
+export WANDB_RUN_GROUP=${WANDB_RUN_GROUP:-chain-$MODEL-$(date +%Y%m%d-%H%M%S)}
 
 needed=("$ode_init_exp" "$dmd_exp")
 [[ -z ${TEACHER:-} ]] && needed+=("$teacher_exp")
@@ -119,4 +123,4 @@ if [[ -n $rl_exp ]]; then
         stage.student="$final" stage.pairs="$PAIRS"
     final=$RUN_ROOT/$rl_exp/$JOB/export/student
 fi
-echo "[chain] jobs ${submitted[*]}; the streaming student will be $final"
+echo "[chain] jobs ${submitted[*]}; the streaming student will be $final; W&B group $WANDB_RUN_GROUP"

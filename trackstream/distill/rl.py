@@ -324,6 +324,7 @@ class RLObjective(Objective):
             "rl/reward_group_std": groups.std(dim=1, unbiased=False).mean(),
             "rl/zero_std_groups": (groups.std(dim=1) == 0).float().mean(),
             "rl/adv_abs": ro.advantages.abs().mean(),
+            "rl/adv_std": ro.advantages.std(unbiased=False),  # ~1 unless groups have no reward spread
             "rl/adv_max": ro.advantages.abs().max(),
             "rl/rollout_seconds": torch.tensor((t1 - t0) / R),  # sampling + decoding, per rollout
             "rl/reward_seconds": torch.tensor(self.reward.last_seconds / R),

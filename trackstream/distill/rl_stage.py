@@ -7,7 +7,8 @@ anchor; not built when ``stage.kl_weight`` is 0); the frozen codec decodes rollo
 (``stage.pairs``) as for DMD; the teacher is not needed. The student must stream as configured: its
 network.json ``conventions.streaming`` (chunking, steps, shift) must equal ``stage.causal``,
 ``schedule.student_steps`` and ``schedule.shift``. ``finish`` exports the policy (EMA weights if kept)
-to ``<run_dir>/export/student`` in the student's format.
+to ``<run_dir>/export/student`` in the student's format. ``trainer.sample_every`` (with ``eval.enabled``)
+streams a few held-out clips periodically (distill/periodic.py: eval/* figures and sample videos).
 Several processes: as DMD's generator, the policy is driven through its streaming path, so under ddp its
 gradients are averaged after backward and under fsdp every module of that path is its own unit; the
 reference is sharded under fsdp (all ranks call it in lockstep: the same number of chunks and passes).
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.ode_pairs import PairSet
+from trackstream.distill.periodic import student_sampler
 from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.distill.stages import CONDITION_KEYS, _export, _pair_stream, _require_teacher, student_steps
 from trackstream.eval.rewards import build_rewards
@@ -32,7 +34,7 @@ from trackstream.stream.chunks import check_first_chunk
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
-from trackstream.train.stages import StagePlan
+from trackstream.train.stages import StagePlan, load_text_encoder
 
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
@@ -105,10 +107,11 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         prepare_frozen(runtime, load_network(student_dir), cfg=cfg.parallel, shard=True) if st.kl_weight > 0 else None
     )
     reward = build_rewards(st.rewards, device=runtime.device)
+    codec = student_codec(cfg, runtime, student_dir)
     objective = RLObjective(
         policy.module,
         reference,
-        student_codec(cfg, runtime, student_dir),
+        codec,
         reward,
         cfg=st,
         sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
@@ -131,7 +134,19 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
             ", ".join(f"{r.name} x {w:g}" for r, w in reward.rewards),
         )
 
+    sampler = student_sampler(  # periodic held-out samples (trainer.sample_every)
+        cfg,
+        runtime,
+        run_dir,
+        policy,
+        model=json.loads((student_dir / "network.json").read_text())["model"],
+        codec_fn=lambda: codec,
+        text_encoder_fn=lambda: load_text_encoder(cfg, runtime),  # loaded on the first sample only
+    )
+
     def finish(result: TrainResult, logger=None) -> dict:
+        if sampler is not None and logger is not None:  # the loop skips hooks at the last step: samples of the result
+            sampler.fn(result.step, logger)
         return {
             "export": str(_export(policy, run_dir, student_dir, runtime, cfg)),
             "policy_updates": policy.num_updates,
@@ -139,4 +154,11 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
             "config": json.loads(json.dumps(asdict(st), default=str)),
         }
 
-    return StagePlan(objective=objective, networks={"generator": policy}, data=data, finish=finish)
+    return StagePlan(
+        objective=objective,
+        networks={"generator": policy},
+        data=data,
+        hooks=[sampler] if sampler is not None else [],
+        finish=finish,
+        frozen={"reference": reference} if reference is not None else {},
+    )

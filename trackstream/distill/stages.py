@@ -12,7 +12,8 @@ dmd: generator = the ODE-init export (``stage.student``), critic = a copy of the
   frame, tracks, text) come from the pair folder; ``finish`` exports the student again.
 The codec must be the teacher's (its latent space): ``codec.checkpoint``, or the ``codec/codec.pt``
 of the teacher's run directory when the teacher folder is ``<teacher_run>/export/teacher``.
-Both stages use the one step grid ``cfg.schedule`` (shift, student_steps).
+Both stages use the one step grid ``cfg.schedule`` (shift, student_steps). With ``trainer.sample_every``
+(and ``eval.enabled``) the student streams a few held-out clips periodically (distill/periodic.py).
 Several processes (parallel=ddp or fsdp): per-sample random draws are keyed by the global sample
 id, so a global batch gives the same losses on any number of processes. The DMD rollout drives the
 student's DiT through its streaming path (not the module's forward), which a DDP wrapper does not
@@ -41,6 +42,7 @@ from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.ode_pairs import PairSet, generate_ode_pairs, pairs_complete
+from trackstream.distill.periodic import student_sampler
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, ModelConfig, load_network
 from trackstream.models.streaming import StreamConfig
@@ -359,8 +361,19 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         device=runtime.device,
     )
     data = _pair_stream(cfg, runtime, pairs, CONDITION_KEYS + ("trajectory",))
+    sampler = student_sampler(
+        cfg,
+        runtime,
+        run_dir,
+        trained,
+        model=_network_meta(teacher_dir)["model"],
+        codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
+        text_encoder_fn=lambda: load_text_encoder(cfg, runtime),
+    )
 
     def finish(result: TrainResult, logger=None) -> dict:
+        if sampler is not None and logger is not None:  # the loop skips hooks at the last step: samples of the result
+            sampler.fn(result.step, logger)
         return {
             "export": str(_export(trained, run_dir, teacher_dir, runtime, cfg)),
             "pairs": str(pairs_dir),
@@ -368,7 +381,8 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
             "pairs_seconds": pairs_seconds,
         }
 
-    return StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish)
+    hooks = [sampler] if sampler is not None else []
+    return StagePlan(objective=objective, networks={"generator": trained}, data=data, hooks=hooks, finish=finish)
 
 
 def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
@@ -407,7 +421,8 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         ema=None,
         total_steps=steps,
     )
-    null_text, null_lengths = load_text_encoder(cfg, runtime).encode([""])
+    text_encoder = load_text_encoder(cfg, runtime)
+    null_text, null_lengths = text_encoder.encode([""])
     objective = DMDObjective(
         generator.module,
         critic.module,
@@ -424,8 +439,21 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         device=runtime.device,
     )
     data = _pair_stream(cfg, runtime, pairs, tuple(k for k in CONDITION_KEYS if k != "track_ids"))
+    # the text encoder stays loaded only when the student is sampled during training (trainer.sample_every)
+    sampler = student_sampler(
+        cfg,
+        runtime,
+        run_dir,
+        generator,
+        model=_network_meta(student_dir)["model"],
+        codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
+        text_encoder_fn=lambda kept=text_encoder: kept,
+    )
+    del text_encoder  # otherwise freed after the null text, as before
 
     def finish(result: TrainResult, logger=None) -> dict:
+        if sampler is not None and logger is not None:  # the loop skips hooks at the last step: samples of the result
+            sampler.fn(result.step, logger)
         return {
             "export": str(_export(generator, run_dir, teacher_dir, runtime, cfg)),
             "generator_updates": generator.num_updates,
@@ -433,4 +461,11 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
             "config": json.loads(json.dumps(asdict(st), default=str)),
         }
 
-    return StagePlan(objective=objective, networks={"critic": critic, "generator": generator}, data=data, finish=finish)
+    return StagePlan(
+        objective=objective,
+        networks={"critic": critic, "generator": generator},
+        data=data,
+        hooks=[sampler] if sampler is not None else [],
+        finish=finish,
+        frozen={"teacher": teacher},
+    )

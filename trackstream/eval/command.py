@@ -110,7 +110,8 @@ class EvalCommandConfig:
     out: str = "outputs/eval"
     fps: int = 16
     save_videos: bool = True
-    wandb: dict = field(default_factory=lambda: {"enabled": False, "project": "trackstream", "mode": "offline"})
+    # mode None: WANDB_MODE, else offline (eval.wandb_run.resolve_mode); group: WANDB_RUN_GROUP when unset
+    wandb: dict = field(default_factory=lambda: {"enabled": False, "project": "trackstream", "mode": None})
 
     def __post_init__(self) -> None:
         for name, cls in (("benchmark", BenchmarkConfig), ("generate", GenerateConfig), ("weights", WeightsConfig)):
@@ -287,11 +288,16 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
     )
     (out / "table.md").write_text(table + note + "\n")
     if cfg.wandb.get("enabled"):
+        import os
+
         import wandb
+
+        from trackstream.eval.wandb_run import resolve_mode
 
         wb = wandb.init(
             project=cfg.wandb.get("project"),
-            mode=cfg.wandb.get("mode", "offline"),
+            mode=resolve_mode(cfg.wandb.get("mode")),
+            group=cfg.wandb.get("group") or os.environ.get("WANDB_RUN_GROUP") or None,
             job_type="eval",
             config=summary["config"],
             dir=str(out),

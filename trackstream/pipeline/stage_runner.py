@@ -5,6 +5,7 @@ The child (``python -m trackstream.train ...``) writes its own logs to ``<stage_
 to the pipeline's log, not to the terminal. The terminal shows one bar per stage that follows the
 child's ``metrics.jsonl`` (step of max_steps, loss, time left), and the nested codec fit's when the
 stage fits a codec first. A failed stage ends with one line naming its log and the last lines of it.
+Every stage of one pipeline run directory gets the same W&B group (``WANDB_RUN_GROUP``, unless set).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["StageFailed", "run_logged"]
+__all__ = ["StageFailed", "run_logged", "wandb_group"]
 
 
 class StageFailed(RuntimeError):
@@ -55,6 +56,14 @@ def _max_steps(stage_dir: Path, key: tuple[str, ...]) -> int | None:
         return None
 
 
+def wandb_group(run_dir: Path) -> str:
+    """The W&B group of every stage of one pipeline run directory (stable across re-runs of it)."""
+    import hashlib
+
+    path = str(Path(run_dir).resolve())
+    return f"{Path(path).name}-{hashlib.sha1(path.encode()).hexdigest()[:8]}"
+
+
 def run_logged(
     cmd: list[str],
     *,
@@ -71,6 +80,7 @@ def run_logged(
 
     stage_dir.mkdir(parents=True, exist_ok=True)
     console = stage_dir / "console.log"
+    env = {**env, "WANDB_RUN_GROUP": env.get("WANDB_RUN_GROUP") or wandb_group(pipeline_log.parent)}
     with open(pipeline_log, "a") as log:
         log.write(f"[{time.strftime('%H:%M:%S')}] {label}: $ {' '.join(cmd)}\n")
     phases = [

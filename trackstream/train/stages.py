@@ -39,7 +39,7 @@ from trackstream.train.codec import (
 from trackstream.train.config import TrainConfig, resolve
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainerConfig, TrainResult, train
-from trackstream.train.metrics import LoggerConfig, MetricLogger
+from trackstream.train.metrics import LoggerConfig, MetricLogger, parameter_counts
 from trackstream.train.objective import Objective
 from trackstream.train.optim import OptimConfig
 from trackstream.train.parallel import TrainedNetwork, prepare_frozen, prepare_network, unwrap
@@ -66,6 +66,7 @@ class StagePlan:
     hooks: list[Hook] = field(default_factory=list)
     finish: Callable[[TrainResult, MetricLogger], dict] = lambda result, logger: {}
     trainer: TrainerConfig | None = None  # overrides cfg.trainer (nested codec fit)
+    frozen: dict[str, nn.Module] = field(default_factory=dict)  # frozen networks the stage calls (parameter counts)
 
 
 def fingerprint(cfg: "TrainConfig") -> dict:
@@ -98,7 +99,17 @@ def run_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> dict:
     """Build the configured stage, train it (resuming if possible), then run its ``finish``."""
     plan: StagePlan = resolve(cfg.stage_builder)(cfg, runtime, run_dir)
     trainer = plan.trainer or cfg.trainer
-    return train_plan(plan, trainer, cfg.logger, runtime, run_dir, fingerprint(cfg), config=asdict(cfg))
+    return train_plan(
+        plan,
+        trainer,
+        cfg.logger,
+        runtime,
+        run_dir,
+        fingerprint(cfg),
+        config=asdict(cfg),
+        stage=getattr(cfg.stage, "name", None),
+        experiment=cfg.task_name,
+    )
 
 
 def train_plan(
@@ -109,9 +120,23 @@ def train_plan(
     run_dir: Path,
     fp: dict,
     config: dict | None = None,
+    *,
+    stage: str | None = None,
+    experiment: str | None = None,
 ) -> dict:
+    """Train ``plan`` in ``run_dir``; ``stage`` / ``experiment`` name the W&B run (job type, tags)."""
     ckpt = CheckpointManager(run_dir / "checkpoints", runtime, keep_last=trainer.keep_last, fingerprint=fp)
-    logger = MetricLogger(run_dir, logger_cfg, is_main=runtime.is_main, total_steps=trainer.max_steps, config=config)
+    params = parameter_counts({k: n.raw for k, n in plan.networks.items()}, plan.frozen)
+    logger = MetricLogger(
+        run_dir,
+        logger_cfg,
+        is_main=runtime.is_main,
+        total_steps=trainer.max_steps,
+        config=config,
+        stage=stage,
+        experiment=experiment,
+        params=params,
+    )
     try:
         result = train(
             objective=plan.objective,
@@ -132,6 +157,8 @@ def train_plan(
         if result.status == "done":
             summary.update(plan.finish(result, logger))
             logger.log_summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+            if summary.get("export"):  # the stage's exported network (logger.wandb.log_checkpoints)
+                logger.log_artifact(Path(summary["export"]), metadata={"step": result.step, "stage": stage})
     finally:
         logger.close()
     return summary
@@ -226,7 +253,7 @@ def fit_codec(cfg: "TrainConfig", runtime: Runtime, directory: Path, pool: ClipP
     plan = codec_plan(cfg, runtime, pool, steps=cfg.codec.fit.steps)
     fp = codec_fingerprint(cfg)
     quiet = LoggerConfig(progress_bar=cfg.logger.progress_bar, level=cfg.logger.level)
-    summary = train_plan(plan, plan.trainer, quiet, runtime, directory, fp)
+    summary = train_plan(plan, plan.trainer, quiet, runtime, directory, fp, stage="codec_fit")
     if summary["status"] != "done":
         return final  # preempted: the caller exits; the next run resumes the fit
     codec = unwrap(plan.networks["codec"].module).codec

@@ -151,10 +151,9 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
                 step=step,
                 max_clips=min(cfg.eval.periodic_clips, cfg.data.eval_samples),
             )
-            if runtime.is_main:
-                keep = {k: v for k, v in figures.items() if k.startswith(("epe_", "psnr_", "ssim_"))}
-                with open(run_dir / "eval.jsonl", "a") as f:
-                    f.write(json.dumps({"step": step, "num_samples": figures.get("num_samples"), **keep}) + "\n")
+            keep = {k: v for k, v in figures.items() if k.startswith(("epe_", "psnr_", "ssim_"))}
+            # eval.jsonl and, with W&B, eval/* scalars at this step (rank 0 only)
+            logger.log_eval(step, {"num_samples": figures.get("num_samples"), **keep})
 
         hooks.append(Hook(cfg.trainer.sample_every, periodic))
 

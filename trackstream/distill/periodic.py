@@ -1,0 +1,140 @@
+"""Periodic held-out samples of the streaming student while ode_init, dmd or rl trains (docs/wandb.md).
+
+Every ``trainer.sample_every`` steps (with ``eval.enabled``) the student being trained (its EMA weights
+when it keeps them and ``eval.use_ema``) streams ``eval.periodic_clips`` held-out clips through the
+streaming engine, scored by ``eval.stream_eval.evaluate_stream_motion`` as the evaluation of ``make run``
+scores students (the one EPE protocol, ``eval.metrics.motion_epe``; the first frame and the input tracks
+visible in it, with and without tracks from the same noise). The figures go to ``<run_dir>/eval.jsonl``
+and W&B ``eval/*``; per clip a side-by-side mp4 (ground truth | with tracks | without tracks, the input
+tracks drawn on each) goes to ``<run_dir>/samples/`` and W&B ``samples/student/<i>``.
+The codec and text encoder are loaded on the first call, so a run that never samples pays nothing; a call
+costs 2 x clips streamed videos, their decoding and the tracker. The tiny experiments leave it off.
+Several processes: under fsdp every rank streams (each module of the streaming path is an FSDP unit,
+gathered in lockstep) and rank 0 writes; otherwise rank 0 streams the unwrapped network alone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+import torch
+
+from trackstream.data.clips import heldout_clips
+from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
+from trackstream.models.conditioner import Conditioner
+from trackstream.models.motion_wan import ModelConfig
+from trackstream.models.streaming import StreamConfig
+from trackstream.stream.engine import StreamingGenerator
+from trackstream.train.dist import Runtime
+from trackstream.train.loop import Hook
+from trackstream.train.metrics import MetricLogger
+from trackstream.train.parallel import TrainedNetwork, unwrap
+
+if TYPE_CHECKING:
+    from trackstream.train.config import TrainConfig
+
+__all__ = ["student_sampler", "write_sample_videos"]
+
+FIGURES = ("epe_", "psnr_", "ssim_")
+
+
+def write_sample_videos(folder: Path, tag: str, clips: list[dict], frames: dict, *, num_tracks, fps: int) -> list:
+    """Per clip ``<folder>/<tag>_<i>.mp4``: ground truth | with tracks | without tracks, input tracks drawn."""
+    from trackstream.data.video_io import write_mp4
+    from trackstream.stream.visualize import side_by_side
+
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, clip in enumerate(clips):
+        tr, vi, counts = input_tracks([clip], num_tracks)
+        panels = [("ground truth", clip["frames"]), ("tracks", frames["with_tracks"][i])]
+        panels.append(("no tracks", frames["without_tracks"][i]))
+        scale = max(1, round(192 / clip["frames"].shape[2]))  # 64-px frames enlarged 3x, 480p ones left as they are
+        video = side_by_side(panels, tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy(), scale=scale)
+        path = folder / f"{tag}_{i:03d}.mp4"
+        write_mp4(str(path), video, fps=fps)
+        paths.append(path)
+    return paths
+
+
+def student_sampler(
+    cfg: "TrainConfig",
+    runtime: Runtime,
+    run_dir: Path,
+    trained: TrainedNetwork,
+    *,
+    model: dict,
+    codec_fn: Callable[[], torch.nn.Module],
+    text_encoder_fn: Callable[[], object],
+) -> Hook | None:
+    """The periodic sampling hook of a student stage, or None when ``trainer.sample_every`` is 0 or
+    ``eval.enabled`` is false. ``model``: the student's ``network.json`` model config; ``codec_fn`` /
+    ``text_encoder_fn`` load the frozen codec and text encoder (called once, on the first sample)."""
+    if cfg.trainer.sample_every <= 0 or not cfg.eval.enabled:
+        return None
+    if cfg.parallel.strategy == "deepspeed":
+        raise ValueError(
+            "trainer.sample_every > 0 with parallel.strategy=deepspeed: the student is streamed outside the "
+            "engine's forward; set trainer.sample_every=0 (or eval.enabled=false) and evaluate the export"
+        )
+    sharded = cfg.parallel.strategy == "fsdp"
+    stream = StreamConfig(causal=cfg.stage.causal, steps=int(cfg.schedule.student_steps), shift=cfg.schedule.shift)
+    scoring = StreamEvalConfig(
+        tracker=cfg.eval.tracker,
+        batch_size=cfg.eval.batch_size,
+        seed=cfg.eval.seed,
+        num_tracks=cfg.eval.num_tracks,
+        preview_clips=0,
+    )
+    parts: dict = {}
+
+    def load() -> dict:
+        if not parts:
+            conditioner = Conditioner.for_network(
+                ModelConfig(**model), codec=codec_fn(), text_encoder=text_encoder_fn(), device=runtime.device
+            )
+            n = min(cfg.eval.periodic_clips, cfg.data.eval_samples)
+            data = dataclasses.replace(cfg.data, num_frames=cfg.eval.num_frames or cfg.data.num_frames, eval_samples=n)
+            parts.update(conditioner=conditioner, clips=heldout_clips(data).clips)  # the first n held-out clips
+        return parts
+
+    def sample(step: int, logger: MetricLogger) -> None:
+        if runtime.is_main or sharded:
+            p = load()
+            net = unwrap(trained.module if sharded else trained.raw)
+            ema = trained.ema if (cfg.eval.use_ema and trained.ema is not None) else None
+            was_training = net.training
+            with ema.swapped(net) if ema is not None else contextlib.nullcontext(), runtime.autocast():
+                # fast=False: the reference step, no static buffers left on the network being trained
+                engine = StreamingGenerator(
+                    net,
+                    p["conditioner"].codec,
+                    config=stream,
+                    image_features_fn=p["conditioner"].image_features,
+                    fast=False,
+                )
+                figures = evaluate_stream_motion(
+                    engine, clips=p["clips"], text_fn=p["conditioner"].text, cfg=scoring, out_dir=None, fps=cfg.data.fps
+                )
+            net.train(was_training)
+            if runtime.is_main:
+                keep = {k: v for k, v in figures.items() if k.startswith(FIGURES)}
+                logger.log_eval(step, {"num_samples": figures["num_samples"], **keep})
+                tag = f"step_{step:08d}"
+                paths = write_sample_videos(
+                    run_dir / "samples",
+                    tag,
+                    p["clips"],
+                    figures["frames"],
+                    num_tracks=cfg.eval.num_tracks,
+                    fps=cfg.data.fps,
+                )
+                for i, path in enumerate(paths):
+                    caption = f"{tag}: ground truth | tracks | no tracks"
+                    logger.log_video(step, f"samples/student/{i:03d}", path, caption=caption, fps=cfg.data.fps)
+        runtime.barrier()
+
+    return Hook(cfg.trainer.sample_every, sample)
