@@ -165,9 +165,7 @@ def test_a_pack_is_safetensors_and_unpacks_to_weights_only_files(tmp_path):
     assert unpack_run(out, moved) == {"step": 3}
     state = torch.load(moved / "ckpt" / "rank_00000.pt", weights_only=True)  # numpy values became tensors
     assert state["path"] == str(moved.resolve() / "x") and state["raw"] == b"\x00\x01" and state["scalar"] == 1.5
-    assert (
-        torch.equal(state["rng"]["numpy"][1], torch.arange(5).to(torch.uint32)) and state["dtype"] == torch.bfloat16
-    )
+    assert torch.equal(state["rng"]["numpy"][1], torch.arange(5).to(torch.uint32)) and state["dtype"] == torch.bfloat16
     assert state["rng"]["python"] == (3, (1, 2), None)
     entry = state["optimizer"]["state"][0]
     assert torch.equal(entry["exp_avg"], torch.zeros(2)) and torch.equal(entry["exp_avg_sq"], torch.full((2,), 2.0))
