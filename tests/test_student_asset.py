@@ -19,11 +19,13 @@ def test_the_shipped_student_is_intact_and_says_how_it_was_made():
     )
     assert m["codec"]["sha256"] == sha256(ASSET_DIR / "codec.pt")  # the teacher release's codec, as trained with
     assert m["teacher_release"]["manifest_sha256"] == sha256(ASSET_DIR / "manifest.json")
-    assert m["steps"]["dmd"] > 0 and m["generator_updates"] > 0 and m["bytes"] < 20 * 2**20
-    held = m["held_out"]  # measured by that run: the student follows tracks (with < without)
-    # one EPE protocol (eval.metrics.motion_epe): plain LK measured make run's student at 11.11 / 15.14 = 0.73
-    # (the retired re-acquiring lk tracker: 6.50 / 15.55, what an older manifest may still hold)
+    assert m["steps"]["dmd"] > 0 and m["generator_updates"] >= 400 and m["bytes"] < 20 * 2**20
+    assert m["steps"]["rl"] == m["policy_updates"] > 0  # the whole recipe: ODE init -> DMD 400 -> RL (issue 27)
+    assert "python -m trackstream.pipeline.student_chain ship" in m["command"]
+    held = m["held_out"]  # measured by student_chain ship (the study's protocol): with tracks < without
     assert held["student_epe_with_tracks"] < 0.85 * held["student_epe_without_tracks"]
+    assert held == {**m["stages_held_out"]["rl"], "num_heldout": 16, "num_frames": 25}
+    assert set(m["stages_held_out"]) == {"ode_init", "dmd", "rl"} and m["protocol"]["long_factor"] == 10
     net = json.loads((STUDENT_DIR / "student" / "network.json").read_text())
     assert net["conventions"]["causal"]["sink_chunks"] == 1
 
