@@ -1,0 +1,187 @@
+"""The small world model's recipe and its device chain driver (trackstream/pipeline/small_world.py):
+the small_* experiments compose on model=small and a world with still cameras; a CPU rehearsal at shrunk
+widths stops the chain inside ODE init, packs, unpacks into a fresh run directory and finishes with the
+same exported weights as an uninterrupted run; packs split, chunk and fall back within the device's limits."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from hydra_helpers import compose_job
+from omegaconf import OmegaConf
+
+from trackstream.pipeline.small_world import STAGES, Chain, main, pack, progress, run, unpack
+from trackstream.studies.scaling_probe import parse_size, plot, size_overrides
+from trackstream.train.config import validate
+
+EXPERIMENTS = ("small_teacher", "small_ode_init", "small_dmd", "small_rl")
+
+
+def _typed(tmp_path, *overrides):
+    cfg = compose_job(tmp_path, *overrides)
+    GlobalHydra.instance().clear()
+    return validate(cfg)
+
+
+def test_the_small_experiments_compose_on_one_model_size_and_a_world_with_still_cameras(tmp_path):
+    size = OmegaConf.load(Path(__file__).parents[1] / "conf/model/small.yaml").overrides
+    typed = {e: _typed(tmp_path, f"experiment={e}") for e in EXPERIMENTS}
+    for name, t in typed.items():
+        assert t.model.flavor == "tiny" and t.trainer.precision == "auto", name  # bf16 autocast on CUDA
+        assert {k: t.model.overrides[k] for k in size} == dict(size), name  # the size lives in model/small.yaml
+        assert t.model.overrides["patch_size"] == [1, 1, 1] and t.model.track_channels == 32, name
+        assert t.schedule.shift == 3.0 and (t.data.height, t.data.width) == (64, 64), name
+    teacher = typed["small_teacher"]
+    world = teacher.data.world
+    assert world["camera_pan_prob"] == 0.5 and world["num_sprites"][0] >= 1  # the drag scenes' still camera
+    assert world["texture_scale"] == 4.0 and world["caption_motion"] is False
+    assert teacher.optim.decay_steps == teacher.trainer.max_steps and teacher.trainer.log_every == 1
+    assert teacher.stage.clean_first_frame and teacher.stage.correspondence_weight > 0
+    assert typed["small_dmd"].stage.update_ratio == 5 and typed["small_rl"].stage.group_size >= 2
+    resized = _typed(tmp_path, "experiment=small_teacher", *size_overrides("4x256"))
+    assert (resized.model.overrides["num_layers"], resized.model.overrides["num_heads"]) == (4, 4)
+
+
+def test_probe_sizes_are_checked_and_its_json_plots_on_cpu(tmp_path):
+    assert parse_size("8x384") == (8, 384)
+    for bad in ("8", "8x100", "0x128", "ax128"):
+        with pytest.raises(ValueError, match="LAYERSxWIDTH"):
+            parse_size(bad)
+    point = {"step": 10, "epe_with_tracks": 3.0, "epe_without_tracks": 9.0, "epe_ratio_with_over_without": 1 / 3}
+    rec = {
+        "params": 1e6,
+        "seconds_per_step": 0.1,
+        "max_memory_gib": 1.0,
+        "points": [{**point, "psnr_with_tracks": 20.0}],
+    }
+    plot({"sizes": {"2x128": rec}, "device": "test"}, tmp_path)
+    assert (tmp_path / "probe.png").stat().st_size > 0 and "| 2x128 | 1.0M | 0.100 |" in (
+        tmp_path / "probe.md"
+    ).read_text()
+
+
+# ----------------------------------------------------------------------------- pack limits (no training)
+
+
+def _fake_run(root: Path, big: int) -> Path:
+    """A run directory whose teacher is done (a ``big``-byte export file) and whose ODE init is running
+    (a 2 MiB checkpoint)."""
+    teacher = root / "teacher"
+    (teacher / "export/teacher/dit").mkdir(parents=True)
+    (teacher / "codec").mkdir()
+    (teacher / "results.json").write_text(json.dumps({"status": "done", "step": 4}))
+    (teacher / "metrics.jsonl").write_text('{"step": 1, "train/loss": 1.0}\n')
+    (teacher / "export/teacher/dit/weights.bin").write_bytes(os.urandom(big))
+    torch.save({"w": torch.zeros(3)}, teacher / "codec/codec.pt")
+    ckpt = root / "ode_init/checkpoints/step_00000002"
+    ckpt.mkdir(parents=True)
+    torch.save({"w": torch.randint(0, 255, (2 * 2**20,), dtype=torch.uint8)}, ckpt / "model.pt")  # the big one
+    torch.save({"step": 2, "where": str(root)}, ckpt / "meta.pt")
+    rows = [{"step": s, "train/loss": 1.0 / s} for s in (1, 2, 3)]
+    (root / "ode_init/metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (root / "chain.json").write_text("{}")
+    return root
+
+
+def test_a_pack_splits_chunks_and_falls_back_within_the_devices_limits(tmp_path):
+    src = _fake_run(tmp_path / "src", big=3 * 2**19 + 5)
+    meta = pack(src, tmp_path / "out", part_mib=1.0, max_mib=8.0)
+    assert meta["mode"] == "exact" and meta["progress"]["stage"] == "ode_init" and meta["progress"]["step"] == 2
+    assert len(meta["parts"]) <= 7 and all(b <= 1.05 * 2**20 + 2**16 for b in meta["bytes"].values())
+    assert sorted(meta["chunked"]) == [
+        "ode_init/checkpoints/step_00000002/model.pt",
+        "teacher/export/teacher/dit/weights.bin",
+    ]
+    unpack(tmp_path / "moved", tmp_path / "out")
+    moved = tmp_path / "moved"
+    assert (moved / "teacher/export/teacher/dit/weights.bin").read_bytes() == (
+        src / "teacher/export/teacher/dit/weights.bin"
+    ).read_bytes()
+    assert torch.load(moved / "ode_init/checkpoints/step_00000002/meta.pt")["where"] == str(moved)  # paths moved
+    ckpt = "ode_init/checkpoints/step_00000002/model.pt"
+    assert torch.equal(torch.load(moved / ckpt)["w"], torch.load(src / ckpt)["w"])
+    assert [json.loads(x)["step"] for x in (moved / "ode_init/metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert progress(moved)["key"] == [1, 2]
+    with pytest.raises(Exception, match="already at"):
+        unpack(moved, tmp_path / "out")
+    # over the limit: the finished stages only (the running one restarts), then logs only
+    assert pack(src, tmp_path / "b", part_mib=1.0, max_mib=3.0)["mode"] == "boundary"
+    logs = pack(src, tmp_path / "c", part_mib=1.0, max_mib=1.0)
+    assert logs["mode"] == "logs" and unpack(tmp_path / "never", tmp_path / "c") is None
+
+
+def test_the_driver_refuses_unknown_stages_and_other_overrides_in_one_line(tmp_path, capsys):
+    assert main(["run", "--run-dir", str(tmp_path / "r"), "--stage-set", "ode:trainer.max_steps=3"]) == 2
+    assert main(["run", "--run-dir", str(tmp_path / "r"), "--stop-at", "dmd"]) == 2
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r/chain.json").write_text(json.dumps({"common": ["a=1"], "stages": {}}))
+    assert main(["run", "--run-dir", str(tmp_path / "r"), "--budget-min", "0"]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line]
+    assert len(err) == 3 and all(line.startswith("[small_world] error:") for line in err), err
+    assert "unknown stages" in err[0] and "STAGE:STEP" in err[1] and "--set" in err[2]
+
+
+# ----------------------------------------------------------------------------- the CPU rehearsal
+
+SHRINK = Chain(
+    common=[
+        "debug=tiny",
+        "model.overrides.dim=32",
+        "model.overrides.ffn_dim=64",
+        "model.overrides.num_layers=2",
+        "model.overrides.num_heads=1",
+        "model.track_channels=8",
+        "trainer.num_threads=1",
+        "eval.enabled=false",
+    ],
+    stages={
+        "ode_init": [
+            "stage.ode_pairs.num_pairs=4",
+            "stage.ode_pairs.teacher_steps=3",
+            "stage.ode_pairs.batch_size=2",
+            "trainer.max_steps=30",  # long enough for the stop to land inside it
+        ],
+        "dmd": ["trainer.max_steps=10"],  # 2 generator updates
+        "rl": ["data.batch_size=1", "stage.group_size=2"],
+    },
+)
+BUDGET = dict(budget_s=1800, min_stage_s=1, grace_s=60, pack_reserve_s=0)
+
+
+def _weights(export: Path) -> dict:
+    from safetensors.torch import load_file
+
+    out = {f"dit/{k}": v for k, v in load_file(export / "dit/diffusion_pytorch_model.safetensors").items()}
+    return {**out, **torch.load(export / "heads.pt", weights_only=True)}
+
+
+def test_a_stopped_packed_and_continued_chain_equals_the_uninterrupted_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    whole = run(tmp_path / "whole", SHRINK, **BUDGET)
+    assert whole["done"] == list(STAGES)
+
+    first = run(tmp_path / "first", SHRINK, out=tmp_path / "state", stop_at=("ode_init", 1), **BUDGET)
+    assert first["done"] == ["teacher"] and first["stage"] == "ode_init" and 0 < first["step"] < 30
+    meta = json.loads((tmp_path / "state/state.json").read_text())
+    assert meta["mode"] == "exact" and meta["progress"] == first
+    assert len(meta["parts"]) <= 7 and all(b <= 16 * 2**20 for b in meta["bytes"].values())
+    assert all((tmp_path / "state" / p).stat().st_size == meta["bytes"][p] for p in meta["parts"])
+
+    moved = tmp_path / "elsewhere/run"  # a fresh machine: the pack only, another path
+    done = run(moved, SHRINK, state=tmp_path / "state", **BUDGET)
+    assert done["done"] == list(STAGES)
+    resumed = json.loads((moved / "ode_init/results.json").read_text())["resumed_from"]
+    assert resumed.endswith(f"step_{first['step']:08d}") and resumed.startswith(str(moved.resolve()))
+    for stage, export in (("ode_init", "export/student"), ("dmd", "export/student"), ("rl", "export/student")):
+        a, b = _weights(tmp_path / "whole" / stage / export), _weights(moved / stage / export)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), stage  # bit for bit
+    assert not torch.equal(
+        _weights(moved / "dmd/export/student")["dit/head.head.weight"],
+        _weights(moved / "ode_init/export/student")["dit/head.head.weight"],
+    )  # the comparison is not vacuous: DMD moved the weights
+    again = run(moved, SHRINK, state=tmp_path / "state", **BUDGET)  # a warm machine ahead of the pack: kept
+    assert again == done
