@@ -111,8 +111,9 @@ def _cli(*args, timeout=600):
 def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
     """``model.init_from=PATH::generator_ema`` on the command line: the teacher-stage run's network
     starts from the EMA generator of a Self-Forcing-layout file, and the ODE-init stage's student,
-    which starts as its ``stage.teacher``, carries those weights (a vanishing learning rate keeps
-    the one training step of each run from moving them)."""
+    which starts as its ``stage.teacher``, carries those weights; the DMD stage takes the file directly
+    (``stage.student=PATH::generator_ema``). A vanishing learning rate keeps the one training step of each
+    run from moving them."""
     dit = _randomised(build_wan("tiny", num_heads=2, text_len=64))  # tiny_teacher's DiT shape
     pt = _training_pt(tmp_path / "self_forcing_dmd.pt", dit)
     common = ["debug=tiny", "optim.lr=1e-30", "ema.enabled=false", "trainer.max_steps=1", "trainer.num_threads=1"]
@@ -140,8 +141,25 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
         f"hydra.run.dir={ode}",
     )
     assert r.returncode == 0, r.stderr[-3000:]
+    # DMD straight from the file: stage.student=PATH::generator_ema puts its DiT into the teacher's network
+    dmd = tmp_path / "dmd"
+    r = _cli(
+        "-m",
+        "trackstream.train",
+        "debug=tiny",
+        "trainer.max_steps=1",
+        "trainer.num_threads=1",
+        "experiment=tiny_dmd",
+        "stage.generator_optim.lr=1e-30",
+        "stage.critic_optim.lr=1e-30",
+        f"stage.teacher={imp / 'export' / 'teacher'}",
+        f"stage.student={pt}::generator_ema",
+        f"stage.pairs={ode / 'ode_pairs'}",
+        f"hydra.run.dir={dmd}",
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
     theirs = dit.state_dict()
-    for export in (imp / "export" / "teacher", ode / "export" / "student"):
+    for export in (imp / "export" / "teacher", ode / "export" / "student", dmd / "export" / "student"):
         for k, v in load_network(export).dit.state_dict().items():
             if k == "patch_embedding.weight":  # the file's 16 latent channels, then the grown track channels
                 assert torch.equal(v[:, :16], theirs[k]) and v[:, 16:].abs().max() < 1e-20, export
@@ -150,6 +168,17 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
 
     r = _cli("-m", "trackstream.train", "experiment=tiny_teacher", f"model.init_from={pt}::nope", "debug=tiny")
     assert r.returncode != 0 and "no entry 'nope'" in r.stderr
+    r = _cli(
+        "-m",
+        "trackstream.train",
+        "experiment=tiny_dmd",
+        "debug=tiny",
+        f"stage.teacher={imp / 'export' / 'teacher'}",
+        f"stage.student={tmp_path / 'missing.pt'}::generator_ema",
+        f"stage.pairs={ode / 'ode_pairs'}",
+        f"hydra.run.dir={tmp_path / 'refused'}",
+    )
+    assert r.returncode != 0 and "stage.student=" in r.stderr and "missing.pt' does not exist" in r.stderr
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The shipped student (assets/tiny-student, `python -m trackstream.pipeline.ship_student` on a make run): intact,
+"""The shipped student (assets/tiny-student, `python -m trackstream.pipeline.student_chain ship` on a long DMD run): intact,
 made from the shipped teacher and codec, and it streams."""
 
 import json

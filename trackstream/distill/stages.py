@@ -51,7 +51,7 @@ from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
 from trackstream.train.stages import StagePlan, load_text_encoder
-from trackstream.train.weights import export_network
+from trackstream.train.weights import export_network, load_student
 
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
@@ -390,7 +390,8 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     teacher_dir = _require_teacher(st.teacher)
     check_teacher_run(cfg, teacher_dir)
-    student_dir = _require_teacher(st.student, "stage.student") if st.student else teacher_dir
+    # an exported student, or a Wan / community checkpoint (PATH::generator_ema) in the teacher's network
+    student_net, student_dir = load_student(st.student, teacher_dir)
     if not st.pairs:
         raise ValueError(
             "stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
@@ -406,7 +407,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         runtime,
         cfg.parallel,
         name="generator",
-        module=load_network(student_dir),
+        module=student_net,
         optim=st.generator_optim,
         ema=st.generator_ema,
         total_steps=max(1, steps // ratio),

@@ -1,7 +1,8 @@
-"""Ship make run's distilled student as a small release folder (``assets/tiny-student``).
+"""Ship make run's distilled student as a small release folder (what ``assets/tiny-student`` was until the
+whole chain replaced it: ``pipeline.student_chain``).
 
     make run                                                     # RUN_DIR=runs/make-run
-    python -m trackstream.pipeline.ship_student --run-dir runs/make-run      # -> assets/tiny-student/
+    python -m trackstream.pipeline.ship_student --run-dir runs/make-run --dest DIR   # -> DIR/
 
 The folder is what the demo's browser test and a person without the time for ``make run`` stream
 from: ``student/`` (the DMD export: Wan DiT files, heads, network.json), ``config.yaml`` (the DMD
@@ -100,7 +101,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m trackstream.pipeline.ship_student", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("--run-dir", type=Path, required=True, help="a finished make run's directory")
-    ap.add_argument("--dest", type=Path, default=STUDENT_DIR)
+    ap.add_argument(
+        "--dest",
+        type=Path,
+        required=True,
+        help="the release folder to write (assets/tiny-student is the chain's since issue 27: student_chain ship)",
+    )
     ap.add_argument("--commit", default=None, help="the commit the run was made from (default: this checkout's HEAD)")
     args = ap.parse_args(argv)
     try:

@@ -130,7 +130,8 @@ def check_inputs(typed: TrainConfig) -> None:
     if typed.data.source == "shards" and typed.data.shards and not set("*?[{") & set(typed.data.shards):
         fields["data.shards"] = typed.data.shards  # a plain folder; globs and brace patterns are expanded later
     for name in getattr(type(typed.stage), "INPUT_PATHS", ()):
-        fields[f"stage.{name}"] = getattr(typed.stage, name)
+        value = getattr(typed.stage, name)
+        fields[f"stage.{name}"] = split_subkey(value)[0] if value else None  # stage.student may be PATH::entry
     for name, path in fields.items():
         if path and not Path(path).exists():
             raise ValueError(f"{name}={path!r} does not exist (relative to {Path.cwd()}); fix the path or unset it")

@@ -10,7 +10,7 @@ import torch
 from trackstream.models.checkpoint import SUBKEY_SEP, split_subkey
 from trackstream.models.motion_wan import Conventions, MotionWan, read_init, save_network
 
-__all__ = ["initialise", "full_state_dict", "export_network"]
+__all__ = ["initialise", "load_checked", "load_student", "full_state_dict", "export_network"]
 
 
 def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, is_main: bool = True) -> None:
@@ -39,16 +39,46 @@ def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, 
         opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
         set_model_state_dict(net, sd, options=opts)
         return
+    load_checked(net, sd, field="model.init_from", spec=init_from)
+
+
+def load_checked(net: MotionWan, sd: dict[str, torch.Tensor], *, field: str, spec: str) -> None:
+    """``sd`` (every DiT key, optionally the heads) into ``net``, or a one-line error naming ``field``."""
     own = net.state_dict()
     missing = sorted(k for k in own if k.startswith("dit.") and k not in sd)
     unexpected = sorted(set(sd) - set(own))
     bad = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
     if missing or unexpected or bad:
         raise ValueError(
-            f"model.init_from={init_from!r} does not match the network: missing {missing[:6]}, "
+            f"{field}={spec!r} does not match the network: missing {missing[:6]}, "
             f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]} (check model.flavor / layout)"
         )
     net.load_state_dict(sd, strict=False)
+
+
+def load_student(spec: str | None, teacher_dir: Path, *, field: str = "stage.student") -> tuple[MotionWan, Path]:
+    """A distillation student's starting network and the export folder its architecture comes from.
+
+    ``spec``: None (the teacher itself), an exported network folder, or a Wan checkpoint -- e.g. a
+    community student, ``PATH::generator_ema`` for Self-Forcing / CausVid / LongLive training files. A
+    checkpoint's DiT goes into the teacher's network: the track head and text projection (which such a
+    file lacks) stay the teacher's, and input channels the file lacks (tracks, first frame) are grown with
+    zeros, so the student starts out computing exactly what the checkpoint computes on its own channels."""
+    from trackstream.models.motion_wan import load_network
+
+    if not spec:
+        return load_network(teacher_dir), Path(teacher_dir)
+    path, subkey = split_subkey(spec)
+    if (Path(path) / "network.json").is_file():
+        if subkey is not None:
+            raise ValueError(
+                f"{field}={spec!r}: {path} is an exported network folder (one network); drop {SUBKEY_SEP}{subkey}"
+            )
+        return load_network(path), Path(path)
+    net = load_network(teacher_dir)
+    sd = read_init(path, net.required_in_dim, subkey=subkey)
+    load_checked(net, sd, field=field, spec=spec)
+    return net, Path(teacher_dir)
 
 
 def full_state_dict(trained, *, use_ema: bool = True) -> dict[str, torch.Tensor]:
