@@ -77,7 +77,9 @@ def _optim(lr: float) -> OptimConfig:
 class DMDConfig:
     name: str = "dmd"
     teacher: Optional[str] = None  # exported teacher folder: real score (frozen) and critic init
-    student: Optional[str] = None  # generator init: an export folder, or a checkpoint (PATH::entry; train.weights.load_student)
+    student: Optional[str] = (
+        None  # generator init: an export folder, or a checkpoint (PATH::entry; train.weights.load_student)
+    )
     pairs: Optional[str] = None  # ODE pair folder: conditions (first frame, tracks, text) only
     # the rollout's chunking = the inference configuration (conf/causal/c3s1w1.yaml)
     causal: CausalConfig = field(default_factory=lambda: CausalConfig(3, 1, 1, first_chunk_frames=1))
