@@ -22,7 +22,7 @@ from pathlib import Path
 
 from trackstream.pipeline.ship_teacher import ASSET_DIR, MAX_BYTES, AssetError, git_commit, sha256
 
-__all__ = ["STUDENT_DIR", "ship_student"]
+__all__ = ["STUDENT_DIR", "ship_student", "fill_release", "write_manifest"]
 
 ROOT = Path(__file__).resolve().parents[2]
 STUDENT_DIR = ROOT / "assets" / "tiny-student"
@@ -62,14 +62,7 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
         )
     stages = figures.get("stages", {})
     results = {s: json.loads((run_dir / s / "results.json").read_text()) for s in ("teacher", "ode_init", "dmd")}
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(export, dest / "student")
-    shutil.copy2(run_dir / "dmd" / "config.yaml", dest / "config.yaml")
-    files = sorted(p for p in dest.rglob("*") if p.is_file())
-    total = sum(p.stat().st_size for p in files)
-    if total > MAX_BYTES:
-        raise AssetError(f"the student folder is {total / 2**20:.1f} MiB; shipped folders stay under 20 MiB")
+    fill_release(dest, {"student": export, "config.yaml": run_dir / "dmd" / "config.yaml"})
     from omegaconf import OmegaConf
 
     cfg = OmegaConf.load(run_dir / "dmd" / "config.yaml")
@@ -89,8 +82,30 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
             k: {"value": v.get("value"), "threshold": v.get("threshold"), "met": v.get("met")}
             for k, v in figures.get("targets", {}).items()
         },
+    }
+    return write_manifest(dest, manifest)
+
+
+def fill_release(dest: Path, copies: dict[str, Path]) -> None:
+    """``dest`` emptied, then filled with ``copies`` (name in the folder -> the file or folder to copy);
+    refused when the files come to more than a shipped folder may hold."""
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name, source in copies.items():
+        (shutil.copytree if Path(source).is_dir() else shutil.copy2)(source, dest / name)
+    total = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file())
+    if total > MAX_BYTES:
+        raise AssetError(f"the student folder is {total / 2**20:.1f} MiB; shipped folders stay under 20 MiB")
+
+
+def write_manifest(dest: Path, manifest: dict) -> dict:
+    """``manifest`` + the sha256 of every file in ``dest`` (what ``verify_asset`` checks) -> manifest.json."""
+    files = sorted(p for p in dest.rglob("*") if p.is_file() and p.name != "manifest.json")
+    manifest = {
+        **manifest,
         "sha256": {str(p.relative_to(dest)): sha256(p) for p in files},
-        "bytes": total,
+        "bytes": sum(p.stat().st_size for p in files),
     }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest

@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from trackstream.pipeline.run import DISTILL, PipelineError, _teacher_settings, _train
-from trackstream.pipeline.ship_student import STUDENT_DIR
-from trackstream.pipeline.ship_teacher import ASSET_DIR, MAX_BYTES, AssetError, git_commit, sha256
+from trackstream.pipeline.ship_student import STUDENT_DIR, fill_release, write_manifest
+from trackstream.pipeline.ship_teacher import ASSET_DIR, AssetError, git_commit, sha256
 
 __all__ = ["CHAIN_RL", "rl_stage", "ship_chain", "main"]
 
@@ -146,15 +145,8 @@ def ship_chain(
         figures[stage] = evaluator(path)
         print(f"[student_chain] {stage}: {json.dumps(figures[stage])}", flush=True)
 
-    if dest.exists():
-        shutil.rmtree(dest)
-    shutil.copytree(exports["rl"], dest / "student")
-    shutil.copy2(run_dir / "dmd" / "config.yaml", dest / "config.yaml")
-    shutil.copy2(run_dir / "rl" / "config.yaml", dest / "rl_config.yaml")
-    files = sorted(p for p in dest.rglob("*") if p.is_file())
-    total = sum(p.stat().st_size for p in files)
-    if total > MAX_BYTES:
-        raise AssetError(f"the student folder is {total / 2**20:.1f} MiB; shipped folders stay under 20 MiB")
+    copies = {"student": exports["rl"], "config.yaml": run_dir / "dmd" / "config.yaml"}
+    fill_release(dest, copies | {"rl_config.yaml": run_dir / "rl" / "config.yaml"})
     cfg = OmegaConf.load(run_dir / "dmd" / "config.yaml")
     rl_cfg = OmegaConf.load(run_dir / "rl" / "config.yaml")
     manifest = {
@@ -178,11 +170,8 @@ def ship_chain(
         "protocol": evaluator.protocol,
         "held_out": _held_out(figures["rl"]) | {"num_heldout": clips, "num_frames": evaluator.data.num_frames},
         "stages_held_out": {s: _held_out(f) for s, f in figures.items()},
-        "sha256": {str(p.relative_to(dest)): sha256(p) for p in files},
-        "bytes": total,
     }
-    (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    return manifest
+    return write_manifest(dest, manifest)
 
 
 def main(argv: list[str] | None = None) -> int:
