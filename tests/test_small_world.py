@@ -5,6 +5,7 @@ same exported weights as an uninterrupted run; packs split, chunk and fall back 
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,59 @@ def test_a_stopped_packed_and_continued_chain_equals_the_uninterrupted_one(tmp_p
     )  # the comparison is not vacuous: DMD moved the weights
     again = run(moved, SHRINK, state=tmp_path / "state", **BUDGET)  # a warm machine ahead of the pack: kept
     assert again == done
+
+
+def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_words_as_unk(tmp_path, capsys):
+    """``small_world minilm`` (pruned by default) against ``--no-prune``: for ~200 world captions (both
+    caption_motion variants, 0-2 sprites, still and panning cameras), drag-scene captions and the null
+    text, the pruned tokenizer gives the full one's ids through the kept-id map, and the bf16 encoders
+    give the same embeddings bit for bit; a word outside the world's vocabulary becomes [UNK]."""
+    from transformers import AutoTokenizer
+
+    from trackstream.data.synthetic import SyntheticWorld
+    from trackstream.eval.drag_scenes import render_scene
+    from trackstream.models.text_encoders import MiniLMTextEncoder
+    from trackstream.pipeline.small_world import PRUNE_RECORD, write_minilm
+
+    assert main(["minilm", "--out", str(tmp_path / "pruned")]) == 0  # pruning is the default
+    full_size = write_minilm(tmp_path / "full", prune=False)
+    size = sum(p.stat().st_size for p in (tmp_path / "pruned").iterdir())
+    print(capsys.readouterr().out)  # the measured sizes (pytest -s shows them)
+    assert size < 24 * 2**20 and full_size > 40 * 2**20, (size, full_size)
+    kept = json.loads((tmp_path / "pruned" / PRUNE_RECORD).read_text())["original_ids"]
+    full = MiniLMTextEncoder.from_pretrained(tmp_path / "full")
+    pruned = MiniLMTextEncoder.from_pretrained(tmp_path / "pruned")
+    assert pruned.model.config.vocab_size == len(kept) < 100
+    assert pruned.model.embeddings.word_embeddings.weight.shape[0] == len(kept)
+    assert full.model.dtype == pruned.model.dtype == torch.bfloat16
+
+    worlds = [
+        SyntheticWorld(height=32, width=32, num_sprites=(1, 2), camera_pan_prob=0.5, caption_motion=True),
+        SyntheticWorld(height=32, width=32, num_sprites=(1, 2), camera_pan_prob=0.5, caption_motion=False),
+        SyntheticWorld(height=32, width=32, num_sprites=(0, 2), camera_pan_prob=1.0, caption_motion=True),
+        SyntheticWorld(height=32, width=32, num_sprites=(1, 1), camera_pan_prob=0.0, caption_motion=True),
+    ]
+    texts = [w.generate(seed)["caption"] for w in worlds for seed in range(50)]
+    texts += [render_scene(i)[0].caption for i in range(4)] + [""]
+    assert any("empty scene" in t for t in texts) and any("pans" in t for t in texts)
+    assert any("Static camera" in t for t in texts) and any("spinning" in t for t in texts)
+
+    new_id = torch.full((full.model.config.vocab_size,), -1, dtype=torch.long)
+    new_id[torch.tensor(kept)] = torch.arange(len(kept))
+    ids_full, mask_full = full.tokenize(texts)
+    ids_pruned, mask_pruned = pruned.tokenize(texts)
+    assert not (ids_full == full.tokenizer.unk_token_id).any()  # the world's words are all in the vocabulary
+    assert torch.equal(mask_full, mask_pruned) and torch.equal(new_id[ids_full], ids_pruned)
+    vocab_only = tmp_path / "vocab-only"  # vocab.txt agrees with tokenizer.json: built from it alone, same ids
+    shutil.copytree(tmp_path / "pruned", vocab_only, ignore=shutil.ignore_patterns("tokenizer.json", "*.safetensors"))
+    assert AutoTokenizer.from_pretrained(vocab_only)(texts, padding="longest", return_tensors="pt")["input_ids"].equal(
+        ids_pruned
+    )
+    emb_full, len_full = full.encode(texts)
+    emb_pruned, len_pruned = pruned.encode(texts)
+    assert torch.equal(len_full, len_pruned) and torch.equal(emb_full, emb_pruned)  # exact
+
+    ids, _ = pruned.tokenize(["A striped zebra moves to the right."])
+    tokens = pruned.tokenizer.convert_ids_to_tokens(ids[0])
+    assert tokens == ["[CLS]", "a", "striped", "[UNK]", "moves", "to", "the", "right", ".", "[SEP]"]
+    assert "zebra" in full.tokenizer.convert_ids_to_tokens(full.tokenize(["zebra"])[0][0])
