@@ -214,13 +214,6 @@ def test_a_version_1_pack_needs_the_opt_in(tmp_path):
     assert torch.equal(state["rng"]["numpy"][1], torch.arange(3).to(torch.uint32))
 
 
-def test_the_committed_long_dmd_pack_reads_without_the_opt_in():
-    pack = read_pack(ROOT / "runs" / "dmd-long" / "state.pt")
-    assert pack["version"] == 2 and pack["info"]["step"] == 2000
-    assert "ode_init/ode_pairs/pairs_00000.safetensors" in pack["files"]
-    assert {e["kind"] for e in pack["files"].values()} == {"raw", "tree"}
-
-
 # ----------------------------------------------------------------------------- weights of released models
 
 
