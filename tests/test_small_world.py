@@ -198,7 +198,7 @@ def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_wo
     from trackstream.data.synthetic import SyntheticWorld
     from trackstream.eval.drag_scenes import render_scene
     from trackstream.models.text_encoders import MiniLMTextEncoder
-    from trackstream.pipeline.small_world import PRUNE_RECORD, write_minilm
+    from trackstream.pipeline.carry_minilm import PRUNE_RECORD, write_minilm
 
     assert main(["minilm", "--out", str(tmp_path / "pruned")]) == 0  # pruning is the default
     full_size = write_minilm(tmp_path / "full", prune=False)
