@@ -39,6 +39,7 @@ import torch
 from omegaconf import OmegaConf
 
 from trackstream.distill.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
+from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import (
     DISTILL,
     FULL,
@@ -90,18 +91,6 @@ def _recorded(sizes: Sizes) -> Sizes:
 # ----------------------------------------------------------------------------- progress
 
 
-def _rows(metrics: Path) -> list[dict]:
-    if not metrics.is_file():
-        return []
-    rows = []
-    for line in metrics.read_text(errors="replace").splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            pass  # a line being written
-    return rows
-
-
 class Progress(threading.Thread):
     """Every ``every`` s: step, generator updates, s/step and s/update since this process started, losses."""
 
@@ -112,7 +101,7 @@ class Progress(threading.Thread):
         self.first: tuple[float, int] | None = None
 
     def line(self) -> str | None:
-        rows = [r for r in _rows(self.run_dir / "dmd" / "metrics.jsonl") if "step" in r]
+        rows = [r for r in read_metrics(self.run_dir / "dmd" / "metrics.jsonl") if "step" in r]
         if not rows:
             return None
         step, now = int(rows[-1]["step"]), time.time()

@@ -185,10 +185,18 @@ def targets(f: dict) -> dict:
 
 
 def read_metrics(path: Path) -> list[dict]:
+    """A ``metrics.jsonl`` (or ``eval.jsonl``) as rows; [] when absent. A line that does not parse is the
+    one a running stage is writing, and is skipped."""
     path = Path(path)
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            pass
+    return rows
 
 
 def _fmt(v: Any) -> str:

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from trackstream.pipeline.carry_minilm import write_minilm
+from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import PipelineError, _teacher_settings
 from trackstream.pipeline.small_world_state import (
     EXPORTS,
@@ -53,7 +54,6 @@ from trackstream.pipeline.small_world_state import (
     last_losses,
     pack,
     progress,
-    read_rows,
     stage_done,
     stage_summary,
     unpack,
@@ -175,7 +175,7 @@ def run_training(
 
 
 def _logged_step(stage_dir: Path) -> int:
-    rows = [r for r in read_rows(stage_dir / "metrics.jsonl") if "step" in r]
+    rows = [r for r in read_metrics(stage_dir / "metrics.jsonl") if "step" in r]
     return int(rows[-1]["step"]) if rows else 0
 
 

@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import PipelineError
 from trackstream.pipeline.run_pack import pack_run, unpack_run
 from trackstream.train.checkpoint import find_latest
@@ -27,7 +28,6 @@ __all__ = [
     "stage_summary",
     "stage_done",
     "last_losses",
-    "read_rows",
     "pack",
     "unpack",
 ]
@@ -67,21 +67,10 @@ def progress(run_dir: Path) -> dict:
 
 
 def last_losses(stage_dir: Path) -> dict:
-    rows = read_rows(stage_dir / "metrics.jsonl")
+    rows = read_metrics(stage_dir / "metrics.jsonl")
     row = next((r for r in reversed(rows) if "train/loss" in r), {})
     keep = ("step", "train/loss", "perf/step_time_s", "perf/max_memory_gib")
     return {k: row[k] for k in keep if k in row}
-
-
-def read_rows(path: Path) -> list[dict]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text(errors="replace").splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                pass  # a line being written
-    return rows
 
 
 # ----------------------------------------------------------------------------- pack / unpack

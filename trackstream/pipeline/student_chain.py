@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import DISTILL, PipelineError, _teacher_settings, _train
 from trackstream.pipeline.ship_student import STUDENT_DIR, fill_release, write_manifest
 from trackstream.pipeline.ship_teacher import ASSET_DIR, AssetError, git_commit, sha256
@@ -95,8 +96,7 @@ def _stage_seconds(metrics: Path) -> float | None:
     if not metrics.is_file():
         return None
     total, last = 0.0, 0
-    for line in metrics.read_text().splitlines():
-        row = json.loads(line)
+    for row in read_metrics(metrics):
         if "perf/step_time_s" in row and row["step"] > last:
             total += row["perf/step_time_s"] * (row["step"] - last)
             last = row["step"]

@@ -31,6 +31,7 @@ import time
 from pathlib import Path
 
 from trackstream.distill.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
+from trackstream.pipeline.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 FIGURES = (
@@ -134,7 +135,7 @@ def rl_training_summary(network_dir: Path) -> dict | None:
     metrics = Path(network_dir).parents[1] / "metrics.jsonl"
     if not metrics.is_file():
         return None
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics)
     rows = [r for r in rows if "train/rl/reward_group_std" in r]
     if not rows:
         return None
@@ -155,7 +156,7 @@ def plot_rl_training(network_dir: Path, out_png: Path, title: str) -> Path | Non
     metrics = Path(network_dir).parents[1] / "metrics.jsonl"
     if not metrics.is_file():
         return None
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics)
     rows = [r for r in rows if "train/rl/reward" in r]
     if not rows:
         return None

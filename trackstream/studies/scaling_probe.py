@@ -24,6 +24,7 @@ import sys
 import time
 from pathlib import Path
 
+from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.small_world import ChainError, run_training
 
 __all__ = ["parse_size", "size_overrides", "collect", "plot", "main"]
@@ -58,16 +59,12 @@ def _params(text: str, track_channels: int = 32) -> int:
     return sum(p.numel() for p in net.parameters())
 
 
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
-
-
 def collect(out: Path, sizes: list[str]) -> dict:
     """Each size's evaluation points (step, training minutes so far, figures) and step costs."""
     probe = {}
     for size in sizes:
         run = out / "runs" / size
-        metrics = [r for r in _rows(run / "metrics.jsonl") if "perf/step_time_s" in r]
+        metrics = [r for r in read_metrics(run / "metrics.jsonl") if "perf/step_time_s" in r]
         minutes, total, last = {}, 0.0, 0
         for row in metrics:  # each logged mean step time covers the steps since the previous row
             step = int(row["step"])
@@ -75,7 +72,7 @@ def collect(out: Path, sizes: list[str]) -> dict:
             last = step
             minutes[step] = total / 60
         points = []
-        evals = _rows(run / "eval.jsonl")  # periodic; the final evaluation is eval.json at the last step
+        evals = read_metrics(run / "eval.jsonl")  # periodic; the final evaluation is eval.json at the last step
         if (run / "eval.json").is_file() and (run / "results.json").is_file():
             evals.append(
                 {
