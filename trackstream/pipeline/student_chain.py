@@ -123,7 +123,14 @@ def _held_out(figures: dict) -> dict:
 
 
 def ship_chain(
-    run_dir: Path, dest: Path = STUDENT_DIR, *, clips: int = 16, long_clips: int = 4, long_factor: int = 10
+    run_dir: Path,
+    dest: Path = STUDENT_DIR,
+    *,
+    clips: int = 16,
+    long_clips: int = 4,
+    long_factor: int = 10,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> dict:
     """Score the chain's three students and ship the RL one to ``dest`` (see the module docstring)."""
     from omegaconf import OmegaConf
@@ -139,7 +146,9 @@ def ship_chain(
     for stage, path in exports.items():
         _need(path / "network.json", f"{stage} export", f"run the chain's commands first: {'; '.join(COMMANDS)}")
     results = {s: json.loads((run_dir / s / "results.json").read_text()) for s in ("teacher", "ode_init", "dmd", "rl")}
-    evaluator = Evaluator(run_dir, clips=clips, long_clips=long_clips, long_factor=long_factor, device="cpu")
+    evaluator = Evaluator(
+        run_dir, clips=clips, long_clips=long_clips, long_factor=long_factor, device=device, dtype=dtype
+    )
     figures = {}
     for stage, path in exports.items():
         figures[stage] = evaluator(path)
@@ -167,7 +176,7 @@ def ship_chain(
             "trainer.seed (dmd)": cfg.trainer.seed,
             "trainer.seed (rl)": rl_cfg.trainer.seed,
         },
-        "protocol": evaluator.protocol,
+        "protocol": evaluator.protocol | {"device": str(evaluator.device), "dtype": str(evaluator.dtype)},
         "held_out": _held_out(figures["rl"]) | {"num_heldout": clips, "num_frames": evaluator.data.num_frames},
         "stages_held_out": {s: _held_out(f) for s, f in figures.items()},
     }
@@ -188,13 +197,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=16, help="ship: held-out clips at the training horizon")
     ap.add_argument("--long-clips", type=int, default=4, help="ship: clips at --long-factor x the horizon")
     ap.add_argument("--long-factor", type=int, default=10)
+    ap.add_argument("--device", default="auto", help="ship: where the students are scored (auto: CUDA if present)")
+    ap.add_argument("--dtype", default="auto", help="ship: auto (bf16 on CUDA, fp32 on CPU), bfloat16 or float32")
     args = ap.parse_args(argv)
     try:
         if args.command == "rl":
             print(json.dumps(rl_stage(args.run_dir, args.set), indent=2))
         else:
             m = ship_chain(
-                args.run_dir, args.dest, clips=args.clips, long_clips=args.long_clips, long_factor=args.long_factor
+                args.run_dir,
+                args.dest,
+                clips=args.clips,
+                long_clips=args.long_clips,
+                long_factor=args.long_factor,
+                device=args.device,
+                dtype=args.dtype,
             )
             print(f"[student_chain] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB")
             for stage, f in m["stages_held_out"].items():
