@@ -204,3 +204,26 @@ def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
     assert _positive(ode["generator"]["seconds"]) and "critic" not in ode
     assert (big["frames"], big["latent_frames"], big["causal"]) == (121, 31, "c3s1w1f1")
     assert big["tokens_per_sample"] == 31 * 2 * 4  # 64x128 pixels / 16 -> 4x8 latents -> 2x4 tokens per frame
+
+
+def test_cpu_setups_are_the_students_they_stand_for():
+    """``tiny-student`` is the shipped student (its release config), ``small`` the small world model's
+    network (small_teacher, which the chain's students inherit) streamed as small_dmd streams it: a size
+    changed in conf/model/small.yaml must be changed in the bench too."""
+    import yaml
+
+    from trackstream.bench.distill import compose
+
+    shipped = yaml.safe_load(open("assets/tiny-student/config.yaml"))
+    setup = SETUPS["tiny-student"]
+    for key in ("flavor", "layout", "track_channels", "track_embed_dim", "text_encoder", "overrides"):
+        assert getattr(setup.model, key) == shipped["model"][key], key
+    assert setup.codec == shipped["codec"]["name"] and setup.codec_options == shipped["codec"]["options"]
+    small, teacher = SETUPS["small"], compose("small_teacher")
+    for key in ("flavor", "layout", "track_channels", "track_embed_dim", "text_encoder", "overrides"):
+        assert getattr(small.model, key) == getattr(teacher.model, key), key
+    assert (small.codec, small.codec_options) == (teacher.codec.name, dict(teacher.codec.options))
+    dmd = compose("small_dmd")
+    assert (small.height, small.width) == (teacher.data.height, teacher.data.width)
+    assert (small.steps, small.shift) == (dmd.schedule.student_steps, dmd.schedule.shift)
+    assert small.first_chunk_frames == dmd.stage.causal.first_chunk_frames

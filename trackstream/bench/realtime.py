@@ -5,6 +5,8 @@
     python -m trackstream.bench.realtime --setup wan1.3b-480p-wanvae,wan5b-704p-taehv,wan5b-704p-wanvae
     python -m trackstream.bench.realtime --setup wan5b-704p-taehv --layers 2 --height 128 --width 256 --device cpu
                                                                     # CPU rehearsal of a real setup, cut down
+    python -m trackstream.bench.realtime --setup tiny-student,small --tracks 128 --device cpu
+                                  # the shipped tiny student against the small world model's (docs/small-world.md)
 
 Per setup (``SETUPS``: the student of a real recipe, its codec, size, chunking, steps and shift) and mode
 (``reference``: the engine's plain eager path, ``fast=False``; ``eager``: the static-buffer step;
@@ -81,7 +83,7 @@ _WAN13 = ModelConfig(
     flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, track_embed_dim=64, text_encoder="umt5"
 )
 _WAN5 = ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16, track_embed_dim=64, text_encoder="umt5")
-# the tiny student make run streams: tiny_teacher's network and codec (patch 4: 8x8 tokens per frame)
+# tiny_dmd as composed alone: DiT patch 2 on the 4x codec's 16x16 latents, 8x8 tokens per frame
 _TINY = ModelConfig(
     flavor="tiny",
     layout="wan_i2v",
@@ -90,14 +92,25 @@ _TINY = ModelConfig(
     text_encoder="minilm",
     overrides={"text_len": 64, "num_heads": 2},
 )
+# the shipped student (assets/tiny-student, make run's): DiT patch 1, 16x16 4-px tokens per frame
+_TINY_STUDENT = dataclasses.replace(_TINY, overrides={**_TINY.overrides, "patch_size": [1, 1, 1]})
+# the small world model (conf/model/small.yaml with small_teacher's overrides; a test holds them equal)
+_SMALL = dataclasses.replace(
+    _TINY,
+    overrides={"dim": 384, "ffn_dim": 1152, "num_heads": 6, "num_layers": 8, "text_len": 64, "patch_size": [1, 1, 1]},
+)
+_TINY_AE = {"width": 128, "num_res_blocks": 1, "temporal_kernel": 2, "patch": 4}
 SETUPS = {
     "wan1.3b-480p-taehv": Setup("dmd_wan1.3b_480p", _WAN13, "taehv-wan2.1", {}, 480, 832, None, 6.0, 3, 4096),
     "wan1.3b-480p-wanvae": Setup("dmd_wan1.3b_480p", _WAN13, "wan2.1-vae", {}, 480, 832, None, 6.0, 3, 4096),
     "wan5b-704p-taehv": Setup("dmd_wan2.2_5b_704p", _WAN5, "taehv-wan2.2", {}, 704, 1280, 1, 6.0, 3, 4096),
     "wan5b-704p-wanvae": Setup("dmd_wan2.2_5b_704p", _WAN5, "wan2.2-vae", {}, 704, 1280, 1, 6.0, 3, 4096),
     "tiny": Setup("tiny_dmd", _TINY, "tiny-ae", {"width": 128, "patch": 4}, 64, 64, 1, 3.0, 3, 384),
+    "tiny-student": Setup("tiny_dmd", _TINY_STUDENT, "tiny-ae", _TINY_AE, 64, 64, 1, 3.0, 3, 384),
+    "small": Setup("small_dmd", _SMALL, "tiny-ae", _TINY_AE, 64, 64, 1, 3.0, 3, 384),
 }
-REAL_SETUPS = [name for name in SETUPS if name != "tiny"]
+CPU_SETUPS = ("tiny", "tiny-student", "small")  # the embedded world's students: 64x64, the tiny codec
+REAL_SETUPS = [name for name in SETUPS if name not in CPU_SETUPS]
 
 # mode -> the engine's keyword arguments (stream.engine.StreamingGenerator)
 MODES = {"reference": {"fast": False}, "eager": {"fast": True}, "compiled": {"fast": True, "compile": True}}
@@ -131,12 +144,24 @@ class LiveTracks:
         return xy[None], torch.ones(1, hi - lo, self.n, dtype=torch.bool)  # [1, T, N, 2], [1, T, N]
 
 
-def build(setup: Setup, *, device: torch.device, dtype: torch.dtype, layers: Optional[int] = None, seed: int = 0):
+def build(
+    setup: Setup,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    layers: Optional[int] = None,
+    dim: Optional[int] = None,
+    seed: int = 0,
+):
     """Random-weight student (real flavors built on meta, materialised on the device; the zero-init head
-    randomised so the latents are not all zero) and codec, cast as ``models.conditioner.load_export`` casts."""
+    randomised so the latents are not all zero) and codec, cast as ``models.conditioner.load_export`` casts.
+    ``dim`` re-sizes an embedded-world student as conf/model/small.yaml sizes one: FFN 3x, heads of 64."""
     model = setup.model
     if layers is not None:
         model = dataclasses.replace(model, overrides={**model.overrides, "num_layers": layers})
+    if dim is not None:
+        sized = {"dim": dim, "ffn_dim": 3 * dim, "num_heads": dim // 64}
+        model = dataclasses.replace(model, overrides={**model.overrides, **sized})
     torch.manual_seed(seed)
     real = not model.flavor.startswith("tiny")
     net = build_motion_wan(model, text_encoder_dim=setup.text_dim, device="meta" if real else None)
@@ -374,6 +399,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tracks", type=int, default=1000, help="live track points")
     ap.add_argument("--steps", type=int, default=None, help="denoising steps per chunk (default: the recipe's, 3)")
     ap.add_argument("--layers", type=int, default=None, help="cut the DiT to this many blocks (CPU rehearsal)")
+    ap.add_argument(
+        "--dim", type=int, default=None, help=f"DiT width of {', '.join(CPU_SETUPS)} (FFN 3x, heads of 64): size sweeps"
+    )
     ap.add_argument("--height", type=int, default=None, help="pixel height (default: the setup's)")
     ap.add_argument("--width", type=int, default=None, help="pixel width (default: the setup's)")
     ap.add_argument("--overlap-decode", action="store_true", help="engine overlap_decode=True (eager / compiled)")
@@ -403,6 +431,8 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"--first {args.first} / --last {args.last}: need 1 <= first <= last")
     if args.breakdown_chunks < 1 or args.tracks < 1:
         ap.error("--breakdown-chunks and --tracks must be >= 1")
+    if args.dim is not None and (args.dim < 64 or args.dim % 64 or set(names) - set(CPU_SETUPS)):
+        ap.error(f"--dim {args.dim}: a multiple of 64, for {', '.join(CPU_SETUPS)} only (real flavors keep theirs)")
     if args.threads:
         torch.set_num_threads(args.threads)
     matmul = matmul_tflops(device, dtype, size=args.matmul_size or (8192 if device.type == "cuda" else 512))
@@ -415,7 +445,7 @@ def main(argv: list[str] | None = None) -> dict:
         changes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k)}
         setup = dataclasses.replace(SETUPS[name], **changes)
         try:
-            net, codec = build(setup, device=device, dtype=dtype, layers=args.layers, seed=args.seed)
+            net, codec = build(setup, device=device, dtype=dtype, layers=args.layers, dim=args.dim, seed=args.seed)
         except torch.OutOfMemoryError as err:
             results += [
                 {"setup": name, "mode": m, "error": "out of memory building: " + str(err).split(".")[0]} for m in modes
@@ -425,7 +455,12 @@ def main(argv: list[str] | None = None) -> dict:
         if setup.height % cell or setup.width % cell:
             ap.error(f"--height/--width {setup.height}x{setup.width}: {name} needs multiples of {cell}")
         for mode in modes:
-            row = {"setup": name, **run_mode(net, codec, setup, mode, args, matmul)}
+            size = {
+                "layers": len(net.dit.blocks),
+                "dim": net.dit.dim,
+                "dit_params": sum(p.numel() for p in net.dit.parameters()),
+            }
+            row = {"setup": name, **size, **run_mode(net, codec, setup, mode, args, matmul)}
             results.append(row)
             print(table([row]).splitlines()[-1], flush=True)
             gc.collect()  # the mode's engine (static buffers, CUDA graphs) goes before the next is built

@@ -96,15 +96,16 @@ def oracle_copy_epe(
     return figures
 
 
-def oracle_epe(run_dir: Path, *, samples: int = 16) -> dict:
-    """The oracle figures on a teacher run's held-out clips (its codec, token size and tracker)."""
+def oracle_epe(run_dir: Path, *, samples: int = 16, num_frames: int | None = None) -> dict:
+    """The oracle figures on a teacher run's held-out clips (its codec, token size and tracker), at
+    ``num_frames`` (default the run's data.num_frames; its evaluation's eval.num_frames to stand beside it)."""
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "config.yaml"), resolve=True)
     ckpt = run_dir / "codec" / "codec.pt"
     if not ckpt.is_file():
         ckpt = Path(cfg["codec"].get("checkpoint") or "")
     if not ckpt.is_file():
         raise ValueError(f"no codec checkpoint in {run_dir}/codec or codec.checkpoint; train the run first")
-    data = DataConfig(**{**cfg["data"], "eval_samples": samples})
+    data = DataConfig(**{**cfg["data"], "eval_samples": samples, "num_frames": num_frames or cfg["data"]["num_frames"]})
     codec = build_codec(cfg["codec"]["name"], checkpoint=str(ckpt)).eval()
     patch = (cfg["model"].get("overrides") or {}).get("patch_size", [1, 2, 2])
     ev = cfg.get("eval", {})

@@ -327,10 +327,12 @@ def save_network(
     text_encoder_dim: int,
     ema: bool,
     conventions: "Conventions | dict | None" = None,
+    max_shard_bytes: int | None = None,
 ) -> Path:
     """Write a full MotionWan state dict as ``<dir>/dit`` (official Wan format, loadable by
-    ``models.checkpoint.load_wan``), ``<dir>/heads.pt`` (track head + text projection) and
-    ``<dir>/network.json`` (config, plus ``conventions``: how the network must be called)."""
+    ``models.checkpoint.load_wan``; sharded with an index above ``max_shard_bytes``), ``<dir>/heads.pt``
+    (track head + text projection) and ``<dir>/network.json`` (config, plus ``conventions``: how the
+    network must be called). The files keep the state dict's dtype (a release may be bf16)."""
     import json
 
     from trackstream.models.checkpoint import save_wan
@@ -339,7 +341,7 @@ def save_network(
     net = build_motion_wan(ModelConfig(**model_cfg), text_encoder_dim=text_encoder_dim, device="meta")
     net.load_state_dict(state_dict, strict=True, assign=True)
     directory.mkdir(parents=True, exist_ok=True)
-    save_wan(net.dit, directory / "dit")
+    save_wan(net.dit, directory / "dit", max_shard_bytes=max_shard_bytes)
     heads = {k: v for k, v in state_dict.items() if not k.startswith("dit.")}
     torch.save(heads, directory / "heads.pt")
     conv = conventions if isinstance(conventions, Conventions) else Conventions.from_dict(conventions or {})
@@ -385,4 +387,6 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
         raise ValueError(f"{directory / 'heads.pt'} keys {sorted(heads)} do not match the network's {sorted(own)}")
     net.load_state_dict(heads, strict=False, assign=True)
     net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(directory / "network.json"))
-    return net.to(device)
+    # a release stored in bf16 (half the bytes) comes back in float32, as training wrote every other
+    # export: callers cast for inference themselves (cast_for_inference), and training steps in float32
+    return net.float().to(device)

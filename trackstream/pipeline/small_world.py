@@ -7,6 +7,7 @@ teacher -> ODE pairs + ODE init -> Self-Forcing DMD -> RL, each stage the ordina
     python -m trackstream.pipeline.small_world unpack --run-dir RUN --state DIR
     python -m trackstream.pipeline.small_world status --run-dir RUN [--state DIR]
     python -m trackstream.pipeline.small_world minilm --out .minilm [--no-prune]  # the text encoder to carry
+    python -m trackstream.pipeline.small_world ship   --run-dir RUN [--dest assets/small-world]  # scored release
 
 ``run`` continues the chain from where the run directory is (after unpacking ``--state`` when that is
 further along: a fresh machine), and stops before ``--budget-min``: at the deadline each running stage
@@ -45,6 +46,7 @@ from pathlib import Path
 from trackstream.pipeline.carry_minilm import write_minilm
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import PipelineError, _teacher_settings
+from trackstream.pipeline.small_world_ship import SMALL_DIR, ship_small_world
 from trackstream.pipeline.small_world_state import (
     EXPORTS,
     MAX_MIB,
@@ -174,6 +176,16 @@ def run_training(
     )
 
 
+def _environment() -> dict:
+    """The machine a call trains on (torch imported here only: the driver itself needs no accelerator)."""
+    import platform
+
+    import torch
+
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"device": gpu or f"cpu ({platform.machine()})", "torch": torch.__version__, "cuda": torch.version.cuda}
+
+
 def _logged_step(stage_dir: Path) -> int:
     rows = [r for r in read_metrics(stage_dir / "metrics.jsonl") if "step" in r]
     return int(rows[-1]["step"]) if rows else 0
@@ -201,6 +213,8 @@ def run(
         unpack(run_dir, Path(state), only_if_ahead=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     _record(run_dir, chain)
+    call = {"started": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "budget_s": budget_s, **_environment()}
+    call["from"] = progress(run_dir)
     for name in STAGES:
         if stage_done(run_dir / name):
             continue
@@ -223,6 +237,9 @@ def run(
             break
     where = progress(run_dir)
     print(f"[small_world] progress: done {where['done']}, next {where['stage']} at step {where['step']}", flush=True)
+    call |= {"to": where, "seconds": round(time.time() - t0, 1)}
+    with open(run_dir / "calls.jsonl", "a") as f:  # the release's manifest names the machines that trained it
+        f.write(json.dumps(call) + "\n")
     if out is not None:
         pack(run_dir, Path(out), part_mib=part_mib, max_mib=max_mib)
     return where
@@ -250,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("command", choices=("run", "pack", "unpack", "status", "minilm"))
+    ap.add_argument("command", choices=("run", "pack", "unpack", "status", "minilm", "ship"))
     ap.add_argument("--run-dir", type=Path, help="the run directory")
     ap.add_argument("--budget-min", type=float, default=9.0, help="run: stop and pack within this many minutes")
     ap.add_argument("--state", type=Path, help="a packed state folder (state.json + parts) to continue from")
@@ -270,6 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stop-at", metavar="STAGE:STEP", help="run: stop that stage at that step (rehearsals)")
     ap.add_argument("--part-mib", type=float, default=PART_MIB, help="largest pack part")
     ap.add_argument("--max-mib", type=float, default=MAX_MIB, help="largest pack in all (what can travel back in)")
+    ap.add_argument("--dest", type=Path, default=SMALL_DIR, help="ship: the release folder")
+    ap.add_argument("--clips", type=int, default=16, help="ship: held-out clips the students are scored on")
+    ap.add_argument("--long-clips", type=int, default=4, help="ship: clips at --long-factor x the horizon")
+    ap.add_argument("--long-factor", type=int, default=10)
+    ap.add_argument("--device", default="auto", help="ship: where the students are scored (auto: CUDA if present)")
+    ap.add_argument("--dtype", default="auto", help="ship: auto (bf16 on CUDA, fp32 on CPU), bfloat16 or float32")
     args = ap.parse_args(argv)
     try:
         if args.command == "minilm":
@@ -297,6 +320,21 @@ def main(argv: list[str] | None = None) -> int:
                 part_mib=args.part_mib,
                 max_mib=args.max_mib,
             )
+        elif args.command == "ship":
+            m = ship_small_world(
+                args.run_dir,
+                args.dest,
+                clips=args.clips,
+                long_clips=args.long_clips,
+                long_factor=args.long_factor,
+                device=args.device,
+                dtype=args.dtype,
+            )
+            print(f"[small_world] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB")
+            for name, t in m["targets"].items():
+                print(
+                    f"[small_world]   {name}: {t['value']:.3f} vs {t['threshold']:.3f}: {'met' if t['met'] else 'NOT met'}"
+                )
         elif args.command == "pack":
             if args.out is None:
                 raise ValueError("pack needs --out DIR")

@@ -119,7 +119,7 @@ def _step_of(line: str) -> int:
 
 def _select(run_dir: Path, mode: str) -> tuple[list[str], dict[str, bytes], dict]:
     where = progress(run_dir)
-    files, content, drop = [f for f in ("chain.json", "chain.log") if (run_dir / f).is_file()], {}, {}
+    files, content, drop = [f for f in ("chain.json", "chain.log", "calls.jsonl") if (run_dir / f).is_file()], {}, {}
     for name in STAGES:
         if not (run_dir / name).is_dir():
             continue

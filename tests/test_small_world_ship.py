@@ -1,0 +1,99 @@
+"""The small world's release (trackstream/pipeline/small_world_ship.py), rehearsed on CPU at shrunk widths:
+the chain run by the driver records its machine, ``ship`` scores the teacher (its run's held-out figures and
+the oracle copier's) and the three students by the one protocol, computes the issue's targets, and writes a
+bf16 release whose every file is under 20 MB and whose sha256 are in the manifest; the release's first
+losses are reproduced by re-running its recipe; a bf16 release network loads back in float32 as its
+export rounded to bf16, sharded with an index when over the file limit."""
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from test_small_world import BUDGET, SHRINK
+
+from trackstream.models.motion_wan import load_network
+from trackstream.pipeline.run import PipelineError
+from trackstream.pipeline.ship_teacher import verify_asset
+from trackstream.pipeline.small_world import STAGES, main, run
+from trackstream.pipeline.small_world_ship import MAX_FILE_BYTES, first_losses, release_network
+
+# the rehearsal chain with the teacher's final held-out evaluation on (ship reads it)
+CHAIN = replace(
+    SHRINK,
+    common=[o for o in SHRINK.common if o != "eval.enabled=false"],
+    stages={
+        "teacher": ["eval.enabled=true", "eval.periodic_clips=0", "eval.save_videos=0"],
+        **{s: [*SHRINK.stages.get(s, []), "eval.enabled=false"] for s in ("ode_init", "dmd", "rl")},
+        "ode_init": [*SHRINK.stages["ode_init"][:-1], "trainer.max_steps=4", "eval.enabled=false"],
+    },
+)
+
+
+@pytest.fixture(scope="module")
+def chain_run(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("OMP_NUM_THREADS", "1")
+    root = tmp_path_factory.mktemp("small_world_ship")
+    where = run(root / "run", CHAIN, **BUDGET)
+    assert where["done"] == list(STAGES)
+    yield root / "run"
+    mp.undo()
+
+
+def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(chain_run, tmp_path, capsys):
+    (call,) = [json.loads(line) for line in (chain_run / "calls.jsonl").read_text().splitlines()]
+    assert call["device"].startswith("cpu") and call["torch"] == torch.__version__ and "cuda" in call
+    assert call["from"]["done"] == [] and call["to"]["done"] == list(STAGES)
+
+    dest = tmp_path / "small-world"
+    argv = ["ship", "--run-dir", str(chain_run), "--dest", str(dest), "--clips", "2", "--long-clips", "1"]
+    assert main([*argv, "--long-factor", "2", "--device", "cpu", "--dtype", "float32"]) == 0
+    printed = capsys.readouterr().out
+    assert "teacher_epe_with_over_without" in printed and "dmd_epe_over_teacher" in printed
+    m = verify_asset(dest)  # every file's sha256 as the manifest says
+    files = [p for p in dest.rglob("*") if p.is_file()]
+    assert all(p.stat().st_size <= MAX_FILE_BYTES for p in files)
+    assert {"teacher/network.json", "student/network.json", "codec.pt", "teacher_config.yaml"} <= set(m["sha256"])
+    assert m["calls"] == [call] and m["steps"]["teacher"] == 4 and m["protocol"]["clips"] == 2
+    teacher = m["held_out"]["teacher"]
+    assert {"epe_with_tracks", "epe_ground_truth_video", "epe_frozen_video", "oracle_epe_copy@4px"} <= set(teacher)
+    for stage in ("ode_init", "dmd", "rl"):
+        assert {"epe_with_tracks", "epe_without_tracks", "psnr_with_tracks", "drift"} <= set(m["held_out"][stage])
+    t = m["targets"]["dmd_epe_over_teacher"]
+    assert t["value"] == pytest.approx(m["held_out"]["dmd"]["epe_with_tracks"] / teacher["epe_with_tracks"])
+    assert t["met"] == (t["value"] <= 1.3)
+    from safetensors import safe_open
+
+    with safe_open(str(dest / "student/dit/diffusion_pytorch_model.safetensors"), "pt") as f:
+        assert {f.get_slice(k).get_dtype() for k in f.keys()} == {"BF16"}
+    # the shipped student is the RL export rounded to bf16, read back in float32
+    shipped, export = load_network(dest / "student"), load_network(chain_run / "rl/export/student")
+    a, b = shipped.state_dict(), export.state_dict()
+    assert all(a[k].dtype == torch.float32 and torch.equal(a[k], b[k].bfloat16().float()) for k in b)
+
+    # the recipe's first losses, re-run from the release (same machine: exactly)
+    got = first_losses(dest, tmp_path / "repro", steps=len(m["first_losses"]["teacher"]))
+    assert got == {k: m["first_losses"][k] for k in ("codec", "teacher")}
+
+
+def test_a_release_network_over_the_file_limit_is_sharded_with_an_index(chain_run, tmp_path):
+    out = release_network(chain_run / "dmd/export/student", tmp_path / "net", max_shard_bytes=4096)
+    shards = sorted((out / "dit").glob("diffusion_pytorch_model-*.safetensors"))
+    assert len(shards) > 2 and (out / "dit/diffusion_pytorch_model.safetensors.index.json").is_file()
+    net = load_network(out)
+    ref = load_network(chain_run / "dmd/export/student").state_dict()
+    assert all(torch.equal(v, ref[k].bfloat16().float()) for k, v in net.state_dict().items())
+
+
+def test_ship_refuses_an_unfinished_chain_in_one_line(tmp_path, capsys):
+    (tmp_path / "run/teacher").mkdir(parents=True)
+    from trackstream.pipeline.small_world_ship import ship_small_world
+
+    with pytest.raises(PipelineError, match="stage teacher is not done"):
+        ship_small_world(tmp_path / "run", tmp_path / "dest")
+    assert main(["ship", "--run-dir", str(tmp_path / "run"), "--dest", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "continue the chain first" in err[0]
+    assert not Path(tmp_path / "d").exists()
