@@ -9,7 +9,9 @@
   rules), ``state_dict() == {"position": ...}``.
 * ``pool_size: null`` streams new clips forever through ``data.synthetic.SyntheticVideoDataset``
   (raw videos, encoded on the fly by the objective): the layout for real data.
-Held-out evaluation clips come from a different seed namespace than any training clip.
+Held-out evaluation clips (``heldout_clips``) come from a different seed namespace than any
+training clip; with ``source: shards`` they are the first samples of ``eval_shards``, a held-out shard
+set the user prepares, so that training-time figures and sample videos are of their data.
 """
 
 from __future__ import annotations
@@ -24,7 +26,15 @@ import torch
 from trackstream.data.batching import StreamLoader, collate_samples, derive_seed, dist_info, subsample_tracks
 from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
 
-__all__ = ["DataConfig", "make_world", "ClipPool", "PoolStream", "heldout_clips", "build_raw_stream"]
+__all__ = [
+    "DataConfig",
+    "make_world",
+    "ClipPool",
+    "PoolStream",
+    "heldout_clips",
+    "check_heldout",
+    "build_raw_stream",
+]
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +57,19 @@ class DataConfig:
     eval_samples: int = 16
     shards: str | None = None  # source=shards: a folder (index.json), a glob or a brace pattern
     shuffle_buffer: int = 256  # source=shards
+    # source=shards: held-out shards (same forms as shards) for the evaluation during training
+    eval_shards: str | None = None
 
     def __post_init__(self) -> None:
         if self.source not in ("synthetic", "shards"):
             raise ValueError(f"data.source={self.source!r}; choose 'synthetic' or 'shards'")
         if self.source == "shards" and not self.shards:
             raise ValueError("data.source=shards needs data.shards (a shard folder, glob or brace pattern)")
+        if self.eval_shards and self.source != "shards":
+            raise ValueError(
+                "data.eval_shards is read with data.source=shards only (the synthetic world renders its own "
+                "held-out clips); unset it or set data.source=shards"
+            )
         if self.source == "shards" and self.pool_size is not None:
             raise ValueError(
                 "data.pool_size is for the synthetic world; set data.pool_size=null with data.source=shards"
@@ -96,7 +113,10 @@ class _Render(torch.utils.data.Dataset):
 
 
 class ClipPool:
-    """Rendered clips: ``clips[i]`` = {frames uint8 [T,H,W,3], tracks [T,N,2], visibility [T,N], caption, meta}."""
+    """Clips in memory: ``clips[i]`` = {frames uint8 [T,H,W,3], tracks [T,N,2], visibility [T,N], caption, meta}.
+
+    ``world``: the synthetic world that rendered them; None for clips read from shards (``of``).
+    """
 
     def __init__(self, world: SyntheticWorld, seeds: list[int], *, num_workers: int = 0):
         loader = torch.utils.data.DataLoader(
@@ -107,7 +127,18 @@ class ClipPool:
             prefetch_factor=4 if num_workers else None,
         )
         self.clips = list(loader)
-        self.world = world
+        self.world: SyntheticWorld | None = world
+
+    @classmethod
+    def of(cls, clips: list[dict], *, world: SyntheticWorld | None = None) -> "ClipPool":
+        """A pool of clips already in memory (nothing rendered)."""
+        pool = cls.__new__(cls)
+        pool.clips, pool.world = list(clips), world
+        return pool
+
+    def head(self, n: int) -> "ClipPool":
+        """The first ``n`` clips (the same entries)."""
+        return ClipPool.of(self.clips[:n], world=self.world)
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -127,9 +158,56 @@ class ClipPool:
 
 
 def heldout_clips(cfg: DataConfig) -> ClipPool:
-    """``eval_samples`` clips that no training stream can draw (a separate seed namespace)."""
+    """``eval_samples`` held-out clips of ``num_frames`` frames.
+
+    Synthetic: clips no training stream can draw (a separate seed namespace). Shards: the first
+    ``eval_samples`` samples of ``eval_shards`` in ``list_shards`` order, then tar order, never
+    shuffled, so every evaluation, rank and resumed job scores the same clips; each is decoded by
+    ``decode_sample`` as the training loader decodes a shard sample (``ShardSamples.clip``).
+    """
+    if cfg.source == "shards":
+        return _shard_heldout(cfg)
     seeds = [derive_seed(cfg.eval_seed, "heldout", i) for i in range(cfg.eval_samples)]
     return ClipPool(make_world(cfg), seeds, num_workers=cfg.num_workers)
+
+
+def check_heldout(cfg: DataConfig, *, disable: str = "eval.enabled=false") -> None:
+    """Refuse, before any step is trained, a training-time evaluation that has no held-out clips of the
+    user's data: ``source=shards`` needs ``eval_shards`` holding at least ``eval_samples`` samples.
+    ``disable``: the override that turns that evaluation off (named in the error)."""
+    if cfg.source != "shards":
+        return
+    if not cfg.eval_shards:
+        # the synthetic world's sprites would be scored instead, silently: refuse
+        raise ValueError(
+            "data.source=shards with data.eval_shards=null: the evaluation during training needs held-out "
+            "clips of your data; run `python -m trackstream.data.prepare` on held-out videos and set "
+            f"data.eval_shards=<that folder>, or set {disable}"
+        )
+    from trackstream.data.shards import list_shards
+
+    available = sum(s.num_samples for s in list_shards(cfg.eval_shards))
+    if available < cfg.eval_samples:
+        raise ValueError(
+            f"data.eval_shards={cfg.eval_shards} holds {available} samples but the evaluation reads "
+            f"{cfg.eval_samples} (data.eval_samples / eval.periodic_clips): lower them or add held-out clips"
+        )
+
+
+def _shard_heldout(cfg: DataConfig) -> ClipPool:
+    from trackstream.data.shard_samples import ShardSamples
+
+    check_heldout(cfg)
+    samples = ShardSamples(cfg.eval_shards, num_frames=cfg.num_frames, height=cfg.height, width=cfg.width)
+    clips = []
+    for i in range(cfg.eval_samples):
+        clip = samples.clip(i)
+        # the evaluation seeds each clip's input-track subset by meta["seed"] (synthetic clips carry
+        # theirs); a prepared video has none, so it gets the one its held-out index has in the seed namespace
+        clip["meta"].setdefault("seed", derive_seed(cfg.eval_seed, "heldout", i))
+        clip["meta"].setdefault("id", clip["meta"]["key"])
+        clips.append(clip)
+    return ClipPool.of(clips)
 
 
 class PoolStream:

@@ -10,6 +10,10 @@ another shard) reopens it. Only the members a condition needs are decoded: the f
 the tracks of the first ``num_frames`` frames, the caption and, if present, the cached text
 embedding. A sample whose video cannot be decoded is replaced by the next readable one (counted in
 ``skipped``), so a corrupt file costs one condition, not the job.
+
+``clip(i)`` reads sample ``i`` whole (every frame, through ``decode_sample`` as the training loader
+does) for the held-out evaluation during training (``data.clips.heldout_clips``); there a corrupt or
+short clip is an error, since replacing or padding it would change what the figures measure.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from trackstream.data.shards import ShardInfo, decode_sample, list_shards
-from trackstream.data.video_io import VideoDecodeError, decode_video
+from trackstream.data.video_io import VideoDecodeError, decode_video, tensor_to_frames
 
 __all__ = ["ShardSamples"]
 
@@ -83,17 +87,51 @@ class ShardSamples:
                 f"data.num_frames={self.num_frames} needs at least that many (prepare longer clips)"
             )
         frames, _ = decode_video(bytes(raw["mp4"]), max_frames=1)  # [1, H, W, 3] uint8
-        H, W = frames.shape[1:3]
-        if self.height is not None and (H, W) != (self.height, self.width):
-            raise ValueError(
-                f"{url}: videos are {W}x{H} but data.height/width ask for {self.width}x{self.height}; "
-                "set data.height/width to the shards' size or prepare them at that size"
-            )
+        self._check_size(url, *frames.shape[1:3])
         sample["first_frame"] = frames[0]
         sample["tracks"] = sample["tracks"][: self.num_frames]
         sample["visibility"] = sample["visibility"][: self.num_frames]
         sample["meta"] = {**sample["meta"], "key": raw["__key__"], "shard": url}
         return sample
+
+    def _check_size(self, url: str, H: int, W: int) -> None:
+        # the loaders never resize: data.prepare wrote the shards at their training size
+        if self.height is not None and (H, W) != (self.height, self.width):
+            raise ValueError(
+                f"{url}: videos are {W}x{H} but data.height/width ask for {self.width}x{self.height}; "
+                "set data.height/width to the shards' size or prepare them at that size"
+            )
+
+    def clip(self, index: int) -> dict:
+        """Sample ``index`` whole: {frames uint8 [T, H, W, 3], tracks float32 [T, N, 2], visibility bool
+        [T, N], caption, meta (with ``key`` and ``shard``)}, T = ``num_frames``. A clip with fewer frames,
+        no video or an undecodable one is a ValueError naming it (see the module docstring)."""
+        raw = self._raw(index)
+        url, key = self.shards[self.locate(index)[0]].url, raw.get("__key__")
+        if "mp4" not in raw:
+            raise ValueError(
+                f"held-out sample {key} of {url} has no video (cached latents only): prepare the held-out "
+                "shards with videos (python -m trackstream.data.prepare ... store_video=true)"
+            )
+        try:
+            sample = decode_sample(raw, num_frames=self.num_frames)
+        except VideoDecodeError as err:
+            raise ValueError(f"held-out sample {key} of {url}: {err}; prepare it again or remove it") from err
+        if sample["tracks"].shape[0] < self.num_frames:
+            raise ValueError(
+                f"held-out sample {key} of {url} has {sample['tracks'].shape[0]} frames but the evaluation "
+                f"asks for {self.num_frames}: lower eval.num_frames (null: data.num_frames) or prepare longer "
+                "held-out clips"
+            )
+        frames = tensor_to_frames(sample["video"])  # exact: the video was uint8 / 127.5 - 1
+        self._check_size(url, *frames.shape[1:3])
+        return {
+            "frames": frames,
+            "tracks": sample["tracks"].numpy(),
+            "visibility": sample["visibility"].numpy(),
+            "caption": sample["caption"],
+            "meta": {**sample["meta"], "key": key, "shard": url},
+        }
 
     def get(self, index: int) -> dict:
         """Sample ``index``; an undecodable video is replaced by the next readable sample (wrapping)."""

@@ -9,6 +9,9 @@ and W&B ``eval/*``; per clip a side-by-side mp4 (ground truth | with tracks | wi
 tracks drawn on each) goes to ``<run_dir>/samples/`` and W&B ``samples/student/<i>``.
 The codec and text encoder are loaded on the first call, so a run that never samples pays nothing; a call
 costs 2 x clips streamed videos, their decoding and the tracker. The tiny experiments leave it off.
+The held-out clips (``data.clips.heldout_clips``: with ``source=shards`` the first samples of ``data.eval_shards``)
+are read when the stage is built (``sampling_clips``; ODE init before its pairs), so a missing held-out set
+fails before any work.
 Several processes: under fsdp every rank streams (each module of the streaming path is an FSDP unit,
 gathered in lockstep) and rank 0 writes; otherwise rank 0 streams the unwrapped network alone.
 """
@@ -22,7 +25,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from trackstream.data.clips import heldout_clips
+from trackstream.data.clips import check_heldout, heldout_clips
 from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig
@@ -36,7 +39,7 @@ from trackstream.train.parallel import TrainedNetwork, unwrap
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
 
-__all__ = ["student_sampler", "write_sample_videos"]
+__all__ = ["sampling_clips", "student_sampler", "write_sample_videos"]
 
 FIGURES = ("epe_", "psnr_", "ssim_")
 
@@ -60,6 +63,25 @@ def write_sample_videos(folder: Path, tag: str, clips: list[dict], frames: dict,
     return paths
 
 
+def sampling_clips(cfg: "TrainConfig", runtime: Runtime) -> list[dict] | None:
+    """The held-out clips the student is streamed on: the first ``eval.periodic_clips`` (at most
+    ``data.eval_samples``) of ``eval.num_frames`` frames; None when sampling is off, [] on a rank that
+    does not stream. Every rank checks the config, so all refuse alike."""
+    if cfg.trainer.sample_every <= 0 or not cfg.eval.enabled:
+        return None
+    if cfg.parallel.strategy == "deepspeed":
+        raise ValueError(
+            "trainer.sample_every > 0 with parallel.strategy=deepspeed: the student is streamed outside the "
+            "engine's forward; set trainer.sample_every=0 (or eval.enabled=false) and evaluate the export"
+        )
+    n = min(cfg.eval.periodic_clips, cfg.data.eval_samples)
+    data = dataclasses.replace(cfg.data, num_frames=cfg.eval.num_frames or cfg.data.num_frames, eval_samples=n)
+    check_heldout(data, disable="trainer.sample_every=0 (or eval.enabled=false)")
+    if not (runtime.is_main or cfg.parallel.strategy == "fsdp"):
+        return []
+    return heldout_clips(data).clips  # the first n held-out clips
+
+
 def student_sampler(
     cfg: "TrainConfig",
     runtime: Runtime,
@@ -69,17 +91,16 @@ def student_sampler(
     model: dict,
     codec_fn: Callable[[], torch.nn.Module],
     text_encoder_fn: Callable[[], object],
+    clips: list[dict] | None = None,
 ) -> Hook | None:
     """The periodic sampling hook of a student stage, or None when ``trainer.sample_every`` is 0 or
     ``eval.enabled`` is false. ``model``: the student's ``network.json`` model config; ``codec_fn`` /
-    ``text_encoder_fn`` load the frozen codec and text encoder (called once, on the first sample)."""
-    if cfg.trainer.sample_every <= 0 or not cfg.eval.enabled:
+    ``text_encoder_fn`` load the frozen codec and text encoder (called once, on the first sample);
+    ``clips``: ``sampling_clips`` if the stage read them already (else read here)."""
+    if clips is None:
+        clips = sampling_clips(cfg, runtime)
+    if clips is None:
         return None
-    if cfg.parallel.strategy == "deepspeed":
-        raise ValueError(
-            "trainer.sample_every > 0 with parallel.strategy=deepspeed: the student is streamed outside the "
-            "engine's forward; set trainer.sample_every=0 (or eval.enabled=false) and evaluate the export"
-        )
     sharded = cfg.parallel.strategy == "fsdp"
     stream = StreamConfig(causal=cfg.stage.causal, steps=int(cfg.schedule.student_steps), shift=cfg.schedule.shift)
     scoring = StreamEvalConfig(
@@ -96,9 +117,7 @@ def student_sampler(
             conditioner = Conditioner.for_network(
                 ModelConfig(**model), codec=codec_fn(), text_encoder=text_encoder_fn(), device=runtime.device
             )
-            n = min(cfg.eval.periodic_clips, cfg.data.eval_samples)
-            data = dataclasses.replace(cfg.data, num_frames=cfg.eval.num_frames or cfg.data.num_frames, eval_samples=n)
-            parts.update(conditioner=conditioner, clips=heldout_clips(data).clips)  # the first n held-out clips
+            parts.update(conditioner=conditioner, clips=clips)
         return parts
 
     def sample(step: int, logger: MetricLogger) -> None:

@@ -43,7 +43,7 @@ from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.ode_pairs import PairSet, generate_ode_pairs, pairs_complete
 from trackstream.distill.pair_conditions import PairConditions
-from trackstream.distill.periodic import student_sampler
+from trackstream.distill.periodic import sampling_clips, student_sampler
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, ModelConfig, load_network
 from trackstream.models.streaming import StreamConfig
@@ -236,6 +236,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     teacher_dir = _require_teacher(st.teacher)
     check_teacher_run(cfg, teacher_dir)
+    heldout = sampling_clips(cfg, runtime)  # before the pairs: a missing held-out set fails first
     t0 = time.perf_counter()
     pairs_dir = obtain_ode_pairs(cfg, runtime, Path(st.pairs) if st.pairs else run_dir / "ode_pairs")
     pairs_seconds = round(time.perf_counter() - t0, 2)
@@ -270,6 +271,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         model=_network_meta(teacher_dir)["model"],
         codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
         text_encoder_fn=lambda: load_text_encoder(cfg, runtime),
+        clips=heldout,
     )
 
     def finish(result: TrainResult, logger=None) -> dict:
@@ -291,6 +293,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     teacher_dir = _require_teacher(st.teacher)
     check_teacher_run(cfg, teacher_dir)
+    heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
     # an exported student, or a Wan / community checkpoint (PATH::generator_ema) in the teacher's network
     student_net, student_dir = load_student(st.student, teacher_dir)
     if not st.pairs:
@@ -350,6 +353,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         model=_network_meta(student_dir)["model"],
         codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
         text_encoder_fn=lambda kept=text_encoder: kept,
+        clips=heldout,
     )
     del text_encoder  # otherwise freed after the null text, as before
 

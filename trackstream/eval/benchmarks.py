@@ -72,6 +72,8 @@ def _synthetic(data_cfg, count: Optional[int]) -> list[Sample]:
 
     if count is not None:
         data_cfg = dataclasses.replace(data_cfg, eval_samples=count)
+    # the embedded world's clips even for a run trained on shards (heldout_clips would read its eval_shards)
+    data_cfg = dataclasses.replace(data_cfg, source="synthetic", eval_shards=None)
     pool = heldout_clips(data_cfg)
     return [Sample(str(c["meta"]["id"]), c["frames"], c["tracks"], c["visibility"], c["caption"]) for c in pool.clips]
 

@@ -6,6 +6,9 @@ encoded once through the frozen codec), the network (built on meta for real flav
 materialised after sharding by ``prepare_network``), and the objective, which receives the
 wrapped network. ``finish`` evaluates EPE with and without tracks on held-out clips using the
 EMA weights and exports the teacher (official Wan format + heads) to ``<run_dir>/export``.
+The held-out clips (``data.clips.heldout_clips``: the synthetic world's, or with ``source=shards``
+those of ``data.eval_shards``) are read first of all, so a missing or unfit held-out set fails before
+the text encoder loads or the codec is fitted, not at the first evaluation.
 """
 
 from __future__ import annotations
@@ -22,7 +25,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import ClipPool, PoolStream, build_raw_stream, heldout_clips, pool_track_batch
+from trackstream.data.clips import (
+    ClipPool,
+    PoolStream,
+    build_raw_stream,
+    check_heldout,
+    heldout_clips,
+    pool_track_batch,
+)
 from trackstream.eval.teacher_eval import evaluate_motion
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, build_motion_wan
@@ -42,8 +52,20 @@ __all__ = ["build_teacher"]
 log = logging.getLogger(__name__)
 
 
+def _heldout(cfg: "TrainConfig", *, evaluates: bool) -> ClipPool | None:
+    """The held-out clips of the evaluation (None with ``eval.enabled`` false or on a rank that does not
+    evaluate; every rank checks the config, so all fail alike)."""
+    if not cfg.eval.enabled:
+        return None
+    data = dataclasses.replace(cfg.data, num_frames=cfg.eval.num_frames or cfg.data.num_frames)
+    check_heldout(data, disable="eval.enabled=false")
+    return heldout_clips(data) if evaluates else None
+
+
 def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     device = runtime.device
+    sharded = cfg.parallel.strategy == "fsdp"
+    heldout = _heldout(cfg, evaluates=runtime.is_main or sharded)
     text_encoder = load_text_encoder(cfg, runtime)
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
     codec = obtain_codec(cfg, runtime, run_dir, pool)
@@ -71,7 +93,6 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
     net = build_motion_wan(cfg.model, text_encoder_dim=text_encoder.dim)
     net.conventions = Conventions(clean_first_frame=cfg.stage.clean_first_frame)
     on_meta = any(p.is_meta for p in net.parameters())
-    sharded = cfg.parallel.strategy == "fsdp"
     init_fn = None
     if on_meta or cfg.model.init_from:
         init_fn = partial(initialise, init_from=cfg.model.init_from, sharded=sharded, is_main=runtime.is_main)
@@ -99,20 +120,11 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         device=device,
     )
 
-    heldout: list[ClipPool] = []  # rendered on first use
-
     def evaluate(tag: str, *, out: Path, logger: MetricLogger, step: int, max_clips: int | None = None) -> dict:
         """Every rank runs the sampler under FSDP (collective forwards); otherwise rank 0 only."""
-        if not heldout:
-            frames = cfg.eval.num_frames or cfg.data.num_frames
-            heldout.append(heldout_clips(dataclasses.replace(cfg.data, num_frames=frames)))
-        clips = heldout[0]
-        if max_clips is not None and max_clips < len(clips):
-            sub = ClipPool.__new__(ClipPool)
-            sub.clips, sub.world = clips.clips[:max_clips], clips.world
-            clips = sub
         figures: dict = {}
         if runtime.is_main or sharded:
+            clips = heldout.head(max_clips) if max_clips is not None else heldout
             module = trained.module if sharded else trained.raw
             ema = trained.ema if (cfg.eval.use_ema and trained.ema is not None) else None
             ctx = ema.swapped(unwrap(module)) if ema is not None else contextlib.nullcontext()
