@@ -16,9 +16,10 @@ written before that is refused with the opt-in (``TRACKSTREAM_ALLOW_PICKLE=1``) 
 files under ``deepspeed/`` are read by DeepSpeed itself.
 
 Resume (``trainer.resume=auto``) takes the newest checkpoint that can be read: one whose meta.pt, rank
-file or network file is missing, truncated or garbage is skipped with a warning naming it and why, and
-the next older one is used (:meth:`CheckpointManager.resume_latest`). A checkpoint of another config is
-refused, not skipped: that run directory holds another run.
+file or network file (an FSDP network's shards and index too: trackstream/train/sharded.py) is missing,
+truncated or garbage is skipped with a warning naming it and why, and the next older one is used
+(:meth:`CheckpointManager.resume_latest`). A checkpoint of another config is refused, not skipped: that
+run directory holds another run.
 
 Preemption: SIGTERM, SIGUSR1 (Slurm's ``--signal=USR1@120``) and SIGUSR2 (submitit) set a flag; the loop checks it
 every step (agreeing across ranks), saves, and exits cleanly (optionally ``scontrol requeue``).
@@ -38,6 +39,7 @@ import torch
 
 from trackstream.train.dist import Runtime, UnreadableFile, load_rng_state, plain_state, read_state, rng_state
 from trackstream.train.parallel import TrainedNetwork
+from trackstream.train.sharded import agree_readable
 
 __all__ = [
     "CheckpointManager",
@@ -192,15 +194,22 @@ class CheckpointManager:
         """Restore everything; returns (step, loop_state, data_state of this rank). A missing, truncated
         or garbage file is an :class:`UnreadableFile` (a ValueError naming it)."""
         path = Path(path)
-        meta = read_meta(path)
-        check_resumable(path, meta, fingerprint=self.fingerprint, world_size=self.runtime.world_size)
-        if set(meta["networks"]) != set(networks):
-            raise ValueError(
-                f"checkpoint {path} has networks {sorted(meta['networks'])}, this stage trains {sorted(networks)}"
-            )
-        # this rank's small file first: a damaged one is found before any network is touched
-        rank_file = path / f"rank_{self.runtime.rank:05d}.pt"
-        rank_state = read_state(rank_file, what="a training checkpoint", fix=_RESAVE)
+        reason = None
+        try:
+            meta = read_meta(path)
+            check_resumable(path, meta, fingerprint=self.fingerprint, world_size=self.runtime.world_size)
+            if set(meta["networks"]) != set(networks):
+                raise ValueError(
+                    f"checkpoint {path} has networks {sorted(meta['networks'])}, this stage trains {sorted(networks)}"
+                )
+            # this rank's small file first: a damaged one is found before any network is touched
+            rank_file = path / f"rank_{self.runtime.rank:05d}.pt"
+            rank_state = read_state(rank_file, what="a training checkpoint", fix=_RESAVE)
+        except UnreadableFile as err:
+            reason = str(err)
+        # a rank that could not read its own file must not leave the others inside a sharded network's
+        # collective load: every rank goes on, or every rank raises (train.sharded)
+        agree_readable(self.runtime, reason)
         for name, net in networks.items():
             net.load(path)
             net.load_meta_state(meta["networks"][name])

@@ -12,12 +12,14 @@ never branches on the strategy.
   leaves the model unwrapped);
   bf16 via ``MixedPrecisionPolicy`` (fp32 reductions); meta-built modules are materialised
   after sharding (``to_empty`` + init), so no rank ever holds the full unsharded model; sharded
-  checkpoints through torch.distributed.checkpoint (DCP), resharding-capable.
+  checkpoints through torch.distributed.checkpoint (DCP), resharding-capable; a damaged shard or index
+  is an ``UnreadableFile`` on every rank (``trackstream/train/sharded.py``). DCP reads its index and
+  non-tensor entries (optimizer hyperparameters) with pickle itself: as trusted as DeepSpeed's files.
 * deepspeed: ZeRO 0-3 through accelerate's DeepSpeed plugin (gloo on CPU: trap 6); the engine
   owns accumulation boundaries, loss scaling and clipping; its own checkpoint format, which DeepSpeed
   reads itself (``torch.load`` inside DeepSpeed, outside ``weights_only``'s reach here: a DeepSpeed
   checkpoint is as trusted as the code), our EMA file beside it with ``weights_only=True``.
-Every file written here is read back with ``weights_only=True`` (``train.dist.read_state``).
+Every other file written here is read back with ``weights_only=True`` (``train.dist.read_state``).
 Frozen modules (codec, text encoder, the teacher in distillation) get ``prepare_frozen``:
 eval mode, no gradients, no DDP wrapper, optionally sharded (FSDP) for large teachers.
 """
@@ -33,9 +35,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from trackstream.train.dist import Runtime, read_state
+from trackstream.train.dist import Runtime, UnreadableFile, read_state
 from trackstream.train.ema import EMA, EMAConfig
 from trackstream.train.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
+from trackstream.train.sharded import agree_readable, load_sharded
 
 __all__ = [
     "ParallelConfig",
@@ -257,15 +260,20 @@ class FSDPNetwork(TrainedNetwork):
             torch.save({"ema_num_updates": self.ema.num_updates}, directory / f"{self.name}.ema.pt")
 
     def load(self, directory: Path) -> None:
-        import torch.distributed.checkpoint as dcp
         from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
+        ema, reason = None, None
+        if self.ema is not None:  # read before the collective load, which no rank may skip (train.sharded)
+            try:
+                ema = read_state(directory / f"{self.name}.ema.pt", what="a training checkpoint", fix=_RESAVE)
+            except UnreadableFile as err:
+                reason = str(err)
+        agree_readable(self.runtime, reason)
         state = self._state()
-        dcp.load(state, checkpoint_id=str(directory / self.name))  # in place, resharding if needed
+        load_sharded(state, directory / self.name, self.runtime)  # in place (the EMA shadow DTensors too)
         set_model_state_dict(self.module, state["model"])
         set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"])
-        if self.ema is not None:  # the shadow DTensors were filled in place by dcp.load
-            ema = read_state(directory / f"{self.name}.ema.pt", what="a training checkpoint", fix=_RESAVE)
+        if ema is not None:
             self.ema.num_updates = int(ema["ema_num_updates"])
 
 
