@@ -42,7 +42,7 @@ def chain_run(tmp_path_factory):
     mp.undo()
 
 
-def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(chain_run, tmp_path, capsys):
+def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(chain_run, tmp_path, capsys, monkeypatch):
     (call,) = [json.loads(line) for line in (chain_run / "calls.jsonl").read_text().splitlines()]
     assert call["device"].startswith("cpu") and call["torch"] == torch.__version__ and "cuda" in call
     assert call["from"]["done"] == [] and call["to"]["done"] == list(STAGES)
@@ -72,6 +72,22 @@ def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(ch
     shipped, export = load_network(dest / "student"), load_network(chain_run / "rl/export/student")
     a, b = shipped.state_dict(), export.state_dict()
     assert all(a[k].dtype == torch.float32 and torch.equal(a[k], b[k].bfloat16().float()) for k in b)
+
+    # the trip back from the device: 15 MiB pieces, 7 a call; joined from two calls' folders, byte for byte
+    import trackstream.pipeline.small_world_ship as sws
+
+    monkeypatch.setattr(sws, "RELEASE_PART", 2**17)
+    monkeypatch.setattr(sws, "PARTS_PER_CALL", 3)
+    first = sws.pack_release(dest, tmp_path / "call1")
+    assert len(first["here"]) == 3 < len(first["parts"]) <= 6, len(first["parts"])
+    with pytest.raises(ValueError, match="missing: bring them back with .* --first-part 3"):
+        sws.unpack_release([tmp_path / "call1"], tmp_path / "back")
+    assert main(["release", "--dest", str(dest), "--out", str(tmp_path / "call2"), "--first-part", "3"]) == 0
+    argv = ["release", "--dest", str(tmp_path / "back"), "--state", str(tmp_path / "call1")]
+    assert main([*argv, "--state", str(tmp_path / "call2")]) == 0
+    assert verify_asset(tmp_path / "back") == m
+    back = {p.relative_to(tmp_path / "back"): p.read_bytes() for p in (tmp_path / "back").rglob("*") if p.is_file()}
+    assert back == {p.relative_to(dest): p.read_bytes() for p in files}
 
     # the recipe's first losses, re-run from the release (same machine: exactly)
     got = first_losses(dest, tmp_path / "repro", steps=len(m["first_losses"]["teacher"]))

@@ -168,7 +168,10 @@ def heldout_clips(cfg: DataConfig) -> ClipPool:
     if cfg.source == "shards":
         return _shard_heldout(cfg)
     seeds = [derive_seed(cfg.eval_seed, "heldout", i) for i in range(cfg.eval_samples)]
-    return ClipPool(make_world(cfg), seeds, num_workers=cfg.num_workers)
+    # the loader draws its base seed from the global RNG: forked, so that a run trains the same with its
+    # evaluation on or off (the teacher renders these before it fits its codec)
+    with torch.random.fork_rng(devices=[]):
+        return ClipPool(make_world(cfg), seeds, num_workers=cfg.num_workers)
 
 
 def check_heldout(cfg: DataConfig, *, disable: str = "eval.enabled=false") -> None:

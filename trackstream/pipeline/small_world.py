@@ -7,7 +7,9 @@ teacher -> ODE pairs + ODE init -> Self-Forcing DMD -> RL, each stage the ordina
     python -m trackstream.pipeline.small_world unpack --run-dir RUN --state DIR
     python -m trackstream.pipeline.small_world status --run-dir RUN [--state DIR]
     python -m trackstream.pipeline.small_world minilm --out .minilm [--no-prune]  # the text encoder to carry
-    python -m trackstream.pipeline.small_world ship   --run-dir RUN [--dest assets/small-world]  # scored release
+    python -m trackstream.pipeline.small_world ship   --run-dir RUN [--dest assets/small-world] [--out DIR]
+    python -m trackstream.pipeline.small_world release --dest assets/small-world --out DIR [--first-part K]
+    python -m trackstream.pipeline.small_world release --dest assets/small-world --state DIR [--state DIR2]
 
 ``run`` continues the chain from where the run directory is (after unpacking ``--state`` when that is
 further along: a fresh machine), and stops before ``--budget-min``: at the deadline each running stage
@@ -46,7 +48,7 @@ from pathlib import Path
 from trackstream.pipeline.carry_minilm import write_minilm
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import PipelineError, _teacher_settings
-from trackstream.pipeline.small_world_ship import SMALL_DIR, ship_small_world
+from trackstream.pipeline.small_world_ship import SMALL_DIR, pack_release, ship_small_world, unpack_release
 from trackstream.pipeline.small_world_state import (
     EXPORTS,
     MAX_MIB,
@@ -267,10 +269,15 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("command", choices=("run", "pack", "unpack", "status", "minilm", "ship"))
+    ap.add_argument("command", choices=("run", "pack", "unpack", "status", "minilm", "ship", "release"))
     ap.add_argument("--run-dir", type=Path, help="the run directory")
     ap.add_argument("--budget-min", type=float, default=9.0, help="run: stop and pack within this many minutes")
-    ap.add_argument("--state", type=Path, help="a packed state folder (state.json + parts) to continue from")
+    ap.add_argument(
+        "--state",
+        type=Path,
+        action="append",
+        help="a packed state folder (state.json + parts) to continue from; release: folders of release parts",
+    )
     ap.add_argument("--out", type=Path, help="run / pack: where the packed state goes ($OUT on the device)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override for every stage")
     ap.add_argument("--stage-set", action="append", default=[], metavar="STAGE:KEY=VALUE", help="one stage's")
@@ -293,12 +300,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long-factor", type=int, default=10)
     ap.add_argument("--device", default="auto", help="ship: where the students are scored (auto: CUDA if present)")
     ap.add_argument("--dtype", default="auto", help="ship: auto (bf16 on CUDA, fp32 on CPU), bfloat16 or float32")
+    ap.add_argument("--first-part", type=int, default=0, help="ship / release --out: the first release part to write")
     args = ap.parse_args(argv)
     try:
         if args.command == "minilm":
             write_minilm(args.out or Path(".minilm"), prune=args.prune)
             return 0
-        if args.run_dir is None:
+        states = args.state or []
+        if len(states) > 1 and args.command != "release":
+            raise ValueError(f"{args.command} takes one --state DIR (several are for release parts only)")
+        state = states[0] if states else None
+        if args.run_dir is None and args.command != "release":
             raise ValueError("--run-dir is required")
         if args.command == "run":
             stop_at = None
@@ -311,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.run_dir,
                 _chain(args),
                 budget_s=args.budget_min * 60,
-                state=args.state,
+                state=state,
                 out=args.out,
                 min_stage_s=args.min_stage_s,
                 grace_s=args.grace_s,
@@ -331,22 +343,32 @@ def main(argv: list[str] | None = None) -> int:
                 dtype=args.dtype,
             )
             print(f"[small_world] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB")
+            if args.out is not None:
+                pack_release(args.dest, args.out, first_part=args.first_part)
             for name, t in m["targets"].items():
                 print(
                     f"[small_world]   {name}: {t['value']:.3f} vs {t['threshold']:.3f}: {'met' if t['met'] else 'NOT met'}"
                 )
+        elif args.command == "release":
+            if (args.out is None) == (not states):
+                raise ValueError("release takes --out DIR (pack --dest for the trip back) or --state DIR (unpack)")
+            if args.out is not None:
+                pack_release(args.dest, args.out, first_part=args.first_part)
+            else:
+                m = unpack_release(states, args.dest)
+                print(f"[small_world] {args.dest}: {len(m['sha256'])} files checked against its manifest")
         elif args.command == "pack":
             if args.out is None:
                 raise ValueError("pack needs --out DIR")
             pack(args.run_dir, args.out, part_mib=args.part_mib, max_mib=args.max_mib)
         elif args.command == "unpack":
-            if args.state is None:
+            if state is None:
                 raise ValueError("unpack needs --state DIR")
-            unpack(args.run_dir, args.state)
+            unpack(args.run_dir, state)
         else:
             print(json.dumps(progress(Path(args.run_dir).resolve()) if Path(args.run_dir).is_dir() else {}, indent=1))
-            if args.state and (args.state / "state.json").is_file():
-                meta = json.loads((args.state / "state.json").read_text())
+            if state and (state / "state.json").is_file():
+                meta = json.loads((state / "state.json").read_text())
                 print(json.dumps({k: meta[k] for k in ("mode", "progress", "bytes", "losses", "packed_at")}, indent=1))
     except (PipelineError, ValueError) as e:
         print(f"[small_world] error: {e}", file=sys.stderr, flush=True)

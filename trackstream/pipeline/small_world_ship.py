@@ -14,16 +14,24 @@ file under 20 MB (the DiT sharded with an index), ``codec.pt`` (the run's fitted
 resolved configs and ``manifest.json`` (commands, commit, the device calls' GPU / torch / CUDA from
 ``calls.jsonl``, steps, compute seconds, seeds, first losses, figures, sha256 of every file).
 
+The device brings back at most 8 files of 16 MiB a call: ``pack_release`` writes the release as one tar in
+``release-NNN.part`` pieces of 15 MiB (7 a call, from ``first_part``) beside ``release.json``, and
+``unpack_release`` joins the pieces of one or more calls' folders, checks them and extracts the folder.
+
 ``first_losses(release, out, steps)`` re-runs the recipe's first steps (the codec fit's warm-up, then the
 teacher from the shipped codec) and returns their losses: what a CPU test compares with the manifest's.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import torch
@@ -33,7 +41,16 @@ from trackstream.pipeline.ship_student import fill_release, write_manifest
 from trackstream.pipeline.ship_teacher import FIRST_LOSSES, git_commit, logged_losses, training_seconds
 from trackstream.pipeline.small_world_state import EXPORTS, STAGES, stage_done
 
-__all__ = ["SMALL_DIR", "MAX_FILE_BYTES", "release_network", "targets", "ship_small_world", "first_losses"]
+__all__ = [
+    "SMALL_DIR",
+    "MAX_FILE_BYTES",
+    "release_network",
+    "targets",
+    "ship_small_world",
+    "pack_release",
+    "unpack_release",
+    "first_losses",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 SMALL_DIR = ROOT / "assets" / "small-world"
@@ -42,6 +59,7 @@ COMMANDS = (
     "python -m trackstream.pipeline.small_world run --run-dir <run> --budget-min 9 --text-encoder-path .minilm",
     "python -m trackstream.pipeline.small_world ship --run-dir <run>",
 )
+RELEASE_PART, PARTS_PER_CALL = 15 * 2**20, 7  # + release.json: the device's 8 files of <= 16 MiB a call
 TEACHER_FIGURES = (
     "epe_with_tracks",
     "epe_without_tracks",
@@ -207,3 +225,62 @@ def first_losses(release: Path, out: Path, *, steps: int = FIRST_LOSSES, extra: 
             raise PipelineError(f"{name} re-run failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
         got[name] = [v for _, v in logged_losses(run / log, limit=steps)]
     return got
+
+
+def pack_release(dest: Path, out: Path, *, first_part: int = 0) -> dict:
+    """``dest`` as one tar cut into ``RELEASE_PART`` pieces; ``PARTS_PER_CALL`` of them from ``first_part``
+    go to ``out`` with ``release.json`` (the tar's sha256 and every piece's). Files travel byte for byte."""
+    dest, out = Path(dest), Path(out)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for path in sorted(p for p in dest.rglob("*") if p.is_file()):
+            tar.add(path, arcname=str(path.relative_to(dest)))
+    data = buf.getvalue()
+    pieces = [data[i : i + RELEASE_PART] for i in range(0, len(data), RELEASE_PART)]
+    if not 0 <= first_part < len(pieces):
+        raise ValueError(f"--first-part {first_part}: the release has {len(pieces)} parts (0..{len(pieces) - 1})")
+    here = list(range(first_part, min(first_part + PARTS_PER_CALL, len(pieces))))
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("release-*.part"):
+        old.unlink()
+    for k in here:
+        (out / f"release-{k:03d}.part").write_bytes(pieces[k])
+    meta = {
+        "format": "trackstream.small-world-release",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "parts": {f"release-{k:03d}.part": hashlib.sha256(p).hexdigest() for k, p in enumerate(pieces)},
+        "here": [f"release-{k:03d}.part" for k in here],
+    }
+    (out / "release.json").write_text(json.dumps(meta, indent=1))
+    if here[-1] + 1 < len(pieces):
+        print(f"[small_world] parts {here[0]}..{here[-1]} of {len(pieces)}: next call --first-part {here[-1] + 1}")
+    return meta
+
+
+def unpack_release(sources: list[Path], dest: Path) -> dict:
+    """Join the pieces found in ``sources`` (each a folder with ``release.json``), check every sha256 and
+    extract the release into ``dest`` (replaced only once the whole folder checks against its manifest)."""
+    from trackstream.pipeline.ship_teacher import verify_asset
+
+    metas = [json.loads((Path(s) / "release.json").read_text()) for s in sources]
+    if len({m["sha256"] for m in metas}) != 1:
+        raise ValueError(f"{[str(s) for s in sources]} hold parts of different releases: give one release's folders")
+    found = {name: Path(s) / name for s, m in zip(sources, metas) for name in m["here"]}
+    missing = [n for n in metas[0]["parts"] if n not in found]
+    if missing:
+        first = int(missing[0].split("-")[1].split(".")[0])
+        raise ValueError(
+            f"{missing} missing: bring them back with `small_world release --out DIR --first-part {first}`"
+        )
+    data = b"".join(found[n].read_bytes() for n in metas[0]["parts"])
+    if hashlib.sha256(data).hexdigest() != metas[0]["sha256"]:
+        raise ValueError(f"the joined parts of {[str(s) for s in sources]} do not match release.json's sha256")
+    dest = Path(dest)
+    tmp = dest.with_name(f".tmp-{dest.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        tar.extractall(tmp, filter="data")
+    manifest = verify_asset(tmp)
+    shutil.rmtree(dest, ignore_errors=True)
+    os.replace(tmp, dest)
+    return manifest
