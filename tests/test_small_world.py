@@ -114,6 +114,21 @@ def test_a_pack_splits_chunks_and_falls_back_within_the_devices_limits(tmp_path)
     assert logs["mode"] == "logs" and unpack(tmp_path / "never", tmp_path / "c") is None
 
 
+def test_finished_exports_travel_in_bf16_when_float32_is_over_the_limit(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    src = _fake_run(tmp_path / "src", big=1024)
+    dit = src / "teacher/export/teacher/dit/diffusion_pytorch_model.safetensors"
+    weights = {"w": torch.randn(3 * 2**18), "i": torch.arange(5)}  # 3 MiB of float32
+    save_file(weights, str(dit))
+    assert pack(src, tmp_path / "b", part_mib=1.0, max_mib=3.0)["mode"] == "boundary-bf16"  # 1.5 MiB in bf16
+    unpack(tmp_path / "moved", tmp_path / "b")
+    back = load_file(str(tmp_path / "moved/teacher/export/teacher/dit/diffusion_pytorch_model.safetensors"))
+    assert back["w"].dtype == torch.bfloat16 and torch.equal(back["w"], weights["w"].bfloat16())
+    assert torch.equal(back["i"], weights["i"])  # integer tensors as they were
+    assert progress(tmp_path / "moved")["done"] == ["teacher"]
+
+
 def test_the_driver_refuses_unknown_stages_and_other_overrides_in_one_line(tmp_path, capsys):
     assert main(["run", "--run-dir", str(tmp_path / "r"), "--stage-set", "ode:trainer.max_steps=3"]) == 2
     assert main(["run", "--run-dir", str(tmp_path / "r"), "--stop-at", "dmd"]) == 2

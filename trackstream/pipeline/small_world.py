@@ -24,6 +24,7 @@ the device tool brings back (``pipeline.small_world_state``). What the pack hold
   exact     finished stages' exports, configs and logs + the running stage's latest checkpoint:
             the next call continues bit for bit;
   boundary  the exact pack is over ``--max-mib``: finished stages only, the running one restarts;
+  boundary-bf16  that too: the finished stages with their exports' DiT weights in bf16 (not bit for bit);
   logs      even that is over: logs and figures only, the run continues only where its directory is.
 A warm device keeps the run directory between calls (an ignored path of the checkout's copy), so
 ``run`` there skips unpacking whatever is behind it.

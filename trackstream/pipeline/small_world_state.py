@@ -5,6 +5,9 @@ What a pack holds (``mode`` in state.json):
   exact     finished stages' exports, configs and logs + the running stage's latest checkpoint:
             the next call continues bit for bit;
   boundary  the exact pack is over ``max_mib``: finished stages only, the running one restarts;
+  boundary-bf16  that is over too (a model of real size: one float32 export of 8 x 384 is 68 MiB): the
+            finished stages with their exports' DiT weights rounded to bf16 (half the bytes; they load
+            back in float32), so later stages start from the rounded networks, not bit for bit;
   logs      even that is over: logs and figures only, the run continues only where its directory is.
 """
 
@@ -117,6 +120,14 @@ def _step_of(line: str) -> int:
         return 1 << 62
 
 
+def _bf16_bytes(path: Path) -> bytes:
+    """A safetensors file with its floating tensors in bf16 (what ``boundary-bf16`` carries)."""
+    from safetensors.torch import load_file, save
+
+    tensors = load_file(str(path))
+    return save({k: v.bfloat16() if v.is_floating_point() else v for k, v in tensors.items()}, {"format": "pt"})
+
+
 def _select(run_dir: Path, mode: str) -> tuple[list[str], dict[str, bytes], dict]:
     where = progress(run_dir)
     files, content, drop = [f for f in ("chain.json", "chain.log", "calls.jsonl") if (run_dir / f).is_file()], {}, {}
@@ -124,9 +135,12 @@ def _select(run_dir: Path, mode: str) -> tuple[list[str], dict[str, bytes], dict
         if not (run_dir / name).is_dir():
             continue
         live = name not in where["done"]
-        if live and mode == "boundary":
+        if live and mode.startswith("boundary"):
             continue
         f, c, d = _stage_files(run_dir, name, live=live)
+        if mode == "boundary-bf16":
+            export = f"{name}/{EXPORTS[name]}/"
+            c |= {x: _bf16_bytes(run_dir / x) for x in f if x.startswith(export) and x.endswith(".safetensors")}
         if mode == "logs":
             f = [x for x in f if Path(x).name in LOGS and x.count("/") == 1]
             c, d = {k: v for k, v in c.items() if k in f}, {}
@@ -142,7 +156,7 @@ def pack(run_dir: Path, out: Path, *, part_mib: float = PART_MIB, max_mib: float
     """Pack the run's state into ``out`` (state-NN.pack parts + state.json); see the module docstring."""
     run_dir, out = Path(run_dir).resolve(), Path(out)
     part, limit = int(part_mib * 2**20), int(max_mib * 2**20)
-    for mode in ("exact", "boundary", "logs"):
+    for mode in ("exact", "boundary", "boundary-bf16", "logs"):
         files, content, drop = _select(run_dir, mode)
         total = sum(_size(run_dir, f, content) for f in files)  # raw bytes: zlib only shrinks them
         if total <= limit and -(-total // part) < MAX_FILES:
