@@ -15,7 +15,7 @@ resolved configs and ``manifest.json`` (commands, commit, the device calls' GPU 
 ``calls.jsonl``, steps, compute seconds, seeds, first losses, figures, sha256 of every file).
 
 The device brings back at most 8 files of 16 MiB a call: ``pack_release`` writes the release as one tar in
-``release-NNN.part`` pieces of 15 MiB (7 a call, from ``first_part``) beside ``release.json``, and
+``release-NNN.part`` pieces of 15 MiB (4 a call: 60 of the 64 MiB, from ``first_part``) beside ``release.json``, and
 ``unpack_release`` joins the pieces of one or more calls' folders, checks them and extracts the folder.
 
 ``first_losses(release, out, steps)`` re-runs the recipe's first steps (the codec fit's warm-up, then the
@@ -59,7 +59,7 @@ COMMANDS = (
     "python -m trackstream.pipeline.small_world run --run-dir <run> --budget-min 9 --text-encoder-path .minilm",
     "python -m trackstream.pipeline.small_world ship --run-dir <run>",
 )
-RELEASE_PART, PARTS_PER_CALL = 15 * 2**20, 7  # + release.json: the device's 8 files of <= 16 MiB a call
+RELEASE_PART, PARTS_PER_CALL = 15 * 2**20, 4  # + release.json: <= 16 MiB a file, 64 MiB a call
 TEACHER_FIGURES = (
     "epe_with_tracks",
     "epe_without_tracks",
