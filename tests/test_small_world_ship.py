@@ -73,6 +73,12 @@ def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(ch
     a, b = shipped.state_dict(), export.state_dict()
     assert all(a[k].dtype == torch.float32 and torch.equal(a[k], b[k].bfloat16().float()) for k in b)
 
+    # the demo streams the release: its world from the release's config.yaml (the chain's world)
+    from trackstream.stream.demo.session import world_for
+
+    world = world_for(dest / "student", 64, 64)
+    assert world.camera_pan_prob == 0.5 and world.rotation_speed == 60.0  # small_teacher's, not the default
+
     # the trip back from the device: 15 MiB pieces, 7 a call; joined from two calls' folders, byte for byte
     import trackstream.pipeline.small_world_ship as sws
 

@@ -11,7 +11,7 @@
 * the issue's targets from those figures (``targets``: value, threshold, met);
 and writes the release: ``teacher/`` and ``student/`` (the RL export) with their weights in bf16 and every
 file under 20 MB (the DiT sharded with an index), ``codec.pt`` (the run's fitted codec), the stages'
-resolved configs and ``manifest.json`` (commands, commit, the device calls' GPU / torch / CUDA from
+resolved configs (``config.yaml``: DMD's, whose world the demo's scenes come from) and ``manifest.json`` (commands, commit, the device calls' GPU / torch / CUDA from
 ``calls.jsonl``, steps, compute seconds, seeds, first losses, figures, sha256 of every file).
 
 The device brings back at most 8 files of 16 MiB a call: ``pack_release`` writes the release as one tar in
@@ -156,7 +156,9 @@ def ship_small_world(
         students[stage] = evaluator(run_dir / stage / EXPORTS[stage])
         print(f"[small_world] {stage}: {json.dumps(students[stage])}", flush=True)
 
-    configs = {f"{s}_config.yaml": run_dir / s / "config.yaml" for s in STAGES}
+    # the DMD stage's config as config.yaml: where the demo and generate read the student's world (as in
+    # assets/tiny-student); the other stages' beside it
+    configs = {("config.yaml" if s == "dmd" else f"{s}_config.yaml"): run_dir / s / "config.yaml" for s in STAGES}
     fill_release(dest, {"codec.pt": run_dir / "teacher" / "codec" / "codec.pt", **configs}, max_bytes=None)
     release_network(run_dir / "teacher" / EXPORTS["teacher"], dest / "teacher")
     release_network(run_dir / "rl" / EXPORTS["rl"], dest / "student")
