@@ -302,6 +302,8 @@ def build_raw_stream(cfg: DataConfig, *, rank: int, world_size: int) -> StreamLo
             shuffle_buffer=cfg.shuffle_buffer,
             num_tracks=tuple(cfg.num_tracks) if cfg.num_tracks else None,
             num_frames=cfg.num_frames,
+            height=cfg.height,
+            width=cfg.width,
             rank=rank,
             world_size=world_size,
             num_workers=cfg.num_workers,

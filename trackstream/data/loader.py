@@ -77,6 +77,8 @@ class ShardStream(ResumableBatchStream):
         num_tracks: int | tuple[int, int] | None = None,
         num_frames: int | None = None,
         decode_video: bool = True,
+        height: int | None = None,
+        width: int | None = None,
         rank: int | None = None,
         world_size: int | None = None,
         num_workers: int = 0,
@@ -85,6 +87,7 @@ class ShardStream(ResumableBatchStream):
         self.shards: list[ShardInfo] = list_shards(shards)
         self.shuffle_buffer, self.num_tracks = shuffle_buffer, num_tracks
         self.num_frames, self.decode_video = num_frames, decode_video
+        self.size = (height, width) if height and width else None  # the loaders never resize: checked instead
         self.slots_per_rank = max(1, num_workers)
         total_slots = self.world_size * self.slots_per_rank
         if len(self.shards) < total_slots:
@@ -181,6 +184,18 @@ class ShardStream(ResumableBatchStream):
     def _prepare(self, raw: dict, batch_index: int, item: int) -> dict:
         sample = decode_sample(raw, decode_video_frames=self.decode_video, num_frames=self.num_frames)
         sample["meta"]["key"] = raw["__key__"]
+        where = f"sample {raw['__key__']} of {raw.get('__url__', 'its shard')}"
+        if self.num_frames and sample["tracks"].shape[0] < self.num_frames:  # else a collate error, later
+            raise ValueError(
+                f"{where} has {sample['tracks'].shape[0]} frames; data.num_frames={self.num_frames} needs that "
+                "many (prepare longer clips or lower data.num_frames)"
+            )
+        video = sample.get("video")  # [3, T, H, W]
+        if self.size and video is not None and tuple(video.shape[-2:]) != self.size:
+            raise ValueError(
+                f"{where}: videos are {video.shape[-1]}x{video.shape[-2]} but data.height/width ask for "
+                f"{self.size[1]}x{self.size[0]}; set data.height/width to the shards' size or prepare them at that size"
+            )
         if self.num_tracks is not None:
             rng = np.random.default_rng(derive_seed(self.seed, "tracks", self.rank, batch_index, item))
             sample = subsample_tracks(sample, self.num_tracks, rng)
