@@ -152,3 +152,13 @@ def test_synthetic_benchmark_of_a_shards_run_stays_synthetic(folders):
     data = _data(folders, eval_shards=folders["heldout"])
     (sample,) = load_benchmark(BenchmarkConfig(name="synthetic", num_samples=1), data_cfg=data)
     assert sample.id.startswith("synthetic-")
+
+
+def test_make_runs_synthetic_protocols_refuse_a_shards_config(folders, tmp_path):
+    """make run's evaluation and the DMD study render long clips from the synthetic world: given a shards
+    config they refuse (naming the harness that reads shards) instead of mixing shard and synthetic clips."""
+    from trackstream.eval.stream_eval import run_evaluation
+
+    data = _data(folders, eval_shards=folders["heldout"])
+    with pytest.raises(ValueError, match="of the synthetic world .*benchmark.name=shards"):
+        run_evaluation(tmp_path, teacher="t", codec="c", students={}, data=data, teacher_steps=2, shift=3.0)

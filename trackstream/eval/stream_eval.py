@@ -422,6 +422,11 @@ def run_evaluation(
     from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
     from trackstream.models.precision import resolve_precision
 
+    if data.source != "synthetic":  # its long clips and its world record are the synthetic world's
+        raise ValueError(
+            f"make run's evaluation is of the synthetic world (data.source={data.source!r}); evaluate networks "
+            "trained on shards with `python -m trackstream.eval benchmark.name=shards benchmark.path=<held-out shards>`"
+        )
     cfg = cfg or StreamEvalConfig()
     run_dir = Path(run_dir)
     device, dtype = resolve_precision(device, dtype)

@@ -72,6 +72,11 @@ class Evaluator:
             dtype=self.dtype,
         )
         self.data = DataConfig(**{**cfg["data"], "eval_samples": clips})
+        if self.data.source != "synthetic":  # the long clips below are rendered from the synthetic world
+            raise ValueError(
+                f"{run_dir}: the study's protocol is of the synthetic world (data.source={self.data.source!r}); "
+                "evaluate shard-trained students with `python -m trackstream.eval benchmark.name=shards`"
+            )
         self.clips = heldout_clips(self.data).clips
         self.cfg = StreamEvalConfig(num_tracks=teacher_cfg["eval"]["num_tracks"], preview_clips=0)
         horizon = 1 + (self.data.num_frames - 1) // 4
