@@ -1,5 +1,8 @@
 """Tiny random parts shared by the distillation tests (not a test module)."""
 
+from dataclasses import asdict
+from pathlib import Path
+
 import torch
 
 from trackstream.models.channel_layouts import i2v_condition
@@ -56,3 +59,45 @@ def make_conditions(codec, *, seed: int = 0):
         return batch
 
     return conditions
+
+
+def tiny_teacher_run(root: Path, *, student: str, pairs: str, nudge: float = 0.0, conventions=None) -> Path:
+    """Laid out as runs are, under ``root``: teacher/{export/teacher, codec/codec.pt} (a random teacher of
+    the tiny experiments' model, its head not zero, and their codec), ``student`` (an export of the teacher, each weight moved by
+    ``nudge`` x N(0, 1), recording ``conventions``) and ``pairs`` (4 ODE pairs of the tiny world at 64 px,
+    25 frames, 3 teacher steps). Returns the teacher export."""
+    from hydra_helpers import typed
+
+    from trackstream.distill.stages import obtain_ode_pairs
+    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, save_network
+    from trackstream.train.codec import build_codec_module, save_codec_file
+    from trackstream.train.dist import init_runtime
+
+    teacher = root / "teacher/export/teacher"
+    cfg = typed(
+        root,
+        "experiment=tiny_ode_init",
+        "debug=tiny",
+        "data.num_frames=25",
+        f"stage.teacher={teacher}",
+        "stage.ode_pairs.num_pairs=4",
+        "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.batch_size=2",
+    )
+    torch.manual_seed(0)
+    net = build_motion_wan(cfg.model, text_encoder_dim=TEXT_ENCODER_DIMS["minilm"])
+    net.init_weights()
+    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
+    model_cfg = asdict(cfg.model)
+    save_network(net.state_dict(), teacher, model_cfg=model_cfg, text_encoder_dim=384, ema=True)
+    if nudge:
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(torch.randn_like(p), alpha=nudge)
+    save_network(
+        net.state_dict(), root / student, model_cfg=model_cfg, text_encoder_dim=384, ema=True, conventions=conventions
+    )
+    (root / "teacher/codec").mkdir()
+    save_codec_file(build_codec_module(cfg.codec), root / "teacher/codec/codec.pt")
+    obtain_ode_pairs(cfg, init_runtime("single"), root / pairs)
+    return teacher

@@ -1,4 +1,5 @@
-"""The training job's config as ``python -m trackstream.train`` composes it, for tests (one helper)."""
+"""The training job's config as ``python -m trackstream.train`` composes it, for tests: raw (``compose_job``)
+or validated into its dataclasses (``typed``)."""
 
 from pathlib import Path
 
@@ -8,6 +9,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from trackstream.train.app import CONFIG_DIR
+from trackstream.train.config import TrainConfig, validate
 
 
 def compose_job(run_dir: Path, *overrides: str) -> DictConfig:
@@ -20,3 +22,10 @@ def compose_job(run_dir: Path, *overrides: str) -> DictConfig:
     with open_dict(cfg):
         cfg.paths.output_dir = str(run_dir)
     return cfg
+
+
+def typed(run_dir: Path, *overrides: str) -> TrainConfig:
+    """``compose_job``'s config validated into a ``TrainConfig``, Hydra's global state cleared."""
+    cfg = compose_job(run_dir, *overrides)
+    GlobalHydra.instance().clear()
+    return validate(cfg)

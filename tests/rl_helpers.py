@@ -1,65 +1,30 @@
 """Parts the RL tests share (not a test module): a tiny student export + codec + ODE pair folder laid out
 like a run's, and tiny CLIP ViT / aesthetic-head weight files written in the official formats."""
 
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from hydra.core.global_hydra import GlobalHydra
-from hydra_helpers import compose_job
-
-from trackstream.train.config import validate
+from distill_helpers import tiny_teacher_run
 
 # a tiny OpenAI-layout ViT: width 64 (one 64-dim head, as OpenAI sets heads = width / 64), 2 blocks, patch 14 at
 # 224 px, projection to 768 (the aesthetic head's input)
 TINY_CLIP = dict(width=64, layers=2, patch=14, image_size=224, proj=768)
 
 
-def typed(tmp_path: Path, *overrides: str):
-    cfg = compose_job(tmp_path, *overrides)
-    GlobalHydra.instance().clear()
-    return validate(cfg)
-
-
 def rl_source(root: Path) -> dict[str, Path]:
     """Laid out as runs are: ``root``/teacher/{export/teacher, codec/codec.pt}, ``root``/dmd/export/student (an
-    export that streams c3s1w1k3 at shift 3; the run's config.yaml names its teacher, whose codec the RL stage
-    then finds), ``root``/ode_pairs (4 conditions of the tiny world at 64 px, 25 frames)."""
-    from trackstream.distill.stages import obtain_ode_pairs
+    export of the teacher that streams c3s1w1k3 at shift 3; the run's config.yaml names its teacher, whose codec
+    the RL stage then finds), ``root``/ode_pairs (``distill_helpers.tiny_teacher_run``'s 4 pairs)."""
     from trackstream.models.causal import CausalConfig
-    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, Conventions, build_motion_wan, save_network
+    from trackstream.models.motion_wan import Conventions
     from trackstream.models.streaming import StreamConfig
-    from trackstream.train.codec import build_codec_module, save_codec_file
-    from trackstream.train.dist import init_runtime
 
-    cfg = typed(
-        root,
-        "experiment=tiny_ode_init",
-        "debug=tiny",
-        "data.num_frames=25",
-        f"stage.teacher={root / 'teacher/export/teacher'}",
-        "stage.ode_pairs.num_pairs=4",
-        "stage.ode_pairs.teacher_steps=3",
-        "stage.ode_pairs.batch_size=2",
-    )
-    torch.manual_seed(0)
-    net = build_motion_wan(cfg.model, text_encoder_dim=TEXT_ENCODER_DIMS["minilm"])
-    net.init_weights()
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
-    model_cfg = asdict(cfg.model)
-    teacher = root / "teacher/export/teacher"
-    save_network(net.state_dict(), teacher, model_cfg=model_cfg, text_encoder_dim=384, ema=True)
     streams = StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
     conventions = Conventions(clean_first_frame=True, streaming=streams)
-    student = root / "dmd/export/student"
-    save_network(
-        net.state_dict(), student, model_cfg=model_cfg, text_encoder_dim=384, ema=True, conventions=conventions
-    )
+    student = "dmd/export/student"
+    teacher = tiny_teacher_run(root, student=student, pairs="ode_pairs", conventions=conventions)
     (root / "dmd/config.yaml").write_text(f"stage:\n  teacher: {teacher}\n")
-    (root / "teacher/codec").mkdir()
-    save_codec_file(build_codec_module(cfg.codec), root / "teacher/codec/codec.pt")
-    obtain_ode_pairs(cfg, init_runtime("single"), root / "ode_pairs")
-    return {"student": student, "codec": root / "teacher/codec/codec.pt", "pairs": root / "ode_pairs"}
+    return {"student": root / student, "codec": root / "teacher/codec/codec.pt", "pairs": root / "ode_pairs"}
 
 
 def openai_clip_state_dict(hf_vision) -> dict[str, torch.Tensor]:

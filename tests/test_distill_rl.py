@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 from distill_helpers import H, W, make_conditions, tiny_codec, tiny_network
-from rl_helpers import rl_source, typed
+from hydra_helpers import typed
+from rl_helpers import rl_source
 
 import trackstream.distill.rl as rl
 from trackstream.diffusion.schedule import sampling_sigmas

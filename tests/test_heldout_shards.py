@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 import pytest
-from rl_helpers import typed
+from hydra_helpers import typed
 
 from trackstream.data.clips import DataConfig, check_heldout, heldout_clips, make_world
 from trackstream.data.shards import write_synthetic_shards

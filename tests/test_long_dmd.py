@@ -9,30 +9,23 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
-from hydra_helpers import compose_job
+from distill_helpers import tiny_teacher_run
+from hydra_helpers import typed
 
 from trackstream.distill.ode_pairs import load_shard
 from trackstream.distill.snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
 from trackstream.pipeline.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from trackstream.pipeline.run import DISTILL, FULL
 from trackstream.pipeline.run_pack import entry_object, read_pack
-from trackstream.train.config import validate
 
 RATIO = UPDATE_RATIO
-
-
-def _typed(tmp_path, *overrides):
-    cfg = compose_job(tmp_path, *overrides)
-    GlobalHydra.instance().clear()
-    return validate(cfg)
 
 
 def test_the_long_dmd_stage_is_make_runs_with_snapshots_and_400_updates(tmp_path):
     sizes = long_sizes()
     assert (sizes.teacher, sizes.ode_init) == (FULL.teacher, FULL.ode_init)  # the ODE-init student of make run
-    long = _typed(tmp_path, *dmd_overrides(sizes))
-    full = _typed(tmp_path, "experiment=tiny_dmd", *DISTILL, *FULL.dmd)
+    long = typed(tmp_path, *dmd_overrides(sizes))
+    full = typed(tmp_path, "experiment=tiny_dmd", *DISTILL, *FULL.dmd)
     assert isinstance(long.stage, SnapshotDMDConfig) and long.stage_builder.endswith(":build_dmd_with_snapshots")
     assert long.stage.update_ratio == RATIO and long.stage.snapshot_every == 50
     assert long.trainer.max_steps // RATIO == 400 and long.trainer.max_steps % RATIO == 0
@@ -42,7 +35,7 @@ def test_the_long_dmd_stage_is_make_runs_with_snapshots_and_400_updates(tmp_path
         assert getattr(long, part) == getattr(full, part), part
     assert asdict(long.trainer) == {**asdict(full.trainer), "max_steps": 2000, "ckpt_every": 25}
     with pytest.raises(ValueError, match="stage.snapshot_every"):
-        _typed(tmp_path, *dmd_overrides(sizes), "stage.snapshot_every=0")
+        typed(tmp_path, *dmd_overrides(sizes), "stage.snapshot_every=0")
 
 
 # ----------------------------------------------------------------------------- pack -> unpack -> resume
@@ -59,7 +52,7 @@ def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
     from trackstream.train.dist import init_runtime, seed_everything
     from trackstream.train.stages import run_stage
 
-    typed = _typed(
+    cfg = typed(
         tmp_path,
         "experiment=tiny_dmd",
         "debug=tiny",
@@ -73,44 +66,15 @@ def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
         f"stage.student={run_dir / 'ode_init/export/student'}",
         f"stage.pairs={run_dir / 'ode_init/ode_pairs'}",
     )
-    seed_everything(typed.trainer.seed)  # as train.app.start_run does
-    return run_stage(typed, init_runtime("single"), run_dir / "dmd")
+    seed_everything(cfg.trainer.seed)  # as train.app.start_run does
+    return run_stage(cfg, init_runtime("single"), run_dir / "dmd")
 
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     """Tiny teacher export (with its codec), an ODE-init student (the teacher, slightly moved), 4 pairs."""
-    from trackstream.distill.stages import obtain_ode_pairs
-    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan, save_network
-    from trackstream.train.codec import build_codec_module, save_codec_file
-    from trackstream.train.dist import init_runtime
-
     root = tmp_path_factory.mktemp("src")
-    typed = _typed(
-        root,
-        "experiment=tiny_ode_init",
-        "debug=tiny",
-        "data.num_frames=25",
-        f"stage.teacher={root / 'teacher/export/teacher'}",
-        "stage.ode_pairs.num_pairs=4",
-        "stage.ode_pairs.teacher_steps=3",
-        "stage.ode_pairs.batch_size=2",
-    )
-    torch.manual_seed(0)
-    net = build_motion_wan(typed.model, text_encoder_dim=TEXT_ENCODER_DIMS["minilm"])
-    net.init_weights()
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
-    model_cfg = asdict(typed.model)
-    save_network(net.state_dict(), root / "teacher/export/teacher", model_cfg=model_cfg, text_encoder_dim=384, ema=True)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p), alpha=1e-3)
-    save_network(
-        net.state_dict(), root / "ode_init/export/student", model_cfg=model_cfg, text_encoder_dim=384, ema=True
-    )
-    (root / "teacher/codec").mkdir()
-    save_codec_file(build_codec_module(typed.codec), root / "teacher/codec/codec.pt")
-    obtain_ode_pairs(typed, init_runtime("single"), root / "ode_init/ode_pairs")
+    tiny_teacher_run(root, student="ode_init/export/student", pairs="ode_init/ode_pairs", nudge=1e-3)
     return root
 
 
@@ -191,8 +155,8 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
 
     run = _run_dir(source, tmp_path / "run")
     _dmd(tmp_path, run, 5)  # snapshots after 0 and 1 generator updates
-    typed = _typed(tmp_path, "experiment=tiny_dmd", "debug=tiny", "data.num_frames=25")
-    cfg = OmegaConf.structured(typed)
+    train_cfg = typed(tmp_path, "experiment=tiny_dmd", "debug=tiny", "data.num_frames=25")
+    cfg = OmegaConf.structured(train_cfg)
     cfg.codec.checkpoint = str(run / "teacher/codec/codec.pt")
     for stage in ("dmd", "teacher"):
         OmegaConf.save(cfg, run / stage / "config.yaml")
@@ -201,7 +165,9 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
 
     meta_path = run / "ode_init/export/student/network.json"
     meta = json.loads(meta_path.read_text())
-    stream = StreamConfig(causal=typed.stage.causal, steps=typed.schedule.student_steps, shift=typed.schedule.shift)
+    stream = StreamConfig(
+        causal=train_cfg.stage.causal, steps=train_cfg.schedule.student_steps, shift=train_cfg.schedule.shift
+    )
     meta["conventions"] = {**meta.get("conventions", {}), "clean_first_frame": True, "causal": stream.to_dict()}
     meta_path.write_text(json.dumps(meta))
     other = tmp_path / "other"

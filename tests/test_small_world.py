@@ -10,39 +10,31 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
-from hydra_helpers import compose_job
+from hydra_helpers import typed
 from omegaconf import OmegaConf
 
 from trackstream.pipeline.small_world import STAGES, Chain, main, pack, progress, run, unpack
 from trackstream.studies.scaling_probe import parse_size, plot, size_overrides
-from trackstream.train.config import validate
 
 EXPERIMENTS = ("small_teacher", "small_ode_init", "small_dmd", "small_rl")
 
 
-def _typed(tmp_path, *overrides):
-    cfg = compose_job(tmp_path, *overrides)
-    GlobalHydra.instance().clear()
-    return validate(cfg)
-
-
 def test_the_small_experiments_compose_on_one_model_size_and_a_world_with_still_cameras(tmp_path):
     size = OmegaConf.load(Path(__file__).parents[1] / "conf/model/small.yaml").overrides
-    typed = {e: _typed(tmp_path, f"experiment={e}") for e in EXPERIMENTS}
-    for name, t in typed.items():
+    cfgs = {e: typed(tmp_path, f"experiment={e}") for e in EXPERIMENTS}
+    for name, t in cfgs.items():
         assert t.model.flavor == "tiny" and t.trainer.precision == "auto", name  # bf16 autocast on CUDA
         assert {k: t.model.overrides[k] for k in size} == dict(size), name  # the size lives in model/small.yaml
         assert t.model.overrides["patch_size"] == [1, 1, 1] and t.model.track_channels == 32, name
         assert t.schedule.shift == 3.0 and (t.data.height, t.data.width) == (64, 64), name
-    teacher = typed["small_teacher"]
+    teacher = cfgs["small_teacher"]
     world = teacher.data.world
     assert world["camera_pan_prob"] == 0.5 and world["num_sprites"][0] >= 1  # the drag scenes' still camera
     assert world["texture_scale"] == 4.0 and world["caption_motion"] is False
     assert teacher.optim.decay_steps == teacher.trainer.max_steps and teacher.trainer.log_every == 1
     assert teacher.stage.clean_first_frame and teacher.stage.correspondence_weight > 0
-    assert typed["small_dmd"].stage.update_ratio == 5 and typed["small_rl"].stage.group_size >= 2
-    resized = _typed(tmp_path, "experiment=small_teacher", *size_overrides("4x256"))
+    assert cfgs["small_dmd"].stage.update_ratio == 5 and cfgs["small_rl"].stage.group_size >= 2
+    resized = typed(tmp_path, "experiment=small_teacher", *size_overrides("4x256"))
     assert (resized.model.overrides["num_layers"], resized.model.overrides["num_heads"]) == (4, 4)
 
 

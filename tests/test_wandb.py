@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from rl_helpers import rl_source, typed
+from hydra_helpers import typed
+from rl_helpers import rl_source
 
 from trackstream.eval.wandb_run import resolve_mode, run_contents
 from trackstream.train.metrics import LoggerConfig, MetricLogger, WandbConfig, run_identity

@@ -32,14 +32,15 @@ from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.dist import Runtime
-from trackstream.train.loop import Hook
+from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
-from trackstream.train.parallel import TrainedNetwork, unwrap
+from trackstream.train.parallel import unwrap
+from trackstream.train.stages import StagePlan
 
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
 
-__all__ = ["sampling_clips", "student_sampler", "write_sample_videos"]
+__all__ = ["sampling_clips", "with_student_samples", "write_sample_videos"]
 
 FIGURES = ("epe_", "psnr_", "ssim_")
 
@@ -82,25 +83,27 @@ def sampling_clips(cfg: "TrainConfig", runtime: Runtime) -> list[dict] | None:
     return heldout_clips(data).clips  # the first n held-out clips
 
 
-def student_sampler(
+def with_student_samples(
+    plan: StagePlan,
     cfg: "TrainConfig",
     runtime: Runtime,
     run_dir: Path,
-    trained: TrainedNetwork,
     *,
     model: dict,
     codec_fn: Callable[[], torch.nn.Module],
     text_encoder_fn: Callable[[], object],
     clips: list[dict] | None = None,
-) -> Hook | None:
-    """The periodic sampling hook of a student stage, or None when ``trainer.sample_every`` is 0 or
-    ``eval.enabled`` is false. ``model``: the student's ``network.json`` model config; ``codec_fn`` /
-    ``text_encoder_fn`` load the frozen codec and text encoder (called once, on the first sample);
-    ``clips``: ``sampling_clips`` if the stage read them already (else read here)."""
+) -> StagePlan:
+    """A student stage's ``plan`` with the periodic sampling hook of its ``generator`` and a sample of the
+    result before its ``finish`` (the loop skips hooks at the last step); ``plan`` as it is when
+    ``trainer.sample_every`` is 0 or ``eval.enabled`` is false. ``model``: the student's ``network.json``
+    model config; ``codec_fn`` / ``text_encoder_fn`` load the frozen codec and text encoder (called once,
+    on the first sample); ``clips``: ``sampling_clips`` if the stage read them already (else read here)."""
     if clips is None:
         clips = sampling_clips(cfg, runtime)
     if clips is None:
-        return None
+        return plan
+    trained = plan.networks["generator"]
     sharded = cfg.parallel.strategy == "fsdp"
     stream = StreamConfig(causal=cfg.stage.causal, steps=int(cfg.schedule.student_steps), shift=cfg.schedule.shift)
     scoring = StreamEvalConfig(
@@ -156,4 +159,12 @@ def student_sampler(
                     logger.log_video(step, f"samples/student/{i:03d}", path, caption=caption, fps=cfg.data.fps)
         runtime.barrier()
 
-    return Hook(cfg.trainer.sample_every, sample)
+    finish = plan.finish
+
+    def sample_then_finish(result: TrainResult, logger: MetricLogger | None = None) -> dict:
+        if logger is not None:
+            sample(result.step, logger)
+        return finish(result, logger)
+
+    hooks = [*plan.hooks, Hook(cfg.trainer.sample_every, sample)]
+    return dataclasses.replace(plan, hooks=hooks, finish=sample_then_finish)

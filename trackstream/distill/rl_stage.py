@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.ode_pairs import PairSet
-from trackstream.distill.periodic import student_sampler
+from trackstream.distill.periodic import with_student_samples
 from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.distill.stages import CONDITION_KEYS, _export, _pair_stream, _require_teacher, student_steps
 from trackstream.eval.rewards import build_rewards
@@ -134,19 +134,7 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
             ", ".join(f"{r.name} x {w:g}" for r, w in reward.rewards),
         )
 
-    sampler = student_sampler(  # periodic held-out samples (trainer.sample_every)
-        cfg,
-        runtime,
-        run_dir,
-        policy,
-        model=json.loads((student_dir / "network.json").read_text())["model"],
-        codec_fn=lambda: codec,
-        text_encoder_fn=lambda: load_text_encoder(cfg, runtime),  # loaded on the first sample only
-    )
-
     def finish(result: TrainResult, logger=None) -> dict:
-        if sampler is not None and logger is not None:  # the loop skips hooks at the last step: samples of the result
-            sampler.fn(result.step, logger)
         return {
             "export": str(_export(policy, run_dir, student_dir, runtime, cfg)),
             "policy_updates": policy.num_updates,
@@ -154,11 +142,19 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
             "config": json.loads(json.dumps(asdict(st), default=str)),
         }
 
-    return StagePlan(
+    plan = StagePlan(
         objective=objective,
         networks={"generator": policy},
         data=data,
-        hooks=[sampler] if sampler is not None else [],
         finish=finish,
         frozen={"reference": reference} if reference is not None else {},
+    )
+    return with_student_samples(  # periodic held-out samples (trainer.sample_every)
+        plan,
+        cfg,
+        runtime,
+        run_dir,
+        model=json.loads((student_dir / "network.json").read_text())["model"],
+        codec_fn=lambda: codec,
+        text_encoder_fn=lambda: load_text_encoder(cfg, runtime),  # loaded on the first sample only
     )

@@ -43,7 +43,7 @@ from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.ode_pairs import PairSet, generate_ode_pairs, pairs_complete
 from trackstream.distill.pair_conditions import PairConditions
-from trackstream.distill.periodic import sampling_clips, student_sampler
+from trackstream.distill.periodic import sampling_clips, with_student_samples
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, ModelConfig, load_network
 from trackstream.models.streaming import StreamConfig
@@ -263,20 +263,8 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         device=runtime.device,
     )
     data = _pair_stream(cfg, runtime, pairs, CONDITION_KEYS + ("trajectory",))
-    sampler = student_sampler(
-        cfg,
-        runtime,
-        run_dir,
-        trained,
-        model=_network_meta(teacher_dir)["model"],
-        codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
-        text_encoder_fn=lambda: load_text_encoder(cfg, runtime),
-        clips=heldout,
-    )
 
     def finish(result: TrainResult, logger=None) -> dict:
-        if sampler is not None and logger is not None:  # the loop skips hooks at the last step: samples of the result
-            sampler.fn(result.step, logger)
         return {
             "export": str(_export(trained, run_dir, teacher_dir, runtime, cfg)),
             "pairs": str(pairs_dir),
@@ -284,8 +272,16 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
             "pairs_seconds": pairs_seconds,
         }
 
-    hooks = [sampler] if sampler is not None else []
-    return StagePlan(objective=objective, networks={"generator": trained}, data=data, hooks=hooks, finish=finish)
+    return with_student_samples(
+        StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish),
+        cfg,
+        runtime,
+        run_dir,
+        model=_network_meta(teacher_dir)["model"],
+        codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
+        text_encoder_fn=lambda: load_text_encoder(cfg, runtime),
+        clips=heldout,
+    )
 
 
 def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
@@ -344,22 +340,8 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         device=runtime.device,
     )
     data = _pair_stream(cfg, runtime, pairs, tuple(k for k in CONDITION_KEYS if k != "track_ids"))
-    # the text encoder stays loaded only when the student is sampled during training (trainer.sample_every)
-    sampler = student_sampler(
-        cfg,
-        runtime,
-        run_dir,
-        generator,
-        model=_network_meta(student_dir)["model"],
-        codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
-        text_encoder_fn=lambda kept=text_encoder: kept,
-        clips=heldout,
-    )
-    del text_encoder  # otherwise freed after the null text, as before
 
     def finish(result: TrainResult, logger=None) -> dict:
-        if sampler is not None and logger is not None:  # the loop skips hooks at the last step: samples of the result
-            sampler.fn(result.step, logger)
         return {
             "export": str(_export(generator, run_dir, teacher_dir, runtime, cfg)),
             "generator_updates": generator.num_updates,
@@ -367,11 +349,21 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
             "config": json.loads(json.dumps(asdict(st), default=str)),
         }
 
-    return StagePlan(
+    plan = StagePlan(
         objective=objective,
         networks={"critic": critic, "generator": generator},
         data=data,
-        hooks=[sampler] if sampler is not None else [],
         finish=finish,
         frozen={"teacher": teacher},
+    )
+    # the text encoder stays loaded only when the student is sampled during training (trainer.sample_every)
+    return with_student_samples(
+        plan,
+        cfg,
+        runtime,
+        run_dir,
+        model=_network_meta(student_dir)["model"],
+        codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
+        text_encoder_fn=lambda kept=text_encoder: kept,
+        clips=heldout,
     )
