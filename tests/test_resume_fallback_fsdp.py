@@ -9,12 +9,13 @@ import json
 
 import pytest
 import torch
-from test_train_distributed import _launch
+from test_train_distributed import TOY, _launch
 
 from trackstream.train.dist import Runtime, UnreadableFile
 from trackstream.train.sharded import load_sharded, sharded_damage
 
-DRIVER = r"""
+DRIVER = (
+    r"""
 import json, logging, shutil, sys
 from pathlib import Path
 import torch
@@ -39,25 +40,9 @@ handler = logging.Handler(logging.WARNING)
 handler.emit = lambda record: warned.append(record.getMessage())
 logging.getLogger("trackstream.train.checkpoint").addHandler(handler)
 
-class Toy(Objective):
-    networks = ("dit",)
-    def __init__(self, net, seed):
-        self.net, self.gen = net, torch.Generator().manual_seed(seed)
-    def loss(self, name, batch, *, step):
-        x = batch["x"]
-        t = torch.rand(x.shape[0], generator=self.gen) * 1000
-        v = self.net(x, t, text=batch["text"], text_lengths=batch["lens"], image=None, motion=None)
-        return (v - batch["y"]).square().mean(), {}
-    def state_dict(self):
-        return {"gen": generator_state(self.gen)}
-    def load_state_dict(self, s):
-        load_generator_state(self.gen, s["gen"])
-
-def make(idx, gids):
-    g = torch.Generator().manual_seed(sum(gids))
-    x = torch.randn(len(idx), 16, 2, 4, 4, generator=g)
-    return {"x": x, "y": -x, "text": torch.randn(len(idx), 3, 8, generator=g), "lens": torch.full((len(idx),), 3)}
-
+"""
+    + TOY
+    + r"""
 def run(d, *, dim=64, fingerprint=None):
     torch.manual_seed(0)
     mcfg = ModelConfig(flavor="tiny", layout="t2v", track_channels=0, overrides={"dim": dim, "ffn_dim": 128, "num_heads": 2})
@@ -126,6 +111,7 @@ for case, kw in {"another shape": {"dim": 32}, "another config": {"fingerprint":
 rt.barrier()
 hard_exit(0)
 """
+)
 
 CASES = [
     "dit/__0_0.distcp truncated",

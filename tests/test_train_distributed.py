@@ -16,7 +16,30 @@ from launch_helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
-DRIVER = r"""
+# the toy objective and batches of the drivers here and in test_resume_fallback_fsdp.py
+TOY = r"""
+class Toy(Objective):
+    networks = ("dit",)
+    def __init__(self, net, seed):
+        self.net, self.gen = net, torch.Generator().manual_seed(seed)
+    def loss(self, name, batch, *, step):
+        x = batch["x"]
+        t = torch.rand(x.shape[0], generator=self.gen) * 1000
+        v = self.net(x, t, text=batch["text"], text_lengths=batch["lens"], image=None, motion=None)
+        return (v - batch["y"]).square().mean(), {}
+    def state_dict(self):
+        return {"gen": generator_state(self.gen)}
+    def load_state_dict(self, s):
+        load_generator_state(self.gen, s["gen"])
+
+def make(idx, gids):
+    g = torch.Generator().manual_seed(sum(gids))
+    x = torch.randn(len(idx), 16, 2, 4, 4, generator=g)
+    return {"x": x, "y": -x, "text": torch.randn(len(idx), 3, 8, generator=g), "lens": torch.full((len(idx),), 3)}
+"""
+
+DRIVER = (
+    r"""
 import json, os, sys
 from pathlib import Path
 import torch
@@ -40,24 +63,9 @@ ds = deepspeed_config(pcfg, micro_batch=2, grad_accum=2, world_size=world, clip=
 rt = init_runtime(strategy, deepspeed_config=ds)
 assert rt.world_size == 2, rt
 
-class Toy(Objective):
-    networks = ("dit",)
-    def __init__(self, net, seed):
-        self.net, self.gen = net, torch.Generator().manual_seed(seed)
-    def loss(self, name, batch, *, step):
-        x = batch["x"]
-        t = torch.rand(x.shape[0], generator=self.gen) * 1000
-        v = self.net(x, t, text=batch["text"], text_lengths=batch["lens"], image=None, motion=None)
-        return (v - batch["y"]).square().mean(), {}
-    def state_dict(self):
-        return {"gen": generator_state(self.gen)}
-    def load_state_dict(self, s):
-        load_generator_state(self.gen, s["gen"])
-
-def make(idx, gids):
-    g = torch.Generator().manual_seed(sum(gids))
-    x = torch.randn(len(idx), 16, 2, 4, 4, generator=g)
-    return {"x": x, "y": -x, "text": torch.randn(len(idx), 3, 8, generator=g), "lens": torch.full((len(idx),), 3)}
+"""
+    + TOY
+    + r"""
 
 def run(d, steps, max_steps):
     torch.manual_seed(0)
@@ -90,6 +98,7 @@ if rt.is_main:
 rt.barrier()
 hard_exit(0)
 """
+)
 
 
 def _launch(args, tmp_path, *, timeout=400):

@@ -63,6 +63,7 @@ from trackstream.pipeline.small_world_state import (
     stage_summary,
     unpack,
 )
+from trackstream.pipeline.student_chain import add_scoring_args, scoring_options
 
 __all__ = [
     "STAGES",
@@ -296,11 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part-mib", type=float, default=PART_MIB, help="largest pack part")
     ap.add_argument("--max-mib", type=float, default=MAX_MIB, help="largest pack in all (what can travel back in)")
     ap.add_argument("--dest", type=Path, default=SMALL_DIR, help="ship: the release folder")
-    ap.add_argument("--clips", type=int, default=16, help="ship: held-out clips the students are scored on")
-    ap.add_argument("--long-clips", type=int, default=4, help="ship: clips at --long-factor x the horizon")
-    ap.add_argument("--long-factor", type=int, default=10)
-    ap.add_argument("--device", default="auto", help="ship: where the students are scored (auto: CUDA if present)")
-    ap.add_argument("--dtype", default="auto", help="ship: auto (bf16 on CUDA, fp32 on CPU), bfloat16 or float32")
+    add_scoring_args(ap)
     ap.add_argument("--first-part", type=int, default=0, help="ship / release --out: the first release part to write")
     args = ap.parse_args(argv)
     try:
@@ -334,15 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 max_mib=args.max_mib,
             )
         elif args.command == "ship":
-            m = ship_small_world(
-                args.run_dir,
-                args.dest,
-                clips=args.clips,
-                long_clips=args.long_clips,
-                long_factor=args.long_factor,
-                device=args.device,
-                dtype=args.dtype,
-            )
+            m = ship_small_world(args.run_dir, args.dest, **scoring_options(args))
             print(f"[small_world] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB")
             if args.out is not None:
                 pack_release(args.dest, args.out, first_part=args.first_part)

@@ -30,7 +30,7 @@ from trackstream.pipeline.run import DISTILL, PipelineError, _teacher_settings, 
 from trackstream.pipeline.ship_student import STUDENT_DIR, fill_release, write_manifest
 from trackstream.pipeline.ship_teacher import ASSET_DIR, AssetError, git_commit, sha256
 
-__all__ = ["CHAIN_RL", "rl_stage", "ship_chain", "main"]
+__all__ = ["CHAIN_RL", "rl_stage", "ship_chain", "add_scoring_args", "scoring_options", "main"]
 
 # The second RL pilot's settings (the first: rl_tiny's defaults for 200 steps from 300 updates, every
 # figure worse): a larger group, full-strength SDE noise on the one stochastic step, the motion reward
@@ -183,6 +183,19 @@ def ship_chain(
     return write_manifest(dest, manifest)
 
 
+def add_scoring_args(ap: argparse.ArgumentParser) -> None:
+    """The options of scoring students by the study's protocol when shipping them (``scoring_options``)."""
+    ap.add_argument("--clips", type=int, default=16, help="ship: held-out clips at the training horizon")
+    ap.add_argument("--long-clips", type=int, default=4, help="ship: clips at --long-factor x the horizon")
+    ap.add_argument("--long-factor", type=int, default=10)
+    ap.add_argument("--device", default="auto", help="ship: where the students are scored (auto: CUDA if present)")
+    ap.add_argument("--dtype", default="auto", help="ship: auto (bf16 on CUDA, fp32 on CPU), bfloat16 or float32")
+
+
+def scoring_options(args: argparse.Namespace) -> dict:
+    return {k: getattr(args, k) for k in ("clips", "long_clips", "long_factor", "device", "dtype")}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m trackstream.pipeline.student_chain",
@@ -194,25 +207,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", type=Path, required=True, help="a long_dmd run directory (teacher/, ode_init/, dmd/)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="rl: an extra Hydra override")
     ap.add_argument("--dest", type=Path, default=STUDENT_DIR, help="ship: the release folder")
-    ap.add_argument("--clips", type=int, default=16, help="ship: held-out clips at the training horizon")
-    ap.add_argument("--long-clips", type=int, default=4, help="ship: clips at --long-factor x the horizon")
-    ap.add_argument("--long-factor", type=int, default=10)
-    ap.add_argument("--device", default="auto", help="ship: where the students are scored (auto: CUDA if present)")
-    ap.add_argument("--dtype", default="auto", help="ship: auto (bf16 on CUDA, fp32 on CPU), bfloat16 or float32")
+    add_scoring_args(ap)
     args = ap.parse_args(argv)
     try:
         if args.command == "rl":
             print(json.dumps(rl_stage(args.run_dir, args.set), indent=2))
         else:
-            m = ship_chain(
-                args.run_dir,
-                args.dest,
-                clips=args.clips,
-                long_clips=args.long_clips,
-                long_factor=args.long_factor,
-                device=args.device,
-                dtype=args.dtype,
-            )
+            m = ship_chain(args.run_dir, args.dest, **scoring_options(args))
             print(f"[student_chain] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB")
             for stage, f in m["stages_held_out"].items():
                 print(f"[student_chain]   {stage:9s} " + " ".join(f"{k}={v:.3f}" for k, v in f.items()))
