@@ -34,7 +34,8 @@ from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook
 from trackstream.train.metrics import MetricLogger
-from trackstream.train.parallel import TrainedNetwork, unwrap
+from trackstream.train.parallel import unwrap
+from trackstream.train.trained_network import TrainedNetwork
 
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
