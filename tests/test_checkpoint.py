@@ -6,15 +6,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from trackstream.models.checkpoint import (
-    CheckpointError,
-    diffusers_to_official,
-    load_wan,
-    official_to_diffusers,
-    read_state_dict,
-    save_wan,
-)
+from trackstream.models.checkpoint import CheckpointError, load_wan, read_state_dict, save_wan
 from trackstream.models.flavors import build_wan, flavor_config
+from trackstream.models.wan_formats import diffusers_to_official, official_to_diffusers
 
 
 def _rand(model):

@@ -425,7 +425,8 @@ def test_eval_teacher_inputs_follow_the_network_device(export, monkeypatch):
 
 def test_ode_pairs_sample_in_the_chosen_dtype_and_record_it(tmp_path):
     from tests.distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
-    from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs
+    from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs
+    from trackstream.distill.pair_shards import load_ode_pairs
 
     with pytest.raises(ValueError, match="ode_pairs.sample_dtype='fp8'"):
         ODEPairsConfig(sample_dtype="fp8")

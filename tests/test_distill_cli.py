@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from trackstream.distill.ode_pairs import load_ode_pairs
+from trackstream.distill.pair_shards import load_ode_pairs
 from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import load_network
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from launch_helpers import free_port
 
-from trackstream.distill.ode_pairs import load_ode_pairs
+from trackstream.distill.pair_shards import load_ode_pairs
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = [

@@ -10,7 +10,8 @@ from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_n
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective, per_chunk_indices, sample_causal_config
-from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, load_ode_pairs, student_step_indices
+from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, student_step_indices
+from trackstream.distill.pair_shards import load_ode_pairs
 from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.motion_wan import Conventions

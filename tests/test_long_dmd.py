@@ -12,7 +12,7 @@ import torch
 from distill_helpers import tiny_teacher_run
 from hydra_helpers import typed
 
-from trackstream.distill.ode_pairs import load_shard
+from trackstream.distill.pair_shards import load_shard
 from trackstream.distill.snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
 from trackstream.pipeline.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from trackstream.pipeline.run import DISTILL, FULL

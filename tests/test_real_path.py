@@ -29,7 +29,7 @@ from rl_helpers import write_aesthetic_weights
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.shard_samples import ShardSamples
 from trackstream.data.video_io import write_mp4
-from trackstream.distill.ode_pairs import load_shard
+from trackstream.distill.pair_shards import load_shard
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)

@@ -232,7 +232,7 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
         "trainer.max_steps=2",
         f"hydra.run.dir={o}",
     )
-    from trackstream.distill.ode_pairs import load_shard
+    from trackstream.distill.pair_shards import load_shard
 
     pairs = load_shard(o / "ode_pairs" / "pairs_00000.safetensors")
     assert pairs["image_features"].shape == (2, 5, 1280)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from trackstream.distill.ode_pairs import INDEX_NAME, PairSet, convert_pairs, load_shard, write_shard
+from trackstream.distill.pair_shards import INDEX_NAME, PairSet, convert_pairs, load_shard, write_shard
 from trackstream.pipeline.run_pack import FORMAT, pack_run, read_pack, unpack_run
 from trackstream.train.dist import ALLOW_PICKLE_ENV, UnreadableFile, read_state
 

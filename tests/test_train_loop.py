@@ -119,7 +119,7 @@ def test_gradient_accumulation_matches_the_big_batch(runtime):
     opt1, opt2 = torch.optim.SGD(net1.parameters(), lr=0.1), torch.optim.SGD(net2.parameters(), lr=0.1)
     (net1(x) - y).square().mean().backward()
     opt1.step()
-    from trackstream.train.parallel import DDPNetwork
+    from trackstream.train.trained_network import DDPNetwork
 
     tn = DDPNetwork("n", net2, net2, opt2, torch.optim.lr_scheduler.LambdaLR(opt2, lambda u: 1.0), None, 0.0, runtime)
     for i, sl in enumerate((slice(0, 4), slice(4, 8))):

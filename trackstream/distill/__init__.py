@@ -1,6 +1,7 @@
 """Causal distillation of the motion-conditioned teacher (MotionStream §3.2).
 
 * ``distill.ode_pairs``  teacher trajectories with joint guidance at the student's steps, in shards;
+* ``distill.pair_shards`` their folder format: safetensors shards + index.json, read lazily (``PairSet``);
 * ``distill.ode_init``   ODE init: block-causal regression, per-chunk steps, random sink/window;
 * ``distill.dmd``        Self-Forcing DMD: rolling-cache self-rollout, joint-guided real score,
                          critic 5:1, gradient truncation;

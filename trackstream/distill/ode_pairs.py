@@ -8,26 +8,15 @@ The latents are kept where the teacher grid meets the student's K-step list - en
 all use the same noise levels (Self-Forcing's student steps are off its teacher's grid; here that cannot
 happen: ``student_step_indices`` asserts the grids coincide).
 
-Storage (``<dir>/``): ``pairs_00000.safetensors`` ... (read back lazily by ``PairSet``: memory-mapped,
-gathered per batch) each the stacked tensors of up to ``shard_size`` samples, the captions and seeds as
-JSON in its header's metadata (safetensors + JSON: reading a shard runs no code it carries, unlike a
-pickle), written to a temporary name and renamed (atomic), and ``index.json``
-(shards, counts, the grid, the guidance, shapes) written last. Generation is resumable shard by
-shard: complete shards are skipped, so a preempted job continues where it stopped. Per sample:
-  trajectory  [K+1, C, F, h, w]   latents at sigma_0..sigma_{K-1} and the clean x0 (``dtype``; C = 16,
-                                  or 48 for Wan 2.2)
-  image       [C_img, F, h, w]    the layout's first-frame channels (absent for t2v / ti2v layouts)
-  first_frame uint8 [3, H, W]
-  image_latent [C, 1, h, w]       the clean first-frame latent (chunk 0 of the student: the sink)
-  tracks      [T, N, 2] pixels, visibility [T, N], track_ids [N] (the IDs the teacher saw)
-  text_emb    [L, E] (zero-padded), text_len;  caption (list of str), seeds
+They are stored in shards of ``shard_size`` samples plus an ``index.json`` written last; the folder
+format, its lazy reader ``PairSet`` and what each sample holds are ``distill.pair_shards``. Generation is
+resumable shard by shard: complete shards are skipped, so a preempted job continues where it stopped.
+``python -m trackstream.distill.ode_pairs convert DIR`` rewrites a folder's old ``.pt`` shards as safetensors.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -36,29 +25,13 @@ import torch
 
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.models.files import one_line
+from trackstream.distill.pair_shards import convert_pairs, shard_path, stack_samples, write_index, write_shard
 from trackstream.models.precision import dtype_name, resolve_dtype
 from trackstream.models.tracks import sample_track_ids
-from trackstream.train.dist import UnreadableFile, read_state
 
-__all__ = [
-    "ODEPairsConfig",
-    "student_step_indices",
-    "generate_ode_pairs",
-    "load_ode_pairs",
-    "PairSet",
-    "pairs_complete",
-    "write_shard",
-    "read_shard",
-    "load_shard",
-    "convert_pairs",
-    "INDEX_NAME",
-]
+__all__ = ["ODEPairsConfig", "student_step_indices", "generate_ode_pairs"]
 
 log = logging.getLogger(__name__)
-INDEX_NAME = "index.json"
-LISTS = ("caption", "seed")  # per-sample values that are not tensors: JSON in the shard's metadata
-_REGENERATE = "delete the pair folder and generate it again (complete shards are kept when it is not deleted)"
 
 
 @dataclass
@@ -97,14 +70,6 @@ def student_step_indices(teacher_steps: int, student_steps: int, *, shift: float
     teacher, student = sampling_sigmas(teacher_steps, shift=shift), sampling_sigmas(student_steps, shift=shift)
     assert torch.allclose(teacher[idx], student, atol=1e-12), "student grid is not a subset of the teacher grid"
     return idx
-
-
-def _shard_path(directory: Path, i: int) -> Path:
-    return directory / f"pairs_{i:05d}.safetensors"
-
-
-def pairs_complete(directory: Path) -> bool:
-    return (Path(directory) / INDEX_NAME).is_file()
 
 
 @torch.no_grad()
@@ -156,7 +121,7 @@ def generate_ode_pairs(
     shards = []
     for s, start in enumerate(range(0, cfg.num_pairs, cfg.shard_size)):
         idx_all = list(range(start, min(cfg.num_pairs, start + cfg.shard_size)))
-        path = _shard_path(out_dir, s)
+        path = shard_path(out_dir, s)
         shards.append({"file": path.name, "num_samples": len(idx_all)})
         if s % world_size != rank:
             continue  # another rank's shard
@@ -221,7 +186,7 @@ def generate_ode_pairs(
                 parts.setdefault("image_features", []).extend(features.cpu().unbind(0))
             parts.setdefault("caption", []).extend(batch["caption"])
             parts.setdefault("seed", []).extend(int(v) for v in batch["seeds"])
-        write_shard(_stack(parts), path)
+        write_shard(stack_samples(parts), path)
         log.info("ODE pairs: wrote %s (%d samples)", path.name, len(idx_all))
     barrier()
     if rank != 0:
@@ -243,156 +208,12 @@ def generate_ode_pairs(
         "sample_dtype": dtype_name(sample_dtype),
         "device": torch.device(device).type,
     }
-    tmp = out_dir / (INDEX_NAME + ".tmp")
-    tmp.write_text(json.dumps(index, indent=2))
-    os.replace(tmp, out_dir / INDEX_NAME)
+    write_index(out_dir, index)
     return out_dir
 
 
-def _stack(parts: dict[str, list]) -> dict:
-    out = {}
-    for key, values in parts.items():
-        if key in ("caption", "seed"):
-            out[key] = list(values)
-        elif key == "text_emb":  # per-sample lengths differ: zero-pad to the longest
-            L = max(v.shape[0] for v in values)
-            out[key] = torch.stack([torch.nn.functional.pad(v, (0, 0, 0, L - v.shape[0])) for v in values])
-        else:
-            out[key] = torch.stack(values)
-    return out
-
-
-def write_shard(shard: dict, path: Path) -> None:
-    """``shard`` (stacked tensors, plus the ``LISTS`` as lists) -> one safetensors file, atomically."""
-    from safetensors.torch import save_file
-
-    tensors = {k: v.contiguous() for k, v in shard.items() if k not in LISTS}
-    meta = {k: json.dumps(shard[k]) for k in LISTS if k in shard}
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)
-
-
-class _SafeShard:
-    """One safetensors shard, memory-mapped: ``shard[key][j]`` reads sample j of ``key`` only."""
-
-    def __init__(self, path: Path):
-        from safetensors import safe_open
-
-        try:
-            self.handle = safe_open(str(path), framework="pt", device="cpu")
-            meta = self.handle.metadata() or {}
-            self.lists = {k: json.loads(meta[k]) for k in LISTS if k in meta}
-        except Exception as err:  # noqa: BLE001 -- SafetensorError / JSON: name the file, say what to do
-            raise UnreadableFile(f"{path} is truncated or not an ODE pair shard ({one_line(err)}); {_REGENERATE}")
-        self.keys = tuple(self.handle.keys()) + tuple(self.lists)
-
-    def __iter__(self):
-        return iter(self.keys)
-
-    def __getitem__(self, key: str):
-        if key in self.lists:
-            return self.lists[key]
-        return _Rows(self.handle.get_slice(key))
-
-
-class _Rows:
-    def __init__(self, sl):
-        self.sl = sl
-
-    def __getitem__(self, j: int) -> torch.Tensor:
-        return self.sl[j : j + 1][0]
-
-
-def read_shard(path: Path, *, allow_pickle: bool = False):
-    """A shard as ``{key: rows}``, read lazily. A ``.pt`` shard (written before shards were safetensors)
-    is read with ``weights_only=True``, memory-mapped; one that pickles other objects needs the opt-in."""
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        return _SafeShard(path)
-    return read_state(
-        path,
-        what="an ODE pair shard",
-        fix=f"convert the folder with `python -m trackstream.distill.ode_pairs convert {path.parent}`, or {_REGENERATE}",
-        allow_pickle=allow_pickle,
-        mmap=True,
-    )
-
-
-def load_shard(path: Path) -> dict:
-    """A whole shard in memory as written (stacked tensors, caption and seed lists): for inspection and tests."""
-    shard = read_shard(path)
-    return {k: (shard[k] if k in LISTS else shard.handle.get_tensor(k)) for k in shard}
-
-
-class PairSet:
-    """A complete pair folder read lazily: every shard memory-mapped (safetensors' ``safe_open``), a
-    batch gathered sample by sample, so only the pages of the samples drawn are ever read."""
-
-    def __init__(self, directory: str | Path, *, student_steps: int, shift: float, allow_pickle: bool = False):
-        directory = Path(directory)
-        if not pairs_complete(directory):
-            raise ValueError(f"{directory} holds no complete ODE pair set ({INDEX_NAME} missing); generate it first")
-        self.index = json.loads((directory / INDEX_NAME).read_text())
-        if self.index["student_steps"] != student_steps or abs(self.index["shift"] - shift) > 1e-12:
-            raise ValueError(
-                f"ODE pairs in {directory} were made for {self.index['student_steps']} steps at shift "
-                f"{self.index['shift']}; this run uses {student_steps} steps at shift {shift}: "
-                "regenerate them"
-            )
-        self.directory = directory
-        self.shards = [read_shard(directory / s["file"], allow_pickle=allow_pickle) for s in self.index["shards"]]
-        self.where = [(k, j) for k, s in enumerate(self.index["shards"]) for j in range(s["num_samples"])]
-        self.keys = tuple(self.shards[0])
-
-    def __len__(self) -> int:
-        return len(self.where)
-
-    def __contains__(self, key: str) -> bool:
-        return key in self.keys
-
-    def batch(self, indices: list[int], keys: tuple[str, ...]) -> dict:
-        """Stacked tensors of ``keys`` for these samples (text_emb zero-padded to the batch's longest)."""
-        picks = [self.where[i] for i in indices]
-        return _stack({key: [self.shards[k][key][j] for k, j in picks] for key in keys})
-
-
-def convert_pairs(directory: str | Path, *, allow_pickle: bool = False) -> list[str]:
-    """Rewrite a folder's ``.pt`` shards as safetensors shards (index.json updated last); returns the
-    files converted. The old shards are removed once the index names the new ones."""
-    directory = Path(directory)
-    index = json.loads((directory / INDEX_NAME).read_text())
-    done, old = [], []
-    for entry in index["shards"]:
-        path = directory / entry["file"]
-        if path.suffix == ".safetensors":
-            continue
-        shard = read_shard(path, allow_pickle=allow_pickle)
-        write_shard(
-            {k: (list(v) if k in LISTS else torch.as_tensor(v).clone()) for k, v in shard.items()},
-            path.with_suffix(".safetensors"),
-        )
-        entry["file"] = path.with_suffix(".safetensors").name
-        done.append(path.name)
-        old.append(path)
-    if done:
-        tmp = directory / (INDEX_NAME + ".tmp")
-        tmp.write_text(json.dumps(index, indent=2))
-        os.replace(tmp, directory / INDEX_NAME)
-        for path in old:
-            path.unlink()
-    return done
-
-
-def load_ode_pairs(directory: str | Path, *, student_steps: int, shift: float) -> dict:
-    """All samples of a pair folder stacked in memory (for inspection and tests; training reads a
-    ``PairSet``), checked against the run's step grid."""
-    pairs = PairSet(directory, student_steps=student_steps, shift=shift)
-    out = pairs.batch(list(range(len(pairs))), pairs.keys)
-    out["index"] = pairs.index
-    return out
-
-
+# the convert command lives here, not beside convert_pairs: `python -m trackstream.distill.ode_pairs convert`
+# is the name docs/errors.md and read_shard's message give it
 def main(argv: list[str] | None = None) -> int:
     import argparse
     import sys

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.distill.ode_pairs import PairSet
+from trackstream.distill.pair_shards import PairSet
 from trackstream.distill.periodic import with_student_samples
 from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.distill.stages import CONDITION_KEYS, _export, _pair_stream, _require_teacher, student_steps

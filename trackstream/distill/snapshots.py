@@ -32,8 +32,8 @@ from trackstream.distill.dmd import DMDConfig
 from trackstream.distill.stages import build_dmd
 from trackstream.models.motion_wan import save_network
 from trackstream.train.loop import Hook
-from trackstream.train.parallel import TrainedNetwork
 from trackstream.train.stages import StagePlan
+from trackstream.train.trained_network import TrainedNetwork
 from trackstream.train.weights import full_state_dict
 
 if TYPE_CHECKING:

@@ -41,8 +41,9 @@ from trackstream.data.clips import PoolStream
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
-from trackstream.distill.ode_pairs import PairSet, generate_ode_pairs, pairs_complete
+from trackstream.distill.ode_pairs import generate_ode_pairs
 from trackstream.distill.pair_conditions import PairConditions
+from trackstream.distill.pair_shards import PairSet, pairs_complete
 from trackstream.distill.periodic import sampling_clips, with_student_samples
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, ModelConfig, load_network

@@ -290,8 +290,9 @@ def read_init(path: str, in_dim: int, subkey: str | None = None) -> dict[str, to
     e.g. the stage-1 teacher for the fine-tune stage), a Wan checkpoint (DiT only; ``subkey``: the
     entry of a training ``.pt`` such as Self-Forcing's ``generator_ema``), or a folder written by
     ``models.wan_export`` (the DiT plus its side file of heads)."""
-    from trackstream.models.checkpoint import SIDE_HEADS, read_state_dict, to_official
+    from trackstream.models.checkpoint import SIDE_HEADS, read_state_dict
     from trackstream.models.files import read_torch_file
+    from trackstream.models.wan_formats import to_official
 
     folder = Path(path)
     if (folder / "network.json").is_file():

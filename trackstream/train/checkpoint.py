@@ -5,7 +5,7 @@ Layout of ``<run_dir>/checkpoints/step_00001000/``:
                      fingerprint; written LAST, so a directory with meta.pt is complete
   rank_00000.pt ...  per rank: data-stream position, objective state (its generators are per
                      rank) and RNG states (python, numpy, torch, cuda)
-  <network>.pt | <network>/ | deepspeed/   model + optimizer (+ EMA), per strategy (trackstream/train/parallel.py)
+  <network>.pt | <network>/ | deepspeed/   model + optimizer (+ EMA), per strategy (train/trained_network.py)
 Atomicity: everything goes to ``.tmp-step_...`` first; after a barrier rank 0 renames it into
 place (``os.replace`` of a directory is atomic on POSIX) and prunes old ones. A crash mid-save
 leaves only a ``.tmp-*`` directory, which resume ignores and the next save removes.
@@ -38,8 +38,8 @@ from pathlib import Path
 import torch
 
 from trackstream.train.dist import Runtime, UnreadableFile, load_rng_state, plain_state, read_state, rng_state
-from trackstream.train.parallel import TrainedNetwork
 from trackstream.train.sharded import agree_readable
+from trackstream.train.trained_network import TrainedNetwork
 
 __all__ = [
     "CheckpointManager",

@@ -5,7 +5,7 @@ objective which networks to update, accumulate their gradients, step their optim
 LR schedule, EMA inside ``TrainedNetwork.step``) -> log -> periodic hooks -> checkpoint ->
 stop on max_steps or on a preemption signal. What differs between stages lives in the
 objective (trackstream/train/objective.py); what differs between DDP/FSDP/DeepSpeed lives in
-``TrainedNetwork`` (trackstream/train/parallel.py). Nothing here branches on either.
+``TrainedNetwork`` (trackstream/train/trained_network.py). Nothing here branches on either.
 
 ``step`` counts completed loop steps: metrics, checkpoints and hooks at step s describe the
 state after s steps. A resumed run continues from the checkpoint's s with bit-identical
@@ -26,7 +26,7 @@ from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler
 from trackstream.train.dist import Runtime
 from trackstream.train.metrics import MetricLogger, Throughput
 from trackstream.train.objective import Objective
-from trackstream.train.parallel import TrainedNetwork
+from trackstream.train.trained_network import TrainedNetwork
 
 __all__ = ["TrainerConfig", "Hook", "TrainResult", "train"]
 

@@ -42,7 +42,8 @@ from trackstream.train.loop import Hook, TrainerConfig, TrainResult, train
 from trackstream.train.metrics import LoggerConfig, MetricLogger, parameter_counts
 from trackstream.train.objective import Objective
 from trackstream.train.optim import OptimConfig
-from trackstream.train.parallel import TrainedNetwork, prepare_frozen, prepare_network, unwrap
+from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.train.trained_network import TrainedNetwork
 
 __all__ = [
     "StagePlan",

@@ -87,7 +87,7 @@ def full_state_dict(trained, *, use_ema: bool = True) -> dict[str, torch.Tensor]
     Collective under FSDP (every rank must call): the full state dict (CPU-offloaded) lands on rank 0
     only, the other ranks get the keys they hold locally (none), so only rank 0 may write it.
     """
-    from trackstream.train.parallel import FSDPNetwork
+    from trackstream.train.trained_network import FSDPNetwork
 
     if isinstance(trained, FSDPNetwork):
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
