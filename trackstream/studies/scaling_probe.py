@@ -1,7 +1,7 @@
 """The small world model's scaling probe: 2-3 teacher sizes x a few hundred steps in ONE device call,
 held-out EPE ratio and PSNR against steps, to pick conf/model/small.yaml's size (docs/small-world.md).
 
-    python -m trackstream.studies.scaling_probe run --out $OUT --sizes 2x128,4x256,8x384 --steps 1500 \\
+    python -m trackstream.studies.scaling_probe run --out $OUT --sizes 4x256,6x320,8x384 --steps 1500 \\
         --eval-every 500 --budget-min 9 [--set KEY=VALUE ...]
     python -m trackstream.studies.scaling_probe plot --json docs/small_world/probe.json --dest docs/small_world
 
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("command", choices=("run", "plot"))
     ap.add_argument("--out", type=Path, help="run: the folder (probe.json, probe.log, runs/)")
-    ap.add_argument("--sizes", default="2x128,4x256,8x384", help="run: LAYERSxWIDTH,...")
+    ap.add_argument("--sizes", default="4x256,6x320,8x384", help="run: LAYERSxWIDTH,...")
     ap.add_argument("--steps", type=int, default=1500, help="run: teacher steps per size")
     ap.add_argument("--eval-every", type=int, default=500, help="run: steps between held-out evaluations")
     ap.add_argument("--budget-min", type=float, default=9.0, help="run: minutes for all sizes")
