@@ -134,7 +134,7 @@ def ship_small_world(
     from omegaconf import OmegaConf
 
     from trackstream.eval.oracle_copy import oracle_epe
-    from trackstream.studies.dmd_curve import Evaluator
+    from trackstream.pipeline.student_chain import score_students
 
     run_dir = Path(run_dir).resolve()
     pending = [s for s in STAGES if not stage_done(run_dir / s)]
@@ -148,13 +148,9 @@ def ship_small_world(
     frames = OmegaConf.load(run_dir / "teacher" / "config.yaml").eval.get("num_frames")
     oracle = oracle_epe(run_dir / "teacher", samples=int(held.get("num_samples", clips)), num_frames=frames)
     teacher |= {f"oracle_{k}": v for k, v in oracle.items() if k.startswith("epe_copy@")}  # one token / one cell
-    evaluator = Evaluator(
-        run_dir, clips=clips, long_clips=long_clips, long_factor=long_factor, device=device, dtype=dtype
-    )
-    students = {}
-    for stage in ("ode_init", "dmd", "rl"):
-        students[stage] = evaluator(run_dir / stage / EXPORTS[stage])
-        print(f"[small_world] {stage}: {json.dumps(students[stage])}", flush=True)
+    exports = {stage: run_dir / stage / EXPORTS[stage] for stage in ("ode_init", "dmd", "rl")}
+    opts = dict(clips=clips, long_clips=long_clips, long_factor=long_factor, device=device, dtype=dtype)
+    students, evaluator = score_students(run_dir, exports, tag="small_world", **opts)
 
     # the DMD stage's config as config.yaml: where the demo and generate read the student's world (as in
     # assets/tiny-student); the other stages' beside it

@@ -30,7 +30,7 @@ from trackstream.pipeline.run import DISTILL, PipelineError, _teacher_settings, 
 from trackstream.pipeline.ship_student import STUDENT_DIR, fill_release, write_manifest
 from trackstream.pipeline.ship_teacher import ASSET_DIR, AssetError, git_commit, sha256
 
-__all__ = ["CHAIN_RL", "rl_stage", "ship_chain", "add_scoring_args", "scoring_options", "main"]
+__all__ = ["CHAIN_RL", "rl_stage", "ship_chain", "add_scoring_args", "scoring_options", "score_students", "main"]
 
 # The second RL pilot's settings (the first: rl_tiny's defaults for 200 steps from 300 updates, every
 # figure worse): a larger group, full-strength SDE noise on the one stochastic step, the motion reward
@@ -122,6 +122,20 @@ def _held_out(figures: dict) -> dict:
     return out | {f"long_{k}": figures[f"long_{k}"] for k in ("epe", "psnr", "ssim")} | {"drift": figures["drift"]}
 
 
+def score_students(run_dir: Path, exports: dict[str, Path], *, tag: str, **options) -> tuple[dict, object]:
+    """Each export scored by the study's protocol (``studies.dmd_curve.Evaluator`` on the run's teacher,
+    codec and held-out world; ``options``: ``scoring_options``'s); the figures per stage and the evaluator
+    (its ``protocol``, device and dtype go into a manifest)."""
+    from trackstream.studies.dmd_curve import Evaluator
+
+    evaluator = Evaluator(run_dir, **options)
+    figures = {}
+    for stage, path in exports.items():
+        figures[stage] = evaluator(path)
+        print(f"[{tag}] {stage}: {json.dumps(figures[stage])}", flush=True)
+    return figures, evaluator
+
+
 def ship_chain(
     run_dir: Path,
     dest: Path = STUDENT_DIR,
@@ -135,8 +149,6 @@ def ship_chain(
     """Score the chain's three students and ship the RL one to ``dest`` (see the module docstring)."""
     from omegaconf import OmegaConf
 
-    from trackstream.studies.dmd_curve import Evaluator
-
     run_dir = Path(run_dir).resolve()
     exports = {
         "ode_init": run_dir / "ode_init" / "export" / "student",
@@ -146,13 +158,8 @@ def ship_chain(
     for stage, path in exports.items():
         _need(path / "network.json", f"{stage} export", f"run the chain's commands first: {'; '.join(COMMANDS)}")
     results = {s: json.loads((run_dir / s / "results.json").read_text()) for s in ("teacher", "ode_init", "dmd", "rl")}
-    evaluator = Evaluator(
-        run_dir, clips=clips, long_clips=long_clips, long_factor=long_factor, device=device, dtype=dtype
-    )
-    figures = {}
-    for stage, path in exports.items():
-        figures[stage] = evaluator(path)
-        print(f"[student_chain] {stage}: {json.dumps(figures[stage])}", flush=True)
+    opts = dict(clips=clips, long_clips=long_clips, long_factor=long_factor, device=device, dtype=dtype)
+    figures, evaluator = score_students(run_dir, exports, tag="student_chain", **opts)
 
     copies = {"student": exports["rl"], "config.yaml": run_dir / "dmd" / "config.yaml"}
     fill_release(dest, copies | {"rl_config.yaml": run_dir / "rl" / "config.yaml"})
