@@ -48,6 +48,7 @@ from trackstream.diffusion.schedule import (
     sigma_to_t,
     x0_from_velocity,
 )
+from trackstream.distill.horizons import check_horizons, split_windows
 from trackstream.models.causal import CausalConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import (
@@ -94,8 +95,11 @@ class DMDConfig:
     # self_rollout: the chunk is sampled on through every step (no grad) and the clean latent enters the
     # cache, so training transitions equal the engine's (AR-Drag); the loss stays on the exit-step x0
     rollout: str = "self_forcing"
-    # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
-    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout": "self_forcing"}
+    # the rollout spans this many teacher horizons through the rolling cache; the teacher and the critic score
+    # it in horizon-sized windows (distill.horizons); 1: the teacher's horizon, the plain DMD
+    rollout_horizons: int = 1
+    # added after runs were checkpointed; at these values a resume of such a run stays exact (train.stages.fingerprint)
+    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout": "self_forcing", "rollout_horizons": 1}
     # fields naming files that must exist before the run directory is made (train.app.check_inputs)
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student", "pairs")
 
@@ -118,6 +122,7 @@ class DMDConfig:
         check_first_chunk(self.causal, field="stage.causal")
         if self.rollout not in ROLLOUTS:
             raise ValueError(f"stage.rollout={self.rollout!r}; expected one of {ROLLOUTS}")
+        check_horizons(self.causal, self.rollout_horizons)
 
 
 def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) -> torch.Tensor:
@@ -147,7 +152,11 @@ class DMDObjective(Objective):
         width: int,
         seed: int,
         device: torch.device,
+        conditioner=None,
+        horizon_latents: Optional[int] = None,
     ):
+        """``conditioner`` (the teacher's frozen encoders) and ``horizon_latents`` (the teacher's horizon in
+        latent frames) cut rollouts longer than the horizon into windows (``stage.rollout_horizons``)."""
         from trackstream.train.parallel import unwrap
 
         self.generator, self.critic, self.teacher = generator, critic, teacher
@@ -162,6 +171,9 @@ class DMDObjective(Objective):
         self.gen = torch.Generator().manual_seed(seed)  # exit steps (one per batch: the same on every rank)
         # batches without global sample ids (unit tests) draw per-sample values from these streams
         self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+        self.conditioner, self.horizon_latents = conditioner, horizon_latents
+        if cfg.rollout_horizons > 1 and (conditioner is None or horizon_latents is None):
+            raise ValueError("stage.rollout_horizons > 1 needs the teacher's conditioner and horizon_latents")
 
     def updates(self, step: int) -> list[str]:
         if (step + 1) % self.cfg.update_ratio == 0:
@@ -320,8 +332,15 @@ class DMDObjective(Objective):
             image_features=batch.get("image_features"),
         ).float()
 
+    def _windows(self, x: torch.Tensor, committed: torch.Tensor, batch: dict) -> tuple[torch.Tensor, dict]:
+        """A rollout past the teacher's horizon as horizon-sized windows (N B samples), else unchanged."""
+        if self.horizon_latents is None or x.shape[2] == self.horizon_latents:
+            return x, batch
+        return split_windows(x, committed, batch, horizon_latents=self.horizon_latents, conditioner=self.conditioner)
+
     def generator_loss(self, batch: dict):
-        x = self.rollout(batch, grad=True, purpose="generator-rollout")  # [B, C, F, h, w]
+        x, committed = self.rollout(batch, grad=True, purpose="generator-rollout", with_committed=True)
+        x, batch = self._windows(x, committed, batch)  # [B', C, F, h, w], B' = B x windows
         with torch.no_grad():
             x_t, _, sigma = self._noised(x.detach(), batch, "generator")
             cond = Condition(
@@ -348,7 +367,8 @@ class DMDObjective(Objective):
 
     def critic_loss(self, batch: dict):
         with torch.no_grad():
-            x = self.rollout(batch, grad=False, purpose="critic-rollout")
+            x, committed = self.rollout(batch, grad=False, purpose="critic-rollout", with_committed=True)
+            x, batch = self._windows(x, committed, batch)
             x_t, noise, sigma = self._noised(x, batch, "critic")
         v = self._critic_velocity(x_t, sigma, batch)
         err = (v - (noise - x)).square()  # [B, C, F, h, w]

@@ -29,13 +29,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import Optional
+from typing import ClassVar, Optional
 
 import torch
 
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sigma_to_t, x0_from_velocity
 from trackstream.distill.grpo import clipped_surrogate, gaussian_log_prob, group_advantages, mean_kl, sde_mean, sde_std
+from trackstream.distill.horizons import check_horizons
 from trackstream.eval.rewards import RewardsConfig
 from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.tracks import sample_track_ids
@@ -74,6 +75,11 @@ class RLConfig:
     )
     ema: EMAConfig = field(default_factory=lambda: EMAConfig(enabled=False))
     rewards: RewardsConfig = field(default_factory=RewardsConfig)
+    # rollouts over this many teacher horizons through the rolling cache (distill.horizons; the rewards score
+    # the whole rollout); 1: the pairs' length
+    rollout_horizons: int = 1
+    # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
+    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout_horizons": 1}
 
     def __post_init__(self) -> None:
         for name, cls in (("causal", CausalConfig), ("optim", OptimConfig), ("ema", EMAConfig)):
@@ -82,6 +88,7 @@ class RLConfig:
         if isinstance(self.rewards, dict):
             self.rewards = RewardsConfig(**self.rewards)
         check_first_chunk(self.causal, field="stage.causal")
+        check_horizons(self.causal, self.rollout_horizons)
         if self.group_size < 2:
             raise ValueError(f"stage.group_size={self.group_size} must be >= 2 (advantages are relative to the group)")
         if not 0.0 < self.noise_level <= 1.0:

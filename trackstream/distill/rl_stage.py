@@ -24,10 +24,18 @@ from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sampling_sigmas
+from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
 from trackstream.distill.periodic import with_student_samples
 from trackstream.distill.rl import RLConfig, RLObjective
-from trackstream.distill.stages import CONDITION_KEYS, _export, _pair_stream, _require_teacher, student_steps
+from trackstream.distill.stages import (
+    CONDITION_KEYS,
+    _export,
+    _require_teacher,
+    condition_stream,
+    horizon_conditioner,
+    student_steps,
+)
 from trackstream.eval.rewards import build_rewards
 from trackstream.models.motion_wan import Conventions, load_network
 from trackstream.stream.chunks import check_first_chunk
@@ -122,7 +130,20 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         device=runtime.device,
     )
     keys = tuple(k for k in CONDITION_KEYS if k != "track_ids") + ("first_frame",)
-    data = _pair_stream(cfg, runtime, pairs, keys)
+    check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
+    data = condition_stream(
+        cfg,
+        runtime,
+        pairs,
+        keys,
+        horizons=st.rollout_horizons,
+        conditioner=(
+            horizon_conditioner(cfg, runtime, student_dir, load_text_encoder(cfg, runtime), codec)
+            if st.rollout_horizons > 1
+            else None
+        ),
+        text_dim=int(json.loads((student_dir / "network.json").read_text())["text_encoder_dim"]),
+    )
     if runtime.is_main:
         log.info(
             "RL: %d conditions x %d rollouts, SDE noise level %.2f, %d update(s) per rollout, KL weight %g, rewards %s",

@@ -40,6 +40,7 @@ from trackstream.data.batching import derive_seed
 from trackstream.data.clips import PoolStream
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDConfig, DMDObjective
+from trackstream.distill.horizons import check_horizons, rollout_frames
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.ode_pairs import generate_ode_pairs
 from trackstream.distill.pair_conditions import PairConditions
@@ -58,7 +59,16 @@ from trackstream.train.weights import export_network, load_student
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
 
-__all__ = ["build_ode_init", "build_dmd", "obtain_ode_pairs", "teacher_codec", "student_steps", "check_teacher_run"]
+__all__ = [
+    "build_ode_init",
+    "build_dmd",
+    "obtain_ode_pairs",
+    "teacher_codec",
+    "student_steps",
+    "check_teacher_run",
+    "condition_stream",
+    "horizon_conditioner",
+]
 
 log = logging.getLogger(__name__)
 CONDITION_KEYS = ("image_latent", "tracks", "visibility", "text_emb", "text_len", "track_ids")
@@ -211,6 +221,54 @@ def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: PairSet, keys: tup
     )
 
 
+def condition_stream(
+    cfg: "TrainConfig",
+    runtime: Runtime,
+    pairs: PairSet,
+    keys: tuple[str, ...],
+    *,
+    horizons: int,
+    conditioner: Conditioner | None = None,
+    text_dim: int | None = None,
+) -> PoolStream:
+    """The DMD / RL conditions: the pair folder's (the teacher's horizon), or for a rollout over ``horizons``
+    > 1 horizons the same clips' conditions rendered at ``1 + N (T_h - 1)`` frames (``PairConditions`` at that
+    length, encoded per batch with the teacher's ``conditioner``: first frame, tracks, text)."""
+    if horizons == 1:
+        return _pair_stream(cfg, runtime, pairs, keys)
+    assert conditioner is not None and text_dim is not None
+    frames = rollout_frames(cfg.data.num_frames, horizons)
+    long_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=frames))
+    conditions = PairConditions(long_cfg, conditioner, count=len(pairs), text_dim=text_dim)
+    keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
+    if runtime.is_main:
+        log.info("conditions: %s at %d frames (%d teacher horizons)", conditions.describe(), frames, horizons)
+
+    def make(idx: list[int], gids: list[int]) -> dict:
+        batch = conditions(idx)
+        return {**{k: batch[k].cpu() for k in keys if k in batch}, "gid": torch.tensor(gids)}
+
+    return PoolStream(
+        len(pairs),
+        batch_size=cfg.data.batch_size,
+        seed=derive_seed(cfg.data.seed, "pairs"),
+        make_batch=make,
+        rank=runtime.rank,
+        world_size=runtime.world_size,
+    )
+
+
+def horizon_conditioner(cfg: "TrainConfig", runtime: Runtime, network_dir: Path, text_encoder, codec) -> Conditioner:
+    """The frozen encoders (``codec``, text, image features) of the network in ``network_dir`` for rollouts
+    past the teacher's horizon: the long conditions and the windows' re-encoded first frames."""
+    return Conditioner.for_network(
+        ModelConfig(**_network_meta(network_dir)["model"]),
+        codec=codec,
+        text_encoder=text_encoder,
+        device=runtime.device,
+    )
+
+
 def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
     """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
     meta = _network_meta(teacher_dir)
@@ -288,6 +346,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
     check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
+    check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
     teacher_dir = _require_teacher(st.teacher)
     check_teacher_run(cfg, teacher_dir)
     heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
@@ -325,6 +384,12 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     )
     text_encoder = load_text_encoder(cfg, runtime)
     null_text, null_lengths = text_encoder.encode([""])
+    long = st.rollout_horizons > 1
+    conditioner = (
+        horizon_conditioner(cfg, runtime, teacher_dir, text_encoder, teacher_codec(cfg, runtime, teacher_dir))
+        if long
+        else None
+    )
     objective = DMDObjective(
         generator.module,
         critic.module,
@@ -339,8 +404,18 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         width=cfg.data.width,
         seed=derive_seed(cfg.trainer.seed, "dmd") % 2**62,
         device=runtime.device,
+        conditioner=conditioner,
+        horizon_latents=1 + (cfg.data.num_frames - 1) // 4,
     )
-    data = _pair_stream(cfg, runtime, pairs, tuple(k for k in CONDITION_KEYS if k != "track_ids"))
+    data = condition_stream(
+        cfg,
+        runtime,
+        pairs,
+        tuple(k for k in CONDITION_KEYS if k != "track_ids"),
+        horizons=st.rollout_horizons,
+        conditioner=conditioner,
+        text_dim=int(_network_meta(teacher_dir)["text_encoder_dim"]),
+    )
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {

@@ -5,12 +5,17 @@ for drags. Distribution metrics (FID, FVD) are in trackstream/eval/frechet.py.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
 __all__ = [
     "epe",
     "motion_epe",
+    "track_motion",
+    "MotionTrack",
+    "group_losses",
     "frozen_epe",
     "check_epe_tracker",
     "EPE_TRACKER",
@@ -103,9 +108,29 @@ def _hold_lost(pred: np.ndarray, seen: np.ndarray, t0: np.ndarray, start: np.nda
     return out
 
 
+@dataclass(frozen=True)
+class MotionTrack:
+    """One video re-tracked by the EPE protocol (``track_motion``). ``lost[t]`` counts the points the
+    tracker loses at frame t among ``at_risk[t]``: points it still held at t - 1 (at or after their
+    query frame) that the input shows at both t - 1 and t, so a point leaving the frame or going behind
+    a sprite is never counted against the video."""
+
+    epe: float
+    per_frame: np.ndarray  # [T] mean error per frame (NaN where the input shows no point)
+    positions: np.ndarray  # [T, N', 2] the scored positions (lost points held where last seen)
+    lost: np.ndarray  # [T] int
+    at_risk: np.ndarray  # [T] int
+
+
 def motion_epe(
     frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, tracker
 ) -> tuple[float, np.ndarray, np.ndarray]:
+    """(EPE, EPE per frame [T], scored positions [T, N', 2]): ``track_motion``, the one protocol."""
+    m = track_motion(frames, tracks, visibility, tracker)
+    return m.epe, m.per_frame, m.positions
+
+
+def track_motion(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, tracker) -> MotionTrack:
     """THE EPE of a generated video against its conditioning tracks: the one protocol behind every EPE
     figure (make run's report, the teacher and streaming evaluations, ``python -m trackstream.eval``).
 
@@ -134,8 +159,8 @@ def motion_epe(
       followed the tracks, and losing a point can only replace its tracked error by a stopped one.
 
     The value is one flat mean over the scored entries of this video (pixels of ``frames``: report the
-    resolution); a set of videos is the mean of the per-video values. Returns (EPE, EPE per frame [T]
-    (NaN where the input shows no point), the scored positions [T, N', 2] of the tracks that count)."""
+    resolution); a set of videos is the mean of the per-video values. Returns a ``MotionTrack``: the EPE,
+    per frame, the scored positions and where the tracker lost points (``group_losses``)."""
     if getattr(tracker, "reacquire", False):
         raise ValueError(
             f"motion_epe: {type(tracker).__name__} re-acquires lost points by appearance; use "
@@ -146,13 +171,36 @@ def motion_epe(
     if frames.shape[0] != tracks.shape[0]:
         raise ValueError(f"motion_epe: {frames.shape[0]} frames but tracks over {tracks.shape[0]} frames")
     start = tracks[t0, np.arange(tracks.shape[1])]  # [N', 2] query positions
+    T = tracks.shape[0]
     if not len(start):
-        return _score(tracks, tracks, visibility)
+        zero = np.zeros(T, np.int64)
+        return MotionTrack(*_score(tracks, tracks, visibility), lost=zero, at_risk=zero.copy())
     queries = np.concatenate([t0[:, None], start], axis=1).astype(np.float32)
     pred, seen = tracker.track(frames, queries)
     pred, seen = np.asarray(pred, np.float64), np.asarray(seen, bool)
     seen &= np.isfinite(pred).all(axis=-1)
-    return _score(_hold_lost(pred, seen, t0, start), tracks, visibility)
+    # at risk at t: held at t - 1 (at or after its query frame) and shown by the input at t - 1 and t
+    risk = seen[:-1] & visibility[:-1] & visibility[1:] & (np.arange(T - 1)[:, None] >= t0[None])  # [T-1, N']
+    lost = np.concatenate([[0], (risk & ~seen[1:]).sum(axis=1)])
+    at_risk = np.concatenate([[0], risk.sum(axis=1)])
+    return MotionTrack(*_score(_hold_lost(pred, seen, t0, start), tracks, visibility), lost=lost, at_risk=at_risk)
+
+
+def group_losses(lost: np.ndarray, at_risk: np.ndarray, *, temporal_factor: int = 4) -> dict:
+    """Where points are lost, against the codec's grouping of pixel frames into latent frames (latent 0 =
+    frame 0, latent j = frames 4j-3..4j): the share of at-risk points lost on entering a group's first
+    frame (t = 1, 5, 9, ...) and on the steps inside a group. ``lost`` / ``at_risk``: [T] counts of
+    ``MotionTrack`` (summed over the videos of a set). A generator that re-synthesises content per latent
+    frame loses its points at the starts; one that carries content loses them evenly."""
+    t = np.arange(len(lost))
+    start = (t >= 1) & ((t - 1) % temporal_factor == 0)
+    inside = (t >= 1) & ~start
+
+    def rate(m: np.ndarray) -> float:
+        n = int(np.asarray(at_risk)[m].sum())
+        return float(np.asarray(lost)[m].sum() / n) if n else float("nan")
+
+    return {"lost_at_group_start": rate(start), "lost_inside_group": rate(inside)}
 
 
 def frozen_epe(tracks: np.ndarray, visibility: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:

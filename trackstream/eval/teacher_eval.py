@@ -24,7 +24,15 @@ from trackstream.data.clips import ClipPool
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8
 from trackstream.diffusion.samplers import Condition, SamplerConfig, nfe_per_step, sample
-from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, frozen_epe, motion_epe, video_psnr, video_ssim
+from trackstream.eval.metrics import (
+    EPE_TRACKER,
+    check_epe_tracker,
+    frozen_epe,
+    group_losses,
+    track_motion,
+    video_psnr,
+    video_ssim,
+)
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.tracks import sample_track_ids
 
@@ -121,6 +129,8 @@ def evaluate_motion(
     psnr = {"with_tracks": [], "without_tracks": [], "frozen_video": []}
     ssim = {k: [] for k in psnr}
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": [], "ground_truth_video": []}
+    lost: dict[str, np.ndarray] = {}  # points the tracker loses per frame, summed over clips (group_losses)
+    at_risk: dict[str, np.ndarray] = {}
     saved = []
     n = len(clips)
     for start in range(0, n, cfg.batch_size):
@@ -179,7 +189,10 @@ def evaluate_motion(
             videos = {mode: to_uint8(vids[b]) for mode, vids in results.items()}  # [T, H, W, 3] uint8 each
             gt_frames = videos["ground_truth_video"]
             for mode, frames in videos.items():
-                per[mode].append(motion_epe(frames, gt_tr, gt_vis, tracker)[0])
+                m = track_motion(frames, gt_tr, gt_vis, tracker)
+                per[mode].append(m.epe)
+                lost[mode] = lost.get(mode, 0) + m.lost
+                at_risk[mode] = at_risk.get(mode, 0) + m.at_risk
                 if mode in psnr:
                     psnr[mode].append(video_psnr(frames, gt_frames))
                     ssim[mode].append(video_ssim(frames, gt_frames))
@@ -197,6 +210,9 @@ def evaluate_motion(
     figures = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
     figures.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
     figures.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
+    for mode in lost:  # where points are lost against the latent grouping: at a group's start or inside
+        for k, v in group_losses(lost[mode], at_risk[mode]).items():
+            figures[f"{k}_{mode}"] = v
     figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
     figures.update(
         num_samples=n,

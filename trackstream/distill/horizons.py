@@ -1,0 +1,152 @@
+"""Rollouts past the teacher's horizon, and the chunk arithmetic that says what a rollout trains.
+
+A student streams with a rolling cache: once the stream is longer than the sink and the window, a chunk
+attends to the sink and to a window that is no longer adjacent to it, at RoPE positions shifted from its
+absolute ones (a *rolled* chunk, ``rolled_chunks``). A rollout as long as the teacher's horizon trains no
+rolled chunk when the horizon is short (the tiny world's 25 frames = the first frame + 2 chunks of 3 under
+c3s1w1), so a student trained that way meets rolled chunks first at inference, and drifts there.
+
+``stage.rollout_horizons = N`` (DMD and RL) rolls the student out over N teacher horizons through its
+rolling cache: ``1 + N (F_h - 1)`` latent frames for a horizon of ``F_h`` (the pairs' length, whose frame 0
+is the first frame). The teacher still only scores what it was trained on: for DMD the rollout is cut into
+N horizon-sized *windows* (``split_windows``):
+
+* window 0 is the rollout's first ``F_h`` latents, the user's first frame included;
+* window k >= 1 holds the next ``F_h - 1`` generated latents behind a first frame that is the rollout's
+  last pixel frame before them, decoded from the committed latents and re-encoded as an image (the
+  teacher's latent frame 0 is always a single encoded image, and its image channels, CLIP tokens and the
+  tracks' first frame follow the same frame); the window's tracks are the stream's tracks from that frame;
+* the DMD and critic losses see the N windows as N samples of a batch, each of the teacher's shape; the
+  window's first latent is a constant (no gradient: only each window's new frames are trained).
+
+N = 1 is the plain DMD exactly (``split_windows`` returns its inputs). The choice against the alternatives
+(overlap frames, a longer teacher) is argued in docs/long-horizon.md.
+Legend: B batch, C channels, F latent frames, T pixel frames, h/w latent size, D track-embed dim.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from trackstream.models.causal import CausalConfig
+from trackstream.models.streaming import first_chunk_given
+from trackstream.models.tracks import TEMPORAL_FACTOR
+
+__all__ = [
+    "rolled_chunks",
+    "rollout_latents",
+    "rollout_frames",
+    "check_horizons",
+    "distinct_masks",
+    "split_windows",
+]
+
+
+def rolled_chunks(cfg: CausalConfig, num_latents: int) -> list[int]:
+    """The chunks of a ``num_latents`` stream that attend to the sink and to a window not adjacent to it
+    (the cache has rolled: keys sit at RoPE positions other than their absolute ones)."""
+    out = []
+    for i in range(cfg.num_chunks(num_latents)):
+        sink, window = cfg.cache_chunks(i)
+        if sink and window and window[0] > sink[-1] + 1:
+            out.append(i)
+    return out
+
+
+def rollout_latents(horizon_latents: int, horizons: int) -> int:
+    """Latent frames of a rollout over ``horizons`` teacher horizons of ``horizon_latents`` (frame 0 shared)."""
+    return 1 + horizons * (horizon_latents - 1)
+
+
+def rollout_frames(horizon_frames: int, horizons: int) -> int:
+    """Pixel frames of that rollout: ``1 + N (T_h - 1)`` (49 for two 25-frame horizons)."""
+    return 1 + horizons * (horizon_frames - 1)
+
+
+def check_horizons(
+    cfg: CausalConfig, horizons: int, horizon_frames: int | None = None, *, field: str = "stage"
+) -> None:
+    """A rollout over ``horizons`` > 1 windows needs the given first chunk (a window's frame 0 is an image
+    latent, as chunk 0 is) and windows of ``horizon_frames`` (when given) that end on chunk boundaries."""
+    if isinstance(horizons, bool) or not isinstance(horizons, int) or horizons < 1:
+        raise ValueError(f"{field}.rollout_horizons={horizons!r} must be an int >= 1 (1: the teacher's horizon)")
+    if horizons == 1:
+        return
+    if not first_chunk_given(cfg):
+        raise ValueError(
+            f"{field}.rollout_horizons={horizons} needs {field}.causal.first_chunk_frames=1: each window past the "
+            "first starts from a re-encoded frame, which is the given chunk 0's kind of latent"
+        )
+    if horizon_frames is None:
+        return
+    f_h = 1 + (horizon_frames - 1) // TEMPORAL_FACTOR
+    if (horizon_frames - 1) % TEMPORAL_FACTOR or (f_h - 1) % cfg.chunk_frames:
+        raise ValueError(
+            f"data.num_frames={horizon_frames} (the teacher's horizon) must be 1 + 4k frames whose k latents "
+            f"split into chunks of {cfg.chunk_frames}, so that windows end on chunk boundaries"
+        )
+
+
+def distinct_masks(base: CausalConfig, sinks: list, windows: list, num_latents: int) -> dict[tuple, tuple]:
+    """{(sink, window): the visible-chunk sets of every chunk} for ODE init's draws at ``num_latents``:
+    draws with equal values train the same mask."""
+    out = {}
+    for s in sinks:
+        for w in windows:
+            c = CausalConfig(base.chunk_frames, int(s), None if w is None else int(w), base.first_chunk_frames)
+            n = c.num_chunks(num_latents)
+            out[(s, w)] = tuple(tuple(j for j in range(n) if c.visible(i, j)) for i in range(n))
+    return out
+
+
+@torch.no_grad()
+def _window_frames(codec, committed: torch.Tensor, starts: list[int]) -> list[torch.Tensor]:
+    """The pixel frame before each window start (latent index s: frame 4(s - 1)) [B, 3, H, W], decoded once."""
+    video = codec.decode(committed[:, :, : max(starts)])  # [B, 3, 1 + 4(s_max - 1), H, W]
+    return [video[:, :, TEMPORAL_FACTOR * (s - 1)].float() for s in starts]
+
+
+def split_windows(
+    x: torch.Tensor,
+    committed: torch.Tensor,
+    batch: dict,
+    *,
+    horizon_latents: int,
+    conditioner,
+) -> tuple[torch.Tensor, dict]:
+    """Rollout x [B, C, 1 + N (F_h - 1), h, w] (the loss's latents, with grad) and its committed latents ->
+    windows [N B, C, F_h, h, w] and the batch of their conditions (``image_latent``, ``image``,
+    ``image_features``, ``motion``, ``text_emb``, ``text_len``, ``gid``; window-major). N = 1: the inputs."""
+    F = x.shape[2]
+    n, rest = divmod(F - 1, horizon_latents - 1)
+    assert rest == 0 and n >= 1, f"{F} latents are not whole windows of {horizon_latents}"
+    if n == 1:
+        return x, batch
+    T_h = 1 + TEMPORAL_FACTOR * (horizon_latents - 1)
+    starts = [1 + k * (horizon_latents - 1) for k in range(1, n)]  # first generated latent of windows 1..
+    firsts = _window_frames(conditioner.codec, committed.detach(), starts)
+    xs, cond = [x[:, :, :horizon_latents]], {k: [] for k in ("image_latent", "image", "image_features", "motion")}
+    cond["image_latent"].append(batch["image_latent"])
+    cond["image"].append(None if batch.get("image") is None else batch["image"][:, :, :horizon_latents])
+    cond["image_features"].append(batch.get("image_features"))
+    cond["motion"].append(batch["motion"][:, :, :T_h])
+    for s, frame in zip(starts, firsts):
+        latent = conditioner.first_latent(frame)  # [B, C, 1, h, w]: the window's frame 0, a constant
+        xs.append(torch.cat([latent.to(x.dtype), x[:, :, s : s + horizon_latents - 1]], dim=2))
+        cond["image_latent"].append(latent)
+        cond["image"].append(conditioner.image(frame, num_frames=T_h))
+        cond["image_features"].append(conditioner.image_features(frame))
+        lo = TEMPORAL_FACTOR * (s - 1)  # the window's first pixel frame in the stream
+        cond["motion"].append(batch["motion"][:, :, lo : lo + T_h])
+    out = dict(batch)
+    for key, parts in cond.items():
+        out[key] = None if parts[0] is None else torch.cat(parts)
+    if out["image"] is None:
+        out.pop("image")
+    if out["image_features"] is None:
+        out.pop("image_features")
+    for key in ("text_emb", "text_len"):
+        out[key] = torch.cat([batch[key]] * n)
+    if "gid" in batch:  # per-window sample ids: window k of sample g draws as sample g * N + k
+        out["gid"] = torch.cat([batch["gid"] * n + k for k in range(n)])
+    return torch.cat(xs), out

@@ -1,0 +1,112 @@
+"""The floors every quality table shows beside its models: what the data and the codec allow.
+
+On the same held-out clips and input tracks as the models, by the one EPE protocol (``metrics.track_motion``)
+and PSNR / SSIM against the ground truth:
+
+* ``ground_truth``: the clip itself; its EPE is the tracker's own floor (occlusions, texture it cannot hold);
+* ``codec_round_trip``: the clip encoded and decoded by the codec: the best any generator in that latent
+  space can score, as a perfect generator's latents decode to exactly this;
+* ``oracle_copier``: frame 0 moved in pixel space by each frame's true camera displacement (the median
+  displacement of the ground-truth tracks visible in both frames, sub-pixel, bilinear) and passed through
+  the codec: a generator that copies the first frame perfectly and invents nothing. Exact for a panning
+  camera over a still canvas; sprites are moved with the background, so it is a bound there only;
+* ``frozen_frame``: frame 0 repeated (no tracking: ``metrics.frozen_epe``).
+
+Each tracked row also says where the tracker lost points against the codec's latent grouping
+(``metrics.group_losses``): a codec or a generator that redraws content per latent frame loses them on
+entering a group. No network but the codec runs here.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+from trackstream.data.trackers import build_tracker
+from trackstream.data.video_io import to_uint8, video_tensor
+from trackstream.eval.metrics import EPE_TRACKER, frozen_epe, group_losses, track_motion, video_psnr, video_ssim
+from trackstream.eval.stream_eval import input_tracks
+
+__all__ = ["FLOOR_ROWS", "pixel_copy", "floor_figures", "floor_videos"]
+
+FLOOR_ROWS = ("ground_truth", "codec_round_trip", "oracle_copier", "frozen_frame")
+
+
+def pixel_copy(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray) -> np.ndarray:
+    """Frame 0 of ``frames`` [T, H, W, 3] uint8 moved to each frame t by the median displacement of the
+    tracks [T, N, 2] visible at 0 and t (frame t kept where none is: nothing can be known of it)."""
+    out = np.empty_like(frames)
+    out[0] = frames[0]
+    H, W = frames.shape[1:3]
+    for t in range(1, len(frames)):
+        both = visibility[t] & visibility[0]
+        if not both.any():
+            out[t] = frames[t]
+            continue
+        dx, dy = np.median(tracks[t, both] - tracks[0, both], axis=0)
+        m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)
+        out[t] = cv2.warpAffine(frames[0], m, (W, H), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    return out
+
+
+@torch.no_grad()
+def _round_trip(codec, videos: np.ndarray, *, device, batch: int = 8) -> np.ndarray:
+    """uint8 [B, T, H, W, 3] through ``codec`` (encode, decode) -> uint8 of the same shape."""
+    out = []
+    for i in range(0, len(videos), batch):
+        v = video_tensor(videos[i : i + batch]).to(device)  # [b, 3, T, H, W] in [-1, 1]
+        rec = codec.decode(codec.encode(v)).float().cpu()
+        out += [to_uint8(r) for r in rec]
+    return np.stack(out)
+
+
+def floor_videos(clips: list[dict], codec, *, device=None) -> dict[str, np.ndarray]:
+    """uint8 videos [B, T, H, W, 3] of the tracked floor rows for ``clips`` (ClipPool entries)."""
+    device = device or next(codec.parameters()).device
+    gt = np.stack([c["frames"] for c in clips])
+    copies = np.stack([pixel_copy(c["frames"], c["tracks"], c["visibility"]) for c in clips])
+    return {
+        "ground_truth": gt,
+        "codec_round_trip": _round_trip(codec, gt, device=device),
+        "oracle_copier": _round_trip(codec, copies, device=device),
+    }
+
+
+def floor_figures(
+    clips: list[dict], codec, *, tracker: str = EPE_TRACKER, num_tracks: int | None = None, device=None
+) -> dict:
+    """{row: {epe, psnr, ssim, lost_at_group_start, lost_inside_group}} for ``FLOOR_ROWS`` on ``clips``
+    (the input tracks as every evaluation picks them: ``stream_eval.input_tracks``), plus ``num_samples``."""
+    if not clips:
+        raise ValueError("floor_figures needs at least one held-out clip")
+    trk = build_tracker(tracker)
+    videos = floor_videos(clips, codec, device=device)
+    inputs = []
+    for c in clips:
+        tr, vi, counts = input_tracks([c], num_tracks)
+        inputs.append((tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()))
+    figures: dict = {"num_samples": len(clips), "tracker": tracker, "num_tracks": num_tracks}
+    for row, vids in videos.items():
+        epes, psnrs, ssims = [], [], []
+        lost = at_risk = 0
+        for b, (tr, vi) in enumerate(inputs):
+            m = track_motion(vids[b], tr, vi, trk)
+            epes.append(m.epe)
+            lost, at_risk = lost + m.lost, at_risk + m.at_risk
+            psnrs.append(video_psnr(vids[b], videos["ground_truth"][b]))
+            ssims.append(video_ssim(vids[b], videos["ground_truth"][b]))
+        figures[row] = {
+            "epe": float(np.mean(epes)),
+            "psnr": float(np.mean(psnrs)),
+            "ssim": float(np.mean(ssims)),
+            **group_losses(lost, at_risk),
+        }
+    gt = videos["ground_truth"]
+    still = [np.broadcast_to(g[:1], g.shape) for g in gt]
+    figures["frozen_frame"] = {
+        "epe": float(np.mean([frozen_epe(tr, vi)[0] for tr, vi in inputs])),
+        "psnr": float(np.mean([video_psnr(s, g) for s, g in zip(still, gt)])),
+        "ssim": float(np.mean([video_ssim(s, g) for s, g in zip(still, gt)])),
+    }
+    return figures
