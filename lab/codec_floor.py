@@ -60,13 +60,13 @@ def plot(rows: list[dict], path: Path) -> None:
     for s in sorted({r["texture_scale"] for r in rows}):
         rs = sorted((r for r in rows if r["texture_scale"] == s), key=lambda r: r["fit_steps"])
         x = [r["fit_steps"] for r in rs]
-        ratio = [r["codec_round_trip"]["epe"] / r["frozen_frame"]["epe"] for r in rs]
-        oracle = [r["oracle_copier"]["epe"] / r["frozen_frame"]["epe"] for r in rs]
+        ratio = [r["epe_codec_round_trip"] / r["epe_frozen_frame"] for r in rs]
+        oracle = [r["epe_oracle_copier"] / r["epe_frozen_frame"] for r in rs]
         (line,) = axes[0].plot(x, ratio, "o-", label=f"texture scale {s:g}: round trip")
         axes[0].plot(x, oracle, "s--", color=line.get_color(), alpha=0.6, label=f"scale {s:g}: oracle copier")
-        axes[1].plot(x, [r["codec_round_trip"]["psnr"] for r in rs], "o-", label=f"scale {s:g}")
-        axes[2].plot(x, [r["codec_round_trip"]["lost_at_group_start"] for r in rs], "o-", color=line.get_color())
-        axes[2].plot(x, [r["codec_round_trip"]["lost_inside_group"] for r in rs], "x:", color=line.get_color())
+        axes[1].plot(x, [r["psnr_codec_round_trip"] for r in rs], "o-", label=f"scale {s:g}")
+        axes[2].plot(x, [r["lost_at_group_start_codec_round_trip"] for r in rs], "o-", color=line.get_color())
+        axes[2].plot(x, [r["lost_inside_group_codec_round_trip"] for r in rs], "x:", color=line.get_color())
     axes[0].axhline(0.15, color="k", lw=0.8, ls=":", label="target 0.15")
     axes[0].set(
         xscale="log", xlabel="codec fit steps", ylabel="EPE / frozen-frame EPE", title="codec floor (EPE ratio)"
@@ -99,9 +99,9 @@ def main(argv: list[str] | None = None) -> int:
         row = score(run, args.samples)
         rows.append(row)
         print(
-            f"scale {row['texture_scale']:g} steps {row['fit_steps']}: round trip {row['codec_round_trip']['epe']:.2f} px "
-            f"({row['codec_round_trip']['psnr']:.1f} dB), oracle {row['oracle_copier']['epe']:.2f}, "
-            f"frozen {row['frozen_frame']['epe']:.2f}, gt {row['ground_truth']['epe']:.2f}",
+            f"scale {row['texture_scale']:g} steps {row['fit_steps']}: round trip {row['epe_codec_round_trip']:.2f} px "
+            f"({row['psnr_codec_round_trip']:.1f} dB), oracle {row['epe_oracle_copier']:.2f}, "
+            f"frozen {row['epe_frozen_frame']:.2f}, gt {row['epe_ground_truth']:.2f}",
             flush=True,
         )
         cache.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=1))

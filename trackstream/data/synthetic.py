@@ -46,6 +46,12 @@ class SyntheticWorld:
     exit_prob: float = 0.25  # chance that a sprite leaves the frame and comes back
     camera_pan_prob: float = 0.5
     pan_speed: tuple[float, float] = (0.15, 0.45)  # shorter sides per second
+    # "pan": a constant-velocity pan (new canvas keeps entering); "orbit": the camera circles its frame-0
+    # position (radius in shorter sides, period in seconds) and comes back to it every period, so what a
+    # long video shows stays knowable from frame 0 (the long-horizon evaluation's world)
+    camera_path: str = "pan"
+    orbit_radius: tuple[float, float] = (0.05, 0.1)
+    orbit_period: tuple[float, float] = (2.0, 4.0)
     grid_size: int = 16  # ground-truth tracks on a grid_size x grid_size grid (real data: 50)
     texture_scale: float = 1.0  # background feature-size multiplier (>1: smoother canvas)
     # False: captions name appearance only (sprites, background), never motion or the camera, so
@@ -58,6 +64,8 @@ class SyntheticWorld:
         if self.num_frames < 2:
             raise ValueError(f"SyntheticWorld num_frames must be >= 2, got {self.num_frames}")
         lo, hi = self.num_sprites
+        if self.camera_path not in ("pan", "orbit"):
+            raise ValueError(f"SyntheticWorld camera_path={self.camera_path!r}; choose pan or orbit")
         if self.texture_scale <= 0:
             raise ValueError(f"SyntheticWorld texture_scale must be > 0, got {self.texture_scale}")
         if not 0 <= lo <= hi:
@@ -81,8 +89,15 @@ class SyntheticWorld:
         pan_vel = np.zeros(2)
         if rng.random() < self.camera_pan_prob:
             a = rng.uniform(0, 2 * np.pi)
-            pan_vel = rng.uniform(*self.pan_speed) * self.short_side * np.array([np.cos(a), np.sin(a)])
-            pan = (secs[:, None] * pan_vel[None]).astype(np.float32)
+            if self.camera_path == "orbit":  # a circle through the frame-0 position, either way round
+                r = rng.uniform(*self.orbit_radius) * self.short_side
+                w = 2 * np.pi / rng.uniform(*self.orbit_period) * rng.choice([-1.0, 1.0])
+                ang = a + w * secs
+                pan = (r * np.stack([np.cos(ang) - np.cos(a), np.sin(ang) - np.sin(a)], axis=1)).astype(np.float32)
+                pan_vel = np.array([r * w, 0.0])  # nonzero: the camera moves (captions, meta)
+            else:
+                pan_vel = rng.uniform(*self.pan_speed) * self.short_side * np.array([np.cos(a), np.sin(a)])
+                pan = (secs[:, None] * pan_vel[None]).astype(np.float32)
         margin = 4
         origin = np.maximum(0, -pan.min(0)) + margin  # canvas coords of frame 0's top-left
         off = pan + origin  # [T, 2] canvas offset of each frame
@@ -257,6 +272,8 @@ class SyntheticWorld:
         text = text[0].upper() + text[1:]
         if not self.caption_motion:
             text += f". A textured {bg_colour} background."
+        elif np.any(pan_vel) and self.camera_path == "orbit":
+            text += f". The camera circles over a textured {bg_colour} background."
         elif np.any(pan_vel):
             # Pan direction is the camera's: the scene content moves the opposite way on screen.
             text += f". The camera pans {_direction(pan_vel).removeprefix('to the ')} over a textured {bg_colour} background."

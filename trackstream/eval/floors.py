@@ -25,8 +25,8 @@ import torch
 
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8, video_tensor
-from trackstream.eval.metrics import EPE_TRACKER, frozen_epe, group_losses, track_motion, video_psnr, video_ssim
-from trackstream.eval.stream_eval import input_tracks
+from trackstream.eval.metrics import EPE_TRACKER, frozen_epe, video_psnr, video_ssim
+from trackstream.eval.scorebook import ScoreBook, input_tracks
 
 __all__ = ["FLOOR_ROWS", "pixel_copy", "floor_figures", "floor_videos"]
 
@@ -76,37 +76,24 @@ def floor_videos(clips: list[dict], codec, *, device=None) -> dict[str, np.ndarr
 def floor_figures(
     clips: list[dict], codec, *, tracker: str = EPE_TRACKER, num_tracks: int | None = None, device=None
 ) -> dict:
-    """{row: {epe, psnr, ssim, lost_at_group_start, lost_inside_group}} for ``FLOOR_ROWS`` on ``clips``
-    (the input tracks as every evaluation picks them: ``stream_eval.input_tracks``), plus ``num_samples``."""
+    """``epe_<row>``, ``psnr_<row>``, ``ssim_<row>`` (``ScoreBook``'s keys) and, for the tracked rows,
+    ``lost_at_group_start_<row>`` / ``lost_inside_group_<row>`` for every row of ``FLOOR_ROWS`` on ``clips``
+    (input tracks as every evaluation picks them: ``scorebook.input_tracks``), plus ``num_samples``."""
     if not clips:
         raise ValueError("floor_figures needs at least one held-out clip")
-    trk = build_tracker(tracker)
+    book = ScoreBook(build_tracker(tracker))
     videos = floor_videos(clips, codec, device=device)
-    inputs = []
-    for c in clips:
-        tr, vi, counts = input_tracks([c], num_tracks)
-        inputs.append((tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()))
-    figures: dict = {"num_samples": len(clips), "tracker": tracker, "num_tracks": num_tracks}
-    for row, vids in videos.items():
-        epes, psnrs, ssims = [], [], []
-        lost = at_risk = 0
-        for b, (tr, vi) in enumerate(inputs):
-            m = track_motion(vids[b], tr, vi, trk)
-            epes.append(m.epe)
-            lost, at_risk = lost + m.lost, at_risk + m.at_risk
-            psnrs.append(video_psnr(vids[b], videos["ground_truth"][b]))
-            ssims.append(video_ssim(vids[b], videos["ground_truth"][b]))
-        figures[row] = {
-            "epe": float(np.mean(epes)),
-            "psnr": float(np.mean(psnrs)),
-            "ssim": float(np.mean(ssims)),
-            **group_losses(lost, at_risk),
-        }
     gt = videos["ground_truth"]
-    still = [np.broadcast_to(g[:1], g.shape) for g in gt]
-    figures["frozen_frame"] = {
-        "epe": float(np.mean([frozen_epe(tr, vi)[0] for tr, vi in inputs])),
-        "psnr": float(np.mean([video_psnr(s, g) for s, g in zip(still, gt)])),
-        "ssim": float(np.mean([video_ssim(s, g) for s, g in zip(still, gt)])),
-    }
-    return figures
+    frozen: dict[str, list[float]] = {"epe": [], "psnr": [], "ssim": []}
+    for b, c in enumerate(clips):
+        tr, vi, counts = input_tracks([c], num_tracks)
+        tr, vi = tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()
+        for row, vids in videos.items():
+            book.add(row, vids[b], gt[b], tr, vi, quality=row != "ground_truth")
+        still = np.broadcast_to(gt[b][:1], gt[b].shape)
+        frozen["epe"].append(frozen_epe(tr, vi)[0])
+        frozen["psnr"].append(video_psnr(still, gt[b]))
+        frozen["ssim"].append(video_ssim(still, gt[b]))
+    figures = {k: v for k, v in book.figures().items() if not k.endswith("per_sample")}
+    figures.update({f"{k}_frozen_frame": float(np.mean(v)) for k, v in frozen.items()})
+    return {**figures, "num_samples": len(clips), "tracker": tracker, "num_tracks": num_tracks}

@@ -73,7 +73,7 @@ def oracle_copy_epe(
     """EPE of the oracle copiers on ``clips`` (ClipPool entries), from the same input tracks as the
     evaluations (those visible in frame 0, ``num_tracks`` of them as eval.stream_eval.input_tracks
     picks): ``epe_copy@<q>px`` per quantum q (one DiT token, one latent cell)."""
-    from trackstream.eval.stream_eval import input_tracks
+    from trackstream.eval.scorebook import input_tracks
 
     video = video_tensor(np.stack([c["frames"] for c in clips]))  # [B, 3, T, H, W] in [-1, 1]
     lat = codec.encode(video).float()  # [B, C, F, h, w]

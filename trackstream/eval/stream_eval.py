@@ -31,7 +31,9 @@ import torch
 
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, video_tensor
+from trackstream.eval.long_horizon import WINDOW_FACTORS, long_horizon_figures
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, motion_epe, video_psnr, video_ssim
+from trackstream.eval.scorebook import ScoreBook, input_tracks
 from trackstream.models.conditioner import load_export
 from trackstream.models.precision import synchronize
 from trackstream.models.tracks import sample_track_ids
@@ -69,28 +71,6 @@ class StreamEvalConfig:
         check_epe_tracker(self.tracker, "StreamEvalConfig.tracker")
 
 
-def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Tracks visible in frame 0 (the tracker's queries), padded: [B, T, N, 2], [B, T, N], counts.
-
-    ``num_tracks``: a fixed random subset of that many per clip (seeded by the clip's seed), the
-    density the teacher was evaluated with (its ``eval.num_tracks``); None keeps them all."""
-    keep = [torch.from_numpy(c["visibility"][0].copy()) for c in clips]
-    if num_tracks is not None:
-        for c, k in zip(clips, keep):
-            on = torch.nonzero(k).flatten()
-            if len(on) > num_tracks:
-                g = torch.Generator().manual_seed(int(c["meta"]["seed"]) % 2**62)
-                k[on[torch.randperm(len(on), generator=g)[num_tracks:]]] = False
-    counts = [int(k.sum()) for k in keep]
-    T = clips[0]["tracks"].shape[0]
-    tr = torch.zeros(len(clips), T, max(counts), 2)
-    vi = torch.zeros(len(clips), T, max(counts), dtype=torch.bool)
-    for b, (c, k) in enumerate(zip(clips, keep)):
-        tr[b, :, : counts[b]] = torch.from_numpy(c["tracks"])[:, k]
-        vi[b, :, : counts[b]] = torch.from_numpy(c["visibility"])[:, k]
-    return tr, vi, counts
-
-
 def stream_nfe(config: StreamConfig, num_latents: int) -> dict:
     causal = config.causal
     n = causal.num_chunks(num_latents)
@@ -111,10 +91,8 @@ def evaluate_stream_motion(
 
     tracker = build_tracker(cfg.tracker)
     gen = torch.Generator().manual_seed(cfg.seed)
-    per = {"with_tracks": [], "without_tracks": []}
+    book = ScoreBook(tracker)
     kept: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}  # every clip, for side-by-sides
-    psnr = {"with_tracks": [], "without_tracks": []}
-    ssim = {"with_tracks": [], "without_tracks": []}
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}
     latents_all = []
     num_latents = None
@@ -141,10 +119,8 @@ def evaluate_stream_motion(
             gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
             frames = {mode: to_uint8(vids[b]) for mode, vids in videos.items()}  # [T, H, W, 3] uint8
             for mode, f in frames.items():
-                per[mode].append(motion_epe(f, gt_tr, gt_vis, tracker)[0])
+                book.add(mode, f, clip["frames"], gt_tr, gt_vis)
                 kept[mode].append(f)
-                psnr[mode].append(video_psnr(f, clip["frames"]))
-                ssim[mode].append(video_ssim(f, clip["frames"]))
                 if start + b < cfg.preview_clips:
                     preview[mode].append(f)
             if out_dir is not None:
@@ -155,17 +131,12 @@ def evaluate_stream_motion(
                 np.save(folder / "tracks.npy", gt_tr.astype(np.float32))
                 np.save(folder / "visibility.npy", gt_vis.astype(bool))
     nfe = stream_nfe(engine.config, num_latents)
-    out = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
+    out = book.figures()
     out["frames"] = kept
-    out.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
-    out.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
     if cfg.preview_clips:
         out["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
     out.update(
-        per_sample={k: [float(x) for x in v] for k, v in per.items()},
         num_samples=len(clips),
-        psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
-        ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()},
         nfe_calls_per_video=nfe["calls"],
         nfe_video_equivalent_per_video=nfe["video_equivalent"],
         chunks_per_video=nfe["chunks"],
@@ -419,6 +390,7 @@ def run_evaluation(
     from trackstream.data.batching import derive_seed
     from trackstream.data.clips import ClipPool, heldout_clips, make_world
     from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
+    from trackstream.eval.floors import floor_figures
     from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
     from trackstream.models.precision import resolve_precision
 
@@ -484,7 +456,12 @@ def run_evaluation(
         teacher_ssim_without_tracks=tf["ssim_without_tracks"],
         ssim_frozen_video=tf["ssim_frozen_video"],
     )
+    figures.update({f"teacher_{k}": v for k, v in tf.items() if k.startswith("lost_")})
     figures["epe_tracker"] = cfg.tracker
+    # the floors beside the models: ground truth, codec round trip, pixel-space oracle copier, frozen frame
+    figures["floors"] = floor_figures(
+        clips.clips, codec_module, tracker=cfg.tracker, num_tracks=cfg.num_tracks, device=device
+    )
     videos = {"ground truth": tf["preview"]["ground_truth_video"], "teacher": tf["preview"]["with_tracks"]}
     previews = [
         ("ground truth", videos["ground truth"][: cfg.preview_clips]),
@@ -513,6 +490,7 @@ def run_evaluation(
                 f"{name}_ssim_with_tracks": sf["ssim_with_tracks"],
                 f"{name}_ssim_without_tracks": sf["ssim_without_tracks"],
                 f"{name}_eval_seconds": round(time.perf_counter() - t0, 2),
+                **{f"{name}_{k}": v for k, v in sf.items() if k.startswith("lost_")},
             }
         )
         videos[{"ode_init": "ODE-init student", "student": "DMD student"}.get(name, name)] = np.stack(
@@ -567,6 +545,19 @@ def run_evaluation(
         roll["summary"] = drift_summary(roll["per_chunk"], horizon_chunks=horizon_chunks)
         figures["drift"][tag] = roll
     figures["long_rollout_seconds"] = round(time.perf_counter() - t0, 2)
+    t0 = time.perf_counter()
+    figures["long_horizon"] = long_horizon_figures(
+        run_dir,
+        engine,
+        codec_module,
+        conditioner,
+        long_world,
+        [derive_seed(data.eval_seed, "long", i) for i in range(cfg.long_clips)],
+        horizon_frames=num_frames,
+        factors=tuple(k for k in WINDOW_FACTORS if k <= cfg.long_factor),
+        cfg=cfg,
+    )
+    figures["long_horizon_seconds"] = round(time.perf_counter() - t0, 2)
     lat = chunk_latency(
         engine,
         clip=long.clips[0],

@@ -24,15 +24,8 @@ from trackstream.data.clips import ClipPool
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8
 from trackstream.diffusion.samplers import Condition, SamplerConfig, nfe_per_step, sample
-from trackstream.eval.metrics import (
-    EPE_TRACKER,
-    check_epe_tracker,
-    frozen_epe,
-    group_losses,
-    track_motion,
-    video_psnr,
-    video_ssim,
-)
+from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, frozen_epe, video_psnr, video_ssim
+from trackstream.eval.scorebook import ScoreBook
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.tracks import sample_track_ids
 
@@ -125,12 +118,9 @@ def evaluate_motion(
     tracker = build_tracker(cfg.tracker)
     network.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
-    per = {"with_tracks": [], "without_tracks": [], "ground_truth_video": [], "frozen_video": []}
-    psnr = {"with_tracks": [], "without_tracks": [], "frozen_video": []}
-    ssim = {k: [] for k in psnr}
+    book = ScoreBook(tracker)
+    frozen = {"epe": [], "psnr": [], "ssim": []}  # the frozen first frame: scored without a tracker
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": [], "ground_truth_video": []}
-    lost: dict[str, np.ndarray] = {}  # points the tracker loses per frame, summed over clips (group_losses)
-    at_risk: dict[str, np.ndarray] = {}
     saved = []
     n = len(clips)
     for start in range(0, n, cfg.batch_size):
@@ -189,30 +179,24 @@ def evaluate_motion(
             videos = {mode: to_uint8(vids[b]) for mode, vids in results.items()}  # [T, H, W, 3] uint8 each
             gt_frames = videos["ground_truth_video"]
             for mode, frames in videos.items():
-                m = track_motion(frames, gt_tr, gt_vis, tracker)
-                per[mode].append(m.epe)
-                lost[mode] = lost.get(mode, 0) + m.lost
-                at_risk[mode] = at_risk.get(mode, 0) + m.at_risk
-                if mode in psnr:
-                    psnr[mode].append(video_psnr(frames, gt_frames))
-                    ssim[mode].append(video_ssim(frames, gt_frames))
+                book.add(mode, frames, gt_frames, gt_tr, gt_vis, quality=mode != "ground_truth_video")
                 if i < cfg.preview_clips:
                     preview[mode].append(frames)
-            per["frozen_video"].append(frozen_epe(gt_tr, gt_vis)[0])
+            frozen["epe"].append(frozen_epe(gt_tr, gt_vis)[0])
             still = np.broadcast_to(gt_frames[:1], gt_frames.shape)
-            psnr["frozen_video"].append(video_psnr(still, gt_frames))
-            ssim["frozen_video"].append(video_ssim(still, gt_frames))
+            frozen["psnr"].append(video_psnr(still, gt_frames))
+            frozen["ssim"].append(video_ssim(still, gt_frames))
             if out_dir is not None and i < cfg.save_videos:  # the first clips, all three videos each
                 for mode in ("with_tracks", "without_tracks", "ground_truth_video"):
                     frames = overlay_tracks(videos[mode], gt_tr, gt_vis)
                     path = write_video(out_dir / f"{tag}_{i:03d}_{mode}.mp4", frames, fps=fps)
                     saved.append({"path": str(path), "mode": mode, "clip": i})
-    figures = {f"epe_{k}": float(np.nanmean(v)) for k, v in per.items()}
-    figures.update({f"psnr_{k}": float(np.mean(v)) for k, v in psnr.items()})
-    figures.update({f"ssim_{k}": float(np.mean(v)) for k, v in ssim.items()})
-    for mode in lost:  # where points are lost against the latent grouping: at a group's start or inside
-        for k, v in group_losses(lost[mode], at_risk[mode]).items():
-            figures[f"{k}_{mode}"] = v
+    figures = book.figures()
+    for key, values in frozen.items():
+        figures[f"{key}_frozen_video"] = float(np.mean(values))
+    figures["per_sample"]["frozen_video"] = [float(x) for x in frozen["epe"]]
+    figures["psnr_per_sample"]["frozen_video"] = [float(x) for x in frozen["psnr"]]
+    figures["ssim_per_sample"]["frozen_video"] = [float(x) for x in frozen["ssim"]]
     figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
     figures.update(
         num_samples=n,
@@ -223,10 +207,7 @@ def evaluate_motion(
         nfe_per_video=nfe_per_step(sampler.guidance.mode)
         * (sampler.steps if sampler.solver == "euler" else 2 * sampler.steps - 1),
         tracker=cfg.tracker,
-        per_sample={k: [float(x) for x in v] for k, v in per.items()},
         videos=saved,
-        psnr_per_sample={k: [float(x) for x in v] for k, v in psnr.items()},
-        ssim_per_sample={k: [float(x) for x in v] for k, v in ssim.items()},
     )
     if cfg.preview_clips:
         figures["preview"] = {k: np.stack(v) for k, v in preview.items() if v}

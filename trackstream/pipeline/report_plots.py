@@ -52,15 +52,12 @@ def write_plots(
         xs = range(len(rows))
         ax.bar([x - 0.2 for x in xs], [r[1] for r in rows], 0.4, label="with tracks")
         ax.bar([x + 0.2 for x in xs], [r[2] if finite(r[2]) else 0 for r in rows], 0.4, label="without tracks")
-        lines = [
-            ("epe_frozen_video", "frozen first frame", "k", "--"),
-            ("epe_ground_truth_video", "tracker on ground truth", "k", ":"),
+        lines = [  # the floors (eval.floors)
+            (("floors", "epe_frozen_frame"), "frozen first frame", "k", "--"),
+            (("floors", "epe_ground_truth"), "tracker on ground truth", "k", ":"),
+            (("floors", "epe_codec_round_trip"), "ground truth through the codec", "tab:green", "-."),
+            (("floors", "epe_oracle_copier"), "oracle copier through the codec", "tab:purple", (0, (5, 1))),
         ]
-        oracle = f.get("oracle_copy") or {}
-        for key, ls in zip(
-            sorted((k for k in oracle if k.startswith("epe_copy@")), key=lambda k: -int(k[9:-2])), ("-.", (0, (5, 1)))
-        ):
-            lines.append((("oracle_copy", key), f"oracle copier, {key.split('@')[1]} steps", "tab:purple", ls))
         for key, label, colour, ls in lines:
             v = get_path(f, *key) if isinstance(key, tuple) else f.get(key)
             if finite(v):

@@ -309,20 +309,6 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
         codec_name=cfg["codec"]["name"],
         cfg=ev,
     )
-    from trackstream.data.clips import heldout_clips
-    from trackstream.eval.oracle_copy import oracle_copy_epe
-    from trackstream.models.codecs import build_codec
-
-    # the no-network baseline on the same clips and input tracks: frame 0 moved by the true pan
-    patch = (teacher_cfg["model"].get("overrides") or {}).get("patch_size") or [1, 2, 2]
-    codec = build_codec(cfg["codec"]["name"], checkpoint=state["codec"]).eval()
-    figures["oracle_copy"] = oracle_copy_epe(
-        heldout_clips(data).clips,
-        codec,
-        token_px=codec.spatial_factor * int(patch[-1]),
-        tracker=ev.tracker,
-        num_tracks=ev.num_tracks,
-    )
     state["figures"] = figures
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
 
