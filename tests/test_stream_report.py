@@ -84,7 +84,9 @@ def test_targets_are_judged_from_the_figures():
     drifted["drift"]["with_sink"]["summary"]["latent_err_rel"]["late"] = 1.4  # past an unrelated video's error
     assert targets(drifted)["drift_bounded_with_sink"]["met"] is False
     assert targets(drifted)["drift_lower_with_sink"]["met"] is False
-    assert targets(_figures(floors={"epe_codec_round_trip": 1.0, "epe_frozen_frame": 5.0}))["codec_floor"]["met"] is False
+    assert (
+        targets(_figures(floors={"epe_codec_round_trip": 1.0, "epe_frozen_frame": 5.0}))["codec_floor"]["met"] is False
+    )
     lost = targets(_figures(teacher_lost_at_group_start_with_tracks=0.27, teacher_lost_inside_group_with_tracks=0.02))
     assert lost["teacher_carries_content"]["met"] is False
     long = _figures()
