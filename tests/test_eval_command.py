@@ -69,6 +69,8 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
         "student (with tracks)",
         "student (without tracks)",
         "ground_truth",
+        "codec_round_trip",
+        "oracle_copier",
         "frozen",
     ]
     for name, r in rows.items():
@@ -76,6 +78,8 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
         assert len(r["per_sample"]["epe"]) == 3 and len(r["epe_per_frame"]) == 25
     assert rows["ground_truth"]["proxy_fvd"] == 0.0 and rows["ground_truth"]["ssim"] == pytest.approx(1.0)
     assert rows["ground_truth"]["epe"] < rows["frozen"]["epe"]  # the tracker follows the true motion
+    # the floors beside the runs (eval.floors; this test's codec is fitted for a few steps only)
+    assert rows["codec_round_trip"]["psnr"] != rows["oracle_copier"]["psnr"]
     table = (out / "table.md").read_text()
     assert "| student (with tracks) |" in table and "not FVD" in table
     for plot in ("epe.png", "psnr.png", "epe_per_frame.png", "overlay_frozen.png"):

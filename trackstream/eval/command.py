@@ -13,6 +13,7 @@ evaluation can read them back as a run). With ``wandb.enabled`` the table and pl
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -24,7 +25,15 @@ import numpy as np
 
 from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark, write_video_folder
 from trackstream.eval.generate import MODES, GenerateConfig, generate_videos, run_kind
-from trackstream.eval.harness import METRICS, Extractors, WeightsConfig, reference_rows, score_rows
+from trackstream.eval.harness import (
+    CODEC_REFERENCES,
+    METRICS,
+    REFERENCES,
+    Extractors,
+    WeightsConfig,
+    reference_rows,
+    score_rows,
+)
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 
 __all__ = ["EvalCommandConfig", "EvalRefused", "check_field_types", "evaluate"]
@@ -99,7 +108,8 @@ class EvalCommandConfig:
     run: Optional[str] = None  # one run (named after its folder)
     runs: Optional[dict] = None  # name -> run: several rows in one table
     modes: list = field(default_factory=lambda: list(MODES))
-    references: list = field(default_factory=lambda: ["ground_truth", "frozen"])
+    # the floors beside the runs (eval.floors): codec_round_trip / oracle_copier need generate.codec
+    references: list = field(default_factory=lambda: ["ground_truth", "codec_round_trip", "oracle_copier", "frozen"])
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     data_config: Optional[str] = None  # synthetic benchmark: a run's config.yaml whose data.* is the world
     metrics: list = field(default_factory=lambda: ["epe", "psnr", "ssim", "proxy_fvd"])
@@ -129,9 +139,9 @@ class EvalCommandConfig:
         bad = sorted(set(self.modes) - set(MODES))
         if bad:
             raise ValueError(f"modes {bad} unknown; choose from {list(MODES)}")
-        bad = sorted(set(self.references) - {"ground_truth", "frozen"})
+        bad = sorted(set(self.references) - set(REFERENCES))
         if bad:
-            raise ValueError(f"references {bad} unknown; choose ground_truth and / or frozen")
+            raise ValueError(f"references {bad} unknown; choose from {list(REFERENCES)}")
         bad = sorted(set(self.metrics) - set(METRICS))
         if bad:
             raise ValueError(f"metrics {bad} unknown; choose from {list(METRICS)}")
@@ -222,6 +232,12 @@ def _plots(out: Path, results: dict, metrics: list[str], samples, rows: dict) ->
     return written
 
 
+def _reference_codec(cfg: EvalCommandConfig):
+    from trackstream.models.codecs import build_codec
+
+    return build_codec(cfg.generate.codec_name, checkpoint=cfg.generate.codec).eval()
+
+
 def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
     """Generate, score and write (see the module docstring). ``data``: the synthetic world's data.*."""
     from trackstream.data.trackers import build_tracker
@@ -241,6 +257,12 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
         for metric in cfg.metrics:
             if metric in FEATURE_METRICS:
                 ext.get(metric)  # loads its weights now (cached for scoring): a missing file fails here
+        if any(r in CODEC_REFERENCES for r in cfg.references) and not cfg.generate.codec:
+            log.warning(
+                "references %s need the codec (generate.codec): left out; set generate.codec to show the floors",
+                [r for r in cfg.references if r in CODEC_REFERENCES],
+            )
+            cfg = dataclasses.replace(cfg, references=[r for r in cfg.references if r not in CODEC_REFERENCES])
         tracker_kw = {"checkpoint_path": cfg.tracker_checkpoint} if cfg.tracker_checkpoint else {}
         tracker = build_tracker(cfg.tracker, **tracker_kw)
         samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, data))
@@ -260,8 +282,9 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
             row = name if kind == "videos" or len(cfg.modes) == 1 else f"{name} ({mode.replace('_', ' ')})"
             log.info("generating %s: %s", row, run)
             rows[row] = generate_videos(run, samples, mode=mode if kind != "videos" else MODES[0], cfg=cfg.generate)
-    refs = reference_rows(samples)
-    rows.update({k: refs[k] for k in cfg.references})
+    codec_refs = [r for r in cfg.references if r in CODEC_REFERENCES]
+    refs = reference_rows(samples, codec=_reference_codec(cfg) if codec_refs else None)
+    rows.update({k: refs[k] for k in cfg.references if k in refs})
     results = score_rows(rows, samples, metrics=list(cfg.metrics), tracker=tracker, extractors=ext)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.save_videos:

@@ -2,7 +2,10 @@
 
 Rows: each (run, mode) generated or read by trackstream/eval/generate.py, plus the references ``ground_truth``
 (the benchmark's own videos: the tracker's noise floor for EPE, the target of every distribution
-metric) and ``frozen`` (the first frame held still: no motion at all). Metrics (each protocol in its
+metric), ``frozen`` (the first frame held still: no motion at all) and, given the run's codec, the floors
+of trackstream/eval/floors.py: ``codec_round_trip`` (the ground truth encoded and decoded: the best any
+generator in that latent space can score) and ``oracle_copier`` (frame 0 moved in pixels by the true
+camera motion, through the codec). Metrics (each protocol in its
 function's docstring):
 
   epe        eval.metrics.motion_epe, the project's one EPE protocol (make run's report uses it too),
@@ -29,9 +32,12 @@ from trackstream.eval.benchmarks import Sample
 from trackstream.eval.frechet import frechet_from_features
 from trackstream.eval.metrics import frozen_epe, motion_epe, video_psnr, video_ssim
 
-__all__ = ["METRICS", "WeightsConfig", "score_rows", "reference_rows"]
+__all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "score_rows", "reference_rows"]
 
 METRICS = ("epe", "psnr", "ssim", "lpips", "fid", "fvd", "proxy_fvd")
+# reference rows (``reference_rows``); the last two are the codec's floors (``eval.floors``) and need the codec
+REFERENCES = ("ground_truth", "frozen", "codec_round_trip", "oracle_copier")
+CODEC_REFERENCES = ("codec_round_trip", "oracle_copier")
 
 
 @dataclass
@@ -86,12 +92,21 @@ class Extractors:
         return self._cache[name]
 
 
-def reference_rows(samples: list[Sample]) -> dict[str, dict[str, np.ndarray]]:
-    """The ground truth and the frozen first frame, as rows of videos."""
-    return {
+def reference_rows(samples: list[Sample], *, codec=None) -> dict[str, dict[str, np.ndarray]]:
+    """The references as rows of videos: the ground truth and the frozen first frame, and with ``codec``
+    the floors of ``eval.floors``: the ground truth's round trip and the pixel-space oracle copier."""
+    rows = {
         "ground_truth": {s.id: s.frames for s in samples},
         "frozen": {s.id: np.broadcast_to(s.frames[:1], s.frames.shape).copy() for s in samples},
     }
+    if codec is not None:
+        from trackstream.eval.floors import floor_videos
+
+        clips = [{"frames": s.frames, "tracks": s.tracks, "visibility": s.visibility} for s in samples]
+        floors = floor_videos(clips, codec)
+        for key in CODEC_REFERENCES:
+            rows[key] = {s.id: floors[key][i] for i, s in enumerate(samples)}
+    return rows
 
 
 def _lpips(model, video: np.ndarray, gt: np.ndarray) -> float:
