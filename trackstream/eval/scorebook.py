@@ -79,6 +79,9 @@ class ScoreBook:
         for row in self.lost:
             for key, value in group_losses(self.lost[row], self.at_risk[row]).items():
                 out[f"{key}_{row}"] = value
+        # per frame: points lost at t among those at risk (metrics.MotionTrack), summed over the videos
+        out["lost_per_frame"] = {k: np.asarray(v).tolist() for k, v in self.lost.items()}
+        out["at_risk_per_frame"] = {k: np.asarray(v).tolist() for k, v in self.at_risk.items()}
         out["per_sample"] = {k: [float(x) for x in v] for k, v in self.epe.items()}
         out["psnr_per_sample"] = {k: [float(x) for x in v] for k, v in self.psnr.items()}
         out["ssim_per_sample"] = {k: [float(x) for x in v] for k, v in self.ssim.items()}

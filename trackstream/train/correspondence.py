@@ -33,7 +33,9 @@ import torch.nn.functional as F
 
 from trackstream.models.wan import apply_rope, grid_positions, rope_cos_sin, sdpa
 
-__all__ = ["CorrespondenceProbe", "correspondence_targets", "correspondence_loss"]
+__all__ = ["CorrespondenceProbe", "correspondence_targets", "correspondence_loss", "CORRESPONDENCE_SOURCES"]
+
+CORRESPONDENCE_SOURCES = ("first", "previous")
 
 
 class CorrespondenceProbe:
@@ -63,9 +65,15 @@ def correspondence_targets(
     grid: tuple[int, int, int],
     token_px: tuple[int, int],
     temporal_factor: int = 4,
+    source: str = "first",
 ) -> torch.Tensor:
     """Tracks [B, T, N, 2] (pixels) + visibility [B, T, N] -> target [B, (F-1)*S, S] (rows sum to 1
-    where a track is present, 0 elsewhere). ``token_px``: pixels per token (8 x patch) as (h, w)."""
+    where a track is present, 0 elsewhere). ``token_px``: pixels per token (8 x patch) as (h, w).
+    ``source``: where each track's content is taken from: ``first``, its token in latent frame 0 (pixel
+    frame 0); ``previous``, its token in the previous latent frame (that frame's last pixel frame), so the
+    head learns to carry content from frame to frame (``correspondence_loss`` reads the same key frame)."""
+    if source not in CORRESPONDENCE_SOURCES:
+        raise ValueError(f"stage.correspondence_source={source!r}; choose one of {CORRESPONDENCE_SOURCES}")
     B, T, N, _ = tracks.shape
     nf, gh, gw = grid
     S = gh * gw
@@ -74,22 +82,34 @@ def correspondence_targets(
     row = torch.div(tracks[..., 1], th, rounding_mode="floor").long()
     inside = (col >= 0) & (col < gw) & (row >= 0) & (row < gh) & visibility.bool()
     token = row.clamp(0, gh - 1) * gw + col.clamp(0, gw - 1)  # [B, T, N]
-    start_ok, start_tok = inside[:, 0], token[:, 0]  # where each track starts (pixel frame 0)
     t = torch.arange(1, T, device=tracks.device)
     latent = 1 + torch.div(t - 1, temporal_factor, rounding_mode="floor")  # latent frame of pixel frame t
-    keep = (latent < nf)[None, :, None] & inside[:, 1:] & start_ok[:, None]  # [B, T-1, N]
+    # the pixel frame each pixel frame t takes its content from: 0, or the previous latent frame's last
+    ref = torch.zeros_like(t) if source == "first" else temporal_factor * (latent - 1)  # [T-1]
+    ref_ok, ref_tok = inside[:, ref], token[:, ref]  # [B, T-1, N]
+    keep = (latent < nf)[None, :, None] & inside[:, 1:] & ref_ok  # [B, T-1, N]
     b_idx, t_idx, n_idx = keep.nonzero(as_tuple=True)
     rows = (latent[t_idx] - 1) * S + token[:, 1:][b_idx, t_idx, n_idx]
-    cols = start_tok[b_idx, n_idx]
+    cols = ref_tok[b_idx, t_idx, n_idx]
     counts = torch.zeros(B, (nf - 1) * S, S, device=tracks.device)
     counts.index_put_((b_idx, rows, cols), torch.ones_like(rows, dtype=counts.dtype), accumulate=True)
     return counts / counts.sum(-1, keepdim=True).clamp_min(1.0)
 
 
-def correspondence_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+def correspondence_loss(logits: torch.Tensor, target: torch.Tensor, *, source: str = "first") -> torch.Tensor:
     """Cross-entropy of the probed head (logits [B, L-S, L] over all keys) against the track
-    correspondences (target [B, L-S, S] over frame-0 keys; rows with a target count)."""
+    correspondences (target [B, L-S, S] over the source frame's keys: frame 0's, or for ``previous`` the
+    keys of the frame before each query's; rows with a target count)."""
     has = (target.sum(-1) > 0).float()  # [B, L-S]
-    logp = F.log_softmax(logits, dim=-1)[..., : target.shape[-1]]  # frame-0 keys come first
+    S = target.shape[-1]
+    logp = F.log_softmax(logits, dim=-1)  # [B, (F-1) S, F S], keys in frame order
+    if source == "first":
+        logp = logp[..., :S]  # frame-0 keys come first
+    else:  # query frame f (f = 1..F-1) reads the keys of frame f - 1: block (f - 1, f - 1) of [F-1, S, F, S]
+        B, rows, L = logp.shape
+        nf = L // S
+        blocks = logp.view(B, nf - 1, S, nf, S)
+        f = torch.arange(nf - 1, device=logp.device)
+        logp = blocks[:, f, :, f].permute(1, 0, 2, 3).reshape(B, rows, S)  # [B, (F-1) S, S]
     ce = -(target * logp).sum(-1)
     return (ce * has).sum() / has.sum().clamp_min(1.0)  # no host sync: 0 when nothing is tracked

@@ -17,6 +17,7 @@ masking of the fine-tune stage (MotionStream: 0.2 after a first stage without it
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -32,7 +33,12 @@ from trackstream.diffusion.schedule import (
 )
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.tracks import DEFAULT_ID_RANGE, drop_region, mask_mid_frames, sample_track_ids
-from trackstream.train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
+from trackstream.train.correspondence import (
+    CORRESPONDENCE_SOURCES,
+    CorrespondenceProbe,
+    correspondence_loss,
+    correspondence_targets,
+)
 from trackstream.train.objective import Objective, generator_state, load_generator_state
 
 __all__ = ["TeacherConfig", "FlowMatchingObjective", "mix_text"]
@@ -60,6 +66,11 @@ class TeacherConfig:
     correspondence_weight: float = 0.0
     correspondence_layer: int = 0
     correspondence_head: int = 0
+    # where the supervised head copies from: "first" (frame 0's token of each track) or "previous" (its
+    # token in the previous latent frame: content carried from frame to frame)
+    correspondence_source: str = "first"
+    # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
+    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"correspondence_source": "first"}
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -71,6 +82,10 @@ class TeacherConfig:
             raise ValueError(f"stage.sigma_min={self.sigma_min} must be in [0, 1)")
         if self.correspondence_weight < 0 or self.correspondence_layer < 0 or self.correspondence_head < 0:
             raise ValueError("stage.correspondence_weight/_layer/_head must be >= 0")
+        if self.correspondence_source not in CORRESPONDENCE_SOURCES:
+            raise ValueError(
+                f"stage.correspondence_source={self.correspondence_source!r}; choose one of {CORRESPONDENCE_SOURCES}"
+            )
 
 
 def mix_text(
@@ -170,8 +185,9 @@ class FlowMatchingObjective(Objective):
         loss = (weight * per_sample).mean()
         metrics = {"fm/mse": per_sample.mean().detach()}
         if probe is not None:
-            target = correspondence_targets(tracks, vis, grid=probe.grid, token_px=probe.token_px)
-            aux = correspondence_loss(probe.logits, target)
+            src = c.correspondence_source
+            target = correspondence_targets(tracks, vis, grid=probe.grid, token_px=probe.token_px, source=src)
+            aux = correspondence_loss(probe.logits, target, source=src)
             loss = loss + c.correspondence_weight * aux
             metrics["fm/correspondence"] = aux.detach()
         return loss, metrics

@@ -163,7 +163,11 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
                 step=step,
                 max_clips=min(cfg.eval.periodic_clips, cfg.data.eval_samples),
             )
-            keep = {k: v for k, v in figures.items() if k.startswith(("epe_", "psnr_", "ssim_", "lost_"))}
+            keep = {
+                k: v
+                for k, v in figures.items()
+                if k.startswith(("epe_", "psnr_", "ssim_", "lost_")) and isinstance(v, (int, float))
+            }
             # eval.jsonl and, with W&B, eval/* scalars at this step (rank 0 only)
             logger.log_eval(step, {"num_samples": figures.get("num_samples"), **keep})
 
