@@ -2,13 +2,16 @@
 drag scenes whose right answer is known (``eval.drag_scenes``).
 
     python -m trackstream.eval.drag_bench --student RUN/dmd/export/student --codec assets/tiny-teacher/codec.pt \\
-        --scenes 24 --out runs/drag-bench [--rows main|ablations|all] [--tracker lk] [--device cuda --dtype bfloat16]
+        --scenes 24 --out runs/drag-bench [--rows main|ablations|all] [--settings ours|reference] [--tracker lk] \\
+        [--device cuda --dtype bfloat16]
 
 Protocol, per scene: the stream starts from the scene's first frame with the background pinned (static
 points off the editable area, MotionStream's static points; the object itself has no track). An
 animation steers the next 2 chunks (6 latent frames, 24 pixel frames); an edit streams one chunk and
 re-generates it so its last latent frame shows the drag. Each row is one way to drag (``ROWS``); the
-row "no drag (I=0)" is the same stream with nothing optimised and no object tracks.
+row "no drag (I=0)" is the same stream with nothing optimised and no object tracks. ``--settings`` picks
+the DragConfig every row starts from: ours (the defaults) or the public reference code's
+(``optimize.SETTINGS``); row names keep "I=4" whatever I is.
 
 Scores (pixels of the 64x64 frames; lower is better unless marked):
 * ObjMC (DragAnything): the object's entity point (centre of the mask's largest inscribed circle)
@@ -44,7 +47,7 @@ from trackstream.eval.metrics import dai, entity_point, objmc, video_psnr, video
 from trackstream.stream.drag.adsr import mask_tokens
 from trackstream.stream.drag.editor import DragEditor, pins_for
 from trackstream.stream.drag.instructions import frame_positions
-from trackstream.stream.drag.optimize import DragConfig
+from trackstream.stream.drag.optimize import SETTINGS, DragConfig
 
 __all__ = ["ROWS", "ROW_SETS", "run_scene", "score", "run_benchmark", "main"]
 
@@ -234,8 +237,9 @@ def table(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _config(settings: list[str], **base) -> DragConfig:
-    """DragConfig from ``FIELD=VALUE`` strings (typed by the field's default; ``none`` for None)."""
+def _config(settings: list[str], *, preset: str = "ours", **base) -> DragConfig:
+    """DragConfig from the named settings ``preset`` (``DragConfig.preset``), then ``base``, then
+    ``FIELD=VALUE`` strings (typed by the field's default; ``none`` for None)."""
     from dataclasses import fields
 
     types = {f.name: type(f.default) for f in fields(DragConfig)}
@@ -251,7 +255,7 @@ def _config(settings: list[str], **base) -> DragConfig:
             base[name] = types[name](value)
         else:  # tuples / optional numbers (layers, fixed_cutoff)
             base[name] = tuple(int(v) for v in value.split(",")) if name == "layers" else float(value)
-    return DragConfig(**base)
+    return DragConfig.preset(preset, **base)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,12 +266,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--scene-seed", type=int, default=1, help="held out: training clips never use these scenes")
     ap.add_argument("--rows", default="main", help=f"a row set {sorted(ROW_SETS)} or comma-separated row names")
-    ap.add_argument("--iterations", type=int, default=4, help="I per coarse-to-fine segment")
+    ap.add_argument(
+        "--settings",
+        choices=sorted(SETTINGS),
+        default="ours",
+        help="DragConfig settings for every row: 'ours' (the defaults: optimiser state kept, I=4, features on "
+        "the token grid, the image chunk in x0's ADSR pool) or 'reference' (the public DragStream code's: "
+        "optimiser re-created every iteration, I=5, features upsampled bilinearly to the latent grid, the "
+        "image chunk left out of x0's ADSR pool); --iterations and --set apply on top (default: ours)",
+    )
+    ap.add_argument(
+        "--iterations", type=int, default=None, help="I per coarse-to-fine segment (default: the --settings' 4 or 5)"
+    )
     ap.add_argument("--tracker", default="lk", help="lk | lk_plain | cotracker3_offline (with --tracker-checkpoint)")
     ap.add_argument("--tracker-checkpoint", default=None)
     ap.add_argument(
         "--set",
-        dest="settings",
+        dest="overrides",
         action="append",
         default=[],
         metavar="FIELD=VALUE",
@@ -319,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
         rows,
         tracker=tracker,
         out=out,
-        config=_config(args.settings, iterations=args.iterations, seed=args.seed),
+        config=_config(
+            args.overrides,
+            preset=args.settings,
+            seed=args.seed,
+            **({} if args.iterations is None else {"iterations": args.iterations}),
+        ),
         seed=args.seed,
     )
     result["config"] = vars(args) | {

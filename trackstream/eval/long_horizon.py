@@ -28,6 +28,7 @@ from trackstream.data.video_io import image_tensor, to_uint8, video_tensor
 from trackstream.eval.metrics import EPE_TRACKER, motion_epe, video_psnr, video_ssim
 from trackstream.eval.scorebook import input_tracks
 from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunks import chunk_pixel_frames
 from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
 __all__ = [
@@ -106,7 +107,7 @@ def long_horizon(
     the last frame of each window, generated and ground truth (uint8 [2, W, H, W, 3])."""
     trk = build_tracker(tracker)
     gen = torch.Generator().manual_seed(seed)
-    per_clip, strip = [], None
+    per_clip, curves, strip = [], [], None
     for i, clip in enumerate(clips):
         tr, vi, counts = input_tracks([clip], num_tracks)
         T = tr.shape[1]
@@ -140,11 +141,35 @@ def long_horizon(
             tracker=trk,
         )
         per_clip.append(scores)
+        curves.append(_chunk_curves(engine.causal, torch.cat(lats, dim=2)[0], gt_lat, video, clip["frames"]))
         if i == strip_clip:
             ends = [window_span(horizon_frames, k)[1] for k in factors if window_span(horizon_frames, k)[1] < T]
             strip = np.stack([video[ends], clip["frames"][ends]])
     windows = {w: {m: float(np.nanmean([c[w][m] for c in per_clip])) for m in per_clip[0][w]} for w in per_clip[0]}
-    return {"windows": windows, "per_clip": per_clip, "strip": strip, "num_clips": len(clips)}
+    per_chunk = {k: np.mean([c[k] for c in curves], axis=0).tolist() for k in curves[0]}
+    return {"windows": windows, "per_clip": per_clip, "per_chunk": per_chunk, "strip": strip, "num_clips": len(clips)}
+
+
+def _chunk_curves(causal, lat: torch.Tensor, gt_lat: torch.Tensor, video: np.ndarray, gt: np.ndarray) -> dict:
+    """Per generated chunk: latent RMS, latent error against the ground truth (also relative to an UNRELATED
+    video of the ground truth's distribution: 2 x its latents' per-channel variance, so ~1 once nothing is
+    shared), RMS over the ground truth's, and PSNR of its pixel frames (make run's drift curves)."""
+    unrelated = 2.0 * float(gt_lat.var(dim=(1, 2, 3)).mean())
+    out = {k: [] for k in ("latent_rms", "latent_err", "latent_err_rel", "latent_rms_rel", "psnr")}
+    first = 1 if causal.first_chunk_frames == 1 else 0  # a given chunk 0 is the image itself
+    for i in range(first, causal.num_chunks(lat.shape[1])):
+        s, f = causal.chunk_start(i), causal.chunk_len(i)
+        z, ref = lat[:, s : s + f], gt_lat[:, s : s + f]
+        err = float((z - ref).square().mean())
+        rms, ref_rms = float(z.square().mean().sqrt()), float(ref.square().mean().sqrt())
+        lo, hi = chunk_pixel_frames(causal, i)
+        mse = float(np.mean((video[lo:hi].astype(np.float64) - gt[lo:hi].astype(np.float64)) ** 2))
+        out["latent_rms"].append(rms)
+        out["latent_err"].append(err)
+        out["latent_err_rel"].append(err / unrelated)
+        out["latent_rms_rel"].append(rms / max(ref_rms, 1e-8))
+        out["psnr"].append(float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse))
+    return out
 
 
 def _mean(values: list[float]) -> float:

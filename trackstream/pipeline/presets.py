@@ -43,8 +43,10 @@ FULL = Sizes(
         "trainer.max_steps=80",
         "trainer.ckpt_every=40",
     ),
-    dmd=("trainer.max_steps=48", "trainer.ckpt_every=24"),  # 8 generator updates at 5:1
-    timing_repeats=20,
+    # 4 generator updates at 5:1: each DMD step rolls out two teacher horizons (49 frames) and scores two
+    # windows, 2.2x the cost of a one-horizon step (docs/long-horizon.md)
+    dmd=("trainer.max_steps=24", "trainer.ckpt_every=12"),
+    timing_repeats=10,
 )
 # More student compute than the 12-minute budget: the tiny_ode_init / tiny_dmd defaults (128 pairs
 # on the 48-step grid, 300 ODE-init steps, 200 DMD steps = 40 generator updates), then 100 RL steps

@@ -308,6 +308,7 @@ class DragEditor:
                         token=self.token,
                         patch=tuple(self.engine.network.dit.patch_size[1:]),
                         segments=segments,
+                        upsample=cfg.upsample_features,
                     )
 
             out, log, z_tp = self._generate(
@@ -434,7 +435,10 @@ class DragEditor:
         gen = eng.noise_generator(before)
         shape = eng.chunk_shape(before)
         draw = lambda: torch.randn(shape, generator=gen, device=eng.device)  # noqa: E731
-        neighbours = [r.latents for r in list(self.history)[-cfg.neighbours :]] if rectify and cfg.neighbours else []
+        # ADSR on x0: the last N chunks' clean latents; without adsr_pool_image the first chunk (the image,
+        # one frame) is left out of that window, as the reference leaves out its first chunk
+        window = list(self.history)[-cfg.neighbours :] if rectify and cfg.neighbours else []
+        neighbours = [r.latents for r in window if cfg.adsr_pool_image or r.before.chunk != 0]
         log, z_tp = OptimLog(), None
 
         def on_input(k: int, x: torch.Tensor) -> torch.Tensor:  # step T': optimise the chunk's latent there

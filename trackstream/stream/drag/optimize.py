@@ -20,6 +20,9 @@ the free area (editable ∪ the object's new places) is pinned to what it was be
   end. ``reset_optimizer=True`` re-creates the optimiser each iteration as the reference code does,
   which turns every update into a signed step of lr and defeats the Gaussian map (see the reference's
   note); the default keeps the optimiser's state, the paper's intent. Both are measured.
+* Settings: the defaults differ from the public reference code's in four switches (optimiser reset,
+  I = 4 vs 5, feature upsampling, the image chunk in x0's ADSR pool); ``DragConfig.preset("reference")``
+  and ``DragConfig.preset("ours")`` name the two sets (``SETTINGS``).
 Legend: B = 1 batch, C channels, F latent frames of the chunk, h/w token grid, H/W latent grid.
 """
 
@@ -32,6 +35,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from trackstream.diffusion.schedule import sigma_to_t, x0_from_velocity
 from trackstream.models.causal import FeatureRecorder, KVCache, stream_step
@@ -41,8 +45,10 @@ from trackstream.stream.drag.sfso import CUTOFFS, context_filter, gaussian_map
 
 __all__ = [
     "DragConfig",
+    "SETTINGS",
     "FrameTarget",
     "default_layers",
+    "resize_features",
     "chunk_features",
     "reference_features",
     "segment_count",
@@ -55,7 +61,7 @@ __all__ = [
 class DragConfig:
     """The editor's switches; defaults are DragStream's choices (paper I = 4, code lr / decay / clip)."""
 
-    iterations: int = 4  # I per coarse-to-fine segment (0: no optimisation)
+    iterations: int = 4  # I per coarse-to-fine segment (0: no optimisation); the paper's I = 4, the reference code's 5
     lr: float = 0.02
     weight_decay: float = 0.01
     grad_clip: float = 1.0
@@ -73,7 +79,16 @@ class DragConfig:
     switch_cutoff: bool = True  # draw a variant per iteration; False: always ``fixed_cutoff``
     fixed_cutoff: Optional[float] = 0.4
     sfso_spatial: bool = True  # Gaussian map on the gradient
-    reset_optimizer: bool = False  # the reference code's re-created AdamW
+    # True: AdamW re-created after every iteration (so every update is a first Adam step), as the reference
+    # code does (it creates one before the segments and a new one after each iteration's re-standardisation)
+    reset_optimizer: bool = False
+    # True: the recorded features (current and reference) are resized bilinearly (align_corners) from the
+    # token grid to the latent grid (x the DiT's patch) and warped / masked / lost there, as the reference
+    # does (its feature_scaling_factor 2 at patch 2); False: everything on the token grid
+    upsample_features: bool = False
+    # ADSR on x0: True pools the stream's first (1-frame image) chunk among the neighbours' clean latents;
+    # False leaves it out, as the reference leaves out its first chunk (no rectification without neighbours)
+    adsr_pool_image: bool = True
     # where the reference features come from: "previous" = the last latent frame before the steered chunk
     # at the same step (DragStream's choice); "self" = the steered chunk's own first latent frame before
     # any optimisation at step T' (comparable context when the frame before is the first frame alone,
@@ -83,6 +98,11 @@ class DragConfig:
     seed: int = 0  # the variant draws
 
     def __post_init__(self) -> None:
+        for name in _BOOLS:
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"DragConfig.{name}={getattr(self, name)!r} must be a bool")
+        if isinstance(self.iterations, bool) or not isinstance(self.iterations, (int, np.integer)):
+            raise ValueError(f"DragConfig.iterations={self.iterations!r} must be an int")
         if self.iterations < 0:
             raise ValueError(f"DragConfig.iterations={self.iterations} must be >= 0")
         if self.step_index < 0:
@@ -93,12 +113,48 @@ class DragConfig:
             raise ValueError(f"DragConfig.keep={self.keep!r}; choose x0 (the reference's) or latent (cheaper)")
         if not self.lr > 0 or not self.segment_tokens > 0 or not self.segment_degrees > 0:
             raise ValueError("DragConfig.lr, segment_tokens and segment_degrees must be > 0")
+        if self.neighbours < 0:
+            raise ValueError(f"DragConfig.neighbours={self.neighbours} must be >= 0")
+
+    @classmethod
+    def preset(cls, name: str, **changes) -> "DragConfig":
+        """A named settings set (``SETTINGS``: "ours" = the defaults, "reference" = the public reference
+        code's four choices), then ``changes`` on top."""
+        if name not in SETTINGS:
+            raise ValueError(f"DragConfig.preset: settings {name!r} unknown; choose one of {sorted(SETTINGS)}")
+        return cls(**{**SETTINGS[name], **changes})
 
     def cutoffs(self) -> tuple[Optional[float], ...]:
         """The reference variants to record."""
         if not self.sfso_frequency:
             return (None,)
         return CUTOFFS if self.switch_cutoff else (self.fixed_cutoff,)
+
+
+_BOOLS = (
+    "adsr",
+    "sfso_frequency",
+    "switch_cutoff",
+    "sfso_spatial",
+    "reset_optimizer",
+    "upsample_features",
+    "adsr_pool_image",
+    "pin",
+)
+
+# the four switches where our defaults and the public DragStream code (junbao-zhou/DragStream @4ef0f3b,
+# pipeline/causal_inference.py and its stream-drag config) differ; every other field is the same in both
+SETTINGS: dict[str, dict] = {
+    "ours": {"reset_optimizer": False, "iterations": 4, "upsample_features": False, "adsr_pool_image": True},
+    "reference": {"reset_optimizer": True, "iterations": 5, "upsample_features": True, "adsr_pool_image": False},
+}
+
+
+def resize_features(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Features [..., C, h, w] -> [..., C, *size], bilinear with align_corners (the reference's resize)."""
+    lead = x.shape[:-3]
+    y = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=tuple(size), mode="bilinear", align_corners=True)
+    return y.reshape(*lead, *y.shape[-3:])
 
 
 def default_layers(num_layers: int) -> tuple[int, ...]:
@@ -154,7 +210,7 @@ class FrameTarget:
 
     frame: int  # latent frame index in the chunk
     features: dict  # {cut-off: [C, h, w]} warped reference features (zeros off the target)
-    mask: torch.Tensor  # [h, w] bool target tokens
+    mask: torch.Tensor  # [h, w] bool target tokens ([H, W] latent cells when the features are upsampled)
     gauss: torch.Tensor  # [H, W] float in [0, 1]: the gradient weight on the latent grid
     free: torch.Tensor  # [H, W] bool: may change (editable area or a target); elsewhere x0 is kept
 
@@ -185,15 +241,23 @@ def build_targets(
     token: int,
     patch: tuple[int, int],
     segments: int,
+    upsample: bool = False,
 ) -> list[list[FrameTarget]]:
     """Targets of every segment: ``frames`` lists (latent frame in the chunk, instruction step k) pairs;
     ``token``: pixels per token (codec factor x patch); ``patch``: the DiT's spatial patch (latent
-    cells per token). Returns [segment][frame target]."""
+    cells per token); ``upsample`` (``DragConfig.upsample_features``): the reference features resized to
+    the latent grid first and the targets, masks and features, built there (latent cells as tokens).
+    Returns [segment][frame target]."""
     ph, pw = patch
     any_ref = next(iter(reference.values()))
     h, w = any_ref.shape[-2:]
     dev = any_ref.device
     editable = torch.from_numpy(_cells(instr.editable, token // ph)).to(dev)  # latent grid [H, W]
+    if upsample:
+        if ph != pw:
+            raise ValueError(f"feature upsampling needs a square patch, got {patch}")
+        reference = {c: resize_features(r.float(), (h * ph, w * pw)) for c, r in reference.items()}
+        token, h, w, ph, pw = token // ph, h * ph, w * pw, 1, 1  # latent cells are the tokens from here on
     out = []
     for s in range(1, segments + 1):
         seg = []
@@ -284,6 +348,8 @@ def optimise_latent(
                 network.dit, cache, param, t, y=y, recorder=rec, until=max(layers) if cfg.keep == "latent" else None
             ).pred
             feats = chunk_features(rec, layers, grid)[0]  # [F, C, h, w]
+            if cfg.upsample_features:  # the targets were built on the latent grid (build_targets(upsample=True))
+                feats = resize_features(feats.float(), tuple(z.shape[-2:]))  # [F, C, H, W]
             feat_loss = sum(((feats[ft.frame].float() - ft.features[c]).square().mean(0) * ft.mask).sum() for ft in seg)
             feat_loss = feat_loss / n_tokens
             if cfg.keep == "latent":
