@@ -58,7 +58,8 @@ def test_logged_losses_and_training_seconds(tmp_path):
 def test_export_writes_a_manifest_that_verifies(tmp_path):
     run = _fake_run(tmp_path)
     dest = tmp_path / "asset"
-    m = export_teacher(run, dest)
+    m = export_teacher(run, dest, floors={"epe_codec_round_trip": 1.0})  # the fake codec cannot run
+    assert m["floors"] == {"epe_codec_round_trip": 1.0}
     assert m["steps"] == 25 and m["git_commit"] == "abc" and m["command"] == "python -m trackstream.train experiment=x"
     assert m["seeds"] == {"data.seed": 0, "data.eval_seed": 7, "trainer.seed": 3}
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
@@ -81,7 +82,7 @@ def test_export_writes_a_manifest_that_verifies(tmp_path):
 
 def test_verify_names_missing_and_altered_files(tmp_path):
     dest = tmp_path / "asset"
-    export_teacher(_fake_run(tmp_path), dest)
+    export_teacher(_fake_run(tmp_path), dest, floors={})
     (dest / "codec.pt").write_bytes(b"other codec")
     (dest / "teacher" / "heads.pt").unlink()
     with pytest.raises(AssetError) as err:

@@ -162,8 +162,11 @@ def load_shipped_teacher(directory: Path | str = ASSET_DIR, *, device: str = "cp
 # export
 
 
-def export_teacher(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | None = None) -> dict:
-    """Copy a finished release run's export, codec and config into ``dest`` and write its manifest."""
+def export_teacher(
+    run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | None = None, floors: dict | None = None
+) -> dict:
+    """Copy a finished release run's export, codec and config into ``dest`` and write its manifest (with the
+    codec's ``floors``, measured here unless given)."""
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
     if results.get("status") != "done":
@@ -216,12 +219,29 @@ def export_teacher(run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | Non
             "teacher": [v for _, v in logged_losses(run_dir / "metrics.jsonl", limit=FIRST_LOSSES)],
         },
         "held_out": {k: v for k, v in held_out.items() if not isinstance(v, (dict, list))},
+        "floors": release_floors(dest, cfg) if floors is None else floors,
         "held_out_during_training": _eval_curve(run_dir / "eval.jsonl"),
         "sha256": {str(p.relative_to(dest)): sha256(p) for p in files},
         "bytes": total,
     }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def release_floors(dest: Path, cfg) -> dict:
+    """``eval.floors`` of the release's codec on its run's held-out clips (make run's length, 25 frames, and
+    its input-track density): ground truth, codec round trip, pixel-space oracle copier, frozen frame."""
+    from omegaconf import OmegaConf
+
+    from trackstream.data.clips import DataConfig, heldout_clips
+    from trackstream.eval.floors import floor_figures
+    from trackstream.models.codecs import build_codec
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    frames = (c.get("eval") or {}).get("num_frames") or c["data"]["num_frames"]
+    data = DataConfig(**{**c["data"], "num_frames": frames})
+    codec = build_codec(c["codec"]["name"], checkpoint=str(dest / "codec.pt")).eval()
+    return floor_figures(heldout_clips(data).clips, codec, num_tracks=(c.get("eval") or {}).get("num_tracks"))
 
 
 # ----------------------------------------------------------------------------------------------
