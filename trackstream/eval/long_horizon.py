@@ -25,8 +25,10 @@ import torch
 
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, video_tensor
+from trackstream.eval.frechet import frechet_from_features
 from trackstream.eval.metrics import EPE_TRACKER, motion_epe, video_psnr, video_ssim
 from trackstream.eval.scorebook import input_tracks
+from trackstream.eval.video_features import FVD_FRAMES, codec_video_features
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import chunk_pixel_frames
 from trackstream.stream.engine import StreamingGenerator, tracks_from_array
@@ -100,14 +102,18 @@ def long_horizon(
     num_tracks: int | None = None,
     tracker: str = EPE_TRACKER,
     strip_clip: int = 0,
+    fvd_min_clips: int = 8,
 ) -> dict:
     """Stream every clip (ClipPool entries at least ``1 + max(factors) (T_h - 1)`` frames long) with its
     ground-truth tracks through ``engine`` (a ``stream.engine.StreamingGenerator``); returns the window
     scores averaged over clips (``windows``), per clip (``per_clip``), and ``strip``: for clip ``strip_clip``,
-    the last frame of each window, generated and ground truth (uint8 [2, W, H, W, 3])."""
+    the last frame of each window, generated and ground truth (uint8 [2, W, H, W, 3]). With at least
+    ``fvd_min_clips`` clips each window also gets ``proxy_fvd``: the Fréchet distance of the codec's video
+    features (``video_features.codec_video_features``, labelled: not FVD) of the window's first 17 frames
+    across clips, against the ground truth's (a distribution measure, fair on the panning world)."""
     trk = build_tracker(tracker)
     gen = torch.Generator().manual_seed(seed)
-    per_clip, curves, strip = [], [], None
+    per_clip, curves, strip, snippets = [], [], None, {}
     for i, clip in enumerate(clips):
         tr, vi, counts = input_tracks([clip], num_tracks)
         T = tr.shape[1]
@@ -141,11 +147,22 @@ def long_horizon(
             tracker=trk,
         )
         per_clip.append(scores)
+        for k in factors:
+            lo, hi = window_span(horizon_frames, k)
+            if lo + FVD_FRAMES < T:
+                snippets.setdefault(f"{k}x", []).append(
+                    (video[lo : lo + FVD_FRAMES + 1], clip["frames"][lo : lo + FVD_FRAMES + 1])
+                )
         curves.append(_chunk_curves(engine.causal, torch.cat(lats, dim=2)[0], gt_lat, video, clip["frames"]))
         if i == strip_clip:
             ends = [window_span(horizon_frames, k)[1] for k in factors if window_span(horizon_frames, k)[1] < T]
             strip = np.stack([video[ends], clip["frames"][ends]])
     windows = {w: {m: float(np.nanmean([c[w][m] for c in per_clip])) for m in per_clip[0][w]} for w in per_clip[0]}
+    if len(clips) >= fvd_min_clips:
+        for w, pairs in snippets.items():
+            gen_f = codec_video_features(codec, [a for a, _ in pairs])
+            gt_f = codec_video_features(codec, [b for _, b in pairs])
+            windows[w]["proxy_fvd"] = frechet_from_features(gen_f, gt_f)
     per_chunk = {k: np.mean([c[k] for c in curves], axis=0).tolist() for k in curves[0]}
     return {"windows": windows, "per_clip": per_clip, "per_chunk": per_chunk, "strip": strip, "num_clips": len(clips)}
 
