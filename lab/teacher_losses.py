@@ -29,6 +29,24 @@ from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
 from trackstream.models.conditioner import load_export
 
 
+def step_motion(videos: np.ndarray, tracker) -> list[float]:
+    """Median displacement (px) between consecutive frames t - 1 -> t of grid points, tracked pairwise (each
+    pair on its own: nothing is lost along the way), pooled over videos [B, T, H, W, 3]: [T] (0 at t = 0)."""
+    from trackstream.data.trackers import grid_queries
+
+    H, W = videos.shape[2:4]
+    q = grid_queries(H, W, 12).astype(np.float32)  # [N, 3] (t = 0, x, y)
+    out = [0.0]
+    for t in range(1, videos.shape[1]):
+        d = []
+        for v in videos:
+            pos, seen = tracker.track(np.ascontiguousarray(v[t - 1 : t + 1]), q)
+            ok = seen[1] & np.isfinite(pos[1]).all(-1)
+            d.append(np.linalg.norm(pos[1, ok] - q[ok, 1:], axis=-1))
+        out.append(float(np.median(np.concatenate(d))) if d else float("nan"))
+    return out
+
+
 def hazards(lost: list[int], at_risk: list[int]) -> list[float]:
     return [float(a / b) if b else float("nan") for a, b in zip(lost, at_risk)]
 
@@ -43,6 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=25)
     ap.add_argument("--steps", type=int, default=24, help="the teacher's Euler steps (make run: 24)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--guidance", default="joint", help="sampler guidance mode (diffusion.samplers.GUIDANCE_MODES)")
+    ap.add_argument("--w-text", type=float, default=3.0)
+    ap.add_argument("--w-motion", type=float, default=1.5)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -65,31 +86,42 @@ def main(argv: list[str] | None = None) -> int:
         net,
         conditioner=cond,
         clips=clips,
-        sampler=SamplerConfig(steps=args.steps, solver="euler", guidance=GuidanceConfig(mode="joint")),
+        sampler=SamplerConfig(
+            steps=args.steps,
+            solver="euler",
+            guidance=GuidanceConfig(mode=args.guidance, w_text=args.w_text, w_motion=args.w_motion),
+        ),
         shift=float(cfg["schedule"]["shift"]),
-        cfg=EvalConfig(save_videos=0, num_tracks=ev.get("num_tracks"), preview_clips=0),
+        cfg=EvalConfig(save_videos=0, num_tracks=ev.get("num_tracks"), preview_clips=args.samples),
         embed_dim=net.track_embed_dim,
         device=torch.device("cpu"),
     )
     floors = floor_figures(clips.clips, codec_m, num_tracks=ev.get("num_tracks"))
+    from trackstream.data.trackers import build_tracker
+
+    trk = build_tracker("lk_plain")
+    motion = {m: step_motion(figures["preview"][m], trk) for m in ("with_tracks", "ground_truth_video")}
     rows = {}
     for mode in ("with_tracks", "ground_truth_video"):
         rows[mode] = hazards(figures["lost_per_frame"][mode], figures["at_risk_per_frame"][mode])
     out = {
         "teacher": str(args.teacher),
         "checkpoint": str(args.checkpoint) if args.checkpoint else None,
+        "guidance": {"mode": args.guidance, "w_text": args.w_text, "w_motion": args.w_motion, "steps": args.steps},
         "epe_with_tracks": figures["epe_with_tracks"],
         "epe_without_tracks": figures["epe_without_tracks"],
         "ratio": figures["epe_ratio_with_over_without"],
         "lost_at_group_start_with_tracks": figures["lost_at_group_start_with_tracks"],
         "lost_inside_group_with_tracks": figures["lost_inside_group_with_tracks"],
         "hazard_per_frame": rows,
+        "step_motion_px": motion,
         "floors": floors,
     }
     for mode, h in rows.items():
         groups = [np.nanmean(h[1 + 4 * j : 5 + 4 * j]) for j in range((len(h) - 1) // 4)]
         print(f"{mode}: hazard per frame", " ".join(f"{x:.3f}" for x in h[1:]))
         print(f"{mode}: per latent group (mean over its 4 frames)", " ".join(f"{x:.3f}" for x in groups))
+        print(f"{mode}: median step motion (px)", " ".join(f"{x:.2f}" for x in motion[mode][1:]))
     print(
         f"EPE with {out['epe_with_tracks']:.2f} / without {out['epe_without_tracks']:.2f} (ratio {out['ratio']:.3f}); "
         f"lost at group start {out['lost_at_group_start_with_tracks']:.3f}, inside {out['lost_inside_group_with_tracks']:.3f}; "
