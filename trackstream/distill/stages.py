@@ -205,20 +205,7 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
 
 
 def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: PairSet, keys: tuple[str, ...]) -> PoolStream:
-    keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
-
-    def make(idx: list[int], gids: list[int]) -> dict:
-        # global sample ids key per-sample randomness, so a global batch draws the same on any world size
-        return {**pairs.batch(idx, keys), "gid": torch.tensor(gids)}
-
-    return PoolStream(
-        len(pairs),
-        batch_size=cfg.data.batch_size,
-        seed=derive_seed(cfg.data.seed, "pairs"),
-        make_batch=make,
-        rank=runtime.rank,
-        world_size=runtime.world_size,
-    )
+    return condition_stream(cfg, runtime, pairs, keys, horizons=1)
 
 
 def condition_stream(
@@ -231,22 +218,27 @@ def condition_stream(
     conditioner: Conditioner | None = None,
     text_dim: int | None = None,
 ) -> PoolStream:
-    """The DMD / RL conditions: the pair folder's (the teacher's horizon), or for a rollout over ``horizons``
-    > 1 horizons the same clips' conditions rendered at ``1 + N (T_h - 1)`` frames (``PairConditions`` at that
-    length, encoded per batch with the teacher's ``conditioner``: first frame, tracks, text)."""
-    if horizons == 1:
-        return _pair_stream(cfg, runtime, pairs, keys)
-    assert conditioner is not None and text_dim is not None
-    frames = rollout_frames(cfg.data.num_frames, horizons)
-    long_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=frames))
-    conditions = PairConditions(long_cfg, conditioner, count=len(pairs), text_dim=text_dim)
+    """The pair folder's ``keys`` (the teacher's horizon), or for a rollout over ``horizons`` > 1 horizons the
+    same clips' conditions rendered at ``1 + N (T_h - 1)`` frames (``PairConditions`` at that length, encoded
+    per batch with the teacher's ``conditioner``: first frame, tracks, text). Every batch carries its global
+    sample ids (``gid``): they key per-sample randomness, so a global batch draws the same on any world size."""
     keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
-    if runtime.is_main:
-        log.info("conditions: %s at %d frames (%d teacher horizons)", conditions.describe(), frames, horizons)
+    if horizons == 1:
 
-    def make(idx: list[int], gids: list[int]) -> dict:
-        batch = conditions(idx)
-        return {**{k: batch[k].cpu() for k in keys if k in batch}, "gid": torch.tensor(gids)}
+        def make(idx: list[int], gids: list[int]) -> dict:
+            return {**pairs.batch(idx, keys), "gid": torch.tensor(gids)}
+
+    else:
+        assert conditioner is not None and text_dim is not None
+        frames = rollout_frames(cfg.data.num_frames, horizons)
+        long_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=frames))
+        conditions = PairConditions(long_cfg, conditioner, count=len(pairs), text_dim=text_dim)
+        if runtime.is_main:
+            log.info("conditions: %s at %d frames (%d teacher horizons)", conditions.describe(), frames, horizons)
+
+        def make(idx: list[int], gids: list[int]) -> dict:
+            batch = conditions(idx)
+            return {**{k: batch[k].cpu() for k in keys if k in batch}, "gid": torch.tensor(gids)}
 
     return PoolStream(
         len(pairs),
