@@ -42,14 +42,18 @@ import torch
 from trackstream.bench.timing import environment, time_calls, training_precision
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
+from trackstream.distill.horizons import rollout_frames
 from trackstream.distill.ode_init import ODEInitObjective
+from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
 from trackstream.models.precision import add_precision_args
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import first_chunk_given
+from trackstream.train.codec import build_codec_module
 from trackstream.train.dist import Runtime, init_runtime
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.train.stages import load_text_encoder
 
 __all__ = ["REAL_CONFIGS", "TINY_CONFIGS", "compose", "bench_dmd", "bench_ode_init", "main"]
 
@@ -102,6 +106,25 @@ def _shapes(typed, net) -> dict:
         E=TEXT_ENCODER_DIMS[typed.model.text_encoder],
         H=d.height,
         W=d.width,
+    )
+
+
+def _long_shapes(shape: dict, horizons: int) -> dict:
+    """The conditions' shapes of a rollout over ``horizons`` teacher horizons (``stage.rollout_horizons``)."""
+    T = rollout_frames(shape["T"], horizons)
+    return {**shape, "T": T, "F": 1 + (T - 1) // 4}
+
+
+def _horizon_conditioner(typed, runtime: Runtime) -> Conditioner:
+    """The recipe's codec (random weights where it is trainable, the checkpoint's otherwise) and text encoder,
+    as the DMD stage's ``horizon_conditioner`` builds them from the teacher's."""
+    codec = prepare_frozen(runtime, build_codec_module(typed.codec))
+    return Conditioner(
+        codec=codec,
+        text_encoder=load_text_encoder(typed, runtime),
+        layout=typed.model.layout,
+        device=runtime.device,
+        image_features="zeros" if typed.model.image_feature_mode == "clip" else typed.model.image_feature_mode,
     )
 
 
@@ -182,6 +205,9 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
         init_fn=init,
     )
     shape = _shapes(typed, generator.module)
+    conditioner = None
+    if st.rollout_horizons > 1:  # rollouts past the horizon: the recipe's codec (random) re-encodes window frames
+        conditioner, shape = _horizon_conditioner(typed, runtime), _long_shapes(shape, st.rollout_horizons)
     objective = DMDObjective(
         generator.module,
         critic.module,
@@ -196,6 +222,8 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
         width=shape["W"],
         seed=seed,
         device=device,
+        conditioner=conditioner,
+        horizon_latents=1 + (typed.data.num_frames - 1) // 4,
     )
     raw = _conditions(generator.module, typed, shape, device, torch.Generator().manual_seed(seed))
     prepare = _timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)

@@ -192,7 +192,8 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
     ckpt, meta = found
     step = int(ckpt.name.split("_")[1])
     updates = int(meta["networks"]["generator"]["num_updates"])
-    files = ["sizes.json", "pipeline.log", "progress.log"]
+    # the teacher run's own codec, where it fitted one: a rollout past the horizon re-encodes frames with it
+    files = ["sizes.json", "pipeline.log", "progress.log", "teacher/codec/codec.pt"]
     for stage, export in (("teacher", "export/teacher"), ("ode_init", "export/student"), ("dmd", "export/student")):
         files += [f"{stage}/{f}" for f in ("results.json", "config.yaml", "metrics.jsonl")]
         files += [str(p.relative_to(run_dir)) for p in sorted((run_dir / stage / export).rglob("*")) if p.is_file()]
