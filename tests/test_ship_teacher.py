@@ -11,6 +11,7 @@ from trackstream.pipeline.ship_teacher import (
     export_teacher,
     logged_losses,
     pack_resume,
+    session_command,
     sha256,
     teacher_training_curve,
     training_seconds,
@@ -116,3 +117,17 @@ def test_resume_bundle_round_trip(tmp_path):
     out = unpack_resume(tmp_path / "new", tar)
     assert torch.load(out / "checkpoints" / "step_00000020" / "dit.pt") == {"name": "dit.pt"}
     assert (out / "codec" / "codec.pt").read_bytes() == b"codec"
+
+
+def test_a_session_runs_the_recorded_recipe_in_the_given_run_directory(tmp_path):
+    record = {"command": ["python", "-m", "trackstream.train", "experiment=x", "a=1", "hydra.run.dir=/old/place"]}
+    cmd = session_command(record, tmp_path / "new", until=500, threads=2)
+    assert cmd[1:] == [
+        "-m",
+        "trackstream.train",
+        "experiment=x",
+        "a=1",
+        f"hydra.run.dir={tmp_path / 'new'}",
+        "trainer.max_steps=500",
+        "trainer.num_threads=2",
+    ]

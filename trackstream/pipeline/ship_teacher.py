@@ -333,10 +333,17 @@ def start(run_dir: Path, extra: list[str], *, until: int | None = None, threads:
         }
     )
     record_path.write_text(json.dumps(record, indent=2))
-    cmd = [sys.executable, *record["command"][1:]] + ([f"trainer.max_steps={until}"] if until else [])
-    cmd += [f"trainer.num_threads={threads}"] if threads else []
     env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
+    return subprocess.run(session_command(record, run_dir, until=until, threads=threads), cwd=ROOT, env=env).returncode
+
+
+def session_command(record: dict, run_dir: Path, *, until: int | None, threads: int | None) -> list[str]:
+    """The recorded release command for this session, run in ``run_dir`` (an unpacked bundle on another
+    machine has another path than the one recorded: the run directory is never part of the recipe)."""
+    args = [a for a in record["command"][1:] if not a.startswith("hydra.run.dir=")]
+    cmd = [sys.executable, *args, f"hydra.run.dir={run_dir}"]
+    cmd += [f"trainer.max_steps={until}"] if until else []
+    return cmd + ([f"trainer.num_threads={threads}"] if threads else [])
 
 
 def main(argv: list[str] | None = None) -> None:
