@@ -23,6 +23,7 @@ from trackstream.data.clips import DataConfig, make_world
 from trackstream.eval.long_horizon import long_horizon_figures
 from trackstream.eval.stream_eval import StreamEvalConfig, student_network
 from trackstream.models.conditioner import load_export
+from trackstream.models.precision import add_precision_args, resolve_precision
 from trackstream.stream.engine import StreamingGenerator
 
 TEACHER = Path(__file__).resolve().parents[1] / "assets" / "tiny-teacher"
@@ -37,7 +38,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
+    add_precision_args(ap)
     args = ap.parse_args(argv)
+    device, dtype = resolve_precision(args.device, args.dtype)
     torch.set_num_threads(args.threads)
     folder = args.student / "student" if (args.student / "student").is_dir() else args.student / "export" / "student"
     cfg = OmegaConf.to_container(OmegaConf.load(args.student / "config.yaml"), resolve=True)
@@ -48,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     factors = tuple(int(f) for f in args.factors.split(","))
     horizon = int(cfg["data"]["num_frames"])
     data = DataConfig(**{**cfg["data"], "num_frames": 1 + max(factors) * (horizon - 1)})
-    _, codec_m, cond = load_export(args.teacher, codec_name=cfg["codec"]["name"], codec=codec, device="cpu")
-    student = student_network(folder, codec_name=cfg["codec"]["name"], codec=codec, device="cpu", dtype="float32")
+    _, codec_m, cond = load_export(
+        args.teacher, codec_name=cfg["codec"]["name"], codec=codec, device=device, dtype=dtype
+    )
+    student = student_network(folder, codec_name=cfg["codec"]["name"], codec=codec, device=device, dtype=dtype)
     engine = StreamingGenerator(student, codec_m, config=student.conventions.stream_config(str(folder)))
     ev = StreamEvalConfig(num_tracks=128)
     args.out.parent.mkdir(parents=True, exist_ok=True)

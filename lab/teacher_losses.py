@@ -27,6 +27,7 @@ from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.floors import floor_figures
 from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
 from trackstream.models.conditioner import load_export
+from trackstream.models.precision import add_precision_args, resolve_precision
 
 
 def step_motion(videos: np.ndarray, tracker) -> list[float]:
@@ -65,15 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--w-text", type=float, default=3.0)
     ap.add_argument("--w-motion", type=float, default=1.5)
     ap.add_argument("--out", type=Path, required=True)
+    add_precision_args(ap)
     args = ap.parse_args(argv)
+    device, dtype = resolve_precision(args.device, args.dtype)
     torch.set_num_threads(args.threads)
     run = args.teacher.parents[1] if args.teacher.parent.name == "export" else args.teacher.parent
     codec = args.codec or next(p for p in (run / "codec.pt", run / "codec" / "codec.pt") if p.is_file())
     cfg = OmegaConf.to_container(OmegaConf.load(args.config or run / "config.yaml"), resolve=True)
-    net, codec_m, cond = load_export(args.teacher, codec_name=cfg["codec"]["name"], codec=str(codec), device="cpu")
+    net, codec_m, cond = load_export(
+        args.teacher, codec_name=cfg["codec"]["name"], codec=str(codec), device=device, dtype=dtype
+    )
     if args.checkpoint is not None:
         # the training checkpoint's network file: its weights, then the EMA shadow by parameter name
-        state = torch.load(args.checkpoint / "dit.pt", map_location="cpu", weights_only=True)
+        state = torch.load(args.checkpoint / "dit.pt", map_location=device, weights_only=True)
         net.load_state_dict(state["model"])
         params = dict(net.named_parameters())
         with torch.no_grad():
@@ -94,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         shift=float(cfg["schedule"]["shift"]),
         cfg=EvalConfig(save_videos=0, num_tracks=ev.get("num_tracks"), preview_clips=args.samples),
         embed_dim=net.track_embed_dim,
-        device=torch.device("cpu"),
+        device=device,
     )
     floors = floor_figures(clips.clips, codec_m, num_tracks=ev.get("num_tracks"))
     from trackstream.data.trackers import build_tracker

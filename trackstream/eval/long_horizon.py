@@ -157,7 +157,7 @@ def long_horizon(
         if i == strip_clip:
             ends = [window_span(horizon_frames, k)[1] for k in factors if window_span(horizon_frames, k)[1] < T]
             strip = np.stack([video[ends], clip["frames"][ends]])
-    windows = {w: {m: float(np.nanmean([c[w][m] for c in per_clip])) for m in per_clip[0][w]} for w in per_clip[0]}
+    windows = {w: {m: _mean([c[w][m] for c in per_clip]) for m in per_clip[0][w]} for w in per_clip[0]}
     if len(clips) >= fvd_min_clips:
         for w, pairs in snippets.items():
             gen_f = codec_video_features(codec, [a for a, _ in pairs])
