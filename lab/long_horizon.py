@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figures = long_horizon_figures(
         args.out.parent,
-        engine,
+        {"student": engine},
         codec_m,
         cond,
         make_world(data),
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         factors=factors,
         cfg=ev,
     )
+    figures = figures["student"]
     for key, r in figures.items():
         print(key, {w: {m: round(v, 3) for m, v in s.items()} for w, s in r["windows"].items()})
     summary = {k: {"windows": r["windows"], "num_clips": r["num_clips"]} for k, r in figures.items()}

@@ -48,7 +48,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     for key in ("rl_epe_with_tracks", "rl_epe_without_tracks", "rl_psnr_with_tracks", "rl_ssim_with_tracks"):
         assert key in figures, f"report.json lacks {key}"
     assert list(figures["stages"]) == ["foundation", "teacher", "ode_init", "dmd", "rl", "stream"]
-    assert figures["side_by_side"][0]["panels"][-2:] == ["rl", "DMD student"]
+    assert figures["side_by_side"][0]["panels"][-2:] == ["RL student", "DMD student"]
     md = (run_dir / "report.md").read_text()
     assert "| student after RL |" in md and "RL check: the student after RL (4 steps" in md
     assert (run_dir / "training.png").is_file()
@@ -93,17 +93,22 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     with pytest.raises(AssetError, match="config.yaml"):
         verify_asset(dest)
     # the chain's commands on the same run (what assets/tiny-student is made with since issue 27): the RL
-    # stage is reused, and ship scores ODE init, DMD and RL by the study's protocol and ships the RL student
+    # stage is reused, and ship scores ODE init, DMD and RL with make run's evaluation and ships the RL student
     from trackstream.pipeline.student_chain import main as chain
 
     assert chain(["rl", "--run-dir", str(run_dir)]) == 0
     chained = tmp_path / "chain-student"
-    args = ["--clips", "2", "--long-clips", "1", "--long-factor", "2"]
+    args = ["--clips", "2", "--long-clips", "1", "--long-factor", "2", "--teacher-steps", "6"]
     assert chain(["ship", "--run-dir", str(run_dir), "--dest", str(chained), *args]) == 0
     m = verify_asset(chained)
     assert m["steps"]["rl"] == 4 and m["policy_updates"] == 4 and m["generator_updates"] >= 1
-    assert set(m["stages_held_out"]) == {"ode_init", "dmd", "rl"} and m["held_out"]["num_heldout"] == 2
-    assert m["held_out"]["student_epe_with_tracks"] == m["stages_held_out"]["rl"]["student_epe_with_tracks"]
+    assert {"teacher", "ode_init", "dmd", "rl"} <= set(m["held_out"]) and m["held_out"]["num_heldout"] == 2
+    scored = json.loads((run_dir / "score" / "report.json").read_text())
+    assert m["held_out"]["rl"]["epe_with_tracks"] == scored["student_epe_with_tracks"]  # the shipped RL student
+    assert m["held_out"]["dmd"]["epe_with_tracks"] == scored["dmd_epe_with_tracks"] and scored["student_stage"] == "rl"
+    assert set(m["long_horizon"]) == {"ode_init", "dmd", "rl"} and "knowable_with_sink" in m["long_horizon"]["rl"]
+    assert {"codec_floor", "dmd_gains_over_ode_init", "long_psnr_holds"} <= set(m["targets"])
+    assert m["floors"]["epe_codec_round_trip"] > 0 and (run_dir / "score" / "long_horizon.png").is_file()
     assert "experiment=rl_tiny" in m["rl_overrides"] and "trainer.max_steps=4" in m["rl_overrides"]
     assert {"student/network.json", "config.yaml", "rl_config.yaml"} <= set(m["sha256"])
     assert "python -m trackstream.pipeline.student_chain ship" in m["command"]

@@ -62,10 +62,21 @@ def _figures(**over):
         },
         "teacher_lost_at_group_start_with_tracks": 0.03,
         "teacher_lost_inside_group_with_tracks": 0.02,
+        "ode_init_epe_with_tracks": 2.0,
+        "ode_init_psnr_with_tracks": 20.0,
         "long_horizon": {
-            "panning_with_sink": {"windows": {"1x": {"energy": 1.0}, "4x": {"energy": 1.1}, "10x": {"energy": 0.9}}},
-            "knowable_with_sink": {"windows": {"1x": {"psnr": 22.0, "energy": 1.0}, "10x": {"psnr": 21.0}}},
-            "knowable_without_sink": {"windows": {"1x": {"psnr": 18.0}, "10x": {"psnr": 12.0}}},
+            "student": {
+                "panning_with_sink": {
+                    "windows": {"1x": {"energy": 1.0}, "4x": {"energy": 1.1}, "10x": {"energy": 0.9}}
+                },
+                "knowable_with_sink": {
+                    "windows": {"1x": {"psnr": 22.0, "energy": 1.0, "epe": 1.0}, "10x": {"psnr": 21.0, "epe": 1.5}}
+                },
+                "knowable_without_sink": {"windows": {"1x": {"psnr": 18.0}, "10x": {"psnr": 12.0}}},
+            },
+            "ode_init": {
+                "knowable_with_sink": {"windows": {"1x": {"psnr": 21.0, "epe": 1.2}, "10x": {"psnr": 20.0, "epe": 1.6}}}
+            },
         },
     }
     f.update(over)
@@ -90,15 +101,24 @@ def test_targets_are_judged_from_the_figures():
     lost = targets(_figures(teacher_lost_at_group_start_with_tracks=0.27, teacher_lost_inside_group_with_tracks=0.02))
     assert lost["teacher_carries_content"]["met"] is False
     long = _figures()
-    long["long_horizon"]["panning_with_sink"]["windows"]["10x"]["energy"] = 1.7  # a drifting student's latents
-    long["long_horizon"]["knowable_with_sink"]["windows"]["10x"]["psnr"] = 19.0
+    long["long_horizon"]["student"]["panning_with_sink"]["windows"]["10x"]["energy"] = 1.7  # a drifting student
+    long["long_horizon"]["student"]["knowable_with_sink"]["windows"]["10x"]["psnr"] = 19.0
     t = targets(long)
     assert t["long_energy_max"]["met"] is False and t["long_energy_min"]["met"] is True
     assert t["long_psnr_holds"]["value"] == pytest.approx(3.0) and t["long_psnr_holds"]["met"] is False
     assert t["long_sink_matters"]["value"] == pytest.approx(7.0) and t["long_sink_matters"]["met"] is True
+    # DMD (the evaluated student here) against its ODE init: a gain at the horizon, none worse at 10x
+    assert t["dmd_gains_over_ode_init"]["value"] == 2 and t["dmd_gains_over_ode_init"]["met"] is True
+    assert t["dmd_not_worse_long"]["value"] == 1 and t["dmd_not_worse_long"]["met"] is False  # PSNR 19 < 20
+    chain = _figures(dmd_epe_with_tracks=2.5, dmd_psnr_with_tracks=19.0, student_stage="rl")
+    chain["long_horizon"]["dmd"] = chain["long_horizon"].pop("student") | {}
+    chain["long_horizon"]["student"] = chain["long_horizon"]["dmd"]
+    t = targets(chain)  # the chain's DMD row is judged, not the RL student's
+    assert t["dmd_gains_over_ode_init"]["value"] == 0 and t["dmd_gains_over_ode_init"]["met"] is False
     missing = targets({"teacher_epe_with_tracks": 2.0})
     assert missing["student_vs_teacher_epe"]["met"] is None and missing["drift_bounded_with_sink"]["met"] is None
     assert missing["codec_floor"]["met"] is None and "long_psnr_holds" not in missing
+    assert "dmd_gains_over_ode_init" not in missing and "dmd_not_worse_long" not in missing
 
 
 def test_a_motion_target_must_beat_the_frozen_frame_and_old_protocol_figures_are_ignored():

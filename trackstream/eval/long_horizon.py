@@ -226,7 +226,7 @@ def write_strip(path, rows: list[tuple[str, np.ndarray]], columns: list[str]) ->
 
 def long_horizon_figures(
     run_dir: Path,
-    engine,
+    engines: dict,
     codec,
     conditioner,
     world,
@@ -236,35 +236,40 @@ def long_horizon_figures(
     factors: tuple[int, ...],
     cfg,
 ) -> dict:
-    """``long_horizon`` windows of the engine's student (a ``StreamingGenerator``; ``cfg``: the evaluation's
-    ``StreamEvalConfig``) on the panning ``world`` and its knowable twin,
-    with and without the sink: ``{<world>_<with|without>_sink: {windows, per_clip}}``; writes
-    ``long_horizon.png`` (the last frame of every window: ground truth, with and without the sink, per world)."""
+    """``long_horizon`` windows of each student (``engines``: name -> its ``StreamingGenerator``; ``cfg``: the
+    evaluation's ``StreamEvalConfig``) on the panning ``world`` and its knowable twin, with and without the
+    sink: ``{<student>: {<world>_<with|without>_sink: {windows, per_clip, per_chunk}}}``; writes
+    ``long_horizon.png`` (the last frame of every window: ground truth, then each student with and without the
+    sink, per world)."""
     from trackstream.data.clips import ClipPool
 
-    out, strips = {}, []
-    for name, w in (("panning", world), ("knowable", knowable_world(world))):
+    out = {name: {} for name in engines}
+    strips = []
+    for world_name, w in (("panning", world), ("knowable", knowable_world(world))):
         clips = ClipPool(w, seeds).clips
-        for tag, sink in (("with_sink", engine.config.causal.sink_chunks or 1), ("without_sink", 0)):
-            conf = dataclasses.replace(
-                engine.config, causal=dataclasses.replace(engine.config.causal, sink_chunks=sink)
-            )
-            eng = StreamingGenerator(engine.network, codec, config=conf, image_features_fn=conditioner.image_features)
-            r = long_horizon(
-                eng,
-                clips=clips,
-                codec=codec,
-                text_fn=conditioner.text,
-                horizon_frames=horizon_frames,
-                factors=factors,
-                seed=cfg.seed,
-                num_tracks=cfg.num_tracks,
-                tracker=cfg.tracker,
-            )
-            strip = r.pop("strip")
-            if tag == "with_sink":
-                strips.append((f"{name}: ground truth", strip[1]))
-            strips.append((f"{name}: {tag.replace('_', ' ')}", strip[0]))
-            out[f"{name}_{tag}"] = r
+        for name, engine in engines.items():
+            for tag, sink in (("with_sink", engine.config.causal.sink_chunks or 1), ("without_sink", 0)):
+                conf = dataclasses.replace(
+                    engine.config, causal=dataclasses.replace(engine.config.causal, sink_chunks=sink)
+                )
+                eng = StreamingGenerator(
+                    engine.network, codec, config=conf, image_features_fn=conditioner.image_features
+                )
+                r = long_horizon(
+                    eng,
+                    clips=clips,
+                    codec=codec,
+                    text_fn=conditioner.text,
+                    horizon_frames=horizon_frames,
+                    factors=factors,
+                    seed=cfg.seed,
+                    num_tracks=cfg.num_tracks,
+                    tracker=cfg.tracker,
+                )
+                strip = r.pop("strip")
+                if not any(label == f"{world_name}: ground truth" for label, _ in strips):
+                    strips.append((f"{world_name}: ground truth", strip[1]))  # the same clips for every stream
+                strips.append((f"{world_name}: {name}, {tag.replace('_', ' ')}", strip[0]))
+                out[name][f"{world_name}_{tag}"] = r
     write_strip(Path(run_dir) / "long_horizon.png", strips, [f"{k}x horizon" for k in factors])
     return out

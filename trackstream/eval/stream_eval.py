@@ -66,9 +66,12 @@ class StreamEvalConfig:
     num_tracks: int | None = None  # input tracks per clip (random subset of those visible in frame 0); None: all
     preview_clips: int = 3  # held-out clips shown in samples.png (ground truth / teacher / students)
     side_by_side_gifs: int = 4  # held-out samples whose side-by-side GIF report.md embeds (every sample gets an mp4)
+    long_students: str = "last"  # whose long streams are scored per window: "last" (the evaluated one) or "all"
 
     def __post_init__(self) -> None:
         check_epe_tracker(self.tracker, "StreamEvalConfig.tracker")
+        if self.long_students not in ("last", "all"):
+            raise ValueError(f"StreamEvalConfig.long_students={self.long_students!r}: use 'last' or 'all'")
 
 
 def stream_nfe(config: StreamConfig, num_latents: int) -> dict:
@@ -377,12 +380,15 @@ def run_evaluation(
     codec_name: str = "tiny-ae",
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    student_stage: str = "dmd",
 ) -> dict:
     """The evaluation of ``make run`` on held-out clips (see the module docstring); returns figures.
 
     ``teacher``/``students``: exported network folders; ``codec``: the teacher's codec file
     (``codec_name`` in models.codecs). The last student of ``students`` is the one whose samples
-    are written and whose long rollouts and latency are measured; each student streams with the
+    are written and whose long rollouts and latency are measured (``cfg.long_students="all"``: every
+    student's long streams); ``student_stage`` names the stage that made the one called "student" ("dmd"
+    or "rl": its label in the videos; figures keep the prefix ``student_``). Each student streams with the
     chunking, steps and shift its export records (``conventions.streaming``). ``data``: the stages'
     ``data.clips.DataConfig`` (world, size, clip length; ``eval_samples`` held-out clips from its
     evaluation seed namespace). ``device`` / ``dtype``: ``models.precision`` (None / "auto": CUDA + bf16
@@ -399,6 +405,8 @@ def run_evaluation(
             f"make run's evaluation is of the synthetic world (data.source={data.source!r}); evaluate networks "
             "trained on shards with `python -m trackstream.eval benchmark.name=shards benchmark.path=<held-out shards>`"
         )
+    if student_stage not in ("dmd", "rl"):
+        raise ValueError(f"student_stage={student_stage!r}: the evaluated student comes from 'dmd' or 'rl'")
     cfg = cfg or StreamEvalConfig()
     run_dir = Path(run_dir)
     device, dtype = resolve_precision(device, dtype)
@@ -468,7 +476,11 @@ def run_evaluation(
         ("teacher, tracks", videos["teacher"][: cfg.preview_clips]),
     ]
 
+    labels = {"ode_init": "ODE-init student", "dmd": "DMD student", "rl": "RL student"}
+    labels["student"] = labels[student_stage]
+    figures["student_stage"] = student_stage
     engine = stream_cfg = None
+    long_engines = {}  # the students whose long streams are scored per window (cfg.long_students)
     for i, (name, folder) in enumerate(students.items()):
         last = i == len(students) - 1
         student = student_network(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
@@ -476,6 +488,8 @@ def run_evaluation(
         engine = StreamingGenerator(
             student, codec_module, config=stream_cfg, image_features_fn=conditioner.image_features
         )
+        if last or cfg.long_students == "all":
+            long_engines[name] = engine
         t0 = time.perf_counter()
         sf = evaluate_stream_motion(
             engine, clips=clips.clips, text_fn=conditioner.text, cfg=cfg, out_dir=run_dir if last else None, fps=fps
@@ -493,9 +507,7 @@ def run_evaluation(
                 **{f"{name}_{k}": v for k, v in sf.items() if k.startswith("lost_")},
             }
         )
-        videos[{"ode_init": "ODE-init student", "student": "DMD student"}.get(name, name)] = np.stack(
-            sf["frames"]["with_tracks"]
-        )
+        videos[labels.get(name, name)] = np.stack(sf["frames"]["with_tracks"])
         previews.append((f"{name}, tracks", sf.get("preview", {}).get("with_tracks")))
         if last:
             previews.append((f"{name}, no tracks", sf.get("preview", {}).get("without_tracks")))
@@ -513,6 +525,7 @@ def run_evaluation(
     )
 
     # long rollouts: factor x the training horizon, ground-truth tracks streamed in, with and without the sink
+    evaluated = list(students)[-1]
     horizon = 1 + (num_frames - 1) // 4  # latent frames the teacher (and the DMD rollout) covers
     causal = stream_cfg.causal
     horizon_chunks = causal.num_chunks(horizon) - 1  # generated chunks inside the horizon
@@ -530,7 +543,7 @@ def run_evaluation(
     t0 = time.perf_counter()
     figures["long_horizon"] = long_horizon_figures(
         run_dir,
-        engine,
+        long_engines,
         codec_module,
         conditioner,
         long_world,
@@ -540,7 +553,7 @@ def run_evaluation(
         cfg=cfg,
     )
     for tag in ("with_sink", "without_sink"):  # the panning world's per-chunk curves: drift.png
-        curves = figures["long_horizon"][f"panning_{tag}"]["per_chunk"]
+        curves = figures["long_horizon"][evaluated][f"panning_{tag}"]["per_chunk"]
         figures["drift"][tag] = {
             "per_chunk": curves,
             "chunks": len(curves["psnr"]),

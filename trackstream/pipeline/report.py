@@ -32,7 +32,7 @@ from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
 from trackstream.pipeline.report_plots import write_plots
 
-__all__ = ["targets", "write_report", "read_metrics", "MODELS"]
+__all__ = ["targets", "write_report", "read_metrics", "models", "json_safe"]
 
 TEACHER_WITH_OVER_WITHOUT_MAX = 0.35
 TEACHER_WITH_OVER_FROZEN_MAX = 0.45
@@ -56,13 +56,25 @@ DRIFT_REL_MAX = 1.0
 LONG_ENERGY_BAND = (0.85, 1.2)
 LONG_PSNR_DROP_MAX = 1.5
 SINK_PSNR_GAIN_MIN = 3.0
-# (figure prefix, label) of the generative models in the tables and plots
-MODELS = (
-    ("teacher", "teacher (joint guidance)"),
-    ("ode_init", "student after ODE init"),
-    ("student", "student after DMD"),
-    ("rl", "student after RL"),  # runs with an RL stage only (the rows of a model without figures are left out)
-)
+
+
+def models(f: dict) -> tuple[tuple[str, str], ...]:
+    """(figure prefix, label) of the generative models in the tables and plots; ``student`` is the evaluated
+    student, made by the stage ``f["student_stage"]`` (make run: DMD; the shipped chain: RL). A model without
+    figures has no row."""
+    stage = f.get("student_stage", "dmd")
+    return (
+        ("teacher", "teacher (joint guidance)"),
+        ("ode_init", "student after ODE init"),
+        ("dmd", "student after DMD"),  # the chain's DMD student, when RL made the evaluated one
+        ("student", f"student after {stage.upper()}"),
+        ("rl", "student after RL"),  # make run with an RL stage: the RL student beside the evaluated DMD one
+    )
+
+
+def _dmd_prefix(f: dict) -> str:
+    """The DMD student's figure prefix: its own row in the chain, else the evaluated student."""
+    return "dmd" if "dmd_epe_with_tracks" in f else "student"
 
 
 def _ratio(a, b) -> float:
@@ -146,7 +158,7 @@ def targets(f: dict) -> dict:
         epe("student", "with"),
         epe("teacher", "with"),
         EPE_RATIO_TEACHER_MAX,
-        "DMD student EPE with tracks / teacher EPE with tracks",
+        "evaluated student EPE with tracks / teacher EPE with tracks",
     )
     motion_target(
         "student_with_over_without",
@@ -154,7 +166,7 @@ def targets(f: dict) -> dict:
         epe("student", "with"),
         epe("student", "without"),
         EPE_RATIO_WITHOUT_MAX,
-        "DMD student EPE with tracks / without tracks",
+        "evaluated student EPE with tracks / without tracks",
     )
     r = _ratio(f.get("teacher_nfe_per_video"), f.get("student_nfe_per_video"))
     add(
@@ -215,8 +227,9 @@ def targets(f: dict) -> dict:
 
 
 def _long_horizon_targets(f: dict, add) -> None:
-    """The long-horizon targets on make run's windows (``long_horizon`` figures; nothing without them)."""
-    lh = f.get("long_horizon") or {}
+    """The long-horizon targets on the evaluated student's windows (``long_horizon`` figures; nothing without
+    them), and DMD against its ODE init at the horizon and at the longest window."""
+    lh = (f.get("long_horizon") or {}).get("student") or {}
     pan = (lh.get("panning_with_sink") or {}).get("windows") or {}
     energies = [w["energy"] for w in pan.values() if _finite(w.get("energy"))]
     lo, hi = LONG_ENERGY_BAND
@@ -232,7 +245,7 @@ def _long_horizon_targets(f: dict, add) -> None:
         add("long_energy_min", min(energies), lo, min(energies) >= lo, "the smallest window latent energy, as above")
     know, bare = (((lh.get(k) or {}).get("windows") or {}) for k in ("knowable_with_sink", "knowable_without_sink"))
     if know and "1x" in know:
-        last = max(know, key=lambda k: int(k[:-1]))
+        last = _last_window(know)
         drop = know["1x"]["psnr"] - know[last]["psnr"]
         add(
             "long_psnr_holds",
@@ -250,30 +263,97 @@ def _long_horizon_targets(f: dict, add) -> None:
                 _finite(gain) and gain >= SINK_PSNR_GAIN_MIN,
                 f"knowable world at {last} the horizon: PSNR with the sink minus without it (dB)",
             )
+    _dmd_targets(f, add)
+
+
+def _last_window(windows: dict) -> str:
+    return max(windows, key=lambda k: int(k[:-1]))
+
+
+def dmd_comparison(f: dict) -> dict:
+    """DMD against its ODE init: ``{"horizon": {measure: (dmd, ode_init)}, "long": {...}, "window": "10x"}``.
+    At the horizon: EPE, PSNR (the held-out clips) and the proxy FVD of the panning world's 1x window; at the
+    longest window: EPE and PSNR on the knowable world, the proxy FVD on the panning world (with the sink).
+    Measures missing for either student are left out."""
+    d = _dmd_prefix(f)
+    lh = f.get("long_horizon") or {}
+    dl, ol = lh.get(d) or {}, lh.get("ode_init") or {}
+
+    def window(stream: dict, world: str, w: str, m: str):
+        return ((stream.get(f"{world}_with_sink") or {}).get("windows") or {}).get(w, {}).get(m)
+
+    out = {"horizon": {}, "long": {}, "window": None}
+    for m in ("epe", "psnr"):
+        out["horizon"][m] = (f.get(f"{d}_{m}_with_tracks"), f.get(f"ode_init_{m}_with_tracks"))
+    out["horizon"]["fvd"] = (window(dl, "panning", "1x", "proxy_fvd"), window(ol, "panning", "1x", "proxy_fvd"))
+    know = (dl.get("knowable_with_sink") or {}).get("windows") or {}
+    if know:
+        w = out["window"] = _last_window(know)
+        out["long"] = {
+            "epe": (window(dl, "knowable", w, "epe"), window(ol, "knowable", w, "epe")),
+            "psnr": (window(dl, "knowable", w, "psnr"), window(ol, "knowable", w, "psnr")),
+            "fvd": (window(dl, "panning", w, "proxy_fvd"), window(ol, "panning", w, "proxy_fvd")),
+        }
+    for k in ("horizon", "long"):
+        out[k] = {m: v for m, v in out[k].items() if _finite(*v)}
+    return out
+
+
+def _better(m: str, a: float, b: float) -> bool:
+    """a better than b by measure m (PSNR: higher; EPE, FVD: lower)."""
+    return a > b if m == "psnr" else a < b
+
+
+def _dmd_targets(f: dict, add) -> None:
+    c = dmd_comparison(f)
+    if c["horizon"]:
+        gains = [m for m, (a, b) in c["horizon"].items() if _better(m, a, b)]
+        add(
+            "dmd_gains_over_ode_init",
+            len(gains),
+            1,
+            len(gains) >= 1,
+            "measures (of EPE, PSNR, FVD at the horizon) on which DMD beats its ODE init: "
+            + ", ".join(f"{m} {a:.3f} vs {b:.3f}" for m, (a, b) in c["horizon"].items()),
+        )
+    if c["long"]:
+        worse = [m for m, (a, b) in c["long"].items() if _better(m, b, a)]
+        add(
+            "dmd_not_worse_long",
+            len(worse),
+            0,
+            not worse,
+            f"measures at {c['window']} the horizon on which DMD is worse than its ODE init: "
+            + ", ".join(f"{m} {a:.3f} vs {b:.3f}" for m, (a, b) in c["long"].items()),
+        )
 
 
 def _long_horizon_section(f: dict, run_dir: Path) -> list[str]:
-    """The DMD student's long streams per window (trackstream/eval/long_horizon.py) and their strip."""
+    """The students' long streams per window (trackstream/eval/long_horizon.py), side by side, and the strip."""
     lh = f.get("long_horizon") or {}
     if not lh:
         return []
+    labels = dict(models(f))
     lines = [
         "",
         "## Long streams, per window of the horizon",
         "",
-        "The DMD student streams clips many horizons long. The knowable world's camera circles its frame-0 "
-        "position (its frames stay predictable from frame 0 and the tracks: PSNR, SSIM and EPE are fair at any "
-        "length); on the panning world only the latent energy over the ground truth's is (1 = the same).",
+        "Clips many horizons long, streamed with their ground-truth tracks. The knowable world's camera circles "
+        "its frame-0 position (its frames stay predictable from frame 0 and the tracks: PSNR, SSIM and EPE are "
+        "fair at any length); on the panning world only distribution measures are: the latent energy over the "
+        "ground truth's (1 = the same) and, with 8 clips or more, the proxy FVD (the codec's video features).",
         "",
-        "| stream | window | PSNR (dB) | SSIM | EPE (px) | latent energy |",
-        "|---|---|---|---|---|---|",
+        "| student | stream | window | PSNR (dB) | SSIM | EPE (px) | latent energy | proxy FVD |",
+        "|---|---|---|---|---|---|---|---|",
     ]
-    for key, r in lh.items():
-        for w, m in (r.get("windows") or {}).items():
-            lines.append(
-                f"| {key.replace('_', ' ')} | {w} | {_fmt(m.get('psnr'))} | {_fmt(m.get('ssim'))} "
-                f"| {_fmt(m.get('epe'))} | {_fmt(m.get('energy'))} |"
-            )
+    for name, streams in lh.items():
+        for key, r in streams.items():
+            for w, m in (r.get("windows") or {}).items():
+                lines.append(
+                    f"| {labels.get(name, name)} | {key.replace('_', ' ')} | {w} | {_fmt(m.get('psnr'))} "
+                    f"| {_fmt(m.get('ssim'))} | {_fmt(m.get('epe'))} | {_fmt(m.get('energy'))} "
+                    f"| {_fmt(m.get('proxy_fvd'))} |"
+                )
     if (Path(run_dir) / "long_horizon.png").is_file():
         lines += ["", "![the last frame of each window](long_horizon.png)"]
     return lines
@@ -302,14 +382,14 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _clean(obj):
+def json_safe(obj):
     """JSON-safe copy: non-finite floats become null (strict JSON has no NaN), tuples become lists."""
     if isinstance(obj, float):
         return obj if math.isfinite(obj) else None
     if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (int, str, bool)) or obj is None:
         return obj
     return str(obj)
@@ -344,7 +424,7 @@ def _overview(f: dict) -> list[str]:
             f"| *{label}* | {_fmt(fl.get(f'epe_{key}'))} | | {_fmt(fl.get(f'psnr_{key}'))} "
             f"| {_fmt(fl.get(f'ssim_{key}'))} | {_lost(fl, suffix='_' + key)} | 0 |"
         )
-    for tag, label in MODELS:
+    for tag, label in models(f):
         if not _finite(f.get(f"{tag}_epe_with_tracks")):
             continue
         nfe = f.get("teacher_nfe_per_video") if tag == "teacher" else f.get("student_nfe_per_video")
@@ -397,7 +477,7 @@ def _teacher_sentences(f: dict) -> list[str]:
             f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "
             f"first frame {frozen:.2f} px: the teacher " + verdict,
         ]
-    for tag, label in MODELS:
+    for tag, label in models(f):
         p, q = f.get(f"{tag}_psnr_with_tracks"), f.get(f"{tag}_ssim_with_tracks")
         fp, fq = f.get("psnr_frozen_video"), f.get("ssim_frozen_video")
         if not _finite(p, q, fp, fq):
@@ -449,8 +529,8 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
     f = figures
     report = dict(figures)
     report["targets"] = targets(figures)
-    (run_dir / "report.json").write_text(json.dumps(_clean(report), indent=2))
-    plots = write_plots(run_dir, figures, metrics or {}, models=MODELS, drift_max=DRIFT_REL_MAX)
+    (run_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2))
+    plots = write_plots(run_dir, figures, metrics or {}, models=models(f), drift_max=DRIFT_REL_MAX)
     lines = [
         "# TrackStream end-to-end run",
         "",

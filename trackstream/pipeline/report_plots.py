@@ -44,8 +44,13 @@ def write_plots(
     import matplotlib.pyplot as plt
 
     made = []
-    short = {"teacher": "teacher", "ode_init": "ODE init", "student": "DMD student", "rl": "RL student"}
-    rows = [(short[tag], f.get(f"{tag}_epe_with_tracks"), f.get(f"{tag}_epe_without_tracks")) for tag, label in models]
+
+    def short(label: str) -> str:  # "student after DMD" -> "DMD", "teacher (joint guidance)" -> "teacher"
+        return label.split(" (")[0].replace("student after ", "")
+
+    rows = [
+        (short(label), f.get(f"{tag}_epe_with_tracks"), f.get(f"{tag}_epe_without_tracks")) for tag, label in models
+    ]
     rows = [r for r in rows if finite(r[1])]
     if rows:
         fig, ax = plt.subplots(figsize=(6.4, 3.4))

@@ -297,7 +297,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--part-mib", type=float, default=PART_MIB, help="largest pack part")
     ap.add_argument("--max-mib", type=float, default=MAX_MIB, help="largest pack in all (what can travel back in)")
     ap.add_argument("--dest", type=Path, default=SMALL_DIR, help="ship: the release folder")
-    add_scoring_args(ap)
+    add_scoring_args(ap, long_clips=4)
     ap.add_argument("--first-part", type=int, default=0, help="ship / release --out: the first release part to write")
     args = ap.parse_args(argv)
     try:

@@ -120,6 +120,20 @@ def _calls(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
 
 
+def score_students(run_dir: Path, exports: dict[str, Path], *, tag: str, **options) -> tuple[dict, object]:
+    """Each export scored by the DMD study's protocol (``studies.dmd_curve.Evaluator`` on the run's teacher,
+    codec and held-out world; ``options``: ``student_chain.scoring_options``'s); the figures per stage and the
+    evaluator (its ``protocol``, device and dtype go into the manifest)."""
+    from trackstream.studies.dmd_curve import Evaluator
+
+    evaluator = Evaluator(run_dir, **options)
+    figures = {}
+    for stage, path in exports.items():
+        figures[stage] = evaluator(path)
+        print(f"[{tag}] {stage}: {json.dumps(figures[stage])}", flush=True)
+    return figures, evaluator
+
+
 def ship_small_world(
     run_dir: Path,
     dest: Path = SMALL_DIR,
@@ -134,7 +148,6 @@ def ship_small_world(
     from omegaconf import OmegaConf
 
     from trackstream.eval.oracle_copy import oracle_epe
-    from trackstream.pipeline.student_chain import score_students
 
     run_dir = Path(run_dir).resolve()
     pending = [s for s in STAGES if not stage_done(run_dir / s)]

@@ -1,19 +1,21 @@
-"""The shipped student's whole recipe (issue 27): ODE init -> DMD for 400 generator updates -> AR-Drag's RL.
+"""The shipped student's whole recipe: ODE init -> Self-Forcing DMD -> AR-Drag's RL.
 
     python -m trackstream.pipeline.long_dmd run --run-dir RUN --updates 400     # teacher, ODE init, DMD (hours)
-    python -m trackstream.pipeline.student_chain rl --run-dir RUN               # RL from the 400-update export
+    python -m trackstream.pipeline.student_chain rl --run-dir RUN               # RL from the DMD export
     python -m trackstream.pipeline.student_chain ship --run-dir RUN             # -> assets/tiny-student/
 
 ``rl`` runs ``experiment=rl_tiny`` through the real CLI in ``RUN/rl`` on the DMD export, its conditions from
 the run's ODE pairs and the teacher's world settings (exactly as make run's RL stage does), with the
 settings of ``CHAIN_RL`` (the second RL pilot's: docs/distillation-study.md); ``--set KEY=VALUE`` adds
 overrides. It resumes from its checkpoints like every stage.
-``ship`` scores the RL student, its DMD start and the ODE-init student by the study's protocol
-(``studies.dmd_curve.Evaluator``: 16 held-out clips of the run's world by the one EPE protocol, PSNR, SSIM,
-then 4 clips at 10x the horizon: EPE, PSNR, SSIM and drift), and writes ``assets/tiny-student/``:
-``student/`` (the RL export), ``config.yaml`` (the DMD stage's resolved config: the world the demo's
-scenes come from), ``rl_config.yaml`` and ``manifest.json`` (commands, commit, steps, compute time per
-stage, seeds, every stage's figures, sha256 of each file). The shipped student is the recipe's product
+``ship`` scores the RL student, its DMD start and the ODE-init student with make run's evaluation
+(``eval.stream_eval.run_evaluation``: the floors, the teacher, 16 held-out clips of the run's world by the one
+EPE protocol, PSNR, SSIM; then every student's long streams per window of the horizon, on the panning and the
+knowable world, with and without the sink) and the report's targets, in ``RUN/score/`` (report.md, videos,
+the long-horizon strip), and writes ``assets/tiny-student/``: ``student/`` (the RL export), ``config.yaml``
+(the DMD stage's resolved config: the world the demo's scenes come from), ``rl_config.yaml`` and
+``manifest.json`` (commands, commit, steps, compute time per stage, seeds, the floors, every model's figures,
+the long-horizon windows, the targets, sha256 of each file). The shipped student is the recipe's product
 whether or not a stage helped; the manifest says which figures each stage moved and how far.
 """
 
@@ -25,12 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-from trackstream.pipeline.report import read_metrics
+from trackstream.pipeline.report import json_safe, read_metrics
 from trackstream.pipeline.run import DISTILL, PipelineError, _teacher_settings, _train
 from trackstream.pipeline.ship_student import STUDENT_DIR, fill_release, write_manifest
 from trackstream.pipeline.ship_teacher import ASSET_DIR, AssetError, git_commit, sha256
 
-__all__ = ["CHAIN_RL", "rl_stage", "ship_chain", "add_scoring_args", "scoring_options", "score_students", "main"]
+__all__ = ["CHAIN_RL", "rl_stage", "score_chain", "ship_chain", "add_scoring_args", "scoring_options", "main"]
 
 # The second RL pilot's settings (the first: rl_tiny's defaults for 200 steps from 300 updates, every
 # figure worse): a larger group, full-strength SDE noise on the one stochastic step, the motion reward
@@ -112,28 +114,73 @@ def _stage_overrides(stage_dir: Path) -> list[str]:
     return [x for x in lines if x.split("=")[0].lstrip("+").startswith(("stage.", "trainer.", "experiment"))]
 
 
-def _held_out(figures: dict) -> dict:
-    """The study's figure names -> the manifest's (``student_*`` as make run's report names them)."""
-    out = {f"student_{k}": figures[k] for k in ("epe_with_tracks", "epe_without_tracks")}
-    out |= {
-        "student_psnr_with_tracks": figures["psnr_with_tracks"],
-        "student_ssim_with_tracks": figures["ssim_with_tracks"],
+# the held-out figures a manifest carries per model (report.json keys, prefix left out)
+HELD_OUT = ("epe_with_tracks", "epe_without_tracks", "psnr_with_tracks", "ssim_with_tracks")
+
+
+def score_chain(
+    run_dir: Path,
+    exports: dict[str, Path],
+    *,
+    clips: int = 16,
+    long_clips: int = 8,
+    long_factor: int = 10,
+    teacher_steps: int = 48,
+    device: str = "auto",
+    dtype: str = "auto",
+) -> dict:
+    """make run's evaluation (``eval.stream_eval.run_evaluation``: floors, teacher, the students side by side,
+    every student's long streams per window) of the chain's ODE-init, DMD and RL exports, on the run's teacher,
+    codec and world, with the report's targets; writes ``RUN/score/`` (report.md, report.json, videos, plots)."""
+    from omegaconf import OmegaConf
+
+    from trackstream.data.clips import DataConfig
+    from trackstream.eval.stream_eval import StreamEvalConfig, run_evaluation
+    from trackstream.pipeline.report import write_report
+
+    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)
+    teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
+    ev = StreamEvalConfig(
+        long_factor=long_factor,
+        long_clips=long_clips,
+        timing_repeats=5,
+        num_tracks=teacher_cfg["eval"]["num_tracks"],
+        long_students="all",
+    )
+    score_dir = run_dir / "score"
+    score_dir.mkdir(exist_ok=True)
+    figures = run_evaluation(
+        score_dir,
+        teacher=str(run_dir / "teacher" / "export" / "teacher"),
+        codec=cfg["codec"]["checkpoint"],
+        students={"ode_init": str(exports["ode_init"]), "dmd": str(exports["dmd"]), "student": str(exports["rl"])},
+        data=DataConfig(**{**cfg["data"], "eval_samples": clips}),
+        teacher_steps=teacher_steps,
+        shift=float(cfg["schedule"]["shift"]),
+        codec_name=cfg["codec"]["name"],
+        cfg=ev,
+        device=device,
+        dtype=dtype,
+        student_stage="rl",
+    )
+    figures["protocol"] = {
+        "clips": clips,
+        "long_clips": long_clips,
+        "long_factor": long_factor,
+        "num_frames": figures["num_frames"],
+        "long_frames": figures["long_rollout_frames"],
+        "teacher_steps": teacher_steps,
+        "input_tracks_per_clip": ev.num_tracks,
+        "tracker": ev.tracker,
+        "device": device,
+        "dtype": dtype,
     }
-    return out | {f"long_{k}": figures[f"long_{k}"] for k in ("epe", "psnr", "ssim")} | {"drift": figures["drift"]}
+    return write_report(score_dir, figures)
 
 
-def score_students(run_dir: Path, exports: dict[str, Path], *, tag: str, **options) -> tuple[dict, object]:
-    """Each export scored by the study's protocol (``studies.dmd_curve.Evaluator`` on the run's teacher,
-    codec and held-out world; ``options``: ``scoring_options``'s); the figures per stage and the evaluator
-    (its ``protocol``, device and dtype go into a manifest)."""
-    from trackstream.studies.dmd_curve import Evaluator
-
-    evaluator = Evaluator(run_dir, **options)
-    figures = {}
-    for stage, path in exports.items():
-        figures[stage] = evaluator(path)
-        print(f"[{tag}] {stage}: {json.dumps(figures[stage])}", flush=True)
-    return figures, evaluator
+def _windows(streams: dict) -> dict:
+    """A student's long-horizon figures without the per-clip and per-chunk detail (report.json keeps those)."""
+    return {k: {"windows": r["windows"], "num_clips": r["num_clips"]} for k, r in streams.items()}
 
 
 def ship_chain(
@@ -141,8 +188,9 @@ def ship_chain(
     dest: Path = STUDENT_DIR,
     *,
     clips: int = 16,
-    long_clips: int = 4,
+    long_clips: int = 8,
     long_factor: int = 10,
+    teacher_steps: int = 48,
     device: str = "auto",
     dtype: str = "auto",
 ) -> dict:
@@ -158,16 +206,25 @@ def ship_chain(
     for stage, path in exports.items():
         _need(path / "network.json", f"{stage} export", f"run the chain's commands first: {'; '.join(COMMANDS)}")
     results = {s: json.loads((run_dir / s / "results.json").read_text()) for s in ("teacher", "ode_init", "dmd", "rl")}
-    opts = dict(clips=clips, long_clips=long_clips, long_factor=long_factor, device=device, dtype=dtype)
-    figures, evaluator = score_students(run_dir, exports, tag="student_chain", **opts)
+    report = score_chain(
+        run_dir,
+        exports,
+        clips=clips,
+        long_clips=long_clips,
+        long_factor=long_factor,
+        teacher_steps=teacher_steps,
+        device=device,
+        dtype=dtype,
+    )
 
     copies = {"student": exports["rl"], "config.yaml": run_dir / "dmd" / "config.yaml"}
     fill_release(dest, copies | {"rl_config.yaml": run_dir / "rl" / "config.yaml"})
     cfg = OmegaConf.load(run_dir / "dmd" / "config.yaml")
     rl_cfg = OmegaConf.load(run_dir / "rl" / "config.yaml")
+    models = {"teacher": "teacher", "ode_init": "ode_init", "dmd": "dmd", "rl": "student"}
     manifest = {
         "name": "tiny-student",
-        "recipe": "ODE init -> Self-Forcing DMD (400 generator updates) -> AR-Drag RL (GRPO)",
+        "recipe": "ODE init -> Self-Forcing DMD (rolled past the teacher's horizon) -> AR-Drag RL (GRPO)",
         "command": "; ".join(COMMANDS),
         "git_commit": git_commit(),
         "teacher_release": {"dir": "assets/tiny-teacher", "manifest_sha256": sha256(ASSET_DIR / "manifest.json")},
@@ -183,17 +240,32 @@ def ship_chain(
             "trainer.seed (dmd)": cfg.trainer.seed,
             "trainer.seed (rl)": rl_cfg.trainer.seed,
         },
-        "protocol": evaluator.protocol | {"device": str(evaluator.device), "dtype": str(evaluator.dtype)},
-        "held_out": _held_out(figures["rl"]) | {"num_heldout": clips, "num_frames": evaluator.data.num_frames},
-        "stages_held_out": {s: _held_out(f) for s, f in figures.items()},
+        "protocol": report["protocol"],
+        "floors": report["floors"],
+        "epe_frozen_video": report["epe_frozen_video"],
+        "held_out": {stage: {k: report.get(f"{prefix}_{k}") for k in HELD_OUT} for stage, prefix in models.items()}
+        | {"num_heldout": report["num_heldout"], "num_frames": report["num_frames"]},
+        "long_horizon": {
+            stage: _windows(report["long_horizon"][prefix])
+            for stage, prefix in models.items()
+            if prefix in report["long_horizon"]
+        },
+        "targets": {
+            k: {"value": v["value"], "threshold": v["threshold"], "met": v["met"]}
+            for k, v in report["targets"].items()
+            if v["role"] == "target" and k != "total_time"
+        },
+        "report": "RUN/score/report.md (videos, plots, the long-horizon strip)",
     }
-    return write_manifest(dest, manifest)
+    return write_manifest(dest, json_safe(manifest))
 
 
-def add_scoring_args(ap: argparse.ArgumentParser) -> None:
-    """The options of scoring students by the study's protocol when shipping them (``scoring_options``)."""
+def add_scoring_args(ap: argparse.ArgumentParser, *, long_clips: int = 8) -> None:
+    """The options of scoring students when shipping them (``scoring_options``)."""
     ap.add_argument("--clips", type=int, default=16, help="ship: held-out clips at the training horizon")
-    ap.add_argument("--long-clips", type=int, default=4, help="ship: clips at --long-factor x the horizon")
+    ap.add_argument(
+        "--long-clips", type=int, default=long_clips, help="ship: clips per long-stream world (>= 8: proxy FVD)"
+    )
     ap.add_argument("--long-factor", type=int, default=10)
     ap.add_argument("--device", default="auto", help="ship: where the students are scored (auto: CUDA if present)")
     ap.add_argument("--dtype", default="auto", help="ship: auto (bf16 on CUDA, fp32 on CPU), bfloat16 or float32")
@@ -215,15 +287,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="rl: an extra Hydra override")
     ap.add_argument("--dest", type=Path, default=STUDENT_DIR, help="ship: the release folder")
     add_scoring_args(ap)
+    ap.add_argument("--teacher-steps", type=int, default=48, help="ship: the teacher's Euler steps in its evaluation")
     args = ap.parse_args(argv)
     try:
         if args.command == "rl":
             print(json.dumps(rl_stage(args.run_dir, args.set), indent=2))
         else:
-            m = ship_chain(args.run_dir, args.dest, **scoring_options(args))
+            m = ship_chain(args.run_dir, args.dest, teacher_steps=args.teacher_steps, **scoring_options(args))
             print(f"[student_chain] {args.dest}: {len(m['sha256'])} files, {m['bytes'] / 2**20:.1f} MiB")
-            for stage, f in m["stages_held_out"].items():
-                print(f"[student_chain]   {stage:9s} " + " ".join(f"{k}={v:.3f}" for k, v in f.items()))
+            for stage, f in m["held_out"].items():
+                if isinstance(f, dict):
+                    print(
+                        f"[student_chain]   {stage:9s} "
+                        + " ".join(f"{k}={v:.3f}" for k, v in f.items() if v is not None)
+                    )
+            for k, t in m["targets"].items():
+                print(
+                    f"[student_chain]   target {k}: {t['value']} vs {t['threshold']}: {'met' if t['met'] else 'NOT met'}"
+                )
     except (PipelineError, AssetError) as e:
         print(f"[student_chain] error: {e}", file=sys.stderr)
         return 2
