@@ -312,7 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
     )
     h, w = net.conventions.height, net.conventions.width
-    scenes = make_scenes(args.scenes, seed=args.scene_seed, height=h, width=w)
+    from trackstream.stream.demo.session import world_for
+
+    # the scenes' textures at the student's world's scale (its run config), as it was trained on
+    texture_scale = world_for(Path(args.student), h, w).texture_scale
+    scenes = make_scenes(args.scenes, seed=args.scene_seed, height=h, width=w, texture_scale=texture_scale)
     if args.kinds:
         kinds = {k.strip() for k in args.kinds.split(",")}
         scenes = [s for s in scenes if s.kind in kinds]
@@ -347,6 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         "dtype": str(dtype).removeprefix("torch."),
         "wall_s": round(time.perf_counter() - t0, 1),
         "torch_threads": torch.get_num_threads(),
+        "texture_scale": texture_scale,
     }
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     (out / "table.md").write_text(table(result))

@@ -29,6 +29,7 @@ class Sizes:
     eval_samples: int = 16  # held-out clips
     long_factor: int = 10  # long rollout = factor x the training horizon
     long_clips: int = 2
+    long_students: str = "all"  # whose long streams are scored per window: "all" students or the "last" (DMD)
     timing_repeats: int = 25
     rl: tuple[str, ...] | None = None  # experiment=rl_tiny overrides; None: no RL stage (added later: last)
 

@@ -289,6 +289,7 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     ev = StreamEvalConfig(
         long_factor=sizes.long_factor,
         long_clips=sizes.long_clips,
+        long_students=sizes.long_students,
         timing_repeats=sizes.timing_repeats,
         num_tracks=teacher_cfg["eval"]["num_tracks"],
     )
@@ -333,6 +334,7 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
             old["teacher_from"] = "shipped"
         if "rl" not in old:  # recorded before the RL stage existed: it only appends a stage after DMD
             old["rl"] = json.loads(json.dumps(asdict(sizes)))["rl"]
+        old.setdefault("long_students", sizes.long_students)  # evaluation only: trains nothing differently
         if old != json.loads(json.dumps(asdict(sizes))):
             raise PipelineError(
                 f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "

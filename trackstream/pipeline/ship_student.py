@@ -1,5 +1,5 @@
-"""Ship make run's distilled student as a small release folder (what ``assets/tiny-student`` was until the
-whole chain replaced it: ``pipeline.student_chain``).
+"""Ship make run's distilled student as a small release folder (``assets/tiny-student`` is normally the whole
+chain's, ``pipeline.student_chain``; this one stands in while a chain on a new teacher is still running).
 
     make run                                                     # RUN_DIR=runs/make-run
     python -m trackstream.pipeline.ship_student --run-dir runs/make-run --dest DIR   # -> DIR/
@@ -7,8 +7,8 @@ whole chain replaced it: ``pipeline.student_chain``).
 The folder is what the demo's browser test and a person without the time for ``make run`` stream
 from: ``student/`` (the DMD export: Wan DiT files, heads, network.json), ``config.yaml`` (the DMD
 stage's resolved config: the world the scenes come from) and ``manifest.json``: the command, the
-commit the run was made from, steps and wall time per stage, seeds, the run's held-out figures and
-the sha256 of every file (``pipeline.ship_teacher.verify_asset`` checks them). The codec is the teacher
+commit the run was made from, steps and wall time per stage, seeds, the run's held-out figures, its floors,
+its long-horizon windows, its targets and the sha256 of every file (``pipeline.ship_teacher.verify_asset`` checks them). The codec is the teacher
 release's (``assets/tiny-teacher/codec.pt``, recorded by its sha256), not copied.
 """
 
@@ -78,6 +78,11 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
         "wall_time_s": {s: v.get("seconds") for s, v in stages.items()} | {"total": figures.get("total_seconds")},
         "seeds": {"data.seed": cfg.data.seed, "data.eval_seed": cfg.data.eval_seed, "trainer.seed": cfg.trainer.seed},
         "held_out": {k: figures[k] for k in FIGURES if k in figures},
+        "floors": figures.get("floors"),
+        "long_horizon": {  # per student and stream: the windows (report.json keeps per-clip and per-chunk detail)
+            name: {k: {"windows": r["windows"], "num_clips": r["num_clips"]} for k, r in streams.items()}
+            for name, streams in (figures.get("long_horizon") or {}).items()
+        },
         "targets": {
             k: {"value": v.get("value"), "threshold": v.get("threshold"), "met": v.get("met")}
             for k, v in figures.get("targets", {}).items()
@@ -121,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         "--dest",
         type=Path,
         required=True,
-        help="the release folder to write (assets/tiny-student is the chain's since issue 27: student_chain ship)",
+        help="the release folder to write (assets/tiny-student is normally the whole chain's: student_chain ship)",
     )
     ap.add_argument("--commit", default=None, help="the commit the run was made from (default: this checkout's HEAD)")
     args = ap.parse_args(argv)
