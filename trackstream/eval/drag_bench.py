@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                 "rotate2d, rotate3d)"
             )
     tracker = build_tracker(
-        args.tracker, **({"checkpoint": args.tracker_checkpoint} if args.tracker_checkpoint else {})
+        args.tracker, **({"checkpoint_path": args.tracker_checkpoint} if args.tracker_checkpoint else {})
     )
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
