@@ -183,18 +183,9 @@ def _windows(streams: dict) -> dict:
     return {k: {"windows": r["windows"], "num_clips": r["num_clips"]} for k, r in streams.items()}
 
 
-def ship_chain(
-    run_dir: Path,
-    dest: Path = STUDENT_DIR,
-    *,
-    clips: int = 16,
-    long_clips: int = 8,
-    long_factor: int = 10,
-    teacher_steps: int = 48,
-    device: str = "auto",
-    dtype: str = "auto",
-) -> dict:
-    """Score the chain's three students and ship the RL one to ``dest`` (see the module docstring)."""
+def ship_chain(run_dir: Path, dest: Path = STUDENT_DIR, **scoring) -> dict:
+    """Score the chain's three students (``scoring``: ``score_chain``'s options) and ship the RL one to ``dest``
+    (see the module docstring)."""
     from omegaconf import OmegaConf
 
     run_dir = Path(run_dir).resolve()
@@ -206,16 +197,7 @@ def ship_chain(
     for stage, path in exports.items():
         _need(path / "network.json", f"{stage} export", f"run the chain's commands first: {'; '.join(COMMANDS)}")
     results = {s: json.loads((run_dir / s / "results.json").read_text()) for s in ("teacher", "ode_init", "dmd", "rl")}
-    report = score_chain(
-        run_dir,
-        exports,
-        clips=clips,
-        long_clips=long_clips,
-        long_factor=long_factor,
-        teacher_steps=teacher_steps,
-        device=device,
-        dtype=dtype,
-    )
+    report = score_chain(run_dir, exports, **scoring)
 
     copies = {"student": exports["rl"], "config.yaml": run_dir / "dmd" / "config.yaml"}
     fill_release(dest, copies | {"rl_config.yaml": run_dir / "rl" / "config.yaml"})
