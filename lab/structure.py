@@ -7,6 +7,7 @@ other, and imports of another module's private names.
 Floors are the house's (models, diffusion < data < stream < eval < train < distill < pipeline, bench); a
 package the table does not know is listed with floor "?".
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,18 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-FLOORS = {"models": 0, "diffusion": 0, "data": 1, "stream": 2, "eval": 3, "train": 4, "distill": 5,
-          "pipeline": 6, "bench": 6, "studies": 6}
+FLOORS = {
+    "models": 0,
+    "diffusion": 0,
+    "data": 1,
+    "stream": 2,
+    "eval": 3,
+    "train": 4,
+    "distill": 5,
+    "pipeline": 6,
+    "bench": 6,
+    "studies": 6,
+}
 PREFIX = "trackstream."
 
 
@@ -56,20 +67,30 @@ def measure(repo: Path) -> dict:
                 private += [f"{rel}: {module}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
     up = [f"{a} -> {b}" for (a, b) in edges if FLOORS.get(b, -1) > FLOORS.get(a, 99)]
     mutual = sorted({" <-> ".join(sorted((a, b))) for (a, b) in edges if (b, a) in edges})
-    return {"files": dict(files), "lines": dict(lines),
-            "imports": {f"{a} -> {b}": n for (a, b), n in sorted(edges.items())},
-            "arrows_up": sorted(up), "mutual_packages": mutual, "private_imports": private}
+    return {
+        "files": dict(files),
+        "lines": dict(lines),
+        "imports": {f"{a} -> {b}": n for (a, b), n in sorted(edges.items())},
+        "arrows_up": sorted(up),
+        "mutual_packages": mutual,
+        "private_imports": private,
+    }
 
 
 def render(m: dict) -> str:
     rows = ["| package | floor | files | lines | imports (package: import statements) |", "|---|---|---|---|---|"]
     for pkg in sorted(m["files"], key=lambda p: (FLOORS.get(p, 9), p)):
         deps = ", ".join(f"{k.split(' -> ')[1]}: {n}" for k, n in m["imports"].items() if k.startswith(pkg + " -> "))
-        rows.append(f"| {pkg} | {FLOORS.get(pkg, '?') if pkg != '(root)' else ''} | {m['files'][pkg]} | "
-                    f"{m['lines'][pkg]} | {deps} |")
-    rows += ["", f"arrows up: {', '.join(m['arrows_up']) or 'none'}",
-             f"packages importing each other: {', '.join(m['mutual_packages']) or 'none'}",
-             f"imports of another module's private names: {len(m['private_imports'])}"]
+        rows.append(
+            f"| {pkg} | {FLOORS.get(pkg, '?') if pkg != '(root)' else ''} | {m['files'][pkg]} | "
+            f"{m['lines'][pkg]} | {deps} |"
+        )
+    rows += [
+        "",
+        f"arrows up: {', '.join(m['arrows_up']) or 'none'}",
+        f"packages importing each other: {', '.join(m['mutual_packages']) or 'none'}",
+        f"imports of another module's private names: {len(m['private_imports'])}",
+    ]
     rows += [f"  {p}" for p in m["private_imports"]]
     return "\n".join(rows)
 
