@@ -21,7 +21,7 @@ from trackstream.models.codecs import (
     convert_official22_to_diffusers,
 )
 from trackstream.models.codecs.wan22_vae import official22_to_diffusers_key, wan22_vae_config_from_state_dict
-from trackstream.models.release_folder import find_release, vae_version
+from trackstream.models.formats.release_folder import find_release, vae_version
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from trackstream.models.clip_image import CLIP_MEAN, CLIP_STD, _materialise_buffers
-from trackstream.models.files import read_torch_file
+from trackstream.models.formats.files import read_torch_file
 
 __all__ = [
     "VIT_L14_CONFIG",

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
-from trackstream.models.files import read_torch_file
+from trackstream.models.formats.files import read_torch_file
 
 _CLIP_FIX = "download models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth again (or fix model.image_encoder_path)"
 
@@ -228,7 +228,7 @@ def load_image_encoder(path: str | Path, *, dtype: torch.dtype | None = None) ->
     if path.is_dir() and (path / "config.json").is_file() and not any(path.glob("*.pth")):
         return CLIPImageEncoder.from_pretrained(path, dtype=dtype)
     if path.is_dir():
-        from trackstream.models.release_folder import find_release
+        from trackstream.models.formats.release_folder import find_release
 
         path = find_release(path).require("clip", field_name="model.image_encoder_path").clip
     sd = read_torch_file(path, fix=_CLIP_FIX, mmap=True)

@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
     # every input checked before the first chunk: a bad file is the parser's one-line error (exit 2) naming
-    # it and the fix (models.files, data.track_inputs), not a traceback; nothing is written
+    # it and the fix (models.formats.files, data.track_inputs), not a traceback; nothing is written
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
         ap.error(f"--image {args.image!r} could not be read as an image (a missing file, or not PNG / JPEG)")

@@ -35,7 +35,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.models.checkpoint import split_subkey
+from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.train.checkpoint import refuse_foreign_run
 from trackstream.train.config import TrainConfig, register_configs, resolved_container, validate
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything

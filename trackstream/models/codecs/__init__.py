@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from trackstream.models.codec_names import CODEC_NAMES
-from trackstream.models.release_folder import find_release, is_release_folder, vae_version
+from trackstream.models.formats.release_folder import find_release, is_release_folder, vae_version
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 from .taehv import TAEHV, TAEHV_RELEASES, TAEHVConfig, TAEHVDecodeState
@@ -127,7 +127,7 @@ def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> 
     if checkpoint is not None and not os.path.exists(checkpoint):
         raise ValueError(f"codec {name!r}: checkpoint path {checkpoint!r} does not exist")
     if checkpoint is not None:
-        from trackstream.models.files import check_shipped
+        from trackstream.models.formats.files import check_shipped
 
         check_shipped(checkpoint)  # e.g. assets/tiny-teacher/codec.pt: its sha256 against the release's manifest
     if name in _WAN_VAES:
