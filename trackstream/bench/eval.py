@@ -8,7 +8,7 @@ and FID (Inception-v3 pool3) with RANDOMLY INITIALISED networks of the official 
 time of a forward does not depend on the weights, the values printed for them mean nothing (the real
 files are not on this machine). FVD's I3D is a TorchScript file only, so it is left out.
 
-    python -m trackstream.bench.eval                 # 16 clips, 2 threads
+    trackstream bench-eval                 # 16 clips, 2 threads
 """
 
 from __future__ import annotations

@@ -27,6 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from trackstream.models.precision import concrete_precision
+
 __all__ = [
     "Runtime",
     "init_runtime",
@@ -158,10 +160,7 @@ def init_runtime(
     cuda = torch.cuda.is_available() and device != "cpu"
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
-    if precision == "auto":
-        precision = "bf16" if cuda else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"trainer.precision={precision!r}; choose auto, fp32 or bf16")
+    precision = concrete_precision(precision, "cuda" if cuda else "cpu", field="trainer.precision", training=True)
     handlers: list = []
     if world_size > 1:  # a backend handler in a single process makes accelerate query a missing group
         handlers.append(InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes)))
