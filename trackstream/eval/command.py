@@ -36,7 +36,7 @@ from trackstream.eval.harness import (
 )
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 
-__all__ = ["EvalCommandConfig", "EvalRefused", "check_field_types", "evaluate"]
+__all__ = ["EvalCommandConfig", "EvalRefused", "benchmark_world", "check_field_types", "evaluate"]
 # metrics whose feature network loads local weights (eval.harness.Extractors)
 FEATURE_METRICS = ("lpips", "fid", "fvd", "proxy_fvd")
 
@@ -154,7 +154,9 @@ class EvalCommandConfig:
         return runs
 
 
-def _data_config(cfg: EvalCommandConfig, data: Optional[dict]):
+def benchmark_world(cfg: EvalCommandConfig, data: Optional[dict]):
+    """The synthetic benchmark's world: ``data_config``'s ``data.*`` (a run's config.yaml), else ``data``
+    (the command's own ``data`` group); None when neither is given."""
     from omegaconf import OmegaConf
 
     from trackstream.data.clips import DataConfig
@@ -266,7 +268,7 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
             cfg = dataclasses.replace(cfg, references=[r for r in cfg.references if r not in CODEC_REFERENCES])
         tracker_kw = {"checkpoint_path": cfg.tracker_checkpoint} if cfg.tracker_checkpoint else {}
         tracker = build_tracker(cfg.tracker, **tracker_kw)
-        samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, data))
+        samples = load_benchmark(cfg.benchmark, data_cfg=benchmark_world(cfg, data))
     except (ValueError, ImportError, FileNotFoundError) as err:  # CoTracker3 not installed, a weights file missing
         raise EvalRefused(str(err)) from err
     log.info(

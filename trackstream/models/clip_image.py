@@ -37,6 +37,7 @@ __all__ = [
     "preprocess_clip_image",
     "convert_wan_clip_visual",
     "CLIPImageEncoder",
+    "materialise_buffers",
     "visual_config_from_state_dict",
     "load_image_encoder",
 ]
@@ -126,7 +127,7 @@ def convert_wan_clip_visual(
     return out
 
 
-def _materialise_buffers(model: nn.Module) -> None:
+def materialise_buffers(model: nn.Module) -> None:
     """Rebuild the non-persistent buffers a meta-device build leaves empty after ``assign``.
 
     The model is built on ``meta`` so that the 632M-parameter tower is not randomly initialised
@@ -180,7 +181,7 @@ class CLIPImageEncoder(nn.Module):
         prefix = "vision_model." if any(k.startswith("vision_model.") for k in model.state_dict()) else ""
         converted = convert_wan_clip_visual(sd, prefix=prefix)
         model.load_state_dict(converted, strict=True, assign=True)
-        _materialise_buffers(model)
+        materialise_buffers(model)
         model = model.to(dtype) if dtype is not None else model
         return cls(model)
 
