@@ -58,6 +58,16 @@ def test_every_entry_point_takes_the_one_spelling():
         parsed_precision(ap, ap.parse_args(["--device", "cpu", "--dtype", "fp16"]), training=True)
 
 
+def test_the_prepare_cache_takes_the_precisions_numpy_stores():
+    from trackstream.data.prepare_shards import PrepareConfig
+
+    for given in ("fp16", "float16"):  # one fingerprint whichever spelling: a resumed prepare matches
+        cfg = PrepareConfig(input="in", output="out", cache_dtype=given)
+        assert cfg.cache_dtype == "fp16" and cfg.content_fingerprint()["cache_dtype"] == "float16"
+    with pytest.raises(ValueError, match="cache_dtype='bf16': the cache is stored by numpy; choose fp16 or fp32"):
+        PrepareConfig(input="in", output="out", cache_dtype="bf16")
+
+
 def test_the_auto_rule_is_written_once():
     """No other module decides bf16-on-CUDA itself: a conditional choosing a precision from the device type
     (``"bf16" if ... cuda``, ``torch.bfloat16 if ... cuda``) appears only in models/precision.py."""
