@@ -10,7 +10,7 @@ fine segment) with each I in ``--iterations``: the reference passes (one per SFS
 x0 pass and I forward + backward passes, then the rest of the chunk. Rounds are interleaved and the
 median is reported; RF(I) = drag seconds / plain seconds. Larger drags multiply the iterations by
 their segment count (one per token of motion or 8 degrees). ``--device`` / ``--dtype``: default CUDA +
-bfloat16 when a GPU is present, else CPU + float32. There is no export here (random weights built in
+bf16 when a GPU is present, else CPU + fp32. There is no export here (random weights built in
 place), so the network and codec are cast as ``models.conditioner.load_export`` casts an export.
 """
 

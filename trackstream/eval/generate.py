@@ -10,7 +10,7 @@
 The codec must be the run's latent space (the tiny runs: ``<teacher run>/codec/codec.pt``; real runs:
 the Wan VAE release folder). Random numbers (noise, track IDs) are keyed by the sample's position
 and ``seed``, so every run sees the same noise for the same sample. ``device`` / ``dtype`` (default
-"auto": CUDA + bfloat16 when a GPU is present, else CPU + float32) place and cast the export through
+"auto": CUDA + bf16 when a GPU is present, else CPU + fp32) place and cast the export through
 ``models.conditioner.load_export``; every input made here follows the network's device.
 """
 
