@@ -23,8 +23,8 @@ from trackstream.data.clips import DataConfig, make_world
 from trackstream.eval.long_horizon import long_horizon_figures
 from trackstream.eval.stream_eval import StreamEvalConfig, student_network
 from trackstream.models.conditioner import load_export
-from trackstream.models.precision import add_precision_args, resolve_precision
 from trackstream.stream.engine import StreamingGenerator
+from trackstream.stream.options import add_precision_args, parsed_precision
 
 TEACHER = Path(__file__).resolve().parents[1] / "assets" / "tiny-teacher"
 
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     add_precision_args(ap)
     args = ap.parse_args(argv)
-    device, dtype = resolve_precision(args.device, args.dtype)
+    device, dtype = parsed_precision(ap, args)
     torch.set_num_threads(args.threads)
     folder = args.student / "student" if (args.student / "student").is_dir() else args.student / "export" / "student"
     cfg = OmegaConf.to_container(OmegaConf.load(args.student / "config.yaml"), resolve=True)

@@ -27,7 +27,7 @@ from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.floors import floor_figures
 from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
 from trackstream.models.conditioner import load_export
-from trackstream.models.precision import add_precision_args, resolve_precision
+from trackstream.stream.options import add_precision_args, parsed_precision
 
 
 def step_motion(videos: np.ndarray, tracker) -> list[float]:
@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     add_precision_args(ap)
     args = ap.parse_args(argv)
-    device, dtype = resolve_precision(args.device, args.dtype)
+    device, dtype = parsed_precision(ap, args)
     torch.set_num_threads(args.threads)
     run = args.teacher.parents[1] if args.teacher.parent.name == "export" else args.teacher.parent
     codec = args.codec or next(p for p in (run / "codec.pt", run / "codec" / "codec.pt") if p.is_file())

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from transformers import T5Tokenizer, UMT5Config, UMT5EncoderModel
 
-from trackstream.models.checkpoint import save_wan
 from trackstream.models.codecs import WanVAE, WanVAEConfig
 from trackstream.models.codecs.wan22_vae import Wan22VAE, Wan22VAEConfig
 from trackstream.models.flavors import build_wan
 from trackstream.models.text_encoders import UMT5_XXL_CONFIG
+from trackstream.models.wan_io import save_wan
 
 TINY_CLIP = dict(
     hidden_size=32,

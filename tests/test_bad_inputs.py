@@ -257,7 +257,7 @@ def test_row6_missing_feature_weights_are_reported_before_any_generation(tmp_pat
         run=str(STUDENT),
         metrics=["epe", "fid"],
         weights={k: v.format(tmp=tmp_path) for k, v in weights.items()},
-        generate={"codec": str(CODEC), "device": "cpu"},
+        generate={"codec": {"checkpoint": str(CODEC)}, "device": "cpu"},
         benchmark={"num_samples": 1},
         out=str(tmp_path / "out"),
     )

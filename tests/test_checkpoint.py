@@ -6,9 +6,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from trackstream.models.checkpoint import CheckpointError, load_wan, read_state_dict, save_wan
 from trackstream.models.flavors import build_wan, flavor_config
-from trackstream.models.wan_formats import diffusers_to_official, official_to_diffusers
+from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict
+from trackstream.models.formats.wan_formats import diffusers_to_official, official_to_diffusers
+from trackstream.models.wan_io import load_wan, save_wan
 
 
 def _rand(model):

@@ -19,9 +19,10 @@ import pytest
 import torch
 
 from trackstream.cli import main as cli_main
-from trackstream.models.checkpoint import CheckpointError, load_wan, read_state_dict, split_subkey
 from trackstream.models.flavors import build_wan
+from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict, split_subkey
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, load_network, save_network
+from trackstream.models.wan_io import load_wan
 from trackstream.train.weights import initialise
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def test_training_pt_errors_say_the_fix(tmp_path):
     with pytest.raises(CheckpointError, match="no entry 'ema'"):
         initialise(net, init_from=f"{pt}::ema")
     folder = tmp_path / "official"
-    from trackstream.models.checkpoint import save_wan
+    from trackstream.models.wan_io import save_wan
 
     save_wan(dit, folder)
     with pytest.raises(CheckpointError, match="drop ::generator"):

@@ -404,7 +404,7 @@ def test_build_codec_names_and_errors():
         assert codec.num_pixel_frames(3, first_chunk=False) == 12
     assert codecs["wan2.1-vae"].latent_channels == 4
     assert codecs["taehv-wan2.1"].latent_channels == 16 and codecs["tiny-ae"].latent_channels == 16
-    with pytest.raises(ValueError, match="unknown codec name"):
+    with pytest.raises(ValueError, match="is not a codec name"):
         build_codec("sd-vae")
     with pytest.raises(ValueError, match="unknown option"):
         build_codec("tiny-ae", widht=16)

@@ -198,12 +198,12 @@ def _clear_hydra():
 @pytest.mark.usefixtures("_clear_hydra")
 def test_wan22_5b_with_the_tiny_decoder_validates(tmp_path):
     five_b = ("experiment=teacher_wan2.2_5b_704p", "model=wan2.2_ti2v_5b")
-    typed = validate(_compose(tmp_path, *five_b, "codec=taehv_wan2.2"))
+    typed = validate(_compose(tmp_path, *five_b, "codec=taehv-wan2.2"))
     assert typed.model.flavor == "wan2.2-ti2v-5b"
     assert typed.codec.name == "taehv-wan2.2" and typed.codec.checkpoint.endswith("taew2_2.pth")
     # the Wan 2.1 tiny decoder makes 16-channel latents: refused for the 48-channel 5B
-    with pytest.raises(ValueError, match="codec=taehv_wan2.2"):
-        validate(_compose(tmp_path, *five_b, "codec=taehv"))
+    with pytest.raises(ValueError, match="codec=taehv-wan2.2"):
+        validate(_compose(tmp_path, *five_b, "codec=taehv-wan2.1"))
     # 16x spatial: 720 px is 45 latent rows here (90 for an 8x codec), which the DiT's 2x2 patch cannot split
     with pytest.raises(ValueError, match=r"spatial factor 16.*\(45\)"):
-        validate(_compose(tmp_path, *five_b, "codec=taehv_wan2.2", "data.height=720"))
+        validate(_compose(tmp_path, *five_b, "codec=taehv-wan2.2", "data.height=720"))

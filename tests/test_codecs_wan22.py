@@ -21,7 +21,7 @@ from trackstream.models.codecs import (
     convert_official22_to_diffusers,
 )
 from trackstream.models.codecs.wan22_vae import official22_to_diffusers_key, wan22_vae_config_from_state_dict
-from trackstream.models.release_folder import find_release, vae_version
+from trackstream.models.formats.release_folder import find_release, vae_version
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -283,6 +283,6 @@ def test_release_folder_with_other_pth_files_finds_the_wan22_vae(small, tmp_path
 def test_codec_config_file_names_the_release_folder():
     from trackstream.train.codec import CodecConfig
 
-    raw = OmegaConf.load(ROOT / "conf" / "codec" / "wan2.2_vae.yaml")
+    raw = OmegaConf.load(ROOT / "conf" / "codec" / "wan2.2-vae.yaml")
     assert raw.name == "wan2.2-vae" and OmegaConf.to_container(raw)["checkpoint"].endswith("/Wan2.2-TI2V-5B")
     CodecConfig(name=raw.name, checkpoint="/data/Wan2.2-TI2V-5B")  # accepted by the schema

@@ -371,8 +371,12 @@ def test_demo_options_are_refused_in_one_line(capsys):
     student, codec = "assets/tiny-student/student", "assets/tiny-teacher/codec.pt"
     assert main(["--student", student, "--codec", codec, "--frame-quality", "0"]) == 2
     assert "--frame-quality 0: must be in [1, 100]" in capsys.readouterr().err
-    assert main(["--student", student, "--codec", codec, "--dtype", "float64"]) == 2
-    assert "dtype='float64'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # the parser's usage error: one spelling, bf16 | fp16 | fp32 | auto
+        main(["--student", student, "--codec", codec, "--dtype", "float64"])
+    assert exit_.value.code == 2 and "--dtype='float64': choose auto (bf16 on CUDA" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # a codec name spelled as the old conf file was: the new spelling named
+        main(["--student", student, "--codec", codec, "--codec-name", "tiny_ae"])
+    assert "it is spelled tiny-ae" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["--student", student, "--codec", codec, "--device", "cuda"]) == 2
         assert "no CUDA device is available" in capsys.readouterr().err

@@ -119,7 +119,7 @@ def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys
                 "--device",
                 "cpu",
                 "--dtype",
-                "bfloat16",
+                "bf16",
                 "--chunks",
                 "5",
             ]
@@ -166,7 +166,9 @@ def test_eval_generation_honours_device_and_dtype(export, loads, kind):
     from trackstream.diffusion.samplers import SamplerConfig
     from trackstream.eval.generate import GenerateConfig, generate_videos
 
-    cfg = GenerateConfig(codec=str(export["codec"]), device="cpu", dtype="bfloat16", sampler=SamplerConfig(steps=2))
+    cfg = GenerateConfig(
+        codec={"checkpoint": str(export["codec"])}, device="cpu", dtype="bf16", sampler=SamplerConfig(steps=2)
+    )
     videos = generate_videos(export[kind], _samples(), mode="with_tracks", cfg=cfg)
     assert videos["s0"].shape == (25, 64, 64, 3) and videos["s0"].dtype == np.uint8
     (call,) = loads
@@ -289,7 +291,7 @@ def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_p
                 "--device",
                 "cpu",
                 "--dtype",
-                "bfloat16",
+                "bf16",
             ]
         )
         == 0
@@ -328,7 +330,7 @@ def test_drag_bench_and_bench_drag_honour_device_and_dtype(export, loads, monkey
                 "--device",
                 "cpu",
                 "--dtype",
-                "bfloat16",
+                "bf16",
             ]
         )
     assert loads[0]["dtype"] == torch.bfloat16 and loads[0]["dit"] == torch.bfloat16
@@ -337,7 +339,7 @@ def test_drag_bench_and_bench_drag_honour_device_and_dtype(export, loads, monkey
             "--device",
             "cpu",
             "--dtype",
-            "bfloat16",
+            "bf16",
             "--rounds",
             "1",
             "--warmup",
@@ -397,7 +399,7 @@ def test_eval_student_engine_follows_the_network_device(export, monkeypatch):
 
     monkeypatch.setattr(StreamingGenerator, "start", start)
     with pytest.raises(_Stop):
-        cfg = GenerateConfig(codec=str(export["codec"]), device="cpu")
+        cfg = GenerateConfig(codec={"checkpoint": str(export["codec"])}, device="cpu")
         generate_videos(export["student"], _samples(), mode="with_tracks", cfg=cfg)
     assert seen["engine"] == torch.device("meta")  # the old engine: its own default, the CPU
 
@@ -415,7 +417,7 @@ def test_eval_teacher_inputs_follow_the_network_device(export, monkeypatch):
 
     monkeypatch.setattr(samplers, "sample", sample)
     with pytest.raises(_Stop):
-        cfg = GenerateConfig(codec=str(export["codec"]), device="cpu")
+        cfg = GenerateConfig(codec={"checkpoint": str(export["codec"])}, device="cpu")
         generate_videos(export["teacher"], _samples(), mode="with_tracks", cfg=cfg)
     assert seen["net"] == torch.device("meta") and seen["inputs"] == {torch.device("meta")}, seen
 

@@ -55,7 +55,7 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
     _run(
         "trackstream.eval",
         f"runs={{teacher: {runs['teacher']}, student: {runs['student']}}}",
-        f"generate.codec={runs['codec']}",
+        f"generate.codec.checkpoint={runs['codec']}",
         f"data_config={runs['config']}",
         "benchmark.num_samples=3",
         "generate.sampler.steps=2",

@@ -18,6 +18,7 @@ from trackstream.distill.ode_init import per_chunk_indices
 from trackstream.models.causal import BlockCausalAttention, CausalConfig
 from trackstream.models.codecs.base import VideoCodec
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS
+from trackstream.models.precision import DTYPES
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames, first_chunk_given, whole_chunks
 from trackstream.train.app import instantiate
@@ -136,7 +137,7 @@ def test_real_recipe_chunk_arithmetic_at_full_size(recipe, tmp_path):
     assert attn.tok_chunk.tolist() == chunk_of_frame and attn.mask.shape == (F, F)
     assert attn.mask[F - 1].sum() == (causal.chunk_len(0) if causal.sink_chunks else 0) + 2 * causal.chunk_frames
     # the ODE pairs this recipe trains on: [K + 1, C, F, h, w] per pair, in the configured dtype
-    pair_bytes = (K + 1) * C * F * h * w * getattr(torch, ode.stage.ode_pairs.dtype).itemsize
+    pair_bytes = (K + 1) * C * F * h * w * DTYPES[ode.stage.ode_pairs.dtype].itemsize
     assert pair_bytes == {"wan2.1-1.3b": 4 * 16 * 21 * 60 * 104 * 2, "wan2.2-5b": 4 * 48 * 31 * 44 * 80 * 2}[recipe]
 
 

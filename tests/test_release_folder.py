@@ -15,15 +15,16 @@ import torch
 from release_helpers import RELEASE_CLIP, RELEASE_VAE, TINY_UMT5, write_release_folder
 
 from trackstream.diffusion.samplers import Condition, SamplerConfig, sample
-from trackstream.models.checkpoint import CheckpointError, load_wan, read_state_dict
 from trackstream.models.clip_image import load_image_encoder
 from trackstream.models.codecs import build_codec
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.flavors import build_wan
+from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict
+from trackstream.models.formats.release_folder import find_release
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
-from trackstream.models.release_folder import find_release
 from trackstream.models.text_encoders import build_text_encoder
 from trackstream.models.tracks import sample_track_ids
+from trackstream.models.wan_io import load_wan
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig

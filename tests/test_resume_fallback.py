@@ -12,8 +12,9 @@ import torch
 import torch.nn as nn
 from test_train_loop import TwoPlayer, _jsonl, _net, _run
 
+from trackstream.models.formats.files import ALLOW_PICKLE_ENV
 from trackstream.train.checkpoint import CheckpointManager, complete_checkpoints, refuse_foreign_run
-from trackstream.train.dist import ALLOW_PICKLE_ENV, init_runtime
+from trackstream.train.dist import init_runtime
 from trackstream.train.ema import EMAConfig
 from trackstream.train.optim import OptimConfig
 from trackstream.train.parallel import ParallelConfig, prepare_network

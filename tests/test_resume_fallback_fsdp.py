@@ -11,7 +11,8 @@ import pytest
 import torch
 from test_train_distributed import TOY, _launch
 
-from trackstream.train.dist import Runtime, UnreadableFile
+from trackstream.models.formats.files import UnreadableFile
+from trackstream.train.dist import Runtime
 from trackstream.train.sharded import load_sharded, sharded_damage
 
 DRIVER = (

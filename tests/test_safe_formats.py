@@ -13,8 +13,8 @@ import torch
 from safetensors import safe_open
 
 from trackstream.distill.pair_shards import INDEX_NAME, PairSet, convert_pairs, load_shard, write_shard
+from trackstream.models.formats.files import ALLOW_PICKLE_ENV, UnreadableFile, read_torch_file
 from trackstream.pipeline.run_pack import FORMAT, pack_run, read_pack, unpack_run
-from trackstream.train.dist import ALLOW_PICKLE_ENV, UnreadableFile, read_state
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -33,25 +33,28 @@ def _one_line(err) -> str:
 # ----------------------------------------------------------------------------- state files
 
 
-def test_read_state_tells_a_damaged_file_from_an_old_pickled_one(tmp_path, monkeypatch):
+def test_the_reader_tells_a_damaged_file_from_an_old_pickled_one(tmp_path, monkeypatch):
     good, old, bad = tmp_path / "good.pt", tmp_path / "old.pt", tmp_path / "bad.pt"
     torch.save({"x": torch.ones(2), "t": (1, "a"), "n": None}, good)
     torch.save({"x": np.ones(2)}, old)  # a numpy array: needs pickle's full unpickler
     bad.write_bytes(b"garbage" * 10)
-    assert read_state(good)["t"] == (1, "a")
-    with pytest.raises(UnreadableFile, match="bad.pt"):
-        read_state(bad)
+    assert read_torch_file(good)["t"] == (1, "a")
+    with pytest.raises(UnreadableFile, match="bad.pt is not a torch checkpoint of tensors"):
+        read_torch_file(bad)
     with pytest.raises(UnreadableFile, match="does not exist"):
-        read_state(tmp_path / "missing.pt")
+        read_torch_file(tmp_path / "missing.pt")
+    with pytest.raises(ValueError, match="it pickles objects other than tensors\\); get it again") as err:
+        read_torch_file(old, fix="get it again", allow_pickle=True)  # no old format of ours: no opt-in
+    assert not isinstance(err.value, UnreadableFile)
     with pytest.raises(ValueError) as err:
-        read_state(old, what="a test file", fix="save it again")
+        read_torch_file(old, old_format="a test file", fix="save it again")
     msg = _one_line(err)
     assert not isinstance(err.value, UnreadableFile)
     assert msg.startswith(f"{old} is a test file in an old pickle-based format, which can run arbitrary code")
     assert f"{ALLOW_PICKLE_ENV}=1" in msg and msg.endswith("save it again")
-    assert isinstance(read_state(old, allow_pickle=True)["x"], np.ndarray)
+    assert isinstance(read_torch_file(old, old_format="a test file", allow_pickle=True)["x"], np.ndarray)
     monkeypatch.setenv(ALLOW_PICKLE_ENV, "1")
-    assert isinstance(read_state(old)["x"], np.ndarray)
+    assert isinstance(read_torch_file(old, old_format="a test file")["x"], np.ndarray)
 
 
 # ----------------------------------------------------------------------------- ODE pair shards
@@ -217,7 +220,7 @@ def test_a_version_1_pack_needs_the_opt_in(tmp_path):
 # ----------------------------------------------------------------------------- weights of released models
 
 
-def test_released_weights_read_through_models_files(tmp_path):
+def test_released_weights_read_through_the_one_reader(tmp_path):
     from trackstream.models.aesthetic import load_aesthetic_head
     from trackstream.models.clip_image import CLIPImageEncoder
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from trackstream.models import files
+from trackstream.models.formats import files
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -96,11 +96,29 @@ def test_codec_names_are_one_list_and_each_builds():
     from trackstream.models.codec_names import CODEC_NAMES
     from trackstream.models.codecs import CODEC_NAMES as PACKAGE
     from trackstream.models.codecs import build_codec
-    from trackstream.train.codec import CODEC_NAMES as CONFIG
 
-    assert PACKAGE is CODEC_NAMES and CONFIG is CODEC_NAMES
-    with pytest.raises(ValueError, match="choose one of"):
+    assert PACKAGE is CODEC_NAMES
+    with pytest.raises(ValueError, match="is not a codec name"):
         build_codec("no-such-codec")
+
+
+def test_each_codec_has_one_spelling_the_conf_files_included(tmp_path):
+    """conf/codec/<stem>.yaml: the stems are the registry's names (``codec=wan2.1-vae`` selects the codec whose
+    ``codec.name`` is wan2.1-vae); an old spelling is one line naming the new one, wherever it is given."""
+    import yaml
+
+    from trackstream.models.codec_names import CODEC_NAMES
+    from trackstream.train.codec import CodecConfig
+
+    files = sorted((ROOT / "conf" / "codec").glob("*.yaml"))
+    assert sorted(p.stem for p in files) == sorted(CODEC_NAMES)
+    assert all(yaml.safe_load(p.read_text())["name"] == p.stem for p in files)
+    for old, new in (("wan2.1_vae", "wan2.1-vae"), ("taehv_wan2.2", "taehv-wan2.2"), ("tiny_ae", "tiny-ae")):
+        with pytest.raises(ValueError, match=f"codec.name='{old}' is not a codec name; it is spelled {new} ") as err:
+            CodecConfig(name=old, checkpoint="x")
+        assert "\n" not in str(err.value)
+    with pytest.raises(ValueError, match="it is spelled taehv-wan2.1 or taehv-wan2.2"):
+        CodecConfig(name="taehv", checkpoint="x")
 
 
 def test_cli_prints_the_resolved_job_config():

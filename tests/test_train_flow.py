@@ -288,8 +288,8 @@ def test_export_and_load_round_trip(tmp_path):
 
 
 def test_init_from_a_narrower_wan_checkpoint_grows_zero_channels(tmp_path):
-    from trackstream.models.checkpoint import save_wan
     from trackstream.models.flavors import build_wan
+    from trackstream.models.wan_io import save_wan
 
     torch.manual_seed(0)
     base = build_wan("tiny", in_dim=36, model_type="t2v")  # an I2V-style base without track channels

@@ -4,8 +4,8 @@ wrote): same random weights through the key map, fp32, max-abs difference <= 1e-
 import pytest
 import torch
 
+from trackstream.models.formats.wan_formats import diffusers_to_official, official_to_diffusers
 from trackstream.models.wan import WanModel
-from trackstream.models.wan_formats import diffusers_to_official, official_to_diffusers
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers import WanTransformer3DModel  # noqa: E402
@@ -103,7 +103,7 @@ def test_ti2v_parity_with_per_frame_timesteps():
 
 def test_ti2v_5b_counts_equal_diffusers_on_the_official_config():
     from trackstream.models.flavors import OFFICIAL_COUNTS, build_wan
-    from trackstream.models.wan_formats import config_from_json, diffusers_config_json
+    from trackstream.models.formats.wan_formats import config_from_json, diffusers_config_json
 
     ours = build_wan("wan2.2-ti2v-5b")
     with torch.device("meta"):

@@ -1,7 +1,7 @@
 """Codec speed benchmark: full vs streaming decode (and encode) for every codec, in one run.
 
-    python -m trackstream.bench.codec                      # CPU-sized: 6 latents -> 21 frames at 64x64
-    python -m trackstream.bench.codec --device cuda --dtype bfloat16 --height 480 --width 832 --latents 21
+    trackstream bench-codec                      # CPU-sized: 6 latents -> 21 frames at 64x64
+    trackstream bench-codec --device cuda --dtype bf16 --height 480 --width 832 --latents 21
 
 Weights are random (architecture speed only; no checkpoint is needed). The Wan VAE is the real
 released configuration. Reported: seconds per call (median of --repeats after one warm-up),
@@ -17,6 +17,7 @@ import torch
 
 from trackstream.bench.timing import time_calls
 from trackstream.models.codecs import CODEC_NAMES, VideoCodec, build_codec
+from trackstream.stream.options import add_precision_args, parsed_precision
 
 
 def bench(codec: VideoCodec, args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> dict:
@@ -45,13 +46,12 @@ def main() -> None:
     parser.add_argument("--latents", type=int, default=6, help="latent frames (6 -> 21 pixel frames)")
     parser.add_argument("--chunk", type=int, default=3, help="latents per streaming chunk")
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    add_precision_args(parser, device="cpu", dtype="fp32")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave default)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    device, dtype = parsed_precision(parser, args)
 
     print(
         f"# device={device} dtype={args.dtype} threads={torch.get_num_threads()} "

@@ -1,9 +1,9 @@
 """Step benchmarks of the distillation stages: a DMD critic update, a DMD generator update, an ODE-init update.
 
-    python -m trackstream.bench.distill                                   # tiny_dmd + tiny_ode_init on CPU
-    python -m trackstream.bench.distill --real                            # the four real recipes (GPU, bf16)
-    python -m trackstream.bench.distill --configs dmd_wan1.3b_480p --steps 5
-    python -m trackstream.bench.distill --configs dmd_wan2.2_5b_704p --override +model.overrides.num_layers=2 \\
+    trackstream bench-distill                                   # tiny_dmd + tiny_ode_init on CPU
+    trackstream bench-distill --real                            # the four real recipes (GPU, bf16)
+    trackstream bench-distill --configs dmd_wan1.3b_480p --steps 5
+    trackstream bench-distill --configs dmd_wan2.2_5b_704p --override +model.overrides.num_layers=2 \\
         --override data.height=64 --override data.width=128 --batch 1    # a cut-down CPU rehearsal
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
@@ -39,17 +39,18 @@ from pathlib import Path
 
 import torch
 
-from trackstream.bench.timing import environment, time_calls, training_precision
+from trackstream.bench.timing import environment, time_calls
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.horizons import rollout_frames
 from trackstream.distill.ode_init import ODEInitObjective
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
-from trackstream.models.precision import add_precision_args
+from trackstream.models.precision import DTYPES
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import first_chunk_given
+from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.codec import build_codec_module
 from trackstream.train.dist import Runtime, init_runtime
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
@@ -272,7 +273,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
     raw = _conditions(trained.module, typed, shape, device, gen)
     B, F, C, h, w = (shape[k] for k in "BFChw")
     # the teacher's trajectory at the K + 1 grid points, stored in the pairs' dtype
-    raw["trajectory"] = torch.randn(B, K + 1, C, F, h, w, generator=gen).to(device, getattr(torch, st.ode_pairs.dtype))
+    raw["trajectory"] = torch.randn(B, K + 1, C, F, h, w, generator=gen).to(device, DTYPES[st.ode_pairs.dtype])
     raw["track_ids"] = sample_track_ids(B, shape["N"], generator=gen).to(device)
     batch = objective.prepare_batch(raw)
     out = {
@@ -314,7 +315,7 @@ def run_config(
     if fn is None:
         raise ValueError(
             f"--configs {name}: stage {typed.stage.name!r} has no step benchmark here (dmd, ode_init); "
-            "the teacher's is python -m trackstream.bench.train"
+            "the teacher's is trackstream bench-train"
         )
     device = runtime.device
     try:
@@ -373,7 +374,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="outputs/bench_distill.json")
     add_precision_args(ap)
     args = ap.parse_args(argv)
-    device, dtype = training_precision(ap, args)
+    device, dtype = parsed_precision(ap, args, training=True)
     cuda = device.type == "cuda"
     if args.real and not cuda:
         ap.error("--real needs a CUDA GPU (the 1.3B / 5B recipes at 480p / 704p do not fit a CPU benchmark)")
@@ -383,10 +384,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = list(args.override) + ([f"data.batch_size={args.batch}"] if args.batch else [])
-    if (
-        args.dtype != "auto"
-    ):  # auto: the recipe's own trainer.precision (itself bf16 on CUDA, fp32 on the CPU by default)
-        overrides.append(f"trainer.precision={'bf16' if dtype == torch.bfloat16 else 'fp32'}")
+    if args.dtype != "auto":  # auto: the recipe's own trainer.precision (itself auto by default)
+        overrides.append(f"trainer.precision={args.dtype}")
     runtimes: dict = {}
     results = []
     for name in names:

@@ -1,8 +1,8 @@
 """Runtime factor of DragStream: seconds per generated frame while dragging with I iterations over the
 same chunks streamed without dragging (random weights; speed only).
 
-    python -m trackstream.bench.drag                                      # tiny student at 64x64, CPU
-    python -m trackstream.bench.drag --flavor wan1.3b --device cuda       # the 1.3B recipe's student at 832x480, bf16
+    trackstream bench-drag                                      # tiny student at 64x64, CPU
+    trackstream bench-drag --flavor wan1.3b --device cuda       # the 1.3B recipe's student at 832x480, bf16
 
 Per round, from the same stream state: one chunk streamed plainly (K sampler steps + the clean
 cache pass + decode) and the same chunk animated by a one-token translation of a box (one coarse-to-
@@ -10,7 +10,7 @@ fine segment) with each I in ``--iterations``: the reference passes (one per SFS
 x0 pass and I forward + backward passes, then the rest of the chunk. Rounds are interleaved and the
 median is reported; RF(I) = drag seconds / plain seconds. Larger drags multiply the iterations by
 their segment count (one per token of motion or 8 degrees). ``--device`` / ``--dtype``: default CUDA +
-bfloat16 when a GPU is present, else CPU + float32. There is no export here (random weights built in
+bf16 when a GPU is present, else CPU + fp32. There is no export here (random weights built in
 place), so the network and codec are cast as ``models.conditioner.load_export`` casts an export.
 """
 
@@ -27,12 +27,13 @@ import torch
 
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
-from trackstream.models.precision import add_precision_args, dtype_name, synchronize
+from trackstream.models.precision import dtype_name, synchronize
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.drag.editor import DragEditor
 from trackstream.stream.drag.instructions import DragInstruction, Translation
 from trackstream.stream.drag.optimize import DragConfig
 from trackstream.stream.engine import StreamingGenerator
+from trackstream.stream.options import add_precision_args, parsed_precision
 
 __all__ = ["main", "SETUPS"]
 
@@ -68,9 +69,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="outputs/bench_drag.json")
     add_precision_args(ap)
     args = ap.parse_args(argv)
-    from trackstream.stream.generate import cli_precision
-
-    device, dtype = cli_precision(ap, args)
+    device, dtype = parsed_precision(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     model_cfg, (codec_name, codec_kw), H, W, text_dim = SETUPS[args.flavor]

@@ -8,7 +8,7 @@ and FID (Inception-v3 pool3) with RANDOMLY INITIALISED networks of the official 
 time of a forward does not depend on the weights, the values printed for them mean nothing (the real
 files are not on this machine). FVD's I3D is a TorchScript file only, so it is left out.
 
-    python -m trackstream.bench.eval                 # 16 clips, 2 threads
+    trackstream bench-eval                 # 16 clips, 2 threads
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ TARGET_SECONDS = 120.0
 def main(argv: list[str] | None = None) -> dict:
     from trackstream.data.trackers import build_tracker
     from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark
-    from trackstream.eval.command import EvalCommandConfig, _data_config
+    from trackstream.eval.command import EvalCommandConfig, benchmark_world
     from trackstream.eval.harness import Extractors, reference_rows, score_rows
     from trackstream.eval.inception import FIDInceptionV3
     from trackstream.eval.lpips import LPIPS
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg = EvalCommandConfig(
         run="bench", data_config=str(ASSET / "config.yaml"), benchmark=BenchmarkConfig(num_samples=args.clips)
     )
-    samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, None))
+    samples = load_benchmark(cfg.benchmark, data_cfg=benchmark_world(cfg, None))
     rng = np.random.default_rng(0)
     degraded = {s.id: np.clip(s.frames + rng.normal(0, 12, s.frames.shape), 0, 255).astype(np.uint8) for s in samples}
     rows = {"degraded": degraded, **reference_rows(samples)}

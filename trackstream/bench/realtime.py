@@ -1,11 +1,11 @@
 """End-to-end realtime benchmark of what a user sees: the real streaming engine on a random-weight student.
 
-    python -m trackstream.bench.realtime                                   # tiny student, CPU (the smoke setup)
-    python -m trackstream.bench.realtime --setup wan1.3b-480p-taehv --mode both        # GPU, bf16
-    python -m trackstream.bench.realtime --setup wan1.3b-480p-wanvae,wan5b-704p-taehv,wan5b-704p-wanvae
-    python -m trackstream.bench.realtime --setup wan5b-704p-taehv --layers 2 --height 128 --width 256 --device cpu
+    trackstream bench-realtime                                   # tiny student, CPU (the smoke setup)
+    trackstream bench-realtime --setup wan1.3b-480p-taehv --mode both        # GPU, bf16
+    trackstream bench-realtime --setup wan1.3b-480p-wanvae,wan5b-704p-taehv,wan5b-704p-wanvae
+    trackstream bench-realtime --setup wan5b-704p-taehv --layers 2 --height 128 --width 256 --device cpu
                                                                     # CPU rehearsal of a real setup, cut down
-    python -m trackstream.bench.realtime --setup tiny-student,small --tracks 128 --device cpu
+    trackstream bench-realtime --setup tiny-student,small --tracks 128 --device cpu
                                   # the shipped tiny student against the small world model's (docs/small-world.md)
 
 Per setup (``SETUPS``: the student of a real recipe, its codec, size, chunking, steps and shift) and mode
@@ -54,11 +54,12 @@ from trackstream.bench.timing import environment
 from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
-from trackstream.models.precision import add_precision_args, synchronize
+from trackstream.models.precision import synchronize
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
+from trackstream.stream.options import add_precision_args, parsed_precision
 
 __all__ = ["Setup", "SETUPS", "MODES", "LiveTracks", "TimedSource", "Unavailable", "make_engine", "run_mode", "main"]
 
@@ -416,9 +417,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="outputs/bench_realtime.json")
     add_precision_args(ap)
     args = ap.parse_args(argv)
-    from trackstream.stream.generate import cli_precision
-
-    device, dtype = cli_precision(ap, args)
+    device, dtype = parsed_precision(ap, args)
     names = args.setup.split(",") if args.setup else (REAL_SETUPS if device.type == "cuda" else ["tiny"])
     unknown = [n for n in names if n not in SETUPS]
     if unknown:

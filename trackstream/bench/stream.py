@@ -17,10 +17,10 @@ hits every point alike. A K-step sampler costs K+1 such forwards per chunk (K no
 Reports the latency ratio chunk200/chunk5 (rolling target <= 1.05 with flat memory) against
 the growth of full context. Full context that runs out of GPU memory stops there (recorded).
 
-    python -m trackstream.bench.stream                                   # tiny, CPU
-    python -m trackstream.bench.stream --flavor wan2.1-t2v-1.3b --device cuda --dtype bfloat16 \\
+    trackstream bench-stream                                   # tiny, CPU
+    trackstream bench-stream --flavor wan2.1-t2v-1.3b --device cuda --dtype bf16 \\
         --height 480 --width 832                                  # real 1.3B, random weights
-    python -m trackstream.bench.stream --flavor wan2.2-ti2v-5b --device cuda   # 5B at 1280x704 (48-ch latents, H/16)
+    trackstream bench-stream --flavor wan2.2-ti2v-5b --device cuda   # 5B at 1280x704 (48-ch latents, H/16)
 """
 
 from __future__ import annotations
@@ -38,11 +38,11 @@ import torch
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
 from trackstream.models.flavors import build_wan
 from trackstream.models.wan import WanModel
+from trackstream.stream.options import add_precision_args, parsed_precision
 
 TARGET_RATIO = 1.05
 VAE_STRIDE = {"wan2.2-ti2v-5b": 16}  # pixels per latent cell: Wan 2.2 VAE 16, Wan 2.1 VAE 8 (default)
 REAL_SIZE = {"wan2.2-ti2v-5b": (704, 1280)}  # default pixel size of real flavors (else 480 x 832)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _OOM = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError))
 
 
@@ -137,8 +137,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--height", type=int, default=None, help="pixel height (default tiny 256, real 480; 5B 704)")
     ap.add_argument("--width", type=int, default=None, help="pixel width (default tiny 256, real 832; 5B 1280)")
     ap.add_argument("--latent", action="store_true", help="--height/--width are latent sizes, not pixels")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default bfloat16 on CUDA, else float32")
+    add_precision_args(ap)
     ap.add_argument("--chunk-frames", type=int, default=3)
     ap.add_argument("--sink", type=int, default=1, help="sink chunks (both layouts)")
     ap.add_argument("--window", type=int, default=1, help="window chunks of the rolling layout")
@@ -152,10 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="outputs/bench_stream.json")
     args = ap.parse_args(argv)
 
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is available; pass --device cpu")
-    dtype = DTYPES[args.dtype or ("bfloat16" if device.type == "cuda" else "float32")]
+    device, dtype = parsed_precision(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)
     tiny = args.flavor.startswith("tiny")

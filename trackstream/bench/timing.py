@@ -66,19 +66,3 @@ def environment(device: torch.device, dtype: Optional[torch.dtype] = None) -> di
         "commit": _git_commit(),
         "peak_memory": "torch.cuda.max_memory_allocated" if cuda else "not measured on CPU",
     }
-
-
-def training_precision(parser, args) -> tuple[torch.device, torch.dtype]:
-    """--device / --dtype (``models.precision.add_precision_args``) of a training benchmark, resolved:
-    auto = CUDA + bf16 autocast when present, else the CPU in float32. Training has no float16 path,
-    and a bad value ends the command with a one-line usage error naming the flag."""
-    from trackstream.models.precision import resolve_device, resolve_dtype
-
-    try:
-        device = resolve_device(args.device, field="--device")
-        dtype = resolve_dtype(args.dtype, device, field="--dtype")
-    except ValueError as e:
-        parser.error(str(e))
-    if dtype not in (torch.float32, torch.bfloat16):
-        parser.error(f"--dtype={args.dtype!r}: training runs in float32 or bfloat16 autocast")
-    return device, dtype

@@ -18,7 +18,7 @@ runs; medians are compared. Prints and writes JSON (default outputs/bench_tracks
 On CPU the ratio is far above the paper's 40x (measured on an H100, where the VAE is fast):
 report it as a CPU number, not as a reproduction of Table 3.
 
-    python -m trackstream.bench.tracks [--frames 17 --height 256 --width 256 --num-tracks 2000]
+    trackstream bench-tracks [--frames 17 --height 256 --width 256 --num-tracks 2000]
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Training-step benchmark of the motion-conditioned teacher.
 
-    python -m trackstream.bench.train                       # tiny teacher (the tiny_teacher experiment) on
+    trackstream bench-train                       # tiny teacher (the tiny_teacher experiment) on
                                                      # --device/--dtype (auto: CUDA + bf16 when present,
                                                      # else CPU fp32); on a GPU also the real 1.3B at 832x480
-    python -m trackstream.bench.train --real --steps 10     # only the real config (GPU)
+    trackstream bench-train --real --steps 10     # only the real config (GPU)
 
 What is timed: one optimizer update of ``FlowMatchingObjective`` with the experiment's stage settings (timestep/noise/dropout
 sampling, track rasterisation, forward, weighted flow-matching loss, backward, clip, AdamW,
@@ -34,10 +34,10 @@ from pathlib import Path
 
 import torch
 
-from trackstream.bench.timing import time_calls, training_precision
+from trackstream.bench.timing import time_calls
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
-from trackstream.models.precision import add_precision_args
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
+from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.ema import EMA, EMAConfig
 from trackstream.train.optim import OptimConfig, build_optimizer, param_groups
 from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     add_precision_args(ap)
     args = ap.parse_args(argv)
-    device, dtype = training_precision(ap, args)
+    device, dtype = parsed_precision(ap, args, training=True)
     results = []
     if not args.real:
         if args.threads:

@@ -162,7 +162,7 @@ class ShardStream(ResumableBatchStream):
             lo, hi = int(offsets[k]), int(offsets[k + 1])
             if not needed[lo:hi].any():
                 continue  # nothing still to come from this shard: do not even open it
-            for j, raw in enumerate(_read_shard(self.shards[sid].url)):
+            for j, raw in enumerate(read_tar_shard(self.shards[sid].url)):
                 if j >= hi - lo:
                     raise RuntimeError(
                         f"shard {self.shards[sid].url} holds more samples than its index says ({hi - lo})"
@@ -202,7 +202,7 @@ class ShardStream(ResumableBatchStream):
         return sample
 
 
-def _read_shard(url: str):
+def read_tar_shard(url: str):
     """Raw samples of one shard in tar order (webdataset's tar expander: local paths, pipe:, http)."""
     import webdataset as wds
 

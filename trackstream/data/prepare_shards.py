@@ -35,11 +35,14 @@ from collections import Counter
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 from tqdm import tqdm
 
 from trackstream.data import prepare_worker as worker
 from trackstream.data.shards import ShardInfo, write_index
+from trackstream.models.precision import precision_name
 
+CACHE_DTYPES = {"fp16": "float16", "fp32": "float32"}  # the precisions numpy can store
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
 
 
@@ -69,7 +72,7 @@ class PrepareConfig:
     store_video: bool = True
     crf: int = 18
     text_batch_size: int = 16
-    cache_dtype: str = "float16"  # dtype of cached text embeddings / latents
+    cache_dtype: str = "fp16"  # cached text embeddings / latents: fp16 | fp32 (numpy stores no bf16)
     progress: bool = True
     shard_pattern: str = "shard-{:06d}"
     extensions: tuple[str, ...] = field(default_factory=lambda: VIDEO_EXTENSIONS)
@@ -82,6 +85,13 @@ class PrepareConfig:
         if not 0 <= self.job_index < self.num_jobs:
             raise ValueError(f"prepare job_index must be in [0, num_jobs), got {self.job_index}/{self.num_jobs}")
         self.extensions = tuple(e.lower() for e in self.extensions)
+        self.cache_dtype = precision_name(self.cache_dtype, field="cache_dtype")
+        if self.cache_dtype not in CACHE_DTYPES:
+            raise ValueError(f"cache_dtype={self.cache_dtype!r}: the cache is stored by numpy; choose fp16 or fp32")
+
+    @property
+    def numpy_cache_dtype(self) -> np.dtype:
+        return np.dtype(CACHE_DTYPES[self.cache_dtype])
 
     def content_fingerprint(self) -> dict:
         """Settings that change shard contents; a resumed run must match them."""
@@ -95,7 +105,8 @@ class PrepareConfig:
             "progress",
             "text_batch_size",
         }
-        return {k: v for k, v in asdict(self).items() if k not in skip}
+        # the storage dtype as numpy names it (float16): the same fingerprint whichever spelling was given
+        return {**{k: v for k, v in asdict(self).items() if k not in skip}, "cache_dtype": self.numpy_cache_dtype.name}
 
 
 @dataclass(frozen=True)

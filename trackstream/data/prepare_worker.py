@@ -155,7 +155,7 @@ def process_item(item, cfg) -> dict:
         lat = lat.float().cpu().numpy()
         if not np.isfinite(lat).all():
             raise Skip("nan_latents: latent encoder returned non-finite values")
-        out["latents"] = lat.astype(cfg.cache_dtype)
+        out["latents"] = lat.astype(cfg.numpy_cache_dtype)
     return out
 
 
@@ -170,7 +170,7 @@ def _text_embeddings(captions: list[str], cfg) -> list[np.ndarray | None]:
         emb = torch.as_tensor(emb).float().cpu()
         for j, n in enumerate(torch.as_tensor(lengths).tolist()):
             e = emb[j, : int(n)].numpy()
-            out.append(e.astype(cfg.cache_dtype) if np.isfinite(e).all() else None)
+            out.append(e.astype(cfg.numpy_cache_dtype) if np.isfinite(e).all() else None)
     return out
 
 

@@ -55,11 +55,11 @@ class ShardSamples:
         return k, index - int(self.offsets[k])
 
     def _raw(self, index: int) -> dict:
-        from trackstream.data.loader import _read_shard
+        from trackstream.data.loader import read_tar_shard
 
         k, j = self.locate(index)
         if self._open is None or self._open[0] != k or self._open[1] > j:
-            self._open = (k, 0, iter(_read_shard(self.shards[k].url)))
+            self._open = (k, 0, iter(read_tar_shard(self.shards[k].url)))
         shard, pos, it = self._open
         raw = None
         while pos <= j:

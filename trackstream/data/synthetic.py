@@ -129,7 +129,7 @@ class SyntheticWorld:
             for s, (centre, angle, _) in zip(sprites, paths):  # list order is z-order, last on top
                 layer = cv2.warpAffine(
                     s.rgba,
-                    _sprite_matrix(s, centre[t], angle[t]),
+                    sprite_matrix(s, centre[t], angle[t]),
                     (self.width, self.height),
                     flags=cv2.INTER_LINEAR,
                     borderMode=cv2.BORDER_CONSTANT,
@@ -282,7 +282,7 @@ class SyntheticWorld:
         return text
 
 
-def _sprite_matrix(s: SpriteBitmap, centre: np.ndarray, angle: float) -> np.ndarray:
+def sprite_matrix(s: SpriteBitmap, centre: np.ndarray, angle: float) -> np.ndarray:
     """Affine map sprite-canvas coords -> frame coords: p = R(angle) (u - c_s) + centre."""
     c, si = np.cos(angle), np.sin(angle)
     rot = np.array([[c, -si], [si, c]], np.float32)

@@ -26,7 +26,7 @@ import torch
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.pair_shards import convert_pairs, shard_path, stack_samples, write_index, write_shard
-from trackstream.models.precision import dtype_name, resolve_dtype
+from trackstream.models.precision import DTYPES, dtype_name, precision_name, resolve_dtype
 from trackstream.models.tracks import sample_track_ids
 
 __all__ = ["ODEPairsConfig", "student_step_indices", "generate_ode_pairs"]
@@ -41,9 +41,9 @@ class ODEPairsConfig:
     batch_size: int = 16  # teacher sampling batch (x3 forwards for joint guidance)
     shard_size: int = 128
     seed: int = 0
-    dtype: str = "float32"  # storage dtype of the trajectories (float16 halves real-scale shards)
+    dtype: str = "fp32"  # storage dtype of the trajectories: bf16 | fp16 | fp32 (fp16 halves real-scale shards)
     # the teacher's compute dtype while sampling (its device is the run's: trainer / launcher): auto =
-    # bfloat16 on CUDA, float32 on the CPU; recorded in index.json
+    # bf16 on CUDA, fp32 on the CPU (models.precision); recorded in index.json
     sample_dtype: str = "auto"
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # eq. 2: w_t = 3.0, w_m = 1.5
 
@@ -51,9 +51,10 @@ class ODEPairsConfig:
         for name in ("num_pairs", "teacher_steps", "batch_size", "shard_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"ode_pairs.{name}={getattr(self, name)} must be >= 1")
-        if self.dtype not in ("float32", "float16", "bfloat16"):
-            raise ValueError(f"ode_pairs.dtype={self.dtype!r}; choose float32, float16 or bfloat16")
-        resolve_dtype(self.sample_dtype, torch.device("cpu"), field="ode_pairs.sample_dtype")  # the name only
+        self.dtype = precision_name(self.dtype, field="ode_pairs.dtype")
+        if self.dtype == "auto":  # stored pairs are read on any device: their dtype does not follow this one's
+            raise ValueError("ode_pairs.dtype=auto: the storage dtype is not the device's; choose bf16, fp16 or fp32")
+        self.sample_dtype = precision_name(self.sample_dtype, field="ode_pairs.sample_dtype")
         if isinstance(self.guidance, dict):
             self.guidance = GuidanceConfig(**self.guidance)
 
@@ -110,7 +111,7 @@ def generate_ode_pairs(
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = student_step_indices(cfg.teacher_steps, student_steps, shift=shift)
     sampler = SamplerConfig(steps=cfg.teacher_steps, solver="euler", guidance=cfg.guidance)
-    dtype = getattr(torch, cfg.dtype)
+    dtype = DTYPES[cfg.dtype]
     # the teacher samples in sample_dtype (cast as load_export casts an export: matmul weights only)
     sample_dtype = resolve_dtype(cfg.sample_dtype, torch.device(device), field="ode_pairs.sample_dtype")
     if sample_dtype != torch.float32:

@@ -23,8 +23,7 @@ from pathlib import Path
 
 import torch
 
-from trackstream.models.files import one_line
-from trackstream.train.dist import UnreadableFile, read_state
+from trackstream.models.formats.files import UnreadableFile, one_line, read_torch_file
 
 __all__ = [
     "INDEX_NAME",
@@ -124,9 +123,9 @@ def read_shard(path: Path, *, allow_pickle: bool = False):
     path = Path(path)
     if path.suffix == ".safetensors":
         return _SafeShard(path)
-    return read_state(
+    return read_torch_file(
         path,
-        what="an ODE pair shard",
+        old_format="an ODE pair shard",
         fix=f"convert the folder with `python -m trackstream.distill.ode_pairs convert {path.parent}`, or {_REGENERATE}",
         allow_pickle=allow_pickle,
         mmap=True,

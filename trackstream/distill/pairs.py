@@ -6,7 +6,7 @@ re-run skips finished shards (resumable after a preemption), rank 0 writes the i
 init job then points ``stage.pairs`` at that folder. On Slurm this is the embarrassingly parallel
 stage: as many GPUs as are free, no gradient traffic (slurm/README.md). Device: the run's (one process
 per GPU, CUDA when present, else the CPU); the teacher samples in ``stage.ode_pairs.sample_dtype``
-(auto: bfloat16 on CUDA, float32 on the CPU), which index.json and results.json record.
+(auto: bf16 on CUDA, fp32 on the CPU), which index.json and results.json record.
 """
 
 from __future__ import annotations
@@ -61,7 +61,11 @@ def make_pairs(cfg: DictConfig) -> dict:
     return summary
 
 
-main = hydra_entry(make_pairs)
+main = hydra_entry(
+    make_pairs,
+    help_header="trackstream pairs: the ODE pairs of an ode_init stage, e.g. trackstream pairs "
+    "experiment=ode_init_wan1.3b_480p stage.teacher=<teacher export> (docs/recipes.md)",
+)
 
 
 if __name__ == "__main__":

@@ -30,10 +30,10 @@ from trackstream.distill.periodic import with_student_samples
 from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.distill.stages import (
     CONDITION_KEYS,
-    _export,
-    _require_teacher,
     condition_stream,
+    export_student,
     horizon_conditioner,
+    require_export,
     student_steps,
 )
 from trackstream.eval.rewards import build_rewards
@@ -93,7 +93,7 @@ def student_codec(cfg: "TrainConfig", runtime: Runtime, student_dir: Path):
 def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: RLConfig = cfg.stage
     check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
-    student_dir = _require_teacher(st.student, "stage.student")
+    student_dir = require_export(st.student, "stage.student")
     check_student_streaming(cfg, student_dir)
     if not st.pairs:
         raise ValueError("stage.pairs is not set: give an ODE pair folder (its first frames, tracks and texts)")
@@ -157,7 +157,7 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(_export(policy, run_dir, student_dir, runtime, cfg)),
+            "export": str(export_student(policy, run_dir, student_dir, runtime, cfg)),
             "policy_updates": policy.num_updates,
             "reward_seconds": round(sum(r.seconds for r, _ in reward.rewards), 2),
             "config": json.loads(json.dumps(asdict(st), default=str)),

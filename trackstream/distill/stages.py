@@ -68,6 +68,8 @@ __all__ = [
     "check_teacher_run",
     "condition_stream",
     "horizon_conditioner",
+    "require_export",
+    "export_student",
 ]
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,9 @@ def student_steps(cfg: "TrainConfig") -> int:
     return int(getattr(cfg.schedule, "student_steps", 3))
 
 
-def _require_teacher(path: str | None, field: str = "stage.teacher") -> Path:
+def require_export(path: str | None, field: str = "stage.teacher") -> Path:
+    """The exported network folder ``field`` names (a teacher, or the student an RL stage starts from);
+    unset, or a folder without network.json, is a one-line ValueError."""
     if not path:
         raise ValueError(f"{field} is not set: give the exported teacher folder (<teacher_run>/export/teacher)")
     folder = Path(path)
@@ -157,7 +161,7 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
     out_dir = Path(out_dir)
     if pairs_complete(out_dir):
         return out_dir
-    teacher_dir = _require_teacher(st.teacher)
+    teacher_dir = require_export(st.teacher)
     device = runtime.device  # every rank builds the teacher and writes its share of the shards
     teacher = prepare_frozen(runtime, load_network(teacher_dir))
     codec = teacher_codec(cfg, runtime, teacher_dir)
@@ -261,7 +265,7 @@ def horizon_conditioner(cfg: "TrainConfig", runtime: Runtime, network_dir: Path,
     )
 
 
-def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
+def export_student(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
     """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
     meta = _network_meta(teacher_dir)
     teacher = Conventions.from_dict(meta.get("conventions", {}), source=str(teacher_dir / "network.json"))
@@ -285,7 +289,7 @@ def _export(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "T
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: ODEInitConfig = cfg.stage
     check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
-    teacher_dir = _require_teacher(st.teacher)
+    teacher_dir = require_export(st.teacher)
     check_teacher_run(cfg, teacher_dir)
     heldout = sampling_clips(cfg, runtime)  # before the pairs: a missing held-out set fails first
     t0 = time.perf_counter()
@@ -317,7 +321,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(_export(trained, run_dir, teacher_dir, runtime, cfg)),
+            "export": str(export_student(trained, run_dir, teacher_dir, runtime, cfg)),
             "pairs": str(pairs_dir),
             "num_pairs": len(pairs),
             "pairs_seconds": pairs_seconds,
@@ -339,7 +343,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
     check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
-    teacher_dir = _require_teacher(st.teacher)
+    teacher_dir = require_export(st.teacher)
     check_teacher_run(cfg, teacher_dir)
     heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
     # an exported student, or a Wan / community checkpoint (PATH::generator_ema) in the teacher's network
@@ -411,7 +415,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(_export(generator, run_dir, teacher_dir, runtime, cfg)),
+            "export": str(export_student(generator, run_dir, teacher_dir, runtime, cfg)),
             "generator_updates": generator.num_updates,
             "critic_updates": critic.num_updates,
             "config": json.loads(json.dumps(asdict(st), default=str)),

@@ -44,5 +44,17 @@ def _only_empty_logs(folder: Path) -> bool:
     return all(p.is_file() and p.suffix == ".log" and p.stat().st_size == 0 for p in folder.iterdir())
 
 
-if __name__ == "__main__":
+def entry() -> None:
+    """Hydra's main behind the checks Hydra cannot word in one line."""
+    from trackstream.eval.generate import check_codec_overrides
+
+    try:
+        check_codec_overrides(sys.argv[1:])
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     main()
+
+
+if __name__ == "__main__":
+    entry()

@@ -79,13 +79,13 @@ def _synthetic(data_cfg, count: Optional[int]) -> list[Sample]:
 
 
 def _shards(path: str, count: Optional[int]) -> list[Sample]:
-    from trackstream.data.loader import _read_shard
+    from trackstream.data.loader import read_tar_shard
     from trackstream.data.shards import decode_sample, list_shards
     from trackstream.data.video_io import tensor_to_frames
 
     out = []
     for shard in list_shards(path):
-        for raw in _read_shard(shard.url):
+        for raw in read_tar_shard(shard.url):
             s = decode_sample(raw)
             if "video" not in s:
                 raise ValueError(

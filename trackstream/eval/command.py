@@ -1,7 +1,7 @@
 """``python -m trackstream.eval``: score one or several runs on a benchmark; a table, plots and JSON.
 
     python -m trackstream.eval run=<export or folder of videos> benchmark.name=synthetic \\
-        benchmark.data_config=<a run's config.yaml> generate.codec=<codec.pt> metrics=[epe,psnr,ssim,proxy_fvd]
+        benchmark.data_config=<a run's config.yaml> generate.codec.checkpoint=<codec.pt> metrics=[epe,psnr,ssim,proxy_fvd]
     python -m trackstream.eval 'runs={teacher: .../export/teacher, ode_init: ..., dmd: ...}' ...   # one table (compare)
 
 Writes ``<out>/metrics.json`` (every row's means, per-sample values, the configuration),
@@ -36,7 +36,7 @@ from trackstream.eval.harness import (
 )
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 
-__all__ = ["EvalCommandConfig", "EvalRefused", "check_field_types", "evaluate"]
+__all__ = ["EvalCommandConfig", "EvalRefused", "benchmark_world", "check_field_types", "evaluate"]
 # metrics whose feature network loads local weights (eval.harness.Extractors)
 FEATURE_METRICS = ("lpips", "fid", "fvd", "proxy_fvd")
 
@@ -108,7 +108,7 @@ class EvalCommandConfig:
     run: Optional[str] = None  # one run (named after its folder)
     runs: Optional[dict] = None  # name -> run: several rows in one table
     modes: list = field(default_factory=lambda: list(MODES))
-    # the floors beside the runs (eval.floors): codec_round_trip / oracle_copier need generate.codec
+    # the floors beside the runs (eval.floors): codec_round_trip / oracle_copier need generate.codec.checkpoint
     references: list = field(default_factory=lambda: ["ground_truth", "codec_round_trip", "oracle_copier", "frozen"])
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     data_config: Optional[str] = None  # synthetic benchmark: a run's config.yaml whose data.* is the world
@@ -154,7 +154,9 @@ class EvalCommandConfig:
         return runs
 
 
-def _data_config(cfg: EvalCommandConfig, data: Optional[dict]):
+def benchmark_world(cfg: EvalCommandConfig, data: Optional[dict]):
+    """The synthetic benchmark's world: ``data_config``'s ``data.*`` (a run's config.yaml), else ``data``
+    (the command's own ``data`` group); None when neither is given."""
     from omegaconf import OmegaConf
 
     from trackstream.data.clips import DataConfig
@@ -235,13 +237,12 @@ def _plots(out: Path, results: dict, metrics: list[str], samples, rows: dict) ->
 def _reference_codec(cfg: EvalCommandConfig):
     from trackstream.models.codecs import build_codec
 
-    return build_codec(cfg.generate.codec_name, checkpoint=cfg.generate.codec).eval()
+    return build_codec(cfg.generate.codec.name, checkpoint=cfg.generate.codec.checkpoint).eval()
 
 
 def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
     """Generate, score and write (see the module docstring). ``data``: the synthetic world's data.*."""
     from trackstream.data.trackers import build_tracker
-    from trackstream.models.codecs import build_codec
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
@@ -251,21 +252,23 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
         kinds = {name: run_kind(run) for name, run in cfg.named_runs().items()}
         ext = Extractors(weights=cfg.weights)
         if "proxy_fvd" in cfg.metrics:
-            if not cfg.generate.codec:
-                raise ValueError("proxy_fvd uses the run's codec: set generate.codec (and generate.codec_name)")
-            ext.codec = build_codec(cfg.generate.codec_name, checkpoint=cfg.generate.codec).eval()
+            if not cfg.generate.codec.checkpoint:
+                raise ValueError(
+                    "proxy_fvd uses the run's codec: set generate.codec.checkpoint (and generate.codec.name)"
+                )
+            ext.codec = _reference_codec(cfg)
         for metric in cfg.metrics:
             if metric in FEATURE_METRICS:
                 ext.get(metric)  # loads its weights now (cached for scoring): a missing file fails here
-        if any(r in CODEC_REFERENCES for r in cfg.references) and not cfg.generate.codec:
+        if any(r in CODEC_REFERENCES for r in cfg.references) and not cfg.generate.codec.checkpoint:
             log.warning(
-                "references %s need the codec (generate.codec): left out; set generate.codec to show the floors",
+                "references %s need the codec: left out; set generate.codec.checkpoint to show the floors",
                 [r for r in cfg.references if r in CODEC_REFERENCES],
             )
             cfg = dataclasses.replace(cfg, references=[r for r in cfg.references if r not in CODEC_REFERENCES])
         tracker_kw = {"checkpoint_path": cfg.tracker_checkpoint} if cfg.tracker_checkpoint else {}
         tracker = build_tracker(cfg.tracker, **tracker_kw)
-        samples = load_benchmark(cfg.benchmark, data_cfg=_data_config(cfg, data))
+        samples = load_benchmark(cfg.benchmark, data_cfg=benchmark_world(cfg, data))
     except (ValueError, ImportError, FileNotFoundError) as err:  # CoTracker3 not installed, a weights file missing
         raise EvalRefused(str(err)) from err
     log.info(

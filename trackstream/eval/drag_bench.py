@@ -1,9 +1,9 @@
 """The drag benchmark: DragStream's latent optimisation and native track control on held-out synthetic
 drag scenes whose right answer is known (``eval.drag_scenes``).
 
-    python -m trackstream.eval.drag_bench --student RUN/dmd/export/student --codec assets/tiny-teacher/codec.pt \\
+    trackstream drag-bench --student RUN/dmd/export/student --codec assets/tiny-teacher \\
         --scenes 24 --out runs/drag-bench [--rows main|ablations|all] [--settings ours|reference] [--tracker lk] \\
-        [--device cuda --dtype bfloat16]
+        [--device cuda --dtype bf16]
 
 Protocol, per scene: the stream starts from the scene's first frame with the background pinned (static
 points off the editable area, MotionStream's static points; the object itself has no track). An
@@ -48,6 +48,7 @@ from trackstream.stream.drag.adsr import mask_tokens
 from trackstream.stream.drag.editor import DragEditor, pins_for
 from trackstream.stream.drag.instructions import frame_positions
 from trackstream.stream.drag.optimize import SETTINGS, DragConfig
+from trackstream.stream.options import add_network_args, add_precision_args, parsed_precision
 
 __all__ = ["ROWS", "ROW_SETS", "run_scene", "score", "run_benchmark", "main"]
 
@@ -260,8 +261,6 @@ def _config(settings: list[str], *, preset: str = "ours", **base) -> DragConfig:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from trackstream.stream.generate import add_network_args
-
     add_network_args(ap)
     ap.add_argument("--scenes", type=int, default=24)
     ap.add_argument("--scene-seed", type=int, default=1, help="held out: training clips never use these scenes")
@@ -292,12 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
-    from trackstream.models.precision import add_precision_args
-    from trackstream.stream.generate import cli_precision
-
-    add_precision_args(ap)  # default CUDA + bfloat16 when a GPU is present, else CPU + float32
+    add_precision_args(ap)  # default CUDA + bf16 when a GPU is present, else CPU + fp32
     args = ap.parse_args(argv)
-    device, dtype = cli_precision(ap, args)
+    device, dtype = parsed_precision(ap, args)
 
     from trackstream.models.conditioner import load_export
     from trackstream.stream.engine import StreamingGenerator

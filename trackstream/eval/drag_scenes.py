@@ -16,7 +16,7 @@ rotate2d, rotate3d) and modes with i // 4 (animate: 2 chunks = 6 steps, 25 pixel
 Rendering is the synthetic world's (``SyntheticWorld.generate``): premultiplied "over" of
 ``cv2.warpAffine(sprite.rgba, matrix)``. Translations and both rotations (the 3D one projected
 orthographically) map a flat sprite affinely, so frame p's matrix is the affine through 3 points moved
-by ``frame_positions`` composed with the sprite's own ``_sprite_matrix``. A deformation is not affine:
+by ``frame_positions`` composed with the sprite's own ``sprite_matrix``. A deformation is not affine:
 its frames are backward-mapped (``_invert_field``) and sampled with ``cv2.remap``.
 
 On disk (``write_scene``): ``scene.json`` (name, kind, caption, seed, meta, instruction file name),
@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from trackstream.data.sprites import BACKGROUND_COLOURS, background_texture, make_sprite
-from trackstream.data.synthetic import _sprite_matrix
+from trackstream.data.synthetic import sprite_matrix
 from trackstream.stream.drag.instructions import (
     BLOCK_LENGTH,
     Deformation,
@@ -209,7 +209,7 @@ def render_scene(
     centre = rng.uniform(lo, hi)
     traj = _shift(local, centre)
 
-    m0 = _sprite_matrix(sprite, centre.astype(np.float32), angle)  # [2, 3] sprite canvas -> frame
+    m0 = sprite_matrix(sprite, centre.astype(np.float32), angle)  # [2, 3] sprite canvas -> frame
     layer0 = cv2.warpAffine(
         sprite.rgba, m0, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
     )  # [H, W, 4] premultiplied

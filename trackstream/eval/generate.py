@@ -10,40 +10,56 @@
 The codec must be the run's latent space (the tiny runs: ``<teacher run>/codec/codec.pt``; real runs:
 the Wan VAE release folder). Random numbers (noise, track IDs) are keyed by the sample's position
 and ``seed``, so every run sees the same noise for the same sample. ``device`` / ``dtype`` (default
-"auto": CUDA + bfloat16 when a GPU is present, else CPU + float32) place and cast the export through
+"auto": CUDA + bf16 when a GPU is present, else CPU + fp32) place and cast the export through
 ``models.conditioner.load_export``; every input made here follows the network's device.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 import torch
 
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.benchmarks import Sample, read_video_folder
+from trackstream.models.codec_names import CodecChoice, codec_name
+from trackstream.models.precision import precision_name
 
-__all__ = ["GenerateConfig", "run_kind", "generate_videos"]
+__all__ = ["GenerateConfig", "check_codec_overrides", "run_kind", "generate_videos"]
 
 MODES = ("with_tracks", "without_tracks")
 
 
 @dataclass
 class GenerateConfig:
-    codec: Optional[str] = None  # checkpoint / release folder of the run's codec (exports only)
-    codec_name: str = "tiny-ae"  # models.codecs name: tiny-ae | wan2.1-vae | wan2.2-vae | taehv-wan2.1
+    # the run's codec (exports only), as train's codec: name + checkpoint (file, or Wan / TrackStream release)
+    codec: CodecChoice = field(default_factory=CodecChoice)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)  # teacher exports
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present, else cpu) | cpu | cuda | cuda:N
-    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on cpu) | float32 | bfloat16 | float16
+    dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp16 | fp32
     compile: bool = False  # students: the compiled streaming step (CUDA graphs on CUDA)
 
     def __post_init__(self) -> None:
-        self.precision()  # a bad device / dtype fails here, naming the field, not at the first forward
+        if isinstance(self.codec, dict):
+            unknown = sorted(set(self.codec) - set(CodecChoice.__dataclass_fields__))
+            if unknown:
+                raise ValueError(
+                    f"generate.codec.{unknown[0]} is not an option; generate.codec has name and checkpoint"
+                )
+            self.codec = CodecChoice(**self.codec)
+        if not isinstance(self.codec, CodecChoice):  # a path where the node is: the shape train's codec has
+            raise ValueError(
+                f"generate.codec={self.codec!r}: the codec is a name and a checkpoint; write "
+                f"generate.codec.checkpoint={self.codec} (and generate.codec.name)"
+            )
+        codec_name(self.codec.name, field="generate.codec.name")
+        self.dtype = precision_name(self.dtype, field="generate.dtype")
+        self.precision()  # a bad device fails here, naming the field, not at the first forward
         if isinstance(self.sampler, dict):
             guidance = self.sampler.get("guidance", {})
             self.sampler = SamplerConfig(
@@ -56,6 +72,18 @@ class GenerateConfig:
 
         device = resolve_device(self.device, field="generate.device")
         return device, resolve_dtype(self.dtype, device, field="generate.dtype")
+
+
+def check_codec_overrides(overrides: list[str]) -> None:
+    """``generate.codec_<field>=V`` for a field of the codec node (``generate.codec_name``) is a one-line
+    ValueError naming ``generate.codec.<field>=V``, before Hydra's page about struct keys."""
+    for arg in overrides:
+        m = re.fullmatch(r"\+{0,2}generate\.codec_(\w+)=(.*)", arg)
+        if m and m.group(1) in CodecChoice.__dataclass_fields__:
+            raise ValueError(
+                f"generate.codec_{m.group(1)} is not an option: the codec is a node as train's; write "
+                f"generate.codec.{m.group(1)}={m.group(2)}"
+            )
 
 
 def run_kind(run: str | Path) -> str:
@@ -86,13 +114,13 @@ def _tensor_first_frame(s: Sample, device) -> torch.Tensor:
 def _setup(run: Path, cfg: GenerateConfig):
     from trackstream.models.conditioner import load_export
 
-    if not cfg.codec:
+    if not cfg.codec.checkpoint:
         raise ValueError(
-            f"run={run} is an exported network: set codec=<its codec checkpoint or release folder> "
-            "(the tiny runs: <teacher run>/codec/codec.pt) and codec_name"
+            f"run={run} is an exported network: set generate.codec.checkpoint=<its codec checkpoint or release "
+            "folder> (the tiny runs: <teacher run>/codec/codec.pt) and generate.codec.name"
         )
     device, dtype = cfg.precision()
-    return load_export(run, codec_name=cfg.codec_name, codec=cfg.codec, device=device, dtype=dtype)
+    return load_export(run, codec_name=cfg.codec.name, codec=cfg.codec.checkpoint, device=device, dtype=dtype)
 
 
 @torch.no_grad()

@@ -87,7 +87,7 @@ class Extractors:
                 self._cache[name] = load_i3d(w.i3d)
             elif name == "proxy_fvd":
                 if self.codec is None:
-                    raise ValueError("proxy_fvd uses the run's codec: set generate.codec (its checkpoint)")
+                    raise ValueError("proxy_fvd uses the run's codec: set generate.codec.checkpoint")
                 self._cache[name] = self.codec
         return self._cache[name]
 

@@ -12,8 +12,8 @@
   chunk from their kept (immutable) states, interleaved so machine-load drift hits both alike.
 NFE: every DiT call is an evaluation; ``nfe_video_equivalent`` weights each call by the share of
 the video's latent frames it processes (a chunk call = 3/F of a full-clip teacher call).
-Device and dtype: ``run_evaluation(device=, dtype=)`` (default CUDA + bfloat16 when a GPU is present,
-else CPU + float32) loads the teacher and every student through ``models.conditioner.load_export``;
+Device and dtype: ``run_evaluation(device=, dtype=)`` (default CUDA + bf16 when a GPU is present,
+else CPU + fp32) loads the teacher and every student through ``models.conditioner.load_export``;
 the engines follow their network's device and every timing here is synchronised with it.
 """
 

@@ -32,8 +32,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from trackstream.models.clip_image import CLIP_MEAN, CLIP_STD, _materialise_buffers
-from trackstream.models.files import read_torch_file
+from trackstream.models.clip_image import CLIP_MEAN, CLIP_STD, materialise_buffers
+from trackstream.models.formats.files import read_torch_file
 
 __all__ = [
     "VIT_L14_CONFIG",
@@ -190,7 +190,7 @@ def load_clip_vision(path: str | Path, *, dtype: torch.dtype | None = None) -> C
     with torch.device("meta"):
         model = CLIPVisionModelWithProjection(CLIPVisionConfig(**openai_visual_config(sd)))
     model.load_state_dict(convert_openai_clip_visual(sd), strict=True, assign=True)
-    _materialise_buffers(model)
+    materialise_buffers(model)
     model = model.to(dtype) if dtype is not None else model
     return model.eval().requires_grad_(False)
 

@@ -26,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModel, CLIPVisionModelWithProjection
 
-from trackstream.models.files import read_torch_file
+from trackstream.models.formats.files import read_torch_file
 
 _CLIP_FIX = "download models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth again (or fix model.image_encoder_path)"
 
@@ -37,6 +37,7 @@ __all__ = [
     "preprocess_clip_image",
     "convert_wan_clip_visual",
     "CLIPImageEncoder",
+    "materialise_buffers",
     "visual_config_from_state_dict",
     "load_image_encoder",
 ]
@@ -126,7 +127,7 @@ def convert_wan_clip_visual(
     return out
 
 
-def _materialise_buffers(model: nn.Module) -> None:
+def materialise_buffers(model: nn.Module) -> None:
     """Rebuild the non-persistent buffers a meta-device build leaves empty after ``assign``.
 
     The model is built on ``meta`` so that the 632M-parameter tower is not randomly initialised
@@ -180,7 +181,7 @@ class CLIPImageEncoder(nn.Module):
         prefix = "vision_model." if any(k.startswith("vision_model.") for k in model.state_dict()) else ""
         converted = convert_wan_clip_visual(sd, prefix=prefix)
         model.load_state_dict(converted, strict=True, assign=True)
-        _materialise_buffers(model)
+        materialise_buffers(model)
         model = model.to(dtype) if dtype is not None else model
         return cls(model)
 
@@ -228,7 +229,7 @@ def load_image_encoder(path: str | Path, *, dtype: torch.dtype | None = None) ->
     if path.is_dir() and (path / "config.json").is_file() and not any(path.glob("*.pth")):
         return CLIPImageEncoder.from_pretrained(path, dtype=dtype)
     if path.is_dir():
-        from trackstream.models.release_folder import find_release
+        from trackstream.models.formats.release_folder import find_release
 
         path = find_release(path).require("clip", field_name="model.image_encoder_path").clip
     sd = read_torch_file(path, fix=_CLIP_FIX, mmap=True)

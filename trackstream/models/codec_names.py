@@ -1,14 +1,25 @@
 """The codecs ``models.codecs.build_codec`` accepts and the facts a config check needs about each, in a
 module of their own so that checking a config (train.codec.CodecConfig, train.config) does not import the
 codecs (and diffusers through them). ``tests/test_codecs.py`` builds every codec and holds it to these facts.
+A codec has one name everywhere: ``codec.name``, ``generate.codec.name``, ``--codec-name`` and the file
+stems of ``conf/codec/`` (``codec=wan2.1-vae``); :func:`codec_name` refuses any other spelling in one line.
 """
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Optional
 
-__all__ = ["CODEC_NAMES", "CodecFacts", "CODEC_FACTS", "codec_spatial_factor", "codec_latent_channels"]
+__all__ = [
+    "CODEC_NAMES",
+    "CodecChoice",
+    "CodecFacts",
+    "CODEC_FACTS",
+    "codec_name",
+    "codec_spatial_factor",
+    "codec_latent_channels",
+]
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,27 @@ CODEC_FACTS: dict[str, CodecFacts] = {
     "tiny-ae": CodecFacts(16, 8, patch_option="patch", patch_base=1),  # the embedded world's codec
 }
 CODEC_NAMES = tuple(CODEC_FACTS)
+
+
+@dataclass
+class CodecChoice:
+    """A codec by name and where its weights are: the shape of train's ``codec`` and eval's ``generate.codec``.
+    ``checkpoint``: a weights file, a diffusers folder, a Wan release folder or a TrackStream release folder
+    (``models.codecs.codec_checkpoint``)."""
+
+    name: str = "tiny-ae"  # one of CODEC_NAMES
+    checkpoint: Optional[str] = None
+
+
+def codec_name(value: str, *, field: str = "codec.name") -> str:
+    """``value`` when it is one of :data:`CODEC_NAMES`; otherwise a one-line ValueError naming ``field`` and
+    the name(s) it resembles (``wan2.1_vae`` -> wan2.1-vae, ``taehv`` -> taehv-wan2.1 or taehv-wan2.2)."""
+    if value in CODEC_NAMES:
+        return value
+    dashed = str(value).replace("_", "-")
+    near = [n for n in CODEC_NAMES if n.startswith(dashed)] or difflib.get_close_matches(dashed, CODEC_NAMES, n=1)
+    hint = f"; it is spelled {' or '.join(near)}" if near else ""
+    raise ValueError(f"{field}={value!r} is not a codec name{hint} (one of {', '.join(CODEC_NAMES)})")
 
 
 def codec_spatial_factor(name: str, options: dict) -> int:

@@ -1,7 +1,7 @@
 """One registry of Wan model flavors: real Wan 2.1 configs and the CPU-sized ``tiny`` ones.
 
 Real flavors build on the ``meta`` device by default (no memory is allocated), to be
-materialised after sharding or filled by ``models.checkpoint.load_wan``.
+materialised after sharding or filled by ``models.wan_io.load_wan``.
 """
 
 from __future__ import annotations

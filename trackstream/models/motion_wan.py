@@ -290,9 +290,9 @@ def read_init(path: str, in_dim: int, subkey: str | None = None) -> dict[str, to
     e.g. the stage-1 teacher for the fine-tune stage), a Wan checkpoint (DiT only; ``subkey``: the
     entry of a training ``.pt`` such as Self-Forcing's ``generator_ema``), or a folder written by
     ``models.wan_export`` (the DiT plus its side file of heads)."""
-    from trackstream.models.checkpoint import SIDE_HEADS, read_state_dict
-    from trackstream.models.files import read_torch_file
-    from trackstream.models.wan_formats import to_official
+    from trackstream.models.formats.checkpoint import SIDE_HEADS, read_state_dict
+    from trackstream.models.formats.files import read_torch_file
+    from trackstream.models.formats.wan_formats import to_official
 
     folder = Path(path)
     if (folder / "network.json").is_file():
@@ -331,12 +331,12 @@ def save_network(
     max_shard_bytes: int | None = None,
 ) -> Path:
     """Write a full MotionWan state dict as ``<dir>/dit`` (official Wan format, loadable by
-    ``models.checkpoint.load_wan``; sharded with an index above ``max_shard_bytes``), ``<dir>/heads.pt``
+    ``models.wan_io.load_wan``; sharded with an index above ``max_shard_bytes``), ``<dir>/heads.pt``
     (track head + text projection) and ``<dir>/network.json`` (config, plus ``conventions``: how the
     network must be called). The files keep the state dict's dtype (a release may be bf16)."""
     import json
 
-    from trackstream.models.checkpoint import save_wan
+    from trackstream.models.wan_io import save_wan
 
     directory = Path(directory)
     net = build_motion_wan(ModelConfig(**model_cfg), text_encoder_dim=text_encoder_dim, device="meta")
@@ -354,7 +354,7 @@ def save_network(
 def read_network_json(directory: str | Path) -> dict:
     """An export's ``network.json``, checked: valid JSON with ``model`` (a valid ModelConfig) and
     ``text_encoder_dim``; anything else is a one-line ValueError naming the file and the fix."""
-    from trackstream.models.files import one_line, read_json_file
+    from trackstream.models.formats.files import one_line, read_json_file
 
     path = Path(directory) / "network.json"
     meta = read_json_file(path, fix=EXPORT_FIX, require=("model", "text_encoder_dim"))
@@ -368,8 +368,9 @@ def read_network_json(directory: str | Path) -> dict:
 
 def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
     """Rebuild an exported network (the frozen teacher of the distillation stages loads this way)."""
-    from trackstream.models.checkpoint import load_into, read_state_dict
-    from trackstream.models.files import check_shipped, read_torch_file
+    from trackstream.models.formats.checkpoint import read_state_dict
+    from trackstream.models.formats.files import check_shipped, read_torch_file
+    from trackstream.models.wan_io import load_into
 
     directory = Path(directory)
     missing = [f for f in EXPORT_FILES if not (directory / f).exists()]

@@ -1,39 +1,70 @@
-"""Device and dtype for every command that runs a network: CUDA + bf16 when a GPU is present, else
-CPU + fp32, unless the user says otherwise.
+"""Device and precision for every command that runs a network, and the one vocabulary they are named in.
 
-    device, dtype = resolve_precision(args.device, args.dtype)   # None / "auto" -> the defaults
-    add_precision_args(parser)                                    # --device / --dtype for argparse
+Precisions are ``bf16 | fp16 | fp32 | auto`` everywhere: ``trainer.precision``, ``--dtype``,
+``generate.dtype``, ``ode_pairs.sample_dtype``. ``auto`` is bf16 on CUDA and fp32 on the CPU
+(:func:`auto_precision`, the only place that rule is written). torch's long names (bfloat16, float16,
+float32) are accepted as aliases and normalised by :func:`precision_name`; help texts and errors name the
+short ones (:data:`PRECISION_HELP`).
+
+    device = resolve_device(args.device)                  # None / "auto" -> CUDA when present, else CPU
+    dtype = resolve_dtype(args.dtype, device)             # None / "auto" -> the rule above
 
 bf16 on the CPU is allowed (it runs, slowly; the tests use it to cover the bf16 path); fp16 is
-accepted for GPUs without bf16. What stays fp32 whatever the dtype (time embedding, modulation,
-norms, the residual stream) is decided by ``WanModel.cast_for_inference``, not here.
+accepted for GPUs without bf16, except in training, which has no fp16 path. What stays fp32 whatever the
+dtype (time embedding, modulation, norms, the residual stream) is decided by
+``WanModel.cast_for_inference``, not here.
 """
 
 from __future__ import annotations
 
-import argparse
-
 import torch
 
 __all__ = [
+    "PRECISIONS",
+    "PRECISION_HELP",
     "DTYPES",
+    "auto_precision",
+    "precision_name",
+    "concrete_precision",
     "resolve_device",
     "resolve_dtype",
     "resolve_precision",
-    "add_precision_args",
     "synchronize",
     "dtype_name",
 ]
 
-# accepted spellings -> dtype (the long names are torch's, the short ones what Hydra users type)
-DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
+PRECISIONS = ("bf16", "fp16", "fp32", "auto")
+PRECISION_HELP = "auto (bf16 on CUDA, fp32 on the CPU), bf16, fp16 or fp32"
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+# torch's names (what torch prints, what older configs say) -> the one spelling
+_ALIASES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32"}
+_TRAINING_HELP = "auto (bf16 on CUDA, fp32 on the CPU), bf16 or fp32 (training has no fp16 path)"
+
+
+def auto_precision(device: str | torch.device) -> str:
+    """What ``auto`` means on ``device``: bf16 on CUDA, fp32 elsewhere."""
+    return "bf16" if torch.device(device).type == "cuda" else "fp32"
+
+
+def precision_name(value: str | torch.dtype | None, *, field: str = "dtype", training: bool = False) -> str:
+    """``value`` in the one spelling (one of :data:`PRECISIONS`; None is ``auto``); anything else, and fp16
+    for ``training``, is a one-line ValueError naming ``field`` and the choices."""
+    if isinstance(value, torch.dtype):
+        name = next((k for k, v in DTYPES.items() if v == value), str(value))
+    else:
+        name = "auto" if value is None else str(value).removeprefix("torch.")
+        name = _ALIASES.get(name, name)
+    if name not in PRECISIONS or (training and name == "fp16"):
+        raise ValueError(f"{field}={value!r}: choose {_TRAINING_HELP if training else PRECISION_HELP}")
+    return name
+
+
+def concrete_precision(
+    value: str | torch.dtype | None, device: str | torch.device, *, field: str = "dtype", training: bool = False
+) -> str:
+    """bf16, fp16 or fp32: ``value`` with ``auto`` resolved for ``device``."""
+    name = precision_name(value, field=field, training=training)
+    return auto_precision(device) if name == "auto" else name
 
 
 def resolve_device(device: str | torch.device | None = None, *, field: str = "device") -> torch.device:
@@ -51,18 +82,9 @@ def resolve_device(device: str | torch.device | None = None, *, field: str = "de
     return dev
 
 
-def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device, *, field: str = "dtype") -> torch.dtype:
-    """None or "auto" -> bf16 on CUDA, fp32 elsewhere; names as in ``DTYPES``."""
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise ValueError(f"{field}={dtype}: choose one of float32, bfloat16, float16")
-        return dtype
-    if dtype is None or str(dtype) == "auto":
-        return torch.bfloat16 if device.type == "cuda" else torch.float32
-    name = str(dtype).removeprefix("torch.")
-    if name not in DTYPES:
-        raise ValueError(f"{field}={dtype!r}: choose auto, float32 (fp32), bfloat16 (bf16) or float16 (fp16)")
-    return DTYPES[name]
+def resolve_dtype(dtype: str | torch.dtype | None, device: str | torch.device, *, field: str = "dtype") -> torch.dtype:
+    """The torch dtype of a precision (see the module docstring) on ``device``."""
+    return DTYPES[concrete_precision(dtype, device, field=field)]
 
 
 def resolve_precision(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
@@ -72,15 +94,8 @@ def resolve_precision(device=None, dtype=None) -> tuple[torch.device, torch.dtyp
 
 
 def dtype_name(dtype: torch.dtype) -> str:
+    """torch's name of ``dtype`` (``bfloat16``), as results and index files record it."""
     return str(dtype).removeprefix("torch.")
-
-
-def add_precision_args(parser: argparse.ArgumentParser) -> None:
-    """--device / --dtype with the project's defaults (resolve them with ``resolve_precision``)."""
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu), cpu, cuda, cuda:N")
-    parser.add_argument(
-        "--dtype", default="auto", help="auto (bfloat16 on CUDA, float32 on cpu), float32, bfloat16, float16"
-    )
 
 
 def synchronize(device: torch.device | str | None) -> None:

@@ -31,8 +31,8 @@ from typing import Callable, Mapping
 import torch
 import torch.nn as nn
 
-from trackstream.models.files import read_torch_file
-from trackstream.models.release_folder import find_release, is_release_folder
+from trackstream.models.formats.files import read_torch_file
+from trackstream.models.formats.release_folder import find_release, is_release_folder
 
 __all__ = [
     "TextEncoder",

@@ -3,7 +3,7 @@
 One class serves every use in TrackStream: the bidirectional teacher, the causal student
 (through pluggable self-attention, see ``SelfAttentionFn``) and the critic. Parameter names
 are exactly the official ``WanModel`` names, so official checkpoints load without renaming
-(diffusers-format checkpoints go through ``models.checkpoint``).
+(diffusers-format checkpoints go through ``models.wan_io``).
 
 Numerics follow the official code: the time embedding, every modulation, the non-affine
 LayerNorms, the head and the residual stream run in float32 whatever the parameter dtype;

@@ -54,8 +54,8 @@ DISTILL = [f"data.num_frames={NUM_FRAMES}"]
 
 def stage_foundation(run_dir: Path, state: dict) -> dict:
     """Wan DiT: real flavors on meta with official counts; tiny forward; checkpoint round trip."""
-    from trackstream.models.checkpoint import load_wan, save_wan
     from trackstream.models.flavors import OFFICIAL_COUNTS, build_wan
+    from trackstream.models.wan_io import load_wan, save_wan
 
     counts = {}
     for name, (expected, _) in OFFICIAL_COUNTS.items():

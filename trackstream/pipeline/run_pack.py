@@ -41,8 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trackstream.models.files import one_line
-from trackstream.train.dist import pickle_allowed, pickle_refusal, plain_state, read_state
+from trackstream.models.formats.files import one_line, pickle_allowed, pickle_refusal, plain_state, read_torch_file
 
 __all__ = ["FORMAT", "pack_run", "unpack_run", "read_pack", "entry_object", "encode_tree", "decode_tree"]
 
@@ -236,7 +235,7 @@ def pack_run(
     for rel in files:
         path = run_dir / rel
         if rel.endswith(".pt"):
-            obj = read_state(path, what="a run's file", fix=_REPACK, allow_pickle=allow_pickle)
+            obj = read_torch_file(path, old_format="a run's file", fix=_REPACK, allow_pickle=allow_pickle)
             for key in drop.get(rel, ()):
                 obj.pop(key, None)
             _drop_first_moment(obj)

@@ -31,7 +31,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from trackstream.models.files import release_mismatches, sha256
+from trackstream.models.formats.files import release_mismatches, sha256
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSET_DIR = ROOT / "assets" / "tiny-teacher"

@@ -1,8 +1,8 @@
 """Command line streaming generation: an image, a prompt and tracks in, an mp4 out, chunk by chunk.
 
-    python -m trackstream.stream.generate --student RUN/dmd/export/student --codec RUN/teacher/codec/codec.pt \\
+    trackstream generate --student RUN/dmd/export/student --codec RUN/teacher/codec/codec.pt \\
         --image first.png --tracks tracks.npy [--visibility visibility.npy] --prompt "..." \\
-        --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0] [--device cuda --dtype bfloat16]
+        --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0] [--device cuda --dtype bf16]
 
 ``tracks.npy`` is [T, N, 2] pixel (x, y) at the video's size (finite, at most one frame size outside the
 frame: ``data.track_inputs``); frames beyond T get no tracks (the empty motion condition), so ``--chunks``
@@ -10,7 +10,7 @@ may run past the recording. Each chunk is decoded and
 appended to the output as soon as it is generated; the per-chunk latency is printed (synchronised with
 the device, so it is the chunk's real wall time) and, at the end, frames per second over the chunks
 after the first generated one (that one pays the warm-up: allocator, kernels, caches).
-``--device`` / ``--dtype``: default CUDA + bfloat16 when a GPU is present, else CPU + float32.
+``--device`` / ``--dtype``: default CUDA + bf16 when a GPU is present, else CPU + fp32.
 ``--compile``: the compiled streaming step (``models.stream_buffers``); the default is the same step eager.
 """
 
@@ -19,43 +19,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
 
-__all__ = ["main", "cli_precision", "add_network_args", "SHIPPED_STUDENT", "SHIPPED_CODEC"]
+from trackstream.stream.options import add_network_args, add_precision_args, parsed_precision
 
-# The shipped student (its recipe: assets/tiny-student/manifest.json) and the teacher release's codec it was
-# distilled in: what every streaming command runs on when no --student / --codec is given.
-_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_STUDENT = _ROOT / "assets" / "tiny-student" / "student"
-SHIPPED_CODEC = _ROOT / "assets" / "tiny-teacher" / "codec.pt"
-
-
-def add_network_args(parser: argparse.ArgumentParser) -> None:
-    """--student / --codec / --codec-name, defaulting to the shipped student and its codec."""
-    parser.add_argument(
-        "--student",
-        default=str(SHIPPED_STUDENT),
-        help="exported student folder (a stage's export/student); default: the shipped one, assets/tiny-student",
-    )
-    parser.add_argument(
-        "--codec", default=str(SHIPPED_CODEC), help="the student's codec checkpoint (default: assets/tiny-teacher's)"
-    )
-    parser.add_argument("--codec-name", default="tiny-ae")
-
-
-def cli_precision(parser: argparse.ArgumentParser, args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
-    """--device / --dtype (``models.precision.add_precision_args``) resolved; a bad value is the parser's
-    one-line error (exit 2) naming the flag, not a traceback from deep inside the first forward."""
-    from trackstream.models.precision import resolve_device, resolve_dtype
-
-    try:
-        device = resolve_device(args.device, field="--device")
-        return device, resolve_dtype(args.dtype, device, field="--dtype")
-    except ValueError as err:
-        parser.error(str(err))
+__all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,11 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="decode each chunk before sampling the next (default on CUDA: decode on a second stream)",
     )
-    from trackstream.models.precision import add_precision_args, dtype_name
+    from trackstream.models.precision import dtype_name
 
     add_precision_args(ap)
     args = ap.parse_args(argv)
-    device, dtype = cli_precision(ap, args)
+    device, dtype = parsed_precision(ap, args)
 
     import cv2
 
@@ -109,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
     # every input checked before the first chunk: a bad file is the parser's one-line error (exit 2) naming
-    # it and the fix (models.files, data.track_inputs), not a traceback; nothing is written
+    # it and the fix (models.formats.files, data.track_inputs), not a traceback; nothing is written
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
         ap.error(f"--image {args.image!r} could not be read as an image (a missing file, or not PNG / JPEG)")

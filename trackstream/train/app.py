@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Callable
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.models.checkpoint import split_subkey
+from trackstream.models.formats.checkpoint import split_subkey
+from trackstream.models.precision import concrete_precision, resolve_device
 from trackstream.train.checkpoint import refuse_foreign_run
 from trackstream.train.config import TrainConfig, register_configs, resolved_container, validate
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
@@ -215,6 +215,8 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
         raise RunRefused(str(err)) from err
     set_threads(typed.trainer.num_threads)
     configure_determinism(typed.trainer.deterministic)
+    # what "auto" means here, once: the DeepSpeed JSON is written before the runtime that uses it
+    precision = concrete_precision(typed.trainer.precision, resolve_device("auto"), training=True)
     ds_cfg = None
     if typed.parallel.strategy == "deepspeed":
         ds_cfg = deepspeed_config(
@@ -223,13 +225,11 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
             grad_accum=typed.trainer.grad_accum,
             world_size=world,
             clip=typed.optim.clip_grad_norm,
-            precision="bf16"
-            if typed.trainer.precision == "bf16" or (typed.trainer.precision == "auto" and torch.cuda.is_available())
-            else "fp32",
+            precision=precision,
         )
     runtime = init_runtime(
         typed.parallel.strategy,
-        precision=typed.trainer.precision,
+        precision=precision,
         backend=typed.parallel.backend,
         timeout_minutes=typed.parallel.timeout_minutes,
         deepspeed_config=ds_cfg,
@@ -298,10 +298,11 @@ def summary_line(summary: dict, run_dir: Path) -> str:
     return " | ".join(parts)
 
 
-def hydra_entry(job: Callable[[DictConfig], object]) -> Callable[[], None]:
-    """A command over the train config (``python -m trackstream.train``, ``python -m trackstream.distill.pairs``): Hydra
-    composes ``conf/train.yaml`` with the command line, ``job`` runs on it, and a multi-process run
-    exits hard afterwards (gloo's sporadic abort at interpreter exit, see ``train.dist``)."""
+def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None = None) -> Callable[[], None]:
+    """A command over the train config (``trackstream train``, ``trackstream pairs``): Hydra composes
+    ``conf/train.yaml`` with the command line, ``job`` runs on it, and a multi-process run exits hard
+    afterwards (gloo's sporadic abort at interpreter exit, see ``train.dist``). ``help_header``: the
+    first line of ``--help`` for a command other than ``trackstream train`` (whose header is in conf/hydra)."""
 
     @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
     def _hydra_main(cfg: DictConfig) -> None:
@@ -314,6 +315,15 @@ def hydra_entry(job: Callable[[DictConfig], object]) -> Callable[[], None]:
             raise SystemExit(2) from None
 
     def entry() -> None:
+        from trackstream.train.codec import check_codec_overrides
+
+        try:
+            check_codec_overrides(sys.argv[1:])
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+        if help_header and "--help" in sys.argv[1:]:
+            sys.argv.append(f"hydra.help.header='{help_header}'")
         _hydra_main()
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             hard_exit(0)

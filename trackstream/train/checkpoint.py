@@ -11,7 +11,7 @@ place (``os.replace`` of a directory is atomic on POSIX) and prunes old ones. A 
 leaves only a ``.tmp-*`` directory, which resume ignores and the next save removes.
 
 Every file holds tensors, numbers, strings and plain containers only (numpy RNG state as a tensor:
-``train.dist.plain_state``) and is read with ``weights_only=True`` (``train.dist.read_state``); a checkpoint
+``models.formats.files.plain_state``) and is read with ``weights_only=True`` (``read_torch_file``); a checkpoint
 written before that is refused with the opt-in (``TRACKSTREAM_ALLOW_PICKLE=1``) named. DeepSpeed's own
 files under ``deepspeed/`` are read by DeepSpeed itself.
 
@@ -37,7 +37,8 @@ from pathlib import Path
 
 import torch
 
-from trackstream.train.dist import Runtime, UnreadableFile, load_rng_state, plain_state, read_state, rng_state
+from trackstream.models.formats.files import UnreadableFile, plain_state, read_torch_file
+from trackstream.train.dist import Runtime, load_rng_state, rng_state
 from trackstream.train.sharded import agree_readable
 from trackstream.train.trained_network import TrainedNetwork
 
@@ -76,8 +77,10 @@ _RESAVE = "resume from it once (the next checkpoint is written in the safe forma
 
 
 def read_meta(path: Path, *, allow_pickle: bool = False) -> dict:
-    """A checkpoint's meta.pt (``weights_only=True``; see :func:`trackstream.train.dist.read_state`)."""
-    return read_state(Path(path) / "meta.pt", what="a training checkpoint", fix=_RESAVE, allow_pickle=allow_pickle)
+    """A checkpoint's meta.pt (``weights_only=True``; see :func:`trackstream.models.formats.files.read_torch_file`)."""
+    return read_torch_file(
+        Path(path) / "meta.pt", old_format="a training checkpoint", fix=_RESAVE, allow_pickle=allow_pickle
+    )
 
 
 def latest_readable(directory: Path, *, allow_pickle: bool = False) -> tuple[Path, dict] | None:
@@ -204,7 +207,7 @@ class CheckpointManager:
                 )
             # this rank's small file first: a damaged one is found before any network is touched
             rank_file = path / f"rank_{self.runtime.rank:05d}.pt"
-            rank_state = read_state(rank_file, what="a training checkpoint", fix=_RESAVE)
+            rank_state = read_torch_file(rank_file, old_format="a training checkpoint", fix=_RESAVE)
         except UnreadableFile as err:
             reason = str(err)
         # a rank that could not read its own file must not leave the others inside a sharded network's

@@ -11,13 +11,14 @@ the DiT sees unit-variance latents, and it is frozen.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from trackstream.models.codec_names import CODEC_NAMES
+from trackstream.models.codec_names import CodecChoice, codec_name
 from trackstream.train.objective import Objective, generator_state, load_generator_state
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "CodecObjective",
     "load_codec_file",
     "save_codec_file",
+    "check_codec_overrides",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,15 +57,15 @@ class CodecFitConfig:
 
 
 @dataclass
-class CodecConfig:
-    name: str = "tiny-ae"  # models.codecs.CODEC_NAMES: tiny-ae | wan2.1-vae | wan2.2-vae | taehv-wan2.1
-    checkpoint: str | None = None  # required for pretrained codecs; tiny-ae: fitted when null
+class CodecConfig(CodecChoice):
+    """The stage's codec: a name and its weights (``CodecChoice``: checkpoint is required for pretrained
+    codecs; tiny-ae is fitted when it is null), plus the trainable codec's options and fit."""
+
     options: dict = field(default_factory=dict)  # fields of the codec's config (TinyAEConfig: width, ...)
     fit: CodecFitConfig = field(default_factory=CodecFitConfig)
 
     def __post_init__(self) -> None:
-        if self.name not in CODEC_NAMES:
-            raise ValueError(f"codec.name={self.name!r}; choose one of {list(CODEC_NAMES)}")
+        codec_name(self.name, field="codec.name")
         if self.name not in TRAINABLE and self.checkpoint is None:
             raise ValueError(
                 f"codec.name={self.name!r} is not trainable here: set codec.checkpoint to its weights file"
@@ -71,8 +73,17 @@ class CodecConfig:
         if self.options.get("latent_channels", 16) != 16:
             raise ValueError(
                 "codec.options.latent_channels must be 16: the trainable codecs stand in for the Wan 2.1 "
-                "latent space (48-channel latents come with codec=wan2.2_vae)"
+                "latent space (48-channel latents come with codec=wan2.2-vae)"
             )
+
+
+def check_codec_overrides(overrides: list[str]) -> None:
+    """A ``codec=NAME`` override picks conf/codec/NAME.yaml, whose stem is the codec's one name: any other
+    spelling is :func:`codec_name`'s one-line ValueError naming it (before Hydra's page of options)."""
+    for arg in overrides:
+        m = re.fullmatch(r"\+{0,2}codec=(.*)", arg)
+        if m:
+            codec_name(m.group(1), field="codec")
 
 
 def build_codec_module(cfg: CodecConfig) -> nn.Module:

@@ -156,8 +156,8 @@ def _cross_checks(cfg: TrainConfig) -> None:
     if want != have:
         raise ValueError(
             f"model.flavor={cfg.model.flavor!r} denoises {want}-channel latents but codec={cfg.codec.name!r} "
-            f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2_vae or "
-            "codec=taehv_wan2.2 and the Wan 2.1 flavors with a 16-channel codec"
+            f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2-vae or "
+            "codec=taehv-wan2.2 and the Wan 2.1 flavors with a 16-channel codec"
         )
     causal = getattr(cfg.stage, "causal", None)
     if causal is not None:  # a causal stage: its chunking must tile the clips it trains on

@@ -9,10 +9,8 @@ CPU facts this module encodes (each measured on our 2-core CPU machines):
 Slurm: when started by ``srun`` without torchrun, RANK/WORLD_SIZE/... are exported from the
 SLURM_* variables, so one task per GPU (the preemption-friendly layout) needs no launcher.
 
-State files (checkpoints, RNG states): every file is written with tensors, numbers, strings and plain
-containers only and read back with ``torch.load(weights_only=True)`` (:func:`read_state`), because
-unpickling anything else can run code the file carries. A file written before that (numpy RNG states
-pickled as arrays) is refused with a one-line error unless the user opts in (:data:`ALLOW_PICKLE_ENV`).
+RNG states are tensors and plain numbers (:func:`rng_state`), so a checkpoint holding them reads back
+without pickle (``models.formats.files``).
 """
 
 from __future__ import annotations
@@ -21,15 +19,15 @@ import contextlib
 import datetime
 import logging
 import os
-import pickle
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+
+from trackstream.models.precision import concrete_precision
 
 __all__ = [
     "Runtime",
@@ -39,12 +37,6 @@ __all__ = [
     "rng_state",
     "load_rng_state",
     "hard_exit",
-    "ALLOW_PICKLE_ENV",
-    "UnreadableFile",
-    "pickle_allowed",
-    "pickle_refusal",
-    "plain_state",
-    "read_state",
 ]
 
 log = logging.getLogger(__name__)
@@ -168,10 +160,7 @@ def init_runtime(
     cuda = torch.cuda.is_available() and device != "cpu"
     if backend == "auto":
         backend = "nccl" if cuda else "gloo"
-    if precision == "auto":
-        precision = "bf16" if cuda else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise ValueError(f"trainer.precision={precision!r}; choose auto, fp32 or bf16")
+    precision = concrete_precision(precision, "cuda" if cuda else "cpu", field="trainer.precision", training=True)
     handlers: list = []
     if world_size > 1:  # a backend handler in a single process makes accelerate query a missing group
         handlers.append(InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes)))
@@ -247,80 +236,6 @@ def load_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-# ----------------------------------------------------------------------------- state files
-
-ALLOW_PICKLE_ENV = "TRACKSTREAM_ALLOW_PICKLE"
-
-
-class UnreadableFile(ValueError):
-    """A state file that is missing, truncated or garbage (not one that merely needs pickle): resume
-    may fall back to an older checkpoint on it."""
-
-
-def pickle_allowed(allow_pickle: bool = False) -> bool:
-    """The explicit opt-in to read old pickle-based files: the keyword, or ``TRACKSTREAM_ALLOW_PICKLE=1``."""
-    return bool(allow_pickle) or os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
-
-
-def pickle_refusal(path, what: str, fix: str) -> str:
-    """The one-line error for an old pickle-based file: what it is, why it is not read, the opt-in and ``fix``."""
-    return (
-        f"{path} is {what} in an old pickle-based format, which can run arbitrary code when loaded, so it is not "
-        f"read by default: if you trust it, set {ALLOW_PICKLE_ENV}=1 (or pass allow_pickle / --allow-pickle) "
-        f"to read it once, then {fix}"
-    )
-
-
-def plain_state(x, where: str = "state"):
-    """``x`` with numpy arrays as tensors and numpy scalars as Python numbers, so that ``torch.save`` of it
-    loads with ``weights_only=True``; anything else that is not a tensor, number, string or plain
-    container is a ValueError naming where it sits (a state_dict must not hold objects)."""
-    if isinstance(x, np.ndarray):
-        return torch.from_numpy(np.ascontiguousarray(x).copy())
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, dict):
-        return type(x)((k, plain_state(v, f"{where}/{k}")) for k, v in x.items())
-    if isinstance(x, (list, tuple)) and not isinstance(x, torch.Size):
-        items = [plain_state(v, f"{where}[{i}]") for i, v in enumerate(x)]
-        return items if isinstance(x, list) else tuple(items)
-    if x is None or isinstance(x, (bool, int, float, complex, str, bytes, torch.Tensor, torch.Size, torch.dtype)):
-        return x
-    raise ValueError(
-        f"cannot save {where}: a {type(x).__module__}.{type(x).__name__} is not a plain value (tensors, numbers, "
-        "strings, lists, dicts); its state_dict must return plain values"
-    )
-
-
-def read_state(path, *, what: str = "a checkpoint file", fix: str = "", allow_pickle: bool = False, mmap: bool = False):
-    """``torch.load(path, weights_only=True)`` on the CPU. A missing, truncated or garbage file is an
-    :class:`UnreadableFile` (one line, naming it); a file that pickles other objects (an old format) is a
-    one-line ValueError saying so and how to opt in, unless :func:`pickle_allowed` (then it is read with
-    pickle, with a warning)."""
-    from trackstream.models.files import read_torch_file
-
-    path = Path(path)
-    try:
-        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
-    except MemoryError:
-        raise
-    except pickle.UnpicklingError as err:
-        # a class or function the restricted unpickler refuses names itself as a "global"; garbage fails
-        # on an opcode instead (also "Weights only load failed"): that is a damaged file, not an old one
-        if "Unsupported global" not in str(err):
-            raise UnreadableFile(f"{path} is not a torch checkpoint of tensors (garbage or truncated); {fix}") from None
-    except Exception:  # noqa: BLE001 -- missing, truncated or garbage: models.files words it in one line
-        try:
-            read_torch_file(path, fix=fix or None, mmap=mmap)
-        except ValueError as err:
-            raise UnreadableFile(str(err)) from None
-        raise  # it read the second time: not the file's fault, show the original error
-    if not pickle_allowed(allow_pickle):
-        raise ValueError(pickle_refusal(path, what, fix))
-    log.warning("reading %s with pickle (%s): it can run code it carries; re-save it", path, ALLOW_PICKLE_ENV)
-    return torch.load(str(path), map_location="cpu", weights_only=False, mmap=mmap)
 
 
 def hard_exit(code: int = 0) -> None:

@@ -22,6 +22,7 @@ from typing import Callable, Iterable
 
 import torch
 
+from trackstream.models.precision import precision_name
 from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler
 from trackstream.train.dist import Runtime
 from trackstream.train.metrics import MetricLogger, Throughput
@@ -40,7 +41,7 @@ class TrainerConfig:
     # samples per optimizer update over all processes; when set, grad_accum is derived from it
     # (global_batch / (data.batch_size x processes)), so a recipe keeps its batch on any GPU count
     global_batch: int | None = None
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp32 (models.precision)
     seed: int = 0  # every value is a real seed (0 included)
     log_every: int = 10
     ckpt_every: int = 500  # 0: only at the end (and on preemption)
@@ -58,8 +59,7 @@ class TrainerConfig:
         for name in ("ckpt_every", "sample_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"trainer.{name}={getattr(self, name)} must be >= 0 (0 disables)")
-        if self.precision not in ("auto", "fp32", "bf16"):
-            raise ValueError(f"trainer.precision={self.precision!r}; choose auto, fp32 or bf16")
+        self.precision = precision_name(self.precision, field="trainer.precision", training=True)
         if self.global_batch is not None and self.global_batch < 1:
             raise ValueError(f"trainer.global_batch={self.global_batch} must be >= 1 or null")
         if self.num_threads is not None and self.num_threads < 1:

@@ -22,8 +22,8 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from trackstream.models.files import one_line
-from trackstream.train.dist import Runtime, UnreadableFile
+from trackstream.models.formats.files import UnreadableFile, one_line
+from trackstream.train.dist import Runtime
 
 __all__ = ["agree_readable", "load_sharded", "sharded_damage"]
 

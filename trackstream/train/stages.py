@@ -27,6 +27,7 @@ import torch.nn as nn
 from trackstream.data.batching import derive_seed
 from trackstream.data.clips import ClipPool, PoolStream, build_raw_stream
 from trackstream.models.conditioner import Conditioner
+from trackstream.models.precision import resolve_dtype
 from trackstream.train.checkpoint import CheckpointManager
 from trackstream.train.codec import (
     TRAINABLE,
@@ -172,8 +173,8 @@ def load_text_encoder(cfg: "TrainConfig", runtime: Runtime) -> nn.Module:
     from trackstream.models.text_encoders import build_text_encoder
 
     kwargs = {"path": cfg.model.text_encoder_path} if cfg.model.text_encoder_path else {}
-    if cfg.model.text_encoder.lower().startswith("umt5"):  # 5.7B parameters: bf16 on GPU, fp32 on CPU
-        kwargs["dtype"] = torch.bfloat16 if runtime.device.type == "cuda" else torch.float32
+    if cfg.model.text_encoder.lower().startswith("umt5"):  # 5.7B parameters: in the auto precision
+        kwargs["dtype"] = resolve_dtype("auto", runtime.device)
     enc = build_text_encoder(cfg.model.text_encoder, **kwargs)
     return prepare_frozen(runtime, enc)
 

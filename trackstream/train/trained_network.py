@@ -14,7 +14,7 @@ picks it and builds it):
   its own checkpoint format, which DeepSpeed reads itself (``torch.load`` inside DeepSpeed, outside
   ``weights_only``'s reach here: a DeepSpeed checkpoint is as trusted as the code), our EMA file beside
   it with ``weights_only=True``.
-Every other file written here is read back with ``weights_only=True`` (``train.dist.read_state``).
+Every other file written here is read back with ``weights_only=True`` (``models.formats.files.read_torch_file``).
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from trackstream.train.dist import Runtime, UnreadableFile, read_state
+from trackstream.models.formats.files import UnreadableFile, read_torch_file
+from trackstream.train.dist import Runtime
 from trackstream.train.ema import EMA
 from trackstream.train.sharded import agree_readable, load_sharded
 
@@ -95,7 +96,7 @@ class TrainedNetwork:
             torch.save(state, directory / f"{self.name}.pt")
 
     def load(self, directory: Path) -> None:
-        state = read_state(directory / f"{self.name}.pt", what="a training checkpoint", fix=_RESAVE)
+        state = read_torch_file(directory / f"{self.name}.pt", old_format="a training checkpoint", fix=_RESAVE)
         self.raw.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.ema is not None:
@@ -168,7 +169,9 @@ class FSDPNetwork(TrainedNetwork):
         ema, reason = None, None
         if self.ema is not None:  # read before the collective load, which no rank may skip (train.sharded)
             try:
-                ema = read_state(directory / f"{self.name}.ema.pt", what="a training checkpoint", fix=_RESAVE)
+                ema = read_torch_file(
+                    directory / f"{self.name}.ema.pt", old_format="a training checkpoint", fix=_RESAVE
+                )
             except UnreadableFile as err:
                 reason = str(err)
         agree_readable(self.runtime, reason)
@@ -209,5 +212,5 @@ class DeepSpeedNetwork(TrainedNetwork):
             raise ValueError(f"DeepSpeed found no checkpoint for {self.name!r} under {directory / 'deepspeed'}")
         if self.ema is not None:
             self.ema.load_state_dict(
-                read_state(directory / f"{self.name}.ema.pt", what="a training checkpoint", fix=_RESAVE)
+                read_torch_file(directory / f"{self.name}.ema.pt", old_format="a training checkpoint", fix=_RESAVE)
             )

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from trackstream.models.checkpoint import SUBKEY_SEP, split_subkey
+from trackstream.models.formats.checkpoint import SUBKEY_SEP, split_subkey
 from trackstream.models.motion_wan import Conventions, MotionWan, read_init, save_network
 
 __all__ = ["initialise", "load_checked", "load_student", "full_state_dict", "export_network"]
@@ -20,7 +20,7 @@ def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, 
     projection) or an official/diffusers Wan checkpoint (DiT only, possibly with fewer input
     channels, grown with zeros), or ``PATH::entry`` for one network of a training ``.pt`` that
     holds several (Self-Forcing / CausVid / LongLive: ``generator_ema``, ``generator``;
-    ``models.checkpoint.split_subkey``). Under FSDP (``sharded``) rank 0 reads the file and DCP
+    ``models.formats.checkpoint.split_subkey``). Under FSDP (``sharded``) rank 0 reads the file and DCP
     broadcasts each shard to its owner, so no other rank loads the full checkpoint.
     """
     net.init_weights()

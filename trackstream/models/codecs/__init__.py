@@ -11,6 +11,10 @@
 
 All map [B, 3, 1+4k, H, W] pixels in [-1, 1] to normalised latents [B, C, 1+k, H/s, W/s], s = ``spatial_factor``
 (8, except 16 for ``wan2.2-vae`` / ``taehv-wan2.2`` and the patch options of TAEHV / the tiny AE).
+
+Wherever a codec is named, its weights may be given as a file, a Wan release folder (its official VAE
+file) or a TrackStream release folder (``assets/tiny-teacher``: manifest.json + config.yaml + codec.pt);
+``codec_checkpoint`` is the one resolver, used by ``build_codec``.
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from trackstream.models.codec_names import CODEC_NAMES
-from trackstream.models.release_folder import find_release, is_release_folder, vae_version
+from trackstream.models.codec_names import CODEC_NAMES, codec_name
+from trackstream.models.formats.release_folder import find_release, is_release_folder, vae_version
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 from .taehv import TAEHV, TAEHV_RELEASES, TAEHVConfig, TAEHVDecodeState
@@ -47,6 +51,8 @@ from .wan_vae import (
 __all__ = [
     "CODEC_NAMES",
     "build_codec",
+    "codec_checkpoint",
+    "is_trackstream_release",
     "VideoCodec",
     "WanVAE",
     "WanVAEConfig",
@@ -89,11 +95,63 @@ def _make_config(cls: type, name: str, options: dict[str, Any], base: Any = None
 _WAN_VAES = {"wan2.1-vae": (WanVAE, WanVAEConfig, "2.1"), "wan2.2-vae": (Wan22VAE, Wan22VAEConfig, "2.2")}
 
 
+# what a TrackStream release folder holds (pipeline's shipping writes it): the run's config and its codec
+RELEASE_MANIFEST, RELEASE_CONFIG, RELEASE_CODEC = "manifest.json", "config.yaml", "codec.pt"
+
+
+def is_trackstream_release(folder: str | os.PathLike) -> bool:
+    """A TrackStream release folder: a manifest.json beside the run's config.yaml (``assets/tiny-teacher``)."""
+    folder = Path(folder)
+    return folder.is_dir() and (folder / RELEASE_MANIFEST).is_file() and (folder / RELEASE_CONFIG).is_file()
+
+
+def _release_codec(name: str, folder: Path, field: str) -> str:
+    """The codec.pt of a TrackStream release folder, after checking that its config names ``name``."""
+    import yaml
+
+    try:
+        cfg = yaml.safe_load((folder / RELEASE_CONFIG).read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ValueError(f"{field}={str(folder)!r}: its {RELEASE_CONFIG} is not valid YAML ({err.problem})") from None
+    theirs = (cfg.get("codec") or {}).get("name") if isinstance(cfg, dict) else None
+    if theirs is not None and theirs != name:
+        raise ValueError(
+            f"{field}={str(folder)!r} is a release whose codec is {theirs!r} ({RELEASE_CONFIG}), not {name!r}: "
+            f"name the codec {theirs}"
+        )
+    if not (folder / RELEASE_CODEC).is_file():
+        raise ValueError(
+            f"{field}={str(folder)!r} is a release without {RELEASE_CODEC}: point at its codec's weights "
+            f"(its {RELEASE_CONFIG} says codec.checkpoint={(cfg.get('codec') or {}).get('checkpoint')!r})"
+        )
+    return str(folder / RELEASE_CODEC)
+
+
+def codec_checkpoint(name: str, checkpoint: str | os.PathLike | None, *, field: str = "codec.checkpoint") -> str | None:
+    """What ``build_codec`` reads for codec ``name`` at ``checkpoint``: a weights file or a diffusers folder
+    as given; a TrackStream release folder -> its codec.pt (its config.yaml must name the same codec); a
+    Wan release folder -> its official VAE file (Wan VAEs only). A missing path is a one-line ValueError."""
+    name = codec_name(name)
+    if checkpoint is None:
+        return None
+    path = Path(checkpoint)
+    if not path.exists():
+        raise ValueError(f"{field}={str(checkpoint)!r} does not exist (codec {name!r}): fix the path")
+    if is_trackstream_release(path):
+        return _release_codec(name, path, field)
+    if is_release_folder(path):
+        if name not in _WAN_VAES:
+            raise ValueError(
+                f"{field}={str(checkpoint)!r} is a Wan release folder, which holds a Wan VAE, not {name!r}: "
+                f"name the codec {' or '.join(_WAN_VAES)}, or point at the {name} weights file"
+            )
+        # its Wan2.1_VAE.pth / Wan2.2_VAE.pth (found by name, else by keys)
+        return str(find_release(path).require("vae", field_name=field).vae)
+    return str(checkpoint)
+
+
 def _build_wan_vae(name: str, checkpoint: str | None, options: dict[str, Any]) -> WanVAE:
     cls, config_cls, version = _WAN_VAES[name]
-    if checkpoint is not None and is_release_folder(Path(checkpoint)):
-        # a Wan release folder: its Wan2.1_VAE.pth / Wan2.2_VAE.pth (found by name, else by keys)
-        checkpoint = str(find_release(checkpoint).require("vae", field_name="codec.checkpoint").vae)
     if checkpoint is not None and os.path.isdir(checkpoint):
         if options:
             raise ValueError(
@@ -119,16 +177,16 @@ def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> 
 
     checkpoint: None for random init (tests, architecture benchmarks, a tiny AE about to be
     trained); a file (official ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth``, ``taew2_1`` / ``taew2_2``
-    ``.pth``/``.safetensors``, a tiny-AE checkpoint); or, for the Wan VAEs only, a diffusers folder
-    (its config.json is used) or a Wan release folder (its official VAE file).
+    ``.pth``/``.safetensors``, a tiny-AE checkpoint); a TrackStream release folder (its codec.pt); or,
+    for the Wan VAEs only, a diffusers folder (its config.json is used) or a Wan release folder (its
+    official VAE file). See ``codec_checkpoint``.
     options: fields of the codec's config dataclass (``WanVAEConfig``, ``Wan22VAEConfig``, ``TAEHVConfig``,
     ``TinyAEConfig``); for TAEHV they override the release preset of the name (``TAEHV_RELEASES``).
     """
-    if checkpoint is not None and not os.path.exists(checkpoint):
-        raise ValueError(f"codec {name!r}: checkpoint path {checkpoint!r} does not exist")
     if checkpoint is not None:
-        from trackstream.models.files import check_shipped
+        from trackstream.models.formats.files import check_shipped
 
+        checkpoint = codec_checkpoint(name, checkpoint)
         check_shipped(checkpoint)  # e.g. assets/tiny-teacher/codec.pt: its sha256 against the release's manifest
     if name in _WAN_VAES:
         return _build_wan_vae(name, checkpoint, options)
@@ -140,4 +198,5 @@ def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> 
         if checkpoint is None:
             return TinyAE(config)
         return TinyAE.from_checkpoint(checkpoint, config)
-    raise ValueError(f"unknown codec name {name!r}; choose one of {list(CODEC_NAMES)}")
+    codec_name(name)  # a name that is not a codec: the one-line error naming the spelling it resembles
+    raise AssertionError(f"codec {name!r} is in CODEC_NAMES but build_codec has no branch for it")

@@ -113,7 +113,7 @@ def read_state_dict_file(path: str) -> dict[str, torch.Tensor]:
 
     A torch file holding ``{"state_dict": {...}}`` is unwrapped, as some re-saves do that.
     """
-    from trackstream.models.files import read_safetensors, read_torch_file
+    from trackstream.models.formats.files import read_safetensors, read_torch_file
 
     fix = "download the codec checkpoint again (the release it came from)"
     if str(path).endswith(".safetensors"):

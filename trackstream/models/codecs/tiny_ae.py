@@ -226,7 +226,7 @@ class TinyAE(VideoCodec):
     @classmethod
     def from_checkpoint(cls, path: str, config: TinyAEConfig | None = None) -> "TinyAE":
         """Load a ``checkpoint_dict()`` file (config inside) or a bare state dict (config given)."""
-        from trackstream.models.files import read_torch_file
+        from trackstream.models.formats.files import read_torch_file
 
         obj = read_torch_file(path, fix=TINY_AE_FIX)
         if isinstance(obj, Mapping) and "state_dict" in obj:

@@ -31,14 +31,14 @@ from diffusers import AutoencoderKLWan
 
 from .base import load_state_dict_strict, read_state_dict_file
 from .wan_vae import (
-    _RES_DIFFUSERS_TO_OFFICIAL,
-    _RES_OFFICIAL_TO_DIFFUSERS,
+    RES_DIFFUSERS_TO_OFFICIAL,
+    RES_OFFICIAL_TO_DIFFUSERS,
     WanVAE,
-    _rename_inner,
     check_vae_config,
     diffusers_to_official_key,
     latent_statistics,
     official_to_diffusers_key,
+    rename_inner,
 )
 
 __all__ = [
@@ -131,7 +131,7 @@ def official22_to_diffusers_key(key: str) -> str:
         prefix = f"encoder.down_blocks.{level}" if side.startswith("encoder") else f"decoder.up_blocks.{level}"
         if inner.startswith(_RESAMPLE):
             return f"{prefix}.{'downsampler' if side.startswith('encoder') else 'upsampler'}.{inner}"
-        return f"{prefix}.resnets.{j}.{_rename_inner(inner, _RES_OFFICIAL_TO_DIFFUSERS)}"
+        return f"{prefix}.resnets.{j}.{rename_inner(inner, RES_OFFICIAL_TO_DIFFUSERS)}"
     return official_to_diffusers_key(key)  # conv1/conv2, middle, head: named as in 2.1
 
 
@@ -141,12 +141,12 @@ def diffusers_to_official22_key(key: str, *, num_res_blocks: int = 2) -> str:
         level, j, inner = m.groups()
         if j is None:  # the downsampler follows the encoder's num_res_blocks residual blocks
             return f"encoder.downsamples.{level}.downsamples.{num_res_blocks}.{inner}"
-        return f"encoder.downsamples.{level}.downsamples.{j}.{_rename_inner(inner, _RES_DIFFUSERS_TO_OFFICIAL)}"
+        return f"encoder.downsamples.{level}.downsamples.{j}.{rename_inner(inner, RES_DIFFUSERS_TO_OFFICIAL)}"
     if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.(?:resnets\.(\d+)|upsampler)\.(.+)", key):
         level, j, inner = m.groups()
         if j is None:  # the upsampler follows the decoder's num_res_blocks + 1 residual blocks
             return f"decoder.upsamples.{level}.upsamples.{num_res_blocks + 1}.{inner}"
-        return f"decoder.upsamples.{level}.upsamples.{j}.{_rename_inner(inner, _RES_DIFFUSERS_TO_OFFICIAL)}"
+        return f"decoder.upsamples.{level}.upsamples.{j}.{rename_inner(inner, RES_DIFFUSERS_TO_OFFICIAL)}"
     return diffusers_to_official_key(key)
 
 

@@ -45,6 +45,9 @@ __all__ = [
     "diffusers_to_official_key",
     "convert_official_to_diffusers",
     "convert_diffusers_to_official",
+    "RES_OFFICIAL_TO_DIFFUSERS",
+    "RES_DIFFUSERS_TO_OFFICIAL",
+    "rename_inner",
 ]
 
 # Per-channel statistics of Wan 2.1 VAE latents (mu), from the official code (§5).
@@ -118,19 +121,19 @@ class WanVAEConfig:
 
 # ---------------------------------------------------------------------- key conversion
 
-_RES_OFFICIAL_TO_DIFFUSERS = (
+RES_OFFICIAL_TO_DIFFUSERS = (
     ("residual.0.", "norm1."),
     ("residual.2.", "conv1."),
     ("residual.3.", "norm2."),
     ("residual.6.", "conv2."),
     ("shortcut.", "conv_shortcut."),
 )
-_RES_DIFFUSERS_TO_OFFICIAL = tuple((new, old) for old, new in _RES_OFFICIAL_TO_DIFFUSERS)
+RES_DIFFUSERS_TO_OFFICIAL = tuple((new, old) for old, new in RES_OFFICIAL_TO_DIFFUSERS)
 _MID_OFFICIAL_TO_DIFFUSERS = {"0": "resnets.0", "1": "attentions.0", "2": "resnets.1"}
 _MID_DIFFUSERS_TO_OFFICIAL = {v: k for k, v in _MID_OFFICIAL_TO_DIFFUSERS.items()}
 
 
-def _rename_inner(rest: str, table: tuple[tuple[str, str], ...]) -> str:
+def rename_inner(rest: str, table: tuple[tuple[str, str], ...]) -> str:
     for old, new in table:
         if rest.startswith(old):
             return new + rest[len(old) :]
@@ -145,14 +148,14 @@ def official_to_diffusers_key(key: str, *, num_res_blocks: int = 2) -> str:
     if m := re.fullmatch(r"(encoder|decoder)\.conv1\.(.+)", key):
         return f"{m[1]}.conv_in.{m[2]}"
     if m := re.fullmatch(r"(encoder|decoder)\.middle\.([012])\.(.+)", key):
-        return f"{m[1]}.mid_block.{_MID_OFFICIAL_TO_DIFFUSERS[m[2]]}.{_rename_inner(m[3], _RES_OFFICIAL_TO_DIFFUSERS)}"
+        return f"{m[1]}.mid_block.{_MID_OFFICIAL_TO_DIFFUSERS[m[2]]}.{rename_inner(m[3], RES_OFFICIAL_TO_DIFFUSERS)}"
     if m := re.fullmatch(r"(encoder|decoder)\.head\.([02])\.(.+)", key):
         return f"{m[1]}.{'norm_out' if m[2] == '0' else 'conv_out'}.{m[3]}"
     if m := re.fullmatch(r"encoder\.downsamples\.(\d+)\.(.+)", key):
-        return f"encoder.down_blocks.{m[1]}.{_rename_inner(m[2], _RES_OFFICIAL_TO_DIFFUSERS)}"
+        return f"encoder.down_blocks.{m[1]}.{rename_inner(m[2], RES_OFFICIAL_TO_DIFFUSERS)}"
     if m := re.fullmatch(r"decoder\.upsamples\.(\d+)\.(.+)", key):
         level, j = divmod(int(m[1]), per_level)
-        inner = _rename_inner(m[2], _RES_OFFICIAL_TO_DIFFUSERS)
+        inner = rename_inner(m[2], RES_OFFICIAL_TO_DIFFUSERS)
         if j == num_res_blocks + 1:
             return f"decoder.up_blocks.{level}.upsamplers.0.{inner}"
         return f"decoder.up_blocks.{level}.resnets.{j}.{inner}"
@@ -167,14 +170,14 @@ def diffusers_to_official_key(key: str, *, num_res_blocks: int = 2) -> str:
     if m := re.fullmatch(r"(encoder|decoder)\.conv_in\.(.+)", key):
         return f"{m[1]}.conv1.{m[2]}"
     if m := re.fullmatch(r"(encoder|decoder)\.mid_block\.(resnets\.[01]|attentions\.0)\.(.+)", key):
-        return f"{m[1]}.middle.{_MID_DIFFUSERS_TO_OFFICIAL[m[2]]}.{_rename_inner(m[3], _RES_DIFFUSERS_TO_OFFICIAL)}"
+        return f"{m[1]}.middle.{_MID_DIFFUSERS_TO_OFFICIAL[m[2]]}.{rename_inner(m[3], RES_DIFFUSERS_TO_OFFICIAL)}"
     if m := re.fullmatch(r"(encoder|decoder)\.(norm_out|conv_out)\.(.+)", key):
         return f"{m[1]}.head.{'0' if m[2] == 'norm_out' else '2'}.{m[3]}"
     if m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.(.+)", key):
-        return f"encoder.downsamples.{m[1]}.{_rename_inner(m[2], _RES_DIFFUSERS_TO_OFFICIAL)}"
+        return f"encoder.downsamples.{m[1]}.{rename_inner(m[2], RES_DIFFUSERS_TO_OFFICIAL)}"
     if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.(.+)", key):
         index = int(m[1]) * per_level + int(m[2])
-        return f"decoder.upsamples.{index}.{_rename_inner(m[3], _RES_DIFFUSERS_TO_OFFICIAL)}"
+        return f"decoder.upsamples.{index}.{rename_inner(m[3], RES_DIFFUSERS_TO_OFFICIAL)}"
     if m := re.fullmatch(r"decoder\.up_blocks\.(\d+)\.upsamplers\.0\.(.+)", key):
         return f"decoder.upsamples.{int(m[1]) * per_level + num_res_blocks + 1}.{m[2]}"
     return key

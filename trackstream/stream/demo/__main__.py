@@ -1,6 +1,6 @@
 """The live demo: a web page where you drag and the video follows.
 
-    python -m trackstream.stream.demo --student runs/make-run/dmd/export/student --codec assets/tiny-teacher/codec.pt
+    trackstream demo --student runs/make-run/dmd/export/student --codec assets/tiny-teacher
     # then open http://127.0.0.1:8000
 
 ``make demo`` does this on make run's student (``DEMO_ARGS="--frame-quality 90"`` etc.). Binds
@@ -16,20 +16,16 @@ import argparse
 import logging
 import sys
 
-from trackstream.models.precision import add_precision_args
 from trackstream.stream.demo.media import FRAME_FORMATS
+from trackstream.stream.options import add_network_args, add_precision_args
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m trackstream.stream.demo",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog="trackstream demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    from trackstream.stream.generate import add_network_args
-
     add_network_args(ap)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)

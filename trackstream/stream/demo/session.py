@@ -86,8 +86,11 @@ class DemoModel:
         dtype: str | None = "auto",
         compile: bool = False,
     ):
-        """``device`` / ``dtype``: "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
-        (``models.precision``); ``compile``: the engine's compiled streaming step."""
+        """``codec``: the codec's weights as ``--codec`` takes them (a file, a Wan release folder or a
+        TrackStream release folder: ``models.codecs.codec_checkpoint``). ``device`` / ``dtype``: "auto" is
+        CUDA + bf16 when a GPU is present, else CPU + fp32 (``models.precision``); ``compile``: the
+        engine's compiled streaming step."""
+        from trackstream.models.codecs import codec_checkpoint
         from trackstream.models.conditioner import load_export
         from trackstream.models.precision import dtype_name, resolve_precision
 
@@ -97,8 +100,7 @@ class DemoModel:
                 f"--student {student}: not a student export (no network.json); run `make run` first "
                 "or pass assets/tiny-student/student"
             )
-        if not Path(codec).is_file():
-            raise ValueError(f"--codec {codec}: no such file (the student's codec checkpoint)")
+        codec = codec_checkpoint(codec_name, codec, field="--codec")  # a file or a release folder, named or refused
         dev, dt = resolve_precision(device, dtype)  # refuses cuda without a GPU, unknown dtypes (one line)
         self.device, self.dtype = str(dev), dtype_name(dt)
         net, codec_net, self.conditioner = load_export(

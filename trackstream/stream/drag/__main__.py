@@ -1,8 +1,8 @@
 """Replay a drag instruction on a student export: the video, the intended-vs-achieved overlay, metrics.
 
-    python -m trackstream.stream.drag --student RUN/dmd/export/student --codec assets/tiny-teacher/codec.pt \\
+    trackstream drag --student RUN/dmd/export/student --codec assets/tiny-teacher \\
         --image first.png --instruction DIR/drag_trajectory.json --out runs/drag [--method latent|tracks|both]
-        [--iterations 4] [--before 0] [--after 1] [--prompt "..."] [--compare] [--device cuda --dtype bfloat16]
+        [--iterations 4] [--before 0] [--after 1] [--prompt "..."] [--compare] [--device cuda --dtype bf16]
 
 The instruction is DragStream's ``*_trajectory.json`` with its PNG masks (``stream.drag.instructions``),
 drawn on the reference frame: the last frame shown before the drag. ``--before N`` streams N chunks
@@ -13,10 +13,10 @@ Writes ``video.mp4``, ``overlay.png`` (last steered frame: intended handle paths
 red), ``metrics.json``: per trajectory the handle's distance to its intended place per frame and its
 mean (ObjMC's definition, at the handle the user grabbed) and the mean over the object's token centres;
 seconds per steered frame; with ``--compare`` the undragged stream's, the runtime factor RF and the
-background PSNR against it (outside the editable area). ``python -m trackstream.eval.drag_bench`` scores whole
+background PSNR against it (outside the editable area). ``trackstream drag-bench`` scores whole
 benchmark sets with the harness's metrics (entity-point ObjMC, DAI, ...). ``--device`` / ``--dtype``:
-default CUDA + bfloat16 when a GPU is present, else CPU + float32 (the latent optimisation itself keeps
-its variables and optimiser state in float32 whatever the DiT's dtype).
+default CUDA + bf16 when a GPU is present, else CPU + fp32 (the latent optimisation itself keeps
+its variables and optimiser state in fp32 whatever the DiT's dtype).
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
+from trackstream.stream.options import add_network_args, add_precision_args, parsed_precision
+
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    from trackstream.stream.generate import add_network_args
-
     add_network_args(ap)
     ap.add_argument("--image", required=True, help="first frame (PNG/JPEG at the student's size)")
     ap.add_argument("--instruction", required=True, help="DragStream *_trajectory.json (PNG masks beside it)")
@@ -50,12 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--out", required=True)
-    from trackstream.models.precision import add_precision_args
-    from trackstream.stream.generate import cli_precision
-
     add_precision_args(ap)
     args = ap.parse_args(argv)
-    device, dtype = cli_precision(ap, args)
+    device, dtype = parsed_precision(ap, args)
 
     import cv2
     import torch

@@ -401,7 +401,7 @@ def _checked_points(points, where: str, shape: tuple[int, int]) -> np.ndarray:
 
 def read_dragstream(path: str | Path) -> DragInstruction:
     """A DragStream ``*_trajectory.json`` (+ its PNG masks beside it) -> ``DragInstruction``."""
-    from trackstream.models.files import read_json_file
+    from trackstream.models.formats.files import read_json_file
 
     path = Path(path)
     doc = read_json_file(path, fix="write it with stream.drag.instructions.write_dragstream or DragStream's UI")

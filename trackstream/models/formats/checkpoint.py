@@ -1,4 +1,4 @@
-"""Wan DiT checkpoints on disk: reading, loading into a ``WanModel``, writing; official or diffusers.
+"""Wan DiT checkpoints on disk, at the state-dict level: reading (official or diffusers) and writing.
 
 Accepted inputs (all local paths):
 - an official file: ``diffusion_pytorch_model.safetensors`` / ``*.pth`` / ``*.pt``;
@@ -9,10 +9,10 @@ Keys may carry a wrapper prefix (``model.``, ``module.``, ``_orig_mod.``, ``diff
 which is stripped. A training checkpoint holding several networks (Self-Forcing / CausVid / LongLive
 ``.pt``: ``{"generator": ..., "generator_ema": ..., "critic": ...}``) is read through a subkey,
 written ``PATH::generator_ema`` where one string must carry both (``split_subkey``;
-``model.init_from``). LoRA adapter files are refused (merge them into their base first). Loading is
-strict by default; a mismatch raises ``CheckpointError`` naming the detected format and the
-missing / unexpected keys. The two formats' key names and config.json fields, and the conversions
-between them, are ``models.wan_formats``.
+``model.init_from``). LoRA adapter files are refused (merge them into their base first). The two
+formats' key names and config.json fields, and the conversions between them, are ``wan_formats``;
+building a ``WanModel`` from these files (strict loading, ``CheckpointError`` naming the missing /
+unexpected keys) is ``models.wan_io``.
 """
 
 from __future__ import annotations
@@ -26,19 +26,11 @@ from pathlib import Path
 
 import torch
 
-from trackstream.models.wan import WanModel
-from trackstream.models.wan_formats import (
-    CheckpointError,
-    config_from_json,
-    diffusers_config_json,
-    official_config_json,
-    official_to_diffusers,
-    strip_wrapper_prefix,
-    to_official,
-)
+from trackstream.models.formats.files import read_json_file, read_safetensors, read_torch_file
+from trackstream.models.formats.wan_formats import CheckpointError, strip_wrapper_prefix
 
 # CheckpointError is defined beside the format conversions (they raise it too) and exported here with the
-# loaders that raise it, where users catch it (docs/recipes.md)
+# reader that raises it, where users catch it (docs/recipes.md)
 __all__ = [
     "CheckpointError",
     "INDEX_NAME",
@@ -47,11 +39,9 @@ __all__ = [
     "SIDE_NETWORK",
     "SUBKEY_SEP",
     "WEIGHTS_NAME",
-    "load_into",
-    "load_wan",
     "read_state_dict",
-    "save_wan",
     "split_subkey",
+    "write_state_dict",
 ]
 
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
@@ -61,7 +51,7 @@ INDEX_NAME = WEIGHTS_NAME + ".index.json"
 _LORA_KEY = re.compile(r"\.lora_(A|B|down|up)\b")
 
 SUBKEY_SEP = "::"
-# files an exported DiT folder (models.wan_export) carries beside the Wan weights: the rest of a
+# files an exported DiT folder (``trackstream export``) carries beside the Wan weights: the rest of a
 # TrackStream network (track head, text projection) and how to call it; read back by model.init_from
 SIDE_HEADS = "trackstream_heads.pt"
 SIDE_NETWORK = "trackstream_network.json"
@@ -91,8 +81,6 @@ REDOWNLOAD = "download or export it again (a Wan release: the model card; a Trac
 
 
 def _read_file(path: Path, fix: str = REDOWNLOAD) -> dict[str, torch.Tensor]:
-    from trackstream.models.files import read_safetensors, read_torch_file
-
     if path.suffix == ".safetensors":
         return read_safetensors(path, fix=fix)
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
@@ -108,8 +96,6 @@ def _read_file(path: Path, fix: str = REDOWNLOAD) -> dict[str, torch.Tensor]:
 
 
 def _read_index(index: Path, fix: str = REDOWNLOAD) -> dict[str, torch.Tensor]:
-    from trackstream.models.files import read_json_file
-
     weight_map = read_json_file(index, fix=fix, require=("weight_map",))["weight_map"]
     sd: dict[str, torch.Tensor] = {}
     for shard in sorted(set(weight_map.values())):
@@ -135,9 +121,7 @@ def read_state_dict(
     path: str | os.PathLike, subkey: str | None = None, *, fix: str = REDOWNLOAD
 ) -> tuple[dict[str, torch.Tensor], dict | None]:
     """Read weights and (if present) config.json from a file, an index json or a folder. A file that does
-    not parse is a one-line ValueError naming it and ``fix`` (``models.files``)."""
-    from trackstream.models.files import read_json_file, read_torch_file
-
+    not parse is a one-line ValueError naming it and ``fix`` (``formats.files``)."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint path {path} does not exist")
@@ -155,7 +139,7 @@ def read_state_dict(
         singles = sorted(path.glob("*.safetensors")) + sorted(path.glob("*.pth"))
         if len(singles) > 1 and not indexes and any(p.suffix == ".pth" for p in singles):
             # a release folder: the DiT sits beside the VAE / T5 / CLIP .pth files
-            from trackstream.models.release_folder import find_release
+            from trackstream.models.formats.release_folder import find_release
 
             try:
                 singles = find_release(path).require("dit", field_name="checkpoint").dit
@@ -197,73 +181,11 @@ def read_state_dict(
     return strip_wrapper_prefix(sd), config
 
 
-def load_into(
-    model: WanModel,
-    sd: dict[str, torch.Tensor],
-    *,
-    strict: bool = True,
-    fmt: str | None = None,
-    source: str = "state dict",
-):
-    """Load an official- or diffusers-format state dict into ``model`` (meta models are assigned)."""
-    sd, detected = to_official(sd)
-    fmt = fmt or detected
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    shape_bad = sorted(
-        f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in set(sd) & set(expected)
-        if sd[k].shape != expected[k].shape
-    )
-    if shape_bad or (strict and (missing or unexpected)):
-
-        def _fmt(items):
-            return (", ".join(items[:12]) + (f" ... (+{len(items) - 12} more)" if len(items) > 12 else "")) or "none"
-
-        raise CheckpointError(
-            f"{source} (detected format: {fmt}) does not match WanModel({model.model_type}, dim={model.dim}, "
-            f"layers={model.num_layers}, in_dim={model.in_dim}): missing keys ({len(missing)}): {_fmt(missing)}; "
-            f"unexpected keys ({len(unexpected)}): {_fmt(unexpected)}; shape mismatches: {_fmt(shape_bad)}; "
-            "check that the flavor / config.json matches the checkpoint, or pass strict=False to load a subset"
-        )
-    is_meta = any(p.is_meta for p in model.parameters())
-    model.load_state_dict({k: v for k, v in sd.items() if k in expected}, strict=strict, assign=is_meta)
-    return model
-
-
-def load_wan(
-    path: str | os.PathLike,
-    *,
-    config: dict | None = None,
-    strict: bool = True,
-    dtype: torch.dtype | None = None,
-    subkey: str | None = None,
-) -> WanModel:
-    """Build a WanModel from a checkpoint path; the config comes from ``config`` or config.json."""
-    sd, file_cfg = read_state_dict(path, subkey=subkey)
-    if config is None:
-        if file_cfg is None:
-            raise CheckpointError(
-                f"no config.json next to {path}: pass config=flavor_config('<flavor>') (see models.flavors)"
-            )
-        config = config_from_json(file_cfg)
-    with torch.device("meta"):
-        model = WanModel(**config)
-    if dtype is not None:
-        sd = {k: v.to(dtype) for k, v in sd.items()}
-    load_into(model, sd, strict=strict, source=str(path))
-    if any(p.is_meta for p in model.parameters()):  # strict=False left some weights unset
-        model.to_empty(device="cpu")
-        raise CheckpointError(f"{path}: some parameters were not in the checkpoint; cannot leave them on meta")
-    return model
-
-
 # ----------------------------------------------------------------------------- writing
 
 
-def save_wan(
-    model: WanModel, out_dir: str | os.PathLike, *, fmt: str = "official", max_shard_bytes: int | None = None
+def write_state_dict(
+    sd: dict[str, torch.Tensor], config: dict, out_dir: str | os.PathLike, *, max_shard_bytes: int | None = None
 ) -> Path:
     """Write config.json + safetensors (sharded with an index when above ``max_shard_bytes``).
 
@@ -272,17 +194,11 @@ def save_wan(
     """
     from safetensors.torch import save_file
 
-    if fmt not in ("official", "diffusers"):
-        raise ValueError(f"fmt={fmt!r}; expected 'official' or 'diffusers'")
     out_dir = Path(out_dir)
-    sd = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    cfg = official_config_json(model)
-    if fmt == "diffusers":
-        sd, cfg = official_to_diffusers(sd), diffusers_config_json(model)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
         shards, cur, size = [], {}, 0
         for k, v in sd.items():
             nbytes = v.numel() * v.element_size()

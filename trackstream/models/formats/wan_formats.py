@@ -4,7 +4,8 @@ Key renames in both directions (``official_to_diffusers``, ``diffusers_to_offici
 after ``detect_format`` tells a state dict's format from its keys), the wrapper prefixes a saved
 state dict may carry (``strip_wrapper_prefix``), and config.json in both formats: ``config_from_json``
 reads either into ``WanModel`` kwargs, ``official_config_json`` / ``diffusers_config_json`` write one.
-Nothing here reads or writes a file: ``models.checkpoint`` does, through these.
+Nothing here reads or writes a file: ``checkpoint`` (state dicts) and ``models.wan_io`` (a WanModel) do,
+through these.
 """
 
 from __future__ import annotations

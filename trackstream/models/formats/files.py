@@ -1,10 +1,18 @@
-"""Reading the files an export or a checkpoint is made of, with one-line errors naming the file and the fix.
+"""Reading the files an export, a checkpoint or a training state is made of, with one-line errors naming
+the file and the fix; writing training state that reads back without pickle.
 
 torch's and safetensors' own errors on a truncated or garbage file neither name the file (safetensors:
 "Error while deserializing header: ...") nor give a fix a user should take (torch's unpickling error
 suggests ``weights_only=False``, i.e. running whatever code the file holds). Every reader of a
 user-supplied weights / JSON file goes through here, so the error says which file, what is wrong with
 it and what writes it again (``fix``, given by the caller, who knows which command wrote the file).
+
+Torch files are read by one reader, :func:`read_torch_file`: ``torch.load(weights_only=True)``, once. A
+missing, truncated or garbage file is an :class:`UnreadableFile` (resume may fall back to an older
+checkpoint on it). A file that pickles objects other than tensors is refused; for the formats TrackStream
+itself once wrote with pickle (``old_format`` names which), the user may opt in to read it
+(:data:`ALLOW_PICKLE_ENV`), because unpickling can run code the file carries. Training state is
+written through :func:`plain_state`, so it always reads back without that opt-in.
 """
 
 from __future__ import annotations
@@ -13,22 +21,36 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "ALLOW_PICKLE_ENV",
+    "UnreadableFile",
     "read_torch_file",
     "read_safetensors",
     "read_json_file",
     "one_line",
+    "pickle_allowed",
+    "pickle_refusal",
+    "plain_state",
     "sha256",
     "release_mismatches",
     "check_shipped",
 ]
+
+ALLOW_PICKLE_ENV = "TRACKSTREAM_ALLOW_PICKLE"
+
+
+class UnreadableFile(ValueError):
+    """A file that is missing, truncated or garbage (not one that merely needs pickle): resume may fall
+    back to an older checkpoint on it."""
 
 
 def one_line(text: str, limit: int = 160) -> str:
@@ -41,25 +63,85 @@ def _fix(fix: str | None) -> str:
     return f"; {fix}" if fix else ""
 
 
-def read_torch_file(path: str | os.PathLike, *, fix: str | None = None, mmap: bool = False) -> Any:
-    """``torch.load(path, weights_only=True)`` on the CPU; a file that is not a torch checkpoint of tensors
-    (truncated, garbage, or pickling code) is a one-line ValueError naming it and ``fix``."""
+def pickle_allowed(allow_pickle: bool = False) -> bool:
+    """The explicit opt-in to read old pickle-based files: the keyword, or ``TRACKSTREAM_ALLOW_PICKLE=1``."""
+    return bool(allow_pickle) or os.environ.get(ALLOW_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def pickle_refusal(path, what: str, fix: str) -> str:
+    """The one-line error for an old pickle-based file: what it is, why it is not read, the opt-in and ``fix``."""
+    return (
+        f"{path} is {what} in an old pickle-based format, which can run arbitrary code when loaded, so it is not "
+        f"read by default: if you trust it, set {ALLOW_PICKLE_ENV}=1 (or pass allow_pickle / --allow-pickle) "
+        f"to read it once, then {fix}"
+    )
+
+
+def _damage(err: Exception) -> str:
+    """What is wrong with a file ``torch.load(weights_only=True)`` failed on, when it is not pickled objects."""
+    if "zip archive" in str(err) or "central directory" in str(err):
+        return "is truncated or corrupt (not a complete zip archive)"
+    if isinstance(err, pickle.UnpicklingError):  # an opcode the unpickler refuses; torch's text advises pickle
+        return "is not a torch checkpoint of tensors (garbage or truncated)"
+    # a legacy (non-zip) pickle cut short or garbage: EOFError, IndexError, OSError, ...
+    return f"is not a torch checkpoint of tensors (garbage or truncated: {type(err).__name__}: {one_line(err)})"
+
+
+def read_torch_file(
+    path: str | os.PathLike,
+    *,
+    fix: str | None = None,
+    mmap: bool = False,
+    old_format: str | None = None,
+    allow_pickle: bool = False,
+) -> Any:
+    """``torch.load(path, weights_only=True)`` on the CPU, loaded once. A missing, truncated or garbage file
+    is an :class:`UnreadableFile` naming it and ``fix``. A file that pickles objects other than tensors,
+    numbers, strings and plain containers is a one-line ValueError; when ``old_format`` says what such a
+    file is (a format TrackStream once wrote with pickle), the error offers the opt-in, and with
+    :func:`pickle_allowed` the file is read with pickle (and a warning)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} does not exist{_fix(fix)}")
+        raise UnreadableFile(f"{path} does not exist{_fix(fix)}")
     try:
         return torch.load(str(path), map_location="cpu", weights_only=True, mmap=mmap)
     except MemoryError:
         raise  # the machine's fault, not the file's
     except Exception as err:  # noqa: BLE001 -- any failure to parse is the file's fault, said in one line
-        if "zip archive" in str(err) or "central directory" in str(err):
-            what = "is truncated or corrupt (not a complete zip archive)"
-        elif type(err).__name__ == "UnpicklingError" and "Weights only load failed" in str(err):
-            # not torch's advice (weights_only=False runs the file's code): say what the file is instead
-            what = "is not a torch checkpoint of tensors (garbage, or it pickles objects other than tensors)"
-        else:  # a legacy (non-zip) pickle cut short or garbage: EOFError, IndexError, OSError, ...
-            what = f"is not a torch checkpoint of tensors (garbage or truncated: {type(err).__name__}: {one_line(err)})"
-        raise ValueError(f"{path} {what}{_fix(fix)}") from None
+        # a class or function the restricted unpickler refuses names itself as a "global"; garbage fails on
+        # an opcode instead (also "Weights only load failed"): that is a damaged file, not one of objects
+        if not (isinstance(err, pickle.UnpicklingError) and "Unsupported global" in str(err)):
+            raise UnreadableFile(f"{path} {_damage(err)}{_fix(fix)}") from None
+    if old_format is None:
+        # not torch's advice (weights_only=False runs the file's code): say what the file is instead
+        raise ValueError(
+            f"{path} is not a torch checkpoint of tensors (it pickles objects other than tensors){_fix(fix)}"
+        )
+    if not pickle_allowed(allow_pickle):
+        raise ValueError(pickle_refusal(path, old_format, fix or "save it again"))
+    log.warning("reading %s with pickle (%s): it can run code it carries; re-save it", path, ALLOW_PICKLE_ENV)
+    return torch.load(str(path), map_location="cpu", weights_only=False, mmap=mmap)
+
+
+def plain_state(x, where: str = "state"):
+    """``x`` with numpy arrays as tensors and numpy scalars as Python numbers, so that ``torch.save`` of it
+    loads with ``weights_only=True``; anything else that is not a tensor, number, string or plain
+    container is a ValueError naming where it sits (a state_dict must not hold objects)."""
+    if isinstance(x, np.ndarray):
+        return torch.from_numpy(np.ascontiguousarray(x).copy())
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, dict):
+        return type(x)((k, plain_state(v, f"{where}/{k}")) for k, v in x.items())
+    if isinstance(x, (list, tuple)) and not isinstance(x, torch.Size):
+        items = [plain_state(v, f"{where}[{i}]") for i, v in enumerate(x)]
+        return items if isinstance(x, list) else tuple(items)
+    if x is None or isinstance(x, (bool, int, float, complex, str, bytes, torch.Tensor, torch.Size, torch.dtype)):
+        return x
+    raise ValueError(
+        f"cannot save {where}: a {type(x).__module__}.{type(x).__name__} is not a plain value (tensors, numbers, "
+        "strings, lists, dicts); its state_dict must return plain values"
+    )
 
 
 def read_safetensors(

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-import torch
+from trackstream.models.formats.files import read_torch_file
 
 __all__ = ["OFFICIAL_FILES", "ReleaseFolder", "find_release", "is_release_folder", "classify_weights", "vae_version"]
 
@@ -38,7 +38,7 @@ def _keys(path: Path) -> list[str]:
 
         with safe_open(str(path), framework="pt") as f:
             return list(f.keys())
-    obj = torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+    obj = read_torch_file(path, mmap=True, fix="download it again, or move it out of the release folder")
     return list(obj.keys()) if isinstance(obj, dict) else []
 
 

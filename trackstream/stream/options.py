@@ -1,0 +1,94 @@
+"""The flags every flag-based command shares, spelled once: ``--student``, ``--codec`` / ``--codec-name``,
+``--device`` / ``--dtype``.
+
+    add_network_args(parser)                  # --student / --codec / --codec-name (the shipped ones by default)
+    add_precision_args(parser)                # --device / --dtype
+    device, dtype = parsed_precision(parser, args)
+
+``--codec`` takes what ``codec.checkpoint`` takes (a weights file, a Wan release folder or a TrackStream
+release folder such as assets/tiny-teacher) and ``--codec-name`` what ``codec.name`` takes (the names of
+``conf/codec/``); ``--dtype`` the precisions of ``models.precision``. A bad value is the parser's
+one-line usage error (exit 2) naming the flag, not a traceback from the first forward.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+from trackstream.models.codec_names import codec_name
+from trackstream.models.precision import PRECISION_HELP, precision_name, resolve_device, resolve_dtype
+
+__all__ = [
+    "SHIPPED_STUDENT",
+    "SHIPPED_CODEC",
+    "add_codec_args",
+    "add_network_args",
+    "add_precision_args",
+    "parsed_precision",
+]
+
+# The shipped student (its recipe: assets/tiny-student/manifest.json) and the teacher release whose codec it was
+# distilled in: what every streaming command runs on when no --student / --codec is given.
+_ROOT = Path(__file__).resolve().parents[2]
+SHIPPED_STUDENT = _ROOT / "assets" / "tiny-student" / "student"
+SHIPPED_CODEC = _ROOT / "assets" / "tiny-teacher"
+
+
+def _flag_type(check, flag: str):
+    """An argparse ``type`` that runs ``check(value, field=flag)``: its ValueError is the usage error."""
+
+    def parse(value: str) -> str:
+        try:
+            return check(value, field=flag)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err)) from None
+
+    parse.__name__ = flag.lstrip("-")  # what argparse names in "invalid <type> value"
+    return parse
+
+
+def add_codec_args(parser: argparse.ArgumentParser, *, default: str | None = None, help_default: str = "") -> None:
+    """--codec / --codec-name: the codec's weights and its name, as ``codec.checkpoint`` / ``codec.name``."""
+    parser.add_argument(
+        "--codec",
+        default=default,
+        help="the codec's weights: a file, a Wan release folder or a TrackStream release folder" + help_default,
+    )
+    parser.add_argument(
+        "--codec-name",
+        default="tiny-ae",
+        type=_flag_type(codec_name, "--codec-name"),
+        help="the codec's name (conf/codec/: tiny-ae, wan2.1-vae, wan2.2-vae, taehv-wan2.1, taehv-wan2.2)",
+    )
+
+
+def add_network_args(parser: argparse.ArgumentParser) -> None:
+    """--student / --codec / --codec-name, defaulting to the shipped student and its codec."""
+    parser.add_argument(
+        "--student",
+        default=str(SHIPPED_STUDENT),
+        help="exported student folder (a stage's export/student); default: the shipped one, assets/tiny-student",
+    )
+    add_codec_args(parser, default=str(SHIPPED_CODEC), help_default=" (default: assets/tiny-teacher, the student's)")
+
+
+def add_precision_args(parser: argparse.ArgumentParser, *, dtype: str = "auto", device: str = "auto") -> None:
+    """--device / --dtype with the project's defaults (resolve them with :func:`parsed_precision`)."""
+    parser.add_argument("--device", default=device, help="auto (CUDA when present, else cpu), cpu, cuda, cuda:N")
+    parser.add_argument("--dtype", default=dtype, type=_flag_type(precision_name, "--dtype"), help=PRECISION_HELP)
+
+
+def parsed_precision(
+    parser: argparse.ArgumentParser, args: argparse.Namespace, *, training: bool = False
+) -> tuple[torch.device, torch.dtype]:
+    """(device, dtype) of ``--device`` / ``--dtype``; ``training``: fp16 is refused (training has no fp16
+    path). A bad value ends the command with the parser's one-line usage error naming the flag."""
+    try:
+        device = resolve_device(args.device, field="--device")
+        precision_name(args.dtype, field="--dtype", training=training)
+        return device, resolve_dtype(args.dtype, device, field="--dtype")
+    except ValueError as err:
+        parser.error(str(err))
