@@ -81,7 +81,7 @@ def stage_foundation(run_dir: Path, state: dict) -> dict:
     }
 
 
-def _train(run_dir: Path, name: str, overrides: list[str]) -> dict:
+def train_stage(run_dir: Path, name: str, overrides: list[str]) -> dict:
     """One stage through the real CLI (resumes from its checkpoints; skipped when already done)."""
     from trackstream.pipeline.stage_runner import StageFailed, run_logged
 
@@ -143,7 +143,7 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
         overrides = ["experiment=tiny_teacher_release", *sizes.teacher]
         state["codec"] = str((run_dir / "teacher" / "codec" / "codec.pt").resolve())
         release = {}
-    summary = _train(run_dir, "teacher", overrides)
+    summary = train_stage(run_dir, "teacher", overrides)
     state["teacher"] = str((run_dir / "teacher" / "export" / "teacher").resolve())
     return {
         "export": state["teacher"],
@@ -182,7 +182,7 @@ def _hydra_value(v) -> str:
     return repr(v)
 
 
-def _teacher_settings(run_dir: Path) -> list[str]:
+def teacher_settings(run_dir: Path) -> list[str]:
     """The distillation stages run on the teacher's world, frame size, shift and model settings
     (read from the teacher run's resolved config), whatever tiny_teacher currently sets."""
     from omegaconf import OmegaConf
@@ -204,7 +204,7 @@ def _teacher_settings(run_dir: Path) -> list[str]:
 
 def stage_ode_init(run_dir: Path, state: dict) -> dict:
     """ODE pairs from the teacher (joint guidance) + causal ODE regression of the student."""
-    summary = _train(
+    summary = train_stage(
         run_dir,
         "ode_init",
         [
@@ -212,7 +212,7 @@ def stage_ode_init(run_dir: Path, state: dict) -> dict:
             *DISTILL,
             f"stage.teacher={state['teacher']}",
             f"codec.checkpoint={state['codec']}",
-            *_teacher_settings(run_dir),
+            *teacher_settings(run_dir),
             *state["sizes"].ode_init,
         ],
     )
@@ -225,7 +225,7 @@ def stage_ode_init(run_dir: Path, state: dict) -> dict:
 
 def stage_dmd(run_dir: Path, state: dict) -> dict:
     """Self-Forcing DMD from the ODE-init student, real score = teacher with joint guidance."""
-    summary = _train(
+    summary = train_stage(
         run_dir,
         "dmd",
         [
@@ -235,7 +235,7 @@ def stage_dmd(run_dir: Path, state: dict) -> dict:
             f"stage.student={state['ode_student']}",
             f"stage.pairs={state['pairs']}",
             f"codec.checkpoint={state['codec']}",
-            *_teacher_settings(run_dir),
+            *teacher_settings(run_dir),
             *state["sizes"].dmd,
         ],
     )
@@ -249,7 +249,7 @@ def stage_rl(run_dir: Path, state: dict) -> dict:
     rl = state["sizes"].rl
     if rl is None:
         return {"status": "skipped", "why": f"--sizes {state['sizes'].name} has no RL stage"}
-    summary = _train(
+    summary = train_stage(
         run_dir,
         "rl",
         [
@@ -258,7 +258,7 @@ def stage_rl(run_dir: Path, state: dict) -> dict:
             f"stage.student={state['student']}",
             f"stage.pairs={state['pairs']}",
             f"codec.checkpoint={state['codec']}",
-            *_teacher_settings(run_dir),  # the codec's options, shift and frame size the student was made with
+            *teacher_settings(run_dir),  # the codec's options, shift and frame size the student was made with
             *rl,
         ],
     )

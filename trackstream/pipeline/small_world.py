@@ -48,7 +48,7 @@ from pathlib import Path
 
 from trackstream.pipeline.carry_minilm import write_minilm
 from trackstream.pipeline.report import read_metrics
-from trackstream.pipeline.run import PipelineError, _teacher_settings
+from trackstream.pipeline.run import PipelineError, teacher_settings
 from trackstream.pipeline.small_world_ship import SMALL_DIR, pack_release, ship_small_world, unpack_release
 from trackstream.pipeline.small_world_state import (
     EXPORTS,
@@ -121,7 +121,7 @@ def stage_overrides(run_dir: Path, name: str, chain: Chain) -> list[str]:
     if name != "teacher":
         codec = run_dir / "teacher" / "codec" / "codec.pt"
         pairs = run_dir / "ode_init" / "ode_pairs"
-        out += [DISTILL_FRAMES, f"codec.checkpoint={codec}", *_teacher_settings(run_dir)]
+        out += [DISTILL_FRAMES, f"codec.checkpoint={codec}", *teacher_settings(run_dir)]
         if name in ("ode_init", "dmd"):
             out.append(f"stage.teacher={run_dir / 'teacher' / EXPORTS['teacher']}")
         if name == "dmd":

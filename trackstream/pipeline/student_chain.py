@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from trackstream.pipeline.report import json_safe, read_metrics
-from trackstream.pipeline.run import DISTILL, PipelineError, _teacher_settings, _train
+from trackstream.pipeline.run import DISTILL, PipelineError, teacher_settings, train_stage
 from trackstream.pipeline.ship_student import STUDENT_DIR, fill_release, write_manifest
 from trackstream.pipeline.ship_teacher import ASSET_DIR, AssetError, git_commit, sha256
 
@@ -70,7 +70,7 @@ def rl_stage(run_dir: Path, extra: list[str] = ()) -> dict:
     if dmd.get("status") != "done":
         raise PipelineError(f"{run_dir / 'dmd'}: DMD stopped at step {dmd.get('step')}; finish `long_dmd run` first")
     t0 = time.perf_counter()
-    summary = _train(
+    summary = train_stage(
         run_dir,
         "rl",
         [
@@ -79,7 +79,7 @@ def rl_stage(run_dir: Path, extra: list[str] = ()) -> dict:
             f"stage.student={run_dir / 'dmd' / 'export' / 'student'}",
             f"stage.pairs={run_dir / 'ode_init' / 'ode_pairs'}",
             f"codec.checkpoint={_codec(run_dir)}",
-            *_teacher_settings(run_dir),
+            *teacher_settings(run_dir),
             *CHAIN_RL,
             *extra,
         ],
