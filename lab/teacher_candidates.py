@@ -2,7 +2,7 @@
 
     python lab/teacher_candidates.py --run NAME=RUN_DIR:LOSSES.json ... --out docs/embedded_world
 
-Each RUN_DIR is a teacher run started by ``python -m trackstream.pipeline.ship_teacher start --run-dir RUN_DIR
+Each RUN_DIR is a teacher run started by ``python -m lab.ship_teacher start --run-dir RUN_DIR
 --threads 1 --until STEPS <overrides>`` (its overrides in ``release_run.json``); LOSSES.json is
 ``lab/teacher_losses.py`` on its last checkpoint (16 held-out clips at 25 frames). The periodic evaluations
 (``eval.jsonl``, 8 clips) give the earlier points. Training minutes are summed from the logged step times

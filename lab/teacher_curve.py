@@ -2,7 +2,7 @@
 
     python lab/teacher_curve.py --run RUN_DIR --out docs/embedded_world
 
-RUN_DIR is a release run (``python -m trackstream.pipeline.ship_teacher start --run-dir RUN_DIR``): its periodic
+RUN_DIR is a release run (``python -m lab.ship_teacher start --run-dir RUN_DIR``): its periodic
 evaluations (``eval.jsonl``, ``eval.periodic_clips`` held-out clips each) and its final one (``eval.json``, 16 clips).
 Per point: EPE with tracks over without, and the share of points lost entering a latent frame's 4-frame group and
 inside one (``metrics.track_motion``). Writes ``release_curve.json`` and ``release_curve.png``.

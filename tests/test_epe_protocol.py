@@ -105,8 +105,7 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
     from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
     from trackstream.models.conditioner import load_export
-    from trackstream.pipeline.ship_student import STUDENT_DIR
-    from trackstream.pipeline.ship_teacher import ASSET_DIR
+    from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR
     from trackstream.stream.engine import StreamingGenerator
 
     cfg = OmegaConf.to_container(OmegaConf.load(ASSET_DIR / "config.yaml"), resolve=True)

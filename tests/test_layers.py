@@ -22,10 +22,39 @@ def test_imports_only_go_down_the_floors():
 def test_one_namespace_and_every_package_on_a_floor():
     """Only ``trackstream`` at the top level (nothing generic like ``models`` or ``data`` to clash with a
     user's code), and every package inside it has a floor."""
-    floors = {"models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline", "bench", "studies"}
+    floors = {"models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline", "bench"}
     assert {p.parent.name for p in ROOT.glob("*/__init__.py")} == {"trackstream"}
     packages = {p.parent.name for p in (ROOT / "trackstream").glob("*/__init__.py")}
     assert packages - floors == set(), f"packages without a floor: {sorted(packages - floors)}"
+
+
+def test_the_product_never_reaches_into_lab():
+    """``lab/`` (our studies, shipping and packing tools; not installed) may import the product, never the
+    reverse: no module of ``trackstream/`` imports it and no conf file names it as code, and every console
+    command is a product module."""
+    import ast
+    import re
+
+    from trackstream.cli import COMMANDS
+
+    found = []
+    for path in (ROOT / "trackstream").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = re.findall(r"^(lab)\.[a-z_.]+:[A-Za-z_]+$", node.value)
+            found += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "lab" or n.startswith("lab.")]
+    for path in (ROOT / "conf").rglob("*.yaml"):
+        found += [
+            f"{path.relative_to(ROOT)}: {m}" for m in re.findall(r"^[^#\n]*\blab\.[a-z_]+:", path.read_text(), re.M)
+        ]
+    assert found == [], found
+    assert all(module.startswith("trackstream.") for module, _ in COMMANDS.values())
+    assert not (ROOT / "lab" / "__init__.py").exists()  # a folder of tools, not a package to install
 
 
 def test_the_console_front_lists_every_command_and_runs_them_as_python_m(capsys):

@@ -1,4 +1,4 @@
-"""The long DMD run (trackstream/pipeline/long_dmd.py): its DMD stage is make run's with snapshots and more
+"""The long DMD run (lab/long_dmd.py): its DMD stage is make run's with snapshots and more
 steps, and its packed state continues bit-exactly on another run directory: DMD to step 10 in
 one go == DMD to step 5, pack, unpack elsewhere, resume to 10 (weights, both optimizers, the EMA
 and the snapshots compared bit for bit)."""
@@ -12,11 +12,11 @@ import torch
 from distill_helpers import tiny_teacher_run
 from hydra_helpers import typed
 
+from lab.dmd_snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
+from lab.long_dmd import LAB_CONF, UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
+from lab.run_pack import entry_object, read_pack
 from trackstream.distill.pair_shards import load_shard
-from trackstream.distill.snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
-from trackstream.pipeline.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from trackstream.pipeline.run import DISTILL, FULL
-from trackstream.pipeline.run_pack import entry_object, read_pack
 
 RATIO = UPDATE_RATIO
 
@@ -56,6 +56,7 @@ def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
         tmp_path,
         "experiment=tiny_dmd",
         "debug=tiny",
+        LAB_CONF,
         "stage=dmd_snapshots",
         "stage.snapshot_every=1",
         "data.num_frames=25",
@@ -144,14 +145,14 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
 
 
 def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_path):
-    """python -m trackstream.studies.dmd_curve on a run's snapshots: one row per snapshot, the ODE-init
+    """python -m lab.dmd_curve on a run's snapshots: one row per snapshot, the ODE-init
     start (0 updates) scored exactly as the stream evaluation scores the ODE-init export, and a second
     run compared at the update counts it has; an existing curve.json is reused, not re-measured."""
     import json
 
     from omegaconf import OmegaConf
 
-    from trackstream.studies.dmd_curve import main
+    from lab.dmd_curve import main
 
     run = _run_dir(source, tmp_path / "run")
     _dmd(tmp_path, run, 5)  # snapshots after 0 and 1 generator updates

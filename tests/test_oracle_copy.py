@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from trackstream.eval.oracle_copy import shifted_latents
+from lab.oracle_copy import shifted_latents
 
 
 def test_shifted_latents_quantise_the_pan_to_tokens_and_cells():

@@ -74,14 +74,14 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     # the run's student ships as a release folder (what assets/tiny-student was made with)
     dest = tmp_path / "tiny-student"
     shipped = subprocess.run(
-        [sys.executable, "-m", "trackstream.pipeline.ship_student", "--run-dir", str(run_dir), "--dest", str(dest)],
+        [sys.executable, "-m", "lab.ship_student", "--run-dir", str(run_dir), "--dest", str(dest)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert shipped.returncode == 0, shipped.stderr[-2000:]
-    from trackstream.pipeline.ship_teacher import AssetError, verify_asset
+    from trackstream.pipeline.releases import AssetError, verify_asset
 
     manifest = verify_asset(dest)
     assert (
@@ -94,7 +94,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
         verify_asset(dest)
     # the chain's commands on the same run (what assets/tiny-student is made with since issue 27): the RL
     # stage is reused, and ship scores ODE init, DMD and RL with make run's evaluation and ships the RL student
-    from trackstream.pipeline.student_chain import main as chain
+    from lab.student_chain import main as chain
 
     assert chain(["rl", "--run-dir", str(run_dir)]) == 0
     chained = tmp_path / "chain-student"
@@ -111,7 +111,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     assert m["floors"]["epe_codec_round_trip"] > 0 and (run_dir / "score" / "long_horizon.png").is_file()
     assert "experiment=rl_tiny" in m["rl_overrides"] and "trainer.max_steps=4" in m["rl_overrides"]
     assert {"student/network.json", "config.yaml", "rl_config.yaml"} <= set(m["sha256"])
-    assert "python -m trackstream.pipeline.student_chain ship" in m["command"]
+    assert "python -m lab.student_chain ship" in m["command"]
 
 
 def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):

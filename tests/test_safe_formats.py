@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
+from lab.run_pack import FORMAT, pack_run, read_pack, unpack_run
 from trackstream.distill.pair_shards import INDEX_NAME, PairSet, convert_pairs, load_shard, write_shard
 from trackstream.models.formats.files import ALLOW_PICKLE_ENV, UnreadableFile, read_torch_file
-from trackstream.pipeline.run_pack import FORMAT, pack_run, read_pack, unpack_run
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""The release machinery (trackstream/pipeline/ship_teacher.py): manifest + sha256 checks, the resume bundle, export."""
+"""The release machinery (lab/ship_teacher.py): manifest + sha256 checks, the resume bundle, export."""
 
 import json
 import tarfile
@@ -6,7 +6,7 @@ import tarfile
 import pytest
 import torch
 
-from trackstream.pipeline.ship_teacher import (
+from lab.ship_teacher import (
     AssetError,
     export_teacher,
     logged_losses,

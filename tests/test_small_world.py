@@ -1,4 +1,4 @@
-"""The small world model's recipe and its device chain driver (trackstream/pipeline/small_world.py):
+"""The small world model's recipe and its device chain driver (lab/small_world.py):
 the small_* experiments compose on model=small and a world with still cameras; a CPU rehearsal at shrunk
 widths stops the chain inside ODE init, packs, unpacks into a fresh run directory and finishes with the
 same exported weights as an uninterrupted run; packs split, chunk and fall back within the device's limits."""
@@ -13,8 +13,8 @@ import torch
 from hydra_helpers import typed
 from omegaconf import OmegaConf
 
-from trackstream.pipeline.small_world import STAGES, Chain, main, pack, progress, run, unpack
-from trackstream.studies.scaling_probe import parse_size, plot, size_overrides
+from lab.scaling_probe import parse_size, plot, size_overrides
+from lab.small_world import STAGES, Chain, main, pack, progress, run, unpack
 
 EXPERIMENTS = ("small_teacher", "small_ode_init", "small_dmd", "small_rl")
 
@@ -202,10 +202,10 @@ def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_wo
     give the same embeddings bit for bit; a word outside the world's vocabulary becomes [UNK]."""
     from transformers import AutoTokenizer
 
+    from lab.carry_minilm import PRUNE_RECORD, write_minilm
     from trackstream.data.synthetic import SyntheticWorld
     from trackstream.eval.drag_scenes import render_scene
     from trackstream.models.text_encoders import MiniLMTextEncoder
-    from trackstream.pipeline.carry_minilm import PRUNE_RECORD, write_minilm
 
     assert main(["minilm", "--out", str(tmp_path / "pruned")]) == 0  # pruning is the default
     full_size = write_minilm(tmp_path / "full", prune=False)

@@ -1,4 +1,4 @@
-"""The small world's release (trackstream/pipeline/small_world_ship.py), rehearsed on CPU at shrunk widths:
+"""The small world's release (lab/small_world_ship.py), rehearsed on CPU at shrunk widths:
 the chain run by the driver records its machine, ``ship`` scores the teacher (its run's held-out figures and
 the oracle copier's) and the three students by the one protocol, computes the issue's targets, and writes a
 bf16 release whose every file is under 20 MB and whose sha256 are in the manifest; the release's first
@@ -13,11 +13,11 @@ import pytest
 import torch
 from test_small_world import BUDGET, SHRINK
 
+from lab.small_world import STAGES, main, run
+from lab.small_world_ship import MAX_FILE_BYTES, first_losses, release_network
 from trackstream.models.motion_wan import load_network
+from trackstream.pipeline.releases import verify_asset
 from trackstream.pipeline.run import PipelineError
-from trackstream.pipeline.ship_teacher import verify_asset
-from trackstream.pipeline.small_world import STAGES, main, run
-from trackstream.pipeline.small_world_ship import MAX_FILE_BYTES, first_losses, release_network
 
 # the rehearsal chain with the teacher's final held-out evaluation on (ship reads it)
 CHAIN = replace(
@@ -80,7 +80,7 @@ def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(ch
     assert world.camera_pan_prob == 0.5 and world.rotation_speed == 60.0  # small_teacher's, not the default
 
     # the trip back from the device: 15 MiB pieces, 7 a call; joined from two calls' folders, byte for byte
-    import trackstream.pipeline.small_world_ship as sws
+    import lab.small_world_ship as sws
 
     monkeypatch.setattr(sws, "RELEASE_PART", 2**17)
     monkeypatch.setattr(sws, "PARTS_PER_CALL", 3)
@@ -111,7 +111,7 @@ def test_a_release_network_over_the_file_limit_is_sharded_with_an_index(chain_ru
 
 def test_ship_refuses_an_unfinished_chain_in_one_line(tmp_path, capsys):
     (tmp_path / "run/teacher").mkdir(parents=True)
-    from trackstream.pipeline.small_world_ship import ship_small_world
+    from lab.small_world_ship import ship_small_world
 
     with pytest.raises(PipelineError, match="stage teacher is not done"):
         ship_small_world(tmp_path / "run", tmp_path / "dest")

@@ -1,8 +1,8 @@
 """The shipped student (assets/tiny-student): intact, made from the shipped teacher and codec, scored with make
 run's evaluation (floors, every model, long-horizon windows, targets), and it streams the world it was trained on.
 
-It is the whole chain's student (``python -m trackstream.pipeline.student_chain ship``: ODE init -> DMD -> RL) or,
-while a chain on a new teacher is still running, make run's DMD student (``python -m trackstream.pipeline.ship_student``);
+It is the whole chain's student (``python -m lab.student_chain ship``: ODE init -> DMD -> RL) or,
+while a chain on a new teacher is still running, make run's DMD student (``python -m lab.ship_student``);
 its manifest's command says which, and each is checked for what it records."""
 
 import json
@@ -10,19 +10,17 @@ import json
 import numpy as np
 import torch
 
-from trackstream.pipeline.ship_student import STUDENT_DIR
-from trackstream.pipeline.ship_teacher import ASSET_DIR, sha256, verify_asset
+from trackstream.models.formats.files import sha256
+from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR, verify_asset
 
 
 def _chain(m: dict) -> bool:
-    return "python -m trackstream.pipeline.student_chain ship" in m["command"]
+    return "python -m lab.student_chain ship" in m["command"]
 
 
 def test_the_shipped_student_is_intact_and_says_how_it_was_made():
     m = verify_asset(STUDENT_DIR)
-    assert (
-        m["name"] == "tiny-student" and "python -m trackstream.pipeline" in m["command"] and len(m["git_commit"]) == 40
-    )
+    assert m["name"] == "tiny-student" and "python -m lab." in m["command"] and len(m["git_commit"]) == 40
     assert m["codec"]["sha256"] == sha256(ASSET_DIR / "codec.pt")  # the teacher release's codec, as trained with
     assert m["teacher_release"]["manifest_sha256"] == sha256(ASSET_DIR / "manifest.json")
     assert m["generator_updates"] == m["steps"]["dmd"] // 5 > 0 and m["bytes"] < 20 * 2**20  # 5 critic : 1 generator

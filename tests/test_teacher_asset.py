@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from trackstream.pipeline.ship_teacher import ASSET_DIR, logged_losses, verify_asset
+from trackstream.pipeline.releases import ASSET_DIR, logged_losses, verify_asset
 
 ROOT = Path(__file__).resolve().parents[1]
 RTOL = 1e-3  # relative; the same machine reproduces them exactly, another CPU model may round differently
@@ -97,7 +97,7 @@ def test_the_shipped_teacher_follows_tracks():
     from trackstream.models.codecs import build_codec
     from trackstream.models.conditioner import Conditioner
     from trackstream.models.text_encoders import build_text_encoder
-    from trackstream.pipeline.ship_teacher import load_shipped_teacher
+    from trackstream.pipeline.releases import load_shipped_teacher
 
     net, codec_path, manifest = load_shipped_teacher(ASSET_DIR)
     net.eval().requires_grad_(False)

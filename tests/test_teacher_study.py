@@ -1,11 +1,11 @@
-"""The recipe study's bookkeeping (trackstream/studies/teacher_study.py): commands, minutes from logged step
+"""The recipe study's bookkeeping (lab/teacher_study.py): commands, minutes from logged step
 times, the table and the plot, on fake runs (the study itself is hours of CPU)."""
 
 import json
 
 import pytest
 
-from trackstream.studies import teacher_study as ts
+from lab import teacher_study as ts
 
 
 def _fake_run(root, name, *, step_time=2.0, legacy=False):

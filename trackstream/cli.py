@@ -35,21 +35,6 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-codec": ("trackstream.bench.codec", "speed: codec encode/decode"),
     "bench-tracks": ("trackstream.bench.tracks", "speed: trackers"),
     "bench-eval": ("trackstream.bench.eval", "speed: the evaluation harness"),
-    "oracle-copy": ("trackstream.eval.oracle_copy", "the oracle copier's EPE (the codec's resolution floor)"),
-    "ship-teacher": (
-        "trackstream.pipeline.ship_teacher",
-        "train / pack / export / verify the shipped tiny teacher (assets/tiny-teacher)",
-    ),
-    "ship-student": ("trackstream.pipeline.ship_student", "ship a make-run student to a release folder"),
-    "student-chain": (
-        "trackstream.pipeline.student_chain",
-        "the shipped student's recipe: RL on a long DMD run, then ship it to assets/tiny-student",
-    ),
-    "long-dmd": ("trackstream.pipeline.long_dmd", "DMD for 400 generator updates on CPU, resumable across sessions"),
-    "small-world": ("trackstream.pipeline.small_world", "the small world model's chain, resumable across device calls"),
-    "scaling-probe": ("trackstream.studies.scaling_probe", "short training of 2-3 model sizes: EPE / PSNR vs steps"),
-    "teacher-study": ("trackstream.studies.teacher_study", "the tiny teacher recipe study"),
-    "dmd-curve": ("trackstream.studies.dmd_curve", "held-out figures of DMD snapshots against generator updates"),
     "export": ("trackstream.pipeline.export_network", "a trained network as a diffusers or official Wan folder"),
     "flavors": ("trackstream.models.flavors", "list the model flavors (tiny and the real Wan sizes)"),
 }

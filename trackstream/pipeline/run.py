@@ -4,7 +4,7 @@ shipped teacher (assets/tiny-teacher, sha256-checked) -> a short fine-tune with 
 -> ODE pairs -> ODE init -> Self-Forcing DMD -> (AR-Drag's RL stage, in the presets that have one:
 ``long``, ``smoke``) -> streaming generation of held-out first frames + tracks -> report. MotionStream
 starts from pretrained Wan weights; the embedded job starts from a teacher trained once for hours of
-CPU (``python -m trackstream.pipeline.ship_teacher``), and ``--sizes scratch`` trains that teacher from
+CPU (``python -m lab.ship_teacher``, a lab tool), and ``--sizes scratch`` trains that teacher from
 nothing first (its release recipe, hours). Each training stage is the ordinary Hydra app
 (``python -m trackstream.train experiment=...``) in its own sub-directory of the run directory, so
 every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
@@ -119,7 +119,7 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
     """The motion-conditioned teacher: the shipped one, briefly fine-tuned (or trained from nothing)."""
     sizes: Sizes = state["sizes"]
     if sizes.teacher_from == "shipped":
-        from trackstream.pipeline.ship_teacher import AssetError, verify_asset
+        from trackstream.pipeline.releases import AssetError, verify_asset
 
         asset = Path(state["teacher_asset"]).resolve()
         try:
@@ -346,7 +346,7 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
 
 def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> dict:
     """``teacher_asset``: the shipped-teacher folder to start from (default: assets/tiny-teacher)."""
-    from trackstream.pipeline.ship_teacher import ASSET_DIR
+    from trackstream.pipeline.releases import ASSET_DIR
 
     run_dir.mkdir(parents=True, exist_ok=True)
     check_preset(run_dir, sizes)
@@ -375,7 +375,7 @@ def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> di
     trained = ("teacher", "ode_init", "dmd") + (("rl",) if "rl" in stages else ())
     metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in trained}
     if sizes.teacher_from == "shipped":  # the shipped teacher's own training curve, then its fine-tune here
-        from trackstream.pipeline.ship_teacher import teacher_training_curve
+        from trackstream.pipeline.releases import teacher_training_curve
 
         metrics = {
             "teacher (shipped)": teacher_training_curve(state["teacher_asset"]),

@@ -97,13 +97,7 @@ def resolve(path: str, *, field: str = "stage._builder_"):
         raise ValueError(
             f"{field}={path!r}: expected 'module:attr', e.g. 'trackstream.train.teacher_stage:build_teacher'"
         )
-    if module.split(".")[0] in _BEFORE_NAMESPACE:  # a run directory written before the trackstream namespace
-        module = f"trackstream.{module}"
     return getattr(importlib.import_module(module), attr)
-
-
-# the top-level packages of releases before everything moved under ``trackstream`` (their run dirs name them)
-_BEFORE_NAMESPACE = frozenset({"models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline"})
 
 
 def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:

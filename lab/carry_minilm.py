@@ -2,7 +2,7 @@
 package (the lent GPU): all-MiniLM-L6-v2 in bf16, by default with its vocabulary pruned to the tokens
 the synthetic world's texts can produce (21 MiB instead of 44; other words become [UNK]).
 
-    python -m trackstream.pipeline.small_world minilm --out .minilm [--no-prune]
+    python -m lab.small_world minilm --out .minilm [--no-prune]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Ship the small world model's chain (issue 29) as ``assets/small-world/``, scored by the project's protocol.
 
-    python -m trackstream.pipeline.small_world ship --run-dir RUN [--dest assets/small-world] [--device cuda]
+    python -m lab.small_world ship --run-dir RUN [--dest assets/small-world] [--device cuda]
 
 ``ship_small_world`` needs every stage of the chain done (``small_world run``). It scores
 * the teacher: its run's final held-out evaluation (``teacher/eval.json``: EPE with and without tracks,
@@ -36,10 +36,11 @@ from pathlib import Path
 
 import torch
 
+from lab.ship_student import fill_release, write_manifest
+from lab.ship_teacher import FIRST_LOSSES, git_commit
+from lab.small_world_state import EXPORTS, STAGES, stage_done
+from trackstream.pipeline.releases import logged_losses, training_seconds
 from trackstream.pipeline.run import PipelineError
-from trackstream.pipeline.ship_student import fill_release, write_manifest
-from trackstream.pipeline.ship_teacher import FIRST_LOSSES, git_commit, logged_losses, training_seconds
-from trackstream.pipeline.small_world_state import EXPORTS, STAGES, stage_done
 
 __all__ = [
     "SMALL_DIR",
@@ -52,12 +53,12 @@ __all__ = [
     "first_losses",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 SMALL_DIR = ROOT / "assets" / "small-world"
 MAX_FILE_BYTES = 19 * 2**20  # under the 20 MB (10^6) a shipped file may have, index and config included
 COMMANDS = (
-    "python -m trackstream.pipeline.small_world run --run-dir <run> --budget-min 9 --text-encoder-path .minilm",
-    "python -m trackstream.pipeline.small_world ship --run-dir <run>",
+    "python -m lab.small_world run --run-dir <run> --budget-min 9 --text-encoder-path .minilm",
+    "python -m lab.small_world ship --run-dir <run>",
 )
 RELEASE_PART, PARTS_PER_CALL = 15 * 2**20, 4  # + release.json: <= 16 MiB a file, 64 MiB a call
 TEACHER_FIGURES = (
@@ -124,7 +125,7 @@ def score_students(run_dir: Path, exports: dict[str, Path], *, tag: str, **optio
     """Each export scored by the DMD study's protocol (``studies.dmd_curve.Evaluator`` on the run's teacher,
     codec and held-out world; ``options``: ``student_chain.scoring_options``'s); the figures per stage and the
     evaluator (its ``protocol``, device and dtype go into the manifest)."""
-    from trackstream.studies.dmd_curve import Evaluator
+    from lab.dmd_curve import Evaluator
 
     evaluator = Evaluator(run_dir, **options)
     figures = {}
@@ -147,7 +148,7 @@ def ship_small_world(
     """Score the chain's teacher and students and write the release (see the module docstring)."""
     from omegaconf import OmegaConf
 
-    from trackstream.eval.oracle_copy import oracle_epe
+    from lab.oracle_copy import oracle_epe
 
     run_dir = Path(run_dir).resolve()
     pending = [s for s in STAGES if not stage_done(run_dir / s)]
@@ -271,7 +272,7 @@ def pack_release(dest: Path, out: Path, *, first_part: int = 0) -> dict:
 def unpack_release(sources: list[Path], dest: Path) -> dict:
     """Join the pieces found in ``sources`` (each a folder with ``release.json``), check every sha256 and
     extract the release into ``dest`` (replaced only once the whole folder checks against its manifest)."""
-    from trackstream.pipeline.ship_teacher import verify_asset
+    from trackstream.pipeline.releases import verify_asset
 
     metas = [json.loads((Path(s) / "release.json").read_text()) for s in sources]
     if len({m["sha256"] for m in metas}) != 1:

@@ -1,8 +1,8 @@
 """The shipped student's whole recipe: ODE init -> Self-Forcing DMD -> AR-Drag's RL.
 
-    python -m trackstream.pipeline.long_dmd run --run-dir RUN --updates 200 --snapshot-every 25  # teacher, ODE init, DMD (hours)
-    python -m trackstream.pipeline.student_chain rl --run-dir RUN               # RL from the DMD export
-    python -m trackstream.pipeline.student_chain ship --run-dir RUN             # -> assets/tiny-student/
+    python -m lab.long_dmd run --run-dir RUN --updates 200 --snapshot-every 25  # teacher, ODE init, DMD (hours)
+    python -m lab.student_chain rl --run-dir RUN               # RL from the DMD export
+    python -m lab.student_chain ship --run-dir RUN             # -> assets/tiny-student/
 
 ``rl`` runs ``experiment=rl_tiny`` through the real CLI in ``RUN/rl`` on the DMD export, its conditions from
 the run's ODE pairs and the teacher's world settings (exactly as make run's RL stage does), with the
@@ -27,10 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+from lab.ship_student import fill_release, write_manifest
+from lab.ship_teacher import git_commit
+from trackstream.models.formats.files import sha256
+from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR, AssetError
 from trackstream.pipeline.report import json_safe, read_metrics
 from trackstream.pipeline.run import DISTILL, PipelineError, teacher_settings, train_stage
-from trackstream.pipeline.ship_student import STUDENT_DIR, fill_release, write_manifest
-from trackstream.pipeline.ship_teacher import ASSET_DIR, AssetError, git_commit, sha256
 
 __all__ = ["CHAIN_RL", "rl_stage", "score_chain", "ship_chain", "add_scoring_args", "scoring_options", "main"]
 
@@ -49,9 +51,9 @@ CHAIN_RL = (
     "trainer.ckpt_every=40",
 )
 COMMANDS = (
-    "python -m trackstream.pipeline.long_dmd run --run-dir <run> --updates 200 --snapshot-every 25",
-    "python -m trackstream.pipeline.student_chain rl --run-dir <run>",
-    "python -m trackstream.pipeline.student_chain ship --run-dir <run>",
+    "python -m lab.long_dmd run --run-dir <run> --updates 200 --snapshot-every 25",
+    "python -m lab.student_chain rl --run-dir <run>",
+    "python -m lab.student_chain ship --run-dir <run>",
 )
 
 
@@ -262,7 +264,7 @@ def scoring_options(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m trackstream.pipeline.student_chain",
+        prog="python -m lab.student_chain",
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="\n".join(COMMANDS),

@@ -1,15 +1,15 @@
 """The small world model's scaling probe: 2-3 teacher sizes x a few hundred steps in ONE device call,
 held-out EPE ratio and PSNR against steps, to pick conf/model/small.yaml's size (docs/small-world.md).
 
-    python -m trackstream.studies.scaling_probe run --out $OUT --sizes 4x256,6x320,8x384 --steps 1500 \\
+    python -m lab.scaling_probe run --out $OUT --sizes 4x256,6x320,8x384 --steps 1500 \\
         --eval-every 500 --budget-min 9 [--set KEY=VALUE ...]
-    python -m trackstream.studies.scaling_probe plot --json docs/small_world/probe.json --dest docs/small_world
+    python -m lab.scaling_probe plot --json docs/small_world/probe.json --dest docs/small_world
 
 ``run`` trains experiment=small_teacher at each size ("LAYERSxWIDTH": heads of 64, FFN 3 x width, as
 conf/model/small.yaml) for ``--steps`` steps with the held-out evaluation every ``--eval-every`` steps
 (eval.jsonl: EPE with / without tracks, their ratio, PSNR, SSIM on eval.periodic_clips clips at
 make run's clip length), one size after the other, each given an equal share of the budget left and
-stopped by the training loop's preemption signal when it runs out (trackstream/pipeline/small_world.py's
+stopped by the training loop's preemption signal when it runs out (lab/small_world.py's
 ``run_training``). The first size fits the codec; the others reuse it. Every size shares
 ``optim.decay_steps`` (the full recipe's), so a probe run is the first stretch of the run it would
 become. ``probe.json`` (in ``--out``: what the device tool brings back) holds each size's points,
@@ -24,8 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from lab.small_world import ChainError, run_training
 from trackstream.pipeline.report import read_metrics
-from trackstream.pipeline.small_world import ChainError, run_training
 
 __all__ = ["parse_size", "size_overrides", "collect", "plot", "main"]
 
@@ -198,7 +198,7 @@ def plot(probe: dict, dest: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m trackstream.studies.scaling_probe",
+        prog="python -m lab.scaling_probe",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

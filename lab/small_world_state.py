@@ -1,4 +1,4 @@
-"""The small world chain's state (trackstream/pipeline/small_world.py): where a run directory is, and its
+"""The small world chain's state (lab/small_world.py): where a run directory is, and its
 pack for the device's output (``state-NN.pack`` parts + ``state.json``, at most 8 files) and back.
 
 What a pack holds (``mode`` in state.json):
@@ -18,9 +18,9 @@ import shutil
 import time
 from pathlib import Path
 
+from lab.run_pack import pack_run, unpack_run
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import PipelineError
-from trackstream.pipeline.run_pack import pack_run, unpack_run
 from trackstream.train.checkpoint import find_latest
 
 __all__ = [

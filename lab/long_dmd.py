@@ -1,16 +1,16 @@
 """The long CPU distillation run (issue 27 item 5): make run's ODE-init student, then DMD for
 >= 400 generator updates, resumable across sessions and machines (docs/long-dmd.md).
 
-    python -m trackstream.pipeline.long_dmd run    --run-dir /work/runs/dmd-long   # start, or continue
-    python -m trackstream.pipeline.long_dmd pack   --run-dir /work/runs/dmd-long   # -> runs/dmd-long/ (commit it)
-    python -m trackstream.pipeline.long_dmd unpack --run-dir DIR                   # fresh machine (run does it too)
-    python -m trackstream.pipeline.long_dmd status --run-dir DIR
+    python -m lab.long_dmd run    --run-dir /work/runs/dmd-long   # start, or continue
+    python -m lab.long_dmd pack   --run-dir /work/runs/dmd-long   # -> runs/dmd-long/ (commit it)
+    python -m lab.long_dmd unpack --run-dir DIR                   # fresh machine (run does it too)
+    python -m lab.long_dmd status --run-dir DIR
 
 ``run`` goes through make run's own stages (trackstream/pipeline/run.py: the shipped teacher's fine-tune, ODE
 pairs, ODE init, each reused when done) with make run's sizes, then its DMD stage with make run's
 hyperparameters (experiment=tiny_dmd: update ratio 5, learning rates, EMA, batch) for
 ``--updates`` x update_ratio loop steps, as ``stage=dmd_snapshots``: generator snapshots every
-``--snapshot-every`` generator updates (trackstream/distill/snapshots.py), a checkpoint every ``--ckpt-every``
+``--snapshot-every`` generator updates (lab/dmd_snapshots.py), a checkpoint every ``--ckpt-every``
 steps, resumed exactly (trainer.resume=auto) whenever ``run`` is started again. The DMD learning
 rates are constant (no decay horizon), so a finished run can be extended with a larger
 ``--updates``: the continuation is the same as a run started with that count. A progress line goes
@@ -18,7 +18,7 @@ to stdout and ``<run-dir>/progress.log`` every ``--report-every`` seconds.
 
 ``pack`` writes the run's resumable state as one file, ``runs/dmd-long/state.pt`` in this checkout
 (a safetensors file with a JSON header, no pickle; the name is kept from the pickle-based version 1;
-trackstream/pipeline/run_pack.py: the latest DMD checkpoint, the teacher and ODE-init exports, the pairs'
+lab/run_pack.py: the latest DMD checkpoint, the teacher and ODE-init exports, the pairs'
 conditions, configs and logs; ~19 MB), and each snapshot's EMA weights, once, as
 ``runs/dmd-long/snapshots/gen_XXXXX.pt`` (2.5 MB each, never rewritten). ``run`` in a run
 directory that does not exist yet unpacks them first (``--fresh`` starts over instead).
@@ -38,7 +38,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from trackstream.distill.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
+from lab.dmd_snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
+from lab.run_pack import pack_run, read_pack, unpack_run
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import (
     DISTILL,
@@ -50,14 +51,15 @@ from trackstream.pipeline.run import (
     stage_ode_init,
     stage_teacher,
 )
-from trackstream.pipeline.run_pack import pack_run, read_pack, unpack_run
 from trackstream.train.checkpoint import find_latest, latest_readable
 
 __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "main"]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 PACK_DIR = ROOT / "runs" / "dmd-long"  # un-ignored in .gitignore: state.pt + snapshots/ are committed
 UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (tests/test_long_dmd.py checks they agree)
+# stage=dmd_snapshots lives in lab/conf (the product's conf/ names no lab code): Hydra searches it too
+LAB_CONF = f"hydra.searchpath=[file://{ROOT / 'lab' / 'conf'}]"
 
 
 def long_sizes(
@@ -69,6 +71,7 @@ def long_sizes(
         if value < 1:
             raise ValueError(f"{name}={value} must be >= 1")
     dmd = (
+        LAB_CONF,
         "stage=dmd_snapshots",
         f"stage.snapshot_every={snapshot_every}",
         f"trainer.ckpt_every={ckpt_every}",
@@ -143,7 +146,7 @@ class Progress(threading.Thread):
 def run(
     run_dir: Path, sizes: Sizes, *, pack_dir: Path = PACK_DIR, fresh: bool = False, report_every: float = 300
 ) -> dict:
-    from trackstream.pipeline.ship_teacher import ASSET_DIR
+    from trackstream.pipeline.releases import ASSET_DIR
 
     run_dir = Path(run_dir).resolve()
     if not (run_dir / "sizes.json").is_file() and not fresh and (pack_dir / "state.pt").is_file():
@@ -183,7 +186,7 @@ def run(
 def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False) -> dict:
     """The resumable state -> ``pack_dir/state.pt`` (overwritten; safetensors + JSON, see run_pack); new
     snapshots' EMA -> ``pack_dir/snapshots``. ``allow_pickle``: read a run's old pickle-based files."""
-    from trackstream.pipeline.ship_teacher import git_commit
+    from lab.ship_teacher import git_commit
 
     run_dir = Path(run_dir).resolve()
     found = latest_readable(run_dir / "dmd" / "checkpoints", allow_pickle=allow_pickle)  # a damaged newest one: skipped
@@ -272,7 +275,7 @@ def _alive(pid: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m trackstream.pipeline.long_dmd",
+        prog="python -m lab.long_dmd",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

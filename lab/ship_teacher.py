@@ -1,10 +1,10 @@
 """The shipped tiny teacher: train it (resumably, across machines), export it, verify it.
 
-    python -m trackstream.pipeline.ship_teacher start  --run-dir /tmp/release      # the release command, recorded first
-    python -m trackstream.pipeline.ship_teacher pack   --run-dir /tmp/release      # -> assets/tiny-teacher-resume.tar
-    python -m trackstream.pipeline.ship_teacher unpack --run-dir /tmp/release      # a new machine continues from it
-    python -m trackstream.pipeline.ship_teacher export --run-dir /tmp/release      # -> assets/tiny-teacher/ + manifest.json
-    python -m trackstream.pipeline.ship_teacher verify                             # sha256 of every shipped file
+    python -m lab.ship_teacher start  --run-dir /tmp/release      # the release command, recorded first
+    python -m lab.ship_teacher pack   --run-dir /tmp/release      # -> assets/tiny-teacher-resume.tar
+    python -m lab.ship_teacher unpack --run-dir /tmp/release      # a new machine continues from it
+    python -m lab.ship_teacher export --run-dir /tmp/release      # -> assets/tiny-teacher/ + manifest.json
+    python -m lab.ship_teacher verify                             # sha256 of every shipped file
 
 A release checkpoint is what a user starts from, as MotionStream starts from Wan: the exported
 network (official Wan DiT files + heads), the codec it was trained with and the resolved config,
@@ -31,14 +31,22 @@ import tarfile
 import time
 from pathlib import Path
 
-from trackstream.models.formats.files import release_mismatches, sha256
+from trackstream.models.formats.files import sha256
+from trackstream.pipeline.releases import (
+    ASSET_DIR,
+    MAX_BYTES,
+    AssetError,
+    load_shipped_teacher,
+    logged_losses,
+    teacher_training_curve,
+    training_seconds,
+    verify_asset,
+)
 
-ROOT = Path(__file__).resolve().parents[2]
-ASSET_DIR = ROOT / "assets" / "tiny-teacher"
+ROOT = Path(__file__).resolve().parents[1]
 RESUME_TAR = ROOT / "assets" / "tiny-teacher-resume.tar"
 EXPERIMENT = "tiny_teacher_release"
 FIRST_LOSSES = 20
-MAX_BYTES = 20 * 2**20  # every shipped file, and the folder in total
 
 __all__ = [
     "AssetError",
@@ -54,10 +62,6 @@ __all__ = [
 ]
 
 
-class AssetError(ValueError):
-    """A release folder (or a resume bundle) is missing, incomplete or altered."""
-
-
 def teacher_command(run_dir: Path | str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
     """The command that trains the release teacher into ``run_dir`` (resumes if it holds checkpoints)."""
     return ["python", "-m", "trackstream.train", f"experiment={EXPERIMENT}", *extra, f"hydra.run.dir={run_dir}"]
@@ -69,34 +73,6 @@ def git_commit(root: Path = ROOT) -> str | None:
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-
-
-def logged_losses(metrics: Path, key: str = "train/loss", limit: int | None = None) -> list[tuple[int, float]]:
-    """(step, value) of ``key`` from a metrics.jsonl, in step order, each step once (a resumed run
-    re-logs nothing before its checkpoint, but a crash between a log and a checkpoint can)."""
-    seen: dict[int, float] = {}
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            row = json.loads(line)
-            if key in row:
-                seen[int(row["step"])] = float(row[key])
-    out = sorted(seen.items())
-    return out[:limit] if limit else out
-
-
-def training_seconds(metrics: Path) -> float:
-    """Wall seconds of training steps, summed from the logged mean step times (resume-proof)."""
-    total, last = 0.0, 0
-    if metrics.is_file():
-        rows = {}
-        for line in metrics.read_text().splitlines():
-            row = json.loads(line)
-            if "perf/step_time_s" in row:
-                rows[int(row["step"])] = float(row["perf/step_time_s"])
-        for step in sorted(rows):
-            total += rows[step] * (step - last)
-            last = step
-    return total
 
 
 def _windowed(points: list[tuple[int, float]], window: int = 25) -> list[tuple[int, float]]:
@@ -116,46 +92,8 @@ def _eval_curve(path: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not isinstance(v, (dict, list))} for r in rows]
 
 
-def teacher_training_curve(directory: Path | str = ASSET_DIR) -> list[dict]:
-    """The shipped teacher's training curve (``curve.json``: mean loss per 25 steps); [] if absent."""
-    path = Path(directory) / "curve.json"
-    return json.loads(path.read_text()) if path.is_file() else []
-
-
 # ----------------------------------------------------------------------------------------------
 # verify / load
-
-
-def verify_asset(directory: Path | str = ASSET_DIR) -> dict:
-    """Check every file the manifest lists against its sha256; returns the manifest."""
-    directory = Path(directory)
-    manifest_path = directory / "manifest.json"
-    if not manifest_path.is_file():
-        raise AssetError(
-            f"{directory}: no manifest.json; this is not a release folder (export one with "
-            f"`python -m trackstream.pipeline.ship_teacher export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
-        )
-    manifest = json.loads(manifest_path.read_text())
-    missing, altered = release_mismatches(directory, manifest)
-    if missing or altered:
-        parts = ([f"missing {missing}"] if missing else []) + (
-            [f"altered (sha256 differs from manifest.json) {altered}"] if altered else []
-        )
-        raise AssetError(
-            f"release {directory} is not intact: {'; '.join(parts)}. Restore it with "
-            f"`git checkout -- {directory}` (or `git lfs pull` if your clone used LFS), or re-export it"
-        )
-    return manifest
-
-
-def load_shipped_teacher(directory: Path | str = ASSET_DIR, *, device: str = "cpu"):
-    """(network, codec path, manifest) of a verified release folder."""
-    from trackstream.models.motion_wan import load_network
-
-    directory = Path(directory)
-    manifest = verify_asset(directory)
-    net = load_network(directory / "teacher", device=device)
-    return net, directory / "codec.pt", manifest
 
 
 # ----------------------------------------------------------------------------------------------
@@ -172,7 +110,7 @@ def export_teacher(
     if results.get("status") != "done":
         raise AssetError(
             f"{run_dir}: the release run has not finished (results.json status "
-            f"{results.get('status')!r}); resume it with `python -m trackstream.pipeline.ship_teacher start --run-dir {run_dir}`"
+            f"{results.get('status')!r}); resume it with `python -m lab.ship_teacher start --run-dir {run_dir}`"
         )
     record = json.loads((run_dir / "release_run.json").read_text()) if (run_dir / "release_run.json").is_file() else {}
     if dest.exists():
@@ -347,9 +285,7 @@ def session_command(record: dict, run_dir: Path, *, until: int | None, threads: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(
-        prog="python -m trackstream.pipeline.ship_teacher", description=__doc__.split("\n\n")[0]
-    )
+    ap = argparse.ArgumentParser(prog="python -m lab.ship_teacher", description=__doc__.split("\n\n")[0])
     ap.add_argument("action", choices=["start", "pack", "unpack", "export", "verify"])
     ap.add_argument("--run-dir", type=Path, help="the release run's directory (outside the repository)")
     ap.add_argument("--dest", type=Path, default=ASSET_DIR, help="release folder (export / verify)")

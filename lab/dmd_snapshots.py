@@ -1,6 +1,6 @@
 """Generator snapshots of a DMD run, kept for a curve of held-out figures against generator updates.
 
-``stage=dmd_snapshots`` (conf/stage/dmd_snapshots.yaml) is ``stage=dmd`` plus one field,
+``stage=dmd_snapshots`` (lab/conf/stage/dmd_snapshots.yaml) is ``stage=dmd`` plus one field,
 ``snapshot_every`` (generator updates): the same schema, the same builder, the same objective and
 optimizers, and in addition the generator is written to ``<run_dir>/snapshots/gen_XXXXX.pt`` at
 0 updates (the ODE-init student it starts from), every ``snapshot_every`` updates and at the end.

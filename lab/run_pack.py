@@ -46,7 +46,7 @@ from trackstream.models.formats.files import one_line, pickle_allowed, pickle_re
 __all__ = ["FORMAT", "pack_run", "unpack_run", "read_pack", "entry_object", "encode_tree", "decode_tree"]
 
 FORMAT, VERSION = "trackstream.run-pack", 2
-_REPACK = "re-pack it with this version (`python -m trackstream.pipeline.long_dmd unpack --allow-pickle` into a new run directory, then `pack`)"
+_REPACK = "re-pack it with this version (`python -m lab.long_dmd unpack --allow-pickle` into a new run directory, then `pack`)"
 TEXT_SUFFIXES = (".json", ".jsonl", ".yaml", ".log", ".txt")
 
 
@@ -261,7 +261,7 @@ def read_pack(path: Path, *, allow_pickle: bool = False) -> dict:
     foreign file is a one-line ValueError; a version 1 (pickle-based) pack needs ``allow_pickle``."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path} does not exist; make one with `python -m trackstream.pipeline.long_dmd pack`")
+        raise ValueError(f"{path} does not exist; make one with `python -m lab.long_dmd pack`")
     with open(path, "rb") as f:
         magic = f.read(4)
     if magic[:2] == b"PK":  # a torch.save zip: version 1
@@ -269,9 +269,7 @@ def read_pack(path: Path, *, allow_pickle: bool = False) -> dict:
             raise ValueError(pickle_refusal(path, "a packed run (version 1)", _REPACK))
         pack = torch.load(path, map_location="cpu", weights_only=True)  # v1 held plain containers only
         if not isinstance(pack, dict) or pack.get("format") != FORMAT or pack.get("version") != 1:
-            raise ValueError(
-                f"{path} is not a packed run ({FORMAT}); make one with `python -m trackstream.pipeline.long_dmd pack`"
-            )
+            raise ValueError(f"{path} is not a packed run ({FORMAT}); make one with `python -m lab.long_dmd pack`")
         pack["info"] = _unplain(pack["info"], lambda s: s)
         return pack
     from safetensors import safe_open
@@ -286,7 +284,7 @@ def read_pack(path: Path, *, allow_pickle: bool = False) -> dict:
     except Exception as err:  # noqa: BLE001 -- SafetensorError / JSON: name the file, say what to do
         raise ValueError(
             f"{path} is truncated or not a packed run ({FORMAT}: {one_line(err)}); make one with "
-            "`python -m trackstream.pipeline.long_dmd pack` (the committed one: git checkout it)"
+            "`python -m lab.long_dmd pack` (the committed one: git checkout it)"
         ) from None
     if meta.get("version") != str(VERSION):
         raise ValueError(f"{path} is a version {meta.get('version')} pack, this code reads version {VERSION}")

@@ -1,7 +1,7 @@
 """Held-out figures of DMD generator snapshots against generator updates (issue 27: where DMD helps).
 
-    python -m trackstream.studies.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve
-    python -m trackstream.studies.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve \\
+    python -m lab.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve
+    python -m lab.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve \\
         --compare self_rollout=/work/runs/dmd-selfrollout
 
 Each snapshot (``gen_XXXXX.pt`` of ``stage=dmd_snapshots``: the EMA weights the stage's export would
@@ -30,10 +30,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from trackstream.distill.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
+from lab.dmd_snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
 from trackstream.pipeline.report import read_metrics
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 FIGURES = (
     ("epe_with_tracks", "EPE with tracks (px)"),
     ("epe_without_tracks", "EPE without tracks (px)"),
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
         old = {}  # another protocol: evaluate everything again
     result = {
         "protocol": evaluator.protocol,
-        "command": "python -m trackstream.studies.dmd_curve",
+        "command": "python -m lab.dmd_curve",
         "runs": {},
         "networks": dict(old.get("networks", {})),
     }

@@ -2,14 +2,14 @@
 teacher -> ODE pairs + ODE init -> Self-Forcing DMD -> RL, each stage the ordinary
 ``python -m trackstream.train experiment=small_*`` in a sub-directory of the run directory.
 
-    python -m trackstream.pipeline.small_world run --run-dir RUN --budget-min 9 [--state DIR] [--out DIR]
-    python -m trackstream.pipeline.small_world pack   --run-dir RUN --out DIR
-    python -m trackstream.pipeline.small_world unpack --run-dir RUN --state DIR
-    python -m trackstream.pipeline.small_world status --run-dir RUN [--state DIR]
-    python -m trackstream.pipeline.small_world minilm --out .minilm [--no-prune]  # the text encoder to carry
-    python -m trackstream.pipeline.small_world ship   --run-dir RUN [--dest assets/small-world] [--out DIR]
-    python -m trackstream.pipeline.small_world release --dest assets/small-world --out DIR [--first-part K]
-    python -m trackstream.pipeline.small_world release --dest assets/small-world --state DIR [--state DIR2]
+    python -m lab.small_world run --run-dir RUN --budget-min 9 [--state DIR] [--out DIR]
+    python -m lab.small_world pack   --run-dir RUN --out DIR
+    python -m lab.small_world unpack --run-dir RUN --state DIR
+    python -m lab.small_world status --run-dir RUN [--state DIR]
+    python -m lab.small_world minilm --out .minilm [--no-prune]  # the text encoder to carry
+    python -m lab.small_world ship   --run-dir RUN [--dest assets/small-world] [--out DIR]
+    python -m lab.small_world release --dest assets/small-world --out DIR [--first-part K]
+    python -m lab.small_world release --dest assets/small-world --state DIR [--state DIR2]
 
 ``run`` continues the chain from where the run directory is (after unpacking ``--state`` when that is
 further along: a fresh machine), and stops before ``--budget-min``: at the deadline each running stage
@@ -18,7 +18,7 @@ stage processes start with SIGUSR1 ignored, so a signal that arrives while a sta
 up (pool, text encoder, ODE pairs) is dropped instead of killing it; the driver repeats it every few
 seconds until the loop takes it, and kills the stage after ``--grace-s`` (it resumes from its last
 checkpoint, trainer.ckpt_every, and pair shards are kept). With ``--out`` the state is then packed:
-``state-NN.pack`` parts (trackstream/pipeline/run_pack.py's format, each <= ``--part-mib``) and
+``state-NN.pack`` parts (lab/run_pack.py's format, each <= ``--part-mib``) and
 ``state.json`` (what the pack holds, each stage's progress and last losses), at most 8 files, what
 the device tool brings back (``pipeline.small_world_state``). What the pack holds (``mode`` in state.json):
   exact     finished stages' exports, configs and logs + the running stage's latest checkpoint:
@@ -46,11 +46,9 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from trackstream.pipeline.carry_minilm import write_minilm
-from trackstream.pipeline.report import read_metrics
-from trackstream.pipeline.run import PipelineError, teacher_settings
-from trackstream.pipeline.small_world_ship import SMALL_DIR, pack_release, ship_small_world, unpack_release
-from trackstream.pipeline.small_world_state import (
+from lab.carry_minilm import write_minilm
+from lab.small_world_ship import SMALL_DIR, pack_release, ship_small_world, unpack_release
+from lab.small_world_state import (
     EXPORTS,
     MAX_MIB,
     PART_MIB,
@@ -63,7 +61,9 @@ from trackstream.pipeline.small_world_state import (
     stage_summary,
     unpack,
 )
-from trackstream.pipeline.student_chain import add_scoring_args, scoring_options
+from lab.student_chain import add_scoring_args, scoring_options
+from trackstream.pipeline.report import read_metrics
+from trackstream.pipeline.run import PipelineError, teacher_settings
 
 __all__ = [
     "STAGES",
@@ -78,7 +78,7 @@ __all__ = [
     "main",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = {"teacher": "small_teacher", "ode_init": "small_ode_init", "dmd": "small_dmd", "rl": "small_rl"}
 DISTILL_FRAMES = "data.num_frames=25"  # make run's: the first frame + 2 chunks of 3 latents
 STOP_SIGNAL = signal.SIGUSR1
@@ -267,7 +267,7 @@ def _chain(args) -> Chain:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m trackstream.pipeline.small_world",
+        prog="python -m lab.small_world",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,7 +1,7 @@
 """A short scaling study of tiny-teacher recipes: held-out EPE and PSNR against training minutes.
 
-    python -m trackstream.studies.teacher_study --out /tmp/teacher-study [--recipes 4px-2L-17f,8px-2L-17f] [--parallel 2]
-    python -m trackstream.studies.teacher_study --out /tmp/teacher-study --plot docs/teacher_study
+    python -m lab.teacher_study --out /tmp/teacher-study [--recipes 4px-2L-17f,8px-2L-17f] [--parallel 2]
+    python -m lab.teacher_study --out /tmp/teacher-study --plot docs/teacher_study
 
 Each recipe is the ordinary teacher CLI (``python -m trackstream.train experiment=...``) with a few overrides,
 trained for a budget of steps chosen to cost about the same single-thread minutes, on one thread
@@ -25,7 +25,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 EVAL_FRAMES = 25  # make run's clip length: 7 latent frames (first frame + two c3 chunks)
 DECAY_STEPS = 6000  # the release schedule's cosine horizon, shared by every recipe

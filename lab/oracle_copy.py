@@ -1,6 +1,6 @@
 """What EPE can a copy-from-frame-0 generator reach at a given token size? (teacher diagnostics)
 
-    python -m trackstream.eval.oracle_copy --run-dir runs/tiny_teacher [--samples 16] [--out oracle.json]
+    python -m lab.oracle_copy --run-dir runs/tiny_teacher [--samples 16] [--out oracle.json]
 
 MotionStream's track control is attention copying content from the first frame to where the
 tracks say it went. A DiT copies whole TOKENS; to place content between token positions it must

@@ -2,13 +2,13 @@
 chain's, ``pipeline.student_chain``; this one stands in while a chain on a new teacher is still running).
 
     make run                                                     # RUN_DIR=runs/make-run
-    python -m trackstream.pipeline.ship_student --run-dir runs/make-run --dest DIR   # -> DIR/
+    python -m lab.ship_student --run-dir runs/make-run --dest DIR   # -> DIR/
 
 The folder is what the demo's browser test and a person without the time for ``make run`` stream
 from: ``student/`` (the DMD export: Wan DiT files, heads, network.json), ``config.yaml`` (the DMD
 stage's resolved config: the world the scenes come from) and ``manifest.json``: the command, the
 commit the run was made from, steps and wall time per stage, seeds, the run's held-out figures, its floors,
-its long-horizon windows, its targets and the sha256 of every file (``pipeline.ship_teacher.verify_asset`` checks them). The codec is the teacher
+its long-horizon windows, its targets and the sha256 of every file (``trackstream.pipeline.releases.verify_asset`` checks them). The codec is the teacher
 release's (``assets/tiny-teacher/codec.pt``, recorded by its sha256), not copied.
 """
 
@@ -20,12 +20,13 @@ import shutil
 import sys
 from pathlib import Path
 
-from trackstream.pipeline.ship_teacher import ASSET_DIR, MAX_BYTES, AssetError, git_commit, sha256
+from lab.ship_teacher import git_commit
+from trackstream.models.formats.files import sha256
+from trackstream.pipeline.releases import ASSET_DIR, MAX_BYTES, STUDENT_DIR, AssetError
 
 __all__ = ["STUDENT_DIR", "ship_student", "fill_release", "write_manifest"]
 
-ROOT = Path(__file__).resolve().parents[2]
-STUDENT_DIR = ROOT / "assets" / "tiny-student"
+ROOT = Path(__file__).resolve().parents[1]
 # held-out figures of the run worth carrying (report.json keys)
 FIGURES = (
     "student_epe_with_tracks",
@@ -69,7 +70,7 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
     manifest = {
         "name": "tiny-student",
         "command": f"make run RUN_DIR=<run>  (python -m trackstream.pipeline --run-dir <run> --sizes {figures.get('sizes', 'full')}), "
-        "then python -m trackstream.pipeline.ship_student --run-dir <run>",
+        "then python -m lab.ship_student --run-dir <run>",
         "git_commit": commit or git_commit(),
         "teacher_release": {"dir": "assets/tiny-teacher", "manifest_sha256": sha256(ASSET_DIR / "manifest.json")},
         "codec": {"path": "assets/tiny-teacher/codec.pt", "sha256": sha256(ASSET_DIR / "codec.pt")},
@@ -118,9 +119,7 @@ def write_manifest(dest: Path, manifest: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
-        prog="python -m trackstream.pipeline.ship_student", description=__doc__.split("\n\n")[0]
-    )
+    ap = argparse.ArgumentParser(prog="python -m lab.ship_student", description=__doc__.split("\n\n")[0])
     ap.add_argument("--run-dir", type=Path, required=True, help="a finished make run's directory")
     ap.add_argument(
         "--dest",

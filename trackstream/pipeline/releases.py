@@ -1,0 +1,99 @@
+"""The shipped release folders (`assets/tiny-teacher`, `assets/tiny-student`): where they live, how
+a folder is checked against its ``manifest.json`` (the sha256 of every file) and loaded, and what a
+release run logged (its losses, its training seconds, the teacher's training curve).
+``load_shipped_teacher`` refuses a folder whose files are missing or altered, naming them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from trackstream.models.formats.files import release_mismatches
+
+ROOT = Path(__file__).resolve().parents[2]
+ASSET_DIR = ROOT / "assets" / "tiny-teacher"
+STUDENT_DIR = ROOT / "assets" / "tiny-student"
+MAX_BYTES = 20 * 2**20  # every shipped file, and the folder in total
+
+__all__ = [
+    "ASSET_DIR",
+    "STUDENT_DIR",
+    "MAX_BYTES",
+    "AssetError",
+    "verify_asset",
+    "load_shipped_teacher",
+    "logged_losses",
+    "training_seconds",
+    "teacher_training_curve",
+]
+
+
+class AssetError(ValueError):
+    """A release folder (or a resume bundle) is missing, incomplete or altered."""
+
+
+def logged_losses(metrics: Path, key: str = "train/loss", limit: int | None = None) -> list[tuple[int, float]]:
+    """(step, value) of ``key`` from a metrics.jsonl, in step order, each step once (a resumed run
+    re-logs nothing before its checkpoint, but a crash between a log and a checkpoint can)."""
+    seen: dict[int, float] = {}
+    if metrics.is_file():
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if key in row:
+                seen[int(row["step"])] = float(row[key])
+    out = sorted(seen.items())
+    return out[:limit] if limit else out
+
+
+def training_seconds(metrics: Path) -> float:
+    """Wall seconds of training steps, summed from the logged mean step times (resume-proof)."""
+    total, last = 0.0, 0
+    if metrics.is_file():
+        rows = {}
+        for line in metrics.read_text().splitlines():
+            row = json.loads(line)
+            if "perf/step_time_s" in row:
+                rows[int(row["step"])] = float(row["perf/step_time_s"])
+        for step in sorted(rows):
+            total += rows[step] * (step - last)
+            last = step
+    return total
+
+
+def teacher_training_curve(directory: Path | str = ASSET_DIR) -> list[dict]:
+    """The shipped teacher's training curve (``curve.json``: mean loss per 25 steps); [] if absent."""
+    path = Path(directory) / "curve.json"
+    return json.loads(path.read_text()) if path.is_file() else []
+
+
+def verify_asset(directory: Path | str = ASSET_DIR) -> dict:
+    """Check every file the manifest lists against its sha256; returns the manifest."""
+    directory = Path(directory)
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise AssetError(
+            f"{directory}: no manifest.json; this is not a release folder (export one with "
+            f"`python -m lab.ship_teacher export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
+        )
+    manifest = json.loads(manifest_path.read_text())
+    missing, altered = release_mismatches(directory, manifest)
+    if missing or altered:
+        parts = ([f"missing {missing}"] if missing else []) + (
+            [f"altered (sha256 differs from manifest.json) {altered}"] if altered else []
+        )
+        raise AssetError(
+            f"release {directory} is not intact: {'; '.join(parts)}. Restore it with "
+            f"`git checkout -- {directory}` (or `git lfs pull` if your clone used LFS), or re-export it"
+        )
+    return manifest
+
+
+def load_shipped_teacher(directory: Path | str = ASSET_DIR, *, device: str = "cpu"):
+    """(network, codec path, manifest) of a verified release folder."""
+    from trackstream.models.motion_wan import load_network
+
+    directory = Path(directory)
+    manifest = verify_asset(directory)
+    net = load_network(directory / "teacher", device=device)
+    return net, directory / "codec.pt", manifest
