@@ -4,6 +4,7 @@ tags, parameter counts in the config, periodic ``eval/*`` figures and sample vid
 init, DMD and RL, and the export as an artifact when ``logger.wandb.log_checkpoints``."""
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -28,10 +29,15 @@ def offline_wandb(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_INIT_TIMEOUT", "300")  # the service starts slowly on a loaded 2-core machine
 
 
-def _run_file(run_dir: Path) -> dict:
+def _run_file(run_dir: Path, wait_s: float = 20.0) -> dict:
+    """The run file's contents once its run record is on disk: wandb's service process writes the file, and
+    on a loaded machine it can land a moment after ``finish()`` returns."""
     files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
-    return run_contents(files[0])
+    deadline = time.monotonic() + wait_s
+    while (contents := run_contents(files[0]))["job_type"] is None and time.monotonic() < deadline:
+        time.sleep(0.25)
+    return contents
 
 
 def _rows_with(contents: dict, key: str) -> list[dict]:
