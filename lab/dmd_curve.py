@@ -27,110 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 from lab.dmd_snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
+from trackstream.eval.student_score import SCORE_FIGURES, StudentScorer
 from trackstream.pipeline.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = (
-    ("epe_with_tracks", "EPE with tracks (px)"),
-    ("epe_without_tracks", "EPE without tracks (px)"),
-    ("psnr_with_tracks", "PSNR (dB)"),
-    ("ssim_with_tracks", "SSIM"),
-    ("long_epe", "EPE at 10x (px)"),
-    ("long_psnr", "PSNR at 10x (dB)"),
-    ("long_ssim", "SSIM at 10x"),
-    ("drift", "drift at 10x (late latent error, rel.)"),
-)
-
-
-class Evaluator:
-    """The run's teacher codec, text encoder and held-out clips, loaded once; ``__call__`` scores one network."""
-
-    def __init__(self, run_dir: Path, *, clips: int, long_clips: int, long_factor: int, device=None, dtype=None):
-        import dataclasses
-
-        from omegaconf import OmegaConf
-
-        from trackstream.data.batching import derive_seed
-        from trackstream.data.clips import ClipPool, DataConfig, heldout_clips, make_world
-        from trackstream.eval.stream_eval import StreamEvalConfig
-        from trackstream.models.conditioner import load_export
-        from trackstream.models.precision import resolve_precision
-
-        self.device, self.dtype = resolve_precision(device, dtype)
-        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)
-        teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
-        self.codec_name, self.codec_path = cfg["codec"]["name"], cfg["codec"]["checkpoint"]
-        _, self.codec, self.conditioner = load_export(
-            run_dir / "teacher" / "export" / "teacher",
-            codec_name=self.codec_name,
-            codec=self.codec_path,
-            device=self.device,
-            dtype=self.dtype,
-        )
-        self.data = DataConfig(**{**cfg["data"], "eval_samples": clips})
-        if self.data.source != "synthetic":  # the long clips below are rendered from the synthetic world
-            raise ValueError(
-                f"{run_dir}: the study's protocol is of the synthetic world (data.source={self.data.source!r}); "
-                "evaluate shard-trained students with `python -m trackstream.eval benchmark.name=shards`"
-            )
-        self.clips = heldout_clips(self.data).clips
-        self.cfg = StreamEvalConfig(num_tracks=teacher_cfg["eval"]["num_tracks"], preview_clips=0)
-        horizon = 1 + (self.data.num_frames - 1) // 4
-        self.long_latents = 1 + long_factor * (horizon - 1)
-        long_frames = 1 + 4 * (self.long_latents - 1)
-        world = make_world(dataclasses.replace(self.data, num_frames=long_frames))
-        self.long = ClipPool(world, [derive_seed(self.data.eval_seed, "long", i) for i in range(long_clips)]).clips
-        self.horizon = horizon
-        self.protocol = {
-            "clips": clips,
-            "long_clips": long_clips,
-            "long_factor": long_factor,
-            "num_frames": self.data.num_frames,
-            "long_frames": long_frames,
-            "input_tracks_per_clip": self.cfg.num_tracks,
-            "tracker": self.cfg.tracker,
-        }
-
-    def __call__(self, network_dir: Path) -> dict:
-        from trackstream.eval.stream_eval import drift_summary, evaluate_stream_motion, long_rollout, student_network
-        from trackstream.stream.engine import StreamingGenerator
-
-        net = student_network(
-            network_dir, codec_name=self.codec_name, codec=self.codec_path, device=self.device, dtype=self.dtype
-        )
-        stream_cfg = net.conventions.stream_config(str(network_dir))
-        engine = StreamingGenerator(
-            net, self.codec, config=stream_cfg, image_features_fn=self.conditioner.image_features
-        )
-        t0 = time.perf_counter()
-        sf = evaluate_stream_motion(
-            engine, clips=self.clips, text_fn=self.conditioner.text, cfg=self.cfg, out_dir=None, fps=self.data.fps
-        )
-        roll = long_rollout(
-            engine,
-            clips=self.long,
-            codec=self.codec,
-            text_fn=self.conditioner.text,
-            seed=self.cfg.seed,
-            num_tracks=self.cfg.num_tracks,
-            tracker=self.cfg.tracker,
-        )
-        horizon_chunks = stream_cfg.causal.num_chunks(self.horizon) - 1
-        # make run's drift figure: the last chunks' latent error relative to an unrelated video's (1 = as far
-        # from the ground truth as a random plausible video; past 1: out of distribution)
-        drift = drift_summary(roll["per_chunk"], horizon_chunks=horizon_chunks)["latent_err_rel"]["late"]
-        return {
-            **{k: sf[k] for k in ("epe_with_tracks", "epe_without_tracks", "psnr_with_tracks", "ssim_with_tracks")},
-            "long_epe": roll["epe_whole"],
-            "long_psnr": roll["psnr_whole"],
-            "long_ssim": roll["ssim_whole"],
-            "drift": drift,
-            "seconds": round(time.perf_counter() - t0, 1),
-        }
+FIGURES = SCORE_FIGURES
 
 
 def rl_training_summary(network_dir: Path) -> dict | None:
@@ -202,7 +106,7 @@ def plot_rl_training(network_dir: Path, out_png: Path, title: str) -> Path | Non
     return out_png
 
 
-def evaluate_run(name: str, run_dir: Path, evaluator: Evaluator, done: dict, *, updates: list[int] | None) -> dict:
+def evaluate_run(name: str, run_dir: Path, evaluator: StudentScorer, done: dict, *, updates: list[int] | None) -> dict:
     """{updates: figures} for the run's snapshots (those in ``done`` reused)."""
     snaps = list_snapshots(run_dir / "dmd" / SNAPSHOT_DIR)
     if not snaps:
@@ -280,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         if not (path / "dmd" / "config.yaml").is_file():
             ap.error(f"{name}: {path}/dmd/config.yaml not found: give a long_dmd run directory")
     updates = [int(x) for x in args.updates.split(",")] if args.updates else None
-    evaluator = Evaluator(
+    evaluator = StudentScorer(
         args.run_dir,
         clips=args.clips,
         long_clips=args.long_clips,

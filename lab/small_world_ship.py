@@ -5,8 +5,8 @@
 ``ship_small_world`` needs every stage of the chain done (``small_world run``). It scores
 * the teacher: its run's final held-out evaluation (``teacher/eval.json``: EPE with and without tracks,
   the ground-truth video's and the frozen first frame's, PSNR, SSIM) and the oracle copier's EPE
-  (``eval.oracle_copy``) on the same clips;
-* the ODE-init, DMD and RL students: ``studies.dmd_curve.Evaluator`` (the held-out clips of the run's world
+  (``lab.oracle_copy``) on the same clips;
+* the ODE-init, DMD and RL students: ``eval.student_score.StudentScorer`` (the held-out clips of the run's world
   by the one EPE protocol, then clips at ``long_factor`` x the horizon: EPE, PSNR, SSIM, drift);
 * the issue's targets from those figures (``targets``: value, threshold, met);
 and writes the release: ``teacher/`` and ``student/`` (the RL export) with their weights in bf16 and every
@@ -122,12 +122,12 @@ def _calls(run_dir: Path) -> list[dict]:
 
 
 def score_students(run_dir: Path, exports: dict[str, Path], *, tag: str, **options) -> tuple[dict, object]:
-    """Each export scored by the DMD study's protocol (``studies.dmd_curve.Evaluator`` on the run's teacher,
-    codec and held-out world; ``options``: ``student_chain.scoring_options``'s); the figures per stage and the
-    evaluator (its ``protocol``, device and dtype go into the manifest)."""
-    from lab.dmd_curve import Evaluator
+    """Each export scored by the student-scoring protocol (``trackstream.eval.student_score.StudentScorer`` on
+    the run's teacher, codec and held-out world; ``options``: ``student_chain.scoring_options``'s); the figures
+    per stage and the scorer (its ``protocol``, device and dtype go into the manifest)."""
+    from trackstream.eval.student_score import StudentScorer
 
-    evaluator = Evaluator(run_dir, **options)
+    evaluator = StudentScorer(run_dir, **options)
     figures = {}
     for stage, path in exports.items():
         figures[stage] = evaluator(path)
