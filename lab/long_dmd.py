@@ -87,8 +87,10 @@ def dmd_overrides(sizes: Sizes) -> list[str]:
 
 
 def _recorded(sizes: Sizes) -> Sizes:
-    # what a run directory must keep: everything but the length, which may grow (constant LRs)
-    return dataclasses.replace(sizes, dmd=tuple(o for o in sizes.dmd if not o.startswith("trainer.max_steps=")))
+    # what a run directory must keep: everything but the length, which may grow (constant LRs), and where this
+    # checkout's lab/conf is (a packed run continues in another checkout, on another machine)
+    kept = tuple(o for o in sizes.dmd if not o.startswith(("trainer.max_steps=", "hydra.searchpath=")))
+    return dataclasses.replace(sizes, dmd=kept)
 
 
 # ----------------------------------------------------------------------------- progress

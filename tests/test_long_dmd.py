@@ -38,6 +38,22 @@ def test_the_long_dmd_stage_is_make_runs_with_snapshots_and_400_updates(tmp_path
         typed(tmp_path, *dmd_overrides(sizes), "stage.snapshot_every=0")
 
 
+def test_a_run_directory_records_its_sizes_without_this_checkouts_paths(tmp_path):
+    """sizes.json holds what a resume must keep, not where this checkout's lab/conf is: a run packed in one
+    checkout continues in another, and a run recorded without the search path continues here."""
+    import json
+
+    from lab.long_dmd import _recorded
+    from trackstream.pipeline.run import check_preset
+
+    check_preset(tmp_path, _recorded(long_sizes(updates=10)))
+    recorded = json.loads((tmp_path / "sizes.json").read_text())
+    assert recorded["dmd"][0] == "stage=dmd_snapshots" and not any("searchpath" in o for o in recorded["dmd"])
+    other = long_sizes(updates=20)  # a longer run from another checkout: same record
+    assert LAB_CONF in other.dmd
+    check_preset(tmp_path, _recorded(other))
+
+
 # ----------------------------------------------------------------------------- pack -> unpack -> resume
 
 
