@@ -44,8 +44,8 @@ def _literals(fn, target: str | None = None) -> list[str]:
 def world_texts() -> list[str]:
     """Every word and fixed phrase a text of the small world can hold, from the code that words them:
     the sprites' colours, shapes and patterns and the background colours
-    (trackstream/data/sprites.py), the string pieces of ``SyntheticWorld._caption`` and
-    ``_direction`` (both ``caption_motion`` variants, camera pans, an empty scene) and of the drag
+    (trackstream/data/sprites.py), the string pieces of ``SyntheticWorld.caption`` and
+    ``direction_phrase`` (both ``caption_motion`` variants, camera pans, an empty scene) and of the drag
     scenes' caption (trackstream/eval/drag_scenes.py; the demo's scenes are ``caption_motion=False``
     world clips), and the empty string of the null text. Captions join these at spaces and punctuation,
     where BERT's pre-tokenizer splits too, so their WordPiece tokens are these texts' tokens."""
@@ -55,8 +55,8 @@ def world_texts() -> list[str]:
 
     words = [*PALETTE, *SHAPES, *PATTERNS, *BACKGROUND_COLOURS]
     phrases = [
-        *_literals(synthetic.SyntheticWorld._caption),
-        *_literals(synthetic._direction),
+        *_literals(synthetic.SyntheticWorld.caption),
+        *_literals(synthetic.direction_phrase),
         *_literals(render_scene, target="caption"),
     ]
     return list(dict.fromkeys(["", *words, *phrases]))  # in order, once each

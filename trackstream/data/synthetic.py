@@ -139,7 +139,7 @@ class SyntheticWorld:
             frames[t] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
         tracks, vis = self._ground_truth(sprites, paths, off)
-        caption = self._caption(sprites, paths, pan_vel, bg_colour)
+        caption = self.caption(sprites, paths, pan_vel, bg_colour)
         meta = {
             "id": f"synthetic-{seed}",
             "source": "synthetic",
@@ -249,7 +249,7 @@ class SyntheticWorld:
                 vis[t, above] &= bilinear(s.alpha, uv[:, 0], uv[:, 1]) <= 0.5
         return tracks, vis
 
-    def _caption(self, sprites, paths, pan_vel, bg_colour) -> str:
+    def caption(self, sprites, paths, pan_vel, bg_colour) -> str:
         phrases = []
         for s, (centre, angle, exits) in sorted(zip(sprites, paths), key=lambda sp: -sp[0].rgba.shape[0]):
             name = f"a {s.pattern} {s.colour} {s.shape}"
@@ -261,7 +261,7 @@ class SyntheticWorld:
             if np.linalg.norm(disp) < 0.1 * self.short_side:
                 motion = "wanders around" if path_len > 0.3 * self.short_side else "stays in place"
             else:
-                motion = "moves " + _direction(disp)
+                motion = "moves " + direction_phrase(disp)
             if exits:
                 motion += ", leaves the frame and comes back"
             turn = float(np.rad2deg(angle[-1] - angle[0]))
@@ -276,7 +276,7 @@ class SyntheticWorld:
             text += f". The camera circles over a textured {bg_colour} background."
         elif np.any(pan_vel):
             # Pan direction is the camera's: the scene content moves the opposite way on screen.
-            text += f". The camera pans {_direction(pan_vel).removeprefix('to the ')} over a textured {bg_colour} background."
+            text += f". The camera pans {direction_phrase(pan_vel).removeprefix('to the ')} over a textured {bg_colour} background."
         else:
             text += f". Static camera, textured {bg_colour} background."
         return text
@@ -322,7 +322,7 @@ def _hermite_path(keys: np.ndarray, key_t: np.ndarray, t: np.ndarray) -> np.ndar
     return h00 * keys[seg] + h10 * dt * tang[seg] + h01 * keys[seg + 1] + h11 * dt * tang[seg + 1]
 
 
-def _direction(v: np.ndarray) -> str:
+def direction_phrase(v: np.ndarray) -> str:
     """8-way screen direction (y down) of a displacement."""
     ang = np.rad2deg(np.arctan2(-v[1], v[0])) % 360  # counterclockwise from +x, with y pointing up
     names = [
