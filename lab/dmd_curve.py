@@ -1,4 +1,4 @@
-"""Held-out figures of DMD generator snapshots against generator updates (issue 27: where DMD helps).
+"""Held-out figures of DMD generator snapshots against generator updates: where DMD helps.
 
     python -m lab.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve
     python -m lab.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve \\

@@ -1,4 +1,4 @@
-"""The long CPU distillation run (issue 27 item 5): make run's ODE-init student, then DMD for
+"""The long CPU distillation run: make run's ODE-init student, then DMD for
 >= 400 generator updates, resumable across sessions and machines (docs/long-dmd.md).
 
     python -m lab.long_dmd run    --run-dir /work/runs/dmd-long   # start, or continue

@@ -1,4 +1,4 @@
-"""Ship the small world model's chain (issue 29) as ``assets/small-world/``, scored by the project's protocol.
+"""Ship the small world model's chain as ``assets/small-world/``, scored by the project's protocol.
 
     python -m lab.small_world ship --run-dir RUN [--dest assets/small-world] [--device cuda]
 
@@ -8,7 +8,7 @@
   (``lab.oracle_copy``) on the same clips;
 * the ODE-init, DMD and RL students: ``eval.student_score.StudentScorer`` (the held-out clips of the run's world
   by the one EPE protocol, then clips at ``long_factor`` x the horizon: EPE, PSNR, SSIM, drift);
-* the issue's targets from those figures (``targets``: value, threshold, met);
+* the small world's targets from those figures (``targets``: value, threshold, met);
 and writes the release: ``teacher/`` and ``student/`` (the RL export) with their weights in bf16 and every
 file under 20 MB (the DiT sharded with an index), ``codec.pt`` (the run's fitted codec), the stages'
 resolved configs (``config.yaml``: DMD's, whose world the demo's scenes come from) and ``manifest.json`` (commands, commit, the device calls' GPU / torch / CUDA from
@@ -100,7 +100,7 @@ def release_network(
 
 
 def targets(teacher: dict, students: dict[str, dict]) -> dict:
-    """The issue's held-out targets (the drag benchmark's are measured by ``drag-bench`` on the release)."""
+    """The small world's held-out targets (the drag benchmark's are measured by ``drag-bench`` on the release)."""
     t, dmd = teacher, students["dmd"]
 
     def row(value: float, threshold: float, *, below: bool = True) -> dict:

@@ -13,7 +13,7 @@ their weights are left out; the time embedding runs per frame (negligible). Lege
 kv key tokens, P parameters, dim model width.
 
 ``matmul_tflops`` times one square matmul in the run's dtype: the rate the passes are compared with
-(the 60 % target of issue 25 is the pass's achieved rate over this one, measured in the same run).
+(a pass's efficiency is its achieved rate over this one, both measured in the same run).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Process-level runtime: launch environment, accelerate, seeding, RNG state, reductions.
 
 CPU facts this module encodes (each measured on our 2-core CPU machines):
-* trap 2: a plain ``Accelerator()`` under torchrun without a GPU silently gives N independent
+* a plain ``Accelerator()`` under torchrun without a GPU silently gives N independent
   single-process runs; we pass ``cpu=True`` so accelerate builds a gloo group (MULTI_CPU);
-* trap 6: DeepSpeed on CPU needs the gloo backend passed explicitly (and ``DS_ACCELERATOR=cpu``);
-* trap 5: 2-process gloo runs sometimes abort in the interpreter's exit path; entry points end
+* DeepSpeed on CPU needs the gloo backend passed explicitly (and ``DS_ACCELERATOR=cpu``);
+* 2-process gloo runs sometimes abort in the interpreter's exit path; entry points end
   with :func:`hard_exit` (flush, then ``os._exit``).
 Slurm: when started by ``srun`` without torchrun, RANK/WORLD_SIZE/... are exported from the
 SLURM_* variables, so one task per GPU (the preemption-friendly layout) needs no launcher.
@@ -175,7 +175,7 @@ def init_runtime(
         from accelerate.utils import DeepSpeedPlugin
 
         # Not cpu=True here: that path never turns DeepSpeed on; the explicit gloo backend above
-        # is what makes it work without a GPU (trap 6).
+        # is what makes it work without a GPU.
         kwargs["cpu"] = False
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config)
     accelerator = Accelerator(**kwargs)

@@ -11,7 +11,7 @@
   leaves the model unwrapped);
   bf16 via ``MixedPrecisionPolicy`` (fp32 reductions); meta-built modules are materialised
   after sharding (``to_empty`` + init), so no rank ever holds the full unsharded model.
-* deepspeed: ZeRO 0-3 through accelerate's DeepSpeed plugin (gloo on CPU: trap 6).
+* deepspeed: ZeRO 0-3 through accelerate's DeepSpeed plugin (on CPU with an explicit gloo backend: train.dist).
 Frozen modules (codec, text encoder, the teacher in distillation) get ``prepare_frozen``:
 eval mode, no gradients, no DDP wrapper, optionally sharded (FSDP) for large teachers.
 """
