@@ -73,8 +73,8 @@ def verify_asset(directory: Path | str = ASSET_DIR) -> dict:
     manifest_path = directory / "manifest.json"
     if not manifest_path.is_file():
         raise AssetError(
-            f"{directory}: no manifest.json; this is not a release folder (export one with "
-            f"`python -m lab.ship_teacher export --run-dir <run>` or restore it with `git checkout -- {directory}`)"
+            f"{directory}: no manifest.json; this is not a release folder (restore it with `git checkout -- {directory}`, "
+            f"or, in a source checkout, export one with `python -m lab.ship_teacher export --run-dir <run>`)"
         )
     manifest = json.loads(manifest_path.read_text())
     missing, altered = release_mismatches(directory, manifest)
