@@ -36,9 +36,7 @@ from trackstream.pipeline.releases import (
     ASSET_DIR,
     MAX_BYTES,
     AssetError,
-    load_shipped_teacher,
     logged_losses,
-    teacher_training_curve,
     training_seconds,
     verify_asset,
 )
@@ -49,16 +47,14 @@ EXPERIMENT = "tiny_teacher_release"
 FIRST_LOSSES = 20
 
 __all__ = [
-    "AssetError",
     "teacher_command",
-    "sha256",
-    "load_shipped_teacher",
-    "verify_asset",
+    "git_commit",
     "export_teacher",
+    "release_floors",
     "pack_resume",
     "unpack_resume",
-    "logged_losses",
-    "teacher_training_curve",
+    "start",
+    "session_command",
 ]
 
 

@@ -64,7 +64,7 @@ CASES = [(3, 1, 1, 6), (3, 0, 2, 6), (1, 1, 2, 8), (3, 1, None, 5)]
 
 @pytest.mark.parametrize("C,S,W,n", CASES)
 def test_streaming_equals_block_masked_forward(C, S, W, n):
-    model, cfg = _model(), CausalConfig(chunk_frames=C, sink_chunks=S, window_chunks=W)
+    model, cfg = _model(), CausalConfig(chunk_frames=C, sink_chunks=S, window_chunks=W, first_chunk_frames=None)
     B = 2
     x, ctx = torch.randn(B, 16, cfg.chunk_start(n), 4, 6), torch.randn(B, 7, 64)
     t = _chunk_timesteps(cfg, n, B)
@@ -84,7 +84,7 @@ def test_streaming_equals_block_masked_forward(C, S, W, n):
 @pytest.mark.parametrize("C,S,W,n", [(3, 1, 1, 6), (1, 1, 2, 8)])
 def test_cache_positions_matter(C, S, W, n):
     """With a sink and eviction, absolute RoPE (the reference code) gives a different answer."""
-    model, cfg = _model(), CausalConfig(chunk_frames=C, sink_chunks=S, window_chunks=W)
+    model, cfg = _model(), CausalConfig(chunk_frames=C, sink_chunks=S, window_chunks=W, first_chunk_frames=None)
     x, ctx = torch.randn(1, 16, cfg.chunk_start(n), 4, 4), torch.randn(1, 5, 64)
     t = _chunk_timesteps(cfg, n, 1)
     with torch.no_grad():
@@ -97,13 +97,13 @@ def test_cache_positions_matter(C, S, W, n):
 
 def test_per_frame_timesteps_and_window_effect():
     model = _model()
-    n, cfg = 6, CausalConfig(3, 1, 1)
+    n, cfg = 6, CausalConfig(3, 1, 1, first_chunk_frames=None)
     x, ctx = torch.randn(1, 16, 18, 4, 4), torch.randn(1, 5, 64)
     t = _chunk_timesteps(cfg, n, 1, per_frame=True)
     with torch.no_grad():
         full = block_causal_forward(model, cfg, x, t, ctx)
         streamed, _ = _stream(model, cfg, x, t, ctx, n)
-        unbounded = block_causal_forward(model, CausalConfig(3, 1, None), x, t, ctx)
+        unbounded = block_causal_forward(model, CausalConfig(3, 1, None, first_chunk_frames=None), x, t, ctx)
     assert (full - streamed).abs().max() <= TOL
     assert torch.allclose(full[:, :, :9], unbounded[:, :, :9], atol=TOL)  # same context up to chunk 2
     assert (full[:, :, 9:] - unbounded[:, :, 9:]).abs().max() > 1e-3  # chunk 3 no longer sees chunk 1
@@ -128,7 +128,7 @@ def test_i2v_first_frame_chunk_equivalence():
 @pytest.mark.skipif(not HAS_FLEX, reason="torch without FlexAttention")
 @pytest.mark.parametrize("C,S,W,n", CASES[:2] + CASES[3:])
 def test_flex_and_sdpa_backends_agree(C, S, W, n):
-    model, cfg = _model(), CausalConfig(C, S, W)
+    model, cfg = _model(), CausalConfig(C, S, W, first_chunk_frames=None)
     x, ctx = torch.randn(1, 16, cfg.chunk_start(n), 4, 6), torch.randn(1, 5, 64)
     t = _chunk_timesteps(cfg, n, 1)
     with torch.no_grad():
@@ -140,7 +140,7 @@ def test_flex_and_sdpa_backends_agree(C, S, W, n):
 def test_predict_does_not_write_and_clean_rerun_is_what_is_cached():
     """Noisy passes leave the cache untouched; the chunk's clean re-run at the same position is
     what later chunks see (Self-Forcing's context pass)."""
-    model, cfg = _model(), CausalConfig(3, 1, 1)
+    model, cfg = _model(), CausalConfig(3, 1, 1, first_chunk_frames=None)
     n = 5
     clean, ctx = torch.randn(1, 16, 15, 4, 4), torch.randn(1, 5, 64)
     noisy = torch.randn_like(clean)
@@ -167,7 +167,7 @@ def test_predict_does_not_write_and_clean_rerun_is_what_is_cached():
 
 
 def test_append_validates_order_and_shape():
-    model, cfg = _model(), CausalConfig(3, 1, 1)
+    model, cfg = _model(), CausalConfig(3, 1, 1, first_chunk_frames=None)
     cache = new_cache(model, cfg, torch.randn(1, 5, 64))
     with torch.no_grad():
         _, kv = stream_step(model, cache, torch.randn(1, 16, 3, 4, 4), torch.tensor([10.0]))
@@ -182,7 +182,7 @@ def test_append_validates_order_and_shape():
 
 
 def test_thousand_frame_rollout_constant_cache():
-    model, cfg = _model(), CausalConfig(3, 1, 1)
+    model, cfg = _model(), CausalConfig(3, 1, 1, first_chunk_frames=None)
     cache = new_cache(model, cfg, torch.randn(1, 5, 64))
     sizes, frames, chunks = set(), set(), 334  # 1002 latent frames
     with torch.no_grad():
@@ -200,7 +200,7 @@ def test_thousand_frame_rollout_constant_cache():
 
 @pytest.mark.parametrize("detach", [True, False])
 def test_detach_switch_controls_gradient_into_history(detach):
-    model, cfg = _model(), CausalConfig(3, 1, 1)
+    model, cfg = _model(), CausalConfig(3, 1, 1, first_chunk_frames=None)
     model.train()
     cache = new_cache(model, cfg, torch.randn(1, 5, 64), detach=detach)
     x0 = torch.randn(1, 16, 3, 4, 4, requires_grad=True)
@@ -219,7 +219,7 @@ def test_detach_switch_controls_gradient_into_history(detach):
 
 def test_gradient_checkpointing_streaming_and_block_masked():
     """Same gradients with activation checkpointing (the recording attention is re-run safely)."""
-    model, cfg = _model(), CausalConfig(3, 1, 1)
+    model, cfg = _model(), CausalConfig(3, 1, 1, first_chunk_frames=None)
     x, ctx = torch.randn(1, 16, 12, 4, 4), torch.randn(1, 5, 64)
     t = _chunk_timesteps(cfg, 4, 1)
 
@@ -252,12 +252,12 @@ def test_config_validation_and_layout():
     ]:
         with pytest.raises(ValueError, match=field):
             CausalConfig(**{field: bad})
-    cfg = CausalConfig(3, 1, 1)
-    assert cfg.name == "c3s1w1" and CausalConfig(3, 1, None).name == "c3s1wfull"
+    cfg = CausalConfig(3, 1, 1, first_chunk_frames=None)
+    assert cfg.name == "c3s1w1" and CausalConfig(3, 1, None, first_chunk_frames=None).name == "c3s1wfull"
     assert cfg.cache_chunks(5) == ((0,), (4,)) and cfg.cache_start(5) == 6 and cfg.chunk_start(5) == 15
-    assert CausalConfig(3, 0, 2).cache_chunks(5) == ((), (3, 4))
-    assert CausalConfig(3, 2, None).cache_chunks(5) == ((0, 1), (2, 3, 4))
-    assert CausalConfig(3, 2, 1).cache_chunks(1) == ((0,), ())  # chunk 1 is itself a sink
+    assert CausalConfig(3, 0, 2, first_chunk_frames=None).cache_chunks(5) == ((), (3, 4))
+    assert CausalConfig(3, 2, None, first_chunk_frames=None).cache_chunks(5) == ((0, 1), (2, 3, 4))
+    assert CausalConfig(3, 2, 1, first_chunk_frames=None).cache_chunks(1) == ((0,), ())  # chunk 1 is itself a sink
     with pytest.raises(ValueError, match="do not split"):
         cfg.num_chunks(10)
     with pytest.raises(ValueError, match="backend"):

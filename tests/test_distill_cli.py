@@ -75,7 +75,7 @@ def test_ode_init_then_dmd_through_the_cli(tmp_path):
     assert (res["generator_updates"], res["critic_updates"]) == (2, 10)
     student = torch.load(d / "export" / "student" / "heads.pt", weights_only=True)
     assert student  # the exported student carries its track head / text projection
-    # ... and how it streams (conf/causal/c3s1w1.yaml + the step grid), read back typed
+    # ... and how it streams (CausalConfig + the step grid), read back typed
     conv = load_network(d / "export" / "student").conventions
     assert conv.clean_first_frame and conv.streaming.steps == cfg.schedule.student_steps
     assert conv.streaming.causal == CausalConfig(3, 1, 1, first_chunk_frames=1)

@@ -6,16 +6,13 @@ import tarfile
 import pytest
 import torch
 
-from lab.ship_teacher import (
+from lab.ship_teacher import export_teacher, pack_resume, session_command, unpack_resume
+from trackstream.models.formats.files import sha256
+from trackstream.pipeline.releases import (
     AssetError,
-    export_teacher,
     logged_losses,
-    pack_resume,
-    session_command,
-    sha256,
     teacher_training_curve,
     training_seconds,
-    unpack_resume,
     verify_asset,
 )
 

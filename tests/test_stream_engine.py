@@ -177,5 +177,7 @@ def test_config_errors_name_the_field():
         StreamConfig(causal=CausalConfig(sink_chunks=-1))
     with pytest.raises(ValueError, match="first_chunk_frames"):
         StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=2))  # chunk 0: the image latent or a chunk
-    assert StreamConfig(causal=CausalConfig(3, 1, 1)).nfe_per_chunk(0) == 4  # a sampled chunk 0 (image in y)
+    assert (
+        StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=None)).nfe_per_chunk(0) == 4
+    )  # a sampled chunk 0 (image in y)
     assert StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=1)).nfe_per_chunk(0) == 1

@@ -16,7 +16,7 @@ from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_a
 H = W = 32
 B, N = 1, 5
 GIVEN = CausalConfig(3, 1, 1, first_chunk_frames=1)  # the 5B layout: chunk 0 = the image latent
-SAMPLED = CausalConfig(3, 1, 1)  # the 1.3B layout: chunk 0 sampled like the others
+SAMPLED = CausalConfig(3, 1, 1, first_chunk_frames=None)  # the 1.3B layout: chunk 0 sampled like the others
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +79,7 @@ def test_fast_bf16_close_to_reference(parts):
 def test_buffered_step_equals_block_causal_mask(parts):
     """streamed = masked with the buffers: each chunk's prediction equals the whole clip's causal forward."""
     net, _ = parts
-    dit, causal = net.dit, CausalConfig(2, 1, 1)
+    dit, causal = net.dit, CausalConfig(2, 1, 1, first_chunk_frames=None)
     n, tpf = 5, (H // 8 // 2) ** 2
     g = torch.Generator().manual_seed(0)
     x = torch.randn(B, dit.in_dim, causal.chunk_start(n), H // 8, W // 8, generator=g)
@@ -130,7 +130,7 @@ def test_buffers_refuse_gradients_and_unbounded_windows(parts):
     with pytest.raises(ValueError, match="inference"):
         stream_step(dit, cache, torch.zeros(B, dit.in_dim, 1, 4, 4), torch.zeros(B), buffers=bufs)
     with pytest.raises(ValueError, match="finite window"):
-        StepBuffers(dit, CausalConfig(3, 1, None))
+        StepBuffers(dit, CausalConfig(3, 1, None, first_chunk_frames=None))
     full = StreamConfig(causal=CausalConfig(3, 1, None, first_chunk_frames=1))
     assert StreamingGenerator(net, codec, config=full).buffers is None  # the reference serves wfull
     with pytest.raises(ValueError, match="finite window"):

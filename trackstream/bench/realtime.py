@@ -307,7 +307,7 @@ def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
 
 def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
     """Warm-up request, warm request (first frames, frames/s, peak memory), breakdown; one result row."""
-    causal = CausalConfig(3, 1, 1, first_chunk_frames=setup.first_chunk_frames)
+    causal = CausalConfig(first_chunk_frames=setup.first_chunk_frames)
     config = StreamConfig(causal=causal, steps=args.steps or setup.steps, shift=setup.shift)
     device = next(net.parameters()).device
     inputs = make_inputs(net, setup, tracks=args.tracks, seed=args.seed)

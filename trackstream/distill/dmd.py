@@ -53,7 +53,6 @@ from trackstream.models.causal import CausalConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import (
     VideoCondition,
-    check_first_chunk,
     chunk_condition,
     chunk_pixel_frames,
     commit_chunk,
@@ -82,8 +81,8 @@ class DMDConfig:
         None  # generator init: an export folder, or a checkpoint (PATH::entry; train.weights.load_student)
     )
     pairs: Optional[str] = None  # ODE pair folder: conditions (first frame, tracks, text) only
-    # the rollout's chunking = the inference configuration (conf/causal/c3s1w1.yaml)
-    causal: CausalConfig = field(default_factory=lambda: CausalConfig(3, 1, 1, first_chunk_frames=1))
+    # the rollout's chunking = the inference configuration (models.causal.CausalConfig, Hydra node causal/c3s1w1)
+    causal: CausalConfig = field(default_factory=CausalConfig)
     update_ratio: int = 5  # critic updates per generator update
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # real score: eq. 4, w_t 3.0, w_m 1.5
     sigma_min: float = 0.02  # DMD / critic noise levels: shifted-uniform, clamped (Self-Forcing [20, 980])
@@ -119,7 +118,6 @@ class DMDConfig:
             )
         if not 0.0 <= self.sigma_min < self.sigma_max <= 1.0:
             raise ValueError(f"stage.sigma_min={self.sigma_min} / sigma_max={self.sigma_max}: need 0 <= min < max <= 1")
-        check_first_chunk(self.causal, field="stage.causal")
         if self.rollout not in ROLLOUTS:
             raise ValueError(f"stage.rollout={self.rollout!r}; expected one of {ROLLOUTS}")
         check_horizons(self.causal, self.rollout_horizons)

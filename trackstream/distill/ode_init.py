@@ -28,7 +28,7 @@ from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sigma_to_t, x0_from_velocity
 from trackstream.distill.ode_pairs import ODEPairsConfig
 from trackstream.models.causal import BlockCausalAttention, CausalConfig
-from trackstream.stream.chunks import check_first_chunk, first_chunk_given
+from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.objective import Objective, generator_state, load_generator_state
 from trackstream.train.parallel import unwrap
 
@@ -45,9 +45,9 @@ class ODEInitConfig:
     INPUT_PATHS: ClassVar[tuple] = ("teacher",)
     pool_size: Optional[int] = None  # training clips rendered for pair conditions (null: ode_pairs.num_pairs)
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
-    # the student's chunking at inference (conf/causal/c3s1w1.yaml, written to its export); training
+    # the student's chunking at inference (models.causal.CausalConfig, written to its export); training
     # keeps its chunk size and draws sink / window per batch from the choices below
-    causal: CausalConfig = field(default_factory=lambda: CausalConfig(3, 1, 1, first_chunk_frames=1))
+    causal: CausalConfig = field(default_factory=CausalConfig)
     sink_choices: list = field(default_factory=lambda: [0, 1])
     window_choices: list = field(default_factory=lambda: [1, 2])  # null entry = full causal history
 
@@ -56,7 +56,6 @@ class ODEInitConfig:
             self.ode_pairs = ODEPairsConfig(**self.ode_pairs)
         if isinstance(self.causal, dict):
             self.causal = CausalConfig(**self.causal)
-        check_first_chunk(self.causal, field="stage.causal")
         if not self.sink_choices or not self.window_choices:
             raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
         for s in self.sink_choices:

@@ -42,7 +42,6 @@ from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import (
     VideoCondition,
-    check_first_chunk,
     chunk_condition,
     chunk_pixel_frames,
     commit_chunk,
@@ -62,7 +61,7 @@ class RLConfig:
     name: str = "rl"
     student: Optional[str] = None  # exported student folder (DMD / ODE init): the policy's start and the reference
     pairs: Optional[str] = None  # ODE pair folder: its conditions (first frame, tracks, text) only
-    causal: CausalConfig = field(default_factory=lambda: CausalConfig(3, 1, 1, first_chunk_frames=1))
+    causal: CausalConfig = field(default_factory=CausalConfig)
     group_size: int = 4  # G rollouts per condition
     noise_level: float = 0.7  # a: the SDE step's share of exploration noise (grpo.py; Flow-GRPO's 0.7)
     clip_range: float = 1e-4  # PPO clip of the ratio of element-averaged log-probs (Flow-GRPO, DanceGRPO)
@@ -87,7 +86,6 @@ class RLConfig:
                 setattr(self, name, cls(**getattr(self, name)))
         if isinstance(self.rewards, dict):
             self.rewards = RewardsConfig(**self.rewards)
-        check_first_chunk(self.causal, field="stage.causal")
         check_horizons(self.causal, self.rollout_horizons)
         if self.group_size < 2:
             raise ValueError(f"stage.group_size={self.group_size} must be >= 2 (advantages are relative to the group)")

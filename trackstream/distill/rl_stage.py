@@ -38,7 +38,6 @@ from trackstream.distill.stages import (
 )
 from trackstream.eval.rewards import build_rewards
 from trackstream.models.motion_wan import Conventions, load_network
-from trackstream.stream.chunks import check_first_chunk
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
@@ -92,7 +91,6 @@ def student_codec(cfg: "TrainConfig", runtime: Runtime, student_dir: Path):
 
 def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: RLConfig = cfg.stage
-    check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     student_dir = require_export(st.student, "stage.student")
     check_student_streaming(cfg, student_dir)
     if not st.pairs:

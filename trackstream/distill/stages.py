@@ -49,7 +49,7 @@ from trackstream.distill.periodic import sampling_clips, with_student_samples
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, ModelConfig, load_network
 from trackstream.models.streaming import StreamConfig
-from trackstream.stream.chunks import check_first_chunk, first_chunk_given
+from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
@@ -288,7 +288,6 @@ def export_student(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, 
 
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: ODEInitConfig = cfg.stage
-    check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     teacher_dir = require_export(st.teacher)
     check_teacher_run(cfg, teacher_dir)
     heldout = sampling_clips(cfg, runtime)  # before the pairs: a missing held-out set fails first
@@ -341,7 +340,6 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 
 def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
-    check_first_chunk(st.causal, layout=cfg.model.layout, field="stage.causal")
     check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
     teacher_dir = require_export(st.teacher)
     check_teacher_run(cfg, teacher_dir)

@@ -9,7 +9,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from trackstream.eval.conf_nodes import register_nodes
+
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
+register_nodes()  # generate.sampler's node (eval.conf_nodes) before Hydra composes conf/eval.yaml
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")

@@ -31,7 +31,7 @@ FlexAttention (compiled on CUDA; on CPU it is unfused and forward-only) or SDPA 
 
 API::
 
-    cfg = CausalConfig(chunk_frames=3, sink_chunks=1, window_chunks=1)
+    cfg = CausalConfig()  # c3s1w1, chunk 0 = the image latent; CausalConfig(3, 1, None) = full history
     # training: one forward over a clip, per-frame timesteps t [B, F]
     v = block_causal_forward(model, cfg, x, t, context)           # [B, C, F, H, W]
     # streaming: predict a chunk (does not touch the cache), then write it explicitly
@@ -90,12 +90,16 @@ BACKENDS = ("auto", "flex", "sdpa")
 
 @dataclass  # not frozen: a Hydra schema node (stage.causal) must stay writable
 class CausalConfig:
-    """Chunked causal attention: chunk size C frames, S sink chunks, W window chunks (None: all)."""
+    """Chunked causal attention: chunk size C frames, S sink chunks, W window chunks (None: all).
+
+    The defaults are MotionStream's c3s1w1 with chunk 0 = the first frame's latent alone, the one
+    definition every stage (``stage.causal``, Hydra node ``causal/c3s1w1``) and the engine start from."""
 
     chunk_frames: int = 3
     sink_chunks: int = 1
     window_chunks: Optional[int] = 1
-    first_chunk_frames: Optional[int] = None  # None: chunk 0 has chunk_frames frames too
+    # 1: chunk 0 is the given first-frame latent alone; None (or chunk_frames): chunk 0 is sampled like the others
+    first_chunk_frames: Optional[int] = 1
 
     def __post_init__(self):
         def check(name, value, lo, allow_none):
@@ -109,6 +113,11 @@ class CausalConfig:
         check("sink_chunks", self.sink_chunks, 0, False)
         check("window_chunks", self.window_chunks, 0, True)
         check("first_chunk_frames", self.first_chunk_frames, 1, True)
+        if self.first_chunk_frames not in (None, 1, self.chunk_frames):
+            raise ValueError(
+                f"CausalConfig.first_chunk_frames={self.first_chunk_frames}: use 1 (chunk 0 = the given first-frame latent) or "
+                f"null (chunk 0 sampled like the others, {self.chunk_frames} latents, the image in the channels)"
+            )
 
     @property
     def name(self) -> str:

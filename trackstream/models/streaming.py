@@ -39,23 +39,13 @@ def first_chunk_given(cfg: CausalConfig) -> bool:
 
 
 def check_first_chunk(cfg: CausalConfig, *, layout: Optional[str] = None, field: str = "causal") -> None:
-    """Chunk 0 is either the given first latent (first_chunk_frames=1) or a chunk like the others (null or
-    chunk_frames); the sampled kind needs the image in the conditioning channels (not ``ti2v``)."""
-    f = cfg.first_chunk_frames
-    if f not in (None, 1, cfg.chunk_frames):
-        raise ValueError(
-            f"{field}.first_chunk_frames={f}: use 1 (chunk 0 = the given first-frame latent) or null "
-            f"(chunk 0 sampled like the others, {cfg.chunk_frames} latents, the image in the channels)"
-        )
+    """The sampled chunk 0 needs the image in the conditioning channels: a layout whose image is latent
+    frame 0 (``ti2v``) streams with the given first chunk. (The value itself is checked by CausalConfig.)"""
     if layout in IMAGE_IN_LATENT and not first_chunk_given(cfg):
         raise ValueError(
-            f"{field}.first_chunk_frames={f} with layout {layout!r}: the image is latent frame 0 of x, "
-            f"clean at t = 0, so chunk 0 must be that frame alone: set {field}.first_chunk_frames=1"
+            f"{field}.first_chunk_frames={cfg.first_chunk_frames} with layout {layout!r}: the image is latent "
+            f"frame 0 of x, clean at t = 0, so chunk 0 must be that frame alone: set {field}.first_chunk_frames=1"
         )
-
-
-def _c3s1w1() -> CausalConfig:
-    return CausalConfig(chunk_frames=3, sink_chunks=1, window_chunks=1, first_chunk_frames=1)
 
 
 @dataclass(frozen=True)
@@ -63,7 +53,7 @@ class StreamConfig:
     """Chunked causal sampling: the chunking (``causal``, c3s1w1 with chunk 0 = the image latent by
     default) and K denoising steps per chunk on the shared step grid with schedule shift ``shift``."""
 
-    causal: CausalConfig = field(default_factory=_c3s1w1)
+    causal: CausalConfig = field(default_factory=CausalConfig)
     steps: int = 3  # K: denoising steps per chunk (MotionStream: 3)
     shift: float = 5.0  # the shared schedule shift (cfg.schedule.shift)
 
@@ -72,7 +62,6 @@ class StreamConfig:
             raise ValueError(f"StreamConfig.steps={self.steps!r} must be an int >= 1")
         if not self.shift > 0:
             raise ValueError(f"StreamConfig.shift={self.shift} must be > 0")
-        check_first_chunk(self.causal, field="StreamConfig.causal")
 
     def replace(self, **changes) -> "StreamConfig":
         """A copy with chunking fields (e.g. ``sink_chunks=0``) or ``steps`` / ``shift`` replaced;

@@ -2,7 +2,8 @@
 
 Each component's schema lives next to the component (``OptimConfig`` in trackstream/train/optim.py, ...);
 this module composes them into ``TrainConfig`` and registers:
-  * ``train_schema``            the root, first in conf/train.yaml's defaults (type-checks YAML).
+  * ``train_schema``            the root, first in conf/train.yaml's defaults (type-checks YAML);
+  * the shared settings' nodes (``eval.conf_nodes``: ``causal/c3s1w1``, ``guidance/joint``, ...).
 ``stage`` is typed per stage: its conf/stage/<name>.yaml names its schema (``_schema_``) and
 builder (``_builder_``); ``validate`` checks the stage node against that schema.
 ``validate`` converts the composed DictConfig to dataclasses (running every ``__post_init__``)
@@ -21,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackstream.data.clips import DataConfig
 from trackstream.diffusion.samplers import SamplerConfig
+from trackstream.eval.conf_nodes import register_nodes
 from trackstream.eval.teacher_eval import EvalConfig
 from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
 from trackstream.models.motion_wan import ModelConfig, latent_channels
@@ -88,6 +90,7 @@ class TrainConfig:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    register_nodes()  # causal/c3s1w1, guidance/joint, sampler/default: the shared settings' one definition
 
 
 def resolve(path: str, *, field: str = "stage._builder_"):

@@ -1,0 +1,94 @@
+"""Each shared setting has one definition: the chunking (c3s1w1 and the kind of chunk 0) and the
+joint-guidance weights are dataclass defaults that every stage, the engine, the Hydra configs and the
+eval command read; no config file or module restates them."""
+
+import re
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra_helpers import compose_job
+from omegaconf import OmegaConf
+
+from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
+from trackstream.distill.dmd import DMDConfig
+from trackstream.distill.ode_init import ODEInitConfig
+from trackstream.distill.rl import RLConfig
+from trackstream.eval.conf_nodes import NODES, register_nodes
+from trackstream.models.causal import CausalConfig
+from trackstream.stream.chunks import StreamConfig
+from trackstream.train.app import CONFIG_DIR
+
+ROOT = Path(__file__).resolve().parents[1]
+SOURCES = [p for d in ("trackstream", "lab") for p in (ROOT / d).rglob("*.py")]
+CONFIGS = [p for d in ("conf", "lab/conf") for p in (ROOT / d).rglob("*.yaml")]
+
+
+@pytest.fixture(autouse=True)
+def _clear_hydra():
+    yield
+    GlobalHydra.instance().clear()
+
+
+def test_c3s1w1_is_the_dataclass_default_everywhere():
+    c = CausalConfig()
+    assert (c.chunk_frames, c.sink_chunks, c.window_chunks, c.first_chunk_frames) == (3, 1, 1, 1)
+    assert c.name == "c3s1w1f1"
+    assert DMDConfig().causal == ODEInitConfig().causal == RLConfig().causal == StreamConfig().causal == c
+
+
+@pytest.mark.parametrize("stage", ["ode_init", "dmd", "rl"])
+def test_stage_files_place_the_node_not_a_copy(stage, tmp_path):
+    cfg = compose_job(tmp_path, f"stage={stage}")
+    assert OmegaConf.to_object(cfg.stage.causal) == CausalConfig()
+    text = (ROOT / "conf" / "stage" / f"{stage}.yaml").read_text()
+    assert "/causal@causal: c3s1w1" in text
+    if stage == "dmd":
+        assert OmegaConf.to_object(cfg.stage.guidance) == GuidanceConfig()
+    if stage == "ode_init":
+        assert OmegaConf.to_object(cfg.stage.ode_pairs.guidance) == GuidanceConfig()
+    # a recipe overrides one field and keeps the rest of the definition
+    moved = compose_job(tmp_path, f"stage={stage}", "stage.causal.window_chunks=2")
+    assert OmegaConf.to_object(moved.stage.causal) == CausalConfig(window_chunks=2)
+
+
+def test_eval_command_sampler_is_the_dataclass_default():
+    register_nodes()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("eval", overrides=["run=x", "generate.sampler.guidance.w_text=4"])
+    assert OmegaConf.to_object(cfg.generate.sampler) == SamplerConfig(guidance=GuidanceConfig(w_text=4.0))
+
+
+def test_no_config_file_restates_a_node():
+    """The node groups have no YAML twin and no config file writes the guidance weights or c3s1w1's
+    chunk sizes (recipes override ``first_chunk_frames`` only, the one field real layouts differ in)."""
+    for group, _ in NODES:
+        assert not (ROOT / "conf" / group).exists(), f"conf/{group}/ would be a second home of its node"
+    keys = re.compile(r"^\s*(w_text|w_motion|chunk_frames|sink_chunks|window_chunks)\s*:", re.M)
+    offenders = [str(p.relative_to(ROOT)) for p in CONFIGS if keys.search(p.read_text())]
+    assert not offenders, offenders
+
+
+def test_no_module_restates_the_defaults():
+    causal_literal = re.compile(r"CausalConfig\(\s*3\s*,\s*1\s*,\s*1|chunk_frames=3,\s*sink_chunks=1")
+    weights = re.compile(r"w_text\s*(:\s*float)?\s*=\s*3\.0|w_motion\s*(:\s*float)?\s*=\s*1\.5")
+    found = []
+    for p in SOURCES:
+        text = p.read_text()
+        if causal_literal.search(text) or (weights.search(text) and p.name != "samplers.py"):
+            found.append(str(p.relative_to(ROOT)))
+    assert not found, found
+
+
+def test_first_chunk_checked_once():
+    """The value of first_chunk_frames is CausalConfig's check; the layout rule is the train config's."""
+    with pytest.raises(ValueError, match="first_chunk_frames=2"):
+        CausalConfig(first_chunk_frames=2)
+    assert CausalConfig(first_chunk_frames=None).first_chunk_frames is None
+    assert CausalConfig(first_chunk_frames=3).chunk_len(0) == 3
+    calls = [p for p in SOURCES for _ in re.finditer(r"\bcheck_first_chunk\(", p.read_text())]
+    assert sorted(str(p.relative_to(ROOT)) for p in calls) == [
+        "trackstream/models/streaming.py",  # the definition
+        "trackstream/train/config.py",  # the one call: stage.causal against model.layout
+    ]
