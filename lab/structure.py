@@ -2,7 +2,11 @@
 the package-to-package import table, arrows that run up the floors, pairs of packages that import each
 other, and imports of another module's private names.
 
-    python lab/structure.py [--repo DIR] [--json OUT]
+    python lab/structure.py [--repo DIR] [--json OUT] [--trip MODULE:FUNCTION:PARAM]
+
+``--trip`` (default: the DMD stage's config, ``trackstream.distill.stages:build_dmd:cfg``) follows one
+parameter through every call that hands it, or a part of it, to another function of the package, and
+counts the files it enters and its climbs back up the floors (``trip``).
 
 Floors are the house's (models, diffusion < data < stream < eval < train < distill < pipeline, bench); a
 package the table does not know is listed with floor "?".
@@ -29,6 +33,7 @@ FLOORS = {
     "studies": 6,
 }
 PREFIX = "trackstream."
+DMD_TRIP = "trackstream.distill.stages:build_dmd:cfg"
 
 
 def _imports(tree: ast.AST, package: str) -> list[tuple[str, list[str]]]:
@@ -77,6 +82,123 @@ def measure(repo: Path) -> dict:
     }
 
 
+class _Index:
+    """Every function of trackstream/ by module and qualified name, and each module's imported names."""
+
+    def __init__(self, root: Path):
+        self.root, self.defs, self.names = root, {}, {}
+        for path in sorted(root.rglob("*.py")):
+            rel = path.relative_to(root.parent)
+            mod = ".".join(rel.with_suffix("").parts).removesuffix(".__init__")
+            tree = ast.parse(path.read_text(), str(path))
+            pkg = mod if path.name == "__init__.py" else mod.rsplit(".", 1)[0]
+            names = {}
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom):
+                    base = pkg.split(".")[: len(pkg.split(".")) - node.level + 1] if node.level else []
+                    src = ".".join(base + ([node.module] if node.module else []))
+                    for a in node.names:
+                        names[a.asname or a.name] = (src, a.name)
+            self.names[mod] = names
+            for node in tree.body:
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    self.defs[(mod, node.name)] = (path, node)
+                elif isinstance(node, ast.ClassDef):
+                    self.defs[(mod, node.name)] = (path, node)  # a call of the class: __init__ / __post_init__
+                    for sub in node.body:
+                        if isinstance(sub, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                            self.defs[(mod, f"{node.name}.{sub.name}")] = (path, sub)
+
+    def resolve(self, mod: str, cls: str | None, func: ast.expr):
+        """The (module, qualname) a call's target names, through local definitions, imports and self."""
+        if isinstance(func, ast.Name):
+            name = func.id
+            for key in ((mod, f"{name}.__init__"), (mod, name)):
+                if key in self.defs:
+                    return key
+            src = self.names.get(mod, {}).get(name)
+            for _ in range(4):  # follow re-exports (a package's __init__ importing from its modules)
+                if not src:
+                    return None
+                for key in ((src[0], f"{src[1]}.__init__"), src):
+                    if key in self.defs:
+                        return key
+                src = self.names.get(src[0], {}).get(src[1])
+        elif isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) and func.value.id == "self" and cls:
+            key = (mod, f"{cls}.{func.attr}")
+            return key if key in self.defs else None
+        return None
+
+
+def _root(expr: ast.expr):
+    while isinstance(expr, (ast.Attribute, ast.Subscript)):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
+def _part(expr: ast.expr, tainted: set) -> bool:
+    """Whether ``expr`` is a tainted name or an attribute / item chain on one."""
+    return isinstance(expr, (ast.Name, ast.Attribute, ast.Subscript)) and _root(expr) in tainted
+
+
+def trip(repo: Path, module: str, function: str, param: str) -> dict:
+    """Follow ``param`` of ``module.function`` through every call that hands it (or a part of it, an
+    attribute or item chain, or a local name bound to one) to another trackstream function. Returns the
+    files in the order first entered (depth first, as the code is written), the distinct files, and the
+    climbs: moves along that order from a file to one on a higher floor."""
+    idx = _Index(repo / "trackstream")
+    order, seen = [], set()
+
+    def floor(path: Path) -> int:
+        return FLOORS.get(path.relative_to(repo / "trackstream").parts[0], 9)
+
+    def visit(key, arg):
+        if (key, arg) in seen:
+            return
+        seen.add((key, arg))
+        path, fn = idx.defs[key]
+        order.append(path)
+        mod, qual = key
+        cls = qual.split(".")[0] if "." in qual else None
+        tainted = {arg}
+        for node in ast.walk(fn):  # names bound to the config or a part of it
+            if isinstance(node, ast.Assign) and _part(node.value, tainted):
+                tainted |= {t.id for t in node.targets if isinstance(t, ast.Name)}
+        calls = sorted((n for n in ast.walk(fn) if isinstance(n, ast.Call)), key=lambda n: (n.lineno, n.col_offset))
+        for call in calls:
+            target = idx.resolve(mod, cls, call.func)
+            if target is None:
+                continue
+            node = idx.defs[target][1]
+            handed = [i for i, a in enumerate(call.args) if _part(a, tainted)]
+            handed += [kw.arg for kw in call.keywords if kw.arg and _part(kw.value, tainted)]
+            if not handed:
+                continue
+            if isinstance(node, ast.ClassDef):  # a class built from the config (a dataclass: no __init__)
+                post = (target[0], f"{target[1]}.__post_init__")
+                order.append(idx.defs[post][0] if post in idx.defs else idx.defs[target][0])
+                continue
+            params = [a.arg for a in node.args.args]
+            if params and params[0] in ("self", "cls"):
+                params = params[1:]
+            for h in handed:
+                if isinstance(h, str):
+                    visit(target, h)
+                elif h < len(params):
+                    visit(target, params[h])
+
+    visit((module, function), param)
+    moves = [p for i, p in enumerate(order) if i == 0 or p != order[i - 1]]
+    climbs = sum(floor(b) > floor(a) for a, b in zip(moves, moves[1:]))
+    files = sorted({str(p.relative_to(repo)) for p in order})
+    return {
+        "start": f"{module}:{function}:{param}",
+        "files": files,
+        "climbs": climbs,
+        "order": [str(p.relative_to(repo)) for p in moves],
+    }
+
+
 def render(m: dict) -> str:
     rows = ["| package | floor | files | lines | imports (package: import statements) |", "|---|---|---|---|---|"]
     for pkg in sorted(m["files"], key=lambda p: (FLOORS.get(p, 9), p)):
@@ -92,6 +214,10 @@ def render(m: dict) -> str:
         f"imports of another module's private names: {len(m['private_imports'])}",
     ]
     rows += [f"  {p}" for p in m["private_imports"]]
+    if "trip" in m:
+        t = m["trip"]
+        rows.append(f"trip of {t['start']}: {len(t['files'])} files, {t['climbs']} climbs back up the floors")
+        rows += [f"  {f}" for f in t["order"]]
     return "\n".join(rows)
 
 
@@ -99,8 +225,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--json", type=Path, default=None, help="also write the measures here")
+    ap.add_argument("--trip", default=DMD_TRIP, help="MODULE:FUNCTION:PARAM to follow (default: %(default)s)")
     args = ap.parse_args()
     m = measure(args.repo)
+    module, function, param = args.trip.split(":")
+    m["trip"] = trip(args.repo, module, function, param)
     print(render(m))
     if args.json:
         args.json.write_text(json.dumps(m, indent=2) + "\n")
