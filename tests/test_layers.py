@@ -78,6 +78,19 @@ def test_the_console_front_lists_every_command_and_runs_them_as_python_m(capsys)
     assert r.returncode == 0 and "--student" in r.stdout and "trackstream generate" in r.stdout, r.stderr[-2000:]
 
 
+def test_the_console_front_prints_a_refusal_the_module_exits_with(tmp_path, capsys):
+    """A module that refuses with ``SystemExit("error: ...")`` says so through the front too (exit 1)."""
+    from trackstream.cli import main
+
+    (tmp_path / "in").mkdir()
+    assert main(["prepare", f"input={tmp_path / 'in'}", f"output={tmp_path / 'out'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "in" in err[0], err
+    assert main(["prepare", f"input={tmp_path / 'missing'}", f"output={tmp_path / 'out'}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing" in err[0] and not (tmp_path / "out").exists(), err
+
+
 def test_the_install_puts_only_trackstream_at_top_level():
     """``make install`` (pip install -e .) maps one name and installs one console command."""
     from importlib.metadata import distribution

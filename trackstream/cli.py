@@ -64,7 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runpy.run_module(module, run_name="__main__", alter_sys=False)
     except SystemExit as done:  # the module's own exit status
-        return done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        if done.code is None or isinstance(done.code, int):
+            return done.code or 0
+        print(done.code, file=sys.stderr)  # SystemExit("error: ..."): the refusal, as the interpreter prints it
+        return 1
     return 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from pathlib import Path
 
 import hydra
@@ -39,11 +40,13 @@ CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="prepare")
 def main(cfg: DictConfig) -> None:
-    pcfg, specs = config_from_hydra(cfg)
     try:
+        pcfg, specs = config_from_hydra(cfg)
         summary = run_prepare(pcfg, **specs)
-    except PrepareRefused as err:
-        _remove_own_log_dir(pcfg.output)
+    except (PrepareRefused, ValueError) as err:  # ValueError: a user's value (the house's convention)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        _remove_own_log_dir(str(cfg.output))
         raise SystemExit(f"error: {err}") from None  # one line naming the input / component, exit status 1
     brief = {k: summary[k] for k in ("complete", "num_inputs", "num_samples", "num_skipped", "skipped_by_reason")}
     print(json.dumps(brief, indent=1))
