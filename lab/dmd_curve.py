@@ -1,8 +1,8 @@
 """Held-out figures of DMD generator snapshots against generator updates: where DMD helps.
 
-    python -m lab.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve
-    python -m lab.dmd_curve --run-dir /work/runs/dmd-long --out docs/dmd_curve \\
-        --compare self_rollout=/work/runs/dmd-selfrollout
+    python -m lab.dmd_curve --run-dir RUN --out docs/dmd_curve
+    python -m lab.dmd_curve --run-dir RUN --out docs/dmd_curve \\
+        --compare self_rollout=SR_RUN
 
 Each snapshot (``gen_XXXXX.pt`` of ``stage=dmd_snapshots``: the EMA weights the stage's export would
 ship after that many generator updates; ``gen_00000`` is the ODE-init student DMD starts from) is

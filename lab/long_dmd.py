@@ -1,8 +1,8 @@
 """The long CPU distillation run: make run's ODE-init student, then DMD for
->= 400 generator updates, resumable across sessions and machines (docs/long-dmd.md).
+>= 400 generator updates, resumable across processes and machines (docs/long-dmd.md).
 
-    python -m lab.long_dmd run    --run-dir /work/runs/dmd-long   # start, or continue
-    python -m lab.long_dmd pack   --run-dir /work/runs/dmd-long   # -> runs/dmd-long/ (commit it)
+    python -m lab.long_dmd run    --run-dir RUN                   # start, or continue
+    python -m lab.long_dmd pack   --run-dir RUN                   # -> runs/dmd-long/ (commit it)
     python -m lab.long_dmd unpack --run-dir DIR                   # fresh machine (run does it too)
     python -m lab.long_dmd status --run-dir DIR
 

@@ -26,7 +26,7 @@ directory's path by the new one in text files and in strings inside ``.pt`` file
 summaries and checkpoint fingerprints name absolute paths); ``.pt`` files are written with tensors and
 plain containers only (numpy arrays as tensors), so they load with ``weights_only=True``.
 
-Version 1 packs (a ``torch.save`` zip, the pickle-based format before this one) are read only with the
+Version 1 packs (a ``torch.save`` zip, pickle-based) are read only with the
 opt-in (``allow_pickle`` / ``--allow-pickle`` / ``TRACKSTREAM_ALLOW_PICKLE=1``); re-pack them once.
 """
 

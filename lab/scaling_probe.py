@@ -12,7 +12,7 @@ make run's clip length), one size after the other, each given an equal share of 
 stopped by the training loop's preemption signal when it runs out (lab/small_world.py's
 ``run_training``). The first size fits the codec; the others reuse it. Every size shares
 ``optim.decay_steps`` (the full recipe's), so a probe run is the first stretch of the run it would
-become. ``probe.json`` (in ``--out``: what the device tool brings back) holds each size's points,
+become. ``probe.json`` (in ``--out``: what a device call brings back) holds each size's points,
 parameter count, seconds per step and peak GPU memory; ``plot`` draws it on CPU.
 """
 

@@ -1,4 +1,4 @@
-"""The small world model's chain on a lent GPU, in resumable calls (docs/small-world.md):
+"""The small world model's chain on a GPU machine, in resumable calls (docs/small-world.md):
 teacher -> ODE pairs + ODE init -> Self-Forcing DMD -> RL, each stage the ordinary
 ``python -m trackstream.train experiment=small_*`` in a sub-directory of the run directory.
 
@@ -20,7 +20,7 @@ seconds until the loop takes it, and kills the stage after ``--grace-s`` (it res
 checkpoint, trainer.ckpt_every, and pair shards are kept). With ``--out`` the state is then packed:
 ``state-NN.pack`` parts (lab/run_pack.py's format, each <= ``--part-mib``) and
 ``state.json`` (what the pack holds, each stage's progress and last losses), at most 8 files, what
-the device tool brings back (``pipeline.small_world_state``). What the pack holds (``mode`` in state.json):
+one device call brings back (``lab/small_world_state.py``). What the pack holds (``mode`` in state.json):
   exact     finished stages' exports, configs and logs + the running stage's latest checkpoint:
             the next call continues bit for bit;
   boundary  the exact pack is over ``--max-mib``: finished stages only, the running one restarts;

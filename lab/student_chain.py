@@ -99,7 +99,7 @@ def _codec(run_dir: Path) -> str:
 
 def _stage_seconds(metrics: Path) -> float | None:
     """A stage's compute time from its log: each logged interval's mean step time x its steps (a run
-    spread over several sessions has no single wall-clock time)."""
+    continued across several processes or machines has no single wall-clock time)."""
     if not metrics.is_file():
         return None
     total, last = 0.0, 0

@@ -5,8 +5,8 @@ Scores the held-out clips of the shipped tiny teacher's world as two rows (a deg
 ground truth, standing in for a generated video, and the frozen first frame) plus the ground-truth
 reference: EPE (lk_plain), PSNR, SSIM, the codec proxy FVD (the shipped codec), and LPIPS (AlexNet)
 and FID (Inception-v3 pool3) with RANDOMLY INITIALISED networks of the official architectures: the
-time of a forward does not depend on the weights, the values printed for them mean nothing (the real
-files are not on this machine). FVD's I3D is a TorchScript file only, so it is left out.
+time of a forward does not depend on the weights, the values printed for them mean nothing (so the
+benchmark needs no weight files). FVD's I3D is a TorchScript file only, so it is left out.
 
     trackstream bench-eval                 # 16 clips, 2 threads
 """

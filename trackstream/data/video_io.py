@@ -4,7 +4,7 @@ Design:
 * Decoding goes through decord (fast seeking, reads from a path or from in-memory bytes). decord's
   bundled FFmpeg 4.1 cannot read AV1, so a decode failure is reported as a `VideoDecodeError` the
   pipeline can record, never as a crash of the whole job.
-* Encoding goes through PyAV + libx264 (OpenCV's `avc1` writer does not work on our machines and
+* Encoding goes through PyAV + libx264 (OpenCV's `avc1` writer needs an H.264 encoder its pip wheels do not bundle, and
   imageio's default mp4 writer fails without imageio-ffmpeg: ``TypeError: expected bytes, NoneType found``).
   x264 output is deterministic for fixed settings, which the resumable pipeline relies on
   (re-running a shard must give byte-identical tars).

@@ -259,7 +259,7 @@ def chunk_latency(
     of chunk ``early_chunk`` and the last chunk from their kept states.
 
     The ratio uses the minimum over the repeats (as ``timeit`` does: other processes on a shared
-    CPU only ever add time); medians are reported too. On the shared 2-core VM both scatter by
+    CPU only ever add time); medians are reported too. On a shared 2-core CPU both scatter by
     5-10 % from run to run for two chunks of identical work, so read one ratio near 1.05 as noise."""
     first = image_tensor(clip["frames"][0])
     tr, vi, _ = input_tracks([clip], num_tracks)

@@ -1,6 +1,6 @@
 """Process-level runtime: launch environment, accelerate, seeding, RNG state, reductions.
 
-CPU facts this module encodes (each measured on our 2-core CPU machines):
+CPU facts this module encodes (each measured on CPU with 2 processes):
 * a plain ``Accelerator()`` under torchrun without a GPU silently gives N independent
   single-process runs; we pass ``cpu=True`` so accelerate builds a gloo group (MULTI_CPU);
 * DeepSpeed on CPU needs the gloo backend passed explicitly (and ``DS_ACCELERATOR=cpu``);

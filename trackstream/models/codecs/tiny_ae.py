@@ -83,7 +83,7 @@ class _CausalTimeMix(nn.Module):
 
     The per-channel gate starts at zero, so the module starts as the identity and temporal mixing
     only grows where it helps: an ungated version mixed noise from the previous latent into every
-    cell and slowed fitting markedly in our CPU runs.
+    cell and slowed fitting markedly (measured on CPU).
     """
 
     def __init__(self, dim: int, kernel: int):
