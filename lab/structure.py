@@ -2,7 +2,7 @@
 the package-to-package import table, arrows that run up the floors, pairs of packages that import each
 other, and imports of another module's private names.
 
-    python lab/structure.py [--repo DIR] [--json OUT] [--trip MODULE:FUNCTION:PARAM]
+    python lab/structure.py [--repo DIR] [--json OUT] [--trip MODULE:FUNCTION:PARAM] [--before DIR]
 
 ``--trip`` (default: the DMD stage's config, ``trackstream.distill.stages:build_dmd:cfg``) follows one
 parameter through every call that hands it, or a part of it, to another function of the package, and
@@ -30,7 +30,7 @@ FLOORS = {
     "distill": 5,
     "pipeline": 6,
     "bench": 6,
-    "studies": 6,
+    "studies": 6,  # the package the lab tooling had inside trackstream/: kept to measure older checkouts
 }
 PREFIX = "trackstream."
 DMD_TRIP = "trackstream.distill.stages:build_dmd:cfg"
@@ -221,16 +221,54 @@ def render(m: dict) -> str:
     return "\n".join(rows)
 
 
+def render_change(before: dict, after: dict) -> str:
+    """Before -> after per package: files, lines, import statements into other packages; then the rest."""
+
+    def out_imports(m, pkg):
+        return sum(n for k, n in m["imports"].items() if k.startswith(pkg + " -> "))
+
+    pkgs = sorted(set(before["files"]) | set(after["files"]), key=lambda p: (FLOORS.get(p, 9), p))
+    rows = [
+        "| package | files before → after | lines before → after | import statements into other packages before → after |",
+        "|---|---|---|---|",
+    ]
+    for p in pkgs:
+        f0, f1 = before["files"].get(p, 0), after["files"].get(p, 0)
+        n0, n1 = before["lines"].get(p, 0), after["lines"].get(p, 0)
+        rows.append(f"| {p} | {f0} → {f1} | {n0} → {n1} | {out_imports(before, p)} → {out_imports(after, p)} |")
+    total = [sum(m[k].values()) for m in (before, after) for k in ("files", "lines")]
+    rows.append(f"| all of `trackstream/` | {total[0]} → {total[2]} | {total[1]} → {total[3]} | |")
+    for key, label in (
+        ("arrows_up", "arrows up"),
+        ("mutual_packages", "packages importing each other"),
+        ("private_imports", "imports of another module's private names"),
+    ):
+        rows.append(f"\n{label}: {len(before[key])} → {len(after[key])}")
+    if "trip" in before and "trip" in after:
+        t0, t1 = before["trip"], after["trip"]
+        rows.append(
+            f"\ntrip of {t1['start']}: {len(t0['files'])} → {len(t1['files'])} files, "
+            f"{t0['climbs']} → {t1['climbs']} climbs back up the floors"
+        )
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
     ap.add_argument("--json", type=Path, default=None, help="also write the measures here")
     ap.add_argument("--trip", default=DMD_TRIP, help="MODULE:FUNCTION:PARAM to follow (default: %(default)s)")
+    ap.add_argument("--before", type=Path, default=None, help="another checkout: print a before -> after table")
     args = ap.parse_args()
-    m = measure(args.repo)
     module, function, param = args.trip.split(":")
-    m["trip"] = trip(args.repo, module, function, param)
-    print(render(m))
+
+    def full(repo: Path) -> dict:
+        m = measure(repo)
+        m["trip"] = trip(repo, module, function, param)
+        return m
+
+    m = full(args.repo)
+    print(render(m) if args.before is None else render_change(full(args.before), m))
     if args.json:
         args.json.write_text(json.dumps(m, indent=2) + "\n")
 
