@@ -36,12 +36,13 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.precision import concrete_precision, resolve_device
-from trackstream.train.checkpoint import refuse_foreign_run
+from trackstream.train.checkpoint import TrainingStopped, refuse_foreign_run
 from trackstream.train.config import TrainConfig, register_configs, resolved_container, validate
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
 from trackstream.train.loop import configure_determinism, set_threads
 from trackstream.train.metrics import setup_logging
 from trackstream.train.parallel import deepspeed_config
+from trackstream.train.run_lock import lock_run_dir, unlock_run_dir
 from trackstream.train.stages import StagePreempted, codec_fingerprint, fingerprint, run_stage
 
 __all__ = ["main", "run", "instantiate", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
@@ -241,6 +242,10 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
             f"ranks disagree on the run directory ({agreed} vs {run_dir}): pass hydra.run.dir=... "
             "or set RUN_DIR so every rank gets the same one"
         )
+    held = lock_run_dir(run_dir) if runtime.is_main else None  # before anything of this run is written
+    held = runtime.broadcast_object(held)
+    if held:
+        raise RunRefused(held)
     setup_logging(is_main=runtime.is_main, level=typed.logger.level, log_file=run_dir / "train.log")
     if runtime.is_main:
         for sub in ("checkpoints", "samples"):
@@ -274,6 +279,12 @@ def run(cfg: DictConfig) -> dict:
         summary = run_stage(typed, runtime, run_dir)
     except StagePreempted:
         summary = {"status": "preempted"}
+    except TrainingStopped as err:  # a non-finite loss, a full disk: said in results.json and in one line
+        if runtime.is_main:
+            (run_dir / "results.json").write_text(json.dumps({"status": "stopped", "reason": str(err)}, indent=2))
+        raise
+    finally:
+        unlock_run_dir(run_dir)
     if runtime.is_main:
         (run_dir / "results.json").write_text(json.dumps(summary, indent=2, default=str))
         log.info(summary_line(summary, run_dir))
@@ -313,6 +324,11 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
                 raise
             print(f"error: {err}", file=sys.stderr)  # a user's error before the run: the fix, not a traceback
             raise SystemExit(2) from None
+        except TrainingStopped as err:  # the run directory stays as it is: resumable from its last checkpoint
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
 
     def entry() -> None:
         from trackstream.train.codec import check_codec_overrides

@@ -8,7 +8,9 @@ Layout of ``<run_dir>/checkpoints/step_00001000/``:
   <network>.pt | <network>/ | deepspeed/   model + optimizer (+ EMA), per strategy (train/trained_network.py)
 Atomicity: everything goes to ``.tmp-step_...`` first; after a barrier rank 0 renames it into
 place (``os.replace`` of a directory is atomic on POSIX) and prunes old ones. A crash mid-save
-leaves only a ``.tmp-*`` directory, which resume ignores and the next save removes.
+leaves only a ``.tmp-*`` directory, which resume ignores and the next save removes; pruning renames before
+it removes (``.del-*``), so a kill there leaves no half-removed ``step_*``. A full disk ends the save with
+one line (``DiskFull``) naming the last complete checkpoint, which stays intact.
 
 Every file holds tensors, numbers, strings and plain containers only (numpy RNG state as a tensor:
 ``models.formats.files.plain_state``) and is read with ``weights_only=True`` (``read_torch_file``); a checkpoint
@@ -27,6 +29,7 @@ every step (agreeing across ranks), saves, and exits cleanly (optionally ``scont
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -44,6 +47,8 @@ from trackstream.train.trained_network import TrainedNetwork
 
 __all__ = [
     "CheckpointManager",
+    "DiskFull",
+    "TrainingStopped",
     "PreemptionHandler",
     "check_resumable",
     "complete_checkpoints",
@@ -141,6 +146,20 @@ def refuse_foreign_run(directory: Path, *, fingerprint: dict, world_size: int) -
         check_resumable(found[0], found[1], fingerprint=fingerprint, world_size=world_size)
 
 
+class TrainingStopped(RuntimeError):
+    """A run that cannot go on truthfully (a non-finite loss, a full disk): the command prints the message,
+    one line naming what happened and what is kept, and exits 1; the run directory stays, resumable."""
+
+
+class DiskFull(TrainingStopped):
+    pass
+
+
+def _latest_name(directory: Path) -> str:
+    latest = find_latest(directory)
+    return f"the last complete checkpoint {latest} is intact" if latest else "no complete checkpoint was written yet"
+
+
 class CheckpointManager:
     def __init__(self, directory: Path, runtime: Runtime, *, keep_last: int, fingerprint: dict):
         if keep_last < 1:
@@ -149,6 +168,23 @@ class CheckpointManager:
         self.fingerprint = fingerprint  # config fields that must match for an exact resume
 
     def save(
+        self, step: int, *, networks: dict[str, TrainedNetwork], objective, loop_state: dict, data_state: dict
+    ) -> Path:
+        try:
+            return self._save(
+                step, networks=networks, objective=objective, loop_state=loop_state, data_state=data_state
+            )
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            shutil.rmtree(self.directory / f".tmp-step_{step:08d}", ignore_errors=True)
+            free = shutil.disk_usage(self.directory).free / 2**30
+            raise DiskFull(
+                f"disk full writing checkpoint step {step} to {self.directory} ({free:.2f} GiB free): "
+                f"{_latest_name(self.directory)}; free space (or lower trainer.keep_last) and run again to resume"
+            ) from None
+
+    def _save(
         self, step: int, *, networks: dict[str, TrainedNetwork], objective, loop_state: dict, data_state: dict
     ) -> Path:
         final = self.directory / f"step_{step:08d}"
@@ -184,13 +220,20 @@ class CheckpointManager:
         return final
 
     def _prune(self) -> None:
-        done = sorted(
-            (p for p in self.directory.iterdir() if _STEP_DIR.match(p.name) and (p / "meta.pt").is_file()),
-            key=lambda p: p.name,
-        )
-        for old in done[: max(0, len(done) - self.keep_last)]:
-            shutil.rmtree(old, ignore_errors=True)
-        for stale in self.directory.glob(".tmp-step_*"):
+        """Keep the newest ``keep_last``. A checkpoint leaves by an atomic rename to ``.del-step_*`` first, so
+        a kill mid-removal leaves a name the next prune removes, never a ``step_*`` folder without its
+        meta.pt; such folders (and ``.tmp-`` / ``.del-`` leftovers) older than the newest save go too."""
+        steps = sorted((p for p in self.directory.iterdir() if _STEP_DIR.match(p.name)), key=lambda p: p.name)
+        done = [p for p in steps if (p / "meta.pt").is_file()]
+        newest = done[-1].name if done else ""
+        leaving = done[: max(0, len(done) - self.keep_last)]
+        leaving += [p for p in steps if p not in done and p.name < newest]  # incomplete: a removal cut short
+        for old in leaving:
+            gone = old.with_name(".del-" + old.name)
+            shutil.rmtree(gone, ignore_errors=True)  # an earlier removal of the same name, cut short
+            os.replace(old, gone)
+        _fsync_dir(self.directory)
+        for stale in [*self.directory.glob(".del-step_*"), *self.directory.glob(".tmp-step_*")]:
             shutil.rmtree(stale, ignore_errors=True)
 
     def load(self, path: Path, *, networks: dict[str, TrainedNetwork], objective) -> tuple[int, dict, dict]:

@@ -23,13 +23,13 @@ from typing import Callable, Iterable
 import torch
 
 from trackstream.models.precision import precision_name
-from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler
+from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler, TrainingStopped, find_latest
 from trackstream.train.dist import Runtime
 from trackstream.train.metrics import MetricLogger, Throughput
 from trackstream.train.objective import Objective
 from trackstream.train.trained_network import TrainedNetwork
 
-__all__ = ["TrainerConfig", "Hook", "TrainResult", "train"]
+__all__ = ["TrainerConfig", "Hook", "TrainResult", "NonFiniteLoss", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,10 @@ class TrainResult:
     status: str  # "done" | "preempted"
     resumed_from: Path | None
     last_metrics: dict
+
+
+class NonFiniteLoss(TrainingStopped):
+    pass
 
 
 def _every(step: int, n: int) -> bool:
@@ -139,8 +143,10 @@ def train(
         while step < cfg.max_steps:
             # ---- one step: micro-batches, then one update per scheduled network ---------------
             micro = [objective.prepare_batch(next(batches)) for _ in range(cfg.grad_accum)]
+            checks = []  # (network, its losses and gradient norm all finite) per update of this step
             for name in objective.updates(step):
                 net = networks[name]
+                finite = torch.ones((), dtype=torch.bool, device=runtime.device)
                 for i, batch in enumerate(micro):
                     last = i == len(micro) - 1
                     with contextlib.nullcontext() if last else net.no_sync():
@@ -150,10 +156,23 @@ def train(
                     for key, value in {f"loss/{name}": loss, **extra}.items():
                         sums[key] = sums.get(key, 0.0) + value.detach().float()
                         counts[key] = counts.get(key, 0) + 1
+                    finite = finite & torch.isfinite(loss.detach()).all()
                 grad_norm = net.step()
+                checks.append((name, finite & torch.isfinite(grad_norm).all()))
                 sums[f"grad_norm/{name}"] = sums.get(f"grad_norm/{name}", 0.0) + grad_norm.float()
                 counts[f"grad_norm/{name}"] = counts.get(f"grad_norm/{name}", 0) + 1
             step += 1
+            bad = (~torch.stack([ok for _, ok in checks])).nonzero().flatten().tolist() if checks else []
+            if runtime.any_flag(bool(bad)):  # every rank stops, before this step is logged or saved
+                names = (
+                    ", ".join(f"train/loss/{checks[i][0]} or its gradient norm" for i in bad) or "another rank's loss"
+                )
+                latest = find_latest(checkpoints.directory)
+                kept = f"the last checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+                raise NonFiniteLoss(
+                    f"{names} became non-finite at step {step}: training stopped without saving that step, and "
+                    f"{kept}; resume from it with a lower optim.lr, or look for non-finite values in the data"
+                )
             n_samples = sum(objective.batch_size(b) for b in micro) * runtime.world_size
             samples_seen += n_samples
             throughput.add(n_samples)

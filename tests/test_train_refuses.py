@@ -1,0 +1,101 @@
+"""Training that refuses to lie: a non-finite loss stops the run before its step is saved, a full disk says
+so and keeps the last checkpoint, pruning leaves no half-removed checkpoint, one training per run directory."""
+
+import errno
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from test_train_loop import Regression, _net, _run
+
+from trackstream.train.checkpoint import DiskFull, find_latest
+from trackstream.train.dist import init_runtime
+from trackstream.train.loop import NonFiniteLoss
+from trackstream.train.run_lock import LOCK_NAME, lock_run_dir, unlock_run_dir
+
+
+@pytest.fixture(scope="module")
+def runtime():
+    return init_runtime("single")
+
+
+class TurnsNaN(Regression):
+    """The toy regression whose loss is NaN from step ``at`` on (a diverged run, non-finite data)."""
+
+    at = 5
+
+    def loss(self, name, batch, *, step):
+        loss, extra = super().loss(name, batch, step=step)
+        return (loss * float("nan") if step + 1 >= self.at else loss), extra
+
+
+def test_a_non_finite_loss_stops_before_its_step_is_saved(runtime, tmp_path):
+    with pytest.raises(
+        NonFiniteLoss,
+        match=r"train/loss/net or its gradient norm became non-finite at step 5.*last checkpoint is .*step_00000003;",
+    ) as err:
+        _run(runtime, tmp_path, lambda n: TurnsNaN(n["net"]), {"net": _net()}, steps=12)  # ckpt_every=3
+    assert "\n" not in str(err.value)
+    latest = find_latest(tmp_path / "checkpoints")
+    assert latest.name == "step_00000003"
+    state = torch.load(latest / "net.pt", weights_only=True)
+    tensors = [v for v in state["model"].values()] if "model" in state else []
+    assert tensors and all(torch.isfinite(t).all() for t in tensors)
+    # the metrics never show the NaN step: the last logged step is the last finite one
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4 and '"loss": NaN' not in lines[-1]
+
+
+def test_a_full_disk_says_so_and_keeps_the_last_checkpoint(runtime, tmp_path, monkeypatch):
+    import trackstream.train.checkpoint as ckpt_mod
+
+    real_save, calls = torch.save, {"n": 0}
+
+    def save(obj, f, *a, **k):
+        calls["n"] += 1
+        if "step_00000006" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *a, **k)
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", save)
+    with pytest.raises(DiskFull, match=r"disk full writing checkpoint step 6 .*step_00000003 is intact"):
+        _run(runtime, tmp_path, lambda n: Regression(n["net"]), {"net": _net()}, steps=12)
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["step_00000003"], names  # the half-written step 6 is gone
+
+
+def test_pruning_cut_short_leaves_nothing_behind(runtime, tmp_path):
+    _run(runtime, tmp_path, lambda n: Regression(n["net"]), {"net": _net()}, steps=6)  # keeps 3 and 6
+    ckpts = tmp_path / "checkpoints"
+    # a kill during an old-style removal: a step folder without its meta.pt, and a rename that was never removed
+    (ckpts / "step_00000001").mkdir()
+    (ckpts / "step_00000001" / "net.pt").write_bytes(b"half")
+    (ckpts / ".del-step_00000002").mkdir()
+    _run(runtime, tmp_path, lambda n: Regression(n["net"]), {"net": _net()}, steps=9)  # resumes at 6, saves 9
+    assert sorted(p.name for p in ckpts.iterdir()) == ["step_00000006", "step_00000009"]
+
+
+def test_one_training_per_run_directory(tmp_path):
+    holder = textwrap.dedent(
+        f"""
+        import sys, time
+        from trackstream.train.run_lock import lock_run_dir
+        assert lock_run_dir({str(tmp_path)!r}) is None
+        print("held", flush=True)
+        sys.stdin.readline()
+        """
+    )
+    p = subprocess.Popen([sys.executable, "-c", holder], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "held"
+        refusal = lock_run_dir(tmp_path)
+        assert refusal and f"pid {p.pid}" in refusal and "hydra.run.dir" in refusal and "\n" not in refusal
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+    assert lock_run_dir(tmp_path) is None  # the holder exited: the kernel freed its lock
+    assert lock_run_dir(tmp_path) is None  # this process re-enters its own lock
+    assert (tmp_path / LOCK_NAME).is_file()
+    unlock_run_dir(tmp_path)
