@@ -311,13 +311,13 @@ def test_row5_prepare_with_cotracker3_unusable_fails_up_front(tmp_path, hydra_cl
         tmp_path,
         monkeypatch,
         tmp_path / "videos",
-        "prepare/tracker@tracker=cotracker3_offline",
-        f"tracker.checkpoint_path={ckpt}",
+        "tracker=cotracker3_offline",
+        f"tracker.checkpoint={ckpt}",
         "tracker.device=cpu",
     )
     if installed:
-        assert msg.startswith(f"tracker.checkpoint_path='{ckpt}' (cotracker3_offline) does not exist"), msg
+        assert msg.startswith(f"tracker.checkpoint='{ckpt}' (cotracker3_offline) does not exist"), msg
         assert "huggingface.co/facebook/cotracker3" in msg
     else:
         assert msg.startswith("tracker=cotracker3_offline: the `cotracker` package is not installed"), msg
-        assert "pip install" in msg and "prepare/tracker@tracker=lk" in msg
+        assert "pip install" in msg and "tracker=lk" in msg

@@ -287,12 +287,12 @@ def test_hydra_config_composes_with_tracker_preset():
             overrides=[
                 "input=/in",
                 "output=/out",
-                "prepare/tracker@tracker=cotracker3_online",
-                "tracker.checkpoint_path=/c.pth",
+                "tracker=cotracker3_online",
+                "tracker.checkpoint=/c.pth",
                 "text_encoder={_target_: a.B, path: /t}",
             ],
         )
     pcfg, specs = config_from_hydra(cfg)
     assert pcfg.grid_size == 50 and pcfg.fps == 16 and pcfg.num_frames == 81
-    assert specs["tracker"] == {"name": "cotracker3_online", "checkpoint_path": "/c.pth", "device": "cuda"}
+    assert specs["tracker"] == {"name": "cotracker3_online", "checkpoint": "/c.pth", "device": "auto"}
     assert specs["text_encoder"] == {"_target_": "a.B", "path": "/t"} and specs["latent_encoder"] is None

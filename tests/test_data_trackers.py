@@ -87,15 +87,17 @@ def test_tracker_io_types_and_validation():
         LucasKanadeTracker().track(frames.astype(np.float32), q)
     with pytest.raises(ValueError, match="query frame"):
         LucasKanadeTracker().track(frames, np.array([[9.0, 1.0, 1.0]], np.float32))
-    with pytest.raises(ValueError, match="unknown tracker"):
+    with pytest.raises(ValueError, match="is not a tracker; choose one of lk, lk_plain"):
         build_tracker("raft")
+    with pytest.raises(ValueError, match="'lucas_kanade' is not a tracker"):  # one spelling: no aliases
+        build_tracker("lucas_kanade")
     assert isinstance(build_tracker("lk", win_size=9), LucasKanadeTracker)
 
 
 def test_cotracker_missing_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cotracker", None)  # makes `import cotracker...` fail
     with pytest.raises(ImportError, match="not on PyPI.*co-tracker"):
-        build_tracker("cotracker3_offline", checkpoint_path="/nonexistent.pth")
+        build_tracker("cotracker3_offline", checkpoint="/nonexistent.pth")
 
 
 FAKE_PREDICTOR = '''
@@ -142,9 +144,9 @@ def test_cotracker_adapter_plumbing(tmp_path, monkeypatch, mode):
         monkeypatch.delitem(sys.modules, name)
     ckpt = tmp_path / f"scaled_{mode}.pth"
     ckpt.write_bytes(b"weights")
-    with pytest.raises(FileNotFoundError, match="checkpoint_path"):
+    with pytest.raises(FileNotFoundError, match="checkpoint="):
         CoTracker3Tracker(str(tmp_path / "missing.pth"), mode=mode)
-    tracker = build_tracker(f"cotracker3_{mode}", checkpoint_path=str(ckpt))
+    tracker = build_tracker(f"cotracker3_{mode}", checkpoint=str(ckpt), device="cpu")
     assert tracker.model.checkpoint == str(ckpt)
     frames = np.full((21, 16, 24, 3), 200, np.uint8)
     q = grid_queries(16, 24, 2)

@@ -85,8 +85,8 @@ def test_a_reacquiring_tracker_is_refused_everywhere():
     with pytest.raises(ValueError, match="StreamEvalConfig.tracker='lk'"):
         StreamEvalConfig(tracker="lk")
     with pytest.raises(ValueError, match="^tracker='lk'"):
-        EvalCommandConfig(run="x", tracker="lk")
-    assert EvalConfig().tracker == StreamEvalConfig().tracker == EvalCommandConfig(run="x").tracker == "lk_plain"
+        EvalCommandConfig(run="x", tracker={"name": "lk"})
+    assert EvalConfig().tracker == StreamEvalConfig().tracker == EvalCommandConfig(run="x").tracker.name == "lk_plain"
 
 
 def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():

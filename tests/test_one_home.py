@@ -92,3 +92,34 @@ def test_first_chunk_checked_once():
         "trackstream/models/streaming.py",  # the definition
         "trackstream/train/config.py",  # the one call: stage.causal against model.layout
     ]
+
+
+def test_trackers_have_one_list_of_names_and_one_spelling_of_their_options(tmp_path):
+    """``data.trackers.TRACKERS`` is the one list of names (no aliases), ``TrackerConfig`` the one set of
+    options: prepare and eval take ``tracker=NAME tracker.checkpoint=...``, the flag commands
+    ``--tracker NAME --tracker-checkpoint ...``, all reaching the same TrackerConfig."""
+    import argparse
+
+    from trackstream.data.prepare import CONFIG_DIR as PREPARE_DIR
+    from trackstream.data.trackers import TRACKERS, TrackerConfig
+    from trackstream.eval.metrics import EPE_TRACKERS
+    from trackstream.stream.options import add_tracker_args, tracker_config
+
+    assert set(EPE_TRACKERS) < set(TRACKERS)
+    want = TrackerConfig(name="cotracker3_offline", checkpoint="/ckpt/scaled_offline.pth")
+    register_nodes()
+    for primary, extra in (("eval", ["run=x"]), ("prepare", ["input=/in", "output=/out"])):
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=PREPARE_DIR if primary == "prepare" else CONFIG_DIR, version_base="1.3"):
+            cfg = compose(
+                primary, overrides=[*extra, "tracker=cotracker3_offline", f"tracker.checkpoint={want.checkpoint}"]
+            )
+        assert OmegaConf.to_object(cfg.tracker) == want, primary
+    ap = argparse.ArgumentParser()
+    add_tracker_args(ap, default="lk")
+    assert tracker_config(ap.parse_args(["--tracker", want.name, "--tracker-checkpoint", want.checkpoint])) == want
+    with pytest.raises(ValueError, match="is not a tracker"):
+        TrackerConfig(name="cotracker3")  # a spelling that is not one of the names
+    spelled = re.compile(r"checkpoint_path|(?<!args\.)tracker_checkpoint|lucas_kanade")
+    found = [str(p.relative_to(ROOT)) for p in [*SOURCES, *CONFIGS] if spelled.search(p.read_text())]
+    assert not found, found

@@ -13,9 +13,11 @@ import os
 from pathlib import Path
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from trackstream.data.prepare_shards import PrepareConfig, PrepareRefused, run_prepare
+from trackstream.data.trackers import tracker_nodes
 
 COMPONENTS = ("tracker", "text_encoder", "latent_encoder")
 
@@ -33,6 +35,9 @@ def config_from_hydra(cfg: DictConfig) -> tuple[PrepareConfig, dict]:
         data["extensions"] = tuple(data["extensions"])
     return PrepareConfig(**data), specs
 
+
+for (_group, _name), _node in tracker_nodes().items():  # tracker=<name>: data.trackers.TrackerConfig nodes
+    ConfigStore.instance().store(group=_group, name=_name, node=_node)
 
 # absolute, so main() also runs in-process (a relative path resolves against the package when imported)
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from trackstream.data.shards import encode_sample, make_key, write_shard_atomic
-from trackstream.data.trackers import build_tracker, grid_queries
+from trackstream.data.trackers import build_tracker, check_tracker_name, grid_queries
 from trackstream.data.video_io import (
     VideoDecodeError,
     decode_video,
@@ -53,7 +53,7 @@ def build_component(spec, kind: str):
 
 
 # keys of a component spec that name local files (tracker checkpoint, encoder weights)
-_PATH_KEYS = ("checkpoint_path", "checkpoint", "path")
+_PATH_KEYS = ("checkpoint", "path")
 
 
 def check_component(spec, kind: str) -> None:
@@ -65,11 +65,13 @@ def check_component(spec, kind: str) -> None:
     if not isinstance(spec, dict):
         return  # None, or an object built by the caller
     name = spec.get("_target_") or spec.get("name", "lk")
-    if kind == "tracker" and "_target_" not in spec and str(name).lower().replace("-", "_").startswith("cotracker3"):
+    if kind == "tracker" and "_target_" not in spec:
+        check_tracker_name(str(name), "tracker.name")
+    if kind == "tracker" and "_target_" not in spec and str(name).startswith("cotracker3"):
         from trackstream.data.trackers import COTRACKER_INSTALL_HINT
 
         if importlib.util.find_spec("cotracker") is None:
-            raise ValueError(f"tracker={name}: {COTRACKER_INSTALL_HINT.rstrip('.')} (prepare/tracker@tracker=lk)")
+            raise ValueError(f"tracker={name}: {COTRACKER_INSTALL_HINT.rstrip('.')}")
     elif "_target_" in spec:
         module = str(spec["_target_"]).rpartition(".")[0]
         try:

@@ -26,6 +26,8 @@ from __future__ import annotations
 import math
 import os
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -36,7 +38,7 @@ COTRACKER_INSTALL_HINT = (
     "`pip install -c constraints.txt git+https://github.com/facebookresearch/co-tracker.git` or "
     "`pip install -e <clone of facebookresearch/co-tracker>`; download scaled_offline.pth / "
     "scaled_online.pth from huggingface.co/facebook/cotracker3 ahead of time and pass its path. "
-    "Use tracker name 'lk' for the CPU fallback."
+    "Use tracker=lk (prepare) or lk_plain (EPE) for the CPU trackers."
 )
 
 
@@ -333,25 +335,25 @@ class CoTracker3Tracker(Tracker):
     vis * confidence > 0.6 (the predictors' own thresholds).
     """
 
-    def __init__(
-        self, checkpoint_path: str, *, mode: str = "offline", device: str = "cpu", window_len: int | None = None
-    ):
+    def __init__(self, checkpoint: str, *, mode: str = "offline", device: str = "auto", window_len: int | None = None):
         if mode not in ("offline", "online"):
             raise ValueError(f"CoTracker3Tracker mode must be 'offline' or 'online', got {mode!r}")
         try:
             from cotracker.predictor import CoTrackerOnlinePredictor, CoTrackerPredictor
         except ImportError as e:
             raise ImportError(f"CoTracker3Tracker: {COTRACKER_INSTALL_HINT}") from e
-        if not checkpoint_path or not os.path.isfile(checkpoint_path):
+        if not checkpoint or not os.path.isfile(checkpoint):
             raise FileNotFoundError(
-                f"CoTracker3Tracker: checkpoint_path={checkpoint_path!r} does not exist; download "
+                f"CoTracker3Tracker: checkpoint={checkpoint!r} does not exist; download "
                 f"scaled_{mode}.pth from huggingface.co/facebook/cotracker3 and pass its local path"
             )
-        self.mode, self.device = mode, torch.device(device)
+        from trackstream.models.precision import resolve_device
+
+        self.mode, self.device = mode, resolve_device(device, field="tracker.device")
         if mode == "offline":
-            model = CoTrackerPredictor(checkpoint=checkpoint_path, offline=True, v2=False, window_len=window_len or 60)
+            model = CoTrackerPredictor(checkpoint=checkpoint, offline=True, v2=False, window_len=window_len or 60)
         else:
-            model = CoTrackerOnlinePredictor(checkpoint=checkpoint_path, window_len=window_len or 16)
+            model = CoTrackerOnlinePredictor(checkpoint=checkpoint, window_len=window_len or 16)
         self.model = model.to(self.device).eval()
 
     @torch.no_grad()
@@ -380,17 +382,42 @@ class CoTracker3Tracker(Tracker):
         return tracks.astype(np.float32), vis
 
 
-def build_tracker(name: str, **kwargs) -> Tracker:
-    """Factory: 'lk' | 'lucas_kanade' | 'lk_plain' | 'cotracker3_offline' | 'cotracker3_online' | 'cotracker3'."""
-    key = name.lower().replace("-", "_")
-    if key in ("lk", "lucas_kanade"):
-        return LucasKanadeTracker(**kwargs)
-    if key in ("lk_plain", "lucas_kanade_plain"):
-        return PlainLucasKanadeTracker(**kwargs)
-    if key in ("cotracker3_offline", "cotracker3_online"):
-        return CoTracker3Tracker(mode=key.rsplit("_", 1)[1], **kwargs)
-    if key == "cotracker3":
-        return CoTracker3Tracker(**kwargs)
-    raise ValueError(
-        f"unknown tracker name {name!r}; use 'lk', 'lk_plain', 'cotracker3_offline' or 'cotracker3_online'"
-    )
+# the one list of tracker names: every config, flag and check names a tracker by one of these keys
+TRACKERS: dict[str, type[Tracker]] = {
+    "lk": LucasKanadeTracker,
+    "lk_plain": PlainLucasKanadeTracker,
+    "cotracker3_offline": CoTracker3Tracker,
+    "cotracker3_online": CoTracker3Tracker,
+}
+
+
+def check_tracker_name(name: str, field: str = "tracker.name") -> str:
+    if name not in TRACKERS:
+        raise ValueError(f"{field}={name!r} is not a tracker; choose one of {', '.join(TRACKERS)}")
+    return name
+
+
+@dataclass
+class TrackerConfig:
+    """A tracker choice, the one definition of its options wherever a tracker is named (prepare's
+    ``tracker``, eval's ``tracker``; flags ``--tracker`` / ``--tracker-checkpoint``)."""
+
+    name: str = "lk_plain"
+    checkpoint: Optional[str] = None  # CoTracker3: the local scaled_offline.pth / scaled_online.pth
+    device: str = "auto"  # CoTracker3: auto = CUDA when present (the LK trackers run on the CPU)
+
+    def __post_init__(self) -> None:
+        check_tracker_name(self.name)
+
+
+def tracker_nodes() -> dict[tuple[str, str], TrackerConfig]:
+    """(group, name) -> node of every tracker, for the Hydra commands' ConfigStore (``tracker=<name>``)."""
+    return {("tracker", name): TrackerConfig(name=name) for name in TRACKERS}
+
+
+def build_tracker(name: str, *, checkpoint: Optional[str] = None, device: str = "auto", **options) -> Tracker:
+    """A tracker by its ``TRACKERS`` name; ``options`` go to its constructor (e.g. LK's ``win_size``)."""
+    cls = TRACKERS[check_tracker_name(name, "tracker")]
+    if cls is CoTracker3Tracker:
+        return CoTracker3Tracker(checkpoint, mode=name.rsplit("_", 1)[1], device=device, **options)
+    return cls(**options)

@@ -23,6 +23,7 @@ from typing import Optional
 
 import numpy as np
 
+from trackstream.data.trackers import TrackerConfig
 from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark, write_video_folder
 from trackstream.eval.generate import MODES, GenerateConfig, generate_videos, run_kind
 from trackstream.eval.harness import (
@@ -113,8 +114,8 @@ class EvalCommandConfig:
     benchmark: BenchmarkConfig = field(default_factory=BenchmarkConfig)
     data_config: Optional[str] = None  # synthetic benchmark: a run's config.yaml whose data.* is the world
     metrics: list = field(default_factory=lambda: ["epe", "psnr", "ssim", "proxy_fvd"])
-    tracker: str = EPE_TRACKER  # eval.metrics.EPE_TRACKERS; cotracker3_offline needs tracker_checkpoint
-    tracker_checkpoint: Optional[str] = None
+    # the EPE tracker (eval.metrics.EPE_TRACKERS): tracker=lk_plain, or tracker=cotracker3_offline tracker.checkpoint=...
+    tracker: TrackerConfig = field(default_factory=lambda: TrackerConfig(name=EPE_TRACKER))
     generate: GenerateConfig = field(default_factory=GenerateConfig)
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     out: str = "outputs/eval"
@@ -124,7 +125,12 @@ class EvalCommandConfig:
     wandb: dict = field(default_factory=lambda: {"enabled": False, "project": "trackstream", "mode": None})
 
     def __post_init__(self) -> None:
-        for name, cls in (("benchmark", BenchmarkConfig), ("generate", GenerateConfig), ("weights", WeightsConfig)):
+        for name, cls in (
+            ("benchmark", BenchmarkConfig),
+            ("generate", GenerateConfig),
+            ("weights", WeightsConfig),
+            ("tracker", TrackerConfig),
+        ):
             if isinstance(getattr(self, name), dict):
                 given = getattr(self, name)
                 unknown = sorted(set(given) - set(cls.__dataclass_fields__))
@@ -145,7 +151,7 @@ class EvalCommandConfig:
         bad = sorted(set(self.metrics) - set(METRICS))
         if bad:
             raise ValueError(f"metrics {bad} unknown; choose from {list(METRICS)}")
-        check_epe_tracker(self.tracker, "tracker")
+        check_epe_tracker(self.tracker.name, "tracker")
 
     def named_runs(self) -> dict[str, str]:
         runs = dict(self.runs or {})
@@ -266,8 +272,7 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
                 [r for r in cfg.references if r in CODEC_REFERENCES],
             )
             cfg = dataclasses.replace(cfg, references=[r for r in cfg.references if r not in CODEC_REFERENCES])
-        tracker_kw = {"checkpoint_path": cfg.tracker_checkpoint} if cfg.tracker_checkpoint else {}
-        tracker = build_tracker(cfg.tracker, **tracker_kw)
+        tracker = build_tracker(**dataclasses.asdict(cfg.tracker))
         samples = load_benchmark(cfg.benchmark, data_cfg=benchmark_world(cfg, data))
     except (ValueError, ImportError, FileNotFoundError) as err:  # CoTracker3 not installed, a weights file missing
         raise EvalRefused(str(err)) from err
@@ -302,13 +307,13 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
         "plots": plots,
         "seconds": round(time.perf_counter() - t0, 1),
         "num_samples": len(samples),
-        "tracker": cfg.tracker,
+        "tracker": cfg.tracker.name,
         "labels": {"proxy_fvd": "Fréchet distance on the run's codec features: not FVD"},
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     note = (
-        f"\n\n{len(samples)} samples of benchmark `{cfg.benchmark.name}`; EPE by `{cfg.tracker}` (px at "
+        f"\n\n{len(samples)} samples of benchmark `{cfg.benchmark.name}`; EPE by `{cfg.tracker.name}` (px at "
         f"{samples[0].frames.shape[2]}x{samples[0].frames.shape[1]})"
         + ("; proxy_fvd = Fréchet distance on the run's codec features, not FVD" if "proxy_fvd" in cfg.metrics else "")
     )

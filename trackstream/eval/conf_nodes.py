@@ -8,9 +8,12 @@ that uses it, and offered to Hydra here as a ConfigStore node:
 * ``guidance/joint``: ``diffusion.samplers.GuidanceConfig`` (joint text-motion guidance and its
   weights), placed at ``stage.guidance`` (DMD's real score) and ``stage.ode_pairs.guidance`` (ODE init);
 * ``sampler/default``: ``diffusion.samplers.SamplerConfig`` (the teacher's sampler), placed at
-  ``generate.sampler`` by ``trackstream eval``.
+  ``generate.sampler`` by ``trackstream eval``;
+* ``tracker/<name>``, one per ``data.trackers.TRACKERS`` name: ``TrackerConfig`` with that name, placed at
+  ``tracker`` by ``trackstream eval`` (``lk_plain``) and ``trackstream prepare`` (``lk``), so both
+  commands take ``tracker=cotracker3_offline tracker.checkpoint=/ckpt/scaled_offline.pth``.
 
-Both Hydra commands (train and eval) register them before composing; a recipe overrides a field
+The Hydra commands register them before composing (prepare, floor below, its tracker nodes itself); a recipe overrides a field
 (``stage.causal.window_chunks=2``, ``stage.guidance.w_text=4``) and never copies the node.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from hydra.core.config_store import ConfigStore
 
+from trackstream.data.trackers import tracker_nodes
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.models.causal import CausalConfig
 
@@ -33,5 +37,5 @@ NODES = {
 
 def register_nodes() -> None:
     cs = ConfigStore.instance()
-    for (group, name), node in NODES.items():
+    for (group, name), node in {**NODES, **tracker_nodes()}.items():
         cs.store(group=group, name=name, node=node)

@@ -31,6 +31,7 @@ Scores (pixels of the 64x64 frames; lower is better unless marked):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from dataclasses import replace
@@ -48,7 +49,13 @@ from trackstream.stream.drag.adsr import mask_tokens
 from trackstream.stream.drag.editor import DragEditor, pins_for
 from trackstream.stream.drag.instructions import frame_positions
 from trackstream.stream.drag.optimize import SETTINGS, DragConfig
-from trackstream.stream.options import add_network_args, add_precision_args, parsed_precision
+from trackstream.stream.options import (
+    add_network_args,
+    add_precision_args,
+    add_tracker_args,
+    parsed_precision,
+    tracker_config,
+)
 
 __all__ = ["ROWS", "ROW_SETS", "run_scene", "score", "run_benchmark", "main"]
 
@@ -277,8 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--iterations", type=int, default=None, help="I per coarse-to-fine segment (default: the --settings' 4 or 5)"
     )
-    ap.add_argument("--tracker", default="lk", help="lk | lk_plain | cotracker3_offline (with --tracker-checkpoint)")
-    ap.add_argument("--tracker-checkpoint", default=None)
+    add_tracker_args(ap, default="lk")  # the drag protocol's tracker (ObjMC as published on this benchmark)
     ap.add_argument(
         "--set",
         dest="overrides",
@@ -321,9 +327,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"--kinds {args.kinds}: no such scenes among {args.scenes} (kinds: translate, deform, "
                 "rotate2d, rotate3d)"
             )
-    tracker = build_tracker(
-        args.tracker, **({"checkpoint_path": args.tracker_checkpoint} if args.tracker_checkpoint else {})
-    )
+    tracker = build_tracker(**dataclasses.asdict(tracker_config(args)))
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -53,12 +53,12 @@ def epe(pred_tracks, gt_tracks, visibility) -> float:
 # which flatters video it cannot follow (make run's report on its DMD student's videos: 6.50 px with lk,
 # 11.11 px with lk_plain; an independent plain-LK re-tracking of them, no re-acquisition: 11.8 px).
 EPE_TRACKER = "lk_plain"
-EPE_TRACKERS = ("lk_plain", "lucas_kanade_plain", "cotracker3", "cotracker3_offline", "cotracker3_online")
+EPE_TRACKERS = ("lk_plain", "cotracker3_offline", "cotracker3_online")  # of data.trackers.TRACKERS
 
 
 def check_epe_tracker(name: str, field: str = "tracker") -> str:
     """``name`` if it is a tracker ``motion_epe`` accepts, else a ValueError naming ``field``."""
-    if str(name).lower().replace("-", "_") not in EPE_TRACKERS:
+    if name not in EPE_TRACKERS:
         raise ValueError(
             f"{field}={name!r} cannot measure EPE: choose {EPE_TRACKER} (CPU) or cotracker3_offline / "
             "cotracker3_online (a local checkpoint). `lk` re-acquires lost points by colour and "

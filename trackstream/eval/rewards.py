@@ -242,8 +242,7 @@ def build_rewards(cfg: RewardsConfig, *, device: str | torch.device = "cpu") -> 
     parts: list[tuple[Reward, float]] = []
     m = cfg.motion
     if m.weight:
-        kw = {"checkpoint_path": m.checkpoint, "device": str(device)} if m.tracker.startswith("cotracker") else {}
-        tracker = build_tracker(m.tracker, **kw)
+        tracker = build_tracker(m.tracker, checkpoint=m.checkpoint, device=str(device))
         parts.append((MotionReward(tracker, alpha=m.alpha, scale=m.scale, reference_width=m.reference_width), m.weight))
     if cfg.aesthetic.weight:
         from trackstream.models.aesthetic import load_aesthetic_predictor

@@ -1,5 +1,5 @@
 """The flags every flag-based command shares, spelled once: ``--student``, ``--codec`` / ``--codec-name``,
-``--device`` / ``--dtype``.
+``--device`` / ``--dtype``, ``--tracker`` / ``--tracker-checkpoint`` / ``--tracker-device``.
 
     add_network_args(parser)                  # --student / --codec / --codec-name (the shipped ones by default)
     add_precision_args(parser)                # --device / --dtype
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from trackstream.data.trackers import TRACKERS, TrackerConfig, check_tracker_name
 from trackstream.models.codec_names import codec_name
 from trackstream.models.precision import PRECISION_HELP, precision_name, resolve_device, resolve_dtype
 
@@ -73,6 +74,23 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
         help="exported student folder (a stage's export/student); default: the shipped one, assets/tiny-student",
     )
     add_codec_args(parser, default=str(SHIPPED_CODEC), help_default=" (default: assets/tiny-teacher, the student's)")
+
+
+def add_tracker_args(parser: argparse.ArgumentParser, *, default: str) -> None:
+    """--tracker / --tracker-checkpoint / --tracker-device: a ``data.trackers.TrackerConfig`` (its fields,
+    as ``tracker.name`` / ``tracker.checkpoint`` / ``tracker.device`` of the Hydra commands)."""
+    parser.add_argument(
+        "--tracker",
+        default=default,
+        type=_flag_type(check_tracker_name, "--tracker"),
+        help=f"{' | '.join(TRACKERS)} (default: {default}; CoTracker3 with --tracker-checkpoint)",
+    )
+    parser.add_argument("--tracker-checkpoint", default=None, help="CoTracker3's local scaled_*.pth")
+    parser.add_argument("--tracker-device", default="auto", help="CoTracker3's device (auto: CUDA when present)")
+
+
+def tracker_config(args: argparse.Namespace) -> TrackerConfig:
+    return TrackerConfig(name=args.tracker, checkpoint=args.tracker_checkpoint, device=args.tracker_device)
 
 
 def add_precision_args(parser: argparse.ArgumentParser, *, dtype: str = "auto", device: str = "auto") -> None:

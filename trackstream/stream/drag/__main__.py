@@ -22,6 +22,7 @@ its variables and optimiser state in fp32 whatever the DiT's dtype).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -29,7 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
-from trackstream.stream.options import add_network_args, add_precision_args, parsed_precision
+from trackstream.stream.options import (
+    add_network_args,
+    add_precision_args,
+    add_tracker_args,
+    parsed_precision,
+    tracker_config,
+)
 
 __all__ = ["main"]
 
@@ -46,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--after", type=int, default=1, help="chunks streamed after the drag")
     ap.add_argument("--no-pin", action="store_true", help="no static points off the editable area")
     ap.add_argument("--compare", action="store_true", help="also stream without the drag: RF and background PSNR")
-    ap.add_argument("--tracker", default="lk")
+    add_tracker_args(ap, default="lk")  # as drag-bench: ObjMC and point error of the achieved motion
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--out", required=True)
@@ -126,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     # the reference frame and the steered span in the video's frame numbers
     ref_frame = steered[0].pixel_range[0] - 1
     end = steered[-1].pixel_range[1]
-    tracker = build_tracker(args.tracker)
+    tracker = build_tracker(**dataclasses.asdict(tracker_config(args)))
     metrics = {
         "method": args.method,
         "iterations": args.iterations,
