@@ -104,3 +104,12 @@ def test_preprocessing_is_short_side_resize_and_centre_crop():
     torch.testing.assert_close(out[0, :, :, 0], out[0, :, :, -1])  # both borders inside the zero region
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         preprocess_openai(torch.zeros(3, 8, 8))
+
+
+def test_openai_torchscript_file_needs_the_opt_in(tmp_path, monkeypatch):
+    """OpenAI's ViT-L-14.pt is a TorchScript archive: torch.jit.load runs its code, so only with the opt-in."""
+    path = tmp_path / "ViT-L-14.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(path))
+    monkeypatch.delenv("TRACKSTREAM_ALLOW_PICKLE", raising=False)
+    with pytest.raises(ValueError, match=r"OpenAI's CLIP file .* TorchScript archive.*TRACKSTREAM_ALLOW_PICKLE=1"):
+        load_clip_vision(path)

@@ -29,9 +29,13 @@ class Detector(torch.nn.Module):
         return self.proj(pooled.flatten(1))
 
 
-def test_i3d_detector_loads_with_jit_and_takes_the_first_16_frames(tmp_path):
+def test_i3d_detector_loads_with_jit_and_takes_the_first_16_frames(tmp_path, monkeypatch):
     path = tmp_path / "i3d_torchscript.pt"
     torch.jit.save(torch.jit.script(Detector()), str(path))
+    monkeypatch.delenv("TRACKSTREAM_ALLOW_PICKLE", raising=False)
+    with pytest.raises(ValueError, match=r"TorchScript archive: loading it runs the code.*TRACKSTREAM_ALLOW_PICKLE=1"):
+        load_i3d(path)  # no torch.jit.load without the explicit opt-in
+    monkeypatch.setenv("TRACKSTREAM_ALLOW_PICKLE", "1")
     det = load_i3d(path)
     rng = np.random.default_rng(0)
     videos = [rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8) for _ in range(3)]

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from trackstream.data.video_io import video_tensor
+from trackstream.models.formats.files import read_torchscript
 
 __all__ = ["FVD_FRAMES", "load_i3d", "i3d_features", "codec_video_features"]
 
@@ -37,7 +38,7 @@ def load_i3d(path: str | Path, *, device: str | torch.device = "cpu") -> torch.j
             "pass its path (eval.fvd.detector=...): nothing is downloaded here"
         )
     try:
-        detector = torch.jit.load(str(path), map_location=device)
+        detector = read_torchscript(path, what=f"FVD's I3D detector ({I3D_FILE})", map_location=device)
     except RuntimeError as err:
         raise ValueError(f"{path} is not a TorchScript file ({err}); FVD needs StyleGAN-V's {I3D_FILE}") from err
     return detector.eval()

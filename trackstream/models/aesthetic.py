@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from trackstream.models.clip_image import CLIP_MEAN, CLIP_STD, materialise_buffers
-from trackstream.models.formats.files import read_torch_file
+from trackstream.models.formats.files import read_torch_file, read_torchscript
 
 __all__ = [
     "VIT_L14_CONFIG",
@@ -171,7 +171,8 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         with zipfile.ZipFile(path) as z:
             scripted = any(n.endswith("constants.pkl") for n in z.namelist())
         if scripted:
-            return {k: v.float() for k, v in torch.jit.load(str(path), map_location="cpu").state_dict().items()}
+            archive = read_torchscript(path, what="OpenAI's CLIP file (ViT-L-14.pt)")
+            return {k: v.float() for k, v in archive.state_dict().items()}
     sd = read_torch_file(path, fix="download the CLIP ViT-L/14 weights again (or fix the path)")
     return sd.get("state_dict", sd) if isinstance(sd, dict) else sd
 

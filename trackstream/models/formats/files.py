@@ -36,6 +36,7 @@ __all__ = [
     "read_torch_file",
     "read_safetensors",
     "read_json_file",
+    "read_torchscript",
     "one_line",
     "pickle_allowed",
     "pickle_refusal",
@@ -75,6 +76,19 @@ def pickle_refusal(path, what: str, fix: str) -> str:
         f"read by default: if you trust it, set {ALLOW_PICKLE_ENV}=1 (or pass allow_pickle / --allow-pickle) "
         f"to read it once, then {fix}"
     )
+
+
+def read_torchscript(path, *, what: str, map_location="cpu", allow_pickle: bool = False):
+    """A TorchScript archive (``torch.jit.load``), only with the same explicit opt-in as pickle: it carries
+    code that runs when it is loaded. Without it, a one-line ValueError naming the file and the opt-in."""
+    import torch
+
+    if not pickle_allowed(allow_pickle):
+        raise ValueError(
+            f"{path} is {what}, a TorchScript archive: loading it runs the code it carries, so it is not read by "
+            f"default: if you trust it, set {ALLOW_PICKLE_ENV}=1 (or pass allow_pickle / --allow-pickle)"
+        )
+    return torch.jit.load(str(path), map_location=map_location)
 
 
 def _damage(err: Exception) -> str:
