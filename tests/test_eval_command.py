@@ -126,3 +126,20 @@ def test_bad_requests_name_the_field(tmp_path):
 
     with pytest.raises(ValueError, match="weights.i3d"):
         WeightsConfig().require("fvd", "i3d")
+
+
+def test_too_few_samples_for_a_distribution_metric_refuse_before_generating(tmp_path):
+    """FID / FVD / proxy FVD need a covariance: one video is refused up front, before any generation."""
+    from trackstream.eval.command import EvalCommandConfig, EvalRefused, evaluate
+
+    cfg = EvalCommandConfig(
+        run=str(ROOT / "assets" / "tiny-student" / "student"),
+        data_config=str(ROOT / "assets" / "tiny-student" / "config.yaml"),
+        benchmark={"name": "synthetic", "num_samples": 1},
+        metrics=["epe", "proxy_fvd"],
+        generate={"codec": {"name": "tiny-ae", "checkpoint": str(ROOT / "assets" / "tiny-teacher")}, "device": "cpu"},
+        out=str(tmp_path / "out"),
+    )
+    with pytest.raises(EvalRefused, match=r"\['proxy_fvd'\] compare feature distributions and need at least 2"):
+        evaluate(cfg)
+    assert not (tmp_path / "out").exists()  # nothing generated, nothing written

@@ -40,6 +40,7 @@ from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 __all__ = ["EvalCommandConfig", "EvalRefused", "benchmark_world", "check_field_types", "evaluate"]
 # metrics whose feature network loads local weights (eval.harness.Extractors)
 FEATURE_METRICS = ("lpips", "fid", "fvd", "proxy_fvd")
+DISTRIBUTION_METRICS = ("fid", "fvd", "proxy_fvd")  # Fréchet distances: a covariance needs >= 2 videos
 
 log = logging.getLogger(__name__)
 LOWER_IS_BETTER = {
@@ -252,8 +253,8 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
-    # everything that can refuse the evaluation is checked before the first video is generated (it used
-    # to surface after all generation): the runs, the benchmark, the feature networks' weights, the tracker
+    # everything that can refuse the evaluation is checked before the first video is generated: the runs,
+    # the benchmark and its size, the feature networks' weights, the tracker
     try:
         kinds = {name: run_kind(run) for name, run in cfg.named_runs().items()}
         ext = Extractors(weights=cfg.weights)
@@ -274,6 +275,12 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
             cfg = dataclasses.replace(cfg, references=[r for r in cfg.references if r not in CODEC_REFERENCES])
         tracker = build_tracker(**dataclasses.asdict(cfg.tracker))
         samples = load_benchmark(cfg.benchmark, data_cfg=benchmark_world(cfg, data))
+        few = [m for m in cfg.metrics if m in DISTRIBUTION_METRICS]
+        if few and len(samples) < 2:
+            raise ValueError(
+                f"metrics {few} compare feature distributions and need at least 2 videos, the benchmark has "
+                f"{len(samples)}: raise benchmark.num_samples (hundreds for a meaningful FID / FVD) or drop them"
+            )
     except (ValueError, ImportError, FileNotFoundError) as err:  # CoTracker3 not installed, a weights file missing
         raise EvalRefused(str(err)) from err
     log.info(
@@ -290,15 +297,13 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
             row = name if kind == "videos" or len(cfg.modes) == 1 else f"{name} ({mode.replace('_', ' ')})"
             log.info("generating %s: %s", row, run)
             rows[row] = generate_videos(run, samples, mode=mode if kind != "videos" else MODES[0], cfg=cfg.generate)
+            if cfg.save_videos:  # written as made: a later failure keeps them
+                write_video_folder(out / "videos" / slug(row), rows[row], samples, fps=cfg.fps)
     codec_refs = [r for r in cfg.references if r in CODEC_REFERENCES]
     refs = reference_rows(samples, codec=_reference_codec(cfg) if codec_refs else None)
     rows.update({k: refs[k] for k in cfg.references if k in refs})
     results = score_rows(rows, samples, metrics=list(cfg.metrics), tracker=tracker, extractors=ext)
     out.mkdir(parents=True, exist_ok=True)
-    if cfg.save_videos:
-        for row, videos in rows.items():
-            if row not in cfg.references:
-                write_video_folder(out / "videos" / slug(row), videos, samples, fps=cfg.fps)
     table = _table(results, list(cfg.metrics))
     plots = _plots(out, results, list(cfg.metrics), samples, rows)
     summary = {
