@@ -63,8 +63,8 @@ def _generate(inputs, capsys, **flags) -> str:
     assert exit_.value.code == 2
     assert not (inputs["root"] / "out.mp4").exists()
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].split(": error: ", 1)[0] and ": error: " in err[-1], err
-    return _one_line(err[-1].split(": error: ", 1)[1])
+    assert len(err) == 1 and err[0].startswith("error: "), err  # the refusal alone: no usage block
+    return _one_line(err[0].removeprefix("error: "))
 
 
 BROKEN_EXPORT = {  # file of the export (or the codec) replaced by a bad one -> what the error must say
@@ -115,6 +115,43 @@ def test_row1_network_json_with_a_bad_model_config_names_the_file(inputs, capsys
 def test_row7_bad_tracks_are_refused_on_load(inputs, capsys, flags, names, says):
     msg = _generate(inputs, capsys, **flags)
     assert msg.startswith(names) and says in msg, msg
+
+
+def test_row7_an_image_at_another_size_is_refused_or_resized(inputs, capsys):
+    import cv2
+
+    cv2.imwrite(str(inputs["root"] / "wide.png"), np.zeros((48, 96, 3), np.uint8))
+    msg = _generate(inputs, capsys, **{"--image": inputs["root"] / "wide.png"})
+    assert msg.startswith("--image is 96x48 but the student streams 64x64") and "--resize" in msg, msg
+    from trackstream.stream.generate import fit_to_student
+
+    class Conv:
+        height, width = 64, 64
+
+    bgr, tracks = fit_to_student(np.zeros((48, 96, 3), np.uint8), np.array([[[96.0, 48.0]]]), Conv, resize=True)
+    assert bgr.shape == (64, 64, 3)
+    np.testing.assert_allclose(tracks, [[[64.0, 64.0]]], rtol=1e-6)
+
+
+def test_row7_tracks_saved_as_n_t_2_are_refused_not_streamed_as_one_frame(inputs, capsys):
+    np.save(inputs["root"] / "nt2.npy", np.full((4, 17, 2), 30.0, np.float32))  # 4 tracks x 17 frames, transposed
+    msg = _generate(inputs, capsys, **{"--tracks": inputs["root"] / "nt2.npy"})
+    assert msg.startswith("--tracks covers 4 frames (read as [T, N, 2] = [4, 17, 2])") and "[N, T, 2]" in msg, msg
+
+
+def test_row7_generate_with_a_seed_is_reproducible(inputs, capsys):
+    from trackstream.data.video_io import decode_video
+    from trackstream.stream.generate import main
+
+    outs = []
+    for k in range(2):
+        out = inputs["root"] / f"seeded{k}.mp4"
+        argv = ["--student", inputs["student"], "--codec", inputs["codec"], "--image", inputs["root"] / "image.png"]
+        argv += ["--tracks", inputs["root"] / "tracks.npy", "--out", out, "--device", "cpu", "--seed", "3"]
+        assert main([str(a) for a in argv]) == 0
+        outs.append(decode_video(out)[0])
+    assert "64x64, 2 chunks" in capsys.readouterr().out
+    np.testing.assert_array_equal(outs[0], outs[1])
 
 
 def test_row7_tracks_may_leave_the_frame_by_up_to_one_frame_size():

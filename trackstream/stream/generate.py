@@ -23,9 +23,49 @@ import time
 import numpy as np
 import torch
 
-from trackstream.stream.options import add_network_args, add_precision_args, parsed_precision
+from trackstream.models.tracks import TEMPORAL_FACTOR
+from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
+from trackstream.stream.options import add_network_args, add_precision_args, parsed_precision, refuse
 
-__all__ = ["main"]
+__all__ = ["main", "fit_to_student", "stream_chunks"]
+
+
+def fit_to_student(bgr: np.ndarray, tracks: np.ndarray, conventions, *, resize: bool):
+    """The image (and its tracks, in its pixels) at the student's size: as given when it is, resized with
+    ``resize``, else a one-line ValueError. A student streams the size it was trained at."""
+    import cv2
+
+    h, w = bgr.shape[:2]
+    H, W = conventions.height, conventions.width
+    if (h, w) == (H, W):
+        return bgr, tracks
+    if not resize:
+        raise ValueError(
+            f"--image is {w}x{h} but the student streams {W}x{H} (its network.json): pass --resize to resize the "
+            "image and scale the tracks, or give an image (and tracks in its pixels) at the student's size"
+        )
+    scale = np.array([W / w, H / h], np.float32)
+    print(f"resizing the image {w}x{h} -> {W}x{H} and the tracks by x{scale[0]:.3g}, y{scale[1]:.3g}", flush=True)
+    return cv2.resize(bgr, (W, H), interpolation=cv2.INTER_AREA), tracks * scale
+
+
+def stream_chunks(causal, tracks_shape: tuple, chunks: int | None) -> int:
+    """The chunks to stream: ``--chunks``, else the whole chunks the tracks' T frames cover; tracks too
+    short for one chunk after the first frame are refused (a file saved [N, T, 2] reads as T = N)."""
+    T, N = tracks_shape[0], tracks_shape[1]
+    covered = whole_chunks(causal, 1 + (T - 1) // TEMPORAL_FACTOR)
+    if chunks is not None:
+        if chunks < 1:
+            raise ValueError(f"--chunks {chunks} must be >= 1")
+        return chunks
+    if covered < 2:
+        need = chunk_pixel_frames(causal, 1)[1]
+        raise ValueError(
+            f"--tracks covers {T} frames (read as [T, N, 2] = [{T}, {N}, 2]) but a stream needs at least {need} "
+            "(the first chunk after the image): record more frames, transpose a file saved as [N, T, 2], or "
+            "pass --chunks"
+        )
+    return covered
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=None,
         help="schedule shift; default: the one in the student's network.json (conventions.causal)",
+    )
+    ap.add_argument(
+        "--resize",
+        action="store_true",
+        help="an image at another size than the student's: resize it (and scale the tracks) to the student's size",
     )
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
@@ -75,14 +120,15 @@ def main(argv: list[str] | None = None) -> int:
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
     from trackstream.models.conditioner import load_export
     from trackstream.models.tracks import sample_track_ids
-    from trackstream.stream.chunks import whole_chunks
     from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
-    # every input checked before the first chunk: a bad file is the parser's one-line error (exit 2) naming
-    # it and the fix (models.formats.files, data.track_inputs), not a traceback; nothing is written
+    # every input checked before the first chunk: a bad file or value is one line (exit 2) naming it and the
+    # fix (models.formats.files, data.track_inputs), not a usage block or a traceback; nothing is written
+    if args.compile and args.reference_step:
+        refuse("--compile compiles the static-buffer step: drop --reference-step")
     bgr = cv2.imread(args.image, cv2.IMREAD_COLOR)
     if bgr is None:
-        ap.error(f"--image {args.image!r} could not be read as an image (a missing file, or not PNG / JPEG)")
+        refuse(f"--image {args.image!r} could not be read as an image (a missing file, or not PNG / JPEG)")
     try:
         tracks_np, vis_np = load_tracks(args.tracks, args.visibility, height=bgr.shape[0], width=bgr.shape[1])
         net, codec, conditioner = load_export(
@@ -91,13 +137,19 @@ def main(argv: list[str] | None = None) -> int:
         cfg = net.conventions.stream_config(  # a teacher export (no causal conventions) is refused here
             args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
         )
+        bgr, tracks_np = fit_to_student(bgr, tracks_np, net.conventions, resize=args.resize)
+        n = stream_chunks(cfg.causal, tracks_np.shape, args.chunks)
     except ValueError as err:
-        ap.error(str(err))
-    print(f"{args.student}: {device}, {dtype_name(dtype)}", flush=True)
+        refuse(str(err))
+    h, w = bgr.shape[:2]
+    first, last = chunk_pixel_frames(cfg.causal, 0)[0], chunk_pixel_frames(cfg.causal, n - 1)[1]
+    print(
+        f"{args.student}: {device}, {dtype_name(dtype)}; {w}x{h}, {n} chunks ({cfg.name}) = frames {first}-{last - 1}, "
+        f"{tracks_np.shape[1]} tracks",
+        flush=True,
+    )
     image = image_tensor(bgr[:, :, ::-1]).to(device)
     tracks, vis = torch.from_numpy(tracks_np)[None], torch.from_numpy(vis_np)[None]
-    if args.compile and args.reference_step:
-        ap.error("--compile compiles the static-buffer step: drop --reference-step")
     engine = StreamingGenerator(
         net,
         codec,
@@ -107,10 +159,9 @@ def main(argv: list[str] | None = None) -> int:
         compile=args.compile,
         overlap_decode=not args.no_overlap_decode,
     )
-    T = tracks.shape[1]
-    n = args.chunks or max(1, whole_chunks(cfg.causal, 1 + (T - 1) // 4))  # whole chunks the recording covers
     text, lens = conditioner.text([args.prompt])  # the engine moves these (and the tracks) to the network's device
-    state = engine.start(image, text, lens, track_ids=sample_track_ids(1, tracks.shape[2]), seed=args.seed)
+    ids = sample_track_ids(1, tracks.shape[2], generator=torch.Generator().manual_seed(args.seed))  # --seed: all of it
+    state = engine.start(image, text, lens, track_ids=ids, seed=args.seed)
     # each chunk layout's first chunk pays the warm-up (allocator, kernels, compilation): chunk 0 (no cache),
     # chunk 1 (sink only), ..., up to the first chunk of the steady layout (sink + full window); time after it
     c = cfg.causal

@@ -14,7 +14,9 @@ one-line usage error (exit 2) naming the flag, not a traceback from the first fo
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -91,6 +93,13 @@ def add_tracker_args(parser: argparse.ArgumentParser, *, default: str) -> None:
 
 def tracker_config(args: argparse.Namespace) -> TrackerConfig:
     return TrackerConfig(name=args.tracker, checkpoint=args.tracker_checkpoint, device=args.tracker_device)
+
+
+def refuse(message: str) -> NoReturn:
+    """A command's refusal of a file or value: ``error: <message>`` on one line, exit status 2 (the parser's
+    usage block is for a malformed command line, not for a bad file)."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
 
 
 def add_precision_args(parser: argparse.ArgumentParser, *, dtype: str = "auto", device: str = "auto") -> None:
