@@ -1,5 +1,6 @@
 """Every experiment composes, validates and instantiates; bad values fail with the field named."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -207,3 +208,19 @@ def test_the_shipped_students_config_names_stage_code_that_imports():
     stage = OmegaConf.load(ROOT / "assets" / "tiny-student" / "config.yaml").stage
     assert isinstance(resolve(stage._schema_, field="stage._schema_"), type)
     assert callable(resolve(stage._builder_))
+
+
+@pytest.mark.parametrize(
+    "override, says",
+    [
+        ("data.num_frames=100001", "data.num_frames=100001 x data.height=64 x data.width=64: the clips held at once"),
+        ("data.fps=0", "data.fps=0 must be >= 1"),
+        ("model.overrides.num_heads=0", "model.overrides.num_heads=0 must be an int >= 1"),
+        ("model.overrides.num_heads=3", "the head size must be a whole, even number"),
+    ],
+)
+def test_absurd_sizes_are_refused_before_anything_is_allocated(tmp_path, override, says):
+    from trackstream.train.config import validate
+
+    with pytest.raises(ValueError, match=re.escape(says)):
+        instantiate(validate(_compose(tmp_path, "experiment=tiny_teacher", override)))

@@ -17,6 +17,7 @@ set the user prepares, so that training-time figures and sample videos are of th
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -82,6 +83,11 @@ class DataConfig:
             raise ValueError(f"data.num_frames={self.num_frames} must be 1 + 4k with k >= 1")
         if self.batch_size < 1:
             raise ValueError(f"data.batch_size={self.batch_size} must be >= 1")
+        if not self.fps >= 1:
+            raise ValueError(f"data.fps={self.fps} must be >= 1 (frames per second of the clips)")
+        if self.grid_size < 1:
+            raise ValueError(f"data.grid_size={self.grid_size} must be >= 1")
+        check_clip_memory(self)
         if self.pool_size is not None and self.pool_size < self.batch_size:
             raise ValueError(f"data.pool_size={self.pool_size} must be >= data.batch_size={self.batch_size} (or null)")
         if self.num_tracks is not None and (
@@ -92,6 +98,25 @@ class DataConfig:
         unknown = set(self.world) - known
         if unknown:
             raise ValueError(f"data.world has unknown SyntheticWorld fields {sorted(unknown)}; known: {sorted(known)}")
+
+
+def check_clip_memory(cfg: DataConfig, *, fraction: float = 0.5) -> None:
+    """What the clips take at once (the synthetic world's pool as uint8 frames, a batch as float32) must fit
+    in ``fraction`` of this machine's memory: an absurd size is refused here, not by the allocator mid-setup."""
+    pixels = cfg.num_frames * cfg.height * cfg.width * 3
+    pool = (cfg.pool_size or 0) if cfg.source == "synthetic" else 0
+    need = pool * pixels + cfg.batch_size * pixels * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not a POSIX machine: nothing to compare with
+        return
+    if need > fraction * total:
+        raise ValueError(
+            f"data.num_frames={cfg.num_frames} x data.height={cfg.height} x data.width={cfg.width}: the clips held "
+            f"at once ({f'a pool of {pool} and ' if pool else ''}a batch of {cfg.batch_size}) need "
+            f"{need / 2**30:.1f} GiB, more than {fraction:.0%} of this machine's {total / 2**30:.0f} GiB; lower "
+            "the size or the frames" + (" (or data.pool_size)" if pool else "")
+        )
 
 
 def make_world(cfg: DataConfig) -> SyntheticWorld:

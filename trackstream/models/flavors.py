@@ -85,6 +85,17 @@ def flavor_config(name: str, **overrides) -> dict:
     if unknown:
         raise ValueError(f"unknown WanModel fields {sorted(unknown)} for flavor {name!r}")
     cfg.update(overrides)
+    for key in ("dim", "ffn_dim", "num_heads", "num_layers", "in_dim", "out_dim", "freq_dim", "text_dim", "text_len"):
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(
+                f"model.overrides.{key}={v!r} must be an int >= 1 (flavor {name!r} has {FLAVORS[name][key]})"
+            )
+    if cfg["dim"] % cfg["num_heads"] or (cfg["dim"] // cfg["num_heads"]) % 2:
+        raise ValueError(
+            f"model dim {cfg['dim']} / num_heads {cfg['num_heads']}: the head size must be a whole, even number "
+            "(RoPE rotates pairs of channels); change model.overrides.dim or num_heads"
+        )
     return cfg
 
 
