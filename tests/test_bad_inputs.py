@@ -358,3 +358,28 @@ def test_row5_prepare_with_cotracker3_unusable_fails_up_front(tmp_path, hydra_cl
     else:
         assert msg.startswith("tracker=cotracker3_offline: the `cotracker` package is not installed"), msg
         assert "pip install" in msg and "tracker=lk" in msg
+
+
+# -- damaged shards: one line naming the shard and the sample, never a silent sample -------------------------
+
+
+@pytest.mark.parametrize(
+    "shard, says",
+    [
+        ("shard_truncated.tar", "is damaged after sample clip0"),
+        ("shard_tracks_shape.tar", "sample clip1: tracks.npy has shape (5, 3) (float32), expected float [T, N, 2]"),
+        ("shard_tracks_nan.tar", "sample clip1: tracks.npy holds non-finite points (first: frame 2, track 1)"),
+        ("shard_text_as_mp4.tar", "sample clip1: its mp4 does not decode"),
+    ],
+)
+def test_a_damaged_shard_names_the_shard_and_the_sample(shard, says):
+    from trackstream.data.loader import read_tar_shard
+    from trackstream.data.shards import DamagedSample, decode_sample
+
+    decoded = []
+    with pytest.raises(DamagedSample) as err:
+        for raw in read_tar_shard(str(BAD / shard)):
+            decoded.append(decode_sample(raw)["caption"])
+    msg = _one_line(err.value)
+    assert says in msg and shard in msg and "trackstream prepare" in msg, msg
+    assert decoded == (["a ball"] if shard != "shard_truncated.tar" else decoded)  # clip0 is fine

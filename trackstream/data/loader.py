@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trackstream.data.batching import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
-from trackstream.data.shards import ShardInfo, decode_sample, list_shards
+from trackstream.data.shards import DamagedSample, ShardInfo, decode_sample, list_shards
 
 
 @dataclass
@@ -203,7 +203,23 @@ class ShardStream(ResumableBatchStream):
 
 
 def read_tar_shard(url: str):
-    """Raw samples of one shard in tar order (webdataset's tar expander: local paths, pipe:, http)."""
+    """Raw samples of one shard in tar order (webdataset's tar expander: local paths, pipe:, http); a tar that
+    is truncated or not a tar is a ``DamagedSample`` naming the shard and the last sample read whole."""
+    import tarfile
+
     import webdataset as wds
 
-    yield from wds.tarfile_to_samples()([{"url": url}])
+    last = None
+    try:
+        for raw in wds.tarfile_to_samples()([{"url": url}]):
+            last = raw.get("__key__")
+            yield raw
+    except (tarfile.TarError, OSError, EOFError, ValueError) as err:
+        if isinstance(err, DamagedSample):
+            raise
+        after = f"after sample {last}" if last else "before its first sample"
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise DamagedSample(
+            f"shard {url} is damaged {after} ({reason}); re-run `trackstream prepare` on its source (it rewrites "
+            "the shard) or remove the shard"
+        ) from None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from trackstream.data.video_io import decode_video, encode_mp4, frames_to_tensor
+from trackstream.data.video_io import VideoDecodeError, decode_video, encode_mp4, frames_to_tensor
 
 INDEX_NAME = "index.json"
 _KEY_OK = re.compile(r"[^A-Za-z0-9_\-]+")
@@ -88,32 +88,69 @@ def encode_sample(
     return out
 
 
+class DamagedSample(ValueError):
+    """A shard sample that cannot be decoded or breaks the schema: one line naming the shard and the key."""
+
+
+def _damaged(raw: dict, what: str) -> DamagedSample:
+    where = f"shard {raw.get('__url__', '?')}: sample {raw.get('__key__', '?')}"
+    return DamagedSample(
+        f"{where}: {what}; re-run `trackstream prepare` on its source (it rewrites the shard) or remove the shard"
+    )
+
+
+def _array(raw: dict, member: str) -> np.ndarray:
+    if member not in raw:
+        raise _damaged(raw, f"no {member} member (members: {sorted(k for k in raw if not k.startswith('__'))})")
+    try:
+        return np.load(io.BytesIO(raw[member]), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise _damaged(raw, f"{member} is not a .npy array ({str(err).splitlines()[0] if str(err) else err!r})")
+
+
 def decode_sample(raw: dict, *, decode_video_frames: bool = True, num_frames: int | None = None) -> dict:
     """Raw tar members (as yielded by webdataset) -> schema sample with torch tensors.
 
     num_frames keeps only the first frames of video and tracks (latents are left whole: their
-    temporal length depends on the VAE, so slice them with the VAE's own rule if needed).
+    temporal length depends on the VAE, so slice them with the VAE's own rule if needed). A member that
+    is missing, unreadable, of the wrong shape or not finite is a ``DamagedSample`` naming the shard and
+    the sample: training stops there rather than learn from it silently.
     """
-    tracks = torch.from_numpy(np.load(io.BytesIO(raw["tracks.npy"])))
-    vis = torch.from_numpy(np.load(io.BytesIO(raw["visibility.npy"])))
+    tracks, vis = _array(raw, "tracks.npy"), _array(raw, "visibility.npy")
+    if tracks.ndim != 3 or tracks.shape[-1] != 2 or not np.issubdtype(tracks.dtype, np.floating):
+        raise _damaged(raw, f"tracks.npy has shape {tracks.shape} ({tracks.dtype}), expected float [T, N, 2]")
+    if not np.isfinite(tracks).all():
+        t, n, _ = np.argwhere(~np.isfinite(tracks))[0]
+        raise _damaged(raw, f"tracks.npy holds non-finite points (first: frame {t}, track {n})")
+    if vis.shape != tracks.shape[:2]:
+        raise _damaged(raw, f"visibility.npy has shape {vis.shape}, the tracks need {tracks.shape[:2]}")
+    try:
+        caption, meta = raw["txt"].decode("utf-8"), json.loads(raw["json"].decode("utf-8"))
+    except KeyError as err:
+        raise _damaged(raw, f"no {err.args[0]} member") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise _damaged(raw, f"its caption or meta is not UTF-8 text / JSON ({err})") from None
+    tracks, vis = torch.from_numpy(tracks), torch.from_numpy(vis)
     sample = {
         "tracks": tracks[:num_frames] if num_frames else tracks,
         "visibility": vis[:num_frames] if num_frames else vis,
-        "caption": raw["txt"].decode("utf-8"),
-        "meta": json.loads(raw["json"].decode("utf-8")),
+        "caption": caption,
+        "meta": meta,
     }
     if decode_video_frames and "mp4" in raw:
-        frames, _ = decode_video(bytes(raw["mp4"]), max_frames=num_frames)
+        try:
+            frames, _ = decode_video(bytes(raw["mp4"]), max_frames=num_frames)
+        except VideoDecodeError as err:
+            raise _damaged(raw, f"its mp4 does not decode ({str(err).splitlines()[0]})") from None
         sample["video"] = frames_to_tensor(frames)
         if sample["video"].shape[1] != sample["tracks"].shape[0]:
-            raise ValueError(
-                f"sample {raw.get('__key__')}: video has {sample['video'].shape[1]} frames but tracks have "
-                f"{sample['tracks'].shape[0]}"
+            raise _damaged(
+                raw, f"video has {sample['video'].shape[1]} frames but tracks have {sample['tracks'].shape[0]}"
             )
     if "latents.npy" in raw:
-        sample["latents"] = torch.from_numpy(np.load(io.BytesIO(raw["latents.npy"])))
+        sample["latents"] = torch.from_numpy(_array(raw, "latents.npy"))
     if "text_emb.npy" in raw:
-        emb = torch.from_numpy(np.load(io.BytesIO(raw["text_emb.npy"])))
+        emb = torch.from_numpy(_array(raw, "text_emb.npy"))
         sample["text_emb"], sample["text_len"] = emb, emb.shape[0]
     return sample
 
