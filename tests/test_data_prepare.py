@@ -296,3 +296,17 @@ def test_hydra_config_composes_with_tracker_preset():
     assert pcfg.grid_size == 50 and pcfg.fps == 16 and pcfg.num_frames == 81
     assert specs["tracker"] == {"name": "cotracker3_online", "checkpoint": "/c.pth", "device": "auto"}
     assert specs["text_encoder"] == {"_target_": "a.B", "path": "/t"} and specs["latent_encoder"] is None
+
+
+def test_a_file_name_that_is_not_utf8_is_prepared_not_fatal(videos, tmp_path):
+    """A name with bytes that are not UTF-8 (a Latin-1 download, say) neither kills the job nor is lost."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for stem in GOOD[:2]:
+        for ext in (".mp4", ".txt"):
+            os.link(os.path.join(videos, stem + ext), src / (stem + ext))
+    for ext in (".mp4", ".txt"):  # the first video again under the name "caf\xe9" in Latin-1
+        os.link(os.path.join(videos, GOOD[0] + ext), os.path.join(os.fsencode(src), b"caf\xe9" + ext.encode()))
+    summary = run_prepare(_cfg(str(src), tmp_path / "out"), tracker={"name": "lk"})
+    assert summary["complete"] and summary["num_samples"] == 3 and summary["num_skipped"] == 0, summary
+    json.dumps(summary)  # the report holds the name (escaped), not an unencodable string

@@ -270,7 +270,7 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
                 marker = os.path.join(cfg.output, ".progress", cfg.shard_pattern.format(k) + ".current")
                 culprit = None
                 if os.path.isfile(marker):
-                    with open(marker) as f:
+                    with open(marker, errors="surrogateescape") as f:
                         culprit = f.read().strip()
                 if culprit is None or culprit in crashed:
                     raise RuntimeError(

@@ -186,7 +186,7 @@ def run_shard(shard_id: int, items: list, crashed: list[str]) -> dict:
     crashed_set = set(crashed)
     good, skipped = [], []
     for item in items:
-        with open(marker, "w") as f:
+        with open(marker, "w", errors="surrogateescape") as f:  # a file name need not be valid UTF-8
             f.write(item.path)
         try:
             if item.path in crashed_set:

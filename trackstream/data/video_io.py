@@ -82,7 +82,13 @@ def _open_reader(source: str | os.PathLike | bytes):
             return decord.VideoReader(io.BytesIO(source), num_threads=1)
         if os.path.getsize(source) == 0:
             raise VideoDecodeError("empty file")
-        return decord.VideoReader(os.fspath(source), num_threads=1)
+        path = os.fspath(source)
+        try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:  # a name that is not UTF-8 (decord takes UTF-8 paths): read the bytes
+            with open(path, "rb") as f:
+                return decord.VideoReader(io.BytesIO(f.read()), num_threads=1)
+        return decord.VideoReader(path, num_threads=1)
     except VideoDecodeError:
         raise
     except Exception as e:  # decord raises DECORDError/RuntimeError with FFmpeg messages
