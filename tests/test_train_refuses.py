@@ -2,6 +2,7 @@
 so and keeps the last checkpoint, pruning leaves no half-removed checkpoint, one training per run directory."""
 
 import errno
+import os
 import subprocess
 import sys
 import textwrap
@@ -99,3 +100,21 @@ def test_one_training_per_run_directory(tmp_path):
     assert lock_run_dir(tmp_path) is None  # this process re-enters its own lock
     assert (tmp_path / LOCK_NAME).is_file()
     unlock_run_dir(tmp_path)
+
+
+def test_a_parallel_strategy_without_a_launcher_is_a_world_of_one(monkeypatch):
+    """``trackstream train experiment=<real recipe>`` (FSDP, DeepSpeed) on one process, as the docs show it."""
+    from trackstream.train.dist import world_of_one
+
+    for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
+    world_of_one("single")
+    assert "RANK" not in os.environ
+    world_of_one("fsdp")
+    env = os.environ
+    assert (env["RANK"], env["WORLD_SIZE"], env["LOCAL_RANK"], env["MASTER_ADDR"]) == ("0", "1", "0", "127.0.0.1")
+    assert 0 < int(env["MASTER_PORT"]) < 65536
+    monkeypatch.setenv("RANK", "3")
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    world_of_one("fsdp")  # a launcher's world is left as it is
+    assert (env["RANK"], env["WORLD_SIZE"]) == ("3", "8")

@@ -65,6 +65,23 @@ def export_slurm_env() -> None:
     os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
 
 
+def world_of_one(strategy: str) -> None:
+    """A multi-process strategy (ddp, fsdp, deepspeed) started without a launcher (no ``RANK``): a process
+    group of one on this machine, so a recipe runs on one GPU as written (``torchrun --nproc_per_node N``
+    for more). Without it FSDP asks for ``RANK`` and DeepSpeed looks for MPI."""
+    if strategy == "single" or "RANK" in os.environ:
+        return
+    import socket
+
+    with socket.socket() as s:  # a free port for the group's store
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", LOCAL_WORLD_SIZE="1")
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ.setdefault("MASTER_PORT", str(port))
+    log.info("parallel.strategy=%s without a launcher: a world of one process (torchrun for more)", strategy)
+
+
 @dataclass
 class Runtime:
     """Where and how this process trains. ``strategy`` is the parallel strategy name."""
@@ -147,6 +164,7 @@ def init_runtime(
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     export_slurm_env()
+    world_of_one(strategy)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if strategy == "single" and world_size > 1:
         raise ValueError(
