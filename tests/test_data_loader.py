@@ -151,7 +151,9 @@ def test_shards_of_another_size_or_too_short_are_one_line_errors_naming_the_samp
     """The loader never resizes or pads: a shard clip of another frame size or fewer frames than
     data.num_frames is refused by name, not stacked into a shape error inside collate."""
     assert next(iter(StreamLoader(_make(shards, height=32, width=32, num_frames=5))))["video"].shape[-2:] == (32, 32)
-    with pytest.raises(ValueError, match=r"^sample \S+ of .*: videos are 32x32 but data.height/width ask for 64x64"):
+    with pytest.raises(
+        ValueError, match=r"^sample \S+ of .*: videos are 32 high x 32 wide but data.height=64 data.width=64"
+    ):
         next(iter(StreamLoader(_make(shards, height=64, width=64))))
     with pytest.raises(ValueError, match=r"^sample \S+ of .* has 5 frames; data.num_frames=9 needs that many"):
         next(iter(StreamLoader(_make(shards, num_frames=9))))

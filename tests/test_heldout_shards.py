@@ -66,7 +66,7 @@ def test_a_heldout_clip_shorter_than_the_evaluation_is_an_error(folders):
     cfg = _data(folders, eval_shards=folders["heldout"], eval_samples=2, num_frames=21)  # the shards hold 17
     with pytest.raises(ValueError, match=r"shard-000000.tar has 17 frames .* asks for 21: lower eval.num_frames"):
         heldout_clips(cfg)
-    with pytest.raises(ValueError, match="data.height/width ask for 64x48"):
+    with pytest.raises(ValueError, match="videos are 64 high x 64 wide but data.height=48 data.width=64"):
         heldout_clips(_data(folders, eval_shards=folders["heldout"], height=48))
 
 

@@ -224,3 +224,28 @@ def test_absurd_sizes_are_refused_before_anything_is_allocated(tmp_path, overrid
 
     with pytest.raises(ValueError, match=re.escape(says)):
         instantiate(validate(_compose(tmp_path, "experiment=tiny_teacher", override)))
+
+
+REAL = [p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml") if not p.stem.endswith("_finetune")]
+
+
+@pytest.mark.parametrize("name", sorted(REAL))
+def test_every_real_recipe_has_a_one_gpu_debug_preset(name, tmp_path):
+    """``trackstream train experiment=<recipe> debug=<stage>_1gpu``: one process, real shapes, a small batch."""
+    from trackstream.train.app import derive_grad_accum
+
+    stage = name.split("_wan")[0]
+    cfg = _compose(tmp_path, f"experiment={name}", f"debug={stage}_1gpu")
+    cfg.trainer.grad_accum = derive_grad_accum(
+        global_batch=cfg.trainer.global_batch, batch_size=cfg.data.batch_size, world_size=1, grad_accum=1
+    )
+    typed = validate(cfg)
+    full = validate(_compose(tmp_path, f"experiment={name}"))
+    assert typed.stage.name == stage and typed.trainer.grad_accum <= 2 and typed.trainer.max_steps <= 20
+    assert (typed.data.height, typed.data.width, typed.data.num_frames) == (
+        full.data.height,
+        full.data.width,
+        full.data.num_frames,
+    )  # the real shapes and chunking: only the batch, steps and workers shrink
+    assert typed.data.num_workers <= 1 and typed.data.eval_samples <= 2
+    instantiate(typed)

@@ -92,14 +92,15 @@ class ShardStream(ResumableBatchStream):
         total_slots = self.world_size * self.slots_per_rank
         if len(self.shards) < total_slots:
             raise ValueError(
-                f"{len(self.shards)} shard(s) cannot feed world_size * num_workers = {total_slots} readers; "
-                f"write more, smaller shards (prepare.samples_per_shard) or use fewer workers"
+                f"{len(self.shards)} shard(s) cannot feed {self.world_size} process(es) x data.num_workers="
+                f"{self.slots_per_rank} = {total_slots} readers: lower data.num_workers, or write more, smaller "
+                "shards (trackstream prepare ... samples_per_shard=N)"
             )
         self._plans: dict[int, EpochPlan] = {}
         if self.plan(0).batches_per_slot == 0:
             raise ValueError(
-                f"batch_size={batch_size} is larger than the samples one reader gets per epoch; "
-                f"lower batch_size or num_workers, or add data"
+                f"data.batch_size={batch_size} is larger than the samples one reader gets per epoch; "
+                "lower data.batch_size or data.num_workers, or add data"
             )
 
     # -- planning (pure functions of counts, seed and layout) --------------------------------------
@@ -193,8 +194,9 @@ class ShardStream(ResumableBatchStream):
         video = sample.get("video")  # [3, T, H, W]
         if self.size and video is not None and tuple(video.shape[-2:]) != self.size:
             raise ValueError(
-                f"{where}: videos are {video.shape[-1]}x{video.shape[-2]} but data.height/width ask for "
-                f"{self.size[1]}x{self.size[0]}; set data.height/width to the shards' size or prepare them at that size"
+                f"{where}: videos are {video.shape[-2]} high x {video.shape[-1]} wide but data.height={self.size[0]} "
+                f"data.width={self.size[1]}; set data.height / data.width to the shards' size or prepare them at that "
+                "size"
             )
         if self.num_tracks is not None:
             rng = np.random.default_rng(derive_seed(self.seed, "tracks", self.rank, batch_index, item))

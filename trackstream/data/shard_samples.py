@@ -98,8 +98,8 @@ class ShardSamples:
         # the loaders never resize: data.prepare wrote the shards at their training size
         if self.height is not None and (H, W) != (self.height, self.width):
             raise ValueError(
-                f"{url}: videos are {W}x{H} but data.height/width ask for {self.width}x{self.height}; "
-                "set data.height/width to the shards' size or prepare them at that size"
+                f"{url}: videos are {H} high x {W} wide but data.height={self.height} data.width={self.width}; "
+                "set data.height / data.width to the shards' size or prepare them at that size"
             )
 
     def clip(self, index: int) -> dict:

@@ -204,6 +204,14 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
                 grad_accum=cfg.trainer.grad_accum,
             )
         typed = validate(cfg)
+        if typed.trainer.grad_accum >= 16 and world == 1:  # a cluster recipe on one process: say what a step is
+            log.warning(
+                "trainer.global_batch=%s on one process: %d micro-batches per step; for a first run on one GPU add "
+                "debug=%s_1gpu (a small global batch, few steps)",
+                typed.trainer.global_batch,
+                typed.trainer.grad_accum,
+                typed.stage.name,
+            )
         check_inputs(typed)
         # resuming another config's checkpoints is refused in the loop too, but only after config.yaml
         # (the old run's record) was overwritten: check here, before writing
