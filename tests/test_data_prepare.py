@@ -310,3 +310,30 @@ def test_a_file_name_that_is_not_utf8_is_prepared_not_fatal(videos, tmp_path):
     summary = run_prepare(_cfg(str(src), tmp_path / "out"), tracker={"name": "lk"})
     assert summary["complete"] and summary["num_samples"] == 3 and summary["num_skipped"] == 0, summary
     json.dumps(summary)  # the report holds the name (escaped), not an unencodable string
+
+
+def test_upscaled_sources_are_counted_and_small_ones_can_be_skipped(videos, tmp_path):
+    """Sources smaller than the output size are upscaled and said so (report.json, each sample's meta);
+    ``min_source_height`` / ``min_source_width`` skip them instead."""
+    src = tmp_path / "in"
+    src.mkdir()
+    for ext in (".mp4", ".txt"):
+        os.link(os.path.join(videos, GOOD[0] + ext), src / (GOOD[0] + ext))
+    h, w = SOURCE.height, SOURCE.width
+    big = run_prepare(_cfg(str(src), tmp_path / "big", height=2 * h, width=2 * w), tracker={"name": "lk"})
+    assert big["num_samples"] == 1 and big["upscaled"] == 1 and big["max_upscale"] == 2.0, big
+    small = run_prepare(_cfg(str(src), tmp_path / "small"), tracker={"name": "lk"})
+    assert small["upscaled"] == 0 and small["max_upscale"] == 1.0
+    kept = run_prepare(_cfg(str(src), tmp_path / "min", min_source_height=h + 1), tracker={"name": "lk"})
+    assert kept["num_samples"] == 0 and kept["skipped_by_reason"] == {"low_resolution": 1}
+
+
+def test_the_progress_bar_counts_videos(videos, tmp_path, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    for stem in GOOD[:3]:
+        for ext in (".mp4", ".txt"):
+            os.link(os.path.join(videos, stem + ext), src / (stem + ext))
+    run_prepare(_cfg(str(src), tmp_path / "out", progress=True, samples_per_shard=64), tracker={"name": "lk"})
+    err = capsys.readouterr().err
+    assert "videos:" in err and "0/3" in err and "3/3" in err, err[-500:]  # one shard of three videos

@@ -55,6 +55,12 @@ def main(cfg: DictConfig) -> None:
         raise SystemExit(f"error: {err}") from None  # one line naming the input / component, exit status 1
     brief = {k: summary[k] for k in ("complete", "num_inputs", "num_samples", "num_skipped", "skipped_by_reason")}
     print(json.dumps(brief, indent=1))
+    if summary["upscaled"]:
+        print(
+            f"note: {summary['upscaled']} of {summary['num_samples']} samples come from sources smaller than "
+            f"{pcfg.width}x{pcfg.height}, upscaled up to {summary['max_upscale']:.1f}x; skip them with "
+            "min_source_height= / min_source_width=, or prepare at a smaller height= / width="
+        )
     print(f"report: {pcfg.output}/report.json")
     if summary["complete"] and summary["num_inputs"] and not summary["num_samples"]:
         # every input skipped is a setup error (an encoder that does not load, a wrong size), not data

@@ -61,6 +61,10 @@ class PrepareConfig:
     max_aspect: float = 2.0
     min_source_fps: float = 15.0  # below the target rate frames would be duplicated: reject
     max_source_fps: float = 240.0
+    # sources smaller than this are skipped (reason low_resolution); 0: any size, smaller ones are upscaled
+    # to height x width and counted in report.json (upscaled)
+    min_source_height: int = 0
+    min_source_width: int = 0
     grid_size: int = 50
     min_visible_fraction: float = 0.05  # of (frame, track) entries; lower means the tracker failed
     samples_per_shard: int = 64
@@ -248,24 +252,25 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
         with open(crashed_path) as f:
             crashed = set(json.load(f))
 
-    bar = tqdm(total=len(pending), desc="shards", unit="shard", disable=not cfg.progress)
+    # counts videos, each as its worker finishes it (a shard of 64 takes minutes)
+    bar = tqdm(total=sum(len(shards[k]) for k in pending), desc="videos", unit="video", disable=not cfg.progress)
     counts = Counter()
 
     def done(report: dict) -> None:
         counts["samples"] += report["num_samples"]
         counts["skipped"] += len(report["skipped"])
-        bar.update(1)
-        bar.set_postfix(samples=counts["samples"], skipped=counts["skipped"])
+        counts["upscaled"] += report.get("upscaled", 0)
+        bar.set_postfix(samples=counts["samples"], skipped=counts["skipped"], upscaled=counts["upscaled"])
 
     if cfg.num_workers == 0:
-        worker.init_worker(cfg, specs, in_pool=False)
+        worker.init_worker(cfg, specs, in_pool=False, tick=lambda: bar.update(1))
         for k in pending:
             done(worker.run_shard(k, shards[k], sorted(crashed)))
     else:
-        broken = _run_pool(cfg, specs, shards, pending, crashed, done, max_workers=cfg.num_workers)
+        broken = _run_pool(cfg, specs, shards, pending, crashed, done, max_workers=cfg.num_workers, bar=bar)
         for k in broken:  # re-run the shards a crash interrupted, one at a time, to find the culprit
             while True:
-                if not _run_pool(cfg, specs, shards, [k], crashed, done, max_workers=1):
+                if not _run_pool(cfg, specs, shards, [k], crashed, done, max_workers=1, bar=bar):
                     break
                 marker = os.path.join(cfg.output, ".progress", cfg.shard_pattern.format(k) + ".current")
                 culprit = None
@@ -285,20 +290,38 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
     return write_summary(cfg, shards)
 
 
-def _run_pool(cfg, specs, shards, todo, crashed, done, *, max_workers: int) -> list[int]:
-    """Run shards in a process pool; returns the shards left unfinished by a worker crash."""
+def _run_pool(cfg, specs, shards, todo, crashed, done, *, max_workers: int, bar) -> list[int]:
+    """Run shards in a process pool; returns the shards left unfinished by a worker crash. Workers put a
+    tick on a queue per video, which moves ``bar`` while their shards run."""
     if not todo:
         return []
     ctx = mp.get_context(cfg.start_method)
-    with cf.ProcessPoolExecutor(
-        min(max_workers, len(todo)), mp_context=ctx, initializer=worker.init_worker, initargs=(cfg, specs)
-    ) as pool:
-        futures = {pool.submit(worker.run_shard, k, shards[k], sorted(crashed)): k for k in todo}
-        try:
-            for fut in cf.as_completed(futures):
-                done(fut.result())
-        except BrokenProcessPool:
-            return sorted(k for f, k in futures.items() if not f.done() or f.exception() is not None)
+    with ctx.Manager() as manager:
+        ticks = manager.Queue()
+
+        def drain() -> None:
+            while not ticks.empty():
+                ticks.get_nowait()
+                bar.update(1)
+
+        with cf.ProcessPoolExecutor(
+            min(max_workers, len(todo)),
+            mp_context=ctx,
+            initializer=worker.init_worker,
+            initargs=(cfg, specs, True, ticks),
+        ) as pool:
+            futures = {pool.submit(worker.run_shard, k, shards[k], sorted(crashed)): k for k in todo}
+            waiting = set(futures)
+            try:
+                while waiting:
+                    finished, waiting = cf.wait(waiting, timeout=0.5, return_when=cf.FIRST_COMPLETED)
+                    drain()
+                    for fut in finished:
+                        done(fut.result())
+            except BrokenProcessPool:
+                drain()
+                return sorted(k for f, k in futures.items() if not f.done() or f.exception() is not None)
+            drain()
     return []
 
 
@@ -334,6 +357,9 @@ def write_summary(cfg: PrepareConfig, shards: list[list[Item]]) -> dict:
         "num_skipped": len(skipped),
         "skipped_by_reason": dict(sorted(Counter(s["reason"].split(":", 1)[0] for s in skipped).items())),
         "skipped": skipped,
+        # sources smaller than height x width, scaled up to it (how much: each sample's meta "upscale")
+        "upscaled": sum(r.get("upscaled", 0) for r in finished),
+        "max_upscale": max([r.get("max_upscale", 1.0) for r in finished], default=1.0),
         "shards": [{"name": r["name"], "num_samples": r["num_samples"]} for r in finished],
     }
     tmp = os.path.join(cfg.output, "report.json.tmp")

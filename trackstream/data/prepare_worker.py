@@ -93,7 +93,7 @@ def check_component(spec, kind: str) -> None:
             )
 
 
-def init_worker(cfg, specs: dict, in_pool: bool = True) -> None:
+def init_worker(cfg, specs: dict, in_pool: bool = True, tick=None) -> None:
     """Process initializer: keep the config, build components lazily on first use."""
     if in_pool and cfg.start_method != "fork":
         # One worker process per core: torch's intra-op pool would oversubscribe the machine.
@@ -101,7 +101,14 @@ def init_worker(cfg, specs: dict, in_pool: bool = True) -> None:
         # pool inherited through fork can deadlock.
         torch.set_num_threads(1)
     _STATE.clear()
-    _STATE.update(cfg=cfg, specs=specs, built={})
+    # tick: called once per video done (the parent's progress bar: a callable, or a queue from the pool)
+    if tick is not None and hasattr(tick, "put"):  # the pool's queue: one item per video
+        queue = tick
+
+        def tick() -> None:
+            queue.put(1)
+
+    _STATE.update(cfg=cfg, specs=specs, built={}, tick=tick)
 
 
 def _component(kind: str):
@@ -127,6 +134,11 @@ def process_item(item, cfg) -> dict:
         raise Skip(f"bad_fps: {info.fps}")
     if info.fps < cfg.min_source_fps:
         raise Skip(f"low_fps: {info.fps:.3f} < min_source_fps={cfg.min_source_fps}")
+    if info.height < cfg.min_source_height or info.width < cfg.min_source_width:
+        raise Skip(
+            f"low_resolution: {info.width}x{info.height} < min_source_width x min_source_height = "
+            f"{cfg.min_source_width}x{cfg.min_source_height}"
+        )
     aspect = info.width / max(info.height, 1)
     if not cfg.min_aspect <= aspect <= cfg.max_aspect:
         raise Skip(
@@ -141,6 +153,7 @@ def process_item(item, cfg) -> dict:
         raise Skip(f"decode_error: {e}") from None
     if len(frames) < cfg.num_frames:
         raise Skip(f"too_short: decoded {len(frames)} frames < num_frames={cfg.num_frames}")
+    upscale = max(cfg.height / frames.shape[1], cfg.width / frames.shape[2])  # resize_center_crop's cover scale
     frames = resize_center_crop(frames, height=cfg.height, width=cfg.width)
     tracker = _component("tracker")
     tracks, vis = tracker.track(frames, grid_queries(cfg.height, cfg.width, cfg.grid_size))
@@ -150,6 +163,7 @@ def process_item(item, cfg) -> dict:
     if vis.mean() < cfg.min_visible_fraction:
         raise Skip(f"few_visible_tracks: {vis.mean():.3f} < min_visible_fraction={cfg.min_visible_fraction}")
     out = {"frames": frames, "tracks": tracks, "visibility": vis, "info": info, "tracker": type(tracker).__name__}
+    out["upscale"] = round(upscale, 3) if upscale > 1 else 1.0
     encoder = _component("latent_encoder")
     if encoder is not None:
         with torch.no_grad():
@@ -196,13 +210,15 @@ def run_shard(shard_id: int, items: list, crashed: list[str]) -> dict:
             skipped.append({"path": item.rel, "reason": str(s)})
         except Exception as e:  # the job must survive any single file
             skipped.append({"path": item.rel, "reason": f"error: {type(e).__name__}: {' '.join(str(e).split())[:300]}"})
+        if _STATE.get("tick") is not None:
+            _STATE["tick"]()
     try:
         embs = _text_embeddings([it.caption for it, _ in good], cfg)
     except Exception as e:
         reason = f"error: text encoder failed for this shard: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
         skipped += [{"path": it.rel, "reason": reason} for it, _ in good]
         good, embs = [], []
-    samples, keys, ids = [], set(), []
+    samples, keys, ids, ups = [], set(), [], []
     for (item, res), emb in zip(good, embs):
         if _STATE["specs"].get("text_encoder") is not None and emb is None:
             skipped.append({"path": item.rel, "reason": "nan_text_emb: text encoder returned non-finite values"})
@@ -224,6 +240,7 @@ def run_shard(shard_id: int, items: list, crashed: list[str]) -> dict:
             "source_fps": round(info.fps, 4),
             "source_num_frames": info.num_frames,
             "source_size": [info.height, info.width],
+            "upscale": res["upscale"],  # > 1: the source was smaller than height x width
         }
         samples.append(
             encode_sample(
@@ -240,10 +257,13 @@ def run_shard(shard_id: int, items: list, crashed: list[str]) -> dict:
             )
         )
         ids.append(item.rel)
+        if res["upscale"] > 1:
+            ups.append(res["upscale"])
     tar_path = os.path.join(cfg.output, name + ".tar")
     if samples:
         write_shard_atomic(tar_path, samples)
     report = {"name": name, "shard": shard_id, "num_samples": len(samples), "samples": ids, "skipped": skipped}
+    report.update(upscaled=len(ups), max_upscale=max(ups, default=1.0))
     tmp = os.path.join(cfg.output, name + ".json.tmp")
     with open(tmp, "w") as f:
         json.dump(report, f, indent=1, sort_keys=True)
