@@ -348,7 +348,7 @@ def test_torchrun_template_starts_one_torchrun_per_node(tmp_path):
         "--nnodes=2",
         "--nproc_per_node=8",
         "--rdzv_backend=c10d",
-        "--rdzv_endpoint=gpu03:29500",
+        f"--rdzv_endpoint=gpu03:{20000 + int(JOB) % 20000}",  # the job's port: two jobs on a node do not collide
         f"--rdzv_id={JOB}",
         "-m",
         "trackstream.train",
@@ -424,6 +424,11 @@ def _chain(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Completed
     return r, calls
 
 
+def LOG(runs: Path) -> str:
+    """The log option every submission carries: the job's log under the run root, not the repository."""
+    return f"--output={runs}/slurm/%x-%j.out"
+
+
 def test_chain_submits_four_dependent_jobs_each_given_the_previous_outputs(tmp_path):
     r, calls = _chain(
         tmp_path,
@@ -441,11 +446,17 @@ def test_chain_submits_four_dependent_jobs_each_given_the_previous_outputs(tmp_p
     student = runs / "tiny_ode_init/103/export/student"
     after = ["--kill-on-invalid-dep=yes"]
     assert calls == [
-        [f"--export=ALL,EXPERIMENT=tiny_teacher,RUN_ROOT={runs}", "slurm/teacher.sbatch", "paths.data_dir=/data"],
+        [
+            f"--export=ALL,EXPERIMENT=tiny_teacher,RUN_ROOT={runs}",
+            LOG(runs),
+            "slurm/teacher.sbatch",
+            "paths.data_dir=/data",
+        ],
         [
             "--dependency=afterok:101",
             *after,
             f"--export=ALL,EXPERIMENT=tiny_ode_init,RUN_ROOT={runs}",
+            LOG(runs),
             "slurm/ode_pairs.sbatch",
             f"stage.teacher={teacher}",
             "paths.data_dir=/data",
@@ -454,6 +465,7 @@ def test_chain_submits_four_dependent_jobs_each_given_the_previous_outputs(tmp_p
             "--dependency=afterok:102",
             *after,
             f"--export=ALL,EXPERIMENT=tiny_ode_init,RUN_ROOT={runs}",
+            LOG(runs),
             "slurm/ode_init.sbatch",
             f"stage.teacher={teacher}",
             f"stage.pairs={pairs}",
@@ -463,6 +475,7 @@ def test_chain_submits_four_dependent_jobs_each_given_the_previous_outputs(tmp_p
             "--dependency=afterok:103",
             *after,
             f"--export=ALL,EXPERIMENT=tiny_dmd,RUN_ROOT={runs}",
+            LOG(runs),
             "--nodes=1",
             "--time=2:00:00",
             "slurm/dmd.sbatch",
@@ -490,6 +503,7 @@ def test_chain_appends_the_rl_stage_after_dmd_when_asked(tmp_path):
         "--dependency=afterok:104",
         "--kill-on-invalid-dep=yes",
         f"--export=ALL,EXPERIMENT=rl_wan1.3b_480p,RUN_ROOT={runs}",
+        LOG(runs),
         "slurm/rl.sbatch",
         f"stage.student={runs}/dmd_wan1.3b_480p/104/export/student",
         f"stage.pairs={runs}/ode_init_wan1.3b_480p/102/ode_pairs",
@@ -560,6 +574,7 @@ def test_chain_default_names_finetune_and_an_existing_teacher(tmp_path):
     ]
     assert calls[0] == [
         f"--export=ALL,EXPERIMENT=ode_init_wan2.2_5b_704p,RUN_ROOT={runs}",
+        LOG(runs),
         "slurm/ode_pairs.sbatch",
         f"stage.teacher={tmp_path / 'exports/teacher'}",
     ]
@@ -636,7 +651,11 @@ def test_each_submitit_preset_composes_into_a_multi_node_requeueable_job(name, t
     assert la._target_ == "hydra_plugins.hydra_submitit_launcher.submitit_launcher.SlurmLauncher"
     assert (la.nodes, la.tasks_per_node, la.gpus_per_node, la.timeout_min) == (nodes, 8, 8, hours * 60)
     assert (la.signal_delay_s, la.max_num_timeout, la.additional_parameters.requeue) == (120, 20, True)
-    assert la.name == experiment and la.setup == ["export WANDB_MODE=offline", "export OMP_NUM_THREADS=12"]
+    assert la.name == experiment and la.setup == [
+        'test -z "$TRACKSTREAM_SETUP" || . "$TRACKSTREAM_SETUP"',  # the site's setup hook, when given
+        "export WANDB_MODE=offline",
+        "export OMP_NUM_THREADS=12",
+    ]
 
     text, executor = _rendered_sbatch(cfg, tmp_path, monkeypatch)
     flags = {x for x in text.splitlines() if x.startswith("#SBATCH")}
@@ -752,3 +771,56 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
     done = json.loads((run / "results.json").read_text())
     assert done["status"] == "done" and done["resumed_from"].endswith(f"step_{first['step']:08d}"), done
     assert sorted(_losses(run)) == list(range(1, 13))
+
+
+def _submit(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    bin_dir = tmp_path / "bin"
+    _write_tool(bin_dir, "sbatch", FAKE_SBATCH, tmp_path)
+    keep = ("NODES", "GPUS_PER_NODE", "CPUS_PER_GPU", "MEM", "TIME", "RUN_ROOT", "LAUNCHER", "SBATCH", "STAGE")
+    full = {k: v for k, v in os.environ.items() if k not in keep}
+    full.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RUN_ROOT=str(tmp_path / "runs"), **env)
+    r = subprocess.run(
+        ["bash", str(SLURM / "submit.sh"), *args], cwd=tmp_path, env=full, capture_output=True, text=True, timeout=60
+    )
+    log = tmp_path / "sbatch.log"
+    calls = [b.splitlines() for b in log.read_text().split("---\n")[1:]] if log.is_file() else []
+    if log.is_file():
+        log.unlink()
+    return r, calls[0] if calls else []
+
+
+def test_submit_takes_resources_from_variables_and_keeps_the_stage_defaults_otherwise(tmp_path):
+    runs = tmp_path / "runs"
+    export = f"--export=ALL,STAGE=dmd,LAUNCHER=srun,RUN_ROOT={runs}"
+    r, call = _submit(tmp_path, "dmd", "stage.teacher=/t")
+    assert r.returncode == 0, r.stderr
+    assert call == [export, LOG(runs), "slurm/dmd.sbatch", "stage.teacher=/t"]  # the file's #SBATCH defaults
+    assert (runs / "slurm").is_dir()  # the log's folder exists before Slurm opens the file
+    r, call = _submit(tmp_path, "dmd", NODES="2", GPUS_PER_NODE="4", CPUS_PER_GPU="16", MEM="480G", TIME="8:00:00")
+    assert call == [
+        export,
+        "--nodes=2",
+        "--gpus-per-node=4",
+        "--ntasks-per-node=4",
+        "--cpus-per-task=16",
+        "--mem=480G",
+        "--time=8:00:00",
+        LOG(runs),
+        "slurm/dmd.sbatch",
+    ]
+    r, call = _submit(tmp_path, "teacher", LAUNCHER="torchrun", GPUS_PER_NODE="4", CPUS_PER_GPU="16")
+    assert call[1:5] == ["--gpus-per-node=4", "--ntasks-per-node=1", "--cpus-per-task=64", LOG(runs)]
+    assert call[5] == "slurm/teacher_torchrun.sbatch" and "LAUNCHER=torchrun" in call[0]
+    r, call = _submit(tmp_path, "distill")
+    assert r.returncode == 2 and call == [] and "teacher|ode_pairs|ode_init|dmd|rl" in r.stderr
+
+
+def test_stage_sources_the_site_setup_and_logs_into_the_run_directory(tmp_path):
+    setup = tmp_path / "site.sh"
+    setup.write_text('export WANDB_MODE=from-site\n[ -z "$UNSET_IN_SITE_SCRIPTS" ]\n')  # reads an unset var
+    run_dir = tmp_path / "run"
+    r = _batch("stage.sbatch", tmp_path, STAGE="dmd", RUN_DIR=str(run_dir), TRACKSTREAM_SETUP=str(setup))
+    assert r.returncode == 0, r.stderr
+    assert _srun_calls(tmp_path)[0][1]["WANDB_MODE"] == "from-site"  # the tasks inherit the site's environment
+    log = (run_dir / f"slurm-{JOB}.log").read_text()
+    assert f"[slurm] setup: source {setup}" in log and "[slurm] srun" in log
