@@ -321,6 +321,15 @@ def _prepare(tmp_path, monkeypatch, inputs: Path, *overrides) -> str:
     msg = str(exit_.value.code)
     assert msg.startswith("error: "), msg
     assert not out.exists()  # Hydra made <output>/logs/<time>/.hydra for the run; the refused run removed it
+    import logging
+
+    handlers = [
+        h
+        for lg in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+        for h in getattr(lg, "handlers", [])
+    ]
+    left = [h.baseFilename for h in handlers if str(getattr(h, "baseFilename", "")).startswith(str(out))]
+    assert not left, left  # no log handler writes into the removed folder (it would fail at the next message)
     return _one_line(msg[len("error: ") :])
 
 

@@ -18,6 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackstream.data.prepare_shards import PrepareConfig, PrepareRefused, run_prepare
 from trackstream.data.trackers import tracker_nodes
+from trackstream.models.formats.files import remove_run_folder
 
 COMPONENTS = ("tracker", "text_encoder", "latent_encoder")
 
@@ -74,7 +75,6 @@ def main(cfg: DictConfig) -> None:
 def _remove_own_log_dir(output: str) -> None:
     """A refused run leaves no folder behind: Hydra made ``<output>/logs/<time>/`` (``.hydra/``, the job log)
     for this invocation (and ``<output>`` itself when new); remove what holds nothing else."""
-    import shutil
 
     from hydra.core.hydra_config import HydraConfig
 
@@ -82,7 +82,7 @@ def _remove_own_log_dir(output: str) -> None:
         return
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     if run_dir.is_dir() and all(p.name == ".hydra" or p.suffix == ".log" for p in run_dir.iterdir()):
-        shutil.rmtree(run_dir, ignore_errors=True)
+        remove_run_folder(run_dir)
         for parent in (run_dir.parent, Path(output)):  # logs/, then the output folder, when now empty
             if parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()

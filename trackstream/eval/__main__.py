@@ -2,7 +2,6 @@
 
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from trackstream.eval.conf_nodes import register_nodes
+from trackstream.models.formats.files import remove_run_folder
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_nodes()  # generate.sampler's node (eval.conf_nodes) before Hydra composes conf/eval.yaml
@@ -35,7 +35,7 @@ def main(cfg: DictConfig) -> None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         if fresh:
-            shutil.rmtree(out, ignore_errors=True)
+            remove_run_folder(out)
         print(f"error: {err}", file=sys.stderr)  # refused before generating: the fix, not a traceback
         raise SystemExit(2) from None
 

@@ -24,7 +24,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 from typing import Callable
@@ -35,6 +34,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from trackstream.models.formats.checkpoint import split_subkey
+from trackstream.models.formats.files import remove_run_folder
 from trackstream.models.precision import concrete_precision, resolve_device
 from trackstream.train.checkpoint import TrainingStopped, refuse_foreign_run
 from trackstream.train.config import TrainConfig, register_configs, resolved_container, validate
@@ -186,7 +186,7 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
         return _start_run(cfg, run_dir)
     except RunRefused:
         if fresh:
-            shutil.rmtree(run_dir, ignore_errors=True)
+            remove_run_folder(run_dir)
         elif int(os.environ.get("RANK", "0")) == 0:
             _restore_hydra_records(run_dir)
         raise

@@ -37,6 +37,7 @@ __all__ = [
     "read_safetensors",
     "read_json_file",
     "read_torchscript",
+    "remove_run_folder",
     "one_line",
     "pickle_allowed",
     "pickle_refusal",
@@ -76,6 +77,24 @@ def pickle_refusal(path, what: str, fix: str) -> str:
         f"read by default: if you trust it, set {ALLOW_PICKLE_ENV}=1 (or pass allow_pickle / --allow-pickle) "
         f"to read it once, then {fix}"
     )
+
+
+def remove_run_folder(folder) -> None:
+    """Remove a refused run's folder, first closing and detaching every logging file handler writing
+    inside it (Hydra's job log): a handler left behind would re-create its file, or fail, at the next
+    message once anything closes it."""
+    import logging
+    import shutil
+    from pathlib import Path
+
+    folder = Path(folder).resolve()
+    for logger in [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]:
+        for h in list(getattr(logger, "handlers", [])):
+            name = getattr(h, "baseFilename", None)
+            if name and Path(name).resolve().is_relative_to(folder):
+                logger.removeHandler(h)
+                h.close()
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def read_torchscript(path, *, what: str, map_location="cpu", allow_pickle: bool = False):
