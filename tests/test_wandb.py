@@ -98,9 +98,13 @@ def test_teacher_logs_periodic_figures_sample_videos_and_parameter_counts(tmp_pa
     assert params["dit"]["total"] == params["dit"]["trainable"] == params["all"]["total"] > 0
     assert json.loads((run_dir / "params.json").read_text()) == params
     assert run["summary"]["params/dit/total"] == params["dit"]["total"]
-    (figures,) = _rows_with(run, "eval/epe_with_tracks")  # the periodic evaluation at step 2, also in eval.jsonl
-    assert figures["_step"] == 2 and figures["eval/num_samples"] == 1
-    assert json.loads((run_dir / "eval.jsonl").read_text())["epe_with_tracks"] == figures["eval/epe_with_tracks"]
+    figures = _rows_with(run, "eval/epe_with_tracks")  # the periodic evaluation at step 2, the final one at 3
+    assert [f["_step"] for f in figures] == [2, 3] and figures[0]["eval/num_samples"] == 1
+    rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert [r["epe_with_tracks"] for r in rows] == [f["eval/epe_with_tracks"] for f in figures]
+    # one EPE on the dashboard: the final one, under eval/ (no unprefixed copy in the summary)
+    assert run["summary"]["eval/epe_with_tracks"] == figures[-1]["eval/epe_with_tracks"]
+    assert not any(k.startswith("epe_") for k in run["summary"]) and run["summary"]["run/step"] == 3
     videos = _rows_with(run, "samples/with_tracks/000")  # periodic (2) + final (3) samples, track overlays drawn
     assert [v["_step"] for v in videos] == [2, 3] and videos[0]["samples/with_tracks/000"]["_type"] == "video-file"
     assert not any(k.startswith("eval/") for r in map(json.loads, (run_dir / "metrics.jsonl").open()) for k in r)
@@ -159,7 +163,7 @@ def test_ode_init_samples_the_student_and_logs_its_export_as_an_artifact(source,
 
 def test_dmd_samples_the_student_and_counts_the_frozen_teacher(source, tmp_path):
     run_dir = tmp_path / "dmd"
-    _student_stage(
+    cfg, _ = _student_stage(
         tmp_path,
         run_dir,
         "experiment=tiny_dmd",
@@ -171,7 +175,11 @@ def test_dmd_samples_the_student_and_counts_the_frozen_teacher(source, tmp_path)
     params = run["config"]["params"]
     assert params["teacher"]["total"] > 0 and params["teacher"]["trainable"] == 0
     assert params["all"]["trainable"] == params["generator"]["trainable"] + params["critic"]["trainable"]
-    assert run["group"] is None and run["job_type"] == "dmd" and run["artifacts"] == []  # artifacts off by default
+    # a standalone run is grouped by its experiment; artifacts are off by default
+    assert run["group"] == cfg.task_name and run["job_type"] == "dmd" and run["artifacts"] == []
+    history = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    # the headline is the generator's distribution-matching gap, not its ~1e-10 surrogate loss
+    assert all(r["train/loss"] == r["train/dmd/real_fake_gap"] for r in history if "train/dmd/real_fake_gap" in r)
     _check_student_samples(run, run_dir, [2])
 
 

@@ -133,6 +133,7 @@ def dmd_gradient(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor) 
 class DMDObjective(Objective):
     networks = ("critic", "generator")
     primary = "generator"
+    headline = "dmd/real_fake_gap"  # the generator's distribution-matching gap, not its surrogate loss
 
     def __init__(
         self,

@@ -305,7 +305,7 @@ def summary_line(summary: dict, run_dir: Path) -> str:
     parts = [f"{summary.get('status')} at step {summary.get('step')}"]
     loss = (summary.get("last_metrics") or {}).get("train/loss")
     if loss is not None:
-        parts.append(f"loss {float(loss):.4f}")
+        parts.append(f"loss {float(loss):.4g}")
     if "epe_with_tracks" in summary:
         parts.append(
             f"EPE with / without tracks {summary['epe_with_tracks']:.2f} / "

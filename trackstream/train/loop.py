@@ -138,6 +138,7 @@ def train(
     last_metrics: dict = {}
     status, saved_at = "done", -1
     primary = objective.primary_name()
+    headline = f"train/{objective.headline or f'loss/{primary}'}"  # what train/loss (and the bar) shows
 
     with PreemptionHandler() as preempt:
         while step < cfg.max_steps:
@@ -182,8 +183,8 @@ def train(
             if _every(step, cfg.log_every) or step == cfg.max_steps:
                 means = runtime.reduce_mean({k: v / counts[k] for k, v in sums.items()})
                 scalars = {f"train/{k}": v for k, v in means.items()}
-                if f"train/loss/{primary}" in scalars:
-                    last_primary = scalars[f"train/loss/{primary}"]
+                if headline in scalars:
+                    last_primary = scalars[headline]
                 if last_primary is not None:
                     scalars["train/loss"] = last_primary
                 for name, net in networks.items():

@@ -81,12 +81,13 @@ def setup_logging(*, is_main: bool, level: str = "INFO", log_file: Path | None =
 def run_identity(
     cfg: WandbConfig, *, stage: str | None, experiment: str | None, environ: Mapping[str, str] | None = None
 ) -> dict:
-    """W&B ``mode``, ``group``, ``job_type`` and ``tags`` of a run: the config's, then the environment's."""
+    """W&B ``mode``, ``group``, ``job_type`` and ``tags`` of a run: the config's, then the environment's; a run
+    no chain groups is grouped by its experiment (runs of one recipe side by side), else its stage."""
     env = os.environ if environ is None else environ
     extra = [t for t in (experiment, stage) if t]
     return {
         "mode": resolve_mode(cfg.mode, env),
-        "group": cfg.group or env.get("WANDB_RUN_GROUP") or None,
+        "group": cfg.group or env.get("WANDB_RUN_GROUP") or experiment or stage,
         "job_type": cfg.job_type or env.get("WANDB_JOB_TYPE") or stage,
         "tags": list(dict.fromkeys([*cfg.tags, *extra])),  # in order, once each
     }
@@ -180,7 +181,10 @@ class MetricLogger:
         if self._wandb is not None:
             self._wandb.log(scalars, step=step)
         if self._bar is not None and "train/loss" in scalars:
-            self._bar.set_postfix(loss=f"{scalars['train/loss']:.4f}", refresh=False)
+            # the headline, and each other network's loss (DMD: the critic's), in significant digits
+            shown = {"loss": f"{scalars['train/loss']:.4g}"}
+            shown.update({k.rsplit("/", 1)[1]: f"{v:.4g}" for k, v in scalars.items() if k.startswith("train/loss/")})
+            self._bar.set_postfix(shown, refresh=False)
 
     def start_at(self, step: int) -> None:
         """After a resume: the bar continues from ``step``."""

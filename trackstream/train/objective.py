@@ -38,6 +38,9 @@ class Objective(abc.ABC):
     #: the network whose loss is logged as ``train/loss`` (default: the first); on steps where it
     #: is not updated, ``train/loss`` repeats its last value
     primary: str | None = None
+    #: a metric of ``loss``'s extras logged as ``train/loss`` instead of the primary network's loss, when that
+    #: loss is a surrogate whose value means nothing (DMD's generator loss is ~1e-10 whatever the gap)
+    headline: str | None = None
 
     def updates(self, step: int) -> Sequence[str]:
         """Networks to update at loop step ``step`` (0-based), in order. Default: all, every step."""

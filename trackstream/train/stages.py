@@ -158,7 +158,10 @@ def train_plan(
         }
         if result.status == "done":
             summary.update(plan.finish(result, logger))
-            logger.log_summary({k: v for k, v in summary.items() if isinstance(v, (int, float))})
+            # the run's own numbers; evaluation figures are in the history under eval/ (the stage logs them)
+            logger.log_summary(
+                {f"run/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and not k.startswith("epe_")}
+            )
             if summary.get("export"):  # the stage's exported network (logger.wandb.log_checkpoints)
                 logger.log_artifact(Path(summary["export"]), metadata={"step": result.step, "stage": stage})
     finally:

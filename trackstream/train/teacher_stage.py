@@ -163,13 +163,8 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
                 step=step,
                 max_clips=min(cfg.eval.periodic_clips, cfg.data.eval_samples),
             )
-            keep = {
-                k: v
-                for k, v in figures.items()
-                if k.startswith(("epe_", "psnr_", "ssim_", "lost_")) and isinstance(v, (int, float))
-            }
             # eval.jsonl and, with W&B, eval/* scalars at this step (rank 0 only)
-            logger.log_eval(step, {"num_samples": figures.get("num_samples"), **keep})
+            logger.log_eval(step, {"num_samples": figures.get("num_samples"), **_scalars(figures)})
 
         hooks.append(Hook(cfg.trainer.sample_every, periodic))
 
@@ -187,6 +182,8 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
                     figures["epe_ground_truth_video"],
                 )
             out.update({k: v for k, v in figures.items() if k.startswith("epe_")})
+            # the final evaluation in the history under the periodic one's prefix (eval/*, the last step)
+            logger.log_eval(result.step, {"num_samples": figures.get("num_samples"), **_scalars(figures)})
         conventions = Conventions(
             clean_first_frame=cfg.stage.clean_first_frame,
             schedule_shift=cfg.schedule.shift,
@@ -206,3 +203,12 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         return out
 
     return StagePlan(objective=objective, networks={"dit": trained}, data=data, hooks=hooks, finish=finish)
+
+
+def _scalars(figures: dict) -> dict:
+    """The evaluation's scalar figures that go to eval.jsonl and W&B (EPE, PSNR, SSIM, lost points)."""
+    return {
+        k: v
+        for k, v in figures.items()
+        if k.startswith(("epe_", "psnr_", "ssim_", "lost_")) and isinstance(v, (int, float))
+    }
