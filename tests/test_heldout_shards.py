@@ -137,8 +137,19 @@ def test_student_sampling_reads_the_heldout_shards(folders, tmp_path):
     # the student trains on 25 frames (2 chunks of 3 latents after the first); the held-out clips hold 17
     student += [f"data.shards={folders['train']}", "trainer.sample_every=2", "eval.enabled=true", "eval.num_frames=17"]
     runtime = init_runtime("single")
-    with pytest.raises(ValueError, match=r"data.eval_shards=null.* or set trainer.sample_every=0"):
-        sampling_clips(typed(tmp_path, *student), runtime)
+    # no held-out shards: the student trains without samples and says so (samples follow the held-out data)
+    assert sampling_clips(typed(tmp_path, *student), runtime) is None
+    with pytest.raises(ValueError, match=r"holds 3 samples but the evaluation reads 9"):  # too few held-out clips
+        sampling_clips(
+            typed(
+                tmp_path,
+                *student,
+                f"data.eval_shards={folders['heldout']}",
+                "data.eval_samples=9",
+                "eval.periodic_clips=9",
+            ),
+            runtime,
+        )
     cfg = typed(tmp_path, *student, f"data.eval_shards={folders['heldout']}", "eval.periodic_clips=2")
     clips = sampling_clips(cfg, runtime)
     assert [c["caption"] for c in clips] == [WORLD.generate(HELDOUT_SEED + i)["caption"] for i in range(2)]

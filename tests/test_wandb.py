@@ -100,8 +100,9 @@ def test_teacher_logs_periodic_figures_sample_videos_and_parameter_counts(tmp_pa
     assert run["summary"]["params/dit/total"] == params["dit"]["total"]
     figures = _rows_with(run, "eval/epe_with_tracks")  # the periodic evaluation at step 2, the final one at 3
     assert [f["_step"] for f in figures] == [2, 3] and figures[0]["eval/num_samples"] == 1
-    rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]
-    assert [r["epe_with_tracks"] for r in rows] == [f["eval/epe_with_tracks"] for f in figures]
+    rows = [json.loads(x) for x in (run_dir / "eval.jsonl").read_text().splitlines()]  # the periodic curve
+    assert [r["epe_with_tracks"] for r in rows] == [figures[0]["eval/epe_with_tracks"]]
+    assert json.loads((run_dir / "eval.json").read_text())["epe_with_tracks"] == figures[1]["eval/epe_with_tracks"]
     # one EPE on the dashboard: the final one, under eval/ (no unprefixed copy in the summary)
     assert run["summary"]["eval/epe_with_tracks"] == figures[-1]["eval/epe_with_tracks"]
     assert not any(k.startswith("epe_") for k in run["summary"]) and run["summary"]["run/step"] == 3

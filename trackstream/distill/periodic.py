@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -36,6 +37,8 @@ from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
 from trackstream.train.parallel import unwrap
 from trackstream.train.stages import StagePlan
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
@@ -75,6 +78,13 @@ def sampling_clips(cfg: "TrainConfig", runtime: Runtime) -> list[dict] | None:
             "trainer.sample_every > 0 with parallel.strategy=deepspeed: the student is streamed outside the "
             "engine's forward; set trainer.sample_every=0 (or eval.enabled=false) and evaluate the export"
         )
+    if cfg.data.source == "shards" and not cfg.data.eval_shards:  # samples need held-out clips of the user's data
+        log.warning(
+            "no student samples: data.eval_shards is not set (held-out clips prepared like data.shards); "
+            "set it to see the student stream every trainer.sample_every=%d steps",
+            cfg.trainer.sample_every,
+        )
+        return None
     n = min(cfg.eval.periodic_clips, cfg.data.eval_samples)
     data = dataclasses.replace(cfg.data, num_frames=cfg.eval.num_frames or cfg.data.num_frames, eval_samples=n)
     check_heldout(data, disable="trainer.sample_every=0 (or eval.enabled=false)")

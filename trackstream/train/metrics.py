@@ -203,13 +203,15 @@ class MetricLogger:
 
             self._wandb.log({key: wandb.Video(str(path), caption=caption, fps=fps, format="mp4")}, step=step)
 
-    def log_eval(self, step: int, figures: dict, *, prefix: str = "eval") -> None:
-        """A periodic held-out evaluation: one ``eval.jsonl`` row (``{"step", **figures}``) and, on W&B,
-        the numeric figures as ``<prefix>/<name>`` at ``step``. Not in ``metrics.jsonl`` (training rows only)."""
+    def log_eval(self, step: int, figures: dict, *, prefix: str = "eval", periodic: bool = True) -> None:
+        """A held-out evaluation: on W&B the numeric figures as ``<prefix>/<name>`` at ``step``; a periodic one
+        also as an ``eval.jsonl`` row (``{"step", **figures}``: the curve of one protocol; the final evaluation
+        has its own file). Not in ``metrics.jsonl`` (training rows only)."""
         if not self.is_main:
             return
-        with open(self.run_dir / "eval.jsonl", "a") as f:
-            f.write(json.dumps({"step": int(step), **figures}) + "\n")
+        if periodic:
+            with open(self.run_dir / "eval.jsonl", "a") as f:
+                f.write(json.dumps({"step": int(step), **figures}) + "\n")
         if self._wandb is not None:
             numbers = {f"{prefix}/{k}": float(v) for k, v in figures.items() if isinstance(v, (int, float))}
             self._wandb.log(numbers, step=step)

@@ -183,7 +183,9 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
                 )
             out.update({k: v for k, v in figures.items() if k.startswith("epe_")})
             # the final evaluation in the history under the periodic one's prefix (eval/*, the last step)
-            logger.log_eval(result.step, {"num_samples": figures.get("num_samples"), **_scalars(figures)})
+            logger.log_eval(
+                result.step, {"num_samples": figures.get("num_samples"), **_scalars(figures)}, periodic=False
+            )
         conventions = Conventions(
             clean_first_frame=cfg.stage.clean_first_frame,
             schedule_shift=cfg.schedule.shift,
