@@ -262,7 +262,12 @@ def test_wandb_offline_logs_scalars_and_a_video_file_without_moviepy(tmp_path, m
         config={"a": 1},
     )
     logger.log(1, {"train/loss": 1.0})
+    import wandb
+
+    warned = []
+    monkeypatch.setattr(wandb, "termwarn", lambda msg, *a, **k: warned.append(msg))
     logger.log_video(1, "samples/with_tracks/000", video, caption="t")
+    assert not warned, warned  # a file's own frame rate: no "fps is ignored" line per video
     logger.close()
     runs = list((tmp_path / "wandb").glob("offline-run-*"))
     assert len(runs) == 1 and any(runs[0].rglob("*.mp4"))

@@ -166,7 +166,7 @@ def with_student_samples(
                 )
                 for i, path in enumerate(paths):
                     caption = f"{tag}: ground truth | tracks | no tracks"
-                    logger.log_video(step, f"samples/student/{i:03d}", path, caption=caption, fps=cfg.data.fps)
+                    logger.log_video(step, f"samples/student/{i:03d}", path, caption=caption)
         runtime.barrier()
 
     finish = plan.finish

@@ -196,12 +196,13 @@ class MetricLogger:
         if self._bar is not None:
             self._bar.update(n)
 
-    def log_video(self, step: int, key: str, path: Path, *, caption: str | None = None, fps: int = 8) -> None:
+    def log_video(self, step: int, key: str, path: Path, *, caption: str | None = None) -> None:
         """A video already written to ``path`` (mp4); W&B only, the file stays in the run dir."""
         if self._wandb is not None:
             import wandb
 
-            self._wandb.log({key: wandb.Video(str(path), caption=caption, fps=fps, format="mp4")}, step=step)
+            # a file keeps the frame rate it was written with (wandb warns that fps= is ignored for files)
+            self._wandb.log({key: wandb.Video(str(path), caption=caption, format="mp4")}, step=step)
 
     def log_eval(self, step: int, figures: dict, *, prefix: str = "eval", periodic: bool = True) -> None:
         """A held-out evaluation: on W&B the numeric figures as ``<prefix>/<name>`` at ``step``; a periodic one

@@ -146,9 +146,7 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
                 )
             module.train(was_training)
             for v in figures.get("videos", []):  # W&B (if enabled) gets them by file path
-                logger.log_video(
-                    step, f"samples/{v['mode']}/{v['clip']:03d}", Path(v["path"]), caption=tag, fps=cfg.data.fps
-                )
+                logger.log_video(step, f"samples/{v['mode']}/{v['clip']:03d}", Path(v["path"]), caption=tag)
         runtime.barrier()
         return figures
 
