@@ -82,6 +82,11 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
     assert rows["codec_round_trip"]["psnr"] != rows["oracle_copier"]["psnr"]
     table = (out / "table.md").read_text()
     assert "| student (with tracks) |" in table and "not FVD" in table
+    # speed beside quality: frames/s and network evaluations per video of each network row
+    assert "frames/s ↑" in table and "NFE / video ↓" in table and "on cpu, fp32" in table
+    assert rows["teacher (with tracks)"]["nfe"] == 2 * 3  # 2 steps x joint guidance's 3 terms
+    assert rows["student (with tracks)"]["nfe"] > 0 and rows["student (with tracks)"]["frames_per_s"] > 0
+    assert "nfe" not in rows["ground_truth"]
     for plot in ("epe.png", "psnr.png", "epe_per_frame.png", "overlay_frozen.png"):
         assert (out / "plots" / plot).is_file()
 

@@ -62,6 +62,13 @@ class SamplerConfig:
         if self.solver not in SOLVERS:
             raise ValueError(f"sampler.solver={self.solver!r}; choose one of {SOLVERS}")
 
+    @property
+    def nfe(self) -> int:
+        """Network evaluations per video: each guided step evaluates one term per guidance term (batched);
+        heun evaluates twice per step but the last (``sample``)."""
+        evaluations = self.steps if self.solver == "euler" else 2 * self.steps - 1
+        return nfe_per_step(self.guidance.mode) * evaluations
+
 
 @dataclass
 class Condition:

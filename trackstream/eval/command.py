@@ -182,12 +182,26 @@ def slug(row: str) -> str:
     return row.replace(" (", "_").replace(")", "").replace(" ", "_")
 
 
+def _speed_note(cfg: EvalCommandConfig) -> str:
+    from trackstream.models.precision import precision_name
+
+    device, dtype = cfg.generate.precision()
+    return (
+        f"; frames/s of the generation (decoding included, the first video left out) on {device}, {precision_name(dtype)}"
+    )
+
+
+SPEED_COLUMNS = {"frames_per_s": "frames/s ↑", "nfe": "NFE / video ↓"}  # on this run's device and dtype
+
+
 def _table(results: dict, metrics: list[str]) -> str:
     cols = [m for m in metrics if any(m in r for r in results.values())]
-    head = "| row | " + " | ".join(f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in cols) + " |"
+    cols += [c for c in SPEED_COLUMNS if any(c in r for r in results.values())]
+    names = [SPEED_COLUMNS[m] if m in SPEED_COLUMNS else f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in cols]
+    head = "| row | " + " | ".join(names) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for row, r in results.items():
-        cells = [f"{r[m]:.4g}" if isinstance(r.get(m), float) and np.isfinite(r[m]) else "–" for m in cols]
+        cells = [f"{r[m]:.4g}" if isinstance(r.get(m), (int, float)) and np.isfinite(r[m]) else "–" for m in cols]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -291,18 +305,27 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
         "x".join(map(str, samples[0].frames.shape[1:3])),
     )
     rows: dict[str, dict[str, np.ndarray]] = {}
+    speeds: dict[str, dict] = {}  # row -> frames/s and NFE of a network run
     for name, run in cfg.named_runs().items():
         kind = kinds[name]
         for mode in cfg.modes if kind != "videos" else ["videos"]:
             row = name if kind == "videos" or len(cfg.modes) == 1 else f"{name} ({mode.replace('_', ' ')})"
             log.info("generating %s: %s", row, run)
-            rows[row] = generate_videos(run, samples, mode=mode if kind != "videos" else MODES[0], cfg=cfg.generate)
+            speed: dict = {}
+            rows[row] = generate_videos(
+                run, samples, mode=mode if kind != "videos" else MODES[0], cfg=cfg.generate, speed=speed
+            )
+            if speed:
+                speeds[row] = speed
+                log.info("%s: %.2f frames/s, %d NFE per video", row, speed["frames_per_s"], speed["nfe"])
             if cfg.save_videos:  # written as made: a later failure keeps them
                 write_video_folder(out / "videos" / slug(row), rows[row], samples, fps=cfg.fps)
     codec_refs = [r for r in cfg.references if r in CODEC_REFERENCES]
     refs = reference_rows(samples, codec=_reference_codec(cfg) if codec_refs else None)
     rows.update({k: refs[k] for k in cfg.references if k in refs})
     results = score_rows(rows, samples, metrics=list(cfg.metrics), tracker=tracker, extractors=ext)
+    for row, speed in speeds.items():
+        results[row].update(speed)
     out.mkdir(parents=True, exist_ok=True)
     table = _table(results, list(cfg.metrics))
     plots = _plots(out, results, list(cfg.metrics), samples, rows)
@@ -321,6 +344,7 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
         f"\n\n{len(samples)} samples of benchmark `{cfg.benchmark.name}`; EPE by `{cfg.tracker.name}` (px at "
         f"{samples[0].frames.shape[2]}x{samples[0].frames.shape[1]})"
         + ("; proxy_fvd = Fréchet distance on the run's codec features, not FVD" if "proxy_fvd" in cfg.metrics else "")
+        + (_speed_note(cfg) if speeds else "")
     )
     (out / "table.md").write_text(table + note + "\n")
     if cfg.wandb.get("enabled"):

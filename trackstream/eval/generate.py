@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,7 +125,7 @@ def _setup(run: Path, cfg: GenerateConfig):
 
 
 @torch.no_grad()
-def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -> dict[str, np.ndarray]:
+def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, times: list) -> tuple[dict, int]:
     from trackstream.models.tracks import sample_track_ids
     from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
 
@@ -138,8 +139,9 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
         compile=cfg.compile,
         overlap_decode=True,
     )  # recorded tracks: asking one chunk ahead costs nothing
-    out = {}
+    out, nfe = {}, 0
     for i, s in enumerate(samples):
+        t0 = _synchronised_clock(engine.device)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # CPU: the same draws on any device
         text, lens = conditioner.text([s.caption])
         ids = sample_track_ids(1, s.tracks.shape[1], generator=g)
@@ -156,13 +158,15 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
             else None
         )
         n = engine.causal.num_chunks(1 + (s.frames.shape[0] - 1) // 4)
-        frames, _, _ = collect(engine.stream(state, source, num_chunks=n))
+        frames, _, chunks = collect(engine.stream(state, source, num_chunks=n))
         out[s.id] = _frames(frames[0])[: s.frames.shape[0]]
-    return out
+        times.append((out[s.id].shape[0], _synchronised_clock(engine.device) - t0))
+        nfe = sum(c.nfe for c in chunks)
+    return out, nfe
 
 
 @torch.no_grad()
-def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -> dict[str, np.ndarray]:
+def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, times: list) -> tuple[dict, int]:
     from trackstream.diffusion.samplers import Condition, sample
     from trackstream.models.conditioner import encode_motion
     from trackstream.models.tracks import sample_track_ids
@@ -174,6 +178,7 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
     device = next(net.parameters()).device  # where load_export put it; every input below goes there
     out = {}
     for i, s in enumerate(samples):
+        t0 = _synchronised_clock(device)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # CPU: the same draws on any device
         first = _tensor_first_frame(s, device)
         T, (H, W) = s.frames.shape[0], s.frames.shape[1:3]
@@ -208,11 +213,17 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig) -
         )
         lat = sample(net, noise, cond, cfg=cfg.sampler, shift=shift)
         out[s.id] = _frames(codec.decode(lat)[0].float())  # the codec casts its input to its own dtype
-    return out
+        times.append((out[s.id].shape[0], _synchronised_clock(device) - t0))
+    return out, cfg.sampler.nfe
 
 
-def generate_videos(run: str | Path, samples: list[Sample], *, mode: str, cfg: GenerateConfig) -> dict[str, np.ndarray]:
-    """{sample id: uint8 [T, H, W, 3]} for one run and one mode (see the module docstring)."""
+def generate_videos(
+    run: str | Path, samples: list[Sample], *, mode: str, cfg: GenerateConfig, speed: dict | None = None
+) -> dict[str, np.ndarray]:
+    """{sample id: uint8 [T, H, W, 3]} for one run and one mode (see the module docstring). ``speed``, when
+    given, receives ``frames_per_s`` (generated frames over the synchronised generation time, decoding
+    included, the first video's warm-up left out when there are several) and ``nfe`` (network evaluations
+    per video) of a network run."""
     if mode not in MODES:
         raise ValueError(f"mode={mode!r}; choose one of {MODES}")
     kind = run_kind(run)
@@ -226,4 +237,15 @@ def generate_videos(run: str | Path, samples: list[Sample], *, mode: str, cfg: G
                 )
             videos[s.id] = videos[s.id][: s.frames.shape[0]]
         return videos
-    return (_student if kind == "student" else _teacher)(Path(run), samples, mode, cfg)
+    times: list[tuple[int, float]] = []  # (frames, seconds) per video
+    out, nfe = (_student if kind == "student" else _teacher)(Path(run), samples, mode, cfg, times)
+    if speed is not None:
+        timed = times[1:] if len(times) > 1 else times
+        speed.update(frames_per_s=sum(f for f, _ in timed) / max(sum(s for _, s in timed), 1e-9), nfe=nfe)
+    return out
+
+
+def _synchronised_clock(device) -> float:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -23,7 +23,7 @@ import torch
 from trackstream.data.clips import ClipPool
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8
-from trackstream.diffusion.samplers import Condition, SamplerConfig, nfe_per_step, sample
+from trackstream.diffusion.samplers import Condition, SamplerConfig, sample
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, frozen_epe, video_psnr, video_ssim
 from trackstream.eval.scorebook import ScoreBook
 from trackstream.models.conditioner import Conditioner, encode_motion
@@ -204,8 +204,7 @@ def evaluate_motion(
         guidance=sampler.guidance.mode,
         w_text=sampler.guidance.w_text,
         w_motion=sampler.guidance.w_motion,
-        nfe_per_video=nfe_per_step(sampler.guidance.mode)
-        * (sampler.steps if sampler.solver == "euler" else 2 * sampler.steps - 1),
+        nfe_per_video=sampler.nfe,
         tracker=cfg.tracker,
         videos=saved,
     )
