@@ -73,6 +73,7 @@ def loads(monkeypatch):
                 "dtype": kwargs.get("dtype"),
                 "dit": net.dit.blocks[0].self_attn.q.weight.dtype,
                 "on": next(net.parameters()).device,
+                "text_encoder": next(cond.text_encoder.parameters()).dtype,
             }
         )
         return net, codec, cond
@@ -129,9 +130,25 @@ def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys
     assert out.stat().st_size > 0
     (call,) = loads
     assert call["device"] == torch.device("cpu") and call["dtype"] == torch.bfloat16 and call["dit"] == torch.bfloat16
+    assert call["text_encoder"] == torch.bfloat16  # the encoders run where and as the network does
     text = capsys.readouterr().out
     assert "cpu, bfloat16" in text and "ms (synchronised)" in text
     assert "frames/s" in text and "chunks 3-4: each chunk layout" in text  # c3s1w1: 3 layouts, chunks 3-4 timed
+
+
+def test_offloaded_encoders_stay_on_the_cpu_in_fp32(export):
+    from trackstream.models.conditioner import load_export
+
+    _, _, cond = load_export(
+        export["student"],
+        codec_name="tiny-ae",
+        codec=str(export["codec"]),
+        device="cpu",
+        dtype="bf16",
+        offload_encoders=True,
+    )
+    p = next(cond.text_encoder.parameters())
+    assert (p.device.type, p.dtype) == ("cpu", torch.float32) and cond.null_text.dtype == torch.float32
 
 
 def test_bf16_stream_is_finite_and_close_to_fp32(export):

@@ -186,9 +186,7 @@ def _speed_note(cfg: EvalCommandConfig) -> str:
     from trackstream.models.precision import precision_name
 
     device, dtype = cfg.generate.precision()
-    return (
-        f"; frames/s of the generation (decoding included, the first video left out) on {device}, {precision_name(dtype)}"
-    )
+    return f"; frames/s of the generation (decoding included, the first video left out) on {device}, {precision_name(dtype)}"
 
 
 SPEED_COLUMNS = {"frames_per_s": "frames/s ↑", "nfe": "NFE / video ↓"}  # on this run's device and dtype

@@ -308,7 +308,12 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     rows = ROW_SETS.get(args.rows) or [r.strip() for r in args.rows.split(",")]
     net, codec, conditioner = load_export(
-        args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
+        args.student,
+        codec_name=args.codec_name,
+        codec=args.codec,
+        device=device,
+        dtype=dtype,
+        offload_encoders=args.offload_encoders,
     )
     engine = StreamingGenerator(
         net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features

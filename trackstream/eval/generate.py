@@ -44,6 +44,7 @@ class GenerateConfig:
     device: str = "auto"  # auto (CUDA when present, else cpu) | cpu | cuda | cuda:N
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp16 | fp32
     compile: bool = False  # students: the compiled streaming step (CUDA graphs on CUDA)
+    offload_encoders: bool = False  # text / image encoders on the CPU in fp32 (default: device and dtype above)
 
     def __post_init__(self) -> None:
         if isinstance(self.codec, dict):
@@ -121,7 +122,14 @@ def _setup(run: Path, cfg: GenerateConfig):
             "folder> (the tiny runs: <teacher run>/codec/codec.pt) and generate.codec.name"
         )
     device, dtype = cfg.precision()
-    return load_export(run, codec_name=cfg.codec.name, codec=cfg.codec.checkpoint, device=device, dtype=dtype)
+    return load_export(
+        run,
+        codec_name=cfg.codec.name,
+        codec=cfg.codec.checkpoint,
+        device=device,
+        dtype=dtype,
+        offload_encoders=cfg.offload_encoders,
+    )
 
 
 @torch.no_grad()

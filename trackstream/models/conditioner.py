@@ -65,7 +65,7 @@ class Conditioner:
         self.codec, self.text_encoder, self.layout, self.device = codec, text_encoder, layout, device
         self.image_feature_mode, self.image_encoder = image_features, image_encoder
         emb, lens = text_encoder.encode([""])
-        self.null_text, self.null_lengths = emb.to(device), lens.to(device)
+        self.null_text, self.null_lengths = emb.float().to(device), lens.to(device)
 
     @classmethod
     def for_network(
@@ -76,14 +76,18 @@ class Conditioner:
         text_encoder,
         device: torch.device,
         image_encoder: nn.Module | None = None,
+        encoder_device: torch.device | None = None,
+        encoder_dtype: torch.dtype | None = None,
     ) -> "Conditioner":
         """The conditioner a network of config ``model`` needs (its layout; CLIP tokens when its flavor
-        has the image branch, loaded from ``model.image_encoder_path`` unless ``image_encoder`` is given)."""
+        has the image branch, loaded from ``model.image_encoder_path`` unless ``image_encoder`` is given,
+        on ``encoder_device`` (default ``device``) in ``encoder_dtype``)."""
         mode = model.image_feature_mode
         if mode == "clip" and image_encoder is None and model.image_encoder_path:
             from trackstream.models.clip_image import load_image_encoder
 
-            image_encoder = load_image_encoder(model.image_encoder_path).to(device)
+            image_encoder = load_image_encoder(model.image_encoder_path, dtype=encoder_dtype)
+            image_encoder = image_encoder.to(encoder_device or device)
         return cls(
             codec=codec,
             text_encoder=text_encoder,
@@ -153,6 +157,7 @@ def load_export(
     codec: str,
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
+    offload_encoders: bool = False,
 ):
     """An exported network folder with what it needs to run, ready for inference: (network, codec,
     conditioner) — the network frozen in eval mode, its codec (``models.codecs`` name + checkpoint /
@@ -161,8 +166,11 @@ def load_export(
 
     ``device`` / ``dtype``: None or "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
     (``models.precision``). The DiT's matmul weights and the codec are cast to ``dtype``; what Wan keeps
-    in fp32 (time embedding, modulation, norms) stays fp32 (``WanModel.cast_for_inference``). This is the
-    one place every command (generation, DragStream, evaluation, the demo, the benches) loads an export.
+    in fp32 (time embedding, modulation, norms) stays fp32 (``WanModel.cast_for_inference``). The text
+    encoder (umT5 for the real networks) and the CLIP image encoder run on ``device`` in ``dtype`` too;
+    ``offload_encoders`` keeps them on the CPU in fp32 instead (a GPU too small for umT5-XXL beside the DiT:
+    encoding a prompt is once per stream). This is the one place every command (generation, DragStream,
+    evaluation, the demo, the benches) loads an export.
     """
     from trackstream.models.codecs import build_codec
     from trackstream.models.motion_wan import load_network, read_network_json
@@ -179,7 +187,14 @@ def load_export(
     text_encoder = build_text_encoder(
         meta["text_encoder"], **({"path": meta["text_encoder_path"]} if meta.get("text_encoder_path") else {})
     )
+    enc_device, enc_dtype = (torch.device("cpu"), torch.float32) if offload_encoders else (device, dtype)
+    text_encoder = text_encoder.to(device=enc_device, dtype=enc_dtype)
     conditioner = Conditioner.for_network(
-        ModelConfig(**meta), codec=frozen_codec, text_encoder=text_encoder, device=device
+        ModelConfig(**meta),
+        codec=frozen_codec,
+        text_encoder=text_encoder,
+        device=device,
+        encoder_device=enc_device,
+        encoder_dtype=enc_dtype,
     )
     return net, frozen_codec, conditioner

@@ -132,7 +132,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         tracks_np, vis_np = load_tracks(args.tracks, args.visibility, height=bgr.shape[0], width=bgr.shape[1])
         net, codec, conditioner = load_export(
-            args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
+            args.student,
+            codec_name=args.codec_name,
+            codec=args.codec,
+            device=device,
+            dtype=dtype,
+            offload_encoders=args.offload_encoders,
         )
         cfg = net.conventions.stream_config(  # a teacher export (no causal conventions) is refused here
             args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window

@@ -69,13 +69,20 @@ def add_codec_args(parser: argparse.ArgumentParser, *, default: str | None = Non
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> None:
-    """--student / --codec / --codec-name, defaulting to the shipped student and its codec."""
+    """--student / --codec / --codec-name (defaulting to the shipped student and its codec) and
+    --offload-encoders: what ``models.conditioner.load_export`` takes."""
     parser.add_argument(
         "--student",
         default=str(SHIPPED_STUDENT),
         help="exported student folder (a stage's export/student); default: the shipped one, assets/tiny-student",
     )
     add_codec_args(parser, default=str(SHIPPED_CODEC), help_default=" (default: assets/tiny-teacher, the student's)")
+    parser.add_argument(
+        "--offload-encoders",
+        action="store_true",
+        help="keep the text and image encoders on the CPU in fp32 (a GPU too small for umT5-XXL beside the DiT); "
+        "default: on --device in --dtype",
+    )
 
 
 def add_tracker_args(parser: argparse.ArgumentParser, *, default: str) -> None:

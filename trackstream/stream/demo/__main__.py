@@ -78,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device,
             dtype=args.dtype,
             compile=args.compile,
+            offload_encoders=args.offload_encoders,
         )
     except ValueError as e:
         print(f"[demo] error: {e}", file=sys.stderr)

@@ -85,6 +85,7 @@ class DemoModel:
         device: str | None = "auto",
         dtype: str | None = "auto",
         compile: bool = False,
+        offload_encoders: bool = False,
     ):
         """``codec``: the codec's weights as ``--codec`` takes them (a file, a Wan release folder or a
         TrackStream release folder: ``models.codecs.codec_checkpoint``). ``device`` / ``dtype``: "auto" is
@@ -104,7 +105,7 @@ class DemoModel:
         dev, dt = resolve_precision(device, dtype)  # refuses cuda without a GPU, unknown dtypes (one line)
         self.device, self.dtype = str(dev), dtype_name(dt)
         net, codec_net, self.conditioner = load_export(
-            student, codec_name=codec_name, codec=str(codec), device=dev, dtype=dt
+            student, codec_name=codec_name, codec=str(codec), device=dev, dtype=dt, offload_encoders=offload_encoders
         )
         # no device= here: the engine runs where load_export put the network
         self.engine = StreamingGenerator(

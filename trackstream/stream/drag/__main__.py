@@ -78,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     if instr.mode == "edit" and before < 1:
         raise ValueError("--before must be >= 1 for an edit: it re-generates the last streamed chunk")
     net, codec, conditioner = load_export(
-        args.student, codec_name=args.codec_name, codec=args.codec, device=device, dtype=dtype
+        args.student,
+        codec_name=args.codec_name,
+        codec=args.codec,
+        device=device,
+        dtype=dtype,
+        offload_encoders=args.offload_encoders,
     )
     engine = StreamingGenerator(
         net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
