@@ -118,3 +118,18 @@ def test_a_parallel_strategy_without_a_launcher_is_a_world_of_one(monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "8")
     world_of_one("fsdp")  # a launcher's world is left as it is
     assert (env["RANK"], env["WORLD_SIZE"]) == ("3", "8")
+
+
+def test_training_and_pairs_take_a_device(tmp_path, capsys):
+    """``trainer.device`` (auto | cpu | cuda) is the device of `trackstream train` and `trackstream pairs`."""
+    from trackstream.train.loop import TrainerConfig
+
+    assert TrainerConfig().device == "auto" and TrainerConfig(device="cpu").device == "cpu"
+    with pytest.raises(ValueError, match="trainer.device='gpu': choose auto, cpu or cuda"):
+        TrainerConfig(device="gpu")
+    if not __import__("torch").cuda.is_available():
+        from trackstream.cli import main
+
+        code = main(["pairs", "experiment=tiny_ode_init", "trainer.device=cuda", f"hydra.run.dir={tmp_path / 'p'}"])
+        assert code == 2 and not (tmp_path / "p").exists()  # refused before anything is written
+        assert "trainer.device='cuda' but no CUDA device" in capsys.readouterr().err

@@ -204,6 +204,7 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
                 grad_accum=cfg.trainer.grad_accum,
             )
         typed = validate(cfg)
+        device = resolve_device(typed.trainer.device, field="trainer.device")  # cuda without a GPU: refused here
         if typed.trainer.grad_accum >= 16 and world == 1:  # a cluster recipe on one process: say what a step is
             log.warning(
                 "trainer.global_batch=%s on one process: %d micro-batches per step; for a first run on one GPU add "
@@ -225,7 +226,7 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
     set_threads(typed.trainer.num_threads)
     configure_determinism(typed.trainer.deterministic)
     # what "auto" means here, once: the DeepSpeed JSON is written before the runtime that uses it
-    precision = concrete_precision(typed.trainer.precision, resolve_device("auto"), training=True)
+    precision = concrete_precision(typed.trainer.precision, device, training=True)
     ds_cfg = None
     if typed.parallel.strategy == "deepspeed":
         ds_cfg = deepspeed_config(
@@ -243,6 +244,7 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
         timeout_minutes=typed.parallel.timeout_minutes,
         deepspeed_config=ds_cfg,
         find_unused_parameters=typed.parallel.find_unused_parameters,
+        device=typed.trainer.device,
     )
     agreed = Path(runtime.broadcast_object(str(run_dir)))
     if agreed != run_dir:

@@ -42,6 +42,7 @@ class TrainerConfig:
     # (global_batch / (data.batch_size x processes)), so a recipe keeps its batch on any GPU count
     global_batch: int | None = None
     precision: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp32 (models.precision)
+    device: str = "auto"  # auto (CUDA when present; a launcher places each process's GPU) | cpu | cuda
     seed: int = 0  # every value is a real seed (0 included)
     log_every: int = 10
     ckpt_every: int = 500  # 0: only at the end (and on preemption)
@@ -60,6 +61,10 @@ class TrainerConfig:
             if getattr(self, name) < 0:
                 raise ValueError(f"trainer.{name}={getattr(self, name)} must be >= 0 (0 disables)")
         self.precision = precision_name(self.precision, field="trainer.precision", training=True)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(
+                f"trainer.device={self.device!r}: choose auto, cpu or cuda (the launcher places each process's GPU)"
+            )
         if self.global_batch is not None and self.global_batch < 1:
             raise ValueError(f"trainer.global_batch={self.global_batch} must be >= 1 or null")
         if self.num_threads is not None and self.num_threads < 1:
