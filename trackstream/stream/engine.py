@@ -82,6 +82,9 @@ class ChunkOutput:
     # with ``timings=True``: synchronised seconds of condition / dit (K passes + commit) / decode / host
     timings: Optional[dict] = None
     ready: Any = field(default=None, repr=False)  # CUDA event of the decode on the side stream (overlap_decode)
+    # when the chunk's frames were done, if known when decoded (no side stream): with overlap_decode the chunk
+    # is handed out after the next one is sampled, and that sampling is not this chunk's latency
+    done: Optional[float] = field(default=None, repr=False)
 
 
 def _tensors(obj: Any, seen: set) -> Iterator[torch.Tensor]:
@@ -292,6 +295,10 @@ class StreamingGenerator:
             frames, decode = self.codec.decode_chunk(x0, state.decode)
             frames = frames.float()
         self._mark(marks)
+        done = None
+        if self._side is None and self.overlap_decode:  # finished here; handed out one chunk later
+            synchronize(self.device)
+            done = time.perf_counter()
         nfe = self.config.nfe_per_chunk(i)
         new = replace(
             state,
@@ -303,7 +310,15 @@ class StreamingGenerator:
             nfe=state.nfe + nfe,
         )
         return ChunkOutput(
-            index=i, frames=frames, latents=x0, pixel_range=(lo, hi), nfe=nfe, seconds=0.0, timings=marks, ready=ready
+            index=i,
+            frames=frames,
+            latents=x0,
+            pixel_range=(lo, hi),
+            nfe=nfe,
+            seconds=0.0,
+            timings=marks,
+            ready=ready,
+            done=done,
         ), new
 
     def _finish(self, out: ChunkOutput) -> ChunkOutput:
@@ -313,7 +328,7 @@ class StreamingGenerator:
         else:
             synchronize(self.device)  # GPU work is queued: without this the time is of the launches only
         marks, out.ready = out.timings, None
-        out.seconds = time.perf_counter() - marks[0]
+        out.seconds = (out.done if out.done is not None else time.perf_counter()) - marks[0]
         assert out.frames.shape[2] == out.pixel_range[1] - out.pixel_range[0], (
             "codec frame count disagrees with the chunk's pixel span"
         )
