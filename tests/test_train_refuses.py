@@ -133,3 +133,20 @@ def test_training_and_pairs_take_a_device(tmp_path, capsys):
         code = main(["pairs", "experiment=tiny_ode_init", "trainer.device=cuda", f"hydra.run.dir={tmp_path / 'p'}"])
         assert code == 2 and not (tmp_path / "p").exists()  # refused before anything is written
         assert "trainer.device='cuda' but no CUDA device" in capsys.readouterr().err
+
+
+def test_a_stage_refusing_its_inputs_leaves_no_run_directory(tmp_path, capsys):
+    """A bad file found while the stage is built (here a teacher export whose network.json lacks its keys):
+    one line, exit 2, and the run directory this run made removed again."""
+    from trackstream.cli import main
+
+    teacher = tmp_path / "teacher"
+    teacher.mkdir()
+    (teacher / "network.json").write_text("{}")
+    run_dir = tmp_path / "run"
+    code = main(
+        ["train", "experiment=tiny_ode_init", "debug=tiny", f"stage.teacher={teacher}", f"hydra.run.dir={run_dir}"]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith(f"error: {teacher}/network.json lacks the key(s)"), err
+    assert not run_dir.exists()

@@ -47,7 +47,7 @@ from trackstream.distill.pair_conditions import PairConditions
 from trackstream.distill.pair_shards import PairSet, pairs_complete
 from trackstream.distill.periodic import sampling_clips, with_student_samples
 from trackstream.models.conditioner import Conditioner
-from trackstream.models.motion_wan import Conventions, ModelConfig, load_network
+from trackstream.models.motion_wan import Conventions, ModelConfig, load_network, read_network_json
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.dist import Runtime
@@ -109,10 +109,6 @@ def teacher_codec(cfg: "TrainConfig", runtime: Runtime, teacher_dir: Path) -> to
     return prepare_frozen(runtime, load_codec_file(cfg.codec, guess))
 
 
-def _network_meta(folder: Path) -> dict:
-    return json.loads((folder / "network.json").read_text())
-
-
 def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
     """This stage must use the teacher's step grid, frame size and text encoder.
 
@@ -122,7 +118,7 @@ def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
     warning (the conditions are then out of the teacher's training distribution)."""
     from omegaconf import OmegaConf
 
-    meta = _network_meta(teacher_dir)["model"]
+    meta = read_network_json(teacher_dir)["model"]
     if cfg.model.text_encoder != meta["text_encoder"]:
         raise ValueError(
             f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
@@ -166,7 +162,7 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
     teacher = prepare_frozen(runtime, load_network(teacher_dir))
     codec = teacher_codec(cfg, runtime, teacher_dir)
     conditioner = Conditioner.for_network(
-        ModelConfig(**_network_meta(teacher_dir)["model"]),
+        ModelConfig(**read_network_json(teacher_dir)["model"]),
         codec=codec,
         text_encoder=load_text_encoder(cfg, runtime),
         device=device,
@@ -175,7 +171,7 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
         cfg,
         conditioner,
         count=st.pool_size or st.ode_pairs.num_pairs,
-        text_dim=int(_network_meta(teacher_dir)["text_encoder_dim"]),
+        text_dim=int(read_network_json(teacher_dir)["text_encoder_dim"]),
     )
     if runtime.is_main:
         log.info(
@@ -258,7 +254,7 @@ def horizon_conditioner(cfg: "TrainConfig", runtime: Runtime, network_dir: Path,
     """The frozen encoders (``codec``, text, image features) of the network in ``network_dir`` for rollouts
     past the teacher's horizon: the long conditions and the windows' re-encoded first frames."""
     return Conditioner.for_network(
-        ModelConfig(**_network_meta(network_dir)["model"]),
+        ModelConfig(**read_network_json(network_dir)["model"]),
         codec=codec,
         text_encoder=text_encoder,
         device=runtime.device,
@@ -267,7 +263,7 @@ def horizon_conditioner(cfg: "TrainConfig", runtime: Runtime, network_dir: Path,
 
 def export_student(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
     """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
-    meta = _network_meta(teacher_dir)
+    meta = read_network_json(teacher_dir)
     teacher = Conventions.from_dict(meta.get("conventions", {}), source=str(teacher_dir / "network.json"))
     # a given chunk 0 is the clean first frame at t = 0; a sampled one keeps the teacher's convention
     clean_first = teacher.clean_first_frame or first_chunk_given(cfg.stage.causal)
@@ -331,7 +327,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         cfg,
         runtime,
         run_dir,
-        model=_network_meta(teacher_dir)["model"],
+        model=read_network_json(teacher_dir)["model"],
         codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
         text_encoder_fn=lambda: load_text_encoder(cfg, runtime),
         clips=heldout,
@@ -408,7 +404,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         tuple(k for k in CONDITION_KEYS if k != "track_ids"),
         horizons=st.rollout_horizons,
         conditioner=conditioner,
-        text_dim=int(_network_meta(teacher_dir)["text_encoder_dim"]),
+        text_dim=int(read_network_json(teacher_dir)["text_encoder_dim"]),
     )
 
     def finish(result: TrainResult, logger=None) -> dict:
@@ -432,7 +428,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         cfg,
         runtime,
         run_dir,
-        model=_network_meta(student_dir)["model"],
+        model=read_network_json(student_dir)["model"],
         codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
         text_encoder_fn=lambda kept=text_encoder: kept,
         clips=heldout,

@@ -42,7 +42,7 @@ from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_ru
 from trackstream.train.loop import configure_determinism, set_threads
 from trackstream.train.metrics import setup_logging
 from trackstream.train.parallel import deepspeed_config
-from trackstream.train.run_lock import lock_run_dir, unlock_run_dir
+from trackstream.train.run_lock import LOCK_NAME, lock_run_dir, unlock_run_dir
 from trackstream.train.stages import StagePreempted, codec_fingerprint, fingerprint, run_stage
 
 __all__ = ["main", "run", "instantiate", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
@@ -173,6 +173,18 @@ def _only_hydra_records(run_dir: Path) -> bool:
     )
 
 
+def _only_setup_records(run_dir: Path) -> bool:
+    """True when ``run_dir`` holds only what starting a run writes (Hydra's records, config.yaml, the log,
+    the lock, empty checkpoints/ and samples/): nothing trained, exported or sampled yet."""
+    if not run_dir.is_dir():
+        return False
+    setup = {".hydra", "config.yaml", "train.log", LOCK_NAME, "checkpoints", "samples"}
+    for p in run_dir.iterdir():
+        if p.name not in setup or (p.name in ("checkpoints", "samples") and any(p.iterdir())):
+            return False
+    return True
+
+
 def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
     """Validate, set up the runtime (processes, threads, determinism) and the run directory with its
     resolved config and log: what every entry point of a stage does before its work.
@@ -293,6 +305,15 @@ def run(cfg: DictConfig) -> dict:
         if runtime.is_main:
             (run_dir / "results.json").write_text(json.dumps({"status": "stopped", "reason": str(err)}, indent=2))
         raise
+    except ValueError as err:  # a user's file or value the stage found (a bad export, a damaged sample)
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        unlock_run_dir(run_dir)
+        if _only_setup_records(run_dir):  # nothing trained: a refused run leaves no directory behind
+            if runtime.is_main:
+                remove_run_folder(run_dir)
+            raise RunRefused(str(err)) from err
+        raise TrainingStopped(str(err)) from err  # the run directory (and its results.json) as it was
     finally:
         unlock_run_dir(run_dir)
     if runtime.is_main:
