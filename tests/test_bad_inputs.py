@@ -392,3 +392,27 @@ def test_a_damaged_shard_names_the_shard_and_the_sample(shard, says):
     msg = _one_line(err.value)
     assert says in msg and shard in msg and "trackstream prepare" in msg, msg
     assert decoded == (["a ball"] if shard != "shard_truncated.tar" else decoded)  # clip0 is fine
+
+
+def test_drag_commands_refuse_a_broken_export_in_one_line(inputs, tmp_path, capsys):
+    """``trackstream drag-bench`` / ``drag`` with a broken export: the file named on one line, exit 2."""
+    from trackstream.eval.drag_bench import main
+
+    shutil.copy2(BAD / "network.json", inputs["student"] / "network.json")
+    with pytest.raises(SystemExit) as exit_:
+        main(
+            [
+                "--student",
+                str(inputs["student"]),
+                "--codec",
+                str(inputs["codec"]),
+                "--out",
+                str(tmp_path / "o"),
+                "--scenes",
+                "1",
+                "--device",
+                "cpu",
+            ]
+        )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(err) == 1 and err[0].startswith("error: ") and "network.json" in err[0], err

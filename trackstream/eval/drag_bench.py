@@ -54,6 +54,7 @@ from trackstream.stream.options import (
     add_precision_args,
     add_tracker_args,
     parsed_precision,
+    refuse,
     tracker_config,
 )
 
@@ -267,6 +268,14 @@ def _config(settings: list[str], *, preset: str = "ours", **base) -> DragConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; a bad file or value (``ValueError``) is its one-line refusal, exit 2, not a traceback."""
+    try:
+        return _main(argv)
+    except ValueError as err:
+        refuse(str(err))
+
+
+def _main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_args(ap)
     ap.add_argument("--scenes", type=int, default=24)
