@@ -85,14 +85,14 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_tracker_args(parser: argparse.ArgumentParser, *, default: str) -> None:
+def add_tracker_args(parser: argparse.ArgumentParser, *, default: str | None) -> None:
     """--tracker / --tracker-checkpoint / --tracker-device: a ``data.trackers.TrackerConfig`` (its fields,
     as ``tracker.name`` / ``tracker.checkpoint`` / ``tracker.device`` of the Hydra commands)."""
     parser.add_argument(
         "--tracker",
         default=default,
         type=_flag_type(check_tracker_name, "--tracker"),
-        help=f"{' | '.join(TRACKERS)} (default: {default}; CoTracker3 with --tracker-checkpoint)",
+        help=f"{' | '.join(TRACKERS)} (default: {default or 'the command says'}; CoTracker3 with --tracker-checkpoint)",
     )
     parser.add_argument("--tracker-checkpoint", default=None, help="CoTracker3's local scaled_*.pth")
     parser.add_argument("--tracker-device", default="auto", help="CoTracker3's device (auto: CUDA when present)")

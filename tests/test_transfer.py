@@ -1,0 +1,44 @@
+"""Motion transfer (``trackstream transfer``): a source clip's tracks, rescaled to the image, streamed by the
+shipped student through ``trackstream generate``."""
+
+import numpy as np
+
+from trackstream.data.synthetic import SyntheticWorld
+from trackstream.data.trackers import build_tracker
+from trackstream.data.video_io import decode_video, write_mp4
+from trackstream.stream.transfer import source_tracks
+
+
+def test_tracks_are_rescaled_from_the_source_to_the_image():
+    world = SyntheticWorld(height=64, width=64, num_frames=9, fps=16, grid_size=4)
+    frames = world.generate(3)["frames"]
+    at_64, vis = source_tracks(frames, build_tracker("lk"), grid=4, height=64, width=64)
+    at_128, _ = source_tracks(frames, build_tracker("lk"), grid=4, height=128, width=32)
+    assert at_64.shape == (9, 16, 2) and vis.shape == (9, 16)
+    np.testing.assert_allclose(at_128[..., 0], (at_64[..., 0] + 0.5) * 0.5 - 0.5, atol=1e-5)  # half as wide
+    np.testing.assert_allclose(at_128[..., 1], (at_64[..., 1] + 0.5) * 2.0 - 0.5, atol=1e-5)  # twice as tall
+
+
+def test_the_command_streams_the_source_motion_over_an_image(tmp_path, capsys):
+    import cv2
+
+    from trackstream.cli import main
+
+    world = SyntheticWorld(height=64, width=64, num_frames=17, fps=16, grid_size=4, texture_scale=4.0)
+    source = world.generate(7)["frames"]
+    write_mp4(str(tmp_path / "source.mp4"), source, fps=16)
+    cv2.imwrite(str(tmp_path / "first.png"), world.generate(8)["frames"][0][:, :, ::-1])
+    out = tmp_path / "out.mp4"
+    code = main(
+        ["transfer", "--source", str(tmp_path / "source.mp4"), "--image", str(tmp_path / "first.png"),
+         "--grid", "4", "--out", str(out), "--device", "cpu", "--chunks", "2", "--prompt", "a ball"]
+    )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    text = capsys.readouterr().out
+    assert "16 tracks by lk" in text and "wrote" in text  # no cotracker here: the CPU tracker
+    tracks = np.load(tmp_path / "out.tracks.npy")
+    assert tracks.shape == (17, 16, 2) and np.load(tmp_path / "out.visibility.npy").shape == (17, 16)
+    video, _ = decode_video(str(out))
+    assert video.shape[1:3] == (64, 64) and len(video) > 1
+    assert main(["transfer", "--source", str(tmp_path / "nope.mp4"), "--image", str(tmp_path / "first.png"),
+                 "--out", str(tmp_path / "x.mp4")]) == 2  # fmt: skip
