@@ -53,6 +53,7 @@ from trackstream.stream.options import (
     add_network_args,
     add_precision_args,
     add_tracker_args,
+    load_network_args,
     parsed_precision,
     refuse,
     tracker_config,
@@ -310,20 +311,12 @@ def _main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
 
-    from trackstream.models.conditioner import load_export
     from trackstream.stream.engine import StreamingGenerator
 
     if args.threads:
         torch.set_num_threads(args.threads)
     rows = ROW_SETS.get(args.rows) or [r.strip() for r in args.rows.split(",")]
-    net, codec, conditioner = load_export(
-        args.student,
-        codec_name=args.codec_name,
-        codec=args.codec,
-        device=device,
-        dtype=dtype,
-        offload_encoders=args.offload_encoders,
-    )
+    net, codec, conditioner = load_network_args(args, device, dtype)
     engine = StreamingGenerator(
         net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
     )

@@ -25,7 +25,13 @@ import torch
 
 from trackstream.models.tracks import TEMPORAL_FACTOR
 from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
-from trackstream.stream.options import add_network_args, add_precision_args, parsed_precision, refuse
+from trackstream.stream.options import (
+    add_network_args,
+    add_precision_args,
+    load_network_args,
+    parsed_precision,
+    refuse,
+)
 
 __all__ = ["main", "fit_to_student", "stream_chunks"]
 
@@ -118,7 +124,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from trackstream.data.track_inputs import load_tracks
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
-    from trackstream.models.conditioner import load_export
     from trackstream.models.tracks import sample_track_ids
     from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
@@ -131,14 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         refuse(f"--image {args.image!r} could not be read as an image (a missing file, or not PNG / JPEG)")
     try:
         tracks_np, vis_np = load_tracks(args.tracks, args.visibility, height=bgr.shape[0], width=bgr.shape[1])
-        net, codec, conditioner = load_export(
-            args.student,
-            codec_name=args.codec_name,
-            codec=args.codec,
-            device=device,
-            dtype=dtype,
-            offload_encoders=args.offload_encoders,
-        )
+        net, codec, conditioner = load_network_args(args, device, dtype)
         cfg = net.conventions.stream_config(  # a teacher export (no causal conventions) is refused here
             args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
         )

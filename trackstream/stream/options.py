@@ -29,8 +29,12 @@ __all__ = [
     "SHIPPED_CODEC",
     "add_codec_args",
     "add_network_args",
+    "load_network_args",
     "add_precision_args",
     "parsed_precision",
+    "add_tracker_args",
+    "tracker_config",
+    "refuse",
 ]
 
 # The shipped student (its recipe: assets/tiny-student/manifest.json) and the teacher release whose codec it was
@@ -107,6 +111,20 @@ def refuse(message: str) -> NoReturn:
     usage block is for a malformed command line, not for a bad file)."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def load_network_args(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
+    """``models.conditioner.load_export`` of ``add_network_args``' flags: (network, codec, conditioner)."""
+    from trackstream.models.conditioner import load_export
+
+    return load_export(
+        args.student,
+        codec_name=args.codec_name,
+        codec=args.codec,
+        device=device,
+        dtype=dtype,
+        offload_encoders=args.offload_encoders,
+    )
 
 
 def add_precision_args(parser: argparse.ArgumentParser, *, dtype: str = "auto", device: str = "auto") -> None:

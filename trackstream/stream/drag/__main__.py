@@ -34,6 +34,7 @@ from trackstream.stream.options import (
     add_network_args,
     add_precision_args,
     add_tracker_args,
+    load_network_args,
     parsed_precision,
     refuse,
     tracker_config,
@@ -75,7 +76,6 @@ def _main(argv: list[str] | None = None) -> int:
 
     from trackstream.data.trackers import build_tracker
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
-    from trackstream.models.conditioner import load_export
     from trackstream.stream.drag.adsr import mask_tokens
     from trackstream.stream.drag.editor import DragEditor, pins_for
     from trackstream.stream.drag.instructions import frame_positions, read_dragstream
@@ -86,14 +86,7 @@ def _main(argv: list[str] | None = None) -> int:
     before = args.before if args.before is not None else (1 if instr.mode == "edit" else 0)
     if instr.mode == "edit" and before < 1:
         raise ValueError("--before must be >= 1 for an edit: it re-generates the last streamed chunk")
-    net, codec, conditioner = load_export(
-        args.student,
-        codec_name=args.codec_name,
-        codec=args.codec,
-        device=device,
-        dtype=dtype,
-        offload_encoders=args.offload_encoders,
-    )
+    net, codec, conditioner = load_network_args(args, device, dtype)
     engine = StreamingGenerator(
         net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
     )
