@@ -134,13 +134,21 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=30000)
         assert page.evaluate("demo.format") == "jpeg" and page.evaluate("demo.token")
         page.select_option("#scene", "0")
-        page.click("#grid")  # 8 x 8 points, moved together: a camera drag
         page.check("#together")
+        layout = lambda: [page.locator(q).bounding_box() for q in ("#view", ".controls", ".readout")]  # noqa: E731
+        before = layout()
+        page.mouse.click(before[0]["x"] + 100, before[0]["y"] + 100)  # a camera drag with no points: told what to do
+        assert "Grid of points" in page.evaluate("demo.lastError")
+        page.click("#grid")  # 8 x 8 points, moved together: a camera drag
         page.click("#start")
         page.wait_for_function("demo.stats.received >= 25", timeout=60000)
+        assert page.evaluate("document.getElementById('error').textContent") == ""  # the grid click cleared it
+        assert layout() == before, (before, layout())  # nothing on the page moved when the stream started
+        errors_before = page.evaluate("demo.stats.errors")
         box = page.locator("#view").bounding_box()
         s = box["width"] / 64  # canvas pixels per frame pixel
-        x0, y0 = box["x"] + 28 * s, box["y"] + 28 * s  # the grid point at (27.5, 27.5)
+        # between four grid points (27.5 and 35.5): in camera mode a drag anywhere moves every point
+        x0, y0 = box["x"] + 32 * s, box["y"] + 32 * s
         n0 = page.evaluate("demo.frames[demo.frames.length - 1].n")  # the newest frame before the drag
         # 36 frame pixels to the right in about 1.5 s: ~1.5 px per frame at 16 fps, a pan speed of the
         # student's training world (0.3-0.5 frame widths per second); the points leaving the frame are let go
@@ -167,6 +175,22 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.click("#resume")
         page.wait_for_function(f"demo.stats.received >= {paused_at + 12}", timeout=30000)
 
+        # a camera move from the page: the server's grid comes back, the page draws it along the move, the stream goes on
+        page.select_option("#campath", "pan:1")
+        page.fill("#camseconds", "1")
+        page.click("#camera")
+        page.wait_for_function("demo.camera !== null && demo.camera.done === true", timeout=30000)
+        assert page.evaluate("demo.camera.points.length") == 64 and page.evaluate("demo.points.length") > 0
+        at = page.evaluate("demo.stats.received")
+        page.wait_for_function(f"demo.stats.received >= {at + 12}", timeout=30000)
+
+        # a new prompt mid-stream: the server re-caches under it and says from which chunk; the stream goes on
+        page.fill("#prompt", "a red square drifting over grass")
+        page.click("#newprompt")
+        page.wait_for_function("demo.promptAt !== null", timeout=30000)
+        at = page.evaluate("demo.stats.received")
+        page.wait_for_function(f"demo.stats.received >= {at + 12}", timeout=30000)
+
         # DragStream from the page: brush an object, drag it (the brushed mask travels as a PNG)
         page.check('input[name="tool"][value="brush"]')
         page.mouse.move(box["x"] + 40 * s, box["y"] + 20 * s)
@@ -179,8 +203,8 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.mouse.down()
         page.mouse.move(box["x"] + 33 * s, box["y"] + 30 * s, steps=8)
         page.mouse.up()
-        page.wait_for_function("document.getElementById('status').textContent.startsWith('dragged')", timeout=60000)
-        assert page.evaluate("demo.stats.errors") == 0, page.evaluate("demo.lastError")
+        page.wait_for_function("demo.dragged !== null", timeout=60000)
+        assert page.evaluate("demo.stats.errors") == errors_before, page.evaluate("demo.lastError")
 
         # Save video: paused and settled, the mp4 holds exactly the frames this stream sent
         page.click("#pause")
@@ -200,7 +224,7 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         kept = _frames(page.evaluate("demo.exportFrames()"))
         stats = page.evaluate("demo.stats")
         aspect = _check_canvas_aspect(page)
-        assert page.evaluate("demo.stats.errors") == 0, page.evaluate("demo.lastError")
+        assert page.evaluate("demo.stats.errors") == errors_before, page.evaluate("demo.lastError")
         browser.close()
     assert not console, console
     video = _mp4_frames(saved_path)
@@ -307,11 +331,11 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
     )
 
     # a client that reads too slowly loses the oldest frames, counted; the queue never grows past its bound
+    from trackstream.stream.demo.connection import Connection, _Frame
     from trackstream.stream.demo.media import unpack_frame
-    from trackstream.stream.demo.server import _Connection, _Frame
     from trackstream.stream.demo.session import Emitted
 
-    conn = _Connection(None, model, Limits(queue_frames=20), seed=0)
+    conn = Connection(None, model, Limits(queue_frames=20), seed=0)
     for i in range(3):
         em = Emitted(
             index=i + 1, frames=np.zeros((12, model.height, model.width, 3), np.uint8), start=1 + 12 * i, seconds=0.1

@@ -48,12 +48,29 @@ def main(argv: list[str] | None = None) -> int:
         default=64.0,
         help="encoded frames kept per session for 'Save video' (MiB; the oldest go beyond it)",
     )
+    ap.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a web origin besides the page's own that may open sessions (repeatable; * = any site)",
+    )
+    ap.add_argument(
+        "--depth-model",
+        default=None,
+        metavar="DIR",
+        help="a local transformers depth-estimation folder for camera moves (default: the frame taken as a plane)",
+    )
+    ap.add_argument("--max-connections", type=int, default=64, help="open connections at once (pages + sessions)")
+    ap.add_argument(
+        "--idle-minutes", type=float, default=2.0, help="a page with nothing playing and no input is closed after this"
+    )
     args = ap.parse_args(argv)
 
     import torch
-    import uvicorn
 
-    from trackstream.stream.demo.protocol import Limits
+    from trackstream.stream.demo.guard import serve
+    from trackstream.stream.demo.limits import Limits
     from trackstream.stream.demo.server import create_app
     from trackstream.stream.demo.session import DemoModel
 
@@ -67,8 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--frame-quality {args.frame_quality}: must be in [1, 100]")
         if not args.record_mb > 0:
             raise ValueError(f"--record-mb {args.record_mb}: must be > 0")
+        if not args.idle_minutes > 0:
+            raise ValueError(f"--idle-minutes {args.idle_minutes}: must be > 0")
         limits = Limits(
-            max_sessions=args.max_sessions, max_points=args.max_points, record_bytes=int(args.record_mb * 2**20)
+            max_sessions=args.max_sessions,
+            max_points=args.max_points,
+            record_bytes=int(args.record_mb * 2**20),
+            max_connections=args.max_connections,
+            idle_seconds=60 * args.idle_minutes,
+            allowed_origins=tuple(args.allow_origin),
         )
         model = DemoModel(
             args.student,
@@ -79,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             dtype=args.dtype,
             compile=args.compile,
             offload_encoders=args.offload_encoders,
+            depth_model=args.depth_model,
         )
     except ValueError as e:
         print(f"[demo] error: {e}", file=sys.stderr)
@@ -94,7 +119,11 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     app = create_app(model, limits, frame_format=args.frame_format, frame_quality=args.frame_quality)
-    uvicorn.run(app, host=args.host, port=args.port, ws_max_size=limits.hard_message_bytes, log_level="warning")
+    try:
+        serve(app, limits, host=args.host, port=args.port)
+    except ValueError as e:  # the descriptor limit
+        print(f"[demo] error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -13,11 +13,17 @@ Client -> server (JSON text, one object per message, ``type`` first):
   "latent"|"tracks"|"both", "mask": {"box": [x0, y0, x1, y1]} | {"png": "data:image/png;base64,..."},
   "path": [[x, y], ...] (translate) | "center": [x, y], "degrees": a (rotate), "chunks": 1,
   "iterations": 4}``: a DragStream instruction (``stream.drag``).
+* ``{"type": "camera", "path": "orbit"|"pan"|"zoom"|"dolly", "amount": 1.0, "seconds": 3.0}``: a camera
+  move from the frame on screen (a grid lifted with its depth, ``stream.demo.live.camera_move``); the
+  sign of ``amount`` is the direction. Answered with ``camera`` (the grid's positions, for the page to draw).
+* ``{"type": "prompt", "prompt": "...", "sink": "recache"|"keep"}``: the next chunks under a new prompt
+  (the engine re-caches the window, and the sink unless ``keep``, under it: ``stream.recache``).
+  Answered with ``prompt`` (the chunk it takes effect at, the re-cache passes and milliseconds).
 * ``{"type": "pause"}``, ``{"type": "resume"}``, ``{"type": "restart"}``.
 
 Server -> client, JSON text: ``hello`` (frame ``width`` / ``height``, fps, ``frame_format``, the
 ``session`` token for saving the video, limits, scenes, device and dtype), ``started``, ``chunk``
-(per-chunk latency), ``dragged``, ``paused`` / ``resumed``, ``error`` (the message that was refused and
+(per-chunk latency), ``dragged``, ``camera``, ``paused`` / ``resumed``, ``error`` (the message that was refused and
 why; the session goes on), ``busy``.
 
 Server -> client, binary: one message per frame, a 16-byte little-endian header then the image
@@ -51,7 +57,8 @@ from typing import Optional, Union
 
 import numpy as np
 
-from trackstream.stream.demo.media import image_size
+from trackstream.stream.demo.decode import ProtocolError, decode_image
+from trackstream.stream.demo.limits import Limits
 
 __all__ = [
     "Limits",
@@ -59,8 +66,12 @@ __all__ = [
     "Start",
     "Points",
     "Drag",
+    "Camera",
+    "Prompt",
     "Control",
     "parse_message",
+    "read_message",
+    "carries_image",
     "decode_image",
     "DRAG_MODES",
     "DRAG_KINDS",
@@ -70,38 +81,8 @@ __all__ = [
 DRAG_MODES = ("animate", "edit")
 DRAG_KINDS = ("translate", "rotate")
 DRAG_METHODS = ("latent", "tracks", "both")
+CAMERA_PATHS = ("orbit", "pan", "zoom", "dolly")
 _CONTROLS = ("pause", "resume", "restart")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one server accepts; the demo's defaults fit a 2-core CPU and the tiny student."""
-
-    max_sessions: int = 2
-    max_message_bytes: int = 64 * 1024  # any message but an upload
-    max_upload_bytes: int = 2 * 2**20  # an uploaded first frame (the data URL's size)
-    max_image_side: int = 4096  # decoded upload, before it is resized to the stream's size
-    max_points: int = 64
-    max_path_points: int = 256
-    max_drag_chunks: int = 4
-    max_iterations: int = 8
-    queue_frames: int = 48  # frames waiting for a slow client; the oldest are dropped beyond it
-    lead_seconds: float = 1.0  # how far generation runs ahead of the client's playback clock
-    record_bytes: int = 64 * 2**20  # encoded frames kept per session for "save video" (~1600 832x480 JPEGs)
-
-    def __post_init__(self):
-        if self.max_sessions < 1 or self.max_points < 1 or self.queue_frames < 1 or self.record_bytes < 1:
-            raise ValueError("Limits: max_sessions, max_points, queue_frames and record_bytes must be >= 1")
-
-    @property
-    def hard_message_bytes(self) -> int:
-        """Above this the WebSocket layer closes the connection (memory bound); between the soft limits
-        and this, a message is refused with an error and the session stays."""
-        return 4 * max(self.max_message_bytes, self.max_upload_bytes)
-
-
-class ProtocolError(ValueError):
-    """A refused client message; ``str`` is what the client is told."""
 
 
 @dataclass(frozen=True)
@@ -132,11 +113,24 @@ class Drag:
 
 
 @dataclass(frozen=True)
+class Camera:
+    path: str  # orbit | pan | zoom | dolly (data.camera_tracks.camera_path)
+    amount: float  # signed: -1 orbits / pans / zooms / dollies the other way
+    seconds: float  # how long the move takes in the video
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt: str
+    sink: str = "recache"  # recache | keep (stream.recache): the attention sink re-cached under it or kept
+
+
+@dataclass(frozen=True)
 class Control:
     action: str  # pause | resume | restart
 
 
-Message = Union[Start, Points, Drag, Control]
+Message = Union[Start, Points, Drag, Camera, Prompt, Control]
 
 
 def _number(v, field: str) -> float:
@@ -181,32 +175,6 @@ def _data_url(v, field: str, limit: int) -> bytes:
         raise ProtocolError(f"{field} is not valid base64") from None
 
 
-def decode_image(data: bytes, *, height: int, width: int, max_side: int, field: str = "image") -> np.ndarray:
-    """PNG / JPEG / WebP bytes -> uint8 [height, width, 3] RGB (centre crop to the aspect ratio, then
-    resize). The size is read from the header and refused before any pixel is decoded."""
-    import cv2
-
-    try:
-        w, h = image_size(data, field=field)
-    except ValueError as e:
-        raise ProtocolError(str(e)) from None
-    if max(w, h) > max_side:
-        raise ProtocolError(
-            f"{field} is {w}x{h}; at most {max_side} pixels a side (Limits.max_image_side): scale it down first"
-        )
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ProtocolError(f"{field} could not be decoded")
-    h, w = img.shape[:2]
-    if max(h, w) > max_side:  # the decoder disagreed with the header: still refused
-        raise ProtocolError(f"{field} is {w}x{h}; at most {max_side} pixels a side (Limits.max_image_side)")
-    scale = min(h / height, w / width)  # centre crop to the stream's aspect ratio
-    ch, cw = int(round(height * scale)), int(round(width * scale))
-    y0, x0 = (h - ch) // 2, (w - cw) // 2
-    img = cv2.resize(img[y0 : y0 + ch, x0 : x0 + cw], (width, height), interpolation=cv2.INTER_AREA)
-    return np.ascontiguousarray(img[:, :, ::-1])
-
-
 def _mask(v, height: int, width: int, limits: Limits) -> np.ndarray:
     if not isinstance(v, dict) or len(v) != 1 or next(iter(v)) not in ("box", "png"):
         raise ProtocolError('mask must be {"box": [x0, y0, x1, y1]} or {"png": data URL of a brush mask}')
@@ -225,6 +193,7 @@ def _mask(v, height: int, width: int, limits: Limits) -> np.ndarray:
             height=height,
             width=width,
             max_side=limits.max_image_side,
+            max_pixels=limits.max_image_pixels,
             field="mask.png",
         )
         m = img.max(axis=-1) >= 128
@@ -277,8 +246,9 @@ def _drag(msg: dict, height: int, width: int, limits: Limits) -> Drag:
     return Drag(mode, kind, method, mask, chunks, iterations, center=center, degrees=degrees)
 
 
-def parse_message(text: Union[str, bytes], *, height: int, width: int, limits: Limits, num_scenes: int) -> Message:
-    """One client message -> Start | Points | Drag | Control, or ``ProtocolError``."""
+def read_message(text: Union[str, bytes], limits: Limits) -> dict:
+    """The cheap half of parsing (sizes, JSON, a ``type``): run on the event loop for every message,
+    so the server knows what a message is before deciding where the rest of it is parsed."""
     if isinstance(text, bytes):
         raise ProtocolError("binary messages are not accepted; send JSON text")
     soft = max(limits.max_message_bytes, limits.max_upload_bytes)
@@ -290,9 +260,29 @@ def parse_message(text: Union[str, bytes], *, height: int, width: int, limits: L
         raise ProtocolError("message is not valid JSON") from None
     if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
         raise ProtocolError('message must be a JSON object with a "type"')
+    if msg["type"] != "start" and len(text) > limits.max_message_bytes:
+        raise ProtocolError(
+            f"{msg['type'][:32]} message is {len(text)} bytes; at most {limits.max_message_bytes} are accepted"
+        )
+    return msg
+
+
+def carries_image(msg: dict) -> bool:
+    """Whether parsing ``msg`` decodes an image (an upload, a brushed mask): the server does that in its
+    decode worker, never on the event loop."""
+    mask = msg.get("mask")
+    return (msg.get("type") == "start" and "image" in msg) or (
+        msg.get("type") == "drag" and isinstance(mask, dict) and "png" in mask
+    )
+
+
+def parse_message(
+    text: Union[str, bytes, dict], *, height: int, width: int, limits: Limits, num_scenes: int
+) -> Message:
+    """One client message (its text, or ``read_message``'s object) -> Start | Points | Drag | Control,
+    or ``ProtocolError``."""
+    msg = text if isinstance(text, dict) else read_message(text, limits)
     kind = msg["type"]
-    if kind != "start" and len(text) > limits.max_message_bytes:
-        raise ProtocolError(f"{kind} message is {len(text)} bytes; at most {limits.max_message_bytes} are accepted")
     if kind == "start":
         prompt = msg.get("prompt")
         if prompt is not None and (not isinstance(prompt, str) or len(prompt) > 500):
@@ -303,12 +293,37 @@ def parse_message(text: Union[str, bytes], *, height: int, width: int, limits: L
             return Start(scene=_int(msg["scene"], "scene", 0, num_scenes - 1), prompt=prompt)
         data = _data_url(msg["image"], "image", limits.max_upload_bytes)
         return Start(
-            image=decode_image(data, height=height, width=width, max_side=limits.max_image_side), prompt=prompt
+            image=decode_image(
+                data,
+                height=height,
+                width=width,
+                max_side=limits.max_image_side,
+                max_pixels=limits.max_image_pixels,
+            ),
+            prompt=prompt,
         )
     if kind == "points":
         return _points(msg, height, width, limits)
     if kind == "drag":
         return _drag(msg, height, width, limits)
+    if kind == "camera":
+        path = _choice(msg, "path", CAMERA_PATHS)
+        amount = _number(msg.get("amount", 1.0), "amount")
+        seconds = _number(msg.get("seconds", 3.0), "seconds")
+        if not 0.05 <= abs(amount) <= 3:
+            raise ProtocolError(
+                f"amount must be in [-3, -0.05] or [0.05, 3] (the sign is the direction), got {amount:g}"
+            )
+        if not 0.5 <= seconds <= 10:
+            raise ProtocolError(f"seconds must be in [0.5, 10], got {seconds:g}")
+        return Camera(path, amount, seconds)
+    if kind == "prompt":
+        prompt = msg.get("prompt")
+        if not isinstance(prompt, str) or not prompt.strip() or len(prompt) > 500:
+            raise ProtocolError("prompt must be a non-empty string of at most 500 characters")
+        return Prompt(prompt.strip(), _choice(msg, "sink", ("recache", "keep"), "recache"))
     if kind in _CONTROLS:
         return Control(kind)
-    raise ProtocolError(f"unknown message type {kind!r}; one of start, points, drag, pause, resume, restart")
+    raise ProtocolError(
+        f"unknown message type {kind!r}; one of start, points, drag, camera, prompt, pause, resume, restart"
+    )

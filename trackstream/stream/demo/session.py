@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
@@ -33,7 +32,8 @@ import torch
 from trackstream.data.synthetic import SyntheticWorld
 from trackstream.data.video_io import image_tensor, to_uint8
 from trackstream.models.tracks import sample_track_ids
-from trackstream.stream.demo.protocol import Drag, Limits, Points, ProtocolError, Start
+from trackstream.stream.demo.live import LiveTracks, camera_move
+from trackstream.stream.demo.protocol import Camera, Drag, Limits, Points, Prompt, ProtocolError, Start
 from trackstream.stream.drag.editor import DragEditor, DragResult
 from trackstream.stream.drag.instructions import (
     BLOCK_LENGTH,
@@ -46,7 +46,7 @@ from trackstream.stream.drag.instructions import (
 from trackstream.stream.drag.optimize import DragConfig
 from trackstream.stream.engine import ChunkOutput, StreamingGenerator
 
-__all__ = ["DemoModel", "Session", "LiveTracks", "world_for", "drag_instruction"]
+__all__ = ["DemoModel", "Session", "LiveTracks", "world_for", "drag_instruction"]  # LiveTracks: stream.demo.live
 
 DRAG_IDS = 256  # IDs reserved per session for drags (pins + an object's token centres)
 
@@ -86,11 +86,13 @@ class DemoModel:
         dtype: str | None = "auto",
         compile: bool = False,
         offload_encoders: bool = False,
+        depth_model: str | Path | None = None,
     ):
         """``codec``: the codec's weights as ``--codec`` takes them (a file, a Wan release folder or a
         TrackStream release folder: ``models.codecs.codec_checkpoint``). ``device`` / ``dtype``: "auto" is
         CUDA + bf16 when a GPU is present, else CPU + fp32 (``models.precision``); ``compile``: the
-        engine's compiled streaming step."""
+        engine's compiled streaming step. ``depth_model``: a local transformers depth-estimation folder for
+        camera moves (``models.depth``); without it the frame on screen is taken as a plane."""
         from trackstream.models.codecs import codec_checkpoint
         from trackstream.models.conditioner import load_export
         from trackstream.models.precision import dtype_name, resolve_precision
@@ -122,6 +124,11 @@ class DemoModel:
         self.num_scenes, self.scene_seed = num_scenes, scene_seed
         self.has_track_head = net.track_encoder is not None
         self.lock = threading.Lock()  # one network pass at a time, whichever session asks
+        self.depth_model = None
+        if depth_model is not None:
+            from trackstream.models.depth import DepthModel
+
+            self.depth_model = DepthModel(depth_model, device=dev)
         self._scenes: dict[int, tuple[np.ndarray, str]] = {}
         self._text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
@@ -131,6 +138,12 @@ class DemoModel:
             clip = self.world.generate(self.scene_seed + k)
             self._scenes[k] = (clip["frames"][0], clip["caption"])
         return self._scenes[k]
+
+    def depth(self, frame: np.ndarray) -> np.ndarray:
+        """Relative depth [H, W] of a uint8 frame: the depth model's, or a plane facing the camera."""
+        if self.depth_model is None:
+            return np.ones(frame.shape[:2])
+        return self.depth_model(frame)
 
     def text(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
         if prompt not in self._text:
@@ -143,96 +156,6 @@ class DemoModel:
         """Pixel frames per chunk after the first."""
         lo, hi = self.engine.pixel_range(1)
         return hi - lo
-
-
-class LiveTracks:
-    """The person's points as a timeline, replayed into the video at the speed they were moved.
-
-    Every ``update`` is a sample (time, positions, which slots are active / pinned). A chunk of T
-    pixel frames advances a replay clock by T / fps and reads the positions at each frame's time
-    (linear between samples), so a drag of 36 px made in 1.5 s moves 36 px over 1.5 s of video, wherever
-    the chunk boundaries fall. The clock never passes the present (the positions hold until the next
-    sample) and never lags it by more than ``max_lag`` seconds (older samples are skipped), so the
-    video answers a gesture within one chunk plus the generation's lead. A pinned point holds the
-    place where it was pinned.
-    """
-
-    GAP = 0.1  # seconds without a sample: the points were still (the page sends every 50 ms while moving)
-
-    def __init__(self, slots: int, fps: float, *, max_lag: float = 2.0, max_samples: int = 256):
-        self.slots, self.fps, self.max_lag = slots, float(fps), max_lag
-        self.samples: deque = deque(maxlen=max_samples)  # (t, xy [S, 2], active [S], pinned [S])
-        self.clock: Optional[float] = None
-        self.tagged = np.zeros(slots, bool)  # its ID has been committed on content
-        self.touched = False  # moved since the last drag
-        self._lock = threading.Lock()  # updates arrive on the event loop while a chunk is computed
-
-    def update(self, pts: Points, now: Optional[float] = None) -> None:
-        now = time.perf_counter() if now is None else now
-        with self._lock:
-            xy = np.zeros((self.slots, 2), np.float32)
-            active, pinned = np.zeros(self.slots, bool), np.zeros(self.slots, bool)
-            xy[pts.ids], active[pts.ids], pinned[pts.ids] = pts.xy, True, pts.pinned
-            if self.samples:  # a pinned point stays where it was pinned
-                t0, xy0, act0, pin0 = self.samples[-1]
-                if now - t0 > self.GAP:  # still until just before this move (the page sends while moving)
-                    self.samples.append((now - self.GAP / 2, xy0, act0, pin0))
-                hold = pinned & pin0 & act0
-                xy[hold] = xy0[hold]
-                self.tagged &= active  # a point let go must be tagged again if it comes back
-            else:
-                self.tagged[:] = False
-            self.samples.append((now, xy, active, pinned))
-            self.touched = True
-
-    def untag_all(self) -> None:
-        with self._lock:
-            self.tagged[:] = False
-
-    def _at(self, t: float) -> tuple[np.ndarray, np.ndarray]:
-        """Positions [S, 2] and activity [S] at time ``t`` (linear between samples; a slot is active
-        from the sample it appears in)."""
-        times = [s[0] for s in self.samples]
-        k = int(np.searchsorted(times, t, side="right"))  # samples[k - 1].t <= t < samples[k].t
-        if k == 0:
-            return self.samples[0][1], self.samples[0][2]
-        t0, xy0, act0 = self.samples[k - 1][:3]
-        if k == len(self.samples):
-            return xy0, act0
-        t1, xy1, act1 = self.samples[k][:3]
-        u = (t - t0) / max(t1 - t0, 1e-9)
-        both = act0 & act1
-        return np.where(both[:, None], xy0 + u * (xy1 - xy0), xy0), act0
-
-    def for_chunk(
-        self, num_frames: int, *, now: Optional[float] = None, first: bool = False
-    ) -> tuple[Optional[np.ndarray], Optional[np.ndarray], np.ndarray]:
-        """(tracks [T, S, 2], visibility [T, S], slots to tag before this chunk) for the next chunk of
-        ``num_frames`` pixel frames; (None, None, []) while there are no points."""
-        now = time.perf_counter() if now is None else now
-        with self._lock:
-            if not self.samples or not self.samples[-1][2].any():
-                self.clock = now
-                return None, None, np.zeros(0, np.int64)
-            if self.clock is None or self.clock < now - self.max_lag:
-                self.clock = max(self.samples[0][0], now - self.max_lag) if self.clock is not None else now
-            xy_c, act_c = self._at(self.clock)
-            for t, xy, act, _ in self.samples:  # skip time in which nothing moved: replay from the motion
-                if t > self.clock:
-                    if not (np.array_equal(xy, xy_c) and np.array_equal(act, act_c)):
-                        break
-                    self.clock = min(t, now)
-            times = [min(self.clock + (j + 1) / self.fps, now) for j in range(num_frames)]
-            frames = [self._at(t) for t in times]
-            self.clock = times[-1]
-            while len(self.samples) > 1 and self.samples[1][0] <= self.clock:  # consumed: keep one before it
-                self.samples.popleft()
-            tracks = np.stack([f[0] for f in frames]).astype(np.float32)  # [T, S, 2]
-            vis = np.stack([f[1] for f in frames])  # [T, S]
-            seen = vis.any(axis=0)
-            new = np.flatnonzero(seen & ~self.tagged) if not first else np.zeros(0, np.int64)
-            self.tagged |= seen
-            return tracks, vis, new
 
 
 def drag_instruction(d: Drag, *, height: int, width: int, token: int, prompt: str) -> DragInstruction:
@@ -285,6 +208,9 @@ class Session:
         self.prompt = ""
         self.last_tracks: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the last chunk's, for retrack
         self.holding = False  # after a drag: its points are held until the person moves theirs
+        self.last_frame: Optional[np.ndarray] = (
+            None  # uint8 [H, W, 3]: the newest frame made (camera moves start there)
+        )
 
     @property
     def started(self) -> bool:
@@ -350,6 +276,28 @@ class Session:
             out = self.editor.step(*self.last_tracks)
         return self._emitted(out, time.perf_counter() - t0)
 
+    def camera(self, msg: Camera) -> tuple[np.ndarray, np.ndarray]:
+        """A camera move from the newest frame, scheduled on the live tracks; (tracks [T, N, 2], visibility)."""
+        if not self.started:
+            raise ProtocolError("start a stream first")
+        if not self.model.has_track_head:
+            raise ProtocolError("this student has no track head: a camera move cannot steer it")
+        tracks, vis = camera_move(
+            self.last_frame, msg, depth_fn=self.model.depth, fps=self.model.fps, slots=self.limits.max_points
+        )
+        self.live.schedule(tracks, vis)
+        self.holding = False
+        return tracks, vis
+
+    def switch_prompt(self, msg: Prompt) -> int:
+        """The next chunks under ``msg.prompt`` (the cache re-made under it); returns the re-cache passes."""
+        if not self.started:
+            raise ProtocolError("start a stream first (the prompt box sets the first prompt then)")
+        text, lens = self.model.text(msg.prompt)
+        passes = self.editor.switch_prompt(text, lens, sink=msg.sink)
+        self.prompt = msg.prompt
+        return passes
+
     def _tag(self, slots: np.ndarray, where: np.ndarray) -> None:
         """Re-commit the last chunk with ``slots`` visible on its last frame at ``where`` [S, 2]."""
         rec = self.editor.history[-1]
@@ -386,12 +334,7 @@ class Session:
         per = seconds / len(result.chunks)
         return [self._emitted(c, per, replaces=d.mode == "edit") for c in result.chunks], result
 
-    @staticmethod
-    def _emitted(out: ChunkOutput, seconds: float, *, replaces: bool = False) -> Emitted:
-        return Emitted(
-            index=out.index,
-            frames=to_uint8(out.frames[0]),
-            start=out.pixel_range[0],
-            seconds=seconds,
-            replaces=replaces,
-        )
+    def _emitted(self, out: ChunkOutput, seconds: float, *, replaces: bool = False) -> Emitted:
+        frames = to_uint8(out.frames[0])
+        self.last_frame = frames[-1]
+        return Emitted(index=out.index, frames=frames, start=out.pixel_range[0], seconds=seconds, replaces=replaces)

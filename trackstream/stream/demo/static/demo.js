@@ -16,7 +16,9 @@ const demo = window.demo = {
   points: [],             // {id, x, y, pinned}
   stats: {received: 0, drawn: 0, chunks: 0, chunk: -1, latency: null, dropped: 0, errors: 0, bytes: 0},
   saved: null,            // the last "save video": {bytes, frames, dropped}
-  started: false, paused: false, lastError: "",
+  started: false, paused: false, lastError: "", dragged: null, closed: null,
+  promptAt: null,         // the chunk the last prompt change took effect at
+  camera: null,           // the last camera move from the server: {times, points} (the points are drawn along it)
 };
 const mask = document.createElement("canvas");  // the object mask at frame size: white = object
 let maskCtx = null;
@@ -27,6 +29,7 @@ let drawnTimes = [];
 
 function setStatus(text, state) { const s = $("status"); s.textContent = text; s.dataset.state = state; }
 function showError(text) { demo.lastError = text; demo.stats.errors += 1; $("error").textContent = text; }
+function clearError() { $("error").textContent = ""; }  // a new action: an old refusal no longer applies
 function send(msg) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); }
 
 function connect() {
@@ -34,7 +37,9 @@ function connect() {
   ws = new WebSocket(`${proto}//${location.host}/ws`);
   ws.binaryType = "arraybuffer";  // frames: parsed with a DataView, no base64 anywhere
   ws.onmessage = (ev) => (typeof ev.data === "string" ? onMessage(JSON.parse(ev.data)) : onFrame(ev.data));
-  ws.onclose = () => { if ($("status").dataset.state !== "busy") setStatus("disconnected (reload to reconnect)", "error"); };
+  ws.onclose = () => {
+    if (!["busy", "closed"].includes($("status").dataset.state)) setStatus("Disconnected from the server. Reload the page to reconnect.", "error");
+  };
 }
 
 function onMessage(m) {
@@ -49,13 +54,15 @@ function onMessage(m) {
     const sel = $("scene");
     sel.innerHTML = "";
     for (let k = 0; k < m.scenes; k++) sel.add(new Option(`synthetic scene ${k}`, k));
-    setStatus(`connected: ${m.width}x${m.height} at ${m.fps} fps on ${m.device} (${m.dtype}), ${m.frame_format} frames`, "ready");
+    setStatus("Ready. Pick a scene or upload a picture, then press Start.", "ready");
+    $("status").title = `${m.width}x${m.height} video at ${m.fps} frames a second, made on ${m.device} (${m.dtype})`;
   } else if (m.type === "busy") {
     setStatus(m.message, "busy");
   } else if (m.type === "started") {
     demo.started = true; demo.paused = false; dropQueue(() => true); demo.shown = null; demo.seen = new Set();
-    setStatus(`streaming: "${m.prompt}"`, "streaming");
-    for (const b of ["pause", "restart", "save"]) $(b).disabled = false;
+    setStatus("Playing. Drag points on the video to move it.", "streaming");
+    $("status").title = `prompt: ${m.prompt}`;
+    for (const b of ["pause", "restart", "save", "camera", "newprompt"]) $(b).disabled = false;
     $("resume").disabled = true;
   } else if (m.type === "chunk") {
     demo.stats.chunks += 1; demo.stats.chunk = m.index; demo.stats.latency = m.latency_ms; demo.stats.dropped = m.dropped;
@@ -63,11 +70,26 @@ function onMessage(m) {
   } else if (m.type === "paused" || m.type === "resumed") {
     demo.paused = m.type === "paused";
     $("pause").disabled = demo.paused; $("resume").disabled = !demo.paused;
-    setStatus(demo.paused ? "paused" : "streaming", demo.paused ? "paused" : "streaming");
+    setStatus(demo.paused ? "Paused. Press Resume to go on." : "Playing. Drag points on the video to move it.",
+              demo.paused ? "paused" : "streaming");
   } else if (m.type === "dragged") {
-    setStatus(`dragged (${m.mode}, ${m.method}): chunks ${m.chunks.join(", ")} in ${m.seconds.toFixed(2)} s`, "streaming");
+    demo.dragged = m;
+    setStatus(`Object moved (took ${m.seconds.toFixed(1)} s).`, "streaming");
+    $("status").title = `${m.mode}, ${m.method}: chunks ${m.chunks.join(", ")}`;
+  } else if (m.type === "prompt") {
+    demo.promptAt = m.chunk;
+    setStatus(`New prompt from chunk ${m.chunk} on.`, "streaming");
+    $("status").title = `prompt: ${m.prompt} (${m.passes} re-cache passes, ${m.ms} ms)`;
+  } else if (m.type === "camera") {
+    demo.camera = {...m, t0: performance.now()};
+    demo.points = m.points.map((_, id) => ({id, x: 0, y: 0, pinned: false, hidden: true}));
+    setStatus(`Moving the camera (${m.seconds} s).`, "streaming");
   } else if (m.type === "error") {
-    showError(`refused ${m.refused}: ${m.message}`);
+    showError(m.message);
+    $("error").title = `refused: ${m.refused}`;
+  } else if (m.type === "closing") {
+    demo.closed = m.message;
+    setStatus(m.message.charAt(0).toUpperCase() + m.message.slice(1) + ".", "closed");
   }
 }
 
@@ -115,7 +137,26 @@ demo.exportFrames = async () => {  // [[n, base64 image]] of the kept frames (th
 
 // playback at the stream's frame rate; the queue is what the server sent ahead (in order: a frame
 // still being decoded holds the ones behind it, a frame that failed to decode is skipped)
+function cameraStep() {  // the points follow the camera move's keyframes; at its end they are the person's again
+  const c = demo.camera;
+  if (!c || c.done) return;
+  const t = (performance.now() - c.t0) / 1000;
+  let k = c.times.findIndex((v) => v > t);
+  if (k < 0) { k = c.times.length - 1; c.done = true; }
+  const k0 = Math.max(0, k - 1), u = c.done ? 1 : (t - c.times[k0]) / Math.max(c.times[k] - c.times[k0], 1e-6);
+  for (const p of demo.points) {
+    const a = c.points[p.id][k0], b = c.points[p.id][k];
+    p.hidden = !a || !b;
+    if (!p.hidden) { p.x = a[0] + u * (b[0] - a[0]); p.y = a[1] + u * (b[1] - a[1]); }
+  }
+  if (c.done) {
+    demo.points = demo.points.filter((p) => !p.hidden);
+    setStatus("Playing. Drag points on the video to move it.", "streaming");
+  }
+}
+
 function tick() {
+  cameraStep();
   while (demo.queue.length && demo.queue[0].failed) demo.queue.shift();
   if (!demo.paused && demo.queue.length && demo.queue[0].bitmap) {
     const f = demo.queue.shift();
@@ -207,6 +248,7 @@ function addPoint(x, y, pinned) {
   return p;
 }
 $("grid").onclick = () => {
+  clearError();
   const n = 8;
   for (let j = 0; j < n; j++) for (let i = 0; i < n; i++) {
     const x = (i + 0.5) * demo.W / n - 0.5, y = (j + 0.5) * demo.H / n - 0.5;
@@ -222,6 +264,11 @@ const tool = () => document.querySelector('input[name="tool"]:checked').value;
 view.addEventListener("pointerdown", (ev) => {
   const [x, y] = toFrame(ev);
   view.setPointerCapture(ev.pointerId);
+  clearError();
+  if (demo.camera && !demo.camera.done) {  // taking the points back ends the camera move where it is
+    demo.camera.done = true;
+    demo.points = demo.points.filter((p) => !p.hidden);
+  }
   if (tool() === "points") {
     const reach = 12 * demo.W / view.getBoundingClientRect().width;  // 12 screen pixels, in frame pixels
     const near = demo.points.filter(inFrame).find((p) => Math.hypot(p.x - x, p.y - y) < reach);
@@ -230,7 +277,12 @@ view.addEventListener("pointerdown", (ev) => {
       sendPoints(true);
       return;
     }
-    grabbed = near || addPoint(x, y, false);
+    if ($("together").checked) {  // a camera move: grab the whole set wherever the drag starts
+      if (!demo.points.some((p) => !p.pinned)) { showError("Add points first (Grid of points), then drag to move the camera."); return; }
+      grabbed = near || {camera: true};
+    } else {
+      grabbed = near || addPoint(x, y, false);
+    }
     grabFrom = [x, y];
     sendPoints(true);
   } else if (tool() === "brush") {
@@ -246,7 +298,7 @@ view.addEventListener("pointermove", (ev) => {
     grabFrom = [x, y];
     if ($("together").checked) {  // a camera move: points may leave the frame (let go) and come back
       for (const p of demo.points) if (!p.pinned) { p.x += dx; p.y += dy; }
-    } else {
+    } else if (!grabbed.camera) {
       grabbed.x = clamp(grabbed.x + dx, demo.W); grabbed.y = clamp(grabbed.y + dy, demo.H);
     }
     sendPoints(false);
@@ -262,7 +314,7 @@ view.addEventListener("pointerup", () => {
   painting = false;
   if (dragPath) { sendDrag(dragPath); dragPath = null; }
 });
-function inFrame(p) { return p.x >= 0 && p.y >= 0 && p.x <= demo.W - 1 && p.y <= demo.H - 1; }
+function inFrame(p) { return !p.hidden && p.x >= 0 && p.y >= 0 && p.x <= demo.W - 1 && p.y <= demo.H - 1; }
 function clamp(v, n) { return Math.min(Math.max(v, 0), n - 1); }
 function brush(x, y) {
   maskCtx.fillStyle = "#fff";
@@ -285,7 +337,7 @@ function sendDrag(path) {
     msg.center = path[0].map((v) => +v.toFixed(2));
     msg.degrees = +$("degrees").value;
   }
-  setStatus("dragging…", "streaming");
+  setStatus("Moving the object…", "streaming");
   send(msg);
 }
 
@@ -308,7 +360,18 @@ $("start").onclick = () => {
   dropQueue(() => true);
   send(msg);
 };
-$("pause").onclick = () => send({type: "pause"});
+$("pause").onclick = () => { clearError(); send({type: "pause"}); };
+$("newprompt").onclick = () => {
+  clearError();
+  const text = $("prompt").value.trim();
+  if (!text) { showError("Type a prompt first."); return; }
+  send({type: "prompt", prompt: text});
+};
+$("camera").onclick = () => {
+  clearError();
+  const [path, sign] = $("campath").value.split(":");
+  send({type: "camera", path, amount: +sign, seconds: +$("camseconds").value});
+};
 $("resume").onclick = () => send({type: "resume"});
 $("restart").onclick = () => { dropQueue(() => true); send({type: "restart"}); };
 
@@ -316,7 +379,7 @@ $("restart").onclick = () => { dropQueue(() => true); send({type: "restart"}); }
 $("save").onclick = async () => {
   if (!demo.token) return;
   $("save").disabled = true;
-  setStatus("encoding the video…", $("status").dataset.state);
+  setStatus("Preparing the video file…", $("status").dataset.state);
   try {
     const r = await fetch(`/video/${demo.token}`);
     if (!r.ok) { showError(`save video: ${await r.text()}`); return; }
@@ -328,8 +391,8 @@ $("save").onclick = async () => {
     a.download = "trackstream.mp4";
     document.body.appendChild(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 60000);
-    setStatus(`saved ${frames} frames (${(blob.size / 1024).toFixed(0)} KiB)` +
-              (dropped ? `; the first ${dropped} were let go (the server keeps a bounded recording)` : ""),
+    setStatus(`Saved ${frames} frames as trackstream.mp4 (${(blob.size / 1024).toFixed(0)} KiB)` +
+              (dropped ? `; the oldest ${dropped} were no longer kept` : "") + ".",
               demo.paused ? "paused" : "streaming");
   } finally {
     $("save").disabled = false;
