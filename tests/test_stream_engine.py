@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from trackstream.diffusion.schedule import add_noise, x0_from_velocity
-from trackstream.models.causal import BlockCausalAttention, CausalConfig
+from trackstream.models.block_causal import BlockCausalAttention
+from trackstream.models.causal import CausalConfig
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan

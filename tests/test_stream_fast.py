@@ -5,7 +5,8 @@ recorder, across replayed / branched states, in bf16 and through torch.compile (
 import pytest
 import torch
 
-from trackstream.models.causal import BlockCausalAttention, CausalConfig, FeatureRecorder, new_cache, stream_step
+from trackstream.models.block_causal import BlockCausalAttention
+from trackstream.models.causal import CausalConfig, FeatureRecorder, new_cache, stream_step
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.stream_buffers import StepBuffers, max_layout_frames

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["read_depth", "estimate_depth", "disparity_to_depth"]
+__all__ = ["read_depth", "estimate_depth", "disparity_to_depth", "DepthModel"]
 
 
 def read_depth(path: str | Path) -> np.ndarray:
@@ -60,21 +60,33 @@ def disparity_to_depth(disparity: np.ndarray, floor: float = 0.05) -> np.ndarray
     return 1.0 / np.clip(d / top, floor, None)
 
 
-@torch.no_grad()
+class DepthModel:
+    """A local transformers depth-estimation folder, loaded once: ``model(image)`` -> relative depth [H, W]
+    (module docstring). The demo keeps one per server; ``estimate_depth`` loads one for a single image."""
+
+    def __init__(self, model_dir: str | Path, *, device: str | torch.device = "cpu"):
+        from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+        folder = Path(model_dir)
+        if not (folder / "config.json").is_file():
+            raise ValueError(
+                f"--depth-model {model_dir}: not a transformers model folder (no config.json); save one with "
+                "save_pretrained (e.g. depth-anything/Depth-Anything-V2-Small-hf, downloaded ahead of time)"
+            )
+        self.device = torch.device(device)
+        self.processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
+        self.model = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True).to(self.device).eval()
+
+    @torch.no_grad()
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """uint8 RGB [H, W, 3] -> relative depth [H, W]."""
+        inputs = self.processor(images=image, return_tensors="pt").to(self.device)
+        pred = self.model(**inputs).predicted_depth  # [1, h, w] relative disparity
+        H, W = image.shape[:2]
+        pred = torch.nn.functional.interpolate(pred[:, None].float(), size=(H, W), mode="bicubic", align_corners=False)
+        return disparity_to_depth(pred[0, 0].cpu().numpy())
+
+
 def estimate_depth(image: np.ndarray, model_dir: str | Path, *, device: str | torch.device = "cpu") -> np.ndarray:
     """uint8 RGB [H, W, 3] -> relative depth [H, W] from a local transformers depth model (module docstring)."""
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
-
-    folder = Path(model_dir)
-    if not (folder / "config.json").is_file():
-        raise ValueError(
-            f"--depth-model {model_dir}: not a transformers model folder (no config.json); save one with "
-            "save_pretrained (e.g. depth-anything/Depth-Anything-V2-Small-hf, downloaded ahead of time)"
-        )
-    processor = AutoImageProcessor.from_pretrained(folder, local_files_only=True)
-    model = AutoModelForDepthEstimation.from_pretrained(folder, local_files_only=True).to(device).eval()
-    inputs = processor(images=image, return_tensors="pt").to(device)
-    pred = model(**inputs).predicted_depth  # [1, h, w] relative disparity
-    H, W = image.shape[:2]
-    pred = torch.nn.functional.interpolate(pred[:, None].float(), size=(H, W), mode="bicubic", align_corners=False)
-    return disparity_to_depth(pred[0, 0].cpu().numpy())
+    return DepthModel(model_dir, device=device)(image)

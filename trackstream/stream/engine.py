@@ -14,24 +14,26 @@ first frame itself: its encoded latent is committed to the cache (it becomes the
 decoded to the first output frame; with a sampled first chunk it is sampled like every other chunk,
 the image entering through the conditioning channels (``stream.chunks``).
 
-Memory is constant: the state is (cache of S + W chunks, decoder state, counters, the noise
-generator's state); nothing grows with the number of chunks (tests/test_stream_engine.py checks the
-bytes held after hundreds of frames). The state is immutable (``StreamState``): ``step``
-returns a new one, so a caller may keep, replay or branch a stream (DragStream-style edits).
+Memory is constant: the state is (cache of S + W chunks and their latents / conditioning, the K/V of
+the W chunks evicted last, decoder state, counters, the noise generator's state); nothing grows with the
+number of chunks (tests/test_stream_engine.py checks the bytes held after hundreds of frames). The
+state is immutable (``StreamState``): ``step`` returns a new one, so a caller may keep, replay or branch a
+stream (DragStream-style edits) or switch its prompt between chunks (``switch_prompt``, ``stream.recache``).
 Legend as in ``stream.chunks``.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Iterator, Optional, Union
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Optional, Union
 
 import torch
 
-from trackstream.models.causal import KVCache
+from trackstream.models.causal import ChunkKV, KVCache
 from trackstream.models.precision import synchronize
 from trackstream.models.stream_buffers import StepBuffers
+from trackstream.stream.chunk_io import ChunkOutput, TrackSource, collect, tracks_from_array
 from trackstream.stream.chunks import (
     StreamConfig,
     VideoCondition,
@@ -43,6 +45,7 @@ from trackstream.stream.chunks import (
     start_cache,
     track_features,
 )
+from trackstream.stream.recache import HeldChunk, recache, roll_held
 
 __all__ = [
     "StreamState",
@@ -54,11 +57,6 @@ __all__ = [
     "collect",
 ]
 
-# A track source is called with (chunk index, [start, stop) pixel frames) when that chunk is
-# about to be generated and returns (tracks [B, T, N, 2], visibility [B, T, N]) for exactly those
-# frames, or None for "no tracks" (the empty motion condition) - e.g. a user who let go.
-TrackSource = Callable[[int, tuple[int, int]], Optional[tuple[torch.Tensor, torch.Tensor]]]
-
 
 @dataclass(frozen=True, eq=False)
 class StreamState:
@@ -68,23 +66,12 @@ class StreamState:
     noise: torch.Tensor  # state of the noise generator (a tensor, so replaying a state replays its noise)
     chunk: int = 0  # next chunk to generate
     frames_out: int = 0  # pixel frames emitted so far
-    nfe: int = 0  # network evaluations so far
-
-
-@dataclass
-class ChunkOutput:
-    index: int
-    frames: torch.Tensor  # [B, 3, T_chunk, H, W] in [-1, 1]
-    latents: torch.Tensor  # [B, C, f, h, w]
-    pixel_range: tuple[int, int]  # [start, stop) pixel frames of the whole video
-    nfe: int  # network evaluations spent on this chunk
-    seconds: float  # wall time of this chunk (DiT + decode), measured in ``step``
-    # with ``timings=True``: synchronised seconds of condition / dit (K passes + commit) / decode / host
-    timings: Optional[dict] = None
-    ready: Any = field(default=None, repr=False)  # CUDA event of the decode on the side stream (overlap_decode)
-    # when the chunk's frames were done, if known when decoded (no side stream): with overlap_decode the chunk
-    # is handed out after the next one is sampled, and that sampling is not this chunk's latency
-    done: Optional[float] = field(default=None, repr=False)
+    nfe: int = 0  # network evaluations so far (re-cache passes of prompt switches included)
+    # the commit inputs (clean latent, y) of every chunk the cache holds, in cache order: a prompt switch
+    # re-commits them (``stream.recache``); bounded by the cache (S + W chunks)
+    held: tuple[HeldChunk, ...] = ()
+    # K/V of the (at most W) chunks evicted last: the window the held window chunks were committed against
+    evicted: tuple[ChunkKV, ...] = ()
 
 
 def _tensors(obj: Any, seen: set) -> Iterator[torch.Tensor]:
@@ -124,18 +111,23 @@ class StreamingGenerator:
         compile: bool = False,
         overlap_decode: bool = False,
         timings: bool = False,
+        recache_context: bool = True,
     ):
         """``fast``: the static-buffer step (``models.stream_buffers``; equal to the reference ``fast=False``
         within the attention kernel's rounding); ``compile``: that step through ``torch.compile`` (CUDA graphs
         on CUDA; needs ``fast``); ``overlap_decode``: ``stream`` samples chunk i + 1 before handing out chunk i,
         so on CUDA chunk i's decode (a second CUDA stream) overlaps chunk i + 1's denoising - the track
         source is then asked one chunk ahead; ``timings``: each chunk's synchronised breakdown
-        (``ChunkOutput.timings``; the syncs cost time, so measure frames/s without it)."""
+        (``ChunkOutput.timings``; the syncs cost time, so measure frames/s without it); ``recache_context``:
+        keep the K/V of the W chunks evicted last: a prompt switch re-caches the window against exactly what
+        it was committed against; False saves them and re-caches the window as if it followed the sink
+        (inexact once the window has rolled, even for the same prompt; ``stream.recache``)."""
         self.network, self.codec, self.config = network.eval(), codec.eval(), config
         if compile and not fast:
             raise ValueError("compile=True compiles the static-buffer step: it needs fast=True")
         self.fast, self.compile = bool(fast), bool(compile)
         self.overlap_decode, self.timings = bool(overlap_decode), bool(timings)
+        self.recache_context = bool(recache_context)
         # first frame -> CLIP tokens (Conditioner.image_features) for networks with the image branch
         self.image_features_fn = image_features_fn
         # The network's own device: inputs follow it (a separate default would send them elsewhere).
@@ -259,9 +251,9 @@ class StreamingGenerator:
             x0 = denoise_chunk(
                 self.network, state.cache, draw(), y, self._sigmas, fresh_noise=draw, buffers=self.buffers
             )
-        cache = commit_chunk(self.network, state.cache, x0, y, buffers=self.buffers)
+        committed = self.commit(state, x0, y)
         self._mark(marks)
-        return state, x0, cache, gen, marks
+        return state, x0, committed, gen, marks
 
     @torch.no_grad()
     def finish(
@@ -271,13 +263,52 @@ class StreamingGenerator:
         them and advance the state; ``gen``: the noise generator after the chunk's draws, ``t0``: when the
         chunk started (its conditioning and sampling are timed as ``dit``)."""
         marks = [t0, t0] if self.timings else [t0]
-        cache = commit_chunk(self.network, state.cache, x0, y, buffers=self.buffers)
+        committed = self.commit(state, x0, y)
         self._mark(marks)
-        out, new = self._decode(state, x0, cache, gen, marks)
+        out, new = self._decode(state, x0, committed, gen, marks)
         return self._finish(out), new
 
+    @torch.no_grad()
+    def commit(self, state: StreamState, x0: torch.Tensor, y: Optional[torch.Tensor]) -> dict:
+        """The clean pass of chunk ``state.chunk`` (latents ``x0``, conditioning ``y``) onto ``state``'s cache:
+        the next state's ``cache``, ``held`` and ``evicted`` (for ``replace``; a re-commit with other ``y``,
+        DragStream's re-tagging, goes through here so that a later prompt switch uses that ``y``)."""
+        cache = commit_chunk(self.network, state.cache, x0, y, buffers=self.buffers)
+        held, evicted = roll_held(
+            state.cache,
+            cache,
+            state.held,
+            state.evicted,
+            HeldChunk(state.chunk, x0.detach(), y),
+            keep_evicted=self.recache_context,
+        )
+        return {"cache": cache, "held": held, "evicted": evicted}
+
+    @torch.no_grad()
+    def switch_prompt(
+        self, state: StreamState, text: torch.Tensor, text_lengths: torch.Tensor, *, sink: str = "recache"
+    ) -> StreamState:
+        """Switch the prompt at a chunk boundary (between ``step`` calls): a new state whose chunks from
+        ``state.chunk`` on see the new prompt (frozen-encoder output [B, L, E] and lengths [B], as ``start``).
+        The cached chunks' K/V were made under the old prompt, so each held chunk's commit pass is re-run
+        under the new one, once (``stream.recache``; c3s1w1: 2 passes); nothing emitted changes, the noise
+        continues. ``sink``: ``"recache"`` (the sink too) or ``"keep"`` (its old K/V; why: ``stream.recache``)."""
+        if text.ndim != 3 or text.shape[0] != state.cond.image_latent.shape[0]:
+            raise ValueError(
+                f"text must be the frozen encoder's [B, L, E] for the stream's batch "
+                f"{state.cond.image_latent.shape[0]}, got {tuple(text.shape)}"
+            )
+        cond = replace(
+            state.cond, context=self.network.project_text(text.to(self.device), text_lengths.to(self.device))
+        )
+        fresh = start_cache(self.network, cond, self.causal)  # the new prompt's cross-attention K/V, no chunk
+        cache, passes = recache(
+            self.network, state.cache, fresh.context_kv, state.held, state.evicted, sink=sink, buffers=self.buffers
+        )
+        return replace(state, cond=cond, cache=cache, nfe=state.nfe + passes)
+
     def _decode(
-        self, state: StreamState, x0: torch.Tensor, cache: KVCache, gen: torch.Generator, marks: list
+        self, state: StreamState, x0: torch.Tensor, committed: dict, gen: torch.Generator, marks: list
     ) -> tuple[ChunkOutput, StreamState]:
         """Decode the committed chunk and advance the state (on the side stream when overlapping)."""
         i = state.chunk
@@ -302,7 +333,7 @@ class StreamingGenerator:
         nfe = self.config.nfe_per_chunk(i)
         new = replace(
             state,
-            cache=cache,
+            **committed,
             decode=decode,
             noise=gen.get_state(),
             chunk=i + 1,
@@ -367,25 +398,3 @@ class StreamingGenerator:
         if pending is not None:
             yield self._finish(pending)
         return state
-
-
-def tracks_from_array(tracks: torch.Tensor, visibility: torch.Tensor, *, hold_last: bool = False) -> TrackSource:
-    """A ``TrackSource`` over pre-recorded tracks [B, T, N, 2] / visibility [B, T, N] (offline
-    motion transfer, tests, the held-out evaluation). Past the end: None (no tracks), or the last
-    frame held still with ``hold_last``."""
-    T = tracks.shape[1]
-
-    def source(index: int, span: tuple[int, int]):
-        lo, hi = span
-        if lo >= T and not hold_last:
-            return None
-        idx = torch.arange(lo, hi).clamp(max=T - 1)
-        return tracks.index_select(1, idx), visibility.index_select(1, idx)
-
-    return source
-
-
-def collect(chunks: Iterable[ChunkOutput]) -> tuple[torch.Tensor, torch.Tensor, list[ChunkOutput]]:
-    """Concatenate streamed chunks -> (frames [B, 3, T, H, W], latents [B, C, F, h, w], outputs)."""
-    outs = list(chunks)
-    return torch.cat([o.frames for o in outs], 2), torch.cat([o.latents for o in outs], 2), outs

@@ -12,6 +12,9 @@ the device, so it is the chunk's real wall time) and, at the end, frames per sec
 after the first generated one (that one pays the warm-up: allocator, kernels, caches).
 ``--device`` / ``--dtype``: default CUDA + bf16 when a GPU is present, else CPU + fp32.
 ``--compile``: the compiled streaming step (``models.stream_buffers``); the default is the same step eager.
+``--prompt-schedule FILE``: lines ``frame<TAB>prompt``, the prompt switched mid-stream at the first chunk
+starting at or after each frame, the KV cache re-cached under the new prompt (``stream.prompts``;
+``--prompt-sink keep`` leaves the sink's K/V as they were, ``stream.recache``).
 """
 
 from __future__ import annotations
@@ -81,6 +84,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tracks", required=True)
     ap.add_argument("--visibility", default=None)
     ap.add_argument("--prompt", default="")
+    ap.add_argument(
+        "--prompt-schedule",
+        default=None,
+        metavar="FILE",
+        help="UTF-8 lines frame<TAB>prompt: switch the prompt from that pixel frame on (frame 0: the initial prompt)",
+    )
+    ap.add_argument(
+        "--prompt-sink",
+        default="recache",
+        choices=("recache", "keep"),
+        help="on a prompt switch, re-cache the sink chunks too (default) or keep their K/V",
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--chunks", type=int, default=None, help="default: as many as the tracks cover")
     ap.add_argument("--sink", type=int, default=None, help="sink chunks; default: the student's (conventions.causal)")
@@ -126,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
     from trackstream.models.tracks import sample_track_ids
     from trackstream.stream.engine import StreamingGenerator, tracks_from_array
+    from trackstream.stream.prompts import place_switches, read_prompt_schedule, scheduled_stream
 
     # every input checked before the first chunk: a bad file or value is one line (exit 2) naming it and the
     # fix (models.formats.files, data.track_inputs), not a usage block or a traceback; nothing is written
@@ -135,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     if bgr is None:
         refuse(f"--image {args.image!r} could not be read as an image (a missing file, or not PNG / JPEG)")
     try:
+        schedule = read_prompt_schedule(args.prompt_schedule) if args.prompt_schedule else []
         tracks_np, vis_np = load_tracks(args.tracks, args.visibility, height=bgr.shape[0], width=bgr.shape[1])
         net, codec, conditioner = load_network_args(args, device, dtype)
         cfg = net.conventions.stream_config(  # a teacher export (no causal conventions) is refused here
@@ -142,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         bgr, tracks_np = fit_to_student(bgr, tracks_np, net.conventions, resize=args.resize)
         n = stream_chunks(cfg.causal, tracks_np.shape, args.chunks)
+        schedule = place_switches(schedule, cfg.causal, n, args.prompt_schedule) if schedule else []
     except ValueError as err:
         refuse(str(err))
     h, w = bgr.shape[:2]
@@ -162,7 +180,14 @@ def main(argv: list[str] | None = None) -> int:
         compile=args.compile,
         overlap_decode=not args.no_overlap_decode,
     )
-    text, lens = conditioner.text([args.prompt])  # the engine moves these (and the tracks) to the network's device
+    prompt = schedule[0].prompt if schedule and schedule[0].chunk == 0 else args.prompt
+    text, lens = conditioner.text([prompt])  # the engine moves these (and the tracks) to the network's device
+    switches = {}  # chunk -> the new prompt's encoding, all encoded before the first chunk
+    for s in schedule:
+        lo, hi = chunk_pixel_frames(cfg.causal, s.chunk)
+        print(f"prompt from frame {s.frame} -> chunk {s.chunk} (frames {lo}-{hi - 1}): {s.prompt!r}", flush=True)
+        if s.chunk > 0:
+            switches[s.chunk] = conditioner.text([s.prompt])
     ids = sample_track_ids(1, tracks.shape[2], generator=torch.Generator().manual_seed(args.seed))  # --seed: all of it
     state = engine.start(image, text, lens, track_ids=ids, seed=args.seed)
     # each chunk layout's first chunk pays the warm-up (allocator, kernels, compilation): chunk 0 (no cache),
@@ -171,7 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     warm = c.sink_chunks + (c.window_chunks if c.window_chunks is not None else 0) + 1
     frames, timed, t_timed = [], 0, 0.0
     t_prev = time.perf_counter()
-    for out in engine.stream(state, tracks_from_array(tracks, vis), num_chunks=n):
+
+    def on_switch(chunk: int, passes: int, seconds: float) -> None:
+        what = f"{passes} pass" + ("" if passes == 1 else "es")
+        print(f"chunk {chunk:4d}: prompt switched, KV re-cache {what}, {1e3 * seconds:.1f} ms", flush=True)
+
+    chunks = scheduled_stream(
+        engine, state, tracks_from_array(tracks, vis), n, switches, sink=args.prompt_sink, on_switch=on_switch
+    )
+    for out in chunks:
         frames.append(to_uint8(out.frames[0]))
         now = time.perf_counter()  # out.seconds is synchronised in the engine, so now is too
         if out.index >= warm:

@@ -35,7 +35,7 @@ import torch
 
 from trackstream.diffusion.schedule import add_noise
 from trackstream.models.tracks import sample_track_ids
-from trackstream.stream.chunks import commit_chunk, denoise_chunk
+from trackstream.stream.chunks import denoise_chunk
 from trackstream.stream.drag.adsr import mask_tokens, rectify_x0
 from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction, frame_positions
 from trackstream.stream.drag.optimize import (
@@ -214,6 +214,15 @@ class DragEditor:
                 else replace(rec.after, cond=replace(rec.after.cond, track_ids=ids)),
             )
 
+    def switch_prompt(self, text: torch.Tensor, text_lengths: torch.Tensor, *, sink: str = "recache") -> int:
+        """The next chunks under a new prompt (``StreamingGenerator.switch_prompt``); the last record resumes
+        from the switched state, so a drag made after the switch keeps it. Returns the re-cache passes."""
+        state = self._need_state()
+        self.state = self.engine.switch_prompt(state, text, text_lengths, sink=sink)
+        if self.history:
+            self.history[-1] = replace(self.history[-1], after=self.state)
+        return self.state.nfe - state.nfe
+
     def retrack(self, tracks: torch.Tensor, visibility: torch.Tensor) -> None:
         """Re-run the last chunk's clean pass with other tracks over its pixel frames ([1, T, N, 2], [1, T, N]):
         points that appear mid-stream are tagged on the content under them (visible on the chunk's last frame)
@@ -221,7 +230,7 @@ class DragEditor:
         if not self.history:
             raise ValueError("nothing streamed yet: start the stream first")
         rec = self.history[-1]
-        self.state = replace(self._need_state(), cache=self._commit_again(rec, tracks, visibility))
+        self.state = replace(self._need_state(), **self._commit_again(rec, tracks, visibility))
         self.history[-1] = replace(rec, after=self.state)  # y stays as generated (a drag's reference replays it)
 
     @property
@@ -410,14 +419,15 @@ class DragEditor:
         t_ref = np.repeat(tracks[:1], hi - lo, axis=0)  # [T_ref, N, 2]
         v_ref = np.zeros_like(vis[:1].repeat(hi - lo, axis=0))
         v_ref[-1] = vis[0]
-        cache = self._commit_again(ref, torch.from_numpy(t_ref)[None], torch.from_numpy(v_ref)[None])
-        return replace(ref.after, cond=self._need_state().cond, cache=cache)
+        committed = self._commit_again(ref, torch.from_numpy(t_ref)[None], torch.from_numpy(v_ref)[None])
+        return replace(ref.after, cond=self._need_state().cond, **committed)
 
-    def _commit_again(self, rec: _Record, tracks: torch.Tensor, visibility: torch.Tensor):
-        """The cache after ``rec``'s chunk re-committed (same clean latents) with other tracks over its pixel
-        frames [1, T, N, 2] / [1, T, N], tagged with the stream's current track IDs."""
+    def _commit_again(self, rec: _Record, tracks: torch.Tensor, visibility: torch.Tensor) -> dict:
+        """The cache (and the inputs a prompt switch re-commits) after ``rec``'s chunk re-committed (same clean
+        latents) with other tracks over its pixel frames [1, T, N, 2] / [1, T, N], tagged with the stream's
+        current track IDs: ``StreamingGenerator.commit``'s fields."""
         y = self.engine.condition(replace(rec.before, cond=self._need_state().cond), tracks, visibility)
-        return commit_chunk(self.engine.network, rec.before.cache, rec.latents, y, buffers=self.engine.buffers)
+        return self.engine.commit(rec.before, rec.latents, y)
 
     def _chunk_tracks(self, tracks: np.ndarray, vis: np.ndarray, chunk: int, ref: _Record):
         """This chunk's slice [1, T_chunk, N, 2] of the drag's tracks (frame 0 = the reference frame)."""
