@@ -33,15 +33,21 @@ def test_rolled_chunks_of_the_c3s1w1_layouts():
     assert rollout_frames(25, 2) == 49 and rollout_latents(7, 3) == 19
     sampled = CausalConfig(3, 1, 1, first_chunk_frames=None)
     assert rolled_chunks(sampled, 21) == [3, 4, 5, 6]  # the 1.3B recipes' 81 frames
+    # two 1.3B horizons: 1 + 2 x 20 = 41 latents, run on to whole chunks (42 = 14 chunks, 165 frames)
+    assert rollout_latents(21, 2, sampled) == 42 and rollout_frames(81, 2, sampled) == 165
+    assert rollout_latents(21, 4, sampled) == 81 and rollout_latents(21, 1, sampled) == 21
+    assert rollout_latents(7, 2, C3S1W1) == 13  # a given first chunk: whole chunks already
     assert rolled_chunks(CausalConfig(3, 0, 1, first_chunk_frames=1), 13) == []  # no sink: nothing rolls
 
 
 def test_horizons_are_checked():
-    with pytest.raises(ValueError, match="first_chunk_frames=1"):
-        check_horizons(CausalConfig(3, 1, 1, first_chunk_frames=None), 2)
+    sampled = CausalConfig(3, 1, 1, first_chunk_frames=None)
+    check_horizons(sampled, 2, 81)  # the 1.3B: 21 latents = 7 sampled chunks
+    with pytest.raises(ValueError, match="1 \\+ k latents \\(the first chunk is sampled\\) split into chunks of 3"):
+        check_horizons(sampled, 2, 25)  # 7 latents: not whole sampled chunks
     with pytest.raises(ValueError, match="int >= 1"):
         DMDConfig(rollout_horizons=0)
-    with pytest.raises(ValueError, match="chunk boundaries"):
+    with pytest.raises(ValueError, match="k latents split into chunks of 3"):
         check_horizons(C3S1W1, 2, 21)  # 5 latents: windows of 4 generated latents, not whole chunks of 3
     check_horizons(C3S1W1, 2, 25)
 
@@ -59,7 +65,7 @@ def test_every_dmd_and_rl_rollout_trains_at_least_two_rolled_chunks(name, tmp_pa
     cfg = typed(tmp_path, f"experiment={name}")
     st = cfg.stage
     horizon = 1 + (cfg.data.num_frames - 1) // 4
-    latents = rollout_latents(horizon, st.rollout_horizons) if st.rollout_horizons > 1 else horizon
+    latents = rollout_latents(horizon, st.rollout_horizons, st.causal)
     assert len(rolled_chunks(st.causal, latents)) >= 2, (name, latents, st.rollout_horizons)
 
 
@@ -169,3 +175,49 @@ def test_two_horizon_generator_loss_trains_the_generated_frames_only():
     assert grads and any(bool(g.abs().sum() > 0) for g in grads)
     critic, _ = obj.critic_loss(batch)
     assert torch.isfinite(critic)
+
+
+def test_a_sampled_first_chunk_rolls_out_whole_chunks_and_scores_whole_windows():
+    """The 1.3B's chunking (chunk 0 sampled, the image in the conditioning channels), here with a 6-latent
+    horizon: two horizons are 1 + 2 x 5 = 11 latents, rolled out to 12 (4 chunks); the windows are latents
+    [0, 6) and the re-encoded frame 20 + latents [6, 11); latent 11 is rolled out and not scored."""
+    codec = tiny_codec()
+    sampled = CausalConfig(3, 1, 1, first_chunk_frames=None)
+    assert rollout_latents(6, 2, sampled) == 12 and rollout_frames(21, 2, sampled) == 45
+    nt, nl = null_text()
+    obj = DMDObjective(
+        tiny_network(1),
+        tiny_network(0),
+        tiny_network(0).eval().requires_grad_(False),
+        cfg=DMDConfig(rollout_horizons=2, causal=sampled),
+        sigmas=sampling_sigmas(3, shift=5.0),
+        shift=5.0,
+        null_text=nt,
+        null_text_lengths=nl,
+        embed_dim=tiny_network(1).track_embed_dim,
+        height=H,
+        width=W,
+        seed=0,
+        device=torch.device("cpu"),
+        conditioner=_conditioner(codec),
+        horizon_latents=6,
+    )
+    batch = _batch(codec)
+    batch = {
+        k: (v[:, :, :12] if k == "image" else v[:, :45] if k in ("tracks", "visibility") else v)
+        for k, v in batch.items()
+    }
+    batch = obj.prepare_batch(batch)
+    x, committed = obj.rollout(batch, grad=False, with_committed=True)
+    assert x.shape[2] == 12
+    xw, bw = split_windows(x, committed, batch, horizon_latents=6, conditioner=obj.conditioner)
+    assert xw.shape[0] == 4 and xw.shape[2] == 6
+    assert torch.equal(xw[:2], x[:, :, :6]) and torch.equal(xw[2:, :, 1:], x[:, :, 6:11])
+    frame20 = codec.decode(committed[:, :, :6])[:, :, 20]
+    torch.testing.assert_close(xw[2:, :, :1], codec.encode(frame20[:, :, None]))
+    assert torch.equal(bw["motion"][2:], batch["motion"][:, :, 20:41])
+    loss, _ = obj.generator_loss(batch)
+    loss.backward()
+    assert torch.isfinite(loss) and any(
+        p.grad is not None and bool(p.grad.abs().sum() > 0) for p in obj.generator.parameters()
+    )

@@ -26,6 +26,8 @@ Legend: B batch, C channels, F latent frames, T pixel frames, h/w latent size, D
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from trackstream.models.causal import CausalConfig
@@ -53,37 +55,43 @@ def rolled_chunks(cfg: CausalConfig, num_latents: int) -> list[int]:
     return out
 
 
-def rollout_latents(horizon_latents: int, horizons: int) -> int:
-    """Latent frames of a rollout over ``horizons`` teacher horizons of ``horizon_latents`` (frame 0 shared)."""
-    return 1 + horizons * (horizon_latents - 1)
+def rollout_latents(horizon_latents: int, horizons: int, cfg: Optional[CausalConfig] = None) -> int:
+    """Latent frames of a rollout over ``horizons`` teacher horizons of ``horizon_latents`` (frame 0 shared):
+    ``1 + N (F_h - 1)``. With a sampled first chunk (``cfg`` given; the 1.3B's chunking, where chunk 0 is as
+    long as the others) that rarely splits into whole chunks (41 latents for two 21-latent horizons in
+    chunks of 3), so the rollout runs on to the next chunk boundary (42): the latents past the last window
+    are rolled out and not scored."""
+    n = 1 + horizons * (horizon_latents - 1)
+    if horizons == 1 or cfg is None or first_chunk_given(cfg):
+        return n
+    return -(-n // cfg.chunk_frames) * cfg.chunk_frames
 
 
-def rollout_frames(horizon_frames: int, horizons: int) -> int:
-    """Pixel frames of that rollout: ``1 + N (T_h - 1)`` (49 for two 25-frame horizons)."""
-    return 1 + horizons * (horizon_frames - 1)
+def rollout_frames(horizon_frames: int, horizons: int, cfg: Optional[CausalConfig] = None) -> int:
+    """Pixel frames of that rollout: ``1 + N (T_h - 1)`` (49 for two 25-frame horizons; 165 for two 81-frame
+    horizons with a sampled first chunk, whole chunks)."""
+    f_h = 1 + (horizon_frames - 1) // TEMPORAL_FACTOR
+    return 1 + TEMPORAL_FACTOR * (rollout_latents(f_h, horizons, cfg) - 1)
 
 
 def check_horizons(
     cfg: CausalConfig, horizons: int, horizon_frames: int | None = None, *, field: str = "stage"
 ) -> None:
-    """A rollout over ``horizons`` > 1 windows needs the given first chunk (a window's frame 0 is an image
-    latent, as chunk 0 is) and windows of ``horizon_frames`` (when given) that end on chunk boundaries."""
+    """A rollout over ``horizons`` > 1 windows needs a horizon of ``horizon_frames`` (when given) that the
+    recipe's chunking tiles: ``1 + 4k`` frames, with the k latents after frame 0 in whole chunks when the
+    first chunk is given (the 5B, the tiny world), or all ``1 + k`` in whole chunks when it is sampled (the
+    1.3B: 21 latents = 7 chunks of 3)."""
     if isinstance(horizons, bool) or not isinstance(horizons, int) or horizons < 1:
         raise ValueError(f"{field}.rollout_horizons={horizons!r} must be an int >= 1 (1: the teacher's horizon)")
-    if horizons == 1:
-        return
-    if not first_chunk_given(cfg):
-        raise ValueError(
-            f"{field}.rollout_horizons={horizons} needs {field}.causal.first_chunk_frames=1: each window past the "
-            "first starts from a re-encoded frame, which is the given chunk 0's kind of latent"
-        )
-    if horizon_frames is None:
+    if horizons == 1 or horizon_frames is None:
         return
     f_h = 1 + (horizon_frames - 1) // TEMPORAL_FACTOR
-    if (horizon_frames - 1) % TEMPORAL_FACTOR or (f_h - 1) % cfg.chunk_frames:
+    given = first_chunk_given(cfg)
+    if (horizon_frames - 1) % TEMPORAL_FACTOR or (f_h - int(given)) % cfg.chunk_frames:
+        which = "k latents" if given else "1 + k latents (the first chunk is sampled)"
         raise ValueError(
-            f"data.num_frames={horizon_frames} (the teacher's horizon) must be 1 + 4k frames whose k latents "
-            f"split into chunks of {cfg.chunk_frames}, so that windows end on chunk boundaries"
+            f"data.num_frames={horizon_frames} (the teacher's horizon) must be 1 + 4k frames whose {which} "
+            f"split into chunks of {cfg.chunk_frames}, the chunking the teacher's clips were made with"
         )
 
 
@@ -114,14 +122,18 @@ def split_windows(
     horizon_latents: int,
     conditioner,
 ) -> tuple[torch.Tensor, dict]:
-    """Rollout x [B, C, 1 + N (F_h - 1), h, w] (the loss's latents, with grad) and its committed latents ->
-    windows [N B, C, F_h, h, w] and the batch of their conditions (``image_latent``, ``image``,
-    ``image_features``, ``motion``, ``text_emb``, ``text_len``, ``gid``; window-major). N = 1: the inputs."""
+    """Rollout x [B, C, 1 + N (F_h - 1) (+ r), h, w] (the loss's latents, with grad) and its committed latents
+    -> windows [N B, C, F_h, h, w] and the batch of their conditions (``image_latent``, ``image``,
+    ``image_features``, ``motion``, ``text_emb``, ``text_len``, ``gid``; window-major). N = 1: the inputs.
+    The r < F_h - 1 latents a sampled-first-chunk rollout runs past its last window (``rollout_latents``)
+    are dropped here: no window scores them."""
     F = x.shape[2]
     n, rest = divmod(F - 1, horizon_latents - 1)
-    assert rest == 0 and n >= 1, f"{F} latents are not whole windows of {horizon_latents}"
-    if n == 1:
+    assert n >= 1, f"{F} latents are shorter than one window of {horizon_latents}"
+    if n == 1 and rest == 0:
         return x, batch
+    keep = F - rest  # [B, C, 1 + N (F_h - 1), h, w]
+    x, committed = x[:, :, :keep], committed[:, :, :keep]
     T_h = 1 + TEMPORAL_FACTOR * (horizon_latents - 1)
     starts = [1 + k * (horizon_latents - 1) for k in range(1, n)]  # first generated latent of windows 1..
     firsts = _window_frames(conditioner.codec, committed.detach(), starts)
