@@ -9,7 +9,8 @@ Keys may carry a wrapper prefix (``model.``, ``module.``, ``_orig_mod.``, ``diff
 which is stripped. A training checkpoint holding several networks (Self-Forcing / CausVid / LongLive
 ``.pt``: ``{"generator": ..., "generator_ema": ..., "critic": ...}``) is read through a subkey,
 written ``PATH::generator_ema`` where one string must carry both (``split_subkey``;
-``model.init_from``). LoRA adapter files are refused (merge them into their base first). The two
+``model.init_from``). A LoRA adapter file is refused as a network: it goes with its base
+(``model.init_from=BASE model.adapter=PEFT_FOLDER``, ``models.lora.merge_adapter``). The two
 formats' key names and config.json fields, and the conversions between them, are ``wan_formats``;
 building a ``WanModel`` from these files (strict loading, ``CheckpointError`` naming the missing /
 unexpected keys) is ``models.wan_io``.
@@ -176,7 +177,8 @@ def read_state_dict(
     if lora:
         raise CheckpointError(
             f"{path}{SUBKEY_SEP + subkey if subkey else ''} holds LoRA adapter weights ({lora[0]}, ...), not a "
-            "network: merge the adapter into its base first (PEFT merge_and_unload) and save the merged state dict"
+            "network: give its base as model.init_from and the adapter's PEFT folder as model.adapter (merged on "
+            "load), or merge it yourself (PEFT merge_and_unload)"
         )
     return strip_wrapper_prefix(sd), config
 
