@@ -15,7 +15,8 @@ from hydra_helpers import compose_job
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import per_chunk_indices
-from trackstream.models.causal import BlockCausalAttention, CausalConfig
+from trackstream.models.block_causal import BlockCausalAttention
+from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs.base import VideoCodec
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS
 from trackstream.models.precision import DTYPES
@@ -146,3 +147,50 @@ def test_a_chunking_that_does_not_tile_the_clip_is_refused_at_validation(tmp_pat
         _typed(tmp_path, "dmd_wan1.3b_480p", "stage.causal.first_chunk_frames=1")
     with pytest.raises(ValueError, match=r"stage.causal.first_chunk_frames=None with layout 'ti2v'"):
         _typed(tmp_path, "ode_init_wan2.2_5b_704p", "stage.causal.first_chunk_frames=null")
+
+
+def test_a_14b_real_score_over_a_1_3b_student_at_full_size(tmp_path):
+    """dmd_wan14b_to_1.3b_480p at its real 832x480x81 on meta: the 1.3B generator's rollout, the critic of its
+    size and the 14B teacher's guided real score meet in one latent space ([1, 16, 21, 60, 104]); one whole
+    generator and critic loss. 2 of each network's blocks (depth changes no shape)."""
+    from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+
+    built = _typed(tmp_path, "dmd_wan14b_to_1.3b_480p", "+model.overrides.num_layers=2")
+    typed, student = built["config"], built["network"]
+    meta = {**asdict_model(typed.model), "flavor": "wan2.1-fun-14b-control", "overrides": {"num_layers": 2}}
+    teacher = build_motion_wan(ModelConfig(**meta), text_encoder_dim=TEXT_ENCODER_DIMS["umt5"], device=META)
+    assert (student.dit.dim, teacher.dit.dim) == (1536, 5120) and student.dit.in_dim == teacher.dit.in_dim == 48
+    assert student.track_embed_dim == teacher.track_embed_dim  # one track embedding feeds both
+    K = typed.schedule.student_steps
+    obj = DMDObjective(
+        student,
+        student,
+        teacher,
+        cfg=typed.stage,
+        sigmas=sampling_sigmas(K, shift=typed.schedule.shift),
+        shift=typed.schedule.shift,
+        null_text=torch.zeros(1, 1, TEXT_ENCODER_DIMS["umt5"]),
+        null_text_lengths=torch.tensor([1]),
+        embed_dim=student.track_embed_dim,
+        height=480,
+        width=832,
+        seed=0,
+        device=torch.device("cpu"),
+    )
+    obj.device, obj.null_text = META, obj.null_text.to(META)
+    batch = _meta_batch(student, typed, F=21, h=60, w=104, C=16, T=81)
+    calls = []  # the teacher's passes: (batch, latent frames, DiT width)
+    teacher.dit.patch_embedding.register_forward_hook(
+        lambda m, i, o: calls.append((o.shape[0], o.shape[2], o.shape[1]))
+    )
+    loss, logs = obj.generator_loss(batch)
+    # one batched pass of eq. 4's three terms (full condition, no text, no tracks) at the 14B's width
+    assert loss.shape == () and calls == [(3, 21, 5120)]
+    loss, _ = obj.critic_loss(batch)
+    assert loss.shape == ()
+
+
+def asdict_model(cfg) -> dict:
+    from dataclasses import asdict
+
+    return asdict(cfg)

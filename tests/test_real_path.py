@@ -67,6 +67,7 @@ RECIPES = {
         rl="rl_wan2.2_5b_704p",
     ),
 }
+LONG = {81: 165, 121: 241}  # two horizons: 1.3B 1 + 2 x 20 latents run on to 42 (whole chunks), 5B 1 + 2 x 30
 SHRINK = [
     *(f"+model.overrides.{k}={v}" for k, v in DIMS.items()),
     "data.num_tracks=[10,20]",
@@ -114,7 +115,8 @@ def recipe(request, tmp_path) -> dict:
     videos = tmp_path / "videos"
     videos.mkdir()
     H, W = r["size"]
-    T = r["frames"]
+    # clips as long as two horizons' rollout (stage.rollout_horizons=2); the teacher's stages use their first T
+    T = LONG[r["frames"]]
     world = make_world(DataConfig(height=H, width=W, num_frames=T + 4))
     for i in range(4):
         clip = world.generate(100 + i)
@@ -218,6 +220,25 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["train/loss/critic"]) for r in rows if "train/loss/critic" in r)
 
+    # past the teacher's horizon: two horizons through the rolling cache, scored as two teacher-sized windows
+    # (1.3B: 1 + 2 x 20 latents run on to 42 = 14 sampled chunks, 165 frames; 5B: 1 + 2 x 30 = 61, 241 frames)
+    long_dmd = tmp_path / "dmd_long"
+    _run(
+        "trackstream.train",
+        f"experiment={recipe['dmd']}",
+        *common,
+        f"stage.teacher={teacher}",
+        f"stage.student={ode / 'export' / 'student'}",
+        f"stage.pairs={folder}",
+        "stage.update_ratio=2",
+        "stage.rollout_horizons=2",
+        f"hydra.run.dir={long_dmd}",
+    )
+    frames = LONG[T]
+    assert f"at {frames} frames (2 teacher horizons)" in (long_dmd / "train.log").read_text()
+    rows = [json.loads(x) for x in (long_dmd / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/loss"))
+
     # RL after DMD: one round of 2 updates (rollouts at step 1, an off-policy update at step 2), the frozen
     # DMD student as the KL reference, rewards on the decoded clips
     clip, head = write_aesthetic_weights(data_dir / "aesthetic")
@@ -228,6 +249,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         f"stage.student={dmd / 'export' / 'student'}",
         f"stage.pairs={folder}",
         "stage.group_size=2",
+        "stage.rollout_horizons=2",  # RL rolls out past the horizon too; its rewards score the whole rollout
         f"stage.rewards.aesthetic.clip={clip}",
         f"stage.rewards.aesthetic.head={head}",
         f"hydra.run.dir={rl}",
@@ -260,3 +282,54 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         procs=1,
     )
     assert (tmp_path / "out.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("recipe", ["wan2.1-1.3b"], indirect=True)
+def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, tmp_path):
+    """docs/recipes.md's first command, verbatim, on one process without a launcher (the recipe's FSDP becomes a
+    world of one): ``trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D
+    data.eval_shards=$D/eval_shards``, plus only the shrinking (widths, pixels, steps) every rehearsal adds."""
+    data_dir, (H, W), T = recipe["data_dir"], recipe["size"], recipe["frames"]
+    doc = (ROOT / "docs" / "recipes.md").read_text()
+    command = (
+        "trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D "
+        "data.eval_shards=$D/eval_shards"
+    )
+    assert command in doc  # the test runs what the page says
+    videos = tmp_path / "heldout"
+    videos.mkdir()
+    world = make_world(DataConfig(height=H, width=W, num_frames=T + 4))
+    for i in range(2):  # held-out clips: not in shards/
+        clip = world.generate(900 + i)
+        write_mp4(videos / f"held{i}.mp4", clip["frames"], fps=recipe["fps"])
+        (videos / f"held{i}.txt").write_text(clip["caption"])
+    rel = data_dir / recipe["folder"]
+    t5 = f"{{_target_: trackstream.models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
+    _run(
+        "trackstream.data.prepare",
+        f"input={videos}",
+        f"output={data_dir / 'eval_shards'}",
+        f"num_frames={T}",
+        f"fps={recipe['fps']}",
+        f"height={H}",
+        f"width={W}",
+        "grid_size=6",
+        "num_workers=0",
+        "progress=false",
+        f"text_encoder={t5}",
+        procs=1,
+    )
+    run = tmp_path / "run"
+    args = command.replace("$D", str(data_dir)).split()[2:]
+    shrink = [s for s in SHRINK if not s.startswith(("eval.", "trainer.ckpt_every", "data.num_workers"))]
+    env = {k: v for k, v in _env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
+    r = subprocess.run(
+        [sys.executable, "-m", "trackstream.cli", "train", *args, *shrink, f"data.height={H}", f"data.width={W}",
+         "trainer.max_steps=2", "trainer.sample_every=2", "sampler.steps=2", f"hydra.run.dir={run}"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    log = (run / "train.log").read_text()
+    assert "fsdp x 1" in log and "global batch 2 = " in log, log[:3000]
+    res = json.loads((run / "eval.json").read_text())
+    assert res and (run / "export" / "teacher" / "network.json").is_file()

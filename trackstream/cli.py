@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-codec": ("trackstream.bench.codec", "speed: codec encode/decode"),
     "bench-tracks": ("trackstream.bench.tracks", "speed: trackers"),
     "bench-eval": ("trackstream.bench.eval", "speed: the evaluation harness"),
+    "plan": ("trackstream.bench.plan", "memory plan of a recipe per GPU (params, optimizer, activations, fit)"),
     "export": ("trackstream.pipeline.export_network", "a trained network as a diffusers or official Wan folder"),
     "flavors": ("trackstream.models.flavors", "list the model flavors (tiny and the real Wan sizes)"),
 }

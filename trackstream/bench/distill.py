@@ -110,9 +110,9 @@ def _shapes(typed, net) -> dict:
     )
 
 
-def _long_shapes(shape: dict, horizons: int) -> dict:
+def _long_shapes(shape: dict, horizons: int, causal) -> dict:
     """The conditions' shapes of a rollout over ``horizons`` teacher horizons (``stage.rollout_horizons``)."""
-    T = rollout_frames(shape["T"], horizons)
+    T = rollout_frames(shape["T"], horizons, causal)
     return {**shape, "T": T, "F": 1 + (T - 1) // 4}
 
 
@@ -208,7 +208,7 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
     shape = _shapes(typed, generator.module)
     conditioner = None
     if st.rollout_horizons > 1:  # rollouts past the horizon: the recipe's codec (random) re-encodes window frames
-        conditioner, shape = _horizon_conditioner(typed, runtime), _long_shapes(shape, st.rollout_horizons)
+        conditioner, shape = _horizon_conditioner(typed, runtime), _long_shapes(shape, st.rollout_horizons, st.causal)
     objective = DMDObjective(
         generator.module,
         critic.module,

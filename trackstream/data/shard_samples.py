@@ -38,7 +38,17 @@ class ShardSamples:
     caption str, meta dict (with ``key`` and ``shard``), optionally text_emb [L, D] + text_len}.
     """
 
-    def __init__(self, shards, *, num_frames: int, height: Optional[int] = None, width: Optional[int] = None):
+    def __init__(
+        self,
+        shards,
+        *,
+        num_frames: int,
+        height: Optional[int] = None,
+        width: Optional[int] = None,
+        needed_by: Optional[str] = None,
+    ):
+        """``needed_by``: what asks for ``num_frames`` (named when a clip is shorter; default data.num_frames)."""
+        self.needed_by = needed_by or f"data.num_frames={num_frames}"
         self.shards: list[ShardInfo] = list_shards(shards)
         self.offsets = np.concatenate([[0], np.cumsum([s.num_samples for s in self.shards])]).astype(np.int64)
         self.num_frames, self.height, self.width = num_frames, height, width
@@ -84,7 +94,8 @@ class ShardSamples:
         if sample["tracks"].shape[0] < self.num_frames:
             raise ValueError(
                 f"sample {raw['__key__']} of {url} has {sample['tracks'].shape[0]} frames of tracks; "
-                f"data.num_frames={self.num_frames} needs at least that many (prepare longer clips)"
+                f"{self.needed_by} needs at least {self.num_frames} (prepare the shards with num_frames="
+                f"{self.num_frames} or more: stages at a shorter data.num_frames use the first frames)"
             )
         frames, _ = decode_video(bytes(raw["mp4"]), max_frames=1)  # [1, H, W, 3] uint8
         self._check_size(url, *frames.shape[1:3])

@@ -80,6 +80,11 @@ class DMDConfig:
     student: Optional[str] = (
         None  # generator init: an export folder, or a checkpoint (PATH::entry; train.weights.load_student)
     )
+    # the critic's starting weights: null = the teacher; "student" = the generator's (stage.student: the
+    # student's size, as under a 14B teacher); or an exported folder / Wan checkpoint in the student's network
+    critic: Optional[str] = None
+    # the flavor stage.teacher's export must have (checked; memory plans read it): null = model.flavor's size
+    teacher_flavor: Optional[str] = None
     pairs: Optional[str] = None  # ODE pair folder: conditions (first frame, tracks, text) only
     # the rollout's chunking = the inference configuration (models.causal.CausalConfig, Hydra node causal/c3s1w1)
     causal: CausalConfig = field(default_factory=CausalConfig)
@@ -98,9 +103,14 @@ class DMDConfig:
     # it in horizon-sized windows (distill.horizons); 1: the teacher's horizon, the plain DMD
     rollout_horizons: int = 1
     # added after runs were checkpointed; at these values a resume of such a run stays exact (train.stages.fingerprint)
-    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout": "self_forcing", "rollout_horizons": 1}
+    FINGERPRINT_NEUTRAL: ClassVar[dict] = {
+        "rollout": "self_forcing",
+        "rollout_horizons": 1,
+        "critic": None,
+        "teacher_flavor": None,
+    }
     # fields naming files that must exist before the run directory is made (train.app.check_inputs)
-    INPUT_PATHS: ClassVar[tuple] = ("teacher", "student", "pairs")
+    INPUT_PATHS: ClassVar[tuple] = ("teacher", "student", "pairs")  # and stage.critic when a path (build_dmd)
 
     def __post_init__(self) -> None:
         for name, cls in (

@@ -27,7 +27,8 @@ import torch
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sigma_to_t, x0_from_velocity
 from trackstream.distill.ode_pairs import ODEPairsConfig
-from trackstream.models.causal import BlockCausalAttention, CausalConfig
+from trackstream.models.block_causal import BlockCausalAttention
+from trackstream.models.causal import CausalConfig
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.objective import Objective, generator_state, load_generator_state
 from trackstream.train.parallel import unwrap
@@ -38,11 +39,18 @@ __all__ = ["ODEInitConfig", "ODEInitObjective", "sample_causal_config", "per_chu
 @dataclass
 class ODEInitConfig:
     name: str = "ode_init"
-    teacher: Optional[str] = None  # exported teacher folder (train.weights.export_network): student init
+    teacher: Optional[str] = None  # exported teacher folder (train.weights.export_network): the pairs' sampler
+    # the student's starting weights: null = the teacher; an exported folder or a Wan checkpoint / release
+    # folder, in the network of model.flavor (train.weights.load_student): a 14B teacher, a 1.3B student
+    student: Optional[str] = None
+    # the flavor stage.teacher's export must have (checked; memory plans read it): null = model.flavor's size
+    teacher_flavor: Optional[str] = None
     pairs: Optional[str] = None  # ODE pair folder; null: <run_dir>/ode_pairs, generated from the teacher
     # fields naming files that must exist before the run directory is made (train.app.check_inputs); not
     # pairs: a folder without pairs yet is filled from the teacher
-    INPUT_PATHS: ClassVar[tuple] = ("teacher",)
+    INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
+    # added after runs were checkpointed; at these values a resume of such a run stays exact (train.stages.fingerprint)
+    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"student": None, "teacher_flavor": None}
     pool_size: Optional[int] = None  # training clips rendered for pair conditions (null: ode_pairs.num_pairs)
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
     # the student's chunking at inference (models.causal.CausalConfig, written to its export); training

@@ -91,12 +91,15 @@ def generate_ode_pairs(
     rank: int = 0,
     world_size: int = 1,
     barrier: Callable[[], None] = lambda: None,
+    writer: bool = True,
 ) -> Path:
     """Write ``cfg.num_pairs`` pairs to ``out_dir`` (resumable); returns ``out_dir``.
 
     With ``world_size`` > 1 every rank calls this: rank r writes the shards s with s % world_size == r
     (each shard is a pure function of its indices, so the split changes no byte), then all meet at
-    ``barrier()`` and rank 0 writes the index that marks the folder complete.
+    ``barrier()`` and rank 0 writes the index that marks the folder complete. Under sequence parallelism
+    ``rank`` / ``world_size`` are the data rank and data world: the K ranks of a group sample each shard together
+    (the teacher on token slices) and only its ``writer`` writes it.
 
     ``conditions(indices)`` returns a batch for those condition indices: ``image`` [B, C_img, F,
     h, w] (or None), ``image_latent`` [B, C, 1, h, w], ``first_frame`` uint8 [B, 3, H, W], ``tracks``
@@ -187,10 +190,11 @@ def generate_ode_pairs(
                 parts.setdefault("image_features", []).extend(features.cpu().unbind(0))
             parts.setdefault("caption", []).extend(batch["caption"])
             parts.setdefault("seed", []).extend(int(v) for v in batch["seeds"])
-        write_shard(stack_samples(parts), path)
-        log.info("ODE pairs: wrote %s (%d samples)", path.name, len(idx_all))
+        if writer:
+            write_shard(stack_samples(parts), path)
+            log.info("ODE pairs: wrote %s (%d samples)", path.name, len(idx_all))
     barrier()
-    if rank != 0:
+    if rank != 0 or not writer:
         return out_dir
     missing = [sh["file"] for sh in shards if not (out_dir / sh["file"]).is_file()]
     assert not missing, f"shards {missing} were not written"

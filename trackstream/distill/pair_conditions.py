@@ -63,13 +63,19 @@ class PairConditions:
     with ``data.source=shards``, streamed from the shards ``data.prepare`` wrote (their cached text
     embeddings when present, else the text encoder; only the first video frame is decoded)."""
 
-    def __init__(self, cfg: "TrainConfig", conditioner: Conditioner, *, count: int, text_dim: int):
+    def __init__(
+        self, cfg: "TrainConfig", conditioner: Conditioner, *, count: int, text_dim: int, needed_by: str | None = None
+    ):
         self.cfg, self.conditioner, self.text_dim = cfg, conditioner, text_dim
         if cfg.data.source == "shards":
             from trackstream.data.shard_samples import ShardSamples
 
             self.samples = ShardSamples(
-                cfg.data.shards, num_frames=cfg.data.num_frames, height=cfg.data.height, width=cfg.data.width
+                cfg.data.shards,
+                num_frames=cfg.data.num_frames,
+                height=cfg.data.height,
+                width=cfg.data.width,
+                needed_by=needed_by,
             )
             self.n = min(count, len(self.samples))
             self.pool = None

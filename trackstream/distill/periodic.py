@@ -139,7 +139,9 @@ def with_student_samples(
             net = unwrap(trained.module if sharded else trained.raw)
             ema = trained.ema if (cfg.eval.use_ema and trained.ema is not None) else None
             was_training = net.training
-            with ema.swapped(net) if ema is not None else contextlib.nullcontext(), runtime.autocast():
+            # rank 0 alone (not sharded) streams the whole sequence: its DiT leaves its sequence group for it
+            alone = contextlib.nullcontext() if sharded else _whole_sequence(net)
+            with ema.swapped(net) if ema is not None else contextlib.nullcontext(), runtime.autocast(), alone:
                 # fast=False: the reference step, no static buffers left on the network being trained
                 engine = StreamingGenerator(
                     net,
@@ -178,3 +180,17 @@ def with_student_samples(
 
     hooks = [*plan.hooks, Hook(cfg.trainer.sample_every, sample)]
     return dataclasses.replace(plan, hooks=hooks, finish=sample_then_finish)
+
+
+@contextlib.contextmanager
+def _whole_sequence(net: torch.nn.Module):
+    """``net``'s DiT without its sequence shard for the duration (one rank streaming alone)."""
+    dit = getattr(net, "dit", None)
+    shard = getattr(dit, "sequence_shard", None)
+    if shard is not None:
+        dit.sequence_shard = None
+    try:
+        yield
+    finally:
+        if shard is not None:
+            dit.sequence_shard = shard

@@ -40,8 +40,9 @@ from trackstream.eval.rewards import build_rewards
 from trackstream.models.motion_wan import Conventions, load_network
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
-from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, prepare_network, unwrap
 from trackstream.train.stages import StagePlan, load_text_encoder
+from trackstream.train.weights import load_frozen
 
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
@@ -99,19 +100,19 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
     if "first_frame" not in pairs:
         raise ValueError(f"stage.pairs={st.pairs}: the pairs have no first_frame (regenerate them)")
+    policy_net = load_network(student_dir)
+    attach_sequence_parallel(policy_net, runtime, "policy")  # parallel.sequence_parallel: the rollout on token slices
     policy = prepare_network(
         runtime,
         cfg.parallel,
         name="generator",
-        module=load_network(student_dir),
+        module=policy_net,
         optim=st.optim,
         ema=st.ema,
         total_steps=cfg.trainer.max_steps,
         grad_sync="manual",  # driven through the streaming path, as DMD's generator
     )
-    reference = (
-        prepare_frozen(runtime, load_network(student_dir), cfg=cfg.parallel, shard=True) if st.kl_weight > 0 else None
-    )
+    reference = load_frozen(student_dir, runtime, cfg.parallel, name="KL reference") if st.kl_weight > 0 else None
     reward = build_rewards(st.rewards, device=runtime.device)
     codec = student_codec(cfg, runtime, student_dir)
     objective = RLObjective(

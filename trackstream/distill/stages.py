@@ -47,14 +47,15 @@ from trackstream.distill.pair_conditions import PairConditions
 from trackstream.distill.pair_shards import PairSet, pairs_complete
 from trackstream.distill.periodic import sampling_clips, with_student_samples
 from trackstream.models.conditioner import Conditioner
+from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.motion_wan import Conventions, ModelConfig, load_network, read_network_json
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
-from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, prepare_network, unwrap
 from trackstream.train.stages import StagePlan, load_text_encoder
-from trackstream.train.weights import export_network, load_student
+from trackstream.train.weights import export_network, load_frozen, load_student
 
 if TYPE_CHECKING:
     from trackstream.train.config import TrainConfig
@@ -119,6 +120,12 @@ def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
     from omegaconf import OmegaConf
 
     meta = read_network_json(teacher_dir)["model"]
+    want = getattr(cfg.stage, "teacher_flavor", None)
+    if want and meta["flavor"] != want:
+        raise ValueError(
+            f"stage.teacher={teacher_dir} is a {meta['flavor']!r} network but this recipe distils from a {want!r} "
+            f"(stage.teacher_flavor): give that teacher's export, or set stage.teacher_flavor={meta['flavor']}"
+        )
     if cfg.model.text_encoder != meta["text_encoder"]:
         raise ValueError(
             f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
@@ -159,7 +166,9 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
         return out_dir
     teacher_dir = require_export(st.teacher)
     device = runtime.device  # every rank builds the teacher and writes its share of the shards
-    teacher = prepare_frozen(runtime, load_network(teacher_dir))
+    teacher = load_network(teacher_dir)
+    attach_sequence_parallel(teacher, runtime, "teacher (ODE pairs)")  # a group samples its shards together
+    teacher = prepare_frozen(runtime, teacher)
     codec = teacher_codec(cfg, runtime, teacher_dir)
     conditioner = Conditioner.for_network(
         ModelConfig(**read_network_json(teacher_dir)["model"]),
@@ -196,9 +205,10 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
         width=cfg.data.width,
         out_dir=out_dir,
         device=device,
-        rank=runtime.rank,
-        world_size=runtime.world_size,
+        rank=runtime.data_rank,
+        world_size=runtime.data_world_size,
         barrier=runtime.barrier,
+        writer=runtime.rank % runtime.sequence_parallel == 0,
     )
     runtime.barrier()
     return out_dir
@@ -230,9 +240,12 @@ def condition_stream(
 
     else:
         assert conditioner is not None and text_dim is not None
-        frames = rollout_frames(cfg.data.num_frames, horizons)
+        frames = rollout_frames(cfg.data.num_frames, horizons, cfg.stage.causal)
         long_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=frames))
-        conditions = PairConditions(long_cfg, conditioner, count=len(pairs), text_dim=text_dim)
+        needed_by = f"stage.rollout_horizons={horizons} (rollouts of {frames} frames)"
+        conditions = PairConditions(long_cfg, conditioner, count=len(pairs), text_dim=text_dim, needed_by=needed_by)
+        if conditions.pool is None:  # shards: a clip too short for the rollout is refused now, not mid-run
+            conditions.samples.get(0)
         if runtime.is_main:
             log.info("conditions: %s at %d frames (%d teacher horizons)", conditions.describe(), frames, horizons)
 
@@ -245,8 +258,8 @@ def condition_stream(
         batch_size=cfg.data.batch_size,
         seed=derive_seed(cfg.data.seed, "pairs"),
         make_batch=make,
-        rank=runtime.rank,
-        world_size=runtime.world_size,
+        rank=runtime.data_rank,  # the K ranks of a sequence group train on the same samples
+        world_size=runtime.data_world_size,
     )
 
 
@@ -261,8 +274,11 @@ def horizon_conditioner(cfg: "TrainConfig", runtime: Runtime, network_dir: Path,
     )
 
 
-def export_student(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig") -> Path:
-    """The student in the teacher's format; network.json records how it streams (chunking, steps, shift)."""
+def export_student(
+    trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig", *, model: dict | None = None
+) -> Path:
+    """The student in the teacher's format; network.json records how it streams (chunking, steps, shift).
+    ``model``: the student's network.json "model" when it is not the teacher's architecture (another size)."""
     meta = read_network_json(teacher_dir)
     teacher = Conventions.from_dict(meta.get("conventions", {}), source=str(teacher_dir / "network.json"))
     # a given chunk 0 is the clean first frame at t = 0; a sampled one keeps the teacher's convention
@@ -275,7 +291,7 @@ def export_student(trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, 
     return export_network(
         trained,
         run_dir / "export" / "student",
-        model_cfg=meta["model"],
+        model_cfg=model or meta["model"],
         runtime=runtime,
         text_encoder_dim=int(meta["text_encoder_dim"]),
         conventions=conventions,
@@ -292,7 +308,11 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     pairs_seconds = round(time.perf_counter() - t0, 2)
     K = student_steps(cfg)
     pairs = PairSet(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
-    student = load_network(teacher_dir)  # the student starts as the teacher (causal attention from here on)
+    # the student starts as the teacher (causal attention from here on), or as stage.student (another size)
+    student, student_model = load_student(st.student, teacher_dir, model=cfg.model)
+    attach_sequence_parallel(
+        student, runtime, "student"
+    )  # parallel.sequence_parallel: the block-causal forward on slices
     trained = prepare_network(
         runtime,
         cfg.parallel,
@@ -301,6 +321,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         optim=cfg.optim,
         ema=cfg.ema,
         total_steps=cfg.trainer.max_steps,
+        lora=cfg.model.lora,
     )
     objective = ODEInitObjective(
         trained.module,
@@ -316,7 +337,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(export_student(trained, run_dir, teacher_dir, runtime, cfg)),
+            "export": str(export_student(trained, run_dir, teacher_dir, runtime, cfg, model=student_model)),
             "pairs": str(pairs_dir),
             "num_pairs": len(pairs),
             "pairs_seconds": pairs_seconds,
@@ -327,7 +348,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         cfg,
         runtime,
         run_dir,
-        model=read_network_json(teacher_dir)["model"],
+        model=student_model,
         codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
         text_encoder_fn=lambda: load_text_encoder(cfg, runtime),
         clips=heldout,
@@ -341,7 +362,14 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     check_teacher_run(cfg, teacher_dir)
     heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
     # an exported student, or a Wan / community checkpoint (PATH::generator_ema) in the teacher's network
-    student_net, student_dir = load_student(st.student, teacher_dir)
+    critic_spec = st.student if st.critic == "student" else st.critic
+    if critic_spec and st.critic != "student" and not Path(split_subkey(critic_spec)[0]).exists():
+        raise ValueError(f"stage.critic={st.critic!r} does not exist: a path, 'student' or null (the teacher)")
+    student_net, student_model = load_student(st.student, teacher_dir, model=cfg.model)
+    # the critic: a copy of the teacher, the generator's starting weights, or a path (the student's network)
+    critic_net, _ = load_student(
+        critic_spec, teacher_dir, model=None if critic_spec is None else cfg.model, field="stage.critic"
+    )
     if not st.pairs:
         raise ValueError(
             "stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
@@ -349,7 +377,9 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         )
     K = student_steps(cfg)
     pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
-    teacher = prepare_frozen(runtime, load_network(teacher_dir), cfg=cfg.parallel, shard=True)
+    for name, net in (("generator", student_net), ("critic", critic_net)):
+        attach_sequence_parallel(net, runtime, name)  # parallel.sequence_parallel: every DiT on token slices
+    teacher = load_frozen(teacher_dir, runtime, cfg.parallel, name="teacher")
     ratio, steps = st.update_ratio, cfg.trainer.max_steps
     # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper
     # (gradients averaged after backward), under fsdp one unit per module the path calls
@@ -362,15 +392,17 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         ema=st.generator_ema,
         total_steps=max(1, steps // ratio),
         grad_sync="manual",
+        lora=cfg.model.lora,
     )
     critic = prepare_network(
         runtime,
         cfg.parallel,
         name="critic",
-        module=load_network(teacher_dir),
+        module=critic_net,
         optim=st.critic_optim,
         ema=None,
         total_steps=steps,
+        lora=cfg.model.lora,
     )
     text_encoder = load_text_encoder(cfg, runtime)
     null_text, null_lengths = text_encoder.encode([""])
@@ -409,7 +441,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(export_student(generator, run_dir, teacher_dir, runtime, cfg)),
+            "export": str(export_student(generator, run_dir, teacher_dir, runtime, cfg, model=student_model)),
             "generator_updates": generator.num_updates,
             "critic_updates": critic.num_updates,
             "config": json.loads(json.dumps(asdict(st), default=str)),
@@ -428,7 +460,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         cfg,
         runtime,
         run_dir,
-        model=read_network_json(student_dir)["model"],
+        model=student_model,
         codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
         text_encoder_fn=lambda kept=text_encoder: kept,
         clips=heldout,

@@ -7,6 +7,8 @@ that uses it, and offered to Hydra here as a ConfigStore node:
   by the ODE-init, DMD and RL stages;
 * ``guidance/joint``: ``diffusion.samplers.GuidanceConfig`` (joint text-motion guidance and its
   weights), placed at ``stage.guidance`` (DMD's real score) and ``stage.ode_pairs.guidance`` (ODE init);
+* ``lora/disabled``: ``models.lora.LoraConfig`` (rank 0), placed at ``model.lora`` by every model file, so any
+  stage takes ``model.lora.rank=64``;
 * ``sampler/default``: ``diffusion.samplers.SamplerConfig`` (the teacher's sampler), placed at
   ``generate.sampler`` by ``trackstream eval``;
 * ``tracker/<name>``, one per ``data.trackers.TRACKERS`` name: ``TrackerConfig`` with that name, placed at
@@ -24,6 +26,7 @@ from hydra.core.config_store import ConfigStore
 from trackstream.data.trackers import tracker_nodes
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.models.causal import CausalConfig
+from trackstream.models.lora import LoraConfig
 
 __all__ = ["NODES", "register_nodes"]
 
@@ -32,6 +35,7 @@ NODES = {
     ("causal", "c3s1w1"): CausalConfig,
     ("guidance", "joint"): GuidanceConfig,
     ("sampler", "default"): SamplerConfig,
+    ("lora", "disabled"): LoraConfig,
 }
 
 

@@ -32,7 +32,7 @@ FlexAttention (compiled on CUDA; on CPU it is unfused and forward-only) or SDPA 
 API::
 
     cfg = CausalConfig()  # c3s1w1, chunk 0 = the image latent; CausalConfig(3, 1, None) = full history
-    # training: one forward over a clip, per-frame timesteps t [B, F]
+    # training (models.block_causal): one forward over a clip, per-frame timesteps t [B, F]
     v = block_causal_forward(model, cfg, x, t, context)           # [B, C, F, H, W]
     # streaming: predict a chunk (does not touch the cache), then write it explicitly
     cache = new_cache(model, cfg, context)                        # text K/V computed once
@@ -50,39 +50,30 @@ Legend as in models.wan.
 from __future__ import annotations
 
 import dataclasses
-import math
-import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
 
+from trackstream.models.sequence_parallel import heads_to_seq, seq_to_heads
 from trackstream.models.wan import WanModel, apply_rope, grid_positions, rope_cos_sin
 
-if TYPE_CHECKING:  # for the annotation only: the buffered step is optional
+if TYPE_CHECKING:  # for the annotations only: the buffered step is optional
+    from trackstream.models.sequence_parallel import SequenceShard
     from trackstream.models.stream_buffers import StepBuffers
 
-try:  # FlexAttention: fused block-sparse kernel on CUDA (compiled), unfused and forward-only on CPU
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
-
-    HAS_FLEX = True
-except ImportError:  # pragma: no cover - old torch
-    HAS_FLEX = False
 
 __all__ = [
     "CausalConfig",
-    "BlockCausalAttention",
-    "block_causal_forward",
     "ChunkKV",
     "KVCache",
     "StreamOutput",
     "new_cache",
     "stream_step",
     "FeatureRecorder",
-    "HAS_FLEX",
+    "check_temporal_patch",
 ]
-BACKENDS = ("auto", "flex", "sdpa")
 
 
 # ----------------------------------------------------------------------------- config
@@ -161,120 +152,9 @@ class CausalConfig:
         return sum(self.chunk_len(j) for j in sink + window)
 
 
-def _check_temporal_patch(model: WanModel) -> None:
+def check_temporal_patch(model: WanModel) -> None:
     if model.patch_size[0] != 1:
         raise ValueError(f"causal mode needs a temporal patch size of 1, got patch_size={model.patch_size}")
-
-
-# ----------------------------------------------------------------------------- training path
-
-
-_compiled_flex = None
-
-
-def _flex(q, k, v, block_mask, scale):
-    """FlexAttention on [B, N, L, E]: compiled on CUDA (fused), eager elsewhere (materialises scores)."""
-    global _compiled_flex
-    if q.device.type == "cuda":
-        if _compiled_flex is None:
-            _compiled_flex = torch.compile(flex_attention, dynamic=False)
-        return _compiled_flex(q, k, v, block_mask=block_mask, scale=scale)
-    with warnings.catch_warnings():  # "called without torch.compile": expected off-GPU
-        warnings.simplefilter("ignore", UserWarning)
-        return flex_attention(q, k, v, block_mask=block_mask, scale=scale)
-
-
-class BlockCausalAttention:
-    """``SelfAttentionFn`` for a whole clip: bidirectional within a chunk, causal across chunks,
-    only sink + window visible, RoPE by cache position (see the module docstring).
-
-    grid: the token grid (F, H', W') of the clip; ``backend``: "flex", "sdpa" (boolean mask) or
-    "auto" (flex on CUDA, SDPA elsewhere: CPU flex is unfused and has no backward).
-    """
-
-    def __init__(
-        self,
-        config: CausalConfig,
-        grid: tuple[int, int, int],
-        head_dim: int,
-        *,
-        device: torch.device | str | None = None,
-        backend: str = "auto",
-    ):
-        if backend not in BACKENDS:
-            raise ValueError(f"backend={backend!r}; expected one of {BACKENDS}")
-        device = torch.device(device or "cpu")
-        if backend == "auto":
-            backend = "flex" if HAS_FLEX and device.type == "cuda" else "sdpa"
-        if backend == "flex" and not HAS_FLEX:
-            raise ValueError("backend='flex' needs torch.nn.attention.flex_attention; use backend='sdpa'")
-        self.backend, self.head_dim = backend, head_dim
-        cfg, (nf, h, w) = config, grid
-        n = cfg.num_chunks(nf)
-        frame_chunk = torch.cat([torch.full((cfg.chunk_len(i),), i) for i in range(n)])  # [F]
-        self.tok_chunk = frame_chunk.repeat_interleave(h * w).to(device)  # [L] chunk id per token
-        pos = grid_positions(grid, device=device)  # [L, 3] absolute (frame, row, col)
-        self.cos, self.sin = rope_cos_sin(pos, head_dim)
-        # Frame shift from absolute to cache position per chunk; non-zero once eviction starts.
-        shift = torch.tensor([cfg.chunk_start(i) - cfg.cache_start(i) for i in range(n)], device=device)
-        self.dual = cfg.sink_chunks > 0 and bool(shift.any())
-        if self.dual:
-            cpos = pos.clone()
-            cpos[:, 0] -= shift[self.tok_chunk]
-            self.cos_c, self.sin_c = rope_cos_sin(cpos, head_dim)
-            self.sink = (self.tok_chunk < cfg.sink_chunks)[None, :, None, None]  # [1, L, 1, 1]
-        qc, kc = self.tok_chunk[:, None], self.tok_chunk[None, :]
-        if backend == "sdpa":
-            self.mask = cfg.visible(qc, kc)  # [L, L] bool, True = attend
-        else:
-            tok = self.tok_chunk
-
-            def mask_mod(b, hh, q_idx, kv_idx):
-                return cfg.visible(tok[q_idx], tok[kv_idx])
-
-            L = self.tok_chunk.numel()
-            self.block_mask = create_block_mask(mask_mod, None, None, L, L, device=device)
-
-    def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        qa = apply_rope(q, self.cos, self.sin)
-        ka = apply_rope(k, self.cos, self.sin)
-        if self.dual:  # sink keys meet q at its cache position, all others q at its absolute one
-            qc = apply_rope(q, self.cos_c, self.sin_c)
-            qa = torch.cat([qa, qc], dim=-1)  # [B, L, N, 2D]
-            ka = torch.cat([ka.masked_fill(self.sink, 0.0), ka.masked_fill(~self.sink, 0.0)], dim=-1)
-        q_, k_, v_ = (a.to(v.dtype).transpose(1, 2) for a in (qa, ka, v))  # [B, N, L, E]
-        scale = 1.0 / math.sqrt(self.head_dim)
-        if self.backend == "sdpa":
-            out = F.scaled_dot_product_attention(q_, k_, v_, attn_mask=self.mask, scale=scale)
-        else:
-            if q.device.type != "cuda" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad):
-                raise ValueError("backend='flex' has no backward on CPU; use backend='sdpa' (or 'auto')")
-            out = _flex(q_, k_, v_, self.block_mask, scale)
-        return out.transpose(1, 2)  # [B, L, N, D]
-
-
-def block_causal_forward(
-    model: WanModel,
-    config: CausalConfig,
-    x: torch.Tensor,
-    t: torch.Tensor,
-    context: torch.Tensor,
-    clip_fea: torch.Tensor | None = None,
-    y: torch.Tensor | None = None,
-    *,
-    context_lens: torch.Tensor | None = None,
-    backend: str = "auto",
-) -> torch.Tensor:
-    """Causal prediction for a whole clip in one forward (ODE init, teacher forcing).
-
-    Same arguments as ``WanModel.forward``; t may be per frame [B, F] (diffusion forcing).
-    Returns [B, out_dim, F, H, W] float32.
-    """
-    _check_temporal_patch(model)
-    _, ph, pw = model.patch_size
-    grid = (x.shape[2], x.shape[3] // ph, x.shape[4] // pw)
-    attn = BlockCausalAttention(config, grid, model.head_dim, device=x.device, backend=backend)
-    return model(x, t, context, clip_fea, y, context_lens=context_lens, attention=attn)
 
 
 # ----------------------------------------------------------------------------- streaming path
@@ -366,7 +246,7 @@ def new_cache(
     Built under the caller's grad mode: with grad, every chunk's loss shares this subgraph
     (backward once over the rollout, or rebuild the cache per backward).
     """
-    _check_temporal_patch(model)
+    check_temporal_patch(model)
     ctx, n_img = model.embed_context(context, clip_fea, context_lens)
     return KVCache(config, tuple(tuple(kv) for kv in model.context_kv(ctx, n_img)), detach=detach)
 
@@ -391,16 +271,32 @@ class _CachedAttention:
     Records the current chunk's un-roped (k, v) per layer (and features for a ``FeatureRecorder``)."""
 
     def __init__(
-        self, cache: KVCache, grid: tuple[int, int, int], head_dim: int, device, recorder: FeatureRecorder | None = None
+        self,
+        cache: KVCache,
+        grid: tuple[int, int, int],
+        head_dim: int,
+        device,
+        recorder: FeatureRecorder | None = None,
+        shard: "SequenceShard | None" = None,
     ):
         f, h, w = grid
         self.chunks, self.cur_tokens = cache.chunks, f * h * w
-        pos = grid_positions((cache.frames + f, h, w), device=device)  # [L_cache + L_cur, 3]
+        if shard is None:
+            pos = grid_positions((cache.frames + f, h, w), device=device)  # [L_cache + L_cur, 3]
+        else:  # each chunk's tokens in the all-to-all's rank-major order, as its K/V are cached
+            spans, start = [c.frames for c in self.chunks] + [f], 0
+            parts = []
+            for n in spans:
+                parts.append(grid_positions((n, h, w), start, device=device)[shard.order((n, h, w), device=device)])
+                start += n
+            pos = torch.cat(parts)
         self.cos, self.sin = rope_cos_sin(pos, head_dim)
         self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.recorder = recorder
+        self.recorder, self.group = recorder, (shard.group if shard is not None else None)
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        if self.group is not None:  # the chunk's slice [B, L_cur/K, N, D] -> [B, L_cur, N/K, D]: cached this way
+            q, k, v = (seq_to_heads(a, self.group) for a in (q, k, v))
         self.kv[layer] = (k, v)  # a checkpoint recompute overwrites it with equal tensors: harmless
         ks = [c.layers[layer][0] for c in self.chunks] + [k]
         vs = [c.layers[layer][1] for c in self.chunks] + [v]
@@ -418,7 +314,7 @@ class _CachedAttention:
                 rec.variant_features[(name, layer)] = F.scaled_dot_product_attention(
                     q, kt.transpose(1, 2), vt.transpose(1, 2)
                 ).transpose(1, 2)
-        return out
+        return out if self.group is None else heads_to_seq(out, self.group)  # [B, L_cur/K, N, D]
 
 
 def stream_step(
@@ -455,16 +351,29 @@ def stream_step(
     if cache.chunks and cache.chunks[0].tokens_per_frame != tpf:
         raise ValueError(f"x has {tpf} tokens per frame; the cached chunks have {cache.chunks[0].tokens_per_frame}")
     e, e0 = model.time_embed(t, B, nf)
+    shard = model.sequence_shard
+    if shard is not None:  # this rank's token slice; the K/V it caches are its N/K heads of the whole chunk
+        if buffers is not None or recorder is not None or until is not None:
+            raise ValueError(
+                "parallel.sequence_parallel > 1 streams for training only: the buffered step, feature recorder "
+                "and partial passes (inference, DragStream) run with sequence_parallel=1"
+            )
+        shard.check(model.num_heads, grid)
+        tokens, tpf_here = shard.split(tokens, grid), tpf // shard.size  # [B, L/K, dim]
+    else:
+        tpf_here = tpf
     if buffers is not None:
         head, layers = buffers.run(model, cache, tokens, grid, e0, e, recorder=recorder, last=until)
         if until is not None:
             return StreamOutput(None, None)
     else:
-        attn = _CachedAttention(cache, grid, model.head_dim, tokens.device, recorder)
-        tokens = model.run_blocks(tokens, e0, cache.context_kv, attn, tpf, last=until)
+        attn = _CachedAttention(cache, grid, model.head_dim, tokens.device, recorder, shard)
+        tokens = model.run_blocks(tokens, e0, cache.context_kv, attn, tpf_here, last=until)
         if until is not None:
             return StreamOutput(None, None)
-        head = model.head(tokens, e, tpf)
+        head = model.head(tokens, e, tpf_here)
+        if shard is not None:
+            head = shard.gather(head, grid)  # [B, L, ...] on every rank of the group
         layers = tuple(attn.kv[layer] for layer in range(model.num_layers))
     pred = model.unpatchify(head, grid)
     return StreamOutput(pred, ChunkKV(index=i, frames=nf, tokens_per_frame=tpf, layers=layers))

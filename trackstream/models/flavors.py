@@ -26,6 +26,9 @@ FLAVORS: dict[str, dict] = {
     # InP: [noisy 16, mask 4, masked-video latent 16]; Control: [noisy 16, control 16, start image 16].
     "wan2.1-fun-1.3b-inp": dict(_WAN_COMMON, **_WAN_1_3B, model_type="i2v", in_dim=36),
     "wan2.1-fun-1.3b-control": dict(_WAN_COMMON, **_WAN_1_3B, model_type="i2v", in_dim=48),
+    # their 14B siblings (alibaba-pai/Wan2.1-Fun-14B-InP / -Control): the I2V-14B DiT, same channel layouts
+    "wan2.1-fun-14b-inp": dict(_WAN_COMMON, **_WAN_14B, model_type="i2v", in_dim=36),
+    "wan2.1-fun-14b-control": dict(_WAN_COMMON, **_WAN_14B, model_type="i2v", in_dim=48),
     # Wan 2.2 TI2V-5B (dense): 48-channel latents of the Wan 2.2 VAE (16x16 spatial, 4x temporal),
     # image conditioning as the clean first latent frame at t = 0; 1280x704, 24 fps, shift 5.
     "wan2.2-ti2v-5b": dict(
@@ -63,7 +66,8 @@ FLAVORS: dict[str, dict] = {
     ),
 }
 
-# Official figures, asserted by the tests: (parameters, state-dict tensors).
+# Official figures (the Fun models': counted from the published architecture), asserted by the tests:
+# (parameters, state-dict tensors).
 OFFICIAL_COUNTS = {
     "wan2.1-t2v-1.3b": (1_418_996_800, 825),
     "wan2.1-t2v-14b": (14_288_491_584, 1095),
@@ -71,6 +75,9 @@ OFFICIAL_COUNTS = {
     "wan2.1-flf2v-14b": (16_395_536_704, 1304),
     "wan2.1-fun-1.3b-inp": (1_564_428_608, None),
     "wan2.1-fun-1.3b-control": (1_564_502_336, None),
+    # not published: the I2V-14B architecture at in_dim 48 (36 for InP = I2V-14B's own count), counted
+    "wan2.1-fun-14b-inp": (16_394_878_784, 1303),
+    "wan2.1-fun-14b-control": (16_395_124_544, 1303),
     # the official TI2V-5B config.json built by diffusers' WanTransformer3DModel (tests/test_wan_parity.py)
     "wan2.2-ti2v-5b": (4_999_787_712, 825),
 }

@@ -31,6 +31,7 @@ import torch.nn as nn
 
 from trackstream.models.channel_layouts import IMAGE_IN_LATENT, LAYOUTS, compose_condition, condition_channels
 from trackstream.models.flavors import build_wan, flavor_config
+from trackstream.models.lora import LoraConfig
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.text_encoders import TextProjection
 from trackstream.models.tracks import TRACK_EMBED_DIM, TrackEncoder
@@ -74,8 +75,18 @@ class ModelConfig:
     # release feeds when no CLIP image is given); "auto" = "clip" for those flavors, unused otherwise.
     image_features: str = "auto"
     image_encoder_path: str | None = None  # CLIP .pth, transformers folder or release folder
+    # a PEFT LoRA adapter folder merged into init_from's weights when they are loaded (models.lora)
+    adapter: str | None = None
+    # LoRA adapters on the trained networks of any stage (models.lora; rank 0: the whole network trains)
+    lora: LoraConfig = field(default_factory=LoraConfig)
 
     def __post_init__(self) -> None:
+        if isinstance(self.lora, dict):
+            self.lora = LoraConfig(**self.lora)
+        if self.adapter and not self.init_from:
+            raise ValueError(
+                f"model.adapter={self.adapter!r} needs its base: set model.init_from to the weights it was trained on"
+            )
         if self.layout not in LAYOUTS:
             raise ValueError(f"model.layout={self.layout!r}; choose one of {LAYOUTS}")
         if self.track_channels < 0:

@@ -23,6 +23,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trackstream.models.sequence_parallel import SequenceShard, ulysses
+
 __all__ = ["WanModel", "SelfAttentionFn", "rope_cos_sin", "apply_rope", "sinusoidal_embedding"]
 
 # ti2v (Wan 2.2 TI2V-5B) has t2v's parameters; its image conditioning is the clean first latent
@@ -149,6 +151,20 @@ class FullRoPEAttention:
         q = apply_rope(q, self.cos, self.sin).to(v.dtype)
         k = apply_rope(k, self.cos, self.sin).to(v.dtype)
         return sdpa(q, k, v)
+
+
+class UlyssesRoPEAttention(FullRoPEAttention):
+    """Bidirectional attention of a sequence-parallel slice (``models.sequence_parallel``): RoPE at the
+    slice's global positions (cos/sin [L/K, D/2]), then attention over the whole sequence on N/K heads."""
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor, group):
+        super().__init__(cos, sin)
+        self.group = group
+
+    def __call__(self, layer: int, q, k, v):
+        q = apply_rope(q, self.cos, self.sin).to(v.dtype)
+        k = apply_rope(k, self.cos, self.sin).to(v.dtype)
+        return ulysses(sdpa, q, k, v, self.group)
 
 
 # ----------------------------------------------------------------------------- layers
@@ -346,6 +362,9 @@ class WanModel(nn.Module):
         self.qk_norm, self.cross_attn_norm = qk_norm, cross_attn_norm
         self.window_size = tuple(window_size)
         self.gradient_checkpointing = False
+        # Set by the trainer under parallel.sequence_parallel > 1 (``models.sequence_parallel``): the
+        # default forward then runs this rank's slice of the tokens with Ulysses attention.
+        self.sequence_shard: SequenceShard | None = None
 
         image = model_type in ("i2v", "flf2v")
         self.patch_embedding = nn.Conv3d(in_dim, dim, kernel_size=self.patch_size, stride=self.patch_size)
@@ -397,7 +416,8 @@ class WanModel(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                if m.bias is not None:  # LoRA's A / B (models.lora) have none; PEFT re-draws them after this
+                    nn.init.zeros_(m.bias)
             elif isinstance(m, RMSNorm):
                 nn.init.ones_(m.weight)
             elif isinstance(m, nn.LayerNorm):
@@ -540,14 +560,34 @@ class WanModel(nn.Module):
         y: [B, C_cond, F, H, W] conditioning concatenated after x on channels.
         ``attention`` replaces full self-attention (causal modes); ``frame_offset`` shifts
         the RoPE frame index of the default attention. Returns [B, out_dim, F, H, W] float32.
+        With ``sequence_shard`` set, the blocks run this rank's token slice (Ulysses attention) and
+        the output is gathered: every rank of the group returns the whole prediction.
         """
         B, _, nframes = x.shape[:3]
         tokens, grid = self.patchify(x, y)
         e, e0 = self.time_embed(t, B, nframes)
         ctx, n_img = self.embed_context(context, clip_fea, context_lens)
-        if attention is None:
+        shard = self.sequence_shard
+        tokens_per_frame = grid[1] * grid[2]
+        if attention is None and shard is not None:  # this rank's slice, every frame's run ``rank`` of S/K tokens
+            shard.check(self.num_heads, grid)
+            pos = shard.split(grid_positions(grid, frame_offset, device=tokens.device)[None], grid)[0]  # [L/K, 3]
+            tokens, tokens_per_frame = shard.split(tokens, grid), tokens_per_frame // shard.size  # [B, L/K, dim]
+            attention = UlyssesRoPEAttention(*rope_cos_sin(pos, self.head_dim), shard.group)
+        elif attention is None:
             pos = grid_positions(grid, frame_offset, device=tokens.device)
             attention = FullRoPEAttention(*rope_cos_sin(pos, self.head_dim))
-        tokens_per_frame = grid[1] * grid[2]
+        elif shard is not None:  # a custom attention that knows its slice (the causal student's block mask)
+            if not hasattr(attention, "for_shard"):
+                raise ValueError(
+                    f"parallel.sequence_parallel > 1: this self-attention ({type(attention).__name__}, e.g. the "
+                    "correspondence probe) is not sequence-parallel; set parallel.sequence_parallel=1"
+                )
+            shard.check(self.num_heads, grid)
+            attention = attention.for_shard(shard, grid)
+            tokens, tokens_per_frame = shard.split(tokens, grid), tokens_per_frame // shard.size
         tokens = self.run_blocks(tokens, e0, self.context_kv(ctx, n_img), attention, tokens_per_frame)
-        return self.unpatchify(self.head(tokens, e, tokens_per_frame), grid)
+        out = self.head(tokens, e, tokens_per_frame)  # [B, L or L/K, prod(patch) * out_dim]
+        if shard is not None:
+            out = shard.gather(out, grid)  # [B, L, ...] on every rank of the group
+        return self.unpatchify(out, grid)

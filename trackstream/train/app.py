@@ -207,12 +207,14 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
 def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Path]:
     export_slurm_env()  # WORLD_SIZE & co. from SLURM_* under srun, before anything reads them
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    # the K ranks of a sequence group share one sample: the batch is counted over data ranks only
+    data_world = max(1, world // max(1, int(cfg.parallel.get("sequence_parallel", 1))))
     try:
         if cfg.trainer.get("global_batch") is not None:  # resolved into the config, so config.yaml says what ran
             cfg.trainer.grad_accum = derive_grad_accum(
                 global_batch=cfg.trainer.global_batch,
                 batch_size=cfg.data.batch_size,
-                world_size=world,
+                world_size=data_world,
                 grad_accum=cfg.trainer.grad_accum,
             )
         typed = validate(cfg)
@@ -257,6 +259,7 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
         deepspeed_config=ds_cfg,
         find_unused_parameters=typed.parallel.find_unused_parameters,
         device=typed.trainer.device,
+        sequence_parallel=typed.parallel.sequence_parallel,
     )
     agreed = Path(runtime.broadcast_object(str(run_dir)))
     if agreed != run_dir:
@@ -282,12 +285,14 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
             runtime.device,
             runtime.precision,
         )
+        sp = runtime.sequence_parallel
         log.info(
-            "global batch %d = %d per process x %d accumulated x %d processes",
-            typed.data.batch_size * typed.trainer.grad_accum * runtime.world_size,
+            "global batch %d = %d per process x %d accumulated x %d %s",
+            typed.data.batch_size * typed.trainer.grad_accum * runtime.data_world_size,
             typed.data.batch_size,
             typed.trainer.grad_accum,
-            runtime.world_size,
+            runtime.data_world_size,
+            "processes" if sp == 1 else f"data ranks (each a sequence group of {sp} processes)",
         )
     runtime.barrier()
     seed_everything(typed.trainer.seed)

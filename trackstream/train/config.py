@@ -45,6 +45,9 @@ __all__ = [
     "resolved_container",
 ]
 
+# the stages whose DiTs run on token slices under parallel.sequence_parallel > 1
+SEQUENCE_PARALLEL_STAGES = ("teacher", "ode_init", "dmd", "rl")
+
 
 @dataclass
 class ScheduleConfig:
@@ -155,6 +158,17 @@ def _cross_checks(cfg: TrainConfig) -> None:
             f"model.flavor={cfg.model.flavor!r} denoises {want}-channel latents but codec={cfg.codec.name!r} "
             f"makes {have}: pair Wan 2.2 TI2V-5B with codec=wan2.2-vae or "
             "codec=taehv-wan2.2 and the Wan 2.1 flavors with a 16-channel codec"
+        )
+    sp = cfg.parallel.sequence_parallel
+    if sp > 1 and getattr(cfg.stage, "name", None) not in SEQUENCE_PARALLEL_STAGES:
+        raise ValueError(
+            f"parallel.sequence_parallel={sp}: stage {cfg.stage.name!r} has no DiT to split "
+            f"(sequence-parallel stages: {', '.join(SEQUENCE_PARALLEL_STAGES)}): set it to 1"
+        )
+    if sp > 1 and getattr(cfg.stage, "correspondence_weight", 0) > 0:
+        raise ValueError(
+            f"parallel.sequence_parallel={sp} cannot probe an attention head: set stage.correspondence_weight=0 "
+            "or parallel.sequence_parallel=1"
         )
     causal = getattr(cfg.stage, "causal", None)
     if causal is not None:  # a causal stage: its chunking must tile the clips it trains on

@@ -93,6 +93,18 @@ class Runtime:
     world_size: int
     local_rank: int
     precision: str  # "fp32" | "bf16" (resolved)
+    # parallel.sequence_parallel: K consecutive ranks share one sample (rank = data_rank * K + k)
+    sequence_parallel: int = 1
+    sequence_group: object = None  # their ProcessGroup (None when K = 1)
+
+    @property
+    def data_rank(self) -> int:
+        """Which sample stream this rank reads: the K ranks of a sequence group read the same."""
+        return self.rank // self.sequence_parallel
+
+    @property
+    def data_world_size(self) -> int:
+        return self.world_size // self.sequence_parallel
 
     @property
     def is_main(self) -> bool:
@@ -157,15 +169,23 @@ def init_runtime(
     deepspeed_config: dict | None = None,
     find_unused_parameters: bool = False,
     device: str = "auto",
+    sequence_parallel: int = 1,
 ) -> Runtime:
     """Create the Accelerator for ``strategy`` (single | ddp | fsdp | deepspeed). ``device``: "auto"
-    (CUDA when present), "cpu" (even on a GPU machine) or "cuda" (refused without a GPU)."""
+    (CUDA when present), "cpu" (even on a GPU machine) or "cuda" (refused without a GPU).
+    ``sequence_parallel`` K > 1: a (data, seq) device mesh of world / K x K ranks; this rank's
+    sequence group is ``Runtime.sequence_group``."""
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
 
     export_slurm_env()
     world_of_one(strategy)
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size % sequence_parallel:
+        raise ValueError(
+            f"parallel.sequence_parallel={sequence_parallel} must divide the number of processes ({world_size}): "
+            f"launch data x {sequence_parallel} processes (torchrun --nproc_per_node)"
+        )
     if strategy == "single" and world_size > 1:
         raise ValueError(
             f"parallel.strategy=single but the launcher started {world_size} processes; "
@@ -202,6 +222,16 @@ def init_runtime(
             f"accelerate sees {accelerator.num_processes} process(es) but WORLD_SIZE={world_size}: "
             "the process group was not built (on CPU: launch with torchrun, not accelerate --cpu; see this module's docstring)"
         )
+    group = None
+    if sequence_parallel > 1:
+        from torch.distributed.device_mesh import init_device_mesh
+
+        mesh = init_device_mesh(
+            accelerator.device.type,
+            (world_size // sequence_parallel, sequence_parallel),
+            mesh_dim_names=("data", "seq"),
+        )
+        group = mesh.get_group("seq")
     return Runtime(
         accelerator=accelerator,
         strategy=strategy,
@@ -210,6 +240,8 @@ def init_runtime(
         world_size=accelerator.num_processes,
         local_rank=accelerator.local_process_index,
         precision=precision,
+        sequence_parallel=sequence_parallel,
+        sequence_group=group,
     )
 
 

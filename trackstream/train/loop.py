@@ -179,7 +179,7 @@ def train(
                     f"{names} became non-finite at step {step}: training stopped without saving that step, and "
                     f"{kept}; resume from it with a lower optim.lr, or look for non-finite values in the data"
                 )
-            n_samples = sum(objective.batch_size(b) for b in micro) * runtime.world_size
+            n_samples = sum(objective.batch_size(b) for b in micro) * runtime.data_world_size
             samples_seen += n_samples
             throughput.add(n_samples)
             logger.advance()

@@ -18,14 +18,18 @@ eval mode, no gradients, no DDP wrapper, optionally sharded (FSDP) for large tea
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 import torch.nn as nn
 
 from trackstream.train.dist import Runtime
+
+if TYPE_CHECKING:
+    from trackstream.models.lora import LoraConfig
 from trackstream.train.ema import EMA, EMAConfig
 from trackstream.train.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from trackstream.train.trained_network import (
@@ -36,6 +40,7 @@ from trackstream.train.trained_network import (
     TrainedNetwork,
 )
 
+log = logging.getLogger(__name__)
 __all__ = [
     "ParallelConfig",
     "prepare_network",
@@ -43,6 +48,7 @@ __all__ = [
     "deepspeed_config",
     "unwrap",
     "root_parameters",
+    "attach_sequence_parallel",
 ]
 
 STRATEGIES = ("single", "ddp", "fsdp", "deepspeed")
@@ -82,6 +88,9 @@ class ParallelConfig:
     # deepspeed
     zero_stage: int = 2
     offload_optimizer: bool = False
+    # Ulysses sequence parallelism (models.sequence_parallel): K processes share each sample, each
+    # running 1/K of its tokens; world = data x K. The DiT stages: teacher, ODE init, DMD, RL (ddp or fsdp).
+    sequence_parallel: int = 1
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -90,6 +99,13 @@ class ParallelConfig:
             raise ValueError(f"parallel.zero_stage={self.zero_stage} must be 0, 1, 2 or 3")
         if self.backend not in ("auto", "nccl", "gloo"):
             raise ValueError(f"parallel.backend={self.backend!r}; choose auto, nccl or gloo")
+        if self.sequence_parallel < 1:
+            raise ValueError(f"parallel.sequence_parallel={self.sequence_parallel} must be >= 1 (1: off)")
+        if self.sequence_parallel > 1 and self.strategy not in ("ddp", "fsdp"):
+            raise ValueError(
+                f"parallel.sequence_parallel={self.sequence_parallel} needs parallel=fsdp or ddp "
+                f"(not {self.strategy}): launch data x {self.sequence_parallel} processes with torchrun"
+            )
 
 
 def deepspeed_config(
@@ -186,6 +202,31 @@ def root_parameters(module: nn.Module, cfg: ParallelConfig) -> list[str]:
     return [n for n, p in module.named_parameters() if id(p) not in owned]
 
 
+def attach_sequence_parallel(module: nn.Module, runtime: Runtime, name: str = "network") -> None:
+    """Give every Wan DiT in ``module`` this rank's sequence group (``models.sequence_parallel``), before
+    wrapping. FSDP still shards over ALL data x K ranks (one flat mesh): the K ranks of a group hold the
+    same parameters anyway, so sharding over them too divides parameter, gradient and optimizer memory
+    by K more, and the gradient mean over data x K ranks is the one-process gradient because each group
+    trains the sum of its K identical losses (the gather's backward, see models.sequence_parallel).
+    A no-op without sequence parallelism."""
+    from trackstream.models.sequence_parallel import SequenceShard
+    from trackstream.models.wan import WanModel
+
+    if runtime.sequence_parallel == 1:
+        return
+    dits = [m for m in module.modules() if isinstance(m, WanModel)]
+    assert dits, f"{type(module).__name__} holds no WanModel"
+    for dit in dits:
+        if dit.num_heads % runtime.sequence_parallel:
+            raise ValueError(
+                f"parallel.sequence_parallel={runtime.sequence_parallel} must divide the model's "
+                f"num_heads={dit.num_heads} (ring attention is not implemented): choose a divisor"
+            )
+        dit.sequence_shard = SequenceShard.of(runtime.sequence_group)
+    if runtime.is_main:
+        log.info("sequence parallel: the %s runs 1/%d of each clip's tokens per rank", name, runtime.sequence_parallel)
+
+
 def _apply_common(module: nn.Module, cfg: ParallelConfig) -> None:
     if cfg.activation_checkpointing:
         if not hasattr(module, "gradient_checkpointing"):
@@ -209,10 +250,13 @@ def prepare_network(
     total_steps: int,
     init_fn: Callable[[nn.Module], None] | None = None,
     grad_sync: str = "wrapper",
+    lora: "LoraConfig | None" = None,
 ) -> TrainedNetwork:
     """Wrap, materialise and give an optimizer to one trainable network (see module docstring).
     ``grad_sync="manual"``: no DDP wrapper; gradients are averaged over ranks after backward
-    (networks whose loss does not call their forward, e.g. the DMD generator's self-rollout)."""
+    (networks whose loss does not call their forward, e.g. the DMD generator's self-rollout).
+    ``lora`` (``model.lora``, rank > 0): PEFT adapters injected before sharding, the rest frozen; the
+    optimizer, EMA and gradient sync then see the adapters only (``models.lora``)."""
     if grad_sync not in ("wrapper", "manual"):
         raise ValueError(f"grad_sync={grad_sync!r}: choose wrapper or manual")
     if grad_sync == "manual" and cfg.strategy == "deepspeed":
@@ -228,6 +272,12 @@ def prepare_network(
                 f"network {name!r} is trained outside its forward but parameters {left[:8]} belong "
                 "to no FSDP unit of their own; add their modules to parallel.fsdp_leaf_units"
             )
+    if lora is not None and lora.enabled:
+        from trackstream.models.lora import add_lora
+
+        count = add_lora(module, lora)
+        if runtime.is_main:
+            log.info("%s: LoRA rank %d (alpha %s) on %d parameters", name, lora.rank, lora.alpha or lora.rank, count)
     _apply_common(module, cfg)
     if ema is not None and ema.enabled and cfg.strategy == "deepspeed" and cfg.zero_stage == 3:
         raise ValueError(

@@ -43,7 +43,7 @@ from trackstream.train.loop import Hook, TrainerConfig, TrainResult, train
 from trackstream.train.metrics import LoggerConfig, MetricLogger, parameter_counts
 from trackstream.train.objective import Objective
 from trackstream.train.optim import OptimConfig
-from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.train.parallel import prepare_frozen, prepare_network
 from trackstream.train.trained_network import TrainedNetwork
 
 __all__ = [
@@ -79,7 +79,7 @@ def fingerprint(cfg: "TrainConfig") -> dict:
     for name, default in getattr(type(cfg.stage), "FINGERPRINT_NEUTRAL", {}).items():
         if stage.get(name) == default:
             stage.pop(name)
-    return {
+    fp = {
         "model": json.dumps(asdict(cfg.model), sort_keys=True, default=str),
         "data": json.dumps(asdict(cfg.data), sort_keys=True, default=str),
         "stage": json.dumps(stage, sort_keys=True, default=str),
@@ -87,6 +87,9 @@ def fingerprint(cfg: "TrainConfig") -> dict:
         "seed": cfg.trainer.seed,
         "grad_accum": cfg.trainer.grad_accum,
     }
+    if cfg.parallel.sequence_parallel != 1:  # the data streams are per data rank (absent at 1: older runs resume)
+        fp["sequence_parallel"] = cfg.parallel.sequence_parallel
+    return fp
 
 
 def codec_fingerprint(cfg: "TrainConfig") -> dict:
@@ -238,7 +241,10 @@ def codec_plan(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, *, s
     )
     net = prepare_network(runtime, cfg.parallel, name="codec", module=model, optim=optim, ema=None, total_steps=steps)
     objective = CodecObjective(
-        net.module, fit=fit, device=runtime.device, seed=derive_seed(cfg.trainer.seed, "codec", runtime.rank) % 2**62
+        net.module,
+        fit=fit,
+        device=runtime.device,
+        seed=derive_seed(cfg.trainer.seed, "codec", runtime.data_rank) % 2**62,
     )
     if pool is not None:
         data = PoolStream(
@@ -246,9 +252,11 @@ def codec_plan(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, *, s
             batch_size=fit.batch_size,
             seed=derive_seed(cfg.data.seed, "codec"),
             make_batch=lambda idx, gids: {"video": pool.videos(idx)},
+            rank=runtime.data_rank,  # under sequence parallelism a group fits on one stream, as it trains
+            world_size=runtime.data_world_size,
         )
     else:
-        data = build_raw_stream(cfg.data, rank=runtime.rank, world_size=runtime.world_size)
+        data = build_raw_stream(cfg.data, rank=runtime.data_rank, world_size=runtime.data_world_size)
     return StagePlan(objective=objective, networks={"codec": net}, data=data, trainer=_nested_trainer(cfg, steps))
 
 
@@ -261,7 +269,16 @@ def fit_codec(cfg: "TrainConfig", runtime: Runtime, directory: Path, pool: ClipP
     summary = train_plan(plan, plan.trainer, quiet, runtime, directory, fp, stage="codec_fit")
     if summary["status"] != "done":
         return final  # preempted: the caller exits; the next run resumes the fit
-    codec = unwrap(plan.networks["codec"].module).codec
+    # the fitted weights gathered whole (collective under FSDP, where the trained module's parameters are
+    # shards that only its FSDP forward can use), in a plain codec that rank 0 fits its statistics with
+    from trackstream.train.weights import full_state_dict
+
+    sd = full_state_dict(plan.networks["codec"], use_ema=False)
+    codec = None
+    if runtime.is_main:
+        with torch.random.fork_rng(devices=[]):  # its random init is overwritten: the run's random stream is untouched
+            codec = build_codec_module(cfg.codec).to(runtime.device)
+        codec.load_state_dict({k.removeprefix("codec."): v for k, v in sd.items() if k.startswith("codec.")})
     if runtime.is_main:
         videos = pool.videos(list(range(min(len(pool), cfg.codec.fit.stats_clips)))) if pool is not None else None
         codec.eval()

@@ -39,7 +39,7 @@ from trackstream.models.motion_wan import Conventions, build_motion_wan
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
-from trackstream.train.parallel import prepare_network, unwrap
+from trackstream.train.parallel import attach_sequence_parallel, prepare_network, unwrap
 from trackstream.train.stages import StagePlan, encode_pool, load_text_encoder, obtain_codec
 from trackstream.train.teacher import FlowMatchingObjective
 from trackstream.train.weights import export_network, initialise
@@ -65,7 +65,9 @@ def _heldout(cfg: "TrainConfig", *, evaluates: bool) -> ClipPool | None:
 def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     device = runtime.device
     sharded = cfg.parallel.strategy == "fsdp"
-    heldout = _heldout(cfg, evaluates=runtime.is_main or sharded)
+    # every rank runs the network's forward in evaluation when it is collective (FSDP gathers, SP all-to-alls)
+    collective = sharded or runtime.sequence_parallel > 1
+    heldout = _heldout(cfg, evaluates=runtime.is_main or collective)
     text_encoder = load_text_encoder(cfg, runtime)
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
     codec = obtain_codec(cfg, runtime, run_dir, pool)
@@ -82,20 +84,27 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
             batch_size=cfg.data.batch_size,
             seed=cfg.data.seed,
             make_batch=make,
-            rank=runtime.rank,
-            world_size=runtime.world_size,
+            rank=runtime.data_rank,  # the K ranks of a sequence group read the same samples
+            world_size=runtime.data_world_size,
         )
     else:
-        data = build_raw_stream(cfg.data, rank=runtime.rank, world_size=runtime.world_size)
+        data = build_raw_stream(cfg.data, rank=runtime.data_rank, world_size=runtime.data_world_size)
 
     # Same seed on every rank right before the build: identical random init everywhere.
     torch.manual_seed(cfg.trainer.seed)
     net = build_motion_wan(cfg.model, text_encoder_dim=text_encoder.dim)
     net.conventions = Conventions(clean_first_frame=cfg.stage.clean_first_frame)
+    attach_sequence_parallel(net, runtime, "teacher")
     on_meta = any(p.is_meta for p in net.parameters())
     init_fn = None
-    if on_meta or cfg.model.init_from:
-        init_fn = partial(initialise, init_from=cfg.model.init_from, sharded=sharded, is_main=runtime.is_main)
+    if on_meta or cfg.model.init_from or cfg.model.lora.enabled:
+        init_fn = partial(
+            initialise,
+            init_from=cfg.model.init_from,
+            adapter=cfg.model.adapter,
+            sharded=sharded,
+            is_main=runtime.is_main,
+        )
     trained = prepare_network(
         runtime,
         cfg.parallel,
@@ -105,6 +114,7 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         ema=cfg.ema,
         total_steps=cfg.trainer.max_steps,
         init_fn=init_fn,
+        lora=cfg.model.lora,
     )
     objective = FlowMatchingObjective(
         trained.module,
@@ -116,14 +126,14 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         embed_dim=unwrap(trained.module).track_embed_dim,
         height=cfg.data.height,
         width=cfg.data.width,
-        seed=derive_seed(cfg.trainer.seed, "objective", runtime.rank) % 2**62,
+        seed=derive_seed(cfg.trainer.seed, "objective", runtime.data_rank) % 2**62,  # one noise per sample
         device=device,
     )
 
     def evaluate(tag: str, *, out: Path, logger: MetricLogger, step: int, max_clips: int | None = None) -> dict:
-        """Every rank runs the sampler under FSDP (collective forwards); otherwise rank 0 only."""
+        """Every rank runs the sampler under FSDP or SP (collective forwards); otherwise rank 0 only."""
         figures: dict = {}
-        if runtime.is_main or sharded:
+        if runtime.is_main or collective:
             clips = heldout.head(max_clips) if max_clips is not None else heldout
             module = trained.module if sharded else trained.raw
             ema = trained.ema if (cfg.eval.use_ema and trained.ema is not None) else None

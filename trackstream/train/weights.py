@@ -3,17 +3,22 @@ exported network, and export a trained one for inference (``models.motion_wan.lo
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 
 from trackstream.models.formats.checkpoint import SUBKEY_SEP, split_subkey
-from trackstream.models.motion_wan import Conventions, MotionWan, read_init, save_network
+from trackstream.models.motion_wan import Conventions, ModelConfig, MotionWan, read_init, save_network
 
-__all__ = ["initialise", "load_checked", "load_student", "full_state_dict", "export_network"]
+__all__ = ["initialise", "load_checked", "load_student", "load_frozen", "full_state_dict", "export_network"]
+
+_log = logging.getLogger(__name__)
 
 
-def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, is_main: bool = True) -> None:
+def initialise(
+    net: MotionWan, *, init_from: str | None, sharded: bool = False, is_main: bool = True, adapter: str | None = None
+) -> None:
     """Materialised (``to_empty``) or fresh network -> random init, then the starting weights.
 
     ``init_from``: an exported network folder (``export_network``; DiT + track head + text
@@ -21,9 +26,15 @@ def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, 
     channels, grown with zeros), or ``PATH::entry`` for one network of a training ``.pt`` that
     holds several (Self-Forcing / CausVid / LongLive: ``generator_ema``, ``generator``;
     ``models.formats.checkpoint.split_subkey``). Under FSDP (``sharded``) rank 0 reads the file and DCP
-    broadcasts each shard to its owner, so no other rank loads the full checkpoint.
+    broadcasts each shard to its owner, so no other rank loads the full checkpoint. ``adapter``: a PEFT LoRA
+    folder trained on ``init_from``, merged into its weights as they are read (``model.adapter``). A network
+    with LoRA adapters of its own (``model.lora``) gets PEFT's initial adapters (B = 0) and the weights
+    under its base layers.
     """
     net.init_weights()
+    lora = getattr(net, "lora_config", None)  # adapters injected before sharding (train.parallel.prepare_network)
+    if lora is not None:
+        _reset_lora(net)
     if init_from is None:
         return
     path, subkey = split_subkey(init_from)
@@ -33,6 +44,12 @@ def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, 
             f"drop {SUBKEY_SEP}{subkey}"
         )
     sd = read_init(path, net.required_in_dim, subkey=subkey) if (is_main or not sharded) else {}
+    if sd and adapter:
+        from trackstream.models.lora import merge_adapter
+
+        sd = merge_adapter(sd, adapter, field="model.adapter")
+    if sd and lora is not None:  # the base weights go under the adapted layers' base_layer
+        sd = _to_lora_keys(sd, net)
     if sharded:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
@@ -42,10 +59,32 @@ def initialise(net: MotionWan, *, init_from: str | None, sharded: bool = False, 
     load_checked(net, sd, field="model.init_from", spec=init_from)
 
 
+def _reset_lora(net) -> None:
+    """PEFT's initial adapters (A Kaiming-uniform, B zero) after ``init_weights`` re-drew every Linear."""
+    from peft.tuners.lora import LoraLayer
+
+    for m in net.modules():
+        if isinstance(m, LoraLayer):
+            m.reset_lora_parameters("default", True)
+
+
+def _to_lora_keys(sd: dict, net) -> dict:
+    """A plain network's keys -> a LoRA network's (``<m>.weight`` -> ``<m>.base_layer.weight`` where adapted)."""
+    own = set(net.state_dict())
+    out = {}
+    for k, v in sd.items():
+        stem, _, leaf = k.rpartition(".")
+        based = f"{stem}.base_layer.{leaf}"
+        out[based if k not in own and based in own else k] = v
+    return out
+
+
 def load_checked(net: MotionWan, sd: dict[str, torch.Tensor], *, field: str, spec: str) -> None:
     """``sd`` (every DiT key, optionally the heads) into ``net``, or a one-line error naming ``field``."""
     own = net.state_dict()
-    missing = sorted(k for k in own if k.startswith("dit.") and k not in sd)
+    missing = sorted(
+        k for k in own if k.startswith("dit.") and ".lora_" not in k and k not in sd
+    )  # adapters: PEFT init
     unexpected = sorted(set(sd) - set(own))
     bad = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
     if missing or unexpected or bad:
@@ -56,29 +95,104 @@ def load_checked(net: MotionWan, sd: dict[str, torch.Tensor], *, field: str, spe
     net.load_state_dict(sd, strict=False)
 
 
-def load_student(spec: str | None, teacher_dir: Path, *, field: str = "stage.student") -> tuple[MotionWan, Path]:
-    """A distillation student's starting network and the export folder its architecture comes from.
+def load_student(
+    spec: str | None, teacher_dir: Path, *, model: ModelConfig | None = None, field: str = "stage.student"
+) -> tuple[MotionWan, dict]:
+    """A distillation network's starting weights (the student, or a critic) and its network.json "model".
 
     ``spec``: None (the teacher itself), an exported network folder, or a Wan checkpoint -- e.g. a
-    community student, ``PATH::generator_ema`` for Self-Forcing / CausVid / LongLive training files. A
-    checkpoint's DiT goes into the teacher's network: the track head and text projection (which such a
-    file lacks) stay the teacher's, and input channels the file lacks (tracks, first frame) are grown with
-    zeros, so the student starts out computing exactly what the checkpoint computes on its own channels."""
-    from trackstream.models.motion_wan import load_network
+    community student, ``PATH::generator_ema`` for Self-Forcing / CausVid / LongLive training files, or a
+    release folder such as Wan2.1-Fun-1.3B-Control. A checkpoint's DiT goes into a network with the
+    teacher's track head and text projection (which such a file lacks; neither depends on the DiT's width)
+    and the teacher's architecture, or ``model.flavor``'s when that differs from the teacher's (a 14B
+    teacher distilled into a 1.3B student). Input channels the file lacks (tracks, first frame) are grown
+    with zeros, so the network starts out computing exactly what the checkpoint computes on its own channels."""
+    from trackstream.models.formats.files import read_torch_file
+    from trackstream.models.motion_wan import EXPORT_FIX, build_motion_wan, load_network, read_network_json
 
-    if not spec:
-        return load_network(teacher_dir), Path(teacher_dir)
+    meta = read_network_json(teacher_dir)
+    own = _student_model(meta["model"], model)
+    if not spec:  # the teacher itself; a flavor of another size needs its own starting weights
+        if own != meta["model"]:
+            _log.warning(
+                "%s is not set: the student starts as the teacher, a %s network, and model.flavor=%s is unused "
+                "(give %s=<release folder, Wan checkpoint or exported folder> to start a %s network)",
+                field,
+                meta["model"]["flavor"],
+                own["flavor"],
+                field,
+                own["flavor"],
+            )
+        return load_network(teacher_dir), meta["model"]
     path, subkey = split_subkey(spec)
     if (Path(path) / "network.json").is_file():
         if subkey is not None:
             raise ValueError(
                 f"{field}={spec!r}: {path} is an exported network folder (one network); drop {SUBKEY_SEP}{subkey}"
             )
-        return load_network(path), Path(path)
-    net = load_network(teacher_dir)
+        exported = read_network_json(path)["model"]
+        _check_compatible(exported, meta["model"], field=field, spec=spec)
+        return load_network(path), exported
+    if own == meta["model"]:
+        net = load_network(teacher_dir)
+    else:  # another size: the teacher's heads (no need to read its DiT), this flavor's DiT
+        net = build_motion_wan(ModelConfig(**own), text_encoder_dim=int(meta["text_encoder_dim"]), device="cpu")
+        net.load_state_dict(read_torch_file(Path(teacher_dir) / "heads.pt", fix=EXPORT_FIX), strict=False)
     sd = read_init(path, net.required_in_dim, subkey=subkey)
     load_checked(net, sd, field=field, spec=spec)
-    return net, Path(teacher_dir)
+    return net, own
+
+
+def _student_model(teacher: dict, model: ModelConfig | None) -> dict:
+    """The teacher's network.json "model" with ``model``'s DiT (flavor and overrides) when its flavor differs.
+    Only the flavor decides: a stage's model.overrides that differ from the teacher's were always ignored."""
+    if model is None or model.flavor == teacher["flavor"]:
+        return teacher
+    return {**teacher, "flavor": model.flavor, "overrides": dict(model.overrides), "init_from": None}
+
+
+def _check_compatible(student: dict, teacher: dict, *, field: str, spec: str) -> None:
+    """A network of another size is fine; one that reads the conditions differently is not."""
+    from trackstream.models.motion_wan import latent_channels
+
+    bad = [k for k in ("layout", "track_embed_dim", "text_encoder") if student.get(k) != teacher.get(k)]
+    if latent_channels(student["flavor"], student.get("overrides")) != latent_channels(
+        teacher["flavor"], teacher.get("overrides")
+    ):
+        bad.append("latent channels")
+    if bad:
+        raise ValueError(
+            f"{field}={spec!r} differs from the teacher in {', '.join(bad)}: the networks of one distillation "
+            "must read the same conditions (export the student from a run of this teacher's layout)"
+        )
+
+
+def load_frozen(directory: Path, runtime, cfg, *, name: str) -> MotionWan:
+    """An exported network, frozen and on the device: sharded under ``parallel=fsdp`` (the DMD teacher, the RL
+    reference), with its DiT on token slices under sequence parallelism. Sharded over several processes, only
+    rank 0 reads the files: the others build on ``meta`` and receive their shards from it, so a node of 8 ranks
+    holds one host copy of a 14B teacher (65 GB in fp32), not 8."""
+    from trackstream.models.motion_wan import build_motion_wan, load_network, read_network_json
+    from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen
+
+    if cfg.strategy != "fsdp" or runtime.world_size == 1:
+        net = load_network(directory)
+        attach_sequence_parallel(net, runtime, name)
+        return prepare_frozen(runtime, net, cfg=cfg, shard=True)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    meta = read_network_json(directory)
+    net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
+    net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(Path(directory) / "network.json"))
+    attach_sequence_parallel(net, runtime, name)
+
+    def fill(module: MotionWan) -> None:
+        module.init_weights()  # buffers the state dict does not hold
+        sd = load_network(directory).state_dict() if runtime.is_main else {}
+        opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(module, sd, options=opts)
+
+    return prepare_frozen(runtime, net, cfg=cfg, init_fn=fill, shard=True)
 
 
 def full_state_dict(trained, *, use_ema: bool = True) -> dict[str, torch.Tensor]:
@@ -117,6 +231,17 @@ def export_network(
     official-format DiT, heads, network.json with its ``conventions``). Collective under FSDP."""
     directory = Path(directory)
     sd = full_state_dict(trained, use_ema=use_ema)
+    from trackstream.train.parallel import unwrap
+
+    lora = getattr(unwrap(trained.raw), "lora_config", None)
+    if lora is not None and runtime.is_main:  # the adapters in PEFT's folder, and the merged network
+        from dataclasses import asdict
+
+        from trackstream.models.lora import LoraConfig, merge_state_dict, save_adapter
+
+        save_adapter(sd, directory / "adapter", lora)
+        sd = merge_state_dict(sd, lora)
+        model_cfg = {**model_cfg, "lora": asdict(LoraConfig()), "adapter": None}
     if runtime.is_main:
         save_network(
             sd,

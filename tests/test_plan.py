@@ -1,0 +1,145 @@
+"""``trackstream plan``: every real recipe gets a plan, the byte model moves the right way under FSDP,
+sequence parallelism and LoRA, it reproduces the measured teacher steps (docs/bench/h200/train.json) within
+10 % and the measured rolling KV cache (docs/bench/h200/stream_wan2.1-t2v-1.3b.json) exactly, and bad
+input is refused in one line. CPU only: the networks are built on meta."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from trackstream.bench.plan import calibration, plan_of, real_recipes
+from trackstream.bench.plan_model import NetFacts, kv_cache_bytes
+from trackstream.cli import main as cli_main
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = "experiment=teacher_wan1.3b_480p"
+# cli.main runs the module already imported here through runpy, as ``python -m`` would; runpy warns about that
+pytestmark = pytest.mark.filterwarnings("ignore:.*found in sys.modules after import:RuntimeWarning")
+
+
+def _row(plan, prefix: str) -> float:
+    return sum(r["bytes"] for r in plan.rows if r["component"].startswith(prefix))
+
+
+def test_every_real_recipe_gets_a_plan_on_1_and_8_gpus():
+    recipes = real_recipes()
+    assert set(recipes) == {p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml")}
+    assert "teacher_wan1.3b_480p" in recipes and "dmd_wan2.2_5b_704p" in recipes
+    for name in recipes:
+        for gpus in (1, 8):
+            plan = plan_of([f"experiment={name}"], gpus=gpus, gpu="h100")
+            assert plan.total > 0 and plan.rows[-1]["component"].startswith("CUDA context")
+            assert plan.total == pytest.approx(sum(r["bytes"] for r in plan.rows))
+            assert all(r["bytes"] >= 0 for r in plan.rows), name
+
+
+def test_calibration_within_ten_percent_of_the_measured_teacher_steps():
+    measured = {m["config"]: m["max_memory_gib"] for m in json.loads((ROOT / "docs/bench/h200/train.json").read_text())}
+    rows = {r["config"]: r["computed_gib"] for r in calibration()}
+    assert set(rows) == {"teacher_wan1.3b_480p", "teacher_wan2.2_5b_704p"} <= set(measured)
+    for name, computed in rows.items():
+        assert abs(computed / measured[name] - 1) < 0.10, (name, computed, measured[name])
+
+
+def test_tokens_and_parameters_match_the_measured_bench_rows():
+    for m in json.loads((ROOT / "docs/bench/h200/train.json").read_text()):
+        plan = plan_of([f"experiment={m['config']}"], gpus=1, gpu="h200")
+        assert plan.tokens == m["tokens_per_sample"] and plan.facts.params == m["params"]
+        assert plan.facts.flops_per_sample / 1e12 == pytest.approx(m["model_tflops_per_step"], rel=1e-6)
+
+
+def test_fsdp_on_8_gpus_needs_less_per_gpu_than_on_1():
+    one, eight = (plan_of([TEACHER, "parallel=fsdp"], gpus=n, gpu="h100") for n in (1, 8))
+    assert eight.total < one.total
+    for part in ("parameters", "gradients", "optimizer", "EMA"):
+        assert _row(eight, part) < _row(one, part) / 4
+
+
+def test_sequence_parallel_2_halves_the_activation_term():
+    one, two = (plan_of([TEACHER, f"parallel.sequence_parallel={k}"], gpus=8, gpu="h100") for k in (1, 2))
+    ratio = _row(two, "activations") / _row(one, "activations")
+    assert 0.48 < ratio < 0.53, ratio  # the cross-attention context K/V is not split: a little over a half
+    assert _row(two, "optimizer") == _row(one, "optimizer")  # FSDP shards over all 8 ranks either way
+
+
+def test_lora_rank_16_cuts_gradients_and_optimizer_by_over_90_percent():
+    full, lora = (plan_of([TEACHER, f"model.lora.rank={r}"], gpus=1, gpu="h100") for r in (0, 16))
+    before = _row(full, "gradients") + _row(full, "optimizer")
+    after = _row(lora, "gradients") + _row(lora, "optimizer")
+    assert after < 0.1 * before
+    assert _row(lora, "parameters") >= _row(full, "parameters")  # the frozen base stays
+
+
+def test_kv_cache_term_equals_the_measured_cache_bytes():
+    from trackstream.models.causal import CausalConfig
+    from trackstream.models.flavors import flavor_config
+
+    bench = json.loads((ROOT / "docs/bench/h200/stream_wan2.1-t2v-1.3b.json").read_text())
+    c = bench["config"]
+    base = flavor_config(c["flavor"])
+    f = NetFacts(0, 0, 0, base["dim"], base["ffn_dim"], base["num_layers"], base["num_heads"], (1, 2, 2), 512, False)
+    # the measurement's chunk 0 had chunk_frames latents (cache_frames 6 = sink 3 + window 3)
+    causal = CausalConfig(c["chunk_frames"], c["sink"], c["window"], first_chunk_frames=None)
+    for point in bench["runs"]["rolling"]["points"].values():
+        assert causal.cache_start(c["sink"] + c["window"]) == point["cache_frames"]
+        kv = kv_cache_bytes(
+            f,
+            causal,
+            latents=c["chunks"] * c["chunk_frames"],
+            tokens_per_frame=c["tokens_per_frame"],
+            samples=1,
+            half=True,
+        )
+        assert kv == point["cache_bytes"]
+
+
+def test_json_output_and_fit(capsys):
+    assert cli_main(["plan", "--json", "--gpu", "h200", TEACHER]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["kind"] == "computed" and out["gpu"] == "h200" and out["fits"] is True
+    assert out["total_gib"] == pytest.approx(sum(r["gib"] for r in out["rows"]), abs=0.01)
+
+
+@pytest.mark.parametrize(
+    "args, words",
+    [
+        (["--gpu", "h300", TEACHER], ["--gpu", "h100"]),
+        (["--gpus", "3", TEACHER, "parallel.sequence_parallel=2"], ["--gpus 3", "sequence_parallel=2"]),
+        (["experiment=no_such_recipe"], ["experiment"]),
+    ],
+)
+def test_bad_input_is_one_line_on_stderr(args, words, capsys):
+    assert cli_main(["plan", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert all(w in err for w in words), err
+
+
+def test_table_names_every_real_recipe_and_is_the_one_in_the_docs(capsys):
+    """docs/distributed.md pastes ``trackstream plan --table --gpus 1,8,32``: the page says what the command says."""
+    assert cli_main(["plan", "--table", "--gpus", "1,8,32"]) == 0
+    out = capsys.readouterr().out
+    for name in real_recipes():
+        assert f"| {name} |" in out
+    assert "(measured)" in out and "computed" in out
+    assert out.strip() in (ROOT / "docs" / "distributed.md").read_text()
+
+
+def test_a_14b_teacher_over_a_1_3b_student_counts_each_at_its_size():
+    """dmd_wan14b_to_1.3b_480p: stage.teacher_flavor makes the frozen real score the 14B; stage.critic=student
+    keeps the critic at the generator's size. With stage.critic=null the critic is the teacher's copy (14B)."""
+    plan = plan_of(["experiment=dmd_wan14b_to_1.3b_480p"], gpus=8, gpu="h100")
+    counts = {r["component"]: r.get("count") for r in plan.rows}
+    assert counts["frozen teacher (real score)"] == 16_395_128_640
+    assert counts["parameters: generator"] == counts["parameters: critic"] == plan.facts.params < 2e9
+    big = plan_of(["experiment=dmd_wan14b_to_1.3b_480p", "stage.critic=null"], gpus=8, gpu="h100")
+    assert {r["component"]: r.get("count") for r in big.rows}["parameters: critic"] == 16_395_128_640
+    assert big.total > plan.total
+
+
+def test_sequence_parallel_divides_the_dmd_kv_cache():
+    one, two = (
+        plan_of(["experiment=dmd_wan1.3b_480p", f"parallel.sequence_parallel={k}"], gpus=8, gpu="h100") for k in (1, 2)
+    )
+    assert _row(two, "rolling KV cache") == pytest.approx(_row(one, "rolling KV cache") / 2)

@@ -1,0 +1,100 @@
+"""CPU rehearsal of the 14B -> 1.3B chain from its own experiment files on 2 gloo processes (FSDP2, bf16
+policy, activation checkpointing), from the two release folders a user downloads under ``paths.data_dir``
+(Wan2.1-Fun-14B-Control for the teacher, Wan2.1-Fun-1.3B-Control for the student) and shards from
+``python -m trackstream.data.prepare``: the 14B teacher trains, samples the ODE pairs, a network of the
+1.3B flavor starts from the 1.3B release (the teacher's track head and text projection) and regresses
+them, then DMD runs with the 14B as the real score and a critic of the student's size. Only widths and
+pixels shrink, and the teacher stays wider than the student (96 vs 64 channels, 3 vs 2 blocks); the clip
+length and chunking are the real ones (81 frames = 7 chunks of 3). Full-size shapes:
+tests/test_real_arithmetic.py."""
+
+import json
+from pathlib import Path
+
+import torch
+from release_helpers import write_release_folder
+from test_real_path import DIMS, SHRINK, _run
+
+from trackstream.data.clips import DataConfig, make_world
+from trackstream.data.video_io import write_mp4
+
+TEACHER_DIMS = dict(dim=96, ffn_dim=192, num_heads=3, num_layers=3)
+H, W, T = 64, 112, 81
+
+
+def _dit_shapes(export: Path) -> tuple[str, int, int]:
+    meta = json.loads((export / "network.json").read_text())["model"]
+    return meta["flavor"], int(meta["overrides"]["dim"]), int(meta["overrides"]["num_layers"])
+
+
+def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_path):
+    data = tmp_path / "data"
+    big = write_release_folder(
+        data / "Wan2.1-Fun-14B-Control", flavor="wan2.1-fun-14b-control", parts=("vae", "t5", "clip"), device="cpu",
+        **TEACHER_DIMS,
+    )  # fmt: skip
+    write_release_folder(
+        data / "Wan2.1-Fun-1.3B-Control", flavor="wan2.1-fun-1.3b-control", parts=("vae", "t5", "clip"), device="cpu",
+        **DIMS,
+    )  # fmt: skip
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    world = make_world(DataConfig(height=H, width=W, num_frames=T + 4))
+    for i in range(4):
+        clip = world.generate(100 + i)
+        write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=16)
+        (videos / f"clip{i}.txt").write_text(clip["caption"])
+    t5 = f"{{_target_: trackstream.models.text_encoders.build_text_encoder, name: umt5, path: {big}}}"
+    _run(
+        "trackstream.data.prepare", f"input={videos}", f"output={data / 'shards'}", f"num_frames={T}", "fps=16",
+        f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
+        f"text_encoder={t5}", procs=1,
+    )  # fmt: skip
+    common = [
+        f"paths.data_dir={data}",
+        *[s for s in SHRINK if not s.startswith("+model.overrides")],
+        f"data.num_frames={T}",
+        f"data.height={H}",
+        f"data.width={W}",
+        "trainer.max_steps=2",
+        "trainer.global_batch=2",
+    ]
+    student_dims = [f"+model.overrides.{k}={v}" for k, v in DIMS.items()]  # the model the distillation trains
+    t, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "pairs", "ode", "dmd"))
+
+    _run(
+        "trackstream.train", "experiment=teacher_wan14b_480p", *common,
+        *(f"+model.overrides.{k}={v}" for k, v in TEACHER_DIMS.items()), f"hydra.run.dir={t}",
+    )  # fmt: skip
+    teacher = t / "export" / "teacher"
+    assert _dit_shapes(teacher) == ("wan2.1-fun-14b-control", 96, 3)
+
+    _run(
+        "trackstream.distill.pairs", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
+        f"stage.teacher={teacher}", "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.shard_size=1", f"hydra.run.dir={pairs}",
+    )  # fmt: skip
+    folder = pairs / "ode_pairs"
+    _run(
+        "trackstream.train", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
+        f"stage.teacher={teacher}", f"stage.pairs={folder}", f"hydra.run.dir={ode}",
+    )  # fmt: skip
+    student = ode / "export" / "student"
+    assert _dit_shapes(student) == ("wan2.1-fun-1.3b-control", 64, 2)
+    log = (ode / "train.log").read_text()
+    assert "stage ode_init | fsdp x 2 (cpu:0, bf16)" in log
+
+    _run(
+        "trackstream.train", "experiment=dmd_wan14b_to_1.3b_480p", *common, *student_dims,
+        f"stage.teacher={teacher}", f"stage.student={student}", f"stage.pairs={folder}", "stage.update_ratio=2",
+        f"hydra.run.dir={dmd}",
+    )  # fmt: skip
+    res = json.loads((dmd / "results.json").read_text())
+    assert res["generator_updates"] == 1 and res["critic_updates"] == 2
+    assert res["config"]["critic"] == "student"  # the generator's starting weights: a critic of the student's size
+    params = json.loads((dmd / "params.json").read_text())
+    assert params["critic"]["total"] == params["generator"]["total"] < params["teacher"]["total"]
+    assert params["teacher"]["trainable"] == 0
+    assert _dit_shapes(dmd / "export" / "student") == ("wan2.1-fun-1.3b-control", 64, 2)
+    rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
+    assert all(torch.isfinite(torch.tensor(v)) for r in rows for k, v in r.items() if k.startswith("train/loss"))

@@ -1,0 +1,335 @@
+"""What each training stage holds on a GPU, read off its builder, turned into a ``Plan`` (``bench/plan.py``).
+
+* teacher (``train/teacher_stage.py``): the DiT trained (EMA with ``ema.enabled``); the text encoder,
+  the codec and (i2v flavors) the CLIP image encoder stay loaded on the device for the whole run.
+* ode_init (``distill/stages.py:build_ode_init``): the generator trained (``ema``); nothing frozen until
+  the first periodic sample loads the codec, text and image encoders (kept from then on). The ODE pairs
+  are a separate job (``trackstream pairs``) that holds a whole frozen teacher per rank.
+* dmd (``build_dmd``): generator (EMA ``stage.generator_ema``) and critic (no EMA) trained, one update at a
+  time; the frozen teacher (sharded under fsdp); the text encoder; codec and image encoder when
+  ``stage.rollout_horizons`` > 1 or from the first periodic sample. The self-rollout fills the rolling
+  KV cache; gradients flow through each chunk's exit step, i.e. one pass over the clip's tokens.
+* rl (``distill/rl_stage.py``): the policy trained (no LoRA: the stage passes none), the frozen
+  reference when ``stage.kl_weight`` > 0 (sharded under fsdp), the codec (decodes rollouts for the
+  rewards), the aesthetic reward's CLIP ViT-L/14 when weighted; B x G rollouts per micro-batch, all
+  differentiated chunk by chunk before one backward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trackstream.bench.plan_model import (
+    GIB,
+    OVERHEAD_GIB,
+    NetFacts,
+    activation_phases,
+    frozen_params,
+    gpu_gib,
+    gpu_peak_tflops,
+    kv_cache_bytes,
+    net_facts,
+    trained_bytes,
+)
+
+MEASURED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "h200" / "train.json"
+TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models/text_encoders.py)
+
+
+def compose_recipe(overrides: list[str]):
+    """conf/train.yaml + ``overrides``, composed as ``python -m trackstream.train`` does and validated into
+    a TrainConfig; a bad override is a ValueError naming it."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trackstream.train.app import CONFIG_DIR
+    from trackstream.train.config import validate
+
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            cfg = compose("train", overrides=[*overrides, "paths.output_dir=."])
+    except Exception as e:  # Hydra's parse / composition errors: one line, the override named by Hydra
+        msg = " ".join(str(e).split()).split(" Config search path")[0]
+        raise ValueError(f"the overrides {' '.join(overrides)!r} do not compose: {msg} (fix the override)") from None
+    finally:
+        GlobalHydra.instance().clear()
+    return validate(cfg)
+
+
+@dataclass
+class Plan:
+    name: str
+    cfg: object
+    gpu: str
+    gpus: int
+    layout: str
+    tokens: int
+    samples: int
+    tokens_per_gpu: float
+    facts: NetFacts
+    rows: list[dict] = field(default_factory=list)
+    total: float = 0.0
+    cpu: float = 0.0
+    phases: dict = field(default_factory=dict)
+    step_s: float | None = None
+    step_flops: float = 0.0
+    mfu: float | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fits(self) -> bool:
+        return self.total <= gpu_gib(self.gpu) * GIB
+
+    def as_dict(self) -> dict:
+        return {
+            "recipe": self.name,
+            "stage": self.cfg.stage.name,
+            "kind": "computed",
+            "gpu": self.gpu,
+            "gpu_gib": round(gpu_gib(self.gpu), 2),
+            "gpus": self.gpus,
+            "layout": self.layout,
+            "tokens_per_sample": self.tokens,
+            "samples_per_micro_batch": self.samples,
+            "tokens_per_gpu": self.tokens_per_gpu,
+            "rows": [{**r, "gib": round(r["bytes"] / GIB, 3)} for r in self.rows],
+            "total_gib": round(self.total / GIB, 3),
+            "fits": self.fits,
+            "cpu_offload_gib": round(self.cpu / GIB, 3),
+            "peak_phase_gib": {k: round(v / GIB, 3) for k, v in self.phases.items()},
+            "step_time_s": self.step_s,
+            "step_pflop": self.step_flops / 1e15,
+            "mfu_measured_h200": self.mfu,
+            "notes": self.notes,
+        }
+
+
+def _measured_mfu(flavor: str) -> tuple[float | None, str]:
+    if not MEASURED.is_file():
+        return None, ""
+    rows = [r for r in json.loads(MEASURED.read_text()) if r.get("mfu")]
+    same = [r["mfu"] for r in rows if r["flavor"] == flavor]
+    if same:
+        return same[0], ""
+    return (sum(r["mfu"] for r in rows) / len(rows), "MFU: the mean of the measured flavors") if rows else (None, "")
+
+
+def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = True) -> Plan:
+    from trackstream.models.codec_names import codec_spatial_factor
+    from trackstream.models.flavors import flavor_config
+    from trackstream.models.tracks import TEMPORAL_FACTOR
+    from trackstream.train.app import derive_grad_accum
+
+    par, st, stage = cfg.parallel, cfg.stage, cfg.stage.name
+    if stage not in ("teacher", "ode_init", "dmd", "rl"):
+        raise ValueError(f"stage={stage}: plans cover the teacher, ode_init, dmd and rl stages; choose one of them")
+    K = par.sequence_parallel
+    if par.strategy == "single" and gpus > 1:
+        raise ValueError(
+            f"--gpus {gpus} with parallel.strategy=single (one process): add parallel=fsdp, or use --gpus 1"
+        )
+    if gpus % K:
+        raise ValueError(
+            f"--gpus {gpus} is not a multiple of parallel.sequence_parallel={K} (world = data x K): "
+            f"choose --gpus as a multiple of {K}"
+        )
+    if par.strategy == "deepspeed" and stage in ("dmd", "rl"):  # as train/parallel.py refuses it
+        raise ValueError(
+            f"parallel.strategy=deepspeed: stage {stage} trains its generator outside its forward, which a "
+            "DeepSpeed engine cannot see; use parallel=fsdp, ddp or single"
+        )
+    if par.strategy == "deepspeed" and par.zero_stage == 3 and _ema(cfg):
+        raise ValueError(
+            "ema.enabled=true is not supported with parallel.zero_stage=3 (partitioned parameters); use fsdp"
+        )
+    data_ranks = gpus // K
+    accum = derive_grad_accum(
+        global_batch=cfg.trainer.global_batch,
+        batch_size=cfg.data.batch_size,
+        world_size=data_ranks,
+        grad_accum=cfg.trainer.grad_accum,
+    )
+    half = cfg.trainer.precision in ("auto", "bf16")  # auto = bf16 on a GPU
+    text_dim = TEXT_DIMS["umt5" if cfg.model.text_encoder.lower().startswith("umt5") else "minilm"]
+    base = flavor_config(cfg.model.flavor, **cfg.model.overrides)
+    pt, ph, pw = base["patch_size"]
+    sf = codec_spatial_factor(cfg.codec.name, dict(cfg.codec.options))
+    latents = 1 + (cfg.data.num_frames - 1) // TEMPORAL_FACTOR
+    tpf = (cfg.data.height // sf // ph) * (cfg.data.width // sf // pw)
+    tokens = latents // pt * tpf
+    samples = cfg.data.batch_size * (st.group_size if stage == "rl" else 1)
+    lora = (
+        cfg.model if stage != "rl" else dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0))
+    )
+    f = net_facts(lora, text_dim, tokens)
+    full = net_facts(dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0)), text_dim, tokens)
+    # the teacher of a distillation: stage.teacher_flavor (a 14B over a 1.3B student), else the export's, else model's
+    teacher = full
+    flavor = getattr(st, "teacher_flavor", None) or _export_flavor(getattr(st, "teacher", None))
+    if stage in ("ode_init", "dmd") and flavor and flavor != cfg.model.flavor:
+        other = dataclasses.replace(cfg.model, flavor=flavor, overrides={})
+        teacher = net_facts(dataclasses.replace(other, lora=dataclasses.replace(other.lora, rank=0)), text_dim, tokens)
+        critic = f if getattr(st, "critic", None) else net_facts(other, text_dim, tokens)  # null: the teacher's copy
+        # (a path is taken as the student's size: the 14B recipes' critics are "student" or a 1.3B folder)
+    else:
+        critic = f
+    if K > 1:  # the same refusals as the training forward (models/sequence_parallel.py)
+        from trackstream.models.sequence_parallel import SequenceShard
+
+        SequenceShard(size=K, rank=0, group=None).check(f.heads, (latents, tpf, 1))
+    zero = par.zero_stage if par.strategy == "deepspeed" else 0
+    layout = par.strategy + (f" ZeRO-{zero}" + (" + CPU optimizer" if par.offload_optimizer else "") if zero else "")
+    layout += f", {gpus} GPU(s) = {data_ranks} data x {K} sequence, grad accum {accum}"
+    layout += f", checkpointing {'on' if par.activation_checkpointing else 'off'}, {'bf16' if half else 'fp32'}"
+    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), cfg.task_name)
+    plan = Plan(name, cfg, gpu, gpus, layout, tokens, samples, tokens * samples / K, f)
+
+    kw = dict(strategy=par.strategy, zero=zero, offload=par.offload_optimizer, world=gpus, half=half)
+    if stage == "dmd":
+        nets = [
+            trained_bytes("generator", f, ema=st.generator_ema.enabled, **kw),
+            trained_bytes("critic", critic, ema=False, **kw),
+        ]
+    else:
+        nets = [trained_bytes({"teacher": "dit", "rl": "policy"}.get(stage, "generator"), f, ema=_ema(cfg), **kw)]
+    if stage == "rl" and cfg.model.lora.enabled:
+        plan.notes.append("the rl stage trains the whole policy: model.lora is not applied to it")
+
+    held = _frozen_networks(cfg, f, teacher, half=half, notes=plan.notes)
+    if teacher is not full:
+        plan.notes.append(f"the teacher is {flavor} ({teacher.params:,} parameters): stage.teacher_flavor")
+
+    # the peak: the larger of the networks' updates (one at a time), over the step's phases
+    peak, peak_net = None, nets[0]
+    # tokens of one differentiated pass: a chunk of the causal rollout (dmd generator, rl), else the clip
+    chunk = st.causal.chunk_frames * tpf * samples / K if stage in ("dmd", "rl") else tokens * samples / K
+    for net in nets:
+        ph_ = activation_phases(
+            f,
+            tokens=tokens * samples / K,
+            work_tokens=tokens * samples / K if net.name == "critic" else chunk,  # the critic scores whole clips
+            checkpointing=par.activation_checkpointing,
+            half=half,
+            grads=net.gradients,
+            accumulating=accum > 1,
+            copies=net.weight_copies,
+        )
+        if peak is None or max(ph_.values()) > max(peak.values()):
+            peak, peak_net = ph_, net
+    plan.phases = peak
+    rows = plan.rows
+    for what in ("parameters", "gradients", "optimizer", "ema"):
+        for net in nets if what != "gradients" else [peak_net]:
+            label = {"ema": "EMA", "optimizer": "optimizer (AdamW)"}.get(what, what)
+            count = net.trained if what != "parameters" else net.params
+            if getattr(net, what) or what != "ema":
+                rows.append({"component": f"{label}: {net.name}", "count": count, "bytes": getattr(net, what)})
+    if frozen:
+        for label, n, b, sharded in held:
+            gather = full.unit * 2 * 2 if sharded else 0  # two gathered units in bf16
+            rows.append({"component": label, "count": n, "bytes": n * b / (gpus if sharded else 1) + gather})
+    rows.append(
+        {
+            "component": f"activations at the peak ({max(peak, key=peak.get).replace('_', ' ')})",
+            "bytes": max(peak.values()) - peak_net.gradients,
+        }
+    )
+    if stage in ("dmd", "rl"):
+        kv = kv_cache_bytes(f, st.causal, latents=latents, tokens_per_frame=tpf, samples=samples, half=half)
+        # under sequence parallelism each rank caches its K-th of the heads (models/causal.py)
+        rows.append({"component": f"rolling KV cache ({st.causal.name})", "bytes": kv / K})
+    rows.append({"component": "CUDA context + allocator overhead (allowance)", "bytes": OVERHEAD_GIB * GIB})
+    plan.total = sum(r["bytes"] for r in rows)
+    plan.cpu = sum(n.cpu for n in nets)
+    for n in nets:
+        plan.notes += n.notes
+    _step_time(plan, cfg, stage, st, accum, data_ranks, teacher.flops_per_sample / full.flops_per_sample)
+    return plan
+
+
+def _frozen_networks(cfg, f: NetFacts, full: NetFacts, *, half: bool, notes: list[str]) -> list[tuple]:
+    """The stage's frozen networks on a GPU: (component, parameters, bytes per parameter, sharded under fsdp)."""
+    par, st, stage = cfg.parallel, cfg.stage, cfg.stage.name
+    held: list[tuple] = []
+    sampling = cfg.eval.enabled and cfg.trainer.sample_every > 0
+    umt5 = cfg.model.text_encoder.lower().startswith("umt5")
+    text = ("frozen text encoder", frozen_params("text", cfg.model.text_encoder), 2 if umt5 and half else 4, False)
+    codec = (
+        f"frozen codec ({cfg.codec.name})",
+        frozen_params("codec", cfg.codec.name, dict(cfg.codec.options)),
+        4,
+        False,
+    )
+    image = (
+        [("frozen CLIP image encoder", frozen_params("image", "vit-h-14"), 4, False)]
+        if (cfg.model.image_feature_mode == "clip")
+        else []
+    )
+    horizons = getattr(st, "rollout_horizons", 1) > 1
+    later = " (from the first periodic sample)"
+    if stage == "teacher":
+        held += [text, codec, *image]
+    elif stage == "ode_init":
+        if sampling:
+            held += [(c + later, n, b, s) for c, n, b, s in [text, codec, *image]]
+        notes.append("the ODE pairs job (trackstream pairs) is separate: it holds a whole frozen teacher per rank")
+    elif stage == "dmd":
+        held += [("frozen teacher (real score)", full.params, 4, par.strategy == "fsdp"), text]
+        if horizons or sampling:
+            held += [(c + ("" if horizons else later), n, b, s) for c, n, b, s in [codec, *image]]
+    elif stage == "rl":
+        if st.kl_weight > 0:
+            held.append(("frozen reference (KL)", f.params, 4, par.strategy == "fsdp"))
+        held.append(codec)
+        if st.rewards.aesthetic.weight:
+            held.append(("frozen aesthetic reward (CLIP ViT-L/14)", frozen_params("aesthetic", "vit-l-14"), 4, False))
+        if st.rewards.motion.weight and st.rewards.motion.tracker.startswith("cotracker"):
+            notes.append("the CoTracker3 reward tracker is not counted")
+        if horizons or sampling:
+            held += [(c + ("" if horizons else later), n, b, s) for c, n, b, s in [text, *image]]
+    return held
+
+
+def _export_flavor(folder) -> str | None:
+    """The flavor in an exported folder's network.json, when the config names one that exists."""
+    import json
+    from pathlib import Path
+
+    path = Path(folder) / "network.json" if folder else None
+    if path is None or not path.is_file():
+        return None
+    return json.loads(path.read_text()).get("model", {}).get("flavor")
+
+
+def _ema(cfg) -> bool:
+    st = cfg.stage
+    return bool(st.ema.enabled) if cfg.stage.name == "rl" else bool(cfg.ema.enabled)
+
+
+def _step_time(plan: Plan, cfg, stage: str, st, accum: int, data_ranks: int, teacher_cost: float = 1.0) -> None:
+    """Seconds per optimizer update: model FLOPs / (GPUs x peak x MFU measured on an H200). Per sample the
+    work counts in teacher-training-step units (a no-grad forward = 1/3): teacher and ODE init 1; DMD, per
+    loop step, a rollout of S student steps (S/3) + the critic update (1) + every ``update_ratio``-th step
+    the generator's exit-step backward, the guided teacher (3 forwards, x ``teacher_cost``: a larger teacher's
+    FLOPs over the student's) and the critic's score (2 in all at one size);
+    RL, per rollout, S/3 + the reference pass (1/3 with the KL) + the differentiated passes (1)."""
+    mfu, note = _measured_mfu(cfg.model.flavor)
+    if mfu is None:
+        return
+    S = cfg.schedule.student_steps
+    mult = {
+        "teacher": 1.0,
+        "ode_init": 1.0,
+        "dmd": S / 3 + 1 + (1 + teacher_cost) / getattr(st, "update_ratio", 1),
+        "rl": S / 3 + (1 / 3 if getattr(st, "kl_weight", 0) > 0 else 0) + 1,
+    }[stage]
+    samples = cfg.data.batch_size * accum * data_ranks * (st.group_size if stage == "rl" else 1)
+    plan.step_flops = plan.facts.flops_per_sample * mult * samples
+    plan.mfu = mfu
+    plan.step_s = plan.step_flops / (plan.gpus * gpu_peak_tflops(plan.gpu) * 1e12 * mfu)
+    if note:
+        plan.notes.append(note)
