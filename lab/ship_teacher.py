@@ -58,9 +58,11 @@ __all__ = [
 ]
 
 
-def teacher_command(run_dir: Path | str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+def teacher_command(
+    run_dir: Path | str, extra: list[str] | tuple[str, ...] = (), *, experiment: str = EXPERIMENT
+) -> list[str]:
     """The command that trains the release teacher into ``run_dir`` (resumes if it holds checkpoints)."""
-    return ["python", "-m", "trackstream.train", f"experiment={EXPERIMENT}", *extra, f"hydra.run.dir={run_dir}"]
+    return ["python", "-m", "trackstream.train", f"experiment={experiment}", *extra, f"hydra.run.dir={run_dir}"]
 
 
 def git_commit(root: Path = ROOT) -> str | None:
@@ -239,7 +241,14 @@ def unpack_resume(run_dir: Path, tar_path: Path = RESUME_TAR) -> Path:
 # CLI
 
 
-def start(run_dir: Path, extra: list[str], *, until: int | None = None, threads: int | None = None) -> int:
+def start(
+    run_dir: Path,
+    extra: list[str],
+    *,
+    until: int | None = None,
+    threads: int | None = None,
+    experiment: str = EXPERIMENT,
+) -> int:
     """Run (or resume) the release command in ``run_dir``; record the command, commit and session.
 
     ``until``: stop (evaluate and export) at this step instead of the recipe's last. The schedule's
@@ -251,7 +260,11 @@ def start(run_dir: Path, extra: list[str], *, until: int | None = None, threads:
     record = (
         json.loads(record_path.read_text())
         if record_path.is_file()
-        else {"command": teacher_command(run_dir, extra), "git_commit": git_commit(), "sessions": []}
+        else {
+            "command": teacher_command(run_dir, extra, experiment=experiment),
+            "git_commit": git_commit(),
+            "sessions": [],
+        }
     )
     if extra and record_path.is_file() and list(extra) != record["command"][4 : 4 + len(extra)]:
         raise AssetError(
@@ -290,6 +303,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--threads", type=int, default=None, help="`start`: CPU threads for this session (not recorded in the recipe)"
     )
+    ap.add_argument(
+        "--experiment", default=EXPERIMENT, help="`start`: the recipe of a new run (a resumed run keeps its own)"
+    )
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for `start` (recorded on the first start)")
     args = ap.parse_intermixed_args(argv)  # overrides may follow the options
     try:
@@ -302,7 +318,15 @@ def main(argv: list[str] | None = None) -> None:
         if args.run_dir is None:
             raise AssetError(f"`{args.action}` needs --run-dir")
         if args.action == "start":
-            sys.exit(start(args.run_dir.resolve(), args.overrides, until=args.until, threads=args.threads))
+            sys.exit(
+                start(
+                    args.run_dir.resolve(),
+                    args.overrides,
+                    until=args.until,
+                    threads=args.threads,
+                    experiment=args.experiment,
+                )
+            )
         if args.action == "pack":
             print(pack_resume(args.run_dir, args.tar))
         elif args.action == "unpack":

@@ -2,6 +2,7 @@
 
     python -m lab.teacher_study --out /tmp/teacher-study [--recipes 4px-2L-17f,8px-2L-17f] [--parallel 2]
     python -m lab.teacher_study --out /tmp/teacher-study --plot docs/teacher_study
+    python -m lab.teacher_study --out RUNS --recipes obj-bilinear,obj-decoded --evals 4 --codec CODEC.pt
 
 Each recipe is the ordinary teacher CLI (``python -m trackstream.train experiment=...``) with a few overrides,
 trained for a budget of steps chosen to cost about the same single-thread minutes, on one thread
@@ -48,17 +49,35 @@ RECIPES: dict[str, tuple[tuple[str, ...], int]] = {
     "4px-2L-25f": (("experiment=tiny_teacher_patch1", "data.num_frames=25"), 430),
     "4px-4L-17f": (("experiment=tiny_teacher_patch1", "data.num_frames=17", "+model.overrides.num_layers=4"), 260),
 }
+# The capacity and loss study on the world with moving objects (experiment=tiny_teacher_objects, the release
+# recipe otherwise; docs/embedded-world.md): 25-frame clips, the students' horizon (a teacher trained on 17
+# frames drifts when sampled at 25); each candidate changes one thing against "obj-25f", all share one codec
+# fitted for their world (--codec) and are compared on their curves against training minutes. Steps give each
+# ~25 single-thread minutes (2 layers x 128 at 25 frames: ~2.5 s a step beside a second run).
+_OBJ = ("experiment=tiny_teacher_objects", "data.num_frames=25")
+_WIDE = ("+model.overrides.num_layers=4", "+model.overrides.dim=192", "+model.overrides.ffn_dim=576")
+RECIPES.update(
+    {
+        "obj-25f": (_OBJ, 600),
+        "objpan-25f": ((*_OBJ, "data.world.camera_pan_prob=1.0"), 600),
+        "obj-25f-bilinear": ((*_OBJ, "model.track_splat=bilinear"), 600),
+        "obj-25f-decoded": ((*_OBJ, "stage.decoded_loss_weight=10"), 540),
+        "obj-25f-4L192": ((*_OBJ, *_WIDE, "model.overrides.num_heads=3"), 240),
+        "obj-17f": (("experiment=tiny_teacher_objects",), 900),
+    }
+)
 
 
-def command(name: str, out: Path) -> list[str]:
+def command(name: str, out: Path, *, evals: int = 2, codec: Path | None = None) -> list[str]:
     overrides, steps = RECIPES[name]
-    every = max(1, steps // 2)
+    every = max(1, steps // evals)
     return [
         sys.executable,
         "-m",
         "trackstream.train",
         *overrides,
         *COMMON,
+        *([f"codec.checkpoint={codec.resolve()}"] if codec is not None else []),
         f"trainer.max_steps={steps}",
         f"trainer.sample_every={every}",
         f"trainer.ckpt_every={every}",
@@ -66,13 +85,13 @@ def command(name: str, out: Path) -> list[str]:
     ]
 
 
-def run_recipe(name: str, out: Path) -> int:
+def run_recipe(name: str, out: Path, *, evals: int = 2, codec: Path | None = None) -> int:
     done = out / name / "results.json"
     if done.is_file() and json.loads(done.read_text()).get("status") == "done":
         print(f"[study] {name}: done already", flush=True)
         return 0
     (out / name).mkdir(parents=True, exist_ok=True)
-    cmd = command(name, out)
+    cmd = command(name, out, evals=evals, codec=codec)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     t0 = time.time()
     with open(out / f"{name}.log", "a") as log:
@@ -214,6 +233,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, required=True, help="directory of the recipe runs")
     ap.add_argument("--recipes", default=",".join(RECIPES), help=f"comma-separated subset of {list(RECIPES)}")
     ap.add_argument("--parallel", type=int, default=2, help="recipes trained at once (one thread each)")
+    ap.add_argument("--evals", type=int, default=2, help="held-out evaluations per run (the curve's points)")
+    ap.add_argument("--codec", type=Path, default=None, help="a fitted codec.pt every recipe shares (no fit per run)")
     ap.add_argument("--plot", type=Path, default=None, help="only collect the runs and write study.json/png here")
     args = ap.parse_args(argv)
     if args.plot is not None:
@@ -225,7 +246,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"--recipes: unknown {unknown}; choose from {list(RECIPES)}")
     args.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        codes = list(pool.map(lambda n: run_recipe(n, args.out), names))
+        codes = list(pool.map(lambda n: run_recipe(n, args.out, evals=args.evals, codec=args.codec), names))
     if any(codes):
         raise SystemExit(f"[study] failed recipes: {[n for n, c in zip(names, codes) if c]}")
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -305,3 +307,50 @@ def test_region_dropout_hides_the_tracks_that_start_in_one_box():
         assert torch.equal(inside, hidden[b])  # exactly the tracks starting in one axis-aligned box
         assert 0.25 * 64 < float(box[1] - box[0]) < 0.6 * 64  # about the drawn side (points are random)
     assert torch.equal(out[~dropped], vis[~dropped])  # other samples untouched
+
+
+def test_bilinear_splat_keeps_each_points_mass_and_says_where_it_is_inside_a_cell():
+    emb = torch.eye(2)  # point 0 writes [1, 0], point 1 writes [0, 1]
+    vis = torch.ones(1, 1, 2, dtype=torch.bool)
+    kw = dict(height=16, width=16, spatial_factor=4)
+    # cell i's centre is pixel 4 i + 1.5: a point there writes like the nearest cell
+    at_centre = torch.tensor([[[[5.5, 9.5], [13.5, 1.5]]]])
+    torch.testing.assert_close(
+        rasterize_tracks(at_centre, vis, emb, splat="bilinear", **kw), rasterize_tracks(at_centre, vis, emb, **kw)
+    )
+    # half-way between the centres of cells 1 and 2 (x = 7.5): half in each; a quarter past (x = 6.5): 3/4, 1/4
+    half = rasterize_tracks(torch.tensor([[[[7.5, 5.5], [6.5, 5.5]]]]), vis, emb, splat="bilinear", **kw)
+    assert half[0, 0, 0, 1, 1] == 0.5 and half[0, 0, 0, 1, 2] == 0.5
+    assert half[0, 1, 0, 1, 1] == 0.75 and half[0, 1, 0, 1, 2] == 0.25
+    assert torch.allclose(half.sum(dim=(2, 3, 4)), torch.ones(1, 2))  # each point's mass is 1
+    # at the border (x = 0.2 lies before cell 0's centre) the outer weight stays on the border cell
+    edge = rasterize_tracks(torch.tensor([[[[0.2, 0.2], [15.9, 15.9]]]]), vis, emb, splat="bilinear", **kw)
+    assert edge[0, 0, 0, 0, 0] == 1 and edge[0, 1, 0, 3, 3] == 1
+    # a move of 1 px inside a cell: nearest cells do not see it, bilinear weights do
+    a, b = torch.tensor([[[[4.5, 5.5]]]]), torch.tensor([[[[5.5, 5.5]]]])
+    one, e1 = vis[:, :, :1], emb[:1]
+    assert torch.equal(rasterize_tracks(a, one, e1, **kw), rasterize_tracks(b, one, e1, **kw))
+    assert not torch.equal(
+        rasterize_tracks(a, one, e1, splat="bilinear", **kw), rasterize_tracks(b, one, e1, splat="bilinear", **kw)
+    )
+    # invisible points write nothing either way
+    assert rasterize_tracks(at_centre, ~vis, emb, splat="bilinear", **kw).abs().sum() == 0
+    with pytest.raises(ValueError, match="splat"):
+        rasterize_tracks(at_centre, vis, emb, splat="gauss", **kw)
+
+
+def test_the_splat_travels_with_the_network(tmp_path):
+    from trackstream.models.motion_wan import ModelConfig, build_motion_wan, load_network, save_network
+
+    with pytest.raises(ValueError, match="model.track_splat"):
+        ModelConfig(track_splat="area")
+    net = build_motion_wan(ModelConfig(track_splat="bilinear"), text_encoder_dim=384)
+    assert net.track_splat == "bilinear" and net.track_encoder.splat == "bilinear"
+    save_network(
+        net.state_dict(),
+        tmp_path / "net",
+        model_cfg=dataclasses.asdict(ModelConfig(track_splat="bilinear")),
+        text_encoder_dim=384,
+        ema=False,
+    )
+    assert load_network(tmp_path / "net").track_splat == "bilinear"

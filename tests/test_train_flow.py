@@ -408,3 +408,49 @@ def test_conventions_read_old_exports_and_name_unknown_keys():
     assert Conventions.from_dict(old.to_dict()) == old  # the JSON round trip is exact
     with pytest.raises(ValueError, match="clean_first_fram"):
         Conventions.from_dict({"clean_first_fram": True}, source="x/network.json")
+
+
+# ----------------------------------------------------------------------------- decoded-frame loss
+
+
+def test_decoded_frame_loss_is_zero_at_the_true_velocity_and_counts_frames_and_their_differences():
+    from trackstream.models.codecs.tiny_ae import TinyAE, TinyAEConfig
+    from trackstream.train.teacher import decoded_frame_loss
+
+    codec = TinyAE(TinyAEConfig(width=16, patch=4)).eval().requires_grad_(False)
+    x0 = torch.randn(2, 16, 3, 4, 4)  # 9 pixel frames of 16x16
+    noise = torch.randn_like(x0)
+    sigma = torch.tensor([[0.0, 0.4, 0.4], [0.0, 0.8, 0.8]])
+    x = add_noise(x0, noise, sigma)
+    exact = decoded_frame_loss(codec, x, velocity_target(x0, noise), x0, sigma)
+    assert exact.shape == (2,) and exact.abs().max() < 1e-10
+    v = (velocity_target(x0, noise) + 0.3 * torch.randn_like(x0)).requires_grad_(True)
+    wrong = decoded_frame_loss(codec, x, v, x0, sigma)
+    hat, ref = codec.decode(x0_from_velocity(x, v, sigma)), codec.decode(x0)
+    by_hand = ((hat - ref)[:, :, 1:] ** 2).mean(dim=(1, 2, 3, 4)) + ((hat.diff(dim=2) - ref.diff(dim=2)) ** 2).mean(
+        dim=(1, 2, 3, 4)
+    )
+    torch.testing.assert_close(wrong, by_hand)
+    wrong.sum().backward()
+    assert v.grad is not None and v.grad.abs().sum() > 0
+    assert all(p.grad is None for p in codec.parameters())  # the codec stays frozen
+
+
+def test_the_objective_adds_the_decoded_loss_only_when_weighted():
+    import types
+
+    from trackstream.models.codecs.tiny_ae import TinyAE, TinyAEConfig
+
+    with pytest.raises(ValueError, match="decoded_loss_weight"):
+        TeacherConfig(decoded_loss_weight=-1.0)
+    torch.manual_seed(0)
+    net = build_motion_wan(ModelConfig(), text_encoder_dim=384)
+    codec = TinyAE(TinyAEConfig(width=16)).eval().requires_grad_(False)  # 8x: 4x4 latents of 32x32 frames
+    losses = {}
+    for w in (0.0, 1.0):
+        obj = _objective(net, decoded_loss_weight=w, clean_first_frame=True)
+        obj.conditioner = types.SimpleNamespace(codec=codec)
+        loss, extra = obj.loss("dit", _batch(), step=0)
+        losses[w] = (loss.item(), extra)
+    assert "fm/decoded" not in losses[0.0][1] and losses[1.0][1]["fm/decoded"] > 0
+    assert losses[1.0][0] > losses[0.0][0]  # the same draws, plus the decoded term

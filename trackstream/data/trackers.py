@@ -15,7 +15,9 @@ Design:
   Measured on the default synthetic world (64x64, 17 frames, 16x16 grid): mean EPE ~0.9 px on
   visible points, versus ~4.1 px for "no motion" (see tests/test_data_trackers.py).
 * `PlainLucasKanadeTracker` ('lk_plain') is the strict protocol: chained LK + forward-backward
-  only; a lost point is held where it was last seen, so losing a point is never rewarded.
+  only; a lost point is held where it was last seen, so losing a point is never rewarded. Its
+  ``without_hold()`` sibling keeps chaining LK on the points it lost (the no-hold EPE,
+  trackstream/eval/metrics.py): every point gets a position in every frame, as CoTracker gives.
 * `CoTracker3Tracker` wraps the official co-tracker predictors (offline and online) loaded from a
   local checkpoint. co-tracker is not on PyPI, so a missing package raises an ImportError that says
   how to install it.
@@ -23,6 +25,7 @@ Design:
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from abc import ABC, abstractmethod
@@ -75,6 +78,13 @@ class Tracker(ABC):
         if is_torch:
             return torch.from_numpy(tracks), torch.from_numpy(vis)
         return tracks, vis
+
+    def without_hold(self) -> "Tracker":
+        """This tracker giving every point a position in every frame: where it reports a point not seen,
+        its own estimate of where the point went instead of where it was last seen; its visibility and
+        its positions where visible are this tracker's. A tracker that holds nothing (CoTracker3 returns
+        a position everywhere) is its own."""
+        return self
 
     @abstractmethod
     def _track(self, frames: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -235,7 +245,13 @@ class PlainLucasKanadeTracker(LucasKanadeTracker):
     last seen (its EPE keeps counting against the input track): no neighbour following, no
     re-acquisition. ``LucasKanadeTracker`` re-finds lost points, which flatters incoherent video
     (it finds *some* patch of the right colour); this one rewards only motion a tracker can follow
-    frame to frame. Same window, pyramid, threshold and 2x enlargement rules as ``lk``."""
+    frame to frame. Same window, pyramid, threshold and 2x enlargement rules as ``lk``.
+
+    ``hold_lost=False`` (``without_hold()``): a point that fails is not stopped; it keeps being chained
+    frame to frame from where LK put it (from its last position where LK returns nothing finite). Its
+    visibility stays False from the failure on, and the points it never lost move exactly as with
+    ``hold_lost=True`` (they are tracked in the same calls), so holding its output where it reports a
+    point not visible gives back the held tracker's output bit for bit."""
 
     def __init__(
         self,
@@ -245,6 +261,7 @@ class PlainLucasKanadeTracker(LucasKanadeTracker):
         fb_threshold: float | None = None,
         upsample: int | None = None,
         border: float = 1.0,
+        hold_lost: bool = True,
     ):
         super().__init__(
             win_size=win_size,
@@ -255,6 +272,12 @@ class PlainLucasKanadeTracker(LucasKanadeTracker):
             colour_threshold=None,
         )
         self.border = border  # px (tracking resolution) a point may stray outside before it counts as gone
+        self.hold_lost = hold_lost
+
+    def without_hold(self) -> "PlainLucasKanadeTracker":
+        free = copy.copy(self)
+        free.hold_lost = False
+        return free
 
     def _params(self, h: int, w: int) -> tuple[dict, float]:
         # Without the re-acquisition safety net, the window must see enough of the smooth synthetic
@@ -285,8 +308,27 @@ class PlainLucasKanadeTracker(LucasKanadeTracker):
                 good &= _inside(got, h, w, margin=self.border)
                 nxt[idx[good]] = got[good]
                 ok[idx[~good]] = False
+                if not self.hold_lost:  # failing now: continue from where LK put it
+                    _move_finite(nxt, idx[~good], got[~good])
+            gone = np.nonzero(~alive[t - 1])[0]
+            if not self.hold_lost and len(gone):
+                # lost before: chained on alone, in their own call, so the live points' LK is untouched
+                _move_finite(nxt, gone, _lk_forward(gray[t - 1], gray[t], prev[gone], lk))
             pos[t], alive[t] = nxt, ok
         return pos, alive
+
+
+def _move_finite(pos: np.ndarray, idx: np.ndarray, got: np.ndarray) -> None:
+    """pos[idx] = got [len(idx), 2] where got is finite (in place); elsewhere the point stays."""
+    fin = np.isfinite(got).all(axis=1)
+    pos[idx[fin]] = got[fin]
+
+
+def _lk_forward(img0, img1, p0, lk: dict) -> np.ndarray:
+    """Where pyramidal LK puts the points p0 [N, 2] of img0 in img1 [N, 2], status ignored."""
+    p0 = np.ascontiguousarray(p0, np.float32).reshape(-1, 1, 2)
+    p1, _, _ = cv2.calcOpticalFlowPyrLK(img0, img1, p0, p0.copy(), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **lk)
+    return p1.reshape(-1, 2)
 
 
 def _inside(p: np.ndarray, h: int, w: int, margin: float = 0.0) -> np.ndarray:

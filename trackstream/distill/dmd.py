@@ -209,6 +209,7 @@ class DMDObjective(Objective):
             height=self.height,
             width=self.width,
             latent_height=out["image_latent"].shape[-2],
+            splat=self.student.track_splat,
         )  # c_m [B, D, T, h, w]
         return out
 

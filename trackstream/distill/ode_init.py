@@ -161,6 +161,7 @@ class ODEInitObjective(Objective):
             height=self.height,
             width=self.width,
             latent_height=h,
+            splat=unwrap(self.network).track_splat,
         )
         dit = unwrap(self.network).dit
         attn = BlockCausalAttention(

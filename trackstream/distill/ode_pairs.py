@@ -152,6 +152,7 @@ def generate_ode_pairs(
                 height=height,
                 width=width,
                 latent_height=lat_shape[-2],
+                splat=getattr(teacher, "module", teacher).track_splat,
             )
             cond = Condition(
                 text=batch["text_emb"].to(device),

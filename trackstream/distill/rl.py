@@ -175,7 +175,13 @@ class RLObjective(Objective):
         from trackstream.models.conditioner import encode_motion
 
         lat_h = b["image_latent"].shape[-2]
-        kw = dict(embed_dim=self.embed_dim, height=self.height, width=self.width, latent_height=lat_h)
+        kw = dict(
+            embed_dim=self.embed_dim,
+            height=self.height,
+            width=self.width,
+            latent_height=lat_h,
+            splat=self.student.track_splat,
+        )
         return {**b, "motion": encode_motion(b["tracks"], b["visibility"], b["track_ids"], **kw)}  # [B, D, T, h, w]
 
     def _gens(self, batch: dict, purpose: str, *, device=None, members: Optional[int] = None):

@@ -5,7 +5,9 @@
     python -m trackstream.eval 'runs={teacher: .../export/teacher, ode_init: ..., dmd: ...}' ...   # one table (compare)
 
 Writes ``<out>/metrics.json`` (every row's means, per-sample values, the configuration),
-``<out>/table.md`` (MotionStream Table 1 layout: rows = run x mode, then the references),
+``<out>/table.md`` (MotionStream Table 1 layout: rows = run x mode, then the references; with ``epe``
+the quality columns of ``eval.quality`` after the metrics: no-hold EPE, its ratio to the frozen first
+frame's, points lost, the late brightness gap and texture ratio against the ground truth),
 ``<out>/plots/`` (a bar chart per metric, EPE per frame, trajectory overlays of the first sample)
 and the generated videos under ``<out>/videos/<row>/`` in the benchmark folder layout (so another
 evaluation can read them back as a run). With ``wandb.enabled`` the table and plots go to W&B too.
@@ -36,6 +38,7 @@ from trackstream.eval.harness import (
     score_rows,
 )
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
+from trackstream.eval.quality import QUALITY_COLUMNS
 
 __all__ = ["EvalCommandConfig", "EvalRefused", "benchmark_world", "check_field_types", "evaluate"]
 # metrics whose feature network loads local weights (eval.harness.Extractors)
@@ -194,12 +197,21 @@ SPEED_COLUMNS = {"frames_per_s": "frames/s ↑", "nfe": "NFE / video ↓"}  # on
 
 def _table(results: dict, metrics: list[str]) -> str:
     cols = [m for m in metrics if any(m in r for r in results.values())]
+    cols += [c for c, _ in QUALITY_COLUMNS if any(c in r for r in results.values())]
     cols += [c for c in SPEED_COLUMNS if any(c in r for r in results.values())]
-    names = [SPEED_COLUMNS[m] if m in SPEED_COLUMNS else f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}" for m in cols]
+    names = [
+        SPEED_COLUMNS.get(m) or dict(QUALITY_COLUMNS).get(m) or f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}"
+        for m in cols
+    ]
     head = "| row | " + " | ".join(names) + " |"
     lines = [head, "|" + "---|" * (len(cols) + 1)]
     for row, r in results.items():
-        cells = [f"{r[m]:.4g}" if isinstance(r.get(m), (int, float)) and np.isfinite(r[m]) else "–" for m in cols]
+        cells = [
+            f"{r[m] * (100 if m == 'lost_share' else 1):.4g}"
+            if isinstance(r.get(m), (int, float)) and np.isfinite(r[m])
+            else "–"
+            for m in cols
+        ]
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -341,6 +353,12 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
     note = (
         f"\n\n{len(samples)} samples of benchmark `{cfg.benchmark.name}`; EPE by `{cfg.tracker.name}` (px at "
         f"{samples[0].frames.shape[2]}x{samples[0].frames.shape[1]})"
+        + (
+            "; no-hold EPE: the same tracking with lost points not held (over the frozen first frame's, by the "
+            "same tracker); late: the last 8 frames against the ground truth (trackstream/eval/quality.py)"
+            if "epe" in cfg.metrics
+            else ""
+        )
         + ("; proxy_fvd = Fréchet distance on the run's codec features, not FVD" if "proxy_fvd" in cfg.metrics else "")
         + (_speed_note(cfg) if speeds else "")
     )
@@ -360,11 +378,11 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
             config=summary["config"],
             dir=str(out),
         )
-        cols = ["row", *[m for m in cfg.metrics]]
+        shown = [*cfg.metrics, *[c for c, _ in QUALITY_COLUMNS if any(c in r for r in results.values())]]
         wb.log(
             {
                 "eval/table": wandb.Table(
-                    columns=cols, data=[[r, *[results[r].get(m) for m in cfg.metrics]] for r in results]
+                    columns=["row", *shown], data=[[r, *[results[r].get(m) for m in shown]] for r in results]
                 ),
                 **{f"eval/{Path(p).stem}": wandb.Image(p) for p in plots},
             }

@@ -10,11 +10,15 @@ and PSNR / SSIM against the ground truth:
   displacement of the ground-truth tracks visible in both frames, sub-pixel, bilinear) and passed through
   the codec: a generator that copies the first frame perfectly and invents nothing. Exact for a panning
   camera over a still canvas; sprites are moved with the background, so it is a bound there only;
-* ``frozen_frame``: frame 0 repeated (no tracking: ``metrics.frozen_epe``).
+* ``frozen_frame``: frame 0 repeated (EPE without tracking: ``metrics.frozen_epe``; its no-hold EPE by the
+  tracker on the still video, ``metrics.frozen_motion``: the denominator of every ``no_hold_ratio_<row>``).
 
 Each tracked row also says where the tracker lost points against the codec's latent grouping
 (``metrics.group_losses``): a codec or a generator that redraws content per latent frame loses them on
-entering a group. No network but the codec runs here.
+entering a group. Every row gets the quality columns of ``eval.quality`` (``ScoreBook``'s keys:
+``no_hold_epe_<row>``, ``no_hold_ratio_<row>``, ``lost_share_<row>`` for the tracked rows; the brightness
+gap and texture ratio against the ground truth for every row but the ground truth itself). No network
+but the codec runs here.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch
 
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8, video_tensor
-from trackstream.eval.metrics import EPE_TRACKER, frozen_epe, video_psnr, video_ssim
+from trackstream.eval.metrics import EPE_TRACKER
 from trackstream.eval.scorebook import ScoreBook, input_tracks
 
 __all__ = ["FLOOR_ROWS", "pixel_copy", "floor_figures", "floor_videos"]
@@ -76,24 +80,20 @@ def floor_videos(clips: list[dict], codec, *, device=None) -> dict[str, np.ndarr
 def floor_figures(
     clips: list[dict], codec, *, tracker: str = EPE_TRACKER, num_tracks: int | None = None, device=None
 ) -> dict:
-    """``epe_<row>``, ``psnr_<row>``, ``ssim_<row>`` (``ScoreBook``'s keys) and, for the tracked rows,
-    ``lost_at_group_start_<row>`` / ``lost_inside_group_<row>`` for every row of ``FLOOR_ROWS`` on ``clips``
-    (input tracks as every evaluation picks them: ``scorebook.input_tracks``), plus ``num_samples``."""
+    """``epe_<row>``, ``psnr_<row>``, ``ssim_<row>`` and the quality columns (``ScoreBook``'s keys) and,
+    for the tracked rows, ``lost_at_group_start_<row>`` / ``lost_inside_group_<row>`` for every row of
+    ``FLOOR_ROWS`` on ``clips`` (input tracks as every evaluation picks them: ``scorebook.input_tracks``),
+    plus ``num_samples``."""
     if not clips:
         raise ValueError("floor_figures needs at least one held-out clip")
-    book = ScoreBook(build_tracker(tracker))
+    book = ScoreBook(build_tracker(tracker), frozen_row="frozen_frame")
     videos = floor_videos(clips, codec, device=device)
     gt = videos["ground_truth"]
-    frozen: dict[str, list[float]] = {"epe": [], "psnr": [], "ssim": []}
     for b, c in enumerate(clips):
         tr, vi, counts = input_tracks([c], num_tracks)
         tr, vi = tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()
         for row, vids in videos.items():
             book.add(row, vids[b], gt[b], tr, vi, quality=row != "ground_truth")
-        still = np.broadcast_to(gt[b][:1], gt[b].shape)
-        frozen["epe"].append(frozen_epe(tr, vi)[0])
-        frozen["psnr"].append(video_psnr(still, gt[b]))
-        frozen["ssim"].append(video_ssim(still, gt[b]))
+        book.add_frozen(gt[b], tr, vi)
     figures = {k: v for k, v in book.figures().items() if not k.endswith("per_sample")}
-    figures.update({f"{k}_frozen_frame": float(np.mean(v)) for k, v in frozen.items()})
     return {**figures, "num_samples": len(clips), "tracker": tracker, "num_tracks": num_tracks}

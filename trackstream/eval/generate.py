@@ -204,6 +204,7 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
                 height=H,
                 width=W,
                 latent_height=H // sf,
+                splat=net.track_splat,
             )
         noise = torch.randn((1, net.latent_channels, 1 + (T - 1) // 4, H // sf, W // sf), generator=g, device="cpu").to(
             device

@@ -10,7 +10,13 @@ function's docstring):
 
   epe        eval.metrics.motion_epe, the project's one EPE protocol (make run's report uses it too),
              with ``tracker`` (lk_plain on CPU; cotracker3_offline with a local checkpoint); the frozen
-             row by eval.metrics.frozen_epe; per video, mean over videos; also the EPE per frame (plot)
+             row by eval.metrics.frozen_epe; per video, mean over videos; also the EPE per frame (plot).
+             With it the quality columns of eval.quality: ``no_hold_epe`` (the same tracking, lost
+             points not held), ``no_hold_ratio`` (over the frozen first frame's no-hold EPE on the same
+             samples, eval.metrics.frozen_motion, whether or not the frozen row is shown),
+             ``lost_share``, and against the ground truth per 12-frame chunk and over the last 8 frames
+             the brightness gap and texture ratio (eval.metrics.frame_stats: ``late_brightness_gap``,
+             ``late_texture_ratio``, ``brightness_gap_per_chunk``, ``texture_ratio_per_chunk``)
   psnr/ssim  eval.metrics.video_psnr / video_ssim against the ground truth, frames 1..
   lpips      eval.lpips (AlexNet or VGG backbone + v0.1 heads from local files), per frame 1.., mean
   fid        Inception pool3 features of frames 1.. of all videos vs the ground truth's (local weights)
@@ -30,7 +36,8 @@ import numpy as np
 from trackstream.data.video_io import video_tensor
 from trackstream.eval.benchmarks import Sample
 from trackstream.eval.frechet import frechet_from_features
-from trackstream.eval.metrics import frozen_epe, motion_epe, video_psnr, video_ssim
+from trackstream.eval.metrics import frozen_epe, frozen_motion, track_motion, video_psnr, video_ssim
+from trackstream.eval.quality import pool_frame_stats, quality_ratio, video_frame_stats
 
 __all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "score_rows", "reference_rows"]
 
@@ -157,7 +164,8 @@ def score_rows(
     extractors: Extractors,
     progress: bool = True,
 ) -> dict:
-    """{row: {metric: mean, "per_sample": {metric: [...]}, "epe_per_frame": [...]}} for every row."""
+    """{row: {metric: mean, "per_sample": {metric: [...]}, "epe_per_frame": [...]}} for every row; with
+    ``epe``, the quality columns too (the module docstring)."""
     from tqdm import tqdm
 
     unknown = sorted(set(metrics) - set(METRICS))
@@ -165,19 +173,33 @@ def score_rows(
         raise ValueError(f"metrics {unknown} are unknown; choose from {list(METRICS)}")
     gt_videos = {s.id: s.frames for s in samples}
     gt_feats = {m: _features(m, extractors, gt_videos) for m in ("fid", "fvd", "proxy_fvd") if m in metrics}
+    frozen_no_hold: dict[str, float] = {}  # sample id -> the frozen first frame's no-hold EPE (the ratios' denominator)
+
+    def still_no_hold(s: Sample) -> float:
+        if s.id not in frozen_no_hold:
+            frozen_no_hold[s.id] = frozen_motion(s.frames, s.tracks, s.visibility, tracker).no_hold_epe
+        return frozen_no_hold[s.id]
+
     out: dict[str, dict] = {}
     for row, videos in rows.items():
         per: dict[str, list[float]] = {m: [] for m in metrics if m in ("epe", "psnr", "ssim", "lpips")}
-        curves = []
+        if "epe" in per:
+            per["no_hold_epe"] = []
+        curves, stats, lost, at_risk = [], [], 0, 0
         for s in tqdm(samples, desc=f"scoring {row}", disable=not progress, leave=False):
             v = videos[s.id]
             if "epe" in per:
                 if row == "frozen":  # a still video: the protocol's answer without running the tracker
                     value, per_frame, _ = frozen_epe(s.tracks, s.visibility)
+                    per["no_hold_epe"].append(still_no_hold(s))
                 else:
-                    value, per_frame, _ = motion_epe(v, s.tracks, s.visibility, tracker)
+                    m = track_motion(v, s.tracks, s.visibility, tracker)
+                    value, per_frame = m.epe, m.per_frame
+                    per["no_hold_epe"].append(m.no_hold_epe)
+                    lost, at_risk = lost + int(m.lost.sum()), at_risk + int(m.at_risk.sum())
                 per["epe"].append(value)
                 curves.append(per_frame)
+                stats.append((len(v), video_frame_stats(v, s.frames)))
             if "psnr" in per:
                 per["psnr"].append(video_psnr(v, s.frames))
             if "ssim" in per:
@@ -185,6 +207,14 @@ def score_rows(
             if "lpips" in per:
                 per["lpips"].append(_lpips(extractors.get("lpips"), v, s.frames))
         res: dict = {m: float(np.nanmean(vals)) for m, vals in per.items()}
+        if "epe" in per:
+            res["no_hold_ratio"] = quality_ratio(
+                res["no_hold_epe"], float(np.nanmean([still_no_hold(x) for x in samples]))
+            )
+            if row != "frozen":
+                res["lost_share"] = quality_ratio(lost, at_risk)
+            pooled = pool_frame_stats(stats)
+            res.update({k: pooled[k] for k in pooled if k not in ("chunk_spans", "late_span")})
         for m, ref in gt_feats.items():
             res[m] = frechet_from_features(_features(m, extractors, videos), ref)
         res["per_sample"] = {m: [float(x) for x in vals] for m, vals in per.items()}

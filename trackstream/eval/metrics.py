@@ -1,7 +1,9 @@
 """Video metrics, each with its protocol in the docstring: EPE of re-tracked points (``motion_epe``, the
-one protocol behind every EPE figure of the project), PSNR and SSIM of generated frames against the
-ground truth (frames 1..; frame 0 is the given first frame), ObjMC (DragAnything) and DAI (GoodDrag)
-for drags. Distribution metrics (FID, FVD) are in trackstream/eval/frechet.py."""
+one protocol behind every EPE figure of the project, and beside it the no-hold EPE of the same tracking,
+``MotionTrack.no_hold_epe``), PSNR and SSIM of generated frames against the ground truth (frames 1..;
+frame 0 is the given first frame), brightness and texture energy per chunk against the ground truth
+(``frame_stats``), ObjMC (DragAnything) and DAI (GoodDrag) for drags. Distribution metrics (FID, FVD)
+are in trackstream/eval/frechet.py."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ __all__ = [
     "epe",
     "motion_epe",
     "track_motion",
+    "frozen_motion",
     "MotionTrack",
     "group_losses",
     "frozen_epe",
@@ -22,6 +25,7 @@ __all__ = [
     "EPE_TRACKERS",
     "video_psnr",
     "video_ssim",
+    "frame_stats",
     "objmc",
     "entity_point",
     "nearest_track",
@@ -113,13 +117,23 @@ class MotionTrack:
     """One video re-tracked by the EPE protocol (``track_motion``). ``lost[t]`` counts the points the
     tracker loses at frame t among ``at_risk[t]``: points it still held at t - 1 (at or after their
     query frame) that the input shows at both t - 1 and t, so a point leaving the frame or going behind
-    a sprite is never counted against the video."""
+    a sprite is never counted against the video. ``no_hold_*``: the same scored entries at the positions
+    the tracker gives every point in every frame (lost points not held; see ``track_motion``)."""
 
     epe: float
     per_frame: np.ndarray  # [T] mean error per frame (NaN where the input shows no point)
     positions: np.ndarray  # [T, N', 2] the scored positions (lost points held where last seen)
     lost: np.ndarray  # [T] int
     at_risk: np.ndarray  # [T] int
+    no_hold_epe: float = float("nan")
+    no_hold_per_frame: np.ndarray | None = None  # [T]
+    no_hold_positions: np.ndarray | None = None  # [T, N', 2] (lost points where the tracker put them)
+
+    @property
+    def lost_share(self) -> float:
+        """Of all the at-risk (point, step) pairs of the video, the share the tracker lost (NaN if none)."""
+        n = int(np.sum(self.at_risk))
+        return float(np.sum(self.lost) / n) if n else float("nan")
 
 
 def motion_epe(
@@ -158,9 +172,18 @@ def track_motion(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray,
       first frame does (``frozen_epe``): a video no tracker can follow is never scored as if it
       followed the tracks, and losing a point can only replace its tracked error by a stopped one.
 
+    The no-hold EPE (``MotionTrack.no_hold_epe``), from the same tracking call: the same queries and
+    scored entries, at the positions the tracker gives every point in every frame (``tracker.without_hold()``:
+    ``lk_plain`` keeps chaining LK on a point it lost, from where LK put it; CoTracker3's positions as it
+    returns them); a non-finite position is replaced by the point's last finite one. Holding lets a video
+    that turns untrackable (dark, mosaic) keep the error of the positions its points had when lost, often
+    small; without the hold the tracker's drift on such frames counts. Read it against the same tracker
+    on the frozen first frame (``frozen_motion``). The held EPE is unchanged by this: it holds the same
+    output where the tracker reports a point lost.
+
     The value is one flat mean over the scored entries of this video (pixels of ``frames``: report the
     resolution); a set of videos is the mean of the per-video values. Returns a ``MotionTrack``: the EPE,
-    per frame, the scored positions and where the tracker lost points (``group_losses``)."""
+    per frame, the scored positions, where the tracker lost points (``group_losses``) and the no-hold EPE."""
     if getattr(tracker, "reacquire", False):
         raise ValueError(
             f"motion_epe: {type(tracker).__name__} re-acquires lost points by appearance; use "
@@ -174,16 +197,37 @@ def track_motion(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray,
     T = tracks.shape[0]
     if not len(start):
         zero = np.zeros(T, np.int64)
-        return MotionTrack(*_score(tracks, tracks, visibility), lost=zero, at_risk=zero.copy())
+        held = _score(tracks, tracks, visibility)
+        return MotionTrack(*held, lost=zero, at_risk=zero.copy(), no_hold_epe=held[0], no_hold_per_frame=held[1])
     queries = np.concatenate([t0[:, None], start], axis=1).astype(np.float32)
-    pred, seen = tracker.track(frames, queries)
-    pred, seen = np.asarray(pred, np.float64), np.asarray(seen, bool)
-    seen &= np.isfinite(pred).all(axis=-1)
+    # one call gives both: the free-running tracker's positions held where it reports a point lost are
+    # the held protocol's (trackers.Tracker.without_hold); a duck-typed tracker is taken as it answers
+    free = tracker.without_hold() if hasattr(tracker, "without_hold") else tracker
+    pred, seen = free.track(frames, queries)
+    pred, seen = np.asarray(pred, np.float64), np.asarray(seen, bool)  # [T, N', 2], [T, N']
+    finite = np.isfinite(pred).all(axis=-1)
+    seen &= finite
     # at risk at t: held at t - 1 (at or after its query frame) and shown by the input at t - 1 and t
     risk = seen[:-1] & visibility[:-1] & visibility[1:] & (np.arange(T - 1)[:, None] >= t0[None])  # [T-1, N']
     lost = np.concatenate([[0], (risk & ~seen[1:]).sum(axis=1)])
     at_risk = np.concatenate([[0], risk.sum(axis=1)])
-    return MotionTrack(*_score(_hold_lost(pred, seen, t0, start), tracks, visibility), lost=lost, at_risk=at_risk)
+    no_hold, no_hold_per_frame, no_hold_pos = _score(_hold_lost(pred, finite, t0, start), tracks, visibility)
+    return MotionTrack(
+        *_score(_hold_lost(pred, seen, t0, start), tracks, visibility),
+        lost=lost,
+        at_risk=at_risk,
+        no_hold_epe=no_hold,
+        no_hold_per_frame=no_hold_per_frame,
+        no_hold_positions=no_hold_pos,
+    )
+
+
+def frozen_motion(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, tracker) -> MotionTrack:
+    """``track_motion`` of frame 0 of ``frames`` [T, H, W, 3] repeated T times (the frozen first frame),
+    tracker run: its ``no_hold_epe`` is what a no-hold EPE is read against (a tracker may move points
+    even on a still video; ``frozen_epe`` assumes it does not)."""
+    frames = np.asarray(frames)
+    return track_motion(np.broadcast_to(frames[:1], frames.shape), tracks, visibility, tracker)
 
 
 def group_losses(lost: np.ndarray, at_risk: np.ndarray, *, temporal_factor: int = 4) -> dict:
@@ -244,6 +288,48 @@ def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5) -> float
     vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
     ssim = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return float(ssim.mean())
+
+
+def _grey(v: np.ndarray) -> np.ndarray:
+    """uint8 [T, H, W, 3] RGB -> float32 [T, H, W] grey levels 0..255 (ITU-R BT.601 luma, as cv2)."""
+    return np.asarray(v, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def frame_stats(video: np.ndarray, gt: np.ndarray, spans, *, sigma: float = 1.5) -> dict[str, np.ndarray]:
+    """Brightness and texture energy of ``video`` against the ground truth ``gt`` (uint8 [T, H, W, 3], same
+    shape), per span of pixel frames (``spans``: [start, stop) pairs; ``eval.quality.video_spans``: the chunks).
+
+    * brightness: the mean grey level (BT.601 luma, 0..255) over the span's frames and pixels;
+      ``brightness_gap`` = the video's minus the ground truth's (signed, grey levels of 255);
+    * texture energy: the mean squared difference between a grey frame and its Gaussian blur (sigma
+      ``sigma`` px, reflected borders), over the span: the energy of detail finer than a few pixels;
+      ``texture_ratio`` = the video's / the ground truth's (1 = as much detail; below: washed out,
+      blurred or dark; above: noise, blocks or over-sharpening). NaN where the ground truth has none.
+
+    Returns float64 arrays [len(spans)]: ``brightness_gap``, ``texture_ratio`` and the parts to pool over
+    videos (``brightness``, ``gt_brightness``, ``energy``, ``gt_energy``)."""
+    import cv2
+
+    video, gt = np.asarray(video), np.asarray(gt)
+    if video.shape != gt.shape or video.ndim != 4 or video.shape[-1] != 3:
+        raise ValueError(f"frame_stats needs two uint8 videos [T, H, W, 3] of one shape; got {video.shape}, {gt.shape}")
+    spans = [(int(lo), int(hi)) for lo, hi in spans]
+    bad = [s for s in spans if not 0 <= s[0] < s[1] <= len(video)]
+    if bad:
+        raise ValueError(f"frame_stats: spans {bad} are not [start, stop) ranges of {len(video)} frames")
+
+    def stats(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # per frame [T]: mean grey, texture energy
+        g = _grey(v)
+        blur = np.stack([cv2.GaussianBlur(f, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for f in g])
+        return g.mean(axis=(1, 2), dtype=np.float64), ((g - blur) ** 2).mean(axis=(1, 2), dtype=np.float64)
+
+    (b, e), (gb, ge) = stats(video), stats(gt)
+    out = {k: np.array([x[lo:hi].mean() for lo, hi in spans]) for k, x in (("brightness", b), ("gt_brightness", gb))}
+    out.update({k: np.array([x[lo:hi].mean() for lo, hi in spans]) for k, x in (("energy", e), ("gt_energy", ge))})
+    out["brightness_gap"] = out["brightness"] - out["gt_brightness"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["texture_ratio"] = np.where(out["gt_energy"] > 0, out["energy"] / out["gt_energy"], np.nan)
+    return out
 
 
 def entity_point(mask: np.ndarray) -> tuple[int, int]:

@@ -3,11 +3,14 @@
 * ``evaluate_stream_motion``: the teacher's protocol (trackstream/eval/teacher_eval.py) run through the
   streaming engine: per held-out clip the first frame, caption and input tracks (those visible
   in frame 0), tracks handed over chunk by chunk; generated with and without tracks from the
-  same noise; EPE by ``eval.metrics.motion_epe`` (the one protocol, as the teacher's). Writes
+  same noise; EPE by ``eval.metrics.motion_epe`` (the one protocol, as the teacher's), with the quality
+  columns of ``eval.quality`` (no-hold EPE and its ratio to the frozen first frame's, points lost,
+  brightness / texture per chunk against the ground truth). Writes
   ``samples/<id>/{video.mp4, tracks.npy [T, N, 2] pixels, visibility.npy [T, N]}``.
 * ``long_rollout``: ``factor`` x the training horizon on synthetic clips rendered that long, with
   the ground-truth tracks streamed in; per chunk: latent RMS, latent error and PSNR against the
-  ground truth (the drift measures) - run once with the sink and once without.
+  ground truth (the drift measures) - run once with the sink and once without; over the whole
+  rollout EPE, PSNR, SSIM and the quality columns.
 * ``chunk_latency``: per-chunk wall time over a rollout, plus a re-timing of an early and the last
   chunk from their kept (immutable) states, interleaved so machine-load drift hits both alike.
 NFE: every DiT call is an evaluation; ``nfe_video_equivalent`` weights each call by the share of
@@ -32,7 +35,8 @@ import torch
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, video_tensor
 from trackstream.eval.long_horizon import WINDOW_FACTORS, long_horizon_figures
-from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, motion_epe, video_psnr, video_ssim
+from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
+from trackstream.eval.quality import QUALITY_STEMS, REFERENCE_QUALITY, model_quality
 from trackstream.eval.scorebook import ScoreBook, input_tracks
 from trackstream.models.conditioner import load_export
 from trackstream.models.precision import synchronize
@@ -126,6 +130,7 @@ def evaluate_stream_motion(
                 kept[mode].append(f)
                 if start + b < cfg.preview_clips:
                     preview[mode].append(f)
+            book.add_frozen(clip["frames"], gt_tr, gt_vis)  # frozen_video: the no-hold ratios' denominator
             if out_dir is not None:
                 folder = Path(out_dir) / "samples" / str(clip["meta"]["id"])
                 folder.mkdir(parents=True, exist_ok=True)
@@ -166,10 +171,11 @@ def long_rollout(
 ) -> dict:
     """Per-chunk drift measures of one long streamed rollout per clip (averaged over clips), and the
     whole rollout's EPE (the one protocol, ``eval.metrics.motion_epe``, against the input tracks),
-    PSNR and SSIM, averaged over clips."""
+    PSNR and SSIM, averaged over clips, with the quality columns (``eval.quality``: ``no_hold_epe_whole``,
+    ``no_hold_ratio_whole``, ``lost_share_whole``, ``late_brightness_gap_whole``, ``late_texture_ratio_whole``
+    and per 12-frame chunk ``brightness_gap_per_chunk`` / ``texture_ratio_per_chunk``)."""
     gen = torch.Generator().manual_seed(seed)
-    track = build_tracker(tracker)
-    whole: dict[str, list[float]] = {"epe": [], "psnr": [], "ssim": []}
+    book = ScoreBook(build_tracker(tracker), frozen_row="frozen")  # the whole rollouts, and the frozen frame
     # latent_err_rel: latent error / the error of an UNRELATED video from the ground truth's
     # distribution (2 x the ground-truth latents' per-channel variance). Error against ground truth
     # must rise on a long panning rollout (the canvas it reveals is unknowable from frame 0); it
@@ -216,15 +222,16 @@ def long_rollout(
         for k in per_chunk:
             per_chunk[k].append(rows[k])
         video = to_uint8(torch.cat(chunks, dim=2)[0])  # [T, H, W, 3]
-        whole["epe"].append(motion_epe(video, tr[0].numpy(), vi[0].numpy(), track)[0])
-        whole["psnr"].append(video_psnr(video, clip["frames"]))
-        whole["ssim"].append(video_ssim(video, clip["frames"]))
+        book.add("whole", video, clip["frames"], tr[0].numpy(), vi[0].numpy())
+        book.add_frozen(clip["frames"], tr[0].numpy(), vi[0].numpy())
     curves = {k: np.mean(np.array(v), axis=0).tolist() for k, v in per_chunk.items()}
+    scores = book.figures()
     return {
         "per_chunk": curves,
         "chunks": len(curves["psnr"]),
         "config": engine.config.name,
-        **{f"{k}_whole": float(np.mean(v)) for k, v in whole.items()},
+        **{f"{k}_whole": scores.get(f"{k}_whole", float("nan")) for k in ("epe", "psnr", "ssim", *QUALITY_STEMS)},
+        **{k: scores[k]["whole"] for k in ("brightness_gap_per_chunk", "texture_ratio_per_chunk")},
     }
 
 
@@ -465,6 +472,9 @@ def run_evaluation(
         ssim_frozen_video=tf["ssim_frozen_video"],
     )
     figures.update({f"teacher_{k}": v for k, v in tf.items() if k.startswith("lost_")})
+    figures.update(model_quality(tf, "teacher"))
+    # the references' quality columns (the frozen frame's no-hold EPE: every no_hold_ratio's denominator)
+    figures.update({k: tf[k] for k in REFERENCE_QUALITY if k in tf})
     figures["epe_tracker"] = cfg.tracker
     # the floors beside the models: ground truth, codec round trip, pixel-space oracle copier, frozen frame
     figures["floors"] = floor_figures(
@@ -505,6 +515,7 @@ def run_evaluation(
                 f"{name}_ssim_without_tracks": sf["ssim_without_tracks"],
                 f"{name}_eval_seconds": round(time.perf_counter() - t0, 2),
                 **{f"{name}_{k}": v for k, v in sf.items() if k.startswith("lost_")},
+                **model_quality(sf, name),
             }
         )
         videos[labels.get(name, name)] = np.stack(sf["frames"]["with_tracks"])

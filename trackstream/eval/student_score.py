@@ -9,7 +9,10 @@ as make run's stream stage evaluates its students (``eval.stream_eval``):
   against the ground truth;
 * at ``long_factor`` x the horizon: ``long_clips`` long clips streamed with the input tracks and the attention
   sink: the whole rollout's EPE, PSNR and SSIM, and drift = the last chunks' latent error relative to an
-  unrelated video's (make run's drift figure, ``drift_summary``).
+  unrelated video's (make run's drift figure, ``drift_summary``);
+* beside them the quality columns (``eval.quality``, ``QUALITY_FIGURES``): at the horizon the no-hold EPE
+  over the frozen first frame's, the share of points lost, the late brightness gap and texture ratio; the
+  same over the long rollouts.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import dataclasses
 import time
 from pathlib import Path
 
-__all__ = ["SCORE_FIGURES", "StudentScorer"]
+__all__ = ["SCORE_FIGURES", "QUALITY_FIGURES", "StudentScorer"]
 
 # every figure a call returns, with its label (besides ``seconds``, the call's wall time)
 SCORE_FIGURES: tuple[tuple[str, str], ...] = (
@@ -30,6 +33,18 @@ SCORE_FIGURES: tuple[tuple[str, str], ...] = (
     ("long_psnr", "PSNR at 10x (dB)"),
     ("long_ssim", "SSIM at 10x"),
     ("drift", "drift at 10x (late latent error, rel.)"),
+)
+# the quality columns a call returns too (eval.quality), kept apart from SCORE_FIGURES so tables and
+# curves written from earlier calls (lab/dmd_curve.py reads every SCORE_FIGURES key) still read
+QUALITY_FIGURES: tuple[tuple[str, str], ...] = (
+    ("no_hold_epe_with_tracks", "no-hold EPE with tracks (px)"),
+    ("no_hold_ratio_with_tracks", "no-hold EPE / frozen frame's"),
+    ("lost_share_with_tracks", "points lost (share)"),
+    ("late_brightness_gap_with_tracks", "late brightness gap (/255)"),
+    ("late_texture_ratio_with_tracks", "late texture ratio"),
+    ("long_no_hold_ratio", "no-hold EPE / frozen at 10x"),
+    ("long_late_brightness_gap", "late brightness gap at 10x (/255)"),
+    ("long_late_texture_ratio", "late texture ratio at 10x"),
 )
 
 
@@ -126,5 +141,7 @@ class StudentScorer:
             "long_psnr": roll["psnr_whole"],
             "long_ssim": roll["ssim_whole"],
             "drift": drift,
+            **{k: sf[k] for k, _ in QUALITY_FIGURES if k in sf},
+            **{f"long_{k}": roll[f"{k}_whole"] for k in ("no_hold_ratio", "late_brightness_gap", "late_texture_ratio")},
             "seconds": round(time.perf_counter() - t0, 1),
         }

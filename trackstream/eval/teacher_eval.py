@@ -8,7 +8,12 @@ queried at frame 0 by a tracker that never re-acquires, every input-visible entr
 point held where it was last seen). Reference figures under the same protocol: the ground-truth
 video (the tracker's own error floor) and a frozen video (the error of ignoring motion entirely).
 Video quality: PSNR and SSIM of frames 1.. against the ground-truth clip (MotionStream reports
-them next to EPE), with the frozen first frame as the reference a model must beat.
+them next to EPE), with the frozen first frame as the reference a model must beat. Beside them the
+quality columns of ``eval.quality`` (``ScoreBook``): the no-hold EPE and its ratio to the frozen first
+frame's (``no_hold_epe_<mode>``, ``no_hold_ratio_<mode>``; the frozen frame's by the tracker on the
+still video), the share of points lost (``lost_share_<mode>``), and the brightness gap and texture
+ratio against the ground truth per chunk and over the last 8 frames (``late_brightness_gap_<mode>``,
+``late_texture_ratio_<mode>``, ``brightness_gap_per_chunk``, ``texture_ratio_per_chunk``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from trackstream.data.clips import ClipPool
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8
 from trackstream.diffusion.samplers import Condition, SamplerConfig, sample
-from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker, frozen_epe, video_psnr, video_ssim
+from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 from trackstream.eval.scorebook import ScoreBook
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.tracks import sample_track_ids
@@ -118,8 +123,7 @@ def evaluate_motion(
     tracker = build_tracker(cfg.tracker)
     network.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
-    book = ScoreBook(tracker)
-    frozen = {"epe": [], "psnr": [], "ssim": []}  # the frozen first frame: scored without a tracker
+    book = ScoreBook(tracker, frozen_row="frozen_video")  # frozen_video: EPE without a tracker, no-hold with one
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": [], "ground_truth_video": []}
     saved = []
     n = len(clips)
@@ -153,7 +157,14 @@ def evaluate_motion(
         ids = sample_track_ids(B, n_max, generator=gen)
         sf = conditioner.codec.spatial_factor
         motion = encode_motion(
-            tr.to(device), vi.to(device), ids, embed_dim=embed_dim, height=H, width=W, latent_height=H // sf
+            tr.to(device),
+            vi.to(device),
+            ids,
+            embed_dim=embed_dim,
+            height=H,
+            width=W,
+            latent_height=H // sf,
+            splat=getattr(network, "module", network).track_splat,
         )
         latent_shape = (B, getattr(network, "module", network).latent_channels, 1 + (T - 1) // 4, H // sf, W // sf)
         noise = torch.randn(latent_shape, generator=gen).to(device)
@@ -182,21 +193,13 @@ def evaluate_motion(
                 book.add(mode, frames, gt_frames, gt_tr, gt_vis, quality=mode != "ground_truth_video")
                 if i < cfg.preview_clips:
                     preview[mode].append(frames)
-            frozen["epe"].append(frozen_epe(gt_tr, gt_vis)[0])
-            still = np.broadcast_to(gt_frames[:1], gt_frames.shape)
-            frozen["psnr"].append(video_psnr(still, gt_frames))
-            frozen["ssim"].append(video_ssim(still, gt_frames))
+            book.add_frozen(gt_frames, gt_tr, gt_vis)
             if out_dir is not None and i < cfg.save_videos:  # the first clips, all three videos each
                 for mode in ("with_tracks", "without_tracks", "ground_truth_video"):
                     frames = overlay_tracks(videos[mode], gt_tr, gt_vis)
                     path = write_video(out_dir / f"{tag}_{i:03d}_{mode}.mp4", frames, fps=fps)
                     saved.append({"path": str(path), "mode": mode, "clip": i})
     figures = book.figures()
-    for key, values in frozen.items():
-        figures[f"{key}_frozen_video"] = float(np.mean(values))
-    figures["per_sample"]["frozen_video"] = [float(x) for x in frozen["epe"]]
-    figures["psnr_per_sample"]["frozen_video"] = [float(x) for x in frozen["psnr"]]
-    figures["ssim_per_sample"]["frozen_video"] = [float(x) for x in frozen["ssim"]]
     figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
     figures.update(
         num_samples=n,

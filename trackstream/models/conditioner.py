@@ -27,8 +27,10 @@ def encode_motion(
     height: int,
     width: int,
     latent_height: int | None = None,
+    splat: str = "nearest",
 ) -> torch.Tensor:
-    """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1).
+    """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1); ``splat``:
+    the network's ``track_splat`` (``models.tracks.SPLATS``).
 
     ``latent_height`` (h) sets the grid: the codec's spatial factor is ``height // h`` (Wan: 8,
     the default when it is not given)."""
@@ -38,7 +40,7 @@ def encode_motion(
             raise ValueError(f"video height {height} is not a multiple of the latent height {latent_height}")
         factor = height // latent_height
     emb = track_id_embedding(ids.to(tracks.device), embed_dim)
-    return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=factor)
+    return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=factor, splat=splat)
 
 
 class Conditioner:

@@ -34,7 +34,7 @@ from trackstream.models.flavors import build_wan, flavor_config
 from trackstream.models.lora import LoraConfig
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.text_encoders import TextProjection
-from trackstream.models.tracks import TRACK_EMBED_DIM, TrackEncoder
+from trackstream.models.tracks import TRACK_EMBED_DIM, TrackEncoder, check_splat
 from trackstream.models.wan import WanModel
 
 __all__ = [
@@ -63,6 +63,9 @@ class ModelConfig:
     layout: str = "wan_i2v"  # models.channel_layouts.LAYOUTS
     track_channels: int = 16  # TrackHead output channels; 0 disables track conditioning
     track_embed_dim: int = TRACK_EMBED_DIM
+    # how tracks are written on the latent grid (models.tracks.SPLATS): nearest cell (MotionStream's eq. 1)
+    # or bilinear over the 4 cells around a point (its sub-cell position; the embedded world's 4-px cells)
+    track_splat: str = "nearest"
     text_encoder: str = "minilm"  # models.text_encoders.build_text_encoder name (frozen)
     text_encoder_path: str | None = None  # local folder / checkpoint of the text encoder
     overrides: dict = field(default_factory=dict)  # WanModel kwargs (dim, num_layers, text_len, ...)
@@ -93,6 +96,7 @@ class ModelConfig:
             raise ValueError(f"model.track_channels={self.track_channels} must be >= 0")
         if self.track_embed_dim < 2 or self.track_embed_dim % 2:
             raise ValueError(f"model.track_embed_dim={self.track_embed_dim} must be even and >= 2")
+        check_splat(self.track_splat)
         base = flavor_config(self.flavor, **self.overrides)  # raises ValueError naming unknown flavors / fields
         if self.image_features not in IMAGE_FEATURES:
             raise ValueError(f"model.image_features={self.image_features!r}; choose one of {IMAGE_FEATURES}")
@@ -205,6 +209,11 @@ class MotionWan(nn.Module):
     def track_embed_dim(self) -> int:
         return self.track_encoder.embed_dim if self.track_encoder is not None else TRACK_EMBED_DIM
 
+    @property
+    def track_splat(self) -> str:
+        """How this network's tracks are written on the latent grid (``encode_motion(..., splat=)``)."""
+        return self.track_encoder.splat if self.track_encoder is not None else "nearest"
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """Fresh initialisation of every part (after ``to_empty`` of a meta-built module)."""
@@ -275,7 +284,11 @@ def build_motion_wan(cfg: ModelConfig, *, text_encoder_dim: int, device: str | t
     dit = build_wan(cfg.flavor, device=device, **{**cfg.overrides, "in_dim": in_dim})
     text_dim = base["text_dim"]
     with torch.device(device):
-        tracks = TrackEncoder(cfg.track_channels, embed_dim=cfg.track_embed_dim) if cfg.track_channels else None
+        tracks = (
+            TrackEncoder(cfg.track_channels, embed_dim=cfg.track_embed_dim, splat=cfg.track_splat)
+            if cfg.track_channels
+            else None
+        )
         proj = TextProjection(text_encoder_dim, text_dim) if text_encoder_dim != text_dim else None
     return MotionWan(dit, layout=cfg.layout, track_encoder=tracks, text_proj=proj)
 

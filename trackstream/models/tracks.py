@@ -22,6 +22,7 @@ import torch.nn as nn
 
 __all__ = [
     "TRACK_EMBED_DIM",
+    "SPLATS",
     "drop_region",
     "sample_track_ids",
     "track_id_embedding",
@@ -37,6 +38,17 @@ TRACK_EMBED_DIM = 64  # d in MotionStream (appendix D)
 DEFAULT_ID_RANGE = 4096
 TEMPORAL_FACTOR = 4  # Wan VAE: first frame alone, then groups of 4 pixel frames per latent
 SPATIAL_FACTOR = 8
+# How a point writes its embedding on the latent grid: "nearest" is MotionStream's eq. 1 (the cell it falls
+# in); "bilinear" spreads it over the 4 cells around it by its sub-cell position, so a latent frame's 4
+# pixel-frame slots say where a point is to a fraction of a cell. Where a latent cell is a large share of
+# the frame (4 px of a 64-px world against 8 px of 832), nearest cells hide the motion inside a group.
+SPLATS = ("nearest", "bilinear")
+
+
+def check_splat(splat: str, *, field: str = "model.track_splat") -> str:
+    if splat not in SPLATS:
+        raise ValueError(f"{field}={splat!r}; choose one of {SPLATS}")
+    return splat
 
 
 def _check_tracks(tracks: torch.Tensor, visibility: torch.Tensor) -> None:
@@ -90,6 +102,7 @@ def rasterize_tracks(
     height: int,
     width: int,
     spatial_factor: int = SPATIAL_FACTOR,
+    splat: str = "nearest",
 ) -> torch.Tensor:
     """MotionStream eq. 1: c_m[t, floor(y/s), floor(x/s)] = v[t, n] * phi_n -> [B, D, T, h, w].
 
@@ -104,8 +117,12 @@ def rasterize_tracks(
     an average that shrinks each one), and gives denser cells a larger magnitude, i.e. it
     encodes how many points landed there. Mean would hide that count and make one isolated
     track look like a cluster of identical tracks.
+
+    ``splat="bilinear"`` (``SPLATS``) writes phi_n into the 4 cells around the point, weighted by its
+    sub-cell position (weights sum to 1 per point); ``"nearest"`` is eq. 1 as written.
     """
     _check_tracks(tracks, visibility)
+    check_splat(splat, field="splat")
     s = spatial_factor
     if height % s or width % s:
         raise ValueError(f"height={height}, width={width} must be multiples of spatial_factor={s}")
@@ -124,13 +141,29 @@ def rasterize_tracks(
     x, y = tracks[..., 0], tracks[..., 1]  # [B, T, N]
     # Bounds are checked in pixels (x < width), so floor(x/s) < w follows; NaN fails every test.
     valid = visibility.bool() & (x >= 0) & (x < width) & (y >= 0) & (y < height)
-    cx = torch.where(valid, x, 0.0).div(s).floor().long()
-    cy = torch.where(valid, y, 0.0).div(s).floor().long()
     b_idx = torch.arange(B, device=tracks.device).view(B, 1, 1)
     t_idx = torch.arange(T, device=tracks.device).view(1, T, 1)
-    flat = torch.where(valid, ((b_idx * T + t_idx) * h + cy) * w + cx, dump)  # [B, T, N]
-    src = embeddings[:, None].expand(B, T, N, D).reshape(-1, D)  # phi_n for every (b, t, n)
-    out.index_add_(0, flat.reshape(-1), src)  # sum on collisions
+    src = embeddings[:, None].expand(B, T, N, D)  # phi_n for every (b, t, n)
+
+    def write(cx: torch.Tensor, cy: torch.Tensor, weight: torch.Tensor | None) -> None:
+        flat = torch.where(valid, ((b_idx * T + t_idx) * h + cy) * w + cx, dump)  # [B, T, N]
+        val = src if weight is None else src * weight[..., None].to(src.dtype)
+        out.index_add_(0, flat.reshape(-1), val.reshape(-1, D))  # sum on collisions
+
+    if splat == "nearest":
+        write(torch.where(valid, x, 0.0).div(s).floor().long(), torch.where(valid, y, 0.0).div(s).floor().long(), None)
+    else:
+        # cell i holds pixels i*s .. i*s + s - 1 (centres at integers): its centre is at i*s + (s - 1) / 2;
+        # the weight of a cell beyond the border goes to the border cell (a point there writes in full)
+        u = (torch.where(valid, x, 0.0) - (s - 1) / 2) / s
+        v = (torch.where(valid, y, 0.0) - (s - 1) / 2) / s
+        u0, v0 = u.floor(), v.floor()
+        fu, fv = u - u0, v - v0
+        for du, wu in ((0, 1 - fu), (1, fu)):
+            for dv, wv in ((0, 1 - fv), (1, fv)):
+                cx = (u0.long() + du).clamp(0, w - 1)
+                cy = (v0.long() + dv).clamp(0, h - 1)
+                write(cx, cy, wu * wv)
     out = out[:dump]
     return out.view(B, T, h, w, D).permute(0, 4, 1, 2, 3)  # [B, D, T, h, w]
 
@@ -203,9 +236,11 @@ class TrackEncoder(nn.Module):
         spatial_factor: int = SPATIAL_FACTOR,
         temporal_factor: int = TEMPORAL_FACTOR,
         bias: bool = False,
+        splat: str = "nearest",
     ):
         super().__init__()
         self.embed_dim, self.id_range, self.spatial_factor = embed_dim, id_range, spatial_factor
+        self.splat = check_splat(splat)
         self.head = TrackHead(embed_dim, out_channels, temporal_factor=temporal_factor, bias=bias)
 
     @property
@@ -228,7 +263,9 @@ class TrackEncoder(nn.Module):
         if ids is None:
             ids = sample_track_ids(B, N, id_range=self.id_range, generator=generator, device=tracks.device)
         emb = track_id_embedding(ids.to(tracks.device), self.embed_dim)
-        return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=self.spatial_factor)
+        return rasterize_tracks(
+            tracks, visibility, emb, height=height, width=width, spatial_factor=self.spatial_factor, splat=self.splat
+        )
 
     def forward(
         self,

@@ -5,7 +5,10 @@ value, the threshold and whether it is met; nothing is hard-coded and a missed t
 as missed. Every EPE is ``eval.metrics.motion_epe`` (the one protocol, the same as ``python -m trackstream.eval``'s:
 a lost point is held where it was last seen, never dropped); a motion-following target counts as met
 only when its ratio meets the threshold AND the model's EPE with tracks beats a frozen first frame on
-the same clips. Figures named ``*epe_strict_*`` (runs from before the one protocol) are ignored.
+the same clips. Figures named ``*epe_strict_*`` (runs from before the one protocol) are ignored. Beside
+every EPE the quality columns (``eval.quality``; their targets, cells and per-chunk section in
+``pipeline/report_quality.py``): the no-hold EPE over the frozen first frame's, the share of points lost, and
+the brightness gap and texture ratio against the ground truth per chunk and over the last 8 frames.
 ``write_report`` renders the markdown summary with matplotlib plots (Agg backend, PNG files next
 to the report):
   epe.png        EPE with / without tracks per model, with the floors (trackstream/eval/floors.py)
@@ -31,6 +34,13 @@ from trackstream.eval.metrics import EPE_TRACKER
 from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
 from trackstream.pipeline.report_plots import write_plots
+from trackstream.pipeline.report_quality import (
+    chunk_section,
+    floor_quality_cells,
+    quality_cells,
+    quality_header,
+    quality_targets,
+)
 
 __all__ = ["targets", "write_report", "read_metrics", "models", "json_safe"]
 
@@ -206,6 +216,7 @@ def targets(f: dict) -> dict:
         note.format("without sink"),
         role="ablation",
     )
+    quality_targets(f, add)
     _long_horizon_targets(f, add)
     lat = f.get("latency_ratio_last_over_early")
     add(
@@ -404,11 +415,12 @@ def _lost(f: dict, prefix: str = "", suffix: str = "") -> str:
 
 def _overview(f: dict) -> list[str]:
     """The one table: the floors (``eval.floors``) and every model on the same held-out clips."""
+    head, rule = quality_header()  # the quality columns (eval.quality), with tracks
     lines = [
         "| video | EPE with tracks (px) | EPE without tracks (px) "
         "| PSNR with / without (dB) | SSIM with / without | points lost at latent-group start / inside (%) "
-        "| NFE / video |",
-        "|---|---|---|---|---|---|---|",
+        "| NFE / video |" + head,
+        "|---|---|---|---|---|---|---|" + rule,
     ]
     fl = f.get("floors") or {}
     floor_rows = (
@@ -422,7 +434,7 @@ def _overview(f: dict) -> list[str]:
             continue
         lines.append(
             f"| *{label}* | {_fmt(fl.get(f'epe_{key}'))} | | {_fmt(fl.get(f'psnr_{key}'))} "
-            f"| {_fmt(fl.get(f'ssim_{key}'))} | {_lost(fl, suffix='_' + key)} | 0 |"
+            f"| {_fmt(fl.get(f'ssim_{key}'))} | {_lost(fl, suffix='_' + key)} | 0 |" + floor_quality_cells(fl, key)
         )
     for tag, label in models(f):
         if not _finite(f.get(f"{tag}_epe_with_tracks")):
@@ -433,7 +445,7 @@ def _overview(f: dict) -> list[str]:
             f"{_fmt(f.get(f'{tag}_psnr_with_tracks'))} / {_fmt(f.get(f'{tag}_psnr_without_tracks'))} | "
             f"{_fmt(f.get(f'{tag}_ssim_with_tracks'))} / {_fmt(f.get(f'{tag}_ssim_without_tracks'))} | "
             f"{_lost(f, tag + '_', '_with_tracks')} | "
-            f"{_fmt(nfe)} |"
+            f"{_fmt(nfe)} |" + quality_cells(f, tag)
         )
     lines += [
         "",
@@ -441,7 +453,11 @@ def _overview(f: dict) -> list[str]:
         "`python -m trackstream.eval` uses too: the generated video is re-tracked from the input tracks' frame-0 "
         "positions without re-acquisition and compared with the input tracks wherever the input shows them; "
         "a point the tracker loses is held where it was last seen (never dropped, so losing it is never "
-        "rewarded). PSNR / SSIM: frames 1.. against the ground-truth clip.",
+        "rewarded). PSNR / SSIM: frames 1.. against the ground-truth clip. No-hold EPE: the same tracking with "
+        "lost points not held (the tracker's own positions), and over the frozen first frame's by the same "
+        "tracker; points lost: of the points at risk at each step, the share the tracker lost; late: the last 8 "
+        "frames' mean grey level minus the ground truth's (of 255) / their texture energy over the ground truth's "
+        "(all with tracks; `trackstream/eval/quality.py`).",
     ]
     return lines
 
@@ -562,6 +578,7 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
     for name, t in report["targets"].items():
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
         lines.append(f"| {name} | {t['role']} | {_fmt(t['value'])} | {_fmt(t['threshold'])} | {met} | {t['note']} |")
+    lines += chunk_section(f, models(f))
     lines += _long_horizon_section(f, run_dir)
     if "student_nfe_calls_per_video" in f:
         lines.append(

@@ -131,7 +131,12 @@ def build_video_condition(
 
 
 def track_features(
-    cond: VideoCondition, tracks: Optional[torch.Tensor], visibility: Optional[torch.Tensor], *, embed_dim: int
+    cond: VideoCondition,
+    tracks: Optional[torch.Tensor],
+    visibility: Optional[torch.Tensor],
+    *,
+    embed_dim: int,
+    splat: str = "nearest",
 ) -> Optional[torch.Tensor]:
     """Tracks of a span of pixel frames [B, T, N, 2] + visibility [B, T, N] -> c_m [B, D, T, h, w] (eq. 1).
 
@@ -147,7 +152,9 @@ def track_features(
         )
     emb = track_id_embedding(cond.track_ids.to(tracks.device), embed_dim)
     factor = cond.height // cond.image_latent.shape[-2]  # the codec's spatial factor
-    return rasterize_tracks(tracks, visibility, emb, height=cond.height, width=cond.width, spatial_factor=factor)
+    return rasterize_tracks(
+        tracks, visibility, emb, height=cond.height, width=cond.width, spatial_factor=factor, splat=splat
+    )
 
 
 def chunk_condition(

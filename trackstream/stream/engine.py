@@ -208,7 +208,8 @@ class StreamingGenerator:
             if visibility is None:
                 visibility = torch.ones(tracks.shape[:3], dtype=torch.bool)
             tracks, visibility = tracks.to(self.device).float(), visibility.to(self.device).bool()
-        motion = track_features(state.cond, tracks, visibility, embed_dim=self.network.track_embed_dim)
+        net = self.network
+        motion = track_features(state.cond, tracks, visibility, embed_dim=net.track_embed_dim, splat=net.track_splat)
         return chunk_condition(self.network, state.cond, self.causal, i, motion)
 
     def noise_generator(self, state: StreamState) -> torch.Generator:

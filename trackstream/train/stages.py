@@ -71,6 +71,10 @@ class StagePlan:
     frozen: dict[str, nn.Module] = field(default_factory=dict)  # frozen networks the stage calls (parameter counts)
 
 
+# model fields added after runs were checkpointed, at the default that reproduces the older networks
+MODEL_FINGERPRINT_NEUTRAL = {"track_splat": "nearest"}
+
+
 def fingerprint(cfg: "TrainConfig") -> dict:
     """Config fields that must not change across a resume (the stream and the math depend on them)."""
     stage = asdict(cfg.stage)
@@ -79,8 +83,12 @@ def fingerprint(cfg: "TrainConfig") -> dict:
     for name, default in getattr(type(cfg.stage), "FINGERPRINT_NEUTRAL", {}).items():
         if stage.get(name) == default:
             stage.pop(name)
+    model = asdict(cfg.model)
+    for name, default in MODEL_FINGERPRINT_NEUTRAL.items():
+        if model.get(name) == default:
+            model.pop(name)
     fp = {
-        "model": json.dumps(asdict(cfg.model), sort_keys=True, default=str),
+        "model": json.dumps(model, sort_keys=True, default=str),
         "data": json.dumps(asdict(cfg.data), sort_keys=True, default=str),
         "stage": json.dumps(stage, sort_keys=True, default=str),
         "schedule": json.dumps(asdict(cfg.schedule), sort_keys=True),

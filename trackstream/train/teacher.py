@@ -30,6 +30,7 @@ from trackstream.diffusion.schedule import (
     sample_training_sigmas,
     sigma_to_t,
     velocity_target,
+    x0_from_velocity,
 )
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.tracks import DEFAULT_ID_RANGE, drop_region, mask_mid_frames, sample_track_ids
@@ -41,7 +42,7 @@ from trackstream.train.correspondence import (
 )
 from trackstream.train.objective import Objective, generator_state, load_generator_state
 
-__all__ = ["TeacherConfig", "FlowMatchingObjective", "mix_text"]
+__all__ = ["TeacherConfig", "FlowMatchingObjective", "decoded_frame_loss", "mix_text"]
 
 
 @dataclass
@@ -69,8 +70,13 @@ class TeacherConfig:
     # where the supervised head copies from: "first" (frame 0's token of each track) or "previous" (its
     # token in the previous latent frame: content carried from frame to frame)
     correspondence_source: str = "first"
+    # A loss on the decoded frames of the clean estimate x0 = x_sigma - sigma v (through the frozen codec):
+    # the frames and their frame-to-frame differences against the codec's decoding of the true latents,
+    # weighted by (1 - sigma). It sees the motion inside each latent frame's group of pixel frames, a
+    # small share of a latent's variance that the latent MSE barely weighs; 0 disables it.
+    decoded_loss_weight: float = 0.0
     # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
-    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"correspondence_source": "first"}
+    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"correspondence_source": "first", "decoded_loss_weight": 0.0}
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -80,6 +86,8 @@ class TeacherConfig:
                 raise ValueError(f"stage.{name}={getattr(self, name)} must be in [0, 1]")
         if not 0.0 <= self.sigma_min < 1.0:
             raise ValueError(f"stage.sigma_min={self.sigma_min} must be in [0, 1)")
+        if self.decoded_loss_weight < 0:
+            raise ValueError(f"stage.decoded_loss_weight={self.decoded_loss_weight} must be >= 0")
         if self.correspondence_weight < 0 or self.correspondence_layer < 0 or self.correspondence_head < 0:
             raise ValueError("stage.correspondence_weight/_layer/_head must be >= 0")
         if self.correspondence_source not in CORRESPONDENCE_SOURCES:
@@ -99,6 +107,24 @@ def mix_text(
     return torch.where(keep[:, None, None], text, null), torch.where(keep, lengths, null_lengths.expand_as(lengths))
 
 
+def decoded_frame_loss(
+    codec: nn.Module, x: torch.Tensor, v: torch.Tensor, x0: torch.Tensor, sigma: torch.Tensor
+) -> torch.Tensor:
+    """Per-sample MSE [B] of the decoded clean estimate against the decoded true latents, on the frames and
+    on their frame-to-frame differences (the motion), frame 0 excluded (it is given).
+
+    x, v, x0: [B, C, F, h, w] latents (noisy input, predicted velocity, true clean latents); sigma [B] or
+    [B, F]. The codec is frozen; the gradient flows through its decoder into the velocity."""
+    x0_hat = x0_from_velocity(x, v, sigma)
+    frames_hat = codec.decode(x0_hat)  # [B, 3, T, H, W]
+    with torch.no_grad():
+        frames = codec.decode(x0)
+    err = (frames_hat - frames)[:, :, 1:]
+    motion_err = frames_hat.diff(dim=2) - frames.diff(dim=2)  # [B, 3, T - 1, H, W]
+    dims = tuple(range(1, err.ndim))
+    return err.square().mean(dim=dims) + motion_err.square().mean(dim=dims)
+
+
 class FlowMatchingObjective(Objective):
     networks = ("dit",)
 
@@ -116,12 +142,14 @@ class FlowMatchingObjective(Objective):
         seed: int,
         device: torch.device,
         conditioner: Conditioner | None = None,
+        splat: str = "nearest",
     ):
         """``null_text`` [1, L0, E] / ``null_lengths`` [1]: the empty prompt's encoding (text dropout).
         ``conditioner``: frozen encoders for batches that still hold raw videos / captions."""
         self.network, self.cfg, self.shift, self.conditioner = network, cfg, shift, conditioner
         self.null_text, self.null_lengths = null_text.to(device), null_lengths.to(device)
         self.embed_dim, self.height, self.width, self.device = embed_dim, height, width, device
+        self.splat = splat  # the network's track_splat
         self.gen = torch.Generator().manual_seed(seed)  # sigmas, dropout, track IDs, masking
         self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
@@ -157,7 +185,14 @@ class FlowMatchingObjective(Objective):
             )
         vis = vis & ~drop_tracks.to(self.device)[:, None, None]
         motion = encode_motion(
-            tracks, vis, ids, embed_dim=self.embed_dim, height=self.height, width=self.width, latent_height=x0.shape[3]
+            tracks,
+            vis,
+            ids,
+            embed_dim=self.embed_dim,
+            height=self.height,
+            width=self.width,
+            latent_height=x0.shape[3],
+            splat=self.splat,
         )
         text, text_len = mix_text(batch["text_emb"], batch["text_len"], self.null_text, self.null_lengths, drop_text)
         noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device, dtype=torch.float32)
@@ -167,8 +202,9 @@ class FlowMatchingObjective(Objective):
         if c.correspondence_weight > 0:
             probe = self._probe(x0)
             extra_kw["attention"] = probe
+        x_in = add_noise(x0, noise, sig_in)
         v = self.network(
-            add_noise(x0, noise, sig_in),
+            x_in,
             sigma_to_t(sig_in),
             text=text,
             text_lengths=text_len,
@@ -184,6 +220,10 @@ class FlowMatchingObjective(Objective):
         weight = loss_weight(sigma, weighting=c.weighting, shift=self.shift)
         loss = (weight * per_sample).mean()
         metrics = {"fm/mse": per_sample.mean().detach()}
+        if c.decoded_loss_weight > 0:
+            decoded = decoded_frame_loss(self._codec(), x_in, v.float(), x0, sig_in)  # [B]
+            loss = loss + c.decoded_loss_weight * ((1 - sigma) * decoded).mean()
+            metrics["fm/decoded"] = decoded.mean().detach()
         if probe is not None:
             src = c.correspondence_source
             target = correspondence_targets(tracks, vis, grid=probe.grid, token_px=probe.token_px, source=src)
@@ -191,6 +231,13 @@ class FlowMatchingObjective(Objective):
             loss = loss + c.correspondence_weight * aux
             metrics["fm/correspondence"] = aux.detach()
         return loss, metrics
+
+    def _codec(self) -> nn.Module:
+        if self.conditioner is None:
+            raise ValueError(
+                "stage.decoded_loss_weight > 0 needs the frozen codec: build the objective with a conditioner"
+            )
+        return self.conditioner.codec
 
     def _probe(self, x0: torch.Tensor) -> CorrespondenceProbe:
         from trackstream.train.parallel import unwrap

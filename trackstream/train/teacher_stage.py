@@ -124,6 +124,7 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         null_text=conditioner.null_text,
         null_lengths=conditioner.null_lengths,
         embed_dim=unwrap(trained.module).track_embed_dim,
+        splat=unwrap(trained.module).track_splat,
         height=cfg.data.height,
         width=cfg.data.width,
         seed=derive_seed(cfg.trainer.seed, "objective", runtime.data_rank) % 2**62,  # one noise per sample

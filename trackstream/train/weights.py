@@ -11,6 +11,9 @@ import torch
 from trackstream.models.formats.checkpoint import SUBKEY_SEP, split_subkey
 from trackstream.models.motion_wan import Conventions, ModelConfig, MotionWan, read_init, save_network
 
+# a network.json written before a model field existed reads as that field's default
+MODEL_DEFAULTS = {"track_splat": ModelConfig.track_splat}
+
 __all__ = ["initialise", "load_checked", "load_student", "load_frozen", "full_state_dict", "export_network"]
 
 _log = logging.getLogger(__name__)
@@ -155,7 +158,11 @@ def _check_compatible(student: dict, teacher: dict, *, field: str, spec: str) ->
     """A network of another size is fine; one that reads the conditions differently is not."""
     from trackstream.models.motion_wan import latent_channels
 
-    bad = [k for k in ("layout", "track_embed_dim", "text_encoder") if student.get(k) != teacher.get(k)]
+    bad = [
+        k
+        for k in ("layout", "track_embed_dim", "track_splat", "text_encoder")
+        if student.get(k, MODEL_DEFAULTS.get(k)) != teacher.get(k, MODEL_DEFAULTS.get(k))
+    ]
     if latent_channels(student["flavor"], student.get("overrides")) != latent_channels(
         teacher["flavor"], teacher.get("overrides")
     ):

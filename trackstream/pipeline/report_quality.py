@@ -1,0 +1,147 @@
+"""The quality columns of the end-to-end report (trackstream/pipeline/report.py): their targets, their cells in
+the one table and the per-chunk section. The figures come from ``eval.quality`` through the teacher and
+streaming evaluations (``<model>_no_hold_ratio_with_tracks``, ``<model>_lost_share_with_tracks``,
+``<model>_late_brightness_gap_with_tracks``, ``<model>_late_texture_ratio_with_tracks``, the per-chunk
+lists ``<model>_brightness_gap_per_chunk`` / ``<model>_texture_ratio_per_chunk``) and the floors'
+(``floors.no_hold_epe_<row>``, ...)."""
+
+from __future__ import annotations
+
+from trackstream.eval.quality import LATE_BRIGHTNESS_MAX, LATE_TEXTURE_BAND, NO_HOLD_RATIO_MAX
+from trackstream.pipeline.report_plots import finite
+
+__all__ = ["quality_targets", "quality_header", "quality_cells", "floor_quality_cells", "chunk_section"]
+
+
+def _num(v, fmt: str) -> str:
+    return format(v, fmt) if finite(v) else ""
+
+
+def _no_hold_ratio(f: dict, model: str) -> float:
+    """The model's no-hold EPE with tracks over the frozen first frame's (its own figure, else derived)."""
+    r = f.get(f"{model}_no_hold_ratio_with_tracks")
+    if finite(r):
+        return r
+    a, b = f.get(f"{model}_no_hold_epe_with_tracks"), f.get("no_hold_epe_frozen_video")
+    return a / b if finite(a, b) and b > 0 else float("nan")
+
+
+def quality_targets(f: dict, add) -> None:
+    """The quality targets of the teacher and the evaluated student (with tracks), for each model whose
+    figures carry them (runs from before these columns have none): the no-hold EPE at most
+    ``NO_HOLD_RATIO_MAX`` of the frozen first frame's, the late texture ratio inside ``LATE_TEXTURE_BAND`` and
+    the late |brightness gap| at most ``LATE_BRIGHTNESS_MAX`` grey levels. ``add``: report.targets' adder."""
+    lo, hi = LATE_TEXTURE_BAND
+    for model in ("teacher", "student"):
+        ratio = _no_hold_ratio(f, model)
+        if finite(ratio):
+            add(
+                f"{model}_no_hold_vs_frozen",
+                ratio,
+                NO_HOLD_RATIO_MAX,
+                ratio <= NO_HOLD_RATIO_MAX,
+                f"{model} (with tracks): no-hold EPE (lost points not held) / the frozen first frame's by the "
+                "same tracker",
+            )
+        tex = f.get(f"{model}_late_texture_ratio_with_tracks")
+        if finite(tex):
+            add(
+                f"{model}_late_texture",
+                tex,
+                [lo, hi],
+                lo <= tex <= hi,
+                f"{model} (with tracks): texture energy of the last 8 frames / the ground truth's (inside the band)",
+            )
+        gap = f.get(f"{model}_late_brightness_gap_with_tracks")
+        if finite(gap):
+            add(
+                f"{model}_late_brightness",
+                gap,
+                LATE_BRIGHTNESS_MAX,
+                abs(gap) <= LATE_BRIGHTNESS_MAX,
+                f"{model} (with tracks): mean grey level of the last 8 frames minus the ground truth's "
+                "(within ± the threshold, grey levels of 255)",
+            )
+
+
+def quality_header() -> tuple[str, str]:
+    """The quality columns' header cells and separator, appended to the one table's."""
+    return (
+        " no-hold EPE (px) / ÷ frozen | points lost (%) | late brightness gap / texture ratio |",
+        "---|---|---|",
+    )
+
+
+def _cells(no_hold, ratio, lost, gap, tex) -> str:
+    pair = f"{_num(no_hold, '.3f')} / {_num(ratio, '.3f')}" if finite(no_hold) else ""
+    share = _num(100 * lost, ".1f") if finite(lost) else ""
+    late = f"{_num(gap, '+.1f')} / {_num(tex, '.3f')}" if finite(gap, tex) else ""
+    return f" {pair} | {share} | {late} |"
+
+
+def quality_cells(f: dict, model: str) -> str:
+    """A model's quality cells (with tracks) for the one table."""
+    k = f"{model}_{{}}_with_tracks"
+    return _cells(
+        f.get(k.format("no_hold_epe")),
+        _no_hold_ratio(f, model),
+        f.get(k.format("lost_share")),
+        f.get(k.format("late_brightness_gap")),
+        f.get(k.format("late_texture_ratio")),
+    )
+
+
+def floor_quality_cells(fl: dict, row: str) -> str:
+    """A floor row's quality cells (``floors`` figures; the frozen frame's no-hold EPE is the denominator)."""
+    stems = ("no_hold_epe", "no_hold_ratio", "lost_share", "late_brightness_gap", "late_texture_ratio")
+    return _cells(*(fl.get(f"{s}_{row}") for s in stems))
+
+
+def chunk_section(f: dict, models: tuple) -> list[str]:
+    """Per chunk of the student's streaming (frame 0, then 12 pixel frames each) and over the last 8 frames:
+    brightness gap / texture ratio against the ground truth, per floor and per model with tracks."""
+    spans = f.get("chunk_spans") or (f.get("floors") or {}).get("chunk_spans")
+    late_frames = f.get("late_span") or (f.get("floors") or {}).get("late_span")
+    if not spans:
+        return []
+    fl = f.get("floors") or {}
+    rows = []
+    for key, label in (
+        ("codec_round_trip", "*ground truth through the codec*"),
+        ("oracle_copier", "*oracle copier*"),
+        ("frozen_frame", "*frozen first frame*"),
+    ):
+        per = [(fl.get(f"{s}_per_chunk") or {}).get(key) for s in ("brightness_gap", "texture_ratio")]
+        rows.append((label, *per, fl.get(f"late_brightness_gap_{key}"), fl.get(f"late_texture_ratio_{key}")))
+    for tag, label in models:
+        per = [(f.get(f"{tag}_{s}_per_chunk") or {}).get("with_tracks") for s in ("brightness_gap", "texture_ratio")]
+        late = [f.get(f"{tag}_late_{s}_with_tracks") for s in ("brightness_gap", "texture_ratio")]
+        rows.append((label, *per, *late))
+    rows = [r for r in rows if r[1] and r[2]]
+    if not rows:
+        return []
+
+    def name(s) -> str:
+        lo, hi = s
+        return f"frame {lo}" if hi - lo == 1 else f"frames {lo}–{hi - 1}"
+
+    head = [name(s) for s in spans] + [f"late ({name(late_frames)})" if late_frames else "late"]
+    lines = [
+        "",
+        "## Brightness and texture per chunk",
+        "",
+        "Against the ground truth, per chunk of the student's streaming and over the last 8 frames: mean grey "
+        "level gap (grey levels of 255; target late within ±"
+        f"{LATE_BRIGHTNESS_MAX:g}) / texture energy ratio (the energy of detail finer than a Gaussian blur of "
+        f"sigma 1.5 px; target late {LATE_TEXTURE_BAND[0]}–{LATE_TEXTURE_BAND[1]}); with tracks "
+        "(`eval.metrics.frame_stats`). A video that darkens or loses its detail shows here even when its EPE "
+        "does not.",
+        "",
+        "| video | " + " | ".join(head) + " |",
+        "|---|" + "---|" * len(head),
+    ]
+    for label, gaps, texs, late_gap, late_tex in rows:
+        cells = [f"{_num(g, '+.1f')} / {_num(t, '.2f')}" for g, t in zip(gaps, texs)]
+        cells.append(f"{_num(late_gap, '+.1f')} / {_num(late_tex, '.2f')}")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines
