@@ -186,3 +186,30 @@ def test_caption_motion_off_names_appearance_only():
         assert "pans" in on["caption"]
         assert not any(w in off["caption"].lower() for w in words), off["caption"]
         assert "background" in off["caption"]
+
+
+def test_a_mixture_world_renders_objects_clips_and_leaves_camera_clips_as_the_plain_world_renders_them():
+    plain = SyntheticWorld(num_frames=9, camera_pan_prob=1.0, num_sprites=(0, 1))
+    mixed = SyntheticWorld(
+        num_frames=9,
+        camera_pan_prob=1.0,
+        num_sprites=(0, 1),
+        object_clips=0.5,
+        objects={"camera_pan_prob": 0.0, "num_sprites": [2, 3]},
+    )
+    kinds = [mixed.clip_kind(s) for s in range(200)]
+    assert 70 < kinds.count("objects") < 130  # p = 0.5
+    for seed in range(12):
+        clip = mixed.generate(seed)
+        assert clip["meta"]["kind"] == mixed.clip_kind(seed)
+        if clip["meta"]["kind"] == "camera":
+            assert np.array_equal(clip["frames"], plain.generate(seed)["frames"])
+        else:  # a still camera and 2-3 sprites
+            assert not clip["meta"]["camera_pan"] and clip["meta"]["num_sprites"] in (2, 3)
+    assert "kind" not in plain.generate(0)["meta"]  # a world without the mixture renders as before
+    with pytest.raises(ValueError, match="object_clips"):
+        SyntheticWorld(object_clips=1.5)
+    with pytest.raises(ValueError, match="cannot override"):
+        SyntheticWorld(object_clips=0.5, objects={"height": 32})
+    with pytest.raises(ValueError, match="num_sprites"):
+        SyntheticWorld(object_clips=0.5, objects={"num_sprites": [3, 2]})

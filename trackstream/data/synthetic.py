@@ -18,7 +18,7 @@ Design:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
@@ -57,6 +57,12 @@ class SyntheticWorld:
     # False: captions name appearance only (sprites, background), never motion or the camera, so
     # a model can learn motion from the tracks alone (the text cannot stand in for them).
     caption_motion: bool = True
+    # A mixture of two kinds of clip: with probability ``object_clips`` a clip is an "objects" clip, rendered
+    # with the ``objects`` overrides of these fields (e.g. more, larger sprites under a camera that often
+    # holds still), otherwise a "camera" clip with the fields as they are. The draw comes from its own stream
+    # of the clip seed, so a camera clip is exactly the clip the world without the mixture renders.
+    object_clips: float = 0.0
+    objects: dict = field(default_factory=dict)
 
     def __post_init__(self):
         if self.height < 16 or self.width < 16:
@@ -68,6 +74,17 @@ class SyntheticWorld:
             raise ValueError(f"SyntheticWorld camera_path={self.camera_path!r}; choose pan or orbit")
         if self.texture_scale <= 0:
             raise ValueError(f"SyntheticWorld texture_scale must be > 0, got {self.texture_scale}")
+        if not 0.0 <= self.object_clips <= 1.0:
+            raise ValueError(f"SyntheticWorld object_clips={self.object_clips} must be in [0, 1] (a share of clips)")
+        fixed = {"height", "width", "num_frames", "fps", "grid_size", "object_clips", "objects"}
+        bad = sorted(set(self.objects) - (set(self.__dataclass_fields__) - fixed))
+        if bad:
+            raise ValueError(
+                f"SyntheticWorld objects has fields {bad} an objects clip cannot override; it takes "
+                f"{sorted(set(self.__dataclass_fields__) - fixed)}"
+            )
+        if self.objects:
+            self.object_world()  # its own checks, now
         if not 0 <= lo <= hi:
             raise ValueError(
                 f"SyntheticWorld num_sprites must be (min, max) with 0 <= min <= max, got {self.num_sprites}"
@@ -77,9 +94,25 @@ class SyntheticWorld:
     def short_side(self) -> int:
         return min(self.height, self.width)
 
+    def object_world(self) -> "SyntheticWorld":
+        """The world an objects clip is rendered in (``objects`` over these fields, no further mixture)."""
+        extra = {k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in self.objects.items()}
+        return replace(self, **extra, object_clips=0.0, objects={})
+
+    def clip_kind(self, seed: int) -> str:
+        """ "objects" or "camera": which of the mixture's kinds clip ``seed`` is ("camera" without a mixture)."""
+        if self.object_clips <= 0:
+            return "camera"
+        return "objects" if np.random.default_rng([int(seed), 0x0B1EC7]).random() < self.object_clips else "camera"
+
     def generate(self, seed: int) -> dict:
         """Render one clip. Returns numpy arrays: frames uint8 [T, H, W, 3], tracks float32 [T, N, 2],
-        visibility bool [T, N], plus caption and meta."""
+        visibility bool [T, N], plus caption and meta (``meta["kind"]`` in a mixture world)."""
+        if self.object_clips > 0:
+            kind = self.clip_kind(seed)
+            clip = (self.object_world() if kind == "objects" else replace(self, object_clips=0.0)).generate(seed)
+            clip["meta"]["kind"] = kind
+            return clip
         rng = np.random.default_rng(seed)
         t_idx = np.arange(self.num_frames)
         secs = t_idx / self.fps

@@ -1,0 +1,141 @@
+"""The capacity and loss study on the objects world: curves against training minutes, and the final measures.
+
+    python -m lab.objects_study --runs RUNS [--measure] --out docs/embedded_world
+
+``RUNS`` holds the study's runs (``python -m lab.teacher_study --out RUNS --recipes obj-25f,... --evals 4
+--codec CODEC``; the ``obj-*`` and ``rel-*`` recipes). Per candidate, from its periodic held-out evaluations
+(``eval.jsonl``, 8 clips at 25 frames, the teacher evaluation's figures): the EPE ratio with / without tracks,
+points lost entering a latent group and inside one, the brightness gap and texture ratio of the last 8
+frames against the ground truth, all against training minutes (each step costed at the run's median logged
+step time); the slope of the ratio over the second half of the run (per 10 minutes: the study chooses by
+it, not by the first point); the cost per step. ``--measure`` adds, for each finished run, the native-track
+drags of its final export on the drag benchmark's translate scenes (``lab/teacher_drag.py``: ObjMC with the
+sprite's tracks / without, 8 scenes), cached as ``RUN/drag.json``. Writes ``objects_study.json``, ``.md``
+and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from lab.teacher_study import RECIPES, training_minutes
+
+KEYS = {
+    "ratio": "epe_ratio_with_over_without",
+    "lost entering": "lost_at_group_start_with_tracks",
+    "lost inside": "lost_inside_group_with_tracks",
+    "late brightness gap": "late_brightness_gap_with_tracks",
+    "late texture ratio": "late_texture_ratio_with_tracks",
+}
+
+
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
+
+
+def candidate(run: Path) -> dict:
+    minutes = training_minutes(run)
+    steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    cost = float(np.median([r["perf/step_time_s"] for r in steps if "perf/step_time_s" in r]))
+    points = []
+    for r in _rows(run / "eval.jsonl"):
+        near = min(minutes, key=lambda s: abs(s - r["step"]))
+        points.append({"step": r["step"], "minutes": round(minutes[near], 2), **{k: r.get(v) for k, v in KEYS.items()}})
+    half = [p for p in points if p["step"] >= points[-1]["step"] / 2] if points else []
+    slope = None
+    if len(half) >= 2:
+        x, y = np.array([p["minutes"] for p in half]), np.array([p["ratio"] for p in half])
+        slope = float(np.polyfit(x, y, 1)[0] * 10)
+    drag = json.loads((run / "drag.json").read_text()) if (run / "drag.json").is_file() else None
+    return {
+        "overrides": list(RECIPES.get(run.name, ((), 0))[0]),
+        "seconds_per_step": round(cost, 2),
+        "points": points,
+        "ratio_slope_per_10_min": None if slope is None else round(slope, 4),
+        "native_over_no_drag": None if drag is None else round(drag["native / no drag"], 3),
+        "objmc": None if drag is None else {k: round(drag[k]["objmc"], 2) for k in ("no drag", "native tracks")},
+    }
+
+
+def measure(run: Path) -> None:
+    from lab import teacher_drag
+
+    export = run / "export" / "teacher"
+    done = (run / "results.json").is_file() and json.loads((run / "results.json").read_text()).get("status") == "done"
+    if done and export.is_dir() and not (run / "drag.json").is_file():
+        teacher_drag.main(["--teacher", str(export), "--scenes", "8", "--out", str(run / "drag.json")])
+
+
+def table(study: dict) -> str:
+    head = (
+        "| candidate | s / step | minutes | EPE with / without | ratio slope / 10 min (2nd half) | lost entering "
+        "/ inside | late brightness gap | late texture | drags: native / no drag (ObjMC px) |\n"
+        "|---|---|---|---|---|---|---|---|---|\n"
+    )
+    rows = []
+    for name, c in study.items():
+        if not c["points"]:
+            continue
+        p = c["points"][-1]
+        drag = (
+            ""
+            if c["objmc"] is None
+            else (f"{c['native_over_no_drag']:.2f} ({c['objmc']['native tracks']:.1f} / {c['objmc']['no drag']:.1f})")
+        )
+        fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
+        rows.append(
+            f"| {name} | {c['seconds_per_step']:.2f} | {p['minutes']:.1f} | {fmt(p['ratio'], '.3f')} | "
+            f"{fmt(c['ratio_slope_per_10_min'], '+.4f')} | {fmt(p['lost entering'], '.1%')} / "
+            f"{fmt(p['lost inside'], '.1%')} | {fmt(p['late brightness gap'], '+.1f')} | "
+            f"{fmt(p['late texture ratio'], '.2f')} | {drag} |"
+        )
+    return head + "\n".join(rows) + "\n"
+
+
+def plot(study: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = list(KEYS)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.3))
+    for ax, key in zip(axes, panels):
+        for name, c in study.items():
+            pts = [p for p in c["points"] if p.get(key) is not None]
+            ax.plot([p["minutes"] for p in pts], [p[key] for p in pts], "o-", label=name, ms=3)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("training minutes (1 thread)", fontsize=8)
+        ax.grid(alpha=0.3)
+    axes[0].axhline(0.35, color="red", ls=":", lw=1)
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=Path, required=True)
+    ap.add_argument("--measure", action="store_true", help="native-track drags of each finished run's export")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    names = [n for n in RECIPES if n.startswith(("obj-", "rel-")) and (args.runs / n / "metrics.jsonl").is_file()]
+    if args.measure:
+        for n in names:
+            measure(args.runs / n)
+    study = {n: candidate(args.runs / n) for n in names}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "objects_study.json").write_text(json.dumps(study, indent=1))
+    (args.out / "objects_study.md").write_text(table(study))
+    plot(study, args.out / "objects_study.png")
+    print(table(study))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
