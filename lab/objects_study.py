@@ -6,8 +6,8 @@
 --codec CODEC``; the ``obj-*`` and ``rel-*`` recipes). Per candidate, from its periodic held-out evaluations
 (``eval.jsonl``, 8 clips at 25 frames, the teacher evaluation's figures): the EPE ratio with / without tracks,
 points lost entering a latent group and inside one, the brightness gap and texture ratio of the last 8
-frames against the ground truth, all against training minutes (each step costed at the run's median logged
-step time); the slope of the ratio over the second half of the run (per 10 minutes: the study chooses by
+frames against the ground truth, all against training minutes (each step costed at the median logged step time of the
+run's second half); the slope of the ratio over the second half of the run (per 10 minutes: the study chooses by
 it, not by the first point); the cost per step. ``--measure`` adds, for each finished run, the native-track
 drags of its final export on the drag benchmark's translate scenes (``lab/teacher_drag.py``: ObjMC with the
 sprite's tracks / without, 8 scenes), cached as ``RUN/drag.json``. Writes ``objects_study.json``, ``.md``
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.teacher_study import RECIPES, training_minutes
+from lab.teacher_study import RECIPES
 
 KEYS = {
     "ratio": "epe_ratio_with_over_without",
@@ -39,9 +39,12 @@ def _rows(path: Path) -> list[dict]:
 
 
 def candidate(run: Path) -> dict:
-    minutes = training_minutes(run)
+    # a step's cost: the median logged step time over the second half of the run (two runs at a time, one
+    # thread each; the first half of the first pair shared the cores with other jobs)
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-    cost = float(np.median([r["perf/step_time_s"] for r in steps if "perf/step_time_s" in r]))
+    steps = [r for r in steps if "perf/step_time_s" in r]
+    cost = float(np.median([r["perf/step_time_s"] for r in steps if r["step"] >= steps[-1]["step"] / 2]))
+    minutes = {int(r["step"]): int(r["step"]) * cost / 60 for r in steps}
     points = []
     for r in _rows(run / "eval.jsonl"):
         near = min(minutes, key=lambda s: abs(s - r["step"]))

@@ -269,3 +269,29 @@ def test_real_rl_recipes_keep_the_dmd_students_layout(name, tmp_path):
         assert getattr(cfg, part) == getattr(dmd, part), part
     assert cfg.stage.causal == dmd.stage.causal and cfg.trainer.precision == "bf16"
     assert cfg.stage.group_size == 8 and cfg.stage.rewards.aesthetic.weight == cfg.stage.rewards.motion.weight == 1.0
+
+
+def test_the_object_weighted_motion_reward_sees_an_object_that_does_not_move():
+    from trackstream.data.synthetic import SyntheticWorld
+    from trackstream.data.trackers import build_tracker
+    from trackstream.eval.rewards import object_points
+
+    world = SyntheticWorld(
+        height=64, width=64, num_frames=13, camera_pan_prob=1.0, num_sprites=(1, 1), speed=(0.5, 0.6)
+    )
+    clip = world.generate(5)
+    tracks, vis = clip["tracks"], clip["visibility"]
+    on = object_points(tracks, vis)
+    assert 0 < on.mean() < 0.5  # the sprite's points, not the panning background
+    # the video keeps the camera's pan but the sprite's points are told to stay: only the object is wrong
+    wrong = tracks.copy()
+    wrong[:, on > 0] = tracks[:1, on > 0]
+    cond = {"tracks": torch.from_numpy(wrong)[None], "visibility": torch.from_numpy(vis)[None]}
+    video = clip["frames"][None]
+    kw = dict(alpha=256.0, scale=1 / 256, reference_width=None)
+    plain = MotionReward(build_tracker("lk_plain"), **kw)
+    weighted = MotionReward(build_tracker("lk_plain"), object_weight=8.0, **kw)
+    plain(video, cond), weighted(video, cond)
+    assert float(weighted.extras["motion_mse_px2"]) > 2 * float(plain.extras["motion_mse_px2"])
+    with pytest.raises(ValueError, match="object_weight"):
+        RewardsConfig(motion={"object_weight": -1.0})

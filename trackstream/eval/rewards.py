@@ -95,9 +95,12 @@ class Reward(abc.ABC):
 class MotionReward(Reward):
     name = "motion"
 
-    def __init__(self, tracker, *, alpha: float, scale: float, reference_width: Optional[int] = 832):
+    def __init__(
+        self, tracker, *, alpha: float, scale: float, reference_width: Optional[int] = 832, object_weight: float = 0.0
+    ):
         super().__init__()
         self.tracker, self.alpha, self.scale, self.reference_width = tracker, alpha, scale, reference_width
+        self.object_weight = object_weight
 
     def score(self, frames, condition: dict) -> torch.Tensor:
         videos = as_uint8(frames)
@@ -109,12 +112,31 @@ class MotionReward(Reward):
             value, _, pred = motion_epe(videos[b], tracks[b], vis[b], self.tracker)
             seen = vis[b].any(axis=0)  # the tracks motion_epe scores, in its order
             t, v = tracks[b][:, seen], vis[b][:, seen]
-            sq = ((np.asarray(pred, np.float64) - t) ** 2).sum(-1)[v] * factor**2  # [entries] pixels^2
-            mse.append(float(sq.mean()) if sq.size else 0.0)
+            sq = ((np.asarray(pred, np.float64) - t) ** 2).sum(-1) * factor**2  # [T, N'] pixels^2
+            w = np.broadcast_to(1.0 + self.object_weight * object_points(t, v), sq.shape)[v]
+            mse.append(float((sq[v] * w).sum() / w.sum()) if w.size else 0.0)
             epe.append(value * factor if math.isfinite(value) else 0.0)
         mse_t = torch.tensor(mse)
         self.extras = {"motion_mse_px2": mse_t, "motion_epe_px": torch.tensor(epe)}
         return self.scale * (self.alpha - mse_t).clamp(min=0)
+
+
+OBJECT_DEPARTURE_PX = 4.0  # an input track whose displacement departs this far from the clip's median one
+
+
+def object_points(tracks: np.ndarray, visibility: np.ndarray) -> np.ndarray:
+    """[N] 1.0 for input tracks [T, N, 2] that move otherwise than most of the clip (an object against the
+    camera): their displacement from first to last visible frame departs from the median displacement by more
+    than ``OBJECT_DEPARTURE_PX``; else 0.0. The median is the camera's motion wherever the background holds
+    most of the points."""
+    n = tracks.shape[1]
+    if n == 0:
+        return np.zeros(0)
+    cols = np.arange(n)
+    first = np.argmax(visibility, axis=0)
+    last = visibility.shape[0] - 1 - np.argmax(visibility[::-1], axis=0)
+    disp = tracks[last, cols] - tracks[first, cols]  # [N, 2]
+    return (np.linalg.norm(disp - np.median(disp, axis=0), axis=-1) > OBJECT_DEPARTURE_PX).astype(np.float64)
 
 
 class AestheticReward(Reward):
@@ -192,6 +214,10 @@ class MotionRewardConfig:
     alpha: float = 400.0  # pixels^2 at reference_width: the squared error where the reward reaches 0 (20 px RMS)
     scale: float = 0.0025  # lambda: 1 / alpha puts a perfect re-tracking at 1
     reference_width: Optional[int] = 832  # errors measured at this frame width; null: the frames' own pixels
+    # > 0: entries of tracks that move otherwise than most of the clip (objects against the camera,
+    # rewards.object_points) count 1 + object_weight times in the mean squared error, so the reward sees the
+    # motion a student gets wrong where the camera's motion dominates the points
+    object_weight: float = 0.0
 
 
 @dataclass
@@ -229,6 +255,8 @@ class RewardsConfig:
         check_epe_tracker(m.tracker, field="stage.rewards.motion.tracker")
         if not (m.alpha > 0 and m.scale > 0):
             raise ValueError(f"stage.rewards.motion.alpha={m.alpha} / scale={m.scale} must both be > 0")
+        if m.object_weight < 0:
+            raise ValueError(f"stage.rewards.motion.object_weight={m.object_weight} must be >= 0")
         if m.reference_width is not None and m.reference_width < 1:
             raise ValueError(f"stage.rewards.motion.reference_width={m.reference_width} must be >= 1 or null")
         if self.aesthetic.frames < 1 or self.appearance.bins < 2:
@@ -243,7 +271,10 @@ def build_rewards(cfg: RewardsConfig, *, device: str | torch.device = "cpu") -> 
     m = cfg.motion
     if m.weight:
         tracker = build_tracker(m.tracker, checkpoint=m.checkpoint, device=str(device))
-        parts.append((MotionReward(tracker, alpha=m.alpha, scale=m.scale, reference_width=m.reference_width), m.weight))
+        reward = MotionReward(
+            tracker, alpha=m.alpha, scale=m.scale, reference_width=m.reference_width, object_weight=m.object_weight
+        )
+        parts.append((reward, m.weight))
     if cfg.aesthetic.weight:
         from trackstream.models.aesthetic import load_aesthetic_predictor
 

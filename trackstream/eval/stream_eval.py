@@ -530,7 +530,11 @@ def run_evaluation(
             )
 
     if cfg.preview_clips:
-        write_contact_sheet(run_dir / "samples.png", [(label, v) for label, v in previews if v is not None])
+        shown = [(label, v) for label, v in previews if v is not None]
+        write_contact_sheet(run_dir / "samples.png", shown)
+        # the README's strip: the first two clips at frames 0, 8, 16, 24, every model with tracks
+        strip = [(label, v[:2]) for label, v in shown if "no tracks" not in label]
+        write_contact_sheet(run_dir / "strip.png", strip, every=8)
     figures["side_by_side"] = write_side_by_sides(
         run_dir, clips.clips, videos, num_tracks=cfg.num_tracks, fps=fps, gifs=cfg.side_by_side_gifs
     )

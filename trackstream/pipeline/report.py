@@ -18,6 +18,7 @@ to the report):
                  ODE init, DMD and, when the run has one, the RL stage (its loss and mean reward per
                  round, ``train/rl/reward``) from their metrics.jsonl
   samples.png    (written by eval.stream_eval) held-out frames: ground truth, teacher, students
+  strip.png      (written by eval.stream_eval) two held-out clips at frames 0, 8, 16, 24, every model with tracks
 and embeds the side-by-side GIFs of the first held-out samples (ground truth | teacher | students).
 A run with an RL stage (``rl_*`` figures) gets a row "student after RL" beside the DMD student's; the
 targets, samples, long rollouts and latency stay the DMD student's.
@@ -653,6 +654,8 @@ def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]]
         )
     if (run_dir / "samples.png").is_file():
         plots = ["samples.png", *plots]
+    if (run_dir / "strip.png").is_file():  # two clips at frames 0, 8, 16, 24 (the README's status strip)
+        plots = ["strip.png", *plots]
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
