@@ -454,3 +454,42 @@ def test_the_objective_adds_the_decoded_loss_only_when_weighted():
         losses[w] = (loss.item(), extra)
     assert "fm/decoded" not in losses[0.0][1] and losses[1.0][1]["fm/decoded"] > 0
     assert losses[1.0][0] > losses[0.0][0]  # the same draws, plus the decoded term
+
+
+def test_a_clean_prefix_is_whole_chunks_after_frame_0_and_leaves_a_chunk_to_denoise():
+    from trackstream.train.teacher import clean_prefix
+
+    g = torch.Generator().manual_seed(0)
+    sigma = torch.full((400, 7), 0.6)
+    sigma[:, 0] = 0
+    out = clean_prefix(sigma, p=0.5, chunk=3, generator=g)
+    clean = (out == 0).sum(dim=1) - 1  # prefix frames beyond frame 0
+    assert set(clean.tolist()) == {0, 3}  # 7 latents: frame 0 + 2 chunks of 3, at most one chunk clean
+    assert 150 < int((clean == 3).sum()) < 250  # p = 0.5
+    assert torch.all(out[clean == 3][:, 1:4] == 0) and torch.all(out[:, 4:] == 0.6)
+    long = torch.full((300, 13), 0.5)  # 4 chunks: prefixes of 1, 2 or 3 chunks
+    assert set(((clean_prefix(long, p=1.0, chunk=3, generator=g) == 0).sum(dim=1)).tolist()) == {3, 6, 9}
+    short = torch.full((4, 4), 0.5)  # one chunk: no room
+    assert torch.equal(clean_prefix(short, p=1.0, chunk=3, generator=g), short)
+    with pytest.raises(ValueError, match="clean_first_frame"):
+        TeacherConfig(clean_prefix_prob=0.5)
+
+
+def test_the_objective_does_not_score_the_clean_prefix():
+    torch.manual_seed(0)
+    net = build_motion_wan(ModelConfig(), text_encoder_dim=384)
+    batch = _batch()
+    batch["latents"], batch["image"] = torch.randn(4, 16, 7, 4, 4), torch.randn(4, 20, 7, 4, 4)
+    batch["tracks"], batch["visibility"] = torch.rand(4, 25, 6, 2) * 31, torch.ones(4, 25, 6, dtype=torch.bool)
+    obj = _objective(net, clean_first_frame=True, clean_prefix_prob=1.0, weighting="uniform")
+    seen = {}
+    orig = net.forward
+
+    def spy(x, t, **kw):
+        seen["t"] = t
+        return orig(x, t, **kw)
+
+    net.forward = spy
+    loss, _ = obj.loss("dit", batch, step=0)
+    assert torch.isfinite(loss)
+    assert torch.all(seen["t"][:, :4] == 0) and torch.all(seen["t"][:, 4:] > 0)  # frame 0 + one chunk clean

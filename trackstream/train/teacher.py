@@ -75,8 +75,20 @@ class TeacherConfig:
     # weighted by (1 - sigma). It sees the motion inside each latent frame's group of pixel frames, a
     # small share of a latent's variance that the latent MSE barely weighs; 0 disables it.
     decoded_loss_weight: float = 0.0
+    # With this probability a sample's first latent frames after frame 0 are given clean (timestep 0, no loss)
+    # for a whole number of the student's chunks (``clean_prefix_chunk`` latent frames each, at least one chunk
+    # left to denoise): the context a streaming student's later chunks see, clean chunks before a noisy one.
+    # A teacher trained only with every frame at one noise level has never seen it, and its weights, copied
+    # into the causal student, darken its second chunk. Needs clean_first_frame; 0 disables it.
+    clean_prefix_prob: float = 0.0
+    clean_prefix_chunk: int = 3  # latent frames per chunk (the student's CausalConfig.chunk_size, c3)
     # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
-    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"correspondence_source": "first", "decoded_loss_weight": 0.0}
+    FINGERPRINT_NEUTRAL: ClassVar[dict] = {
+        "correspondence_source": "first",
+        "decoded_loss_weight": 0.0,
+        "clean_prefix_prob": 0.0,
+        "clean_prefix_chunk": 3,
+    }
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:
@@ -86,6 +98,13 @@ class TeacherConfig:
                 raise ValueError(f"stage.{name}={getattr(self, name)} must be in [0, 1]")
         if not 0.0 <= self.sigma_min < 1.0:
             raise ValueError(f"stage.sigma_min={self.sigma_min} must be in [0, 1)")
+        if not 0.0 <= self.clean_prefix_prob <= 1.0 or self.clean_prefix_chunk < 1:
+            raise ValueError(
+                f"stage.clean_prefix_prob={self.clean_prefix_prob} must be in [0, 1] and "
+                f"stage.clean_prefix_chunk={self.clean_prefix_chunk} >= 1"
+            )
+        if self.clean_prefix_prob > 0 and not self.clean_first_frame:
+            raise ValueError("stage.clean_prefix_prob > 0 needs stage.clean_first_frame=true (the prefix extends it)")
         if self.decoded_loss_weight < 0:
             raise ValueError(f"stage.decoded_loss_weight={self.decoded_loss_weight} must be >= 0")
         if self.correspondence_weight < 0 or self.correspondence_layer < 0 or self.correspondence_head < 0:
@@ -105,6 +124,21 @@ def mix_text(
     text, null = pad(text), pad(null).expand(text.shape[0], -1, -1)
     keep = ~drop.to(text.device)
     return torch.where(keep[:, None, None], text, null), torch.where(keep, lengths, null_lengths.expand_as(lengths))
+
+
+def clean_prefix(sigma: torch.Tensor, *, p: float, chunk: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-frame sigmas [B, F] (frame 0 clean) -> the same with, for a share ``p`` of the samples, the first
+    k * ``chunk`` latent frames after frame 0 clean too (k uniform in 1 .. the chunks that leave one to
+    denoise); samples with no room for a prefix are left as they are."""
+    B, F = sigma.shape
+    room = (F - 1) // chunk - 1  # whole chunks that can be clean with one left noisy
+    if room < 1:
+        return sigma
+    on = torch.rand(B, generator=generator) < p
+    k = torch.randint(1, room + 1, (B,), generator=generator)
+    frames = torch.arange(F)[None]  # [1, F]
+    clean = on[:, None] & (frames >= 1) & (frames <= k[:, None] * chunk)
+    return torch.where(clean.to(sigma.device), torch.zeros_like(sigma), sigma)
 
 
 def decoded_frame_loss(
@@ -198,6 +232,8 @@ class FlowMatchingObjective(Objective):
         noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device, dtype=torch.float32)
         sigma = sigma.to(self.device)
         sig_in = first_frame_sigmas(sigma, x0.shape[2]) if c.clean_first_frame else sigma  # [B] or [B, F]
+        if c.clean_prefix_prob > 0:
+            sig_in = clean_prefix(sig_in, p=c.clean_prefix_prob, chunk=c.clean_prefix_chunk, generator=g)
         probe, extra_kw = None, {}
         if c.correspondence_weight > 0:
             probe = self._probe(x0)
@@ -214,9 +250,14 @@ class FlowMatchingObjective(Objective):
             **extra_kw,
         )
         err = (v.float() - velocity_target(x0, noise)).square()  # [B, C, F, h, w]
-        if c.clean_first_frame:
-            err = err[:, :, 1:]  # frame 0 is given, not predicted
-        per_sample = err.mean(dim=tuple(range(1, err.ndim)))
+        if c.clean_prefix_prob > 0:
+            # frames given clean (frame 0, a clean prefix) are not predicted: the mean over the noisy ones
+            noisy = (sig_in > 0).to(err.dtype)[:, None, :, None, None]  # [B, 1, F, 1, 1]
+            per_sample = (err * noisy).sum(dim=(1, 2, 3, 4)) / (noisy.sum(dim=(1, 2, 3, 4)) * err[0, :, 0].numel())
+        else:
+            if c.clean_first_frame:
+                err = err[:, :, 1:]  # frame 0 is given, not predicted
+            per_sample = err.mean(dim=tuple(range(1, err.ndim)))
         weight = loss_weight(sigma, weighting=c.weighting, shift=self.shift)
         loss = (weight * per_sample).mean()
         metrics = {"fm/mse": per_sample.mean().detach()}
