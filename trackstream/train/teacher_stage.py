@@ -217,9 +217,7 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
 
 
 def _scalars(figures: dict) -> dict:
-    """The evaluation's scalar figures that go to eval.jsonl and W&B (EPE, PSNR, SSIM, lost points)."""
-    return {
-        k: v
-        for k, v in figures.items()
-        if k.startswith(("epe_", "psnr_", "ssim_", "lost_")) and isinstance(v, (int, float))
-    }
+    """The evaluation's scalar figures that go to eval.jsonl and W&B (EPE, PSNR, SSIM, lost points, the no-hold
+    EPE and the last frames' brightness and texture against the ground truth)."""
+    prefixes = ("epe_", "psnr_", "ssim_", "lost_", "no_hold_", "late_")
+    return {k: v for k, v in figures.items() if k.startswith(prefixes) and isinstance(v, (int, float))}
