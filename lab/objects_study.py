@@ -8,8 +8,9 @@
 points lost entering a latent group and inside one, the brightness gap and texture ratio of the last 8
 frames against the ground truth, all against training minutes (each step costed at the median logged step time of the
 run's second half); the slope of the ratio over the second half of the run (per 10 minutes: the study chooses by
-it, not by the first point); the cost per step. ``--measure`` adds, for each finished run, the native-track
-drags of its final export on the drag benchmark's translate scenes (``lab/teacher_drag.py``: ObjMC with the
+it, not by the first point); the cost per step. ``--measure`` adds, for each finished run, the last 8 frames'
+brightness and texture of its final export (``lab/frame_drift.py``, 8 clips, cached as ``RUN/drift.json``) and
+the native-track drags of that export on the drag benchmark's translate scenes (``lab/teacher_drag.py``: ObjMC with the
 sprite's tracks / without, 8 scenes), cached as ``RUN/drag.json``. Writes ``objects_study.json``, ``.md``
 and ``.png``.
 """
@@ -55,6 +56,11 @@ def candidate(run: Path) -> dict:
         x, y = np.array([p["minutes"] for p in half]), np.array([p["ratio"] for p in half])
         slope = float(np.polyfit(x, y, 1)[0] * 10)
     drag = json.loads((run / "drag.json").read_text()) if (run / "drag.json").is_file() else None
+    drift = json.loads((run / "drift.json").read_text()) if (run / "drift.json").is_file() else None
+    if drift is not None and points:  # the final export's last 8 frames (8 clips), where eval.jsonl has none
+        last = points[-1]
+        last["late brightness gap"] = last.get("late brightness gap") or drift["late"]["brightness_gap"][0]
+        last["late texture ratio"] = last.get("late texture ratio") or drift["late"]["texture_ratio"][0]
     return {
         "overrides": list(RECIPES.get(run.name, ((), 0))[0]),
         "seconds_per_step": round(cost, 2),
@@ -70,8 +76,18 @@ def measure(run: Path) -> None:
 
     export = run / "export" / "teacher"
     done = (run / "results.json").is_file() and json.loads((run / "results.json").read_text()).get("status") == "done"
-    if done and export.is_dir() and not (run / "drag.json").is_file():
+    if not (done and export.is_dir()):
+        return
+    if not (run / "drag.json").is_file():
         teacher_drag.main(["--teacher", str(export), "--scenes", "8", "--out", str(run / "drag.json")])
+    if not (run / "drift.json").is_file():
+        from omegaconf import OmegaConf
+
+        from lab import frame_drift
+
+        codec = OmegaConf.load(run / "config.yaml").codec.checkpoint
+        args = ["--run", str(export), "--codec", str(codec), "--config", str(run / "config.yaml")]
+        frame_drift.main([*args, "--out", str(run / "drift.json")])
 
 
 def table(study: dict) -> str:
