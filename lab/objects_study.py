@@ -47,7 +47,15 @@ def candidate(run: Path) -> dict:
     cost = float(np.median([r["perf/step_time_s"] for r in steps if r["step"] >= steps[-1]["step"] / 2]))
     minutes = {int(r["step"]): int(r["step"]) * cost / 60 for r in steps}
     points = []
-    for r in _rows(run / "eval.jsonl"):
+    rows = _rows(run / "eval.jsonl")
+    if (run / "eval.json").is_file() and (run / "results.json").is_file():  # the final evaluation
+        rows.append(
+            {
+                "step": json.loads((run / "results.json").read_text())["step"],
+                **json.loads((run / "eval.json").read_text()),
+            }
+        )
+    for r in rows:
         near = min(minutes, key=lambda s: abs(s - r["step"]))
         points.append({"step": r["step"], "minutes": round(minutes[near], 2), **{k: r.get(v) for k, v in KEYS.items()}})
     half = [p for p in points if p["step"] >= points[-1]["step"] / 2] if points else []
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--measure", action="store_true", help="native-track drags of each finished run's export")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
-    names = [n for n in RECIPES if n.startswith(("obj-", "rel-")) and (args.runs / n / "metrics.jsonl").is_file()]
+    names = [n for n in RECIPES if n.startswith(("obj-", "rel-")) and (args.runs / n / "eval.jsonl").is_file()]
     if args.measure:
         for n in names:
             measure(args.runs / n)
