@@ -53,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--w-text", type=float, default=3.0)
     ap.add_argument("--w-motion", type=float, default=1.5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu) | cpu | cuda")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp16 | fp32")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     gen = GenerateConfig(
         codec={"name": cfg["codec"]["name"], "checkpoint": str(args.codec)},
         sampler=SamplerConfig(steps=args.steps, guidance=guidance),
-        device="cpu",
-        dtype="fp32",
+        device=args.device,
+        dtype=args.dtype,
     )
     videos = generate_videos(args.run, samples, mode="with_tracks", cfg=gen)
     T = args.frames

@@ -41,7 +41,9 @@ def translate_scenes(count: int, *, texture_scale: float) -> list:
     return scenes[:count]
 
 
-def drag_rows(teacher: Path, codec: Path, cfg: dict, *, count: int, steps: int, device: str = "cpu") -> dict:
+def drag_rows(
+    teacher: Path, codec: Path, cfg: dict, *, count: int, steps: int, device: str = "auto", dtype: str = "auto"
+) -> dict:
     scale = float(cfg["data"]["world"].get("texture_scale", 1.0))
     scenes = translate_scenes(count, texture_scale=scale)
     tracker = build_tracker("lk_plain")
@@ -49,7 +51,7 @@ def drag_rows(teacher: Path, codec: Path, cfg: dict, *, count: int, steps: int, 
         codec={"name": cfg["codec"]["name"], "checkpoint": str(codec)},
         sampler=SamplerConfig(steps=steps, guidance=GuidanceConfig(**cfg["sampler"]["guidance"])),
         device=device,
-        dtype="fp32",
+        dtype=dtype,
     )
     rows = {}
     for row, objects in (("no drag", False), ("native tracks", True)):
@@ -77,13 +79,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=8)
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu) | cpu | cuda")
+    ap.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp16 | fp32")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     run = args.teacher.parents[1] if args.teacher.parent.name == "export" else args.teacher.parent
     cfg = OmegaConf.to_container(OmegaConf.load(args.config or run / "config.yaml"), resolve=True)
     codec = args.codec or Path(cfg["codec"].get("checkpoint") or run / "codec" / "codec.pt")
-    rows = drag_rows(args.teacher, codec, cfg, count=args.scenes, steps=args.steps)
+    rows = drag_rows(
+        args.teacher, codec, cfg, count=args.scenes, steps=args.steps, device=args.device, dtype=args.dtype
+    )
     print(
         f"ObjMC no drag {rows['no drag']['objmc']:.2f} px, native tracks {rows['native tracks']['objmc']:.2f} px "
         f"(native / no drag {rows['native / no drag']:.2f})"
