@@ -30,6 +30,7 @@ from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark
 from trackstream.eval.generate import GenerateConfig, generate_videos
 from trackstream.eval.metrics import frame_stats
 from trackstream.eval.quality import chunk_spans, late_span
+from trackstream.stream.options import add_precision_args, parsed_precision
 
 
 def drift(videos: dict, samples: list, spans: list[tuple[int, int]]) -> dict:
@@ -53,10 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--w-text", type=float, default=3.0)
     ap.add_argument("--w-motion", type=float, default=1.5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu) | cpu | cuda")
-    ap.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp16 | fp32")
+    add_precision_args(ap)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    parsed_precision(ap, args)  # a bad --device / --dtype ends here, in one line
     torch.set_num_threads(args.threads)
     cfg = OmegaConf.to_container(OmegaConf.load(args.config), resolve=True)
     data = dataclasses.replace(DataConfig(**cfg["data"]), num_frames=args.frames)

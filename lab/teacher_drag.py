@@ -31,6 +31,7 @@ from trackstream.eval.drag_scenes import make_scenes
 from trackstream.eval.generate import GenerateConfig, generate_videos
 from trackstream.eval.metrics import objmc
 from trackstream.stream.drag.editor import drag_tracks
+from trackstream.stream.options import add_precision_args, parsed_precision
 
 TOKEN = 4  # pixels per latent cell of the tiny codec (its spatial factor): the drag points' spacing
 
@@ -79,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", type=int, default=8)
     ap.add_argument("--steps", type=int, default=24)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--device", default="auto", help="auto (CUDA when present, else cpu) | cpu | cuda")
-    ap.add_argument("--dtype", default="auto", help="auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp16 | fp32")
+    add_precision_args(ap)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    parsed_precision(ap, args)  # a bad --device / --dtype ends here, in one line
     torch.set_num_threads(args.threads)
     run = args.teacher.parents[1] if args.teacher.parent.name == "export" else args.teacher.parent
     cfg = OmegaConf.to_container(OmegaConf.load(args.config or run / "config.yaml"), resolve=True)
