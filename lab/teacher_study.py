@@ -57,7 +57,9 @@ RECIPES: dict[str, tuple[tuple[str, ...], int]] = {
 # Every run uses its world's codec (--codec: fitted once, 1600 steps) and the curves are compared against
 # training minutes. Steps give each ~30 single-thread minutes (2 layers x 128 at 25 frames: ~3.6 s a step
 # beside a second run; 4 x 192 about 2.5 times that).
-_OBJ = ("experiment=tiny_teacher_objects",)
+# The study's rows train without the clean context chunks (stage.clean_prefix_prob, added to the experiment
+# after the first two rows ran): each candidate differs from "obj-25f" in one thing only.
+_OBJ = ("experiment=tiny_teacher_objects", "stage.clean_prefix_prob=0")
 _WIDE = ("+model.overrides.num_layers=4", "+model.overrides.dim=192", "+model.overrides.ffn_dim=576")
 RECIPES.update(
     {
