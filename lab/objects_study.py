@@ -3,7 +3,9 @@
     python -m lab.objects_study --runs RUNS [--measure] --out docs/embedded_world
 
 ``RUNS`` holds the study's runs (``python -m lab.teacher_study --out RUNS --recipes obj-25f,... --evals 4
---codec CODEC``; the ``obj-*`` and ``rel-*`` recipes). Per candidate, from its periodic held-out evaluations
+--codec CODEC``; the ``obj-*`` and ``rel-*`` recipes) and, from ``python -m lab.teacher_study --cost``, every
+candidate's seconds per step measured on one machine (``RUNS/cost.json``); candidates of earlier sessions
+(in ``OUT/objects_study.json``, their runs elsewhere) are kept, re-costed on those figures. Per candidate, from its periodic held-out evaluations
 (``eval.jsonl``, 8 clips at 25 frames, the teacher evaluation's figures): the EPE ratio with / without tracks,
 points lost entering a latent group and inside one, the brightness gap and texture ratio of the last 8
 frames against the ground truth, all against training minutes (each step costed at the median logged step time of the
@@ -39,12 +41,34 @@ def _rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
 
 
-def candidate(run: Path) -> dict:
-    # a step's cost: the median logged step time over the second half of the run (two runs at a time, one
-    # thread each; the first half of the first pair shared the cores with other jobs)
+def _slope(points: list[dict]) -> float | None:
+    """The ratio's slope per 10 training minutes over the second half of the run (the study chooses by it)."""
+    half = [p for p in points if p["step"] >= points[-1]["step"] / 2] if points else []
+    if len(half) < 2:
+        return None
+    x, y = np.array([p["minutes"] for p in half]), np.array([p["ratio"] for p in half])
+    return float(np.polyfit(x, y, 1)[0] * 10)
+
+
+def recosted(c: dict, cost: float) -> dict:
+    """A candidate measured before (its steps and figures kept) on another cost per step."""
+    points = [{**p, "minutes": round(p["step"] * cost / 60, 2)} for p in c["points"]]
+    slope = _slope(points)
+    return {
+        **c,
+        "seconds_per_step": round(cost, 2),
+        "points": points,
+        "ratio_slope_per_10_min": slope and round(slope, 4),
+    }
+
+
+def candidate(run: Path, cost: float | None = None) -> dict:
+    # a step's cost: RUNS/cost.json's (every candidate measured on one machine, two at a time, one thread each:
+    # lab.teacher_study --cost), else the median logged step time over the second half of the run
     steps = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     steps = [r for r in steps if "perf/step_time_s" in r]
-    cost = float(np.median([r["perf/step_time_s"] for r in steps if r["step"] >= steps[-1]["step"] / 2]))
+    if cost is None:
+        cost = float(np.median([r["perf/step_time_s"] for r in steps if r["step"] >= steps[-1]["step"] / 2]))
     minutes = {int(r["step"]): int(r["step"]) * cost / 60 for r in steps}
     points = []
     rows = _rows(run / "eval.jsonl")
@@ -58,11 +82,7 @@ def candidate(run: Path) -> dict:
     for r in rows:
         near = min(minutes, key=lambda s: abs(s - r["step"]))
         points.append({"step": r["step"], "minutes": round(minutes[near], 2), **{k: r.get(v) for k, v in KEYS.items()}})
-    half = [p for p in points if p["step"] >= points[-1]["step"] / 2] if points else []
-    slope = None
-    if len(half) >= 2:
-        x, y = np.array([p["minutes"] for p in half]), np.array([p["ratio"] for p in half])
-        slope = float(np.polyfit(x, y, 1)[0] * 10)
+    slope = _slope(points)
     drag = json.loads((run / "drag.json").read_text()) if (run / "drag.json").is_file() else None
     drift = json.loads((run / "drift.json").read_text()) if (run / "drift.json").is_file() else None
     if drift is not None and points:  # the final export's last 8 frames (8 clips), where eval.jsonl has none
@@ -155,7 +175,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         for n in names:
             measure(args.runs / n)
-    study = {n: candidate(args.runs / n) for n in names}
+    costs = json.loads((args.runs / "cost.json").read_text()) if (args.runs / "cost.json").is_file() else {}
+    study = {n: candidate(args.runs / n, costs.get(n)) for n in names}
+    # candidates measured in earlier sessions (their runs are not in RUNS) stay, on this machine's costs if known
+    before = args.out / "objects_study.json"
+    for n, c in (json.loads(before.read_text()) if before.is_file() else {}).items():
+        if n not in study:
+            study[n] = recosted(c, costs[n]) if n in costs else c
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "objects_study.json").write_text(json.dumps(study, indent=1))
     (args.out / "objects_study.md").write_text(table(study))

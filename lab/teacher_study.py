@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -104,6 +105,23 @@ def run_recipe(name: str, out: Path, *, evals: int = 2, codec: Path | None = Non
         rc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
     print(f"[study] {name}: exit {rc} after {(time.time() - t0) / 60:.1f} min", flush=True)
     return rc
+
+
+COST_STEPS = 24  # a cost run's steps; the median of the step times from step 8 on (the first pay warm-up)
+
+
+def step_cost(name: str, out: Path, *, codec: Path | None = None) -> float:
+    """Seconds per training step of ``name`` on this machine: ``COST_STEPS`` steps, no evaluation, in
+    ``out/cost-<name>`` (a fresh directory each time); run two at a time, one thread each, as the study does."""
+    run = out / f"cost-{name}"
+    shutil.rmtree(run, ignore_errors=True)
+    cmd = [a for a in command(name, out, codec=codec) if not a.startswith(("trainer.", "hydra.run.dir="))]
+    cmd += [f"trainer.max_steps={COST_STEPS}", "trainer.log_every=1", "trainer.sample_every=0", "eval.enabled=false"]
+    cmd += ["logger.progress_bar=false", f"hydra.run.dir={run}"]
+    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
+    subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return float(np.median([r["perf/step_time_s"] for r in rows if "perf/step_time_s" in r and r["step"] >= 8]))
 
 
 def training_minutes(run: Path) -> dict[int, float]:
@@ -237,6 +255,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--evals", type=int, default=2, help="held-out evaluations per run (the curve's points)")
     ap.add_argument("--codec", type=Path, default=None, help="a fitted codec.pt every recipe shares (no fit per run)")
     ap.add_argument("--plot", type=Path, default=None, help="only collect the runs and write study.json/png here")
+    ap.add_argument(
+        "--cost",
+        action="store_true",
+        help=f"only measure each recipe's seconds per step here ({COST_STEPS} steps each) into OUT/cost.json: "
+        "curves trained on other machines, or beside other jobs, are compared on these costs",
+    )
     args = ap.parse_args(argv)
     if args.plot is not None:
         plot(collect(args.out), args.plot)
@@ -246,6 +270,14 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         raise SystemExit(f"--recipes: unknown {unknown}; choose from {list(RECIPES)}")
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.cost:
+        with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
+            costs = dict(zip(names, pool.map(lambda n: step_cost(n, args.out, codec=args.codec), names)))
+        path = args.out / "cost.json"
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        path.write_text(json.dumps({**known, **{n: round(c, 3) for n, c in costs.items()}}, indent=2))
+        print(json.dumps(costs, indent=1))
+        return
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
         codes = list(pool.map(lambda n: run_recipe(n, args.out, evals=args.evals, codec=args.codec), names))
     if any(codes):
