@@ -4,7 +4,7 @@
     python -m lab.dmd_curve --run-dir RUN --out docs/dmd_curve \\
         --compare self_rollout=SR_RUN
 
-Each snapshot (``gen_XXXXX.pt`` of ``stage=dmd_snapshots``: the EMA weights the stage's export would
+Each snapshot (``gen_XXXXX.pt`` of ``stage.snapshot_every``: the EMA weights the stage's export would
 ship after that many generator updates; ``gen_00000`` is the ODE-init student DMD starts from) is
 turned into a network folder with the run's streaming conventions and evaluated exactly as
 ``make run``'s stream stage evaluates its students (``eval.stream_eval``):
@@ -29,9 +29,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from lab.dmd_snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
 from trackstream.eval.student_score import SCORE_FIGURES, StudentScorer
 from trackstream.pipeline.report import read_metrics
+from trackstream.stages.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = SCORE_FIGURES
@@ -110,7 +110,7 @@ def evaluate_run(name: str, run_dir: Path, evaluator: StudentScorer, done: dict,
     """{updates: figures} for the run's snapshots (those in ``done`` reused)."""
     snaps = list_snapshots(run_dir / "dmd" / SNAPSHOT_DIR)
     if not snaps:
-        raise ValueError(f"{run_dir}/dmd/{SNAPSHOT_DIR}: no snapshots (run the DMD stage as stage=dmd_snapshots)")
+        raise ValueError(f"{run_dir}/dmd/{SNAPSHOT_DIR}: no snapshots (run the DMD stage with stage.snapshot_every=N)")
     like = run_dir / "ode_init" / "export" / "student"
     rows = {int(k): v for k, v in done.items()}
     for n, path in sorted(snaps.items()):

@@ -9,8 +9,8 @@
 ``run`` goes through make run's own stages (trackstream/pipeline/run.py: the shipped teacher's fine-tune, ODE
 pairs, ODE init, each reused when done) with make run's sizes, then its DMD stage with make run's
 hyperparameters (experiment=tiny_dmd: update ratio 5, learning rates, EMA, batch) for
-``--updates`` x update_ratio loop steps, as ``stage=dmd_snapshots``: generator snapshots every
-``--snapshot-every`` generator updates (lab/dmd_snapshots.py), a checkpoint every ``--ckpt-every``
+``--updates`` x update_ratio loop steps, with ``stage.snapshot_every``: generator snapshots every
+``--snapshot-every`` generator updates (trackstream/stages/snapshots.py), a checkpoint every ``--ckpt-every``
 steps, resumed exactly (trainer.resume=auto) whenever ``run`` is started again. The DMD learning
 rates are constant (no decay horizon), so a finished run can be extended with a larger
 ``--updates``: the continuation is the same as a run started with that count. A progress line goes
@@ -38,7 +38,6 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from lab.dmd_snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
 from lab.run_pack import pack_run, read_pack, unpack_run
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import (
@@ -51,6 +50,7 @@ from trackstream.pipeline.run import (
     stage_ode_init,
     stage_teacher,
 )
+from trackstream.stages.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
 from trackstream.train.checkpoint import find_latest, latest_readable
 
 __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "main"]
@@ -58,8 +58,6 @@ __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "
 ROOT = Path(__file__).resolve().parents[1]
 PACK_DIR = ROOT / "runs" / "dmd-long"  # un-ignored in .gitignore: state.pt + snapshots/ are committed
 UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (tests/test_long_dmd.py checks they agree)
-# stage=dmd_snapshots lives in lab/conf (the product's conf/ names no lab code): Hydra searches it too
-LAB_CONF = f"hydra.searchpath=[file://{ROOT / 'lab' / 'conf'}]"
 
 
 def long_sizes(
@@ -71,8 +69,6 @@ def long_sizes(
         if value < 1:
             raise ValueError(f"{name}={value} must be >= 1")
     dmd = (
-        LAB_CONF,
-        "stage=dmd_snapshots",
         f"stage.snapshot_every={snapshot_every}",
         f"trainer.ckpt_every={ckpt_every}",
         *(() if rollout == "self_forcing" else (f"stage.rollout={rollout}",)),
@@ -87,9 +83,8 @@ def dmd_overrides(sizes: Sizes) -> list[str]:
 
 
 def _recorded(sizes: Sizes) -> Sizes:
-    # what a run directory must keep: everything but the length, which may grow (constant LRs), and where this
-    # checkout's lab/conf is (a packed run continues in another checkout, on another machine)
-    kept = tuple(o for o in sizes.dmd if not o.startswith(("trainer.max_steps=", "hydra.searchpath=")))
+    # what a run directory must keep: everything but the length, which may grow (constant LRs)
+    kept = tuple(o for o in sizes.dmd if not o.startswith("trainer.max_steps="))
     return dataclasses.replace(sizes, dmd=kept)
 
 

@@ -4,12 +4,12 @@ other, and imports of another module's private names.
 
     python lab/structure.py [--repo DIR] [--json OUT] [--trip MODULE:FUNCTION:PARAM] [--before DIR]
 
-``--trip`` (default: the DMD stage's config, ``trackstream.distill.stages:build_dmd:cfg``) follows one
+``--trip`` (default: the DMD stage's config, ``trackstream.stages.distill:build_dmd:cfg``) follows one
 parameter through every call that hands it, or a part of it, to another function of the package, and
 counts the files it enters and its climbs back up the floors (``trip``).
 
-Floors are the house's (models, diffusion < data < stream < eval < train < distill < pipeline, bench); a
-package the table does not know is listed with floor "?".
+Floors are the checkout's own ``layers.json`` ({package: floor}); a checkout without one is measured by the
+table it had before that file (``FLOORS``). A package the table does not know is listed with floor "?".
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+# the floors of checkouts that predate layers.json (to measure them as "before")
 FLOORS = {
     "models": 0,
     "diffusion": 0,
@@ -33,7 +34,13 @@ FLOORS = {
     "studies": 6,  # the package the lab tooling had inside trackstream/: kept to measure older checkouts
 }
 PREFIX = "trackstream."
-DMD_TRIP = "trackstream.distill.stages:build_dmd:cfg"
+DMD_TRIP = "trackstream.stages.distill:build_dmd:cfg"
+OLD_DMD_TRIP = "trackstream.distill.stages:build_dmd:cfg"  # where the DMD builder lived before stages/
+
+
+def floors(repo: Path) -> dict[str, int]:
+    path = repo / "layers.json"
+    return json.loads(path.read_text()) if path.is_file() else FLOORS
 
 
 def _imports(tree: ast.AST, package: str) -> list[tuple[str, list[str]]]:
@@ -70,9 +77,11 @@ def measure(repo: Path) -> dict:
                 edges[(pkg, dep)] += 1
             if module != me:
                 private += [f"{rel}: {module}.{n}" for n in names if n.startswith("_") and not n.startswith("__")]
-    up = [f"{a} -> {b}" for (a, b) in edges if FLOORS.get(b, -1) > FLOORS.get(a, 99)]
+    table = floors(repo)
+    up = [f"{a} -> {b}" for (a, b) in edges if table.get(b, -1) > table.get(a, 99)]
     mutual = sorted({" <-> ".join(sorted((a, b))) for (a, b) in edges if (b, a) in edges})
     return {
+        "floors": table,
         "files": dict(files),
         "lines": dict(lines),
         "imports": {f"{a} -> {b}": n for (a, b), n in sorted(edges.items())},
@@ -149,8 +158,10 @@ def trip(repo: Path, module: str, function: str, param: str) -> dict:
     idx = _Index(repo / "trackstream")
     order, seen = [], set()
 
+    table = floors(repo)
+
     def floor(path: Path) -> int:
-        return FLOORS.get(path.relative_to(repo / "trackstream").parts[0], 9)
+        return table.get(path.relative_to(repo / "trackstream").parts[0], 9)
 
     def visit(key, arg):
         if (key, arg) in seen:
@@ -201,10 +212,11 @@ def trip(repo: Path, module: str, function: str, param: str) -> dict:
 
 def render(m: dict) -> str:
     rows = ["| package | floor | files | lines | imports (package: import statements) |", "|---|---|---|---|---|"]
-    for pkg in sorted(m["files"], key=lambda p: (FLOORS.get(p, 9), p)):
+    table = m["floors"]
+    for pkg in sorted(m["files"], key=lambda p: (table.get(p, 9), p)):
         deps = ", ".join(f"{k.split(' -> ')[1]}: {n}" for k, n in m["imports"].items() if k.startswith(pkg + " -> "))
         rows.append(
-            f"| {pkg} | {FLOORS.get(pkg, '?') if pkg != '(root)' else ''} | {m['files'][pkg]} | "
+            f"| {pkg} | {table.get(pkg, '?') if pkg != '(root)' else ''} | {m['files'][pkg]} | "
             f"{m['lines'][pkg]} | {deps} |"
         )
     rows += [
@@ -227,7 +239,7 @@ def render_change(before: dict, after: dict) -> str:
     def out_imports(m, pkg):
         return sum(n for k, n in m["imports"].items() if k.startswith(pkg + " -> "))
 
-    pkgs = sorted(set(before["files"]) | set(after["files"]), key=lambda p: (FLOORS.get(p, 9), p))
+    pkgs = sorted(set(before["files"]) | set(after["files"]), key=lambda p: (after["floors"].get(p, 9), p))
     rows = [
         "| package | files before → after | lines before → after | import statements into other packages before → after |",
         "|---|---|---|---|",
@@ -260,11 +272,13 @@ def main() -> None:
     ap.add_argument("--trip", default=DMD_TRIP, help="MODULE:FUNCTION:PARAM to follow (default: %(default)s)")
     ap.add_argument("--before", type=Path, default=None, help="another checkout: print a before -> after table")
     args = ap.parse_args()
-    module, function, param = args.trip.split(":")
 
     def full(repo: Path) -> dict:
+        start = args.trip
+        if start == DMD_TRIP and not (repo / "trackstream" / "stages" / "distill.py").is_file():
+            start = OLD_DMD_TRIP
         m = measure(repo)
-        m["trip"] = trip(repo, module, function, param)
+        m["trip"] = trip(repo, *start.split(":"))
         return m
 
     m = full(args.repo)

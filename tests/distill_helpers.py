@@ -68,8 +68,8 @@ def tiny_teacher_run(root: Path, *, student: str, pairs: str, nudge: float = 0.0
     25 frames, 3 teacher steps). Returns the teacher export."""
     from hydra_helpers import typed
 
-    from trackstream.distill.stages import obtain_ode_pairs
     from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, save_network
+    from trackstream.stages.distill import obtain_ode_pairs
     from trackstream.train.codec import build_codec_module, save_codec_file
     from trackstream.train.dist import init_runtime
 

@@ -1,4 +1,4 @@
-"""The training job's config as ``python -m trackstream.train`` composes it, for tests: raw (``compose_job``)
+"""The training job's config as ``python -m trackstream.stages`` composes it, for tests: raw (``compose_job``)
 or validated into its dataclasses (``typed``)."""
 
 from pathlib import Path
@@ -8,8 +8,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from trackstream.train.app import CONFIG_DIR
-from trackstream.train.config import TrainConfig, validate
+from trackstream.stages.app import CONFIG_DIR
+from trackstream.stages.config import TrainConfig, validate
 
 
 def compose_job(run_dir: Path, *overrides: str) -> DictConfig:

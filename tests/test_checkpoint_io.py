@@ -121,7 +121,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
     imp, ode = tmp_path / "import", tmp_path / "ode"
     r = _cli(
         "-m",
-        "trackstream.train",
+        "trackstream.stages",
         *common,
         "experiment=tiny_teacher",
         "model.layout=t2v",
@@ -132,7 +132,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     r = _cli(
         "-m",
-        "trackstream.train",
+        "trackstream.stages",
         *common,
         "experiment=tiny_ode_init",
         f"stage.teacher={imp / 'export' / 'teacher'}",
@@ -146,7 +146,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
     dmd = tmp_path / "dmd"
     r = _cli(
         "-m",
-        "trackstream.train",
+        "trackstream.stages",
         "debug=tiny",
         "trainer.max_steps=1",
         "trainer.num_threads=1",
@@ -167,11 +167,11 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
             else:
                 assert torch.equal(v, theirs[k]), (export, k)
 
-    r = _cli("-m", "trackstream.train", "experiment=tiny_teacher", f"model.init_from={pt}::nope", "debug=tiny")
+    r = _cli("-m", "trackstream.stages", "experiment=tiny_teacher", f"model.init_from={pt}::nope", "debug=tiny")
     assert r.returncode != 0 and "no entry 'nope'" in r.stderr
     r = _cli(
         "-m",
-        "trackstream.train",
+        "trackstream.stages",
         "experiment=tiny_dmd",
         "debug=tiny",
         f"stage.teacher={imp / 'export' / 'teacher'}",

@@ -27,7 +27,7 @@ COMMON = [
 def _cli(*args: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
     r = subprocess.run(
-        [sys.executable, "-m", "trackstream.train", *COMMON, *args],
+        [sys.executable, "-m", "trackstream.stages", *COMMON, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

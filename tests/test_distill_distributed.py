@@ -45,7 +45,7 @@ def _run(args, *, procs: int = 1):
         else [sys.executable]
     )
     r = subprocess.run(
-        [*launcher, "-m", "trackstream.train", *COMMON, *args],
+        [*launcher, "-m", "trackstream.stages", *COMMON, *args],
         cwd=ROOT,
         env=_env(),
         capture_output=True,

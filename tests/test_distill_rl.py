@@ -214,8 +214,8 @@ def source(tmp_path_factory):
 
 
 def _run(tmp_path, source, run_dir, steps: int) -> dict:
+    from trackstream.stages.registry import run_stage
     from trackstream.train.dist import init_runtime, seed_everything
-    from trackstream.train.stages import run_stage
 
     cfg = typed(
         tmp_path,
@@ -254,7 +254,7 @@ def test_rl_tiny_runs_through_the_stage_and_resumes_mid_round_exactly(source, tm
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (tmp_path / "ref/export/student/network.json").is_file()
     with pytest.raises(ValueError, match="stage.causal"):  # the student streams c3s1w1: a different window is refused
-        from trackstream.distill.rl_stage import check_student_streaming
+        from trackstream.stages.rl import check_student_streaming
 
         check_student_streaming(
             typed(tmp_path, "experiment=rl_tiny", "stage.causal.window_chunks=2"), source["student"]
@@ -264,7 +264,7 @@ def test_rl_tiny_runs_through_the_stage_and_resumes_mid_round_exactly(source, tm
 @pytest.mark.parametrize("name", ["rl_wan1.3b_480p", "rl_wan2.2_5b_704p"])
 def test_real_rl_recipes_keep_the_dmd_students_layout(name, tmp_path):
     cfg, dmd = typed(tmp_path, f"experiment={name}"), typed(tmp_path, f"experiment={name.replace('rl_', 'dmd_')}")
-    assert cfg.stage_builder == "trackstream.distill.rl_stage:build_rl" and isinstance(cfg.stage, RLConfig)
+    assert isinstance(cfg.stage, RLConfig)
     for part in ("model", "data", "schedule", "codec", "parallel"):
         assert getattr(cfg, part) == getattr(dmd, part), part
     assert cfg.stage.causal == dmd.stage.causal and cfg.trainer.precision == "bf16"

@@ -34,7 +34,7 @@ def _run(args, *, procs: int) -> None:
         if procs > 1
         else [sys.executable]
     )
-    r = subprocess.run([*launcher, "-m", "trackstream.train", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
+    r = subprocess.run([*launcher, "-m", "trackstream.stages", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
 
 

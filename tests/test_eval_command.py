@@ -30,9 +30,9 @@ def _run(module: str, *args: str) -> None:
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval_runs")
     t, o = root / "teacher", root / "ode"
-    _run("trackstream.train", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}")
+    _run("trackstream.stages", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}")
     _run(
-        "trackstream.train",
+        "trackstream.stages",
         *TRAIN,
         "experiment=tiny_ode_init",
         f"stage.teacher={t / 'export' / 'teacher'}",

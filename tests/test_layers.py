@@ -1,4 +1,5 @@
-"""The package floors: models, diffusion -> data -> stream -> eval -> train -> distill -> pipeline.
+"""The package floors (layers.json): models, diffusion -> data -> train -> stream -> eval -> distill -> stages ->
+pipeline, bench.
 
 The checker is the workspace's (``../shared/tools/check_layers.py``, beside the checkout in CI); it
 counts every import, lazy ones and "module:attr" strings included, and every import circle."""
@@ -21,8 +22,13 @@ def test_imports_only_go_down_the_floors():
 
 def test_one_namespace_and_every_package_on_a_floor():
     """Only ``trackstream`` at the top level (nothing generic like ``models`` or ``data`` to clash with a
-    user's code), and every package inside it has a floor."""
-    floors = {"models", "diffusion", "data", "stream", "eval", "train", "distill", "pipeline", "bench"}
+    user's code), every package inside it has a floor in layers.json, and the engine sits below the
+    inference, evaluation, distillation and application packages."""
+    import json
+
+    table = json.loads((ROOT / "layers.json").read_text())
+    floors = set(table)
+    assert all(table["train"] < table[p] for p in ("stream", "eval", "distill", "stages"))
     assert {p.parent.name for p in ROOT.glob("*/__init__.py")} == {"trackstream"}
     packages = {p.parent.name for p in (ROOT / "trackstream").glob("*/__init__.py")}
     assert packages - floors == set(), f"packages without a floor: {sorted(packages - floors)}"

@@ -12,11 +12,12 @@ import torch
 from distill_helpers import tiny_teacher_run
 from hydra_helpers import typed
 
-from lab.dmd_snapshots import SnapshotDMDConfig, list_snapshots, read_snapshot
-from lab.long_dmd import LAB_CONF, UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
+from lab.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from lab.run_pack import entry_object, read_pack
+from trackstream.distill.dmd import DMDConfig
 from trackstream.distill.pair_shards import load_shard
 from trackstream.pipeline.run import DISTILL, FULL
+from trackstream.stages.snapshots import list_snapshots, read_snapshot
 
 RATIO = UPDATE_RATIO
 
@@ -26,11 +27,11 @@ def test_the_long_dmd_stage_is_make_runs_with_snapshots_and_400_updates(tmp_path
     assert (sizes.teacher, sizes.ode_init) == (FULL.teacher, FULL.ode_init)  # the ODE-init student of make run
     long = typed(tmp_path, *dmd_overrides(sizes))
     full = typed(tmp_path, "experiment=tiny_dmd", *DISTILL, *FULL.dmd)
-    assert isinstance(long.stage, SnapshotDMDConfig) and long.stage_builder.endswith(":build_dmd_with_snapshots")
+    assert type(long.stage) is DMDConfig and full.stage.snapshot_every is None
     assert long.stage.update_ratio == RATIO and long.stage.snapshot_every == 50
     assert long.trainer.max_steps // RATIO == 400 and long.trainer.max_steps % RATIO == 0
     stage = asdict(long.stage)
-    assert stage.pop("snapshot_every") == 50 and stage == asdict(full.stage)  # same DMD hyperparameters
+    assert stage["snapshot_every"] == 50 and stage == {**asdict(full.stage), "snapshot_every": 50}  # same DMD
     for part in ("model", "data", "schedule", "codec"):
         assert getattr(long, part) == getattr(full, part), part
     assert asdict(long.trainer) == {**asdict(full.trainer), "max_steps": 2000, "ckpt_every": 25}
@@ -39,8 +40,7 @@ def test_the_long_dmd_stage_is_make_runs_with_snapshots_and_400_updates(tmp_path
 
 
 def test_a_run_directory_records_its_sizes_without_this_checkouts_paths(tmp_path):
-    """sizes.json holds what a resume must keep, not where this checkout's lab/conf is: a run packed in one
-    checkout continues in another, and a run recorded without the search path continues here."""
+    """sizes.json holds what a resume must keep but not the run's length: a packed run continues longer."""
     import json
 
     from lab.long_dmd import _recorded
@@ -48,10 +48,9 @@ def test_a_run_directory_records_its_sizes_without_this_checkouts_paths(tmp_path
 
     check_preset(tmp_path, _recorded(long_sizes(updates=10)))
     recorded = json.loads((tmp_path / "sizes.json").read_text())
-    assert recorded["dmd"][0] == "stage=dmd_snapshots" and not any("searchpath" in o for o in recorded["dmd"])
-    other = long_sizes(updates=20)  # a longer run from another checkout: same record
-    assert LAB_CONF in other.dmd
-    check_preset(tmp_path, _recorded(other))
+    assert recorded["dmd"][0] == "stage.snapshot_every=50"
+    assert not any(o.startswith("trainer.max_steps=") for o in recorded["dmd"])
+    check_preset(tmp_path, _recorded(long_sizes(updates=20)))  # a longer run: same record
 
 
 # ----------------------------------------------------------------------------- pack -> unpack -> resume
@@ -65,15 +64,13 @@ def _run_dir(src: Path, dest: Path) -> Path:
 
 
 def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
+    from trackstream.stages.registry import run_stage
     from trackstream.train.dist import init_runtime, seed_everything
-    from trackstream.train.stages import run_stage
 
     cfg = typed(
         tmp_path,
         "experiment=tiny_dmd",
         "debug=tiny",
-        LAB_CONF,
-        "stage=dmd_snapshots",
         "stage.snapshot_every=1",
         "data.num_frames=25",
         f"trainer.max_steps={steps}",

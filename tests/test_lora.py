@@ -105,7 +105,7 @@ def test_the_adapter_folder_is_peft_s_own_and_loads_back(tmp_path):
 def _cli(*args: str) -> dict:
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
     r = subprocess.run(
-        [sys.executable, "-m", "trackstream.train", *COMMON, *args],
+        [sys.executable, "-m", "trackstream.stages", *COMMON, *args],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -206,7 +206,7 @@ def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_
     args = [*COMMON, "experiment=tiny_teacher", "parallel=fsdp", f"model.init_from={base}", "model.lora.rank=4"]
     r = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-         "-m", "trackstream.train", *args, "trainer.max_steps=2", f"hydra.run.dir={run}"],
+         "-m", "trackstream.stages", *args, "trainer.max_steps=2", f"hydra.run.dir={run}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
     )  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]

@@ -17,8 +17,8 @@ from trackstream.distill.ode_init import ODEInitConfig
 from trackstream.distill.rl import RLConfig
 from trackstream.eval.conf_nodes import NODES, register_nodes
 from trackstream.models.causal import CausalConfig
+from trackstream.stages.app import CONFIG_DIR
 from trackstream.stream.chunks import StreamConfig
-from trackstream.train.app import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("trackstream", "lab") for p in (ROOT / d).rglob("*.py")]
@@ -90,7 +90,7 @@ def test_first_chunk_checked_once():
     calls = [p for p in SOURCES for _ in re.finditer(r"\bcheck_first_chunk\(", p.read_text())]
     assert sorted(str(p.relative_to(ROOT)) for p in calls) == [
         "trackstream/models/streaming.py",  # the definition
-        "trackstream/train/config.py",  # the one call: stage.causal against model.layout
+        "trackstream/stages/config.py",  # the one call: stage.causal against model.layout
     ]
 
 

@@ -8,7 +8,7 @@ Only the sizes shrink: DiT width / depth (``model.overrides``), frame size, trac
 counts; the clip length and so the chunking are the real ones (1.3B: 81 frames = 7 chunks of 3 with a
 sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and so are the flavor family,
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
-teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m trackstream.distill.pairs``) -> ODE init ->
+teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m trackstream.stages.pairs``) -> ODE init ->
 DMD -> RL (AR-Drag's GRPO: G = 2, the motion reward and the aesthetic predictor from tiny OpenAI-format CLIP
 weights) -> ``python -m trackstream.stream.generate`` of the RL student, 2 steps each."""
 
@@ -156,13 +156,13 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd", "rl"))
 
     _run(
-        "trackstream.train", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}"
+        "trackstream.stages", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}"
     )
     log = (t / "train.log").read_text()
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
     assert "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
     _run(
-        "trackstream.train",
+        "trackstream.stages",
         f"experiment={recipe['teacher']}_finetune",
         *common,
         f"model.init_from={t / 'export' / 'teacher'}",
@@ -172,7 +172,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
 
     _run(
-        "trackstream.distill.pairs",
+        "trackstream.stages.pairs",
         f"experiment={recipe['ode_init']}",
         *common,
         f"stage.teacher={teacher}",
@@ -198,7 +198,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     torch.testing.assert_close(first["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
 
     _run(
-        "trackstream.train",
+        "trackstream.stages",
         f"experiment={recipe['ode_init']}",
         *common,
         f"stage.teacher={teacher}",
@@ -206,7 +206,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         f"hydra.run.dir={ode}",
     )
     _run(
-        "trackstream.train",
+        "trackstream.stages",
         f"experiment={recipe['dmd']}",
         *common,
         f"stage.teacher={teacher}",
@@ -224,7 +224,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     # (1.3B: 1 + 2 x 20 latents run on to 42 = 14 sampled chunks, 165 frames; 5B: 1 + 2 x 30 = 61, 241 frames)
     long_dmd = tmp_path / "dmd_long"
     _run(
-        "trackstream.train",
+        "trackstream.stages",
         f"experiment={recipe['dmd']}",
         *common,
         f"stage.teacher={teacher}",
@@ -243,7 +243,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     # DMD student as the KL reference, rewards on the decoded clips
     clip, head = write_aesthetic_weights(data_dir / "aesthetic")
     _run(
-        "trackstream.train",
+        "trackstream.stages",
         f"experiment={recipe['rl']}",
         *common,
         f"stage.student={dmd / 'export' / 'student'}",

@@ -63,20 +63,20 @@ def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_pat
     t, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "pairs", "ode", "dmd"))
 
     _run(
-        "trackstream.train", "experiment=teacher_wan14b_480p", *common,
+        "trackstream.stages", "experiment=teacher_wan14b_480p", *common,
         *(f"+model.overrides.{k}={v}" for k, v in TEACHER_DIMS.items()), f"hydra.run.dir={t}",
     )  # fmt: skip
     teacher = t / "export" / "teacher"
     assert _dit_shapes(teacher) == ("wan2.1-fun-14b-control", 96, 3)
 
     _run(
-        "trackstream.distill.pairs", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
+        "trackstream.stages.pairs", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
         f"stage.teacher={teacher}", "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3",
         "stage.ode_pairs.shard_size=1", f"hydra.run.dir={pairs}",
     )  # fmt: skip
     folder = pairs / "ode_pairs"
     _run(
-        "trackstream.train", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
+        "trackstream.stages", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
         f"stage.teacher={teacher}", f"stage.pairs={folder}", f"hydra.run.dir={ode}",
     )  # fmt: skip
     student = ode / "export" / "student"
@@ -85,7 +85,7 @@ def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_pat
     assert "stage ode_init | fsdp x 2 (cpu:0, bf16)" in log
 
     _run(
-        "trackstream.train", "experiment=dmd_wan14b_to_1.3b_480p", *common, *student_dims,
+        "trackstream.stages", "experiment=dmd_wan14b_to_1.3b_480p", *common, *student_dims,
         f"stage.teacher={teacher}", f"stage.student={student}", f"stage.pairs={folder}", "stage.update_ratio=2",
         f"hydra.run.dir={dmd}",
     )  # fmt: skip

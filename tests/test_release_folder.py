@@ -205,7 +205,7 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
 
     def cli(*args):
         r = subprocess.run(
-            [sys.executable, "-m", "trackstream.train", *common, *args],
+            [sys.executable, "-m", "trackstream.stages", *common, *args],
             cwd=root,
             env=env,
             capture_output=True,

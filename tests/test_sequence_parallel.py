@@ -172,7 +172,7 @@ def test_teacher_stage_through_the_cli_equals_one_process(tmp_path):
     env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline")
     sp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
     r = subprocess.run(
-        [*sp, "-m", "trackstream.train", *common, "parallel.sequence_parallel=2", f"hydra.run.dir={tmp_path / 'sp'}"],
+        [*sp, "-m", "trackstream.stages", *common, "parallel.sequence_parallel=2", f"hydra.run.dir={tmp_path / 'sp'}"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -182,7 +182,7 @@ def test_teacher_stage_through_the_cli_equals_one_process(tmp_path):
     assert (tmp_path / "sp" / "results.json").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
     assert "x 1 data ranks (each a sequence group of 2 processes)" in (tmp_path / "sp" / "train.log").read_text()
     r = subprocess.run(
-        [sys.executable, "-m", "trackstream.train", *common, f"hydra.run.dir={tmp_path / 'one'}"],
+        [sys.executable, "-m", "trackstream.stages", *common, f"hydra.run.dir={tmp_path / 'one'}"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -108,7 +108,7 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
         SLURM_JOB_ID="9001",
     )
-    cmd = [sys.executable, "-m", "trackstream.train", *COMMON]
+    cmd = [sys.executable, "-m", "trackstream.stages", *COMMON]
 
     ref = tmp_path / "uninterrupted"
     r = subprocess.run([*cmd, f"hydra.run.dir={ref}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -146,11 +146,11 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
 SLURM = ROOT / "slurm"
 # per-stage file -> (module, default experiment, nodes, --signal)
 STAGES = {
-    "teacher": ("trackstream.train", "teacher_wan1.3b_480p", "4", "USR1@120"),
-    "ode_pairs": ("trackstream.distill.pairs", "ode_init_wan1.3b_480p", "8", "B:USR1@120"),
-    "ode_init": ("trackstream.train", "ode_init_wan1.3b_480p", "4", "USR1@120"),
-    "dmd": ("trackstream.train", "dmd_wan1.3b_480p", "4", "USR1@120"),
-    "rl": ("trackstream.train", "rl_wan1.3b_480p", "1", "USR1@120"),
+    "teacher": ("trackstream.stages", "teacher_wan1.3b_480p", "4", "USR1@120"),
+    "ode_pairs": ("trackstream.stages.pairs", "ode_init_wan1.3b_480p", "8", "B:USR1@120"),
+    "ode_init": ("trackstream.stages", "ode_init_wan1.3b_480p", "4", "USR1@120"),
+    "dmd": ("trackstream.stages", "dmd_wan1.3b_480p", "4", "USR1@120"),
+    "rl": ("trackstream.stages", "rl_wan1.3b_480p", "1", "USR1@120"),
 }
 JOB = "4242"
 FAKE_SRUN = """#!/bin/bash
@@ -319,7 +319,7 @@ def test_stage_template_takes_experiment_and_run_dir_from_the_environment(tmp_pa
         "--cpu-bind=none",
         "/opt/py/bin/python",
         "-m",
-        "trackstream.train",
+        "trackstream.stages",
         "experiment=tiny_dmd",
         f"hydra.run.dir={run_dir}",
         "trainer.max_steps=3",
@@ -351,7 +351,7 @@ def test_torchrun_template_starts_one_torchrun_per_node(tmp_path):
         f"--rdzv_endpoint=gpu03:{20000 + int(JOB) % 20000}",  # the job's port: two jobs on a node do not collide
         f"--rdzv_id={JOB}",
         "-m",
-        "trackstream.train",
+        "trackstream.stages",
         "experiment=teacher_wan1.3b_480p",
         f"hydra.run.dir={run_dir}",
         "trainer.requeue_on_preempt=false",
@@ -610,7 +610,7 @@ LAUNCHERS = {
 def _launcher_cfg(tmp_path: Path, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from trackstream.train.app import CONFIG_DIR
+    from trackstream.stages.app import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(
@@ -696,7 +696,7 @@ def test_submitit_tasks_follow_the_gpu_count(tmp_path, monkeypatch):
 
 
 def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_directory_and_resumes(tmp_path):
-    """The real path without a cluster: `python -m trackstream.train -m hydra/launcher=slurm_teacher ...` submits
+    """The real path without a cluster: `python -m trackstream.stages -m hydra/launcher=slurm_teacher ...` submits
     through a fake sbatch; the pickled job is then run as a Slurm task would run it, preempted with
     submitit's USR2 (train saves, rank 0 requeues) and run again, as after the requeue."""
     bin_dir = tmp_path / "bin"
@@ -717,7 +717,7 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
         [
             sys.executable,
             "-m",
-            "trackstream.train",
+            "trackstream.stages",
             "-m",
             "hydra/launcher=slurm_teacher",
             *args,

@@ -76,7 +76,7 @@ def test_an_export_that_reads_the_conditions_differently_is_refused(teacher_14b,
 def test_a_recipe_that_expects_another_teacher_is_refused_before_loading(teacher_14b):
     from types import SimpleNamespace
 
-    from trackstream.distill.stages import check_teacher_run
+    from trackstream.stages.distill import check_teacher_run
 
     folder, _ = teacher_14b
     cfg = SimpleNamespace(stage=SimpleNamespace(teacher_flavor="wan2.1-fun-1.3b-control"), model=_model("tiny", {}))

@@ -16,7 +16,7 @@ def test_tiny_teacher_fine_trains_exports_and_evaluates(tmp_path):
         [
             sys.executable,
             "-m",
-            "trackstream.train",
+            "trackstream.stages",
             "experiment=tiny_teacher_patch1",
             "debug=tiny",
             "data.height=32",

@@ -9,8 +9,8 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from hydra_helpers import compose_job
 
-from trackstream.train.app import instantiate
-from trackstream.train.config import validate
+from trackstream.stages.app import instantiate
+from trackstream.stages.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -123,7 +123,7 @@ def test_each_codec_has_one_spelling_the_conf_files_included(tmp_path):
 
 def test_cli_prints_the_resolved_job_config():
     r = subprocess.run(
-        [sys.executable, "-m", "trackstream.train", "experiment=tiny_teacher", "--cfg", "job"],
+        [sys.executable, "-m", "trackstream.stages", "experiment=tiny_teacher", "--cfg", "job"],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -140,18 +140,73 @@ def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
         validate(cfg)
 
 
-def test_a_stage_file_names_its_schema_and_builder(tmp_path):
+def test_a_stage_is_a_schema_and_a_builder_named_by_stage_name(tmp_path):
+    from trackstream.stages.config import SCHEMAS
+    from trackstream.stages.registry import BUILDERS
+    from trackstream.stages.teacher import build_teacher
+
     typed = validate(_compose(tmp_path, "experiment=tiny_teacher"))
-    assert (
-        typed.stage_builder == "trackstream.train.teacher_stage:build_teacher"
-        and type(typed.stage).__name__ == "TeacherConfig"
-    )
-    cfg = _compose(tmp_path, "experiment=tiny_teacher", "~stage._builder_")
-    with pytest.raises(ValueError, match="_builder_"):
-        validate(cfg)
-    cfg = _compose(tmp_path, "experiment=tiny_teacher", "stage._schema_=train.teacher")
-    with pytest.raises(ValueError, match=r"stage\._schema_"):
-        validate(cfg)
+    assert type(typed.stage) is SCHEMAS["teacher"] and BUILDERS[typed.stage.name] is build_teacher
+    with pytest.raises(ValueError, match="stage.name='nope' is no stage"):
+        validate(_compose(tmp_path, "experiment=tiny_teacher", "stage.name=nope"))
+
+
+def _yaml_restatements(raw: dict, default, path: str = "") -> list[str]:
+    """Keys of a stage yaml that equal their dataclass default or that the dataclass lacks."""
+    from omegaconf import OmegaConf
+
+    found = []
+    for key, value in raw.items():
+        where = f"{path}.{key}" if path else key
+        if key == "defaults":
+            continue
+        if key not in default:
+            found.append(f"{where} (no such field)")
+        elif isinstance(value, dict) and OmegaConf.is_dict(default[key]):
+            found.extend(_yaml_restatements(value, default[key], where))
+        else:
+            have = default[key]
+            have = OmegaConf.to_container(have) if OmegaConf.is_config(have) else have
+            if value == have and type(value) is type(have) or (value is None and have is None):
+                found.append(f"{where}={value!r} (the default)")
+    return found
+
+
+def test_no_stage_yaml_restates_a_default_or_names_a_missing_field():
+    import yaml
+    from omegaconf import OmegaConf
+
+    from trackstream.stages.config import SCHEMAS
+
+    files = sorted((ROOT / "conf" / "stage").glob("*.yaml"))
+    assert {f.stem for f in files} >= set(SCHEMAS)
+    for path in files:
+        raw = yaml.safe_load(path.read_text()) or {}
+        bases = [d for d in raw.get("defaults", []) if isinstance(d, str) and d != "_self_"]
+        schema = next((n[: -len("_schema")] for n in bases if n.endswith("_schema")), None)
+        parent = next((n for n in bases if not n.endswith("_schema")), None)
+        assert schema or parent, f"{path.name}: extends neither <name>_schema nor another stage file"
+        name = schema or yaml.safe_load((path.parent / f"{parent}.yaml").read_text())["defaults"][0][: -len("_schema")]
+        assert not _yaml_restatements(raw, OmegaConf.structured(SCHEMAS[name])), path.name
+    # the check itself fails on both kinds of line
+    probe = OmegaConf.structured(SCHEMAS["dmd"])
+    assert _yaml_restatements({"update_ratio": 5, "generator_optim": {"lr": 2.0e-6}, "nope": 1}, probe) == [
+        "update_ratio=5 (the default)",
+        "generator_optim.lr=2e-06 (the default)",
+        "nope (no such field)",
+    ]
+    assert _yaml_restatements({"update_ratio": 4, "teacher": "t"}, probe) == []
+
+
+def test_a_recorded_config_with_the_older_stage_keys_still_validates(tmp_path):
+    """Run directories and shipped assets record ``stage._schema_`` / ``_builder_`` and a root ``stage_builder``
+    from before stages were named by ``stage.name``: reading them back ignores those keys."""
+    from omegaconf import OmegaConf
+
+    recorded = OmegaConf.load(ROOT / "assets" / "tiny-teacher" / "config.yaml")
+    assert "_builder_" in recorded.stage and "stage_builder" in recorded
+    typed = validate(recorded)
+    assert type(typed.stage).__name__ == "TeacherConfig" and not hasattr(typed, "stage_builder")
 
 
 def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
@@ -172,7 +227,7 @@ def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
 
 
 def test_global_batch_derives_grad_accum_and_rejects_contradictions():
-    from trackstream.train.app import derive_grad_accum
+    from trackstream.stages.app import derive_grad_accum
 
     assert derive_grad_accum(global_batch=128, batch_size=1, world_size=32, grad_accum=1) == 4
     assert derive_grad_accum(global_batch=128, batch_size=1, world_size=8, grad_accum=1) == 16
@@ -199,15 +254,12 @@ def test_real_recipes_keep_the_papers_global_batch(name, batch, tmp_path):
     assert typed.trainer.global_batch == batch and typed.data.batch_size == 1 and typed.trainer.grad_accum == 1
 
 
-def test_the_shipped_students_config_names_stage_code_that_imports():
-    """The shipped student's config.yaml names its stage's schema and builder as 'module:attr'; both import."""
+def test_the_shipped_students_recorded_config_validates_as_a_dmd_stage_with_snapshots():
     from omegaconf import OmegaConf
 
-    from trackstream.train.config import resolve
-
-    stage = OmegaConf.load(ROOT / "assets" / "tiny-student" / "config.yaml").stage
-    assert isinstance(resolve(stage._schema_, field="stage._schema_"), type)
-    assert callable(resolve(stage._builder_))
+    recorded = OmegaConf.load(ROOT / "assets" / "tiny-student" / "config.yaml")
+    typed = validate(recorded)
+    assert type(typed.stage).__name__ == "DMDConfig" and typed.stage.snapshot_every == recorded.stage.snapshot_every
 
 
 @pytest.mark.parametrize(
@@ -220,7 +272,7 @@ def test_the_shipped_students_config_names_stage_code_that_imports():
     ],
 )
 def test_absurd_sizes_are_refused_before_anything_is_allocated(tmp_path, override, says):
-    from trackstream.train.config import validate
+    from trackstream.stages.config import validate
 
     with pytest.raises(ValueError, match=re.escape(says)):
         instantiate(validate(_compose(tmp_path, "experiment=tiny_teacher", override)))
@@ -232,7 +284,7 @@ REAL = [p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml") if no
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_every_real_recipe_has_a_one_gpu_debug_preset(name, tmp_path):
     """``trackstream train experiment=<recipe> debug=<stage>_1gpu``: one process, real shapes, a small batch."""
-    from trackstream.train.app import derive_grad_accum
+    from trackstream.stages.app import derive_grad_accum
 
     stage = name.split("_wan")[0]
     cfg = _compose(tmp_path, f"experiment={name}", f"debug={stage}_1gpu")

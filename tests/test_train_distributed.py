@@ -147,7 +147,7 @@ def test_ddp_two_processes_through_the_cli(tmp_path):
     r = _launch(
         [
             "-m",
-            "trackstream.train",
+            "trackstream.stages",
             "experiment=tiny_teacher",
             "debug=tiny",
             "parallel=ddp",

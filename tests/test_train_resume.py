@@ -46,7 +46,7 @@ def patched_log(self, step, scalars):
     if step == usr1_at and "train/loss/dit" in scalars:
         os.kill(os.getpid(), signal.SIGUSR1)
 mt.MetricLogger.log = patched_log
-from trackstream.train.app import main
+from trackstream.stages.app import main
 sys.argv = ["train"] + sys.argv[1:]
 main()
 """

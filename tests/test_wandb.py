@@ -11,8 +11,8 @@ import pytest
 from hydra_helpers import typed
 from rl_helpers import rl_source
 
-from trackstream.eval.wandb_run import resolve_mode, run_contents
 from trackstream.train.metrics import LoggerConfig, MetricLogger, WandbConfig, run_identity
+from trackstream.train.wandb_run import resolve_mode, run_contents
 
 WANDB_ON = ["logger=wandb", "logger.progress_bar=false"]
 SAMPLING = ["trainer.sample_every=2", "eval.enabled=true", "eval.periodic_clips=1"]
@@ -84,8 +84,8 @@ def test_mode_precedence_config_then_wandb_mode_then_offline(tmp_path, monkeypat
 
 
 def test_teacher_logs_periodic_figures_sample_videos_and_parameter_counts(tmp_path, monkeypatch):
+    from trackstream.stages.registry import run_stage
     from trackstream.train.dist import init_runtime, seed_everything
-    from trackstream.train.stages import run_stage
 
     monkeypatch.setenv("WANDB_RUN_GROUP", "recipe-1")
     run_dir = tmp_path / "teacher"
@@ -117,8 +117,8 @@ def source(tmp_path_factory):
 
 
 def _student_stage(tmp_path, run_dir, *overrides, steps: int = 2):
+    from trackstream.stages.registry import run_stage
     from trackstream.train.dist import init_runtime, seed_everything
-    from trackstream.train.stages import run_stage
 
     cfg = typed(
         tmp_path, "debug=tiny", "data.num_frames=25", *WANDB_ON, *SAMPLING, f"trainer.max_steps={steps}", *overrides

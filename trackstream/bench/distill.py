@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see trackstream/train/app.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see trackstream/stages/app.py)
 
 import argparse
 import dataclasses
@@ -49,12 +49,12 @@ from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
 from trackstream.models.precision import DTYPES
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
+from trackstream.stages.common import load_text_encoder
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.codec import build_codec_module
 from trackstream.train.dist import Runtime, init_runtime
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
-from trackstream.train.stages import load_text_encoder
 
 __all__ = ["REAL_CONFIGS", "TINY_CONFIGS", "compose", "bench_dmd", "bench_ode_init", "main"]
 
@@ -68,8 +68,8 @@ def compose(experiment: str, overrides: list[str] = ()):
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from trackstream.train.app import CONFIG_DIR
-    from trackstream.train.config import validate
+    from trackstream.stages.app import CONFIG_DIR
+    from trackstream.stages.config import validate
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

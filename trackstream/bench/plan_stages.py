@@ -1,15 +1,15 @@
 """What each training stage holds on a GPU, read off its builder, turned into a ``Plan`` (``bench/plan.py``).
 
-* teacher (``train/teacher_stage.py``): the DiT trained (EMA with ``ema.enabled``); the text encoder,
+* teacher (``stages/teacher.py``): the DiT trained (EMA with ``ema.enabled``); the text encoder,
   the codec and (i2v flavors) the CLIP image encoder stay loaded on the device for the whole run.
-* ode_init (``distill/stages.py:build_ode_init``): the generator trained (``ema``); nothing frozen until
+* ode_init (``stages/distill.py:build_ode_init``): the generator trained (``ema``); nothing frozen until
   the first periodic sample loads the codec, text and image encoders (kept from then on). The ODE pairs
   are a separate job (``trackstream pairs``) that holds a whole frozen teacher per rank.
 * dmd (``build_dmd``): generator (EMA ``stage.generator_ema``) and critic (no EMA) trained, one update at a
   time; the frozen teacher (sharded under fsdp); the text encoder; codec and image encoder when
   ``stage.rollout_horizons`` > 1 or from the first periodic sample. The self-rollout fills the rolling
   KV cache; gradients flow through each chunk's exit step, i.e. one pass over the clip's tokens.
-* rl (``distill/rl_stage.py``): the policy trained (no LoRA: the stage passes none), the frozen
+* rl (``stages/rl.py``): the policy trained (no LoRA: the stage passes none), the frozen
   reference when ``stage.kl_weight`` > 0 (sharded under fsdp), the codec (decodes rollouts for the
   rewards), the aesthetic reward's CLIP ViT-L/14 when weighted; B x G rollouts per micro-batch, all
   differentiated chunk by chunk before one backward.
@@ -40,13 +40,13 @@ TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models
 
 
 def compose_recipe(overrides: list[str]):
-    """conf/train.yaml + ``overrides``, composed as ``python -m trackstream.train`` does and validated into
+    """conf/train.yaml + ``overrides``, composed as ``python -m trackstream.stages`` does and validated into
     a TrainConfig; a bad override is a ValueError naming it."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from trackstream.train.app import CONFIG_DIR
-    from trackstream.train.config import validate
+    from trackstream.stages.app import CONFIG_DIR
+    from trackstream.stages.config import validate
 
     GlobalHydra.instance().clear()
     try:
@@ -122,7 +122,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     from trackstream.models.codec_names import codec_spatial_factor
     from trackstream.models.flavors import flavor_config
     from trackstream.models.tracks import TEMPORAL_FACTOR
-    from trackstream.train.app import derive_grad_accum
+    from trackstream.stages.app import derive_grad_accum
 
     par, st, stage = cfg.parallel, cfg.stage, cfg.stage.name
     if stage not in ("teacher", "ode_init", "dmd", "rl"):

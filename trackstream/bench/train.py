@@ -232,8 +232,8 @@ def tiny_config() -> tuple[ModelConfig, dict]:
     from hydra import compose, initialize_config_dir
 
     from trackstream.models.codec_names import codec_spatial_factor
-    from trackstream.train.app import CONFIG_DIR
-    from trackstream.train.config import validate
+    from trackstream.stages.app import CONFIG_DIR
+    from trackstream.stages.config import validate
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=["experiment=tiny_teacher", "paths.output_dir=."])

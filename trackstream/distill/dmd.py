@@ -102,12 +102,15 @@ class DMDConfig:
     # the rollout spans this many teacher horizons through the rolling cache; the teacher and the critic score
     # it in horizon-sized windows (distill.horizons); 1: the teacher's horizon, the plain DMD
     rollout_horizons: int = 1
+    # generator updates between snapshots of the generator (<run_dir>/snapshots, stages.snapshots); null: none
+    snapshot_every: Optional[int] = None
     # added after runs were checkpointed; at these values a resume of such a run stays exact (train.stages.fingerprint)
     FINGERPRINT_NEUTRAL: ClassVar[dict] = {
         "rollout": "self_forcing",
         "rollout_horizons": 1,
         "critic": None,
         "teacher_flavor": None,
+        "snapshot_every": None,
     }
     # fields naming files that must exist before the run directory is made (train.app.check_inputs)
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student", "pairs")  # and stage.critic when a path (build_dmd)
@@ -122,6 +125,11 @@ class DMDConfig:
         ):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, cls(**getattr(self, name)))
+        if self.snapshot_every is not None and self.snapshot_every < 1:
+            raise ValueError(
+                f"stage.snapshot_every={self.snapshot_every} must be >= 1 (generator updates between "
+                "snapshots) or null (no snapshots)"
+            )
         if self.update_ratio < 1:
             raise ValueError(
                 f"stage.update_ratio={self.update_ratio} must be >= 1 (critic updates per generator update)"

@@ -368,7 +368,7 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
 
         import wandb
 
-        from trackstream.eval.wandb_run import resolve_mode
+        from trackstream.train.wandb_run import resolve_mode
 
         wb = wandb.init(
             project=cfg.wandb.get("project"),

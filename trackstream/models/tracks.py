@@ -22,6 +22,8 @@ import torch.nn as nn
 
 __all__ = [
     "TRACK_EMBED_DIM",
+    "TEMPORAL_FACTOR",
+    "latent_frames",
     "SPLATS",
     "drop_region",
     "sample_track_ids",
@@ -37,6 +39,13 @@ TRACK_EMBED_DIM = 64  # d in MotionStream (appendix D)
 # tracks, which covers the 50x50 CoTracker grids and the 1000-2500 tracks sampled in training.
 DEFAULT_ID_RANGE = 4096
 TEMPORAL_FACTOR = 4  # Wan VAE: first frame alone, then groups of 4 pixel frames per latent
+
+
+def latent_frames(num_frames: int, temporal_factor: int = TEMPORAL_FACTOR) -> int:
+    """Latent frames of a ``num_frames`` pixel clip: the first frame alone, then one per group."""
+    return 1 + (num_frames - 1) // temporal_factor
+
+
 SPATIAL_FACTOR = 8
 # How a point writes its embedding on the latent grid: "nearest" is MotionStream's eq. 1 (the cell it falls
 # in); "bilinear" spreads it over the 4 cells around it by its sub-cell position, so a latent frame's 4

@@ -6,7 +6,7 @@ shipped teacher (assets/tiny-teacher, sha256-checked) -> a short fine-tune with 
 starts from pretrained Wan weights; the embedded job starts from a teacher trained once for hours of
 CPU (``python -m lab.ship_teacher``, a lab tool), and ``--sizes scratch`` trains that teacher from
 nothing first (its release recipe, hours). Each training stage is the ordinary Hydra app
-(``python -m trackstream.train experiment=...``) in its own sub-directory of the run directory, so
+(``python -m trackstream.stages experiment=...``) in its own sub-directory of the run directory, so
 every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
 (``results.json`` with status done) is not run again. The console shows one progress bar per
 stage; full commands go to ``<run_dir>/pipeline.log`` and each stage's output to its
@@ -92,7 +92,7 @@ def train_stage(run_dir: Path, name: str, overrides: list[str]) -> dict:
         return json.loads(results.read_text())
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cmd = [sys.executable, "-m", "trackstream.train", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
+    cmd = [sys.executable, "-m", "trackstream.stages", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
     try:
         run_logged(
             cmd,

@@ -1,6 +1,9 @@
-"""``python -m trackstream.train experiment=NAME key=value ...`` (see trackstream/train/app.py)."""
+"""``python -m trackstream.train`` moved: the training application is ``python -m trackstream.stages``."""
 
-from trackstream.train.app import main
+import sys
 
 if __name__ == "__main__":
-    main()
+    sys.exit(
+        "python -m trackstream.train is the training engine, not a command: run "
+        "`python -m trackstream.stages " + " ".join(sys.argv[1:]) + "` (or `trackstream train ...`)"
+    )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from trackstream.eval.wandb_run import MODES, resolve_mode
+from trackstream.train.wandb_run import MODES, resolve_mode
 
 __all__ = ["LoggerConfig", "WandbConfig", "MetricLogger", "setup_logging", "run_identity", "parameter_counts"]
 

@@ -3,9 +3,10 @@
 Each component's schema lives next to the component (``OptimConfig`` in trackstream/train/optim.py, ...);
 this module composes them into ``TrainConfig`` and registers:
   * ``train_schema``            the root, first in conf/train.yaml's defaults (type-checks YAML);
+  * ``stage/<name>_schema``     each stage's typed config (``SCHEMAS``), first in its conf/stage/<name>.yaml's
+                                defaults: the yaml states only what differs from the dataclass;
   * the shared settings' nodes (``eval.conf_nodes``: ``causal/c3s1w1``, ``guidance/joint``, ...).
-``stage`` is typed per stage: its conf/stage/<name>.yaml names its schema (``_schema_``) and
-builder (``_builder_``); ``validate`` checks the stage node against that schema.
+``stage`` is typed by ``stage.name`` (``SCHEMAS``; the builders are in ``stages.registry``).
 ``validate`` converts the composed DictConfig to dataclasses (running every ``__post_init__``)
 and checks cross-field rules, raising ``ValueError`` naming the field. Library code only ever
 sees the dataclasses, never a DictConfig.
@@ -13,20 +14,23 @@ sees the dataclasses, never a DictConfig.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from trackstream.data.clips import DataConfig
 from trackstream.diffusion.samplers import SamplerConfig
+from trackstream.distill.dmd import DMDConfig
+from trackstream.distill.ode_init import ODEInitConfig
+from trackstream.distill.rl import RLConfig
 from trackstream.eval.conf_nodes import register_nodes
 from trackstream.eval.teacher_eval import EvalConfig
+from trackstream.models.causal import CausalConfig
 from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
 from trackstream.models.motion_wan import ModelConfig, latent_channels
-from trackstream.models.tracks import TEMPORAL_FACTOR
+from trackstream.models.tracks import latent_frames
 from trackstream.stream.chunks import check_first_chunk, first_chunk_given, whole_chunks
 from trackstream.train.codec import CodecConfig
 from trackstream.train.ema import EMAConfig
@@ -34,9 +38,11 @@ from trackstream.train.loop import TrainerConfig
 from trackstream.train.metrics import LoggerConfig
 from trackstream.train.optim import OptimConfig
 from trackstream.train.parallel import ParallelConfig
+from trackstream.train.teacher import TeacherConfig
 
 __all__ = [
-    "resolve",
+    "SCHEMAS",
+    "CodecStageConfig",
     "ScheduleConfig",
     "PathsConfig",
     "TrainConfig",
@@ -47,6 +53,25 @@ __all__ = [
 
 # the stages whose DiTs run on token slices under parallel.sequence_parallel > 1
 SEQUENCE_PARALLEL_STAGES = ("teacher", "ode_init", "dmd", "rl")
+
+
+@dataclass
+class CodecStageConfig:
+    """``stage=codec``: fit the trainable tiny codec alone (its settings are the root's ``codec.fit``)."""
+
+    name: str = "codec"
+
+
+# stage name -> its typed config; a conf/stage/<name>.yaml extends ``<name>_schema``
+SCHEMAS: dict[str, type] = {
+    "codec": CodecStageConfig,
+    "teacher": TeacherConfig,
+    "ode_init": ODEInitConfig,
+    "dmd": DMDConfig,
+    "rl": RLConfig,
+}
+# keys of configs recorded before stages were named by ``stage.name`` alone: dropped when read back
+_LEGACY_KEYS = ("_schema_", "_builder_")
 
 
 @dataclass
@@ -77,8 +102,10 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     codec: CodecConfig = field(default_factory=CodecConfig)
     data: DataConfig = field(default_factory=DataConfig)
-    stage: Any = None  # the stage's schema (conf/stage/<name>.yaml: _schema_)
-    stage_builder: Optional[str] = None  # set by validate from conf/stage/<name>.yaml: _builder_
+    stage: Any = None  # SCHEMAS[stage.name]
+    # the student's streaming chunking in this model family (conf/family): the causal stages' stage.causal
+    # interpolates it, so a family sets it once for ODE init, DMD and RL
+    causal: CausalConfig = field(default_factory=CausalConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -93,17 +120,9 @@ class TrainConfig:
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
+    for name, schema in SCHEMAS.items():
+        cs.store(group="stage", name=f"{name}_schema", node=schema)
     register_nodes()  # causal/c3s1w1, guidance/joint, sampler/default: the shared settings' one definition
-
-
-def resolve(path: str, *, field: str = "stage._builder_"):
-    """ "module:attr" -> the object (a stage's schema class or builder)."""
-    module, sep, attr = path.partition(":")
-    if not sep or not module or not attr:
-        raise ValueError(
-            f"{field}={path!r}: expected 'module:attr', e.g. 'trackstream.train.teacher_stage:build_teacher'"
-        )
-    return getattr(importlib.import_module(module), attr)
 
 
 def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
@@ -112,17 +131,12 @@ def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
         if cfg.get("stage") is None or "name" not in cfg.stage:
             raise ValueError("stage is not set: choose one with stage=<name> (e.g. stage=teacher)")
         plain = resolved_container(cfg)
-        stage = plain.pop("stage")
-        schema, builder = stage.pop("_schema_", None), stage.pop("_builder_", None)
-        if not schema or not builder:
-            raise ValueError(
-                f"stage {stage['name']!r}: its conf/stage/<name>.yaml must name _schema_ "
-                "('module:Class', the stage's typed config) and _builder_ ('module:function')"
-            )
+        plain.pop("stage_builder", None)
+        stage = {k: v for k, v in plain.pop("stage").items() if k not in _LEGACY_KEYS}
+        if stage["name"] not in SCHEMAS:
+            raise ValueError(f"stage.name={stage['name']!r} is no stage; choose stage=<one of {', '.join(SCHEMAS)}>")
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
-        stage_schema = resolve(schema, field="stage._schema_")
-        typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(stage_schema), stage))
-        typed.stage_builder = builder
+        typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SCHEMAS[stage["name"]]), stage))
         cfg = typed
     _cross_checks(cfg)
     return cfg
@@ -173,7 +187,7 @@ def _cross_checks(cfg: TrainConfig) -> None:
     causal = getattr(cfg.stage, "causal", None)
     if causal is not None:  # a causal stage: its chunking must tile the clips it trains on
         check_first_chunk(causal, layout=cfg.model.layout, field="stage.causal")
-        latents = 1 + (cfg.data.num_frames - 1) // TEMPORAL_FACTOR
+        latents = latent_frames(cfg.data.num_frames)
         if whole_chunks(causal, latents) == 0 or causal.chunk_start(whole_chunks(causal, latents)) != latents:
             fit = "1 + k*C" if first_chunk_given(causal) else "k*C"
             raise ValueError(

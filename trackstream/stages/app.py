@@ -1,4 +1,4 @@
-"""Hydra entry point: ``python -m trackstream.train experiment=NAME key=value ...`` (console: ``trackstream train``).
+"""Hydra entry point: ``python -m trackstream.stages experiment=NAME key=value ...`` (console: ``trackstream train``).
 
 The only place that sees a DictConfig: compose -> ``validate`` (dataclasses, ValueError naming
 the field) -> runtime (accelerate) -> run directory -> ``run_stage``. ``--cfg job`` prints the
@@ -36,14 +36,15 @@ from omegaconf import DictConfig, OmegaConf
 from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.formats.files import remove_run_folder
 from trackstream.models.precision import concrete_precision, resolve_device
+from trackstream.stages.common import StagePreempted, codec_fingerprint, fingerprint
+from trackstream.stages.config import TrainConfig, register_configs, resolved_container, validate
+from trackstream.stages.registry import run_stage
 from trackstream.train.checkpoint import TrainingStopped, refuse_foreign_run
-from trackstream.train.config import TrainConfig, register_configs, resolved_container, validate
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
 from trackstream.train.loop import configure_determinism, set_threads
 from trackstream.train.metrics import setup_logging
 from trackstream.train.parallel import deepspeed_config
 from trackstream.train.run_lock import LOCK_NAME, lock_run_dir, unlock_run_dir
-from trackstream.train.stages import StagePreempted, codec_fingerprint, fingerprint, run_stage
 
 __all__ = ["main", "run", "instantiate", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
 

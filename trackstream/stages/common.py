@@ -1,16 +1,13 @@
-"""Stages: what each ``stage=<name>`` builds for the one loop, and what it does when training ends.
+"""What the stages share: the ``StagePlan`` every builder returns, the resume fingerprint, the plan's
+run through ``train.loop.train``, the frozen text encoder, the encoded clip pool, and the frozen codec
+(fitted first when it is trainable and no checkpoint is given).
 
-A stage is named by its ``conf/stage/<name>.yaml``: ``_schema_`` ("module:Class", its typed
-config) and ``_builder_`` ("module:function" returning a ``StagePlan``: objective + prepared
-networks + data stream + hooks + a ``finish`` callback). ``run_stage`` runs the plan through
-``train.loop.train``. The configuration names the code, so stages of the packages above train/
-(distill: ode_init, dmd, rl) plug into the same app and loop without train/ importing them. Stages:
-  * ``codec``    fit the trainable tiny codec (trackstream/train/codec_stage.py);
-  * ``teacher``  the motion-conditioned teacher (trackstream/train/teacher_stage.py);
-  * ``ode_init`` / ``dmd``  the causal student (trackstream/distill/stages.py);
-  * ``rl``       AR-Drag's GRPO on the streaming student (trackstream/distill/rl_stage.py).
-This module also holds what several stages share: the frozen text encoder, the encoded clip
-pool, and the frozen codec (fitted first when it is trainable and no checkpoint is given).
+A ``StagePlan`` is an objective + prepared networks + a data stream + hooks + a ``finish`` callback.
+The builders (``stages.registry.BUILDERS``):
+  * ``codec``    fit the trainable tiny codec (stages/codec.py);
+  * ``teacher``  the motion-conditioned teacher (stages/teacher.py);
+  * ``ode_init`` / ``dmd``  the causal student (stages/distill.py);
+  * ``rl``       AR-Drag's GRPO on the streaming student (stages/rl.py).
 """
 
 from __future__ import annotations
@@ -28,6 +25,7 @@ from trackstream.data.batching import derive_seed
 from trackstream.data.clips import ClipPool, PoolStream, build_raw_stream
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.precision import resolve_dtype
+from trackstream.stages.config import TrainConfig
 from trackstream.train.checkpoint import CheckpointManager
 from trackstream.train.codec import (
     TRAINABLE,
@@ -37,7 +35,6 @@ from trackstream.train.codec import (
     load_codec_file,
     save_codec_file,
 )
-from trackstream.train.config import TrainConfig, resolve
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainerConfig, TrainResult, train
 from trackstream.train.metrics import LoggerConfig, MetricLogger, parameter_counts
@@ -48,7 +45,8 @@ from trackstream.train.trained_network import TrainedNetwork
 
 __all__ = [
     "StagePlan",
-    "run_stage",
+    "fingerprint",
+    "codec_fingerprint",
     "train_plan",
     "codec_plan",
     "obtain_codec",
@@ -106,23 +104,6 @@ def codec_fingerprint(cfg: "TrainConfig") -> dict:
         "codec": json.dumps(asdict(cfg.codec), sort_keys=True),
         "data": json.dumps(asdict(cfg.data), sort_keys=True),
     }
-
-
-def run_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> dict:
-    """Build the configured stage, train it (resuming if possible), then run its ``finish``."""
-    plan: StagePlan = resolve(cfg.stage_builder)(cfg, runtime, run_dir)
-    trainer = plan.trainer or cfg.trainer
-    return train_plan(
-        plan,
-        trainer,
-        cfg.logger,
-        runtime,
-        run_dir,
-        fingerprint(cfg),
-        config=asdict(cfg),
-        stage=getattr(cfg.stage, "name", None),
-        experiment=cfg.task_name,
-    )
 
 
 def train_plan(

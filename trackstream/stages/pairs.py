@@ -1,6 +1,6 @@
-"""ODE pairs as a job of their own: ``python -m trackstream.distill.pairs experiment=ode_init_wan1.3b_480p stage.teacher=...``
+"""ODE pairs as a job of their own: ``python -m trackstream.stages.pairs experiment=ode_init_wan1.3b_480p stage.teacher=...``
 
-Composes the same config as ``python -m trackstream.train`` (an ``ode_init`` stage) and only generates its pairs,
+Composes the same config as ``python -m trackstream.stages`` (an ``ode_init`` stage) and only generates its pairs,
 into ``stage.pairs`` (or ``<run_dir>/ode_pairs``): every rank writes its share of the shards, a
 re-run skips finished shards (resumable after a preemption), rank 0 writes the index last. The ODE
 init job then points ``stage.pairs`` at that folder. On Slurm this is the embarrassingly parallel
@@ -19,9 +19,9 @@ from pathlib import Path
 from omegaconf import DictConfig
 
 from trackstream.distill.ode_init import ODEInitConfig
-from trackstream.distill.stages import obtain_ode_pairs
 from trackstream.models.precision import dtype_name, resolve_dtype
-from trackstream.train.app import hydra_entry, start_run
+from trackstream.stages.app import hydra_entry, start_run
+from trackstream.stages.distill import obtain_ode_pairs
 
 log = logging.getLogger(__name__)
 

@@ -36,16 +36,16 @@ from trackstream.data.clips import (
 from trackstream.eval.teacher_eval import evaluate_motion
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, build_motion_wan
+from trackstream.stages.common import StagePlan, encode_pool, load_text_encoder, obtain_codec
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
 from trackstream.train.parallel import attach_sequence_parallel, prepare_network, unwrap
-from trackstream.train.stages import StagePlan, encode_pool, load_text_encoder, obtain_codec
 from trackstream.train.teacher import FlowMatchingObjective
 from trackstream.train.weights import export_network, initialise
 
 if TYPE_CHECKING:
-    from trackstream.train.config import TrainConfig
+    from trackstream.stages.config import TrainConfig
 
 __all__ = ["build_teacher"]
 

@@ -13,7 +13,7 @@ dmd: generator = the ODE-init export (``stage.student``), critic = a copy of the
 The codec must be the teacher's (its latent space): ``codec.checkpoint``, or the ``codec/codec.pt``
 of the teacher's run directory when the teacher folder is ``<teacher_run>/export/teacher``.
 Both stages use the one step grid ``cfg.schedule`` (shift, student_steps). With ``trainer.sample_every``
-(and ``eval.enabled``) the student streams a few held-out clips periodically (distill/periodic.py).
+(and ``eval.enabled``) the student streams a few held-out clips periodically (stages/periodic.py).
 Several processes (parallel=ddp or fsdp): per-sample random draws are keyed by the global sample
 id, so a global batch gives the same losses on any number of processes. The DMD rollout drives the
 student's DiT through its streaming path (not the module's forward), which a DDP wrapper does not
@@ -43,22 +43,23 @@ from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.horizons import check_horizons, rollout_frames
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.ode_pairs import generate_ode_pairs
-from trackstream.distill.pair_conditions import PairConditions
 from trackstream.distill.pair_shards import PairSet, pairs_complete
-from trackstream.distill.periodic import sampling_clips, with_student_samples
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.motion_wan import Conventions, ModelConfig, load_network, read_network_json
 from trackstream.models.streaming import StreamConfig
+from trackstream.stages.common import StagePlan, load_text_encoder
+from trackstream.stages.pair_conditions import PairConditions
+from trackstream.stages.periodic import sampling_clips, with_student_samples
+from trackstream.stages.snapshots import with_snapshots
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
 from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, prepare_network, unwrap
-from trackstream.train.stages import StagePlan, load_text_encoder
 from trackstream.train.weights import export_network, load_frozen, load_student
 
 if TYPE_CHECKING:
-    from trackstream.train.config import TrainConfig
+    from trackstream.stages.config import TrainConfig
 
 __all__ = [
     "build_ode_init",
@@ -454,6 +455,8 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         finish=finish,
         frozen={"teacher": teacher},
     )
+    if st.snapshot_every is not None:
+        plan = with_snapshots(plan, run_dir, runtime, every=st.snapshot_every, update_ratio=ratio)
     # the text encoder stays loaded only when the student is sampled during training (trainer.sample_every)
     return with_student_samples(
         plan,

@@ -8,7 +8,7 @@ anchor; not built when ``stage.kl_weight`` is 0); the frozen codec decodes rollo
 network.json ``conventions.streaming`` (chunking, steps, shift) must equal ``stage.causal``,
 ``schedule.student_steps`` and ``schedule.shift``. ``finish`` exports the policy (EMA weights if kept)
 to ``<run_dir>/export/student`` in the student's format. ``trainer.sample_every`` (with ``eval.enabled``)
-streams a few held-out clips periodically (distill/periodic.py: eval/* figures and sample videos).
+streams a few held-out clips periodically (stages/periodic.py: eval/* figures and sample videos).
 Several processes: as DMD's generator, the policy is driven through its streaming path, so under ddp its
 gradients are averaged after backward and under fsdp every module of that path is its own unit; the
 reference is sharded under fsdp (all ranks call it in lockstep: the same number of chunks and passes).
@@ -26,9 +26,11 @@ from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
-from trackstream.distill.periodic import with_student_samples
 from trackstream.distill.rl import RLConfig, RLObjective
-from trackstream.distill.stages import (
+from trackstream.eval.rewards import build_rewards
+from trackstream.models.motion_wan import Conventions, load_network
+from trackstream.stages.common import StagePlan, load_text_encoder
+from trackstream.stages.distill import (
     CONDITION_KEYS,
     condition_stream,
     export_student,
@@ -36,16 +38,14 @@ from trackstream.distill.stages import (
     require_export,
     student_steps,
 )
-from trackstream.eval.rewards import build_rewards
-from trackstream.models.motion_wan import Conventions, load_network
+from trackstream.stages.periodic import with_student_samples
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
 from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, prepare_network, unwrap
-from trackstream.train.stages import StagePlan, load_text_encoder
 from trackstream.train.weights import load_frozen
 
 if TYPE_CHECKING:
-    from trackstream.train.config import TrainConfig
+    from trackstream.stages.config import TrainConfig
 
 __all__ = ["build_rl", "check_student_streaming", "student_codec"]
 
@@ -75,7 +75,7 @@ def student_codec(cfg: "TrainConfig", runtime: Runtime, student_dir: Path):
     trainable tiny codec) the one of the teacher named by the student's run config (``stage.teacher``)."""
     from omegaconf import OmegaConf
 
-    from trackstream.distill.stages import teacher_codec
+    from trackstream.stages.distill import teacher_codec
     from trackstream.train.codec import TRAINABLE, build_codec_module
 
     if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:

@@ -3,27 +3,21 @@ sets its length), then its latent statistics, and save ``<run_dir>/codec.pt``.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.clips import ClipPool
+from trackstream.stages.common import StagePlan, codec_plan
 from trackstream.train.codec import save_codec_file
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
 from trackstream.train.metrics import MetricLogger
 from trackstream.train.parallel import unwrap
-from trackstream.train.stages import StagePlan, codec_plan
 
 if TYPE_CHECKING:
-    from trackstream.train.config import TrainConfig
+    from trackstream.stages.config import TrainConfig
 
-__all__ = ["CodecStageConfig", "build_codec_stage"]
-
-
-@dataclass
-class CodecStageConfig:
-    name: str = "codec"
+__all__ = ["build_codec_stage"]
 
 
 def build_codec_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:

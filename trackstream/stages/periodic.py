@@ -31,17 +31,17 @@ from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motio
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.streaming import StreamConfig
+from trackstream.stages.common import StagePlan
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
 from trackstream.train.parallel import unwrap
-from trackstream.train.stages import StagePlan
 
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from trackstream.train.config import TrainConfig
+    from trackstream.stages.config import TrainConfig
 
 __all__ = ["sampling_clips", "with_student_samples", "write_sample_videos"]
 

@@ -1,9 +1,6 @@
-"""Generator snapshots of a DMD run, kept for a curve of held-out figures against generator updates.
-
-``stage=dmd_snapshots`` (lab/conf/stage/dmd_snapshots.yaml) is ``stage=dmd`` plus one field,
-``snapshot_every`` (generator updates): the same schema, the same builder, the same objective and
-optimizers, and in addition the generator is written to ``<run_dir>/snapshots/gen_XXXXX.pt`` at
-0 updates (the ODE-init student it starts from), every ``snapshot_every`` updates and at the end.
+"""Generator snapshots of a DMD run (``stage.snapshot_every=N``), for a curve of held-out figures against
+generator updates: the generator is written to ``<run_dir>/snapshots/gen_XXXXX.pt`` at 0 updates (the
+student it starts from), every N generator updates and at the end.
 A snapshot is a plain dict (no project classes, so it loads with ``weights_only=True`` whatever the
 packages are called later):
   generator_updates, step    where it was taken (step = updates x update_ratio)
@@ -22,27 +19,20 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
-from trackstream.distill.dmd import DMDConfig
-from trackstream.distill.stages import build_dmd
 from trackstream.models.motion_wan import save_network
+from trackstream.stages.common import StagePlan
+from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook
-from trackstream.train.stages import StagePlan
 from trackstream.train.trained_network import TrainedNetwork
 from trackstream.train.weights import full_state_dict
 
-if TYPE_CHECKING:
-    from trackstream.train.config import TrainConfig
-    from trackstream.train.dist import Runtime
-
 __all__ = [
-    "SnapshotDMDConfig",
-    "build_dmd_with_snapshots",
+    "SNAPSHOT_DIR",
+    "with_snapshots",
     "snapshot_path",
     "list_snapshots",
     "write_snapshot",
@@ -52,21 +42,6 @@ __all__ = [
 
 SNAPSHOT_DIR = "snapshots"
 _NAME = re.compile(r"^gen_(\d{5,})\.pt$")
-
-
-@dataclass
-class SnapshotDMDConfig(DMDConfig):
-    # Generator updates between snapshots. Part of the stage's fingerprint like every stage field:
-    # changing it refuses a resume (choose it once per run directory).
-    snapshot_every: int = 50
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.snapshot_every < 1:
-            raise ValueError(
-                f"stage.snapshot_every={self.snapshot_every} must be >= 1 (generator updates between "
-                "snapshots); use stage=dmd for no snapshots"
-            )
 
 
 def snapshot_path(directory: Path, updates: int) -> Path:
@@ -82,7 +57,7 @@ def list_snapshots(directory: Path) -> dict[int, Path]:
     return dict(sorted(found.items()))
 
 
-def write_snapshot(generator: TrainedNetwork, directory: Path, *, step: int, runtime: "Runtime") -> Path:
+def write_snapshot(generator: TrainedNetwork, directory: Path, *, step: int, runtime: Runtime) -> Path:
     """The generator now (raw and EMA weights) -> ``gen_<updates>.pt``. Collective under FSDP
     (``full_state_dict`` gathers on every rank); only rank 0 writes."""
     updates = generator.num_updates
@@ -130,28 +105,21 @@ def snapshot_to_network(path: Path, out_dir: Path, *, like: Path, weights: str =
     )
 
 
-def build_dmd_with_snapshots(cfg: "TrainConfig", runtime: "Runtime", run_dir: Path) -> StagePlan:
-    """``distill.stages.build_dmd`` plus the snapshot hook and a last snapshot when training ends."""
-    st: SnapshotDMDConfig = cfg.stage
-    if not isinstance(st, SnapshotDMDConfig):
-        raise ValueError(
-            "stage._builder_=distill.snapshots:build_dmd_with_snapshots needs "
-            "stage._schema_=distill.snapshots:SnapshotDMDConfig (use stage=dmd_snapshots)"
-        )
-    plan = build_dmd(cfg, runtime, run_dir)
+def with_snapshots(plan: StagePlan, run_dir: Path, runtime: Runtime, *, every: int, update_ratio: int) -> StagePlan:
+    """The DMD plan plus a generator snapshot every ``every`` generator updates and when training ends."""
     generator = plan.networks["generator"]
     directory = Path(run_dir) / SNAPSHOT_DIR
-    # The plan is built before the loop restores a checkpoint, so the generator still holds the
-    # ODE-init weights here, whether or not this run resumes: that is the curve's point 0.
+    # The plan is built before the loop restores a checkpoint, so the generator still holds its
+    # starting weights here, whether or not this run resumes: that is the curve's point 0.
     if not snapshot_path(directory, 0).is_file():
         write_snapshot(generator, directory, step=0, runtime=runtime)
 
     def periodic(step: int, logger) -> None:
         write_snapshot(generator, directory, step=step, runtime=runtime)
 
-    # Loop steps at which the generator has just made a multiple of snapshot_every updates (it
-    # updates on the last step of each update_ratio block); the loop skips hooks at max_steps.
-    plan.hooks.append(Hook(every=st.snapshot_every * st.update_ratio, fn=periodic))
+    # Loop steps at which the generator has just made a multiple of ``every`` updates (it updates on
+    # the last step of each update_ratio block); the loop skips hooks at max_steps.
+    plan.hooks.append(Hook(every=every * update_ratio, fn=periodic))
     finish = plan.finish
 
     def finish_with_snapshot(result, logger=None) -> dict:
