@@ -43,6 +43,7 @@ from trackstream.data.trackers import build_tracker
 from trackstream.eval.benchmarks import Sample
 from trackstream.eval.generate import GenerateConfig, generate_videos
 from trackstream.eval.metrics import EPE_TRACKER, track_motion
+from trackstream.models.tracks import latent_frames
 from trackstream.stream.transfer import source_tracks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +81,7 @@ def prompt_switch(student: Path, gen: GenerateConfig, clips: list[dict], switch_
         ids = sample_track_ids(1, clip["tracks"].shape[1], generator=torch.Generator().manual_seed(0))
         state = engine.start(image, *cond.text([first_caption]), track_ids=ids, seed=0)
         frames = []
-        for i in range(engine.causal.num_chunks(1 + (T - 1) // 4)):
+        for i in range(engine.causal.num_chunks(latent_frames(T))):
             if i == switch_chunk and later_caption != first_caption:
                 state = engine.switch_prompt(state, *cond.text([later_caption]))
             lo, hi = engine.pixel_range(i)

@@ -4,6 +4,7 @@ Checked here: the JSON's structure, finite positive figures, the per-phase break
 chunk's wall time, a mode the engine does not offer degrading to one line, the analytic FLOPs of a
 streaming pass against torch's FLOP counter, and the real setups against the recipes they stand for."""
 
+import dataclasses
 import json
 import math
 
@@ -164,11 +165,11 @@ def test_real_setups_are_the_recipes_students(name):
     typed = compose(setup.recipe)
     for key in ("flavor", "layout", "track_channels", "track_embed_dim", "text_encoder", "overrides"):
         assert getattr(setup.model, key) == getattr(typed.model, key), key
-    assert (setup.height, setup.width) == (typed.data.height, typed.data.width)
+    assert (setup.height, setup.width) == (typed.data.height, typed.data.width)  # read from the recipe
     causal = typed.stage.causal
-    assert (causal.chunk_frames, causal.sink_chunks, causal.window_chunks) == (3, 1, 1)
-    assert setup.first_chunk_frames == causal.first_chunk_frames
+    assert (causal.chunk_frames, causal.sink_chunks, causal.window_chunks) == (3, 1, 1) and setup.causal == causal
     assert (setup.steps, setup.shift) == (typed.schedule.student_steps, typed.schedule.shift)
+    assert dataclasses.replace(setup, size=(64, 128)).width == 128  # --height / --width replace the size only
     recipe_codec = (typed.codec.name, dict(typed.codec.options))
     assert codec_latent_channels(setup.codec, setup.codec_options) == codec_latent_channels(*recipe_codec)
     assert codec_spatial_factor(setup.codec, setup.codec_options) == codec_spatial_factor(*recipe_codec)
@@ -226,4 +227,4 @@ def test_cpu_setups_are_the_students_they_stand_for():
     dmd = compose("small_dmd")
     assert (small.height, small.width) == (teacher.data.height, teacher.data.width)
     assert (small.steps, small.shift) == (dmd.schedule.student_steps, dmd.schedule.shift)
-    assert small.first_chunk_frames == dmd.stage.causal.first_chunk_frames
+    assert small.causal == dmd.stage.causal

@@ -10,18 +10,19 @@ import pytest
 import torch
 
 from trackstream.bench.stream import main as bench_stream
-from trackstream.bench.train import REAL_CONFIGS, bench
+from trackstream.bench.train import REAL_RECIPES, bench, recipe_config
 from trackstream.models.motion_wan import build_motion_wan
+from trackstream.models.tracks import latent_frames
 from trackstream.train.teacher import TeacherConfig
 
 SMALL = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
 
 
-@pytest.mark.parametrize("name", [name for name, _, _ in REAL_CONFIGS])
+@pytest.mark.parametrize("name", REAL_RECIPES)
 def test_bench_train_runs_each_real_config_shrunk(name):
     """The GPU benchmark's exact path (layout, CLIP tokens of the i2v 1.3B, codec stride, checkpointing)
     on CPU with only the DiT width and the frame size shrunk."""
-    _, real, shape = next(c for c in REAL_CONFIGS if c[0] == name)
+    real, shape = recipe_config(name)
     model = dataclasses.replace(real, overrides=SMALL)
     spatial = shape["spatial"]
     out = bench(
@@ -47,7 +48,9 @@ def test_bench_train_runs_each_real_config_shrunk(name):
 
 def test_the_real_configs_build_with_their_layouts_in_dim():
     in_dims = {}
-    for name, model, shape in REAL_CONFIGS:
+    for name in REAL_RECIPES:
+        model, shape = recipe_config(name)
+        assert model.init_from is None  # random weights: the benchmark reads no checkpoint
         net = build_motion_wan(model, text_encoder_dim=4096, device="meta")
         in_dims[name] = (net.dit.in_dim, net.latent_channels, shape["spatial"])
     assert in_dims == {"teacher_wan1.3b_480p": (48, 16, 8), "teacher_wan2.2_5b_704p": (64, 48, 16)}
@@ -86,7 +89,7 @@ def test_bench_train_times_the_tiny_teacher_at_its_codec_latent_size(capsys):
     out = json.loads(capsys.readouterr().out)
     # tiny_teacher: 64x64 frames, tiny AE patch 4 -> 16x16 latents, DiT patch 2 -> 8x8 tokens per latent frame
     assert out["config"] == "tiny_teacher" and (out["height"], out["width"]) == (64, 64)
-    assert out["tokens_per_sample"] == (1 + (out["frames"] - 1) // 4) * 8 * 8
+    assert out["tokens_per_sample"] == (latent_frames(out["frames"])) * 8 * 8
 
 
 def test_bench_drag_times_plain_and_dragged_chunks(tmp_path):

@@ -21,6 +21,7 @@ from trackstream.distill.horizons import (
 from trackstream.models.causal import CausalConfig
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.conditioner import Conditioner
+from trackstream.models.tracks import latent_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 C3S1W1 = CausalConfig(3, 1, 1, first_chunk_frames=1)
@@ -64,7 +65,7 @@ def test_every_dmd_and_rl_rollout_trains_at_least_two_rolled_chunks(name, tmp_pa
     stage.rollout_horizons) under the stage's chunking hold >= 2 chunks that see a rolled cache."""
     cfg = typed(tmp_path, f"experiment={name}")
     st = cfg.stage
-    horizon = 1 + (cfg.data.num_frames - 1) // 4
+    horizon = latent_frames(cfg.data.num_frames)
     latents = rollout_latents(horizon, st.rollout_horizons, st.causal)
     assert len(rolled_chunks(st.causal, latents)) >= 2, (name, latents, st.rollout_horizons)
 
@@ -73,7 +74,7 @@ def test_every_dmd_and_rl_rollout_trains_at_least_two_rolled_chunks(name, tmp_pa
 def test_every_ode_init_draw_trains_its_own_mask(name, tmp_path):
     cfg = typed(tmp_path, f"experiment={name}")
     st = cfg.stage
-    masks = distinct_masks(st.causal, st.sink_choices, st.window_choices, 1 + (cfg.data.num_frames - 1) // 4)
+    masks = distinct_masks(st.causal, st.sink_choices, st.window_choices, latent_frames(cfg.data.num_frames))
     assert len(set(masks.values())) == len(masks) >= 2, (name, masks)
 
 

@@ -123,3 +123,37 @@ def test_trackers_have_one_list_of_names_and_one_spelling_of_their_options(tmp_p
     spelled = re.compile(r"checkpoint_path|(?<!args\.)tracker_checkpoint|lucas_kanade")
     found = [str(p.relative_to(ROOT)) for p in [*SOURCES, *CONFIGS] if spelled.search(p.read_text())]
     assert not found, found
+
+
+def test_the_model_families_facts_live_in_conf_family_only():
+    """Size, length, fps, shift, student steps and the kind of chunk 0 of the real recipes come from their
+    family (conf/family): no real recipe writes them, every real recipe composes one family, and the
+    benchmarks read the same facts (``stages.recipes.family_facts``)."""
+    from trackstream.stages.recipes import compose_recipe, family_facts
+
+    facts = re.compile(r"^\s*(height|width|num_frames|fps|shift|student_steps|first_chunk_frames)\s*:", re.M)
+    real = sorted((ROOT / "conf" / "experiment").glob("*_wan*.yaml"))
+    assert len(real) == 14
+    assert not [p.name for p in real if facts.search(p.read_text())]
+    for name, family in (("dmd_wan14b_to_1.3b_480p", "wan2.1_480p"), ("rl_wan2.2_5b_704p", "wan2.2_5b_704p")):
+        typed, f = compose_recipe([f"experiment={name}"]), family_facts(family)
+        assert (typed.data.height, typed.data.width, typed.data.num_frames, typed.data.fps) == (
+            f.height,
+            f.width,
+            f.num_frames,
+            f.fps,
+        )
+        assert (typed.schedule.shift, typed.schedule.student_steps) == (f.shift, f.student_steps)
+        assert typed.stage.causal.first_chunk_frames == f.first_chunk_frames
+    assert family_facts("wan2.1_480p").first_chunk_frames is None and family_facts("wan2.2_5b_704p").fps == 24
+    with pytest.raises(ValueError, match="family 'wan3': no .*; known: wan2.1_480p, wan2.2_5b_704p"):
+        family_facts("wan3")
+
+
+def test_the_pixel_to_latent_frame_rule_is_written_once():
+    from trackstream.models.tracks import latent_frames
+
+    rule = re.compile(r"1 \+ \([^\n]*- 1\) // (4|TEMPORAL_FACTOR)\b")
+    found = [str(p.relative_to(ROOT)) for p in SOURCES if rule.search(p.read_text())]
+    assert found == [], found  # models.tracks.latent_frames is the one place (its factor is a parameter)
+    assert [latent_frames(t) for t in (1, 5, 25, 81, 121)] == [1, 2, 7, 21, 31]

@@ -20,6 +20,7 @@ from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs.base import VideoCodec
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS
 from trackstream.models.precision import DTYPES
+from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stages.app import instantiate
 from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames, first_chunk_given, whole_chunks
@@ -77,7 +78,7 @@ def test_real_recipe_chunk_arithmetic_at_full_size(recipe, tmp_path):
     assert first_chunk_given(causal) is given and causal.name.startswith("c3s1w1")
 
     # latent frames, chunks, pixel spans (they tile the clip exactly), tokens
-    F, h, w = 1 + (T - 1) // 4, H // sf, W // sf
+    F, h, w = latent_frames(T), H // sf, W // sf
     assert causal.num_chunks(F) == whole_chunks(causal, F) == n_chunks
     spans = [chunk_pixel_frames(causal, i) for i in range(n_chunks)]
     assert spans[0][0] == 0 and spans[-1][1] == T and all(a[1] == b[0] for a, b in zip(spans, spans[1:]))

@@ -30,6 +30,7 @@ from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.shard_samples import ShardSamples
 from trackstream.data.video_io import write_mp4
 from trackstream.distill.pair_shards import load_shard
+from trackstream.models.tracks import latent_frames
 
 ROOT = Path(__file__).resolve().parents[1]
 DIMS = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
@@ -143,7 +144,7 @@ def recipe(request, tmp_path) -> dict:
 
 def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_path):
     data_dir, (H, W), C, T = recipe["data_dir"], recipe["size"], recipe["channels"], recipe["frames"]
-    F = 1 + (T - 1) // 4
+    F = latent_frames(T)
     common = [
         f"paths.data_dir={data_dir}",
         *SHRINK,

@@ -47,7 +47,7 @@ from trackstream.distill.ode_init import ODEInitObjective
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
 from trackstream.models.precision import DTYPES
-from trackstream.models.tracks import sample_track_ids
+from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stages.common import load_text_encoder
 from trackstream.stream.chunks import first_chunk_given
@@ -64,17 +64,9 @@ TINY_CONFIGS = ("tiny_dmd", "tiny_ode_init")
 
 def compose(experiment: str, overrides: list[str] = ()):
     """The validated TrainConfig of ``experiment`` with Hydra ``overrides``."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
+    from trackstream.stages.recipes import compose_recipe
 
-    from trackstream.stages.app import CONFIG_DIR
-    from trackstream.stages.config import validate
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = hydra_compose("train", overrides=[f"experiment={experiment}", "paths.output_dir=.", *overrides])
-    return validate(cfg)
+    return compose_recipe([f"experiment={experiment}", *overrides])
 
 
 def _network(typed, *, clean_first_frame: bool = False):
@@ -98,7 +90,7 @@ def _shapes(typed, net) -> dict:
     return dict(
         B=d.batch_size,
         T=d.num_frames,
-        F=1 + (d.num_frames - 1) // 4,
+        F=latent_frames(d.num_frames),
         C=net.latent_channels,
         h=d.height // s,
         w=d.width // s,
@@ -113,7 +105,7 @@ def _shapes(typed, net) -> dict:
 def _long_shapes(shape: dict, horizons: int, causal) -> dict:
     """The conditions' shapes of a rollout over ``horizons`` teacher horizons (``stage.rollout_horizons``)."""
     T = rollout_frames(shape["T"], horizons, causal)
-    return {**shape, "T": T, "F": 1 + (T - 1) // 4}
+    return {**shape, "T": T, "F": latent_frames(T)}
 
 
 def _horizon_conditioner(typed, runtime: Runtime) -> Conditioner:
@@ -224,7 +216,7 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
         seed=seed,
         device=device,
         conditioner=conditioner,
-        horizon_latents=1 + (typed.data.num_frames - 1) // 4,
+        horizon_latents=latent_frames(typed.data.num_frames),
     )
     raw = _conditions(generator.module, typed, shape, device, torch.Generator().manual_seed(seed))
     prepare = _timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)

@@ -22,8 +22,9 @@ import sys
 from pathlib import Path
 
 from trackstream.bench.plan_model import GPUS, OVERHEAD_GIB, gpu_gib, gpu_peak_tflops
-from trackstream.bench.plan_stages import GIB, Plan, compose_recipe, make_plan
+from trackstream.bench.plan_stages import GIB, Plan, make_plan
 from trackstream.stages.config import SEQUENCE_PARALLEL_STAGES
+from trackstream.stages.recipes import compose_recipe
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "conf" / "experiment"

@@ -34,30 +34,10 @@ from trackstream.bench.plan_model import (
     net_facts,
     trained_bytes,
 )
+from trackstream.models.tracks import latent_frames
 
 MEASURED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "h200" / "train.json"
 TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models/text_encoders.py)
-
-
-def compose_recipe(overrides: list[str]):
-    """conf/train.yaml + ``overrides``, composed as ``python -m trackstream.stages`` does and validated into
-    a TrainConfig; a bad override is a ValueError naming it."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from trackstream.stages.app import CONFIG_DIR
-    from trackstream.stages.config import validate
-
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-            cfg = compose("train", overrides=[*overrides, "paths.output_dir=."])
-    except Exception as e:  # Hydra's parse / composition errors: one line, the override named by Hydra
-        msg = " ".join(str(e).split()).split(" Config search path")[0]
-        raise ValueError(f"the overrides {' '.join(overrides)!r} do not compose: {msg} (fix the override)") from None
-    finally:
-        GlobalHydra.instance().clear()
-    return validate(cfg)
 
 
 @dataclass
@@ -121,7 +101,6 @@ def _measured_mfu(flavor: str) -> tuple[float | None, str]:
 def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = True) -> Plan:
     from trackstream.models.codec_names import codec_spatial_factor
     from trackstream.models.flavors import flavor_config
-    from trackstream.models.tracks import TEMPORAL_FACTOR
     from trackstream.stages.app import derive_grad_accum
 
     par, st, stage = cfg.parallel, cfg.stage, cfg.stage.name
@@ -158,7 +137,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     base = flavor_config(cfg.model.flavor, **cfg.model.overrides)
     pt, ph, pw = base["patch_size"]
     sf = codec_spatial_factor(cfg.codec.name, dict(cfg.codec.options))
-    latents = 1 + (cfg.data.num_frames - 1) // TEMPORAL_FACTOR
+    latents = latent_frames(cfg.data.num_frames)
     tpf = (cfg.data.height // sf // ph) * (cfg.data.width // sf // pw)
     tokens = latents // pt * tpf
     samples = cfg.data.batch_size * (st.group_size if stage == "rl" else 1)

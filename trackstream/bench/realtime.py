@@ -37,6 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import dataclasses
+import functools
 import gc
 import inspect
 import json
@@ -66,18 +67,43 @@ __all__ = ["Setup", "SETUPS", "MODES", "LiveTracks", "TimedSource", "Unavailable
 
 @dataclass(frozen=True)
 class Setup:
-    """A student as a real recipe trains it (``recipe``: its conf/experiment) with the codec it streams with."""
+    """A student as a real recipe trains it (``recipe``: its conf/experiment) with the codec it streams with.
+    Its size, chunking, steps and shift are the recipe's (composed once: conf/family for the real ones);
+    ``size`` replaces the pixel size (--height / --width)."""
 
     recipe: str
     model: ModelConfig
     codec: str
     codec_options: dict
-    height: int
-    width: int
-    first_chunk_frames: Optional[int]  # None: chunk 0 sampled (1.3B, 81 frames); 1: the given first frame (5B)
-    shift: float
-    steps: int
     text_dim: int  # the frozen text encoder's output width
+    size: Optional[tuple[int, int]] = None
+
+    @property
+    def height(self) -> int:
+        return self.size[0] if self.size else _recipe(self.recipe).data.height
+
+    @property
+    def width(self) -> int:
+        return self.size[1] if self.size else _recipe(self.recipe).data.width
+
+    @property
+    def causal(self) -> CausalConfig:
+        return _recipe(self.recipe).stage.causal
+
+    @property
+    def shift(self) -> float:
+        return _recipe(self.recipe).schedule.shift
+
+    @property
+    def steps(self) -> int:
+        return _recipe(self.recipe).schedule.student_steps
+
+
+@functools.lru_cache(maxsize=None)
+def _recipe(name: str):
+    from trackstream.stages.recipes import compose_recipe
+
+    return compose_recipe([f"experiment={name}"])
 
 
 _WAN13 = ModelConfig(
@@ -102,13 +128,13 @@ _SMALL = dataclasses.replace(
 )
 _TINY_AE = {"width": 128, "num_res_blocks": 1, "temporal_kernel": 2, "patch": 4}
 SETUPS = {
-    "wan1.3b-480p-taehv": Setup("dmd_wan1.3b_480p", _WAN13, "taehv-wan2.1", {}, 480, 832, None, 6.0, 3, 4096),
-    "wan1.3b-480p-wanvae": Setup("dmd_wan1.3b_480p", _WAN13, "wan2.1-vae", {}, 480, 832, None, 6.0, 3, 4096),
-    "wan5b-704p-taehv": Setup("dmd_wan2.2_5b_704p", _WAN5, "taehv-wan2.2", {}, 704, 1280, 1, 6.0, 3, 4096),
-    "wan5b-704p-wanvae": Setup("dmd_wan2.2_5b_704p", _WAN5, "wan2.2-vae", {}, 704, 1280, 1, 6.0, 3, 4096),
-    "tiny": Setup("tiny_dmd", _TINY, "tiny-ae", {"width": 128, "patch": 4}, 64, 64, 1, 3.0, 3, 384),
-    "tiny-student": Setup("tiny_dmd", _TINY_STUDENT, "tiny-ae", _TINY_AE, 64, 64, 1, 3.0, 3, 384),
-    "small": Setup("small_dmd", _SMALL, "tiny-ae", _TINY_AE, 64, 64, 1, 3.0, 3, 384),
+    "wan1.3b-480p-taehv": Setup("dmd_wan1.3b_480p", _WAN13, "taehv-wan2.1", {}, 4096),
+    "wan1.3b-480p-wanvae": Setup("dmd_wan1.3b_480p", _WAN13, "wan2.1-vae", {}, 4096),
+    "wan5b-704p-taehv": Setup("dmd_wan2.2_5b_704p", _WAN5, "taehv-wan2.2", {}, 4096),
+    "wan5b-704p-wanvae": Setup("dmd_wan2.2_5b_704p", _WAN5, "wan2.2-vae", {}, 4096),
+    "tiny": Setup("tiny_dmd", _TINY, "tiny-ae", {"width": 128, "patch": 4}, 384),
+    "tiny-student": Setup("tiny_dmd", _TINY_STUDENT, "tiny-ae", _TINY_AE, 384),
+    "small": Setup("small_dmd", _SMALL, "tiny-ae", _TINY_AE, 384),
 }
 CPU_SETUPS = ("tiny", "tiny-student", "small")  # the embedded world's students: 64x64, the tiny codec
 REAL_SETUPS = [name for name in SETUPS if name not in CPU_SETUPS]
@@ -307,8 +333,7 @@ def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
 
 def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
     """Warm-up request, warm request (first frames, frames/s, peak memory), breakdown; one result row."""
-    causal = CausalConfig(first_chunk_frames=setup.first_chunk_frames)
-    config = StreamConfig(causal=causal, steps=args.steps or setup.steps, shift=setup.shift)
+    config = StreamConfig(causal=setup.causal, steps=args.steps or setup.steps, shift=setup.shift)
     device = next(net.parameters()).device
     inputs = make_inputs(net, setup, tracks=args.tracks, seed=args.seed)
     source = LiveTracks(args.tracks, height=setup.height, width=setup.width, seed=args.seed)
@@ -441,8 +466,9 @@ def main(argv: list[str] | None = None) -> dict:
     )
     results = []
     for name in names:
-        changes = {k: getattr(args, k) for k in ("height", "width") if getattr(args, k)}
-        setup = dataclasses.replace(SETUPS[name], **changes)
+        setup = SETUPS[name]
+        if args.height or args.width:
+            setup = dataclasses.replace(setup, size=(args.height or setup.height, args.width or setup.width))
         try:
             net, codec = build(setup, device=device, dtype=dtype, layers=args.layers, dim=args.dim, seed=args.seed)
         except torch.OutOfMemoryError as err:

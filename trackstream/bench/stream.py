@@ -38,11 +38,13 @@ import torch
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
 from trackstream.models.flavors import build_wan
 from trackstream.models.wan import WanModel
+from trackstream.stages.recipes import family_facts
 from trackstream.stream.options import add_precision_args, parsed_precision
 
 TARGET_RATIO = 1.05
 VAE_STRIDE = {"wan2.2-ti2v-5b": 16}  # pixels per latent cell: Wan 2.2 VAE 16, Wan 2.1 VAE 8 (default)
-REAL_SIZE = {"wan2.2-ti2v-5b": (704, 1280)}  # default pixel size of real flavors (else 480 x 832)
+# the real flavors' families (conf/family): their pixel size is the default here
+FAMILY = {"wan2.1-t2v-1.3b": "wan2.1_480p", "wan2.1-t2v-14b": "wan2.1_480p", "wan2.2-ti2v-5b": "wan2.2_5b_704p"}
 _OOM = getattr(torch, "OutOfMemoryError", getattr(torch.cuda, "OutOfMemoryError", RuntimeError))
 
 
@@ -134,13 +136,15 @@ def time_interleaved(
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--flavor", default="tiny", choices=["tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"])
-    ap.add_argument("--height", type=int, default=None, help="pixel height (default tiny 256, real 480; 5B 704)")
-    ap.add_argument("--width", type=int, default=None, help="pixel width (default tiny 256, real 832; 5B 1280)")
+    ap.add_argument("--height", type=int, default=None, help="pixel height (default tiny 256, real: the family's)")
+    ap.add_argument("--width", type=int, default=None, help="pixel width (default tiny 256, real: the family's)")
     ap.add_argument("--latent", action="store_true", help="--height/--width are latent sizes, not pixels")
     add_precision_args(ap)
-    ap.add_argument("--chunk-frames", type=int, default=3)
-    ap.add_argument("--sink", type=int, default=1, help="sink chunks (both layouts)")
-    ap.add_argument("--window", type=int, default=1, help="window chunks of the rolling layout")
+    ap.add_argument("--chunk-frames", type=int, default=CausalConfig.chunk_frames)
+    ap.add_argument("--sink", type=int, default=CausalConfig.sink_chunks, help="sink chunks (both layouts)")
+    ap.add_argument(
+        "--window", type=int, default=CausalConfig.window_chunks, help="window chunks of the rolling layout"
+    )
     ap.add_argument("--chunks", type=int, default=200)
     ap.add_argument("--full-chunks", type=int, default=None, help="cap the full-context rollout (default --chunks)")
     ap.add_argument("--measure", default="5,50,200", help="1-based chunks to measure")
@@ -155,9 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     tiny = args.flavor.startswith("tiny")
-    real_h, real_w = REAL_SIZE.get(args.flavor, (480, 832))
-    height = args.height or (256 if tiny else real_h)
-    width = args.width or (256 if tiny else real_w)
+    family = None if tiny else family_facts(FAMILY[args.flavor])
+    height = args.height or (256 if tiny else family.height)
+    width = args.width or (256 if tiny else family.width)
     scale = 1 if args.latent else VAE_STRIDE.get(args.flavor, 8)
     if height % (2 * scale) or width % (2 * scale):
         raise ValueError(f"--height/--width must be multiples of {2 * scale} (VAE stride x patch 2)")

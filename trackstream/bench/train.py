@@ -20,6 +20,7 @@ cross-attention 12 x L x 512 x dim per layer, over the GPU's dense bf16 peak.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 # Before torch loads OpenMP: busy-waiting worker threads collapse throughput whenever the cores
@@ -36,7 +37,9 @@ import torch
 
 from trackstream.bench.timing import time_calls
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
+from trackstream.stages.config import ScheduleConfig
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.ema import EMA, EMAConfig
 from trackstream.train.optim import OptimConfig, build_optimizer, param_groups
@@ -62,7 +65,7 @@ def _batch(
     device,
     gen: torch.Generator,
 ) -> dict:
-    lat = (batch, latent_channels, 1 + (frames - 1) // 4, height // spatial, width // spatial)
+    lat = (batch, latent_channels, latent_frames(frames), height // spatial, width // spatial)
     b = {
         "latents": torch.randn(lat, generator=gen),
         "text_emb": torch.randn(batch, text_len, text_dim, generator=gen),
@@ -109,7 +112,7 @@ def bench(
     checkpointing: bool,
     bf16: bool,
     stage: TeacherConfig | None = None,
-    shift: float = 5.0,
+    shift: float = ScheduleConfig.shift,
     spatial: int = 8,
     sdpa: str = "default",
     profile: int = 0,
@@ -181,7 +184,7 @@ def bench(
     if profile:
         _print_profile(step, steps=profile, device=device)
     pt, ph, pw = net.dit.patch_size
-    tokens = (1 + (frames - 1) // 4) // pt * (height // spatial // ph) * (width // spatial // pw)
+    tokens = (latent_frames(frames)) // pt * (height // spatial // ph) * (width // spatial // pw)
     text_tokens = net.dit.text_len + (CLIP_TOKENS if hasattr(net.dit, "img_emb") else 0)
     flops = model_flops(net, tokens=tokens, text_tokens=text_tokens, batch=batch)
     out = {
@@ -212,35 +215,20 @@ def bench(
     return out
 
 
-# The real teachers (random weights): Wan 2.1 1.3B Fun-Control at 832x480x81, Wan 2.2 TI2V-5B at 1280x704x121.
-REAL_CONFIGS = (
-    (
-        "teacher_wan1.3b_480p",
-        ModelConfig(flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, text_encoder="umt5"),
-        dict(frames=81, height=480, width=832, spatial=8),
-    ),
-    (
-        "teacher_wan2.2_5b_704p",
-        ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16, text_encoder="umt5"),
-        dict(frames=121, height=704, width=1280, spatial=16),
-    ),
-)
+# The real teachers (random weights): Wan 2.1 1.3B Fun-Control at 832x480x81, Wan 2.2 TI2V-5B at 1280x704x121
+# (their recipes' model, size and length: conf/experiment, conf/family).
+REAL_RECIPES = ("teacher_wan1.3b_480p", "teacher_wan2.2_5b_704p")
 
 
-def tiny_config() -> tuple[ModelConfig, dict]:
-    """Shapes of the tiny_teacher experiment (read from its composed config)."""
-    from hydra import compose, initialize_config_dir
-
+def recipe_config(name: str) -> tuple[ModelConfig, dict]:
+    """The recipe's model (random weights: no ``init_from``) and shapes, read from its composed config."""
     from trackstream.models.codec_names import codec_spatial_factor
-    from trackstream.stages.app import CONFIG_DIR
-    from trackstream.stages.config import validate
+    from trackstream.stages.recipes import compose_recipe
 
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=tiny_teacher", "paths.output_dir=."])
-    typed = validate(cfg)
+    typed = compose_recipe([f"experiment={name}"])
     d = typed.data
     tracks = d.num_tracks[1] if d.num_tracks else d.grid_size**2
-    return typed.model, dict(
+    return dataclasses.replace(typed.model, init_from=None), dict(
         frames=d.num_frames,
         height=d.height,
         width=d.width,
@@ -327,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     if not args.real:
         if args.threads:
             torch.set_num_threads(args.threads)
-        model, shapes = tiny_config()
+        model, shapes = recipe_config("tiny_teacher")
         results.append(
             {
                 "config": "tiny_teacher",
@@ -345,9 +333,11 @@ def main(argv: list[str] | None = None) -> None:
             }
         )
     if device.type == "cuda":
-        for name, model, shape in REAL_CONFIGS:
+        for name in REAL_RECIPES:
             if args.configs and name not in args.configs.split(","):
                 continue
+            model, recipe = recipe_config(name)
+            shape = {k: recipe[k] for k in ("frames", "height", "width", "spatial", "stage", "shift")}
             results.append(
                 {
                     "config": name,

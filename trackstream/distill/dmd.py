@@ -50,7 +50,7 @@ from trackstream.diffusion.schedule import (
 )
 from trackstream.distill.horizons import check_horizons, split_windows
 from trackstream.models.causal import CausalConfig
-from trackstream.models.tracks import sample_track_ids
+from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import (
     VideoCondition,
     chunk_condition,
@@ -261,7 +261,7 @@ class DMDObjective(Objective):
         ``exit_step`` None draws it (uniform over the K steps, shared by all chunks)."""
         net, cfg = self.student, self.causal
         image_cond = batch.get("image")  # [B, C_img, F, h, w]; None for t2v / ti2v layouts
-        F = 1 + (batch["motion"].shape[2] - 1) // 4  # latent frames of the clip (motion: [B, D, T, h, w])
+        F = latent_frames(batch["motion"].shape[2])  # latent frames of the clip (motion: [B, D, T, h, w])
         n = cfg.num_chunks(F)
         if exit_step is None:
             exit_step = int(torch.randint(len(self.sigmas) - 1, (), generator=self.gen))

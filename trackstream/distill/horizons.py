@@ -32,7 +32,7 @@ import torch
 
 from trackstream.models.causal import CausalConfig
 from trackstream.models.streaming import first_chunk_given
-from trackstream.models.tracks import TEMPORAL_FACTOR
+from trackstream.models.tracks import TEMPORAL_FACTOR, latent_frames
 
 __all__ = [
     "rolled_chunks",
@@ -70,7 +70,7 @@ def rollout_latents(horizon_latents: int, horizons: int, cfg: Optional[CausalCon
 def rollout_frames(horizon_frames: int, horizons: int, cfg: Optional[CausalConfig] = None) -> int:
     """Pixel frames of that rollout: ``1 + N (T_h - 1)`` (49 for two 25-frame horizons; 165 for two 81-frame
     horizons with a sampled first chunk, whole chunks)."""
-    f_h = 1 + (horizon_frames - 1) // TEMPORAL_FACTOR
+    f_h = latent_frames(horizon_frames)
     return 1 + TEMPORAL_FACTOR * (rollout_latents(f_h, horizons, cfg) - 1)
 
 
@@ -85,7 +85,7 @@ def check_horizons(
         raise ValueError(f"{field}.rollout_horizons={horizons!r} must be an int >= 1 (1: the teacher's horizon)")
     if horizons == 1 or horizon_frames is None:
         return
-    f_h = 1 + (horizon_frames - 1) // TEMPORAL_FACTOR
+    f_h = latent_frames(horizon_frames)
     given = first_chunk_given(cfg)
     if (horizon_frames - 1) % TEMPORAL_FACTOR or (f_h - int(given)) % cfg.chunk_frames:
         which = "k latents" if given else "1 + k latents (the first chunk is sampled)"

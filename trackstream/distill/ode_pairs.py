@@ -27,7 +27,7 @@ from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerCon
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.pair_shards import convert_pairs, shard_path, stack_samples, write_index, write_shard
 from trackstream.models.precision import DTYPES, dtype_name, precision_name, resolve_dtype
-from trackstream.models.tracks import sample_track_ids
+from trackstream.models.tracks import latent_frames, sample_track_ids
 
 __all__ = ["ODEPairsConfig", "student_step_indices", "generate_ode_pairs"]
 
@@ -141,7 +141,7 @@ def generate_ode_pairs(
             image = batch["image"].to(device) if batch.get("image") is not None else None  # None: t2v / ti2v
             features = batch.get("image_features")  # [B, 257, 1280] CLIP tokens, or None
             first_latent = batch["image_latent"]  # [B, C, 1, h, w]
-            frames = 1 + (batch["tracks"].shape[1] - 1) // 4  # latent frames of the clip
+            frames = latent_frames(batch["tracks"].shape[1])  # latent frames of the clip
             lat_shape = (first_latent.shape[1], frames, *first_latent.shape[3:])  # [C, F, h, w]
             noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
             motion = encode_motion(

@@ -39,7 +39,7 @@ from trackstream.distill.grpo import clipped_surrogate, gaussian_log_prob, group
 from trackstream.distill.horizons import check_horizons
 from trackstream.eval.rewards import RewardsConfig
 from trackstream.models.causal import CausalConfig, stream_step
-from trackstream.models.tracks import sample_track_ids
+from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import (
     VideoCondition,
     chunk_condition,
@@ -256,7 +256,7 @@ class RLObjective(Objective):
         cond = self._condition(net, rep)
         cache = start_cache(net, cond, cfg)
         R, C, _, h, w = cond.image_latent.shape
-        n = cfg.num_chunks(1 + (rep["motion"].shape[2] - 1) // 4)
+        n = cfg.num_chunks(latent_frames(rep["motion"].shape[2]))
         given = first_chunk_given(cfg)
         env, explore = self._gens(batch, "rollout-noise"), self._gens(batch, "rollout-explore")
         picks = self._gens(batch, "rollout-sde-step", device="cpu")

@@ -29,6 +29,7 @@ from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.benchmarks import Sample, read_video_folder
 from trackstream.models.codec_names import CodecChoice, codec_name
 from trackstream.models.precision import precision_name
+from trackstream.models.tracks import latent_frames
 
 __all__ = ["GenerateConfig", "check_codec_overrides", "run_kind", "generate_videos"]
 
@@ -165,7 +166,7 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
             if mode == "with_tracks"
             else None
         )
-        n = engine.causal.num_chunks(1 + (s.frames.shape[0] - 1) // 4)
+        n = engine.causal.num_chunks(latent_frames(s.frames.shape[0]))
         frames, _, chunks = collect(engine.stream(state, source, num_chunks=n))
         out[s.id] = _frames(frames[0])[: s.frames.shape[0]]
         times.append((out[s.id].shape[0], _synchronised_clock(engine.device) - t0))
@@ -206,7 +207,7 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
                 latent_height=H // sf,
                 splat=net.track_splat,
             )
-        noise = torch.randn((1, net.latent_channels, 1 + (T - 1) // 4, H // sf, W // sf), generator=g, device="cpu").to(
+        noise = torch.randn((1, net.latent_channels, latent_frames(T), H // sf, W // sf), generator=g, device="cpu").to(
             device
         )
         features = conditioner.image_features(first)

@@ -29,7 +29,7 @@ from trackstream.eval.frechet import frechet_from_features
 from trackstream.eval.metrics import EPE_TRACKER, motion_epe, video_psnr, video_ssim
 from trackstream.eval.scorebook import input_tracks
 from trackstream.eval.video_features import FVD_FRAMES, codec_video_features
-from trackstream.models.tracks import sample_track_ids
+from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import chunk_pixel_frames
 from trackstream.stream.engine import StreamingGenerator, tracks_from_array
 
@@ -128,7 +128,7 @@ def long_horizon(
         )
         frames, lats = [], []
         for out in engine.stream(
-            state, tracks_from_array(tr, vi), num_chunks=engine.causal.num_chunks(1 + (T - 1) // 4)
+            state, tracks_from_array(tr, vi), num_chunks=engine.causal.num_chunks(latent_frames(T))
         ):
             frames.append(out.frames)
             lats.append(out.latents.float())

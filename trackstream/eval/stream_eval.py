@@ -40,7 +40,7 @@ from trackstream.eval.quality import QUALITY_STEMS, REFERENCE_QUALITY, model_qua
 from trackstream.eval.scorebook import ScoreBook, input_tracks
 from trackstream.models.conditioner import load_export
 from trackstream.models.precision import synchronize
-from trackstream.models.tracks import sample_track_ids
+from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
 
@@ -112,7 +112,7 @@ def evaluate_stream_motion(
         text, lens = text_fn([c["caption"] for c in batch])
         ids = sample_track_ids(B, tr.shape[2], generator=gen)
         seed = int(torch.randint(2**31 - 1, (), generator=gen))
-        n_chunks = engine.causal.num_chunks(1 + (T - 1) // 4)
+        n_chunks = engine.causal.num_chunks(latent_frames(T))
         videos = {}
         for mode, source in (("with_tracks", tracks_from_array(tr, vi)), ("without_tracks", None)):
             state = engine.start(first, text, lens, track_ids=ids, seed=seed)
@@ -200,7 +200,7 @@ def long_rollout(
         text, lens = text_fn([clip["caption"]])
         ids = sample_track_ids(1, tr.shape[2], generator=gen)
         state = engine.start(first, text, lens, track_ids=ids, seed=int(torch.randint(2**31 - 1, (), generator=gen)))
-        n = engine.causal.num_chunks(1 + (T - 1) // 4)
+        n = engine.causal.num_chunks(latent_frames(T))
         rows = {k: [] for k in per_chunk}
         chunks = []
         for out in engine.stream(state, tracks_from_array(tr, vi), num_chunks=n):
@@ -541,7 +541,7 @@ def run_evaluation(
 
     # long rollouts: factor x the training horizon, ground-truth tracks streamed in, with and without the sink
     evaluated = list(students)[-1]
-    horizon = 1 + (num_frames - 1) // 4  # latent frames the teacher (and the DMD rollout) covers
+    horizon = latent_frames(num_frames)  # latent frames the teacher (and the DMD rollout) covers
     causal = stream_cfg.causal
     horizon_chunks = causal.num_chunks(horizon) - 1  # generated chunks inside the horizon
     long_latents = 1 + cfg.long_factor * (horizon - 1)

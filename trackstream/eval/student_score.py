@@ -21,6 +21,8 @@ import dataclasses
 import time
 from pathlib import Path
 
+from trackstream.models.tracks import latent_frames
+
 __all__ = ["SCORE_FIGURES", "QUALITY_FIGURES", "StudentScorer"]
 
 # every figure a call returns, with its label (besides ``seconds``, the call's wall time)
@@ -91,7 +93,7 @@ class StudentScorer:
             )
         self.clips = heldout_clips(self.data).clips
         self.cfg = StreamEvalConfig(num_tracks=teacher_cfg["eval"]["num_tracks"], preview_clips=0)
-        horizon = 1 + (self.data.num_frames - 1) // 4
+        horizon = latent_frames(self.data.num_frames)
         self.long_latents = 1 + long_factor * (horizon - 1)
         long_frames = 1 + 4 * (self.long_latents - 1)
         world = make_world(dataclasses.replace(self.data, num_frames=long_frames))

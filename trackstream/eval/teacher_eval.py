@@ -32,7 +32,7 @@ from trackstream.diffusion.samplers import Condition, SamplerConfig, sample
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 from trackstream.eval.scorebook import ScoreBook
 from trackstream.models.conditioner import Conditioner, encode_motion
-from trackstream.models.tracks import sample_track_ids
+from trackstream.models.tracks import latent_frames, sample_track_ids
 
 __all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video"]
 
@@ -166,7 +166,7 @@ def evaluate_motion(
             latent_height=H // sf,
             splat=getattr(network, "module", network).track_splat,
         )
-        latent_shape = (B, getattr(network, "module", network).latent_channels, 1 + (T - 1) // 4, H // sf, W // sf)
+        latent_shape = (B, getattr(network, "module", network).latent_channels, latent_frames(T), H // sf, W // sf)
         noise = torch.randn(latent_shape, generator=gen).to(device)
         results = {}
         for mode, m in (("with_tracks", motion), ("without_tracks", None)):

@@ -36,6 +36,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trackstream.models.tracks import latent_frames
+
 __all__ = [
     "LatentEncoder",
     "LAYOUTS",
@@ -90,7 +92,7 @@ def _check_image(image: torch.Tensor) -> None:
 def _check_num_frames(num_frames: int) -> int:
     if num_frames < 1 or (num_frames - 1) % 4:
         raise ValueError(f"num_frames={num_frames} must be 1 + 4k (the Wan VAE's frame grouping)")
-    return 1 + (num_frames - 1) // 4
+    return latent_frames(num_frames)
 
 
 def _resize(image: torch.Tensor, height: int | None, width: int | None) -> torch.Tensor:

@@ -38,6 +38,7 @@ from trackstream.models.formats.files import remove_run_folder
 from trackstream.models.precision import concrete_precision, resolve_device
 from trackstream.stages.common import StagePreempted, codec_fingerprint, fingerprint
 from trackstream.stages.config import TrainConfig, register_configs, resolved_container, validate
+from trackstream.stages.recipes import CONFIG_DIR
 from trackstream.stages.registry import run_stage
 from trackstream.train.checkpoint import TrainingStopped, refuse_foreign_run
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
@@ -48,7 +49,6 @@ from trackstream.train.run_lock import LOCK_NAME, lock_run_dir, unlock_run_dir
 
 __all__ = ["main", "run", "instantiate", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "conf")
 register_configs()
 log = logging.getLogger("trackstream")
 

@@ -15,7 +15,7 @@ sees the dataclasses, never a DictConfig.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -75,6 +75,15 @@ _LEGACY_KEYS = ("_schema_", "_builder_")
 
 
 @dataclass
+class FamilyConfig:
+    """What a model family (conf/family: Wan 2.1 at 480p, Wan 2.2 TI2V-5B at 704p) fixes that has no other
+    home in the tree: the kind of the student's chunk 0, which the ODE-init, DMD and RL stages' ``causal``
+    interpolate (1: the given first frame alone; None: sampled like the others)."""
+
+    first_chunk_frames: Optional[int] = CausalConfig.first_chunk_frames
+
+
+@dataclass
 class ScheduleConfig:
     """The one step grid of every stage (diffusion.schedule): shift k of sigma' = k s / (1 + (k-1) s)."""
 
@@ -103,9 +112,7 @@ class TrainConfig:
     codec: CodecConfig = field(default_factory=CodecConfig)
     data: DataConfig = field(default_factory=DataConfig)
     stage: Any = None  # SCHEMAS[stage.name]
-    # the student's streaming chunking in this model family (conf/family): the causal stages' stage.causal
-    # interpolates it, so a family sets it once for ODE init, DMD and RL
-    causal: CausalConfig = field(default_factory=CausalConfig)
+    family: FamilyConfig = field(default_factory=FamilyConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

@@ -48,6 +48,7 @@ from trackstream.models.conditioner import Conditioner
 from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.motion_wan import Conventions, ModelConfig, load_network, read_network_json
 from trackstream.models.streaming import StreamConfig
+from trackstream.models.tracks import latent_frames
 from trackstream.stages.common import StagePlan, load_text_encoder
 from trackstream.stages.pair_conditions import PairConditions
 from trackstream.stages.periodic import sampling_clips, with_student_samples
@@ -428,7 +429,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         seed=derive_seed(cfg.trainer.seed, "dmd") % 2**62,
         device=runtime.device,
         conditioner=conditioner,
-        horizon_latents=1 + (cfg.data.num_frames - 1) // 4,
+        horizon_latents=latent_frames(cfg.data.num_frames),
     )
     data = condition_stream(
         cfg,

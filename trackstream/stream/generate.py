@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from trackstream.models.tracks import TEMPORAL_FACTOR
+from trackstream.models.tracks import latent_frames
 from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
 from trackstream.stream.options import (
     add_network_args,
@@ -62,7 +62,7 @@ def stream_chunks(causal, tracks_shape: tuple, chunks: int | None) -> int:
     """The chunks to stream: ``--chunks``, else the whole chunks the tracks' T frames cover; tracks too
     short for one chunk after the first frame are refused (a file saved [N, T, 2] reads as T = N)."""
     T, N = tracks_shape[0], tracks_shape[1]
-    covered = whole_chunks(causal, 1 + (T - 1) // TEMPORAL_FACTOR)
+    covered = whole_chunks(causal, latent_frames(T))
     if chunks is not None:
         if chunks < 1:
             raise ValueError(f"--chunks {chunks} must be >= 1")
