@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: run test lint format demo browser install clean-venv
+.PHONY: run test test-fast lint format demo browser install clean-venv
 
 $(STAMP): setup.py requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,8 +32,14 @@ run: $(STAMP)
 # Two pytest-xdist workers, a test file at a time each (module fixtures are built once);
 # TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
+# The 15 slowest tests are printed at the end (CI shows them).
+XDIST = $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile" )
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=25 $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile" ) $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(XDIST) $(PYTEST_ARGS)
+
+# The edit loop (<= 3 minutes on 2 cores): everything but the tests marked slow or multiproc.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc" $(XDIST) $(PYTEST_ARGS)
 
 # ruff (ruff.toml): lint and formatting, checked by CI before the tests; `make format` rewrites.
 lint: $(STAMP)

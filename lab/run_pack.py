@@ -284,7 +284,7 @@ def read_pack(path: Path, *, allow_pickle: bool = False) -> dict:
     except Exception as err:  # noqa: BLE001 -- SafetensorError / JSON: name the file, say what to do
         raise ValueError(
             f"{path} is truncated or not a packed run ({FORMAT}: {one_line(err)}); make one with "
-            "`python -m lab.long_dmd pack` (the committed one: git checkout it)"
+            "`python -m lab.long_dmd pack` (the finished run's: docs/long-dmd.md restores it)"
         ) from None
     if meta.get("version") != str(VERSION):
         raise ValueError(f"{path} is a version {meta.get('version')} pack, this code reads version {VERSION}")

@@ -1,6 +1,20 @@
-"""Shared pytest fixtures. Tests run on CPU with tiny configs; determinism via fixed seeds."""
+"""Shared fixtures. Tests run on CPU with tiny configs; determinism via fixed seeds.
+
+* ``run_module``          ``python -m MODULE ARGS`` in the checkout as a user runs it (the one subprocess runner);
+* ``torchrun``            ``python -m torch.distributed.run`` on N local processes, each launch its own port;
+* ``tiny_network``        a factory of the tiny MotionWan (random head: the official init zeroes it);
+* ``tiny_codec``          the tiny codec, random and frozen (one per session: never train it in a test);
+* ``tiny_teacher_run``    a tiny teacher trained for a few steps by ``python -m trackstream.stages`` (one per
+                          session, read-only: copy it before changing it).
+
+Markers (pytest.ini): ``slow`` (minutes: not in ``make test-fast``), ``multiproc`` (launches processes).
+"""
 
 import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
 
 # Must be set before torch starts its OpenMP pool: with active spin-waiting, torch threads
 # busy-wait on each other when the 2 cores are shared, making tests 10-50x slower.
@@ -15,8 +29,90 @@ os.environ.setdefault("WANDB_MODE", "offline")
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers)))
 
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TEACHER = ("experiment=tiny_teacher", "debug=tiny", "eval.enabled=false", "trainer.sample_every=0")
+
 
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+def cli_env(**extra: str) -> dict:
+    """The environment of a command a test runs: this checkout first on the path, offline W&B, passive
+    OpenMP threads (they spin on shared cores otherwise)."""
+    return dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE", **extra)
+
+
+def free_port() -> int:
+    """A TCP port free right now on localhost: each torchrun launch gets its own rendezvous port, so
+    tests running side by side (pytest-xdist workers) never meet on one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(cmd: list[str], *, check: bool, timeout: int, env: dict | None) -> subprocess.CompletedProcess:
+    r = subprocess.run(cmd, cwd=ROOT, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
+    if check:
+        assert r.returncode == 0, (
+            f"{' '.join(cmd[1:6])} ... exited {r.returncode}\n" + r.stdout[-2000:] + r.stderr[-4000:]
+        )
+    return r
+
+
+@pytest.fixture(scope="session")
+def run_module():
+    """``run_module("trackstream.stages", "experiment=tiny_teacher", ...)``: the command's CompletedProcess;
+    ``check=True`` (the default) asserts it exited 0, showing the end of its output if not."""
+
+    def run(module: str, *args: str, check: bool = True, timeout: int = 600, env: dict | None = None):
+        return _run([sys.executable, "-m", module, *map(str, args)], check=check, timeout=timeout, env=env)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def torchrun():
+    """``torchrun(2, "-m", "trackstream.stages", ...)``: N local processes on a fresh rendezvous port."""
+
+    def launch(nproc: int, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
+        cmd += ["--master_port", str(free_port()), *map(str, args)]
+        return _run(cmd, check=check, timeout=timeout, env=env)
+
+    return launch
+
+
+@pytest.fixture(scope="session")
+def tiny_network():
+    """``tiny_network(seed, text_dim=24)``: tiny_teacher's default MotionWan with a random output head."""
+    from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+
+    def make(seed: int = 0, *, text_dim: int = 24, model: "ModelConfig | None" = None):
+        torch.manual_seed(seed)
+        net = build_motion_wan(model or ModelConfig(), text_encoder_dim=text_dim)
+        torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
+        return net
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_codec():
+    from trackstream.models.codecs import build_codec
+
+    torch.manual_seed(123)
+    codec = build_codec("tiny-ae", width=16).eval()
+    codec.requires_grad_(False)
+    return codec
+
+
+@pytest.fixture(scope="session")
+def tiny_teacher_run(tmp_path_factory, run_module) -> Path:
+    """A tiny teacher run directory (2 steps of ``experiment=tiny_teacher debug=tiny``): its export is
+    ``export/teacher`` with the codec beside it. Shared by the session: copy before changing."""
+    run = tmp_path_factory.mktemp("shared") / "tiny_teacher"
+    run_module("trackstream.stages", *TINY_TEACHER, "trainer.max_steps=2", f"hydra.run.dir={run}")
+    return run

@@ -229,7 +229,7 @@ def _run(tmp_path, source, run_dir, steps: int) -> dict:
         "trainer.ckpt_every=3",
         "trainer.log_every=1",
     )
-    seed_everything(cfg.trainer.seed)  # as train.app.start_run does
+    seed_everything(cfg.trainer.seed)  # as stages.app.start_run does
     return run_stage(cfg, init_runtime("single"), run_dir)
 
 
@@ -254,10 +254,10 @@ def test_rl_tiny_runs_through_the_stage_and_resumes_mid_round_exactly(source, tm
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (tmp_path / "ref/export/student/network.json").is_file()
     with pytest.raises(ValueError, match="stage.causal"):  # the student streams c3s1w1: a different window is refused
-        from trackstream.stages.rl import check_student_streaming
+        from trackstream.stages.exports import NetworkExport
 
-        check_student_streaming(
-            typed(tmp_path, "experiment=rl_tiny", "stage.causal.window_chunks=2"), source["student"]
+        NetworkExport(source["student"], "stage.student").check_streams_as(
+            typed(tmp_path, "experiment=rl_tiny", "stage.causal.window_chunks=2")
         )
 
 

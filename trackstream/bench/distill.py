@@ -8,7 +8,7 @@
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
 optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are built and
-prepared as ``distill.stages`` builds them (``prepare_network`` / ``prepare_frozen``, one process:
+prepared as ``stages.distill`` builds them (``prepare_network`` / ``prepare_frozen``, one process:
 ``parallel.strategy=single``), with random weights (the zero-init head randomised) instead of the
 exported teacher / student, and random inputs of the pair folder's shapes instead of the pairs. What is
 timed is the loop's inner work for one network (trackstream/train/loop.py): ``objective.loss`` under the runtime's
@@ -110,7 +110,7 @@ def _long_shapes(shape: dict, horizons: int, causal) -> dict:
 
 def _horizon_conditioner(typed, runtime: Runtime) -> Conditioner:
     """The recipe's codec (random weights where it is trainable, the checkpoint's otherwise) and text encoder,
-    as the DMD stage's ``horizon_conditioner`` builds them from the teacher's."""
+    as the DMD stage builds them from the teacher's (``NetworkExport.conditioner``)."""
     codec = prepare_frozen(runtime, build_codec_module(typed.codec))
     return Conditioner(
         codec=codec,
@@ -122,7 +122,7 @@ def _horizon_conditioner(typed, runtime: Runtime) -> Conditioner:
 
 
 def _conditions(net, typed, shape: dict, device, gen: torch.Generator) -> dict:
-    """Random conditions as ``distill.stages`` batches them from the pairs (before ``prepare_batch``)."""
+    """Random conditions as ``stages.distill`` batches them from the pairs (before ``prepare_batch``)."""
     B, T, F, C, h, w, N = (shape[k] for k in "BTFChwN")
     img = {"wan_i2v": 4 + C, "fun_control": C}.get(typed.model.layout, 0)  # the layout's image channels
     batch = {

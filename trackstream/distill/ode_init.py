@@ -46,10 +46,11 @@ class ODEInitConfig:
     # the flavor stage.teacher's export must have (checked; memory plans read it): null = model.flavor's size
     teacher_flavor: Optional[str] = None
     pairs: Optional[str] = None  # ODE pair folder; null: <run_dir>/ode_pairs, generated from the teacher
-    # fields naming files that must exist before the run directory is made (train.app.check_inputs); not
+    # fields naming files that must exist before the run directory is made (stages.app.check_inputs); not
     # pairs: a folder without pairs yet is filled from the teacher
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
-    # added after runs were checkpointed; at these values a resume of such a run stays exact (train.stages.fingerprint)
+    # optional fields: at these values they stay out of the resume fingerprint (stages.common.fingerprint), so
+    # a run directory checkpointed without them resumes
     FINGERPRINT_NEUTRAL: ClassVar[dict] = {"student": None, "teacher_flavor": None}
     pool_size: Optional[int] = None  # training clips rendered for pair conditions (null: ode_pairs.num_pairs)
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)

@@ -77,7 +77,8 @@ class RLConfig:
     # rollouts over this many teacher horizons through the rolling cache (distill.horizons; the rewards score
     # the whole rollout); 1: the pairs' length
     rollout_horizons: int = 1
-    # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
+    # optional fields: at these values they stay out of the resume fingerprint (stages.common.fingerprint), so
+    # a run directory checkpointed without them resumes
     FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout_horizons": 1}
 
     def __post_init__(self) -> None:

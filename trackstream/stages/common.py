@@ -40,7 +40,7 @@ from trackstream.train.loop import Hook, TrainerConfig, TrainResult, train
 from trackstream.train.metrics import LoggerConfig, MetricLogger, parameter_counts
 from trackstream.train.objective import Objective
 from trackstream.train.optim import OptimConfig
-from trackstream.train.parallel import prepare_frozen, prepare_network
+from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, prepare_network
 from trackstream.train.trained_network import TrainedNetwork
 
 __all__ = [
@@ -53,6 +53,7 @@ __all__ = [
     "load_text_encoder",
     "encode_pool",
     "StagePreempted",
+    "trained_network",
 ]
 
 log = logging.getLogger(__name__)
@@ -69,15 +70,15 @@ class StagePlan:
     frozen: dict[str, nn.Module] = field(default_factory=dict)  # frozen networks the stage calls (parameter counts)
 
 
-# model fields added after runs were checkpointed, at the default that reproduces the older networks
+# optional model fields: at these values they stay out of the fingerprint (a run checkpointed without them resumes)
 MODEL_FINGERPRINT_NEUTRAL = {"track_splat": "nearest"}
 
 
 def fingerprint(cfg: "TrainConfig") -> dict:
     """Config fields that must not change across a resume (the stream and the math depend on them)."""
     stage = asdict(cfg.stage)
-    # fields a stage gained later, at the default that reproduces the older behaviour, leave the fingerprint
-    # as it was: runs checkpointed before them resume (e.g. DMD's ``rollout: self_forcing``)
+    # a stage's optional fields at their neutral value (its FINGERPRINT_NEUTRAL) leave the fingerprint: a run
+    # directory checkpointed without them resumes (e.g. DMD's ``rollout: self_forcing``)
     for name, default in getattr(type(cfg.stage), "FINGERPRINT_NEUTRAL", {}).items():
         if stage.get(name) == default:
             stage.pop(name)
@@ -104,6 +105,37 @@ def codec_fingerprint(cfg: "TrainConfig") -> dict:
         "codec": json.dumps(asdict(cfg.codec), sort_keys=True),
         "data": json.dumps(asdict(cfg.data), sort_keys=True),
     }
+
+
+def trained_network(
+    cfg: "TrainConfig",
+    runtime: Runtime,
+    name: str,
+    module: nn.Module,
+    *,
+    optim: OptimConfig,
+    ema,
+    total_steps: int,
+    grad_sync: str = "wrapper",
+    init_fn: Callable[[nn.Module], None] | None = None,
+    lora: bool = True,
+) -> TrainedNetwork:
+    """One trainable network of a stage on the engine: its DiT on token slices under
+    ``parallel.sequence_parallel``, then wrapped, materialised and given its optimizer (and EMA);
+    ``lora``: ``model.lora`` applies (adapters injected before sharding)."""
+    attach_sequence_parallel(module, runtime, name)
+    return prepare_network(
+        runtime,
+        cfg.parallel,
+        name=name,
+        module=module,
+        optim=optim,
+        ema=ema,
+        total_steps=total_steps,
+        init_fn=init_fn,
+        grad_sync=grad_sync,
+        lora=cfg.model.lora if lora else None,
+    )
 
 
 def train_plan(

@@ -10,8 +10,8 @@ dmd: generator = the ODE-init export (``stage.student``), critic = a copy of the
   real score = the frozen teacher; two optimizers with their own LRs (``stage.generator_optim``,
   ``stage.critic_optim``), the generator's EMA (``stage.generator_ema``); conditions (first
   frame, tracks, text) come from the pair folder; ``finish`` exports the student again.
-The codec must be the teacher's (its latent space): ``codec.checkpoint``, or the ``codec/codec.pt``
-of the teacher's run directory when the teacher folder is ``<teacher_run>/export/teacher``.
+The teacher's export is opened once (``stages.exports.NetworkExport``: its network.json, its codec, the
+checks against it, the student's export in its format).
 Both stages use the one step grid ``cfg.schedule`` (shift, student_steps). With ``trainer.sample_every``
 (and ``eval.enabled``) the student streams a few held-out clips periodically (stages/periodic.py).
 Several processes (parallel=ddp or fsdp): per-sample random draws are keyed by the global sample
@@ -46,116 +46,26 @@ from trackstream.distill.ode_pairs import generate_ode_pairs
 from trackstream.distill.pair_shards import PairSet, pairs_complete
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.formats.checkpoint import split_subkey
-from trackstream.models.motion_wan import Conventions, ModelConfig, load_network, read_network_json
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.motion_wan import load_network
 from trackstream.models.tracks import latent_frames
-from trackstream.stages.common import StagePlan, load_text_encoder
+from trackstream.stages.common import StagePlan, load_text_encoder, trained_network
+from trackstream.stages.exports import NetworkExport
 from trackstream.stages.pair_conditions import PairConditions
 from trackstream.stages.periodic import sampling_clips, with_student_samples
 from trackstream.stages.snapshots import with_snapshots
-from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
-from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, prepare_network, unwrap
-from trackstream.train.weights import export_network, load_frozen, load_student
+from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, unwrap
+from trackstream.train.weights import load_frozen, load_student
 
 if TYPE_CHECKING:
     from trackstream.stages.config import TrainConfig
 
-__all__ = [
-    "build_ode_init",
-    "build_dmd",
-    "obtain_ode_pairs",
-    "teacher_codec",
-    "student_steps",
-    "check_teacher_run",
-    "condition_stream",
-    "horizon_conditioner",
-    "require_export",
-    "export_student",
-]
+__all__ = ["build_ode_init", "build_dmd", "obtain_ode_pairs", "condition_stream", "CONDITION_KEYS"]
 
 log = logging.getLogger(__name__)
 CONDITION_KEYS = ("image_latent", "tracks", "visibility", "text_emb", "text_len", "track_ids")
 OPTIONAL_KEYS = ("image", "image_features")  # layout channels (not t2v / ti2v); CLIP tokens (I2V branch only)
-
-
-def student_steps(cfg: "TrainConfig") -> int:
-    return int(getattr(cfg.schedule, "student_steps", 3))
-
-
-def require_export(path: str | None, field: str = "stage.teacher") -> Path:
-    """The exported network folder ``field`` names (a teacher, or the student an RL stage starts from);
-    unset, or a folder without network.json, is a one-line ValueError."""
-    if not path:
-        raise ValueError(f"{field} is not set: give the exported teacher folder (<teacher_run>/export/teacher)")
-    folder = Path(path)
-    if not (folder / "network.json").is_file():
-        raise ValueError(
-            f"{field}={path!r} is not an exported network folder (no network.json); see train.weights.export_network"
-        )
-    return folder
-
-
-def teacher_codec(cfg: "TrainConfig", runtime: Runtime, teacher_dir: Path) -> torch.nn.Module:
-    """The frozen codec of the teacher's latent space (never a freshly fitted one)."""
-    from trackstream.train.codec import TRAINABLE, build_codec_module, load_codec_file
-
-    if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:
-        return prepare_frozen(runtime, build_codec_module(cfg.codec))
-    guess = teacher_dir.parents[1] / "codec" / "codec.pt"
-    if not guess.is_file():
-        raise ValueError(
-            f"codec.checkpoint is not set and {guess} does not exist: pass the teacher's codec "
-            "(codec.checkpoint=<teacher_run>/codec/codec.pt)"
-        )
-    return prepare_frozen(runtime, load_codec_file(cfg.codec, guess))
-
-
-def check_teacher_run(cfg: "TrainConfig", teacher_dir: Path) -> None:
-    """This stage must use the teacher's step grid, frame size and text encoder.
-
-    The export holds the architecture (network.json) but not the schedule or the data: when the
-    teacher folder sits in its run directory (``<run>/export/teacher``), ``<run>/config.yaml`` is
-    compared. A different shift or frame size is an error; a different synthetic world only a
-    warning (the conditions are then out of the teacher's training distribution)."""
-    from omegaconf import OmegaConf
-
-    meta = read_network_json(teacher_dir)["model"]
-    want = getattr(cfg.stage, "teacher_flavor", None)
-    if want and meta["flavor"] != want:
-        raise ValueError(
-            f"stage.teacher={teacher_dir} is a {meta['flavor']!r} network but this recipe distils from a {want!r} "
-            f"(stage.teacher_flavor): give that teacher's export, or set stage.teacher_flavor={meta['flavor']}"
-        )
-    if cfg.model.text_encoder != meta["text_encoder"]:
-        raise ValueError(
-            f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
-            f"{meta['text_encoder']!r}: set model.text_encoder={meta['text_encoder']}"
-        )
-    path = teacher_dir.parents[1] / "config.yaml"
-    if not path.is_file():
-        return
-    run = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    errors = []
-    if abs(float(run["schedule"]["shift"]) - cfg.schedule.shift) > 1e-9:
-        errors.append(f"schedule.shift={cfg.schedule.shift} (teacher: {run['schedule']['shift']})")
-    for key in ("height", "width"):
-        if int(run["data"][key]) != getattr(cfg.data, key):
-            errors.append(f"data.{key}={getattr(cfg.data, key)} (teacher: {run['data'][key]})")
-    if errors:
-        raise ValueError(
-            f"this stage does not match the teacher run {path}: {', '.join(errors)}; "
-            "pass the teacher's values (pipeline does)"
-        )
-    for key in ("world", "fps", "grid_size"):
-        if run["data"].get(key) != getattr(cfg.data, key):
-            log.warning(
-                "data.%s=%s differs from the teacher run's %s: conditions are off the teacher's training distribution",
-                key,
-                getattr(cfg.data, key),
-                run["data"].get(key),
-            )
 
 
 @torch.no_grad()
@@ -166,23 +76,14 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
     out_dir = Path(out_dir)
     if pairs_complete(out_dir):
         return out_dir
-    teacher_dir = require_export(st.teacher)
+    export = NetworkExport(st.teacher)
     device = runtime.device  # every rank builds the teacher and writes its share of the shards
-    teacher = load_network(teacher_dir)
+    teacher = load_network(export.dir)
     attach_sequence_parallel(teacher, runtime, "teacher (ODE pairs)")  # a group samples its shards together
     teacher = prepare_frozen(runtime, teacher)
-    codec = teacher_codec(cfg, runtime, teacher_dir)
-    conditioner = Conditioner.for_network(
-        ModelConfig(**read_network_json(teacher_dir)["model"]),
-        codec=codec,
-        text_encoder=load_text_encoder(cfg, runtime),
-        device=device,
-    )
+    conditioner = export.conditioner(cfg, runtime, load_text_encoder(cfg, runtime))
     conditions = PairConditions(
-        cfg,
-        conditioner,
-        count=st.pool_size or st.ode_pairs.num_pairs,
-        text_dim=int(read_network_json(teacher_dir)["text_encoder_dim"]),
+        cfg, conditioner, count=st.pool_size or st.ode_pairs.num_pairs, text_dim=export.text_dim
     )
     if runtime.is_main:
         log.info(
@@ -198,7 +99,7 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
         teacher,
         conditions=conditions,
         cfg=st.ode_pairs,
-        student_steps=student_steps(cfg),
+        student_steps=cfg.schedule.student_steps,
         shift=cfg.schedule.shift,
         null_text=conditioner.null_text,
         null_text_lengths=conditioner.null_lengths,
@@ -265,65 +166,20 @@ def condition_stream(
     )
 
 
-def horizon_conditioner(cfg: "TrainConfig", runtime: Runtime, network_dir: Path, text_encoder, codec) -> Conditioner:
-    """The frozen encoders (``codec``, text, image features) of the network in ``network_dir`` for rollouts
-    past the teacher's horizon: the long conditions and the windows' re-encoded first frames."""
-    return Conditioner.for_network(
-        ModelConfig(**read_network_json(network_dir)["model"]),
-        codec=codec,
-        text_encoder=text_encoder,
-        device=runtime.device,
-    )
-
-
-def export_student(
-    trained, run_dir: Path, teacher_dir: Path, runtime: Runtime, cfg: "TrainConfig", *, model: dict | None = None
-) -> Path:
-    """The student in the teacher's format; network.json records how it streams (chunking, steps, shift).
-    ``model``: the student's network.json "model" when it is not the teacher's architecture (another size)."""
-    meta = read_network_json(teacher_dir)
-    teacher = Conventions.from_dict(meta.get("conventions", {}), source=str(teacher_dir / "network.json"))
-    # a given chunk 0 is the clean first frame at t = 0; a sampled one keeps the teacher's convention
-    clean_first = teacher.clean_first_frame or first_chunk_given(cfg.stage.causal)
-    conventions = dataclasses.replace(
-        teacher,
-        clean_first_frame=clean_first,
-        streaming=StreamConfig(causal=cfg.stage.causal, steps=student_steps(cfg), shift=cfg.schedule.shift),
-    )
-    return export_network(
-        trained,
-        run_dir / "export" / "student",
-        model_cfg=model or meta["model"],
-        runtime=runtime,
-        text_encoder_dim=int(meta["text_encoder_dim"]),
-        conventions=conventions,
-    )
-
-
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: ODEInitConfig = cfg.stage
-    teacher_dir = require_export(st.teacher)
-    check_teacher_run(cfg, teacher_dir)
+    export = NetworkExport(st.teacher)
+    export.check_teacher_of(cfg)
     heldout = sampling_clips(cfg, runtime)  # before the pairs: a missing held-out set fails first
     t0 = time.perf_counter()
     pairs_dir = obtain_ode_pairs(cfg, runtime, Path(st.pairs) if st.pairs else run_dir / "ode_pairs")
     pairs_seconds = round(time.perf_counter() - t0, 2)
-    K = student_steps(cfg)
+    K = cfg.schedule.student_steps
     pairs = PairSet(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
     # the student starts as the teacher (causal attention from here on), or as stage.student (another size)
-    student, student_model = load_student(st.student, teacher_dir, model=cfg.model)
-    attach_sequence_parallel(
-        student, runtime, "student"
-    )  # parallel.sequence_parallel: the block-causal forward on slices
-    trained = prepare_network(
-        runtime,
-        cfg.parallel,
-        name="generator",
-        module=student,
-        optim=cfg.optim,
-        ema=cfg.ema,
-        total_steps=cfg.trainer.max_steps,
-        lora=cfg.model.lora,
+    student, student_model = load_student(st.student, export.dir, model=cfg.model)
+    trained = trained_network(
+        cfg, runtime, "generator", student, optim=cfg.optim, ema=cfg.ema, total_steps=cfg.trainer.max_steps
     )
     objective = ODEInitObjective(
         trained.module,
@@ -339,7 +195,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(export_student(trained, run_dir, teacher_dir, runtime, cfg, model=student_model)),
+            "export": str(export.export_student(trained, run_dir, runtime, cfg, model=student_model)),
             "pairs": str(pairs_dir),
             "num_pairs": len(pairs),
             "pairs_seconds": pairs_seconds,
@@ -351,7 +207,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         runtime,
         run_dir,
         model=student_model,
-        codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
+        codec_fn=lambda: export.codec(cfg, runtime),
         text_encoder_fn=lambda: load_text_encoder(cfg, runtime),
         clips=heldout,
     )
@@ -360,60 +216,44 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
     check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
-    teacher_dir = require_export(st.teacher)
-    check_teacher_run(cfg, teacher_dir)
+    export = NetworkExport(st.teacher)
+    export.check_teacher_of(cfg)
     heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
     # an exported student, or a Wan / community checkpoint (PATH::generator_ema) in the teacher's network
     critic_spec = st.student if st.critic == "student" else st.critic
     if critic_spec and st.critic != "student" and not Path(split_subkey(critic_spec)[0]).exists():
         raise ValueError(f"stage.critic={st.critic!r} does not exist: a path, 'student' or null (the teacher)")
-    student_net, student_model = load_student(st.student, teacher_dir, model=cfg.model)
+    student_net, student_model = load_student(st.student, export.dir, model=cfg.model)
     # the critic: a copy of the teacher, the generator's starting weights, or a path (the student's network)
     critic_net, _ = load_student(
-        critic_spec, teacher_dir, model=None if critic_spec is None else cfg.model, field="stage.critic"
+        critic_spec, export.dir, model=None if critic_spec is None else cfg.model, field="stage.critic"
     )
     if not st.pairs:
         raise ValueError(
             "stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
             "are the DMD conditions)"
         )
-    K = student_steps(cfg)
+    K = cfg.schedule.student_steps
     pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
-    for name, net in (("generator", student_net), ("critic", critic_net)):
-        attach_sequence_parallel(net, runtime, name)  # parallel.sequence_parallel: every DiT on token slices
-    teacher = load_frozen(teacher_dir, runtime, cfg.parallel, name="teacher")
+    teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
     ratio, steps = st.update_ratio, cfg.trainer.max_steps
     # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper
     # (gradients averaged after backward), under fsdp one unit per module the path calls
-    generator = prepare_network(
+    generator = trained_network(
+        cfg,
         runtime,
-        cfg.parallel,
-        name="generator",
-        module=student_net,
+        "generator",
+        student_net,
         optim=st.generator_optim,
         ema=st.generator_ema,
         total_steps=max(1, steps // ratio),
         grad_sync="manual",
-        lora=cfg.model.lora,
     )
-    critic = prepare_network(
-        runtime,
-        cfg.parallel,
-        name="critic",
-        module=critic_net,
-        optim=st.critic_optim,
-        ema=None,
-        total_steps=steps,
-        lora=cfg.model.lora,
-    )
+    critic = trained_network(cfg, runtime, "critic", critic_net, optim=st.critic_optim, ema=None, total_steps=steps)
     text_encoder = load_text_encoder(cfg, runtime)
     null_text, null_lengths = text_encoder.encode([""])
     long = st.rollout_horizons > 1
-    conditioner = (
-        horizon_conditioner(cfg, runtime, teacher_dir, text_encoder, teacher_codec(cfg, runtime, teacher_dir))
-        if long
-        else None
-    )
+    conditioner = export.conditioner(cfg, runtime, text_encoder) if long else None
     objective = DMDObjective(
         generator.module,
         critic.module,
@@ -438,12 +278,12 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         tuple(k for k in CONDITION_KEYS if k != "track_ids"),
         horizons=st.rollout_horizons,
         conditioner=conditioner,
-        text_dim=int(read_network_json(teacher_dir)["text_encoder_dim"]),
+        text_dim=export.text_dim,
     )
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(export_student(generator, run_dir, teacher_dir, runtime, cfg, model=student_model)),
+            "export": str(export.export_student(generator, run_dir, runtime, cfg, model=student_model)),
             "generator_updates": generator.num_updates,
             "critic_updates": critic.num_updates,
             "config": json.loads(json.dumps(asdict(st), default=str)),
@@ -465,7 +305,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         runtime,
         run_dir,
         model=student_model,
-        codec_fn=lambda: teacher_codec(cfg, runtime, teacher_dir),
+        codec_fn=lambda: export.codec(cfg, runtime),
         text_encoder_fn=lambda kept=text_encoder: kept,
         clips=heldout,
     )

@@ -28,93 +28,48 @@ from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
 from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.eval.rewards import build_rewards
-from trackstream.models.motion_wan import Conventions, load_network
-from trackstream.stages.common import StagePlan, load_text_encoder
-from trackstream.stages.distill import (
-    CONDITION_KEYS,
-    condition_stream,
-    export_student,
-    horizon_conditioner,
-    require_export,
-    student_steps,
-)
+from trackstream.models.motion_wan import load_network
+from trackstream.stages.common import StagePlan, load_text_encoder, trained_network
+from trackstream.stages.distill import CONDITION_KEYS, condition_stream
+from trackstream.stages.exports import NetworkExport
 from trackstream.stages.periodic import with_student_samples
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
-from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, prepare_network, unwrap
+from trackstream.train.parallel import unwrap
 from trackstream.train.weights import load_frozen
 
 if TYPE_CHECKING:
     from trackstream.stages.config import TrainConfig
 
-__all__ = ["build_rl", "check_student_streaming", "student_codec"]
+__all__ = ["build_rl"]
 
 log = logging.getLogger(__name__)
 
 
-def check_student_streaming(cfg: "TrainConfig", student_dir: Path) -> None:
-    """The rollout must be the student's inference: its recorded chunking, steps and shift (if recorded)."""
-    meta = json.loads((student_dir / "network.json").read_text())
-    conv = Conventions.from_dict(meta.get("conventions", {}), source=str(student_dir / "network.json"))
-    s = conv.streaming
-    if s is None:
-        return  # an export from before streaming conventions were recorded: the config decides
-    errors = []
-    if s.causal != cfg.stage.causal:
-        errors.append(f"stage.causal={cfg.stage.causal} (student: {s.causal})")
-    if s.steps != student_steps(cfg):
-        errors.append(f"schedule.student_steps={student_steps(cfg)} (student: {s.steps})")
-    if abs(s.shift - cfg.schedule.shift) > 1e-9:
-        errors.append(f"schedule.shift={cfg.schedule.shift} (student: {s.shift})")
-    if errors:
-        raise ValueError(f"the student {student_dir} streams differently: {', '.join(errors)}; pass its values")
-
-
-def student_codec(cfg: "TrainConfig", runtime: Runtime, student_dir: Path):
-    """The frozen codec of the student's latent space: ``codec.checkpoint`` or a released codec, else (the
-    trainable tiny codec) the one of the teacher named by the student's run config (``stage.teacher``)."""
-    from omegaconf import OmegaConf
-
-    from trackstream.stages.distill import teacher_codec
-    from trackstream.train.codec import TRAINABLE, build_codec_module
-
-    if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:
-        return prepare_frozen(runtime, build_codec_module(cfg.codec))
-    run_cfg = student_dir.parents[1] / "config.yaml" if len(student_dir.parents) > 1 else None
-    teacher = OmegaConf.load(run_cfg).get("stage", {}).get("teacher") if run_cfg and run_cfg.is_file() else None
-    if not teacher:
-        raise ValueError(
-            f"codec.checkpoint is not set and {student_dir} is not in a run directory naming its teacher: pass the "
-            "teacher's codec (codec.checkpoint=<teacher_run>/codec/codec.pt)"
-        )
-    return teacher_codec(cfg, runtime, Path(teacher))
-
-
 def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: RLConfig = cfg.stage
-    student_dir = require_export(st.student, "stage.student")
-    check_student_streaming(cfg, student_dir)
+    student = NetworkExport(st.student, "stage.student")
+    student.check_streams_as(cfg)
     if not st.pairs:
         raise ValueError("stage.pairs is not set: give an ODE pair folder (its first frames, tracks and texts)")
-    K = student_steps(cfg)
+    K = cfg.schedule.student_steps
     pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
     if "first_frame" not in pairs:
         raise ValueError(f"stage.pairs={st.pairs}: the pairs have no first_frame (regenerate them)")
-    policy_net = load_network(student_dir)
-    attach_sequence_parallel(policy_net, runtime, "policy")  # parallel.sequence_parallel: the rollout on token slices
-    policy = prepare_network(
+    policy = trained_network(
+        cfg,
         runtime,
-        cfg.parallel,
-        name="generator",
-        module=policy_net,
+        "generator",
+        load_network(student.dir),
         optim=st.optim,
         ema=st.ema,
         total_steps=cfg.trainer.max_steps,
         grad_sync="manual",  # driven through the streaming path, as DMD's generator
+        lora=False,  # the policy is fine-tuned whole (AR-Drag)
     )
-    reference = load_frozen(student_dir, runtime, cfg.parallel, name="KL reference") if st.kl_weight > 0 else None
+    reference = load_frozen(student.dir, runtime, cfg.parallel, name="KL reference") if st.kl_weight > 0 else None
     reward = build_rewards(st.rewards, device=runtime.device)
-    codec = student_codec(cfg, runtime, student_dir)
+    codec = student.codec(cfg, runtime)
     objective = RLObjective(
         policy.module,
         reference,
@@ -137,11 +92,9 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         keys,
         horizons=st.rollout_horizons,
         conditioner=(
-            horizon_conditioner(cfg, runtime, student_dir, load_text_encoder(cfg, runtime), codec)
-            if st.rollout_horizons > 1
-            else None
+            student.conditioner(cfg, runtime, load_text_encoder(cfg, runtime)) if st.rollout_horizons > 1 else None
         ),
-        text_dim=int(json.loads((student_dir / "network.json").read_text())["text_encoder_dim"]),
+        text_dim=student.text_dim,
     )
     if runtime.is_main:
         log.info(
@@ -156,7 +109,7 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(export_student(policy, run_dir, student_dir, runtime, cfg)),
+            "export": str(student.export_student(policy, run_dir, runtime, cfg)),
             "policy_updates": policy.num_updates,
             "reward_seconds": round(sum(r.seconds for r, _ in reward.rewards), 2),
             "config": json.loads(json.dumps(asdict(st), default=str)),
@@ -174,7 +127,7 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         cfg,
         runtime,
         run_dir,
-        model=json.loads((student_dir / "network.json").read_text())["model"],
+        model=student.meta["model"],
         codec_fn=lambda: codec,
         text_encoder_fn=lambda: load_text_encoder(cfg, runtime),  # loaded on the first sample only
     )

@@ -36,11 +36,11 @@ from trackstream.data.clips import (
 from trackstream.eval.teacher_eval import evaluate_motion
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, build_motion_wan
-from trackstream.stages.common import StagePlan, encode_pool, load_text_encoder, obtain_codec
+from trackstream.stages.common import StagePlan, encode_pool, load_text_encoder, obtain_codec, trained_network
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
-from trackstream.train.parallel import attach_sequence_parallel, prepare_network, unwrap
+from trackstream.train.parallel import unwrap
 from trackstream.train.teacher import FlowMatchingObjective
 from trackstream.train.weights import export_network, initialise
 
@@ -94,7 +94,6 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
     torch.manual_seed(cfg.trainer.seed)
     net = build_motion_wan(cfg.model, text_encoder_dim=text_encoder.dim)
     net.conventions = Conventions(clean_first_frame=cfg.stage.clean_first_frame)
-    attach_sequence_parallel(net, runtime, "teacher")
     on_meta = any(p.is_meta for p in net.parameters())
     init_fn = None
     if on_meta or cfg.model.init_from or cfg.model.lora.enabled:
@@ -105,16 +104,8 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
             sharded=sharded,
             is_main=runtime.is_main,
         )
-    trained = prepare_network(
-        runtime,
-        cfg.parallel,
-        name="dit",
-        module=net,
-        optim=cfg.optim,
-        ema=cfg.ema,
-        total_steps=cfg.trainer.max_steps,
-        init_fn=init_fn,
-        lora=cfg.model.lora,
+    trained = trained_network(
+        cfg, runtime, "dit", net, optim=cfg.optim, ema=cfg.ema, total_steps=cfg.trainer.max_steps, init_fn=init_fn
     )
     objective = FlowMatchingObjective(
         trained.module,

@@ -7,7 +7,7 @@ scalars, to W&B (``log_eval``). The API key is only ever read by wandb itself fr
 (``WANDB_API_KEY``), never from the config. Videos are written as mp4 files with PyAV first and
 handed to ``wandb.Video`` by path (no moviepy, which ``wandb.Video`` of raw frames needs).
 W&B run identity (docs/wandb.md), each an explicit ``logger.wandb.*`` value first, then:
-  * mode      ``WANDB_MODE``, else offline (``eval.wandb_run.resolve_mode``);
+  * mode      ``WANDB_MODE``, else offline (``train.wandb_run.resolve_mode``);
   * group     ``WANDB_RUN_GROUP`` (slurm/chain.sh and the make-run pipeline set one per recipe run);
   * job_type  ``WANDB_JOB_TYPE``, else the stage name;
   * tags      the configured ones plus the experiment (``task_name``) and the stage name.

@@ -82,7 +82,8 @@ class TeacherConfig:
     # into the causal student, darken its second chunk. Needs clean_first_frame; 0 disables it.
     clean_prefix_prob: float = 0.0
     clean_prefix_chunk: int = 3  # latent frames per chunk (the student's CausalConfig.chunk_size, c3)
-    # added after runs were checkpointed; at this value a resume of such a run stays exact (train.stages.fingerprint)
+    # optional fields: at these values they stay out of the resume fingerprint (stages.common.fingerprint), so
+    # a run directory checkpointed without them resumes
     FINGERPRINT_NEUTRAL: ClassVar[dict] = {
         "correspondence_source": "first",
         "decoded_loss_weight": 0.0,
