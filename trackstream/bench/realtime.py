@@ -37,107 +37,29 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse
 import dataclasses
-import functools
 import gc
 import inspect
 import json
 import sys
 import time
 import traceback
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import torch
 
+from trackstream.bench.realtime_inputs import Inputs, LiveTracks, TimedSource, make_inputs
+from trackstream.bench.realtime_setups import CPU_SETUPS, REAL_SETUPS, SETUPS, Setup, build
 from trackstream.bench.throughput import chunk_flops, matmul_tflops
 from trackstream.bench.timing import environment
-from trackstream.models.causal import CausalConfig
-from trackstream.models.codecs import build_codec
-from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.precision import synchronize
-from trackstream.models.tracks import sample_track_ids
-from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.stream.options import add_precision_args, parsed_precision
 
+# Setup, SETUPS and build (bench.realtime_setups), LiveTracks and TimedSource (bench.realtime_inputs) stay
+# importable from here.
 __all__ = ["Setup", "SETUPS", "MODES", "LiveTracks", "TimedSource", "Unavailable", "make_engine", "run_mode", "main"]
 
-
-@dataclass(frozen=True)
-class Setup:
-    """A student as a real recipe trains it (``recipe``: its conf/experiment) with the codec it streams with.
-    Its size, chunking, steps and shift are the recipe's (composed once: conf/family for the real ones);
-    ``size`` replaces the pixel size (--height / --width)."""
-
-    recipe: str
-    model: ModelConfig
-    codec: str
-    codec_options: dict
-    text_dim: int  # the frozen text encoder's output width
-    size: Optional[tuple[int, int]] = None
-
-    @property
-    def height(self) -> int:
-        return self.size[0] if self.size else _recipe(self.recipe).data.height
-
-    @property
-    def width(self) -> int:
-        return self.size[1] if self.size else _recipe(self.recipe).data.width
-
-    @property
-    def causal(self) -> CausalConfig:
-        return _recipe(self.recipe).stage.causal
-
-    @property
-    def shift(self) -> float:
-        return _recipe(self.recipe).schedule.shift
-
-    @property
-    def steps(self) -> int:
-        return _recipe(self.recipe).schedule.student_steps
-
-
-@functools.lru_cache(maxsize=None)
-def _recipe(name: str):
-    from trackstream.stages.recipes import compose_recipe
-
-    return compose_recipe([f"experiment={name}"])
-
-
-_WAN13 = ModelConfig(
-    flavor="wan2.1-fun-1.3b-control", layout="fun_control", track_channels=16, track_embed_dim=64, text_encoder="umt5"
-)
-_WAN5 = ModelConfig(flavor="wan2.2-ti2v-5b", layout="ti2v", track_channels=16, track_embed_dim=64, text_encoder="umt5")
-# tiny_dmd as composed alone: DiT patch 2 on the 4x codec's 16x16 latents, 8x8 tokens per frame
-_TINY = ModelConfig(
-    flavor="tiny",
-    layout="wan_i2v",
-    track_channels=32,
-    track_embed_dim=64,
-    text_encoder="minilm",
-    overrides={"text_len": 64, "num_heads": 2},
-)
-# the shipped student (assets/tiny-student, make run's): DiT patch 1, 16x16 4-px tokens per frame
-_TINY_STUDENT = dataclasses.replace(_TINY, overrides={**_TINY.overrides, "patch_size": [1, 1, 1]})
-# the small world model (conf/model/small.yaml with small_teacher's overrides; a test holds them equal)
-_SMALL = dataclasses.replace(
-    _TINY,
-    overrides={"dim": 384, "ffn_dim": 1152, "num_heads": 6, "num_layers": 8, "text_len": 64, "patch_size": [1, 1, 1]},
-)
-_TINY_AE = {"width": 128, "num_res_blocks": 1, "temporal_kernel": 2, "patch": 4}
-SETUPS = {
-    "wan1.3b-480p-taehv": Setup("dmd_wan1.3b_480p", _WAN13, "taehv-wan2.1", {}, 4096),
-    "wan1.3b-480p-wanvae": Setup("dmd_wan1.3b_480p", _WAN13, "wan2.1-vae", {}, 4096),
-    "wan5b-704p-taehv": Setup("dmd_wan2.2_5b_704p", _WAN5, "taehv-wan2.2", {}, 4096),
-    "wan5b-704p-wanvae": Setup("dmd_wan2.2_5b_704p", _WAN5, "wan2.2-vae", {}, 4096),
-    "tiny": Setup("tiny_dmd", _TINY, "tiny-ae", {"width": 128, "patch": 4}, 384),
-    "tiny-student": Setup("tiny_dmd", _TINY_STUDENT, "tiny-ae", _TINY_AE, 384),
-    "small": Setup("small_dmd", _SMALL, "tiny-ae", _TINY_AE, 384),
-}
-CPU_SETUPS = ("tiny", "tiny-student", "small")  # the embedded world's students: 64x64, the tiny codec
-REAL_SETUPS = [name for name in SETUPS if name not in CPU_SETUPS]
 
 # mode -> the engine's keyword arguments (stream.engine.StreamingGenerator)
 MODES = {"reference": {"fast": False}, "eager": {"fast": True}, "compiled": {"fast": True, "compile": True}}
@@ -147,62 +69,6 @@ PHASES = ("condition", "dit", "decode", "host")
 
 class Unavailable(Exception):
     """The engine does not offer this mode (an older engine, or a step it refuses to build)."""
-
-
-class LiveTracks:
-    """A ``stream.engine.TrackSource``: ``n`` points drifting with a slow wobble, reflected at the frame's
-    edges, computed on the host for each chunk's pixel frames as they are asked for (as a user's drag or a
-    live tracker delivers them)."""
-
-    def __init__(self, n: int, *, height: int, width: int, seed: int = 0):
-        g = torch.Generator().manual_seed(seed)
-        self.size = torch.tensor([width - 1.0, height - 1.0])
-        self.start = torch.rand(n, 2, generator=g) * self.size  # [N, 2] pixel (x, y)
-        self.velocity = (torch.rand(n, 2, generator=g) - 0.5) * 4.0  # pixels per frame
-        self.wobble = torch.rand(n, 2, generator=g) * 3.0
-        self.phase = torch.rand(n, 2, generator=g) * 6.283
-        self.n = n
-
-    def __call__(self, index: int, span: tuple[int, int]):
-        lo, hi = span
-        t = torch.arange(lo, hi, dtype=torch.float32)[:, None, None]  # [T, 1, 1]
-        xy = self.start + self.velocity * t + self.wobble * torch.sin(0.2 * t + self.phase)  # [T, N, 2]
-        xy = self.size - (xy.remainder(2 * self.size) - self.size).abs()  # reflect into [0, size]
-        return xy[None], torch.ones(1, hi - lo, self.n, dtype=torch.bool)  # [1, T, N, 2], [1, T, N]
-
-
-def build(
-    setup: Setup,
-    *,
-    device: torch.device,
-    dtype: torch.dtype,
-    layers: Optional[int] = None,
-    dim: Optional[int] = None,
-    seed: int = 0,
-):
-    """Random-weight student (real flavors built on meta, materialised on the device; the zero-init head
-    randomised so the latents are not all zero) and codec, cast as ``models.conditioner.load_export`` casts.
-    ``dim`` re-sizes an embedded-world student as conf/model/small.yaml sizes one: FFN 3x, heads of 64."""
-    model = setup.model
-    if layers is not None:
-        model = dataclasses.replace(model, overrides={**model.overrides, "num_layers": layers})
-    if dim is not None:
-        sized = {"dim": dim, "ffn_dim": 3 * dim, "num_heads": dim // 64}
-        model = dataclasses.replace(model, overrides={**model.overrides, **sized})
-    torch.manual_seed(seed)
-    real = not model.flavor.startswith("tiny")
-    net = build_motion_wan(model, text_encoder_dim=setup.text_dim, device="meta" if real else None)
-    if real:
-        net.to_empty(device=device)
-        net.init_weights()
-    with torch.no_grad():
-        torch.nn.init.normal_(net.dit.head.head.weight, std=0.02)
-    net = net.to(device).eval().requires_grad_(False)
-    codec = build_codec(setup.codec, **setup.codec_options).to(device).eval().requires_grad_(False)
-    if dtype != torch.float32:
-        net.dit.cast_for_inference(dtype)
-        codec.to(dtype)
-    return net, codec
 
 
 def make_engine(
@@ -224,40 +90,6 @@ def make_engine(
         return StreamingGenerator(net, codec, config=config, **kwargs)
     except ValueError as err:
         raise Unavailable(str(err).split("\n")[0]) from err
-
-
-@dataclass
-class Inputs:
-    image: torch.Tensor  # [1, 3, H, W] in [-1, 1]
-    text: torch.Tensor  # [1, L, text_dim]: the frozen text encoder's output (random)
-    lengths: torch.Tensor  # [1]
-    features: Optional[torch.Tensor]  # [1, 257, 1280] CLIP tokens for DiTs with the image branch
-    track_ids: torch.Tensor  # [1, N]
-
-
-def make_inputs(net, setup: Setup, *, tracks: int, seed: int) -> Inputs:
-    g = torch.Generator().manual_seed(seed)
-    L = net.dit.text_len
-    return Inputs(
-        image=torch.rand(1, 3, setup.height, setup.width, generator=g) * 2 - 1,
-        text=torch.randn(1, L, setup.text_dim, generator=g),
-        lengths=torch.tensor([L]),
-        features=torch.randn(1, CLIP_TOKENS, CLIP_DIM, generator=g) if net.needs_image_features else None,
-        track_ids=sample_track_ids(1, tracks, generator=g),
-    )
-
-
-class TimedSource:
-    """A track source that adds up the host seconds spent in it (the engine's chunk time starts after it)."""
-
-    def __init__(self, source):
-        self.source, self.seconds = source, 0.0
-
-    def __call__(self, index: int, span: tuple[int, int]):
-        t0 = time.perf_counter()
-        got = self.source(index, span)
-        self.seconds += time.perf_counter() - t0
-        return got
 
 
 def request(engine, inputs: Inputs, source, *, chunks: int, seed: int, marks_at: set[int]) -> tuple[dict, list]:
@@ -406,7 +238,7 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--setup",
@@ -441,8 +273,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="outputs/bench_realtime.json")
     add_precision_args(ap)
-    args = ap.parse_args(argv)
-    device, dtype = parsed_precision(ap, args)
+    return ap
+
+
+def _selection(ap: argparse.ArgumentParser, args, device: torch.device) -> tuple[list[str], list[str]]:
+    """The setups and modes to run (defaults by device); a bad flag is the parser's error."""
     names = args.setup.split(",") if args.setup else (REAL_SETUPS if device.type == "cuda" else ["tiny"])
     unknown = [n for n in names if n not in SETUPS]
     if unknown:
@@ -457,6 +292,46 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error("--breakdown-chunks and --tracks must be >= 1")
     if args.dim is not None and (args.dim < 64 or args.dim % 64 or set(names) - set(CPU_SETUPS)):
         ap.error(f"--dim {args.dim}: a multiple of 64, for {', '.join(CPU_SETUPS)} only (real flavors keep theirs)")
+    return names, modes
+
+
+def _run_setup(ap, args, name: str, modes: list[str], device: torch.device, dtype, matmul: dict) -> list[dict]:
+    """One setup's rows (one per mode, each printed as it is done), its student built once for all modes."""
+    setup = SETUPS[name]
+    if args.height or args.width:
+        setup = dataclasses.replace(setup, size=(args.height or setup.height, args.width or setup.width))
+    try:
+        net, codec = build(setup, device=device, dtype=dtype, layers=args.layers, dim=args.dim, seed=args.seed)
+    except torch.OutOfMemoryError as err:
+        return [{"setup": name, "mode": m, "error": "out of memory building: " + str(err).split(".")[0]} for m in modes]
+    cell = 2 * codec.spatial_factor  # DiT patch 2 on the codec's latent grid
+    if setup.height % cell or setup.width % cell:
+        ap.error(f"--height/--width {setup.height}x{setup.width}: {name} needs multiples of {cell}")
+    rows = []
+    for mode in modes:
+        size = {
+            "layers": len(net.dit.blocks),
+            "dim": net.dit.dim,
+            "dit_params": sum(p.numel() for p in net.dit.parameters()),
+        }
+        row = {"setup": name, **size, **run_mode(net, codec, setup, mode, args, matmul)}
+        rows.append(row)
+        print(table([row]).splitlines()[-1], flush=True)
+        gc.collect()  # the mode's engine (static buffers, CUDA graphs) goes before the next is built
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    del net, codec
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    device, dtype = parsed_precision(ap, args)
+    names, modes = _selection(ap, args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
     matmul = matmul_tflops(device, dtype, size=args.matmul_size or (8192 if device.type == "cuda" else 512))
@@ -466,35 +341,7 @@ def main(argv: list[str] | None = None) -> dict:
     )
     results = []
     for name in names:
-        setup = SETUPS[name]
-        if args.height or args.width:
-            setup = dataclasses.replace(setup, size=(args.height or setup.height, args.width or setup.width))
-        try:
-            net, codec = build(setup, device=device, dtype=dtype, layers=args.layers, dim=args.dim, seed=args.seed)
-        except torch.OutOfMemoryError as err:
-            results += [
-                {"setup": name, "mode": m, "error": "out of memory building: " + str(err).split(".")[0]} for m in modes
-            ]
-            continue
-        cell = 2 * codec.spatial_factor  # DiT patch 2 on the codec's latent grid
-        if setup.height % cell or setup.width % cell:
-            ap.error(f"--height/--width {setup.height}x{setup.width}: {name} needs multiples of {cell}")
-        for mode in modes:
-            size = {
-                "layers": len(net.dit.blocks),
-                "dim": net.dit.dim,
-                "dit_params": sum(p.numel() for p in net.dit.parameters()),
-            }
-            row = {"setup": name, **size, **run_mode(net, codec, setup, mode, args, matmul)}
-            results.append(row)
-            print(table([row]).splitlines()[-1], flush=True)
-            gc.collect()  # the mode's engine (static buffers, CUDA graphs) goes before the next is built
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-        del net, codec
-        gc.collect()
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
+        results += _run_setup(ap, args, name, modes, device, dtype, matmul)
     print(table(results))
     result = {"meta": meta, "matmul": matmul, "results": results}
     out = Path(args.out)

@@ -133,7 +133,7 @@ def time_interleaved(
     return times
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--flavor", default="tiny", choices=["tiny", "wan2.1-t2v-1.3b", "wan2.1-t2v-14b", "wan2.2-ti2v-5b"])
     ap.add_argument("--height", type=int, default=None, help="pixel height (default tiny 256, real: the family's)")
@@ -153,11 +153,11 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="outputs/bench_stream.json")
-    args = ap.parse_args(argv)
+    return ap
 
-    device, dtype = parsed_precision(ap, args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+
+def _latent_hw(args) -> tuple[int, int]:
+    """The latent grid (h, w) of ``--height``/``--width`` (pixels unless ``--latent``; default: the family's)."""
     tiny = args.flavor.startswith("tiny")
     family = None if tiny else family_facts(FAMILY[args.flavor])
     height = args.height or (256 if tiny else family.height)
@@ -165,7 +165,84 @@ def main(argv: list[str] | None = None) -> dict:
     scale = 1 if args.latent else VAE_STRIDE.get(args.flavor, 8)
     if height % (2 * scale) or width % (2 * scale):
         raise ValueError(f"--height/--width must be multiples of {2 * scale} (VAE stride x patch 2)")
-    latent_hw = (height // scale, width // scale)
+    return (height // scale, width // scale)
+
+
+def _run_layout(model, cfg: CausalConfig, n: int, measure: list[int], args, *, latent_hw, context, device, gen) -> dict:
+    """One layout's rollout to ``n`` chunks and the interleaved re-timing of its kept caches: a ``runs`` entry."""
+    t0 = time.perf_counter()
+    roll = rollout(
+        model,
+        cfg,
+        chunks=n,
+        measure=[k for k in measure if k <= n],
+        latent_hw=latent_hw,
+        context=context,
+        device=device,
+        generator=gen,
+    )
+    times = time_interleaved(
+        model,
+        roll["kept"],
+        latent_hw=latent_hw,
+        device=device,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        generator=gen,
+    )
+    points = {
+        k: roll["memory"][k] | {"latency_ms_median": statistics.median(v), "latency_ms_min": min(v), "repeats": len(v)}
+        for k, v in times.items()
+    }
+    run = {
+        "layout": cfg.name,
+        "chunks_done": len(roll["per_chunk_ms"]),
+        "stopped": roll["stopped"],
+        "points": points,
+        "per_chunk_ms": [round(v, 3) for v in roll["per_chunk_ms"]],
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    del roll
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return run
+
+
+def _summary(runs: dict, measure: list[int], device: torch.device) -> dict:
+    """Per layout the growth from the first to the last measured chunk it reached; the rolling target."""
+    first, last = measure[0], measure[-1]
+    summary = {}
+    for name, run in runs.items():
+        pts = run["points"]
+        reached = max(pts) if pts else None
+        summary[f"{name}_latency_ratio"] = (
+            pts[reached]["latency_ms_median"] / pts[first]["latency_ms_median"] if reached and first in pts else None
+        )
+        # identical work measured under load: the min is the noise floor, a robust second look
+        summary[f"{name}_latency_ratio_min"] = (
+            pts[reached]["latency_ms_min"] / pts[first]["latency_ms_min"] if reached and first in pts else None
+        )
+        summary[f"{name}_ratio_chunks"] = f"{reached}/{first}"
+        summary[f"{name}_cache_bytes_ratio"] = (
+            pts[reached]["cache_bytes"] / max(1, pts[first]["cache_bytes"]) if reached and first in pts else None
+        )
+        if device.type == "cuda" and reached and first in pts:
+            summary[f"{name}_peak_mem_ratio"] = pts[reached]["peak_mem_bytes"] / pts[first]["peak_mem_bytes"]
+    rolling_done = last in runs["rolling"]["points"]
+    summary["rolling_target"] = TARGET_RATIO
+    summary["rolling_target_met"] = bool(rolling_done and summary["rolling_latency_ratio"] <= TARGET_RATIO)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = _parser()
+    args = ap.parse_args(argv)
+
+    device, dtype = parsed_precision(ap, args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    latent_hw = _latent_hw(args)
     measure = sorted({int(k) for k in args.measure.split(",")})
     if measure[0] < 1 or measure[-1] > args.chunks:
         raise ValueError(f"--measure {args.measure} must lie in 1..--chunks ({args.chunks})")
@@ -200,66 +277,12 @@ def main(argv: list[str] | None = None) -> dict:
     )
     with torch.inference_mode():
         for name, (cfg, n) in layouts.items():
-            t0 = time.perf_counter()
-            roll = rollout(
-                model,
-                cfg,
-                chunks=n,
-                measure=[k for k in measure if k <= n],
-                latent_hw=latent_hw,
-                context=context,
-                device=device,
-                generator=gen,
+            result["runs"][name] = _run_layout(
+                model, cfg, n, measure, args, latent_hw=latent_hw, context=context, device=device, gen=gen
             )
-            times = time_interleaved(
-                model,
-                roll["kept"],
-                latent_hw=latent_hw,
-                device=device,
-                repeats=args.repeats,
-                warmup=args.warmup,
-                generator=gen,
-            )
-            points = {
-                k: roll["memory"][k]
-                | {"latency_ms_median": statistics.median(v), "latency_ms_min": min(v), "repeats": len(v)}
-                for k, v in times.items()
-            }
-            result["runs"][name] = {
-                "layout": cfg.name,
-                "chunks_done": len(roll["per_chunk_ms"]),
-                "stopped": roll["stopped"],
-                "points": points,
-                "per_chunk_ms": [round(v, 3) for v in roll["per_chunk_ms"]],
-                "wall_s": round(time.perf_counter() - t0, 1),
-            }
-            del roll
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
             _print_run(name, result["runs"][name])
 
-    first, last = measure[0], measure[-1]
-    summary = {}
-    for name, run in result["runs"].items():
-        pts = run["points"]
-        reached = max(pts) if pts else None
-        summary[f"{name}_latency_ratio"] = (
-            pts[reached]["latency_ms_median"] / pts[first]["latency_ms_median"] if reached and first in pts else None
-        )
-        # identical work measured under load: the min is the noise floor, a robust second look
-        summary[f"{name}_latency_ratio_min"] = (
-            pts[reached]["latency_ms_min"] / pts[first]["latency_ms_min"] if reached and first in pts else None
-        )
-        summary[f"{name}_ratio_chunks"] = f"{reached}/{first}"
-        summary[f"{name}_cache_bytes_ratio"] = (
-            pts[reached]["cache_bytes"] / max(1, pts[first]["cache_bytes"]) if reached and first in pts else None
-        )
-        if device.type == "cuda" and reached and first in pts:
-            summary[f"{name}_peak_mem_ratio"] = pts[reached]["peak_mem_bytes"] / pts[first]["peak_mem_bytes"]
-    rolling_done = last in result["runs"]["rolling"]["points"]
-    summary["rolling_target"] = TARGET_RATIO
-    summary["rolling_target_met"] = bool(rolling_done and summary["rolling_latency_ratio"] <= TARGET_RATIO)
+    summary = _summary(result["runs"], measure, device)
     result["summary"] = summary
     print("summary: " + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items()))
 

@@ -16,16 +16,34 @@ N heads, D head dim, S tokens per latent frame (after patchify).
 
 from __future__ import annotations
 
-import math
-from typing import Callable, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trackstream.models.sequence_parallel import SequenceShard, ulysses
+from trackstream.models.attention import FullRoPEAttention, SelfAttentionFn, UlyssesRoPEAttention, sdpa
+from trackstream.models.rope import apply_rope, grid_positions, rope_axis_pairs, rope_cos_sin
+from trackstream.models.sequence_parallel import SequenceShard
+from trackstream.models.wan_embeddings import FP32Sequential, MLPProj, sinusoidal_embedding
+from trackstream.models.wan_layers import RMSNorm, WanBlock, WanHead
 
-__all__ = ["WanModel", "SelfAttentionFn", "rope_cos_sin", "apply_rope", "sinusoidal_embedding"]
+# The helpers of models.rope / models.attention / models.wan_embeddings stay importable from here,
+# where their callers have always found them.
+__all__ = [
+    "WanModel",
+    "SelfAttentionFn",
+    "rope_cos_sin",
+    "apply_rope",
+    "sinusoidal_embedding",
+    "rope_axis_pairs",
+    "grid_positions",
+    "sdpa",
+    "CLIP_DIM",
+    "CLIP_TOKENS",
+    "MODEL_TYPES",
+]
+
 
 # ti2v (Wan 2.2 TI2V-5B) has t2v's parameters; its image conditioning is the clean first latent
 # frame at timestep 0, i.e. the per-frame timesteps t [B, F] this model already takes.
@@ -33,293 +51,6 @@ MODEL_TYPES = ("t2v", "i2v", "flf2v", "ti2v")
 # Number of CLIP image tokens per image (ViT-H/14 at 224: 256 patches + CLS).
 CLIP_TOKENS = 257
 CLIP_DIM = 1280
-
-
-# ----------------------------------------------------------------------------- primitives
-
-
-def sinusoidal_embedding(t: torch.Tensor, dim: int) -> torch.Tensor:
-    """[N] timesteps -> [N, dim] float32, cos first (official order), built in float64."""
-    assert dim % 2 == 0
-    half = dim // 2
-    omega = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
-    args = t.to(torch.float64)[:, None] * omega[None, :]
-    return torch.cat([torch.cos(args), torch.sin(args)], dim=1).float()
-
-
-def rope_axis_pairs(head_dim: int) -> tuple[int, int, int]:
-    """Complex pairs given to the (frame, height, width) axes: 22/21/21 for head_dim 128."""
-    if head_dim % 2:
-        raise ValueError(f"head_dim={head_dim} must be even for RoPE (dim / num_heads)")
-    c = head_dim // 2
-    return c - 2 * (c // 3), c // 3, c // 3
-
-
-def rope_cos_sin(positions: torch.Tensor, head_dim: int, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """3D RoPE tables for arbitrary integer positions.
-
-    positions: [L, 3] (frame, row, col). Returns cos, sin: [L, head_dim // 2] float32, one
-    entry per interleaved pair. Each axis has its own frequency set over its own sub-dimension
-    (official ``rope_params(1024, D_axis)``), computed in float64.
-    """
-    parts = []
-    for axis, pairs in enumerate(rope_axis_pairs(head_dim)):
-        sub_dim = 2 * pairs
-        omega = 1.0 / torch.pow(
-            theta, torch.arange(0, sub_dim, 2, dtype=torch.float64, device=positions.device) / sub_dim
-        )
-        parts.append(positions[:, axis].to(torch.float64)[:, None] * omega[None, :])
-    angles = torch.cat(parts, dim=1)  # [L, D/2]
-    return torch.cos(angles).float(), torch.sin(angles).float()
-
-
-def grid_positions(
-    grid: tuple[int, int, int], frame_offset: int = 0, device: torch.device | None = None
-) -> torch.Tensor:
-    """Row-major (f, h, w) positions of a token grid: [F*H*W, 3] int64."""
-    f, h, w = grid
-    ff, hh, ww = torch.meshgrid(
-        torch.arange(frame_offset, frame_offset + f, device=device),
-        torch.arange(h, device=device),
-        torch.arange(w, device=device),
-        indexing="ij",
-    )
-    return torch.stack([ff, hh, ww], dim=-1).reshape(-1, 3)
-
-
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs (x[2j], x[2j+1]) of x: [B, L, N, D] with cos/sin [L, D/2].
-
-    Computed in float32 and returned in float32 (the official code returns float32 too).
-    """
-    xf = x.float().unflatten(-1, (-1, 2))  # [B, L, N, D/2, 2]
-    x0, x1 = xf[..., 0], xf[..., 1]
-    c, s = cos[None, :, None, :], sin[None, :, None, :]
-    return torch.stack([x0 * c - x1 * s, x0 * s + x1 * c], dim=-1).flatten(-2)
-
-
-class RMSNorm(nn.Module):
-    """Wan's RMSNorm: normalise in float32, cast back, then scale (over the full width)."""
-
-    def __init__(self, dim: int, eps: float = 1e-5):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        # Cast back before the scale (official order), then return in the input dtype.
-        return ((xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)).type_as(x) * self.weight).to(
-            x.dtype
-        )
-
-
-class FP32LayerNorm(nn.LayerNorm):
-    """LayerNorm computed in float32 whatever the input/parameter dtype; returns float32."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        w = self.weight.float() if self.weight is not None else None
-        b = self.bias.float() if self.bias is not None else None
-        return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
-
-
-def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Run a Linear in its parameter dtype (so bf16 weights get bf16 inputs)."""
-    return layer(x.to(layer.weight.dtype))
-
-
-# A self-attention strategy gets the block index and the projected (normed, un-roped)
-# q, k, v [B, L, N, D] of the current tokens and returns the attention output [B, L, N, D].
-# The default is full bidirectional attention with RoPE on the token grid; the causal
-# student supplies block-masked or KV-cached strategies without touching the blocks.
-SelfAttentionFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
-
-
-def sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None):
-    """[B, Lq, N, D] x [B, Lk, N, D] -> [B, Lq, N, D] through PyTorch SDPA."""
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
-    return out.transpose(1, 2)
-
-
-class FullRoPEAttention:
-    """Bidirectional attention over all tokens, RoPE at the given positions."""
-
-    def __init__(self, cos: torch.Tensor, sin: torch.Tensor):
-        self.cos, self.sin = cos, sin
-
-    def __call__(self, layer: int, q, k, v):
-        q = apply_rope(q, self.cos, self.sin).to(v.dtype)
-        k = apply_rope(k, self.cos, self.sin).to(v.dtype)
-        return sdpa(q, k, v)
-
-
-class UlyssesRoPEAttention(FullRoPEAttention):
-    """Bidirectional attention of a sequence-parallel slice (``models.sequence_parallel``): RoPE at the
-    slice's global positions (cos/sin [L/K, D/2]), then attention over the whole sequence on N/K heads."""
-
-    def __init__(self, cos: torch.Tensor, sin: torch.Tensor, group):
-        super().__init__(cos, sin)
-        self.group = group
-
-    def __call__(self, layer: int, q, k, v):
-        q = apply_rope(q, self.cos, self.sin).to(v.dtype)
-        k = apply_rope(k, self.cos, self.sin).to(v.dtype)
-        return ulysses(sdpa, q, k, v, self.group)
-
-
-# ----------------------------------------------------------------------------- layers
-
-
-class WanSelfAttention(nn.Module):
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float):
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim={dim} must be divisible by num_heads={num_heads}")
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-
-    def project(self, x: torch.Tensor):
-        """x [B, L, dim] -> q, k, v [B, L, N, D]; q and k RMS-normed across heads, not roped."""
-        shape = (*x.shape[:2], self.num_heads, self.head_dim)
-        q = self.norm_q(_linear(self.q, x)).view(shape)
-        k = self.norm_k(_linear(self.k, x)).view(shape)
-        v = _linear(self.v, x).view(shape)
-        return q, k, v
-
-    def forward(self, x: torch.Tensor, layer: int, attention: SelfAttentionFn) -> torch.Tensor:
-        q, k, v = self.project(x)
-        out = attention(layer, q, k, v)  # [B, L, N, D]
-        return _linear(self.o, out.flatten(2))
-
-
-class WanCrossAttention(nn.Module):
-    """Text cross-attention; with ``image=True`` also the I2V image branch (k_img/v_img)."""
-
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float, image: bool):
-        super().__init__()
-        self.num_heads, self.head_dim = num_heads, dim // num_heads
-        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
-        self.norm_q = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-        self.norm_k = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-        self.image = image
-        if image:
-            self.k_img, self.v_img = nn.Linear(dim, dim), nn.Linear(dim, dim)
-            self.norm_k_img = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-
-    def _heads(self, t: torch.Tensor) -> torch.Tensor:
-        return t.view(*t.shape[:2], self.num_heads, self.head_dim)
-
-    def context_kv(self, context: torch.Tensor, num_image_tokens: int) -> tuple[torch.Tensor, ...]:
-        """Keys/values of the (embedded) context; constant over denoising steps, so cacheable.
-
-        context: [B, num_image_tokens + text_len, dim], image tokens first (official layout).
-        """
-        img, txt = context[:, :num_image_tokens], context[:, num_image_tokens:]
-        kv = (self._heads(self.norm_k(_linear(self.k, txt))), self._heads(_linear(self.v, txt)))
-        if self.image:
-            if num_image_tokens == 0:
-                raise ValueError("an i2v/flf2v model needs CLIP image tokens (clip_fea)")
-            kv += (self._heads(self.norm_k_img(_linear(self.k_img, img))), self._heads(_linear(self.v_img, img)))
-        return kv
-
-    def forward(self, x: torch.Tensor, kv: Sequence[torch.Tensor]) -> torch.Tensor:
-        q = self._heads(self.norm_q(_linear(self.q, x)))
-        out = sdpa(q, kv[0], kv[1])  # no mask: padded text rows are attended, as in Wan
-        if self.image:
-            # The image branch shares q and is summed before the output projection.
-            out = out + sdpa(q, kv[2], kv[3])
-        return _linear(self.o, out.flatten(2))
-
-
-class WanBlock(nn.Module):
-    def __init__(self, dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, image):
-        super().__init__()
-        self.norm1 = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.self_attn = WanSelfAttention(dim, num_heads, qk_norm, eps)
-        self.norm3 = FP32LayerNorm(dim, eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
-        self.cross_attn = WanCrossAttention(dim, num_heads, qk_norm, eps, image)
-        self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
-        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
-
-    def forward(self, x, e0, context_kv, layer: int, attention: SelfAttentionFn, tokens_per_frame: int):
-        """x: [B, L, dim] float32 residual stream; e0: [B, F, 6, dim] per-frame modulation."""
-        cdtype = self.self_attn.q.weight.dtype
-        B, L, dim = x.shape
-        mod = (self.modulation.float()[:, None] + e0.float()).unsqueeze(3)  # [B, F, 6, 1, dim]
-        shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod.unbind(2)  # [B, F, 1, dim]
-
-        def modulate(h, shift, scale):  # tokens grouped per latent frame: [B, F, S, dim]
-            h = h.view(B, -1, tokens_per_frame, dim)
-            return (h * (1 + scale) + shift).view(B, L, dim)
-
-        def gated(y, gate):
-            return (y.float().view(B, -1, tokens_per_frame, dim) * gate).view(B, L, dim)
-
-        y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(cdtype), layer, attention)
-        x = x + gated(y, gate_sa)
-        x = x + self.cross_attn(self.norm3(x).to(cdtype), context_kv).float()
-        y = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff).to(self.ffn[0].weight.dtype))
-        return x + gated(y, gate_ff)
-
-
-class WanHead(nn.Module):
-    def __init__(self, dim: int, out_dim: int, patch_size: Sequence[int], eps: float):
-        super().__init__()
-        self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
-        self.head = nn.Linear(dim, out_dim * math.prod(patch_size))
-        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
-
-    def forward(self, x: torch.Tensor, e: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
-        """x: [B, L, dim]; e: [B, F, dim] (the time embedding, not e0). Runs in float32."""
-        B, L, dim = x.shape
-        mod = self.modulation.float()[:, None] + e.float()[:, :, None]  # [B, F, 2, dim]
-        shift, scale = mod[:, :, 0:1], mod[:, :, 1:2]  # [B, F, 1, dim]
-        h = self.norm(x).view(B, -1, tokens_per_frame, dim) * (1 + scale) + shift
-        return F.linear(h.view(B, L, dim), self.head.weight.float(), self.head.bias.float())
-
-
-class FP32Sequential(nn.Sequential):
-    """A Sequential whose Linears run in float32 whatever their storage dtype (the official keeps the
-    time embedding in fp32). A module call, so wrappers that gather parameters in forward hooks
-    (FSDP) see it also on the streaming path; parameter names stay ``<i>.weight``."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        for m in self:
-            x = F.linear(x, m.weight.float(), m.bias.float()) if isinstance(m, nn.Linear) else m(x)
-        return x
-
-
-class MLPProj(nn.Module):
-    """CLIP image tokens -> DiT width (official ``img_emb``); FLF2V adds a position table."""
-
-    def __init__(self, in_dim: int, out_dim: int, flf_pos_tokens: int | None = None):
-        super().__init__()
-        self.proj = nn.Sequential(
-            nn.LayerNorm(in_dim),
-            nn.Linear(in_dim, in_dim),
-            nn.GELU(),
-            nn.Linear(in_dim, out_dim),
-            nn.LayerNorm(out_dim),
-        )
-        if flf_pos_tokens:
-            self.emb_pos = nn.Parameter(torch.zeros(1, flf_pos_tokens, in_dim))
-
-    def forward(self, image_embeds: torch.Tensor) -> torch.Tensor:
-        if hasattr(self, "emb_pos"):
-            if image_embeds.shape[1] != self.emb_pos.shape[1]:
-                raise ValueError(
-                    f"flf2v expects clip_fea with {self.emb_pos.shape[1]} tokens (first and last frame), "
-                    f"got {image_embeds.shape[1]}"
-                )
-            image_embeds = image_embeds + self.emb_pos.to(image_embeds.dtype)
-        return self.proj(image_embeds.to(self.proj[1].weight.dtype))
-
-
-# ----------------------------------------------------------------------------- model
 
 
 class WanModel(nn.Module):

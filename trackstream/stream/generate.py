@@ -22,12 +22,14 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from trackstream.models.tracks import latent_frames
-from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
+from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames, whole_chunks
 from trackstream.stream.options import (
     add_network_args,
     add_precision_args,
@@ -35,6 +37,11 @@ from trackstream.stream.options import (
     parsed_precision,
     refuse,
 )
+
+if TYPE_CHECKING:
+    from trackstream.models.codecs.base import VideoCodec
+    from trackstream.models.conditioner import Conditioner
+    from trackstream.models.motion_wan import MotionWan
 
 __all__ = ["main", "fit_to_student", "stream_chunks"]
 
@@ -77,7 +84,7 @@ def stream_chunks(causal, tracks_shape: tuple, chunks: int | None) -> int:
     return covered
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_args(ap)
     ap.add_argument("--image", required=True)
@@ -129,19 +136,30 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="decode each chunk before sampling the next (default on CUDA: decode on a second stream)",
     )
-    from trackstream.models.precision import dtype_name
-
     add_precision_args(ap)
-    args = ap.parse_args(argv)
-    device, dtype = parsed_precision(ap, args)
+    return ap
 
+
+@dataclass(frozen=True)
+class _Loaded:
+    """What a stream is made from, every part read and checked before the first chunk."""
+
+    bgr: np.ndarray  # [H, W, 3] at the student's size
+    tracks: np.ndarray  # [T, N, 2] pixel (x, y)
+    visibility: np.ndarray  # [T, N]
+    net: MotionWan
+    codec: VideoCodec
+    conditioner: Conditioner
+    cfg: StreamConfig
+    chunks: int
+    schedule: list  # stream.prompts' switches, placed on chunks
+
+
+def _load(args, device: torch.device, dtype: torch.dtype) -> _Loaded:
     import cv2
 
     from trackstream.data.track_inputs import load_tracks
-    from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
-    from trackstream.models.tracks import sample_track_ids
-    from trackstream.stream.engine import StreamingGenerator, tracks_from_array
-    from trackstream.stream.prompts import place_switches, read_prompt_schedule, scheduled_stream
+    from trackstream.stream.prompts import place_switches, read_prompt_schedule
 
     # every input checked before the first chunk: a bad file or value is one line (exit 2) naming it and the
     # fix (models.formats.files, data.track_inputs), not a usage block or a traceback; nothing is written
@@ -162,37 +180,33 @@ def main(argv: list[str] | None = None) -> int:
         schedule = place_switches(schedule, cfg.causal, n, args.prompt_schedule) if schedule else []
     except ValueError as err:
         refuse(str(err))
-    h, w = bgr.shape[:2]
-    first, last = chunk_pixel_frames(cfg.causal, 0)[0], chunk_pixel_frames(cfg.causal, n - 1)[1]
-    print(
-        f"{args.student}: {device}, {dtype_name(dtype)}; {w}x{h}, {n} chunks ({cfg.name}) = frames {first}-{last - 1}, "
-        f"{tracks_np.shape[1]} tracks",
-        flush=True,
-    )
-    image = image_tensor(bgr[:, :, ::-1]).to(device)
-    tracks, vis = torch.from_numpy(tracks_np)[None], torch.from_numpy(vis_np)[None]
-    engine = StreamingGenerator(
-        net,
-        codec,
-        config=cfg,
-        image_features_fn=conditioner.image_features,
-        fast=not args.reference_step,
-        compile=args.compile,
-        overlap_decode=not args.no_overlap_decode,
-    )
-    prompt = schedule[0].prompt if schedule and schedule[0].chunk == 0 else args.prompt
-    text, lens = conditioner.text([prompt])  # the engine moves these (and the tracks) to the network's device
-    switches = {}  # chunk -> the new prompt's encoding, all encoded before the first chunk
+    return _Loaded(bgr, tracks_np, vis_np, net, codec, conditioner, cfg, n, schedule)
+
+
+def _prompts(loaded: _Loaded, prompt: str):
+    """The first chunk's prompt encoding (text [1, L, D], lengths [1]) and {chunk: encoding} of the switches
+    after it, all encoded before the first chunk."""
+    schedule, causal = loaded.schedule, loaded.cfg.causal
+    prompt = schedule[0].prompt if schedule and schedule[0].chunk == 0 else prompt
+    text, lens = loaded.conditioner.text([prompt])  # the engine moves these (and the tracks) to the network's device
+    switches = {}  # chunk -> the new prompt's encoding
     for s in schedule:
-        lo, hi = chunk_pixel_frames(cfg.causal, s.chunk)
+        lo, hi = chunk_pixel_frames(causal, s.chunk)
         print(f"prompt from frame {s.frame} -> chunk {s.chunk} (frames {lo}-{hi - 1}): {s.prompt!r}", flush=True)
         if s.chunk > 0:
-            switches[s.chunk] = conditioner.text([s.prompt])
-    ids = sample_track_ids(1, tracks.shape[2], generator=torch.Generator().manual_seed(args.seed))  # --seed: all of it
-    state = engine.start(image, text, lens, track_ids=ids, seed=args.seed)
+            switches[s.chunk] = loaded.conditioner.text([s.prompt])
+    return text, lens, switches
+
+
+def _stream(engine, state, source, n: int, switches: dict, sink: str) -> list[np.ndarray]:
+    """Every chunk's frames [T, H, W, 3] uint8, with the per-chunk latency printed as it comes and the
+    frames/s after the warm-up at the end."""
+    from trackstream.data.video_io import to_uint8
+    from trackstream.stream.prompts import scheduled_stream
+
     # each chunk layout's first chunk pays the warm-up (allocator, kernels, compilation): chunk 0 (no cache),
     # chunk 1 (sink only), ..., up to the first chunk of the steady layout (sink + full window); time after it
-    c = cfg.causal
+    c = engine.config.causal
     warm = c.sink_chunks + (c.window_chunks if c.window_chunks is not None else 0) + 1
     frames, timed, t_timed = [], 0, 0.0
     t_prev = time.perf_counter()
@@ -201,10 +215,7 @@ def main(argv: list[str] | None = None) -> int:
         what = f"{passes} pass" + ("" if passes == 1 else "es")
         print(f"chunk {chunk:4d}: prompt switched, KV re-cache {what}, {1e3 * seconds:.1f} ms", flush=True)
 
-    chunks = scheduled_stream(
-        engine, state, tracks_from_array(tracks, vis), n, switches, sink=args.prompt_sink, on_switch=on_switch
-    )
-    for out in chunks:
+    for out in scheduled_stream(engine, state, source, n, switches, sink=sink, on_switch=on_switch):
         frames.append(to_uint8(out.frames[0]))
         now = time.perf_counter()  # out.seconds is synchronised in the engine, so now is too
         if out.index >= warm:
@@ -221,6 +232,43 @@ def main(argv: list[str] | None = None) -> int:
             "chunk layout's first chunk excluded, warm-up and compilation)",
             flush=True,
         )
+    return frames
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    device, dtype = parsed_precision(ap, args)
+
+    from trackstream.data.video_io import image_tensor, write_mp4
+    from trackstream.models.precision import dtype_name
+    from trackstream.models.tracks import sample_track_ids
+    from trackstream.stream.engine import StreamingGenerator, tracks_from_array
+
+    loaded = _load(args, device, dtype)
+    cfg, n = loaded.cfg, loaded.chunks
+    h, w = loaded.bgr.shape[:2]
+    first, last = chunk_pixel_frames(cfg.causal, 0)[0], chunk_pixel_frames(cfg.causal, n - 1)[1]
+    print(
+        f"{args.student}: {device}, {dtype_name(dtype)}; {w}x{h}, {n} chunks ({cfg.name}) = frames {first}-{last - 1}, "
+        f"{loaded.tracks.shape[1]} tracks",
+        flush=True,
+    )
+    image = image_tensor(loaded.bgr[:, :, ::-1]).to(device)
+    tracks, vis = torch.from_numpy(loaded.tracks)[None], torch.from_numpy(loaded.visibility)[None]
+    engine = StreamingGenerator(
+        loaded.net,
+        loaded.codec,
+        config=cfg,
+        image_features_fn=loaded.conditioner.image_features,
+        fast=not args.reference_step,
+        compile=args.compile,
+        overlap_decode=not args.no_overlap_decode,
+    )
+    text, lens, switches = _prompts(loaded, args.prompt)
+    ids = sample_track_ids(1, tracks.shape[2], generator=torch.Generator().manual_seed(args.seed))  # --seed: all of it
+    state = engine.start(image, text, lens, track_ids=ids, seed=args.seed)
+    frames = _stream(engine, state, tracks_from_array(tracks, vis), n, switches, args.prompt_sink)
     write_mp4(args.out, np.concatenate(frames), fps=args.fps)
     print(f"wrote {args.out}")
     return 0

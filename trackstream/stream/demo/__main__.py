@@ -22,7 +22,7 @@ from trackstream.stream.options import add_network_args, add_precision_args
 __all__ = ["main"]
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(
         prog="trackstream demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -65,14 +65,49 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--idle-minutes", type=float, default=2.0, help="a page with nothing playing and no input is closed after this"
     )
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _load(args):
+    """The server's ``Limits`` and the loaded ``DemoModel``; a bad value or file is a ``ValueError``."""
+    from trackstream.stream.demo.limits import Limits
+    from trackstream.stream.demo.session import DemoModel
+
+    if not 1 <= args.frame_quality <= 100:
+        raise ValueError(f"--frame-quality {args.frame_quality}: must be in [1, 100]")
+    if not args.record_mb > 0:
+        raise ValueError(f"--record-mb {args.record_mb}: must be > 0")
+    if not args.idle_minutes > 0:
+        raise ValueError(f"--idle-minutes {args.idle_minutes}: must be > 0")
+    limits = Limits(
+        max_sessions=args.max_sessions,
+        max_points=args.max_points,
+        record_bytes=int(args.record_mb * 2**20),
+        max_connections=args.max_connections,
+        idle_seconds=60 * args.idle_minutes,
+        allowed_origins=tuple(args.allow_origin),
+    )
+    model = DemoModel(
+        args.student,
+        args.codec,
+        codec_name=args.codec_name,
+        num_scenes=args.scenes,
+        device=args.device,
+        dtype=args.dtype,
+        compile=args.compile,
+        offload_encoders=args.offload_encoders,
+        depth_model=args.depth_model,
+    )
+    return limits, model
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
 
     import torch
 
     from trackstream.stream.demo.guard import serve
-    from trackstream.stream.demo.limits import Limits
     from trackstream.stream.demo.server import create_app
-    from trackstream.stream.demo.session import DemoModel
 
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s", datefmt="%H:%M:%S"
@@ -80,31 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
-        if not 1 <= args.frame_quality <= 100:
-            raise ValueError(f"--frame-quality {args.frame_quality}: must be in [1, 100]")
-        if not args.record_mb > 0:
-            raise ValueError(f"--record-mb {args.record_mb}: must be > 0")
-        if not args.idle_minutes > 0:
-            raise ValueError(f"--idle-minutes {args.idle_minutes}: must be > 0")
-        limits = Limits(
-            max_sessions=args.max_sessions,
-            max_points=args.max_points,
-            record_bytes=int(args.record_mb * 2**20),
-            max_connections=args.max_connections,
-            idle_seconds=60 * args.idle_minutes,
-            allowed_origins=tuple(args.allow_origin),
-        )
-        model = DemoModel(
-            args.student,
-            args.codec,
-            codec_name=args.codec_name,
-            num_scenes=args.scenes,
-            device=args.device,
-            dtype=args.dtype,
-            compile=args.compile,
-            offload_encoders=args.offload_encoders,
-            depth_model=args.depth_model,
-        )
+        limits, model = _load(args)
     except ValueError as e:
         print(f"[demo] error: {e}", file=sys.stderr)
         return 2

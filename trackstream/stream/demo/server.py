@@ -37,22 +37,19 @@ STATIC = Path(__file__).resolve().parent / "static"
 log = logging.getLogger("trackstream.stream.demo")
 
 
-def create_app(
-    model: DemoModel, limits: Limits = Limits(), *, seed: int = 0, frame_format: str = "jpeg", frame_quality: int = 85
-) -> Starlette:
-    """The demo's app over one loaded model; at most ``limits.max_sessions`` live connections; frames
-    sent as ``frame_format`` (jpeg | webp) at ``frame_quality`` (1..100)."""
-    if frame_format not in FRAME_FORMATS:
-        raise ValueError(f"frame_format {frame_format!r}: choose one of {sorted(FRAME_FORMATS)} (--frame-format)")
-    if not 1 <= frame_quality <= 100:
-        raise ValueError(f"frame_quality {frame_quality}: must be in [1, 100] (--frame-quality)")
-    live: dict = {}  # session token -> connection
-    counter = {"n": 0, "origin_refused": 0}
-    decoder = DecodeWorker(limits)
-    saving = asyncio.Semaphore(1)  # one mp4 encode at a time: bounded CPU and memory whatever is asked
+class _Server:
+    """One app's shared state (the live sessions, the decoder, the counters) and its endpoints."""
 
-    async def video(request):
-        conn = live.get(request.path_params["token"])
+    def __init__(self, model: DemoModel, limits: Limits, *, seed: int, frame_format: str, frame_quality: int):
+        self.model, self.limits, self.seed = model, limits, seed
+        self.frame_format, self.frame_quality = frame_format, frame_quality
+        self.live: dict = {}  # session token -> connection
+        self.counter = {"n": 0, "origin_refused": 0}
+        self.decoder = DecodeWorker(limits)
+        self.saving = asyncio.Semaphore(1)  # one mp4 encode at a time: bounded CPU and memory whatever is asked
+
+    async def video(self, request):
+        conn = self.live.get(request.path_params["token"])
         if conn is None:
             return PlainTextResponse(
                 "no live session with this token: a recording lives as long as its page's "
@@ -62,8 +59,8 @@ def create_app(
         images, dropped = conn.recording.snapshot(), conn.recording.dropped
         if not images:
             return PlainTextResponse("nothing recorded yet: start a stream first", status_code=409)
-        async with saving:
-            data = await asyncio.to_thread(Recording.mp4, images, fps=model.fps)
+        async with self.saving:
+            data = await asyncio.to_thread(Recording.mp4, images, fps=self.model.fps)
         return Response(
             data,
             media_type="video/mp4",
@@ -75,33 +72,34 @@ def create_app(
             },
         )
 
-    async def page(request):
+    async def page(self, request):
         return FileResponse(STATIC / "index.html")
 
-    async def health(request):
+    async def health(self, request):
         guard = getattr(request.app.state, "guard", None)  # set by guard.server_config (absent in TestClient)
-        refused = {"origin": counter["origin_refused"], "decode_timeouts": decoder.timeouts}
+        refused = {"origin": self.counter["origin_refused"], "decode_timeouts": self.decoder.timeouts}
         refused.update(guard.counts if guard is not None else {})
         return JSONResponse(
             {
-                "sessions": len(live),
-                "max_sessions": limits.max_sessions,
+                "sessions": len(self.live),
+                "max_sessions": self.limits.max_sessions,
                 "connections": len(guard.open) if guard is not None else None,
                 "rss_mb": round(rss_mb(), 1),
                 "refused": refused,
             }
         )
 
-    async def socket(ws: WebSocket):
+    async def socket(self, ws: WebSocket):
+        limits = self.limits
         if not origin_allowed(ws.headers.get("origin"), ws.headers.get("host"), limits.allowed_origins):
-            counter["origin_refused"] += 1
+            self.counter["origin_refused"] += 1
             log.warning(
                 "refused a WebSocket from origin %s (--allow-origin to let it in)", ws.headers.get("origin")[:100]
             )
             await ws.close(code=1008)  # before accept: the handshake is answered 403
             return
         await ws.accept()
-        if len(live) >= limits.max_sessions:
+        if len(self.live) >= limits.max_sessions:
             await ws.send_text(
                 json.dumps(
                     {
@@ -113,48 +111,53 @@ def create_app(
             )
             await ws.close(code=1013)
             return
-        counter["n"] += 1
+        self.counter["n"] += 1
         conn = Connection(
             ws,
-            model,
+            self.model,
             limits,
-            seed=seed + counter["n"],
-            frame_format=frame_format,
-            frame_quality=frame_quality,
-            decoder=decoder,
+            seed=self.seed + self.counter["n"],
+            frame_format=self.frame_format,
+            frame_quality=self.frame_quality,
+            decoder=self.decoder,
         )
-        live[conn.token] = conn
+        self.live[conn.token] = conn
         client = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
-        log.info("session %s opened from %s (%d of %d)", conn.name, client, len(live), limits.max_sessions)
-        await ws.send_text(
-            json.dumps(
-                {
-                    "type": "hello",
-                    "height": model.height,
-                    "width": model.width,
-                    "fps": model.fps,
-                    "chunk_frames": model.chunk_frames,
-                    "scenes": model.num_scenes,
-                    "track_head": model.has_track_head,
-                    "frame_format": frame_format,
-                    "frame_quality": frame_quality,
-                    "session": conn.token,
-                    "device": model.device,
-                    "dtype": model.dtype,
-                    "limits": {
-                        "max_points": limits.max_points,
-                        "max_upload_bytes": limits.max_upload_bytes,
-                        "max_message_bytes": limits.max_message_bytes,
-                        "max_drag_chunks": limits.max_drag_chunks,
-                        "max_image_side": limits.max_image_side,
-                        "max_image_pixels": limits.max_image_pixels,
-                        "idle_seconds": limits.idle_seconds,
-                        "messages_per_second": limits.messages_per_second,
-                        "record_bytes": limits.record_bytes,
-                    },
-                }
-            )
-        )
+        log.info("session %s opened from %s (%d of %d)", conn.name, client, len(self.live), limits.max_sessions)
+        await ws.send_text(json.dumps(self.hello(conn)))
+        await self.run(conn)
+
+    def hello(self, conn: Connection) -> dict:
+        """The first message of a session: what the page needs to know of the model and the limits."""
+        model, limits = self.model, self.limits
+        return {
+            "type": "hello",
+            "height": model.height,
+            "width": model.width,
+            "fps": model.fps,
+            "chunk_frames": model.chunk_frames,
+            "scenes": model.num_scenes,
+            "track_head": model.has_track_head,
+            "frame_format": self.frame_format,
+            "frame_quality": self.frame_quality,
+            "session": conn.token,
+            "device": model.device,
+            "dtype": model.dtype,
+            "limits": {
+                "max_points": limits.max_points,
+                "max_upload_bytes": limits.max_upload_bytes,
+                "max_message_bytes": limits.max_message_bytes,
+                "max_drag_chunks": limits.max_drag_chunks,
+                "max_image_side": limits.max_image_side,
+                "max_image_pixels": limits.max_image_pixels,
+                "idle_seconds": limits.idle_seconds,
+                "messages_per_second": limits.messages_per_second,
+                "record_bytes": limits.record_bytes,
+            },
+        }
+
+    async def run(self, conn: Connection) -> None:
+        """A session's receiver, sender, generator and watchdog until the first of them ends."""
         tasks = [asyncio.create_task(t()) for t in (conn.sender, conn.generator, conn.watchdog)]
         receiver = asyncio.create_task(conn.receiver())
         try:  # the session ends when the page leaves or any of its parts ends or fails
@@ -170,14 +173,25 @@ def create_app(
             for t in (receiver, *tasks):
                 t.cancel()
             await asyncio.gather(receiver, *tasks, return_exceptions=True)
-            live.pop(conn.token, None)
+            self.live.pop(conn.token, None)
             log.info(conn.summary())
 
+
+def create_app(
+    model: DemoModel, limits: Limits = Limits(), *, seed: int = 0, frame_format: str = "jpeg", frame_quality: int = 85
+) -> Starlette:
+    """The demo's app over one loaded model; at most ``limits.max_sessions`` live connections; frames
+    sent as ``frame_format`` (jpeg | webp) at ``frame_quality`` (1..100)."""
+    if frame_format not in FRAME_FORMATS:
+        raise ValueError(f"frame_format {frame_format!r}: choose one of {sorted(FRAME_FORMATS)} (--frame-format)")
+    if not 1 <= frame_quality <= 100:
+        raise ValueError(f"frame_quality {frame_quality}: must be in [1, 100] (--frame-quality)")
+    server = _Server(model, limits, seed=seed, frame_format=frame_format, frame_quality=frame_quality)
     routes = [
-        Route("/", page),
-        Route("/health", health),
-        Route("/video/{token}", video),
-        WebSocketRoute("/ws", socket),
+        Route("/", server.page),
+        Route("/health", server.health),
+        Route("/video/{token}", server.video),
+        WebSocketRoute("/ws", server.socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     return Starlette(routes=routes)

@@ -27,6 +27,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -40,6 +41,13 @@ from trackstream.stream.options import (
     tracker_config,
 )
 
+if TYPE_CHECKING:  # the command imports torch and the engine only once its arguments are parsed
+    import torch
+
+    from trackstream.stream.drag.instructions import DragInstruction
+    from trackstream.stream.drag.optimize import DragConfig
+    from trackstream.stream.engine import StreamingGenerator
+
 __all__ = ["main"]
 
 
@@ -51,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         refuse(str(err))
 
 
-def _main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_args(ap)
     ap.add_argument("--image", required=True, help="first frame (PNG/JPEG at the student's size)")
@@ -68,6 +76,58 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--out", required=True)
     add_precision_args(ap)
+    return ap
+
+
+@dataclasses.dataclass(frozen=True)
+class _Replay:
+    """What both streams (dragged and, with ``--compare``, undragged) share: the engine, the first frame
+    [1, 3, H, W], the prompt, the instruction and the chunk counts around it."""
+
+    engine: StreamingGenerator
+    cfg: DragConfig
+    instr: DragInstruction
+    image: torch.Tensor
+    text: torch.Tensor
+    lens: torch.Tensor
+    args: argparse.Namespace
+    before: int
+
+    def stream(self, drag: bool) -> tuple[list, list, float]:
+        """Every chunk's output, the steered ones, and the seconds they took."""
+        from trackstream.stream.drag.editor import DragEditor, pins_for
+
+        engine, instr, args = self.engine, self.instr, self.args
+        editor = DragEditor(engine, self.cfg)
+        pins = pins_for(engine, instr, self.image, seed=args.seed) if self.cfg.pin else None
+        kw = {} if pins is None else dict(zip(("tracks", "visibility"), pins.over(engine, 0)), track_ids=pins.ids)
+
+        def pinned(chunk):  # the static pins over this chunk's pixel frames
+            return [] if pins is None else list(pins.over(engine, chunk))
+
+        outs = [editor.start(self.image, self.text, self.lens, seed=args.seed, **kw)]
+        outs += [editor.step(*pinned(i)) for i in range(1, self.before + 1)]
+        t0 = time.perf_counter()
+        if drag:
+            if instr.mode == "edit":
+                outs.pop()
+            steered = editor.drag(instr, method=args.method).chunks
+        else:
+            steered = [outs.pop()] if instr.mode == "edit" else []
+            steered += [
+                editor.step(*pinned(editor.state.chunk))
+                for _ in range(instr.num_chunks if instr.mode == "animate" else 0)
+            ]
+        seconds = time.perf_counter() - t0 if drag or instr.mode == "animate" else steered[0].seconds
+        outs += steered
+        for _ in range(args.after):  # what was dragged stays where it went (its points held), else the pins
+            held = editor.held_tracks()
+            outs.append(editor.step(*(held if held is not None else pinned(editor.state.chunk))))
+        return outs, steered, seconds
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = _parser()
     args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
 
@@ -76,9 +136,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     from trackstream.data.trackers import build_tracker
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
-    from trackstream.stream.drag.adsr import mask_tokens
-    from trackstream.stream.drag.editor import DragEditor, pins_for
-    from trackstream.stream.drag.instructions import frame_positions, read_dragstream
+    from trackstream.stream.drag.instructions import read_dragstream
     from trackstream.stream.drag.optimize import DragConfig
     from trackstream.stream.engine import StreamingGenerator
 
@@ -99,42 +157,11 @@ def _main(argv: list[str] | None = None) -> int:
     image = image_tensor(bgr[:, :, ::-1]).to(device)
     text, lens = conditioner.text([args.prompt if args.prompt is not None else instr.prompt])
     cfg = DragConfig(iterations=args.iterations, seed=args.seed, pin=not args.no_pin)
-
-    def engine_token(height: int) -> int:  # pixels per DiT token
-        with torch.no_grad():
-            return height // codec.encode(image[:, :, None]).shape[-2] * net.dit.patch_size[1]
-
-    def stream(drag: bool) -> tuple[list, list, float]:
-        editor = DragEditor(engine, cfg)
-        pins = pins_for(engine, instr, image, seed=args.seed) if cfg.pin else None
-        kw = {} if pins is None else dict(zip(("tracks", "visibility"), pins.over(engine, 0)), track_ids=pins.ids)
-
-        def pinned(chunk):  # the static pins over this chunk's pixel frames
-            return [] if pins is None else list(pins.over(engine, chunk))
-
-        outs = [editor.start(image, text, lens, seed=args.seed, **kw)]
-        outs += [editor.step(*pinned(i)) for i in range(1, before + 1)]
-        t0 = time.perf_counter()
-        if drag:
-            if instr.mode == "edit":
-                outs.pop()
-            steered = editor.drag(instr, method=args.method).chunks
-        else:
-            steered = [outs.pop()] if instr.mode == "edit" else []
-            steered += [
-                editor.step(*pinned(editor.state.chunk))
-                for _ in range(instr.num_chunks if instr.mode == "animate" else 0)
-            ]
-        seconds = time.perf_counter() - t0 if drag or instr.mode == "animate" else steered[0].seconds
-        outs += steered
-        for _ in range(args.after):  # what was dragged stays where it went (its points held), else the pins
-            held = editor.held_tracks()
-            outs.append(editor.step(*(held if held is not None else pinned(editor.state.chunk))))
-        return outs, steered, seconds
+    replay = _Replay(engine, cfg, instr, image, text, lens, args, before)
 
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    outs, steered, seconds = stream(True)
+    outs, steered, seconds = replay.stream(True)
     video = np.concatenate([to_uint8(o.frames[0]) for o in outs])
     write_mp4(out_dir / "video.mp4", video, fps=args.fps)
     # the reference frame and the steered span in the video's frame numbers
@@ -148,12 +175,43 @@ def _main(argv: list[str] | None = None) -> int:
         "frames": [ref_frame, end],
         "seconds_per_frame": seconds / sum(o.frames.shape[2] for o in steered),
     }
+    with torch.no_grad():  # pixels per DiT token
+        token = H // codec.encode(image[:, :, None]).shape[-2] * net.dit.patch_size[1]
+    metrics["trajectories"] = _trajectories(instr, tracker, video, (ref_frame, end), token, out_dir / "overlay.png")
+    if args.compare:
+        base_outs, _, base_seconds = replay.stream(False)
+        base = np.concatenate([to_uint8(o.frames[0]) for o in base_outs])
+        write_mp4(out_dir / "undragged.mp4", base, fps=args.fps)
+        outside = ~np.asarray(instr.editable, bool)
+        diff = (video[ref_frame + 1 : end][:, outside].astype(np.float64) - base[ref_frame + 1 : end][:, outside]) ** 2
+        metrics["undragged_seconds_per_frame"] = base_seconds / sum(o.frames.shape[2] for o in steered)
+        metrics["rf"] = metrics["seconds_per_frame"] / metrics["undragged_seconds_per_frame"]
+        metrics["bg_psnr_vs_undragged"] = float(10 * np.log10(255.0**2 / max(diff.mean(), 1e-12)))
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    print(json.dumps(metrics, indent=2))
+    print(f"wrote {out_dir / 'video.mp4'}, {out_dir / 'overlay.png'}, {out_dir / 'metrics.json'}")
+    return 0
+
+
+def _trajectories(
+    instr: DragInstruction, tracker, video: np.ndarray, span: tuple[int, int], token: int, overlay_path: Path
+) -> list:
+    """Per trajectory the intended-vs-achieved errors of its handle and token centres over ``span`` (the
+    reference frame to the end of the steered chunks) of ``video`` [T, H, W, 3] uint8; draws both handle
+    paths on the last steered frame, 4x, into ``overlay_path``."""
+    import cv2
+
+    from trackstream.stream.drag.adsr import mask_tokens
+    from trackstream.stream.drag.instructions import frame_positions
+
+    ref_frame, end = span
+    H, W = video.shape[1:3]
     overlay = cv2.resize(
         cv2.cvtColor(video[end - 1], cv2.COLOR_RGB2BGR), (W * 4, H * 4), interpolation=cv2.INTER_NEAREST
     )
     per_traj = []
     for traj, mask in zip(instr.trajectories, instr.object_masks):
-        pts = np.concatenate([np.asarray(traj.handle, np.float64)[None], mask_tokens(mask, engine_token(H))])
+        pts = np.concatenate([np.asarray(traj.handle, np.float64)[None], mask_tokens(mask, token)])
         intended = frame_positions(instr, traj, pts, end - ref_frame)  # [T, 1 + P, 2], T from the reference frame
         q = np.concatenate([np.full((len(pts), 1), float(ref_frame)), pts], axis=1).astype(np.float32)
         achieved = tracker.track(video[:end], q)[0][ref_frame:]
@@ -169,21 +227,8 @@ def _main(argv: list[str] | None = None) -> int:
             p = np.rint(np.asarray(path) * 4 + 1.5).astype(np.int32)
             cv2.polylines(overlay, [p.reshape(-1, 1, 2)], False, colour, 1, cv2.LINE_AA)
             cv2.circle(overlay, tuple(int(v) for v in p[-1]), 3, colour, -1)
-    cv2.imwrite(str(out_dir / "overlay.png"), overlay)
-    metrics["trajectories"] = per_traj
-    if args.compare:
-        base_outs, _, base_seconds = stream(False)
-        base = np.concatenate([to_uint8(o.frames[0]) for o in base_outs])
-        write_mp4(out_dir / "undragged.mp4", base, fps=args.fps)
-        outside = ~np.asarray(instr.editable, bool)
-        diff = (video[ref_frame + 1 : end][:, outside].astype(np.float64) - base[ref_frame + 1 : end][:, outside]) ** 2
-        metrics["undragged_seconds_per_frame"] = base_seconds / sum(o.frames.shape[2] for o in steered)
-        metrics["rf"] = metrics["seconds_per_frame"] / metrics["undragged_seconds_per_frame"]
-        metrics["bg_psnr_vs_undragged"] = float(10 * np.log10(255.0**2 / max(diff.mean(), 1e-12)))
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2))
-    print(f"wrote {out_dir / 'video.mp4'}, {out_dir / 'overlay.png'}, {out_dir / 'metrics.json'}")
-    return 0
+    cv2.imwrite(str(overlay_path), overlay)
+    return per_traj
 
 
 if __name__ == "__main__":

@@ -33,11 +33,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from trackstream.diffusion.schedule import add_noise
-from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import denoise_chunk
-from trackstream.stream.drag.adsr import mask_tokens, rectify_x0
-from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction, frame_positions
+from trackstream.stream.drag.adsr import rectify_x0
+from trackstream.stream.drag.history import ChunkRecord, input_at_step
+from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction
 from trackstream.stream.drag.optimize import (
     DragConfig,
     OptimLog,
@@ -47,23 +46,13 @@ from trackstream.stream.drag.optimize import (
     reference_features,
     segment_count,
 )
+from trackstream.stream.drag.points import Pins, drag_tracks, pins_for, track_ids_for
 from trackstream.stream.engine import ChunkOutput, StreamingGenerator, StreamState
 
+# Pins, drag_tracks and pins_for live in stream.drag.points; their callers import them from here too.
 __all__ = ["DragEditor", "DragResult", "Pins", "drag_tracks", "pins_for", "METHODS"]
 
 METHODS = ("latent", "tracks", "both")
-
-
-@dataclass(frozen=True, eq=False)
-class _Record:
-    """One generated chunk: the states before and after it, its conditioning, its clean latents and
-    (when the chunk was dragged) its optimised input at step T'."""
-
-    before: StreamState
-    after: StreamState
-    y: Optional[torch.Tensor]
-    latents: torch.Tensor
-    z_tprime: Optional[tuple[int, torch.Tensor]] = None  # (sampler step, its input) as generated
 
 
 @dataclass
@@ -74,70 +63,6 @@ class DragResult:
     segments: int
     seconds: float  # wall time of the whole drag (reference passes included)
     reference: str = "previous"  # where the reference features came from (DragConfig.reference resolved)
-
-
-def drag_tracks(
-    instr: DragInstruction,
-    *,
-    token: int,
-    height: int,
-    width: int,
-    num_frames: int,
-    static_points: int = 128,
-    objects: bool = True,
-    seed: int = 0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """The drag as point tracks over the ``num_frames`` pixel frames after the reference frame (frame 0 =
-    the reference): first up to ``static_points`` grid points outside the editable area held still
-    (MotionStream's static points: what must not move is pinned), then, with ``objects``, every
-    object's token centres following its trajectory. Returns tracks [T, N, 2] and visibility [T, N]."""
-    grid = mask_tokens(~np.asarray(instr.editable, bool), token)  # token centres off the editable area
-    if len(grid) > static_points:
-        grid = grid[np.sort(np.random.default_rng(seed).choice(len(grid), static_points, replace=False))]
-    parts = [np.repeat(grid[None], num_frames, axis=0)]
-    if objects:
-        parts += [
-            frame_positions(instr, traj, mask_tokens(m, token), num_frames)
-            for traj, m in zip(instr.trajectories, instr.object_masks)
-        ]
-    tracks = np.concatenate(parts, axis=1).astype(np.float32)  # [T, N, 2]
-    vis = (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
-    return tracks, vis
-
-
-@dataclass(frozen=True, eq=False)
-class Pins:
-    """Static points off an instruction's editable area, for a stream that pins its background from its
-    first frame on (so the pins' IDs are in the cache before any drag)."""
-
-    points: np.ndarray  # [N, 2] pixels
-    visible: np.ndarray  # [N] bool
-    ids: torch.Tensor  # [1, N] track IDs
-
-    def over(self, engine: StreamingGenerator, chunk: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tracks [1, T, N, 2] and visibility [1, T, N] over ``chunk``'s pixel frames."""
-        lo, hi = engine.pixel_range(chunk)
-        return (
-            torch.from_numpy(np.repeat(self.points[None], hi - lo, axis=0))[None],
-            torch.from_numpy(np.repeat(self.visible[None], hi - lo, axis=0))[None],
-        )
-
-
-def pins_for(
-    engine: StreamingGenerator, instr: DragInstruction, image: torch.Tensor, *, seed: int = 0
-) -> Optional[Pins]:
-    """The pins ``DragEditor.drag`` uses for ``instr`` (same points, same IDs), for the stream's first frame
-    [1, 3, H, W]; None for a student without a track head."""
-    if engine.network.track_encoder is None:
-        return None
-    H, W = image.shape[-2:]
-    with torch.no_grad():
-        token = (
-            H // engine.codec.encode(image[:, :, None].to(engine.device)).shape[-2] * engine.network.dit.patch_size[1]
-        )
-    tracks, vis = drag_tracks(instr, token=token, height=H, width=W, num_frames=1, objects=False, seed=seed)
-    ids = sample_track_ids(1, tracks.shape[1], generator=torch.Generator().manual_seed(seed))
-    return Pins(points=tracks[0], visible=vis[0], ids=ids)
 
 
 class DragEditor:
@@ -153,7 +78,7 @@ class DragEditor:
             raise ValueError(
                 f"DragConfig.step_index={config.step_index}: the sampler has steps 0..{len(engine.sigmas) - 2}"
             )
-        self.history: deque[_Record] = deque(maxlen=max(2, config.neighbours + 1))
+        self.history: deque[ChunkRecord] = deque(maxlen=max(2, config.neighbours + 1))
         self.state: Optional[StreamState] = None
         self._held: Optional[tuple[np.ndarray, np.ndarray]] = None  # the last drag's final points [N, 2], vis [N]
 
@@ -184,7 +109,7 @@ class DragEditor:
             out, self.state = self.engine.step(before, tracks, visibility)
         else:  # the engine's sampling, keeping the input of step T' (a later drag's reference needs it)
             out, _, z_tp = self._generate(before, y, None, self.config, single=False, rectify=False)
-        self.history.append(_Record(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
+        self.history.append(ChunkRecord(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
         return out
 
     def held_tracks(self) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
@@ -248,41 +173,17 @@ class DragEditor:
         """Apply ``instr`` to the stream: edit re-generates the last chunk, animate generates
         ``instr.num_chunks`` new ones. Returns the steered chunks; the stream continues after them."""
         cfg = config or self.config
-        if method not in METHODS:
-            raise ValueError(f"method={method!r}; choose one of {METHODS}")
-        state = self._need_state()
-        cond = state.cond
-        if tuple(np.asarray(instr.editable).shape) != (cond.height, cond.width):
-            raise ValueError(
-                f"the instruction's masks are {np.asarray(instr.editable).shape}; the stream is "
-                f"{cond.height}x{cond.width}: draw them on the stream's frames"
-            )
-        has_head = self.engine.network.track_encoder is not None
-        if method in ("tracks", "both") and not has_head:
-            raise ValueError(
-                f"method={method!r} needs a student with a track head (model.track_channels > 0); use method='latent'"
-            )
+        has_head = self._check_drag(instr, method)
         t0 = time.perf_counter()
-        if instr.mode == "edit":  # every check is above: a refused drag leaves the stream as it was
-            if len(self.history) < 2:
-                raise ValueError(
-                    "an edit re-generates the last chunk and needs the one before it: stream at least "
-                    "one chunk after the first frame first"
-                )
-            self.history.pop()  # the chunk being replaced
-            ref = self.history[-1]
-            plan = [[(BLOCK_LENGTH - 1, 1)]]  # the last latent frame shows the one step
-        else:
-            ref = self.history[-1]
-            plan = [[(f, BLOCK_LENGTH * c + f + 1) for f in range(BLOCK_LENGTH)] for c in range(instr.num_chunks)]
+        ref, plan = self._steer_plan(instr)
         first = ref.before.chunk + 1
         self.state = ref.after  # an edit drops the last chunk: the stream resumes right after the reference
         use_latent = method in ("latent", "both") and cfg.iterations > 0
         source = cfg.reference if cfg.reference != "auto" else ("self" if ref.before.chunk == 0 else "previous")
-        reference, segments = None, 1
+        reference, segments = {"features": None}, 1
         if use_latent:
             if source == "previous":
-                reference = self._reference(ref, cfg)
+                reference["features"] = self._reference(ref, cfg)
             segments = segment_count(instr, self.token, cfg)
         tracks = vis = None
         if method in ("tracks", "both") or (cfg.pin and has_head):
@@ -296,34 +197,11 @@ class DragEditor:
             y = self.engine.condition(before, *chunk_tracks)
             make_targets = None
             if use_latent:
-
-                def make_targets(x, before=before, y=y, frames=frames):  # called with the chunk's input at T'
-                    nonlocal reference
-                    if reference is None:  # "self": this (first steered) chunk's own first frame, undragged
-                        reference = reference_features(
-                            self.engine.network,
-                            before.cache,
-                            x,
-                            self.engine.sigmas[cfg.step_index],
-                            y,
-                            self.layers,
-                            cfg.cutoffs(),
-                            frame=0,
-                        )
-                    return build_targets(
-                        reference,
-                        instr,
-                        frames,
-                        token=self.token,
-                        patch=tuple(self.engine.network.dit.patch_size[1:]),
-                        segments=segments,
-                        upsample=cfg.upsample_features,
-                    )
-
+                make_targets = self._target_maker(instr, cfg, reference, segments, before, y, frames)
             out, log, z_tp = self._generate(
                 before, y, make_targets, cfg, single=instr.mode == "edit", rectify=use_latent and cfg.adsr
             )
-            self.history.append(_Record(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
+            self.history.append(ChunkRecord(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
             chunks.append(out)
             logs.append(log)
         self._held = None if tracks is None else (tracks[-1], vis[-1])
@@ -336,6 +214,67 @@ class DragEditor:
             reference=source,
         )
 
+    def _check_drag(self, instr: DragInstruction, method: str) -> bool:
+        """Refuse a drag the stream cannot take before anything changes; returns whether the student has a
+        track head."""
+        if method not in METHODS:
+            raise ValueError(f"method={method!r}; choose one of {METHODS}")
+        cond = self._need_state().cond
+        if tuple(np.asarray(instr.editable).shape) != (cond.height, cond.width):
+            raise ValueError(
+                f"the instruction's masks are {np.asarray(instr.editable).shape}; the stream is "
+                f"{cond.height}x{cond.width}: draw them on the stream's frames"
+            )
+        has_head = self.engine.network.track_encoder is not None
+        if method in ("tracks", "both") and not has_head:
+            raise ValueError(
+                f"method={method!r} needs a student with a track head (model.track_channels > 0); use method='latent'"
+            )
+        return has_head
+
+    def _steer_plan(self, instr: DragInstruction) -> tuple[ChunkRecord, list]:
+        """The reference record and, per steered chunk, its (latent frame, step) pairs. An edit drops the
+        chunk it replaces from the history (its one refusal comes first, so a refused drag changes nothing)."""
+        if instr.mode == "edit":
+            if len(self.history) < 2:
+                raise ValueError(
+                    "an edit re-generates the last chunk and needs the one before it: stream at least "
+                    "one chunk after the first frame first"
+                )
+            self.history.pop()  # the chunk being replaced
+            return self.history[-1], [[(BLOCK_LENGTH - 1, 1)]]  # the last latent frame shows the one step
+        plan = [[(f, BLOCK_LENGTH * c + f + 1) for f in range(BLOCK_LENGTH)] for c in range(instr.num_chunks)]
+        return self.history[-1], plan
+
+    def _target_maker(self, instr: DragInstruction, cfg: DragConfig, reference: dict, segments: int, before, y, frames):
+        """One steered chunk's ``make_targets``: its input at T' -> the latent optimisation's targets.
+        ``reference["features"]`` is shared by the drag's chunks; a "self" reference leaves it None until the
+        first steered chunk fills it from its own first frame, undragged."""
+
+        def make_targets(x):
+            if reference["features"] is None:
+                reference["features"] = reference_features(
+                    self.engine.network,
+                    before.cache,
+                    x,
+                    self.engine.sigmas[cfg.step_index],
+                    y,
+                    self.layers,
+                    cfg.cutoffs(),
+                    frame=0,
+                )
+            return build_targets(
+                reference["features"],
+                instr,
+                frames,
+                token=self.token,
+                patch=tuple(self.engine.network.dit.patch_size[1:]),
+                segments=segments,
+                upsample=cfg.upsample_features,
+            )
+
+        return make_targets
+
     # -- internals ---------------------------------------------------------------------------------
 
     def _need_state(self) -> StreamState:
@@ -343,33 +282,8 @@ class DragEditor:
             raise ValueError("the stream has not started: call start(image, text, text_lengths) first")
         return self.state
 
-    def _z_at_step(self, rec: _Record, cfg: DragConfig) -> torch.Tensor:
-        """Input of the reference chunk at step T': stored if it was dragged, else replayed exactly
-        (same noise draws); chunk 0 (the clean image latent) is noised to that level with a fixed seed."""
-        sig = self.engine.sigmas
-        if rec.z_tprime is not None and rec.z_tprime[0] == cfg.step_index:
-            return rec.z_tprime[1]
-        if rec.before.chunk == 0:
-            gen = torch.Generator(device=self.engine.device).manual_seed(cfg.seed)
-            noise = torch.randn(rec.latents.shape, generator=gen, device=self.engine.device)
-            return add_noise(rec.latents, noise, sig[cfg.step_index].float().expand(1).to(noise.device))
-        eng = self.engine
-        gen = eng.noise_generator(rec.before)
-        shape = eng.chunk_shape(rec.before)
-        draw = lambda: torch.randn(shape, generator=gen, device=eng.device)  # noqa: E731
-        return denoise_chunk(
-            eng.network,
-            rec.before.cache,
-            draw(),
-            rec.y,
-            sig,
-            fresh_noise=draw,
-            input_at=cfg.step_index,
-            buffers=eng.buffers,
-        )
-
-    def _reference(self, rec: _Record, cfg: DragConfig) -> dict:
-        z = self._z_at_step(rec, cfg)
+    def _reference(self, rec: ChunkRecord, cfg: DragConfig) -> dict:
+        z = input_at_step(self.engine, rec, cfg)
         return reference_features(
             self.engine.network,
             rec.before.cache,
@@ -380,10 +294,9 @@ class DragEditor:
             cfg.cutoffs(),
         )
 
-    def _tracks(self, instr: DragInstruction, ref: _Record, *, objects: bool) -> tuple[np.ndarray, np.ndarray]:
-        """Tracks from the reference frame to the end of the steered chunks (``drag_tracks``). The track
-        IDs are per video and index: the ones the stream has are kept for the first points (the pins a
-        stream started with keep theirs) and new distinct ones are drawn for the rest."""
+    def _tracks(self, instr: DragInstruction, ref: ChunkRecord, *, objects: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Tracks from the reference frame to the end of the steered chunks (``drag_tracks``), tagged with
+        ``track_ids_for``'s IDs (the stream's own first: the pins a stream started with keep theirs)."""
         cond = self._need_state().cond
         p_ref = self.engine.pixel_range(ref.before.chunk)[1] - 1
         frames = self.engine.pixel_range(ref.before.chunk + instr.num_chunks)[1] - p_ref
@@ -396,22 +309,11 @@ class DragEditor:
             objects=objects,
             seed=self.config.seed,
         )
-        n = tracks.shape[1]
-        have = cond.track_ids
-        if have is None or have.shape[1] < n:
-            fresh = sample_track_ids(
-                1, n + (0 if have is None else have.shape[1]), generator=torch.Generator().manual_seed(self.config.seed)
-            ).to(self.engine.device)
-            if have is not None:  # keep the old IDs first, then new ones distinct from them
-                extra = fresh[0][~torch.isin(fresh[0], have[0])][: n - have.shape[1]]
-                fresh = torch.cat([have, extra[None]], dim=1)
-            ids = fresh[:, :n]
-        else:
-            ids = have[:, :n]
+        ids = track_ids_for(cond.track_ids, tracks.shape[1], seed=self.config.seed, device=self.engine.device)
         self.state = replace(self.state, cond=replace(cond, track_ids=ids))
         return tracks, vis
 
-    def _recommit(self, ref: _Record, tracks: np.ndarray, vis: np.ndarray) -> StreamState:
+    def _recommit(self, ref: ChunkRecord, tracks: np.ndarray, vis: np.ndarray) -> StreamState:
         """Re-run the reference chunk's clean pass with the drag's points tagged on its last frame (where
         the user grabbed them) and visible nowhere else: a track ID means "this content", so an ID must
         appear in the cache before the chunks that move it. The chunk's latents and frames are unchanged."""
@@ -422,14 +324,14 @@ class DragEditor:
         committed = self._commit_again(ref, torch.from_numpy(t_ref)[None], torch.from_numpy(v_ref)[None])
         return replace(ref.after, cond=self._need_state().cond, **committed)
 
-    def _commit_again(self, rec: _Record, tracks: torch.Tensor, visibility: torch.Tensor) -> dict:
+    def _commit_again(self, rec: ChunkRecord, tracks: torch.Tensor, visibility: torch.Tensor) -> dict:
         """The cache (and the inputs a prompt switch re-commits) after ``rec``'s chunk re-committed (same clean
         latents) with other tracks over its pixel frames [1, T, N, 2] / [1, T, N], tagged with the stream's
         current track IDs: ``StreamingGenerator.commit``'s fields."""
         y = self.engine.condition(replace(rec.before, cond=self._need_state().cond), tracks, visibility)
         return self.engine.commit(rec.before, rec.latents, y)
 
-    def _chunk_tracks(self, tracks: np.ndarray, vis: np.ndarray, chunk: int, ref: _Record):
+    def _chunk_tracks(self, tracks: np.ndarray, vis: np.ndarray, chunk: int, ref: ChunkRecord):
         """This chunk's slice [1, T_chunk, N, 2] of the drag's tracks (frame 0 = the reference frame)."""
         p_ref = self.engine.pixel_range(ref.before.chunk)[1] - 1
         lo, hi = self.engine.pixel_range(chunk)
