@@ -141,7 +141,7 @@ def test_scorebook_rows_carry_the_quality_columns():
 
 
 def test_python_m_eval_and_the_report_show_the_columns(tmp_path):
-    from trackstream.eval.command import _table
+    from trackstream.eval.command_output import results_table as _table
     from trackstream.eval.harness import Extractors, reference_rows, score_rows
     from trackstream.pipeline.report import targets, write_report
 

@@ -155,7 +155,7 @@ def frozen_params(kind: str, name: str, options: dict | None = None) -> int:
 
 def block_bytes_per_token(dim: int, ffn: int, *, image: bool, half: bool) -> float:
     """Bytes per token of the tensors autograd keeps for one WanBlock's backward. Counted from
-    ``models/wan.py``: fp32 (residual stream, the two non-affine LayerNorms and their modulation, RMSNorm
+    ``models/wan_layers.py``: fp32 (residual stream, the two non-affine LayerNorms and their modulation, RMSNorm
     of q/k in both attentions, RoPE in fp32, the gates) = 22 x dim elements; compute-dtype (the normed
     inputs of q/k/v, cross-attention and FFN, q/k/v after RoPE, the attention outputs, the projections
     before the gates) = 14 x dim (12 without the i2v image branch) + 2 x ffn (the FFN's hidden before

@@ -27,6 +27,7 @@ import numpy as np
 
 from trackstream.data.trackers import TrackerConfig
 from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark, write_video_folder
+from trackstream.eval.command_output import log_wandb, plot_results, results_table, slug, table_note
 from trackstream.eval.generate import MODES, GenerateConfig, generate_videos, run_kind
 from trackstream.eval.harness import (
     CODEC_REFERENCES,
@@ -38,7 +39,6 @@ from trackstream.eval.harness import (
     score_rows,
 )
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
-from trackstream.eval.quality import QUALITY_COLUMNS
 
 __all__ = ["EvalCommandConfig", "EvalRefused", "benchmark_world", "check_field_types", "evaluate"]
 # metrics whose feature network loads local weights (eval.harness.Extractors)
@@ -46,15 +46,6 @@ FEATURE_METRICS = ("lpips", "fid", "fvd", "proxy_fvd")
 DISTRIBUTION_METRICS = ("fid", "fvd", "proxy_fvd")  # Fréchet distances: a covariance needs >= 2 videos
 
 log = logging.getLogger(__name__)
-LOWER_IS_BETTER = {
-    "epe": True,
-    "psnr": False,
-    "ssim": False,
-    "lpips": True,
-    "fid": True,
-    "fvd": True,
-    "proxy_fvd": True,
-}
 
 
 class EvalRefused(ValueError):
@@ -180,91 +171,6 @@ def benchmark_world(cfg: EvalCommandConfig, data: Optional[dict]):
     return DataConfig(**{k: v for k, v in data.items() if k in known})
 
 
-def slug(row: str) -> str:
-    """A row name as a file name: "dmd (with tracks)" -> "dmd_with_tracks"."""
-    return row.replace(" (", "_").replace(")", "").replace(" ", "_")
-
-
-def _speed_note(cfg: EvalCommandConfig) -> str:
-    from trackstream.models.precision import precision_name
-
-    device, dtype = cfg.generate.precision()
-    return f"; frames/s of the generation (decoding included, the first video left out) on {device}, {precision_name(dtype)}"
-
-
-SPEED_COLUMNS = {"frames_per_s": "frames/s ↑", "nfe": "NFE / video ↓"}  # on this run's device and dtype
-
-
-def _table(results: dict, metrics: list[str]) -> str:
-    cols = [m for m in metrics if any(m in r for r in results.values())]
-    cols += [c for c, _ in QUALITY_COLUMNS if any(c in r for r in results.values())]
-    cols += [c for c in SPEED_COLUMNS if any(c in r for r in results.values())]
-    names = [
-        SPEED_COLUMNS.get(m) or dict(QUALITY_COLUMNS).get(m) or f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}"
-        for m in cols
-    ]
-    head = "| row | " + " | ".join(names) + " |"
-    lines = [head, "|" + "---|" * (len(cols) + 1)]
-    for row, r in results.items():
-        cells = [
-            f"{r[m] * (100 if m == 'lost_share' else 1):.4g}"
-            if isinstance(r.get(m), (int, float)) and np.isfinite(r[m])
-            else "–"
-            for m in cols
-        ]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def _plots(out: Path, results: dict, metrics: list[str], samples, rows: dict) -> list[str]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from trackstream.stream.visualize import draw_tracks
-
-    plots = out / "plots"
-    plots.mkdir(parents=True, exist_ok=True)
-    written = []
-    names = list(results)
-    for m in metrics:
-        vals = [results[n].get(m, np.nan) for n in names]
-        vals = [v if np.isfinite(v) else np.nan for v in vals]  # e.g. PSNR of the ground truth itself: inf
-        if not np.isfinite(vals).any():
-            continue
-        fig, ax = plt.subplots(figsize=(1.2 + 0.9 * len(names), 3))
-        ax.bar(range(len(names)), vals, color=["#888" if n in ("ground_truth", "frozen") else "#3a7" for n in names])
-        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
-        ax.set_title(f"{m} ({'lower' if LOWER_IS_BETTER[m] else 'higher'} is better)")
-        fig.tight_layout()
-        fig.savefig(plots / f"{m}.png", dpi=110)
-        plt.close(fig)
-        written.append(str(plots / f"{m}.png"))
-    if any("epe_per_frame" in r for r in results.values()):
-        fig, ax = plt.subplots(figsize=(6, 3))
-        for n, r in results.items():
-            if "epe_per_frame" in r:
-                ax.plot(r["epe_per_frame"], label=n)
-        ax.set_xlabel("frame")
-        ax.set_ylabel("EPE (px)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(plots / "epe_per_frame.png", dpi=110)
-        plt.close(fig)
-        written.append(str(plots / "epe_per_frame.png"))
-    s = samples[0]  # trajectory overlays: the input tracks drawn on each row's video of the first sample
-    import cv2
-
-    for n, videos in rows.items():
-        frames = draw_tracks(videos[s.id], s.tracks, s.visibility)
-        strip = np.concatenate(list(frames[:: max(1, len(frames) // 6)]), axis=1)
-        path = plots / f"overlay_{slug(n)}.png"
-        cv2.imwrite(str(path), strip[:, :, ::-1])
-        written.append(str(path))
-    return written
-
-
 def _reference_codec(cfg: EvalCommandConfig):
     from trackstream.models.codecs import build_codec
 
@@ -273,12 +179,50 @@ def _reference_codec(cfg: EvalCommandConfig):
 
 def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
     """Generate, score and write (see the module docstring). ``data``: the synthetic world's data.*."""
-    from trackstream.data.trackers import build_tracker
-
     t0 = time.perf_counter()
     out = Path(cfg.out)
-    # everything that can refuse the evaluation is checked before the first video is generated: the runs,
-    # the benchmark and its size, the feature networks' weights, the tracker
+    cfg, kinds, ext, tracker, samples = _prepare(cfg, data)
+    log.info(
+        "benchmark %s: %d samples, %d frames, %s",
+        cfg.benchmark.name,
+        len(samples),
+        samples[0].frames.shape[0],
+        "x".join(map(str, samples[0].frames.shape[1:3])),
+    )
+    rows, speeds = _generate_rows(cfg, kinds, samples, out)
+    codec_refs = [r for r in cfg.references if r in CODEC_REFERENCES]
+    refs = reference_rows(samples, codec=_reference_codec(cfg) if codec_refs else None)
+    rows.update({k: refs[k] for k in cfg.references if k in refs})
+    results = score_rows(rows, samples, metrics=list(cfg.metrics), tracker=tracker, extractors=ext)
+    for row, speed in speeds.items():
+        results[row].update(speed)
+    out.mkdir(parents=True, exist_ok=True)
+    table = results_table(results, list(cfg.metrics))
+    plots = plot_results(out, results, list(cfg.metrics), samples, rows)
+    summary = {
+        "results": results,
+        "table": table,
+        "plots": plots,
+        "seconds": round(time.perf_counter() - t0, 1),
+        "num_samples": len(samples),
+        "tracker": cfg.tracker.name,
+        "labels": {"proxy_fvd": "Fréchet distance on the run's codec features: not FVD"},
+        "config": json.loads(json.dumps(asdict(cfg), default=str)),
+    }
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+    (out / "table.md").write_text(table + table_note(cfg, samples, speeds) + "\n")
+    if cfg.wandb.get("enabled"):
+        log_wandb(cfg, summary, out)
+    log.info("\n%s\nwrote %s (%.0f s)", table, out / "metrics.json", summary["seconds"])
+    return summary
+
+
+def _prepare(cfg: EvalCommandConfig, data: Optional[dict]):
+    """(cfg, run kinds, extractors, tracker, samples), or ``EvalRefused``: everything that can refuse the
+    evaluation is checked before the first video is generated (the runs, the benchmark and its size, the
+    feature networks' weights, the tracker)."""
+    from trackstream.data.trackers import build_tracker
+
     try:
         kinds = {name: run_kind(run) for name, run in cfg.named_runs().items()}
         ext = Extractors(weights=cfg.weights)
@@ -307,13 +251,11 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
             )
     except (ValueError, ImportError, FileNotFoundError) as err:  # CoTracker3 not installed, a weights file missing
         raise EvalRefused(str(err)) from err
-    log.info(
-        "benchmark %s: %d samples, %d frames, %s",
-        cfg.benchmark.name,
-        len(samples),
-        samples[0].frames.shape[0],
-        "x".join(map(str, samples[0].frames.shape[1:3])),
-    )
+    return cfg, kinds, ext, tracker, samples
+
+
+def _generate_rows(cfg: EvalCommandConfig, kinds: dict[str, str], samples, out: Path) -> tuple[dict, dict]:
+    """row -> {sample id: uint8 [T, H, W, 3]} for each run and mode, and row -> speed of a network run."""
     rows: dict[str, dict[str, np.ndarray]] = {}
     speeds: dict[str, dict] = {}  # row -> frames/s and NFE of a network run
     for name, run in cfg.named_runs().items():
@@ -330,63 +272,4 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
                 log.info("%s: %.2f frames/s, %d NFE per video", row, speed["frames_per_s"], speed["nfe"])
             if cfg.save_videos:  # written as made: a later failure keeps them
                 write_video_folder(out / "videos" / slug(row), rows[row], samples, fps=cfg.fps)
-    codec_refs = [r for r in cfg.references if r in CODEC_REFERENCES]
-    refs = reference_rows(samples, codec=_reference_codec(cfg) if codec_refs else None)
-    rows.update({k: refs[k] for k in cfg.references if k in refs})
-    results = score_rows(rows, samples, metrics=list(cfg.metrics), tracker=tracker, extractors=ext)
-    for row, speed in speeds.items():
-        results[row].update(speed)
-    out.mkdir(parents=True, exist_ok=True)
-    table = _table(results, list(cfg.metrics))
-    plots = _plots(out, results, list(cfg.metrics), samples, rows)
-    summary = {
-        "results": results,
-        "table": table,
-        "plots": plots,
-        "seconds": round(time.perf_counter() - t0, 1),
-        "num_samples": len(samples),
-        "tracker": cfg.tracker.name,
-        "labels": {"proxy_fvd": "Fréchet distance on the run's codec features: not FVD"},
-        "config": json.loads(json.dumps(asdict(cfg), default=str)),
-    }
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    note = (
-        f"\n\n{len(samples)} samples of benchmark `{cfg.benchmark.name}`; EPE by `{cfg.tracker.name}` (px at "
-        f"{samples[0].frames.shape[2]}x{samples[0].frames.shape[1]})"
-        + (
-            "; no-hold EPE: the same tracking with lost points not held (over the frozen first frame's, by the "
-            "same tracker); late: the last 8 frames against the ground truth (trackstream/eval/quality.py)"
-            if "epe" in cfg.metrics
-            else ""
-        )
-        + ("; proxy_fvd = Fréchet distance on the run's codec features, not FVD" if "proxy_fvd" in cfg.metrics else "")
-        + (_speed_note(cfg) if speeds else "")
-    )
-    (out / "table.md").write_text(table + note + "\n")
-    if cfg.wandb.get("enabled"):
-        import os
-
-        import wandb
-
-        from trackstream.train.wandb_run import resolve_mode
-
-        wb = wandb.init(
-            project=cfg.wandb.get("project"),
-            mode=resolve_mode(cfg.wandb.get("mode")),
-            group=cfg.wandb.get("group") or os.environ.get("WANDB_RUN_GROUP") or None,
-            job_type="eval",
-            config=summary["config"],
-            dir=str(out),
-        )
-        shown = [*cfg.metrics, *[c for c, _ in QUALITY_COLUMNS if any(c in r for r in results.values())]]
-        wb.log(
-            {
-                "eval/table": wandb.Table(
-                    columns=["row", *shown], data=[[r, *[results[r].get(m) for m in shown]] for r in results]
-                ),
-                **{f"eval/{Path(p).stem}": wandb.Image(p) for p in plots},
-            }
-        )
-        wb.finish()
-    log.info("\n%s\nwrote %s (%.0f s)", table, out / "metrics.json", summary["seconds"])
-    return summary
+    return rows, speeds

@@ -30,7 +30,7 @@ from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8
 from trackstream.diffusion.samplers import Condition, SamplerConfig, sample
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
-from trackstream.eval.scorebook import ScoreBook
+from trackstream.eval.scorebook import ScoreBook, input_tracks
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.tracks import latent_frames, sample_track_ids
 
@@ -130,61 +130,26 @@ def evaluate_motion(
     for start in range(0, n, cfg.batch_size):
         idx = list(range(start, min(n, start + cfg.batch_size)))
         video = clips.videos(idx)  # [B, 3, T, H, W]
-        B, _, T, H, W = video.shape
-        tracks = [torch.from_numpy(clips.clips[i]["tracks"]) for i in idx]
-        vis = [torch.from_numpy(clips.clips[i]["visibility"]) for i in idx]
-        # input tracks: those visible in the first frame (the tracker queries them at t = 0)
-        keep = [v[0].clone() for v in vis]
-        if cfg.num_tracks is not None:  # a fixed random subset of the frame-0-visible tracks
-            for b, k in enumerate(keep):
-                on = torch.nonzero(k).flatten()
-                if len(on) > cfg.num_tracks:
-                    g = torch.Generator().manual_seed(
-                        int(clips.clips[idx[b]]["meta"]["seed"]) % 2**62
-                    )  # = eval.stream_eval
-                    drop = on[torch.randperm(len(on), generator=g)[cfg.num_tracks :]]
-                    k[drop] = False
-        n_max = max(int(k.sum()) for k in keep)
-        tr = torch.zeros(B, T, n_max, 2)
-        vi = torch.zeros(B, T, n_max, dtype=torch.bool)
-        for b in range(B):
-            m = int(keep[b].sum())
-            tr[b, :, :m], vi[b, :, :m] = tracks[b][:, keep[b]], vis[b][:, keep[b]]
-        text, text_len = conditioner.text([clips.clips[i]["caption"] for i in idx])
-        image = conditioner.image(video[:, :, 0], num_frames=T)
-        features = conditioner.image_features(video[:, :, 0])  # CLIP tokens, or None without the image branch
-        first = conditioner.first_latent(video[:, :, 0]) if clean_first_frame else None
-        ids = sample_track_ids(B, n_max, generator=gen)
-        sf = conditioner.codec.spatial_factor
-        motion = encode_motion(
-            tr.to(device),
-            vi.to(device),
-            ids,
+        # input tracks: those visible in the first frame (the tracker queries them at t = 0), as the streamed
+        # student's evaluation picks them: [B, T, N, 2], [B, T, N] padded to the batch's most
+        tr, vi, counts = input_tracks([clips.clips[i] for i in idx], cfg.num_tracks)
+        results = _sample_both(
+            network,
+            conditioner,
+            video,
+            tr,
+            vi,
+            captions=[clips.clips[i]["caption"] for i in idx],
+            gen=gen,
+            sampler=sampler,
+            shift=shift,
             embed_dim=embed_dim,
-            height=H,
-            width=W,
-            latent_height=H // sf,
-            splat=getattr(network, "module", network).track_splat,
+            device=device,
+            clean_first_frame=clean_first_frame,
         )
-        latent_shape = (B, getattr(network, "module", network).latent_channels, latent_frames(T), H // sf, W // sf)
-        noise = torch.randn(latent_shape, generator=gen).to(device)
-        results = {}
-        for mode, m in (("with_tracks", motion), ("without_tracks", None)):
-            cond = Condition(
-                text=text.to(device),
-                text_lengths=text_len.to(device),
-                null_text=conditioner.null_text,
-                null_text_lengths=conditioner.null_lengths,
-                image=image,
-                motion=m,
-                first_latent=first,
-                image_features=features,
-            )
-            lat = sample(network, noise, cond, cfg=sampler, shift=shift)
-            results[mode] = conditioner.codec.decode(lat)  # [B, 3, T, H, W]
         results["ground_truth_video"] = video
-        for b in range(B):
-            m = int(keep[b].sum())
+        for b in range(len(idx)):
+            m = counts[b]
             gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
             i = idx[b]
             videos = {mode: to_uint8(vids[b]) for mode, vids in results.items()}  # [T, H, W, 3] uint8 each
@@ -214,3 +179,57 @@ def evaluate_motion(
     if cfg.preview_clips:
         figures["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
     return figures
+
+
+def _sample_both(
+    network,
+    conditioner: Conditioner,
+    video,
+    tr,
+    vi,
+    *,
+    captions,
+    gen,
+    sampler,
+    shift,
+    embed_dim,
+    device,
+    clean_first_frame: bool,
+) -> dict:
+    """The batch's videos sampled from the SAME noise with the tracks and without them (empty motion):
+    {"with_tracks", "without_tracks"} -> decoded [B, 3, T, H, W]. Draws the track ids, then the noise, from ``gen``."""
+    B, _, T, H, W = video.shape
+    text, text_len = conditioner.text(captions)
+    image = conditioner.image(video[:, :, 0], num_frames=T)
+    features = conditioner.image_features(video[:, :, 0])  # CLIP tokens, or None without the image branch
+    first = conditioner.first_latent(video[:, :, 0]) if clean_first_frame else None
+    ids = sample_track_ids(B, tr.shape[2], generator=gen)
+    sf = conditioner.codec.spatial_factor
+    net = getattr(network, "module", network)  # DDP-wrapped or not
+    motion = encode_motion(
+        tr.to(device),
+        vi.to(device),
+        ids,
+        embed_dim=embed_dim,
+        height=H,
+        width=W,
+        latent_height=H // sf,
+        splat=net.track_splat,
+    )
+    latent_shape = (B, net.latent_channels, latent_frames(T), H // sf, W // sf)
+    noise = torch.randn(latent_shape, generator=gen).to(device)
+    results = {}
+    for mode, m in (("with_tracks", motion), ("without_tracks", None)):
+        cond = Condition(
+            text=text.to(device),
+            text_lengths=text_len.to(device),
+            null_text=conditioner.null_text,
+            null_text_lengths=conditioner.null_lengths,
+            image=image,
+            motion=m,
+            first_latent=first,
+            image_features=features,
+        )
+        lat = sample(network, noise, cond, cfg=sampler, shift=shift)
+        results[mode] = conditioner.codec.decode(lat)  # [B, 3, T, H, W]
+    return results

@@ -1,0 +1,314 @@
+"""The markdown of ``report.md``: its tables and the sentences that read them (``pipeline/report.py`` writes them).
+
+The one overview table (floors and every model on the same held-out clips), the teacher / video / RL checks,
+the targets table, the long streams per window, and the sections of the long rollout, latency and stages.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from trackstream.eval.metrics import EPE_TRACKER
+from trackstream.pipeline.report_plots import finite as _finite
+from trackstream.pipeline.report_plots import get_path as _get
+from trackstream.pipeline.report_quality import floor_quality_cells, quality_cells, quality_header
+from trackstream.pipeline.report_targets import EPE_RATIO_WITHOUT_MAX, TEACHER_WITH_OVER_WITHOUT_MAX, models
+from trackstream.pipeline.report_targets import ratio as _ratio
+
+__all__ = [
+    "fmt",
+    "overview",
+    "teacher_sentences",
+    "rl_sentences",
+    "targets_table",
+    "long_horizon_section",
+    "run_sections",
+]
+
+
+def fmt(v: Any) -> str:
+    """A table cell: floats to 3 decimals (non-finite as written), None empty."""
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.3f}" if math.isfinite(v) else str(v)
+    return str(v)
+
+
+def _lost(f: dict, prefix: str = "", suffix: str = "") -> str:
+    """'start / inside' percentages of points the tracker lost against the latent grouping
+    (``{prefix}lost_at_group_start{suffix}`` / ``{prefix}lost_inside_group{suffix}``)."""
+    a, b = f.get(f"{prefix}lost_at_group_start{suffix}"), f.get(f"{prefix}lost_inside_group{suffix}")
+    return f"{100 * a:.1f} / {100 * b:.1f}" if _finite(a, b) else ""
+
+
+def overview(f: dict) -> list[str]:
+    """The one table: the floors (``eval.floors``) and every model on the same held-out clips."""
+    head, rule = quality_header()  # the quality columns (eval.quality), with tracks
+    lines = [
+        "| video | EPE with tracks (px) | EPE without tracks (px) "
+        "| PSNR with / without (dB) | SSIM with / without | points lost at latent-group start / inside (%) "
+        "| NFE / video |" + head,
+        "|---|---|---|---|---|---|---|" + rule,
+    ]
+    fl = f.get("floors") or {}
+    floor_rows = (
+        ("ground_truth", "ground-truth video (the tracker's floor)"),
+        ("codec_round_trip", "ground truth through the codec (round trip: the floor of any generator here)"),
+        ("oracle_copier", "oracle copier: frame 0 moved in pixels by the true pan, through the codec"),
+        ("frozen_frame", "frozen first frame (ignores motion)"),
+    )
+    for key, label in floor_rows:
+        if not _finite(fl.get(f"epe_{key}")):
+            continue
+        lines.append(
+            f"| *{label}* | {fmt(fl.get(f'epe_{key}'))} | | {fmt(fl.get(f'psnr_{key}'))} "
+            f"| {fmt(fl.get(f'ssim_{key}'))} | {_lost(fl, suffix='_' + key)} | 0 |" + floor_quality_cells(fl, key)
+        )
+    for tag, label in models(f):
+        if not _finite(f.get(f"{tag}_epe_with_tracks")):
+            continue
+        nfe = f.get("teacher_nfe_per_video") if tag == "teacher" else f.get("student_nfe_per_video")
+        lines.append(
+            f"| {label} | {fmt(f.get(f'{tag}_epe_with_tracks'))} | {fmt(f.get(f'{tag}_epe_without_tracks'))} | "
+            f"{fmt(f.get(f'{tag}_psnr_with_tracks'))} / {fmt(f.get(f'{tag}_psnr_without_tracks'))} | "
+            f"{fmt(f.get(f'{tag}_ssim_with_tracks'))} / {fmt(f.get(f'{tag}_ssim_without_tracks'))} | "
+            f"{_lost(f, tag + '_', '_with_tracks')} | "
+            f"{fmt(nfe)} |" + quality_cells(f, tag)
+        )
+    lines += [
+        "",
+        f"EPE: `eval.metrics.motion_epe` with `{f.get('epe_tracker', EPE_TRACKER)}`, the protocol "
+        "`python -m trackstream.eval` uses too: the generated video is re-tracked from the input tracks' frame-0 "
+        "positions without re-acquisition and compared with the input tracks wherever the input shows them; "
+        "a point the tracker loses is held where it was last seen (never dropped, so losing it is never "
+        "rewarded). PSNR / SSIM: frames 1.. against the ground-truth clip. No-hold EPE: the same tracking with "
+        "lost points not held (the tracker's own positions), and over the frozen first frame's by the same "
+        "tracker; points lost: of the points at risk at each step, the share the tracker lost; late: the last 8 "
+        "frames' mean grey level minus the ground truth's (of 255) / their texture energy over the ground truth's "
+        "(all with tracks; `trackstream/eval/quality.py`).",
+    ]
+    return lines
+
+
+def teacher_sentences(f: dict) -> list[str]:
+    out = []
+    t_with, t_without, frozen = (
+        f.get("teacher_epe_with_tracks"),
+        f.get("teacher_epe_without_tracks"),
+        f.get("epe_frozen_video"),
+    )
+    if _finite(t_with, t_without, frozen):
+        ratio = _ratio(t_with, t_without)
+        if not (t_with < frozen and t_with < t_without):
+            verdict = (
+                "does NOT follow the tracks better than ignoring them, so the student's motion-following "
+                "targets are bounded by the teacher it distils (DMD matches the teacher's distribution)."
+            )
+        elif ratio > EPE_RATIO_WITHOUT_MAX:
+            verdict = (
+                f"follows the tracks only weakly (with / without = {ratio:.2f}), which bounds the student's "
+                "motion-following targets (DMD matches the teacher's distribution)."
+            )
+        elif ratio > TEACHER_WITH_OVER_WITHOUT_MAX:
+            verdict = (
+                f"follows the tracks only partly (with / without = {ratio:.2f}; its target is "
+                f"{TEACHER_WITH_OVER_WITHOUT_MAX})."
+            )
+        else:
+            verdict = f"follows the tracks (with / without = {ratio:.2f})."
+        out += [
+            "",
+            f"Teacher check: EPE with tracks {t_with:.2f} px vs without {t_without:.2f} px and vs a frozen "
+            f"first frame {frozen:.2f} px: the teacher " + verdict,
+        ]
+    for tag, label in models(f):
+        p, q = f.get(f"{tag}_psnr_with_tracks"), f.get(f"{tag}_ssim_with_tracks")
+        fp, fq = f.get("psnr_frozen_video"), f.get("ssim_frozen_video")
+        if not _finite(p, q, fp, fq):
+            continue
+        psnr_side = "above" if p > fp else "below"
+        ssim_side = "above" if q > fq else "below"
+        if psnr_side == ssim_side == "above":
+            continue
+        what = (
+            "both below the frozen first frame's: its frames after the first are less like the ground truth "
+            "than not moving at all"
+            if psnr_side == ssim_side
+            else f"PSNR {psnr_side} and SSIM {ssim_side} the frozen first frame's: mixed evidence on video quality"
+        )
+        out += [
+            "",
+            f"Video check ({label}): PSNR {p:.2f} vs {fp:.2f} dB, SSIM {q:.3f} vs {fq:.3f}, {what} "
+            "(see the side-by-side videos).",
+        ]
+    return out
+
+
+def rl_sentences(f: dict) -> list[str]:
+    """The RL student against the DMD student it started from (runs with an RL stage only)."""
+    rl, dmd = f.get("rl_epe_with_tracks"), f.get("student_epe_with_tracks")
+    if not _finite(rl, dmd):
+        return []
+    stage = _get(f, "stages", "rl") or {}
+    steps = f" ({stage['step']} steps of `experiment=rl_tiny`)" if stage.get("step") is not None else ""
+    per = stage.get("seconds_per_step")
+    cost = f", {per:.2f} s per step" if _finite(per) else ""
+    parts = [f"EPE with tracks {rl:.2f} px vs {dmd:.2f} px"]
+    for m, unit, fmt in (("psnr", " dB", ".2f"), ("ssim", "", ".3f")):
+        a, b = f.get(f"rl_{m}_with_tracks"), f.get(f"student_{m}_with_tracks")
+        if _finite(a, b):
+            parts.append(f"{m.upper()} {a:{fmt}} vs {b:{fmt}}{unit}")
+    return [
+        "",
+        f"RL check: the student after RL{steps}{cost} against the DMD student it started from: "
+        + ", ".join(parts)
+        + ". The targets, `samples/<id>/video.mp4`, the long rollouts and the latency are the DMD student's; "
+        "the RL student is a panel of the side-by-sides.",
+    ]
+
+
+def long_horizon_section(f: dict, run_dir: Path) -> list[str]:
+    """The students' long streams per window (trackstream/eval/long_horizon.py), side by side, and the strip."""
+    lh = f.get("long_horizon") or {}
+    if not lh:
+        return []
+    labels = dict(models(f))
+    lines = [
+        "",
+        "## Long streams, per window of the horizon",
+        "",
+        "Clips many horizons long, streamed with their ground-truth tracks. The knowable world's camera circles "
+        "its frame-0 position (its frames stay predictable from frame 0 and the tracks: PSNR, SSIM and EPE are "
+        "fair at any length); on the panning world only distribution measures are: the latent energy over the "
+        "ground truth's (1 = the same) and, with 8 clips or more, the proxy FVD (the codec's video features).",
+        "",
+        "| student | stream | window | PSNR (dB) | SSIM | EPE (px) | latent energy | proxy FVD |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, streams in lh.items():
+        for key, r in streams.items():
+            for w, m in (r.get("windows") or {}).items():
+                lines.append(
+                    f"| {labels.get(name, name)} | {key.replace('_', ' ')} | {w} | {fmt(m.get('psnr'))} "
+                    f"| {fmt(m.get('ssim'))} | {fmt(m.get('epe'))} | {fmt(m.get('energy'))} "
+                    f"| {fmt(m.get('proxy_fvd'))} |"
+                )
+    if (Path(run_dir) / "long_horizon.png").is_file():
+        lines += ["", "![the last frame of each window](long_horizon.png)"]
+    return lines
+
+
+def targets_table(judged: dict) -> list[str]:
+    """The targets section: one row per criterion of ``report_targets.targets``."""
+    lines = [
+        "",
+        "## Targets",
+        "",
+        "| criterion | role | value | threshold | met | what |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, t in judged.items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {name} | {t['role']} | {fmt(t['value'])} | {fmt(t['threshold'])} | {met} | {t['note']} |")
+    return lines
+
+
+def run_sections(f: dict) -> list[str]:
+    """The sections after the long streams: the student's DiT calls, the evaluation world, the side-by-sides,
+    the long rollout, the latency and the stages with the run's total time (each only when measured)."""
+    lines = []
+    if "student_nfe_calls_per_video" in f:
+        lines.append(
+            f"\nStudent DiT calls per video: {f['student_nfe_calls_per_video']} "
+            f"(chunk calls; {f.get('student_nfe_per_video'):.3f} in full-video equivalents)."
+        )
+    world = f.get("eval_world") or {}
+    if world:
+        lines += [
+            "",
+            "## Evaluation world",
+            "",
+            "Held-out clips of the synthetic world (speeds in shorter sides per "
+            "second, sizes relative to the shorter side): " + ", ".join(f"`{k}` {v}" for k, v in world.items()) + ".",
+        ]
+    lines += _side_by_side_section(f.get("side_by_side") or [])
+    lines += _drift_section(f)
+    lines += _latency_section(f.get("latency") or {})
+    lines += _stages_section(f)
+    return lines
+
+
+def _side_by_side_section(sbs: list[dict]) -> list[str]:
+    if not sbs:
+        return []
+    lines = [
+        "",
+        "## Side by side",
+        "",
+        f"Panels: {' | '.join(sbs[0]['panels'])}; dots are where the input tracks "
+        "ask each point to be in that frame (short trails: where it came from). Every held-out sample has "
+        "`samples/<id>/side_by_side.mp4`; the first ones:",
+        "",
+    ]
+    return lines + [f"![{e['id']}]({e['gif']})" for e in sbs if e.get("gif")]
+
+
+def _drift_section(f: dict) -> list[str]:
+    drift = f.get("drift") or {}
+    if not drift:
+        return []
+    lines = [
+        "",
+        f"## Long rollout ({f.get('long_rollout_frames')} frames, "
+        f"{f.get('long_rollout_factor')}x the training horizon)",
+        "",
+        "| config | measure | early (training horizon) | late (last chunks) | late / early |",
+        "|---|---|---|---|---|",
+    ]
+    for tag, d in drift.items():
+        for k, s in (d.get("summary") or {}).items():
+            lines.append(
+                f"| {tag} ({d.get('config')}) | {k} | {fmt(s['early'])} | {fmt(s['late'])} | "
+                f"{fmt(s['late_over_early'])} |"
+            )
+    return lines
+
+
+def _latency_section(lat: dict) -> list[str]:
+    if not lat:
+        return []
+    return [
+        "",
+        "## Latency",
+        "",
+        f"Re-timed chunk {lat.get('early_chunk')}: {1e3 * lat['retimed_early_s']:.2f} ms, last chunk "
+        f"{lat.get('last_chunk')}: {1e3 * lat['retimed_last_s']:.2f} ms (minimum of "
+        f"{lat.get('repeats', '?')} interleaved repeats; ratio {lat['latency_ratio_last_over_early']:.3f}; "
+        f"ratio of the medians {fmt(lat.get('median_ratio_last_over_early'))}); in-stream medians last 5 / early 5: "
+        f"{lat['in_stream_ratio_last5_over_early5']:.3f}. Cache after the rollout: "
+        f"{lat.get('cache_frames_last')} latent frames, {lat.get('cache_bytes_last')} bytes.",
+    ]
+
+
+def _stages_section(f: dict) -> list[str]:
+    lines = []
+    stages = f.get("stages") or {}
+    if stages:
+        lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
+        for name, s in stages.items():
+            lines.append(f"| {name} | {s.get('status')} | {fmt(s.get('seconds', ''))} |")
+    if _finite(f.get("total_seconds")):
+        cpu = f.get("total_cpu_seconds")
+        lines.append(
+            f"\nTotal {f['total_seconds']:.0f} s wall clock"
+            + (
+                f", {cpu:.0f} s CPU (on 2 cores the wall clock is at least half the CPU time, more when other "
+                "processes share the cores)."
+                if _finite(cpu)
+                else "."
+            )
+        )
+    return lines
