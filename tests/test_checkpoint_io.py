@@ -9,9 +9,6 @@ and ``model.init_from`` reads both back exactly (track head and text projection 
 """
 
 import json
-import os
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -104,12 +101,7 @@ def test_training_pt_errors_say_the_fix(tmp_path):
         initialise(net, init_from=f"{tmp_path / 'lora.pt'}::generator_lora")
 
 
-def _cli(*args, timeout=600):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
-    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-
-
-def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
+def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path, run_module):
     """``model.init_from=PATH::generator_ema`` on the command line: the teacher-stage run's network
     starts from the EMA generator of a Self-Forcing-layout file, and the ODE-init stage's student,
     which starts as its ``stage.teacher``, carries those weights; the DMD stage takes the file directly
@@ -119,8 +111,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
     pt = _training_pt(tmp_path / "self_forcing_dmd.pt", dit)
     common = ["debug=tiny", "optim.lr=1e-30", "ema.enabled=false", "trainer.max_steps=1", "trainer.num_threads=1"]
     imp, ode = tmp_path / "import", tmp_path / "ode"
-    r = _cli(
-        "-m",
+    run_module(
         "trackstream.stages",
         *common,
         "experiment=tiny_teacher",
@@ -129,9 +120,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
         "eval.enabled=false",
         f"hydra.run.dir={imp}",
     )
-    assert r.returncode == 0, r.stderr[-3000:]
-    r = _cli(
-        "-m",
+    run_module(
         "trackstream.stages",
         *common,
         "experiment=tiny_ode_init",
@@ -141,11 +130,9 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
         "stage.ode_pairs.batch_size=2",
         f"hydra.run.dir={ode}",
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     # DMD straight from the file: stage.student=PATH::generator_ema puts its DiT into the teacher's network
     dmd = tmp_path / "dmd"
-    r = _cli(
-        "-m",
+    run_module(
         "trackstream.stages",
         "debug=tiny",
         "trainer.max_steps=1",
@@ -158,7 +145,6 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
         f"stage.pairs={ode / 'ode_pairs'}",
         f"hydra.run.dir={dmd}",
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     theirs = dit.state_dict()
     for export in (imp / "export" / "teacher", ode / "export" / "student", dmd / "export" / "student"):
         for k, v in load_network(export).dit.state_dict().items():
@@ -167,10 +153,11 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
             else:
                 assert torch.equal(v, theirs[k]), (export, k)
 
-    r = _cli("-m", "trackstream.stages", "experiment=tiny_teacher", f"model.init_from={pt}::nope", "debug=tiny")
+    r = run_module(
+        "trackstream.stages", "experiment=tiny_teacher", f"model.init_from={pt}::nope", "debug=tiny", check=False
+    )
     assert r.returncode != 0 and "no entry 'nope'" in r.stderr
-    r = _cli(
-        "-m",
+    r = run_module(
         "trackstream.stages",
         "experiment=tiny_dmd",
         "debug=tiny",
@@ -178,6 +165,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path):
         f"stage.student={tmp_path / 'missing.pt'}::generator_ema",
         f"stage.pairs={ode / 'ode_pairs'}",
         f"hydra.run.dir={tmp_path / 'refused'}",
+        check=False,
     )
     assert r.returncode != 0 and "stage.student=" in r.stderr and "missing.pt' does not exist" in r.stderr
 

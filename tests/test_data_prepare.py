@@ -4,8 +4,6 @@ import hashlib
 import io
 import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -242,16 +240,13 @@ def test_cached_text_embeddings_and_latents(videos, tmp_path):
     assert batch["text_emb"][0, 0, 0].item() == len(batch["caption"][0].split()[0])
 
 
-def test_hydra_cli(videos, tmp_path):
+def test_hydra_cli(videos, tmp_path, run_module):
     (tmp_path / "in").mkdir()
     for stem in GOOD[:2] + ["empty"]:
         for ext in (".mp4", ".txt"):
             os.link(os.path.join(videos, stem + ext), tmp_path / "in" / (stem + ext))
     out = tmp_path / "out"
-    cmd = [
-        sys.executable,
-        "-m",
-        "trackstream.data.prepare",
+    args = [
         f"input={tmp_path / 'in'}",
         f"output={out}",
         "num_frames=9",
@@ -261,9 +256,7 @@ def test_hydra_cli(videos, tmp_path):
         "num_workers=0",
         "progress=false",
     ]
-    env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0, res.stderr[-2000:]
+    run_module("trackstream.data.prepare", *args, timeout=300)
     report = json.load(open(out / "report.json"))
     assert report["num_samples"] == 2 and report["skipped"] == [{"path": "empty.mp4", "reason": "empty_file"}]
     assert json.load(open(out / "index.json"))["shards"] == [{"name": "shard-000000.tar", "num_samples": 2}]
@@ -271,8 +264,8 @@ def test_hydra_cli(videos, tmp_path):
     (tmp_path / "bad").mkdir()
     for ext in (".mp4", ".txt"):
         os.link(os.path.join(videos, "empty" + ext), tmp_path / "bad" / ("empty" + ext))
-    bad = [*cmd[:3], f"input={tmp_path / 'bad'}", f"output={tmp_path / 'bad_out'}", *cmd[5:]]
-    res = subprocess.run(bad, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    bad = [f"input={tmp_path / 'bad'}", f"output={tmp_path / 'bad_out'}", *args[2:]]
+    res = run_module("trackstream.data.prepare", *bad, check=False, timeout=300)
     assert res.returncode != 0 and "prepare wrote no sample: all 1 inputs were skipped (empty_file x1)" in res.stderr
 
 

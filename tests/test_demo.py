@@ -10,7 +10,6 @@ import base64
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "assets" / "tiny-student" / "student"
@@ -28,15 +28,9 @@ ARTIFACTS = ROOT / "test-artifacts" / "demo"
 SESSIONS = 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server():
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     proc = subprocess.Popen(
         [
@@ -361,12 +355,6 @@ def test_session_core_runs_in_bfloat16():
     assert 5 < frames.mean() < 250 and frames.std() > 1  # a picture, not a blank
 
 
-def test_demo_cli_refuses_a_missing_student(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, "-m", "trackstream.stream.demo", "--student", str(tmp_path), "--codec", str(CODEC)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_demo_cli_refuses_a_missing_student(tmp_path, run_module):
+    proc = run_module("trackstream.stream.demo", "--student", tmp_path, "--codec", CODEC, check=False, timeout=120)
     assert proc.returncode == 2 and "run `make run` first" in proc.stderr

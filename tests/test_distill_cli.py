@@ -2,9 +2,6 @@
 ODE pairs, regresses, exports) -> dmd (two optimizers, 5:1, exports), then a DMD resume."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -24,28 +21,20 @@ COMMON = [
 ]
 
 
-def _cli(*args: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
-    r = subprocess.run(
-        [sys.executable, "-m", "trackstream.stages", *COMMON, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-4000:]
+def _cli(run_module, *args: str) -> dict:
+    run_module("trackstream.stages", *COMMON, *args, timeout=300)
     run_dir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))
     return json.loads((run_dir / "results.json").read_text())
 
 
-def test_ode_init_then_dmd_through_the_cli(tmp_path):
+def test_ode_init_then_dmd_through_the_cli(tmp_path, run_module):
     t, o, d = tmp_path / "teacher", tmp_path / "ode", tmp_path / "dmd"
-    _cli("experiment=tiny_teacher", f"hydra.run.dir={t}")
+    _cli(run_module, "experiment=tiny_teacher", f"hydra.run.dir={t}")
     teacher = t / "export" / "teacher"
     assert (teacher / "network.json").is_file()
 
     res = _cli(
+        run_module,
         "experiment=tiny_ode_init",
         f"stage.teacher={teacher}",
         "stage.ode_pairs.num_pairs=4",
@@ -66,11 +55,11 @@ def test_ode_init_then_dmd_through_the_cli(tmp_path):
         f"hydra.run.dir={d}",
         "trainer.ckpt_every=5",
     ]
-    res = _cli("experiment=tiny_dmd", "trainer.max_steps=5", *dmd)
+    res = _cli(run_module, "experiment=tiny_dmd", "trainer.max_steps=5", *dmd)
     assert (res["generator_updates"], res["critic_updates"]) == (1, 5)
     rows = [json.loads(x) for x in (d / "metrics.jsonl").read_text().splitlines()]
     assert [("train/loss/generator" in r) for r in rows] == [False] * 4 + [True]
-    res = _cli("experiment=tiny_dmd", "trainer.max_steps=10", *dmd)  # resumes at step 5, keeps the phase
+    res = _cli(run_module, "experiment=tiny_dmd", "trainer.max_steps=10", *dmd)  # resumes at step 5, keeps the phase
     assert res["resumed_from"].endswith("step_00000005")
     assert (res["generator_updates"], res["critic_updates"]) == (2, 10)
     student = torch.load(d / "export" / "student" / "heads.pt", weights_only=True)

@@ -5,13 +5,11 @@ module of the streaming path its own unit), and an exact resume. Tolerances: rel
 1e-4 (DMD) on losses, float reduction order only."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
-from launch_helpers import free_port
+from conftest import cli_env
 
 from trackstream.distill.pair_shards import load_ode_pairs
 
@@ -27,32 +25,19 @@ COMMON = [
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
+    return cli_env(OMP_NUM_THREADS="1")
 
 
-def _run(args, *, procs: int = 1):
-    launcher = (
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(procs),
-            "--master_port",
-            str(free_port()),
-        ]
-        if procs > 1
-        else [sys.executable]
-    )
-    r = subprocess.run(
-        [*launcher, "-m", "trackstream.stages", *COMMON, *args],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+def _stages(run_module, torchrun):
+    """``run(args, procs=N)``: ``python -m trackstream.stages COMMON args`` on N processes (one: no launcher)."""
+
+    def run(args, *, procs: int = 1) -> None:
+        if procs > 1:
+            torchrun(procs, "-m", "trackstream.stages", *COMMON, *args, timeout=600, env=_env())
+        else:
+            run_module("trackstream.stages", *COMMON, *args, timeout=600, env=_env())
+
+    return run
 
 
 def _losses(run: Path, key: str = "train/loss") -> dict[int, float]:
@@ -69,10 +54,12 @@ def _same_dmd_losses(a_run: Path, b_run: Path) -> None:
             assert abs(a[s] - b[s]) <= 1e-4 * max(1.0, abs(a[s])), (key, s, a[s], b[s])
 
 
-def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path):
-    t = tmp_path / "teacher"
-    _run(["experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}"])
-    teacher = t / "export" / "teacher"
+@pytest.mark.multiproc
+def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(
+    tmp_path, run_module, torchrun, tiny_teacher_run
+):
+    stages = _stages(run_module, torchrun)
+    teacher = tiny_teacher_run / "export" / "teacher"
     stage = [
         f"stage.teacher={teacher}",
         "stage.ode_pairs.num_pairs=8",
@@ -82,8 +69,8 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
         "trainer.ckpt_every=2",
     ]
     one, two, cut = tmp_path / "one", tmp_path / "two", tmp_path / "cut"
-    _run(["experiment=tiny_ode_init", *stage, "data.batch_size=4", "trainer.max_steps=4", f"hydra.run.dir={one}"])
-    _run(
+    stages(["experiment=tiny_ode_init", *stage, "data.batch_size=4", "trainer.max_steps=4", f"hydra.run.dir={one}"])
+    stages(
         [
             "experiment=tiny_ode_init",
             *stage,
@@ -109,7 +96,7 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
         assert abs(l1[s] - l2[s]) <= 1e-5 * max(1.0, abs(l1[s])), (s, l1[s], l2[s])
 
     # 2 processes stopped at step 2 and resumed: the same losses as the uninterrupted run
-    _run(
+    stages(
         [
             "experiment=tiny_ode_init",
             *stage,
@@ -121,7 +108,7 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
         ],
         procs=2,
     )
-    _run(
+    stages(
         [
             "experiment=tiny_ode_init",
             *stage,
@@ -139,7 +126,7 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
 
     # FSDP2 (generator sharded, EMA sharded): the same losses and, gathered on rank 0, the same export
     fs = tmp_path / "fsdp"
-    _run(
+    stages(
         [
             "experiment=tiny_ode_init",
             *stage,
@@ -161,7 +148,7 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
 
     # DeepSpeed ZeRO-2 (the ODE-init student trains through its forward, which an engine sees): the same losses
     ds = tmp_path / "deepspeed"
-    _run(
+    stages(
         [
             "experiment=tiny_ode_init",
             *stage,
@@ -186,8 +173,8 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
         "trainer.ckpt_every=5",
     ]
     d1, d2 = tmp_path / "dmd1", tmp_path / "dmd2"
-    _run(["experiment=tiny_dmd", *dmd, "data.batch_size=4", f"hydra.run.dir={d1}"])
-    _run(["experiment=tiny_dmd", *dmd, "parallel=ddp", "data.batch_size=2", f"hydra.run.dir={d2}"], procs=2)
+    stages(["experiment=tiny_dmd", *dmd, "data.batch_size=4", f"hydra.run.dir={d1}"])
+    stages(["experiment=tiny_dmd", *dmd, "parallel=ddp", "data.batch_size=2", f"hydra.run.dir={d2}"], procs=2)
     _same_dmd_losses(d1, d2)
     w1 = torch.load(d1 / "export" / "student" / "heads.pt", weights_only=True)
     w2 = torch.load(d2 / "export" / "student" / "heads.pt", weights_only=True)
@@ -199,13 +186,13 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path
     # DMD under FSDP2 (generator, critic and the frozen teacher sharded): the same losses and export,
     # and a run stopped at step 3 resumes to the uninterrupted losses exactly
     d3, d4 = tmp_path / "dmd_fsdp", tmp_path / "dmd_fsdp_cut"
-    _run(["experiment=tiny_dmd", *dmd, "parallel=fsdp", "data.batch_size=2", f"hydra.run.dir={d3}"], procs=2)
+    stages(["experiment=tiny_dmd", *dmd, "parallel=fsdp", "data.batch_size=2", f"hydra.run.dir={d3}"], procs=2)
     _same_dmd_losses(d1, d3)
     w3 = torch.load(d3 / "export" / "student" / "heads.pt", weights_only=True)
     for k in w1:
         torch.testing.assert_close(w1[k], w3[k], rtol=1e-4, atol=1e-6)
     cut = [*dmd[:3], "parallel=fsdp", "data.batch_size=2", "trainer.ckpt_every=3", f"hydra.run.dir={d4}"]
-    _run(["experiment=tiny_dmd", *cut, "trainer.max_steps=3"], procs=2)
-    _run(["experiment=tiny_dmd", *cut, "trainer.max_steps=5"], procs=2)
+    stages(["experiment=tiny_dmd", *cut, "trainer.max_steps=3"], procs=2)
+    stages(["experiment=tiny_dmd", *cut, "trainer.max_steps=5"], procs=2)
     for key in ("train/loss/critic", "train/loss/generator"):
         assert _losses(d4, key) == _losses(d3, key), key

@@ -5,12 +5,11 @@ policy; and under parallel.sequence_parallel=2 the same metrics. Tolerance: rela
 order only. 2 steps = one round of 2 updates."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
+import pytest
 import torch
+from conftest import cli_env
 from rl_helpers import rl_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,16 +25,8 @@ KEYS = (
 )
 
 
-def _run(args, *, procs: int) -> None:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
-    port = ["--master_port", str(29700 + os.getpid() % 200)]
-    launcher = (
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(procs), *port]
-        if procs > 1
-        else [sys.executable]
-    )
-    r = subprocess.run([*launcher, "-m", "trackstream.stages", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)  # fmt: skip
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+def _env():
+    return cli_env(OMP_NUM_THREADS="1")
 
 
 def _tol(key: str) -> float:
@@ -48,7 +39,8 @@ def _metrics(run: Path) -> dict[int, dict]:
     return {r["step"]: r for r in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())}
 
 
-def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path):
+@pytest.mark.multiproc
+def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path, run_module, torchrun):
     src = rl_source(tmp_path / "src")
     common = [
         "experiment=rl_tiny",
@@ -64,8 +56,18 @@ def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path)
         "logger.progress_bar=false",
     ]
     one, two = tmp_path / "one", tmp_path / "two"
-    _run([*common, "data.batch_size=2", f"hydra.run.dir={one}"], procs=1)
-    _run([*common, "parallel=fsdp", "data.batch_size=1", f"hydra.run.dir={two}"], procs=2)
+    run_module("trackstream.stages", *common, "data.batch_size=2", f"hydra.run.dir={one}", env=_env())
+    torchrun(
+        2,
+        "-m",
+        "trackstream.stages",
+        *common,
+        "parallel=fsdp",
+        "data.batch_size=1",
+        f"hydra.run.dir={two}",
+        timeout=600,
+        env=_env(),
+    )
     assert "fsdp x 2" in (two / "train.log").read_text()
     a, b = _metrics(one), _metrics(two)
     assert sorted(a) == sorted(b) == [1, 2]
@@ -91,11 +93,20 @@ def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path)
     # parallel.sequence_parallel=2: one data rank, the policy and the KL reference on token slices (the rolling
     # cache holds half the heads per rank): the one-process metrics
     sp = tmp_path / "sp"
-    _run(
-        [*common, "parallel=fsdp", "parallel.sequence_parallel=2", "data.batch_size=2", f"hydra.run.dir={sp}"], procs=2
+    torchrun(
+        2,
+        "-m",
+        "trackstream.stages",
+        *common,
+        "parallel=fsdp",
+        "parallel.sequence_parallel=2",
+        "data.batch_size=2",
+        f"hydra.run.dir={sp}",
+        timeout=600,
+        env=_env(),
     )
     log = (sp / "train.log").read_text()
-    assert "sequence parallel: the policy runs 1/2" in log and "sequence parallel: the KL reference runs 1/2" in log
+    assert "sequence parallel: the generator runs 1/2" in log and "sequence parallel: the KL reference runs 1/2" in log
     c = _metrics(sp)
     for step in (1, 2):
         for key in KEYS:

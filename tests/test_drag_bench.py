@@ -12,15 +12,12 @@ from trackstream.data.trackers import build_tracker
 from trackstream.eval.drag_bench import ROW_SETS, run_benchmark, table
 from trackstream.eval.drag_scenes import make_scenes
 from trackstream.models.codecs import build_codec
-from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
 
 
-def test_the_main_rows_score_an_edit_and_an_animation(tmp_path):
-    torch.manual_seed(0)
-    net = build_motion_wan(ModelConfig(), text_encoder_dim=24).eval().requires_grad_(False)
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)
+def test_the_main_rows_score_an_edit_and_an_animation(tmp_path, tiny_network):
+    net = tiny_network(0).eval().requires_grad_(False)
     engine = StreamingGenerator(net, build_codec("tiny-ae", width=16, patch=4).eval(), config=StreamConfig(steps=2))
     scenes = [s for s in make_scenes(8, seed=3) if s.name in ("translate-animate-00", "rotate2d-edit-06")]
     assert {s.instruction.mode for s in scenes} == {"edit", "animate"}

@@ -9,7 +9,6 @@ import torch
 
 from trackstream.diffusion.schedule import add_noise
 from trackstream.models.codecs import build_codec
-from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.drag import editor as editor_module
 from trackstream.stream.drag.editor import DragEditor
@@ -28,10 +27,8 @@ H = W = 64
 
 
 @pytest.fixture(scope="module")
-def engine():
-    torch.manual_seed(0)
-    net = build_motion_wan(ModelConfig(), text_encoder_dim=24).eval().requires_grad_(False)
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
+def engine(tiny_network):
+    net = tiny_network(0).eval().requires_grad_(False)
     codec = build_codec("tiny-ae", width=16, patch=4).eval()  # 4 px per latent cell, 8 px per token (patch 2)
     return StreamingGenerator(net, codec, config=StreamConfig(steps=3, shift=3.0))
 

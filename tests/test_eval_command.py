@@ -3,35 +3,28 @@ table (each with and without tracks) next to the ground truth and the frozen fir
 it writes are a benchmark folder that scores again as a run and serves as a benchmark."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false", "logger.progress_bar=false"]
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
-
-
-def _run(module: str, *args: str) -> None:
-    r = subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return cli_env(OMP_NUM_THREADS="1")
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, run_module):
     root = tmp_path_factory.mktemp("eval_runs")
     t, o = root / "teacher", root / "ode"
-    _run("trackstream.stages", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}")
-    _run(
+    run_module(
+        "trackstream.stages", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}", env=_env()
+    )
+    run_module(
         "trackstream.stages",
         *TRAIN,
         "experiment=tiny_ode_init",
@@ -41,6 +34,7 @@ def runs(tmp_path_factory):
         "stage.ode_pairs.batch_size=2",
         "trainer.max_steps=2",
         f"hydra.run.dir={o}",
+        env=_env(),
     )
     return {
         "teacher": t / "export" / "teacher",
@@ -50,9 +44,9 @@ def runs(tmp_path_factory):
     }
 
 
-def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
+def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path, run_module):
     out = tmp_path / "eval"
-    _run(
+    run_module(
         "trackstream.eval",
         f"runs={{teacher: {runs['teacher']}, student: {runs['student']}}}",
         f"generate.codec.checkpoint={runs['codec']}",
@@ -60,6 +54,7 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
         "benchmark.num_samples=3",
         "generate.sampler.steps=2",
         f"out={out}",
+        env=_env(),
     )
     res = json.loads((out / "metrics.json").read_text())
     rows = res["results"]
@@ -93,7 +88,7 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
     # the written videos are a run (a folder of <id>.mp4) and a benchmark (mp4 + tracks.npy)
     folder = out / "videos" / "student_with_tracks"
     again = tmp_path / "again"
-    _run(
+    run_module(
         "trackstream.eval",
         f"run={folder}",
         f"data_config={runs['config']}",
@@ -102,13 +97,14 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
         "references=[ground_truth]",
         f"out={again}",
         "wandb.enabled=true",
+        env=_env(),
     )
     rerun = json.loads((again / "metrics.json").read_text())["results"]["student_with_tracks"]
     assert abs(rerun["epe"] - rows["student (with tracks)"]["epe"]) < 1.0  # H.264 round trip only
     logged = list((again / "wandb").glob("offline-run-*/files/media/images/eval/*.png"))  # the plots went to W&B
     assert any("epe" in p.name for p in logged), logged
     bench = tmp_path / "bench"
-    _run(
+    run_module(
         "trackstream.eval",
         f"run={folder}",
         "benchmark.name=videos",
@@ -116,6 +112,7 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path):
         "metrics=[psnr]",
         "references=[frozen]",
         f"out={bench}",
+        env=_env(),
     )
     assert json.loads((bench / "metrics.json").read_text())["results"]["student_with_tracks"]["psnr"] == float("inf")
 

@@ -80,7 +80,7 @@ def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
         f"stage.student={run_dir / 'ode_init/export/student'}",
         f"stage.pairs={run_dir / 'ode_init/ode_pairs'}",
     )
-    seed_everything(cfg.trainer.seed)  # as train.app.start_run does
+    seed_everything(cfg.trainer.seed)  # as stages.app.start_run does
     return run_stage(cfg, init_runtime("single"), run_dir / "dmd")
 
 
@@ -174,7 +174,7 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
     cfg.codec.checkpoint = str(run / "teacher/codec/codec.pt")
     for stage in ("dmd", "teacher"):
         OmegaConf.save(cfg, run / stage / "config.yaml")
-    # the fixture's ODE-init export records no streaming conventions; the stage's would (distill.stages)
+    # the fixture's ODE-init export records no streaming conventions; the stage's would (stages.distill)
     from trackstream.models.streaming import StreamConfig
 
     meta_path = run / "ode_init/export/student/network.json"

@@ -4,13 +4,11 @@ LoRA, exported merged (and to diffusers), the adapter loaded onto its base, and 
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import cli_env
 
 from trackstream.models.lora import LoraConfig, add_lora, load_adapter, merge_adapter, merge_state_dict, save_adapter
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, load_network
@@ -102,29 +100,19 @@ def test_the_adapter_folder_is_peft_s_own_and_loads_back(tmp_path):
         LoraConfig(rank=-1)
 
 
-def _cli(*args: str) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
-    r = subprocess.run(
-        [sys.executable, "-m", "trackstream.stages", *COMMON, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert r.returncode == 0, r.stderr[-4000:]
+def _cli(run_module, *args: str) -> dict:
+    run_module("trackstream.stages", *COMMON, *args, timeout=300)
     run_dir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))
     return json.loads((run_dir / "results.json").read_text())
 
 
 @pytest.mark.slow
-def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(tmp_path):
+def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(tmp_path, run_module, tiny_teacher_run):
     from trackstream.train.weights import initialise
 
-    _cli("experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'base'}")
-    base = tmp_path / "base" / "export" / "teacher"
+    base = tiny_teacher_run / "export" / "teacher"
     lora = ["experiment=tiny_teacher", f"model.init_from={base}", "model.lora.rank=4", "ema.enabled=false"]
-    _cli(*lora, "trainer.max_steps=4", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'ft'}")
+    _cli(run_module, *lora, "trainer.max_steps=4", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'ft'}")
     ft = tmp_path / "ft" / "export" / "teacher"
     assert (ft / "adapter" / "adapter_config.json").is_file()
     assert json.loads((ft / "network.json").read_text())["model"]["lora"]["rank"] == 0  # the export is merged
@@ -140,44 +128,29 @@ def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(tm
     assert all(torch.equal(net.state_dict()[k], v) for k, v in f.items())
 
     # stopped at 2 and resumed to 4: the same adapters as 4 straight
-    _cli(*lora, "trainer.max_steps=2", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'resumed'}")
-    res = _cli(*lora, "trainer.max_steps=4", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'resumed'}")
+    _cli(run_module, *lora, "trainer.max_steps=2", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'resumed'}")
+    res = _cli(
+        run_module, *lora, "trainer.max_steps=4", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'resumed'}"
+    )
     assert res["resumed_from"].endswith("step_00000002")
     r = load_network(tmp_path / "resumed" / "export" / "teacher").state_dict()
     assert all(torch.equal(r[k], f[k]) for k in f)
 
     # the merged export goes to diffusers as any network does
     out = tmp_path / "diffusers"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trackstream.cli",
-            "export",
-            "--network",
-            str(ft),
-            "--format",
-            "diffusers",
-            "--out",
-            str(out),
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run_module("trackstream.cli", "export", "--network", ft, "--format", "diffusers", "--out", out, timeout=300)
     from diffusers import WanTransformer3DModel
 
     assert WanTransformer3DModel.from_pretrained(str(next(p.parent for p in out.rglob("config.json")))) is not None
 
 
 @pytest.mark.slow
-def test_dmd_trains_generator_and_critic_as_lora(tmp_path):
+def test_dmd_trains_generator_and_critic_as_lora(tmp_path, run_module):
     from distill_helpers import tiny_teacher_run
 
     teacher = tiny_teacher_run(tmp_path, student="student", pairs="pairs")
     res = _cli(
+        run_module,
         "experiment=tiny_dmd",
         "stage.rollout_horizons=1",
         f"stage.teacher={teacher}",
@@ -196,20 +169,15 @@ def test_dmd_trains_generator_and_critic_as_lora(tmp_path):
 
 
 @pytest.mark.slow
-def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_path):
-    from launch_helpers import free_port
-
-    _cli("experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={tmp_path / 'base'}")
-    base = tmp_path / "base" / "export" / "teacher"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
+@pytest.mark.multiproc
+def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_path, torchrun, tiny_teacher_run):
+    base = tiny_teacher_run / "export" / "teacher"
     run = tmp_path / "fsdp"
     args = [*COMMON, "experiment=tiny_teacher", "parallel=fsdp", f"model.init_from={base}", "model.lora.rank=4"]
-    r = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-         "-m", "trackstream.stages", *args, "trainer.max_steps=2", f"hydra.run.dir={run}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=400,
+    torchrun(
+        2, "-m", "trackstream.stages", *args, "trainer.max_steps=2", f"hydra.run.dir={run}",
+        timeout=400, env=cli_env(OMP_NUM_THREADS="1"),
     )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     assert "fsdp x 2" in (run / "train.log").read_text() and "dit: LoRA rank 4" in (run / "train.log").read_text()
     assert (run / "codec" / "codec.pt").is_file()  # the codec fitted under FSDP too (gathered whole, then its stats)
     out = run / "export" / "teacher"

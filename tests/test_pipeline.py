@@ -2,8 +2,6 @@
 directory holds the report and the per-sample files the issue asks for. Figures mean nothing here."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +21,9 @@ REPORT_KEYS = (
 
 
 @pytest.mark.slow
-def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
+def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
     run_dir = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, "-m", "trackstream.pipeline", "--smoke", "--run-dir", str(run_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    proc = run_module("trackstream.pipeline", "--smoke", "--run-dir", run_dir, timeout=900)
     report = json.loads((run_dir / "report.json").read_text())
     figures = report.get("figures", report)
     for key in REPORT_KEYS:
@@ -59,13 +50,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
         tracks, vis = np.load(s / "tracks.npy"), np.load(s / "visibility.npy")
         assert tracks.ndim == 3 and tracks.shape[2] == 2 and vis.shape == tracks.shape[:2]
     # a second run reuses every finished stage
-    again = subprocess.run(
-        [sys.executable, "-m", "trackstream.pipeline", "--smoke", "--run-dir", str(run_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
+    again = run_module("trackstream.pipeline", "--smoke", "--run-dir", run_dir, check=False, timeout=900)
     assert again.returncode == 0 and again.stdout.count("already done") == 4, again.stdout[-2000:]
     # the console is for people: no command lines, no empty summaries; the commands are in the log
     assert "hydra.run.dir" not in proc.stdout + proc.stderr and "done: {}" not in proc.stdout + proc.stderr
@@ -73,14 +58,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path):
     assert (run_dir / "teacher" / "console.log").is_file()
     # the run's student ships as a release folder (what assets/tiny-student was made with)
     dest = tmp_path / "tiny-student"
-    shipped = subprocess.run(
-        [sys.executable, "-m", "lab.ship_student", "--run-dir", str(run_dir), "--dest", str(dest)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert shipped.returncode == 0, shipped.stderr[-2000:]
+    run_module("lab.ship_student", "--run-dir", run_dir, "--dest", dest, timeout=300)
     from trackstream.pipeline.releases import AssetError, verify_asset
 
     manifest = verify_asset(dest)

@@ -13,7 +13,6 @@ import torch
 import trackstream.stream.chunks as chunks_module
 from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
-from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator, state_nbytes, tracks_from_array
@@ -31,10 +30,8 @@ CONFIGS = {  # the default; a two-chunk window; two sampled sink chunks; the who
 
 
 @pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
-    net = build_motion_wan(ModelConfig(), text_encoder_dim=24).eval()
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
+def parts(tiny_network):
+    net = tiny_network(0).eval()
     return net, build_codec("tiny-ae", width=16).eval()
 
 

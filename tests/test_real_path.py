@@ -13,16 +13,13 @@ DMD -> RL (AR-Drag's GRPO: G = 2, the motion reward and the aesthetic predictor 
 weights) -> ``python -m trackstream.stream.generate`` of the RL student, 2 steps each."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-from launch_helpers import free_port
+from conftest import cli_env
 from release_helpers import write_release_folder
 from rl_helpers import write_aesthetic_weights
 
@@ -84,31 +81,28 @@ SHRINK = [
 
 
 def _env():
-    return dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
+    return cli_env(OMP_NUM_THREADS="1")
 
 
-def _run(module: str, *args, procs: int = 2) -> None:
-    launcher = (
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nproc_per_node",
-            str(procs),
-            "--master_port",
-            str(free_port()),
-        ]
-        if procs > 1
-        else [sys.executable]
-    )
-    r = subprocess.run(
-        [*launcher, "-m", module, *args], cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
-    )
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-5000:]
+def _modules(run_module, torchrun):
+    """``run(module, *args, procs=2)``: ``python -m module args`` on ``procs`` processes (one: no launcher)."""
+
+    def run(module: str, *args, procs: int = 2) -> None:
+        if procs > 1:
+            torchrun(procs, "-m", module, *args, timeout=600, env=_env())
+        else:
+            run_module(module, *args, timeout=600, env=_env())
+
+    return run
+
+
+@pytest.fixture
+def launch(run_module, torchrun):
+    return _modules(run_module, torchrun)
 
 
 @pytest.fixture(params=sorted(RECIPES))
-def recipe(request, tmp_path) -> dict:
+def recipe(request, tmp_path, launch) -> dict:
     """``paths.data_dir`` as a user lays it out: the release folder as downloaded, and the shards."""
     r = dict(RECIPES[request.param])
     data = tmp_path / "data"
@@ -124,7 +118,7 @@ def recipe(request, tmp_path) -> dict:
         write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=r["fps"])
         (videos / f"clip{i}.txt").write_text(clip["caption"])
     t5 = f"{{_target_: trackstream.models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
-    _run(
+    launch(
         "trackstream.data.prepare",
         f"input={videos}",
         f"output={data / 'shards'}",
@@ -142,7 +136,8 @@ def recipe(request, tmp_path) -> dict:
     return {**r, "data_dir": data}
 
 
-def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_path):
+@pytest.mark.multiproc
+def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_path, launch):
     data_dir, (H, W), C, T = recipe["data_dir"], recipe["size"], recipe["channels"], recipe["frames"]
     F = latent_frames(T)
     common = [
@@ -156,13 +151,13 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     ]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
     t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd", "rl"))
 
-    _run(
+    launch(
         "trackstream.stages", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}"
     )
     log = (t / "train.log").read_text()
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
     assert "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
-    _run(
+    launch(
         "trackstream.stages",
         f"experiment={recipe['teacher']}_finetune",
         *common,
@@ -172,7 +167,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     teacher = ft / "export" / "teacher"
     assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
 
-    _run(
+    launch(
         "trackstream.stages.pairs",
         f"experiment={recipe['ode_init']}",
         *common,
@@ -198,7 +193,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     n = int(first["text_len"][0])
     torch.testing.assert_close(first["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
 
-    _run(
+    launch(
         "trackstream.stages",
         f"experiment={recipe['ode_init']}",
         *common,
@@ -206,7 +201,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         f"stage.pairs={folder}",
         f"hydra.run.dir={ode}",
     )
-    _run(
+    launch(
         "trackstream.stages",
         f"experiment={recipe['dmd']}",
         *common,
@@ -224,7 +219,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     # past the teacher's horizon: two horizons through the rolling cache, scored as two teacher-sized windows
     # (1.3B: 1 + 2 x 20 latents run on to 42 = 14 sampled chunks, 165 frames; 5B: 1 + 2 x 30 = 61, 241 frames)
     long_dmd = tmp_path / "dmd_long"
-    _run(
+    launch(
         "trackstream.stages",
         f"experiment={recipe['dmd']}",
         *common,
@@ -243,7 +238,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     # RL after DMD: one round of 2 updates (rollouts at step 1, an off-policy update at step 2), the frozen
     # DMD student as the KL reference, rewards on the decoded clips
     clip, head = write_aesthetic_weights(data_dir / "aesthetic")
-    _run(
+    launch(
         "trackstream.stages",
         f"experiment={recipe['rl']}",
         *common,
@@ -264,7 +259,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     g = np.random.default_rng(0)
     np.save(tmp_path / "tracks.npy", (g.uniform(0, 1, (T, 6, 2)) * [W - 1, H - 1]).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (H, W, 3), dtype=np.uint8))
-    _run(
+    launch(
         "trackstream.stream.generate",
         "--student",
         str(rl / "export" / "student"),
@@ -286,7 +281,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
 
 
 @pytest.mark.parametrize("recipe", ["wan2.1-1.3b"], indirect=True)
-def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, tmp_path):
+def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, tmp_path, launch, run_module):
     """docs/recipes.md's first command, verbatim, on one process without a launcher (the recipe's FSDP becomes a
     world of one): ``trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D
     data.eval_shards=$D/eval_shards``, plus only the shrinking (widths, pixels, steps) every rehearsal adds."""
@@ -306,7 +301,7 @@ def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, t
         (videos / f"held{i}.txt").write_text(clip["caption"])
     rel = data_dir / recipe["folder"]
     t5 = f"{{_target_: trackstream.models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
-    _run(
+    launch(
         "trackstream.data.prepare",
         f"input={videos}",
         f"output={data_dir / 'eval_shards'}",
@@ -324,12 +319,10 @@ def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, t
     args = command.replace("$D", str(data_dir)).split()[2:]
     shrink = [s for s in SHRINK if not s.startswith(("eval.", "trainer.ckpt_every", "data.num_workers"))]
     env = {k: v for k, v in _env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
-    r = subprocess.run(
-        [sys.executable, "-m", "trackstream.cli", "train", *args, *shrink, f"data.height={H}", f"data.width={W}",
-         "trainer.max_steps=2", "trainer.sample_every=2", "sampler.steps=2", f"hydra.run.dir={run}"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600,
+    run_module(
+        "trackstream.cli", "train", *args, *shrink, f"data.height={H}", f"data.width={W}", "trainer.max_steps=2",
+        "trainer.sample_every=2", "sampler.steps=2", f"hydra.run.dir={run}", timeout=600, env=env,
     )  # fmt: skip
-    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
     log = (run / "train.log").read_text()
     assert "fsdp x 1" in log and "global batch 2 = " in log, log[:3000]
     res = json.loads((run / "eval.json").read_text())

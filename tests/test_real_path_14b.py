@@ -11,9 +11,10 @@ tests/test_real_arithmetic.py."""
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from release_helpers import write_release_folder
-from test_real_path import DIMS, SHRINK, _run
+from test_real_path import DIMS, SHRINK, _modules
 
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.video_io import write_mp4
@@ -27,7 +28,9 @@ def _dit_shapes(export: Path) -> tuple[str, int, int]:
     return meta["flavor"], int(meta["overrides"]["dim"]), int(meta["overrides"]["num_layers"])
 
 
-def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_path):
+@pytest.mark.multiproc
+def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_path, run_module, torchrun):
+    launch = _modules(run_module, torchrun)
     data = tmp_path / "data"
     big = write_release_folder(
         data / "Wan2.1-Fun-14B-Control", flavor="wan2.1-fun-14b-control", parts=("vae", "t5", "clip"), device="cpu",
@@ -45,7 +48,7 @@ def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_pat
         write_mp4(videos / f"clip{i}.mp4", clip["frames"], fps=16)
         (videos / f"clip{i}.txt").write_text(clip["caption"])
     t5 = f"{{_target_: trackstream.models.text_encoders.build_text_encoder, name: umt5, path: {big}}}"
-    _run(
+    launch(
         "trackstream.data.prepare", f"input={videos}", f"output={data / 'shards'}", f"num_frames={T}", "fps=16",
         f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
         f"text_encoder={t5}", procs=1,
@@ -62,20 +65,20 @@ def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_pat
     student_dims = [f"+model.overrides.{k}={v}" for k, v in DIMS.items()]  # the model the distillation trains
     t, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "pairs", "ode", "dmd"))
 
-    _run(
+    launch(
         "trackstream.stages", "experiment=teacher_wan14b_480p", *common,
         *(f"+model.overrides.{k}={v}" for k, v in TEACHER_DIMS.items()), f"hydra.run.dir={t}",
     )  # fmt: skip
     teacher = t / "export" / "teacher"
     assert _dit_shapes(teacher) == ("wan2.1-fun-14b-control", 96, 3)
 
-    _run(
+    launch(
         "trackstream.stages.pairs", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
         f"stage.teacher={teacher}", "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3",
         "stage.ode_pairs.shard_size=1", f"hydra.run.dir={pairs}",
     )  # fmt: skip
     folder = pairs / "ode_pairs"
-    _run(
+    launch(
         "trackstream.stages", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
         f"stage.teacher={teacher}", f"stage.pairs={folder}", f"hydra.run.dir={ode}",
     )  # fmt: skip
@@ -84,7 +87,7 @@ def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_pat
     log = (ode / "train.log").read_text()
     assert "stage ode_init | fsdp x 2 (cpu:0, bf16)" in log
 
-    _run(
+    launch(
         "trackstream.stages", "experiment=dmd_wan14b_to_1.3b_480p", *common, *student_dims,
         f"stage.teacher={teacher}", f"stage.student={student}", f"stage.pairs={folder}", "stage.update_ratio=2",
         f"hydra.run.dir={dmd}",

@@ -2,11 +2,7 @@
 image branch (CLIP tokens) through the network, the teacher's loss, the sampler and the stream."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -189,12 +185,10 @@ def test_an_i2v_flavor_runs_through_loss_sampler_and_stream(release):
         StreamingGenerator(net, codec, config=StreamConfig(shift=3.0)).start(video[:1, :, 0], text[:1], lens[:1])
 
 
-def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp_path):
+def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp_path, run_module):
     """The stack end to end on an I2V-type flavor from a release folder (the DiT, and its CLIP .pth for
     the image branch): every stage carries the first frame's CLIP tokens."""
-    root = Path(__file__).resolve().parents[1]
     rel = write_release_folder(tmp_path / "release", parts=("clip",), num_heads=2, text_len=64)
-    env = dict(os.environ, PYTHONPATH=str(root), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
     common = [
         "debug=tiny",
         "data.num_frames=25",
@@ -204,15 +198,7 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
     ]
 
     def cli(*args):
-        r = subprocess.run(
-            [sys.executable, "-m", "trackstream.stages", *common, *args],
-            cwd=root,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        assert r.returncode == 0, r.stderr[-3000:]
+        run_module("trackstream.stages", *common, *args, timeout=600)
 
     t, o, d = tmp_path / "teacher", tmp_path / "ode", tmp_path / "dmd"
     cli(
@@ -250,29 +236,20 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
     g = np.random.default_rng(0)
     np.save(tmp_path / "tracks.npy", g.uniform(0, 63, (25, 4, 2)).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    r = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trackstream.stream.generate",
-            "--student",
-            str(d / "export" / "student"),
-            "--codec",
-            str(t / "codec" / "codec.pt"),
-            "--image",
-            str(tmp_path / "first.png"),
-            "--tracks",
-            str(tmp_path / "tracks.npy"),
-            "--out",
-            str(tmp_path / "out.mp4"),
-        ],
-        cwd=root,
-        env=env,
-        capture_output=True,
-        text=True,
+    run_module(
+        "trackstream.stream.generate",
+        "--student",
+        str(d / "export" / "student"),
+        "--codec",
+        str(t / "codec" / "codec.pt"),
+        "--image",
+        str(tmp_path / "first.png"),
+        "--tracks",
+        str(tmp_path / "tracks.npy"),
+        "--out",
+        str(tmp_path / "out.mp4"),
         timeout=300,
     )
-    assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 

@@ -124,15 +124,16 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory):
+def reports(tmp_path_factory, torchrun):
     tmp = tmp_path_factory.mktemp("fsdp_fallback")
     (tmp / "driver.py").write_text(DRIVER)
-    r = _launch([str(tmp / "driver.py"), str(tmp)], tmp)
+    r = _launch(torchrun, [str(tmp / "driver.py"), str(tmp)])
     found = [tmp / f"report_{rank}.json" for rank in (0, 1)]
     assert all(p.is_file() for p in found), r.stdout[-3000:] + r.stderr[-5000:]
     return [json.loads(p.read_text()) for p in found]
 
 
+@pytest.mark.multiproc
 @pytest.mark.parametrize("case", CASES)
 def test_a_damaged_sharded_file_falls_back_on_every_rank_bit_identically(reports, case):
     file = case.split()[0]
@@ -147,6 +148,7 @@ def test_a_damaged_sharded_file_falls_back_on_every_rank_bit_identically(reports
     assert reports[0][case]["same_losses"], "losses of steps 3-4 differ from the uninterrupted run"
 
 
+@pytest.mark.multiproc
 def test_with_every_file_whole_a_refusal_is_raised_as_is(reports):
     for report in reports:
         assert report["another shape"].startswith("CheckpointException"), report["another shape"]

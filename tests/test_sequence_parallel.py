@@ -3,14 +3,11 @@ and its RoPE positions, the all-to-all round trip and its gradient on 2 gloo pro
 network's loss and gradients after one backward under K = 2 (2 processes) and data 2 x sequence 2
 (4 processes) against one process with the whole global batch."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from launch_helpers import free_port
+from conftest import cli_env
 from sp_helpers import FRAMES, HEIGHT, WIDTH, build_net, global_batch, loss_of
 
 from trackstream.models.sequence_parallel import SequenceShard
@@ -77,15 +74,11 @@ hard_exit(0)
 """
 
 
-def _launch(script: str, args: list[str], tmp_path: Path, nproc: int, timeout: int = 300):
+def _launch(torchrun, script: str, args: list[str], tmp_path: Path, nproc: int, timeout: int = 300):
     path = tmp_path / "driver.py"
     path.write_text(script)
-    env = dict(
-        os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", SP_TESTS=str(ROOT / "tests"), OMP_WAIT_POLICY="PASSIVE"
-    )
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    cmd += ["--master_port", str(free_port()), str(path), *args]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    env = cli_env(OMP_NUM_THREADS="1", SP_TESTS=str(ROOT / "tests"))
+    return torchrun(nproc, str(path), *args, check=False, timeout=timeout, env=env)
 
 
 def test_slice_layout_and_rope_positions():
@@ -120,8 +113,9 @@ def test_refusals_name_the_option():
         ParallelConfig(strategy="deepspeed", sequence_parallel=2)
 
 
-def test_all_to_all_round_trip_and_gradient(tmp_path):
-    r = _launch(ROUND_TRIP, [str(tmp_path / "ok")], tmp_path, 2)
+@pytest.mark.multiproc
+def test_all_to_all_round_trip_and_gradient(tmp_path, torchrun):
+    r = _launch(torchrun, ROUND_TRIP, [str(tmp_path / "ok")], tmp_path, 2)
     assert (tmp_path / "ok").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
 
 
@@ -132,11 +126,12 @@ def _reference():
     return loss.detach(), {n: p.grad for n, p in net.named_parameters()}
 
 
+@pytest.mark.multiproc
 @pytest.mark.parametrize("strategy, nproc, recompute", [("fsdp", 2, 0), ("fsdp", 4, 0), ("ddp", 2, 0), ("fsdp", 2, 1)])
-def test_sequence_parallel_equals_one_process(strategy, nproc, recompute, tmp_path):
+def test_sequence_parallel_equals_one_process(strategy, nproc, recompute, tmp_path, torchrun):
     """K = 2; 4 processes: data 2 x sequence 2, each data rank with half the global batch; ``recompute``:
     activation checkpointing, whose backward runs the all-to-alls of the forward again."""
-    r = _launch(DRIVER, [strategy, "2", str(tmp_path), str(recompute)], tmp_path, nproc)
+    r = _launch(torchrun, DRIVER, [strategy, "2", str(tmp_path), str(recompute)], tmp_path, nproc)
     assert (tmp_path / "result.pt").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
     got = torch.load(tmp_path / "result.pt")
     assert got["data_world"] == nproc // 2
@@ -158,7 +153,8 @@ def _losses(run_dir: Path) -> list[float]:
     return [r["train/loss"] for r in sorted(rows, key=lambda r: r["step"]) if "train/loss" in r]
 
 
-def test_teacher_stage_through_the_cli_equals_one_process(tmp_path):
+@pytest.mark.multiproc
+def test_teacher_stage_through_the_cli_equals_one_process(tmp_path, run_module, torchrun):
     """``trackstream train`` on 2 processes with parallel.sequence_parallel=2 (one data rank): the codec
     fit, the 4 teacher steps, the collective evaluation and the export, with the losses of one process."""
     common = [
@@ -169,25 +165,15 @@ def test_teacher_stage_through_the_cli_equals_one_process(tmp_path):
         "eval.save_videos=0",
         "stage.correspondence_weight=0",  # the probe reads one head of the whole sequence: refused under SP
     ]
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", WANDB_MODE="offline")
-    sp = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
-    r = subprocess.run(
-        [*sp, "-m", "trackstream.stages", *common, "parallel.sequence_parallel=2", f"hydra.run.dir={tmp_path / 'sp'}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    env = cli_env(OMP_NUM_THREADS="1")
+    r = torchrun(
+        2, "-m", "trackstream.stages", *common, "parallel.sequence_parallel=2", f"hydra.run.dir={tmp_path / 'sp'}",
+        check=False, timeout=300, env=env,
+    )  # fmt: skip
     assert (tmp_path / "sp" / "results.json").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
     assert "x 1 data ranks (each a sequence group of 2 processes)" in (tmp_path / "sp" / "train.log").read_text()
-    r = subprocess.run(
-        [sys.executable, "-m", "trackstream.stages", *common, f"hydra.run.dir={tmp_path / 'one'}"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    r = run_module(
+        "trackstream.stages", *common, f"hydra.run.dir={tmp_path / 'one'}", check=False, timeout=300, env=env
     )
     assert (tmp_path / "one" / "results.json").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
     got, want = _losses(tmp_path / "sp"), _losses(tmp_path / "one")

@@ -4,14 +4,11 @@ cache of the streaming step (the DMD / RL rollout; each rank caches its K-th of 
 processes, against the same network without a shard: outputs, the cache's layout, and the group's mean
 parameter gradient (what data-parallel averaging hands the optimizer)."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from launch_helpers import free_port
+from conftest import cli_env
 
 from trackstream.models.causal import CausalConfig
 from trackstream.models.sequence_parallel import SequenceShard
@@ -100,16 +97,13 @@ def test_rank_major_order_is_what_the_all_to_all_delivers():
     assert sorted(order.tolist()) == list(range(16))
 
 
+@pytest.mark.multiproc
 @pytest.mark.parametrize("nproc", [2])
-def test_causal_paths_under_sequence_parallelism_equal_one_process(nproc, tmp_path):
+def test_causal_paths_under_sequence_parallelism_equal_one_process(nproc, tmp_path, torchrun):
     script = tmp_path / "driver.py"
     script.write_text(DRIVER)
-    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
-    r = subprocess.run(
-        [*cmd, "--master_port", str(free_port()), str(script), str(tmp_path / "report.pt")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    env = cli_env(OMP_NUM_THREADS="1")
+    r = torchrun(nproc, str(script), str(tmp_path / "report.pt"), check=False, timeout=300, env=env)
     assert (tmp_path / "report.pt").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
     report = torch.load(tmp_path / "report.pt")
     assert len(report) == 4

@@ -5,17 +5,25 @@ losses of one process at the same global batch (relative 1e-5 / 1e-4: float redu
 
 import pytest
 import torch
-from test_distill_distributed import _losses, _run, _same_dmd_losses
+from test_distill_distributed import _losses, _same_dmd_losses, _stages
 
 from trackstream.distill.pair_shards import load_ode_pairs
 
+pytestmark = pytest.mark.multiproc
+
 
 @pytest.fixture(scope="module")
-def chain(tmp_path_factory):
-    """A tiny teacher, its ODE pairs and a one-process ODE init (the reference), shared by the tests."""
+def stages(run_module, torchrun):
+    """``stages(args, procs=N)``: ``python -m trackstream.stages`` on N processes."""
+    return _stages(run_module, torchrun)
+
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory, stages, tiny_teacher_run):
+    """A tiny teacher (the session's), its ODE pairs and a one-process ODE init (the reference), shared by the
+    tests."""
     root = tmp_path_factory.mktemp("sp_chain")
-    t = root / "teacher"
-    _run(["experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}"])
+    t = tiny_teacher_run
     stage = [
         f"stage.teacher={t / 'export' / 'teacher'}",
         "stage.ode_pairs.num_pairs=4",
@@ -26,7 +34,7 @@ def chain(tmp_path_factory):
         "trainer.max_steps=3",
     ]
     one = root / "ode_one"
-    _run(["experiment=tiny_ode_init", *stage, f"hydra.run.dir={one}"])
+    stages(["experiment=tiny_ode_init", *stage, f"hydra.run.dir={one}"])
     return {"root": root, "teacher": t / "export" / "teacher", "stage": stage, "ode": one}
 
 
@@ -37,13 +45,13 @@ def _close(a: dict, b: dict, rel: float) -> None:
 
 
 @pytest.mark.parametrize("procs, batch", [(2, 2), (4, 1)])
-def test_ode_init_under_sequence_parallelism_equals_one_process(chain, procs, batch, tmp_path):
+def test_ode_init_under_sequence_parallelism_equals_one_process(chain, procs, batch, tmp_path, stages):
     """On 2 processes the pairs are sampled too, by the teacher on token slices (each group writes its data
     rank's shards): the one-process pairs within float32 rounding. On 4 the one-process pairs are read."""
     run = tmp_path / "ode_sp"
     stage = [s for s in chain["stage"] if not s.startswith("data.batch_size")]
     pairs = [] if procs == 2 else [f"stage.pairs={chain['ode'] / 'ode_pairs'}"]
-    _run(
+    stages(
         ["experiment=tiny_ode_init", *stage, f"data.batch_size={batch}", "parallel=fsdp",
          "parallel.sequence_parallel=2", *pairs, f"hydra.run.dir={run}"],
         procs=procs,
@@ -56,12 +64,12 @@ def test_ode_init_under_sequence_parallelism_equals_one_process(chain, procs, ba
         torch.testing.assert_close(b["tracks"], a["tracks"], rtol=0, atol=0)
     log = (run / "train.log").read_text()
     assert f"x {procs // 2} data ranks (each a sequence group of 2 processes)" in log
-    assert "sequence parallel: the student runs 1/2 of each clip's tokens per rank" in log
+    assert "sequence parallel: the generator runs 1/2 of each clip's tokens per rank" in log
     assert ("sequence parallel: the teacher (ODE pairs) runs 1/2" in log) is (not pairs)
     _close(_losses(chain["ode"]), _losses(run), 1e-5)
 
 
-def test_dmd_under_sequence_parallelism_equals_one_process(chain, tmp_path):
+def test_dmd_under_sequence_parallelism_equals_one_process(chain, tmp_path, stages):
     dmd = [
         f"stage.teacher={chain['teacher']}",
         f"stage.student={chain['ode'] / 'export' / 'student'}",
@@ -70,8 +78,10 @@ def test_dmd_under_sequence_parallelism_equals_one_process(chain, tmp_path):
         "trainer.max_steps=5",
     ]
     one, sp = tmp_path / "dmd_one", tmp_path / "dmd_sp"
-    _run(["experiment=tiny_dmd", *dmd, f"hydra.run.dir={one}"])
-    _run(["experiment=tiny_dmd", *dmd, "parallel=fsdp", "parallel.sequence_parallel=2", f"hydra.run.dir={sp}"], procs=2)
+    stages(["experiment=tiny_dmd", *dmd, f"hydra.run.dir={one}"])
+    stages(
+        ["experiment=tiny_dmd", *dmd, "parallel=fsdp", "parallel.sequence_parallel=2", f"hydra.run.dir={sp}"], procs=2
+    )
     log = (sp / "train.log").read_text()
     assert "x 1 data ranks (each a sequence group of 2 processes)" in log
     assert all(f"sequence parallel: the {n} runs 1/2" in log for n in ("generator", "critic", "teacher"))

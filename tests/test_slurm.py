@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli_env
 
 from trackstream.train.checkpoint import PreemptionHandler
 from trackstream.train.dist import export_slurm_env
@@ -98,27 +99,20 @@ def _losses(run: Path) -> dict[int, float]:
     return out
 
 
-def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically(tmp_path):
+@pytest.mark.multiproc
+def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically(tmp_path, run_module):
     bin_dir, log = _fake_scontrol(tmp_path)
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        WANDB_MODE="offline",
-        OMP_WAIT_POLICY="PASSIVE",
-        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
-        SLURM_JOB_ID="9001",
-    )
-    cmd = [sys.executable, "-m", "trackstream.stages", *COMMON]
+    env = cli_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID="9001")
 
     ref = tmp_path / "uninterrupted"
-    r = subprocess.run([*cmd, f"hydra.run.dir={ref}"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_module("trackstream.stages", *COMMON, f"hydra.run.dir={ref}", timeout=300, env=env)
     expected = _losses(ref)
     assert sorted(expected) == list(range(1, STEPS + 1))
 
     run = tmp_path / "preempted"
-    args = [*cmd, f"hydra.run.dir={run}", f"codec.checkpoint={ref / 'codec' / 'codec.pt'}"]
-    proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    args = [*COMMON, f"hydra.run.dir={run}", f"codec.checkpoint={ref / 'codec' / 'codec.pt'}"]
+    cmd = [sys.executable, "-m", "trackstream.stages", *args]  # signalled mid-run: not run_module
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline:  # wait for the second logged step, then signal as Slurm would
         if (run / "metrics.jsonl").is_file() and len(_losses(run)) >= 2:
@@ -131,8 +125,7 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
     assert summary["status"] == "preempted" and 2 <= summary["step"] < STEPS, summary
     assert "requeue 9001" in log.read_text()
 
-    r = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # the requeued job
-    assert r.returncode == 0, r.stderr[-3000:]
+    run_module("trackstream.stages", *args, timeout=300, env=env)  # the requeued job: the same command
     summary = json.loads((run / "results.json").read_text())
     assert summary["status"] == "done" and summary["resumed_from"] is not None
     assert _losses(run) == expected  # bit-identical, every step
@@ -695,7 +688,8 @@ def test_submitit_tasks_follow_the_gpu_count(tmp_path, monkeypatch):
     assert "export OMP_NUM_THREADS=6" in text
 
 
-def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_directory_and_resumes(tmp_path):
+@pytest.mark.multiproc
+def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_directory_and_resumes(tmp_path, run_module):
     """The real path without a cluster: `python -m trackstream.stages -m hydra/launcher=slurm_teacher ...` submits
     through a fake sbatch; the pickled job is then run as a Slurm task would run it, preempted with
     submitit's USR2 (train saves, rank 0 requeues) and run again, as after the requeue."""
@@ -749,7 +743,8 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
         SLURM_JOB_NODELIST="gpu01",
         SUBMITIT_EXECUTOR="slurm",
     )
-    worker = [sys.executable, "-u", "-m", "submitit.core._submit", str(sweep / ".submitit" / "%j")]
+    job_folder = str(sweep / ".submitit" / "%j")
+    worker = [sys.executable, "-u", "-m", "submitit.core._submit", job_folder]  # signalled mid-run: not run_module
     run = sweep / "0"  # the sweep point's directory
     proc = subprocess.Popen(worker, cwd=ROOT, env=task, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 240
@@ -764,10 +759,9 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
     assert first["status"] == "preempted" and 2 <= first["step"] < 12, first
     assert "scontrol requeue 555" in (tmp_path / "events.log").read_text()
 
-    r = subprocess.run(
-        worker, cwd=ROOT, env=dict(task, SLURM_RESTART_COUNT="1"), capture_output=True, text=True, timeout=240
-    )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    run_module(
+        "submitit.core._submit", job_folder, timeout=240, env=dict(task, SLURM_RESTART_COUNT="1")
+    )  # the rerun after the requeue
     done = json.loads((run / "results.json").read_text())
     assert done["status"] == "done" and done["resumed_from"].endswith(f"step_{first['step']:08d}"), done
     assert sorted(_losses(run)) == list(range(1, 13))

@@ -10,20 +10,12 @@ from trackstream.models.block_causal import BlockCausalAttention
 from trackstream.models.causal import CausalConfig
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.codecs import build_codec
-from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import StreamConfig, chunk_condition, chunk_pixel_frames, track_features
 from trackstream.stream.engine import StreamingGenerator, collect, state_nbytes, tracks_from_array
 
 H = W = 32
 B, N = 2, 6
-
-
-def _network():
-    torch.manual_seed(0)
-    net = build_motion_wan(ModelConfig(), text_encoder_dim=24).eval()
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
-    return net
 
 
 def _inputs(num_frames, seed=1):
@@ -38,9 +30,9 @@ def _inputs(num_frames, seed=1):
 
 
 @pytest.fixture(scope="module")
-def parts():
+def parts(tiny_network):
     codec = build_codec("tiny-ae", width=16).eval()
-    return _network(), codec
+    return tiny_network(0).eval(), codec
 
 
 def test_stream_equals_block_causal_reference(parts):

@@ -21,10 +21,8 @@ SAMPLED = CausalConfig(3, 1, 1, first_chunk_frames=None)  # the 1.3B layout: chu
 
 
 @pytest.fixture(scope="module")
-def parts():
-    torch.manual_seed(0)
-    net = build_motion_wan(ModelConfig(), text_encoder_dim=24).eval()
-    torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
+def parts(tiny_network):
+    net = tiny_network(0).eval()
     return net, build_codec("tiny-ae", width=16).eval()
 
 

@@ -10,9 +10,6 @@
 """
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -31,33 +28,23 @@ def _manifest() -> dict:
     return verify_asset(ASSET_DIR)
 
 
-def _run(tmp_path: Path, name: str, overrides: list[str]) -> Path:
+def _run(run_module, tmp_path: Path, name: str, overrides: list[str]) -> Path:
     run = tmp_path / name
     manifest = _manifest()
     cmd = manifest["command"].split()
     # the manifest records the command as run at its commit (-m train, then -m trackstream.train)
     assert cmd[:2] == ["python", "-m"] and cmd[2] in RECORDED_MODULES, manifest["command"]
     args = [a for a in cmd[3:] if not a.startswith("hydra.run.dir=")]
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "trackstream.stages",
-            *args,
-            *overrides,
-            "eval.enabled=false",
-            "trainer.sample_every=0",
-            "logger.progress_bar=false",
-            f"hydra.run.dir={run}",
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    run_module(
+        "trackstream.stages",
+        *args,
+        *overrides,
+        "eval.enabled=false",
+        "trainer.sample_every=0",
+        "logger.progress_bar=false",
+        f"hydra.run.dir={run}",
         timeout=900,
     )
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     return run
 
 
@@ -78,12 +65,14 @@ def test_the_shipped_teacher_is_intact():
 
 
 @pytest.mark.slow
-def test_release_command_reproduces_the_first_losses(tmp_path):
+def test_release_command_reproduces_the_first_losses(tmp_path, run_module):
     m = _manifest()
-    codec_run = _run(tmp_path, "codec", ["codec.fit.steps=20", "trainer.max_steps=1"])
+    codec_run = _run(run_module, tmp_path, "codec", ["codec.fit.steps=20", "trainer.max_steps=1"])
     codec = [v for _, v in logged_losses(codec_run / "codec" / "metrics.jsonl", limit=20)]
     assert codec == pytest.approx(m["first_losses"]["codec"], rel=RTOL)
-    teacher_run = _run(tmp_path, "teacher", [f"codec.checkpoint={ASSET_DIR / 'codec.pt'}", "trainer.max_steps=20"])
+    teacher_run = _run(
+        run_module, tmp_path, "teacher", [f"codec.checkpoint={ASSET_DIR / 'codec.pt'}", "trainer.max_steps=20"]
+    )
     teacher = [v for _, v in logged_losses(teacher_run / "metrics.jsonl", limit=20)]
     assert teacher == pytest.approx(m["first_losses"]["teacher"], rel=RTOL)
 

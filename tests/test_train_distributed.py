@@ -6,15 +6,13 @@ runs; gloo's sporadic SIGABRT at exit of 2-process runs (os._exit after flushing
 needing an explicit gloo backend; accelerate's FSDP2 plugin not wrapping on CPU (fully_shard directly)."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from launch_helpers import free_port
+from conftest import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.multiproc
 
 # the toy objective and batches of the drivers here and in test_resume_fallback_fsdp.py
 TOY = r"""
@@ -101,25 +99,12 @@ hard_exit(0)
 )
 
 
-def _launch(args, tmp_path, *, timeout=400):
-    env = dict(
-        os.environ,
-        PYTHONPATH=str(ROOT),
-        OMP_NUM_THREADS="1",
-        WANDB_MODE="offline",
-        TORCH_EXTENSIONS_DIR=str(Path.home() / ".cache" / "trackstream_torch_extensions"),
+def _launch(torchrun, args, *, timeout=400):
+    """``args`` on 2 processes; the caller reads what they wrote (the exit status is not checked)."""
+    env = cli_env(
+        OMP_NUM_THREADS="1", TORCH_EXTENSIONS_DIR=str(Path.home() / ".cache" / "trackstream_torch_extensions")
     )
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-        *args,
-    ]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return torchrun(2, *args, check=False, timeout=timeout, env=env)
 
 
 def _losses(d: Path) -> list[float]:
@@ -131,10 +116,10 @@ def _losses(d: Path) -> list[float]:
 
 
 @pytest.mark.parametrize("strategy, zero", [("fsdp", 0), ("deepspeed", 2), ("deepspeed", 3)])
-def test_two_process_strategy_trains_checkpoints_and_resumes_exactly(strategy, zero, tmp_path):
+def test_two_process_strategy_trains_checkpoints_and_resumes_exactly(strategy, zero, tmp_path, torchrun):
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    r = _launch([str(driver), strategy, str(zero), str(tmp_path)], tmp_path)
+    r = _launch(torchrun, [str(driver), strategy, str(zero), str(tmp_path)])
     assert (tmp_path / "done.json").is_file(), r.stdout[-3000:] + r.stderr[-5000:]
     full, cut = _losses(tmp_path / "full"), _losses(tmp_path / "cut")
     assert len(full) == 4 and full == cut  # interrupted at 2 and resumed: identical losses
@@ -142,9 +127,10 @@ def test_two_process_strategy_trains_checkpoints_and_resumes_exactly(strategy, z
     assert kind.endswith("DEEPSPEED" if strategy == "deepspeed" else "MULTI_CPU"), kind
 
 
-def test_ddp_two_processes_through_the_cli(tmp_path):
+def test_ddp_two_processes_through_the_cli(tmp_path, torchrun):
     run_dir = tmp_path / "run"
     r = _launch(
+        torchrun,
         [
             "-m",
             "trackstream.stages",
@@ -155,7 +141,6 @@ def test_ddp_two_processes_through_the_cli(tmp_path):
             "trainer.num_threads=1",
             "eval.save_videos=0",
         ],
-        tmp_path,
     )
     assert (run_dir / "results.json").is_file(), r.stdout[-3000:] + r.stderr[-5000:]
     summary = json.loads((run_dir / "results.json").read_text())

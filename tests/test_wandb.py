@@ -1,5 +1,5 @@
 """W&B as a researcher uses it (docs/wandb.md), tested offline by reading the run files back
-(``eval.wandb_run.run_contents``): the mode's precedence (config > WANDB_MODE > offline), group / job type /
+(``train.wandb_run.run_contents``): the mode's precedence (config > WANDB_MODE > offline), group / job type /
 tags, parameter counts in the config, periodic ``eval/*`` figures and sample videos for the teacher, ODE
 init, DMD and RL, and the export as an artifact when ``logger.wandb.log_checkpoints``."""
 
