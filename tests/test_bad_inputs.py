@@ -1,4 +1,4 @@
-"""Issue 28, part 1: every bad input a one-line error naming the file or field and the fix, losing nothing.
+"""Every bad input a one-line error naming the file or field and the fix, losing nothing.
 
 One test (or parametrised case) per row of the issue's table. The bad files live in tests/data/bad/
 (README.md there says what each one is); a good export to break is the shipped tiny student, copied to tmp.

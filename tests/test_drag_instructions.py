@@ -112,7 +112,7 @@ def test_bad_instructions_name_the_problem(tmp_path):
     ],
 )
 def test_a_drag_file_with_unusable_points_is_a_one_line_error_naming_the_field(tmp_path, points, what):
-    """The drag CLI's and drag benchmark's input (issue 28): NaN or 1e9 handle points are refused, not dropped."""
+    """The drag CLI's and drag benchmark's input: NaN or 1e9 handle points are refused, not dropped."""
     obj, edit = _masks()
     instr = DragInstruction(
         mode="edit",

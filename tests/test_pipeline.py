@@ -70,7 +70,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
     (dest / "config.yaml").write_text("altered")
     with pytest.raises(AssetError, match="config.yaml"):
         verify_asset(dest)
-    # the chain's commands on the same run (what assets/tiny-student is made with since issue 27): the RL
+    # the chain's commands on the same run (what assets/tiny-student is made with): the RL
     # stage is reused, and ship scores ODE init, DMD and RL with make run's evaluation and ships the RL student
     from lab.student_chain import main as chain
 

@@ -1,4 +1,4 @@
-"""Untrusted files (issue 28): ODE pair shards and packed runs are safetensors + JSON (no pickle), read
+"""Untrusted files: ODE pair shards and packed runs are safetensors + JSON (no pickle), read
 lazily where they were; files of the old pickle-based formats load only behind the opt-in
 (``allow_pickle`` / ``TRACKSTREAM_ALLOW_PICKLE=1``) and say so in one line otherwise; a truncated or
 garbage file is one line naming it."""

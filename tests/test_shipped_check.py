@@ -1,4 +1,4 @@
-"""Issue 28: shipped release folders (assets/tiny-teacher, assets/tiny-student) are sha256-checked against their
+"""Shipped release folders (assets/tiny-teacher, assets/tiny-student) are sha256-checked against their
 manifest.json when loaded, once per process; an altered or missing file is a one-line error naming the folder
 and the fix, before anything is generated."""
 
