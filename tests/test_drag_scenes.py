@@ -8,7 +8,7 @@ import pytest
 from trackstream.eval.drag_scenes import (
     KINDS,
     MODES,
-    _invert_field,
+    invert_field,
     make_scenes,
     read_scene,
     render_scene,
@@ -180,7 +180,7 @@ def test_3d_rotation_foreshortens_and_deformation_stretches_as_the_forward_map_s
             # the backward map really inverts the forward one at every frame's step (not just to first order)
             box = np.stack(np.meshgrid(np.arange(64.0), np.arange(64.0)), axis=-1).reshape(-1, 2)
             for u in np.linspace(0, traj.steps, 7):
-                np.testing.assert_allclose(positions_at(traj, _invert_field(traj, u, box), u), box, atol=1e-3)
+                np.testing.assert_allclose(positions_at(traj, invert_field(traj, u, box), u), box, atol=1e-3)
 
 
 def test_write_and_read_round_trip(rendered, tmp_path):

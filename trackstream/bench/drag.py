@@ -58,20 +58,8 @@ SETUPS = {
 }
 
 
-def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--flavor", default="tiny", choices=sorted(SETUPS))
-    ap.add_argument("--iterations", default="1,4", help="comma-separated I values")
-    ap.add_argument("--keep", default="x0,latent", help="comma-separated DragConfig.keep modes to time")
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--out", default="outputs/bench_drag.json")
-    add_precision_args(ap)
-    args = ap.parse_args(argv)
-    device, dtype = parsed_precision(ap, args)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+def _engine(args, device, dtype) -> tuple:
+    """The flavor's streaming engine (seeded network, codec cast as an export's would be), frame size and text width."""
     model_cfg, (codec_name, codec_kw), H, W, text_dim = SETUPS[args.flavor]
     torch.manual_seed(0)
     real = args.flavor != "tiny"
@@ -86,6 +74,38 @@ def main(argv: list[str] | None = None) -> dict:
         net.dit.cast_for_inference(dtype)
         codec.to(dtype)
     engine = StreamingGenerator(net, codec, config=StreamConfig(steps=3, shift=5.0))
+    return engine, net, H, W, text_dim
+
+
+def _instruction(H: int, W: int, token: int) -> DragInstruction:
+    """A one-chunk drag of a centred 4x4-token box by one token to the right."""
+    box = np.zeros((H, W), bool)
+    box[H // 2 - 2 * token : H // 2 + 2 * token, W // 2 - 2 * token : W // 2 + 2 * token] = True
+    c = np.array([W / 2, H / 2])
+    return DragInstruction(
+        mode="animate",
+        object_masks=[box],
+        editable=np.ones((H, W), bool),
+        num_chunks=1,
+        trajectories=[Translation(points=np.stack([c + [token * k / 3, 0] for k in range(4)]))],
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--flavor", default="tiny", choices=sorted(SETUPS))
+    ap.add_argument("--iterations", default="1,4", help="comma-separated I values")
+    ap.add_argument("--keep", default="x0,latent", help="comma-separated DragConfig.keep modes to time")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--out", default="outputs/bench_drag.json")
+    add_precision_args(ap)
+    args = ap.parse_args(argv)
+    device, dtype = parsed_precision(ap, args)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    engine, net, H, W, text_dim = _engine(args, device, dtype)
     g = torch.Generator().manual_seed(0)
     image = (torch.rand(1, 3, H, W, generator=g) * 2 - 1).to(device)
     text, lens = torch.randn(1, 16, text_dim, generator=g).to(device), torch.tensor([16])
@@ -96,16 +116,7 @@ def main(argv: list[str] | None = None) -> dict:
     editor.step()  # chunk 1: the reference chunk of the drags below
     start = list(editor.history)
     token = editor.token
-    box = np.zeros((H, W), bool)
-    box[H // 2 - 2 * token : H // 2 + 2 * token, W // 2 - 2 * token : W // 2 + 2 * token] = True
-    c = np.array([W / 2, H / 2])
-    instr = DragInstruction(
-        mode="animate",
-        object_masks=[box],
-        editable=np.ones((H, W), bool),
-        num_chunks=1,
-        trajectories=[Translation(points=np.stack([c + [token * k / 3, 0] for k in range(4)]))],
-    )
+    instr = _instruction(H, W, token)
     its = [int(i) for i in args.iterations.split(",")]
     keeps = args.keep.split(",")
     runs = {f"I={i} keep={k}": DragConfig(iterations=i, keep=k, pin=False) for k in keeps for i in its}

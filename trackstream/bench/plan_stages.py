@@ -98,12 +98,9 @@ def _measured_mfu(flavor: str) -> tuple[float | None, str]:
     return (sum(r["mfu"] for r in rows) / len(rows), "MFU: the mean of the measured flavors") if rows else (None, "")
 
 
-def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = True) -> Plan:
-    from trackstream.models.codec_names import codec_spatial_factor
-    from trackstream.models.flavors import flavor_config
-    from trackstream.stages.app import derive_grad_accum
-
-    par, st, stage = cfg.parallel, cfg.stage, cfg.stage.name
+def _refuse(cfg, gpus: int) -> None:
+    """The layouts training itself refuses (one line each), before any size is computed."""
+    par, stage = cfg.parallel, cfg.stage.name
     if stage not in ("teacher", "ode_init", "dmd", "rl"):
         raise ValueError(f"stage={stage}: plans cover the teacher, ode_init, dmd and rl stages; choose one of them")
     K = par.sequence_parallel
@@ -125,6 +122,72 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
         raise ValueError(
             "ema.enabled=true is not supported with parallel.zero_stage=3 (partitioned parameters); use fsdp"
         )
+
+
+def _networks(cfg, st, stage: str, text_dim: int, tokens: int) -> tuple:
+    """(trained, full, teacher, critic, teacher flavor) facts: the trained network (the rl stage without
+    LoRA), its full-rank twin, the distillation's teacher and critic."""
+    lora = (
+        cfg.model if stage != "rl" else dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0))
+    )
+    f = net_facts(lora, text_dim, tokens)
+    full = net_facts(dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0)), text_dim, tokens)
+    # the teacher of a distillation: stage.teacher_flavor (a 14B over a 1.3B student), else the export's, else model's
+    teacher = full
+    flavor = getattr(st, "teacher_flavor", None) or _export_flavor(getattr(st, "teacher", None))
+    if stage in ("ode_init", "dmd") and flavor and flavor != cfg.model.flavor:
+        other = dataclasses.replace(cfg.model, flavor=flavor, overrides={})
+        teacher = net_facts(dataclasses.replace(other, lora=dataclasses.replace(other.lora, rank=0)), text_dim, tokens)
+        critic = f if getattr(st, "critic", None) else net_facts(other, text_dim, tokens)  # null: the teacher's copy
+        # (a path is taken as the student's size: the 14B recipes' critics are "student" or a 1.3B folder)
+    else:
+        critic = f
+    return f, full, teacher, critic, flavor
+
+
+def _peak(nets: list, f: NetFacts, cfg, *, tokens: int, samples: int, chunk: float, half: bool, accum: int):
+    """The activation phases of the network whose update peaks highest, and that network."""
+    K = cfg.parallel.sequence_parallel
+    peak, peak_net = None, nets[0]
+    for net in nets:
+        ph_ = activation_phases(
+            f,
+            tokens=tokens * samples / K,
+            work_tokens=tokens * samples / K if net.name == "critic" else chunk,  # the critic scores whole clips
+            checkpointing=cfg.parallel.activation_checkpointing,
+            half=half,
+            grads=net.gradients,
+            accumulating=accum > 1,
+            copies=net.weight_copies,
+        )
+        if peak is None or max(ph_.values()) > max(peak.values()):
+            peak, peak_net = ph_, net
+    return peak, peak_net
+
+
+def _memory_rows(plan: Plan, nets: list, peak_net, held: list, full: NetFacts, *, gpus: int, frozen: bool) -> None:
+    """Append the per-GPU rows of the trained networks' state and (``frozen``) the frozen networks."""
+    rows = plan.rows
+    for what in ("parameters", "gradients", "optimizer", "ema"):
+        for net in nets if what != "gradients" else [peak_net]:
+            label = {"ema": "EMA", "optimizer": "optimizer (AdamW)"}.get(what, what)
+            count = net.trained if what != "parameters" else net.params
+            if getattr(net, what) or what != "ema":
+                rows.append({"component": f"{label}: {net.name}", "count": count, "bytes": getattr(net, what)})
+    if frozen:
+        for label, n, b, sharded in held:
+            gather = full.unit * 2 * 2 if sharded else 0  # two gathered units in bf16
+            rows.append({"component": label, "count": n, "bytes": n * b / (gpus if sharded else 1) + gather})
+
+
+def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = True) -> Plan:
+    from trackstream.models.codec_names import codec_spatial_factor
+    from trackstream.models.flavors import flavor_config
+    from trackstream.stages.app import derive_grad_accum
+
+    par, st, stage = cfg.parallel, cfg.stage, cfg.stage.name
+    _refuse(cfg, gpus)
+    K = par.sequence_parallel
     data_ranks = gpus // K
     accum = derive_grad_accum(
         global_batch=cfg.trainer.global_batch,
@@ -141,21 +204,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     tpf = (cfg.data.height // sf // ph) * (cfg.data.width // sf // pw)
     tokens = latents // pt * tpf
     samples = cfg.data.batch_size * (st.group_size if stage == "rl" else 1)
-    lora = (
-        cfg.model if stage != "rl" else dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0))
-    )
-    f = net_facts(lora, text_dim, tokens)
-    full = net_facts(dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0)), text_dim, tokens)
-    # the teacher of a distillation: stage.teacher_flavor (a 14B over a 1.3B student), else the export's, else model's
-    teacher = full
-    flavor = getattr(st, "teacher_flavor", None) or _export_flavor(getattr(st, "teacher", None))
-    if stage in ("ode_init", "dmd") and flavor and flavor != cfg.model.flavor:
-        other = dataclasses.replace(cfg.model, flavor=flavor, overrides={})
-        teacher = net_facts(dataclasses.replace(other, lora=dataclasses.replace(other.lora, rank=0)), text_dim, tokens)
-        critic = f if getattr(st, "critic", None) else net_facts(other, text_dim, tokens)  # null: the teacher's copy
-        # (a path is taken as the student's size: the 14B recipes' critics are "student" or a 1.3B folder)
-    else:
-        critic = f
+    f, full, teacher, critic, flavor = _networks(cfg, st, stage, text_dim, tokens)
     if K > 1:  # the same refusals as the training forward (models/sequence_parallel.py)
         from trackstream.models.sequence_parallel import SequenceShard
 
@@ -182,35 +231,13 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     if teacher is not full:
         plan.notes.append(f"the teacher is {flavor} ({teacher.params:,} parameters): stage.teacher_flavor")
 
-    # the peak: the larger of the networks' updates (one at a time), over the step's phases
-    peak, peak_net = None, nets[0]
     # tokens of one differentiated pass: a chunk of the causal rollout (dmd generator, rl), else the clip
     chunk = st.causal.chunk_frames * tpf * samples / K if stage in ("dmd", "rl") else tokens * samples / K
-    for net in nets:
-        ph_ = activation_phases(
-            f,
-            tokens=tokens * samples / K,
-            work_tokens=tokens * samples / K if net.name == "critic" else chunk,  # the critic scores whole clips
-            checkpointing=par.activation_checkpointing,
-            half=half,
-            grads=net.gradients,
-            accumulating=accum > 1,
-            copies=net.weight_copies,
-        )
-        if peak is None or max(ph_.values()) > max(peak.values()):
-            peak, peak_net = ph_, net
+    # the peak: the larger of the networks' updates (one at a time), over the step's phases
+    peak, peak_net = _peak(nets, f, cfg, tokens=tokens, samples=samples, chunk=chunk, half=half, accum=accum)
     plan.phases = peak
     rows = plan.rows
-    for what in ("parameters", "gradients", "optimizer", "ema"):
-        for net in nets if what != "gradients" else [peak_net]:
-            label = {"ema": "EMA", "optimizer": "optimizer (AdamW)"}.get(what, what)
-            count = net.trained if what != "parameters" else net.params
-            if getattr(net, what) or what != "ema":
-                rows.append({"component": f"{label}: {net.name}", "count": count, "bytes": getattr(net, what)})
-    if frozen:
-        for label, n, b, sharded in held:
-            gather = full.unit * 2 * 2 if sharded else 0  # two gathered units in bf16
-            rows.append({"component": label, "count": n, "bytes": n * b / (gpus if sharded else 1) + gather})
+    _memory_rows(plan, nets, peak_net, held, full, gpus=gpus, frozen=frozen)
     rows.append(
         {
             "component": f"activations at the peak ({max(peak, key=peak.get).replace('_', ' ')})",

@@ -126,7 +126,7 @@ def vae_encode(vae, video: torch.Tensor) -> torch.Tensor:
     return (mu - mean) / std
 
 
-def main(argv: list[str] | None = None) -> dict:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=17, help="pixel frames, 1 + 4k")
     ap.add_argument("--height", type=int, default=256)
@@ -141,6 +141,38 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     ap.add_argument("--out", default="outputs", help="folder for bench_tracks.json")
+    return ap
+
+
+def _result(args, device, head_out, head_ms: list, rgb_ms: list, render_ms: list, encode_ms: list) -> dict:
+    """The JSON record: config, environment, both paths' times and the ratio against the target."""
+    head_med, rgb_med = statistics.median(head_ms), statistics.median(rgb_ms)
+    ratio = rgb_med / head_med
+    return {
+        "config": vars(args) | {"latent_shape": list(head_out.shape)},
+        "environment": {
+            "device": str(device),
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "cpu": platform.processor() or platform.machine(),
+            # other processes share the CPU on dev machines: record the load next to the times
+            "loadavg_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        },
+        "pe_head_ms": {"median": head_med, "runs": head_ms},
+        "rgb_vae_ms": {
+            "median": rgb_med,
+            "runs": rgb_ms,
+            "render_median": statistics.median(render_ms),
+            "encode_median": statistics.median(encode_ms),
+        },
+        "ratio": ratio,
+        "target_ratio": TARGET_RATIO,
+        "passed": ratio >= TARGET_RATIO,
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = _parser()
     args = ap.parse_args(argv)
     if (args.frames - 1) % 4 or args.height % 16 or args.width % 16:
         raise ValueError("--frames must be 1 + 4k and --height/--width multiples of 16")
@@ -187,29 +219,8 @@ def main(argv: list[str] | None = None) -> dict:
         rgb_ms = [1e3 * t for t in time_calls(rgb_vae, warmup=args.warmup, repeats=args.repeats, device=device)]
         render_ms, encode_ms = render_ms[args.warmup :], encode_ms[args.warmup :]
 
-    head_med, rgb_med = statistics.median(head_ms), statistics.median(rgb_ms)
-    ratio = rgb_med / head_med
-    result = {
-        "config": vars(args) | {"latent_shape": list(head_out.shape)},
-        "environment": {
-            "device": str(device),
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "cpu": platform.processor() or platform.machine(),
-            # other processes share the CPU on dev machines: record the load next to the times
-            "loadavg_1m_at_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-        },
-        "pe_head_ms": {"median": head_med, "runs": head_ms},
-        "rgb_vae_ms": {
-            "median": rgb_med,
-            "runs": rgb_ms,
-            "render_median": statistics.median(render_ms),
-            "encode_median": statistics.median(encode_ms),
-        },
-        "ratio": ratio,
-        "target_ratio": TARGET_RATIO,
-        "passed": ratio >= TARGET_RATIO,
-    }
+    result = _result(args, device, head_out, head_ms, rgb_ms, render_ms, encode_ms)
+    head_med, rgb_med, ratio = result["pe_head_ms"]["median"], result["rgb_vae_ms"]["median"], result["ratio"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_tracks.json").write_text(json.dumps(result, indent=2))

@@ -36,48 +36,15 @@ from pathlib import Path
 import torch
 
 from trackstream.bench.timing import time_calls
-from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.bench.train_setup import random_batch, training_setup
+from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stages.config import ScheduleConfig
 from trackstream.stream.options import add_precision_args, parsed_precision
-from trackstream.train.ema import EMA, EMAConfig
-from trackstream.train.optim import OptimConfig, build_optimizer, param_groups
-from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
+from trackstream.train.teacher import TeacherConfig
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
-
-
-def _batch(
-    *,
-    batch: int,
-    frames: int,
-    height: int,
-    width: int,
-    tracks: int,
-    text_len: int,
-    text_dim: int,
-    image_channels: int,
-    latent_channels: int,
-    spatial: int,
-    clip_tokens: int,
-    clip_dim: int,
-    device,
-    gen: torch.Generator,
-) -> dict:
-    lat = (batch, latent_channels, latent_frames(frames), height // spatial, width // spatial)
-    b = {
-        "latents": torch.randn(lat, generator=gen),
-        "text_emb": torch.randn(batch, text_len, text_dim, generator=gen),
-        "text_len": torch.full((batch,), text_len),
-        "tracks": torch.rand(batch, frames, tracks, 2, generator=gen) * torch.tensor([width - 1.0, height - 1.0]),
-        "visibility": torch.rand(batch, frames, tracks, generator=gen) > 0.1,
-    }
-    if image_channels:
-        b["image"] = torch.randn(batch, image_channels, *lat[2:], generator=gen)
-    if clip_tokens:  # i2v DiTs (the 1.3B Fun-Control) cross-attend to the frozen CLIP image tokens too
-        b["image_features"] = torch.randn(batch, clip_tokens, clip_dim, generator=gen)
-    return {k: v.to(device) for k, v in b.items()}
 
 
 def model_flops(net, *, tokens: int, text_tokens: int, batch: int) -> float:
@@ -96,93 +63,21 @@ def model_flops(net, *, tokens: int, text_tokens: int, batch: int) -> float:
     return batch * (dense + attn)
 
 
-def bench(
-    *,
+def _record(
+    net,
     model: ModelConfig,
+    *,
     frames: int,
     height: int,
     width: int,
-    tracks: int,
     batch: int,
-    text_len: int,
-    text_dim: int,
-    steps: int,
-    warmup: int,
+    spatial: int,
+    sdpa: str,
+    compile: bool,
+    dt: float,
     device: torch.device,
-    checkpointing: bool,
-    bf16: bool,
-    stage: TeacherConfig | None = None,
-    shift: float = ScheduleConfig.shift,
-    spatial: int = 8,
-    sdpa: str = "default",
-    profile: int = 0,
-    compile: bool = False,
 ) -> dict:
-    """One training step of the teacher objective on random data; ``spatial``: the codec's pixels per
-    latent cell (8 for Wan 2.1, 16 for the Wan 2.2 VAE)."""
-    torch.manual_seed(0)
-    net = build_motion_wan(model, text_encoder_dim=text_dim, device="meta" if device.type == "cuda" else None)
-    if any(p.is_meta for p in net.parameters()):
-        net.to_empty(device=device)
-        net.init_weights()
-    net.to(device).train()
-    net.gradient_checkpointing = checkpointing
-    if compile:  # what parallel.compile=true does: each DiT block (the sharding unit) compiled
-        for block in net.dit.blocks:
-            block.compile()
-    optim_cfg = OptimConfig(lr=1e-5)
-    opt = build_optimizer(param_groups(net, optim_cfg), optim_cfg, device=device)
-    ema = EMA(net, EMAConfig(decay=0.999))
-    empty = torch.zeros(1, 1, text_dim, device=device)
-    obj = FlowMatchingObjective(
-        net,
-        cfg=stage or TeacherConfig(),
-        shift=shift,
-        null_text=empty,
-        null_lengths=torch.ones(1, dtype=torch.long),
-        embed_dim=net.track_embed_dim,
-        height=height,
-        width=width,
-        seed=0,
-        device=device,
-    )
-    gen = torch.Generator().manual_seed(0)
-    image_channels = {"wan_i2v": 4 + net.latent_channels, "fun_control": net.latent_channels}.get(model.layout, 0)
-    data = _batch(
-        batch=batch,
-        frames=frames,
-        height=height,
-        width=width,
-        tracks=tracks,
-        text_len=text_len,
-        text_dim=text_dim,
-        image_channels=image_channels,
-        latent_channels=net.latent_channels,
-        spatial=spatial,
-        clip_tokens=CLIP_TOKENS if hasattr(net.dit, "img_emb") else 0,
-        clip_dim=CLIP_DIM,
-        device=device,
-        gen=gen,
-    )
-    params = [p for p in net.parameters() if p.requires_grad]
-
-    def step():
-        # the pinned kernel must also hold in backward, where checkpointed blocks recompute attention
-        with _sdpa_backend(sdpa):
-            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
-                loss, _ = obj.loss("dit", data, step=0)
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        ema.update(net)
-
-    time_calls(step, device=device, repeats=0, warmup=warmup)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    dt = statistics.mean(time_calls(step, device=device, repeats=steps, warmup=0))
-    if profile:
-        _print_profile(step, steps=profile, device=device)
+    """The step's throughput record: tokens, model FLOPs, achieved TFLOP/s and (CUDA) MFU and peak memory."""
     pt, ph, pw = net.dit.patch_size
     tokens = (latent_frames(frames)) // pt * (height // spatial // ph) * (width // spatial // pw)
     text_tokens = net.dit.text_len + (CLIP_TOKENS if hasattr(net.dit, "img_emb") else 0)
@@ -213,6 +108,99 @@ def bench(
         out["mfu"] = (flops / dt / 1e12 / peak) if peak else None
         out["max_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     return out
+
+
+def _step_fn(net, opt, ema, obj, data: dict, *, sdpa: str, bf16: bool, device: torch.device):
+    """One timed training step: the objective's loss and backward, clipping, the optimizer and the EMA."""
+    params = [p for p in net.parameters() if p.requires_grad]
+
+    def step():
+        # the pinned kernel must also hold in backward, where checkpointed blocks recompute attention
+        with _sdpa_backend(sdpa):
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16 and device.type == "cuda"):
+                loss, _ = obj.loss("dit", data, step=0)
+            loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        ema.update(net)
+
+    return step
+
+
+def bench(
+    *,
+    model: ModelConfig,
+    frames: int,
+    height: int,
+    width: int,
+    tracks: int,
+    batch: int,
+    text_len: int,
+    text_dim: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+    checkpointing: bool,
+    bf16: bool,
+    stage: TeacherConfig | None = None,
+    shift: float = ScheduleConfig.shift,
+    spatial: int = 8,
+    sdpa: str = "default",
+    profile: int = 0,
+    compile: bool = False,
+) -> dict:
+    """One training step of the teacher objective on random data; ``spatial``: the codec's pixels per
+    latent cell (8 for Wan 2.1, 16 for the Wan 2.2 VAE)."""
+    net, opt, ema, obj = training_setup(
+        model,
+        text_dim=text_dim,
+        device=device,
+        checkpointing=checkpointing,
+        compile=compile,
+        stage=stage,
+        shift=shift,
+        height=height,
+        width=width,
+    )
+    gen = torch.Generator().manual_seed(0)
+    image_channels = {"wan_i2v": 4 + net.latent_channels, "fun_control": net.latent_channels}.get(model.layout, 0)
+    data = random_batch(
+        batch=batch,
+        frames=frames,
+        height=height,
+        width=width,
+        tracks=tracks,
+        text_len=text_len,
+        text_dim=text_dim,
+        image_channels=image_channels,
+        latent_channels=net.latent_channels,
+        spatial=spatial,
+        clip_tokens=CLIP_TOKENS if hasattr(net.dit, "img_emb") else 0,
+        clip_dim=CLIP_DIM,
+        device=device,
+        gen=gen,
+    )
+    step = _step_fn(net, opt, ema, obj, data, sdpa=sdpa, bf16=bf16, device=device)
+    time_calls(step, device=device, repeats=0, warmup=warmup)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    dt = statistics.mean(time_calls(step, device=device, repeats=steps, warmup=0))
+    if profile:
+        _print_profile(step, steps=profile, device=device)
+    return _record(
+        net,
+        model,
+        frames=frames,
+        height=height,
+        width=width,
+        batch=batch,
+        spatial=spatial,
+        sdpa=sdpa,
+        compile=compile,
+        dt=dt,
+        device=device,
+    )
 
 
 # The real teachers (random weights): Wan 2.1 1.3B Fun-Control at 832x480x81, Wan 2.2 TI2V-5B at 1280x704x121

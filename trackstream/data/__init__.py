@@ -9,7 +9,8 @@ with `track_mask` [B, N] and text with `text_len` [B].
 Modules:
 * synthetic  - procedural world with exact ground-truth tracks (SyntheticWorld, SyntheticVideoDataset)
 * sprites    - textures and sprite bitmaps for the synthetic world
-* trackers   - Tracker interface, LucasKanadeTracker, CoTracker3Tracker, build_tracker, grid_queries
+* trackers   - the tracker registry and build_tracker (names, TrackerConfig); tracker_base: the Tracker
+               interface, grid_queries; lk_tracker: LucasKanadeTracker and the plain one; cotracker3_tracker
 * video_io   - decord decoding / fps resampling, PyAV (libx264) encoding, resize + centre crop, to_uint8
 * shards     - webdataset sample encoding, atomic shard writing, shard listing and index.json
 * batching   - exactly resumable batch streams (StreamLoader), track subsampling, collation

@@ -73,6 +73,127 @@ def student_step_indices(teacher_steps: int, student_steps: int, *, shift: float
     return idx
 
 
+@dataclass
+class _Sampling:
+    """What every batch of one ``generate_ode_pairs`` call is sampled with."""
+
+    teacher: torch.nn.Module
+    sampler: SamplerConfig
+    keep: list[int]
+    shift: float
+    seed: int
+    teacher_steps: int
+    dtype: torch.dtype  # storage dtype of the trajectories
+    clean_first: bool
+    null_text: torch.Tensor
+    null_text_lengths: torch.Tensor
+    embed_dim: int
+    height: int
+    width: int
+    device: torch.device
+
+
+def _condition(
+    s: _Sampling, batch: dict, ids: torch.Tensor, latent_height: int, image: torch.Tensor | None
+) -> Condition:
+    from trackstream.models.conditioner import encode_motion
+
+    features = batch.get("image_features")  # [B, 257, 1280] CLIP tokens, or None
+    motion = encode_motion(
+        batch["tracks"].to(s.device),
+        batch["visibility"].to(s.device),
+        ids,
+        embed_dim=s.embed_dim,
+        height=s.height,
+        width=s.width,
+        latent_height=latent_height,
+        splat=getattr(s.teacher, "module", s.teacher).track_splat,
+    )
+    return Condition(
+        text=batch["text_emb"].to(s.device),
+        text_lengths=batch["text_len"].to(s.device),
+        null_text=s.null_text,
+        null_text_lengths=s.null_text_lengths,
+        image=image,
+        motion=motion,
+        first_latent=batch["image_latent"].to(s.device) if s.clean_first else None,
+        image_features=None if features is None else features.to(s.device),
+    )
+
+
+def _sample_batch(s: _Sampling, batch: dict, idx: list[int], parts: dict[str, list]) -> None:
+    """Sample the teacher's trajectories for the conditions ``idx`` and append them, per sample, to ``parts``."""
+    gens = [torch.Generator().manual_seed(s.seed * 1_000_003 + i) for i in idx]
+    ids = torch.cat([sample_track_ids(1, batch["tracks"].shape[2], generator=g) for g in gens])
+    image = batch["image"].to(s.device) if batch.get("image") is not None else None  # None: t2v / ti2v
+    features = batch.get("image_features")  # [B, 257, 1280] CLIP tokens, or None
+    first_latent = batch["image_latent"]  # [B, C, 1, h, w]
+    frames = latent_frames(batch["tracks"].shape[1])  # latent frames of the clip
+    lat_shape = (first_latent.shape[1], frames, *first_latent.shape[3:])  # [C, F, h, w]
+    noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(s.device)
+    cond = _condition(s, batch, ids, lat_shape[-2], image)
+    kept: dict[int, torch.Tensor] = {}
+
+    def record(i: int, sigma: torch.Tensor, x: torch.Tensor) -> None:
+        if i in s.keep:
+            kept[i] = x.detach().clone()
+
+    x0 = sample(s.teacher, noise, cond, cfg=s.sampler, shift=s.shift, callback=record)
+    kept[s.teacher_steps] = x0
+    traj = torch.stack([kept[i] for i in s.keep], dim=1).to("cpu", s.dtype)  # [B, K+1, C, F, h, w]
+    L = int(batch["text_len"].max())
+    if image is not None:
+        parts.setdefault("image", []).extend(image.cpu().unbind(0))
+    for key, value in (
+        ("trajectory", traj),
+        ("image_latent", batch["image_latent"].cpu()),
+        ("first_frame", batch["first_frame"]),
+        ("tracks", batch["tracks"]),
+        ("visibility", batch["visibility"]),
+        ("track_ids", ids),
+        ("text_emb", batch["text_emb"][:, :L].cpu()),
+        ("text_len", batch["text_len"].cpu()),
+    ):
+        parts.setdefault(key, []).extend(value.unbind(0))
+    if features is not None:
+        parts.setdefault("image_features", []).extend(features.cpu().unbind(0))
+    parts.setdefault("caption", []).extend(batch["caption"])
+    parts.setdefault("seed", []).extend(int(v) for v in batch["seeds"])
+
+
+def _sample_shard(
+    s: _Sampling, conditions: Callable[[list[int]], dict], idx_all: list[int], batch_size: int
+) -> dict[str, list]:
+    parts: dict[str, list] = {}
+    for b0 in range(0, len(idx_all), batch_size):
+        idx = idx_all[b0 : b0 + batch_size]
+        _sample_batch(s, conditions(idx), idx, parts)
+    return parts
+
+
+def _write_pairs_index(
+    out_dir: Path, shards: list[dict], cfg: ODEPairsConfig, s: _Sampling, student_steps: int, sample_dtype: torch.dtype
+) -> None:
+    missing = [sh["file"] for sh in shards if not (out_dir / sh["file"]).is_file()]
+    assert not missing, f"shards {missing} were not written"
+    sig = sampling_sigmas(student_steps, shift=s.shift)
+    index = {
+        "shards": shards,
+        "num_pairs": cfg.num_pairs,
+        "student_steps": student_steps,
+        "shift": s.shift,
+        "sigmas": [float(v) for v in sig],
+        "teacher_steps": cfg.teacher_steps,
+        "teacher_indices": s.keep,
+        "guidance": asdict(cfg.guidance),
+        "dtype": cfg.dtype,
+        "clean_first_frame": s.clean_first,
+        "sample_dtype": dtype_name(sample_dtype),
+        "device": torch.device(s.device).type,
+    }
+    write_index(out_dir, index)
+
+
 @torch.no_grad()
 def generate_ode_pairs(
     teacher: torch.nn.Module,
@@ -108,113 +229,49 @@ def generate_ode_pairs(
     Random numbers (noise, track IDs) are keyed by the sample index, so a resumed shard is
     bit-identical to an uninterrupted one.
     """
-    from trackstream.models.conditioner import encode_motion
-
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     keep = student_step_indices(cfg.teacher_steps, student_steps, shift=shift)
-    sampler = SamplerConfig(steps=cfg.teacher_steps, solver="euler", guidance=cfg.guidance)
-    dtype = DTYPES[cfg.dtype]
     # the teacher samples in sample_dtype (cast as load_export casts an export: matmul weights only)
     sample_dtype = resolve_dtype(cfg.sample_dtype, torch.device(device), field="ode_pairs.sample_dtype")
     if sample_dtype != torch.float32:
         getattr(teacher, "module", teacher).dit.cast_for_inference(sample_dtype)
-    # A teacher trained with latent frame 0 given clean (network.json conventions) is sampled so.
-    clean_first = teacher.conventions.clean_first_frame
+    s = _Sampling(
+        teacher=teacher,
+        sampler=SamplerConfig(steps=cfg.teacher_steps, solver="euler", guidance=cfg.guidance),
+        keep=keep,
+        shift=shift,
+        seed=cfg.seed,
+        teacher_steps=cfg.teacher_steps,
+        dtype=DTYPES[cfg.dtype],
+        # A teacher trained with latent frame 0 given clean (network.json conventions) is sampled so.
+        clean_first=teacher.conventions.clean_first_frame,
+        null_text=null_text,
+        null_text_lengths=null_text_lengths,
+        embed_dim=embed_dim,
+        height=height,
+        width=width,
+        device=device,
+    )
     teacher.eval()
     shards = []
-    for s, start in enumerate(range(0, cfg.num_pairs, cfg.shard_size)):
+    for k, start in enumerate(range(0, cfg.num_pairs, cfg.shard_size)):
         idx_all = list(range(start, min(cfg.num_pairs, start + cfg.shard_size)))
-        path = shard_path(out_dir, s)
+        path = shard_path(out_dir, k)
         shards.append({"file": path.name, "num_samples": len(idx_all)})
-        if s % world_size != rank:
+        if k % world_size != rank:
             continue  # another rank's shard
         if path.is_file():
             log.info("ODE pairs: shard %s exists, skipped", path.name)
             continue
-        parts: dict[str, list] = {}
-        for b0 in range(0, len(idx_all), cfg.batch_size):
-            idx = idx_all[b0 : b0 + cfg.batch_size]
-            batch = conditions(idx)
-            gens = [torch.Generator().manual_seed(cfg.seed * 1_000_003 + i) for i in idx]
-            ids = torch.cat([sample_track_ids(1, batch["tracks"].shape[2], generator=g) for g in gens])
-            image = batch["image"].to(device) if batch.get("image") is not None else None  # None: t2v / ti2v
-            features = batch.get("image_features")  # [B, 257, 1280] CLIP tokens, or None
-            first_latent = batch["image_latent"]  # [B, C, 1, h, w]
-            frames = latent_frames(batch["tracks"].shape[1])  # latent frames of the clip
-            lat_shape = (first_latent.shape[1], frames, *first_latent.shape[3:])  # [C, F, h, w]
-            noise = torch.stack([torch.randn(lat_shape, generator=g) for g in gens]).to(device)
-            motion = encode_motion(
-                batch["tracks"].to(device),
-                batch["visibility"].to(device),
-                ids,
-                embed_dim=embed_dim,
-                height=height,
-                width=width,
-                latent_height=lat_shape[-2],
-                splat=getattr(teacher, "module", teacher).track_splat,
-            )
-            cond = Condition(
-                text=batch["text_emb"].to(device),
-                text_lengths=batch["text_len"].to(device),
-                null_text=null_text,
-                null_text_lengths=null_text_lengths,
-                image=image,
-                motion=motion,
-                first_latent=batch["image_latent"].to(device) if clean_first else None,
-                image_features=None if features is None else features.to(device),
-            )
-            kept: dict[int, torch.Tensor] = {}
-
-            def record(i: int, sigma: torch.Tensor, x: torch.Tensor) -> None:
-                if i in keep:
-                    kept[i] = x.detach().clone()
-
-            x0 = sample(teacher, noise, cond, cfg=sampler, shift=shift, callback=record)
-            kept[cfg.teacher_steps] = x0
-            traj = torch.stack([kept[i] for i in keep], dim=1).to("cpu", dtype)  # [B, K+1, C, F, h, w]
-            L = int(batch["text_len"].max())
-            if image is not None:
-                parts.setdefault("image", []).extend(image.cpu().unbind(0))
-            for key, value in (
-                ("trajectory", traj),
-                ("image_latent", batch["image_latent"].cpu()),
-                ("first_frame", batch["first_frame"]),
-                ("tracks", batch["tracks"]),
-                ("visibility", batch["visibility"]),
-                ("track_ids", ids),
-                ("text_emb", batch["text_emb"][:, :L].cpu()),
-                ("text_len", batch["text_len"].cpu()),
-            ):
-                parts.setdefault(key, []).extend(value.unbind(0))
-            if features is not None:
-                parts.setdefault("image_features", []).extend(features.cpu().unbind(0))
-            parts.setdefault("caption", []).extend(batch["caption"])
-            parts.setdefault("seed", []).extend(int(v) for v in batch["seeds"])
+        parts = _sample_shard(s, conditions, idx_all, cfg.batch_size)
         if writer:
             write_shard(stack_samples(parts), path)
             log.info("ODE pairs: wrote %s (%d samples)", path.name, len(idx_all))
     barrier()
     if rank != 0 or not writer:
         return out_dir
-    missing = [sh["file"] for sh in shards if not (out_dir / sh["file"]).is_file()]
-    assert not missing, f"shards {missing} were not written"
-    sig = sampling_sigmas(student_steps, shift=shift)
-    index = {
-        "shards": shards,
-        "num_pairs": cfg.num_pairs,
-        "student_steps": student_steps,
-        "shift": shift,
-        "sigmas": [float(v) for v in sig],
-        "teacher_steps": cfg.teacher_steps,
-        "teacher_indices": keep,
-        "guidance": asdict(cfg.guidance),
-        "dtype": cfg.dtype,
-        "clean_first_frame": clean_first,
-        "sample_dtype": dtype_name(sample_dtype),
-        "device": torch.device(device).type,
-    }
-    write_index(out_dir, index)
+    _write_pairs_index(out_dir, shards, cfg, s, student_steps, sample_dtype)
     return out_dir
 
 

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         refuse(str(err))
 
 
-def _main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_network_args(ap)
     ap.add_argument("--scenes", type=int, default=24)
@@ -308,19 +308,11 @@ def _main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
     add_precision_args(ap)  # default CUDA + bf16 when a GPU is present, else CPU + fp32
-    args = ap.parse_args(argv)
-    device, dtype = parsed_precision(ap, args)
+    return ap
 
-    from trackstream.stream.engine import StreamingGenerator
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    rows = ROW_SETS.get(args.rows) or [r.strip() for r in args.rows.split(",")]
-    net, codec, conditioner = load_network_args(args, device, dtype)
-    engine = StreamingGenerator(
-        net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
-    )
-    h, w = net.conventions.height, net.conventions.width
+def _scenes(args, h: int, w: int) -> tuple[list[DragScene], float]:
+    """The benchmark's scenes (only ``--kinds``' when given) and the texture scale they were drawn at."""
     from trackstream.stream.demo.session import world_for
 
     # the scenes' textures at the student's world's scale (its run config), as it was trained on
@@ -334,6 +326,24 @@ def _main(argv: list[str] | None = None) -> int:
                 f"--kinds {args.kinds}: no such scenes among {args.scenes} (kinds: translate, deform, "
                 "rotate2d, rotate3d)"
             )
+    return scenes, texture_scale
+
+
+def _main(argv: list[str] | None = None) -> int:
+    ap = _parser()
+    args = ap.parse_args(argv)
+    device, dtype = parsed_precision(ap, args)
+
+    from trackstream.stream.engine import StreamingGenerator
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    rows = ROW_SETS.get(args.rows) or [r.strip() for r in args.rows.split(",")]
+    net, codec, conditioner = load_network_args(args, device, dtype)
+    engine = StreamingGenerator(
+        net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
+    )
+    scenes, texture_scale = _scenes(args, net.conventions.height, net.conventions.width)
     tracker = build_tracker(**dataclasses.asdict(tracker_config(args)))
     out = Path(args.out)
     (out / "videos").mkdir(parents=True, exist_ok=True)

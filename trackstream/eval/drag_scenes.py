@@ -5,7 +5,7 @@ perceptual scores). Here every scene is built from one procedural sprite (tracks
 textured background under a static camera, so the intended result of a drag is exact: the sprite's
 pixels move as the ``DragInstruction`` says, frame by frame with ``frame_positions`` semantics (pixel
 frame p = latent offset p / 4, piecewise linear over the steps; rotations turn on the arc between steps,
-see ``_intended``), and nothing else changes. An editor's
+see ``drag_scene_frames._intended``), and nothing else changes. An editor's
 video can then be compared pixel for pixel with ``gt_video`` and its mask with ``object_mask``.
 
 Scene i of ``make_scenes(count, seed=s)`` draws everything from ``np.random.default_rng(s * 1000 + i)``
@@ -17,7 +17,7 @@ Rendering is the synthetic world's (``SyntheticWorld.generate``): premultiplied 
 ``cv2.warpAffine(sprite.rgba, matrix)``. Translations and both rotations (the 3D one projected
 orthographically) map a flat sprite affinely, so frame p's matrix is the affine through 3 points moved
 by ``frame_positions`` composed with the sprite's own ``sprite_matrix``. A deformation is not affine:
-its frames are backward-mapped (``_invert_field``) and sampled with ``cv2.remap``.
+its frames are backward-mapped (``drag_scene_frames.invert_field``) and sampled with ``cv2.remap``.
 
 On disk (``write_scene``): ``scene.json`` (name, kind, caption, seed, meta, instruction file name),
 ``image.png`` (RGB), ``gt.npz`` (gt_video, object_mask) and the instruction. Translations and 2D
@@ -40,6 +40,14 @@ import numpy as np
 
 from trackstream.data.sprites import BACKGROUND_COLOURS, background_texture, make_sprite
 from trackstream.data.synthetic import sprite_matrix
+from trackstream.eval.drag_scene_frames import (  # noqa: F401  (invert_field, EDITABLE_DILATE: re-exported)
+    EDITABLE_DILATE,
+    TEMPORAL,
+    invert_field,
+    reachable_mask,
+    render_frames,
+    warp_sprite,
+)
 from trackstream.stream.drag.instructions import (
     BLOCK_LENGTH,
     Deformation,
@@ -47,9 +55,6 @@ from trackstream.stream.drag.instructions import (
     Rotation2D,
     Rotation3D,
     Translation,
-    frame_positions,
-    partial_displace,
-    positions_at,
     read_dragstream,
     read_mask,
     resample_path,
@@ -62,8 +67,6 @@ __all__ = ["KINDS", "MODES", "DragScene", "make_scenes", "read_scene", "render_s
 
 KINDS = ("translate", "deform", "rotate2d", "rotate3d")
 MODES = ("animate", "edit")
-TEMPORAL = 4  # pixel frames per latent frame (Wan's 4x grouping; frame_positions' default)
-EDITABLE_DILATE = 3  # px: slack around the object's places for antialiased edges and rounding
 MAX_COUNT = 1000  # scene i seeds with seed * 1000 + i: more scenes would collide with the next seed's
 
 
@@ -83,30 +86,6 @@ def scene_frames(scene: DragScene) -> int:
     """Pixel frames of ``gt_video``: the reference frame plus 4 per latent frame up to the last step
     (25 for a 2-chunk animation, 13 for an edit, whose one step is the chunk's last latent frame)."""
     return 1 + int(round(TEMPORAL * step_offsets(scene.instruction)[-1]))
-
-
-def _frame_step(instr: DragInstruction, p: int) -> float:
-    """Continuous step of pixel frame p, exactly as ``frame_positions`` maps it."""
-    offsets = np.concatenate([[0.0], step_offsets(instr)])
-    return float(np.interp(p / TEMPORAL, offsets, np.arange(len(offsets), dtype=np.float64)))
-
-
-def _intended(instr: DragInstruction, traj, pts: np.ndarray, p: int) -> np.ndarray:
-    """Where ``pts`` [N, 2] should be in pixel frame p: ``frame_positions``' frame p, except that rotations
-    turn on the arc between steps (by the linearly interpolated angle) where ``positions_at`` takes the
-    chord. Both agree on every step's frame; the chord would shrink an edit's one 90-degree step to 71 %
-    halfway, which no editor should be asked to reproduce (for 15-degree animation steps they differ by < 0.1 px)."""
-    u = _frame_step(instr, p)
-    if isinstance(traj, (Rotation2D, Rotation3D)):
-        steps = traj.steps
-        angles = (
-            [traj.angle(k) for k in range(1, steps + 1)]
-            if isinstance(traj, Rotation2D)
-            else list(np.asarray(traj.angles, np.float64))
-        )
-        theta = float(np.interp(u, np.arange(steps + 1), [0.0] + angles))
-        return partial_displace(traj, pts, steps, theta / angles[-1]) if angles[-1] else np.array(pts, np.float64)
-    return positions_at(traj, pts, u)
 
 
 def _trajectory(kind: str, steps: int, rng: np.random.Generator, radius: float, short: int):
@@ -153,16 +132,22 @@ def _shift(traj, offset: np.ndarray):
     return Rotation3D(center=traj.center + offset, axis=traj.axis, angles=traj.angles)
 
 
-def _invert_field(traj, u: float, out: np.ndarray, iterations: int = 40) -> np.ndarray:
-    """Source points [N, 2] whose positions at continuous step ``u`` are ``out`` [N, 2].
+def _place(local, radius: float, steps: int, rng: np.random.Generator, kind: str, height: int, width: int):
+    """The sprite's centre [2] (one draw from ``rng``) and its reachable offsets [M, 2] from it.
 
-    Solves x + d(x) = out with d(x) = positions_at(traj, x, u) - x. Plain fixed-point iteration
-    x <- out - d(x) diverges where the stretch's gradient exceeds 1 (between the handles it reaches
-    ~2 for the strongest scenes), so each update is damped by half: it converges for gradients in (-1, 3)."""
-    x = out.copy()
-    for _ in range(iterations):
-        x = 0.5 * x + 0.5 * (out - (positions_at(traj, x, u) - x))
-    return x
+    The centre keeps the whole drag (a disk of the sprite's radius at every step) 2 px from the border:
+    positions between steps interpolate linearly, so they stay inside this box."""
+    g = np.arange(-math.ceil(radius), math.ceil(radius) + 1, dtype=np.float64)
+    disk = np.stack(np.meshgrid(g, g), axis=-1).reshape(-1, 2)  # [(2R + 1)^2, 2] (x, y)
+    disk = disk[np.linalg.norm(disk, axis=1) <= radius]
+    places = np.concatenate([disk] + [local.displace(disk, k) for k in range(1, steps + 1)])
+    lo, hi = 2 - places.min(0), np.array([width - 3, height - 3]) - places.max(0)
+    if np.any(lo > hi):
+        raise ValueError(
+            f"height={height}, width={width}: frame too small for a {2 * radius:.1f} px sprite "
+            f"and its {kind} drag with a 2 px margin; use a larger frame or a smaller sprite_size"
+        )
+    return rng.uniform(lo, hi), places
 
 
 def render_scene(
@@ -194,25 +179,11 @@ def render_scene(
     steps = BLOCK_LENGTH * num_chunks if mode == "animate" else 1
     local = _trajectory(kind, steps, rng, radius, short)
 
-    # Place the centre so that the whole drag (a disk of the sprite's radius at every step) keeps 2 px
-    # from the border: positions between steps interpolate linearly, so they stay inside this box.
-    g = np.arange(-math.ceil(radius), math.ceil(radius) + 1, dtype=np.float64)
-    disk = np.stack(np.meshgrid(g, g), axis=-1).reshape(-1, 2)  # [(2R + 1)^2, 2] (x, y)
-    disk = disk[np.linalg.norm(disk, axis=1) <= radius]
-    places = np.concatenate([disk] + [local.displace(disk, k) for k in range(1, steps + 1)])
-    lo, hi = 2 - places.min(0), np.array([width - 3, height - 3]) - places.max(0)
-    if np.any(lo > hi):
-        raise ValueError(
-            f"height={height}, width={width}: frame too small for a {2 * radius:.1f} px sprite "
-            f"and its {kind} drag with a 2 px margin; use a larger frame or a smaller sprite_size"
-        )
-    centre = rng.uniform(lo, hi)
+    centre, places = _place(local, radius, steps, rng, kind, height, width)
     traj = _shift(local, centre)
 
     m0 = sprite_matrix(sprite, centre.astype(np.float32), angle)  # [2, 3] sprite canvas -> frame
-    layer0 = cv2.warpAffine(
-        sprite.rgba, m0, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-    )  # [H, W, 4] premultiplied
+    layer0 = warp_sprite(sprite.rgba, m0, height, width)  # [H, W, 4] premultiplied
     object_mask = layer0[..., 3] > 0.5
     caption = f"A {sprite.pattern} {sprite.colour} {sprite.shape}. A textured {bg_colour} background."
     name = f"{kind}-{mode}-{index:02d}"
@@ -228,58 +199,8 @@ def render_scene(
         meta={"scene": name},
     )
     frames = 1 + int(round(TEMPORAL * step_offsets(instr)[-1]))
-
-    ys, xs = np.nonzero(object_mask)
-    pts = np.stack([xs, ys], axis=1).astype(np.float64)  # [N, 2] (x, y) pixel centres of the object
-    moved = [traj.displace(pts, k) for k in range(1, steps + 1)]
-    moved += list(frame_positions(instr, traj, pts, frames, temporal=TEMPORAL))  # between steps too
-    moved += [_intended(instr, traj, pts, p) for p in range(frames)]  # the rendered (arc) places
-    moved = np.rint(np.concatenate(moved)).astype(np.int64)  # [(K + 2T) N, 2]
-    inside = (moved[:, 0] >= 0) & (moved[:, 0] < width) & (moved[:, 1] >= 0) & (moved[:, 1] < height)
-    reach = np.zeros((height, width), np.uint8)
-    reach[moved[inside, 1], moved[inside, 0]] = 1
-    reach[object_mask] = 1
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * EDITABLE_DILATE + 1,) * 2)
-    editable = cv2.dilate(reach, kernel) > 0
-
-    m0_h = np.vstack([m0.astype(np.float64), [0, 0, 1]])  # [3, 3]
-    tri = centre + np.array([[0.0, 0.0], [radius, 0.0], [0.0, radius]])  # 3 non-collinear frame points
-    tri_at = np.stack([_intended(instr, traj, tri, p) for p in range(frames)])  # [T, 3, 2]
-    src_h = np.concatenate([tri, np.ones((3, 1))], axis=1)  # [3, 3] rows (x, y, 1)
-    if isinstance(traj, Deformation):  # backward mapping only near the sprite's reachable box
-        x0, y0 = np.floor(places.min(0) + centre - 2).astype(int).clip(0)
-        x1, y1 = np.ceil(places.max(0) + centre + 2).astype(int) + 1
-        bx, by = np.meshgrid(np.arange(x0, min(x1, width)), np.arange(y0, min(y1, height)))
-        box = np.stack([bx, by], axis=-1).reshape(-1, 2).astype(np.float64)  # [h * w, 2] (x, y)
-        to_sprite = np.linalg.inv(m0_h)[:2]  # [2, 3] frame -> sprite canvas
-
-    gt = np.empty((frames, height, width, 3), np.uint8)
-    alpha = np.empty((frames, height, width), np.float32)
-    for p in range(frames):
-        if p == 0:
-            layer = layer0
-        elif isinstance(traj, Deformation):
-            src = _invert_field(traj, _frame_step(instr, p), box)
-            uv = src @ to_sprite[:, :2].T + to_sprite[:, 2]  # [h * w, 2] sprite canvas coords
-            patch = cv2.remap(
-                sprite.rgba,
-                uv[:, 0].reshape(bx.shape).astype(np.float32),
-                uv[:, 1].reshape(bx.shape).astype(np.float32),
-                cv2.INTER_LINEAR,
-                borderMode=cv2.BORDER_CONSTANT,
-                borderValue=0,
-            )  # [h, w, 4]
-            layer = np.zeros_like(layer0)
-            layer[y0 : y0 + bx.shape[0], x0 : x0 + bx.shape[1]] = patch
-        else:  # the frame's motion is affine: solve it from 3 points, then compose with the sprite's own
-            a_p = np.linalg.lstsq(src_h, tri_at[p], rcond=None)[0].T  # [2, 3]
-            m_p = (np.vstack([a_p, [0, 0, 1]]) @ m0_h)[:2].astype(np.float32)
-            layer = cv2.warpAffine(
-                sprite.rgba, m_p, (width, height), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0
-            )
-        img = background * (1.0 - layer[..., 3:]) + layer[..., :3]  # premultiplied "over"
-        gt[p] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        alpha[p] = layer[..., 3]
+    editable = reachable_mask(instr, traj, object_mask, steps, frames)
+    gt, alpha = render_frames(instr, traj, sprite.rgba, background, m0, layer0, centre, radius, places, frames)
     # Antialiased rims (alpha ~1e-3) can reach past the dilation where a deformation stretches: every pixel
     # the ground truth changes must be editable, or an editor matching it would break its own mask.
     instr.editable = editable | (alpha.max(axis=0) > 0)

@@ -205,11 +205,9 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
         raise
 
 
-def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Path]:
-    export_slurm_env()  # WORLD_SIZE & co. from SLURM_* under srun, before anything reads them
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    # the K ranks of a sequence group share one sample: the batch is counted over data ranks only
-    data_world = max(1, world // max(1, int(cfg.parallel.get("sequence_parallel", 1))))
+def _checked(cfg: DictConfig, run_dir: Path, *, world: int, data_world: int) -> tuple[TrainConfig, object]:
+    """The validated config and its device, or ``RunRefused`` with the one-line reason, before anything is
+    written: the batch arithmetic, every schema, the input files, another run's checkpoints."""
     try:
         if cfg.trainer.get("global_batch") is not None:  # resolved into the config, so config.yaml says what ran
             cfg.trainer.grad_accum = derive_grad_accum(
@@ -238,9 +236,12 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
             )
     except ValueError as err:
         raise RunRefused(str(err)) from err
-    set_threads(typed.trainer.num_threads)
-    configure_determinism(typed.trainer.deterministic)
-    # what "auto" means here, once: the DeepSpeed JSON is written before the runtime that uses it
+    return typed, device
+
+
+def _runtime(typed: TrainConfig, device, *, world: int) -> Runtime:
+    """The processes' runtime; what precision "auto" means here is decided once, and the DeepSpeed JSON is
+    written before the runtime that uses it."""
     precision = concrete_precision(typed.trainer.precision, device, training=True)
     ds_cfg = None
     if typed.parallel.strategy == "deepspeed":
@@ -252,7 +253,7 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
             clip=typed.optim.clip_grad_norm,
             precision=precision,
         )
-    runtime = init_runtime(
+    return init_runtime(
         typed.parallel.strategy,
         precision=precision,
         backend=typed.parallel.backend,
@@ -262,6 +263,17 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
         device=typed.trainer.device,
         sequence_parallel=typed.parallel.sequence_parallel,
     )
+
+
+def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Path]:
+    export_slurm_env()  # WORLD_SIZE & co. from SLURM_* under srun, before anything reads them
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    # the K ranks of a sequence group share one sample: the batch is counted over data ranks only
+    data_world = max(1, world // max(1, int(cfg.parallel.get("sequence_parallel", 1))))
+    typed, device = _checked(cfg, run_dir, world=world, data_world=data_world)
+    set_threads(typed.trainer.num_threads)
+    configure_determinism(typed.trainer.deterministic)
+    runtime = _runtime(typed, device, world=world)
     agreed = Path(runtime.broadcast_object(str(run_dir)))
     if agreed != run_dir:
         raise ValueError(

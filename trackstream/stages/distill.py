@@ -213,30 +213,19 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     )
 
 
-def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+def _dmd_networks(cfg: "TrainConfig", runtime: Runtime, export: NetworkExport):
+    """The generator (``stage.student``: an exported student, or a Wan / community checkpoint such as
+    PATH::generator_ema in the teacher's network) and the critic (a copy of the teacher, the generator's
+    starting weights, or a path in the student's network), each with its optimizer; the generator's EMA."""
     st: DMDConfig = cfg.stage
-    check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
-    export = NetworkExport(st.teacher)
-    export.check_teacher_of(cfg)
-    heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
-    # an exported student, or a Wan / community checkpoint (PATH::generator_ema) in the teacher's network
     critic_spec = st.student if st.critic == "student" else st.critic
     if critic_spec and st.critic != "student" and not Path(split_subkey(critic_spec)[0]).exists():
         raise ValueError(f"stage.critic={st.critic!r} does not exist: a path, 'student' or null (the teacher)")
     student_net, student_model = load_student(st.student, export.dir, model=cfg.model)
-    # the critic: a copy of the teacher, the generator's starting weights, or a path (the student's network)
     critic_net, _ = load_student(
         critic_spec, export.dir, model=None if critic_spec is None else cfg.model, field="stage.critic"
     )
-    if not st.pairs:
-        raise ValueError(
-            "stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
-            "are the DMD conditions)"
-        )
-    K = cfg.schedule.student_steps
-    pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
-    teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
-    ratio, steps = st.update_ratio, cfg.trainer.max_steps
+    steps = cfg.trainer.max_steps
     # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper
     # (gradients averaged after backward), under fsdp one unit per module the path calls
     generator = trained_network(
@@ -246,10 +235,28 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         student_net,
         optim=st.generator_optim,
         ema=st.generator_ema,
-        total_steps=max(1, steps // ratio),
+        total_steps=max(1, steps // st.update_ratio),
         grad_sync="manual",
     )
     critic = trained_network(cfg, runtime, "critic", critic_net, optim=st.critic_optim, ema=None, total_steps=steps)
+    return generator, critic, student_model
+
+
+def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: DMDConfig = cfg.stage
+    check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
+    export = NetworkExport(st.teacher)
+    export.check_teacher_of(cfg)
+    heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
+    if not st.pairs:
+        raise ValueError(
+            "stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
+            "are the DMD conditions)"
+        )
+    generator, critic, student_model = _dmd_networks(cfg, runtime, export)
+    K, ratio = cfg.schedule.student_steps, st.update_ratio
+    pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
+    teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
     text_encoder = load_text_encoder(cfg, runtime)
     null_text, null_lengths = text_encoder.encode([""])
     long = st.rollout_horizons > 1

@@ -155,20 +155,7 @@ def with_student_samples(
                 )
             net.train(was_training)
             if runtime.is_main:
-                keep = {k: v for k, v in figures.items() if k.startswith(FIGURES)}
-                logger.log_eval(step, {"num_samples": figures["num_samples"], **keep})
-                tag = f"step_{step:08d}"
-                paths = write_sample_videos(
-                    run_dir / "samples",
-                    tag,
-                    p["clips"],
-                    figures["frames"],
-                    num_tracks=cfg.eval.num_tracks,
-                    fps=cfg.data.fps,
-                )
-                for i, path in enumerate(paths):
-                    caption = f"{tag}: ground truth | tracks | no tracks"
-                    logger.log_video(step, f"samples/student/{i:03d}", path, caption=caption)
+                _log_samples(figures, p["clips"], cfg, run_dir, step, logger)
         runtime.barrier()
 
     finish = plan.finish
@@ -180,6 +167,18 @@ def with_student_samples(
 
     hooks = [*plan.hooks, Hook(cfg.trainer.sample_every, sample)]
     return dataclasses.replace(plan, hooks=hooks, finish=sample_then_finish)
+
+
+def _log_samples(figures: dict, clips: list[dict], cfg: "TrainConfig", run_dir: Path, step: int, logger) -> None:
+    """The student's figures to eval.jsonl (and W&B) and its sample videos to ``<run_dir>/samples``."""
+    keep = {k: v for k, v in figures.items() if k.startswith(FIGURES)}
+    logger.log_eval(step, {"num_samples": figures["num_samples"], **keep})
+    tag = f"step_{step:08d}"
+    paths = write_sample_videos(
+        run_dir / "samples", tag, clips, figures["frames"], num_tracks=cfg.eval.num_tracks, fps=cfg.data.fps
+    )
+    for i, path in enumerate(paths):
+        logger.log_video(step, f"samples/student/{i:03d}", path, caption=f"{tag}: ground truth | tracks | no tracks")
 
 
 @contextlib.contextmanager

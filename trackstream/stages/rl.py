@@ -46,6 +46,15 @@ __all__ = ["build_rl"]
 log = logging.getLogger(__name__)
 
 
+def _describe(cfg: "TrainConfig", reward) -> str:
+    st: RLConfig = cfg.stage
+    rewards = ", ".join(f"{r.name} x {w:g}" for r, w in reward.rewards)
+    return (
+        f"RL: {cfg.data.batch_size} conditions x {st.group_size} rollouts, SDE noise level {st.noise_level:.2f}, "
+        f"{st.updates_per_rollout} update(s) per rollout, KL weight {st.kl_weight:g}, rewards {rewards}"
+    )
+
+
 def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: RLConfig = cfg.stage
     student = NetworkExport(st.student, "stage.student")
@@ -97,15 +106,7 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         text_dim=student.text_dim,
     )
     if runtime.is_main:
-        log.info(
-            "RL: %d conditions x %d rollouts, SDE noise level %.2f, %d update(s) per rollout, KL weight %g, rewards %s",
-            cfg.data.batch_size,
-            st.group_size,
-            st.noise_level,
-            st.updates_per_rollout,
-            st.kl_weight,
-            ", ".join(f"{r.name} x {w:g}" for r, w in reward.rewards),
-        )
+        log.info(_describe(cfg, reward))
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {

@@ -62,51 +62,129 @@ def _heldout(cfg: "TrainConfig", *, evaluates: bool) -> ClipPool | None:
     return heldout_clips(data) if evaluates else None
 
 
-def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
-    device = runtime.device
-    sharded = cfg.parallel.strategy == "fsdp"
-    # every rank runs the network's forward in evaluation when it is collective (FSDP gathers, SP all-to-alls)
-    collective = sharded or runtime.sequence_parallel > 1
-    heldout = _heldout(cfg, evaluates=runtime.is_main or collective)
-    text_encoder = load_text_encoder(cfg, runtime)
-    pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
-    codec = obtain_codec(cfg, runtime, run_dir, pool)
-    conditioner = Conditioner.for_network(cfg.model, codec=codec, text_encoder=text_encoder, device=device)
+def _training_data(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, conditioner: Conditioner):
+    """Batches of the encoded clip pool (``data.pool_size``), or rendered clips streamed as they come."""
+    if pool is None:
+        return build_raw_stream(cfg.data, rank=runtime.data_rank, world_size=runtime.data_world_size)
+    entries = encode_pool(pool, conditioner)
 
-    if pool is not None:
-        entries = encode_pool(pool, conditioner)
+    def make(idx, gids):
+        return pool_track_batch([entries[i] for i in idx], gids, seed=cfg.data.seed, num_tracks=cfg.data.num_tracks)
 
-        def make(idx, gids):
-            return pool_track_batch([entries[i] for i in idx], gids, seed=cfg.data.seed, num_tracks=cfg.data.num_tracks)
+    return PoolStream(
+        len(entries),
+        batch_size=cfg.data.batch_size,
+        seed=cfg.data.seed,
+        make_batch=make,
+        rank=runtime.data_rank,  # the K ranks of a sequence group read the same samples
+        world_size=runtime.data_world_size,
+    )
 
-        data = PoolStream(
-            len(entries),
-            batch_size=cfg.data.batch_size,
-            seed=cfg.data.seed,
-            make_batch=make,
-            rank=runtime.data_rank,  # the K ranks of a sequence group read the same samples
-            world_size=runtime.data_world_size,
-        )
-    else:
-        data = build_raw_stream(cfg.data, rank=runtime.data_rank, world_size=runtime.data_world_size)
 
-    # Same seed on every rank right before the build: identical random init everywhere.
+def _trained_teacher(cfg: "TrainConfig", runtime: Runtime, text_dim: int):
+    """The DiT to train: built with the same seed on every rank (identical random init everywhere), then
+    initialised from ``model.init_from`` (and a LoRA adapter) when it is on meta or asks for weights."""
     torch.manual_seed(cfg.trainer.seed)
-    net = build_motion_wan(cfg.model, text_encoder_dim=text_encoder.dim)
+    net = build_motion_wan(cfg.model, text_encoder_dim=text_dim)
     net.conventions = Conventions(clean_first_frame=cfg.stage.clean_first_frame)
-    on_meta = any(p.is_meta for p in net.parameters())
     init_fn = None
-    if on_meta or cfg.model.init_from or cfg.model.lora.enabled:
+    if any(p.is_meta for p in net.parameters()) or cfg.model.init_from or cfg.model.lora.enabled:
         init_fn = partial(
             initialise,
             init_from=cfg.model.init_from,
             adapter=cfg.model.adapter,
-            sharded=sharded,
+            sharded=cfg.parallel.strategy == "fsdp",
             is_main=runtime.is_main,
         )
-    trained = trained_network(
+    return trained_network(
         cfg, runtime, "dit", net, optim=cfg.optim, ema=cfg.ema, total_steps=cfg.trainer.max_steps, init_fn=init_fn
     )
+
+
+def _collective(cfg: "TrainConfig", runtime: Runtime) -> bool:
+    """Whether every rank runs the network's forward in evaluation (FSDP gathers, SP all-to-alls)."""
+    return cfg.parallel.strategy == "fsdp" or runtime.sequence_parallel > 1
+
+
+class _Evaluation:
+    """EPE with and without tracks on the held-out clips, with the EMA weights (``eval.use_ema``). Every
+    rank runs the sampler under FSDP or sequence parallelism (collective forwards); otherwise rank 0 only."""
+
+    def __init__(
+        self, cfg: "TrainConfig", runtime: Runtime, heldout: ClipPool | None, trained, conditioner, run_dir: Path
+    ):
+        self.cfg, self.runtime, self.heldout, self.trained, self.conditioner = (
+            cfg,
+            runtime,
+            heldout,
+            trained,
+            conditioner,
+        )
+        self.out = run_dir / "samples"
+        self.sharded = cfg.parallel.strategy == "fsdp"
+        self.collective = _collective(cfg, runtime)
+
+    def __call__(self, tag: str, *, logger: MetricLogger, step: int, max_clips: int | None = None) -> dict:
+        cfg, runtime, trained = self.cfg, self.runtime, self.trained
+        figures: dict = {}
+        if runtime.is_main or self.collective:
+            clips = self.heldout.head(max_clips) if max_clips is not None else self.heldout
+            module = trained.module if self.sharded else trained.raw
+            ema = trained.ema if (cfg.eval.use_ema and trained.ema is not None) else None
+            ctx = ema.swapped(unwrap(module)) if ema is not None else contextlib.nullcontext()
+            was_training = module.training
+            with ctx, runtime.autocast():
+                figures = evaluate_motion(
+                    module,
+                    conditioner=self.conditioner,
+                    clips=clips,
+                    sampler=cfg.sampler,
+                    shift=cfg.schedule.shift,
+                    cfg=cfg.eval,
+                    embed_dim=unwrap(module).track_embed_dim,
+                    device=runtime.device,
+                    out_dir=self.out if runtime.is_main else None,
+                    fps=cfg.data.fps,
+                    tag=tag,
+                    clean_first_frame=cfg.stage.clean_first_frame,
+                )
+            module.train(was_training)
+            for v in figures.get("videos", []):  # W&B (if enabled) gets them by file path
+                logger.log_video(step, f"samples/{v['mode']}/{v['clip']:03d}", Path(v["path"]), caption=tag)
+        runtime.barrier()
+        return figures
+
+    def periodic(self, step: int, logger: MetricLogger) -> None:
+        cap = min(self.cfg.eval.periodic_clips, self.cfg.data.eval_samples)
+        figures = self(f"step_{step:08d}", logger=logger, step=step, max_clips=cap)
+        # eval.jsonl and, with W&B, eval/* scalars at this step (rank 0 only)
+        logger.log_eval(step, {"num_samples": figures.get("num_samples"), **_scalars(figures)})
+
+    def final(self, step: int, logger: MetricLogger, run_dir: Path) -> dict:
+        figures = self("final", logger=logger, step=step)
+        if self.runtime.is_main:
+            (run_dir / "eval.json").write_text(json.dumps(figures, indent=2))
+            log.info(
+                "EPE with tracks %.3f px, without tracks %.3f px (ratio %.3f); tracker on ground truth %.3f px",
+                figures["epe_with_tracks"],
+                figures["epe_without_tracks"],
+                figures["epe_ratio_with_over_without"],
+                figures["epe_ground_truth_video"],
+            )
+        # the final evaluation in the history under the periodic one's prefix (eval/*, the last step)
+        logger.log_eval(step, {"num_samples": figures.get("num_samples"), **_scalars(figures)}, periodic=False)
+        return {k: v for k, v in figures.items() if k.startswith("epe_")}
+
+
+def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    # the held-out clips are read first: a missing or unfit set fails before the encoders load
+    heldout = _heldout(cfg, evaluates=runtime.is_main or _collective(cfg, runtime))
+    text_encoder = load_text_encoder(cfg, runtime)
+    pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
+    codec = obtain_codec(cfg, runtime, run_dir, pool)
+    conditioner = Conditioner.for_network(cfg.model, codec=codec, text_encoder=text_encoder, device=runtime.device)
+    data = _training_data(cfg, runtime, pool, conditioner)
+    trained = _trained_teacher(cfg, runtime, text_encoder.dim)
     objective = FlowMatchingObjective(
         trained.module,
         cfg=cfg.stage,
@@ -119,73 +197,13 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         height=cfg.data.height,
         width=cfg.data.width,
         seed=derive_seed(cfg.trainer.seed, "objective", runtime.data_rank) % 2**62,  # one noise per sample
-        device=device,
+        device=runtime.device,
     )
-
-    def evaluate(tag: str, *, out: Path, logger: MetricLogger, step: int, max_clips: int | None = None) -> dict:
-        """Every rank runs the sampler under FSDP or SP (collective forwards); otherwise rank 0 only."""
-        figures: dict = {}
-        if runtime.is_main or collective:
-            clips = heldout.head(max_clips) if max_clips is not None else heldout
-            module = trained.module if sharded else trained.raw
-            ema = trained.ema if (cfg.eval.use_ema and trained.ema is not None) else None
-            ctx = ema.swapped(unwrap(module)) if ema is not None else contextlib.nullcontext()
-            was_training = module.training
-            with ctx, runtime.autocast():
-                figures = evaluate_motion(
-                    module,
-                    conditioner=conditioner,
-                    clips=clips,
-                    sampler=cfg.sampler,
-                    shift=cfg.schedule.shift,
-                    cfg=cfg.eval,
-                    embed_dim=unwrap(module).track_embed_dim,
-                    device=device,
-                    out_dir=out if runtime.is_main else None,
-                    fps=cfg.data.fps,
-                    tag=tag,
-                    clean_first_frame=cfg.stage.clean_first_frame,
-                )
-            module.train(was_training)
-            for v in figures.get("videos", []):  # W&B (if enabled) gets them by file path
-                logger.log_video(step, f"samples/{v['mode']}/{v['clip']:03d}", Path(v["path"]), caption=tag)
-        runtime.barrier()
-        return figures
-
-    hooks = []
-    if cfg.trainer.sample_every > 0 and cfg.eval.enabled:
-
-        def periodic(step: int, logger: MetricLogger) -> None:
-            figures = evaluate(
-                f"step_{step:08d}",
-                out=run_dir / "samples",
-                logger=logger,
-                step=step,
-                max_clips=min(cfg.eval.periodic_clips, cfg.data.eval_samples),
-            )
-            # eval.jsonl and, with W&B, eval/* scalars at this step (rank 0 only)
-            logger.log_eval(step, {"num_samples": figures.get("num_samples"), **_scalars(figures)})
-
-        hooks.append(Hook(cfg.trainer.sample_every, periodic))
+    evaluation = _Evaluation(cfg, runtime, heldout, trained, conditioner, run_dir) if cfg.eval.enabled else None
+    hooks = [Hook(cfg.trainer.sample_every, evaluation.periodic)] if evaluation and cfg.trainer.sample_every > 0 else []
 
     def finish(result: TrainResult, logger: MetricLogger) -> dict:
-        out: dict = {}
-        if cfg.eval.enabled:
-            figures = evaluate("final", out=run_dir / "samples", logger=logger, step=result.step)
-            if runtime.is_main:
-                (run_dir / "eval.json").write_text(json.dumps(figures, indent=2))
-                log.info(
-                    "EPE with tracks %.3f px, without tracks %.3f px (ratio %.3f); tracker on ground truth %.3f px",
-                    figures["epe_with_tracks"],
-                    figures["epe_without_tracks"],
-                    figures["epe_ratio_with_over_without"],
-                    figures["epe_ground_truth_video"],
-                )
-            out.update({k: v for k, v in figures.items() if k.startswith("epe_")})
-            # the final evaluation in the history under the periodic one's prefix (eval/*, the last step)
-            logger.log_eval(
-                result.step, {"num_samples": figures.get("num_samples"), **_scalars(figures)}, periodic=False
-            )
+        out = evaluation.final(result.step, logger, run_dir) if evaluation else {}
         conventions = Conventions(
             clean_first_frame=cfg.stage.clean_first_frame,
             schedule_shift=cfg.schedule.shift,

@@ -160,27 +160,7 @@ def _skip_deepspeed_shm_build() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
-def init_runtime(
-    strategy: str,
-    *,
-    precision: str = "auto",
-    backend: str = "auto",
-    timeout_minutes: int = 30,
-    deepspeed_config: dict | None = None,
-    find_unused_parameters: bool = False,
-    device: str = "auto",
-    sequence_parallel: int = 1,
-) -> Runtime:
-    """Create the Accelerator for ``strategy`` (single | ddp | fsdp | deepspeed). ``device``: "auto"
-    (CUDA when present), "cpu" (even on a GPU machine) or "cuda" (refused without a GPU).
-    ``sequence_parallel`` K > 1: a (data, seq) device mesh of world / K x K ranks; this rank's
-    sequence group is ``Runtime.sequence_group``."""
-    from accelerate import Accelerator
-    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
-
-    export_slurm_env()
-    world_of_one(strategy)
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+def _check_launch(strategy: str, world_size: int, sequence_parallel: int, device: str) -> None:
     if world_size % sequence_parallel:
         raise ValueError(
             f"parallel.sequence_parallel={sequence_parallel} must divide the number of processes ({world_size}): "
@@ -195,10 +175,21 @@ def init_runtime(
         raise ValueError(f"device={device!r}: choose auto, cpu or cuda (the launcher places each process's GPU)")
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("device=cuda but no CUDA device is available here: use device=cpu (or auto)")
-    cuda = torch.cuda.is_available() and device != "cpu"
-    if backend == "auto":
-        backend = "nccl" if cuda else "gloo"
-    precision = concrete_precision(precision, "cuda" if cuda else "cpu", field="trainer.precision", training=True)
+
+
+def _accelerator_kwargs(
+    strategy: str,
+    *,
+    cuda: bool,
+    world_size: int,
+    backend: str,
+    timeout_minutes: int,
+    deepspeed_config: dict | None,
+    find_unused_parameters: bool,
+) -> dict:
+    """``Accelerator(**kwargs)`` for ``strategy``; for DeepSpeed this also sets the environment it reads."""
+    from accelerate.utils import DistributedDataParallelKwargs, InitProcessGroupKwargs
+
     handlers: list = []
     if world_size > 1:  # a backend handler in a single process makes accelerate query a missing group
         handlers.append(InitProcessGroupKwargs(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes)))
@@ -216,22 +207,63 @@ def init_runtime(
         # is what makes it work without a GPU.
         kwargs["cpu"] = False
         kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=deepspeed_config)
+    return kwargs
+
+
+def _sequence_group(device_type: str, world_size: int, sequence_parallel: int) -> dist.ProcessGroup | None:
+    """This rank's sequence group of a (data, seq) device mesh, or None without sequence parallelism."""
+    if sequence_parallel <= 1:
+        return None
+    from torch.distributed.device_mesh import init_device_mesh
+
+    mesh = init_device_mesh(
+        device_type,
+        (world_size // sequence_parallel, sequence_parallel),
+        mesh_dim_names=("data", "seq"),
+    )
+    return mesh.get_group("seq")
+
+
+def init_runtime(
+    strategy: str,
+    *,
+    precision: str = "auto",
+    backend: str = "auto",
+    timeout_minutes: int = 30,
+    deepspeed_config: dict | None = None,
+    find_unused_parameters: bool = False,
+    device: str = "auto",
+    sequence_parallel: int = 1,
+) -> Runtime:
+    """Create the Accelerator for ``strategy`` (single | ddp | fsdp | deepspeed). ``device``: "auto"
+    (CUDA when present), "cpu" (even on a GPU machine) or "cuda" (refused without a GPU).
+    ``sequence_parallel`` K > 1: a (data, seq) device mesh of world / K x K ranks; this rank's
+    sequence group is ``Runtime.sequence_group``."""
+    from accelerate import Accelerator
+
+    export_slurm_env()
+    world_of_one(strategy)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    _check_launch(strategy, world_size, sequence_parallel, device)
+    cuda = torch.cuda.is_available() and device != "cpu"
+    if backend == "auto":
+        backend = "nccl" if cuda else "gloo"
+    precision = concrete_precision(precision, "cuda" if cuda else "cpu", field="trainer.precision", training=True)
+    kwargs = _accelerator_kwargs(
+        strategy,
+        cuda=cuda,
+        world_size=world_size,
+        backend=backend,
+        timeout_minutes=timeout_minutes,
+        deepspeed_config=deepspeed_config,
+        find_unused_parameters=find_unused_parameters,
+    )
     accelerator = Accelerator(**kwargs)
     if world_size > 1 and accelerator.num_processes != world_size:
         raise RuntimeError(
             f"accelerate sees {accelerator.num_processes} process(es) but WORLD_SIZE={world_size}: "
             "the process group was not built (on CPU: launch with torchrun, not accelerate --cpu; see this module's docstring)"
         )
-    group = None
-    if sequence_parallel > 1:
-        from torch.distributed.device_mesh import init_device_mesh
-
-        mesh = init_device_mesh(
-            accelerator.device.type,
-            (world_size // sequence_parallel, sequence_parallel),
-            mesh_dim_names=("data", "seq"),
-        )
-        group = mesh.get_group("seq")
     return Runtime(
         accelerator=accelerator,
         strategy=strategy,
@@ -241,7 +273,7 @@ def init_runtime(
         local_rank=accelerator.local_process_index,
         precision=precision,
         sequence_parallel=sequence_parallel,
-        sequence_group=group,
+        sequence_group=_sequence_group(accelerator.device.type, world_size, sequence_parallel),
     )
 
 

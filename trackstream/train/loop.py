@@ -95,6 +95,135 @@ def _every(step: int, n: int) -> bool:
     return n > 0 and step % n == 0
 
 
+def _resume(
+    cfg: TrainerConfig,
+    checkpoints: CheckpointManager,
+    networks: dict[str, TrainedNetwork],
+    objective: Objective,
+    data: Iterable,
+) -> tuple[int, Path | None, dict]:
+    """Load the checkpoint ``cfg.resume`` names; returns (step, resumed_from, loop_state)."""
+    step, resumed_from, loop_state = 0, None, {}
+    found = None
+    if cfg.resume == "auto":  # the newest checkpoint that can be read; damaged newer ones are skipped, with a warning
+        found = checkpoints.resume_latest(networks=networks, objective=objective)
+    elif cfg.resume != "never":  # a checkpoint the user named: no fallback, its error is the answer
+        ckpt_path = Path(cfg.resume)
+        if not (ckpt_path / "meta.pt").is_file():
+            raise ValueError(f"trainer.resume={cfg.resume!r} is not a complete checkpoint directory (no meta.pt)")
+        found = (ckpt_path, *checkpoints.load(ckpt_path, networks=networks, objective=objective))
+    if found is not None:
+        resumed_from, step, loop_state, data_state = found
+        data.load_state_dict(data_state)
+        log.info("resumed from %s at step %d", resumed_from, step)
+    return step, resumed_from, loop_state
+
+
+def _accumulate(sums: dict[str, torch.Tensor], counts: dict[str, int], key: str, value: torch.Tensor) -> None:
+    sums[key] = sums.get(key, 0.0) + value
+    counts[key] = counts.get(key, 0) + 1
+
+
+def _update(
+    name: str,
+    net: TrainedNetwork,
+    micro: list,
+    *,
+    objective: Objective,
+    runtime: Runtime,
+    cfg: TrainerConfig,
+    step: int,
+    sums: dict[str, torch.Tensor],
+    counts: dict[str, int],
+) -> torch.Tensor:
+    """Accumulate ``net``'s gradients over the micro-batches and step it; returns "losses and grad norm finite"."""
+    finite = torch.ones((), dtype=torch.bool, device=runtime.device)
+    for i, batch in enumerate(micro):
+        last = i == len(micro) - 1
+        with contextlib.nullcontext() if last else net.no_sync():
+            with runtime.autocast():
+                loss, extra = objective.loss(name, batch, step=step)
+            net.backward(loss, accum=cfg.grad_accum, last=last)
+        for key, value in {f"loss/{name}": loss, **extra}.items():
+            _accumulate(sums, counts, key, value.detach().float())
+        finite = finite & torch.isfinite(loss.detach()).all()
+    grad_norm = net.step()
+    _accumulate(sums, counts, f"grad_norm/{name}", grad_norm.float())
+    return finite & torch.isfinite(grad_norm).all()
+
+
+def _stop_if_non_finite(checks: list, step: int, runtime: Runtime, checkpoints: CheckpointManager) -> None:
+    bad = (~torch.stack([ok for _, ok in checks])).nonzero().flatten().tolist() if checks else []
+    if runtime.any_flag(bool(bad)):  # every rank stops, before this step is logged or saved
+        names = ", ".join(f"train/loss/{checks[i][0]} or its gradient norm" for i in bad) or "another rank's loss"
+        latest = find_latest(checkpoints.directory)
+        kept = f"the last checkpoint is {latest}" if latest else "no checkpoint was saved yet"
+        raise NonFiniteLoss(
+            f"{names} became non-finite at step {step}: training stopped without saving that step, and "
+            f"{kept}; resume from it with a lower optim.lr, or look for non-finite values in the data"
+        )
+
+
+def _interval_scalars(
+    sums: dict[str, torch.Tensor],
+    counts: dict[str, int],
+    runtime: Runtime,
+    networks: dict[str, TrainedNetwork],
+    throughput: Throughput,
+    headline: str,
+    last_primary: float | None,
+    samples_seen: int,
+) -> tuple[dict, float | None]:
+    """The scalars of one log interval (one all-reduce); returns them and the updated last primary loss."""
+    means = runtime.reduce_mean({k: v / counts[k] for k, v in sums.items()})
+    scalars = {f"train/{k}": v for k, v in means.items()}
+    if headline in scalars:
+        last_primary = scalars[headline]
+    if last_primary is not None:
+        scalars["train/loss"] = last_primary
+    for name, net in networks.items():
+        scalars[f"train/lr/{name}"] = net.lr()
+    scalars.update(throughput.read())
+    scalars["perf/samples_seen"] = samples_seen
+    if runtime.device.type == "cuda":
+        scalars["perf/max_memory_gib"] = torch.cuda.max_memory_allocated(runtime.device) / 2**30
+    return scalars, last_primary
+
+
+def _step_updates(
+    micro: list,
+    step: int,
+    objective: Objective,
+    networks: dict[str, TrainedNetwork],
+    runtime: Runtime,
+    cfg: TrainerConfig,
+    sums: dict[str, torch.Tensor],
+    counts: dict[str, int],
+) -> list[tuple[str, torch.Tensor]]:
+    """One update per network the objective schedules at ``step``; returns (network, all finite) per update."""
+    checks = []
+    for name in objective.updates(step):
+        ok = _update(
+            name,
+            networks[name],
+            micro,
+            objective=objective,
+            runtime=runtime,
+            cfg=cfg,
+            step=step,
+            sums=sums,
+            counts=counts,
+        )
+        checks.append((name, ok))
+    return checks
+
+
+def _after_preempt_save(step: int, cfg: TrainerConfig, runtime: Runtime, preempt: PreemptionHandler) -> None:
+    log.warning("preempted at step %d: checkpoint saved, exiting", step)
+    if cfg.requeue_on_preempt and runtime.is_main:
+        preempt.requeue()
+
+
 def train(
     *,
     objective: Objective,
@@ -110,20 +239,7 @@ def train(
     missing = set(objective.networks) - set(networks)
     assert not missing, f"objective needs networks {sorted(missing)} that were not prepared"
 
-    # ---- resume ---------------------------------------------------------------------------
-    step, resumed_from, loop_state = 0, None, {}
-    found = None
-    if cfg.resume == "auto":  # the newest checkpoint that can be read; damaged newer ones are skipped, with a warning
-        found = checkpoints.resume_latest(networks=networks, objective=objective)
-    elif cfg.resume != "never":  # a checkpoint the user named: no fallback, its error is the answer
-        ckpt_path = Path(cfg.resume)
-        if not (ckpt_path / "meta.pt").is_file():
-            raise ValueError(f"trainer.resume={cfg.resume!r} is not a complete checkpoint directory (no meta.pt)")
-        found = (ckpt_path, *checkpoints.load(ckpt_path, networks=networks, objective=objective))
-    if found is not None:
-        resumed_from, step, loop_state, data_state = found
-        data.load_state_dict(data_state)
-        log.info("resumed from %s at step %d", resumed_from, step)
+    step, resumed_from, loop_state = _resume(cfg, checkpoints, networks, objective, data)
     logger.start_at(step)
     samples_seen = int(loop_state.get("samples_seen", 0))
     last_primary = loop_state.get("last_primary_loss")
@@ -149,36 +265,10 @@ def train(
         while step < cfg.max_steps:
             # ---- one step: micro-batches, then one update per scheduled network ---------------
             micro = [objective.prepare_batch(next(batches)) for _ in range(cfg.grad_accum)]
-            checks = []  # (network, its losses and gradient norm all finite) per update of this step
-            for name in objective.updates(step):
-                net = networks[name]
-                finite = torch.ones((), dtype=torch.bool, device=runtime.device)
-                for i, batch in enumerate(micro):
-                    last = i == len(micro) - 1
-                    with contextlib.nullcontext() if last else net.no_sync():
-                        with runtime.autocast():
-                            loss, extra = objective.loss(name, batch, step=step)
-                        net.backward(loss, accum=cfg.grad_accum, last=last)
-                    for key, value in {f"loss/{name}": loss, **extra}.items():
-                        sums[key] = sums.get(key, 0.0) + value.detach().float()
-                        counts[key] = counts.get(key, 0) + 1
-                    finite = finite & torch.isfinite(loss.detach()).all()
-                grad_norm = net.step()
-                checks.append((name, finite & torch.isfinite(grad_norm).all()))
-                sums[f"grad_norm/{name}"] = sums.get(f"grad_norm/{name}", 0.0) + grad_norm.float()
-                counts[f"grad_norm/{name}"] = counts.get(f"grad_norm/{name}", 0) + 1
+            # (network, its losses and gradient norm all finite) per update of this step
+            checks = _step_updates(micro, step, objective, networks, runtime, cfg, sums, counts)
             step += 1
-            bad = (~torch.stack([ok for _, ok in checks])).nonzero().flatten().tolist() if checks else []
-            if runtime.any_flag(bool(bad)):  # every rank stops, before this step is logged or saved
-                names = (
-                    ", ".join(f"train/loss/{checks[i][0]} or its gradient norm" for i in bad) or "another rank's loss"
-                )
-                latest = find_latest(checkpoints.directory)
-                kept = f"the last checkpoint is {latest}" if latest else "no checkpoint was saved yet"
-                raise NonFiniteLoss(
-                    f"{names} became non-finite at step {step}: training stopped without saving that step, and "
-                    f"{kept}; resume from it with a lower optim.lr, or look for non-finite values in the data"
-                )
+            _stop_if_non_finite(checks, step, runtime, checkpoints)
             n_samples = sum(objective.batch_size(b) for b in micro) * runtime.data_world_size
             samples_seen += n_samples
             throughput.add(n_samples)
@@ -186,20 +276,10 @@ def train(
 
             # ---- logging (one all-reduce per log interval) --------------------------------------
             if _every(step, cfg.log_every) or step == cfg.max_steps:
-                means = runtime.reduce_mean({k: v / counts[k] for k, v in sums.items()})
-                scalars = {f"train/{k}": v for k, v in means.items()}
-                if headline in scalars:
-                    last_primary = scalars[headline]
-                if last_primary is not None:
-                    scalars["train/loss"] = last_primary
-                for name, net in networks.items():
-                    scalars[f"train/lr/{name}"] = net.lr()
-                scalars.update(throughput.read())
-                scalars["perf/samples_seen"] = samples_seen
-                if runtime.device.type == "cuda":
-                    scalars["perf/max_memory_gib"] = torch.cuda.max_memory_allocated(runtime.device) / 2**30
-                logger.log(step, scalars)
-                last_metrics = scalars
+                last_metrics, last_primary = _interval_scalars(
+                    sums, counts, runtime, networks, throughput, headline, last_primary, samples_seen
+                )
+                logger.log(step, last_metrics)
                 sums, counts = {}, {}
 
             # ---- periodic hooks, checkpoints, preemption ---------------------------------------
@@ -213,9 +293,7 @@ def train(
                 if saved_at != step:
                     save()
                 status = "preempted"
-                log.warning("preempted at step %d: checkpoint saved, exiting", step)
-                if cfg.requeue_on_preempt and runtime.is_main:
-                    preempt.requeue()
+                _after_preempt_save(step, cfg, runtime, preempt)
                 break
     return TrainResult(step=step, status=status, resumed_from=resumed_from, last_metrics=last_metrics)
 
