@@ -39,20 +39,22 @@ from pathlib import Path
 
 import torch
 
+from trackstream.bench.distill_setup import (
+    describe,
+    horizon_conditioner,
+    long_shapes,
+    pair_shapes,
+    random_conditions,
+    random_network,
+)
 from trackstream.bench.timing import environment, time_calls
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
-from trackstream.distill.horizons import rollout_frames
 from trackstream.distill.ode_init import ODEInitObjective
-from trackstream.models.conditioner import Conditioner
-from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
 from trackstream.models.precision import DTYPES
 from trackstream.models.tracks import latent_frames, sample_track_ids
-from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
-from trackstream.stages.common import load_text_encoder
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.stream.options import add_precision_args, parsed_precision
-from trackstream.train.codec import build_codec_module
 from trackstream.train.dist import Runtime, init_runtime
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
 
@@ -67,77 +69,6 @@ def compose(experiment: str, overrides: list[str] = ()):
     from trackstream.stages.recipes import compose_recipe
 
     return compose_recipe([f"experiment={experiment}", *overrides])
-
-
-def _network(typed, *, clean_first_frame: bool = False):
-    """A random-weight network of the recipe's model on meta, and its init function (``prepare_*`` materialise)."""
-    net = build_motion_wan(typed.model, text_encoder_dim=TEXT_ENCODER_DIMS[typed.model.text_encoder], device="meta")
-    net.conventions.clean_first_frame = clean_first_frame
-
-    def init(module):
-        module.init_weights()
-        torch.nn.init.normal_(module.dit.head.head.weight, std=0.02)  # the official init zeroes the head
-
-    return net, init
-
-
-def _shapes(typed, net) -> dict:
-    """The pair folder's per-sample shapes for this recipe (B, T, F, C, h, w, text tokens, tracks)."""
-    from trackstream.models.codec_names import codec_spatial_factor
-
-    d = typed.data
-    s = codec_spatial_factor(typed.codec.name, dict(typed.codec.options))
-    return dict(
-        B=d.batch_size,
-        T=d.num_frames,
-        F=latent_frames(d.num_frames),
-        C=net.latent_channels,
-        h=d.height // s,
-        w=d.width // s,
-        L=net.dit.text_len,
-        N=d.num_tracks[1] if d.num_tracks else d.grid_size**2,
-        E=TEXT_ENCODER_DIMS[typed.model.text_encoder],
-        H=d.height,
-        W=d.width,
-    )
-
-
-def _long_shapes(shape: dict, horizons: int, causal) -> dict:
-    """The conditions' shapes of a rollout over ``horizons`` teacher horizons (``stage.rollout_horizons``)."""
-    T = rollout_frames(shape["T"], horizons, causal)
-    return {**shape, "T": T, "F": latent_frames(T)}
-
-
-def _horizon_conditioner(typed, runtime: Runtime) -> Conditioner:
-    """The recipe's codec (random weights where it is trainable, the checkpoint's otherwise) and text encoder,
-    as the DMD stage builds them from the teacher's (``NetworkExport.conditioner``)."""
-    codec = prepare_frozen(runtime, build_codec_module(typed.codec))
-    return Conditioner(
-        codec=codec,
-        text_encoder=load_text_encoder(typed, runtime),
-        layout=typed.model.layout,
-        device=runtime.device,
-        image_features="zeros" if typed.model.image_feature_mode == "clip" else typed.model.image_feature_mode,
-    )
-
-
-def _conditions(net, typed, shape: dict, device, gen: torch.Generator) -> dict:
-    """Random conditions as ``stages.distill`` batches them from the pairs (before ``prepare_batch``)."""
-    B, T, F, C, h, w, N = (shape[k] for k in "BTFChwN")
-    img = {"wan_i2v": 4 + C, "fun_control": C}.get(typed.model.layout, 0)  # the layout's image channels
-    batch = {
-        "image_latent": torch.randn(B, C, 1, h, w, generator=gen),
-        "tracks": torch.rand(B, T, N, 2, generator=gen) * torch.tensor([shape["W"] - 1.0, shape["H"] - 1.0]),
-        "visibility": torch.rand(B, T, N, generator=gen) > 0.1,
-        "text_emb": torch.randn(B, shape["L"], shape["E"], generator=gen),
-        "text_len": torch.full((B,), shape["L"]),
-        "gid": torch.arange(B),
-    }
-    if img:
-        batch["image"] = torch.randn(B, img, F, h, w, generator=gen)
-    if net.needs_image_features:
-        batch["image_features"] = torch.randn(B, CLIP_TOKENS, CLIP_DIM, generator=gen)
-    return {k: v.to(device) for k, v in batch.items()}
 
 
 def _timed(fn, *, device: torch.device, repeats: int, warmup: int) -> dict:
@@ -173,14 +104,14 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
     K, shift = typed.schedule.student_steps, typed.schedule.shift
     torch.manual_seed(seed)
     # the recipes' teachers: the 5B (ti2v) and the tiny one trained with latent frame 0 clean, the 1.3B not
-    teacher, init = _network(typed, clean_first_frame=first_chunk_given(st.causal))
+    teacher, init = random_network(typed, clean_first_frame=first_chunk_given(st.causal))
     teacher = prepare_frozen(runtime, teacher, cfg=par, shard=True, init_fn=init)
     ratio = st.update_ratio
     generator = prepare_network(
         runtime,
         par,
         name="generator",
-        module=_network(typed)[0],
+        module=random_network(typed)[0],
         optim=st.generator_optim,
         ema=st.generator_ema,
         total_steps=max(1, typed.trainer.max_steps // ratio),
@@ -191,16 +122,16 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
         runtime,
         par,
         name="critic",
-        module=_network(typed)[0],
+        module=random_network(typed)[0],
         optim=st.critic_optim,
         ema=None,
         total_steps=typed.trainer.max_steps,
         init_fn=init,
     )
-    shape = _shapes(typed, generator.module)
+    shape = pair_shapes(typed, generator.module)
     conditioner = None
     if st.rollout_horizons > 1:  # rollouts past the horizon: the recipe's codec (random) re-encodes window frames
-        conditioner, shape = _horizon_conditioner(typed, runtime), _long_shapes(shape, st.rollout_horizons, st.causal)
+        conditioner, shape = horizon_conditioner(typed, runtime), long_shapes(shape, st.rollout_horizons, st.causal)
     objective = DMDObjective(
         generator.module,
         critic.module,
@@ -218,7 +149,7 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
         conditioner=conditioner,
         horizon_latents=latent_frames(typed.data.num_frames),
     )
-    raw = _conditions(generator.module, typed, shape, device, torch.Generator().manual_seed(seed))
+    raw = random_conditions(generator.module, typed, shape, device, torch.Generator().manual_seed(seed))
     prepare = _timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)
     batch = objective.prepare_batch(raw)
     out = {
@@ -231,7 +162,7 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
     out["update_ratio"] = ratio
     # one loop step on average: the critic every step, the generator every ratio-th
     out["loop_step_s"] = out["critic"]["seconds"] + out["generator"]["seconds"] / ratio
-    return {**out, **_describe(typed, shape, generator.module)}
+    return {**out, **describe(typed, shape, generator.module)}
 
 
 def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
@@ -239,7 +170,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
     par = dataclasses.replace(typed.parallel, strategy="single")
     K, shift = typed.schedule.student_steps, typed.schedule.shift
     torch.manual_seed(seed)
-    net, init = _network(typed)
+    net, init = random_network(typed)
     trained = prepare_network(
         runtime,
         par,
@@ -250,7 +181,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
         total_steps=typed.trainer.max_steps,
         init_fn=init,
     )
-    shape = _shapes(typed, trained.module)
+    shape = pair_shapes(typed, trained.module)
     objective = ODEInitObjective(
         trained.module,
         cfg=st,
@@ -262,7 +193,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
         device=device,
     )
     gen = torch.Generator().manual_seed(seed)
-    raw = _conditions(trained.module, typed, shape, device, gen)
+    raw = random_conditions(trained.module, typed, shape, device, gen)
     B, F, C, h, w = (shape[k] for k in "BFChw")
     # the teacher's trajectory at the K + 1 grid points, stored in the pairs' dtype
     raw["trajectory"] = torch.randn(B, K + 1, C, F, h, w, generator=gen).to(device, DTYPES[st.ode_pairs.dtype])
@@ -272,26 +203,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
         "generator": _timed(_updater(objective, trained, batch, runtime), device=device, repeats=repeats, warmup=warmup)
     }
     out["loop_step_s"] = out["generator"]["seconds"]
-    return {**out, **_describe(typed, shape, trained.module)}
-
-
-def _describe(typed, shape: dict, net) -> dict:
-    dit = unwrap(net).dit
-    tokens = shape["F"] * (shape["h"] // dit.patch_size[1]) * (shape["w"] // dit.patch_size[2])
-    return {
-        "flavor": typed.model.flavor,
-        "params": sum(p.numel() for p in unwrap(net).parameters()),
-        "batch": shape["B"],
-        "frames": shape["T"],
-        "height": shape["H"],
-        "width": shape["W"],
-        "latent_frames": shape["F"],
-        "tokens_per_sample": tokens,
-        "tracks": shape["N"],
-        "causal": typed.stage.causal.name,
-        "student_steps": typed.schedule.student_steps,
-        "activation_checkpointing": typed.parallel.activation_checkpointing,
-    }
+    return {**out, **describe(typed, shape, trained.module)}
 
 
 def run_config(

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from trackstream.data.batching import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
+from trackstream.data.sprite_motion import direction_phrase, hermite_path, sprite_matrix, to_frame, to_local
 from trackstream.data.sprites import BACKGROUND_COLOURS, SpriteBitmap, background_texture, bilinear, make_sprite
 from trackstream.data.trackers import grid_queries
 from trackstream.data.video_io import frames_to_tensor
@@ -247,7 +248,7 @@ class SyntheticWorld:
             keys.append(np.clip(keys[-1] + step * d, lo, hi))
             key_t.append(key_t[-1] + self.key_interval)
             heading = float(np.arctan2(d[1], d[0]))
-        centre = _hermite_path(np.stack(keys), np.asarray(key_t), secs).astype(np.float32)
+        centre = hermite_path(np.stack(keys), np.asarray(key_t), secs).astype(np.float32)
         omega = 0.0 if rng.random() < 0.25 else np.deg2rad(rng.uniform(-self.rotation_speed, self.rotation_speed))
         angle = (rng.uniform(0, 2 * np.pi) + omega * secs).astype(np.float32)
         return centre, angle, exits
@@ -259,7 +260,7 @@ class SyntheticWorld:
         surface = np.full(n, -1)
         local = np.zeros((len(sprites), n, 2), np.float32)
         for k, (s, (centre, angle, _)) in enumerate(zip(sprites, paths)):
-            local[k] = _to_local(s, centre[0], angle[0], q)
+            local[k] = to_local(s, centre[0], angle[0], q)
             surface[bilinear(s.alpha, local[k, :, 0], local[k, :, 1]) > 0.5] = k
         tracks = np.zeros((t_total, n, 2), np.float32)
         tracks[:] = q[None] + (off[0] - off)[:, None]  # background follows the camera
@@ -267,7 +268,7 @@ class SyntheticWorld:
             on = surface == k
             if on.any():
                 for t in range(t_total):
-                    tracks[t, on] = _to_frame(s, centre[t], angle[t], local[k, on])
+                    tracks[t, on] = to_frame(s, centre[t], angle[t], local[k, on])
         tracks[0] = q  # exact queries (the round trip through sprite coordinates adds float noise)
         vis = (
             (tracks[..., 0] >= 0)
@@ -278,7 +279,7 @@ class SyntheticWorld:
         for k, (s, (centre, angle, _)) in enumerate(zip(sprites, paths)):
             above = surface < k  # surfaces below sprite k (background is -1)
             for t in range(t_total):
-                uv = _to_local(s, centre[t], angle[t], tracks[t, above])
+                uv = to_local(s, centre[t], angle[t], tracks[t, above])
                 vis[t, above] &= bilinear(s.alpha, uv[:, 0], uv[:, 1]) <= 0.5
         return tracks, vis
 
@@ -313,62 +314,6 @@ class SyntheticWorld:
         else:
             text += f". Static camera, textured {bg_colour} background."
         return text
-
-
-def sprite_matrix(s: SpriteBitmap, centre: np.ndarray, angle: float) -> np.ndarray:
-    """Affine map sprite-canvas coords -> frame coords: p = R(angle) (u - c_s) + centre."""
-    c, si = np.cos(angle), np.sin(angle)
-    rot = np.array([[c, -si], [si, c]], np.float32)
-    shift = centre - rot @ np.array([s.centre, s.centre], np.float32)
-    return np.concatenate([rot, shift[:, None]], axis=1).astype(np.float32)
-
-
-def _to_local(s: SpriteBitmap, centre, angle, p: np.ndarray) -> np.ndarray:
-    c, si = np.cos(angle), np.sin(angle)
-    d = p - centre
-    return np.stack([c * d[:, 0] + si * d[:, 1], -si * d[:, 0] + c * d[:, 1]], axis=1) + s.centre
-
-
-def _to_frame(s: SpriteBitmap, centre, angle, u: np.ndarray) -> np.ndarray:
-    c, si = np.cos(angle), np.sin(angle)
-    d = u - s.centre
-    return np.stack([c * d[:, 0] - si * d[:, 1], si * d[:, 0] + c * d[:, 1]], axis=1) + centre
-
-
-def _hermite_path(keys: np.ndarray, key_t: np.ndarray, t: np.ndarray) -> np.ndarray:
-    """C1 cubic Hermite spline through keys [K, 2] at (non-uniform) times key_t, sampled at t.
-
-    Tangents are Catmull-Rom style central differences in pixels per second, scaled by each
-    segment's duration, so velocity is continuous across keys with different spacing.
-    """
-    k = len(keys)
-    if k == 1:
-        return np.repeat(keys, len(t), axis=0)
-    tang = np.empty_like(keys)
-    tang[1:-1] = (keys[2:] - keys[:-2]) / (key_t[2:] - key_t[:-2])[:, None]
-    tang[0] = (keys[1] - keys[0]) / (key_t[1] - key_t[0])
-    tang[-1] = (keys[-1] - keys[-2]) / (key_t[-1] - key_t[-2])
-    seg = np.clip(np.searchsorted(key_t, t, side="right") - 1, 0, k - 2)
-    dt = (key_t[seg + 1] - key_t[seg])[:, None]
-    u = (t[:, None] - key_t[seg][:, None]) / dt
-    h00, h10, h01, h11 = 2 * u**3 - 3 * u**2 + 1, u**3 - 2 * u**2 + u, -2 * u**3 + 3 * u**2, u**3 - u**2
-    return h00 * keys[seg] + h10 * dt * tang[seg] + h01 * keys[seg + 1] + h11 * dt * tang[seg + 1]
-
-
-def direction_phrase(v: np.ndarray) -> str:
-    """8-way screen direction (y down) of a displacement."""
-    ang = np.rad2deg(np.arctan2(-v[1], v[0])) % 360  # counterclockwise from +x, with y pointing up
-    names = [
-        "to the right",
-        "up and to the right",
-        "up",
-        "up and to the left",
-        "to the left",
-        "down and to the left",
-        "down",
-        "down and to the right",
-    ]
-    return names[int(((ang + 22.5) % 360) // 45)]
 
 
 class SyntheticVideoDataset(ResumableBatchStream):

@@ -31,6 +31,7 @@ from typing import Callable
 import torch
 
 from trackstream.pipeline.presets import FULL, LONG, SCRATCH, SIZES, SMOKE, Sizes
+from trackstream.pipeline.stage_calls import PipelineError, release_world, teacher_settings, train_stage
 
 __all__ = [
     "Sizes",
@@ -42,13 +43,13 @@ __all__ = [
     "PIPELINE",
     "PipelineError",
     "check_preset",
+    "teacher_settings",
+    "train_stage",
     "run",
     "main",
 ]
 
-ROOT = Path(__file__).resolve().parents[2]
 NUM_FRAMES = 25  # 7 latents: the first frame + 2 chunks of 3, the smallest clip where c3s1w1 reaches its steady state
-COMMON = ["logger.progress_bar=false"]
 DISTILL = [f"data.num_frames={NUM_FRAMES}"]
 
 
@@ -81,40 +82,6 @@ def stage_foundation(run_dir: Path, state: dict) -> dict:
     }
 
 
-def train_stage(run_dir: Path, name: str, overrides: list[str]) -> dict:
-    """One stage through the real CLI (resumes from its checkpoints; skipped when already done)."""
-    from trackstream.pipeline.stage_runner import StageFailed, run_logged
-
-    stage_dir = (run_dir / name).resolve()
-    results = stage_dir / "results.json"
-    if results.is_file() and json.loads(results.read_text()).get("status") == "done":
-        print(f"[pipeline]   {name}: already done in {stage_dir}, reused", flush=True)
-        return json.loads(results.read_text())
-    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cmd = [sys.executable, "-m", "trackstream.stages", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
-    try:
-        run_logged(
-            cmd,
-            stage_dir=stage_dir,
-            label=name,
-            env=env,
-            cwd=ROOT,
-            pipeline_log=run_dir / "pipeline.log",
-            show_bar=sys.stderr.isatty() or os.environ.get("TRACKSTREAM_PROGRESS") == "1",
-        )
-    except StageFailed as e:
-        raise PipelineError(str(e)) from None
-    summary = json.loads(results.read_text())
-    if summary.get("status") != "done":
-        raise PipelineError(f"stage {name} stopped with status {summary.get('status')!r}; re-run to resume")
-    return summary
-
-
-class PipelineError(RuntimeError):
-    """A user-facing failure: printed as one line by ``main``."""
-
-
 def stage_teacher(run_dir: Path, state: dict) -> dict:
     """The motion-conditioned teacher: the shipped one, briefly fine-tuned (or trained from nothing)."""
     sizes: Sizes = state["sizes"]
@@ -130,7 +97,7 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
             "experiment=tiny_teacher_finetune",
             f"model.init_from={asset / 'teacher'}",
             f"codec.checkpoint={asset / 'codec.pt'}",
-            *_release_world(asset),
+            *release_world(asset),
             *sizes.teacher,
         ]
         state["codec"] = str(asset / "codec.pt")
@@ -153,53 +120,6 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
         **release,
         "final_loss": (summary.get("last_metrics") or {}).get("train/loss"),
     }
-
-
-def _release_world(asset: Path) -> list[str]:
-    """The fine-tune runs on the world the release was trained on (its config.yaml), e.g. a release
-    fine-tuned on still cameras for drags; the shipped release's world is tiny_teacher_finetune's own."""
-    from omegaconf import OmegaConf
-
-    cfg = asset / "config.yaml"
-    if not cfg.is_file():
-        return []
-    world = OmegaConf.to_container(OmegaConf.load(cfg), resolve=True).get("data", {}).get("world")
-    return [f"++data.world={_hydra_value(world)}"] if world else []
-
-
-def _hydra_value(v) -> str:
-    """A Python value in Hydra's override grammar."""
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{_hydra_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_hydra_value(x) for x in v) + "]"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    if isinstance(v, str):
-        return "'" + v.replace("'", "\\'") + "'"
-    return repr(v)
-
-
-def teacher_settings(run_dir: Path) -> list[str]:
-    """The distillation stages run on the teacher's world, frame size, shift and model settings
-    (read from the teacher run's resolved config), whatever tiny_teacher currently sets."""
-    from omegaconf import OmegaConf
-
-    t = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
-    data = t["data"]
-    out = [
-        f"schedule.shift={t['schedule']['shift']}",
-        f"++data.world={_hydra_value(data['world'])}",
-        f"++model.overrides={_hydra_value(t['model']['overrides'])}",
-        f"model.text_encoder={t['model']['text_encoder']}",
-        f"++codec.options={_hydra_value(t['codec']['options'])}",
-        f"model.track_channels={t['model']['track_channels']}",
-        f"data.num_tracks={_hydra_value(data['num_tracks'])}",
-    ]
-    out += [f"data.{k}={data[k]}" for k in ("height", "width", "fps", "grid_size", "seed")]
-    return out
 
 
 def stage_ode_init(run_dir: Path, state: dict) -> dict:

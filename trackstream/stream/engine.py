@@ -1,4 +1,5 @@
 """The streaming engine: an unbounded video, chunk by chunk, tracks supplied live.
+(Over 400 lines: start, stream and the per-chunk step share one state machine, kept in one file.)
 
     engine = StreamingGenerator(network, codec, config=StreamConfig())      # c3s1w1, 3 steps
     state = engine.start(image, text_emb, text_len, track_ids=ids, seed=0)  # first frame -> sink

@@ -34,6 +34,8 @@ from typing import Union
 
 import numpy as np
 
+from trackstream.stream.drag.geometry import read_mask, resample_path, rotate_points, signed_angle, write_mask
+
 __all__ = [
     "Translation",
     "Deformation",
@@ -55,58 +57,6 @@ __all__ = [
 ]
 
 BLOCK_LENGTH = 3  # latent frames per chunk (c3): DragStream chunks its deltas 3 per block
-
-
-def _bspline(control: np.ndarray, samples: int) -> np.ndarray:
-    """Clamped (open-uniform) B-spline of degree min(3, n - 1) through ``control`` [n, 2], densely sampled."""
-    n = len(control)
-    k = min(3, n - 1)
-    knots = np.concatenate([np.zeros(k), np.linspace(0, 1, n - k + 1), np.ones(k)])
-    u = np.linspace(0, 1, samples)
-    u[-1] -= 1e-12  # the right end belongs to the last span
-
-    def basis(i: int, d: int, t: np.ndarray) -> np.ndarray:  # Cox-de Boor
-        if d == 0:
-            return ((knots[i] <= t) & (t < knots[i + 1])).astype(np.float64)
-        a = knots[i + d] - knots[i]
-        b = knots[i + d + 1] - knots[i + 1]
-        left = (t - knots[i]) / a * basis(i, d - 1, t) if a > 0 else 0.0
-        right = (knots[i + d + 1] - t) / b * basis(i + 1, d - 1, t) if b > 0 else 0.0
-        return left + right
-
-    weights = np.stack([basis(i, k, u) for i in range(n)], axis=1)  # [samples, n]
-    return weights @ control
-
-
-def resample_path(control_points, count: int, *, grid: int = 8000) -> np.ndarray:
-    """Clicked points [n, 2] -> ``count`` points equally spaced in arc length along their clamped
-    B-spline (DragStream: count 2 for an edit, 1 + 3 x chunks for an animation). One click repeats."""
-    pts = np.asarray(control_points, np.float64).reshape(-1, 2)
-    if len(pts) == 0 or count < 1:
-        raise ValueError(f"a path needs at least one control point and count >= 1 (got {len(pts)}, {count})")
-    if len(pts) == 1:
-        return np.repeat(pts, count, axis=0)
-    dense = _bspline(pts, grid)
-    seg = np.linalg.norm(np.diff(dense, axis=0), axis=1)
-    s = np.concatenate([[0.0], np.cumsum(seg)])
-    if s[-1] == 0:
-        return np.repeat(pts[:1], count, axis=0)
-    targets = np.linspace(0, s[-1], count)
-    return np.stack([np.interp(targets, s, dense[:, 0]), np.interp(targets, s, dense[:, 1])], axis=1)
-
-
-def signed_angle(center, start, end) -> float:
-    """Degrees from (start - center) to (end - center), positive = clockwise on screen (y down)."""
-    v1 = np.asarray(start, np.float64) - np.asarray(center, np.float64)
-    v2 = np.asarray(end, np.float64) - np.asarray(center, np.float64)
-    cross = v1[0] * v2[1] - v1[1] * v2[0]
-    return math.degrees(math.atan2(cross, float(v1 @ v2)))
-
-
-def _rotate(points: np.ndarray, center: np.ndarray, degrees: float) -> np.ndarray:
-    a = math.radians(degrees)  # positive = clockwise on screen: x' = c + R (x - c) with y pointing down
-    r = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
-    return (points - center) @ r.T + center
 
 
 @dataclass
@@ -160,14 +110,14 @@ class Rotation2D:
         """A turn of ``degrees`` (positive: clockwise on screen) about ``center`` in ``steps`` equal steps,
         the arm starting at ``start`` (the demo's rotate gesture)."""
         c, s0 = np.asarray(center, np.float64), np.asarray(start, np.float64)
-        arms = np.concatenate([_rotate(s0[None], c, degrees * k / steps) for k in range(1, steps + 1)])
+        arms = np.concatenate([rotate_points(s0[None], c, degrees * k / steps) for k in range(1, steps + 1)])
         return cls(center=c, start=s0, arms=arms)
 
     def angle(self, k: int) -> float:
         return signed_angle(self.center, self.start, self.arms[k - 1])
 
     def displace(self, pts: np.ndarray, k: int) -> np.ndarray:
-        return _rotate(pts, np.asarray(self.center, np.float64), self.angle(k))
+        return rotate_points(pts, np.asarray(self.center, np.float64), self.angle(k))
 
     @property
     def handle(self) -> np.ndarray:
@@ -253,7 +203,7 @@ def partial_displace(traj: Trajectory, pts: np.ndarray, k: int, fraction: float)
     if fraction >= 1:
         return traj.displace(pts, k)
     if isinstance(traj, Rotation2D):
-        return _rotate(pts, np.asarray(traj.center, np.float64), fraction * traj.angle(k))
+        return rotate_points(pts, np.asarray(traj.center, np.float64), fraction * traj.angle(k))
     if isinstance(traj, Rotation3D):
         scaled = Rotation3D(center=traj.center, axis=traj.axis, angles=np.asarray(traj.angles, np.float64) * fraction)
         return scaled.displace(pts, k)
@@ -303,23 +253,6 @@ def frame_positions(
     return np.stack(
         [positions_at(traj, pts, float(np.interp(p / temporal, offsets, steps))) for p in range(num_frames)]
     )
-
-
-def write_mask(path: Path, mask: np.ndarray) -> None:
-    """A bool mask [H, W] as a 0/255 PNG (DragStream's mask files)."""
-    import cv2
-
-    cv2.imwrite(str(path), np.asarray(mask, bool).astype(np.uint8) * 255)
-
-
-def read_mask(path: Path) -> np.ndarray:
-    """A PNG mask -> bool [H, W] (> 0, as DragStream reads them back)."""
-    import cv2
-
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        raise ValueError(f"mask {path} could not be read (a PNG mask next to the trajectory JSON)")
-    return img > 0
 
 
 def write_dragstream(instr: DragInstruction, directory: str | Path, prefix: str = "drag") -> Path:
