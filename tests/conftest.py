@@ -33,6 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_TEACHER = ("experiment=tiny_teacher", "debug=tiny", "eval.enabled=false", "trainer.sample_every=0")
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files holding slow or multi-process tests first, each file's tests in their own order: with one file
+    at a time per xdist worker, a long file started last would leave the other worker idle at the end."""
+    heavy = {item.path for item in items if any(m.name in ("slow", "multiproc") for m in item.iter_markers())}
+    first_seen: dict = {}
+    for i, item in enumerate(items):
+        first_seen.setdefault(item.path, i)
+    items.sort(key=lambda item: (item.path not in heavy, first_seen[item.path]))
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

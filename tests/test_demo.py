@@ -114,6 +114,7 @@ def _check_canvas_aspect(page) -> dict:
     return out
 
 
+@pytest.mark.slow
 def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server):
     from playwright.sync_api import sync_playwright
 
@@ -261,6 +262,7 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
     assert dx > 0.1 * drag and dx > 0.5 * abs(dy), (dx, dy, ns[t])
 
 
+@pytest.mark.slow
 def test_load_at_the_session_limit_and_bad_messages(server):
     from trackstream.stream.demo.load import run_load
 

@@ -4,6 +4,7 @@ ODE pairs, regresses, exports) -> dmd (two optimizers, 5:1, exports), then a DMD
 import json
 from pathlib import Path
 
+import pytest
 import torch
 from omegaconf import OmegaConf
 
@@ -27,6 +28,7 @@ def _cli(run_module, *args: str) -> dict:
     return json.loads((run_dir / "results.json").read_text())
 
 
+@pytest.mark.slow
 def test_ode_init_then_dmd_through_the_cli(tmp_path, run_module):
     t, o, d = tmp_path / "teacher", tmp_path / "ode", tmp_path / "dmd"
     _cli(run_module, "experiment=tiny_teacher", f"hydra.run.dir={t}")

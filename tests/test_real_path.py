@@ -280,6 +280,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["wan2.1-1.3b"], indirect=True)
 def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, tmp_path, launch, run_module):
     """docs/recipes.md's first command, verbatim, on one process without a launcher (the recipe's FSDP becomes a

@@ -185,6 +185,7 @@ def test_an_i2v_flavor_runs_through_loss_sampler_and_stream(release):
         StreamingGenerator(net, codec, config=StreamConfig(shift=3.0)).start(video[:1, :, 0], text[:1], lens[:1])
 
 
+@pytest.mark.slow
 def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp_path, run_module):
     """The stack end to end on an I2V-type flavor from a release folder (the DiT, and its CLIP .pth for
     the image branch): every stage carries the first frame's CLIP tokens."""

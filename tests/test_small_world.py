@@ -166,6 +166,7 @@ def _weights(export: Path) -> dict:
     return {**out, **torch.load(export / "heads.pt", weights_only=True)}
 
 
+@pytest.mark.slow
 def test_a_stopped_packed_and_continued_chain_equals_the_uninterrupted_one(tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     whole = run(tmp_path / "whole", SHRINK, **BUDGET)

@@ -42,6 +42,7 @@ def chain_run(tmp_path_factory):
     mp.undo()
 
 
+@pytest.mark.slow
 def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(chain_run, tmp_path, capsys, monkeypatch):
     (call,) = [json.loads(line) for line in (chain_run / "calls.jsonl").read_text().splitlines()]
     assert call["device"].startswith("cpu") and call["torch"] == torch.__version__ and "cuda" in call
@@ -100,6 +101,7 @@ def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(ch
     assert got == {k: m["first_losses"][k] for k in ("codec", "teacher")}
 
 
+@pytest.mark.slow
 def test_a_release_network_over_the_file_limit_is_sharded_with_an_index(chain_run, tmp_path):
     out = release_network(chain_run / "dmd/export/student", tmp_path / "net", max_shard_bytes=4096)
     shards = sorted((out / "dit").glob("diffusion_pytorch_model-*.safetensors"))
