@@ -331,13 +331,15 @@ def test_uploads_decode_off_the_event_loop_and_a_lying_header_is_refused(server)
         t0 = time.perf_counter()
         for _ in range(4):
             ws.send(json.dumps({"type": "start", "image": big}))
-        started = 0
-        while started < 4 and time.perf_counter() - t0 < 60:
+        started = answered = 0
+        while answered < 4 and time.perf_counter() - t0 < 60:
             m = ws.recv(timeout=60)
             if isinstance(m, str):
                 m = json.loads(m)
                 started += m["type"] == "started"
-                assert m["type"] != "error" or "decoding" in m["message"], m
+                answered += m["type"] in ("started", "error")
+                # a busy decoder or the per-session upload bucket (burst 3) may refuse one: both say so
+                assert m["type"] != "error" or "decoding" in m["message"] or "uploads a minute" in m["message"], m
         stop.set()
         t.join()
     assert started >= 1 and len(health) > 5

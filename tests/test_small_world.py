@@ -1,7 +1,7 @@
-"""The small world model's recipe and its device chain driver (lab/small_world.py):
-the small_* experiments compose on model=small and a world with still cameras; a CPU rehearsal at shrunk
-widths stops the chain inside ODE init, packs, unpacks into a fresh run directory and finishes with the
-same exported weights as an uninterrupted run; packs split, chunk and fall back within the device's limits."""
+"""The small world model's recipe and its device chain driver (lab/small_world.py): the small_* experiments
+compose on model=small and a world with still cameras; packs split, chunk and fall back within the device's
+limits; the driver refuses what it cannot run in one line. The chain itself, rehearsed at shrunk widths:
+tests/test_small_world_chain.py."""
 
 import json
 import os
@@ -14,7 +14,7 @@ from hydra_helpers import typed
 from omegaconf import OmegaConf
 
 from lab.scaling_probe import parse_size, plot, size_overrides
-from lab.small_world import STAGES, Chain, main, pack, progress, run, unpack
+from lab.small_world import main, pack, progress, unpack
 
 EXPERIMENTS = ("small_teacher", "small_ode_init", "small_dmd", "small_rl")
 
@@ -130,70 +130,6 @@ def test_the_driver_refuses_unknown_stages_and_other_overrides_in_one_line(tmp_p
     err = [line for line in capsys.readouterr().err.splitlines() if line]
     assert len(err) == 3 and all(line.startswith("[small_world] error:") for line in err), err
     assert "unknown stages" in err[0] and "STAGE:STEP" in err[1] and "--set" in err[2]
-
-
-# ----------------------------------------------------------------------------- the CPU rehearsal
-
-SHRINK = Chain(
-    common=[
-        "debug=tiny",
-        "model.overrides.dim=32",
-        "model.overrides.ffn_dim=64",
-        "model.overrides.num_layers=2",
-        "model.overrides.num_heads=1",
-        "model.track_channels=8",
-        "trainer.num_threads=1",
-        "eval.enabled=false",
-    ],
-    stages={
-        "ode_init": [
-            "stage.ode_pairs.num_pairs=4",
-            "stage.ode_pairs.teacher_steps=3",
-            "stage.ode_pairs.batch_size=2",
-            "trainer.max_steps=30",  # long enough for the stop to land inside it
-        ],
-        "dmd": ["trainer.max_steps=10"],  # 2 generator updates
-        "rl": ["data.batch_size=1", "stage.group_size=2"],
-    },
-)
-BUDGET = dict(budget_s=1800, min_stage_s=1, grace_s=60, pack_reserve_s=0)
-
-
-def _weights(export: Path) -> dict:
-    from safetensors.torch import load_file
-
-    out = {f"dit/{k}": v for k, v in load_file(export / "dit/diffusion_pytorch_model.safetensors").items()}
-    return {**out, **torch.load(export / "heads.pt", weights_only=True)}
-
-
-@pytest.mark.slow
-def test_a_stopped_packed_and_continued_chain_equals_the_uninterrupted_one(tmp_path, monkeypatch):
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    whole = run(tmp_path / "whole", SHRINK, **BUDGET)
-    assert whole["done"] == list(STAGES)
-
-    first = run(tmp_path / "first", SHRINK, out=tmp_path / "state", stop_at=("ode_init", 1), **BUDGET)
-    assert first["done"] == ["teacher"] and first["stage"] == "ode_init" and 0 < first["step"] < 30
-    meta = json.loads((tmp_path / "state/state.json").read_text())
-    assert meta["mode"] == "exact" and meta["progress"] == first
-    assert len(meta["parts"]) <= 7 and all(b <= 16 * 2**20 for b in meta["bytes"].values())
-    assert all((tmp_path / "state" / p).stat().st_size == meta["bytes"][p] for p in meta["parts"])
-
-    moved = tmp_path / "elsewhere/run"  # a fresh machine: the pack only, another path
-    done = run(moved, SHRINK, state=tmp_path / "state", **BUDGET)
-    assert done["done"] == list(STAGES)
-    resumed = json.loads((moved / "ode_init/results.json").read_text())["resumed_from"]
-    assert resumed.endswith(f"step_{first['step']:08d}") and resumed.startswith(str(moved.resolve()))
-    for stage, export in (("ode_init", "export/student"), ("dmd", "export/student"), ("rl", "export/student")):
-        a, b = _weights(tmp_path / "whole" / stage / export), _weights(moved / stage / export)
-        assert a.keys() == b.keys()
-        assert all(torch.equal(a[k], b[k]) for k in a), stage  # bit for bit
-    assert not torch.equal(
-        _weights(moved / "dmd/export/student")["dit/head.head.weight"],
-        _weights(moved / "ode_init/export/student")["dit/head.head.weight"],
-    )  # the comparison is not vacuous: DMD moved the weights
-    again = run(moved, SHRINK, state=tmp_path / "state", **BUDGET)  # a warm machine ahead of the pack: kept
-    assert again == done
 
 
 def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_words_as_unk(tmp_path, capsys):

@@ -30,23 +30,38 @@ from trackstream.models.formats.release_folder import find_release, is_release_f
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 from .taehv import TAEHV, TAEHV_RELEASES, TAEHVConfig, TAEHVDecodeState
 from .tiny_ae import TinyAE, TinyAEConfig, TinyAEDecodeState, reconstruction_loss
-from .wan22_vae import (
-    WAN22_LATENTS_MEAN,
-    WAN22_LATENTS_STD,
-    Wan22VAE,
-    Wan22VAEConfig,
-    convert_diffusers_to_official22,
-    convert_official22_to_diffusers,
-)
-from .wan_vae import (
-    WAN21_LATENTS_MEAN,
-    WAN21_LATENTS_STD,
-    WanDecodeState,
-    WanVAE,
-    WanVAEConfig,
-    convert_diffusers_to_official,
-    convert_official_to_diffusers,
-)
+
+# The Wan VAEs are diffusers' AutoencoderKLWan: importing diffusers costs about a second, which every
+# command that runs the tiny AE or TAEHV would pay at start-up, so their names resolve on first use.
+_LAZY = {
+    "wan_vae": (
+        "WAN21_LATENTS_MEAN",
+        "WAN21_LATENTS_STD",
+        "WanDecodeState",
+        "WanVAE",
+        "WanVAEConfig",
+        "convert_diffusers_to_official",
+        "convert_official_to_diffusers",
+    ),
+    "wan22_vae": (
+        "WAN22_LATENTS_MEAN",
+        "WAN22_LATENTS_STD",
+        "Wan22VAE",
+        "Wan22VAEConfig",
+        "convert_diffusers_to_official22",
+        "convert_official22_to_diffusers",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    for module, names in _LAZY.items():
+        if name in names:
+            import importlib
+
+            return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CODEC_NAMES",
@@ -91,8 +106,8 @@ def _make_config(cls: type, name: str, options: dict[str, Any], base: Any = None
     return cls(**values) if base is None else dataclasses.replace(base, **values)
 
 
-# codec name -> (class, config dataclass, VAE version of its official .pth)
-_WAN_VAES = {"wan2.1-vae": (WanVAE, WanVAEConfig, "2.1"), "wan2.2-vae": (Wan22VAE, Wan22VAEConfig, "2.2")}
+# codec name -> (class, config dataclass, VAE version of its official .pth), by name (imported on use)
+_WAN_VAES = {"wan2.1-vae": ("WanVAE", "WanVAEConfig", "2.1"), "wan2.2-vae": ("Wan22VAE", "Wan22VAEConfig", "2.2")}
 
 
 # what a TrackStream release folder holds (pipeline's shipping writes it): the run's config and its codec
@@ -150,8 +165,9 @@ def codec_checkpoint(name: str, checkpoint: str | os.PathLike | None, *, field: 
     return str(checkpoint)
 
 
-def _build_wan_vae(name: str, checkpoint: str | None, options: dict[str, Any]) -> WanVAE:
-    cls, config_cls, version = _WAN_VAES[name]
+def _build_wan_vae(name: str, checkpoint: str | None, options: dict[str, Any]) -> VideoCodec:
+    cls_name, config_name, version = _WAN_VAES[name]
+    cls, config_cls = __getattr__(cls_name), __getattr__(config_name)
     if checkpoint is not None and os.path.isdir(checkpoint):
         if options:
             raise ValueError(

@@ -1,5 +1,7 @@
-"""The small world's release (lab/small_world_ship.py), rehearsed on CPU at shrunk widths:
-the chain run by the driver records its machine, ``ship`` scores the teacher (its run's held-out figures and
+"""The small world's chain (lab/small_world.py) and its release (lab/small_world_ship.py), rehearsed on CPU
+at shrunk widths, all on one chain run: stopped inside ODE init, packed, unpacked into a fresh run directory
+and finished, the chain ends with the same exported weights as the uninterrupted one; the chain run by the
+driver records its machine, ``ship`` scores the teacher (its run's held-out figures and
 the oracle copier's) and the three students by the one protocol, computes the issue's targets, and writes a
 bf16 release whose every file is under 20 MB and whose sha256 are in the manifest; the release's first
 losses are reproduced by re-running its recipe; a bf16 release network loads back in float32 as its
@@ -11,22 +13,53 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_small_world import BUDGET, SHRINK
 
-from lab.small_world import STAGES, main, run
+from lab.small_world import STAGES, Chain, main, run
 from lab.small_world_ship import MAX_FILE_BYTES, first_losses, release_network
 from trackstream.models.motion_wan import load_network
 from trackstream.pipeline.releases import verify_asset
 from trackstream.pipeline.run import PipelineError
 
-# the rehearsal chain with the teacher's final held-out evaluation on (ship reads it)
+SHRINK = Chain(
+    common=[
+        "debug=tiny",
+        "model.overrides.dim=32",
+        "model.overrides.ffn_dim=64",
+        "model.overrides.num_layers=2",
+        "model.overrides.num_heads=1",
+        "model.track_channels=8",
+        "trainer.num_threads=1",
+        "eval.enabled=false",
+    ],
+    stages={
+        "ode_init": [
+            "stage.ode_pairs.num_pairs=4",
+            "stage.ode_pairs.teacher_steps=3",
+            "stage.ode_pairs.batch_size=2",
+            "trainer.max_steps=30",  # long enough for the stop to land inside it
+        ],
+        "dmd": ["trainer.max_steps=10"],  # 2 generator updates
+        "rl": ["data.batch_size=1", "stage.group_size=2"],
+    },
+)
+BUDGET = dict(budget_s=1800, min_stage_s=1, grace_s=60, pack_reserve_s=0)
+
+
+def _weights(export: Path) -> dict:
+    from safetensors.torch import load_file
+
+    out = {f"dit/{k}": v for k, v in load_file(export / "dit/diffusion_pytorch_model.safetensors").items()}
+    return {**out, **torch.load(export / "heads.pt", weights_only=True)}
+
+
+# the rehearsal chain with the teacher's final held-out evaluation on (ship reads it); ODE init long enough for
+# a stop to land inside it
 CHAIN = replace(
     SHRINK,
     common=[o for o in SHRINK.common if o != "eval.enabled=false"],
     stages={
         "teacher": ["eval.enabled=true", "eval.periodic_clips=0", "eval.save_videos=0"],
         **{s: [*SHRINK.stages.get(s, []), "eval.enabled=false"] for s in ("ode_init", "dmd", "rl")},
-        "ode_init": [*SHRINK.stages["ode_init"][:-1], "trainer.max_steps=4", "eval.enabled=false"],
     },
 )
 
@@ -35,11 +68,38 @@ CHAIN = replace(
 def chain_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("OMP_NUM_THREADS", "1")
-    root = tmp_path_factory.mktemp("small_world_ship")
+    root = tmp_path_factory.mktemp("small_world_chain")
     where = run(root / "run", CHAIN, **BUDGET)
     assert where["done"] == list(STAGES)
     yield root / "run"
     mp.undo()
+
+
+@pytest.mark.slow
+def test_a_stopped_packed_and_continued_chain_equals_the_uninterrupted_one(chain_run, tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    first = run(tmp_path / "first", CHAIN, out=tmp_path / "state", stop_at=("ode_init", 1), **BUDGET)
+    assert first["done"] == ["teacher"] and first["stage"] == "ode_init" and 0 < first["step"] < 30
+    meta = json.loads((tmp_path / "state/state.json").read_text())
+    assert meta["mode"] == "exact" and meta["progress"] == first
+    assert len(meta["parts"]) <= 7 and all(b <= 16 * 2**20 for b in meta["bytes"].values())
+    assert all((tmp_path / "state" / p).stat().st_size == meta["bytes"][p] for p in meta["parts"])
+
+    moved = tmp_path / "elsewhere/run"  # a fresh machine: the pack only, another path
+    done = run(moved, CHAIN, state=tmp_path / "state", **BUDGET)
+    assert done["done"] == list(STAGES)
+    resumed = json.loads((moved / "ode_init/results.json").read_text())["resumed_from"]
+    assert resumed.endswith(f"step_{first['step']:08d}") and resumed.startswith(str(moved.resolve()))
+    for stage, export in (("ode_init", "export/student"), ("dmd", "export/student"), ("rl", "export/student")):
+        a, b = _weights(chain_run / stage / export), _weights(moved / stage / export)
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a), stage  # bit for bit
+    assert not torch.equal(
+        _weights(moved / "dmd/export/student")["dit/head.head.weight"],
+        _weights(moved / "ode_init/export/student")["dit/head.head.weight"],
+    )  # the comparison is not vacuous: DMD moved the weights
+    again = run(moved, CHAIN, state=tmp_path / "state", **BUDGET)  # a warm machine ahead of the pack: kept
+    assert again == done
 
 
 @pytest.mark.slow
