@@ -1,6 +1,7 @@
 """The release machinery (lab/ship_teacher.py): manifest + sha256 checks, the resume bundle, export."""
 
 import json
+import os
 import tarfile
 
 import pytest
@@ -98,7 +99,7 @@ def test_export_refuses_an_unfinished_run(tmp_path):
 
 def test_resume_bundle_round_trip(tmp_path):
     run = _fake_run(tmp_path)
-    tar = pack_resume(run, tmp_path / "resume.tar")
+    tar = pack_resume(run, tmp_path / "resume.tar.gz")
     with tarfile.open(tar) as t:
         names = set(t.getnames())
     assert {
@@ -109,11 +110,24 @@ def test_resume_bundle_round_trip(tmp_path):
         "release_run.json",
     } <= names
     assert not any(n.startswith("export") for n in names)
-    again = pack_resume(run, tmp_path / "resume2.tar")
+    again = pack_resume(run, tmp_path / "resume2.tar.gz")
     assert sha256(tar) == sha256(again)  # reproducible bytes: re-packing an unchanged run changes nothing
     out = unpack_resume(tmp_path / "new", tar)
     assert torch.load(out / "checkpoints" / "step_00000020" / "dit.pt") == {"name": "dit.pt"}
     assert (out / "codec" / "codec.pt").read_bytes() == b"codec"
+
+
+def test_a_resume_bundle_over_the_file_limit_is_refused_and_the_old_one_kept(tmp_path, monkeypatch):
+    import lab.ship_teacher as st
+
+    run = _fake_run(tmp_path)
+    tar = pack_resume(run, tmp_path / "resume.tar.gz")
+    before = tar.read_bytes()
+    (run / "metrics.jsonl").write_bytes(os.urandom(4096))  # grows past the (shrunk) limit
+    monkeypatch.setattr(st, "MAX_BYTES", len(before) + 1024)
+    with pytest.raises(AssetError, match="over the .* a repository file may have"):
+        pack_resume(run, tar)
+    assert tar.read_bytes() == before and not tar.with_name(tar.name + ".tmp").exists()
 
 
 def test_a_session_runs_the_recorded_recipe_in_the_given_run_directory(tmp_path):
