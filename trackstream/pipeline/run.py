@@ -31,7 +31,7 @@ from typing import Callable
 import torch
 
 from trackstream.pipeline.presets import FULL, LONG, SCRATCH, SIZES, SMOKE, Sizes
-from trackstream.pipeline.stage_calls import PipelineError, release_world, teacher_settings, train_stage
+from trackstream.pipeline.stage_calls import PipelineError, release_settings, teacher_settings, train_stage
 
 __all__ = [
     "Sizes",
@@ -97,7 +97,7 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
             "experiment=tiny_teacher_finetune",
             f"model.init_from={asset / 'teacher'}",
             f"codec.checkpoint={asset / 'codec.pt'}",
-            *release_world(asset),
+            *release_settings(asset),
             *sizes.teacher,
         ]
         state["codec"] = str(asset / "codec.pt")

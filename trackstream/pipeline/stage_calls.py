@@ -12,7 +12,16 @@ import os
 import sys
 from pathlib import Path
 
-__all__ = ["ROOT", "COMMON", "PipelineError", "train_stage", "release_world", "hydra_value", "teacher_settings"]
+__all__ = [
+    "ROOT",
+    "COMMON",
+    "PipelineError",
+    "train_stage",
+    "release_settings",
+    "hydra_value",
+    "teacher_settings",
+    "settings_of",
+]
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMON = ["logger.progress_bar=false"]  # the pipeline draws one bar per stage itself
@@ -52,16 +61,22 @@ class PipelineError(RuntimeError):
     """A user-facing failure: printed as one line by ``main``."""
 
 
-def release_world(asset: Path) -> list[str]:
-    """The fine-tune runs on the world the release was trained on (its config.yaml), e.g. a release
-    fine-tuned on still cameras for drags; the shipped release's world is tiny_teacher_finetune's own."""
+def release_settings(asset: Path) -> list[str]:
+    """The fine-tune of a release builds the release's network on the release's world and clips: its model
+    settings, world, frame size and clip length and its clean-context training, read from its config.yaml
+    (a release trained with 4 layers, bilinear track splatting on 25-frame clips of the objects world is
+    fine-tuned as that, not as tiny_teacher_finetune's defaults). The stage's own recipe (mid-frame masking,
+    learning rate, steps) stays the fine-tune's."""
     from omegaconf import OmegaConf
 
     cfg = asset / "config.yaml"
     if not cfg.is_file():
         return []
-    world = OmegaConf.to_container(OmegaConf.load(cfg), resolve=True).get("data", {}).get("world")
-    return [f"++data.world={hydra_value(world)}"] if world else []
+    t = OmegaConf.to_container(OmegaConf.load(cfg), resolve=True)
+    out = settings_of(t) + [f"data.num_frames={t['data']['num_frames']}"]
+    stage = t.get("stage") or {}
+    out += [f"++stage.{k}={hydra_value(stage[k])}" for k in ("clean_prefix_prob", "clean_prefix_chunk") if k in stage]
+    return out
 
 
 def hydra_value(v) -> str:
@@ -84,16 +99,23 @@ def teacher_settings(run_dir: Path) -> list[str]:
     (read from the teacher run's resolved config), whatever tiny_teacher currently sets."""
     from omegaconf import OmegaConf
 
-    t = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
-    data = t["data"]
+    return settings_of(OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True))
+
+
+def settings_of(t: dict) -> list[str]:
+    """The overrides that rebuild a resolved config's network, codec, noise shift and world: what every stage
+    made from a teacher shares with it. Keys an older config lacks (``model.track_splat``) are left out."""
+    data, model = t["data"], t["model"]
     out = [
         f"schedule.shift={t['schedule']['shift']}",
         f"++data.world={hydra_value(data['world'])}",
-        f"++model.overrides={hydra_value(t['model']['overrides'])}",
-        f"model.text_encoder={t['model']['text_encoder']}",
+        f"++model.overrides={hydra_value(model['overrides'])}",
+        f"model.text_encoder={model['text_encoder']}",
         f"++codec.options={hydra_value(t['codec']['options'])}",
-        f"model.track_channels={t['model']['track_channels']}",
+        f"model.track_channels={model['track_channels']}",
         f"data.num_tracks={hydra_value(data['num_tracks'])}",
     ]
+    if "track_splat" in model:
+        out.append(f"model.track_splat={model['track_splat']}")
     out += [f"data.{k}={data[k]}" for k in ("height", "width", "fps", "grid_size", "seed")]
     return out
