@@ -101,6 +101,7 @@ def test_training_pt_errors_say_the_fix(tmp_path):
         initialise(net, init_from=f"{tmp_path / 'lora.pt'}::generator_lora")
 
 
+@pytest.mark.slow  # three whole stage commands
 def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path, run_module):
     """``model.init_from=PATH::generator_ema`` on the command line: the teacher-stage run's network
     starts from the EMA generator of a Self-Forcing-layout file, and the ODE-init stage's student,

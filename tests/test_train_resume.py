@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
 COMMON = [
@@ -66,6 +68,7 @@ def _losses(run_dir: Path) -> dict[int, float]:
     return out
 
 
+@pytest.mark.slow  # four whole training commands
 def test_kill_and_preempt_then_resume_gives_identical_losses(tmp_path):
     ref = tmp_path / "uninterrupted"
     r = _run(ref)
