@@ -9,6 +9,11 @@
   time; the frozen teacher (sharded under fsdp); the text encoder; codec and image encoder when
   ``stage.rollout_horizons`` > 1 or from the first periodic sample. The self-rollout fills the rolling
   KV cache; gradients flow through each chunk's exit step, i.e. one pass over the clip's tokens.
+* teacher_forcing / consistency (``stages/causal_start.py``): the generator trained (``ema``: consistency's
+  target network); the text encoder, codec and (i2v flavors) image encoder loaded for the whole run (the data
+  is encoded per batch, as the teacher's); consistency also holds the frozen autoregressive teacher (the
+  student's size, sharded under fsdp). Each walks the clip chunk by chunk through a rolling KV cache (clean
+  context, no gradient into it); every chunk's graph is kept until the one backward: one pass over the clip.
 * rl (``stages/rl.py``): the policy trained (no LoRA: the stage passes none), the frozen
   reference when ``stage.kl_weight`` > 0 (sharded under fsdp), the codec (decodes rollouts for the
   rewards), the aesthetic reward's CLIP ViT-L/14 when weighted; B x G rollouts per micro-batch, all
@@ -37,7 +42,9 @@ from trackstream.bench.plan_model import (
 from trackstream.models.tracks import latent_frames
 
 MEASURED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "h200" / "train.json"
-TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models/text_encoders.py)
+TEXT_DIMS = {"umt5": 4096, "minilm": 384}
+PLANNED = ("teacher", "ode_init", "teacher_forcing", "consistency", "dmd", "rl")
+CAUSAL_WALKS = ("teacher_forcing", "consistency")  # the stages that stream clean context through a rolling cache  # the frozen encoders' widths (models/text_encoders.py)
 
 
 @dataclass
@@ -101,8 +108,8 @@ def _measured_mfu(flavor: str) -> tuple[float | None, str]:
 def _refuse(cfg, gpus: int) -> None:
     """The layouts training itself refuses (one line each), before any size is computed."""
     par, stage = cfg.parallel, cfg.stage.name
-    if stage not in ("teacher", "ode_init", "dmd", "rl"):
-        raise ValueError(f"stage={stage}: plans cover the teacher, ode_init, dmd and rl stages; choose one of them")
+    if stage not in PLANNED:
+        raise ValueError(f"stage={stage}: plans cover the {', '.join(PLANNED)} stages; choose one of them")
     K = par.sequence_parallel
     if par.strategy == "single" and gpus > 1:
         raise ValueError(
@@ -244,7 +251,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
             "bytes": max(peak.values()) - peak_net.gradients,
         }
     )
-    if stage in ("dmd", "rl"):
+    if stage in ("dmd", "rl", *CAUSAL_WALKS):
         kv = kv_cache_bytes(f, st.causal, latents=latents, tokens_per_frame=tpf, samples=samples, half=half)
         # under sequence parallelism each rank caches its K-th of the heads (models/causal.py)
         rows.append({"component": f"rolling KV cache ({st.causal.name})", "bytes": kv / K})
@@ -277,7 +284,9 @@ def _frozen_networks(cfg, f: NetFacts, full: NetFacts, *, half: bool, notes: lis
     )
     horizons = getattr(st, "rollout_horizons", 1) > 1
     later = " (from the first periodic sample)"
-    if stage == "teacher":
+    if stage in ("teacher", *CAUSAL_WALKS):
+        if stage == "consistency":
+            held.append(("frozen autoregressive teacher", f.params, 4, par.strategy == "fsdp"))
         held += [text, codec, *image]
     elif stage == "ode_init":
         if sampling:
@@ -316,6 +325,12 @@ def _ema(cfg) -> bool:
     return bool(st.ema.enabled) if cfg.stage.name == "rl" else bool(cfg.ema.enabled)
 
 
+def nfe_terms(st) -> int:
+    from trackstream.diffusion.samplers import nfe_per_step
+
+    return nfe_per_step(st.guidance.mode)
+
+
 def _step_time(plan: Plan, cfg, stage: str, st, accum: int, data_ranks: int, teacher_cost: float = 1.0) -> None:
     """Seconds per optimizer update: model FLOPs / (GPUs x peak x MFU measured on an H200). Per sample the
     work counts in teacher-training-step units (a no-grad forward = 1/3): teacher and ODE init 1; DMD, per
@@ -330,6 +345,10 @@ def _step_time(plan: Plan, cfg, stage: str, st, accum: int, data_ranks: int, tea
     mult = {
         "teacher": 1.0,
         "ode_init": 1.0,
+        # the noisy pass with gradient + the clean pass that fills the cache (a no-grad forward = 1/3)
+        "teacher_forcing": 1 + 1 / 3,
+        # the guided teacher (3 terms, noisy + clean passes), the EMA target (noisy + clean), the student (as TF)
+        "consistency": nfe_terms(st) * 2 / 3 + 2 / 3 + 1 + 1 / 3 if stage == "consistency" else 0.0,
         "dmd": S / 3 + 1 + (1 + teacher_cost) / getattr(st, "update_ratio", 1),
         "rl": S / 3 + (1 / 3 if getattr(st, "kl_weight", 0) > 0 else 0) + 1,
     }[stage]

@@ -28,6 +28,8 @@ __all__ = [
     "SamplerConfig",
     "Condition",
     "guided_velocity",
+    "guidance_terms",
+    "combine_guided",
     "sample",
     "nfe_per_step",
     "GUIDANCE_MODES",
@@ -102,14 +104,37 @@ def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[1])) if t.shape[1] < length else t
 
 
+def guidance_terms(mode: str, has_motion: bool) -> tuple[list[tuple[bool, bool]], list[tuple[bool, bool]]]:
+    """The (text?, motion?) terms guidance ``mode`` combines, in ``combine_guided``'s order, and the distinct
+    forwards they need: without a motion condition every term's motion is empty, so terms that differ only in
+    motion are one forward (joint: 3 -> 2 NFE)."""
+    wanted = [(t, m and has_motion) for t, m in _TERMS[mode]]
+    return wanted, list(dict.fromkeys(wanted))
+
+
+def combine_guided(v: list[torch.Tensor], guidance: GuidanceConfig) -> torch.Tensor:
+    """The guided velocity from the velocities of ``guidance_terms``' wanted terms, in their order."""
+    wt, wm = guidance.w_text, guidance.w_motion
+    if guidance.mode == "none":
+        return v[0]
+    if guidance.mode == "text":
+        return v[1] + wt * (v[0] - v[1])
+    if guidance.mode == "motion":
+        return v[1] + wm * (v[0] - v[1])
+    if guidance.mode == "both":
+        return v[1] + wt * (v[0] - v[1])
+    if wt + wm == 0:
+        return v[0]
+    a = wt / (wt + wm)
+    base = a * v[1] + (1 - a) * v[2]
+    return base + wt * (v[0] - v[1]) + wm * (v[0] - v[2])
+
+
 def guided_velocity(
     model: Callable[..., torch.Tensor], x: torch.Tensor, sigma: torch.Tensor, cond: Condition, guidance: GuidanceConfig
 ) -> torch.Tensor:
     """One guided velocity [B, ...] at noise level ``sigma`` [B] or per frame [B, F] (one batched forward)."""
-    # without a motion condition every term's motion is empty, so terms that differ only in motion
-    # are the same forward: evaluate each distinct one once (joint: 3 -> 2 NFE)
-    wanted = [(t, m and cond.motion is not None) for t, m in _TERMS[guidance.mode]]
-    terms = list(dict.fromkeys(wanted))
+    wanted, terms = guidance_terms(guidance.mode, cond.motion is not None)
     B = x.shape[0]
     L = max(cond.text.shape[1], cond.null_text.shape[1])
     texts, lens, motions = [], [], []
@@ -137,21 +162,7 @@ def guided_velocity(
         ),
     ).float()
     distinct = out.chunk(k)
-    v = [distinct[terms.index(key)] for key in wanted]
-    wt, wm = guidance.w_text, guidance.w_motion
-    if guidance.mode == "none":
-        return v[0]
-    if guidance.mode == "text":
-        return v[1] + wt * (v[0] - v[1])
-    if guidance.mode == "motion":
-        return v[1] + wm * (v[0] - v[1])
-    if guidance.mode == "both":
-        return v[1] + wt * (v[0] - v[1])
-    if wt + wm == 0:
-        return v[0]
-    a = wt / (wt + wm)
-    base = a * v[1] + (1 - a) * v[2]
-    return base + wt * (v[0] - v[1]) + wm * (v[0] - v[2])
+    return combine_guided([distinct[terms.index(key)] for key in wanted], guidance)
 
 
 @torch.no_grad()

@@ -86,7 +86,9 @@ class DMDConfig:
     critic: Optional[str] = None
     # the flavor stage.teacher's export must have (checked; memory plans read it): null = model.flavor's size
     teacher_flavor: Optional[str] = None
-    pairs: Optional[str] = None  # ODE pair folder: conditions (first frame, tracks, text) only
+    # ODE pair folder: conditions (first frame, tracks, text) only; null: the first data.pool_size training clips'
+    # conditions, rendered and encoded by the teacher's conditioner (a student started without ODE pairs)
+    pairs: Optional[str] = None
     # the rollout's chunking = the inference configuration (models.causal.CausalConfig, Hydra node causal/c3s1w1)
     causal: CausalConfig = field(default_factory=CausalConfig)
     update_ratio: int = 5  # critic updates per generator update

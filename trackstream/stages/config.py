@@ -22,9 +22,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from trackstream.data.clips import DataConfig
 from trackstream.diffusion.samplers import SamplerConfig
+from trackstream.distill.consistency import ConsistencyConfig
 from trackstream.distill.dmd import DMDConfig
 from trackstream.distill.ode_init import ODEInitConfig
 from trackstream.distill.rl import RLConfig
+from trackstream.distill.teacher_forcing import TeacherForcingConfig
 from trackstream.eval.conf_nodes import register_nodes
 from trackstream.eval.teacher_eval import EvalConfig
 from trackstream.models.causal import CausalConfig
@@ -67,6 +69,8 @@ SCHEMAS: dict[str, type] = {
     "codec": CodecStageConfig,
     "teacher": TeacherConfig,
     "ode_init": ODEInitConfig,
+    "teacher_forcing": TeacherForcingConfig,
+    "consistency": ConsistencyConfig,
     "dmd": DMDConfig,
     "rl": RLConfig,
 }

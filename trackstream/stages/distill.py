@@ -124,29 +124,35 @@ def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: PairSet, keys: tup
 def condition_stream(
     cfg: "TrainConfig",
     runtime: Runtime,
-    pairs: PairSet,
+    pairs: PairSet | None,
     keys: tuple[str, ...],
     *,
     horizons: int,
     conditioner: Conditioner | None = None,
     text_dim: int | None = None,
+    count: int | None = None,
 ) -> PoolStream:
-    """The pair folder's ``keys`` (the teacher's horizon), or for a rollout over ``horizons`` > 1 horizons the
-    same clips' conditions rendered at ``1 + N (T_h - 1)`` frames (``PairConditions`` at that length, encoded
-    per batch with the teacher's ``conditioner``: first frame, tracks, text). Every batch carries its global
-    sample ids (``gid``): they key per-sample randomness, so a global batch draws the same on any world size."""
-    keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
-    if horizons == 1:
+    """The pair folder's ``keys`` (the teacher's horizon), or the conditions (first frame, tracks, text) of the
+    same clips rendered at ``1 + N (T_h - 1)`` frames for a rollout over ``horizons`` > 1 horizons, encoded per
+    batch with the teacher's ``conditioner``; without a pair folder (``pairs`` None: a student started by
+    teacher forcing or consistency distillation) the first ``count`` training clips' conditions, rendered the
+    same way. Every batch carries its global sample ids (``gid``): they key per-sample randomness, so a global
+    batch draws the same on any world size."""
+    if pairs is not None:
+        keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
+        count = len(pairs)
+    if pairs is not None and horizons == 1:
 
         def make(idx: list[int], gids: list[int]) -> dict:
             return {**pairs.batch(idx, keys), "gid": torch.tensor(gids)}
 
     else:
-        assert conditioner is not None and text_dim is not None
+        assert conditioner is not None and text_dim is not None and count
+        keys = keys + OPTIONAL_KEYS
         frames = rollout_frames(cfg.data.num_frames, horizons, cfg.stage.causal)
         long_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=frames))
         needed_by = f"stage.rollout_horizons={horizons} (rollouts of {frames} frames)"
-        conditions = PairConditions(long_cfg, conditioner, count=len(pairs), text_dim=text_dim, needed_by=needed_by)
+        conditions = PairConditions(long_cfg, conditioner, count=count, text_dim=text_dim, needed_by=needed_by)
         if conditions.pool is None:  # shards: a clip too short for the rollout is refused now, not mid-run
             conditions.samples.get(0)
         if runtime.is_main:
@@ -157,7 +163,7 @@ def condition_stream(
             return {**{k: batch[k].cpu() for k in keys if k in batch}, "gid": torch.tensor(gids)}
 
     return PoolStream(
-        len(pairs),
+        count,
         batch_size=cfg.data.batch_size,
         seed=derive_seed(cfg.data.seed, "pairs"),
         make_batch=make,
@@ -248,19 +254,19 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     export = NetworkExport(st.teacher)
     export.check_teacher_of(cfg)
     heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
-    if not st.pairs:
+    if not st.pairs and not cfg.data.pool_size:
         raise ValueError(
-            "stage.pairs is not set: give the ODE pair folder (its first frames, tracks and texts "
-            "are the DMD conditions)"
+            "stage.pairs is not set and data.pool_size is null: give the ODE pair folder (its first frames, tracks "
+            "and texts are the DMD conditions) or data.pool_size=<N> (the first N training clips' conditions)"
         )
     generator, critic, student_model = _dmd_networks(cfg, runtime, export)
     K, ratio = cfg.schedule.student_steps, st.update_ratio
-    pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
+    pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift) if st.pairs else None
     teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
     text_encoder = load_text_encoder(cfg, runtime)
     null_text, null_lengths = text_encoder.encode([""])
     long = st.rollout_horizons > 1
-    conditioner = export.conditioner(cfg, runtime, text_encoder) if long else None
+    conditioner = export.conditioner(cfg, runtime, text_encoder) if long or pairs is None else None
     objective = DMDObjective(
         generator.module,
         critic.module,
@@ -286,6 +292,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         horizons=st.rollout_horizons,
         conditioner=conditioner,
         text_dim=export.text_dim,
+        count=cfg.data.pool_size,
     )
 
     def finish(result: TrainResult, logger=None) -> dict:

@@ -89,6 +89,10 @@ class NetworkExport:
         guess = self.dir.parents[1] / "codec" / "codec.pt"
         if guess.is_file():
             return load_codec_file(cfg.codec, guess)
+        # a student exported as a teacher (teacher forcing's autoregressive teacher): its own teacher's codec
+        teacher = ((self._run_config(resolve=False) or {}).get("stage") or {}).get("teacher")
+        if teacher:
+            return NetworkExport(teacher)._load_codec(cfg)
         raise ValueError(
             f"codec.checkpoint is not set and {guess} does not exist: pass the teacher's codec "
             "(codec.checkpoint=<teacher_run>/codec/codec.pt)"

@@ -12,6 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
+from trackstream.stages.causal_start import build_consistency, build_teacher_forcing
 from trackstream.stages.codec import build_codec_stage
 from trackstream.stages.common import StagePlan, fingerprint, train_plan
 from trackstream.stages.config import SCHEMAS, TrainConfig
@@ -28,6 +29,8 @@ BUILDERS: dict[str, Builder] = {
     "codec": build_codec_stage,
     "teacher": build_teacher,
     "ode_init": build_ode_init,
+    "teacher_forcing": build_teacher_forcing,
+    "consistency": build_consistency,
     "dmd": build_dmd,
     "rl": build_rl,
 }

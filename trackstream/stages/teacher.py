@@ -47,7 +47,7 @@ from trackstream.train.weights import export_network, initialise
 if TYPE_CHECKING:
     from trackstream.stages.config import TrainConfig
 
-__all__ = ["build_teacher"]
+__all__ = ["build_teacher", "training_data"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def _heldout(cfg: "TrainConfig", *, evaluates: bool) -> ClipPool | None:
     return heldout_clips(data) if evaluates else None
 
 
-def _training_data(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, conditioner: Conditioner):
+def training_data(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, conditioner: Conditioner):
     """Batches of the encoded clip pool (``data.pool_size``), or rendered clips streamed as they come."""
     if pool is None:
         return build_raw_stream(cfg.data, rank=runtime.data_rank, world_size=runtime.data_world_size)
@@ -183,7 +183,7 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
     codec = obtain_codec(cfg, runtime, run_dir, pool)
     conditioner = Conditioner.for_network(cfg.model, codec=codec, text_encoder=text_encoder, device=runtime.device)
-    data = _training_data(cfg, runtime, pool, conditioner)
+    data = training_data(cfg, runtime, pool, conditioner)
     trained = _trained_teacher(cfg, runtime, text_encoder.dim)
     objective = FlowMatchingObjective(
         trained.module,

@@ -1,0 +1,167 @@
+"""Teacher forcing (``distill.teacher_forcing``): each chunk denoised given the CLEAN chunks before it, through
+the rolling cache, equals the block-causal forward over [clean prefix | noisy chunk]; the loss trains; the stage
+runs from the CLI and DMD follows it without ODE pairs."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from distill_helpers import NUM_FRAMES, NUM_TRACKS, TEXT_DIM, H, W, tiny_codec, tiny_network
+
+from trackstream.diffusion.schedule import add_noise, sigma_to_t
+from trackstream.distill.teacher_forcing import (
+    TeacherForcingConfig,
+    TeacherForcingObjective,
+    clean_context_chunks,
+    clip_condition,
+)
+from trackstream.models.block_causal import BlockCausalAttention
+from trackstream.models.causal import CausalConfig, stream_step
+from trackstream.models.channel_layouts import i2v_condition
+from trackstream.models.conditioner import encode_motion
+from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunks import chunk_pixel_frames, start_cache
+
+
+@torch.no_grad()
+def _clip_batch(codec, B: int = 2, seed: int = 0) -> dict:
+    """An encoded training clip as ``Conditioner.encode`` leaves it: latents, I2V channels, tracks, text."""
+    g = torch.Generator().manual_seed(seed)
+    video = torch.rand(B, 3, NUM_FRAMES, H, W, generator=g) * 2 - 1
+    start = torch.rand(B, 1, NUM_TRACKS, 2, generator=g) * (W - 1)
+    t = torch.arange(NUM_FRAMES, dtype=torch.float32)[None, :, None, None]
+    return {
+        "latents": codec.encode(video).float(),
+        "image": i2v_condition(codec, video[:, :, 0], num_frames=NUM_FRAMES).float(),
+        "tracks": (start + t * torch.randn(B, 1, NUM_TRACKS, 2, generator=g)).clamp(0, W - 1),
+        "visibility": torch.ones(B, NUM_FRAMES, NUM_TRACKS, dtype=torch.bool),
+        "text_emb": torch.randn(B, 4, TEXT_DIM, generator=g),
+        "text_len": torch.tensor([4, 3])[:B],
+    }
+
+
+@pytest.mark.parametrize("causal", [CausalConfig(3, 1, 1, first_chunk_frames=1), CausalConfig(3, 0, 1)])
+def test_each_chunk_sees_the_clean_chunks_before_it_as_the_block_causal_mask_does(causal):
+    net, codec = tiny_network(0).eval(), tiny_codec()
+    batch = _clip_batch(codec)
+    x0, B = batch["latents"], 2
+    ids = sample_track_ids(B, NUM_TRACKS, generator=torch.Generator().manual_seed(1))
+    motion = encode_motion(
+        batch["tracks"], batch["visibility"], ids, embed_dim=net.track_embed_dim, height=H, width=W,
+        latent_height=x0.shape[3],
+    )  # fmt: skip
+    cond = clip_condition(net, batch, ids, height=H, width=W)
+    seen = []
+    with torch.no_grad():
+        for i, cache, y, x0_i in clean_context_chunks(net, start_cache(net, cond, causal), cond, causal, motion, x0):
+            s, f = causal.chunk_start(i), causal.chunk_len(i)
+            torch.testing.assert_close(x0_i, x0[:, :, s : s + f])
+            sigma = torch.tensor([0.7, 0.3])
+            x_t = add_noise(x0_i, torch.randn_like(x0_i), sigma)
+            streamed = stream_step(net.dit, cache, x_t, sigma_to_t(sigma), y=y).pred
+            # the reference: one block-causal forward over [clean chunks < i at t = 0 | chunk i noisy], cut after i
+            # (nothing later can reach it)
+            x_ref = torch.cat([x0[:, :, :s], x_t], dim=2)
+            t_ref = torch.cat([torch.zeros(B, s), sigma[:, None].expand(B, f)], dim=1)
+            dit = net.dit
+            attn = BlockCausalAttention(causal, (s + f, x0.shape[3] // 2, x0.shape[4] // 2), dit.head_dim)
+            ref = net(
+                x_ref,
+                sigma_to_t(t_ref),
+                text=batch["text_emb"],
+                text_lengths=batch["text_len"],
+                image=batch["image"][:, :, : s + f],
+                motion=motion[:, :, : chunk_pixel_frames(causal, i)[1]],
+                attention=attn,
+            )
+            torch.testing.assert_close(streamed, ref[:, :, s:].float(), atol=2e-5, rtol=1e-4)
+            seen.append(i)
+    n = causal.num_chunks(x0.shape[2])
+    assert seen == (list(range(1, n)) if causal.first_chunk_frames == 1 else list(range(n)))
+
+
+def test_the_teacher_forcing_loss_trains_and_resumes_exactly():
+    net, codec = tiny_network(0), tiny_codec()
+    batch = _clip_batch(codec)
+    obj = TeacherForcingObjective(
+        net,
+        cfg=TeacherForcingConfig(
+            causal=CausalConfig(3, 1, 1, first_chunk_frames=1), p_drop_tracks=0.0, p_drop_text=0.0
+        ),
+        shift=3.0,
+        embed_dim=net.track_embed_dim,
+        height=H,
+        width=W,
+        seed=0,
+        device=torch.device("cpu"),
+    )
+    batch = obj.prepare_batch(batch)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    losses = []
+    for step in range(20):
+        loss, extra = obj.loss("generator", batch, step=step)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(extra["tf/mse"]))
+    assert all(torch.isfinite(torch.tensor(losses))) and set(extra) >= {"tf/mse", "tf/sink", "tf/window"}
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
+    state = obj.state_dict()
+    a = obj.loss("generator", batch, step=0)[0]
+    obj.load_state_dict(state)
+    assert torch.equal(a, obj.loss("generator", batch, step=0)[0])
+
+
+def test_bad_teacher_forcing_settings_name_the_field():
+    with pytest.raises(ValueError, match="stage.p_drop_tracks"):
+        TeacherForcingConfig(p_drop_tracks=1.5)
+    with pytest.raises(ValueError, match="stage.weighting"):
+        TeacherForcingConfig(weighting="cosine")
+    with pytest.raises(ValueError, match="stage.sink_choices"):
+        TeacherForcingConfig(sink_choices=[])
+
+
+COMMON = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false"]
+
+
+@pytest.mark.slow
+def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli(
+    tmp_path, run_module, tiny_teacher_run
+):
+    from trackstream.models.motion_wan import load_network
+
+    teacher = tiny_teacher_run / "export" / "teacher"
+    tf, cd, dmd = tmp_path / "tf", tmp_path / "cd", tmp_path / "dmd"
+    data = ["data.pool_size=4", "data.batch_size=2"]
+    run_module(
+        "trackstream.stages", "experiment=tiny_teacher_forcing", *COMMON, *data, f"stage.teacher={teacher}",
+        "trainer.max_steps=3", f"hydra.run.dir={tf}",
+    )  # fmt: skip
+    res = json.loads((tf / "results.json").read_text())
+    assert res["status"] == "done" and res["step"] == 3
+    rows = [json.loads(x) for x in (tf / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/tf/mse" in r for r in rows)
+    conv = load_network(tf / "export" / "student").conventions
+    assert conv.clean_first_frame and conv.streaming.causal == CausalConfig(3, 1, 1, first_chunk_frames=1)
+    # the bidirectional teacher is refused as consistency distillation's teacher, the autoregressive one taken
+    r = run_module(
+        "trackstream.stages", "experiment=tiny_consistency", *COMMON, *data, f"stage.teacher={teacher}",
+        f"hydra.run.dir={tmp_path / 'refused'}", check=False,
+    )  # fmt: skip
+    assert r.returncode != 0 and "autoregressive teacher" in r.stderr
+    run_module(
+        "trackstream.stages", "experiment=tiny_consistency", *COMMON, *data, f"stage.teacher={tf / 'export' / 'student'}",
+        "trainer.max_steps=2", f"hydra.run.dir={cd}",
+    )  # fmt: skip
+    rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
+    assert any("train/cd/mse" in r for r in rows)
+    # DMD takes it on with no pair folder: the first data.pool_size training clips' conditions
+    run_module(
+        "trackstream.stages", "experiment=tiny_dmd", *COMMON, *data, f"stage.teacher={teacher}",
+        f"stage.student={cd / 'export' / 'student'}", "stage.rollout_horizons=1", "stage.update_ratio=2",
+        "trainer.max_steps=2", f"hydra.run.dir={dmd}",
+    )  # fmt: skip
+    res = json.loads((dmd / "results.json").read_text())
+    assert (res["generator_updates"], res["critic_updates"]) == (1, 2)
+    assert Path(res["export"]).is_dir()

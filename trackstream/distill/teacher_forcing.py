@@ -1,0 +1,216 @@
+"""Teacher forcing: the causal student trained with the flow-matching loss on clean context.
+
+One of the three ways to start the causal student before DMD (``stage=ode_init``, ``stage=teacher_forcing``,
+``stage=consistency``). The student starts as a copy of the teacher and learns, on real clips, to denoise each
+chunk given the clean chunks before it, through the rolling KV cache it streams with:
+
+* per clip: the cache starts empty (text K/V once); for each chunk i in order,
+  - a given chunk 0 (the clean first-frame latent) is committed to the cache, not predicted;
+  - otherwise its clean latents x0_i are noised at the chunk's own sigma_i ~ shift(U(0, 1)) and the student
+    predicts the velocity through the cache: loss w(sigma_i) || v - (eps - x0_i) ||^2 (the teacher's eq. A2);
+  - then x0_i (the ground truth, not the student's sample: teacher forcing) is re-run at t = 0 and its K/V enter
+    the cache, which rolls past the window as at inference (``stream.chunks.commit_chunk``);
+* the sink / window configuration is drawn per batch from ``sink_choices`` x ``window_choices`` as in ODE init,
+  so rolled caches (the sink beside a window that is not adjacent to it) are trained at the clip's length.
+
+This is the mask-free form of LongLive 2.0's / WanTrack's teacher-forcing fine-tune, whose single forward lays
+out [clean chunks | noisy chunks] with a mask letting noisy chunk i see clean chunks j < i: the same attention
+(the block-causal mask equals the streamed cache, tests/test_causal.py), at the cost of one clean pass per chunk,
+and no gradient into the clean context (``commit_chunk`` runs without it, the streaming memory rule).
+The result is a many-step causal diffusion model: sampled with many steps it is the autoregressive teacher that
+causal consistency distillation (``distill.consistency``) distils; sampled with the student's K steps it is a
+start for DMD. Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterator, Optional
+
+import torch
+
+from trackstream.diffusion.schedule import (
+    WEIGHTINGS,
+    add_noise,
+    loss_weight,
+    sample_training_sigmas,
+    sigma_to_t,
+    velocity_target,
+)
+from trackstream.distill.ode_init import sample_causal_config
+from trackstream.models.causal import CausalConfig, KVCache, stream_step
+from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
+from trackstream.stream.chunks import (
+    VideoCondition,
+    chunk_condition,
+    chunk_pixel_frames,
+    commit_chunk,
+    first_chunk_given,
+    start_cache,
+)
+from trackstream.train.objective import Objective, generator_state, load_generator_state
+from trackstream.train.parallel import unwrap
+from trackstream.train.teacher import mix_text
+
+__all__ = ["TeacherForcingConfig", "TeacherForcingObjective", "clip_condition", "clean_context_chunks"]
+
+
+@dataclass
+class TeacherForcingConfig:
+    name: str = "teacher_forcing"
+    teacher: Optional[str] = None  # exported teacher folder: the student's starting weights, codec and encoders
+    # the student's starting weights: null = the teacher; an exported folder or a Wan checkpoint / release folder
+    # in the network of model.flavor (train.weights.load_student)
+    student: Optional[str] = None
+    teacher_flavor: Optional[str] = None  # the flavor stage.teacher's export must have: null = model.flavor's size
+    INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
+    # the student's chunking at inference (written to its export); training draws sink / window per batch
+    causal: CausalConfig = field(default_factory=CausalConfig)
+    sink_choices: list = field(default_factory=lambda: [0, 1])
+    window_choices: list = field(default_factory=lambda: [1, 2])  # null entry = full causal history
+    weighting: str = "bell"  # diffusion.schedule.WEIGHTINGS, as the teacher's loss
+    sigma_min: float = 0.0
+    # text dropout (-> the empty prompt) and track dropout (-> the empty motion), independent as the teacher's:
+    # they keep v(0, c_m) and v(c_t, 0), the guidance terms of the student sampled with many steps as the
+    # autoregressive teacher of consistency distillation
+    p_drop_text: float = 0.1
+    p_drop_tracks: float = 0.1
+    track_id_range: int = DEFAULT_ID_RANGE
+
+    def __post_init__(self) -> None:
+        if isinstance(self.causal, dict):
+            self.causal = CausalConfig(**self.causal)
+        if not self.sink_choices or not self.window_choices:
+            raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
+        for s in self.sink_choices:
+            CausalConfig(chunk_frames=self.causal.chunk_frames, sink_chunks=s)  # raises naming the field
+        for w in self.window_choices:
+            CausalConfig(chunk_frames=self.causal.chunk_frames, window_chunks=w)
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"stage.weighting={self.weighting!r}; choose one of {WEIGHTINGS}")
+        if not 0.0 <= self.sigma_min < 1.0:
+            raise ValueError(f"stage.sigma_min={self.sigma_min} must be in [0, 1)")
+        for name in ("p_drop_text", "p_drop_tracks"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"stage.{name}={getattr(self, name)} must be in [0, 1]")
+
+
+def clip_condition(network, batch: dict, track_ids: torch.Tensor, *, height: int, width: int) -> VideoCondition:
+    """The per-video constants of an encoded training clip (``models.conditioner.Conditioner.encode``): its text
+    (projected under the caller's grad mode), its frame-0 latent (a causal codec's = the first frame's alone),
+    its layout channels and CLIP tokens."""
+    return VideoCondition(
+        context=network.project_text(batch["text_emb"], batch["text_len"]),
+        image_latent=batch["latents"][:, :, :1],
+        image_cond=batch.get("image"),
+        track_ids=track_ids,
+        height=height,
+        width=width,
+        image_features=batch.get("image_features"),
+    )
+
+
+def clean_context_chunks(
+    network, cache: KVCache, cond: VideoCondition, causal: CausalConfig, motion: torch.Tensor, x0: torch.Tensor
+) -> Iterator[tuple[int, KVCache, Optional[torch.Tensor], torch.Tensor]]:
+    """Teacher forcing's walk over a clip: yields (chunk index, the cache holding the clean chunks before it,
+    the chunk's conditioning y, its clean latents x0_i [B, C, f, h, w]) for every chunk to predict, then commits
+    x0_i to the cache (a given chunk 0 is committed without being yielded). ``motion``: c_m [B, D, T, h, w]."""
+    n = causal.num_chunks(x0.shape[2])
+    for i in range(n):
+        lo, hi = chunk_pixel_frames(causal, i)
+        y = chunk_condition(network, cond, causal, i, motion[:, :, lo:hi])
+        s, f = causal.chunk_start(i), causal.chunk_len(i)
+        x0_i = x0[:, :, s : s + f]
+        if not (i == 0 and first_chunk_given(causal)):
+            yield i, cache, y, x0_i
+        cache = commit_chunk(network, cache, x0_i, y)
+
+
+class TeacherForcingObjective(Objective):
+    networks = ("generator",)
+
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        *,
+        cfg: TeacherForcingConfig,
+        shift: float,
+        embed_dim: int,
+        height: int,
+        width: int,
+        seed: int,
+        device: torch.device,
+        conditioner=None,
+        null_text: Optional[torch.Tensor] = None,
+        null_lengths: Optional[torch.Tensor] = None,
+    ):
+        """``conditioner``: the frozen encoders (``models.conditioner.Conditioner``) for batches that still hold
+        raw videos and captions (``data.pool_size: null``: clips rendered as they come). ``null_text`` [1, L0, E]
+        / ``null_lengths`` [1]: the empty prompt's encoding (text dropout)."""
+        if cfg.p_drop_text > 0 and null_text is None:
+            raise ValueError("stage.p_drop_text > 0 needs the empty prompt's encoding (null_text)")
+        self.null_text = None if null_text is None else (null_text.to(device), null_lengths.to(device))
+        self.network, self.cfg, self.shift, self.embed_dim = network, cfg, shift, embed_dim
+        self.height, self.width, self.device, self.conditioner = height, width, device, conditioner
+        self.gen = torch.Generator().manual_seed(seed)  # configurations, sigmas, track IDs, dropout
+        self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
+
+    def prepare_batch(self, batch: dict) -> dict:
+        if self.conditioner is not None:
+            batch = self.conditioner.encode(batch)
+        batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        batch.pop("video", None)  # the latents replace it
+        return batch
+
+    def motion(self, batch: dict, track_ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
+        """c_m [B, D, T, h, w] of the batch's tracks; samples where ``drop`` [B] get the empty motion."""
+        from trackstream.models.conditioner import encode_motion
+
+        vis = batch["visibility"] & ~drop.to(self.device)[:, None, None]
+        return encode_motion(
+            batch["tracks"],
+            vis,
+            track_ids,
+            embed_dim=self.embed_dim,
+            height=self.height,
+            width=self.width,
+            latent_height=batch["latents"].shape[3],
+            splat=unwrap(self.network).track_splat,
+        )
+
+    def loss(self, name: str, batch: dict, *, step: int):
+        net, c, g = unwrap(self.network), self.cfg, self.gen
+        x0 = batch["latents"].float()  # [B, C, F, h, w]
+        B = x0.shape[0]
+        causal = sample_causal_config(c.causal, c.sink_choices, c.window_choices, g)
+        ids = sample_track_ids(B, batch["tracks"].shape[2], id_range=c.track_id_range, generator=g).to(self.device)
+        drop_text = torch.rand(B, generator=g) < c.p_drop_text
+        motion = self.motion(batch, ids, torch.rand(B, generator=g) < c.p_drop_tracks)
+        if self.null_text is not None:
+            text = mix_text(batch["text_emb"], batch["text_len"], *self.null_text, drop_text)
+            batch = {**batch, "text_emb": text[0], "text_len": text[1]}
+        cond = clip_condition(net, batch, ids, height=self.height, width=self.width)
+        losses, mse = [], []
+        for _, cache, y, x0_i in clean_context_chunks(net, start_cache(net, cond, causal), cond, causal, motion, x0):
+            sigma = sample_training_sigmas(B, shift=self.shift, generator=g, sigma_min=c.sigma_min).to(self.device)
+            noise = torch.randn(x0_i.shape, generator=self.noise_gen, device=self.device)
+            x_t = add_noise(x0_i, noise, sigma)
+            v = stream_step(net.dit, cache, x_t, sigma_to_t(sigma), y=y).pred
+            err = (v.float() - velocity_target(x0_i, noise)).square().mean(dim=(1, 2, 3, 4))  # [B]
+            losses.append((loss_weight(sigma, weighting=c.weighting, shift=self.shift) * err).mean())
+            mse.append(err.mean().detach())
+        assert losses, "the clip has no chunk to predict"
+        loss = torch.stack(losses).mean()
+        return loss, {
+            "tf/mse": torch.stack(mse).mean(),
+            "tf/sink": torch.tensor(float(causal.sink_chunks)),
+            "tf/window": torch.tensor(float(causal.window_chunks or 0)),
+        }
+
+    def state_dict(self) -> dict:
+        return {"gen": generator_state(self.gen), "noise_gen": generator_state(self.noise_gen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        load_generator_state(self.gen, state["gen"])
+        load_generator_state(self.noise_gen, state["noise_gen"])
