@@ -42,9 +42,9 @@ from trackstream.bench.plan_model import (
 from trackstream.models.tracks import latent_frames
 
 MEASURED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "h200" / "train.json"
-TEXT_DIMS = {"umt5": 4096, "minilm": 384}
+TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models/text_encoders.py)
 PLANNED = ("teacher", "ode_init", "teacher_forcing", "consistency", "dmd", "rl")
-CAUSAL_WALKS = ("teacher_forcing", "consistency")  # the stages that stream clean context through a rolling cache  # the frozen encoders' widths (models/text_encoders.py)
+CAUSAL_WALKS = ("teacher_forcing", "consistency")  # the stages that stream clean context through a rolling cache
 
 
 @dataclass
