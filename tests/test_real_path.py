@@ -9,8 +9,9 @@ counts; the clip length and so the chunking are the real ones (1.3B: 81 frames =
 sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and so are the flavor family,
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
 teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m trackstream.stages.pairs``) -> ODE init ->
-DMD -> RL (AR-Drag's GRPO: G = 2, the motion reward and the aesthetic predictor from tiny OpenAI-format CLIP
-weights) -> ``python -m trackstream.stream.generate`` of the RL student, 2 steps each."""
+DMD over two horizons -> RL (AR-Drag's GRPO: G = 2, the motion reward and the aesthetic predictor from tiny OpenAI-format CLIP
+weights) -> ``python -m trackstream.stream.generate`` of the RL student, 2 steps each; for the 1.3B also the starts
+without ODE pairs: teacher forcing from the fine-tuned teacher, then consistency distillation from its export."""
 
 import json
 from pathlib import Path
@@ -48,6 +49,8 @@ RECIPES = {
         ode_init="ode_init_wan1.3b_480p",
         dmd="dmd_wan1.3b_480p",
         rl="rl_wan1.3b_480p",
+        teacher_forcing="teacher_forcing_wan1.3b_480p",
+        consistency="consistency_wan1.3b_480p",
     ),
     "wan2.2-5b": dict(
         folder="Wan2.2-TI2V-5B",
@@ -201,24 +204,8 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         f"stage.pairs={folder}",
         f"hydra.run.dir={ode}",
     )
-    launch(
-        "trackstream.stages",
-        f"experiment={recipe['dmd']}",
-        *common,
-        f"stage.teacher={teacher}",
-        f"stage.student={ode / 'export' / 'student'}",
-        f"stage.pairs={folder}",
-        "stage.update_ratio=2",
-        f"hydra.run.dir={dmd}",
-    )
-    res = json.loads((dmd / "results.json").read_text())
-    assert res["generator_updates"] == 1 and res["critic_updates"] == 2
-    rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
-    assert all(np.isfinite(r["train/loss/critic"]) for r in rows if "train/loss/critic" in r)
-
-    # past the teacher's horizon: two horizons through the rolling cache, scored as two teacher-sized windows
+    # DMD past the teacher's horizon: two horizons through the rolling cache, scored as two teacher-sized windows
     # (1.3B: 1 + 2 x 20 latents run on to 42 = 14 sampled chunks, 165 frames; 5B: 1 + 2 x 30 = 61, 241 frames)
-    long_dmd = tmp_path / "dmd_long"
     launch(
         "trackstream.stages",
         f"experiment={recipe['dmd']}",
@@ -228,12 +215,29 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         f"stage.pairs={folder}",
         "stage.update_ratio=2",
         "stage.rollout_horizons=2",
-        f"hydra.run.dir={long_dmd}",
+        f"hydra.run.dir={dmd}",
     )
-    frames = LONG[T]
-    assert f"at {frames} frames (2 teacher horizons)" in (long_dmd / "train.log").read_text()
-    rows = [json.loads(x) for x in (long_dmd / "metrics.jsonl").read_text().splitlines()]
+    res = json.loads((dmd / "results.json").read_text())
+    assert res["generator_updates"] == 1 and res["critic_updates"] == 2
+    assert f"at {LONG[T]} frames (2 teacher horizons)" in (dmd / "train.log").read_text()
+    rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/loss"))
+
+    if recipe.get("teacher_forcing"):  # the starts without ODE pairs: teacher forcing, then consistency from it
+        tf, cd = tmp_path / "tf", tmp_path / "cd"
+        launch(
+            "trackstream.stages", f"experiment={recipe['teacher_forcing']}", *common, f"stage.teacher={teacher}",
+            f"hydra.run.dir={tf}",
+        )  # fmt: skip
+        assert "stage teacher_forcing | fsdp x 2 (cpu:0, bf16)" in (tf / "train.log").read_text()
+        launch(
+            "trackstream.stages", f"experiment={recipe['consistency']}", *common,
+            f"stage.teacher={tf / 'export' / 'student'}", f"hydra.run.dir={cd}",
+        )  # fmt: skip
+        rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows if "train/cd/mse" in r] == [1, 2]
+        assert all(np.isfinite(r["train/cd/mse"]) for r in rows if "train/cd/mse" in r)
+        assert (cd / "export" / "student" / "network.json").is_file()
 
     # RL after DMD: one round of 2 updates (rollouts at step 1, an off-policy update at step 2), the frozen
     # DMD student as the KL reference, rewards on the decoded clips
