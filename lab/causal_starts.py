@@ -1,0 +1,219 @@
+"""The three starts of the causal student compared at equal CPU minutes, each then the same DMD.
+
+    python -m lab.causal_starts run   --out RUN [--minutes 8] [--dmd-steps 100] [--threads 1]
+    python -m lab.causal_starts score --out RUN [--doc docs/causal_starts]
+
+Starts, each given ``--minutes`` of one machine's CPU (costed, not timed: every stage's seconds per step are
+measured first by a short probe of each, one after another on the same machine, so the arms compare at equal
+compute however busy the machine is later):
+
+* ``ode``: ODE pairs from the teacher (joint guidance; their generation time counts), then ODE init;
+* ``tf``: teacher forcing (``experiment=tiny_teacher_forcing``) for the whole budget;
+* ``cd``: teacher forcing for half the budget, then causal consistency distillation from it for the other half.
+
+Then ``--dmd-steps`` of ``experiment=tiny_dmd`` (rollouts of two horizons) from each start, on the same
+conditions (the first ``data.pool_size`` training clips, no pair folder). ``score`` streams the six students
+on make run's held-out clips (``eval.stream_eval.run_evaluation``: the one EPE protocol, the quality columns,
+the floors, every student's long streams to 10x the horizon) and writes the table, JSON and a plot.
+The teacher is the shipped one (``--teacher``: a release folder with ``teacher/``, ``codec.pt``, ``config.yaml``);
+every stage runs on its world, frame size, shift and network settings. Stages resume (their checkpoints).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+from trackstream.pipeline.run import PipelineError
+from trackstream.pipeline.stage_calls import settings_of, train_stage
+
+ROOT = Path(__file__).resolve().parents[1]
+TEACHER = ROOT / "assets" / "tiny-teacher"
+ARMS = ("ode", "tf", "cd")
+PROBE_STEPS = 6
+POOL = 128  # training clips: the ODE pairs' count, the teacher-forcing pool and DMD's conditions
+
+
+def _common(teacher: Path, threads: int) -> list[str]:
+    from omegaconf import OmegaConf
+
+    t = OmegaConf.to_container(OmegaConf.load(teacher / "config.yaml"), resolve=True)
+    return [
+        "data.num_frames=25",
+        f"codec.checkpoint={teacher / 'codec.pt'}",
+        *settings_of(t),
+        f"trainer.num_threads={threads}",
+        "eval.enabled=false",
+        "trainer.ckpt_every=50",
+        "trainer.log_every=1",
+    ]
+
+
+def _stage(out: Path, name: str, experiment: str, common: list[str], *extra: str) -> dict:
+    return train_stage(out, name, [f"experiment={experiment}", *common, *extra])
+
+
+def _cost(run: Path) -> float:
+    """Seconds per step: the median logged step time after the first two (warm-up) steps."""
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    times = [r["perf/step_time_s"] for r in rows if "perf/step_time_s" in r and r["step"] > 2]
+    return float(statistics.median(times))
+
+
+def run(out: Path, *, teacher: Path, minutes: float, dmd_steps: int, threads: int) -> dict:
+    out.mkdir(parents=True, exist_ok=True)
+    common = _common(teacher, threads)
+    t = f"stage.teacher={teacher / 'teacher'}"
+    pool = f"data.pool_size={POOL}"
+    plan_file = out / "plan.json"
+    if plan_file.is_file():
+        plan = json.loads(plan_file.read_text())
+    else:  # the costs, measured one after another on this machine, before any arm trains
+        pairs = _stage(
+            out, "pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={POOL}", "trainer.max_steps=1"
+        )
+        probes = {
+            "ode_init": _stage(out, "probe_ode", "tiny_ode_init", common, t, f"stage.pairs={pairs['pairs']}",
+                               f"trainer.max_steps={PROBE_STEPS}"),
+            "teacher_forcing": _stage(out, "probe_tf", "tiny_teacher_forcing", common, t, pool,
+                                      f"trainer.max_steps={PROBE_STEPS}"),
+        }  # fmt: skip
+        probes["consistency"] = _stage(
+            out, "probe_cd", "tiny_consistency", common, f"stage.teacher={probes['teacher_forcing']['export']}",
+            pool, f"trainer.max_steps={PROBE_STEPS}",
+        )  # fmt: skip
+        cost = {k: _cost(out / f"probe_{a}") for k, a in zip(probes, ("ode", "tf", "cd"))}
+        budget = 60.0 * minutes
+        plan = {
+            "minutes": minutes,
+            "seconds_per_step": {k: round(v, 3) for k, v in cost.items()},
+            "pairs_seconds": pairs["pairs_seconds"],
+            "pairs": pairs["pairs"],
+            "steps": {
+                "ode": max(1, round((budget - pairs["pairs_seconds"]) / cost["ode_init"])),
+                "tf": max(1, round(budget / cost["teacher_forcing"])),
+                "cd_tf": max(1, round(budget / 2 / cost["teacher_forcing"])),
+                "cd": max(1, round(budget / 2 / cost["consistency"])),
+            },
+            "dmd_steps": dmd_steps,
+            "threads": threads,
+        }
+        plan_file.write_text(json.dumps(plan, indent=2))
+    steps = plan["steps"]
+    starts = {
+        "ode": _stage(out, "ode", "tiny_ode_init", common, t, f"stage.pairs={plan['pairs']}",
+                      f"trainer.max_steps={steps['ode']}")["export"],
+        "tf": _stage(out, "tf", "tiny_teacher_forcing", common, t, pool, f"trainer.max_steps={steps['tf']}")["export"],
+    }  # fmt: skip
+    half = _stage(out, "cd_tf", "tiny_teacher_forcing", common, t, pool, f"trainer.max_steps={steps['cd_tf']}")
+    starts["cd"] = _stage(out, "cd", "tiny_consistency", common, f"stage.teacher={half['export']}", pool,
+                          f"trainer.max_steps={steps['cd']}")["export"]  # fmt: skip
+    for arm in ARMS:
+        _stage(out, f"{arm}_dmd", "tiny_dmd", common, t, f"stage.student={starts[arm]}", pool,
+               f"trainer.max_steps={dmd_steps}")  # fmt: skip
+    return plan
+
+
+def _row(figures: dict, name: str) -> dict:
+    g = lambda k: figures.get(f"{name}_{k}")  # noqa: E731
+    with_, without = g("epe_with_tracks"), g("epe_without_tracks")
+    return {
+        "epe_with_tracks": with_,
+        "epe_ratio": None if not without else with_ / without,
+        "no_hold_ratio": g("no_hold_ratio_with_tracks"),
+        "lost_share": g("lost_share_with_tracks"),
+        "late_brightness_gap": g("late_brightness_gap_with_tracks"),
+        "late_texture_ratio": g("late_texture_ratio_with_tracks"),
+        "brightness_gap_per_chunk": (g("brightness_gap_per_chunk") or {}).get("with_tracks"),
+        "psnr_with_tracks": g("psnr_with_tracks"),
+        "long_horizon": figures.get("long_horizon", {}).get(name),
+    }
+
+
+def score(out: Path, doc: Path, *, teacher: Path, clips: int, long_clips: int) -> dict:
+    from omegaconf import OmegaConf
+
+    from trackstream.data.clips import DataConfig
+    from trackstream.eval.stream_eval import StreamEvalConfig, run_evaluation
+
+    plan = json.loads((out / "plan.json").read_text())
+    cfg = OmegaConf.to_container(OmegaConf.load(out / "ode_dmd" / "config.yaml"), resolve=True)
+    students = {arm: out / arm / "export" / "student" for arm in ARMS}
+    students |= {f"{arm}_dmd": out / f"{arm}_dmd" / "export" / "student" for arm in ARMS}
+    figures = run_evaluation(
+        out / "score",
+        teacher=str(teacher / "teacher"),
+        codec=str(teacher / "codec.pt"),
+        students={k: str(v) for k, v in students.items()},
+        data=DataConfig(**{**cfg["data"], "eval_samples": clips}),
+        teacher_steps=48,
+        shift=float(cfg["schedule"]["shift"]),
+        cfg=StreamEvalConfig(long_factor=10, long_clips=long_clips, long_students="all", num_tracks=128),
+    )
+    result = {
+        "plan": plan,
+        "clips": clips,
+        "teacher_epe_ratio": figures["teacher_epe_with_tracks"] / figures["teacher_epe_without_tracks"],
+        "floors": figures.get("floors"),
+        "students": {name: _row(figures, name) for name in students},
+    }
+    doc.mkdir(parents=True, exist_ok=True)
+    (doc / "causal_starts.json").write_text(json.dumps(result, indent=1, default=float))
+    (doc / "causal_starts.md").write_text(_table(result))
+    return result
+
+
+def _fmt(v, spec: str = ".3f") -> str:
+    return "" if v is None else format(v, spec)
+
+
+def _table(result: dict) -> str:
+    plan = result["plan"]
+    lines = [
+        f"Each start {plan['minutes']} CPU minutes ({plan['threads']} thread), then {plan['dmd_steps']} DMD steps; "
+        f"{result['clips']} held-out clips; teacher EPE ratio {result['teacher_epe_ratio']:.3f}.",
+        "",
+        "| student | steps | EPE with / without | no-hold / frozen | lost | late brightness gap | late texture |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, r in result["students"].items():
+        arm = name.removesuffix("_dmd")
+        steps = plan["dmd_steps"] if name.endswith("_dmd") else plan["steps"][arm]
+        if arm == "cd" and not name.endswith("_dmd"):
+            steps = f"{plan['steps']['cd_tf']} TF + {steps}"
+        lines.append(
+            f"| {name} | {steps} | {_fmt(r['epe_ratio'])} | {_fmt(r['no_hold_ratio'])} | {_fmt(r['lost_share'], '.1%')} "
+            f"| {_fmt(r['late_brightness_gap'], '+.1f')} | {_fmt(r['late_texture_ratio'], '.2f')} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab.causal_starts", description=__doc__.split("\n\n")[0])
+    ap.add_argument("action", choices=["run", "score"])
+    ap.add_argument("--out", type=Path, required=True, help="the study's run directory (outside the repository)")
+    ap.add_argument("--teacher", type=Path, default=TEACHER, help="a teacher release folder")
+    ap.add_argument("--minutes", type=float, default=8.0, help="CPU minutes per start")
+    ap.add_argument("--dmd-steps", type=int, default=100)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--clips", type=int, default=16, help="held-out clips scored")
+    ap.add_argument("--long-clips", type=int, default=4, help="clips streamed to 10x the horizon")
+    ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "causal_starts")
+    args = ap.parse_args(argv)
+    try:
+        if args.action == "run":
+            print(json.dumps(run(args.out, teacher=args.teacher, minutes=args.minutes, dmd_steps=args.dmd_steps,
+                                 threads=args.threads), indent=2))  # fmt: skip
+        else:
+            print(_table(score(args.out, args.doc, teacher=args.teacher, clips=args.clips, long_clips=args.long_clips)))
+    except (PipelineError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
