@@ -117,6 +117,13 @@ def test_row7_bad_tracks_are_refused_on_load(inputs, capsys, flags, names, says)
     assert msg.startswith(names) and says in msg, msg
 
 
+def test_row7_normalised_tracks_are_refused_naming_the_fix(inputs, capsys):
+    g = np.random.default_rng(0)
+    np.save(inputs["root"] / "unit.npy", g.uniform(0, 1, (17, 4, 2)).astype(np.float32))  # x / W, y / H
+    msg = _generate(inputs, capsys, **{"--tracks": inputs["root"] / "unit.npy"})
+    assert msg.startswith("--tracks: every coordinate is within [-1, 1]") and "multiply x by the width" in msg, msg
+
+
 def test_row7_an_image_at_another_size_is_refused_or_resized(inputs, capsys):
     import cv2
 
@@ -150,7 +157,10 @@ def test_row7_generate_with_a_seed_is_reproducible(inputs, capsys):
         argv += ["--tracks", inputs["root"] / "tracks.npy", "--out", out, "--device", "cpu", "--seed", "3"]
         assert main([str(a) for a in argv]) == 0
         outs.append(decode_video(out)[0])
-    assert "64x64, 2 chunks" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "64x64, 2 chunks" in out
+    # 17 frames of tracks, 13 in whole chunks: the rest is said, not dropped silently
+    assert "note: --tracks has 17 frames; frames 13-16 are past the last whole chunk" in out, out
     np.testing.assert_array_equal(outs[0], outs[1])
 
 

@@ -48,6 +48,12 @@ def check_tracks(
             f"(first: frame {t}, track {n} = {tracks[t, n].tolist()}); give every point a finite position "
             f"(an occluded point: its estimate, and false in {visibility_name})"
         )
+    inside = (np.abs(tracks) > 0) & (np.abs(tracks) < 1)  # fractions: what normalised coordinates mostly are
+    if min(height, width) > 4 and tracks.size and np.abs(tracks).max() <= 1.0 and inside.mean() > 0.5:
+        raise ValueError(
+            f"{tracks_name}: every coordinate is within [-1, 1] on a {width}x{height} frame: these look like "
+            "normalised coordinates, but tracks are pixel (x, y): multiply x by the width and y by the height"
+        )
     lo = np.array([-margin * width, -margin * height])
     hi = np.array([(1 + margin) * width, (1 + margin) * height])
     out = (tracks < lo) | (tracks > hi)
