@@ -2,6 +2,7 @@
 shipped student through ``trackstream generate``."""
 
 import numpy as np
+import pytest
 
 from trackstream.data.synthetic import SyntheticWorld
 from trackstream.data.trackers import build_tracker
@@ -42,3 +43,19 @@ def test_the_command_streams_the_source_motion_over_an_image(tmp_path, capsys):
     assert video.shape[1:3] == (64, 64) and len(video) > 1
     assert main(["transfer", "--source", str(tmp_path / "nope.mp4"), "--image", str(tmp_path / "first.png"),
                  "--out", str(tmp_path / "x.mp4")]) == 2  # fmt: skip
+
+
+def test_generate_options_are_listed_and_a_typo_fails_before_tracking(tmp_path, capsys):
+    from trackstream.stream.transfer import main
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    help_text = capsys.readouterr().out
+    assert all(flag in help_text for flag in ("--student", "--prompt-schedule", "--chunks", "--compile", "--grid"))
+    # a misspelt generate option: the usage error now, no tracks written (the source need not even exist)
+    with pytest.raises(SystemExit) as e:
+        main(
+            ["--source", str(tmp_path / "s.mp4"), "--image", "x.png", "--out", str(tmp_path / "o.mp4"), "--promt", "a"]
+        )
+    assert e.value.code == 2 and "--promt" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

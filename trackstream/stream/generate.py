@@ -43,7 +43,7 @@ if TYPE_CHECKING:
     from trackstream.models.conditioner import Conditioner
     from trackstream.models.motion_wan import MotionWan
 
-__all__ = ["main", "fit_to_student", "stream_chunks"]
+__all__ = ["main", "run", "add_stream_args", "fit_to_student", "stream_chunks"]
 
 
 def fit_to_student(bgr: np.ndarray, tracks: np.ndarray, conventions, *, resize: bool):
@@ -86,10 +86,20 @@ def stream_chunks(causal, tracks_shape: tuple, chunks: int | None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_network_args(ap)
     ap.add_argument("--image", required=True)
     ap.add_argument("--tracks", required=True)
     ap.add_argument("--visibility", default=None)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--fps", type=int, default=16)
+    add_stream_args(ap)
+    return ap
+
+
+def add_stream_args(ap) -> None:
+    """Every option of the stream but its inputs and output (``--image``, ``--tracks``, ``--visibility``,
+    ``--out``, ``--fps``): the network, prompts, chunking, seed, speed and precision. ``trackstream transfer``
+    takes them all (listed in its ``--help``, checked before it tracks anything)."""
+    add_network_args(ap)
     ap.add_argument("--prompt", default="")
     ap.add_argument(
         "--prompt-schedule",
@@ -103,7 +113,6 @@ def _parser() -> argparse.ArgumentParser:
         choices=("recache", "keep"),
         help="on a prompt switch, re-cache the sink chunks too (default) or keep their K/V",
     )
-    ap.add_argument("--out", required=True)
     ap.add_argument("--chunks", type=int, default=None, help="default: as many as the tracks cover")
     ap.add_argument("--sink", type=int, default=None, help="sink chunks; default: the student's (conventions.causal)")
     ap.add_argument("--window", type=int, default=None, help="window chunks; default: the student's")
@@ -119,7 +128,6 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="an image at another size than the student's: resize it (and scale the tracks) to the student's size",
     )
-    ap.add_argument("--fps", type=int, default=16)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--compile",
@@ -138,7 +146,6 @@ def _parser() -> argparse.ArgumentParser:
         "on a second stream, overlapping the next chunk's sampling)",
     )
     add_precision_args(ap)
-    return ap
 
 
 @dataclass(frozen=True)
@@ -245,7 +252,11 @@ def _stream(engine, state, source, n: int, switches: dict, sink: str) -> list[np
 
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
-    args = ap.parse_args(argv)
+    return run(ap, ap.parse_args(argv))
+
+
+def run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """The stream of parsed ``args`` (``ap``: the parser that read them, for its usage errors)."""
     device, dtype = parsed_precision(ap, args)
 
     from trackstream.data.video_io import image_tensor, write_mp4

@@ -46,7 +46,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=81, help="source frames to track, at --fps (default 81)")
     ap.add_argument("--fps", type=int, default=16, help="the rate the source is decoded at and the video written at")
     add_tracker_args(ap, default=None)
-    args, rest = ap.parse_known_args(argv)
+    from trackstream.stream.generate import add_stream_args, run
+
+    # every generate option, in --help and checked now: a typo fails before the source is tracked
+    add_stream_args(ap.add_argument_group("the stream (every trackstream generate option)"))
+    args = ap.parse_args(argv)
     try:
         import cv2
 
@@ -82,18 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         f"({vis.mean():.0%} visible) -> {tracks_path}",
         flush=True,
     )
-    from trackstream.stream.generate import main as generate
-
-    return generate(
-        [
-            "--image", args.image,
-            "--tracks", str(tracks_path),
-            "--visibility", str(vis_path),
-            "--out", str(out),
-            "--fps", str(args.fps),
-            *rest,
-        ]
-    )  # fmt: skip
+    args.tracks, args.visibility = str(tracks_path), str(vis_path)
+    return run(ap, args)
 
 
 if __name__ == "__main__":
