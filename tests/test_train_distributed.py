@@ -153,3 +153,25 @@ def test_ddp_two_processes_through_the_cli(tmp_path, torchrun):
     assert meta["world_size"] == 2
     assert (run_dir / "checkpoints" / "step_00000004" / "rank_00001.pt").is_file()
     assert summary["epe_with_tracks"] > 0
+
+
+@pytest.mark.multiproc
+def test_a_checkpoint_of_another_network_under_fsdp_is_one_line_on_every_rank(tmp_path, torchrun):
+    """FSDP reads the file on rank 0 and broadcasts it: rank 0 checks it first and every rank stops with the
+    same one-line error naming model.init_from (not a size mismatch inside the broadcast, not a hang)."""
+    from trackstream.models.flavors import build_wan
+    from trackstream.models.wan_io import save_wan
+
+    save_wan(build_wan("tiny-i2v", dim=64, num_heads=2), tmp_path / "wide")  # tiny_teacher's DiT is 128 wide
+    r = _launch(
+        torchrun,
+        ["-m", "trackstream.stages", "experiment=tiny_teacher", "debug=tiny", "parallel=fsdp",
+         f"model.init_from={tmp_path / 'wide'}", f"hydra.run.dir={tmp_path / 'run'}", "trainer.num_threads=1"],
+    )  # fmt: skip
+    assert r.returncode != 0
+    errors = [line for line in r.stderr.splitlines() if "does not match the network" in line]
+    assert len(errors) == 2 and "model.init_from=" in errors[0] and "shape mismatches" in errors[0], r.stderr[-3000:]
+    # no traceback from our code (torchrun's own launcher reports the failed children with one of its own)
+    assert not [line for line in r.stderr.splitlines() if 'File "' in line and "/trackstream/" in line], r.stderr[
+        -3000:
+    ]

@@ -54,8 +54,16 @@ def initialise(
     if sd and lora is not None:  # the base weights go under the adapted layers' base_layer
         sd = _to_lora_keys(sd, net)
     if sharded:
+        import torch.distributed as dist
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
+        # rank 0 checks the file against the network (DTensors keep their global shapes) and every rank hears
+        # its verdict: one line naming the field on all ranks, not a shape error deep in the broadcast
+        verdict = [_mismatch(net, sd, field="model.init_from", spec=init_from) if is_main else None]
+        if dist.is_initialized():
+            dist.broadcast_object_list(verdict, src=0)
+        if verdict[0]:
+            raise ValueError(verdict[0])
         opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True, strict=False)
         set_model_state_dict(net, sd, options=opts)
         return
@@ -84,6 +92,14 @@ def _to_lora_keys(sd: dict, net) -> dict:
 
 def load_checked(net: MotionWan, sd: dict[str, torch.Tensor], *, field: str, spec: str) -> None:
     """``sd`` (every DiT key, optionally the heads) into ``net``, or a one-line error naming ``field``."""
+    problem = _mismatch(net, sd, field=field, spec=spec)
+    if problem:
+        raise ValueError(problem)
+    net.load_state_dict(sd, strict=False)
+
+
+def _mismatch(net: MotionWan, sd: dict[str, torch.Tensor], *, field: str, spec: str) -> str | None:
+    """The one-line error when ``sd`` is not the network's (missing DiT keys, unexpected keys, other shapes)."""
     own = net.state_dict()
     missing = sorted(
         k for k in own if k.startswith("dit.") and ".lora_" not in k and k not in sd
@@ -91,11 +107,12 @@ def load_checked(net: MotionWan, sd: dict[str, torch.Tensor], *, field: str, spe
     unexpected = sorted(set(sd) - set(own))
     bad = sorted(k for k in set(sd) & set(own) if sd[k].shape != own[k].shape)
     if missing or unexpected or bad:
-        raise ValueError(
+        return (
             f"{field}={spec!r} does not match the network: missing {missing[:6]}, "
-            f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]} (check model.flavor / layout)"
+            f"unexpected {unexpected[:6]}, shape mismatches {bad[:6]} (check model.flavor / layout, and "
+            "model.overrides for a shrunk network)"
         )
-    net.load_state_dict(sd, strict=False)
+    return None
 
 
 def load_student(
