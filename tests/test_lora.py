@@ -4,6 +4,7 @@ LoRA, exported merged (and to diffusers), the adapter loaded onto its base, and 
 
 import copy
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -107,7 +108,9 @@ def _cli(run_module, *args: str) -> dict:
 
 
 @pytest.mark.slow
-def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(tmp_path, run_module, tiny_teacher_run):
+def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(
+    tmp_path, run_module, tiny_teacher_run, caplog
+):
     from trackstream.train.weights import initialise
 
     base = tiny_teacher_run / "export" / "teacher"
@@ -124,8 +127,10 @@ def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(tm
 
     # the adapter with its base, as a starting point: model.init_from=BASE model.adapter=FOLDER
     net = load_network(base)  # the base's architecture
-    initialise(net, init_from=str(base), adapter=str(ft / "adapter"))
+    with caplog.at_level(logging.INFO, logger="trackstream.train.weights"):
+        initialise(net, init_from=str(base), adapter=str(ft / "adapter"))
     assert all(torch.equal(net.state_dict()[k], v) for k, v in f.items())
+    assert f"merged into model.init_from={base}: {len(changed)} weight tensors changed" in caplog.text  # said
 
     # stopped at 2 and resumed to 4: the same adapters as 4 straight
     _cli(run_module, *lora, "trainer.max_steps=2", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'resumed'}")

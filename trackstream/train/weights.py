@@ -50,7 +50,10 @@ def initialise(
     if sd and adapter:
         from trackstream.models.lora import merge_adapter
 
-        sd = merge_adapter(sd, adapter, field="model.adapter")
+        merged = merge_adapter(sd, adapter, field="model.adapter")
+        changed = sum(1 for k, v in merged.items() if k in sd and v is not sd[k] and not torch.equal(v, sd[k]))
+        _log.info("model.adapter=%s merged into model.init_from=%s: %d weight tensors changed", adapter, path, changed)
+        sd = merged
     if sd and lora is not None:  # the base weights go under the adapted layers' base_layer
         sd = _to_lora_keys(sd, net)
     if sharded:
