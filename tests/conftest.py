@@ -33,14 +33,48 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_TEACHER = ("experiment=tiny_teacher", "debug=tiny", "eval.enabled=false", "trainer.sample_every=0")
 
 
+# seconds each test file took in the last recorded full run (TRACKSTREAM_RECORD_DURATIONS=tests/durations.json
+# make test writes it): the order files are handed to the xdist workers
+DURATIONS = ROOT / "tests" / "durations.json"
+UNKNOWN_HEAVY_SECONDS = 60.0  # a file not in the record that holds slow or multi-process tests
+
+
 def pytest_collection_modifyitems(config, items):
-    """Files holding slow or multi-process tests first, each file's tests in their own order: with one file
-    at a time per xdist worker, a long file started last would leave the other worker idle at the end."""
+    """The longest files first (their seconds in tests/durations.json; a file not recorded there counts 60 s
+    when it holds slow or multi-process tests, else 0), each file's tests in their own order: with one file at
+    a time per xdist worker, a long file started last would leave the other worker idle at the end."""
+    import json
+
+    recorded = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
     heavy = {item.path for item in items if any(m.name in ("slow", "multiproc") for m in item.iter_markers())}
     first_seen: dict = {}
     for i, item in enumerate(items):
         first_seen.setdefault(item.path, i)
-    items.sort(key=lambda item: (item.path not in heavy, first_seen[item.path]))
+
+    def cost(path) -> float:
+        name = path.relative_to(ROOT).as_posix()
+        return float(recorded.get(name, UNKNOWN_HEAVY_SECONDS if path in heavy else 0.0))
+
+    items.sort(key=lambda item: (-cost(item.path), first_seen[item.path]))
+
+
+_FILE_SECONDS: dict = {}
+
+
+def pytest_runtest_logreport(report):
+    """Per-file seconds (setup + call + teardown), gathered on the controller (xdist sends it every report)."""
+    if os.environ.get("TRACKSTREAM_RECORD_DURATIONS"):
+        name = report.nodeid.split("::")[0]
+        _FILE_SECONDS[name] = _FILE_SECONDS.get(name, 0.0) + report.duration
+
+
+def pytest_sessionfinish(session, exitstatus):
+    out = os.environ.get("TRACKSTREAM_RECORD_DURATIONS")
+    if out and _FILE_SECONDS and not hasattr(session.config, "workerinput"):  # the controller, not a worker
+        import json
+
+        ranked = dict(sorted(((k, round(v, 1)) for k, v in _FILE_SECONDS.items()), key=lambda kv: -kv[1]))
+        Path(out).write_text(json.dumps(ranked, indent=1) + "\n")
 
 
 @pytest.fixture(autouse=True)
