@@ -55,6 +55,7 @@ def server():
     limits = Limits(
         max_sessions=2,
         max_connections=12,
+        max_connections_per_client=8,
         header_seconds=1.0,
         idle_seconds=1.5,
         send_seconds=2.0,
@@ -156,13 +157,18 @@ def test_half_open_connections_are_capped_and_timed_out_and_the_log_stays_small(
     log0 = logs.bytes
     socks = []
     t0 = time.time()
-    for _ in range(40):  # 40 slowloris requests: headers started, never finished
+    for _ in range(40):  # 40 slowloris requests from one client: headers started, never finished
         s = socket.create_connection(("127.0.0.1", port))
         s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")
         socks.append(s)
     time.sleep(0.3)
-    guard = server["guard"]
-    assert len(guard.open) <= lim.max_connections
+    guard, cap = server["guard"], lim.per_client_connections
+    assert len(guard.open) <= cap < lim.max_connections
+    # ... which cannot lock anyone else out: another client (another loopback address) is served meanwhile
+    with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as c:
+        c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        c.settimeout(5)
+        assert c.recv(64).startswith(b"HTTP/1.1 200"), "a second client was locked out"
     refused = []
     for s in socks:
         s.settimeout(0.05)
@@ -170,18 +176,43 @@ def test_half_open_connections_are_capped_and_timed_out_and_the_log_stays_small(
             refused.append(s.recv(200).startswith(b"HTTP/1.1 503"))
         except socket.timeout:
             refused.append(False)
-    assert sum(refused) >= 40 - lim.max_connections, sum(refused)  # beyond the cap: 503 at once
+    assert sum(refused) >= 40 - cap, sum(refused)  # beyond the client's cap: 503 at once
     assert all(_closed_by_peer(s, lim.header_seconds + 2) for s in socks)  # the rest: the header deadline
     waited = time.time() - t0
     assert waited < lim.header_seconds + 3
     MEASURED["slowloris_40"] = {"refused_at_once": sum(refused), "all_closed_after_s": round(waited, 2)}
     h = _health(url)  # serving again
-    assert h["refused"]["header_timeouts"] >= 1 and h["refused"]["refused_connections"] >= 40 - lim.max_connections
+    assert h["refused"]["header_timeouts"] >= 1 and h["refused"]["refused_per_client"] >= 40 - cap
     for s in socks:
         s.close()
-    # 28 refusals and a dozen timeouts: a handful of log lines, not one per connection
+    # 32 refusals and a handful of timeouts: a handful of log lines, not one per connection
     assert logs.bytes - log0 < 3000, logs.lines[-20:]
     MEASURED["slowloris_40"]["log_bytes"] = logs.bytes - log0
+
+
+def test_the_server_cap_holds_across_clients_and_each_client_has_its_own():
+    """ConnectionGuard alone: max_connections over every address, max_connections_per_client per address, and a
+    closed connection gives its place back."""
+    from trackstream.stream.demo.guard import ConnectionGuard
+    from trackstream.stream.demo.limits import Limits
+
+    class Transport:
+        def __init__(self, host):
+            self.host = host
+
+        def get_extra_info(self, name):
+            return (self.host, 40000) if name == "peername" else None
+
+    guard = ConnectionGuard(Limits(max_sessions=2, max_connections=6, max_connections_per_client=3))
+    a = [Transport("10.0.0.1") for _ in range(4)]
+    assert [guard.admit(t) for t in a] == [True, True, True, False]  # the client's own cap
+    b = [Transport(f"10.0.1.{i}") for i in range(4)]
+    assert [guard.admit(t) for t in b] == [True, True, True, False]  # the server's cap (6 open)
+    guard.release(a[0])
+    assert guard.admit(a[3]) and guard.counts["refused_per_client"] == 1 and guard.counts["refused_connections"] == 1
+    with pytest.raises(ValueError, match="max_connections_per_client"):
+        Limits(max_connections=6, max_connections_per_client=7)
+    assert Limits(max_connections=8).per_client_connections == 8 and Limits().per_client_connections == 16
 
 
 def test_idle_sessions_are_closed_and_free_their_slots(server):

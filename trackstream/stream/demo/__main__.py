@@ -63,6 +63,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--max-connections", type=int, default=64, help="open connections at once (pages + sessions)")
     ap.add_argument(
+        "--max-connections-per-client",
+        type=int,
+        default=None,
+        help="open connections from one client address, so that one client cannot take every connection "
+        "(default: 16, or --max-connections if lower)",
+    )
+    ap.add_argument(
         "--idle-minutes", type=float, default=2.0, help="a page with nothing playing and no input is closed after this"
     )
     return ap
@@ -84,6 +91,7 @@ def _load(args):
         max_points=args.max_points,
         record_bytes=int(args.record_mb * 2**20),
         max_connections=args.max_connections,
+        max_connections_per_client=args.max_connections_per_client,
         idle_seconds=60 * args.idle_minutes,
         allowed_origins=tuple(args.allow_origin),
     )

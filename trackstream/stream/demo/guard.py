@@ -3,9 +3,10 @@
 uvicorn's HTTP (h11) and WebSocket protocol classes, subclassed so that:
 
 * at most ``Limits.max_connections`` TCP connections are open at once, pages, WebSockets and
-  half-open ones together: the next is answered ``503`` and closed at once, so the process never
-  runs out of file descriptors (at that point asyncio's accept loop logs an error per attempt and
-  nothing is served);
+  half-open ones together, and at most ``Limits.max_connections_per_client`` from one client address:
+  the next is answered ``503`` and closed at once, so the process never runs out of file descriptors
+  (at that point asyncio's accept loop logs an error per attempt and nothing is served) and one client
+  cannot take every connection;
 * an HTTP request whose headers are not complete ``Limits.header_seconds`` after its first byte (or
   after the connection opened) is closed: slowloris connections hold nothing for long;
 * each connection's kernel send buffer is fixed (``Limits.send_buffer_bytes``), so what a client that
@@ -48,19 +49,40 @@ class ConnectionGuard:
 
     def __init__(self, limits: Limits):
         self.limits = limits
-        self.open: set = set()
-        self.counts = {"refused_connections": 0, "header_timeouts": 0, "send_timeouts": 0, "aborted": 0}
+        self.open: dict = {}  # transport -> its client address
+        self.per_client: dict = {}  # client address -> open connections
+        self.counts = {
+            "refused_connections": 0,
+            "refused_per_client": 0,
+            "header_timeouts": 0,
+            "send_timeouts": 0,
+            "aborted": 0,
+        }
 
     def admit(self, transport) -> bool:
+        peer = transport.get_extra_info("peername")
+        client = peer[0] if isinstance(peer, (tuple, list)) and peer else None
         if len(self.open) >= self.limits.max_connections:
             self.counts["refused_connections"] += 1
             log.warning("connection refused: %d open (Limits.max_connections)", len(self.open))
             return False
-        self.open.add(transport)
+        if self.per_client.get(client, 0) >= self.limits.per_client_connections:
+            self.counts["refused_per_client"] += 1
+            log.warning(
+                "connection refused: %s holds %d (Limits.max_connections_per_client)", client, self.per_client[client]
+            )
+            return False
+        self.open[transport] = client
+        self.per_client[client] = self.per_client.get(client, 0) + 1
         return True
 
     def release(self, transport) -> None:
-        self.open.discard(transport)
+        if transport not in self.open:
+            return
+        client = self.open.pop(transport)
+        self.per_client[client] -= 1
+        if not self.per_client[client]:
+            del self.per_client[client]
 
     def protocols(self) -> tuple[type, type]:
         """(http, ws) protocol classes bound to this guard, for ``uvicorn.Config(http=..., ws=...)``."""

@@ -55,6 +55,9 @@ class Limits:
     quiet_seconds: float = 1800.0  # no message at all, even while streaming: closed
     header_seconds: float = 10.0  # an HTTP request whose headers are not complete by then: closed
     max_connections: int = 64  # open TCP connections (pages, WebSockets, half-open): more are closed at once
+    # open connections from one client address: one client holding half-open connections cannot fill the
+    # server's cap and lock everyone else out (as nginx's limit_conn per address); None: min(16, max_connections)
+    max_connections_per_client: Optional[int] = None
     messages_per_second: float = 60.0  # per session, burst of 2 s' worth; beyond it refused ("slow down")
     uploads_per_minute: float = 12.0  # start messages with an image, per session (burst 3)
     drags_per_minute: float = 30.0  # DragStream instructions, per session (burst 5)
@@ -76,9 +79,21 @@ class Limits:
                 f"Limits.max_connections = {self.max_connections}: needs room for every session and a page "
                 f"load (at least max_sessions + 2 = {self.max_sessions + 2})"
             )
+        if (
+            self.max_connections_per_client is not None
+            and not 2 <= self.max_connections_per_client <= self.max_connections
+        ):
+            raise ValueError(
+                f"Limits.max_connections_per_client = {self.max_connections_per_client}: between 2 (a page and its "
+                f"session) and max_connections = {self.max_connections}"
+            )
         for o in self.allowed_origins:
             if o != "*" and not (urlsplit(o).scheme in ("http", "https") and urlsplit(o).netloc):
                 raise ValueError(f"allowed origin {o!r}: give scheme://host[:port], e.g. http://localhost:8000, or *")
+
+    @property
+    def per_client_connections(self) -> int:
+        return self.max_connections_per_client or min(16, self.max_connections)
 
     @property
     def hard_message_bytes(self) -> int:
