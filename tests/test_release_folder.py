@@ -273,3 +273,21 @@ def test_read_off_sizes_are_the_released_ones_on_the_real_shapes():
     with torch.device("meta"):
         vae = AutoencoderKLWan(**WanVAEConfig().diffusers_kwargs())
     assert wan_vae_config_from_state_dict(convert_diffusers_to_official(vae.state_dict())) == WanVAEConfig()
+
+
+def test_the_rehearsal_release_command_writes_a_real_flavor_shrunk_and_says_its_overrides(tmp_path, capsys):
+    from trackstream.models.flavors import flavor_config
+    from trackstream.models.wan_io import load_wan
+    from trackstream.pipeline.rehearsal_release import main
+
+    out = tmp_path / "Wan2.1-Fun-1.3B-Control"
+    assert main(["--flavor", "wan2.1-fun-1.3b-control", "--out", str(out), "--dim", "64"]) == 0
+    said = capsys.readouterr().out
+    assert "+model.overrides.dim=64 +model.overrides.ffn_dim=128" in said
+    names = {p.name for p in out.iterdir()}
+    assert {"Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "google", "xlm-roberta-large"} <= names
+    assert "models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth" in names  # the Fun-Control image branch
+    dit = load_wan(out)
+    assert dit.dim == 64 and dit.in_dim == flavor_config("wan2.1-fun-1.3b-control")["in_dim"]
+    assert main(["--flavor", "wan2.1-fun-1.3b-control", "--out", str(out)]) == 2  # never over a folder
+    assert "exists" in capsys.readouterr().err

@@ -40,6 +40,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("trackstream.bench.plan", "memory plan of a recipe per GPU (params, optimizer, activations, fit)"),
     "export": ("trackstream.pipeline.export_network", "a trained network as a diffusers or official Wan folder"),
     "flavors": ("trackstream.models.flavors", "list the model flavors (tiny and the real Wan sizes)"),
+    "rehearsal-release": (
+        "trackstream.pipeline.rehearsal_release",
+        "a shrunk Wan release folder (official layout, random weights) to rehearse a real recipe on",
+    ),
 }
 
 
