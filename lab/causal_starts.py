@@ -7,7 +7,9 @@ Starts, each given ``--minutes`` of one machine's CPU (costed, not timed: every 
 measured first by a short probe of each, one after another on the same machine, so the arms compare at equal
 compute however busy the machine is later):
 
-* ``ode``: ODE pairs from the teacher (joint guidance; their generation time counts), then ODE init;
+* ``ode``: ODE pairs from the teacher (``--pairs`` of ``--teacher-steps`` Euler steps, joint guidance; their
+  sampling time counts: with the shipped teacher's 4-px tokens, 128 pairs of 48 steps had not finished after 10
+  CPU minutes on one thread, more than a start's budget), then ODE init;
 * ``tf``: teacher forcing (``experiment=tiny_teacher_forcing``) for the whole budget;
 * ``cd``: teacher forcing for half the budget, then causal consistency distillation from it for the other half.
 
@@ -34,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "tiny-teacher"
 ARMS = ("ode", "tf", "cd")
 PROBE_STEPS = 6
-POOL = 128  # training clips: the ODE pairs' count, the teacher-forcing pool and DMD's conditions
+POOL = 128  # training clips: the teacher-forcing pool and DMD's conditions
 
 
 def _common(teacher: Path, threads: int) -> list[str]:
@@ -63,7 +65,9 @@ def _cost(run: Path) -> float:
     return float(statistics.median(times))
 
 
-def run(out: Path, *, teacher: Path, minutes: float, dmd_steps: int, threads: int) -> dict:
+def run(
+    out: Path, *, teacher: Path, minutes: float, dmd_steps: int, threads: int, pairs: int, teacher_steps: int
+) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     common = _common(teacher, threads)
     t = f"stage.teacher={teacher / 'teacher'}"
@@ -72,11 +76,12 @@ def run(out: Path, *, teacher: Path, minutes: float, dmd_steps: int, threads: in
     if plan_file.is_file():
         plan = json.loads(plan_file.read_text())
     else:  # the costs, measured one after another on this machine, before any arm trains
-        pairs = _stage(
-            out, "pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={POOL}", "trainer.max_steps=1"
-        )
+        made = _stage(
+            out, "pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={pairs}",
+            f"stage.ode_pairs.teacher_steps={teacher_steps}", "trainer.max_steps=1",
+        )  # fmt: skip
         probes = {
-            "ode_init": _stage(out, "probe_ode", "tiny_ode_init", common, t, f"stage.pairs={pairs['pairs']}",
+            "ode_init": _stage(out, "probe_ode", "tiny_ode_init", common, t, f"stage.pairs={made['pairs']}",
                                f"trainer.max_steps={PROBE_STEPS}"),
             "teacher_forcing": _stage(out, "probe_tf", "tiny_teacher_forcing", common, t, pool,
                                       f"trainer.max_steps={PROBE_STEPS}"),
@@ -90,10 +95,12 @@ def run(out: Path, *, teacher: Path, minutes: float, dmd_steps: int, threads: in
         plan = {
             "minutes": minutes,
             "seconds_per_step": {k: round(v, 3) for k, v in cost.items()},
-            "pairs_seconds": pairs["pairs_seconds"],
-            "pairs": pairs["pairs"],
+            "pairs_seconds": made["pairs_seconds"],
+            "num_pairs": made["num_pairs"],
+            "teacher_steps": teacher_steps,
+            "pairs": made["pairs"],
             "steps": {
-                "ode": max(1, round((budget - pairs["pairs_seconds"]) / cost["ode_init"])),
+                "ode": max(1, round((budget - made["pairs_seconds"]) / cost["ode_init"])),
                 "tf": max(1, round(budget / cost["teacher_forcing"])),
                 "cd_tf": max(1, round(budget / 2 / cost["teacher_forcing"])),
                 "cd": max(1, round(budget / 2 / cost["consistency"])),
@@ -199,14 +206,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--minutes", type=float, default=8.0, help="CPU minutes per start")
     ap.add_argument("--dmd-steps", type=int, default=100)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--pairs", type=int, default=64, help="ODE pairs (their sampling counts in the ODE start's minutes)"
+    )
+    ap.add_argument("--teacher-steps", type=int, default=24, help="the teacher's Euler steps per ODE pair")
     ap.add_argument("--clips", type=int, default=16, help="held-out clips scored")
     ap.add_argument("--long-clips", type=int, default=4, help="clips streamed to 10x the horizon")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "causal_starts")
     args = ap.parse_args(argv)
     try:
         if args.action == "run":
-            print(json.dumps(run(args.out, teacher=args.teacher, minutes=args.minutes, dmd_steps=args.dmd_steps,
-                                 threads=args.threads), indent=2))  # fmt: skip
+            plan = run(args.out, teacher=args.teacher, minutes=args.minutes, dmd_steps=args.dmd_steps,
+                       threads=args.threads, pairs=args.pairs, teacher_steps=args.teacher_steps)  # fmt: skip
+            print(json.dumps(plan, indent=2))
         else:
             print(_table(score(args.out, args.doc, teacher=args.teacher, clips=args.clips, long_clips=args.long_clips)))
     except (PipelineError, ValueError, FileNotFoundError) as e:
