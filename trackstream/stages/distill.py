@@ -160,7 +160,7 @@ def condition_stream(
 
         def make(idx: list[int], gids: list[int]) -> dict:
             batch = conditions(idx)
-            return {**{k: batch[k].cpu() for k in keys if k in batch}, "gid": torch.tensor(gids)}
+            return {**{k: batch[k].cpu() for k in keys if batch.get(k) is not None}, "gid": torch.tensor(gids)}
 
     return PoolStream(
         count,
