@@ -15,7 +15,14 @@ from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import rasterize_tracks, track_id_embedding
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 
-__all__ = ["Conditioner", "encode_motion", "load_export"]
+__all__ = [
+    "Conditioner",
+    "encode_motion",
+    "load_export",
+    "load_export_network",
+    "load_export_codec",
+    "load_export_text_encoder",
+]
 
 
 def encode_motion(
@@ -172,25 +179,18 @@ def load_export(
     encoder (umT5 for the real networks) and the CLIP image encoder run on ``device`` in ``dtype`` too;
     ``offload_encoders`` keeps them on the CPU in fp32 instead (a GPU too small for umT5-XXL beside the DiT:
     encoding a prompt is once per stream). This is the one place every command (generation, DragStream,
-    evaluation, the demo, the benches) loads an export.
+    evaluation, the demo, the benches) loads an export; the diffusers pipeline's components
+    (``stream.diffusers_components``) load their parts through the same three functions below.
     """
-    from trackstream.models.codecs import build_codec
-    from trackstream.models.motion_wan import load_network, read_network_json
+    from trackstream.models.motion_wan import read_network_json
     from trackstream.models.precision import resolve_precision
-    from trackstream.models.text_encoders import build_text_encoder
 
     device, dtype = resolve_precision(device, dtype)
-    net = load_network(directory).requires_grad_(False).eval().to(device)
-    frozen_codec = build_codec(codec_name, checkpoint=codec).eval().to(device)
-    if dtype != torch.float32:
-        net.dit.cast_for_inference(dtype)
-        frozen_codec.to(dtype)
+    net = load_export_network(directory, device=device, dtype=dtype)
+    frozen_codec = load_export_codec(codec_name, codec, device=device, dtype=dtype)
     meta = read_network_json(directory)["model"]
-    text_encoder = build_text_encoder(
-        meta["text_encoder"], **({"path": meta["text_encoder_path"]} if meta.get("text_encoder_path") else {})
-    )
     enc_device, enc_dtype = (torch.device("cpu"), torch.float32) if offload_encoders else (device, dtype)
-    text_encoder = text_encoder.to(device=enc_device, dtype=enc_dtype)
+    text_encoder = load_export_text_encoder(meta, device=enc_device, dtype=enc_dtype)
     conditioner = Conditioner.for_network(
         ModelConfig(**meta),
         codec=frozen_codec,
@@ -200,3 +200,35 @@ def load_export(
         encoder_dtype=enc_dtype,
     )
     return net, frozen_codec, conditioner
+
+
+@torch.no_grad()
+def load_export_network(directory, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The export's MotionWan, frozen, on ``device``; the DiT's matmul weights in ``dtype`` (Wan's fp32 parts
+    stay fp32: ``WanModel.cast_for_inference``)."""
+    from trackstream.models.motion_wan import load_network
+
+    net = load_network(directory).requires_grad_(False).eval().to(device)
+    if dtype != torch.float32:
+        net.dit.cast_for_inference(dtype)
+    return net
+
+
+@torch.no_grad()
+def load_export_codec(codec_name: str, codec, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """The frozen codec ``codec_name`` from ``codec`` (``models.codecs.build_codec``'s checkpoint), on ``device``
+    in ``dtype``."""
+    from trackstream.models.codecs import build_codec
+
+    frozen = build_codec(codec_name, checkpoint=codec).eval().to(device)
+    return frozen.to(dtype) if dtype != torch.float32 else frozen
+
+
+def load_export_text_encoder(model_meta: dict, *, device: torch.device, dtype: torch.dtype, path=None):
+    """The frozen text encoder a network.json's ``model`` names, from ``path`` (default: its
+    ``text_encoder_path``; neither: the encoder's own default, e.g. MiniLM's bundled files)."""
+    from trackstream.models.text_encoders import build_text_encoder
+
+    path = path if path is not None else model_meta.get("text_encoder_path")
+    text_encoder = build_text_encoder(model_meta["text_encoder"], **({"path": str(path)} if path else {}))
+    return text_encoder.to(device=device, dtype=dtype)

@@ -1,8 +1,12 @@
 """Export a trained network as a diffusers ``WanTransformer3DModel`` folder or in the official Wan layout
-(what Wan-AI release folders hold for the DiT).
+(what Wan-AI release folders hold for the DiT), or a student as a whole diffusers pipeline that streams.
 
     trackstream export --network runs/x/export/teacher --format diffusers --out OUT
     trackstream export --network runs/x --format official --out OUT     # a run with one export
+    trackstream export --network runs/x/export/student --format pipeline --codec CODEC --out OUT
+
+``--format pipeline``: ``DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)`` loads it, whole clips
+or chunk by chunk (``pipeline.export_pipeline``, ``stream.diffusers_pipeline``; docs/diffusers.md).
 
 ``--network``: an exported network folder (network.json, dit/, heads.pt: what a training stage writes to
 ``<run>/export/<name>``) or a run directory with exactly one export. Both formats are ``config.json`` +
@@ -36,7 +40,8 @@ from trackstream.models.formats.checkpoint import SIDE_HEADS, SIDE_NETWORK
 
 __all__ = ["FORMATS", "find_network", "export_wan", "dit_input", "main"]
 
-FORMATS = ("diffusers", "official")
+FORMATS = ("diffusers", "official", "pipeline")
+DIT_FORMATS = ("diffusers", "official")  # the DiT alone, by export_wan
 
 
 def find_network(path: str | os.PathLike) -> Path:
@@ -76,8 +81,8 @@ def export_wan(network: str | os.PathLike, out: str | os.PathLike, *, fmt: str) 
     from trackstream.models.motion_wan import load_network, read_network_json
     from trackstream.models.wan_io import save_wan
 
-    if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r} is not one of {FORMATS}")
+    if fmt not in DIT_FORMATS:
+        raise ValueError(f"--format {fmt!r} is not one of {DIT_FORMATS}")
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder: pick a new folder or remove it")
@@ -107,8 +112,21 @@ def main(argv: list[str] | None = None) -> int:
     # not argparse choices: an unknown format is the same one-line error as every other bad input
     ap.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     ap.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
+    ap.add_argument("--codec", default=None, help="--format pipeline: the student's codec (file or release folder)")
+    ap.add_argument("--codec-name", default="tiny-ae", help="--format pipeline: the codec's name (conf/codec/)")
     args = ap.parse_args(argv)
     try:
+        if args.format == "pipeline":
+            from trackstream.pipeline.export_pipeline import export_pipeline
+
+            folder = find_network(args.network)  # here: export_pipeline does not import this module (no circle)
+            out = export_pipeline(folder, args.out, codec=args.codec, codec_name=args.codec_name)
+            print(
+                f"[export_network] {out}: diffusers pipeline (DiffusionPipeline.from_pretrained(..., trust_remote_code=True))"
+            )
+            return 0
+        if args.format not in FORMATS:
+            raise ValueError(f"--format {args.format!r} is not one of {FORMATS}")
         out = export_wan(args.network, args.out, fmt=args.format)
     except ValueError as e:  # CheckpointError included: one line, no traceback
         print(f"[export_network] error: {e}", file=sys.stderr)
