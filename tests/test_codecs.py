@@ -431,4 +431,7 @@ def test_every_codec_has_the_facts_a_config_check_uses():
         ), name
     assert codec_spatial_factor("tiny-ae", {"patch": 4}) == build_codec("tiny-ae", width=16, patch=4).spatial_factor
     assert codec_spatial_factor("taehv-wan2.1", {"patch_size": 2}) == 16
+    for name in ("taehv-wan2.1", "taehv-wan2.2"):  # a TAEHV with a stage fewer (the tiny-ae latents' 4x decoder)
+        opts = {"spatial_stages": [True, True, False]}
+        assert codec_spatial_factor(name, opts) == build_codec(name, **opts).spatial_factor, name
     assert codec_latent_channels("wan2.2-vae", {"latent_channels": 16}) == 48  # fixed by the release

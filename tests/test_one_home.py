@@ -133,7 +133,7 @@ def test_the_model_families_facts_live_in_conf_family_only():
 
     facts = re.compile(r"^\s*(height|width|num_frames|fps|shift|student_steps|first_chunk_frames)\s*:", re.M)
     real = sorted((ROOT / "conf" / "experiment").glob("*_wan*.yaml"))
-    assert len(real) == 17
+    assert len(real) == 19
     assert not [p.name for p in real if facts.search(p.read_text())]
     for name, family in (("dmd_wan14b_to_1.3b_480p", "wan2.1_480p"), ("rl_wan2.2_5b_704p", "wan2.2_5b_704p")):
         typed, f = compose_recipe([f"experiment={name}"]), family_facts(family)

@@ -18,6 +18,8 @@
   reference when ``stage.kl_weight`` > 0 (sharded under fsdp), the codec (decodes rollouts for the
   rewards), the aesthetic reward's CLIP ViT-L/14 when weighted; B x G rollouts per micro-batch, all
   differentiated chunk by chunk before one backward.
+* tiny_decoder (``stages/tiny_decoder.py``): the TAEHV decoder and the PatchGAN discriminator trained, the full
+  codec and LPIPS frozen; counted on crops (``bench/plan_tiny_decoder.py``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from trackstream.models.tracks import latent_frames
 
 MEASURED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "h200" / "train.json"
 TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models/text_encoders.py)
-PLANNED = ("teacher", "ode_init", "teacher_forcing", "consistency", "dmd", "rl")
+PLANNED = ("teacher", "ode_init", "teacher_forcing", "consistency", "dmd", "rl", "tiny_decoder")
 CAUSAL_WALKS = ("teacher_forcing", "consistency")  # the stages that stream clean context through a rolling cache
 
 
@@ -203,6 +205,8 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
         grad_accum=cfg.trainer.grad_accum,
     )
     half = cfg.trainer.precision in ("auto", "bf16")  # auto = bf16 on a GPU
+    if stage == "tiny_decoder":  # convolutional codec networks, no DiT tokens: bench/plan_tiny_decoder.py
+        return _tiny_decoder_plan(cfg, gpus=gpus, gpu=gpu, overrides=overrides, accum=accum, half=half)
     text_dim = TEXT_DIMS["umt5" if cfg.model.text_encoder.lower().startswith("umt5") else "minilm"]
     base = flavor_config(cfg.model.flavor, **cfg.model.overrides)
     pt, ph, pw = base["patch_size"]
@@ -261,6 +265,21 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     for n in nets:
         plan.notes += n.notes
     _step_time(plan, cfg, stage, st, accum, data_ranks, teacher.flops_per_sample / full.flops_per_sample)
+    return plan
+
+
+def _tiny_decoder_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], accum: int, half: bool) -> Plan:
+    from trackstream.bench.plan_tiny_decoder import tiny_decoder_plan
+    from trackstream.stages.tiny_decoder import check_layout
+
+    check_layout(cfg)  # the layouts the stage refuses (fsdp, deepspeed), in its words
+    st = cfg.stage
+    layout = f"{cfg.parallel.strategy}, {gpus} GPU(s) = {gpus} data, grad accum {accum}, {'bf16' if half else 'fp32'}"
+    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), cfg.task_name)
+    pixels = st.num_frames * st.crop**2  # a crop's pixels stand in for the tokens of a DiT plan
+    facts = NetFacts(0, 0, 0, 0, 0, 0, 0, (1, 1, 1), 0, False)
+    plan = Plan(name, cfg, gpu, gpus, layout, pixels, cfg.data.batch_size, pixels * cfg.data.batch_size, facts)
+    tiny_decoder_plan(plan, cfg, gpus=gpus, half=half)
     return plan
 
 

@@ -33,9 +33,12 @@ class CodecFacts:
     channels_option: bool = True  # whether ``latent_channels`` may be set in the options
 
     def spatial(self, options: dict) -> int:
-        if self.patch_option is None or self.patch_option not in options:
-            return self.spatial_factor
-        return self.patch_base * int(options[self.patch_option])
+        factor = self.spatial_factor
+        if self.patch_option is not None and self.patch_option in options:
+            factor = self.patch_base * int(options[self.patch_option])
+        if "spatial_stages" in options:  # TAEHV: each of its 3 stages halves (or not) the frame; 8x with all three
+            factor = factor * 2 ** sum(bool(s) for s in options["spatial_stages"]) // 8
+        return factor
 
     def channels(self, options: dict) -> int:
         return (

@@ -27,6 +27,7 @@ from trackstream.distill.dmd import DMDConfig
 from trackstream.distill.ode_init import ODEInitConfig
 from trackstream.distill.rl import RLConfig
 from trackstream.distill.teacher_forcing import TeacherForcingConfig
+from trackstream.distill.tiny_decoder import TinyDecoderConfig
 from trackstream.eval.conf_nodes import register_nodes
 from trackstream.eval.teacher_eval import EvalConfig
 from trackstream.models.causal import CausalConfig
@@ -73,6 +74,7 @@ SCHEMAS: dict[str, type] = {
     "consistency": ConsistencyConfig,
     "dmd": DMDConfig,
     "rl": RLConfig,
+    "tiny_decoder": TinyDecoderConfig,
 }
 # keys of configs recorded before stages were named by ``stage.name`` alone: dropped when read back
 _LEGACY_KEYS = ("_schema_", "_builder_")

@@ -19,6 +19,7 @@ from trackstream.stages.config import SCHEMAS, TrainConfig
 from trackstream.stages.distill import build_dmd, build_ode_init
 from trackstream.stages.rl import build_rl
 from trackstream.stages.teacher import build_teacher
+from trackstream.stages.tiny_decoder import build_tiny_decoder
 from trackstream.train.dist import Runtime
 
 __all__ = ["BUILDERS", "register_stage", "run_stage"]
@@ -33,6 +34,7 @@ BUILDERS: dict[str, Builder] = {
     "consistency": build_consistency,
     "dmd": build_dmd,
     "rl": build_rl,
+    "tiny_decoder": build_tiny_decoder,
 }
 assert BUILDERS.keys() == SCHEMAS.keys()
 

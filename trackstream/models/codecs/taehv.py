@@ -152,8 +152,16 @@ class TAEHVConfig:
     encoder_time_downscale: tuple[bool, bool, bool] = (True, True, False)
     decoder_time_upscale: tuple[bool, bool, bool] = (False, True, True)
     encoder_time_pad: str = "end"
+    # which of the three encoder stages halve height and width, each mirrored by the decoder stage that undoes it
+    # (encoder stage i <-> decoder stage 2 - i; the official ``decoder_space_upscale``, here applied to both sides
+    # so that encode -> decode keeps the frame size):
+    # all three = 8x (the releases); (True, True, False) = 4x, a decoder for the embedded world's 4x tiny-ae
+    # latents (``stage=tiny_decoder``). No parameter depends on it, so the state-dict layout stays the official one.
+    spatial_stages: tuple[bool, bool, bool] = (True, True, True)
 
     def __post_init__(self) -> None:
+        if len(self.spatial_stages) != 3:
+            raise ValueError(f"TAEHVConfig.spatial_stages={self.spatial_stages} must name the 3 stages (true/false)")
         if self.encoder_time_pad not in ("end", "front"):
             raise ValueError(f"TAEHVConfig.encoder_time_pad={self.encoder_time_pad!r} must be 'end' or 'front'")
         if sum(self.encoder_time_downscale) != sum(self.decoder_time_upscale):
@@ -222,34 +230,34 @@ class TAEHV(VideoCodec):
         self.config = config = config or TAEHVConfig()
         self.latent_channels = config.latent_channels
         self.patch_size = config.patch_size
-        self.spatial_factor = 8 * config.patch_size
+        self.spatial_factor = 2 ** sum(config.spatial_stages) * config.patch_size
         self.temporal_factor = 2 ** sum(config.decoder_time_upscale)
         channels_in = 3 * config.patch_size**2
 
         # Index-for-index the official nn.Sequential layout, so checkpoint keys match:
         # encoder 0 conv, 1 ReLU, stages at 2-6 / 7-11 / 12-16, 17 conv; decoder 0 Clamp, 1 conv,
         # 2 ReLU, stages at 3-8 / 9-14 / 15-20, 21 ReLU, 22 conv.
-        def enc_stage(pool: bool) -> list[nn.Module]:
-            return [TPool(64, 2 if pool else 1), _conv(64, 64, stride=2, bias=False)] + [
+        def enc_stage(pool: bool, space: bool) -> list[nn.Module]:
+            return [TPool(64, 2 if pool else 1), _conv(64, 64, stride=2 if space else 1, bias=False)] + [
                 MemBlock(64, 64) for _ in range(3)
             ]
 
-        def dec_stage(n_in: int, n_out: int, grow: bool) -> list[nn.Module]:
+        def dec_stage(n_in: int, n_out: int, grow: bool, space: bool) -> list[nn.Module]:
             return [MemBlock(n_in, n_in) for _ in range(3)] + [
-                nn.Upsample(scale_factor=2),
+                nn.Upsample(scale_factor=2) if space else nn.Identity(),  # parameter-free: same indices
                 TGrow(n_in, 2 if grow else 1),
                 _conv(n_in, n_out, bias=False),
             ]
 
-        e, d = config.encoder_time_downscale, config.decoder_time_upscale
+        e, d, s = config.encoder_time_downscale, config.decoder_time_upscale, config.spatial_stages
         self.encoder = nn.Sequential(
             _conv(channels_in, 64), nn.ReLU(),
-            *enc_stage(e[0]), *enc_stage(e[1]), *enc_stage(e[2]),
+            *enc_stage(e[0], s[0]), *enc_stage(e[1], s[1]), *enc_stage(e[2], s[2]),
             _conv(64, config.latent_channels),
         )  # fmt: skip
         self.decoder = nn.Sequential(
             Clamp(), _conv(config.latent_channels, 256), nn.ReLU(),
-            *dec_stage(256, 128, d[0]), *dec_stage(128, 64, d[1]), *dec_stage(64, 64, d[2]),
+            *dec_stage(256, 128, d[0], s[2]), *dec_stage(128, 64, d[1], s[1]), *dec_stage(64, 64, d[2], s[0]),
             nn.ReLU(), _conv(64, channels_in),
         )  # fmt: skip
         self.frames_to_trim = self.temporal_factor - 1
