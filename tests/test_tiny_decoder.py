@@ -203,6 +203,9 @@ def test_the_export_loads_through_the_codec_factory_and_streams_like_a_whole_dec
     assert torch.equal(codec.decoder[-1].weight, sd["decoder.22.weight"]) and torch.equal(
         again.decoder[1].weight, sd["decoder.1.weight"]
     )
+    # ... and from its name alone: its options travel beside it (taehv.json)
+    alone = build_codec("taehv-wan2.1", checkpoint=str(export))
+    assert alone.spatial_factor == 4 and torch.equal(alone.decoder[-1].weight, sd["decoder.22.weight"])
     torch.manual_seed(0)
     z = torch.randn(1, 16, 6, 16, 16)
     with torch.no_grad():

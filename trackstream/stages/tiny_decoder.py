@@ -9,7 +9,7 @@ Every ``trainer.sample_every`` steps and at the end the decoder decodes the firs
 clips: ``<run_dir>/reconstructions/<tag>.png`` (rows: truth, decoded; frames 0, middle, last) and ``.mp4`` (truth
 | decoded; on W&B as a video) and the PSNR in eval.jsonl / W&B. ``finish`` saves the TAEHV codec in the official
 layout to ``<run_dir>/export/taehv.pth`` (encoder as loaded, decoder trained; loads as
-``codec=<stage.decoder> codec.checkpoint=<file>``, with ``codec.options`` = ``stage.options``) and writes
+``codec=<stage.decoder> codec.checkpoint=<file>``: ``stage.options`` travel beside it as ``taehv.json``) and writes
 ``<run_dir>/tiny_decoder.json``: the PSNR of the trained decoder and of the full codec's own decoder on the
 first ``stage.eval_clips`` held-out clips.
 """
@@ -176,8 +176,10 @@ def _write_strip(path: Path, truth: torch.Tensor, recon: torch.Tensor) -> None:
     Image.fromarray(np.concatenate(rows, axis=0)).save(path)
 
 
-def export_taehv(decoder, path: Path, runtime: Runtime) -> Path:
-    """The trained TAEHV codec in the official layout (``encoder.*``, ``decoder.*``), written by rank 0."""
+def export_taehv(decoder, path: Path, runtime: Runtime, options: dict | None = None) -> Path:
+    """The trained TAEHV codec in the official layout (``encoder.*``, ``decoder.*``), written by rank 0, with its
+    config options beside it (``<file>.json``: ``models.codecs.build_codec`` reads them, so the file loads from
+    its codec name alone wherever a TAEHV codec is accepted: generate, the demo, the evaluation)."""
     from trackstream.train.weights import full_state_dict
 
     sd = full_state_dict(decoder, use_ema=False)  # the engine's one reader of a trained network's whole weights
@@ -187,6 +189,8 @@ def export_taehv(decoder, path: Path, runtime: Runtime) -> Path:
         tmp = path.with_suffix(".tmp")
         torch.save(official, tmp)
         tmp.replace(path)
+        sidecar = path.with_suffix(".json")
+        sidecar.write_text(json.dumps({"taehv_options": dict(options or {})}, indent=1))
     runtime.barrier()
     return path
 
@@ -247,7 +251,8 @@ def build_tiny_decoder(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
     hooks = [Hook(cfg.trainer.sample_every, shown.periodic)] if shown and cfg.trainer.sample_every > 0 else []
 
     def finish(result: TrainResult, logger: MetricLogger) -> dict:
-        out = {"export": str(export_taehv(decoder, run_dir / "export" / EXPORT_FILE, runtime))}
+        options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(cfg.stage.options).items()}
+        out = {"export": str(export_taehv(decoder, run_dir / "export" / EXPORT_FILE, runtime, options))}
         if shown is not None:
             figures = shown.final(result.step, logger)
             out.update({k: v for k, v in figures.items() if k.startswith("psnr_")})

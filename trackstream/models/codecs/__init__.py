@@ -188,6 +188,18 @@ def _build_wan_vae(name: str, checkpoint: str | None, options: dict[str, Any]) -
     return cls.from_official_checkpoint(checkpoint, config if options else None)  # None: sizes from the file
 
 
+def _taehv_sidecar(checkpoint) -> dict:
+    """The TAEHVConfig options saved beside a trained TAEHV file (``<file>.json``), or none."""
+    import json
+    from pathlib import Path
+
+    sidecar = Path(str(checkpoint)).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    options = json.loads(sidecar.read_text()).get("taehv_options", {})
+    return {k: (tuple(v) if isinstance(v, list) else v) for k, v in options.items()}
+
+
 def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> VideoCodec:
     """Build a codec by name.
 
@@ -207,6 +219,8 @@ def build_codec(name: str, *, checkpoint: str | None = None, **options: Any) -> 
     if name in _WAN_VAES:
         return _build_wan_vae(name, checkpoint, options)
     if name in TAEHV_RELEASES:
+        if checkpoint is not None:  # a trained decoder's own options (<file>.json, stage=tiny_decoder); given ones win
+            options = {**_taehv_sidecar(checkpoint), **options}
         config = _make_config(TAEHVConfig, name, options, base=TAEHV_RELEASES[name][0])
         return TAEHV(config) if checkpoint is None else TAEHV.from_checkpoint(checkpoint, config)
     if name == "tiny-ae":
