@@ -277,3 +277,39 @@ def test_the_wan21_recipe_runs_at_its_real_clip_length_from_an_official_release_
     assert figures["eval_clips"] == 1 and (run / "reconstructions" / "final.png").is_file()
     cfg = typed(run, "experiment=tiny_decoder_wan2.1_480p", f"paths.data_dir={data}")
     assert (cfg.data.num_frames, cfg.stage.num_frames, cfg.stage.crop) == (81, 21, 144)  # the recipe's, as run
+
+
+def test_a_tiny_decoder_decodes_what_the_full_codec_encoded_in_generate(tmp_path, capsys):
+    """``--decoder``: the full codec encodes (the first frame's latent the network knows), the tiny decoder
+    decodes, whole clips and streams alike; a decoder of another latent space is refused in one line."""
+    import cv2
+    import numpy as np
+
+    from trackstream.models.codecs.split import SplitCodec
+    from trackstream.stream.generate import main
+
+    torch.manual_seed(0)
+    tiny = build_codec("taehv-wan2.1", spatial_stages=FOUR_X).eval()  # random weights stand in for a trained one
+    torch.save(tiny.state_dict(), tmp_path / "taehv.pth")
+    (tmp_path / "taehv.json").write_text(json.dumps({"taehv_options": {"spatial_stages": FOUR_X}}))
+    full = build_codec_module(CodecConfig(name="tiny-ae", checkpoint=str(ROOT / "assets/tiny-teacher/codec.pt")))
+    split = SplitCodec(full.eval(), build_codec("taehv-wan2.1", checkpoint=str(tmp_path / "taehv.pth")).eval())
+    video = torch.rand(1, 3, 9, 64, 64) * 2 - 1
+    with torch.no_grad():
+        z = split.encode(video)
+        torch.testing.assert_close(z, full.encode(video))
+        torch.testing.assert_close(split.decode(z), tiny.decode(z))
+        torch.testing.assert_close(split.decode_streaming(z, [1, 2]), tiny.decode(z), atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="its spatial_factor is 8"):
+        SplitCodec(full, build_codec("taehv-wan2.1"))
+
+    g = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    np.save(tmp_path / "tracks.npy", g.uniform(2, 60, (13, 4, 2)).astype(np.float32))
+    args = ["--image", tmp_path / "first.png", "--tracks", tmp_path / "tracks.npy", "--device", "cpu"]
+    assert main([str(a) for a in [*args, "--decoder", tmp_path / "taehv.pth", "--out", tmp_path / "tiny.mp4"]]) == 0
+    assert main([str(a) for a in [*args, "--out", tmp_path / "own.mp4"]]) == 0
+    from trackstream.data.video_io import decode_video
+
+    a, b = decode_video(str(tmp_path / "tiny.mp4"))[0], decode_video(str(tmp_path / "own.mp4"))[0]
+    assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).mean() > 5  # another decoder decoded it

@@ -167,6 +167,8 @@ def load_export(
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     offload_encoders: bool = False,
+    decoder: str | None = None,
+    decoder_name: str | None = None,
 ):
     """An exported network folder with what it needs to run, ready for inference: (network, codec,
     conditioner) — the network frozen in eval mode, its codec (``models.codecs`` name + checkpoint /
@@ -178,7 +180,8 @@ def load_export(
     in fp32 (time embedding, modulation, norms) stays fp32 (``WanModel.cast_for_inference``). The text
     encoder (umT5 for the real networks) and the CLIP image encoder run on ``device`` in ``dtype`` too;
     ``offload_encoders`` keeps them on the CPU in fp32 instead (a GPU too small for umT5-XXL beside the DiT:
-    encoding a prompt is once per stream). This is the one place every command (generation, DragStream,
+    encoding a prompt is once per stream). ``decoder`` / ``decoder_name``: a trained tiny decoder that decodes
+    instead of the codec's own (``load_export_codec``). This is the one place every command (generation, DragStream,
     evaluation, the demo, the benches) loads an export; the diffusers pipeline's components
     (``stream.diffusers_components``) load their parts through the same three functions below.
     """
@@ -187,7 +190,9 @@ def load_export(
 
     device, dtype = resolve_precision(device, dtype)
     net = load_export_network(directory, device=device, dtype=dtype)
-    frozen_codec = load_export_codec(codec_name, codec, device=device, dtype=dtype)
+    frozen_codec = load_export_codec(
+        codec_name, codec, device=device, dtype=dtype, decoder=decoder, decoder_name=decoder_name
+    )
     meta = read_network_json(directory)["model"]
     enc_device, enc_dtype = (torch.device("cpu"), torch.float32) if offload_encoders else (device, dtype)
     text_encoder = load_export_text_encoder(meta, device=enc_device, dtype=enc_dtype)
@@ -215,12 +220,26 @@ def load_export_network(directory, *, device: torch.device, dtype: torch.dtype) 
 
 
 @torch.no_grad()
-def load_export_codec(codec_name: str, codec, *, device: torch.device, dtype: torch.dtype) -> nn.Module:
+def load_export_codec(
+    codec_name: str,
+    codec,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    decoder: str | None = None,
+    decoder_name: str | None = None,
+) -> nn.Module:
     """The frozen codec ``codec_name`` from ``codec`` (``models.codecs.build_codec``'s checkpoint), on ``device``
-    in ``dtype``."""
+    in ``dtype``; with ``decoder`` (a trained tiny decoder's file, ``decoder_name`` its codec name: default the
+    TAEHV of the codec's latent space) the codec encodes and the tiny decoder decodes (``SplitCodec``)."""
     from trackstream.models.codecs import build_codec
+    from trackstream.models.codecs.split import SplitCodec
 
-    frozen = build_codec(codec_name, checkpoint=codec).eval().to(device)
+    frozen = build_codec(codec_name, checkpoint=codec)
+    if decoder is not None:
+        name = decoder_name or ("taehv-wan2.2" if frozen.latent_channels == 48 else "taehv-wan2.1")
+        frozen = SplitCodec(frozen, build_codec(name, checkpoint=decoder))
+    frozen = frozen.eval().to(device)
     return frozen.to(dtype) if dtype != torch.float32 else frozen
 
 

@@ -70,6 +70,18 @@ def add_codec_args(parser: argparse.ArgumentParser, *, default: str | None = Non
         type=_flag_type(codec_name, "--codec-name"),
         help="the codec's name (conf/codec/: tiny-ae, wan2.1-vae, wan2.2-vae, taehv-wan2.1, taehv-wan2.2)",
     )
+    parser.add_argument(
+        "--decoder",
+        default=None,
+        help="a trained tiny decoder (stage=tiny_decoder's export/taehv.pth, a taew2_1 / taew2_2 file) that decodes "
+        "instead of the codec's own; the codec still encodes the first frame",
+    )
+    parser.add_argument(
+        "--decoder-name",
+        default=None,
+        type=_flag_type(codec_name, "--decoder-name"),
+        help="the decoder's codec name (default: the TAEHV of the codec's latent space: taehv-wan2.1 / taehv-wan2.2)",
+    )
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +136,8 @@ def load_network_args(args: argparse.Namespace, device: torch.device, dtype: tor
         device=device,
         dtype=dtype,
         offload_encoders=args.offload_encoders,
+        decoder=args.decoder,
+        decoder_name=args.decoder_name,
     )
 
 

@@ -105,6 +105,8 @@ def _load(args):
         compile=args.compile,
         offload_encoders=args.offload_encoders,
         depth_model=args.depth_model,
+        decoder=args.decoder,
+        decoder_name=args.decoder_name,
     )
     return limits, model
 

@@ -87,12 +87,15 @@ class DemoModel:
         compile: bool = False,
         offload_encoders: bool = False,
         depth_model: str | Path | None = None,
+        decoder: str | Path | None = None,
+        decoder_name: str | None = None,
     ):
         """``codec``: the codec's weights as ``--codec`` takes them (a file, a Wan release folder or a
         TrackStream release folder: ``models.codecs.codec_checkpoint``). ``device`` / ``dtype``: "auto" is
         CUDA + bf16 when a GPU is present, else CPU + fp32 (``models.precision``); ``compile``: the
         engine's compiled streaming step. ``depth_model``: a local transformers depth-estimation folder for
-        camera moves (``models.depth``); without it the frame on screen is taken as a plane."""
+        camera moves (``models.depth``); without it the frame on screen is taken as a plane. ``decoder`` /
+        ``decoder_name``: a trained tiny decoder that decodes the stream (``--decoder``)."""
         from trackstream.models.codecs import codec_checkpoint
         from trackstream.models.conditioner import load_export
         from trackstream.models.precision import dtype_name, resolve_precision
@@ -107,7 +110,14 @@ class DemoModel:
         dev, dt = resolve_precision(device, dtype)  # refuses cuda without a GPU, unknown dtypes (one line)
         self.device, self.dtype = str(dev), dtype_name(dt)
         net, codec_net, self.conditioner = load_export(
-            student, codec_name=codec_name, codec=str(codec), device=dev, dtype=dt, offload_encoders=offload_encoders
+            student,
+            codec_name=codec_name,
+            codec=str(codec),
+            device=dev,
+            dtype=dt,
+            offload_encoders=offload_encoders,
+            decoder=None if decoder is None else str(decoder),
+            decoder_name=decoder_name,
         )
         # no device= here: the engine runs where load_export put the network
         self.engine = StreamingGenerator(
