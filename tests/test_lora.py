@@ -191,3 +191,18 @@ def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_
     changed = {k for k in f if not torch.equal(f[k], b[k])}
     adapted = {k for k in f if any(k.endswith(f"{t}.weight") for t in LoraConfig().targets)}
     assert changed and changed <= adapted | {k for k in f if k.startswith("track_encoder.")}
+
+
+def test_a_fine_tune_of_the_shipped_teacher_takes_its_codec_instead_of_fitting_one(tmp_path, run_module):
+    """docs/recipes.md's tiny LoRA line: model.init_from names the shipped teacher, no codec.checkpoint; the run
+    directory gets the release's codec (no fit), and says so."""
+    run = tmp_path / "ft"
+    r = run_module(
+        "trackstream.stages", "experiment=tiny_teacher_finetune", "model.init_from=assets/tiny-teacher/teacher",
+        "model.lora.rank=8", "data.pool_size=8", "trainer.max_steps=1", "trainer.num_threads=1",
+        "logger.progress_bar=false", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    shipped = ROOT / "assets" / "tiny-teacher" / "codec.pt"
+    assert (run / "codec" / "codec.pt").read_bytes() == shipped.read_bytes()
+    assert not (run / "codec" / "checkpoints").exists()  # nothing was fitted
+    assert "the one model.init_from's network works in" in (run / "train.log").read_text() + r.stderr
