@@ -31,8 +31,8 @@ import torch
 
 from trackstream.diffusion.samplers import GuidanceConfig, combine_guided, guidance_terms
 from trackstream.diffusion.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_velocity
-from trackstream.distill.ode_init import sample_causal_config
-from trackstream.distill.teacher_forcing import clean_context_chunks, clip_condition
+from trackstream.distill.ode_init import check_mask_choices, sample_causal_config
+from trackstream.distill.teacher_forcing import clean_context_chunks, clip_condition, encoded_clips
 from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
@@ -64,12 +64,7 @@ class ConsistencyConfig:
         for name, cls in (("causal", CausalConfig), ("guidance", GuidanceConfig)):
             if isinstance(getattr(self, name), dict):
                 setattr(self, name, cls(**getattr(self, name)))
-        if not self.sink_choices or not self.window_choices:
-            raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
-        for s in self.sink_choices:
-            CausalConfig(chunk_frames=self.causal.chunk_frames, sink_chunks=s)
-        for w in self.window_choices:
-            CausalConfig(chunk_frames=self.causal.chunk_frames, window_chunks=w)
+        check_mask_choices(self.causal, self.sink_choices, self.window_choices)
         if self.grid_steps < 1:
             raise ValueError(f"stage.grid_steps={self.grid_steps} must be >= 1")
 
@@ -113,11 +108,7 @@ class ConsistencyObjective(Objective):
         self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
     def prepare_batch(self, batch: dict) -> dict:
-        if self.conditioner is not None:
-            batch = self.conditioner.encode(batch)
-        batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        batch.pop("video", None)
-        return batch
+        return encoded_clips(batch, self.conditioner, self.device)
 
     def _motion(self, batch: dict, ids: torch.Tensor, splat: str) -> torch.Tensor:
         return encode_motion(

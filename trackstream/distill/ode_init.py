@@ -33,7 +33,7 @@ from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.objective import Objective, generator_state, load_generator_state
 from trackstream.train.parallel import unwrap
 
-__all__ = ["ODEInitConfig", "ODEInitObjective", "sample_causal_config", "per_chunk_indices"]
+__all__ = ["ODEInitConfig", "ODEInitObjective", "check_mask_choices", "sample_causal_config", "per_chunk_indices"]
 
 
 @dataclass
@@ -65,12 +65,18 @@ class ODEInitConfig:
             self.ode_pairs = ODEPairsConfig(**self.ode_pairs)
         if isinstance(self.causal, dict):
             self.causal = CausalConfig(**self.causal)
-        if not self.sink_choices or not self.window_choices:
-            raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
-        for s in self.sink_choices:
-            CausalConfig(chunk_frames=self.causal.chunk_frames, sink_chunks=s)  # raises naming the field
-        for w in self.window_choices:
-            CausalConfig(chunk_frames=self.causal.chunk_frames, window_chunks=w)
+        check_mask_choices(self.causal, self.sink_choices, self.window_choices)
+
+
+def check_mask_choices(causal: CausalConfig, sinks: list, windows: list) -> None:
+    """``stage.sink_choices`` / ``stage.window_choices`` (the masks a causal stage draws per batch): non-empty, and
+    each a valid sink / window of ``causal``'s chunking (``CausalConfig`` raises naming the field)."""
+    if not sinks or not windows:
+        raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
+    for s in sinks:
+        CausalConfig(chunk_frames=causal.chunk_frames, sink_chunks=s)
+    for w in windows:
+        CausalConfig(chunk_frames=causal.chunk_frames, window_chunks=w)
 
 
 def sample_causal_config(base: CausalConfig, sinks: list, windows: list, gen: torch.Generator) -> CausalConfig:

@@ -37,7 +37,7 @@ from trackstream.diffusion.schedule import (
     sigma_to_t,
     velocity_target,
 )
-from trackstream.distill.ode_init import sample_causal_config
+from trackstream.distill.ode_init import check_mask_choices, sample_causal_config
 from trackstream.models.causal import CausalConfig, KVCache, stream_step
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import (
@@ -52,7 +52,13 @@ from trackstream.train.objective import Objective, generator_state, load_generat
 from trackstream.train.parallel import unwrap
 from trackstream.train.teacher import mix_text
 
-__all__ = ["TeacherForcingConfig", "TeacherForcingObjective", "clip_condition", "clean_context_chunks"]
+__all__ = [
+    "TeacherForcingConfig",
+    "TeacherForcingObjective",
+    "encoded_clips",
+    "clip_condition",
+    "clean_context_chunks",
+]
 
 
 @dataclass
@@ -80,12 +86,7 @@ class TeacherForcingConfig:
     def __post_init__(self) -> None:
         if isinstance(self.causal, dict):
             self.causal = CausalConfig(**self.causal)
-        if not self.sink_choices or not self.window_choices:
-            raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
-        for s in self.sink_choices:
-            CausalConfig(chunk_frames=self.causal.chunk_frames, sink_chunks=s)  # raises naming the field
-        for w in self.window_choices:
-            CausalConfig(chunk_frames=self.causal.chunk_frames, window_chunks=w)
+        check_mask_choices(self.causal, self.sink_choices, self.window_choices)
         if self.weighting not in WEIGHTINGS:
             raise ValueError(f"stage.weighting={self.weighting!r}; choose one of {WEIGHTINGS}")
         if not 0.0 <= self.sigma_min < 1.0:
@@ -93,6 +94,16 @@ class TeacherForcingConfig:
         for name in ("p_drop_text", "p_drop_tracks"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"stage.{name}={getattr(self, name)} must be in [0, 1]")
+
+
+def encoded_clips(batch: dict, conditioner, device: torch.device) -> dict:
+    """A batch of training clips on ``device``, encoded by the frozen ``conditioner`` where it still holds raw
+    videos and captions (``Conditioner.encode``); the latents replace the videos."""
+    if conditioner is not None:
+        batch = conditioner.encode(batch)
+    batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    batch.pop("video", None)
+    return batch
 
 
 def clip_condition(network, batch: dict, track_ids: torch.Tensor, *, height: int, width: int) -> VideoCondition:
@@ -157,11 +168,7 @@ class TeacherForcingObjective(Objective):
         self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
     def prepare_batch(self, batch: dict) -> dict:
-        if self.conditioner is not None:
-            batch = self.conditioner.encode(batch)
-        batch = {k: (v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        batch.pop("video", None)  # the latents replace it
-        return batch
+        return encoded_clips(batch, self.conditioner, self.device)
 
     def motion(self, batch: dict, track_ids: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         """c_m [B, D, T, h, w] of the batch's tracks; samples where ``drop`` [B] get the empty motion."""
