@@ -215,14 +215,22 @@ def test_the_server_cap_holds_across_clients_and_each_client_has_its_own():
     assert Limits(max_connections=8).per_client_connections == 8 and Limits().per_client_connections == 16
 
 
-def test_idle_sessions_are_closed_and_free_their_slots(server):
+def _ws_from(url: str, source: str):
+    """A WebSocket to the demo from the loopback address ``source`` (another person)."""
+    from urllib.parse import urlsplit
+
     from websockets.sync.client import connect
 
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), source_address=(source, 0))
+    return connect(url.replace("http", "ws") + "/ws", sock=sock)
+
+
+def test_idle_sessions_are_closed_and_free_their_slots(server):
     url = server["url"]
-    ws_url = url.replace("http", "ws") + "/ws"
-    a, b = connect(ws_url), connect(ws_url)
+    a, b = _ws_from(url, "127.0.0.2"), _ws_from(url, "127.0.0.3")
     assert json.loads(a.recv(timeout=5))["type"] == "hello" and json.loads(b.recv(timeout=5))["type"] == "hello"
-    with connect(ws_url) as c:  # both slots taken
+    with _ws_from(url, "127.0.0.4") as c:  # both slots taken
         assert json.loads(c.recv(timeout=5))["type"] == "busy"
     t0 = time.time()
     closing = json.loads(a.recv(timeout=10))
@@ -230,11 +238,27 @@ def test_idle_sessions_are_closed_and_free_their_slots(server):
     assert time.time() - t0 < server["limits"].idle_seconds + 2
     MEASURED["idle_closed_after_s"] = round(time.time() - t0, 2)
     _wait_sessions(url, 0)
-    with connect(ws_url) as c:  # a newcomer gets in
+    with _ws_from(url, "127.0.0.4") as c:  # a newcomer gets in
         assert json.loads(c.recv(timeout=5))["type"] == "hello"
     a.close()
     b.close()
     _wait_sessions(url, 0)
+
+
+def test_one_address_cannot_hold_every_session(server):
+    """max_sessions 2, one per address (the default: max_sessions - 1): a second session from the same address is
+    refused naming the cap, while another address still gets the free slot."""
+    url = server["url"]
+    assert server["limits"].per_client_sessions == 1
+    with _ws_from(url, "127.0.0.5") as a:
+        assert json.loads(a.recv(timeout=5))["type"] == "hello"
+        with _ws_from(url, "127.0.0.5") as again:
+            m = json.loads(again.recv(timeout=5))
+            assert m["type"] == "busy" and "this address holds 1" in m["message"], m
+        with _ws_from(url, "127.0.0.6") as other:
+            assert json.loads(other.recv(timeout=5))["type"] == "hello"
+    _wait_sessions(url, 0)
+    assert _health(url)["refused"]["sessions_per_client"] >= 1
 
 
 def test_a_page_of_another_origin_cannot_open_a_session(server):

@@ -30,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000)
     ap.add_argument("--max-sessions", type=int, default=2)
+    ap.add_argument(
+        "--max-sessions-per-client",
+        type=int,
+        default=None,
+        help="live sessions from one client address (default: --max-sessions - 1, at least 1)",
+    )
     ap.add_argument("--max-points", type=int, default=64)
     ap.add_argument("--scenes", type=int, default=8, help="synthetic first frames offered on the page")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
@@ -90,6 +96,7 @@ def _load(args):
         max_sessions=args.max_sessions,
         max_points=args.max_points,
         record_bytes=int(args.record_mb * 2**20),
+        max_sessions_per_client=args.max_sessions_per_client,
         max_connections=args.max_connections,
         max_connections_per_client=args.max_connections_per_client,
         idle_seconds=60 * args.idle_minutes,

@@ -35,6 +35,9 @@ class Limits:
     """What one server accepts; the defaults fit a 2-core CPU and the tiny student."""
 
     max_sessions: int = 2
+    # live sessions from one client address; None: max_sessions - 1 (at least 1), so one address never holds every
+    # session and locks the others out
+    max_sessions_per_client: Optional[int] = None
     max_message_bytes: int = 64 * 1024  # any message but an upload
     max_upload_bytes: int = 2 * 2**20  # an uploaded first frame (the data URL's size)
     max_image_side: int = 4096  # an upload's width and height, read from its header before decoding
@@ -90,6 +93,10 @@ class Limits:
         for o in self.allowed_origins:
             if o != "*" and not (urlsplit(o).scheme in ("http", "https") and urlsplit(o).netloc):
                 raise ValueError(f"allowed origin {o!r}: give scheme://host[:port], e.g. http://localhost:8000, or *")
+
+    @property
+    def per_client_sessions(self) -> int:
+        return self.max_sessions_per_client or max(1, self.max_sessions - 1)
 
     @property
     def per_client_connections(self) -> int:

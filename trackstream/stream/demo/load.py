@@ -56,11 +56,20 @@ def bad_messages(max_message_bytes: int, width: int) -> list:
     ]
 
 
-async def _session(url: str, scene: int, seconds: float, *, bad: bool) -> dict:
+def _client(url: str, k: int) -> dict:
+    """Connection options of the k-th simulated person: on a loopback server each comes from its own loopback
+    address (127.0.0.(2 + k)), as people do, so the server's per-address caps see several clients."""
+    from urllib.parse import urlsplit
+
+    host = urlsplit(url).hostname or ""
+    return {"local_addr": (f"127.0.0.{2 + k}", 0)} if host.startswith("127.") else {}
+
+
+async def _session(url: str, scene: int, seconds: float, *, bad: bool, client: int = 0) -> dict:
     import websockets
 
     chunks, errors, frames, frames_after_bad, frame_bytes = [], [], 0, 0, 0
-    async with websockets.connect(url, max_size=2**24) as ws:
+    async with websockets.connect(url, max_size=2**24, **_client(url, client)) as ws:
         hello = json.loads(await ws.recv())
         if hello["type"] != "hello":
             return {"refused": hello}
@@ -109,10 +118,10 @@ async def _session(url: str, scene: int, seconds: float, *, bad: bool) -> dict:
     }
 
 
-async def _refused(url: str) -> dict:
+async def _refused(url: str, client: int) -> dict:
     import websockets
 
-    async with websockets.connect(url) as ws:
+    async with websockets.connect(url, **_client(url, client)) as ws:
         first = json.loads(await ws.recv())
         try:
             await asyncio.wait_for(ws.recv(), timeout=5)
@@ -122,12 +131,12 @@ async def _refused(url: str) -> dict:
 
 
 async def _load(url: str, sessions: int, seconds: float) -> dict:
-    tasks = [asyncio.create_task(_session(url, k, seconds, bad=k == 0)) for k in range(sessions)]
+    tasks = [asyncio.create_task(_session(url, k, seconds, bad=k == 0, client=k)) for k in range(sessions)]
     await asyncio.sleep(min(3.0, seconds / 3))
-    refused = await _refused(url)
+    refused = await _refused(url, sessions)  # a person beyond the sessions: the demo is busy
     results = await asyncio.gather(*tasks)
     await asyncio.sleep(0.5)  # the server notices the closed sessions
-    after = await _session(url, 0, 2.0, bad=False)  # a slot is free again
+    after = await _session(url, 0, 2.0, bad=False, client=sessions)  # a slot is free again
     rss = [r for s in results for r in s.get("rss_mb", [])]
     return {
         "url": url,

@@ -44,6 +44,7 @@ class _Server:
         self.model, self.limits, self.seed = model, limits, seed
         self.frame_format, self.frame_quality = frame_format, frame_quality
         self.live: dict = {}  # session token -> connection
+        self.hosts: dict = {}  # session token -> its client's address
         self.counter = {"n": 0, "origin_refused": 0}
         self.decoder = DecodeWorker(limits)
         self.saving = asyncio.Semaphore(1)  # one mp4 encode at a time: bounded CPU and memory whatever is asked
@@ -78,6 +79,7 @@ class _Server:
     async def health(self, request):
         guard = getattr(request.app.state, "guard", None)  # set by guard.server_config (absent in TestClient)
         refused = {"origin": self.counter["origin_refused"], "decode_timeouts": self.decoder.timeouts}
+        refused["sessions_per_client"] = self.counter.get("client_refused", 0)
         refused.update(guard.counts if guard is not None else {})
         return JSONResponse(
             {
@@ -111,6 +113,21 @@ class _Server:
             )
             await ws.close(code=1013)
             return
+        host = ws.client.host if ws.client else None
+        held = sum(1 for h in self.hosts.values() if h == host)
+        if held >= limits.per_client_sessions:
+            self.counter["client_refused"] = self.counter.get("client_refused", 0) + 1
+            await ws.send_text(
+                json.dumps(
+                    {
+                        "type": "busy",
+                        "message": f"this address holds {held} of the demo's {limits.max_sessions} sessions "
+                        f"(at most {limits.per_client_sessions} per address): close one first",
+                    }
+                )
+            )
+            await ws.close(code=1013)
+            return
         self.counter["n"] += 1
         conn = Connection(
             ws,
@@ -122,6 +139,7 @@ class _Server:
             decoder=self.decoder,
         )
         self.live[conn.token] = conn
+        self.hosts[conn.token] = host
         client = f"{ws.client.host}:{ws.client.port}" if ws.client else "?"
         log.info("session %s opened from %s (%d of %d)", conn.name, client, len(self.live), limits.max_sessions)
         await ws.send_text(json.dumps(self.hello(conn)))
@@ -174,6 +192,7 @@ class _Server:
                 t.cancel()
             await asyncio.gather(receiver, *tasks, return_exceptions=True)
             self.live.pop(conn.token, None)
+            self.hosts.pop(conn.token, None)
             log.info(conn.summary())
 
 
