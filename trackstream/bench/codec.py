@@ -48,14 +48,21 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2)
     add_precision_args(parser, device="cpu", dtype="fp32")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave default)")
+    parser.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="let cuDNN time its convolution algorithms per shape (torch.backends.cudnn.benchmark)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
     device, dtype = parsed_precision(parser, args)
 
     print(
         f"# device={device} dtype={args.dtype} threads={torch.get_num_threads()} "
-        f"{args.latents} latents -> {args.height}x{args.width}, chunks of {args.chunk}"
+        f"{args.latents} latents -> {args.height}x{args.width}, chunks of {args.chunk}, "
+        f"cudnn.benchmark={args.cudnn_benchmark}"
     )
     results = {}
     for name in args.codecs:

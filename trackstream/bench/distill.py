@@ -1,8 +1,12 @@
-"""Step benchmarks of the distillation stages: a DMD critic update, a DMD generator update, an ODE-init update.
+"""Step benchmarks of the distillation stages: a DMD critic update, a DMD generator update, an ODE-init update,
+and (trackstream/bench/distill_stages.py) a teacher-forcing update, a consistency update, and the tiny decoder's
+decoder and discriminator updates.
 
     trackstream bench-distill                                   # tiny_dmd + tiny_ode_init on CPU
-    trackstream bench-distill --real                            # the four real recipes (GPU, bf16)
+    trackstream bench-distill --real                            # the four real DMD / ODE-init recipes (GPU, bf16)
     trackstream bench-distill --configs dmd_wan1.3b_480p --steps 5
+    trackstream bench-distill --configs teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p,tiny_decoder_wan2.1_480p
+    trackstream bench-distill --configs tiny_teacher_forcing,tiny_consistency,tiny_decoder   # the tiny ones, CPU
     trackstream bench-distill --configs dmd_wan2.2_5b_704p --override +model.overrides.num_layers=2 \\
         --override data.height=64 --override data.width=128 --batch 1    # a cut-down CPU rehearsal
 
@@ -20,7 +24,8 @@ the mean loop step at the recipe's ``update_ratio`` (critic every step, generato
 step is drawn per rollout as in training, so the generator's time varies call to call. Peak memory: CUDA
 ``max_memory_allocated`` over the phase's timed calls (the other phase's optimizer state included once it
 exists); CPU: not measured. One GPU may not hold a 5B DMD (three 5B networks, two with AdamW): that is
-recorded, not fatal (the recipe shards them with FSDP2).
+recorded, not fatal (the recipe shards them with FSDP2). teacher_forcing, consistency, tiny_decoder: see
+distill_stages.py (what their batches hold, consistency's EMA target, the tiny decoder's two updates).
 """
 
 from __future__ import annotations
@@ -33,7 +38,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -46,8 +50,11 @@ from trackstream.bench.distill_setup import (
     pair_shapes,
     random_conditions,
     random_network,
+    timed,
+    updater,
 )
-from trackstream.bench.timing import environment, time_calls
+from trackstream.bench.distill_stages import STAGE_BENCHES
+from trackstream.bench.timing import environment
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
@@ -55,13 +62,21 @@ from trackstream.models.precision import DTYPES
 from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.stream.options import add_precision_args, parsed_precision
-from trackstream.train.dist import Runtime, init_runtime
+from trackstream.train.dist import Runtime, init_runtime, training_allocator
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
 
-__all__ = ["REAL_CONFIGS", "TINY_CONFIGS", "compose", "bench_dmd", "bench_ode_init", "main"]
+__all__ = ["REAL_CONFIGS", "TINY_CONFIGS", "STAGE_CONFIGS", "compose", "bench_dmd", "bench_ode_init", "main"]
 
 REAL_CONFIGS = ("dmd_wan1.3b_480p", "ode_init_wan1.3b_480p", "dmd_wan2.2_5b_704p", "ode_init_wan2.2_5b_704p")
 TINY_CONFIGS = ("tiny_dmd", "tiny_ode_init")
+# the other stages' real recipes (not in the --real default): --configs names them
+STAGE_CONFIGS = (
+    "teacher_forcing_wan1.3b_480p",
+    "consistency_wan1.3b_480p",
+    "tiny_decoder_wan2.1_480p",
+    "tiny_decoder_wan2.2_5b_704p",
+)
+PHASES = ("critic", "generator", "decoder", "discriminator")  # the table's rows per config, in this order
 
 
 def compose(experiment: str, overrides: list[str] = ()):
@@ -69,33 +84,6 @@ def compose(experiment: str, overrides: list[str] = ()):
     from trackstream.stages.recipes import compose_recipe
 
     return compose_recipe([f"experiment={experiment}", *overrides])
-
-
-def _timed(fn, *, device: torch.device, repeats: int, warmup: int) -> dict:
-    time_calls(fn, device=device, repeats=0, warmup=warmup)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    times = time_calls(fn, device=device, repeats=repeats, warmup=0)
-    return {
-        "seconds": statistics.mean(times),
-        "seconds_min": min(times),
-        "calls": len(times),
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
-    }
-
-
-def _updater(objective, net, batch: dict, runtime: Runtime):
-    """One update of ``net`` as trackstream/train/loop.py runs it for the last (here: only) micro-batch of a step."""
-    step = [0]
-
-    def update():
-        with runtime.autocast():
-            loss, _ = objective.loss(net.name, batch, step=step[0])
-        net.backward(loss, accum=1, last=True)
-        net.step()
-        step[0] += 1
-
-    return update
 
 
 def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
@@ -150,12 +138,12 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
         horizon_latents=latent_frames(typed.data.num_frames),
     )
     raw = random_conditions(generator.module, typed, shape, device, torch.Generator().manual_seed(seed))
-    prepare = _timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)
+    prepare = timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)
     batch = objective.prepare_batch(raw)
     out = {
-        "critic": _timed(_updater(objective, critic, batch, runtime), device=device, repeats=repeats, warmup=warmup),
-        "generator": _timed(
-            _updater(objective, generator, batch, runtime), device=device, repeats=repeats, warmup=warmup
+        "critic": timed(updater(objective, critic, batch, runtime), device=device, repeats=repeats, warmup=warmup),
+        "generator": timed(
+            updater(objective, generator, batch, runtime), device=device, repeats=repeats, warmup=warmup
         ),
     }
     out["prepare_batch_s"] = prepare["seconds"]
@@ -200,7 +188,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
     raw["track_ids"] = sample_track_ids(B, shape["N"], generator=gen).to(device)
     batch = objective.prepare_batch(raw)
     out = {
-        "generator": _timed(_updater(objective, trained, batch, runtime), device=device, repeats=repeats, warmup=warmup)
+        "generator": timed(updater(objective, trained, batch, runtime), device=device, repeats=repeats, warmup=warmup)
     }
     out["loop_step_s"] = out["generator"]["seconds"]
     return {**out, **describe(typed, shape, trained.module)}
@@ -215,10 +203,11 @@ def run_config(
     if key not in runtime_cache:  # one Accelerator per process and precision
         runtime_cache[key] = init_runtime("single", precision=typed.trainer.precision, device=device)
     runtime = runtime_cache[key]
-    fn = {"dmd": bench_dmd, "ode_init": bench_ode_init}.get(typed.stage.name)
+    benches = {"dmd": bench_dmd, "ode_init": bench_ode_init, **STAGE_BENCHES}
+    fn = benches.get(typed.stage.name)
     if fn is None:
         raise ValueError(
-            f"--configs {name}: stage {typed.stage.name!r} has no step benchmark here (dmd, ode_init); "
+            f"--configs {name}: stage {typed.stage.name!r} has no step benchmark here ({', '.join(benches)}); "
             "the teacher's is trackstream bench-train"
         )
     device = runtime.device
@@ -250,7 +239,7 @@ def table(results: list[dict]) -> str:
         if "error" in r:
             lines.append(f"| {r['config']} | - | {r['error']} |")
             continue
-        for phase in ("critic", "generator"):
+        for phase in PHASES:
             if phase in r:
                 p = r[phase]
                 peak = "n/a" if p["peak_memory_bytes"] is None else f"{p['peak_memory_bytes'] / 2**30:.1f}"
@@ -267,9 +256,10 @@ def main(argv: list[str] | None = None) -> dict:
         "--configs",
         default=None,
         help=f"comma-separated experiments (default: {', '.join(TINY_CONFIGS)} "
-        f"on CPU, {', '.join(REAL_CONFIGS)} on CUDA)",
+        f"on CPU, {', '.join(REAL_CONFIGS)} on CUDA; also: {', '.join(STAGE_CONFIGS)}, "
+        "tiny_teacher_forcing, tiny_consistency, tiny_decoder)",
     )
-    ap.add_argument("--real", action="store_true", help="the four real recipes (needs a GPU)")
+    ap.add_argument("--real", action="store_true", help="the four real DMD / ODE-init recipes (needs a GPU)")
     ap.add_argument("--steps", type=int, default=3, help="timed updates per phase")
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--batch", type=int, default=None, help="micro-batch size (default: the recipe's data.batch_size)")
@@ -278,6 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--out", default="outputs/bench_distill.json")
     add_precision_args(ap)
     args = ap.parse_args(argv)
+    training_allocator()  # before the first CUDA allocation: as `trackstream train` runs
     device, dtype = parsed_precision(ap, args, training=True)
     cuda = device.type == "cuda"
     if args.real and not cuda:

@@ -1,11 +1,15 @@
 """The distillation step benchmark's set-up (trackstream/bench/distill.py): random-weight networks of a
-recipe's model, the pair folder's shapes, random conditions of those shapes, and the record of what was
-benchmarked. Kept apart so the benchmark module stays about timing."""
+recipe's model, the pair folder's shapes, random conditions of those shapes, the record of what was
+benchmarked, and the timed unit shared by every stage's benchmark (one update as the loop runs it). Kept apart
+so the benchmark modules (distill.py, distill_stages.py) stay about their stages."""
 
 from __future__ import annotations
 
+import statistics
+
 import torch
 
+from trackstream.bench.timing import time_calls
 from trackstream.distill.horizons import rollout_frames
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
@@ -16,7 +20,46 @@ from trackstream.train.codec import build_codec_module
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import prepare_frozen, unwrap
 
-__all__ = ["random_network", "pair_shapes", "long_shapes", "horizon_conditioner", "random_conditions", "describe"]
+__all__ = [
+    "random_network",
+    "pair_shapes",
+    "long_shapes",
+    "horizon_conditioner",
+    "random_conditions",
+    "describe",
+    "timed",
+    "updater",
+]
+
+
+def timed(fn, *, device: torch.device, repeats: int, warmup: int) -> dict:
+    """Mean / min seconds of ``repeats`` calls of ``fn`` after ``warmup``, and the CUDA peak memory over them."""
+    time_calls(fn, device=device, repeats=0, warmup=warmup)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    times = time_calls(fn, device=device, repeats=repeats, warmup=0)
+    return {
+        "seconds": statistics.mean(times),
+        "seconds_min": min(times),
+        "calls": len(times),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+    }
+
+
+def updater(objective, net, batch: dict, runtime: Runtime, *, start_step: int = 0):
+    """One update of ``net`` as trackstream/train/loop.py runs it for the last (here: only) micro-batch of a step:
+    ``objective.loss`` under the runtime's autocast, backward, ``TrainedNetwork.step``; loop steps count from
+    ``start_step``."""
+    step = [start_step]
+
+    def update():
+        with runtime.autocast():
+            loss, _ = objective.loss(net.name, batch, step=step[0])
+        net.backward(loss, accum=1, last=True)
+        net.step()
+        step[0] += 1
+
+    return update
 
 
 def random_network(typed, *, clean_first_frame: bool = False):

@@ -42,6 +42,7 @@ from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stages.config import ScheduleConfig
 from trackstream.stream.options import add_precision_args, parsed_precision
+from trackstream.train.dist import training_allocator
 from trackstream.train.teacher import TeacherConfig
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
@@ -298,6 +299,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     add_precision_args(ap)
     args = ap.parse_args(argv)
+    training_allocator()  # before the first CUDA allocation: as `trackstream train` runs
     device, dtype = parsed_precision(ap, args, training=True)
     results = []
     if not args.real:

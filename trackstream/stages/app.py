@@ -381,6 +381,9 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
 
     def entry() -> None:
         from trackstream.train.codec import check_codec_overrides
+        from trackstream.train.dist import training_allocator
+
+        training_allocator()
 
         try:
             check_codec_overrides(sys.argv[1:])

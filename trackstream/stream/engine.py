@@ -140,6 +140,11 @@ class StreamingGenerator:
         ):
             raise ValueError(f"device={device} but the network is on {own}: move it first (load_export(device=...))")
         self.device = own
+        if own.type == "cuda":
+            # cuDNN times its convolution algorithms once per shape: a stream decodes chunks of one shape for
+            # its whole length, so the first chunk's search pays for every later one (the Wan 2.1 VAE's
+            # 12-frame chunk at 832x480 decodes in 286 instead of 310 ms on an H100: docs/performance.md)
+            torch.backends.cudnn.benchmark = True
         self.causal = config.causal
         self.sigmas = config.sigmas()
         self._sigmas = self.sigmas.to(own)  # on the device once: no host copy inside a chunk

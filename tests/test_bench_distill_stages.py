@@ -1,0 +1,86 @@
+"""The step benchmarks of stage=teacher_forcing, stage=consistency and stage=tiny_decoder
+(trackstream/bench/distill_stages.py, run by ``trackstream bench-distill``) end to end on CPU: the tiny recipes as
+configured (one sample), and the real recipes cut down (narrow one-block DiT, small frames; frame count and
+chunking as the recipe's), which the GPU call runs at full size."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from trackstream.bench.distill import main as bench_distill
+
+SMALL_DIT = [
+    "+model.overrides.dim=64",
+    "+model.overrides.ffn_dim=128",
+    "+model.overrides.num_heads=2",
+    "+model.overrides.num_layers=1",
+    "data.height=64",
+    "data.width=128",
+]
+
+
+def _positive(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
+
+
+def _run(tmp_path, configs: str, overrides=()) -> list[dict]:
+    argv = ["--configs", configs, "--batch", "1", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "d.json")]
+    return bench_distill([*argv, *[f"--override={o}" for o in overrides]])["results"]
+
+
+def _one_update(r: dict, phase: str) -> None:
+    p = r[phase]
+    assert _positive(p["seconds"]) and p["calls"] == 1 and p["peak_memory_bytes"] is None  # CPU: not measured
+
+
+def test_tiny_teacher_forcing_consistency_and_decoder(tmp_path):
+    tf, cd, td = _run(tmp_path, "tiny_teacher_forcing,tiny_consistency,tiny_decoder")
+    assert [(r["config"], r["stage"]) for r in (tf, cd, td)] == [
+        ("tiny_teacher_forcing", "teacher_forcing"),
+        ("tiny_consistency", "consistency"),
+        ("tiny_decoder", "tiny_decoder"),
+    ]
+    for r in (tf, cd):
+        _one_update(r, "generator")
+        assert r["loop_step_s"] == r["generator"]["seconds"] and "critic" not in r
+        assert (r["frames"], r["latent_frames"], r["causal"], r["batch"]) == (25, 7, "c3s1w1f1", 1)
+    assert cd["grid_steps"] == 48 and cd["teacher_terms"] == 3  # joint guidance: three terms in one stream
+    assert cd["ema_target"] == {"decay": 0.99, "start_step": 0}
+    for phase in ("decoder", "discriminator"):  # tiny_decoder's PatchGAN is on (weight 0.1)
+        _one_update(td, phase)
+    assert td["loop_step_s"] == pytest.approx(td["decoder"]["seconds"] + td["discriminator"]["seconds"])
+    assert _positive(td["prepare_batch_s"]) and td["lpips"] is None and td["gan_adaptive"]
+    assert (td["frames"], td["crop"], td["latents"]) == (9, 32, [16, 3, 8, 8])  # 9 frames -> 3 latents, 4x
+
+
+def test_cut_down_real_teacher_forcing_and_consistency(tmp_path):
+    """The 1.3B recipes (81 frames, c3s1w1, no given first chunk) with a 64-wide, one-block DiT at 64x128."""
+    tf, cd = _run(tmp_path, "teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p", SMALL_DIT)
+    for r in (tf, cd):
+        _one_update(r, "generator")
+        assert (r["frames"], r["latent_frames"], r["causal"]) == (81, 21, "c3s1w1")
+        assert r["tokens_per_sample"] == 21 * 4 * 8  # 64x128 / 8 -> 8x16 latents -> 4x8 tokens per frame
+        assert r["activation_checkpointing"] is True
+    assert cd["grid_steps"] == 48 and cd["ema_target"]["start_step"] == 0
+
+
+def test_cut_down_real_tiny_decoder(tmp_path):
+    """tiny_decoder_wan2.1_480p (the random Wan 2.1 VAE, random VGG LPIPS, 3-layer PatchGAN) on 5x32x32 crops."""
+    small = ["data.height=64", "data.width=64", "data.num_frames=9", "stage.crop=32", "stage.num_frames=5"]
+    (td,) = _run(tmp_path, "tiny_decoder_wan2.1_480p", small)
+    for phase in ("decoder", "discriminator"):
+        _one_update(td, phase)
+    assert (td["full_codec"], td["lpips"], td["clip"], td["latents"]) == (
+        "wan2.1-vae",
+        "vgg",
+        [9, 64, 64],
+        [16, 2, 4, 4],
+    )
+
+
+def test_a_stage_without_a_step_benchmark_is_named_with_the_supported_ones(tmp_path):
+    with pytest.raises(ValueError, match="teacher_forcing, consistency, tiny_decoder") as err:
+        _run(tmp_path, "tiny_teacher")
+    assert "dmd, ode_init" in str(err.value) and "bench-train" in str(err.value)
