@@ -165,10 +165,13 @@ def test_half_open_connections_are_capped_and_timed_out_and_the_log_stays_small(
     guard, cap = server["guard"], lim.per_client_connections
     assert len(guard.open) <= cap < lim.max_connections
     # ... which cannot lock anyone else out: another client (another loopback address) is served meanwhile
+    t_other = time.perf_counter()
     with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as c:
         c.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         c.settimeout(5)
         assert c.recv(64).startswith(b"HTTP/1.1 200"), "a second client was locked out"
+    other_ms = 1e3 * (time.perf_counter() - t_other)
+    assert other_ms < 1000, f"another address's /health took {other_ms:.0f} ms during the flood"
     refused = []
     for s in socks:
         s.settimeout(0.05)
@@ -180,7 +183,11 @@ def test_half_open_connections_are_capped_and_timed_out_and_the_log_stays_small(
     assert all(_closed_by_peer(s, lim.header_seconds + 2) for s in socks)  # the rest: the header deadline
     waited = time.time() - t0
     assert waited < lim.header_seconds + 3
-    MEASURED["slowloris_40"] = {"refused_at_once": sum(refused), "all_closed_after_s": round(waited, 2)}
+    MEASURED["slowloris_40"] = {
+        "refused_at_once": sum(refused),
+        "all_closed_after_s": round(waited, 2),
+        "other_address_health_ms": round(other_ms, 1),
+    }
     h = _health(url)  # serving again
     assert h["refused"]["header_timeouts"] >= 1 and h["refused"]["refused_per_client"] >= 40 - cap
     for s in socks:
