@@ -13,7 +13,7 @@ no-grad pass each step (``EMA.swapped``: one more fp32 copy of the weights while
 guided step (its guidance terms batched as one stream), then the student's pass with gradient.
 
 tiny_decoder: the TAEHV codec (random, ``stages.tiny_decoder.build_taehv``), the decoder and the PatchGAN as the
-stage's ``_networks`` makes them, the frozen full codec (the recipe's, random weights) and LPIPS (random weights
+stage's ``tiny_decoder_networks`` makes them, the frozen full codec (the recipe's, random weights) and LPIPS (random weights
 when ``stage.lpips.weight`` > 0: the weight files are not needed for a timing). The raw batch is clips of the
 recipe's size (``data.num_frames`` x ``data.height`` x ``data.width``); ``prepare_batch`` (the crop and the full
 codec's no-grad encode) is timed once. The decoder's update is timed with the adversarial term on (loop step
@@ -131,7 +131,7 @@ def bench_consistency(typed, runtime: Runtime, *, repeats: int, warmup: int, see
 def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
     from trackstream.eval.lpips import LPIPS
     from trackstream.models.codecs import build_codec
-    from trackstream.stages.tiny_decoder import _check_pair, _networks, build_taehv, check_layout
+    from trackstream.stages.tiny_decoder import build_taehv, check_layout, check_pair, tiny_decoder_networks
 
     st, device, d = typed.stage, runtime.device, typed.data
     check_layout(typed)
@@ -139,8 +139,8 @@ def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, se
     torch.manual_seed(seed)
     full = prepare_frozen(runtime, build_codec(typed.codec.name, checkpoint=None, **dict(typed.codec.options)))
     taehv = build_taehv(dataclasses.replace(st, init=None))
-    _check_pair(cfg, full, taehv)
-    decoder, discriminator = _networks(cfg, runtime, taehv)
+    check_pair(cfg, full, taehv)
+    decoder, discriminator = tiny_decoder_networks(cfg, runtime, taehv)
     lpips = prepare_frozen(runtime, LPIPS(st.lpips.net)) if st.lpips.weight else None
     objective = TinyDecoderObjective(
         decoder.module,

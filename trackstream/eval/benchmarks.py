@@ -9,7 +9,9 @@ caption and an id (the name of the generated video in a folder of results). Sour
 * a shard folder written by ``python -m trackstream.data.prepare`` (its tracker's tracks, its captions);
 * a folder of videos: ``<id>.mp4`` + ``<id>.tracks.npy`` [T, N, 2] (+ ``<id>.visibility.npy``
   [T, N], default all visible; + ``<id>.txt`` caption). This is also the layout ``python -m trackstream.eval``
-  writes the videos it generates in, and the layout other methods' results are read from.
+  writes the videos it generates in, and the layout other methods' results are read from;
+* ``davis_motionstream``: MotionStream's DAVIS 2017 val protocol (``eval.davis``): the official folder layout,
+  frames resized and subsampled, tracks made by the command's tracker on a first-frame grid.
 """
 
 from __future__ import annotations
@@ -20,44 +22,60 @@ from typing import Optional
 
 import numpy as np
 
-__all__ = ["Sample", "BenchmarkConfig", "load_benchmark", "read_video_folder", "write_video_folder"]
+from trackstream.eval.sample import Sample
+
+__all__ = ["BENCHMARKS", "Sample", "BenchmarkConfig", "load_benchmark", "read_video_folder", "write_video_folder"]
 
 
-@dataclass
-class Sample:
-    id: str
-    frames: np.ndarray  # uint8 [T, H, W, 3], the ground truth (frame 0 = the given first frame)
-    tracks: np.ndarray  # float32 [T, N, 2] (x, y) pixels
-    visibility: np.ndarray  # bool [T, N]
-    caption: str = ""
-
-    @property
-    def first_frame(self) -> np.ndarray:
-        return self.frames[0]
+# the sources by name (conf/benchmark/ holds a file per protocol: synthetic, davis_motionstream, movebench)
+BENCHMARKS = ("synthetic", "shards", "videos", "davis_motionstream", "movebench")
 
 
 @dataclass
 class BenchmarkConfig:
-    name: str = "synthetic"  # synthetic | shards | videos
-    path: Optional[str] = None  # shards / videos: the folder
+    name: str = "synthetic"  # one of BENCHMARKS
+    path: Optional[str] = None  # shards / videos: the folder; davis_motionstream: the DAVIS 2017 root
     num_samples: Optional[int] = 16  # the first N samples (null: all)
-    num_frames: Optional[int] = None  # keep the first frames (null: the source's; synthetic: data.num_frames)
+    # keep the first frames (null: the source's; synthetic: data.num_frames); davis_motionstream: the model's
+    # length, a longer sequence subsampled keeping its first and last frames (eval.davis.select_frames)
+    num_frames: Optional[int] = None
     num_tracks: Optional[int] = None  # the first N tracks of each sample (null: all)
+    # davis_motionstream only: a sequence shorter than num_frames goes to num_frames - k * frame_step frames (the
+    # lengths a streaming student makes; null: kept whole)
+    frame_step: Optional[int] = None
+    # davis_motionstream only (null: eval.davis.DEFAULTS, the paper's; conf/benchmark/davis_motionstream.yaml)
+    split: Optional[str] = None  # the sequence list, relative to path (ImageSets/2017/val.txt)
+    images: Optional[str] = None  # the frames' folder, relative to path (JPEGImages/480p)
+    height: Optional[int] = None  # frames resized to height x width (480 x 832)
+    width: Optional[int] = None
+    grid_size: Optional[int] = None  # grid_size x grid_size first-frame points tracked (50)
+    captions: Optional[str] = None  # a JSON {sequence: caption} (null: <path>/captions.json, else the names)
+    # movebench only (eval.movebench): single (every clip) | multi (the multi-object clips); en | zh captions
+    subset: Optional[str] = None
+    language: Optional[str] = None
 
     def __post_init__(self) -> None:
-        if self.name not in ("synthetic", "shards", "videos"):
+        if self.name not in BENCHMARKS:
             raise ValueError(
-                f"benchmark.name={self.name!r}; choose synthetic, shards (data.prepare output) or "
-                "videos (a folder of <id>.mp4 + <id>.tracks.npy)"
+                f"benchmark.name={self.name!r}; choose synthetic, shards (data.prepare output), "
+                "videos (a folder of <id>.mp4 + <id>.tracks.npy), davis_motionstream (benchmark=davis_motionstream) "
+                "or movebench (benchmark=movebench)"
             )
+        folder = {
+            "shards": "data.prepare output",
+            "videos": "<id>.mp4 + <id>.tracks.npy",
+            "davis_motionstream": "the DAVIS 2017 root: JPEGImages/480p/, ImageSets/2017/val.txt",
+            "movebench": "the MoveBench folder: en/single_track.txt, en/video/, en/first_frame/, en/track/",
+        }.get(self.name, "")
         if self.name != "synthetic" and not self.path:
-            raise ValueError(f"benchmark.name={self.name} needs benchmark.path (the folder)")
+            raise ValueError(f"benchmark.name={self.name} needs benchmark.path (the folder: {folder})")
         if self.name != "synthetic" and not set("*?[{") & set(str(self.path)) and not Path(self.path).exists():
             # a glob / brace pattern of shards is expanded when read; a plain folder must be there now
-            raise ValueError(
-                f"benchmark.path={self.path!r} does not exist; give the benchmark folder "
-                f"({'data.prepare output' if self.name == 'shards' else '<id>.mp4 + <id>.tracks.npy'})"
-            )
+            raise ValueError(f"benchmark.path={self.path!r} does not exist; give the benchmark folder ({folder})")
+        if self.name == "davis_motionstream":
+            from trackstream.eval.davis import check_layout
+
+            check_layout(self)  # the folder's layout, before any model or weights file is loaded
 
 
 def _trim(s: Sample, cfg: BenchmarkConfig) -> Sample:
@@ -157,14 +175,30 @@ def _videos(path: str, count: Optional[int]) -> list[Sample]:
     return out
 
 
-def load_benchmark(cfg: BenchmarkConfig, *, data_cfg=None) -> list[Sample]:
-    """The samples of a benchmark (``data_cfg``: the world of the synthetic benchmark, a DataConfig)."""
+def load_benchmark(cfg: BenchmarkConfig, *, data_cfg=None, tracker=None, tracker_name: str = "") -> list[Sample]:
+    """The samples of a benchmark (``data_cfg``: the world of the synthetic benchmark, a DataConfig; ``tracker``:
+    a data.trackers tracker, for the sources that make their tracks, davis_motionstream)."""
     if cfg.name == "synthetic":
         if data_cfg is None:
             raise ValueError("the synthetic benchmark needs the world's data config (data.*)")
         samples = _synthetic(data_cfg, cfg.num_samples)
     elif cfg.name == "shards":
         samples = _shards(cfg.path, cfg.num_samples)
+    elif cfg.name == "davis_motionstream":
+        from trackstream.eval.davis import davis_samples
+
+        samples = [Sample(*fields) for fields in davis_samples(cfg, tracker, tracker_name=tracker_name)]
+    elif cfg.name == "movebench":
+        from trackstream.eval.movebench import load_movebench
+
+        samples = load_movebench(
+            cfg.path,
+            subset=cfg.subset or "single",
+            language=cfg.language or "en",
+            num_samples=cfg.num_samples,
+            num_frames=cfg.num_frames,
+            num_tracks=cfg.num_tracks,
+        )
     else:
         samples = _videos(cfg.path, cfg.num_samples)
     if not samples:

@@ -42,8 +42,9 @@ from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 
 __all__ = ["EvalCommandConfig", "EvalRefused", "benchmark_world", "check_field_types", "evaluate"]
 # metrics whose feature network loads local weights (eval.harness.Extractors)
-FEATURE_METRICS = ("lpips", "fid", "fvd", "proxy_fvd")
+FEATURE_METRICS = ("lpips", "fid", "fvd", "proxy_fvd", "flow_epe")
 DISTRIBUTION_METRICS = ("fid", "fvd", "proxy_fvd")  # Fréchet distances: a covariance needs >= 2 videos
+TRACKING_BENCHMARKS = ("davis_motionstream",)  # benchmarks whose conditioning tracks the command's tracker makes
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +207,27 @@ def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
         "seconds": round(time.perf_counter() - t0, 1),
         "num_samples": len(samples),
         "tracker": cfg.tracker.name,
+        # who made the conditioning tracks: the benchmark's own (synthetic: exact; folders: theirs) or, for the
+        # sources that track (davis_motionstream), the command's tracker
+        "benchmark_tracks": cfg.tracker.name if cfg.benchmark.name in TRACKING_BENCHMARKS else "the benchmark's",
         "labels": {"proxy_fvd": "Fréchet distance on the run's codec features: not FVD"},
         "config": json.loads(json.dumps(asdict(cfg), default=str)),
     }
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
-    (out / "table.md").write_text(table + table_note(cfg, samples, speeds) + "\n")
+    (out / "table.md").write_text(table + table_note(cfg, samples, speeds) + _tracks_note(cfg) + "\n")
     if cfg.wandb.get("enabled"):
         log_wandb(cfg, summary, out)
     log.info("\n%s\nwrote %s (%.0f s)", table, out / "metrics.json", summary["seconds"])
     return summary
+
+
+def _tracks_note(cfg: EvalCommandConfig) -> str:
+    """table.md's words on the tracker that made the conditioning tracks (the benchmarks that track)."""
+    if cfg.benchmark.name == "davis_motionstream":
+        from trackstream.eval.davis import tracks_note
+
+        return tracks_note(cfg.benchmark, cfg.tracker.name)
+    return ""
 
 
 def _prepare(cfg: EvalCommandConfig, data: Optional[dict]):
@@ -242,7 +255,18 @@ def _prepare(cfg: EvalCommandConfig, data: Optional[dict]):
             )
             cfg = dataclasses.replace(cfg, references=[r for r in cfg.references if r not in CODEC_REFERENCES])
         tracker = build_tracker(**dataclasses.asdict(cfg.tracker))
-        samples = load_benchmark(cfg.benchmark, data_cfg=benchmark_world(cfg, data))
+        samples = load_benchmark(
+            cfg.benchmark, data_cfg=benchmark_world(cfg, data), tracker=tracker, tracker_name=cfg.tracker.name
+        )
+        codec_refs = [r for r in cfg.references if r in CODEC_REFERENCES]
+        if codec_refs and len({s.frames.shape for s in samples}) > 1:  # DAVIS: sequences of several lengths
+            log.warning(
+                "references %s encode the benchmark as one batch and need samples of one size and length: left out "
+                "(this benchmark's differ; benchmark.frame_step=null and a benchmark.num_frames every sequence "
+                "reaches would make them equal)",
+                codec_refs,
+            )
+            cfg = dataclasses.replace(cfg, references=[r for r in cfg.references if r not in CODEC_REFERENCES])
         few = [m for m in cfg.metrics if m in DISTRIBUTION_METRICS]
         if few and len(samples) < 2:
             raise ValueError(

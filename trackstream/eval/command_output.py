@@ -20,6 +20,7 @@ LOWER_IS_BETTER = {
     "fid": True,
     "fvd": True,
     "proxy_fvd": True,
+    "flow_epe": True,
 }
 
 

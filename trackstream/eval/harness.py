@@ -41,7 +41,7 @@ from trackstream.eval.quality import pool_frame_stats, quality_ratio, video_fram
 
 __all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "score_rows", "reference_rows"]
 
-METRICS = ("epe", "psnr", "ssim", "lpips", "fid", "fvd", "proxy_fvd")
+METRICS = ("epe", "psnr", "ssim", "lpips", "fid", "fvd", "proxy_fvd", "flow_epe")
 # reference rows (``reference_rows``); the last two are the codec's floors (``eval.floors``) and need the codec
 REFERENCES = ("ground_truth", "frozen", "codec_round_trip", "oracle_copier")
 CODEC_REFERENCES = ("codec_round_trip", "oracle_copier")
@@ -56,6 +56,7 @@ class WeightsConfig:
     lpips_heads: Optional[str] = None  # alex.pth / vgg.pth of the lpips package (weights/v0.1)
     inception: Optional[str] = None  # pt_inception-2015-12-05-6726825d.pth (pytorch-fid)
     i3d: Optional[str] = None  # i3d_torchscript.pt (StyleGAN-V)
+    raft: Optional[str] = None  # raft-things.pth (princeton-vl/RAFT): flow_epe, MoveBench's motion metric
 
     def require(self, metric: str, *names: str) -> None:
         missing = [n for n in names if not getattr(self, n)]
@@ -92,6 +93,12 @@ class Extractors:
 
                 w.require("fvd", "i3d")
                 self._cache[name] = load_i3d(w.i3d)
+            elif name == "flow_epe":
+                from trackstream.models.precision import resolve_device
+                from trackstream.models.raft import RAFT
+
+                w.require("flow_epe", "raft")
+                self._cache[name] = RAFT.from_checkpoint(w.raft, device=resolve_device("auto"))  # CUDA when present
             elif name == "proxy_fvd":
                 if self.codec is None:
                     raise ValueError("proxy_fvd uses the run's codec: set generate.codec.checkpoint")
@@ -182,7 +189,7 @@ def score_rows(
 
     out: dict[str, dict] = {}
     for row, videos in rows.items():
-        per: dict[str, list[float]] = {m: [] for m in metrics if m in ("epe", "psnr", "ssim", "lpips")}
+        per: dict[str, list[float]] = {m: [] for m in metrics if m in ("epe", "psnr", "ssim", "lpips", "flow_epe")}
         if "epe" in per:
             per["no_hold_epe"] = []
         curves, stats, lost, at_risk = [], [], 0, 0
@@ -206,6 +213,10 @@ def score_rows(
                 per["ssim"].append(video_ssim(v, s.frames))
             if "lpips" in per:
                 per["lpips"].append(_lpips(extractors.get("lpips"), v, s.frames))
+            if "flow_epe" in per:
+                from trackstream.eval.flow_epe import flow_epe
+
+                per["flow_epe"].append(flow_epe(v, s.frames, extractors.get("flow_epe")))
         res: dict = {m: float(np.nanmean(vals)) for m, vals in per.items()}
         if "epe" in per:
             res["no_hold_ratio"] = quality_ratio(

@@ -38,7 +38,15 @@ from trackstream.train.parallel import prepare_frozen, unwrap
 if TYPE_CHECKING:
     from trackstream.stages.config import TrainConfig
 
-__all__ = ["build_tiny_decoder", "build_taehv", "check_layout", "export_taehv", "EXPORT_FILE"]
+__all__ = [
+    "build_tiny_decoder",
+    "build_taehv",
+    "check_layout",
+    "check_pair",
+    "tiny_decoder_networks",
+    "export_taehv",
+    "EXPORT_FILE",
+]
 
 log = logging.getLogger(__name__)
 EXPORT_FILE = "taehv.pth"
@@ -51,7 +59,7 @@ def build_taehv(st: TinyDecoderConfig) -> torch.nn.Module:
     return build_codec(st.decoder, checkpoint=st.init, **dict(st.options))
 
 
-def _check_pair(cfg: "TrainConfig", full: torch.nn.Module, taehv: torch.nn.Module) -> None:
+def check_pair(cfg: "TrainConfig", full: torch.nn.Module, taehv: torch.nn.Module) -> None:
     """The decoder must read the full codec's latents and give back its frame size; crops must fit both."""
     st = cfg.stage
     if taehv.latent_channels != full.latent_channels:
@@ -195,7 +203,7 @@ def export_taehv(decoder, path: Path, runtime: Runtime, options: dict | None = N
     return path
 
 
-def _networks(cfg: "TrainConfig", runtime: Runtime, taehv):
+def tiny_decoder_networks(cfg: "TrainConfig", runtime: Runtime, taehv):
     st, steps = cfg.stage, cfg.trainer.max_steps
     decoder = trained_network(
         cfg, runtime, "decoder", DecoderModel(taehv), optim=st.decoder_optim, ema=None, total_steps=steps, lora=False
@@ -234,8 +242,8 @@ def build_tiny_decoder(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.trainer.seed, "tiny_decoder") % 2**62)
         taehv = build_taehv(st)
-        _check_pair(cfg, full, taehv)
-        decoder, discriminator = _networks(cfg, runtime, taehv)
+        check_pair(cfg, full, taehv)
+        decoder, discriminator = tiny_decoder_networks(cfg, runtime, taehv)
     networks = {"decoder": decoder} | ({"discriminator": discriminator} if discriminator else {})
     lpips = _lpips(st, runtime)
     objective = TinyDecoderObjective(
