@@ -141,11 +141,20 @@ class Progress(threading.Thread):
 
 
 def run(
-    run_dir: Path, sizes: Sizes, *, pack_dir: Path = PACK_DIR, fresh: bool = False, report_every: float = 300
+    run_dir: Path,
+    sizes: Sizes,
+    *,
+    pack_dir: Path = PACK_DIR,
+    fresh: bool = False,
+    report_every: float = 300,
+    teacher_asset: Path | None = None,
 ) -> dict:
+    """``teacher_asset``: the shipped-teacher folder the chain starts from (default assets/tiny-teacher), recorded
+    in the run directory on its first start: a continuation with another one is refused."""
     from trackstream.pipeline.releases import ASSET_DIR
 
     run_dir = Path(run_dir).resolve()
+    asset = Path(teacher_asset or ASSET_DIR).resolve()
     if not (run_dir / "sizes.json").is_file() and not fresh and (pack_dir / "state.pt").is_file():
         print(
             f"[long_dmd] {run_dir} is new: continuing the packed run {pack_dir / 'state.pt'} (--fresh: start over)",
@@ -154,12 +163,20 @@ def run(
         unpack(run_dir, pack_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     check_preset(run_dir, _recorded(sizes))
+    recorded = run_dir / "teacher_asset.txt"  # relative to the checkout, so a new machine's checkout matches
+    name = str(asset.relative_to(ROOT)) if asset.is_relative_to(ROOT) else str(asset)
+    if recorded.is_file() and recorded.read_text().strip() != name:
+        raise ValueError(
+            f"{run_dir} was started from the teacher {recorded.read_text().strip()}, not {name}: give that "
+            "--teacher-asset or a new --run-dir"
+        )
+    recorded.write_text(name + "\n")
     (run_dir / "long_dmd.pid").write_text(str(os.getpid()))
     max_steps = int(next(o for o in sizes.dmd if o.startswith("trainer.max_steps=")).split("=")[1])
     results = run_dir / "dmd" / "results.json"
     if results.is_file() and json.loads(results.read_text()).get("step", 0) < max_steps:
         results.unlink()  # a longer run than the one that finished: the stage resumes from its last checkpoint
-    state: dict = {"sizes": sizes, "teacher_asset": ASSET_DIR}
+    state: dict = {"sizes": sizes, "teacher_asset": asset}
     progress = Progress(run_dir, max_steps, report_every)
     try:
         for name, fn in (("teacher", stage_teacher), ("ode_init", stage_ode_init)):
@@ -193,7 +210,7 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
     step = int(ckpt.name.split("_")[1])
     updates = int(meta["networks"]["generator"]["num_updates"])
     # the teacher run's own codec, where it fitted one: a rollout past the horizon re-encodes frames with it
-    files = ["sizes.json", "pipeline.log", "progress.log", "teacher/codec/codec.pt"]
+    files = ["sizes.json", "teacher_asset.txt", "pipeline.log", "progress.log", "teacher/codec/codec.pt"]
     for stage, export in (("teacher", "export/teacher"), ("ode_init", "export/student"), ("dmd", "export/student")):
         files += [f"{stage}/{f}" for f in ("results.json", "config.yaml", "metrics.jsonl")]
         files += [str(p.relative_to(run_dir)) for p in sorted((run_dir / stage / export).rglob("*")) if p.is_file()]
@@ -293,6 +310,12 @@ def main(argv: list[str] | None = None) -> int:
         "run code when loaded, so only for files you trust (or TRACKSTREAM_ALLOW_PICKLE=1)",
     )
     ap.add_argument(
+        "--teacher-asset",
+        type=Path,
+        default=None,
+        help="run: the shipped-teacher folder the chain starts from (default assets/tiny-teacher)",
+    )
+    ap.add_argument(
         "--rollout",
         choices=("self_forcing", "self_rollout"),
         default="self_forcing",
@@ -307,7 +330,14 @@ def main(argv: list[str] | None = None) -> int:
                 ckpt_every=args.ckpt_every,
                 rollout=args.rollout,
             )
-            run(args.run_dir, sizes, pack_dir=args.pack_dir, fresh=args.fresh, report_every=args.report_every)
+            run(
+                args.run_dir,
+                sizes,
+                pack_dir=args.pack_dir,
+                fresh=args.fresh,
+                report_every=args.report_every,
+                teacher_asset=args.teacher_asset,
+            )
         elif args.command == "pack":
             pack(args.run_dir, args.pack_dir, allow_pickle=args.allow_pickle)
         elif args.command == "unpack":
