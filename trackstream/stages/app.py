@@ -368,23 +368,19 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
     def _hydra_main(cfg: DictConfig) -> None:
         try:
             job(cfg)
-        except RunRefused as err:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"error: {err}", file=sys.stderr)  # a user's error before the run: the fix, not a traceback
-            raise SystemExit(2) from None
-        except TrainingStopped as err:  # the run directory stays as it is: resumable from its last checkpoint
+        # a user's error before the run (the fix, not a traceback: status 2), or a stopped run whose directory
+        # stays resumable from its last checkpoint (status 1)
+        except (RunRefused, TrainingStopped) as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
             print(f"error: {err}", file=sys.stderr)
-            raise SystemExit(1) from None
+            raise SystemExit(2 if isinstance(err, RunRefused) else 1) from None
 
     def entry() -> None:
         from trackstream.train.codec import check_codec_overrides
         from trackstream.train.dist import training_allocator
 
-        training_allocator()
-
+        training_allocator()  # before anything touches CUDA
         try:
             check_codec_overrides(sys.argv[1:])
         except ValueError as err:
