@@ -58,6 +58,44 @@ __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "
 ROOT = Path(__file__).resolve().parents[1]
 PACK_DIR = ROOT / "runs" / "dmd-long"  # un-ignored in .gitignore: state.pt + snapshots/ are committed
 UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (tests/test_long_dmd.py checks they agree)
+PART_BYTES = 19 * 2**20  # a repository file stays under 20 MB: a larger pack is committed as state.pt.partNN
+
+
+def _split_state(pack_dir: Path) -> list[Path]:
+    """``state.pt`` over PART_BYTES -> ``state.pt.part00``, ``.part01``, ... (state.pt removed); stale parts of an
+    earlier pack always go. Returns the files that hold the state."""
+    state = pack_dir / "state.pt"
+    for old in pack_dir.glob("state.pt.part*"):
+        old.unlink()
+    if state.stat().st_size <= PART_BYTES:
+        return [state]
+    data, parts = state.read_bytes(), []
+    for i in range(0, len(data), PART_BYTES):
+        parts.append(pack_dir / f"state.pt.part{i // PART_BYTES:02d}")
+        parts[-1].write_bytes(data[i : i + PART_BYTES])
+    state.unlink()
+    return parts
+
+
+def _has_state(pack_dir: Path) -> bool:
+    return (pack_dir / "state.pt").is_file() or (pack_dir / "state.pt.part00").is_file()
+
+
+def _state_file(pack_dir: Path) -> Path:
+    """A readable ``state.pt``: the file itself, or its parts joined into a temporary file."""
+    state = pack_dir / "state.pt"
+    if state.is_file():
+        return state
+    parts = sorted(pack_dir.glob("state.pt.part*"))
+    if not parts:
+        raise PipelineError(f"{pack_dir}: no packed state (state.pt or state.pt.part00); pack a run first")
+    import tempfile
+
+    joined = Path(tempfile.mkdtemp(prefix="long_dmd_")) / "state.pt"
+    with open(joined, "wb") as f:
+        for part in parts:
+            f.write(part.read_bytes())
+    return joined
 
 
 def long_sizes(
@@ -155,7 +193,7 @@ def run(
 
     run_dir = Path(run_dir).resolve()
     asset = Path(teacher_asset or ASSET_DIR).resolve()
-    if not (run_dir / "sizes.json").is_file() and not fresh and (pack_dir / "state.pt").is_file():
+    if not (run_dir / "sizes.json").is_file() and not fresh and _has_state(pack_dir):
         print(
             f"[long_dmd] {run_dir} is new: continuing the packed run {pack_dir / 'state.pt'} (--fresh: start over)",
             flush=True,
@@ -248,9 +286,11 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
             torch.save({k: snap[k] for k in ("generator_updates", "step", "ema")}, target)
             new.append(n)
     total = (pack_dir / "state.pt").stat().st_size
+    held = _split_state(pack_dir)
     print(
-        f"[long_dmd] packed step {step} ({updates} generator updates) of {run_dir} into {pack_dir / 'state.pt'} "
-        f"({total / 2**20:.1f} MiB, {len(sizes)} files); new snapshots {new or 'none'} in {pack_dir / SNAPSHOT_DIR}"
+        f"[long_dmd] packed step {step} ({updates} generator updates) of {run_dir} into "
+        f"{', '.join(p.name for p in held)} in {pack_dir} ({total / 2**20:.1f} MiB, {len(sizes)} files); "
+        f"new snapshots {new or 'none'} in {pack_dir / SNAPSHOT_DIR}"
     )
     return {**info, "bytes": total, "new_snapshots": new}
 
@@ -261,11 +301,12 @@ def unpack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = Fal
     pid = run_dir / "long_dmd.pid"
     if pid.is_file() and _alive(int(pid.read_text() or 0)):
         raise PipelineError(f"a run is going on in {run_dir} (pid {pid.read_text()}): stop it before unpacking there")
-    info = read_pack(pack_dir / "state.pt", allow_pickle=allow_pickle)["info"]
+    state = _state_file(pack_dir)
+    info = read_pack(state, allow_pickle=allow_pickle)["info"]
     have = find_latest(run_dir / "dmd" / "checkpoints")
     if have is not None and int(have.name.split("_")[1]) >= int(info["step"]):
         raise PipelineError(f"{run_dir} is already at {have.name}, the pack at step {info['step']}: nothing to unpack")
-    info = unpack_run(pack_dir / "state.pt", run_dir, allow_pickle=allow_pickle)
+    info = unpack_run(state, run_dir, allow_pickle=allow_pickle)
     snaps = run_dir / "dmd" / SNAPSHOT_DIR
     for n, path in list_snapshots(pack_dir / SNAPSHOT_DIR).items():
         if not (snaps / path.name).is_file():
@@ -348,10 +389,9 @@ def main(argv: list[str] | None = None) -> int:
             steps = int(OmegaConf.load(cfg).trainer.max_steps) if cfg.is_file() else args.updates * UPDATE_RATIO
             progress = Progress(run_dir, steps, 0)
             print(progress.line() or f"[long_dmd] no DMD progress in {args.run_dir} yet")
-            if (args.pack_dir / "state.pt").is_file():
-                print(
-                    f"[long_dmd] pack {args.pack_dir / 'state.pt'}: {read_pack(args.pack_dir / 'state.pt', allow_pickle=args.allow_pickle)['info']}"
-                )
+            if _has_state(args.pack_dir):
+                packed = read_pack(_state_file(args.pack_dir), allow_pickle=args.allow_pickle)["info"]
+                print(f"[long_dmd] pack {args.pack_dir}: {packed}")
     except (PipelineError, ValueError) as e:
         print(f"[long_dmd] error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -120,10 +120,14 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
     pack_dir = tmp_path / "repo" / "runs" / "dmd-long"
     info = pack(first, pack_dir)
     assert (info["step"], info["generator_updates"]) == (5, 1)
-    packed = read_pack(pack_dir / "state.pt")  # safetensors + JSON: no pickle
+    from lab.long_dmd import PART_BYTES, _state_file
+
+    state = _state_file(pack_dir)  # state.pt, or its parts (each under 20 MB) joined
+    assert all(p.stat().st_size <= PART_BYTES for p in pack_dir.glob("state.pt*"))
+    packed = read_pack(state)  # safetensors + JSON: no pickle
     assert packed["run_dir"] == str(first.resolve())
     stored = sum(e["zlib"].numel() for e in packed["files"].values())
-    assert (pack_dir / "state.pt").stat().st_size < 1.02 * stored + 2**16  # no pickling overhead on the payloads
+    assert state.stat().st_size < 1.02 * stored + 2**16  # no pickling overhead on the payloads
     shard = load_shard(whole / "ode_init/ode_pairs/pairs_00000.safetensors")
     assert "trajectory" in shard  # ... and the pack leaves it out (DMD reads conditions only)
     gen = entry_object(packed, "dmd/checkpoints/step_00000005/generator.pt")
@@ -206,3 +210,18 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
     (out / "curve.json").write_text(json.dumps({**curve, "runs": {"self_forcing": {"0": {**row0, "seconds": -1}}}}))
     assert main([*args, "--updates", "0"]) == 0  # reused, not evaluated again
     assert json.loads((out / "curve.json").read_text())["runs"]["self_forcing"]["0"]["seconds"] == -1
+
+
+def test_a_pack_over_the_file_limit_is_committed_in_parts_and_read_back_whole(tmp_path, monkeypatch):
+    import lab.long_dmd as long_dmd
+
+    monkeypatch.setattr(long_dmd, "PART_BYTES", 10)
+    data = bytes(range(256)) * 3
+    (tmp_path / "state.pt").write_bytes(data)
+    (tmp_path / "state.pt.part99").write_bytes(b"stale")  # from an earlier, larger pack
+    parts = long_dmd._split_state(tmp_path)
+    assert [p.name for p in parts] == [f"state.pt.part{i:02d}" for i in range(77)]
+    assert not (tmp_path / "state.pt").exists() and not (tmp_path / "state.pt.part99").exists()
+    assert long_dmd._has_state(tmp_path) and long_dmd._state_file(tmp_path).read_bytes() == data
+    (tmp_path / "state.pt").write_bytes(data[:10])  # a small pack stays one file, its old parts removed
+    assert long_dmd._split_state(tmp_path) == [tmp_path / "state.pt"] and not list(tmp_path.glob("*.part*"))
