@@ -238,7 +238,7 @@ def _prepare(cfg: EvalCommandConfig, data: Optional[dict]):
 
     try:
         kinds = {name: run_kind(run) for name, run in cfg.named_runs().items()}
-        ext = Extractors(weights=cfg.weights)
+        ext = Extractors(weights=cfg.weights, device=cfg.generate.device)
         if "proxy_fvd" in cfg.metrics:
             if not cfg.generate.codec.checkpoint:
                 raise ValueError(

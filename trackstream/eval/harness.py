@@ -73,6 +73,7 @@ class Extractors:
 
     weights: WeightsConfig = field(default_factory=WeightsConfig)
     codec: object = None
+    device: str = "auto"  # where RAFT runs (the evaluation's generate.device; auto: CUDA when present)
     _cache: dict = field(default_factory=dict)
 
     def get(self, name: str):
@@ -98,7 +99,7 @@ class Extractors:
                 from trackstream.models.raft import RAFT
 
                 w.require("flow_epe", "raft")
-                self._cache[name] = RAFT.from_checkpoint(w.raft, device=resolve_device("auto"))  # CUDA when present
+                self._cache[name] = RAFT.from_checkpoint(w.raft, device=resolve_device(self.device))
             elif name == "proxy_fvd":
                 if self.codec is None:
                     raise ValueError("proxy_fvd uses the run's codec: set generate.codec.checkpoint")
