@@ -373,7 +373,7 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
         except (RunRefused, TrainingStopped) as err:
             if os.environ.get("HYDRA_FULL_ERROR") == "1":
                 raise
-            print(f"error: {err}", file=sys.stderr)
+            sys.stderr.write(f"error: {err}\n")  # one write: ranks sharing a pipe do not splice their lines
             raise SystemExit(2 if isinstance(err, RunRefused) else 1) from None
 
     def entry() -> None:
