@@ -152,9 +152,10 @@ def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_wo
     kept = json.loads((tmp_path / "pruned" / PRUNE_RECORD).read_text())["original_ids"]
     full = MiniLMTextEncoder.from_pretrained(tmp_path / "full")
     pruned = MiniLMTextEncoder.from_pretrained(tmp_path / "pruned")
-    assert pruned.model.config.vocab_size == len(kept) < 100
+    assert pruned.model.vocab_size == len(kept) < 100
     assert pruned.model.embeddings.word_embeddings.weight.shape[0] == len(kept)
-    assert full.model.dtype == pruned.model.dtype == torch.bfloat16
+    assert full.model.embeddings.word_embeddings.weight.dtype == torch.bfloat16
+    assert pruned.model.embeddings.word_embeddings.weight.dtype == torch.bfloat16
 
     worlds = [
         SyntheticWorld(height=32, width=32, num_sprites=(1, 2), camera_pan_prob=0.5, caption_motion=True),
@@ -167,7 +168,7 @@ def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_wo
     assert any("empty scene" in t for t in texts) and any("pans" in t for t in texts)
     assert any("Static camera" in t for t in texts) and any("spinning" in t for t in texts)
 
-    new_id = torch.full((full.model.config.vocab_size,), -1, dtype=torch.long)
+    new_id = torch.full((full.model.vocab_size,), -1, dtype=torch.long)
     new_id[torch.tensor(kept)] = torch.arange(len(kept))
     ids_full, mask_full = full.tokenize(texts)
     ids_pruned, mask_pruned = pruned.tokenize(texts)

