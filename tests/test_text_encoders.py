@@ -151,6 +151,9 @@ def test_our_minilm_equals_transformers_bert_on_the_same_folder(tmp_path):
             theirs = ref(input_ids=ids, attention_mask=mask).last_hidden_state.float() * mask[..., None]
         assert torch.equal(ours(ids, mask), theirs), folder
         assert ours.model.embeddings.word_embeddings.weight.dtype == next(ref.parameters()).dtype
+    before = torch.get_rng_state()
+    MiniLMTextEncoder.from_pretrained(src)
+    assert torch.equal(torch.get_rng_state(), before)  # loading draws nothing from the caller's generator
 
 
 def test_text_projection_keeps_padding_zero_and_trains():

@@ -98,7 +98,10 @@ def load_bert_folder(path: Path) -> BertEncoder:
         k: v for k, v in load_file(weights_file).items() if not k.startswith(("pooler.", "embeddings.position_ids"))
     }
     state = {k.removeprefix("bert."): v for k, v in state.items()}
-    model = BertEncoder(json.loads((path / "config.json").read_text()))  # on CPU: meta's init imports torch._refs
+    # built on CPU (meta's init imports torch._refs, a second of start-up) with its random init drawn from a forked
+    # generator: loading a frozen encoder leaves the caller's random stream where it was, as transformers' load does
+    with torch.random.fork_rng(devices=[]):
+        model = BertEncoder(json.loads((path / "config.json").read_text()))
     missing, unexpected = set(model.state_dict()) - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
         raise ValueError(
