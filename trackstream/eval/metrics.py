@@ -257,20 +257,21 @@ def frozen_epe(tracks: np.ndarray, visibility: np.ndarray) -> tuple[float, np.nd
     return _score(np.broadcast_to(start, tracks.shape), tracks, visibility)
 
 
-def video_psnr(pred: np.ndarray, gt: np.ndarray) -> float:
-    """PSNR (dB, peak 255) of uint8 frames [T, H, W, 3] against the ground truth over frames 1..
-    (frame 0 is the given first frame). One MSE over all those pixels, not a mean of per-frame PSNRs."""
+def video_psnr(pred: np.ndarray, gt: np.ndarray, *, first: int = 1) -> float:
+    """PSNR (dB, peak 255) of uint8 frames [T, H, W, 3] against the ground truth over frames ``first``..
+    (1: frame 0 is the given first frame of a generation; 0 for a codec's reconstruction, which decodes it
+    too). One MSE over all those pixels, not a mean of per-frame PSNRs."""
     if pred.shape != gt.shape:
         raise ValueError(f"video_psnr: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
-    mse = float(np.mean((pred[1:].astype(np.float64) - gt[1:].astype(np.float64)) ** 2))
+    mse = float(np.mean((pred[first:].astype(np.float64) - gt[first:].astype(np.float64)) ** 2))
     return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
-def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5) -> float:
+def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5, first: int = 1) -> float:
     """Mean SSIM (Wang et al. 2004: Gaussian window sigma 1.5 truncated at 3.5 sigma, K1 0.01,
     K2 0.03, peak 255, per RGB channel, borders the window does not fit excluded) of uint8 frames
-    [T, H, W, 3] against the ground truth over frames 1... Unlike PSNR it falls for per-pixel noise
-    whose average colour is right."""
+    [T, H, W, 3] against the ground truth over frames ``first``.. (as ``video_psnr``). Unlike PSNR it falls
+    for per-pixel noise whose average colour is right."""
     if pred.shape != gt.shape:
         raise ValueError(f"video_ssim: prediction {pred.shape} and ground truth {gt.shape} differ in shape")
     r = int(3.5 * sigma + 0.5)
@@ -281,10 +282,11 @@ def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5) -> float
         x = torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1))
         return torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1))
 
-    def to(v):  # [T, H, W, 3] -> [(T-1) * 3, 1, H, W] float64, frame 0 (given) left out
-        return torch.from_numpy(np.ascontiguousarray(v[1:])).double().permute(0, 3, 1, 2).reshape(-1, 1, *v.shape[1:3])
+    def to(v):  # [T, H, W, 3] -> [(T - first) * 3, 1, H, W] float64
+        v = np.ascontiguousarray(v[first:])
+        return torch.from_numpy(v).double().permute(0, 3, 1, 2).reshape(-1, 1, *v.shape[1:3])
 
-    x, y = to(pred), to(gt)  # [(T-1) * 3, 1, H, W]
+    x, y = to(pred), to(gt)  # [(T - first) * 3, 1, H, W]
     c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
     mx, my = blur(x), blur(y)
     vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
