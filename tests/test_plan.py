@@ -10,7 +10,9 @@ import pytest
 
 from trackstream.bench.plan import calibration, plan_of, real_recipes
 from trackstream.bench.plan_model import NetFacts, kv_cache_bytes
+from trackstream.bench.plan_stages import make_plan
 from trackstream.cli import main as cli_main
+from trackstream.stages.recipes import compose_recipe
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = "experiment=teacher_wan1.3b_480p"
@@ -27,8 +29,9 @@ def test_every_real_recipe_gets_a_plan_on_1_and_8_gpus():
     assert set(recipes) == {p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml")}
     assert "teacher_wan1.3b_480p" in recipes and "dmd_wan2.2_5b_704p" in recipes
     for name in recipes:
+        cfg = compose_recipe([f"experiment={name}"])  # composed once, planned on 1 and 8 GPUs
         for gpus in (1, 8):
-            plan = plan_of([f"experiment={name}"], gpus=gpus, gpu="h100")
+            plan = make_plan(cfg, gpus=gpus, gpu="h100", overrides=[f"experiment={name}"])
             assert plan.total > 0 and plan.rows[-1]["component"].startswith("CUDA context")
             assert plan.total == pytest.approx(sum(r["bytes"] for r in plan.rows))
             assert all(r["bytes"] >= 0 for r in plan.rows), name

@@ -142,9 +142,11 @@ def table(gpu_counts: list[int], gpu: str) -> str:
     ]
     for name in real_recipes():
         cells, stage = [], ""
+        overrides = [f"experiment={name}"]
+        cfg = compose_recipe(overrides)  # once per recipe: composing takes longer than planning
         for n in gpu_counts:
             try:
-                p = plan_of([f"experiment={name}"], gpus=n, gpu=gpu)
+                p = make_plan(cfg, gpus=n, gpu=gpu, overrides=overrides)
             except ValueError as e:
                 cells.append(f"n/a ({str(e).split(':')[0]})")
                 continue

@@ -114,6 +114,13 @@ class WanCrossAttention(nn.Module):
         return _linear(self.o, out.flatten(2))
 
 
+def _modulation_init(rows: int, dim: int) -> torch.Tensor:
+    """The official modulation table, N(0, 1) / sqrt(dim) [1, rows, dim]; on ``meta`` only its shape: a meta
+    randn or division runs torch's Python decompositions, whose first use imports dynamo (a second per process)."""
+    x = torch.empty(1, rows, dim)
+    return x if x.is_meta else torch.randn(1, rows, dim) / dim**0.5
+
+
 class WanBlock(nn.Module):
     def __init__(self, dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, image):
         super().__init__()
@@ -123,7 +130,7 @@ class WanBlock(nn.Module):
         self.cross_attn = WanCrossAttention(dim, num_heads, qk_norm, eps, image)
         self.norm2 = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
-        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.modulation = nn.Parameter(_modulation_init(6, dim))
 
     def forward(self, x, e0, context_kv, layer: int, attention: SelfAttentionFn, tokens_per_frame: int):
         """x: [B, L, dim] float32 residual stream; e0: [B, F, 6, dim] per-frame modulation."""
@@ -151,7 +158,7 @@ class WanHead(nn.Module):
         super().__init__()
         self.norm = FP32LayerNorm(dim, eps, elementwise_affine=False)
         self.head = nn.Linear(dim, out_dim * math.prod(patch_size))
-        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+        self.modulation = nn.Parameter(_modulation_init(2, dim))
 
     def forward(self, x: torch.Tensor, e: torch.Tensor, tokens_per_frame: int) -> torch.Tensor:
         """x: [B, L, dim]; e: [B, F, dim] (the time embedding, not e0). Runs in float32."""

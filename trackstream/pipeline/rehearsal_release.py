@@ -144,10 +144,10 @@ RELEASE_CLIP = dict(
     patch_size=14,
     projection_dim=16,
 )
-# the official block structure at base width 4 (the releases' 96 / 160 / 256): the rehearsals encode and decode
+# the official block structure at base width 2 (the releases' 96 / 160 / 256): the rehearsals encode and decode
 # every clip at its real frame count, so the codec's width sets most of their arithmetic
-RELEASE_VAE = WanVAEConfig(base_dim=4, z_dim=16)
-RELEASE_VAE22 = Wan22VAEConfig(base_dim=4, decoder_base_dim=8)  # 48 latent channels, H/16
+RELEASE_VAE = WanVAEConfig(base_dim=2, z_dim=16)
+RELEASE_VAE22 = Wan22VAEConfig(base_dim=2, decoder_base_dim=4)  # 48 latent channels, H/16
 
 
 def release_parts(flavor: str) -> tuple[str, ...]:
