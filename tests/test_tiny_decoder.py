@@ -242,13 +242,14 @@ def test_resume_reproduces_the_losses_exactly(tmp_path, run_module):
 
 
 def _fake_lpips(folder: Path) -> None:
-    """The two LPIPS weight files in their official layouts, random values (nothing is downloaded)."""
+    """The two LPIPS weight files in their official layouts, random values (nothing is downloaded); the heads
+    non-negative, as LPIPS trains them, so the distance is too."""
     from trackstream.eval.lpips import LPIPS
 
     folder.mkdir(parents=True)
     net = LPIPS("vgg")
     torch.save({f"features.{k}": v for k, v in net.features.state_dict().items()}, folder / "vgg16-397923af.pth")
-    torch.save({k: v for k, v in net.state_dict().items() if k.startswith("lin")}, folder / "vgg.pth")
+    torch.save({k: v.abs() for k, v in net.state_dict().items() if k.startswith("lin")}, folder / "vgg.pth")
 
 
 @pytest.mark.slow
