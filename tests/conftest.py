@@ -89,6 +89,18 @@ def cli_env(**extra: str) -> dict:
     return dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE", **extra)
 
 
+def stopped_at(run: Path, new: Path, step: int, *keep: str) -> None:
+    """``new``: a run directory holding ``run``'s checkpoint at ``step`` and the folders ``keep`` of ``run`` (e.g.
+    the ODE pairs it wrote): ``run`` as if stopped after saving that checkpoint, for an exact-resume check
+    against ``run`` without training the first steps twice."""
+    import shutil
+
+    name = f"step_{step:08d}"
+    shutil.copytree(run / "checkpoints" / name, new / "checkpoints" / name)
+    for folder in keep:
+        shutil.copytree(run / folder, new / folder)
+
+
 def free_port() -> int:
     """A TCP port free right now on localhost: each torchrun launch gets its own rendezvous port, so
     tests running side by side (pytest-xdist workers) never meet on one."""

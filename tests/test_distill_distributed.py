@@ -5,12 +5,11 @@ module of the streaming path its own unit), and an exact resume. Tolerances: rel
 1e-4 (DMD) on losses, float reduction order only."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env
+from conftest import cli_env, stopped_at
 
 from trackstream.distill.pair_shards import load_ode_pairs
 
@@ -39,15 +38,6 @@ def _stages(run_module, torchrun):
             run_module("trackstream.stages", *COMMON, *args, timeout=600, env=_env())
 
     return run
-
-
-def _stopped_at(run: Path, new: Path, step: int) -> None:
-    """``new``: a run directory holding only ``run``'s checkpoint at ``step`` and the ODE pairs it wrote, if any (the
-    run as stopped after saving that checkpoint)."""
-    name = f"step_{step:08d}"
-    shutil.copytree(run / "checkpoints" / name, new / "checkpoints" / name)
-    if (run / "ode_pairs").is_dir():
-        shutil.copytree(run / "ode_pairs", new / "ode_pairs")
 
 
 def _losses(run: Path, key: str = "train/loss") -> dict[int, float]:
@@ -107,7 +97,7 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(
 
     # 2 processes resumed from the uninterrupted run's step-2 checkpoint (a run stopped there, as far as the
     # checkpoint can tell): steps 3 and 4 are the uninterrupted run's, bit for bit
-    _stopped_at(two, cut, 2)
+    stopped_at(two, cut, 2, "ode_pairs")
     stages(
         [
             "experiment=tiny_ode_init",
@@ -191,7 +181,7 @@ def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(
     w3 = torch.load(d3 / "export" / "student" / "heads.pt", weights_only=True)
     for k in w1:
         torch.testing.assert_close(w1[k], w3[k], rtol=1e-4, atol=1e-6)
-    _stopped_at(d3, d4, 3)
+    stopped_at(d3, d4, 3)
     stages(["experiment=tiny_dmd", *fsdp, "trainer.max_steps=5", f"hydra.run.dir={d4}"], procs=2)
     for key in ("train/loss/critic", "train/loss/generator"):
         after = {s: v for s, v in _losses(d3, key).items() if s > 3}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env
+from conftest import cli_env, stopped_at
 
 from trackstream.models.lora import LoraConfig, add_lora, load_adapter, merge_adapter, merge_state_dict, save_adapter
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, load_network
@@ -132,8 +132,8 @@ def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(
     assert all(torch.equal(net.state_dict()[k], v) for k, v in f.items())
     assert f"merged into model.init_from={base}: {len(changed)} weight tensors changed" in caplog.text  # said
 
-    # stopped at 2 and resumed to 4: the same adapters as 4 straight
-    _cli(run_module, *lora, "trainer.max_steps=2", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'resumed'}")
+    # resumed from the step-2 checkpoint (with the codec the run fitted) to 4: the same adapters as 4 straight
+    stopped_at(tmp_path / "ft", tmp_path / "resumed", 2, "codec")
     res = _cli(
         run_module, *lora, "trainer.max_steps=4", "trainer.ckpt_every=2", f"hydra.run.dir={tmp_path / 'resumed'}"
     )

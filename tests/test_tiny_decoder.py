@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import stopped_at
 from hydra.core.global_hydra import GlobalHydra
 from hydra_helpers import typed
 from release_helpers import write_release_folder
@@ -223,14 +224,14 @@ def test_the_export_loads_through_the_codec_factory_and_streams_like_a_whole_dec
 
 @pytest.mark.slow
 def test_resume_reproduces_the_losses_exactly(tmp_path, run_module):
-    """Stop at step 2 and resume to 4: the decoder's and the discriminator's losses equal an uninterrupted run's."""
+    """Resumed at step 2 to 4: the decoder's and the discriminator's losses equal the uninterrupted run's."""
     args = [
         "experiment=tiny_decoder", *QUIET, "data.pool_size=8", "data.batch_size=2", "stage.gan.start_step=1",
         "trainer.log_every=1", "trainer.ckpt_every=2", "eval.enabled=false",
     ]  # fmt: skip
     whole, parts = tmp_path / "whole", tmp_path / "parts"
     run_module("trackstream.stages", *args, "trainer.max_steps=4", f"hydra.run.dir={whole}")
-    run_module("trackstream.stages", *args, "trainer.max_steps=2", f"hydra.run.dir={parts}")
+    stopped_at(whole, parts, 2)
     run_module("trackstream.stages", *args, "trainer.max_steps=4", f"hydra.run.dir={parts}")
     a, b = _rows(whole), _rows(parts)
     for step in (3, 4):
