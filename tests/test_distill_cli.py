@@ -1,4 +1,4 @@
-"""The distillation stages through the real CLI at debug sizes: teacher -> ode_init (generates the
+"""The distillation stages through the real CLI at debug sizes: the session's tiny teacher -> ode_init (generates the
 ODE pairs, regresses, exports) -> dmd (two optimizers, 5:1, exports), then a DMD resume."""
 
 import json
@@ -29,10 +29,9 @@ def _cli(run_module, *args: str) -> dict:
 
 
 @pytest.mark.slow
-def test_ode_init_then_dmd_through_the_cli(tmp_path, run_module):
-    t, o, d = tmp_path / "teacher", tmp_path / "ode", tmp_path / "dmd"
-    _cli(run_module, "experiment=tiny_teacher", f"hydra.run.dir={t}")
-    teacher = t / "export" / "teacher"
+def test_ode_init_then_dmd_through_the_cli(tmp_path, run_module, tiny_teacher_run):
+    o, d = tmp_path / "ode", tmp_path / "dmd"
+    teacher = tiny_teacher_run / "export" / "teacher"  # the session's tiny teacher, trained through the CLI
     assert (teacher / "network.json").is_file()
 
     res = _cli(
