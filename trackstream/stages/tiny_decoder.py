@@ -28,7 +28,7 @@ import torch
 from trackstream.data.batching import derive_seed
 from trackstream.data.clips import ClipPool, PoolStream, build_raw_stream, check_heldout, heldout_clips
 from trackstream.data.video_io import tensor_to_frames, write_mp4
-from trackstream.distill.tiny_decoder import DecoderModel, TinyDecoderConfig, TinyDecoderObjective, psnr
+from trackstream.distill.tiny_decoder import DecoderModel, TinyDecoderConfig, TinyDecoderObjective
 from trackstream.eval.metrics import video_psnr, video_ssim
 from trackstream.models.patch_discriminator import PatchDiscriminator
 from trackstream.stages.common import StagePlan, obtain_codec, trained_network
@@ -162,7 +162,8 @@ class _Reconstructions:
         side_by_side = np.concatenate([tensor_to_frames(v) for v in (truth[0], recon[0])], axis=2)
         write_mp4(video, side_by_side, fps=self.cfg.data.fps)
         logger.log_video(step, "reconstructions/held_out", video, caption=f"{tag}: truth | decoded")
-        return float(psnr(recon, truth))
+        pairs = [(tensor_to_frames(r), tensor_to_frames(t)) for r, t in zip(recon, truth)]
+        return float(np.mean([video_psnr(r, t, first=0) for r, t in pairs]))  # as the final figures
 
     def periodic(self, step: int, logger: MetricLogger) -> None:
         value = self.images(step, logger, f"step_{step:08d}")
