@@ -2,6 +2,8 @@
 
 * ``run_module``          ``python -m MODULE ARGS`` in the checkout as a user runs it (the one subprocess runner);
 * ``torchrun``            ``python -m torch.distributed.run`` on N local processes, each launch its own port;
+* ``srun``                N local processes started as ``srun`` starts a job step's tasks (``SLURM_*`` variables,
+                          no launcher process): the entry points' own Slurm path, a launcher's start-up cheaper;
 * ``tiny_network``        a factory of the tiny MotionWan (random head: the official init zeroes it);
 * ``tiny_codec``          the tiny codec, random and frozen (one per session: never train it in a test);
 * ``tiny_teacher_run``    a tiny teacher trained for a few steps by ``python -m trackstream.stages`` (one per
@@ -137,6 +139,65 @@ def torchrun():
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
         cmd += ["--master_port", str(free_port()), *map(str, args)]
         return _run(cmd, check=check, timeout=timeout, env=env)
+
+    return launch
+
+
+def _ranks(nproc: int, cmd: list[str], *, check: bool, timeout: int, env: dict | None) -> subprocess.CompletedProcess:
+    """``cmd`` once per task with the variables ``srun`` gives a step's tasks on one node (the rendezvous address
+    set, as a batch script's ``MASTER_ADDR`` is); like torchrun, the first task to fail stops the others. Each
+    stream is the tasks' output in rank order."""
+    import tempfile
+    import time
+
+    base = dict(env or cli_env())
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE"):
+        base.pop(k, None)
+    base.update(
+        SLURM_NTASKS=str(nproc), SLURM_NTASKS_PER_NODE=str(nproc), SLURM_JOB_NODELIST="localhost",
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+    )  # fmt: skip
+    files, procs = [], []
+    for rank in range(nproc):
+        out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        files.append((out, err))
+        task = dict(base, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
+        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=task, stdout=out, stderr=err, text=True))
+    deadline, code = time.monotonic() + timeout, None
+    try:
+        while any(p.poll() is None for p in procs):
+            failed = [p.returncode for p in procs if p.returncode not in (None, 0)]
+            if failed:
+                code = failed[0]
+                break
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(cmd, timeout)
+            time.sleep(0.05)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    if code is None:
+        code = next((p.returncode for p in procs if p.returncode), 0)
+    text = []
+    for out, err in files:
+        out.seek(0), err.seek(0)
+        text.append((out.read(), err.read()))
+        out.close(), err.close()
+    r = subprocess.CompletedProcess(cmd, code, "".join(o for o, _ in text), "".join(e for _, e in text))
+    if check:
+        assert code == 0, f"{' '.join(cmd[1:6])} ... task exited {code}\n" + r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
+@pytest.fixture(scope="session")
+def srun():
+    """``srun(2, "-m", "trackstream.stages", ...)`` (torchrun's arguments): ``python ARGS`` as N tasks of one
+    Slurm step, for entry points that set up their processes through ``train.dist.init_runtime``."""
+
+    def launch(nproc: int, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None):
+        return _ranks(nproc, [sys.executable, *map(str, args)], check=check, timeout=timeout, env=env)
 
     return launch
 

@@ -28,12 +28,13 @@ def _env():
     return cli_env(OMP_NUM_THREADS="1")
 
 
-def _stages(run_module, torchrun):
-    """``run(args, procs=N)``: ``python -m trackstream.stages COMMON args`` on N processes (one: no launcher)."""
+def _stages(run_module, srun):
+    """``run(args, procs=N)``: ``python -m trackstream.stages COMMON args`` as N tasks of a Slurm step (one: a
+    plain process, no launcher)."""
 
     def run(args, *, procs: int = 1) -> None:
         if procs > 1:
-            torchrun(procs, "-m", "trackstream.stages", *COMMON, *args, timeout=600, env=_env())
+            srun(procs, "-m", "trackstream.stages", *COMMON, *args, timeout=600, env=_env())
         else:
             run_module("trackstream.stages", *COMMON, *args, timeout=600, env=_env())
 
@@ -56,9 +57,9 @@ def _same_dmd_losses(a_run: Path, b_run: Path) -> None:
 
 @pytest.mark.multiproc
 def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(
-    tmp_path, run_module, torchrun, tiny_teacher_run
+    tmp_path, run_module, srun, tiny_teacher_run
 ):
-    stages = _stages(run_module, torchrun)
+    stages = _stages(run_module, srun)
     teacher = tiny_teacher_run / "export" / "teacher"
     stage = [
         f"stage.teacher={teacher}",

@@ -40,7 +40,7 @@ def _metrics(run: Path) -> dict[int, dict]:
 
 
 @pytest.mark.multiproc
-def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path, run_module, torchrun):
+def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path, run_module, srun):
     src = rl_source(tmp_path / "src")
     common = [
         "experiment=rl_tiny",
@@ -57,7 +57,7 @@ def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path,
     ]
     one, two = tmp_path / "one", tmp_path / "two"
     run_module("trackstream.stages", *common, "data.batch_size=2", f"hydra.run.dir={one}", env=_env())
-    torchrun(
+    srun(
         2,
         "-m",
         "trackstream.stages",
@@ -93,7 +93,7 @@ def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path,
     # parallel.sequence_parallel=2: one data rank, the policy and the KL reference on token slices (the rolling
     # cache holds half the heads per rank): the one-process metrics
     sp = tmp_path / "sp"
-    torchrun(
+    srun(
         2,
         "-m",
         "trackstream.stages",

@@ -175,11 +175,11 @@ def test_dmd_trains_generator_and_critic_as_lora(tmp_path, run_module):
 
 @pytest.mark.slow
 @pytest.mark.multiproc
-def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_path, torchrun, tiny_teacher_run):
+def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_path, srun, tiny_teacher_run):
     base = tiny_teacher_run / "export" / "teacher"
     run = tmp_path / "fsdp"
     args = [*COMMON, "experiment=tiny_teacher", "parallel=fsdp", f"model.init_from={base}", "model.lora.rank=4"]
-    torchrun(
+    srun(
         2, "-m", "trackstream.stages", *args, "trainer.max_steps=2", f"hydra.run.dir={run}",
         timeout=400, env=cli_env(OMP_NUM_THREADS="1"),
     )  # fmt: skip

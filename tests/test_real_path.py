@@ -87,12 +87,13 @@ def _env():
     return cli_env(OMP_NUM_THREADS="1")
 
 
-def _modules(run_module, torchrun):
-    """``run(module, *args, procs=2)``: ``python -m module args`` on ``procs`` processes (one: no launcher)."""
+def _modules(run_module, srun):
+    """``run(module, *args, procs=2)``: ``python -m module args`` as ``procs`` tasks of a Slurm step (one: a plain
+    process, no launcher)."""
 
     def run(module: str, *args, procs: int = 2) -> None:
         if procs > 1:
-            torchrun(procs, "-m", module, *args, timeout=600, env=_env())
+            srun(procs, "-m", module, *args, timeout=600, env=_env())
         else:
             run_module(module, *args, timeout=600, env=_env())
 
@@ -100,8 +101,8 @@ def _modules(run_module, torchrun):
 
 
 @pytest.fixture
-def launch(run_module, torchrun):
-    return _modules(run_module, torchrun)
+def launch(run_module, srun):
+    return _modules(run_module, srun)
 
 
 @pytest.fixture(params=sorted(RECIPES))

@@ -29,8 +29,8 @@ def _dit_shapes(export: Path) -> tuple[str, int, int]:
 
 
 @pytest.mark.multiproc
-def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_path, run_module, torchrun):
-    launch = _modules(run_module, torchrun)
+def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_path, run_module, srun):
+    launch = _modules(run_module, srun)
     data = tmp_path / "data"
     big = write_release_folder(
         data / "Wan2.1-Fun-14B-Control", flavor="wan2.1-fun-14b-control", parts=("vae", "t5", "clip"), device="cpu",

@@ -2,7 +2,7 @@
 shard (``<network>/__R_0.distcp``), a missing index (``.metadata``) or one rank's missing rank file makes
 every rank warn, naming the file, and resume from the checkpoint before it, bit-identical to the
 uninterrupted run; with every file whole, DCP's own refusal (another shape) and a config change are
-raised as before. Two CPU processes (gloo) through torchrun, as tests/test_train_distributed.py.
+raised as before. Two CPU processes (gloo), tasks of a Slurm step.
 DeepSpeed's checkpoints (read by DeepSpeed itself) are out of scope."""
 
 import json
@@ -124,10 +124,10 @@ CASES = [
 
 
 @pytest.fixture(scope="module")
-def reports(tmp_path_factory, torchrun):
+def reports(tmp_path_factory, srun):
     tmp = tmp_path_factory.mktemp("fsdp_fallback")
     (tmp / "driver.py").write_text(DRIVER)
-    r = _launch(torchrun, [str(tmp / "driver.py"), str(tmp)])
+    r = _launch(srun, [str(tmp / "driver.py"), str(tmp)])
     found = [tmp / f"report_{rank}.json" for rank in (0, 1)]
     assert all(p.is_file() for p in found), r.stdout[-3000:] + r.stderr[-5000:]
     return [json.loads(p.read_text()) for p in found]

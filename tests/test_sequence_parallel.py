@@ -74,11 +74,11 @@ hard_exit(0)
 """
 
 
-def _launch(torchrun, script: str, args: list[str], tmp_path: Path, nproc: int, timeout: int = 300):
+def _launch(launcher, script: str, args: list[str], tmp_path: Path, nproc: int, timeout: int = 300):
     path = tmp_path / "driver.py"
     path.write_text(script)
     env = cli_env(OMP_NUM_THREADS="1", SP_TESTS=str(ROOT / "tests"))
-    return torchrun(nproc, str(path), *args, check=False, timeout=timeout, env=env)
+    return launcher(nproc, str(path), *args, check=False, timeout=timeout, env=env)
 
 
 def test_slice_layout_and_rope_positions():
@@ -128,10 +128,10 @@ def _reference():
 
 @pytest.mark.multiproc
 @pytest.mark.parametrize("strategy, nproc, recompute", [("fsdp", 2, 0), ("fsdp", 4, 0), ("ddp", 2, 0), ("fsdp", 2, 1)])
-def test_sequence_parallel_equals_one_process(strategy, nproc, recompute, tmp_path, torchrun):
+def test_sequence_parallel_equals_one_process(strategy, nproc, recompute, tmp_path, srun):
     """K = 2; 4 processes: data 2 x sequence 2, each data rank with half the global batch; ``recompute``:
     activation checkpointing, whose backward runs the all-to-alls of the forward again."""
-    r = _launch(torchrun, DRIVER, [strategy, "2", str(tmp_path), str(recompute)], tmp_path, nproc)
+    r = _launch(srun, DRIVER, [strategy, "2", str(tmp_path), str(recompute)], tmp_path, nproc)
     assert (tmp_path / "result.pt").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
     got = torch.load(tmp_path / "result.pt")
     assert got["data_world"] == nproc // 2
@@ -154,7 +154,7 @@ def _losses(run_dir: Path) -> list[float]:
 
 
 @pytest.mark.multiproc
-def test_teacher_stage_through_the_cli_equals_one_process(tmp_path, run_module, torchrun):
+def test_teacher_stage_through_the_cli_equals_one_process(tmp_path, run_module, srun):
     """``trackstream train`` on 2 processes with parallel.sequence_parallel=2 (one data rank): the codec
     fit, the 4 teacher steps, the collective evaluation and the export, with the losses of one process."""
     common = [
@@ -166,7 +166,7 @@ def test_teacher_stage_through_the_cli_equals_one_process(tmp_path, run_module, 
         "stage.correspondence_weight=0",  # the probe reads one head of the whole sequence: refused under SP
     ]
     env = cli_env(OMP_NUM_THREADS="1")
-    r = torchrun(
+    r = srun(
         2, "-m", "trackstream.stages", *common, "parallel.sequence_parallel=2", f"hydra.run.dir={tmp_path / 'sp'}",
         check=False, timeout=300, env=env,
     )  # fmt: skip

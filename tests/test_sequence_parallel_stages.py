@@ -13,9 +13,9 @@ pytestmark = pytest.mark.multiproc
 
 
 @pytest.fixture(scope="module")
-def stages(run_module, torchrun):
+def stages(run_module, srun):
     """``stages(args, procs=N)``: ``python -m trackstream.stages`` on N processes."""
-    return _stages(run_module, torchrun)
+    return _stages(run_module, srun)
 
 
 @pytest.fixture(scope="module")
