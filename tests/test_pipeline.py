@@ -49,9 +49,14 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
         assert (s / "video.mp4").stat().st_size > 0
         tracks, vis = np.load(s / "tracks.npy"), np.load(s / "visibility.npy")
         assert tracks.ndim == 3 and tracks.shape[2] == 2 and vis.shape == tracks.shape[:2]
-    # a second run reuses every finished stage
+    # a second run reuses every finished stage and the evaluation of the same models: the same report
     again = run_module("trackstream.pipeline", "--smoke", "--run-dir", run_dir, check=False, timeout=900)
-    assert again.returncode == 0 and again.stdout.count("already done") == 4, again.stdout[-2000:]
+    assert again.returncode == 0 and again.stdout.count("already done") == 5, again.stdout[-2000:]
+    def measured(r: dict) -> dict:  # all but this run's own timing
+        r = {k: v for k, v in r.items() if k not in ("stages", "total_seconds", "total_cpu_seconds")}
+        return {**r, "targets": {k: v for k, v in r["targets"].items() if k != "total_time"}}
+
+    assert measured(json.loads((run_dir / "report.json").read_text())) == measured(report)
     # the console is for people: no command lines, no empty summaries; the commands are in the log
     assert "hydra.run.dir" not in proc.stdout + proc.stderr and "done: {}" not in proc.stdout + proc.stderr
     assert "hydra.run.dir" in (run_dir / "pipeline.log").read_text()
@@ -135,3 +140,19 @@ def test_the_rl_stage_is_in_long_and_smoke_only_and_skipped_without(tmp_path):
     opts = dict(o.split("=", 1) for o in SMOKE.rl)
     RLConfig(group_size=int(opts["stage.group_size"]))  # valid: G >= 2
     assert int(opts["trainer.max_steps"]) % 2 == 0  # whole rounds of rl_tiny's 2 updates
+
+
+def test_the_evaluation_is_reused_only_for_the_same_models_and_preset(tmp_path):
+    from dataclasses import replace
+
+    from trackstream.pipeline.run import SMOKE, evaluation_key
+
+    (tmp_path / "student").mkdir()
+    (tmp_path / "student" / "w.bin").write_bytes(b"a")
+    (tmp_path / "codec.pt").write_bytes(b"c")
+    models = {"codec": str(tmp_path / "codec.pt"), "student": str(tmp_path / "student")}
+    key = evaluation_key(models, SMOKE)
+    assert evaluation_key(models, SMOKE) == key
+    assert evaluation_key(models, replace(SMOKE, eval_samples=SMOKE.eval_samples + 1)) != key
+    (tmp_path / "student" / "w.bin").write_bytes(b"b")  # a retrained student
+    assert evaluation_key(models, SMOKE)["models"]["student"] != key["models"]["student"]

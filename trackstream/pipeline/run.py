@@ -8,7 +8,8 @@ CPU (``python -m lab.ship_teacher``, a lab tool), and ``--sizes scratch`` trains
 nothing first (its release recipe, hours). Each training stage is the ordinary Hydra app
 (``python -m trackstream.stages experiment=...``) in its own sub-directory of the run directory, so
 every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
-(``results.json`` with status done) is not run again. The console shows one progress bar per
+(``results.json`` with status done) is not run again, nor is the evaluation of the same models, preset and
+code (``stream/figures.json``). The console shows one progress bar per
 stage; full commands go to ``<run_dir>/pipeline.log`` and each stage's output to its
 ``console.log``. The evaluation and the report run in this process and write, in the run directory:
   report.json, report.md (+ PNG plots, side-by-side GIFs)   the figures and the targets, met or not
@@ -213,17 +214,23 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
         timing_repeats=sizes.timing_repeats,
         num_tracks=teacher_cfg["eval"]["num_tracks"],
     )
+    students = {
+        "ode_init": state["ode_student"],
+        **({"rl": state["rl_student"]} if state.get("rl_student") else {}),
+        "student": state["student"],
+    }  # the DMD student stays last (samples/<id>/video.mp4, long rollouts and latency are its own); the RL
+    # student, when there is one, is an extra row (rl_* figures) and side-by-side panel
+    key = evaluation_key({"teacher": state["teacher"], "codec": state["codec"], **students}, sizes)
+    saved = run_dir / "stream" / "figures.json"
+    if saved.is_file() and json.loads(saved.read_text()).get("key") == key:
+        print(f"[pipeline]   stream: already done in {saved.parent} (same models, sizes and code), reused", flush=True)
+        state["figures"] = json.loads(saved.read_text())["figures"]
+        return {k: v for k, v in state["figures"].items() if isinstance(v, (int, float, str))}
     figures = run_evaluation(
         run_dir,
         teacher=state["teacher"],
         codec=state["codec"],
-        # the DMD student stays last (samples/<id>/video.mp4, long rollouts and latency are its own); the RL
-        # student, when there is one, is an extra row (rl_* figures) and side-by-side panel
-        students={
-            "ode_init": state["ode_student"],
-            **({"rl": state["rl_student"]} if state.get("rl_student") else {}),
-            "student": state["student"],
-        },
+        students=students,
         data=data,
         teacher_steps=sizes.teacher_steps,
         shift=float(cfg["schedule"]["shift"]),
@@ -231,7 +238,31 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
         cfg=ev,
     )
     state["figures"] = figures
+    saved.parent.mkdir(exist_ok=True)
+    saved.write_text(json.dumps({"key": key, "figures": figures}, default=str))  # NaN kept: Python's json reads it
     return {k: v for k, v in figures.items() if isinstance(v, (int, float, str))}
+
+
+def evaluation_key(models: dict[str, str], sizes: Sizes) -> dict:
+    """What the evaluation's figures are a function of: the models' files, the preset and the package's code (an
+    edited metric is measured again, not reused); seeds are fixed inside the evaluation."""
+    import hashlib
+
+    from trackstream.models.formats.files import sha256
+
+    def tree(path: Path) -> str:
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        return hashlib.sha256("".join(f"{p.relative_to(path)}={sha256(p)}" for p in files).encode()).hexdigest()
+
+    package = Path(__file__).resolve().parents[1]
+    code = hashlib.sha256()
+    for p in sorted(package.rglob("*.py")):
+        code.update(p.relative_to(package).as_posix().encode() + p.read_bytes())
+    return {
+        "models": {name: tree(Path(path)) for name, path in models.items()},
+        "sizes": json.loads(json.dumps(asdict(sizes))),
+        "code": code.hexdigest(),
+    }
 
 
 # (name, function) in order
