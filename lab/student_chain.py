@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from lab.ship_student import fill_release, write_manifest
-from lab.ship_teacher import git_commit
+from lab.ship_teacher import ROOT, git_commit
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR, AssetError
 from trackstream.pipeline.report import json_safe, read_metrics
@@ -203,6 +203,8 @@ def ship_chain(run_dir: Path, dest: Path = STUDENT_DIR, **scoring) -> dict:
         _need(path / "network.json", f"{stage} export", f"run the chain's commands first: {'; '.join(COMMANDS)}")
     results = {s: json.loads((run_dir / s / "results.json").read_text()) for s in ("teacher", "ode_init", "dmd", "rl")}
     report = score_chain(run_dir, exports, **scoring)
+    recorded = run_dir / "teacher_asset.txt"  # the release the chain started from (lab.long_dmd --teacher-asset)
+    teacher = recorded.read_text().strip() if recorded.is_file() else str(ASSET_DIR.relative_to(ROOT))
 
     copies = {"student": exports["rl"], "config.yaml": run_dir / "dmd" / "config.yaml"}
     fill_release(dest, copies | {"rl_config.yaml": run_dir / "rl" / "config.yaml"})
@@ -210,12 +212,12 @@ def ship_chain(run_dir: Path, dest: Path = STUDENT_DIR, **scoring) -> dict:
     rl_cfg = OmegaConf.load(run_dir / "rl" / "config.yaml")
     models = {"teacher": "teacher", "ode_init": "ode_init", "dmd": "dmd", "rl": "student"}
     manifest = {
-        "name": "tiny-student",
+        "name": Path(dest).name,
         "recipe": "ODE init -> Self-Forcing DMD (rolled past the teacher's horizon) -> AR-Drag RL (GRPO)",
         "command": "; ".join(COMMANDS),
         "git_commit": git_commit(),
-        "teacher_release": {"dir": "assets/tiny-teacher", "manifest_sha256": sha256(ASSET_DIR / "manifest.json")},
-        "codec": {"path": "assets/tiny-teacher/codec.pt", "sha256": sha256(ASSET_DIR / "codec.pt")},
+        "teacher_release": {"dir": teacher, "manifest_sha256": sha256(ROOT / teacher / "manifest.json")},
+        "codec": {"path": f"{teacher}/codec.pt", "sha256": sha256(ROOT / teacher / "codec.pt")},
         "steps": {s: r.get("step") for s, r in results.items()},
         "generator_updates": results["dmd"].get("generator_updates"),
         "policy_updates": results["rl"].get("policy_updates"),
