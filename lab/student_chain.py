@@ -12,7 +12,8 @@ overrides. It resumes from its checkpoints like every stage.
 (``eval.stream_eval.run_evaluation``: the floors, the teacher, 16 held-out clips of the run's world by the one
 EPE protocol, PSNR, SSIM; then every student's long streams per window of the horizon, on the panning and the
 knowable world, with and without the sink) and the report's targets, in ``RUN/score/`` (report.md, videos,
-the long-horizon strip), and writes ``assets/tiny-student/``: ``student/`` (the RL export), ``config.yaml``
+the long-horizon strip), and writes ``assets/tiny-student/``: ``student/`` (the RL export), ``dmd/`` (the DMD
+export it started from), ``config.yaml``
 (the DMD stage's resolved config: the world the demo's scenes come from), ``rl_config.yaml`` and
 ``manifest.json`` (commands, commit, steps, compute time per stage, seeds, the floors, every model's figures,
 the long-horizon windows, the targets, sha256 of each file). The shipped student is the recipe's product
@@ -206,7 +207,8 @@ def ship_chain(run_dir: Path, dest: Path = STUDENT_DIR, **scoring) -> dict:
     recorded = run_dir / "teacher_asset.txt"  # the release the chain started from (lab.long_dmd --teacher-asset)
     teacher = recorded.read_text().strip() if recorded.is_file() else str(ASSET_DIR.relative_to(ROOT))
 
-    copies = {"student": exports["rl"], "config.yaml": run_dir / "dmd" / "config.yaml"}
+    # the DMD export beside the RL one: the intermediate checkpoint a short run can continue distilling from
+    copies = {"student": exports["rl"], "dmd": exports["dmd"], "config.yaml": run_dir / "dmd" / "config.yaml"}
     fill_release(dest, copies | {"rl_config.yaml": run_dir / "rl" / "config.yaml"})
     cfg = OmegaConf.load(run_dir / "dmd" / "config.yaml")
     rl_cfg = OmegaConf.load(run_dir / "rl" / "config.yaml")

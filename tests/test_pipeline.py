@@ -93,7 +93,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
     assert {"codec_floor", "dmd_gains_over_ode_init", "long_psnr_holds"} <= set(m["targets"])
     assert m["floors"]["epe_codec_round_trip"] > 0 and (run_dir / "score" / "long_horizon.png").is_file()
     assert "experiment=rl_tiny" in m["rl_overrides"] and "trainer.max_steps=4" in m["rl_overrides"]
-    assert {"student/network.json", "config.yaml", "rl_config.yaml"} <= set(m["sha256"])
+    assert {"student/network.json", "dmd/network.json", "config.yaml", "rl_config.yaml"} <= set(m["sha256"])
     assert "python -m lab.student_chain ship" in m["command"]
 
 
