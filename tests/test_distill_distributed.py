@@ -56,9 +56,7 @@ def _same_dmd_losses(a_run: Path, b_run: Path) -> None:
 
 
 @pytest.mark.multiproc
-def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(
-    tmp_path, run_module, srun, tiny_teacher_run
-):
+def test_ode_init_on_two_processes_matches_one_at_the_same_global_batch(tmp_path, run_module, srun, tiny_teacher_run):
     stages = _stages(run_module, srun)
     teacher = tiny_teacher_run / "export" / "teacher"
     stage = [

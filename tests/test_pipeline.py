@@ -52,6 +52,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
     # a second run reuses every finished stage and the evaluation of the same models: the same report
     again = run_module("trackstream.pipeline", "--smoke", "--run-dir", run_dir, check=False, timeout=900)
     assert again.returncode == 0 and again.stdout.count("already done") == 5, again.stdout[-2000:]
+
     def measured(r: dict) -> dict:  # all but this run's own timing
         r = {k: v for k, v in r.items() if k not in ("stages", "total_seconds", "total_cpu_seconds")}
         return {**r, "targets": {k: v for k, v in r["targets"].items() if k != "total_time"}}
