@@ -237,7 +237,8 @@ def run(
 
 def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False) -> dict:
     """The resumable state -> ``pack_dir/state.pt`` (overwritten; safetensors + JSON, see run_pack); new
-    snapshots' EMA -> ``pack_dir/snapshots``. ``allow_pickle``: read a run's old pickle-based files."""
+    snapshots' EMA -> ``pack_dir/snapshots``. A finished RL stage (``lab.student_chain rl``) goes in too (its
+    export and records; an unfinished one starts over). ``allow_pickle``: read a run's old pickle-based files."""
     from lab.ship_teacher import git_commit
 
     run_dir = Path(run_dir).resolve()
@@ -249,7 +250,11 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
     updates = int(meta["networks"]["generator"]["num_updates"])
     # the teacher run's own codec, where it fitted one: a rollout past the horizon re-encodes frames with it
     files = ["sizes.json", "teacher_asset.txt", "pipeline.log", "progress.log", "teacher/codec/codec.pt"]
-    for stage, export in (("teacher", "export/teacher"), ("ode_init", "export/student"), ("dmd", "export/student")):
+    stages = [("teacher", "export/teacher"), ("ode_init", "export/student"), ("dmd", "export/student")]
+    rl = run_dir / "rl" / "results.json"  # the chain's RL stage (lab.student_chain rl), once finished
+    if rl.is_file() and json.loads(rl.read_text()).get("status") == "done":
+        stages.append(("rl", "export/student"))
+    for stage, export in stages:
         files += [f"{stage}/{f}" for f in ("results.json", "config.yaml", "metrics.jsonl")]
         files += [str(p.relative_to(run_dir)) for p in sorted((run_dir / stage / export).rglob("*")) if p.is_file()]
     files += [str(p.relative_to(run_dir)) for p in sorted((run_dir / "ode_init" / "ode_pairs").iterdir())]

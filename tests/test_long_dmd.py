@@ -118,6 +118,12 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
     _dmd(tmp_path, first, 5)
 
     pack_dir = tmp_path / "repo" / "runs" / "dmd-long"
+    rl = first / "rl"  # a finished RL stage: its export and records travel with the pack, its checkpoints not
+    (rl / "export" / "student").mkdir(parents=True)
+    (rl / "export" / "student" / "network.json").write_text('{"rl": 1}')
+    (rl / "checkpoints").mkdir()
+    (rl / "checkpoints" / "step.bin").write_bytes(b"x")
+    (rl / "results.json").write_text('{"status": "done"}')
     info = pack(first, pack_dir)
     assert (info["step"], info["generator_updates"]) == (5, 1)
     from lab.long_dmd import PART_BYTES, _state_file
@@ -139,6 +145,8 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
     moved = tmp_path / "elsewhere" / "run"  # a fresh machine: only the repo's pack, another path
     unpack(moved, pack_dir)
     assert "trajectory" not in load_shard(moved / "ode_init/ode_pairs/pairs_00000.safetensors")
+    assert (moved / "rl/export/student/network.json").read_text() == '{"rl": 1}'
+    assert (moved / "rl/results.json").is_file() and not (moved / "rl/checkpoints").exists()
     with pytest.raises(Exception, match="already at step_00000005"):
         unpack(moved, pack_dir)
     summary = _dmd(tmp_path, moved, 10)
