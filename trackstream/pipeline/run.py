@@ -244,8 +244,8 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
 
 
 def evaluation_key(models: dict[str, str], sizes: Sizes) -> dict:
-    """What the evaluation's figures are a function of: the models' files, the preset and the package's code (an
-    edited metric is measured again, not reused); seeds are fixed inside the evaluation."""
+    """What the evaluation's figures are a function of: the models' files, the preset, the package's code (an
+    edited metric is measured again, not reused) and the torch build and device; seeds are fixed inside it."""
     import hashlib
 
     from trackstream.models.formats.files import sha256
@@ -262,6 +262,7 @@ def evaluation_key(models: dict[str, str], sizes: Sizes) -> dict:
         "models": {name: tree(Path(path)) for name, path in models.items()},
         "sizes": json.loads(json.dumps(asdict(sizes))),
         "code": code.hexdigest(),
+        "torch": [torch.__version__, torch.cuda.is_available()],  # the evaluation runs on CUDA when there is one
     }
 
 
