@@ -157,3 +157,20 @@ def test_the_evaluation_is_reused_only_for_the_same_models_and_preset(tmp_path):
     assert evaluation_key(models, replace(SMOKE, eval_samples=SMOKE.eval_samples + 1)) != key
     (tmp_path / "student" / "w.bin").write_bytes(b"b")  # a retrained student
     assert evaluation_key(models, SMOKE)["models"]["student"] != key["models"]["student"]
+
+
+def test_a_student_release_of_another_teacher_is_refused_before_any_training(tmp_path, capsys):
+    import shutil
+
+    from trackstream.pipeline.run import FULL, main
+
+    assert FULL.dmd_from == "shipped"
+    other = tmp_path / "other-teacher"
+    shutil.copytree(ROOT / "assets" / "tiny-teacher", other)
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "git_commit": "another"}))
+    run_dir = tmp_path / "run"
+    assert main(["--run-dir", str(run_dir), "--teacher-asset", str(other)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "was distilled from the teacher release" in err[0] and "--sizes long" in err[0]
+    assert not (run_dir / "teacher").exists()

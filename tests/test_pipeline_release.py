@@ -48,3 +48,16 @@ def test_a_deeper_objects_world_release_is_fine_tuned_as_itself(tmp_path):
 
 def test_a_release_without_a_config_adds_nothing(tmp_path):
     assert release_settings(Path(tmp_path)) == []
+
+
+def test_scratch_trains_the_shipped_release_recipe(tmp_path):
+    """--sizes scratch trains the teacher the shipped release was trained as (its manifest's command,
+    tests/test_teacher_asset.py), so make run's later stages meet the network and world they expect."""
+    from trackstream.pipeline.presets import RELEASE_RECIPE, SCRATCH
+
+    assert SCRATCH.teacher_from == "scratch" and SCRATCH.dmd_from == "ode_init"
+    t = typed(tmp_path / "run", *RELEASE_RECIPE, *SCRATCH.teacher)
+    release = OmegaConf.load(ASSET_DIR / "config.yaml")
+    assert t.model.overrides["num_layers"] == release.model.overrides.num_layers == 4
+    assert t.model.track_splat == release.model.track_splat and t.data.num_frames == release.data.num_frames
+    assert t.data.world["object_clips"] == release.data.world.object_clips

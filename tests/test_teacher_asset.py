@@ -52,14 +52,11 @@ def _run(run_module, tmp_path: Path, name: str, overrides: list[str]) -> Path:
 
 def test_the_shipped_teacher_is_intact():
     m = _manifest()
-    assert (
-        m["steps"]
-        and m["git_commit"]
-        and any(
-            m["command"].startswith(f"python -m {module} experiment=tiny_teacher_release")
-            for module in RECORDED_MODULES
-        )
-    )  # as run at its commit
+    from trackstream.pipeline.presets import RELEASE_RECIPE
+
+    cmd = m["command"].split()
+    assert m["steps"] and m["git_commit"] and cmd[2] in RECORDED_MODULES  # as run at its commit
+    assert tuple(a for a in cmd[3:] if not a.startswith("hydra.")) == RELEASE_RECIPE  # what --sizes scratch trains
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
     assert m["bytes"] <= 20 * 2**20
     for key in ("epe_with_tracks", "epe_without_tracks", "epe_frozen_video", "psnr_with_tracks", "ssim_with_tracks"):

@@ -71,8 +71,10 @@ _TINY = ModelConfig(
     text_encoder="minilm",
     overrides={"text_len": 64, "num_heads": 2},
 )
-# the shipped student (assets/tiny-student, make run's): DiT patch 1, 16x16 4-px tokens per frame
-_TINY_STUDENT = dataclasses.replace(_TINY, overrides={**_TINY.overrides, "patch_size": [1, 1, 1]})
+# the shipped student (assets/tiny-student, make run's): 4 layers, DiT patch 1, 16x16 4-px tokens per frame
+_TINY_STUDENT = dataclasses.replace(
+    _TINY, overrides={**_TINY.overrides, "patch_size": [1, 1, 1], "num_layers": 4}, track_splat="bilinear"
+)
 # the small world model (conf/model/small.yaml with small_teacher's overrides; a test holds them equal)
 _SMALL = dataclasses.replace(
     _TINY,

@@ -1,27 +1,36 @@
 """``--sizes`` presets of ``make run`` (trackstream/pipeline/run.py): how much each stage does.
 
-``full`` (the default) fits 2 CPU cores and 12 minutes and has no RL stage: ``make run`` takes 10 min 23 s
-of its 12 (docs/results.md) and a useful ``rl_tiny`` run (>= 100 steps of ~4.3 s) does not fit; ``long``
-runs one after DMD.
+``full`` (the default) fits 2 CPU cores and 12 minutes and has no RL stage: ``make run`` takes 9 min 52 s
+of its 12 on the 4-layer teacher (docs/results.md; the held-out evaluation is 5.4 of them) and a useful
+``rl_tiny`` run (>= 100 steps of several seconds) does not fit; ``long`` runs one after DMD.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Sizes", "FULL", "LONG", "SCRATCH", "SMOKE", "SIZES"]
+__all__ = ["Sizes", "FULL", "LONG", "SCRATCH", "SMOKE", "SIZES", "RELEASE_RECIPE"]
+
+# The shipped teacher's recipe (assets/tiny-teacher's manifest command): the objects world at the students'
+# 25-frame horizon with clean context chunks, 4 layers, bilinear track splatting; --sizes scratch trains it
+RELEASE_RECIPE = ("experiment=tiny_teacher_objects", "model.track_splat=bilinear", "+model.overrides.num_layers=4")
 
 
 @dataclass(frozen=True)
 class Sizes:
     """How much each stage does. ``teacher_from``: "shipped" fine-tunes the shipped teacher (its
     ``teacher`` overrides go to experiment=tiny_teacher_finetune); "scratch" trains
-    experiment=tiny_teacher_release from nothing first. ``rl``: overrides of experiment=rl_tiny, AR-Drag's
+    the release recipe (``RELEASE_RECIPE``) from nothing first. ``dmd_from``: "ode_init" distils from this run's
+    ODE-init student; "shipped" continues the shipped student's DMD checkpoint (assets/tiny-student/dmd,
+    made from the same teacher release: hours of ODE init and 200 generator updates) with a fresh critic,
+    while the ODE-init stage is still trained here from nothing (the report's ``ode_init`` row; its pairs are
+    the DMD stage's conditions). ``rl``: overrides of experiment=rl_tiny, AR-Drag's
     GRPO stage on the DMD student (None: no RL stage). ``SMOKE`` runs every stage for a few steps to
     check the wiring (tests/test_pipeline.py); its figures mean nothing."""
 
     name: str = "full"
     teacher_from: str = "shipped"
+    dmd_from: str = "ode_init"
     teacher: tuple[str, ...] = ()  # extra Hydra overrides per training stage
     ode_init: tuple[str, ...] = ()
     dmd: tuple[str, ...] = ()
@@ -34,19 +43,30 @@ class Sizes:
     rl: tuple[str, ...] | None = None  # experiment=rl_tiny overrides; None: no RL stage (added later: last)
 
 
-# make run on 2 CPU cores in under 12 minutes, from the shipped teacher (4-px DiT tokens: one
-# 25-frame clip forward is ~5x the 8-px teacher's, so the student stages are short). No RL stage.
+# The student stages of a run that distils from its own ODE-init student in minutes (--sizes scratch):
+# 4 generator updates at 5:1; each DMD step rolls out two teacher horizons (49 frames) and scores two windows,
+# 2.2x the cost of a one-horizon step (docs/long-horizon.md)
+_ODE_INIT = (
+    "stage.ode_pairs.num_pairs=24",
+    "stage.ode_pairs.teacher_steps=24",
+    "trainer.max_steps=80",
+    "trainer.ckpt_every=40",
+)
+_DMD = ("trainer.max_steps=24", "trainer.ckpt_every=12")
+# make run on 2 CPU cores in under 12 minutes, from the shipped teacher (4 layers, 4-px DiT tokens) and the
+# shipped student's DMD checkpoint: minutes of DMD from minutes of ODE init leave a student that darkens in
+# its second chunk (docs/results.md), so the DMD stage continues the shipped one (one more generator update
+# after 5 of a critic started here) while the ODE-init stage shows what two minutes of it give. No RL stage.
 FULL = Sizes(
-    teacher=("trainer.max_steps=20", "trainer.ckpt_every=20"),
+    dmd_from="shipped",
+    teacher=("trainer.max_steps=10", "trainer.ckpt_every=10"),
     ode_init=(
-        "stage.ode_pairs.num_pairs=24",
+        "stage.ode_pairs.num_pairs=8",
         "stage.ode_pairs.teacher_steps=24",
-        "trainer.max_steps=80",
-        "trainer.ckpt_every=40",
+        "trainer.max_steps=24",
+        "trainer.ckpt_every=12",
     ),
-    # 4 generator updates at 5:1: each DMD step rolls out two teacher horizons (49 frames) and scores two
-    # windows, 2.2x the cost of a one-horizon step (docs/long-horizon.md)
-    dmd=("trainer.max_steps=24", "trainer.ckpt_every=12"),
+    dmd=("trainer.max_steps=6", "trainer.ckpt_every=6"),
     timing_repeats=10,
 )
 # More student compute than the 12-minute budget: the tiny_ode_init / tiny_dmd defaults (128 pairs
@@ -60,18 +80,20 @@ LONG = Sizes(
     teacher_steps=48,
     rl=("trainer.max_steps=100", "trainer.ckpt_every=50"),
 )
-# The teacher from nothing (experiment=tiny_teacher_release: hours on 2 CPU cores), then FULL.
+# The teacher from nothing (RELEASE_RECIPE: about 6 hours on 2 CPU cores), then make run's student stages
+# distilled from this run's own ODE-init student (the shipped student's DMD is another teacher's).
 SCRATCH = Sizes(
     name="scratch",
     teacher_from="scratch",
     teacher=("eval.enabled=false",),
-    ode_init=FULL.ode_init,
-    dmd=FULL.dmd,
+    ode_init=_ODE_INIT,
+    dmd=_DMD,
     timing_repeats=FULL.timing_repeats,
 )
 _SMALL = ("data.batch_size=2", "trainer.ckpt_every=2", "trainer.log_every=1")
 SMOKE = Sizes(
     name="smoke",
+    dmd_from=FULL.dmd_from,
     teacher=_SMALL + ("trainer.max_steps=2", "data.pool_size=4"),
     ode_init=_SMALL
     + (

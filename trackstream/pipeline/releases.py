@@ -23,6 +23,7 @@ __all__ = [
     "AssetError",
     "verify_asset",
     "load_shipped_teacher",
+    "shipped_dmd_student",
     "logged_losses",
     "training_seconds",
     "teacher_training_curve",
@@ -97,3 +98,29 @@ def load_shipped_teacher(directory: Path | str = ASSET_DIR, *, device: str = "cp
     manifest = verify_asset(directory)
     net = load_network(directory / "teacher", device=device)
     return net, directory / "codec.pt", manifest
+
+
+def shipped_dmd_student(
+    teacher_asset: Path | str = ASSET_DIR, directory: Path | str = STUDENT_DIR
+) -> tuple[Path, dict]:
+    """(the DMD export, manifest) of the verified student release, refused unless it was distilled from
+    ``teacher_asset`` (its manifest names the teacher release's manifest sha256): a DMD checkpoint continued
+    with another teacher's scores and codec would be a different model."""
+    from trackstream.models.formats.files import sha256
+
+    directory, teacher_asset = Path(directory), Path(teacher_asset)
+    manifest = verify_asset(directory)
+    if not (directory / "dmd" / "network.json").is_file():
+        raise AssetError(
+            f"{directory} has no dmd/ (the DMD checkpoint a run continues): re-ship it with "
+            "`python -m lab.student_chain ship --run-dir <run>`, or distil from the ODE-init student (--sizes long)"
+        )
+    want = (manifest.get("teacher_release") or {}).get("manifest_sha256")
+    have = sha256(teacher_asset / "manifest.json")
+    if want != have:
+        raise AssetError(
+            f"{directory} was distilled from the teacher release whose manifest.json has sha256 {str(want)[:12]}, "
+            f"not {teacher_asset} ({have[:12]}): start from the teacher it was made with, or distil from the "
+            "ODE-init student (--sizes long)"
+        )
+    return directory / "dmd", manifest

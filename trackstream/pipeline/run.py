@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from trackstream.pipeline.presets import FULL, LONG, SCRATCH, SIZES, SMOKE, Sizes
+from trackstream.pipeline.presets import FULL, LONG, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, release_settings, teacher_settings, train_stage
 
 __all__ = [
@@ -108,7 +108,7 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
             "release_commit": manifest.get("git_commit"),
         }
     else:
-        overrides = ["experiment=tiny_teacher_release", *sizes.teacher]
+        overrides = [*RELEASE_RECIPE, *sizes.teacher]
         state["codec"] = str((run_dir / "teacher" / "codec" / "codec.pt").resolve())
         release = {}
     summary = train_stage(run_dir, "teacher", overrides)
@@ -145,7 +145,13 @@ def stage_ode_init(run_dir: Path, state: dict) -> dict:
 
 
 def stage_dmd(run_dir: Path, state: dict) -> dict:
-    """Self-Forcing DMD from the ODE-init student, real score = teacher with joint guidance."""
+    """Self-Forcing DMD, real score = teacher with joint guidance, from the ODE-init student or (``dmd_from``
+    "shipped") continuing the shipped student's DMD checkpoint made from the same teacher release."""
+    start, origin = state["ode_student"], {"from": "ode_init"}
+    if "shipped_dmd" in state:  # checked against the teacher release by ``run`` before any training
+        path, manifest = state["shipped_dmd"]
+        start = str(path.resolve())
+        origin = {"from": start, "from_generator_updates": manifest.get("generator_updates")}
     summary = train_stage(
         run_dir,
         "dmd",
@@ -153,7 +159,7 @@ def stage_dmd(run_dir: Path, state: dict) -> dict:
             "experiment=tiny_dmd",
             *DISTILL,
             f"stage.teacher={state['teacher']}",
-            f"stage.student={state['ode_student']}",
+            f"stage.student={start}",
             f"stage.pairs={state['pairs']}",
             f"codec.checkpoint={state['codec']}",
             *teacher_settings(run_dir),
@@ -161,7 +167,7 @@ def stage_dmd(run_dir: Path, state: dict) -> dict:
         ],
     )
     state["student"] = summary["export"]
-    return {k: summary.get(k) for k in ("export", "generator_updates", "critic_updates", "step")}
+    return {k: summary.get(k) for k in ("export", "generator_updates", "critic_updates", "step")} | origin
 
 
 def stage_rl(run_dir: Path, state: dict) -> dict:
@@ -287,6 +293,7 @@ def check_preset(run_dir: Path, sizes: Sizes) -> None:
         if "rl" not in old:  # recorded before the RL stage existed: it only appends a stage after DMD
             old["rl"] = json.loads(json.dumps(asdict(sizes)))["rl"]
         old.setdefault("long_students", sizes.long_students)  # evaluation only: trains nothing differently
+        old.setdefault("dmd_from", "ode_init")  # recorded before a preset could continue the shipped DMD
         if old != json.loads(json.dumps(asdict(sizes))):
             raise PipelineError(
                 f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "
@@ -304,6 +311,13 @@ def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> di
     check_preset(run_dir, sizes)
     stages: dict = {}
     state: dict = {"sizes": sizes, "teacher_asset": Path(teacher_asset) if teacher_asset else ASSET_DIR}
+    if sizes.dmd_from == "shipped":  # refuse a student release of another teacher before any training
+        from trackstream.pipeline.releases import AssetError, shipped_dmd_student
+
+        try:
+            state["shipped_dmd"] = shipped_dmd_student(state["teacher_asset"])
+        except AssetError as e:
+            raise PipelineError(str(e)) from None
     t_start = time.perf_counter()
     print(
         f"[pipeline] run directory {run_dir} (--sizes {sizes.name}); commands in {run_dir / 'pipeline.log'}", flush=True
