@@ -382,6 +382,7 @@ class StreamingGenerator:
             out.timings = None
         return out
 
+    @torch.no_grad()  # as step: nothing here is trained (a codec loaded for fitting keeps requires_grad)
     def stream(
         self, state: StreamState, source: Optional[TrackSource], *, num_chunks: Optional[int] = None
     ) -> Iterator[ChunkOutput]:
