@@ -42,6 +42,9 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
     assert figures["side_by_side"][0]["panels"][-2:] == ["RL student", "DMD student"]
     md = (run_dir / "report.md").read_text()
     assert "| student after RL |" in md and "RL check: the student after RL (4 steps" in md
+    # smoke, as full: the DMD stage continued the shipped student's DMD checkpoint, and the report says so
+    assert figures["stages"]["dmd"]["from"].endswith("assets/tiny-student/dmd")
+    assert "DMD student: the shipped student's DMD checkpoint" in md
     assert (run_dir / "training.png").is_file()
     samples = sorted(p for p in (run_dir / "samples").iterdir() if p.is_dir())
     assert len(samples) == 2

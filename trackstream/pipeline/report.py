@@ -94,6 +94,14 @@ def _opening(f: dict, run_dir: Path) -> list[str]:
             f"{release.get('steps')} steps with mid-frame masking.",
             "",
         ]
+    dmd = _get(f, "stages", "dmd") or {}
+    if dmd.get("from_generator_updates") is not None:  # --sizes full: the DMD stage continued a shipped checkpoint
+        lines += [
+            f"DMD student: the shipped student's DMD checkpoint `{dmd['from']}` ({dmd['from_generator_updates']} "
+            f"generator updates, hours of CPU), continued here for {dmd.get('generator_updates')} more with a critic "
+            "started from the teacher; the ODE-init student was trained here from nothing.",
+            "",
+        ]
     return lines
 
 
