@@ -8,6 +8,7 @@ its manifest's command says which, and each is checked for what it records."""
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from trackstream.models.formats.files import sha256
@@ -69,6 +70,7 @@ def test_the_shipped_student_streams_the_world_it_was_trained_on():
     assert np.isfinite(out.latents.numpy()).all()
 
 
+@pytest.mark.slow  # streams the 4-layer student on 8 clips with and without tracks (~11 s)
 def test_the_shipped_student_holds_its_picture_on_held_out_clips():
     """The darkening guard: streamed on held-out clips of its world with their tracks, the shipped student's
     last 8 frames keep the ground truth's brightness and detail and its motion beats the frozen first frame,
