@@ -3,9 +3,9 @@
     python -m lab.causal_starts run   --out RUN [--minutes 8] [--dmd-steps 100] [--threads 1]
     python -m lab.causal_starts score --out RUN [--doc docs/causal_starts]
 
-Starts, each given ``--minutes`` of one machine's CPU (costed, not timed: every stage's seconds per step are
-measured first by a short probe of each, one after another on the same machine, so the arms compare at equal
-compute however busy the machine is later):
+Starts, each given ``--minutes`` of one machine's CPU (costed, not timed: every stage's seconds per step, and the
+ODE pairs' seconds per pair, are measured first by a short probe of each, one after another on the same machine, so
+the arms compare at equal compute however busy the machine is later):
 
 * ``ode``: ODE pairs from the teacher (``--pairs`` of ``--teacher-steps`` Euler steps, joint guidance; their
   sampling time counts: with the shipped teacher's 4-px tokens, 128 pairs of 48 steps had not finished after 10
@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "tiny-teacher"
 ARMS = ("ode", "tf", "cd")
 PROBE_STEPS = 6
+PROBE_PAIRS = 16  # the pair sampler's default batch
 POOL = 128  # training clips: the teacher-forcing pool and DMD's conditions
 
 
@@ -80,6 +81,14 @@ def run(
             out, "pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={pairs}",
             f"stage.ode_pairs.teacher_steps={teacher_steps}", "trainer.max_steps=1",
         )  # fmt: skip
+        # the pairs' cost is probed beside the others (one sampling batch), not read off the run that made them:
+        # that one may have shared the machine with other work
+        sampled = _stage(
+            out, "probe_pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={PROBE_PAIRS}",
+            f"stage.ode_pairs.batch_size={PROBE_PAIRS}", f"stage.ode_pairs.teacher_steps={teacher_steps}",
+            "trainer.max_steps=1",
+        )  # fmt: skip
+        pairs_seconds = sampled["pairs_seconds"] / sampled["num_pairs"] * made["num_pairs"]
         probes = {
             "ode_init": _stage(out, "probe_ode", "tiny_ode_init", common, t, f"stage.pairs={made['pairs']}",
                                f"trainer.max_steps={PROBE_STEPS}"),
@@ -95,12 +104,12 @@ def run(
         plan = {
             "minutes": minutes,
             "seconds_per_step": {k: round(v, 3) for k, v in cost.items()},
-            "pairs_seconds": made["pairs_seconds"],
+            "pairs_seconds": round(pairs_seconds, 1),
             "num_pairs": made["num_pairs"],
             "teacher_steps": teacher_steps,
             "pairs": made["pairs"],
             "steps": {
-                "ode": max(1, round((budget - made["pairs_seconds"]) / cost["ode_init"])),
+                "ode": max(1, round((budget - pairs_seconds) / cost["ode_init"])),
                 "tf": max(1, round(budget / cost["teacher_forcing"])),
                 "cd_tf": max(1, round(budget / 2 / cost["teacher_forcing"])),
                 "cd": max(1, round(budget / 2 / cost["consistency"])),

@@ -9,7 +9,8 @@
 * ``tiny_teacher_run``    a tiny teacher trained for a few steps by ``python -m trackstream.stages`` (one per
                           session, read-only: copy it before changing it).
 
-Markers (pytest.ini): ``slow`` (minutes: not in ``make test-fast``), ``multiproc`` (launches processes).
+Markers (pytest.ini): ``slow`` (a command run, or over about 5 s: not in ``make test-fast``), ``multiproc``
+(launches processes).
 """
 
 import os

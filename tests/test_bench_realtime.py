@@ -53,6 +53,7 @@ def test_realtime_bench_tiny_smoke(tmp_path):
         assert _positive(b["dit_tflops"]) and _positive(r["dit_over_matmul"])
 
 
+@pytest.mark.slow
 def test_realtime_bench_rehearses_a_real_setup_cut_down(tmp_path):
     """The 1.3B student's real wiring (Fun-Control channels, CLIP tokens, UMT5 width, a SAMPLED first
     chunk, TAEHV) with one block at 64x64, one chunk per request (a 1536-wide block is slow on 2 cores)."""

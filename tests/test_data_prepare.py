@@ -240,6 +240,7 @@ def test_cached_text_embeddings_and_latents(videos, tmp_path):
     assert batch["text_emb"][0, 0, 0].item() == len(batch["caption"][0].split()[0])
 
 
+@pytest.mark.slow
 def test_hydra_cli(videos, tmp_path, run_module):
     (tmp_path / "in").mkdir()
     for stem in GOOD[:2] + ["empty"]:

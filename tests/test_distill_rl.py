@@ -238,6 +238,7 @@ def _rows(run_dir) -> dict:
     return {r["step"]: {k: v for k, v in r.items() if not k.startswith("perf/") and "seconds" not in k} for r in rows}
 
 
+@pytest.mark.slow
 def test_rl_tiny_runs_through_the_stage_and_resumes_mid_round_exactly(source, tmp_path):
     """4 steps = 2 rounds of 2 updates; cut at step 3 (inside the second round: its rollouts are in the
     checkpoint) and resumed in fresh objects: every logged value and the weights bit for bit."""

@@ -89,6 +89,7 @@ def test_a_reacquiring_tracker_is_refused_everywhere():
     assert EvalConfig().tracker == StreamEvalConfig().tracker == EvalCommandConfig(run="x").tracker.name == "lk_plain"
 
 
+@pytest.mark.slow
 def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     """make run's figures come from eval.teacher_eval.evaluate_motion and eval.stream_eval.evaluate_stream_motion
     (inside run_evaluation); ``python -m trackstream.eval`` scores rows of videos with eval.harness.score_rows. Here the

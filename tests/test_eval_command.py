@@ -44,6 +44,7 @@ def runs(tmp_path_factory, run_module):
     }
 
 
+@pytest.mark.slow
 def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path, run_module):
     out = tmp_path / "eval"
     run_module(

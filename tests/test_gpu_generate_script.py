@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("diffusers")
 
 
+@pytest.mark.slow
 def test_the_rehearsal_times_generate_and_the_pipeline_over_every_chunk(tmp_path):
     from lab.gpu_generate import main
 

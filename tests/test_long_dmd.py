@@ -111,6 +111,7 @@ def _assert_equal(a, b, where=""):
         assert a == b, where
 
 
+@pytest.mark.slow
 def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
     whole = _run_dir(source, tmp_path / "whole")
     assert _dmd(tmp_path, whole, 10)["generator_updates"] == 2
@@ -169,6 +170,7 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
     _assert_equal(read_snapshot(a[2])["generator"], read_snapshot(b[2])["generator"])
 
 
+@pytest.mark.slow
 def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_path):
     """python -m lab.dmd_curve on a run's snapshots: one row per snapshot, the ODE-init
     start (0 updates) scored exactly as the stream evaluation scores the ODE-init export, and a second

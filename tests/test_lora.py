@@ -193,6 +193,7 @@ def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_
     assert changed and changed <= adapted | {k for k in f if k.startswith("track_encoder.")}
 
 
+@pytest.mark.slow
 def test_a_fine_tune_of_the_shipped_teacher_takes_its_codec_instead_of_fitting_one(tmp_path, run_module):
     """docs/recipes.md's tiny LoRA line: model.init_from names the shipped teacher, no codec.checkpoint; the run
     directory gets the release's codec (no fit), and says so."""

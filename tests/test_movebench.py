@@ -128,6 +128,7 @@ def test_flow_epe_refuses_mismatched_videos(raft):
         flow_epe(_clip(0), _clip(1), raft)
 
 
+@pytest.mark.slow
 def test_the_eval_command_scores_a_movebench_folder_with_flow_epe(tmp_path):
     """benchmark=movebench composes, and `trackstream eval` scores a results folder on it with the RAFT flow EPE
     (a random-weight raft-things.pth in the official key layout): the ground truth 0, the frozen frame > 0."""

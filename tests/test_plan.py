@@ -24,6 +24,7 @@ def _row(plan, prefix: str) -> float:
     return sum(r["bytes"] for r in plan.rows if r["component"].startswith(prefix))
 
 
+@pytest.mark.slow
 def test_every_real_recipe_gets_a_plan_on_1_and_8_gpus():
     recipes = real_recipes()
     assert set(recipes) == {p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml")}
@@ -119,6 +120,7 @@ def test_bad_input_is_one_line_on_stderr(args, words, capsys):
     assert all(w in err for w in words), err
 
 
+@pytest.mark.slow
 def test_table_names_every_real_recipe_and_is_the_one_in_the_docs(capsys):
     """docs/distributed.md pastes ``trackstream plan --table --gpus 1,8,32``: the page says what the command says."""
     assert cli_main(["plan", "--table", "--gpus", "1,8,32"]) == 0

@@ -255,6 +255,7 @@ def _generate(root: Path, out: str, *flags: str) -> int:
     return main([*args, "--out", str(root / out), "--device", "cpu", "--dtype", "float32", "--chunks", "5", *flags])
 
 
+@pytest.mark.slow
 def test_generate_with_a_prompt_schedule(cli_inputs, capsys, monkeypatch):
     import trackstream.data.video_io as video_io
 

@@ -67,6 +67,7 @@ class _CountPasses:
         dit.patch_embedding.register_forward_hook(lambda m, i, o: self.frames.append(int(o.shape[2])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", sorted(REAL))
 def test_real_recipe_chunk_arithmetic_at_full_size(recipe, tmp_path):
     (ode_name, dmd_name), (T, H, W), sf, C, n_chunks, given = REAL[recipe]

@@ -8,9 +8,10 @@ Only the sizes shrink: DiT width / depth (``model.overrides``), frame size, trac
 counts; the clip length and so the chunking are the real ones (1.3B: 81 frames = 7 chunks of 3 with a
 sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and so are the flavor family,
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
-teacher -> mid-frame-masking fine-tune -> ODE pairs (``python -m trackstream.stages.pairs``) -> ODE init ->
-DMD over two horizons -> RL (AR-Drag's GRPO: G = 2, the motion reward and the aesthetic predictor from tiny OpenAI-format CLIP
-weights) -> ``python -m trackstream.stream.generate`` of the RL student, 2 steps each; for the 1.3B also the starts
+teacher -> mid-frame-masking fine-tune (the 1.3B's; the 5B samples its pairs from its teacher) -> ODE pairs
+(``python -m trackstream.stages.pairs``) -> ODE init -> DMD over two horizons -> RL (AR-Drag's GRPO: G = 2, the motion
+reward and the aesthetic predictor from tiny OpenAI-format CLIP weights) -> ``python -m trackstream.stream.generate``
+of the RL student, 2 steps each; for the 1.3B also the starts
 without ODE pairs: teacher forcing from the fine-tuned teacher, then consistency distillation from its export."""
 
 import json
@@ -68,6 +69,7 @@ RECIPES = {
         rl="rl_wan2.2_5b_704p",
     ),
 }
+FIRST = "wan2.1-1.3b"  # the recipe that also runs what every recipe shares (accumulation, the fine-tune)
 LONG = {81: 165, 121: 241}  # two horizons: 1.3B 1 + 2 x 20 latents run on to 42 (whole chunks), 5B 1 + 2 x 30
 SHRINK = [
     *(f"+model.overrides.{k}={v}" for k, v in DIMS.items()),
@@ -108,7 +110,7 @@ def launch(run_module, srun):
 @pytest.fixture(params=sorted(RECIPES))
 def recipe(request, tmp_path, launch) -> dict:
     """``paths.data_dir`` as a user lays it out: the release folder as downloaded, and the shards."""
-    r = dict(RECIPES[request.param])
+    r = dict(RECIPES[request.param], name=request.param)
     data = tmp_path / "data"
     rel = write_release_folder(data / r["folder"], flavor=r["flavor"], parts=r["parts"], device="cpu", **DIMS)
     videos = tmp_path / "videos"
@@ -155,21 +157,25 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     ]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
     t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd", "rl"))
 
-    launch(
-        "trackstream.stages", f"experiment={recipe['teacher']}", *common, "trainer.global_batch=4", f"hydra.run.dir={t}"
-    )
+    first = recipe["name"] == FIRST  # what the recipes share runs once: accumulation, the fine-tune's start
+    batch = "trainer.global_batch=4" if first else "trainer.global_batch=2"
+    launch("trackstream.stages", f"experiment={recipe['teacher']}", *common, batch, f"hydra.run.dir={t}")
     log = (t / "train.log").read_text()
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
-    assert "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
-    launch(
-        "trackstream.stages",
-        f"experiment={recipe['teacher']}_finetune",
-        *common,
-        f"model.init_from={t / 'export' / 'teacher'}",
-        f"hydra.run.dir={ft}",
-    )
-    teacher = ft / "export" / "teacher"
-    assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
+    assert not first or "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
+    teacher = t / "export" / "teacher"
+    # the mid-frame-masking fine-tune from the teacher's export: the same stage with another mask, once (the other
+    # recipe's fine-tune composes with every experiment in test_train_configs)
+    if first:
+        launch(
+            "trackstream.stages",
+            f"experiment={recipe['teacher']}_finetune",
+            *common,
+            f"model.init_from={t / 'export' / 'teacher'}",
+            f"hydra.run.dir={ft}",
+        )
+        teacher = ft / "export" / "teacher"
+        assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
 
     launch(
         "trackstream.stages.pairs",
@@ -250,7 +256,8 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         f"stage.student={dmd / 'export' / 'student'}",
         f"stage.pairs={folder}",
         "stage.group_size=2",
-        "stage.rollout_horizons=2",  # RL rolls out past the horizon too; its rewards score the whole rollout
+        # RL rolls out past the horizon too (its rewards score the whole rollout): once, the other recipe at one
+        f"stage.rollout_horizons={2 if first else 1}",
         f"stage.rewards.aesthetic.clip={clip}",
         f"stage.rewards.aesthetic.head={head}",
         f"hydra.run.dir={rl}",

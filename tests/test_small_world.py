@@ -132,6 +132,7 @@ def test_the_driver_refuses_unknown_stages_and_other_overrides_in_one_line(tmp_p
     assert "unknown stages" in err[0] and "STAGE:STEP" in err[1] and "--set" in err[2]
 
 
+@pytest.mark.slow
 def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_words_as_unk(tmp_path, capsys):
     """``small_world minilm`` (pruned by default) against ``--no-prune``: for ~200 world captions (both
     caption_motion variants, 0-2 sprites, still and panning cameras), drag-scene captions and the null

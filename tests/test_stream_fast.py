@@ -158,6 +158,7 @@ def test_overlap_and_timings(parts):
     assert seen == [(0, [0, 1]), (1, [0, 1, 2]), (2, [0, 1, 2])]
 
 
+@pytest.mark.slow
 def test_compiled_step_equals_eager(parts):
     """torch.compile of the whole pass (inductor on CPU; CUDA graphs on CUDA): the same chunks, and one
     compilation per chunk layout (chunk 0, chunk 1, the steady state), no recompiles after that."""

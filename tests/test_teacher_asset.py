@@ -6,7 +6,8 @@
   warm-up (their learning rates do not depend on the fit's length), and the teacher's first 4 steps
   start from the shipped codec, which is the file that run fitted;
 * on 4 held-out clips of the evaluation world the shipped teacher's EPE with tracks (the one EPE
-  protocol, eval.metrics.motion_epe) is below 0.9 x its EPE without tracks and below the frozen frame's.
+  protocol, eval.metrics.motion_epe), sampled in 6 steps, is below 0.6 x its EPE without tracks and below
+  the frozen frame's.
 """
 
 import json
@@ -18,6 +19,9 @@ from trackstream.pipeline.releases import ASSET_DIR, logged_losses, verify_asset
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER_STEPS = 4
+# the teacher samples in 6 Euler steps here (a multiple of the student's 3): its EPE ratio then is 0.41, at 10
+# steps 0.41 too, well inside the bound, in a quarter of the time
+SAMPLE_STEPS = 6
 CODEC_STEPS = 10  # of the 20 recorded: inside the warm-up too
 RTOL = 1e-3  # relative; the same machine reproduces them exactly, another CPU model may round differently
 
@@ -113,12 +117,12 @@ def test_the_shipped_teacher_follows_tracks():
         conditioner=conditioner,
         clips=heldout_clips(data),
         shift=cfg["schedule"]["shift"],
-        sampler=SamplerConfig(steps=20, solver="euler", guidance=GuidanceConfig(mode="joint")),
+        sampler=SamplerConfig(steps=SAMPLE_STEPS, solver="euler", guidance=GuidanceConfig(mode="joint")),
         cfg=EvalConfig(batch_size=4, save_videos=0, num_tracks=cfg["eval"]["num_tracks"]),
         embed_dim=net.track_embed_dim,
         device=torch.device("cpu"),
     )
     print(json.dumps({k: v for k, v in figures.items() if k.startswith("epe_")}))
-    # measured 12.60 / 15.79 = 0.80 (the re-acquiring lk tracker, retired, said below 0.6)
-    assert figures["epe_with_tracks"] < 0.9 * figures["epe_without_tracks"]
+    # measured 5.42 / 13.17 = 0.41 (the release's 48-step figure on 16 clips: 0.33)
+    assert figures["epe_with_tracks"] < 0.6 * figures["epe_without_tracks"]
     assert figures["epe_with_tracks"] < figures["epe_frozen_video"]

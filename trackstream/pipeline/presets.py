@@ -102,7 +102,7 @@ SMOKE = Sizes(
         "stage.ode_pairs.teacher_steps=6",
         "stage.ode_pairs.batch_size=2",
     ),  # 2 batches per shard
-    dmd=_SMALL + ("trainer.max_steps=5",),  # one generator update at the 5:1 phase
+    dmd=_SMALL + ("trainer.max_steps=5", "data.batch_size=1"),  # one generator update at the 5:1 phase
     teacher_steps=6,
     eval_samples=2,
     long_factor=2,
