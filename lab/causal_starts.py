@@ -35,6 +35,7 @@ from trackstream.pipeline.stage_calls import settings_of, train_stage
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "tiny-teacher"
 ARMS = ("ode", "tf", "cd")
+STAGE = {"ode": "ode_init", "tf": "teacher_forcing", "cd": "consistency"}  # plan["seconds_per_step"] keys
 PROBE_STEPS = 6
 PROBE_PAIRS = 16  # the pair sampler's default batch
 POOL = 128  # training clips: the teacher-forcing pool and DMD's conditions
@@ -145,8 +146,19 @@ def _row(figures: dict, name: str) -> dict:
         "late_texture_ratio": g("late_texture_ratio_with_tracks"),
         "brightness_gap_per_chunk": (g("brightness_gap_per_chunk") or {}).get("with_tracks"),
         "psnr_with_tracks": g("psnr_with_tracks"),
-        "long_horizon": figures.get("long_horizon", {}).get(name),
+        **_long(figures.get("long_horizon", {}).get(name) or {}),
     }
+
+
+def _long(runs: dict) -> dict:
+    """Drift at the longest window (10x the horizon) of the sink run: its PSNR below the first window's, and
+    its latent energy against the ground truth's."""
+    run = next((v for k, v in runs.items() if k.endswith("_with_sink")), None)
+    if not run:
+        return {"long_psnr_drop": None, "long_energy": None}
+    windows = run["windows"]
+    first, last = windows["1x"], windows[max(windows, key=lambda w: int(w.removesuffix("x")))]
+    return {"long_psnr_drop": first["psnr"] - last["psnr"], "long_energy": last["energy"]}
 
 
 def score(out: Path, doc: Path, *, teacher: Path, clips: int, long_clips: int) -> dict:
@@ -179,6 +191,7 @@ def score(out: Path, doc: Path, *, teacher: Path, clips: int, long_clips: int) -
     doc.mkdir(parents=True, exist_ok=True)
     (doc / "causal_starts.json").write_text(json.dumps(result, indent=1, default=float))
     (doc / "causal_starts.md").write_text(_table(result))
+    _plot(result, doc / "causal_starts.png")
     return result
 
 
@@ -192,19 +205,47 @@ def _table(result: dict) -> str:
         f"Each start {plan['minutes']} CPU minutes ({plan['threads']} thread), then {plan['dmd_steps']} DMD steps; "
         f"{result['clips']} held-out clips; teacher EPE ratio {result['teacher_epe_ratio']:.3f}.",
         "",
-        "| student | steps | EPE with / without | no-hold / frozen | lost | late brightness gap | late texture |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| student | steps | s / step | EPE with / without | no-hold / frozen | lost | late brightness gap "
+        "| late texture | 10x: PSNR drop | 10x: energy |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    cost = plan["seconds_per_step"]
     for name, r in result["students"].items():
         arm = name.removesuffix("_dmd")
         steps = plan["dmd_steps"] if name.endswith("_dmd") else plan["steps"][arm]
+        per_step = "" if name.endswith("_dmd") else _fmt(cost[STAGE[arm]], ".1f")
         if arm == "cd" and not name.endswith("_dmd"):
             steps = f"{plan['steps']['cd_tf']} TF + {steps}"
+        elif arm == "ode" and not name.endswith("_dmd"):
+            steps = f"{plan['num_pairs']} pairs ({plan['pairs_seconds'] / 60:.0f} min) + {steps}"
         lines.append(
-            f"| {name} | {steps} | {_fmt(r['epe_ratio'])} | {_fmt(r['no_hold_ratio'])} | {_fmt(r['lost_share'], '.1%')} "
-            f"| {_fmt(r['late_brightness_gap'], '+.1f')} | {_fmt(r['late_texture_ratio'], '.2f')} |"
+            f"| {name} | {steps} | {per_step} | {_fmt(r['epe_ratio'])} | {_fmt(r['no_hold_ratio'])} "
+            f"| {_fmt(r['lost_share'], '.1%')} | {_fmt(r['late_brightness_gap'], '+.1f')} "
+            f"| {_fmt(r['late_texture_ratio'], '.2f')} | {_fmt(r['long_psnr_drop'], '.2f')} "
+            f"| {_fmt(r['long_energy'], '.2f')} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def _plot(result: dict, path: Path) -> None:
+    """Each student's EPE ratio, no-hold ratio and 10x PSNR drop, the starts beside their DMD students."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["students"])
+    panels = (("epe_ratio", "EPE with / without tracks"), ("no_hold_ratio", "no-hold EPE / frozen frame"),
+              ("long_psnr_drop", "PSNR drop at 10x the horizon (dB)"))  # fmt: skip
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    for ax, (key, title) in zip(axes, panels):
+        values = [result["students"][n][key] or 0.0 for n in names]
+        ax.bar(range(len(names)), values, color=["#999" if not n.endswith("_dmd") else "#36c" for n in names])
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:

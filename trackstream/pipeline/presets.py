@@ -99,11 +99,11 @@ SMOKE = Sizes(
     + (
         "trainer.max_steps=3",
         "stage.ode_pairs.num_pairs=4",
-        "stage.ode_pairs.teacher_steps=6",
+        "stage.ode_pairs.teacher_steps=3",  # one per student step
         "stage.ode_pairs.batch_size=2",
     ),  # 2 batches per shard
     dmd=_SMALL + ("trainer.max_steps=5", "data.batch_size=1"),  # one generator update at the 5:1 phase
-    teacher_steps=6,
+    teacher_steps=3,
     eval_samples=2,
     long_factor=2,
     long_clips=1,
