@@ -1,6 +1,6 @@
 """The three starts of the causal student compared at equal CPU minutes, each then the same DMD.
 
-    python -m lab.causal_starts run   --out RUN [--minutes 8] [--dmd-steps 100] [--threads 1]
+    python -m lab.causal_starts run   --out RUN [--minutes 8] [--dmd-steps 100] [--threads 1] [--dmd-threads 2]
     python -m lab.causal_starts score --out RUN [--doc docs/causal_starts]
 
 Starts, each given ``--minutes`` of one machine's CPU (costed, not timed: every stage's seconds per step, and the
@@ -68,7 +68,15 @@ def _cost(run: Path) -> float:
 
 
 def run(
-    out: Path, *, teacher: Path, minutes: float, dmd_steps: int, threads: int, pairs: int, teacher_steps: int
+    out: Path,
+    *,
+    teacher: Path,
+    minutes: float,
+    dmd_steps: int,
+    threads: int,
+    pairs: int,
+    teacher_steps: int,
+    dmd_threads: int | None = None,
 ) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     common = _common(teacher, threads)
@@ -128,8 +136,12 @@ def run(
     half = _stage(out, "cd_tf", "tiny_teacher_forcing", common, t, pool, f"trainer.max_steps={steps['cd_tf']}")
     starts["cd"] = _stage(out, "cd", "tiny_consistency", common, f"stage.teacher={half['export']}", pool,
                           f"trainer.max_steps={steps['cd']}")["export"]  # fmt: skip
+    # the same DMD after each start; it is not part of the equal budget, so it may take more threads
+    plan |= {"dmd_steps": dmd_steps, "dmd_threads": dmd_threads or threads}
+    plan_file.write_text(json.dumps(plan, indent=2))
+    dmd_common = _common(teacher, plan["dmd_threads"])
     for arm in ARMS:
-        _stage(out, f"{arm}_dmd", "tiny_dmd", common, t, f"stage.student={starts[arm]}", pool,
+        _stage(out, f"{arm}_dmd", "tiny_dmd", dmd_common, t, f"stage.student={starts[arm]}", pool,
                f"trainer.max_steps={dmd_steps}")  # fmt: skip
     return plan
 
@@ -202,7 +214,8 @@ def _fmt(v, spec: str = ".3f") -> str:
 def _table(result: dict) -> str:
     plan = result["plan"]
     lines = [
-        f"Each start {plan['minutes']} CPU minutes ({plan['threads']} thread), then {plan['dmd_steps']} DMD steps; "
+        f"Each start {plan['minutes']} CPU minutes ({plan['threads']} thread), then {plan['dmd_steps']} DMD steps "
+        f"({plan.get('dmd_threads', plan['threads'])} threads); "
         f"{result['clips']} held-out clips; teacher EPE ratio {result['teacher_epe_ratio']:.3f}.",
         "",
         "| student | steps | s / step | EPE with / without | no-hold / frozen | lost | late brightness gap "
@@ -255,7 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", type=Path, default=TEACHER, help="a teacher release folder")
     ap.add_argument("--minutes", type=float, default=8.0, help="CPU minutes per start")
     ap.add_argument("--dmd-steps", type=int, default=100)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the starts (their probes and runs)")
+    ap.add_argument("--dmd-threads", type=int, default=None, help="torch threads of the DMD runs (default --threads)")
     ap.add_argument(
         "--pairs", type=int, default=64, help="ODE pairs (their sampling counts in the ODE start's minutes)"
     )
@@ -267,7 +281,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.action == "run":
             plan = run(args.out, teacher=args.teacher, minutes=args.minutes, dmd_steps=args.dmd_steps,
-                       threads=args.threads, pairs=args.pairs, teacher_steps=args.teacher_steps)  # fmt: skip
+                       threads=args.threads, pairs=args.pairs, teacher_steps=args.teacher_steps,
+                       dmd_threads=args.dmd_threads)  # fmt: skip
             print(json.dumps(plan, indent=2))
         else:
             print(_table(score(args.out, args.doc, teacher=args.teacher, clips=args.clips, long_clips=args.long_clips)))

@@ -335,8 +335,8 @@ def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, t
     shrink = [s for s in SHRINK if not s.startswith(("eval.", "trainer.ckpt_every", "data.num_workers"))]
     env = {k: v for k, v in _env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
     run_module(
-        "trackstream.cli", "train", *args, *shrink, f"data.height={H}", f"data.width={W}", "trainer.max_steps=2",
-        "trainer.sample_every=2", "sampler.steps=2", f"hydra.run.dir={run}", timeout=600, env=env,
+        "trackstream.cli", "train", *args, *shrink, f"data.height={H}", f"data.width={W}", "trainer.max_steps=1",
+        "trainer.sample_every=1", "sampler.steps=2", f"hydra.run.dir={run}", timeout=600, env=env,
     )  # fmt: skip
     log = (run / "train.log").read_text()
     assert "fsdp x 1" in log and "global batch 2 = " in log, log[:3000]
