@@ -1,6 +1,6 @@
 """The three starts of the causal student compared at equal CPU minutes, each then the same DMD.
 
-    python -m lab.causal_starts run   --out RUN [--minutes 8] [--dmd-steps 100] [--threads 1] [--dmd-threads 2]
+    python -m lab.causal_starts run   --out RUN [--minutes 15] [--dmd-steps 50] [--threads 1] [--dmd-threads 2]
     python -m lab.causal_starts score --out RUN [--doc docs/causal_starts]
 
 Starts, each given ``--minutes`` of one machine's CPU (costed, not timed: every stage's seconds per step, and the
@@ -266,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("action", choices=["run", "score"])
     ap.add_argument("--out", type=Path, required=True, help="the study's run directory (outside the repository)")
     ap.add_argument("--teacher", type=Path, default=TEACHER, help="a teacher release folder")
-    ap.add_argument("--minutes", type=float, default=8.0, help="CPU minutes per start")
-    ap.add_argument("--dmd-steps", type=int, default=100)
+    ap.add_argument("--minutes", type=float, default=15.0, help="CPU minutes per start")
+    ap.add_argument("--dmd-steps", type=int, default=50)
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the starts (their probes and runs)")
     ap.add_argument("--dmd-threads", type=int, default=None, help="torch threads of the DMD runs (default --threads)")
     ap.add_argument(
