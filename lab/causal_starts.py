@@ -241,7 +241,8 @@ def _table(result: dict) -> str:
 
 
 def _plot(result: dict, path: Path) -> None:
-    """Each student's EPE ratio, no-hold ratio and 10x PSNR drop, the starts beside their DMD students."""
+    """Each student's EPE ratio, no-hold ratio, late texture and 10x PSNR drop, the starts beside their DMD
+    students."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -249,6 +250,7 @@ def _plot(result: dict, path: Path) -> None:
 
     names = list(result["students"])
     panels = (("epe_ratio", "EPE with / without tracks"), ("no_hold_ratio", "no-hold EPE / frozen frame"),
+              ("late_texture_ratio", "late texture / ground truth's (target 0.75-1.33)"),
               ("long_psnr_drop", "PSNR drop at 10x the horizon (dB)"))  # fmt: skip
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (key, title) in zip(axes, panels):
@@ -256,6 +258,8 @@ def _plot(result: dict, path: Path) -> None:
         ax.bar(range(len(names)), values, color=["#999" if not n.endswith("_dmd") else "#36c" for n in names])
         ax.set_xticks(range(len(names)), names, rotation=30, ha="right")
         ax.set_title(title, fontsize=9)
+        if key == "late_texture_ratio":
+            ax.axhline(1.0, color="k", lw=0.8, ls="--")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
