@@ -218,10 +218,18 @@ def _table(result: dict) -> str:
         f"({plan.get('dmd_threads', plan['threads'])} threads); "
         f"{result['clips']} held-out clips; teacher EPE ratio {result['teacher_epe_ratio']:.3f}.",
         "",
-        "| student | steps | s / step | EPE with / without | no-hold / frozen | lost | late brightness gap "
+        "| student | steps | s / step | EPE (px) | EPE with / without | no-hold / frozen | lost | late brightness gap "
         "| late texture | 10x: PSNR drop | 10x: energy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    f = result.get("floors") or {}
+    for label, key in (("ground truth", "ground_truth"), ("codec round trip", "codec_round_trip"),
+                       ("frozen first frame", "frozen_frame")):  # fmt: skip
+        lines.append(
+            f"| *{label}* | | | {_fmt(f.get(f'epe_{key}'), '.2f')} | | {_fmt(f.get(f'no_hold_ratio_{key}'))} "
+            f"| {_fmt(f.get(f'lost_share_{key}'), '.1%')} | {_fmt(f.get(f'late_brightness_gap_{key}'), '+.1f')} "
+            f"| {_fmt(f.get(f'late_texture_ratio_{key}'), '.2f')} | | |"
+        )
     cost = plan["seconds_per_step"]
     for name, r in result["students"].items():
         arm = name.removesuffix("_dmd")
@@ -232,7 +240,8 @@ def _table(result: dict) -> str:
         elif arm == "ode" and not name.endswith("_dmd"):
             steps = f"{plan['num_pairs']} pairs ({plan['pairs_seconds'] / 60:.0f} min) + {steps}"
         lines.append(
-            f"| {name} | {steps} | {per_step} | {_fmt(r['epe_ratio'])} | {_fmt(r['no_hold_ratio'])} "
+            f"| {name} | {steps} | {per_step} | {_fmt(r['epe_with_tracks'], '.2f')} | {_fmt(r['epe_ratio'])} "
+            f"| {_fmt(r['no_hold_ratio'])} "
             f"| {_fmt(r['lost_share'], '.1%')} | {_fmt(r['late_brightness_gap'], '+.1f')} "
             f"| {_fmt(r['late_texture_ratio'], '.2f')} | {_fmt(r['long_psnr_drop'], '.2f')} "
             f"| {_fmt(r['long_energy'], '.2f')} |"
