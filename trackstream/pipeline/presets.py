@@ -102,7 +102,8 @@ SMOKE = Sizes(
         "stage.ode_pairs.teacher_steps=3",  # one per student step
         "stage.ode_pairs.batch_size=2",
     ),  # 2 batches per shard
-    dmd=_SMALL + ("trainer.max_steps=5", "data.batch_size=1"),  # one generator update at the 5:1 phase
+    # one generator update at the 5:1 phase, one rollout a step
+    dmd=("data.batch_size=1", "trainer.ckpt_every=2", "trainer.log_every=1", "trainer.max_steps=5"),
     teacher_steps=3,
     eval_samples=2,
     long_factor=2,
