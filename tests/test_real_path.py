@@ -158,8 +158,8 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd", "rl"))
 
     first = recipe["name"] == FIRST  # what the recipes share runs once: accumulation, the fine-tune's start
-    batch = "trainer.global_batch=4" if first else "trainer.global_batch=2"
-    launch("trackstream.stages", f"experiment={recipe['teacher']}", *common, batch, f"hydra.run.dir={t}")
+    accumulate = ["trainer.global_batch=4"] if first else []
+    launch("trackstream.stages", f"experiment={recipe['teacher']}", *common, *accumulate, f"hydra.run.dir={t}")
     log = (t / "train.log").read_text()
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
     assert not first or "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
@@ -171,7 +171,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
             "trackstream.stages",
             f"experiment={recipe['teacher']}_finetune",
             *common,
-            f"model.init_from={t / 'export' / 'teacher'}",
+            f"model.init_from={teacher}",
             f"hydra.run.dir={ft}",
         )
         teacher = ft / "export" / "teacher"
