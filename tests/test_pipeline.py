@@ -85,11 +85,12 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
 
     assert chain(["rl", "--run-dir", str(run_dir)]) == 0
     chained = tmp_path / "chain-student"
-    args = ["--clips", "2", "--long-clips", "1", "--long-factor", "2", "--teacher-steps", "6"]
+    # the smallest scoring that shows it: one clip, the teacher at one Euler step per student step
+    args = ["--clips", "1", "--long-clips", "1", "--long-factor", "2", "--teacher-steps", "3"]
     assert chain(["ship", "--run-dir", str(run_dir), "--dest", str(chained), *args]) == 0
     m = verify_asset(chained)
     assert m["steps"]["rl"] == 4 and m["policy_updates"] == 4 and m["generator_updates"] >= 1
-    assert {"teacher", "ode_init", "dmd", "rl"} <= set(m["held_out"]) and m["held_out"]["num_heldout"] == 2
+    assert {"teacher", "ode_init", "dmd", "rl"} <= set(m["held_out"]) and m["held_out"]["num_heldout"] == 1
     scored = json.loads((run_dir / "score" / "report.json").read_text())
     assert m["held_out"]["rl"]["epe_with_tracks"] == scored["student_epe_with_tracks"]  # the shipped RL student
     assert m["held_out"]["dmd"]["epe_with_tracks"] == scored["dmd_epe_with_tracks"] and scored["student_stage"] == "rl"

@@ -1,9 +1,19 @@
 """TrackStream: real-time, motion-controllable video generation.
 
 A track-conditioned Wan DiT teacher, a causal student distilled from it (ODE init, Self-Forcing DMD)
-that streams through a rolling KV cache, and DragStream editing on the stream. Packages by floor,
-imports only downward: ``models``, ``diffusion`` -> ``data`` -> ``stream`` -> ``eval`` -> ``train`` ->
-``distill`` -> ``pipeline`` (``bench`` beside it). ``trackstream --help`` lists the commands.
+that streams through a rolling KV cache, and DragStream editing on the stream. Packages by floor
+(``layers.json``), imports only downward: ``models``, ``diffusion`` -> ``data`` -> ``train`` (the engine) ->
+``stream`` -> ``eval`` -> ``distill`` -> ``stages`` (the application) -> ``pipeline`` (``bench`` beside it).
+``trackstream --help`` lists the commands.
 """
 
+import atexit
+import gc
+
 __version__ = "0.1.0"
+
+# A process that imported torch holds millions of objects, and the interpreter's last garbage collection walks
+# them all on the way out: about half a second for every command that ends. Freezing them first ends the process
+# as soon as its work and its other exit handlers are done. Registered at the package's first import, it runs
+# after every handler registered later (atexit runs them last in, first out).
+atexit.register(gc.freeze)

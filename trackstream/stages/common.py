@@ -52,7 +52,7 @@ __all__ = [
     "codec_plan",
     "obtain_codec",
     "load_text_encoder",
-    "encode_pool",
+    "EncodedPool",
     "StagePreempted",
     "trained_network",
 ]
@@ -207,34 +207,46 @@ def load_text_encoder(cfg: "TrainConfig", runtime: Runtime) -> nn.Module:
     return prepare_frozen(runtime, enc)
 
 
-@torch.no_grad()
-def encode_pool(pool: ClipPool, conditioner: Conditioner, *, batch_size: int = 16) -> list[dict]:
-    """Encode every pool clip once with the frozen codec / text encoder (CPU-resident entries)."""
-    entries = []
-    for start in range(0, len(pool), batch_size):
-        idx = list(range(start, min(len(pool), start + batch_size)))
-        video = pool.videos(idx)
-        lat = conditioner.latents(video).cpu()
-        image = conditioner.image(video[:, :, 0], num_frames=video.shape[2])
-        features = conditioner.image_features(video[:, :, 0])
-        text, lens = conditioner.text([pool.clips[i]["caption"] for i in idx])
-        for j, i in enumerate(idx):
-            clip = pool.clips[i]
-            entry = {
-                "latents": lat[j],
-                "text_emb": text[j, : int(lens[j])].cpu(),
-                "text_len": int(lens[j]),
-                "tracks": torch.from_numpy(clip["tracks"]),
-                "visibility": torch.from_numpy(clip["visibility"]),
-                "caption": clip["caption"],
-                "meta": clip["meta"],
-            }
-            if image is not None:
-                entry["image"] = image[j].cpu()
-            if features is not None:
-                entry["image_features"] = features[j].cpu()
-            entries.append(entry)
-    return entries
+class EncodedPool:
+    """The pool's clips encoded by the frozen codec / text encoder (CPU-resident entries), each on its first
+    use and alone: a short run (a fine-tune, a first-losses check) encodes only the clips it draws, and a clip's
+    tensors do not depend on which clips it was first drawn with, so a resumed run reads the values the
+    uninterrupted one did. ``pool[i]`` = {latents, text_emb, text_len, tracks, visibility, caption, meta, and
+    image / image_features where the network's layout has them}."""
+
+    def __init__(self, pool: ClipPool, conditioner: Conditioner):
+        self.pool, self.conditioner = pool, conditioner
+        self._entries: dict[int, dict] = {}
+
+    def __len__(self) -> int:
+        return len(self.pool)
+
+    def __getitem__(self, i: int) -> dict:
+        if i not in self._entries:
+            self._entries[i] = self._encode(i)
+        return self._entries[i]
+
+    @torch.no_grad()
+    def _encode(self, i: int) -> dict:
+        c, clip = self.conditioner, self.pool.clips[i]
+        video = self.pool.videos([i])  # [1, 3, T, H, W]
+        text, lens = c.text([clip["caption"]])
+        entry = {
+            "latents": c.latents(video).cpu()[0],
+            "text_emb": text[0, : int(lens[0])].cpu(),
+            "text_len": int(lens[0]),
+            "tracks": torch.from_numpy(clip["tracks"]),
+            "visibility": torch.from_numpy(clip["visibility"]),
+            "caption": clip["caption"],
+            "meta": clip["meta"],
+        }
+        image = c.image(video[:, :, 0], num_frames=video.shape[2])
+        features = c.image_features(video[:, :, 0])
+        if image is not None:
+            entry["image"] = image[0].cpu()
+        if features is not None:
+            entry["image_features"] = features[0].cpu()
+        return entry
 
 
 def _nested_trainer(cfg: "TrainConfig", steps: int) -> TrainerConfig:

@@ -36,7 +36,7 @@ from trackstream.data.clips import (
 from trackstream.eval.teacher_eval import evaluate_motion
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, build_motion_wan
-from trackstream.stages.common import StagePlan, encode_pool, load_text_encoder, obtain_codec, trained_network
+from trackstream.stages.common import EncodedPool, StagePlan, load_text_encoder, obtain_codec, trained_network
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
@@ -66,7 +66,7 @@ def training_data(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, c
     """Batches of the encoded clip pool (``data.pool_size``), or rendered clips streamed as they come."""
     if pool is None:
         return build_raw_stream(cfg.data, rank=runtime.data_rank, world_size=runtime.data_world_size)
-    entries = encode_pool(pool, conditioner)
+    entries = EncodedPool(pool, conditioner)
 
     def make(idx, gids):
         return pool_track_batch([entries[i] for i in idx], gids, seed=cfg.data.seed, num_tracks=cfg.data.num_tracks)
