@@ -102,18 +102,24 @@ SMOKE = Sizes(
         "stage.ode_pairs.teacher_steps=3",  # one per student step
         "stage.ode_pairs.batch_size=2",
     ),  # 2 batches per shard
-    # one generator update at the 5:1 phase, one rollout a step
-    dmd=("data.batch_size=1", "trainer.ckpt_every=2", "trainer.log_every=1", "trainer.max_steps=5"),
+    # one step holding a critic and a generator update, one rollout
+    dmd=(
+        "data.batch_size=1",
+        "stage.update_ratio=1",
+        "trainer.ckpt_every=1",
+        "trainer.log_every=1",
+        "trainer.max_steps=1",
+    ),
     teacher_steps=3,
     eval_samples=2,
     long_factor=2,
     long_clips=1,
     timing_repeats=2,
-    # 2 rounds of 2 updates, 1 condition x G = 2 rollouts each (G >= 2: advantages are relative to the group)
+    # a round of 2 updates, 1 condition x G = 2 rollouts (G >= 2: advantages are relative to the group)
     rl=(
         "data.batch_size=1",
         "stage.group_size=2",
-        "trainer.max_steps=4",
+        "trainer.max_steps=2",
         "trainer.ckpt_every=2",
         "trainer.log_every=1",
     ),
