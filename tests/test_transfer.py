@@ -20,6 +20,23 @@ def test_tracks_are_rescaled_from_the_source_to_the_image():
     np.testing.assert_allclose(at_128[..., 1], (at_64[..., 1] + 0.5) * 2.0 - 0.5, atol=1e-5)  # twice as tall
 
 
+def test_a_lost_points_estimate_is_held_where_generate_accepts_tracks():
+    # on this clip the CPU tracker's estimate of a lost point wanders more than a frame size off (x = -64.9);
+    # the transfer holds it within TRACK_MARGIN frame sizes, still outside the frame
+    from trackstream.data.clips import DataConfig, make_world
+    from trackstream.data.track_inputs import check_tracks
+    from trackstream.data.trackers import grid_queries
+
+    frames = make_world(DataConfig(num_frames=81)).generate(8)["frames"]
+    raw, _ = build_tracker("lk").track(frames, grid_queries(64, 64, 20))
+    far = (np.asarray(raw) < -64) | (np.asarray(raw) > 128)
+    assert far.any()  # the case this guards
+    tracks, vis = source_tracks(frames, build_tracker("lk"), grid=20, height=64, width=64)
+    check_tracks(tracks, vis, height=64, width=64)  # what generate asks of them
+    assert ((tracks[far] < 0) | (tracks[far] > 63)).all()
+    np.testing.assert_allclose(tracks[~far.any(-1)], np.asarray(raw)[~far.any(-1)], atol=1e-5)  # the rest as tracked
+
+
 def test_the_command_streams_the_source_motion_over_an_image(tmp_path, capsys):
     import cv2
 

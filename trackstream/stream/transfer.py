@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from trackstream.data.track_inputs import TRACK_MARGIN
 from trackstream.data.trackers import TrackerConfig, build_tracker, grid_queries
 from trackstream.stream.options import add_tracker_args, refuse, tracker_config
 
@@ -29,12 +30,17 @@ __all__ = ["main", "source_tracks"]
 
 def source_tracks(frames: np.ndarray, tracker, *, grid: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
     """uint8 source frames [T, Hs, Ws, 3] -> (tracks [T, N, 2] in a ``width`` x ``height`` image's pixels,
-    visibility [T, N]): a grid of frame 0 tracked through the source, scaled to the image."""
+    visibility [T, N]): a grid of frame 0 tracked through the source, scaled to the image. A tracker keeps
+    estimating a point it lost, and the estimate may wander far off; it is held within ``TRACK_MARGIN`` frame
+    sizes of the image (where ``generate`` accepts tracks), which keeps a point outside the frame outside it."""
     T, Hs, Ws = frames.shape[:3]
     tracks, vis = tracker.track(frames, grid_queries(Hs, Ws, grid))
     scale = np.array([width / Ws, height / Hs], np.float32)
     # pixel centres at integers: a position p in the source maps to (p + 0.5) * scale - 0.5 in the image
-    return ((np.asarray(tracks, np.float32) + 0.5) * scale - 0.5).astype(np.float32), np.asarray(vis, bool)
+    scaled = (np.asarray(tracks, np.float32) + 0.5) * scale - 0.5
+    size = np.array([width, height], np.float32)
+    scaled = np.clip(scaled, -TRACK_MARGIN * size, (1 + TRACK_MARGIN) * size)
+    return scaled.astype(np.float32), np.asarray(vis, bool)
 
 
 def main(argv: list[str] | None = None) -> int:

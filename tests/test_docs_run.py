@@ -1,0 +1,95 @@
+"""Documented commands run as written: the lines of the docs' tours that finish in seconds on the shipped assets
+run verbatim (the docs' ``[optional part]`` included), one after the other as a reader runs them, in a folder
+that holds the input files they name and links the checkout's ``assets/`` and ``lab/``, the venv's ``python``
+and ``trackstream`` first on the path. Each exits 0 and writes the file its ``--out`` names; later lines read
+what earlier ones wrote (``cam.npy``, ``schedule.txt``). The inputs are the embedded world's, at the shipped
+student's 64 x 64: ``first.png`` and ``robot.png`` first frames of held-out clips, ``depth.npy`` a depth map,
+``tracks.npy`` an 81-frame clip's tracks, ``dance.mp4`` a clip to transfer.
+
+Every other documented command (a training run, a real Wan release, a GPU benchmark) is parsed or composed by
+the real front end in tests/test_documented_commands.py; ``RUN`` names the ones run here."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_documented_commands import COMMANDS, words
+
+from trackstream.data.clips import DataConfig, make_world
+from trackstream.data.video_io import write_mp4
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCUMENTED = dict(COMMANDS)
+# doc:line in the order a reader runs them (a shell line that is not a trackstream command is run by bash)
+RUN = [
+    "conf/README.md:42",  # the resolved job config
+    "docs/distributed.md:108",  # memory plans
+    "docs/distributed.md:109",
+    "docs/distributed.md:110",  # (its :111, the table of every recipe, is run and compared by tests/test_plan.py)
+    "docs/control.md:14",  # camera tracks from a depth map, then the stream they drive
+    "docs/control.md:16",
+    "docs/control.md:48",  # motion transfer
+    "docs/control.md:69",  # a prompt schedule (printf), then the stream that switches prompts
+    "docs/control.md:70",
+    "docs/diffusers.md:15",  # the shipped student as a diffusers pipeline folder
+    "docs/results.md:182",  # the shipped teacher's files against its manifest
+]
+OUTPUTS = {
+    "docs/control.md:14": "cam.npy",
+    "docs/control.md:16": "street.mp4",
+    "docs/control.md:48": "robot_dance.mp4",
+    "docs/control.md:69": "schedule.txt",
+    "docs/control.md:70": "switched.mp4",
+    "docs/diffusers.md:15": "my-pipeline/model_index.json",
+}
+
+
+def _shell_line(where: str) -> str:
+    doc, line = where.rsplit(":", 1)
+    return (ROOT / doc).read_text().splitlines()[int(line) - 1].strip()
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """The reader's working folder: the inputs the commands name, the checkout's assets/ and lab/."""
+    here = tmp_path_factory.mktemp("reader")
+    for name in ("assets", "lab"):
+        (here / name).symlink_to(ROOT / name)
+    world = make_world(DataConfig(num_frames=81))
+    clip, other = world.generate(7), world.generate(8)
+    cv2.imwrite(str(here / "first.png"), clip["frames"][0][..., ::-1])  # RGB -> OpenCV's BGR
+    cv2.imwrite(str(here / "robot.png"), other["frames"][0][..., ::-1])
+    H, W = clip["frames"].shape[1:3]
+    np.save(here / "depth.npy", np.linspace(2.0, 1.0, H, dtype=np.float32)[:, None].repeat(W, axis=1))
+    np.save(here / "tracks.npy", clip["tracks"].astype(np.float32))  # [81, N, 2] pixels
+    write_mp4(here / "dance.mp4", other["frames"], fps=16)
+    return here
+
+
+def test_the_run_list_names_documented_lines():
+    missing = [w for w in RUN if w not in DOCUMENTED and not _shell_line(w).startswith("printf ")]
+    assert not missing, f"no longer documented there (update RUN): {missing}"
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_the_tours_commands_run_verbatim(folder):
+    bin_dir = str(Path(sys.executable).parent)
+    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), OMP_WAIT_POLICY="PASSIVE")
+    for where in RUN:
+        if where in DOCUMENTED:
+            cmd, shell = words(DOCUMENTED[where]), False
+        else:
+            cmd, shell = _shell_line(where), True
+        r = subprocess.run(
+            cmd, shell=shell, executable="/bin/bash" if shell else None, cwd=folder, env=env,
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert r.returncode == 0, f"{where}: `{cmd}` exited {r.returncode}\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
+        if where in OUTPUTS:
+            out = folder / OUTPUTS[where]
+            assert out.is_file() and out.stat().st_size > 0, f"{where} wrote no {OUTPUTS[where]}"
