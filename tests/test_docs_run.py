@@ -93,3 +93,34 @@ def test_the_tours_commands_run_verbatim(folder):
         if where in OUTPUTS:
             out = folder / OUTPUTS[where]
             assert out.is_file() and out.stat().st_size > 0, f"{where} wrote no {OUTPUTS[where]}"
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_the_documented_demo_serves_its_page_and_stops_on_ctrl_c(folder):
+    """docs/demo.md's ``python -m trackstream.stream.demo`` as written: it serves the page and ``/health`` on
+    127.0.0.1:8000 with the shipped student, and Ctrl-C (SIGINT) ends it with status 0."""
+    import signal
+    import time
+    import urllib.request
+
+    where = "docs/demo.md:19"
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    proc = subprocess.Popen(
+        words(DOCUMENTED[where]), cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        deadline, health = time.monotonic() + 120, None
+        while health is None and time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = urllib.request.urlopen("http://127.0.0.1:8000/health", timeout=2).read()
+            except OSError:
+                time.sleep(0.5)
+        assert health is not None, f"{where}: no /health answer ({proc.poll()=})"
+        page = urllib.request.urlopen("http://127.0.0.1:8000/", timeout=5).read().decode()
+        assert "<canvas" in page
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out = proc.communicate(timeout=60)[0]
+    assert proc.returncode == 0, f"{where} ended with {proc.returncode} on Ctrl-C:\n{out[-2000:]}"
+    assert "open http://127.0.0.1:8000" in out and "Traceback" not in out and "[demo] stopped" in out

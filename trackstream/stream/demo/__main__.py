@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:  # the descriptor limit
         print(f"[demo] error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has closed the sessions, then re-raises the signal
+        print("[demo] stopped", flush=True)
     return 0
 
 
