@@ -6,8 +6,9 @@ what earlier ones wrote (``cam.npy``, ``schedule.txt``). The inputs are the embe
 student's 64 x 64: ``first.png`` and ``robot.png`` first frames of held-out clips, ``depth.npy`` a depth map,
 ``tracks.npy`` an 81-frame clip's tracks, ``dance.mp4`` a clip to transfer.
 
-Every other documented command (a training run, a real Wan release, a GPU benchmark) is parsed or composed by
-the real front end in tests/test_documented_commands.py; ``RUN`` names the ones run here."""
+The documented demo command is started as written too, asked for ``/health`` and its page, and stopped with
+Ctrl-C. Every other documented command (a training run, a real Wan release, a GPU benchmark) is parsed or
+composed by the real front end in tests/test_documented_commands.py; ``RUN`` names the ones run here."""
 
 import os
 import subprocess
