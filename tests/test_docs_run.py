@@ -108,7 +108,14 @@ def test_the_documented_demo_serves_its_page_and_stops_on_ctrl_c(folder):
     where = "docs/demo.md:19"
     env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     proc = subprocess.Popen(
-        words(DOCUMENTED[where]), cwd=folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        words(DOCUMENTED[where]),
+        cwd=folder,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # Ctrl-C as a terminal delivers it: a test runner's worker may ignore SIGINT, and its children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         deadline, health = time.monotonic() + 120, None
