@@ -28,9 +28,10 @@ DOCUMENTED = dict(COMMANDS)
 # doc:line in the order a reader runs them (a shell line that is not a trackstream command is run by bash)
 RUN = [
     "conf/README.md:42",  # the resolved job config
-    "docs/distributed.md:108",  # memory plans
-    "docs/distributed.md:109",
-    "docs/distributed.md:110",  # (its :111, the table of every recipe, is run and compared by tests/test_plan.py)
+    # memory plans: a table and the JSON (:109's GPU and sequence-parallel options, the table and JSON paths
+    # again, are computed by tests/test_plan.py's plans; :111's table of every recipe is run and compared there)
+    "docs/distributed.md:108",
+    "docs/distributed.md:110",
     "docs/control.md:14",  # camera tracks from a depth map, then the stream they drive
     "docs/control.md:16",
     "docs/control.md:48",  # motion transfer
