@@ -3,7 +3,7 @@ run verbatim (the docs' ``[optional part]`` included), one after the other as a 
 that holds the input files they name and links the checkout's ``assets/`` and ``lab/``, the venv's ``python``
 and ``trackstream`` first on the path. Each exits 0 and writes the file its ``--out`` names; later lines read
 what earlier ones wrote (``cam.npy``, ``schedule.txt``). The inputs are the embedded world's, at the shipped
-student's 64 x 64: ``first.png`` and ``robot.png`` first frames of held-out clips, ``depth.npy`` a depth map,
+student's 64 x 64: ``first.png`` and ``robot.png`` first frames of two of its clips, ``depth.npy`` a depth map,
 ``tracks.npy`` an 81-frame clip's tracks, ``dance.mp4`` a clip to transfer.
 
 The documented demo command is started as written too, asked for ``/health`` and its page, and stopped with
@@ -28,8 +28,8 @@ DOCUMENTED = dict(COMMANDS)
 # doc:line in the order a reader runs them (a shell line that is not a trackstream command is run by bash)
 RUN = [
     "conf/README.md:42",  # the resolved job config
-    # memory plans: a table and the JSON (:109's GPU and sequence-parallel options, the table and JSON paths
-    # again, are computed by tests/test_plan.py's plans; :111's table of every recipe is run and compared there)
+    # memory plans, as a table and as JSON (:109's options are computed by tests/test_plan.py, which also runs
+    # :111's table of every recipe and compares it with the docs')
     "docs/distributed.md:108",
     "docs/distributed.md:110",
     "docs/control.md:14",  # camera tracks from a depth map, then the stream they drive
