@@ -24,35 +24,53 @@ from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.video_io import write_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCUMENTED = dict(COMMANDS)
-# doc:line in the order a reader runs them (a shell line that is not a trackstream command is run by bash)
+# (page, the line as the page shows it) in the order a reader runs them; a shell line that is not a trackstream
+# command (the printf) is run by bash. Named by text, not line number: an edit above a line keeps it found.
 RUN = [
-    "conf/README.md:42",  # the resolved job config
-    # memory plans, as a table and as JSON (:109's options are computed by tests/test_plan.py, which also runs
-    # :111's table of every recipe and compares it with the docs')
-    "docs/distributed.md:108",
-    "docs/distributed.md:110",
-    "docs/control.md:14",  # camera tracks from a depth map, then the stream they drive
-    "docs/control.md:16",
-    "docs/control.md:48",  # motion transfer
-    "docs/control.md:69",  # a prompt schedule (printf), then the stream that switches prompts
-    "docs/control.md:70",
-    "docs/diffusers.md:15",  # the shipped student as a diffusers pipeline folder
-    "docs/results.md:182",  # the shipped teacher's files against its manifest
+    ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher --cfg job"),
+    # memory plans, as a table and as JSON (the page's other plan options are computed by tests/test_plan.py,
+    # which also runs the table of every recipe and compares it with the page's)
+    ("docs/distributed.md", "trackstream plan experiment=teacher_wan1.3b_480p"),
+    ("docs/distributed.md", "trackstream plan --json experiment=dmd_wan1.3b_480p --gpus 8 model.lora.rank=64"),
+    # camera tracks from a depth map, then the stream they drive
+    (
+        "docs/control.md",
+        "trackstream camera --image first.png --depth depth.npy --path orbit --frames 81 --out cam.npy",
+    ),
+    (
+        "docs/control.md",
+        'trackstream generate --image first.png --tracks cam.npy --visibility cam.visibility.npy --prompt "a quiet '
+        'street" --out street.mp4',
+    ),
+    (  # motion transfer
+        "docs/control.md",
+        'trackstream transfer --source dance.mp4 --image robot.png --grid 20 --out robot_dance.mp4 --prompt "a robot '
+        'dancing"',
+    ),
+    # a prompt schedule, then the stream that switches prompts
+    ("docs/control.md", "printf '0\\ta red ball on a table\\n40\\tthe ball turns into a blue cube\\n' > schedule.txt"),
+    (
+        "docs/control.md",
+        "trackstream generate --image first.png --tracks tracks.npy --prompt-schedule schedule.txt --out switched.mp4 "
+        "[--prompt-sink keep]",
+    ),
+    (  # the shipped student as a diffusers pipeline folder
+        "docs/diffusers.md",
+        "trackstream export --network assets/tiny-student/student --format pipeline --codec assets/tiny-teacher/codec.pt "
+        "--out my-pipeline",
+    ),
+    ("docs/results.md", "python -m lab.ship_teacher verify"),  # the shipped teacher's files against its manifest
 ]
-OUTPUTS = {
-    "docs/control.md:14": "cam.npy",
-    "docs/control.md:16": "street.mp4",
-    "docs/control.md:48": "robot_dance.mp4",
-    "docs/control.md:69": "schedule.txt",
-    "docs/control.md:70": "switched.mp4",
-    "docs/diffusers.md:15": "my-pipeline/model_index.json",
-}
+# what a line writes (its --out), by the file's name
+OUTPUTS = ("cam.npy", "street.mp4", "robot_dance.mp4", "schedule.txt", "switched.mp4", "my-pipeline/model_index.json")
+DEMO = ("docs/demo.md", "python -m trackstream.stream.demo")
 
 
-def _shell_line(where: str) -> str:
-    doc, line = where.rsplit(":", 1)
-    return (ROOT / doc).read_text().splitlines()[int(line) - 1].strip()
+def _documented(page: str, text: str) -> bool:
+    """Whether ``page`` shows ``text``: as a command the docs test extracts, or as a whole shell line."""
+    if any(where.rsplit(":", 1)[0] == page and command == text for where, command in COMMANDS):
+        return True
+    return any(line.strip() == text for line in (ROOT / page).read_text().splitlines())
 
 
 @pytest.fixture(scope="module")
@@ -73,28 +91,28 @@ def folder(tmp_path_factory) -> Path:
 
 
 def test_the_run_list_names_documented_lines():
-    missing = [w for w in RUN if w not in DOCUMENTED and not _shell_line(w).startswith("printf ")]
-    assert not missing, f"no longer documented there (update RUN): {missing}"
+    missing = [f"{page}: {text}" for page, text in [*RUN, DEMO] if not _documented(page, text)]
+    assert not missing, f"no longer shown as written (update RUN): {missing}"
+
+
+def _path_env() -> dict:
+    return dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
 
 
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_the_tours_commands_run_verbatim(folder):
-    bin_dir = str(Path(sys.executable).parent)
-    env = dict(os.environ, PATH=bin_dir + os.pathsep + os.environ.get("PATH", ""), OMP_WAIT_POLICY="PASSIVE")
-    for where in RUN:
-        if where in DOCUMENTED:
-            cmd, shell = words(DOCUMENTED[where]), False
-        else:
-            cmd, shell = _shell_line(where), True
+    env = {**_path_env(), "OMP_WAIT_POLICY": "PASSIVE"}
+    for page, text in RUN:
+        shell = not text.startswith(("trackstream ", "python -m "))
+        cmd = text if shell else words(text)
         r = subprocess.run(
             cmd, shell=shell, executable="/bin/bash" if shell else None, cwd=folder, env=env,
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-        assert r.returncode == 0, f"{where}: `{cmd}` exited {r.returncode}\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
-        if where in OUTPUTS:
-            out = folder / OUTPUTS[where]
-            assert out.is_file() and out.stat().st_size > 0, f"{where} wrote no {OUTPUTS[where]}"
+        assert r.returncode == 0, f"{page}: `{text}` exited {r.returncode}\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
+    for name in OUTPUTS:
+        assert (folder / name).is_file() and (folder / name).stat().st_size > 0, f"nothing wrote {name}"
 
 
 @pytest.mark.slow
@@ -106,12 +124,11 @@ def test_the_documented_demo_serves_its_page_and_stops_on_ctrl_c(folder):
     import time
     import urllib.request
 
-    where = "docs/demo.md:19"
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    where = ":".join(DEMO)
     proc = subprocess.Popen(
-        words(DOCUMENTED[where]),
+        words(DEMO[1]),
         cwd=folder,
-        env=env,
+        env=_path_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
