@@ -7,7 +7,7 @@ student's 64 x 64: ``first.png`` and ``robot.png`` first frames of two of its cl
 ``tracks.npy`` an 81-frame clip's tracks, ``dance.mp4`` a clip to transfer.
 
 The documented demo command is started as written too, asked for ``/health`` and its page, and stopped with
-Ctrl-C. Every other documented command (a training run, a real Wan release, a GPU benchmark) is parsed or
+Ctrl-C. Every other documented command (a longer training run, a real Wan release, a GPU benchmark) is parsed or
 composed by the real front end in tests/test_documented_commands.py; ``RUN`` names the ones run here."""
 
 import os
@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # command (the printf) is run by bash. Named by text, not line number: an edit above a line keeps it found.
 RUN = [
     ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher --cfg job"),
+    ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher debug=tiny"),  # a training run, seconds
     # memory plans, as a table and as JSON (the page's other plan options are computed by tests/test_plan.py,
     # which also runs the table of every recipe and compares it with the page's)
     ("docs/distributed.md", "trackstream plan experiment=teacher_wan1.3b_480p"),
@@ -113,6 +114,7 @@ def test_the_tours_commands_run_verbatim(folder):
         assert r.returncode == 0, f"{page}: `{text}` exited {r.returncode}\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
     for name in OUTPUTS:
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, f"nothing wrote {name}"
+    assert list(folder.glob("runs/debug/runs/*/export/teacher/network.json"))  # the smoke run's export, in its run dir
 
 
 @pytest.mark.slow
