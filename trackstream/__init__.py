@@ -13,7 +13,7 @@ import gc
 __version__ = "0.1.0"
 
 # A process that imported torch holds millions of objects, and the interpreter's last garbage collection walks
-# them all on the way out: about half a second for every command that ends. Freezing them first ends the process
+# them all on the way out, a pause at the end of every command. Freezing them first ends the process
 # as soon as its work and its other exit handlers are done. Registered at the package's first import, it runs
 # after every handler registered later (atexit runs them last in, first out).
 atexit.register(gc.freeze)
