@@ -9,6 +9,11 @@
 * ``tiny_teacher_run``    a tiny teacher trained for a few steps by ``python -m trackstream.stages`` (one per
                           session, read-only: copy it before changing it).
 
+Every ``python`` command these launch (and every one that command launches with ``sys.executable``, and the
+``python`` / ``trackstream`` a shell line finds first on ``bin_dir()``) is a child of this test process's fork
+server (tests/forkserver.py): a fresh process with its own argv, environment, streams and exit code that starts
+with torch, Hydra and diffusers already imported (``TRACKSTREAM_TEST_FORK=0``: cold starts).
+
 Markers (pytest.ini): ``slow`` (a command run, or over about 5 s: not in ``make test-fast``), ``multiproc``
 (launches processes).
 """
@@ -112,8 +117,64 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+_SERVER = None
+
+
+def _forkserver():
+    """This test process's fork server (tests/forkserver.py), started on first use; None when
+    ``TRACKSTREAM_TEST_FORK=0`` asks for cold starts."""
+    global _SERVER
+    if os.environ.get("TRACKSTREAM_TEST_FORK", "1") == "0":
+        return None
+    if _SERVER is None:
+        import atexit
+
+        from forkserver import Server
+
+        _SERVER = Server(ROOT, cli_env())
+        atexit.register(_SERVER.close)
+    return _SERVER
+
+
+def bin_dir() -> str:
+    """The folder whose ``python`` and ``trackstream`` a shell line should find first on ``PATH``: the fork server's
+    (started here), or the venv's own when commands start cold."""
+    server = _forkserver()
+    return server.bin if server is not None else str(Path(sys.executable).parent)
+
+
+def popen(cmd: list[str], *, cwd=ROOT, env: dict | None = None, stdin=None, stdout=None, stderr=None):
+    """``subprocess.Popen(cmd, ...)`` for a ``python`` command: a child of the fork server (the interpreter's start
+    already paid), or a cold process for anything else; streams are files or descriptors (not pipes)."""
+    server = _forkserver()
+    env = env or cli_env()
+    if server is not None and server.runs(cmd):
+        return server.popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr)
+    return subprocess.Popen(cmd, cwd=cwd, env=env, stdin=stdin, stdout=stdout, stderr=stderr, text=True)
+
+
+def run_command(cmd: list[str], *, cwd=ROOT, env: dict | None = None, timeout: float | None = None, input=None):
+    """``subprocess.run(cmd, capture_output=True, text=True, ...)`` through ``popen``."""
+    import tempfile
+
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err, tempfile.TemporaryFile("w+") as inp:
+        if input is not None:
+            inp.write(input)
+            inp.flush()
+            inp.seek(0)
+        p = popen(cmd, cwd=cwd, env=env, stdin=inp, stdout=out, stderr=err)
+        try:
+            code = p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise
+        out.seek(0), err.seek(0)
+        return subprocess.CompletedProcess(cmd, code, out.read(), err.read())
+
+
 def _run(cmd: list[str], *, check: bool, timeout: int, env: dict | None) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, cwd=ROOT, env=env or cli_env(), capture_output=True, text=True, timeout=timeout)
+    r = run_command(cmd, env=env, timeout=timeout)
     if check:
         assert r.returncode == 0, (
             f"{' '.join(cmd[1:6])} ... exited {r.returncode}\n" + r.stdout[-2000:] + r.stderr[-4000:]
@@ -163,7 +224,7 @@ def _ranks(nproc: int, cmd: list[str], *, check: bool, timeout: int, env: dict |
         out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         files.append((out, err))
         task = dict(base, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
-        procs.append(subprocess.Popen(cmd, cwd=ROOT, env=task, stdout=out, stderr=err, text=True))
+        procs.append(popen(cmd, env=task, stdout=out, stderr=err))
     deadline, code = time.monotonic() + timeout, None
     try:
         while any(p.poll() is None for p in procs):

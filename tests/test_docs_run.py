@@ -1,10 +1,11 @@
 """Documented commands run as written: the lines of the docs' tours that finish in seconds on the shipped assets
 run verbatim (the docs' ``[optional part]`` included), one after the other as a reader runs them, in a folder
 that holds the input files they name and links the checkout's ``assets/`` and ``lab/``, the venv's ``python``
-and ``trackstream`` first on the path. Each exits 0 and writes the file its ``--out`` names; later lines read
-what earlier ones wrote (``cam.npy``, ``schedule.txt``). The inputs are the embedded world's, at the shipped
-student's 64 x 64: ``first.png`` and ``robot.png`` first frames of two of its clips, ``depth.npy`` a depth map,
-``tracks.npy`` an 81-frame clip's tracks, ``dance.mp4`` a clip to transfer.
+and ``trackstream`` first on the path (through the tests' fork server, tests/forkserver.py). Each exits 0 and
+writes the file its ``--out`` names; later lines read what earlier ones wrote (``cam.npy``, ``schedule.txt``).
+The inputs are the embedded world's, at the shipped student's 64 x 64: ``first.png`` and ``robot.png`` first
+frames of two of its clips, ``depth.npy`` a depth map, ``tracks.npy`` an 81-frame clip's tracks, ``dance.mp4`` a
+clip to transfer.
 
 The documented demo command is started as written too, asked for ``/health`` and its page, and stopped with
 Ctrl-C. Every other documented command (a longer training run, a real Wan release, a GPU benchmark) is parsed or
@@ -12,12 +13,12 @@ composed by the real front end in tests/test_documented_commands.py; ``RUN`` nam
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from conftest import bin_dir
 from test_documented_commands import COMMANDS, words
 
 from trackstream.data.clips import DataConfig, make_world
@@ -97,7 +98,7 @@ def test_the_run_list_names_documented_lines():
 
 
 def _path_env() -> dict:
-    return dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    return dict(os.environ, PATH=bin_dir() + os.pathsep + os.environ.get("PATH", ""))
 
 
 @pytest.mark.slow

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -57,7 +58,7 @@ main()
 def _run(run_dir: Path, *extra: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", **(env_extra or {}))
     cmd = [sys.executable, "-c", DRIVER, *COMMON, f"hydra.run.dir={run_dir}", *extra]
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    return run_command(cmd, env=env, timeout=300)
 
 
 def _losses(run_dir: Path) -> dict[int, float]:

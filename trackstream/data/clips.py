@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -138,6 +139,25 @@ class _Render(torch.utils.data.Dataset):
         return self.world.generate(self.seeds[i])
 
 
+class _RenderedOnUse(Sequence):
+    """``world.generate(seeds[i])`` rendered on first access and kept: a run of a few steps draws a few clips of
+    its pool, not all of them (a 512-clip pool takes seconds to render)."""
+
+    def __init__(self, world: SyntheticWorld, seeds: list[int]):
+        self._world, self._seeds, self._done = world, list(seeds), {}
+
+    def __len__(self) -> int:
+        return len(self._seeds)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        i = range(len(self._seeds))[i]  # negative indices; IndexError past the end
+        if i not in self._done:
+            self._done[i] = self._world.generate(self._seeds[i])
+        return self._done[i]
+
+
 class ClipPool:
     """Clips in memory: ``clips[i]`` = {frames uint8 [T,H,W,3], tracks [T,N,2], visibility [T,N], caption, meta}.
 
@@ -179,8 +199,18 @@ class ClipPool:
 
     @classmethod
     def training(cls, cfg: DataConfig, *, num_workers: int | None = None) -> "ClipPool":
+        """The training pool: ``cfg.pool_size`` clips; in this process (``num_workers`` 0) each is rendered on its
+        first use, with loader workers all up front."""
         seeds = [derive_seed(cfg.seed, "clip", i) for i in range(cfg.pool_size)]
-        return cls(make_world(cfg), seeds, num_workers=cfg.num_workers if num_workers is None else num_workers)
+        workers = cfg.num_workers if num_workers is None else num_workers
+        if workers:
+            return cls(make_world(cfg), seeds, num_workers=workers)
+        # the one value a DataLoader iterator draws from the global generator (its workers' base seed): a run
+        # consumes the global stream as it did when the pool was rendered through a loader, so it trains the same
+        torch.empty((), dtype=torch.int64).random_()
+        pool, world = cls.__new__(cls), make_world(cfg)
+        pool.clips, pool.world = _RenderedOnUse(world, seeds), world
+        return pool
 
 
 def heldout_clips(cfg: DataConfig) -> ClipPool:
