@@ -35,7 +35,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 # pytest-xdist (make test runs 2 workers): the cores are shared between the workers
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _workers)))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // _workers))
+torch.set_num_threads(THREADS)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TEACHER = ("experiment=tiny_teacher", "debug=tiny", "eval.enabled=false", "trainer.sample_every=0")
@@ -93,8 +94,12 @@ def _seed():
 
 def cli_env(**extra: str) -> dict:
     """The environment of a command a test runs: this checkout first on the path, offline W&B, passive
-    OpenMP threads (they spin on shared cores otherwise)."""
-    return dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE", **extra)
+    OpenMP threads (they spin on shared cores otherwise), and the threads of this test process: with 2 xdist
+    workers on 2 cores, two 2-process tests side by side would otherwise run 8 threads on 2 cores, each parallel
+    region waiting for threads that are not scheduled."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
+    env.setdefault("OMP_NUM_THREADS", str(THREADS))
+    return {**env, **extra}
 
 
 def stopped_at(run: Path, new: Path, step: int, *keep: str) -> None:
