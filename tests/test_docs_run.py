@@ -30,10 +30,15 @@ ROOT = Path(__file__).resolve().parents[1]
 RUN = [
     ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher --cfg job"),
     ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher debug=tiny"),  # a training run, seconds
-    # memory plans, as a table and as JSON (the page's other plan options are computed by tests/test_plan.py,
-    # which also runs the table of every recipe and compares it with the page's)
+    # memory plans: one recipe as a table, on 8 GPUs of another kind with sequence parallelism, as JSON, and every
+    # recipe's table (tests/test_plan.py compares that table with the page's)
     ("docs/distributed.md", "trackstream plan experiment=teacher_wan1.3b_480p"),
+    (
+        "docs/distributed.md",
+        "trackstream plan --gpus 8 --gpu h200 experiment=teacher_wan2.2_5b_704p parallel.sequence_parallel=2",
+    ),
     ("docs/distributed.md", "trackstream plan --json experiment=dmd_wan1.3b_480p --gpus 8 model.lora.rank=64"),
+    ("docs/distributed.md", "trackstream plan --table --gpus 1,8,32"),
     # camera tracks from a depth map, then the stream they drive
     (
         "docs/control.md",
