@@ -139,7 +139,7 @@ def _child(req: dict, fds: list[int], base_path: list[str], shim: str) -> None:
         for stream in (sys.stdout, sys.stderr):
             try:
                 stream.flush()
-            except Exception:
+            except Exception:  # a reader that closed its end: the exit code still goes back
                 pass
         os._exit(code)
 
@@ -171,6 +171,7 @@ def _supervise(conn: socket.socket, base_path: list[str], shim: str) -> None:
 
 
 def _killpg(pid: int) -> None:
+    """Stop a command and what it started (its process group); nothing to do when it has already ended."""
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
@@ -291,10 +292,7 @@ class Forked:
 
     def kill(self) -> None:
         if self.returncode is None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            _killpg(self.pid)
 
     def send_signal(self, sig: int) -> None:
         if self.returncode is None:
