@@ -37,6 +37,8 @@ os.environ.setdefault("WANDB_MODE", "offline")
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, (os.cpu_count() or 1) // _workers))
 torch.set_num_threads(THREADS)
+# the environment as the suite starts (base_env)
+_START_ENV = dict(os.environ)
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_TEACHER = ("experiment=tiny_teacher", "debug=tiny", "eval.enabled=false", "trainer.sample_every=0")
@@ -92,12 +94,22 @@ def _seed():
     yield
 
 
+def base_env() -> dict:
+    """``os.environ`` without the import-time variables (tests/forkserver.py's ``AT_IMPORT``) that appeared in this
+    process after the suite started: libraries set them here when a test imports them in-process (sklearn's and
+    joblib's ``KMP_*``, accelerate's NVML check, the stages' CUDA allocator setting). They are not the commands'
+    environment, and a command given them would start cold (the fork server loaded its modules without them)."""
+    from forkserver import AT_IMPORT
+
+    return {k: v for k, v in os.environ.items() if k in _START_ENV or not k.startswith(AT_IMPORT)}
+
+
 def cli_env(**extra: str) -> dict:
     """The environment of a command a test runs: this checkout first on the path, offline W&B, passive
     OpenMP threads (they spin on shared cores otherwise), and the threads of this test process: with 2 xdist
     workers on 2 cores, two 2-process tests side by side would otherwise run 8 threads on 2 cores, each parallel
     region waiting for threads that are not scheduled."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
+    env = dict(base_env(), PYTHONPATH=str(ROOT), WANDB_MODE="offline", OMP_WAIT_POLICY="PASSIVE")
     env.setdefault("OMP_NUM_THREADS", str(THREADS))
     return {**env, **extra}
 

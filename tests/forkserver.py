@@ -13,7 +13,8 @@ A command whose environment differs from the server's in a variable read at impo
 offline flag, torch's and the interpreter's settings) is not forked from what was loaded with other values: its
 child execs the real interpreter (a cold start). OpenMP's thread pool is not started in the server (it runs no
 tensor op), so each child starts its own, with the command's ``OMP_NUM_THREADS``. ``TRACKSTREAM_TEST_FORK=0`` runs
-every command cold.
+every command cold; ``TRACKSTREAM_TEST_FORK_LOG=FILE`` appends a JSON line per command (test, argv, cold, CPU and wall
+seconds): where the suite's time goes, and which commands started cold.
 
 Protocol (a Unix socket): the client sends an 8-byte length with its stdin / stdout / stderr descriptors, then the
 JSON request {argv, cwd, env}; the server answers one line {"pid": N} when the child runs and one line
@@ -39,6 +40,7 @@ PRELOAD = (
 AT_IMPORT = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "TORCHDYNAMO_", "TORCHINDUCTOR_", "TORCH_LOGS",
              "TORCH_COMPILE", "PYTORCH_", "OPENBLAS_", "MKL_", "KMP_", "OMP_WAIT_POLICY", "PYTHON")  # fmt: skip
 HANDLED = ("PYTHONPATH", "PYTHONUNBUFFERED")
+LOG = "TRACKSTREAM_TEST_FORK_LOG"  # a file: one JSON line per command (_log)
 
 
 def _import_time_env(env: dict) -> dict:
@@ -158,16 +160,30 @@ def _supervise(conn: socket.socket, base_path: list[str], shim: str) -> None:
         for fd in fds:
             os.close(fd)
         conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+        started = time.monotonic()
         while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
+            done, status, usage = os.wait4(pid, os.WNOHANG)
             if done:
                 break
             # the client gone (a launcher killed it, its test ended): the command goes too
             if select.select([conn], [], [], 0.05)[0] and not conn.recv(1):
                 _killpg(pid)
         conn.sendall(json.dumps({"code": os.waitstatus_to_exitcode(status)}).encode() + b"\n")
+        _log(req, usage, time.monotonic() - started)
     finally:
         os._exit(0)
+
+
+def _log(req: dict, usage, wall: float) -> None:
+    """A line per command in ``TRACKSTREAM_TEST_FORK_LOG`` (when the suite is started with it): the test, the
+    command, whether it started cold, its CPU (user + system, what it waited for included) and wall seconds."""
+    path = SERVER_ENV.get(LOG)
+    if path:
+        cold = _import_time_env(req["env"]) != _import_time_env(SERVER_ENV)
+        line = dict(test=req["env"].get("PYTEST_CURRENT_TEST"), argv=req["argv"][1:], cold=cold,
+                    cpu=round(usage.ru_utime + usage.ru_stime, 2), wall=round(wall, 2))  # fmt: skip
+        with open(path, "a") as f:  # one short append per line: lines from concurrent commands do not mix
+            f.write(json.dumps(line) + "\n")
 
 
 def _killpg(pid: int) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import free_port
+from conftest import base_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "assets" / "tiny-student" / "student"
@@ -32,7 +32,7 @@ LOAD_SECONDS = 15.0  # the load test's length: real-time pacing, so its wall tim
 @pytest.fixture(scope="module")
 def server():
     port = free_port()
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+    env = dict(base_env(), OMP_WAIT_POLICY="PASSIVE")
     proc = subprocess.Popen(
         [
             sys.executable,

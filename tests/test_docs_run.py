@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import bin_dir
+from conftest import base_env, bin_dir
 from test_documented_commands import COMMANDS, words
 
 from trackstream.data.clips import DataConfig, make_world
@@ -103,7 +103,7 @@ def test_the_run_list_names_documented_lines():
 
 
 def _path_env() -> dict:
-    return dict(os.environ, PATH=bin_dir() + os.pathsep + os.environ.get("PATH", ""))
+    return dict(base_env(), PATH=bin_dir() + os.pathsep + os.environ.get("PATH", ""))
 
 
 @pytest.mark.slow

@@ -75,3 +75,21 @@ def _alive(pid: int) -> bool:
         return False
     with open(f"/proc/{pid}/stat") as f:  # a zombie has ended
         return f.read().split(")")[-1].split()[0] != "Z"
+
+
+def test_what_a_library_sets_in_the_test_process_does_not_reach_a_command(monkeypatch):
+    """Importing sklearn in a test sets ``KMP_INIT_AT_FORK`` in the test process; the stages set the CUDA allocator's
+    variable. A command launched after that gets the suite's environment (not a cold start for an import-time
+    variable it never asked for); a variable a test sets on purpose still reaches it."""
+    import conftest
+
+    for name, value in (("KMP_INIT_AT_FORK", "FALSE"), ("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")):
+        if name not in conftest._START_ENV:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setenv("PROBE_VAR", "on purpose")
+    env = cli_env()
+    assert env["PROBE_VAR"] == "on purpose"
+    assert all(env.get(k) == conftest._START_ENV.get(k) for k in ("KMP_INIT_AT_FORK", "PYTORCH_CUDA_ALLOC_CONF"))
+    code = "import os; print(os.environ.get('KMP_INIT_AT_FORK'), os.environ.get('PROBE_VAR'))"
+    r = run_command([sys.executable, "-c", code], env=env, timeout=60)
+    assert r.stdout.split() == [str(conftest._START_ENV.get("KMP_INIT_AT_FORK")), "on", "purpose"]

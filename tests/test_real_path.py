@@ -107,10 +107,13 @@ def launch(run_module, srun):
     return _modules(run_module, srun)
 
 
-@pytest.fixture(params=sorted(RECIPES))
-def recipe(request, tmp_path, launch) -> dict:
-    """``paths.data_dir`` as a user lays it out: the release folder as downloaded, and the shards."""
+@pytest.fixture(scope="module", params=sorted(RECIPES))
+def recipe(request, tmp_path_factory, run_module, srun) -> dict:
+    """``paths.data_dir`` as a user lays it out: the release folder as downloaded, and the shards (one per recipe
+    for the module's tests)."""
     r = dict(RECIPES[request.param], name=request.param)
+    tmp_path = tmp_path_factory.mktemp(request.param)
+    launch = _modules(run_module, srun)
     data = tmp_path / "data"
     rel = write_release_folder(data / r["folder"], flavor=r["flavor"], parts=r["parts"], device="cpu", **DIMS)
     videos = tmp_path / "videos"
@@ -190,18 +193,18 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     folder = pairs / "ode_pairs"
     index = json.loads((folder / "index.json").read_text())
     assert [s["num_samples"] for s in index["shards"]] == [1, 1, 1, 1]  # two written by each rank
-    first = load_shard(folder / "pairs_00000.safetensors")
+    pair = load_shard(folder / "pairs_00000.safetensors")
     sf = {16: 8, 48: 16}[C]  # the codec's spatial factor: Wan 2.1 VAE 8, Wan 2.2 VAE 16
     h, w = H // sf, W // sf
-    assert first["trajectory"].shape == (1, 4, C, F, h, w) and first["trajectory"].dtype == torch.bfloat16
+    assert pair["trajectory"].shape == (1, 4, C, F, h, w) and pair["trajectory"].dtype == torch.bfloat16
     if recipe["image"] is None:  # ti2v: the image is latent frame 0, no channels
-        assert "image" not in first and "image_features" not in first
+        assert "image" not in pair and "image_features" not in pair
     else:  # Fun-Control: the start image latent; the release's CLIP tokens
-        assert first["image"].shape == (1, recipe["image"], F, h, w) and first["image_features"].shape == (1, 5, 1280)
+        assert pair["image"].shape == (1, recipe["image"], F, h, w) and pair["image_features"].shape == (1, 5, 1280)
     cached = ShardSamples(data_dir / "shards", num_frames=T).get(0)  # condition 0 = shard sample 0
-    assert first["caption"] == [cached["caption"]]
-    n = int(first["text_len"][0])
-    torch.testing.assert_close(first["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
+    assert pair["caption"] == [cached["caption"]]
+    n = int(pair["text_len"][0])
+    torch.testing.assert_close(pair["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
 
     launch(
         "trackstream.stages",

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-__all__ = ["OptimConfig", "param_groups", "build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = ["OptimConfig", "param_groups", "use_foreach", "build_optimizer", "build_scheduler", "lr_factor"]
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("constant", "cosine", "linear")
@@ -77,15 +77,26 @@ def param_groups(module: nn.Module, cfg: OptimConfig) -> list[dict]:
     return groups
 
 
+def use_foreach(params, device: torch.device) -> bool:
+    """Whether the multi-tensor (foreach) kernels pay off: not for sharded (DTensor) parameters on CPU, where each
+    foreach op's first call propagates the sharding of every tensor in its list (0.27 s against 0.045 s for a
+    per-tensor first step of 48 parameters on 2 gloo processes) and a CPU run under FSDP is a rehearsal of a few
+    steps. The per-tensor and foreach updates are the same arithmetic."""
+    from torch.distributed.tensor import DTensor
+
+    return device.type != "cpu" or not any(isinstance(p, DTensor) for p in params)
+
+
 def build_optimizer(groups: list[dict], cfg: OptimConfig, *, device: torch.device) -> torch.optim.Optimizer:
     fused = cfg.fused if cfg.fused is not None else device.type == "cuda"
+    foreach = use_foreach((p for g in groups for p in g["params"]), device)
     kw: dict = {"lr": cfg.lr}
     if cfg.name in ("adamw", "adam"):
         kw.update(betas=tuple(cfg.betas), eps=cfg.eps)
-        kw.update({"fused": True} if fused else {"foreach": True})
+        kw.update({"fused": True} if fused else {"foreach": foreach})
         cls = torch.optim.AdamW if cfg.name == "adamw" else torch.optim.Adam
         return cls(groups, **kw)
-    return torch.optim.SGD(groups, momentum=cfg.momentum, foreach=True, **kw)
+    return torch.optim.SGD(groups, momentum=cfg.momentum, foreach=foreach, **kw)
 
 
 def lr_factor(update: int, cfg: OptimConfig, *, total: int) -> float:

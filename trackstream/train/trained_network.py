@@ -28,6 +28,7 @@ import torch.nn as nn
 from trackstream.models.formats.files import UnreadableFile, read_torch_file
 from trackstream.train.dist import Runtime
 from trackstream.train.ema import EMA
+from trackstream.train.optim import use_foreach
 from trackstream.train.sharded import agree_readable, load_sharded
 
 __all__ = ["TrainedNetwork", "DDPNetwork", "ManualSyncNetwork", "FSDPNetwork", "DeepSpeedNetwork"]
@@ -64,7 +65,7 @@ class TrainedNetwork:
     def _clip(self) -> torch.Tensor:
         params = [p for p in self.module.parameters() if p.grad is not None]
         max_norm = self.clip if self.clip > 0 else float("inf")
-        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=True)
+        return torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=use_foreach(params, self.runtime.device))
 
     def step(self) -> torch.Tensor:
         """Clip, update, advance the schedule, update the EMA. Returns the pre-clip grad norm."""
