@@ -12,7 +12,9 @@
 Every ``python`` command these launch (and every one that command launches with ``sys.executable``, and the
 ``python`` / ``trackstream`` a shell line finds first on ``bin_dir()``) is a child of this test process's fork
 server (tests/forkserver.py): a fresh process with its own argv, environment, streams and exit code that starts
-with torch, Hydra and diffusers already imported (``TRACKSTREAM_TEST_FORK=0``: cold starts).
+with torch, Hydra and diffusers already imported (``TRACKSTREAM_TEST_FORK=0``: cold starts;
+``TRACKSTREAM_TEST_FORK_LOG=FILE``: a JSON line per command with its CPU and wall seconds). Its environment is the
+suite's (``base_env``): what a library sets in this process when a test imports it in-process is left out.
 
 Markers (pytest.ini): ``slow`` (a command run, or over about 5 s: not in ``make test-fast``), ``multiproc``
 (launches processes).
@@ -48,6 +50,17 @@ TINY_TEACHER = ("experiment=tiny_teacher", "debug=tiny", "eval.enabled=false", "
 # make test writes it): the order files are handed to the xdist workers
 DURATIONS = ROOT / "tests" / "durations.json"
 UNKNOWN_HEAVY_SECONDS = 60.0  # a file not in the record that holds slow or multi-process tests
+
+
+def pytest_configure(config):
+    """Byte-compile the checkout's packages once, on the controller: with ``PYTHONDONTWRITEBYTECODE`` set (as on
+    some CI machines) no import writes a ``.pyc``, and every command the tests launch would compile from source the
+    modules it imports (about half a second a command); a fresh clone has none to start with."""
+    if not hasattr(config, "workerinput"):
+        import compileall
+
+        for package in ("trackstream", "lab", "tests"):
+            compileall.compile_dir(ROOT / package, quiet=1, workers=1)
 
 
 def pytest_collection_modifyitems(config, items):
