@@ -87,8 +87,8 @@ def latent_statistics(cfg, mean: tuple, std: tuple) -> tuple[tuple, tuple]:
 
 class NarrowRMSNorm(WanRMS_norm):
     """diffusers' ``WanRMS_norm`` with the channel norm as a sum of squares on CPU: torch's CPU vector norm over a
-    short, strided channel dim (the 2-8 channels of a rehearsal's VAE) is 10-40x slower than ``x * rsqrt(sum x^2)``,
-    and was the largest single cost of a CPU rehearsal. The same function (``F.normalize``'s eps); other devices and
+    short, strided channel dim (the 2-8 channels of a rehearsal's VAE) is many times slower than ``x * rsqrt(sum
+    x^2)``, and was the largest single cost of a CPU rehearsal. The same function (``F.normalize``'s eps); other devices and
     dtypes, and the release's 96-384 channels, keep diffusers' forward."""
 
     WIDEST = 64  # channels up to which the sum of squares is the faster on CPU
