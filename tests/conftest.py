@@ -97,6 +97,12 @@ def pytest_sessionfinish(session, exitstatus):
     if out and _FILE_SECONDS and not hasattr(session.config, "workerinput"):  # the controller, not a worker
         import json
 
+        opt = session.config.option
+        if opt.markexpr or opt.keyword or session.config.args != ["tests"]:
+            # a part of the suite (make test-fast, -k, some files) would rank the files by the wrong seconds
+            print(f"\n[conftest] {out} not written: only a whole-suite run records the files' seconds")
+            return
+
         ranked = dict(sorted(((k, round(v, 1)) for k, v in _FILE_SECONDS.items()), key=lambda kv: -kv[1]))
         Path(out).write_text(json.dumps(ranked, indent=1) + "\n")
 
