@@ -179,6 +179,25 @@ def bin_dir() -> str:
     return server.bin if server is not None else str(Path(sys.executable).parent)
 
 
+def launch_forked(mp: pytest.MonkeyPatch) -> None:
+    """For code a test runs in-process that launches ``sys.executable`` with ``os.environ`` (lab's chain drivers,
+    ship's re-runs): ``sys.executable`` becomes the fork server's ``python`` and the import-time variables that
+    appeared in this process since the suite started are unset (``base_env``), so those launches start warm
+    as ``run_module``'s do. ``mp`` undoes both."""
+    server = _forkserver()
+    if server is None:
+        return
+    mp.setattr(sys, "executable", os.path.join(server.bin, "python"))
+    for key in set(os.environ) - set(base_env()):
+        mp.delenv(key)
+
+
+@pytest.fixture
+def forked_launches(monkeypatch):
+    """``launch_forked`` for one test."""
+    launch_forked(monkeypatch)
+
+
 def popen(cmd: list[str], *, cwd=ROOT, env: dict | None = None, stdin=None, stdout=None, stderr=None):
     """``subprocess.Popen(cmd, ...)`` for a ``python`` command: a child of the fork server (the interpreter's start
     already paid), or a cold process for anything else; streams are files or descriptors (not pipes)."""

@@ -9,7 +9,7 @@ pytest.importorskip("diffusers")
 
 
 @pytest.mark.slow
-def test_the_rehearsal_times_generate_and_the_pipeline_over_every_chunk(tmp_path):
+def test_the_rehearsal_times_generate_and_the_pipeline_over_every_chunk(tmp_path, forked_launches):
     from lab.gpu_generate import main
 
     argv = ["--out", tmp_path, "--device", "cpu", "--dim", 64, "--num-layers", 2, "--num-heads", 2, "--ffn-dim", 128]

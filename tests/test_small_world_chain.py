@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import launch_forked
 
 from lab.small_world import STAGES, Chain, main, run
 from lab.small_world_ship import MAX_FILE_BYTES, first_losses, release_network
@@ -68,6 +69,7 @@ CHAIN = replace(
 def chain_run(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("OMP_NUM_THREADS", "1")
+    launch_forked(mp)  # the chain's stage commands start warm
     root = tmp_path_factory.mktemp("small_world_chain")
     where = run(root / "run", CHAIN, **BUDGET)
     assert where["done"] == list(STAGES)
@@ -76,7 +78,9 @@ def chain_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_a_stopped_packed_and_continued_chain_equals_the_uninterrupted_one(chain_run, tmp_path, monkeypatch):
+def test_a_stopped_packed_and_continued_chain_equals_the_uninterrupted_one(
+    chain_run, tmp_path, monkeypatch, forked_launches
+):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     first = run(tmp_path / "first", CHAIN, out=tmp_path / "state", stop_at=("ode_init", 1), **BUDGET)
     assert first["done"] == ["teacher"] and first["stage"] == "ode_init" and 0 < first["step"] < 30
@@ -103,7 +107,9 @@ def test_a_stopped_packed_and_continued_chain_equals_the_uninterrupted_one(chain
 
 
 @pytest.mark.slow
-def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(chain_run, tmp_path, capsys, monkeypatch):
+def test_ship_scores_the_chain_and_writes_a_bf16_release_under_the_file_limit(
+    chain_run, tmp_path, capsys, monkeypatch, forked_launches
+):
     (call,) = [json.loads(line) for line in (chain_run / "calls.jsonl").read_text().splitlines()]
     assert call["device"].startswith("cpu") and call["torch"] == torch.__version__ and "cuda" in call
     assert call["from"]["done"] == [] and call["to"]["done"] == list(STAGES)

@@ -114,6 +114,7 @@ SMOKE = Sizes(
     eval_samples=2,
     long_factor=2,
     long_clips=1,
+    long_students="last",  # the other students' long streams: the chain's ship scores them (student_chain)
     timing_repeats=2,
     # a round of 2 updates, 1 condition x G = 2 rollouts (G >= 2: advantages are relative to the group)
     rl=(
