@@ -32,12 +32,11 @@ run: $(STAMP)
 	$(PY) -m trackstream.pipeline --run-dir $(RUN_DIR)
 
 # The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
-# Two pytest-xdist workers, a test file at a time each (module fixtures are built once), handed out in the
-# order tests/conftest.py sorts them (the longest files first: xdist's own reorder, by number of tests, would
-# leave a long file for last); TEST_WORKERS=0 runs it in one process.
+# Two pytest-xdist workers, a test file at a time each (module fixtures are built once);
+# TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 # The 15 slowest tests are printed at the end (CI shows them).
-XDIST = $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder" )
+XDIST = $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile" )
 test: $(STAMP) browser
 	$(PY) -m pytest -q --durations=15 $(XDIST) $(PYTEST_ARGS)
 
