@@ -47,7 +47,7 @@ TINY_TEACHER = ("experiment=tiny_teacher", "debug=tiny", "eval.enabled=false", "
 
 
 # seconds each test file took in the last recorded full run (TRACKSTREAM_RECORD_DURATIONS=tests/durations.json
-# make test writes it): the order files are handed to the xdist workers
+# make test writes it): the order of the files (pytest_collection_modifyitems)
 DURATIONS = ROOT / "tests" / "durations.json"
 UNKNOWN_HEAVY_SECONDS = 60.0  # a file not in the record that holds slow or multi-process tests
 
@@ -65,8 +65,11 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """The longest files first (their seconds in tests/durations.json; a file not recorded there counts 60 s
-    when it holds slow or multi-process tests, else 0), each file's tests in their own order: with one file at
-    a time per xdist worker, a long file started last would leave the other worker idle at the end."""
+    when it holds slow or multi-process tests, else 0), each file's tests in their own order. Under ``make test``
+    xdist then hands out files with more tests first (its loadscope reorder; sorting stable), so this order
+    decides among files with as many tests, the one-test files that are most of the long ones. Handing out
+    the longest first throughout (``--no-loadscope-reorder``) ran two multi-process files side by side early
+    and measured slower on 2 cores (docs/results.md)."""
     import json
 
     recorded = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
