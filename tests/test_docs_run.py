@@ -8,7 +8,9 @@ frames of two of its clips, ``depth.npy`` a depth map, ``tracks.npy`` an 81-fram
 clip to transfer.
 
 The documented demo command is started as written too, asked for ``/health`` and its page, and stopped with
-Ctrl-C. Every other documented command (a longer training run, a real Wan release, a GPU benchmark) is parsed or
+Ctrl-C. ``ELSEWHERE`` names the lines other tests run verbatim (``run_documented``) where they already pay for
+that run, its size shrunk by ``TRACKSTREAM_OVERRIDES`` (trackstream/data/hydra_args.py) and never by editing the
+line. Every other documented command (a longer training run, a real Wan release, a GPU benchmark) is parsed or
 composed by the real front end in tests/test_documented_commands.py; ``RUN`` names the ones run here."""
 
 import os
@@ -68,6 +70,21 @@ RUN = [
     ),
     ("docs/results.md", "python -m lab.ship_teacher verify"),  # the shipped teacher's files against its manifest
 ]
+# lines run verbatim by the test that checks what they make (run_documented), with its shrinking overrides
+TINY_DECODER = ("docs/tiny-decoder.md", "python -m trackstream.stages experiment=tiny_decoder hydra.run.dir=RUN")
+TINY_DECODER_STREAM = (
+    "docs/tiny-decoder.md",
+    "trackstream generate --image first.png --tracks tracks.npy --decoder RUN/export/taehv.pth --out out.mp4",
+)
+TINY_LORA = (
+    "docs/recipes.md",
+    "trackstream train experiment=tiny_teacher_finetune model.init_from=assets/tiny-teacher/teacher model.lora.rank=8",
+)
+ELSEWHERE = {
+    TINY_DECODER: "tests/test_tiny_decoder.py",
+    TINY_DECODER_STREAM: "tests/test_tiny_decoder.py",
+    TINY_LORA: "tests/test_lora.py",
+}
 # what a line writes (its --out), by the file's name
 OUTPUTS = ("cam.npy", "street.mp4", "robot_dance.mp4", "schedule.txt", "switched.mp4", "my-pipeline/model_index.json")
 DEMO = ("docs/demo.md", "python -m trackstream.stream.demo")
@@ -82,8 +99,12 @@ def _documented(page: str, text: str) -> bool:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory) -> Path:
+    return reader_folder(tmp_path_factory.mktemp("reader"))
+
+
+def reader_folder(here: Path) -> Path:
     """The reader's working folder: the inputs the commands name, the checkout's assets/ and lab/."""
-    here = tmp_path_factory.mktemp("reader")
+    here.mkdir(parents=True, exist_ok=True)
     for name in ("assets", "lab"):
         (here / name).symlink_to(ROOT / name)
     world = make_world(DataConfig(num_frames=81))
@@ -98,12 +119,33 @@ def folder(tmp_path_factory) -> Path:
 
 
 def test_the_run_list_names_documented_lines():
-    missing = [f"{page}: {text}" for page, text in [*RUN, DEMO] if not _documented(page, text)]
-    assert not missing, f"no longer shown as written (update RUN): {missing}"
+    missing = [f"{page}: {text}" for page, text in [*RUN, DEMO, *ELSEWHERE] if not _documented(page, text)]
+    assert not missing, f"no longer shown as written (update RUN / ELSEWHERE): {missing}"
+    for line, test in ELSEWHERE.items():  # each is run by the test named beside it
+        assert "run_documented(" in (ROOT / test).read_text(), (line, test)
 
 
 def _path_env() -> dict:
     return dict(base_env(), PATH=bin_dir() + os.pathsep + os.environ.get("PATH", ""))
+
+
+def _run_line(page: str, text: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
+    shell = not text.startswith(("trackstream ", "python -m "))
+    cmd = text if shell else words(text)
+    r = subprocess.run(
+        cmd, shell=shell, executable="/bin/bash" if shell else None, cwd=cwd, env=env,
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, f"{page}: `{text}` exited {r.returncode}\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
+    return r
+
+
+def run_documented(line: tuple[str, str], cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """A documented ``line`` (page, text) run verbatim in ``cwd`` (a ``reader_folder``), ``overrides`` appended
+    through ``TRACKSTREAM_OVERRIDES`` (the documented way to shrink a Hydra command); exits 0."""
+    assert _documented(*line), f"no longer shown as written: {line}"
+    env = {**_path_env(), "OMP_WAIT_POLICY": "PASSIVE", "TRACKSTREAM_OVERRIDES": " ".join(overrides)}
+    return _run_line(*line, cwd, env)
 
 
 @pytest.mark.slow
@@ -111,13 +153,7 @@ def _path_env() -> dict:
 def test_the_tours_commands_run_verbatim(folder):
     env = {**_path_env(), "OMP_WAIT_POLICY": "PASSIVE"}
     for page, text in RUN:
-        shell = not text.startswith(("trackstream ", "python -m "))
-        cmd = text if shell else words(text)
-        r = subprocess.run(
-            cmd, shell=shell, executable="/bin/bash" if shell else None, cwd=folder, env=env,
-            capture_output=True, text=True, timeout=300,
-        )  # fmt: skip
-        assert r.returncode == 0, f"{page}: `{text}` exited {r.returncode}\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
+        _run_line(page, text, folder, env)
     for name in OUTPUTS:
         assert (folder / name).is_file() and (folder / name).stat().st_size > 0, f"nothing wrote {name}"
     assert list(folder.glob("runs/debug/runs/*/export/teacher/network.json"))  # the smoke run's export, in its run dir

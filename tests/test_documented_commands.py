@@ -34,7 +34,7 @@ SHELL_FENCES = {"", "bash", "sh", "shell", "console"}
 
 # a command line: optional `nice -n N` / `env` / `VAR=value` prefixes, then one of the documented front ends
 COMMAND = re.compile(
-    r"^(?:(?:nice(?:\s+-n\s*-?\d+)?|env|time)\s+|[A-Za-z_]\w*=\S*\s+)*"
+    r"^(?:(?:nice(?:\s+-n\s*-?\d+)?|env|time)\s+|[A-Za-z_]\w*=(?:\"[^\"]*\"|'[^']*'|\S*)\s+)*"
     r"(?P<cmd>trackstream\s|python3?\s+-m\s+(?:trackstream|lab\.)|torchrun\s|srun\s|accelerate\s+launch\s).*"
 )
 # the first word of a code line that is a shell command (not a file tree or a table that mentions one)
@@ -155,11 +155,17 @@ def words(command: str) -> list[str]:
 
 
 def module_and_args(argv: list[str]) -> tuple[str, list[str]]:
-    """The Python module a command runs and the arguments it gets."""
+    """The Python module a command runs and the arguments it gets (``TRACKSTREAM_OVERRIDES=...`` in front: its
+    overrides appended, as the Hydra commands append them)."""
     from trackstream.cli import COMMANDS as CLI
+    from trackstream.data.hydra_args import OVERRIDES_ENV
 
+    extra: list[str] = []
     while argv and (re.fullmatch(r"[A-Za-z_]\w*=.*", argv[0]) or argv[0] in ("env", "time", "nice")):
+        if argv[0].startswith(OVERRIDES_ENV + "="):
+            extra += shlex.split(argv[0].split("=", 1)[1])
         argv = argv[3:] if argv[:2] == ["nice", "-n"] else argv[1:]
+    argv = [*argv, *extra]
     if argv[0] == "trackstream":
         assert len(argv) > 1 and argv[1] in CLI, f"`trackstream {argv[1:2]}` is not a command of trackstream/cli.py"
         return CLI[argv[1]][0], argv[2:]

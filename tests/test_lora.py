@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import cli_env, stopped_at
+from test_docs_run import TINY_LORA, reader_folder, run_documented
 
 from trackstream.models.lora import LoraConfig, add_lora, load_adapter, merge_adapter, merge_state_dict, save_adapter
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, load_network
@@ -194,15 +195,15 @@ def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_
 
 
 @pytest.mark.slow
-def test_a_fine_tune_of_the_shipped_teacher_takes_its_codec_instead_of_fitting_one(tmp_path, run_module):
-    """docs/recipes.md's tiny LoRA line: model.init_from names the shipped teacher, no codec.checkpoint; the run
-    directory gets the release's codec (no fit), and says so."""
+def test_a_fine_tune_of_the_shipped_teacher_takes_its_codec_instead_of_fitting_one(tmp_path):
+    """docs/recipes.md's tiny LoRA line, as written (one step on a small pool through ``TRACKSTREAM_OVERRIDES``):
+    model.init_from names the shipped teacher, no codec.checkpoint; the run directory gets the release's codec
+    (no fit), and says so."""
     run = tmp_path / "ft"
-    r = run_module(
-        "trackstream.stages", "experiment=tiny_teacher_finetune", "model.init_from=assets/tiny-teacher/teacher",
-        "model.lora.rank=8", "data.pool_size=8", "trainer.max_steps=1", "trainer.num_threads=1",
-        "logger.progress_bar=false", f"hydra.run.dir={run}",
-    )  # fmt: skip
+    folder = reader_folder(tmp_path / "reader")
+    shrink = ("data.pool_size=8", "trainer.max_steps=1", "trainer.num_threads=1", "logger.progress_bar=false")
+    r = run_documented(TINY_LORA, folder, *shrink, f"hydra.run.dir={run}")
+    assert "TRACKSTREAM_OVERRIDES adds: data.pool_size=8" in r.stderr
     shipped = ROOT / "assets" / "tiny-teacher" / "codec.pt"
     assert (run / "codec" / "codec.pt").read_bytes() == shipped.read_bytes()
     assert not (run / "codec" / "checkpoints").exists()  # nothing was fitted

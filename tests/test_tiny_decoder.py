@@ -14,6 +14,7 @@ from conftest import stopped_at
 from hydra.core.global_hydra import GlobalHydra
 from hydra_helpers import typed
 from release_helpers import write_release_folder
+from test_docs_run import TINY_DECODER, TINY_DECODER_STREAM, reader_folder, run_documented
 
 from trackstream.data.video_io import tensor_to_frames
 from trackstream.distill.tiny_decoder import (
@@ -158,15 +159,27 @@ def test_the_memory_plan_holds_both_trained_networks_and_the_frozen_ones():
 
 
 @pytest.fixture(scope="module")
-def embedded_run(tmp_path_factory, run_module) -> Path:
-    """``experiment=tiny_decoder`` shrunk to 24 steps (the discriminator from step 12) on a small pool."""
-    run = tmp_path_factory.mktemp("tiny_decoder") / "run"
-    run_module(
-        "trackstream.stages", "experiment=tiny_decoder", *QUIET, "trainer.max_steps=24", "trainer.sample_every=12",
-        "trainer.ckpt_every=12", "stage.gan.start_step=12", "data.pool_size=32", "data.batch_size=4",
-        "data.eval_samples=2", "stage.eval_clips=2", f"hydra.run.dir={run}",
+def embedded_run(tmp_path_factory) -> Path:
+    """docs/tiny-decoder.md's command as written, in a reader's folder, shrunk through ``TRACKSTREAM_OVERRIDES``
+    to 24 steps (the discriminator from step 12) on a small pool: its run directory ``RUN``."""
+    folder = reader_folder(tmp_path_factory.mktemp("tiny_decoder"))
+    run_documented(
+        TINY_DECODER, folder, *QUIET, "trainer.max_steps=24", "trainer.sample_every=12", "trainer.ckpt_every=12",
+        "stage.gan.start_step=12", "data.pool_size=32", "data.batch_size=4", "data.eval_samples=2",
+        "stage.eval_clips=2",
     )  # fmt: skip
-    return run
+    return folder / "RUN"
+
+
+@pytest.mark.slow
+def test_the_documented_stream_decodes_with_the_trained_decoder(embedded_run):
+    """docs/tiny-decoder.md's generate line, as written, on the run above: the shipped student streams the
+    reader's 81 frames of tracks in whole chunks (73 frames, the rest said) and the TAEHV decodes them."""
+    from trackstream.data.video_io import probe_video
+
+    r = run_documented(TINY_DECODER_STREAM, embedded_run.parent)
+    assert probe_video(embedded_run.parent / "out.mp4").num_frames == 73
+    assert "frames 73-80 are past the last whole chunk" in r.stdout + r.stderr
 
 
 @pytest.mark.slow

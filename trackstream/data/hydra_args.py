@@ -1,0 +1,40 @@
+"""Extra Hydra overrides from the environment, for every Hydra command (``trackstream train`` / ``pairs`` /
+``eval`` / ``prepare`` and their ``python -m`` forms).
+
+``TRACKSTREAM_OVERRIDES="trainer.max_steps=2 +model.overrides.dim=64"`` is added to the command line after its
+own overrides (so it wins where both set a key), and the command says so on stderr. A documented command
+then runs as written at a size a small machine manages: a CPU rehearsal of a real recipe, a fresh clone's
+check that the docs' commands run (tests/test_docs_run.py). The data package holds it as the lowest floor
+with a Hydra command (``prepare``)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+
+__all__ = ["OVERRIDES_ENV", "append_env_overrides"]
+
+OVERRIDES_ENV = "TRACKSTREAM_OVERRIDES"
+
+
+def append_env_overrides(argv: list[str] | None = None) -> list[str]:
+    """``argv`` (default ``sys.argv``, changed in place) with ``$TRACKSTREAM_OVERRIDES`` after its overrides; the added
+    words (shell quoting: ``'runs={a: x, b: y}'`` is one override). A value that is not an override is refused."""
+    argv = sys.argv if argv is None else argv
+    try:
+        extra = shlex.split(os.environ.get(OVERRIDES_ENV, ""))
+    except ValueError as err:
+        raise ValueError(f"{OVERRIDES_ENV}: {err} (quote as a shell would)") from None
+    bad = [w for w in extra if "=" not in w]
+    if bad:
+        raise ValueError(
+            f"{OVERRIDES_ENV}={os.environ[OVERRIDES_ENV]!r}: {bad[0]!r} is not key=value (Hydra overrides only)"
+        )
+    if extra:
+        print(f"[trackstream] {OVERRIDES_ENV} adds: {' '.join(extra)}", file=sys.stderr, flush=True)
+        # after the line's last override, before flags that follow it (``--cfg job``): Hydra's parser takes the
+        # overrides as one run of positional words
+        last = max((i for i, w in enumerate(argv[1:], 1) if "=" in w and not w.startswith("-")), default=0)
+        argv[last + 1 : last + 1] = extra
+    return extra
