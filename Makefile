@@ -32,11 +32,12 @@ run: $(STAMP)
 	$(PY) -m trackstream.pipeline --run-dir $(RUN_DIR)
 
 # The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
-# Two pytest-xdist workers, a test file at a time each (module fixtures are built once);
-# TEST_WORKERS=0 runs it in one process.
+# Two pytest-xdist workers, a test file at a time each (module fixtures are built once), handed out in the
+# order tests/conftest.py sorts them (the longest first: xdist's own reorder, by number of tests, leaves the
+# long one-test files for last and one worker idle at the end); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 # The 15 slowest tests are printed at the end (CI shows them).
-XDIST = $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile" )
+XDIST = $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder" )
 test: $(STAMP) browser
 	$(PY) -m pytest -q --durations=15 $(XDIST) $(PYTEST_ARGS)
 

@@ -65,11 +65,9 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     """The longest files first (their seconds in tests/durations.json; a file not recorded there counts 60 s
-    when it holds slow or multi-process tests, else 0), each file's tests in their own order. Under ``make test``
-    xdist then hands out files with more tests first (its loadscope reorder; sorting stable), so this order
-    decides among files with as many tests, the one-test files that are most of the long ones. Handing out
-    the longest first throughout (``--no-loadscope-reorder``) ran two multi-process files side by side early
-    and measured slower on 2 cores (docs/results.md)."""
+    when it holds slow or multi-process tests, else 0), each file's tests in their own order: with one file at
+    a time per xdist worker (``make test`` passes ``--no-loadscope-reorder``, else xdist hands out the files with
+    more tests first), a long file started last would leave the other worker idle at the end."""
     import json
 
     recorded = json.loads(DURATIONS.read_text()) if DURATIONS.is_file() else {}
