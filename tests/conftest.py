@@ -10,7 +10,7 @@
                           session, read-only: copy it before changing it).
 
 Every ``python`` command these launch (and every one that command launches with ``sys.executable``, and the
-``python`` / ``trackstream`` a shell line finds first on ``bin_dir()``) is a child of this test process's fork
+``python`` / ``trackstream`` / ``torchrun`` a shell line finds first on ``bin_dir()``) is a child of this test process's fork
 server (tests/forkserver.py): a fresh process with its own argv, environment, streams and exit code that starts
 with torch, Hydra and diffusers already imported (``TRACKSTREAM_TEST_FORK=0``: cold starts;
 ``TRACKSTREAM_TEST_FORK_LOG=FILE``: a JSON line per command with its CPU and wall seconds). Its environment is the
@@ -174,7 +174,7 @@ def _forkserver():
 
 
 def bin_dir() -> str:
-    """The folder whose ``python`` and ``trackstream`` a shell line should find first on ``PATH``: the fork server's
+    """The folder whose ``python``, ``trackstream`` and ``torchrun`` a shell line should find first on ``PATH``: the fork server's
     (started here), or the venv's own when commands start cold."""
     server = _forkserver()
     return server.bin if server is not None else str(Path(sys.executable).parent)
@@ -261,7 +261,9 @@ def torchrun():
     return launch
 
 
-def _ranks(nproc: int, cmd: list[str], *, check: bool, timeout: int, env: dict | None) -> subprocess.CompletedProcess:
+def slurm_tasks(
+    nproc: int, cmd: list[str], *, check: bool, timeout: int, env: dict | None, cwd=ROOT
+) -> subprocess.CompletedProcess:
     """``cmd`` once per task with the variables ``srun`` gives a step's tasks on one node (the rendezvous address
     set, as a batch script's ``MASTER_ADDR`` is); like torchrun, the first task to fail stops the others. Each
     stream is the tasks' output in rank order."""
@@ -280,7 +282,7 @@ def _ranks(nproc: int, cmd: list[str], *, check: bool, timeout: int, env: dict |
         out, err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         files.append((out, err))
         task = dict(base, SLURM_PROCID=str(rank), SLURM_LOCALID=str(rank))
-        procs.append(popen(cmd, env=task, stdout=out, stderr=err))
+        procs.append(popen(cmd, cwd=cwd, env=task, stdout=out, stderr=err))
     deadline, code = time.monotonic() + timeout, None
     try:
         while any(p.poll() is None for p in procs):
@@ -315,7 +317,7 @@ def srun():
     Slurm step, for entry points that set up their processes through ``train.dist.init_runtime``."""
 
     def launch(nproc: int, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None):
-        return _ranks(nproc, [sys.executable, *map(str, args)], check=check, timeout=timeout, env=env)
+        return slurm_tasks(nproc, [sys.executable, *map(str, args)], check=check, timeout=timeout, env=env)
 
     return launch
 

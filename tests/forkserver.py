@@ -224,19 +224,21 @@ SERVER_ENV = dict(os.environ)
 def serve(path: str) -> None:
     """Preload, then fork a supervisor per connection. ``path``'s folder also gets the ``python`` shim that forked
     commands see as ``sys.executable`` (a command's own launches, e.g. torchrun's ranks, come back here) and the
-    ``trackstream`` console script run by that shim: the folder first on ``PATH`` sends shell lines here too."""
+    ``trackstream`` and ``torchrun`` console scripts run by that shim: the folder first on ``PATH`` sends shell lines
+    here too."""
     shim = os.path.join(os.path.dirname(path), "python")
     with open(shim, "w") as f:
         f.write(SHIM.format(python=sys.executable, path=path))
     os.chmod(shim, 0o755)
-    script = os.path.join(os.path.dirname(sys.executable), "trackstream")  # the console script, on the shim
-    if os.path.isfile(script):
-        with open(script) as f:
-            body = f.read().split("\n", 1)[1]
-        front = os.path.join(os.path.dirname(path), "trackstream")
-        with open(front, "w") as f:
-            f.write(f"#!{shim}\n{body}")
-        os.chmod(front, 0o755)
+    for name in ("trackstream", "torchrun"):  # the console scripts a documented line starts with, on the shim
+        script = os.path.join(os.path.dirname(sys.executable), name)
+        if os.path.isfile(script):
+            with open(script) as f:
+                body = f.read().split("\n", 1)[1]
+            front = os.path.join(os.path.dirname(path), name)
+            with open(front, "w") as f:
+                f.write(f"#!{shim}\n{body}")
+            os.chmod(front, 0o755)
     for name in PRELOAD:
         __import__(name)
     import gc
@@ -332,7 +334,7 @@ class Server:
 
     @property
     def bin(self) -> str:
-        """The folder of the ``python`` and ``trackstream`` shims."""
+        """The folder of the ``python``, ``trackstream`` and ``torchrun`` shims."""
         return self._dir
 
     def runs(self, argv: list[str]) -> bool:

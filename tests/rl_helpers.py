@@ -12,9 +12,9 @@ TINY_CLIP = dict(width=64, layers=2, patch=14, image_size=224, proj=768)
 
 
 def rl_source(root: Path) -> dict[str, Path]:
-    """Laid out as runs are: ``root``/teacher/{export/teacher, codec/codec.pt}, ``root``/dmd/export/student (an
-    export of the teacher that streams c3s1w1k3 at shift 3; the run's config.yaml names its teacher, whose codec
-    the RL stage then finds), ``root``/ode_pairs (``distill_helpers.tiny_teacher_run``'s 4 pairs)."""
+    """Laid out as make run's runs are: ``root``/teacher/{export/teacher, codec/codec.pt}, ``root``/dmd/export/student
+    (an export of the teacher that streams c3s1w1k3 at shift 3; the run's config.yaml names its teacher, whose
+    codec the RL stage then finds), ``root``/ode_init/ode_pairs (``distill_helpers.tiny_teacher_run``'s 4 pairs)."""
     from trackstream.models.causal import CausalConfig
     from trackstream.models.motion_wan import Conventions
     from trackstream.models.streaming import StreamConfig
@@ -22,9 +22,10 @@ def rl_source(root: Path) -> dict[str, Path]:
     streams = StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
     conventions = Conventions(clean_first_frame=True, streaming=streams)
     student = "dmd/export/student"
-    teacher = tiny_teacher_run(root, student=student, pairs="ode_pairs", conventions=conventions)
+    teacher = tiny_teacher_run(root, student=student, pairs="ode_init/ode_pairs", conventions=conventions)
     (root / "dmd/config.yaml").write_text(f"stage:\n  teacher: {teacher}\n")
-    return {"student": root / student, "codec": root / "teacher/codec/codec.pt", "pairs": root / "ode_pairs"}
+    pairs = root / "ode_init" / "ode_pairs"
+    return {"root": root, "student": root / student, "codec": root / "teacher/codec/codec.pt", "pairs": pairs}
 
 
 def openai_clip_state_dict(hf_vision) -> dict[str, torch.Tensor]:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_docs_run import EXPORT_DIFFUSERS, EXPORT_OFFICIAL, run_documented
 
 from trackstream.cli import main as cli_main
 from trackstream.models.flavors import build_wan
@@ -173,19 +174,23 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path, run_modu
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """A tiny exported network (the wan_i2v layout with 8 track channels: DiT in_dim 44), random weights."""
+    """A tiny exported network (the wan_i2v layout with 8 track channels: DiT in_dim 44), random weights, in the
+    run directory docs/checkpoints.md's export lines name (``runs/x/export/student`` under the returned folder's
+    parents[3])."""
     tmp = tmp_path_factory.mktemp("export")
     cfg = ModelConfig(flavor="tiny", layout="wan_i2v", track_channels=8, track_embed_dim=16)
     net = _randomised(build_motion_wan(cfg, text_encoder_dim=TEXT_DIM), seed=1)
-    save_network(net.state_dict(), tmp / "teacher", model_cfg=asdict(cfg), text_encoder_dim=TEXT_DIM, ema=False)
-    return tmp / "teacher", net
+    folder = tmp / "runs" / "x" / "export" / "student"
+    save_network(net.state_dict(), folder, model_cfg=asdict(cfg), text_encoder_dim=TEXT_DIM, ema=False)
+    return folder, net
 
 
 def test_diffusers_export_round_trips(exported, tmp_path):
     diffusers = pytest.importorskip("diffusers")
     folder, net = exported
-    out = tmp_path / "diffusers"
-    assert cli_main(["export", "--network", str(folder), "--format", "diffusers", "--out", str(out)]) == 0
+    here = folder.parents[3]  # docs/checkpoints.md's line as written, where runs/x is
+    run_documented(EXPORT_DIFFUSERS, here)
+    out = here / "my-transformer"
     side = json.loads((out / "trackstream_network.json").read_text())
     assert side["dit_input"]["in_channels"] == 44 and side["model"]["layout"] == "wan_i2v"
 
@@ -213,6 +218,11 @@ def test_official_export_round_trips(exported, tmp_path):
     out = tmp_path / "official"
     assert cli_main(["export", "--network", str(folder.parent), "--format", "official", "--out", str(out)]) != 0
     assert cli_main(["export", "--network", str(folder), "--format", "official", "--out", str(out)]) == 0
+    # docs/checkpoints.md's line as written: the run directory (runs/x) with its one export, the same files
+    here = folder.parents[3]
+    run_documented(EXPORT_OFFICIAL, here)
+    for name in ("config.json", "diffusion_pytorch_model.safetensors"):
+        assert (here / "my-wan" / name).read_bytes() == (out / name).read_bytes(), name
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["_class_name"] == "WanModel" and cfg["in_dim"] == 44
     dit = load_wan(out)  # the official loader's view: config.json + official key names

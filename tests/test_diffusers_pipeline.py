@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_docs_run import PIPELINE_EXPORT, run_documented
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -62,10 +63,15 @@ def _inputs(root: Path, height: int, width: int, frames: int = 25, tracks: int =
 
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
-    """The shipped student exported as a pipeline and loaded by diffusers; an image and 25 frames of 4 tracks."""
+    """The shipped student exported as a pipeline (docs/diffusers.md's run-directory line as written, the shipped
+    student and codec where a run keeps its own) and loaded by diffusers; an image and 25 frames of 4 tracks."""
     root = tmp_path_factory.mktemp("diffusers_pipeline")
     image, tracks = _inputs(root, 64, 64)
-    folder = _export(STUDENT, root / "pipe")
+    for link, target in (("runs/x/export/student", STUDENT), ("runs/x/teacher/codec/codec.pt", CODEC)):
+        (root / link).parent.mkdir(parents=True, exist_ok=True)
+        (root / link).symlink_to(target)
+    run_documented(PIPELINE_EXPORT, root)
+    folder = root / "my-pipeline"
     pipe = diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
     pipe.set_progress_bar_config(disable=True)
     return {"root": root, "folder": folder, "pipe": pipe, "image": image, "tracks": tracks}

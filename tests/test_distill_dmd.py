@@ -162,6 +162,8 @@ def test_self_rollout_gradient_at_the_exit_step_only(codec, monkeypatch):
     assert sum(float(p.grad.abs().sum()) for p in gen.parameters() if p.grad is not None) > 0
     with pytest.raises(ValueError, match="stage.rollout"):
         DMDConfig(rollout="self-rollout")
+    with pytest.raises(ValueError, match="stage.pool_size=0"):
+        DMDConfig(pool_size=0)
 
 
 def test_gradient_flows_through_the_exit_step_only(codec, monkeypatch):

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import cli_env
 from rl_helpers import rl_source
+from test_docs_run import TINY_RL, run_documented
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = (
@@ -56,7 +57,11 @@ def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path,
         "logger.progress_bar=false",
     ]
     one, two = tmp_path / "one", tmp_path / "two"
-    run_module("trackstream.stages", *common, "data.batch_size=2", f"hydra.run.dir={one}", env=_env())
+    # one process: docs/rl.md's tiny line as written, on make run's layout (R: the student's and pairs' runs)
+    shrink = [a for a in common if not a.startswith(("experiment=", "stage.student=", "stage.pairs="))]
+    run_documented(
+        TINY_RL, tmp_path, *shrink, "data.batch_size=2", f"hydra.run.dir={one}", variables=dict(R=src["root"])
+    )
     srun(
         2,
         "-m",

@@ -14,14 +14,15 @@ line. Every other documented command (a longer training run, a real Wan release,
 composed by the real front end in tests/test_documented_commands.py; ``RUN`` names the ones run here."""
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import base_env, bin_dir
-from test_documented_commands import COMMANDS, words
+from conftest import bin_dir, cli_env, slurm_tasks
+from test_documented_commands import COMMANDS, plain, words
 
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.video_io import write_mp4
@@ -80,10 +81,48 @@ TINY_LORA = (
     "docs/recipes.md",
     "trackstream train experiment=tiny_teacher_finetune model.init_from=assets/tiny-teacher/teacher model.lora.rank=8",
 )
+
+
+def documented_line(page: str, *parts: str) -> tuple[str, str]:
+    """The one command ``page`` shows that holds every one of ``parts`` as a word (or, a part with a space, as a
+    run of words): (page, its text as extracted)."""
+
+    def holds(command: str, part: str) -> bool:
+        return f" {part} " in f" {' '.join(command.split())} "
+
+    found = [c for where, c in COMMANDS if where.rsplit(":", 1)[0] == page and all(holds(c, p) for p in parts)]
+    assert len(found) == 1, f"{page}: {len(found)} commands hold {parts}"
+    return page, found[0]
+
+
+# docs/recipes.md's 1.3B chain (by run folder) and docs/rl.md's RL line, then the stream: the real-path rehearsal
+# runs each as the tasks of a Slurm step; docs/rl.md's tiny RL line: the two-process RL test's one-process run
+REAL_CHAIN = {
+    **{
+        run: documented_line("docs/recipes.md", f"hydra.run.dir=$R/{run}")
+        for run in ("teacher", "pairs", "ode_init", "dmd", "teacher_forcing", "consistency", "dmd_from_consistency")
+    },
+    "rl": documented_line("docs/rl.md", "hydra.run.dir=$R/rl"),
+    "generate": documented_line("docs/recipes.md", "trackstream.stream.generate"),
+}
+# docs/recipes.md's rehearsal by hand: a shrunk release folder, then the first command with the overrides it says
+REHEARSAL_RELEASE = documented_line("docs/recipes.md", "trackstream rehearsal-release")
+FIRST_RUN = documented_line("docs/recipes.md", "debug=teacher_1gpu", "+model.overrides.dim=64")
+TINY_RL = documented_line("docs/rl.md", "experiment=rl_tiny")
+DDP = documented_line("conf/README.md", "parallel=ddp")
+EXPORT_DIFFUSERS = documented_line("docs/checkpoints.md", "--format diffusers")
+EXPORT_OFFICIAL = documented_line("docs/checkpoints.md", "--format official")
+PIPELINE_EXPORT = documented_line("docs/diffusers.md", "--network runs/x/export/student", "--format pipeline")
 ELSEWHERE = {
     TINY_DECODER: "tests/test_tiny_decoder.py",
     TINY_DECODER_STREAM: "tests/test_tiny_decoder.py",
     TINY_LORA: "tests/test_lora.py",
+    **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN)},
+    TINY_RL: "tests/test_distill_rl_distributed.py",
+    DDP: "tests/test_train_distributed.py",
+    EXPORT_DIFFUSERS: "tests/test_checkpoint_io.py",
+    EXPORT_OFFICIAL: "tests/test_checkpoint_io.py",
+    PIPELINE_EXPORT: "tests/test_diffusers_pipeline.py",
 }
 # what a line writes (its --out), by the file's name
 OUTPUTS = ("cam.npy", "street.mp4", "robot_dance.mp4", "schedule.txt", "switched.mp4", "my-pipeline/model_index.json")
@@ -126,32 +165,47 @@ def test_the_run_list_names_documented_lines():
 
 
 def _path_env() -> dict:
-    return dict(base_env(), PATH=bin_dir() + os.pathsep + os.environ.get("PATH", ""))
+    """The commands' environment (``cli_env``: the suite's threads per command) with the venv's ``python`` and
+    ``trackstream`` first on the path."""
+    return cli_env(PATH=bin_dir() + os.pathsep + os.environ.get("PATH", ""))
 
 
-def _run_line(page: str, text: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:
-    shell = not text.startswith(("trackstream ", "python -m "))
-    cmd = text if shell else words(text)
-    r = subprocess.run(
-        cmd, shell=shell, executable="/bin/bash" if shell else None, cwd=cwd, env=env,
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+def _shell_line(page: str, text: str, variables: dict) -> str:
+    """The line as bash runs it (the docs' ``[optional part]`` included); every ``$VAR`` it reads given."""
+    assert not re.search(r"<[^<>]*>", text), f"{page}: `{text}` has a <placeholder>: not runnable as written"
+    unset = sorted(set(re.findall(r"\$\{?([A-Za-z_]\w*)", text)) - set(variables))
+    assert not unset, f"{page}: `{text}` reads ${unset[0]}: give it (variables=)"
+    return plain(text)
+
+
+def _run_line(page: str, text: str, cwd: Path, env: dict, variables: dict | None = None, procs: int = 1):
+    variables = {k: str(v) for k, v in (variables or {}).items()}
+    cmd = ["/bin/bash", "-c", _shell_line(page, text, variables)]
+    env = {**env, **variables}
+    if procs > 1:  # the line as the tasks of one Slurm step (srun -n procs LINE): each task's SLURM_* variables
+        r = slurm_tasks(procs, cmd, check=False, timeout=600, env=env, cwd=cwd)
+    else:
+        r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"{page}: `{text}` exited {r.returncode}\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
     return r
 
 
-def run_documented(line: tuple[str, str], cwd: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """A documented ``line`` (page, text) run verbatim in ``cwd`` (a ``reader_folder``), ``overrides`` appended
-    through ``TRACKSTREAM_OVERRIDES`` (the documented way to shrink a Hydra command); exits 0."""
+def run_documented(
+    line: tuple[str, str], cwd: Path, *overrides: str, variables: dict | None = None, procs: int = 1
+) -> subprocess.CompletedProcess:
+    """A documented ``line`` (page, text) run verbatim by bash in ``cwd`` (a ``reader_folder`` or a test's own),
+    ``overrides`` appended through ``TRACKSTREAM_OVERRIDES`` (the documented way to shrink a Hydra command);
+    ``variables``: the shell variables the page sets before the line (``D=/data``, ``R=runs/...``), here the test's
+    paths; ``procs`` > 1: the line as that many tasks of one Slurm step. Exits 0."""
     assert _documented(*line), f"no longer shown as written: {line}"
-    env = {**_path_env(), "OMP_WAIT_POLICY": "PASSIVE", "TRACKSTREAM_OVERRIDES": " ".join(overrides)}
-    return _run_line(*line, cwd, env)
+    env = {**_path_env(), "TRACKSTREAM_OVERRIDES": " ".join(overrides)}
+    return _run_line(*line, cwd, env, variables, procs)
 
 
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_the_tours_commands_run_verbatim(folder):
-    env = {**_path_env(), "OMP_WAIT_POLICY": "PASSIVE"}
+    env = _path_env()
     for page, text in RUN:
         _run_line(page, text, folder, env)
     for name in OUTPUTS:

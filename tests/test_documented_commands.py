@@ -140,7 +140,11 @@ def test_the_docs_show_commands():
 
 def words(command: str) -> list[str]:
     """The command's argv in the docs' notation (module docstring)."""
-    command = re.sub(r"<[^<>]*(?:<[^<>]*>[^<>]*)*>", "PLACEHOLDER", command)  # <fill in> (one nesting level)
+    return shlex.split(plain(re.sub(r"<[^<>]*(?:<[^<>]*>[^<>]*)*>", "PLACEHOLDER", command)))  # <fill in>
+
+
+def plain(command: str) -> str:
+    """The shell line the docs' notation stands for: ``[optional part]`` included, a lone ``...`` dropped."""
     text, stack = "", []  # stack: per open bracket, whether it is [optional] notation (it starts a word)
     for i, ch in enumerate(command):
         if ch == "[":
@@ -151,7 +155,7 @@ def words(command: str) -> list[str]:
         else:
             text += ch
     assert not stack, f"unbalanced [ ] in {command!r}"
-    return shlex.split(re.sub(r"(?<!\S)\.\.\.(?!\S)", "", text))  # a lone, unquoted ... (the rest as above)
+    return re.sub(r"(?<!\S)\.\.\.(?!\S)", "", text)  # a lone, unquoted ... (the rest as above)
 
 
 def module_and_args(argv: list[str]) -> tuple[str, list[str]]:

@@ -1,11 +1,17 @@
 """``TRACKSTREAM_OVERRIDES`` (trackstream/data/hydra_args.py): extra Hydra overrides from the environment, appended
 after the command line's own by every Hydra command (train / pairs, eval, prepare), said on stderr; a value that is
-not ``key=value`` overrides is refused in one line before anything runs."""
+not ``key=value`` overrides is refused in one line before anything runs. ``compose_once``: the composition Hydra
+makes only to read ``hydra.mode`` is skipped, as no config sets it."""
+
+import re
+from pathlib import Path
 
 import pytest
 from conftest import cli_env
 
-from trackstream.data.hydra_args import OVERRIDES_ENV, append_env_overrides
+from trackstream.data.hydra_args import OVERRIDES_ENV, append_env_overrides, compose_once
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_overrides_are_appended_in_shell_words(monkeypatch, capsys):
@@ -51,6 +57,9 @@ def test_eval_and_prepare_take_them_too(monkeypatch, capsys, module, value, show
     entry = importlib.import_module(
         {"eval": "trackstream.eval.__main__", "prepare": "trackstream.data.prepare"}[module]
     ).entry
+    from hydra._internal.hydra import Hydra
+
+    monkeypatch.setattr(Hydra, "get_mode", Hydra.get_mode)  # the entry's compose_once, undone after the test
     monkeypatch.setenv(OVERRIDES_ENV, value)
     monkeypatch.setattr("sys.argv", [module, "--cfg", "job"])
     GlobalHydra.instance().clear()
@@ -59,3 +68,32 @@ def test_eval_and_prepare_take_them_too(monkeypatch, capsys, module, value, show
     finally:
         GlobalHydra.instance().clear()
     assert shown in capsys.readouterr().out
+
+
+def test_no_config_sets_the_mode_so_one_composition_is_enough(monkeypatch):
+    """Hydra's first composition only reads ``hydra.mode``: unset in every file of conf/ (so the skipped composition
+    would have found it unset), and kept when the command line sets it."""
+    from hydra import compose, initialize_config_dir
+    from hydra._internal.hydra import Hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from trackstream.eval.conf_nodes import register_nodes
+    from trackstream.stages.config import register_configs
+    from trackstream.stages.recipes import CONFIG_DIR
+
+    def sets_mode(path: Path) -> bool:  # `mode:` in a `hydra:` block, at the top of a conf/hydra file, or hydra.mode=
+        text = path.read_text()
+        in_hydra = re.search(r"^hydra:[^\n]*\n(?:(?:[ \t]+[^\n]*)?\n)*?[ \t]+mode:", text, re.M)
+        return bool(in_hydra or "hydra.mode" in text or ("hydra" in path.parts and re.search(r"^mode:", text, re.M)))
+
+    setting = [p.relative_to(ROOT) for p in (ROOT / "conf").rglob("*.yaml") if sets_mode(p)]
+    assert not setting, f"{setting} set hydra.mode: compose_once would skip it (remove compose_once or the setting)"
+    register_configs(), register_nodes()  # the schemas the apps register as they start
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        for name in ("train", "eval", "prepare"):
+            assert compose(name, return_hydra_config=True).hydra.mode is None, name
+    GlobalHydra.instance().clear()
+    monkeypatch.setattr(Hydra, "get_mode", Hydra.get_mode)  # undone after the test
+    assert not compose_once(["prog", "a=1", "hydra.mode=MULTIRUN"]) and Hydra.get_mode is not None
+    assert compose_once(["prog", "a=1", "-m"]) and Hydra.get_mode(None, "train", []) is None

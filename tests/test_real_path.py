@@ -11,8 +11,12 @@ model type, channel layout and loaders (full-size shapes: tests/test_real_arithm
 teacher -> mid-frame-masking fine-tune (the 1.3B's; the 5B samples its pairs from its teacher) -> ODE pairs
 (``python -m trackstream.stages.pairs``) -> ODE init -> DMD over two horizons -> RL (AR-Drag's GRPO: G = 2, the motion
 reward and the aesthetic predictor from tiny OpenAI-format CLIP weights) -> ``python -m trackstream.stream.generate``
-of the RL student, one step each (DMD and RL two); for the 1.3B also the starts
-without ODE pairs: teacher forcing from the fine-tuned teacher, then consistency distillation from its export."""
+(the 5B: of the RL student; the 1.3B: of the DMD student, as its page shows), one step each (DMD and RL two); for the
+1.3B also the starts
+without ODE pairs: teacher forcing from the fine-tuned teacher, consistency distillation from its export, DMD from
+that on the shards' first clips. The 1.3B's stages and stream are docs/recipes.md's and docs/rl.md's lines as
+written (the tasks of a Slurm step, shrunk through TRACKSTREAM_OVERRIDES), its release folder the page's
+``trackstream rehearsal-release`` line."""
 
 import json
 from pathlib import Path
@@ -24,6 +28,7 @@ import torch
 from conftest import cli_env
 from release_helpers import write_release_folder
 from rl_helpers import write_aesthetic_weights
+from test_docs_run import FIRST_RUN, REAL_CHAIN, REHEARSAL_RELEASE, run_documented
 
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.shard_samples import ShardSamples
@@ -115,7 +120,11 @@ def recipe(request, tmp_path_factory, run_module, srun) -> dict:
     tmp_path = tmp_path_factory.mktemp(request.param)
     launch = _modules(run_module, srun)
     data = tmp_path / "data"
-    rel = write_release_folder(data / r["folder"], flavor=r["flavor"], parts=r["parts"], device="cpu", **DIMS)
+    rel = data / r["folder"]
+    if request.param == FIRST:  # docs/recipes.md's line, as written (its shrunk widths are DIMS)
+        run_documented(REHEARSAL_RELEASE, tmp_path, variables=dict(D=data))
+    else:
+        write_release_folder(rel, flavor=r["flavor"], parts=r["parts"], device="cpu", **DIMS)
     videos = tmp_path / "videos"
     videos.mkdir()
     H, W = r["size"]
@@ -150,7 +159,6 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     data_dir, (H, W), C, T = recipe["data_dir"], recipe["size"], recipe["channels"], recipe["frames"]
     F = latent_frames(T)
     common = [
-        f"paths.data_dir={data_dir}",
         *SHRINK,
         f"data.num_frames={T}",
         f"data.height={H}",
@@ -158,11 +166,23 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         "trainer.max_steps=1",  # DMD and RL: 2 (a generator and a critic update; a round of two)
         "trainer.global_batch=2",
     ]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
-    t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode", "dmd", "rl"))
-
+    # the run folders as docs/recipes.md's chain names them ($R/teacher, $R/pairs, ...)
+    t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode_init", "dmd", "rl"))
     first = recipe["name"] == FIRST  # what the recipes share runs once: accumulation, the fine-tune's start
+    shell = dict(D=data_dir, R=tmp_path)  # the pages' shell variables
+
+    def stage(run: str, module: str, wiring: list, *shrink: str) -> None:
+        """The 1.3B's stage ``run``: its documented line verbatim (recipes.md / rl.md), as the 2 tasks of a Slurm
+        step, ``shrink`` through TRACKSTREAM_OVERRIDES; the 5B's: ``module`` with its ``wiring`` (experiment,
+        inputs, run folder) and ``shrink``."""
+        if first:
+            run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=2)
+        else:
+            launch(module, *wiring, f"paths.data_dir={data_dir}", *shrink)
+
     accumulate = ["trainer.global_batch=4"] if first else []
-    launch("trackstream.stages", f"experiment={recipe['teacher']}", *common, *accumulate, f"hydra.run.dir={t}")
+    stage("teacher", "trackstream.stages", [f"experiment={recipe['teacher']}", f"hydra.run.dir={t}"], *common,
+          *accumulate)  # fmt: skip
     log = (t / "train.log").read_text()
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
     assert not first or "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
@@ -173,23 +193,18 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         launch(
             "trackstream.stages",
             f"experiment={recipe['teacher']}_finetune",
+            f"paths.data_dir={data_dir}",
             *common,
             f"model.init_from={teacher}",
             f"hydra.run.dir={ft}",
         )
         teacher = ft / "export" / "teacher"
         assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
+    shell["T"] = teacher
 
-    launch(
-        "trackstream.stages.pairs",
-        f"experiment={recipe['ode_init']}",
-        *common,
-        f"stage.teacher={teacher}",
-        "stage.ode_pairs.num_pairs=4",
-        "stage.ode_pairs.teacher_steps=3",
-        "stage.ode_pairs.shard_size=1",
-        f"hydra.run.dir={pairs}",
-    )
+    the_teacher = [f"experiment={recipe['ode_init']}", f"stage.teacher={teacher}"]
+    pair_shrink = ("stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.shard_size=1")
+    stage("pairs", "trackstream.stages.pairs", [*the_teacher, f"hydra.run.dir={pairs}"], *common, *pair_shrink)
     folder = pairs / "ode_pairs"
     index = json.loads((folder / "index.json").read_text())
     assert [s["num_samples"] for s in index["shards"]] == [1, 1, 1, 1]  # two written by each rank
@@ -206,110 +221,69 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     n = int(pair["text_len"][0])
     torch.testing.assert_close(pair["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
 
-    launch(
-        "trackstream.stages",
-        f"experiment={recipe['ode_init']}",
-        *common,
-        f"stage.teacher={teacher}",
-        f"stage.pairs={folder}",
-        f"hydra.run.dir={ode}",
-    )
+    stage("ode_init", "trackstream.stages", [*the_teacher, f"stage.pairs={folder}", f"hydra.run.dir={ode}"], *common)
     # DMD past the teacher's horizon: two horizons through the rolling cache, scored as two teacher-sized windows
     # (1.3B: 1 + 2 x 20 latents run on to 42 = 14 sampled chunks, 165 frames; 5B: 1 + 2 x 30 = 61, 241 frames)
-    launch(
-        "trackstream.stages",
-        f"experiment={recipe['dmd']}",
-        *common,
-        f"stage.teacher={teacher}",
-        f"stage.student={ode / 'export' / 'student'}",
-        f"stage.pairs={folder}",
-        "stage.update_ratio=2",
-        "stage.rollout_horizons=2",
-        "trainer.max_steps=2",
-        f"hydra.run.dir={dmd}",
-    )
+    dmd_wiring = [f"experiment={recipe['dmd']}", f"stage.teacher={teacher}", f"hydra.run.dir={dmd}"]
+    dmd_shrink = ("stage.update_ratio=2", "stage.rollout_horizons=2", "trainer.max_steps=2")
+    stage("dmd", "trackstream.stages", [*dmd_wiring, f"stage.student={ode / 'export' / 'student'}",
+          f"stage.pairs={folder}"], *common, *dmd_shrink)  # fmt: skip
     res = json.loads((dmd / "results.json").read_text())
     assert res["generator_updates"] == 1 and res["critic_updates"] == 2
     assert f"at {LONG[T]} frames (2 teacher horizons)" in (dmd / "train.log").read_text()
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/loss"))
 
-    if recipe.get("teacher_forcing"):  # the starts without ODE pairs: teacher forcing, then consistency from it
-        tf, cd = tmp_path / "tf", tmp_path / "cd"
-        launch(
-            "trackstream.stages", f"experiment={recipe['teacher_forcing']}", *common, f"stage.teacher={teacher}",
-            f"hydra.run.dir={tf}",
-        )  # fmt: skip
+    if first:  # the starts without ODE pairs: teacher forcing, consistency from it, DMD on the data's conditions
+        tf, cd = tmp_path / "teacher_forcing", tmp_path / "consistency"
+        stage("teacher_forcing", "", [], *common)
         assert "stage teacher_forcing | fsdp x 2 (cpu:0, bf16)" in (tf / "train.log").read_text()
-        launch(
-            "trackstream.stages", f"experiment={recipe['consistency']}", *common,
-            f"stage.teacher={tf / 'export' / 'student'}", f"hydra.run.dir={cd}",
-        )  # fmt: skip
+        stage("consistency", "", [], *common)
         rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if "train/cd/mse" in r] == [1]
         assert all(np.isfinite(r["train/cd/mse"]) for r in rows if "train/cd/mse" in r)
-        assert (cd / "export" / "student" / "network.json").is_file()
+        stage("dmd_from_consistency", "", [], *common, "stage.pool_size=4", "stage.rollout_horizons=1")
+        res = json.loads((tmp_path / "dmd_from_consistency" / "results.json").read_text())
+        assert res["status"] == "done" and Path(res["export"]).is_dir()
 
     # RL after DMD: one round of 2 updates (rollouts at step 1, an off-policy update at step 2), the frozen
     # DMD student as the KL reference, rewards on the decoded clips
     clip, head = write_aesthetic_weights(data_dir / "aesthetic")
-    launch(
-        "trackstream.stages",
-        f"experiment={recipe['rl']}",
-        *common,
-        f"stage.student={dmd / 'export' / 'student'}",
-        f"stage.pairs={folder}",
-        "stage.group_size=2",
-        "trainer.max_steps=2",
-        # RL rolls out past the horizon too (its rewards score the whole rollout): once, the other recipe at one
-        f"stage.rollout_horizons={2 if first else 1}",
-        f"stage.rewards.aesthetic.clip={clip}",
-        f"stage.rewards.aesthetic.head={head}",
-        f"hydra.run.dir={rl}",
-    )
+    shell.update(CLIP=clip, HEAD=head)
+    rl_wiring = [f"experiment={recipe['rl']}", f"stage.student={dmd / 'export' / 'student'}", f"stage.pairs={folder}",
+                 f"stage.rewards.aesthetic.clip={clip}", f"stage.rewards.aesthetic.head={head}", f"hydra.run.dir={rl}"]  # fmt: skip
+    # RL rolls out past the horizon too (its rewards score the whole rollout): once, the other recipe at one
+    stage("rl", "trackstream.stages", rl_wiring, *common, "stage.group_size=2", "trainer.max_steps=2",
+          f"stage.rollout_horizons={2 if first else 1}")  # fmt: skip
     res = json.loads((rl / "results.json").read_text())
     assert res["policy_updates"] == 2 and "stage rl | fsdp x 2 (cpu:0, bf16)" in (rl / "train.log").read_text()
     rows = {r["step"]: r for r in map(json.loads, (rl / "metrics.jsonl").read_text().splitlines())}
     assert all(np.isfinite(rows[1][f"train/rl/reward_{k}"]) for k in ("motion", "aesthetic"))
     assert np.isfinite(rows[2]["train/loss/generator"]) and rows[2]["train/rl/kl"] >= 0
 
+    # the stream: the 1.3B's documented line (the DMD student), the 5B's RL student
     g = np.random.default_rng(0)
     np.save(tmp_path / "tracks.npy", (g.uniform(0, 1, (T, 6, 2)) * [W - 1, H - 1]).astype(np.float32))
     cv2.imwrite(str(tmp_path / "first.png"), g.integers(0, 255, (H, W, 3), dtype=np.uint8))
-    launch(
-        "trackstream.stream.generate",
-        "--student",
-        str(rl / "export" / "student"),
-        "--codec-name",
-        recipe["codec"],
-        "--codec",
-        str(data_dir / recipe["folder"]),
-        "--image",
-        str(tmp_path / "first.png"),
-        "--tracks",
-        str(tmp_path / "tracks.npy"),
-        "--prompt",
-        "a cat",
-        "--out",
-        str(tmp_path / "out.mp4"),
-        procs=1,
-    )
+    if first:
+        run_documented(REAL_CHAIN["generate"], tmp_path, variables=shell)
+    else:
+        launch(
+            "trackstream.stream.generate", "--student", str(rl / "export" / "student"), "--codec-name", recipe["codec"],
+            "--codec", str(data_dir / recipe["folder"]), "--image", str(tmp_path / "first.png"),
+            "--tracks", str(tmp_path / "tracks.npy"), "--prompt", "a cat", "--out", str(tmp_path / "out.mp4"), procs=1,
+        )  # fmt: skip
     assert (tmp_path / "out.mp4").stat().st_size > 0
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["wan2.1-1.3b"], indirect=True)
-def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, tmp_path, launch, run_module):
-    """docs/recipes.md's first command, verbatim, on one process without a launcher (the recipe's FSDP becomes a
-    world of one): ``trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D
-    data.eval_shards=$D/eval_shards``, plus only the shrinking (widths, pixels, steps) every rehearsal adds."""
+def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, tmp_path, launch):
+    """docs/recipes.md's rehearsal of the first command, verbatim, on one process without a launcher (the recipe's
+    FSDP becomes a world of one): ``trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu
+    paths.data_dir=$D data.eval_shards=$D/eval_shards`` with the overrides ``trackstream rehearsal-release`` said
+    (the module fixture ran that line), shrunk (pixels, steps) through TRACKSTREAM_OVERRIDES."""
     data_dir, (H, W), T = recipe["data_dir"], recipe["size"], recipe["frames"]
-    doc = (ROOT / "docs" / "recipes.md").read_text()
-    command = (
-        "trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D "
-        "data.eval_shards=$D/eval_shards"
-    )
-    assert command in doc  # the test runs what the page says
     videos = tmp_path / "heldout"
     videos.mkdir()
     world = make_world(DataConfig(height=H, width=W, num_frames=T + 4))
@@ -334,12 +308,10 @@ def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, t
         procs=1,
     )
     run = tmp_path / "run"
-    args = command.replace("$D", str(data_dir)).split()[2:]
-    shrink = [s for s in SHRINK if not s.startswith(("eval.", "trainer.ckpt_every", "data.num_workers"))]
-    env = {k: v for k, v in _env().items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR")}
-    run_module(
-        "trackstream.cli", "train", *args, *shrink, f"data.height={H}", f"data.width={W}", "trainer.max_steps=1",
-        "trainer.sample_every=1", "sampler.steps=2", f"hydra.run.dir={run}", timeout=600, env=env,
+    shrink = [s for s in SHRINK if not s.startswith(("+model.", "eval.", "trainer.ckpt_every", "data.num_workers"))]
+    run_documented(
+        FIRST_RUN, tmp_path, *shrink, f"data.height={H}", f"data.width={W}", "trainer.max_steps=1",
+        "trainer.sample_every=1", "sampler.steps=2", f"hydra.run.dir={run}", variables=dict(D=data_dir),
     )  # fmt: skip
     log = (run / "train.log").read_text()
     assert "fsdp x 1" in log and "global batch 2 = " in log, log[:3000]

@@ -9,7 +9,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
+from conftest import cli_env, free_port
+from test_docs_run import DDP, run_documented
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.multiproc
@@ -127,21 +128,14 @@ def test_two_process_strategy_trains_checkpoints_and_resumes_exactly(strategy, z
     assert kind.endswith("DEEPSPEED" if strategy == "deepspeed" else "MULTI_CPU"), kind
 
 
-def test_ddp_two_processes_through_the_cli(tmp_path, torchrun):
+def test_ddp_two_processes_through_the_cli(tmp_path):
+    """conf/README.md's torchrun line as written (torchrun's rendezvous port through its PET_MASTER_PORT variable,
+    free for this test), shrunk through TRACKSTREAM_OVERRIDES."""
     run_dir = tmp_path / "run"
-    r = _launch(
-        torchrun,
-        [
-            "-m",
-            "trackstream.stages",
-            "experiment=tiny_teacher",
-            "debug=tiny",
-            "parallel=ddp",
-            f"hydra.run.dir={run_dir}",
-            "trainer.num_threads=1",
-            "eval.save_videos=0",
-        ],
-    )
+    r = run_documented(
+        DDP, tmp_path, "debug=tiny", "trainer.num_threads=1", "eval.save_videos=0",
+        variables=dict(RUN_DIR=run_dir, PET_MASTER_PORT=free_port()),
+    )  # fmt: skip
     assert (run_dir / "results.json").is_file(), r.stdout[-3000:] + r.stderr[-5000:]
     summary = json.loads((run_dir / "results.json").read_text())
     assert summary["status"] == "done" and summary["step"] == 4

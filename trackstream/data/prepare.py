@@ -16,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.data.hydra_args import append_env_overrides
+from trackstream.data.hydra_args import append_env_overrides, compose_once
 from trackstream.data.prepare_shards import PrepareConfig, PrepareRefused, run_prepare
 from trackstream.data.trackers import tracker_nodes
 from trackstream.models.formats.files import remove_run_folder
@@ -93,6 +93,7 @@ def entry() -> None:
     """``main`` with ``$TRACKSTREAM_OVERRIDES`` appended (data.hydra_args)."""
     try:
         append_env_overrides()
+        compose_once()
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     main()

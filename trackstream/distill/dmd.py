@@ -86,9 +86,11 @@ class DMDConfig:
     critic: Optional[str] = None
     # the flavor stage.teacher's export must have (checked; memory plans read it): null = model.flavor's size
     teacher_flavor: Optional[str] = None
-    # ODE pair folder: conditions (first frame, tracks, text) only; null: the first data.pool_size training clips'
-    # conditions, rendered and encoded by the teacher's conditioner (a student started without ODE pairs)
+    # ODE pair folder: conditions (first frame, tracks, text) only; null: the first stage.pool_size training clips'
+    # conditions, rendered (or read from the shards) and encoded by the teacher's conditioner (a student started
+    # without ODE pairs)
     pairs: Optional[str] = None
+    pool_size: Optional[int] = None  # without stage.pairs: how many training clips' conditions (null: data.pool_size)
     # the rollout's chunking = the inference configuration (models.causal.CausalConfig, Hydra node causal/c3s1w1)
     causal: CausalConfig = field(default_factory=CausalConfig)
     update_ratio: int = 5  # critic updates per generator update
@@ -134,6 +136,8 @@ class DMDConfig:
                 f"stage.snapshot_every={self.snapshot_every} must be >= 1 (generator updates between "
                 "snapshots) or null (no snapshots)"
             )
+        if self.pool_size is not None and self.pool_size < 1:
+            raise ValueError(f"stage.pool_size={self.pool_size} must be >= 1 (or null for data.pool_size)")
         if self.update_ratio < 1:
             raise ValueError(
                 f"stage.update_ratio={self.update_ratio} must be >= 1 (critic updates per generator update)"

@@ -49,11 +49,12 @@ def _only_empty_logs(folder: Path) -> bool:
 
 def entry() -> None:
     """Hydra's main behind the checks Hydra cannot word in one line."""
-    from trackstream.data.hydra_args import append_env_overrides
+    from trackstream.data.hydra_args import append_env_overrides, compose_once
     from trackstream.eval.generate import check_codec_overrides
 
     try:
         append_env_overrides()
+        compose_once()
         check_codec_overrides(sys.argv[1:])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -254,10 +254,11 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     export = NetworkExport(st.teacher)
     export.check_teacher_of(cfg)
     heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
-    if not st.pairs and not cfg.data.pool_size:
+    count = st.pool_size or cfg.data.pool_size  # without a pair folder: the first `count` training clips
+    if not st.pairs and not count:
         raise ValueError(
-            "stage.pairs is not set and data.pool_size is null: give the ODE pair folder (its first frames, tracks "
-            "and texts are the DMD conditions) or data.pool_size=<N> (the first N training clips' conditions)"
+            "stage.pairs is not set and stage.pool_size is null: give the ODE pair folder (its first frames, tracks "
+            "and texts are the DMD conditions) or stage.pool_size=<N> (the first N training clips' conditions)"
         )
     generator, critic, student_model = _dmd_networks(cfg, runtime, export)
     K, ratio = cfg.schedule.student_steps, st.update_ratio
@@ -292,7 +293,7 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         horizons=st.rollout_horizons,
         conditioner=conditioner,
         text_dim=export.text_dim,
-        count=cfg.data.pool_size,
+        count=count,
     )
 
     def finish(result: TrainResult, logger=None) -> dict:
