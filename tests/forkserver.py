@@ -4,8 +4,9 @@ the interpreter's start each time.
 Every command a test runs is a fresh process (its own argv, environment, working directory, standard streams,
 exit code and process group), but on 2 cores the start of each one is a large share of the suite: importing torch,
 the torch._dynamo that every torch.optim optimizer imports on first use, Hydra, and diffusers / transformers (the
-Wan VAE, the T5 and CLIP encoders) costs about 5 s of CPU a process. The server imports those once (third-party
-modules only: never trackstream, whose modules a command runs as ``__main__``), then forks a child per command;
+Wan VAE, the T5 and CLIP encoders) costs about 5 s of CPU a process. The server imports those once, with the
+library below the training entry (``PRELOAD_OURS``: never a module a command runs as ``__main__``) and Hydra's
+plugin scan (about 0.1 s a command more), then forks a child per command;
 the child takes the command's streams, directory, environment and argv and runs it with ``runpy`` as ``python``
 would, then exits as the interpreter does (non-daemon threads joined, atexit handlers run, streams flushed).
 
@@ -35,6 +36,9 @@ PRELOAD = (
     "numpy", "torch", "torch._dynamo", "torch.distributed", "hydra", "omegaconf", "yaml", "cv2",
     "diffusers.models.autoencoders", "transformers.models.umt5.modeling_umt5", "transformers.models.clip.modeling_clip",
 )  # fmt: skip
+# the library below the training command's entry (never a module a command runs as __main__: runpy would run a
+# second copy of it), and Hydra's plugin scan, which every Hydra command repeats otherwise
+PRELOAD_OURS = ("trackstream.stages.app",)
 # variables these modules (or the interpreter) read when they load: a command whose value differs from the
 # server's starts cold instead (exec of the real interpreter in the child)
 AT_IMPORT = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "TORCHDYNAMO_", "TORCHINDUCTOR_", "TORCH_LOGS",
@@ -239,8 +243,11 @@ def serve(path: str) -> None:
             with open(front, "w") as f:
                 f.write(f"#!{shim}\n{body}")
             os.chmod(front, 0o755)
-    for name in PRELOAD:
+    for name in PRELOAD + PRELOAD_OURS:
         __import__(name)
+    from hydra.core.plugins import Plugins
+
+    Plugins.instance()  # scans hydra_plugins (the submitit launcher) once
     import gc
 
     gc.freeze()  # what was loaded stays out of the children's collections (and their pages stay shared)

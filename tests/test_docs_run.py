@@ -112,6 +112,10 @@ TINY_RL = documented_line("docs/rl.md", "experiment=rl_tiny")
 DDP = documented_line("conf/README.md", "parallel=ddp")
 EXPORT_DIFFUSERS = documented_line("docs/checkpoints.md", "--format diffusers")
 EXPORT_OFFICIAL = documented_line("docs/checkpoints.md", "--format official")
+EVAL_RUN = documented_line("docs/evaluation.md", "run=$NET")
+EVAL_RUNS = documented_line("docs/evaluation.md", '"runs={teacher: $TEACHER, student: $STUDENT}"')
+CHAIN_RL = documented_line("docs/results.md", "lab.student_chain", "rl", "--run-dir RUN")
+MINILM = documented_line("docs/small-world.md", "lab.small_world", "minilm")
 PIPELINE_EXPORT = documented_line("docs/diffusers.md", "--network runs/x/export/student", "--format pipeline")
 ELSEWHERE = {
     TINY_DECODER: "tests/test_tiny_decoder.py",
@@ -123,6 +127,10 @@ ELSEWHERE = {
     EXPORT_DIFFUSERS: "tests/test_checkpoint_io.py",
     EXPORT_OFFICIAL: "tests/test_checkpoint_io.py",
     PIPELINE_EXPORT: "tests/test_diffusers_pipeline.py",
+    MINILM: "tests/test_small_world.py",
+    CHAIN_RL: "tests/test_pipeline.py",
+    EVAL_RUN: "tests/test_eval_command.py",
+    EVAL_RUNS: "tests/test_eval_command.py",
 }
 # what a line writes (its --out), by the file's name
 OUTPUTS = ("cam.npy", "street.mp4", "robot_dance.mp4", "schedule.txt", "switched.mp4", "my-pipeline/model_index.json")

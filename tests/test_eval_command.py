@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import cli_env
+from test_docs_run import EVAL_RUN, EVAL_RUNS, run_documented
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false", "logger.progress_bar=false"]
@@ -47,16 +48,10 @@ def runs(tmp_path_factory, run_module):
 @pytest.mark.slow
 def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path, run_module):
     out = tmp_path / "eval"
-    run_module(
-        "trackstream.eval",
-        f"runs={{teacher: {runs['teacher']}, student: {runs['student']}}}",
-        f"generate.codec.checkpoint={runs['codec']}",
-        f"data_config={runs['config']}",
-        "benchmark.num_samples=3",
-        "generate.sampler.steps=2",
-        f"out={out}",
-        env=_env(),
-    )
+    # docs/evaluation.md's lines as written, the page's variables this module's runs
+    shell = dict(TEACHER=runs["teacher"], STUDENT=runs["student"], CODEC=runs["codec"], CONFIG=runs["config"])
+    run_documented(EVAL_RUNS, tmp_path, "benchmark.num_samples=3", "generate.sampler.steps=2", f"out={out}",
+                   variables=shell)  # fmt: skip
     res = json.loads((out / "metrics.json").read_text())
     rows = res["results"]
     assert list(rows) == [
@@ -89,17 +84,10 @@ def test_one_command_scores_several_runs_with_reference_rows(runs, tmp_path, run
     # the written videos are a run (a folder of <id>.mp4) and a benchmark (mp4 + tracks.npy)
     folder = out / "videos" / "student_with_tracks"
     again = tmp_path / "again"
-    run_module(
-        "trackstream.eval",
-        f"run={folder}",
-        f"data_config={runs['config']}",
-        "benchmark.num_samples=3",
-        "metrics=[epe,psnr,ssim]",
-        "references=[ground_truth]",
-        f"out={again}",
-        "wandb.enabled=true",
-        env=_env(),
-    )
+    run_documented(
+        EVAL_RUN, tmp_path, "benchmark.num_samples=3", "metrics=[epe,psnr,ssim]", "references=[ground_truth]",
+        f"out={again}", "wandb.enabled=true", variables=dict(shell, NET=folder),
+    )  # fmt: skip
     rerun = json.loads((again / "metrics.json").read_text())["results"]["student_with_tracks"]
     assert abs(rerun["epe"] - rows["student (with tracks)"]["epe"]) < 1.0  # H.264 round trip only
     logged = list((again / "wandb").glob("offline-run-*/files/media/images/eval/*.png"))  # the plots went to W&B

@@ -3,10 +3,10 @@ after the command line's own by every Hydra command (train / pairs, eval, prepar
 not ``key=value`` overrides is refused in one line before anything runs. ``compose_once``: the composition Hydra
 makes only to read ``hydra.mode`` is skipped, as no config sets it."""
 
-import re
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import cli_env
 
 from trackstream.data.hydra_args import OVERRIDES_ENV, append_env_overrides, compose_once
@@ -81,10 +81,10 @@ def test_no_config_sets_the_mode_so_one_composition_is_enough(monkeypatch):
     from trackstream.stages.config import register_configs
     from trackstream.stages.recipes import CONFIG_DIR
 
-    def sets_mode(path: Path) -> bool:  # `mode:` in a `hydra:` block, at the top of a conf/hydra file, or hydra.mode=
-        text = path.read_text()
-        in_hydra = re.search(r"^hydra:[^\n]*\n(?:(?:[ \t]+[^\n]*)?\n)*?[ \t]+mode:", text, re.M)
-        return bool(in_hydra or "hydra.mode" in text or ("hydra" in path.parts and re.search(r"^mode:", text, re.M)))
+    def sets_mode(path: Path) -> bool:  # hydra: {mode: ...}, a conf/hydra file's own mode:, or hydra.mode=
+        node = yaml.safe_load(path.read_text()) or {}
+        hydra = node if "hydra" in path.relative_to(ROOT / "conf").parts else node.get("hydra") or {}
+        return "mode" in hydra or "hydra.mode" in path.read_text()
 
     setting = [p.relative_to(ROOT) for p in (ROOT / "conf").rglob("*.yaml") if sets_mode(p)]
     assert not setting, f"{setting} set hydra.mode: compose_once would skip it (remove compose_once or the setting)"

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_docs_run import CHAIN_RL, run_documented
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -83,7 +84,10 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
     # stage is reused, and ship scores ODE init, DMD and RL with make run's evaluation and ships the RL student
     from lab.student_chain import main as chain
 
-    assert chain(["rl", "--run-dir", str(run_dir)]) == 0
+    # docs/results.md's rl line as written, RUN being this run: its RL stage is reused
+    (tmp_path / "RUN").symlink_to(run_dir)
+    (tmp_path / "lab").symlink_to(ROOT / "lab")
+    assert "already done" in run_documented(CHAIN_RL, tmp_path).stdout
     chained = tmp_path / "chain-student"
     # the smallest scoring that shows it: one clip, the teacher at one Euler step per student step
     args = ["--clips", "1", "--long-clips", "1", "--long-factor", "2", "--teacher-steps", "3"]

@@ -12,9 +12,12 @@ import pytest
 import torch
 from hydra_helpers import typed
 from omegaconf import OmegaConf
+from test_docs_run import MINILM, run_documented
 
 from lab.scaling_probe import parse_size, plot, size_overrides
 from lab.small_world import main, pack, progress, unpack
+
+ROOT = Path(__file__).resolve().parents[1]
 
 EXPERIMENTS = ("small_teacher", "small_ode_init", "small_dmd", "small_rl")
 
@@ -133,7 +136,7 @@ def test_the_driver_refuses_unknown_stages_and_other_overrides_in_one_line(tmp_p
 
 
 @pytest.mark.slow
-def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_words_as_unk(tmp_path, capsys):
+def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_words_as_unk(tmp_path):
     """``small_world minilm`` (pruned by default) against ``--no-prune``: for ~200 world captions (both
     caption_motion variants, 0-2 sprites, still and panning cameras), drag-scene captions and the null
     text, the pruned tokenizer gives the full one's ids through the kept-id map, and the bf16 encoders
@@ -145,14 +148,15 @@ def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_wo
     from trackstream.eval.drag_scenes import render_scene
     from trackstream.models.text_encoders import MiniLMTextEncoder
 
-    assert main(["minilm", "--out", str(tmp_path / "pruned")]) == 0  # pruning is the default
+    # docs/small-world.md's line as written, in a folder holding lab/ as the repository root does
+    (tmp_path / "lab").symlink_to(ROOT / "lab")
+    print(run_documented(MINILM, tmp_path).stdout)  # the measured sizes (pytest -s shows them)
     full_size = write_minilm(tmp_path / "full", prune=False)
-    size = sum(p.stat().st_size for p in (tmp_path / "pruned").iterdir())
-    print(capsys.readouterr().out)  # the measured sizes (pytest -s shows them)
+    size = sum(p.stat().st_size for p in (tmp_path / ".minilm").iterdir())  # pruning is the default
     assert size < 24 * 2**20 and full_size > 40 * 2**20, (size, full_size)
-    kept = json.loads((tmp_path / "pruned" / PRUNE_RECORD).read_text())["original_ids"]
+    kept = json.loads((tmp_path / ".minilm" / PRUNE_RECORD).read_text())["original_ids"]
     full = MiniLMTextEncoder.from_pretrained(tmp_path / "full")
-    pruned = MiniLMTextEncoder.from_pretrained(tmp_path / "pruned")
+    pruned = MiniLMTextEncoder.from_pretrained(tmp_path / ".minilm")
     assert pruned.model.vocab_size == len(kept) < 100
     assert pruned.model.embeddings.word_embeddings.weight.shape[0] == len(kept)
     assert full.model.embeddings.word_embeddings.weight.dtype == torch.bfloat16
@@ -176,7 +180,7 @@ def test_the_pruned_minilm_encodes_the_worlds_texts_as_the_full_one_and_other_wo
     assert not (ids_full == full.tokenizer.unk_token_id).any()  # the world's words are all in the vocabulary
     assert torch.equal(mask_full, mask_pruned) and torch.equal(new_id[ids_full], ids_pruned)
     vocab_only = tmp_path / "vocab-only"  # vocab.txt agrees with tokenizer.json: built from it alone, same ids
-    shutil.copytree(tmp_path / "pruned", vocab_only, ignore=shutil.ignore_patterns("tokenizer.json", "*.safetensors"))
+    shutil.copytree(tmp_path / ".minilm", vocab_only, ignore=shutil.ignore_patterns("tokenizer.json", "*.safetensors"))
     assert AutoTokenizer.from_pretrained(vocab_only)(texts, padding="longest", return_tensors="pt")["input_ids"].equal(
         ids_pruned
     )

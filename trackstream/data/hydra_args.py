@@ -13,7 +13,7 @@ import os
 import shlex
 import sys
 
-__all__ = ["OVERRIDES_ENV", "append_env_overrides", "compose_once"]
+__all__ = ["OVERRIDES_ENV", "append_env_overrides", "compose_once", "hydra_command_line"]
 
 OVERRIDES_ENV = "TRACKSTREAM_OVERRIDES"
 
@@ -37,6 +37,15 @@ def append_env_overrides(argv: list[str] | None = None) -> list[str]:
         # overrides as one run of positional words
         last = max((i for i, w in enumerate(argv[1:], 1) if "=" in w and not w.startswith("-")), default=0)
         argv[last + 1 : last + 1] = extra
+    return extra
+
+
+def hydra_command_line(argv: list[str] | None = None) -> list[str]:
+    """What every Hydra command does to its line before Hydra reads it: ``$TRACKSTREAM_OVERRIDES`` appended
+    (``append_env_overrides``; the added words are returned) and the mode-only composition skipped
+    (``compose_once``)."""
+    extra = append_env_overrides(argv)
+    compose_once(argv)
     return extra
 
 

@@ -16,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.data.hydra_args import append_env_overrides, compose_once
+from trackstream.data.hydra_args import hydra_command_line
 from trackstream.data.prepare_shards import PrepareConfig, PrepareRefused, run_prepare
 from trackstream.data.trackers import tracker_nodes
 from trackstream.models.formats.files import remove_run_folder
@@ -90,10 +90,9 @@ def _remove_own_log_dir(output: str) -> None:
 
 
 def entry() -> None:
-    """``main`` with ``$TRACKSTREAM_OVERRIDES`` appended (data.hydra_args)."""
+    """``main`` behind ``data.hydra_args.hydra_command_line`` ($TRACKSTREAM_OVERRIDES appended, one composition)."""
     try:
-        append_env_overrides()
-        compose_once()
+        hydra_command_line()
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     main()

@@ -49,12 +49,11 @@ def _only_empty_logs(folder: Path) -> bool:
 
 def entry() -> None:
     """Hydra's main behind the checks Hydra cannot word in one line."""
-    from trackstream.data.hydra_args import append_env_overrides, compose_once
+    from trackstream.data.hydra_args import hydra_command_line
     from trackstream.eval.generate import check_codec_overrides
 
     try:
-        append_env_overrides()
-        compose_once()
+        hydra_command_line()
         check_codec_overrides(sys.argv[1:])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

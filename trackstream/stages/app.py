@@ -377,14 +377,13 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
             raise SystemExit(2 if isinstance(err, RunRefused) else 1) from None
 
     def entry() -> None:
-        from trackstream.data.hydra_args import append_env_overrides, compose_once
+        from trackstream.data.hydra_args import hydra_command_line
         from trackstream.train.codec import check_codec_overrides
         from trackstream.train.dist import training_allocator
 
         training_allocator()  # before anything touches CUDA
         try:
-            append_env_overrides()
-            compose_once()
+            hydra_command_line()
             check_codec_overrides(sys.argv[1:])
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
