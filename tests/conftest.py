@@ -347,9 +347,12 @@ def tiny_codec():
 
 
 @pytest.fixture(scope="session")
-def tiny_teacher_run(tmp_path_factory, run_module) -> Path:
+def tiny_teacher_run(tmp_path_factory) -> Path:
     """A tiny teacher run directory (2 steps of ``experiment=tiny_teacher debug=tiny``): its export is
-    ``export/teacher`` with the codec beside it. Shared by the session: copy before changing."""
+    ``export/teacher`` with the codec beside it. Shared by the session: copy before changing. Made by
+    conf/README.md's first line as written, shrunk through ``TRACKSTREAM_OVERRIDES``."""
+    from test_docs_run import TINY_TEACHER_LINE, run_documented
+
     run = tmp_path_factory.mktemp("shared") / "tiny_teacher"
-    run_module("trackstream.stages", *TINY_TEACHER, "trainer.max_steps=2", f"hydra.run.dir={run}")
+    run_documented(TINY_TEACHER_LINE, run.parent, *TINY_TEACHER[1:], "trainer.max_steps=2", f"hydra.run.dir={run}")
     return run

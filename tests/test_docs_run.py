@@ -110,6 +110,7 @@ REHEARSAL_RELEASE = documented_line("docs/recipes.md", "trackstream rehearsal-re
 FIRST_RUN = documented_line("docs/recipes.md", "debug=teacher_1gpu", "+model.overrides.dim=64")
 TINY_RL = documented_line("docs/rl.md", "experiment=rl_tiny")
 DDP = documented_line("conf/README.md", "parallel=ddp")
+TINY_TEACHER_LINE = ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher")  # conftest's run
 EXPORT_DIFFUSERS = documented_line("docs/checkpoints.md", "--format diffusers")
 EXPORT_OFFICIAL = documented_line("docs/checkpoints.md", "--format official")
 EVAL_RUN = documented_line("docs/evaluation.md", "run=$NET")
@@ -124,6 +125,7 @@ ELSEWHERE = {
     **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN)},
     TINY_RL: "tests/test_distill_rl_distributed.py",
     DDP: "tests/test_train_distributed.py",
+    TINY_TEACHER_LINE: "tests/conftest.py",
     EXPORT_DIFFUSERS: "tests/test_checkpoint_io.py",
     EXPORT_OFFICIAL: "tests/test_checkpoint_io.py",
     PIPELINE_EXPORT: "tests/test_diffusers_pipeline.py",
