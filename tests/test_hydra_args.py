@@ -24,6 +24,10 @@ def test_the_overrides_are_appended_in_shell_words(monkeypatch, capsys):
     append_env_overrides(argv)
     assert argv == ["prog", "a=1", "trainer.max_steps=2", "runs={a: x, b: y}", "--cfg", "job"]
     capsys.readouterr()
+    monkeypatch.setenv("RANK", "1")  # another rank of a launch adds them too, without saying so again
+    assert append_env_overrides(["prog"]) == ["trainer.max_steps=2", "runs={a: x, b: y}"]
+    assert capsys.readouterr().err == ""
+    monkeypatch.delenv("RANK")
     monkeypatch.setenv(OVERRIDES_ENV, "")
     assert append_env_overrides(argv) == [] and len(argv) == 6 and capsys.readouterr().err == ""
 
@@ -97,3 +101,15 @@ def test_no_config_sets_the_mode_so_one_composition_is_enough(monkeypatch):
     monkeypatch.setattr(Hydra, "get_mode", Hydra.get_mode)  # undone after the test
     assert not compose_once(["prog", "a=1", "hydra.mode=MULTIRUN"]) and Hydra.get_mode is not None
     assert compose_once(["prog", "a=1", "-m"]) and Hydra.get_mode(None, "train", []) is None
+
+
+def test_make_run_says_that_they_apply_to_every_stage(monkeypatch, tmp_path, capsys):
+    """``make run`` (trackstream.pipeline) passes its environment to every stage command: it says so first."""
+    import json
+
+    from trackstream.pipeline.run import main
+
+    (tmp_path / "sizes.json").write_text(json.dumps({"teacher_steps": -1}))  # another preset: refused at once
+    monkeypatch.setenv(OVERRIDES_ENV, "trainer.max_steps=2")
+    assert main(["--run-dir", str(tmp_path)]) == 2
+    assert f"{OVERRIDES_ENV}='trainer.max_steps=2' applies to every stage" in capsys.readouterr().out

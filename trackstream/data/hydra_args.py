@@ -32,7 +32,8 @@ def append_env_overrides(argv: list[str] | None = None) -> list[str]:
             f"{OVERRIDES_ENV}={os.environ[OVERRIDES_ENV]!r}: {bad[0]!r} is not key=value (Hydra overrides only)"
         )
     if extra:
-        print(f"[trackstream] {OVERRIDES_ENV} adds: {' '.join(extra)}", file=sys.stderr, flush=True)
+        if os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")) == "0":  # said once, not by every rank
+            print(f"[trackstream] {OVERRIDES_ENV} adds: {' '.join(extra)}", file=sys.stderr, flush=True)
         # after the line's last override, before flags that follow it (``--cfg job``): Hydra's parser takes the
         # overrides as one run of positional words
         last = max((i for i, w in enumerate(argv[1:], 1) if "=" in w and not w.startswith("-")), default=0)

@@ -31,6 +31,7 @@ from typing import Callable
 
 import torch
 
+from trackstream.data.hydra_args import OVERRIDES_ENV
 from trackstream.pipeline.presets import FULL, LONG, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, release_settings, teacher_settings, train_stage
 
@@ -380,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     sizes = SIZES["smoke" if args.smoke else args.sizes]
+    if os.environ.get(OVERRIDES_ENV):  # every stage command reads it: the run is not the preset's
+        print(f"[pipeline] {OVERRIDES_ENV}={os.environ[OVERRIDES_ENV]!r} applies to every stage", flush=True)
     try:
         run(Path(args.run_dir), sizes, teacher_asset=args.teacher_asset)
     except PipelineError as e:
