@@ -110,6 +110,7 @@ REHEARSAL_RELEASE = documented_line("docs/recipes.md", "trackstream rehearsal-re
 FIRST_RUN = documented_line("docs/recipes.md", "debug=teacher_1gpu", "+model.overrides.dim=64")
 TINY_RL = documented_line("docs/rl.md", "experiment=rl_tiny")
 DDP = documented_line("conf/README.md", "parallel=ddp")
+SWEEP = documented_line("conf/README.md", "hydra/launcher=slurm_h100")  # tests/test_slurm.py: submitted
 TINY_TEACHER_LINE = ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher")  # conftest's run
 EXPORT_DIFFUSERS = documented_line("docs/checkpoints.md", "--format diffusers")
 EXPORT_OFFICIAL = documented_line("docs/checkpoints.md", "--format official")
@@ -125,6 +126,7 @@ ELSEWHERE = {
     **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN)},
     TINY_RL: "tests/test_distill_rl_distributed.py",
     DDP: "tests/test_train_distributed.py",
+    SWEEP: "tests/test_slurm.py",
     TINY_TEACHER_LINE: "tests/conftest.py",
     EXPORT_DIFFUSERS: "tests/test_checkpoint_io.py",
     EXPORT_OFFICIAL: "tests/test_checkpoint_io.py",
@@ -180,7 +182,7 @@ def _path_env() -> dict:
     return cli_env(PATH=bin_dir() + os.pathsep + os.environ.get("PATH", ""))
 
 
-def _shell_line(page: str, text: str, variables: dict) -> str:
+def shell_line(page: str, text: str, variables: dict) -> str:
     """The line as bash runs it (the docs' ``[optional part]`` included); every ``$VAR`` it reads given."""
     assert not re.search(r"<[^<>]*>", text), f"{page}: `{text}` has a <placeholder>: not runnable as written"
     unset = sorted(set(re.findall(r"\$\{?([A-Za-z_]\w*)", text)) - set(variables))
@@ -190,7 +192,7 @@ def _shell_line(page: str, text: str, variables: dict) -> str:
 
 def _run_line(page: str, text: str, cwd: Path, env: dict, variables: dict | None = None, procs: int = 1):
     variables = {k: str(v) for k, v in (variables or {}).items()}
-    cmd = ["/bin/bash", "-c", _shell_line(page, text, variables)]
+    cmd = ["/bin/bash", "-c", shell_line(page, text, variables)]
     env = {**env, **variables}
     if procs > 1:  # the line as the tasks of one Slurm step (srun -n procs LINE): each task's SLURM_* variables
         r = slurm_tasks(procs, cmd, check=False, timeout=600, env=env, cwd=cwd)

@@ -688,6 +688,34 @@ def test_submitit_tasks_follow_the_gpu_count(tmp_path, monkeypatch):
     assert "export OMP_NUM_THREADS=6" in text
 
 
+@pytest.mark.slow
+def test_the_documented_sweep_submits_one_job_per_point(tmp_path):
+    """conf/README.md's sweep line as written, in a folder of its own with a fake sbatch first on the path: the
+    submitit launcher composes the real recipe at each learning rate and submits them as one 8-GPU array job
+    (what the jobs then do on the nodes: the test below). ``submits`` rather than ``runs``: the client would
+    wait for the cluster, so it is stopped once both points are pickled."""
+    from test_docs_run import SWEEP, bin_dir, shell_line
+
+    _write_tool(tmp_path / "bin", "sbatch", '#!/bin/sh\necho "Submitted batch job 555"\n', tmp_path)
+    _write_tool(tmp_path / "bin", "srun", "#!/bin/sh\nexit 0\n", tmp_path)  # submitit looks for it
+    env = {k: v for k, v in cli_env().items() if not k.startswith(("SLURM_", "SUBMITIT_")) and k != "RUN_DIR"}
+    env["PATH"] = os.pathsep.join([str(tmp_path / "bin"), bin_dir(), os.environ["PATH"]])
+    client = subprocess.Popen(
+        ["/bin/bash", "-c", shell_line(*SWEEP, {})], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(tmp_path.glob("runs/**/*_submitted.pkl"))) < 2 and client.poll() is None:
+        time.sleep(0.1)
+    client.kill()
+    _, err = client.communicate()
+    pickled = sorted(tmp_path.glob("runs/**/*_submitted.pkl"))
+    assert len(pickled) == 2, err[-3000:]
+    script = next(tmp_path.glob("runs/**/.submitit/**/*_submission.sh")).read_text()
+    for line in ("--array=0-1%2", "--gpus-per-node=8", "--ntasks-per-node=8", "--job-name=teacher_wan1.3b_480p"):
+        assert f"#SBATCH {line}\n" in script, (line, script)
+
+
 @pytest.mark.multiproc
 def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_directory_and_resumes(tmp_path, run_module):
     """The real path without a cluster: `python -m trackstream.stages -m hydra/launcher=slurm_teacher ...` submits
