@@ -102,6 +102,7 @@ REAL_CHAIN = {
         run: documented_line("docs/recipes.md", f"hydra.run.dir=$R/{run}")
         for run in ("teacher", "pairs", "ode_init", "dmd", "teacher_forcing", "consistency", "dmd_from_consistency")
     },
+    "finetune": documented_line("docs/recipes.md", "hydra.run.dir=$R/finetune"),  # a LoRA fine-tune
     "rl": documented_line("docs/rl.md", "hydra.run.dir=$R/rl"),
     "generate": documented_line("docs/recipes.md", "trackstream.stream.generate"),
 }

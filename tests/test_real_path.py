@@ -8,7 +8,8 @@ Only the sizes shrink: DiT width / depth (``model.overrides``), frame size, trac
 counts; the clip length and so the chunking are the real ones (1.3B: 81 frames = 7 chunks of 3 with a
 sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and so are the flavor family,
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
-teacher -> mid-frame-masking fine-tune (the 1.3B's; the 5B samples its pairs from its teacher) -> ODE pairs
+teacher -> mid-frame-masking fine-tune (the 1.3B's, rank-64 LoRA merged at export; the 5B samples its pairs from its
+teacher) -> ODE pairs
 (``python -m trackstream.stages.pairs``) -> ODE init -> DMD over two horizons -> RL (AR-Drag's GRPO: G = 2, the motion
 reward and the aesthetic predictor from tiny OpenAI-format CLIP weights) -> ``python -m trackstream.stream.generate``
 (the 5B: of the RL student; the 1.3B: of the DMD student, as its page shows), one step each (DMD and RL two); for the
@@ -187,19 +188,14 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
     assert not first or "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
     teacher = t / "export" / "teacher"
-    # the mid-frame-masking fine-tune from the teacher's export: the same stage with another mask, once (the other
-    # recipe's fine-tune composes with every experiment in test_train_configs)
+    # the mid-frame-masking fine-tune from the teacher's export, as the page's LoRA line (rank 64, merged into its
+    # export): the same stage with another mask, once (the other recipe's fine-tune composes with every experiment
+    # in test_train_configs)
     if first:
-        launch(
-            "trackstream.stages",
-            f"experiment={recipe['teacher']}_finetune",
-            f"paths.data_dir={data_dir}",
-            *common,
-            f"model.init_from={teacher}",
-            f"hydra.run.dir={ft}",
-        )
+        stage("finetune", "", [], *common)
         teacher = ft / "export" / "teacher"
-        assert "mid_frame_mask_prob: 0.2" in (ft / "config.yaml").read_text()
+        config = (ft / "config.yaml").read_text()
+        assert "mid_frame_mask_prob: 0.2" in config and "rank: 64" in config
     shell["T"] = teacher
 
     the_teacher = [f"experiment={recipe['ode_init']}", f"stage.teacher={teacher}"]
