@@ -103,6 +103,7 @@ REAL_CHAIN = {
         for run in ("teacher", "pairs", "ode_init", "dmd", "teacher_forcing", "consistency", "dmd_from_consistency")
     },
     "finetune": documented_line("docs/recipes.md", "hydra.run.dir=$R/finetune"),  # a LoRA fine-tune
+    "dmd_lora": documented_line("docs/recipes.md", "hydra.run.dir=$R/dmd_lora"),
     "rl": documented_line("docs/rl.md", "hydra.run.dir=$R/rl"),
     "generate": documented_line("docs/recipes.md", "trackstream.stream.generate"),
 }

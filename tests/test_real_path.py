@@ -229,6 +229,11 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     assert f"at {LONG[T]} frames (2 teacher horizons)" in (dmd / "train.log").read_text()
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/loss"))
+    if first:  # the page's LoRA DMD (rank 256 on generator and critic): one step that updates both
+        stage("dmd_lora", "", [], *common, "stage.update_ratio=1")
+        res = json.loads((tmp_path / "dmd_lora" / "results.json").read_text())
+        assert (res["generator_updates"], res["critic_updates"]) == (1, 1)
+        assert "rank: 256" in (tmp_path / "dmd_lora" / "config.yaml").read_text()
 
     if first:  # the starts without ODE pairs: teacher forcing, consistency from it, DMD on the data's conditions
         tf, cd = tmp_path / "teacher_forcing", tmp_path / "consistency"
