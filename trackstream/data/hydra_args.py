@@ -1,5 +1,6 @@
-"""Extra Hydra overrides from the environment, for every Hydra command (``trackstream train`` / ``pairs`` /
-``eval`` / ``prepare`` and their ``python -m`` forms).
+"""What every Hydra command (``trackstream train`` / ``pairs`` / ``eval`` / ``prepare`` and their ``python -m``
+forms) does to its line first (``hydra_command_line``): extra overrides from the environment, and one composition
+instead of Hydra's two (``compose_once``).
 
 ``TRACKSTREAM_OVERRIDES="trainer.max_steps=2 +model.overrides.dim=64"`` is added to the command line after its
 own overrides (so it wins where both set a key), and the command says so on stderr. A documented command
