@@ -172,12 +172,16 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     first = recipe["name"] == FIRST  # what the recipes share runs once: accumulation, the fine-tune's start
     shell = dict(D=data_dir, R=tmp_path)  # the pages' shell variables
 
+    def documented(run: str, *shrink: str) -> None:
+        """The 1.3B's stage ``run``: its line in recipes.md / rl.md verbatim, as the 2 tasks of a Slurm step,
+        ``shrink`` through TRACKSTREAM_OVERRIDES."""
+        run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=2)
+
     def stage(run: str, module: str, wiring: list, *shrink: str) -> None:
-        """The 1.3B's stage ``run``: its documented line verbatim (recipes.md / rl.md), as the 2 tasks of a Slurm
-        step, ``shrink`` through TRACKSTREAM_OVERRIDES; the 5B's: ``module`` with its ``wiring`` (experiment,
-        inputs, run folder) and ``shrink``."""
+        """A stage both recipes run: the 1.3B's documented line, or the 5B's ``module`` with its ``wiring``
+        (experiment, inputs, run folder) and ``shrink``."""
         if first:
-            run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=2)
+            documented(run, *shrink)
         else:
             launch(module, *wiring, f"paths.data_dir={data_dir}", *shrink)
 
@@ -192,7 +196,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     # export): the same stage with another mask, once (the other recipe's fine-tune composes with every experiment
     # in test_train_configs)
     if first:
-        stage("finetune", "", [], *common)
+        documented("finetune", *common)
         teacher = ft / "export" / "teacher"
         config = (ft / "config.yaml").read_text()
         assert "mid_frame_mask_prob: 0.2" in config and "rank: 64" in config
@@ -230,20 +234,20 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/loss"))
     if first:  # the page's LoRA DMD (rank 256 on generator and critic): one step that updates both
-        stage("dmd_lora", "", [], *common, "stage.update_ratio=1")
+        documented("dmd_lora", *common, "stage.update_ratio=1")
         res = json.loads((tmp_path / "dmd_lora" / "results.json").read_text())
         assert (res["generator_updates"], res["critic_updates"]) == (1, 1)
         assert "rank: 256" in (tmp_path / "dmd_lora" / "config.yaml").read_text()
 
     if first:  # the starts without ODE pairs: teacher forcing, consistency from it, DMD on the data's conditions
         tf, cd = tmp_path / "teacher_forcing", tmp_path / "consistency"
-        stage("teacher_forcing", "", [], *common)
+        documented("teacher_forcing", *common)
         assert "stage teacher_forcing | fsdp x 2 (cpu:0, bf16)" in (tf / "train.log").read_text()
-        stage("consistency", "", [], *common)
+        documented("consistency", *common)
         rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if "train/cd/mse" in r] == [1]
         assert all(np.isfinite(r["train/cd/mse"]) for r in rows if "train/cd/mse" in r)
-        stage("dmd_from_consistency", "", [], *common, "stage.pool_size=4", "stage.rollout_horizons=1")
+        documented("dmd_from_consistency", *common, "stage.pool_size=4", "stage.rollout_horizons=1")
         res = json.loads((tmp_path / "dmd_from_consistency" / "results.json").read_text())
         assert res["status"] == "done" and Path(res["export"]).is_dir()
 
