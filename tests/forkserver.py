@@ -6,7 +6,7 @@ exit code and process group), but on 2 cores the start of each one is a large sh
 the torch._dynamo that every torch.optim optimizer imports on first use, Hydra, and diffusers / transformers (the
 Wan VAE, the T5 and CLIP encoders) costs about 5 s of CPU a process. The server imports those once, with the
 library below the training entry (``PRELOAD_OURS``: never a module a command runs as ``__main__``) and Hydra's
-plugin scan (about 0.1 s a command more), then forks a child per command;
+plugin scan, then forks a child per command;
 the child takes the command's streams, directory, environment and argv and runs it with ``runpy`` as ``python``
 would, then exits as the interpreter does (non-daemon threads joined, atexit handlers run, streams flushed).
 

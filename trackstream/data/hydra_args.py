@@ -54,8 +54,8 @@ def hydra_command_line(argv: list[str] | None = None) -> list[str]:
 def compose_once(argv: list[str] | None = None) -> bool:
     """Hydra composes a command's whole config twice: once only to read ``hydra.mode`` (whether the config asks
     for a sweep by itself), then to run. No config in conf/ sets ``hydra.mode`` (tests/test_hydra_args.py), so
-    unless the command line does, the first composition is skipped: about 0.4 s of every command's start-up and
-    every rank's. Hydra then takes the mode from its flags, as it does when the mode is unset: ``--multirun`` /
+    unless the command line does, the first composition is skipped, in every command's start-up and every
+    rank's. Hydra then takes the mode from its flags, as it does when the mode is unset: ``--multirun`` /
     ``-m`` sweeps, anything else runs once. Returns whether it is skipped."""
     argv = sys.argv if argv is None else argv
     if any(w.lstrip("+~").startswith("hydra.mode=") for w in argv[1:]):
