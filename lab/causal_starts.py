@@ -29,6 +29,7 @@ import statistics
 import sys
 from pathlib import Path
 
+from trackstream.data.command_line import command_args
 from trackstream.pipeline.run import PipelineError
 from trackstream.pipeline.stage_calls import settings_of, train_stage
 
@@ -290,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=16, help="held-out clips scored")
     ap.add_argument("--long-clips", type=int, default=4, help="clips streamed to 10x the horizon")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "causal_starts")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(command_args(ap, argv))
     try:
         if args.action == "run":
             plan = run(args.out, teacher=args.teacher, minutes=args.minutes, dmd_steps=args.dmd_steps,

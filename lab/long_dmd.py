@@ -39,6 +39,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lab.run_pack import pack_run, read_pack, unpack_run
+from trackstream.data.command_line import command_args
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import (
     DISTILL,
@@ -367,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         default="self_forcing",
         help="the DMD rollout (stage.rollout): Self-Forcing's exit-step jump or AR-Drag's Self-Rollout",
     )
-    args = ap.parse_args(argv)
+    args = ap.parse_args(command_args(ap, argv))
     try:
         if args.command == "run":
             sizes = long_sizes(

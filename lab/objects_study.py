@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.teacher_study import RECIPES
+from trackstream.data.command_line import command_args
 
 KEYS = {
     "ratio": "epe_ratio_with_over_without",
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--measure", action="store_true", help="native-track drags of each finished run's export")
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(command_args(ap, argv))
     names = [n for n in RECIPES if n.startswith(("obj-", "rel-")) and (args.runs / n / "eval.jsonl").is_file()]
     if args.measure:
         for n in names:

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from trackstream.data.command_line import command_args
 from trackstream.data.video_io import decode_video
 
 FRAMES = (0, 8, 16, 24)
@@ -55,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=Path, help="or a folder of <id>.mp4 (an eval row)")
     ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(command_args(ap, argv))
     if args.videos:
         img = folder_strip(args.videos, clips=args.clips)
     elif args.run_dir and args.step is not None:

@@ -34,6 +34,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from trackstream.data.command_line import command_args
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import (
     ASSET_DIR,
@@ -322,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
         "--experiment", default=EXPERIMENT, help="`start`: the recipe of a new run (a resumed run keeps its own)"
     )
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for `start` (recorded on the first start)")
-    args = ap.parse_intermixed_args(argv)  # overrides may follow the options
+    args = ap.parse_intermixed_args(command_args(ap, argv))  # overrides may follow the options
     try:
         if args.action == "verify":
             m = verify_asset(args.dest)

@@ -29,6 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trackstream.data.command_line import command_args
+
 ROOT = Path(__file__).resolve().parents[1]
 
 EVAL_FRAMES = 25  # make run's clip length: 7 latent frames (first frame + two c3 chunks)
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
         help=f"only measure each recipe's seconds per step here ({COST_STEPS} steps each) into OUT/cost.json: "
         "curves trained on other machines, or beside other jobs, are compared on these costs",
     )
-    args = ap.parse_args(argv)
+    args = ap.parse_args(command_args(ap, argv))
     if args.plot is not None:
         plot(collect(args.out), args.plot)
         return

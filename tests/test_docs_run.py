@@ -9,7 +9,7 @@ clip to transfer.
 
 The documented demo command is started as written too, asked for ``/health`` and its page, and stopped with
 Ctrl-C. ``ELSEWHERE`` names the lines other tests run verbatim (``run_documented``) where they already pay for
-that run, its size shrunk by ``TRACKSTREAM_OVERRIDES`` (trackstream/data/hydra_args.py) and never by editing the
+that run, its size shrunk by ``TRACKSTREAM_OVERRIDES`` (trackstream/data/command_line.py) and never by editing the
 line. Every other documented command (a longer training run, a real Wan release, a GPU benchmark) is parsed or
 composed by the real front end in tests/test_documented_commands.py; ``RUN`` names the ones run here."""
 

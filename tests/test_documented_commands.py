@@ -162,7 +162,7 @@ def module_and_args(argv: list[str]) -> tuple[str, list[str]]:
     """The Python module a command runs and the arguments it gets (``TRACKSTREAM_OVERRIDES=...`` in front: its
     overrides appended, as the Hydra commands append them)."""
     from trackstream.cli import COMMANDS as CLI
-    from trackstream.data.hydra_args import OVERRIDES_ENV
+    from trackstream.data.command_line import OVERRIDES_ENV
 
     extra: list[str] = []
     while argv and (re.fullmatch(r"[A-Za-z_]\w*=.*", argv[0]) or argv[0] in ("env", "time", "nice")):

@@ -55,6 +55,7 @@ from trackstream.bench.distill_setup import (
 )
 from trackstream.bench.distill_stages import STAGE_BENCHES
 from trackstream.bench.timing import environment
+from trackstream.data.command_line import command_args
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default="outputs/bench_distill.json")
     add_precision_args(ap)
-    args = ap.parse_args(argv)
+    args = ap.parse_args(command_args(ap, argv))
     training_allocator()  # before the first CUDA allocation: as `trackstream train` runs
     device, dtype = parsed_precision(ap, args, training=True)
     cuda = device.type == "cuda"

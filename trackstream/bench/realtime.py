@@ -51,6 +51,7 @@ from trackstream.bench.realtime_inputs import Inputs, LiveTracks, TimedSource, m
 from trackstream.bench.realtime_setups import CPU_SETUPS, REAL_SETUPS, SETUPS, Setup, build
 from trackstream.bench.throughput import chunk_flops, matmul_tflops
 from trackstream.bench.timing import environment
+from trackstream.data.command_line import command_args
 from trackstream.models.precision import synchronize
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
@@ -329,7 +330,7 @@ def _run_setup(ap, args, name: str, modes: list[str], device: torch.device, dtyp
 
 def main(argv: list[str] | None = None) -> dict:
     ap = _parser()
-    args = ap.parse_args(argv)
+    args = ap.parse_args(command_args(ap, argv))
     device, dtype = parsed_precision(ap, args)
     names, modes = _selection(ap, args, device)
     if args.threads:

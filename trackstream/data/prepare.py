@@ -16,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.data.hydra_args import hydra_command_line
+from trackstream.data.command_line import hydra_command_line
 from trackstream.data.prepare_shards import PrepareConfig, PrepareRefused, run_prepare
 from trackstream.data.trackers import tracker_nodes
 from trackstream.models.formats.files import remove_run_folder
@@ -90,7 +90,7 @@ def _remove_own_log_dir(output: str) -> None:
 
 
 def entry() -> None:
-    """``main`` behind ``data.hydra_args.hydra_command_line`` ($TRACKSTREAM_OVERRIDES appended, one composition)."""
+    """``main`` behind ``data.command_line.hydra_command_line`` ($TRACKSTREAM_OVERRIDES appended, one composition)."""
     try:
         hydra_command_line()
     except ValueError as err:

@@ -49,7 +49,7 @@ def _only_empty_logs(folder: Path) -> bool:
 
 def entry() -> None:
     """Hydra's main behind the checks Hydra cannot word in one line."""
-    from trackstream.data.hydra_args import hydra_command_line
+    from trackstream.data.command_line import hydra_command_line
     from trackstream.eval.generate import check_codec_overrides
 
     try:

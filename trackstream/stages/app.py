@@ -377,7 +377,7 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
             raise SystemExit(2 if isinstance(err, RunRefused) else 1) from None
 
     def entry() -> None:
-        from trackstream.data.hydra_args import hydra_command_line
+        from trackstream.data.command_line import hydra_command_line
         from trackstream.train.codec import check_codec_overrides
         from trackstream.train.dist import training_allocator
 

@@ -16,6 +16,7 @@ import argparse
 import logging
 import sys
 
+from trackstream.data.command_line import command_args
 from trackstream.stream.demo.media import FRAME_FORMATS
 from trackstream.stream.options import add_network_args, add_precision_args
 
@@ -119,7 +120,8 @@ def _load(args):
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    ap = _parser()
+    args = ap.parse_args(command_args(ap, argv))
 
     import torch
 

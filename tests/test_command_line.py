@@ -1,7 +1,11 @@
-"""``TRACKSTREAM_OVERRIDES`` (trackstream/data/hydra_args.py): extra Hydra overrides from the environment, appended
+"""trackstream/data/command_line.py: ``TRACKSTREAM_OVERRIDES``, extra Hydra overrides from the environment, appended
 after the command line's own by every Hydra command (train / pairs, eval, prepare), said on stderr; a value that is
-not ``key=value`` overrides is refused in one line before anything runs. ``compose_once``: the composition Hydra
-makes only to read ``hydra.mode`` is skipped, as no config sets it."""
+not ``key=value`` overrides is refused in one line before anything runs. ``TRACKSTREAM_ARGS``: the same for every
+argparse command (each ``main`` in trackstream/ and lab/ parses ``command_args``). ``compose_once``: the
+composition Hydra makes only to read ``hydra.mode`` is skipped, as no config sets it."""
+
+import argparse
+import ast
 
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import pytest
 import yaml
 from conftest import cli_env
 
-from trackstream.data.hydra_args import OVERRIDES_ENV, append_env_overrides, compose_once
+from trackstream.data.command_line import ARGS_ENV, OVERRIDES_ENV, append_env_overrides, command_args, compose_once
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -113,3 +117,37 @@ def test_make_run_says_that_they_apply_to_every_stage(monkeypatch, tmp_path, cap
     monkeypatch.setenv(OVERRIDES_ENV, "trainer.max_steps=2")
     assert main(["--run-dir", str(tmp_path)]) == 2
     assert f"{OVERRIDES_ENV}='trainer.max_steps=2' applies to every stage" in capsys.readouterr().out
+
+
+def test_argparse_commands_take_trackstream_args_after_their_own(monkeypatch, capsys):
+    ap = argparse.ArgumentParser(prog="bench")
+    ap.add_argument("--scenes", type=int, default=24)
+    ap.add_argument("--set", action="append", default=[])
+    monkeypatch.setenv(ARGS_ENV, "--scenes 2 --set 'a=b c'")
+    args = ap.parse_args(command_args(ap, ["--scenes", "24", "--set", "x=1"]))
+    assert args.scenes == 2 and args.set == ["x=1", "a=b c"]  # the later option wins; a repeated one gains it
+    assert f"{ARGS_ENV} adds: --scenes 2 --set a=b c" in capsys.readouterr().err
+    monkeypatch.setattr("sys.argv", ["bench", "--scenes", "5"])
+    monkeypatch.setenv(ARGS_ENV, "")
+    assert command_args(ap) == ["--scenes", "5"] and capsys.readouterr().err == ""
+    for value, said in [("ship --x 1", "'ship' is not an option"), ("--a 'b", "quote as a shell would")]:
+        monkeypatch.setenv(ARGS_ENV, value)
+        with pytest.raises(SystemExit) as done:
+            command_args(ap, [])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert done.value.code == 2 and ARGS_ENV in err[-1] and said in err[-1], err
+
+
+def test_every_argparse_main_parses_command_args():
+    """Every parser call in the product and the lab reads ``command_args(parser, argv)``: a documented command of
+    either shrinks through ``TRACKSTREAM_ARGS``."""
+    methods = {"parse_args", "parse_known_args", "parse_intermixed_args"}
+    bare, calls = [], 0
+    for path in [*(ROOT / "trackstream").rglob("*.py"), *(ROOT / "lab").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
+                calls += 1
+                arg = node.args[0] if node.args else None
+                if not (isinstance(arg, ast.Call) and getattr(arg.func, "id", None) == "command_args"):
+                    bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert calls > 40 and not bare, f"parse without command_args (TRACKSTREAM_ARGS ignored): {bare}"
