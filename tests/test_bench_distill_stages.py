@@ -1,33 +1,40 @@
 """The step benchmarks of stage=teacher_forcing, stage=consistency and stage=tiny_decoder
 (trackstream/bench/distill_stages.py, run by ``trackstream bench-distill``) end to end on CPU: the tiny recipes as
 configured (one sample), and the real recipes cut down (narrow one-block DiT, small frames; frame count and
-chunking as the recipe's), which the GPU call runs at full size."""
+chunking as the recipe's), which the GPU call runs at full size. Each is docs/performance.md's command as written,
+cut down through ``TRACKSTREAM_ARGS`` (one update, no warm-up, one sample, ``--override`` sizes)."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
+from test_docs_run import documented_line, run_documented
 
 from trackstream.bench.distill import main as bench_distill
-
-SMALL_DIT = [
-    "+model.overrides.dim=64",
-    "+model.overrides.ffn_dim=128",
-    "+model.overrides.num_heads=2",
-    "+model.overrides.num_layers=1",
-    "data.height=64",
-    "data.width=128",
-]
 
 
 def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+ONE_UPDATE = ("--batch", "1", "--steps", "1", "--warmup", "0")
+
+
 def _run(tmp_path, configs: str, overrides=()) -> list[dict]:
-    argv = ["--configs", configs, "--batch", "1", "--steps", "1", "--warmup", "0", "--out", str(tmp_path / "d.json")]
+    argv = ["--configs", configs, *ONE_UPDATE, "--out", str(tmp_path / "d.json")]
     return bench_distill([*argv, *[f"--override={o}" for o in overrides]])["results"]
+
+
+def run_distill_line(cwd, *words: str, overrides=()) -> list[dict]:
+    """docs/performance.md's ``bench.distill`` command holding ``words`` (none: the bare command), run as written in
+    ``cwd``, cut down to one update of one sample and the ``overrides`` (``TRACKSTREAM_ARGS``): the rows of the JSON
+    it writes."""
+    bare = ("docs/performance.md", "python -m trackstream.bench.distill")
+    line = documented_line(*bare, *words) if words else bare
+    run_documented(line, cwd, args=(*ONE_UPDATE, *[f"--override={o}" for o in overrides]))
+    return json.loads((cwd / "outputs" / "bench_distill.json").read_text())["results"]
 
 
 def _one_update(r: dict, phase: str) -> None:
@@ -36,7 +43,7 @@ def _one_update(r: dict, phase: str) -> None:
 
 
 def test_tiny_teacher_forcing_consistency_and_decoder(tmp_path):
-    tf, cd, td = _run(tmp_path, "tiny_teacher_forcing,tiny_consistency,tiny_decoder")
+    tf, cd, td = run_distill_line(tmp_path, "--configs tiny_teacher_forcing,tiny_consistency,tiny_decoder")
     assert [(r["config"], r["stage"]) for r in (tf, cd, td)] == [
         ("tiny_teacher_forcing", "teacher_forcing"),
         ("tiny_consistency", "consistency"),
@@ -57,7 +64,7 @@ def test_tiny_teacher_forcing_consistency_and_decoder(tmp_path):
 
 def test_cut_down_real_teacher_forcing_and_consistency(tmp_path):
     """The 1.3B recipes (81 frames, c3s1w1, no given first chunk) with a 64-wide, one-block DiT at 64x128."""
-    tf, cd = _run(tmp_path, "teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p", SMALL_DIT)
+    tf, cd = run_distill_line(tmp_path, "--configs teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p", "--batch 1")
     for r in (tf, cd):
         _one_update(r, "generator")
         assert (r["frames"], r["latent_frames"], r["causal"]) == (81, 21, "c3s1w1")

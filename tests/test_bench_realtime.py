@@ -10,12 +10,15 @@ import math
 
 import pytest
 import torch
+from test_bench_distill_stages import run_distill_line
+from test_docs_run import documented_line, run_documented
 
 from trackstream.bench.realtime import REAL_SETUPS, SETUPS, LiveTracks
 from trackstream.bench.realtime import main as bench_realtime
 
 # the smallest request that still has a chunk-5+ window: chunks 5 and 6 timed, 2 chunks broken down
 FAST = ["--first", "5", "--last", "6", "--breakdown-chunks", "2", "--matmul-size", "128"]
+ONE = ["--first", "1", "--last", "1", "--breakdown-chunks", "1", "--matmul-size", "128"]  # one chunk timed
 
 
 def _positive(x) -> bool:
@@ -51,6 +54,23 @@ def test_realtime_bench_tiny_smoke(tmp_path):
         assert b["sum_over_chunk"] == pytest.approx(1.0, abs=0.05)
         assert b["sum_over_wall"] == pytest.approx(1.0, abs=0.15)
         assert _positive(b["dit_tflops"]) and _positive(r["dit_over_matmul"])
+
+
+@pytest.mark.slow
+def test_the_documented_cpu_sizes_run_as_written(tmp_path):
+    """docs/bench/cpu/realtime_small_sizes.md's two commands verbatim, shortened by ``TRACKSTREAM_ARGS`` to one
+    timed chunk (the small student also cut to 2 x 128): each writes its setup's eager row, with the options it
+    ran with recorded."""
+    page = "docs/bench/cpu/realtime_small_sizes.md"
+    for setup, more in (("tiny-student", ()), ("small", ("--layers", "2", "--dim", "128"))):
+        run_documented(documented_line(page, f"--setup {setup}"), tmp_path, args=(*ONE, *more))
+        result = json.loads((tmp_path / "outputs" / "bench_realtime.json").read_text())
+        (r,) = result["results"]
+        assert (r["setup"], r["mode"], r["window"]) == (setup, "eager", [1, 1]) and "error" not in r, r
+        assert (
+            _positive(r["frames_per_s"]) and result["meta"]["device"] == "cpu" and "--tracks" in result["meta"]["argv"]
+        )
+        assert result["meta"]["argv"][-len(ONE + list(more)) :] == ONE + list(more)  # what ran, env options too
 
 
 @pytest.mark.slow
@@ -177,13 +197,9 @@ def test_real_setups_are_the_recipes_students(name):
 
 
 def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
-    """tiny_dmd and tiny_ode_init as configured (one sample), and the 5B DMD recipe (ti2v, given first chunk,
-    121 frames, clean first frame) with a 64-wide, one-block DiT at 64x128."""
-    from trackstream.bench.distill import main as bench_distill
-
-    out = tmp_path / "distill.json"
-    common = ["--batch", "1", "--steps", "1", "--warmup", "0", "--out", str(out)]
-    result = bench_distill(["--configs", "tiny_dmd,tiny_ode_init", *common])
+    """docs/performance.md's bare command (on CPU: tiny_dmd and tiny_ode_init as configured, one sample) and its 5B
+    line (DMD: ti2v, given first chunk, 121 frames, clean first frame; ODE init) with a 64-wide, one-block DiT at
+    64x128."""
     small = [
         "+model.overrides.dim=64",
         "+model.overrides.ffn_dim=128",
@@ -192,10 +208,16 @@ def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
         "data.height=64",
         "data.width=128",
     ]
-    real = bench_distill(["--configs", "dmd_wan2.2_5b_704p", *[f"--override={o}" for o in small], *common])
-    assert json.loads(out.read_text())["results"] == real["results"]
-    assert {"device", "torch", "date", "commit", "argv", "overrides"} <= set(result["meta"])
-    dmd, ode, big = result["results"] + real["results"]
+    tiny = run_distill_line(tmp_path)
+    meta = json.loads((tmp_path / "outputs" / "bench_distill.json").read_text())["meta"]
+    assert {"device", "torch", "date", "commit", "argv", "overrides"} <= set(meta) and meta["argv"][:2] == [
+        "--batch",
+        "1",
+    ]
+    real = run_distill_line(tmp_path, "--configs dmd_wan2.2_5b_704p,ode_init_wan2.2_5b_704p", overrides=small)
+    assert [r["config"] for r in real] == ["dmd_wan2.2_5b_704p", "ode_init_wan2.2_5b_704p"]
+    assert all((r["frames"], r["latent_frames"]) == (121, 31) and "error" not in r for r in real), real
+    dmd, ode, big = [*tiny, real[0]]
     assert (dmd["config"], dmd["stage"]) == ("tiny_dmd", "dmd")
     assert (ode["config"], ode["stage"]) == ("tiny_ode_init", "ode_init")
     for r in (dmd, big):

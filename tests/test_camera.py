@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.data.camera_tracks import CameraPath, camera_path, camera_tracks, intrinsics, read_camera_path
 from trackstream.data.track_inputs import load_tracks
@@ -131,3 +132,8 @@ def test_depth_from_a_local_model_in_the_official_folder_layout(tmp_path):
     assert depth.shape == (H, W) and np.isfinite(depth).all() and depth.min() >= 1.0 and depth.max() <= 20.0
     with pytest.raises(ValueError, match="not a transformers model folder"):
         estimate_depth(image, tmp_path)
+    # docs/control.md's line with that folder as its $DEPTH: a dolly's tracks, frame 0 the grid
+    reader = reader_folder(tmp_path / "reader")
+    run_documented(documented_line("docs/control.md", "--depth-model $DEPTH"), reader, variables={"DEPTH": folder})
+    tracks = np.load(reader / "cam.npy")
+    assert tracks.shape[0] == 81 and np.isfinite(tracks).all() and (reader / "cam.visibility.npy").is_file()

@@ -6,12 +6,13 @@ composition Hydra makes only to read ``hydra.mode`` is skipped, as no config set
 
 import argparse
 import ast
-
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import cli_env
+from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.data.command_line import ARGS_ENV, OVERRIDES_ENV, append_env_overrides, command_args, compose_once
 
@@ -51,6 +52,16 @@ def test_every_hydra_command_takes_them(run_module):
     bad = run_module("trackstream.stages", "experiment=tiny_teacher", check=False, env=cli_env(**{OVERRIDES_ENV: "x"}))
     err = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(err) == 1 and "'x' is not key=value" in err[0], bad.stderr
+
+
+@pytest.mark.slow
+def test_the_documented_example_trains_two_steps(tmp_path):
+    """conf/README.md's example as written (the variable set on the line itself): the tiny decoder, 2 steps."""
+    folder = reader_folder(tmp_path)
+    r = run_documented(documented_line("conf/README.md", f'{OVERRIDES_ENV}="trainer.max_steps=2'), folder)
+    assert f"{OVERRIDES_ENV} adds: trainer.max_steps=2 data.pool_size=8" in r.stderr
+    rows = [json.loads(line) for line in (folder / "RUN" / "metrics.jsonl").read_text().splitlines()]
+    assert max(row.get("step", 0) for row in rows) == 2 and (folder / "RUN" / "export" / "taehv.pth").is_file()
 
 
 @pytest.mark.parametrize(
@@ -139,15 +150,24 @@ def test_argparse_commands_take_trackstream_args_after_their_own(monkeypatch, ca
 
 
 def test_every_argparse_main_parses_command_args():
-    """Every parser call in the product and the lab reads ``command_args(parser, argv)``: a documented command of
-    either shrinks through ``TRACKSTREAM_ARGS``."""
+    """Every parser call in the product and the lab reads ``command_args(parser, argv)``, directly or through a name
+    its function assigned from it: a documented command of either shrinks through ``TRACKSTREAM_ARGS``."""
     methods = {"parse_args", "parse_known_args", "parse_intermixed_args"}
+
+    def from_command_args(node) -> bool:
+        return isinstance(node, ast.Call) and getattr(node.func, "id", None) == "command_args"
+
     bare, calls = [], 0
     for path in [*(ROOT / "trackstream").rglob("*.py"), *(ROOT / "lab").rglob("*.py")]:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
-                calls += 1
-                arg = node.args[0] if node.args else None
-                if not (isinstance(arg, ast.Call) and getattr(arg.func, "id", None) == "command_args"):
-                    bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+        for fn in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            named = {t.id for n in ast.walk(fn) if isinstance(n, ast.Assign) and from_command_args(n.value)
+                     for t in n.targets if isinstance(t, ast.Name)}  # fmt: skip
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in methods:
+                    calls += 1
+                    arg = node.args[0] if node.args else None
+                    if not (from_command_args(arg) or (isinstance(arg, ast.Name) and arg.id in named)):
+                        bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert calls > 40 and not bare, f"parse without command_args (TRACKSTREAM_ARGS ignored): {bare}"

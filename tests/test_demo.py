@@ -1,9 +1,10 @@
 """The live demo end to end on the shipped student (assets/tiny-student): the real server
 (``python -m trackstream.stream.demo``, binary JPEG frames), a real headless Chromium (Debian's ``chromium``
 driven by Playwright) dragging on the page, the canvas at the stream's aspect ratio, "Save video"
-(an mp4 of every frame sent), and a 30-second load test at the session limit.
+(an mp4 of every frame sent). The load test at the session limit runs as docs/demo.md shows it, against the
+documented server (tests/test_docs_run.py).
 
-Artifacts (a screenshot of the page, the load report) go to ``test-artifacts/demo/``.
+Artifacts (a screenshot of the page, the saved video) go to ``test-artifacts/demo/``.
 """
 
 import base64
@@ -26,7 +27,6 @@ STUDENT = ROOT / "assets" / "tiny-student" / "student"
 CODEC = ROOT / "assets" / "tiny-teacher" / "codec.pt"
 ARTIFACTS = ROOT / "test-artifacts" / "demo"
 SESSIONS = 2
-LOAD_SECONDS = 15.0  # the load test's length: real-time pacing, so its wall time
 
 
 @pytest.fixture(scope="module")
@@ -261,27 +261,6 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
     # the least on a loaded machine). A wiring check, not a quality bar (the drag benchmark is that): the content
     # must move right by a tenth of the drag, and mostly right
     assert dx > 0.1 * drag and dx > 0.5 * abs(dy), (dx, dy, ns[t])
-
-
-@pytest.mark.slow
-def test_load_at_the_session_limit_and_bad_messages(server):
-    from trackstream.stream.demo.load import run_load
-
-    report = run_load(server.replace("http", "ws") + "/ws", sessions=SESSIONS, seconds=LOAD_SECONDS)
-    (ARTIFACTS / "load.json").write_text(json.dumps(report, indent=1))
-    fps, chunk_frames = 16, 12
-    for s in report["sessions"]:
-        # real-time pacing: a session gets ~LOAD_SECONDS of video (paced 1 s ahead), and never less than half
-        assert s["frames"] >= 0.5 * LOAD_SECONDS * fps, s
-        assert s["chunks"] >= 0.5 * LOAD_SECONDS * fps / chunk_frames, s
-        assert s["dropped"] == 0, s  # a client that keeps up loses nothing
-        assert s["bytes_per_frame"] < 4000, s  # binary JPEG frames
-    bad = report["sessions"][0]
-    assert len(bad["errors"]) == bad["bad_sent"] == 9, bad["errors"]
-    assert bad["frames_after_bad"] > 5 * chunk_frames, "the session stopped after the bad messages"
-    assert report["refused"]["first"]["type"] == "busy" and report["refused"]["close_code"] == 1013
-    assert report["after"]["frames"] > 0  # the slots are free again once the sessions left
-    assert report["rss_mb"]["last"] - report["rss_mb"]["first"] < 300, report["rss_mb"]  # no growth per chunk
 
 
 def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():

@@ -13,8 +13,10 @@ that run, its size shrunk by ``TRACKSTREAM_OVERRIDES`` (trackstream/data/command
 line. Every other documented command (a longer training run, a real Wan release, a GPU benchmark) is parsed or
 composed by the real front end in tests/test_documented_commands.py; ``RUN`` names the ones run here."""
 
+import json
 import os
 import re
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -110,6 +112,10 @@ REAL_CHAIN = {
 # docs/recipes.md's rehearsal by hand: a shrunk release folder, then the first command with the overrides it says
 REHEARSAL_RELEASE = documented_line("docs/recipes.md", "trackstream rehearsal-release")
 FIRST_RUN = documented_line("docs/recipes.md", "debug=teacher_1gpu", "+model.overrides.dim=64")
+FIRST_COMMAND = (  # FIRST_RUN without the rehearsal's overrides: the real first run
+    "docs/recipes.md",
+    "trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D data.eval_shards=$D/eval_shards",
+)
 TINY_RL = documented_line("docs/rl.md", "experiment=rl_tiny")
 DDP = documented_line("conf/README.md", "parallel=ddp")
 SWEEP = documented_line("conf/README.md", "hydra/launcher=slurm_h100")  # tests/test_slurm.py: submitted
@@ -125,7 +131,7 @@ ELSEWHERE = {
     TINY_DECODER: "tests/test_tiny_decoder.py",
     TINY_DECODER_STREAM: "tests/test_tiny_decoder.py",
     TINY_LORA: "tests/test_lora.py",
-    **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN)},
+    **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN, FIRST_COMMAND)},
     TINY_RL: "tests/test_distill_rl_distributed.py",
     DDP: "tests/test_train_distributed.py",
     SWEEP: "tests/test_slurm.py",
@@ -141,6 +147,8 @@ ELSEWHERE = {
 # what a line writes (its --out), by the file's name
 OUTPUTS = ("cam.npy", "street.mp4", "robot_dance.mp4", "schedule.txt", "switched.mp4", "my-pipeline/model_index.json")
 DEMO = ("docs/demo.md", "python -m trackstream.stream.demo")
+LOAD = documented_line("docs/demo.md", "trackstream.stream.demo.load")  # run against DEMO
+LOAD_SECONDS = 15  # the load test's length (real-time pacing, so its wall time), through TRACKSTREAM_ARGS
 
 
 def _documented(page: str, text: str) -> bool:
@@ -172,7 +180,7 @@ def reader_folder(here: Path) -> Path:
 
 
 def test_the_run_list_names_documented_lines():
-    missing = [f"{page}: {text}" for page, text in [*RUN, DEMO, *ELSEWHERE] if not _documented(page, text)]
+    missing = [f"{page}: {text}" for page, text in [*RUN, DEMO, LOAD, *ELSEWHERE] if not _documented(page, text)]
     assert not missing, f"no longer shown as written (update RUN / ELSEWHERE): {missing}"
     for line, test in ELSEWHERE.items():  # each is run by the test named beside it
         text = (ROOT / test).read_text()
@@ -206,14 +214,20 @@ def _run_line(page: str, text: str, cwd: Path, env: dict, variables: dict | None
 
 
 def run_documented(
-    line: tuple[str, str], cwd: Path, *overrides: str, variables: dict | None = None, procs: int = 1
+    line: tuple[str, str],
+    cwd: Path,
+    *overrides: str,
+    args: tuple[str, ...] = (),
+    variables: dict | None = None,
+    procs: int = 1,
 ) -> subprocess.CompletedProcess:
     """A documented ``line`` (page, text) run verbatim by bash in ``cwd`` (a ``reader_folder`` or a test's own),
-    ``overrides`` appended through ``TRACKSTREAM_OVERRIDES`` (the documented way to shrink a Hydra command);
-    ``variables``: the shell variables the page sets before the line (``D=/data``, ``R=runs/...``), here the test's
-    paths; ``procs`` > 1: the line as that many tasks of one Slurm step. Exits 0."""
+    ``overrides`` appended through ``TRACKSTREAM_OVERRIDES`` and ``args`` through ``TRACKSTREAM_ARGS`` (the
+    documented ways to shrink a Hydra / an argparse command, trackstream/data/command_line.py); ``variables``: the
+    shell variables the page sets before the line (``D=/data``, ``R=runs/...``), here the test's paths; ``procs``
+    > 1: the line as that many tasks of one Slurm step. Exits 0."""
     assert _documented(*line), f"no longer shown as written: {line}"
-    env = {**_path_env(), "TRACKSTREAM_OVERRIDES": " ".join(overrides)}
+    env = {**_path_env(), "TRACKSTREAM_OVERRIDES": " ".join(overrides), "TRACKSTREAM_ARGS": shlex.join(args)}
     return _run_line(*line, cwd, env, variables, procs)
 
 
@@ -232,7 +246,9 @@ def test_the_tours_commands_run_verbatim(folder):
 @pytest.mark.multiproc
 def test_the_documented_demo_serves_its_page_and_stops_on_ctrl_c(folder):
     """docs/demo.md's ``python -m trackstream.stream.demo`` as written: it serves the page and ``/health`` on
-    127.0.0.1:8000 with the shipped student, and Ctrl-C (SIGINT) ends it with status 0."""
+    127.0.0.1:8000 with the shipped student, holds the page's load test (``LOAD``: its default two sessions
+    stream, a third is refused, bad messages are refused while the stream goes on), and Ctrl-C (SIGINT) ends it
+    with status 0."""
     import signal
     import time
     import urllib.request
@@ -258,8 +274,30 @@ def test_the_documented_demo_serves_its_page_and_stops_on_ctrl_c(folder):
         assert health is not None, f"{where}: no /health answer ({proc.poll()=})"
         page = urllib.request.urlopen("http://127.0.0.1:8000/", timeout=5).read().decode()
         assert "<canvas" in page
+        run_documented(LOAD, folder, args=("--seconds", str(LOAD_SECONDS)))
+        _check_load(json.loads((folder / "load.json").read_text()))
     finally:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0]
     assert proc.returncode == 0, f"{where} ended with {proc.returncode} on Ctrl-C:\n{out[-2000:]}"
     assert "open http://127.0.0.1:8000" in out and "Traceback" not in out and "[demo] stopped" in out
+
+
+def _check_load(report: dict) -> None:
+    """The load report (trackstream/stream/demo/load.py) of sessions at the server's limit; a copy in
+    ``test-artifacts/demo/``."""
+    (ROOT / "test-artifacts" / "demo").mkdir(parents=True, exist_ok=True)
+    (ROOT / "test-artifacts" / "demo" / "load.json").write_text(json.dumps(report, indent=1))
+    fps, chunk_frames = 16, 12
+    for s in report["sessions"]:
+        # real-time pacing: a session gets ~LOAD_SECONDS of video (paced 1 s ahead), and never less than half
+        assert s["frames"] >= 0.5 * LOAD_SECONDS * fps, s
+        assert s["chunks"] >= 0.5 * LOAD_SECONDS * fps / chunk_frames, s
+        assert s["dropped"] == 0, s  # a client that keeps up loses nothing
+        assert s["bytes_per_frame"] < 4000, s  # binary JPEG frames
+    bad = report["sessions"][0]
+    assert len(bad["errors"]) == bad["bad_sent"] == 9, bad["errors"]
+    assert bad["frames_after_bad"] > 5 * chunk_frames, "the session stopped after the bad messages"
+    assert report["refused"]["first"]["type"] == "busy" and report["refused"]["close_code"] == 1013
+    assert report["after"]["frames"] > 0  # the slots are free again once the sessions left
+    assert report["rss_mb"]["last"] - report["rss_mb"]["first"] < 300, report["rss_mb"]  # no growth per chunk

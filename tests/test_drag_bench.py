@@ -1,12 +1,15 @@
 """The drag benchmark end to end on a random tiny student: every row of the main set runs on an edit
 and an animation scene, the figures are finite where defined, the undragged row is the reference
-(RF 1, no background comparison with itself), and the table renders."""
+(RF 1, no background comparison with itself), and the table renders. docs/dragstream.md's commands on the shipped
+student run as written, cut to one scene and one row (``TRACKSTREAM_ARGS``)."""
 
+import json
 import math
 
 import numpy as np
 import pytest
 import torch
+from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.data.trackers import build_tracker
 from trackstream.eval.drag_bench import ROW_SETS, run_benchmark, table
@@ -59,3 +62,16 @@ def test_set_options_type_drag_config_fields_and_refuse_unknown_ones():
     )
     with pytest.raises(ValueError, match="FIELD=VALUE"):
         _config(["learning_rate=1"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings", ["ours", "reference"])
+def test_the_documented_runs_on_the_shipped_student(tmp_path, settings):
+    folder = reader_folder(tmp_path)
+    line = documented_line("docs/dragstream.md", "assets/tiny-student/student", f"--settings {settings}")
+    run_documented(line, folder, args=("--scenes", "1", "--rows", "native tracks"))
+    metrics = json.loads((folder / f"runs/drag-bench/{settings}/metrics.json").read_text())
+    assert (metrics["config"]["settings"], metrics["config"]["scenes"]) == (settings, 1)
+    assert list(metrics["rows"]) == ["no drag (I=0)", "native tracks"]  # the reference row, then the one asked
+    assert all(math.isfinite(r["objmc"]) for r in metrics["rows"].values())
+    assert (folder / f"runs/drag-bench/{settings}/table.md").read_text().count("native tracks") == 2

@@ -29,7 +29,8 @@ import torch
 from conftest import cli_env
 from release_helpers import write_release_folder
 from rl_helpers import write_aesthetic_weights
-from test_docs_run import FIRST_RUN, REAL_CHAIN, REHEARSAL_RELEASE, run_documented
+from test_docs_run import FIRST_COMMAND, FIRST_RUN, REAL_CHAIN, REHEARSAL_RELEASE, run_documented
+from test_documented_commands import words
 
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.shard_samples import ShardSamples
@@ -284,10 +285,11 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
 @pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["wan2.1-1.3b"], indirect=True)
 def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, tmp_path, launch):
-    """docs/recipes.md's rehearsal of the first command, verbatim, on one process without a launcher (the recipe's
-    FSDP becomes a world of one): ``trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu
-    paths.data_dir=$D data.eval_shards=$D/eval_shards`` with the overrides ``trackstream rehearsal-release`` said
-    (the module fixture ran that line), shrunk (pixels, steps) through TRACKSTREAM_OVERRIDES."""
+    """docs/recipes.md's first command, verbatim, on one process without a launcher (the recipe's FSDP becomes a
+    world of one): ``trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D
+    data.eval_shards=$D/eval_shards`` with the overrides ``trackstream rehearsal-release`` said (the module fixture
+    ran that line) appended as the page's rehearsal line writes them, shrunk (pixels, steps) through
+    TRACKSTREAM_OVERRIDES."""
     data_dir, (H, W), T = recipe["data_dir"], recipe["size"], recipe["frames"]
     videos = tmp_path / "heldout"
     videos.mkdir()
@@ -314,8 +316,12 @@ def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, t
     )
     run = tmp_path / "run"
     shrink = [s for s in SHRINK if not s.startswith(("+model.", "eval.", "trainer.ckpt_every", "data.num_workers"))]
+    # the page's first command with the overrides the rehearsal release said (appended by TRACKSTREAM_OVERRIDES
+    # after the line's own, as the page's rehearsal line writes them): the two lines are one run
+    said = words(FIRST_RUN[1])[len(words(FIRST_COMMAND[1])) :]
+    assert words(FIRST_RUN[1])[: -len(said)] == words(FIRST_COMMAND[1]) and said[0] == "+model.overrides.dim=64"
     run_documented(
-        FIRST_RUN, tmp_path, *shrink, f"data.height={H}", f"data.width={W}", "trainer.max_steps=1",
+        FIRST_COMMAND, tmp_path, *said, *shrink, f"data.height={H}", f"data.width={W}", "trainer.max_steps=1",
         "trainer.sample_every=1", "sampler.steps=2", f"hydra.run.dir={run}", variables=dict(D=data_dir),
     )  # fmt: skip
     log = (run / "train.log").read_text()

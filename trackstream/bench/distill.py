@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import gc
 import json
-import sys
 from pathlib import Path
 
 import torch
@@ -268,7 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default="outputs/bench_distill.json")
     add_precision_args(ap)
-    args = ap.parse_args(command_args(ap, argv))
+    argv = command_args(ap, argv)  # with $TRACKSTREAM_ARGS: what ran, as the JSON records it
+    args = ap.parse_args(argv)
     training_allocator()  # before the first CUDA allocation: as `trackstream train` runs
     device, dtype = parsed_precision(ap, args, training=True)
     cuda = device.type == "cuda"
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
     device = next(iter(runtimes.values())).device if runtimes else torch.device("cpu")
     print(table(results))
     result = {
-        "meta": {**environment(device), "argv": sys.argv[1:] if argv is None else list(argv), "overrides": overrides},
+        "meta": {**environment(device), "argv": argv, "overrides": overrides},
         "results": results,
     }
     out = Path(args.out)
