@@ -127,8 +127,36 @@ EVAL_RUNS = documented_line("docs/evaluation.md", '"runs={teacher: $TEACHER, stu
 CHAIN_RL = documented_line("docs/results.md", "lab.student_chain", "rl", "--run-dir RUN")
 MINILM = documented_line("docs/small-world.md", "lab.small_world", "minilm")
 PIPELINE_EXPORT = documented_line("docs/diffusers.md", "--network runs/x/export/student", "--format pipeline")
+PERF = "docs/performance.md"
+DISTILL_BENCH = "python -m trackstream.bench.distill"
 ELSEWHERE = {
     TINY_DECODER: "tests/test_tiny_decoder.py",
+    documented_line("conf/README.md", 'TRACKSTREAM_OVERRIDES="trainer.max_steps=2'): "tests/test_command_line.py",
+    **{
+        documented_line("docs/bench/cpu/realtime_small_sizes.md", f"--setup {setup}"): "tests/test_bench_realtime.py"
+        for setup in ("tiny-student", "small")
+    },
+    (PERF, DISTILL_BENCH): "tests/test_bench_realtime.py",
+    documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan2.2_5b_704p,ode_init_wan2.2_5b_704p"): (
+        "tests/test_bench_realtime.py"
+    ),
+    documented_line(PERF, DISTILL_BENCH, "--configs tiny_teacher_forcing,tiny_consistency,tiny_decoder"): (
+        "tests/test_bench_distill_stages.py"
+    ),
+    documented_line(
+        PERF, DISTILL_BENCH, "--configs teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p", "--batch 1"
+    ): ("tests/test_bench_distill_stages.py"),
+    **{
+        documented_line(
+            "docs/dragstream.md", "assets/tiny-student/student", f"--settings {s}"
+        ): "tests/test_drag_bench.py"
+        for s in ("ours", "reference")
+    },
+    documented_line("docs/control.md", "--depth-model $DEPTH"): "tests/test_camera.py",
+    **{
+        documented_line("docs/causal-starts.md", f"hydra.run.dir=runs/{run}"): "tests/test_teacher_forcing.py"
+        for run in ("tf", "cd", "dmd")
+    },
     TINY_DECODER_STREAM: "tests/test_tiny_decoder.py",
     TINY_LORA: "tests/test_lora.py",
     **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN, FIRST_COMMAND)},

@@ -10,8 +10,9 @@ import yaml
 from hydra_helpers import compose_job, typed
 from omegaconf import OmegaConf, open_dict
 
+from trackstream.data.command_line import hydra_value
 from trackstream.pipeline.releases import ASSET_DIR
-from trackstream.pipeline.stage_calls import hydra_value, release_settings
+from trackstream.pipeline.stage_calls import release_settings
 
 FINETUNE = "experiment=tiny_teacher_finetune"
 

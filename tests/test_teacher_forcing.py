@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from distill_helpers import NUM_FRAMES, NUM_TRACKS, TEXT_DIM, H, W, tiny_codec, tiny_network
+from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.diffusion.schedule import add_noise, sigma_to_t
 from trackstream.distill.teacher_forcing import (
@@ -123,44 +125,47 @@ def test_bad_teacher_forcing_settings_name_the_field():
 
 
 COMMON = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false"]
+CAUSAL_STARTS = {  # docs/causal-starts.md's commands, by run folder
+    name: documented_line("docs/causal-starts.md", f"hydra.run.dir=runs/{name}") for name in ("tf", "cd", "dmd")
+}
 
 
 @pytest.mark.slow
-def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli(
-    tmp_path, run_module, tiny_teacher_run
-):
+def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli(tmp_path, run_module):
+    """docs/causal-starts.md's three commands as written, from the shipped teacher (``settings_from=$T``), shrunk
+    through ``TRACKSTREAM_OVERRIDES`` (a few steps on a pool of 4 clips)."""
     from trackstream.models.motion_wan import load_network
 
-    teacher = tiny_teacher_run / "export" / "teacher"
-    tf, cd, dmd = tmp_path / "tf", tmp_path / "cd", tmp_path / "dmd"
-    data = ["data.pool_size=4", "data.batch_size=2"]
-    run_module(
-        "trackstream.stages", "experiment=tiny_teacher_forcing", *COMMON, *data, f"stage.teacher={teacher}",
-        "trainer.max_steps=3", f"hydra.run.dir={tf}",
-    )  # fmt: skip
+    folder, T = reader_folder(tmp_path), {"T": "assets/tiny-teacher"}
+    tf, cd, dmd = (folder / "runs" / name for name in ("tf", "cd", "dmd"))
+    small = [*COMMON, "data.pool_size=4", "data.batch_size=2"]
+    r = run_documented(CAUSAL_STARTS["tf"], folder, *small, "trainer.max_steps=2", variables=T)
+    assert "settings_from adds: schedule.shift=" in r.stderr  # the teacher's settings, said
     res = json.loads((tf / "results.json").read_text())
-    assert res["status"] == "done" and res["step"] == 3
+    assert res["status"] == "done" and res["step"] == 2
     rows = [json.loads(x) for x in (tf / "metrics.jsonl").read_text().splitlines()]
     assert any("train/tf/mse" in r for r in rows)
     conv = load_network(tf / "export" / "student").conventions
     assert conv.clean_first_frame and conv.streaming.causal == CausalConfig(3, 1, 1, first_chunk_frames=1)
+    shipped = yaml.safe_load((folder / "assets/tiny-teacher/config.yaml").read_text())
+    ran = yaml.safe_load((tf / "config.yaml").read_text())
+    assert ran["model"]["overrides"]["num_layers"] == shipped["model"]["overrides"]["num_layers"]  # its network
+    assert ran["data"]["world"] == shipped["data"]["world"] and ran["schedule"]["shift"] == shipped["schedule"]["shift"]
     # the bidirectional teacher is refused as consistency distillation's teacher, the autoregressive one taken
+    shipped_dir = folder / T["T"]
     r = run_module(
-        "trackstream.stages", "experiment=tiny_consistency", *COMMON, *data, f"stage.teacher={teacher}",
+        "trackstream.stages", "experiment=tiny_consistency", f"settings_from={shipped_dir}", *small,
+        f"stage.teacher={shipped_dir / 'teacher'}", f"codec.checkpoint={shipped_dir / 'codec.pt'}",
         f"hydra.run.dir={tmp_path / 'refused'}", check=False,
     )  # fmt: skip
     assert r.returncode != 0 and "autoregressive teacher" in r.stderr
-    run_module(
-        "trackstream.stages", "experiment=tiny_consistency", *COMMON, *data, f"stage.teacher={tf / 'export' / 'student'}",
-        "trainer.max_steps=2", f"hydra.run.dir={cd}",
-    )  # fmt: skip
+    run_documented(CAUSAL_STARTS["cd"], folder, *small, "trainer.max_steps=1", "trainer.log_every=1", variables=T)
     rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
     assert any("train/cd/mse" in r for r in rows)
     # DMD takes it on with no pair folder: the first data.pool_size training clips' conditions
-    run_module(
-        "trackstream.stages", "experiment=tiny_dmd", *COMMON, *data, f"stage.teacher={teacher}",
-        f"stage.student={cd / 'export' / 'student'}", "stage.rollout_horizons=1", "stage.update_ratio=2",
-        "trainer.max_steps=2", f"hydra.run.dir={dmd}",
+    run_documented(
+        CAUSAL_STARTS["dmd"], folder, *small, "stage.rollout_horizons=1", "stage.update_ratio=2",
+        "trainer.max_steps=2", variables=T,
     )  # fmt: skip
     res = json.loads((dmd / "results.json").read_text())
     assert (res["generator_updates"], res["critic_updates"]) == (1, 2)

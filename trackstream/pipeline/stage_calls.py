@@ -12,15 +12,15 @@ import os
 import sys
 from pathlib import Path
 
+from trackstream.data.command_line import hydra_value, settings_of
+
 __all__ = [
     "ROOT",
     "COMMON",
     "PipelineError",
     "train_stage",
     "release_settings",
-    "hydra_value",
     "teacher_settings",
-    "settings_of",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -79,43 +79,9 @@ def release_settings(asset: Path) -> list[str]:
     return out
 
 
-def hydra_value(v) -> str:
-    """A Python value in Hydra's override grammar."""
-    if isinstance(v, dict):
-        return "{" + ",".join(f"{k}:{hydra_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(hydra_value(x) for x in v) + "]"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    if isinstance(v, str):
-        return "'" + v.replace("'", "\\'") + "'"
-    return repr(v)
-
-
 def teacher_settings(run_dir: Path) -> list[str]:
     """The distillation stages run on the teacher's world, frame size, shift and model settings
     (read from the teacher run's resolved config), whatever tiny_teacher currently sets."""
     from omegaconf import OmegaConf
 
     return settings_of(OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True))
-
-
-def settings_of(t: dict) -> list[str]:
-    """The overrides that rebuild a resolved config's network, codec, noise shift and world: what every stage
-    made from a teacher shares with it. Keys an older config lacks (``model.track_splat``) are left out."""
-    data, model = t["data"], t["model"]
-    out = [
-        f"schedule.shift={t['schedule']['shift']}",
-        f"++data.world={hydra_value(data['world'])}",
-        f"++model.overrides={hydra_value(model['overrides'])}",
-        f"model.text_encoder={model['text_encoder']}",
-        f"++codec.options={hydra_value(t['codec']['options'])}",
-        f"model.track_channels={model['track_channels']}",
-        f"data.num_tracks={hydra_value(data['num_tracks'])}",
-    ]
-    if "track_splat" in model:
-        out.append(f"model.track_splat={model['track_splat']}")
-    out += [f"data.{k}={data[k]}" for k in ("height", "width", "fps", "grid_size", "seed")]
-    return out

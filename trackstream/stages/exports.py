@@ -109,7 +109,7 @@ class NetworkExport:
 
         The export holds the architecture (network.json) but not the schedule or the data: when the
         teacher folder sits in its run directory (``<run>/export/teacher``), ``<run>/config.yaml`` is
-        compared. A different shift or frame size is an error; a different synthetic world only a
+        compared, and for a shipped folder (``assets/tiny-teacher/teacher``) the ``config.yaml`` beside it. A different shift or frame size is an error; a different synthetic world only a
         warning (the conditions are then out of the teacher's training distribution)."""
         meta = self.meta["model"]
         want = getattr(cfg.stage, "teacher_flavor", None)
@@ -123,7 +123,12 @@ class NetworkExport:
                 f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
                 f"{meta['text_encoder']!r}: set model.text_encoder={meta['text_encoder']}"
             )
-        run = self._run_config(resolve=True)
+        run, recorded = self._run_config(resolve=True), self.dir.parents[1] / "config.yaml"
+        if run is None and (self.dir.parent / "config.yaml").is_file():  # a shipped folder: <folder>/teacher beside it
+            from omegaconf import OmegaConf
+
+            recorded = self.dir.parent / "config.yaml"
+            run = OmegaConf.to_container(OmegaConf.load(recorded), resolve=True)
         if run is None:
             return
         errors = []
@@ -134,8 +139,8 @@ class NetworkExport:
                 errors.append(f"data.{key}={getattr(cfg.data, key)} (teacher: {run['data'][key]})")
         if errors:
             raise ValueError(
-                f"this stage does not match the teacher run {self.dir.parents[1] / 'config.yaml'}: "
-                f"{', '.join(errors)}; pass the teacher's values (pipeline does)"
+                f"this stage does not match the teacher run {recorded}: {', '.join(errors)}; pass the teacher's "
+                f"values (settings_from={recorded.parent} on the command line gives them all)"
             )
         for key in ("world", "fps", "grid_size"):
             if run["data"].get(key) != getattr(cfg.data, key):
