@@ -157,6 +157,20 @@ ELSEWHERE = {
         documented_line("docs/causal-starts.md", f"hydra.run.dir=runs/{run}"): "tests/test_teacher_forcing.py"
         for run in ("tf", "cd", "dmd")
     },
+    **{
+        documented_line("docs/results.md", f"lab.ship_teacher {action}"): "tests/test_teacher_asset.py"
+        for action in ("start", "export", "pack", "unpack")
+    },
+    documented_line("docs/embedded-world.md", "lab.ship_teacher start", "data.world.texture_scale=S"): (
+        "tests/test_ship_teacher.py"
+    ),
+    documented_line("docs/results.md", "lab.long_dmd run"): "tests/test_pipeline.py",
+    documented_line("docs/results.md", "lab.student_chain ship"): "tests/test_pipeline.py",
+    documented_line("docs/results.md", "lab.student_chain rl", "--run-dir RUN2"): "tests/test_pipeline.py",
+    documented_line("docs/results.md", "run=RUN2/rl/export/student"): "tests/test_pipeline.py",
+    documented_line("docs/results.md", "trackstream.eval.drag_bench", "--student RUN2/rl/export/student"): (
+        "tests/test_pipeline.py"
+    ),
     TINY_DECODER_STREAM: "tests/test_tiny_decoder.py",
     TINY_LORA: "tests/test_lora.py",
     **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN, FIRST_COMMAND)},
