@@ -165,6 +165,8 @@ ELSEWHERE = {
         "tests/test_ship_teacher.py"
     ),
     documented_line("docs/results.md", "lab.long_dmd run"): "tests/test_pipeline.py",
+    documented_line("docs/evaluation.md", "data_config=$R/dmd/config.yaml"): "tests/test_pipeline.py",
+    documented_line("docs/dragstream.md", "--student runs/make-run/dmd/export/student"): "tests/test_pipeline.py",
     documented_line("docs/results.md", "lab.student_chain ship"): "tests/test_pipeline.py",
     documented_line("docs/results.md", "lab.student_chain rl", "--run-dir RUN2"): "tests/test_pipeline.py",
     documented_line("docs/results.md", "run=RUN2/rl/export/student"): "tests/test_pipeline.py",

@@ -22,6 +22,9 @@ OBJECT_RL_DRAG = documented_line("docs/results.md", "trackstream.eval.drag_bench
 DMD_STEP = ("data.batch_size=1", "stage.update_ratio=1", "stage.rollout_horizons=1")
 RL_STEP = ("data.batch_size=1", "stage.group_size=2", "stage.rollout_horizons=1", "stage.updates_per_rollout=1")
 ONE_STEP_LOGGED = ("trainer.max_steps=1", "trainer.ckpt_every=1", "trainer.log_every=1")
+# the pages' lines on make run's networks (R=runs/make-run): the evaluation table's and the drag benchmark's
+MAKE_RUN_EVAL = documented_line("docs/evaluation.md", "data_config=$R/dmd/config.yaml")
+MAKE_RUN_DRAG = documented_line("docs/dragstream.md", "--student runs/make-run/dmd/export/student")
 
 REPORT_KEYS = (
     "teacher_epe_with_tracks",
@@ -115,6 +118,26 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
     assert {"student/network.json", "dmd/network.json", "config.yaml", "rl_config.yaml"} <= set(m["sha256"])
     assert "python -m lab.student_chain ship" in m["command"]
     _the_documented_long_dmd_and_object_rl(tmp_path / "reader", run_dir)
+    _the_documented_lines_on_make_runs_networks(tmp_path / "make-run-reader", run_dir)
+
+
+def _the_documented_lines_on_make_runs_networks(here: Path, run_dir: Path) -> None:
+    """docs/evaluation.md's table command and docs/dragstream.md's benchmark on make run's networks, as written in
+    a folder whose runs/make-run is this run: two held-out clips (the proxy FVD's least) at 2 sampler steps, one
+    scene and one row."""
+    (here / "runs").mkdir(parents=True)
+    (here / "runs" / "make-run").symlink_to(run_dir)
+    (here / "assets").symlink_to(ROOT / "assets")
+    run_documented(
+        MAKE_RUN_EVAL, here, "benchmark.num_samples=2", "generate.sampler.steps=2", variables={"R": "runs/make-run"}
+    )
+    rows = json.loads((run_dir / "eval" / "metrics.json").read_text())["results"]
+    for name in ("teacher", "ode_init", "dmd"):
+        assert np.isfinite(rows[f"{name} (with tracks)"]["epe"]), (name, rows)
+    assert {"ground_truth", "frozen"} <= set(rows)
+    run_documented(MAKE_RUN_DRAG, here, args=("--scenes", "1", "--rows", "native tracks", "--threads", str(THREADS)))
+    drag = json.loads((here / "runs" / "drag-bench" / "metrics.json").read_text())
+    assert list(drag["rows"]) == ["no drag (I=0)", "native tracks"] and drag["config"]["scenes"] == 1
 
 
 def _the_documented_long_dmd_and_object_rl(here: Path, run_dir: Path) -> None:
