@@ -109,6 +109,10 @@ REAL_CHAIN = {
     "rl": documented_line("docs/rl.md", "hydra.run.dir=$R/rl"),
     "generate": documented_line("docs/recipes.md", "trackstream.stream.generate"),
 }
+REAL_14B = {  # docs/recipes.md's 14B -> 1.3B chain: tests/test_real_path_14b.py
+    run: documented_line("docs/recipes.md", f"hydra.run.dir=$R14/{run}")
+    for run in ("teacher", "pairs", "ode_init", "dmd")
+}
 # docs/recipes.md's rehearsal by hand: a shrunk release folder, then the first command with the overrides it says
 REHEARSAL_RELEASE = documented_line("docs/recipes.md", "trackstream rehearsal-release")
 FIRST_RUN = documented_line("docs/recipes.md", "debug=teacher_1gpu", "+model.overrides.dim=64")
@@ -176,6 +180,7 @@ ELSEWHERE = {
     TINY_DECODER_STREAM: "tests/test_tiny_decoder.py",
     TINY_LORA: "tests/test_lora.py",
     **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN, FIRST_COMMAND)},
+    **{line: "tests/test_real_path_14b.py" for line in REAL_14B.values()},
     TINY_RL: "tests/test_distill_rl_distributed.py",
     DDP: "tests/test_train_distributed.py",
     SWEEP: "tests/test_slurm.py",

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 from release_helpers import write_release_folder
+from test_docs_run import REAL_14B, run_documented
 from test_real_path import DIMS, SHRINK, _modules
 
 from trackstream.data.clips import DataConfig, make_world
@@ -53,8 +54,10 @@ def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_pat
         f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
         f"text_encoder={t5}", procs=1,
     )  # fmt: skip
+    # docs/recipes.md's 14B chain as written, each line as the tasks of a Slurm step, shrunk through
+    # TRACKSTREAM_OVERRIDES (widths, pixels, steps); the student's widths are the 1.3B release's (DIMS)
+    shell = dict(D=data, R14=tmp_path / "r14", T14=tmp_path / "r14" / "teacher" / "export" / "teacher")
     common = [
-        f"paths.data_dir={data}",
         *[s for s in SHRINK if not s.startswith("+model.overrides")],
         f"data.num_frames={T}",
         f"data.height={H}",
@@ -63,35 +66,27 @@ def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_pat
         "trainer.global_batch=2",
     ]
     student_dims = [f"+model.overrides.{k}={v}" for k, v in DIMS.items()]  # the model the distillation trains
-    t, pairs, ode, dmd = (tmp_path / n for n in ("teacher", "pairs", "ode", "dmd"))
+    t, pairs, ode, dmd = (tmp_path / "r14" / n for n in ("teacher", "pairs", "ode_init", "dmd"))
 
-    launch(
-        "trackstream.stages", "experiment=teacher_wan14b_480p", *common,
-        *(f"+model.overrides.{k}={v}" for k, v in TEACHER_DIMS.items()), f"hydra.run.dir={t}",
-    )  # fmt: skip
+    def run(stage: str, *overrides: str) -> None:
+        run_documented(REAL_14B[stage], tmp_path, *common, *overrides, variables=shell, procs=2)
+
+    run("teacher", *(f"+model.overrides.{k}={v}" for k, v in TEACHER_DIMS.items()))
     teacher = t / "export" / "teacher"
     assert _dit_shapes(teacher) == ("wan2.1-fun-14b-control", 96, 3)
 
-    launch(
-        "trackstream.stages.pairs", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
-        f"stage.teacher={teacher}", "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3",
-        "stage.ode_pairs.shard_size=1", f"hydra.run.dir={pairs}",
+    run(
+        "pairs", *student_dims, "stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3",
+        "stage.ode_pairs.shard_size=1",
     )  # fmt: skip
-    folder = pairs / "ode_pairs"
-    launch(
-        "trackstream.stages", "experiment=ode_init_wan14b_to_1.3b_480p", *common, *student_dims,
-        f"stage.teacher={teacher}", f"stage.pairs={folder}", f"hydra.run.dir={ode}",
-    )  # fmt: skip
+    assert any((pairs / "ode_pairs").iterdir())  # the pair shards the next two lines read
+    run("ode_init", *student_dims)
     student = ode / "export" / "student"
     assert _dit_shapes(student) == ("wan2.1-fun-1.3b-control", 64, 2)
     log = (ode / "train.log").read_text()
     assert "stage ode_init | fsdp x 2 (cpu:0, bf16)" in log
 
-    launch(
-        "trackstream.stages", "experiment=dmd_wan14b_to_1.3b_480p", *common, *student_dims,
-        f"stage.teacher={teacher}", f"stage.student={student}", f"stage.pairs={folder}", "stage.update_ratio=2",
-        f"hydra.run.dir={dmd}",
-    )  # fmt: skip
+    run("dmd", *student_dims, "stage.update_ratio=2")
     res = json.loads((dmd / "results.json").read_text())
     assert res["generator_updates"] == 1 and res["critic_updates"] == 2
     assert res["config"]["critic"] == "student"  # the generator's starting weights: a critic of the student's size
