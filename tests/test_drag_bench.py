@@ -12,8 +12,9 @@ import torch
 from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.data.trackers import build_tracker
-from trackstream.eval.drag_bench import ROW_SETS, run_benchmark, table
+from trackstream.eval.drag_bench import ROW_SETS, run_benchmark
 from trackstream.eval.drag_scenes import make_scenes
+from trackstream.eval.drag_table import FLOOR_ROWS, table
 from trackstream.models.codecs import build_codec
 from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
@@ -34,16 +35,21 @@ def test_the_main_rows_score_an_edit_and_an_animation(tmp_path, tiny_network):
         engine, encode, scenes, ROW_SETS["main"], tracker=build_tracker("lk"), out=tmp_path, progress=False
     )
     rows = res["rows"]
-    assert list(rows) == ROW_SETS["main"]
+    assert list(rows) == [*ROW_SETS["main"], *FLOOR_ROWS]  # the floors after the rows that stream
     assert rows["no drag (I=0)"]["bg_psnr_undragged"] is None and rows["no drag (I=0)"]["rf"] == 1.0
-    for name, r in rows.items():
+    gt, codec = rows["ground truth"], rows["codec round trip"]
+    assert gt["psnr_gt"] == math.inf and gt["ssim_gt"] == 1.0 and gt["rf"] is None and codec["rf"] is None
+    assert math.isfinite(codec["psnr_gt"]) and all(math.isfinite(r["objmc"]) for r in (gt, codec))
+    assert gt["point_error"] < rows["no drag (I=0)"]["point_error"]  # the tracker on the right answer: its floor
+    for name in ROW_SETS["main"]:
+        r = rows[name]
         assert r["scenes"] == 2 and all(math.isfinite(r[k]) for k in ("objmc", "point_error", "dai", "psnr_gt", "rf"))
         if name != "no drag (I=0)":
             assert r["bg_psnr_undragged"] > 0 and r["rf"] > 0
     per = res["scenes"]["native tracks"][0]
     assert len(per["entity_pred"]) == len(per["entity_gt"]) == 25 or len(per["entity_gt"]) == 13
     assert np.allclose(per["entity_gt"][0], per["entity_pred"][0])  # frame 0 is the query itself
-    assert len(list((tmp_path / "videos").glob("*.mp4"))) == len(rows)
+    assert len(list((tmp_path / "videos").glob("*.mp4"))) == len(ROW_SETS["main"])  # the rows that stream
     assert table(res).count("\n") == 2 + len(rows) + 3 + len(rows)  # the main table, then by kind
     assert set(rows["native tracks"]["objmc_by_kind"]) == {"translate", "rotate2d"}
 
@@ -72,6 +78,6 @@ def test_the_documented_runs_on_the_shipped_student(tmp_path, settings):
     run_documented(line, folder, args=("--scenes", "1", "--rows", "native tracks"))
     metrics = json.loads((folder / f"runs/drag-bench/{settings}/metrics.json").read_text())
     assert (metrics["config"]["settings"], metrics["config"]["scenes"]) == (settings, 1)
-    assert list(metrics["rows"]) == ["no drag (I=0)", "native tracks"]  # the reference row, then the one asked
+    assert list(metrics["rows"]) == ["no drag (I=0)", "native tracks", *FLOOR_ROWS]  # the reference row, the one asked
     assert all(math.isfinite(r["objmc"]) for r in metrics["rows"].values())
     assert (folder / f"runs/drag-bench/{settings}/table.md").read_text().count("native tracks") == 2

@@ -9,6 +9,8 @@ import pytest
 from conftest import THREADS
 from test_docs_run import CHAIN_RL, documented_line, run_documented
 
+from trackstream.eval.drag_table import FLOOR_ROWS
+
 ROOT = Path(__file__).resolve().parents[1]
 # docs/results.md's student chain: the long DMD run and ship on RUN, then the RL run with the object-weighted
 # reward on RUN2 (RUN's teacher, ODE init and DMD) and its evaluation and drag benchmark
@@ -137,7 +139,7 @@ def _the_documented_lines_on_make_runs_networks(here: Path, run_dir: Path) -> No
     assert {"ground_truth", "frozen"} <= set(rows)
     run_documented(MAKE_RUN_DRAG, here, args=("--scenes", "1", "--rows", "native tracks", "--threads", str(THREADS)))
     drag = json.loads((here / "runs" / "drag-bench" / "metrics.json").read_text())
-    assert list(drag["rows"]) == ["no drag (I=0)", "native tracks"] and drag["config"]["scenes"] == 1
+    assert list(drag["rows"]) == ["no drag (I=0)", "native tracks", *FLOOR_ROWS] and drag["config"]["scenes"] == 1
 
 
 def _the_documented_long_dmd_and_object_rl(here: Path, run_dir: Path) -> None:
@@ -172,7 +174,9 @@ def _the_documented_long_dmd_and_object_rl(here: Path, run_dir: Path) -> None:
     assert {"ground_truth", "frozen"} <= set(rows) and np.isfinite(student["psnr"]) and 0 < student["ssim"] <= 1
     run_documented(OBJECT_RL_DRAG, here, args=("--scenes", "1", "--threads", str(THREADS)))
     drag = json.loads((here / "OUT" / "metrics.json").read_text())
-    assert list(drag["rows"]) == ["no drag (I=0)", "native tracks"] and drag["config"]["kinds"] == "translate"
+    assert (
+        list(drag["rows"]) == ["no drag (I=0)", "native tracks", *FLOOR_ROWS] and drag["config"]["kinds"] == "translate"
+    )
     assert all(r["scenes"] == 1 and np.isfinite(r["objmc"]) for r in drag["rows"].values())
     assert (
         drag["config"]["student"] == "RUN2/rl/export/student"

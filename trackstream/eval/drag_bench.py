@@ -26,6 +26,10 @@ Scores (pixels of the 64x64 frames; lower is better unless marked):
   against the scene's ground truth (the background held still).
 * PSNR / SSIM against the scene's ground-truth video (the known right answer), all frames after 0.
 * RF: the drag's seconds per generated frame over the undragged row's (reference passes included).
+
+After the rows, the floors (``drag_table.FLOOR_ROWS``): each scene's ground-truth video, and that video through
+the codec, scored the same way (the tracker's own ObjMC on the right answer, the codec's PSNR): what a perfect
+student would score. They do not stream (no RF) and write no video.
 """
 
 from __future__ import annotations
@@ -45,7 +49,9 @@ from trackstream.data.command_line import command_args
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
 from trackstream.eval.drag_scenes import DragScene, make_scenes
-from trackstream.eval.metrics import dai, entity_point, objmc, video_psnr, video_ssim
+from trackstream.eval.drag_table import FLOOR_ROWS, aggregate, table
+from trackstream.eval.floors import round_trip
+from trackstream.eval.metrics import dai, entity_point, video_psnr, video_ssim
 from trackstream.stream.drag.adsr import mask_tokens
 from trackstream.stream.drag.editor import DragEditor, pins_for
 from trackstream.stream.drag.instructions import frame_positions
@@ -167,7 +173,7 @@ def run_benchmark(
         raise ValueError(f"unknown rows {unknown}; known: {list(ROWS)}")
     base_row = "no drag (I=0)"
     rows = [base_row] + [r for r in rows if r != base_row]  # the reference row runs first
-    per_row: dict[str, list] = {r: [] for r in rows}
+    per_row: dict[str, list] = {r: [] for r in [*rows, *FLOOR_ROWS]}
     base_videos, base_time = {}, {}
     editor = DragEditor(engine, config)
     texts = {s.caption: encode_text([s.caption]) for s in scenes}
@@ -189,63 +195,17 @@ def run_benchmark(
                 write_mp4(out / "videos" / f"{_slug(row)}__{scene.name}.mp4", run["video"], fps=8)
             bar.update(1)
     bar.close()
-    agg = {}
-    for row, items in per_row.items():
-        agg[row] = {
-            "objmc": objmc([[s["entity_pred"]] for s in items], [[s["entity_gt"]] for s in items]),
-            **{
-                k: float(np.mean([s[k] for s in items if k in s]))
-                for k in ("point_error", "dai", "psnr_gt", "ssim_gt", "bg_psnr_gt", "rf")
-            },
-            "bg_psnr_undragged": (
-                float(np.mean([min(s["bg_psnr_undragged"], 99.0) for s in items])) if row != base_row else None
-            ),
-            "scenes": len(items),
-            # ObjMC over each kind's scenes: rotations barely move the entity point, translations do
-            "objmc_by_kind": {
-                k: objmc(
-                    [[s["entity_pred"]] for s in items if s["kind"] == k],
-                    [[s["entity_gt"]] for s in items if s["kind"] == k],
-                )
-                for k in sorted({s["kind"] for s in items})
-            },
-            "point_error_by_kind": {
-                k: float(np.mean([s["point_error"] for s in items if s["kind"] == k]))
-                for k in sorted({s["kind"] for s in items})
-            },
-        }
-    return {"rows": agg, "scenes": per_row}
+    device = next(engine.codec.parameters()).device
+    for row in FLOOR_ROWS:  # the floors: the right answers, and them through the codec, by the same protocol
+        for scene in scenes:
+            gt = scene.gt_video[: len(base_videos[scene.name])]
+            video = gt if row == "ground truth" else round_trip(engine.codec, gt[None], device=device)[0]
+            per_row[row].append(score(scene, video, base_videos[scene.name], tracker, token))
+    return {"rows": aggregate(per_row, base_row), "scenes": per_row}
 
 
 def _slug(name: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in name).strip("-").lower()
-
-
-def table(result: dict) -> str:
-    head = (
-        "| row | ObjMC ↓ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | bg PSNR vs GT ↑ | PSNR vs GT ↑ | "
-        "SSIM vs GT ↑ | RF |"
-    )
-    lines = [head, "|" + " --- |" * 9]
-    for row, a in result["rows"].items():
-        bg = "—" if a["bg_psnr_undragged"] is None else f"{a['bg_psnr_undragged']:.2f}"
-        lines.append(
-            f"| {row} | {a['objmc']:.2f} | {a['point_error']:.2f} | {a['dai']:.4f} | {bg} | "
-            f"{a['bg_psnr_gt']:.2f} | {a['psnr_gt']:.2f} | {a['ssim_gt']:.3f} | {a['rf']:.2f} |"
-        )
-    kinds = sorted(next(iter(result["rows"].values()))["point_error_by_kind"])
-    lines += [
-        "",
-        "| row | " + " | ".join(f"{k} ObjMC / point err" for k in kinds) + " |",
-        "|" + " --- |" * (1 + len(kinds)),
-    ]
-    for row, a in result["rows"].items():
-        lines.append(
-            f"| {row} | "
-            + " | ".join(f"{a['objmc_by_kind'][k]:.2f} / {a['point_error_by_kind'][k]:.2f}" for k in kinds)
-            + " |"
-        )
-    return "\n".join(lines) + "\n"
 
 
 def _config(settings: list[str], *, preset: str = "ours", **base) -> DragConfig:

@@ -32,7 +32,7 @@ from trackstream.data.video_io import to_uint8, video_tensor
 from trackstream.eval.metrics import EPE_TRACKER
 from trackstream.eval.scorebook import ScoreBook, input_tracks
 
-__all__ = ["FLOOR_ROWS", "pixel_copy", "floor_figures", "floor_videos"]
+__all__ = ["FLOOR_ROWS", "pixel_copy", "round_trip", "floor_figures", "floor_videos"]
 
 FLOOR_ROWS = ("ground_truth", "codec_round_trip", "oracle_copier", "frozen_frame")
 
@@ -55,11 +55,11 @@ def pixel_copy(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray) -
 
 
 @torch.no_grad()
-def _round_trip(codec, videos: np.ndarray, *, device, batch: int = 8) -> np.ndarray:
+def round_trip(codec, videos: np.ndarray, *, device, batch: int = 8) -> np.ndarray:
     """uint8 [B, T, H, W, 3] through ``codec`` (encode, decode) -> uint8 of the same shape."""
-    out = []
+    out, dtype = [], next(codec.parameters()).dtype  # a bf16 codec on a GPU takes bf16 pixels
     for i in range(0, len(videos), batch):
-        v = video_tensor(videos[i : i + batch]).to(device)  # [b, 3, T, H, W] in [-1, 1]
+        v = video_tensor(videos[i : i + batch]).to(device, dtype)  # [b, 3, T, H, W] in [-1, 1]
         rec = codec.decode(codec.encode(v)).float().cpu()
         out += [to_uint8(r) for r in rec]
     return np.stack(out)
@@ -72,8 +72,8 @@ def floor_videos(clips: list[dict], codec, *, device=None) -> dict[str, np.ndarr
     copies = np.stack([pixel_copy(c["frames"], c["tracks"], c["visibility"]) for c in clips])
     return {
         "ground_truth": gt,
-        "codec_round_trip": _round_trip(codec, gt, device=device),
-        "oracle_copier": _round_trip(codec, copies, device=device),
+        "codec_round_trip": round_trip(codec, gt, device=device),
+        "oracle_copier": round_trip(codec, copies, device=device),
     }
 
 
