@@ -29,6 +29,7 @@ import numpy as np
 from trackstream.data.clips import DataConfig, heldout_clips
 from trackstream.data.command_line import command_args
 from trackstream.data.trackers import build_tracker
+from trackstream.eval.floors import round_trip
 from trackstream.eval.metrics import frozen_epe, track_motion
 
 RELEASE = dict(
@@ -129,7 +130,9 @@ def floor(world: dict, *, samples: int, codec=None) -> dict:
             by_point[k] += np.where(vis[:, cls == k], err[:, cls == k], 0).sum() / vis.sum()
         entries += 1
         if codec is not None:
-            rows["codec"].append(track_motion(_round_trip(codec, clip["frames"]), tracks, vis, trk).epe)
+            rows["codec"].append(
+                track_motion(round_trip(codec, clip["frames"][None], device="cpu")[0], tracks, vis, trk).epe
+            )
     mean = {k: float(np.mean(v)) for k, v in rows.items() if v}
     out = {
         **{k: round(v, 3) for k, v in mean.items()},
@@ -142,17 +145,6 @@ def floor(world: dict, *, samples: int, codec=None) -> dict:
     if "codec" in mean:
         out["codec_over_frozen"] = round(mean["codec"] / mean["frozen"], 3)
     return out
-
-
-def _round_trip(codec, frames: np.ndarray) -> np.ndarray:
-    import torch
-
-    from trackstream.data.video_io import frames_to_tensor
-
-    with torch.no_grad():
-        x = frames_to_tensor(frames)[None]  # [1, 3, T, H, W] in [-1, 1]
-        y = codec.decode(codec.encode(x))[0]
-    return ((y.clamp(-1, 1) + 1) * 127.5 + 0.5).byte().permute(1, 2, 3, 0).numpy()
 
 
 def main(argv: list[str] | None = None) -> int:
