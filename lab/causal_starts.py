@@ -16,7 +16,8 @@ the arms compare at equal compute however busy the machine is later):
 Then ``--dmd-steps`` of ``experiment=tiny_dmd`` (rollouts of two horizons) from each start, on the same
 conditions (the first ``data.pool_size`` training clips, no pair folder). ``score`` streams the six students
 on make run's held-out clips (``eval.stream_eval.run_evaluation``: the one EPE protocol, the quality columns,
-the floors, every student's long streams to 10x the horizon) and writes the table, JSON and a plot.
+the floors, every student's long streams to ``--long-factor`` (10) x the horizon) and writes the table, JSON and a
+plot.
 The teacher is the shipped one (``--teacher``: a release folder with ``teacher/``, ``codec.pt``, ``config.yaml``);
 every stage runs on its world, frame size, shift and network settings. Stages resume (their checkpoints).
 """
@@ -29,9 +30,9 @@ import statistics
 import sys
 from pathlib import Path
 
-from trackstream.data.command_line import command_args
+from trackstream.data.command_line import command_args, settings_of
 from trackstream.pipeline.run import PipelineError
-from trackstream.pipeline.stage_calls import settings_of, train_stage
+from trackstream.pipeline.stage_calls import train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "tiny-teacher"
@@ -78,7 +79,9 @@ def run(
     pairs: int,
     teacher_steps: int,
     dmd_threads: int | None = None,
+    probe_steps: int = PROBE_STEPS,
 ) -> dict:
+    """The starts, each after the probes that cost them, then DMD from each (``RUN/plan.json``: the plan)."""
     out.mkdir(parents=True, exist_ok=True)
     common = _common(teacher, threads)
     t = f"stage.teacher={teacher / 'teacher'}"
@@ -91,23 +94,24 @@ def run(
             out, "pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={pairs}",
             f"stage.ode_pairs.teacher_steps={teacher_steps}", "trainer.max_steps=1",
         )  # fmt: skip
-        # the pairs' cost is probed beside the others (one sampling batch), not read off the run that made them:
-        # that one may have shared the machine with other work
+        # the pairs' cost is probed beside the others (one sampling batch, no more pairs than the study samples),
+        # not read off the run that made them: that one may have shared the machine with other work
+        batch = min(PROBE_PAIRS, pairs)
         sampled = _stage(
-            out, "probe_pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={PROBE_PAIRS}",
-            f"stage.ode_pairs.batch_size={PROBE_PAIRS}", f"stage.ode_pairs.teacher_steps={teacher_steps}",
+            out, "probe_pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={batch}",
+            f"stage.ode_pairs.batch_size={batch}", f"stage.ode_pairs.teacher_steps={teacher_steps}",
             "trainer.max_steps=1",
         )  # fmt: skip
         pairs_seconds = sampled["pairs_seconds"] / sampled["num_pairs"] * made["num_pairs"]
         probes = {
             "ode_init": _stage(out, "probe_ode", "tiny_ode_init", common, t, f"stage.pairs={made['pairs']}",
-                               f"trainer.max_steps={PROBE_STEPS}"),
+                               f"trainer.max_steps={probe_steps}"),
             "teacher_forcing": _stage(out, "probe_tf", "tiny_teacher_forcing", common, t, pool,
-                                      f"trainer.max_steps={PROBE_STEPS}"),
+                                      f"trainer.max_steps={probe_steps}"),
         }  # fmt: skip
         probes["consistency"] = _stage(
             out, "probe_cd", "tiny_consistency", common, f"stage.teacher={probes['teacher_forcing']['export']}",
-            pool, f"trainer.max_steps={PROBE_STEPS}",
+            pool, f"trainer.max_steps={probe_steps}",
         )  # fmt: skip
         cost = {k: _cost(out / f"probe_{a}") for k, a in zip(probes, ("ode", "tf", "cd"))}
         budget = 60.0 * minutes
@@ -164,8 +168,8 @@ def _row(figures: dict, name: str) -> dict:
 
 
 def _long(runs: dict) -> dict:
-    """Drift at the longest window (10x the horizon) of the sink run: its PSNR below the first window's, and
-    its latent energy against the ground truth's."""
+    """Drift at the longest window (``--long-factor`` x the horizon) of the sink run: its PSNR below the first
+    window's, and its latent energy against the ground truth's."""
     run = next((v for k, v in runs.items() if k.endswith("_with_sink")), None)
     if not run:
         return {"long_psnr_drop": None, "long_energy": None}
@@ -174,7 +178,9 @@ def _long(runs: dict) -> dict:
     return {"long_psnr_drop": first["psnr"] - last["psnr"], "long_energy": last["energy"]}
 
 
-def score(out: Path, doc: Path, *, teacher: Path, clips: int, long_clips: int) -> dict:
+def score(
+    out: Path, doc: Path, *, teacher: Path, clips: int, long_clips: int, long_factor: int = 10, teacher_steps: int = 48
+) -> dict:
     from omegaconf import OmegaConf
 
     from trackstream.data.clips import DataConfig
@@ -190,13 +196,17 @@ def score(out: Path, doc: Path, *, teacher: Path, clips: int, long_clips: int) -
         codec=str(teacher / "codec.pt"),
         students={k: str(v) for k, v in students.items()},
         data=DataConfig(**{**cfg["data"], "eval_samples": clips}),
-        teacher_steps=48,
+        teacher_steps=teacher_steps,
         shift=float(cfg["schedule"]["shift"]),
-        cfg=StreamEvalConfig(long_factor=10, long_clips=long_clips, long_students="all", num_tracks=128),
+        # the study reports no chunk latency: one timing round (of the evaluation's 25) is enough
+        cfg=StreamEvalConfig(
+            long_factor=long_factor, long_clips=long_clips, long_students="all", num_tracks=128, timing_repeats=1
+        ),
     )
     result = {
         "plan": plan,
         "clips": clips,
+        "long_factor": long_factor,
         "teacher_epe_ratio": figures["teacher_epe_with_tracks"] / figures["teacher_epe_without_tracks"],
         "floors": figures.get("floors"),
         "students": {name: _row(figures, name) for name in students},
@@ -213,14 +223,14 @@ def _fmt(v, spec: str = ".3f") -> str:
 
 
 def _table(result: dict) -> str:
-    plan = result["plan"]
+    plan, k = result["plan"], result.get("long_factor", 10)  # results written before --long-factor: 10
     lines = [
         f"Each start {plan['minutes']} CPU minutes ({plan['threads']} thread), then {plan['dmd_steps']} DMD steps "
         f"({plan.get('dmd_threads', plan['threads'])} threads); "
         f"{result['clips']} held-out clips; teacher EPE ratio {result['teacher_epe_ratio']:.3f}.",
         "",
         "| student | steps | s / step | EPE (px) | EPE with / without | no-hold / frozen | lost | late brightness gap "
-        "| late texture | 10x: PSNR drop | 10x: energy |",
+        f"| late texture | {k}x: PSNR drop | {k}x: energy |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     f = result.get("floors") or {}
@@ -261,7 +271,7 @@ def _plot(result: dict, path: Path) -> None:
     names = list(result["students"])
     panels = (("epe_ratio", "EPE with / without tracks"), ("no_hold_ratio", "no-hold EPE / frozen frame"),
               ("late_texture_ratio", "late texture / ground truth's (target 0.75-1.33)"),
-              ("long_psnr_drop", "PSNR drop at 10x the horizon (dB)"))  # fmt: skip
+              ("long_psnr_drop", f"PSNR drop at {result.get('long_factor', 10)}x the horizon (dB)"))  # fmt: skip
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for ax, (key, title) in zip(axes, panels):
         values = [result["students"][n][key] or 0.0 for n in names]
@@ -288,18 +298,27 @@ def main(argv: list[str] | None = None) -> int:
         "--pairs", type=int, default=64, help="ODE pairs (their sampling counts in the ODE start's minutes)"
     )
     ap.add_argument("--teacher-steps", type=int, default=24, help="the teacher's Euler steps per ODE pair")
+    ap.add_argument(
+        "--probe-steps", type=int, default=PROBE_STEPS, help="steps of each stage's cost probe (costed after two)"
+    )
     ap.add_argument("--clips", type=int, default=16, help="held-out clips scored")
-    ap.add_argument("--long-clips", type=int, default=4, help="clips streamed to 10x the horizon")
+    ap.add_argument("--long-clips", type=int, default=4, help="clips streamed to --long-factor x the horizon")
+    ap.add_argument("--long-factor", type=int, default=10, help="score: the long streams' length over the horizon")
+    ap.add_argument("--eval-teacher-steps", type=int, default=48, help="score: the teacher's Euler steps")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "causal_starts")
     args = ap.parse_args(command_args(ap, argv))
+    if args.probe_steps < 3:  # a probe's cost is the median of its steps after the first two
+        ap.error(f"--probe-steps {args.probe_steps}: at least 3")
     try:
         if args.action == "run":
             plan = run(args.out, teacher=args.teacher, minutes=args.minutes, dmd_steps=args.dmd_steps,
                        threads=args.threads, pairs=args.pairs, teacher_steps=args.teacher_steps,
-                       dmd_threads=args.dmd_threads)  # fmt: skip
+                       dmd_threads=args.dmd_threads, probe_steps=args.probe_steps)  # fmt: skip
             print(json.dumps(plan, indent=2))
         else:
-            print(_table(score(args.out, args.doc, teacher=args.teacher, clips=args.clips, long_clips=args.long_clips)))
+            scored = score(args.out, args.doc, teacher=args.teacher, clips=args.clips, long_clips=args.long_clips,
+                           long_factor=args.long_factor, teacher_steps=args.eval_teacher_steps)  # fmt: skip
+            print(_table(scored))
     except (PipelineError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

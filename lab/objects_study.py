@@ -11,9 +11,9 @@ points lost entering a latent group and inside one, the brightness gap and textu
 frames against the ground truth, all against training minutes (each step costed at the median logged step time of the
 run's second half); the slope of the ratio over the second half of the run (per 10 minutes: the study chooses by
 it, not by the first point); the cost per step. ``--measure`` adds, for each finished run, the last 8 frames'
-brightness and texture of its final export (``lab/frame_drift.py``, 8 clips, cached as ``RUN/drift.json``) and
+brightness and texture of its final export (``lab/frame_drift.py``, ``--clips`` 8, cached as ``RUN/drift.json``) and
 the native-track drags of that export on the drag benchmark's translate scenes (``lab/teacher_drag.py``: ObjMC with the
-sprite's tracks / without, 8 scenes), cached as ``RUN/drag.json``. Writes ``objects_study.json``, ``.md``
+sprite's tracks / without, ``--scenes`` 8), cached as ``RUN/drag.json``. Writes ``objects_study.json``, ``.md``
 and ``.png``.
 """
 
@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from lab.teacher_study import RECIPES
-from trackstream.data.command_line import command_args
+from trackstream.data.command_line import ARGS_ENV, command_args
 
 KEYS = {
     "ratio": "epe_ratio_with_over_without",
@@ -100,15 +101,28 @@ def candidate(run: Path, cost: float | None = None) -> dict:
     }
 
 
-def measure(run: Path) -> None:
+def _own_args(main, argv: list[str]) -> int:
+    """``main(argv)`` of a command run in-process, without this command's ``$TRACKSTREAM_ARGS``: those words are
+    this line's options, parsed already, and the measuring commands' parsers do not know them."""
+    words = os.environ.pop(ARGS_ENV, None)
+    try:
+        return main(argv)
+    finally:
+        if words is not None:
+            os.environ[ARGS_ENV] = words
+
+
+def measure(run: Path, *, scenes: int = 8, clips: int = 8, steps: int = 24) -> None:
     from lab import teacher_drag
 
     export = run / "export" / "teacher"
     done = (run / "results.json").is_file() and json.loads((run / "results.json").read_text()).get("status") == "done"
     if not (done and export.is_dir()):
         return
+    euler = ["--steps", str(steps)]
     if not (run / "drag.json").is_file():
-        teacher_drag.main(["--teacher", str(export), "--scenes", "8", "--out", str(run / "drag.json")])
+        drag = ["--teacher", str(export), "--scenes", str(scenes), *euler, "--out", str(run / "drag.json")]
+        _own_args(teacher_drag.main, drag)
     if not (run / "drift.json").is_file():
         from omegaconf import OmegaConf
 
@@ -116,7 +130,7 @@ def measure(run: Path) -> None:
 
         codec = OmegaConf.load(run / "config.yaml").codec.checkpoint
         args = ["--run", str(export), "--codec", str(codec), "--config", str(run / "config.yaml")]
-        frame_drift.main([*args, "--out", str(run / "drift.json")])
+        _own_args(frame_drift.main, [*args, "--samples", str(clips), *euler, "--out", str(run / "drift.json")])
 
 
 def table(study: dict) -> str:
@@ -170,12 +184,15 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, required=True)
     ap.add_argument("--measure", action="store_true", help="native-track drags of each finished run's export")
+    ap.add_argument("--scenes", type=int, default=8, help="--measure: translate scenes dragged per run")
+    ap.add_argument("--clips", type=int, default=8, help="--measure: clips whose last frames are measured per run")
+    ap.add_argument("--steps", type=int, default=24, help="--measure: the teacher's Euler steps per video")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(command_args(ap, argv))
     names = [n for n in RECIPES if n.startswith(("obj-", "rel-")) and (args.runs / n / "eval.jsonl").is_file()]
     if args.measure:
         for n in names:
-            measure(args.runs / n)
+            measure(args.runs / n, scenes=args.scenes, clips=args.clips, steps=args.steps)
     costs = json.loads((args.runs / "cost.json").read_text()) if (args.runs / "cost.json").is_file() else {}
     study = {n: candidate(args.runs / n, costs.get(n)) for n in names}
     # candidates measured in earlier sessions (their runs are not in RUNS) stay, on this machine's costs if known

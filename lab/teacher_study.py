@@ -123,7 +123,9 @@ def step_cost(name: str, out: Path, *, codec: Path | None = None) -> float:
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return float(np.median([r["perf/step_time_s"] for r in rows if "perf/step_time_s" in r and r["step"] >= 8]))
+    times = [(r["step"], r["perf/step_time_s"]) for r in rows if "perf/step_time_s" in r]
+    # a run shortened below the warm-up (TRACKSTREAM_OVERRIDES' trainer.max_steps) is costed on all its steps
+    return float(np.median([t for s, t in times if s >= 8] or [t for _, t in times]))
 
 
 def training_minutes(run: Path) -> dict[int, float]:
@@ -264,6 +266,8 @@ def main(argv: list[str] | None = None) -> None:
         "curves trained on other machines, or beside other jobs, are compared on these costs",
     )
     args = ap.parse_args(command_args(ap, argv))
+    # the runs' stages start in the repository (ROOT): a relative --out names a folder here, where the line runs
+    args.out = args.out.resolve()
     if args.plot is not None:
         plot(collect(args.out), args.plot)
         return

@@ -168,6 +168,21 @@ ELSEWHERE = {
     documented_line("docs/embedded-world.md", "lab.ship_teacher start", "data.world.texture_scale=S"): (
         "tests/test_ship_teacher.py"
     ),
+    **{
+        line: "tests/test_teacher_study.py"
+        for line in (
+            documented_line("docs/teacher_study.md", "--recipes 8px-2L-17f,4px-2L-25f"),
+            documented_line("docs/teacher_study.md", "--recipes 4px-4L-17f"),
+            documented_line("docs/teacher_study.md", "--plot docs/teacher_study"),
+            documented_line("docs/embedded-world.md", "lab.teacher_study", "--evals 4"),
+            documented_line("docs/embedded-world.md", "lab.teacher_study", "--cost"),
+            documented_line("docs/embedded-world.md", "lab.objects_study", "--measure"),
+        )
+    },
+    **{
+        documented_line("docs/causal-starts.md", "lab.causal_starts", word): "tests/test_causal_starts.py"
+        for word in ("run", "score")
+    },
     documented_line("docs/results.md", "lab.long_dmd run"): "tests/test_pipeline.py",
     documented_line("docs/evaluation.md", "data_config=$R/dmd/config.yaml"): "tests/test_pipeline.py",
     documented_line("docs/dragstream.md", "--student runs/make-run/dmd/export/student"): "tests/test_pipeline.py",

@@ -1,11 +1,17 @@
 """The recipe study's bookkeeping (lab/teacher_study.py): commands, minutes from logged step
-times, the table and the plot, on fake runs (the study itself is hours of CPU)."""
+times, the table and the plot, on fake runs (the study itself is hours of CPU); then the docs' study lines as
+written, each recipe shrunk to two steps (``TRACKSTREAM_OVERRIDES``), the objects study's measures to one scene
+and one clip (``TRACKSTREAM_ARGS``)."""
 
 import json
+from pathlib import Path
 
 import pytest
+from test_docs_run import documented_line, run_documented
 
 from lab import teacher_study as ts
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def _fake_run(root, name, *, step_time=2.0, legacy=False):
@@ -63,3 +69,50 @@ def test_collect_table_and_plot(tmp_path, capsys):
     assert (
         json.loads((tmp_path / "docs" / "study.json").read_text())["recipes"]["8px-2L-17f"]["points"][1]["step"] == 100
     )
+
+
+# the documented studies as written (docs/teacher_study.md, docs/embedded-world.md), each recipe a few steps on one
+# held-out clip with the shipped codec: the lines a reader runs, one after the other, on what the previous wrote
+STUDY = documented_line("docs/teacher_study.md", "--recipes 8px-2L-17f,4px-2L-25f")
+STUDY_4L = documented_line("docs/teacher_study.md", "--recipes 4px-4L-17f")
+STUDY_PLOT = documented_line("docs/teacher_study.md", "--plot docs/teacher_study")
+OBJECTS = documented_line("docs/embedded-world.md", "lab.teacher_study", "--evals 4")
+OBJECTS_COST = documented_line("docs/embedded-world.md", "lab.teacher_study", "--cost")
+OBJECTS_MEASURE = documented_line("docs/embedded-world.md", "lab.objects_study", "--measure")
+CODEC = ROOT / "assets" / "tiny-teacher" / "codec.pt"
+TINY = (
+    "trainer.max_steps=2",
+    "eval.periodic_clips=1",
+    "data.eval_samples=1",
+    "data.pool_size=4",
+    "data.batch_size=1",
+    "data.num_frames=13",
+    "eval.num_frames=13",
+    "eval.batch_size=1",
+    "sampler.steps=2",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.multiproc
+def test_the_documented_studies_run_verbatim(tmp_path):
+    (tmp_path / "lab").symlink_to(ROOT / "lab")
+    for line in (STUDY, STUDY_4L):
+        run_documented(line, tmp_path, *TINY, f"codec.checkpoint={CODEC}")
+    run_documented(STUDY_PLOT, tmp_path)
+    study = json.loads((tmp_path / "docs" / "teacher_study" / "study.json").read_text())["recipes"]
+    assert list(study) == ["8px-2L-17f", "4px-2L-25f", "4px-4L-17f"]
+    assert all(p["step"] == 2 and p["epe_with_tracks"] > 0 for r in study.values() for p in r["points"])
+    assert "| 4px-4L-17f | 1 | 2 |" in (tmp_path / "docs" / "teacher_study" / "study.md").read_text()
+    # one periodic evaluation (eval.jsonl: what objects_study reads) before the final one
+    run_documented(OBJECTS, tmp_path, *TINY, "trainer.sample_every=1", variables={"CODEC": CODEC})
+    run_documented(OBJECTS_COST, tmp_path, *TINY, variables={"CODEC": CODEC})
+    cost = json.loads((tmp_path / "RUNS" / "cost.json").read_text())
+    assert set(cost) == {"obj-25f", "obj-25f-bilinear", "obj-25f-decoded", "obj-25f-4L192"}
+    assert all(c > 0 for c in cost.values())
+    run_documented(OBJECTS_MEASURE, tmp_path, args=("--scenes", "1", "--clips", "1", "--steps", "1"))
+    measured = json.loads((tmp_path / "docs" / "embedded_world" / "objects_study.json").read_text())
+    assert set(measured) == set(cost)
+    for name, c in measured.items():
+        assert c["seconds_per_step"] == round(cost[name], 2) and [p["step"] for p in c["points"]] == [1, 2]
+        assert c["objmc"]["native tracks"] > 0 and c["points"][-1]["late texture ratio"] is not None

@@ -266,7 +266,9 @@ def chunk_latency(
     ids = sample_track_ids(1, tr.shape[2], generator=torch.Generator().manual_seed(seed))
     state = engine.start(first, text, lens, track_ids=ids, seed=seed)
     seconds, kept = [], {}
+    assert num_chunks >= 2, f"chunk latency needs two chunks to compare, got {num_chunks}"
     last = num_chunks - 1
+    early_chunk = min(early_chunk, last - 1)  # a short stream's early chunk: the one before its last
     for i in range(num_chunks):
         if i in (early_chunk, last):
             kept[i] = state
