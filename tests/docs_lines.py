@@ -196,7 +196,19 @@ LOAD_SECONDS = 15  # the load test's length (real-time pacing, so its wall time)
 # lines no CPU run can make, by reason: the GPU benchmarks' records and their real setups (the GPU call runs
 # them), a launch of 8 processes, and lines whose inputs are not here (CoTracker3 is not installed; real datasets
 # and weights are not downloaded). Their CPU rehearsals run elsewhere (tests/test_real_path.py, tests/test_bench_*).
-GPU = "needs a CUDA GPU (the real setups, torch.compile, bf16): run by the GPU call"
+GPU = (
+    "a measurement at real size on a GPU, recorded beside its figures (the GPU call runs it); the same code path "
+    "runs cut down on CPU in tests/test_bench_realtime.py and tests/test_bench_distill_stages.py"
+)
+GPU_CALL = (
+    "a command of the device machine's call (carried wheels, minutes of training on the GPU); the chain it drives "
+    "runs shrunk in tests/test_small_world_chain.py and tests/test_small_world.py"
+)
+INP = (
+    "a downloaded Fun-InP release as the 1.3B teacher's start: the recipe's FSDP path runs on the Control rehearsal "
+    "release (tests/test_real_path.py), an I2V release's CLI chain in tests/test_release_folder.py"
+)
+COMPILE = "torch.compile of the demo's stream, for a GPU; the compiled step on CPU: tests/test_stream_fast.py"
 EIGHT = (
     "8 processes of a real recipe: it runs on 2 FSDP processes in tests/test_real_path.py, sequence parallelism on 2 "
     "in tests/test_sequence_parallel*.py"
@@ -221,7 +233,7 @@ NOT_RUN = {
         PERF, DISTILL_BENCH, "--configs teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p,tiny_decoder_wan2.1_480p"
     ): GPU,
     documented_line(PERF, DISTILL_BENCH, "--configs tiny_decoder_wan2.2_5b_704p"): GPU,
-    documented_line("docs/demo.md", "--compile"): GPU,
+    documented_line("docs/demo.md", "--compile"): COMPILE,
     documented_line("docs/distributed.md", "torchrun --nproc_per_node 8"): EIGHT,
     documented_line("docs/control.md", "--tracker cotracker3_offline"): COTRACKER,
     documented_line("docs/recipes.md", "tracker=cotracker3_offline"): COTRACKER,
@@ -229,9 +241,10 @@ NOT_RUN = {
     documented_line("docs/evaluation.md", "tracker=cotracker3_offline", "benchmark.name=videos"): COTRACKER,
     documented_line("docs/evaluation.md", "benchmark=davis_motionstream"): COTRACKER,
     documented_line("docs/movebench.md", "benchmark=movebench"): REAL_DATA,
-    documented_line("docs/recipes.md", "model.init_from=$R", "model.image_encoder_path=$R"): REAL_DATA,
+    documented_line("docs/recipes.md", "model.init_from=$R", "model.image_encoder_path=$R"): INP,
     **{
-        documented_line("docs/small-world.md", f"lab.{study}", "run"): GPU for study in ("scaling_probe", "small_world")
+        documented_line("docs/small-world.md", f"lab.{study}", "run"): GPU_CALL
+        for study in ("scaling_probe", "small_world")
     },
 }
 
