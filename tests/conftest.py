@@ -118,10 +118,16 @@ def base_env() -> dict:
     """``os.environ`` without the import-time variables (tests/forkserver.py's ``AT_IMPORT``) that appeared in this
     process after the suite started: libraries set them here when a test imports them in-process (sklearn's and
     joblib's ``KMP_*``, accelerate's NVML check, the stages' CUDA allocator setting). They are not the commands'
-    environment, and a command given them would start cold (the fork server loaded its modules without them)."""
+    environment, and a command given them would start cold (the fork server loaded its modules without them).
+    Nor a process group's variables code run in-process set here (``RANK``, ``MASTER_PORT``...): each command is
+    a launch of its own, and two given one port would meet on it."""
     from forkserver import AT_IMPORT
 
-    return {k: v for k, v in os.environ.items() if k in _START_ENV or not k.startswith(AT_IMPORT)}
+    new = {k for k in os.environ if k not in _START_ENV and (k.startswith(AT_IMPORT) or k in LAUNCH_ENV)}
+    return {k: v for k, v in os.environ.items() if k not in new}
+
+
+LAUNCH_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 
 def cli_env(**extra: str) -> dict:

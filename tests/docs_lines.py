@@ -14,7 +14,11 @@ ROOT = Path(__file__).resolve().parents[1]
 # command (the printf) is run by bash.
 RUN = [
     ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher --cfg job"),
-    ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher debug=tiny"),  # a training run, seconds
+    # the smoke run (a training run, seconds) as the page's TRACKSTREAM_OVERRIDES example runs it: SMOKE, in 2 steps
+    (
+        "conf/README.md",
+        'TRACKSTREAM_OVERRIDES="trainer.max_steps=2" python -m trackstream.stages experiment=tiny_teacher debug=tiny',
+    ),
     # memory plans: one recipe as a table, on 8 GPUs of another kind with sequence parallelism, as JSON, and every
     # recipe's table (tests/test_plan.py compares that table with the page's)
     ("docs/distributed.md", "trackstream plan experiment=teacher_wan1.3b_480p"),
@@ -54,6 +58,7 @@ RUN = [
     ("docs/results.md", "python -m lab.ship_teacher verify"),  # the shipped teacher's files against its manifest
 ]
 # lines run verbatim by the test that checks what they make (run_documented), with its shrinking overrides
+SMOKE = ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher debug=tiny")
 TINY_DECODER = ("docs/tiny-decoder.md", "python -m trackstream.stages experiment=tiny_decoder hydra.run.dir=RUN")
 TINY_DECODER_STREAM = (
     "docs/tiny-decoder.md",
@@ -115,7 +120,7 @@ PERF = "docs/performance.md"
 DISTILL_BENCH = "python -m trackstream.bench.distill"
 ELSEWHERE = {
     TINY_DECODER: "tests/test_tiny_decoder.py",
-    documented_line("conf/README.md", 'TRACKSTREAM_OVERRIDES="trainer.max_steps=2'): "tests/test_command_line.py",
+    SMOKE: "tests/test_docs_run.py",  # in RUN: its TRACKSTREAM_OVERRIDES example, the line after the variable
     **{
         documented_line("docs/bench/cpu/realtime_small_sizes.md", f"--setup {setup}"): "tests/test_bench_realtime.py"
         for setup in ("tiny-student", "small")

@@ -42,6 +42,7 @@ def _one_update(r: dict, phase: str) -> None:
     assert _positive(p["seconds"]) and p["calls"] == 1 and p["peak_memory_bytes"] is None  # CPU: not measured
 
 
+@pytest.mark.slow
 def test_tiny_teacher_forcing_consistency_and_decoder(tmp_path):
     tf, cd, td = run_distill_line(tmp_path, "--configs tiny_teacher_forcing,tiny_consistency,tiny_decoder")
     assert [(r["config"], r["stage"]) for r in (tf, cd, td)] == [
@@ -62,6 +63,7 @@ def test_tiny_teacher_forcing_consistency_and_decoder(tmp_path):
     assert (td["frames"], td["crop"], td["latents"]) == (9, 32, [16, 3, 8, 8])  # 9 frames -> 3 latents, 4x
 
 
+@pytest.mark.slow
 def test_cut_down_real_teacher_forcing_and_consistency(tmp_path):
     """The 1.3B recipes (81 frames, c3s1w1, no given first chunk) with a 64-wide, one-block DiT at 64x128."""
     tf, cd = run_distill_line(tmp_path, "--configs teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p", "--batch 1")
@@ -73,6 +75,7 @@ def test_cut_down_real_teacher_forcing_and_consistency(tmp_path):
     assert cd["grid_steps"] == 48 and cd["ema_target"]["start_step"] == 0
 
 
+@pytest.mark.slow
 def test_cut_down_real_tiny_decoder(tmp_path):
     """tiny_decoder_wan2.1_480p (the random Wan 2.1 VAE, random VGG LPIPS, 3-layer PatchGAN) on 5x32x32 crops."""
     small = ["data.height=64", "data.width=64", "data.num_frames=9", "stage.crop=32", "stage.num_frames=5"]

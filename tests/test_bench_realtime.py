@@ -196,6 +196,7 @@ def test_real_setups_are_the_recipes_students(name):
     assert codec_spatial_factor(setup.codec, setup.codec_options) == codec_spatial_factor(*recipe_codec)
 
 
+@pytest.mark.slow
 def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
     """docs/performance.md's bare command (on CPU: tiny_dmd and tiny_ode_init as configured, one sample) and its 5B
     line (DMD: ti2v, given first chunk, 121 frames, clean first frame; ODE init) with a 64-wide, one-block DiT at

@@ -96,6 +96,7 @@ def test_the_command_writes_tracks_generate_reads(tmp_path, capsys):
     ]
 
 
+@pytest.mark.slow
 def test_depth_from_a_local_model_in_the_official_folder_layout(tmp_path):
     """A tiny random Depth Anything saved with save_pretrained (config.json, model.safetensors,
     preprocessor_config.json): estimate_depth loads it offline and returns a positive map at the image size."""

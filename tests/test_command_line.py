@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import cli_env
-from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.data.command_line import (
     ARGS_ENV,
@@ -60,16 +59,6 @@ def test_every_hydra_command_takes_them(run_module):
     bad = run_module("trackstream.stages", "experiment=tiny_teacher", check=False, env=cli_env(**{OVERRIDES_ENV: "x"}))
     err = bad.stderr.strip().splitlines()
     assert bad.returncode == 2 and len(err) == 1 and "'x' is not key=value" in err[0], bad.stderr
-
-
-@pytest.mark.slow
-def test_the_documented_example_trains_two_steps(tmp_path):
-    """conf/README.md's example as written (the variable set on the line itself): the tiny decoder, 2 steps."""
-    folder = reader_folder(tmp_path)
-    r = run_documented(documented_line("conf/README.md", f'{OVERRIDES_ENV}="trainer.max_steps=2'), folder)
-    assert f"{OVERRIDES_ENV} adds: trainer.max_steps=2 data.pool_size=8" in r.stderr
-    rows = [json.loads(line) for line in (folder / "RUN" / "metrics.jsonl").read_text().splitlines()]
-    assert max(row.get("step", 0) for row in rows) == 2 and (folder / "RUN" / "export" / "taehv.pth").is_file()
 
 
 @pytest.mark.parametrize(
@@ -128,7 +117,6 @@ def test_no_config_sets_the_mode_so_one_composition_is_enough(monkeypatch):
 
 def test_make_run_says_that_they_apply_to_every_stage(monkeypatch, tmp_path, capsys):
     """``make run`` (trackstream.pipeline) passes its environment to every stage command: it says so first."""
-    import json
 
     from trackstream.pipeline.run import main
 

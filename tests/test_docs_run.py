@@ -45,6 +45,7 @@ from docs_lines import (  # noqa: F401 - the line names other tests import from 
     REAL_CHAIN,
     REHEARSAL_RELEASE,
     RUN,
+    SMOKE,
     SWEEP,
     TINY_DECODER,
     TINY_DECODER_STREAM,
@@ -88,6 +89,7 @@ def reader_folder(here: Path) -> Path:
 def test_the_run_list_names_documented_lines():
     missing = [f"{page}: {text}" for page, text in [*RUN, DEMO, LOAD, *ELSEWHERE] if not documented(page, text)]
     assert not missing, f"no longer shown as written (update RUN / ELSEWHERE): {missing}"
+    assert any(text.endswith(f'" {SMOKE[1]}') and page == SMOKE[0] for page, text in RUN)  # run with its variable
     for line, test in ELSEWHERE.items():  # each is run by the test named beside it
         text = (ROOT / test).read_text()
         assert "run_documented(" in text or "shell_line(" in text, (line, test)  # the line as bash runs it

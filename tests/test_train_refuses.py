@@ -106,8 +106,11 @@ def test_a_parallel_strategy_without_a_launcher_is_a_world_of_one(monkeypatch):
     """``trackstream train experiment=<real recipe>`` (FSDP, DeepSpeed) on one process, as the docs show it."""
     from trackstream.train.dist import world_of_one
 
+    # world_of_one writes the environment: a copy, or this worker's later launches inherit its RANK and MASTER_PORT
+    # (two single-process runs side by side then meet on one port)
+    monkeypatch.setattr(os, "environ", os.environ.copy())
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(key, raising=False)
+        os.environ.pop(key, None)
     world_of_one("single")
     assert "RANK" not in os.environ
     world_of_one("fsdp")
