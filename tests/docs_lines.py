@@ -126,6 +126,17 @@ ELSEWHERE = {
         for setup in ("tiny-student", "small")
     },
     (PERF, DISTILL_BENCH): "tests/test_bench_realtime.py",
+    **{
+        line: "tests/test_bench_distill_stages.py"
+        for line in (
+            *(
+                ("docs/bench/h100/README.md", c)
+                for w, c in COMMANDS
+                if w.startswith("docs/bench/h100/README.md:") and "bench.distill" in c and "teacher_forcing" not in c
+            ),
+            documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan1.3b_480p,ode_init_wan1.3b_480p"),
+        )
+    },
     documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan2.2_5b_704p,ode_init_wan2.2_5b_704p"): (
         "tests/test_bench_realtime.py"
     ),
@@ -221,7 +232,11 @@ EIGHT = (
 COTRACKER = "CoTracker3 (package and checkpoint not installable here); the LK path runs in its tests"
 REAL_DATA = "a real dataset or release not downloadable here; its layout is rehearsed in its tests"
 NOT_RUN = {
-    **{("docs/bench/h100/README.md", c): GPU for w, c in COMMANDS if w.startswith("docs/bench/h100/README.md:")},
+    **{
+        ("docs/bench/h100/README.md", c): GPU
+        for w, c in COMMANDS
+        if w.startswith("docs/bench/h100/README.md:") and ("bench.distill" not in c or "teacher_forcing" in c)
+    },
     **{
         documented_line(PERF, "python -m trackstream.bench.realtime", *words): GPU
         for words in (
@@ -233,7 +248,6 @@ NOT_RUN = {
         )
     },
     documented_line(PERF, DISTILL_BENCH, "--real"): GPU,
-    documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan1.3b_480p,ode_init_wan1.3b_480p"): GPU,
     documented_line(
         PERF, DISTILL_BENCH, "--configs teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p,tiny_decoder_wan2.1_480p"
     ): GPU,

@@ -11,6 +11,7 @@ import math
 
 import pytest
 from test_docs_run import documented_line, run_documented
+from test_documented_commands import COMMANDS
 
 from trackstream.bench.distill import main as bench_distill
 
@@ -27,14 +28,50 @@ def _run(tmp_path, configs: str, overrides=()) -> list[dict]:
     return bench_distill([*argv, *[f"--override={o}" for o in overrides]])["results"]
 
 
-def run_distill_line(cwd, *words: str, overrides=()) -> list[dict]:
-    """docs/performance.md's ``bench.distill`` command holding ``words`` (none: the bare command), run as written in
-    ``cwd``, cut down to one update of one sample and the ``overrides`` (``TRACKSTREAM_ARGS``): the rows of the JSON
-    it writes."""
+# the real recipes cut down: a 64-wide, one-block DiT at 64x128 (frame counts and chunking as the recipe's)
+SMALL_DIT = (
+    "+model.overrides.dim=64",
+    "+model.overrides.ffn_dim=128",
+    "+model.overrides.num_heads=2",
+    "+model.overrides.num_layers=1",
+    "data.height=64",
+    "data.width=128",
+)
+
+
+def run_distill_line(cwd, *words: str, overrides=(), line: tuple[str, str] | None = None) -> list[dict]:
+    """docs/performance.md's ``bench.distill`` command holding ``words`` (none: the bare command), or ``line``, run
+    as written in ``cwd``, cut down to one update of one sample and the ``overrides`` (``TRACKSTREAM_ARGS``): the
+    rows of the JSON it writes."""
     bare = ("docs/performance.md", "python -m trackstream.bench.distill")
-    line = documented_line(*bare, *words) if words else bare
+    line = line or (documented_line(*bare, *words) if words else bare)
     run_documented(line, cwd, args=(*ONE_UPDATE, *[f"--override={o}" for o in overrides]))
     return json.loads((cwd / "outputs" / "bench_distill.json").read_text())["results"]
+
+
+# the GPU records' 1.3B DMD and ODE-init lines (what the GPU call ran, docs/bench/h100/README.md) and
+# docs/performance.md's: on CPU cut down, as the GPU runs them at full size
+RECORDS_1_3B = [
+    *(
+        ("docs/bench/h100/README.md", c)
+        for w, c in COMMANDS
+        if w.startswith("docs/bench/h100/README.md:") and "bench.distill" in c and "teacher_forcing" not in c
+    ),
+    documented_line(
+        "docs/performance.md", "python -m trackstream.bench.distill", "--configs dmd_wan1.3b_480p,ode_init_wan1.3b_480p"
+    ),
+]
+
+
+@pytest.mark.slow
+def test_the_1_3b_distillation_records_rerun_cut_down_on_cpu(tmp_path):
+    assert len(RECORDS_1_3B) == 5
+    for line in RECORDS_1_3B:
+        rows = run_distill_line(tmp_path, line=line, overrides=SMALL_DIT)
+        assert [r["config"] for r in rows] == line[1].split("--configs ")[1].split()[0].split(","), line
+        for r in rows:
+            assert (r["frames"], r["latent_frames"], r["causal"]) == (81, 21, "c3s1w1") and "error" not in r, r
+            _one_update(r, "generator")
 
 
 def _one_update(r: dict, phase: str) -> None:

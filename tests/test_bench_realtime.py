@@ -10,7 +10,7 @@ import math
 
 import pytest
 import torch
-from test_bench_distill_stages import run_distill_line
+from test_bench_distill_stages import SMALL_DIT, run_distill_line
 from test_docs_run import documented_line, run_documented
 
 from trackstream.bench.realtime import REAL_SETUPS, SETUPS, LiveTracks
@@ -201,21 +201,13 @@ def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
     """docs/performance.md's bare command (on CPU: tiny_dmd and tiny_ode_init as configured, one sample) and its 5B
     line (DMD: ti2v, given first chunk, 121 frames, clean first frame; ODE init) with a 64-wide, one-block DiT at
     64x128."""
-    small = [
-        "+model.overrides.dim=64",
-        "+model.overrides.ffn_dim=128",
-        "+model.overrides.num_heads=2",
-        "+model.overrides.num_layers=1",
-        "data.height=64",
-        "data.width=128",
-    ]
     tiny = run_distill_line(tmp_path)
     meta = json.loads((tmp_path / "outputs" / "bench_distill.json").read_text())["meta"]
     assert {"device", "torch", "date", "commit", "argv", "overrides"} <= set(meta) and meta["argv"][:2] == [
         "--batch",
         "1",
     ]
-    real = run_distill_line(tmp_path, "--configs dmd_wan2.2_5b_704p,ode_init_wan2.2_5b_704p", overrides=small)
+    real = run_distill_line(tmp_path, "--configs dmd_wan2.2_5b_704p,ode_init_wan2.2_5b_704p", overrides=SMALL_DIT)
     assert [r["config"] for r in real] == ["dmd_wan2.2_5b_704p", "ode_init_wan2.2_5b_704p"]
     assert all((r["frames"], r["latent_frames"]) == (121, 31) and "error" not in r for r in real), real
     dmd, ode, big = [*tiny, real[0]]

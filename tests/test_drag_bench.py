@@ -1,6 +1,7 @@
 """The drag benchmark end to end on a random tiny student: every row of the main set runs on an edit
 and an animation scene, the figures are finite where defined, the undragged row is the reference
-(RF 1, no background comparison with itself), and the table renders. docs/dragstream.md's commands on the shipped
+(RF 1, no background comparison with itself), the floors follow (the ground truth: PSNR inf, the tracker's own
+ObjMC; it through the codec), and the table renders. docs/dragstream.md's commands on the shipped
 student run as written, cut to one scene and one row (``TRACKSTREAM_ARGS``)."""
 
 import json
@@ -20,6 +21,7 @@ from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
 
 
+@pytest.mark.slow
 def test_the_main_rows_score_an_edit_and_an_animation(tmp_path, tiny_network):
     net = tiny_network(0).eval().requires_grad_(False)
     engine = StreamingGenerator(net, build_codec("tiny-ae", width=16, patch=4).eval(), config=StreamConfig(steps=2))
