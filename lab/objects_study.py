@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from lab.teacher_study import RECIPES
-from trackstream.data.command_line import ARGS_ENV, command_args
+from trackstream.data.command_line import command_args
 
 KEYS = {
     "ratio": "epe_ratio_with_over_without",
@@ -101,17 +100,6 @@ def candidate(run: Path, cost: float | None = None) -> dict:
     }
 
 
-def _own_args(main, argv: list[str]) -> int:
-    """``main(argv)`` of a command run in-process, without this command's ``$TRACKSTREAM_ARGS``: those words are
-    this line's options, parsed already, and the measuring commands' parsers do not know them."""
-    words = os.environ.pop(ARGS_ENV, None)
-    try:
-        return main(argv)
-    finally:
-        if words is not None:
-            os.environ[ARGS_ENV] = words
-
-
 def measure(run: Path, *, scenes: int = 8, clips: int = 8, steps: int = 24) -> None:
     from lab import teacher_drag
 
@@ -122,7 +110,7 @@ def measure(run: Path, *, scenes: int = 8, clips: int = 8, steps: int = 24) -> N
     euler = ["--steps", str(steps)]
     if not (run / "drag.json").is_file():
         drag = ["--teacher", str(export), "--scenes", str(scenes), *euler, "--out", str(run / "drag.json")]
-        _own_args(teacher_drag.main, drag)
+        teacher_drag.main(drag)
     if not (run / "drift.json").is_file():
         from omegaconf import OmegaConf
 
@@ -130,7 +118,7 @@ def measure(run: Path, *, scenes: int = 8, clips: int = 8, steps: int = 24) -> N
 
         codec = OmegaConf.load(run / "config.yaml").codec.checkpoint
         args = ["--run", str(export), "--codec", str(codec), "--config", str(run / "config.yaml")]
-        _own_args(frame_drift.main, [*args, "--samples", str(clips), *euler, "--out", str(run / "drift.json")])
+        frame_drift.main([*args, "--samples", str(clips), *euler, "--out", str(run / "drift.json")])
 
 
 def table(study: dict) -> str:

@@ -10,7 +10,8 @@
   ``TRACKSTREAM_ARGS="--scenes 2 --threads 1"``.
 
 The added words follow the line's own (so they win where both set an option; a repeatable option such as
-``--set`` gains them), and the command says so on stderr. A documented command then runs as written at a size a
+``--set`` gains them), and the command says so on stderr. Overrides reach every stage a command launches (a
+chain shrinks as one); argparse options are the command's own. A documented command then runs as written at a size a
 small machine manages: a CPU rehearsal of a real recipe, a fresh clone's check that the docs' commands run
 (tests/test_docs_run.py). The data package holds it as the lowest floor with a command (``prepare``)."""
 
@@ -53,19 +54,23 @@ def _say_added(name: str, extra: list[str]) -> None:
 
 
 def command_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> list[str]:
-    """What an argparse command's ``parser`` parses: ``argv`` (default ``sys.argv[1:]``) then ``$TRACKSTREAM_ARGS``
-    (every argparse ``main`` does: tests/test_command_line.py reads each). A value that does not start with an
-    option (``--name``) is refused through the parser (its usage and one error line, status 2): positional words
-    appended after the line's own would change what the line means."""
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """What an argparse command's ``parser`` parses (every argparse ``main`` does: tests/test_command_line.py reads
+    each): ``argv`` when a caller passes it; the process's own line (``sys.argv[1:]``) then ``$TRACKSTREAM_ARGS``
+    otherwise. The variable is consumed there (removed from the environment): its options are this command's, not
+    those of the commands it runs in-process or launches (a Hydra stage keeps ``$TRACKSTREAM_OVERRIDES``). A value
+    that does not start with an option (``--name``) is refused through the parser (its usage and one error line,
+    status 2): positional words appended after the line's own would change what the line means."""
+    if argv is not None:
+        return list(argv)
     try:
         extra = _env_words(ARGS_ENV)
     except ValueError as err:
         parser.error(str(err))
     if extra and not extra[0].startswith("-"):
         parser.error(f"{ARGS_ENV}={os.environ[ARGS_ENV]!r}: {extra[0]!r} is not an option (--name value ...)")
+    os.environ.pop(ARGS_ENV, None)
     _say_added(ARGS_ENV, extra)
-    return argv + extra
+    return sys.argv[1:] + extra
 
 
 def append_env_overrides(argv: list[str] | None = None) -> list[str]:
