@@ -118,6 +118,12 @@ MINILM = documented_line("docs/small-world.md", "lab.small_world", "minilm")
 PIPELINE_EXPORT = documented_line("docs/diffusers.md", "--network runs/x/export/student", "--format pipeline")
 PERF = "docs/performance.md"
 DISTILL_BENCH = "python -m trackstream.bench.distill"
+H100 = [("docs/bench/h100/README.md", c) for w, c in COMMANDS if w.startswith("docs/bench/h100/README.md:")]
+# the GPU records' 1.3B DMD and ODE-init lines (what the GPU call ran) and docs/performance.md's: cut down on CPU
+RECORDS_1_3B = [
+    *((page, c) for page, c in H100 if "bench.distill" in c and "teacher_forcing" not in c),
+    documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan1.3b_480p,ode_init_wan1.3b_480p"),
+]
 ELSEWHERE = {
     TINY_DECODER: "tests/test_tiny_decoder.py",
     SMOKE: "tests/test_docs_run.py",  # in RUN: its TRACKSTREAM_OVERRIDES example, the line after the variable
@@ -126,17 +132,7 @@ ELSEWHERE = {
         for setup in ("tiny-student", "small")
     },
     (PERF, DISTILL_BENCH): "tests/test_bench_realtime.py",
-    **{
-        line: "tests/test_bench_distill_stages.py"
-        for line in (
-            *(
-                ("docs/bench/h100/README.md", c)
-                for w, c in COMMANDS
-                if w.startswith("docs/bench/h100/README.md:") and "bench.distill" in c and "teacher_forcing" not in c
-            ),
-            documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan1.3b_480p,ode_init_wan1.3b_480p"),
-        )
-    },
+    **{line: "tests/test_bench_distill_stages.py" for line in RECORDS_1_3B},
     documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan2.2_5b_704p,ode_init_wan2.2_5b_704p"): (
         "tests/test_bench_realtime.py"
     ),
@@ -232,11 +228,7 @@ EIGHT = (
 COTRACKER = "CoTracker3 (package and checkpoint not installable here); the LK path runs in its tests"
 REAL_DATA = "a real dataset or release not downloadable here; its layout is rehearsed in its tests"
 NOT_RUN = {
-    **{
-        ("docs/bench/h100/README.md", c): GPU
-        for w, c in COMMANDS
-        if w.startswith("docs/bench/h100/README.md:") and ("bench.distill" not in c or "teacher_forcing" in c)
-    },
+    **{line: GPU for line in H100 if line not in RECORDS_1_3B},
     **{
         documented_line(PERF, "python -m trackstream.bench.realtime", *words): GPU
         for words in (

@@ -10,8 +10,8 @@ import json
 import math
 
 import pytest
+from docs_lines import RECORDS_1_3B
 from test_docs_run import documented_line, run_documented
-from test_documented_commands import COMMANDS
 
 from trackstream.bench.distill import main as bench_distill
 
@@ -47,20 +47,6 @@ def run_distill_line(cwd, *words: str, overrides=(), line: tuple[str, str] | Non
     line = line or (documented_line(*bare, *words) if words else bare)
     run_documented(line, cwd, args=(*ONE_UPDATE, *[f"--override={o}" for o in overrides]))
     return json.loads((cwd / "outputs" / "bench_distill.json").read_text())["results"]
-
-
-# the GPU records' 1.3B DMD and ODE-init lines (what the GPU call ran, docs/bench/h100/README.md) and
-# docs/performance.md's: on CPU cut down, as the GPU runs them at full size
-RECORDS_1_3B = [
-    *(
-        ("docs/bench/h100/README.md", c)
-        for w, c in COMMANDS
-        if w.startswith("docs/bench/h100/README.md:") and "bench.distill" in c and "teacher_forcing" not in c
-    ),
-    documented_line(
-        "docs/performance.md", "python -m trackstream.bench.distill", "--configs dmd_wan1.3b_480p,ode_init_wan1.3b_480p"
-    ),
-]
 
 
 @pytest.mark.slow
