@@ -2,7 +2,7 @@
 >= 400 generator updates, resumable across processes and machines (docs/long-dmd.md).
 
     python -m lab.long_dmd run    --run-dir RUN                   # start, or continue
-    python -m lab.long_dmd pack   --run-dir RUN                   # -> runs/dmd-long/ (commit it)
+    python -m lab.long_dmd pack   --run-dir RUN                   # -> runs/dmd-long/ (copy it to the next machine)
     python -m lab.long_dmd unpack --run-dir DIR                   # fresh machine (run does it too)
     python -m lab.long_dmd status --run-dir DIR
 
@@ -57,9 +57,9 @@ from trackstream.train.checkpoint import find_latest, latest_readable
 __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "main"]
 
 ROOT = Path(__file__).resolve().parents[1]
-PACK_DIR = ROOT / "runs" / "dmd-long"  # un-ignored in .gitignore: state.pt + snapshots/ are committed
+PACK_DIR = ROOT / "runs" / "dmd-long"  # ignored by git: run state stays out of the tree
 UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (tests/test_long_dmd.py checks they agree)
-PART_BYTES = 19 * 2**20  # a repository file stays under 20 MB: a larger pack is committed as state.pt.partNN
+PART_BYTES = 19 * 2**20  # each file under 20 MB (what a repository or an artifact store takes): state.pt.partNN
 
 
 def _split_state(pack_dir: Path) -> list[Path]:
