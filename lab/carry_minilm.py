@@ -50,13 +50,14 @@ def world_texts() -> list[str]:
     world clips), and the empty string of the null text. Captions join these at spaces and punctuation,
     where BERT's pre-tokenizer splits too, so their WordPiece tokens are these texts' tokens."""
     from trackstream.data import synthetic
+    from trackstream.data.sprite_motion import direction_phrase
     from trackstream.data.sprites import BACKGROUND_COLOURS, PALETTE, PATTERNS, SHAPES
     from trackstream.eval.drag_scenes import render_scene
 
     words = [*PALETTE, *SHAPES, *PATTERNS, *BACKGROUND_COLOURS]
     phrases = [
         *_literals(synthetic.SyntheticWorld.caption),
-        *_literals(synthetic.direction_phrase),
+        *_literals(direction_phrase),
         *_literals(render_scene, target="caption"),
     ]
     return list(dict.fromkeys(["", *words, *phrases]))  # in order, once each

@@ -28,10 +28,10 @@ from trackstream.data.trackers import build_tracker
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.benchmarks import Sample
 from trackstream.eval.drag_bench import score
+from trackstream.eval.drag_metrics import objmc
 from trackstream.eval.drag_scenes import make_scenes
 from trackstream.eval.generate import GenerateConfig, generate_videos
-from trackstream.eval.metrics import objmc
-from trackstream.stream.drag.editor import drag_tracks
+from trackstream.stream.drag.points import drag_tracks
 from trackstream.stream.options import add_precision_args, parsed_precision
 
 TOKEN = 4  # pixels per latent cell of the tiny codec (its spatial factor): the drag points' spacing

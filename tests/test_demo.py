@@ -264,7 +264,8 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
 
 
 def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
-    from trackstream.stream.demo.protocol import Drag, Limits, Points, Start
+    from trackstream.stream.demo.limits import Limits
+    from trackstream.stream.demo.protocol import Drag, Points, Start
     from trackstream.stream.demo.session import DemoModel, Session
 
     model = DemoModel(STUDENT, CODEC, num_scenes=2)
@@ -324,7 +325,8 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
 
 
 def test_session_core_runs_in_bfloat16():
-    from trackstream.stream.demo.protocol import Limits, Start
+    from trackstream.stream.demo.limits import Limits
+    from trackstream.stream.demo.protocol import Start
     from trackstream.stream.demo.session import DemoModel, Session
 
     model = DemoModel(STUDENT, CODEC, num_scenes=1, device="cpu", dtype="bfloat16")

@@ -7,8 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trackstream.stream.demo.decode import ProtocolError
+from trackstream.stream.demo.limits import Limits
 from trackstream.stream.demo.live import LiveTracks, camera_move
-from trackstream.stream.demo.protocol import Camera, Limits, Points, ProtocolError, parse_message
+from trackstream.stream.demo.protocol import Camera, Points, parse_message
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "assets" / "tiny-student" / "student"

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from trackstream.stream.demo.decode import ProtocolError, decode_image
+from trackstream.stream.demo.limits import Limits
 from trackstream.stream.demo.media import (
     FRAME_HEADER_BYTES,
     FRAME_MAGIC,
@@ -18,16 +20,7 @@ from trackstream.stream.demo.media import (
     pack_frame,
     unpack_frame,
 )
-from trackstream.stream.demo.protocol import (
-    Control,
-    Drag,
-    Limits,
-    Points,
-    ProtocolError,
-    Start,
-    decode_image,
-    parse_message,
-)
+from trackstream.stream.demo.protocol import Control, Drag, Points, Start, parse_message
 from trackstream.stream.demo.session import LiveTracks, drag_instruction
 from trackstream.stream.drag.instructions import Rotation2D, Translation
 

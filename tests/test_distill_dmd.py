@@ -14,8 +14,9 @@ from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDConfig, DMDObjective, dmd_gradient
 from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import Conventions
-from trackstream.stream.chunks import StreamConfig
-from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
+from trackstream.models.streaming import StreamConfig
+from trackstream.stream.chunk_io import collect, tracks_from_array
+from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.checkpoint import CheckpointManager
 from trackstream.train.dist import init_runtime
 from trackstream.train.loop import TrainerConfig, train

@@ -26,8 +26,9 @@ from trackstream.eval.rewards import (
     RewardsConfig,
     build_rewards,
 )
-from trackstream.stream.chunks import StreamConfig
-from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
+from trackstream.models.streaming import StreamConfig
+from trackstream.stream.chunk_io import collect, tracks_from_array
+from trackstream.stream.engine import StreamingGenerator
 
 SHIFT, K, G = 5.0, 3, 2
 REWARDS = {"motion": {"reference_width": None, "alpha": 256.0, "scale": 1 / 256}, "appearance": {"weight": 0.5}}

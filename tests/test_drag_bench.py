@@ -17,7 +17,7 @@ from trackstream.eval.drag_bench import ROW_SETS, run_benchmark
 from trackstream.eval.drag_scenes import make_scenes
 from trackstream.eval.drag_table import FLOOR_ROWS, table
 from trackstream.models.codecs import build_codec
-from trackstream.stream.chunks import StreamConfig
+from trackstream.models.streaming import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
 
 

@@ -8,9 +8,9 @@ import torch
 
 from trackstream.diffusion.schedule import add_noise
 from trackstream.models.codecs import build_codec
+from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import sample_track_ids
-from trackstream.stream.chunks import StreamConfig
-from trackstream.stream.drag.editor import DragEditor, drag_tracks
+from trackstream.stream.drag.editor import DragEditor
 from trackstream.stream.drag.instructions import DragInstruction, Rotation2D, Translation
 from trackstream.stream.drag.optimize import (
     DragConfig,
@@ -20,6 +20,7 @@ from trackstream.stream.drag.optimize import (
     reference_features,
     segment_count,
 )
+from trackstream.stream.drag.points import drag_tracks
 from trackstream.stream.engine import StreamingGenerator
 
 H = W = 64

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from trackstream.stream.drag.geometry import resample_path, signed_angle
 from trackstream.stream.drag.instructions import (
     Deformation,
     DragInstruction,
@@ -13,8 +14,6 @@ from trackstream.stream.drag.instructions import (
     Rotation3D,
     Translation,
     read_dragstream,
-    resample_path,
-    signed_angle,
     write_dragstream,
 )
 

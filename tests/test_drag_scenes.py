@@ -5,16 +5,8 @@ import cv2
 import numpy as np
 import pytest
 
-from trackstream.eval.drag_scenes import (
-    KINDS,
-    MODES,
-    invert_field,
-    make_scenes,
-    read_scene,
-    render_scene,
-    scene_frames,
-    write_scene,
-)
+from trackstream.eval.drag_scene_frames import invert_field
+from trackstream.eval.drag_scenes import KINDS, MODES, make_scenes, read_scene, render_scene, scene_frames, write_scene
 from trackstream.stream.drag.instructions import (
     Deformation,
     Rotation2D,

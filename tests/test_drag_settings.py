@@ -9,7 +9,7 @@ import torch
 
 from trackstream.diffusion.schedule import add_noise
 from trackstream.models.codecs import build_codec
-from trackstream.stream.chunks import StreamConfig
+from trackstream.models.streaming import StreamConfig
 from trackstream.stream.drag import editor as editor_module
 from trackstream.stream.drag.editor import DragEditor
 from trackstream.stream.drag.instructions import DragInstruction, Translation

@@ -6,18 +6,9 @@ import numpy as np
 import pytest
 from scipy import linalg, ndimage
 
+from trackstream.eval.drag_metrics import dai, entity_point, nearest_track, objmc
 from trackstream.eval.frechet import feature_statistics, frechet_distance, frechet_from_features
-from trackstream.eval.metrics import (
-    dai,
-    entity_point,
-    epe,
-    frozen_epe,
-    motion_epe,
-    nearest_track,
-    objmc,
-    video_psnr,
-    video_ssim,
-)
+from trackstream.eval.metrics import epe, frozen_epe, motion_epe, video_psnr, video_ssim
 
 
 def test_frechet_distance_matches_the_closed_form_for_gaussians():

@@ -17,8 +17,8 @@ from trackstream.distill.ode_init import ODEInitConfig
 from trackstream.distill.rl import RLConfig
 from trackstream.eval.conf_nodes import NODES, register_nodes
 from trackstream.models.causal import CausalConfig
+from trackstream.models.streaming import StreamConfig
 from trackstream.stages.app import CONFIG_DIR
-from trackstream.stream.chunks import StreamConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("trackstream", "lab") for p in (ROOT / d).rglob("*.py")]

@@ -13,9 +13,10 @@ import torch
 import trackstream.stream.chunks as chunks_module
 from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
+from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import sample_track_ids
-from trackstream.stream.chunks import StreamConfig
-from trackstream.stream.engine import StreamingGenerator, state_nbytes, tracks_from_array
+from trackstream.stream.chunk_io import tracks_from_array
+from trackstream.stream.engine import StreamingGenerator, state_nbytes
 from trackstream.stream.prompts import place_switches, read_prompt_schedule
 
 H = W = 32

@@ -18,10 +18,10 @@ from trackstream.models.flavors import build_wan
 from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict
 from trackstream.models.formats.release_folder import find_release
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.streaming import StreamConfig
 from trackstream.models.text_encoders import build_text_encoder
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan_io import load_wan
-from trackstream.stream.chunks import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
 from trackstream.train.weights import initialise

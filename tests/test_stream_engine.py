@@ -10,9 +10,11 @@ from trackstream.models.block_causal import BlockCausalAttention
 from trackstream.models.causal import CausalConfig
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.codecs import build_codec
+from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import sample_track_ids
-from trackstream.stream.chunks import StreamConfig, chunk_condition, chunk_pixel_frames, track_features
-from trackstream.stream.engine import StreamingGenerator, collect, state_nbytes, tracks_from_array
+from trackstream.stream.chunk_io import collect, tracks_from_array
+from trackstream.stream.chunks import chunk_condition, chunk_pixel_frames, track_features
+from trackstream.stream.engine import StreamingGenerator, state_nbytes
 
 H = W = 32
 B, N = 2, 6

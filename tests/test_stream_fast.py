@@ -10,9 +10,11 @@ from trackstream.models.causal import CausalConfig, FeatureRecorder, new_cache, 
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.stream_buffers import StepBuffers, max_layout_frames
+from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import sample_track_ids
-from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames
-from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
+from trackstream.stream.chunk_io import collect, tracks_from_array
+from trackstream.stream.chunks import chunk_pixel_frames
+from trackstream.stream.engine import StreamingGenerator
 
 H = W = 32
 B, N = 1, 5

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from trackstream.eval.stream_eval import drift_summary, input_tracks, stream_nfe
+from trackstream.models.streaming import StreamConfig
 from trackstream.pipeline.report import targets, write_report
 from trackstream.pipeline.report_plots import curve_keys
-from trackstream.stream.chunks import StreamConfig
 
 
 def _figures(**over):

@@ -29,7 +29,7 @@ from trackstream.data.command_line import command_args
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.precision import dtype_name, synchronize
-from trackstream.stream.chunks import StreamConfig
+from trackstream.models.streaming import StreamConfig
 from trackstream.stream.drag.editor import DragEditor
 from trackstream.stream.drag.instructions import DragInstruction, Translation
 from trackstream.stream.drag.optimize import DragConfig

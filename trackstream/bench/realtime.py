@@ -52,7 +52,7 @@ from trackstream.bench.throughput import chunk_flops, matmul_tflops
 from trackstream.bench.timing import environment
 from trackstream.data.command_line import command_args
 from trackstream.models.precision import synchronize
-from trackstream.stream.chunks import StreamConfig
+from trackstream.models.streaming import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.stream.options import add_precision_args, parsed_precision
 

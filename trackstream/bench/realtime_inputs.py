@@ -17,7 +17,7 @@ __all__ = ["LiveTracks", "Inputs", "make_inputs", "TimedSource"]
 
 
 class LiveTracks:
-    """A ``stream.engine.TrackSource``: ``n`` points drifting with a slow wobble, reflected at the frame's
+    """A ``stream.chunk_io.TrackSource``: ``n`` points drifting with a slow wobble, reflected at the frame's
     edges, computed on the host for each chunk's pixel frames as they are asked for (as a user's drag or a
     live tracker delivers them)."""
 

@@ -1,8 +1,8 @@
 """Rigid sprite motion for the synthetic world: sprite <-> frame coordinate maps, the smooth key-point
 path a sprite follows, and the screen-direction words its captions use.
 
-Kept apart from ``synthetic`` so the world's renderer stays readable; ``synthetic`` re-exports
-``sprite_matrix`` and ``direction_phrase`` for code that imports them from there.
+The synthetic world (``synthetic``) renders with these; the drag scenes place their sprites with
+``sprite_matrix`` too.
 """
 
 from __future__ import annotations

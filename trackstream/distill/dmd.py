@@ -1,5 +1,4 @@
 """Self-Forcing DMD with joint text-motion guidance (MotionStream §3.2, eq. 3-4; appendix D).
-(Over 400 lines: the objective reads top to bottom beside the paper's equations, rollout to losses.)
 
 Networks: the causal student (``generator``, trainable, EMA kept by the loop), the critic /
 fake score (``critic``, bidirectional, trainable, initialised from the teacher) and the frozen

@@ -1,5 +1,4 @@
 """AR-Drag's RL stage: GRPO with selective stochasticity on the streaming student.
-(Over 400 lines: the objective reads top to bottom, rollout, rewards, advantages, losses.)
 
 Networks: the policy (``generator``: the streaming student from a DMD / ODE-init export, trainable) and
 ``reference``, a frozen copy of that starting student (the KL anchor). Frozen parts: the codec (decodes

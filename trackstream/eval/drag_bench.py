@@ -48,14 +48,16 @@ from tqdm import tqdm
 from trackstream.data.command_line import command_args
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
+from trackstream.eval.drag_metrics import dai, entity_point
 from trackstream.eval.drag_scenes import DragScene, make_scenes
 from trackstream.eval.drag_table import FLOOR_ROWS, aggregate, table
 from trackstream.eval.floors import round_trip
-from trackstream.eval.metrics import dai, entity_point, video_psnr, video_ssim
+from trackstream.eval.metrics import video_psnr, video_ssim
 from trackstream.stream.drag.adsr import mask_tokens
-from trackstream.stream.drag.editor import DragEditor, pins_for
+from trackstream.stream.drag.editor import DragEditor
 from trackstream.stream.drag.instructions import frame_positions
 from trackstream.stream.drag.optimize import SETTINGS, DragConfig
+from trackstream.stream.drag.points import pins_for
 from trackstream.stream.options import (
     add_network_args,
     add_precision_args,

@@ -1,7 +1,6 @@
 """Drag metrics, each with its protocol in the docstring: ObjMC (DragAnything) over entity trajectories,
 the entity point and nearest track it matches them by, and DAI (GoodDrag) for dragged content.
-
-Kept apart from ``metrics`` (video and EPE metrics), which re-exports every name here.
+The video and EPE metrics are in ``metrics``.
 """
 
 from __future__ import annotations

@@ -38,16 +38,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from trackstream.data.sprite_motion import sprite_matrix
 from trackstream.data.sprites import BACKGROUND_COLOURS, background_texture, make_sprite
-from trackstream.data.synthetic import sprite_matrix
-from trackstream.eval.drag_scene_frames import (  # noqa: F401  (invert_field, EDITABLE_DILATE: re-exported)
-    EDITABLE_DILATE,
+from trackstream.eval.drag_scene_frames import (
     TEMPORAL,
-    invert_field,
     reachable_mask,
     render_frames,
     warp_sprite,
 )
+from trackstream.stream.drag.geometry import read_mask, resample_path, write_mask
 from trackstream.stream.drag.instructions import (
     BLOCK_LENGTH,
     Deformation,
@@ -56,11 +55,8 @@ from trackstream.stream.drag.instructions import (
     Rotation3D,
     Translation,
     read_dragstream,
-    read_mask,
-    resample_path,
     step_offsets,
     write_dragstream,
-    write_mask,
 )
 
 __all__ = ["KINDS", "MODES", "DragScene", "make_scenes", "read_scene", "render_scene", "scene_frames", "write_scene"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from trackstream.eval.metrics import objmc
+from trackstream.eval.drag_metrics import objmc
 
 __all__ = ["FLOOR_ROWS", "aggregate", "table"]
 

@@ -136,7 +136,8 @@ def _setup(run: Path, cfg: GenerateConfig):
 @torch.no_grad()
 def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, times: list) -> tuple[dict, int]:
     from trackstream.models.tracks import sample_track_ids
-    from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
+    from trackstream.stream.chunk_io import collect, tracks_from_array
+    from trackstream.stream.engine import StreamingGenerator
 
     net, codec, conditioner = _setup(run, cfg)
     # the engine takes its device from the network (load_export put it there): its inputs follow it

@@ -2,8 +2,8 @@
 one protocol behind every EPE figure of the project, and beside it the no-hold EPE of the same tracking,
 ``MotionTrack.no_hold_epe``), PSNR and SSIM of generated frames against the ground truth (frames 1..;
 frame 0 is the given first frame), brightness and texture energy per chunk against the ground truth
-(``frame_stats``), ObjMC (DragAnything) and DAI (GoodDrag) for drags. Distribution metrics (FID, FVD)
-are in trackstream/eval/frechet.py."""
+(``frame_stats``). The drag metrics (ObjMC, DAI) are in trackstream/eval/drag_metrics.py, the distribution
+metrics (FID, FVD) in trackstream/eval/frechet.py."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from trackstream.eval.drag_metrics import dai, entity_point, nearest_track, objmc
 
 __all__ = [
     "epe",
@@ -28,10 +26,6 @@ __all__ = [
     "video_psnr",
     "video_ssim",
     "frame_stats",
-    "objmc",
-    "entity_point",
-    "nearest_track",
-    "dai",
 ]
 
 

@@ -36,9 +36,10 @@ from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 from trackstream.eval.quality import QUALITY_STEMS
 from trackstream.eval.scorebook import ScoreBook, input_tracks
 from trackstream.models.precision import synchronize
+from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import latent_frames, sample_track_ids
-from trackstream.stream.chunks import StreamConfig
-from trackstream.stream.engine import StreamingGenerator, collect, tracks_from_array
+from trackstream.stream.chunk_io import collect, tracks_from_array
+from trackstream.stream.engine import StreamingGenerator
 
 __all__ = [
     "StreamEvalConfig",

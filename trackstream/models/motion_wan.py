@@ -1,5 +1,4 @@
 """The trainable motion-conditioned video network: Wan DiT + track head + text projection.
-(Over 400 lines: the network and its export folder format are one contract, kept in one file.)
 
 ``MotionWan`` bundles what the teacher, the student and the critic train together, so one module
 is wrapped by DDP/FSDP, one state dict is checkpointed and one EMA is kept. The frozen parts

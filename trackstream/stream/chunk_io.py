@@ -1,6 +1,6 @@
 """What goes into a stream and comes out of it, chunk by chunk: track sources in, ``ChunkOutput`` out.
 
-Used by ``stream.engine`` (which re-exports these names) and every caller of the engine. Legend as in
+Used by ``stream.engine`` and every caller of the engine. Legend as in
 ``stream.chunks``.
 """
 

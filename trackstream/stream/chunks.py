@@ -4,7 +4,7 @@ Both the inference engine (``stream.engine``) and the DMD rollout (``distill.dmd
 these functions, so training simulates inference step for step (MotionStream §3.2: "Our
 inference procedure identically follows the training process"):
 
-* ``StreamConfig`` (``models.streaming``, re-exported): chunking (c3s1w1 by default), the K-step
+* ``StreamConfig`` (``models.streaming``): chunking (c3s1w1 by default), the K-step
   list on the shared step grid of ``diffusion.schedule`` (one shift for teacher, ODE pairs, ODE
   init, DMD and inference), the one streaming type from the config to the export to the engine.
 * ``VideoCondition``: what is fixed for one video: the projected text context, the first-frame
@@ -29,14 +29,13 @@ from trackstream.diffusion.schedule import add_noise, sigma_to_t, x0_from_veloci
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
 from trackstream.models.channel_layouts import compose_condition, i2v_condition, start_image_latents
 from trackstream.models.stream_buffers import StepBuffers
-from trackstream.models.streaming import StreamConfig, check_first_chunk, first_chunk_given
+from trackstream.models.streaming import check_first_chunk, first_chunk_given
 from trackstream.models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
 
 __all__ = [
     "first_chunk_given",
     "check_first_chunk",
     "whole_chunks",
-    "StreamConfig",
     "VideoCondition",
     "build_video_condition",
     "chunk_pixel_frames",

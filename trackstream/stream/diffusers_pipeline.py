@@ -33,8 +33,9 @@ from diffusers.utils import BaseOutput
 
 from trackstream.data.track_inputs import check_tracks
 from trackstream.models.tracks import latent_frames, sample_track_ids
+from trackstream.stream.chunk_io import tracks_from_array
 from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
-from trackstream.stream.engine import StreamingGenerator, tracks_from_array
+from trackstream.stream.engine import StreamingGenerator
 
 __all__ = ["TrackStreamPipeline", "TrackStreamPipelineOutput", "TrackStreamState", "OUTPUT_TYPES"]
 

@@ -1,5 +1,4 @@
 """The streaming engine: an unbounded video, chunk by chunk, tracks supplied live.
-(Over 400 lines: start, stream and the per-chunk step share one state machine, kept in one file.)
 
     engine = StreamingGenerator(network, codec, config=StreamConfig())      # c3s1w1, 3 steps
     state = engine.start(image, text_emb, text_len, track_ids=ids, seed=0)  # first frame -> sink
@@ -34,9 +33,9 @@ import torch
 from trackstream.models.causal import ChunkKV, KVCache
 from trackstream.models.precision import synchronize
 from trackstream.models.stream_buffers import StepBuffers
-from trackstream.stream.chunk_io import ChunkOutput, TrackSource, collect, tracks_from_array
+from trackstream.models.streaming import StreamConfig
+from trackstream.stream.chunk_io import ChunkOutput, TrackSource
 from trackstream.stream.chunks import (
-    StreamConfig,
     VideoCondition,
     build_video_condition,
     chunk_condition,
@@ -50,12 +49,8 @@ from trackstream.stream.recache import HeldChunk, recache, roll_held
 
 __all__ = [
     "StreamState",
-    "ChunkOutput",
     "StreamingGenerator",
-    "TrackSource",
-    "tracks_from_array",
     "state_nbytes",
-    "collect",
 ]
 
 

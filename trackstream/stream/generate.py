@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from trackstream.data.command_line import command_args
+from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import latent_frames
-from trackstream.stream.chunks import StreamConfig, chunk_pixel_frames, whole_chunks
+from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
 from trackstream.stream.options import (
     add_network_args,
     add_precision_args,
@@ -263,7 +264,8 @@ def run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from trackstream.data.video_io import image_tensor, write_mp4
     from trackstream.models.precision import dtype_name
     from trackstream.models.tracks import sample_track_ids
-    from trackstream.stream.engine import StreamingGenerator, tracks_from_array
+    from trackstream.stream.chunk_io import tracks_from_array
+    from trackstream.stream.engine import StreamingGenerator
 
     loaded = _load(args, device, dtype)
     cfg, n = loaded.cfg, loaded.chunks

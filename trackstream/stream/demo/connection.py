@@ -28,7 +28,7 @@ from typing import Optional
 
 from starlette.websockets import WebSocket
 
-from trackstream.stream.demo.decode import DecodeWorker
+from trackstream.stream.demo.decode import DecodeWorker, ProtocolError
 from trackstream.stream.demo.guard import ABORT
 from trackstream.stream.demo.limits import Limits, RateLimit, rss_mb
 from trackstream.stream.demo.media import Recording, encode_frame, pack_frame
@@ -38,7 +38,6 @@ from trackstream.stream.demo.protocol import (
     Drag,
     Points,
     Prompt,
-    ProtocolError,
     Start,
     carries_image,
     parse_message,

@@ -33,8 +33,8 @@ _FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp"}
 
 
 class ProtocolError(ValueError):
-    """A refused client message; ``str`` is what the client is told (``stream.demo.protocol`` re-exports
-    it; defined here because an undecodable upload is the first refusal a message can meet)."""
+    """A refused client message; ``str`` is what the client is told. Defined here, below ``protocol``,
+    because an undecodable upload is the first refusal a message can meet."""
 
 
 def probe_image(

@@ -61,8 +61,6 @@ from trackstream.stream.demo.decode import ProtocolError, decode_image
 from trackstream.stream.demo.limits import Limits
 
 __all__ = [
-    "Limits",
-    "ProtocolError",
     "Start",
     "Points",
     "Drag",
@@ -72,7 +70,6 @@ __all__ = [
     "parse_message",
     "read_message",
     "carries_image",
-    "decode_image",
     "DRAG_MODES",
     "DRAG_KINDS",
     "DRAG_METHODS",

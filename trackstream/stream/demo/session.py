@@ -32,19 +32,16 @@ import torch
 from trackstream.data.synthetic import SyntheticWorld
 from trackstream.data.video_io import image_tensor, to_uint8
 from trackstream.models.tracks import sample_track_ids
+from trackstream.stream.chunk_io import ChunkOutput
+from trackstream.stream.demo.decode import ProtocolError
+from trackstream.stream.demo.limits import Limits
 from trackstream.stream.demo.live import LiveTracks, camera_move
-from trackstream.stream.demo.protocol import Camera, Drag, Limits, Points, Prompt, ProtocolError, Start
+from trackstream.stream.demo.protocol import Camera, Drag, Points, Prompt, Start
 from trackstream.stream.drag.editor import DragEditor, DragResult
-from trackstream.stream.drag.instructions import (
-    BLOCK_LENGTH,
-    DragInstruction,
-    Rotation2D,
-    Translation,
-    resample_path,
-    swept_box,
-)
+from trackstream.stream.drag.geometry import resample_path
+from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction, Rotation2D, Translation, swept_box
 from trackstream.stream.drag.optimize import DragConfig
-from trackstream.stream.engine import ChunkOutput, StreamingGenerator
+from trackstream.stream.engine import StreamingGenerator
 
 __all__ = ["DemoModel", "Session", "LiveTracks", "world_for", "drag_instruction"]  # LiveTracks: stream.demo.live
 

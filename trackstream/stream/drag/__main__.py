@@ -96,7 +96,8 @@ class _Replay:
 
     def stream(self, drag: bool) -> tuple[list, list, float]:
         """Every chunk's output, the steered ones, and the seconds they took."""
-        from trackstream.stream.drag.editor import DragEditor, pins_for
+        from trackstream.stream.drag.editor import DragEditor
+        from trackstream.stream.drag.points import pins_for
 
         engine, instr, args = self.engine, self.instr, self.args
         editor = DragEditor(engine, self.cfg)

@@ -33,6 +33,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from trackstream.stream.chunk_io import ChunkOutput
 from trackstream.stream.chunks import denoise_chunk
 from trackstream.stream.drag.adsr import rectify_x0
 from trackstream.stream.drag.history import ChunkRecord, input_at_step
@@ -46,11 +47,10 @@ from trackstream.stream.drag.optimize import (
     reference_features,
     segment_count,
 )
-from trackstream.stream.drag.points import Pins, drag_tracks, pins_for, track_ids_for
-from trackstream.stream.engine import ChunkOutput, StreamingGenerator, StreamState
+from trackstream.stream.drag.points import drag_tracks, track_ids_for
+from trackstream.stream.engine import StreamingGenerator, StreamState
 
-# Pins, drag_tracks and pins_for live in stream.drag.points; their callers import them from here too.
-__all__ = ["DragEditor", "DragResult", "Pins", "drag_tracks", "pins_for", "METHODS"]
+__all__ = ["DragEditor", "DragResult", "METHODS"]
 
 METHODS = ("latent", "tracks", "both")
 

@@ -1,8 +1,7 @@
 """Geometry and mask files for drag instructions: clicked paths resampled along a clamped B-spline,
 signed on-screen angles, rotations about a centre, and DragStream's 0/255 PNG masks.
 
-Kept apart from ``instructions`` so the trajectory types build on these without the file growing;
-``instructions`` re-exports ``resample_path``, ``signed_angle``, ``read_mask`` and ``write_mask``.
+The trajectory types of ``instructions`` build on these.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ from typing import Union
 
 import numpy as np
 
-from trackstream.stream.drag.geometry import read_mask, resample_path, rotate_points, signed_angle, write_mask
+from trackstream.stream.drag.geometry import read_mask, rotate_points, signed_angle, write_mask
 
 __all__ = [
     "Translation",
@@ -42,8 +42,6 @@ __all__ = [
     "Rotation2D",
     "Rotation3D",
     "DragInstruction",
-    "resample_path",
-    "signed_angle",
     "read_dragstream",
     "write_dragstream",
     "BLOCK_LENGTH",
@@ -52,8 +50,6 @@ __all__ = [
     "step_offsets",
     "frame_positions",
     "magnitude",
-    "read_mask",
-    "write_mask",
 ]
 
 BLOCK_LENGTH = 3  # latent frames per chunk (c3): DragStream chunks its deltas 3 per block
