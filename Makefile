@@ -41,7 +41,7 @@ XDIST = $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfil
 test: $(STAMP) browser
 	$(PY) -m pytest -q --durations=15 $(XDIST) $(PYTEST_ARGS)
 
-# The edit loop (<= 3 minutes on 2 cores): everything but the tests marked slow or multiproc.
+# The edit loop (<= 90 s on 2 cores): everything but the tests marked slow or multiproc.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc" $(XDIST) $(PYTEST_ARGS)
 
