@@ -8,8 +8,9 @@ The folder is what the demo's browser test and a person without the time for ``m
 from: ``student/`` (the DMD export: Wan DiT files, heads, network.json), ``config.yaml`` (the DMD
 stage's resolved config: the world the scenes come from) and ``manifest.json``: the command, the
 commit the run was made from, steps and wall time per stage, seeds, the run's held-out figures, its floors,
-its long-horizon windows, its targets and the sha256 of every file (``trackstream.pipeline.releases.verify_asset`` checks them). The codec is the teacher
-release's (``assets/tiny-teacher/codec.pt``, recorded by its sha256), not copied.
+its long-horizon windows, the project's targets judged on its figures (``lab.targets``) and the sha256 of every
+file (``trackstream.pipeline.releases.verify_asset`` checks them). The codec is the teacher release's
+(``assets/tiny-teacher/codec.pt``, recorded by its sha256), not copied.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import sys
 from pathlib import Path
 
 from lab.ship_teacher import git_commit
+from lab.targets import targets
 from trackstream.data.command_line import command_args
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import ASSET_DIR, MAX_BYTES, STUDENT_DIR, AssetError
@@ -87,7 +89,7 @@ def ship_student(run_dir: Path, dest: Path = STUDENT_DIR, *, commit: str | None 
         },
         "targets": {
             k: {"value": v.get("value"), "threshold": v.get("threshold"), "met": v.get("met")}
-            for k, v in figures.get("targets", {}).items()
+            for k, v in targets(figures).items()
         },
     }
     return write_manifest(dest, manifest)

@@ -11,12 +11,12 @@ overrides. It resumes from its checkpoints like every stage.
 ``ship`` scores the RL student, its DMD start and the ODE-init student with make run's evaluation
 (``eval.stream_eval.run_evaluation``: the floors, the teacher, 16 held-out clips of the run's world by the one
 EPE protocol, PSNR, SSIM; then every student's long streams per window of the horizon, on the panning and the
-knowable world, with and without the sink) and the report's targets, in ``RUN/score/`` (report.md, videos,
+knowable world, with and without the sink), in ``RUN/score/`` (report.md, videos,
 the long-horizon strip), and writes ``assets/tiny-student/``: ``student/`` (the RL export), ``dmd/`` (the DMD
 export it started from), ``config.yaml``
 (the DMD stage's resolved config: the world the demo's scenes come from), ``rl_config.yaml`` and
 ``manifest.json`` (commands, commit, steps, compute time per stage, seeds, the floors, every model's figures,
-the long-horizon windows, the targets, sha256 of each file). The shipped student is the recipe's product
+the long-horizon windows, the project's targets judged on them (``lab.targets``), sha256 of each file). The shipped student is the recipe's product
 whether or not a stage helped; the manifest says which figures each stage moved and how far.
 """
 
@@ -30,6 +30,7 @@ from pathlib import Path
 
 from lab.ship_student import fill_release, write_manifest
 from lab.ship_teacher import ROOT, git_commit
+from lab.targets import targets
 from trackstream.data.command_line import command_args
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR, AssetError
@@ -138,7 +139,7 @@ def score_chain(
 ) -> dict:
     """make run's evaluation (``eval.stream_eval.run_evaluation``: floors, teacher, the students side by side,
     every student's long streams per window) of the chain's ODE-init, DMD and RL exports, on the run's teacher,
-    codec and world, with the report's targets; writes ``RUN/score/`` (report.md, report.json, videos, plots)."""
+    codec and world; writes ``RUN/score/`` (report.md, report.json, videos, plots)."""
     from omegaconf import OmegaConf
 
     from trackstream.data.clips import DataConfig
@@ -244,7 +245,7 @@ def ship_chain(run_dir: Path, dest: Path = STUDENT_DIR, **scoring) -> dict:
         },
         "targets": {
             k: {"value": v["value"], "threshold": v["threshold"], "met": v["met"]}
-            for k, v in report["targets"].items()
+            for k, v in targets(report).items()
             if v["role"] == "target" and k != "total_time"
         },
         "report": "RUN/score/report.md (videos, plots, the long-horizon strip)",

@@ -76,8 +76,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
     assert again.returncode == 0 and again.stdout.count("already done") == 5, again.stdout[-2000:]
 
     def measured(r: dict) -> dict:  # all but this run's own timing
-        r = {k: v for k, v in r.items() if k not in ("stages", "total_seconds", "total_cpu_seconds")}
-        return {**r, "targets": {k: v for k, v in r["targets"].items() if k != "total_time"}}
+        return {k: v for k, v in r.items() if k not in ("stages", "total_seconds", "total_cpu_seconds")}
 
     assert measured(json.loads((run_dir / "report.json").read_text())) == measured(report)
     # the console is for people: no command lines, no empty summaries; the commands are in the log
@@ -197,21 +196,28 @@ def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["full", "long", "smoke"])
-def test_a_run_directory_from_before_the_rl_stage_is_still_accepted(tmp_path, name):
+def test_a_run_directory_from_an_earlier_trackstream_is_refused_at_once(tmp_path, name, capsys):
     from dataclasses import asdict
 
-    from trackstream.pipeline.run import SIZES, PipelineError, check_preset
+    from trackstream.pipeline.run import SIZES, main
 
-    sizes = SIZES[name]
-    old = asdict(sizes)
-    del old["rl"]  # recorded before Sizes.rl existed (e.g. runs/make-run-ns/sizes.json)
+    old = json.loads(json.dumps(asdict(SIZES[name])))
+    del old["rl"]  # recorded before Sizes.rl existed
     (tmp_path / "sizes.json").write_text(json.dumps(old))
-    check_preset(tmp_path, sizes)  # the RL stage only appends a stage after DMD
-    assert json.loads((tmp_path / "sizes.json").read_text())["rl"] == (None if sizes.rl is None else list(sizes.rl))
-    check_preset(tmp_path, sizes)  # and the rewritten record matches too
-    other = SIZES["scratch" if name != "scratch" else "full"]
-    with pytest.raises(PipelineError, match=f"started with --sizes {name}"):
-        check_preset(tmp_path, other)
+    assert main(["--sizes", name, "--run-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert (
+        f"{tmp_path / 'sizes.json'}: written by an earlier TrackStream (without rl); start a new run directory"
+        in err[0]
+    )
+    # refused before any work: nothing written, the record kept
+    assert [p.name for p in tmp_path.iterdir()] == ["sizes.json"]
+    assert json.loads((tmp_path / "sizes.json").read_text()) == old
+    old = {**asdict(SIZES[name]), "teacher_from": "release"}  # a preset's value renamed since
+    (tmp_path / "sizes.json").write_text(json.dumps(old))
+    assert main(["--sizes", name, "--run-dir", str(tmp_path)]) == 2
+    assert f"--sizes {name} recorded with other teacher_from" in capsys.readouterr().err
 
 
 def test_the_rl_stage_is_in_long_and_smoke_only_and_skipped_without(tmp_path):

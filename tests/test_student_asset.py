@@ -74,12 +74,12 @@ def test_the_shipped_student_streams_the_world_it_was_trained_on():
 def test_the_shipped_student_holds_its_picture_on_held_out_clips():
     """The darkening guard: streamed on held-out clips of its world with their tracks, the shipped student's
     last 8 frames keep the ground truth's brightness and detail and its motion beats the frozen first frame,
-    by the report's quality columns (eval.quality's targets; a student that goes dark or to a block mosaic in
-    its second chunk fails them, tests/test_quality_columns.py)."""
+    by the report's quality columns (judged by the project's targets, lab/targets.py; a student that goes dark or
+    to a block mosaic in its second chunk fails them, tests/test_quality_columns.py)."""
     from omegaconf import OmegaConf
 
+    from lab.targets import LATE_BRIGHTNESS_MAX, LATE_TEXTURE_BAND, NO_HOLD_RATIO_MAX
     from trackstream.data.clips import DataConfig, heldout_clips
-    from trackstream.eval.quality import LATE_BRIGHTNESS_MAX, LATE_TEXTURE_BAND, NO_HOLD_RATIO_MAX
     from trackstream.eval.stream_scoring import StreamEvalConfig, evaluate_stream_motion
     from trackstream.models.conditioner import load_export
     from trackstream.stream.engine import StreamingGenerator

@@ -195,18 +195,19 @@ def test_no_stage_yaml_restates_a_default_or_names_a_missing_field():
     assert _yaml_restatements({"update_ratio": 4, "teacher": "t"}, probe) == []
 
 
-def test_a_recorded_config_with_the_older_stage_keys_still_validates(tmp_path):
-    """Run directories and shipped assets record ``stage._schema_`` / ``_builder_`` and a root ``stage_builder``
-    from before stages were named by ``stage.name``: reading them back ignores those keys."""
+def test_a_recorded_config_with_an_earlier_trackstreams_stage_keys_is_refused(tmp_path):
+    """Run directories of an earlier TrackStream record ``stage._schema_`` / ``_builder_`` and a root
+    ``stage_builder`` from before stages were named by ``stage.name``: reading them back is a one-line error."""
     from omegaconf import OmegaConf
 
     recorded = OmegaConf.load(ROOT / "assets" / "tiny-teacher" / "config.yaml")
-    # the keys as the 2-layer release and the runs of its time recorded them
+    assert type(validate(recorded).stage).__name__ == "TeacherConfig"  # today's record reads back
     recorded.stage._schema_ = "trackstream.train.teacher:TeacherConfig"
     recorded.stage._builder_ = "trackstream.train.teacher_stage:build_teacher"
     recorded.stage_builder = None
-    typed = validate(recorded)
-    assert type(typed.stage).__name__ == "TeacherConfig" and not hasattr(typed, "stage_builder")
+    want = r"^stage._schema_, stage._builder_, stage_builder: a config recorded by an earlier TrackStream .*new run"
+    with pytest.raises(ValueError, match=want):
+        validate(recorded)
 
 
 def test_one_causal_config_for_ode_init_and_dmd(tmp_path):

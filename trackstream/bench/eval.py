@@ -1,5 +1,5 @@
-"""Benchmark: the time to score N synthetic clips with every metric a CPU can compute (target: 16 clips
-in <= 2 minutes on 2 cores).
+"""Benchmark: the time to score N synthetic clips with every metric a CPU can compute (16 clips on 2 cores by
+default).
 
 Scores the held-out clips of the shipped tiny teacher's world as two rows (a degraded copy of the
 ground truth, standing in for a generated video, and the frozen first frame) plus the ground-truth
@@ -25,7 +25,6 @@ from trackstream.data.command_line import command_args
 
 ROOT = Path(__file__).resolve().parents[2]
 ASSET = ROOT / "assets" / "tiny-teacher"
-TARGET_SECONDS = 120.0
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -73,8 +72,6 @@ def main(argv: list[str] | None = None) -> dict:
         "size": list(samples[0].frames.shape[1:3]),
         "threads": args.threads,
         "seconds": round(seconds, 1),
-        "target_seconds": TARGET_SECONDS,
-        "met": seconds <= TARGET_SECONDS,
         "frames_scored": frames * len(rows),
         "values": {
             r: {k: v for k, v in res.items() if k in ("epe", "psnr", "ssim", "proxy_fvd")} for r, res in results.items()

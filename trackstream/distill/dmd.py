@@ -108,15 +108,6 @@ class DMDConfig:
     rollout_horizons: int = 1
     # generator updates between snapshots of the generator (<run_dir>/snapshots, stages.snapshots); null: none
     snapshot_every: Optional[int] = None
-    # optional fields: at these values they stay out of the resume fingerprint (stages.common.fingerprint), so
-    # a run directory checkpointed without them resumes
-    FINGERPRINT_NEUTRAL: ClassVar[dict] = {
-        "rollout": "self_forcing",
-        "rollout_horizons": 1,
-        "critic": None,
-        "teacher_flavor": None,
-        "snapshot_every": None,
-    }
     # fields naming files that must exist before the run directory is made (stages.app.check_inputs)
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student", "pairs")  # and stage.critic when a path (build_dmd)
 

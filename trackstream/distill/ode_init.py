@@ -49,9 +49,6 @@ class ODEInitConfig:
     # fields naming files that must exist before the run directory is made (stages.app.check_inputs); not
     # pairs: a folder without pairs yet is filled from the teacher
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
-    # optional fields: at these values they stay out of the resume fingerprint (stages.common.fingerprint), so
-    # a run directory checkpointed without them resumes
-    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"student": None, "teacher_flavor": None}
     pool_size: Optional[int] = None  # training clips rendered for pair conditions (null: ode_pairs.num_pairs)
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
     # the student's chunking at inference (models.causal.CausalConfig, written to its export); training

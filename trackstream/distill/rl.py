@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import ClassVar, Optional
+from typing import Optional
 
 import torch
 
@@ -77,9 +77,6 @@ class RLConfig:
     # rollouts over this many teacher horizons through the rolling cache (distill.horizons; the rewards score
     # the whole rollout); 1: the pairs' length
     rollout_horizons: int = 1
-    # optional fields: at these values they stay out of the resume fingerprint (stages.common.fingerprint), so
-    # a run directory checkpointed without them resumes
-    FINGERPRINT_NEUTRAL: ClassVar[dict] = {"rollout_horizons": 1}
 
     def __post_init__(self) -> None:
         for name, cls in (("causal", CausalConfig), ("optim", OptimConfig), ("ema", EMAConfig)):

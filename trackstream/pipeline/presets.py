@@ -1,8 +1,8 @@
 """``--sizes`` presets of ``make run`` (trackstream/pipeline/run.py): how much each stage does.
 
-``full`` (the default) fits 2 CPU cores and 12 minutes and has no RL stage: ``make run`` takes 9 min 52 s
-of its 12 on the 4-layer teacher (docs/results.md; the held-out evaluation is 5.4 of them) and a useful
-``rl_tiny`` run (>= 100 steps of several seconds) does not fit; ``long`` runs one after DMD.
+``full`` (the default) is sized for minutes on 2 CPU cores and has no RL stage: ``make run`` takes 9 min 52 s
+on the 4-layer teacher (docs/results.md; the held-out evaluation is 5.4 of them), and a useful ``rl_tiny`` run
+(>= 100 steps of several seconds) would add more than that again; ``long`` runs one after DMD.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ _ODE_INIT = (
     "trainer.ckpt_every=40",
 )
 _DMD = ("trainer.max_steps=24", "trainer.ckpt_every=12")
-# make run on 2 CPU cores in under 12 minutes, from the shipped teacher (4 layers, 4-px DiT tokens) and the
+# make run on 2 CPU cores in minutes, from the shipped teacher (4 layers, 4-px DiT tokens) and the
 # shipped student's DMD checkpoint: minutes of DMD from minutes of ODE init leave a student that darkens in
 # its second chunk (docs/results.md), so the DMD stage continues the shipped one (one more generator update
 # after 5 of a critic started here) while the ODE-init stage shows what two minutes of it give. No RL stage.
@@ -69,7 +69,7 @@ FULL = Sizes(
     dmd=("trainer.max_steps=6", "trainer.ckpt_every=6"),
     timing_repeats=10,
 )
-# More student compute than the 12-minute budget: the tiny_ode_init / tiny_dmd defaults (128 pairs
+# More student compute than ``full``: the tiny_ode_init / tiny_dmd defaults (128 pairs
 # on the 48-step grid, 300 ODE-init steps, 200 DMD steps = 40 generator updates), then 100 RL steps
 # (50 rounds of 2 updates, 2 conditions x G = 4 rollouts each: rl_tiny's defaults).
 LONG = Sizes(

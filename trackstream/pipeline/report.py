@@ -1,12 +1,10 @@
 """The end-to-end report: ``report.json``, ``report.md`` and its plots, from the figures of one run.
 
-``targets(figures)`` (``pipeline/report_targets.py``) judges the acceptance criteria against the measured
-figures: per criterion the value, the threshold and whether it is met; nothing is hard-coded and a missed
-target is reported as missed. Every EPE is ``eval.metrics.motion_epe`` (the one protocol, the same as
-``python -m trackstream.eval``'s: a lost point is held where it was last seen, never dropped); a motion-following
-target counts as met only when its ratio meets the threshold AND the model's EPE with tracks beats a frozen
-first frame on the same clips. Figures named ``*epe_strict_*`` (runs from before the one protocol) are ignored.
-Beside every EPE the quality columns (``eval.quality``; their targets, cells and per-chunk section in
+``report.json`` holds the run's figures as measured. ``report.md`` states them beside the floors
+(``eval.floors``: the ground truth through the tracker, the codec's round trip, a pixel oracle copier and the
+frozen first frame, on the same held-out clips) and judges nothing. Every EPE is ``eval.metrics.motion_epe``
+(the one protocol, the same as ``python -m trackstream.eval``'s: a lost point is held where it was last seen,
+never dropped). Beside every EPE the quality columns (``eval.quality``; their cells and per-chunk section in
 ``pipeline/report_quality.py``): the no-hold EPE over the frozen first frame's, the share of points lost, and
 the brightness gap and texture ratio against the ground truth per chunk and over the last 8 frames.
 ``write_report`` renders the markdown summary (its tables and sentences: ``pipeline/report_tables.py``) with
@@ -21,7 +19,7 @@ matplotlib plots (Agg backend, PNG files next to the report):
   strip.png      (written by eval.stream_eval) two held-out clips at frames 0, 8, 16, 24, every model with tracks
 and embeds the side-by-side GIFs of the first held-out samples (ground truth | teacher | students).
 A run with an RL stage (``rl_*`` figures) gets a row "student after RL" beside the DMD student's; the
-targets, samples, long rollouts and latency stay the DMD student's.
+ratios, samples, long rollouts and latency stay the DMD student's.
 """
 
 from __future__ import annotations
@@ -30,20 +28,21 @@ import json
 import math
 from pathlib import Path
 
+from trackstream.pipeline.report_figures import models
 from trackstream.pipeline.report_plots import get_path as _get
 from trackstream.pipeline.report_plots import write_plots
 from trackstream.pipeline.report_quality import chunk_section
 from trackstream.pipeline.report_tables import (
+    dmd_section,
     long_horizon_section,
     overview,
+    ratios_table,
     rl_sentences,
     run_sections,
-    targets_table,
     teacher_sentences,
 )
-from trackstream.pipeline.report_targets import DRIFT_REL_MAX, dmd_comparison, models, targets
 
-__all__ = ["targets", "write_report", "read_metrics", "models", "json_safe", "dmd_comparison"]
+__all__ = ["write_report", "read_metrics", "json_safe"]
 
 
 def json_safe(obj):
@@ -117,18 +116,18 @@ def _plots_section(run_dir: Path, plots: list[str]) -> list[str]:
 
 
 def write_report(run_dir: Path, figures: dict, *, metrics: dict[str, list[dict]] | None = None) -> dict:
-    """Add the target checks to ``figures``, write report.json and report.md (+ plots); returns the report."""
+    """Write report.json (the figures) and report.md (+ plots); returns the report."""
     run_dir = Path(run_dir)
     f = figures
     report = dict(figures)
-    report["targets"] = targets(figures)
     (run_dir / "report.json").write_text(json.dumps(json_safe(report), indent=2))
-    plots = write_plots(run_dir, figures, metrics or {}, models=models(f), drift_max=DRIFT_REL_MAX)
+    plots = write_plots(run_dir, figures, metrics or {}, models=models(f))
     lines = _opening(f, run_dir)
     lines += ["## At a glance", "", *overview(f)]
     lines += teacher_sentences(f)
     lines += rl_sentences(f)
-    lines += targets_table(report["targets"])
+    lines += ratios_table(f)
+    lines += dmd_section(f)
     lines += chunk_section(f, models(f))
     lines += long_horizon_section(f, run_dir)
     lines += run_sections(f)

@@ -1,5 +1,5 @@
-"""The quality columns of the end-to-end report (trackstream/pipeline/report.py): their targets, their cells in
-the one table and the per-chunk section. The figures come from ``eval.quality`` through the teacher and
+"""The quality columns of the end-to-end report (trackstream/pipeline/report.py): their cells in the one table
+and the per-chunk section. The figures come from ``eval.quality`` through the teacher and
 streaming evaluations (``<model>_no_hold_ratio_with_tracks``, ``<model>_lost_share_with_tracks``,
 ``<model>_late_brightness_gap_with_tracks``, ``<model>_late_texture_ratio_with_tracks``, the per-chunk
 lists ``<model>_brightness_gap_per_chunk`` / ``<model>_texture_ratio_per_chunk``) and the floors'
@@ -7,61 +7,22 @@ lists ``<model>_brightness_gap_per_chunk`` / ``<model>_texture_ratio_per_chunk``
 
 from __future__ import annotations
 
-from trackstream.eval.quality import LATE_BRIGHTNESS_MAX, LATE_TEXTURE_BAND, NO_HOLD_RATIO_MAX
 from trackstream.pipeline.report_plots import finite
 
-__all__ = ["quality_targets", "quality_header", "quality_cells", "floor_quality_cells", "chunk_section"]
+__all__ = ["no_hold_ratio", "quality_header", "quality_cells", "floor_quality_cells", "chunk_section"]
 
 
 def _num(v, fmt: str) -> str:
     return format(v, fmt) if finite(v) else ""
 
 
-def _no_hold_ratio(f: dict, model: str) -> float:
+def no_hold_ratio(f: dict, model: str) -> float:
     """The model's no-hold EPE with tracks over the frozen first frame's (its own figure, else derived)."""
     r = f.get(f"{model}_no_hold_ratio_with_tracks")
     if finite(r):
         return r
     a, b = f.get(f"{model}_no_hold_epe_with_tracks"), f.get("no_hold_epe_frozen_video")
     return a / b if finite(a, b) and b > 0 else float("nan")
-
-
-def quality_targets(f: dict, add) -> None:
-    """The quality targets of the teacher and the evaluated student (with tracks), for each model whose
-    figures carry them (runs from before these columns have none): the no-hold EPE at most
-    ``NO_HOLD_RATIO_MAX`` of the frozen first frame's, the late texture ratio inside ``LATE_TEXTURE_BAND`` and
-    the late |brightness gap| at most ``LATE_BRIGHTNESS_MAX`` grey levels. ``add``: report.targets' adder."""
-    lo, hi = LATE_TEXTURE_BAND
-    for model in ("teacher", "student"):
-        ratio = _no_hold_ratio(f, model)
-        if finite(ratio):
-            add(
-                f"{model}_no_hold_vs_frozen",
-                ratio,
-                NO_HOLD_RATIO_MAX,
-                ratio <= NO_HOLD_RATIO_MAX,
-                f"{model} (with tracks): no-hold EPE (lost points not held) / the frozen first frame's by the "
-                "same tracker",
-            )
-        tex = f.get(f"{model}_late_texture_ratio_with_tracks")
-        if finite(tex):
-            add(
-                f"{model}_late_texture",
-                tex,
-                [lo, hi],
-                lo <= tex <= hi,
-                f"{model} (with tracks): texture energy of the last 8 frames / the ground truth's (inside the band)",
-            )
-        gap = f.get(f"{model}_late_brightness_gap_with_tracks")
-        if finite(gap):
-            add(
-                f"{model}_late_brightness",
-                gap,
-                LATE_BRIGHTNESS_MAX,
-                abs(gap) <= LATE_BRIGHTNESS_MAX,
-                f"{model} (with tracks): mean grey level of the last 8 frames minus the ground truth's "
-                "(within ± the threshold, grey levels of 255)",
-            )
 
 
 def quality_header() -> tuple[str, str]:
@@ -84,7 +45,7 @@ def quality_cells(f: dict, model: str) -> str:
     k = f"{model}_{{}}_with_tracks"
     return _cells(
         f.get(k.format("no_hold_epe")),
-        _no_hold_ratio(f, model),
+        no_hold_ratio(f, model),
         f.get(k.format("lost_share")),
         f.get(k.format("late_brightness_gap")),
         f.get(k.format("late_texture_ratio")),
@@ -131,11 +92,9 @@ def chunk_section(f: dict, models: tuple) -> list[str]:
         "## Brightness and texture per chunk",
         "",
         "Against the ground truth, per chunk of the student's streaming and over the last 8 frames: mean grey "
-        "level gap (grey levels of 255; target late within ±"
-        f"{LATE_BRIGHTNESS_MAX:g}) / texture energy ratio (the energy of detail finer than a Gaussian blur of "
-        f"sigma 1.5 px; target late {LATE_TEXTURE_BAND[0]}–{LATE_TEXTURE_BAND[1]}); with tracks "
-        "(`eval.metrics.frame_stats`). A video that darkens or loses its detail shows here even when its EPE "
-        "does not.",
+        "level gap (grey levels of 255; 0 = the ground truth's) / texture energy ratio (the energy of detail finer "
+        "than a Gaussian blur of sigma 1.5 px; 1 = the ground truth's); with tracks (`eval.metrics.frame_stats`), "
+        "beside the floors' rows. A video that darkens or loses its detail shows here even when its EPE does not.",
         "",
         "| video | " + " | ".join(head) + " |",
         "|---|" + "---|" * len(head),

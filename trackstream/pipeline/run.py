@@ -12,10 +12,10 @@ every stage resumes exactly from its checkpoints when ``make run`` is re-run, an
 code (``stream/figures.json``). The console shows one progress bar per
 stage; full commands go to ``<run_dir>/pipeline.log`` and each stage's output to its
 ``console.log``. The evaluation and the report run in this process and write, in the run directory:
-  report.json, report.md (+ PNG plots, side-by-side GIFs)   the figures and the targets, met or not
+  report.json, report.md (+ PNG plots, side-by-side GIFs)   the figures, beside the floors
   samples/<id>/video.mp4, tracks.npy, visibility.npy, side_by_side.{mp4,gif}   per held-out sample
 (the DMD student's; an RL student is evaluated beside it: its ``rl_*`` figures and side-by-side panel).
-Sizes (trackstream/pipeline/presets.py) are chosen for 2 CPU cores and 12 minutes; every figure is measured here.
+Sizes (trackstream/pipeline/presets.py) are chosen for 2 CPU cores; every figure is measured here.
 """
 
 from __future__ import annotations
@@ -285,21 +285,27 @@ PIPELINE: list[tuple[str, Callable[[Path, dict], dict]]] = [
 
 
 def check_preset(run_dir: Path, sizes: Sizes) -> None:
-    """A run directory keeps the preset it was started with (resuming with another would mix them)."""
+    """A run directory keeps the preset it was started with (resuming with another would mix them); one
+    recorded by an earlier TrackStream, whose presets said other things, is refused."""
     info = run_dir / "sizes.json"
     if info.is_file():
-        old = json.loads(info.read_text())
-        if old.get("teacher_from") == "release":  # the name before "shipped" (same meaning)
-            old["teacher_from"] = "shipped"
-        if "rl" not in old:  # recorded before the RL stage existed: it only appends a stage after DMD
-            old["rl"] = json.loads(json.dumps(asdict(sizes)))["rl"]
-        old.setdefault("long_students", sizes.long_students)  # evaluation only: trains nothing differently
-        old.setdefault("dmd_from", "ode_init")  # recorded before a preset could continue the shipped DMD
-        if old != json.loads(json.dumps(asdict(sizes))):
+        old, now = json.loads(info.read_text()), json.loads(json.dumps(asdict(sizes)))
+        changed = sorted(k for k in set(old) | set(now) if old.get(k, "<absent>") != now.get(k, "<absent>"))
+        if set(old) != set(now):
+            missing, extra = sorted(set(now) - set(old)), sorted(set(old) - set(now))
+            what = f"without {', '.join(missing)}" if missing else f"with {', '.join(extra)}, gone since"
             raise PipelineError(
-                f"{run_dir} was started with --sizes {old.get('name', '(an older preset)')}, not "
-                f"--sizes {sizes.name}: re-run with --sizes {old.get('name', '...')} to resume it, "
-                "or choose a new --run-dir / RUN_DIR"
+                f"{info}: written by an earlier TrackStream ({what}); start a new run directory (--run-dir NEW)"
+            )
+        if old["name"] != sizes.name:
+            raise PipelineError(
+                f"{run_dir} was started with --sizes {old['name']}, not --sizes {sizes.name}: re-run with "
+                f"--sizes {old['name']} to resume it, or choose a new --run-dir / RUN_DIR"
+            )
+        if changed:
+            raise PipelineError(
+                f"{info}: --sizes {sizes.name} recorded with other {', '.join(changed)} (an earlier TrackStream's "
+                "preset, or other settings); start a new run directory (--run-dir NEW)"
             )
     info.write_text(json.dumps(asdict(sizes), indent=1))
 
@@ -351,13 +357,6 @@ def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> di
         }
     report = write_report(run_dir, figures, metrics=metrics)
     print(f"[pipeline] report: {run_dir / 'report.md'} ({figures['total_seconds']:.0f} s in all)")
-    for name, t in report["targets"].items():
-        verdict = {True: "met", False: "NOT met", None: "not measured"}[t["met"]]
-        if t["role"] != "target":
-            verdict += f" ({t['role']}, not a target)"
-        value = f"{t['value']:.3f}" if isinstance(t["value"], float) else str(t["value"])
-        threshold = f"{t['threshold']:.4g}" if isinstance(t["threshold"], float) else t["threshold"]
-        print(f"[pipeline]   {name:32s} {value:>9s} (threshold {threshold}): {verdict}")
     return report
 
 
@@ -368,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes",
         choices=sorted(SIZES),
         default="full",
-        help="full: `make run` from the shipped teacher (12 minutes on 2 CPU cores); long: more student "
+        help="full: `make run` from the shipped teacher (minutes on 2 CPU cores); long: more student "
         "compute; scratch: train the teacher from nothing first (hours); smoke: a few steps per "
         "stage, checks the wiring, figures mean nothing",
     )

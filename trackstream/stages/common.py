@@ -71,33 +71,17 @@ class StagePlan:
     frozen: dict[str, nn.Module] = field(default_factory=dict)  # frozen networks the stage calls (parameter counts)
 
 
-# optional model fields: at these values they stay out of the fingerprint (a run checkpointed without them resumes)
-MODEL_FINGERPRINT_NEUTRAL = {"track_splat": "nearest"}
-
-
 def fingerprint(cfg: "TrainConfig") -> dict:
     """Config fields that must not change across a resume (the stream and the math depend on them)."""
-    stage = asdict(cfg.stage)
-    # a stage's optional fields at their neutral value (its FINGERPRINT_NEUTRAL) leave the fingerprint: a run
-    # directory checkpointed without them resumes (e.g. DMD's ``rollout: self_forcing``)
-    for name, default in getattr(type(cfg.stage), "FINGERPRINT_NEUTRAL", {}).items():
-        if stage.get(name) == default:
-            stage.pop(name)
-    model = asdict(cfg.model)
-    for name, default in MODEL_FINGERPRINT_NEUTRAL.items():
-        if model.get(name) == default:
-            model.pop(name)
-    fp = {
-        "model": json.dumps(model, sort_keys=True, default=str),
+    return {
+        "model": json.dumps(asdict(cfg.model), sort_keys=True, default=str),
         "data": json.dumps(asdict(cfg.data), sort_keys=True, default=str),
-        "stage": json.dumps(stage, sort_keys=True, default=str),
+        "stage": json.dumps(asdict(cfg.stage), sort_keys=True, default=str),
         "schedule": json.dumps(asdict(cfg.schedule), sort_keys=True),
         "seed": cfg.trainer.seed,
         "grad_accum": cfg.trainer.grad_accum,
+        "sequence_parallel": cfg.parallel.sequence_parallel,  # the data streams are per data rank
     }
-    if cfg.parallel.sequence_parallel != 1:  # the data streams are per data rank (absent at 1: older runs resume)
-        fp["sequence_parallel"] = cfg.parallel.sequence_parallel
-    return fp
 
 
 def codec_fingerprint(cfg: "TrainConfig") -> dict:

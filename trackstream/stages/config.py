@@ -76,8 +76,6 @@ SCHEMAS: dict[str, type] = {
     "rl": RLConfig,
     "tiny_decoder": TinyDecoderConfig,
 }
-# keys of configs recorded before stages were named by ``stage.name`` alone: dropped when read back
-_LEGACY_KEYS = ("_schema_", "_builder_")
 
 
 @dataclass
@@ -144,8 +142,16 @@ def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
         if cfg.get("stage") is None or "name" not in cfg.stage:
             raise ValueError("stage is not set: choose one with stage=<name> (e.g. stage=teacher)")
         plain = resolved_container(cfg)
-        plain.pop("stage_builder", None)
-        stage = {k: v for k, v in plain.pop("stage").items() if k not in _LEGACY_KEYS}
+        stage = plain.pop("stage")
+        # keys configs recorded before stages were named by ``stage.name`` alone
+        earlier = [f"stage.{k}" for k in ("_schema_", "_builder_") if k in stage] + ["stage_builder"] * (
+            "stage_builder" in plain
+        )
+        if earlier:
+            raise ValueError(
+                f"{', '.join(earlier)}: a config recorded by an earlier TrackStream (stages are named by stage.name "
+                "alone now); start a new run directory from today's recipe, or delete those keys"
+            )
         if stage["name"] not in SCHEMAS:
             raise ValueError(f"stage.name={stage['name']!r} is no stage; choose stage=<one of {', '.join(SCHEMAS)}>")
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))

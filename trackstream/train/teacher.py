@@ -17,7 +17,6 @@ masking of the fine-tune stage (MotionStream: 0.2 after a first stage without it
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 import torch.nn as nn
@@ -82,14 +81,6 @@ class TeacherConfig:
     # into the causal student, darken its second chunk. Needs clean_first_frame; 0 disables it.
     clean_prefix_prob: float = 0.0
     clean_prefix_chunk: int = 3  # latent frames per chunk (the student's CausalConfig.chunk_size, c3)
-    # optional fields: at these values they stay out of the resume fingerprint (stages.common.fingerprint), so
-    # a run directory checkpointed without them resumes
-    FINGERPRINT_NEUTRAL: ClassVar[dict] = {
-        "correspondence_source": "first",
-        "decoded_loss_weight": 0.0,
-        "clean_prefix_prob": 0.0,
-        "clean_prefix_chunk": 3,
-    }
 
     def __post_init__(self) -> None:
         if self.weighting not in WEIGHTINGS:

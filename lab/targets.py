@@ -1,18 +1,30 @@
-"""The report's acceptance criteria: ``targets(figures)`` judges each against the measured figures.
+"""The project's acceptance criteria, judged on what a run measured (the product reports figures; this judges them).
 
-Per criterion the value, the threshold and whether it is met; nothing is hard-coded and a missed target is
-reported as missed. A motion-following target counts as met only when its ratio meets the threshold AND the
-model's EPE with tracks beats a frozen first frame on the same clips. The quality targets live in
-``pipeline/report_quality.py``; the long-horizon ones read the windows of ``eval/long_horizon.py``.
+    python -m lab.targets RUN_DIR/report.json        # make run's report (or RUN_DIR): one row per criterion
+    python -m lab.targets outputs/bench_eval.json    # a benchmark's record (bench.eval, bench.stream, bench.tracks)
+
+Per criterion the value, the threshold and whether it is met (None: not measured); nothing is hard-coded and a
+missed target is reported as missed. A motion-following target counts as met only when its ratio meets the
+threshold AND the model's EPE with tracks beats a frozen first frame on the same clips. Every EPE is the one
+protocol (``eval.metrics.motion_epe``). The quality targets read ``eval.quality``'s figures, the long-horizon
+ones the windows of ``eval/long_horizon.py``.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+from trackstream.data.command_line import command_args
+from trackstream.pipeline.report_figures import dmd_comparison, last_window, ratio
 from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
-from trackstream.pipeline.report_quality import quality_targets
+from trackstream.pipeline.report_quality import no_hold_ratio
 
-__all__ = ["targets", "models", "dmd_comparison", "ratio"]
+__all__ = ["targets", "bench_targets", "judge", "table", "main"]
 
 TEACHER_WITH_OVER_WITHOUT_MAX = 0.35
 TEACHER_WITH_OVER_FROZEN_MAX = 0.45
@@ -23,8 +35,8 @@ EPE_RATIO_WITHOUT_MAX = 0.4
 CODEC_FLOOR_MAX = 0.15
 # share of points lost entering a latent group over the share lost inside one (content carried across groups)
 GROUP_LOSS_RATIO_MAX = 2.0
-LATENCY_RATIO_MAX = 1.05
-TOTAL_SECONDS_MAX = 12 * 60
+LATENCY_RATIO_MAX = 1.05  # make run's long rollout, and bench.stream's rolling cache (chunk 200 / chunk 5)
+TOTAL_SECONDS_MAX = 12 * 60  # make run on a 2-core CPU machine
 # "Drift stays bounded": over the last chunks of the 10x rollout the latent error against ground
 # truth stays at most that of an UNRELATED video from the ground truth's distribution
 # (trackstream/eval/stream_scoring.py: latent_err_rel <= 1). Late / early error is reported too, but is no bound
@@ -36,48 +48,37 @@ DRIFT_REL_MAX = 1.0
 LONG_ENERGY_BAND = (0.85, 1.2)
 LONG_PSNR_DROP_MAX = 1.5
 SINK_PSNR_GAIN_MIN = 3.0
+# the quality columns (eval.quality), with tracks: the no-hold EPE over the frozen first frame's, the last 8
+# frames' texture energy over the ground truth's and their mean grey level minus the ground truth's (of 255)
+NO_HOLD_RATIO_MAX = 0.6
+LATE_TEXTURE_BAND = (0.75, 1.33)
+LATE_BRIGHTNESS_MAX = 8.0
+# the benchmarks' records: bench.eval scores 16 clips on 2 cores; bench.tracks' RGB-VAE path over the track
+# head (MotionStream Table 3: 1053 ms vs 24.8 ms on an H100)
+EVAL_SECONDS_MAX = 120.0
+TRACKS_RATIO_MIN = 40.0
 
 
-def models(f: dict) -> tuple[tuple[str, str], ...]:
-    """(figure prefix, label) of the generative models in the tables and plots; ``student`` is the evaluated
-    student, made by the stage ``f["student_stage"]`` (make run: DMD; the shipped chain: RL). A model without
-    figures has no row."""
-    stage = f.get("student_stage", "dmd")
-    return (
-        ("teacher", "teacher (joint guidance)"),
-        ("ode_init", "student after ODE init"),
-        ("dmd", "student after DMD"),  # the chain's DMD student, when RL made the evaluated one
-        ("student", f"student after {stage.upper()}"),
-        ("rl", "student after RL"),  # make run with an RL stage: the RL student beside the evaluated DMD one
-    )
-
-
-def _dmd_prefix(f: dict) -> str:
-    """The DMD student's figure prefix: its own row in the chain, else the evaluated student."""
-    return "dmd" if "dmd_epe_with_tracks" in f else "student"
-
-
-def ratio(a, b) -> float:
-    """a / b, NaN unless both are finite and b is positive."""
-    return a / b if _finite(a, b) and b > 0 else float("nan")
-
-
-def targets(f: dict) -> dict:
-    """Each criterion: {value, threshold, met, role, note}; ``met`` is None when a figure is missing.
-    ``role``: "target" (an acceptance criterion) or "ablation" (reported for comparison: the rollout
-    without the sink)."""
-    out: dict[str, dict] = {}
-
+def _adder(out: dict):
     def add(name, value, threshold, ok, note, role="target"):
         met = bool(ok) if _finite(value) else None
         out[name] = {"value": value, "threshold": threshold, "met": met, "role": role, "note": note}
 
-    # the order of the calls is the order of the report's table
+    return add
+
+
+def targets(f: dict) -> dict:
+    """Each criterion of make run's figures (report.json): {value, threshold, met, role, note}; ``met`` is None
+    when a figure is missing. ``role``: "target" (an acceptance criterion) or "ablation" (reported for
+    comparison: the rollout without the sink)."""
+    out: dict[str, dict] = {}
+    add = _adder(out)
+    # the order of the calls is the order of the table
     _teacher_targets(f, add)
     _frame_targets(f, add)
     _student_targets(f, add)
     _drift_targets(f, add)
-    quality_targets(f, add)
+    _quality_targets(f, add)
     _long_horizon_targets(f, add)
     _cost_targets(f, add)
     return out
@@ -223,6 +224,43 @@ def _drift_targets(f: dict, add) -> None:
     )
 
 
+def _quality_targets(f: dict, add) -> None:
+    """The quality targets of the teacher and the evaluated student (with tracks), for each model whose figures
+    carry them: the no-hold EPE at most ``NO_HOLD_RATIO_MAX`` of the frozen first frame's, the late texture ratio
+    inside ``LATE_TEXTURE_BAND`` and the late |brightness gap| at most ``LATE_BRIGHTNESS_MAX`` grey levels."""
+    lo, hi = LATE_TEXTURE_BAND
+    for model in ("teacher", "student"):
+        r = no_hold_ratio(f, model)
+        if _finite(r):
+            add(
+                f"{model}_no_hold_vs_frozen",
+                r,
+                NO_HOLD_RATIO_MAX,
+                r <= NO_HOLD_RATIO_MAX,
+                f"{model} (with tracks): no-hold EPE (lost points not held) / the frozen first frame's by the "
+                "same tracker",
+            )
+        tex = f.get(f"{model}_late_texture_ratio_with_tracks")
+        if _finite(tex):
+            add(
+                f"{model}_late_texture",
+                tex,
+                [lo, hi],
+                lo <= tex <= hi,
+                f"{model} (with tracks): texture energy of the last 8 frames / the ground truth's (inside the band)",
+            )
+        gap = f.get(f"{model}_late_brightness_gap_with_tracks")
+        if _finite(gap):
+            add(
+                f"{model}_late_brightness",
+                gap,
+                LATE_BRIGHTNESS_MAX,
+                abs(gap) <= LATE_BRIGHTNESS_MAX,
+                f"{model} (with tracks): mean grey level of the last 8 frames minus the ground truth's "
+                "(within ± the threshold, grey levels of 255)",
+            )
+
+
 def _cost_targets(f: dict, add) -> None:
     """Flat per-chunk latency and the whole run's wall clock."""
     lat = f.get("latency_ratio_last_over_early")
@@ -239,7 +277,7 @@ def _cost_targets(f: dict, add) -> None:
         total,
         TOTAL_SECONDS_MAX,
         _finite(total) and total <= TOTAL_SECONDS_MAX,
-        "wall-clock seconds of the whole run (this machine)",
+        "wall-clock seconds of the whole run (a 2-core CPU machine)",
     )
 
 
@@ -262,8 +300,8 @@ def _long_horizon_targets(f: dict, add) -> None:
         add("long_energy_min", min(energies), lo, min(energies) >= lo, "the smallest window latent energy, as above")
     know, bare = (((lh.get(k) or {}).get("windows") or {}) for k in ("knowable_with_sink", "knowable_without_sink"))
     if know and "1x" in know:
-        last = _last_window(know)
-        drop = know["1x"]["psnr"] - know[last]["psnr"]
+        last = last_window(know)
+        drop = _difference(know["1x"].get("psnr"), know[last].get("psnr"))
         add(
             "long_psnr_holds",
             drop,
@@ -272,7 +310,7 @@ def _long_horizon_targets(f: dict, add) -> None:
             f"knowable world, with the sink: PSNR at 1x minus PSNR at {last} the horizon (dB)",
         )
         if last in bare:
-            gain = know[last]["psnr"] - bare[last]["psnr"]
+            gain = _difference(know[last].get("psnr"), bare[last].get("psnr"))
             add(
                 "long_sink_matters",
                 gain,
@@ -283,37 +321,9 @@ def _long_horizon_targets(f: dict, add) -> None:
     _dmd_targets(f, add)
 
 
-def _last_window(windows: dict) -> str:
-    return max(windows, key=lambda k: int(k[:-1]))
-
-
-def dmd_comparison(f: dict) -> dict:
-    """DMD against its ODE init: ``{"horizon": {measure: (dmd, ode_init)}, "long": {...}, "window": "10x"}``.
-    At the horizon: EPE, PSNR (the held-out clips) and the proxy FVD of the panning world's 1x window; at the
-    longest window: EPE and PSNR on the knowable world, the proxy FVD on the panning world (with the sink).
-    Measures missing for either student are left out."""
-    d = _dmd_prefix(f)
-    lh = f.get("long_horizon") or {}
-    dl, ol = lh.get(d) or {}, lh.get("ode_init") or {}
-
-    def window(stream: dict, world: str, w: str, m: str):
-        return ((stream.get(f"{world}_with_sink") or {}).get("windows") or {}).get(w, {}).get(m)
-
-    out = {"horizon": {}, "long": {}, "window": None}
-    for m in ("epe", "psnr"):
-        out["horizon"][m] = (f.get(f"{d}_{m}_with_tracks"), f.get(f"ode_init_{m}_with_tracks"))
-    out["horizon"]["fvd"] = (window(dl, "panning", "1x", "proxy_fvd"), window(ol, "panning", "1x", "proxy_fvd"))
-    know = (dl.get("knowable_with_sink") or {}).get("windows") or {}
-    if know:
-        w = out["window"] = _last_window(know)
-        out["long"] = {
-            "epe": (window(dl, "knowable", w, "epe"), window(ol, "knowable", w, "epe")),
-            "psnr": (window(dl, "knowable", w, "psnr"), window(ol, "knowable", w, "psnr")),
-            "fvd": (window(dl, "panning", w, "proxy_fvd"), window(ol, "panning", w, "proxy_fvd")),
-        }
-    for k in ("horizon", "long"):
-        out[k] = {m: v for m, v in out[k].items() if _finite(*v)}
-    return out
+def _difference(a, b) -> float:
+    """a - b, NaN unless both are finite (report.json writes a non-finite figure as null)."""
+    return a - b if _finite(a, b) else float("nan")
 
 
 def _better(m: str, a: float, b: float) -> bool:
@@ -343,3 +353,83 @@ def _dmd_targets(f: dict, add) -> None:
             f"measures at {c['window']} the horizon on which DMD is worse than its ODE init: "
             + ", ".join(f"{m} {a:.3f} vs {b:.3f}" for m, (a, b) in c["long"].items()),
         )
+
+
+def bench_targets(record: dict) -> dict:
+    """The criteria of a benchmark's JSON record: ``bench.stream`` (the rolling cache's latency ratio, its last
+    measured chunk reached), ``bench.eval`` (seconds to score the clips) or ``bench.tracks`` (RGB-VAE / track
+    head); {} for any other record."""
+    out: dict[str, dict] = {}
+    add = _adder(out)
+    if "runs" in record and "summary" in record:  # bench.stream
+        s, rolling = record["summary"], record["runs"].get("rolling") or {}
+        last = max(int(k) for k in str(record["config"]["measure"]).split(","))
+        done = last in {int(k) for k in (rolling.get("points") or {})}
+        value = s.get("rolling_latency_ratio") if done else None
+        add(
+            "rolling_latency_flat",
+            value,
+            LATENCY_RATIO_MAX,
+            _finite(value) and value <= LATENCY_RATIO_MAX,
+            f"rolling cache: median latency at chunk {s.get('rolling_ratio_chunks')} (the last measured reached)",
+        )
+    elif "frames_scored" in record:  # bench.eval
+        add(
+            "eval_seconds",
+            record["seconds"],
+            EVAL_SECONDS_MAX,
+            record["seconds"] <= EVAL_SECONDS_MAX,
+            f"seconds to score {record['clips']} clips x {record['rows']} rows on {record['threads']} threads",
+        )
+    elif "pe_head_ms" in record:  # bench.tracks
+        add(
+            "track_head_speedup",
+            record["ratio"],
+            TRACKS_RATIO_MIN,
+            record["ratio"] >= TRACKS_RATIO_MIN,
+            "RGB-VAE path / track-head path, medians",
+        )
+    return out
+
+
+def judge(record: dict) -> dict:
+    """A benchmark record's criteria, else make run's (a report.json)."""
+    return bench_targets(record) or targets(record)
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.3f}" if math.isfinite(v) else str(v)
+    return "" if v is None else str(v)
+
+
+def table(judged: dict) -> list[str]:
+    """The criteria as a markdown table: one row per criterion."""
+    lines = ["| criterion | role | value | threshold | met | what |", "|---|---|---|---|---|---|"]
+    for name, t in judged.items():
+        met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
+        lines.append(f"| {name} | {t['role']} | {_cell(t['value'])} | {_cell(t['threshold'])} | {met} | {t['note']} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab.targets", description=__doc__.split("\n\n")[0])
+    ap.add_argument("record", type=Path, help="a make-run report.json (or its run directory), or a bench record")
+    args = ap.parse_args(command_args(ap, argv))
+    path = args.record / "report.json" if args.record.is_dir() else args.record
+    if not path.is_file():
+        print(
+            f"error: {path} does not exist: give a run directory's report.json or a benchmark's JSON record",
+            file=sys.stderr,
+        )
+        return 2
+    judged = judge(json.loads(path.read_text()))
+    print(f"{path}:")
+    print("\n".join(table(judged)))
+    missed = [k for k, t in judged.items() if t["role"] == "target" and t["met"] is False]
+    print(f"{len(judged)} criteria, {len(missed)} targets missed" + (f": {', '.join(missed)}" if missed else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
