@@ -1,6 +1,7 @@
 """The three starts of the causal student compared at equal CPU minutes, each then the same DMD.
 
     python -m lab.causal_starts run   --out RUN [--minutes 15] [--dmd-steps 50] [--threads 1] [--dmd-threads 2]
+                                      [--set KEY=VALUE ...]   # an override for every stage, after its own
     python -m lab.causal_starts score --out RUN [--doc docs/causal_starts]
 
 Starts, each given ``--minutes`` of one machine's CPU (costed, not timed: every stage's seconds per step, and the
@@ -28,9 +29,11 @@ import argparse
 import json
 import statistics
 import sys
+from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
-from trackstream.data.command_line import command_args, settings_of
+from trackstream.data.command_line import settings_of
 from trackstream.pipeline.run import PipelineError
 from trackstream.pipeline.stage_calls import train_stage
 
@@ -58,8 +61,8 @@ def _common(teacher: Path, threads: int) -> list[str]:
     ]
 
 
-def _stage(out: Path, name: str, experiment: str, common: list[str], *extra: str) -> dict:
-    return train_stage(out, name, [f"experiment={experiment}", *common, *extra])
+def _stage(out: Path, name: str, experiment: str, common: list[str], *extra: str, more: Sequence[str] = ()) -> dict:
+    return train_stage(out, name, [f"experiment={experiment}", *common, *extra, *more])
 
 
 def _cost(run: Path) -> float:
@@ -80,9 +83,12 @@ def run(
     teacher_steps: int,
     dmd_threads: int | None = None,
     probe_steps: int = PROBE_STEPS,
+    more: Sequence[str] = (),
 ) -> dict:
-    """The starts, each after the probes that cost them, then DMD from each (``RUN/plan.json``: the plan)."""
+    """The starts, each after the probes that cost them, then DMD from each (``RUN/plan.json``: the plan);
+    ``more``: overrides every stage takes after its own (``--set``)."""
     out.mkdir(parents=True, exist_ok=True)
+    stage = partial(_stage, out, more=tuple(more))
     common = _common(teacher, threads)
     t = f"stage.teacher={teacher / 'teacher'}"
     pool = f"data.pool_size={POOL}"
@@ -90,27 +96,27 @@ def run(
     if plan_file.is_file():
         plan = json.loads(plan_file.read_text())
     else:  # the costs, measured one after another on this machine, before any arm trains
-        made = _stage(
-            out, "pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={pairs}",
+        made = stage(
+            "pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={pairs}",
             f"stage.ode_pairs.teacher_steps={teacher_steps}", "trainer.max_steps=1",
         )  # fmt: skip
         # the pairs' cost is probed beside the others (one sampling batch, no more pairs than the study samples),
         # not read off the run that made them: that one may have shared the machine with other work
         batch = min(PROBE_PAIRS, pairs)
-        sampled = _stage(
-            out, "probe_pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={batch}",
+        sampled = stage(
+            "probe_pairs", "tiny_ode_init", common, t, f"stage.ode_pairs.num_pairs={batch}",
             f"stage.ode_pairs.batch_size={batch}", f"stage.ode_pairs.teacher_steps={teacher_steps}",
             "trainer.max_steps=1",
         )  # fmt: skip
         pairs_seconds = sampled["pairs_seconds"] / sampled["num_pairs"] * made["num_pairs"]
         probes = {
-            "ode_init": _stage(out, "probe_ode", "tiny_ode_init", common, t, f"stage.pairs={made['pairs']}",
-                               f"trainer.max_steps={probe_steps}"),
-            "teacher_forcing": _stage(out, "probe_tf", "tiny_teacher_forcing", common, t, pool,
-                                      f"trainer.max_steps={probe_steps}"),
+            "ode_init": stage("probe_ode", "tiny_ode_init", common, t, f"stage.pairs={made['pairs']}",
+                              f"trainer.max_steps={probe_steps}"),
+            "teacher_forcing": stage("probe_tf", "tiny_teacher_forcing", common, t, pool,
+                                     f"trainer.max_steps={probe_steps}"),
         }  # fmt: skip
-        probes["consistency"] = _stage(
-            out, "probe_cd", "tiny_consistency", common, f"stage.teacher={probes['teacher_forcing']['export']}",
+        probes["consistency"] = stage(
+            "probe_cd", "tiny_consistency", common, f"stage.teacher={probes['teacher_forcing']['export']}",
             pool, f"trainer.max_steps={probe_steps}",
         )  # fmt: skip
         cost = {k: _cost(out / f"probe_{a}") for k, a in zip(probes, ("ode", "tf", "cd"))}
@@ -134,20 +140,20 @@ def run(
         plan_file.write_text(json.dumps(plan, indent=2))
     steps = plan["steps"]
     starts = {
-        "ode": _stage(out, "ode", "tiny_ode_init", common, t, f"stage.pairs={plan['pairs']}",
-                      f"trainer.max_steps={steps['ode']}")["export"],
-        "tf": _stage(out, "tf", "tiny_teacher_forcing", common, t, pool, f"trainer.max_steps={steps['tf']}")["export"],
+        "ode": stage("ode", "tiny_ode_init", common, t, f"stage.pairs={plan['pairs']}",
+                     f"trainer.max_steps={steps['ode']}")["export"],
+        "tf": stage("tf", "tiny_teacher_forcing", common, t, pool, f"trainer.max_steps={steps['tf']}")["export"],
     }  # fmt: skip
-    half = _stage(out, "cd_tf", "tiny_teacher_forcing", common, t, pool, f"trainer.max_steps={steps['cd_tf']}")
-    starts["cd"] = _stage(out, "cd", "tiny_consistency", common, f"stage.teacher={half['export']}", pool,
-                          f"trainer.max_steps={steps['cd']}")["export"]  # fmt: skip
+    half = stage("cd_tf", "tiny_teacher_forcing", common, t, pool, f"trainer.max_steps={steps['cd_tf']}")
+    starts["cd"] = stage("cd", "tiny_consistency", common, f"stage.teacher={half['export']}", pool,
+                         f"trainer.max_steps={steps['cd']}")["export"]  # fmt: skip
     # the same DMD after each start; it is not part of the equal budget, so it may take more threads
     plan |= {"dmd_steps": dmd_steps, "dmd_threads": dmd_threads or threads}
     plan_file.write_text(json.dumps(plan, indent=2))
     dmd_common = _common(teacher, plan["dmd_threads"])
     for arm in ARMS:
-        _stage(out, f"{arm}_dmd", "tiny_dmd", dmd_common, t, f"stage.student={starts[arm]}", pool,
-               f"trainer.max_steps={dmd_steps}")  # fmt: skip
+        stage(f"{arm}_dmd", "tiny_dmd", dmd_common, t, f"stage.student={starts[arm]}", pool,
+              f"trainer.max_steps={dmd_steps}")  # fmt: skip
     return plan
 
 
@@ -306,14 +312,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long-factor", type=int, default=10, help="score: the long streams' length over the horizon")
     ap.add_argument("--eval-teacher-steps", type=int, default=48, help="score: the teacher's Euler steps")
     ap.add_argument("--doc", type=Path, default=ROOT / "docs" / "causal_starts")
-    args = ap.parse_args(command_args(ap, argv))
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run: an override for every stage, after its own",
+    )
+    args = ap.parse_args(argv)
     if args.probe_steps < 3:  # a probe's cost is the median of its steps after the first two
         ap.error(f"--probe-steps {args.probe_steps}: at least 3")
     try:
         if args.action == "run":
             plan = run(args.out, teacher=args.teacher, minutes=args.minutes, dmd_steps=args.dmd_steps,
                        threads=args.threads, pairs=args.pairs, teacher_steps=args.teacher_steps,
-                       dmd_threads=args.dmd_threads, probe_steps=args.probe_steps)  # fmt: skip
+                       dmd_threads=args.dmd_threads, probe_steps=args.probe_steps, more=args.set)  # fmt: skip
             print(json.dumps(plan, indent=2))
         else:
             scored = score(args.out, args.doc, teacher=args.teacher, clips=args.clips, long_clips=args.long_clips,

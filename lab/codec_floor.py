@@ -24,7 +24,6 @@ import torch
 from omegaconf import OmegaConf
 
 from trackstream.data.clips import DataConfig, heldout_clips
-from trackstream.data.command_line import command_args
 from trackstream.eval.floors import floor_figures
 from trackstream.models.codecs import build_codec
 
@@ -87,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=Path, required=True, help="folder of s<SCALE>_n<STEPS> fit runs")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--samples", type=int, default=16)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     torch.set_num_threads(1)
     args.out.mkdir(parents=True, exist_ok=True)
     cache = args.out / "floor.json"

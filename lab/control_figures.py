@@ -39,7 +39,6 @@ from omegaconf import OmegaConf
 from trackstream.data.batching import derive_seed
 from trackstream.data.camera_tracks import camera_path, camera_tracks
 from trackstream.data.clips import DataConfig, make_world
-from trackstream.data.command_line import command_args
 from trackstream.data.trackers import build_tracker
 from trackstream.eval.benchmarks import Sample
 from trackstream.eval.generate import GenerateConfig, generate_videos
@@ -133,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=49, help="frames per video (1 + 12k for the shipped chunking)")
     ap.add_argument("--grid", type=int, default=8, help="grid points per side (camera and transfer tracks)")
     ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     t_start = time.time()
     data_cfg = OmegaConf.to_container(OmegaConf.load(STUDENT / "config.yaml"), resolve=True)["data"]

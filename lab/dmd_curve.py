@@ -29,7 +29,6 @@ import json
 import tempfile
 from pathlib import Path
 
-from trackstream.data.command_line import command_args
 from trackstream.eval.student_score import SCORE_FIGURES, StudentScorer
 from trackstream.pipeline.report import read_metrics
 from trackstream.stages.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--long-factor", type=int, default=10)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--dtype", default="auto")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     runs = {args.name: args.run_dir}
     for item in args.compare:
         if "=" not in item:

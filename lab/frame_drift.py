@@ -25,7 +25,6 @@ import torch
 from omegaconf import OmegaConf
 
 from trackstream.data.clips import DataConfig
-from trackstream.data.command_line import command_args
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark
 from trackstream.eval.generate import GenerateConfig, generate_videos
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     add_precision_args(ap)
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     parsed_precision(ap, args)  # a bad --device / --dtype ends here, in one line
     torch.set_num_threads(args.threads)
     cfg = OmegaConf.to_container(OmegaConf.load(args.config), resolve=True)

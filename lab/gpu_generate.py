@@ -36,7 +36,6 @@ import torch
 from trackstream.bench.realtime_inputs import LiveTracks
 from trackstream.bench.realtime_setups import SETUPS
 from trackstream.bench.timing import environment
-from trackstream.data.command_line import command_args
 from trackstream.models.codecs import TAEHV, WanVAE, WanVAEConfig
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, save_network
 from trackstream.models.precision import synchronize
@@ -212,7 +211,7 @@ def row(path: str, meta: dict, r: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = _parser()
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
     if not 2 <= args.first <= args.chunks:
         ap.error(f"--first {args.first} / --chunks {args.chunks}: need 2 <= first <= chunks")

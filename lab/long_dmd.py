@@ -22,6 +22,9 @@ lab/run_pack.py: the latest DMD checkpoint, the teacher and ODE-init exports, th
 conditions, configs and logs; ~19 MB), and each snapshot's EMA weights, once, as
 ``runs/dmd-long/snapshots/gen_XXXXX.pt`` (2.5 MB each, never rewritten). ``run`` in a run
 directory that does not exist yet unpacks them first (``--fresh`` starts over instead).
+
+``--set KEY=VALUE`` (repeatable) gives every stage ``run`` launches an override after its own; a run directory
+keeps them as part of its sizes (``sizes.json``), as it keeps the DMD stage's.
 """
 
 from __future__ import annotations
@@ -33,13 +36,13 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 
 from lab.run_pack import pack_run, read_pack, unpack_run
-from trackstream.data.command_line import command_args
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import (
     DISTILL,
@@ -100,10 +103,16 @@ def _state_file(pack_dir: Path) -> Path:
 
 
 def long_sizes(
-    *, updates: int = 400, snapshot_every: int = 50, ckpt_every: int = 25, rollout: str = "self_forcing"
+    *,
+    updates: int = 400,
+    snapshot_every: int = 50,
+    ckpt_every: int = 25,
+    rollout: str = "self_forcing",
+    more: Sequence[str] = (),
 ) -> Sizes:
     """make run's FULL sizes for the teacher and ODE init; the long DMD stage after them, with the
-    Self-Forcing rollout (the default) or AR-Drag's Self-Rollout (``stage.rollout``)."""
+    Self-Forcing rollout (the default) or AR-Drag's Self-Rollout (``stage.rollout``). ``more``: overrides every
+    stage takes after its own (``--set``)."""
     for name, value in (("--updates", updates), ("--snapshot-every", snapshot_every), ("--ckpt-every", ckpt_every)):
         if value < 1:
             raise ValueError(f"{name}={value} must be >= 1")
@@ -113,7 +122,10 @@ def long_sizes(
         *(() if rollout == "self_forcing" else (f"stage.rollout={rollout}",)),
         f"trainer.max_steps={updates * UPDATE_RATIO}",
     )
-    return dataclasses.replace(FULL, name="dmd-long", dmd=dmd)
+    more = tuple(more)
+    return dataclasses.replace(
+        FULL, name="dmd-long", teacher=(*FULL.teacher, *more), ode_init=(*FULL.ode_init, *more), dmd=(*dmd, *more)
+    )
 
 
 def dmd_overrides(sizes: Sizes) -> list[str]:
@@ -211,7 +223,8 @@ def run(
         )
     recorded.write_text(name + "\n")
     (run_dir / "long_dmd.pid").write_text(str(os.getpid()))
-    max_steps = int(next(o for o in sizes.dmd if o.startswith("trainer.max_steps=")).split("=")[1])
+    # the DMD stage's length: its last trainer.max_steps (a later override wins)
+    max_steps = int([o for o in sizes.dmd if o.startswith("trainer.max_steps=")][-1].split("=")[1])
     results = run_dir / "dmd" / "results.json"
     if results.is_file() and json.loads(results.read_text()).get("step", 0) < max_steps:
         results.unlink()  # a longer run than the one that finished: the stage resumes from its last checkpoint
@@ -368,7 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         default="self_forcing",
         help="the DMD rollout (stage.rollout): Self-Forcing's exit-step jump or AR-Drag's Self-Rollout",
     )
-    args = ap.parse_args(command_args(ap, argv))
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="run: an override for every stage, after its own",
+    )
+    args = ap.parse_args(argv)
     try:
         if args.command == "run":
             sizes = long_sizes(
@@ -376,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                 snapshot_every=args.snapshot_every,
                 ckpt_every=args.ckpt_every,
                 rollout=args.rollout,
+                more=args.set,
             )
             run(
                 args.run_dir,

@@ -20,7 +20,6 @@ from omegaconf import OmegaConf
 
 from trackstream.data.batching import derive_seed
 from trackstream.data.clips import DataConfig, make_world
-from trackstream.data.command_line import command_args
 from trackstream.eval.long_horizon import long_horizon_figures
 from trackstream.eval.stream_eval import StreamEvalConfig, student_network
 from trackstream.models.conditioner import load_export
@@ -40,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     add_precision_args(ap)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
     torch.set_num_threads(args.threads)
     folder = args.student / "student" if (args.student / "student").is_dir() else args.student / "export" / "student"

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from lab.teacher_study import RECIPES
-from trackstream.data.command_line import command_args
 
 KEYS = {
     "ratio": "epe_ratio_with_over_without",
@@ -176,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=8, help="--measure: clips whose last frames are measured per run")
     ap.add_argument("--steps", type=int, default=24, help="--measure: the teacher's Euler steps per video")
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     names = [n for n in RECIPES if n.startswith(("obj-", "rel-")) and (args.runs / n / "eval.jsonl").is_file()]
     if args.measure:
         for n in names:

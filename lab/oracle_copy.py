@@ -33,7 +33,6 @@ import torch
 from omegaconf import OmegaConf
 
 from trackstream.data.clips import DataConfig, heldout_clips
-from trackstream.data.command_line import command_args
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8, video_tensor
 from trackstream.eval.metrics import EPE_TRACKER, EPE_TRACKERS, frozen_epe, motion_epe
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--run-dir", type=Path, required=True, help="a teacher run directory (config.yaml + codec/)")
     ap.add_argument("--samples", type=int, default=16)
     ap.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     if not (args.run_dir / "config.yaml").is_file():
         raise SystemExit(f"--run-dir {args.run_dir} has no config.yaml: pass a teacher run directory")
     figures = oracle_epe(args.run_dir, samples=args.samples)

@@ -16,7 +16,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from trackstream.data.command_line import command_args
 from trackstream.data.video_io import decode_video
 
 FRAMES = (0, 8, 16, 24)
@@ -56,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--videos", type=Path, help="or a folder of <id>.mp4 (an eval row)")
     ap.add_argument("--clips", type=int, default=4)
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     if args.videos:
         img = folder_strip(args.videos, clips=args.clips)
     elif args.run_dir and args.step is not None:

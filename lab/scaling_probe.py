@@ -25,7 +25,6 @@ import time
 from pathlib import Path
 
 from lab.small_world import ChainError, run_training
-from trackstream.data.command_line import command_args
 from trackstream.pipeline.report import read_metrics
 
 __all__ = ["parse_size", "size_overrides", "collect", "plot", "main"]
@@ -212,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="run: an override for every size")
     ap.add_argument("--json", type=Path, help="plot: a probe.json")
     ap.add_argument("--dest", type=Path, default=Path("docs/small_world"), help="plot: where probe.png / probe.md go")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     try:
         if args.command == "run":
             if args.out is None:

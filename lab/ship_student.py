@@ -23,7 +23,6 @@ from pathlib import Path
 
 from lab.ship_teacher import git_commit
 from lab.targets import targets
-from trackstream.data.command_line import command_args
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import ASSET_DIR, MAX_BYTES, STUDENT_DIR, AssetError
 
@@ -131,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         help="the release folder to write (assets/tiny-student is normally the whole chain's: student_chain ship)",
     )
     ap.add_argument("--commit", default=None, help="the commit the run was made from (default: this checkout's HEAD)")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     try:
         m = ship_student(args.run_dir, args.dest, commit=args.commit)
     except AssetError as e:

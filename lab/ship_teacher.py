@@ -6,6 +6,9 @@
     python -m lab.ship_teacher export --run-dir /tmp/release      # -> assets/tiny-teacher/ + manifest.json
     python -m lab.ship_teacher verify                             # sha256 of every shipped file
 
+``start`` takes Hydra overrides after its options (recorded with the recipe on the first start) and ``--set
+KEY=VALUE`` (repeatable) for one session only, as ``--until`` and ``--threads`` (not part of the recipe).
+
 A release checkpoint is what a user starts from, as MotionStream starts from Wan: the exported
 network (official Wan DiT files + heads), the codec it was trained with and the resolved config,
 with a ``manifest.json`` that says how it was made (command, git commit, steps, wall time, seeds),
@@ -32,9 +35,9 @@ import subprocess
 import sys
 import tarfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
-from trackstream.data.command_line import command_args
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import (
     ASSET_DIR,
@@ -262,13 +265,15 @@ def start(
     until: int | None = None,
     threads: int | None = None,
     experiment: str = EXPERIMENT,
+    more: Sequence[str] = (),
 ) -> int:
     """Run (or resume) the release command in ``run_dir``; record the command, commit and session.
 
     ``until``: stop (evaluate and export) at this step instead of the recipe's last. The schedule's
     horizon is ``optim.decay_steps``, not the stop, so a later ``start`` continues exactly.
     ``threads``: CPU threads for this session only (not part of the recorded recipe: the same
-    steps on 1 or 2 threads differ only in float rounding)."""
+    steps on 1 or 2 threads differ only in float rounding). ``more``: overrides for this session only, after
+    everything else (``--set``; not recorded either)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     record_path = run_dir / "release_run.json"
     record = (
@@ -291,14 +296,18 @@ def start(
             "commit": git_commit(),
             "until": until,
             "threads": threads,
+            **({"set": list(more)} if more else {}),
         }
     )
     record_path.write_text(json.dumps(record, indent=2))
     env = dict(os.environ, OMP_WAIT_POLICY=os.environ.get("OMP_WAIT_POLICY", "PASSIVE"))
-    return subprocess.run(session_command(record, run_dir, until=until, threads=threads), cwd=ROOT, env=env).returncode
+    cmd = session_command(record, run_dir, until=until, threads=threads, more=more)
+    return subprocess.run(cmd, cwd=ROOT, env=env).returncode
 
 
-def session_command(record: dict, run_dir: Path, *, until: int | None, threads: int | None) -> list[str]:
+def session_command(
+    record: dict, run_dir: Path, *, until: int | None, threads: int | None, more: Sequence[str] = ()
+) -> list[str]:
     """The recorded release command for this session, run in ``run_dir`` (an unpacked bundle on another
     machine has another path than the one recorded: the run directory is never part of the recipe)."""
     args = [a for a in record["command"][1:] if not a.startswith("hydra.run.dir=")]
@@ -306,7 +315,7 @@ def session_command(record: dict, run_dir: Path, *, until: int | None, threads: 
         args[1] = "trackstream.stages"
     cmd = [sys.executable, *args, f"hydra.run.dir={run_dir}"]
     cmd += [f"trainer.max_steps={until}"] if until else []
-    return cmd + ([f"trainer.num_threads={threads}"] if threads else [])
+    return cmd + ([f"trainer.num_threads={threads}"] if threads else []) + list(more)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -322,8 +331,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument(
         "--experiment", default=EXPERIMENT, help="`start`: the recipe of a new run (a resumed run keeps its own)"
     )
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="`start`: an override for this session only, after the recipe's (not recorded, as --until / --threads)",
+    )
     ap.add_argument("overrides", nargs="*", help="extra Hydra overrides for `start` (recorded on the first start)")
-    args = ap.parse_intermixed_args(command_args(ap, argv))  # overrides may follow the options
+    args = ap.parse_intermixed_args(argv)  # overrides may follow the options
     try:
         if args.action == "verify":
             m = verify_asset(args.dest)
@@ -341,6 +357,7 @@ def main(argv: list[str] | None = None) -> None:
                     until=args.until,
                     threads=args.threads,
                     experiment=args.experiment,
+                    more=args.set,
                 )
             )
         if args.action == "pack":

@@ -62,7 +62,6 @@ from lab.small_world_state import (
     unpack,
 )
 from lab.student_chain import add_scoring_args, scoring_options
-from trackstream.data.command_line import command_args
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import PipelineError, teacher_settings
 
@@ -300,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", type=Path, default=SMALL_DIR, help="ship: the release folder")
     add_scoring_args(ap, long_clips=4)
     ap.add_argument("--first-part", type=int, default=0, help="ship / release --out: the first release part to write")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     try:
         if args.command == "minilm":
             write_minilm(args.out or Path(".minilm"), prune=args.prune)

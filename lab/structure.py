@@ -20,8 +20,6 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
-from trackstream.data.command_line import command_args
-
 # the floors of checkouts that predate layers.json (to measure them as "before")
 FLOORS = {
     "models": 0,
@@ -273,7 +271,7 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None, help="also write the measures here")
     ap.add_argument("--trip", default=DMD_TRIP, help="MODULE:FUNCTION:PARAM to follow (default: %(default)s)")
     ap.add_argument("--before", type=Path, default=None, help="another checkout: print a before -> after table")
-    args = ap.parse_args(command_args(ap))
+    args = ap.parse_args()
 
     def full(repo: Path) -> dict:
         start = args.trip

@@ -31,7 +31,6 @@ from pathlib import Path
 from lab.ship_student import fill_release, write_manifest
 from lab.ship_teacher import ROOT, git_commit
 from lab.targets import targets
-from trackstream.data.command_line import command_args
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR, AssetError
 from trackstream.pipeline.report import json_safe, read_metrics
@@ -281,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dest", type=Path, default=STUDENT_DIR, help="ship: the release folder")
     add_scoring_args(ap)
     ap.add_argument("--teacher-steps", type=int, default=48, help="ship: the teacher's Euler steps in its evaluation")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     try:
         if args.command == "rl":
             print(json.dumps(rl_stage(args.run_dir, args.set), indent=2))

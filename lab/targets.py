@@ -18,7 +18,6 @@ import math
 import sys
 from pathlib import Path
 
-from trackstream.data.command_line import command_args
 from trackstream.pipeline.report_figures import dmd_comparison, last_window, ratio
 from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
@@ -415,7 +414,7 @@ def table(judged: dict) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lab.targets", description=__doc__.split("\n\n")[0])
     ap.add_argument("record", type=Path, help="a make-run report.json (or its run directory), or a bench record")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     path = args.record / "report.json" if args.record.is_dir() else args.record
     if not path.is_file():
         print(

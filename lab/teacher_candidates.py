@@ -16,8 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-from trackstream.data.command_line import command_args
-
 
 def _rows(path: Path) -> list[dict]:
     return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.is_file() else []
@@ -92,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", action="append", required=True, help="NAME=RUN_DIR:LOSSES.json")
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     cands = []
     for spec in args.run:
         name, rest = spec.split("=", 1)

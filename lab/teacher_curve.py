@@ -15,8 +15,6 @@ import json
 import sys
 from pathlib import Path
 
-from trackstream.data.command_line import command_args
-
 KEYS = (
     ("epe_ratio_with_over_without", "EPE with / without tracks"),
     ("lost_at_group_start_with_tracks", "lost entering a group"),
@@ -39,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--run", type=Path, required=True)
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     if not (args.run / "eval.jsonl").is_file():
         print(f"error: {args.run / 'eval.jsonl'}: no periodic evaluations; pass a teacher release run", file=sys.stderr)
         return 2

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from trackstream.data.command_line import command_args
 from trackstream.data.trackers import build_tracker
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.benchmarks import Sample
@@ -83,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1)
     add_precision_args(ap)
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     parsed_precision(ap, args)  # a bad --device / --dtype ends here, in one line
     torch.set_num_threads(args.threads)
     run = args.teacher.parents[1] if args.teacher.parent.name == "export" else args.teacher.parent

@@ -23,7 +23,6 @@ import torch
 from omegaconf import OmegaConf
 
 from trackstream.data.clips import DataConfig, heldout_clips
-from trackstream.data.command_line import command_args
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.floors import floor_figures
 from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
@@ -68,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--w-motion", type=float, default=1.5)
     ap.add_argument("--out", type=Path, required=True)
     add_precision_args(ap)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
     torch.set_num_threads(args.threads)
     run = args.teacher.parents[1] if args.teacher.parent.name == "export" else args.teacher.parent

@@ -13,6 +13,7 @@ make-run clip length, EPE by eval.metrics.motion_epe, PSNR/SSIM) runs half-way
 (``trainer.sample_every``) and at the end. ``--plot`` reads the runs' ``eval.jsonl`` /
 ``eval.json`` / ``metrics.jsonl`` and writes ``study.json`` and ``study.png`` (figures against
 training minutes, training-step wall time summed from the logged step times, evaluation excluded).
+``--set KEY=VALUE`` (repeatable) adds an override to every run's command, after the recipe's own.
 """
 
 from __future__ import annotations
@@ -24,12 +25,11 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-
-from trackstream.data.command_line import command_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -75,7 +75,8 @@ RECIPES.update(
 )
 
 
-def command(name: str, out: Path, *, evals: int = 2, codec: Path | None = None) -> list[str]:
+def command(name: str, out: Path, *, evals: int = 2, codec: Path | None = None, more: Sequence[str] = ()) -> list[str]:
+    """The recipe's stage command; ``more``: overrides after its own (``--set``: they win)."""
     overrides, steps = RECIPES[name]
     every = max(1, steps // evals)
     return [
@@ -89,16 +90,17 @@ def command(name: str, out: Path, *, evals: int = 2, codec: Path | None = None) 
         f"trainer.sample_every={every}",
         f"trainer.ckpt_every={every}",
         f"hydra.run.dir={out / name}",
+        *more,
     ]
 
 
-def run_recipe(name: str, out: Path, *, evals: int = 2, codec: Path | None = None) -> int:
+def run_recipe(name: str, out: Path, *, evals: int = 2, codec: Path | None = None, more: Sequence[str] = ()) -> int:
     done = out / name / "results.json"
     if done.is_file() and json.loads(done.read_text()).get("status") == "done":
         print(f"[study] {name}: done already", flush=True)
         return 0
     (out / name).mkdir(parents=True, exist_ok=True)
-    cmd = command(name, out, evals=evals, codec=codec)
+    cmd = command(name, out, evals=evals, codec=codec, more=more)
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     t0 = time.time()
     with open(out / f"{name}.log", "a") as log:
@@ -112,19 +114,19 @@ def run_recipe(name: str, out: Path, *, evals: int = 2, codec: Path | None = Non
 COST_STEPS = 24  # a cost run's steps; the median of the step times from step 8 on (the first pay warm-up)
 
 
-def step_cost(name: str, out: Path, *, codec: Path | None = None) -> float:
+def step_cost(name: str, out: Path, *, codec: Path | None = None, more: Sequence[str] = ()) -> float:
     """Seconds per training step of ``name`` on this machine: ``COST_STEPS`` steps, no evaluation, in
     ``out/cost-<name>`` (a fresh directory each time); run two at a time, one thread each, as the study does."""
     run = out / f"cost-{name}"
     shutil.rmtree(run, ignore_errors=True)
     cmd = [a for a in command(name, out, codec=codec) if not a.startswith(("trainer.", "hydra.run.dir="))]
     cmd += [f"trainer.max_steps={COST_STEPS}", "trainer.log_every=1", "trainer.sample_every=0", "eval.enabled=false"]
-    cmd += ["logger.progress_bar=false", f"hydra.run.dir={run}"]
+    cmd += ["logger.progress_bar=false", f"hydra.run.dir={run}", *more]
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", OMP_NUM_THREADS="1")
     subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     times = [(r["step"], r["perf/step_time_s"]) for r in rows if "perf/step_time_s" in r]
-    # a run shortened below the warm-up (TRACKSTREAM_OVERRIDES' trainer.max_steps) is costed on all its steps
+    # a run shortened below the warm-up (--set trainer.max_steps=...) is costed on all its steps
     return float(np.median([t for s, t in times if s >= 8] or [t for _, t in times]))
 
 
@@ -265,7 +267,10 @@ def main(argv: list[str] | None = None) -> None:
         help=f"only measure each recipe's seconds per step here ({COST_STEPS} steps each) into OUT/cost.json: "
         "curves trained on other machines, or beside other jobs, are compared on these costs",
     )
-    args = ap.parse_args(command_args(ap, argv))
+    ap.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="an override for every run, after its own"
+    )
+    args = ap.parse_args(argv)
     # the runs' stages start in the repository (ROOT): a relative --out names a folder here, where the line runs
     args.out = args.out.resolve()
     if args.plot is not None:
@@ -278,14 +283,16 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if args.cost:
         with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-            costs = dict(zip(names, pool.map(lambda n: step_cost(n, args.out, codec=args.codec), names)))
+            costs = dict(zip(names, pool.map(lambda n: step_cost(n, args.out, codec=args.codec, more=args.set), names)))
         path = args.out / "cost.json"
         known = json.loads(path.read_text()) if path.is_file() else {}
         path.write_text(json.dumps({**known, **{n: round(c, 3) for n, c in costs.items()}}, indent=2))
         print(json.dumps(costs, indent=1))
         return
     with ThreadPoolExecutor(max_workers=max(1, args.parallel)) as pool:
-        codes = list(pool.map(lambda n: run_recipe(n, args.out, evals=args.evals, codec=args.codec), names))
+        codes = list(
+            pool.map(lambda n: run_recipe(n, args.out, evals=args.evals, codec=args.codec, more=args.set), names)
+        )
     if any(codes):
         raise SystemExit(f"[study] failed recipes: {[n for n, c in zip(names, codes) if c]}")
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import numpy as np
 
 from trackstream.data.clips import DataConfig, heldout_clips
-from trackstream.data.command_line import command_args
 from trackstream.data.trackers import build_tracker
 from trackstream.eval.floors import round_trip
 from trackstream.eval.metrics import frozen_epe, track_motion
@@ -152,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--samples", type=int, default=32)
     ap.add_argument("--codec", action="append", default=[], help="NAME=codec.pt: a tiny-ae codec fitted on world NAME")
     ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     import torch
 
     from trackstream.models.codecs import build_codec

@@ -356,7 +356,7 @@ def tiny_codec():
 def tiny_teacher_run(tmp_path_factory) -> Path:
     """A tiny teacher run directory (2 steps of ``experiment=tiny_teacher debug=tiny``): its export is
     ``export/teacher`` with the codec beside it. Shared by the session: copy before changing. Made by
-    conf/README.md's first line as written, shrunk through ``TRACKSTREAM_OVERRIDES``."""
+    conf/README.md's first line as written, shrunk by overrides after its own."""
     from test_docs_run import TINY_TEACHER_LINE, run_documented
 
     run = tmp_path_factory.mktemp("shared") / "tiny_teacher"

@@ -1,7 +1,7 @@
 """The documented commands by what checks them: ``RUN`` (the tours' lines tests/test_docs_run.py runs in order),
-``ELSEWHERE`` (lines another test runs verbatim where it already pays for that run, shrunk only through
-``TRACKSTREAM_OVERRIDES`` / ``TRACKSTREAM_ARGS``), the demo and its load test, and ``NOT_RUN`` (the lines no CPU
-run can make: each with its reason). Every command the docs show is in one of them (tests/test_docs_run.py);
+``ELSEWHERE`` (lines another test runs as written where it already pays for that run, shrunk only by words typed
+after them: ``run_documented``), the demo and its load test, and ``NOT_RUN`` (the lines no CPU run can make: each
+with its reason). Every command the docs show is in one of them (tests/test_docs_run.py);
 all are parsed or composed by the real front end (tests/test_documented_commands.py). Lines are named by their
 text (``documented_line``), not line numbers: an edit above a line keeps it found."""
 
@@ -14,11 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 # command (the printf) is run by bash.
 RUN = [
     ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher --cfg job"),
-    # the smoke run (a training run, seconds) as the page's TRACKSTREAM_OVERRIDES example runs it: SMOKE, in 2 steps
-    (
-        "conf/README.md",
-        'TRACKSTREAM_OVERRIDES="trainer.max_steps=2" python -m trackstream.stages experiment=tiny_teacher debug=tiny',
-    ),
+    # the smoke run (a training run, seconds) as the page's override example runs it: SMOKE, in 2 steps
+    ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher debug=tiny trainer.max_steps=2"),
     # memory plans: one recipe as a table, on 8 GPUs of another kind with sequence parallelism, as JSON, and every
     # recipe's table (tests/test_plan.py compares that table with the page's)
     ("docs/distributed.md", "trackstream plan experiment=teacher_wan1.3b_480p"),
@@ -126,7 +123,7 @@ RECORDS_1_3B = [
 ]
 ELSEWHERE = {
     TINY_DECODER: "tests/test_tiny_decoder.py",
-    SMOKE: "tests/test_docs_run.py",  # in RUN: its TRACKSTREAM_OVERRIDES example, the line after the variable
+    SMOKE: "tests/test_docs_run.py",  # in RUN: the page's override example, this line with one more word
     **{
         documented_line("docs/bench/cpu/realtime_small_sizes.md", f"--setup {setup}"): "tests/test_bench_realtime.py"
         for setup in ("tiny-student", "small")
@@ -202,7 +199,7 @@ ELSEWHERE = {
 }
 DEMO = ("docs/demo.md", "python -m trackstream.stream.demo")
 LOAD = documented_line("docs/demo.md", "trackstream.stream.demo.load")  # run against DEMO
-LOAD_SECONDS = 15  # the load test's length (real-time pacing, so its wall time), through TRACKSTREAM_ARGS
+LOAD_SECONDS = 15  # the load test's length (real-time pacing, so its wall time): --seconds after the line's own
 
 
 # lines no CPU run can make, by reason: the GPU benchmarks' records and their real setups (the GPU call runs

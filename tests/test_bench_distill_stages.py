@@ -2,7 +2,7 @@
 (trackstream/bench/distill_stages.py, run by ``trackstream bench-distill``) end to end on CPU: the tiny recipes as
 configured (one sample), and the real recipes cut down (narrow one-block DiT, small frames; frame count and
 chunking as the recipe's), which the GPU call runs at full size. Each is docs/performance.md's command as written,
-cut down through ``TRACKSTREAM_ARGS`` (one update, no warm-up, one sample, ``--override`` sizes)."""
+cut down by options after its own (one update, no warm-up, one sample, ``--override`` sizes)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ SMALL_DIT = (
 
 def run_distill_line(cwd, *words: str, overrides=(), line: tuple[str, str] | None = None) -> list[dict]:
     """docs/performance.md's ``bench.distill`` command holding ``words`` (none: the bare command), or ``line``, run
-    as written in ``cwd``, cut down to one update of one sample and the ``overrides`` (``TRACKSTREAM_ARGS``): the
+    as written in ``cwd``, cut down to one update of one sample and the ``overrides`` (options after its own): the
     rows of the JSON it writes."""
     bare = ("docs/performance.md", "python -m trackstream.bench.distill")
     line = line or (documented_line(*bare, *words) if words else bare)

@@ -58,7 +58,7 @@ def test_realtime_bench_tiny_smoke(tmp_path):
 
 @pytest.mark.slow
 def test_the_documented_cpu_sizes_run_as_written(tmp_path):
-    """docs/bench/cpu/realtime_small_sizes.md's two commands verbatim, shortened by ``TRACKSTREAM_ARGS`` to one
+    """docs/bench/cpu/realtime_small_sizes.md's two commands as written, shortened by options after their own to one
     timed chunk (the small student also cut to 2 x 128): each writes its setup's eager row, with the options it
     ran with recorded."""
     page = "docs/bench/cpu/realtime_small_sizes.md"

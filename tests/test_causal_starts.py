@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_docs_run import documented_line, run_documented
+from test_docs_run import documented_line, run_documented, setting
 
 from lab.causal_starts import ARMS
 
@@ -26,7 +26,7 @@ SCORE_ARGS = ("--clips", "1", "--long-clips", "1", "--long-factor", "2", "--eval
 @pytest.mark.multiproc
 def test_the_documented_causal_starts_run_and_score(tmp_path):
     (tmp_path / "lab").symlink_to(ROOT / "lab")
-    run_documented(RUN, tmp_path, *TINY, args=RUN_ARGS)
+    run_documented(RUN, tmp_path, args=(*RUN_ARGS, *setting(*TINY)))
     plan = json.loads((tmp_path / "RUN" / "plan.json").read_text())
     assert plan["num_pairs"] == 2 and plan["teacher_steps"] == 3 and plan["dmd_steps"] == 2
     assert all(v > 0 for v in plan["seconds_per_step"].values()) and plan["pairs_seconds"] > 0
@@ -34,7 +34,7 @@ def test_the_documented_causal_starts_run_and_score(tmp_path):
     assert done["tf"]["step"] == plan["steps"]["tf"] and done["cd"]["step"] == plan["steps"]["cd"]
     assert done["tf_dmd"]["step"] == 2
 
-    # score writes into the checkout's docs/causal_starts unless told otherwise: --doc, through TRACKSTREAM_ARGS
+    # score writes into the checkout's docs/causal_starts unless told otherwise: --doc after the line's own
     doc = tmp_path / "doc"
     run_documented(SCORE, tmp_path, args=(*SCORE_ARGS, "--doc", str(doc)))
     result = json.loads((doc / "causal_starts.json").read_text())

@@ -8,11 +8,12 @@ frames of two of its clips, ``depth.npy`` a depth map, ``tracks.npy`` an 81-fram
 clip to transfer.
 
 The documented demo command is started as written too, asked for ``/health`` and its page, holds the page's load
-test, and is stopped with Ctrl-C. ``run_documented`` is how every other test runs a documented line verbatim
-(shrunk only through ``TRACKSTREAM_OVERRIDES`` / ``TRACKSTREAM_ARGS``, trackstream/data/command_line.py, never by
-editing the line). tests/docs_lines.py names the lines by what runs them (``RUN`` here, ``ELSEWHERE``) or why
-nothing can here (``NOT_RUN``: GPU-only, 8 processes, inputs not downloadable), and every documented command is
-in one of them; all are parsed or composed by the real front end in tests/test_documented_commands.py."""
+test, and is stopped with Ctrl-C. ``run_documented`` is how every other test runs a documented line as written
+(shrunk only by words typed after it, as a user could: Hydra overrides, argparse options, a lab study's
+``--set KEY=VALUE`` for the stages it launches; never by editing the line's own words). tests/docs_lines.py names
+the lines by what runs them (``RUN`` here, ``ELSEWHERE``) or why nothing can here (``NOT_RUN``: GPU-only, 8
+processes, inputs not downloadable), and every documented command is in one of them; all are parsed or composed
+by the real front end in tests/test_documented_commands.py."""
 
 import json
 import os
@@ -89,7 +90,7 @@ def reader_folder(here: Path) -> Path:
 def test_the_run_list_names_documented_lines():
     missing = [f"{page}: {text}" for page, text in [*RUN, DEMO, LOAD, *ELSEWHERE] if not documented(page, text)]
     assert not missing, f"no longer shown as written (update RUN / ELSEWHERE): {missing}"
-    assert any(text.endswith(f'" {SMOKE[1]}') and page == SMOKE[0] for page, text in RUN)  # run with its variable
+    assert any(text.startswith(f"{SMOKE[1]} ") and page == SMOKE[0] for page, text in RUN)  # with one more word
     for line, test in ELSEWHERE.items():  # each is run by the test named beside it
         text = (ROOT / test).read_text()
         assert "run_documented(" in text or "shell_line(" in text, (line, test)  # the line as bash runs it
@@ -103,6 +104,16 @@ def test_every_documented_command_is_run_or_says_why_not():
     neither = sorted(f"{page}: {text}" for page, text in shown - ran - set(NOT_RUN))
     assert not neither, f"run these as written (ELSEWHERE) or say why not (NOT_RUN): {neither}"
     assert not ran & set(NOT_RUN), sorted(ran & set(NOT_RUN))
+
+
+def test_words_are_typed_after_the_lines_command():
+    """``run_documented``'s words: at the end of a plain line, after a ``VAR=value`` prefix's command, before a
+    redirection, a pipe or the next command of a list (quoted operators are words), quoted as a shell reads them."""
+    assert with_words("python -m m a=1", ["b=2", "runs={x: 1}"]) == "python -m m a=1 b=2 'runs={x: 1}'"
+    assert with_words("V=1 trackstream x --a 1", ["--a", "2"]) == "V=1 trackstream x --a 1 --a 2"
+    assert with_words("m a 2>&1 | tee log", ["b"]) == "m a b 2>&1 | tee log"
+    assert with_words("m 'a|b' > out && n", ["c"]) == "m 'a|b' c > out && n"
+    assert with_words("m a", []) == "m a"
 
 
 def _path_env() -> dict:
@@ -119,9 +130,9 @@ def shell_line(page: str, text: str, variables: dict) -> str:
     return plain(text)
 
 
-def _run_line(page: str, text: str, cwd: Path, env: dict, variables: dict | None = None, procs: int = 1):
+def _run_line(page: str, text: str, cwd: Path, env: dict, variables: dict | None = None, procs: int = 1, *, more=()):
     variables = {k: str(v) for k, v in (variables or {}).items()}
-    cmd = ["/bin/bash", "-c", shell_line(page, text, variables)]
+    cmd = ["/bin/bash", "-c", with_words(shell_line(page, text, variables), more)]
     env = {**env, **variables}
     if procs > 1:  # the line as the tasks of one Slurm step (srun -n procs LINE): each task's SLURM_* variables
         r = slurm_tasks(procs, cmd, check=False, timeout=600, env=env, cwd=cwd)
@@ -129,6 +140,33 @@ def _run_line(page: str, text: str, cwd: Path, env: dict, variables: dict | None
         r = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, f"{page}: `{text}` exited {r.returncode}\n{r.stdout[-1500:]}{r.stderr[-3000:]}"
     return r
+
+
+def with_words(line: str, words) -> str:
+    """``line`` (a shell line) with ``words`` typed after its command's own: before the first redirection, pipe or
+    list operator outside quotes (``cmd > log``, ``cmd 2>&1 | tee log``, ``cmd && next``), else at the end. A
+    leading ``VAR=value`` prefix stays in front of the command, as bash reads it."""
+    if not words:
+        return line
+    quote, escaped, end = None, False, len(line)
+    for i, ch in enumerate(line):
+        if escaped or (ch == "\\" and quote != "'"):
+            escaped = not escaped
+        elif quote:
+            quote = None if ch == quote else quote
+        elif ch in "'\"":
+            quote = ch
+        elif ch in "|&;<>":
+            fd = len(line[:i].rstrip("0123456789"))  # a redirection's descriptor (2>&1) is a word of its own
+            end = fd if fd < i and (fd == 0 or line[fd - 1].isspace()) else i
+            break
+    head, tail = line[:end].rstrip(), line[end:]
+    return f"{head} {shlex.join(words)}" + (f" {tail}" if tail else "")
+
+
+def setting(*overrides: str) -> tuple[str, ...]:
+    """A lab study's options that give every stage it launches ``overrides`` after its own (``--set KEY=VALUE``)."""
+    return tuple(word for o in overrides for word in ("--set", o))
 
 
 def run_documented(
@@ -139,14 +177,15 @@ def run_documented(
     variables: dict | None = None,
     procs: int = 1,
 ) -> subprocess.CompletedProcess:
-    """A documented ``line`` (page, text) run verbatim by bash in ``cwd`` (a ``reader_folder`` or a test's own),
-    ``overrides`` appended through ``TRACKSTREAM_OVERRIDES`` and ``args`` through ``TRACKSTREAM_ARGS`` (the
-    documented ways to shrink a Hydra / an argparse command, trackstream/data/command_line.py); ``variables``: the
-    shell variables the page sets before the line (``D=/data``, ``R=runs/...``), here the test's paths; ``procs``
-    > 1: the line as that many tasks of one Slurm step. Exits 0."""
+    """A documented ``line`` (page, text) run by bash in ``cwd`` (a ``reader_folder`` or a test's own) as a user
+    would type it with more words after it: the ``overrides`` (a Hydra command's ``key=value`` words, after the
+    line's own: the later wins where both set a key), then the options ``args`` (an argparse command's; the later
+    wins where both give one, a repeatable one gains them; a lab study passes ``--set KEY=VALUE`` on to every stage
+    it launches), both on the line's command itself (``with_words``: before a redirection or pipe; after a leading
+    ``VAR=value``). ``variables``: the shell variables the page sets before the line (``D=/data``,
+    ``R=runs/...``), here the test's paths; ``procs`` > 1: the line as that many tasks of one Slurm step. Exits 0."""
     assert documented(*line), f"no longer shown as written: {line}"
-    env = {**_path_env(), "TRACKSTREAM_OVERRIDES": " ".join(overrides), "TRACKSTREAM_ARGS": shlex.join(args)}
-    return _run_line(*line, cwd, env, variables, procs)
+    return _run_line(*line, cwd, _path_env(), variables, procs, more=(*overrides, *args))
 
 
 @pytest.mark.slow

@@ -159,17 +159,12 @@ def plain(command: str) -> str:
 
 
 def module_and_args(argv: list[str]) -> tuple[str, list[str]]:
-    """The Python module a command runs and the arguments it gets (``TRACKSTREAM_OVERRIDES=...`` in front: its
-    overrides appended, as the Hydra commands append them)."""
+    """The Python module a command runs and the arguments it gets (``VAR=value`` / ``env`` / ``time`` / ``nice``
+    prefixes dropped)."""
     from trackstream.cli import COMMANDS as CLI
-    from trackstream.data.command_line import OVERRIDES_ENV
 
-    extra: list[str] = []
     while argv and (re.fullmatch(r"[A-Za-z_]\w*=.*", argv[0]) or argv[0] in ("env", "time", "nice")):
-        if argv[0].startswith(OVERRIDES_ENV + "="):
-            extra += shlex.split(argv[0].split("=", 1)[1])
         argv = argv[3:] if argv[:2] == ["nice", "-n"] else argv[1:]
-    argv = [*argv, *extra]
     if argv[0] == "trackstream":
         assert len(argv) > 1 and argv[1] in CLI, f"`trackstream {argv[1:2]}` is not a command of trackstream/cli.py"
         return CLI[argv[1]][0], argv[2:]

@@ -2,7 +2,7 @@
 and an animation scene, the figures are finite where defined, the undragged row is the reference
 (RF 1, no background comparison with itself), the floors follow (the ground truth: PSNR inf, the tracker's own
 ObjMC; it through the codec), and the table renders. docs/dragstream.md's commands on the shipped
-student run as written, cut to one scene and one row (``TRACKSTREAM_ARGS``)."""
+student run as written, cut to one scene and one row (options after the line's own)."""
 
 import json
 import math

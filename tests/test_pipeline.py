@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import THREADS
-from test_docs_run import CHAIN_RL, documented_line, run_documented
+from test_docs_run import CHAIN_RL, documented_line, run_documented, setting
 
 from trackstream.eval.drag_table import FLOOR_ROWS
 
@@ -152,7 +152,8 @@ def _the_documented_long_dmd_and_object_rl(here: Path, run_dir: Path) -> None:
     for stage in ("teacher", "ode_init"):
         (here / "RUN" / stage).symlink_to(run_dir / stage)
     # no packed run to continue (runs/dmd-long/ of this checkout, were one committed): the stages here
-    out = run_documented(LONG_DMD, here, *DMD_STEP, *ONE_STEP_LOGGED, args=("--pack-dir", str(here / "no-pack"))).stdout
+    shrunk = ("--pack-dir", str(here / "no-pack"), *setting(*DMD_STEP, *ONE_STEP_LOGGED))
+    out = run_documented(LONG_DMD, here, args=shrunk).stdout
     assert out.count("already done") == 2 and "[long_dmd] done" in out
     dmd = json.loads((here / "RUN" / "dmd" / "results.json").read_text())
     assert dmd["status"] == "done" and dmd["generator_updates"] == 1 and "0" in dmd["snapshots"]  # the start's
@@ -162,7 +163,7 @@ def _the_documented_long_dmd_and_object_rl(here: Path, run_dir: Path) -> None:
     (here / "RUN2").mkdir()
     for stage in ("teacher", "ode_init", "dmd"):
         (here / "RUN2" / stage).symlink_to(here / "RUN" / stage)
-    run_documented(OBJECT_RL, here, *RL_STEP, *ONE_STEP_LOGGED)
+    run_documented(OBJECT_RL, here, args=setting(*RL_STEP, *ONE_STEP_LOGGED))
     rl = json.loads((here / "RUN2" / "rl" / "results.json").read_text())
     assert rl["policy_updates"] == 1 and rl["config"]["rewards"]["motion"]["object_weight"] == 4.0
     assert rl["config"]["student"] == str((here / "RUN2").resolve() / "dmd" / "export" / "student")

@@ -16,7 +16,7 @@ reward and the aesthetic predictor from tiny OpenAI-format CLIP weights) -> ``py
 1.3B also the starts
 without ODE pairs: teacher forcing from the fine-tuned teacher, consistency distillation from its export, DMD from
 that on the shards' first clips. The 1.3B's stages and stream are docs/recipes.md's and docs/rl.md's lines as
-written (the tasks of a Slurm step, shrunk through TRACKSTREAM_OVERRIDES), its release folder the page's
+written (the tasks of a Slurm step, shrunk by overrides after each line's own), its release folder the page's
 ``trackstream rehearsal-release`` line."""
 
 import json
@@ -175,7 +175,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
 
     def documented(run: str, *shrink: str) -> None:
         """The 1.3B's stage ``run``: its line in recipes.md / rl.md verbatim, as the 2 tasks of a Slurm step,
-        ``shrink`` through TRACKSTREAM_OVERRIDES."""
+        ``shrink`` after the line's own overrides."""
         run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=2)
 
     def stage(run: str, module: str, wiring: list, *shrink: str) -> None:
@@ -288,8 +288,8 @@ def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, t
     """docs/recipes.md's first command, verbatim, on one process without a launcher (the recipe's FSDP becomes a
     world of one): ``trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D
     data.eval_shards=$D/eval_shards`` with the overrides ``trackstream rehearsal-release`` said (the module fixture
-    ran that line) appended as the page's rehearsal line writes them, shrunk (pixels, steps) through
-    TRACKSTREAM_OVERRIDES."""
+    ran that line) appended as the page's rehearsal line writes them, shrunk (pixels, steps) by more overrides
+    after those."""
     data_dir, (H, W), T = recipe["data_dir"], recipe["size"], recipe["frames"]
     videos = tmp_path / "heldout"
     videos.mkdir()
@@ -316,8 +316,8 @@ def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, t
     )
     run = tmp_path / "run"
     shrink = [s for s in SHRINK if not s.startswith(("+model.", "eval.", "trainer.ckpt_every", "data.num_workers"))]
-    # the page's first command with the overrides the rehearsal release said (appended by TRACKSTREAM_OVERRIDES
-    # after the line's own, as the page's rehearsal line writes them): the two lines are one run
+    # the page's first command with the overrides the rehearsal release said (after the line's own, as the page's
+    # rehearsal line writes them): the two lines are one run
     said = words(FIRST_RUN[1])[len(words(FIRST_COMMAND[1])) :]
     assert words(FIRST_RUN[1])[: -len(said)] == words(FIRST_COMMAND[1]) and said[0] == "+model.overrides.dim=64"
     run_documented(

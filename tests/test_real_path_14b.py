@@ -54,8 +54,8 @@ def test_a_14b_teacher_distils_into_a_1_3b_student_on_two_fsdp_processes(tmp_pat
         f"height={H}", f"width={W}", "grid_size=6", "samples_per_shard=2", "num_workers=0", "progress=false",
         f"text_encoder={t5}", procs=1,
     )  # fmt: skip
-    # docs/recipes.md's 14B chain as written, each line as the tasks of a Slurm step, shrunk through
-    # TRACKSTREAM_OVERRIDES (widths, pixels, steps); the student's widths are the 1.3B release's (DIMS)
+    # docs/recipes.md's 14B chain as written, each line as the tasks of a Slurm step, shrunk by overrides after
+    # its own (widths, pixels, steps); the student's widths are the 1.3B release's (DIMS)
     shell = dict(D=data, R14=tmp_path / "r14", T14=tmp_path / "r14" / "teacher" / "export" / "teacher")
     common = [
         *[s for s in SHRINK if not s.startswith("+model.overrides")],

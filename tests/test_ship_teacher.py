@@ -6,7 +6,7 @@ import tarfile
 
 import pytest
 import torch
-from test_docs_run import documented_line, run_documented
+from test_docs_run import documented_line, run_documented, setting
 
 from lab.ship_teacher import export_teacher, pack_resume, session_command, unpack_resume
 from trackstream.models.formats.files import sha256
@@ -146,22 +146,29 @@ def test_a_session_runs_the_recorded_recipe_in_the_given_run_directory(tmp_path)
         "trainer.max_steps=500",
         "trainer.num_threads=2",
     ]
+    more = ["data.batch_size=2", "trainer.max_steps=3"]  # --set: this session's, after everything else
+    assert session_command(record, tmp_path, until=500, threads=2, more=more)[-3:] == ["trainer.num_threads=2", *more]
     record["command"][2] = "trackstream.train"  # recorded when the application was inside the engine
     assert session_command(record, tmp_path, until=None, threads=None)[1:3] == ["-m", "trackstream.stages"]
 
 
 @pytest.mark.slow
 def test_the_texture_candidate_line_trains_the_release_recipe_at_the_scale_given(tmp_path):
-    """The line as written (RUN: a folder here), S given after the line's own overrides, shrunk to a 2-step
-    codec fit and one teacher step of batch 2: the run holds what the page's next lines read."""
+    """The line as written (RUN: a folder here), S given after the line's own overrides (the recipe's), the
+    session shrunk (``--set``) to a 2-step codec fit and one teacher step of batch 2: the run holds what the
+    page's next lines read, and its record the recipe without the session's overrides."""
     sizes = ("codec.fit.steps=2", "codec.fit.batch_size=2", "data.batch_size=2")
     quiet = ("eval.enabled=false", "trainer.sample_every=0", "logger.progress_bar=false")
-    run_documented(TEXTURE_CANDIDATE, tmp_path, "data.world.texture_scale=3", *sizes, *quiet, args=("--until", "1"))
+    session = ("--until", "1", *setting(*sizes, *quiet))
+    run_documented(TEXTURE_CANDIDATE, tmp_path, "data.world.texture_scale=3", args=session)
     from omegaconf import OmegaConf
 
     run = tmp_path / "RUN"
     cfg = OmegaConf.load(run / "config.yaml")
     assert cfg.data.world.texture_scale == 3 and cfg.trainer.num_threads == 1 and cfg.trainer.max_steps == 1
+    record = json.loads((run / "release_run.json").read_text())
+    assert record["command"][-3:-1] == ["codec.fit.steps=1600", "data.world.texture_scale=3"]
+    assert record["sessions"][-1]["set"] == [*sizes, *quiet] and "data.batch_size=2" not in record["command"]
     assert json.loads((run / "results.json").read_text())["status"] == "done"
     assert (run / "codec" / "codec.pt").is_file() and (run / "checkpoints" / "step_00000001").is_dir()
     record = json.loads((run / "release_run.json").read_text())  # the recipe as the line gives it, to resume

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from conftest import THREADS
-from test_docs_run import documented_line, run_documented
+from test_docs_run import documented_line, run_documented, setting
 
 from trackstream.pipeline.releases import ASSET_DIR, logged_losses, verify_asset
 
@@ -83,7 +83,8 @@ def test_release_command_reproduces_the_first_losses(tmp_path, run_module):
     # folder and the resume bundle written here, not over the checkout's
     shell = {"RUN": tmp_path / "codec", "NEW": tmp_path / "moved"}
     steps = (f"codec.fit.steps={CODEC_STEPS}", "data.eval_samples=2", *QUIET)
-    run_documented(SHIP["start"], tmp_path, *steps, args=("--until", "1", "--threads", str(THREADS)), variables=shell)
+    session = ("--until", "1", "--threads", str(THREADS), *setting(*steps))  # this session's, not the recipe's
+    run_documented(SHIP["start"], tmp_path, args=session, variables=shell)
     run_documented(SHIP["export"], tmp_path, args=("--dest", str(tmp_path / "asset")), variables=shell)
     exported = verify_asset(tmp_path / "asset")  # the manifest it wrote: every file's sha256, the first losses
     assert exported["first_losses"]["codec"] == pytest.approx(m["first_losses"]["codec"][:CODEC_STEPS], rel=RTOL)

@@ -133,7 +133,7 @@ CAUSAL_STARTS = {  # docs/causal-starts.md's commands, by run folder
 @pytest.mark.slow
 def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli(tmp_path, run_module):
     """docs/causal-starts.md's three commands as written, from the shipped teacher (``settings_from=$T``), shrunk
-    through ``TRACKSTREAM_OVERRIDES`` (a few steps on a pool of 4 clips)."""
+    by overrides after the line's own (a few steps on a pool of 4 clips)."""
     from trackstream.models.motion_wan import load_network
 
     folder, T = reader_folder(tmp_path), {"T": "assets/tiny-teacher"}

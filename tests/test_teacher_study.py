@@ -1,13 +1,13 @@
 """The recipe study's bookkeeping (lab/teacher_study.py): commands, minutes from logged step
 times, the table and the plot, on fake runs (the study itself is hours of CPU); then the docs' study lines as
-written, each recipe shrunk to two steps (``TRACKSTREAM_OVERRIDES``), the objects study's measures to one scene
-and one clip (``TRACKSTREAM_ARGS``)."""
+written, each recipe shrunk to two steps (the study's ``--set``, for every run it launches), the objects study's
+measures to one scene and one clip (its options after the line's own)."""
 
 import json
 from pathlib import Path
 
 import pytest
-from test_docs_run import documented_line, run_documented
+from test_docs_run import documented_line, run_documented, setting
 
 from lab import teacher_study as ts
 
@@ -98,15 +98,15 @@ TINY = (
 def test_the_documented_studies_run_verbatim(tmp_path):
     (tmp_path / "lab").symlink_to(ROOT / "lab")
     for line in (STUDY, STUDY_4L):
-        run_documented(line, tmp_path, *TINY, f"codec.checkpoint={CODEC}")
+        run_documented(line, tmp_path, args=setting(*TINY, f"codec.checkpoint={CODEC}"))
     run_documented(STUDY_PLOT, tmp_path)
     study = json.loads((tmp_path / "docs" / "teacher_study" / "study.json").read_text())["recipes"]
     assert list(study) == ["8px-2L-17f", "4px-2L-25f", "4px-4L-17f"]
     assert all(p["step"] == 2 and p["epe_with_tracks"] > 0 for r in study.values() for p in r["points"])
     assert "| 4px-4L-17f | 1 | 2 |" in (tmp_path / "docs" / "teacher_study" / "study.md").read_text()
     # one periodic evaluation (eval.jsonl: what objects_study reads) before the final one
-    run_documented(OBJECTS, tmp_path, *TINY, "trainer.sample_every=1", variables={"CODEC": CODEC})
-    run_documented(OBJECTS_COST, tmp_path, *TINY, variables={"CODEC": CODEC})
+    run_documented(OBJECTS, tmp_path, args=setting(*TINY, "trainer.sample_every=1"), variables={"CODEC": CODEC})
+    run_documented(OBJECTS_COST, tmp_path, args=setting(*TINY), variables={"CODEC": CODEC})
     cost = json.loads((tmp_path / "RUNS" / "cost.json").read_text())
     assert set(cost) == {"obj-25f", "obj-25f-bilinear", "obj-25f-decoded", "obj-25f-4L192"}
     assert all(c > 0 for c in cost.values())

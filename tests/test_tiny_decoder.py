@@ -160,7 +160,7 @@ def test_the_memory_plan_holds_both_trained_networks_and_the_frozen_ones():
 
 @pytest.fixture(scope="module")
 def embedded_run(tmp_path_factory) -> Path:
-    """docs/tiny-decoder.md's command as written, in a reader's folder, shrunk through ``TRACKSTREAM_OVERRIDES``
+    """docs/tiny-decoder.md's command as written, in a reader's folder, shrunk by overrides after its own
     to 24 steps (the discriminator from step 12) on a small pool: its run directory ``RUN``."""
     folder = reader_folder(tmp_path_factory.mktemp("tiny_decoder"))
     run_documented(

@@ -130,7 +130,7 @@ def test_two_process_strategy_trains_checkpoints_and_resumes_exactly(strategy, z
 
 def test_ddp_two_processes_through_the_cli(tmp_path):
     """conf/README.md's torchrun line as written (torchrun's rendezvous port through its PET_MASTER_PORT variable,
-    free for this test), shrunk through TRACKSTREAM_OVERRIDES."""
+    free for this test), shrunk by overrides after its own."""
     run_dir = tmp_path / "run"
     r = run_documented(
         DDP, tmp_path, "debug=tiny", "trainer.num_threads=1", "eval.save_videos=0",

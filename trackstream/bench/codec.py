@@ -16,7 +16,6 @@ import statistics
 import torch
 
 from trackstream.bench.timing import time_calls
-from trackstream.data.command_line import command_args
 from trackstream.models.codecs import CODEC_NAMES, VideoCodec, build_codec
 from trackstream.stream.options import add_precision_args, parsed_precision
 
@@ -54,7 +53,7 @@ def main() -> None:
         action="store_true",
         help="let cuDNN time its convolution algorithms per shape (torch.backends.cudnn.benchmark)",
     )
-    args = parser.parse_args(command_args(parser))
+    args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark

@@ -38,6 +38,7 @@ import argparse
 import dataclasses
 import gc
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -54,7 +55,6 @@ from trackstream.bench.distill_setup import (
 )
 from trackstream.bench.distill_stages import STAGE_BENCHES
 from trackstream.bench.timing import environment
-from trackstream.data.command_line import command_args
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
@@ -267,7 +267,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default="outputs/bench_distill.json")
     add_precision_args(ap)
-    argv = command_args(ap, argv)  # with $TRACKSTREAM_ARGS: what ran, as the JSON records it
+    argv = sys.argv[1:] if argv is None else list(argv)  # what ran, as the JSON records it
     args = ap.parse_args(argv)
     training_allocator()  # before the first CUDA allocation: as `trackstream train` runs
     device, dtype = parsed_precision(ap, args, training=True)

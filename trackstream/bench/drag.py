@@ -25,7 +25,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trackstream.data.command_line import command_args
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.precision import dtype_name, synchronize
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--out", default="outputs/bench_drag.json")
     add_precision_args(ap)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
     if args.threads:
         torch.set_num_threads(args.threads)

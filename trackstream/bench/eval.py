@@ -21,8 +21,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trackstream.data.command_line import command_args
-
 ROOT = Path(__file__).resolve().parents[2]
 ASSET = ROOT / "assets" / "tiny-teacher"
 
@@ -40,7 +38,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--clips", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default="outputs/bench_eval.json")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     cfg = EvalCommandConfig(

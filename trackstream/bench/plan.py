@@ -23,7 +23,6 @@ from pathlib import Path
 
 from trackstream.bench.plan_model import GPUS, OVERHEAD_GIB, gpu_gib, gpu_peak_tflops
 from trackstream.bench.plan_stages import GIB, Plan, make_plan
-from trackstream.data.command_line import command_args
 from trackstream.stages.config import SEQUENCE_PARALLEL_STAGES
 from trackstream.stages.recipes import compose_recipe
 
@@ -217,7 +216,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpu", default="h100", help=f"GPU kind: one of {', '.join(GPUS)} (default h100)")
     ap.add_argument("--json", action="store_true", help="print the plan as JSON")
     ap.add_argument("--table", action="store_true", help="a markdown table of every real recipe x --gpus")
-    args, overrides = ap.parse_known_args(command_args(ap, argv))
+    args, overrides = ap.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
         _error(

@@ -40,6 +40,7 @@ import dataclasses
 import gc
 import inspect
 import json
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -50,7 +51,6 @@ from trackstream.bench.realtime_inputs import Inputs, LiveTracks, TimedSource, m
 from trackstream.bench.realtime_setups import CPU_SETUPS, REAL_SETUPS, SETUPS, Setup, build
 from trackstream.bench.throughput import chunk_flops, matmul_tflops
 from trackstream.bench.timing import environment
-from trackstream.data.command_line import command_args
 from trackstream.models.precision import synchronize
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.engine import StreamingGenerator
@@ -330,7 +330,7 @@ def _run_setup(ap, args, name: str, modes: list[str], device: torch.device, dtyp
 
 def main(argv: list[str] | None = None) -> dict:
     ap = _parser()
-    argv = command_args(ap, argv)  # with $TRACKSTREAM_ARGS: what ran, as the JSON records it
+    argv = sys.argv[1:] if argv is None else list(argv)  # what ran, as the JSON records it
     args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
     names, modes = _selection(ap, args, device)

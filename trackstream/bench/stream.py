@@ -35,7 +35,6 @@ from pathlib import Path
 
 import torch
 
-from trackstream.data.command_line import command_args
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
 from trackstream.models.flavors import build_wan
 from trackstream.models.wan import WanModel
@@ -234,7 +233,7 @@ def _summary(runs: dict, measure: list[int], device: torch.device) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     ap = _parser()
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
 
     device, dtype = parsed_precision(ap, args)
     if args.threads:

@@ -36,7 +36,6 @@ from pathlib import Path
 import torch
 
 from trackstream.bench.timing import sync, time_calls
-from trackstream.data.command_line import command_args
 from trackstream.models.tracks import TrackEncoder
 
 PAPER_MS = {"rgb_vae": 1053.0, "pe_head": 24.8}  # MotionStream Table 3, one H100
@@ -175,7 +174,7 @@ def _result(args, device, head_out, head_ms: list, rgb_ms: list, render_ms: list
 
 def main(argv: list[str] | None = None) -> dict:
     ap = _parser()
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     if (args.frames - 1) % 4 or args.height % 16 or args.width % 16:
         raise ValueError("--frames must be 1 + 4k and --height/--width multiples of 16")
 

@@ -37,7 +37,6 @@ import torch
 
 from trackstream.bench.timing import time_calls
 from trackstream.bench.train_setup import random_batch, training_setup
-from trackstream.data.command_line import command_args
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
@@ -299,7 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--configs", default=None, help="comma-separated real config names (default: all)")
     ap.add_argument("--out", default=None, help="also write the results as JSON here")
     add_precision_args(ap)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     training_allocator()  # before the first CUDA allocation: as `trackstream train` runs
     device, dtype = parsed_precision(ap, args, training=True)
     results = []

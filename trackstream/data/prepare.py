@@ -16,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.data.command_line import hydra_command_line
+from trackstream.data.command_line import expand_settings_from
 from trackstream.data.prepare_shards import PrepareConfig, PrepareRefused, run_prepare
 from trackstream.data.trackers import tracker_nodes
 from trackstream.models.formats.files import remove_run_folder
@@ -90,9 +90,9 @@ def _remove_own_log_dir(output: str) -> None:
 
 
 def entry() -> None:
-    """``main`` behind ``data.command_line.hydra_command_line`` ($TRACKSTREAM_OVERRIDES appended, one composition)."""
+    """``main`` behind ``data.command_line.expand_settings_from`` (a ``settings_from=DIR`` word expanded)."""
     try:
-        hydra_command_line()
+        expand_settings_from()
     except ValueError as err:
         raise SystemExit(f"error: {err}") from None
     main()

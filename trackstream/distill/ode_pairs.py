@@ -23,7 +23,6 @@ from typing import Callable
 
 import torch
 
-from trackstream.data.command_line import command_args
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.pair_shards import convert_pairs, shard_path, stack_samples, write_index, write_shard
@@ -286,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("command", choices=("convert",))
     ap.add_argument("directory", type=Path, help="an ODE pair folder (with index.json)")
     ap.add_argument("--allow-pickle", action="store_true", help="read shards that pickle objects (trusted files only)")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     try:
         done = convert_pairs(args.directory, allow_pickle=args.allow_pickle)
     except ValueError as err:

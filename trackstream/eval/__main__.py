@@ -49,11 +49,11 @@ def _only_empty_logs(folder: Path) -> bool:
 
 def entry() -> None:
     """Hydra's main behind the checks Hydra cannot word in one line."""
-    from trackstream.data.command_line import hydra_command_line
+    from trackstream.data.command_line import expand_settings_from
     from trackstream.eval.generate import check_codec_overrides
 
     try:
-        hydra_command_line()
+        expand_settings_from()
         check_codec_overrides(sys.argv[1:])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

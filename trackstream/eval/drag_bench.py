@@ -45,7 +45,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from trackstream.data.command_line import command_args
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
 from trackstream.eval.drag_metrics import dai, entity_point
@@ -294,7 +293,7 @@ def _scenes(args, h: int, w: int) -> tuple[list[DragScene], float]:
 
 def _main(argv: list[str] | None = None) -> int:
     ap = _parser()
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
 
     from trackstream.stream.engine import StreamingGenerator

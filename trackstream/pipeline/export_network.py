@@ -36,7 +36,6 @@ from pathlib import Path
 
 import torch
 
-from trackstream.data.command_line import command_args
 from trackstream.models.formats.checkpoint import SIDE_HEADS, SIDE_NETWORK
 
 __all__ = ["FORMATS", "find_network", "export_wan", "dit_input", "main"]
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
     ap.add_argument("--codec", default=None, help="--format pipeline: the student's codec (file or release folder)")
     ap.add_argument("--codec-name", default="tiny-ae", help="--format pipeline: the codec's name (conf/codec/)")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     try:
         if args.format == "pipeline":
             from trackstream.pipeline.export_pipeline import export_pipeline

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 
-from trackstream.data.command_line import command_args
 from trackstream.models.codecs import WanVAE, WanVAEConfig
 from trackstream.models.codecs.wan22_vae import Wan22VAE, Wan22VAEConfig
 from trackstream.models.flavors import FLAVORS, build_wan, flavor_config
@@ -204,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             f"--{key.replace('_', '-')}", type=int, default=value, help=f"the DiT's {key} (default {value})"
         )
     ap.add_argument("--seed", type=int, default=0)
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     if args.out.exists():
         print(f"error: --out {args.out} exists: give a new folder", file=sys.stderr)
         return 2

@@ -31,7 +31,6 @@ from typing import Callable
 
 import torch
 
-from trackstream.data.command_line import OVERRIDES_ENV, command_args
 from trackstream.pipeline.presets import FULL, LONG, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, release_settings, teacher_settings, train_stage
 
@@ -378,10 +377,8 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="shipped-teacher folder to start from (manifest.json, teacher/, codec.pt; default: assets/tiny-teacher)",
     )
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     sizes = SIZES["smoke" if args.smoke else args.sizes]
-    if os.environ.get(OVERRIDES_ENV):  # every stage command reads it: the run is not the preset's
-        print(f"[pipeline] {OVERRIDES_ENV}={os.environ[OVERRIDES_ENV]!r} applies to every stage", flush=True)
     try:
         run(Path(args.run_dir), sizes, teacher_asset=args.teacher_asset)
     except PipelineError as e:

@@ -377,13 +377,13 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
             raise SystemExit(2 if isinstance(err, RunRefused) else 1) from None
 
     def entry() -> None:
-        from trackstream.data.command_line import hydra_command_line
+        from trackstream.data.command_line import expand_settings_from
         from trackstream.train.codec import check_codec_overrides
         from trackstream.train.dist import training_allocator
 
         training_allocator()  # before anything touches CUDA
         try:
-            hydra_command_line()
+            expand_settings_from()
             check_codec_overrides(sys.argv[1:])
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from trackstream.data.camera_tracks import PATHS, camera_path, camera_tracks, read_camera_path
-from trackstream.data.command_line import command_args
 from trackstream.stream.options import refuse
 
 __all__ = ["main"]
@@ -37,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grid", type=int, default=16, help="grid points per side (default 16: 256 tracks)")
     ap.add_argument("--device", default="auto", help="the depth model's device: auto (CUDA when present), cpu, cuda")
     ap.add_argument("--out", required=True, help="tracks .npy; the visibility goes beside it (<out>.visibility.npy)")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     try:
         import cv2
 

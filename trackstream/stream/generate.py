@@ -28,7 +28,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from trackstream.data.command_line import command_args
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
@@ -254,7 +253,7 @@ def _stream(engine, state, source, n: int, switches: dict, sink: str) -> list[np
 
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
-    return run(ap, ap.parse_args(command_args(ap, argv)))
+    return run(ap, ap.parse_args(argv))
 
 
 def run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:

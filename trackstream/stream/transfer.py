@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 
-from trackstream.data.command_line import command_args
 from trackstream.data.track_inputs import TRACK_MARGIN
 from trackstream.data.trackers import TrackerConfig, build_tracker, grid_queries
 from trackstream.stream.options import add_tracker_args, refuse, tracker_config
@@ -57,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # every generate option, in --help and checked now: a typo fails before the source is tracked
     add_stream_args(ap.add_argument_group("the stream (every trackstream generate option)"))
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     try:
         import cv2
 

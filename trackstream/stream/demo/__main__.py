@@ -16,7 +16,6 @@ import argparse
 import logging
 import sys
 
-from trackstream.data.command_line import command_args
 from trackstream.stream.demo.media import FRAME_FORMATS
 from trackstream.stream.options import add_network_args, add_precision_args
 
@@ -121,7 +120,7 @@ def _load(args):
 
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
 
     import torch
 

@@ -21,7 +21,6 @@ import time
 
 import numpy as np
 
-from trackstream.data.command_line import command_args
 from trackstream.stream.demo.media import unpack_frame
 
 __all__ = ["run_load", "bad_messages"]
@@ -163,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sessions", type=int, default=2, help="the server's --max-sessions")
     ap.add_argument("--seconds", type=float, default=30.0)
     ap.add_argument("--out", default=None, help="write the report (JSON) here")
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     report = run_load(args.url, sessions=args.sessions, seconds=args.seconds)
     text = json.dumps(report, indent=1)
     if args.out:

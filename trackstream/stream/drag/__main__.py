@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trackstream.data.command_line import command_args
 from trackstream.stream.options import (
     add_network_args,
     add_precision_args,
@@ -130,7 +129,7 @@ class _Replay:
 
 def _main(argv: list[str] | None = None) -> int:
     ap = _parser()
-    args = ap.parse_args(command_args(ap, argv))
+    args = ap.parse_args(argv)
     device, dtype = parsed_precision(ap, args)
 
     import cv2
