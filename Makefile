@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: run test test-fast lint format demo browser install clean-venv
+.PHONY: run test test-lab test-fast lint format demo browser install clean-venv
 
 $(STAMP): setup.py requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,17 +33,21 @@ run: $(STAMP)
 
 # The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
 # Two pytest-xdist workers, a test file at a time each (module fixtures are built once), handed out in the
-# order tests/conftest.py sorts them (the longest first: xdist's own reorder, by number of tests, leaves the
+# order ./conftest.py sorts them (the longest first: xdist's own reorder, by number of tests, leaves the
 # long one-test files for last and one worker idle at the end); TEST_WORKERS=0 runs it in one process.
 TEST_WORKERS ?= 2
 # The 15 slowest tests are printed at the end (CI shows them).
 XDIST = $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder" )
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=15 $(XDIST) $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(XDIST) $(PYTEST_ARGS) tests
+
+# The lab's tests (lab/tests: the studies, shipping and packing tools of lab/), as make test runs the product's.
+test-lab: $(STAMP)
+	$(PY) -m pytest -q --durations=10 $(XDIST) $(PYTEST_ARGS) lab/tests
 
 # The edit loop (<= 90 s on 2 cores): everything but the tests marked slow or multiproc.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc" $(XDIST) $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc" $(XDIST) $(PYTEST_ARGS) tests
 
 # ruff (ruff.toml): lint and formatting, checked by CI before the tests; `make format` rewrites.
 lint: $(STAMP)

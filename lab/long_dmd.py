@@ -61,7 +61,7 @@ __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "
 
 ROOT = Path(__file__).resolve().parents[1]
 PACK_DIR = ROOT / "runs" / "dmd-long"  # ignored by git: run state stays out of the tree
-UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (tests/test_long_dmd.py checks they agree)
+UPDATE_RATIO = 5  # experiment=tiny_dmd's stage.update_ratio (lab/tests/test_long_dmd.py checks they agree)
 PART_BYTES = 19 * 2**20  # each file under 20 MB (what a repository or an artifact store takes): state.pt.partNN
 
 

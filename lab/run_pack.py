@@ -19,7 +19,7 @@ keeps a DMD run under ~20 MB:
     shards, which the DMD stage never reads);
   * Adam's first moment where the parameter group has beta1 = 0 (Self-Forcing's DMD betas (0,
     0.999)): the next step sets exp_avg = lerp(exp_avg, grad, 1) = grad exactly, whatever it held,
-    so it is stored as "zeros like exp_avg_sq" (tests/test_long_dmd.py checks the resumed weights
+    so it is stored as "zeros like exp_avg_sq" (lab/tests/test_long_dmd.py checks the resumed weights
     bit for bit).
 ``unpack_run(file, run_dir)`` writes the files back under ``run_dir``, replacing the packed run
 directory's path by the new one in text files and in strings inside ``.pt`` files (the stage

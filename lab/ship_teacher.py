@@ -12,7 +12,7 @@ KEY=VALUE`` (repeatable) for one session only, as ``--until`` and ``--threads`` 
 A release checkpoint is what a user starts from, as MotionStream starts from Wan: the exported
 network (official Wan DiT files + heads), the codec it was trained with and the resolved config,
 with a ``manifest.json`` that says how it was made (command, git commit, steps, wall time, seeds),
-the sha256 of every file, the first logged losses (tests/test_ship_teacher.py re-runs the command's
+the sha256 of every file, the first logged losses (lab/tests/test_ship_teacher.py re-runs the command's
 first steps and compares) and the held-out figures of its own evaluation. ``load_shipped_teacher``
 refuses a folder whose files are missing or altered, naming them.
 

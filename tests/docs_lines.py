@@ -155,10 +155,10 @@ ELSEWHERE = {
         for action in ("start", "export", "pack", "unpack")
     },
     documented_line("docs/embedded-world.md", "lab.ship_teacher start", "data.world.texture_scale=S"): (
-        "tests/test_ship_teacher.py"
+        "lab/tests/test_ship_teacher.py"
     ),
     **{
-        line: "tests/test_teacher_study.py"
+        line: "lab/tests/test_teacher_study.py"
         for line in (
             documented_line("docs/teacher_study.md", "--recipes 8px-2L-17f,4px-2L-25f"),
             documented_line("docs/teacher_study.md", "--recipes 4px-4L-17f"),
@@ -169,7 +169,7 @@ ELSEWHERE = {
         )
     },
     **{
-        documented_line("docs/causal-starts.md", "lab.causal_starts", word): "tests/test_causal_starts.py"
+        documented_line("docs/causal-starts.md", "lab.causal_starts", word): "lab/tests/test_causal_starts.py"
         for word in ("run", "score")
     },
     documented_line("docs/results.md", "lab.long_dmd run"): "tests/test_pipeline.py",
@@ -192,7 +192,7 @@ ELSEWHERE = {
     EXPORT_DIFFUSERS: "tests/test_checkpoint_io.py",
     EXPORT_OFFICIAL: "tests/test_checkpoint_io.py",
     PIPELINE_EXPORT: "tests/test_diffusers_pipeline.py",
-    MINILM: "tests/test_small_world.py",
+    MINILM: "lab/tests/test_small_world.py",
     CHAIN_RL: "tests/test_pipeline.py",
     EVAL_RUN: "tests/test_eval_command.py",
     EVAL_RUNS: "tests/test_eval_command.py",
@@ -211,7 +211,7 @@ GPU = (
 )
 GPU_CALL = (
     "a command of the device machine's call (carried wheels, minutes of training on the GPU); the chain it drives "
-    "runs shrunk in tests/test_small_world_chain.py and tests/test_small_world.py"
+    "runs shrunk in lab/tests/test_small_world_chain.py and lab/tests/test_small_world.py"
 )
 INP = (
     "a downloaded Fun-InP release as the 1.3B teacher's start: the recipe's FSDP path runs on the Control rehearsal "

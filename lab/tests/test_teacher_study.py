@@ -11,7 +11,7 @@ from test_docs_run import documented_line, run_documented, setting
 
 from lab import teacher_study as ts
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fake_run(root, name, *, step_time=2.0, legacy=False):

@@ -1,7 +1,7 @@
 """The small world model's recipe and its device chain driver (lab/small_world.py): the small_* experiments
 compose on model=small and a world with still cameras; packs split, chunk and fall back within the device's
 limits; the driver refuses what it cannot run in one line. The chain itself, rehearsed at shrunk widths:
-tests/test_small_world_chain.py."""
+lab/tests/test_small_world_chain.py."""
 
 import json
 import os
@@ -17,13 +17,13 @@ from test_docs_run import MINILM, run_documented
 from lab.scaling_probe import parse_size, plot, size_overrides
 from lab.small_world import main, pack, progress, unpack
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 EXPERIMENTS = ("small_teacher", "small_ode_init", "small_dmd", "small_rl")
 
 
 def test_the_small_experiments_compose_on_one_model_size_and_a_world_with_still_cameras(tmp_path):
-    size = OmegaConf.load(Path(__file__).parents[1] / "conf/model/small.yaml").overrides
+    size = OmegaConf.load(Path(__file__).parents[2] / "conf/model/small.yaml").overrides
     cfgs = {e: typed(tmp_path, f"experiment={e}") for e in EXPERIMENTS}
     for name, t in cfgs.items():
         assert t.model.flavor == "tiny" and t.trainer.precision == "auto", name  # bf16 autocast on CUDA

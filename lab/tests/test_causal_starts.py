@@ -10,7 +10,7 @@ from test_docs_run import documented_line, run_documented, setting
 
 from lab.causal_starts import ARMS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RUN = documented_line("docs/causal-starts.md", "lab.causal_starts", "run")
 SCORE = documented_line("docs/causal-starts.md", "lab.causal_starts", "score")
 TINY = ("data.pool_size=4", "data.batch_size=1", "data.num_frames=13")

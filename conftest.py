@@ -1,4 +1,6 @@
-"""Shared fixtures. Tests run on CPU with tiny configs; determinism via fixed seeds.
+"""Shared fixtures of both suites, the product's (tests/, make test) and the lab's (lab/tests/, make test-lab);
+their helper modules (tests/forkserver.py, tests/docs_lines.py, ...) are importable from both (pytest.ini's
+``pythonpath``). Tests run on CPU with tiny configs; determinism via fixed seeds.
 
 * ``run_module``          ``python -m MODULE ARGS`` in the checkout as a user runs it (the one subprocess runner);
 * ``torchrun``            ``python -m torch.distributed.run`` on N local processes, each launch its own port;
@@ -42,12 +44,12 @@ torch.set_num_threads(THREADS)
 # the environment as the suite starts (base_env)
 _START_ENV = dict(os.environ)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parent
 TINY_TEACHER = ("experiment=tiny_teacher", "debug=tiny", "eval.enabled=false", "trainer.sample_every=0")
 
 
-# seconds each test file took in the last recorded full run (TRACKSTREAM_RECORD_DURATIONS=tests/durations.json
-# make test writes it): the order of the files (pytest_collection_modifyitems)
+# seconds each test file took in the last recorded whole run of its suite (TRACKSTREAM_RECORD_DURATIONS=tests/durations.json
+# make test / make test-lab write them): the order of the files (pytest_collection_modifyitems)
 DURATIONS = ROOT / "tests" / "durations.json"
 UNKNOWN_HEAVY_SECONDS = 60.0  # a file not in the record that holds slow or multi-process tests
 
@@ -99,12 +101,16 @@ def pytest_sessionfinish(session, exitstatus):
         import json
 
         opt = session.config.option
-        if opt.markexpr or opt.keyword or session.config.args != ["tests"]:
-            # a part of the suite (make test-fast, -k, some files) would rank the files by the wrong seconds
-            print(f"\n[conftest] {out} not written: only a whole-suite run records the files' seconds")
+        suite = session.config.args
+        if opt.markexpr or opt.keyword or suite not in (["tests"], ["lab/tests"]):
+            # a part of a suite (make test-fast, -k, some files) would rank the files by the wrong seconds
+            print(f"\n[conftest] {out} not written: only a whole suite's run records the files' seconds")
             return
-
-        ranked = dict(sorted(((k, round(v, 1)) for k, v in _FILE_SECONDS.items()), key=lambda kv: -kv[1]))
+        # the other suite's records are kept
+        kept = json.loads(Path(out).read_text()) if Path(out).is_file() else {}
+        seconds = {k: v for k, v in kept.items() if not k.startswith(suite[0] + "/")}
+        seconds.update((k, round(v, 1)) for k, v in _FILE_SECONDS.items())
+        ranked = dict(sorted(seconds.items(), key=lambda kv: -kv[1]))
         Path(out).write_text(json.dumps(ranked, indent=1) + "\n")
 
 
