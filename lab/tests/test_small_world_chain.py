@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import launch_forked
 
+from conftest import launch_forked
 from lab.small_world import STAGES, Chain, main, run
 from lab.small_world_ship import MAX_FILE_BYTES, first_losses, release_network
 from trackstream.models.motion_wan import load_network
