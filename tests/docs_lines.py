@@ -151,7 +151,7 @@ ELSEWHERE = {
         for run in ("tf", "cd", "dmd")
     },
     **{
-        documented_line("docs/results.md", f"lab.ship_teacher {action}"): "tests/test_teacher_asset.py"
+        documented_line("docs/results.md", f"lab.ship_teacher {action}"): "lab/tests/test_teacher_release.py"
         for action in ("start", "export", "pack", "unpack")
     },
     documented_line("docs/embedded-world.md", "lab.ship_teacher start", "data.world.texture_scale=S"): (
@@ -172,14 +172,14 @@ ELSEWHERE = {
         documented_line("docs/causal-starts.md", "lab.causal_starts", word): "lab/tests/test_causal_starts.py"
         for word in ("run", "score")
     },
-    documented_line("docs/results.md", "lab.long_dmd run"): "tests/test_pipeline.py",
+    documented_line("docs/results.md", "lab.long_dmd run"): "lab/tests/test_student_chain.py",
     documented_line("docs/evaluation.md", "data_config=$R/dmd/config.yaml"): "tests/test_pipeline.py",
     documented_line("docs/dragstream.md", "--student runs/make-run/dmd/export/student"): "tests/test_pipeline.py",
-    documented_line("docs/results.md", "lab.student_chain ship"): "tests/test_pipeline.py",
-    documented_line("docs/results.md", "lab.student_chain rl", "--run-dir RUN2"): "tests/test_pipeline.py",
-    documented_line("docs/results.md", "run=RUN2/rl/export/student"): "tests/test_pipeline.py",
+    documented_line("docs/results.md", "lab.student_chain ship"): "lab/tests/test_student_chain.py",
+    documented_line("docs/results.md", "lab.student_chain rl", "--run-dir RUN2"): "lab/tests/test_student_chain.py",
+    documented_line("docs/results.md", "run=RUN2/rl/export/student"): "lab/tests/test_student_chain.py",
     documented_line("docs/results.md", "trackstream.eval.drag_bench", "--student RUN2/rl/export/student"): (
-        "tests/test_pipeline.py"
+        "lab/tests/test_student_chain.py"
     ),
     TINY_DECODER_STREAM: "tests/test_tiny_decoder.py",
     TINY_LORA: "tests/test_lora.py",
@@ -188,12 +188,12 @@ ELSEWHERE = {
     TINY_RL: "tests/test_distill_rl_distributed.py",
     DDP: "tests/test_train_distributed.py",
     SWEEP: "tests/test_slurm.py",
-    TINY_TEACHER_LINE: "tests/conftest.py",
+    TINY_TEACHER_LINE: "conftest.py",
     EXPORT_DIFFUSERS: "tests/test_checkpoint_io.py",
     EXPORT_OFFICIAL: "tests/test_checkpoint_io.py",
     PIPELINE_EXPORT: "tests/test_diffusers_pipeline.py",
     MINILM: "lab/tests/test_small_world.py",
-    CHAIN_RL: "tests/test_pipeline.py",
+    CHAIN_RL: "lab/tests/test_student_chain.py",
     EVAL_RUN: "tests/test_eval_command.py",
     EVAL_RUNS: "tests/test_eval_command.py",
 }
