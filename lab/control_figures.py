@@ -1,4 +1,4 @@
-"""Camera control and motion transfer in the embedded world, scored by the EPE protocol (docs/control.md).
+"""Camera control and motion transfer in the embedded world, scored by the EPE protocol (docs/results.md).
 
     python lab/control_figures.py --out docs/control        # the shipped student, ~2 minutes on 2 cores
 

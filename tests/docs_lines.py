@@ -140,9 +140,7 @@ ELSEWHERE = {
         PERF, DISTILL_BENCH, "--configs teacher_forcing_wan1.3b_480p,consistency_wan1.3b_480p", "--batch 1"
     ): ("tests/test_bench_distill_stages.py"),
     **{
-        documented_line(
-            "docs/dragstream.md", "assets/tiny-student/student", f"--settings {s}"
-        ): "tests/test_drag_bench.py"
+        documented_line("docs/results.md", "assets/tiny-student/student", f"--settings {s}"): "tests/test_drag_bench.py"
         for s in ("ours", "reference")
     },
     documented_line("docs/control.md", "--depth-model $DEPTH"): "tests/test_camera.py",
@@ -173,7 +171,7 @@ ELSEWHERE = {
         for word in ("run", "score")
     },
     documented_line("docs/results.md", "lab.long_dmd run"): "lab/tests/test_student_chain.py",
-    documented_line("docs/evaluation.md", "data_config=$R/dmd/config.yaml"): "tests/test_pipeline.py",
+    documented_line("docs/results.md", "data_config=$R/dmd/config.yaml"): "tests/test_pipeline.py",
     documented_line("docs/dragstream.md", "--student runs/make-run/dmd/export/student"): "tests/test_pipeline.py",
     documented_line("docs/results.md", "lab.student_chain ship"): "lab/tests/test_student_chain.py",
     documented_line("docs/results.md", "lab.student_chain rl", "--run-dir RUN2"): "lab/tests/test_student_chain.py",

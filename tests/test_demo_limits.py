@@ -25,7 +25,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "demo"
-MEASURED: dict = {}  # what the probes saw, written to test-artifacts/demo/limits.json (docs/demo.md quotes it)
+MEASURED: dict = {}  # what the probes saw, written to test-artifacts/demo/limits.json (docs/results.md quotes it)
 STUDENT = ROOT / "assets" / "tiny-student" / "student"
 CODEC = ROOT / "assets" / "tiny-teacher" / "codec.pt"
 

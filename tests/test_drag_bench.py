@@ -1,7 +1,7 @@
 """The drag benchmark end to end on a random tiny student: every row of the main set runs on an edit
 and an animation scene, the figures are finite where defined, the undragged row is the reference
 (RF 1, no background comparison with itself), the floors follow (the ground truth: PSNR inf, the tracker's own
-ObjMC; it through the codec), and the table renders. docs/dragstream.md's commands on the shipped
+ObjMC; it through the codec), and the table renders. docs/results.md's commands on the shipped
 student run as written, cut to one scene and one row (options after the line's own)."""
 
 import json
@@ -76,7 +76,7 @@ def test_set_options_type_drag_config_fields_and_refuse_unknown_ones():
 @pytest.mark.parametrize("settings", ["ours", "reference"])
 def test_the_documented_runs_on_the_shipped_student(tmp_path, settings):
     folder = reader_folder(tmp_path)
-    line = documented_line("docs/dragstream.md", "assets/tiny-student/student", f"--settings {settings}")
+    line = documented_line("docs/results.md", "assets/tiny-student/student", f"--settings {settings}")
     run_documented(line, folder, args=("--scenes", "1", "--rows", "native tracks"))
     metrics = json.loads((folder / f"runs/drag-bench/{settings}/metrics.json").read_text())
     assert (metrics["config"]["settings"], metrics["config"]["scenes"]) == (settings, 1)

@@ -13,7 +13,7 @@ from trackstream.eval.drag_table import FLOOR_ROWS
 
 ROOT = Path(__file__).resolve().parents[1]
 # the pages' lines on make run's networks (R=runs/make-run): the evaluation table's and the drag benchmark's
-MAKE_RUN_EVAL = documented_line("docs/evaluation.md", "data_config=$R/dmd/config.yaml")
+MAKE_RUN_EVAL = documented_line("docs/results.md", "data_config=$R/dmd/config.yaml")
 MAKE_RUN_DRAG = documented_line("docs/dragstream.md", "--student runs/make-run/dmd/export/student")
 
 REPORT_KEYS = (
@@ -75,7 +75,7 @@ def test_make_run_smoke_writes_the_report_and_samples(tmp_path, run_module):
 
 
 def _the_documented_lines_on_make_runs_networks(here: Path, run_dir: Path) -> None:
-    """docs/evaluation.md's table command and docs/dragstream.md's benchmark on make run's networks, as written in
+    """docs/results.md's evaluation table command and docs/dragstream.md's benchmark on make run's networks, as written in
     a folder whose runs/make-run is this run: two held-out clips (the proxy FVD's least) at 2 sampler steps, one
     scene and one row."""
     (here / "runs").mkdir(parents=True)
@@ -135,7 +135,7 @@ def test_the_rl_stage_is_in_long_and_smoke_only_and_skipped_without(tmp_path):
     from trackstream.pipeline.run import FULL, LONG, PIPELINE, SCRATCH, SMOKE, stage_rl
 
     assert [n for n, _ in PIPELINE] == ["foundation", "teacher", "ode_init", "dmd", "rl", "stream"]
-    assert FULL.rl is None and SCRATCH.rl is None  # make run's 12 minutes have no room for it (docs/results.md)
+    assert FULL.rl is None and SCRATCH.rl is None  # make run's minutes have no room for it (docs/make-run.md)
     assert "trainer.max_steps=100" in LONG.rl
     state = {"sizes": FULL, "student": "x", "pairs": "y"}
     assert stage_rl(tmp_path, state)["status"] == "skipped" and state == {"sizes": FULL, "student": "x", "pairs": "y"}

@@ -1,5 +1,5 @@
-"""lab/control_figures.py (docs/control.md's tables) on two clips: camera paths and motion transfer scored by
-the EPE protocol, the floors beside them."""
+"""lab/control_figures.py (docs/results.md's tables of driving a stream) on two clips: camera paths and motion
+transfer scored by the EPE protocol, the floors beside them."""
 
 import json
 from pathlib import Path

@@ -45,7 +45,7 @@ class Sizes:
 
 # The student stages of a run that distils from its own ODE-init student in minutes (--sizes scratch):
 # 4 generator updates at 5:1; each DMD step rolls out two teacher horizons (49 frames) and scores two windows,
-# 2.2x the cost of a one-horizon step (docs/long-horizon.md)
+# 2.2x the cost of a one-horizon step (docs/results.md)
 _ODE_INIT = (
     "stage.ode_pairs.num_pairs=24",
     "stage.ode_pairs.teacher_steps=24",

@@ -138,7 +138,7 @@ class StreamingGenerator:
         if own.type == "cuda":
             # cuDNN times its convolution algorithms once per shape: a stream decodes chunks of one shape for
             # its whole length, so the first chunk's search pays for every later one (the Wan 2.1 VAE's
-            # 12-frame chunk at 832x480 decodes in 286 instead of 310 ms on an H100: docs/performance.md)
+            # 12-frame chunk at 832x480 decodes in 286 instead of 310 ms on an H100: docs/results.md)
             torch.backends.cudnn.benchmark = True
         self.causal = config.causal
         self.sigmas = config.sigmas()

@@ -46,7 +46,7 @@ def training_allocator() -> None:
     """Expandable segments for the CUDA caching allocator, unless ``PYTORCH_CUDA_ALLOC_CONF`` is set: a DMD
     iteration's activations change shape with the exit step drawn per rollout, and with fixed segments the
     1.3B recipe at 81 frames ran out of memory on one 80 GB H100 at 73.8 GiB allocated (fragmentation); with
-    expandable segments the same iteration runs there (peak 73.8 GiB, docs/performance.md). Must run before
+    expandable segments the same iteration runs there (peak 73.8 GiB, docs/results.md). Must run before
     the first CUDA allocation (the allocator reads the variable once)."""
     os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
 
