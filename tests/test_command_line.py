@@ -20,8 +20,6 @@ from trackstream.data.command_line import (
     append_env_overrides,
     command_args,
     compose_once,
-    expand_settings_from,
-    settings_of,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,20 +168,3 @@ def test_every_argparse_main_parses_command_args():
                     if not (from_command_args(arg) or (isinstance(arg, ast.Name) and arg.id in named)):
                         bare.append(f"{path.relative_to(ROOT)}:{node.lineno}")
     assert calls > 40 and not bare, f"parse without command_args (TRACKSTREAM_ARGS ignored): {bare}"
-
-
-def test_settings_from_stands_for_the_teachers_settings_where_it_is(tmp_path, capsys):
-    """``settings_from=DIR``: the shipped teacher's network, codec options, shift and world in place of the word (a
-    folder or its config.yaml), so later words win; a folder without a config is refused naming it."""
-    shipped = yaml.safe_load((ROOT / "assets/tiny-teacher/config.yaml").read_text())
-    want = settings_of(shipped)
-    assert "++model.overrides={" in want[2] and f"schedule.shift={shipped['schedule']['shift']}" == want[0]
-    argv = ["prog", "experiment=tiny_dmd", f"settings_from={ROOT / 'assets/tiny-teacher'}", "schedule.shift=1.0"]
-    assert expand_settings_from(argv) == want and argv == ["prog", "experiment=tiny_dmd", *want, "schedule.shift=1.0"]
-    assert "settings_from adds: schedule.shift=" in capsys.readouterr().err
-    argv = ["prog", f"settings_from={ROOT / 'assets/tiny-teacher/config.yaml'}"]
-    assert expand_settings_from(argv) == want
-    assert expand_settings_from(["prog", "a=1"]) == []
-    for where, said in [(tmp_path, "no config.yaml there"), (ROOT / "conf/train.yaml", "lacks")]:
-        with pytest.raises(ValueError, match=f"settings_from={where}: .*{said}"):
-            expand_settings_from(["prog", f"settings_from={where}"])

@@ -33,7 +33,8 @@ import torch
 
 from trackstream.data.command_line import OVERRIDES_ENV, command_args
 from trackstream.pipeline.presets import FULL, LONG, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
-from trackstream.pipeline.stage_calls import PipelineError, release_settings, teacher_settings, train_stage
+from trackstream.pipeline.stage_calls import PipelineError, train_stage
+from trackstream.stages.teacher_record import find_record
 
 __all__ = [
     "Sizes",
@@ -45,7 +46,6 @@ __all__ = [
     "PIPELINE",
     "PipelineError",
     "check_preset",
-    "teacher_settings",
     "train_stage",
     "run",
     "main",
@@ -95,14 +95,8 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
             manifest = verify_asset(asset)
         except AssetError as e:
             raise PipelineError(str(e)) from None
-        overrides = [
-            "experiment=tiny_teacher_finetune",
-            f"model.init_from={asset / 'teacher'}",
-            f"codec.checkpoint={asset / 'codec.pt'}",
-            *release_settings(asset),
-            *sizes.teacher,
-        ]
-        state["codec"] = str(asset / "codec.pt")
+        # the fine-tune reads the release's network, codec, world, frame size and shift from it
+        overrides = ["experiment=tiny_teacher_finetune", f"model.init_from={asset / 'teacher'}", *sizes.teacher]
         release = {
             "release": str(asset),
             "release_steps": manifest.get("steps"),
@@ -110,10 +104,10 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
         }
     else:
         overrides = [*RELEASE_RECIPE, *sizes.teacher]
-        state["codec"] = str((run_dir / "teacher" / "codec" / "codec.pt").resolve())
         release = {}
     summary = train_stage(run_dir, "teacher", overrides)
     state["teacher"] = str((run_dir / "teacher" / "export" / "teacher").resolve())
+    state["codec"] = str(find_record(state["teacher"], "teacher").codec)  # the release's, or the one it fitted
     return {
         "export": state["teacher"],
         "codec": state["codec"],
@@ -133,8 +127,6 @@ def stage_ode_init(run_dir: Path, state: dict) -> dict:
             "experiment=tiny_ode_init",
             *DISTILL,
             f"stage.teacher={state['teacher']}",
-            f"codec.checkpoint={state['codec']}",
-            *teacher_settings(run_dir),
             *state["sizes"].ode_init,
         ],
     )
@@ -162,8 +154,6 @@ def stage_dmd(run_dir: Path, state: dict) -> dict:
             f"stage.teacher={state['teacher']}",
             f"stage.student={start}",
             f"stage.pairs={state['pairs']}",
-            f"codec.checkpoint={state['codec']}",
-            *teacher_settings(run_dir),
             *state["sizes"].dmd,
         ],
     )
@@ -185,8 +175,6 @@ def stage_rl(run_dir: Path, state: dict) -> dict:
             *DISTILL,
             f"stage.student={state['student']}",
             f"stage.pairs={state['pairs']}",
-            f"codec.checkpoint={state['codec']}",
-            *teacher_settings(run_dir),  # the codec's options, shift and frame size the student was made with
             *rl,
         ],
     )
