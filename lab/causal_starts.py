@@ -20,7 +20,8 @@ on make run's held-out clips (``eval.stream_eval.run_evaluation``: the one EPE p
 the floors, every student's long streams to ``--long-factor`` (10) x the horizon) and writes the table, JSON and a
 plot.
 The teacher is the shipped one (``--teacher``: a release folder with ``teacher/``, ``codec.pt``, ``config.yaml``);
-every stage runs on its world, frame size, shift and network settings. Stages resume (their checkpoints).
+every stage reads its world, frame size, shift, codec and network settings from it. Stages resume (their
+checkpoints).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from trackstream.data.command_line import settings_of
 from trackstream.pipeline.run import PipelineError
 from trackstream.pipeline.stage_calls import train_stage
 
@@ -46,14 +46,11 @@ PROBE_PAIRS = 16  # the pair sampler's default batch
 POOL = 128  # training clips: the teacher-forcing pool and DMD's conditions
 
 
-def _common(teacher: Path, threads: int) -> list[str]:
-    from omegaconf import OmegaConf
-
-    t = OmegaConf.to_container(OmegaConf.load(teacher / "config.yaml"), resolve=True)
+def _common(threads: int) -> list[str]:
+    """Every stage's own choices; the teacher's network, codec, world, frame size and shift are read from the
+    network each stage is given (``stage.teacher``)."""
     return [
         "data.num_frames=25",
-        f"codec.checkpoint={teacher / 'codec.pt'}",
-        *settings_of(t),
         f"trainer.num_threads={threads}",
         "eval.enabled=false",
         "trainer.ckpt_every=50",
@@ -89,8 +86,8 @@ def run(
     ``more``: overrides every stage takes after its own (``--set``)."""
     out.mkdir(parents=True, exist_ok=True)
     stage = partial(_stage, out, more=tuple(more))
-    common = _common(teacher, threads)
-    t = f"stage.teacher={teacher / 'teacher'}"
+    common = _common(threads)
+    t = f"stage.teacher={teacher}"
     pool = f"data.pool_size={POOL}"
     plan_file = out / "plan.json"
     if plan_file.is_file():
@@ -150,7 +147,7 @@ def run(
     # the same DMD after each start; it is not part of the equal budget, so it may take more threads
     plan |= {"dmd_steps": dmd_steps, "dmd_threads": dmd_threads or threads}
     plan_file.write_text(json.dumps(plan, indent=2))
-    dmd_common = _common(teacher, plan["dmd_threads"])
+    dmd_common = _common(plan["dmd_threads"])
     for arm in ARMS:
         stage(f"{arm}_dmd", "tiny_dmd", dmd_common, t, f"stage.student={starts[arm]}", pool,
               f"trainer.max_steps={dmd_steps}")  # fmt: skip

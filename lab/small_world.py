@@ -63,7 +63,7 @@ from lab.small_world_state import (
 )
 from lab.student_chain import add_scoring_args, scoring_options
 from trackstream.pipeline.report import read_metrics
-from trackstream.pipeline.run import PipelineError, teacher_settings
+from trackstream.pipeline.run import PipelineError
 
 __all__ = [
     "STAGES",
@@ -114,14 +114,13 @@ def _record(run_dir: Path, chain: Chain) -> None:
 
 
 def stage_overrides(run_dir: Path, name: str, chain: Chain) -> list[str]:
-    """The stage's command-line overrides: its experiment, its inputs (earlier stages' exports, the pairs,
-    the teacher run's codec), the teacher run's world / size / shift / model (as make run passes them),
-    then the chain's own."""
+    """The stage's command-line overrides: its experiment, its inputs (earlier stages' exports, the pairs), then
+    the chain's own. Each stage reads the teacher run's network, codec, world, frame size and shift from the
+    network it is given (as make run's stages do)."""
     out = [f"experiment={EXPERIMENTS[name]}"]
     if name != "teacher":
-        codec = run_dir / "teacher" / "codec" / "codec.pt"
         pairs = run_dir / "ode_init" / "ode_pairs"
-        out += [DISTILL_FRAMES, f"codec.checkpoint={codec}", *teacher_settings(run_dir)]
+        out.append(DISTILL_FRAMES)
         if name in ("ode_init", "dmd"):
             out.append(f"stage.teacher={run_dir / 'teacher' / EXPORTS['teacher']}")
         if name == "dmd":

@@ -34,7 +34,7 @@ from lab.targets import targets
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR, AssetError
 from trackstream.pipeline.report import json_safe, read_metrics
-from trackstream.pipeline.run import DISTILL, PipelineError, teacher_settings, train_stage
+from trackstream.pipeline.run import DISTILL, PipelineError, train_stage
 
 __all__ = ["CHAIN_RL", "rl_stage", "score_chain", "ship_chain", "add_scoring_args", "scoring_options", "main"]
 
@@ -82,8 +82,6 @@ def rl_stage(run_dir: Path, extra: list[str] = ()) -> dict:
             *DISTILL,
             f"stage.student={run_dir / 'dmd' / 'export' / 'student'}",
             f"stage.pairs={run_dir / 'ode_init' / 'ode_pairs'}",
-            f"codec.checkpoint={_codec(run_dir)}",
-            *teacher_settings(run_dir),
             *CHAIN_RL,
             *extra,
         ],
@@ -91,12 +89,6 @@ def rl_stage(run_dir: Path, extra: list[str] = ()) -> dict:
     wall = _stage_seconds(run_dir / "rl" / "metrics.jsonl")
     print(f"[student_chain] RL done in {time.perf_counter() - t0:.0f} s: {summary['export']}", flush=True)
     return {k: summary.get(k) for k in ("export", "policy_updates", "reward_seconds", "step")} | {"seconds": wall}
-
-
-def _codec(run_dir: Path) -> str:
-    from omegaconf import OmegaConf
-
-    return str(OmegaConf.load(run_dir / "dmd" / "config.yaml").codec.checkpoint)
 
 
 def _stage_seconds(metrics: Path) -> float | None:

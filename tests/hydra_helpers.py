@@ -29,3 +29,18 @@ def typed(run_dir: Path, *overrides: str) -> TrainConfig:
     cfg = compose_job(run_dir, *overrides)
     GlobalHydra.instance().clear()
     return validate(cfg)
+
+
+def stage_job(run_dir: Path, *overrides: str) -> DictConfig:
+    """``compose_job``'s config with the settings of the network the stage is given read into it, as the app
+    does before it validates (``stages.teacher_record.apply_settings``, the line's overrides as Hydra records
+    them); Hydra's global state is cleared after."""
+    from trackstream.stages.app import command_line_keys
+    from trackstream.stages.teacher_record import apply_settings
+
+    cfg = compose_job(run_dir, *overrides)
+    try:
+        apply_settings(cfg, command_line_keys())
+    finally:
+        GlobalHydra.instance().clear()
+    return cfg

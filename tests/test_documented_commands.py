@@ -235,20 +235,6 @@ def check_hydra(module: str, args: list[str]) -> None:
             f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else o.input_line
             for o in parsed
         ]
-    # settings_from=DIR is the front end's word (trackstream/data/command_line.py): expanded where DIR is at hand,
-    # else (a shell variable the page sets) left to the line's verbatim run (tests/test_docs_run.py: ELSEWHERE)
-    from trackstream.data.command_line import SETTINGS_FROM, expand_settings_from
-
-    line = ["prog"]
-    for word in overrides:
-        if word.startswith(f"{SETTINGS_FROM}="):
-            where = ROOT / word.split("=", 1)[1]
-            if not where.is_dir():
-                continue
-            word = f"{SETTINGS_FROM}={where}"
-        line.append(word)
-    expand_settings_from(line)
-    overrides = line[1:]
     if module in ("trackstream.stages", "trackstream.stages.pairs"):
         from trackstream.train.codec import check_codec_overrides
 

@@ -132,15 +132,17 @@ CAUSAL_STARTS = {  # docs/causal-starts.md's commands, by run folder
 
 @pytest.mark.slow
 def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli(tmp_path, run_module):
-    """docs/causal-starts.md's three commands as written, from the shipped teacher (``settings_from=$T``), shrunk
-    by overrides after the line's own (a few steps on a pool of 4 clips)."""
+    """docs/causal-starts.md's three commands as written, from the shipped teacher (``stage.teacher=$T`` alone: its
+    settings read from it), shrunk by overrides after the line's own (a few steps on a pool of 4 clips); then the
+    fourth start, ODE-init pairs, from the shipped teacher alone too (one step)."""
     from trackstream.models.motion_wan import load_network
 
     folder, T = reader_folder(tmp_path), {"T": "assets/tiny-teacher"}
     tf, cd, dmd = (folder / "runs" / name for name in ("tf", "cd", "dmd"))
     small = [*COMMON, "data.pool_size=4", "data.batch_size=2"]
-    r = run_documented(CAUSAL_STARTS["tf"], folder, *small, "trainer.max_steps=2", variables=T)
-    assert "settings_from adds: schedule.shift=" in r.stderr  # the teacher's settings, said
+    run_documented(CAUSAL_STARTS["tf"], folder, *small, "trainer.max_steps=2", variables=T)
+    said = "stage.teacher=assets/tiny-teacher: settings read from assets/tiny-teacher/config.yaml"
+    assert said in (tf / "train.log").read_text()  # the teacher's settings, said
     res = json.loads((tf / "results.json").read_text())
     assert res["status"] == "done" and res["step"] == 2
     rows = [json.loads(x) for x in (tf / "metrics.jsonl").read_text().splitlines()]
@@ -151,17 +153,26 @@ def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli
     ran = yaml.safe_load((tf / "config.yaml").read_text())
     assert ran["model"]["overrides"]["num_layers"] == shipped["model"]["overrides"]["num_layers"]  # its network
     assert ran["data"]["world"] == shipped["data"]["world"] and ran["schedule"]["shift"] == shipped["schedule"]["shift"]
+    assert (
+        ran["codec"]["checkpoint"] == "assets/tiny-teacher/codec.pt"
+        and ran["stage"]["teacher"] == "assets/tiny-teacher/teacher"
+    )
     # the bidirectional teacher is refused as consistency distillation's teacher, the autoregressive one taken
     shipped_dir = folder / T["T"]
     r = run_module(
-        "trackstream.stages", "experiment=tiny_consistency", f"settings_from={shipped_dir}", *small,
-        f"stage.teacher={shipped_dir / 'teacher'}", f"codec.checkpoint={shipped_dir / 'codec.pt'}",
+        "trackstream.stages", "experiment=tiny_consistency", *small, f"stage.teacher={shipped_dir / 'teacher'}",
+        f"codec.checkpoint={shipped_dir / 'codec.pt'}",  # the teacher's own codec: the line may say it again
         f"hydra.run.dir={tmp_path / 'refused'}", check=False,
     )  # fmt: skip
     assert r.returncode != 0 and "autoregressive teacher" in r.stderr
     run_documented(CAUSAL_STARTS["cd"], folder, *small, "trainer.max_steps=1", "trainer.log_every=1", variables=T)
     rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
     assert any("train/cd/mse" in r for r in rows)
+    ran = yaml.safe_load((cd / "config.yaml").read_text())  # the shipped teacher's, through the tf run's record
+    assert (
+        ran["codec"]["checkpoint"] == "assets/tiny-teacher/codec.pt"
+        and ran["data"]["world"] == shipped["data"]["world"]
+    )
     # DMD takes it on with no pair folder: the first data.pool_size training clips' conditions
     run_documented(
         CAUSAL_STARTS["dmd"], folder, *small, "stage.rollout_horizons=1", "stage.update_ratio=2",
@@ -170,3 +181,15 @@ def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli
     res = json.loads((dmd / "results.json").read_text())
     assert (res["generator_updates"], res["critic_updates"]) == (1, 2)
     assert Path(res["export"]).is_dir()
+    # ODE-init pairs (and a step on them) from the shipped teacher alone: the release folder named, nothing restated
+    pairs = ["stage.ode_pairs.num_pairs=2", "stage.ode_pairs.batch_size=2", "stage.ode_pairs.teacher_steps=3"]
+    run_module(
+        "trackstream.stages", "experiment=tiny_ode_init", f"stage.teacher={shipped_dir}", *COMMON, *pairs,
+        "data.batch_size=2", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'ode'}",
+    )  # fmt: skip
+    res = json.loads((tmp_path / "ode" / "results.json").read_text())
+    assert res["status"] == "done" and res["num_pairs"] == 2
+    ran = yaml.safe_load((tmp_path / "ode" / "config.yaml").read_text())
+    assert (
+        ran["model"]["overrides"] == shipped["model"]["overrides"] and ran["data"]["world"] == shipped["data"]["world"]
+    )

@@ -16,7 +16,6 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.data.command_line import expand_settings_from
 from trackstream.data.prepare_shards import PrepareConfig, PrepareRefused, run_prepare
 from trackstream.data.trackers import tracker_nodes
 from trackstream.models.formats.files import remove_run_folder
@@ -89,14 +88,5 @@ def _remove_own_log_dir(output: str) -> None:
                 parent.rmdir()
 
 
-def entry() -> None:
-    """``main`` behind ``data.command_line.expand_settings_from`` (a ``settings_from=DIR`` word expanded)."""
-    try:
-        expand_settings_from()
-    except ValueError as err:
-        raise SystemExit(f"error: {err}") from None
-    main()
-
-
 if __name__ == "__main__":
-    entry()
+    main()

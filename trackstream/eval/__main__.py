@@ -49,11 +49,9 @@ def _only_empty_logs(folder: Path) -> bool:
 
 def entry() -> None:
     """Hydra's main behind the checks Hydra cannot word in one line."""
-    from trackstream.data.command_line import expand_settings_from
     from trackstream.eval.generate import check_codec_overrides
 
     try:
-        expand_settings_from()
         check_codec_overrides(sys.argv[1:])
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -32,7 +32,8 @@ from typing import Callable
 import torch
 
 from trackstream.pipeline.presets import FULL, LONG, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
-from trackstream.pipeline.stage_calls import PipelineError, release_settings, teacher_settings, train_stage
+from trackstream.pipeline.stage_calls import PipelineError, train_stage
+from trackstream.stages.teacher_record import find_record
 
 __all__ = [
     "Sizes",
@@ -44,7 +45,6 @@ __all__ = [
     "PIPELINE",
     "PipelineError",
     "check_preset",
-    "teacher_settings",
     "train_stage",
     "run",
     "main",
@@ -94,14 +94,8 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
             manifest = verify_asset(asset)
         except AssetError as e:
             raise PipelineError(str(e)) from None
-        overrides = [
-            "experiment=tiny_teacher_finetune",
-            f"model.init_from={asset / 'teacher'}",
-            f"codec.checkpoint={asset / 'codec.pt'}",
-            *release_settings(asset),
-            *sizes.teacher,
-        ]
-        state["codec"] = str(asset / "codec.pt")
+        # the fine-tune reads the release's network, codec, world, frame size and shift from it
+        overrides = ["experiment=tiny_teacher_finetune", f"model.init_from={asset / 'teacher'}", *sizes.teacher]
         release = {
             "release": str(asset),
             "release_steps": manifest.get("steps"),
@@ -109,10 +103,10 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
         }
     else:
         overrides = [*RELEASE_RECIPE, *sizes.teacher]
-        state["codec"] = str((run_dir / "teacher" / "codec" / "codec.pt").resolve())
         release = {}
     summary = train_stage(run_dir, "teacher", overrides)
     state["teacher"] = str((run_dir / "teacher" / "export" / "teacher").resolve())
+    state["codec"] = str(find_record(state["teacher"], "teacher").codec)  # the release's, or the one it fitted
     return {
         "export": state["teacher"],
         "codec": state["codec"],
@@ -132,8 +126,6 @@ def stage_ode_init(run_dir: Path, state: dict) -> dict:
             "experiment=tiny_ode_init",
             *DISTILL,
             f"stage.teacher={state['teacher']}",
-            f"codec.checkpoint={state['codec']}",
-            *teacher_settings(run_dir),
             *state["sizes"].ode_init,
         ],
     )
@@ -161,8 +153,6 @@ def stage_dmd(run_dir: Path, state: dict) -> dict:
             f"stage.teacher={state['teacher']}",
             f"stage.student={start}",
             f"stage.pairs={state['pairs']}",
-            f"codec.checkpoint={state['codec']}",
-            *teacher_settings(run_dir),
             *state["sizes"].dmd,
         ],
     )
@@ -184,8 +174,6 @@ def stage_rl(run_dir: Path, state: dict) -> dict:
             *DISTILL,
             f"stage.student={state['student']}",
             f"stage.pairs={state['pairs']}",
-            f"codec.checkpoint={state['codec']}",
-            *teacher_settings(run_dir),  # the codec's options, shift and frame size the student was made with
             *rl,
         ],
     )

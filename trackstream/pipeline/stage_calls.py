@@ -1,8 +1,9 @@
 """How the pipeline calls a training stage: the stage's Hydra app in a child process (resumed from its
-checkpoints, skipped when done), and the overrides that carry the teacher's settings to later stages.
+checkpoints, skipped when done). A stage line names the network it is given and the stage's own choices: the
+stage reads the network's settings from it (``stages.teacher_record``).
 
-Kept apart from ``run`` so the stage list stays short; ``run`` re-exports ``PipelineError``,
-``train_stage`` and ``teacher_settings`` for code that imports them from there.
+Kept apart from ``run`` so the stage list stays short; ``run`` re-exports ``PipelineError`` and ``train_stage``
+for code that imports them from there.
 """
 
 from __future__ import annotations
@@ -12,15 +13,11 @@ import os
 import sys
 from pathlib import Path
 
-from trackstream.data.command_line import hydra_value, settings_of
-
 __all__ = [
     "ROOT",
     "COMMON",
     "PipelineError",
     "train_stage",
-    "release_settings",
-    "teacher_settings",
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -59,29 +56,3 @@ def train_stage(run_dir: Path, name: str, overrides: list[str]) -> dict:
 
 class PipelineError(RuntimeError):
     """A user-facing failure: printed as one line by ``main``."""
-
-
-def release_settings(asset: Path) -> list[str]:
-    """The fine-tune of a release builds the release's network on the release's world and clips: its model
-    settings, world, frame size and clip length and its clean-context training, read from its config.yaml
-    (a release trained with 4 layers, bilinear track splatting on 25-frame clips of the objects world is
-    fine-tuned as that, not as tiny_teacher_finetune's defaults). The stage's own recipe (mid-frame masking,
-    learning rate, steps) stays the fine-tune's."""
-    from omegaconf import OmegaConf
-
-    cfg = asset / "config.yaml"
-    if not cfg.is_file():
-        return []
-    t = OmegaConf.to_container(OmegaConf.load(cfg), resolve=True)
-    out = settings_of(t) + [f"data.num_frames={t['data']['num_frames']}"]
-    stage = t.get("stage") or {}
-    out += [f"++stage.{k}={hydra_value(stage[k])}" for k in ("clean_prefix_prob", "clean_prefix_chunk") if k in stage]
-    return out
-
-
-def teacher_settings(run_dir: Path) -> list[str]:
-    """The distillation stages run on the teacher's world, frame size, shift and model settings
-    (read from the teacher run's resolved config), whatever tiny_teacher currently sets."""
-    from omegaconf import OmegaConf
-
-    return settings_of(OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True))

@@ -1,7 +1,9 @@
 """Hydra entry point: ``python -m trackstream.stages experiment=NAME key=value ...`` (console: ``trackstream train``).
 
-The only place that sees a DictConfig: compose -> ``validate`` (dataclasses, ValueError naming
-the field) -> runtime (accelerate) -> run directory -> ``run_stage``. ``--cfg job`` prints the
+The only place that sees a DictConfig: compose -> the settings of the network the stage is given, read
+from its record where the command line did not set them (``stages.teacher_record``; Hydra's command-line
+overrides say what it set) -> ``validate`` (dataclasses, ValueError naming the field) -> runtime
+(accelerate) -> run directory -> ``run_stage``. ``--cfg job`` prints the
 composed config without running; ``--info defaults`` shows the defaults tree.
 
 Run-directory contract (``hydra.run.dir``; pass ``hydra.run.dir=$RUN_DIR`` or set ``RUN_DIR``
@@ -40,6 +42,7 @@ from trackstream.stages.common import StagePreempted, codec_fingerprint, fingerp
 from trackstream.stages.config import TrainConfig, register_configs, resolved_container, validate
 from trackstream.stages.recipes import CONFIG_DIR
 from trackstream.stages.registry import run_stage
+from trackstream.stages.teacher_record import Applied, apply_settings
 from trackstream.train.checkpoint import TrainingStopped, refuse_foreign_run
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
 from trackstream.train.loop import configure_determinism, set_threads
@@ -205,10 +208,30 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
         raise
 
 
-def _checked(cfg: DictConfig, run_dir: Path, *, world: int, data_world: int) -> tuple[TrainConfig, object]:
+def command_line_keys() -> dict[str, str]:
+    """The config keys this run's command line set -> the override that set each: a value's key, and for a
+    config group's choice (``codec=tiny-ae``) the ``name`` of the node it picks. Empty outside a Hydra run."""
+    if not HydraConfig.initialized():
+        return {}
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    hydra_cfg = HydraConfig.get()
+    groups = set(hydra_cfg.runtime.choices)
+    keys = {}
+    for override in OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task)):
+        key = override.key_or_group
+        keys[f"{key}.name" if key in groups else key] = override.input_line
+    return keys
+
+
+def _checked(
+    cfg: DictConfig, run_dir: Path, *, world: int, data_world: int
+) -> tuple[TrainConfig, object, Applied | None]:
     """The validated config and its device, or ``RunRefused`` with the one-line reason, before anything is
-    written: the batch arithmetic, every schema, the input files, another run's checkpoints."""
+    written: the settings of the network the stage is given (read into ``cfg``), the batch arithmetic, every
+    schema, the input files, another run's checkpoints."""
     try:
+        read = apply_settings(cfg, command_line_keys())
         if cfg.trainer.get("global_batch") is not None:  # resolved into the config, so config.yaml says what ran
             cfg.trainer.grad_accum = derive_grad_accum(
                 global_batch=cfg.trainer.global_batch,
@@ -236,7 +259,7 @@ def _checked(cfg: DictConfig, run_dir: Path, *, world: int, data_world: int) -> 
             )
     except ValueError as err:
         raise RunRefused(str(err)) from err
-    return typed, device
+    return typed, device, read
 
 
 def _runtime(typed: TrainConfig, device, *, world: int) -> Runtime:
@@ -270,7 +293,7 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
     world = int(os.environ.get("WORLD_SIZE", "1"))
     # the K ranks of a sequence group share one sample: the batch is counted over data ranks only
     data_world = max(1, world // max(1, int(cfg.parallel.get("sequence_parallel", 1))))
-    typed, device = _checked(cfg, run_dir, world=world, data_world=data_world)
+    typed, device, read = _checked(cfg, run_dir, world=world, data_world=data_world)
     set_threads(typed.trainer.num_threads)
     configure_determinism(typed.trainer.deterministic)
     runtime = _runtime(typed, device, world=world)
@@ -289,6 +312,8 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
         for sub in ("checkpoints", "samples"):
             (run_dir / sub).mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved_container(cfg))))
+        if read is not None:
+            log.info(read.describe())
         log.info(
             "run directory %s | stage %s | %s x %d (%s, %s)",
             run_dir,
@@ -377,13 +402,11 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
             raise SystemExit(2 if isinstance(err, RunRefused) else 1) from None
 
     def entry() -> None:
-        from trackstream.data.command_line import expand_settings_from
         from trackstream.train.codec import check_codec_overrides
         from trackstream.train.dist import training_allocator
 
         training_allocator()  # before anything touches CUDA
         try:
-            expand_settings_from()
             check_codec_overrides(sys.argv[1:])
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -308,40 +307,12 @@ def fit_codec(cfg: "TrainConfig", runtime: Runtime, directory: Path, pool: ClipP
     return final
 
 
-def init_codec(cfg: "TrainConfig") -> Path | None:
-    """The codec of the network ``model.init_from`` names, when it is an exported folder with one beside it (a
-    release: ``<release>/codec.pt``; a run: ``<run>/codec/codec.pt``): a network fine-tuned from it works in its
-    latent space, so that codec, not a new fit."""
-    if not cfg.model.init_from or "::" in str(cfg.model.init_from):
-        return None
-    folder = Path(cfg.model.init_from)
-    if not (folder / "network.json").is_file():
-        return None
-    for candidate in (folder.parent / "codec.pt", folder.parents[1] / "codec" / "codec.pt"):
-        if candidate.is_file():
-            return candidate
-    return None
-
-
 def obtain_codec(cfg: "TrainConfig", runtime: Runtime, run_dir: Path, pool: ClipPool | None) -> nn.Module:
-    """The frozen codec: from ``codec.checkpoint``, the one beside ``model.init_from``'s network, or fitted in
-    ``<run_dir>/codec`` first."""
+    """The frozen codec: from ``codec.checkpoint`` (a fine-tune's is its start's: ``stages.teacher_record``), or
+    fitted in ``<run_dir>/codec`` first."""
     if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:
         return prepare_frozen(runtime, build_codec_module(cfg.codec))
     final = run_dir / "codec" / "codec.pt"
-    inherited = init_codec(cfg)
-    runtime.barrier()  # every rank looks before rank 0 writes: one decision on all ranks
-    take = inherited is not None and not final.is_file()  # a run that fitted its own before keeps it (resume)
-    runtime.barrier()
-    if take:
-        if runtime.is_main:  # copied in: the run directory holds its codec, as the stages after it expect
-            log.info(
-                "codec: %s, the one model.init_from's network works in (codec.checkpoint=... to choose)", inherited
-            )
-            final.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(inherited, final.with_suffix(".tmp"))
-            final.with_suffix(".tmp").replace(final)
-        runtime.barrier()
     if not final.is_file():
         fit_codec(cfg, runtime, run_dir / "codec", pool)
     if not final.is_file():

@@ -2,16 +2,15 @@
 network.json (architecture, text width, conventions), the frozen codec of its latent space, the checks a
 stage's config must pass against it, and the student export written in its format.
 
-The codec must be the teacher's (its latent space): ``codec.checkpoint``, a released codec, or the
-``codec/codec.pt`` of the teacher's run directory when the folder is ``<teacher_run>/export/teacher``; a
-student's is its teacher's, named by the student's run config (``stage.teacher``).
+The codec must be the network's (its latent space): ``codec.checkpoint`` (which a stage given the network reads
+from its record: ``stages.teacher_record``), else the one recorded with the folder (a release's ``codec.pt``,
+its run's ``codec/codec.pt`` or the codec its run's config names, else its own teacher's).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,6 +19,7 @@ import torch
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, ModelConfig, read_network_json
 from trackstream.models.streaming import StreamConfig
+from trackstream.stages.teacher_record import find_record
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import prepare_frozen
@@ -29,8 +29,6 @@ if TYPE_CHECKING:
     from trackstream.stages.config import TrainConfig
 
 __all__ = ["NetworkExport"]
-
-log = logging.getLogger(__name__)
 
 
 class NetworkExport:
@@ -60,13 +58,6 @@ class NetworkExport:
     def conventions(self) -> Conventions:
         return Conventions.from_dict(self.meta.get("conventions", {}), source=str(self.dir / "network.json"))
 
-    def _run_config(self, *, resolve: bool) -> dict | None:
-        """The config of the run that exported the folder (``<run>/export/<name>``), if it is there."""
-        from omegaconf import OmegaConf
-
-        path = self.dir.parents[1] / "config.yaml" if len(self.dir.parents) > 1 else None
-        return OmegaConf.to_container(OmegaConf.load(path), resolve=resolve) if path and path.is_file() else None
-
     def codec(self, cfg: "TrainConfig", runtime: Runtime) -> torch.nn.Module:
         """The frozen codec of the network's latent space (never a freshly fitted one), loaded once."""
         if self._codec is None:
@@ -78,25 +69,13 @@ class NetworkExport:
 
         if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:
             return build_codec_module(cfg.codec)
-        if self.field == "stage.student":  # a student works in its teacher's latent space
-            teacher = ((self._run_config(resolve=False) or {}).get("stage") or {}).get("teacher")
-            if not teacher:
-                raise ValueError(
-                    f"codec.checkpoint is not set and {self.dir} is not in a run directory naming its teacher: "
-                    "pass the teacher's codec (codec.checkpoint=<teacher_run>/codec/codec.pt)"
-                )
-            return NetworkExport(teacher)._load_codec(cfg)
-        guess = self.dir.parents[1] / "codec" / "codec.pt"
-        if guess.is_file():
-            return load_codec_file(cfg.codec, guess)
-        # a student exported as a teacher (teacher forcing's autoregressive teacher): its own teacher's codec
-        teacher = ((self._run_config(resolve=False) or {}).get("stage") or {}).get("teacher")
-        if teacher:
-            return NetworkExport(teacher)._load_codec(cfg)
-        raise ValueError(
-            f"codec.checkpoint is not set and {guess} does not exist: pass the teacher's codec "
-            "(codec.checkpoint=<teacher_run>/codec/codec.pt)"
-        )
+        found = find_record(str(self.dir), self.field)
+        if found is None or found.codec is None:
+            raise ValueError(
+                f"codec.checkpoint is not set and no codec is recorded with {self.field}={self.dir}: pass the "
+                "codec its network works in (codec.checkpoint=<teacher_run>/codec/codec.pt)"
+            )
+        return load_codec_file(cfg.codec, found.codec)
 
     def conditioner(self, cfg: "TrainConfig", runtime: Runtime, text_encoder) -> Conditioner:
         """The frozen encoders (codec, text, image features) of this network: conditions rendered for it."""
@@ -105,12 +84,8 @@ class NetworkExport:
         )
 
     def check_teacher_of(self, cfg: "TrainConfig") -> None:
-        """A stage distilling this teacher must use its step grid, frame size and text encoder.
-
-        The export holds the architecture (network.json) but not the schedule or the data: when the
-        teacher folder sits in its run directory (``<run>/export/teacher``), ``<run>/config.yaml`` is
-        compared, and for a shipped folder (``assets/tiny-teacher/teacher``) the ``config.yaml`` beside it. A different shift or frame size is an error; a different synthetic world only a
-        warning (the conditions are then out of the teacher's training distribution)."""
+        """A stage distilling this teacher must use its flavor (when the recipe names one) and text encoder.
+        Its other settings are the teacher's already: read from its record (``stages.teacher_record``)."""
         meta = self.meta["model"]
         want = getattr(cfg.stage, "teacher_flavor", None)
         if want and meta["flavor"] != want:
@@ -123,33 +98,6 @@ class NetworkExport:
                 f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
                 f"{meta['text_encoder']!r}: set model.text_encoder={meta['text_encoder']}"
             )
-        run, recorded = self._run_config(resolve=True), self.dir.parents[1] / "config.yaml"
-        if run is None and (self.dir.parent / "config.yaml").is_file():  # a shipped folder: <folder>/teacher beside it
-            from omegaconf import OmegaConf
-
-            recorded = self.dir.parent / "config.yaml"
-            run = OmegaConf.to_container(OmegaConf.load(recorded), resolve=True)
-        if run is None:
-            return
-        errors = []
-        if abs(float(run["schedule"]["shift"]) - cfg.schedule.shift) > 1e-9:
-            errors.append(f"schedule.shift={cfg.schedule.shift} (teacher: {run['schedule']['shift']})")
-        for key in ("height", "width"):
-            if int(run["data"][key]) != getattr(cfg.data, key):
-                errors.append(f"data.{key}={getattr(cfg.data, key)} (teacher: {run['data'][key]})")
-        if errors:
-            raise ValueError(
-                f"this stage does not match the teacher run {recorded}: {', '.join(errors)}; pass the teacher's "
-                f"values (settings_from={recorded.parent} on the command line gives them all)"
-            )
-        for key in ("world", "fps", "grid_size"):
-            if run["data"].get(key) != getattr(cfg.data, key):
-                log.warning(
-                    "data.%s=%s differs from the teacher run's %s: conditions are off the teacher's training distribution",
-                    key,
-                    getattr(cfg.data, key),
-                    run["data"].get(key),
-                )
 
     def check_streams_as(self, cfg: "TrainConfig") -> None:
         """A stage rolling this student out must stream it as it was exported: its recorded chunking, steps
