@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import base_env, free_port
+from conftest import base_env, free_port, popen
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "assets" / "tiny-student" / "student"
@@ -31,9 +31,14 @@ SESSIONS = 2
 
 @pytest.fixture(scope="module")
 def server():
+    import signal
+    import tempfile
+
+    _chromium()  # no browser, no test: skipped before the server starts
     port = free_port()
-    env = dict(base_env(), OMP_WAIT_POLICY="PASSIVE")
-    proc = subprocess.Popen(
+    env = dict(base_env(), PYTHONPATH=str(ROOT), OMP_WAIT_POLICY="PASSIVE")
+    log = tempfile.TemporaryFile("w+")
+    proc = popen(  # a child of the fork server: the interpreter's start already paid
         [
             sys.executable,
             "-m",
@@ -43,11 +48,9 @@ def server():
             "--max-sessions",
             str(SESSIONS),
         ],
-        cwd=ROOT,
         env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+        stdout=log,
+        stderr=log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -59,15 +62,17 @@ def server():
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                pytest.fail("the demo server did not come up:\n" + (proc.stdout.read() or "")[-3000:])
+                log.seek(0)
+                pytest.fail("the demo server did not come up:\n" + log.read()[-3000:])
             time.sleep(0.5)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     yield url
-    proc.terminate()
+    proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+    log.close()
 
 
 def _chromium() -> str:
@@ -155,9 +160,10 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
             page.mouse.move(x0 + drag * s * k / moves, y0)
             page.wait_for_timeout(40)
         page.mouse.up()
-        # 192 frames (16 chunks) after the drag began: on a loaded machine the server's queue ahead of the page
-        # can hold a few chunks made before the drag, and the content must have had time to follow it
-        page.wait_for_function(f"demo.frames[demo.frames.length - 1].n >= {n0 + 192}", timeout=90000)
+        # 96 frames (8 chunks) after the drag began: on a loaded machine the server's queue ahead of the page
+        # can hold a chunk or two made before the drag (Limits.lead_seconds), and the content must have had time
+        # to follow it (this student: ~12 px 48 frames after the drag began, ~27 px after 96, ~55 px after 192)
+        page.wait_for_function(f"demo.frames[demo.frames.length - 1].n >= {n0 + 96}", timeout=90000)
         received = page.evaluate("demo.exportFrames()")
         page.wait_for_timeout(300)
         page.screenshot(path=str(ARTIFACTS / "screenshot.png"))

@@ -294,15 +294,15 @@ def test_refused_messages_from_a_client_that_never_reads_keep_memory_bounded(ser
     sent = 0
     t0 = time.time()
     try:
-        while time.time() - t0 < 3:
+        while time.time() - t0 < 1:  # ~80,000 messages: kept, they would take hundreds of MiB
             s.sendall(junk)
             sent += 1
     except OSError:  # the server dropped it: also fine
         pass
     time.sleep(0.5)
     h = _health(url)
-    assert h["rss_mb"] - rss0 < 40, (rss0, h)  # 3 s of junk at full speed
-    MEASURED["junk_flood_3s"] = {"messages": sent, "rss_growth_mb": round(h["rss_mb"] - rss0, 1)}
+    assert h["rss_mb"] - rss0 < 40, (rss0, h)  # 1 s of junk at full speed
+    MEASURED["junk_flood_1s"] = {"messages": sent, "rss_growth_mb": round(h["rss_mb"] - rss0, 1)}
     assert sent > 100
     s.close()
     _wait_sessions(url, 0)
@@ -316,16 +316,15 @@ def test_a_client_that_streams_and_never_reads_is_dropped(server):
     before = _health(url)["refused"]["send_timeouts"]
     s, status = _raw_ws(server["port"], rcvbuf=2048)
     assert " 101 " in status + " "
+    t0 = time.time()
     s.sendall(_frame(json.dumps({"type": "start", "scene": 0})))
-    for _ in range(8):  # it is not idle: it keeps moving a point, so only the send deadline can end it
-        s.sendall(_frame(json.dumps({"type": "points", "points": [{"id": 0, "x": 10, "y": 10}]})))
-        time.sleep(0.5)
-    deadline, t0 = time.time() + 60, time.time()
+    deadline = t0 + 60
     while _health(url)["refused"]["send_timeouts"] == before:
         assert time.time() < deadline, _health(url)
+        # it is not idle: it keeps moving a point, so only the send deadline can end it
         s.sendall(_frame(json.dumps({"type": "points", "points": [{"id": 0, "x": 10, "y": 10}]})))
-        time.sleep(0.5)
-    MEASURED["unread_stream_dropped_after_s"] = round(time.time() - t0 + 4, 1)  # + the 8 x 0.5 s above
+        time.sleep(0.25)
+    MEASURED["unread_stream_dropped_after_s"] = round(time.time() - t0, 1)
     _wait_sessions(url, 0)
     s.close()
 
@@ -340,7 +339,7 @@ def test_a_burst_past_the_rate_limit_is_refused_once_a_second_and_the_session_go
         for _ in range(200):
             ws.send(json.dumps({"type": "points", "points": [{"id": 0, "x": 5, "y": 5}]}))
         errors, kinds = [], []
-        deadline = time.time() + 2
+        deadline = time.time() + 1
         while time.time() < deadline:
             try:
                 m = ws.recv(timeout=0.2)
@@ -352,7 +351,7 @@ def test_a_burst_past_the_rate_limit_is_refused_once_a_second_and_the_session_go
         # 200 at once against a burst of 40: dropped, and said once (not once per message)
         assert len(errors) == 1 and errors[0]["refused"] == "rate" and "slow down" in errors[0]["message"], errors
         n = len(kinds)
-        while len(kinds) < n + 30:  # the stream goes on
+        while len(kinds) < n + 16:  # the stream goes on: more than a chunk's frames
             m = ws.recv(timeout=30)
             kinds.append(json.loads(m)["type"] if isinstance(m, str) else "frame")
         assert {"started", "chunk", "frame"} <= set(kinds) and "error" not in kinds[n:]

@@ -163,7 +163,7 @@ def test_a_few_grpo_updates_move_the_videos_along_the_reward(codec, sign):
     )
     opt = torch.optim.AdamW(gen.parameters(), lr=3e-3, weight_decay=0.0)
     conditions, rewards = make_conditions(codec), []
-    for step in range(16):
+    for step in range(12):  # 6 rounds
         raw = {**conditions([step % 8, (step + 3) % 8]), "gid": torch.tensor([2 * step, 2 * step + 1])}
         loss, metrics = obj.loss("generator", obj.prepare_batch(raw), step=step)
         opt.zero_grad()
@@ -171,7 +171,8 @@ def test_a_few_grpo_updates_move_the_videos_along_the_reward(codec, sign):
         opt.step()
         if "rl/reward" in metrics:
             rewards.append(float(metrics["rl/reward"]))
-    assert np.mean(rewards[-2:]) - np.mean(rewards[:2]) > 0.004, rewards
+    # a rise of 0.004-0.006 here; without updates (lr 0) the rounds' rewards differ by < 0.0006
+    assert np.mean(rewards[-2:]) - np.mean(rewards[:2]) > 0.003, rewards
 
 
 @pytest.mark.parametrize(
@@ -241,16 +242,20 @@ def _rows(run_dir) -> dict:
 
 @pytest.mark.slow
 def test_rl_tiny_runs_through_the_stage_and_resumes_mid_round_exactly(source, tmp_path):
-    """4 steps = 2 rounds of 2 updates; cut at step 3 (inside the second round: its rollouts are in the
-    checkpoint) and resumed in fresh objects: every logged value and the weights bit for bit."""
+    """4 steps = 2 rounds of 2 updates; resumed in fresh objects from the step-3 checkpoint (inside the second
+    round: its rollouts are in the checkpoint; a run stopped there, as far as the checkpoint can tell): step 4's
+    logged values and the weights bit for bit."""
+    from conftest import stopped_at
+
     ref = _run(tmp_path, source, tmp_path / "ref", 4)
-    _run(tmp_path, source, tmp_path / "cut", 3)
+    stopped_at(tmp_path / "ref", tmp_path / "cut", 3)
     res = _run(tmp_path, source, tmp_path / "cut", 4)
     assert res["resumed_from"].endswith("step_00000003") and res["policy_updates"] == ref["policy_updates"] == 4
     a, b = _rows(tmp_path / "ref"), _rows(tmp_path / "cut")
-    assert sorted(a) == [1, 2, 3, 4] and a == b
+    assert sorted(a) == [1, 2, 3, 4] and sorted(b) == [4] and a[4] == b[4]
     assert ["train/rl/reward" in a[s] for s in (1, 2, 3, 4)] == [True, False, True, False]  # rollouts open rounds
     assert a[2]["train/rl/ratio_max"] != 1.0 and a[3]["train/rl/kl"] > 0  # off-policy update; moved from the start
+    assert a[4]["train/rl/ratio_max"] != 1.0  # step 4 updates on step 3's rollouts, restored from the checkpoint
     wa = torch.load(tmp_path / "ref/checkpoints/step_00000004/generator.pt", weights_only=False)["model"]
     wb = torch.load(tmp_path / "cut/checkpoints/step_00000004/generator.pt", weights_only=False)["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)

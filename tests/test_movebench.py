@@ -142,6 +142,7 @@ def test_the_eval_command_scores_a_movebench_folder_with_flow_epe(tmp_path):
     from trackstream.eval.command import EvalCommandConfig, evaluate
     from trackstream.eval.conf_nodes import register_nodes
 
+    T = 3  # 2 frame pairs per video: RAFT (12 iterations at 128 px) is this test's cost
     base = tmp_path / "MoveBench" / "en"
     for d in ("video", "first_frame", "track/single"):
         (base / d).mkdir(parents=True)

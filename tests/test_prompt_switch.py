@@ -79,13 +79,26 @@ def test_chunks_before_a_switch_are_identical_and_after_differ(parts):
     assert (kept[4].latents - switched[4].latents).abs().max() > 1e-4
 
 
+@pytest.fixture(scope="module")
+def unswitched(parts):
+    """``name`` -> the 8 chunks of its configuration's stream without a switch (shared by both sinks' tests)."""
+    streams = {}
+
+    def get(name):
+        if name not in streams:
+            streams[name] = _run(_engine(parts, CONFIGS[name]), 8)
+        return streams[name]
+
+    return get
+
+
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("sink", ["recache", "keep"])
-def test_switching_to_the_same_prompt_changes_nothing(parts, name, sink):
+def test_switching_to_the_same_prompt_changes_nothing(parts, unswitched, name, sink):
     """The re-cache re-runs each held chunk against exactly what it was committed against: under the same
     prompt it reproduces the cache, so every later chunk equals the unswitched stream."""
     engine = _engine(parts, CONFIGS[name])
-    plain, same = _run(engine, 8), _run(engine, 8, [(3, 0), (6, 0)], sink=sink)
+    plain, same = unswitched(name), _run(engine, 8, [(3, 0), (6, 0)], sink=sink)
     for a, b in zip(plain, same):
         torch.testing.assert_close(b.latents, a.latents, atol=1e-5, rtol=1e-5)
 
@@ -253,7 +266,7 @@ def _generate(root: Path, out: str, *flags: str) -> int:
     from trackstream.cli import main
 
     args = ["generate", "--image", str(root / "image.png"), "--tracks", str(root / "tracks.npy")]
-    return main([*args, "--out", str(root / out), "--device", "cpu", "--dtype", "float32", "--chunks", "5", *flags])
+    return main([*args, "--out", str(root / out), "--device", "cpu", "--dtype", "float32", "--chunks", "4", *flags])
 
 
 @pytest.mark.slow
@@ -275,16 +288,17 @@ def test_generate_with_a_prompt_schedule(cli_inputs, capsys, monkeypatch):
     text = capsys.readouterr().out
     assert "prompt from frame 20 -> chunk 3 (frames 25-36): 'a blue cube'" in text
     assert "chunk    3: prompt switched, KV re-cache 2 passes" in text
-    assert len(video_io.decode_video(str(root / "switch.mp4"))[0]) == 49
+    assert len(video_io.decode_video(str(root / "switch.mp4"))[0]) == 37  # 4 chunks: frames 0-36
     assert np.array_equal(written["prompt"], written["start"])  # a frame-0 line is --prompt
     assert np.array_equal(written["prompt"][:25], written["switch"][:25])  # chunks 0-2: before the switch
+    assert len(written["switch"]) == 37  # chunk 3 (frames 25-36): after it
     assert np.abs(written["prompt"][25:].astype(int) - written["switch"][25:]).max() > 8
     # a bad file is refused before anything is streamed or written
     (root / "bad.txt").write_text("0\ta\n60\tb\n", encoding="utf-8")
     assert _generate(root, "bad.mp4", "--prompt-schedule", str(root / "bad.txt")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [
-        f"error: --prompt-schedule {root / 'bad.txt'}:2: frame 60 is beyond the video (5 chunks, frames 0-48; "
-        "the last chunk starts at frame 37): stream more chunks (--chunks) or drop it"
+        f"error: --prompt-schedule {root / 'bad.txt'}:2: frame 60 is beyond the video (4 chunks, frames 0-36; "
+        "the last chunk starts at frame 25): stream more chunks (--chunks) or drop it"
     ]
     assert not (root / "bad.mp4").exists()

@@ -72,8 +72,8 @@ class _CountPasses:
 @pytest.mark.parametrize("recipe", sorted(REAL))
 def test_real_recipe_chunk_arithmetic_at_full_size(recipe, tmp_path):
     (ode_name, dmd_name), (T, H, W), sf, C, n_chunks, given = REAL[recipe]
-    # real width, heads, size and frames; 2 of the 30 blocks (depth changes no shape, and meta passes cost time)
-    built = _typed(tmp_path / "dmd", dmd_name, "+model.overrides.num_layers=2")
+    # real width, heads, size and frames; 1 of the 30 blocks (depth changes no shape, and meta passes cost time)
+    built = _typed(tmp_path / "dmd", dmd_name, "+model.overrides.num_layers=1")
     typed, net = built["config"], built["network"]
     causal: CausalConfig = typed.stage.causal
     assert (typed.data.num_frames, typed.data.height, typed.data.width) == (T, H, W)
@@ -155,12 +155,12 @@ def test_a_chunking_that_does_not_tile_the_clip_is_refused_at_validation(tmp_pat
 def test_a_14b_real_score_over_a_1_3b_student_at_full_size(tmp_path):
     """dmd_wan14b_to_1.3b_480p at its real 832x480x81 on meta: the 1.3B generator's rollout, the critic of its
     size and the 14B teacher's guided real score meet in one latent space ([1, 16, 21, 60, 104]); one whole
-    generator and critic loss. 2 of each network's blocks (depth changes no shape)."""
+    generator and critic loss. 1 of each network's blocks (depth changes no shape)."""
     from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 
-    built = _typed(tmp_path, "dmd_wan14b_to_1.3b_480p", "+model.overrides.num_layers=2")
+    built = _typed(tmp_path, "dmd_wan14b_to_1.3b_480p", "+model.overrides.num_layers=1")
     typed, student = built["config"], built["network"]
-    meta = {**asdict_model(typed.model), "flavor": "wan2.1-fun-14b-control", "overrides": {"num_layers": 2}}
+    meta = {**asdict_model(typed.model), "flavor": "wan2.1-fun-14b-control", "overrides": {"num_layers": 1}}
     teacher = build_motion_wan(ModelConfig(**meta), text_encoder_dim=TEXT_ENCODER_DIMS["umt5"], device=META)
     assert (student.dit.dim, teacher.dit.dim) == (1536, 5120) and student.dit.in_dim == teacher.dit.in_dim == 48
     assert student.track_embed_dim == teacher.track_embed_dim  # one track embedding feeds both

@@ -1,7 +1,8 @@
 """The causal stages under parallel.sequence_parallel through ``trackstream train`` on the tiny recipes: ODE
 pairs (the teacher sampling on token slices), ODE init (the block-causal regression) and DMD (the rolling-cache rollout of the generator, the critic and the
 frozen teacher on token slices) on K = 2 processes, and ODE init on data 2 x sequence 2 = 4 processes, give the
-losses of one process at the same global batch (relative 1e-5 / 1e-4: float reduction order only)."""
+losses of one process at the same global batch (relative 1e-5 / 1e-4: float reduction order only). Two steps: the
+second follows an update of every network (DMD: critic and generator at every step)."""
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def chain(tmp_path_factory, stages, tiny_teacher_run):
         "stage.ode_pairs.batch_size=2",
         "stage.ode_pairs.shard_size=2",
         "data.batch_size=2",
-        "trainer.max_steps=3",
+        "trainer.max_steps=2",
     ]
     one = root / "ode_one"
     stages(["experiment=tiny_ode_init", *stage, f"hydra.run.dir={one}"])
@@ -75,7 +76,8 @@ def test_dmd_under_sequence_parallelism_equals_one_process(chain, tmp_path, stag
         f"stage.student={chain['ode'] / 'export' / 'student'}",
         f"stage.pairs={chain['ode'] / 'ode_pairs'}",
         "data.batch_size=2",
-        "trainer.max_steps=5",
+        "stage.update_ratio=1",
+        "trainer.max_steps=2",
     ]
     one, sp = tmp_path / "dmd_one", tmp_path / "dmd_sp"
     stages(["experiment=tiny_dmd", *dmd, f"hydra.run.dir={one}"])

@@ -1,6 +1,7 @@
 """Every experiment composes, validates and instantiates; bad values fail with the field named."""
 
 import re
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,46 @@ def _compose(tmp_path, *overrides):
     return compose_job(tmp_path, *overrides)
 
 
+@lru_cache(maxsize=None)
+def _tiny_teacher_base():
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return compose_job(Path(tmp), "experiment=tiny_teacher")
+        finally:
+            GlobalHydra.instance().clear()
+
+
+def _tiny_teacher(*overrides: str):
+    """``experiment=tiny_teacher`` with ``key=value`` overrides of existing fields: the composition (the costly
+    part, a third of a second) once per module, each override set on a copy as the command line's would be
+    (values read as YAML; a value the schema's type refuses raises here, as Hydra would)."""
+    import copy
+
+    import yaml
+    from omegaconf import OmegaConf
+
+    cfg = copy.deepcopy(_tiny_teacher_base())
+    for override in overrides:
+        key, value = override.split("=", 1)
+        OmegaConf.update(cfg, key, yaml.safe_load(value), merge=True)
+    return cfg
+
+
+@lru_cache(maxsize=None)
+def _built(name: str) -> dict:
+    """``instantiate`` of ``experiment=name`` as composed (no other override), once per module: several tests
+    read one experiment's built parts (nothing here changes them)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            return instantiate(compose_job(Path(tmp), f"experiment={name}"))
+        finally:
+            GlobalHydra.instance().clear()
+
+
 @pytest.fixture(autouse=True)
 def _clear_hydra():
     yield
@@ -30,9 +71,8 @@ def test_experiments_exist():
 
 
 @pytest.mark.parametrize("name", EXPERIMENTS)
-def test_every_experiment_composes_validates_and_instantiates(name, tmp_path):
-    cfg = _compose(tmp_path, f"experiment={name}")
-    built = instantiate(cfg)
+def test_every_experiment_composes_validates_and_instantiates(name):
+    built = _built(name)
     net, typed = built["network"], built["config"]
     assert typed.task_name == name
     assert all(p.is_meta for p in net.parameters())  # real flavors never allocate here
@@ -40,17 +80,17 @@ def test_every_experiment_composes_validates_and_instantiates(name, tmp_path):
     assert built["sigmas"][0] == 1 and built["sigmas"][-1] == 0
 
 
-def test_real_teacher_experiment_has_the_paper_settings(tmp_path):
-    typed = instantiate(_compose(tmp_path, "experiment=teacher_wan1.3b_480p"))["config"]
+def test_real_teacher_experiment_has_the_paper_settings():
+    typed = _built("teacher_wan1.3b_480p")["config"]
     assert (typed.data.width, typed.data.height, typed.data.num_frames) == (832, 480, 81)
     assert typed.schedule.shift == 6.0 and typed.optim.lr == 1e-5
     assert (typed.sampler.guidance.w_text, typed.sampler.guidance.w_motion) == (3.0, 1.5)
-    ft = instantiate(_compose(tmp_path, "experiment=teacher_wan1.3b_480p_finetune"))["config"]
+    ft = _built("teacher_wan1.3b_480p_finetune")["config"]
     assert ft.stage.mid_frame_mask_prob == 0.2 and ft.optim.lr == 1e-6
 
 
-def test_official_1_3b_param_count_plus_track_head(tmp_path):
-    built = instantiate(_compose(tmp_path, "experiment=teacher_wan1.3b_480p"))
+def test_official_1_3b_param_count_plus_track_head():
+    built = _built("teacher_wan1.3b_480p")
     # Fun-1.3B-Control DiT (1,564,502,336) + track head 256 -> 16 (no bias); UMT5 width = text_dim
     assert built["num_params"] == 1_564_502_336 + 64 * 4 * 16
 
@@ -79,8 +119,8 @@ def test_every_parallel_preset_composes(parallel, tmp_path):
         ("schedule.shift=0", "schedule.shift"),
     ],
 )
-def test_invalid_values_raise_value_error_naming_the_field(override, field, tmp_path):
-    cfg = _compose(tmp_path, "experiment=tiny_teacher", override)
+def test_invalid_values_raise_value_error_naming_the_field(override, field):
+    cfg = _tiny_teacher(override)
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         validate(cfg)
 
@@ -120,13 +160,19 @@ def test_each_codec_has_one_spelling_the_conf_files_included(tmp_path):
 
 
 def test_cli_prints_the_resolved_job_config(run_module):
+    from conftest import cli_env
+    from forkserver import AT_IMPORT, HANDLED
+
+    # a bare environment: nothing else needed; with the suite's variables read at import (OpenMP's wait
+    # policy, Hugging Face's offline flag: nothing a command needs), so that it starts warm from the fork server
+    imported = {k: v for k, v in cli_env().items() if k.startswith(AT_IMPORT) and k not in HANDLED}
     r = run_module(
         "trackstream.stages",
         "experiment=tiny_teacher",
         "--cfg",
         "job",
         timeout=120,
-        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"},  # a bare environment: nothing else needed
+        env={**imported, "PYTHONPATH": str(ROOT), "PATH": "/usr/bin"},
     )
     assert "task_name: tiny_teacher" in r.stdout and "guidance:" in r.stdout and "mode: joint" in r.stdout
 
@@ -137,15 +183,15 @@ def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
         validate(cfg)
 
 
-def test_a_stage_is_a_schema_and_a_builder_named_by_stage_name(tmp_path):
+def test_a_stage_is_a_schema_and_a_builder_named_by_stage_name():
     from trackstream.stages.config import SCHEMAS
     from trackstream.stages.registry import BUILDERS
     from trackstream.stages.teacher import build_teacher
 
-    typed = validate(_compose(tmp_path, "experiment=tiny_teacher"))
+    typed = validate(_tiny_teacher())
     assert type(typed.stage) is SCHEMAS["teacher"] and BUILDERS[typed.stage.name] is build_teacher
     with pytest.raises(ValueError, match="stage.name='nope' is no stage"):
-        validate(_compose(tmp_path, "experiment=tiny_teacher", "stage.name=nope"))
+        validate(_tiny_teacher("stage.name=nope"))
 
 
 def _yaml_restatements(raw: dict, default, path: str = "") -> list[str]:
@@ -250,8 +296,8 @@ def test_global_batch_derives_grad_accum_and_rejects_contradictions():
         ("dmd_wan2.2_5b_704p", 64),
     ],
 )
-def test_real_recipes_keep_the_papers_global_batch(name, batch, tmp_path):
-    typed = validate(_compose(tmp_path, f"experiment={name}"))
+def test_real_recipes_keep_the_papers_global_batch(name, batch):
+    typed = _built(name)["config"]
     assert typed.trainer.global_batch == batch and typed.data.batch_size == 1 and typed.trainer.grad_accum == 1
 
 
@@ -272,11 +318,9 @@ def test_the_shipped_students_recorded_config_validates_as_a_dmd_stage_with_snap
         ("model.overrides.num_heads=3", "the head size must be a whole, even number"),
     ],
 )
-def test_absurd_sizes_are_refused_before_anything_is_allocated(tmp_path, override, says):
-    from trackstream.stages.config import validate
-
+def test_absurd_sizes_are_refused_before_anything_is_allocated(override, says):
     with pytest.raises(ValueError, match=re.escape(says)):
-        instantiate(validate(_compose(tmp_path, "experiment=tiny_teacher", override)))
+        instantiate(validate(_tiny_teacher(override)))
 
 
 REAL = [p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml") if not p.stem.endswith("_finetune")]
@@ -293,7 +337,7 @@ def test_every_real_recipe_has_a_one_gpu_debug_preset(name, tmp_path):
         global_batch=cfg.trainer.global_batch, batch_size=cfg.data.batch_size, world_size=1, grad_accum=1
     )
     typed = validate(cfg)
-    full = validate(_compose(tmp_path, f"experiment={name}"))
+    full = _built(name)["config"]
     assert typed.stage.name == stage and typed.trainer.grad_accum <= 2 and typed.trainer.max_steps <= 20
     assert (typed.data.height, typed.data.width, typed.data.num_frames) == (
         full.data.height,
