@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from conftest import base_env, free_port, popen
 
 ROOT = Path(__file__).resolve().parents[1]

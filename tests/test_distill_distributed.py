@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env, stopped_at
 
+from conftest import cli_env, stopped_at
 from trackstream.distill.pair_shards import load_ode_pairs
 from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import load_network

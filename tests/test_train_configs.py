@@ -160,8 +160,9 @@ def test_each_codec_has_one_spelling_the_conf_files_included(tmp_path):
 
 
 def test_cli_prints_the_resolved_job_config(run_module):
-    from conftest import cli_env
     from forkserver import AT_IMPORT, HANDLED
+
+    from conftest import cli_env
 
     # a bare environment: nothing else needed; with the suite's variables read at import (OpenMP's wait
     # policy, Hugging Face's offline flag: nothing a command needs), so that it starts warm from the fork server
