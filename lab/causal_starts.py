@@ -34,8 +34,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from trackstream.pipeline.run import PipelineError
-from trackstream.pipeline.stage_calls import train_stage
+from trackstream.pipeline.stage_calls import PipelineError, train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
 TEACHER = ROOT / "assets" / "tiny-teacher"

@@ -63,7 +63,7 @@ from lab.small_world_state import (
 )
 from lab.student_chain import add_scoring_args, scoring_options
 from trackstream.pipeline.report import read_metrics
-from trackstream.pipeline.run import PipelineError
+from trackstream.pipeline.stage_calls import PipelineError
 
 __all__ = [
     "STAGES",

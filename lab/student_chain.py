@@ -34,7 +34,8 @@ from lab.targets import targets
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR, AssetError
 from trackstream.pipeline.report import json_safe, read_metrics
-from trackstream.pipeline.run import DISTILL, PipelineError, train_stage
+from trackstream.pipeline.run import DISTILL
+from trackstream.pipeline.stage_calls import PipelineError, train_stage
 
 __all__ = ["CHAIN_RL", "rl_stage", "score_chain", "ship_chain", "add_scoring_args", "scoring_options", "main"]
 

@@ -19,7 +19,7 @@ from lab.small_world import STAGES, Chain, main, run
 from lab.small_world_ship import MAX_FILE_BYTES, first_losses, release_network
 from trackstream.models.motion_wan import load_network
 from trackstream.pipeline.releases import verify_asset
-from trackstream.pipeline.run import PipelineError
+from trackstream.pipeline.stage_calls import PipelineError
 
 SHRINK = Chain(
     common=[

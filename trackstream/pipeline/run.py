@@ -43,9 +43,7 @@ __all__ = [
     "SMOKE",
     "SIZES",
     "PIPELINE",
-    "PipelineError",
     "check_preset",
-    "train_stage",
     "run",
     "main",
 ]

@@ -2,8 +2,7 @@
 checkpoints, skipped when done). A stage line names the network it is given and the stage's own choices: the
 stage reads the network's settings from it (``stages.teacher_record``).
 
-Kept apart from ``run`` so the stage list stays short; ``run`` re-exports ``PipelineError`` and ``train_stage``
-for code that imports them from there.
+``run`` (make run's stage list) and the lab's chains call stages through it.
 """
 
 from __future__ import annotations
