@@ -12,7 +12,7 @@ decoder and discriminator updates.
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
 optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are built and
-prepared as ``stages.distill`` builds them (``prepare_network`` / ``prepare_frozen``, one process:
+prepared as ``stages.ode_init`` and ``stages.dmd`` build them (``prepare_network`` / ``prepare_frozen``, one process:
 ``parallel.strategy=single``), with random weights (the zero-init head randomised) instead of the
 exported teacher / student, and random inputs of the pair folder's shapes instead of the pairs. What is
 timed is the loop's inner work for one network (trackstream/train/loop.py): ``objective.loss`` under the runtime's

@@ -4,7 +4,7 @@ network, one micro-batch of ``data.batch_size``: ``objective.loss`` under autoca
 ``TrainedNetwork.step``).
 
 teacher_forcing / consistency: the student (and consistency's frozen autoregressive teacher) is the recipe's model
-with random weights, prepared as ``stages.causal_start`` prepares it (``grad_sync="manual"``, the recipe's optimizer
+with random weights, prepared as ``stages.causal_student`` prepares it (``grad_sync="manual"``, the recipe's optimizer
 and EMA), and the objective is built with the builder's arguments. The batch is what their data yields once encoded
 (``Conditioner.encode``): the clip's latents, layout image channels, text embedding, CLIP tokens, tracks; the
 per-batch encoding of streamed clips (``data.pool_size: null``: the codec and text encoder in ``prepare_batch``)
@@ -40,7 +40,7 @@ __all__ = ["STAGE_BENCHES", "bench_teacher_forcing", "bench_consistency", "bench
 
 
 def _student(typed, runtime: Runtime, par):
-    """The causal student as ``stages.causal_start._student_on_data`` prepares it (random weights)."""
+    """The causal student as ``stages.causal_student.student_on_data`` prepares it (random weights)."""
     net, init = random_network(typed, clean_first_frame=first_chunk_given(typed.stage.causal))
     trained = prepare_network(
         runtime,
