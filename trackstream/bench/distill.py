@@ -60,6 +60,8 @@ from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
 from trackstream.models.precision import DTYPES
 from trackstream.models.tracks import latent_frames, sample_track_ids
+from trackstream.stages.dmd import STAGE as DMD
+from trackstream.stages.ode_init import STAGE as ODE_INIT
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.dist import Runtime, init_runtime, training_allocator
@@ -203,7 +205,7 @@ def run_config(
     if key not in runtime_cache:  # one Accelerator per process and precision
         runtime_cache[key] = init_runtime("single", precision=typed.trainer.precision, device=device)
     runtime = runtime_cache[key]
-    benches = {"dmd": bench_dmd, "ode_init": bench_ode_init, **STAGE_BENCHES}
+    benches = {DMD.name: bench_dmd, ODE_INIT.name: bench_ode_init, **STAGE_BENCHES}
     fn = benches.get(typed.stage.name)
     if fn is None:
         raise ValueError(

@@ -32,6 +32,9 @@ from trackstream.diffusion.samplers import guidance_terms
 from trackstream.distill.consistency import ConsistencyObjective
 from trackstream.distill.teacher_forcing import TeacherForcingObjective
 from trackstream.distill.tiny_decoder import TinyDecoderObjective
+from trackstream.stages.consistency import STAGE as CONSISTENCY
+from trackstream.stages.teacher_forcing import STAGE as TEACHER_FORCING
+from trackstream.stages.tiny_decoder import STAGE as TINY_DECODER
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
@@ -190,7 +193,7 @@ def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, se
 
 
 STAGE_BENCHES = {
-    "teacher_forcing": bench_teacher_forcing,
-    "consistency": bench_consistency,
-    "tiny_decoder": bench_tiny_decoder,
+    TEACHER_FORCING.name: bench_teacher_forcing,
+    CONSISTENCY.name: bench_consistency,
+    TINY_DECODER.name: bench_tiny_decoder,
 }
