@@ -5,7 +5,14 @@ The root ``TrainConfig`` is in stages/train_config.py; this module registers:
   * ``stage/<name>_schema``     each stage's typed config (``stages.registry.STAGES[name].schema``), first in
                                 its conf/stage/<name>.yaml's defaults: the yaml states only what differs from
                                 the dataclass;
-  * the shared settings' nodes (``eval.conf_nodes``: ``causal/c3s1w1``, ``guidance/joint``, ...).
+  * ``NODES``: the settings the stage and model files place with a defaults entry, offered as nodes made from
+    the dataclasses that define them, so no YAML file restates a default: ``causal/c3s1w1``
+    (``models.causal.CausalConfig``, MotionStream's chunking, at ``stage.causal`` of the causal stages),
+    ``guidance/joint`` (``diffusion.samplers.GuidanceConfig``, at ``stage.guidance`` of DMD and consistency and
+    ``stage.ode_pairs.guidance`` of ODE init) and ``lora/disabled`` (``models.lora.LoraConfig``, rank 0, at
+    ``model.lora`` of every model file, so any stage takes ``model.lora.rank=64``). A recipe overrides a field
+    (``stage.causal.window_chunks=2``) and never copies the node. The eval command's nodes (``sampler/default``,
+    ``tracker/<name>``) are its own: ``eval.conf_nodes``.
 ``stage`` is typed by ``stage.name`` (the stage's record in ``stages.registry.STAGES``).
 ``validate`` converts the composed DictConfig to dataclasses (running every ``__post_init__``)
 and checks cross-field rules, raising ``ValueError`` naming the field. Library code only ever
@@ -17,15 +24,24 @@ from __future__ import annotations
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.eval.conf_nodes import register_nodes
+from trackstream.diffusion.samplers import GuidanceConfig
+from trackstream.models.causal import CausalConfig
 from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
+from trackstream.models.lora import LoraConfig
 from trackstream.models.motion_wan import latent_channels
 from trackstream.models.tracks import latent_frames
 from trackstream.stages.registry import STAGES
 from trackstream.stages.train_config import TrainConfig
 from trackstream.stream.chunks import check_first_chunk, first_chunk_given, whole_chunks
 
-__all__ = ["register_configs", "validate", "resolved_container"]
+__all__ = ["NODES", "register_configs", "validate", "resolved_container"]
+
+# (group, name) -> the dataclass whose defaults are the node
+NODES = {
+    ("causal", "c3s1w1"): CausalConfig,
+    ("guidance", "joint"): GuidanceConfig,
+    ("lora", "disabled"): LoraConfig,
+}
 
 
 def register_configs() -> None:
@@ -33,7 +49,8 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     for name, stage in STAGES.items():
         cs.store(group="stage", name=f"{name}_schema", node=stage.schema)
-    register_nodes()  # causal/c3s1w1, guidance/joint, sampler/default: the shared settings' one definition
+    for (group, name), node in NODES.items():
+        cs.store(group=group, name=name, node=node)
 
 
 def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
