@@ -69,7 +69,7 @@ def tiny_teacher_run(root: Path, *, student: str, pairs: str, nudge: float = 0.0
     from hydra_helpers import typed
 
     from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, save_network
-    from trackstream.stages.distill import obtain_ode_pairs
+    from trackstream.stages.pair_data import obtain_ode_pairs
     from trackstream.train.codec import build_codec_module, save_codec_file
     from trackstream.train.dist import init_runtime
 

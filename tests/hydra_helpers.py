@@ -9,7 +9,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 from trackstream.stages.app import CONFIG_DIR
-from trackstream.stages.config import TrainConfig, validate
+from trackstream.stages.config import validate
+from trackstream.stages.train_config import TrainConfig
 
 
 def compose_job(run_dir: Path, *overrides: str) -> DictConfig:

@@ -44,10 +44,10 @@ def test_every_group_row_names_the_files_of_its_folder():
 
 
 def test_the_stage_row_names_every_stage_schema():
-    from trackstream.stages.config import SCHEMAS
+    from trackstream.stages.registry import STAGES
 
     text = (CONF / "README.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| `stage/`"))
-    assert set(_rows()["stage"]) - {"teacher_finetune"} == set(SCHEMAS)
-    for schema in SCHEMAS.values():
-        assert f"`{schema.__name__}`" in row, schema.__name__
+    assert set(_rows()["stage"]) - {"teacher_finetune"} == set(STAGES)
+    for stage in STAGES.values():
+        assert f"`{stage.schema.__name__}`" in row, stage.schema.__name__

@@ -19,6 +19,7 @@ from trackstream.eval.conf_nodes import NODES, register_nodes
 from trackstream.models.causal import CausalConfig
 from trackstream.models.streaming import StreamConfig
 from trackstream.stages.app import CONFIG_DIR
+from trackstream.stages.config import NODES as TRAIN_NODES
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("trackstream", "lab") for p in (ROOT / d).rglob("*.py")]
@@ -63,7 +64,7 @@ def test_eval_command_sampler_is_the_dataclass_default():
 def test_no_config_file_restates_a_node():
     """The node groups have no YAML twin and no config file writes the guidance weights or c3s1w1's
     chunk sizes (recipes override ``first_chunk_frames`` only, the one field real layouts differ in)."""
-    for group, _ in NODES:
+    for group, _ in [*NODES, *TRAIN_NODES]:
         assert not (ROOT / "conf" / group).exists(), f"conf/{group}/ would be a second home of its node"
     keys = re.compile(r"^\s*(w_text|w_motion|chunk_frames|sink_chunks|window_chunks)\s*:", re.M)
     offenders = [str(p.relative_to(ROOT)) for p in CONFIGS if keys.search(p.read_text())]

@@ -185,12 +185,14 @@ def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
 
 
 def test_a_stage_is_a_schema_and_a_builder_named_by_stage_name():
-    from trackstream.stages.config import SCHEMAS
-    from trackstream.stages.registry import BUILDERS
-    from trackstream.stages.teacher import build_teacher
+    from trackstream.stages.registry import STAGES
+    from trackstream.stages.teacher import STAGE, build_teacher
 
     typed = validate(_tiny_teacher())
-    assert type(typed.stage) is SCHEMAS["teacher"] and BUILDERS[typed.stage.name] is build_teacher
+    assert STAGES[typed.stage.name] is STAGE and type(typed.stage) is STAGE.schema and STAGE.builder is build_teacher
+    # each stage's file holds its record, named after it; the schema's default name is the record's
+    for name, stage in STAGES.items():
+        assert stage.builder.__module__ == f"trackstream.stages.{name}" and stage.schema().name == name
     with pytest.raises(ValueError, match="stage.name='nope' is no stage"):
         validate(_tiny_teacher("stage.name=nope"))
 
@@ -220,8 +222,9 @@ def test_no_stage_yaml_restates_a_default_or_names_a_missing_field():
     import yaml
     from omegaconf import OmegaConf
 
-    from trackstream.stages.config import SCHEMAS
+    from trackstream.stages.registry import STAGES
 
+    SCHEMAS = {name: stage.schema for name, stage in STAGES.items()}
     files = sorted((ROOT / "conf" / "stage").glob("*.yaml"))
     assert {f.stem for f in files} >= set(SCHEMAS)
     for path in files:
@@ -347,3 +350,27 @@ def test_every_real_recipe_has_a_one_gpu_debug_preset(name, tmp_path):
     )  # the real shapes and chunking: only the batch, steps and workers shrink
     assert typed.data.num_workers <= 1 and typed.data.eval_samples <= 2
     instantiate(typed)
+
+
+def test_an_outside_stage_registers_its_record(tmp_path):
+    from dataclasses import dataclass
+
+    from trackstream.stages.registry import STAGES, register_stage
+
+    @dataclass
+    class OutsideConfig:
+        name: str = "outside"
+        steps: int = 3
+
+    def build_outside(cfg, runtime, run_dir):
+        raise AssertionError("not built here")
+
+    try:
+        stage = register_stage("outside", OutsideConfig, build_outside, planned=False)
+        assert STAGES["outside"] is stage and stage.builder is build_outside
+        typed = validate(_compose(tmp_path, "stage=outside_schema"))
+        assert typed.stage == OutsideConfig()
+        with pytest.raises(ValueError, match="registered already"):
+            register_stage("outside", OutsideConfig, build_outside)
+    finally:
+        STAGES.pop("outside", None)

@@ -188,7 +188,7 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
     cfg.codec.checkpoint = str(run / "teacher/codec/codec.pt")
     for stage in ("dmd", "teacher"):
         OmegaConf.save(cfg, run / stage / "config.yaml")
-    # the fixture's ODE-init export records no streaming conventions; the stage's would (stages.distill)
+    # the fixture's ODE-init export records no streaming conventions; the stage's would (stages.ode_init)
     from trackstream.models.streaming import StreamConfig
 
     meta_path = run / "ode_init/export/student/network.json"

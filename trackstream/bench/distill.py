@@ -12,7 +12,7 @@ decoder and discriminator updates.
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
 optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are built and
-prepared as ``stages.distill`` builds them (``prepare_network`` / ``prepare_frozen``, one process:
+prepared as ``stages.ode_init`` and ``stages.dmd`` build them (``prepare_network`` / ``prepare_frozen``, one process:
 ``parallel.strategy=single``), with random weights (the zero-init head randomised) instead of the
 exported teacher / student, and random inputs of the pair folder's shapes instead of the pairs. What is
 timed is the loop's inner work for one network (trackstream/train/loop.py): ``objective.loss`` under the runtime's
@@ -60,6 +60,8 @@ from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
 from trackstream.models.precision import DTYPES
 from trackstream.models.tracks import latent_frames, sample_track_ids
+from trackstream.stages.dmd import STAGE as DMD
+from trackstream.stages.ode_init import STAGE as ODE_INIT
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.dist import Runtime, init_runtime, training_allocator
@@ -203,7 +205,7 @@ def run_config(
     if key not in runtime_cache:  # one Accelerator per process and precision
         runtime_cache[key] = init_runtime("single", precision=typed.trainer.precision, device=device)
     runtime = runtime_cache[key]
-    benches = {"dmd": bench_dmd, "ode_init": bench_ode_init, **STAGE_BENCHES}
+    benches = {DMD.name: bench_dmd, ODE_INIT.name: bench_ode_init, **STAGE_BENCHES}
     fn = benches.get(typed.stage.name)
     if fn is None:
         raise ValueError(

@@ -115,7 +115,7 @@ def horizon_conditioner(typed, runtime: Runtime) -> Conditioner:
 
 
 def random_conditions(net, typed, shape: dict, device, gen: torch.Generator) -> dict:
-    """Random conditions as ``stages.distill`` batches them from the pairs (before ``prepare_batch``)."""
+    """Random conditions as ``stages.pair_data.condition_stream`` batches them (before ``prepare_batch``)."""
     B, T, F, C, h, w, N = (shape[k] for k in "BTFChwN")
     img = {"wan_i2v": 4 + C, "fun_control": C}.get(typed.model.layout, 0)  # the layout's image channels
     batch = {

@@ -4,7 +4,7 @@ network, one micro-batch of ``data.batch_size``: ``objective.loss`` under autoca
 ``TrainedNetwork.step``).
 
 teacher_forcing / consistency: the student (and consistency's frozen autoregressive teacher) is the recipe's model
-with random weights, prepared as ``stages.causal_start`` prepares it (``grad_sync="manual"``, the recipe's optimizer
+with random weights, prepared as ``stages.causal_student`` prepares it (``grad_sync="manual"``, the recipe's optimizer
 and EMA), and the objective is built with the builder's arguments. The batch is what their data yields once encoded
 (``Conditioner.encode``): the clip's latents, layout image channels, text embedding, CLIP tokens, tracks; the
 per-batch encoding of streamed clips (``data.pool_size: null``: the codec and text encoder in ``prepare_batch``)
@@ -32,6 +32,9 @@ from trackstream.diffusion.samplers import guidance_terms
 from trackstream.distill.consistency import ConsistencyObjective
 from trackstream.distill.teacher_forcing import TeacherForcingObjective
 from trackstream.distill.tiny_decoder import TinyDecoderObjective
+from trackstream.stages.consistency import STAGE as CONSISTENCY
+from trackstream.stages.teacher_forcing import STAGE as TEACHER_FORCING
+from trackstream.stages.tiny_decoder import STAGE as TINY_DECODER
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
@@ -40,7 +43,7 @@ __all__ = ["STAGE_BENCHES", "bench_teacher_forcing", "bench_consistency", "bench
 
 
 def _student(typed, runtime: Runtime, par):
-    """The causal student as ``stages.causal_start._student_on_data`` prepares it (random weights)."""
+    """The causal student as ``stages.causal_student.student_on_data`` prepares it (random weights)."""
     net, init = random_network(typed, clean_first_frame=first_chunk_given(typed.stage.causal))
     trained = prepare_network(
         runtime,
@@ -190,7 +193,7 @@ def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, se
 
 
 STAGE_BENCHES = {
-    "teacher_forcing": bench_teacher_forcing,
-    "consistency": bench_consistency,
-    "tiny_decoder": bench_tiny_decoder,
+    TEACHER_FORCING.name: bench_teacher_forcing,
+    CONSISTENCY.name: bench_consistency,
+    TINY_DECODER.name: bench_tiny_decoder,
 }

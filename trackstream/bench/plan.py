@@ -23,8 +23,8 @@ from pathlib import Path
 
 from trackstream.bench.plan_model import GPUS, OVERHEAD_GIB, gpu_gib, gpu_peak_tflops
 from trackstream.bench.plan_stages import GIB, Plan, make_plan
-from trackstream.stages.config import SEQUENCE_PARALLEL_STAGES
 from trackstream.stages.recipes import compose_recipe
+from trackstream.stages.registry import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "conf" / "experiment"
@@ -51,9 +51,10 @@ def _steps(plan: Plan) -> list[tuple[str, list[str], int | None]]:
     steps += [
         (f"--gpus {n}" + (" parallel=fsdp" if fsdp else ""), fsdp, n) for n in (2, 4, 8, 16, 32, 64) if n > plan.gpus
     ]
-    if cfg.stage.name in SEQUENCE_PARALLEL_STAGES and cfg.parallel.sequence_parallel == 1 and plan.facts.heads:
+    record = STAGES[cfg.stage.name]
+    if record.sequence_parallel and cfg.parallel.sequence_parallel == 1 and plan.facts.heads:
         steps += [(f"parallel.sequence_parallel={k}", [f"parallel.sequence_parallel={k}"], None) for k in (2, 4, 8)]
-    if not cfg.model.lora.enabled and cfg.stage.name != "rl":  # the RL stage trains without adapters
+    if not cfg.model.lora.enabled and record.lora:  # the RL stage trains without adapters
         steps.append(("model.lora.rank=64", ["model.lora.rank=64"], None))
     return steps
 

@@ -2,14 +2,14 @@
 
 * teacher (``stages/teacher.py``): the DiT trained (EMA with ``ema.enabled``); the text encoder,
   the codec and (i2v flavors) the CLIP image encoder stay loaded on the device for the whole run.
-* ode_init (``stages/distill.py:build_ode_init``): the generator trained (``ema``); nothing frozen until
+* ode_init (``stages/ode_init.py``): the generator trained (``ema``); nothing frozen until
   the first periodic sample loads the codec, text and image encoders (kept from then on). The ODE pairs
   are a separate job (``trackstream pairs``) that holds a whole frozen teacher per rank.
-* dmd (``build_dmd``): generator (EMA ``stage.generator_ema``) and critic (no EMA) trained, one update at a
+* dmd (``stages/dmd.py``): generator (EMA ``stage.generator_ema``) and critic (no EMA) trained, one update at a
   time; the frozen teacher (sharded under fsdp); the text encoder; codec and image encoder when
   ``stage.rollout_horizons`` > 1 or from the first periodic sample. The self-rollout fills the rolling
   KV cache; gradients flow through each chunk's exit step, i.e. one pass over the clip's tokens.
-* teacher_forcing / consistency (``stages/causal_start.py``): the generator trained (``ema``: consistency's
+* teacher_forcing / consistency (``stages/teacher_forcing.py``, ``stages/consistency.py``): the generator trained (``ema``: consistency's
   target network); the text encoder, codec and (i2v flavors) image encoder loaded for the whole run (the data
   is encoded per batch, as the teacher's); consistency also holds the frozen autoregressive teacher (the
   student's size, sharded under fsdp). Each walks the clip chunk by chunk through a rolling KV cache (clean
@@ -20,6 +20,9 @@
   differentiated chunk by chunk before one backward.
 * tiny_decoder (``stages/tiny_decoder.py``): the TAEHV decoder and the PatchGAN discriminator trained, the full
   codec and LPIPS frozen; counted on crops (``bench/plan_tiny_decoder.py``).
+What a stage's record (``stages.registry.STAGES``) states is read from it: whether it is planned, whether
+``model.lora`` applies to it, how it uses the rolling KV cache; what is particular to one stage is keyed by its
+record's name.
 """
 
 from __future__ import annotations
@@ -42,11 +45,17 @@ from trackstream.bench.plan_model import (
     trained_bytes,
 )
 from trackstream.models.tracks import latent_frames
+from trackstream.stages.consistency import STAGE as CONSISTENCY
+from trackstream.stages.dmd import STAGE as DMD
+from trackstream.stages.ode_init import STAGE as ODE_INIT
+from trackstream.stages.registry import STAGES
+from trackstream.stages.rl import STAGE as RL
+from trackstream.stages.teacher import STAGE as TEACHER
+from trackstream.stages.teacher_forcing import STAGE as TEACHER_FORCING
+from trackstream.stages.tiny_decoder import STAGE as TINY_DECODER
 
 MEASURED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "h200" / "train.json"
 TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models/text_encoders.py)
-PLANNED = ("teacher", "ode_init", "teacher_forcing", "consistency", "dmd", "rl", "tiny_decoder")
-CAUSAL_WALKS = ("teacher_forcing", "consistency")  # the stages that stream clean context through a rolling cache
 
 
 @dataclass
@@ -110,8 +119,9 @@ def _measured_mfu(flavor: str) -> tuple[float | None, str]:
 def _refuse(cfg, gpus: int) -> None:
     """The layouts training itself refuses (one line each), before any size is computed."""
     par, stage = cfg.parallel, cfg.stage.name
-    if stage not in PLANNED:
-        raise ValueError(f"stage={stage}: plans cover the {', '.join(PLANNED)} stages; choose one of them")
+    if not (stage in STAGES and STAGES[stage].planned):
+        planned = ", ".join(name for name, s in STAGES.items() if s.planned)
+        raise ValueError(f"stage={stage}: plans cover the {planned} stages; choose one of them")
     K = par.sequence_parallel
     if par.strategy == "single" and gpus > 1:
         raise ValueError(
@@ -122,7 +132,7 @@ def _refuse(cfg, gpus: int) -> None:
             f"--gpus {gpus} is not a multiple of parallel.sequence_parallel={K} (world = data x K): "
             f"choose --gpus as a multiple of {K}"
         )
-    if par.strategy == "deepspeed" and stage in ("dmd", "rl"):  # as train/parallel.py refuses it
+    if par.strategy == "deepspeed" and stage in (DMD.name, RL.name):  # as train/parallel.py refuses it
         raise ValueError(
             f"parallel.strategy=deepspeed: stage {stage} trains its generator outside its forward, which a "
             "DeepSpeed engine cannot see; use parallel=fsdp, ddp or single"
@@ -137,14 +147,16 @@ def _networks(cfg, st, stage: str, text_dim: int, tokens: int) -> tuple:
     """(trained, full, teacher, critic, teacher flavor) facts: the trained network (the rl stage without
     LoRA), its full-rank twin, the distillation's teacher and critic."""
     lora = (
-        cfg.model if stage != "rl" else dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0))
+        cfg.model
+        if STAGES[stage].lora
+        else dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0))
     )
     f = net_facts(lora, text_dim, tokens)
     full = net_facts(dataclasses.replace(cfg.model, lora=dataclasses.replace(cfg.model.lora, rank=0)), text_dim, tokens)
     # the teacher of a distillation: stage.teacher_flavor (a 14B over a 1.3B student), else the export's, else model's
     teacher = full
     flavor = getattr(st, "teacher_flavor", None) or _export_flavor(getattr(st, "teacher", None))
-    if stage in ("ode_init", "dmd") and flavor and flavor != cfg.model.flavor:
+    if stage in (ODE_INIT.name, DMD.name) and flavor and flavor != cfg.model.flavor:
         other = dataclasses.replace(cfg.model, flavor=flavor, overrides={})
         teacher = net_facts(dataclasses.replace(other, lora=dataclasses.replace(other.lora, rank=0)), text_dim, tokens)
         critic = f if getattr(st, "critic", None) else net_facts(other, text_dim, tokens)  # null: the teacher's copy
@@ -205,7 +217,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
         grad_accum=cfg.trainer.grad_accum,
     )
     half = cfg.trainer.precision in ("auto", "bf16")  # auto = bf16 on a GPU
-    if stage == "tiny_decoder":  # convolutional codec networks, no DiT tokens: bench/plan_tiny_decoder.py
+    if stage == TINY_DECODER.name:  # convolutional codec networks, no DiT tokens: bench/plan_tiny_decoder.py
         return _tiny_decoder_plan(cfg, gpus=gpus, gpu=gpu, overrides=overrides, accum=accum, half=half)
     text_dim = TEXT_DIMS["umt5" if cfg.model.text_encoder.lower().startswith("umt5") else "minilm"]
     base = flavor_config(cfg.model.flavor, **cfg.model.overrides)
@@ -214,7 +226,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     latents = latent_frames(cfg.data.num_frames)
     tpf = (cfg.data.height // sf // ph) * (cfg.data.width // sf // pw)
     tokens = latents // pt * tpf
-    samples = cfg.data.batch_size * (st.group_size if stage == "rl" else 1)
+    samples = cfg.data.batch_size * (st.group_size if stage == RL.name else 1)
     f, full, teacher, critic, flavor = _networks(cfg, st, stage, text_dim, tokens)
     if K > 1:  # the same refusals as the training forward (models/sequence_parallel.py)
         from trackstream.models.sequence_parallel import SequenceShard
@@ -228,22 +240,24 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     plan = Plan(name, cfg, gpu, gpus, layout, tokens, samples, tokens * samples / K, f)
 
     kw = dict(strategy=par.strategy, zero=zero, offload=par.offload_optimizer, world=gpus, half=half)
-    if stage == "dmd":
+    record = STAGES[stage]
+    label = {TEACHER.name: "dit", RL.name: "policy"}.get(stage, "generator")  # its trained network's rows
+    if stage == DMD.name:
         nets = [
             trained_bytes("generator", f, ema=st.generator_ema.enabled, **kw),
             trained_bytes("critic", critic, ema=False, **kw),
         ]
     else:
-        nets = [trained_bytes({"teacher": "dit", "rl": "policy"}.get(stage, "generator"), f, ema=_ema(cfg), **kw)]
-    if stage == "rl" and cfg.model.lora.enabled:
-        plan.notes.append("the rl stage trains the whole policy: model.lora is not applied to it")
+        nets = [trained_bytes(label, f, ema=_ema(cfg), **kw)]
+    if not record.lora and cfg.model.lora.enabled:
+        plan.notes.append(f"the {stage} stage trains the whole {label}: model.lora is not applied to it")
 
     held = _frozen_networks(cfg, f, teacher, half=half, notes=plan.notes)
     if teacher is not full:
         plan.notes.append(f"the teacher is {flavor} ({teacher.params:,} parameters): stage.teacher_flavor")
 
     # tokens of one differentiated pass: a chunk of the causal rollout (dmd generator, rl), else the clip
-    chunk = st.causal.chunk_frames * tpf * samples / K if stage in ("dmd", "rl") else tokens * samples / K
+    chunk = st.causal.chunk_frames * tpf * samples / K if record.cache == "rollout" else tokens * samples / K
     # the peak: the larger of the networks' updates (one at a time), over the step's phases
     peak, peak_net = _peak(nets, f, cfg, tokens=tokens, samples=samples, chunk=chunk, half=half, accum=accum)
     plan.phases = peak
@@ -255,7 +269,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
             "bytes": max(peak.values()) - peak_net.gradients,
         }
     )
-    if stage in ("dmd", "rl", *CAUSAL_WALKS):
+    if record.cache is not None:
         kv = kv_cache_bytes(f, st.causal, latents=latents, tokens_per_frame=tpf, samples=samples, half=half)
         # under sequence parallelism each rank caches its K-th of the heads (models/causal.py)
         rows.append({"component": f"rolling KV cache ({st.causal.name})", "bytes": kv / K})
@@ -303,19 +317,19 @@ def _frozen_networks(cfg, f: NetFacts, full: NetFacts, *, half: bool, notes: lis
     )
     horizons = getattr(st, "rollout_horizons", 1) > 1
     later = " (from the first periodic sample)"
-    if stage in ("teacher", *CAUSAL_WALKS):
-        if stage == "consistency":
+    if stage == TEACHER.name or STAGES[stage].cache == "walk":
+        if stage == CONSISTENCY.name:
             held.append(("frozen autoregressive teacher", f.params, 4, par.strategy == "fsdp"))
         held += [text, codec, *image]
-    elif stage == "ode_init":
+    elif stage == ODE_INIT.name:
         if sampling:
             held += [(c + later, n, b, s) for c, n, b, s in [text, codec, *image]]
         notes.append("the ODE pairs job (trackstream pairs) is separate: it holds a whole frozen teacher per rank")
-    elif stage == "dmd":
+    elif stage == DMD.name:
         held += [("frozen teacher (real score)", full.params, 4, par.strategy == "fsdp"), text]
         if horizons or sampling:
             held += [(c + ("" if horizons else later), n, b, s) for c, n, b, s in [codec, *image]]
-    elif stage == "rl":
+    elif stage == RL.name:
         if st.kl_weight > 0:
             held.append(("frozen reference (KL)", f.params, 4, par.strategy == "fsdp"))
         held.append(codec)
@@ -341,7 +355,7 @@ def _export_flavor(folder) -> str | None:
 
 def _ema(cfg) -> bool:
     st = cfg.stage
-    return bool(st.ema.enabled) if cfg.stage.name == "rl" else bool(cfg.ema.enabled)
+    return bool(st.ema.enabled) if cfg.stage.name == RL.name else bool(cfg.ema.enabled)
 
 
 def nfe_terms(st) -> int:
@@ -362,16 +376,16 @@ def _step_time(plan: Plan, cfg, stage: str, st, accum: int, data_ranks: int, tea
         return
     S = cfg.schedule.student_steps
     mult = {
-        "teacher": 1.0,
-        "ode_init": 1.0,
+        TEACHER.name: 1.0,
+        ODE_INIT.name: 1.0,
         # the noisy pass with gradient + the clean pass that fills the cache (a no-grad forward = 1/3)
-        "teacher_forcing": 1 + 1 / 3,
+        TEACHER_FORCING.name: 1 + 1 / 3,
         # the guided teacher (3 terms, noisy + clean passes), the EMA target (noisy + clean), the student (as TF)
-        "consistency": nfe_terms(st) * 2 / 3 + 2 / 3 + 1 + 1 / 3 if stage == "consistency" else 0.0,
-        "dmd": S / 3 + 1 + (1 + teacher_cost) / getattr(st, "update_ratio", 1),
-        "rl": S / 3 + (1 / 3 if getattr(st, "kl_weight", 0) > 0 else 0) + 1,
+        CONSISTENCY.name: nfe_terms(st) * 2 / 3 + 2 / 3 + 1 + 1 / 3 if stage == CONSISTENCY.name else 0.0,
+        DMD.name: S / 3 + 1 + (1 + teacher_cost) / getattr(st, "update_ratio", 1),
+        RL.name: S / 3 + (1 / 3 if getattr(st, "kl_weight", 0) > 0 else 0) + 1,
     }[stage]
-    samples = cfg.data.batch_size * accum * data_ranks * (st.group_size if stage == "rl" else 1)
+    samples = cfg.data.batch_size * accum * data_ranks * (st.group_size if stage == RL.name else 1)
     plan.step_flops = plan.facts.flops_per_sample * mult * samples
     plan.mfu = mfu
     plan.step_s = plan.step_flops / (plan.gpus * gpu_peak_tflops(plan.gpu) * 1e12 * mfu)

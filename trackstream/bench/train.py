@@ -40,7 +40,7 @@ from trackstream.bench.train_setup import random_batch, training_setup
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
-from trackstream.stages.config import ScheduleConfig
+from trackstream.stages.train_config import ScheduleConfig
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.dist import training_allocator
 from trackstream.train.teacher import TeacherConfig

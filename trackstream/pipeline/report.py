@@ -41,6 +41,8 @@ from trackstream.pipeline.report_tables import (
     run_sections,
     teacher_sentences,
 )
+from trackstream.stages.dmd import STAGE as DMD
+from trackstream.stages.teacher import STAGE as TEACHER
 
 __all__ = ["write_report", "read_metrics", "json_safe"]
 
@@ -85,7 +87,7 @@ def _opening(f: dict, run_dir: Path) -> list[str]:
         + ".",
         "",
     ]
-    release = _get(f, "stages", "teacher") or {}
+    release = _get(f, "stages", TEACHER.name) or {}
     if release.get("release"):
         lines += [
             f"Teacher: the shipped release `{release['release']}` ({release.get('release_steps')} steps, trained "
@@ -93,7 +95,7 @@ def _opening(f: dict, run_dir: Path) -> list[str]:
             f"{release.get('steps')} steps with mid-frame masking.",
             "",
         ]
-    dmd = _get(f, "stages", "dmd") or {}
+    dmd = _get(f, "stages", DMD.name) or {}
     if dmd.get("from_generator_updates") is not None:  # --sizes full: the DMD stage continued a shipped checkpoint
         lines += [
             f"DMD student: the shipped student's DMD checkpoint `{dmd['from']}` ({dmd['from_generator_updates']} "

@@ -17,6 +17,7 @@ from trackstream.pipeline.report_figures import ratio as _ratio
 from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
 from trackstream.pipeline.report_quality import floor_quality_cells, quality_cells, quality_header
+from trackstream.stages.rl import STAGE as RL
 
 __all__ = [
     "fmt",
@@ -150,7 +151,7 @@ def rl_sentences(f: dict) -> list[str]:
     rl, dmd = f.get("rl_epe_with_tracks"), f.get("student_epe_with_tracks")
     if not _finite(rl, dmd):
         return []
-    stage = _get(f, "stages", "rl") or {}
+    stage = _get(f, "stages", RL.name) or {}
     steps = f" ({stage['step']} steps of `experiment=rl_tiny`)" if stage.get("step") is not None else ""
     per = stage.get("seconds_per_step")
     cost = f", {per:.2f} s per step" if _finite(per) else ""

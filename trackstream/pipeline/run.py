@@ -33,6 +33,10 @@ import torch
 
 from trackstream.pipeline.presets import FULL, LONG, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, train_stage
+from trackstream.stages.dmd import STAGE as DMD
+from trackstream.stages.ode_init import STAGE as ODE_INIT
+from trackstream.stages.rl import STAGE as RL
+from trackstream.stages.teacher import STAGE as TEACHER
 from trackstream.stages.teacher_record import find_record
 
 __all__ = [
@@ -102,8 +106,8 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
     else:
         overrides = [*RELEASE_RECIPE, *sizes.teacher]
         release = {}
-    summary = train_stage(run_dir, "teacher", overrides)
-    state["teacher"] = str((run_dir / "teacher" / "export" / "teacher").resolve())
+    summary = train_stage(run_dir, TEACHER.name, overrides)
+    state["teacher"] = str((run_dir / TEACHER.name / "export" / "teacher").resolve())
     state["codec"] = str(find_record(state["teacher"], "teacher").codec)  # the release's, or the one it fitted
     return {
         "export": state["teacher"],
@@ -119,7 +123,7 @@ def stage_ode_init(run_dir: Path, state: dict) -> dict:
     """ODE pairs from the teacher (joint guidance) + causal ODE regression of the student."""
     summary = train_stage(
         run_dir,
-        "ode_init",
+        ODE_INIT.name,
         [
             "experiment=tiny_ode_init",
             *DISTILL,
@@ -137,14 +141,14 @@ def stage_ode_init(run_dir: Path, state: dict) -> dict:
 def stage_dmd(run_dir: Path, state: dict) -> dict:
     """Self-Forcing DMD, real score = teacher with joint guidance, from the ODE-init student or (``dmd_from``
     "shipped") continuing the shipped student's DMD checkpoint made from the same teacher release."""
-    start, origin = state["ode_student"], {"from": "ode_init"}
+    start, origin = state["ode_student"], {"from": ODE_INIT.name}
     if "shipped_dmd" in state:  # checked against the teacher release by ``run`` before any training
         path, manifest = state["shipped_dmd"]
         start = str(path.resolve())
         origin = {"from": start, "from_generator_updates": manifest.get("generator_updates")}
     summary = train_stage(
         run_dir,
-        "dmd",
+        DMD.name,
         [
             "experiment=tiny_dmd",
             *DISTILL,
@@ -166,7 +170,7 @@ def stage_rl(run_dir: Path, state: dict) -> dict:
         return {"status": "skipped", "why": f"--sizes {state['sizes'].name} has no RL stage"}
     summary = train_stage(
         run_dir,
-        "rl",
+        RL.name,
         [
             "experiment=rl_tiny",
             *DISTILL,
@@ -178,7 +182,7 @@ def stage_rl(run_dir: Path, state: dict) -> dict:
     state["rl_student"] = summary["export"]
     from trackstream.pipeline.report import read_metrics
 
-    rows = read_metrics(run_dir / "rl" / "metrics.jsonl")
+    rows = read_metrics(run_dir / RL.name / "metrics.jsonl")
     step_s = [r["perf/step_time_s"] for r in rows if "perf/step_time_s" in r]  # each: mean over its log window
     rewards = [r["train/rl/reward"] for r in rows if "train/rl/reward" in r]
     return {k: summary.get(k) for k in ("export", "policy_updates", "reward_seconds", "step")} | {
@@ -196,9 +200,9 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     from trackstream.eval.stream_eval import StreamEvalConfig, run_evaluation
 
     sizes: Sizes = state["sizes"]
-    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)  # world, grid
+    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / DMD.name / "config.yaml"), resolve=True)  # world, grid
     data = DataConfig(**{**cfg["data"], "eval_samples": sizes.eval_samples})
-    teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
+    teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / TEACHER.name / "config.yaml"), resolve=True)
     ev = StreamEvalConfig(
         long_factor=sizes.long_factor,
         long_clips=sizes.long_clips,
@@ -207,8 +211,8 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
         num_tracks=teacher_cfg["eval"]["num_tracks"],
     )
     students = {
-        "ode_init": state["ode_student"],
-        **({"rl": state["rl_student"]} if state.get("rl_student") else {}),
+        ODE_INIT.name: state["ode_student"],
+        **({RL.name: state["rl_student"]} if state.get("rl_student") else {}),
         "student": state["student"],
     }  # the DMD student stays last (samples/<id>/video.mp4, long rollouts and latency are its own); the RL
     # student, when there is one, is an extra row (rl_* figures) and side-by-side panel
@@ -261,10 +265,10 @@ def evaluation_key(models: dict[str, str], sizes: Sizes) -> dict:
 # (name, function) in order
 PIPELINE: list[tuple[str, Callable[[Path, dict], dict]]] = [
     ("foundation", stage_foundation),
-    ("teacher", stage_teacher),
-    ("ode_init", stage_ode_init),
-    ("dmd", stage_dmd),
-    ("rl", stage_rl),  # only in presets with an RL stage (LONG, SMOKE)
+    (TEACHER.name, stage_teacher),
+    (ODE_INIT.name, stage_ode_init),
+    (DMD.name, stage_dmd),
+    (RL.name, stage_rl),  # only in presets with an RL stage (LONG, SMOKE)
     ("stream", stage_stream),
 ]
 
@@ -330,14 +334,14 @@ def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> di
     figures["total_seconds"] = round(time.perf_counter() - t_start, 2)
     cpu = os.times()  # CPU time of this process and its finished stage processes (context for CPU contention)
     figures["total_cpu_seconds"] = round(cpu.user + cpu.system + cpu.children_user + cpu.children_system, 2)
-    trained = ("teacher", "ode_init", "dmd") + (("rl",) if "rl" in stages else ())
+    trained = (TEACHER.name, ODE_INIT.name, DMD.name) + ((RL.name,) if RL.name in stages else ())
     metrics = {name: read_metrics(run_dir / name / "metrics.jsonl") for name in trained}
     if sizes.teacher_from == "shipped":  # the shipped teacher's own training curve, then its fine-tune here
         from trackstream.pipeline.releases import teacher_training_curve
 
         metrics = {
             "teacher (shipped)": teacher_training_curve(state["teacher_asset"]),
-            "teacher fine-tune": metrics.pop("teacher"),
+            "teacher fine-tune": metrics.pop(TEACHER.name),
             **metrics,
         }
     report = write_report(run_dir, figures, metrics=metrics)

@@ -39,10 +39,11 @@ from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.formats.files import remove_run_folder
 from trackstream.models.precision import concrete_precision, resolve_device
 from trackstream.stages.common import StagePreempted, codec_fingerprint, fingerprint
-from trackstream.stages.config import TrainConfig, register_configs, resolved_container, validate
+from trackstream.stages.config import register_configs, resolved_container, validate
 from trackstream.stages.recipes import CONFIG_DIR
 from trackstream.stages.registry import run_stage
 from trackstream.stages.teacher_record import Applied, apply_settings
+from trackstream.stages.train_config import TrainConfig
 from trackstream.train.checkpoint import TrainingStopped, refuse_foreign_run
 from trackstream.train.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
 from trackstream.train.loop import configure_determinism, set_threads

@@ -3,11 +3,13 @@ sets its length), then its latent statistics, and save ``<run_dir>/codec.pt``.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.clips import ClipPool
 from trackstream.stages.common import StagePlan, codec_plan
+from trackstream.stages.stage import Stage
 from trackstream.train.codec import save_codec_file
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
@@ -15,9 +17,16 @@ from trackstream.train.metrics import MetricLogger
 from trackstream.train.parallel import unwrap
 
 if TYPE_CHECKING:
-    from trackstream.stages.config import TrainConfig
+    from trackstream.stages.train_config import TrainConfig
 
-__all__ = ["build_codec_stage"]
+__all__ = ["STAGE", "CodecStageConfig", "build_codec_stage"]
+
+
+@dataclass
+class CodecStageConfig:
+    """``stage=codec``: fit the trainable tiny codec alone (its settings are the root's ``codec.fit``)."""
+
+    name: str = "codec"
 
 
 def build_codec_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
@@ -36,3 +45,7 @@ def build_codec_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> St
 
     plan.finish = finish
     return plan
+
+
+# not planned: trackstream plan sizes DiT stages and the tiny decoder
+STAGE = Stage(CodecStageConfig.name, CodecStageConfig, build_codec_stage, planned=False)

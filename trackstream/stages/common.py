@@ -3,11 +3,8 @@ run through ``train.loop.train``, the frozen text encoder, the encoded clip pool
 (fitted first when it is trainable and no checkpoint is given).
 
 A ``StagePlan`` is an objective + prepared networks + a data stream + hooks + a ``finish`` callback.
-The builders (``stages.registry.BUILDERS``):
-  * ``codec``    fit the trainable tiny codec (stages/codec.py);
-  * ``teacher``  the motion-conditioned teacher (stages/teacher.py);
-  * ``ode_init`` / ``dmd``  the causal student (stages/distill.py);
-  * ``rl``       AR-Drag's GRPO on the streaming student (stages/rl.py).
+Each stage's builder is in the file named after the stage (stages/teacher.py, stages/dmd.py, ...; the records
+are collected in ``stages.registry.STAGES``).
 """
 
 from __future__ import annotations
@@ -16,7 +13,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import torch.nn as nn
@@ -25,7 +22,6 @@ from trackstream.data.batching import derive_seed
 from trackstream.data.clips import ClipPool, PoolStream, build_raw_stream
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.precision import resolve_dtype
-from trackstream.stages.config import TrainConfig
 from trackstream.train.checkpoint import CheckpointManager
 from trackstream.train.codec import (
     TRAINABLE,
@@ -42,6 +38,9 @@ from trackstream.train.objective import Objective
 from trackstream.train.optim import OptimConfig
 from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen, prepare_network
 from trackstream.train.trained_network import TrainedNetwork
+
+if TYPE_CHECKING:
+    from trackstream.stages.train_config import TrainConfig
 
 __all__ = [
     "StagePlan",

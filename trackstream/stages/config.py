@@ -1,12 +1,19 @@
-"""The root training config: structured-config schemas registered in Hydra's ConfigStore.
+"""The training config's schemas registered in Hydra's ConfigStore, and its validation.
 
-Each component's schema lives next to the component (``OptimConfig`` in trackstream/train/optim.py, ...);
-this module composes them into ``TrainConfig`` and registers:
+The root ``TrainConfig`` is in stages/train_config.py; this module registers:
   * ``train_schema``            the root, first in conf/train.yaml's defaults (type-checks YAML);
-  * ``stage/<name>_schema``     each stage's typed config (``SCHEMAS``), first in its conf/stage/<name>.yaml's
-                                defaults: the yaml states only what differs from the dataclass;
-  * the shared settings' nodes (``eval.conf_nodes``: ``causal/c3s1w1``, ``guidance/joint``, ...).
-``stage`` is typed by ``stage.name`` (``SCHEMAS``; the builders are in ``stages.registry``).
+  * ``stage/<name>_schema``     each stage's typed config (``stages.registry.STAGES[name].schema``), first in
+                                its conf/stage/<name>.yaml's defaults: the yaml states only what differs from
+                                the dataclass;
+  * ``NODES``: the settings the stage and model files place with a defaults entry, offered as nodes made from
+    the dataclasses that define them, so no YAML file restates a default: ``causal/c3s1w1``
+    (``models.causal.CausalConfig``, MotionStream's chunking, at ``stage.causal`` of the causal stages),
+    ``guidance/joint`` (``diffusion.samplers.GuidanceConfig``, at ``stage.guidance`` of DMD and consistency and
+    ``stage.ode_pairs.guidance`` of ODE init) and ``lora/disabled`` (``models.lora.LoraConfig``, rank 0, at
+    ``model.lora`` of every model file, so any stage takes ``model.lora.rank=64``). A recipe overrides a field
+    (``stage.causal.window_chunks=2``) and never copies the node. The eval command's nodes (``sampler/default``,
+    ``tracker/<name>``) are its own: ``eval.conf_nodes``.
+``stage`` is typed by ``stage.name`` (the stage's record in ``stages.registry.STAGES``).
 ``validate`` converts the composed DictConfig to dataclasses (running every ``__post_init__``)
 and checks cross-field rules, raising ``ValueError`` naming the field. Library code only ever
 sees the dataclasses, never a DictConfig.
@@ -14,126 +21,36 @@ sees the dataclasses, never a DictConfig.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Optional
-
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from trackstream.data.clips import DataConfig
-from trackstream.diffusion.samplers import SamplerConfig
-from trackstream.distill.consistency import ConsistencyConfig
-from trackstream.distill.dmd import DMDConfig
-from trackstream.distill.ode_init import ODEInitConfig
-from trackstream.distill.rl import RLConfig
-from trackstream.distill.teacher_forcing import TeacherForcingConfig
-from trackstream.distill.tiny_decoder import TinyDecoderConfig
-from trackstream.eval.conf_nodes import register_nodes
-from trackstream.eval.teacher_eval import EvalConfig
+from trackstream.diffusion.samplers import GuidanceConfig
 from trackstream.models.causal import CausalConfig
 from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
-from trackstream.models.motion_wan import ModelConfig, latent_channels
+from trackstream.models.lora import LoraConfig
+from trackstream.models.motion_wan import latent_channels
 from trackstream.models.tracks import latent_frames
+from trackstream.stages.registry import STAGES
+from trackstream.stages.train_config import TrainConfig
 from trackstream.stream.chunks import check_first_chunk, first_chunk_given, whole_chunks
-from trackstream.train.codec import CodecConfig
-from trackstream.train.ema import EMAConfig
-from trackstream.train.loop import TrainerConfig
-from trackstream.train.metrics import LoggerConfig
-from trackstream.train.optim import OptimConfig
-from trackstream.train.parallel import ParallelConfig
-from trackstream.train.teacher import TeacherConfig
 
-__all__ = [
-    "SCHEMAS",
-    "CodecStageConfig",
-    "ScheduleConfig",
-    "PathsConfig",
-    "TrainConfig",
-    "register_configs",
-    "validate",
-    "resolved_container",
-]
+__all__ = ["NODES", "register_configs", "validate", "resolved_container"]
 
-# the stages whose DiTs run on token slices under parallel.sequence_parallel > 1
-SEQUENCE_PARALLEL_STAGES = ("teacher", "ode_init", "dmd", "rl")
-
-
-@dataclass
-class CodecStageConfig:
-    """``stage=codec``: fit the trainable tiny codec alone (its settings are the root's ``codec.fit``)."""
-
-    name: str = "codec"
-
-
-# stage name -> its typed config; a conf/stage/<name>.yaml extends ``<name>_schema``
-SCHEMAS: dict[str, type] = {
-    "codec": CodecStageConfig,
-    "teacher": TeacherConfig,
-    "ode_init": ODEInitConfig,
-    "teacher_forcing": TeacherForcingConfig,
-    "consistency": ConsistencyConfig,
-    "dmd": DMDConfig,
-    "rl": RLConfig,
-    "tiny_decoder": TinyDecoderConfig,
+# (group, name) -> the dataclass whose defaults are the node
+NODES = {
+    ("causal", "c3s1w1"): CausalConfig,
+    ("guidance", "joint"): GuidanceConfig,
+    ("lora", "disabled"): LoraConfig,
 }
-
-
-@dataclass
-class FamilyConfig:
-    """What a model family (conf/family: Wan 2.1 at 480p, Wan 2.2 TI2V-5B at 704p) fixes that has no other
-    home in the tree: the kind of the student's chunk 0, which the ODE-init, DMD and RL stages' ``causal``
-    interpolate (1: the given first frame alone; None: sampled like the others)."""
-
-    first_chunk_frames: Optional[int] = CausalConfig.first_chunk_frames
-
-
-@dataclass
-class ScheduleConfig:
-    """The one step grid of every stage (diffusion.schedule): shift k of sigma' = k s / (1 + (k-1) s)."""
-
-    shift: float = 5.0
-    student_steps: int = 3  # the few-step student's denoising steps, points of the same grid
-
-    def __post_init__(self) -> None:
-        if not self.shift > 0:
-            raise ValueError(f"schedule.shift={self.shift} must be > 0 (1 = no shift)")
-        if self.student_steps < 1:
-            raise ValueError(f"schedule.student_steps={self.student_steps} must be >= 1")
-
-
-@dataclass
-class PathsConfig:
-    root_dir: str = "."
-    log_dir: str = "runs"
-    data_dir: str = "data_cache"
-    output_dir: str = "."  # the run directory (set from hydra.runtime.output_dir)
-
-
-@dataclass
-class TrainConfig:
-    task_name: str = "train"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    codec: CodecConfig = field(default_factory=CodecConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    stage: Any = None  # SCHEMAS[stage.name]
-    family: FamilyConfig = field(default_factory=FamilyConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    sampler: SamplerConfig = field(default_factory=SamplerConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    ema: EMAConfig = field(default_factory=EMAConfig)
-    trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    parallel: ParallelConfig = field(default_factory=ParallelConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
-    paths: PathsConfig = field(default_factory=PathsConfig)
 
 
 def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    for name, schema in SCHEMAS.items():
-        cs.store(group="stage", name=f"{name}_schema", node=schema)
-    register_nodes()  # causal/c3s1w1, guidance/joint, sampler/default: the shared settings' one definition
+    for name, stage in STAGES.items():
+        cs.store(group="stage", name=f"{name}_schema", node=stage.schema)
+    for (group, name), node in NODES.items():
+        cs.store(group=group, name=name, node=node)
 
 
 def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
@@ -152,10 +69,10 @@ def validate(cfg: DictConfig | TrainConfig) -> TrainConfig:
                 f"{', '.join(earlier)}: a config recorded by an earlier TrackStream (stages are named by stage.name "
                 "alone now); start a new run directory from today's recipe, or delete those keys"
             )
-        if stage["name"] not in SCHEMAS:
-            raise ValueError(f"stage.name={stage['name']!r} is no stage; choose stage=<one of {', '.join(SCHEMAS)}>")
+        if stage["name"] not in STAGES:
+            raise ValueError(f"stage.name={stage['name']!r} is no stage; choose stage=<one of {', '.join(STAGES)}>")
         typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(TrainConfig), plain))
-        typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(SCHEMAS[stage["name"]]), stage))
+        typed.stage = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(STAGES[stage["name"]].schema), stage))
         cfg = typed
     _cross_checks(cfg)
     return cfg
@@ -193,10 +110,12 @@ def _cross_checks(cfg: TrainConfig) -> None:
             "codec=taehv-wan2.2 and the Wan 2.1 flavors with a 16-channel codec"
         )
     sp = cfg.parallel.sequence_parallel
-    if sp > 1 and getattr(cfg.stage, "name", None) not in SEQUENCE_PARALLEL_STAGES:
+    record = STAGES.get(getattr(cfg.stage, "name", None))
+    if sp > 1 and not (record and record.sequence_parallel):
+        splits = ", ".join(name for name, s in STAGES.items() if s.sequence_parallel)
         raise ValueError(
             f"parallel.sequence_parallel={sp}: stage {cfg.stage.name!r} has no DiT to split "
-            f"(sequence-parallel stages: {', '.join(SEQUENCE_PARALLEL_STAGES)}): set it to 1"
+            f"(sequence-parallel stages: {splits}): set it to 1"
         )
     if sp > 1 and getattr(cfg.stage, "correspondence_weight", 0) > 0:
         raise ValueError(

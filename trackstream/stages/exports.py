@@ -26,7 +26,7 @@ from trackstream.train.parallel import prepare_frozen
 from trackstream.train.weights import export_network
 
 if TYPE_CHECKING:
-    from trackstream.stages.config import TrainConfig
+    from trackstream.stages.train_config import TrainConfig
 
 __all__ = ["NetworkExport"]
 

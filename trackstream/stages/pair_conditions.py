@@ -1,4 +1,4 @@
-"""The conditions of the ODE pairs (trackstream/stages/distill.py's ``obtain_ode_pairs``): the first frame,
+"""The conditions of the ODE pairs (``stages.pair_data.obtain_ode_pairs``): the first frame,
 tracks and caption of each training clip, from the synthetic world or from ``data.prepare``'s shards, encoded
 with the teacher's conditioner (codec, text encoder, image features)."""
 
@@ -13,7 +13,7 @@ from trackstream.data.clips import ClipPool, make_world
 from trackstream.models.conditioner import Conditioner
 
 if TYPE_CHECKING:
-    from trackstream.stages.config import TrainConfig
+    from trackstream.stages.train_config import TrainConfig
 
 __all__ = ["PairConditions"]
 

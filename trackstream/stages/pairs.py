@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from trackstream.distill.ode_init import ODEInitConfig
 from trackstream.models.precision import dtype_name, resolve_dtype
 from trackstream.stages.app import hydra_entry, start_run
-from trackstream.stages.distill import obtain_ode_pairs
+from trackstream.stages.pair_data import obtain_ode_pairs
 
 log = logging.getLogger(__name__)
 

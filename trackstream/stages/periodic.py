@@ -41,7 +41,7 @@ from trackstream.train.parallel import unwrap
 log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
-    from trackstream.stages.config import TrainConfig
+    from trackstream.stages.train_config import TrainConfig
 
 __all__ = ["sampling_clips", "with_student_samples", "write_sample_videos"]
 

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from trackstream.stages.config import FamilyConfig, ScheduleConfig, TrainConfig, register_configs, validate
+from trackstream.stages.config import register_configs, validate
+from trackstream.stages.train_config import FamilyConfig, ScheduleConfig, TrainConfig
 
 __all__ = ["CONFIG_DIR", "FAMILY_DIR", "Family", "compose_recipe", "family_facts"]
 

@@ -1,8 +1,10 @@
-"""The stage registry: ``stage.name`` -> the builder that turns a validated config into a ``StagePlan``.
+"""The stage registry: ``stage.name`` -> its ``Stage`` record (stages/stage.py: the typed config, the builder that
+turns a validated config into a ``StagePlan``, what the memory plan reads of it).
 
-A builder takes ``(cfg, runtime, run_dir)`` and returns the plan (objective, prepared networks, data
-stream, hooks, ``finish``); ``run_stage`` trains it through ``train.loop.train`` and returns the stage's
-summary. The typed config of each stage is ``stages.config.SCHEMAS``; ``register_stage`` adds both for a
+Each stage's file defines its record (``STAGE`` in stages/codec.py, teacher.py, ode_init.py, teacher_forcing.py,
+consistency.py, dmd.py, rl.py, tiny_decoder.py); ``STAGES`` collects them. A builder takes
+``(cfg, runtime, run_dir)`` and returns the plan (objective, prepared networks, data stream, hooks, ``finish``);
+``run_stage`` trains it through ``train.loop.train`` and returns the stage's summary. ``register_stage`` adds a
 stage defined outside this package (its conf/stage/<name>.yaml extends ``<name>_schema``).
 """
 
@@ -10,48 +12,48 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
-from trackstream.stages.causal_start import build_consistency, build_teacher_forcing
-from trackstream.stages.codec import build_codec_stage
-from trackstream.stages.common import StagePlan, fingerprint, train_plan
-from trackstream.stages.config import SCHEMAS, TrainConfig
-from trackstream.stages.distill import build_dmd, build_ode_init
-from trackstream.stages.rl import build_rl
-from trackstream.stages.teacher import build_teacher
-from trackstream.stages.tiny_decoder import build_tiny_decoder
+from trackstream.stages import codec, consistency, dmd, ode_init, rl, teacher, teacher_forcing, tiny_decoder
+from trackstream.stages.common import fingerprint, train_plan
+from trackstream.stages.stage import Builder, Stage
 from trackstream.train.dist import Runtime
 
-__all__ = ["BUILDERS", "register_stage", "run_stage"]
+if TYPE_CHECKING:
+    from trackstream.stages.train_config import TrainConfig
 
-Builder = Callable[[TrainConfig, Runtime, Path], StagePlan]
+__all__ = ["STAGES", "register_stage", "run_stage"]
 
-BUILDERS: dict[str, Builder] = {
-    "codec": build_codec_stage,
-    "teacher": build_teacher,
-    "ode_init": build_ode_init,
-    "teacher_forcing": build_teacher_forcing,
-    "consistency": build_consistency,
-    "dmd": build_dmd,
-    "rl": build_rl,
-    "tiny_decoder": build_tiny_decoder,
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        codec.STAGE,
+        teacher.STAGE,
+        ode_init.STAGE,
+        teacher_forcing.STAGE,
+        consistency.STAGE,
+        dmd.STAGE,
+        rl.STAGE,
+        tiny_decoder.STAGE,
+    )
 }
-assert BUILDERS.keys() == SCHEMAS.keys()
 
 
-def register_stage(name: str, schema: type, builder: Builder) -> None:
-    """Add a stage: ``stage.name=<name>`` validates against ``schema`` and trains ``builder``'s plan."""
+def register_stage(name: str, schema: type, builder: Builder, **facts) -> Stage:
+    """Add a stage: ``stage.name=<name>`` validates against ``schema`` and trains ``builder``'s plan; ``facts``
+    are the record's other fields (``sequence_parallel``, ``lora``, ``cache``, ``planned``)."""
     from hydra.core.config_store import ConfigStore
 
-    if name in BUILDERS:
+    if name in STAGES:
         raise ValueError(f"stage {name!r} is registered already")
-    SCHEMAS[name], BUILDERS[name] = schema, builder
+    STAGES[name] = stage = Stage(name, schema, builder, **facts)
     ConfigStore.instance().store(group="stage", name=f"{name}_schema", node=schema)
+    return stage
 
 
-def run_stage(cfg: TrainConfig, runtime: Runtime, run_dir: Path) -> dict:
+def run_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> dict:
     """Build the configured stage, train it (resuming if possible), then run its ``finish``."""
-    plan = BUILDERS[cfg.stage.name](cfg, runtime, run_dir)
+    plan = STAGES[cfg.stage.name].builder(cfg, runtime, run_dir)
     return train_plan(
         plan,
         plan.trainer or cfg.trainer,

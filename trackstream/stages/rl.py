@@ -30,18 +30,19 @@ from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.eval.rewards import build_rewards
 from trackstream.models.motion_wan import load_network
 from trackstream.stages.common import StagePlan, load_text_encoder, trained_network
-from trackstream.stages.distill import CONDITION_KEYS, condition_stream
 from trackstream.stages.exports import NetworkExport
+from trackstream.stages.pair_data import CONDITION_KEYS, condition_stream
 from trackstream.stages.periodic import with_student_samples
+from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
 from trackstream.train.parallel import unwrap
 from trackstream.train.weights import load_frozen
 
 if TYPE_CHECKING:
-    from trackstream.stages.config import TrainConfig
+    from trackstream.stages.train_config import TrainConfig
 
-__all__ = ["build_rl"]
+__all__ = ["STAGE", "build_rl"]
 
 log = logging.getLogger(__name__)
 
@@ -132,3 +133,6 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         codec_fn=lambda: codec,
         text_encoder_fn=lambda: load_text_encoder(cfg, runtime),  # loaded on the first sample only
     )
+
+
+STAGE = Stage(RLConfig.name, RLConfig, build_rl, sequence_parallel=True, lora=False, cache="rollout")

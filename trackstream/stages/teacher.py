@@ -37,17 +37,18 @@ from trackstream.eval.teacher_eval import evaluate_motion
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, build_motion_wan
 from trackstream.stages.common import EncodedPool, StagePlan, load_text_encoder, obtain_codec, trained_network
+from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
 from trackstream.train.parallel import unwrap
-from trackstream.train.teacher import FlowMatchingObjective
+from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
 from trackstream.train.weights import export_network, initialise
 
 if TYPE_CHECKING:
-    from trackstream.stages.config import TrainConfig
+    from trackstream.stages.train_config import TrainConfig
 
-__all__ = ["build_teacher", "training_data"]
+__all__ = ["STAGE", "build_teacher", "training_data"]
 
 log = logging.getLogger(__name__)
 
@@ -230,3 +231,6 @@ def _scalars(figures: dict) -> dict:
     EPE and the last frames' brightness and texture against the ground truth)."""
     prefixes = ("epe_", "psnr_", "ssim_", "lost_", "no_hold_", "late_")
     return {k: v for k, v in figures.items() if k.startswith(prefixes) and isinstance(v, (int, float))}
+
+
+STAGE = Stage(TeacherConfig.name, TeacherConfig, build_teacher, sequence_parallel=True)

@@ -32,15 +32,17 @@ from trackstream.distill.tiny_decoder import DecoderModel, TinyDecoderConfig, Ti
 from trackstream.eval.metrics import video_psnr, video_ssim
 from trackstream.models.patch_discriminator import PatchDiscriminator
 from trackstream.stages.common import StagePlan, obtain_codec, trained_network
+from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
 from trackstream.train.parallel import prepare_frozen, unwrap
 
 if TYPE_CHECKING:
-    from trackstream.stages.config import TrainConfig
+    from trackstream.stages.train_config import TrainConfig
 
 __all__ = [
+    "STAGE",
     "build_tiny_decoder",
     "build_taehv",
     "check_layout",
@@ -300,3 +302,6 @@ def build_tiny_decoder(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
         finish=finish,
         frozen=frozen,
     )
+
+
+STAGE = Stage(TinyDecoderConfig.name, TinyDecoderConfig, build_tiny_decoder)

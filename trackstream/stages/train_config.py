@@ -1,0 +1,75 @@
+"""The root training config ``TrainConfig``: each component's schema lives next to the component
+(``OptimConfig`` in trackstream/train/optim.py, ...) and is composed here; what has no other home is defined here
+(``FamilyConfig``, ``ScheduleConfig``, ``PathsConfig``). ``stage`` is typed by ``stage.name``: its record's
+schema (``stages.registry.STAGES``); stages/config.py registers these schemas with Hydra and validates a
+composed config against them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from trackstream.data.clips import DataConfig
+from trackstream.diffusion.samplers import SamplerConfig
+from trackstream.eval.teacher_eval import EvalConfig
+from trackstream.models.causal import CausalConfig
+from trackstream.models.motion_wan import ModelConfig
+from trackstream.train.codec import CodecConfig
+from trackstream.train.ema import EMAConfig
+from trackstream.train.loop import TrainerConfig
+from trackstream.train.metrics import LoggerConfig
+from trackstream.train.optim import OptimConfig
+from trackstream.train.parallel import ParallelConfig
+
+__all__ = ["FamilyConfig", "ScheduleConfig", "PathsConfig", "TrainConfig"]
+
+
+@dataclass
+class FamilyConfig:
+    """What a model family (conf/family: Wan 2.1 at 480p, Wan 2.2 TI2V-5B at 704p) fixes that has no other
+    home in the tree: the kind of the student's chunk 0, which the ODE-init, DMD and RL stages' ``causal``
+    interpolate (1: the given first frame alone; None: sampled like the others)."""
+
+    first_chunk_frames: Optional[int] = CausalConfig.first_chunk_frames
+
+
+@dataclass
+class ScheduleConfig:
+    """The one step grid of every stage (diffusion.schedule): shift k of sigma' = k s / (1 + (k-1) s)."""
+
+    shift: float = 5.0
+    student_steps: int = 3  # the few-step student's denoising steps, points of the same grid
+
+    def __post_init__(self) -> None:
+        if not self.shift > 0:
+            raise ValueError(f"schedule.shift={self.shift} must be > 0 (1 = no shift)")
+        if self.student_steps < 1:
+            raise ValueError(f"schedule.student_steps={self.student_steps} must be >= 1")
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = "."
+    log_dir: str = "runs"
+    data_dir: str = "data_cache"
+    output_dir: str = "."  # the run directory (set from hydra.runtime.output_dir)
+
+
+@dataclass
+class TrainConfig:
+    task_name: str = "train"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    codec: CodecConfig = field(default_factory=CodecConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    stage: Any = None  # STAGES[stage.name].schema
+    family: FamilyConfig = field(default_factory=FamilyConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    ema: EMAConfig = field(default_factory=EMAConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    paths: PathsConfig = field(default_factory=PathsConfig)
