@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+import trackstream.pipeline.report as report
 from trackstream.eval.stream_eval import drift_summary, input_tracks, stream_nfe
 from trackstream.pipeline.report import targets, write_report
 from trackstream.pipeline.report_plots import curve_keys
@@ -81,6 +82,13 @@ def _figures(**over):
     }
     f.update(over)
     return f
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """For the tests that read report.md's sentences only: the plots (matplotlib, most of write_report's time)
+    are left out; test_write_report_writes_json_markdown_and_plots and the RL test draw them."""
+    monkeypatch.setattr(report, "write_plots", lambda *args, **kwargs: [])
 
 
 def test_targets_are_judged_from_the_figures():
@@ -208,12 +216,12 @@ def test_input_tracks_keep_points_visible_in_frame_zero():
         (7.0, "does NOT follow the tracks"),
     ],
 )
-def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_tracks, verdict):
+def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_tracks, verdict, no_plots):
     write_report(tmp_path, _figures(teacher_epe_with_tracks=with_tracks, epe_frozen_video=6.5))
     assert verdict in (tmp_path / "report.md").read_text()
 
 
-def test_video_check_never_contradicts_its_own_figures(tmp_path):
+def test_video_check_never_contradicts_its_own_figures(tmp_path, no_plots):
     # both below the frozen frame: said plainly
     write_report(
         tmp_path,
