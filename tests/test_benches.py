@@ -56,6 +56,7 @@ def test_the_real_configs_build_with_their_layouts_in_dim():
     assert in_dims == {"teacher_wan1.3b_480p": (48, 16, 8), "teacher_wan2.2_5b_704p": (64, 48, 16)}
 
 
+@pytest.mark.slow  # the streaming benchmark command: rolling and full runs
 def test_bench_stream_runs_on_the_tiny_flavor(tmp_path):
     out = tmp_path / "stream.json"
     bench_stream(
@@ -82,6 +83,7 @@ def test_bench_stream_runs_on_the_tiny_flavor(tmp_path):
     assert set(result["runs"]) == {"rolling", "full"}
 
 
+@pytest.mark.slow  # the training benchmark command at the tiny teacher's size
 def test_bench_train_times_the_tiny_teacher_at_its_codec_latent_size(capsys):
     from trackstream.bench.train import main
 
@@ -92,6 +94,7 @@ def test_bench_train_times_the_tiny_teacher_at_its_codec_latent_size(capsys):
     assert out["tokens_per_sample"] == (latent_frames(out["frames"])) * 8 * 8
 
 
+@pytest.mark.slow  # the drag benchmark command: plain and dragged streams
 def test_bench_drag_times_plain_and_dragged_chunks(tmp_path):
     from trackstream.bench.drag import main as bench_drag
 

@@ -160,6 +160,7 @@ def test_rerun_with_other_settings_is_refused(videos, reference):
         run_prepare(_cfg(videos, out, num_frames=5))
 
 
+@pytest.mark.multiproc  # two spawned workers, each importing torch
 def test_parallel_workers_match_in_process(videos, reference, tmp_path):
     """Spawned workers build their tracker from a spec; output must equal the in-process run."""
     ref_out, _ = reference

@@ -191,6 +191,7 @@ def test_missing_lpips_weights_refuse_before_tracking(davis, tmp_path, monkeypat
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow  # the evaluation command end to end: streams, tracks and scores two clips
 def test_end_to_end_tiny_student_on_the_folder(davis, tmp_path):
     """The shipped tiny student (64 x 64) on the folder at a cut-down size through the documented keys."""
     from trackstream.eval.command import EvalCommandConfig, evaluate

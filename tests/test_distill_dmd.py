@@ -224,7 +224,7 @@ def test_dmd_gradient_is_normalised_per_sample():
     assert torch.isfinite(dmd_gradient(real, real, fake)).all()  # 0/0 -> 0, not NaN
 
 
-def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int):
+def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int, ratio: int = 5):
     nets = {"critic": tiny_network(0), "generator": tiny_network(1)}
     optims = {
         "critic": OptimConfig(lr=4e-4, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0),
@@ -244,7 +244,7 @@ def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int):
         )
         for n, m in nets.items()
     }
-    obj = _objective(prepared["generator"].module, prepared["critic"].module, tiny_network(0), seed=11, ratio=5)
+    obj = _objective(prepared["generator"].module, prepared["critic"].module, tiny_network(0), seed=11, ratio=ratio)
     conditions = make_conditions(codec)
     data = PoolStream(6, batch_size=1, seed=0, make_batch=lambda idx, gids: conditions(idx), rank=0, world_size=1)
     cfg = TrainerConfig(max_steps=steps, grad_accum=2, log_every=1, ckpt_every=ckpt_every, resume="auto")
@@ -268,17 +268,18 @@ def _rows(run_dir: Path) -> dict:
 
 
 def test_exact_resume_of_both_optimizers_ema_and_phase(runtime, codec, tmp_path):
-    """11 steps at 5:1 (generator at steps 5 and 10, 1-based), grad_accum 2: uninterrupted == cut
-    at step 7 (mid-phase, after one generator update) and resumed in fresh objects."""
-    steps = 11
-    _, ref = _train(runtime, codec, tmp_path / "ref", steps=steps, ckpt_every=100)
-    _train(runtime, codec, tmp_path / "cut", steps=7, ckpt_every=100)
-    res, got = _train(runtime, codec, tmp_path / "cut", steps=steps, ckpt_every=100)
-    assert res.resumed_from is not None and res.resumed_from.name == "step_00000007"
+    """5 steps at 2:1 (generator at steps 2 and 4, 1-based), grad_accum 2: uninterrupted == cut
+    at step 3 (mid-phase, after one generator update) and resumed in fresh objects (the phase at the
+    recipes' 5:1 is test_update_phase_is_5_to_1_critic_first's)."""
+    steps = 5
+    _, ref = _train(runtime, codec, tmp_path / "ref", steps=steps, ckpt_every=100, ratio=2)
+    _train(runtime, codec, tmp_path / "cut", steps=3, ckpt_every=100, ratio=2)
+    res, got = _train(runtime, codec, tmp_path / "cut", steps=steps, ckpt_every=100, ratio=2)
+    assert res.resumed_from is not None and res.resumed_from.name == "step_00000003"
     a, b = _rows(tmp_path / "ref"), _rows(tmp_path / "cut")
     assert sorted(a) == list(range(1, steps + 1)) and a == b  # every logged loss and lr, bit for bit
     gen_steps = [s for s in sorted(a) if "train/grad_norm/generator" in a[s]]
-    assert gen_steps == [5, 10]  # the 5:1 phase, continued across the cut
+    assert gen_steps == [2, 4]  # the 2:1 phase, continued across the cut
     assert ref["generator"].num_updates == got["generator"].num_updates == 2
     assert ref["critic"].num_updates == got["critic"].num_updates == steps
     for name in ("generator", "critic"):

@@ -13,6 +13,7 @@ from trackstream.models.motion_wan import ModelConfig, build_motion_wan, save_ne
 from trackstream.stream.drag.__main__ import main
 
 
+@pytest.mark.slow  # the command end to end: two streams, the optimisation, the video and the metrics
 @pytest.mark.parametrize("mode", ["animate", "edit"])
 def test_the_cli_replays_a_dragstream_instruction(tmp_path, mode):
     torch.manual_seed(0)

@@ -70,6 +70,7 @@ def test_a_heldout_clip_shorter_than_the_evaluation_is_an_error(folders):
         heldout_clips(_data(folders, eval_shards=folders["heldout"], height=48))
 
 
+@pytest.mark.slow  # trains the teacher stage (codec fit, 3 steps, two evaluations)
 def test_teacher_evaluates_on_the_heldout_shards(folders, tmp_path, monkeypatch):
     import trackstream.stages.teacher as teacher_stage
     from trackstream.eval.benchmarks import _shards

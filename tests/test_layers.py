@@ -63,7 +63,7 @@ def test_the_product_never_reaches_into_lab():
     assert not (ROOT / "lab" / "__init__.py").exists()  # a folder of tools, not a package to install
 
 
-def test_the_console_front_lists_every_command_and_runs_them_as_python_m(capsys, run_module):
+def test_the_console_front_lists_every_command_and_each_is_a_runnable_module(capsys):
     from trackstream.cli import COMMANDS, main
 
     assert main(["--help"]) == 0
@@ -74,6 +74,10 @@ def test_the_console_front_lists_every_command_and_runs_them_as_python_m(capsys,
         assert path.with_suffix(".py").is_file() or (path / "__main__.py").is_file(), (name, module)
     assert main(["no-such-command"]) == 2
     assert main(["flavors"]) == 0 and "wan2.1-t2v-1.3b" in capsys.readouterr().out
+
+
+@pytest.mark.slow  # a process of its own (the fork server's first command starts the server)
+def test_the_console_front_runs_as_python_m(run_module):
     r = run_module("trackstream.cli", "generate", "--help", check=False, timeout=300)
     assert r.returncode == 0 and "--student" in r.stdout and "trackstream generate" in r.stdout, r.stderr[-2000:]
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import trackstream.pipeline.report as report
 from lab.targets import main as targets_main
 from lab.targets import targets
 from trackstream.eval.stream_eval import drift_summary, input_tracks, stream_nfe
@@ -84,6 +85,13 @@ def _figures(**over):
     }
     f.update(over)
     return f
+
+
+@pytest.fixture
+def no_plots(monkeypatch):
+    """For the tests that read report.md's sentences only: the plots (matplotlib, most of write_report's time)
+    are left out; test_write_report_writes_json_markdown_and_plots and the RL test draw them."""
+    monkeypatch.setattr(report, "write_plots", lambda *args, **kwargs: [])
 
 
 def test_targets_are_judged_from_the_figures():
@@ -216,7 +224,7 @@ def test_input_tracks_keep_points_visible_in_frame_zero():
         (7.0, "does NOT follow the tracks"),
     ],
 )
-def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_tracks, verdict):
+def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_tracks, verdict, no_plots):
     write_report(tmp_path, _figures(teacher_epe_with_tracks=with_tracks, epe_frozen_video=6.5))
     md = (tmp_path / "report.md").read_text()
     assert verdict in md and "The ground truth through the codec gives 0.12 of the frozen frame's EPE" in md
@@ -253,7 +261,7 @@ def test_lab_targets_judges_the_benchmarks_records():
     assert bench_targets({"teacher_epe_with_tracks": 1.0}) == {}
 
 
-def test_video_check_never_contradicts_its_own_figures(tmp_path):
+def test_video_check_never_contradicts_its_own_figures(tmp_path, no_plots):
     # both below the frozen frame: said plainly
     write_report(
         tmp_path,

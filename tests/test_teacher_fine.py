@@ -2,7 +2,10 @@
 
 import json
 
+import pytest
 
+
+@pytest.mark.slow  # the training command, end to end
 def test_tiny_teacher_fine_trains_exports_and_evaluates(tmp_path, run_module):
     run = tmp_path / "fine"
     run_module(

@@ -244,6 +244,7 @@ def test_preemption_handler_turns_signals_into_a_flag():
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
+@pytest.mark.slow  # an offline W&B run: wandb starts its service process
 def test_wandb_offline_logs_scalars_and_a_video_file_without_moviepy(tmp_path, monkeypatch):
     import numpy as np
 
