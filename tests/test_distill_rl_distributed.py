@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env
 from rl_helpers import rl_source
 from test_docs_run import TINY_RL, run_documented
+
+from conftest import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 KEYS = (

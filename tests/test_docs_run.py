@@ -25,7 +25,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from conftest import bin_dir, cli_env, slurm_tasks
 from docs_lines import (  # noqa: F401 - the line names other tests import from here
     CHAIN_RL,
     DDP,
@@ -58,6 +57,7 @@ from docs_lines import (  # noqa: F401 - the line names other tests import from 
 )
 from test_documented_commands import COMMANDS, plain, words
 
+from conftest import bin_dir, cli_env, slurm_tasks
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.video_io import write_mp4
 

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import cli_env
 from test_docs_run import EVAL_RUN, EVAL_RUNS, run_documented
+
+from conftest import cli_env
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["debug=tiny", "data.num_frames=25", "trainer.num_threads=1", "eval.enabled=false", "logger.progress_bar=false"]

@@ -26,12 +26,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import cli_env
 from release_helpers import write_release_folder
 from rl_helpers import write_aesthetic_weights
 from test_docs_run import FIRST_COMMAND, FIRST_RUN, REAL_CHAIN, REHEARSAL_RELEASE, run_documented
 from test_documented_commands import words
 
+from conftest import cli_env
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.shard_samples import ShardSamples
 from trackstream.data.video_io import write_mp4

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env
 from sp_helpers import FRAMES, HEIGHT, WIDTH, build_net, global_batch, loss_of
 
+from conftest import cli_env
 from trackstream.models.sequence_parallel import SequenceShard
 from trackstream.models.wan import grid_positions, rope_cos_sin
 

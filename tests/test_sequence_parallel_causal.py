@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import cli_env
 
+from conftest import cli_env
 from trackstream.models.causal import CausalConfig
 from trackstream.models.sequence_parallel import SequenceShard
 

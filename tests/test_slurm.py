@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli_env
 
+from conftest import cli_env
 from trackstream.train.checkpoint import PreemptionHandler
 from trackstream.train.dist import export_slurm_env
 

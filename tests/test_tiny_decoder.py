@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import stopped_at
 from hydra.core.global_hydra import GlobalHydra
 from hydra_helpers import typed
 from release_helpers import write_release_folder
 from test_docs_run import TINY_DECODER, TINY_DECODER_STREAM, reader_folder, run_documented
 
+from conftest import stopped_at
 from trackstream.data.video_io import tensor_to_frames
 from trackstream.distill.tiny_decoder import (
     DecoderModel,

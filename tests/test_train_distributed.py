@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import cli_env, free_port
 from test_docs_run import DDP, run_documented
+
+from conftest import cli_env, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.multiproc

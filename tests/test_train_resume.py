@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import run_command
 
 ROOT = Path(__file__).resolve().parents[1]
