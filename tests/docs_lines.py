@@ -129,6 +129,9 @@ ELSEWHERE = {
         for setup in ("tiny-student", "small")
     },
     (PERF, DISTILL_BENCH): "tests/test_bench_realtime.py",
+    documented_line("docs/evaluation.md", "benchmark=davis_motionstream", "run=assets/tiny-student/student"): (
+        "tests/test_davis_benchmark.py"
+    ),
     **{line: "tests/test_bench_distill_stages.py" for line in RECORDS_1_3B},
     documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan2.2_5b_704p,ode_init_wan2.2_5b_704p"): (
         "tests/test_bench_realtime.py"
@@ -245,7 +248,7 @@ NOT_RUN = {
     documented_line("docs/recipes.md", "tracker=cotracker3_offline"): COTRACKER,
     documented_line("docs/recipes.md", "output=/data/eval_shards"): COTRACKER,
     documented_line("docs/evaluation.md", "tracker=cotracker3_offline", "benchmark.name=videos"): COTRACKER,
-    documented_line("docs/evaluation.md", "benchmark=davis_motionstream"): COTRACKER,
+    documented_line("docs/evaluation.md", "benchmark=davis_motionstream", "tracker=cotracker3_offline"): COTRACKER,
     documented_line("docs/movebench.md", "benchmark=movebench"): REAL_DATA,
     documented_line("docs/recipes.md", "model.init_from=$R", "model.image_encoder_path=$R"): INP,
     **{

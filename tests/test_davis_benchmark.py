@@ -233,3 +233,46 @@ def test_a_sequence_too_short_for_the_models_lengths_is_refused_before_decoding(
         _cfg(davis, num_frames=40, frame_step=39)
     with pytest.raises(ValueError, match="benchmark.grid_size=0 must be an integer >= 1"):
         _cfg(davis, grid_size=0)
+
+
+def test_the_frame_rule_comes_from_the_evaluated_networks(davis):
+    from trackstream.eval.command import EvalCommandConfig, frame_rule
+    from trackstream.eval.generate import model_lengths
+
+    teacher = ROOT / "assets" / "tiny-teacher" / "teacher"
+    assert model_lengths(STUDENT) == (1, 12) and model_lengths(teacher) == (1, 4)  # c3s1w1f1: 1 + 12k; any 1 + 4k
+
+    def rule(runs, **bench):
+        bench = dict(name="davis_motionstream", path=str(davis), num_samples=None, frame_rule="model", **bench)
+        return frame_rule(EvalCommandConfig(runs=runs, benchmark=bench, out="unused"))
+
+    b = rule({"student": str(STUDENT)}, num_frames=81)  # the protocol's 81 (9 + 12k): the tiny student makes 73
+    assert (b.num_frames, b.frame_step) == (73, 12)
+    b = rule({"student": str(STUDENT), "teacher": str(teacher)}, num_frames=81)
+    assert (b.num_frames, b.frame_step) == (73, 12)
+    assert rule({"teacher": str(teacher)}, num_frames=81).num_frames == 81
+    with pytest.raises(ValueError, match="frame_rule=model needs benchmark.num_frames"):
+        rule({"student": str(STUDENT)}, num_frames=None)
+
+
+@pytest.mark.slow  # the documented line end to end: tracks, streams and scores two sequences
+def test_the_documented_line_scores_the_shipped_student_at_its_own_size(davis, tmp_path):
+    """docs/evaluation.md's DAVIS line for the shipped student, on the folder: sequences of 16 and 13 frames go
+    to 13 (its 1 + 12k), it runs at its 64x64 and is scored at the protocol's size (here cut to 80x48)."""
+    from test_docs_run import documented_line, reader_folder, run_documented
+
+    out = tmp_path / "eval"
+    line = documented_line("docs/evaluation.md", "benchmark=davis_motionstream", "run=assets/tiny-student/student")
+    run_documented(
+        line, reader_folder(tmp_path / "reader"), f"benchmark.path={davis}", "benchmark.height=48",
+        "benchmark.width=80", "benchmark.grid_size=4", f"out={out}", "save_videos=false",
+    )  # fmt: skip
+    res = json.loads((out / "metrics.json").read_text())
+    bench = res["config"]["benchmark"]
+    assert (bench["num_frames"], bench["frame_step"], res["num_samples"]) == (73, 12, 2)  # 16 and 13 frames: 13
+    rows = res["results"]
+    student = rows["student"]
+    assert np.isfinite(student["psnr"]) and np.isfinite(student["epe"]) and len(student["epe_per_frame"]) == 13
+    assert np.isfinite(student["motion_amplitude"]) and rows["frozen"]["motion_amplitude"] == 0
+    assert rows["ground_truth"]["epe"] < rows["frozen"]["epe"]
+    assert "codec_round_trip" in rows  # sequences of one length: the codec floors are there

@@ -43,6 +43,10 @@ class BenchmarkConfig:
     # davis_motionstream only: a sequence shorter than num_frames goes to num_frames - k * frame_step frames (the
     # lengths a streaming student makes; null: kept whole)
     frame_step: Optional[int] = None
+    # davis_motionstream / movebench: "model" takes num_frames and frame_step from the evaluated runs' lengths
+    # (eval.generate.model_lengths: num_frames the longest they all make up to the given one, frame_step their
+    # chunk), so a student is given whole chunks; null keeps num_frames / frame_step as given
+    frame_rule: Optional[str] = None
     # davis_motionstream only (null: eval.davis.DEFAULTS, the paper's; conf/benchmark/davis_motionstream.yaml)
     split: Optional[str] = None  # the sequence list, relative to path (ImageSets/2017/val.txt)
     images: Optional[str] = None  # the frames' folder, relative to path (JPEGImages/480p)
@@ -67,6 +71,10 @@ class BenchmarkConfig:
             "davis_motionstream": "the DAVIS 2017 root: JPEGImages/480p/, ImageSets/2017/val.txt",
             "movebench": "the MoveBench folder: en/single_track.txt, en/video/, en/first_frame/, en/track/",
         }.get(self.name, "")
+        if self.frame_rule not in (None, "model"):
+            raise ValueError(
+                f"benchmark.frame_rule={self.frame_rule!r}: model (the lengths the evaluated networks make) or null"
+            )
         if self.name != "synthetic" and not self.path:
             raise ValueError(f"benchmark.name={self.name} needs benchmark.path (the folder: {folder})")
         if self.name != "synthetic" and not set("*?[{") & set(str(self.path)) and not Path(self.path).exists():

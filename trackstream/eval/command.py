@@ -28,7 +28,7 @@ import numpy as np
 from trackstream.data.trackers import TrackerConfig
 from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark, write_video_folder
 from trackstream.eval.command_output import log_wandb, plot_results, results_table, slug, table_note
-from trackstream.eval.generate import MODES, GenerateConfig, generate_videos, run_kind
+from trackstream.eval.generate import MODES, GenerateConfig, generate_videos, model_lengths, run_kind
 from trackstream.eval.harness import (
     CODEC_REFERENCES,
     METRICS,
@@ -40,7 +40,7 @@ from trackstream.eval.harness import (
 )
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 
-__all__ = ["EvalCommandConfig", "EvalRefused", "benchmark_world", "check_field_types", "evaluate"]
+__all__ = ["EvalCommandConfig", "EvalRefused", "benchmark_world", "check_field_types", "evaluate", "frame_rule"]
 # metrics whose feature network loads local weights (eval.harness.Extractors)
 FEATURE_METRICS = ("lpips", "fid", "fvd", "proxy_fvd", "flow_epe")
 DISTRIBUTION_METRICS = ("fid", "fvd", "proxy_fvd")  # Fréchet distances: a covariance needs >= 2 videos
@@ -254,6 +254,7 @@ def _prepare(cfg: EvalCommandConfig, data: Optional[dict]):
                 [r for r in cfg.references if r in CODEC_REFERENCES],
             )
             cfg = dataclasses.replace(cfg, references=[r for r in cfg.references if r not in CODEC_REFERENCES])
+        cfg = dataclasses.replace(cfg, benchmark=frame_rule(cfg))
         tracker = build_tracker(**dataclasses.asdict(cfg.tracker))
         samples = load_benchmark(
             cfg.benchmark, data_cfg=benchmark_world(cfg, data), tracker=tracker, tracker_name=cfg.tracker.name
@@ -276,6 +277,35 @@ def _prepare(cfg: EvalCommandConfig, data: Optional[dict]):
     except (ValueError, ImportError, FileNotFoundError) as err:  # CoTracker3 not installed, a weights file missing
         raise EvalRefused(str(err)) from err
     return cfg, kinds, ext, tracker, samples
+
+
+def frame_rule(cfg: EvalCommandConfig) -> BenchmarkConfig:
+    """The benchmark config with ``benchmark.frame_rule: model`` applied: ``num_frames`` the longest length up to
+    the given one that every evaluated network makes (``generate.model_lengths``), ``frame_step`` the step
+    between such lengths (the chunk's pixel frames; several runs: the least common multiple), so a sequence
+    shorter than ``num_frames`` goes to a length they all make too. A one-line ValueError when there is none."""
+    import math
+
+    b = cfg.benchmark
+    if b.frame_rule != "model":
+        return b
+    rules = {name: model_lengths(run) for name, run in cfg.named_runs().items()}
+    rules = {name: r for name, r in rules.items() if r is not None}  # folders of videos come as they are
+    if not rules:
+        return b
+    if b.num_frames is None:
+        raise ValueError("benchmark.frame_rule=model needs benchmark.num_frames (the protocol's length, e.g. 81)")
+    step = math.lcm(*(s for _, s in rules.values()))
+    ok = [n for n in range(b.num_frames, 1, -1) if all(n >= f and (n - f) % s == 0 for f, s in rules.values())]
+    if not ok:
+        made = ", ".join(f"{name}: {f} + k*{s}" for name, (f, s) in rules.items())
+        raise ValueError(
+            f"benchmark.frame_rule=model: no length up to benchmark.num_frames={b.num_frames} is made by every "
+            f"run ({made} frames); score the runs in separate commands or raise benchmark.num_frames"
+        )
+    if (ok[0], step) != (b.num_frames, b.frame_step):
+        log.info("frame rule from the runs' chunking: %d frames, shorter sequences by steps of %d", ok[0], step)
+    return dataclasses.replace(b, num_frames=ok[0], frame_step=step)
 
 
 def _generate_rows(cfg: EvalCommandConfig, kinds: dict[str, str], samples, out: Path) -> tuple[dict, dict]:

@@ -19,6 +19,12 @@ Scores (pixels of the 64x64 frames; lower is better unless marked):
   path; one flat mean over scenes and frames (frame 0 included). The tracker is queried at the
   entity point itself rather than at the nearest of a 100x100 grid (same thing at this size).
 * Point error: the same over every object token centre (rotations barely move the entity point).
+* Object error / object kept (``drag_metrics.object_track``): the object found in each generated frame from
+  its appearance (frame 0's pixels inside its mask, matched over the frame), not by a point tracker: the
+  distance of the found mask centroid from the centroid's intended path, and the share of the object's
+  pixels still showing its colour at the found place (1 = all there, near 0 = gone); means over frames 1..
+  and scenes. An object that melts away keeps its ObjMC (a lost LK point is held at its start, as a still
+  object's is) but not its object kept.
 * DAI (GoodDrag; 1/N, gamma = 1 at 64 px): the 3x3 patch at the object's intended final place in the
   last frame against the patch at its start in the first frame.
 * Background PSNR (higher is better): outside the editable area, the dragged video against the
@@ -29,7 +35,8 @@ Scores (pixels of the 64x64 frames; lower is better unless marked):
 
 After the rows, the floors (``drag_table.FLOOR_ROWS``): each scene's ground-truth video, and that video through
 the codec, scored the same way (the tracker's own ObjMC on the right answer, the codec's PSNR): what a perfect
-student would score. They do not stream (no RF) and write no video.
+student would score; and the frozen first frame (the scene's first frame held: an object that never moves,
+every drag's upper bound on error). They do not stream (no RF) and write no video.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ from tqdm import tqdm
 
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
-from trackstream.eval.drag_metrics import dai, entity_point
+from trackstream.eval.drag_metrics import dai, entity_point, mask_centroid, object_track
 from trackstream.eval.drag_scenes import DragScene, make_scenes
 from trackstream.eval.drag_table import FLOOR_ROWS, aggregate, table
 from trackstream.eval.floors import round_trip
@@ -67,7 +74,7 @@ from trackstream.stream.options import (
     tracker_config,
 )
 
-__all__ = ["ROWS", "ROW_SETS", "run_scene", "score", "run_benchmark", "main"]
+__all__ = ["ROWS", "ROW_SETS", "run_scene", "score", "floor_video", "run_benchmark", "main"]
 
 # name -> (method, DragConfig changes); the first row is the reference for RF and background PSNR
 ROWS = {
@@ -139,6 +146,8 @@ def score(scene: DragScene, video: np.ndarray, undragged: np.ndarray | None, tra
     outside = ~np.asarray(instr.editable, bool)
     gt = scene.gt_video[:T]
     end = np.clip(np.rint(intended[-1, 0]), 1, [W - 2, H - 2]).astype(int)
+    centre = frame_positions(instr, traj, np.array([mask_centroid(scene.object_mask)]), T)[:, 0]  # [T, 2]
+    found, kept = object_track(video, scene.object_mask)
     out = {
         "scene": scene.name,
         "kind": scene.kind,
@@ -146,6 +155,9 @@ def score(scene: DragScene, video: np.ndarray, undragged: np.ndarray | None, tra
         "entity_pred": np.asarray(achieved[:, 0]).tolist(),
         "entity_gt": intended[:, 0].tolist(),
         "point_error": float(np.linalg.norm(achieved[:, 1:] - intended[:, 1:], axis=-1).mean()),
+        "object_pred": found.tolist(),
+        "object_error": float(np.linalg.norm(found[1:] - centre[1:], axis=-1).mean()),  # frame 0 is given
+        "object_kept": float(kept[1:].mean()),
         "dai": dai(video[-1], video[0], [[ex, ey]], [end], gamma=1),
         "psnr_gt": video_psnr(video, gt),
         "ssim_gt": video_ssim(video, gt),  # frames 1.. (frame 0 is given)
@@ -197,12 +209,22 @@ def run_benchmark(
             bar.update(1)
     bar.close()
     device = next(engine.codec.parameters()).device
-    for row in FLOOR_ROWS:  # the floors: the right answers, and them through the codec, by the same protocol
+    for row in FLOOR_ROWS:  # the floors: the right answers, them through the codec, the still first frame
         for scene in scenes:
-            gt = scene.gt_video[: len(base_videos[scene.name])]
-            video = gt if row == "ground truth" else round_trip(engine.codec, gt[None], device=device)[0]
+            video = floor_video(row, scene, len(base_videos[scene.name]), engine.codec, device)
             per_row[row].append(score(scene, video, base_videos[scene.name], tracker, token))
+
     return {"rows": aggregate(per_row, base_row), "scenes": per_row}
+
+
+def floor_video(row: str, scene: DragScene, frames: int, codec, device) -> np.ndarray:
+    """uint8 [frames, H, W, 3] of a floor row (``drag_table.FLOOR_ROWS``) for ``scene``."""
+    gt = scene.gt_video[:frames]
+    if row == "ground truth":
+        return gt
+    if row == "frozen first frame":
+        return np.ascontiguousarray(np.broadcast_to(gt[:1], gt.shape))
+    return round_trip(codec, gt[None], device=device)[0]
 
 
 def _slug(name: str) -> str:

@@ -1,5 +1,7 @@
 """Drag metrics, each with its protocol in the docstring: ObjMC (DragAnything) over entity trajectories,
-the entity point and nearest track it matches them by, and DAI (GoodDrag) for dragged content.
+the entity point and nearest track it matches them by, DAI (GoodDrag) for dragged content, and the object
+measure (``object_track``: where the object is in each frame, found from its appearance, and how much of it
+is still there).
 The video and EPE metrics are in ``metrics``.
 """
 
@@ -7,7 +9,12 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["entity_point", "nearest_track", "objmc", "dai"]
+__all__ = ["OBJECT_TOLERANCE", "entity_point", "mask_centroid", "nearest_track", "objmc", "object_track", "dai"]
+
+# a pixel still shows the object when its colour is within this mean absolute difference over R, G, B (of 255)
+# of the object's first-frame pixel there: an eighth of the range, above a codec round trip's change of a flat
+# colour, below the gap between a sprite and the background it covers
+OBJECT_TOLERANCE = 32.0
 
 
 def entity_point(mask: np.ndarray) -> tuple[int, int]:
@@ -23,6 +30,52 @@ def entity_point(mask: np.ndarray) -> tuple[int, int]:
     dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
     y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)  # first maximum in row-major order
     return int(x), int(y)
+
+
+def mask_centroid(mask: np.ndarray) -> tuple[float, float]:
+    """(x, y) of the mean pixel of a non-empty binary mask [H, W]: the point whose path ``object_track`` follows."""
+    ys, xs = np.nonzero(np.asarray(mask))
+    if not len(xs):
+        raise ValueError("the object mask is empty: give the object's first-frame mask [H, W] with its pixels set")
+    return float(xs.mean()), float(ys.mean())
+
+
+def object_track(
+    video: np.ndarray, mask: np.ndarray, *, tolerance: float = OBJECT_TOLERANCE
+) -> tuple[np.ndarray, np.ndarray]:
+    """Where the object of ``mask`` (bool [H, W], frame 0) is in each frame of ``video`` (uint8 [T, H, W, 3]),
+    found from its appearance, and how much of it is still there.
+
+    The template is frame 0's pixels inside the mask (its bounding box, the mask as the template's mask). In
+    each frame it is matched over every placement wholly inside the frame (``cv2.matchTemplate``, squared
+    differences over the mask's pixels only); the best placement gives the object's position, the mask's
+    centroid (``mask_centroid``) carried there, so its path compares with the intended path of that
+    centroid. Kept: the share of the mask's pixels that, at that placement, are within ``tolerance`` (mean
+    absolute difference over R, G, B, of 255) of the template's colour: 1 where the object is there whole
+    (frame 0 by construction), near 0 where it is gone, whatever a point tracker would say (an LK point lost
+    on a vanished object is held at its start, so a vanished object and one that did not move score alike).
+    Translation only: a turned or stretched object keeps a lower share (read it against the ground truth's).
+    Returns positions float64 [T, 2] (x, y) and kept float64 [T]."""
+    import cv2
+
+    video, mask = np.asarray(video), np.asarray(mask, bool)
+    if video.ndim != 4 or video.shape[-1] != 3 or mask.shape != video.shape[1:3]:
+        raise ValueError(f"object_track: video {video.shape} must be [T, H, W, 3] and mask {mask.shape} its [H, W]")
+    cx, cy = mask_centroid(mask)
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+    frames = video.astype(np.float32)
+    templ = np.ascontiguousarray(frames[0, y0:y1, x0:x1])
+    inside = mask[y0:y1, x0:x1]
+    weight = np.repeat(inside[..., None], 3, axis=-1).astype(np.float32)
+    positions, kept = np.zeros((len(video), 2)), np.zeros(len(video))
+    for t, frame in enumerate(frames):
+        cost = cv2.matchTemplate(frame, templ, cv2.TM_SQDIFF, mask=weight)
+        _, _, (bx, by), _ = cv2.minMaxLoc(cost)
+        positions[t] = (cx + bx - x0, cy + by - y0)
+        patch = frame[by : by + templ.shape[0], bx : bx + templ.shape[1]]
+        kept[t] = float((np.abs(patch - templ).mean(axis=-1)[inside] <= tolerance).mean())
+    return positions, kept
 
 
 def nearest_track(tracks: np.ndarray, point: tuple[float, float]) -> int:

@@ -1,7 +1,9 @@
 """The drag benchmark's figures over scenes (``aggregate``) and its tables (``table``): one row per way to drag,
 then the floors every quality table shows (``FLOOR_ROWS``: the scenes' ground-truth videos, and those videos
 through the codec, scored by the same protocol: the tracker's and the codec's own error, the best any
-student can reach), and ObjMC / point error by scene kind."""
+student can reach; and the frozen first frame: the object never moves, the error of ignoring the drag),
+and ObjMC / point error / object error by scene kind. The object columns (``drag_metrics.object_track``)
+stand beside ObjMC: where the object is found from its appearance, and how much of it is still there."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from trackstream.eval.drag_metrics import objmc
 
 __all__ = ["FLOOR_ROWS", "aggregate", "table"]
 
-FLOOR_ROWS = ("ground truth", "codec round trip")
+FLOOR_ROWS = ("ground truth", "codec round trip", "frozen first frame")
 
 
 def _mean(items: list[dict], key: str) -> float | None:
@@ -27,7 +29,10 @@ def aggregate(per_row: dict[str, list[dict]], base_row: str) -> dict[str, dict]:
         kinds = sorted({s["kind"] for s in items})
         agg[row] = {
             "objmc": objmc([[s["entity_pred"]] for s in items], [[s["entity_gt"]] for s in items]),
-            **{k: _mean(items, k) for k in ("point_error", "dai", "psnr_gt", "ssim_gt", "bg_psnr_gt", "rf")},
+            **{
+                k: _mean(items, k)
+                for k in ("point_error", "object_error", "object_kept", "dai", "psnr_gt", "ssim_gt", "bg_psnr_gt", "rf")
+            },
             "bg_psnr_undragged": (
                 float(np.mean([min(s["bg_psnr_undragged"], 99.0) for s in items])) if row != base_row else None
             ),
@@ -40,8 +45,9 @@ def aggregate(per_row: dict[str, list[dict]], base_row: str) -> dict[str, dict]:
                 )
                 for k in kinds
             },
-            "point_error_by_kind": {
-                k: float(np.mean([s["point_error"] for s in items if s["kind"] == k])) for k in kinds
+            **{
+                f"{m}_by_kind": {k: float(np.mean([s[m] for s in items if s["kind"] == k])) for k in kinds}
+                for m in ("point_error", "object_error", "object_kept")
             },
         }
     return agg
@@ -51,28 +57,30 @@ def _cell(value: float | None, digits: int) -> str:
     return "—" if value is None else f"{value:.{digits}f}"
 
 
+def _by_kind(a: dict, kind: str) -> str:
+    obj = [(a.get(f"object_{m}_by_kind") or {}).get(kind) for m in ("error", "kept")]  # older results lack them
+    return f"{a['objmc_by_kind'][kind]:.2f} / {a['point_error_by_kind'][kind]:.2f} / {_cell(obj[0], 2)} / {_cell(obj[1], 2)}"
+
+
 def table(result: dict) -> str:
     head = (
-        "| row | ObjMC ↓ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | bg PSNR vs GT ↑ | PSNR vs GT ↑ | "
-        "SSIM vs GT ↑ | RF |"
+        "| row | ObjMC ↓ | object err ↓ | object kept ↑ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | "
+        "bg PSNR vs GT ↑ | PSNR vs GT ↑ | SSIM vs GT ↑ | RF |"
     )
-    lines = [head, "|" + " --- |" * 9]
+    lines = [head, "|" + " --- |" * 11]
     for row, a in result["rows"].items():
         lines.append(
-            f"| {row} | {a['objmc']:.2f} | {a['point_error']:.2f} | {a['dai']:.4f} | "
+            f"| {row} | {a['objmc']:.2f} | {_cell(a.get('object_error'), 2)} | {_cell(a.get('object_kept'), 2)} | "
+            f"{a['point_error']:.2f} | {a['dai']:.4f} | "
             f"{_cell(a['bg_psnr_undragged'], 2)} | {a['bg_psnr_gt']:.2f} | {_cell(a['psnr_gt'], 2)} | "
             f"{_cell(a['ssim_gt'], 3)} | {_cell(a['rf'], 2)} |"
         )
     kinds = sorted(next(iter(result["rows"].values()))["point_error_by_kind"])
     lines += [
         "",
-        "| row | " + " | ".join(f"{k} ObjMC / point err" for k in kinds) + " |",
+        "| row | " + " | ".join(f"{k} ObjMC / point err / object err / kept" for k in kinds) + " |",
         "|" + " --- |" * (1 + len(kinds)),
     ]
     for row, a in result["rows"].items():
-        lines.append(
-            f"| {row} | "
-            + " | ".join(f"{a['objmc_by_kind'][k]:.2f} / {a['point_error_by_kind'][k]:.2f}" for k in kinds)
-            + " |"
-        )
+        lines.append(f"| {row} | " + " | ".join(_by_kind(a, k) for k in kinds) + " |")
     return "\n".join(lines) + "\n"

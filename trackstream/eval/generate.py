@@ -7,6 +7,11 @@
 * a teacher export (bidirectional): sampled on the whole clip with the configured sampler and
   guidance (joint text-motion guidance by default, 50 Euler steps), tracks or none;
 * a folder of ``<id>.mp4`` (any other method's results; the mode is ignored).
+A network runs at its own size (``network.json`` conventions height x width, ``generate.size: model``): a
+benchmark sample of another size is resized to it (the first frame, the tracks scaled alike), and the video
+made is resized back to the sample's size, where it is scored; ``generate.size: benchmark`` runs it at the
+sample's size. ``model_lengths`` gives the lengths a network makes (a student's whole chunks), which the
+DAVIS and MoveBench protocols take their frame rule from (``eval.command``).
 The codec must be the run's latent space (the tiny runs: ``<teacher run>/codec/codec.pt``; real runs:
 the Wan VAE release folder). Random numbers (noise, track IDs) are keyed by the sample's position
 and ``seed``, so every run sees the same noise for the same sample. ``device`` / ``dtype`` (default
@@ -31,7 +36,7 @@ from trackstream.models.codec_names import CodecChoice, codec_name
 from trackstream.models.precision import precision_name
 from trackstream.models.tracks import latent_frames
 
-__all__ = ["GenerateConfig", "check_codec_overrides", "run_kind", "generate_videos"]
+__all__ = ["GenerateConfig", "check_codec_overrides", "run_kind", "model_lengths", "generate_videos"]
 
 MODES = ("with_tracks", "without_tracks")
 
@@ -46,6 +51,9 @@ class GenerateConfig:
     dtype: str = "auto"  # auto (bf16 on CUDA, fp32 on the CPU) | bf16 | fp16 | fp32
     compile: bool = False  # students: the compiled streaming step (CUDA graphs on CUDA)
     offload_encoders: bool = False  # text / image encoders on the CPU in fp32 (default: device and dtype above)
+    # model: a network runs at its own size (network.json), its videos resized to the benchmark's to be scored;
+    # benchmark: at the benchmark's size
+    size: str = "model"
 
     def __post_init__(self) -> None:
         if isinstance(self.codec, dict):
@@ -61,6 +69,11 @@ class GenerateConfig:
                 f"generate.codec.checkpoint={self.codec} (and generate.codec.name)"
             )
         codec_name(self.codec.name, field="generate.codec.name")
+        if self.size not in ("model", "benchmark"):
+            raise ValueError(
+                f"generate.size={self.size!r}: choose model (the network's own size, scored at the benchmark's) "
+                "or benchmark"
+            )
         self.dtype = precision_name(self.dtype, field="generate.dtype")
         self.precision()  # a bad device fails here, naming the field, not at the first forward
         if isinstance(self.sampler, dict):
@@ -99,6 +112,54 @@ def run_kind(run: str | Path) -> str:
     if path.is_dir() and any(path.glob("*.mp4")):
         return "videos"
     raise ValueError(f"run={run!r} is neither an exported network (network.json) nor a folder of <id>.mp4 videos")
+
+
+def _conventions(run: str | Path) -> dict:
+    return json.loads((Path(run) / "network.json").read_text()).get("conventions", {})
+
+
+def model_lengths(run: str | Path) -> tuple[int, int] | None:
+    """(shortest, step): the pixel lengths ``shortest + k * step`` an exported network makes, or None for a
+    folder of videos. A student makes whole chunks (latent chunk 0 of ``first_chunk_frames``, then
+    ``chunk_frames`` each; 4 pixel frames a latent frame after the first: c3s1w1f1 1 + 12k, MotionStream's
+    c3 9 + 12k); a teacher any 1 + 4k."""
+    from trackstream.models.tracks import TEMPORAL_FACTOR
+
+    if run_kind(run) == "videos":
+        return None
+    causal = _conventions(run).get("causal")
+    if not causal:
+        return 1, TEMPORAL_FACTOR
+    chunk = int(causal.get("chunk_frames", 3))
+    first = causal.get("first_chunk_frames") or chunk
+    return 1 + TEMPORAL_FACTOR * (int(first) - 1), TEMPORAL_FACTOR * chunk
+
+
+def _model_size(run: Path, cfg: GenerateConfig) -> tuple[int, int] | None:
+    conv = _conventions(run)
+    if cfg.size != "model" or not conv.get("height") or not conv.get("width"):
+        return None
+    return int(conv["height"]), int(conv["width"])
+
+
+def _resize_video(video: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 [T, H, W, 3] -> [T, height, width, 3] (area when shrinking both sides, else bilinear)."""
+    import cv2
+
+    if video.shape[1:3] == (height, width):
+        return video
+    shrink = height < video.shape[1] and width < video.shape[2]
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    return np.stack([cv2.resize(f, (width, height), interpolation=interp) for f in video])
+
+
+def _at_size(s: Sample, size: tuple[int, int] | None) -> Sample:
+    """The sample resized to the network's ``size`` (H, W): frames resized, tracks scaled by the same factors."""
+    if size is None or s.frames.shape[1:3] == size:
+        return s
+    (h, w), (H, W) = size, s.frames.shape[1:3]
+    tracks = (s.tracks * np.array([w / W, h / H], np.float32)).astype(np.float32)
+    return Sample(s.id, _resize_video(s.frames, h, w), tracks, s.visibility, s.caption)
 
 
 def _frames(video: torch.Tensor) -> np.ndarray:
@@ -249,7 +310,11 @@ def generate_videos(
             videos[s.id] = videos[s.id][: s.frames.shape[0]]
         return videos
     times: list[tuple[int, float]] = []  # (frames, seconds) per video
-    out, nfe = (_student if kind == "student" else _teacher)(Path(run), samples, mode, cfg, times)
+    size = _model_size(Path(run), cfg)
+    made, nfe = (_student if kind == "student" else _teacher)(
+        Path(run), [_at_size(s, size) for s in samples], mode, cfg, times
+    )
+    out = {s.id: _resize_video(made[s.id], *s.frames.shape[1:3]) for s in samples}  # scored at the sample's size
     if speed is not None:
         timed = times[1:] if len(times) > 1 else times
         speed.update(frames_per_s=sum(f for f, _ in timed) / max(sum(s for _, s in timed), 1e-9), nfe=nfe)

@@ -14,7 +14,8 @@ function's docstring):
              With it the quality columns of eval.quality: ``no_hold_epe`` (the same tracking, lost
              points not held), ``no_hold_ratio`` (over the frozen first frame's no-hold EPE on the same
              samples, eval.metrics.frozen_motion, whether or not the frozen row is shown),
-             ``lost_share``, and against the ground truth per 12-frame chunk and over the last 8 frames
+             ``lost_share``, ``motion_amplitude`` (the re-tracked points' displacement over the asked one,
+             eval.metrics.motion_amplitude; per video, mean over videos; the frozen row 0), and against the ground truth per 12-frame chunk and over the last 8 frames
              the brightness gap and texture ratio (eval.metrics.frame_stats: ``late_brightness_gap``,
              ``late_texture_ratio``, ``brightness_gap_per_chunk``, ``texture_ratio_per_chunk``)
   psnr/ssim  eval.metrics.video_psnr / video_ssim against the ground truth, frames 1..
@@ -36,7 +37,14 @@ import numpy as np
 from trackstream.data.video_io import video_tensor
 from trackstream.eval.benchmarks import Sample
 from trackstream.eval.frechet import frechet_from_features
-from trackstream.eval.metrics import frozen_epe, frozen_motion, track_motion, video_psnr, video_ssim
+from trackstream.eval.metrics import (
+    frozen_epe,
+    frozen_motion,
+    motion_amplitude,
+    track_motion,
+    video_psnr,
+    video_ssim,
+)
 from trackstream.eval.quality import pool_frame_stats, quality_ratio, video_frame_stats
 
 __all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "score_rows", "reference_rows"]
@@ -192,18 +200,20 @@ def score_rows(
     for row, videos in rows.items():
         per: dict[str, list[float]] = {m: [] for m in metrics if m in ("epe", "psnr", "ssim", "lpips", "flow_epe")}
         if "epe" in per:
-            per["no_hold_epe"] = []
+            per["no_hold_epe"], per["motion_amplitude"] = [], []
         curves, stats, lost, at_risk = [], [], 0, 0
         for s in tqdm(samples, desc=f"scoring {row}", disable=not progress, leave=False):
             v = videos[s.id]
             if "epe" in per:
                 if row == "frozen":  # a still video: the protocol's answer without running the tracker
-                    value, per_frame, _ = frozen_epe(s.tracks, s.visibility)
+                    value, per_frame, still = frozen_epe(s.tracks, s.visibility)
                     per["no_hold_epe"].append(still_no_hold(s))
+                    per["motion_amplitude"].append(motion_amplitude(still, s.tracks, s.visibility))
                 else:
                     m = track_motion(v, s.tracks, s.visibility, tracker)
                     value, per_frame = m.epe, m.per_frame
                     per["no_hold_epe"].append(m.no_hold_epe)
+                    per["motion_amplitude"].append(m.amplitude)
                     lost, at_risk = lost + int(m.lost.sum()), at_risk + int(m.at_risk.sum())
                 per["epe"].append(value)
                 curves.append(per_frame)

@@ -1,6 +1,6 @@
 """Video metrics, each with its protocol in the docstring: EPE of re-tracked points (``motion_epe``, the
 one protocol behind every EPE figure of the project, and beside it the no-hold EPE of the same tracking,
-``MotionTrack.no_hold_epe``), PSNR and SSIM of generated frames against the ground truth (frames 1..;
+``MotionTrack.no_hold_epe``) and the motion amplitude of the same tracking (``motion_amplitude``), PSNR and SSIM of generated frames against the ground truth (frames 1..;
 frame 0 is the given first frame), brightness and texture energy per chunk against the ground truth
 (``frame_stats``). The drag metrics (ObjMC, DAI) are in trackstream/eval/drag_metrics.py, the distribution
 metrics (FID, FVD) in trackstream/eval/frechet.py."""
@@ -20,6 +20,7 @@ __all__ = [
     "MotionTrack",
     "group_losses",
     "frozen_epe",
+    "motion_amplitude",
     "check_epe_tracker",
     "EPE_TRACKER",
     "EPE_TRACKERS",
@@ -124,6 +125,7 @@ class MotionTrack:
     no_hold_epe: float = float("nan")
     no_hold_per_frame: np.ndarray | None = None  # [T]
     no_hold_positions: np.ndarray | None = None  # [T, N', 2] (lost points where the tracker put them)
+    amplitude: float = float("nan")  # motion_amplitude of ``positions``: generated over asked displacement
 
     @property
     def lost_share(self) -> float:
@@ -179,7 +181,8 @@ def track_motion(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray,
 
     The value is one flat mean over the scored entries of this video (pixels of ``frames``: report the
     resolution); a set of videos is the mean of the per-video values. Returns a ``MotionTrack``: the EPE,
-    per frame, the scored positions, where the tracker lost points (``group_losses``) and the no-hold EPE."""
+    per frame, the scored positions, where the tracker lost points (``group_losses``), the no-hold EPE and
+    the motion amplitude of the scored positions (``motion_amplitude``)."""
     if getattr(tracker, "reacquire", False):
         raise ValueError(
             f"motion_epe: {type(tracker).__name__} re-acquires lost points by appearance; use "
@@ -208,13 +211,15 @@ def track_motion(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray,
     lost = np.concatenate([[0], (risk & ~seen[1:]).sum(axis=1)])
     at_risk = np.concatenate([[0], risk.sum(axis=1)])
     no_hold, no_hold_per_frame, no_hold_pos = _score(_hold_lost(pred, finite, t0, start), tracks, visibility)
+    held = _score(_hold_lost(pred, seen, t0, start), tracks, visibility)
     return MotionTrack(
-        *_score(_hold_lost(pred, seen, t0, start), tracks, visibility),
+        *held,
         lost=lost,
         at_risk=at_risk,
         no_hold_epe=no_hold,
         no_hold_per_frame=no_hold_per_frame,
         no_hold_positions=no_hold_pos,
+        amplitude=_amplitude(held[2], tracks, visibility, t0),
     )
 
 
@@ -249,6 +254,33 @@ def frozen_epe(tracks: np.ndarray, visibility: np.ndarray) -> tuple[float, np.nd
     tracks, visibility, t0 = _inputs(tracks, visibility)
     start = tracks[t0, np.arange(tracks.shape[1])]
     return _score(np.broadcast_to(start, tracks.shape), tracks, visibility)
+
+
+def _amplitude(positions: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, t0: np.ndarray) -> float:
+    """``motion_amplitude`` on inputs already passed through ``_inputs`` (``t0``: each track's query frame)."""
+    T, n = tracks.shape[:2]
+    start = tracks[t0, np.arange(n)]  # [N', 2]
+    scored = visibility & (np.arange(T)[:, None] > t0[None])  # the EPE's entries after each query frame
+    asked = np.linalg.norm(tracks - start, axis=-1)[scored].sum()
+    made = np.linalg.norm(np.asarray(positions, np.float64) - start, axis=-1)[scored].sum()
+    return float(made / asked) if asked > 0 else float("nan")
+
+
+def motion_amplitude(positions: np.ndarray, tracks: np.ndarray, visibility: np.ndarray) -> float:
+    """How much of the asked motion a video makes: over the entries the EPE scores after each track's query
+    frame (the input visible), the sum of the generated displacements |p_t - p_q| over the sum of the asked
+    ones |x_t - x_q| (x: the input tracks, q: the query frame, p: ``positions``, the re-tracked positions
+    ``track_motion`` scores, lost points held). A ratio of sums, not a mean of per-entry ratios: a point asked
+    to stay put weighs nothing instead of dividing by zero. 1: the points travel as far as asked (the
+    ground truth, up to the tracker); 0: nothing moves (the frozen first frame); below 1: the video moves
+    less than asked, whatever the direction (the EPE judges that). NaN when nothing is asked to move.
+    ``positions`` [T, N', 2] are over the scored tracks (those visible in some frame), as
+    ``MotionTrack.positions`` / ``frozen_epe``'s positions are."""
+    tracks, visibility, t0 = _inputs(tracks, visibility)
+    positions = np.asarray(positions, np.float64)
+    if positions.shape != tracks.shape:
+        raise ValueError(f"motion_amplitude: positions {positions.shape} but {tracks.shape} scored input tracks")
+    return _amplitude(positions, tracks, visibility, t0)
 
 
 def video_psnr(pred: np.ndarray, gt: np.ndarray, *, first: int = 1) -> float:

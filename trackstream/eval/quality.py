@@ -8,6 +8,10 @@ had when lost. Beside it every table reports, per row:
   ``no_hold_ratio`` = that over the same tracker's no-hold EPE of the frozen first frame on the same
   clips (``metrics.frozen_motion``; means over the clips first, then the ratio);
 * ``lost_share``: of the at-risk (point, step) pairs of all the row's videos, the share the tracker lost;
+* ``motion_amplitude``: how much of the asked motion the video makes (``metrics.motion_amplitude``: the re-tracked
+  points' displacement from their query position summed over the scored entries, over the input tracks' own;
+  per video, then the mean over videos): 1 = as far as asked, 0 = nothing moves (the frozen first frame), so a
+  model that moves less than asked shows it even where its EPE looks like the frozen frame's;
 * per chunk of the student's streaming (``chunk_spans``: frame 0, then 12 pixel frames per
   chunk) and over the last 8 frames (``late``): the brightness gap and texture-energy ratio against the
   ground truth (``metrics.frame_stats``), pooled over the videos (gap: the mean; ratio: the summed
@@ -40,6 +44,7 @@ QUALITY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("no_hold_epe", "no-hold EPE ↓"),
     ("no_hold_ratio", "no-hold / frozen ↓"),
     ("lost_share", "points lost (%) ↓"),
+    ("motion_amplitude", "motion amplitude (1 = as asked)"),
     ("late_brightness_gap", "late brightness gap (/255, 0 = ground truth)"),
     ("late_texture_ratio", "late texture ratio (1 = ground truth)"),
 )
@@ -115,7 +120,14 @@ def pool_frame_stats(per_video: list[tuple[int, dict[str, np.ndarray]]]) -> dict
 
 
 # the per-row keys a model's figures carry into make run's report (``model_quality``), before ``_<mode>``
-QUALITY_STEMS = ("no_hold_epe", "no_hold_ratio", "lost_share", "late_brightness_gap", "late_texture_ratio")
+QUALITY_STEMS = (
+    "no_hold_epe",
+    "no_hold_ratio",
+    "lost_share",
+    "motion_amplitude",
+    "late_brightness_gap",
+    "late_texture_ratio",
+)
 
 
 def model_quality(figures: dict, prefix: str, modes=("with_tracks", "without_tracks")) -> dict:
@@ -136,6 +148,8 @@ REFERENCE_QUALITY = (
     "no_hold_epe_ground_truth_video",
     "no_hold_ratio_ground_truth_video",
     "lost_share_ground_truth_video",
+    "motion_amplitude_ground_truth_video",
+    "motion_amplitude_frozen_video",
     "late_brightness_gap_frozen_video",
     "late_texture_ratio_frozen_video",
     "chunk_spans",

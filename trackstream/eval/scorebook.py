@@ -10,7 +10,9 @@ gives the means, the per-sample lists and where points were lost against the lat
 ``ssim_<row>``, ``lost_at_group_start_<row>``, ``lost_inside_group_<row>``, ``per_sample``,
 ``psnr_per_sample``, ``ssim_per_sample``, and the quality columns (``eval.quality``):
 ``no_hold_epe_<row>``, ``no_hold_ratio_<row>`` (with a frozen row in the book), ``lost_share_<row>``,
-``late_brightness_gap_<row>``, ``late_texture_ratio_<row>``, ``no_hold_per_sample``,
+``late_brightness_gap_<row>``, ``late_texture_ratio_<row>``, ``motion_amplitude_<row>`` (the generated tracks'
+displacement over the asked one, ``metrics.motion_amplitude``: per video, then the mean over videos),
+``no_hold_per_sample``, ``amplitude_per_sample``,
 ``brightness_gap_per_chunk`` / ``texture_ratio_per_chunk`` ({row: [per chunk]}), ``chunk_spans``,
 ``late_span``.
 """
@@ -20,7 +22,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from trackstream.eval.metrics import frozen_epe, frozen_motion, group_losses, track_motion, video_psnr, video_ssim
+from trackstream.eval.metrics import (
+    frozen_epe,
+    frozen_motion,
+    group_losses,
+    motion_amplitude,
+    track_motion,
+    video_psnr,
+    video_ssim,
+)
 from trackstream.eval.quality import pool_frame_stats, quality_ratio, video_frame_stats
 
 __all__ = ["ScoreBook", "input_tracks"]
@@ -48,6 +58,12 @@ def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torc
     return tr, vi, counts
 
 
+def _nanmean(values: list[float]) -> float:
+    """The mean of the finite values (a clip that asks for no motion has no amplitude), NaN if none."""
+    finite = [v for v in values if np.isfinite(v)]
+    return float(np.mean(finite)) if finite else float("nan")
+
+
 class ScoreBook:
     """``add(row, frames, gt_frames, tracks, visibility)`` per video (``add_frozen`` for the frozen first
     frame); ``figures()`` at the end. ``frozen_row``: the row name ``add_frozen`` records by default."""
@@ -56,6 +72,7 @@ class ScoreBook:
         self.tracker, self.frozen_row = tracker, frozen_row
         self.epe: dict[str, list[float]] = {}
         self.no_hold: dict[str, list[float]] = {}
+        self.amplitude: dict[str, list[float]] = {}
         self.psnr: dict[str, list[float]] = {}
         self.ssim: dict[str, list[float]] = {}
         self.lost: dict[str, np.ndarray] = {}
@@ -77,6 +94,7 @@ class ScoreBook:
         m = track_motion(frames, tracks, visibility, self.tracker)
         self.epe.setdefault(row, []).append(m.epe)
         self.no_hold.setdefault(row, []).append(m.no_hold_epe)
+        self.amplitude.setdefault(row, []).append(m.amplitude)
         self.lost[row] = self.lost.get(row, 0) + m.lost
         self.at_risk[row] = self.at_risk.get(row, 0) + m.at_risk
         if quality and gt_frames is not None:
@@ -86,11 +104,13 @@ class ScoreBook:
     def add_frozen(self, gt_frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, row: str | None = None):
         """Score the frozen first frame of a clip (frame 0 of ``gt_frames`` [T, H, W, 3] held) as ``row``
         (default ``frozen_row``): EPE by ``frozen_epe`` (no tracker, as every table has it), no-hold EPE
-        by the tracker on the still video, PSNR / SSIM / frame statistics against the clip. Its losses
+        by the tracker on the still video, motion amplitude 0 (its points stay put), PSNR / SSIM / frame statistics against the clip. Its losses
         are not counted (a still video loses nothing)."""
         row = row or self.frozen_row
         still = np.broadcast_to(gt_frames[:1], gt_frames.shape)
-        self.epe.setdefault(row, []).append(frozen_epe(tracks, visibility)[0])
+        value, _, still_positions = frozen_epe(tracks, visibility)
+        self.epe.setdefault(row, []).append(value)
+        self.amplitude.setdefault(row, []).append(motion_amplitude(still_positions, tracks, visibility))
         self.no_hold.setdefault(row, []).append(frozen_motion(gt_frames, tracks, visibility, self.tracker).no_hold_epe)
         self._quality(row, still, gt_frames)
 
@@ -104,6 +124,7 @@ class ScoreBook:
         out.update({f"psnr_{k}": float(np.mean(v)) for k, v in self.psnr.items()})
         out.update({f"ssim_{k}": float(np.mean(v)) for k, v in self.ssim.items()})
         out.update({f"no_hold_epe_{k}": float(np.nanmean(v)) for k, v in self.no_hold.items()})
+        out.update({f"motion_amplitude_{k}": _nanmean(v) for k, v in self.amplitude.items()})
         frozen = out.get(f"no_hold_epe_{self.frozen_row}")
         if frozen is not None:  # means over the clips first, then the ratio (eval.quality)
             out.update({f"no_hold_ratio_{k}": quality_ratio(out[f"no_hold_epe_{k}"], frozen) for k in self.no_hold})
@@ -116,6 +137,7 @@ class ScoreBook:
         out["at_risk_per_frame"] = {k: np.asarray(v).tolist() for k, v in self.at_risk.items()}
         out["per_sample"] = {k: [float(x) for x in v] for k, v in self.epe.items()}
         out["no_hold_per_sample"] = {k: [float(x) for x in v] for k, v in self.no_hold.items()}
+        out["amplitude_per_sample"] = {k: [float(x) for x in v] for k, v in self.amplitude.items()}
         out["psnr_per_sample"] = {k: [float(x) for x in v] for k, v in self.psnr.items()}
         out["ssim_per_sample"] = {k: [float(x) for x in v] for k, v in self.ssim.items()}
         pooled = {row: pool_frame_stats(v) for row, v in self.stats.items()}

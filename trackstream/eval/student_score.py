@@ -42,6 +42,7 @@ QUALITY_FIGURES: tuple[tuple[str, str], ...] = (
     ("no_hold_epe_with_tracks", "no-hold EPE with tracks (px)"),
     ("no_hold_ratio_with_tracks", "no-hold EPE / frozen frame's"),
     ("lost_share_with_tracks", "points lost (share)"),
+    ("motion_amplitude_with_tracks", "motion amplitude with tracks (1 = as asked)"),
     ("late_brightness_gap_with_tracks", "late brightness gap (/255)"),
     ("late_texture_ratio_with_tracks", "late texture ratio"),
     ("long_no_hold_ratio", "no-hold EPE / frozen at 10x"),

@@ -1,6 +1,7 @@
 """The quality columns of the end-to-end report (trackstream/pipeline/report.py): their cells in the one table
 and the per-chunk section. The figures come from ``eval.quality`` through the teacher and
 streaming evaluations (``<model>_no_hold_ratio_with_tracks``, ``<model>_lost_share_with_tracks``,
+``<model>_motion_amplitude_with_tracks``,
 ``<model>_late_brightness_gap_with_tracks``, ``<model>_late_texture_ratio_with_tracks``, the per-chunk
 lists ``<model>_brightness_gap_per_chunk`` / ``<model>_texture_ratio_per_chunk``) and the floors'
 (``floors.no_hold_epe_<row>``, ...)."""
@@ -28,16 +29,17 @@ def no_hold_ratio(f: dict, model: str) -> float:
 def quality_header() -> tuple[str, str]:
     """The quality columns' header cells and separator, appended to the one table's."""
     return (
-        " no-hold EPE (px) / ÷ frozen | points lost (%) | late brightness gap / texture ratio |",
-        "---|---|---|",
+        " no-hold EPE (px) / ÷ frozen | points lost (%) | motion amplitude (1 = as asked) "
+        "| late brightness gap / texture ratio |",
+        "---|---|---|---|",
     )
 
 
-def _cells(no_hold, ratio, lost, gap, tex) -> str:
+def _cells(no_hold, ratio, lost, amplitude, gap, tex) -> str:
     pair = f"{_num(no_hold, '.3f')} / {_num(ratio, '.3f')}" if finite(no_hold) else ""
     share = _num(100 * lost, ".1f") if finite(lost) else ""
     late = f"{_num(gap, '+.1f')} / {_num(tex, '.3f')}" if finite(gap, tex) else ""
-    return f" {pair} | {share} | {late} |"
+    return f" {pair} | {share} | {_num(amplitude, '.3f')} | {late} |"
 
 
 def quality_cells(f: dict, model: str) -> str:
@@ -47,6 +49,7 @@ def quality_cells(f: dict, model: str) -> str:
         f.get(k.format("no_hold_epe")),
         no_hold_ratio(f, model),
         f.get(k.format("lost_share")),
+        f.get(k.format("motion_amplitude")),
         f.get(k.format("late_brightness_gap")),
         f.get(k.format("late_texture_ratio")),
     )
@@ -54,7 +57,14 @@ def quality_cells(f: dict, model: str) -> str:
 
 def floor_quality_cells(fl: dict, row: str) -> str:
     """A floor row's quality cells (``floors`` figures; the frozen frame's no-hold EPE is the denominator)."""
-    stems = ("no_hold_epe", "no_hold_ratio", "lost_share", "late_brightness_gap", "late_texture_ratio")
+    stems = (
+        "no_hold_epe",
+        "no_hold_ratio",
+        "lost_share",
+        "motion_amplitude",
+        "late_brightness_gap",
+        "late_texture_ratio",
+    )
     return _cells(*(fl.get(f"{s}_{row}") for s in stems))
 
 
