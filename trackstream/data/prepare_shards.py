@@ -106,7 +106,9 @@ class PrepareConfig:
         if self.scene_cut_search < 1:
             raise ValueError(f"prepare scene_cut_search={self.scene_cut_search} must be >= 1 (clip lengths searched)")
         if not 0 < self.min_aspect <= self.max_aspect:
-            raise ValueError(f"prepare min_aspect={self.min_aspect} / max_aspect={self.max_aspect}: need 0 < min <= max")
+            raise ValueError(
+                f"prepare min_aspect={self.min_aspect} / max_aspect={self.max_aspect}: need 0 < min <= max"
+            )
         if not 0 <= self.job_index < self.num_jobs:
             raise ValueError(f"prepare job_index must be in [0, num_jobs), got {self.job_index}/{self.num_jobs}")
         self.extensions = tuple(e.lower() for e in self.extensions)

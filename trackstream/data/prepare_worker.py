@@ -69,10 +69,10 @@ def check_component(spec, kind: str) -> None:
     if kind == "tracker" and "_target_" not in spec:
         check_tracker_name(str(name), "tracker.name")
     if kind == "tracker" and "_target_" not in spec and str(name).startswith("cotracker3"):
-        from trackstream.data.trackers import COTRACKER_INSTALL_HINT
+        from trackstream.data.cotracker3_tracker import cotracker_install_hint
 
-        if importlib.util.find_spec("cotracker") is None:
-            raise ValueError(f"tracker={name}: {COTRACKER_INSTALL_HINT.rstrip('.')}")
+        if importlib.util.find_spec("cotracker") is None:  # prepare is a Hydra command: its overrides
+            raise ValueError(f"tracker={name}: {cotracker_install_hint('tracker.checkpoint=<path>', 'tracker=lk')}")
     elif "_target_" in spec:
         module = str(spec["_target_"]).rpartition(".")[0]
         try:
@@ -192,7 +192,9 @@ def decode_clip(path: str, cfg, available: int) -> tuple[np.ndarray, int, int]:
             if hists is not None and prev is not None and histogram_distance(prev, hists[j]) > cfg.scene_cut_threshold:
                 cuts += 1
                 if cfg.scene_cuts == "drop":
-                    raise Skip(f"scene_cut: a cut at frame {pos + j} (at {cfg.fps} fps) within num_frames (scene_cuts=drop)")
+                    raise Skip(
+                        f"scene_cut: a cut at frame {pos + j} (at {cfg.fps} fps) within num_frames (scene_cuts=drop)"
+                    )
                 run, start = [], pos + j
             run.append(frame)
             prev = hists[j] if hists is not None else None
