@@ -121,7 +121,12 @@ RECORDS_1_3B = [
     *((page, c) for page, c in H100 if "bench.distill" in c and "teacher_forcing" not in c),
     documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan1.3b_480p,ode_init_wan1.3b_480p"),
 ]
+# docs/recipes.md's shards for the embedded networks: real clips prepared at preset=tiny, then a fine-tune on them
+PREPARE_TINY = documented_line("docs/recipes.md", "trackstream prepare", "preset=tiny")
+TRAIN_ON_SHARDS = documented_line("docs/recipes.md", "data.shards=shards-64")
 ELSEWHERE = {
+    PREPARE_TINY: "tests/test_prepare_real.py",
+    TRAIN_ON_SHARDS: "tests/test_prepare_real.py",
     TINY_DECODER: "tests/test_tiny_decoder.py",
     SMOKE: "tests/test_docs_run.py",  # in RUN: the page's override example, this line with one more word
     **{

@@ -101,6 +101,10 @@ def _cfg(videos, out, **kw):
         samples_per_shard=3,
         num_workers=0,
         progress=False,
+        # the broken set's filters: captions required, 16:9-ish sources only (MotionStream's)
+        missing_caption="skip",
+        min_aspect=1.6,
+        max_aspect=2.0,
     )
     args.update(kw)
     return PrepareConfig(**args)

@@ -55,7 +55,7 @@ class DataConfig:
     batch_size: int = 8  # per rank, per micro-batch
     num_workers: int = 0
     seed: int = 0
-    pool_size: int | None = 512  # synthetic: fixed pool (cached latents); null: endless stream
+    pool_size: int | None = 512  # synthetic: fixed pool (cached latents); null: endless stream; shards: not used
     eval_seed: int = 1_000_003
     eval_samples: int = 16
     shards: str | None = None  # source=shards: a folder (index.json), a glob or a brace pattern
@@ -73,10 +73,10 @@ class DataConfig:
                 "data.eval_shards is read with data.source=shards only (the synthetic world renders its own "
                 "held-out clips); unset it or set data.source=shards"
             )
-        if self.source == "shards" and self.pool_size is not None:
-            raise ValueError(
-                "data.pool_size is for the synthetic world; set data.pool_size=null with data.source=shards"
-            )
+        if self.source == "shards":
+            # the pool caches rendered synthetic clips; shards stream from disk. An experiment written for the
+            # synthetic world sets a pool, and data.source=shards on its line must not need a second word to undo it
+            self.pool_size = None
         if self.height % 16 or self.width % 16:
             raise ValueError(
                 f"data.height/width={self.height}x{self.width} must be multiples of 16 (codec 8 x patch 2)"

@@ -13,12 +13,23 @@ import torch
 
 from trackstream.data.tracker_base import Tracker
 
-COTRACKER_INSTALL_HINT = (
-    "the `cotracker` package is not installed (it is not on PyPI). Install it from source: "
-    "`pip install -c constraints.txt git+https://github.com/facebookresearch/co-tracker.git` or "
-    "`pip install -e <clone of facebookresearch/co-tracker>`; download scaled_offline.pth / "
-    "scaled_online.pth from huggingface.co/facebook/cotracker3 ahead of time and pass its path. "
-    "Use tracker=lk (prepare) or lk_plain (EPE) for the CPU trackers."
+
+def cotracker_install_hint(checkpoint: str, cpu: str) -> str:
+    """What to do when the ``cotracker`` package is missing, in the spelling of the command at hand: ``checkpoint``
+    gives the checkpoint (``tracker.checkpoint=<path>`` on a Hydra command), ``cpu`` picks a CPU tracker."""
+    return (
+        "the `cotracker` package is not installed (it is not on PyPI). Install it from source: "
+        "`pip install -c constraints.txt git+https://github.com/facebookresearch/co-tracker.git` or "
+        "`pip install -e <clone of facebookresearch/co-tracker>`, download scaled_offline.pth / "
+        f"scaled_online.pth from huggingface.co/facebook/cotracker3 and give its local path as {checkpoint}; "
+        f"or use a CPU tracker: {cpu}"
+    )
+
+
+# the class does not know the command that built it: both spellings
+COTRACKER_INSTALL_HINT = cotracker_install_hint(
+    "tracker.checkpoint=<path> (prepare, eval) or --tracker-checkpoint <path> (transfer, drag-bench)",
+    "tracker=lk (prepare), tracker=lk_plain (eval's EPE) or --tracker lk",
 )
 
 

@@ -98,9 +98,13 @@ class ShardStream(ResumableBatchStream):
             )
         self._plans: dict[int, EpochPlan] = {}
         if self.plan(0).batches_per_slot == 0:
+            total = sum(s.num_samples for s in self.shards)
+            least = min(sum(self.shards[i].num_samples for i in slot) for slot in self.plan(0).slot_shards)
+            fix = f"set data.batch_size={least} or lower, " if least else ""
             raise ValueError(
-                f"data.batch_size={batch_size} is larger than the samples one reader gets per epoch; "
-                "lower data.batch_size or data.num_workers, or add data"
+                f"data.batch_size={batch_size} is larger than the {least} samples one reader gets per epoch "
+                f"(data.shards holds {total} in {len(self.shards)} shard(s), read by {total_slots} reader(s)): "
+                f"{fix}lower data.num_workers, or prepare more videos"
             )
 
     # -- planning (pure functions of counts, seed and layout) --------------------------------------

@@ -54,8 +54,10 @@ def main(cfg: DictConfig) -> None:
             raise
         _remove_own_log_dir(str(cfg.output))
         raise SystemExit(f"error: {err}") from None  # one line naming the input / component, exit status 1
-    brief = {k: summary[k] for k in ("complete", "num_inputs", "num_samples", "num_skipped", "skipped_by_reason")}
-    print(json.dumps(brief, indent=1))
+    keys = ("complete", "num_inputs", "num_samples", "num_skipped", "skipped_by_reason", "uncaptioned", "split_at_cut")
+    print(json.dumps({k: summary[k] for k in keys}, indent=1))
+    for line in notes(summary):
+        print(line)
     if summary["upscaled"]:
         print(
             f"note: {summary['upscaled']} of {summary['num_samples']} samples come from sources smaller than "
@@ -70,6 +72,24 @@ def main(cfg: DictConfig) -> None:
             f"prepare wrote no sample: all {summary['num_inputs']} inputs were skipped ({reasons}); "
             f"the reasons per input are in {pcfg.output}/report.json"
         )
+
+
+def notes(summary: dict) -> list[str]:
+    """The summary's counts a person should know of, one line each."""
+    out = []
+    if summary["uncaptioned"]:
+        how = {"empty": "empty captions", "filename": "their file names as captions"}[summary["missing_caption"]]
+        out.append(
+            f"note: {summary['uncaptioned']} videos without a caption: {how} (give captions by a sidecar .txt, a "
+            "manifest or captions=; missing_caption=empty | filename | skip)"
+        )
+    cut = summary["skipped_by_reason"].get("scene_cut", 0)
+    if summary["split_at_cut"] or cut:
+        out.append(
+            f"note: scene cuts: {summary['split_at_cut']} samples start after a cut, {cut} videos skipped for "
+            "holding no num_frames frames of one shot (scene_cuts=split | drop | keep, scene_cut_threshold=)"
+        )
+    return out
 
 
 def _remove_own_log_dir(output: str) -> None:

@@ -44,6 +44,8 @@ from trackstream.models.precision import precision_name
 
 CACHE_DTYPES = {"fp16": "float16", "fp32": "float32"}  # the precisions numpy can store
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi", ".m4v")
+MISSING_CAPTION = ("empty", "filename", "skip")
+SCENE_CUTS = ("split", "drop", "keep")
 
 
 @dataclass
@@ -53,12 +55,17 @@ class PrepareConfig:
     captions: str | None = None  # CSV/JSON(L) manifest with captions; default: manifest columns or sidecar .txt
     path_column: str = "video"
     caption_column: str = "caption"
+    # a video with no caption: "empty" (caption ""), "filename" (its file name) or "skip" (reason missing_caption)
+    missing_caption: str = "empty"
     fps: float = 16.0
     num_frames: int = 81
     height: int = 480
     width: int = 832
-    min_aspect: float = 1.6  # width / height of the source; 16:9 = 1.78
-    max_aspect: float = 2.0
+    # width / height of the source (16:9 = 1.78); every source is fitted to height x width by one rule: scaled to
+    # cover it, then centre-cropped (video_io.resize_center_crop). The default range takes square to 2.39:1 films;
+    # MotionStream (appendix D) kept 16:9 sources only: min_aspect=1.6 max_aspect=2.0
+    min_aspect: float = 1.0
+    max_aspect: float = 2.4
     min_source_fps: float = 15.0  # below the target rate frames would be duplicated: reject
     max_source_fps: float = 240.0
     # sources smaller than this are skipped (reason low_resolution); 0: any size, smaller ones are upscaled
@@ -67,6 +74,12 @@ class PrepareConfig:
     min_source_width: int = 0
     grid_size: int = 50
     min_visible_fraction: float = 0.05  # of (frame, track) entries; lower means the tracker failed
+    # scene cuts (data.prepare_cuts): "split" takes the clip from the first num_frames frames of one shot within the
+    # first scene_cut_search clip lengths, "drop" skips a video with a cut in its first num_frames, "keep" does not
+    # look; a cut is a colour-histogram distance (0..2) above scene_cut_threshold between consecutive frames
+    scene_cuts: str = "split"
+    scene_cut_threshold: float = 0.3
+    scene_cut_search: int = 4
     samples_per_shard: int = 64
     num_workers: int = 1  # 0: in-process (no crash isolation)
     start_method: str = "spawn"  # "fork" only for debugging: forked children can deadlock in thread pools
@@ -86,6 +99,16 @@ class PrepareConfig:
             raise ValueError(f"prepare height/width must be even (H.264 yuv420p), got {self.height}x{self.width}")
         if self.samples_per_shard < 1:
             raise ValueError(f"prepare samples_per_shard must be >= 1, got {self.samples_per_shard}")
+        if self.missing_caption not in MISSING_CAPTION:
+            raise ValueError(f"prepare missing_caption={self.missing_caption!r}; choose {' | '.join(MISSING_CAPTION)}")
+        if self.scene_cuts not in SCENE_CUTS:
+            raise ValueError(f"prepare scene_cuts={self.scene_cuts!r}; choose {' | '.join(SCENE_CUTS)}")
+        if self.scene_cut_search < 1:
+            raise ValueError(f"prepare scene_cut_search={self.scene_cut_search} must be >= 1 (clip lengths searched)")
+        if not 0 < self.min_aspect <= self.max_aspect:
+            raise ValueError(
+                f"prepare min_aspect={self.min_aspect} / max_aspect={self.max_aspect}: need 0 < min <= max"
+            )
         if not 0 <= self.job_index < self.num_jobs:
             raise ValueError(f"prepare job_index must be in [0, num_jobs), got {self.job_index}/{self.num_jobs}")
         self.extensions = tuple(e.lower() for e in self.extensions)
@@ -186,6 +209,9 @@ def plan_shards(items: list[Item], samples_per_shard: int) -> list[list[Item]]:
 
 
 def _check_plan(cfg: PrepareConfig, items: list[Item]) -> None:
+    """Pin the folder to its inputs and content settings (plan.json), so that a resumed run cannot mix shards
+    of two plans. Only a folder holding a sample is pinned: one whose runs wrote none (every input skipped,
+    or stopped before the first shard) starts afresh under the new plan."""
     digest = hashlib.sha256(json.dumps([[i.rel, i.caption] for i in items]).encode()).hexdigest()
     plan = {"inputs_sha256": digest, "num_inputs": len(items), "config": cfg.content_fingerprint()}
     plan = json.loads(json.dumps(plan))  # tuples -> lists, as they come back from disk
@@ -193,15 +219,60 @@ def _check_plan(cfg: PrepareConfig, items: list[Item]) -> None:
     if os.path.isfile(path):
         with open(path) as f:
             old = json.load(f)
-        if old != plan:
-            changed = sorted(k for k in plan["config"] if old.get("config", {}).get(k) != plan["config"][k])
-            what = f"settings {changed}" if changed else "the input list or captions"
-            raise ValueError(f"output={cfg.output!r} was prepared with different {what}; use a new output folder")
-        return
+        if old == plan:
+            return
+        if _holds_samples(cfg):
+            raise ValueError(_plan_change(cfg.output, old, plan))
+        _clear_unpinned(cfg)
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(plan, f, indent=1, sort_keys=True)
     os.replace(tmp, path)
+
+
+def _plan_change(output: str, old: dict, new: dict) -> str:
+    """One line saying what differs between the folder's plan and this run's."""
+    before = old.get("config", {})
+    changed = sorted(k for k in set(before) | set(new["config"]) if before.get(k) != new["config"].get(k))
+    if changed:
+        shown = ", ".join(f"{k}={before.get(k)!r} there, {new['config'].get(k)!r} now" for k in changed[:4])
+        what = f"other settings ({shown}{', ...' if len(changed) > 4 else ''})"
+    else:
+        what = "another input list or other captions"
+    return (
+        f"output={output!r} holds samples prepared from {what}; prepare into a new output folder, or run the "
+        "command that made it to finish it"
+    )
+
+
+def _shard_files(cfg: PrepareConfig, suffix: str) -> list[str]:
+    prefix = cfg.shard_pattern.split("{", 1)[0]
+    return glob.glob(os.path.join(glob.escape(cfg.output), glob.escape(prefix) + "*" + suffix))
+
+
+def _holds_samples(cfg: PrepareConfig) -> bool:
+    """Whether a finished shard of this folder holds a sample (its report, written last, says so)."""
+    if _shard_files(cfg, ".tar"):
+        return True
+    for path in _shard_files(cfg, ".json"):
+        try:
+            with open(path) as f:
+                if json.load(f).get("num_samples", 0) > 0:
+                    return True
+        except (OSError, ValueError, AttributeError):
+            return True  # not a report this pipeline reads: leave the folder alone
+    return False
+
+
+def _clear_unpinned(cfg: PrepareConfig) -> None:
+    """Remove what earlier runs left in a folder that holds no sample: their plan, shard reports and summaries."""
+    paths = [os.path.join(cfg.output, n) for n in ("plan.json", "report.json", "index.json", "crashed.json")]
+    for path in paths + _shard_files(cfg, ".json") + _shard_files(cfg, ".tmp"):
+        if os.path.isfile(path):
+            os.remove(path)
+    for marker in glob.glob(os.path.join(glob.escape(cfg.output), ".progress", "*.current")):
+        os.remove(marker)
+    print(f"note: output={cfg.output!r} held no sample of an earlier run with another plan; starting it afresh")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -262,15 +333,22 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
         counts["upscaled"] += report.get("upscaled", 0)
         bar.set_postfix(samples=counts["samples"], skipped=counts["skipped"], upscaled=counts["upscaled"])
 
+    def tick(text: str | None = None) -> None:  # a video done, or what a worker is doing now
+        if text is None:
+            bar.set_description_str("videos", refresh=False)
+            bar.update(1)
+        else:
+            bar.set_description_str(f"videos ({text})")
+
     if cfg.num_workers == 0:
-        worker.init_worker(cfg, specs, in_pool=False, tick=lambda: bar.update(1))
+        worker.init_worker(cfg, specs, in_pool=False, tick=tick)
         for k in pending:
             done(worker.run_shard(k, shards[k], sorted(crashed)))
     else:
-        broken = _run_pool(cfg, specs, shards, pending, crashed, done, max_workers=cfg.num_workers, bar=bar)
+        broken = _run_pool(cfg, specs, shards, pending, crashed, done, max_workers=cfg.num_workers, tick=tick, bar=bar)
         for k in broken:  # re-run the shards a crash interrupted, one at a time, to find the culprit
             while True:
-                if not _run_pool(cfg, specs, shards, [k], crashed, done, max_workers=1, bar=bar):
+                if not _run_pool(cfg, specs, shards, [k], crashed, done, max_workers=1, tick=tick, bar=bar):
                     break
                 marker = os.path.join(cfg.output, ".progress", cfg.shard_pattern.format(k) + ".current")
                 culprit = None
@@ -286,13 +364,15 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
                 with open(tmp, "w") as f:
                     json.dump(sorted(crashed), f, indent=1)
                 os.replace(tmp, crashed_path)
+    bar.set_description_str("videos")
     bar.close()
     return write_summary(cfg, shards)
 
 
-def _run_pool(cfg, specs, shards, todo, crashed, done, *, max_workers: int, bar) -> list[int]:
+def _run_pool(cfg, specs, shards, todo, crashed, done, *, max_workers: int, tick, bar) -> list[int]:
     """Run shards in a process pool; returns the shards left unfinished by a worker crash. Workers put a
-    tick on a queue per video, which moves ``bar`` while their shards run."""
+    tick (1) per video and their status text on a queue, which ``tick`` shows while their shards run; the bar is
+    redrawn twice a second so that its clock moves while a long video decodes and tracks."""
     if not todo:
         return []
     ctx = mp.get_context(cfg.start_method)
@@ -301,8 +381,9 @@ def _run_pool(cfg, specs, shards, todo, crashed, done, *, max_workers: int, bar)
 
         def drain() -> None:
             while not ticks.empty():
-                ticks.get_nowait()
-                bar.update(1)
+                got = ticks.get_nowait()
+                tick(got if isinstance(got, str) else None)
+            bar.refresh()
 
         with cf.ProcessPoolExecutor(
             min(max_workers, len(todo)),
@@ -359,6 +440,11 @@ def write_summary(cfg: PrepareConfig, shards: list[list[Item]]) -> dict:
         "skipped": skipped,
         # sources smaller than height x width, scaled up to it (how much: each sample's meta "upscale")
         "upscaled": sum(r.get("upscaled", 0) for r in finished),
+        # samples whose video had no caption (they carry missing_caption's), and samples that start after a scene
+        # cut (scene_cuts=split); videos with no clip of one shot are skipped as scene_cut
+        "uncaptioned": sum(r.get("uncaptioned", 0) for r in finished),
+        "missing_caption": cfg.missing_caption,
+        "split_at_cut": sum(r.get("split_at_cut", 0) for r in finished),
         "max_upscale": max([r.get("max_upscale", 1.0) for r in finished], default=1.0),
         "shards": [{"name": r["name"], "num_samples": r["num_samples"]} for r in finished],
     }

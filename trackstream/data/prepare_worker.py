@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from trackstream.data.prepare_cuts import frame_histograms, histogram_distance
 from trackstream.data.shards import encode_sample, make_key, write_shard_atomic
 from trackstream.data.trackers import build_tracker, check_tracker_name, grid_queries
 from trackstream.data.video_io import (
@@ -68,10 +69,10 @@ def check_component(spec, kind: str) -> None:
     if kind == "tracker" and "_target_" not in spec:
         check_tracker_name(str(name), "tracker.name")
     if kind == "tracker" and "_target_" not in spec and str(name).startswith("cotracker3"):
-        from trackstream.data.trackers import COTRACKER_INSTALL_HINT
+        from trackstream.data.cotracker3_tracker import cotracker_install_hint
 
-        if importlib.util.find_spec("cotracker") is None:
-            raise ValueError(f"tracker={name}: {COTRACKER_INSTALL_HINT.rstrip('.')}")
+        if importlib.util.find_spec("cotracker") is None:  # prepare is a Hydra command: its overrides
+            raise ValueError(f"tracker={name}: {cotracker_install_hint('tracker.checkpoint=<path>', 'tracker=lk')}")
     elif "_target_" in spec:
         module = str(spec["_target_"]).rpartition(".")[0]
         try:
@@ -101,12 +102,13 @@ def init_worker(cfg, specs: dict, in_pool: bool = True, tick=None) -> None:
         # pool inherited through fork can deadlock.
         torch.set_num_threads(1)
     _STATE.clear()
-    # tick: called once per video done (the parent's progress bar: a callable, or a queue from the pool)
-    if tick is not None and hasattr(tick, "put"):  # the pool's queue: one item per video
+    # tick: tick() once per video done, tick(text) for what the worker is doing now (the parent's progress bar:
+    # a callable, or a queue from the pool)
+    if tick is not None and hasattr(tick, "put"):  # the pool's queue: 1 per video, or the status text
         queue = tick
 
-        def tick() -> None:
-            queue.put(1)
+        def tick(text: str | None = None) -> None:
+            queue.put(1 if text is None else text)
 
     _STATE.update(cfg=cfg, specs=specs, built={}, tick=tick)
 
@@ -118,10 +120,27 @@ def _component(kind: str):
     return built[kind]
 
 
-def process_item(item, cfg) -> dict:
-    """Decode, filter, crop, track (and encode latents) one file. Raises Skip(reason)."""
-    if not item.caption:
-        raise Skip("missing_caption: no caption in the manifest and no sidecar .txt")
+def caption_of(item, cfg) -> str:
+    """The item's caption; a video without one gets ``cfg.missing_caption``'s (``empty``: "", ``filename``: the file
+    name without its extension, ``_`` / ``-`` read as spaces) or is skipped (``skip``)."""
+    if item.caption:
+        return item.caption
+    if cfg.missing_caption == "skip":
+        raise Skip("missing_caption: no caption in the manifest and no sidecar .txt (missing_caption=skip)")
+    if cfg.missing_caption == "filename":
+        stem = os.path.splitext(os.path.basename(item.path))[0]
+        return " ".join(stem.replace("_", " ").replace("-", " ").split())
+    return ""
+
+
+def _status(text: str) -> None:
+    """What this worker is doing now, for the parent's progress bar (a long video decodes and tracks for a while)."""
+    if _STATE.get("tick") is not None:
+        _STATE["tick"](text)
+
+
+def _check_source(item, cfg):
+    """Probe the file and apply the source filters; returns its VideoInfo. Raises Skip(reason)."""
     if not os.path.isfile(item.path):
         raise Skip("missing_file")
     if os.path.getsize(item.path) == 0:
@@ -142,20 +161,64 @@ def process_item(item, cfg) -> dict:
     aspect = info.width / max(info.height, 1)
     if not cfg.min_aspect <= aspect <= cfg.max_aspect:
         raise Skip(
-            f"aspect_ratio: {info.width}x{info.height} ({aspect:.3f}) outside [{cfg.min_aspect}, {cfg.max_aspect}]"
+            f"aspect_ratio: {info.width}x{info.height} ({aspect:.3f}) outside min_aspect..max_aspect = "
+            f"[{cfg.min_aspect}, {cfg.max_aspect}]"
         )
     available = len(resample_indices(info.num_frames, info.fps, cfg.fps))
     if available < cfg.num_frames:
         raise Skip(f"too_short: {available} frames at {cfg.fps} fps < num_frames={cfg.num_frames}")
-    try:
-        frames, _ = decode_video(item.path, fps=cfg.fps, max_frames=cfg.num_frames)
-    except VideoDecodeError as e:
-        raise Skip(f"decode_error: {e}") from None
-    if len(frames) < cfg.num_frames:
-        raise Skip(f"too_short: decoded {len(frames)} frames < num_frames={cfg.num_frames}")
-    upscale = max(cfg.height / frames.shape[1], cfg.width / frames.shape[2])  # resize_center_crop's cover scale
-    frames = resize_center_crop(frames, height=cfg.height, width=cfg.width)
+    return info
+
+
+def decode_clip(path: str, cfg, available: int) -> tuple[np.ndarray, int, int]:
+    """``cfg.num_frames`` consecutive frames of one shot, fitted to height x width (scaled to cover, centre-cropped:
+    ``resize_center_crop``). Returns (frames, first frame's index at cfg.fps, cuts passed). Decodes a window at a
+    time, only the frames still needed: with ``scene_cuts=split`` a cut restarts the clip after it, within the first
+    ``scene_cut_search`` clip lengths; ``drop`` skips a video with a cut in its first clip; ``keep`` does not look."""
+    limit = cfg.num_frames if cfg.scene_cuts != "split" else min(available, cfg.num_frames * cfg.scene_cut_search)
+    run: list[np.ndarray] = []  # fitted frames since the last cut
+    start = pos = cuts = 0
+    prev = None
+    while len(run) < cfg.num_frames and pos < limit:
+        want = min(cfg.num_frames - len(run), limit - pos)
+        _status(f"decoding {os.path.basename(path)} frames {pos}-{pos + want - 1}")
+        try:
+            window, _ = decode_video(path, fps=cfg.fps, start=pos, max_frames=want)
+        except VideoDecodeError as e:
+            raise Skip(f"decode_error: {e}") from None
+        window = resize_center_crop(window, height=cfg.height, width=cfg.width)
+        hists = frame_histograms(window) if cfg.scene_cuts != "keep" else None
+        for j, frame in enumerate(window):
+            if hists is not None and prev is not None and histogram_distance(prev, hists[j]) > cfg.scene_cut_threshold:
+                cuts += 1
+                if cfg.scene_cuts == "drop":
+                    raise Skip(
+                        f"scene_cut: a cut at frame {pos + j} (at {cfg.fps} fps) within num_frames (scene_cuts=drop)"
+                    )
+                run, start = [], pos + j
+            run.append(frame)
+            prev = hists[j] if hists is not None else None
+        pos += len(window)
+        if len(window) < want:
+            break  # the file holds fewer frames than its index promised
+    if len(run) < cfg.num_frames:
+        if cuts:
+            raise Skip(
+                f"scene_cut: {cuts} cut(s) in the first {pos} frames leave no {cfg.num_frames} frames of one shot"
+            )
+        raise Skip(f"too_short: decoded {pos} frames < num_frames={cfg.num_frames}")
+    return np.stack(run), start, cuts
+
+
+def process_item(item, cfg) -> dict:
+    """Decode, filter, crop, track (and encode latents) one file. Raises Skip(reason)."""
+    caption = caption_of(item, cfg)
+    info = _check_source(item, cfg)
+    available = len(resample_indices(info.num_frames, info.fps, cfg.fps))
+    frames, start, cuts = decode_clip(item.path, cfg, available)
+    upscale = max(cfg.height / info.height, cfg.width / info.width)  # resize_center_crop's cover scale
     tracker = _component("tracker")
+    _status(f"tracking {os.path.basename(item.path)}: {cfg.grid_size}x{cfg.grid_size} points, {len(frames)} frames")
     tracks, vis = tracker.track(frames, grid_queries(cfg.height, cfg.width, cfg.grid_size))
     tracks, vis = np.asarray(tracks, np.float32), np.asarray(vis, bool)
     if not np.isfinite(tracks).all():
@@ -163,9 +226,11 @@ def process_item(item, cfg) -> dict:
     if vis.mean() < cfg.min_visible_fraction:
         raise Skip(f"few_visible_tracks: {vis.mean():.3f} < min_visible_fraction={cfg.min_visible_fraction}")
     out = {"frames": frames, "tracks": tracks, "visibility": vis, "info": info, "tracker": type(tracker).__name__}
+    out.update(caption=caption, start=start, cuts=cuts)
     out["upscale"] = round(upscale, 3) if upscale > 1 else 1.0
     encoder = _component("latent_encoder")
     if encoder is not None:
+        _status(f"encoding latents of {os.path.basename(item.path)}")
         with torch.no_grad():
             lat = torch.as_tensor(encoder.encode(frames_to_tensor(frames)[None]))[0]  # [C, F, h, w]
         lat = lat.float().cpu().numpy()
@@ -213,12 +278,13 @@ def run_shard(shard_id: int, items: list, crashed: list[str]) -> dict:
         if _STATE.get("tick") is not None:
             _STATE["tick"]()
     try:
-        embs = _text_embeddings([it.caption for it, _ in good], cfg)
+        embs = _text_embeddings([res["caption"] for _, res in good], cfg)
     except Exception as e:
         reason = f"error: text encoder failed for this shard: {type(e).__name__}: {' '.join(str(e).split())[:300]}"
         skipped += [{"path": it.rel, "reason": reason} for it, _ in good]
         good, embs = [], []
     samples, keys, ids, ups = [], set(), [], []
+    uncaptioned = split = 0  # samples with missing_caption's caption / taken after a scene cut
     for (item, res), emb in zip(good, embs):
         if _STATE["specs"].get("text_encoder") is not None and emb is None:
             skipped.append({"path": item.rel, "reason": "nan_text_emb: text encoder returned non-finite values"})
@@ -241,13 +307,15 @@ def run_shard(shard_id: int, items: list, crashed: list[str]) -> dict:
             "source_num_frames": info.num_frames,
             "source_size": [info.height, info.width],
             "upscale": res["upscale"],  # > 1: the source was smaller than height x width
+            "start_frame": res["start"],  # at fps: > 0 where the clip starts after a scene cut
+            "captioned": bool(item.caption),  # false: the caption is missing_caption's
         }
         samples.append(
             encode_sample(
                 key,
                 tracks=res["tracks"],
                 visibility=res["visibility"],
-                caption=item.caption,
+                caption=res["caption"],
                 meta=meta,
                 mp4=encode_mp4(res["frames"], fps=cfg.fps, crf=cfg.crf)
                 if cfg.store_video or "latents" not in res
@@ -257,13 +325,15 @@ def run_shard(shard_id: int, items: list, crashed: list[str]) -> dict:
             )
         )
         ids.append(item.rel)
+        uncaptioned += not item.caption
+        split += res["cuts"] > 0
         if res["upscale"] > 1:
             ups.append(res["upscale"])
     tar_path = os.path.join(cfg.output, name + ".tar")
     if samples:
         write_shard_atomic(tar_path, samples)
     report = {"name": name, "shard": shard_id, "num_samples": len(samples), "samples": ids, "skipped": skipped}
-    report.update(upscaled=len(ups), max_upscale=max(ups, default=1.0))
+    report.update(upscaled=len(ups), max_upscale=max(ups, default=1.0), uncaptioned=uncaptioned, split_at_cut=split)
     tmp = os.path.join(cfg.output, name + ".json.tmp")
     with open(tmp, "w") as f:
         json.dump(report, f, indent=1, sort_keys=True)

@@ -128,8 +128,10 @@ def decode_video(
     *,
     fps: float | None = None,
     max_frames: int | None = None,
+    start: int = 0,
 ) -> tuple[np.ndarray, VideoInfo]:
-    """Decode to uint8 [T, H, W, 3]; with `fps`, resample to that frame rate first.
+    """Decode to uint8 [T, H, W, 3]; with `fps`, resample to that frame rate first. `start`: the first
+    frame (of the resampled timeline) to decode, so a long video can be read a window at a time.
 
     Raises VideoDecodeError for unreadable input, including truncated files whose frame index
     promises more frames than the bitstream holds.
@@ -138,10 +140,14 @@ def decode_video(
     n, src_fps = len(reader), float(reader.get_avg_fps())
     if n == 0:
         raise VideoDecodeError("video has no frames")
+    stop = None if max_frames is None else start + max_frames
     if fps is None:
-        idx = np.arange(n if max_frames is None else min(n, max_frames))
+        idx = np.arange(n if stop is None else min(n, stop))
     else:
-        idx = resample_indices(n, src_fps, fps, max_frames=max_frames)
+        idx = resample_indices(n, src_fps, fps, max_frames=stop)
+    idx = idx[start:]
+    if not len(idx):
+        raise VideoDecodeError(f"no frame from frame {start} on")
     try:
         frames = reader.get_batch(idx.tolist()).asnumpy()
     except Exception as e:
