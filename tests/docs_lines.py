@@ -121,8 +121,11 @@ RECORDS_1_3B = [
     *((page, c) for page, c in H100 if "bench.distill" in c and "teacher_forcing" not in c),
     documented_line(PERF, DISTILL_BENCH, "--configs dmd_wan1.3b_480p,ode_init_wan1.3b_480p"),
 ]
+# docs/drag-instructions.md's drag on the shipped example files (a real frame)
+DRAG_EXAMPLE = documented_line("docs/drag-instructions.md", "--instruction examples/drag/right_trajectory.json")
 ELSEWHERE = {
     TINY_DECODER: "tests/test_tiny_decoder.py",
+    DRAG_EXAMPLE: "tests/test_drag_cli.py",
     SMOKE: "tests/test_docs_run.py",  # in RUN: the page's override example, this line with one more word
     **{
         documented_line("docs/bench/cpu/realtime_small_sizes.md", f"--setup {setup}"): "tests/test_bench_realtime.py"
