@@ -124,10 +124,13 @@ RECORDS_1_3B = [
 # docs/recipes.md's shards for the embedded networks: real clips prepared at preset=tiny, then a fine-tune on them
 PREPARE_TINY = documented_line("docs/recipes.md", "trackstream prepare", "preset=tiny")
 TRAIN_ON_SHARDS = documented_line("docs/recipes.md", "data.shards=shards-64")
+# docs/drag-instructions.md's drag on the shipped example files (a real frame)
+DRAG_EXAMPLE = documented_line("docs/drag-instructions.md", "--instruction examples/drag/right_trajectory.json")
 ELSEWHERE = {
     PREPARE_TINY: "tests/test_prepare_real.py",
     TRAIN_ON_SHARDS: "tests/test_prepare_real.py",
     TINY_DECODER: "tests/test_tiny_decoder.py",
+    DRAG_EXAMPLE: "tests/test_drag_cli.py",
     SMOKE: "tests/test_docs_run.py",  # in RUN: the page's override example, this line with one more word
     **{
         documented_line("docs/bench/cpu/realtime_small_sizes.md", f"--setup {setup}"): "tests/test_bench_realtime.py"

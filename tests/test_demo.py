@@ -1,7 +1,7 @@
 """The live demo end to end on the shipped student (assets/tiny-student): the real server
 (``python -m trackstream.stream.demo``, binary JPEG frames), a real headless Chromium (Debian's ``chromium``
 driven by Playwright) dragging on the page, the canvas at the stream's aspect ratio, "Save video"
-(an mp4 of every frame sent). The load test at the session limit runs as docs/demo.md shows it, against the
+(an mp4 of every frame sent), the notice an upload brings on a student trained on the synthetic world. The load test at the session limit runs as docs/demo.md shows it, against the
 documented server (tests/test_docs_run.py).
 
 Artifacts (a screenshot of the page, the saved video) go to ``test-artifacts/demo/``.
@@ -123,6 +123,7 @@ def _check_canvas_aspect(page) -> dict:
 
 @pytest.mark.slow
 def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server):
+    import cv2
     from playwright.sync_api import sync_playwright
 
     from trackstream.data.trackers import build_tracker
@@ -135,6 +136,10 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.goto(server)
         page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=30000)
         assert page.evaluate("demo.format") == "jpeg" and page.evaluate("demo.token")
+        # the shipped student's records name the synthetic world: the page says so under its scenes, and drags with
+        # the student's own tracks (it is track-conditioned)
+        assert page.locator("#world").is_visible() and not page.locator("#notice").is_visible()
+        assert page.evaluate("document.getElementById('method').value") == "tracks"
         page.select_option("#scene", "1")  # a camera clip of the world (scene 0 is an objects clip: a still camera)
         page.check("#together")
         layout = lambda: [page.locator(q).bounding_box() for q in ("#view", ".controls", ".readout")]  # noqa: E731
@@ -228,6 +233,13 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         stats = page.evaluate("demo.stats")
         aspect = _check_canvas_aspect(page)
         assert page.evaluate("demo.stats.errors") == errors_before, page.evaluate("demo.lastError")
+
+        # a picture from elsewhere: the page tells the person what this synthetic-world student will make of it
+        png = cv2.imencode(".png", np.full((48, 80, 3), 120, np.uint8))[1].tobytes()
+        page.set_input_files("#upload", files=[{"name": "photo.png", "mimeType": "image/png", "buffer": png}])
+        page.wait_for_selector("#notice", state="visible", timeout=5000)
+        notice = page.text_content("#notice")
+        assert "trained only on the synthetic world (64x64" in notice and "mosaic" in notice, notice
         browser.close()
     assert not console, console
     video = _mp4_frames(saved_path)

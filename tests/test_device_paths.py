@@ -300,6 +300,8 @@ def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_p
                 str(folder / "image.png"),
                 "--instruction",
                 str(folder / "drag_trajectory.json"),
+                "--method",
+                "latent",  # the optimisation under test; the default on this track-conditioned student is tracks
                 "--iterations",
                 "1",
                 "--after",

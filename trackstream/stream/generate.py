@@ -251,6 +251,16 @@ def _stream(engine, state, source, n: int, switches: dict, sink: str) -> list[np
     return frames
 
 
+def _photo_note(student: str) -> None:
+    """One line when the student's records say it knows only the synthetic world (``stream.trained_world``):
+    an image from elsewhere melts, and the person should know that before they watch it."""
+    from trackstream.stream.trained_world import photo_notice, trained_world
+
+    notice = photo_notice(trained_world(student))
+    if notice is not None:
+        print(f"note: {notice}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     return run(ap, ap.parse_args(argv))
@@ -267,6 +277,7 @@ def run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     from trackstream.stream.engine import StreamingGenerator
 
     loaded = _load(args, device, dtype)
+    _photo_note(args.student)
     cfg, n = loaded.cfg, loaded.chunks
     h, w = loaded.bgr.shape[:2]
     first, last = chunk_pixel_frames(cfg.causal, 0)[0], chunk_pixel_frames(cfg.causal, n - 1)[1]

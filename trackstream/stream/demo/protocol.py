@@ -22,7 +22,8 @@ Client -> server (JSON text, one object per message, ``type`` first):
 * ``{"type": "pause"}``, ``{"type": "resume"}``, ``{"type": "restart"}``.
 
 Server -> client, JSON text: ``hello`` (frame ``width`` / ``height``, fps, ``frame_format``, the
-``session`` token for saving the video, limits, scenes, device and dtype), ``started``, ``chunk``
+``session`` token for saving the video, limits, scenes, device and dtype, ``photo_notice``: what a photo will
+look like on a student whose records say it knows only the synthetic world, else null), ``started``, ``chunk``
 (per-chunk latency), ``dragged``, ``camera``, ``paused`` / ``resumed``, ``error`` (the message that was refused and
 why; the session goes on), ``busy``.
 

@@ -156,6 +156,7 @@ class _Server:
             "chunk_frames": model.chunk_frames,
             "scenes": model.num_scenes,
             "track_head": model.has_track_head,
+            "photo_notice": model.photo_notice,  # stream.trained_world: the page shows it after an upload
             "frame_format": self.frame_format,
             "frame_quality": self.frame_quality,
             "session": conn.token,

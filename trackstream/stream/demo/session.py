@@ -42,6 +42,7 @@ from trackstream.stream.drag.geometry import resample_path
 from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction, Rotation2D, Translation, swept_box
 from trackstream.stream.drag.optimize import DragConfig
 from trackstream.stream.engine import StreamingGenerator
+from trackstream.stream.trained_world import photo_notice, run_config, trained_world
 
 __all__ = ["DemoModel", "Session", "LiveTracks", "world_for", "drag_instruction"]  # LiveTracks: stream.demo.live
 
@@ -54,17 +55,17 @@ def world_for(student: Path, height: int, width: int) -> SyntheticWorld:
     default world at the student's frame size."""
     from omegaconf import OmegaConf
 
-    for cfg_path in (student.parent / "config.yaml", student.parent.parent / "config.yaml"):
-        if cfg_path.is_file():
-            data = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True).get("data", {})
-            world = {k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("world") or {}).items()}
-            return SyntheticWorld(
-                **world,
-                height=data.get("height", height),
-                width=data.get("width", width),
-                fps=data.get("fps", 16),
-                num_frames=2,
-            )
+    cfg_path = run_config(student)  # stream.trained_world: beside the export or one level up
+    if cfg_path is not None:
+        data = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True).get("data", {})
+        world = {k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("world") or {}).items()}
+        return SyntheticWorld(
+            **world,
+            height=data.get("height", height),
+            width=data.get("width", width),
+            fps=data.get("fps", 16),
+            num_frames=2,
+        )
     return SyntheticWorld(height=height, width=width, num_frames=2, caption_motion=False)
 
 
@@ -130,6 +131,7 @@ class DemoModel:
         self.fps = int(self.world.fps)
         self.num_scenes, self.scene_seed = num_scenes, scene_seed
         self.has_track_head = net.track_encoder is not None
+        self.photo_notice = photo_notice(trained_world(student))  # shown on the page after an upload, or None
         self.lock = threading.Lock()  # one network pass at a time, whichever session asks
         self.depth_model = None
         if depth_model is not None:

@@ -1,13 +1,15 @@
 """Replay a drag instruction on a student export: the video, the intended-vs-achieved overlay, metrics.
 
     trackstream drag --student RUN/dmd/export/student --codec assets/tiny-teacher \\
-        --image first.png --instruction DIR/drag_trajectory.json --out runs/drag [--method latent|tracks|both]
+        --image first.png --instruction DIR/drag_trajectory.json --out runs/drag [--method tracks|latent|both]
         [--iterations 4] [--before 0] [--after 1] [--prompt "..."] [--compare] [--device cuda --dtype bf16]
 
 The instruction is DragStream's ``*_trajectory.json`` with its PNG masks (``stream.drag.instructions``),
 drawn on the reference frame: the last frame shown before the drag. ``--before N`` streams N chunks
 first (an edit needs N >= 1: it re-generates the last of them; with N = 1 the reference is the first
-frame); ``--after M`` streams M more chunks after the drag. The background is pinned with static
+frame); ``--after M`` streams M more chunks after the drag. ``--method``: by default the one that works on
+the student at hand, its own tracks on a track-conditioned student (a track head), else DragStream's latent
+optimisation (``editor.default_method``); each chunk prints a line as it is done. The background is pinned with static
 points off the editable area when the student has a track head (``--no-pin`` to stream without).
 Writes ``video.mp4``, ``overlay.png`` (last steered frame: intended handle paths green, tracked ones
 red), ``metrics.json``: per trajectory the handle's distance to its intended place per frame and its
@@ -65,7 +67,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--image", required=True, help="first frame (PNG/JPEG at the student's size)")
     ap.add_argument("--instruction", required=True, help="DragStream *_trajectory.json (PNG masks beside it)")
     ap.add_argument("--prompt", default=None, help="default: the instruction's prompt")
-    ap.add_argument("--method", default="latent", choices=["latent", "tracks", "both"])
+    ap.add_argument(
+        "--method",
+        default=None,
+        choices=["latent", "tracks", "both"],
+        help="default: tracks on a track-conditioned student (a track head), else latent",
+    )
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--before", type=int, default=None, help="chunks streamed before the drag (default 0; edit 1)")
     ap.add_argument("--after", type=int, default=1, help="chunks streamed after the drag")
@@ -94,7 +101,7 @@ class _Replay:
     before: int
 
     def stream(self, drag: bool) -> tuple[list, list, float]:
-        """Every chunk's output, the steered ones, and the seconds they took."""
+        """Every chunk's output, the steered ones, and the seconds they took; a line per chunk as it is done."""
         from trackstream.stream.drag.editor import DragEditor
         from trackstream.stream.drag.points import pins_for
 
@@ -106,25 +113,41 @@ class _Replay:
         def pinned(chunk):  # the static pins over this chunk's pixel frames
             return [] if pins is None else list(pins.over(engine, chunk))
 
-        outs = [editor.start(self.image, self.text, self.lens, seed=args.seed, **kw)]
-        outs += [editor.step(*pinned(i)) for i in range(1, self.before + 1)]
+        name = "dragged" if drag else "undragged"
+        outs = [_said(name, editor.start(self.image, self.text, self.lens, seed=args.seed, **kw))]
+        outs += [_said(name, editor.step(*pinned(i))) for i in range(1, self.before + 1)]
         t0 = time.perf_counter()
         if drag:
             if instr.mode == "edit":
                 outs.pop()
-            steered = editor.drag(instr, method=args.method).chunks
+
+            def steer(n, out, log):
+                passes = f", {log.forwards} optimisation passes" if log.forwards else ""
+                _said(name, out, f"the drag ({args.method}{passes})")
+
+            steered = editor.drag(instr, method=args.method, on_chunk=steer).chunks
         else:
             steered = [outs.pop()] if instr.mode == "edit" else []
             steered += [
-                editor.step(*pinned(editor.state.chunk))
+                _said(name, editor.step(*pinned(editor.state.chunk)))
                 for _ in range(instr.num_chunks if instr.mode == "animate" else 0)
             ]
         seconds = time.perf_counter() - t0 if drag or instr.mode == "animate" else steered[0].seconds
         outs += steered
         for _ in range(args.after):  # what was dragged stays where it went (its points held), else the pins
             held = editor.held_tracks()
-            outs.append(editor.step(*(held if held is not None else pinned(editor.state.chunk))))
+            outs.append(_said(name, editor.step(*(held if held is not None else pinned(editor.state.chunk)))))
         return outs, steered, seconds
+
+
+def _said(stream: str, out, what: str = ""):
+    """``out`` (a ChunkOutput) once its line is printed: the command's progress, chunk by chunk."""
+    lo, hi = out.pixel_range
+    print(
+        f"{stream} chunk {out.index}: frames {lo}-{hi - 1}, {out.seconds:.1f} s" + (f", {what}" if what else ""),
+        flush=True,
+    )
+    return out
 
 
 def _main(argv: list[str] | None = None) -> int:
@@ -137,6 +160,7 @@ def _main(argv: list[str] | None = None) -> int:
 
     from trackstream.data.trackers import build_tracker
     from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
+    from trackstream.stream.drag.editor import default_method
     from trackstream.stream.drag.instructions import read_dragstream
     from trackstream.stream.drag.optimize import DragConfig
     from trackstream.stream.engine import StreamingGenerator
@@ -146,6 +170,10 @@ def _main(argv: list[str] | None = None) -> int:
     if instr.mode == "edit" and before < 1:
         raise ValueError("--before must be >= 1 for an edit: it re-generates the last streamed chunk")
     net, codec, conditioner = load_network_args(args, device, dtype)
+    if args.method is None:
+        args.method = default_method(net)
+        why = "a track-conditioned student" if args.method == "tracks" else "a student without a track head"
+        print(f"method {args.method} ({why}; --method picks another)", flush=True)
     engine = StreamingGenerator(
         net, codec, config=net.conventions.stream_config(args.student), image_features_fn=conditioner.image_features
     )
@@ -169,6 +197,7 @@ def _main(argv: list[str] | None = None) -> int:
     ref_frame = steered[0].pixel_range[0] - 1
     end = steered[-1].pixel_range[1]
     tracker = build_tracker(**dataclasses.asdict(tracker_config(args)))
+    print(f"tracking the handles in the video ({args.tracker})", flush=True)
     metrics = {
         "method": args.method,
         "iterations": args.iterations,

@@ -28,7 +28,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, replace
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -50,9 +50,17 @@ from trackstream.stream.drag.optimize import (
 from trackstream.stream.drag.points import drag_tracks, track_ids_for
 from trackstream.stream.engine import StreamingGenerator, StreamState
 
-__all__ = ["DragEditor", "DragResult", "METHODS"]
+__all__ = ["DragEditor", "DragResult", "METHODS", "default_method"]
 
 METHODS = ("latent", "tracks", "both")
+
+
+def default_method(network) -> str:
+    """The drag that works on ``network``: its own tracks when it is track-conditioned (a track head, model
+    ``track_channels`` > 0), else DragStream's latent optimisation, the one that needs nothing from it. On the
+    track-conditioned students the latent optimisation alone does not move the object and loses its look
+    (docs/drag-instructions.md); it stays a choice (``method="latent"``)."""
+    return "tracks" if network.track_encoder is not None else "latent"
 
 
 @dataclass
@@ -168,10 +176,16 @@ class DragEditor:
 
     @torch.no_grad()
     def drag(
-        self, instr: DragInstruction, *, method: str = "latent", config: Optional[DragConfig] = None
+        self,
+        instr: DragInstruction,
+        *,
+        method: str = "latent",
+        config: Optional[DragConfig] = None,
+        on_chunk: Optional[Callable[[int, ChunkOutput, OptimLog], None]] = None,
     ) -> DragResult:
         """Apply ``instr`` to the stream: edit re-generates the last chunk, animate generates
-        ``instr.num_chunks`` new ones. Returns the steered chunks; the stream continues after them."""
+        ``instr.num_chunks`` new ones. Returns the steered chunks; the stream continues after them.
+        ``on_chunk(n, output, log)``: called as each steered chunk is done (a command's progress)."""
         cfg = config or self.config
         has_head = self._check_drag(instr, method)
         t0 = time.perf_counter()
@@ -204,6 +218,8 @@ class DragEditor:
             self.history.append(ChunkRecord(before=before, after=self.state, y=y, latents=out.latents, z_tprime=z_tp))
             chunks.append(out)
             logs.append(log)
+            if on_chunk is not None:
+                on_chunk(n, out, log)
         self._held = None if tracks is None else (tracks[-1], vis[-1])
         return DragResult(
             chunks=chunks,

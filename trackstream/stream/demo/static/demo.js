@@ -46,7 +46,7 @@ function onMessage(m) {
   if (m.type === "hello") {
     Object.assign(demo, {W: m.width, H: m.height, fps: m.fps, chunkFrames: m.chunk_frames, maxPoints: m.limits.max_points,
                          maxUpload: m.limits.max_upload_bytes, trackHead: m.track_head, token: m.session,
-                         format: m.frame_format});
+                         format: m.frame_format, photoNotice: m.photo_notice || null});
     fit(m.width, m.height);
     mask.width = m.width; mask.height = m.height;
     maskCtx = mask.getContext("2d");
@@ -54,6 +54,9 @@ function onMessage(m) {
     const sel = $("scene");
     sel.innerHTML = "";
     for (let k = 0; k < m.scenes; k++) sel.add(new Option(`synthetic scene ${k}`, k));
+    $("world").hidden = !demo.photoNotice;
+    // the drag method that works on this student: its own tracks when it is track-conditioned
+    $("method").value = m.track_head ? "tracks" : "latent";
     setStatus("Ready. Pick a scene or upload a picture, then press Start.", "ready");
     $("status").title = `${m.width}x${m.height} video at ${m.fps} frames a second, made on ${m.device} (${m.dtype})`;
   } else if (m.type === "busy") {
@@ -343,8 +346,14 @@ function sendDrag(path) {
 
 // -- stream controls ---------------------------------------------------------------------------
 
+function showPhotoNotice(on) {  // after an upload, on a student trained on the synthetic world only
+  const n = $("notice");
+  n.textContent = on && demo.photoNotice ? `About your picture: ${demo.photoNotice}` : "";
+  n.hidden = !n.textContent;
+}
 $("upload").onchange = () => {
   const f = $("upload").files[0];
+  showPhotoNotice(Boolean(f));
   if (!f) { uploaded = null; return; }
   if (!/^image\/(png|jpeg|webp)$/.test(f.type)) { showError("upload a PNG, JPEG or WebP image"); return; }
   if (demo.maxUpload && f.size * 4 / 3 > demo.maxUpload) { showError(`the image is too large (at most ${demo.maxUpload} bytes as a data URL)`); return; }

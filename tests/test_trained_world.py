@@ -1,0 +1,48 @@
+"""What a student's records say it was trained on (``stream.trained_world``), and the one line ``generate`` prints
+for a student that knows only the synthetic world: read from the run config beside the export (a release
+folder's) or one level up (a run's stage), never from a fixed path; nothing is said of weights whose records name
+real videos or no world at all. The demo's page shows the same notice after an upload (tests/test_demo.py)."""
+
+from pathlib import Path
+
+from trackstream.stream.generate import _photo_note
+from trackstream.stream.trained_world import photo_notice, run_config, trained_world
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "assets" / "tiny-student" / "student"
+
+
+def _export(root: Path, data: str, *, in_stage: bool) -> Path:
+    """An export folder with a run config holding ``data`` (YAML), as a release folder or a run's stage lays it."""
+    student = root / ("dmd/export/student" if in_stage else "release/student")
+    student.mkdir(parents=True)
+    (student / "network.json").write_text("{}")
+    (student.parents[1] if in_stage else student.parent).joinpath("config.yaml").write_text(f"data:\n{data}")
+    return student
+
+
+def test_the_shipped_student_records_the_synthetic_world_and_generate_says_so(capsys):
+    world = trained_world(SHIPPED)
+    assert world.synthetic and (world.width, world.height) == (64, 64)
+    assert world.config == SHIPPED.parent / "config.yaml"
+    _photo_note(str(SHIPPED))
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 1 and out[0].startswith("note: this student was trained only on the synthetic world (64x64")
+    assert "mosaic" in out[0] and str(SHIPPED) not in out[0]  # the page gets the same text: no server path in it
+
+
+def test_a_run_stage_is_read_one_level_up_with_its_frame_size(tmp_path):
+    student = _export(tmp_path, "  source: synthetic\n  height: 48\n  width: 80\n", in_stage=True)
+    assert run_config(student) == tmp_path / "dmd" / "config.yaml"
+    assert "(80x48 sprites" in photo_notice(trained_world(student))
+
+
+def test_real_videos_or_no_record_say_nothing(tmp_path, capsys):
+    shards = _export(tmp_path / "a", "  source: shards\n  height: 480\n  width: 832\n", in_stage=False)
+    assert trained_world(shards).source == "shards" and photo_notice(trained_world(shards)) is None
+    bare = tmp_path / "b" / "converted" / "student"  # downloaded or converted weights: no run config
+    bare.mkdir(parents=True)
+    assert run_config(bare) is None and trained_world(bare) is None and photo_notice(None) is None
+    _photo_note(str(shards))
+    _photo_note(str(bare))
+    assert capsys.readouterr().out == ""
