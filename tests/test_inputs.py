@@ -81,7 +81,7 @@ def test_a_clip_is_fitted_to_the_students_frame_and_tracked(tmp_path, capsys):
     )
 
 
-@pytest.mark.slow  # three commands launched as a reader types them (~10 s)
+@pytest.mark.slow  # three commands launched as a reader types them (~18 s on 2 shared cores)
 def test_the_documented_lines_make_inputs_that_generate_streams(tmp_path):
     _shards(tmp_path / "shards")
     write_mp4(str(tmp_path / "clip.mp4"), WORLD.generate(6)["frames"], fps=16)
