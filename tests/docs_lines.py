@@ -30,6 +30,7 @@ RUN = [
         "docs/control.md",
         "trackstream camera --image first.png --depth depth.npy --path orbit --frames 81 --out cam.npy",
     ),
+    ("docs/control.md", "trackstream camera --image first.png --path pan --out pan.npy"),  # no depth: flat
     (
         "docs/control.md",
         'trackstream generate --image first.png --tracks cam.npy --visibility cam.visibility.npy --prompt "a quiet '
@@ -155,6 +156,11 @@ ELSEWHERE = {
         for s in ("ours", "reference")
     },
     documented_line("docs/control.md", "--depth-model $DEPTH"): "tests/test_camera.py",
+    **{
+        documented_line("docs/control.md", *words): "tests/test_inputs.py"
+        for words in (("trackstream inputs", "--shards shards"), ("trackstream inputs", "--video clip.mp4"))
+    },
+    documented_line("docs/control.md", "--image in/first.png"): "tests/test_inputs.py",
     **{
         documented_line("docs/causal-starts.md", f"hydra.run.dir=runs/{run}"): "tests/test_teacher_forcing.py"
         for run in ("tf", "cd", "dmd")

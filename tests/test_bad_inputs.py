@@ -124,20 +124,25 @@ def test_row7_normalised_tracks_are_refused_naming_the_fix(inputs, capsys):
     assert msg.startswith("--tracks: every coordinate is within [-1, 1]") and "multiply x by the width" in msg, msg
 
 
-def test_row7_an_image_at_another_size_is_refused_or_resized(inputs, capsys):
-    import cv2
-
-    cv2.imwrite(str(inputs["root"] / "wide.png"), np.zeros((48, 96, 3), np.uint8))
-    msg = _generate(inputs, capsys, **{"--image": inputs["root"] / "wide.png"})
-    assert msg.startswith("--image is 96x48 but the student streams 64x64") and "--resize" in msg, msg
-    from trackstream.stream.generate import fit_to_student
+def test_row7_an_image_at_another_size_is_fitted_with_its_tracks(inputs, capsys):
+    from trackstream.stream.generate import _parser, fit_to_student
 
     class Conv:
         height, width = 64, 64
 
-    bgr, tracks = fit_to_student(np.zeros((48, 96, 3), np.uint8), np.array([[[96.0, 48.0]]]), Conv, resize=True)
-    assert bgr.shape == (64, 64, 3)
-    np.testing.assert_allclose(tracks, [[[64.0, 64.0]]], rtol=1e-6)
+    image, tracks = np.zeros((48, 96, 3), np.uint8), np.array([[[95.0, 47.0], [48.0, 24.0]]], np.float32)
+    vis = np.ones((1, 2), bool)
+    bgr, fitted, seen = fit_to_student(image, tracks, vis, Conv, mode="crop")  # the default: cover, keep the centre
+    assert bgr.shape == (64, 64, 3) and seen.tolist() == [[False, True]]  # the corner is cut away
+    np.testing.assert_allclose(fitted[0, 1], [(48.5 * 4 / 3) - 0.5 - 32, 24.5 * 4 / 3 - 0.5], rtol=1e-6)
+    out = capsys.readouterr().out
+    assert "fitting the image 96x48 -> 64x64 by crop" in out and "1 of 2 leave the frame (invisible)" in out, out
+    bgr, fitted, seen = fit_to_student(image, tracks, vis, Conv, mode="resize")  # squashed: nothing leaves
+    assert bgr.shape == (64, 64, 3) and seen.all()
+    np.testing.assert_allclose(fitted[0, 0], [95.5 * 2 / 3 - 0.5, 47.5 * 4 / 3 - 0.5], rtol=1e-6)
+    assert _parser().parse_args(["--image", "i", "--tracks", "t", "--out", "o", "--resize"]).fit == "resize"
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["--image", "i", "--tracks", "t", "--out", "o", "--fit", "squash"])
 
 
 def test_row7_tracks_saved_as_n_t_2_are_refused_not_streamed_as_one_frame(inputs, capsys):
@@ -161,6 +166,7 @@ def test_row7_generate_with_a_seed_is_reproducible(inputs, capsys):
     assert "64x64, 2 chunks" in out
     # 17 frames of tracks, 13 in whole chunks: the rest is said, not dropped silently
     assert "note: --tracks has 17 frames; frames 13-16 are past the last whole chunk" in out, out
+    assert "frames/s (13 frames in" in out and "all 2 chunks: warm-up included" in out, out  # short: a rate still
     np.testing.assert_array_equal(outs[0], outs[1])
 
 

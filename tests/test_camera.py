@@ -96,6 +96,27 @@ def test_the_command_writes_tracks_generate_reads(tmp_path, capsys):
     ]
 
 
+def test_without_a_depth_the_image_is_a_flat_picture_fitted_as_generate_fits_it(tmp_path, capsys):
+    """No --depth / --depth-model: a plane facing the camera (the demo's fallback), said on the console. The
+    image (64x48 here) is fitted to the shipped student's 64x64 by the crop rule, the tracks made on that frame
+    and written in the image's pixels, so generate's fit takes them back to that frame's grid."""
+    from trackstream.cli import main
+    from trackstream.data.framing import plan_fit
+
+    out = tmp_path / "cam.npy"
+    assert main(["camera", "--image", str(_image(tmp_path)), "--path", "pan", "--frames", "9", "--grid", "4",
+                 "--out", str(out)]) == 0  # fmt: skip
+    text = capsys.readouterr().out
+    assert "no --depth or --depth-model: the image is taken as a flat picture facing the camera" in text, text
+    assert "at 64x64 (made on the image fitted 64x48 -> 64x64 by crop" in text, text
+    tracks, vis = load_tracks(out, tmp_path / "cam.visibility.npy", height=H, width=W)  # generate's own check
+    fitted, seen = plan_fit(H, W, height=64, width=64).tracks(tracks, vis)
+    np.testing.assert_allclose(fitted[0], grid_queries(64, 64, 4)[:, 1:], atol=1e-3)
+    assert seen[0].all()
+    f = intrinsics(64, 64, 60.0)[0]  # a flat picture pans as a wall at its own depth: every point by -f / 4
+    np.testing.assert_allclose(fitted[-1, seen[-1], 0] - fitted[0, seen[-1], 0], -f * 0.25, atol=1e-3)
+
+
 @pytest.mark.slow
 def test_depth_from_a_local_model_in_the_official_folder_layout(tmp_path):
     """A tiny random Depth Anything saved with save_pretrained (config.json, model.safetensors,

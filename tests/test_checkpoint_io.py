@@ -253,3 +253,16 @@ def test_export_refuses_bad_inputs_in_one_line(exported, tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert words in err and "\n" not in err and "Traceback" not in err, err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_an_export_names_no_path_of_the_machine_that_trained_it(tmp_path):
+    """Where training started (model.init_from, an adapter merged into it) is a path on the training machine: the
+    export holds the whole network, so its network.json names neither; the shipped ones neither."""
+    cfg = ModelConfig(flavor="tiny", init_from="/work/somewhere/teacher", adapter="/work/somewhere/adapter")
+    net = build_motion_wan(ModelConfig(flavor="tiny"), text_encoder_dim=TEXT_DIM)
+    save_network(net.state_dict(), tmp_path / "net", model_cfg=asdict(cfg), text_encoder_dim=TEXT_DIM, ema=False)
+    model = json.loads((tmp_path / "net" / "network.json").read_text())["model"]
+    assert model["init_from"] is None and model["adapter"] is None
+    load_network(tmp_path / "net")  # and it loads as it is
+    shipped = sorted((ROOT / "assets").glob("*/*/network.json"))
+    assert shipped and not [p for p in shipped if "/work/" in p.read_text() or "/tmp/" in p.read_text()]

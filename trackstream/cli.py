@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "prepare": ("trackstream.data.prepare", "real videos -> webdataset shards (decord, tracker, text embeddings)"),
     "eval": ("trackstream.eval", "score runs or exports on a benchmark (EPE, PSNR, SSIM, LPIPS, FID, FVD)"),
     "generate": ("trackstream.stream.generate", "stream a video from an image, tracks and a prompt"),
+    "inputs": ("trackstream.stream.inputs", "generate's inputs from a shard sample, or a clip and a tracker"),
     "transfer": ("trackstream.stream.transfer", "motion transfer: a source video's tracks streamed over an image"),
     "camera": ("trackstream.stream.camera", "tracks of a camera move (orbit, pan, zoom, dolly) from an image's depth"),
     "drag": ("trackstream.stream.drag", "DragStream: drag editing of a streamed video"),

@@ -42,12 +42,13 @@ class ShardSamples:
         self,
         shards,
         *,
-        num_frames: int,
+        num_frames: Optional[int],
         height: Optional[int] = None,
         width: Optional[int] = None,
         needed_by: Optional[str] = None,
     ):
-        """``needed_by``: what asks for ``num_frames`` (named when a clip is shorter; default data.num_frames)."""
+        """``num_frames`` None: every frame a sample holds. ``needed_by``: what asks for ``num_frames`` (named
+        when a clip is shorter; default data.num_frames)."""
         self.needed_by = needed_by or f"data.num_frames={num_frames}"
         self.shards: list[ShardInfo] = list_shards(shards)
         self.offsets = np.concatenate([[0], np.cumsum([s.num_samples for s in self.shards])]).astype(np.int64)
@@ -91,7 +92,7 @@ class ShardSamples:
                 "distillation conditions need the first frame: prepare the shards with videos"
             )
         sample = decode_sample(raw, decode_video_frames=False)
-        if sample["tracks"].shape[0] < self.num_frames:
+        if self.num_frames is not None and sample["tracks"].shape[0] < self.num_frames:
             raise ValueError(
                 f"sample {raw['__key__']} of {url} has {sample['tracks'].shape[0]} frames of tracks; "
                 f"{self.needed_by} needs at least {self.num_frames} (prepare the shards with num_frames="
@@ -128,7 +129,7 @@ class ShardSamples:
             sample = decode_sample(raw, num_frames=self.num_frames)
         except VideoDecodeError as err:
             raise ValueError(f"held-out sample {key} of {url}: {err}; prepare it again or remove it") from err
-        if sample["tracks"].shape[0] < self.num_frames:
+        if self.num_frames is not None and sample["tracks"].shape[0] < self.num_frames:
             raise ValueError(
                 f"held-out sample {key} of {url} has {sample['tracks'].shape[0]} frames but the evaluation "
                 f"asks for {self.num_frames}: lower eval.num_frames (null: data.num_frames) or prepare longer "

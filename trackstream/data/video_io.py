@@ -20,9 +20,10 @@ import math
 import os
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
+
+from trackstream.data.framing import fit_frames
 
 
 class VideoDecodeError(RuntimeError):
@@ -159,18 +160,9 @@ def decode_video(
 
 
 def resize_center_crop(frames: np.ndarray, *, height: int, width: int) -> np.ndarray:
-    """Scale uint8 [T, H, W, 3] so it covers (height, width), then crop the centre."""
-    t, h, w, _ = frames.shape
-    scale = max(height / h, width / w)
-    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
-    # INTER_AREA avoids aliasing when shrinking; bilinear is the sensible choice when enlarging.
-    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-    top, left = (new_h - height) // 2, (new_w - width) // 2
-    out = np.empty((t, height, width, 3), dtype=np.uint8)
-    for i in range(t):
-        resized = cv2.resize(frames[i], (new_w, new_h), interpolation=interp)
-        out[i] = resized[top : top + height, left : left + width]
-    return out
+    """Scale uint8 [T, H, W, 3] so it covers (height, width), then crop the centre: ``data.framing``'s
+    "crop" rule, the one every command fits frames by."""
+    return fit_frames(frames, height=height, width=width, mode="crop")
 
 
 def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:

@@ -370,6 +370,9 @@ def save_network(
     heads = {k: v for k, v in state_dict.items() if not k.startswith("dit.")}
     torch.save(heads, directory / "heads.pt")
     conv = conventions if isinstance(conventions, Conventions) else Conventions.from_dict(conventions or {})
+    # the folder holds the whole network (an adapter already merged): where its training started is a path on
+    # the machine that trained it, recorded by the run's config.yaml, and would only mislead a copy of the folder
+    model_cfg = {**model_cfg, "init_from": None, "adapter": None}
     meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(ema), "conventions": conv.to_dict()}
     (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
     return directory

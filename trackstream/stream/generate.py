@@ -4,12 +4,15 @@
         --image first.png --tracks tracks.npy [--visibility visibility.npy] --prompt "..." \\
         --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0] [--device cuda --dtype bf16]
 
-``tracks.npy`` is [T, N, 2] pixel (x, y) at the video's size (finite, at most one frame size outside the
-frame: ``data.track_inputs``); frames beyond T get no tracks (the empty motion condition), so ``--chunks``
-may run past the recording. Each chunk is decoded and
-appended to the output as soon as it is generated; the per-chunk latency is printed (synchronised with
+``tracks.npy`` is [T, N, 2] pixel (x, y) in the image's pixels (finite, at most one frame size outside the
+frame: ``data.track_inputs``). An image at another size than the student's is fitted to it by ``--fit`` (crop:
+scale to cover and keep the centre, the default; resize: squash each axis), the tracks with it, points that
+leave the frame invisible (``data.framing``). Frames beyond T get no tracks (the empty motion condition), so
+``--chunks`` may run past the recording. Each chunk is decoded and appended to the output as soon as it is
+generated; the per-chunk latency is printed (synchronised with
 the device, so it is the chunk's real wall time) and, at the end, frames per second over the chunks
-after the first generated one (that one pays the warm-up: allocator, kernels, caches).
+after the first generated one (that one pays the warm-up: allocator, kernels, caches); a stream too short to
+have chunks after its warm-up gets the frames/s over all its chunks, warm-up included, said so.
 ``--device`` / ``--dtype``: default CUDA + bf16 when a GPU is present, else CPU + fp32.
 ``--compile``: the compiled streaming step (``models.stream_buffers``); the default is the same step eager.
 ``--prompt-schedule FILE``: lines ``frame<TAB>prompt``, the prompt switched mid-stream at the first chunk
@@ -28,6 +31,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from trackstream.data.framing import FIT_MODES
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
@@ -47,23 +51,25 @@ if TYPE_CHECKING:
 __all__ = ["main", "run", "add_stream_args", "fit_to_student", "stream_chunks"]
 
 
-def fit_to_student(bgr: np.ndarray, tracks: np.ndarray, conventions, *, resize: bool):
-    """The image (and its tracks, in its pixels) at the student's size: as given when it is, resized with
-    ``resize``, else a one-line ValueError. A student streams the size it was trained at."""
-    import cv2
+def fit_to_student(bgr: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, conventions, *, mode: str):
+    """The image, its tracks and their visibility at the student's size (a student streams the size it was
+    trained at), by ``data.framing``'s rule ``mode``: as given when the image is at that size (or the student
+    records none), else fitted, the tracks moved as its pixels were and points that leave the frame invisible."""
+    from trackstream.data.framing import plan_fit
 
     h, w = bgr.shape[:2]
-    H, W = conventions.height, conventions.width
-    if (h, w) == (H, W):
-        return bgr, tracks
-    if not resize:
-        raise ValueError(
-            f"--image is {w}x{h} but the student streams {W}x{H} (its network.json): pass --resize to resize the "
-            "image and scale the tracks, or give an image (and tracks in its pixels) at the student's size"
-        )
-    scale = np.array([W / w, H / h], np.float32)
-    print(f"resizing the image {w}x{h} -> {W}x{H} and the tracks by x{scale[0]:.3g}, y{scale[1]:.3g}", flush=True)
-    return cv2.resize(bgr, (W, H), interpolation=cv2.INTER_AREA), tracks * scale
+    H, W = conventions.height or h, conventions.width or w
+    fit = plan_fit(h, w, height=H, width=W, mode=mode)
+    if fit.identity:
+        return bgr, tracks, visibility
+    fitted, vis = fit.tracks(tracks, visibility)
+    lost = int((visibility.any(0) & ~vis.any(0)).sum())
+    print(
+        f"fitting the image {fit.describe()} (--fit); the tracks follow"
+        + (f", {lost} of {tracks.shape[1]} leave the frame (invisible)" if lost else ""),
+        flush=True,
+    )
+    return fit.frames(bgr), fitted, vis
 
 
 def stream_chunks(causal, tracks_shape: tuple, chunks: int | None) -> int:
@@ -125,10 +131,13 @@ def add_stream_args(ap) -> None:
         help="schedule shift; default: the one in the student's network.json (conventions.causal)",
     )
     ap.add_argument(
-        "--resize",
-        action="store_true",
-        help="an image at another size than the student's: resize it (and scale the tracks) to the student's size",
+        "--fit",
+        default="crop",
+        choices=FIT_MODES,
+        help="an image at another size than the student's: crop (scale to cover, keep the centre; the default) or "
+        "resize (squash each axis); the tracks follow (data.framing)",
     )
+    ap.add_argument("--resize", dest="fit", action="store_const", const="resize", help="the same as --fit resize")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--compile",
@@ -184,7 +193,7 @@ def _load(args, device: torch.device, dtype: torch.dtype) -> _Loaded:
         cfg = net.conventions.stream_config(  # a teacher export (no causal conventions) is refused here
             args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
         )
-        bgr, tracks_np = fit_to_student(bgr, tracks_np, net.conventions, resize=args.resize)
+        bgr, tracks_np, vis_np = fit_to_student(bgr, tracks_np, vis_np, net.conventions, mode=args.fit)
         n = stream_chunks(cfg.causal, tracks_np.shape, args.chunks)
         schedule = place_switches(schedule, cfg.causal, n, args.prompt_schedule) if schedule else []
     except ValueError as err:
@@ -218,7 +227,7 @@ def _stream(engine, state, source, n: int, switches: dict, sink: str) -> list[np
     c = engine.config.causal
     warm = c.sink_chunks + (c.window_chunks if c.window_chunks is not None else 0) + 1
     frames, timed, t_timed = [], 0, 0.0
-    t_prev = time.perf_counter()
+    t_prev = t_start = time.perf_counter()
     # overlapping decode hands chunk i out after chunk i + 1 was sampled: the first timed chunk's frames were
     # made before the timed window opened, so they are not counted (else n chunks over n - 1 chunk times)
     early = []
@@ -246,6 +255,13 @@ def _stream(engine, state, source, n: int, switches: dict, sink: str) -> list[np
         print(
             f"{timed / t_timed:.2f} frames/s ({timed} frames in {t_timed:.2f} s wall, chunks {warm}-{n - 1}: each "
             "chunk layout's first chunk excluded, warm-up and compilation)",
+            flush=True,
+        )
+    elif frames:  # every chunk paid a layout's warm-up: the whole stream's rate, which understates the steady one
+        total, wall = sum(len(f) for f in frames), t_prev - t_start
+        print(
+            f"{total / wall:.2f} frames/s ({total} frames in {wall:.2f} s wall, all {n} chunks: warm-up included; "
+            f"the steady rate needs more than {warm} chunks)",
             flush=True,
         )
     return frames

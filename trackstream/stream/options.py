@@ -30,6 +30,7 @@ __all__ = [
     "add_codec_args",
     "add_network_args",
     "load_network_args",
+    "student_frame_size",
     "add_precision_args",
     "parsed_precision",
     "add_tracker_args",
@@ -139,6 +140,18 @@ def load_network_args(args: argparse.Namespace, device: torch.device, dtype: tor
         decoder=args.decoder,
         decoder_name=args.decoder_name,
     )
+
+
+def student_frame_size(student: str) -> tuple[int, int] | None:
+    """(height, width) an exported network streams at (its network.json conventions), read without loading
+    it; None when it records no size. A folder that is not an export is a one-line ValueError."""
+    from trackstream.models.motion_wan import Conventions, read_network_json
+
+    if not (Path(student) / "network.json").is_file():
+        raise ValueError(f"--student {student}: not an exported network folder (no network.json)")
+    meta = read_network_json(student)
+    conv = Conventions.from_dict(meta.get("conventions", {}), source=str(Path(student) / "network.json"))
+    return (conv.height, conv.width) if conv.height and conv.width else None
 
 
 def add_precision_args(parser: argparse.ArgumentParser, *, dtype: str = "auto", device: str = "auto") -> None:

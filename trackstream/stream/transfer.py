@@ -21,26 +21,29 @@ from pathlib import Path
 
 import numpy as np
 
-from trackstream.data.track_inputs import TRACK_MARGIN
+from trackstream.data.framing import plan_fit
 from trackstream.data.trackers import TrackerConfig, build_tracker, grid_queries
-from trackstream.stream.options import add_tracker_args, refuse, tracker_config
+from trackstream.stream.options import add_tracker_args, refuse, student_frame_size, tracker_config
 
 __all__ = ["main", "source_tracks"]
 
 
-def source_tracks(frames: np.ndarray, tracker, *, grid: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 source frames [T, Hs, Ws, 3] -> (tracks [T, N, 2] in a ``width`` x ``height`` image's pixels,
-    visibility [T, N]): a grid of frame 0 tracked through the source, scaled to the image. A tracker keeps
-    estimating a point it lost, and the estimate may wander far off; it is held within ``TRACK_MARGIN`` frame
-    sizes of the image (where ``generate`` accepts tracks), which keeps a point outside the frame outside it."""
+def source_tracks(
+    frames: np.ndarray, tracker, *, grid: int, height: int, width: int, fit: str = "crop"
+) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 source frames [T, Hs, Ws, 3] -> (tracks [T, N, 2] in the pixels of the source fitted to ``width``
+    x ``height`` by ``fit``, visibility [T, N]): a grid of the fitted frame, found in the source's frame 0,
+    tracked through the source at its own resolution, moved as its pixels were fitted (``data.framing``).
+    Points the fit leaves outside the frame are invisible. A tracker keeps estimating a point it lost, and the
+    estimate may wander far off; it is held within ``TRACK_MARGIN`` frame sizes (where ``generate`` accepts
+    tracks), which keeps a point outside the frame outside it."""
     T, Hs, Ws = frames.shape[:3]
-    tracks, vis = tracker.track(frames, grid_queries(Hs, Ws, grid))
-    scale = np.array([width / Ws, height / Hs], np.float32)
-    # pixel centres at integers: a position p in the source maps to (p + 0.5) * scale - 0.5 in the image
-    scaled = (np.asarray(tracks, np.float32) + 0.5) * scale - 0.5
-    size = np.array([width, height], np.float32)
-    scaled = np.clip(scaled, -TRACK_MARGIN * size, (1 + TRACK_MARGIN) * size)
-    return scaled.astype(np.float32), np.asarray(vis, bool)
+    fitted = plan_fit(Hs, Ws, height=height, width=width, mode=fit)
+    queries = grid_queries(height, width, grid)
+    if not fitted.identity:
+        queries[:, 1:] = fitted.to_source(queries[:, 1:])
+    tracks, vis = tracker.track(frames, queries)
+    return fitted.tracks(np.asarray(tracks, np.float32), np.asarray(vis, bool))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,9 +80,11 @@ def main(argv: list[str] | None = None) -> int:
             ready = args.tracker_checkpoint and importlib.util.find_spec("cotracker") is not None
             args.tracker = "cotracker3_offline" if ready else "lk"
         cfg: TrackerConfig = tracker_config(args)
-        tracks, vis = source_tracks(
-            frames, build_tracker(**dataclasses.asdict(cfg)), grid=args.grid, height=bgr.shape[0], width=bgr.shape[1]
-        )
+        H, W = student_frame_size(args.student) or bgr.shape[:2]
+        image_fit = plan_fit(*bgr.shape[:2], height=H, width=W, mode=args.fit)
+        tracker = build_tracker(**dataclasses.asdict(cfg))
+        tracks, vis = source_tracks(frames, tracker, grid=args.grid, height=H, width=W, fit=args.fit)
+        tracks = image_fit.tracks_in_source(tracks)  # written for --image; generate fits them back with it
     except (ValueError, ImportError, FileNotFoundError) as err:
         refuse(str(err))
     out = Path(args.out)
@@ -87,9 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     tracks_path, vis_path = out.with_suffix(".tracks.npy"), out.with_suffix(".visibility.npy")
     np.save(tracks_path, tracks)
     np.save(vis_path, vis)
+    source_fit = plan_fit(*frames.shape[1:3], height=H, width=W, mode=args.fit)
     print(
-        f"{args.source}: {len(frames)} frames at {args.fps} fps, {tracks.shape[1]} tracks by {cfg.name} "
-        f"({vis.mean():.0%} visible) -> {tracks_path}",
+        f"{args.source}: {len(frames)} frames at {args.fps} fps"
+        + ("" if source_fit.identity else f", fitted {source_fit.describe()}")
+        + f"; {tracks.shape[1]} tracks by {cfg.name} ({vis.mean():.0%} visible) -> {tracks_path}",
         flush=True,
     )
     args.tracks, args.visibility = str(tracks_path), str(vis_path)

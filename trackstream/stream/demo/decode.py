@@ -80,10 +80,11 @@ def probe_image(
 def decode_image(
     data: bytes, *, height: int, width: int, max_side: int, max_pixels: Optional[int] = None, field: str = "image"
 ) -> np.ndarray:
-    """PNG / JPEG / WebP bytes -> uint8 [height, width, 3] RGB (centre crop to the stream's aspect ratio,
-    then resize), decoded only after ``probe_image`` agreed on the size."""
-    import cv2
+    """PNG / JPEG / WebP bytes -> uint8 [height, width, 3] RGB (scaled to cover the stream's frame, the
+    centre kept: ``data.framing``'s crop), decoded only after ``probe_image`` agreed on the size."""
     from PIL import Image
+
+    from trackstream.data.framing import fit_frames
 
     w, h, fmt = probe_image(data, max_side=max_side, max_pixels=max_pixels, field=field)
     try:
@@ -97,15 +98,8 @@ def decode_image(
         raise ProtocolError(f"{field} could not be decoded (truncated or damaged)") from None
     if im.size[0] > w or im.size[1] > h:  # draft may only shrink; anything else is a decoder surprise
         raise ProtocolError(f"{field}: decoded at {im.size[0]}x{im.size[1]}, more than its header's {w}x{h}")
-    img = np.asarray(im)  # [h', w', 3] RGB
-    dh, dw = img.shape[:2]
-    scale = min(dh / height, dw / width)  # centre crop to the stream's aspect ratio
-    ch, cw = max(1, int(round(height * scale))), max(1, int(round(width * scale)))
-    y0, x0 = (dh - ch) // 2, (dw - cw) // 2
-    img = cv2.resize(
-        np.ascontiguousarray(img[y0 : y0 + ch, x0 : x0 + cw]), (width, height), interpolation=cv2.INTER_AREA
-    )
-    return np.ascontiguousarray(img)
+    # the one fitting rule of every command (data.framing's crop: scale to cover, keep the centre)
+    return np.ascontiguousarray(fit_frames(np.asarray(im), height=height, width=width, mode="crop"))
 
 
 class DecodeWorker:
