@@ -57,6 +57,7 @@ RECIPES = {
         ode_init="ode_init_wan1.3b_480p",
         dmd="dmd_wan1.3b_480p",
         rl="rl_wan1.3b_480p",
+        procs=2,  # the Slurm step's tasks: this recipe shows the two-process path of every stage
         teacher_forcing="teacher_forcing_wan1.3b_480p",
         consistency="consistency_wan1.3b_480p",
     ),
@@ -74,6 +75,7 @@ RECIPES = {
         ode_init="ode_init_wan2.2_5b_704p",
         dmd="dmd_wan2.2_5b_704p",
         rl="rl_wan2.2_5b_704p",
+        procs=1,  # FSDP over a world of one: the 1.3B shows the stages on two processes
     ),
 }
 FIRST = "wan2.1-1.3b"  # the recipe that also runs what every recipe shares (accumulation, the fine-tune)
@@ -170,6 +172,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     ]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
     # the run folders as docs/recipes.md's chain names them ($R/teacher, $R/pairs, ...)
     t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode_init", "dmd", "rl"))
+    procs = recipe["procs"]
     first = recipe["name"] == FIRST  # what the recipes share runs once: accumulation, the fine-tune's start
     shell = dict(D=data_dir, R=tmp_path)  # the pages' shell variables
 
@@ -184,13 +187,13 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         if first:
             documented(run, *shrink)
         else:
-            launch(module, *wiring, f"paths.data_dir={data_dir}", *shrink)
+            launch(module, *wiring, f"paths.data_dir={data_dir}", *shrink, procs=procs)
 
     accumulate = ["trainer.global_batch=4"] if first else []
     stage("teacher", "trackstream.stages", [f"experiment={recipe['teacher']}", f"hydra.run.dir={t}"], *common,
           *accumulate)  # fmt: skip
     log = (t / "train.log").read_text()
-    assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
+    assert f"stage teacher | fsdp x {procs} (cpu:0, bf16)" in log
     assert not first or "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
     teacher = t / "export" / "teacher"
     # the mid-frame-masking fine-tune from the teacher's export, as the page's LoRA line (rank 64, merged into its
@@ -262,7 +265,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     stage("rl", "trackstream.stages", rl_wiring, *common, "stage.group_size=2", "trainer.max_steps=2",
           f"stage.rollout_horizons={2 if first else 1}")  # fmt: skip
     res = json.loads((rl / "results.json").read_text())
-    assert res["policy_updates"] == 2 and "stage rl | fsdp x 2 (cpu:0, bf16)" in (rl / "train.log").read_text()
+    assert res["policy_updates"] == 2 and f"stage rl | fsdp x {procs} (cpu:0, bf16)" in (rl / "train.log").read_text()
     rows = {r["step"]: r for r in map(json.loads, (rl / "metrics.jsonl").read_text().splitlines())}
     assert all(np.isfinite(rows[1][f"train/rl/reward_{k}"]) for k in ("motion", "aesthetic"))
     assert np.isfinite(rows[2]["train/loss/generator"]) and rows[2]["train/rl/kl"] >= 0

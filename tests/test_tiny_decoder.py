@@ -300,6 +300,7 @@ def test_the_wan21_recipe_runs_at_its_real_clip_length_from_an_official_release_
     assert (cfg.data.num_frames, cfg.stage.num_frames, cfg.stage.crop) == (81, 21, 144)  # the recipe's, as run
 
 
+@pytest.mark.slow
 def test_a_tiny_decoder_decodes_what_the_full_codec_encoded_in_generate(tmp_path, capsys):
     """``--decoder``: the full codec encodes (the first frame's latent the network knows), the tiny decoder
     decodes, whole clips and streams alike; a decoder of another latent space is refused in one line."""
