@@ -176,10 +176,11 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     first = recipe["name"] == FIRST  # what the recipes share runs once: accumulation, the fine-tune's start
     shell = dict(D=data_dir, R=tmp_path)  # the pages' shell variables
 
-    def documented(run: str, *shrink: str) -> None:
-        """The 1.3B's stage ``run``: its line in recipes.md / rl.md verbatim, as the 2 tasks of a Slurm step,
-        ``shrink`` after the line's own overrides."""
-        run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=2)
+    def documented(run: str, *shrink: str, tasks: int = procs) -> None:
+        """The 1.3B's stage ``run``: its line in recipes.md / rl.md verbatim, as the ``tasks`` of a Slurm step
+        (two; one for the fine-tune and the second and third DMD runs, whose stages the chain already runs on two
+        and tests/test_lora.py under FSDP with LoRA), ``shrink`` after the line's own overrides."""
+        run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=tasks)
 
     def stage(run: str, module: str, wiring: list, *shrink: str) -> None:
         """A stage both recipes run: the 1.3B's documented line, or the 5B's ``module`` with its ``wiring``
@@ -200,7 +201,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     # export): the same stage with another mask, once (the other recipe's fine-tune composes with every experiment
     # in test_train_configs)
     if first:
-        documented("finetune", *common)
+        documented("finetune", *common, tasks=1)
         teacher = ft / "export" / "teacher"
         config = (ft / "config.yaml").read_text()
         assert "mid_frame_mask_prob: 0.2" in config and "rank: 64" in config
@@ -238,7 +239,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/loss"))
     if first:  # the page's LoRA DMD (rank 256 on generator and critic): one step that updates both
-        documented("dmd_lora", *common, "stage.update_ratio=1")
+        documented("dmd_lora", *common, "stage.update_ratio=1", tasks=1)
         res = json.loads((tmp_path / "dmd_lora" / "results.json").read_text())
         assert (res["generator_updates"], res["critic_updates"]) == (1, 1)
         assert "rank: 256" in (tmp_path / "dmd_lora" / "config.yaml").read_text()
@@ -251,7 +252,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if "train/cd/mse" in r] == [1]
         assert all(np.isfinite(r["train/cd/mse"]) for r in rows if "train/cd/mse" in r)
-        documented("dmd_from_consistency", *common, "stage.pool_size=4", "stage.rollout_horizons=1")
+        documented("dmd_from_consistency", *common, "stage.pool_size=4", "stage.rollout_horizons=1", tasks=1)
         res = json.loads((tmp_path / "dmd_from_consistency" / "results.json").read_text())
         assert res["status"] == "done" and Path(res["export"]).is_dir()
 

@@ -165,7 +165,7 @@ def embedded_run(tmp_path_factory) -> Path:
     folder = reader_folder(tmp_path_factory.mktemp("tiny_decoder"))
     run_documented(
         TINY_DECODER, folder, *QUIET, "trainer.max_steps=24", "trainer.sample_every=12", "trainer.ckpt_every=12",
-        "stage.gan.start_step=12", "data.pool_size=32", "data.batch_size=4", "data.eval_samples=2",
+        "stage.gan.start_step=12", "data.pool_size=32", "data.batch_size=2", "data.eval_samples=2",
         "stage.eval_clips=2",
     )  # fmt: skip
     return folder / "RUN"
