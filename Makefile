@@ -32,22 +32,25 @@ run: $(STAMP)
 	$(PY) -m trackstream.pipeline --run-dir $(RUN_DIR)
 
 # The whole test suite (CPU, tiny configs); the demo's browser test drives Debian's chromium.
-# Two pytest-xdist workers, a test file at a time each (module fixtures are built once), handed out in the
+# pytest-xdist workers, a test file at a time each (module fixtures are built once), handed out in the
 # order ./conftest.py sorts them (the longest first: xdist's own reorder, by number of tests, leaves the
-# long one-test files for last and one worker idle at the end); TEST_WORKERS=0 runs it in one process.
-TEST_WORKERS ?= 2
+# long one-test files for last and a worker idle at the end). make test runs three on 2 cores: its tests that
+# wait on a server, a signal or a real-time probe leave a core idle, which a third worker fills; make test-fast
+# and make test-lab are compute-bound, and a third worker's collection would cost them more than it gains. TEST_WORKERS=0 runs a suite in one process.
+TEST_WORKERS ?= 3
+FAST_WORKERS ?= 2
+xdist = $$( [ "$(1)" = 0 ] || echo "-n $(1) --dist loadfile --no-loadscope-reorder" )
 # The 15 slowest tests are printed at the end (CI shows them).
-XDIST = $$( [ "$(TEST_WORKERS)" = 0 ] || echo "-n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder" )
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=15 $(XDIST) $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q --durations=15 $(call xdist,$(TEST_WORKERS)) $(PYTEST_ARGS) tests
 
 # The lab's tests (lab/tests: the studies, shipping and packing tools of lab/), as make test runs the product's.
 test-lab: $(STAMP)
-	$(PY) -m pytest -q --durations=10 $(XDIST) $(PYTEST_ARGS) lab/tests
+	$(PY) -m pytest -q --durations=10 $(call xdist,$(FAST_WORKERS)) $(PYTEST_ARGS) lab/tests
 
 # The edit loop (<= 90 s on 2 cores): everything but the tests marked slow or multiproc.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc" $(XDIST) $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc" $(call xdist,$(FAST_WORKERS)) $(PYTEST_ARGS) tests
 
 # ruff (ruff.toml): lint and formatting, checked by CI before the tests; `make format` rewrites.
 lint: $(STAMP)

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
-# pytest-xdist (make test runs 2 workers): the cores are shared between the workers
+# pytest-xdist (make test runs 3 workers, make test-fast 2): the cores are shared between the workers
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, (os.cpu_count() or 1) // _workers))
 torch.set_num_threads(THREADS)

@@ -25,6 +25,7 @@ def _positive(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
 
 
+@pytest.mark.slow
 def test_realtime_bench_tiny_smoke(tmp_path):
     out = tmp_path / "realtime.json"
     result = bench_realtime(["--setup", "tiny", "--mode", "reference,eager", *FAST, "--out", str(out)])

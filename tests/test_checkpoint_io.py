@@ -185,6 +185,7 @@ def exported(tmp_path_factory):
     return folder, net
 
 
+@pytest.mark.slow
 def test_diffusers_export_round_trips(exported, tmp_path):
     diffusers = pytest.importorskip("diffusers")
     folder, net = exported
@@ -213,6 +214,7 @@ def test_diffusers_export_round_trips(exported, tmp_path):
     assert all(torch.equal(v, want[k]) for k, v in fresh.state_dict().items())
 
 
+@pytest.mark.slow
 def test_official_export_round_trips(exported, tmp_path):
     folder, net = exported
     out = tmp_path / "official"
@@ -235,6 +237,7 @@ def test_official_export_round_trips(exported, tmp_path):
     assert all(torch.equal(v, want[k]) for k, v in fresh.state_dict().items())
 
 
+@pytest.mark.slow
 def test_export_refuses_bad_inputs_in_one_line(exported, tmp_path, capsys):
     folder, _ = exported
     (tmp_path / "full").mkdir()

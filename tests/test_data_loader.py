@@ -61,6 +61,7 @@ def uninterrupted(shards):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_workers,stop_at", [(0, 4), (0, 13), (2, 3), (2, 12), (2, 13)])
 def test_resume_equals_uninterrupted(shards, uninterrupted, num_workers, stop_at):
     # 26 samples, batch 2: an epoch is 13 batches with one reader; with 2 workers the slots get

@@ -282,6 +282,7 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
     assert dx > 0.1 * drag and dx > 0.5 * abs(dy), (dx, dy, ns[t])
 
 
+@pytest.mark.slow
 def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
     from trackstream.stream.demo.limits import Limits
     from trackstream.stream.demo.protocol import Drag, Points, Start
@@ -358,6 +359,7 @@ def test_session_core_runs_in_bfloat16():
     assert 5 < frames.mean() < 250 and frames.std() > 1  # a picture, not a blank
 
 
+@pytest.mark.slow
 def test_demo_cli_refuses_a_missing_student(tmp_path, run_module):
     proc = run_module("trackstream.stream.demo", "--student", tmp_path, "--codec", CODEC, check=False, timeout=120)
     assert proc.returncode == 2 and "run `make run` first" in proc.stderr

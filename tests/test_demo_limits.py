@@ -311,6 +311,7 @@ def test_refused_messages_from_a_client_that_never_reads_keep_memory_bounded(ser
     assert refused >= min(sent, 100), closed  # every one was refused (the rate-limited ones without a reply)
 
 
+@pytest.mark.slow
 def test_a_client_that_streams_and_never_reads_is_dropped(server):
     url = server["url"]
     before = _health(url)["refused"]["send_timeouts"]

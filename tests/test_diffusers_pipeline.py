@@ -89,6 +89,7 @@ def _stream(pipe, image, tracks, chunks, *, seed=3, prompt="a ball", switch=None
     return np.concatenate(out)
 
 
+@pytest.mark.slow
 def test_the_folder_is_a_diffusers_pipeline_with_remote_code(shipped):
     from trackstream.stream.diffusers_components import TrackStreamCodec, TrackStreamTextEncoder, TrackStreamTransformer
     from trackstream.stream.diffusers_pipeline import TrackStreamPipeline
@@ -114,6 +115,7 @@ def test_the_folder_is_a_diffusers_pipeline_with_remote_code(shipped):
     assert type(other) is type(pipe)
 
 
+@pytest.mark.slow
 def test_the_whole_clip_and_the_stream_equal_generate(shipped):
     pipe, image, tracks = shipped["pipe"], shipped["image"], shipped["tracks"]
     want = _generate(shipped["root"], "--seed", "3", "--prompt", "a ball").astype(np.float32) / 255
@@ -128,6 +130,7 @@ def test_the_whole_clip_and_the_stream_equal_generate(shipped):
     assert cut.shape[1] == 5 and np.abs(cut[0] - want[:5]).max() <= TOL
 
 
+@pytest.mark.slow
 def test_a_prompt_switch_in_step_equals_generate_with_a_prompt_schedule(shipped):
     pipe, root = shipped["pipe"], shipped["root"]
     (root / "schedule.txt").write_text("13\ta green cube\n")  # frame 13 = chunk 2's first frame
@@ -138,6 +141,7 @@ def test_a_prompt_switch_in_step_equals_generate_with_a_prompt_schedule(shipped)
     assert np.array_equal(got[:13], kept[:13]) and not np.array_equal(got[13:], kept[13:])  # only later chunks move
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "call, names",
     [
@@ -180,6 +184,7 @@ def test_the_export_refuses_a_teacher_a_missing_codec_and_a_used_folder(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["used"]  # nothing half-written
 
 
+@pytest.mark.slow
 def test_bf16_loads_as_load_export_casts_and_equals_generate_in_bf16(shipped):
     pipe = diffusers.DiffusionPipeline.from_pretrained(
         shipped["folder"], trust_remote_code=True, torch_dtype=torch.bfloat16

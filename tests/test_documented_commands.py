@@ -273,6 +273,7 @@ def check_argparse(module: str, args: list[str], monkeypatch) -> argparse.Namesp
     raise AssertionError(f"{module}.main returned without parsing its arguments")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where,command", COMMANDS, ids=[w for w, _ in COMMANDS])
 def test_documented_command_is_accepted(where, command, monkeypatch, capsys):
     if where in SKIP:

@@ -59,6 +59,7 @@ def _experiments(kind: str) -> list[str]:
     return sorted(n for n in names if kind in n.split("_") or ("_" in kind and kind in n))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _experiments("dmd") + _experiments("rl"))
 def test_every_dmd_and_rl_rollout_trains_at_least_two_rolled_chunks(name, tmp_path):
     """From the composed experiment's own chunk arithmetic: the rollout's latents (the teacher's horizon x

@@ -112,6 +112,7 @@ def _smooth_video(shift: float) -> np.ndarray:
     return np.stack(frames)
 
 
+@pytest.mark.slow
 def test_flow_epe_is_zero_against_itself_and_positive_against_other_motion(raft):
     still, moving = _smooth_video(0.0), _smooth_video(4.0)
     assert flow_epe(moving, moving, raft) == 0.0

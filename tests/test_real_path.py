@@ -57,6 +57,7 @@ RECIPES = {
         ode_init="ode_init_wan1.3b_480p",
         dmd="dmd_wan1.3b_480p",
         rl="rl_wan1.3b_480p",
+        procs=2,  # the Slurm step's tasks: this recipe shows the two-process path of every stage
         teacher_forcing="teacher_forcing_wan1.3b_480p",
         consistency="consistency_wan1.3b_480p",
     ),
@@ -74,6 +75,7 @@ RECIPES = {
         ode_init="ode_init_wan2.2_5b_704p",
         dmd="dmd_wan2.2_5b_704p",
         rl="rl_wan2.2_5b_704p",
+        procs=1,  # FSDP over a world of one: the 1.3B shows the stages on two processes
     ),
 }
 FIRST = "wan2.1-1.3b"  # the recipe that also runs what every recipe shares (accumulation, the fine-tune)
@@ -170,13 +172,15 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     ]  # the recipes keep 128 / 64 by accumulation: 1 x 1 x 2 processes here
     # the run folders as docs/recipes.md's chain names them ($R/teacher, $R/pairs, ...)
     t, ft, pairs, ode, dmd, rl = (tmp_path / n for n in ("teacher", "finetune", "pairs", "ode_init", "dmd", "rl"))
+    procs = recipe["procs"]
     first = recipe["name"] == FIRST  # what the recipes share runs once: accumulation, the fine-tune's start
     shell = dict(D=data_dir, R=tmp_path)  # the pages' shell variables
 
-    def documented(run: str, *shrink: str) -> None:
-        """The 1.3B's stage ``run``: its line in recipes.md / rl.md verbatim, as the 2 tasks of a Slurm step,
-        ``shrink`` after the line's own overrides."""
-        run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=2)
+    def documented(run: str, *shrink: str, tasks: int = procs) -> None:
+        """The 1.3B's stage ``run``: its line in recipes.md / rl.md verbatim, as the ``tasks`` of a Slurm step
+        (two; one for the fine-tune and the second and third DMD runs, whose stages the chain already runs on two
+        and tests/test_lora.py under FSDP with LoRA), ``shrink`` after the line's own overrides."""
+        run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=tasks)
 
     def stage(run: str, module: str, wiring: list, *shrink: str) -> None:
         """A stage both recipes run: the 1.3B's documented line, or the 5B's ``module`` with its ``wiring``
@@ -184,20 +188,20 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         if first:
             documented(run, *shrink)
         else:
-            launch(module, *wiring, f"paths.data_dir={data_dir}", *shrink)
+            launch(module, *wiring, f"paths.data_dir={data_dir}", *shrink, procs=procs)
 
     accumulate = ["trainer.global_batch=4"] if first else []
     stage("teacher", "trackstream.stages", [f"experiment={recipe['teacher']}", f"hydra.run.dir={t}"], *common,
           *accumulate)  # fmt: skip
     log = (t / "train.log").read_text()
-    assert "stage teacher | fsdp x 2 (cpu:0, bf16)" in log
+    assert f"stage teacher | fsdp x {procs} (cpu:0, bf16)" in log
     assert not first or "global batch 4 = 1 per process x 2 accumulated x 2 processes" in log
     teacher = t / "export" / "teacher"
     # the mid-frame-masking fine-tune from the teacher's export, as the page's LoRA line (rank 64, merged into its
     # export): the same stage with another mask, once (the other recipe's fine-tune composes with every experiment
     # in test_train_configs)
     if first:
-        documented("finetune", *common)
+        documented("finetune", *common, tasks=1)
         teacher = ft / "export" / "teacher"
         config = (ft / "config.yaml").read_text()
         assert "mid_frame_mask_prob: 0.2" in config and "rank: 64" in config
@@ -235,7 +239,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/loss"))
     if first:  # the page's LoRA DMD (rank 256 on generator and critic): one step that updates both
-        documented("dmd_lora", *common, "stage.update_ratio=1")
+        documented("dmd_lora", *common, "stage.update_ratio=1", tasks=1)
         res = json.loads((tmp_path / "dmd_lora" / "results.json").read_text())
         assert (res["generator_updates"], res["critic_updates"]) == (1, 1)
         assert "rank: 256" in (tmp_path / "dmd_lora" / "config.yaml").read_text()
@@ -248,7 +252,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
         rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if "train/cd/mse" in r] == [1]
         assert all(np.isfinite(r["train/cd/mse"]) for r in rows if "train/cd/mse" in r)
-        documented("dmd_from_consistency", *common, "stage.pool_size=4", "stage.rollout_horizons=1")
+        documented("dmd_from_consistency", *common, "stage.pool_size=4", "stage.rollout_horizons=1", tasks=1)
         res = json.loads((tmp_path / "dmd_from_consistency" / "results.json").read_text())
         assert res["status"] == "done" and Path(res["export"]).is_dir()
 
@@ -262,7 +266,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     stage("rl", "trackstream.stages", rl_wiring, *common, "stage.group_size=2", "trainer.max_steps=2",
           f"stage.rollout_horizons={2 if first else 1}")  # fmt: skip
     res = json.loads((rl / "results.json").read_text())
-    assert res["policy_updates"] == 2 and "stage rl | fsdp x 2 (cpu:0, bf16)" in (rl / "train.log").read_text()
+    assert res["policy_updates"] == 2 and f"stage rl | fsdp x {procs} (cpu:0, bf16)" in (rl / "train.log").read_text()
     rows = {r["step"]: r for r in map(json.loads, (rl / "metrics.jsonl").read_text().splitlines())}
     assert all(np.isfinite(rows[1][f"train/rl/reward_{k}"]) for k in ("motion", "aesthetic"))
     assert np.isfinite(rows[2]["train/loss/generator"]) and rows[2]["train/rl/kl"] >= 0

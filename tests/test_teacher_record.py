@@ -67,6 +67,7 @@ def test_a_folder_of_several_networks_is_refused_naming_them():
         find_record(str(ROOT / "assets" / "tiny-student"), "stage.student")
 
 
+@pytest.mark.slow
 def test_the_stage_reads_the_teachers_settings_from_any_of_its_folders(tmp_path):
     shipped = OmegaConf.to_container(OmegaConf.load(SHIPPED / "config.yaml"), resolve=True)
     run = _as_run(tmp_path)
@@ -98,6 +99,7 @@ def test_the_stage_reads_the_teachers_settings_from_any_of_its_folders(tmp_path)
         ("schedule.shift=5.0", "schedule.shift"),
     ],
 )
+@pytest.mark.slow
 def test_an_override_that_contradicts_the_teacher_is_refused_in_one_line(tmp_path, override, field):
     with pytest.raises(ValueError) as err:
         stage_job(tmp_path / "tf", *TF, f"stage.teacher={SHIPPED}", override)
@@ -140,6 +142,7 @@ def test_rl_reads_its_students_run(tmp_path):
     assert t.data.world == recorded["data"]["world"] and t.model.overrides == recorded["model"]["overrides"]
 
 
+@pytest.mark.slow
 def test_the_command_refuses_a_contradiction_before_any_work(tmp_path):
     """Through the CLI: status 2, one line naming the override, the teacher and the fix, no run directory left."""
     run = tmp_path / "refused"

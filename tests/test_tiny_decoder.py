@@ -165,7 +165,7 @@ def embedded_run(tmp_path_factory) -> Path:
     folder = reader_folder(tmp_path_factory.mktemp("tiny_decoder"))
     run_documented(
         TINY_DECODER, folder, *QUIET, "trainer.max_steps=24", "trainer.sample_every=12", "trainer.ckpt_every=12",
-        "stage.gan.start_step=12", "data.pool_size=32", "data.batch_size=4", "data.eval_samples=2",
+        "stage.gan.start_step=12", "data.pool_size=32", "data.batch_size=2", "data.eval_samples=2",
         "stage.eval_clips=2",
     )  # fmt: skip
     return folder / "RUN"
@@ -300,6 +300,7 @@ def test_the_wan21_recipe_runs_at_its_real_clip_length_from_an_official_release_
     assert (cfg.data.num_frames, cfg.stage.num_frames, cfg.stage.crop) == (81, 21, 144)  # the recipe's, as run
 
 
+@pytest.mark.slow
 def test_a_tiny_decoder_decodes_what_the_full_codec_encoded_in_generate(tmp_path, capsys):
     """``--decoder``: the full codec encodes (the first frame's latent the network knows), the tiny decoder
     decodes, whole clips and streams alike; a decoder of another latent space is refused in one line."""

@@ -70,6 +70,7 @@ def test_experiments_exist():
     assert {"tiny_teacher", "tiny_codec", "teacher_wan1.3b_480p", "teacher_wan1.3b_480p_finetune"} <= set(EXPERIMENTS)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", EXPERIMENTS)
 def test_every_experiment_composes_validates_and_instantiates(name):
     built = _built(name)
@@ -159,6 +160,7 @@ def test_each_codec_has_one_spelling_the_conf_files_included(tmp_path):
         CodecConfig(name="taehv", checkpoint="x")
 
 
+@pytest.mark.slow
 def test_cli_prints_the_resolved_job_config(run_module):
     from forkserver import AT_IMPORT, HANDLED
 
@@ -330,6 +332,7 @@ def test_absurd_sizes_are_refused_before_anything_is_allocated(override, says):
 REAL = [p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml") if not p.stem.endswith("_finetune")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_every_real_recipe_has_a_one_gpu_debug_preset(name, tmp_path):
     """``trackstream train experiment=<recipe> debug=<stage>_1gpu``: one process, real shapes, a small batch."""

@@ -44,6 +44,7 @@ def _rows_with(contents: dict, key: str) -> list[dict]:
     return [row for row in contents["history"] if key in row]
 
 
+@pytest.mark.slow
 def test_mode_precedence_config_then_wandb_mode_then_offline(tmp_path, monkeypatch):
     assert resolve_mode(None, {}) == "offline"
     assert resolve_mode(None, {"WANDB_MODE": "online"}) == "online"  # no longer overridden by the code
@@ -83,6 +84,7 @@ def test_mode_precedence_config_then_wandb_mode_then_offline(tmp_path, monkeypat
     assert cfg.logger.wandb.mode is None and cfg.logger.wandb.group is None and cfg.logger.wandb.job_type is None
 
 
+@pytest.mark.slow
 def test_teacher_logs_periodic_figures_sample_videos_and_parameter_counts(tmp_path, monkeypatch):
     from trackstream.stages.registry import run_stage
     from trackstream.train.dist import init_runtime, seed_everything
@@ -140,6 +142,7 @@ def _check_student_samples(run: dict, run_dir: Path, steps: list[int]) -> None:
     assert [r["step"] for r in rows] == steps and rows[-1]["epe_with_tracks"] == figures[-1]["eval/epe_with_tracks"]
 
 
+@pytest.mark.slow
 def test_ode_init_samples_the_student_and_logs_its_export_as_an_artifact(source, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_RUN_GROUP", "recipe-1")
     run_dir = tmp_path / "ode"
@@ -162,6 +165,7 @@ def test_ode_init_samples_the_student_and_logs_its_export_as_an_artifact(source,
     assert sorted(artifact["files"]) == sorted(str(p.relative_to(export)) for p in export.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_dmd_samples_the_student_and_counts_the_frozen_teacher(source, tmp_path):
     run_dir = tmp_path / "dmd"
     cfg, _ = _student_stage(
@@ -184,6 +188,7 @@ def test_dmd_samples_the_student_and_counts_the_frozen_teacher(source, tmp_path)
     _check_student_samples(run, run_dir, [2])
 
 
+@pytest.mark.slow
 def test_rl_samples_the_policy_and_logs_its_curves(source, tmp_path):
     run_dir = tmp_path / "rl"
     _student_stage(
