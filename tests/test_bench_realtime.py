@@ -117,6 +117,7 @@ class _OldEngine:
         raise AssertionError("never built: the bench must see the missing keywords first")
 
 
+@pytest.mark.slow
 def test_a_mode_the_engine_lacks_is_one_table_line(tmp_path, monkeypatch, capsys):
     import trackstream.bench.realtime as br
 
@@ -176,6 +177,7 @@ def test_live_tracks_cover_each_chunks_frames_inside_the_frame():
     assert torch.equal(tracks, again)  # a function of the frame index: a replayed chunk sees the same tracks
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REAL_SETUPS)
 def test_real_setups_are_the_recipes_students(name):
     """Network, size, chunking, steps and shift of each real setup are its DMD recipe's; the codec works in

@@ -118,6 +118,7 @@ def test_i2v_first_frame_chunk_equivalence():
     assert cache.frames == 1 + 3  # image sink + one window chunk
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not HAS_FLEX, reason="torch without FlexAttention")
 @pytest.mark.parametrize("C,S,W,n", CASES[:2] + CASES[3:])
 def test_flex_and_sdpa_backends_agree(C, S, W, n):

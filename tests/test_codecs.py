@@ -226,6 +226,7 @@ def taehv() -> TAEHV:
     return TAEHV().eval()
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_taehv_decodes_21_latents_to_81_frames_and_streams_equal(taehv):
     z = _latents(1, 16, 21, 4)

@@ -85,6 +85,7 @@ def test_a_student_equal_to_its_teacher_is_consistent_at_the_boundary():
     assert float(_objective(net, net, grid_steps=1, student_steps=1).loss("generator", batch, step=0)[0]) > 1e-4
 
 
+@pytest.mark.slow
 def test_consistency_distillation_trains_the_student_and_resumes_exactly():
     teacher, codec = tiny_network(0).eval(), tiny_codec()
     student = tiny_network(1)  # another start: far from consistent with the teacher

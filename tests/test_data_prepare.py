@@ -187,6 +187,7 @@ class CrashingTracker(LucasKanadeTracker):
         return super()._track(frames, queries)
 
 
+@pytest.mark.slow
 def test_native_crash_is_isolated_and_reported(videos, tmp_path):
     (tmp_path / "in").mkdir()
     for stem in ["good0", "good1", "nantracks", "good2", "good3"]:

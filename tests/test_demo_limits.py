@@ -233,6 +233,7 @@ def _ws_from(url: str, source: str):
     return connect(url.replace("http", "ws") + "/ws", sock=sock)
 
 
+@pytest.mark.slow
 def test_idle_sessions_are_closed_and_free_their_slots(server):
     url = server["url"]
     a, b = _ws_from(url, "127.0.0.2"), _ws_from(url, "127.0.0.3")
@@ -367,6 +368,7 @@ def _png(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.slow
 def test_uploads_decode_off_the_event_loop_and_a_lying_header_is_refused(server):
     from websockets.sync.client import connect
 

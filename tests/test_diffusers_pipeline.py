@@ -210,6 +210,7 @@ REAL = {  # flavor, release parts, codec, layout, frame size
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_a_tiny_real_flavor_student_loads_and_streams_two_chunks(tmp_path, name):
     from release_helpers import TINY_UMT5, write_release_folder

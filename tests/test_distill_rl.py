@@ -150,6 +150,7 @@ class Brightness(Reward):
         return frames.float().mean(dim=(1, 2, 3, 4))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sign", [1.0, -1.0])
 def test_a_few_grpo_updates_move_the_videos_along_the_reward(codec, sign):
     """The learning signal's direction end to end (rollout, SDE credit, recomputation, surrogate): GRPO on

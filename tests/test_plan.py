@@ -51,6 +51,7 @@ def test_sequence_parallel_2_halves_the_activation_term():
     assert _row(two, "optimizer") == _row(one, "optimizer")  # FSDP shards over all 8 ranks either way
 
 
+@pytest.mark.slow
 def test_lora_rank_16_cuts_gradients_and_optimizer_by_over_90_percent():
     full, lora = (plan_of([TEACHER, f"model.lora.rank={r}"], gpus=1, gpu="h100") for r in (0, 16))
     before = _row(full, "gradients") + _row(full, "optimizer")

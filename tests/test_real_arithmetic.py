@@ -152,6 +152,7 @@ def test_a_chunking_that_does_not_tile_the_clip_is_refused_at_validation(tmp_pat
         _typed(tmp_path, "ode_init_wan2.2_5b_704p", "stage.causal.first_chunk_frames=null")
 
 
+@pytest.mark.slow
 def test_a_14b_real_score_over_a_1_3b_student_at_full_size(tmp_path):
     """dmd_wan14b_to_1.3b_480p at its real 832x480x81 on meta: the 1.3B generator's rollout, the critic of its
     size and the 14B teacher's guided real score meet in one latent space ([1, 16, 21, 60, 104]); one whole

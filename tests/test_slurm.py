@@ -635,6 +635,7 @@ def _rendered_sbatch(cfg, tmp_path: Path, monkeypatch) -> tuple[str, object]:
     return seen["executor"]._make_submission_file_text("python -u -m submitit.core._submit x", "uid"), seen["executor"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LAUNCHERS))
 def test_each_submitit_preset_composes_into_a_multi_node_requeueable_job(name, tmp_path, monkeypatch):
     nodes, hours, experiment = LAUNCHERS[name]

@@ -96,6 +96,7 @@ def test_official_1_3b_param_count_plus_track_head():
     assert built["num_params"] == 1_564_502_336 + 64 * 4 * 16
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("parallel", PARALLEL)
 def test_every_parallel_preset_composes(parallel, tmp_path):
     built = instantiate(_compose(tmp_path, "experiment=tiny_teacher", f"parallel={parallel}"))
@@ -120,6 +121,7 @@ def test_every_parallel_preset_composes(parallel, tmp_path):
         ("schedule.shift=0", "schedule.shift"),
     ],
 )
+@pytest.mark.slow
 def test_invalid_values_raise_value_error_naming_the_field(override, field):
     cfg = _tiny_teacher(override)
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
@@ -302,6 +304,7 @@ def test_global_batch_derives_grad_accum_and_rejects_contradictions():
         ("dmd_wan2.2_5b_704p", 64),
     ],
 )
+@pytest.mark.slow
 def test_real_recipes_keep_the_papers_global_batch(name, batch):
     typed = _built(name)["config"]
     assert typed.trainer.global_batch == batch and typed.data.batch_size == 1 and typed.trainer.grad_accum == 1
