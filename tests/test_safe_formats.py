@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from trackstream.distill.pair_shards import INDEX_NAME, PairSet, convert_pairs, load_shard, write_shard
+from trackstream.distill.pair_shards import INDEX_NAME, PairSet, load_shard, write_shard
 from trackstream.models.formats.files import ALLOW_PICKLE_ENV, UnreadableFile, read_torch_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,25 +107,15 @@ def test_a_truncated_shard_is_one_line(tmp_path):
     assert "generate it again" in _one_line(err)
 
 
-def test_old_pt_shards_read_with_weights_only_and_convert(tmp_path):
-    """A shard of the torch.save era holds tensors, strings and ints only: read with weights_only=True,
-    no opt-in; ``convert`` rewrites it as safetensors."""
-    shard = _pair_folder(tmp_path / "pairs", suffix=".pt")
-    _assert_pairs(PairSet(tmp_path / "pairs", student_steps=3, shift=5.0), shard)
-    assert convert_pairs(tmp_path / "pairs") == ["pairs_00000.pt"]
-    assert sorted(p.name for p in (tmp_path / "pairs").iterdir()) == [INDEX_NAME, "pairs_00000.safetensors"]
-    _assert_pairs(PairSet(tmp_path / "pairs", student_steps=3, shift=5.0), shard)
-
-
-def test_an_old_shard_pickling_objects_needs_the_opt_in(tmp_path, monkeypatch):
-    shard = _pair_folder(tmp_path / "pairs", suffix=".pt", extra={"noise_seeds": np.arange(3)})
-    path = tmp_path / "pairs" / "pairs_00000.pt"
-    with pytest.raises(ValueError, match=f"{path} is an ODE pair shard in an old pickle-based format") as err:
-        PairSet(tmp_path / "pairs", student_steps=3, shift=5.0)
-    assert "ode_pairs convert" in _one_line(err)
-    _assert_pairs(PairSet(tmp_path / "pairs", student_steps=3, shift=5.0, allow_pickle=True), shard)
-    monkeypatch.setenv(ALLOW_PICKLE_ENV, "1")
-    _assert_pairs(PairSet(tmp_path / "pairs", student_steps=3, shift=5.0), shard)
+def test_a_pt_shard_of_an_earlier_trackstream_is_refused_in_one_line(tmp_path):
+    """Shards are safetensors; a torch.save shard of an earlier version (tensors only or pickling objects) is
+    refused before anything is read: the folder is generated again, not converted."""
+    for i, extra in enumerate(({}, {"noise_seeds": np.arange(3)})):
+        _pair_folder(tmp_path / f"pairs{i}", suffix=".pt", extra=extra)
+        path = tmp_path / f"pairs{i}" / "pairs_00000.pt"
+        with pytest.raises(ValueError, match="an ODE pair shard of an earlier TrackStream") as err:
+            PairSet(tmp_path / f"pairs{i}", student_steps=3, shift=5.0)
+        assert str(path) in _one_line(err) and "generate it again" in _one_line(err)
 
 
 # ----------------------------------------------------------------------------- weights of released models

@@ -11,7 +11,6 @@ happen: ``student_step_indices`` asserts the grids coincide).
 They are stored in shards of ``shard_size`` samples plus an ``index.json`` written last; the folder
 format, its lazy reader ``PairSet`` and what each sample holds are ``distill.pair_shards``. Generation is
 resumable shard by shard: complete shards are skipped, so a preempted job continues where it stopped.
-``python -m trackstream.distill.ode_pairs convert DIR`` rewrites a folder's old ``.pt`` shards as safetensors.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ import torch
 
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.distill.pair_shards import convert_pairs, shard_path, stack_samples, write_index, write_shard
+from trackstream.distill.pair_shards import shard_path, stack_samples, write_index, write_shard
 from trackstream.models.precision import DTYPES, dtype_name, precision_name, resolve_dtype
 from trackstream.models.tracks import latent_frames, sample_track_ids
 
@@ -273,27 +272,3 @@ def generate_ode_pairs(
         return out_dir
     _write_pairs_index(out_dir, shards, cfg, s, student_steps, sample_dtype)
     return out_dir
-
-
-# the convert command lives here, not beside convert_pairs: `python -m trackstream.distill.ode_pairs convert`
-# is the name docs/errors.md and read_shard's message give it
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-    import sys
-
-    ap = argparse.ArgumentParser(prog="python -m trackstream.distill.ode_pairs", description=convert_pairs.__doc__)
-    ap.add_argument("command", choices=("convert",))
-    ap.add_argument("directory", type=Path, help="an ODE pair folder (with index.json)")
-    ap.add_argument("--allow-pickle", action="store_true", help="read shards that pickle objects (trusted files only)")
-    args = ap.parse_args(argv)
-    try:
-        done = convert_pairs(args.directory, allow_pickle=args.allow_pickle)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"converted {len(done)} shard(s) in {args.directory} to safetensors")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

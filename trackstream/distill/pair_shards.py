@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from trackstream.models.formats.files import UnreadableFile, one_line, read_torch_file
+from trackstream.models.formats.files import UnreadableFile, one_line
 
 __all__ = [
     "INDEX_NAME",
@@ -36,7 +36,6 @@ __all__ = [
     "read_shard",
     "load_shard",
     "PairSet",
-    "convert_pairs",
     "load_ode_pairs",
 ]
 
@@ -117,19 +116,15 @@ class _Rows:
         return self.sl[j : j + 1][0]
 
 
-def read_shard(path: Path, *, allow_pickle: bool = False):
-    """A shard as ``{key: rows}``, read lazily. A ``.pt`` shard (written before shards were safetensors)
-    is read with ``weights_only=True``, memory-mapped; one that pickles other objects needs the opt-in."""
+def read_shard(path: Path):
+    """A shard as ``{key: rows}``, read lazily. Shards are safetensors; a ``.pt`` shard (an earlier TrackStream's
+    pickle-based format) is refused in one line."""
     path = Path(path)
-    if path.suffix == ".safetensors":
-        return _SafeShard(path)
-    return read_torch_file(
-        path,
-        old_format="an ODE pair shard",
-        fix=f"convert the folder with `python -m trackstream.distill.ode_pairs convert {path.parent}`, or {_REGENERATE}",
-        allow_pickle=allow_pickle,
-        mmap=True,
-    )
+    if path.suffix != ".safetensors":
+        raise ValueError(
+            f"{path}: an ODE pair shard of an earlier TrackStream ({path.suffix}, not safetensors); {_REGENERATE}"
+        )
+    return _SafeShard(path)
 
 
 def load_shard(path: Path) -> dict:
@@ -142,7 +137,7 @@ class PairSet:
     """A complete pair folder read lazily: every shard memory-mapped (safetensors' ``safe_open``), a
     batch gathered sample by sample, so only the pages of the samples drawn are ever read."""
 
-    def __init__(self, directory: str | Path, *, student_steps: int, shift: float, allow_pickle: bool = False):
+    def __init__(self, directory: str | Path, *, student_steps: int, shift: float):
         directory = Path(directory)
         if not pairs_complete(directory):
             raise ValueError(f"{directory} holds no complete ODE pair set ({INDEX_NAME} missing); generate it first")
@@ -154,7 +149,7 @@ class PairSet:
                 "regenerate them"
             )
         self.directory = directory
-        self.shards = [read_shard(directory / s["file"], allow_pickle=allow_pickle) for s in self.index["shards"]]
+        self.shards = [read_shard(directory / s["file"]) for s in self.index["shards"]]
         self.where = [(k, j) for k, s in enumerate(self.index["shards"]) for j in range(s["num_samples"])]
         self.keys = tuple(self.shards[0])
 
@@ -168,31 +163,6 @@ class PairSet:
         """Stacked tensors of ``keys`` for these samples (text_emb zero-padded to the batch's longest)."""
         picks = [self.where[i] for i in indices]
         return stack_samples({key: [self.shards[k][key][j] for k, j in picks] for key in keys})
-
-
-def convert_pairs(directory: str | Path, *, allow_pickle: bool = False) -> list[str]:
-    """Rewrite a folder's ``.pt`` shards as safetensors shards (index.json updated last); returns the
-    files converted. The old shards are removed once the index names the new ones."""
-    directory = Path(directory)
-    index = json.loads((directory / INDEX_NAME).read_text())
-    done, old = [], []
-    for entry in index["shards"]:
-        path = directory / entry["file"]
-        if path.suffix == ".safetensors":
-            continue
-        shard = read_shard(path, allow_pickle=allow_pickle)
-        write_shard(
-            {k: (list(v) if k in LISTS else torch.as_tensor(v).clone()) for k, v in shard.items()},
-            path.with_suffix(".safetensors"),
-        )
-        entry["file"] = path.with_suffix(".safetensors").name
-        done.append(path.name)
-        old.append(path)
-    if done:
-        write_index(directory, index)
-        for path in old:
-            path.unlink()
-    return done
 
 
 def load_ode_pairs(directory: str | Path, *, student_steps: int, shift: float) -> dict:
