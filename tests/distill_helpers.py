@@ -99,5 +99,13 @@ def tiny_teacher_run(root: Path, *, student: str, pairs: str, nudge: float = 0.0
     )
     (root / "teacher/codec").mkdir()
     save_codec_file(build_codec_module(cfg.codec), root / "teacher/codec/codec.pt")
-    obtain_ode_pairs(cfg, init_runtime("single"), root / pairs)
+    obtain_ode_pairs(
+        cfg.stage,
+        init_runtime("single"),
+        root / pairs,
+        model=cfg.model,
+        codec=cfg.codec,
+        data=cfg.data,
+        schedule=cfg.schedule,
+    )
     return teacher

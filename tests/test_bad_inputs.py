@@ -215,14 +215,13 @@ def test_row2_a_run_directory_of_another_experiment_is_refused_before_anything_i
     import torch
     from hydra_helpers import compose_job
 
-    from trackstream.stages.common import fingerprint
     from trackstream.stages.config import validate
 
     run = tmp_path / "run"
     theirs = validate(compose_job(run, "experiment=tiny_teacher"))
     step = run / "checkpoints" / "step_00000004"  # the other experiment's complete checkpoint (meta.pt last)
     step.mkdir(parents=True)
-    torch.save({"step": 4, "world_size": 1, "fingerprint": fingerprint(theirs)}, step / "meta.pt")
+    torch.save({"step": 4, "world_size": 1, "fingerprint": theirs.fingerprint()}, step / "meta.pt")
     (run / "config.yaml").write_text("task_name: tiny_teacher  # the other run's record\n")
     (run / "train.log").write_text("their log\n")
     (run / ".hydra").mkdir()

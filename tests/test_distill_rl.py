@@ -264,9 +264,8 @@ def test_rl_tiny_runs_through_the_stage_and_resumes_mid_round_exactly(source, tm
     with pytest.raises(ValueError, match="stage.causal"):  # the student streams c3s1w1: a different window is refused
         from trackstream.stages.exports import NetworkExport
 
-        NetworkExport(source["student"], "stage.student").check_streams_as(
-            typed(tmp_path, "experiment=rl_tiny", "stage.causal.window_chunks=2")
-        )
+        cfg = typed(tmp_path, "experiment=rl_tiny", "stage.causal.window_chunks=2")
+        NetworkExport(source["student"], "stage.student").check_streams_as(cfg.schedule.streaming(cfg.stage.causal))
 
 
 @pytest.mark.parametrize("name", ["rl_wan1.3b_480p", "rl_wan2.2_5b_704p"])

@@ -138,24 +138,29 @@ def test_student_sampling_reads_the_heldout_shards(folders, tmp_path):
     # the student trains on 25 frames (2 chunks of 3 latents after the first); the held-out clips hold 17
     student += [f"data.shards={folders['train']}", "trainer.sample_every=2", "eval.enabled=true", "eval.num_frames=17"]
     runtime = init_runtime("single")
+
+    def sampling(cfg):
+        return sampling_clips(
+            cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
+        )
+
     # no held-out shards: the student trains without samples and says so (samples follow the held-out data)
-    assert sampling_clips(typed(tmp_path, *student), runtime) is None
+    assert sampling(typed(tmp_path, *student)) is None
     with pytest.raises(ValueError, match=r"holds 3 samples but the evaluation reads 9"):  # too few held-out clips
-        sampling_clips(
+        sampling(
             typed(
                 tmp_path,
                 *student,
                 f"data.eval_shards={folders['heldout']}",
                 "data.eval_samples=9",
                 "eval.periodic_clips=9",
-            ),
-            runtime,
+            )
         )
     cfg = typed(tmp_path, *student, f"data.eval_shards={folders['heldout']}", "eval.periodic_clips=2")
-    clips = sampling_clips(cfg, runtime)
+    clips = sampling(cfg)
     assert [c["caption"] for c in clips] == [WORLD.generate(HELDOUT_SEED + i)["caption"] for i in range(2)]
     assert clips[0]["frames"].shape == (17, 64, 64, 3)
-    assert sampling_clips(typed(tmp_path, *student, "trainer.sample_every=0"), runtime) is None
+    assert sampling(typed(tmp_path, *student, "trainer.sample_every=0")) is None
 
 
 def test_synthetic_benchmark_of_a_shards_run_stays_synthetic(folders):

@@ -74,14 +74,12 @@ def test_an_export_that_reads_the_conditions_differently_is_refused(teacher_14b,
 
 
 def test_a_recipe_that_expects_another_teacher_is_refused_before_loading(teacher_14b):
-    from types import SimpleNamespace
-
     from trackstream.stages.exports import NetworkExport
 
     folder, _ = teacher_14b
-    cfg = SimpleNamespace(stage=SimpleNamespace(teacher_flavor="wan2.1-fun-1.3b-control"), model=_model("tiny", {}))
+    tiny = _model("tiny", {})
     with pytest.raises(ValueError, match=r"is a 'wan2.1-fun-14b-control' network but this recipe distils from a"):
-        NetworkExport(folder).check_teacher_of(cfg)
-    cfg.stage.teacher_flavor = "wan2.1-fun-14b-control"
-    cfg.model = _model("wan2.1-fun-1.3b-control", SMALL)
-    NetworkExport(folder).check_teacher_of(cfg)  # the flavor the recipe names: no complaint
+        NetworkExport(folder).check_teacher_of(tiny.text_encoder, flavor="wan2.1-fun-1.3b-control")
+    small = _model("wan2.1-fun-1.3b-control", SMALL)
+    # the flavor the recipe names: no complaint
+    NetworkExport(folder).check_teacher_of(small.text_encoder, flavor="wan2.1-fun-14b-control")

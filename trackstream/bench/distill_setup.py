@@ -15,7 +15,7 @@ from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
-from trackstream.stages.common import load_text_encoder
+from trackstream.stages.encoders import load_text_encoder
 from trackstream.train.codec import build_codec_module
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import prepare_frozen, unwrap
@@ -107,7 +107,7 @@ def horizon_conditioner(typed, runtime: Runtime) -> Conditioner:
     codec = prepare_frozen(runtime, build_codec_module(typed.codec))
     return Conditioner(
         codec=codec,
-        text_encoder=load_text_encoder(typed, runtime),
+        text_encoder=load_text_encoder(typed.model, runtime),
         layout=typed.model.layout,
         device=runtime.device,
         image_features="zeros" if typed.model.image_feature_mode == "clip" else typed.model.image_feature_mode,

@@ -43,7 +43,7 @@ __all__ = ["STAGE_BENCHES", "bench_teacher_forcing", "bench_consistency", "bench
 
 
 def _student(typed, runtime: Runtime, par):
-    """The causal student as ``stages.causal_student.student_on_data`` prepares it (random weights)."""
+    """The causal student as ``stages.causal_student.build_causal_student`` prepares it (random weights)."""
     net, init = random_network(typed, clean_first_frame=first_chunk_given(typed.stage.causal))
     trained = prepare_network(
         runtime,
@@ -137,13 +137,13 @@ def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, se
     from trackstream.stages.tiny_decoder import build_taehv, check_layout, check_pair, tiny_decoder_networks
 
     st, device, d = typed.stage, runtime.device, typed.data
-    check_layout(typed)
-    cfg = dataclasses.replace(typed, parallel=dataclasses.replace(typed.parallel, strategy="single"))
+    check_layout(typed.parallel.strategy)
+    par = dataclasses.replace(typed.parallel, strategy="single")
     torch.manual_seed(seed)
     full = prepare_frozen(runtime, build_codec(typed.codec.name, checkpoint=None, **dict(typed.codec.options)))
     taehv = build_taehv(dataclasses.replace(st, init=None))
-    check_pair(cfg, full, taehv)
-    decoder, discriminator = tiny_decoder_networks(cfg, runtime, taehv)
+    check_pair(st, full, taehv, codec_name=typed.codec.name, data=d)
+    decoder, discriminator = tiny_decoder_networks(st, runtime, taehv, parallel=par, steps=typed.trainer.max_steps)
     lpips = prepare_frozen(runtime, LPIPS(st.lpips.net)) if st.lpips.weight else None
     objective = TinyDecoderObjective(
         decoder.module,

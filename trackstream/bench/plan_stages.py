@@ -286,7 +286,7 @@ def _tiny_decoder_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], accum:
     from trackstream.bench.plan_tiny_decoder import tiny_decoder_plan
     from trackstream.stages.tiny_decoder import check_layout
 
-    check_layout(cfg)  # the layouts the stage refuses (fsdp, deepspeed), in its words
+    check_layout(cfg.parallel.strategy)  # the layouts the stage refuses (fsdp, deepspeed), in its words
     st = cfg.stage
     layout = f"{cfg.parallel.strategy}, {gpus} GPU(s) = {gpus} data, grad accum {accum}, {'bf16' if half else 'fp32'}"
     name = next((o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")), cfg.task_name)

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.formats.files import remove_run_folder
 from trackstream.models.precision import concrete_precision, resolve_device
-from trackstream.stages.common import StagePreempted, codec_fingerprint, fingerprint
+from trackstream.stages.codec import StagePreempted, codec_fingerprint
 from trackstream.stages.config import register_configs, resolved_container, validate
 from trackstream.stages.recipes import CONFIG_DIR
 from trackstream.stages.registry import run_stage
@@ -253,10 +253,12 @@ def _checked(
         check_inputs(typed)
         # resuming another config's checkpoints is refused in the loop too, but only after config.yaml
         # (the old run's record) was overwritten: check here, before writing
-        refuse_foreign_run(run_dir / "checkpoints", fingerprint=fingerprint(typed), world_size=world)
+        refuse_foreign_run(run_dir / "checkpoints", fingerprint=typed.fingerprint(), world_size=world)
         if typed.codec.checkpoint is None:
             refuse_foreign_run(
-                run_dir / "codec" / "checkpoints", fingerprint=codec_fingerprint(typed), world_size=world
+                run_dir / "codec" / "checkpoints",
+                fingerprint=codec_fingerprint(typed.codec, typed.data),
+                world_size=world,
             )
     except ValueError as err:
         raise RunRefused(str(err)) from err

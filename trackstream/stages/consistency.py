@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
 from trackstream.distill.consistency import ConsistencyConfig, ConsistencyObjective
-from trackstream.stages.causal_student import student_on_data, student_plan
-from trackstream.stages.common import StagePlan
+from trackstream.stages.causal_student import build_causal_student
 from trackstream.stages.exports import NetworkExport
+from trackstream.stages.plan import StagePlan
 from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import unwrap
@@ -24,34 +24,37 @@ __all__ = ["STAGE", "build_consistency"]
 
 
 def build_consistency(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
-    export = NetworkExport(cfg.stage.teacher)
-    export.check_teacher_of(cfg)
+    st: ConsistencyConfig = cfg.stage
+    export = NetworkExport(st.teacher)
+    export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
     if export.conventions.streaming is None:
         raise ValueError(
             f"stage.teacher={export.dir} is a bidirectional network: causal consistency distillation needs an "
             "autoregressive teacher, the export of a stage=teacher_forcing run (its export/student)"
         )
-    heldout, text_encoder, conditioner, data, trained, student_model = student_on_data(cfg, runtime, export)
-    teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
-    objective = ConsistencyObjective(
-        trained.module,
-        teacher,
-        trained.ema,
-        cfg=cfg.stage,
-        shift=cfg.schedule.shift,
-        student_steps=cfg.schedule.student_steps,
-        null_text=conditioner.null_text,
-        null_lengths=conditioner.null_lengths,
-        embed_dim=unwrap(trained.module).track_embed_dim,
-        height=cfg.data.height,
-        width=cfg.data.width,
-        seed=derive_seed(cfg.trainer.seed, "consistency", runtime.data_rank) % 2**62,
-        device=runtime.device,
-        conditioner=conditioner,
-    )
-    plan = student_plan(cfg, runtime, run_dir, export, objective, trained, data, heldout, text_encoder, student_model)
-    plan.frozen = {"teacher": teacher}
-    return plan
+
+    def objective_of(trained, conditioner):
+        # loaded after the student (the order of loads and of the random stream the stage has always had)
+        teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
+        objective = ConsistencyObjective(
+            trained.module,
+            teacher,
+            trained.ema,
+            cfg=st,
+            shift=cfg.schedule.shift,
+            student_steps=cfg.schedule.student_steps,
+            null_text=conditioner.null_text,
+            null_lengths=conditioner.null_lengths,
+            embed_dim=unwrap(trained.module).track_embed_dim,
+            height=cfg.data.height,
+            width=cfg.data.width,
+            seed=derive_seed(cfg.trainer.seed, "consistency", runtime.data_rank) % 2**62,
+            device=runtime.device,
+            conditioner=conditioner,
+        )
+        return objective, {"teacher": teacher}
+
+    return build_causal_student(cfg, runtime, run_dir, export, objective_of)
 
 
 STAGE = Stage(ConsistencyConfig.name, ConsistencyConfig, build_consistency, cache="walk")

@@ -29,16 +29,18 @@ from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
 from trackstream.models.formats.checkpoint import split_subkey
+from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import latent_frames
-from trackstream.stages.common import StagePlan, load_text_encoder, trained_network
+from trackstream.stages.encoders import load_text_encoder
 from trackstream.stages.exports import NetworkExport
 from trackstream.stages.pair_data import CONDITION_KEYS, condition_stream
 from trackstream.stages.periodic import sampling_clips, with_student_samples
+from trackstream.stages.plan import StagePlan, trained_network
 from trackstream.stages.snapshots import with_snapshots
 from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
-from trackstream.train.parallel import unwrap
+from trackstream.train.parallel import ParallelConfig, unwrap
 from trackstream.train.weights import load_frozen, load_student
 
 if TYPE_CHECKING:
@@ -47,32 +49,36 @@ if TYPE_CHECKING:
 __all__ = ["STAGE", "build_dmd"]
 
 
-def _dmd_networks(cfg: "TrainConfig", runtime: Runtime, export: NetworkExport):
+def _dmd_networks(
+    st: DMDConfig, runtime: Runtime, export: NetworkExport, *, model: ModelConfig, parallel: ParallelConfig, steps: int
+):
     """The generator (``stage.student``: an exported student, or a Wan / community checkpoint such as
     PATH::generator_ema in the teacher's network) and the critic (a copy of the teacher, the generator's
-    starting weights, or a path in the student's network), each with its optimizer; the generator's EMA."""
-    st: DMDConfig = cfg.stage
+    starting weights, or a path in the student's network), each with its optimizer; the generator's EMA.
+    ``model``: the run's (``model.flavor`` of a student of another size, ``model.lora``); ``steps``: the run's."""
     critic_spec = st.student if st.critic == "student" else st.critic
     if critic_spec and st.critic != "student" and not Path(split_subkey(critic_spec)[0]).exists():
         raise ValueError(f"stage.critic={st.critic!r} does not exist: a path, 'student' or null (the teacher)")
-    student_net, student_model = load_student(st.student, export.dir, model=cfg.model)
+    student_net, student_model = load_student(st.student, export.dir, model=model)
     critic_net, _ = load_student(
-        critic_spec, export.dir, model=None if critic_spec is None else cfg.model, field="stage.critic"
+        critic_spec, export.dir, model=None if critic_spec is None else model, field="stage.critic"
     )
-    steps = cfg.trainer.max_steps
     # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper
     # (gradients averaged after backward), under fsdp one unit per module the path calls
     generator = trained_network(
-        cfg,
+        parallel,
         runtime,
         "generator",
         student_net,
         optim=st.generator_optim,
         ema=st.generator_ema,
         total_steps=max(1, steps // st.update_ratio),
+        lora=model.lora,
         grad_sync="manual",
     )
-    critic = trained_network(cfg, runtime, "critic", critic_net, optim=st.critic_optim, ema=None, total_steps=steps)
+    critic = trained_network(
+        parallel, runtime, "critic", critic_net, optim=st.critic_optim, ema=None, total_steps=steps, lora=model.lora
+    )
     return generator, critic, student_model
 
 
@@ -80,22 +86,27 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
     check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
     export = NetworkExport(st.teacher)
-    export.check_teacher_of(cfg)
-    heldout = sampling_clips(cfg, runtime)  # before the networks load: a missing held-out set fails first
+    export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
+    # before the networks load: a missing held-out set fails first
+    heldout = sampling_clips(
+        cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
+    )
     count = st.pool_size or cfg.data.pool_size  # without a pair folder: the first `count` training clips
     if not st.pairs and not count:
         raise ValueError(
             "stage.pairs is not set and stage.pool_size is null: give the ODE pair folder (its first frames, tracks "
             "and texts are the DMD conditions) or stage.pool_size=<N> (the first N training clips' conditions)"
         )
-    generator, critic, student_model = _dmd_networks(cfg, runtime, export)
+    generator, critic, student_model = _dmd_networks(
+        st, runtime, export, model=cfg.model, parallel=cfg.parallel, steps=cfg.trainer.max_steps
+    )
     K, ratio = cfg.schedule.student_steps, st.update_ratio
     pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift) if st.pairs else None
     teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
-    text_encoder = load_text_encoder(cfg, runtime)
+    text_encoder = load_text_encoder(cfg.model, runtime)
     null_text, null_lengths = text_encoder.encode([""])
     long = st.rollout_horizons > 1
-    conditioner = export.conditioner(cfg, runtime, text_encoder) if long or pairs is None else None
+    conditioner = export.conditioner(cfg.codec, runtime, text_encoder) if long or pairs is None else None
     objective = DMDObjective(
         generator.module,
         critic.module,
@@ -114,19 +125,21 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         horizon_latents=latent_frames(cfg.data.num_frames),
     )
     data = condition_stream(
-        cfg,
+        cfg.data,
         runtime,
         pairs,
         tuple(k for k in CONDITION_KEYS if k != "track_ids"),
+        causal=st.causal,
         horizons=st.rollout_horizons,
         conditioner=conditioner,
         text_dim=export.text_dim,
         count=count,
     )
+    stream = cfg.schedule.streaming(st.causal)
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(export.export_student(generator, run_dir, runtime, cfg, model=student_model)),
+            "export": str(export.export_student(generator, run_dir, runtime, stream, model=student_model)),
             "generator_updates": generator.num_updates,
             "critic_updates": critic.num_updates,
             "config": json.loads(json.dumps(asdict(st), default=str)),
@@ -144,13 +157,17 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     # the text encoder stays loaded only when the student is sampled during training (trainer.sample_every)
     return with_student_samples(
         plan,
-        cfg,
+        heldout,
         runtime,
         run_dir,
+        every=cfg.trainer.sample_every,
+        stream=stream,
+        eval_cfg=cfg.eval,
+        fps=cfg.data.fps,
+        sharded=cfg.parallel.strategy == "fsdp",
         model=student_model,
-        codec_fn=lambda: export.codec(cfg, runtime),
+        codec_fn=lambda: export.codec(cfg.codec, runtime),
         text_encoder_fn=lambda kept=text_encoder: kept,
-        clips=heldout,
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -21,12 +20,10 @@ from trackstream.models.motion_wan import Conventions, ModelConfig, read_network
 from trackstream.models.streaming import StreamConfig
 from trackstream.stages.teacher_record import find_record
 from trackstream.stream.chunks import first_chunk_given
+from trackstream.train.codec import CodecConfig
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import prepare_frozen
 from trackstream.train.weights import export_network
-
-if TYPE_CHECKING:
-    from trackstream.stages.train_config import TrainConfig
 
 __all__ = ["NetworkExport"]
 
@@ -58,73 +55,72 @@ class NetworkExport:
     def conventions(self) -> Conventions:
         return Conventions.from_dict(self.meta.get("conventions", {}), source=str(self.dir / "network.json"))
 
-    def codec(self, cfg: "TrainConfig", runtime: Runtime) -> torch.nn.Module:
-        """The frozen codec of the network's latent space (never a freshly fitted one), loaded once."""
+    def codec(self, codec: CodecConfig, runtime: Runtime) -> torch.nn.Module:
+        """The frozen codec of the network's latent space (never a freshly fitted one), loaded once: ``codec``
+        (the run's) when it names a checkpoint or an untrainable codec, else the one recorded with the folder."""
         if self._codec is None:
-            self._codec = prepare_frozen(runtime, self._load_codec(cfg))
+            self._codec = prepare_frozen(runtime, self._load_codec(codec))
         return self._codec
 
-    def _load_codec(self, cfg: "TrainConfig") -> torch.nn.Module:
+    def _load_codec(self, codec: CodecConfig) -> torch.nn.Module:
         from trackstream.train.codec import TRAINABLE, build_codec_module, load_codec_file
 
-        if cfg.codec.checkpoint or cfg.codec.name not in TRAINABLE:
-            return build_codec_module(cfg.codec)
+        if codec.checkpoint or codec.name not in TRAINABLE:
+            return build_codec_module(codec)
         found = find_record(str(self.dir), self.field)
         if found is None or found.codec is None:
             raise ValueError(
                 f"codec.checkpoint is not set and no codec is recorded with {self.field}={self.dir}: pass the "
                 "codec its network works in (codec.checkpoint=<teacher_run>/codec/codec.pt)"
             )
-        return load_codec_file(cfg.codec, found.codec)
+        return load_codec_file(codec, found.codec)
 
-    def conditioner(self, cfg: "TrainConfig", runtime: Runtime, text_encoder) -> Conditioner:
+    def conditioner(self, codec: CodecConfig, runtime: Runtime, text_encoder) -> Conditioner:
         """The frozen encoders (codec, text, image features) of this network: conditions rendered for it."""
         return Conditioner.for_network(
-            self.model, codec=self.codec(cfg, runtime), text_encoder=text_encoder, device=runtime.device
+            self.model, codec=self.codec(codec, runtime), text_encoder=text_encoder, device=runtime.device
         )
 
-    def check_teacher_of(self, cfg: "TrainConfig") -> None:
-        """A stage distilling this teacher must use its flavor (when the recipe names one) and text encoder.
-        Its other settings are the teacher's already: read from its record (``stages.teacher_record``)."""
+    def check_teacher_of(self, text_encoder: str, *, flavor: str | None = None) -> None:
+        """A stage distilling this teacher must use its text encoder (``model.text_encoder``) and its flavor
+        (``stage.teacher_flavor``, when the recipe names one). Its other settings are the teacher's already: read
+        from its record (``stages.teacher_record``)."""
         meta = self.meta["model"]
-        want = getattr(cfg.stage, "teacher_flavor", None)
-        if want and meta["flavor"] != want:
+        if flavor and meta["flavor"] != flavor:
             raise ValueError(
-                f"stage.teacher={self.dir} is a {meta['flavor']!r} network but this recipe distils from a {want!r} "
+                f"stage.teacher={self.dir} is a {meta['flavor']!r} network but this recipe distils from a {flavor!r} "
                 f"(stage.teacher_flavor): give that teacher's export, or set stage.teacher_flavor={meta['flavor']}"
             )
-        if cfg.model.text_encoder != meta["text_encoder"]:
+        if text_encoder != meta["text_encoder"]:
             raise ValueError(
-                f"model.text_encoder={cfg.model.text_encoder!r} but the teacher was trained with "
+                f"model.text_encoder={text_encoder!r} but the teacher was trained with "
                 f"{meta['text_encoder']!r}: set model.text_encoder={meta['text_encoder']}"
             )
 
-    def check_streams_as(self, cfg: "TrainConfig") -> None:
+    def check_streams_as(self, stream: StreamConfig) -> None:
         """A stage rolling this student out must stream it as it was exported: its recorded chunking, steps
-        and shift (an export from before streaming conventions were recorded: the config decides)."""
+        and shift (``stage.causal``, ``schedule.student_steps``, ``schedule.shift``; an export from before
+        streaming conventions were recorded: the config decides)."""
         s = self.conventions.streaming
         if s is None:
             return
         errors = []
-        if s.causal != cfg.stage.causal:
-            errors.append(f"stage.causal={cfg.stage.causal} (student: {s.causal})")
-        if s.steps != cfg.schedule.student_steps:
-            errors.append(f"schedule.student_steps={cfg.schedule.student_steps} (student: {s.steps})")
-        if abs(s.shift - cfg.schedule.shift) > 1e-9:
-            errors.append(f"schedule.shift={cfg.schedule.shift} (student: {s.shift})")
+        if s.causal != stream.causal:
+            errors.append(f"stage.causal={stream.causal} (student: {s.causal})")
+        if s.steps != stream.steps:
+            errors.append(f"schedule.student_steps={stream.steps} (student: {s.steps})")
+        if abs(s.shift - stream.shift) > 1e-9:
+            errors.append(f"schedule.shift={stream.shift} (student: {s.shift})")
         if errors:
             raise ValueError(f"the student {self.dir} streams differently: {', '.join(errors)}; pass its values")
 
-    def export_student(self, trained, run_dir: Path, runtime: Runtime, cfg: "TrainConfig", *, model=None) -> Path:
-        """The student in this network's format; network.json records how it streams (chunking, steps,
-        shift). ``model``: the student's network.json "model" when it is not this architecture (another size)."""
+    def export_student(self, trained, run_dir: Path, runtime: Runtime, stream: StreamConfig, *, model=None) -> Path:
+        """The student in this network's format; network.json records how it streams (``stream``: chunking,
+        steps, shift). ``model``: the student's network.json "model" when it is not this architecture (another
+        size)."""
         # a given chunk 0 is the clean first frame at t = 0; a sampled one keeps the teacher's convention
-        clean_first = self.conventions.clean_first_frame or first_chunk_given(cfg.stage.causal)
-        conventions = dataclasses.replace(
-            self.conventions,
-            clean_first_frame=clean_first,
-            streaming=StreamConfig(causal=cfg.stage.causal, steps=cfg.schedule.student_steps, shift=cfg.schedule.shift),
-        )
+        clean_first = self.conventions.clean_first_frame or first_chunk_given(stream.causal)
+        conventions = dataclasses.replace(self.conventions, clean_first_frame=clean_first, streaming=stream)
         return export_network(
             trained,
             run_dir / "export" / "student",

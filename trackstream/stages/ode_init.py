@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import PoolStream
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.pair_shards import PairSet
-from trackstream.stages.common import StagePlan, load_text_encoder, trained_network
+from trackstream.stages.encoders import load_text_encoder
 from trackstream.stages.exports import NetworkExport
 from trackstream.stages.pair_data import CONDITION_KEYS, condition_stream, obtain_ode_pairs
 from trackstream.stages.periodic import sampling_clips, with_student_samples
+from trackstream.stages.plan import StagePlan, trained_network
 from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
@@ -35,24 +35,38 @@ if TYPE_CHECKING:
 __all__ = ["STAGE", "build_ode_init"]
 
 
-def _pair_stream(cfg: "TrainConfig", runtime: Runtime, pairs: PairSet, keys: tuple[str, ...]) -> PoolStream:
-    return condition_stream(cfg, runtime, pairs, keys, horizons=1)
-
-
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: ODEInitConfig = cfg.stage
     export = NetworkExport(st.teacher)
-    export.check_teacher_of(cfg)
-    heldout = sampling_clips(cfg, runtime)  # before the pairs: a missing held-out set fails first
+    export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
+    # before the pairs: a missing held-out set fails first
+    heldout = sampling_clips(
+        cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
+    )
     t0 = time.perf_counter()
-    pairs_dir = obtain_ode_pairs(cfg, runtime, Path(st.pairs) if st.pairs else run_dir / "ode_pairs")
+    pairs_dir = obtain_ode_pairs(
+        st,
+        runtime,
+        Path(st.pairs) if st.pairs else run_dir / "ode_pairs",
+        model=cfg.model,
+        codec=cfg.codec,
+        data=cfg.data,
+        schedule=cfg.schedule,
+    )
     pairs_seconds = round(time.perf_counter() - t0, 2)
     K = cfg.schedule.student_steps
     pairs = PairSet(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
     # the student starts as the teacher (causal attention from here on), or as stage.student (another size)
     student, student_model = load_student(st.student, export.dir, model=cfg.model)
     trained = trained_network(
-        cfg, runtime, "generator", student, optim=cfg.optim, ema=cfg.ema, total_steps=cfg.trainer.max_steps
+        cfg.parallel,
+        runtime,
+        "generator",
+        student,
+        optim=cfg.optim,
+        ema=cfg.ema,
+        total_steps=cfg.trainer.max_steps,
+        lora=cfg.model.lora,
     )
     objective = ODEInitObjective(
         trained.module,
@@ -64,11 +78,12 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         seed=derive_seed(cfg.trainer.seed, "ode_init") % 2**62,
         device=runtime.device,
     )
-    data = _pair_stream(cfg, runtime, pairs, CONDITION_KEYS + ("trajectory",))
+    data = condition_stream(cfg.data, runtime, pairs, CONDITION_KEYS + ("trajectory",), causal=st.causal, horizons=1)
+    stream = cfg.schedule.streaming(st.causal)
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(export.export_student(trained, run_dir, runtime, cfg, model=student_model)),
+            "export": str(export.export_student(trained, run_dir, runtime, stream, model=student_model)),
             "pairs": str(pairs_dir),
             "num_pairs": len(pairs),
             "pairs_seconds": pairs_seconds,
@@ -76,13 +91,17 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
 
     return with_student_samples(
         StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish),
-        cfg,
+        heldout,
         runtime,
         run_dir,
+        every=cfg.trainer.sample_every,
+        stream=stream,
+        eval_cfg=cfg.eval,
+        fps=cfg.data.fps,
+        sharded=cfg.parallel.strategy == "fsdp",
         model=student_model,
-        codec_fn=lambda: export.codec(cfg, runtime),
-        text_encoder_fn=lambda: load_text_encoder(cfg, runtime),
-        clips=heldout,
+        codec_fn=lambda: export.codec(cfg.codec, runtime),
+        text_encoder_fn=lambda: load_text_encoder(cfg.model, runtime),
     )
 
 

@@ -4,16 +4,11 @@ with the teacher's conditioner (codec, text encoder, image features)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import ClipPool, make_world
+from trackstream.data.clips import ClipPool, DataConfig, make_world
 from trackstream.models.conditioner import Conditioner
-
-if TYPE_CHECKING:
-    from trackstream.stages.train_config import TrainConfig
 
 __all__ = ["PairConditions"]
 
@@ -64,31 +59,31 @@ class PairConditions:
     embeddings when present, else the text encoder; only the first video frame is decoded)."""
 
     def __init__(
-        self, cfg: "TrainConfig", conditioner: Conditioner, *, count: int, text_dim: int, needed_by: str | None = None
+        self, data: DataConfig, conditioner: Conditioner, *, count: int, text_dim: int, needed_by: str | None = None
     ):
-        self.cfg, self.conditioner, self.text_dim = cfg, conditioner, text_dim
-        if cfg.data.source == "shards":
+        self.data, self.conditioner, self.text_dim = data, conditioner, text_dim
+        if data.source == "shards":
             from trackstream.data.shard_samples import ShardSamples
 
             self.samples = ShardSamples(
-                cfg.data.shards,
-                num_frames=cfg.data.num_frames,
-                height=cfg.data.height,
-                width=cfg.data.width,
+                data.shards,
+                num_frames=data.num_frames,
+                height=data.height,
+                width=data.width,
                 needed_by=needed_by,
             )
             self.n = min(count, len(self.samples))
             self.pool = None
         else:
-            seeds = [derive_seed(cfg.data.seed, "clip", i) for i in range(count)]  # the teacher's training clips
-            self.pool = ClipPool(make_world(cfg.data), seeds, num_workers=cfg.data.num_workers)
+            seeds = [derive_seed(data.seed, "clip", i) for i in range(count)]  # the teacher's training clips
+            self.pool = ClipPool(make_world(data), seeds, num_workers=data.num_workers)
             self.n = count
 
     def describe(self) -> str:
         return (
             f"{self.n} training clips of the synthetic world"
             if self.pool is not None
-            else f"{self.n} samples of {len(self.samples.shards)} shard(s) in {self.cfg.data.shards}"
+            else f"{self.n} samples of {len(self.samples.shards)} shard(s) in {self.data.shards}"
         )
 
     def _items(self, idx: list[int]) -> tuple[list[dict], list[int]]:
@@ -97,7 +92,7 @@ class PairConditions:
             items = [{**c, "first_frame": c["frames"][0]} for c in clips]
             return items, [int(c["meta"]["seed"]) for c in clips]
         items = [self.samples.get(i % self.n) for i in idx]
-        return items, [derive_seed(self.cfg.data.seed, "pair-tracks", i % self.n) for i in idx]
+        return items, [derive_seed(self.data.seed, "pair-tracks", i % self.n) for i in idx]
 
     def __call__(self, idx: list[int]) -> dict:
         import numpy as np
@@ -113,10 +108,10 @@ class PairConditions:
         features = self.conditioner.image_features(first)
         return {
             **({} if features is None else {"image_features": features}),
-            "image": self.conditioner.image(first, num_frames=self.cfg.data.num_frames),
+            "image": self.conditioner.image(first, num_frames=self.data.num_frames),
             "image_latent": self.conditioner.first_latent(first),
             "first_frame": first_u8,
-            **_pair_tracks(items, seeds, self.cfg.data.num_tracks),
+            **_pair_tracks(items, seeds, self.data.num_tracks),
             "text_emb": text,
             "text_len": lens,
             "caption": captions,

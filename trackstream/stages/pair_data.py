@@ -17,21 +17,23 @@ from typing import TYPE_CHECKING
 import torch
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import PoolStream
+from trackstream.data.clips import DataConfig, PoolStream
 from trackstream.distill.horizons import rollout_frames
 from trackstream.distill.ode_init import ODEInitConfig
 from trackstream.distill.ode_pairs import generate_ode_pairs
 from trackstream.distill.pair_shards import PairSet, pairs_complete
+from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import Conditioner
-from trackstream.models.motion_wan import load_network
-from trackstream.stages.common import load_text_encoder
+from trackstream.models.motion_wan import ModelConfig, load_network
+from trackstream.stages.encoders import load_text_encoder
 from trackstream.stages.exports import NetworkExport
 from trackstream.stages.pair_conditions import PairConditions
+from trackstream.train.codec import CodecConfig
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import attach_sequence_parallel, prepare_frozen
 
 if TYPE_CHECKING:
-    from trackstream.stages.train_config import TrainConfig
+    from trackstream.stages.train_config import ScheduleConfig
 
 __all__ = ["obtain_ode_pairs", "condition_stream", "CONDITION_KEYS"]
 
@@ -41,10 +43,20 @@ OPTIONAL_KEYS = ("image", "image_features")  # layout channels (not t2v / ti2v);
 
 
 @torch.no_grad()
-def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Path:
-    """Generate the ODE pairs of ``cfg.stage`` into ``out_dir`` unless complete (resumable; under
-    several processes each rank writes its share of the shards, rank 0 the index)."""
-    st: ODEInitConfig = cfg.stage
+def obtain_ode_pairs(
+    st: ODEInitConfig,
+    runtime: Runtime,
+    out_dir: Path,
+    *,
+    model: ModelConfig,
+    codec: CodecConfig,
+    data: DataConfig,
+    schedule: ScheduleConfig,
+) -> Path:
+    """Generate the ODE pairs of the ``ode_init`` stage ``st`` into ``out_dir`` unless complete (resumable; under
+    several processes each rank writes its share of the shards, rank 0 the index): the conditions of ``data``'s
+    training clips encoded by the teacher's codec (``codec``) and text encoder (``model.text_encoder``), sampled by
+    the teacher and cut at the student's points of ``schedule``'s grid."""
     out_dir = Path(out_dir)
     if pairs_complete(out_dir):
         return out_dir
@@ -53,9 +65,9 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
     teacher = load_network(export.dir)
     attach_sequence_parallel(teacher, runtime, "teacher (ODE pairs)")  # a group samples its shards together
     teacher = prepare_frozen(runtime, teacher)
-    conditioner = export.conditioner(cfg, runtime, load_text_encoder(cfg, runtime))
+    conditioner = export.conditioner(codec, runtime, load_text_encoder(model, runtime))
     conditions = PairConditions(
-        cfg, conditioner, count=st.pool_size or st.ode_pairs.num_pairs, text_dim=export.text_dim
+        data, conditioner, count=st.pool_size or st.ode_pairs.num_pairs, text_dim=export.text_dim
     )
     if runtime.is_main:
         log.info(
@@ -71,13 +83,13 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
         teacher,
         conditions=conditions,
         cfg=st.ode_pairs,
-        student_steps=cfg.schedule.student_steps,
-        shift=cfg.schedule.shift,
+        student_steps=schedule.student_steps,
+        shift=schedule.shift,
         null_text=conditioner.null_text,
         null_text_lengths=conditioner.null_lengths,
         embed_dim=teacher.track_embed_dim,
-        height=cfg.data.height,
-        width=cfg.data.width,
+        height=data.height,
+        width=data.width,
         out_dir=out_dir,
         device=device,
         rank=runtime.data_rank,
@@ -90,22 +102,23 @@ def obtain_ode_pairs(cfg: "TrainConfig", runtime: Runtime, out_dir: Path) -> Pat
 
 
 def condition_stream(
-    cfg: "TrainConfig",
+    data: DataConfig,
     runtime: Runtime,
     pairs: PairSet | None,
     keys: tuple[str, ...],
     *,
+    causal: CausalConfig,
     horizons: int,
     conditioner: Conditioner | None = None,
     text_dim: int | None = None,
     count: int | None = None,
 ) -> PoolStream:
     """The pair folder's ``keys`` (the teacher's horizon), or the conditions (first frame, tracks, text) of the
-    same clips rendered at ``1 + N (T_h - 1)`` frames for a rollout over ``horizons`` > 1 horizons, encoded per
-    batch with the teacher's ``conditioner``; without a pair folder (``pairs`` None: a student started by
-    teacher forcing or consistency distillation) the first ``count`` training clips' conditions, rendered the
-    same way. Every batch carries its global sample ids (``gid``): they key per-sample randomness, so a global
-    batch draws the same on any world size."""
+    same clips rendered at ``1 + N (T_h - 1)`` frames for a rollout over ``horizons`` > 1 horizons of the
+    chunking ``causal`` (``stage.causal``), encoded per batch with the teacher's ``conditioner``; without a pair
+    folder (``pairs`` None: a student started by teacher forcing or consistency distillation) the first ``count``
+    training clips' conditions, rendered the same way. Every batch carries its global sample ids (``gid``): they
+    key per-sample randomness, so a global batch draws the same on any world size."""
     if pairs is not None:
         keys = keys + tuple(k for k in OPTIONAL_KEYS if k in pairs)
         count = len(pairs)
@@ -117,10 +130,10 @@ def condition_stream(
     else:
         assert conditioner is not None and text_dim is not None and count
         keys = keys + OPTIONAL_KEYS
-        frames = rollout_frames(cfg.data.num_frames, horizons, cfg.stage.causal)
-        long_cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, num_frames=frames))
+        frames = rollout_frames(data.num_frames, horizons, causal)
         needed_by = f"stage.rollout_horizons={horizons} (rollouts of {frames} frames)"
-        conditions = PairConditions(long_cfg, conditioner, count=count, text_dim=text_dim, needed_by=needed_by)
+        long_data = dataclasses.replace(data, num_frames=frames)
+        conditions = PairConditions(long_data, conditioner, count=count, text_dim=text_dim, needed_by=needed_by)
         if conditions.pool is None:  # shards: a clip too short for the rollout is refused now, not mid-run
             conditions.samples.get(0)
         if runtime.is_main:
@@ -132,8 +145,8 @@ def condition_stream(
 
     return PoolStream(
         count,
-        batch_size=cfg.data.batch_size,
-        seed=derive_seed(cfg.data.seed, "pairs"),
+        batch_size=data.batch_size,
+        seed=derive_seed(data.seed, "pairs"),
         make_batch=make,
         rank=runtime.data_rank,  # the K ranks of a sequence group train on the same samples
         world_size=runtime.data_world_size,

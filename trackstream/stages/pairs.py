@@ -35,7 +35,9 @@ def make_pairs(cfg: DictConfig) -> dict:
         )
     out = Path(typed.stage.pairs) if typed.stage.pairs else run_dir / "ode_pairs"
     t0 = time.perf_counter()
-    obtain_ode_pairs(typed, runtime, out)
+    obtain_ode_pairs(
+        typed.stage, runtime, out, model=typed.model, codec=typed.codec, data=typed.data, schedule=typed.schedule
+    )
     sample_dtype = resolve_dtype(typed.stage.ode_pairs.sample_dtype, runtime.device, field="ode_pairs.sample_dtype")
     summary = {
         "status": "done",

@@ -22,16 +22,17 @@ import contextlib
 import dataclasses
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 
-from trackstream.data.clips import check_heldout, heldout_clips
+from trackstream.data.clips import DataConfig, check_heldout, heldout_clips
 from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
+from trackstream.eval.teacher_eval import EvalConfig
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.streaming import StreamConfig
-from trackstream.stages.common import StagePlan
+from trackstream.stages.plan import StagePlan
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
@@ -39,9 +40,6 @@ from trackstream.train.metrics import MetricLogger
 from trackstream.train.parallel import unwrap
 
 log = logging.getLogger(__name__)
-
-if TYPE_CHECKING:
-    from trackstream.stages.train_config import TrainConfig
 
 __all__ = ["sampling_clips", "with_student_samples", "write_sample_videos"]
 
@@ -67,60 +65,65 @@ def write_sample_videos(folder: Path, tag: str, clips: list[dict], frames: dict,
     return paths
 
 
-def sampling_clips(cfg: "TrainConfig", runtime: Runtime) -> list[dict] | None:
-    """The held-out clips the student is streamed on: the first ``eval.periodic_clips`` (at most
-    ``data.eval_samples``) of ``eval.num_frames`` frames; None when sampling is off, [] on a rank that
-    does not stream. Every rank checks the config, so all refuse alike."""
-    if cfg.trainer.sample_every <= 0 or not cfg.eval.enabled:
+def sampling_clips(
+    eval_cfg: EvalConfig, data: DataConfig, runtime: Runtime, *, sample_every: int, strategy: str
+) -> list[dict] | None:
+    """The held-out clips the student is streamed on every ``sample_every`` steps (``trainer.sample_every``):
+    the first ``eval.periodic_clips`` (at most ``data.eval_samples``) of ``eval.num_frames`` frames; None when
+    sampling is off, [] on a rank that does not stream (``strategy``: ``parallel.strategy``). Every rank checks
+    the config, so all refuse alike."""
+    if sample_every <= 0 or not eval_cfg.enabled:
         return None
-    if cfg.parallel.strategy == "deepspeed":
+    if strategy == "deepspeed":
         raise ValueError(
             "trainer.sample_every > 0 with parallel.strategy=deepspeed: the student is streamed outside the "
             "engine's forward; set trainer.sample_every=0 (or eval.enabled=false) and evaluate the export"
         )
-    if cfg.data.source == "shards" and not cfg.data.eval_shards:  # samples need held-out clips of the user's data
+    if data.source == "shards" and not data.eval_shards:  # samples need held-out clips of the user's data
         log.warning(
             "no student samples: data.eval_shards is not set (held-out clips prepared like data.shards); "
             "set it to see the student stream every trainer.sample_every=%d steps",
-            cfg.trainer.sample_every,
+            sample_every,
         )
         return None
-    n = min(cfg.eval.periodic_clips, cfg.data.eval_samples)
-    data = dataclasses.replace(cfg.data, num_frames=cfg.eval.num_frames or cfg.data.num_frames, eval_samples=n)
-    check_heldout(data, disable="trainer.sample_every=0 (or eval.enabled=false)")
-    if not (runtime.is_main or cfg.parallel.strategy == "fsdp"):
+    n = min(eval_cfg.periodic_clips, data.eval_samples)
+    held = dataclasses.replace(data, num_frames=eval_cfg.num_frames or data.num_frames, eval_samples=n)
+    check_heldout(held, disable="trainer.sample_every=0 (or eval.enabled=false)")
+    if not (runtime.is_main or strategy == "fsdp"):
         return []
-    return heldout_clips(data).clips  # the first n held-out clips
+    return heldout_clips(held).clips  # the first n held-out clips
 
 
 def with_student_samples(
     plan: StagePlan,
-    cfg: "TrainConfig",
+    clips: list[dict] | None,
     runtime: Runtime,
     run_dir: Path,
     *,
+    every: int,
+    stream: StreamConfig,
+    eval_cfg: EvalConfig,
+    fps: int,
+    sharded: bool,
     model: dict,
     codec_fn: Callable[[], torch.nn.Module],
     text_encoder_fn: Callable[[], object],
-    clips: list[dict] | None = None,
 ) -> StagePlan:
-    """A student stage's ``plan`` with the periodic sampling hook of its ``generator`` and a sample of the
-    result before its ``finish`` (the loop skips hooks at the last step); ``plan`` as it is when
-    ``trainer.sample_every`` is 0 or ``eval.enabled`` is false. ``model``: the student's ``network.json``
-    model config; ``codec_fn`` / ``text_encoder_fn`` load the frozen codec and text encoder (called once,
-    on the first sample); ``clips``: ``sampling_clips`` if the stage read them already (else read here)."""
-    if clips is None:
-        clips = sampling_clips(cfg, runtime)
+    """A student stage's ``plan`` with the periodic sampling hook of its ``generator`` (every ``every`` steps:
+    ``trainer.sample_every``) and a sample of the result before its ``finish`` (the loop skips hooks at the last
+    step); ``plan`` as it is when ``clips`` (``sampling_clips``) is None. The student streams as ``stream``
+    (its export records it), is scored as ``eval_cfg`` (``eval``) says (with its EMA weights when it keeps them and
+    ``eval.use_ema``) and its videos are written at ``fps``; ``sharded`` (``parallel.strategy=fsdp``): every
+    rank streams. ``model``: the student's ``network.json`` model config; ``codec_fn`` / ``text_encoder_fn``
+    load the frozen codec and text encoder (called once, on the first sample)."""
     if clips is None:
         return plan
     trained = plan.networks["generator"]
-    sharded = cfg.parallel.strategy == "fsdp"
-    stream = StreamConfig(causal=cfg.stage.causal, steps=int(cfg.schedule.student_steps), shift=cfg.schedule.shift)
     scoring = StreamEvalConfig(
-        tracker=cfg.eval.tracker,
-        batch_size=cfg.eval.batch_size,
-        seed=cfg.eval.seed,
-        num_tracks=cfg.eval.num_tracks,
+        tracker=eval_cfg.tracker,
+        batch_size=eval_cfg.batch_size,
+        seed=eval_cfg.seed,
+        num_tracks=eval_cfg.num_tracks,
         preview_clips=0,
     )
     parts: dict = {}
@@ -137,7 +140,7 @@ def with_student_samples(
         if runtime.is_main or sharded:
             p = load()
             net = unwrap(trained.module if sharded else trained.raw)
-            ema = trained.ema if (cfg.eval.use_ema and trained.ema is not None) else None
+            ema = trained.ema if (eval_cfg.use_ema and trained.ema is not None) else None
             was_training = net.training
             # rank 0 alone (not sharded) streams the whole sequence: its DiT leaves its sequence group for it
             alone = contextlib.nullcontext() if sharded else _whole_sequence(net)
@@ -151,11 +154,11 @@ def with_student_samples(
                     fast=False,
                 )
                 figures = evaluate_stream_motion(
-                    engine, clips=p["clips"], text_fn=p["conditioner"].text, cfg=scoring, out_dir=None, fps=cfg.data.fps
+                    engine, clips=p["clips"], text_fn=p["conditioner"].text, cfg=scoring, out_dir=None, fps=fps
                 )
             net.train(was_training)
             if runtime.is_main:
-                _log_samples(figures, p["clips"], cfg, run_dir, step, logger)
+                _log_samples(figures, p["clips"], run_dir, step, logger, num_tracks=eval_cfg.num_tracks, fps=fps)
         runtime.barrier()
 
     finish = plan.finish
@@ -165,18 +168,16 @@ def with_student_samples(
             sample(result.step, logger)
         return finish(result, logger)
 
-    hooks = [*plan.hooks, Hook(cfg.trainer.sample_every, sample)]
+    hooks = [*plan.hooks, Hook(every, sample)]
     return dataclasses.replace(plan, hooks=hooks, finish=sample_then_finish)
 
 
-def _log_samples(figures: dict, clips: list[dict], cfg: "TrainConfig", run_dir: Path, step: int, logger) -> None:
+def _log_samples(figures: dict, clips: list[dict], run_dir: Path, step: int, logger, *, num_tracks, fps: int) -> None:
     """The student's figures to eval.jsonl (and W&B) and its sample videos to ``<run_dir>/samples``."""
     keep = {k: v for k, v in figures.items() if k.startswith(FIGURES)}
     logger.log_eval(step, {"num_samples": figures["num_samples"], **keep})
     tag = f"step_{step:08d}"
-    paths = write_sample_videos(
-        run_dir / "samples", tag, clips, figures["frames"], num_tracks=cfg.eval.num_tracks, fps=cfg.data.fps
-    )
+    paths = write_sample_videos(run_dir / "samples", tag, clips, figures["frames"], num_tracks=num_tracks, fps=fps)
     for i, path in enumerate(paths):
         logger.log_video(step, f"samples/student/{i:03d}", path, caption=f"{tag}: ground truth | tracks | no tracks")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.stages import codec, consistency, dmd, ode_init, rl, teacher, teacher_forcing, tiny_decoder
-from trackstream.stages.common import fingerprint, train_plan
+from trackstream.stages.plan import train_plan
 from trackstream.stages.stage import Builder, Stage
 from trackstream.train.dist import Runtime
 
@@ -60,7 +60,7 @@ def run_stage(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> dict:
         cfg.logger,
         runtime,
         run_dir,
-        fingerprint(cfg),
+        cfg.fingerprint(),
         config=asdict(cfg),
         stage=cfg.stage.name,
         experiment=cfg.task_name,

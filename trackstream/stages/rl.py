@@ -29,10 +29,11 @@ from trackstream.distill.pair_shards import PairSet
 from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.eval.rewards import build_rewards
 from trackstream.models.motion_wan import load_network
-from trackstream.stages.common import StagePlan, load_text_encoder, trained_network
+from trackstream.stages.encoders import load_text_encoder
 from trackstream.stages.exports import NetworkExport
 from trackstream.stages.pair_data import CONDITION_KEYS, condition_stream
-from trackstream.stages.periodic import with_student_samples
+from trackstream.stages.periodic import sampling_clips, with_student_samples
+from trackstream.stages.plan import StagePlan, trained_network
 from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import TrainResult
@@ -47,19 +48,19 @@ __all__ = ["STAGE", "build_rl"]
 log = logging.getLogger(__name__)
 
 
-def _describe(cfg: "TrainConfig", reward) -> str:
-    st: RLConfig = cfg.stage
+def _describe(st: RLConfig, batch_size: int, reward) -> str:
     rewards = ", ".join(f"{r.name} x {w:g}" for r, w in reward.rewards)
     return (
-        f"RL: {cfg.data.batch_size} conditions x {st.group_size} rollouts, SDE noise level {st.noise_level:.2f}, "
+        f"RL: {batch_size} conditions x {st.group_size} rollouts, SDE noise level {st.noise_level:.2f}, "
         f"{st.updates_per_rollout} update(s) per rollout, KL weight {st.kl_weight:g}, rewards {rewards}"
     )
 
 
 def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: RLConfig = cfg.stage
+    stream = cfg.schedule.streaming(st.causal)
     student = NetworkExport(st.student, "stage.student")
-    student.check_streams_as(cfg)
+    student.check_streams_as(stream)
     if not st.pairs:
         raise ValueError("stage.pairs is not set: give an ODE pair folder (its first frames, tracks and texts)")
     K = cfg.schedule.student_steps
@@ -67,19 +68,19 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     if "first_frame" not in pairs:
         raise ValueError(f"stage.pairs={st.pairs}: the pairs have no first_frame (regenerate them)")
     policy = trained_network(
-        cfg,
+        cfg.parallel,
         runtime,
         "generator",
         load_network(student.dir),
         optim=st.optim,
         ema=st.ema,
         total_steps=cfg.trainer.max_steps,
+        lora=None,  # the policy is fine-tuned whole (AR-Drag)
         grad_sync="manual",  # driven through the streaming path, as DMD's generator
-        lora=False,  # the policy is fine-tuned whole (AR-Drag)
     )
     reference = load_frozen(student.dir, runtime, cfg.parallel, name="KL reference") if st.kl_weight > 0 else None
     reward = build_rewards(st.rewards, device=runtime.device)
-    codec = student.codec(cfg, runtime)
+    codec = student.codec(cfg.codec, runtime)
     objective = RLObjective(
         policy.module,
         reference,
@@ -96,22 +97,25 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     keys = tuple(k for k in CONDITION_KEYS if k != "track_ids") + ("first_frame",)
     check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
     data = condition_stream(
-        cfg,
+        cfg.data,
         runtime,
         pairs,
         keys,
+        causal=st.causal,
         horizons=st.rollout_horizons,
         conditioner=(
-            student.conditioner(cfg, runtime, load_text_encoder(cfg, runtime)) if st.rollout_horizons > 1 else None
+            student.conditioner(cfg.codec, runtime, load_text_encoder(cfg.model, runtime))
+            if st.rollout_horizons > 1
+            else None
         ),
         text_dim=student.text_dim,
     )
     if runtime.is_main:
-        log.info(_describe(cfg, reward))
+        log.info(_describe(st, cfg.data.batch_size, reward))
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {
-            "export": str(student.export_student(policy, run_dir, runtime, cfg)),
+            "export": str(student.export_student(policy, run_dir, runtime, stream)),
             "policy_updates": policy.num_updates,
             "reward_seconds": round(sum(r.seconds for r, _ in reward.rewards), 2),
             "config": json.loads(json.dumps(asdict(st), default=str)),
@@ -124,14 +128,22 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         finish=finish,
         frozen={"reference": reference} if reference is not None else {},
     )
+    heldout = sampling_clips(
+        cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
+    )
     return with_student_samples(  # periodic held-out samples (trainer.sample_every)
         plan,
-        cfg,
+        heldout,
         runtime,
         run_dir,
+        every=cfg.trainer.sample_every,
+        stream=stream,
+        eval_cfg=cfg.eval,
+        fps=cfg.data.fps,
+        sharded=cfg.parallel.strategy == "fsdp",
         model=student.meta["model"],
         codec_fn=lambda: codec,
-        text_encoder_fn=lambda: load_text_encoder(cfg, runtime),  # loaded on the first sample only
+        text_encoder_fn=lambda: load_text_encoder(cfg.model, runtime),  # loaded on the first sample only
     )
 
 

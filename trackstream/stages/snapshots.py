@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from trackstream.models.motion_wan import save_network
-from trackstream.stages.common import StagePlan
+from trackstream.stages.plan import StagePlan
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook
 from trackstream.train.trained_network import TrainedNetwork

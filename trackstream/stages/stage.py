@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Literal, Optional
 
 if TYPE_CHECKING:
-    from trackstream.stages.common import StagePlan
+    from trackstream.stages.plan import StagePlan
     from trackstream.stages.train_config import TrainConfig
     from trackstream.train.dist import Runtime
 

@@ -25,113 +25,121 @@ from typing import TYPE_CHECKING
 import torch
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import (
-    ClipPool,
-    PoolStream,
-    build_raw_stream,
-    check_heldout,
-    heldout_clips,
-    pool_track_batch,
-)
-from trackstream.eval.teacher_eval import evaluate_motion
+from trackstream.data.clips import ClipPool, DataConfig, check_heldout, heldout_clips
+from trackstream.diffusion.samplers import SamplerConfig
+from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
 from trackstream.models.conditioner import Conditioner
-from trackstream.models.motion_wan import Conventions, build_motion_wan
-from trackstream.stages.common import EncodedPool, StagePlan, load_text_encoder, obtain_codec, trained_network
+from trackstream.models.motion_wan import Conventions, ModelConfig, build_motion_wan
+from trackstream.stages.codec import obtain_codec
+from trackstream.stages.encoders import load_text_encoder, training_data
+from trackstream.stages.plan import StagePlan, trained_network
 from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
-from trackstream.train.loop import Hook, TrainResult
+from trackstream.train.ema import EMAConfig
+from trackstream.train.loop import Hook, TrainerConfig, TrainResult
 from trackstream.train.metrics import MetricLogger
-from trackstream.train.parallel import unwrap
+from trackstream.train.optim import OptimConfig
+from trackstream.train.parallel import ParallelConfig, unwrap
 from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
 from trackstream.train.weights import export_network, initialise
 
 if TYPE_CHECKING:
     from trackstream.stages.train_config import TrainConfig
 
-__all__ = ["STAGE", "build_teacher", "training_data"]
+__all__ = ["STAGE", "build_teacher"]
 
 log = logging.getLogger(__name__)
 
 
-def _heldout(cfg: "TrainConfig", *, evaluates: bool) -> ClipPool | None:
+def _heldout(eval_cfg: EvalConfig, data: DataConfig, *, evaluates: bool) -> ClipPool | None:
     """The held-out clips of the evaluation (None with ``eval.enabled`` false or on a rank that does not
     evaluate; every rank checks the config, so all fail alike)."""
-    if not cfg.eval.enabled:
+    if not eval_cfg.enabled:
         return None
-    data = dataclasses.replace(cfg.data, num_frames=cfg.eval.num_frames or cfg.data.num_frames)
-    check_heldout(data, disable="eval.enabled=false")
-    return heldout_clips(data) if evaluates else None
+    held = dataclasses.replace(data, num_frames=eval_cfg.num_frames or data.num_frames)
+    check_heldout(held, disable="eval.enabled=false")
+    return heldout_clips(held) if evaluates else None
 
 
-def training_data(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None, conditioner: Conditioner):
-    """Batches of the encoded clip pool (``data.pool_size``), or rendered clips streamed as they come."""
-    if pool is None:
-        return build_raw_stream(cfg.data, rank=runtime.data_rank, world_size=runtime.data_world_size)
-    entries = EncodedPool(pool, conditioner)
-
-    def make(idx, gids):
-        return pool_track_batch([entries[i] for i in idx], gids, seed=cfg.data.seed, num_tracks=cfg.data.num_tracks)
-
-    return PoolStream(
-        len(entries),
-        batch_size=cfg.data.batch_size,
-        seed=cfg.data.seed,
-        make_batch=make,
-        rank=runtime.data_rank,  # the K ranks of a sequence group read the same samples
-        world_size=runtime.data_world_size,
-    )
-
-
-def _trained_teacher(cfg: "TrainConfig", runtime: Runtime, text_dim: int):
-    """The DiT to train: built with the same seed on every rank (identical random init everywhere), then
-    initialised from ``model.init_from`` (and a LoRA adapter) when it is on meta or asks for weights."""
-    torch.manual_seed(cfg.trainer.seed)
-    net = build_motion_wan(cfg.model, text_encoder_dim=text_dim)
-    net.conventions = Conventions(clean_first_frame=cfg.stage.clean_first_frame)
+def _trained_teacher(
+    model: ModelConfig,
+    runtime: Runtime,
+    text_dim: int,
+    *,
+    clean_first_frame: bool,
+    trainer: TrainerConfig,
+    parallel: ParallelConfig,
+    optim: OptimConfig,
+    ema: EMAConfig,
+):
+    """The DiT to train: built with the same seed on every rank (``trainer.seed``: identical random init
+    everywhere), then initialised from ``model.init_from`` (and a LoRA adapter) when it is on meta or asks for
+    weights; trained for ``trainer.max_steps``."""
+    torch.manual_seed(trainer.seed)
+    net = build_motion_wan(model, text_encoder_dim=text_dim)
+    net.conventions = Conventions(clean_first_frame=clean_first_frame)
     init_fn = None
-    if any(p.is_meta for p in net.parameters()) or cfg.model.init_from or cfg.model.lora.enabled:
+    if any(p.is_meta for p in net.parameters()) or model.init_from or model.lora.enabled:
         init_fn = partial(
             initialise,
-            init_from=cfg.model.init_from,
-            adapter=cfg.model.adapter,
-            sharded=cfg.parallel.strategy == "fsdp",
+            init_from=model.init_from,
+            adapter=model.adapter,
+            sharded=parallel.strategy == "fsdp",
             is_main=runtime.is_main,
         )
     return trained_network(
-        cfg, runtime, "dit", net, optim=cfg.optim, ema=cfg.ema, total_steps=cfg.trainer.max_steps, init_fn=init_fn
+        parallel,
+        runtime,
+        "dit",
+        net,
+        optim=optim,
+        ema=ema,
+        total_steps=trainer.max_steps,
+        lora=model.lora,
+        init_fn=init_fn,
     )
 
 
-def _collective(cfg: "TrainConfig", runtime: Runtime) -> bool:
+def _collective(strategy: str, runtime: Runtime) -> bool:
     """Whether every rank runs the network's forward in evaluation (FSDP gathers, SP all-to-alls)."""
-    return cfg.parallel.strategy == "fsdp" or runtime.sequence_parallel > 1
+    return strategy == "fsdp" or runtime.sequence_parallel > 1
 
 
 class _Evaluation:
-    """EPE with and without tracks on the held-out clips, with the EMA weights (``eval.use_ema``). Every
-    rank runs the sampler under FSDP or sequence parallelism (collective forwards); otherwise rank 0 only."""
+    """EPE with and without tracks on the held-out clips, with the EMA weights (``eval.use_ema``), sampled by
+    ``sampler`` on the grid of ``shift``. Every rank runs the sampler under FSDP or sequence parallelism
+    (collective forwards); otherwise rank 0 only. ``periodic_clips``: the clips of a periodic evaluation."""
 
     def __init__(
-        self, cfg: "TrainConfig", runtime: Runtime, heldout: ClipPool | None, trained, conditioner, run_dir: Path
+        self,
+        eval_cfg: EvalConfig,
+        runtime: Runtime,
+        heldout: ClipPool | None,
+        trained,
+        conditioner: Conditioner,
+        run_dir: Path,
+        *,
+        sampler: SamplerConfig,
+        shift: float,
+        fps: int,
+        clean_first_frame: bool,
+        strategy: str,
+        periodic_clips: int,
     ):
-        self.cfg, self.runtime, self.heldout, self.trained, self.conditioner = (
-            cfg,
-            runtime,
-            heldout,
-            trained,
-            conditioner,
-        )
+        self.eval_cfg, self.runtime, self.heldout, self.trained = eval_cfg, runtime, heldout, trained
+        self.conditioner, self.sampler, self.shift, self.fps = conditioner, sampler, shift, fps
+        self.clean_first_frame, self.periodic_clips = clean_first_frame, periodic_clips
         self.out = run_dir / "samples"
-        self.sharded = cfg.parallel.strategy == "fsdp"
-        self.collective = _collective(cfg, runtime)
+        self.sharded = strategy == "fsdp"
+        self.collective = _collective(strategy, runtime)
 
     def __call__(self, tag: str, *, logger: MetricLogger, step: int, max_clips: int | None = None) -> dict:
-        cfg, runtime, trained = self.cfg, self.runtime, self.trained
+        runtime, trained = self.runtime, self.trained
         figures: dict = {}
         if runtime.is_main or self.collective:
             clips = self.heldout.head(max_clips) if max_clips is not None else self.heldout
             module = trained.module if self.sharded else trained.raw
-            ema = trained.ema if (cfg.eval.use_ema and trained.ema is not None) else None
+            ema = trained.ema if (self.eval_cfg.use_ema and trained.ema is not None) else None
             ctx = ema.swapped(unwrap(module)) if ema is not None else contextlib.nullcontext()
             was_training = module.training
             with ctx, runtime.autocast():
@@ -139,15 +147,15 @@ class _Evaluation:
                     module,
                     conditioner=self.conditioner,
                     clips=clips,
-                    sampler=cfg.sampler,
-                    shift=cfg.schedule.shift,
-                    cfg=cfg.eval,
+                    sampler=self.sampler,
+                    shift=self.shift,
+                    cfg=self.eval_cfg,
                     embed_dim=unwrap(module).track_embed_dim,
                     device=runtime.device,
                     out_dir=self.out if runtime.is_main else None,
-                    fps=cfg.data.fps,
+                    fps=self.fps,
                     tag=tag,
-                    clean_first_frame=cfg.stage.clean_first_frame,
+                    clean_first_frame=self.clean_first_frame,
                 )
             module.train(was_training)
             for v in figures.get("videos", []):  # W&B (if enabled) gets them by file path
@@ -156,8 +164,7 @@ class _Evaluation:
         return figures
 
     def periodic(self, step: int, logger: MetricLogger) -> None:
-        cap = min(self.cfg.eval.periodic_clips, self.cfg.data.eval_samples)
-        figures = self(f"step_{step:08d}", logger=logger, step=step, max_clips=cap)
+        figures = self(f"step_{step:08d}", logger=logger, step=step, max_clips=self.periodic_clips)
         # eval.jsonl and, with W&B, eval/* scalars at this step (rank 0 only)
         logger.log_eval(step, {"num_samples": figures.get("num_samples"), **_scalars(figures)})
 
@@ -178,17 +185,36 @@ class _Evaluation:
 
 
 def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: TeacherConfig = cfg.stage
     # the held-out clips are read first: a missing or unfit set fails before the encoders load
-    heldout = _heldout(cfg, evaluates=runtime.is_main or _collective(cfg, runtime))
-    text_encoder = load_text_encoder(cfg, runtime)
+    heldout = _heldout(cfg.eval, cfg.data, evaluates=runtime.is_main or _collective(cfg.parallel.strategy, runtime))
+    text_encoder = load_text_encoder(cfg.model, runtime)
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
-    codec = obtain_codec(cfg, runtime, run_dir, pool)
+    codec = obtain_codec(
+        runtime,
+        run_dir,
+        pool,
+        codec=cfg.codec,
+        data=cfg.data,
+        trainer=cfg.trainer,
+        parallel=cfg.parallel,
+        logger=cfg.logger,
+    )
     conditioner = Conditioner.for_network(cfg.model, codec=codec, text_encoder=text_encoder, device=runtime.device)
-    data = training_data(cfg, runtime, pool, conditioner)
-    trained = _trained_teacher(cfg, runtime, text_encoder.dim)
+    data = training_data(cfg.data, runtime, pool, conditioner)
+    trained = _trained_teacher(
+        cfg.model,
+        runtime,
+        text_encoder.dim,
+        clean_first_frame=st.clean_first_frame,
+        trainer=cfg.trainer,
+        parallel=cfg.parallel,
+        optim=cfg.optim,
+        ema=cfg.ema,
+    )
     objective = FlowMatchingObjective(
         trained.module,
-        cfg=cfg.stage,
+        cfg=st,
         shift=cfg.schedule.shift,
         conditioner=conditioner,
         null_text=conditioner.null_text,
@@ -200,13 +226,28 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         seed=derive_seed(cfg.trainer.seed, "objective", runtime.data_rank) % 2**62,  # one noise per sample
         device=runtime.device,
     )
-    evaluation = _Evaluation(cfg, runtime, heldout, trained, conditioner, run_dir) if cfg.eval.enabled else None
+    evaluation = None
+    if cfg.eval.enabled:
+        evaluation = _Evaluation(
+            cfg.eval,
+            runtime,
+            heldout,
+            trained,
+            conditioner,
+            run_dir,
+            sampler=cfg.sampler,
+            shift=cfg.schedule.shift,
+            fps=cfg.data.fps,
+            clean_first_frame=st.clean_first_frame,
+            strategy=cfg.parallel.strategy,
+            periodic_clips=min(cfg.eval.periodic_clips, cfg.data.eval_samples),
+        )
     hooks = [Hook(cfg.trainer.sample_every, evaluation.periodic)] if evaluation and cfg.trainer.sample_every > 0 else []
 
     def finish(result: TrainResult, logger: MetricLogger) -> dict:
         out = evaluation.final(result.step, logger, run_dir) if evaluation else {}
         conventions = Conventions(
-            clean_first_frame=cfg.stage.clean_first_frame,
+            clean_first_frame=st.clean_first_frame,
             schedule_shift=cfg.schedule.shift,
             num_frames=cfg.data.num_frames,
             height=cfg.data.height,

@@ -9,9 +9,9 @@ from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
 from trackstream.distill.teacher_forcing import TeacherForcingConfig, TeacherForcingObjective
-from trackstream.stages.causal_student import student_on_data, student_plan
-from trackstream.stages.common import StagePlan
+from trackstream.stages.causal_student import build_causal_student
 from trackstream.stages.exports import NetworkExport
+from trackstream.stages.plan import StagePlan
 from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.parallel import unwrap
@@ -23,23 +23,27 @@ __all__ = ["STAGE", "build_teacher_forcing"]
 
 
 def build_teacher_forcing(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
-    export = NetworkExport(cfg.stage.teacher)
-    export.check_teacher_of(cfg)
-    heldout, text_encoder, conditioner, data, trained, student_model = student_on_data(cfg, runtime, export)
-    objective = TeacherForcingObjective(
-        trained.module,
-        cfg=cfg.stage,
-        shift=cfg.schedule.shift,
-        embed_dim=unwrap(trained.module).track_embed_dim,
-        height=cfg.data.height,
-        width=cfg.data.width,
-        seed=derive_seed(cfg.trainer.seed, "teacher_forcing", runtime.data_rank) % 2**62,
-        device=runtime.device,
-        conditioner=conditioner,
-        null_text=conditioner.null_text,
-        null_lengths=conditioner.null_lengths,
-    )
-    return student_plan(cfg, runtime, run_dir, export, objective, trained, data, heldout, text_encoder, student_model)
+    st: TeacherForcingConfig = cfg.stage
+    export = NetworkExport(st.teacher)
+    export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
+
+    def objective_of(trained, conditioner):
+        objective = TeacherForcingObjective(
+            trained.module,
+            cfg=st,
+            shift=cfg.schedule.shift,
+            embed_dim=unwrap(trained.module).track_embed_dim,
+            height=cfg.data.height,
+            width=cfg.data.width,
+            seed=derive_seed(cfg.trainer.seed, "teacher_forcing", runtime.data_rank) % 2**62,
+            device=runtime.device,
+            conditioner=conditioner,
+            null_text=conditioner.null_text,
+            null_lengths=conditioner.null_lengths,
+        )
+        return objective, {}
+
+    return build_causal_student(cfg, runtime, run_dir, export, objective_of)
 
 
 STAGE = Stage(TeacherForcingConfig.name, TeacherForcingConfig, build_teacher_forcing, cache="walk")

@@ -26,17 +26,18 @@ import numpy as np
 import torch
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import ClipPool, PoolStream, build_raw_stream, check_heldout, heldout_clips
+from trackstream.data.clips import ClipPool, DataConfig, PoolStream, build_raw_stream, check_heldout, heldout_clips
 from trackstream.data.video_io import tensor_to_frames, write_mp4
 from trackstream.distill.tiny_decoder import DecoderModel, TinyDecoderConfig, TinyDecoderObjective
 from trackstream.eval.metrics import video_psnr, video_ssim
 from trackstream.models.patch_discriminator import PatchDiscriminator
-from trackstream.stages.common import StagePlan, obtain_codec, trained_network
+from trackstream.stages.codec import obtain_codec
+from trackstream.stages.plan import StagePlan, trained_network
 from trackstream.stages.stage import Stage
 from trackstream.train.dist import Runtime
 from trackstream.train.loop import Hook, TrainResult
 from trackstream.train.metrics import MetricLogger
-from trackstream.train.parallel import prepare_frozen, unwrap
+from trackstream.train.parallel import ParallelConfig, prepare_frozen, unwrap
 
 if TYPE_CHECKING:
     from trackstream.stages.train_config import TrainConfig
@@ -63,26 +64,28 @@ def build_taehv(st: TinyDecoderConfig) -> torch.nn.Module:
     return build_codec(st.decoder, checkpoint=st.init, **dict(st.options))
 
 
-def check_pair(cfg: "TrainConfig", full: torch.nn.Module, taehv: torch.nn.Module) -> None:
-    """The decoder must read the full codec's latents and give back its frame size; crops must fit both."""
-    st = cfg.stage
+def check_pair(
+    st: TinyDecoderConfig, full: torch.nn.Module, taehv: torch.nn.Module, *, codec_name: str, data: DataConfig
+) -> None:
+    """The decoder must read the full codec's latents (``codec=codec_name``) and give back its frame size; crops
+    must fit both and ``data``'s clips."""
     if taehv.latent_channels != full.latent_channels:
         raise ValueError(
-            f"stage.decoder={st.decoder!r} reads {taehv.latent_channels}-channel latents but codec={cfg.codec.name!r} "
+            f"stage.decoder={st.decoder!r} reads {taehv.latent_channels}-channel latents but codec={codec_name!r} "
             f"makes {full.latent_channels}: taehv-wan2.2 pairs with wan2.2-vae, taehv-wan2.1 with the 16-channel codecs"
         )
     if taehv.spatial_factor != full.spatial_factor:
         raise ValueError(
-            f"stage.decoder={st.decoder!r} upsamples {taehv.spatial_factor}x but codec={cfg.codec.name!r} is "
+            f"stage.decoder={st.decoder!r} upsamples {taehv.spatial_factor}x but codec={codec_name!r} is "
             f"{full.spatial_factor}x: set stage.options.spatial_stages (e.g. [true, true, false] for 4x latents)"
         )
-    if st.crop % full.spatial_factor or st.crop > min(cfg.data.height, cfg.data.width):
+    if st.crop % full.spatial_factor or st.crop > min(data.height, data.width):
         raise ValueError(
             f"stage.crop={st.crop} must be a multiple of the codec's spatial factor {full.spatial_factor} and fit "
-            f"data.height x data.width = {cfg.data.height}x{cfg.data.width}"
+            f"data.height x data.width = {data.height}x{data.width}"
         )
-    if st.num_frames > cfg.data.num_frames:
-        raise ValueError(f"stage.num_frames={st.num_frames} exceeds data.num_frames={cfg.data.num_frames}")
+    if st.num_frames > data.num_frames:
+        raise ValueError(f"stage.num_frames={st.num_frames} exceeds data.num_frames={data.num_frames}")
 
 
 def _lpips(st: TinyDecoderConfig, runtime: Runtime):
@@ -99,14 +102,14 @@ def _lpips(st: TinyDecoderConfig, runtime: Runtime):
     return prepare_frozen(runtime, load_lpips(st.lpips.net, backbone=st.lpips.backbone, heads=st.lpips.heads))
 
 
-def _data(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None):
+def _data(data: DataConfig, runtime: Runtime, pool: ClipPool | None):
     """The pool's clips (``data.pool_size``) or rendered / shard clips streamed as they come, as the codec fit."""
     if pool is None:
-        return build_raw_stream(cfg.data, rank=runtime.data_rank, world_size=runtime.data_world_size)
+        return build_raw_stream(data, rank=runtime.data_rank, world_size=runtime.data_world_size)
     return PoolStream(
         len(pool),
-        batch_size=cfg.data.batch_size,
-        seed=derive_seed(cfg.data.seed, "tiny_decoder"),
+        batch_size=data.batch_size,
+        seed=derive_seed(data.seed, "tiny_decoder"),
         make_batch=lambda idx, gids: {"video": pool.videos(idx)},
         rank=runtime.data_rank,
         world_size=runtime.data_world_size,
@@ -114,16 +117,16 @@ def _data(cfg: "TrainConfig", runtime: Runtime, pool: ClipPool | None):
 
 
 class _Reconstructions:
-    """The held-out clips' latents (encoded once by the full codec) and their decoding by the trained decoder."""
+    """The held-out clips' latents (encoded once by the full codec) and their decoding by the trained decoder:
+    the first ``stage.image_clips`` shown, the first ``stage.eval_clips`` scored; ``data``: the clips' settings."""
 
-    def __init__(self, cfg: "TrainConfig", runtime: Runtime, full, decoder, run_dir: Path):
-        self.cfg, self.runtime, self.full, self.decoder = cfg, runtime, full, decoder
+    def __init__(self, st: TinyDecoderConfig, data: DataConfig, runtime: Runtime, full, decoder, run_dir: Path):
+        self.st, self.fps, self.runtime, self.full, self.decoder = st, data.fps, runtime, full, decoder
         self.out = run_dir / "reconstructions"
-        st = cfg.stage
         self.videos = self.latents = torch.empty(0)
         if not runtime.is_main:  # rank 0 decodes alone (the networks are whole on every rank: check_layout)
             return
-        clips = heldout_clips(cfg.data).head(max(st.image_clips, st.eval_clips))
+        clips = heldout_clips(data).head(max(st.image_clips, st.eval_clips))
         self.videos = clips.videos(list(range(len(clips))))  # [n, 3, T, H, W] on the CPU
         with torch.no_grad():
             self.latents = torch.cat([self._encode(v[None]) for v in self.videos])
@@ -154,7 +157,7 @@ class _Reconstructions:
 
     def images(self, step: int, logger: MetricLogger, tag: str) -> float | None:
         """The first ``stage.image_clips`` clips decoded: a PNG strip and an mp4 (W&B); their PSNR (rank 0)."""
-        n = min(self.cfg.stage.image_clips, len(self.videos))
+        n = min(self.st.image_clips, len(self.videos))
         if n == 0 or not self.runtime.is_main:
             return None
         recon, truth = self.decoded(n), self.videos[:n]
@@ -162,7 +165,7 @@ class _Reconstructions:
         _write_strip(self.out / f"{tag}.png", truth, recon)
         video = self.out / f"{tag}.mp4"
         side_by_side = np.concatenate([tensor_to_frames(v) for v in (truth[0], recon[0])], axis=2)
-        write_mp4(video, side_by_side, fps=self.cfg.data.fps)
+        write_mp4(video, side_by_side, fps=self.fps)
         logger.log_video(step, "reconstructions/held_out", video, caption=f"{tag}: truth | decoded")
         pairs = [(tensor_to_frames(r), tensor_to_frames(t)) for r, t in zip(recon, truth)]
         return float(np.mean([video_psnr(r, t, first=0) for r, t in pairs]))  # as the final figures
@@ -175,7 +178,7 @@ class _Reconstructions:
 
     def final(self, step: int, logger: MetricLogger) -> dict:
         self.images(step, logger, "final")
-        n = min(self.cfg.stage.eval_clips, len(self.videos))
+        n = min(self.st.eval_clips, len(self.videos))
         figures: dict = {}
         if self.runtime.is_main and n:
             # the full codec's own decoder: the floor the tiny decoder regresses to, and the time it saves
@@ -222,47 +225,67 @@ def export_taehv(decoder, path: Path, runtime: Runtime, options: dict | None = N
     return path
 
 
-def tiny_decoder_networks(cfg: "TrainConfig", runtime: Runtime, taehv):
-    st, steps = cfg.stage, cfg.trainer.max_steps
+def tiny_decoder_networks(st: TinyDecoderConfig, runtime: Runtime, taehv, *, parallel: ParallelConfig, steps: int):
+    """The decoder around ``taehv`` and (with ``stage.gan.weight`` > 0) the PatchGAN, trained whole (no LoRA)
+    in ``parallel``'s layout over the run's ``steps`` (the PatchGAN from ``stage.gan.start_step``)."""
     decoder = trained_network(
-        cfg, runtime, "decoder", DecoderModel(taehv), optim=st.decoder_optim, ema=None, total_steps=steps, lora=False
+        parallel,
+        runtime,
+        "decoder",
+        DecoderModel(taehv),
+        optim=st.decoder_optim,
+        ema=None,
+        total_steps=steps,
+        lora=None,
     )
     if st.gan.weight == 0:
         return decoder, None
     disc = PatchDiscriminator(width=st.gan.width, layers=st.gan.layers, norm=st.gan.norm)
     critic_steps = max(1, steps - st.gan.start_step)
     discriminator = trained_network(
-        cfg, runtime, "discriminator", disc, optim=st.gan.optim, ema=None, total_steps=critic_steps, lora=False
+        parallel, runtime, "discriminator", disc, optim=st.gan.optim, ema=None, total_steps=critic_steps, lora=None
     )
     return decoder, discriminator
 
 
-def check_layout(cfg: "TrainConfig") -> None:
+def check_layout(strategy: str) -> None:
     """The stage trains whole, small networks (~10M + ~3M parameters) on every rank: the adaptive weight reads the
     decoder's last layer whole, the discriminator is called outside its wrapper with its weights detached, and
-    rank 0 decodes the held-out clips alone; sharded layouts would break all three."""
-    if cfg.parallel.strategy in ("fsdp", "deepspeed"):
+    rank 0 decodes the held-out clips alone; sharded layouts would break all three (``strategy``:
+    ``parallel.strategy``)."""
+    if strategy in ("fsdp", "deepspeed"):
         raise ValueError(
-            f"parallel.strategy={cfg.parallel.strategy}: stage tiny_decoder keeps its small networks whole on every "
+            f"parallel.strategy={strategy}: stage tiny_decoder keeps its small networks whole on every "
             "rank; use parallel=ddp (or single)"
         )
 
 
 def build_tiny_decoder(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: TinyDecoderConfig = cfg.stage
-    check_layout(cfg)
+    check_layout(cfg.parallel.strategy)
     torch.manual_seed(cfg.trainer.seed)  # the same global random stream on every rank, whatever loads below
     if cfg.eval.enabled:  # held-out clips are checked first: a missing set fails before anything loads
         check_heldout(cfg.data, disable="eval.enabled=false")
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
-    full = obtain_codec(cfg, runtime, run_dir, pool)
+    full = obtain_codec(
+        runtime,
+        run_dir,
+        pool,
+        codec=cfg.codec,
+        data=cfg.data,
+        trainer=cfg.trainer,
+        parallel=cfg.parallel,
+        logger=cfg.logger,
+    )
     # the random init of the decoder (without stage.init) and the discriminator from their own seed: the same on
     # every rank, and the same whether or not a codec was fitted first (which draws from the global stream)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive_seed(cfg.trainer.seed, "tiny_decoder") % 2**62)
         taehv = build_taehv(st)
-        check_pair(cfg, full, taehv)
-        decoder, discriminator = tiny_decoder_networks(cfg, runtime, taehv)
+        check_pair(st, full, taehv, codec_name=cfg.codec.name, data=cfg.data)
+        decoder, discriminator = tiny_decoder_networks(
+            st, runtime, taehv, parallel=cfg.parallel, steps=cfg.trainer.max_steps
+        )
     networks = {"decoder": decoder} | ({"discriminator": discriminator} if discriminator else {})
     lpips = _lpips(st, runtime)
     objective = TinyDecoderObjective(
@@ -274,11 +297,11 @@ def build_tiny_decoder(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
         device=runtime.device,
         seed=derive_seed(cfg.trainer.seed, "tiny_decoder", runtime.data_rank) % 2**62,  # crops per rank
     )
-    shown = _Reconstructions(cfg, runtime, full, decoder.module, run_dir) if cfg.eval.enabled else None
+    shown = _Reconstructions(st, cfg.data, runtime, full, decoder.module, run_dir) if cfg.eval.enabled else None
     hooks = [Hook(cfg.trainer.sample_every, shown.periodic)] if shown and cfg.trainer.sample_every > 0 else []
 
     def finish(result: TrainResult, logger: MetricLogger) -> dict:
-        options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(cfg.stage.options).items()}
+        options = {k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(st.options).items()}
         out = {"export": str(export_taehv(decoder, run_dir / "export" / EXPORT_FILE, runtime, options))}
         if shown is not None:
             figures = shown.final(result.step, logger)
@@ -297,7 +320,7 @@ def build_tiny_decoder(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
     return StagePlan(
         objective=objective,
         networks=networks,
-        data=_data(cfg, runtime, pool),
+        data=_data(cfg.data, runtime, pool),
         hooks=hooks,
         finish=finish,
         frozen=frozen,

@@ -7,7 +7,8 @@ composed config against them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from trackstream.data.clips import DataConfig
@@ -15,6 +16,7 @@ from trackstream.diffusion.samplers import SamplerConfig
 from trackstream.eval.teacher_eval import EvalConfig
 from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import ModelConfig
+from trackstream.models.streaming import StreamConfig
 from trackstream.train.codec import CodecConfig
 from trackstream.train.ema import EMAConfig
 from trackstream.train.loop import TrainerConfig
@@ -47,6 +49,11 @@ class ScheduleConfig:
         if self.student_steps < 1:
             raise ValueError(f"schedule.student_steps={self.student_steps} must be >= 1")
 
+    def streaming(self, causal: CausalConfig) -> StreamConfig:
+        """How the few-step student on this grid streams with the chunking ``causal`` (``stage.causal``): what
+        its export records and what its periodic samples and an RL start are streamed with."""
+        return StreamConfig(causal=causal, steps=self.student_steps, shift=self.shift)
+
 
 @dataclass
 class PathsConfig:
@@ -73,3 +80,16 @@ class TrainConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     paths: PathsConfig = field(default_factory=PathsConfig)
+
+    def fingerprint(self) -> dict:
+        """The settings that must not change across a resume (the stream and the math depend on them); the
+        checkpoints record it and a resume under other settings is refused."""
+        return {
+            "model": json.dumps(asdict(self.model), sort_keys=True, default=str),
+            "data": json.dumps(asdict(self.data), sort_keys=True, default=str),
+            "stage": json.dumps(asdict(self.stage), sort_keys=True, default=str),
+            "schedule": json.dumps(asdict(self.schedule), sort_keys=True),
+            "seed": self.trainer.seed,
+            "grad_accum": self.trainer.grad_accum,
+            "sequence_parallel": self.parallel.sequence_parallel,  # the data streams are per data rank
+        }
