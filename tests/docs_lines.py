@@ -142,7 +142,10 @@ REAL_FOOTAGE = (
     documented_line(_TOUR, "trackstream camera"),
     documented_line(_TOUR, "trackstream generate", "--out sample/pan.mp4"),
 )
+# docs/wantrack.md's shrunk bundles: tests/test_wantrack.py writes them and loads them as the page says
+WANTRACK_BUNDLES = tuple(documented_line("docs/wantrack.md", f"--role {role}") for role in ("student", "teacher"))
 ELSEWHERE = {
+    **dict.fromkeys(WANTRACK_BUNDLES, "tests/test_wantrack.py"),
     **dict.fromkeys(REAL_FOOTAGE, "tests/test_real_footage.py"),
     PREPARE_TINY: "tests/test_prepare_real.py",
     TRAIN_ON_SHARDS: "tests/test_prepare_real.py",

@@ -1,5 +1,6 @@
 """Fake Wan release folders for the tests: the product's rehearsal releases (``trackstream rehearsal-release``,
-``trackstream/pipeline/rehearsal_release.py``), re-exported under the names the tests use."""
+``trackstream/pipeline/rehearsal_release.py``) and the shrunk WanTrack bundles (``trackstream rehearsal-wantrack``),
+re-exported under the names the tests use."""
 
 from trackstream.pipeline.rehearsal_release import (  # noqa: F401
     RELEASE_CLIP,
@@ -12,3 +13,4 @@ from trackstream.pipeline.rehearsal_release import (  # noqa: F401
     wan_clip_state,
     write_release_folder,
 )
+from trackstream.pipeline.rehearsal_wantrack import write_wantrack_bundle  # noqa: F401

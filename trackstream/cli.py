@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "trackstream.pipeline.rehearsal_release",
         "a shrunk Wan release folder (official layout, random weights) to rehearse a real recipe on",
     ),
+    "rehearsal-wantrack": (
+        "trackstream.pipeline.rehearsal_wantrack",
+        "a shrunk WanTrack bundle (FastVideo's Track-v0 / TrackWan layout, random weights)",
+    ),
 }
 
 

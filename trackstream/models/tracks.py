@@ -17,6 +17,8 @@ h/w latent height/width (pixels / spatial factor).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -32,6 +34,10 @@ __all__ = [
     "TrackHead",
     "TrackEncoder",
     "mask_mid_frames",
+    "TRACK_CONVENTIONS",
+    "FASTVIDEO_ID_RANGE",
+    "fastvideo_id_embedding",
+    "rasterize_tracks_fastvideo",
 ]
 
 TRACK_EMBED_DIM = 64  # d in MotionStream (appendix D)
@@ -52,6 +58,20 @@ SPATIAL_FACTOR = 8
 # pixel-frame slots say where a point is to a fraction of a cell. Where a latent cell is a large share of
 # the frame (4 px of a 64-px world against 8 px of 832), nearest cells hide the motion inside a group.
 SPLATS = ("nearest", "bilinear")
+
+
+# How the whole track encoding is done: "trackstream" is ours (above); "fastvideo" is FastVideo's WanTrack
+# (the Track-v0 student and its teacher): embeddings [cos | sin] in float32 for IDs up to FASTVIDEO_ID_RANGE,
+# points on the normalised frame rounded onto the latent grid and clamped to its border (never dropped),
+# visibility a float weight, and frame 0 seen by the last slot of its group only (the other 3 are zeros).
+TRACK_CONVENTIONS = ("trackstream", "fastvideo")
+FASTVIDEO_ID_RANGE = 100000
+
+
+def check_convention(convention: str, *, field: str = "track convention") -> str:
+    if convention not in TRACK_CONVENTIONS:
+        raise ValueError(f"{field}={convention!r}; choose one of {TRACK_CONVENTIONS}")
+    return convention
 
 
 def check_splat(splat: str, *, field: str = "model.track_splat") -> str:
@@ -177,6 +197,53 @@ def rasterize_tracks(
     return out.view(B, T, h, w, D).permute(0, 4, 1, 2, 3)  # [B, D, T, h, w]
 
 
+def fastvideo_id_embedding(ids: torch.Tensor, dim: int = TRACK_EMBED_DIM, max_period: float = 10000.0) -> torch.Tensor:
+    """FastVideo's phi_n: [...] -> [..., dim] float32, [cos | sin], computed in float32 as they do (at IDs
+    near 1e5 the float32 argument differs from a float64 one by ~1e-2 rad, so the precision is part of the
+    convention); a zero column when ``dim`` is odd."""
+    half = dim // 2
+    omega = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=ids.device) / half)
+    args = ids.float()[..., None] * omega
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    return torch.nn.functional.pad(emb, (0, 1)) if dim % 2 else emb
+
+
+def rasterize_tracks_fastvideo(
+    tracks: torch.Tensor,
+    visibility: torch.Tensor,
+    embeddings: torch.Tensor,
+    *,
+    height: int,
+    width: int,
+    spatial_factor: int = SPATIAL_FACTOR,
+) -> torch.Tensor:
+    """FastVideo's rasterisation -> [B, D, T, h, w]: pixel (x, y) normalised by the frame (x / width, the
+    full-image convention of their inference), clamped to [0, 1], rounded (half to even) onto the h x w
+    latent grid scaled by (w - 1) / (h - 1); every point writes visibility * phi_n (float weight, summed on
+    collisions), out-of-frame points on the border cell."""
+    _check_tracks(tracks, visibility)
+    s = spatial_factor
+    if height % s or width % s:
+        raise ValueError(f"height={height}, width={width} must be multiples of spatial_factor={s}")
+    B, T, N, _ = tracks.shape
+    h, w = height // s, width // s
+    if embeddings.ndim == 2:
+        embeddings = embeddings.unsqueeze(0).expand(B, -1, -1)
+    if embeddings.shape[:2] != (B, N):
+        raise ValueError(f"embeddings must be [B, N, D] = [{B}, {N}, D], got {tuple(embeddings.shape)}")
+    D = embeddings.shape[-1]
+    xn, yn = tracks[..., 0].float() / width, tracks[..., 1].float() / height
+    cx = torch.round(xn.clamp(0, 1) * (w - 1)).long()
+    cy = torch.round(yn.clamp(0, 1) * (h - 1)).long()
+    b_idx = torch.arange(B, device=tracks.device).view(B, 1, 1)
+    t_idx = torch.arange(T, device=tracks.device).view(1, T, 1)
+    flat = ((b_idx * T + t_idx) * h + cy) * w + cx  # [B, T, N]
+    val = embeddings[:, None].float() * visibility.float()[..., None]  # [B, T, N, D]
+    out = torch.zeros(B * T * h * w, D, device=tracks.device, dtype=torch.float32)
+    out.index_add_(0, flat.reshape(-1), val.reshape(-1, D))
+    return out.view(B, T, h, w, D).permute(0, 4, 1, 2, 3)  # [B, D, T, h, w]
+
+
 class TrackHead(nn.Module):
     """Learnable track head: 4x temporal compression then a 1x1x1 conv (MotionStream §3.1).
 
@@ -192,6 +259,9 @@ class TrackHead(nn.Module):
     ``bias=False`` by default: no tracks (or a masked chunk) then gives exactly zero features,
     the same "empty motion" input for masking, motion-CFG's unconditional branch and the
     zero-initialised patch-embedding channels.
+
+    ``convention="fastvideo"`` pads frame 0's group with zeros before it (slot r-1 holds frame 0), as
+    FastVideo's WanTrack left-pads time; their temporal conv + 1x1x1 proj compose into this one conv.
     """
 
     def __init__(
@@ -201,9 +271,11 @@ class TrackHead(nn.Module):
         *,
         temporal_factor: int = TEMPORAL_FACTOR,
         bias: bool = False,
+        convention: str = "trackstream",
     ):
         super().__init__()
         self.embed_dim, self.out_channels, self.temporal_factor = embed_dim, out_channels, temporal_factor
+        self.convention = check_convention(convention)
         self.proj = nn.Conv3d(embed_dim * temporal_factor, out_channels, kernel_size=1, bias=bias)
 
     def forward(self, feats: torch.Tensor, *, has_first_frame: bool = True) -> torch.Tensor:
@@ -220,7 +292,10 @@ class TrackHead(nn.Module):
         if has_first_frame:
             if (T - 1) % r:
                 raise ValueError(f"track features have T={T} frames; expected 1 + {r}k (Wan frame grouping)")
-            first = feats[:, :, :1].expand(B, D, r, h, w)  # frame 0 fills its whole group
+            if self.convention == "fastvideo":  # zeros, then frame 0 in the group's last slot
+                first = torch.cat([feats.new_zeros(B, D, r - 1, h, w), feats[:, :, :1]], dim=2)
+            else:
+                first = feats[:, :, :1].expand(B, D, r, h, w)  # frame 0 fills its whole group
             feats = torch.cat([first, feats[:, :, 1:]], dim=2)  # [B, D, r*F, h, w]
         elif T % r:
             raise ValueError(f"a chunk without the first frame must have a multiple of {r} frames, got T={T}")
@@ -241,16 +316,24 @@ class TrackEncoder(nn.Module):
         out_channels: int = 16,
         *,
         embed_dim: int = TRACK_EMBED_DIM,
-        id_range: int = DEFAULT_ID_RANGE,
+        id_range: int | None = None,
         spatial_factor: int = SPATIAL_FACTOR,
         temporal_factor: int = TEMPORAL_FACTOR,
         bias: bool = False,
         splat: str = "nearest",
+        convention: str = "trackstream",
     ):
         super().__init__()
+        check_convention(convention)
+        if convention == "fastvideo" and splat != "nearest":
+            raise ValueError(f"track splat={splat!r}: the fastvideo convention rounds each point to one cell")
+        if id_range is None:
+            id_range = FASTVIDEO_ID_RANGE if convention == "fastvideo" else DEFAULT_ID_RANGE
         self.embed_dim, self.id_range, self.spatial_factor = embed_dim, id_range, spatial_factor
-        self.splat = check_splat(splat)
-        self.head = TrackHead(embed_dim, out_channels, temporal_factor=temporal_factor, bias=bias)
+        self.splat, self.convention = check_splat(splat), convention
+        self.head = TrackHead(
+            embed_dim, out_channels, temporal_factor=temporal_factor, bias=bias, convention=convention
+        )
 
     @property
     def out_channels(self) -> int:
@@ -271,6 +354,11 @@ class TrackEncoder(nn.Module):
         B, _, N, _ = tracks.shape
         if ids is None:
             ids = sample_track_ids(B, N, id_range=self.id_range, generator=generator, device=tracks.device)
+        if self.convention == "fastvideo":
+            emb = fastvideo_id_embedding(ids.to(tracks.device), self.embed_dim)
+            return rasterize_tracks_fastvideo(
+                tracks, visibility, emb, height=height, width=width, spatial_factor=self.spatial_factor
+            )
         emb = track_id_embedding(ids.to(tracks.device), self.embed_dim)
         return rasterize_tracks(
             tracks, visibility, emb, height=height, width=width, spatial_factor=self.spatial_factor, splat=self.splat

@@ -1,0 +1,208 @@
+"""FastVideo's WanTrack bundles: the shrunk bundle in their layout, its loader, and their track encoding as an
+option of ours, checked against a plain re-statement of their maths (../shared/reference/wantrack.md §3)."""
+
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from release_helpers import write_wantrack_bundle
+from safetensors.torch import load_file, save_file
+
+from trackstream.models.formats.wantrack import find_wantrack, fold_track_convs, load_wantrack
+from trackstream.models.tracks import TrackEncoder
+from trackstream.pipeline import rehearsal_wantrack
+
+# --------------------------------------------------------------------------- their maths, re-stated
+
+
+def their_embedding(ids, id_dim):
+    half = id_dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    args = ids.float()[..., None] * freqs
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+
+
+def their_track_map(points, visibility, ids, h_lat, w_lat, tw, tb, pw, pb):
+    """points [B, T, N, 2] normalised (x, y); visibility [B, T, N] float; ids [B, N] -> [B, C, 1 + (T-1)//4, h, w]."""
+    B, T, N, _ = points.shape
+    phi = their_embedding(ids, tw.shape[1])  # [B, N, D]
+    c_m = torch.zeros(B, T, h_lat * w_lat, phi.shape[-1])
+    for b in range(B):
+        for t in range(T):
+            for n in range(N):
+                x = torch.round(points[b, t, n, 0].clamp(0, 1) * (w_lat - 1)).long()
+                y = torch.round(points[b, t, n, 1].clamp(0, 1) * (h_lat - 1)).long()
+                c_m[b, t, y * w_lat + x] += visibility[b, t, n] * phi[b, n]
+    c_m = c_m.view(B, T, h_lat, w_lat, -1).permute(0, 4, 1, 2, 3)
+    c_m = F.pad(c_m, (0, 0, 0, 0, 3, 0))  # three zero frames before frame 0
+    return F.conv3d(F.conv3d(c_m, tw, tb, stride=(4, 1, 1)), pw, pb)
+
+
+def _inputs(B=2, T=9, N=7, H=48, W=64, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    px = torch.rand(B, T, N, 2, generator=g) * torch.tensor([W * 1.3, H * 1.3]) - torch.tensor([W * 0.15, H * 0.15])
+    px[:, :, 0] = px[:, :, 1]  # two tracks on one cell: collisions add up
+    vis = torch.rand(B, T, N, generator=g)  # fractional visibility is a weight
+    vis[:, 2] = 0.0
+    ids = torch.randperm(100000, generator=g)[: B * N].view(B, N)
+    ids[0, 0] = 99999
+    return px, vis, ids, H, W
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_track_map_equals_their_maths(bias):
+    px, vis, ids, H, W = _inputs()
+    g = torch.Generator().manual_seed(1)
+    tw, pw = torch.randn(16, 64, 4, 1, 1, generator=g), torch.randn(16, 16, 1, 1, 1, generator=g)
+    tb, pb = (torch.randn(16, generator=g), torch.randn(16, generator=g)) if bias else (None, None)
+    theirs = {"temporal_conv.weight": tw, "proj.weight": pw}
+    if bias:
+        theirs.update({"temporal_conv.bias": tb, "proj.bias": pb})
+    enc = TrackEncoder(16, embed_dim=64, bias=bias, convention="fastvideo")
+    enc.head.load_state_dict(fold_track_convs(theirs, "test"))
+    points = px / torch.tensor([W, H])  # their normalised coordinates over the full frame
+    want = their_track_map(points, vis, ids, H // 8, W // 8, tw, tb, pw, pb)
+    feats = enc.rasterize(px, vis, height=H, width=W, ids=ids)
+    got = enc.head(feats)
+    assert got.shape == want.shape == (2, 16, 3, H // 8, W // 8)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-4 * want.abs().max().item())
+
+
+def test_fastvideo_embedding_order_and_range():
+    enc = TrackEncoder(16, convention="fastvideo")
+    assert enc.id_range == 100000 and TrackEncoder(16).id_range == 4096
+    ids = torch.tensor([0, 7, 99999])
+    from trackstream.models.tracks import fastvideo_id_embedding
+
+    assert torch.equal(fastvideo_id_embedding(ids, 64), their_embedding(ids, 64))
+    assert torch.equal(fastvideo_id_embedding(ids, 64)[0, :32], torch.ones(32))  # cos first
+    with pytest.raises(ValueError, match="convention"):
+        TrackEncoder(16, convention="motionstream")
+
+
+# --------------------------------------------------------------------------- bundles
+
+
+def test_student_bundle_layout(tmp_path):
+    root = write_wantrack_bundle(tmp_path / "Track-v0", role="student")
+    sd = load_file(str(root / "transformer" / "model.safetensors"))
+    cfg = json.loads((root / "transformer" / "config.json").read_text())
+    assert sd["patch_embedding.weight"].shape[1] == cfg["in_channels"] == 52
+    assert sd["track_encoder.temporal_conv.weight"].shape == (16, 64, 4, 1, 1)
+    assert {"track_encoder.temporal_conv.bias", "track_encoder.proj.bias", "blocks.1.attn2.norm_added_q.weight"} <= set(
+        sd
+    )
+    assert cfg["track_config"]["use_bias"] is True and "CausalTrackWan" in cfg["_class_name"]
+    assert "CausalTrackWan" in json.loads((root / "model_index.json").read_text())["transformer"][1]
+
+
+@pytest.mark.parametrize(
+    "role,file_name,bias",
+    [
+        ("student", "model.safetensors", None),
+        ("teacher", "diffusion_pytorch_model.safetensors", None),
+        ("teacher", "model.safetensors", False),
+    ],
+)
+def test_bundle_loads_and_runs(tmp_path, role, file_name, bias):
+    root = write_wantrack_bundle(tmp_path / role, role=role, file_name=file_name, bias=bias)
+    cfg = json.loads((root / "transformer" / "config.json").read_text())
+    assert ("use_bias" in cfg["track_config"]) == (role == "student")  # the teacher's config omits it
+    assert find_wantrack(root) == root / "transformer" == find_wantrack(root / "transformer")
+    net = load_wantrack(root)
+    sd = load_file(str(root / "transformer" / file_name))
+    assert torch.equal(net.dit.patch_embedding.weight, sd["patch_embedding.weight"])
+    assert (net.track_encoder.head.proj.bias is not None) == (bias is not False)
+    assert net.track_encoder.convention == "fastvideo" and net.track_encoder.embed_dim == 64
+
+    B, T, H, W = 1, 9, 32, 48
+    g = torch.Generator().manual_seed(0)
+    px = torch.rand(B, T, 5, 2, generator=g) * torch.tensor([W, H])
+    motion = net.track_encoder.rasterize(px, torch.ones(B, T, 5), height=H, width=W, ids=torch.arange(5)[None])
+    x = torch.randn(B, 16, 3, H // 8, W // 8, generator=g)
+    image = torch.randn(B, 20, 3, H // 8, W // 8, generator=g)
+    seen = {}
+    net.dit.patch_embedding.register_forward_pre_hook(lambda m, a: seen.setdefault("x", a[0]))
+    with torch.no_grad():
+        out = net(
+            x,
+            torch.tensor([500.0]),
+            text=torch.randn(B, 8, 4096, generator=g),
+            text_lengths=torch.tensor([8]),
+            image=image,
+            motion=motion,
+            image_features=torch.randn(B, 257, 1280, generator=g),
+        )
+    assert out.shape == x.shape and torch.isfinite(out).all()
+    # their 52-channel order: noisy 0:16 | mask 16:20 | first-frame latent 20:36 | track map 36:52
+    assert torch.equal(seen["x"][:, :16], x) and torch.equal(seen["x"][:, 16:36], image)
+    torch.testing.assert_close(seen["x"][:, 36:], net.track_encoder.head(motion))
+
+
+def test_plain_wan_folder_is_not_a_wantrack_bundle(tmp_path):
+    from trackstream.models.flavors import build_wan
+    from trackstream.models.wan_io import save_wan
+
+    save_wan(build_wan("tiny-i2v"), tmp_path / "wan", fmt="diffusers")
+    assert find_wantrack(tmp_path / "wan") is None
+    with pytest.raises(ValueError, match="not a WanTrack bundle"):
+        load_wantrack(tmp_path / "wan")
+
+
+def _one_line_error(root, match):
+    with pytest.raises(ValueError) as err:
+        load_wantrack(root)
+    assert "\n" not in str(err.value) and match in str(err.value), str(err.value)
+
+
+def test_damaged_bundles_are_one_line(tmp_path):
+    root = write_wantrack_bundle(tmp_path / "b", role="student")
+    weights = root / "transformer" / "model.safetensors"
+    sd = load_file(str(weights))
+    save_file({k: v for k, v in sd.items() if k != "track_encoder.proj.weight"}, str(weights))
+    _one_line_error(root, str(weights))  # a track conv missing
+
+    save_file({**sd, "patch_embedding.weight": sd["patch_embedding.weight"][:, :48].contiguous()}, str(weights))
+    _one_line_error(root, str(weights))  # the 52-channel input cut
+
+    save_file({k: v for k, v in sd.items() if not k.startswith("blocks.1.ffn")}, str(weights))
+    _one_line_error(root, str(weights))  # a DiT tensor missing
+
+    save_file(sd, str(weights))
+    config = root / "transformer" / "config.json"
+    config.write_text("{ not json")
+    _one_line_error(root, str(config))
+
+
+def test_truncated_weights_are_one_line(tmp_path):
+    root = write_wantrack_bundle(tmp_path / "b", role="teacher")
+    weights = root / "transformer" / "diffusion_pytorch_model.safetensors"
+    data = weights.read_bytes()
+    weights.write_bytes(data[: len(data) // 2])
+    _one_line_error(root, str(weights))
+
+
+def test_rehearsal_wantrack_command(tmp_path, capsys):
+    out = tmp_path / "Track-v0"
+    assert rehearsal_wantrack.main(["--role", "student", "--out", str(out), "--no-bias"]) == 0
+    assert load_wantrack(out).track_encoder.head.proj.bias is None
+    assert rehearsal_wantrack.main(["--role", "student", "--out", str(out)]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_pages_bundles_load_as_it_says(tmp_path):
+    """docs/wantrack.md: its two commands as written, then its Python block on what they wrote."""
+    from docs_lines import WANTRACK_BUNDLES
+    from test_docs_run import ROOT, run_documented
+
+    for line in WANTRACK_BUNDLES:
+        run_documented(line, tmp_path)
+    page = (ROOT / "docs" / "wantrack.md").read_text()
+    block = page.split("```python\n", 1)[1].split("```", 1)[0]
+    for folder in ("Track-v0", "TrackWan-teacher"):
+        scope = {}
+        exec(block.replace('"Track-v0"', repr(str(tmp_path / folder))), scope)
+        assert scope["net"].track_encoder.convention == "fastvideo"
