@@ -8,7 +8,7 @@ their helper modules (tests/forkserver.py, tests/docs_lines.py, ...) are importa
                           no launcher process): the entry points' own Slurm path, a launcher's start-up cheaper;
 * ``tiny_network``        a factory of the tiny MotionWan (random head: the official init zeroes it);
 * ``tiny_codec``          the tiny codec, random and frozen (one per session: never train it in a test);
-* ``tiny_teacher_run``    a tiny teacher trained for a few steps by ``python -m trackstream.stages`` (one per
+* ``tiny_teacher_run``    a tiny teacher trained for a few steps by ``python -m trackstream.train`` (one per
                           session, read-only: copy it before changing it).
 
 Every ``python`` command these launch (and every one that command launches with ``sys.executable``, and the
@@ -252,7 +252,7 @@ def _run(cmd: list[str], *, check: bool, timeout: int, env: dict | None) -> subp
 
 @pytest.fixture(scope="session")
 def run_module():
-    """``run_module("trackstream.stages", "experiment=tiny_teacher", ...)``: the command's CompletedProcess;
+    """``run_module("trackstream.train", "experiment=tiny_teacher", ...)``: the command's CompletedProcess;
     ``check=True`` (the default) asserts it exited 0, showing the end of its output if not."""
 
     def run(module: str, *args: str, check: bool = True, timeout: int = 600, env: dict | None = None):
@@ -263,7 +263,7 @@ def run_module():
 
 @pytest.fixture(scope="session")
 def torchrun():
-    """``torchrun(2, "-m", "trackstream.stages", ...)``: N local processes on a fresh rendezvous port."""
+    """``torchrun(2, "-m", "trackstream.train", ...)``: N local processes on a fresh rendezvous port."""
 
     def launch(nproc: int, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None):
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc)]
@@ -325,8 +325,8 @@ def slurm_tasks(
 
 @pytest.fixture(scope="session")
 def srun():
-    """``srun(2, "-m", "trackstream.stages", ...)`` (torchrun's arguments): ``python ARGS`` as N tasks of one
-    Slurm step, for entry points that set up their processes through ``train.dist.init_runtime``."""
+    """``srun(2, "-m", "trackstream.train", ...)`` (torchrun's arguments): ``python ARGS`` as N tasks of one
+    Slurm step, for entry points that set up their processes through ``trainer.dist.init_runtime``."""
 
     def launch(nproc: int, *args: str, check: bool = True, timeout: int = 900, env: dict | None = None):
         return slurm_tasks(nproc, [sys.executable, *map(str, args)], check=check, timeout=timeout, env=env)

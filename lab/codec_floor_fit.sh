@@ -6,7 +6,7 @@ runs=$1; s=$2; shift 2
 for n in "$@"; do
   d=$runs/s${s}_n${n}
   [ -f $d/codec/codec.pt ] && continue
-  OMP_NUM_THREADS=1 .venv/bin/python -m trackstream.stages experiment=tiny_teacher_release \
+  OMP_NUM_THREADS=1 .venv/bin/python -m trackstream.train experiment=tiny_teacher_release \
     data.world.texture_scale=$s codec.fit.steps=$n trainer.max_steps=1 trainer.num_threads=1 \
     trainer.sample_every=0 eval.enabled=false logger.progress_bar=false hydra.run.dir=$d > $d.log 2>&1
 done

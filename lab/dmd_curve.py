@@ -31,7 +31,7 @@ from pathlib import Path
 
 from trackstream.eval.student_score import SCORE_FIGURES, StudentScorer
 from trackstream.pipeline.report import read_metrics
-from trackstream.stages.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
+from trackstream.train.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
 
 ROOT = Path(__file__).resolve().parents[1]
 FIGURES = SCORE_FIGURES

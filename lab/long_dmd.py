@@ -10,7 +10,7 @@
 pairs, ODE init, each reused when done) with make run's sizes, then its DMD stage with make run's
 hyperparameters (experiment=tiny_dmd: update ratio 5, learning rates, EMA, batch) for
 ``--updates`` x update_ratio loop steps, with ``stage.snapshot_every``: generator snapshots every
-``--snapshot-every`` generator updates (trackstream/stages/snapshots.py), a checkpoint every ``--ckpt-every``
+``--snapshot-every`` generator updates (trackstream/train/snapshots.py), a checkpoint every ``--ckpt-every``
 steps, resumed exactly (trainer.resume=auto) whenever ``run`` is started again. The DMD learning
 rates are constant (no decay horizon), so a finished run can be extended with a larger
 ``--updates``: the continuation is the same as a run started with that count. A progress line goes
@@ -46,8 +46,8 @@ from lab.run_pack import pack_run, read_pack, unpack_run
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.run import DISTILL, FULL, Sizes, check_preset, stage_dmd, stage_ode_init, stage_teacher
 from trackstream.pipeline.stage_calls import PipelineError
-from trackstream.stages.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
-from trackstream.train.checkpoint import find_latest, latest_readable
+from trackstream.train.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
+from trackstream.trainer.checkpoint import find_latest, latest_readable
 
 __all__ = ["PACK_DIR", "long_sizes", "dmd_overrides", "run", "pack", "unpack", "main"]
 

@@ -69,7 +69,7 @@ def teacher_command(
     run_dir: Path | str, extra: list[str] | tuple[str, ...] = (), *, experiment: str = EXPERIMENT
 ) -> list[str]:
     """The command that trains the release teacher into ``run_dir`` (resumes if it holds checkpoints)."""
-    return ["python", "-m", "trackstream.stages", f"experiment={experiment}", *extra, f"hydra.run.dir={run_dir}"]
+    return ["python", "-m", "trackstream.train", f"experiment={experiment}", *extra, f"hydra.run.dir={run_dir}"]
 
 
 def git_commit(root: Path = ROOT) -> str | None:
@@ -192,7 +192,7 @@ def release_floors(dest: Path, cfg) -> dict:
 
 
 def _bundle_members(run_dir: Path) -> list[Path]:
-    from trackstream.train.checkpoint import latest_readable
+    from trackstream.trainer.checkpoint import latest_readable
 
     # the newest checkpoint whose meta.pt reads (a damaged newer one is skipped, with a warning): what a
     # resume would take; its files are all tensors and plain containers (weights_only=True), as unpacked
@@ -311,8 +311,8 @@ def session_command(
     """The recorded release command for this session, run in ``run_dir`` (an unpacked bundle on another
     machine has another path than the one recorded: the run directory is never part of the recipe)."""
     args = [a for a in record["command"][1:] if not a.startswith("hydra.run.dir=")]
-    if args[:2] == ["-m", "trackstream.train"]:  # recorded before the application left the engine's package
-        args[1] = "trackstream.stages"
+    if args[:2] == ["-m", "trackstream.stages"]:  # recorded while the application was trackstream.stages
+        args[1] = "trackstream.train"
     cmd = [sys.executable, *args, f"hydra.run.dir={run_dir}"]
     cmd += [f"trainer.max_steps={until}"] if until else []
     return cmd + ([f"trainer.num_threads={threads}"] if threads else []) + list(more)

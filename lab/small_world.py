@@ -1,6 +1,6 @@
 """The small world model's chain on a GPU machine, in resumable calls (docs/small-world.md):
 teacher -> ODE pairs + ODE init -> Self-Forcing DMD -> RL, each stage the ordinary
-``python -m trackstream.stages experiment=small_*`` in a sub-directory of the run directory.
+``python -m trackstream.train experiment=small_*`` in a sub-directory of the run directory.
 
     python -m lab.small_world run --run-dir RUN --budget-min 9 [--state DIR] [--out DIR]
     python -m lab.small_world pack   --run-dir RUN --out DIR
@@ -137,11 +137,11 @@ def _ignore_stop_signal() -> None:  # in the child before exec: the loop's handl
 def run_training(
     stage_dir: Path, overrides: list[str], *, deadline: float, grace_s: float, log_file: Path, stop_step=None
 ) -> str:
-    """``python -m trackstream.stages OVERRIDES`` in ``stage_dir`` until it is done, or stopped at the
+    """``python -m trackstream.train OVERRIDES`` in ``stage_dir`` until it is done, or stopped at the
     deadline (or once it logged ``stop_step``) by the loop's own preemption signal; returns "done" or
     "stopped". Also what the scaling probe runs its sizes through."""
     stage_dir.mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "trackstream.stages", "logger.progress_bar=false", *overrides]
+    cmd = [sys.executable, "-m", "trackstream.train", "logger.progress_bar=false", *overrides]
     cmd.append(f"hydra.run.dir={stage_dir}")
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")

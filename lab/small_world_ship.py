@@ -231,7 +231,7 @@ def first_losses(release: Path, out: Path, *, steps: int = FIRST_LOSSES, extra: 
         ),
     ):
         run = Path(out) / name
-        cmd = [sys.executable, "-m", "trackstream.stages", "logger.progress_bar=false", *base, *more]
+        cmd = [sys.executable, "-m", "trackstream.train", "logger.progress_bar=false", *base, *more]
         proc = subprocess.run([*cmd, f"hydra.run.dir={run}"], cwd=ROOT, env=env, capture_output=True, text=True)
         if proc.returncode:
             raise PipelineError(f"{name} re-run failed: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")

@@ -21,7 +21,7 @@ from pathlib import Path
 from lab.run_pack import pack_run, unpack_run
 from trackstream.pipeline.report import read_metrics
 from trackstream.pipeline.stage_calls import PipelineError
-from trackstream.train.checkpoint import find_latest
+from trackstream.trainer.checkpoint import find_latest
 
 __all__ = [
     "STAGES",

@@ -4,7 +4,7 @@ other, and imports of another module's private names.
 
     python lab/structure.py [--repo DIR] [--json OUT] [--trip MODULE:FUNCTION:PARAM] [--before DIR]
 
-``--trip`` (default: the DMD stage's config, ``trackstream.stages.dmd:build_dmd:cfg``) follows one
+``--trip`` (default: the DMD stage's config, ``trackstream.train.dmd:build_dmd:cfg``) follows one
 parameter through every call that hands it, or a part of it, to another function of the package, and
 counts the files it enters and its climbs back up the floors (``trip``).
 
@@ -34,9 +34,10 @@ FLOORS = {
     "studies": 6,  # the package the lab tooling had inside trackstream/: kept to measure older checkouts
 }
 PREFIX = "trackstream."
-DMD_TRIP = "trackstream.stages.dmd:build_dmd:cfg"
+DMD_TRIP = "trackstream.train.dmd:build_dmd:cfg"
 # where the DMD builder lived before (an older checkout measured with --before): file -> trip
 OLD_DMD_TRIPS = {
+    "stages/dmd.py": "trackstream.stages.dmd:build_dmd:cfg",  # before the application was trackstream.train
     "stages/distill.py": "trackstream.stages.distill:build_dmd:cfg",  # before one file per stage
     "distill/stages.py": "trackstream.distill.stages:build_dmd:cfg",  # before stages/
 }
@@ -279,7 +280,7 @@ def main() -> None:
 
     def full(repo: Path) -> dict:
         start = args.trip
-        if start == DMD_TRIP and not (repo / "trackstream" / "stages" / "dmd.py").is_file():
+        if start == DMD_TRIP and not (repo / "trackstream" / "train" / "dmd.py").is_file():
             start = next((t for f, t in OLD_DMD_TRIPS.items() if (repo / "trackstream" / f).is_file()), start)
         m = measure(repo)
         m["trip"] = trip(repo, *start.split(":"))

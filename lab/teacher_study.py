@@ -4,7 +4,7 @@
     python -m lab.teacher_study --out /tmp/teacher-study --plot docs/teacher_study
     python -m lab.teacher_study --out RUNS --recipes obj-bilinear,obj-decoded --evals 4 --codec CODEC.pt
 
-Each recipe is the ordinary teacher CLI (``python -m trackstream.stages experiment=...``) with a few overrides,
+Each recipe is the ordinary teacher CLI (``python -m trackstream.train experiment=...``) with a few overrides,
 trained for a budget of steps chosen to cost about the same single-thread minutes, on one thread
 per process (two recipes share the two cores of a small machine without disturbing each other's
 timing much). Every recipe shares the release schedule (``optim.decay_steps``), so a study run is
@@ -82,7 +82,7 @@ def command(name: str, out: Path, *, evals: int = 2, codec: Path | None = None, 
     return [
         sys.executable,
         "-m",
-        "trackstream.stages",
+        "trackstream.train",
         *overrides,
         *COMMON,
         *([f"codec.checkpoint={codec.resolve()}"] if codec is not None else []),

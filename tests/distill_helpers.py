@@ -69,9 +69,9 @@ def tiny_teacher_run(root: Path, *, student: str, pairs: str, nudge: float = 0.0
     from hydra_helpers import typed
 
     from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, save_network
-    from trackstream.stages.pair_data import obtain_ode_pairs
-    from trackstream.train.codec import build_codec_module, save_codec_file
-    from trackstream.train.dist import init_runtime
+    from trackstream.train.pair_data import obtain_ode_pairs
+    from trackstream.trainer.codec import build_codec_module, save_codec_file
+    from trackstream.trainer.dist import init_runtime
 
     teacher = root / "teacher/export/teacher"
     cfg = typed(

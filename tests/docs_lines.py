@@ -13,9 +13,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # (page, the line as the page shows it) in the order a reader runs them; a shell line that is not a trackstream
 # command (the printf) is run by bash.
 RUN = [
-    ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher --cfg job"),
+    ("conf/README.md", "python -m trackstream.train experiment=tiny_teacher --cfg job"),
     # the smoke run (a training run, seconds) as the page's override example runs it: SMOKE, in 2 steps
-    ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher debug=tiny trainer.max_steps=2"),
+    ("conf/README.md", "python -m trackstream.train experiment=tiny_teacher debug=tiny trainer.max_steps=2"),
     # memory plans: one recipe as a table, on 8 GPUs of another kind with sequence parallelism, as JSON, and every
     # recipe's table (tests/test_plan.py compares that table with the page's)
     ("docs/distributed.md", "trackstream plan experiment=teacher_wan1.3b_480p"),
@@ -56,8 +56,8 @@ RUN = [
     ("docs/results.md", "python -m lab.ship_teacher verify"),  # the shipped teacher's files against its manifest
 ]
 # lines run verbatim by the test that checks what they make (run_documented), with its shrinking overrides
-SMOKE = ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher debug=tiny")
-TINY_DECODER = ("docs/tiny-decoder.md", "python -m trackstream.stages experiment=tiny_decoder hydra.run.dir=RUN")
+SMOKE = ("conf/README.md", "python -m trackstream.train experiment=tiny_teacher debug=tiny")
+TINY_DECODER = ("docs/tiny-decoder.md", "python -m trackstream.train experiment=tiny_decoder hydra.run.dir=RUN")
 TINY_DECODER_STREAM = (
     "docs/tiny-decoder.md",
     "trackstream generate --image first.png --tracks tracks.npy --decoder RUN/export/taehv.pth --out out.mp4",
@@ -106,7 +106,7 @@ FIRST_COMMAND = (  # FIRST_RUN without the rehearsal's overrides: the real first
 TINY_RL = documented_line("docs/rl.md", "experiment=rl_tiny")
 DDP = documented_line("conf/README.md", "parallel=ddp")
 SWEEP = documented_line("conf/README.md", "hydra/launcher=slurm_h100")  # tests/test_slurm.py: submitted
-TINY_TEACHER_LINE = ("conf/README.md", "python -m trackstream.stages experiment=tiny_teacher")  # conftest's run
+TINY_TEACHER_LINE = ("conf/README.md", "python -m trackstream.train experiment=tiny_teacher")  # conftest's run
 EXPORT_DIFFUSERS = documented_line("docs/checkpoints.md", "--format diffusers")
 EXPORT_OFFICIAL = documented_line("docs/checkpoints.md", "--format official")
 EVAL_RUN = documented_line("docs/evaluation.md", "run=$NET")

@@ -38,7 +38,7 @@ PRELOAD = (
 )  # fmt: skip
 # the library below the training command's entry (never a module a command runs as __main__: runpy would run a
 # second copy of it), and Hydra's plugin scan, which every Hydra command repeats otherwise
-PRELOAD_OURS = ("trackstream.stages.app",)
+PRELOAD_OURS = ("trackstream.train.app",)
 # variables these modules (or the interpreter) read when they load: a command whose value differs from the
 # server's starts cold instead (exec of the real interpreter in the child)
 AT_IMPORT = ("HF_", "HUGGINGFACE_", "TRANSFORMERS_", "DIFFUSERS_", "TORCHDYNAMO_", "TORCHINDUCTOR_", "TORCH_LOGS",

@@ -1,4 +1,4 @@
-"""The training job's config as ``python -m trackstream.stages`` composes it, for tests: raw (``compose_job``)
+"""The training job's config as ``python -m trackstream.train`` composes it, for tests: raw (``compose_job``)
 or validated into its dataclasses (``typed``)."""
 
 from pathlib import Path
@@ -8,9 +8,9 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from trackstream.stages.app import CONFIG_DIR
-from trackstream.stages.config import validate
-from trackstream.stages.train_config import TrainConfig
+from trackstream.train.app import CONFIG_DIR
+from trackstream.train.config import validate
+from trackstream.train.train_config import TrainConfig
 
 
 def compose_job(run_dir: Path, *overrides: str) -> DictConfig:
@@ -34,10 +34,10 @@ def typed(run_dir: Path, *overrides: str) -> TrainConfig:
 
 def stage_job(run_dir: Path, *overrides: str) -> DictConfig:
     """``compose_job``'s config with the settings of the network the stage is given read into it, as the app
-    does before it validates (``stages.teacher_record.apply_settings``, the line's overrides as Hydra records
+    does before it validates (``train.teacher_record.apply_settings``, the line's overrides as Hydra records
     them); Hydra's global state is cleared after."""
-    from trackstream.stages.app import command_line_keys
-    from trackstream.stages.teacher_record import apply_settings
+    from trackstream.train.app import command_line_keys
+    from trackstream.train.teacher_record import apply_settings
 
     cfg = compose_job(run_dir, *overrides)
     try:

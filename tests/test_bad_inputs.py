@@ -195,10 +195,10 @@ def hydra_clean():
 
 
 def _train_cli(monkeypatch, capsys, *overrides) -> str:
-    """``python -m trackstream.stages ...`` in-process: refused with exit 2 and one line ``error: ...``."""
+    """``python -m trackstream.train ...`` in-process: refused with exit 2 and one line ``error: ...``."""
     import sys
 
-    from trackstream.stages.app import main
+    from trackstream.train.app import main
 
     monkeypatch.setattr(sys, "argv", ["train", *overrides])
     with pytest.raises(SystemExit) as exit_:
@@ -215,7 +215,7 @@ def test_row2_a_run_directory_of_another_experiment_is_refused_before_anything_i
     import torch
     from hydra_helpers import compose_job
 
-    from trackstream.stages.config import validate
+    from trackstream.train.config import validate
 
     run = tmp_path / "run"
     theirs = validate(compose_job(run, "experiment=tiny_teacher"))

@@ -21,7 +21,7 @@ from trackstream.models.flavors import build_wan
 from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict, split_subkey
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, load_network, save_network
 from trackstream.models.wan_io import load_wan
-from trackstream.train.weights import initialise
+from trackstream.trainer.weights import initialise
 
 ROOT = Path(__file__).resolve().parents[1]
 TEXT_DIM = 384  # MiniLM, the tiny configs' text encoder: the network carries a text projection
@@ -114,7 +114,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path, run_modu
     common = ["debug=tiny", "optim.lr=1e-30", "ema.enabled=false", "trainer.max_steps=1", "trainer.num_threads=1"]
     imp, ode = tmp_path / "import", tmp_path / "ode"
     run_module(
-        "trackstream.stages",
+        "trackstream.train",
         *common,
         "experiment=tiny_teacher",
         "model.layout=t2v",
@@ -123,7 +123,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path, run_modu
         f"hydra.run.dir={imp}",
     )
     run_module(
-        "trackstream.stages",
+        "trackstream.train",
         *common,
         "experiment=tiny_ode_init",
         f"stage.teacher={imp / 'export' / 'teacher'}",
@@ -135,7 +135,7 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path, run_modu
     # DMD straight from the file: stage.student=PATH::generator_ema puts its DiT into the teacher's network
     dmd = tmp_path / "dmd"
     run_module(
-        "trackstream.stages",
+        "trackstream.train",
         "debug=tiny",
         "trainer.max_steps=1",
         "trainer.num_threads=1",
@@ -156,11 +156,11 @@ def test_a_self_forcing_pt_initialises_a_student_from_the_cli(tmp_path, run_modu
                 assert torch.equal(v, theirs[k]), (export, k)
 
     r = run_module(
-        "trackstream.stages", "experiment=tiny_teacher", f"model.init_from={pt}::nope", "debug=tiny", check=False
+        "trackstream.train", "experiment=tiny_teacher", f"model.init_from={pt}::nope", "debug=tiny", check=False
     )
     assert r.returncode != 0 and "no entry 'nope'" in r.stderr
     r = run_module(
-        "trackstream.stages",
+        "trackstream.train",
         "experiment=tiny_dmd",
         "debug=tiny",
         f"stage.teacher={imp / 'export' / 'teacher'}",

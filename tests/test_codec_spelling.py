@@ -42,7 +42,7 @@ def test_the_demo_takes_a_release_folder_as_its_codec():
 def test_an_old_codec_group_name_is_one_line_naming_the_new_one(monkeypatch, capsys):
     import sys
 
-    from trackstream.stages.app import main
+    from trackstream.train.app import main
 
     monkeypatch.setattr(sys, "argv", ["train", "experiment=tiny_teacher", "codec=wan2.1_vae"])
     with pytest.raises(SystemExit) as exit_:

@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 
 from trackstream.models.codec_names import CODEC_FACTS, codec_latent_channels, codec_spatial_factor
 from trackstream.models.codecs import TAEHV, TAEHV_RELEASES, build_codec
-from trackstream.stages.config import validate
+from trackstream.train.config import validate
 
 
 def official_shapes(latent_channels: int, patch: int) -> dict[str, tuple[int, ...]]:

@@ -281,7 +281,7 @@ def test_release_folder_with_other_pth_files_finds_the_wan22_vae(small, tmp_path
 
 
 def test_codec_config_file_names_the_release_folder():
-    from trackstream.train.codec import CodecConfig
+    from trackstream.trainer.codec import CodecConfig
 
     raw = OmegaConf.load(ROOT / "conf" / "codec" / "wan2.2-vae.yaml")
     assert raw.name == "wan2.2-vae" and OmegaConf.to_container(raw)["checkpoint"].endswith("/Wan2.2-TI2V-5B")

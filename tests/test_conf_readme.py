@@ -44,7 +44,7 @@ def test_every_group_row_names_the_files_of_its_folder():
 
 
 def test_the_stage_row_names_every_stage_schema():
-    from trackstream.stages.registry import STAGES
+    from trackstream.train.registry import STAGES
 
     text = (CONF / "README.md").read_text()
     row = next(line for line in text.splitlines() if line.startswith("| `stage/`"))

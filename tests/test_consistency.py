@@ -14,7 +14,7 @@ from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import chunk_pixel_frames
-from trackstream.train.ema import EMA, EMAConfig
+from trackstream.trainer.ema import EMA, EMAConfig
 
 CAUSAL = CausalConfig(3, 1, 1, first_chunk_frames=1)
 NULL = torch.zeros(1, 2, 24), torch.tensor([2])

@@ -7,7 +7,7 @@ import torch.distributed as dist
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 
 from trackstream.models.codecs.wan_vae import NarrowRMSNorm, WanVAE, WanVAEConfig
-from trackstream.train.optim import OptimConfig, build_optimizer, use_foreach
+from trackstream.trainer.optim import OptimConfig, build_optimizer, use_foreach
 
 
 @pytest.mark.parametrize("channel_first", [True, False])

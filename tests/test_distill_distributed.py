@@ -39,14 +39,14 @@ def _env():
 
 
 def _stages(run_module, srun):
-    """``run(args, procs=N)``: ``python -m trackstream.stages COMMON args`` as N tasks of a Slurm step (one: a
+    """``run(args, procs=N)``: ``python -m trackstream.train COMMON args`` as N tasks of a Slurm step (one: a
     plain process, no launcher)."""
 
     def run(args, *, procs: int = 1) -> None:
         if procs > 1:
-            srun(procs, "-m", "trackstream.stages", *COMMON, *args, timeout=600, env=_env())
+            srun(procs, "-m", "trackstream.train", *COMMON, *args, timeout=600, env=_env())
         else:
-            run_module("trackstream.stages", *COMMON, *args, timeout=600, env=_env())
+            run_module("trackstream.train", *COMMON, *args, timeout=600, env=_env())
 
     return run
 

@@ -17,12 +17,12 @@ from trackstream.models.motion_wan import Conventions
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.chunk_io import collect, tracks_from_array
 from trackstream.stream.engine import StreamingGenerator
-from trackstream.train.checkpoint import CheckpointManager
-from trackstream.train.dist import init_runtime
-from trackstream.train.loop import TrainerConfig, train
-from trackstream.train.metrics import LoggerConfig, MetricLogger
-from trackstream.train.optim import OptimConfig
-from trackstream.train.parallel import ParallelConfig, prepare_network
+from trackstream.trainer.checkpoint import CheckpointManager
+from trackstream.trainer.dist import init_runtime
+from trackstream.trainer.loop import TrainerConfig, train
+from trackstream.trainer.metrics import LoggerConfig, MetricLogger
+from trackstream.trainer.optim import OptimConfig
+from trackstream.trainer.parallel import ParallelConfig, prepare_network
 
 SHIFT, K = 5.0, 3
 
@@ -230,7 +230,7 @@ def _train(runtime, codec, run_dir: Path, *, steps: int, ckpt_every: int, ratio:
         "critic": OptimConfig(lr=4e-4, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0),
         "generator": OptimConfig(lr=2e-3, betas=[0.0, 0.999], weight_decay=0.01, clip_grad_norm=10.0, warmup_steps=1),
     }
-    from trackstream.train.ema import EMAConfig
+    from trackstream.trainer.ema import EMAConfig
 
     prepared = {
         n: prepare_network(

@@ -217,8 +217,8 @@ def source(tmp_path_factory):
 
 
 def _run(tmp_path, source, run_dir, steps: int) -> dict:
-    from trackstream.stages.registry import run_stage
-    from trackstream.train.dist import init_runtime, seed_everything
+    from trackstream.train.registry import run_stage
+    from trackstream.trainer.dist import init_runtime, seed_everything
 
     cfg = typed(
         tmp_path,
@@ -232,7 +232,7 @@ def _run(tmp_path, source, run_dir, steps: int) -> dict:
         "trainer.ckpt_every=3",
         "trainer.log_every=1",
     )
-    seed_everything(cfg.trainer.seed)  # as stages.app.start_run does
+    seed_everything(cfg.trainer.seed)  # as train.app.start_run does
     return run_stage(cfg, init_runtime("single"), run_dir)
 
 
@@ -262,7 +262,7 @@ def test_rl_tiny_runs_through_the_stage_and_resumes_mid_round_exactly(source, tm
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     assert (tmp_path / "ref/export/student/network.json").is_file()
     with pytest.raises(ValueError, match="stage.causal"):  # the student streams c3s1w1: a different window is refused
-        from trackstream.stages.exports import NetworkExport
+        from trackstream.train.exports import NetworkExport
 
         cfg = typed(tmp_path, "experiment=rl_tiny", "stage.causal.window_chunks=2")
         NetworkExport(source["student"], "stage.student").check_streams_as(cfg.schedule.streaming(cfg.stage.causal))

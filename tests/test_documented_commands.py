@@ -40,9 +40,9 @@ COMMAND = re.compile(
 # the first word of a code line that is a shell command (not a file tree or a table that mentions one)
 SHELL_WORD = re.compile(r"^(?:[A-Za-z_]\w*=\S*|python3?|trackstream|torchrun|srun|accelerate|nice|env|time)$")
 
-HYDRA_APPS = {  # module -> its primary config in conf/ (trackstream.stages.recipes.CONFIG_DIR)
-    "trackstream.stages": "train",
-    "trackstream.stages.pairs": "train",
+HYDRA_APPS = {  # module -> its primary config in conf/ (trackstream.train.recipes.CONFIG_DIR)
+    "trackstream.train": "train",
+    "trackstream.train.pairs": "train",
     "trackstream.eval": "eval",
     "trackstream.data.prepare": "prepare",
 }
@@ -205,8 +205,8 @@ def _stop_after_parse(monkeypatch):
 
 def _compose(primary: str, overrides: list[str]) -> None:
     from trackstream.eval.conf_nodes import register_nodes
-    from trackstream.stages.config import register_configs
-    from trackstream.stages.recipes import CONFIG_DIR
+    from trackstream.train.config import register_configs
+    from trackstream.train.recipes import CONFIG_DIR
 
     register_configs()
     register_nodes()
@@ -235,8 +235,8 @@ def check_hydra(module: str, args: list[str]) -> None:
             f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override() else o.input_line
             for o in parsed
         ]
-    if module in ("trackstream.stages", "trackstream.stages.pairs"):
-        from trackstream.train.codec import check_codec_overrides
+    if module in ("trackstream.train", "trackstream.train.pairs"):
+        from trackstream.trainer.codec import check_codec_overrides
 
         check_codec_overrides(overrides)
     elif module == "trackstream.eval":

@@ -1,4 +1,4 @@
-"""The teacher's encoded clip pool (``stages.encoders.EncodedPool``): a clip is encoded on its first use and only
+"""The teacher's encoded clip pool (``train.encoders.EncodedPool``): a clip is encoded on its first use and only
 then, alone, so its tensors are the same whichever clips were drawn before it (a resumed run, which starts
 with an empty pool, reads the values the uninterrupted one did), and they are what the conditioner gives for
 that clip."""
@@ -8,7 +8,7 @@ import torch
 from trackstream.data.clips import ClipPool, DataConfig, make_world
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.text_encoders import build_text_encoder
-from trackstream.stages.encoders import EncodedPool
+from trackstream.train.encoders import EncodedPool
 
 
 def test_a_clip_is_encoded_on_first_use_alone_and_the_same_in_any_order(tiny_codec):

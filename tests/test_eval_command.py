@@ -24,10 +24,10 @@ def runs(tmp_path_factory, run_module):
     root = tmp_path_factory.mktemp("eval_runs")
     t, o = root / "teacher", root / "ode"
     run_module(
-        "trackstream.stages", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}", env=_env()
+        "trackstream.train", *TRAIN, "experiment=tiny_teacher", "trainer.max_steps=2", f"hydra.run.dir={t}", env=_env()
     )
     run_module(
-        "trackstream.stages",
+        "trackstream.train",
         *TRAIN,
         "experiment=tiny_ode_init",
         f"stage.teacher={t / 'export' / 'teacher'}",

@@ -72,11 +72,11 @@ def test_a_heldout_clip_shorter_than_the_evaluation_is_an_error(folders):
 
 @pytest.mark.slow  # trains the teacher stage (codec fit, 3 steps, two evaluations)
 def test_teacher_evaluates_on_the_heldout_shards(folders, tmp_path, monkeypatch):
-    import trackstream.stages.teacher as teacher_stage
+    import trackstream.train.teacher as teacher_stage
     from trackstream.eval.benchmarks import _shards
     from trackstream.eval.metrics import frozen_epe, video_psnr
-    from trackstream.stages.registry import run_stage
-    from trackstream.train.dist import init_runtime, seed_everything
+    from trackstream.train.registry import run_stage
+    from trackstream.trainer.dist import init_runtime, seed_everything
 
     seen = []
 
@@ -121,8 +121,8 @@ def test_teacher_evaluates_on_the_heldout_shards(folders, tmp_path, monkeypatch)
 
 
 def test_teacher_without_eval_shards_stops_before_any_work(folders, tmp_path):
-    from trackstream.stages.registry import run_stage
-    from trackstream.train.dist import init_runtime
+    from trackstream.train.registry import run_stage
+    from trackstream.trainer.dist import init_runtime
 
     cfg = typed(tmp_path, "experiment=tiny_teacher", "debug=tiny", *SHARDS, f"data.shards={folders['train']}")
     with pytest.raises(ValueError, match=r"data.eval_shards=null.* or set eval.enabled=false$"):
@@ -131,8 +131,8 @@ def test_teacher_without_eval_shards_stops_before_any_work(folders, tmp_path):
 
 
 def test_student_sampling_reads_the_heldout_shards(folders, tmp_path):
-    from trackstream.stages.periodic import sampling_clips
-    from trackstream.train.dist import init_runtime
+    from trackstream.train.periodic import sampling_clips
+    from trackstream.trainer.dist import init_runtime
 
     student = ["experiment=tiny_dmd", "debug=tiny", "stage.teacher=t", "stage.pairs=p", *SHARDS]
     # the student trains on 25 frames (2 chunks of 3 latents after the first); the held-out clips hold 17

@@ -104,7 +104,7 @@ def test_the_adapter_folder_is_peft_s_own_and_loads_back(tmp_path):
 
 
 def _cli(run_module, *args: str) -> dict:
-    run_module("trackstream.stages", *COMMON, *args, timeout=300)
+    run_module("trackstream.train", *COMMON, *args, timeout=300)
     run_dir = Path(next(a.split("=", 1)[1] for a in args if a.startswith("hydra.run.dir=")))
     return json.loads((run_dir / "results.json").read_text())
 
@@ -113,7 +113,7 @@ def _cli(run_module, *args: str) -> dict:
 def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(
     tmp_path, run_module, tiny_teacher_run, caplog
 ):
-    from trackstream.train.weights import initialise
+    from trackstream.trainer.weights import initialise
 
     base = tiny_teacher_run / "export" / "teacher"
     lora = ["experiment=tiny_teacher", f"model.init_from={base}", "model.lora.rank=4", "ema.enabled=false"]
@@ -129,7 +129,7 @@ def test_a_lora_fine_tune_freezes_its_base_exports_merged_and_resumes_exactly(
 
     # the adapter with its base, as a starting point: model.init_from=BASE model.adapter=FOLDER
     net = load_network(base)  # the base's architecture
-    with caplog.at_level(logging.INFO, logger="trackstream.train.weights"):
+    with caplog.at_level(logging.INFO, logger="trackstream.trainer.weights"):
         initialise(net, init_from=str(base), adapter=str(ft / "adapter"))
     assert all(torch.equal(net.state_dict()[k], v) for k, v in f.items())
     assert f"merged into model.init_from={base}: {len(changed)} weight tensors changed" in caplog.text  # said
@@ -190,7 +190,7 @@ def test_lora_under_fsdp_on_two_processes_keeps_the_base_and_exports_merged(tmp_
     run = tmp_path / "fsdp"
     args = [*COMMON, "experiment=tiny_teacher", "parallel=fsdp", f"model.init_from={base}", "model.lora.rank=4"]
     srun(
-        2, "-m", "trackstream.stages", *args, "trainer.max_steps=2", f"hydra.run.dir={run}",
+        2, "-m", "trackstream.train", *args, "trainer.max_steps=2", f"hydra.run.dir={run}",
         timeout=400, env=cli_env(OMP_NUM_THREADS="1"),
     )  # fmt: skip
     assert "fsdp x 2" in (run / "train.log").read_text() and "dit: LoRA rank 4" in (run / "train.log").read_text()

@@ -18,8 +18,8 @@ from trackstream.distill.rl import RLConfig
 from trackstream.eval.conf_nodes import NODES, register_nodes
 from trackstream.models.causal import CausalConfig
 from trackstream.models.streaming import StreamConfig
-from trackstream.stages.app import CONFIG_DIR
-from trackstream.stages.config import NODES as TRAIN_NODES
+from trackstream.train.app import CONFIG_DIR
+from trackstream.train.config import NODES as TRAIN_NODES
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("trackstream", "lab") for p in (ROOT / d).rglob("*.py")]
@@ -91,7 +91,7 @@ def test_first_chunk_checked_once():
     calls = [p for p in SOURCES for _ in re.finditer(r"\bcheck_first_chunk\(", p.read_text())]
     assert sorted(str(p.relative_to(ROOT)) for p in calls) == [
         "trackstream/models/streaming.py",  # the definition
-        "trackstream/stages/config.py",  # the one call: stage.causal against model.layout
+        "trackstream/train/config.py",  # the one call: stage.causal against model.layout
     ]
 
 
@@ -129,8 +129,8 @@ def test_trackers_have_one_list_of_names_and_one_spelling_of_their_options(tmp_p
 def test_the_model_families_facts_live_in_conf_family_only():
     """Size, length, fps, shift, student steps and the kind of chunk 0 of the real recipes come from their
     family (conf/family): no real recipe writes them, every real recipe composes one family, and the
-    benchmarks read the same facts (``stages.recipes.family_facts``)."""
-    from trackstream.stages.recipes import compose_recipe, family_facts
+    benchmarks read the same facts (``train.recipes.family_facts``)."""
+    from trackstream.train.recipes import compose_recipe, family_facts
 
     facts = re.compile(r"^\s*(height|width|num_frames|fps|shift|student_steps|first_chunk_frames)\s*:", re.M)
     real = sorted((ROOT / "conf" / "experiment").glob("*_wan*.yaml"))

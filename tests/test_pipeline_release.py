@@ -1,6 +1,6 @@
 """make run's teacher stage fine-tunes a release as the release was trained: given the release's network
 (``model.init_from``), the stage reads its network (depth, width, track channels and splatting), codec, noise
-shift, world and frame size from the record beside it (``stages.teacher_record``); the fine-tune's own recipe
+shift, world and frame size from the record beside it (``train.teacher_record``); the fine-tune's own recipe
 (mid-frame masking, learning rate, steps, clip length, clean-context training) stays its own. On the shipped
 release this changes nothing but the world: make run composes the same fine-tune as before."""
 
@@ -14,7 +14,7 @@ from omegaconf import OmegaConf, open_dict
 
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.pipeline.releases import ASSET_DIR
-from trackstream.stages.config import validate
+from trackstream.train.config import validate
 
 FINETUNE = "experiment=tiny_teacher_finetune"
 

@@ -40,7 +40,7 @@ def test_every_entry_point_takes_the_one_spelling():
     from trackstream.distill.ode_pairs import ODEPairsConfig
     from trackstream.eval.generate import GenerateConfig
     from trackstream.stream.options import add_precision_args, parsed_precision
-    from trackstream.train.loop import TrainerConfig
+    from trackstream.trainer.loop import TrainerConfig
 
     assert TrainerConfig(precision="bfloat16").precision == "bf16"  # an alias, normalised at the entry
     with pytest.raises(ValueError, match="trainer.precision='fp16'"):

@@ -23,8 +23,8 @@ from trackstream.models.precision import DTYPES
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
-from trackstream.stages.app import instantiate
 from trackstream.stream.chunks import chunk_pixel_frames, first_chunk_given, whole_chunks
+from trackstream.train.app import instantiate
 
 META = torch.device("meta")
 # recipe -> (experiments, pixels (T, H, W), the codec's spatial factor, latent channels, chunks, chunk 0 given)

@@ -10,7 +10,7 @@ sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and 
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
 teacher -> mid-frame-masking fine-tune (the 1.3B's, rank-64 LoRA merged at export; the 5B samples its pairs from its
 teacher) -> ODE pairs
-(``python -m trackstream.stages.pairs``) -> ODE init -> DMD over two horizons -> RL (AR-Drag's GRPO: G = 2, the motion
+(``python -m trackstream.train.pairs``) -> ODE init -> DMD over two horizons -> RL (AR-Drag's GRPO: G = 2, the motion
 reward and the aesthetic predictor from tiny OpenAI-format CLIP weights) -> ``python -m trackstream.stream.generate``
 (the 5B: of the RL student; the 1.3B: of the DMD student, as its page shows), one step each (DMD and RL two); for the
 1.3B also the starts
@@ -191,7 +191,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
             launch(module, *wiring, f"paths.data_dir={data_dir}", *shrink, procs=procs)
 
     accumulate = ["trainer.global_batch=4"] if first else []
-    stage("teacher", "trackstream.stages", [f"experiment={recipe['teacher']}", f"hydra.run.dir={t}"], *common,
+    stage("teacher", "trackstream.train", [f"experiment={recipe['teacher']}", f"hydra.run.dir={t}"], *common,
           *accumulate)  # fmt: skip
     log = (t / "train.log").read_text()
     assert f"stage teacher | fsdp x {procs} (cpu:0, bf16)" in log
@@ -209,7 +209,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
 
     the_teacher = [f"experiment={recipe['ode_init']}", f"stage.teacher={teacher}"]
     pair_shrink = ("stage.ode_pairs.num_pairs=4", "stage.ode_pairs.teacher_steps=3", "stage.ode_pairs.shard_size=1")
-    stage("pairs", "trackstream.stages.pairs", [*the_teacher, f"hydra.run.dir={pairs}"], *common, *pair_shrink)
+    stage("pairs", "trackstream.train.pairs", [*the_teacher, f"hydra.run.dir={pairs}"], *common, *pair_shrink)
     folder = pairs / "ode_pairs"
     index = json.loads((folder / "index.json").read_text())
     assert [s["num_samples"] for s in index["shards"]] == [1, 1, 1, 1]  # two written by each rank
@@ -226,12 +226,12 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     n = int(pair["text_len"][0])
     torch.testing.assert_close(pair["text_emb"][0, :n], torch.as_tensor(cached["text_emb"]).float())
 
-    stage("ode_init", "trackstream.stages", [*the_teacher, f"stage.pairs={folder}", f"hydra.run.dir={ode}"], *common)
+    stage("ode_init", "trackstream.train", [*the_teacher, f"stage.pairs={folder}", f"hydra.run.dir={ode}"], *common)
     # DMD past the teacher's horizon: two horizons through the rolling cache, scored as two teacher-sized windows
     # (1.3B: 1 + 2 x 20 latents run on to 42 = 14 sampled chunks, 165 frames; 5B: 1 + 2 x 30 = 61, 241 frames)
     dmd_wiring = [f"experiment={recipe['dmd']}", f"stage.teacher={teacher}", f"hydra.run.dir={dmd}"]
     dmd_shrink = ("stage.update_ratio=2", "stage.rollout_horizons=2", "trainer.max_steps=2")
-    stage("dmd", "trackstream.stages", [*dmd_wiring, f"stage.student={ode / 'export' / 'student'}",
+    stage("dmd", "trackstream.train", [*dmd_wiring, f"stage.student={ode / 'export' / 'student'}",
           f"stage.pairs={folder}"], *common, *dmd_shrink)  # fmt: skip
     res = json.loads((dmd / "results.json").read_text())
     assert res["generator_updates"] == 1 and res["critic_updates"] == 2
@@ -263,7 +263,7 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
     rl_wiring = [f"experiment={recipe['rl']}", f"stage.student={dmd / 'export' / 'student'}", f"stage.pairs={folder}",
                  f"stage.rewards.aesthetic.clip={clip}", f"stage.rewards.aesthetic.head={head}", f"hydra.run.dir={rl}"]  # fmt: skip
     # RL rolls out past the horizon too (its rewards score the whole rollout): once, the other recipe at one
-    stage("rl", "trackstream.stages", rl_wiring, *common, "stage.group_size=2", "trainer.max_steps=2",
+    stage("rl", "trackstream.train", rl_wiring, *common, "stage.group_size=2", "trainer.max_steps=2",
           f"stage.rollout_horizons={2 if first else 1}")  # fmt: skip
     res = json.loads((rl / "results.json").read_text())
     assert res["policy_updates"] == 2 and f"stage rl | fsdp x {procs} (cpu:0, bf16)" in (rl / "train.log").read_text()

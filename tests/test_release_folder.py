@@ -23,8 +23,8 @@ from trackstream.models.text_encoders import build_text_encoder
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan_io import load_wan
 from trackstream.stream.engine import StreamingGenerator
-from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig
-from trackstream.train.weights import initialise
+from trackstream.trainer.teacher import FlowMatchingObjective, TeacherConfig
+from trackstream.trainer.weights import initialise
 
 H = W = 32
 
@@ -199,7 +199,7 @@ def test_an_i2v_release_runs_teacher_ode_init_dmd_and_stream_through_the_cli(tmp
     ]
 
     def cli(*args):
-        run_module("trackstream.stages", *common, *args, timeout=600)
+        run_module("trackstream.train", *common, *args, timeout=600)
 
     t, o, d = tmp_path / "teacher", tmp_path / "ode", tmp_path / "dmd"
     cli(

@@ -1,4 +1,4 @@
-"""Resume with a damaged newest checkpoint (trackstream/train/checkpoint.py): ``trainer.resume=auto`` warns,
+"""Resume with a damaged newest checkpoint (trackstream/trainer/checkpoint.py): ``trainer.resume=auto`` warns,
 names the checkpoint and why, and resumes from the one before it, bit-identical to an uninterrupted run;
 nothing readable is one line; another config is still refused (not skipped); every checkpoint file
 loads with ``weights_only=True`` and a pickled (old-format) one needs the opt-in."""
@@ -13,11 +13,11 @@ import torch.nn as nn
 from test_train_loop import TwoPlayer, _jsonl, _net, _run
 
 from trackstream.models.formats.files import ALLOW_PICKLE_ENV
-from trackstream.train.checkpoint import CheckpointManager, complete_checkpoints, refuse_foreign_run
-from trackstream.train.dist import init_runtime
-from trackstream.train.ema import EMAConfig
-from trackstream.train.optim import OptimConfig
-from trackstream.train.parallel import ParallelConfig, prepare_network
+from trackstream.trainer.checkpoint import CheckpointManager, complete_checkpoints, refuse_foreign_run
+from trackstream.trainer.dist import init_runtime
+from trackstream.trainer.ema import EMAConfig
+from trackstream.trainer.optim import OptimConfig
+from trackstream.trainer.parallel import ParallelConfig, prepare_network
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(runtime, tmp
     ckpts = complete_checkpoints(tmp_path / "cut" / "checkpoints")
     assert [p.name for p in ckpts] == ["step_00000006", "step_00000003"]  # saved every 3 steps, the last 2 kept
     _damage(ckpts[0] / file, how)
-    with caplog.at_level(logging.WARNING, logger="trackstream.train.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="trackstream.trainer.checkpoint"):
         res, resumed = _toy(runtime, tmp_path / "cut", 12)
     warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("step_00000006" in m and "resuming from the one before it" in m and file in m for m in warned), warned

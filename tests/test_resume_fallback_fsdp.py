@@ -1,4 +1,4 @@
-"""Resume past a damaged FSDP2 checkpoint (trackstream/train/sharded.py): a truncated, garbage or missing
+"""Resume past a damaged FSDP2 checkpoint (trackstream/trainer/sharded.py): a truncated, garbage or missing
 shard (``<network>/__R_0.distcp``), a missing index (``.metadata``) or one rank's missing rank file makes
 every rank warn, naming the file, and resume from the checkpoint before it, bit-identical to the
 uninterrupted run (2 steps, a checkpoint after each: the damaged one is the last); with every file whole, DCP's own refusal (another shape) and a config change are
@@ -12,8 +12,8 @@ import torch
 from test_train_distributed import TOY, _launch
 
 from trackstream.models.formats.files import UnreadableFile
-from trackstream.train.dist import Runtime
-from trackstream.train.sharded import load_sharded, sharded_damage
+from trackstream.trainer.dist import Runtime
+from trackstream.trainer.sharded import load_sharded, sharded_damage
 
 DRIVER = (
     r"""
@@ -21,17 +21,17 @@ import json, logging, shutil, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from trackstream.train.dist import init_runtime, hard_exit
-from trackstream.train.parallel import ParallelConfig, prepare_network
-from trackstream.train.loop import TrainerConfig, train
-from trackstream.train.checkpoint import CheckpointManager
-from trackstream.train.metrics import MetricLogger, LoggerConfig
-from trackstream.train.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.dist import init_runtime, hard_exit
+from trackstream.trainer.parallel import ParallelConfig, prepare_network
+from trackstream.trainer.loop import TrainerConfig, train
+from trackstream.trainer.checkpoint import CheckpointManager
+from trackstream.trainer.metrics import MetricLogger, LoggerConfig
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.data.clips import PoolStream
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
-from trackstream.train.weights import initialise
-from trackstream.train.ema import EMAConfig
-from trackstream.train.optim import OptimConfig
+from trackstream.trainer.weights import initialise
+from trackstream.trainer.ema import EMAConfig
+from trackstream.trainer.optim import OptimConfig
 
 out = Path(sys.argv[1])
 pcfg = ParallelConfig(strategy="fsdp")
@@ -39,7 +39,7 @@ rt = init_runtime("fsdp")
 warned = []
 handler = logging.Handler(logging.WARNING)
 handler.emit = lambda record: warned.append(record.getMessage())
-logging.getLogger("trackstream.train.checkpoint").addHandler(handler)
+logging.getLogger("trackstream.trainer.checkpoint").addHandler(handler)
 
 """
     + TOY

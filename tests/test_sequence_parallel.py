@@ -46,9 +46,9 @@ import torch.distributed as dist
 torch.set_num_threads(1)
 sys.path.insert(0, os.environ["SP_TESTS"])
 from sp_helpers import FRAMES, HEIGHT, WIDTH, build_net, global_batch, loss_of, take
-from trackstream.train.dist import hard_exit, init_runtime
-from trackstream.train.optim import OptimConfig
-from trackstream.train.parallel import ParallelConfig, attach_sequence_parallel, prepare_network
+from trackstream.trainer.dist import hard_exit, init_runtime
+from trackstream.trainer.optim import OptimConfig
+from trackstream.trainer.parallel import ParallelConfig, attach_sequence_parallel, prepare_network
 
 strategy, K, out, recompute = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4] == "1"
 rt = init_runtime(strategy, sequence_parallel=K)
@@ -107,7 +107,7 @@ def test_refusals_name_the_option():
     b = global_batch()
     with pytest.raises(ValueError, match=r"parallel.sequence_parallel > 1: this self-attention \(function"):
         net(b["x"], b["t"], text=b["text"], text_lengths=b["lens"], motion=b["motion"], attention=lambda *a: a[1])
-    from trackstream.train.parallel import ParallelConfig
+    from trackstream.trainer.parallel import ParallelConfig
 
     with pytest.raises(ValueError, match="parallel.sequence_parallel=2 needs parallel=fsdp or ddp"):
         ParallelConfig(strategy="deepspeed", sequence_parallel=2)
@@ -167,14 +167,12 @@ def test_teacher_stage_through_the_cli_equals_one_process(tmp_path, run_module, 
     ]
     env = cli_env(OMP_NUM_THREADS="1")
     r = srun(
-        2, "-m", "trackstream.stages", *common, "parallel.sequence_parallel=2", f"hydra.run.dir={tmp_path / 'sp'}",
+        2, "-m", "trackstream.train", *common, "parallel.sequence_parallel=2", f"hydra.run.dir={tmp_path / 'sp'}",
         check=False, timeout=300, env=env,
     )  # fmt: skip
     assert (tmp_path / "sp" / "results.json").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
     assert "x 1 data ranks (each a sequence group of 2 processes)" in (tmp_path / "sp" / "train.log").read_text()
-    r = run_module(
-        "trackstream.stages", *common, f"hydra.run.dir={tmp_path / 'one'}", check=False, timeout=300, env=env
-    )
+    r = run_module("trackstream.train", *common, f"hydra.run.dir={tmp_path / 'one'}", check=False, timeout=300, env=env)
     assert (tmp_path / "one" / "results.json").is_file(), r.stdout[-2000:] + r.stderr[-4000:]
     got, want = _losses(tmp_path / "sp"), _losses(tmp_path / "one")
     assert len(want) == 4

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from conftest import cli_env
-from trackstream.train.checkpoint import PreemptionHandler
-from trackstream.train.dist import export_slurm_env
+from trackstream.trainer.checkpoint import PreemptionHandler
+from trackstream.trainer.dist import export_slurm_env
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 40
@@ -105,13 +105,13 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
     env = cli_env(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID="9001")
 
     ref = tmp_path / "uninterrupted"
-    run_module("trackstream.stages", *COMMON, f"hydra.run.dir={ref}", timeout=300, env=env)
+    run_module("trackstream.train", *COMMON, f"hydra.run.dir={ref}", timeout=300, env=env)
     expected = _losses(ref)
     assert sorted(expected) == list(range(1, STEPS + 1))
 
     run = tmp_path / "preempted"
     args = [*COMMON, f"hydra.run.dir={run}", f"codec.checkpoint={ref / 'codec' / 'codec.pt'}"]
-    cmd = [sys.executable, "-m", "trackstream.stages", *args]  # signalled mid-run: not run_module
+    cmd = [sys.executable, "-m", "trackstream.train", *args]  # signalled mid-run: not run_module
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 240
     while time.time() < deadline:  # wait for the second logged step, then signal as Slurm would
@@ -125,7 +125,7 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
     assert summary["status"] == "preempted" and 2 <= summary["step"] < STEPS, summary
     assert "requeue 9001" in log.read_text()
 
-    run_module("trackstream.stages", *args, timeout=300, env=env)  # the requeued job: the same command
+    run_module("trackstream.train", *args, timeout=300, env=env)  # the requeued job: the same command
     summary = json.loads((run / "results.json").read_text())
     assert summary["status"] == "done" and summary["resumed_from"] is not None
     assert _losses(run) == expected  # bit-identical, every step
@@ -139,11 +139,11 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
 SLURM = ROOT / "slurm"
 # per-stage file -> (module, default experiment, nodes, --signal)
 STAGES = {
-    "teacher": ("trackstream.stages", "teacher_wan1.3b_480p", "4", "USR1@120"),
-    "ode_pairs": ("trackstream.stages.pairs", "ode_init_wan1.3b_480p", "8", "B:USR1@120"),
-    "ode_init": ("trackstream.stages", "ode_init_wan1.3b_480p", "4", "USR1@120"),
-    "dmd": ("trackstream.stages", "dmd_wan1.3b_480p", "4", "USR1@120"),
-    "rl": ("trackstream.stages", "rl_wan1.3b_480p", "1", "USR1@120"),
+    "teacher": ("trackstream.train", "teacher_wan1.3b_480p", "4", "USR1@120"),
+    "ode_pairs": ("trackstream.train.pairs", "ode_init_wan1.3b_480p", "8", "B:USR1@120"),
+    "ode_init": ("trackstream.train", "ode_init_wan1.3b_480p", "4", "USR1@120"),
+    "dmd": ("trackstream.train", "dmd_wan1.3b_480p", "4", "USR1@120"),
+    "rl": ("trackstream.train", "rl_wan1.3b_480p", "1", "USR1@120"),
 }
 JOB = "4242"
 FAKE_SRUN = """#!/bin/bash
@@ -312,7 +312,7 @@ def test_stage_template_takes_experiment_and_run_dir_from_the_environment(tmp_pa
         "--cpu-bind=none",
         "/opt/py/bin/python",
         "-m",
-        "trackstream.stages",
+        "trackstream.train",
         "experiment=tiny_dmd",
         f"hydra.run.dir={run_dir}",
         "trainer.max_steps=3",
@@ -344,7 +344,7 @@ def test_torchrun_template_starts_one_torchrun_per_node(tmp_path):
         f"--rdzv_endpoint=gpu03:{20000 + int(JOB) % 20000}",  # the job's port: two jobs on a node do not collide
         f"--rdzv_id={JOB}",
         "-m",
-        "trackstream.stages",
+        "trackstream.train",
         "experiment=teacher_wan1.3b_480p",
         f"hydra.run.dir={run_dir}",
         "trainer.requeue_on_preempt=false",
@@ -603,7 +603,7 @@ LAUNCHERS = {
 def _launcher_cfg(tmp_path: Path, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from trackstream.stages.app import CONFIG_DIR
+    from trackstream.train.app import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(
@@ -719,7 +719,7 @@ def test_the_documented_sweep_submits_one_job_per_point(tmp_path):
 
 @pytest.mark.multiproc
 def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_directory_and_resumes(tmp_path, run_module):
-    """The real path without a cluster: `python -m trackstream.stages -m hydra/launcher=slurm_teacher ...` submits
+    """The real path without a cluster: `python -m trackstream.train -m hydra/launcher=slurm_teacher ...` submits
     through a fake sbatch; the pickled job is then run as a Slurm task would run it, preempted with
     submitit's USR2 (train saves, rank 0 requeues) and run again, as after the requeue."""
     bin_dir = tmp_path / "bin"
@@ -740,7 +740,7 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
         [
             sys.executable,
             "-m",
-            "trackstream.stages",
+            "trackstream.train",
             "-m",
             "hydra/launcher=slurm_teacher",
             *args,

@@ -1,4 +1,4 @@
-"""A distillation network's starting weights (``train.weights.load_student``): the teacher itself, an
+"""A distillation network's starting weights (``trainer.weights.load_student``): the teacher itself, an
 exported folder, or a Wan checkpoint -- into the teacher's network, or into a network of another flavor
 (a 14B teacher, a 1.3B student) that keeps the teacher's track head and text projection."""
 
@@ -10,7 +10,7 @@ import torch
 from trackstream.models.flavors import build_wan
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, save_network
 from trackstream.models.wan_io import save_wan
-from trackstream.train.weights import load_student
+from trackstream.trainer.weights import load_student
 
 SMALL = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2, text_len=32)
 WIDE = dict(dim=96, ffn_dim=192, num_heads=3, num_layers=3, text_len=32)
@@ -51,12 +51,12 @@ def test_a_checkpoint_of_another_flavor_gets_its_own_dit_and_the_teachers_heads(
 
 def test_no_starting_weights_starts_the_student_as_the_teacher_and_says_the_flavor_is_unused(teacher_14b, caplog):
     folder, _ = teacher_14b
-    with caplog.at_level("WARNING", logger="trackstream.train.weights"):
+    with caplog.at_level("WARNING", logger="trackstream.trainer.weights"):
         net, model = load_student(None, folder, model=_model("wan2.1-fun-1.3b-control", SMALL))
     assert model["flavor"] == "wan2.1-fun-14b-control" and net.dit.dim == 96
     assert "model.flavor=wan2.1-fun-1.3b-control is unused" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="trackstream.train.weights"):
+    with caplog.at_level("WARNING", logger="trackstream.trainer.weights"):
         net, model = load_student(None, folder, model=_model("wan2.1-fun-14b-control", {}))  # same flavor
     assert model["flavor"] == "wan2.1-fun-14b-control" and net.dit.dim == 96 and not caplog.text
 
@@ -74,7 +74,7 @@ def test_an_export_that_reads_the_conditions_differently_is_refused(teacher_14b,
 
 
 def test_a_recipe_that_expects_another_teacher_is_refused_before_loading(teacher_14b):
-    from trackstream.stages.exports import NetworkExport
+    from trackstream.train.exports import NetworkExport
 
     folder, _ = teacher_14b
     tiny = _model("tiny", {})

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_STEPS = 6
 
 
-# the training command's module as manifests recorded it over time; today's is trackstream.stages
+# the training command's module as manifests recorded it over time; today's is trackstream.train
 RECORDED_MODULES = ("train", "trackstream.train", "trackstream.stages")
 
 

@@ -9,7 +9,7 @@ import pytest
 def test_tiny_teacher_fine_trains_exports_and_evaluates(tmp_path, run_module):
     run = tmp_path / "fine"
     run_module(
-        "trackstream.stages",
+        "trackstream.train",
         "experiment=tiny_teacher_patch1",
         "debug=tiny",
         "data.height=32",

@@ -160,7 +160,7 @@ def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli
     # the bidirectional teacher is refused as consistency distillation's teacher, the autoregressive one taken
     shipped_dir = folder / T["T"]
     r = run_module(
-        "trackstream.stages", "experiment=tiny_consistency", *small, f"stage.teacher={shipped_dir / 'teacher'}",
+        "trackstream.train", "experiment=tiny_consistency", *small, f"stage.teacher={shipped_dir / 'teacher'}",
         f"codec.checkpoint={shipped_dir / 'codec.pt'}",  # the teacher's own codec: the line may say it again
         f"hydra.run.dir={tmp_path / 'refused'}", check=False,
     )  # fmt: skip
@@ -184,7 +184,7 @@ def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli
     # ODE-init pairs (and a step on them) from the shipped teacher alone: the release folder named, nothing restated
     pairs = ["stage.ode_pairs.num_pairs=2", "stage.ode_pairs.batch_size=2", "stage.ode_pairs.teacher_steps=3"]
     run_module(
-        "trackstream.stages", "experiment=tiny_ode_init", f"stage.teacher={shipped_dir}", *COMMON, *pairs,
+        "trackstream.train", "experiment=tiny_ode_init", f"stage.teacher={shipped_dir}", *COMMON, *pairs,
         "data.batch_size=2", "trainer.max_steps=1", f"hydra.run.dir={tmp_path / 'ode'}",
     )  # fmt: skip
     res = json.loads((tmp_path / "ode" / "results.json").read_text())

@@ -1,4 +1,4 @@
-"""A stage given a network reads its settings from it (``stages.teacher_record``): the network's architecture,
+"""A stage given a network reads its settings from it (``train.teacher_record``): the network's architecture,
 text encoder and tracks (network.json), its codec, and the world, frame size, fps, track grid, number of tracks
 and noise shift it was trained on (the config recorded with it), whichever folder names it (a run directory, its
 export, a release folder); the command line sets the stage's own choices, and an override that contradicts the
@@ -15,8 +15,8 @@ from hydra_helpers import stage_job
 from omegaconf import OmegaConf
 
 from conftest import cli_env
-from trackstream.stages.config import validate
-from trackstream.stages.teacher_record import find_record
+from trackstream.train.config import validate
+from trackstream.train.teacher_record import find_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "assets" / "tiny-teacher"
@@ -147,7 +147,7 @@ def test_the_command_refuses_a_contradiction_before_any_work(tmp_path):
     """Through the CLI: status 2, one line naming the override, the teacher and the fix, no run directory left."""
     run = tmp_path / "refused"
     r = subprocess.run(
-        [sys.executable, "-m", "trackstream.stages", "experiment=tiny_teacher_forcing", f"stage.teacher={SHIPPED}",
+        [sys.executable, "-m", "trackstream.train", "experiment=tiny_teacher_forcing", f"stage.teacher={SHIPPED}",
          "+model.overrides.dim=64", f"hydra.run.dir={run}"],
         capture_output=True, text=True, timeout=300, env=cli_env(), cwd=ROOT,
     )  # fmt: skip

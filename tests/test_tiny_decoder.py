@@ -29,7 +29,7 @@ from trackstream.distill.tiny_decoder import (
 from trackstream.eval.metrics import video_psnr
 from trackstream.models.codecs import TAEHV, TAEHVConfig, build_codec
 from trackstream.models.patch_discriminator import PatchDiscriminator
-from trackstream.train.codec import CodecConfig, build_codec_module
+from trackstream.trainer.codec import CodecConfig, build_codec_module
 
 ROOT = Path(__file__).resolve().parents[1]
 FOUR_X = [True, True, False]  # TAEHV's spatial stages for the tiny codec's 4x latents
@@ -243,9 +243,9 @@ def test_resume_reproduces_the_losses_exactly(tmp_path, run_module):
         "trainer.log_every=1", "trainer.ckpt_every=2", "eval.enabled=false",
     ]  # fmt: skip
     whole, parts = tmp_path / "whole", tmp_path / "parts"
-    run_module("trackstream.stages", *args, "trainer.max_steps=4", f"hydra.run.dir={whole}")
+    run_module("trackstream.train", *args, "trainer.max_steps=4", f"hydra.run.dir={whole}")
     stopped_at(whole, parts, 2)
-    run_module("trackstream.stages", *args, "trainer.max_steps=4", f"hydra.run.dir={parts}")
+    run_module("trackstream.train", *args, "trainer.max_steps=4", f"hydra.run.dir={parts}")
     a, b = _rows(whole), _rows(parts)
     for step in (3, 4):
         for key in ("train/loss/decoder", "train/loss/discriminator", "train/tiny_decoder/psnr"):
@@ -281,7 +281,7 @@ def test_the_wan21_recipe_runs_at_its_real_clip_length_from_an_official_release_
     torch.save(init, data / "taew2_1.pth")
     run = tmp_path / "run"
     run_module(
-        "trackstream.stages", "experiment=tiny_decoder_wan2.1_480p", *QUIET, f"paths.data_dir={data}",
+        "trackstream.train", "experiment=tiny_decoder_wan2.1_480p", *QUIET, f"paths.data_dir={data}",
         "data=synthetic", "data.pool_size=2", "data.height=32", "data.width=64", "data.eval_samples=1",
         "data.batch_size=1", "trainer.global_batch=2", "trainer.max_steps=2", "trainer.log_every=1",
         "trainer.ckpt_every=2", "trainer.sample_every=0", f"stage.init={data / 'taew2_1.pth'}", "stage.crop=32",

@@ -8,8 +8,8 @@ import pytest
 from hydra.core.global_hydra import GlobalHydra
 from hydra_helpers import compose_job
 
-from trackstream.stages.app import instantiate
-from trackstream.stages.config import validate
+from trackstream.train.app import instantiate
+from trackstream.train.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
@@ -149,7 +149,7 @@ def test_each_codec_has_one_spelling_the_conf_files_included(tmp_path):
     import yaml
 
     from trackstream.models.codec_names import CODEC_NAMES
-    from trackstream.train.codec import CodecConfig
+    from trackstream.trainer.codec import CodecConfig
 
     files = sorted((ROOT / "conf" / "codec").glob("*.yaml"))
     assert sorted(p.stem for p in files) == sorted(CODEC_NAMES)
@@ -172,7 +172,7 @@ def test_cli_prints_the_resolved_job_config(run_module):
     # policy, Hugging Face's offline flag: nothing a command needs), so that it starts warm from the fork server
     imported = {k: v for k, v in cli_env().items() if k.startswith(AT_IMPORT) and k not in HANDLED}
     r = run_module(
-        "trackstream.stages",
+        "trackstream.train",
         "experiment=tiny_teacher",
         "--cfg",
         "job",
@@ -189,14 +189,14 @@ def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
 
 
 def test_a_stage_is_a_schema_and_a_builder_named_by_stage_name():
-    from trackstream.stages.registry import STAGES
-    from trackstream.stages.teacher import STAGE, build_teacher
+    from trackstream.train.registry import STAGES
+    from trackstream.train.teacher import STAGE, build_teacher
 
     typed = validate(_tiny_teacher())
     assert STAGES[typed.stage.name] is STAGE and type(typed.stage) is STAGE.schema and STAGE.builder is build_teacher
     # each stage's file holds its record, named after it; the schema's default name is the record's
     for name, stage in STAGES.items():
-        assert stage.builder.__module__ == f"trackstream.stages.{name}" and stage.schema().name == name
+        assert stage.builder.__module__ == f"trackstream.train.{name}" and stage.schema().name == name
     with pytest.raises(ValueError, match="stage.name='nope' is no stage"):
         validate(_tiny_teacher("stage.name=nope"))
 
@@ -226,7 +226,7 @@ def test_no_stage_yaml_restates_a_default_or_names_a_missing_field():
     import yaml
     from omegaconf import OmegaConf
 
-    from trackstream.stages.registry import STAGES
+    from trackstream.train.registry import STAGES
 
     SCHEMAS = {name: stage.schema for name, stage in STAGES.items()}
     files = sorted((ROOT / "conf" / "stage").glob("*.yaml"))
@@ -256,8 +256,8 @@ def test_a_recorded_config_with_an_earlier_trackstreams_stage_keys_is_refused(tm
 
     recorded = OmegaConf.load(ROOT / "assets" / "tiny-teacher" / "config.yaml")
     assert type(validate(recorded).stage).__name__ == "TeacherConfig"  # today's record reads back
-    recorded.stage._schema_ = "trackstream.train.teacher:TeacherConfig"
-    recorded.stage._builder_ = "trackstream.train.teacher_stage:build_teacher"
+    recorded.stage._schema_ = "trackstream.trainer.teacher:TeacherConfig"
+    recorded.stage._builder_ = "trackstream.trainer.teacher_stage:build_teacher"
     recorded.stage_builder = None
     want = r"^stage._schema_, stage._builder_, stage_builder: a config recorded by an earlier TrackStream .*new run"
     with pytest.raises(ValueError, match=want):
@@ -282,7 +282,7 @@ def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
 
 
 def test_global_batch_derives_grad_accum_and_rejects_contradictions():
-    from trackstream.stages.app import derive_grad_accum
+    from trackstream.train.app import derive_grad_accum
 
     assert derive_grad_accum(global_batch=128, batch_size=1, world_size=32, grad_accum=1) == 4
     assert derive_grad_accum(global_batch=128, batch_size=1, world_size=8, grad_accum=1) == 16
@@ -339,7 +339,7 @@ REAL = [p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml") if no
 @pytest.mark.parametrize("name", sorted(REAL))
 def test_every_real_recipe_has_a_one_gpu_debug_preset(name, tmp_path):
     """``trackstream train experiment=<recipe> debug=<stage>_1gpu``: one process, real shapes, a small batch."""
-    from trackstream.stages.app import derive_grad_accum
+    from trackstream.train.app import derive_grad_accum
 
     stage = name.split("_wan")[0]
     cfg = _compose(tmp_path, f"experiment={name}", f"debug={stage}_1gpu")
@@ -361,7 +361,7 @@ def test_every_real_recipe_has_a_one_gpu_debug_preset(name, tmp_path):
 def test_an_outside_stage_registers_its_record(tmp_path):
     from dataclasses import dataclass
 
-    from trackstream.stages.registry import STAGES, register_stage
+    from trackstream.train.registry import STAGES, register_stage
 
     @dataclass
     class OutsideConfig:

@@ -1,5 +1,5 @@
 """Two CPU processes (gloo) through the real launchers: DDP via the CLI, FSDP2 and DeepSpeed
-ZeRO via a small driver on the tiny Wan (trackstream/train/parallel.py's strategies, checkpoint + exact
+ZeRO via a small driver on the tiny Wan (trackstream/trainer/parallel.py's strategies, checkpoint + exact
 resume per strategy). The CPU traps these guard: accelerate's --cpu launch starting
 one process; a plain Accelerator under torchrun without a GPU giving independent, unsynchronised
 runs; gloo's sporadic SIGABRT at exit of 2-process runs (os._exit after flushing); DeepSpeed on CPU
@@ -44,17 +44,17 @@ import json, os, sys
 from pathlib import Path
 import torch
 torch.set_num_threads(1)
-from trackstream.train.dist import init_runtime, hard_exit
-from trackstream.train.parallel import ParallelConfig, prepare_network, deepspeed_config
-from trackstream.train.loop import TrainerConfig, train
-from trackstream.train.checkpoint import CheckpointManager
-from trackstream.train.metrics import MetricLogger, LoggerConfig
-from trackstream.train.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.dist import init_runtime, hard_exit
+from trackstream.trainer.parallel import ParallelConfig, prepare_network, deepspeed_config
+from trackstream.trainer.loop import TrainerConfig, train
+from trackstream.trainer.checkpoint import CheckpointManager
+from trackstream.trainer.metrics import MetricLogger, LoggerConfig
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.data.clips import PoolStream
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
-from trackstream.train.weights import initialise
-from trackstream.train.ema import EMAConfig
-from trackstream.train.optim import OptimConfig
+from trackstream.trainer.weights import initialise
+from trackstream.trainer.ema import EMAConfig
+from trackstream.trainer.optim import OptimConfig
 
 strategy, zero, out = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
 world = int(os.environ["WORLD_SIZE"])
@@ -160,7 +160,7 @@ def test_a_checkpoint_of_another_network_under_fsdp_is_one_line_on_every_rank(tm
     save_wan(build_wan("tiny-i2v", dim=64, num_heads=2), tmp_path / "wide")  # tiny_teacher's DiT is 128 wide
     r = _launch(
         torchrun,
-        ["-m", "trackstream.stages", "experiment=tiny_teacher", "debug=tiny", "parallel=fsdp",
+        ["-m", "trackstream.train", "experiment=tiny_teacher", "debug=tiny", "parallel=fsdp",
          f"model.init_from={tmp_path / 'wide'}", f"hydra.run.dir={tmp_path / 'run'}", "trainer.num_threads=1"],
     )  # fmt: skip
     assert r.returncode != 0

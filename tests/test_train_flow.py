@@ -25,8 +25,8 @@ from trackstream.diffusion.schedule import (
 )
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.motion_wan import Conventions, ModelConfig, build_motion_wan, load_network
-from trackstream.train.teacher import FlowMatchingObjective, TeacherConfig, mix_text
-from trackstream.train.weights import export_network, initialise
+from trackstream.trainer.teacher import FlowMatchingObjective, TeacherConfig, mix_text
+from trackstream.trainer.weights import export_network, initialise
 
 # ----------------------------------------------------------------------------- schedule
 
@@ -257,7 +257,7 @@ def test_empty_motion_is_zero_track_channels():
 
 
 def test_export_and_load_round_trip(tmp_path):
-    from trackstream.train.dist import Runtime
+    from trackstream.trainer.dist import Runtime
 
     torch.manual_seed(0)
     cfg = ModelConfig()
@@ -342,7 +342,7 @@ def test_clean_first_frame_pins_frame_zero_in_training_and_sampling():
 
 
 def test_correspondence_targets_follow_the_tracks_and_the_probe_matches_plain_attention():
-    from trackstream.train.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
+    from trackstream.trainer.correspondence import CorrespondenceProbe, correspondence_loss, correspondence_targets
 
     # 4x4 tokens of 16 px; every track moves right by exactly one token per latent frame
     T, grid = 9, (3, 4, 4)
@@ -415,7 +415,7 @@ def test_conventions_read_old_exports_and_name_unknown_keys():
 
 def test_decoded_frame_loss_is_zero_at_the_true_velocity_and_counts_frames_and_their_differences():
     from trackstream.models.codecs.tiny_ae import TinyAE, TinyAEConfig
-    from trackstream.train.teacher import decoded_frame_loss
+    from trackstream.trainer.teacher import decoded_frame_loss
 
     codec = TinyAE(TinyAEConfig(width=16, patch=4)).eval().requires_grad_(False)
     x0 = torch.randn(2, 16, 3, 4, 4)  # 9 pixel frames of 16x16
@@ -457,7 +457,7 @@ def test_the_objective_adds_the_decoded_loss_only_when_weighted():
 
 
 def test_a_clean_prefix_is_whole_chunks_after_frame_0_and_leaves_a_chunk_to_denoise():
-    from trackstream.train.teacher import clean_prefix
+    from trackstream.trainer.teacher import clean_prefix
 
     g = torch.Generator().manual_seed(0)
     sigma = torch.full((400, 7), 0.6)

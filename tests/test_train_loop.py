@@ -10,14 +10,14 @@ import torch
 import torch.nn as nn
 
 from trackstream.data.clips import PoolStream
-from trackstream.train.checkpoint import CheckpointManager, PreemptionHandler, find_latest
-from trackstream.train.dist import init_runtime, seed_everything
-from trackstream.train.ema import EMA, EMAConfig
-from trackstream.train.loop import TrainerConfig, train
-from trackstream.train.metrics import LoggerConfig, MetricLogger
-from trackstream.train.objective import Objective, generator_state, load_generator_state
-from trackstream.train.optim import OptimConfig, lr_factor, param_groups
-from trackstream.train.parallel import ParallelConfig, prepare_network
+from trackstream.trainer.checkpoint import CheckpointManager, PreemptionHandler, find_latest
+from trackstream.trainer.dist import init_runtime, seed_everything
+from trackstream.trainer.ema import EMA, EMAConfig
+from trackstream.trainer.loop import TrainerConfig, train
+from trackstream.trainer.metrics import LoggerConfig, MetricLogger
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.optim import OptimConfig, lr_factor, param_groups
+from trackstream.trainer.parallel import ParallelConfig, prepare_network
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_gradient_accumulation_matches_the_big_batch(runtime):
     opt1, opt2 = torch.optim.SGD(net1.parameters(), lr=0.1), torch.optim.SGD(net2.parameters(), lr=0.1)
     (net1(x) - y).square().mean().backward()
     opt1.step()
-    from trackstream.train.trained_network import DDPNetwork
+    from trackstream.trainer.trained_network import DDPNetwork
 
     tn = DDPNetwork("n", net2, net2, opt2, torch.optim.lr_scheduler.LambdaLR(opt2, lambda u: 1.0), None, 0.0, runtime)
     for i, sl in enumerate((slice(0, 4), slice(4, 8))):
@@ -249,7 +249,7 @@ def test_wandb_offline_logs_scalars_and_a_video_file_without_moviepy(tmp_path, m
     import numpy as np
 
     from trackstream.eval.teacher_eval import overlay_tracks, write_video
-    from trackstream.train.metrics import WandbConfig
+    from trackstream.trainer.metrics import WandbConfig
 
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     frames = np.zeros((9, 32, 32, 3), np.uint8)

@@ -11,10 +11,10 @@ import pytest
 import torch
 from test_train_loop import Regression, _net, _run
 
-from trackstream.train.checkpoint import DiskFull, find_latest
-from trackstream.train.dist import init_runtime
-from trackstream.train.loop import NonFiniteLoss
-from trackstream.train.run_lock import LOCK_NAME, lock_run_dir, unlock_run_dir
+from trackstream.trainer.checkpoint import DiskFull, find_latest
+from trackstream.trainer.dist import init_runtime
+from trackstream.trainer.loop import NonFiniteLoss
+from trackstream.trainer.run_lock import LOCK_NAME, lock_run_dir, unlock_run_dir
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_a_non_finite_loss_stops_before_its_step_is_saved(runtime, tmp_path):
 
 
 def test_a_full_disk_says_so_and_keeps_the_last_checkpoint(runtime, tmp_path, monkeypatch):
-    import trackstream.train.checkpoint as ckpt_mod
+    import trackstream.trainer.checkpoint as ckpt_mod
 
     real_save, calls = torch.save, {"n": 0}
 
@@ -82,7 +82,7 @@ def test_one_training_per_run_directory(tmp_path):
     holder = textwrap.dedent(
         f"""
         import sys, time
-        from trackstream.train.run_lock import lock_run_dir
+        from trackstream.trainer.run_lock import lock_run_dir
         assert lock_run_dir({str(tmp_path)!r}) is None
         print("held", flush=True)
         sys.stdin.readline()
@@ -104,7 +104,7 @@ def test_one_training_per_run_directory(tmp_path):
 
 def test_a_parallel_strategy_without_a_launcher_is_a_world_of_one(monkeypatch):
     """``trackstream train experiment=<real recipe>`` (FSDP, DeepSpeed) on one process, as the docs show it."""
-    from trackstream.train.dist import world_of_one
+    from trackstream.trainer.dist import world_of_one
 
     # world_of_one writes the environment: a copy, or this worker's later launches inherit its RANK and MASTER_PORT
     # (two single-process runs side by side then meet on one port)
@@ -125,7 +125,7 @@ def test_a_parallel_strategy_without_a_launcher_is_a_world_of_one(monkeypatch):
 
 def test_training_and_pairs_take_a_device(tmp_path, capsys):
     """``trainer.device`` (auto | cpu | cuda) is the device of `trackstream train` and `trackstream pairs`."""
-    from trackstream.train.loop import TrainerConfig
+    from trackstream.trainer.loop import TrainerConfig
 
     assert TrainerConfig().device == "auto" and TrainerConfig(device="cpu").device == "cpu"
     with pytest.raises(ValueError, match="trainer.device='gpu': choose auto, cpu or cuda"):

@@ -33,8 +33,8 @@ COMMON = [
 # send itself SIGUSR1 after a given step (fault injection lives in the test, not the product).
 DRIVER = r"""
 import os, signal, sys
-import trackstream.train.checkpoint as ck
-import trackstream.train.metrics as mt
+import trackstream.trainer.checkpoint as ck
+import trackstream.trainer.metrics as mt
 kill_after = int(os.environ.get("KILL_AFTER_SAVE", "-1"))
 usr1_at = int(os.environ.get("USR1_AT_STEP", "-1"))
 save = ck.CheckpointManager.save
@@ -50,7 +50,7 @@ def patched_log(self, step, scalars):
     if step == usr1_at and "train/loss/dit" in scalars:
         os.kill(os.getpid(), signal.SIGUSR1)
 mt.MetricLogger.log = patched_log
-from trackstream.stages.app import main
+from trackstream.train.app import main
 sys.argv = ["train"] + sys.argv[1:]
 main()
 """

@@ -1,5 +1,5 @@
 """W&B as a researcher uses it (docs/wandb.md), tested offline by reading the run files back
-(``train.wandb_run.run_contents``): the mode's precedence (config > WANDB_MODE > offline), group / job type /
+(``trainer.wandb_run.run_contents``): the mode's precedence (config > WANDB_MODE > offline), group / job type /
 tags, parameter counts in the config, periodic ``eval/*`` figures and sample videos for the teacher, ODE
 init, DMD and RL, and the export as an artifact when ``logger.wandb.log_checkpoints``."""
 
@@ -11,8 +11,8 @@ import pytest
 from hydra_helpers import typed
 from rl_helpers import rl_source
 
-from trackstream.train.metrics import LoggerConfig, MetricLogger, WandbConfig, run_identity
-from trackstream.train.wandb_run import resolve_mode, run_contents
+from trackstream.trainer.metrics import LoggerConfig, MetricLogger, WandbConfig, run_identity
+from trackstream.trainer.wandb_run import resolve_mode, run_contents
 
 WANDB_ON = ["logger=wandb", "logger.progress_bar=false"]
 SAMPLING = ["trainer.sample_every=2", "eval.enabled=true", "eval.periodic_clips=1"]
@@ -86,8 +86,8 @@ def test_mode_precedence_config_then_wandb_mode_then_offline(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_teacher_logs_periodic_figures_sample_videos_and_parameter_counts(tmp_path, monkeypatch):
-    from trackstream.stages.registry import run_stage
-    from trackstream.train.dist import init_runtime, seed_everything
+    from trackstream.train.registry import run_stage
+    from trackstream.trainer.dist import init_runtime, seed_everything
 
     monkeypatch.setenv("WANDB_RUN_GROUP", "recipe-1")
     run_dir = tmp_path / "teacher"
@@ -119,8 +119,8 @@ def source(tmp_path_factory):
 
 
 def _student_stage(tmp_path, run_dir, *overrides, steps: int = 2):
-    from trackstream.stages.registry import run_stage
-    from trackstream.train.dist import init_runtime, seed_everything
+    from trackstream.train.registry import run_stage
+    from trackstream.trainer.dist import init_runtime, seed_everything
 
     cfg = typed(
         tmp_path, "debug=tiny", "data.num_frames=25", *WANDB_ON, *SAMPLING, f"trainer.max_steps={steps}", *overrides
@@ -241,7 +241,7 @@ def test_one_chain_or_pipeline_run_is_one_group(tmp_path, monkeypatch):
 def test_parameter_counts_count_a_shared_tensor_once_overall_and_frozen_networks_as_untrainable():
     import torch
 
-    from trackstream.train.metrics import parameter_counts
+    from trackstream.trainer.metrics import parameter_counts
 
     a, frozen = torch.nn.Linear(3, 4), torch.nn.Linear(4, 2).requires_grad_(False)
     b = torch.nn.Sequential(a, torch.nn.Linear(4, 1))  # holds a's tensors too

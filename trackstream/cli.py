@@ -1,7 +1,7 @@
 """``trackstream``: one command line front over the package's entry points.
 
     trackstream --help                      # every subcommand, one line each
-    trackstream train experiment=tiny_dmd   # = python -m trackstream.stages experiment=tiny_dmd
+    trackstream train experiment=tiny_dmd   # = python -m trackstream.train experiment=tiny_dmd
     trackstream generate --help             # = python -m trackstream.stream.generate --help
 
 Each subcommand runs its module exactly as ``python -m`` does (the same arguments, Hydra or argparse),
@@ -19,8 +19,8 @@ __all__ = ["COMMANDS", "main"]
 # subcommand -> (module run as __main__, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("trackstream.pipeline", "the end-to-end job on the embedded world (make run)"),
-    "train": ("trackstream.stages", "Hydra training app: teacher, codec, ODE init, DMD (experiment=...)"),
-    "pairs": ("trackstream.stages.pairs", "ODE pairs: the teacher's sampling trajectories for ODE init"),
+    "train": ("trackstream.train", "Hydra training app: teacher, codec, ODE init, DMD (experiment=...)"),
+    "pairs": ("trackstream.train.pairs", "ODE pairs: the teacher's sampling trajectories for ODE init"),
     "prepare": ("trackstream.data.prepare", "real videos -> webdataset shards (decord, tracker, text embeddings)"),
     "eval": ("trackstream.eval", "score runs or exports on a benchmark (EPE, PSNR, SSIM, LPIPS, FID, FVD)"),
     "generate": ("trackstream.stream.generate", "stream a video from an image, tracks and a prompt"),

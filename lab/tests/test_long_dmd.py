@@ -17,7 +17,7 @@ from lab.run_pack import entry_object, read_pack
 from trackstream.distill.dmd import DMDConfig
 from trackstream.distill.pair_shards import load_shard
 from trackstream.pipeline.run import DISTILL, FULL
-from trackstream.stages.snapshots import list_snapshots, read_snapshot
+from trackstream.train.snapshots import list_snapshots, read_snapshot
 
 RATIO = UPDATE_RATIO
 
@@ -64,8 +64,8 @@ def _run_dir(src: Path, dest: Path) -> Path:
 
 
 def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
-    from trackstream.stages.registry import run_stage
-    from trackstream.train.dist import init_runtime, seed_everything
+    from trackstream.train.registry import run_stage
+    from trackstream.trainer.dist import init_runtime, seed_everything
 
     cfg = typed(
         tmp_path,
@@ -80,7 +80,7 @@ def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
         f"stage.student={run_dir / 'ode_init/export/student'}",
         f"stage.pairs={run_dir / 'ode_init/ode_pairs'}",
     )
-    seed_everything(cfg.trainer.seed)  # as stages.app.start_run does
+    seed_everything(cfg.trainer.seed)  # as train.app.start_run does
     return run_stage(cfg, init_runtime("single"), run_dir / "dmd")
 
 
@@ -188,7 +188,7 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
     cfg.codec.checkpoint = str(run / "teacher/codec/codec.pt")
     for stage in ("dmd", "teacher"):
         OmegaConf.save(cfg, run / stage / "config.yaml")
-    # the fixture's ODE-init export records no streaming conventions; the stage's would (stages.ode_init)
+    # the fixture's ODE-init export records no streaming conventions; the stage's would (train.ode_init)
     from trackstream.models.streaming import StreamConfig
 
     meta_path = run / "ode_init/export/student/network.json"

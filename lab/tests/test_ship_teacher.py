@@ -41,7 +41,7 @@ def _fake_run(root, *, done=True):
     (run / "eval.json").write_text(json.dumps({"epe_with_tracks": 3.0, "epe_without_tracks": 12.0, "per_sample": {}}))
     (run / "release_run.json").write_text(
         json.dumps(
-            {"command": ["python", "-m", "trackstream.stages", "experiment=x"], "git_commit": "abc", "sessions": []}
+            {"command": ["python", "-m", "trackstream.train", "experiment=x"], "git_commit": "abc", "sessions": []}
         )
     )
     step = run / "checkpoints" / "step_00000020"
@@ -63,7 +63,7 @@ def test_export_writes_a_manifest_that_verifies(tmp_path):
     dest = tmp_path / "asset"
     m = export_teacher(run, dest, floors={"epe_codec_round_trip": 1.0})  # the fake codec cannot run
     assert m["floors"] == {"epe_codec_round_trip": 1.0}
-    assert m["steps"] == 25 and m["git_commit"] == "abc" and m["command"] == "python -m trackstream.stages experiment=x"
+    assert m["steps"] == 25 and m["git_commit"] == "abc" and m["command"] == "python -m trackstream.train experiment=x"
     assert m["seeds"] == {"data.seed": 0, "data.eval_seed": 7, "trainer.seed": 3}
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
     assert m["held_out"] == {"epe_with_tracks": 3.0, "epe_without_tracks": 12.0}
@@ -135,11 +135,11 @@ def test_a_resume_bundle_over_the_file_limit_is_refused_and_the_old_one_kept(tmp
 
 
 def test_a_session_runs_the_recorded_recipe_in_the_given_run_directory(tmp_path):
-    record = {"command": ["python", "-m", "trackstream.stages", "experiment=x", "a=1", "hydra.run.dir=/old/place"]}
+    record = {"command": ["python", "-m", "trackstream.train", "experiment=x", "a=1", "hydra.run.dir=/old/place"]}
     cmd = session_command(record, tmp_path / "new", until=500, threads=2)
     assert cmd[1:] == [
         "-m",
-        "trackstream.stages",
+        "trackstream.train",
         "experiment=x",
         "a=1",
         f"hydra.run.dir={tmp_path / 'new'}",
@@ -148,8 +148,8 @@ def test_a_session_runs_the_recorded_recipe_in_the_given_run_directory(tmp_path)
     ]
     more = ["data.batch_size=2", "trainer.max_steps=3"]  # --set: this session's, after everything else
     assert session_command(record, tmp_path, until=500, threads=2, more=more)[-3:] == ["trainer.num_threads=2", *more]
-    record["command"][2] = "trackstream.train"  # recorded when the application was inside the engine
-    assert session_command(record, tmp_path, until=None, threads=None)[1:3] == ["-m", "trackstream.stages"]
+    record["command"][2] = "trackstream.stages"  # recorded while the application was trackstream.stages
+    assert session_command(record, tmp_path, until=None, threads=None)[1:3] == ["-m", "trackstream.train"]
 
 
 @pytest.mark.slow

@@ -32,11 +32,11 @@ def _run(run_module, tmp_path: Path, name: str, overrides: list[str]) -> Path:
     run = tmp_path / name
     manifest = _manifest()
     cmd = manifest["command"].split()
-    # the manifest records the command as run at its commit (-m train, then -m trackstream.train)
+    # the manifest records the command as run at its commit (-m train, -m trackstream.train, -m trackstream.stages)
     assert cmd[:2] == ["python", "-m"] and cmd[2] in RECORDED_MODULES, manifest["command"]
     args = [a for a in cmd[3:] if not a.startswith("hydra.run.dir=")]
     run_module(
-        "trackstream.stages",
+        "trackstream.train",
         *args,
         *overrides,
         *QUIET,

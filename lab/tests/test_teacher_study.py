@@ -45,7 +45,7 @@ def _fake_run(root, name, *, step_time=2.0, legacy=False):
 def test_command_runs_the_recipe_with_the_shared_schedule(tmp_path):
     cmd = ts.command("4px-2L-25f", tmp_path)
     assert (
-        cmd[1:3] == ["-m", "trackstream.stages"]
+        cmd[1:3] == ["-m", "trackstream.train"]
         and "experiment=tiny_teacher_patch1" in cmd
         and "data.num_frames=25" in cmd
     )

@@ -12,10 +12,10 @@ decoder and discriminator updates.
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
 optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are built and
-prepared as ``stages.ode_init`` and ``stages.dmd`` build them (``prepare_network`` / ``prepare_frozen``, one process:
+prepared as ``train.ode_init`` and ``train.dmd`` build them (``prepare_network`` / ``prepare_frozen``, one process:
 ``parallel.strategy=single``), with random weights (the zero-init head randomised) instead of the
 exported teacher / student, and random inputs of the pair folder's shapes instead of the pairs. What is
-timed is the loop's inner work for one network (trackstream/train/loop.py): ``objective.loss`` under the runtime's
+timed is the loop's inner work for one network (trackstream/trainer/loop.py): ``objective.loss`` under the runtime's
 autocast, backward, and ``TrainedNetwork.step`` (clip, AdamW, schedule, EMA), for one micro-batch of
 ``data.batch_size``; a real loop step accumulates ``trainer.grad_accum`` of them before the optimizer.
 DMD: the critic update (no-grad self-rollout + critic flow matching) and the generator update
@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see trackstream/stages/app.py)
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see trackstream/train/app.py)
 
 import argparse
 import dataclasses
@@ -60,12 +60,12 @@ from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
 from trackstream.models.precision import DTYPES
 from trackstream.models.tracks import latent_frames, sample_track_ids
-from trackstream.stages.dmd import STAGE as DMD
-from trackstream.stages.ode_init import STAGE as ODE_INIT
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.stream.options import add_precision_args, parsed_precision
-from trackstream.train.dist import Runtime, init_runtime, training_allocator
-from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.train.dmd import STAGE as DMD
+from trackstream.train.ode_init import STAGE as ODE_INIT
+from trackstream.trainer.dist import Runtime, init_runtime, training_allocator
+from trackstream.trainer.parallel import prepare_frozen, prepare_network, unwrap
 
 __all__ = ["REAL_CONFIGS", "TINY_CONFIGS", "STAGE_CONFIGS", "compose", "bench_dmd", "bench_ode_init", "main"]
 
@@ -83,7 +83,7 @@ PHASES = ("critic", "generator", "decoder", "discriminator")  # the table's rows
 
 def compose(experiment: str, overrides: list[str] = ()):
     """The validated TrainConfig of ``experiment`` with Hydra ``overrides``."""
-    from trackstream.stages.recipes import compose_recipe
+    from trackstream.train.recipes import compose_recipe
 
     return compose_recipe([f"experiment={experiment}", *overrides])
 

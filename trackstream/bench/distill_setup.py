@@ -15,10 +15,10 @@ from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
-from trackstream.stages.encoders import load_text_encoder
-from trackstream.train.codec import build_codec_module
-from trackstream.train.dist import Runtime
-from trackstream.train.parallel import prepare_frozen, unwrap
+from trackstream.train.encoders import load_text_encoder
+from trackstream.trainer.codec import build_codec_module
+from trackstream.trainer.dist import Runtime
+from trackstream.trainer.parallel import prepare_frozen, unwrap
 
 __all__ = [
     "random_network",
@@ -47,7 +47,7 @@ def timed(fn, *, device: torch.device, repeats: int, warmup: int) -> dict:
 
 
 def updater(objective, net, batch: dict, runtime: Runtime, *, start_step: int = 0):
-    """One update of ``net`` as trackstream/train/loop.py runs it for the last (here: only) micro-batch of a step:
+    """One update of ``net`` as trackstream/trainer/loop.py runs it for the last (here: only) micro-batch of a step:
     ``objective.loss`` under the runtime's autocast, backward, ``TrainedNetwork.step``; loop steps count from
     ``start_step``."""
     step = [start_step]
@@ -115,7 +115,7 @@ def horizon_conditioner(typed, runtime: Runtime) -> Conditioner:
 
 
 def random_conditions(net, typed, shape: dict, device, gen: torch.Generator) -> dict:
-    """Random conditions as ``stages.pair_data.condition_stream`` batches them (before ``prepare_batch``)."""
+    """Random conditions as ``train.pair_data.condition_stream`` batches them (before ``prepare_batch``)."""
     B, T, F, C, h, w, N = (shape[k] for k in "BTFChwN")
     img = {"wan_i2v": 4 + C, "fun_control": C}.get(typed.model.layout, 0)  # the layout's image channels
     batch = {

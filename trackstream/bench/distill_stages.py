@@ -4,7 +4,7 @@ network, one micro-batch of ``data.batch_size``: ``objective.loss`` under autoca
 ``TrainedNetwork.step``).
 
 teacher_forcing / consistency: the student (and consistency's frozen autoregressive teacher) is the recipe's model
-with random weights, prepared as ``stages.causal_student`` prepares it (``grad_sync="manual"``, the recipe's optimizer
+with random weights, prepared as ``train.causal_student`` prepares it (``grad_sync="manual"``, the recipe's optimizer
 and EMA), and the objective is built with the builder's arguments. The batch is what their data yields once encoded
 (``Conditioner.encode``): the clip's latents, layout image channels, text embedding, CLIP tokens, tracks; the
 per-batch encoding of streamed clips (``data.pool_size: null``: the codec and text encoder in ``prepare_batch``)
@@ -12,7 +12,7 @@ is not timed. Consistency's target is the student's EMA (``ema.start_step: 0``),
 no-grad pass each step (``EMA.swapped``: one more fp32 copy of the weights while it runs) after the teacher's
 guided step (its guidance terms batched as one stream), then the student's pass with gradient.
 
-tiny_decoder: the TAEHV codec (random, ``stages.tiny_decoder.build_taehv``), the decoder and the PatchGAN as the
+tiny_decoder: the TAEHV codec (random, ``train.tiny_decoder.build_taehv``), the decoder and the PatchGAN as the
 stage's ``tiny_decoder_networks`` makes them, the frozen full codec (the recipe's, random weights) and LPIPS (random weights
 when ``stage.lpips.weight`` > 0: the weight files are not needed for a timing). The raw batch is clips of the
 recipe's size (``data.num_frames`` x ``data.height`` x ``data.width``); ``prepare_batch`` (the crop and the full
@@ -32,18 +32,18 @@ from trackstream.diffusion.samplers import guidance_terms
 from trackstream.distill.consistency import ConsistencyObjective
 from trackstream.distill.teacher_forcing import TeacherForcingObjective
 from trackstream.distill.tiny_decoder import TinyDecoderObjective
-from trackstream.stages.consistency import STAGE as CONSISTENCY
-from trackstream.stages.teacher_forcing import STAGE as TEACHER_FORCING
-from trackstream.stages.tiny_decoder import STAGE as TINY_DECODER
 from trackstream.stream.chunks import first_chunk_given
-from trackstream.train.dist import Runtime
-from trackstream.train.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.train.consistency import STAGE as CONSISTENCY
+from trackstream.train.teacher_forcing import STAGE as TEACHER_FORCING
+from trackstream.train.tiny_decoder import STAGE as TINY_DECODER
+from trackstream.trainer.dist import Runtime
+from trackstream.trainer.parallel import prepare_frozen, prepare_network, unwrap
 
 __all__ = ["STAGE_BENCHES", "bench_teacher_forcing", "bench_consistency", "bench_tiny_decoder"]
 
 
 def _student(typed, runtime: Runtime, par):
-    """The causal student as ``stages.causal_student.build_causal_student`` prepares it (random weights)."""
+    """The causal student as ``train.causal_student.build_causal_student`` prepares it (random weights)."""
     net, init = random_network(typed, clean_first_frame=first_chunk_given(typed.stage.causal))
     trained = prepare_network(
         runtime,
@@ -134,7 +134,7 @@ def bench_consistency(typed, runtime: Runtime, *, repeats: int, warmup: int, see
 def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
     from trackstream.eval.lpips import LPIPS
     from trackstream.models.codecs import build_codec
-    from trackstream.stages.tiny_decoder import build_taehv, check_layout, check_pair, tiny_decoder_networks
+    from trackstream.train.tiny_decoder import build_taehv, check_layout, check_pair, tiny_decoder_networks
 
     st, device, d = typed.stage, runtime.device, typed.data
     check_layout(typed.parallel.strategy)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from trackstream.bench.plan_model import GPUS, OVERHEAD_GIB, gpu_gib, gpu_peak_tflops
 from trackstream.bench.plan_stages import GIB, Plan, make_plan
-from trackstream.stages.recipes import compose_recipe
-from trackstream.stages.registry import STAGES
+from trackstream.train.recipes import compose_recipe
+from trackstream.train.registry import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "conf" / "experiment"

@@ -9,7 +9,7 @@ on W processes (world = data ranks x sequence_parallel K):
 * single / ddp: fp32 master weights 4P, fp32 gradients 4T (ddp: + 4T of DDP's gradient buckets), AdamW
   8T, EMA 4T; under bf16 autocast the bf16 copies of the trained weights (2T) stay cached from the first
   use to the end of the forward (autocast caches casts of leaves that require grad).
-* fsdp (FSDP2 over all W ranks, ``train/parallel.py``): 4P/W, 4T/W, 8T/W, 4T/W, plus two gathered
+* fsdp (FSDP2 over all W ranks, ``trainer/parallel.py``): 4P/W, 4T/W, 8T/W, 4T/W, plus two gathered
   units in bf16 (the running one and the prefetched one) and one unit's unsharded gradients.
 * deepspeed ZeRO (bf16): bf16 module 2P (/W at stage 3), fp32 master + AdamW 12T (/W from stage 1, on
   the CPU with offload), gradients 2T (/W from stage 2); EMA 4T (unsharded: it shadows the raw module).

@@ -1,26 +1,26 @@
 """What each training stage holds on a GPU, read off its builder, turned into a ``Plan`` (``bench/plan.py``).
 
-* teacher (``stages/teacher.py``): the DiT trained (EMA with ``ema.enabled``); the text encoder,
+* teacher (``train/teacher.py``): the DiT trained (EMA with ``ema.enabled``); the text encoder,
   the codec and (i2v flavors) the CLIP image encoder stay loaded on the device for the whole run.
-* ode_init (``stages/ode_init.py``): the generator trained (``ema``); nothing frozen until
+* ode_init (``train/ode_init.py``): the generator trained (``ema``); nothing frozen until
   the first periodic sample loads the codec, text and image encoders (kept from then on). The ODE pairs
   are a separate job (``trackstream pairs``) that holds a whole frozen teacher per rank.
-* dmd (``stages/dmd.py``): generator (EMA ``stage.generator_ema``) and critic (no EMA) trained, one update at a
+* dmd (``train/dmd.py``): generator (EMA ``stage.generator_ema``) and critic (no EMA) trained, one update at a
   time; the frozen teacher (sharded under fsdp); the text encoder; codec and image encoder when
   ``stage.rollout_horizons`` > 1 or from the first periodic sample. The self-rollout fills the rolling
   KV cache; gradients flow through each chunk's exit step, i.e. one pass over the clip's tokens.
-* teacher_forcing / consistency (``stages/teacher_forcing.py``, ``stages/consistency.py``): the generator trained (``ema``: consistency's
+* teacher_forcing / consistency (``train/teacher_forcing.py``, ``train/consistency.py``): the generator trained (``ema``: consistency's
   target network); the text encoder, codec and (i2v flavors) image encoder loaded for the whole run (the data
   is encoded per batch, as the teacher's); consistency also holds the frozen autoregressive teacher (the
   student's size, sharded under fsdp). Each walks the clip chunk by chunk through a rolling KV cache (clean
   context, no gradient into it); every chunk's graph is kept until the one backward: one pass over the clip.
-* rl (``stages/rl.py``): the policy trained (no LoRA: the stage passes none), the frozen
+* rl (``train/rl.py``): the policy trained (no LoRA: the stage passes none), the frozen
   reference when ``stage.kl_weight`` > 0 (sharded under fsdp), the codec (decodes rollouts for the
   rewards), the aesthetic reward's CLIP ViT-L/14 when weighted; B x G rollouts per micro-batch, all
   differentiated chunk by chunk before one backward.
-* tiny_decoder (``stages/tiny_decoder.py``): the TAEHV decoder and the PatchGAN discriminator trained, the full
+* tiny_decoder (``train/tiny_decoder.py``): the TAEHV decoder and the PatchGAN discriminator trained, the full
   codec and LPIPS frozen; counted on crops (``bench/plan_tiny_decoder.py``).
-What a stage's record (``stages.registry.STAGES``) states is read from it: whether it is planned, whether
+What a stage's record (``train.registry.STAGES``) states is read from it: whether it is planned, whether
 ``model.lora`` applies to it, how it uses the rolling KV cache; what is particular to one stage is keyed by its
 record's name.
 """
@@ -45,14 +45,14 @@ from trackstream.bench.plan_model import (
     trained_bytes,
 )
 from trackstream.models.tracks import latent_frames
-from trackstream.stages.consistency import STAGE as CONSISTENCY
-from trackstream.stages.dmd import STAGE as DMD
-from trackstream.stages.ode_init import STAGE as ODE_INIT
-from trackstream.stages.registry import STAGES
-from trackstream.stages.rl import STAGE as RL
-from trackstream.stages.teacher import STAGE as TEACHER
-from trackstream.stages.teacher_forcing import STAGE as TEACHER_FORCING
-from trackstream.stages.tiny_decoder import STAGE as TINY_DECODER
+from trackstream.train.consistency import STAGE as CONSISTENCY
+from trackstream.train.dmd import STAGE as DMD
+from trackstream.train.ode_init import STAGE as ODE_INIT
+from trackstream.train.registry import STAGES
+from trackstream.train.rl import STAGE as RL
+from trackstream.train.teacher import STAGE as TEACHER
+from trackstream.train.teacher_forcing import STAGE as TEACHER_FORCING
+from trackstream.train.tiny_decoder import STAGE as TINY_DECODER
 
 MEASURED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "h200" / "train.json"
 TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models/text_encoders.py)
@@ -132,7 +132,7 @@ def _refuse(cfg, gpus: int) -> None:
             f"--gpus {gpus} is not a multiple of parallel.sequence_parallel={K} (world = data x K): "
             f"choose --gpus as a multiple of {K}"
         )
-    if par.strategy == "deepspeed" and stage in (DMD.name, RL.name):  # as train/parallel.py refuses it
+    if par.strategy == "deepspeed" and stage in (DMD.name, RL.name):  # as trainer/parallel.py refuses it
         raise ValueError(
             f"parallel.strategy=deepspeed: stage {stage} trains its generator outside its forward, which a "
             "DeepSpeed engine cannot see; use parallel=fsdp, ddp or single"
@@ -204,7 +204,7 @@ def _memory_rows(plan: Plan, nets: list, peak_net, held: list, full: NetFacts, *
 def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = True) -> Plan:
     from trackstream.models.codec_names import codec_spatial_factor
     from trackstream.models.flavors import flavor_config
-    from trackstream.stages.app import derive_grad_accum
+    from trackstream.train.app import derive_grad_accum
 
     par, st, stage = cfg.parallel, cfg.stage, cfg.stage.name
     _refuse(cfg, gpus)
@@ -284,7 +284,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
 
 def _tiny_decoder_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], accum: int, half: bool) -> Plan:
     from trackstream.bench.plan_tiny_decoder import tiny_decoder_plan
-    from trackstream.stages.tiny_decoder import check_layout
+    from trackstream.train.tiny_decoder import check_layout
 
     check_layout(cfg.parallel.strategy)  # the layouts the stage refuses (fsdp, deepspeed), in its words
     st = cfg.stage

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import os
 
-# torch's OpenMP workers spin-wait on each other when cores are shared (see trackstream/stages/app.py)
+# torch's OpenMP workers spin-wait on each other when cores are shared (see trackstream/train/app.py)
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse

@@ -53,7 +53,7 @@ class Setup:
 
 @functools.lru_cache(maxsize=None)
 def _recipe(name: str):
-    from trackstream.stages.recipes import compose_recipe
+    from trackstream.train.recipes import compose_recipe
 
     return compose_recipe([f"experiment={name}"])
 

@@ -38,8 +38,8 @@ import torch
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
 from trackstream.models.flavors import build_wan
 from trackstream.models.wan import WanModel
-from trackstream.stages.recipes import family_facts
 from trackstream.stream.options import add_precision_args, parsed_precision
+from trackstream.train.recipes import family_facts
 
 VAE_STRIDE = {"wan2.2-ti2v-5b": 16}  # pixels per latent cell: Wan 2.2 VAE 16, Wan 2.1 VAE 8 (default)
 # the real flavors' families (conf/family): their pixel size is the default here

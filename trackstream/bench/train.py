@@ -40,10 +40,10 @@ from trackstream.bench.train_setup import random_batch, training_setup
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
-from trackstream.stages.train_config import ScheduleConfig
 from trackstream.stream.options import add_precision_args, parsed_precision
-from trackstream.train.dist import training_allocator
-from trackstream.train.teacher import TeacherConfig
+from trackstream.train.train_config import ScheduleConfig
+from trackstream.trainer.dist import training_allocator
+from trackstream.trainer.teacher import TeacherConfig
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 
@@ -212,7 +212,7 @@ REAL_RECIPES = ("teacher_wan1.3b_480p", "teacher_wan2.2_5b_704p")
 def recipe_config(name: str) -> tuple[ModelConfig, dict]:
     """The recipe's model (random weights: no ``init_from``) and shapes, read from its composed config."""
     from trackstream.models.codec_names import codec_spatial_factor
-    from trackstream.stages.recipes import compose_recipe
+    from trackstream.train.recipes import compose_recipe
 
     typed = compose_recipe([f"experiment={name}"])
     d = typed.data

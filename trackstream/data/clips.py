@@ -4,7 +4,7 @@
   kept as uint8 frames + tracks + captions. The CPU-sized stages use it: rendering a clip costs
   more than a tiny training step, so the codec fit and the teacher revisit a fixed pool, and the
   teacher trains on its latents, each encoded once by the frozen codec on its first use
-  (``stages.encoders.EncodedPool``).
+  (``train.encoders.EncodedPool``).
 * ``PoolStream``: the exactly resumable, rank-aware batch stream over a pool (a fresh
   permutation per epoch, random track subsets keyed by stream coordinates: ``data.batching``'s
   rules), ``state_dict() == {"position": ...}``.

@@ -8,5 +8,5 @@
 * ``distill.horizons``   rollouts past the teacher's horizon, scored in horizon-sized windows;
 * ``distill.rl``         AR-Drag's RL stage: GRPO with one SDE step per chunk (``distill.grpo``: its maths;
                          rewards in ``eval.rewards``).
-The stages that build them from a config are ``stages.ode_init``, ``stages.dmd``, ``stages.teacher_forcing``, ``stages.consistency`` and ``stages.rl``.
+The stages that build them from a config are ``train.ode_init``, ``train.dmd``, ``train.teacher_forcing``, ``train.consistency`` and ``train.rl``.
 """

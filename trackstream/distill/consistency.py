@@ -37,8 +37,8 @@ from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import first_chunk_given, start_cache
-from trackstream.train.objective import Objective, generator_state, load_generator_state
-from trackstream.train.parallel import unwrap
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.parallel import unwrap
 
 __all__ = ["ConsistencyConfig", "ConsistencyObjective"]
 
@@ -48,7 +48,7 @@ class ConsistencyConfig:
     name: str = "consistency"
     # the autoregressive teacher: an exported causal network (a stage=teacher_forcing export); frozen
     teacher: Optional[str] = None
-    student: Optional[str] = None  # the student's starting weights: null = the teacher's (train.weights.load_student)
+    student: Optional[str] = None  # the student's starting weights: null = the teacher's (trainer.weights.load_student)
     teacher_flavor: Optional[str] = None  # the flavor stage.teacher's export must have: null = model.flavor's size
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
     causal: CausalConfig = field(default_factory=CausalConfig)  # the student's chunking at inference
@@ -90,7 +90,7 @@ class ConsistencyObjective(Objective):
         device: torch.device,
         conditioner=None,
     ):
-        """``ema``: the loop's ``train.ema.EMA`` of ``network`` (the target network); ``teacher``: the frozen
+        """``ema``: the loop's ``trainer.ema.EMA`` of ``network`` (the target network); ``teacher``: the frozen
         autoregressive teacher; ``null_text`` [1, L0, E] / ``null_lengths`` [1]: the empty prompt's encoding."""
         if cfg.grid_steps % student_steps:
             raise ValueError(

@@ -60,9 +60,9 @@ from trackstream.stream.chunks import (
     first_chunk_given,
     start_cache,
 )
-from trackstream.train.ema import EMAConfig
-from trackstream.train.objective import Objective, generator_state, load_generator_state
-from trackstream.train.optim import OptimConfig
+from trackstream.trainer.ema import EMAConfig
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.optim import OptimConfig
 
 __all__ = ["DMDConfig", "DMDObjective", "dmd_gradient", "ROLLOUTS"]
 ROLLOUTS = ("self_forcing", "self_rollout")
@@ -78,7 +78,7 @@ class DMDConfig:
     name: str = "dmd"
     teacher: Optional[str] = None  # exported teacher folder: real score (frozen) and critic init
     student: Optional[str] = (
-        None  # generator init: an export folder, or a checkpoint (PATH::entry; train.weights.load_student)
+        None  # generator init: an export folder, or a checkpoint (PATH::entry; trainer.weights.load_student)
     )
     # the critic's starting weights: null = the teacher; "student" = the generator's (stage.student: the
     # student's size, as under a 14B teacher); or an exported folder / Wan checkpoint in the student's network
@@ -106,9 +106,9 @@ class DMDConfig:
     # the rollout spans this many teacher horizons through the rolling cache; the teacher and the critic score
     # it in horizon-sized windows (distill.horizons); 1: the teacher's horizon, the plain DMD
     rollout_horizons: int = 1
-    # generator updates between snapshots of the generator (<run_dir>/snapshots, stages.snapshots); null: none
+    # generator updates between snapshots of the generator (<run_dir>/snapshots, train.snapshots); null: none
     snapshot_every: Optional[int] = None
-    # fields naming files that must exist before the run directory is made (stages.app.check_inputs)
+    # fields naming files that must exist before the run directory is made (train.app.check_inputs)
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student", "pairs")  # and stage.critic when a path (build_dmd)
 
     def __post_init__(self) -> None:
@@ -172,7 +172,7 @@ class DMDObjective(Objective):
     ):
         """``conditioner`` (the teacher's frozen encoders) and ``horizon_latents`` (the teacher's horizon in
         latent frames) cut rollouts longer than the horizon into windows (``stage.rollout_horizons``)."""
-        from trackstream.train.parallel import unwrap
+        from trackstream.trainer.parallel import unwrap
 
         self.generator, self.critic, self.teacher = generator, critic, teacher
         self.student = unwrap(generator)  # the rollout drives the DiT's streaming path directly

@@ -30,8 +30,8 @@ from trackstream.distill.ode_pairs import ODEPairsConfig
 from trackstream.models.block_causal import BlockCausalAttention
 from trackstream.models.causal import CausalConfig
 from trackstream.stream.chunks import first_chunk_given
-from trackstream.train.objective import Objective, generator_state, load_generator_state
-from trackstream.train.parallel import unwrap
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.parallel import unwrap
 
 __all__ = ["ODEInitConfig", "ODEInitObjective", "check_mask_choices", "sample_causal_config", "per_chunk_indices"]
 
@@ -39,14 +39,14 @@ __all__ = ["ODEInitConfig", "ODEInitObjective", "check_mask_choices", "sample_ca
 @dataclass
 class ODEInitConfig:
     name: str = "ode_init"
-    teacher: Optional[str] = None  # exported teacher folder (train.weights.export_network): the pairs' sampler
+    teacher: Optional[str] = None  # exported teacher folder (trainer.weights.export_network): the pairs' sampler
     # the student's starting weights: null = the teacher; an exported folder or a Wan checkpoint / release
-    # folder, in the network of model.flavor (train.weights.load_student): a 14B teacher, a 1.3B student
+    # folder, in the network of model.flavor (trainer.weights.load_student): a 14B teacher, a 1.3B student
     student: Optional[str] = None
     # the flavor stage.teacher's export must have (checked; memory plans read it): null = model.flavor's size
     teacher_flavor: Optional[str] = None
     pairs: Optional[str] = None  # ODE pair folder; null: <run_dir>/ode_pairs, generated from the teacher
-    # fields naming files that must exist before the run directory is made (stages.app.check_inputs); not
+    # fields naming files that must exist before the run directory is made (train.app.check_inputs); not
     # pairs: a folder without pairs yet is filled from the teacher
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
     pool_size: Optional[int] = None  # training clips rendered for pair conditions (null: ode_pairs.num_pairs)

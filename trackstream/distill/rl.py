@@ -49,9 +49,9 @@ from trackstream.stream.chunks import (
     first_chunk_given,
     start_cache,
 )
-from trackstream.train.ema import EMAConfig
-from trackstream.train.objective import Objective, generator_state, load_generator_state
-from trackstream.train.optim import OptimConfig
+from trackstream.trainer.ema import EMAConfig
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.optim import OptimConfig
 
 __all__ = ["RLConfig", "RLObjective", "Rollout"]
 
@@ -133,7 +133,7 @@ class RLObjective(Objective):
         seed: int,
         device: torch.device,
     ):
-        from trackstream.train.parallel import unwrap
+        from trackstream.trainer.parallel import unwrap
 
         if len(sigmas) < 3:
             raise ValueError(

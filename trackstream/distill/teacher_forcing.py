@@ -48,9 +48,9 @@ from trackstream.stream.chunks import (
     first_chunk_given,
     start_cache,
 )
-from trackstream.train.objective import Objective, generator_state, load_generator_state
-from trackstream.train.parallel import unwrap
-from trackstream.train.teacher import mix_text
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.parallel import unwrap
+from trackstream.trainer.teacher import mix_text
 
 __all__ = [
     "TeacherForcingConfig",
@@ -66,7 +66,7 @@ class TeacherForcingConfig:
     name: str = "teacher_forcing"
     teacher: Optional[str] = None  # exported teacher folder: the student's starting weights, codec and encoders
     # the student's starting weights: null = the teacher; an exported folder or a Wan checkpoint / release folder
-    # in the network of model.flavor (train.weights.load_student)
+    # in the network of model.flavor (trainer.weights.load_student)
     student: Optional[str] = None
     teacher_flavor: Optional[str] = None  # the flavor stage.teacher's export must have: null = model.flavor's size
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")

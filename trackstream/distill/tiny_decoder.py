@@ -24,8 +24,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trackstream.train.objective import Objective, generator_state, load_generator_state
-from trackstream.train.optim import OptimConfig
+from trackstream.trainer.objective import Objective, generator_state, load_generator_state
+from trackstream.trainer.optim import OptimConfig
 
 __all__ = [
     "LPIPSLossConfig",
@@ -112,7 +112,7 @@ class TinyDecoderConfig:
     decoder_optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=3.0e-4))
     image_clips: int = 2  # held-out clips decoded into the reconstruction images (trainer.sample_every, the end)
     eval_clips: int = 8  # held-out clips of the final PSNR against the full codec's own decoder
-    INPUT_PATHS: ClassVar[tuple] = ("init",)  # must exist before the run directory is made (stages.app)
+    INPUT_PATHS: ClassVar[tuple] = ("init",)  # must exist before the run directory is made (train.app)
 
     def __post_init__(self) -> None:
         for name, cls in (("lpips", LPIPSLossConfig), ("gan", GANConfig), ("decoder_optim", OptimConfig)):
@@ -140,7 +140,7 @@ class DecoderModel(nn.Module):
 
     def __init__(self, taehv: nn.Module):
         super().__init__()
-        self.taehv = taehv  # not ``module``: train.parallel.unwrap takes a ``module`` attribute for a wrapper
+        self.taehv = taehv  # not ``module``: trainer.parallel.unwrap takes a ``module`` attribute for a wrapper
         taehv.encoder.requires_grad_(False)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
@@ -193,7 +193,7 @@ class TinyDecoderObjective(Objective):
         """``decoder``: the (wrapped) ``DecoderModel``; ``discriminator``: the (wrapped) PatchGAN, None without the
         adversarial term; ``full_codec``: the frozen codec whose ``encode`` makes the latents; ``lpips``: the
         frozen LPIPS net, None when ``lpips.weight`` is 0."""
-        from trackstream.train.parallel import unwrap
+        from trackstream.trainer.parallel import unwrap
 
         if cfg.gan.weight > 0 and discriminator is None:
             raise ValueError("stage.gan.weight > 0 needs the discriminator network")

@@ -117,7 +117,7 @@ class EvalCommandConfig:
     out: str = "outputs/eval"
     fps: int = 16
     save_videos: bool = True
-    # mode None: WANDB_MODE, else offline (train.wandb_run.resolve_mode); group: WANDB_RUN_GROUP when unset
+    # mode None: WANDB_MODE, else offline (trainer.wandb_run.resolve_mode); group: WANDB_RUN_GROUP when unset
     wandb: dict = field(default_factory=lambda: {"enabled": False, "project": "trackstream", "mode": None})
 
     def __post_init__(self) -> None:

@@ -131,7 +131,7 @@ def log_wandb(cfg, summary: dict, out: Path) -> None:
 
     import wandb
 
-    from trackstream.train.wandb_run import resolve_mode
+    from trackstream.trainer.wandb_run import resolve_mode
 
     results = summary["results"]
     wb = wandb.init(

@@ -1,5 +1,5 @@
 """The eval command's Hydra config nodes, made from the dataclasses that define them, so no YAML file restates a
-default (the training app registers its own: ``stages.config.NODES``):
+default (the training app registers its own: ``train.config.NODES``):
 
 * ``sampler/default``: ``diffusion.samplers.SamplerConfig`` (the teacher's sampler), placed at
   ``generate.sampler`` by ``trackstream eval``;

@@ -1,5 +1,5 @@
 """The codecs ``models.codecs.build_codec`` accepts and the facts a config check needs about each, in a
-module of their own so that checking a config (train.codec.CodecConfig, stages.config) does not import the
+module of their own so that checking a config (trainer.codec.CodecConfig, train.config) does not import the
 codecs (and diffusers through them). ``tests/test_codecs.py`` builds every codec and holds it to these facts.
 A codec has one name everywhere: ``codec.name``, ``generate.codec.name``, ``--codec-name`` and the file
 stems of ``conf/codec/`` (``codec=wan2.1-vae``); :func:`codec_name` refuses any other spelling in one line.

@@ -69,7 +69,7 @@ class ModelConfig:
     text_encoder: str = "minilm"  # models.text_encoders.build_text_encoder name (frozen)
     text_encoder_path: str | None = None  # local folder / checkpoint of the text encoder
     overrides: dict = field(default_factory=dict)  # WanModel kwargs (dim, num_layers, text_len, ...)
-    # what to start from (train.weights.initialise): an exported network folder, a Wan checkpoint
+    # what to start from (trainer.weights.initialise): an exported network folder, a Wan checkpoint
     # (official or diffusers; the DiT only), or an entry of a training .pt as PATH::entry
     # (Self-Forcing / CausVid / LongLive: PATH::generator_ema or PATH::generator); docs/checkpoints.md
     init_from: str | None = None
@@ -403,7 +403,7 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
     missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
     if missing:
         raise ValueError(
-            f"{directory} is not an exported network (missing {missing}); see train.weights.export_network"
+            f"{directory} is not an exported network (missing {missing}); see trainer.weights.export_network"
         )
     check_shipped(directory)  # a shipped release folder's files must match its manifest (once per process)
     meta = read_network_json(directory)

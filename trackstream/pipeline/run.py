@@ -6,7 +6,7 @@ shipped teacher (assets/tiny-teacher, sha256-checked) -> a short fine-tune with 
 starts from pretrained Wan weights; the embedded job starts from a teacher trained once for hours of
 CPU (``python -m lab.ship_teacher``, a lab tool), and ``--sizes scratch`` trains that teacher from
 nothing first (its release recipe, hours). Each training stage is the ordinary Hydra app
-(``python -m trackstream.stages experiment=...``) in its own sub-directory of the run directory, so
+(``python -m trackstream.train experiment=...``) in its own sub-directory of the run directory, so
 every stage resumes exactly from its checkpoints when ``make run`` is re-run, and a finished stage
 (``results.json`` with status done) is not run again, nor is the evaluation of the same models, preset and
 code (``stream/figures.json``). The console shows one progress bar per
@@ -33,11 +33,11 @@ import torch
 
 from trackstream.pipeline.presets import FULL, LONG, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, train_stage
-from trackstream.stages.dmd import STAGE as DMD
-from trackstream.stages.ode_init import STAGE as ODE_INIT
-from trackstream.stages.rl import STAGE as RL
-from trackstream.stages.teacher import STAGE as TEACHER
-from trackstream.stages.teacher_record import find_record
+from trackstream.train.dmd import STAGE as DMD
+from trackstream.train.ode_init import STAGE as ODE_INIT
+from trackstream.train.rl import STAGE as RL
+from trackstream.train.teacher import STAGE as TEACHER
+from trackstream.train.teacher_record import find_record
 
 __all__ = [
     "Sizes",

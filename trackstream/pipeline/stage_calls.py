@@ -1,6 +1,6 @@
 """How the pipeline calls a training stage: the stage's Hydra app in a child process (resumed from its
 checkpoints, skipped when done). A stage line names the network it is given and the stage's own choices: the
-stage reads the network's settings from it (``stages.teacher_record``).
+stage reads the network's settings from it (``train.teacher_record``).
 
 ``run`` (make run's stage list) and the lab's chains call stages through it.
 """
@@ -34,7 +34,7 @@ def train_stage(run_dir: Path, name: str, overrides: list[str]) -> dict:
         return json.loads(results.read_text())
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    cmd = [sys.executable, "-m", "trackstream.stages", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
+    cmd = [sys.executable, "-m", "trackstream.train", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
     try:
         run_logged(
             cmd,

@@ -1,6 +1,6 @@
 """Run one training stage as a child process with a readable console: one progress bar.
 
-The child (``python -m trackstream.stages ...``) writes its own logs to ``<stage_dir>/train.log`` and
+The child (``python -m trackstream.train ...``) writes its own logs to ``<stage_dir>/train.log`` and
 ``metrics.jsonl``; its console output goes to ``<stage_dir>/console.log`` and its full command line
 to the pipeline's log, not to the terminal. The terminal shows one bar per stage that follows the
 child's ``metrics.jsonl`` (step of max_steps, loss, time left), and the nested codec fit's when the

@@ -1,4 +1,3 @@
-"""TrackStream's training engine: the one loop and its objective protocol, checkpoints, parallelism
-(DDP / FSDP2 / DeepSpeed / sequence parallel), EMA, optimisers, metrics and W&B, weights in and out,
-and the objectives of the codec and the teacher. The application that builds stages from a config is
-``trackstream.stages``."""
+"""TrackStream's training application: the Hydra entry (``python -m trackstream.train``, ``trackstream train``),
+the root config and each stage's schema, the stage registry and the builders of every stage (codec, teacher,
+ODE pairs, ODE init, DMD, RL) with their periodic sampling hooks. The engine they run on is ``trackstream.trainer``."""

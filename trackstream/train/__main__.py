@@ -1,9 +1,6 @@
-"""``python -m trackstream.train`` moved: the training application is ``python -m trackstream.stages``."""
+"""``python -m trackstream.train experiment=NAME key=value ...`` (see trackstream/train/app.py)."""
 
-import sys
+from trackstream.train.app import main
 
 if __name__ == "__main__":
-    sys.exit(
-        "python -m trackstream.train is the training engine, not a command: run "
-        "`python -m trackstream.stages " + " ".join(sys.argv[1:]) + "` (or `trackstream train ...`)"
-    )
+    main()

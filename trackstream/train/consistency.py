@@ -1,0 +1,60 @@
+"""``stage=consistency``: the student starts as the autoregressive teacher (``stage.teacher``: a teacher-forcing
+export) and is distilled from it on the teacher's own data (``distill.consistency``); the frozen teacher runs
+through its own cache. train/causal_student.py holds what it shares with ``stage=teacher_forcing``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trackstream.data.batching import derive_seed
+from trackstream.distill.consistency import ConsistencyConfig, ConsistencyObjective
+from trackstream.train.causal_student import build_causal_student
+from trackstream.train.exports import NetworkExport
+from trackstream.train.plan import StagePlan
+from trackstream.train.stage import Stage
+from trackstream.trainer.dist import Runtime
+from trackstream.trainer.parallel import unwrap
+from trackstream.trainer.weights import load_frozen
+
+if TYPE_CHECKING:
+    from trackstream.train.train_config import TrainConfig
+
+__all__ = ["STAGE", "build_consistency"]
+
+
+def build_consistency(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: ConsistencyConfig = cfg.stage
+    export = NetworkExport(st.teacher)
+    export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
+    if export.conventions.streaming is None:
+        raise ValueError(
+            f"stage.teacher={export.dir} is a bidirectional network: causal consistency distillation needs an "
+            "autoregressive teacher, the export of a stage=teacher_forcing run (its export/student)"
+        )
+
+    def objective_of(trained, conditioner):
+        # loaded after the student (the order of loads and of the random stream the stage has always had)
+        teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
+        objective = ConsistencyObjective(
+            trained.module,
+            teacher,
+            trained.ema,
+            cfg=st,
+            shift=cfg.schedule.shift,
+            student_steps=cfg.schedule.student_steps,
+            null_text=conditioner.null_text,
+            null_lengths=conditioner.null_lengths,
+            embed_dim=unwrap(trained.module).track_embed_dim,
+            height=cfg.data.height,
+            width=cfg.data.width,
+            seed=derive_seed(cfg.trainer.seed, "consistency", runtime.data_rank) % 2**62,
+            device=runtime.device,
+            conditioner=conditioner,
+        )
+        return objective, {"teacher": teacher}
+
+    return build_causal_student(cfg, runtime, run_dir, export, objective_of)
+
+
+STAGE = Stage(ConsistencyConfig.name, ConsistencyConfig, build_consistency, cache="walk")

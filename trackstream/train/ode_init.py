@@ -1,0 +1,108 @@
+"""``stage=ode_init``: the causal student's first start, regressing the frozen teacher's ODE pairs.
+
+The frozen teacher (an exported network folder, ``stage.teacher``) makes the ODE pairs if ``stage.pairs`` has
+none yet (``train.pair_data.obtain_ode_pairs``); the student starts as a copy of the teacher (or
+``stage.student``) and regresses the pairs (``ODEInitObjective``) on the one step grid ``cfg.schedule``;
+``finish`` exports it (EMA weights) to ``<run_dir>/export/student``. With ``trainer.sample_every`` (and
+``eval.enabled``) the student streams a few held-out clips periodically (train/periodic.py). Per-sample random
+draws are keyed by the global sample id, so a global batch gives the same losses on any number of processes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trackstream.data.batching import derive_seed
+from trackstream.diffusion.schedule import sampling_sigmas
+from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
+from trackstream.distill.pair_shards import PairSet
+from trackstream.train.encoders import load_text_encoder
+from trackstream.train.exports import NetworkExport
+from trackstream.train.pair_data import CONDITION_KEYS, condition_stream, obtain_ode_pairs
+from trackstream.train.periodic import sampling_clips, with_student_samples
+from trackstream.train.plan import StagePlan, trained_network
+from trackstream.train.stage import Stage
+from trackstream.trainer.dist import Runtime
+from trackstream.trainer.loop import TrainResult
+from trackstream.trainer.parallel import unwrap
+from trackstream.trainer.weights import load_student
+
+if TYPE_CHECKING:
+    from trackstream.train.train_config import TrainConfig
+
+__all__ = ["STAGE", "build_ode_init"]
+
+
+def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: ODEInitConfig = cfg.stage
+    export = NetworkExport(st.teacher)
+    export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
+    # before the pairs: a missing held-out set fails first
+    heldout = sampling_clips(
+        cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
+    )
+    t0 = time.perf_counter()
+    pairs_dir = obtain_ode_pairs(
+        st,
+        runtime,
+        Path(st.pairs) if st.pairs else run_dir / "ode_pairs",
+        model=cfg.model,
+        codec=cfg.codec,
+        data=cfg.data,
+        schedule=cfg.schedule,
+    )
+    pairs_seconds = round(time.perf_counter() - t0, 2)
+    K = cfg.schedule.student_steps
+    pairs = PairSet(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
+    # the student starts as the teacher (causal attention from here on), or as stage.student (another size)
+    student, student_model = load_student(st.student, export.dir, model=cfg.model)
+    trained = trained_network(
+        cfg.parallel,
+        runtime,
+        "generator",
+        student,
+        optim=cfg.optim,
+        ema=cfg.ema,
+        total_steps=cfg.trainer.max_steps,
+        lora=cfg.model.lora,
+    )
+    objective = ODEInitObjective(
+        trained.module,
+        cfg=st,
+        sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
+        embed_dim=unwrap(trained.module).track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        seed=derive_seed(cfg.trainer.seed, "ode_init") % 2**62,
+        device=runtime.device,
+    )
+    data = condition_stream(cfg.data, runtime, pairs, CONDITION_KEYS + ("trajectory",), causal=st.causal, horizons=1)
+    stream = cfg.schedule.streaming(st.causal)
+
+    def finish(result: TrainResult, logger=None) -> dict:
+        return {
+            "export": str(export.export_student(trained, run_dir, runtime, stream, model=student_model)),
+            "pairs": str(pairs_dir),
+            "num_pairs": len(pairs),
+            "pairs_seconds": pairs_seconds,
+        }
+
+    return with_student_samples(
+        StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish),
+        heldout,
+        runtime,
+        run_dir,
+        every=cfg.trainer.sample_every,
+        stream=stream,
+        eval_cfg=cfg.eval,
+        fps=cfg.data.fps,
+        sharded=cfg.parallel.strategy == "fsdp",
+        model=student_model,
+        codec_fn=lambda: export.codec(cfg.codec, runtime),
+        text_encoder_fn=lambda: load_text_encoder(cfg.model, runtime),
+    )
+
+
+STAGE = Stage(ODEInitConfig.name, ODEInitConfig, build_ode_init, sequence_parallel=True)

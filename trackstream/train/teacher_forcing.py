@@ -1,0 +1,49 @@
+"""``stage=teacher_forcing``: the student starts as the teacher export (``stage.teacher``; or ``stage.student``)
+and is trained on the teacher's own data with the flow-matching loss on clean context
+(``distill.teacher_forcing``); train/causal_student.py holds what it shares with ``stage=consistency``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from trackstream.data.batching import derive_seed
+from trackstream.distill.teacher_forcing import TeacherForcingConfig, TeacherForcingObjective
+from trackstream.train.causal_student import build_causal_student
+from trackstream.train.exports import NetworkExport
+from trackstream.train.plan import StagePlan
+from trackstream.train.stage import Stage
+from trackstream.trainer.dist import Runtime
+from trackstream.trainer.parallel import unwrap
+
+if TYPE_CHECKING:
+    from trackstream.train.train_config import TrainConfig
+
+__all__ = ["STAGE", "build_teacher_forcing"]
+
+
+def build_teacher_forcing(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
+    st: TeacherForcingConfig = cfg.stage
+    export = NetworkExport(st.teacher)
+    export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
+
+    def objective_of(trained, conditioner):
+        objective = TeacherForcingObjective(
+            trained.module,
+            cfg=st,
+            shift=cfg.schedule.shift,
+            embed_dim=unwrap(trained.module).track_embed_dim,
+            height=cfg.data.height,
+            width=cfg.data.width,
+            seed=derive_seed(cfg.trainer.seed, "teacher_forcing", runtime.data_rank) % 2**62,
+            device=runtime.device,
+            conditioner=conditioner,
+            null_text=conditioner.null_text,
+            null_lengths=conditioner.null_lengths,
+        )
+        return objective, {}
+
+    return build_causal_student(cfg, runtime, run_dir, export, objective_of)
+
+
+STAGE = Stage(TeacherForcingConfig.name, TeacherForcingConfig, build_teacher_forcing, cache="walk")

@@ -1,0 +1,261 @@
+"""A stage given a network reads that network's settings from what was recorded with it.
+
+The network a stage is given: ``stage.teacher`` (a distillation's teacher), else ``stage.student`` (RL's policy),
+else ``model.init_from`` (a fine-tune's start). Whichever of its folders the user points at, ``find_record``
+finds the export, the config recorded with it and the codec of its latent space:
+  * a run directory      ``<run>/config.yaml``, ``<run>/export/<name>/network.json``, the codec it fitted
+                         (``<run>/codec/codec.pt``), else the one its config names, else its teacher's;
+  * an export folder     ``<run>/export/<name>`` (the run around it, as above), or ``<release>/<name>``;
+  * a release folder     ``<release>/config.yaml``, ``<release>/<name>/network.json``, ``<release>/codec.pt``
+                         (``assets/tiny-teacher``).
+What the stage takes (``TeacherSettings``): the network's architecture, text encoder and track channels and
+splatting (network.json), its trainable codec (file, name, options), and the world, frame size, fps, track
+grid, number of tracks and noise shift it was trained on (the recorded config). ``apply_settings`` puts them
+into the stage's composed config where the command line did not set them, and refuses a command-line value
+that contradicts them in one line, before any work. A fine-tune (``model.init_from``) trains its network
+further and may move it to other data: only its network and codec bind it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import filecmp
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from trackstream.data.synthetic import SyntheticWorld
+from trackstream.models.flavors import flavor_config
+from trackstream.models.formats.checkpoint import split_subkey
+from trackstream.models.motion_wan import ModelConfig, read_network_json
+from trackstream.trainer.codec import TRAINABLE
+
+__all__ = ["Record", "TeacherSettings", "Applied", "find_record", "apply_settings", "SOURCES", "DATA_KEYS"]
+
+# the fields that give a stage its network, first set first; True: the data settings bind too
+SOURCES = (("stage.teacher", True), ("stage.student", True), ("model.init_from", False))
+NETWORK_FIELDS = ("stage.teacher", "stage.student", "model.init_from")  # pointed at a folder: its network's
+DATA_KEYS = (
+    "data.world",
+    "data.height",
+    "data.width",
+    "data.fps",
+    "data.grid_size",
+    "data.num_tracks",
+    "schedule.shift",
+)
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class Record:
+    """An exported network and what was recorded with it."""
+
+    network: Path  # the export folder (network.json)
+    config: dict | None  # the resolved config of the run that made it (or the release's)
+    config_path: Path | None
+    codec: Path | None  # the trainable codec of its latent space, where one is found
+
+
+def find_record(spec: str | None, field: str, _depth: int = 0) -> Record | None:
+    """The record of the network ``spec`` names (a run directory, an export folder or a release folder); None
+    for anything else (a Wan checkpoint, ``PATH::entry``, a path that does not exist: the stage says why)."""
+    if not spec or split_subkey(str(spec))[1] is not None or not Path(spec).is_dir():
+        return None
+    folder = Path(spec)
+    network = folder if (folder / "network.json").is_file() else _network_in(folder, field, spec)
+    if network is None:
+        return None
+    in_run = network.parent.name == "export"
+    home = network.parents[1] if in_run else network.parent
+    config_path = home / "config.yaml" if (home / "config.yaml").is_file() else None
+    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True) if config_path else None
+    fitted = home / "codec" / "codec.pt" if in_run else home / "codec.pt"
+    codec = fitted if fitted.is_file() else _named_codec(config, field, _depth)
+    return Record(network=network, config=config, config_path=config_path, codec=codec)
+
+
+def _network_in(folder: Path, field: str, spec: str) -> Path | None:
+    """The one export in a run directory (``export/<name>``) or a release folder (``<name>``)."""
+    found = sorted({p.parent for p in (*folder.glob("export/*/network.json"), *folder.glob("*/network.json"))})
+    if len(found) > 1:
+        names = ", ".join(str(p.relative_to(folder)) for p in found)
+        raise ValueError(f"{field}={spec} holds {len(found)} networks ({names}): name one, e.g. {field}={found[0]}")
+    return found[0] if found else None
+
+
+def _named_codec(config: dict | None, field: str, depth: int) -> Path | None:
+    """The codec file a recorded config names, else its own teacher's (a student works in its latent space)."""
+    if not config:
+        return None
+    named = (config.get("codec") or {}).get("checkpoint")
+    if named and Path(named).is_file():
+        return Path(named)
+    teacher = (config.get("stage") or {}).get("teacher")
+    if teacher and depth < 8:
+        found = find_record(teacher, field, depth + 1)
+        return found.codec if found else None
+    return None
+
+
+@dataclass(frozen=True)
+class TeacherSettings:
+    """What a stage given a network takes from its record."""
+
+    model: ModelConfig  # network.json's
+    codec_name: str | None = None  # the recorded config's codec (None: no config recorded)
+    codec_options: dict = dataclasses.field(default_factory=dict)
+    codec_checkpoint: str | None = None  # the record's codec file
+    data: dict = dataclasses.field(default_factory=dict)  # DATA_KEYS the recorded config has -> their values
+
+    @classmethod
+    def of(cls, record: Record) -> "TeacherSettings":
+        run = record.config or {}
+        codec = run.get("codec") or {}
+        recorded = {k: OmegaConf.select(OmegaConf.create(run), k, default=_UNSET) for k in DATA_KEYS}
+        return cls(
+            model=ModelConfig(**read_network_json(record.network)["model"]),
+            codec_name=codec.get("name"),
+            codec_options=dict(codec.get("options") or {}),
+            codec_checkpoint=str(record.codec) if record.codec else None,
+            data={k: _plain(v) for k, v in recorded.items() if v is not _UNSET},
+        )
+
+    def values(self, flavor: str, codec_name: str) -> dict[str, Any]:
+        """Config key -> value, for a stage whose network is of ``flavor`` and whose codec is ``codec_name``.
+        A stage of another flavor trains a network of another size (a 14B teacher's 1.3B student): its DiT
+        settings are its own. A pretrained codec is the recipe's, at the user's path (its name fixes the
+        latent space); a trainable one's latent space is its file."""
+        m = self.model
+        out = {"model.text_encoder": m.text_encoder, "model.track_channels": m.track_channels}
+        out["model.track_splat"] = m.track_splat
+        if flavor == m.flavor:
+            out["model.overrides"] = dict(m.overrides)
+        if (self.codec_name or codec_name) in TRAINABLE:
+            if self.codec_name:
+                out |= {"codec.name": self.codec_name, "codec.options": dict(self.codec_options)}
+            if self.codec_checkpoint:
+                out["codec.checkpoint"] = self.codec_checkpoint
+        return out | self.data
+
+    def at(self, key: str, path: tuple[str, ...]) -> Any:
+        """The network's value at ``key`` + ``path`` (a sub-key of a dict setting), defaults included."""
+        if key == "model.overrides":
+            value = flavor_config(self.model.flavor, **self.model.overrides)
+        elif key == "data.world":
+            value = {**_world_defaults(), **(self.data.get(key) or {})}
+        else:
+            value = self.values(self.model.flavor, self.codec_name or "")[key]
+        for part in path:
+            value = value.get(part) if isinstance(value, dict) else None
+        return value
+
+
+def _world_defaults() -> dict:
+    fixed = {"height", "width", "num_frames", "fps", "grid_size"}
+    return {k: v for k, v in dataclasses.asdict(SyntheticWorld()).items() if k not in fixed}
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What ``apply_settings`` did: the field and record it read, and the keys whose value changed."""
+
+    field: str
+    spec: str
+    record: Record
+    changed: tuple[str, ...]
+
+    def describe(self) -> str:
+        where = self.record.config_path or self.record.network / "network.json"
+        changed = ", ".join(self.changed) or "nothing"
+        return f"{self.field}={self.spec}: settings read from {where} (changed: {changed})"
+
+
+def apply_settings(cfg: DictConfig, explicit: Mapping[str, str]) -> Applied | None:
+    """Put the settings of the network the stage is given into ``cfg`` (in place), where the command line did
+    not set them; ``explicit``: config key -> the command-line override that set it. A network field pointed at a
+    run or release folder is set to its export. An override that contradicts the network is a one-line
+    ValueError naming it, the network and the fix. None when the stage is given no recorded network."""
+    records = {}
+    for name in NETWORK_FIELDS:
+        spec = OmegaConf.select(cfg, name, default=None)
+        found = find_record(spec, name)
+        if found is not None:
+            records[name] = (str(spec), found)
+            OmegaConf.update(cfg, name, str(found.network))
+    source = next(((n, binds) for n, binds in SOURCES if OmegaConf.select(cfg, n, default=None)), None)
+    if source is None or source[0] not in records:
+        return None
+    field, binds_data = source
+    spec, record = records[field]
+    settings = TeacherSettings.of(record)
+    changed = []
+    for key, value in settings.values(cfg.model.flavor, cfg.codec.name).items():
+        touching = {k: line for k, line in explicit.items() if _within(k, key) or _within(key, k)}
+        if touching and key in DATA_KEYS and not binds_data:  # the fine-tune's own data
+            _fill_around(cfg, key, value, touching)
+            continue
+        for k, line in touching.items():
+            _refuse_contradiction(cfg, settings, key, k, line, given_as=f"{field}={spec}", record=record)
+        before = _plain(OmegaConf.select(cfg, key, default=None))
+        OmegaConf.update(cfg, key, value, merge=False)
+        if before != _plain(value):
+            changed.append(key)
+    return Applied(field=field, spec=spec, record=record, changed=tuple(changed))
+
+
+def _within(key: str, parent: str) -> bool:
+    return key == parent or key.startswith(parent + ".")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (DictConfig, ListConfig)):
+        value = OmegaConf.to_container(value, resolve=True)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def _fill_around(cfg: DictConfig, key: str, value: Any, touching: Mapping[str, str]) -> None:
+    """``key`` set to the network's ``value`` but for the sub-keys the command line set (kept)."""
+    if any(_within(key, k) for k in touching):  # the line set it whole
+        return
+    kept = {k: _plain(OmegaConf.select(cfg, k, default=None)) for k in touching}
+    OmegaConf.update(cfg, key, value, merge=False)
+    for k, v in kept.items():
+        OmegaConf.update(cfg, k, v, force_add=True)
+
+
+def _refuse_contradiction(
+    cfg: DictConfig, settings: TeacherSettings, key: str, k: str, line: str, *, given_as: str, record: Record
+) -> None:
+    """A ValueError when the override ``line`` (which set ``k``, within or above ``key``) gives ``key`` another
+    value than the network ``given_as`` (``stage.teacher=...``) has."""
+    at = k if _within(k, key) else key
+    path = tuple(at[len(key) + 1 :].split(".")) if at != key else ()
+    given = _plain(OmegaConf.select(cfg, at, default=None))
+    if key == "model.overrides" and not path:
+        same = flavor_config(settings.model.flavor, **(given or {})) == settings.at(key, ())
+    elif key == "codec.checkpoint":
+        same = given is not None and _same_file(str(given), settings.codec_checkpoint)
+    else:
+        same = _plain(given) == _plain(settings.at(key, path))
+    if not same:
+        field = given_as.split("=", 1)[0]
+        source = record.codec if key == "codec.checkpoint" else record.config_path
+        if key.startswith("model."):
+            source = record.network / "network.json"
+        raise ValueError(
+            f"{line} contradicts {given_as}, made with {at}={settings.at(key, path)!r} ({source}): drop "
+            f"{line} (the stage reads {at} from {field}) or give {field} a network made with it"
+        )
+
+
+def _same_file(a: str, b: str | None) -> bool:
+    if b is None or not Path(a).is_file():
+        return False
+    return Path(a).resolve() == Path(b).resolve() or filecmp.cmp(a, b, shallow=False)
