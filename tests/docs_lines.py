@@ -147,8 +147,8 @@ WANTRACK_BUNDLES = tuple(documented_line("docs/wantrack.md", f"--role {role}") f
 ELSEWHERE = {
     **dict.fromkeys(WANTRACK_BUNDLES, "tests/test_wantrack.py"),
     **dict.fromkeys(REAL_FOOTAGE, "tests/test_real_footage.py"),
-    PREPARE_TINY: "tests/test_prepare_real.py",
-    TRAIN_ON_SHARDS: "tests/test_prepare_real.py",
+    PREPARE_TINY: "tests/test_real_footage.py",
+    TRAIN_ON_SHARDS: "tests/test_real_footage.py",
     TINY_DECODER: "tests/test_tiny_decoder.py",
     DRAG_EXAMPLE: "tests/test_drag_cli.py",
     SMOKE: "tests/test_docs_run.py",  # in RUN: the page's override example, this line with one more word

@@ -8,14 +8,10 @@ checked by eye) and carphone_pristine.mp4 (176x144, one shot)."""
 import importlib.util
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
 import webdataset as wds
-import yaml
-from docs_lines import PREPARE_TINY, TRAIN_ON_SHARDS
-from test_docs_run import reader_folder, run_documented
 
 from trackstream.data.clips import DataConfig
 from trackstream.data.loader import ShardStream
@@ -126,25 +122,3 @@ def test_a_batch_larger_than_the_shards_names_the_size_that_fits(tmp_path):
     run_prepare(_cfg(tmp_path, tmp_path / "out"), tracker={"name": "lk"})
     with pytest.raises(ValueError, match=r"larger than the 2 samples .* set data.batch_size=2 or lower"):
         ShardStream(str(tmp_path / "out"), batch_size=8)
-
-
-@pytest.mark.slow
-@needs_clips
-def test_the_documented_tiny_shards_line_prepares_real_clips_the_teacher_trains_on(tmp_path):
-    """docs/recipes.md's two lines as written, from a folder clips/ of the two real videos: prepare at preset=tiny
-    (the shipped networks' 64x64, 25 frames), then one step of the shipped teacher's fine-tune on those shards."""
-    folder = reader_folder(tmp_path / "reader")
-    (folder / "clips").mkdir()
-    for path in _clips():
-        shutil.copy(path, folder / "clips")
-    run_documented(PREPARE_TINY, folder, "progress=false")
-    report = json.loads((folder / "shards-64" / "report.json").read_text())
-    assert report["num_samples"] == 2 and report["uncaptioned"] == 2 and report["split_at_cut"] == 1
-    meta = _samples(folder / "shards-64")["bikes.mp4"][1]
-    assert (meta["height"], meta["width"], meta["num_frames"], meta["grid_size"]) == (64, 64, 25, 16)
-    run = tmp_path / "run"
-    shrink = ("trainer.max_steps=1", "trainer.num_threads=1", "logger.progress_bar=false", f"hydra.run.dir={run}")
-    run_documented(TRAIN_ON_SHARDS, folder, *shrink)
-    ran = yaml.safe_load((run / "config.yaml").read_text())
-    assert ran["data"]["source"] == "shards" and ran["data"]["shards"] == "shards-64"
-    assert (run / "export" / "teacher").is_dir() and json.loads((run / "results.json").read_text())
