@@ -159,7 +159,7 @@ def recipe(request, tmp_path_factory, run_module, srun) -> dict:
 
 
 @pytest.mark.multiproc
-def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_path, launch):
+def test_every_stage_of_a_real_recipe_runs_under_fsdp(recipe, tmp_path, launch):
     data_dir, (H, W), C, T = recipe["data_dir"], recipe["size"], recipe["channels"], recipe["frames"]
     F = latent_frames(T)
     common = [
@@ -178,8 +178,9 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
 
     def documented(run: str, *shrink: str, tasks: int = procs) -> None:
         """The 1.3B's stage ``run``: its line in recipes.md / rl.md verbatim, as the ``tasks`` of a Slurm step
-        (two; one for the fine-tune and the second and third DMD runs, whose stages the chain already runs on two
-        and tests/test_lora.py under FSDP with LoRA), ``shrink`` after the line's own overrides."""
+        (two for the chain: teacher, pairs, ODE init, DMD, RL; one for the fine-tune, the starts without pairs and
+        the second and third DMD runs: the same loop, parallel wrapping and checkpoints the chain runs on two, and
+        tests/test_lora.py under FSDP with LoRA), ``shrink`` after the line's own overrides."""
         run_documented(REAL_CHAIN[run], tmp_path, *shrink, variables=shell, procs=tasks)
 
     def stage(run: str, module: str, wiring: list, *shrink: str) -> None:
@@ -246,9 +247,9 @@ def test_every_stage_of_a_real_recipe_runs_on_two_fsdp_processes(recipe, tmp_pat
 
     if first:  # the starts without ODE pairs: teacher forcing, consistency from it, DMD on the data's conditions
         tf, cd = tmp_path / "teacher_forcing", tmp_path / "consistency"
-        documented("teacher_forcing", *common)
-        assert "stage teacher_forcing | fsdp x 2 (cpu:0, bf16)" in (tf / "train.log").read_text()
-        documented("consistency", *common)
+        documented("teacher_forcing", *common, tasks=1)
+        assert "stage teacher_forcing | fsdp x 1 (cpu:0, bf16)" in (tf / "train.log").read_text()
+        documented("consistency", *common, tasks=1)
         rows = [json.loads(x) for x in (cd / "metrics.jsonl").read_text().splitlines()]
         assert [r["step"] for r in rows if "train/cd/mse" in r] == [1]
         assert all(np.isfinite(r["train/cd/mse"]) for r in rows if "train/cd/mse" in r)
