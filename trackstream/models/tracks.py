@@ -87,6 +87,19 @@ def _check_tracks(tracks: torch.Tensor, visibility: torch.Tensor) -> None:
         raise ValueError(f"visibility must be [B, T, N] = {tuple(tracks.shape[:3])}, got {tuple(visibility.shape)}")
 
 
+def _grid_inputs(tracks, visibility, embeddings, height: int, width: int, s: int):
+    """The checked inputs of a track map: B, T, N, the latent grid h x w and the embeddings as [B, N, D]."""
+    _check_tracks(tracks, visibility)
+    if height % s or width % s:
+        raise ValueError(f"height={height}, width={width} must be multiples of spatial_factor={s}")
+    B, T, N, _ = tracks.shape
+    if embeddings.ndim == 2:
+        embeddings = embeddings.unsqueeze(0).expand(B, -1, -1)
+    if embeddings.shape[:2] != (B, N):
+        raise ValueError(f"embeddings must be [B, N, D] = [{B}, {N}, D], got {tuple(embeddings.shape)}")
+    return B, T, N, height // s, width // s, embeddings
+
+
 def sample_track_ids(
     batch: int,
     num_tracks: int,
@@ -150,17 +163,9 @@ def rasterize_tracks(
     ``splat="bilinear"`` (``SPLATS``) writes phi_n into the 4 cells around the point, weighted by its
     sub-cell position (weights sum to 1 per point); ``"nearest"`` is eq. 1 as written.
     """
-    _check_tracks(tracks, visibility)
     check_splat(splat, field="splat")
     s = spatial_factor
-    if height % s or width % s:
-        raise ValueError(f"height={height}, width={width} must be multiples of spatial_factor={s}")
-    B, T, N, _ = tracks.shape
-    h, w = height // s, width // s
-    if embeddings.ndim == 2:
-        embeddings = embeddings.unsqueeze(0).expand(B, -1, -1)
-    if embeddings.shape[:2] != (B, N):
-        raise ValueError(f"embeddings must be [B, N, D] = [{B}, {N}, D], got {tuple(embeddings.shape)}")
+    B, T, N, h, w, embeddings = _grid_inputs(tracks, visibility, embeddings, height, width, s)
     D = embeddings.shape[-1]
     # One extra "dump" row receives every point that writes nothing (invisible, out of frame,
     # NaN): no data-dependent nonzero()/any(), so no host sync on GPU and a fixed-size scatter.
@@ -221,16 +226,7 @@ def rasterize_tracks_fastvideo(
     full-image convention of their inference), clamped to [0, 1], rounded (half to even) onto the h x w
     latent grid scaled by (w - 1) / (h - 1); every point writes visibility * phi_n (float weight, summed on
     collisions), out-of-frame points on the border cell."""
-    _check_tracks(tracks, visibility)
-    s = spatial_factor
-    if height % s or width % s:
-        raise ValueError(f"height={height}, width={width} must be multiples of spatial_factor={s}")
-    B, T, N, _ = tracks.shape
-    h, w = height // s, width // s
-    if embeddings.ndim == 2:
-        embeddings = embeddings.unsqueeze(0).expand(B, -1, -1)
-    if embeddings.shape[:2] != (B, N):
-        raise ValueError(f"embeddings must be [B, N, D] = [{B}, {N}, D], got {tuple(embeddings.shape)}")
+    B, T, N, h, w, embeddings = _grid_inputs(tracks, visibility, embeddings, height, width, spatial_factor)
     D = embeddings.shape[-1]
     xn, yn = tracks[..., 0].float() / width, tracks[..., 1].float() / height
     cx = torch.round(xn.clamp(0, 1) * (w - 1)).long()
