@@ -65,6 +65,7 @@ if TYPE_CHECKING:  # for the annotations only: the buffered step is optional
 
 
 __all__ = [
+    "ROPE_POLICIES",
     "CausalConfig",
     "ChunkKV",
     "KVCache",
@@ -77,6 +78,8 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- config
+
+ROPE_POLICIES = ("relativistic", "absolute")
 
 
 @dataclass  # not frozen: a Hydra schema node (stage.causal) must stay writable
@@ -91,6 +94,17 @@ class CausalConfig:
     window_chunks: Optional[int] = 1
     # 1: chunk 0 is the given first-frame latent alone; None (or chunk_frames): chunk 0 is sampled like the others
     first_chunk_frames: Optional[int] = 1
+    # a window counted in latent frames instead of chunks: the newest window_frames non-sink frames before the
+    # current chunk stay visible (the oldest chunk partly evicted); needs window_chunks=None. FastVideo's
+    # local_attn_size L (sink and current block included) is window_frames = L - sink frames - chunk_frames.
+    window_frames: Optional[int] = None
+    # with first_chunk_frames=1: chunk 0 (one latent) is sampled from noise like the others, the image entering
+    # through the conditioning channels only (FastVideo's blocks [1] + [C] x k) instead of being given
+    first_chunk_sampled: bool = False
+    # RoPE of the cached keys: "relativistic" ropes every key by its slot in the cache layout
+    # [sink][window][current] from 0 (keys cached un-roped; positions stay bounded); "absolute" by its
+    # latent frame index in the video (FastVideo's rope_cache_policy, both values)
+    rope: str = "relativistic"
 
     def __post_init__(self):
         def check(name, value, lo, allow_none):
@@ -109,13 +123,47 @@ class CausalConfig:
                 f"CausalConfig.first_chunk_frames={self.first_chunk_frames}: use 1 (chunk 0 = the given first-frame latent) or "
                 f"null (chunk 0 sampled like the others, {self.chunk_frames} latents, the image in the channels)"
             )
+        check("window_frames", self.window_frames, 0, True)
+        if self.window_frames is not None and self.window_chunks is not None:
+            raise ValueError(
+                f"CausalConfig.window_frames={self.window_frames} with window_chunks={self.window_chunks}: a window is "
+                "counted in chunks or in frames; set window_chunks=null"
+            )
+        if not isinstance(self.first_chunk_sampled, bool):
+            raise ValueError(f"CausalConfig.first_chunk_sampled={self.first_chunk_sampled!r}: expected true or false")
+        if self.first_chunk_sampled and self.first_chunk_frames != 1:
+            raise ValueError(
+                f"CausalConfig.first_chunk_sampled=true with first_chunk_frames={self.first_chunk_frames}: a sampled "
+                "chunk 0 of chunk_frames latents is first_chunk_frames=null; sampled alone it is first_chunk_frames=1"
+            )
+        if self.rope not in ROPE_POLICIES:
+            raise ValueError(f"CausalConfig.rope={self.rope!r}; choose one of {ROPE_POLICIES}")
 
     @property
     def name(self) -> str:
         """Short tag, e.g. ``c3s1w1``, ``c3s1wfull``, ``c3s1w1f1`` (first chunk of 1 frame)."""
-        w = "full" if self.window_chunks is None else self.window_chunks
         f = "" if self.first_chunk_frames in (None, self.chunk_frames) else f"f{self.first_chunk_frames}"
-        return f"c{self.chunk_frames}s{self.sink_chunks}w{w}{f}"
+        f += "s" if self.first_chunk_sampled else ""
+        return f"c{self.chunk_frames}s{self.sink_chunks}w{self.window_tag}{f}" + self.rope_tag
+
+    @property
+    def window_tag(self) -> str:
+        """``1`` (chunks), ``full`` or ``2fr`` (frames) in names."""
+        if self.window_frames is not None:
+            return f"{self.window_frames}fr"
+        return "full" if self.window_chunks is None else str(self.window_chunks)
+
+    @property
+    def rope_tag(self) -> str:
+        return "" if self.rope == "relativistic" else f"-{self.rope}"
+
+    def to_dict(self) -> dict:
+        """The fields, those added after version 1 of network.json only when set (older exports stay byte-equal)."""
+        d = dataclasses.asdict(self)
+        for name, default in LATER_FIELDS.items():
+            if d[name] == default:
+                del d[name]
+        return d
 
     def chunk_len(self, i: int) -> int:
         return self.first_chunk_frames if (i == 0 and self.first_chunk_frames) else self.chunk_frames
@@ -150,6 +198,9 @@ class CausalConfig:
         """RoPE frame position of chunk i's first frame in its own cache layout (bounded)."""
         sink, window = self.cache_chunks(i)
         return sum(self.chunk_len(j) for j in sink + window)
+
+
+LATER_FIELDS = {"window_frames": None, "first_chunk_sampled": False, "rope": "relativistic"}
 
 
 def check_temporal_patch(model: WanModel) -> None:

@@ -35,7 +35,7 @@ __all__ = ["StreamConfig", "first_chunk_given", "check_first_chunk"]
 
 def first_chunk_given(cfg: CausalConfig) -> bool:
     """Whether chunk 0 is the first frame's clean latent alone (given, never sampled, 1 NFE: its commit)."""
-    return cfg.first_chunk_frames == 1
+    return cfg.first_chunk_frames == 1 and not cfg.first_chunk_sampled
 
 
 def check_first_chunk(cfg: CausalConfig, *, layout: Optional[str] = None, field: str = "causal") -> None:
@@ -56,40 +56,61 @@ class StreamConfig:
     causal: CausalConfig = field(default_factory=CausalConfig)
     steps: int = 3  # K: denoising steps per chunk (MotionStream: 3)
     shift: float = 5.0  # the shared schedule shift (cfg.schedule.shift)
+    # the K noise levels themselves, descending in (0, 1], when they are not points of the shared grid
+    # (FastVideo's students: their scheduler's timesteps at 1000, 750, 500, 250 under shift 6); None: the grid's
+    sigma_list: Optional[tuple[float, ...]] = None
 
     def __post_init__(self) -> None:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"StreamConfig.steps={self.steps!r} must be an int >= 1")
         if not self.shift > 0:
             raise ValueError(f"StreamConfig.shift={self.shift} must be > 0")
+        if self.sigma_list is not None:
+            levels = tuple(float(s) for s in self.sigma_list)
+            object.__setattr__(self, "sigma_list", levels)
+            if len(levels) != self.steps:
+                raise ValueError(
+                    f"StreamConfig.sigma_list has {len(levels)} levels for steps={self.steps}: give one a step"
+                )
+            if not all(0 < s <= 1 for s in levels) or any(a <= b for a, b in zip(levels, levels[1:])):
+                raise ValueError(f"StreamConfig.sigma_list={list(levels)} must descend strictly within (0, 1]")
 
     def replace(self, **changes) -> "StreamConfig":
         """A copy with chunking fields (e.g. ``sink_chunks=0``) or ``steps`` / ``shift`` replaced;
         a change given as None keeps the current value (command-line options left unset)."""
         steps, shift = changes.pop("steps", None), changes.pop("shift", None)
         causal = {k: v for k, v in changes.items() if v is not None}
+        steps = self.steps if steps is None else steps
+        shift = self.shift if shift is None else shift
+        # explicit levels hold for their own step count and shift only: other steps take the shared grid
+        keep = self.sigma_list is not None and steps == self.steps and shift == self.shift
         return StreamConfig(
             causal=dataclasses.replace(self.causal, **causal) if causal else self.causal,
-            steps=self.steps if steps is None else steps,
-            shift=self.shift if shift is None else shift,
+            steps=steps,
+            shift=shift,
+            sigma_list=self.sigma_list if keep else None,
         )
 
     # ------------------------------------------------------------------ network.json ("causal")
     def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self.causal), "steps": self.steps, "shift": self.shift}
+        out = {**self.causal.to_dict(), "steps": self.steps, "shift": self.shift}
+        if self.sigma_list is not None:
+            out["sigma_list"] = list(self.sigma_list)
+        return out
 
     @classmethod
     def from_dict(cls, d: dict, *, source: str = "conventions.causal") -> "StreamConfig":
         d = dict(d)
         try:
             steps, shift = int(d.pop("steps")), float(d.pop("shift"))
+            levels = d.pop("sigma_list", None)
             causal = CausalConfig(**d)
         except (KeyError, TypeError) as e:
             raise ValueError(
                 f"{source}: expected the chunking fields {[f.name for f in dataclasses.fields(CausalConfig)]} "
                 f"plus steps and shift ({e}); re-export the student with the ODE-init or DMD stage"
             ) from None
-        return cls(causal=causal, steps=steps, shift=shift)
+        return cls(causal=causal, steps=steps, shift=shift, sigma_list=None if levels is None else tuple(levels))
 
     # ------------------------------------------------------------------ derived
     @property
@@ -104,11 +125,13 @@ class StreamConfig:
     def name(self) -> str:  # e.g. c3s1w1k3 (given first chunk), c3s1w1k3f3 (sampled first chunk of 3)
         c = self.causal
         tail = "" if self.first_chunk_given else f"f{c.chunk_len(0)}"
-        w = "full" if c.window_chunks is None else c.window_chunks
-        return f"c{c.chunk_frames}s{c.sink_chunks}w{w}k{self.steps}{tail}"
+        return f"c{c.chunk_frames}s{c.sink_chunks}w{c.window_tag}k{self.steps}{tail}{c.rope_tag}"
 
     def sigmas(self) -> torch.Tensor:
-        """[K + 1] descending noise levels ending at 0: points of the teacher's grid (diffusion.schedule)."""
+        """[K + 1] descending noise levels ending at 0: ``sigma_list`` when given, else points of the teacher's
+        grid (diffusion.schedule)."""
+        if self.sigma_list is not None:
+            return torch.tensor([*self.sigma_list, 0.0], dtype=torch.float64)
         return sampling_sigmas(self.steps, shift=self.shift)
 
     def nfe_per_chunk(self, index: int) -> int:
