@@ -16,7 +16,7 @@ from trackstream.data.clips import ClipPool
 from trackstream.models.conditioner import Conditioner
 from trackstream.train.encoders import load_text_encoder, training_data
 from trackstream.train.exports import NetworkExport
-from trackstream.train.periodic import sampling_clips, with_student_samples
+from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import TrainResult
@@ -39,9 +39,8 @@ def build_causal_student(
     """The plan of a causal student trained on the teacher ``export``'s data with ``objective_of``'s objective.
     The held-out clips are read first (a missing set fails before anything loads), then the teacher's encoders,
     its data encoded by them, the student to train (its network.json model) and the objective."""
-    heldout = sampling_clips(
-        cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
-    )
+    sampling = StudentSampling.of(cfg)
+    heldout = sampling.clips(runtime)
     text_encoder = load_text_encoder(cfg.model, runtime)
     conditioner = export.conditioner(cfg.codec, runtime, text_encoder)
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
@@ -66,16 +65,12 @@ def build_causal_student(
     def finish(result: TrainResult, logger=None) -> dict:
         return {"export": str(export.export_student(trained, run_dir, runtime, stream, model=student_model))}
 
-    return with_student_samples(
+    return sampling.attach(
         StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish, frozen=frozen),
         heldout,
         runtime,
         run_dir,
-        every=cfg.trainer.sample_every,
         stream=stream,
-        eval_cfg=cfg.eval,
-        fps=cfg.data.fps,
-        sharded=cfg.parallel.strategy == "fsdp",
         model=student_model,
         codec_fn=lambda: export.codec(cfg.codec, runtime),
         text_encoder_fn=lambda kept=text_encoder: kept,

@@ -34,7 +34,7 @@ from trackstream.models.tracks import latent_frames
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream
-from trackstream.train.periodic import sampling_clips, with_student_samples
+from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network
 from trackstream.train.snapshots import with_snapshots
 from trackstream.train.stage import Stage
@@ -88,9 +88,8 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     export = NetworkExport(st.teacher)
     export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
     # before the networks load: a missing held-out set fails first
-    heldout = sampling_clips(
-        cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
-    )
+    sampling = StudentSampling.of(cfg)
+    heldout = sampling.clips(runtime)
     count = st.pool_size or cfg.data.pool_size  # without a pair folder: the first `count` training clips
     if not st.pairs and not count:
         raise ValueError(
@@ -155,16 +154,12 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     if st.snapshot_every is not None:
         plan = with_snapshots(plan, run_dir, runtime, every=st.snapshot_every, update_ratio=ratio)
     # the text encoder stays loaded only when the student is sampled during training (trainer.sample_every)
-    return with_student_samples(
+    return sampling.attach(
         plan,
         heldout,
         runtime,
         run_dir,
-        every=cfg.trainer.sample_every,
         stream=stream,
-        eval_cfg=cfg.eval,
-        fps=cfg.data.fps,
-        sharded=cfg.parallel.strategy == "fsdp",
         model=student_model,
         codec_fn=lambda: export.codec(cfg.codec, runtime),
         text_encoder_fn=lambda kept=text_encoder: kept,

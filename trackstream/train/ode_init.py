@@ -21,7 +21,7 @@ from trackstream.distill.pair_shards import PairSet
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream, obtain_ode_pairs
-from trackstream.train.periodic import sampling_clips, with_student_samples
+from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network
 from trackstream.train.stage import Stage
 from trackstream.trainer.dist import Runtime
@@ -40,9 +40,8 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     export = NetworkExport(st.teacher)
     export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
     # before the pairs: a missing held-out set fails first
-    heldout = sampling_clips(
-        cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
-    )
+    sampling = StudentSampling.of(cfg)
+    heldout = sampling.clips(runtime)
     t0 = time.perf_counter()
     pairs_dir = obtain_ode_pairs(
         st,
@@ -89,16 +88,12 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
             "pairs_seconds": pairs_seconds,
         }
 
-    return with_student_samples(
+    return sampling.attach(
         StagePlan(objective=objective, networks={"generator": trained}, data=data, finish=finish),
         heldout,
         runtime,
         run_dir,
-        every=cfg.trainer.sample_every,
         stream=stream,
-        eval_cfg=cfg.eval,
-        fps=cfg.data.fps,
-        sharded=cfg.parallel.strategy == "fsdp",
         model=student_model,
         codec_fn=lambda: export.codec(cfg.codec, runtime),
         text_encoder_fn=lambda: load_text_encoder(cfg.model, runtime),

@@ -41,7 +41,7 @@ from trackstream.trainer.parallel import unwrap
 
 log = logging.getLogger(__name__)
 
-__all__ = ["sampling_clips", "with_student_samples", "write_sample_videos"]
+__all__ = ["StudentSampling", "sampling_clips", "with_student_samples", "write_sample_videos"]
 
 FIGURES = ("epe_", "psnr_", "ssim_")
 
@@ -63,6 +63,41 @@ def write_sample_videos(folder: Path, tag: str, clips: list[dict], frames: dict,
         write_mp4(str(path), video, fps=fps)
         paths.append(path)
     return paths
+
+
+@dataclasses.dataclass(frozen=True)
+class StudentSampling:
+    """How a student stage samples its student while it trains: every ``every`` steps (``trainer.sample_every``),
+    scored as ``eval_cfg`` (``eval``) says, on held-out clips of ``data`` (videos at its fps); ``strategy``:
+    ``parallel.strategy`` (under fsdp every rank streams)."""
+
+    every: int
+    eval_cfg: EvalConfig
+    data: DataConfig
+    strategy: str
+
+    @classmethod
+    def of(cls, cfg) -> "StudentSampling":
+        """The four settings of a stage's TrainConfig."""
+        return cls(cfg.trainer.sample_every, cfg.eval, cfg.data, cfg.parallel.strategy)
+
+    def clips(self, runtime: Runtime) -> list[dict] | None:
+        """``sampling_clips`` of these settings."""
+        return sampling_clips(self.eval_cfg, self.data, runtime, sample_every=self.every, strategy=self.strategy)
+
+    def attach(self, plan: StagePlan, clips: list[dict] | None, runtime: Runtime, run_dir: Path, **parts) -> StagePlan:
+        """``with_student_samples`` of these settings; ``parts``: its stream, model, codec_fn and text_encoder_fn."""
+        return with_student_samples(
+            plan,
+            clips,
+            runtime,
+            run_dir,
+            every=self.every,
+            eval_cfg=self.eval_cfg,
+            fps=self.data.fps,
+            sharded=self.strategy == "fsdp",
+            **parts,
+        )
 
 
 def sampling_clips(

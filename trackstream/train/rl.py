@@ -32,7 +32,7 @@ from trackstream.models.motion_wan import load_network
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream
-from trackstream.train.periodic import sampling_clips, with_student_samples
+from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network
 from trackstream.train.stage import Stage
 from trackstream.trainer.dist import Runtime
@@ -128,19 +128,14 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         finish=finish,
         frozen={"reference": reference} if reference is not None else {},
     )
-    heldout = sampling_clips(
-        cfg.eval, cfg.data, runtime, sample_every=cfg.trainer.sample_every, strategy=cfg.parallel.strategy
-    )
-    return with_student_samples(  # periodic held-out samples (trainer.sample_every)
+    sampling = StudentSampling.of(cfg)
+    heldout = sampling.clips(runtime)
+    return sampling.attach(  # periodic held-out samples (trainer.sample_every)
         plan,
         heldout,
         runtime,
         run_dir,
-        every=cfg.trainer.sample_every,
         stream=stream,
-        eval_cfg=cfg.eval,
-        fps=cfg.data.fps,
-        sharded=cfg.parallel.strategy == "fsdp",
         model=student.meta["model"],
         codec_fn=lambda: codec,
         text_encoder_fn=lambda: load_text_encoder(cfg.model, runtime),  # loaded on the first sample only
