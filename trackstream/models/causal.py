@@ -8,7 +8,10 @@ Chunks. A clip of F latent frames is split into chunks of ``chunk_frames`` (C) f
 ``first_chunk_frames`` set, chunk 0 has that many frames instead (e.g. 1: the I2V image latent
 as its own chunk, so the sink is exactly the given frame). Chunk i attends to itself
 (bidirectionally), to the sink chunks j < S and to the W chunks before it:
-``visible(i, j) = j <= i and (j < S or j >= i - W)``; W=None is the full causal history.
+``visible(i, j) = j <= i and (j < S or j >= i - W)``; W=None is the full causal history. A window may
+instead be counted in frames (``window_frames``, FastVideo's local_attn_size less the sink and the block):
+the newest window_frames non-sink frames before chunk i stay visible, the oldest held chunk in part
+(``frame_visible``; the cache keeps a chunk cut to its newest frames, ``ChunkKV.last_frames``).
 
 Cache layout (streaming, per layer). At chunk i the keys are laid out as
 ``[sink chunks][window chunks][current chunk]``: sink = chunks j < min(S, i), never evicted;
@@ -16,7 +19,9 @@ window = the newest min(W, i - S) non-sink chunks (appending beyond W evicts the
 Keys are stored BEFORE RoPE. RoPE frame positions are the slots in that layout, contiguous from
 0 (sink at 0.., then the window, then the current chunk), so positions stay bounded (below
 S*C + (W+1)*C frames; 9 for c3s1w1) and there is no length limit. Height/width positions are
-the token grid as usual. Once the window is full the cache holds a constant S + W chunks.
+the token grid as usual. Once the window is full the cache holds a constant S + W chunks. This is
+``rope="relativistic"`` (the default); ``rope="absolute"`` ropes every query and key at its latent frame in
+the video instead (``ChunkKV.start`` keeps a cut chunk's true frames; keys are still cached un-roped).
 
 Position rule in the training path (identical by construction). For query chunk i, the keys
 of chunk j get their slot in i's cache layout. Window and current chunks are contiguous in both
@@ -24,7 +29,8 @@ layouts, so their offset to i equals the absolute offset and ordinary absolute R
 them; only sink keys see a different offset once eviction starts. One masked attention call
 realises both: q is roped twice (absolute position, cache position) and concatenated on the head
 dim, sink keys are zero-padded into the second half and all others into the first, and the
-softmax scale is set to 1/sqrt(D). Equivalence with streaming is tested to 1e-5 in fp32.
+softmax scale is set to 1/sqrt(D); under absolute RoPE plain RoPE is exact for every key. Equivalence with
+streaming is tested to 1e-5 in fp32.
 (MotionStream stores the sink roped; the same here, as sink slots never move.) Backends:
 FlexAttention (compiled on CUDA; on CPU it is unfused and forward-only) or SDPA with a boolean
 [L, L] mask; "auto" picks flex on CUDA.

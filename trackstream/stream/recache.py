@@ -9,7 +9,9 @@ order, with the new prompt's cross-attention K/V:
 * a sink chunk against the sink chunks before it (re-cached), as it was first committed;
 * a window chunk against the sink and the W window chunks before it: those still held are the
   re-cached ones, those already evicted are the K/V they were committed against (``evicted``, kept
-  by the engine for this). Re-caching under the SAME prompt then reproduces the cache exactly.
+  by the engine for this). Re-caching under the SAME prompt then reproduces the cache exactly. With a window
+  counted in frames the evicted context is each chunk as it entered the cache (its newest frames), a held
+  chunk cut by the window is re-committed whole and cut again to what the cache held of it.
 
 Sink policy (``sink=``): ``"recache"`` re-commits the sink chunks too, so the whole cache speaks the new
 prompt and nothing of the old one is left for later chunks to attend to: the choice for a new scene or
