@@ -269,3 +269,58 @@ def test_meta_build_then_init_weights_is_fully_initialised():
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert torch.equal(model.blocks[0].self_attn.norm_q.weight, torch.ones(model.dim))
     assert torch.equal(model.blocks[0].norm3.bias, torch.zeros(model.dim))
+
+
+# frame windows (the oldest chunk partly visible) and the absolute RoPE policy: (config kwargs, chunks)
+NEW_CASES = [
+    (dict(window_chunks=None, window_frames=2, first_chunk_frames=1, first_chunk_sampled=True), 5),  # Track-v0
+    (dict(window_chunks=None, window_frames=4, first_chunk_frames=None), 5),  # one whole + one partial chunk
+    (dict(window_chunks=1, first_chunk_frames=1, rope="absolute"), 5),
+    (dict(window_chunks=None, window_frames=2, first_chunk_frames=1, rope="absolute"), 5),
+    (dict(sink_chunks=0, window_chunks=None, window_frames=5, first_chunk_frames=None), 5),
+]
+
+
+@pytest.mark.parametrize("kw,n", NEW_CASES, ids=lambda v: CausalConfig(**v).name if isinstance(v, dict) else str(v))
+def test_frame_windows_and_absolute_rope_stream_as_trained(kw, n):
+    model, cfg = _model(), CausalConfig(**kw)
+    B = 2
+    x, ctx = torch.randn(B, 16, cfg.chunk_start(n), 4, 6), torch.randn(B, 7, 64)
+    t = _chunk_timesteps(cfg, n, B)
+    with torch.no_grad():
+        full = block_causal_forward(model, cfg, x, t, ctx, backend="sdpa")
+        streamed, cache = _stream(model, cfg, x, t, ctx, n)
+    err = (full - streamed).abs().max().item()
+    assert full.abs().max() > 1.0 and err <= TOL, f"{cfg.name}: streaming vs block-masked max abs {err:.2e}"
+    assert cache.frames == cfg.cache_start(n)
+    if cfg.window_frames is not None:  # the window holds exactly window_frames frames, the oldest chunk cut
+        assert sum(c.frames for c in cache.window) == cfg.window_frames
+        assert [c.start for c in cache.window] == sorted(c.start for c in cache.window)
+        assert cache.window[-1].start + cache.window[-1].frames == cfg.chunk_start(n)
+    if HAS_FLEX:
+        with torch.no_grad():
+            flex = block_causal_forward(model, cfg, x, t, ctx, backend="flex")
+        assert (flex - full).abs().max() <= TOL
+
+
+def test_frame_window_layout_and_policies_differ():
+    tv = CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True)
+    assert tv.name == "c3s1w2frf1s" and tv.bounded and not CausalConfig(3, 1, None).bounded
+    # FastVideo's [1] + [3] x k with local_attn_size 6: keys [sink][2 frames][current]
+    assert [tv.cache_start(i) for i in range(5)] == [0, 1, 3, 3, 3]
+    assert [tv.cache_chunks(i) for i in range(4)] == [((), ()), ((0,), ()), ((0,), (1,)), ((0,), (2,))]
+    assert tv.visible(3, 2) and not tv.visible(3, 1) and tv.frame_visible(3, 2, 5) and not tv.frame_visible(3, 2, 4)
+    # chunk windows: the per-frame rule is the chunk rule
+    c = CausalConfig()
+    i, j = torch.arange(6)[:, None], torch.arange(6)[None, :]
+    assert torch.equal(c.frame_visible(i, j, j * 3), c.visible(i, j))
+    # the two RoPE policies agree until the cache first drops frames, then differ
+    model, n = _model(), 4
+    x, ctx = torch.randn(1, 16, tv.chunk_start(n), 4, 4), torch.randn(1, 5, 64)
+    t = _chunk_timesteps(tv, n, 1)
+    ab = CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True, rope="absolute")
+    with torch.no_grad():
+        rel = block_causal_forward(model, tv, x, t, ctx, backend="sdpa")
+        absl = block_causal_forward(model, ab, x, t, ctx, backend="sdpa")
+    assert torch.allclose(rel[:, :, :4], absl[:, :, :4], atol=TOL)
+    assert (rel[:, :, 4:] - absl[:, :, 4:]).abs().max() > 1e-3

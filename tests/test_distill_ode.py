@@ -170,3 +170,13 @@ def test_a_clean_first_frame_teacher_keeps_frame_0_given(tmp_path):
     first = data["image_latent"][:, None, :, 0]  # [B, 1, 16, h, w]
     assert torch.equal(data["trajectory"][:, :, :, 0], first.expand(-1, K + 1, -1, -1, -1))
     assert not torch.equal(data["trajectory"][:, 0, :, 1:], data["trajectory"][:, -1, :, 1:])
+
+
+def test_drawn_masks_keep_a_sampled_chunk_0_and_the_rope_policy():
+    from trackstream.distill.ode_init import sample_causal_config
+    from trackstream.models.causal import CausalConfig
+
+    base = CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True, rope="absolute")
+    drawn = sample_causal_config(base, [1], [2], torch.Generator().manual_seed(0))
+    assert drawn.first_chunk_sampled and drawn.rope == "absolute" and drawn.window_chunks == 2
+    assert drawn.window_frames is None and drawn.first_chunk_frames == 1

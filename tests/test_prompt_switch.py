@@ -27,6 +27,10 @@ CONFIGS = {  # the default; a two-chunk window; two sampled sink chunks; the who
     "c3s1w2": CausalConfig(3, 1, 2, first_chunk_frames=1),
     "c2s2w2": CausalConfig(2, 2, 2, first_chunk_frames=None),
     "c3s1wfull": CausalConfig(3, 1, None, first_chunk_frames=1),
+    # frame windows: FastVideo's [1] + [3] x k (the window cuts each chunk to 2 frames), and a window of 4 frames
+    # (one whole chunk and part of the one before), absolute RoPE
+    "c3s1w2frf1s": CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True),
+    "c3s1w4frf1-absolute": CausalConfig(3, 1, None, 1, window_frames=4, rope="absolute"),
 }
 
 

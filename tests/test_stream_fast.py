@@ -66,6 +66,22 @@ def test_fast_engine_equals_reference(parts, causal):
     )  # [B, L_max, N, D] fp32 K and V per layer, L_max = 9 frames (c3s1w1)
 
 
+TRACK_V0 = CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True)  # FastVideo's [1] + [3] x k
+FRAMES_ABSOLUTE = CausalConfig(3, 1, None, 1, window_frames=4, rope="absolute")  # a whole and a part chunk
+
+
+@pytest.mark.parametrize("causal", [TRACK_V0, FRAMES_ABSOLUTE], ids=lambda c: c.name)
+def test_fast_engine_equals_reference_frame_windows(parts, causal):
+    """Frame windows (chunks cut to their newest frames, rewritten into the prefix) and absolute RoPE."""
+    net, codec = parts
+    fast, f_frames, f_lat, _ = _run(net, codec, causal, 6, fast=True)
+    ref, r_frames, r_lat, _ = _run(net, codec, causal, 6, fast=False)
+    assert fast.buffers is not None
+    torch.testing.assert_close(f_lat, r_lat, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(f_frames, r_frames, atol=2e-5, rtol=1e-4)
+    assert fast.buffers.frames == max_layout_frames(causal) == causal.cache_start(5) + 3
+
+
 def test_fast_bf16_close_to_reference(parts):
     net, codec = parts
     net = build_motion_wan(ModelConfig(), text_encoder_dim=24).eval()

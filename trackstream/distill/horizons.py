@@ -26,6 +26,7 @@ Legend: B batch, C channels, F latent frames, T pixel frames, h/w latent size, D
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import torch
@@ -50,7 +51,10 @@ def rolled_chunks(cfg: CausalConfig, num_latents: int) -> list[int]:
     out = []
     for i in range(cfg.num_chunks(num_latents)):
         sink, window = cfg.cache_chunks(i)
-        if sink and window and window[0] > sink[-1] + 1:
+        if cfg.window_frames is not None:  # a frame window has rolled once frames between sink and window went
+            if sink and window and cfg.cache_start(i) < cfg.chunk_start(i):
+                out.append(i)
+        elif sink and window and window[0] > sink[-1] + 1:
             out.append(i)
     return out
 
@@ -101,7 +105,9 @@ def distinct_masks(base: CausalConfig, sinks: list, windows: list, num_latents: 
     out = {}
     for s in sinks:
         for w in windows:
-            c = CausalConfig(base.chunk_frames, int(s), None if w is None else int(w), base.first_chunk_frames)
+            c = dataclasses.replace(
+                base, sink_chunks=int(s), window_chunks=None if w is None else int(w), window_frames=None
+            )
             n = c.num_chunks(num_latents)
             out[(s, w)] = tuple(tuple(j for j in range(n) if c.visible(i, j)) for i in range(n))
     return out

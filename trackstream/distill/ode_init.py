@@ -19,6 +19,7 @@ Legend: B batch, K student steps, F latent frames, h/w latent size.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
@@ -78,14 +79,12 @@ def check_mask_choices(causal: CausalConfig, sinks: list, windows: list) -> None
 
 def sample_causal_config(base: CausalConfig, sinks: list, windows: list, gen: torch.Generator) -> CausalConfig:
     """One (sink, window) configuration for a batch, drawn uniformly from the choices; chunk sizes
-    (``chunk_frames``, ``first_chunk_frames``) stay those of ``base``, the inference chunking."""
+    (``chunk_frames``, ``first_chunk_frames``, ``first_chunk_sampled``) and ``rope`` stay those of ``base``."""
     s = sinks[int(torch.randint(len(sinks), (), generator=gen))]
     w = windows[int(torch.randint(len(windows), (), generator=gen))]
-    return CausalConfig(
-        chunk_frames=base.chunk_frames,
-        sink_chunks=int(s),
-        window_chunks=None if w is None else int(w),
-        first_chunk_frames=base.first_chunk_frames,
+    # chunking, a sampled chunk 0 and the RoPE policy stay base's; the drawn window is counted in chunks
+    return dataclasses.replace(
+        base, sink_chunks=int(s), window_chunks=None if w is None else int(w), window_frames=None
     )
 
 

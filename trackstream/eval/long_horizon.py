@@ -31,7 +31,7 @@ from trackstream.eval.scorebook import input_tracks
 from trackstream.eval.video_features import FVD_FRAMES, codec_video_features
 from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunk_io import tracks_from_array
-from trackstream.stream.chunks import chunk_pixel_frames
+from trackstream.stream.chunks import chunk_pixel_frames, first_chunk_given
 from trackstream.stream.engine import StreamingGenerator
 
 __all__ = [
@@ -174,7 +174,7 @@ def _chunk_curves(causal, lat: torch.Tensor, gt_lat: torch.Tensor, video: np.nda
     shared), RMS over the ground truth's, and PSNR of its pixel frames (make run's drift curves)."""
     unrelated = 2.0 * float(gt_lat.var(dim=(1, 2, 3)).mean())
     out = {k: [] for k in ("latent_rms", "latent_err", "latent_err_rel", "latent_rms_rel", "psnr")}
-    first = 1 if causal.first_chunk_frames == 1 else 0  # a given chunk 0 is the image itself
+    first = 1 if first_chunk_given(causal) else 0  # a given chunk 0 is the image itself
     for i in range(first, causal.num_chunks(lat.shape[1])):
         s, f = causal.chunk_start(i), causal.chunk_len(i)
         z, ref = lat[:, s : s + f], gt_lat[:, s : s + f]

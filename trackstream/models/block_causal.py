@@ -50,6 +50,16 @@ def _flex(q, k, v, block_mask, scale):
         return flex_attention(q, k, v, block_mask=block_mask, scale=scale)
 
 
+def _block_mask(cfg: CausalConfig, tok: torch.Tensor, frame: torch.Tensor):
+    """FlexAttention block mask of ``cfg.frame_visible`` over tokens with chunk ids ``tok`` and frames ``frame``."""
+
+    def mask_mod(b, hh, q_idx, kv_idx):
+        return cfg.frame_visible(tok[q_idx], tok[kv_idx], frame[kv_idx])
+
+    L = tok.numel()
+    return create_block_mask(mask_mod, None, None, L, L, device=tok.device)
+
+
 class BlockCausalAttention:
     """``SelfAttentionFn`` for a whole clip: bidirectional within a chunk, causal across chunks,
     only sink + window visible, RoPE by cache position (see the module docstring).
@@ -80,27 +90,23 @@ class BlockCausalAttention:
         n = cfg.num_chunks(nf)
         frame_chunk = torch.cat([torch.full((cfg.chunk_len(i),), i) for i in range(n)])  # [F]
         self.tok_chunk = frame_chunk.repeat_interleave(h * w).to(device)  # [L] chunk id per token
+        # [L] latent frame per token: a frame window's mask reads the key's frame
+        self.tok_frame = torch.arange(nf).repeat_interleave(h * w).to(device)
         pos = grid_positions(grid, device=device)  # [L, 3] absolute (frame, row, col)
         self.cos, self.sin = rope_cos_sin(pos, head_dim)
-        # Frame shift from absolute to cache position per chunk; non-zero once eviction starts.
-        shift = torch.tensor([cfg.chunk_start(i) - cfg.cache_start(i) for i in range(n)], device=device)
+        # Frame shift from absolute to cache position per chunk; non-zero once eviction starts. The absolute
+        # policy ropes every key at its video frame: plain RoPE, no shift.
+        shift = torch.tensor([cfg.chunk_start(i) - cfg.rope_start(i) for i in range(n)], device=device)
         self.dual = cfg.sink_chunks > 0 and bool(shift.any())
         if self.dual:
             cpos = pos.clone()
             cpos[:, 0] -= shift[self.tok_chunk]
             self.cos_c, self.sin_c = rope_cos_sin(cpos, head_dim)
             self.sink = (self.tok_chunk < cfg.sink_chunks)[None, :, None, None]  # [1, L, 1, 1]
-        qc, kc = self.tok_chunk[:, None], self.tok_chunk[None, :]
         if backend == "sdpa":
-            self.mask = cfg.visible(qc, kc)  # [L, L] bool, True = attend
+            self.mask = cfg.frame_visible(self.tok_chunk[:, None], self.tok_chunk[None, :], self.tok_frame[None, :])
         else:
-            tok = self.tok_chunk
-
-            def mask_mod(b, hh, q_idx, kv_idx):
-                return cfg.visible(tok[q_idx], tok[kv_idx])
-
-            L = self.tok_chunk.numel()
-            self.block_mask = create_block_mask(mask_mod, None, None, L, L, device=device)
+            self.block_mask = _block_mask(cfg, self.tok_chunk, self.tok_frame)
 
     def for_shard(self, shard: "SequenceShard", grid: tuple[int, int, int]) -> "BlockCausalAttention":
         """This attention for one sequence-parallel slice (``models.sequence_parallel``): the RoPE tables and
@@ -118,14 +124,11 @@ class BlockCausalAttention:
             out.cos_c, out.sin_c = split(self.cos_c), split(self.sin_c)
             out.sink = split(self.sink[0])[None]  # [1, L/K, 1, 1]
         order = shard.order(grid, device=self.tok_chunk.device)
-        out.tok_chunk = tok = self.tok_chunk[order]
+        out.tok_chunk, out.tok_frame = self.tok_chunk[order], self.tok_frame[order]
         if self.backend == "sdpa":
             out.mask = self.mask[order][:, order]
         else:
-            cfg, L = self.config, tok.numel()
-            out.block_mask = create_block_mask(
-                lambda b, hh, q_idx, kv_idx: cfg.visible(tok[q_idx], tok[kv_idx]), None, None, L, L, device=tok.device
-            )
+            out.block_mask = _block_mask(self.config, out.tok_chunk, out.tok_frame)
         return out
 
     def __call__(self, layer: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,10 @@ Chunks. A clip of F latent frames is split into chunks of ``chunk_frames`` (C) f
 ``first_chunk_frames`` set, chunk 0 has that many frames instead (e.g. 1: the I2V image latent
 as its own chunk, so the sink is exactly the given frame). Chunk i attends to itself
 (bidirectionally), to the sink chunks j < S and to the W chunks before it:
-``visible(i, j) = j <= i and (j < S or j >= i - W)``; W=None is the full causal history.
+``visible(i, j) = j <= i and (j < S or j >= i - W)``; W=None is the full causal history. A window may
+instead be counted in frames (``window_frames``, FastVideo's local_attn_size less the sink and the block):
+the newest window_frames non-sink frames before chunk i stay visible, the oldest held chunk in part
+(``frame_visible``; the cache keeps a chunk cut to its newest frames, ``ChunkKV.last_frames``).
 
 Cache layout (streaming, per layer). At chunk i the keys are laid out as
 ``[sink chunks][window chunks][current chunk]``: sink = chunks j < min(S, i), never evicted;
@@ -16,7 +19,9 @@ window = the newest min(W, i - S) non-sink chunks (appending beyond W evicts the
 Keys are stored BEFORE RoPE. RoPE frame positions are the slots in that layout, contiguous from
 0 (sink at 0.., then the window, then the current chunk), so positions stay bounded (below
 S*C + (W+1)*C frames; 9 for c3s1w1) and there is no length limit. Height/width positions are
-the token grid as usual. Once the window is full the cache holds a constant S + W chunks.
+the token grid as usual. Once the window is full the cache holds a constant S + W chunks. This is
+``rope="relativistic"`` (the default); ``rope="absolute"`` ropes every query and key at its latent frame in
+the video instead (``ChunkKV.start`` keeps a cut chunk's true frames; keys are still cached un-roped).
 
 Position rule in the training path (identical by construction). For query chunk i, the keys
 of chunk j get their slot in i's cache layout. Window and current chunks are contiguous in both
@@ -24,7 +29,8 @@ layouts, so their offset to i equals the absolute offset and ordinary absolute R
 them; only sink keys see a different offset once eviction starts. One masked attention call
 realises both: q is roped twice (absolute position, cache position) and concatenated on the head
 dim, sink keys are zero-padded into the second half and all others into the first, and the
-softmax scale is set to 1/sqrt(D). Equivalence with streaming is tested to 1e-5 in fp32.
+softmax scale is set to 1/sqrt(D); under absolute RoPE plain RoPE is exact for every key. Equivalence with
+streaming is tested to 1e-5 in fp32.
 (MotionStream stores the sink roped; the same here, as sink slots never move.) Backends:
 FlexAttention (compiled on CUDA; on CPU it is unfused and forward-only) or SDPA with a boolean
 [L, L] mask; "auto" picks flex on CUDA.
@@ -69,6 +75,7 @@ __all__ = [
     "CausalConfig",
     "ChunkKV",
     "KVCache",
+    "roll_window",
     "StreamOutput",
     "new_cache",
     "stream_step",
@@ -181,23 +188,67 @@ class CausalConfig:
             )
         return 1 + (num_frames - first) // self.chunk_frames
 
+    @property
+    def bounded(self) -> bool:
+        """Whether the cache stops growing (a window in chunks or in frames), i.e. static step buffers fit."""
+        return self.window_chunks is not None or self.window_frames is not None
+
     def visible(self, i, j):
-        """Whether query chunk i attends to key chunk j (ints or broadcastable int tensors)."""
+        """Whether query chunk i attends to key chunk j, to any of its frames (ints or broadcastable int
+        tensors); with ``window_frames`` the oldest visible chunk may be seen in part (``frame_visible``)."""
         ok = j <= i
+        if self.window_frames is not None:
+            j_end = self._start(j) + self.chunk_len(1) + (j == 0) * (self.chunk_len(0) - self.chunk_len(1))
+            return ok & ((j < self.sink_chunks) | (j == i) | (j_end > self._start(i) - self.window_frames))
         if self.window_chunks is None:
             return ok
         return ok & ((j < self.sink_chunks) | (j >= i - self.window_chunks))
 
+    def frame_visible(self, i, j, frame):
+        """Whether query chunk i attends to key frame ``frame`` (absolute latent index) of key chunk j: the
+        chunk rule, and with ``window_frames`` only the newest window_frames non-sink frames before chunk i
+        (ints or broadcastable int tensors)."""
+        if self.window_frames is None:
+            return self.visible(i, j)
+        return (j <= i) & ((j < self.sink_chunks) | (j == i) | (frame >= self._start(i) - self.window_frames))
+
+    def _start(self, i):
+        """``chunk_start`` for an int or an int tensor (no branch on the value)."""
+        return (i > 0) * (self.chunk_len(0) + (i - 1) * self.chunk_frames)
+
+    def sink_frames(self, i: int) -> int:
+        """Frames of the sink chunks held when chunk i is generated."""
+        return sum(self.chunk_len(j) for j in range(min(self.sink_chunks, i)))
+
     def cache_chunks(self, i: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(sink ids, window ids) held by the cache when chunk i is generated."""
+        """(sink ids, window ids) held by the cache when chunk i is generated (with ``window_frames`` the
+        first window chunk may be held in part: ``window_span``)."""
         sink = tuple(range(min(self.sink_chunks, i)))
+        if self.window_frames is not None:
+            lo = self.chunk_start(i) - self.window_frames  # first visible non-sink frame
+            return sink, tuple(j for j in range(self.sink_chunks, i) if self.chunk_start(j) + self.chunk_len(j) > lo)
         lo = self.sink_chunks if self.window_chunks is None else max(self.sink_chunks, i - self.window_chunks)
         return sink, tuple(range(lo, i))
 
+    def window_span(self, i: int) -> int:
+        """Non-sink frames the cache holds when chunk i is generated."""
+        nonsink = self.chunk_start(i) - self.sink_frames(i)
+        if self.window_frames is not None:
+            return min(self.window_frames, nonsink)
+        return sum(self.chunk_len(j) for j in self.cache_chunks(i)[1])
+
     def cache_start(self, i: int) -> int:
-        """RoPE frame position of chunk i's first frame in its own cache layout (bounded)."""
+        """RoPE frame position of chunk i's first frame in its own cache layout (bounded): sink frames +
+        the window's frames (all of each window chunk, or with ``window_frames`` at most that many)."""
+        if self.window_frames is not None:
+            return self.sink_frames(i) + self.window_span(i)
         sink, window = self.cache_chunks(i)
         return sum(self.chunk_len(j) for j in sink + window)
+
+    def rope_start(self, i: int) -> int:
+        """Frame position of chunk i's first frame for RoPE: its cache slot (relativistic) or its frame in
+        the video (absolute)."""
+        return self.chunk_start(i) if self.rope == "absolute" else self.cache_start(i)
 
 
 LATER_FIELDS = {"window_frames": None, "first_chunk_sampled": False, "rope": "relativistic"}
@@ -219,9 +270,20 @@ class ChunkKV:
     frames: int
     tokens_per_frame: int
     layers: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    start: int = 0  # latent frame of the video its first held frame is (RoPE of the absolute policy)
 
     def detach(self) -> "ChunkKV":
         return dataclasses.replace(self, layers=tuple((k.detach(), v.detach()) for k, v in self.layers))
+
+    def last_frames(self, n: int) -> "ChunkKV":
+        """The chunk's newest ``n`` frames (a frame window evicting its oldest ones); keeps their true
+        video frames in ``start``. Tokens are frame-major, so the frames are a slice."""
+        assert 0 < n <= self.frames, (n, self.frames)
+        if n == self.frames:
+            return self
+        cut = (self.frames - n) * self.tokens_per_frame
+        layers = tuple((k[:, cut:], v[:, cut:]) for k, v in self.layers)
+        return dataclasses.replace(self, frames=n, layers=layers, start=self.start + self.frames - n)
 
 
 @dataclass(frozen=True, eq=False)
@@ -267,15 +329,30 @@ class KVCache:
                 f"chunk has {kv.tokens_per_frame} tokens per frame; the cache holds {self.chunks[0].tokens_per_frame}"
             )
         assert kv.frames == self.config.chunk_len(kv.index), "ChunkKV frames disagree with the config"
+        assert kv.start == self.config.chunk_start(kv.index), "ChunkKV start disagrees with the config"
         if self.detach:
             kv = kv.detach()
         if kv.index < self.config.sink_chunks:
             return dataclasses.replace(self, sink=self.sink + (kv,), next_chunk=kv.index + 1)
-        window = self.window + (kv,)
-        w = self.config.window_chunks
-        if w is not None:
-            window = window[len(window) - w :] if w > 0 else ()  # evict the oldest
+        window = roll_window(self.config, self.window + (kv,))
         return dataclasses.replace(self, window=window, next_chunk=kv.index + 1)
+
+
+def roll_window(config: CausalConfig, window: tuple[ChunkKV, ...]) -> tuple[ChunkKV, ...]:
+    """Non-sink chunks in order -> those the cache keeps: the newest ``window_chunks`` chunks, or the newest
+    ``window_frames`` frames (the oldest kept chunk cut to its newest frames), or all (no window)."""
+    if config.window_frames is not None:
+        kept, room = [], config.window_frames
+        for c in reversed(window):
+            if room <= 0:
+                break
+            kept.append(c.last_frames(min(room, c.frames)))
+            room -= kept[-1].frames
+        return tuple(reversed(kept))
+    w = config.window_chunks
+    if w is not None:
+        window = window[len(window) - w :] if w > 0 else ()  # evict the oldest
+    return window
 
 
 class StreamOutput(NamedTuple):
@@ -332,14 +409,17 @@ class _CachedAttention:
     ):
         f, h, w = grid
         self.chunks, self.cur_tokens = cache.chunks, f * h * w
-        if shard is None:
+        cfg = cache.config
+        if shard is None and cfg.rope == "relativistic":
             pos = grid_positions((cache.frames + f, h, w), device=device)  # [L_cache + L_cur, 3]
-        else:  # each chunk's tokens in the all-to-all's rank-major order, as its K/V are cached
-            spans, start = [c.frames for c in self.chunks] + [f], 0
-            parts = []
-            for n in spans:
-                parts.append(grid_positions((n, h, w), start, device=device)[shard.order((n, h, w), device=device)])
-                start += n
+        else:  # per chunk: at its slot or its video frame; under SP in the all-to-all's rank-major order
+            absolute = cfg.rope == "absolute"
+            spans = [(c.frames, c.start) for c in self.chunks] + [(f, cfg.chunk_start(cache.next_chunk))]
+            parts, slot = [], 0
+            for n, frame in spans:
+                p = grid_positions((n, h, w), frame if absolute else slot, device=device)
+                parts.append(p if shard is None else p[shard.order((n, h, w), device=device)])
+                slot += n
             pos = torch.cat(parts)
         self.cos, self.sin = rope_cos_sin(pos, head_dim)
         self.kv: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
@@ -404,6 +484,11 @@ def stream_step(
     e, e0 = model.time_embed(t, B, nf)
     shard = model.sequence_shard
     if shard is not None:  # this rank's token slice; the K/V it caches are its N/K heads of the whole chunk
+        if cfg.window_frames is not None:
+            raise ValueError(
+                f"causal.window_frames={cfg.window_frames} streams with sequence_parallel=1 only: a chunk's K/V are "
+                "cached in the all-to-all's token order, so a frame window cannot cut them; use window_chunks"
+            )
         if buffers is not None or recorder is not None or until is not None:
             raise ValueError(
                 "parallel.sequence_parallel > 1 streams for training only: the buffered step, feature recorder "
@@ -427,4 +512,6 @@ def stream_step(
             head = shard.gather(head, grid)  # [B, L, ...] on every rank of the group
         layers = tuple(attn.kv[layer] for layer in range(model.num_layers))
     pred = model.unpatchify(head, grid)
-    return StreamOutput(pred, ChunkKV(index=i, frames=nf, tokens_per_frame=tpf, layers=layers))
+    return StreamOutput(
+        pred, ChunkKV(index=i, frames=nf, tokens_per_frame=tpf, layers=layers, start=cfg.chunk_start(i))
+    )

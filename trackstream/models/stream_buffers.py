@@ -9,7 +9,8 @@ layer, laid out like the cache::
     [ sink chunks | window chunks | current chunk | (unused tail) ]
       <------- prefix: roped once per chunk ------> written in place by every pass
 
-* The prefix is the cache's chunks, each roped at its slot (``load``): a slot that already holds the
+* The prefix is the cache's chunks, each roped at its slot (``load``; under ``rope="absolute"`` at its
+  video frames): a slot that already holds the
   same chunk object is not rewritten, so the sink is roped once per stream and each window chunk once
   per chunk it spends in the window (c3s1w1: 3 frames a chunk, shared by the K + 1 passes).
 * Each pass ropes only the current chunk (tables cached per layout), writes its K/V into the slot
@@ -43,12 +44,14 @@ __all__ = ["StepBuffers", "max_layout_frames"]
 
 def max_layout_frames(config) -> int:
     """Most latent frames one pass attends over (cache + current chunk), over every chunk layout."""
-    if config.window_chunks is None:
+    if not config.bounded:
         raise ValueError(
-            f"{config.name}: static step buffers need a finite window (window_chunks); the full causal "
-            "history grows without bound: use the reference step (fast=False)"
+            f"{config.name}: static step buffers need a finite window (window_chunks or window_frames); the full "
+            "causal history grows without bound: use the reference step (fast=False)"
         )
-    steady = config.sink_chunks + config.window_chunks + 1  # from this chunk on the layout repeats
+    # from this chunk on the layout repeats (a window of W frames spans at most W chunks)
+    w = config.window_chunks if config.window_chunks is not None else config.window_frames
+    steady = config.sink_chunks + w + 1
     return max(config.cache_start(i) + config.chunk_len(i) for i in range(steady + 1))
 
 
@@ -129,18 +132,22 @@ class StepBuffers:
         """cos/sin [f*h*w, D/2] of a chunk whose first frame sits at ``frame`` (cached: few layouts)."""
         key = (frame, *grid)
         if key not in self._tables:
+            if len(self._tables) >= 64:  # absolute RoPE meets a new frame every chunk: keep the dict bounded
+                self._tables.clear()
             self._tables[key] = rope_cos_sin(grid_positions(grid, frame, device=device), self.head_dim)
         return self._tables[key]
 
     def load(self, cache, grid: tuple[int, int, int]) -> int:
-        """Write the cache's chunks into the prefix, each roped at its slot; returns the prefix length in
-        tokens. Slots already holding the same chunk object at the same offset are kept."""
+        """Write the cache's chunks into the prefix, each roped at its slot (relativistic) or its video frames
+        (absolute); returns the prefix length in tokens. Slots already holding the same chunk object at the
+        same offset are kept (a chunk cut by a frame window is a new object: rewritten)."""
         _, h, w = grid
         tpf, pos, frame, slots = h * w, 0, 0, []
+        absolute = self.config.rope == "absolute"
         for s, chunk in enumerate(cache.chunks):
             n = chunk.frames * tpf
             if not (s < len(self.slots) and self.slots[s][0] is chunk and self.slots[s][1] == pos):
-                cos, sin = self._rope(frame, (chunk.frames, h, w), self.k[0].device)
+                cos, sin = self._rope(chunk.start if absolute else frame, (chunk.frames, h, w), self.k[0].device)
                 for layer, (k, v) in enumerate(chunk.layers):
                     self.k[layer][:, pos : pos + n].copy_(apply_rope(k, cos, sin))
                     self.v[layer][:, pos : pos + n].copy_(v)
@@ -165,7 +172,8 @@ class StepBuffers:
             )
         self._ensure(tokens.shape[0], h * w, model.blocks[0].self_attn.q.weight.dtype, tokens.device)
         prefix = self.load(cache, grid)
-        cos, sin = self._rope(cache.frames, grid, tokens.device)
+        here = cache.config.chunk_start(cache.next_chunk) if self.config.rope == "absolute" else cache.frames
+        cos, sin = self._rope(here, grid, tokens.device)
         attn = _BufferedAttention(self, prefix, cos, sin, recorder)
         fn = _pass
         if self.compiled and recorder is None and last is None:  # recorded passes (DragStream) stay eager

@@ -30,7 +30,14 @@ from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_s
 from trackstream.models.channel_layouts import compose_condition, i2v_condition, start_image_latents
 from trackstream.models.stream_buffers import StepBuffers
 from trackstream.models.streaming import check_first_chunk, first_chunk_given
-from trackstream.models.tracks import TEMPORAL_FACTOR, rasterize_tracks, track_id_embedding
+from trackstream.models.tracks import (
+    TEMPORAL_FACTOR,
+    check_convention,
+    fastvideo_id_embedding,
+    rasterize_tracks,
+    rasterize_tracks_fastvideo,
+    track_id_embedding,
+)
 
 __all__ = [
     "first_chunk_given",
@@ -136,10 +143,13 @@ def track_features(
     *,
     embed_dim: int,
     splat: str = "nearest",
+    convention: str = "trackstream",
 ) -> Optional[torch.Tensor]:
     """Tracks of a span of pixel frames [B, T, N, 2] + visibility [B, T, N] -> c_m [B, D, T, h, w] (eq. 1).
 
-    None (no tracks supplied) stays None: the empty motion condition."""
+    ``convention``: the network's track convention (``TrackEncoder.convention``): its ID embedding and
+    rasterisation (FastVideo's rounds each point onto the grid). Each frame is rasterised alone, so a span
+    equals the slice of the whole video's map. None (no tracks supplied) stays None: the empty motion condition."""
     if tracks is None:
         return None
     if cond.track_ids is None:
@@ -149,8 +159,13 @@ def track_features(
             f"tracks have {tracks.shape[2]} points but the video was started with "
             f"{cond.track_ids.shape[1]} track IDs; keep the same N for the whole stream"
         )
-    emb = track_id_embedding(cond.track_ids.to(tracks.device), embed_dim)
     factor = cond.height // cond.image_latent.shape[-2]  # the codec's spatial factor
+    if check_convention(convention) == "fastvideo":
+        emb = fastvideo_id_embedding(cond.track_ids.to(tracks.device), embed_dim)
+        return rasterize_tracks_fastvideo(
+            tracks, visibility, emb, height=cond.height, width=cond.width, spatial_factor=factor
+        )
+    emb = track_id_embedding(cond.track_ids.to(tracks.device), embed_dim)
     return rasterize_tracks(
         tracks, visibility, emb, height=cond.height, width=cond.width, spatial_factor=factor, splat=splat
     )

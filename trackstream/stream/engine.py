@@ -143,8 +143,8 @@ class StreamingGenerator:
         self.causal = config.causal
         self.sigmas = config.sigmas()
         self._sigmas = self.sigmas.to(own)  # on the device once: no host copy inside a chunk
-        # the full causal history (window_chunks=None) has no static shape: the reference step serves it
-        self.fast = self.fast and self.causal.window_chunks is not None
+        # the full causal history (no window in chunks or frames) has no static shape: the reference step serves it
+        self.fast = self.fast and self.causal.bounded
         if self.compile and not self.fast:
             raise ValueError(f"compile=True needs a finite window; {self.causal.name} keeps the whole history")
         self.buffers = StepBuffers(network.dit, self.causal, compiled=compile) if self.fast else None
@@ -210,7 +210,10 @@ class StreamingGenerator:
                 visibility = torch.ones(tracks.shape[:3], dtype=torch.bool)
             tracks, visibility = tracks.to(self.device).float(), visibility.to(self.device).bool()
         net = self.network
-        motion = track_features(state.cond, tracks, visibility, embed_dim=net.track_embed_dim, splat=net.track_splat)
+        convention = net.track_encoder.convention if net.track_encoder is not None else "trackstream"
+        motion = track_features(
+            state.cond, tracks, visibility, embed_dim=net.track_embed_dim, splat=net.track_splat, convention=convention
+        )
         return chunk_condition(self.network, state.cond, self.causal, i, motion)
 
     def noise_generator(self, state: StreamState) -> torch.Generator:

@@ -226,6 +226,8 @@ def _stream(engine, state, source, n: int, switches: dict, sink: str) -> list[np
     # chunk 1 (sink only), ..., up to the first chunk of the steady layout (sink + full window); time after it
     c = engine.config.causal
     warm = c.sink_chunks + (c.window_chunks if c.window_chunks is not None else 0) + 1
+    if c.window_frames is not None:  # the layout is steady from the first chunk whose cache stops growing
+        warm = next(i for i in range(c.sink_chunks, 10**6) if c.cache_start(i) == c.cache_start(i + 1)) + 1
     frames, timed, t_timed = [], 0, 0.0
     t_prev = t_start = time.perf_counter()
     # overlapping decode hands chunk i out after chunk i + 1 was sampled: the first timed chunk's frames were

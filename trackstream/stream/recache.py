@@ -9,7 +9,9 @@ order, with the new prompt's cross-attention K/V:
 * a sink chunk against the sink chunks before it (re-cached), as it was first committed;
 * a window chunk against the sink and the W window chunks before it: those still held are the
   re-cached ones, those already evicted are the K/V they were committed against (``evicted``, kept
-  by the engine for this). Re-caching under the SAME prompt then reproduces the cache exactly.
+  by the engine for this). Re-caching under the SAME prompt then reproduces the cache exactly. With a window
+  counted in frames the evicted context is each chunk as it entered the cache (its newest frames), a held
+  chunk cut by the window is re-committed whole and cut again to what the cache held of it.
 
 Sink policy (``sink=``): ``"recache"`` re-commits the sink chunks too, so the whole cache speaks the new
 prompt and nothing of the old one is left for later chunks to attend to: the choice for a new scene or
@@ -30,7 +32,7 @@ from typing import Optional
 
 import torch
 
-from trackstream.models.causal import ChunkKV, KVCache
+from trackstream.models.causal import ChunkKV, KVCache, roll_window
 from trackstream.models.stream_buffers import StepBuffers
 from trackstream.stream.chunks import commit_chunk
 
@@ -63,11 +65,26 @@ def roll_held(
     kept = {c.index for c in after.chunks}
     held = tuple(h for h in held + (chunk,) if h.index in kept)
     assert [h.index for h in held] == sorted(kept), "the held chunks must mirror the cache"
+    cfg = after.config
+    if cfg.window_frames is not None:
+        return held, _roll_cut(before, after, evicted) if keep_evicted else ()
     w = after.config.window_chunks
     if not keep_evicted or not w:  # no window, or the whole history kept (None): nothing is ever evicted
         return held, ()
     gone = tuple(c for c in before.window if c.index not in kept)
     return held, (evicted + gone)[-w:]
+
+
+def _roll_cut(before: KVCache, after: KVCache, evicted: tuple[ChunkKV, ...]) -> tuple[ChunkKV, ...]:
+    """A frame window's evicted context: each window chunk as it entered the cache (its newest frames that
+    the next chunk was committed against, the most any later chunk saw of it), stored when the window first
+    cuts or drops it; kept while some held chunk's commit window reaches into it."""
+    cfg, now = after.config, {c.index: c for c in after.window}
+    seen = {c.index for c in evicted}
+    cut = tuple(c for c in before.window if now.get(c.index) is not c and c.index not in seen)
+    first = after.window[0].index if after.window else after.next_chunk  # the oldest held non-sink chunk
+    reach = cfg.chunk_start(first) - cfg.window_frames
+    return tuple(c for c in evicted + cut if cfg.chunk_start(c.index) + cfg.chunk_len(c.index) > reach)
 
 
 @torch.no_grad()
@@ -102,6 +119,10 @@ def recache(
             continue
         if is_sink:
             window: tuple[ChunkKV, ...] = ()
+        elif cfg.window_frames is not None:  # the newest window_frames frames before it, as committed then
+            first = cache.window[0].index  # evicted copies of held chunks give way to their re-cached ones
+            pool = tuple(c for c in evicted if c.index < first) + tuple(new_window)
+            window = roll_window(cfg, tuple(c for c in pool if c.index < h.index))
         else:  # the window this chunk was committed against: evicted K/V, then the chunks re-cached so far
             lo = cfg.sink_chunks if w is None else h.index - w
             window = tuple(c for c in evicted + tuple(new_window) if lo <= c.index < h.index)
@@ -109,6 +130,9 @@ def recache(
         after = commit_chunk(network, before, h.x0, h.y, buffers=buffers)
         passes += 1
         (new_sink if is_sink else new_window).append(after.chunks[-1])
+    if cfg.window_frames is not None:  # each held chunk as much as the cache held of it
+        old_window = cache.window
+        new_window = [c.last_frames(o.frames) for c, o in zip(new_window, old_window)]
     out = KVCache(
         cfg,
         context_kv,
