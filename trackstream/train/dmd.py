@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
-from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
@@ -106,12 +105,13 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     null_text, null_lengths = text_encoder.encode([""])
     long = st.rollout_horizons > 1
     conditioner = export.conditioner(cfg.codec, runtime, text_encoder) if long or pairs is None else None
+    stream = cfg.schedule.streaming(st.causal)  # what the export records: the rollouts sample its levels
     objective = DMDObjective(
         generator.module,
         critic.module,
         teacher,
         cfg=st,
-        sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
+        sigmas=stream.sigmas(),
         shift=cfg.schedule.shift,
         null_text=null_text,
         null_text_lengths=null_lengths,
@@ -134,7 +134,6 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         text_dim=export.text_dim,
         count=count,
     )
-    stream = cfg.schedule.streaming(st.causal)
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {

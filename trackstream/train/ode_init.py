@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
-from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.pair_shards import PairSet
 from trackstream.train.encoders import load_text_encoder
@@ -67,10 +66,11 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         total_steps=cfg.trainer.max_steps,
         lora=cfg.model.lora,
     )
+    stream = cfg.schedule.streaming(st.causal)  # what the export records: the rollouts sample its levels
     objective = ODEInitObjective(
         trained.module,
         cfg=st,
-        sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
+        sigmas=stream.sigmas(),
         embed_dim=unwrap(trained.module).track_embed_dim,
         height=cfg.data.height,
         width=cfg.data.width,
@@ -78,7 +78,6 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         device=runtime.device,
     )
     data = condition_stream(cfg.data, runtime, pairs, CONDITION_KEYS + ("trajectory",), causal=st.causal, horizons=1)
-    stream = cfg.schedule.streaming(st.causal)
 
     def finish(result: TrainResult, logger=None) -> dict:
         return {

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
-from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
 from trackstream.distill.rl import RLConfig, RLObjective
@@ -58,9 +57,11 @@ def _describe(st: RLConfig, batch_size: int, reward) -> str:
 
 def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: RLConfig = cfg.stage
-    stream = cfg.schedule.streaming(st.causal)
     student = NetworkExport(st.student, "stage.student")
+    stream = cfg.schedule.streaming(st.causal)
     student.check_streams_as(stream)
+    # equal to the config's but for the noise levels a student may record (FastVideo students): it keeps those
+    stream = student.conventions.streaming or stream
     if not st.pairs:
         raise ValueError("stage.pairs is not set: give an ODE pair folder (its first frames, tracks and texts)")
     K = cfg.schedule.student_steps
@@ -87,7 +88,7 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         codec,
         reward,
         cfg=st,
-        sigmas=sampling_sigmas(K, shift=cfg.schedule.shift),
+        sigmas=stream.sigmas(),
         embed_dim=unwrap(policy.module).track_embed_dim,
         height=cfg.data.height,
         width=cfg.data.width,
