@@ -34,7 +34,7 @@ from trackstream.models.flavors import build_wan, flavor_config
 from trackstream.models.lora import LoraConfig
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.text_encoders import TextProjection
-from trackstream.models.tracks import TRACK_EMBED_DIM, TrackEncoder, check_splat
+from trackstream.models.tracks import DEFAULT_ID_RANGE, TRACK_EMBED_DIM, TrackEncoder, check_convention, check_splat
 from trackstream.models.wan import WanModel
 
 __all__ = [
@@ -66,6 +66,12 @@ class ModelConfig:
     # how tracks are written on the latent grid (models.tracks.SPLATS): nearest cell (MotionStream's eq. 1)
     # or bilinear over the 4 cells around a point (its sub-cell position; the embedded world's 4-px cells)
     track_splat: str = "nearest"
+    # the whole track encoding (models.tracks.TRACK_CONVENTIONS): ours, or FastVideo's WanTrack maths (their
+    # ID range and embedding, normalised round-and-clamp snapping, zero-padded frame 0) for their bundles
+    track_convention: str = "trackstream"
+    # a bias on the track head: FastVideo's track convs may carry one (then no tracks differs from tracks
+    # given but all invisible); ours has none, so the empty motion condition is exactly zero
+    track_bias: bool = False
     text_encoder: str = "minilm"  # models.text_encoders.build_text_encoder name (frozen)
     text_encoder_path: str | None = None  # local folder / checkpoint of the text encoder
     overrides: dict = field(default_factory=dict)  # WanModel kwargs (dim, num_layers, text_len, ...)
@@ -97,6 +103,12 @@ class ModelConfig:
         if self.track_embed_dim < 2 or self.track_embed_dim % 2:
             raise ValueError(f"model.track_embed_dim={self.track_embed_dim} must be even and >= 2")
         check_splat(self.track_splat)
+        check_convention(self.track_convention, field="model.track_convention")
+        if self.track_convention == "fastvideo" and self.track_splat != "nearest":
+            raise ValueError(
+                f"model.track_splat={self.track_splat!r}: the fastvideo track convention rounds each point to one "
+                "cell; leave it at nearest"
+            )
         base = flavor_config(self.flavor, **self.overrides)  # raises ValueError naming unknown flavors / fields
         if self.image_features not in IMAGE_FEATURES:
             raise ValueError(f"model.image_features={self.image_features!r}; choose one of {IMAGE_FEATURES}")
@@ -214,6 +226,16 @@ class MotionWan(nn.Module):
         """How this network's tracks are written on the latent grid (``encode_motion(..., splat=)``)."""
         return self.track_encoder.splat if self.track_encoder is not None else "nearest"
 
+    @property
+    def track_convention(self) -> str:
+        """How this network's whole track encoding is done (``encode_motion(..., convention=)``)."""
+        return self.track_encoder.convention if self.track_encoder is not None else "trackstream"
+
+    @property
+    def track_id_range(self) -> int:
+        """The range this network's track IDs are drawn from (``models.tracks.sample_track_ids(id_range=)``)."""
+        return self.track_encoder.id_range if self.track_encoder is not None else DEFAULT_ID_RANGE
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """Fresh initialisation of every part (after ``to_empty`` of a meta-built module)."""
@@ -285,7 +307,13 @@ def build_motion_wan(cfg: ModelConfig, *, text_encoder_dim: int, device: str | t
     text_dim = base["text_dim"]
     with torch.device(device):
         tracks = (
-            TrackEncoder(cfg.track_channels, embed_dim=cfg.track_embed_dim, splat=cfg.track_splat)
+            TrackEncoder(
+                cfg.track_channels,
+                embed_dim=cfg.track_embed_dim,
+                splat=cfg.track_splat,
+                bias=cfg.track_bias,
+                convention=cfg.track_convention,
+            )
             if cfg.track_channels
             else None
         )
@@ -331,6 +359,9 @@ def read_init(path: str, in_dim: int, subkey: str | None = None) -> dict[str, to
     return {**{f"dit.{k}": v for k, v in dit.items()}, **heads}
 
 
+# ModelConfig fields written to network.json only where they differ from these defaults
+QUIET_DEFAULTS = {"track_convention": "trackstream", "track_bias": False}
+
 TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5-xxl": 4096}  # for meta builds
 
 
@@ -373,6 +404,8 @@ def save_network(
     # the folder holds the whole network (an adapter already merged): where its training started is a path on
     # the machine that trained it, recorded by the run's config.yaml, and would only mislead a copy of the folder
     model_cfg = {**model_cfg, "init_from": None, "adapter": None}
+    # fields a network of ours leaves at their defaults are left out, so its network.json reads as before they existed
+    model_cfg = {k: v for k, v in model_cfg.items() if k not in QUIET_DEFAULTS or v != QUIET_DEFAULTS[k]}
     meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(ema), "conventions": conv.to_dict()}
     (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
     return directory

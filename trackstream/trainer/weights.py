@@ -12,7 +12,11 @@ from trackstream.models.formats.checkpoint import SUBKEY_SEP, split_subkey
 from trackstream.models.motion_wan import Conventions, ModelConfig, MotionWan, read_init, save_network
 
 # a network.json written before a model field existed reads as that field's default
-MODEL_DEFAULTS = {"track_splat": ModelConfig.track_splat}
+MODEL_DEFAULTS = {
+    "track_splat": ModelConfig.track_splat,
+    "track_convention": ModelConfig.track_convention,
+    "track_bias": ModelConfig.track_bias,
+}
 
 __all__ = ["initialise", "load_checked", "load_student", "load_frozen", "full_state_dict", "export_network"]
 
@@ -180,7 +184,7 @@ def _check_compatible(student: dict, teacher: dict, *, field: str, spec: str) ->
 
     bad = [
         k
-        for k in ("layout", "track_embed_dim", "track_splat", "text_encoder")
+        for k in ("layout", "track_embed_dim", "track_splat", "track_convention", "text_encoder")
         if student.get(k, MODEL_DEFAULTS.get(k)) != teacher.get(k, MODEL_DEFAULTS.get(k))
     ]
     if latent_channels(student["flavor"], student.get("overrides")) != latent_channels(
