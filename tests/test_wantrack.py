@@ -1,6 +1,7 @@
 """FastVideo's WanTrack bundles: the shrunk bundle in their layout, its loader, and their track encoding as an
 option of ours, checked against a plain re-statement of their maths (../shared/reference/wantrack.md §3)."""
 
+import dataclasses
 import json
 import math
 
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 from release_helpers import write_wantrack_bundle
 from safetensors.torch import load_file, save_file
 
-from trackstream.models.formats.wantrack import find_wantrack, fold_track_convs, load_wantrack
+from trackstream.models.formats.wantrack import find_wantrack, fold_track_convs
+from trackstream.models.motion_wan import load_wantrack
 from trackstream.models.tracks import TrackEncoder
 from trackstream.pipeline import rehearsal_wantrack
 
@@ -129,7 +131,7 @@ def test_bundle_loads_and_runs(tmp_path, role, file_name, bias):
         out = net(
             x,
             torch.tensor([500.0]),
-            text=torch.randn(B, 8, 4096, generator=g),
+            text=torch.randn(B, 8, net.dit.text_dim, generator=g),
             text_lengths=torch.tensor([8]),
             image=image,
             motion=motion,
@@ -190,6 +192,105 @@ def test_rehearsal_wantrack_command(tmp_path, capsys):
     assert load_wantrack(out).track_encoder.head.proj.bias is None
     assert rehearsal_wantrack.main(["--role", "student", "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the bundle as a network
+
+
+TRACK_V0_SIGMAS = (1.0, 0.94770, 0.85836, 0.67105)  # their four timesteps / 1000 (reference section 4.4)
+
+
+@pytest.mark.parametrize("shift,steps", [(6.0, (1000, 750, 500, 250)), (3.0, (1000, 500)), (5.0, (999, 600, 1))])
+def test_sigmas_are_diffusers_schedulers(shift, steps):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from trackstream.models.formats.wantrack import fastvideo_sigmas
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    scheduler.set_timesteps(1000)
+    grid = torch.cat([scheduler.timesteps, torch.zeros(1)])
+    want = [grid[1000 - t].item() / 1000 for t in steps]
+    assert list(fastvideo_sigmas(shift, steps)) == pytest.approx(want, abs=1e-7)
+    assert fastvideo_sigmas(shift, steps, warp=False) == tuple(t / 1000 for t in steps)
+
+
+def test_bundle_describes_itself(tmp_path):
+    from trackstream.models.causal import CausalConfig
+    from trackstream.models.motion_wan import Conventions, ModelConfig, read_network_json
+    from trackstream.models.streaming import StreamConfig
+
+    student = write_wantrack_bundle(tmp_path / "s", role="student")
+    meta = read_network_json(student)
+    model = ModelConfig(**meta["model"])
+    assert (model.flavor, model.layout, model.track_convention, model.track_bias) == (
+        "wan2.1-fun-1.3b-inp",
+        "wan_i2v",
+        "fastvideo",
+        True,
+    )
+    assert model.overrides == {"dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2, "text_dim": 16}
+    assert meta["text_encoder_dim"] == 16 and model.image_feature_mode == "clip"
+    conv = Conventions.from_dict(meta["conventions"])
+    assert (conv.height, conv.width, conv.num_frames, conv.schedule_shift) == (480, 832, 121, 6.0)
+    want = StreamConfig(
+        CausalConfig(
+            chunk_frames=3,
+            sink_chunks=1,
+            window_chunks=None,
+            window_frames=2,
+            first_chunk_frames=1,
+            first_chunk_sampled=True,
+            rope="relativistic",
+        ),
+        steps=4,
+        shift=6.0,
+    )
+    assert dataclasses.replace(conv.streaming, sigma_list=None) == want  # equal but for the levels
+    assert conv.streaming.sigma_list == pytest.approx(TRACK_V0_SIGMAS, abs=1e-5)
+    teacher = read_network_json(write_wantrack_bundle(tmp_path / "t", role="teacher"))
+    assert teacher["conventions"] == {
+        "clean_first_frame": False,
+        "schedule_shift": 6.0,
+        "num_frames": 121,
+        "height": 480,
+        "width": 832,
+    }  # no training_config.yaml: FastVideo's published defaults, and no causal recipe
+
+    yaml = student / "training_config.yaml"
+    text = yaml.read_text()
+    yaml.write_text(
+        text.replace("local_attn_size: 6", "local_attn_size: -1").replace("num_height: 480", "num_height: 64")
+    )
+    conv = read_network_json(student)["conventions"]
+    assert conv["height"] == 64 and conv["causal"].get("window_frames") is None
+    yaml.write_text(text.replace("local_attn_size: 6", "local_attn_size: 3"))
+    with pytest.raises(ValueError, match="training_config.yaml.*local_attn_size=3"):
+        read_network_json(student)
+    yaml.write_text("models: [\n")
+    with pytest.raises(ValueError, match="training_config.yaml is not valid YAML"):
+        read_network_json(student)
+
+
+def test_bundle_runs_where_an_export_does(tmp_path):
+    """load_network, read_init and load_export take the bundle folder itself; the codec defaults to its vae/."""
+    from trackstream.models.conditioner import load_export
+    from trackstream.models.motion_wan import load_network, read_init
+
+    root = write_wantrack_bundle(tmp_path / "s", role="student")
+    net = load_network(root)
+    assert net.conventions.streaming is not None and net.track_convention == "fastvideo"
+    sd = read_init(str(root), net.required_in_dim)
+    assert set(sd) == set(net.state_dict()) and torch.equal(
+        sd["dit.patch_embedding.weight"], net.dit.patch_embedding.weight
+    )
+    net, codec, cond = load_export(root, codec_name="tiny-ae", codec=None, device="cpu", dtype="fp32")
+    assert type(codec).__name__ == "WanVAE" and cond.image_feature_mode == "clip"
+    text, lengths = cond.text(["the cat"])
+    assert text.shape[-1] == net.dit.text_dim and int(lengths[0]) > 0
+    assert cond.image_features(torch.zeros(1, 3, 32, 48)).shape[-1] == 1280  # CLIP's penultimate tokens
+    (root / "text_encoder" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="text_encoder/config.json"):
+        load_network(root)
 
 
 @pytest.mark.slow

@@ -183,8 +183,8 @@ def load_export(
 ):
     """An exported network folder with what it needs to run, ready for inference: (network, codec,
     conditioner) — the network frozen in eval mode, its codec (``models.codecs`` name + checkpoint /
-    release folder, which must be the network's latent space) and the text encoder and image features
-    its network.json names.
+    release folder, which must be the network's latent space; a FastVideo WanTrack bundle given no ``codec``:
+    its ``vae/``) and the text encoder and image features its network.json names.
 
     ``device`` / ``dtype``: None or "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
     (``models.precision``). The DiT's matmul weights and the codec are cast to ``dtype``; what Wan keeps
@@ -200,6 +200,10 @@ def load_export(
     from trackstream.models.precision import resolve_precision
 
     device, dtype = resolve_precision(device, dtype)
+    if not codec:  # a FastVideo WanTrack bundle carries its VAE (vae/); an export names none
+        from trackstream.models.formats.wantrack import wantrack_codec
+
+        codec_name, codec = wantrack_codec(directory) or (codec_name, codec)
     net = load_export_network(directory, device=device, dtype=dtype)
     frozen_codec = load_export_codec(
         codec_name, codec, device=device, dtype=dtype, decoder=decoder, decoder_name=decoder_name

@@ -46,6 +46,7 @@ __all__ = [
     "read_init",
     "save_network",
     "load_network",
+    "load_wantrack",
     "TEXT_ENCODER_DIMS",
     "pad_text",
     "LATENT_CHANNELS",
@@ -339,14 +340,22 @@ def _pad_patch_embedding(sd: dict[str, torch.Tensor], in_dim: int, source: str) 
 
 def read_init(path: str, in_dim: int, subkey: str | None = None) -> dict[str, torch.Tensor]:
     """Full state dict (MotionWan keys) to start from: an exported network folder (DiT + heads,
-    e.g. the stage-1 teacher for the fine-tune stage), a Wan checkpoint (DiT only; ``subkey``: the
+    e.g. the stage-1 teacher for the fine-tune stage), a FastVideo WanTrack bundle (DiT + folded track head), a Wan checkpoint (DiT only; ``subkey``: the
     entry of a training ``.pt`` such as Self-Forcing's ``generator_ema``), or a folder written by
     ``models.wan_export`` (the DiT plus its side file of heads)."""
     from trackstream.models.formats.checkpoint import SIDE_HEADS, read_state_dict
     from trackstream.models.formats.files import read_torch_file
     from trackstream.models.formats.wan_formats import to_official
+    from trackstream.models.formats.wantrack import find_wantrack
 
     folder = Path(path)
+    if subkey is None and not (folder / "network.json").is_file() and find_wantrack(folder) is not None:
+        net_sd = load_wantrack(folder).state_dict()  # FastVideo's bundle: its DiT and its folded track head
+        dit = _pad_patch_embedding({k[4:]: v for k, v in net_sd.items() if k.startswith("dit.")}, in_dim, path)
+        return {
+            **{f"dit.{k}": v for k, v in dit.items()},
+            **{k: v for k, v in net_sd.items() if not k.startswith("dit.")},
+        }
     if (folder / "network.json").is_file():
         raw, _ = read_state_dict(folder / "dit", fix=EXPORT_FIX)
         heads = read_torch_file(folder / "heads.pt", fix=EXPORT_FIX)
@@ -413,10 +422,14 @@ def save_network(
 
 def read_network_json(directory: str | Path) -> dict:
     """An export's ``network.json``, checked: valid JSON with ``model`` (a valid ModelConfig) and
-    ``text_encoder_dim``; anything else is a one-line ValueError naming the file and the fix."""
+    ``text_encoder_dim``; anything else is a one-line ValueError naming the file and the fix. A FastVideo
+    WanTrack bundle (``models.formats.wantrack``) has its equivalent derived from its own files."""
     from trackstream.models.formats.files import one_line, read_json_file
+    from trackstream.models.formats.wantrack import find_wantrack, wantrack_network_json
 
     path = Path(directory) / "network.json"
+    if not path.is_file() and find_wantrack(directory) is not None:
+        return wantrack_network_json(directory)  # FastVideo's bundle, described from its own files
     meta = read_json_file(path, fix=EXPORT_FIX, require=("model", "text_encoder_dim"))
     try:
         ModelConfig(**meta["model"])
@@ -427,12 +440,16 @@ def read_network_json(directory: str | Path) -> dict:
 
 
 def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
-    """Rebuild an exported network (the frozen teacher of the distillation stages loads this way)."""
+    """Rebuild an exported network (the frozen teacher of the distillation stages loads this way), or a
+    FastVideo WanTrack bundle (``load_wantrack``)."""
     from trackstream.models.formats.checkpoint import read_state_dict
     from trackstream.models.formats.files import check_shipped, read_torch_file
+    from trackstream.models.formats.wantrack import find_wantrack
     from trackstream.models.wan_io import load_into
 
     directory = Path(directory)
+    if not (directory / "network.json").is_file() and find_wantrack(directory) is not None:
+        return load_wantrack(directory, device=device)
     missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
     if missing:
         raise ValueError(
@@ -451,4 +468,25 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
     net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(directory / "network.json"))
     # a release stored in bf16 (half the bytes) comes back in float32, as training wrote every other
     # export: callers cast for inference themselves (cast_for_inference), and training steps in float32
+    return net.float().to(device)
+
+
+def load_wantrack(path: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
+    """A FastVideo WanTrack bundle (``models.formats.wantrack``) as a float32 ``MotionWan``: layout ``wan_i2v``,
+    umT5 text at the DiT's text_dim, the track head of convention ``fastvideo`` with their embedding width,
+    channels and biases (their two convs folded into one), ``conventions`` those of ``wantrack_network_json``."""
+    from trackstream.models.formats.files import one_line
+    from trackstream.models.formats.wantrack import bundle_root, fold_track_convs, read_wantrack, wantrack_network_json
+    from trackstream.models.wan_io import load_into
+
+    meta = wantrack_network_json(path)
+    kwargs, dit_sd, track, weights = read_wantrack(path)
+    net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=meta["text_encoder_dim"], device="meta")
+    assert net.text_proj is None and net.dit.in_dim == kwargs["in_dim"], "the config derived from the bundle"
+    try:
+        load_into(net.dit, dit_sd, strict=True, source=str(weights))
+    except ValueError as err:
+        raise ValueError(one_line(err, limit=400)) from None
+    net.track_encoder.head.load_state_dict(fold_track_convs(track, str(weights)), strict=True, assign=True)
+    net.conventions = Conventions.from_dict(meta["conventions"], source=str(bundle_root(Path(path), weights.parent)))
     return net.float().to(device)
