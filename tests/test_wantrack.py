@@ -5,6 +5,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -307,3 +308,45 @@ def test_the_pages_bundles_load_as_it_says(tmp_path):
         scope = {}
         exec(block.replace('"Track-v0"', repr(str(tmp_path / folder))), scope)
         assert scope["net"].track_encoder.convention == "fastvideo"
+
+
+# --------------------------------------------------------------------------- their track files
+
+
+def test_their_track_files_read_as_pixels_with_their_ids(tmp_path):
+    from trackstream.data.track_inputs import load_track_inputs
+
+    g = torch.Generator().manual_seed(0)
+    points, vis = torch.rand(1, 9, 4, 2, generator=g), torch.tensor([1.0, 0.0, 1.0, 1.0]).repeat(9, 1)
+    ids = torch.tensor([5, 99999, 0, 42])
+    torch.save({"track_points": points, "track_visibility": vis, "track_ids": ids}, tmp_path / "t.pt")
+    np.savez(tmp_path / "t.npz", track_points=points[0].numpy(), track_visibility=vis.numpy())
+    (tmp_path / "d").mkdir()
+    np.save(tmp_path / "d" / "track_points.npy", points[0].numpy())
+    torch.save(vis, tmp_path / "d" / "track_visibility.pt")
+    H, W = 48, 64
+    want = (points[0].double() * torch.tensor([W, H])).float().numpy()
+    for name, want_ids in (("t.pt", ids.numpy()), ("t.npz", np.arange(4)), ("d", np.arange(4))):
+        tracks, visible, got_ids = load_track_inputs(tmp_path / name, None, height=H, width=W)
+        np.testing.assert_array_equal(tracks, want)
+        assert visible.dtype == bool and not visible[:, 1].any() and visible[:, 0].all()
+        np.testing.assert_array_equal(got_ids, want_ids)
+    # the pixels rasterise exactly where their normalised points do
+    enc = TrackEncoder(16, convention="fastvideo")
+    ours = enc.rasterize(torch.from_numpy(want)[None], vis[None], height=H, width=W, ids=ids[None])
+    theirs = enc.rasterize(points * torch.tensor([W, H]), vis[None], height=H, width=W, ids=ids[None])
+    assert torch.equal(ours, theirs)
+
+    torch.save({"track_points": points}, tmp_path / "bad.pt")
+    torch.save({"track_points": points[0, :, :, :1], "track_visibility": vis}, tmp_path / "shape.pt")
+    torch.save({"track_points": points, "track_visibility": vis, "track_ids": ids[:2]}, tmp_path / "ids.pt")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    for name, match in (
+        ("bad.pt", "lacks the key 'track_visibility'"),
+        ("shape.pt", "track_points has shape"),
+        ("ids.pt", "track_ids has shape"),
+        ("junk.npz", "not a readable"),
+    ):
+        with pytest.raises(ValueError, match=match) as err:
+            load_track_inputs(tmp_path / name, None, height=H, width=W)
+        assert "\n" not in str(err.value)
