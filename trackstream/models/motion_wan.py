@@ -47,6 +47,7 @@ __all__ = [
     "save_network",
     "load_network",
     "load_wantrack",
+    "is_network_folder",
     "TEXT_ENCODER_DIMS",
     "pad_text",
     "LATENT_CHANNELS",
@@ -418,6 +419,14 @@ def save_network(
     meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(ema), "conventions": conv.to_dict()}
     (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
     return directory
+
+
+def is_network_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a network every command takes: an exported network folder (``network.json``) or a
+    FastVideo WanTrack bundle (recognised by its tensors, ``models.formats.wantrack.find_wantrack``)."""
+    from trackstream.models.formats.wantrack import find_wantrack
+
+    return (Path(path) / "network.json").is_file() or find_wantrack(path) is not None
 
 
 def read_network_json(directory: str | Path) -> dict:

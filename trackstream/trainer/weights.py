@@ -9,7 +9,14 @@ from pathlib import Path
 import torch
 
 from trackstream.models.formats.checkpoint import SUBKEY_SEP, split_subkey
-from trackstream.models.motion_wan import Conventions, ModelConfig, MotionWan, read_init, save_network
+from trackstream.models.motion_wan import (
+    Conventions,
+    ModelConfig,
+    MotionWan,
+    is_network_folder,
+    read_init,
+    save_network,
+)
 
 # a network.json written before a model field existed reads as that field's default
 MODEL_DEFAULTS = {
@@ -152,7 +159,7 @@ def load_student(
             )
         return load_network(teacher_dir), meta["model"]
     path, subkey = split_subkey(spec)
-    if (Path(path) / "network.json").is_file():
+    if subkey is None and is_network_folder(path) or (Path(path) / "network.json").is_file():
         if subkey is not None:
             raise ValueError(
                 f"{field}={spec!r}: {path} is an exported network folder (one network); drop {SUBKEY_SEP}{subkey}"
