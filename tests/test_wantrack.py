@@ -1,16 +1,19 @@
 """FastVideo's WanTrack bundles: the shrunk bundle in their layout, its loader, and their track encoding as an
 option of ours, checked against a plain re-statement of their maths (../shared/reference/wantrack.md §3)."""
 
+import dataclasses
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from release_helpers import write_wantrack_bundle
 from safetensors.torch import load_file, save_file
 
-from trackstream.models.formats.wantrack import find_wantrack, fold_track_convs, load_wantrack
+from trackstream.models.formats.wantrack import find_wantrack, fold_track_convs
+from trackstream.models.motion_wan import load_wantrack
 from trackstream.models.tracks import TrackEncoder
 from trackstream.pipeline import rehearsal_wantrack
 
@@ -129,7 +132,7 @@ def test_bundle_loads_and_runs(tmp_path, role, file_name, bias):
         out = net(
             x,
             torch.tensor([500.0]),
-            text=torch.randn(B, 8, 4096, generator=g),
+            text=torch.randn(B, 8, net.dit.text_dim, generator=g),
             text_lengths=torch.tensor([8]),
             image=image,
             motion=motion,
@@ -192,6 +195,105 @@ def test_rehearsal_wantrack_command(tmp_path, capsys):
     assert "exists" in capsys.readouterr().err
 
 
+# --------------------------------------------------------------------------- the bundle as a network
+
+
+TRACK_V0_SIGMAS = (1.0, 0.94770, 0.85836, 0.67105)  # their four timesteps / 1000 (reference section 4.4)
+
+
+@pytest.mark.parametrize("shift,steps", [(6.0, (1000, 750, 500, 250)), (3.0, (1000, 500)), (5.0, (999, 600, 1))])
+def test_sigmas_are_diffusers_schedulers(shift, steps):
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    from trackstream.models.formats.wantrack import fastvideo_sigmas
+
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=shift)
+    scheduler.set_timesteps(1000)
+    grid = torch.cat([scheduler.timesteps, torch.zeros(1)])
+    want = [grid[1000 - t].item() / 1000 for t in steps]
+    assert list(fastvideo_sigmas(shift, steps)) == pytest.approx(want, abs=1e-7)
+    assert fastvideo_sigmas(shift, steps, warp=False) == tuple(t / 1000 for t in steps)
+
+
+def test_bundle_describes_itself(tmp_path):
+    from trackstream.models.causal import CausalConfig
+    from trackstream.models.motion_wan import Conventions, ModelConfig, read_network_json
+    from trackstream.models.streaming import StreamConfig
+
+    student = write_wantrack_bundle(tmp_path / "s", role="student")
+    meta = read_network_json(student)
+    model = ModelConfig(**meta["model"])
+    assert (model.flavor, model.layout, model.track_convention, model.track_bias) == (
+        "wan2.1-fun-1.3b-inp",
+        "wan_i2v",
+        "fastvideo",
+        True,
+    )
+    assert model.overrides == {"dim": 64, "ffn_dim": 128, "num_heads": 2, "num_layers": 2, "text_dim": 16}
+    assert meta["text_encoder_dim"] == 16 and model.image_feature_mode == "clip"
+    conv = Conventions.from_dict(meta["conventions"])
+    assert (conv.height, conv.width, conv.num_frames, conv.schedule_shift) == (480, 832, 121, 6.0)
+    want = StreamConfig(
+        CausalConfig(
+            chunk_frames=3,
+            sink_chunks=1,
+            window_chunks=None,
+            window_frames=2,
+            first_chunk_frames=1,
+            first_chunk_sampled=True,
+            rope="relativistic",
+        ),
+        steps=4,
+        shift=6.0,
+    )
+    assert dataclasses.replace(conv.streaming, sigma_list=None) == want  # equal but for the levels
+    assert conv.streaming.sigma_list == pytest.approx(TRACK_V0_SIGMAS, abs=1e-5)
+    teacher = read_network_json(write_wantrack_bundle(tmp_path / "t", role="teacher"))
+    assert teacher["conventions"] == {
+        "clean_first_frame": False,
+        "schedule_shift": 6.0,
+        "num_frames": 121,
+        "height": 480,
+        "width": 832,
+    }  # no training_config.yaml: FastVideo's published defaults, and no causal recipe
+
+    yaml = student / "training_config.yaml"
+    text = yaml.read_text()
+    yaml.write_text(
+        text.replace("local_attn_size: 6", "local_attn_size: -1").replace("num_height: 480", "num_height: 64")
+    )
+    conv = read_network_json(student)["conventions"]
+    assert conv["height"] == 64 and conv["causal"].get("window_frames") is None
+    yaml.write_text(text.replace("local_attn_size: 6", "local_attn_size: 3"))
+    with pytest.raises(ValueError, match="training_config.yaml.*local_attn_size=3"):
+        read_network_json(student)
+    yaml.write_text("models: [\n")
+    with pytest.raises(ValueError, match="training_config.yaml is not valid YAML"):
+        read_network_json(student)
+
+
+def test_bundle_runs_where_an_export_does(tmp_path):
+    """load_network, read_init and load_export take the bundle folder itself; the codec defaults to its vae/."""
+    from trackstream.models.conditioner import load_export
+    from trackstream.models.motion_wan import load_network, read_init
+
+    root = write_wantrack_bundle(tmp_path / "s", role="student")
+    net = load_network(root)
+    assert net.conventions.streaming is not None and net.track_convention == "fastvideo"
+    sd = read_init(str(root), net.required_in_dim)
+    assert set(sd) == set(net.state_dict()) and torch.equal(
+        sd["dit.patch_embedding.weight"], net.dit.patch_embedding.weight
+    )
+    net, codec, cond = load_export(root, codec_name="tiny-ae", codec=None, device="cpu", dtype="fp32")
+    assert type(codec).__name__ == "WanVAE" and cond.image_feature_mode == "clip"
+    text, lengths = cond.text(["the cat"])
+    assert text.shape[-1] == net.dit.text_dim and int(lengths[0]) > 0
+    assert cond.image_features(torch.zeros(1, 3, 32, 48)).shape[-1] == 1280  # CLIP's penultimate tokens
+    (root / "text_encoder" / "config.json").write_text("{")
+    with pytest.raises(ValueError, match="text_encoder/config.json"):
+        load_network(root)
+
+
 @pytest.mark.slow
 def test_the_pages_bundles_load_as_it_says(tmp_path):
     """docs/wantrack.md: its two commands as written, then its Python block on what they wrote."""
@@ -206,3 +308,45 @@ def test_the_pages_bundles_load_as_it_says(tmp_path):
         scope = {}
         exec(block.replace('"Track-v0"', repr(str(tmp_path / folder))), scope)
         assert scope["net"].track_encoder.convention == "fastvideo"
+
+
+# --------------------------------------------------------------------------- their track files
+
+
+def test_their_track_files_read_as_pixels_with_their_ids(tmp_path):
+    from trackstream.data.track_inputs import load_track_inputs
+
+    g = torch.Generator().manual_seed(0)
+    points, vis = torch.rand(1, 9, 4, 2, generator=g), torch.tensor([1.0, 0.0, 1.0, 1.0]).repeat(9, 1)
+    ids = torch.tensor([5, 99999, 0, 42])
+    torch.save({"track_points": points, "track_visibility": vis, "track_ids": ids}, tmp_path / "t.pt")
+    np.savez(tmp_path / "t.npz", track_points=points[0].numpy(), track_visibility=vis.numpy())
+    (tmp_path / "d").mkdir()
+    np.save(tmp_path / "d" / "track_points.npy", points[0].numpy())
+    torch.save(vis, tmp_path / "d" / "track_visibility.pt")
+    H, W = 48, 64
+    want = (points[0].double() * torch.tensor([W, H])).float().numpy()
+    for name, want_ids in (("t.pt", ids.numpy()), ("t.npz", np.arange(4)), ("d", np.arange(4))):
+        tracks, visible, got_ids = load_track_inputs(tmp_path / name, None, height=H, width=W)
+        np.testing.assert_array_equal(tracks, want)
+        assert visible.dtype == bool and not visible[:, 1].any() and visible[:, 0].all()
+        np.testing.assert_array_equal(got_ids, want_ids)
+    # the pixels rasterise exactly where their normalised points do
+    enc = TrackEncoder(16, convention="fastvideo")
+    ours = enc.rasterize(torch.from_numpy(want)[None], vis[None], height=H, width=W, ids=ids[None])
+    theirs = enc.rasterize(points * torch.tensor([W, H]), vis[None], height=H, width=W, ids=ids[None])
+    assert torch.equal(ours, theirs)
+
+    torch.save({"track_points": points}, tmp_path / "bad.pt")
+    torch.save({"track_points": points[0, :, :, :1], "track_visibility": vis}, tmp_path / "shape.pt")
+    torch.save({"track_points": points, "track_visibility": vis, "track_ids": ids[:2]}, tmp_path / "ids.pt")
+    (tmp_path / "junk.npz").write_bytes(b"junk")
+    for name, match in (
+        ("bad.pt", "lacks the key 'track_visibility'"),
+        ("shape.pt", "track_points has shape"),
+        ("ids.pt", "track_ids has shape"),
+        ("junk.npz", "not a readable"),
+    ):
+        with pytest.raises(ValueError, match=match) as err:
+            load_track_inputs(tmp_path / name, None, height=H, width=W)
+        assert "\n" not in str(err.value)

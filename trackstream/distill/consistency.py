@@ -110,7 +110,7 @@ class ConsistencyObjective(Objective):
     def prepare_batch(self, batch: dict) -> dict:
         return encoded_clips(batch, self.conditioner, self.device)
 
-    def _motion(self, batch: dict, ids: torch.Tensor, splat: str) -> torch.Tensor:
+    def _motion(self, batch: dict, ids: torch.Tensor, splat: str, convention: str) -> torch.Tensor:
         return encode_motion(
             batch["tracks"],
             batch["visibility"],
@@ -120,6 +120,7 @@ class ConsistencyObjective(Objective):
             width=self.width,
             latent_height=batch["latents"].shape[3],
             splat=splat,
+            convention=convention,
         )  # c_m [B, D, T, h, w]
 
     def _walk(self, net, batch, ids, motion, causal, x0, inputs: dict, sigma: float) -> dict:
@@ -166,7 +167,7 @@ class ConsistencyObjective(Objective):
         B = x0.shape[0]
         causal = sample_causal_config(c.causal, c.sink_choices, c.window_choices, g)
         ids = sample_track_ids(B, batch["tracks"].shape[2], id_range=c.track_id_range, generator=g).to(self.device)
-        motion = self._motion(batch, ids, net.track_splat)
+        motion = self._motion(batch, ids, net.track_splat, net.track_convention)
         k = int(torch.randint(c.grid_steps, (), generator=g))
         s, s_next = float(self.grid[k]), float(self.grid[k + 1])
         given = first_chunk_given(causal)

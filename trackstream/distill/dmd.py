@@ -216,6 +216,7 @@ class DMDObjective(Objective):
             width=self.width,
             latent_height=out["image_latent"].shape[-2],
             splat=self.student.track_splat,
+            convention=self.student.track_convention,
         )  # c_m [B, D, T, h, w]
         return out
 

@@ -165,6 +165,7 @@ class ODEInitObjective(Objective):
             width=self.width,
             latent_height=h,
             splat=unwrap(self.network).track_splat,
+            convention=unwrap(self.network).track_convention,
         )
         dit = unwrap(self.network).dit
         attn = BlockCausalAttention(

@@ -107,6 +107,7 @@ def _condition(
         width=s.width,
         latent_height=latent_height,
         splat=getattr(s.teacher, "module", s.teacher).track_splat,
+        convention=getattr(s.teacher, "module", s.teacher).track_convention,
     )
     return Condition(
         text=batch["text_emb"].to(s.device),

@@ -179,6 +179,7 @@ class RLObjective(Objective):
             width=self.width,
             latent_height=lat_h,
             splat=self.student.track_splat,
+            convention=self.student.track_convention,
         )
         return {**b, "motion": encode_motion(b["tracks"], b["visibility"], b["track_ids"], **kw)}  # [B, D, T, h, w]
 

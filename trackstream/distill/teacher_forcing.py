@@ -184,6 +184,7 @@ class TeacherForcingObjective(Objective):
             width=self.width,
             latent_height=batch["latents"].shape[3],
             splat=unwrap(self.network).track_splat,
+            convention=unwrap(self.network).track_convention,
         )
 
     def loss(self, name: str, batch: dict, *, step: int):

@@ -268,6 +268,7 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
                 width=W,
                 latent_height=H // sf,
                 splat=net.track_splat,
+                convention=net.track_convention,
             )
         noise = torch.randn((1, net.latent_channels, latent_frames(T), H // sf, W // sf), generator=g, device="cpu").to(
             device

@@ -215,6 +215,7 @@ def _sample_both(
         width=W,
         latent_height=H // sf,
         splat=net.track_splat,
+        convention=net.track_convention,
     )
     latent_shape = (B, net.latent_channels, latent_frames(T), H // sf, W // sf)
     noise = torch.randn(latent_shape, generator=gen).to(device)

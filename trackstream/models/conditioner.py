@@ -12,7 +12,13 @@ import torch.nn as nn
 
 from trackstream.models.channel_layouts import i2v_condition, start_image_latents
 from trackstream.models.motion_wan import ModelConfig
-from trackstream.models.tracks import rasterize_tracks, track_id_embedding
+from trackstream.models.tracks import (
+    check_convention,
+    fastvideo_id_embedding,
+    rasterize_tracks,
+    rasterize_tracks_fastvideo,
+    track_id_embedding,
+)
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 
 __all__ = [
@@ -35,9 +41,11 @@ def encode_motion(
     width: int,
     latent_height: int | None = None,
     splat: str = "nearest",
+    convention: str = "trackstream",
 ) -> torch.Tensor:
     """Tracks [B, T, N, 2] + visibility [B, T, N] + IDs [B, N] -> c_m [B, D, T, h, w] (eq. 1); ``splat``:
-    the network's ``track_splat`` (``models.tracks.SPLATS``).
+    the network's ``track_splat`` (``models.tracks.SPLATS``); ``convention``: its ``track_convention``
+    (``models.tracks.TRACK_CONVENTIONS``: FastVideo's embedding and snapping for their bundles).
 
     ``latent_height`` (h) sets the grid: the codec's spatial factor is ``height // h`` (Wan: 8,
     the default when it is not given)."""
@@ -46,6 +54,9 @@ def encode_motion(
         if height % latent_height:
             raise ValueError(f"video height {height} is not a multiple of the latent height {latent_height}")
         factor = height // latent_height
+    if check_convention(convention) == "fastvideo":
+        emb = fastvideo_id_embedding(ids.to(tracks.device), embed_dim)
+        return rasterize_tracks_fastvideo(tracks, visibility, emb, height=height, width=width, spatial_factor=factor)
     emb = track_id_embedding(ids.to(tracks.device), embed_dim)
     return rasterize_tracks(tracks, visibility, emb, height=height, width=width, spatial_factor=factor, splat=splat)
 
@@ -172,8 +183,8 @@ def load_export(
 ):
     """An exported network folder with what it needs to run, ready for inference: (network, codec,
     conditioner) — the network frozen in eval mode, its codec (``models.codecs`` name + checkpoint /
-    release folder, which must be the network's latent space) and the text encoder and image features
-    its network.json names.
+    release folder, which must be the network's latent space; a FastVideo WanTrack bundle given no ``codec``:
+    its ``vae/``) and the text encoder and image features its network.json names.
 
     ``device`` / ``dtype``: None or "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
     (``models.precision``). The DiT's matmul weights and the codec are cast to ``dtype``; what Wan keeps
@@ -189,6 +200,10 @@ def load_export(
     from trackstream.models.precision import resolve_precision
 
     device, dtype = resolve_precision(device, dtype)
+    if not codec:  # a FastVideo WanTrack bundle carries its VAE (vae/); an export names none
+        from trackstream.models.formats.wantrack import wantrack_codec
+
+        codec_name, codec = wantrack_codec(directory) or (codec_name, codec)
     net = load_export_network(directory, device=device, dtype=dtype)
     frozen_codec = load_export_codec(
         codec_name, codec, device=device, dtype=dtype, decoder=decoder, decoder_name=decoder_name

@@ -34,7 +34,7 @@ from trackstream.models.flavors import build_wan, flavor_config
 from trackstream.models.lora import LoraConfig
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.text_encoders import TextProjection
-from trackstream.models.tracks import TRACK_EMBED_DIM, TrackEncoder, check_splat
+from trackstream.models.tracks import DEFAULT_ID_RANGE, TRACK_EMBED_DIM, TrackEncoder, check_convention, check_splat
 from trackstream.models.wan import WanModel
 
 __all__ = [
@@ -46,6 +46,8 @@ __all__ = [
     "read_init",
     "save_network",
     "load_network",
+    "load_wantrack",
+    "is_network_folder",
     "TEXT_ENCODER_DIMS",
     "pad_text",
     "LATENT_CHANNELS",
@@ -66,6 +68,12 @@ class ModelConfig:
     # how tracks are written on the latent grid (models.tracks.SPLATS): nearest cell (MotionStream's eq. 1)
     # or bilinear over the 4 cells around a point (its sub-cell position; the embedded world's 4-px cells)
     track_splat: str = "nearest"
+    # the whole track encoding (models.tracks.TRACK_CONVENTIONS): ours, or FastVideo's WanTrack maths (their
+    # ID range and embedding, normalised round-and-clamp snapping, zero-padded frame 0) for their bundles
+    track_convention: str = "trackstream"
+    # a bias on the track head: FastVideo's track convs may carry one (then no tracks differs from tracks
+    # given but all invisible); ours has none, so the empty motion condition is exactly zero
+    track_bias: bool = False
     text_encoder: str = "minilm"  # models.text_encoders.build_text_encoder name (frozen)
     text_encoder_path: str | None = None  # local folder / checkpoint of the text encoder
     overrides: dict = field(default_factory=dict)  # WanModel kwargs (dim, num_layers, text_len, ...)
@@ -97,6 +105,12 @@ class ModelConfig:
         if self.track_embed_dim < 2 or self.track_embed_dim % 2:
             raise ValueError(f"model.track_embed_dim={self.track_embed_dim} must be even and >= 2")
         check_splat(self.track_splat)
+        check_convention(self.track_convention, field="model.track_convention")
+        if self.track_convention == "fastvideo" and self.track_splat != "nearest":
+            raise ValueError(
+                f"model.track_splat={self.track_splat!r}: the fastvideo track convention rounds each point to one "
+                "cell; leave it at nearest"
+            )
         base = flavor_config(self.flavor, **self.overrides)  # raises ValueError naming unknown flavors / fields
         if self.image_features not in IMAGE_FEATURES:
             raise ValueError(f"model.image_features={self.image_features!r}; choose one of {IMAGE_FEATURES}")
@@ -214,6 +228,16 @@ class MotionWan(nn.Module):
         """How this network's tracks are written on the latent grid (``encode_motion(..., splat=)``)."""
         return self.track_encoder.splat if self.track_encoder is not None else "nearest"
 
+    @property
+    def track_convention(self) -> str:
+        """How this network's whole track encoding is done (``encode_motion(..., convention=)``)."""
+        return self.track_encoder.convention if self.track_encoder is not None else "trackstream"
+
+    @property
+    def track_id_range(self) -> int:
+        """The range this network's track IDs are drawn from (``models.tracks.sample_track_ids(id_range=)``)."""
+        return self.track_encoder.id_range if self.track_encoder is not None else DEFAULT_ID_RANGE
+
     @torch.no_grad()
     def init_weights(self) -> None:
         """Fresh initialisation of every part (after ``to_empty`` of a meta-built module)."""
@@ -285,7 +309,13 @@ def build_motion_wan(cfg: ModelConfig, *, text_encoder_dim: int, device: str | t
     text_dim = base["text_dim"]
     with torch.device(device):
         tracks = (
-            TrackEncoder(cfg.track_channels, embed_dim=cfg.track_embed_dim, splat=cfg.track_splat)
+            TrackEncoder(
+                cfg.track_channels,
+                embed_dim=cfg.track_embed_dim,
+                splat=cfg.track_splat,
+                bias=cfg.track_bias,
+                convention=cfg.track_convention,
+            )
             if cfg.track_channels
             else None
         )
@@ -311,14 +341,22 @@ def _pad_patch_embedding(sd: dict[str, torch.Tensor], in_dim: int, source: str) 
 
 def read_init(path: str, in_dim: int, subkey: str | None = None) -> dict[str, torch.Tensor]:
     """Full state dict (MotionWan keys) to start from: an exported network folder (DiT + heads,
-    e.g. the stage-1 teacher for the fine-tune stage), a Wan checkpoint (DiT only; ``subkey``: the
+    e.g. the stage-1 teacher for the fine-tune stage), a FastVideo WanTrack bundle (DiT + folded track head), a Wan checkpoint (DiT only; ``subkey``: the
     entry of a training ``.pt`` such as Self-Forcing's ``generator_ema``), or a folder written by
     ``models.wan_export`` (the DiT plus its side file of heads)."""
     from trackstream.models.formats.checkpoint import SIDE_HEADS, read_state_dict
     from trackstream.models.formats.files import read_torch_file
     from trackstream.models.formats.wan_formats import to_official
+    from trackstream.models.formats.wantrack import find_wantrack
 
     folder = Path(path)
+    if subkey is None and not (folder / "network.json").is_file() and find_wantrack(folder) is not None:
+        net_sd = load_wantrack(folder).state_dict()  # FastVideo's bundle: its DiT and its folded track head
+        dit = _pad_patch_embedding({k[4:]: v for k, v in net_sd.items() if k.startswith("dit.")}, in_dim, path)
+        return {
+            **{f"dit.{k}": v for k, v in dit.items()},
+            **{k: v for k, v in net_sd.items() if not k.startswith("dit.")},
+        }
     if (folder / "network.json").is_file():
         raw, _ = read_state_dict(folder / "dit", fix=EXPORT_FIX)
         heads = read_torch_file(folder / "heads.pt", fix=EXPORT_FIX)
@@ -330,6 +368,9 @@ def read_init(path: str, in_dim: int, subkey: str | None = None) -> dict[str, to
     dit = _pad_patch_embedding(dit, in_dim, path)
     return {**{f"dit.{k}": v for k, v in dit.items()}, **heads}
 
+
+# ModelConfig fields written to network.json only where they differ from these defaults
+QUIET_DEFAULTS = {"track_convention": "trackstream", "track_bias": False}
 
 TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5-xxl": 4096}  # for meta builds
 
@@ -373,17 +414,31 @@ def save_network(
     # the folder holds the whole network (an adapter already merged): where its training started is a path on
     # the machine that trained it, recorded by the run's config.yaml, and would only mislead a copy of the folder
     model_cfg = {**model_cfg, "init_from": None, "adapter": None}
+    # fields a network of ours leaves at their defaults are left out, so its network.json reads as before they existed
+    model_cfg = {k: v for k, v in model_cfg.items() if k not in QUIET_DEFAULTS or v != QUIET_DEFAULTS[k]}
     meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(ema), "conventions": conv.to_dict()}
     (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
     return directory
 
 
+def is_network_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a network every command takes: an exported network folder (``network.json``) or a
+    FastVideo WanTrack bundle (recognised by its tensors, ``models.formats.wantrack.find_wantrack``)."""
+    from trackstream.models.formats.wantrack import find_wantrack
+
+    return (Path(path) / "network.json").is_file() or find_wantrack(path) is not None
+
+
 def read_network_json(directory: str | Path) -> dict:
     """An export's ``network.json``, checked: valid JSON with ``model`` (a valid ModelConfig) and
-    ``text_encoder_dim``; anything else is a one-line ValueError naming the file and the fix."""
+    ``text_encoder_dim``; anything else is a one-line ValueError naming the file and the fix. A FastVideo
+    WanTrack bundle (``models.formats.wantrack``) has its equivalent derived from its own files."""
     from trackstream.models.formats.files import one_line, read_json_file
+    from trackstream.models.formats.wantrack import find_wantrack, wantrack_network_json
 
     path = Path(directory) / "network.json"
+    if not path.is_file() and find_wantrack(directory) is not None:
+        return wantrack_network_json(directory)  # FastVideo's bundle, described from its own files
     meta = read_json_file(path, fix=EXPORT_FIX, require=("model", "text_encoder_dim"))
     try:
         ModelConfig(**meta["model"])
@@ -394,12 +449,16 @@ def read_network_json(directory: str | Path) -> dict:
 
 
 def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
-    """Rebuild an exported network (the frozen teacher of the distillation stages loads this way)."""
+    """Rebuild an exported network (the frozen teacher of the distillation stages loads this way), or a
+    FastVideo WanTrack bundle (``load_wantrack``)."""
     from trackstream.models.formats.checkpoint import read_state_dict
     from trackstream.models.formats.files import check_shipped, read_torch_file
+    from trackstream.models.formats.wantrack import find_wantrack
     from trackstream.models.wan_io import load_into
 
     directory = Path(directory)
+    if not (directory / "network.json").is_file() and find_wantrack(directory) is not None:
+        return load_wantrack(directory, device=device)
     missing = [f for f in EXPORT_FILES if not (directory / f).exists()]
     if missing:
         raise ValueError(
@@ -418,4 +477,25 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
     net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(directory / "network.json"))
     # a release stored in bf16 (half the bytes) comes back in float32, as training wrote every other
     # export: callers cast for inference themselves (cast_for_inference), and training steps in float32
+    return net.float().to(device)
+
+
+def load_wantrack(path: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:
+    """A FastVideo WanTrack bundle (``models.formats.wantrack``) as a float32 ``MotionWan``: layout ``wan_i2v``,
+    umT5 text at the DiT's text_dim, the track head of convention ``fastvideo`` with their embedding width,
+    channels and biases (their two convs folded into one), ``conventions`` those of ``wantrack_network_json``."""
+    from trackstream.models.formats.files import one_line
+    from trackstream.models.formats.wantrack import bundle_root, fold_track_convs, read_wantrack, wantrack_network_json
+    from trackstream.models.wan_io import load_into
+
+    meta = wantrack_network_json(path)
+    kwargs, dit_sd, track, weights = read_wantrack(path)
+    net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=meta["text_encoder_dim"], device="meta")
+    assert net.text_proj is None and net.dit.in_dim == kwargs["in_dim"], "the config derived from the bundle"
+    try:
+        load_into(net.dit, dit_sd, strict=True, source=str(weights))
+    except ValueError as err:
+        raise ValueError(one_line(err, limit=400)) from None
+    net.track_encoder.head.load_state_dict(fold_track_convs(track, str(weights)), strict=True, assign=True)
+    net.conventions = Conventions.from_dict(meta["conventions"], source=str(bundle_root(Path(path), weights.parent)))
     return net.float().to(device)

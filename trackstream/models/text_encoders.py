@@ -183,14 +183,19 @@ class UMT5TextEncoder(TextEncoder):
         max_length: int = UMT5_MAX_LENGTH,
     ) -> "UMT5TextEncoder":
         """A local transformers folder (config.json + weights, e.g. a diffusers ``text_encoder/``);
-        the tokenizer is read from ``tokenizer_path`` (default: the same folder)."""
+        the tokenizer is read from ``tokenizer_path`` (default: the same folder, or for a diffusers
+        ``text_encoder/`` without tokenizer files the ``tokenizer/`` beside it, where diffusers puts it)."""
         from transformers import UMT5EncoderModel
 
         path = Path(path)
         if not (path / "config.json").is_file():
             raise ValueError(f"UMT5 folder {path} has no config.json; pass a UMT5EncoderModel save")
         model = UMT5EncoderModel.from_pretrained(path, dtype=dtype)
-        return cls(model, cls._tokenizer(Path(tokenizer_path or path)), max_length=max_length)
+        if tokenizer_path is None:
+            sibling = path.parent / "tokenizer"
+            own = any((path / f).is_file() for f in ("tokenizer.json", "spiece.model", "tokenizer_config.json"))
+            tokenizer_path = sibling if not own and sibling.is_dir() else path
+        return cls(model, cls._tokenizer(Path(tokenizer_path)), max_length=max_length)
 
     @classmethod
     def from_wan_checkpoint(

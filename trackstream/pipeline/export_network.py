@@ -50,7 +50,9 @@ def find_network(path: str | os.PathLike) -> Path:
     path = Path(path)
     if not path.exists():
         raise ValueError(f"--network {path} does not exist: pass an exported network folder (<run>/export/<name>)")
-    if (path / "network.json").is_file():
+    from trackstream.models.motion_wan import is_network_folder
+
+    if is_network_folder(path):  # an export, or FastVideo's WanTrack bundle
         return path
     found = sorted(p.parent for p in path.glob("export/*/network.json"))
     if len(found) == 1:

@@ -3,7 +3,7 @@
     trackstream rehearsal-wantrack --role student --out D/Track-v0
     trackstream rehearsal-wantrack --role teacher --out D/TrackWan-1.3B-I2V-synth-stage2
 
-lays out the transformer of what a user downloads from H1yori233/Track-v0 (the causal student) or
+lays out what a user downloads from H1yori233/Track-v0 (the causal student) or
 noctuashap/TrackWan-1.3B-I2V-synth-stage2 (its bidirectional teacher): ``model_index.json``,
 ``transformer/config.json`` (the Fun-InP diffusers config with ``in_channels`` 52 and ``track_config``) and
 the DiT under diffusers ``WanTransformer3DModel`` names with the 52-channel ``patch_embedding``, the
@@ -12,7 +12,11 @@ student is written as their exporter does (``transformer/model.safetensors``, ``
 class name); the teacher as their converter does (``transformer/diffusion_pytorch_model.safetensors``, a
 plain ``WanTransformer3DModel`` class name, ``use_bias`` left out of the config as the teacher lineage did);
 ``--file-name`` and ``--no-bias`` change either. The DiT is shrunk to ``--dim`` / ``--num-layers`` /
-``--num-heads`` / ``--ffn-dim``; the VAE, umT5 and CLIP folders of the bundle are not written yet.
+``--num-heads`` / ``--ffn-dim``. Beside it, shrunk, in the diffusers layout of the Fun-InP base: ``vae/`` (an
+``AutoencoderKLWan`` at base width 2), ``text_encoder/`` (a ``UMT5EncoderModel`` as wide as the DiT's text_dim)
+with ``tokenizer/``, ``image_encoder/`` (a ``CLIPVisionModelWithProjection`` at Wan's 1280 width, 2 blocks, 28 px)
+with ``image_processor/``, and ``scheduler/``; the student also gets the ``training_config.yaml`` keys of its
+causal recipe, with Track-v0's values.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import torch
 
 from trackstream.models.flavors import build_wan
 from trackstream.models.formats.wan_formats import diffusers_config_json, official_to_diffusers
-from trackstream.pipeline.rehearsal_release import SHRINK
+from trackstream.pipeline.rehearsal_release import RELEASE_CLIP, RELEASE_VAE, SHRINK, TINY_UMT5, tiny_t5_tokenizer
 
 __all__ = ["ROLES", "FILE_NAMES", "write_wantrack_bundle", "main"]
 
@@ -49,6 +53,79 @@ def _track_config(id_dim: int, channels: int, bias: bool, write_bias: bool) -> d
         "zero_init_head": False,
     }
     return {**cfg, "use_bias": bias} if write_bias else cfg
+
+
+# the keys of Track-v0's training_config.yaml TrackStream reads, with its values (FastVideo's
+# examples/train/configs/ablation/wantrack_causal_synth_stage2/sf.yaml, the Self-Forcing stage it was exported from)
+TRACK_V0_TRAINING = """\
+models:
+  student:
+    num_frames_per_block: 3
+method:
+  dmd_denoising_steps: [1000, 750, 500, 250]
+  warp_denoising_step: true
+training:
+  data:
+    num_latent_t: 31
+    num_height: 480
+    num_width: 832
+    num_frames: 121
+pipeline:
+  flow_shift: 6
+  dit_config:
+    local_attn_size: 6
+    sink_size: 1
+    rope_cache_policy: relativistic
+"""
+CLIP_PROCESSOR = {  # the Fun-InP base's image_processor/preprocessor_config.json (CLIP ViT-H/14 at 224 px)
+    "crop_size": {"height": 224, "width": 224},
+    "do_center_crop": True,
+    "do_convert_rgb": True,
+    "do_normalize": True,
+    "do_rescale": True,
+    "do_resize": True,
+    "image_mean": [0.48145466, 0.4578275, 0.40821073],
+    "image_processor_type": "CLIPImageProcessor",
+    "image_std": [0.26862954, 0.26130258, 0.27577711],
+    "resample": 3,
+    "rescale_factor": 0.00392156862745098,
+    "size": {"shortest_edge": 224},
+}
+
+
+def _model_index(cls: str) -> dict:
+    return {
+        "_class_name": "WanImageToVideoPipeline",
+        "_diffusers_version": "0.33.1",
+        "transformer": ["diffusers", cls],
+        "vae": ["diffusers", "AutoencoderKLWan"],
+        "text_encoder": ["transformers", "UMT5EncoderModel"],
+        "tokenizer": ["transformers", "T5TokenizerFast"],
+        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
+        "image_processor": ["transformers", "CLIPImageProcessor"],
+        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
+    }
+
+
+def _write_components(root: Path, *, text_dim: int, seed: int) -> None:
+    """vae/, text_encoder/ + tokenizer/, image_encoder/ + image_processor/ and scheduler/, shrunk, as the
+    libraries that own them save them."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection, UMT5Config, UMT5EncoderModel
+
+    from trackstream.models.text_encoders import UMT5_XXL_CONFIG
+
+    torch.manual_seed(seed + 1)
+    AutoencoderKLWan(**RELEASE_VAE.diffusers_kwargs()).save_pretrained(root / "vae")
+    t5 = UMT5EncoderModel(UMT5Config(**{**UMT5_XXL_CONFIG, **TINY_UMT5, "d_model": text_dim}))
+    t5.save_pretrained(root / "text_encoder")
+    tiny_t5_tokenizer().save_pretrained(root / "tokenizer")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**RELEASE_CLIP)).save_pretrained(root / "image_encoder")
+    (root / "image_processor").mkdir()
+    (root / "image_processor" / "preprocessor_config.json").write_text(json.dumps(CLIP_PROCESSOR, indent=2))
+    UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0).save_config(
+        root / "scheduler"
+    )
 
 
 def write_wantrack_bundle(
@@ -76,7 +153,8 @@ def write_wantrack_bundle(
     if root.exists():
         raise ValueError(f"{root} exists: give a new folder")
     torch.manual_seed(seed)
-    dims = {**SHRINK, **dit_overrides}
+    # the DiT reads umT5's output as is (no projection): the shrunk umT5 is as wide as its text_dim
+    dims = {**SHRINK, "text_dim": TINY_UMT5["d_model"], **dit_overrides}
     dit = build_wan("wan2.1-fun-1.3b-inp", device="cpu", **{**dims, "in_dim": IN_CHANNELS})
     with torch.no_grad():  # a released DiT has no zero layers: random scales everywhere, as after training
         for p in dit.parameters():
@@ -103,18 +181,10 @@ def write_wantrack_bundle(
     (root / "transformer").mkdir(parents=True)
     save_file(sd, str(root / "transformer" / file_name))
     (root / "transformer" / "config.json").write_text(json.dumps(config, indent=2))
-    index = {
-        "_class_name": "WanImageToVideoPipeline",
-        "_diffusers_version": "0.33.1",
-        "transformer": ["diffusers", cls],
-        "vae": ["diffusers", "AutoencoderKLWan"],
-        "text_encoder": ["transformers", "UMT5EncoderModel"],
-        "tokenizer": ["transformers", "T5TokenizerFast"],
-        "image_encoder": ["transformers", "CLIPVisionModelWithProjection"],
-        "image_processor": ["transformers", "CLIPImageProcessor"],
-        "scheduler": ["diffusers", "UniPCMultistepScheduler"],
-    }
-    (root / "model_index.json").write_text(json.dumps(index, indent=2))
+    (root / "model_index.json").write_text(json.dumps(_model_index(cls), indent=2))
+    _write_components(root, text_dim=dims["text_dim"], seed=seed)
+    if role == "student":
+        (root / "training_config.yaml").write_text(TRACK_V0_TRAINING)
     return root
 
 
@@ -143,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {args.out} (WanTrack {args.role}: transformer/ and model_index.json)")
+    print(f"wrote {args.out} (WanTrack {args.role}, shrunk, in FastVideo's layout)")
     return 0
 
 

@@ -5,7 +5,8 @@
         --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0] [--device cuda --dtype bf16]
 
 ``tracks.npy`` is [T, N, 2] pixel (x, y) in the image's pixels (finite, at most one frame size outside the
-frame: ``data.track_inputs``). An image at another size than the student's is fitted to it by ``--fit`` (crop:
+frame: ``data.track_inputs``); FastVideo's track files (``.pt`` / ``.npz`` / a folder: normalised points,
+visibility and IDs) are read too, and their IDs tag the tracks. An image at another size than the student's is fitted to it by ``--fit`` (crop:
 scale to cover and keep the centre, the default; resize: squash each axis), the tracks with it, points that
 leave the frame invisible (``data.framing``). Frames beyond T get no tracks (the empty motion condition), so
 ``--chunks`` may run past the recording. Each chunk is decoded and appended to the output as soon as it is
@@ -165,6 +166,7 @@ class _Loaded:
     bgr: np.ndarray  # [H, W, 3] at the student's size
     tracks: np.ndarray  # [T, N, 2] pixel (x, y)
     visibility: np.ndarray  # [T, N]
+    ids: np.ndarray | None  # [N] the tracks' own IDs (FastVideo's track files), else drawn from --seed
     net: MotionWan
     codec: VideoCodec
     conditioner: Conditioner
@@ -176,7 +178,7 @@ class _Loaded:
 def _load(args, device: torch.device, dtype: torch.dtype) -> _Loaded:
     import cv2
 
-    from trackstream.data.track_inputs import load_tracks
+    from trackstream.data.track_inputs import load_track_inputs
     from trackstream.stream.prompts import place_switches, read_prompt_schedule
 
     # every input checked before the first chunk: a bad file or value is one line (exit 2) naming it and the
@@ -188,7 +190,9 @@ def _load(args, device: torch.device, dtype: torch.dtype) -> _Loaded:
         refuse(f"--image {args.image!r} could not be read as an image (a missing file, or not PNG / JPEG)")
     try:
         schedule = read_prompt_schedule(args.prompt_schedule) if args.prompt_schedule else []
-        tracks_np, vis_np = load_tracks(args.tracks, args.visibility, height=bgr.shape[0], width=bgr.shape[1])
+        tracks_np, vis_np, ids = load_track_inputs(
+            args.tracks, args.visibility, height=bgr.shape[0], width=bgr.shape[1]
+        )
         net, codec, conditioner = load_network_args(args, device, dtype)
         cfg = net.conventions.stream_config(  # a teacher export (no causal conventions) is refused here
             args.student, steps=args.steps, shift=args.shift, sink_chunks=args.sink, window_chunks=args.window
@@ -198,7 +202,7 @@ def _load(args, device: torch.device, dtype: torch.dtype) -> _Loaded:
         schedule = place_switches(schedule, cfg.causal, n, args.prompt_schedule) if schedule else []
     except ValueError as err:
         refuse(str(err))
-    return _Loaded(bgr, tracks_np, vis_np, net, codec, conditioner, cfg, n, schedule)
+    return _Loaded(bgr, tracks_np, vis_np, ids, net, codec, conditioner, cfg, n, schedule)
 
 
 def _prompts(loaded: _Loaded, prompt: str):
@@ -323,7 +327,11 @@ def run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         overlap_decode=device.type == "cuda" and not args.no_overlap_decode,
     )
     text, lens, switches = _prompts(loaded, args.prompt)
-    ids = sample_track_ids(1, tracks.shape[2], generator=torch.Generator().manual_seed(args.seed))  # --seed: all of it
+    if loaded.ids is not None:  # the tracks' own IDs: the stream tags them as their file does
+        ids = torch.from_numpy(loaded.ids)[None]
+    else:  # --seed: all of it, from the range the network's IDs were trained on
+        gen = torch.Generator().manual_seed(args.seed)
+        ids = sample_track_ids(1, tracks.shape[2], id_range=loaded.net.track_id_range, generator=gen)
     state = engine.start(image, text, lens, track_ids=ids, seed=args.seed)
     frames = _stream(engine, state, tracks_from_array(tracks, vis), n, switches, args.prompt_sink)
     write_mp4(args.out, np.concatenate(frames), fps=args.fps)

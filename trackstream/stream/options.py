@@ -145,10 +145,10 @@ def load_network_args(args: argparse.Namespace, device: torch.device, dtype: tor
 def student_frame_size(student: str) -> tuple[int, int] | None:
     """(height, width) an exported network streams at (its network.json conventions), read without loading
     it; None when it records no size. A folder that is not an export is a one-line ValueError."""
-    from trackstream.models.motion_wan import Conventions, read_network_json
+    from trackstream.models.motion_wan import Conventions, is_network_folder, read_network_json
 
-    if not (Path(student) / "network.json").is_file():
-        raise ValueError(f"--student {student}: not an exported network folder (no network.json)")
+    if not is_network_folder(student):
+        raise ValueError(f"--student {student}: not an exported network folder (no network.json) nor a WanTrack bundle")
     meta = read_network_json(student)
     conv = Conventions.from_dict(meta.get("conventions", {}), source=str(Path(student) / "network.json"))
     return (conv.height, conv.width) if conv.height and conv.width else None

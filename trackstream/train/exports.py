@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from trackstream.models.conditioner import Conditioner
-from trackstream.models.motion_wan import Conventions, ModelConfig, read_network_json
+from trackstream.models.motion_wan import Conventions, ModelConfig, is_network_folder, read_network_json
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.chunks import first_chunk_given
 from trackstream.train.teacher_record import find_record
@@ -36,7 +36,7 @@ class NetworkExport:
         if not path:
             raise ValueError(f"{field} is not set: give the exported teacher folder (<teacher_run>/export/teacher)")
         self.dir, self.field = Path(path), field
-        if not (self.dir / "network.json").is_file():
+        if not is_network_folder(self.dir):  # an export, or FastVideo's WanTrack bundle
             raise ValueError(
                 f"{field}={path!r} is not an exported network folder (no network.json); see trainer.weights.export_network"
             )

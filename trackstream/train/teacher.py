@@ -221,6 +221,7 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         null_lengths=conditioner.null_lengths,
         embed_dim=unwrap(trained.module).track_embed_dim,
         splat=unwrap(trained.module).track_splat,
+        convention=unwrap(trained.module).track_convention,
         height=cfg.data.height,
         width=cfg.data.width,
         seed=derive_seed(cfg.trainer.seed, "objective", runtime.data_rank) % 2**62,  # one noise per sample

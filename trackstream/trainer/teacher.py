@@ -169,13 +169,14 @@ class FlowMatchingObjective(Objective):
         device: torch.device,
         conditioner: Conditioner | None = None,
         splat: str = "nearest",
+        convention: str = "trackstream",
     ):
         """``null_text`` [1, L0, E] / ``null_lengths`` [1]: the empty prompt's encoding (text dropout).
         ``conditioner``: frozen encoders for batches that still hold raw videos / captions."""
         self.network, self.cfg, self.shift, self.conditioner = network, cfg, shift, conditioner
         self.null_text, self.null_lengths = null_text.to(device), null_lengths.to(device)
         self.embed_dim, self.height, self.width, self.device = embed_dim, height, width, device
-        self.splat = splat  # the network's track_splat
+        self.splat, self.convention = splat, convention  # the network's track_splat and track_convention
         self.gen = torch.Generator().manual_seed(seed)  # sigmas, dropout, track IDs, masking
         self.noise_gen = torch.Generator(device=device).manual_seed(seed + 1)
 
@@ -219,6 +220,7 @@ class FlowMatchingObjective(Objective):
             width=self.width,
             latent_height=x0.shape[3],
             splat=self.splat,
+            convention=self.convention,
         )
         text, text_len = mix_text(batch["text_emb"], batch["text_len"], self.null_text, self.null_lengths, drop_text)
         noise = torch.randn(x0.shape, generator=self.noise_gen, device=self.device, dtype=torch.float32)

@@ -9,10 +9,21 @@ from pathlib import Path
 import torch
 
 from trackstream.models.formats.checkpoint import SUBKEY_SEP, split_subkey
-from trackstream.models.motion_wan import Conventions, ModelConfig, MotionWan, read_init, save_network
+from trackstream.models.motion_wan import (
+    Conventions,
+    ModelConfig,
+    MotionWan,
+    is_network_folder,
+    read_init,
+    save_network,
+)
 
 # a network.json written before a model field existed reads as that field's default
-MODEL_DEFAULTS = {"track_splat": ModelConfig.track_splat}
+MODEL_DEFAULTS = {
+    "track_splat": ModelConfig.track_splat,
+    "track_convention": ModelConfig.track_convention,
+    "track_bias": ModelConfig.track_bias,
+}
 
 __all__ = ["initialise", "load_checked", "load_student", "load_frozen", "full_state_dict", "export_network"]
 
@@ -148,7 +159,7 @@ def load_student(
             )
         return load_network(teacher_dir), meta["model"]
     path, subkey = split_subkey(spec)
-    if (Path(path) / "network.json").is_file():
+    if subkey is None and is_network_folder(path) or (Path(path) / "network.json").is_file():
         if subkey is not None:
             raise ValueError(
                 f"{field}={spec!r}: {path} is an exported network folder (one network); drop {SUBKEY_SEP}{subkey}"
@@ -180,7 +191,7 @@ def _check_compatible(student: dict, teacher: dict, *, field: str, spec: str) ->
 
     bad = [
         k
-        for k in ("layout", "track_embed_dim", "track_splat", "text_encoder")
+        for k in ("layout", "track_embed_dim", "track_splat", "track_convention", "text_encoder")
         if student.get(k, MODEL_DEFAULTS.get(k)) != teacher.get(k, MODEL_DEFAULTS.get(k))
     ]
     if latent_channels(student["flavor"], student.get("overrides")) != latent_channels(

@@ -99,7 +99,9 @@ class DemoModel:
         from trackstream.models.precision import dtype_name, resolve_precision
 
         student = Path(student)
-        if not (student / "network.json").is_file():
+        from trackstream.models.motion_wan import is_network_folder
+
+        if not is_network_folder(student):
             raise ValueError(
                 f"--student {student}: not a student export (no network.json); run `make run` first "
                 "or pass assets/tiny-student/student"
