@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 from test_wantrack import their_track_map
 
 from trackstream.models.causal import CausalConfig, stream_step
-from trackstream.models.formats.wantrack import load_wantrack
+from trackstream.models.motion_wan import load_wantrack
 from trackstream.models.stream_buffers import StepBuffers
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.wan import apply_rope, grid_positions, rope_cos_sin
