@@ -67,8 +67,8 @@ method:
 training:
   data:
     num_latent_t: 31
-    num_height: 480
-    num_width: 832
+    num_height: {height}
+    num_width: {width}
     num_frames: 121
 pipeline:
   flow_shift: 6
@@ -77,6 +77,14 @@ pipeline:
     sink_size: 1
     rope_cache_policy: relativistic
 """
+TEACHER_TRAINING = """\
+training:
+  data:
+    num_height: {height}
+    num_width: {width}
+    num_frames: 121
+"""
+DEFAULT_SIZE = (480, 832)
 CLIP_PROCESSOR = {  # the Fun-InP base's image_processor/preprocessor_config.json (CLIP ViT-H/14 at 224 px)
     "crop_size": {"height": 224, "width": 224},
     "do_center_crop": True,
@@ -136,10 +144,13 @@ def write_wantrack_bundle(
     bias: bool | None = None,
     id_dim: int = 64,
     seed: int = 0,
+    size: tuple[int, int] | None = None,
     **dit_overrides,
 ) -> Path:
     """A WanTrack bundle at ``root`` (must not exist) with random weights; ``dit_overrides`` shrink the DiT
-    (default: the rehearsals' ``SHRINK``)."""
+    (default: the rehearsals' ``SHRINK``). ``size`` (height, width) shrinks the pixels it records having been
+    trained at (default 480 x 832): in ``training_config.yaml``, the file their exports record it in, written
+    for a teacher too when the size is not the default."""
     from safetensors.torch import save_file
 
     if role not in ROLES:
@@ -183,8 +194,13 @@ def write_wantrack_bundle(
     (root / "transformer" / "config.json").write_text(json.dumps(config, indent=2))
     (root / "model_index.json").write_text(json.dumps(_model_index(cls), indent=2))
     _write_components(root, text_dim=dims["text_dim"], seed=seed)
+    height, width = size or DEFAULT_SIZE
+    if height % 16 or width % 16 or min(height, width) < 16:
+        raise ValueError(f"size {height}x{width}: the VAE's 8x and the DiT's 2x patch need multiples of 16")
     if role == "student":
-        (root / "training_config.yaml").write_text(TRACK_V0_TRAINING)
+        (root / "training_config.yaml").write_text(TRACK_V0_TRAINING.format(height=height, width=width))
+    elif (height, width) != DEFAULT_SIZE:
+        (root / "training_config.yaml").write_text(TEACHER_TRAINING.format(height=height, width=width))
     return root
 
 
@@ -198,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         ap.add_argument(
             f"--{key.replace('_', '-')}", type=int, default=value, help=f"the DiT's {key} (default {value})"
         )
+    ap.add_argument("--height", type=int, default=DEFAULT_SIZE[0], help="pixel height it records (default 480)")
+    ap.add_argument("--width", type=int, default=DEFAULT_SIZE[1], help="pixel width it records (default 832)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
     dims = {k: getattr(args, k) for k in SHRINK}
@@ -208,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             file_name=args.file_name,
             bias=False if args.no_bias else None,
             seed=args.seed,
+            size=(args.height, args.width),
             **dims,
         )
     except ValueError as err:
