@@ -30,6 +30,7 @@ __all__ = [
     "add_codec_args",
     "add_network_args",
     "load_network_args",
+    "network_codec",
     "student_frame_size",
     "add_precision_args",
     "parsed_precision",
@@ -93,7 +94,9 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
         default=str(SHIPPED_STUDENT),
         help="exported student folder (a stage's export/student); default: the shipped one, assets/tiny-student",
     )
-    add_codec_args(parser, default=str(SHIPPED_CODEC), help_default=" (default: assets/tiny-teacher, the student's)")
+    add_codec_args(
+        parser, help_default=" (default: a WanTrack bundle's vae/, else assets/tiny-teacher, the shipped student's)"
+    )
     parser.add_argument(
         "--offload-encoders",
         action="store_true",
@@ -130,16 +133,27 @@ def load_network_args(args: argparse.Namespace, device: torch.device, dtype: tor
     """``models.conditioner.load_export`` of ``add_network_args``' flags: (network, codec, conditioner)."""
     from trackstream.models.conditioner import load_export
 
+    name, codec = network_codec(args)
     return load_export(
         args.student,
-        codec_name=args.codec_name,
-        codec=args.codec,
+        codec_name=name,
+        codec=codec,
         device=device,
         dtype=dtype,
         offload_encoders=args.offload_encoders,
         decoder=args.decoder,
         decoder_name=args.decoder_name,
     )
+
+
+def network_codec(args: argparse.Namespace) -> tuple[str, str]:
+    """(codec name, weights) of ``add_network_args``' flags: ``--codec`` when given; else a FastVideo WanTrack
+    bundle's own ``vae/`` (its latent space, whatever the shipped student's is), else the shipped codec."""
+    if args.codec:
+        return args.codec_name, args.codec
+    from trackstream.models.formats.wantrack import wantrack_codec
+
+    return wantrack_codec(args.student) or (args.codec_name, str(SHIPPED_CODEC))
 
 
 def student_frame_size(student: str) -> tuple[int, int] | None:

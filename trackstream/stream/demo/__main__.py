@@ -17,7 +17,7 @@ import logging
 import sys
 
 from trackstream.stream.demo.media import FRAME_FORMATS
-from trackstream.stream.options import add_network_args, add_precision_args
+from trackstream.stream.options import add_network_args, add_precision_args, network_codec
 
 __all__ = ["main"]
 
@@ -102,10 +102,11 @@ def _load(args):
         idle_seconds=60 * args.idle_minutes,
         allowed_origins=tuple(args.allow_origin),
     )
+    codec_name, codec = network_codec(args)
     model = DemoModel(
         args.student,
-        args.codec,
-        codec_name=args.codec_name,
+        codec,
+        codec_name=codec_name,
         num_scenes=args.scenes,
         device=args.device,
         dtype=args.dtype,
