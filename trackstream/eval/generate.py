@@ -21,7 +21,6 @@ and ``seed``, so every run sees the same noise for the same sample. ``device`` /
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, field
@@ -104,18 +103,23 @@ def check_codec_overrides(overrides: list[str]) -> None:
 
 def run_kind(run: str | Path) -> str:
     """ "student", "teacher" or "videos" (see the module docstring)."""
+    from trackstream.models.motion_wan import is_network_folder
+
     path = Path(run)
-    meta_path = path / "network.json"
-    if meta_path.is_file():
-        conv = json.loads(meta_path.read_text()).get("conventions", {})
-        return "student" if conv.get("causal") else "teacher"
+    if is_network_folder(path):  # an export, or FastVideo's WanTrack bundle
+        return "student" if _conventions(path).get("causal") else "teacher"
     if path.is_dir() and any(path.glob("*.mp4")):
         return "videos"
-    raise ValueError(f"run={run!r} is neither an exported network (network.json) nor a folder of <id>.mp4 videos")
+    raise ValueError(
+        f"run={run!r} is neither an exported network (network.json) nor a WanTrack bundle nor a folder of <id>.mp4 "
+        "videos"
+    )
 
 
 def _conventions(run: str | Path) -> dict:
-    return json.loads((Path(run) / "network.json").read_text()).get("conventions", {})
+    from trackstream.models.motion_wan import read_network_json
+
+    return read_network_json(run).get("conventions", {})
 
 
 def model_lengths(run: str | Path) -> tuple[int, int] | None:
@@ -177,8 +181,9 @@ def _tensor_first_frame(s: Sample, device) -> torch.Tensor:
 
 def _setup(run: Path, cfg: GenerateConfig):
     from trackstream.models.conditioner import load_export
+    from trackstream.models.formats.wantrack import wantrack_codec
 
-    if not cfg.codec.checkpoint:
+    if not cfg.codec.checkpoint and wantrack_codec(run) is None:  # a WanTrack bundle's codec is its vae/
         raise ValueError(
             f"run={run} is an exported network: set generate.codec.checkpoint=<its codec checkpoint or release "
             "folder> (the tiny runs: <teacher run>/codec/codec.pt) and generate.codec.name"

@@ -1,15 +1,20 @@
 """Export a trained network as a diffusers ``WanTransformer3DModel`` folder or in the official Wan layout
-(what Wan-AI release folders hold for the DiT), or a student as a whole diffusers pipeline that streams.
+(what Wan-AI release folders hold for the DiT), or a student as a whole diffusers pipeline that streams, or a
+network as TrackStream's own export folder.
 
     trackstream export --network runs/x/export/teacher --format diffusers --out OUT
     trackstream export --network runs/x --format official --out OUT     # a run with one export
     trackstream export --network runs/x/export/student --format pipeline --codec CODEC --out OUT
+    trackstream export --network Track-v0 --format trackstream --out OUT   # a WanTrack bundle as an export
 
 ``--format pipeline``: ``DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)`` loads it, whole clips
 or chunk by chunk (``pipeline.export_pipeline``, ``stream.diffusers_pipeline``; docs/diffusers.md).
 
 ``--network``: an exported network folder (network.json, dit/, heads.pt: what a training stage writes to
-``<run>/export/<name>``) or a run directory with exactly one export. Both formats are ``config.json`` +
+``<run>/export/<name>``), a FastVideo WanTrack bundle, or a run directory with exactly one export.
+``--format trackstream`` writes that export folder (``models.motion_wan.save_network``): a bundle's track head
+folded into ours, its network.json derived from the bundle with the encoders' folders as absolute paths (the
+export names no codec: stream it with ``--codec <bundle>/vae --codec-name wan2.1-vae``). Both formats are ``config.json`` +
 ``diffusion_pytorch_model.safetensors`` (``models.wan_io.save_wan``); they differ in key names and config
 fields. The DiT goes out with the input width it was trained with: ``in_channels`` (diffusers) / ``in_dim``
 (official) counts the noisy latent AND the condition channels concatenated after it
@@ -38,9 +43,9 @@ import torch
 
 from trackstream.models.formats.checkpoint import SIDE_HEADS, SIDE_NETWORK
 
-__all__ = ["FORMATS", "find_network", "export_wan", "dit_input", "main"]
+__all__ = ["FORMATS", "find_network", "export_wan", "export_trackstream", "dit_input", "main"]
 
-FORMATS = ("diffusers", "official", "pipeline")
+FORMATS = ("diffusers", "official", "pipeline", "trackstream")
 DIT_FORMATS = ("diffusers", "official")  # the DiT alone, by export_wan
 
 
@@ -108,6 +113,14 @@ def export_wan(network: str | os.PathLike, out: str | os.PathLike, *, fmt: str) 
     return out
 
 
+def export_trackstream(network: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Write the network at ``network`` (an export, a WanTrack bundle or a run with one export) to ``out`` as
+    TrackStream's export folder (``pipeline.export_folder.write_export``)."""
+    from trackstream.pipeline.export_folder import write_export
+
+    return write_export(find_network(network), out)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="trackstream export", description=__doc__.split("\n\n")[0])
     ap.add_argument("--network", type=Path, required=True, help="exported network folder, or a run with one export")
@@ -126,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"[export_network] {out}: diffusers pipeline (DiffusionPipeline.from_pretrained(..., trust_remote_code=True))"
             )
+            return 0
+        if args.format == "trackstream":
+            out = export_trackstream(args.network, args.out)
+            print(f"[export_network] {out}: a TrackStream export (network.json, dit/, heads.pt)")
             return 0
         if args.format not in FORMATS:
             raise ValueError(f"--format {args.format!r} is not one of {FORMATS}")

@@ -83,6 +83,9 @@ def _text_encoder(root: Path, model: dict) -> list[str]:
             _copy(rel.t5_tokenizer, root / "text_encoder" / weights / rel.t5_tokenizer.relative_to(rel.root))
         else:
             _copy(path, root / "text_encoder" / weights)
+            own = any((path / f).is_file() for f in ("tokenizer.json", "spiece.model", "tokenizer_config.json"))
+            if not own and (path.parent / "tokenizer").is_dir():  # a diffusers bundle's: beside, where it is read
+                _copy(path.parent / "tokenizer", root / "text_encoder" / "tokenizer")
     return _part(root, "text_encoder", "TrackStreamTextEncoder", {"name": model["text_encoder"], "weights": weights})
 
 
@@ -107,7 +110,12 @@ def _write(root: Path, folder: Path, meta: dict, codec_name: str, codec: str) ->
     from diffusers import FlowMatchEulerDiscreteScheduler, __version__
 
     model, causal = meta["model"], meta["conventions"]["causal"]
-    shutil.copytree(folder, root / "transformer")
+    if (folder / "network.json").is_file():
+        shutil.copytree(folder, root / "transformer")
+    else:  # a WanTrack bundle: its network alone, as an export (its encoders and VAE get their own parts below)
+        from trackstream.pipeline.export_folder import write_export
+
+        write_export(folder, root / "transformer")
     index = {"_class_name": [PIPELINE_FILE, "TrackStreamPipeline"], "_diffusers_version": __version__}
     index["transformer"] = _part(root, "transformer", "TrackStreamTransformer", {"source": str(folder)})
     _copy(Path(codec), root / "vae" / Path(codec).name)
@@ -125,7 +133,7 @@ def export_pipeline(
     network: str | os.PathLike, out: str | os.PathLike, *, codec: str | os.PathLike | None, codec_name: str
 ) -> Path:
     """Write the exported student folder ``network`` (its network.json, dit/, heads.pt: ``export_network.main``
-    finds it in a run directory first) with its codec (``codec_name`` weights at ``codec``: a file or
+    finds it in a run directory first; or a FastVideo WanTrack bundle, its codec by default its ``vae/``) with its codec (``codec_name`` weights at ``codec``: a file or
     a release folder, as ``--codec`` of ``trackstream generate``) to ``out`` as a diffusers pipeline folder.
     ``out`` must not hold anything yet; it is written aside and renamed, so it is never half a pipeline."""
     from trackstream.models.codec_names import codec_name as check_codec_name
@@ -135,6 +143,10 @@ def export_pipeline(
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder: pick a new folder or remove it")
+    if codec is None:  # a FastVideo WanTrack bundle carries its VAE (vae/); an export names none
+        from trackstream.models.formats.wantrack import wantrack_codec
+
+        codec_name, codec = wantrack_codec(network) or (codec_name, None)
     if codec is None:
         raise ValueError("--codec is required by --format pipeline: the student's codec (e.g. assets/tiny-teacher)")
     codec_name = check_codec_name(codec_name, field="--codec-name")
