@@ -144,7 +144,24 @@ REAL_FOOTAGE = (
 )
 # docs/wantrack.md's shrunk bundles: tests/test_wantrack.py writes them and loads them as the page says
 WANTRACK_BUNDLES = tuple(documented_line("docs/wantrack.md", f"--role {role}") for role in ("student", "teacher"))
+# docs/wantrack.md's tour on those bundles, in order: streams, drags, the demo, exports, scores
+_WT = "docs/wantrack.md"
+WANTRACK_TOUR = (
+    *WANTRACK_BUNDLES,
+    documented_line(_WT, "trackstream generate", "--out rabbit.mp4"),
+    documented_line(_WT, "trackstream camera"),
+    documented_line(_WT, "trackstream generate", "--out pan.mp4"),
+    documented_line(_WT, "trackstream drag", "--out runs/tv0-drag"),
+    documented_line(_WT, "trackstream drag", "--method latent"),
+    documented_line(_WT, "trackstream demo"),
+    documented_line(_WT, "--format trackstream"),
+    documented_line(_WT, "trackstream generate", "--out rabbit-export.mp4"),
+    documented_line(_WT, "--format pipeline"),
+    documented_line(_WT, "benchmark=davis_motionstream"),
+    documented_line(_WT, "benchmark=movebench"),
+)
 ELSEWHERE = {
+    **dict.fromkeys(WANTRACK_TOUR[2:], "tests/test_wantrack_tour.py"),
     **dict.fromkeys(WANTRACK_BUNDLES, "tests/test_wantrack.py"),
     **dict.fromkeys(REAL_FOOTAGE, "tests/test_real_footage.py"),
     PREPARE_TINY: "tests/test_real_footage.py",

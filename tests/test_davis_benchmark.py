@@ -24,11 +24,14 @@ def _texture(h: int, w: int, seed: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def davis(tmp_path_factory) -> Path:
+    return write_davis(tmp_path_factory.mktemp("DAVIS"))
+
+
+def write_davis(root: Path) -> Path:
     """JPEGImages/480p/<seq>/%05d.jpg (a texture panning 1 px a frame, frame index in the red channel's corner),
     Annotations/480p/<seq>/%05d.png, ImageSets/2017/val.txt."""
     import cv2
 
-    root = tmp_path_factory.mktemp("DAVIS")
     for s, (name, n) in enumerate(SEQS.items()):
         big = _texture(48, 96, s)
         (root / "JPEGImages" / "480p" / name).mkdir(parents=True)

@@ -16,19 +16,21 @@ from trackstream.models.raft import RAFT
 T, H, W, N = 5, 32, 64, 3  # decord reads widths that are multiples of 32
 
 
-def _clip(seed: int) -> np.ndarray:
+def _clip(seed: int, frames: int = T) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return rng.integers(0, 255, (T, H, W, 3), dtype=np.uint8)
+    return rng.integers(0, 255, (frames, H, W, 3), dtype=np.uint8)
 
 
-def _write_movebench(root, *, batch_axis: bool = True):
-    """Two clips in MoveBench's layout: en/{single,multi}_track.txt, video/, first_frame/, track/<subset>/."""
+def write_movebench(root, *, batch_axis: bool = True, frames: int = T):
+    """Two clips of ``frames`` frames in MoveBench's layout: en/{single,multi}_track.txt, video/, first_frame/,
+    track/<subset>/."""
+    T = frames
     base = root / "en"
     for d in ("video", "first_frame", "track/single", "track/multi"):
         (base / d).mkdir(parents=True, exist_ok=True)
     lines = []
     for k, vid in enumerate(["Pexels_cat_0", "Pexels_car_1"]):
-        frames = _clip(k)
+        frames = _clip(k, T)
         write_mp4(base / "video" / f"{vid}.mp4", frames, fps=16)
         cv2.imwrite(str(base / "first_frame" / f"{vid}.jpg"), frames[0][..., ::-1])
         tracks = np.linspace(0, 20, T * N * 2, dtype=np.float32).reshape(T, N, 2) + k
@@ -45,7 +47,7 @@ def _write_movebench(root, *, batch_axis: bool = True):
 
 
 def test_a_movebench_folder_reads_into_samples(tmp_path):
-    _write_movebench(tmp_path)
+    write_movebench(tmp_path)
     samples = load_movebench(tmp_path, subset="single")
     assert [s.id for s in samples] == ["Pexels_cat_0", "Pexels_car_1"]
     for k, s in enumerate(samples):
@@ -58,7 +60,7 @@ def test_a_movebench_folder_reads_into_samples(tmp_path):
 
 
 def test_the_multi_subset_lists_its_own_clips_and_needs_its_own_tracks(tmp_path):
-    _write_movebench(tmp_path)
+    write_movebench(tmp_path)
     with pytest.raises(ValueError) as err:
         load_movebench(tmp_path, subset="multi")  # multi_track.txt lists a clip with no track/multi/ files
     assert "\n" not in str(err.value) and "track/multi/Pexels_car_1_tracks.npy" in str(err.value)
@@ -76,7 +78,7 @@ def test_the_multi_subset_lists_its_own_clips_and_needs_its_own_tracks(tmp_path)
     ],
 )
 def test_a_bad_folder_is_one_line(tmp_path, breakage, words):
-    base = _write_movebench(tmp_path)
+    base = write_movebench(tmp_path)
     path, subset = tmp_path, "single"
     if breakage == "no_folder":
         path = tmp_path / "nowhere"
@@ -197,7 +199,7 @@ def test_the_eval_command_scores_a_movebench_folder_with_flow_epe(tmp_path):
 def test_flow_epe_without_raft_weights_is_refused_before_generating(tmp_path):
     from trackstream.eval.command import EvalCommandConfig, EvalRefused, evaluate
 
-    _write_movebench(tmp_path)
+    write_movebench(tmp_path)
     (tmp_path / "results").mkdir()
     write_mp4(tmp_path / "results" / "Pexels_cat_0.mp4", _clip(0), fps=16)
     cfg = EvalCommandConfig(

@@ -303,8 +303,8 @@ def test_the_pages_bundles_load_as_it_says(tmp_path):
     for line in WANTRACK_BUNDLES:
         run_documented(line, tmp_path)
     page = (ROOT / "docs" / "wantrack.md").read_text()
-    block = page.split("```python\n", 1)[1].split("```", 1)[0]
-    for folder in ("Track-v0", "TrackWan-teacher"):
+    block = next(b.split("```", 1)[0] for b in page.split("```python\n")[1:] if "load_wantrack" in b)
+    for folder in ("Track-v0", "TrackWan-1.3B-I2V-synth-stage2"):
         scope = {}
         exec(block.replace('"Track-v0"', repr(str(tmp_path / folder))), scope)
         assert scope["net"].track_encoder.convention == "fastvideo"

@@ -205,7 +205,9 @@ class TrackStreamPipeline(DiffusionPipeline):
         cond = self._conditioner()
         engine = StreamingGenerator(net, self.vae.codec, config=cfg, image_features_fn=cond.image_features)
         text, lens = cond.text([prompt])
-        ids = sample_track_ids(1, int(num_tracks), generator=torch.Generator().manual_seed(seed))
+        ids = sample_track_ids(
+            1, int(num_tracks), id_range=net.track_id_range, generator=torch.Generator().manual_seed(seed)
+        )
         stream = engine.start(x.to(engine.device), text, lens, track_ids=ids, seed=seed)
         return TrackStreamState(engine, stream, int(num_tracks), prompt, seed, cond)
 
