@@ -178,7 +178,41 @@ def test_live_tracks_cover_each_chunks_frames_inside_the_frame():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", REAL_SETUPS)
+def test_the_track_v0_setup_is_what_a_track_v0_bundle_describes(tmp_path):
+    """Architecture conventions and stream of the random-weight Track-v0 setup equal what a bundle written in
+    FastVideo's layout (with Track-v0's training_config.yaml) reads as; only the DiT's sizes are shrunk there."""
+    from trackstream.models.motion_wan import Conventions, read_network_json
+    from trackstream.pipeline.rehearsal_wantrack import write_wantrack_bundle
+
+    setup = SETUPS["trackv0-480p-taehv"]
+    meta = read_network_json(write_wantrack_bundle(tmp_path / "Track-v0", role="student"))
+    for key in ("flavor", "layout", "track_channels", "track_embed_dim", "track_convention", "track_bias"):
+        assert getattr(setup.model, key) == meta["model"][key], key
+    conv = Conventions.from_dict(meta["conventions"])
+    assert setup.stream_config == conv.streaming and setup.stream_config.name == "c3s1w2frk4f1"
+    assert (setup.height, setup.width) == (conv.height, conv.width) == (480, 832)
+    assert setup.stream_config.sigmas()[:4].tolist() == pytest.approx([1.0, 0.94770, 0.85836, 0.67105], abs=5e-6)
+
+
+@pytest.mark.slow
+def test_realtime_bench_streams_a_bundle_with_its_own_weights(tmp_path):
+    """--network: a FastVideo bundle streamed as it records (its frame window, sampled one-latent chunk 0, four
+    steps + the commit), each mode a row; a cut it cannot take is refused."""
+    from trackstream.pipeline.rehearsal_wantrack import write_wantrack_bundle
+
+    bundle = write_wantrack_bundle(tmp_path / "Track-v0", role="student", size=(64, 112))
+    out = tmp_path / "realtime.json"
+    argv = ["--network", str(bundle), "--mode", "reference,eager", "--tracks", "8", *ONE, "--out", str(out)]
+    rows = bench_realtime(["--device", "cpu", *argv])["results"]
+    assert [r["mode"] for r in rows] == ["reference", "eager"]
+    for r in rows:
+        assert "error" not in r and r["stream"] == "c3s1w2frk4f1" and _positive(r["frames_per_s"]), r
+    with pytest.raises(SystemExit):
+        bench_realtime(["--device", "cpu", "--layers", "1", *argv])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in REAL_SETUPS if SETUPS[n].recipe is not None])
 def test_real_setups_are_the_recipes_students(name):
     """Network, size, chunking, steps and shift of each real setup are its DMD recipe's; the codec works in
     the recipe codec's latent space (the tiny decoder or the VAE of the same family)."""
