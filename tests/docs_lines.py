@@ -157,6 +157,7 @@ ELSEWHERE = {
         for setup in ("tiny-student", "small")
     },
     (PERF, DISTILL_BENCH): "tests/test_bench_realtime.py",
+    documented_line(PERF, "python -m trackstream.bench.realtime --network Track-v0"): "tests/test_bench_realtime.py",
     documented_line("docs/evaluation.md", "benchmark=davis_motionstream", "run=assets/tiny-student/student"): (
         "tests/test_davis_benchmark.py"
     ),
@@ -267,6 +268,7 @@ NOT_RUN = {
             ("--setup wan1.3b-480p-wanvae",),
             ("--setup wan5b-704p-taehv",),
             ("--setup wan5b-704p-wanvae",),
+            ("--setup trackv0-480p-taehv",),
             ("--mode all",),
         )
     },

@@ -16,6 +16,7 @@ from test_docs_run import documented_line, run_documented
 from trackstream.bench.realtime import REAL_SETUPS, SETUPS, LiveTracks
 from trackstream.bench.realtime import main as bench_realtime
 
+PERF = "docs/performance.md"
 # the smallest request that still has a chunk-5+ window: chunks 5 and 6 timed, 2 chunks broken down
 FAST = ["--first", "5", "--last", "6", "--breakdown-chunks", "2", "--matmul-size", "128"]
 ONE = ["--first", "1", "--last", "1", "--breakdown-chunks", "1", "--matmul-size", "128"]  # one chunk timed
@@ -200,15 +201,15 @@ def test_realtime_bench_streams_a_bundle_with_its_own_weights(tmp_path):
     steps + the commit), each mode a row; a cut it cannot take is refused."""
     from trackstream.pipeline.rehearsal_wantrack import write_wantrack_bundle
 
-    bundle = write_wantrack_bundle(tmp_path / "Track-v0", role="student", size=(64, 112))
-    out = tmp_path / "realtime.json"
-    argv = ["--network", str(bundle), "--mode", "reference,eager", "--tracks", "8", *ONE, "--out", str(out)]
-    rows = bench_realtime(["--device", "cpu", *argv])["results"]
+    write_wantrack_bundle(tmp_path / "Track-v0", role="student", size=(64, 112))
+    line = documented_line(PERF, "python -m trackstream.bench.realtime --network Track-v0")
+    run_documented(line, tmp_path, args=("--mode", "reference,eager", "--tracks", "8", "--device", "cpu", *ONE))
+    rows = json.loads((tmp_path / "outputs" / "realtime_trackv0_weights.json").read_text())["results"]
     assert [r["mode"] for r in rows] == ["reference", "eager"]
     for r in rows:
         assert "error" not in r and r["stream"] == "c3s1w2frk4f1" and _positive(r["frames_per_s"]), r
     with pytest.raises(SystemExit):
-        bench_realtime(["--device", "cpu", "--layers", "1", *argv])
+        bench_realtime(["--device", "cpu", "--network", str(tmp_path / "Track-v0"), "--layers", "1"])
 
 
 @pytest.mark.slow
