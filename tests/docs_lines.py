@@ -25,6 +25,9 @@ RUN = [
     ),
     ("docs/distributed.md", "trackstream plan --json experiment=dmd_wan1.3b_480p --gpus 8 model.lora.rank=64"),
     ("docs/distributed.md", "trackstream plan --table --gpus 1,8,32"),
+    # the plans of the recipes that continue from FastVideo's Track-v0
+    ("docs/wantrack.md", "trackstream plan --gpus 8 experiment=dmd_trackv0_480p"),
+    ("docs/wantrack.md", "trackstream plan --gpus 8 experiment=rl_trackv0_480p parallel.sequence_parallel=2"),
     # camera tracks from a depth map, then the stream they drive
     (
         "docs/control.md",
@@ -144,8 +147,15 @@ REAL_FOOTAGE = (
 )
 # docs/wantrack.md's shrunk bundles: tests/test_wantrack.py writes them and loads them as the page says
 WANTRACK_BUNDLES = tuple(documented_line("docs/wantrack.md", f"--role {role}") for role in ("student", "teacher"))
+# docs/wantrack.md's training from Track-v0 and the stream of its DMD export: tests/test_wantrack_training.py
+WANTRACK_TRAINING = {
+    run: documented_line("docs/wantrack.md", f"hydra.run.dir=$R/{run}")
+    for run in ("dmd_trackv0", "dmd_trackv0_lora", "rl_trackv0")
+}
+WANTRACK_STREAM = documented_line("docs/wantrack.md", "--out dmd_trackv0.mp4")
 ELSEWHERE = {
     **dict.fromkeys(WANTRACK_BUNDLES, "tests/test_wantrack.py"),
+    **dict.fromkeys((*WANTRACK_TRAINING.values(), WANTRACK_STREAM), "tests/test_wantrack_training.py"),
     **dict.fromkeys(REAL_FOOTAGE, "tests/test_real_footage.py"),
     PREPARE_TINY: "tests/test_real_footage.py",
     TRAIN_ON_SHARDS: "tests/test_real_footage.py",
