@@ -25,6 +25,9 @@ RUN = [
     ),
     ("docs/distributed.md", "trackstream plan --json experiment=dmd_wan1.3b_480p --gpus 8 model.lora.rank=64"),
     ("docs/distributed.md", "trackstream plan --table --gpus 1,8,32"),
+    # the plans of the recipes that continue from FastVideo's Track-v0
+    ("docs/wantrack.md", "trackstream plan --gpus 8 experiment=dmd_trackv0_480p"),
+    ("docs/wantrack.md", "trackstream plan --gpus 8 experiment=rl_trackv0_480p parallel.sequence_parallel=2"),
     # camera tracks from a depth map, then the stream they drive
     (
         "docs/control.md",
@@ -160,9 +163,16 @@ WANTRACK_TOUR = (
     documented_line(_WT, "benchmark=davis_motionstream"),
     documented_line(_WT, "benchmark=movebench"),
 )
+# docs/wantrack.md's training from Track-v0 and the stream of its DMD export: tests/test_wantrack_training.py
+WANTRACK_TRAINING = {
+    run: documented_line("docs/wantrack.md", f"hydra.run.dir=$R/{run}")
+    for run in ("dmd_trackv0", "dmd_trackv0_lora", "rl_trackv0")
+}
+WANTRACK_STREAM = documented_line("docs/wantrack.md", "--out dmd_trackv0.mp4")
 ELSEWHERE = {
     **dict.fromkeys(WANTRACK_TOUR[2:], "tests/test_wantrack_tour.py"),
     **dict.fromkeys(WANTRACK_BUNDLES, "tests/test_wantrack.py"),
+    **dict.fromkeys((*WANTRACK_TRAINING.values(), WANTRACK_STREAM), "tests/test_wantrack_training.py"),
     **dict.fromkeys(REAL_FOOTAGE, "tests/test_real_footage.py"),
     PREPARE_TINY: "tests/test_real_footage.py",
     TRAIN_ON_SHARDS: "tests/test_real_footage.py",
@@ -174,6 +184,7 @@ ELSEWHERE = {
         for setup in ("tiny-student", "small")
     },
     (PERF, DISTILL_BENCH): "tests/test_bench_realtime.py",
+    documented_line(PERF, "python -m trackstream.bench.realtime --network Track-v0"): "tests/test_bench_realtime.py",
     documented_line("docs/evaluation.md", "benchmark=davis_motionstream", "run=assets/tiny-student/student"): (
         "tests/test_davis_benchmark.py"
     ),
@@ -284,6 +295,7 @@ NOT_RUN = {
             ("--setup wan1.3b-480p-wanvae",),
             ("--setup wan5b-704p-taehv",),
             ("--setup wan5b-704p-wanvae",),
+            ("--setup trackv0-480p-taehv",),
             ("--mode all",),
         )
     },

@@ -16,6 +16,7 @@ from test_docs_run import documented_line, run_documented
 from trackstream.bench.realtime import REAL_SETUPS, SETUPS, LiveTracks
 from trackstream.bench.realtime import main as bench_realtime
 
+PERF = "docs/performance.md"
 # the smallest request that still has a chunk-5+ window: chunks 5 and 6 timed, 2 chunks broken down
 FAST = ["--first", "5", "--last", "6", "--breakdown-chunks", "2", "--matmul-size", "128"]
 ONE = ["--first", "1", "--last", "1", "--breakdown-chunks", "1", "--matmul-size", "128"]  # one chunk timed
@@ -178,7 +179,41 @@ def test_live_tracks_cover_each_chunks_frames_inside_the_frame():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", REAL_SETUPS)
+def test_the_track_v0_setup_is_what_a_track_v0_bundle_describes(tmp_path):
+    """Architecture conventions and stream of the random-weight Track-v0 setup equal what a bundle written in
+    FastVideo's layout (with Track-v0's training_config.yaml) reads as; only the DiT's sizes are shrunk there."""
+    from trackstream.models.motion_wan import Conventions, read_network_json
+    from trackstream.pipeline.rehearsal_wantrack import write_wantrack_bundle
+
+    setup = SETUPS["trackv0-480p-taehv"]
+    meta = read_network_json(write_wantrack_bundle(tmp_path / "Track-v0", role="student"))
+    for key in ("flavor", "layout", "track_channels", "track_embed_dim", "track_convention", "track_bias"):
+        assert getattr(setup.model, key) == meta["model"][key], key
+    conv = Conventions.from_dict(meta["conventions"])
+    assert setup.stream_config == conv.streaming and setup.stream_config.name == "c3s1w2frk4f1"
+    assert (setup.height, setup.width) == (conv.height, conv.width) == (480, 832)
+    assert setup.stream_config.sigmas()[:4].tolist() == pytest.approx([1.0, 0.94770, 0.85836, 0.67105], abs=5e-6)
+
+
+@pytest.mark.slow
+def test_realtime_bench_streams_a_bundle_with_its_own_weights(tmp_path):
+    """--network: a FastVideo bundle streamed as it records (its frame window, sampled one-latent chunk 0, four
+    steps + the commit), each mode a row; a cut it cannot take is refused."""
+    from trackstream.pipeline.rehearsal_wantrack import write_wantrack_bundle
+
+    write_wantrack_bundle(tmp_path / "Track-v0", role="student", size=(64, 112))
+    line = documented_line(PERF, "python -m trackstream.bench.realtime --network Track-v0")
+    run_documented(line, tmp_path, args=("--mode", "reference,eager", "--tracks", "8", "--device", "cpu", *ONE))
+    rows = json.loads((tmp_path / "outputs" / "realtime_trackv0_weights.json").read_text())["results"]
+    assert [r["mode"] for r in rows] == ["reference", "eager"]
+    for r in rows:
+        assert "error" not in r and r["stream"] == "c3s1w2frk4f1" and _positive(r["frames_per_s"]), r
+    with pytest.raises(SystemExit):
+        bench_realtime(["--device", "cpu", "--network", str(tmp_path / "Track-v0"), "--layers", "1"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", [n for n in REAL_SETUPS if SETUPS[n].recipe is not None])
 def test_real_setups_are_the_recipes_students(name):
     """Network, size, chunking, steps and shift of each real setup are its DMD recipe's; the codec works in
     the recipe codec's latent space (the tiny decoder or the VAE of the same family)."""

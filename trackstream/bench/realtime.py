@@ -7,8 +7,11 @@
                                                                     # CPU rehearsal of a real setup, cut down
     trackstream bench-realtime --setup tiny-student,small --tracks 128 --device cpu
                                   # the shipped tiny student against the small world model's (docs/small-world.md)
+    trackstream bench-realtime --setup trackv0-480p-taehv --mode both     # FastVideo's Track-v0, random weights
+    trackstream bench-realtime --network Track-v0 --mode both             # a bundle (or an export), its own weights
 
-Per setup (``SETUPS``: the student of a real recipe, its codec, size, chunking, steps and shift) and mode
+Per setup (``SETUPS``: the student of a real recipe, its codec, size, chunking, steps and shift; Track-v0's as
+FastVideo's pipeline streams it; or ``--network``: a folder streamed with its own weights) and mode
 (``reference``: the engine's plain eager path, ``fast=False``; ``eager``: the static-buffer step;
 ``compiled``: the torch.compile'd step, CUDA graphs on CUDA), with tracks of ``--tracks`` live points
 produced on the host chunk by chunk:
@@ -48,7 +51,7 @@ from pathlib import Path
 import torch
 
 from trackstream.bench.realtime_inputs import Inputs, LiveTracks, TimedSource, make_inputs
-from trackstream.bench.realtime_setups import CPU_SETUPS, REAL_SETUPS, SETUPS, Setup, build
+from trackstream.bench.realtime_setups import CPU_SETUPS, REAL_SETUPS, SETUPS, Setup, build, network_setup
 from trackstream.bench.throughput import chunk_flops, matmul_tflops
 from trackstream.bench.timing import environment
 from trackstream.models.precision import synchronize
@@ -165,7 +168,7 @@ def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
 
 def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
     """Warm-up request, warm request (first frames, frames/s, peak memory), breakdown; one result row."""
-    config = StreamConfig(causal=setup.causal, steps=args.steps or setup.steps, shift=setup.shift)
+    config = setup.stream_config.replace(steps=args.steps)
     device = next(net.parameters()).device
     inputs = make_inputs(net, setup, tracks=args.tracks, seed=args.seed)
     source = LiveTracks(args.tracks, height=setup.height, width=setup.width, seed=args.seed)
@@ -247,6 +250,12 @@ def _parser() -> argparse.ArgumentParser:
         help=f"comma-separated, of {sorted(SETUPS)} (default: all real setups on CUDA, tiny elsewhere)",
     )
     ap.add_argument(
+        "--network",
+        default=None,
+        help="an exported student or a FastVideo bundle (Track-v0): streamed with its own weights, size and "
+        "stream, decoded by a random-weight tiny decoder of its latent space (instead of --setup)",
+    )
+    ap.add_argument(
         "--mode",
         default=None,
         help="comma-separated of eager (the static-buffer step), compiled, reference (fast=False), or "
@@ -279,8 +288,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def _selection(ap: argparse.ArgumentParser, args, device: torch.device) -> tuple[list[str], list[str]]:
     """The setups and modes to run (defaults by device); a bad flag is the parser's error."""
-    names = args.setup.split(",") if args.setup else (REAL_SETUPS if device.type == "cuda" else ["tiny"])
-    unknown = [n for n in names if n not in SETUPS]
+    if args.network is not None:
+        if args.setup or args.dim or args.layers:
+            ap.error("--network streams one network as it is: drop --setup / --dim / --layers")
+        names = [args.network]
+    else:
+        names = args.setup.split(",") if args.setup else (REAL_SETUPS if device.type == "cuda" else ["tiny"])
+    unknown = [n for n in names if n not in SETUPS and n != args.network]
     if unknown:
         ap.error(f"--setup {','.join(unknown)}: choose from {', '.join(SETUPS)}")
     mode = args.mode or ("both" if device.type == "cuda" else "eager")
@@ -298,7 +312,13 @@ def _selection(ap: argparse.ArgumentParser, args, device: torch.device) -> tuple
 
 def _run_setup(ap, args, name: str, modes: list[str], device: torch.device, dtype, matmul: dict) -> list[dict]:
     """One setup's rows (one per mode, each printed as it is done), its student built once for all modes."""
-    setup = SETUPS[name]
+    if name == args.network:
+        try:
+            setup = network_setup(name)
+        except ValueError as err:
+            ap.error(f"--network {name}: {err}")
+    else:
+        setup = SETUPS[name]
     if args.height or args.width:
         setup = dataclasses.replace(setup, size=(args.height or setup.height, args.width or setup.width))
     try:

@@ -10,7 +10,7 @@ from typing import Optional
 import torch
 
 from trackstream.bench.realtime_setups import Setup
-from trackstream.models.tracks import sample_track_ids
+from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 
 __all__ = ["LiveTracks", "Inputs", "make_inputs", "TimedSource"]
@@ -50,12 +50,13 @@ class Inputs:
 def make_inputs(net, setup: Setup, *, tracks: int, seed: int) -> Inputs:
     g = torch.Generator().manual_seed(seed)
     L = net.dit.text_len
+    id_range = net.track_encoder.id_range if net.track_encoder is not None else DEFAULT_ID_RANGE  # its ID convention
     return Inputs(
         image=torch.rand(1, 3, setup.height, setup.width, generator=g) * 2 - 1,
         text=torch.randn(1, L, setup.text_dim, generator=g),
         lengths=torch.tensor([L]),
         features=torch.randn(1, CLIP_TOKENS, CLIP_DIM, generator=g) if net.needs_image_features else None,
-        track_ids=sample_track_ids(1, tracks, generator=g),
+        track_ids=sample_track_ids(1, tracks, id_range=id_range, generator=g),
     )
 
 

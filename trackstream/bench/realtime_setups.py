@@ -12,23 +12,29 @@ import torch
 
 from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
+from trackstream.models.formats.wantrack import preset_stream_config
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.streaming import StreamConfig
 
-__all__ = ["Setup", "SETUPS", "CPU_SETUPS", "REAL_SETUPS", "build"]
+__all__ = ["Setup", "SETUPS", "CPU_SETUPS", "REAL_SETUPS", "build", "network_setup"]
 
 
 @dataclass(frozen=True)
 class Setup:
     """A student as a real recipe trains it (``recipe``: its conf/experiment) with the codec it streams with.
     Its size, chunking, steps and shift are the recipe's (composed once: conf/family for the real ones);
-    ``size`` replaces the pixel size (--height / --width)."""
+    ``size`` replaces the pixel size (--height / --width). A student no recipe of ours trains (FastVideo's
+    Track-v0) gives its ``stream`` and ``size`` instead; ``network``: a folder whose own weights are streamed
+    (``--network``) instead of random ones."""
 
-    recipe: str
+    recipe: Optional[str]
     model: ModelConfig
     codec: str
     codec_options: dict
     text_dim: int  # the frozen text encoder's output width
     size: Optional[tuple[int, int]] = None
+    stream: Optional[StreamConfig] = None
+    network: Optional[str] = None
 
     @property
     def height(self) -> int:
@@ -39,16 +45,41 @@ class Setup:
         return self.size[1] if self.size else _recipe(self.recipe).data.width
 
     @property
+    def stream_config(self) -> StreamConfig:
+        """How the student streams: ``stream``, else the recipe's chunking, steps and shift."""
+        if self.stream is not None:
+            return self.stream
+        typed = _recipe(self.recipe)
+        return typed.schedule.streaming(typed.stage.causal)
+
+    @property
     def causal(self) -> CausalConfig:
-        return _recipe(self.recipe).stage.causal
+        return self.stream_config.causal
 
     @property
     def shift(self) -> float:
-        return _recipe(self.recipe).schedule.shift
+        return self.stream_config.shift
 
     @property
     def steps(self) -> int:
-        return _recipe(self.recipe).schedule.student_steps
+        return self.stream_config.steps
+
+
+def network_setup(path: str) -> Setup:
+    """The setup of an exported student or a FastVideo bundle at ``path``: its architecture, size and stream from
+    its ``network.json`` (or the bundle's files), its own weights, the tiny decoder of its latent space."""
+    from trackstream.models.motion_wan import Conventions, latent_channels, read_network_json
+
+    meta = read_network_json(path)
+    conv = Conventions.from_dict(meta.get("conventions", {}), source=f"{path}/network.json")
+    stream = conv.stream_config(str(path))
+    if conv.height is None or conv.width is None:
+        raise ValueError(
+            f"{path}/network.json records no frame size (conventions.height / width): give --height/--width"
+        )
+    model = ModelConfig(**meta["model"])
+    codec = "taehv-wan2.2" if latent_channels(model.flavor, model.overrides) == 48 else "taehv-wan2.1"
+    return Setup(None, model, codec, {}, int(meta["text_encoder_dim"]), (conv.height, conv.width), stream, str(path))
 
 
 @functools.lru_cache(maxsize=None)
@@ -80,10 +111,22 @@ _SMALL = dataclasses.replace(
     _TINY,
     overrides={"dim": 384, "ffn_dim": 1152, "num_heads": 6, "num_layers": 8, "text_len": 64, "patch_size": [1, 1, 1]},
 )
+# FastVideo's Track-v0 (H1yori233/Track-v0): the Fun-1.3B-InP DiT with their 64-wide biased track encoder
+# (52 input channels), streamed as their pipeline streams it; no recipe of ours trains it
+_TRACKV0 = ModelConfig(
+    flavor="wan2.1-fun-1.3b-inp",
+    layout="wan_i2v",
+    track_channels=16,
+    track_embed_dim=64,
+    track_convention="fastvideo",
+    track_bias=True,
+    text_encoder="umt5",
+)
 _TINY_AE = {"width": 128, "num_res_blocks": 1, "temporal_kernel": 2, "patch": 4}
 SETUPS = {
     "wan1.3b-480p-taehv": Setup("dmd_wan1.3b_480p", _WAN13, "taehv-wan2.1", {}, 4096),
     "wan1.3b-480p-wanvae": Setup("dmd_wan1.3b_480p", _WAN13, "wan2.1-vae", {}, 4096),
+    "trackv0-480p-taehv": Setup(None, _TRACKV0, "taehv-wan2.1", {}, 4096, (480, 832), preset_stream_config()),
     "wan5b-704p-taehv": Setup("dmd_wan2.2_5b_704p", _WAN5, "taehv-wan2.2", {}, 4096),
     "wan5b-704p-wanvae": Setup("dmd_wan2.2_5b_704p", _WAN5, "wan2.2-vae", {}, 4096),
     "tiny": Setup("tiny_dmd", _TINY, "tiny-ae", {"width": 128, "patch": 4}, 384),
@@ -113,6 +156,17 @@ def build(
         sized = {"dim": dim, "ffn_dim": 3 * dim, "num_heads": dim // 64}
         model = dataclasses.replace(model, overrides={**model.overrides, **sized})
     torch.manual_seed(seed)
+    if setup.network is not None:  # its own weights, cast as load_export casts them
+        from trackstream.models.motion_wan import load_network
+
+        if layers is not None or dim is not None:
+            raise ValueError("--layers / --dim cut a random-weight setup; --network streams the network as it is")
+        net = load_network(setup.network).to(device).eval().requires_grad_(False)
+        codec = build_codec(setup.codec, **setup.codec_options).to(device).eval().requires_grad_(False)
+        if dtype != torch.float32:
+            net.dit.cast_for_inference(dtype)
+            codec.to(dtype)
+        return net, codec
     real = not model.flavor.startswith("tiny")
     net = build_motion_wan(model, text_encoder_dim=setup.text_dim, device="meta" if real else None)
     if real:

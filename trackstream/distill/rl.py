@@ -61,6 +61,9 @@ class RLConfig:
     name: str = "rl"
     student: Optional[str] = None  # exported student folder (DMD / ODE init): the policy's start and the reference
     pairs: Optional[str] = None  # ODE pair folder: its conditions (first frame, tracks, text) only
+    # without stage.pairs: how many training clips' conditions, encoded by the student's conditioner (null:
+    # data.pool_size); a student that has no pair folder (FastVideo's Track-v0) trains on its data's conditions
+    pool_size: Optional[int] = None
     causal: CausalConfig = field(default_factory=CausalConfig)
     group_size: int = 4  # G rollouts per condition
     noise_level: float = 0.7  # a: the SDE step's share of exploration noise (grpo.py; Flow-GRPO's 0.7)
@@ -92,6 +95,8 @@ class RLConfig:
         for name in ("clip_range", "adv_clip_max", "adv_eps"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"stage.{name}={getattr(self, name)} must be > 0")
+        if self.pool_size is not None and self.pool_size < 1:
+            raise ValueError(f"stage.pool_size={self.pool_size} must be >= 1 (or null for data.pool_size)")
         if self.kl_weight < 0:
             raise ValueError(f"stage.kl_weight={self.kl_weight} must be >= 0")
         if self.updates_per_rollout < 1:
@@ -100,19 +105,24 @@ class RLConfig:
 
 @dataclass
 class Rollout:
-    """One micro-batch's round of rollouts: what the update steps recompute the log-probs on."""
+    """One micro-batch's round of rollouts: what the update steps recompute the log-probs on. The per-chunk
+    states are lists, one [R, C, f_j, h, w] per generated chunk j: chunks differ in length where chunk 0 is a
+    sampled single latent (FastVideo's [1] + [3] x k)."""
 
     committed: torch.Tensor  # [R, C, F, h, w] each chunk's clean latent: the cache's content and the video
     steps: torch.Tensor  # [n, R] long: the SDE step of each generated chunk
-    x_in: torch.Tensor  # [n, R, C, f, h, w] the SDE step's input
-    x_next: torch.Tensor  # [n, R, C, f, h, w] its output
-    anchor: torch.Tensor  # [n, R, C, f, h, w] the seeded part of its mean, sigma' sqrt(1 - a^2) eps
+    x_in: list[torch.Tensor]  # n x [R, C, f, h, w] the SDE step's input
+    x_next: list[torch.Tensor]  # n x [R, C, f, h, w] its output
+    anchor: list[torch.Tensor]  # n x [R, C, f, h, w] the seeded part of its mean, sigma' sqrt(1 - a^2) eps
     log_prob: torch.Tensor  # [n, R] float64 under the sampling policy
-    ref_x0: Optional[torch.Tensor] = None  # [n, R, C, f, h, w] the reference's x0 at the SDE states
+    ref_x0: Optional[list[torch.Tensor]] = None  # n x [R, C, f, h, w] the reference's x0 at the SDE states
     advantages: Optional[torch.Tensor] = None  # [R]
 
     def to(self, device) -> "Rollout":
-        return Rollout(**{f.name: None if (v := getattr(self, f.name)) is None else v.to(device) for f in fields(self)})
+        def moved(v):  # a checkpoint from before the per-chunk lists holds them stacked: either moves
+            return [t.to(device) for t in v] if isinstance(v, (list, tuple)) else v.to(device)
+
+        return Rollout(**{f.name: None if (v := getattr(self, f.name)) is None else moved(v) for f in fields(self)})
 
 
 class RLObjective(Objective):
@@ -283,9 +293,10 @@ class RLObjective(Objective):
                 rec[key].append(value)
             cache = commit_chunk(net, cache, clean, y)
             committed.append(clean)
-        ro = Rollout(committed=torch.cat(committed, dim=2), steps=steps, **{k: torch.stack(v) for k, v in rec.items()})
+        rec["log_prob"] = torch.stack(rec["log_prob"])
+        ro = Rollout(committed=torch.cat(committed, dim=2), steps=steps, **rec)
         if self.reference is not None:
-            ro.ref_x0 = torch.stack(self._x0_at_states(self.reference, rep, ro, grad=False))
+            ro.ref_x0 = self._x0_at_states(self.reference, rep, ro, grad=False)
         return ro
 
     def _x0_at_states(self, net, rep: dict, ro: Rollout, *, grad: bool) -> list[torch.Tensor]:

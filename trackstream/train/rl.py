@@ -4,7 +4,8 @@ policy = the exported student (``stage.student``: a DMD or ODE-init export), tra
 (``stage.optim``) and optional EMA (``stage.ema``); reference = a frozen copy of the same export (the KL
 anchor; not built when ``stage.kl_weight`` is 0); the frozen codec decodes rollouts for the rewards
 (``stage.rewards``, eval/rewards.py). Conditions (first frame, tracks, text) come from an ODE pair folder
-(``stage.pairs``) as for DMD; the teacher is not needed. The student must stream as configured: its
+(``stage.pairs``) as for DMD, or without one from the first ``stage.pool_size`` training clips; the teacher is not
+needed. The student must stream as configured: its
 network.json ``conventions.streaming`` (chunking, steps, shift) must equal ``stage.causal``,
 ``schedule.student_steps`` and ``schedule.shift``. ``finish`` exports the policy (EMA weights if kept)
 to ``<run_dir>/export/student`` in the student's format. ``trainer.sample_every`` (with ``eval.enabled``)
@@ -62,11 +63,15 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     student.check_streams_as(stream)
     # equal to the config's but for the noise levels a student may record (FastVideo students): it keeps those
     stream = student.conventions.streaming or stream
-    if not st.pairs:
-        raise ValueError("stage.pairs is not set: give an ODE pair folder (its first frames, tracks and texts)")
+    count = st.pool_size or cfg.data.pool_size  # without a pair folder: the first `count` training clips
+    if not st.pairs and not count:
+        raise ValueError(
+            "stage.pairs is not set and stage.pool_size is null: give an ODE pair folder (its first frames, tracks "
+            "and texts) or stage.pool_size=<N> (the first N training clips' conditions)"
+        )
     K = cfg.schedule.student_steps
-    pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift)
-    if "first_frame" not in pairs:
+    pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift) if st.pairs else None
+    if pairs is not None and "first_frame" not in pairs:
         raise ValueError(f"stage.pairs={st.pairs}: the pairs have no first_frame (regenerate them)")
     policy = trained_network(
         cfg.parallel,
@@ -106,10 +111,11 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         horizons=st.rollout_horizons,
         conditioner=(
             student.conditioner(cfg.codec, runtime, load_text_encoder(cfg.model, runtime))
-            if st.rollout_horizons > 1
+            if st.rollout_horizons > 1 or pairs is None
             else None
         ),
         text_dim=student.text_dim,
+        count=count,
     )
     if runtime.is_main:
         log.info(_describe(st, cfg.data.batch_size, reward))

@@ -7,7 +7,9 @@ finds the export, the config recorded with it and the codec of its latent space:
                          (``<run>/codec/codec.pt``), else the one its config names, else its teacher's;
   * an export folder     ``<run>/export/<name>`` (the run around it, as above), or ``<release>/<name>``;
   * a release folder     ``<release>/config.yaml``, ``<release>/<name>/network.json``, ``<release>/codec.pt``
-                         (``assets/tiny-teacher``).
+                         (``assets/tiny-teacher``);
+  * a FastVideo WanTrack bundle (``models.formats.wantrack``): the network.json its files describe, no config;
+                         its frame size and shift are what it was trained at, its umT5 and CLIP are its own.
 What the stage takes (``TeacherSettings``): the network's architecture, text encoder and track channels and
 splatting (network.json), its trainable codec (file, name, options), and the world, frame size, fps, track
 grid, number of tracks and noise shift it was trained on (the recorded config). ``apply_settings`` puts them
@@ -29,7 +31,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from trackstream.data.synthetic import SyntheticWorld
 from trackstream.models.flavors import flavor_config
 from trackstream.models.formats.checkpoint import split_subkey
-from trackstream.models.motion_wan import ModelConfig, read_network_json
+from trackstream.models.motion_wan import ModelConfig, is_network_folder, read_network_json
 from trackstream.trainer.codec import TRAINABLE
 
 __all__ = ["Record", "TeacherSettings", "Applied", "find_record", "apply_settings", "SOURCES", "DATA_KEYS"]
@@ -57,6 +59,7 @@ class Record:
     config: dict | None  # the resolved config of the run that made it (or the release's)
     config_path: Path | None
     codec: Path | None  # the trainable codec of its latent space, where one is found
+    bundle: bool = False  # a FastVideo WanTrack bundle: its settings come from its own files
 
 
 def find_record(spec: str | None, field: str, _depth: int = 0) -> Record | None:
@@ -65,6 +68,8 @@ def find_record(spec: str | None, field: str, _depth: int = 0) -> Record | None:
     if not spec or split_subkey(str(spec))[1] is not None or not Path(spec).is_dir():
         return None
     folder = Path(spec)
+    if not (folder / "network.json").is_file() and is_network_folder(folder):  # a WanTrack bundle
+        return Record(network=folder, config=None, config_path=None, codec=None, bundle=True)
     network = folder if (folder / "network.json").is_file() else _network_in(folder, field, spec)
     if network is None:
         return None
@@ -109,19 +114,44 @@ class TeacherSettings:
     codec_options: dict = dataclasses.field(default_factory=dict)
     codec_checkpoint: str | None = None  # the record's codec file
     data: dict = dataclasses.field(default_factory=dict)  # DATA_KEYS the recorded config has -> their values
+    # encoder paths the network carries (a bundle's text_encoder/ and image_encoder/): set where the line did not
+    paths: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, record: Record) -> "TeacherSettings":
+        meta = read_network_json(record.network)
+        if record.bundle:
+            return cls._of_bundle(meta)
         run = record.config or {}
         codec = run.get("codec") or {}
         recorded = {k: OmegaConf.select(OmegaConf.create(run), k, default=_UNSET) for k in DATA_KEYS}
         return cls(
-            model=ModelConfig(**read_network_json(record.network)["model"]),
+            model=ModelConfig(**meta["model"]),
             codec_name=codec.get("name"),
             codec_options=dict(codec.get("options") or {}),
             codec_checkpoint=str(record.codec) if record.codec else None,
             data={k: _plain(v) for k, v in recorded.items() if v is not _UNSET},
         )
+
+    @classmethod
+    def _of_bundle(cls, meta: dict) -> "TeacherSettings":
+        """A bundle's settings: its network, the frame size and shift its conventions record (its
+        training_config.yaml, else FastVideo's defaults), and its own umT5 and CLIP folders."""
+        model, conv = ModelConfig(**meta["model"]), meta.get("conventions", {})
+        data = {"data.height": conv.get("height"), "data.width": conv.get("width")}
+        data["schedule.shift"] = conv.get("schedule_shift")
+        paths = {
+            "model.text_encoder_path": model.text_encoder_path,
+            "model.image_encoder_path": model.image_encoder_path,
+        }
+        return cls(model=model, data={k: v for k, v in data.items() if v is not None}, paths=paths)
+
+    def codec_path(self, record: Record, codec_name: str) -> str | None:
+        """A bundle's own VAE folder (``vae/``) when the stage's codec is of its latent space."""
+        from trackstream.models.formats.wantrack import wantrack_codec
+
+        carried = wantrack_codec(record.network) if record.bundle else None
+        return carried[1] if carried and carried[0] == codec_name else None
 
     def values(self, flavor: str, codec_name: str) -> dict[str, Any]:
         """Config key -> value, for a stage whose network is of ``flavor`` and whose codec is ``codec_name``.
@@ -168,7 +198,9 @@ class Applied:
     changed: tuple[str, ...]
 
     def describe(self) -> str:
-        where = self.record.config_path or self.record.network / "network.json"
+        where = self.record.config_path or (
+            f"the bundle {self.record.network}" if self.record.bundle else self.record.network / "network.json"
+        )
         changed = ", ".join(self.changed) or "nothing"
         return f"{self.field}={self.spec}: settings read from {where} (changed: {changed})"
 
@@ -192,6 +224,14 @@ def apply_settings(cfg: DictConfig, explicit: Mapping[str, str]) -> Applied | No
     spec, record = records[field]
     settings = TeacherSettings.of(record)
     changed = []
+    paths = dict(settings.paths)
+    vae = settings.codec_path(record, cfg.codec.name)
+    if vae is not None:
+        paths["codec.checkpoint"] = vae
+    for key, value in paths.items():  # the network's own encoders and VAE, unless the line names others
+        if key not in explicit and _plain(OmegaConf.select(cfg, key, default=None)) != value:
+            OmegaConf.update(cfg, key, value, merge=False)
+            changed.append(key)
     for key, value in settings.values(cfg.model.flavor, cfg.codec.name).items():
         touching = {k: line for k, line in explicit.items() if _within(k, key) or _within(key, k)}
         if touching and key in DATA_KEYS and not binds_data:  # the fine-tune's own data

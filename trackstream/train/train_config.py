@@ -29,11 +29,16 @@ __all__ = ["FamilyConfig", "ScheduleConfig", "PathsConfig", "TrainConfig"]
 
 @dataclass
 class FamilyConfig:
-    """What a model family (conf/family: Wan 2.1 at 480p, Wan 2.2 TI2V-5B at 704p) fixes that has no other
-    home in the tree: the kind of the student's chunk 0, which the ODE-init, DMD and RL stages' ``causal``
-    interpolate (1: the given first frame alone; None: sampled like the others)."""
+    """What a model family (conf/family: Wan 2.1 at 480p, Wan 2.2 TI2V-5B at 704p, FastVideo's WanTrack at 480p)
+    fixes that has no other home in the tree: the student's chunking beyond its chunk size, which the causal
+    stages' ``causal`` interpolate. ``first_chunk_frames`` the kind of chunk 0 (1: one latent; None: sampled like
+    the others), ``first_chunk_sampled`` whether a one-latent chunk 0 is sampled (FastVideo's [1] + [3] x k),
+    ``window_chunks`` / ``window_frames`` the window in chunks or in latent frames (``models.causal.CausalConfig``)."""
 
     first_chunk_frames: Optional[int] = CausalConfig.first_chunk_frames
+    first_chunk_sampled: bool = CausalConfig.first_chunk_sampled
+    window_chunks: Optional[int] = CausalConfig.window_chunks
+    window_frames: Optional[int] = CausalConfig.window_frames
 
 
 @dataclass

@@ -38,6 +38,7 @@ __all__ = [
     "bundle_root",
     "fold_track_convs",
     "fastvideo_sigmas",
+    "preset_stream_config",
     "wantrack_network_json",
     "wantrack_codec",
 ]
@@ -261,6 +262,12 @@ def _stream_config(recipe: dict, source: str):
         return StreamConfig(causal=causal, steps=len(steps), shift=shift, sigma_list=sigmas)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: its causal recipe is not one TrackStream streams ({one_line(err)})") from None
+
+
+def preset_stream_config():
+    """How FastVideo's pipeline streams a WanTrack student whose bundle records no recipe
+    (``FASTVIDEO_DEFAULTS``): Track-v0's c3, a window of 6 frames with 1 sink frame, four steps."""
+    return _stream_config(FASTVIDEO_DEFAULTS, "FastVideo's WanTrack preset")
 
 
 def _header_shapes(weights: Path, keys: tuple[str, ...]) -> dict[str, tuple[int, ...]]:
