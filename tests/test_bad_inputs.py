@@ -109,7 +109,7 @@ def test_row1_network_json_with_a_bad_model_config_names_the_file(inputs, capsys
         ({"--tracks": BAD / "tracks_nan.npy"}, "--tracks", "not finite (first: frame 5, track 2"),
         ({"--tracks": BAD / "tracks_1e9.npy"}, "--tracks", "more than 1 frame size(s) outside the 64x64 frame"),
         ({"--visibility": BAD / "visibility_17x3.npy"}, "--visibility", "needs (17, 4)"),
-        ({"--tracks": BAD / "heads.pt"}, "--tracks", "not a readable .npy array"),
+        ({"--tracks": BAD / "heads.pt"}, "--tracks", "heads.pt is not a readable torch file"),
     ],
 )
 def test_row7_bad_tracks_are_refused_on_load(inputs, capsys, flags, names, says):

@@ -169,7 +169,11 @@ def _read_file(path: Path, key: str | None) -> dict:
         raise ValueError(f"--tracks {str(path)!r} does not exist") from None
     except Exception as err:  # noqa: BLE001 -- garbage, truncated, pickled objects: one line naming the file
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise ValueError(f"--tracks: {path} is not a readable tensor / array file ({first[:120]})") from None
+        kind = {".pt": "torch", ".pth": "torch", ".npz": ".npz"}.get(path.suffix, ".npy")
+        raise ValueError(
+            f"--tracks: {path} is not a readable {kind} file ({first[:80]}); give a .npy of [T, N, 2] pixel tracks "
+            "or FastVideo's .pt / .npz with track_points"
+        ) from None
     if isinstance(obj, dict):
         if key is not None and key not in obj and len(obj) == 1:
             return {key: next(iter(obj.values()))}  # a folder's file holding its one array under another name
