@@ -202,10 +202,10 @@ class DMDObjective(Objective):
         B, _, N, _ = out["tracks"].shape
         gens = self._sample_gens(out, "track-ids", device="cpu")
         out["track_ids"] = (
-            sample_track_ids(B, N, generator=self.gen)
+            sample_track_ids(B, N, id_range=self.student.track_id_range, generator=self.gen)
             if gens is None
             # fresh tags per sample
-            else torch.cat([sample_track_ids(1, N, generator=g) for g in gens])
+            else torch.cat([sample_track_ids(1, N, id_range=self.student.track_id_range, generator=g) for g in gens])
         ).to(self.device)
         out["motion"] = encode_motion(
             out["tracks"],

@@ -124,7 +124,8 @@ def _condition(
 def _sample_batch(s: _Sampling, batch: dict, idx: list[int], parts: dict[str, list]) -> None:
     """Sample the teacher's trajectories for the conditions ``idx`` and append them, per sample, to ``parts``."""
     gens = [torch.Generator().manual_seed(s.seed * 1_000_003 + i) for i in idx]
-    ids = torch.cat([sample_track_ids(1, batch["tracks"].shape[2], generator=g) for g in gens])
+    id_range = getattr(s.teacher, "module", s.teacher).track_id_range
+    ids = torch.cat([sample_track_ids(1, batch["tracks"].shape[2], id_range=id_range, generator=g) for g in gens])
     image = batch["image"].to(s.device) if batch.get("image") is not None else None  # None: t2v / ti2v
     features = batch.get("image_features")  # [B, 257, 1280] CLIP tokens, or None
     first_latent = batch["image_latent"]  # [B, C, 1, h, w]

@@ -172,9 +172,9 @@ class RLObjective(Objective):
         B, _, N, _ = out["tracks"].shape
         gens = self._gens(out, "track-ids", device="cpu", members=1)
         ids = (
-            sample_track_ids(B, N, generator=self.gen)
+            sample_track_ids(B, N, id_range=self.student.track_id_range, generator=self.gen)
             if gens is None
-            else torch.cat([sample_track_ids(1, N, generator=g) for g in gens])
+            else torch.cat([sample_track_ids(1, N, id_range=self.student.track_id_range, generator=g) for g in gens])
         )
         out["track_ids"] = ids.to(self.device)
         return self._with_motion(out)

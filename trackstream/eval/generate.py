@@ -220,7 +220,7 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
         t0 = _synchronised_clock(engine.device)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # CPU: the same draws on any device
         text, lens = conditioner.text([s.caption])
-        ids = sample_track_ids(1, s.tracks.shape[1], generator=g)
+        ids = sample_track_ids(1, s.tracks.shape[1], id_range=net.track_id_range, generator=g)
         state = engine.start(
             _tensor_first_frame(s, engine.device),
             text,
@@ -263,7 +263,7 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
         sf = codec.spatial_factor
         motion = None
         if mode == "with_tracks":
-            ids = sample_track_ids(1, s.tracks.shape[1], generator=g).to(device)
+            ids = sample_track_ids(1, s.tracks.shape[1], id_range=net.track_id_range, generator=g).to(device)
             motion = encode_motion(
                 torch.from_numpy(s.tracks)[None].to(device),
                 torch.from_numpy(s.visibility)[None].to(device),

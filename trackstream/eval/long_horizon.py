@@ -119,7 +119,7 @@ def long_horizon(
         tr, vi, counts = input_tracks([clip], num_tracks)
         T = tr.shape[1]
         text, lens = text_fn([clip["caption"]])
-        ids = sample_track_ids(1, tr.shape[2], generator=gen)
+        ids = sample_track_ids(1, tr.shape[2], id_range=engine.network.track_id_range, generator=gen)
         state = engine.start(
             image_tensor(clip["frames"][0]),
             text,

@@ -102,7 +102,7 @@ def evaluate_stream_motion(
         tr, vi, counts = input_tracks(batch, cfg.num_tracks)
         T = tr.shape[1]
         text, lens = text_fn([c["caption"] for c in batch])
-        ids = sample_track_ids(B, tr.shape[2], generator=gen)
+        ids = sample_track_ids(B, tr.shape[2], id_range=engine.network.track_id_range, generator=gen)
         seed = int(torch.randint(2**31 - 1, (), generator=gen))
         n_chunks = engine.causal.num_chunks(latent_frames(T))
         videos = {}
@@ -190,7 +190,7 @@ def long_rollout(
         gt_lat = codec.encode(gt).float()
         unrelated = 2.0 * float(gt_lat.float().var(dim=(0, 2, 3, 4)).mean())  # E|x - y|^2, x, y independent
         text, lens = text_fn([clip["caption"]])
-        ids = sample_track_ids(1, tr.shape[2], generator=gen)
+        ids = sample_track_ids(1, tr.shape[2], id_range=engine.network.track_id_range, generator=gen)
         state = engine.start(first, text, lens, track_ids=ids, seed=int(torch.randint(2**31 - 1, (), generator=gen)))
         n = engine.causal.num_chunks(latent_frames(T))
         rows = {k: [] for k in per_chunk}
@@ -264,7 +264,9 @@ def chunk_latency(
     tr, vi, _ = input_tracks([clip], num_tracks)
     text, lens = text_fn([clip["caption"]])
     source = tracks_from_array(tr, vi, hold_last=True)
-    ids = sample_track_ids(1, tr.shape[2], generator=torch.Generator().manual_seed(seed))
+    ids = sample_track_ids(
+        1, tr.shape[2], id_range=engine.network.track_id_range, generator=torch.Generator().manual_seed(seed)
+    )
     state = engine.start(first, text, lens, track_ids=ids, seed=seed)
     seconds, kept = [], {}
     assert num_chunks >= 2, f"chunk latency needs two chunks to compare, got {num_chunks}"

@@ -203,9 +203,9 @@ def _sample_both(
     image = conditioner.image(video[:, :, 0], num_frames=T)
     features = conditioner.image_features(video[:, :, 0])  # CLIP tokens, or None without the image branch
     first = conditioner.first_latent(video[:, :, 0]) if clean_first_frame else None
-    ids = sample_track_ids(B, tr.shape[2], generator=gen)
-    sf = conditioner.codec.spatial_factor
     net = getattr(network, "module", network)  # DDP-wrapped or not
+    ids = sample_track_ids(B, tr.shape[2], id_range=net.track_id_range, generator=gen)
+    sf = conditioner.codec.spatial_factor
     motion = encode_motion(
         tr.to(device),
         vi.to(device),

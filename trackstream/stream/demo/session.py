@@ -212,7 +212,12 @@ class Session:
     def __init__(self, model: DemoModel, limits: Limits, *, seed: int = 0, drag_config: DragConfig = DragConfig()):
         self.model, self.limits, self.seed = model, limits, seed
         self.editor = DragEditor(model.engine, drag_config)
-        ids = sample_track_ids(1, limits.max_points + DRAG_IDS, generator=torch.Generator().manual_seed(seed))
+        ids = sample_track_ids(
+            1,
+            limits.max_points + DRAG_IDS,
+            id_range=model.engine.network.track_id_range,
+            generator=torch.Generator().manual_seed(seed),
+        )
         self.pool, self.drag_ids = ids[:, : limits.max_points], ids[:, limits.max_points :]
         self.live = LiveTracks(limits.max_points, model.fps)
         self.image: Optional[np.ndarray] = None

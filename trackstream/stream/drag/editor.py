@@ -325,7 +325,13 @@ class DragEditor:
             objects=objects,
             seed=self.config.seed,
         )
-        ids = track_ids_for(cond.track_ids, tracks.shape[1], seed=self.config.seed, device=self.engine.device)
+        ids = track_ids_for(
+            cond.track_ids,
+            tracks.shape[1],
+            seed=self.config.seed,
+            device=self.engine.device,
+            id_range=self.engine.network.track_id_range,
+        )
         self.state = replace(self.state, cond=replace(cond, track_ids=ids))
         return tracks, vis
 

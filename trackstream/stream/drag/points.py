@@ -80,16 +80,22 @@ def pins_for(
             H // engine.codec.encode(image[:, :, None].to(engine.device)).shape[-2] * engine.network.dit.patch_size[1]
         )
     tracks, vis = drag_tracks(instr, token=token, height=H, width=W, num_frames=1, objects=False, seed=seed)
-    ids = sample_track_ids(1, tracks.shape[1], generator=torch.Generator().manual_seed(seed))
+    ids = sample_track_ids(
+        1, tracks.shape[1], id_range=engine.network.track_id_range, generator=torch.Generator().manual_seed(seed)
+    )
     return Pins(points=tracks[0], visible=vis[0], ids=ids)
 
 
-def track_ids_for(have: Optional[torch.Tensor], n: int, *, seed: int, device) -> torch.Tensor:
+def track_ids_for(have: Optional[torch.Tensor], n: int, *, seed: int, device, id_range: int) -> torch.Tensor:
     """IDs [1, n] for a drag's ``n`` points. Track IDs are per video and index: the stream's own ``have``
-    [1, N_have] are kept for the first points and new distinct ones are drawn (from ``seed``) for the rest."""
+    [1, N_have] are kept for the first points and new distinct ones are drawn (from ``seed``, in the network's
+    ``id_range``) for the rest."""
     if have is None or have.shape[1] < n:
         fresh = sample_track_ids(
-            1, n + (0 if have is None else have.shape[1]), generator=torch.Generator().manual_seed(seed)
+            1,
+            n + (0 if have is None else have.shape[1]),
+            id_range=id_range,
+            generator=torch.Generator().manual_seed(seed),
         ).to(device)
         if have is not None:  # keep the old IDs first, then new ones distinct from them
             extra = fresh[0][~torch.isin(fresh[0], have[0])][: n - have.shape[1]]
