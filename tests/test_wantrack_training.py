@@ -24,6 +24,7 @@ SHRINK = (
     "data.num_tracks=[10,20]",
     "stage.pool_size=2",
     "trainer.max_steps=2",
+    "trainer.sample_every=0",  # no held-out samples: the exports are streamed below
     "trainer.global_batch=1",
     "trainer.num_threads=1",
     "trainer.log_every=1",
