@@ -350,3 +350,31 @@ def test_their_track_files_read_as_pixels_with_their_ids(tmp_path):
         with pytest.raises(ValueError, match=match) as err:
             load_track_inputs(tmp_path / name, None, height=H, width=W)
         assert "\n" not in str(err.value)
+
+
+def test_a_bundles_clip_tokens_take_its_image_processor(tmp_path):
+    """As FastVideo's pipeline feeds CLIP (the bundle's CLIPImageProcessor on the 8-bit picture: shortest side to the
+    tower's size, a centre crop), not Wan's squash of the whole picture; a network without one keeps Wan's."""
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    from trackstream.models.clip_image import load_image_encoder, preprocess_clip_image
+    from trackstream.models.motion_wan import read_network_json
+
+    model = read_network_json(write_wantrack_bundle(tmp_path / "Track-v0", role="student"))["model"]
+    assert model["image_processor"] == str(tmp_path / "Track-v0" / "image_processor")
+    encoder = load_image_encoder(model["image_encoder_path"], processor=model["image_processor"])
+    g = torch.Generator().manual_seed(0)
+    picture = torch.randint(0, 256, (2, 3, 48, 84), generator=g, dtype=torch.uint8)  # a wide 8-bit picture
+    image = picture.float() / 127.5 - 1
+    ours = encoder(image)
+
+    processor = CLIPImageProcessor.from_pretrained(model["image_processor"])
+    pixels = processor(images=list(picture.permute(0, 2, 3, 1).numpy()), return_tensors="pt")["pixel_values"]
+    tower = CLIPVisionModelWithProjection.from_pretrained(model["image_encoder_path"]).eval()
+    with torch.no_grad():
+        theirs = tower(pixel_values=pixels, output_hidden_states=True).hidden_states[-2]
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    side = encoder.image_size
+    squashed = preprocess_clip_image(image, side)  # Wan's: the whole picture, no crop
+    assert not torch.allclose(squashed, pixels, atol=0.1)
+    assert load_image_encoder(model["image_encoder_path"]).processor is None

@@ -40,6 +40,7 @@ __all__ = [
     "materialise_buffers",
     "visual_config_from_state_dict",
     "load_image_encoder",
+    "load_clip_processor",
 ]
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -144,14 +145,44 @@ def materialise_buffers(model: nn.Module) -> None:
             mod.register_buffer(name, ids, persistent=False)
 
 
-class CLIPImageEncoder(nn.Module):
-    """Frozen CLIP vision tower -> Wan ``clip_fea`` [B, 257, 1280] (penultimate hidden states)."""
+def load_clip_processor(path: str | Path):
+    """A transformers ``CLIPImageProcessor`` from its folder (``preprocessor_config.json``; a diffusers pipeline's
+    ``image_processor/``)."""
+    from transformers import CLIPImageProcessor
 
-    def __init__(self, vision_model: CLIPVisionModel | CLIPVisionModelWithProjection):
+    path = Path(path)
+    if not (path / "preprocessor_config.json").is_file():
+        raise ValueError(
+            f"model.image_processor={str(path)!r} holds no preprocessor_config.json: give a CLIPImageProcessor "
+            "folder (a diffusers pipeline's image_processor/), or null for Wan's own preprocessing"
+        )
+    return CLIPImageProcessor.from_pretrained(path)
+
+
+class CLIPImageEncoder(nn.Module):
+    """Frozen CLIP vision tower -> Wan ``clip_fea`` [B, 257, 1280] (penultimate hidden states).
+
+    ``processor``: a transformers ``CLIPImageProcessor`` that prepares the pixels instead of Wan's official
+    recipe (``preprocess_clip_image``), for networks whose pipeline fed CLIP that way (FastVideo's WanTrack:
+    its bundle's ``image_processor/``, shortest side to 224 and a centre crop, on the 8-bit picture)."""
+
+    def __init__(self, vision_model: CLIPVisionModel | CLIPVisionModelWithProjection, processor=None):
         super().__init__()
         self.model = vision_model.eval().requires_grad_(False)
         self.image_size = int(vision_model.config.image_size)
         self.dim = int(vision_model.config.hidden_size)
+        self.processor = processor
+
+    def pixels(self, image: torch.Tensor) -> torch.Tensor:
+        """[B, 3, H, W] in [-1, 1] -> the tower's pixel values [B, 3, S, S] float32."""
+        if self.processor is None:
+            return preprocess_clip_image(image, self.image_size)
+        if image.ndim != 4 or image.shape[1] != 3:
+            raise ValueError(f"image must be [B, 3, H, W] in [-1, 1], got {tuple(image.shape)}")
+        # the processor takes pictures: 8-bit RGB [H, W, 3], as a pipeline hands it the loaded image
+        rgb = ((image.detach().float().clamp(-1, 1) * 0.5 + 0.5) * 255).round().to(torch.uint8)
+        pictures = list(rgb.permute(0, 2, 3, 1).cpu().numpy())
+        return self.processor(images=pictures, return_tensors="pt")["pixel_values"].float()
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, dtype: torch.dtype | None = None) -> "CLIPImageEncoder":
@@ -189,7 +220,7 @@ class CLIPImageEncoder(nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         """image [B, 3, H, W] in [-1, 1] -> [B, 257, hidden] float32 (penultimate layer)."""
         p = next(self.model.parameters())
-        pixels = preprocess_clip_image(image, self.image_size).to(device=p.device, dtype=p.dtype)
+        pixels = self.pixels(image).to(device=p.device, dtype=p.dtype)
         out = self.model(pixel_values=pixels, output_hidden_states=True)
         # hidden_states = (embeddings after pre-LN, block 1, ..., block 32): [-2] is after 31 blocks.
         return out.hidden_states[-2].float()
@@ -220,12 +251,19 @@ def visual_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> dict:
     )
 
 
-def load_image_encoder(path: str | Path, *, dtype: torch.dtype | None = None) -> CLIPImageEncoder:
+def load_image_encoder(
+    path: str | Path, *, dtype: torch.dtype | None = None, processor: str | Path | None = None
+) -> CLIPImageEncoder:
     """The CLIP image encoder from a local path: the official Wan ``.pth`` (its shapes set the
-    config), a transformers CLIP vision folder, or a Wan release folder holding the ``.pth``."""
+    config), a transformers CLIP vision folder, or a Wan release folder holding the ``.pth``;
+    ``processor``: a ``CLIPImageProcessor`` folder that prepares its pixels (``model.image_processor``)."""
     path = Path(path)
     if not path.exists():
         raise ValueError(f"model.image_encoder_path={str(path)!r} does not exist")
+    if processor is not None:
+        encoder = load_image_encoder(path, dtype=dtype)
+        encoder.processor = load_clip_processor(processor)
+        return encoder
     if path.is_dir() and (path / "config.json").is_file() and not any(path.glob("*.pth")):
         return CLIPImageEncoder.from_pretrained(path, dtype=dtype)
     if path.is_dir():

@@ -106,7 +106,9 @@ class Conditioner:
         if mode == "clip" and image_encoder is None and model.image_encoder_path:
             from trackstream.models.clip_image import load_image_encoder
 
-            image_encoder = load_image_encoder(model.image_encoder_path, dtype=encoder_dtype)
+            image_encoder = load_image_encoder(
+                model.image_encoder_path, dtype=encoder_dtype, processor=model.image_processor
+            )
             image_encoder = image_encoder.to(encoder_device or device)
         return cls(
             codec=codec,

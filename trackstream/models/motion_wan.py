@@ -86,6 +86,9 @@ class ModelConfig:
     # release feeds when no CLIP image is given); "auto" = "clip" for those flavors, unused otherwise.
     image_features: str = "auto"
     image_encoder_path: str | None = None  # CLIP .pth, transformers folder or release folder
+    # a CLIPImageProcessor folder that prepares CLIP's pixels (FastVideo's bundles: their image_processor/, shortest
+    # side to 224 and a centre crop); None: Wan's official preprocessing (the whole picture resized to 224 x 224)
+    image_processor: str | None = None
     # a PEFT LoRA adapter folder merged into init_from's weights when they are loaded (models.lora)
     adapter: str | None = None
     # LoRA adapters on the trained networks of any stage (models.lora; rank 0: the whole network trains)
@@ -370,7 +373,7 @@ def read_init(path: str, in_dim: int, subkey: str | None = None) -> dict[str, to
 
 
 # ModelConfig fields written to network.json only where they differ from these defaults
-QUIET_DEFAULTS = {"track_convention": "trackstream", "track_bias": False}
+QUIET_DEFAULTS = {"track_convention": "trackstream", "track_bias": False, "image_processor": None}
 
 TEXT_ENCODER_DIMS = {"minilm": 384, "all-minilm-l6-v2": 384, "umt5": 4096, "umt5-xxl": 4096}  # for meta builds
 

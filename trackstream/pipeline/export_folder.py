@@ -22,7 +22,7 @@ def write_export(folder: str | os.PathLike, out: str | os.PathLike) -> Path:
         raise ValueError(f"--out {out} exists and is not an empty folder: pick a new folder or remove it")
     meta = read_network_json(folder)
     model = dict(meta["model"])
-    for key in ("text_encoder_path", "image_encoder_path"):  # the folders stay where they are: found from anywhere
+    for key in ("text_encoder_path", "image_encoder_path", "image_processor"):  # the folders stay where they are
         if model.get(key):
             model[key] = str(Path(model[key]).resolve())
     net = load_network(folder)

@@ -103,7 +103,11 @@ def _image_encoder(root: Path, model: dict) -> list:
         path = find_release(path).require("clip", field_name="model.image_encoder_path").clip
     weights = path.name if path.is_file() else "weights"
     _copy(path, root / "image_encoder" / weights)
-    return _part(root, "image_encoder", "TrackStreamImageEncoder", {"weights": weights})
+    info = {"weights": weights}
+    if model.get("image_processor"):  # the CLIPImageProcessor that prepares its pixels travels with it
+        _copy(Path(model["image_processor"]), root / "image_encoder" / "processor")
+        info["processor"] = "processor"
+    return _part(root, "image_encoder", "TrackStreamImageEncoder", info)
 
 
 def _write(root: Path, folder: Path, meta: dict, codec_name: str, codec: str) -> None:

@@ -130,7 +130,9 @@ def _write_components(root: Path, *, text_dim: int, seed: int) -> None:
     tiny_t5_tokenizer().save_pretrained(root / "tokenizer")
     CLIPVisionModelWithProjection(CLIPVisionConfig(**RELEASE_CLIP)).save_pretrained(root / "image_encoder")
     (root / "image_processor").mkdir()
-    (root / "image_processor" / "preprocessor_config.json").write_text(json.dumps(CLIP_PROCESSOR, indent=2))
+    side = RELEASE_CLIP["image_size"]  # the base's processor at the shrunk tower's pixel size
+    processor = {**CLIP_PROCESSOR, "crop_size": {"height": side, "width": side}, "size": {"shortest_edge": side}}
+    (root / "image_processor" / "preprocessor_config.json").write_text(json.dumps(processor, indent=2))
     UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0).save_config(
         root / "scheduler"
     )

@@ -132,7 +132,8 @@ class TrackStreamImageEncoder(_Component):
     def load(cls, folder, info, device, dtype):
         from trackstream.models.clip_image import load_image_encoder
 
-        return load_image_encoder(folder / info["weights"], dtype=dtype).to(device)
+        processor = folder / info["processor"] if info.get("processor") else None
+        return load_image_encoder(folder / info["weights"], dtype=dtype, processor=processor).to(device)
 
     @property
     def encoder(self):

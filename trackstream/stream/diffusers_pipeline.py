@@ -170,7 +170,7 @@ class TrackStreamPipeline(DiffusionPipeline):
 
         model = ModelConfig(**self.transformer.info["network"]["model"])
         # the encoders are this folder's components: the paths recorded at training time are not read
-        model = replace(model, text_encoder_path=None, image_encoder_path=None)
+        model = replace(model, text_encoder_path=None, image_encoder_path=None, image_processor=None)
         device = next(self.network.parameters()).device
         image_encoder = None if self.image_encoder is None else self.image_encoder.encoder
         return Conditioner.for_network(

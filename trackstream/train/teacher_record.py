@@ -143,6 +143,7 @@ class TeacherSettings:
         paths = {
             "model.text_encoder_path": model.text_encoder_path,
             "model.image_encoder_path": model.image_encoder_path,
+            "model.image_processor": model.image_processor,
         }
         return cls(model=model, data={k: v for k, v in data.items() if v is not None}, paths=paths)
 

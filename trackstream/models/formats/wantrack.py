@@ -342,6 +342,10 @@ def wantrack_network_json(path: str | os.PathLike) -> dict:
         "overrides": overrides,
         "image_features": "clip",
         "image_encoder_path": str(root / "image_encoder"),
+        # their pipeline prepares CLIP's pixels with the bundle's own CLIPImageProcessor
+        "image_processor": str(root / "image_processor")
+        if (root / "image_processor" / "preprocessor_config.json").is_file()
+        else None,
     }
     recipe = _recipe(root)
     conventions = {
