@@ -199,6 +199,33 @@ def test_the_tours_commands_run_verbatim(folder):
     assert list(folder.glob("runs/debug/runs/*/export/teacher/network.json"))  # the smoke run's export, in its run dir
 
 
+def start_server(argv: list[str], cwd: Path, port: int, *, wait_s: float = 120):
+    """A server command (the demo) started as a terminal starts it, until it answers ``/health`` on ``port``:
+    (the process, its health answer as JSON or None when it never answered). The caller stops it with Ctrl-C
+    (``proc.send_signal(signal.SIGINT)``)."""
+    import signal
+    import time
+    import urllib.request
+
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=_path_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        # Ctrl-C as a terminal delivers it: a test runner's worker may ignore SIGINT, and its children inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline, health = time.monotonic() + wait_s, None
+    while health is None and time.monotonic() < deadline and proc.poll() is None:
+        try:
+            health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read())
+        except OSError:
+            time.sleep(0.3)
+    return proc, health
+
+
 @pytest.mark.slow
 @pytest.mark.multiproc
 def test_the_documented_demo_serves_its_page_and_stops_on_ctrl_c(folder):
@@ -207,27 +234,11 @@ def test_the_documented_demo_serves_its_page_and_stops_on_ctrl_c(folder):
     stream, a third is refused, bad messages are refused while the stream goes on), and Ctrl-C (SIGINT) ends it
     with status 0."""
     import signal
-    import time
     import urllib.request
 
     where = ":".join(DEMO)
-    proc = subprocess.Popen(
-        words(DEMO[1]),
-        cwd=folder,
-        env=_path_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        # Ctrl-C as a terminal delivers it: a test runner's worker may ignore SIGINT, and its children inherit that
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    proc, health = start_server(words(DEMO[1]), folder, 8000)
     try:
-        deadline, health = time.monotonic() + 120, None
-        while health is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                health = urllib.request.urlopen("http://127.0.0.1:8000/health", timeout=2).read()
-            except OSError:
-                time.sleep(0.5)
         assert health is not None, f"{where}: no /health answer ({proc.poll()=})"
         page = urllib.request.urlopen("http://127.0.0.1:8000/", timeout=5).read().decode()
         assert "<canvas" in page

@@ -10,9 +10,6 @@ here; tests/test_movebench.py scores it)."""
 import json
 import os
 import signal
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +17,7 @@ import pytest
 import torch
 from docs_lines import WANTRACK_BUNDLES, WANTRACK_TOUR
 from test_davis_benchmark import write_davis
-from test_docs_run import _path_env, run_documented, shell_line, with_words
+from test_docs_run import run_documented, shell_line, start_server, with_words
 from test_documented_commands import words
 from test_movebench import write_movebench
 
@@ -57,25 +54,9 @@ def _demo(line: tuple[str, str], cwd: Path) -> None:
     """The demo line as written (a free port typed after it): it starts on the bundle, answers ``/health``, and
     Ctrl-C ends it with status 0."""
     port = free_port()
-    proc = subprocess.Popen(
-        words(with_words(shell_line(*line, {}), ["--port", str(port)])),
-        cwd=cwd,
-        env=_path_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-    try:
-        deadline, health = time.monotonic() + 120, None
-        while health is None and time.monotonic() < deadline and proc.poll() is None:
-            try:
-                health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).read())
-            except OSError:
-                time.sleep(0.3)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        out = proc.communicate(timeout=60)[0]
+    proc, health = start_server(words(with_words(shell_line(*line, {}), ["--port", str(port)])), cwd, port)
+    proc.send_signal(signal.SIGINT)
+    out = proc.communicate(timeout=60)[0]
     assert health is not None and health["sessions"] == 0, out[-2000:]
     assert proc.returncode == 0 and "[demo] 112x64" in out and "Traceback" not in out, out[-2000:]
 
