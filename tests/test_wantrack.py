@@ -368,7 +368,7 @@ def test_a_bundles_clip_tokens_take_its_image_processor(tmp_path):
     image = picture.float() / 127.5 - 1
     ours = encoder(image)
 
-    processor = CLIPImageProcessor.from_pretrained(model["image_processor"])
+    processor = CLIPImageProcessor.from_pretrained(model["image_processor"])  # transformers' own, as theirs loads it
     pixels = processor(images=list(picture.permute(0, 2, 3, 1).numpy()), return_tensors="pt")["pixel_values"]
     tower = CLIPVisionModelWithProjection.from_pretrained(model["image_encoder_path"]).eval()
     with torch.no_grad():

@@ -148,7 +148,9 @@ def materialise_buffers(model: nn.Module) -> None:
 def load_clip_processor(path: str | Path):
     """A transformers ``CLIPImageProcessor`` from its folder (``preprocessor_config.json``; a diffusers pipeline's
     ``image_processor/``)."""
-    from transformers import CLIPImageProcessor
+    import importlib.util
+
+    import transformers
 
     path = Path(path)
     if not (path / "preprocessor_config.json").is_file():
@@ -156,7 +158,10 @@ def load_clip_processor(path: str | Path):
             f"model.image_processor={str(path)!r} holds no preprocessor_config.json: give a CLIPImageProcessor "
             "folder (a diffusers pipeline's image_processor/), or null for Wan's own preprocessing"
         )
-    return CLIPImageProcessor.from_pretrained(path)
+    # transformers' default backend needs torchvision (FastVideo's environment has it); without it, its PIL
+    # backend, which transformers would fall back to with a warning (the two differ by resampling rounding)
+    pil = importlib.util.find_spec("torchvision") is None and hasattr(transformers, "CLIPImageProcessorPil")
+    return (transformers.CLIPImageProcessorPil if pil else transformers.CLIPImageProcessor).from_pretrained(path)
 
 
 class CLIPImageEncoder(nn.Module):
