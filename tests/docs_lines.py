@@ -166,7 +166,7 @@ WANTRACK_TOUR = (
 # docs/wantrack.md's training from Track-v0 and the stream of its DMD export: tests/test_wantrack_training.py
 WANTRACK_TRAINING = {
     run: documented_line("docs/wantrack.md", f"hydra.run.dir=$R/{run}")
-    for run in ("dmd_trackv0", "dmd_trackv0_lora", "rl_trackv0")
+    for run in ("dmd_trackv0", "dmd_trackv0_lora", "rl_trackv0", "teacher_trackwan")
 }
 WANTRACK_STREAM = documented_line("docs/wantrack.md", "--out dmd_trackv0.mp4")
 ELSEWHERE = {

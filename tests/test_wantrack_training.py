@@ -107,3 +107,26 @@ def test_dmd_lora_and_rl_continue_from_track_v0_and_their_exports_stream(bundles
     rows = [json.loads(x) for x in (root / "runs" / "rl_trackv0" / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(r["train/rl/reward_motion"]) for r in rows if "train/rl/reward_motion" in r)
     _streams(res["export"], root)
+
+
+@pytest.mark.slow
+def test_the_trackwan_teacher_fine_tunes_from_its_bundle(bundles):
+    """The page's teacher line as written: our teacher stage from the bundle's weights (its folded, biased track
+    head, 52 input channels), at Track-v0's 121 frames, with the bundle's umT5, CLIP + image processor and VAE;
+    shrunk to the bundle's DiT sizes and pixels, one step on the synthetic world's clips."""
+    from trackstream.models.motion_wan import load_network
+
+    root = bundles
+    variables = dict(D=root / "data", R=root / "runs", TEACHER=root / "teacher")
+    sizes = [f"+model.overrides.{k}={v}" for k, v in (("dim", 64), ("num_heads", 2), ("ffn_dim", 128))]
+    sizes += ["+model.overrides.num_layers=2", "+model.overrides.text_dim=16", "data.height=64", "data.width=112"]
+    shrink = ["data=synthetic", "data.eval_shards=null", "eval.enabled=false", "trainer.max_steps=1"]
+    shrink += ["trainer.global_batch=1", "trainer.num_threads=1", "logger.wandb.enabled=false"]
+    run_documented(WANTRACK_TRAINING["teacher_trackwan"], root, *shrink, *sizes, variables=variables)
+    out = root / "runs" / "teacher_trackwan"
+    config = (out / "config.yaml").read_text()
+    assert "num_frames: 121" in config and "track_convention: fastvideo" in config
+    export = load_network(out / "export" / "teacher")
+    meta = json.loads((out / "export" / "teacher" / "network.json").read_text())["model"]
+    assert meta["track_bias"] and meta["image_processor"].endswith("image_processor")
+    assert export.dit.in_dim == 52 and export.track_encoder.head.proj.bias is not None
