@@ -10,6 +10,7 @@ and copies its output into ``$OUT/oneshot.log``, the last file that comes back."
 
 from __future__ import annotations
 
+import argparse
 import glob
 import os
 import shutil
@@ -19,6 +20,9 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lab.small_world_call", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget-min", type=float, default=9.0, help="the driver's whole budget (small_world oneshot)")
+    args, more = ap.parse_known_args(argv)  # the rest goes on to `small_world oneshot`
     out = os.environ.get("OUT")
     if not out:
         print("[small_world_call] error: set OUT, the folder that comes back", file=sys.stderr)
@@ -40,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = [sys.executable, "-m", "lab.small_world", "oneshot", "--run-dir", "runs/small-world/oneshot", "--out", out]
     if Path(".minilm").is_dir():
         cmd += ["--text-encoder-path", ".minilm"]
-    cmd += list(sys.argv[1:] if argv is None else argv)
+    cmd += ["--budget-min", str(args.budget_min), *more]
     with open(Path(out) / "oneshot.log", "w") as log:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         for line in proc.stdout:
