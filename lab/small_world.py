@@ -3,6 +3,7 @@ teacher -> ODE pairs + ODE init -> Self-Forcing DMD -> RL, each stage the ordina
 ``python -m trackstream.train experiment=small_*`` in a sub-directory of the run directory.
 
     python -m lab.small_world run --run-dir RUN --budget-min 9 [--state DIR] [--out DIR]
+    python -m lab.small_world oneshot --run-dir RUN --budget-min 9 --out DIR  # one call: chain + ship
     python -m lab.small_world pack   --run-dir RUN --out DIR
     python -m lab.small_world unpack --run-dir RUN --state DIR
     python -m lab.small_world status --run-dir RUN [--state DIR]
@@ -47,6 +48,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from lab.carry_minilm import write_minilm
+from lab.small_world_oneshot import oneshot
 from lab.small_world_ship import SMALL_DIR, pack_release, ship_small_world, unpack_release
 from lab.small_world_state import (
     EXPORTS,
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("command", choices=("run", "pack", "unpack", "status", "minilm", "ship", "release"))
+    ap.add_argument("command", choices=("run", "oneshot", "pack", "unpack", "status", "minilm", "ship", "release"))
     ap.add_argument("--run-dir", type=Path, help="the run directory")
     ap.add_argument("--budget-min", type=float, default=9.0, help="run: stop and pack within this many minutes")
     ap.add_argument(
@@ -289,9 +291,10 @@ def main(argv: list[str] | None = None) -> int:
         help="minilm: keep only the small world's vocabulary (other words become [UNK]; default on)",
     )
     ap.add_argument("--text-encoder-path", help="model.text_encoder_path for every stage (e.g. a carried .minilm)")
-    ap.add_argument("--min-stage-s", type=float, default=90.0, help="run: start no stage with less time left")
-    ap.add_argument("--grace-s", type=float, default=60.0, help="run: kill a stage this long after the signal")
-    ap.add_argument("--pack-reserve-s", type=float, default=30.0, help="run: seconds kept for packing")
+    ap.add_argument("--min-stage-s", type=float, help="run / oneshot: start no stage with less time left (90 / 20)")
+    ap.add_argument("--grace-s", type=float, help="run / oneshot: kill a stage this long after the signal (60 / 20)")
+    ap.add_argument("--pack-reserve-s", type=float, help="run / oneshot: seconds kept for packing (30 / 25)")
+    ap.add_argument("--finish-s", type=float, default=30.0, help="oneshot: seconds kept to export a stopped stage")
     ap.add_argument("--stop-at", metavar="STAGE:STEP", help="run: stop that stage at that step (rehearsals)")
     ap.add_argument("--part-mib", type=float, default=PART_MIB, help="largest pack part")
     ap.add_argument("--max-mib", type=float, default=MAX_MIB, help="largest pack in all (what can travel back in)")
@@ -299,6 +302,13 @@ def main(argv: list[str] | None = None) -> int:
     add_scoring_args(ap, long_clips=4)
     ap.add_argument("--first-part", type=int, default=0, help="ship / release --out: the first release part to write")
     args = ap.parse_args(argv)
+    for key, run_default, oneshot_default in (
+        ("min_stage_s", 90.0, 20.0),
+        ("grace_s", 60.0, 20.0),
+        ("pack_reserve_s", 30.0, 25.0),
+    ):
+        if getattr(args, key) is None:
+            setattr(args, key, oneshot_default if args.command == "oneshot" else run_default)
     try:
         if args.command == "minilm":
             write_minilm(args.out or Path(".minilm"), prune=args.prune)
@@ -328,6 +338,21 @@ def main(argv: list[str] | None = None) -> int:
                 stop_at=stop_at,
                 part_mib=args.part_mib,
                 max_mib=args.max_mib,
+            )
+        elif args.command == "oneshot":
+            if args.out is None:
+                raise ValueError("oneshot needs --out DIR (what the device call brings back: $OUT)")
+            ship = [f"--{k.replace('_', '-')}={v}" for k, v in scoring_options(args).items()]
+            oneshot(
+                args.run_dir,
+                args.out,
+                _chain(args),
+                budget_s=args.budget_min * 60,
+                pack_reserve_s=args.pack_reserve_s,
+                finish_s=args.finish_s,
+                grace_s=args.grace_s,
+                min_stage_s=args.min_stage_s,
+                ship_options=ship,
             )
         elif args.command == "ship":
             m = ship_small_world(args.run_dir, args.dest, **scoring_options(args))

@@ -116,6 +116,7 @@ EVAL_RUN = documented_line("docs/evaluation.md", "run=$NET")
 EVAL_RUNS = documented_line("docs/evaluation.md", '"runs={teacher: $TEACHER, student: $STUDENT}"')
 CHAIN_RL = documented_line("docs/results.md", "lab.student_chain", "rl", "--run-dir RUN")
 MINILM = documented_line("docs/small-world.md", "lab.small_world", "minilm")
+ONESHOT = documented_line("docs/small-world.md", "lab.small_world_call")  # the one device command
 PIPELINE_EXPORT = documented_line("docs/diffusers.md", "--network runs/x/export/student", "--format pipeline")
 PERF = "docs/performance.md"
 DISTILL_BENCH = "python -m trackstream.bench.distill"
@@ -255,6 +256,7 @@ ELSEWHERE = {
     EXPORT_OFFICIAL: "tests/test_checkpoint_io.py",
     PIPELINE_EXPORT: "tests/test_diffusers_pipeline.py",
     MINILM: "lab/tests/test_small_world.py",
+    ONESHOT: "lab/tests/test_small_world_oneshot.py",
     CHAIN_RL: "lab/tests/test_student_chain.py",
     EVAL_RUN: "tests/test_eval_command.py",
     EVAL_RUNS: "tests/test_eval_command.py",
@@ -270,10 +272,6 @@ LOAD_SECONDS = 15  # the load test's length (real-time pacing, so its wall time)
 GPU = (
     "a measurement at real size on a GPU, recorded beside its figures (the GPU call runs it); the same code path "
     "runs cut down on CPU in tests/test_bench_realtime.py and tests/test_bench_distill_stages.py"
-)
-GPU_CALL = (
-    "a command of the device machine's call (carried wheels, minutes of training on the GPU); the chain it drives "
-    "runs shrunk in lab/tests/test_small_world_chain.py and lab/tests/test_small_world.py"
 )
 INP = (
     "a downloaded Fun-InP release as the 1.3B teacher's start: the recipe's FSDP path runs on the Control rehearsal "
@@ -313,10 +311,6 @@ NOT_RUN = {
     documented_line("docs/evaluation.md", "benchmark=davis_motionstream", "tracker=cotracker3_offline"): COTRACKER,
     documented_line("docs/movebench.md", "benchmark=movebench"): REAL_DATA,
     documented_line("docs/recipes.md", "model.init_from=$R", "model.image_encoder_path=$R"): INP,
-    **{
-        documented_line("docs/small-world.md", f"lab.{study}", "run"): GPU_CALL
-        for study in ("scaling_probe", "small_world")
-    },
 }
 
 
