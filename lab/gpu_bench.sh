@@ -7,7 +7,7 @@
 #          | distill:CONFIG         one DMD / ODE-init recipe's updates
 #          | fp8cmp:SETUP           lab/fp8_compare.py: fp8 against bf16 on the same inputs
 #          | gen:SETUP[:fp8]        lab/gpu_generate.py --compile: trackstream generate's compiled step (generate only)
-#   @SECONDS: that step's limit (default STEP_LIMIT). REHEARSE="--layers 1 --height 64 --width 112 --device cpu"
+#   @SECONDS: that step's limit (default STEP_LIMIT). REHEARSE="--layers 1 --height 64 --width 128 --device cpu"
 #   appends those flags to rt and fp8cmp steps (a CPU rehearsal of the same steps).
 #   e.g. bash lab/gpu_bench.sh $OUT rt:wan1.3b-480p-taehv:eager rt:wan1.3b-480p-taehv:compiled distill:ode_init_wan1.3b_480p
 #

@@ -5,7 +5,7 @@
 # its own limit (seconds after @) and writes its JSON into OUT_DIR as it finishes (lab/gpu_bench.sh).
 #
 #   bash lab/gpu_fp8.sh OUT_DIR
-#   REHEARSE="--layers 1 --height 64 --width 112 --device cpu" PYTHON=.venv/bin/python bash lab/gpu_fp8.sh /tmp/r
+#   REHEARSE="--layers 1 --height 64 --width 128 --device cpu" PYTHON=.venv/bin/python bash lab/gpu_fp8.sh /tmp/r
 set -u
 here=$(dirname "$0")
 exec bash "$here/gpu_bench.sh" "${1:?output folder}" \
