@@ -27,7 +27,7 @@ import torch
 
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
-from trackstream.models.precision import dtype_name, synchronize
+from trackstream.models.precision import dtype_name, synchronize, working_dtype
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.drag.editor import DragEditor
 from trackstream.stream.drag.instructions import DragInstruction, Translation
@@ -72,7 +72,7 @@ def _engine(args, device, dtype) -> tuple:
     codec = build_codec(codec_name, **codec_kw).to(device).eval()
     if dtype != torch.float32:  # what load_export does to an export's network and codec
         net.dit.cast_for_inference(dtype)
-        codec.to(dtype)
+        codec.to(working_dtype(dtype))
     engine = StreamingGenerator(net, codec, config=StreamConfig(steps=3, shift=5.0))
     return engine, net, H, W, text_dim
 

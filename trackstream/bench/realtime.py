@@ -356,16 +356,21 @@ def main(argv: list[str] | None = None) -> dict:
     names, modes = _selection(ap, args, device)
     if args.threads:
         torch.set_num_threads(args.threads)
-    matmul = matmul_tflops(device, dtype, size=args.matmul_size or (8192 if device.type == "cuda" else 512))
+    size = args.matmul_size or (8192 if device.type == "cuda" else 512)
+    matmul = matmul_tflops(device, dtype, size=size)  # fp8: the fp8 linears' product; the rows' "/ matmul"
     meta = {**environment(device, dtype), "argv": argv}
     print(
         f"{meta['device_name']} {meta['dtype']}: matmul {matmul['size']}^3 {matmul['tflops']:.3g} TFLOP/s", flush=True
     )
+    rates = {}
+    if dtype == torch.float8_e4m3fn:  # the bf16 rate beside it: what the same pass would be held to in bf16
+        rates["matmul_bf16"] = matmul_tflops(device, torch.bfloat16, size=size)
+        print(f"bf16 matmul {size}^3 {rates['matmul_bf16']['tflops']:.3g} TFLOP/s", flush=True)
     results = []
     for name in names:
         results += _run_setup(ap, args, name, modes, device, dtype, matmul)
     print(table(results))
-    result = {"meta": meta, "matmul": matmul, "results": results}
+    result = {"meta": meta, "matmul": matmul, **rates, "results": results}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))

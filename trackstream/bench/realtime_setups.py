@@ -14,6 +14,7 @@ from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
 from trackstream.models.formats.wantrack import preset_stream_config
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
+from trackstream.models.precision import working_dtype
 from trackstream.models.streaming import StreamConfig
 
 __all__ = ["Setup", "SETUPS", "CPU_SETUPS", "REAL_SETUPS", "build", "network_setup"]
@@ -165,7 +166,7 @@ def build(
         codec = build_codec(setup.codec, **setup.codec_options).to(device).eval().requires_grad_(False)
         if dtype != torch.float32:
             net.dit.cast_for_inference(dtype)
-            codec.to(dtype)
+            codec.to(working_dtype(dtype))
         return net, codec
     real = not model.flavor.startswith("tiny")
     net = build_motion_wan(model, text_encoder_dim=setup.text_dim, device="meta" if real else None)
@@ -178,5 +179,5 @@ def build(
     codec = build_codec(setup.codec, **setup.codec_options).to(device).eval().requires_grad_(False)
     if dtype != torch.float32:
         net.dit.cast_for_inference(dtype)
-        codec.to(dtype)
+        codec.to(working_dtype(dtype))
     return net, codec

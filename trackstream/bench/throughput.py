@@ -24,6 +24,7 @@ import time
 import torch
 
 from trackstream.models.causal import CausalConfig
+from trackstream.models.fp8 import FP8, fp8_matmul, quantize_rows, quantize_weight
 from trackstream.models.precision import synchronize
 from trackstream.models.wan import CLIP_TOKENS
 
@@ -61,15 +62,28 @@ def chunk_flops(dit, causal: CausalConfig, index: int, *, tokens_per_frame: int,
 
 @torch.no_grad()
 def matmul_tflops(device: torch.device, dtype: torch.dtype, *, size: int, repeats: int = 10) -> dict:
-    """Median TFLOP/s of a [size, size] @ [size, size] matmul in ``dtype`` (after two warm-up calls)."""
+    """Median TFLOP/s of a [size, size] @ [size, size] matmul in ``dtype`` (after two warm-up calls).
+    ``torch.float8_e4m3fn``: the product of the fp8 linears (``models.fp8``: row-wise scaled float8 operands,
+    quantised beforehand, bf16 out; torch's scaled matmul on CUDA, its float32 emulation elsewhere)."""
     g = torch.Generator(device=device).manual_seed(0)
-    a = torch.randn(size, size, generator=g, device=device).to(dtype)
-    b = torch.randn(size, size, generator=g, device=device).to(dtype)
+    a = torch.randn(size, size, generator=g, device=device)
+    b = torch.randn(size, size, generator=g, device=device)
+    if dtype == FP8:
+        (a_q, a_s), (b_q, b_s) = quantize_rows(a), quantize_weight(b)
+
+        def product():
+            return fp8_matmul(a_q, a_s, b_q, b_s, torch.bfloat16)
+    else:
+        a, b = a.to(dtype), b.to(dtype)
+
+        def product():
+            return a @ b
+
     times = []
     for r in range(2 + repeats):
         synchronize(device)
         t0 = time.perf_counter()
-        a @ b
+        product()
         synchronize(device)
         if r >= 2:
             times.append(time.perf_counter() - t0)

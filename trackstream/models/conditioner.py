@@ -189,7 +189,8 @@ def load_export(
     its ``vae/``) and the text encoder and image features its network.json names.
 
     ``device`` / ``dtype``: None or "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
-    (``models.precision``). The DiT's matmul weights and the codec are cast to ``dtype``; what Wan keeps
+    (``models.precision``; fp8: the DiT blocks' linears in float8, everything else as bf16). The DiT's matmul
+    weights and the codec are cast to ``dtype``; what Wan keeps
     in fp32 (time embedding, modulation, norms) stays fp32 (``WanModel.cast_for_inference``). The text
     encoder (umT5 for the real networks) and the CLIP image encoder run on ``device`` in ``dtype`` too;
     ``offload_encoders`` keeps them on the CPU in fp32 instead (a GPU too small for umT5-XXL beside the DiT:
@@ -199,7 +200,7 @@ def load_export(
     (``stream.diffusers_components``) load their parts through the same three functions below.
     """
     from trackstream.models.motion_wan import read_network_json
-    from trackstream.models.precision import resolve_precision
+    from trackstream.models.precision import resolve_precision, working_dtype
 
     device, dtype = resolve_precision(device, dtype)
     if not codec:  # a FastVideo WanTrack bundle carries its VAE (vae/); an export names none
@@ -207,6 +208,7 @@ def load_export(
 
         codec_name, codec = wantrack_codec(directory) or (codec_name, codec)
     net = load_export_network(directory, device=device, dtype=dtype)
+    dtype = working_dtype(dtype)  # fp8 is the DiT's linears alone: codec and encoders in bf16
     frozen_codec = load_export_codec(
         codec_name, codec, device=device, dtype=dtype, decoder=decoder, decoder_name=decoder_name
     )

@@ -37,6 +37,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from trackstream.models.fp8 import compute_dtype
 from trackstream.models.wan import WanModel, apply_rope, grid_positions, rope_cos_sin
 
 __all__ = ["StepBuffers", "max_layout_frames"]
@@ -170,7 +171,7 @@ class StepBuffers:
                 f"chunk {cache.next_chunk} needs {cache.frames + f} frames of K/V; the buffers of "
                 f"{self.config.name} hold {self.frames}: a cache of another chunking was passed"
             )
-        self._ensure(tokens.shape[0], h * w, model.blocks[0].self_attn.q.weight.dtype, tokens.device)
+        self._ensure(tokens.shape[0], h * w, compute_dtype(model.blocks[0].self_attn.q), tokens.device)
         prefix = self.load(cache, grid)
         here = cache.config.chunk_start(cache.next_chunk) if self.config.rope == "absolute" else cache.frames
         cos, sin = self._rope(here, grid, tokens.device)

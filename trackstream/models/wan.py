@@ -23,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trackstream.models.attention import FullRoPEAttention, SelfAttentionFn, UlyssesRoPEAttention, sdpa
+from trackstream.models.fp8 import FP8, quantize_linears
 from trackstream.models.rope import apply_rope, grid_positions, rope_axis_pairs, rope_cos_sin
 from trackstream.models.sequence_parallel import SequenceShard
 from trackstream.models.wan_embeddings import FP32Sequential, MLPProj, sinusoidal_embedding
@@ -168,10 +169,16 @@ class WanModel(nn.Module):
         self.head.modulation.copy_(torch.randn_like(self.head.modulation) / self.dim**0.5)
 
     def cast_for_inference(self, dtype: torch.dtype) -> "WanModel":
-        """Cast matmul weights to ``dtype`` but keep fp32 what the official keeps fp32."""
+        """Cast matmul weights to ``dtype`` but keep fp32 what the official keeps fp32.
+
+        ``torch.float8_e4m3fn`` (the precision "fp8"): the blocks' linears become ``models.fp8.FP8Linear``
+        (quantised once, here, from the weights as they are) and every other matmul weight is bf16."""
+        if dtype == FP8:
+            quantize_linears(self.blocks, torch.bfloat16)
+            dtype = torch.bfloat16
         keep = ("time_embedding", "time_projection", "modulation", "norm")
         for name, p in self.named_parameters():
-            if not any(k in name for k in keep):
+            if p.dtype != FP8 and not any(k in name for k in keep):
                 p.data = p.data.to(dtype)
         return self
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trackstream.models.attention import SelfAttentionFn, sdpa
+from trackstream.models.fp8 import compute_dtype
 
 __all__ = ["RMSNorm", "FP32LayerNorm", "WanSelfAttention", "WanCrossAttention", "WanBlock", "WanHead"]
 
@@ -46,9 +47,9 @@ class FP32LayerNorm(nn.LayerNorm):
         return F.layer_norm(x.float(), self.normalized_shape, w, b, self.eps)
 
 
-def _linear(layer: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Run a Linear in its parameter dtype (so bf16 weights get bf16 inputs)."""
-    return layer(x.to(layer.weight.dtype))
+def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run a Linear in its compute dtype (so bf16 weights get bf16 inputs; an FP8Linear takes bf16)."""
+    return layer(x.to(compute_dtype(layer)))
 
 
 class WanSelfAttention(nn.Module):
@@ -134,7 +135,7 @@ class WanBlock(nn.Module):
 
     def forward(self, x, e0, context_kv, layer: int, attention: SelfAttentionFn, tokens_per_frame: int):
         """x: [B, L, dim] float32 residual stream; e0: [B, F, 6, dim] per-frame modulation."""
-        cdtype = self.self_attn.q.weight.dtype
+        cdtype = compute_dtype(self.self_attn.q)
         B, L, dim = x.shape
         mod = (self.modulation.float()[:, None] + e0.float()).unsqueeze(3)  # [B, F, 6, 1, dim]
         shift_sa, scale_sa, gate_sa, shift_ff, scale_ff, gate_ff = mod.unbind(2)  # [B, F, 1, dim]
@@ -149,7 +150,7 @@ class WanBlock(nn.Module):
         y = self.self_attn(modulate(self.norm1(x), shift_sa, scale_sa).to(cdtype), layer, attention)
         x = x + gated(y, gate_sa)
         x = x + self.cross_attn(self.norm3(x).to(cdtype), context_kv).float()
-        y = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff).to(self.ffn[0].weight.dtype))
+        y = self.ffn(modulate(self.norm2(x), shift_ff, scale_ff).to(compute_dtype(self.ffn[0])))
         return x + gated(y, gate_ff)
 
 
