@@ -202,8 +202,8 @@ def test_eval_config_takes_device_and_dtype_and_names_a_bad_one():
     assert conf.generate.device == "auto" and conf.generate.dtype == "auto"
     gen = EvalCommandConfig(run="x", generate={"device": "cpu", "dtype": "bf16"}).generate
     assert gen.precision() == (torch.device("cpu"), torch.bfloat16)
-    with pytest.raises(ValueError, match="generate.dtype='fp8'"):
-        EvalCommandConfig(run="x", generate={"dtype": "fp8"})
+    with pytest.raises(ValueError, match="generate.dtype='fp4'"):
+        EvalCommandConfig(run="x", generate={"dtype": "fp4"})
     with pytest.raises(ValueError, match="generate.device='gpu'"):
         EvalCommandConfig(run="x", generate={"device": "gpu"})
 
@@ -269,8 +269,8 @@ def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert "--device='cuda' but no CUDA device is available" in err
     with pytest.raises(SystemExit):
-        main([*required, "--dtype", "fp8"])
-    assert "--dtype='fp8'" in capsys.readouterr().err
+        main([*required, "--dtype", "fp4"])
+    assert "--dtype='fp4'" in capsys.readouterr().err
 
 
 def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_path, monkeypatch):
@@ -450,8 +450,8 @@ def test_ode_pairs_sample_in_the_chosen_dtype_and_record_it(tmp_path):
     from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs
     from trackstream.distill.pair_shards import load_ode_pairs
 
-    with pytest.raises(ValueError, match="ode_pairs.sample_dtype='fp8'"):
-        ODEPairsConfig(sample_dtype="fp8")
+    with pytest.raises(ValueError, match="ode_pairs.sample_dtype='fp4'"):
+        ODEPairsConfig(sample_dtype="fp4")
     assert ODEPairsConfig().sample_dtype == "auto"  # bf16 on CUDA, fp32 on the CPU
     runs = {}
     for name in ("auto", "bfloat16"):

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_vocabulary_and_its_aliases():
-    assert PRECISIONS == ("bf16", "fp16", "fp32", "auto")
+    assert PRECISIONS == ("bf16", "fp16", "fp32", "fp8", "auto")
     for alias, name in (("bfloat16", "bf16"), ("float16", "fp16"), ("float32", "fp32"), (None, "auto")):
         assert precision_name(alias) == name
     assert precision_name(torch.bfloat16) == "bf16"
@@ -29,10 +29,10 @@ def test_the_vocabulary_and_its_aliases():
     assert resolve_dtype("auto", "cpu") == torch.float32 and resolve_dtype("fp16", "cpu") == torch.float16
     assert concrete_precision("auto", "cuda", training=True) == "bf16"
     with pytest.raises(ValueError) as err:
-        precision_name("fp8", field="--dtype")
+        precision_name("fp4", field="--dtype")
     msg = str(err.value)
-    assert msg == f"--dtype='fp8': choose {PRECISION_HELP}" and "bfloat16" not in msg and "\n" not in msg
-    with pytest.raises(ValueError, match="trainer.precision='fp16': .*training has no fp16 path"):
+    assert msg == f"--dtype='fp4': choose {PRECISION_HELP}" and "bfloat16" not in msg and "\n" not in msg
+    with pytest.raises(ValueError, match="trainer.precision=.fp16.: .*training has no fp16 or fp8 path"):
         precision_name("fp16", field="trainer.precision", training=True)
 
 

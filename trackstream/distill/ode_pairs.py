@@ -51,8 +51,10 @@ class ODEPairsConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"ode_pairs.{name}={getattr(self, name)} must be >= 1")
         self.dtype = precision_name(self.dtype, field="ode_pairs.dtype")
-        if self.dtype == "auto":  # stored pairs are read on any device: their dtype does not follow this one's
-            raise ValueError("ode_pairs.dtype=auto: the storage dtype is not the device's; choose bf16, fp16 or fp32")
+        if self.dtype in ("auto", "fp8"):  # stored pairs are read on any device; fp8 is a compute recipe, not storage
+            raise ValueError(
+                f"ode_pairs.dtype={self.dtype}: the pairs' storage dtype is one of bf16, fp16 or fp32; choose one"
+            )
         self.sample_dtype = precision_name(self.sample_dtype, field="ode_pairs.sample_dtype")
         if isinstance(self.guidance, dict):
             self.guidance = GuidanceConfig(**self.guidance)
