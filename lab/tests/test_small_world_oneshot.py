@@ -1,5 +1,5 @@
 """The small world's one device command (docs/small-world.md's ``python -m lab.small_world_call`` line, run as
-written with shrinking options appended: 2 layers x 32, a few steps, a 1-minute budget, scoring on 2 clips):
+written with shrinking options appended: 2 layers x 32, a few steps, a 2-minute budget, scoring on 2 clips):
 every stage runs within its own budget, the teacher (given far more steps than its budget holds) is stopped at
 its deadline and exported from its checkpoint, the later stages start from it and finish, and the output folder
 holds what one device call brings back (<= 8 files of <= 16 MiB): the call's summary, the curves, the shipped
@@ -33,7 +33,7 @@ SHRINK = [
     *("--stage-set", "ode_init:stage.ode_pairs.batch_size=2", "--stage-set", "ode_init:trainer.max_steps=4"),
     *(
         "--stage-set",
-        "dmd:trainer.max_steps=10",
+        "dmd:trainer.max_steps=5",
         "--stage-set",
         "rl:data.batch_size=1",
         "--stage-set",
@@ -42,7 +42,9 @@ SHRINK = [
     *("--clips", "2", "--long-clips", "1", "--long-factor", "2", "--device", "cpu", "--dtype", "float32"),
 ]
 ROOT = Path(__file__).resolve().parents[2]
-BUDGET = ("--budget-min", "1", "--finish-s", "6", "--grace-s", "15", "--min-stage-s", "2", "--pack-reserve-s", "4")
+# Two minutes: on an idle machine the stages after the teacher use about half of their shares; a loaded CI machine
+# (both cores busy with other tests) needs the rest.
+BUDGET = ("--budget-min", "2", "--finish-s", "6", "--grace-s", "15", "--min-stage-s", "2", "--pack-reserve-s", "4")
 
 
 @pytest.mark.slow
@@ -52,12 +54,12 @@ def test_the_one_device_command_trains_every_stage_in_its_budget_and_packs_a_rel
     run_documented(ONESHOT, tmp_path, args=(*SHRINK, *BUDGET), variables={"OUT": out, "OMP_NUM_THREADS": 1})
     summary = json.loads((out / "oneshot.json").read_text())
     plan, stages = summary["plan_s"], summary["stages"]
-    assert list(plan) == list(SHARES) and sum(plan.values()) <= 60 - 4 + 0.5
+    assert list(plan) == list(SHARES) and sum(plan.values()) <= 120 - 4 + 0.5
     teacher = stages["teacher"]
     assert teacher["status"] == "stopped at budget, exported" and teacher["stopped_at"] > 0
     assert teacher["seconds"] <= plan["teacher"] + 15  # its budget, the grace for a step in flight
     assert [stages[s]["status"] for s in ("ode_init", "dmd", "rl", "ship")] == ["done"] * 4
-    assert summary["seconds"] <= 60 + 15 and summary["device"].startswith("cpu")
+    assert summary["seconds"] <= 120 + 15 and summary["device"].startswith("cpu")
     assert {"teacher_epe_with_over_without", "dmd_epe_over_teacher"} <= set(stages["ship"]["targets"])
 
     files = sorted(p for p in out.rglob("*") if p.is_file())
