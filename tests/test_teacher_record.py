@@ -130,6 +130,35 @@ def test_a_student_of_another_size_keeps_its_own_dit(tmp_path):
     assert t.model.overrides == {"text_len": 64} and t.model.track_channels == 32 and t.schedule.shift == 3.0
 
 
+def test_an_export_fills_the_encoders_and_codec_it_was_trained_with_where_the_stage_names_none(tmp_path):
+    """An export records the encoder folders its network ran with (network.json) and its run the pretrained codec
+    (a TrackWan teacher fine-tuned from its bundle: the bundle's umT5, CLIP, image processor and VAE): a stage
+    given it takes those where it names nothing that exists; what the line names is kept, a recorded folder that
+    is not on this machine fills nothing."""
+    import json
+
+    run = _as_run(tmp_path)
+    parts = {k: tmp_path / "bundle" / k for k in ("text_encoder", "image_encoder", "image_processor", "vae")}
+    for folder in parts.values():
+        folder.mkdir(parents=True)
+    meta = json.loads((run / "export/teacher/network.json").read_text())
+    meta["model"] |= {"text_encoder_path": str(parts["text_encoder"]), "image_encoder_path": str(parts["image_encoder"])}
+    meta["model"]["image_processor"] = str(tmp_path / "moved" / "image_processor")  # not here: fills nothing
+    (run / "export/teacher/network.json").write_text(json.dumps(meta))
+    recorded = yaml.safe_load((run / "config.yaml").read_text())
+    recorded["codec"] = {"name": "wan2.1-vae", "checkpoint": str(parts["vae"]), "options": {}}
+    (run / "config.yaml").write_text(yaml.safe_dump(recorded))
+    (run / "codec" / "codec.pt").unlink()  # its run fitted none: the codec is the pretrained one it names
+    mine = tmp_path / "my_clip"
+    mine.mkdir()
+    line = (*TF, f"stage.teacher={run}", "codec=wan2.1-vae", f"model.image_encoder_path={mine}")
+    t = stage_job(tmp_path / "tf", *line)
+    assert t.model.text_encoder_path == str(parts["text_encoder"]) and t.codec.checkpoint == str(parts["vae"])
+    assert t.model.image_encoder_path == str(mine) and t.model.get("image_processor") is None
+    t = stage_job(tmp_path / "tf2", *line, f"codec.checkpoint={mine}")  # the line's codec file is kept
+    assert t.codec.checkpoint == str(mine)
+
+
 def test_rl_reads_its_students_run(tmp_path):
     """RL is given no teacher: its student's run gives the settings (and the codec) it was made with."""
     run = tmp_path / "dmd"

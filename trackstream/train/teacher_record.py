@@ -12,7 +12,8 @@ finds the export, the config recorded with it and the codec of its latent space:
                          its frame size and shift are what it was trained at, its umT5 and CLIP are its own.
 What the stage takes (``TeacherSettings``): the network's architecture, text encoder and track channels and
 splatting (network.json), its trainable codec (file, name, options), and the world, frame size, fps, track
-grid, number of tracks and noise shift it was trained on (the recorded config). ``apply_settings`` puts them
+grid, number of tracks and noise shift it was trained on (the recorded config); and where the stage names none
+that exists, the encoder folders and the pretrained codec file it was trained with (network.json, the config). ``apply_settings`` puts them
 into the stage's composed config where the command line did not set them, and refuses a command-line value
 that contradicts them in one line, before any work. A fine-tune (``model.init_from``) trains its network
 further and may move it to other data: only its network and codec bind it.
@@ -116,6 +117,9 @@ class TeacherSettings:
     data: dict = dataclasses.field(default_factory=dict)  # DATA_KEYS the recorded config has -> their values
     # encoder paths the network carries (a bundle's text_encoder/ and image_encoder/): set where the line did not
     paths: dict = dataclasses.field(default_factory=dict)
+    # the encoders and pretrained codec an export was trained with (its network.json, its run's config), where they
+    # are on this machine: they fill a stage's setting that is unset or names no file
+    fills: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, record: Record) -> "TeacherSettings":
@@ -125,12 +129,14 @@ class TeacherSettings:
         run = record.config or {}
         codec = run.get("codec") or {}
         recorded = {k: OmegaConf.select(OmegaConf.create(run), k, default=_UNSET) for k in DATA_KEYS}
+        model = ModelConfig(**meta["model"])
         return cls(
-            model=ModelConfig(**meta["model"]),
+            model=model,
             codec_name=codec.get("name"),
             codec_options=dict(codec.get("options") or {}),
             codec_checkpoint=str(record.codec) if record.codec else None,
             data={k: _plain(v) for k, v in recorded.items() if v is not _UNSET},
+            fills=_export_fills(model, codec),
         )
 
     @classmethod
@@ -184,6 +190,18 @@ class TeacherSettings:
         return value
 
 
+def _export_fills(model: ModelConfig, codec: dict) -> dict:
+    """An export's encoder folders (network.json) and its run's pretrained codec file, those that exist here."""
+    found = {f"model.{k}": getattr(model, k) for k in ("text_encoder_path", "image_encoder_path", "image_processor")}
+    if codec.get("name") and codec["name"] not in TRAINABLE:  # a trainable codec's file is codec_checkpoint
+        found["codec.checkpoint"] = codec.get("checkpoint")
+    return {k: v for k, v in found.items() if v and Path(v).exists()}
+
+
+def _names_nothing(value: Any) -> bool:
+    return value is None or not Path(str(value)).exists()
+
+
 def _world_defaults() -> dict:
     fixed = {"height", "width", "num_frames", "fps", "grid_size"}
     return {k: v for k, v in dataclasses.asdict(SyntheticWorld()).items() if k not in fixed}
@@ -231,6 +249,12 @@ def apply_settings(cfg: DictConfig, explicit: Mapping[str, str]) -> Applied | No
         paths["codec.checkpoint"] = vae
     for key, value in paths.items():  # the network's own encoders and VAE, unless the line names others
         if key not in explicit and _plain(OmegaConf.select(cfg, key, default=None)) != value:
+            OmegaConf.update(cfg, key, value, merge=False)
+            changed.append(key)
+    for key, value in settings.fills.items():  # an export's: where the stage names nothing that exists
+        if key.startswith("codec.") and settings.codec_name != cfg.codec.name:
+            continue  # another latent space: its file is not this codec's
+        if key not in explicit and _names_nothing(OmegaConf.select(cfg, key, default=None)):
             OmegaConf.update(cfg, key, value, merge=False)
             changed.append(key)
     for key, value in settings.values(cfg.model.flavor, cfg.codec.name).items():
