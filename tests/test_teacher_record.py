@@ -142,7 +142,10 @@ def test_an_export_fills_the_encoders_and_codec_it_was_trained_with_where_the_st
     for folder in parts.values():
         folder.mkdir(parents=True)
     meta = json.loads((run / "export/teacher/network.json").read_text())
-    meta["model"] |= {"text_encoder_path": str(parts["text_encoder"]), "image_encoder_path": str(parts["image_encoder"])}
+    meta["model"] |= {
+        "text_encoder_path": str(parts["text_encoder"]),
+        "image_encoder_path": str(parts["image_encoder"]),
+    }
     meta["model"]["image_processor"] = str(tmp_path / "moved" / "image_processor")  # not here: fills nothing
     (run / "export/teacher/network.json").write_text(json.dumps(meta))
     recorded = yaml.safe_load((run / "config.yaml").read_text())
