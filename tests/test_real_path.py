@@ -9,11 +9,10 @@ counts; the clip length and so the chunking are the real ones (1.3B: 81 frames =
 sampled chunk 0; 5B: 121 frames = the given first latent + 10 chunks of 3), and so are the flavor family,
 model type, channel layout and loaders (full-size shapes: tests/test_real_arithmetic.py).
 teacher -> mid-frame-masking fine-tune (the 1.3B's, rank-64 LoRA merged at export; the 5B samples its pairs from its
-teacher) -> ODE pairs
-(``python -m trackstream.train.pairs``) -> ODE init -> DMD over two horizons -> RL (AR-Drag's GRPO: G = 2, the motion
-reward and the aesthetic predictor from tiny OpenAI-format CLIP weights) -> ``python -m trackstream.stream.generate``
-(the 5B: of the RL student; the 1.3B: of the DMD student, as its page shows), one step each (DMD and RL two); for the
-1.3B also the starts
+teacher) -> ODE pairs (``python -m trackstream.train.pairs``) -> ODE init -> DMD (the 1.3B's over two horizons) -> RL
+(AR-Drag's GRPO: G = 2, the motion reward and the aesthetic predictor from tiny OpenAI-format CLIP weights) ->
+``python -m trackstream.stream.generate`` (the 5B: of the RL student; the 1.3B: of the DMD student, as its page
+shows), one step each (DMD and RL two); for the 1.3B also the starts
 without ODE pairs: teacher forcing from the fine-tuned teacher, consistency distillation from its export, DMD from
 that on the shards' first clips. The 1.3B's stages and stream are docs/recipes.md's and docs/rl.md's lines as
 written (the tasks of a Slurm step, shrunk by overrides after each line's own), its release folder the page's
@@ -79,7 +78,7 @@ RECIPES = {
     ),
 }
 FIRST = "wan2.1-1.3b"  # the recipe that also runs what every recipe shares (accumulation, the fine-tune)
-LONG = {81: 165, 121: 241}  # two horizons: 1.3B 1 + 2 x 20 latents run on to 42 (whole chunks), 5B 1 + 2 x 30
+LONG = {81: 165}  # the 1.3B's two horizons: 1 + 2 x 20 latents run on to 42 (whole chunks)
 SHRINK = [
     *(f"+model.overrides.{k}={v}" for k, v in DIMS.items()),
     "data.num_tracks=[10,20]",
@@ -132,8 +131,9 @@ def recipe(request, tmp_path_factory, run_module, srun) -> dict:
     videos = tmp_path / "videos"
     videos.mkdir()
     H, W = r["size"]
-    # clips as long as two horizons' rollout (stage.rollout_horizons=2); the teacher's stages use their first T
-    T = LONG[r["frames"]]
+    # the 1.3B's clips as long as two horizons' rollout (stage.rollout_horizons=2; the teacher's stages use their
+    # first T), the 5B's one horizon
+    T = LONG[r["frames"]] if request.param == FIRST else r["frames"]
     world = make_world(DataConfig(height=H, width=W, num_frames=T + 4))
     for i in range(4):
         clip = world.generate(100 + i)
@@ -229,14 +229,15 @@ def test_every_stage_of_a_real_recipe_runs_under_fsdp(recipe, tmp_path, launch):
 
     stage("ode_init", "trackstream.train", [*the_teacher, f"stage.pairs={folder}", f"hydra.run.dir={ode}"], *common)
     # DMD past the teacher's horizon: two horizons through the rolling cache, scored as two teacher-sized windows
-    # (1.3B: 1 + 2 x 20 latents run on to 42 = 14 sampled chunks, 165 frames; 5B: 1 + 2 x 30 = 61, 241 frames)
+    # (1.3B: 1 + 2 x 20 latents run on to 42 = 14 sampled chunks, 165 frames); the 5B at its own horizon (121
+    # frames: the given first latent + 10 chunks of 3), as its RL below (the rollout past it is the 1.3B's)
     dmd_wiring = [f"experiment={recipe['dmd']}", f"stage.teacher={teacher}", f"hydra.run.dir={dmd}"]
-    dmd_shrink = ("stage.update_ratio=2", "stage.rollout_horizons=2", "trainer.max_steps=2")
+    dmd_shrink = ("stage.update_ratio=2", f"stage.rollout_horizons={2 if first else 1}", "trainer.max_steps=2")
     stage("dmd", "trackstream.train", [*dmd_wiring, f"stage.student={ode / 'export' / 'student'}",
           f"stage.pairs={folder}"], *common, *dmd_shrink)  # fmt: skip
     res = json.loads((dmd / "results.json").read_text())
     assert res["generator_updates"] == 1 and res["critic_updates"] == 2
-    assert f"at {LONG[T]} frames (2 teacher horizons)" in (dmd / "train.log").read_text()
+    assert not first or f"at {LONG[T]} frames (2 teacher horizons)" in (dmd / "train.log").read_text()
     rows = [json.loads(x) for x in (dmd / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(v) for r in rows for k, v in r.items() if k.startswith("train/loss"))
     if first:  # the page's LoRA DMD (rank 256 on generator and critic): one step that updates both
@@ -263,7 +264,7 @@ def test_every_stage_of_a_real_recipe_runs_under_fsdp(recipe, tmp_path, launch):
     shell.update(CLIP=clip, HEAD=head)
     rl_wiring = [f"experiment={recipe['rl']}", f"stage.student={dmd / 'export' / 'student'}", f"stage.pairs={folder}",
                  f"stage.rewards.aesthetic.clip={clip}", f"stage.rewards.aesthetic.head={head}", f"hydra.run.dir={rl}"]  # fmt: skip
-    # RL rolls out past the horizon too (its rewards score the whole rollout): once, the other recipe at one
+    # RL rolls out past the horizon too (its rewards score the whole rollout): the 1.3B, the 5B at one
     stage("rl", "trackstream.train", rl_wiring, *common, "stage.group_size=2", "trainer.max_steps=2",
           f"stage.rollout_horizons={2 if first else 1}")  # fmt: skip
     res = json.loads((rl / "results.json").read_text())

@@ -175,11 +175,11 @@ def test_teacher_forcing_then_consistency_then_dmd_without_pairs_through_the_cli
     )
     # DMD takes it on with no pair folder: the first data.pool_size training clips' conditions
     run_documented(
-        CAUSAL_STARTS["dmd"], folder, *small, "stage.rollout_horizons=1", "stage.update_ratio=2",
-        "trainer.max_steps=2", variables=T,
+        CAUSAL_STARTS["dmd"], folder, *small, "stage.rollout_horizons=1", "stage.update_ratio=1",
+        "trainer.max_steps=1", variables=T,
     )  # fmt: skip
     res = json.loads((dmd / "results.json").read_text())
-    assert (res["generator_updates"], res["critic_updates"]) == (1, 2)
+    assert (res["generator_updates"], res["critic_updates"]) == (1, 1)
     assert Path(res["export"]).is_dir()
     # ODE-init pairs (and a step on them) from the shipped teacher alone: the release folder named, nothing restated
     pairs = ["stage.ode_pairs.num_pairs=2", "stage.ode_pairs.batch_size=2", "stage.ode_pairs.teacher_steps=3"]
