@@ -12,17 +12,18 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import cli_env
+from conftest import cli_env, popen
 from trackstream.trainer.checkpoint import PreemptionHandler
 from trackstream.trainer.dist import export_slurm_env
 
 ROOT = Path(__file__).resolve().parents[1]
-STEPS = 40
+STEPS = 16  # the signal lands at step 2 or soon after: the rest is the resume
 COMMON = [
     "experiment=tiny_teacher",
     "debug=tiny",
@@ -112,15 +113,17 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
     run = tmp_path / "preempted"
     args = [*COMMON, f"hydra.run.dir={run}", f"codec.checkpoint={ref / 'codec' / 'codec.pt'}"]
     cmd = [sys.executable, "-m", "trackstream.train", *args]  # signalled mid-run: not run_module
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait for the second logged step, then signal as Slurm would
-        if (run / "metrics.jsonl").is_file() and len(_losses(run)) >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGUSR1)
-    out, err = proc.communicate(timeout=240)
-    assert proc.returncode == 0, err[-3000:]
+    with tempfile.TemporaryFile("w+") as log_file:
+        proc = popen(cmd, env=env, stdout=log_file, stderr=log_file)
+        deadline = time.time() + 240
+        while time.time() < deadline:  # wait for the second logged step, then signal as Slurm would
+            if (run / "metrics.jsonl").is_file() and len(_losses(run)) >= 2:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR1)
+        code = proc.wait(timeout=240)
+        log_file.seek(0)
+        assert code == 0, log_file.read()[-3000:]
     summary = json.loads((run / "results.json").read_text())
     assert summary["status"] == "preempted" and 2 <= summary["step"] < STEPS, summary
     assert "requeue 9001" in log.read_text()
@@ -775,15 +778,17 @@ def test_a_submitit_sweep_point_preempted_with_usr2_is_rerun_into_the_same_direc
     job_folder = str(sweep / ".submitit" / "%j")
     worker = [sys.executable, "-u", "-m", "submitit.core._submit", job_folder]  # signalled mid-run: not run_module
     run = sweep / "0"  # the sweep point's directory
-    proc = subprocess.Popen(worker, cwd=ROOT, env=task, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        if (run / "metrics.jsonl").is_file() and len(_losses(run)) >= 2:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGUSR2)  # submitit's --signal=USR2@120
-    out, _ = proc.communicate(timeout=240)
-    assert proc.returncode == 0, out[-3000:]
+    with tempfile.TemporaryFile("w+") as log_file:
+        proc = popen(worker, env=task, stdout=log_file, stderr=log_file)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            if (run / "metrics.jsonl").is_file() and len(_losses(run)) >= 2:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGUSR2)  # submitit's --signal=USR2@120
+        code = proc.wait(timeout=240)
+        log_file.seek(0)
+        assert code == 0, log_file.read()[-3000:]
     first = json.loads((run / "results.json").read_text())
     assert first["status"] == "preempted" and 2 <= first["step"] < 12, first
     assert "scontrol requeue 555" in (tmp_path / "events.log").read_text()

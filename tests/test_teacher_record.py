@@ -5,7 +5,6 @@ export, a release folder); the command line sets the stage's own choices, and an
 network is refused in one line before any work."""
 
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import yaml
 from hydra_helpers import stage_job
 from omegaconf import OmegaConf
 
-from conftest import cli_env
+from conftest import cli_env, run_command
 from trackstream.train.config import validate
 from trackstream.train.teacher_record import find_record
 
@@ -178,10 +177,10 @@ def test_rl_reads_its_students_run(tmp_path):
 def test_the_command_refuses_a_contradiction_before_any_work(tmp_path):
     """Through the CLI: status 2, one line naming the override, the teacher and the fix, no run directory left."""
     run = tmp_path / "refused"
-    r = subprocess.run(
+    r = run_command(
         [sys.executable, "-m", "trackstream.train", "experiment=tiny_teacher_forcing", f"stage.teacher={SHIPPED}",
          "+model.overrides.dim=64", f"hydra.run.dir={run}"],
-        capture_output=True, text=True, timeout=300, env=cli_env(), cwd=ROOT,
+        timeout=300, env=cli_env(),
     )  # fmt: skip
     assert r.returncode == 2, r.stderr[-2000:]
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]

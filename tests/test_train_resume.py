@@ -6,7 +6,6 @@ and resumed again to step 6. Every logged loss must equal the uninterrupted run'
 """
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_command
+from conftest import cli_env, run_command
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = 6
@@ -57,7 +56,7 @@ main()
 
 
 def _run(run_dir: Path, *extra: str, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT), WANDB_MODE="offline", **(env_extra or {}))
+    env = cli_env(**(env_extra or {}))  # the suite's command environment: a warm start from the fork server
     cmd = [sys.executable, "-c", DRIVER, *COMMON, f"hydra.run.dir={run_dir}", *extra]
     return run_command(cmd, env=env, timeout=300)
 

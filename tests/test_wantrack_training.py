@@ -1,7 +1,7 @@
 """docs/wantrack.md's training from Track-v0, rehearsed: the page's DMD, LoRA DMD and RL lines as written (the
 recipes dmd_trackv0_480p and rl_trackv0_480p), on a shrunk TrackWan teacher and Track-v0 bundle in their layout,
 at the real 121 frames = 31 latents = a sampled one-latent chunk 0 + 10 chunks of 3, with only the DiT's widths
-(the bundles') and the pixels (the 64x112 the bundles record) shrunk, two steps each. Conditions come from the
+(the bundles') and the pixels (the 64x112 the bundles record) shrunk, one step each. Conditions come from the
 synthetic world's clips (``data=synthetic``) instead of prepared shards. Each export records Track-v0's chunking
 (the DMD ones the shift-6 grid they trained on, RL the student's own levels) and streams: the page's generate line
 of the DMD export, and the engine on the other two in this process."""
@@ -84,8 +84,8 @@ def test_dmd_lora_and_rl_continue_from_track_v0_and_their_exports_stream(bundles
     root = bundles
     grid = [1.0, 6 * 0.75 / (1 + 5 * 0.75), 6 * 0.5 / (1 + 5 * 0.5), 6 * 0.25 / (1 + 5 * 0.25)]  # the shift-6 grid
 
-    res, meta = _train("dmd_trackv0", root, "stage.update_ratio=2")
-    assert (res["generator_updates"], res["critic_updates"]) == (1, 2)
+    res, meta = _train("dmd_trackv0", root, "stage.update_ratio=1", "trainer.max_steps=1")
+    assert (res["generator_updates"], res["critic_updates"]) == (1, 1)
     assert meta["conventions"]["causal"] == TRACK_V0  # no sigma_list: the grid it trained on
     assert meta["model"]["track_convention"] == "fastvideo" and meta["model"]["track_bias"]
     assert (meta["conventions"]["height"], meta["conventions"]["width"]) == SIZE
