@@ -210,7 +210,13 @@ def test_a_fine_tune_of_the_shipped_teacher_takes_its_codec_instead_of_fitting_o
     records it in its config.yaml, and says where its settings came from."""
     run = tmp_path / "ft"
     folder = reader_folder(tmp_path / "reader")
-    shrink = ("data.pool_size=8", "trainer.max_steps=1", "trainer.num_threads=1", "logger.progress_bar=false")
+    shrink = (
+        "data.pool_size=8",
+        "data.batch_size=2",
+        "trainer.max_steps=1",
+        "trainer.num_threads=1",
+        "logger.progress_bar=false",
+    )
     run_documented(TINY_LORA, folder, *shrink, f"hydra.run.dir={run}")
     ran = yaml.safe_load((run / "config.yaml").read_text())  # the words after the line's own won
     assert ran["data"]["pool_size"] == 8 and ran["trainer"]["max_steps"] == 1 and ran["model"]["lora"]["rank"] == 8
