@@ -72,7 +72,7 @@ def network_setup(path: str) -> Setup:
     from trackstream.models.motion_wan import Conventions, latent_channels, read_network_json
 
     meta = read_network_json(path)
-    conv = Conventions.from_dict(meta.get("conventions", {}), source=f"{path}/network.json")
+    conv = Conventions.recorded(meta, path)
     stream = conv.stream_config(str(path))
     if conv.height is None or conv.width is None:
         raise ValueError(

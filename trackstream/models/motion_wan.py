@@ -165,6 +165,11 @@ class Conventions:
         causal = d.pop("causal", None)
         return cls(**d, streaming=StreamConfig.from_dict(causal, source=f"{source}.causal") if causal else None)
 
+    @classmethod
+    def recorded(cls, meta: dict, directory: str | Path) -> "Conventions":
+        """What an export's ``network.json`` (read as ``meta``, from ``directory``) records."""
+        return cls.from_dict(meta.get("conventions", {}), source=str(Path(directory) / "network.json"))
+
     def stream_config(self, source: str, **changes) -> StreamConfig:
         """How this exported student streams (``changes`` as ``StreamConfig.replace``); a one-line error
         naming ``source`` (the export) when it records none (a teacher export)."""
@@ -477,7 +482,7 @@ def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -
     if not isinstance(heads, dict) or set(heads) != own:
         raise ValueError(f"{directory / 'heads.pt'} keys {sorted(heads)} do not match the network's {sorted(own)}")
     net.load_state_dict(heads, strict=False, assign=True)
-    net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(directory / "network.json"))
+    net.conventions = Conventions.recorded(meta, directory)
     # a release stored in bf16 (half the bytes) comes back in float32, as training wrote every other
     # export: callers cast for inference themselves (cast_for_inference), and training steps in float32
     return net.float().to(device)

@@ -163,8 +163,7 @@ def student_frame_size(student: str) -> tuple[int, int] | None:
 
     if not is_network_folder(student):
         raise ValueError(f"--student {student}: not an exported network folder (no network.json) nor a WanTrack bundle")
-    meta = read_network_json(student)
-    conv = Conventions.from_dict(meta.get("conventions", {}), source=str(Path(student) / "network.json"))
+    conv = Conventions.recorded(read_network_json(student), student)
     return (conv.height, conv.width) if conv.height and conv.width else None
 
 

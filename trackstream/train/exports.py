@@ -53,7 +53,7 @@ class NetworkExport:
 
     @functools.cached_property
     def conventions(self) -> Conventions:
-        return Conventions.from_dict(self.meta.get("conventions", {}), source=str(self.dir / "network.json"))
+        return Conventions.recorded(self.meta, self.dir)
 
     def codec(self, codec: CodecConfig, runtime: Runtime) -> torch.nn.Module:
         """The frozen codec of the network's latent space (never a freshly fitted one), loaded once: ``codec``

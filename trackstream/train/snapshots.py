@@ -15,7 +15,6 @@ network folder (what ``models.motion_wan.load_network`` and the stream evaluatio
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from trackstream.models.motion_wan import save_network
+from trackstream.models.motion_wan import read_network_json, save_network
 from trackstream.train.plan import StagePlan
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import Hook
@@ -91,7 +90,7 @@ def snapshot_to_network(path: Path, out_dir: Path, *, like: Path, weights: str =
         raise ValueError(
             f"{path} has no {weights!r} weights (it holds {sorted(k for k in snap if k in ('ema', 'generator'))})"
         )
-    meta = json.loads((Path(like) / "network.json").read_text())
+    meta = read_network_json(like)
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)

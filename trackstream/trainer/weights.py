@@ -221,7 +221,7 @@ def load_frozen(directory: Path, runtime, cfg, *, name: str) -> MotionWan:
 
     meta = read_network_json(directory)
     net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
-    net.conventions = Conventions.from_dict(meta.get("conventions", {}), source=str(Path(directory) / "network.json"))
+    net.conventions = Conventions.recorded(meta, directory)
     attach_sequence_parallel(net, runtime, name)
 
     def fill(module: MotionWan) -> None:
