@@ -95,6 +95,7 @@ def run_logged(
         disable=not show_bar,
         bar_format="{desc} {percentage:3.0f}%|{bar:24}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}] {postfix}",
     )
+    totals: dict[str, int] = {}  # a phase's step count, read once: parsing config.yaml every poll costs CPU
     with open(console, "a") as out:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
         current = None
@@ -102,9 +103,12 @@ def run_logged(
             time.sleep(poll_s)
             for name, metrics, key in reversed(phases):  # the latest phase that has started
                 row = _last_row(metrics)
-                total = _max_steps(stage_dir, key)
-                if row is None or total is None:
+                if row is None:
                     continue
+                total = totals[name] if name in totals else _max_steps(stage_dir, key)
+                if total is None:
+                    continue
+                totals[name] = total
                 if current != name:
                     current = name
                     bar.reset(total=total)
