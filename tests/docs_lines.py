@@ -16,15 +16,14 @@ RUN = [
     ("conf/README.md", "python -m trackstream.train experiment=tiny_teacher --cfg job"),
     # the smoke run (a training run, seconds) as the page's override example runs it: SMOKE, in 2 steps
     ("conf/README.md", "python -m trackstream.train experiment=tiny_teacher debug=tiny trainer.max_steps=2"),
-    # memory plans: one recipe as a table, on 8 GPUs of another kind with sequence parallelism, as JSON, and every
-    # recipe's table (tests/test_plan.py compares that table with the page's)
+    # memory plans: one recipe as a table, on 8 GPUs of another kind with sequence parallelism, as JSON (every
+    # recipe's table: PLAN_TABLE, tests/test_plan.py)
     ("docs/distributed.md", "trackstream plan experiment=teacher_wan1.3b_480p"),
     (
         "docs/distributed.md",
         "trackstream plan --gpus 8 --gpu h200 experiment=teacher_wan2.2_5b_704p parallel.sequence_parallel=2",
     ),
     ("docs/distributed.md", "trackstream plan --json experiment=dmd_wan1.3b_480p --gpus 8 model.lora.rank=64"),
-    ("docs/distributed.md", "trackstream plan --table --gpus 1,8,32"),
     # the plans of the recipes that continue from FastVideo's Track-v0
     ("docs/wantrack.md", "trackstream plan --gpus 8 experiment=dmd_trackv0_480p"),
     ("docs/wantrack.md", "trackstream plan --gpus 8 experiment=rl_trackv0_480p parallel.sequence_parallel=2"),
@@ -170,7 +169,9 @@ WANTRACK_TRAINING = {
     for run in ("dmd_trackv0", "dmd_trackv0_lora", "rl_trackv0", "teacher_trackwan")
 }
 WANTRACK_STREAM = documented_line("docs/wantrack.md", "--out dmd_trackv0.mp4")
+PLAN_TABLE = ("docs/distributed.md", "trackstream plan --table --gpus 1,8,32")
 ELSEWHERE = {
+    PLAN_TABLE: "tests/test_plan.py",
     **dict.fromkeys(WANTRACK_TOUR[2:], "tests/test_wantrack_tour.py"),
     **dict.fromkeys(WANTRACK_BUNDLES, "tests/test_wantrack.py"),
     **dict.fromkeys((*WANTRACK_TRAINING.values(), WANTRACK_STREAM), "tests/test_wantrack_training.py"),

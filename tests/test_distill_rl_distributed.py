@@ -51,6 +51,7 @@ def test_rl_on_two_fsdp_processes_matches_one_at_the_same_global_batch(tmp_path,
         f"stage.student={src['student']}",
         f"stage.pairs={src['pairs']}",
         "stage.group_size=2",
+        "stage.rollout_horizons=1",  # rollouts past the horizon under FSDP and SP: tests/test_distill_distributed.py's DMD
         "trainer.max_steps=2",
         "trainer.log_every=1",
         "trainer.num_threads=1",
