@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from trackstream.models.attention import FullRoPEAttention, SelfAttentionFn, UlyssesRoPEAttention, sdpa
 from trackstream.models.fp8 import FP8, quantize_linears
+from trackstream.models.precision import working_dtype
 from trackstream.models.rope import apply_rope, grid_positions, rope_axis_pairs, rope_cos_sin
 from trackstream.models.sequence_parallel import SequenceShard
 from trackstream.models.wan_embeddings import FP32Sequential, MLPProj, sinusoidal_embedding
@@ -174,8 +175,8 @@ class WanModel(nn.Module):
         ``torch.float8_e4m3fn`` (the precision "fp8"): the blocks' linears become ``models.fp8.FP8Linear``
         (quantised once, here, from the weights as they are) and every other matmul weight is bf16."""
         if dtype == FP8:
-            quantize_linears(self.blocks, torch.bfloat16)
-            dtype = torch.bfloat16
+            dtype = working_dtype(dtype)
+            quantize_linears(self.blocks, dtype)
         keep = ("time_embedding", "time_projection", "modulation", "norm")
         for name, p in self.named_parameters():
             if p.dtype != FP8 and not any(k in name for k in keep):

@@ -12,10 +12,10 @@ finds the export, the config recorded with it and the codec of its latent space:
                          its frame size and shift are what it was trained at, its umT5 and CLIP are its own.
 What the stage takes (``TeacherSettings``): the network's architecture, text encoder and track channels and
 splatting (network.json), its trainable codec (file, name, options), and the world, frame size, fps, track
-grid, number of tracks and noise shift it was trained on (the recorded config); and where the stage names none
-that exists, the encoder folders and the pretrained codec file it was trained with (network.json, the config). ``apply_settings`` puts them
-into the stage's composed config where the command line did not set them, and refuses a command-line value
-that contradicts them in one line, before any work. A fine-tune (``model.init_from``) trains its network
+grid, number of tracks and noise shift it was trained on (the recorded config); and, where the stage names none
+that exists, the encoder folders and the pretrained codec file it was trained with (network.json, the config).
+``apply_settings`` puts them into the stage's composed config where the command line did not set them, and
+refuses a command-line value that contradicts them in one line, before any work. A fine-tune (``model.init_from``) trains its network
 further and may move it to other data: only its network and codec bind it.
 """
 
