@@ -21,12 +21,13 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
 from trackstream.data.batching import StreamLoader, collate_samples, derive_seed, dist_info, subsample_tracks
+from trackstream.data.placements import Placement, place_tracks, placement_from
 from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
 
 __all__ = [
@@ -52,6 +53,10 @@ class DataConfig:
     world: dict = field(default_factory=dict)  # extra data.synthetic.SyntheticWorld fields (speeds, ...)
     grid_size: int = 16  # ground-truth tracks on a grid_size^2 grid
     num_tracks: list[int] | None = None  # [lo, hi] tracks drawn per training sample; null: all
+    # where a sample's track start points lie and how many (data.placements.Placement's fields; {} its
+    # defaults): a mixture of random points, grids of any spacing, clusters, the lattice and none. It
+    # supersedes num_tracks. null: the world's grid (num_tracks of it), the one lattice every point starts on
+    placement: Any = None
     batch_size: int = 8  # per rank, per micro-batch
     num_workers: int = 0
     seed: int = 0
@@ -96,6 +101,7 @@ class DataConfig:
             len(self.num_tracks) != 2 or not 1 <= self.num_tracks[0] <= self.num_tracks[1]
         ):
             raise ValueError(f"data.num_tracks={self.num_tracks} must be [lo, hi] with 1 <= lo <= hi (or null)")
+        placement_from(self.placement)  # its one-line errors, now
         known = set(SyntheticWorld.__dataclass_fields__) - {"height", "width", "num_frames", "fps", "grid_size"}
         unknown = set(self.world) - known
         if unknown:
@@ -328,14 +334,25 @@ class PoolStream:
         self.position = int(state["position"])
 
 
-def pool_track_batch(entries: list[dict], gids: list[int], *, seed: int, num_tracks: list[int] | None) -> dict:
-    """Collate pool entries (each with tracks/visibility/caption and cached tensors), drawing a
-    random track subset per sample keyed by its global sample id (replays exactly on resume)."""
+def pool_track_batch(
+    entries: list[dict],
+    gids: list[int],
+    *,
+    seed: int,
+    num_tracks: list[int] | None,
+    placement: Placement | dict | None = None,
+) -> dict:
+    """Collate pool entries (each with tracks/visibility/caption and cached tensors), drawing each sample's
+    tracks keyed by its global sample id (replays exactly on resume): a draw of ``placement`` (new start
+    points from the entry's ``scene``), else a random subset of ``num_tracks`` of its grid, else all."""
+    placement = placement_from(placement)
     samples = []
     for entry, g in zip(entries, gids):
         s = dict(entry)
-        if num_tracks is not None:
-            rng = np.random.default_rng(derive_seed(seed, "tracks", g))
+        rng = np.random.default_rng(derive_seed(seed, "tracks", g))
+        if placement is not None:
+            s = place_tracks(s, placement, rng)
+        elif num_tracks is not None:
             s = subsample_tracks(s, tuple(num_tracks), rng)
         samples.append(s)
     batch = collate_samples(samples)
@@ -357,6 +374,7 @@ def build_raw_stream(cfg: DataConfig, *, rank: int, world_size: int) -> StreamLo
             seed=cfg.seed,
             shuffle_buffer=cfg.shuffle_buffer,
             num_tracks=tuple(cfg.num_tracks) if cfg.num_tracks else None,
+            placement=placement_from(cfg.placement),
             num_frames=cfg.num_frames,
             height=cfg.height,
             width=cfg.width,
@@ -370,6 +388,7 @@ def build_raw_stream(cfg: DataConfig, *, rank: int, world_size: int) -> StreamLo
         batch_size=cfg.batch_size,
         seed=cfg.seed,
         num_tracks=tuple(cfg.num_tracks) if cfg.num_tracks else None,
+        placement=placement_from(cfg.placement),
         rank=rank,
         world_size=world_size,
         num_workers=cfg.num_workers,

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from trackstream.data.batching import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
+from trackstream.data.placements import Placement, place_tracks
 from trackstream.data.shards import DamagedSample, ShardInfo, decode_sample, list_shards
 
 
@@ -75,6 +76,7 @@ class ShardStream(ResumableBatchStream):
         seed: int = 0,
         shuffle_buffer: int = 256,
         num_tracks: int | tuple[int, int] | None = None,
+        placement: Placement | None = None,
         num_frames: int | None = None,
         decode_video: bool = True,
         height: int | None = None,
@@ -85,7 +87,7 @@ class ShardStream(ResumableBatchStream):
     ):
         super().__init__(batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers)
         self.shards: list[ShardInfo] = list_shards(shards)
-        self.shuffle_buffer, self.num_tracks = shuffle_buffer, num_tracks
+        self.shuffle_buffer, self.num_tracks, self.placement = shuffle_buffer, num_tracks, placement
         self.num_frames, self.decode_video = num_frames, decode_video
         self.size = (height, width) if height and width else None  # the loaders never resize: checked instead
         self.slots_per_rank = max(1, num_workers)
@@ -202,8 +204,10 @@ class ShardStream(ResumableBatchStream):
                 f"data.width={self.size[1]}; set data.height / data.width to the shards' size or prepare them at that "
                 "size"
             )
+        rng = np.random.default_rng(derive_seed(self.seed, "tracks", self.rank, batch_index, item))
+        if self.placement is not None:  # a shard holds its tracker's grid: subsets of it (data.placements)
+            return place_tracks(sample, self.placement, rng)
         if self.num_tracks is not None:
-            rng = np.random.default_rng(derive_seed(self.seed, "tracks", self.rank, batch_index, item))
             sample = subsample_tracks(sample, self.num_tracks, rng)
         return sample
 

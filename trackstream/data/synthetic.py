@@ -25,10 +25,66 @@ import numpy as np
 import torch
 
 from trackstream.data.batching import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
+from trackstream.data.placements import Placement, place_tracks
 from trackstream.data.sprite_motion import direction_phrase, hermite_path, sprite_matrix, to_frame, to_local
 from trackstream.data.sprites import BACKGROUND_COLOURS, SpriteBitmap, background_texture, bilinear, make_sprite
 from trackstream.data.trackers import grid_queries
 from trackstream.data.video_io import frames_to_tensor
+
+
+@dataclass
+class SceneMotion:
+    """How every surface of a rendered clip moves: exact tracks of any frame-0 point (the clip's ``scene``).
+
+    ``offset`` [T, 2]: the camera's canvas offset per frame (the background moves by offset[0] - offset[t]);
+    ``sprites``: (bitmap, centre [T, 2], angle [T]) in z-order, the last on top. Small (the sprites' bitmaps
+    and two numbers a frame each), so a pool keeps it beside its frames and draws new track start points
+    for every sample it serves (``data.placements``).
+    """
+
+    height: int
+    width: int
+    offset: np.ndarray
+    sprites: list
+
+    def surface(self, points: np.ndarray) -> np.ndarray:
+        """Which surface each frame-0 point [N, 2] (x, y) lies on: the topmost sprite whose alpha there is
+        above 0.5 (its index), else -1 (the background)."""
+        surface = np.full(len(points), -1)
+        for k, (s, centre, angle) in enumerate(self.sprites):
+            uv = to_local(s, centre[0], angle[0], points)
+            surface[bilinear(s.alpha, uv[:, 0], uv[:, 1]) > 0.5] = k
+        return surface
+
+    def tracks(self, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Ground truth of frame-0 points [N, 2] pixel (x, y): tracks float32 [T, N, 2], visibility bool [T, N].
+
+        A point follows the surface it lies on at frame 0 (``surface``); it is invisible outside the frame
+        or under a sprite above its surface (alpha > 0.5), what a tracker should report."""
+        q = np.asarray(points, np.float32).reshape(-1, 2)
+        off, t_total = self.offset, len(self.offset)
+        surface = self.surface(q)
+        tracks = np.zeros((t_total, len(q), 2), np.float32)
+        tracks[:] = q[None] + (off[0] - off)[:, None]  # background follows the camera
+        for k, (s, centre, angle) in enumerate(self.sprites):
+            on = surface == k
+            if on.any():
+                local = to_local(s, centre[0], angle[0], q[on])
+                for t in range(t_total):
+                    tracks[t, on] = to_frame(s, centre[t], angle[t], local)
+        tracks[0] = q  # exact queries (the round trip through sprite coordinates adds float noise)
+        vis = (
+            (tracks[..., 0] >= 0)
+            & (tracks[..., 0] <= self.width - 1)
+            & (tracks[..., 1] >= 0)
+            & (tracks[..., 1] <= self.height - 1)
+        )
+        for k, (s, centre, angle) in enumerate(self.sprites):
+            above = surface < k  # surfaces below sprite k (background is -1)
+            for t in range(t_total):
+                uv = to_local(s, centre[t], angle[t], tracks[t, above])
+                vis[t, above] &= bilinear(s.alpha, uv[:, 0], uv[:, 1]) <= 0.5
+        return tracks, vis
 
 
 @dataclass
@@ -108,7 +164,8 @@ class SyntheticWorld:
 
     def generate(self, seed: int) -> dict:
         """Render one clip. Returns numpy arrays: frames uint8 [T, H, W, 3], tracks float32 [T, N, 2],
-        visibility bool [T, N], plus caption and meta (``meta["kind"]`` in a mixture world)."""
+        visibility bool [T, N] of the ``grid_size`` grid, caption, meta (``meta["kind"]`` in a mixture world) and
+        ``scene`` (``SceneMotion``: the tracks of any other frame-0 points)."""
         if self.object_clips > 0:
             kind = self.clip_kind(seed)
             clip = (self.object_world() if kind == "objects" else replace(self, object_clips=0.0)).generate(seed)
@@ -172,7 +229,13 @@ class SyntheticWorld:
                 img = img * (1.0 - layer[..., 3:]) + layer[..., :3]  # premultiplied "over"
             frames[t] = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
-        tracks, vis = self._ground_truth(sprites, paths, off)
+        scene = SceneMotion(
+            height=self.height,
+            width=self.width,
+            offset=off.astype(np.float32),
+            sprites=[(s, centre, angle) for s, (centre, angle, _) in zip(sprites, paths)],
+        )
+        tracks, vis = scene.tracks(grid_queries(self.height, self.width, self.grid_size)[:, 1:])
         caption = self.caption(sprites, paths, pan_vel, bg_colour)
         meta = {
             "id": f"synthetic-{seed}",
@@ -185,7 +248,14 @@ class SyntheticWorld:
             "num_sprites": num,
             "camera_pan": bool(np.any(pan_vel)),
         }
-        return {"frames": frames, "tracks": tracks, "visibility": vis, "caption": caption, "meta": meta}
+        return {
+            "frames": frames,
+            "tracks": tracks,
+            "visibility": vis,
+            "caption": caption,
+            "meta": meta,
+            "scene": scene,
+        }
 
     def sample(self, seed: int) -> dict:
         """One clip in the shared sample schema (video float32 [3, T, H, W] in [-1, 1], ...)."""
@@ -196,6 +266,7 @@ class SyntheticWorld:
             "visibility": torch.from_numpy(clip["visibility"]),
             "caption": clip["caption"],
             "meta": clip["meta"],
+            "scene": clip["scene"],
         }
 
     # -- internals -------------------------------------------------------------------------------
@@ -253,36 +324,6 @@ class SyntheticWorld:
         angle = (rng.uniform(0, 2 * np.pi) + omega * secs).astype(np.float32)
         return centre, angle, exits
 
-    def _ground_truth(self, sprites, paths, off):
-        q = grid_queries(self.height, self.width, self.grid_size)[:, 1:]  # [N, 2] (x, y) at frame 0
-        t_total, n = self.num_frames, len(q)
-        # Which surface each query lies on: topmost sprite with alpha > 0.5 at frame 0, else -1.
-        surface = np.full(n, -1)
-        local = np.zeros((len(sprites), n, 2), np.float32)
-        for k, (s, (centre, angle, _)) in enumerate(zip(sprites, paths)):
-            local[k] = to_local(s, centre[0], angle[0], q)
-            surface[bilinear(s.alpha, local[k, :, 0], local[k, :, 1]) > 0.5] = k
-        tracks = np.zeros((t_total, n, 2), np.float32)
-        tracks[:] = q[None] + (off[0] - off)[:, None]  # background follows the camera
-        for k, (s, (centre, angle, _)) in enumerate(zip(sprites, paths)):
-            on = surface == k
-            if on.any():
-                for t in range(t_total):
-                    tracks[t, on] = to_frame(s, centre[t], angle[t], local[k, on])
-        tracks[0] = q  # exact queries (the round trip through sprite coordinates adds float noise)
-        vis = (
-            (tracks[..., 0] >= 0)
-            & (tracks[..., 0] <= self.width - 1)
-            & (tracks[..., 1] >= 0)
-            & (tracks[..., 1] <= self.height - 1)
-        )
-        for k, (s, (centre, angle, _)) in enumerate(zip(sprites, paths)):
-            above = surface < k  # surfaces below sprite k (background is -1)
-            for t in range(t_total):
-                uv = to_local(s, centre[t], angle[t], tracks[t, above])
-                vis[t, above] &= bilinear(s.alpha, uv[:, 0], uv[:, 1]) <= 0.5
-        return tracks, vis
-
     def caption(self, sprites, paths, pan_vel, bg_colour) -> str:
         phrases = []
         for s, (centre, angle, exits) in sorted(zip(sprites, paths), key=lambda sp: -sp[0].rgba.shape[0]):
@@ -322,7 +363,8 @@ class SyntheticVideoDataset(ResumableBatchStream):
     Sample i of this rank's stream is global index g = i * world_size + rank. With num_samples set,
     the world is a fixed set of num_samples clips visited in a fresh permutation every epoch;
     otherwise every g is a new clip. num_tracks: None keeps all grid tracks; (lo, hi) draws a count
-    per sample (tracks never visible are not drawn).
+    per sample (tracks never visible are not drawn). placement: each sample's start points drawn from
+    that mixture instead (``data.placements``).
     """
 
     def __init__(
@@ -333,6 +375,7 @@ class SyntheticVideoDataset(ResumableBatchStream):
         seed: int = 0,
         num_samples: int | None = None,
         num_tracks: tuple[int, int] | int | None = None,
+        placement: Placement | None = None,
         rank: int | None = None,
         world_size: int | None = None,
         num_workers: int = 0,
@@ -340,7 +383,7 @@ class SyntheticVideoDataset(ResumableBatchStream):
         super().__init__(batch_size=batch_size, seed=seed, rank=rank, world_size=world_size, num_workers=num_workers)
         if num_samples is not None and num_samples < 1:
             raise ValueError(f"num_samples must be None or >= 1, got {num_samples}")
-        self.world, self.num_samples, self.num_tracks = world, num_samples, num_tracks
+        self.world, self.num_samples, self.num_tracks, self.placement = world, num_samples, num_tracks, placement
 
     def clip_seed(self, sample_index: int) -> int:
         """World seed of this rank's sample_index-th sample."""
@@ -354,8 +397,10 @@ class SyntheticVideoDataset(ResumableBatchStream):
     def get_sample(self, sample_index: int) -> dict:
         seed = self.clip_seed(sample_index)
         sample = self.world.sample(seed)
+        rng = np.random.default_rng(derive_seed(self.seed, "tracks", self.rank, sample_index))
+        if self.placement is not None:
+            return place_tracks(sample, self.placement, rng)
         if self.num_tracks is not None:
-            rng = np.random.default_rng(derive_seed(self.seed, "tracks", self.rank, sample_index))
             sample = subsample_tracks(sample, self.num_tracks, rng)
         return sample
 

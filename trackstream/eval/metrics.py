@@ -24,6 +24,7 @@ __all__ = [
     "check_epe_tracker",
     "EPE_TRACKER",
     "EPE_TRACKERS",
+    "grey",
     "video_psnr",
     "video_ssim",
     "frame_stats",
@@ -320,7 +321,7 @@ def video_ssim(pred: np.ndarray, gt: np.ndarray, *, sigma: float = 1.5, first: i
     return float(ssim.mean())
 
 
-def _grey(v: np.ndarray) -> np.ndarray:
+def grey(v: np.ndarray) -> np.ndarray:
     """uint8 [T, H, W, 3] RGB -> float32 [T, H, W] grey levels 0..255 (ITU-R BT.601 luma, as cv2)."""
     return np.asarray(v, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
 
@@ -349,7 +350,7 @@ def frame_stats(video: np.ndarray, gt: np.ndarray, spans, *, sigma: float = 1.5)
         raise ValueError(f"frame_stats: spans {bad} are not [start, stop) ranges of {len(video)} frames")
 
     def stats(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # per frame [T]: mean grey, texture energy
-        g = _grey(v)
+        g = grey(v)
         blur = np.stack([cv2.GaussianBlur(f, (0, 0), sigma, borderType=cv2.BORDER_REFLECT) for f in g])
         return g.mean(axis=(1, 2), dtype=np.float64), ((g - blur) ** 2).mean(axis=(1, 2), dtype=np.float64)
 

@@ -120,6 +120,7 @@ def run_evaluation(
             student, codec_module, config=stream_cfg, image_features_fn=conditioner.image_features
         )
 
+    made: dict = {}
     long_engines = _student_figures(
         figures,
         students,
@@ -132,7 +133,16 @@ def run_evaluation(
         run_dir=run_dir,
         fps=data.fps,
         student_stage=student_stage,
+        made=made,
     )
+    if cfg.placements:
+        token = codec_module.spatial_factor * teacher_net.dit.patch_size[1]
+        given = {
+            "teacher": {"lattice": list(tf["preview"]["with_tracks"]), "none": list(tf["preview"]["without_tracks"])}
+        }
+        figures["placements"] = _placement_figures(
+            made, given, clips.clips, conditioner, cfg=cfg, data=data, token=token
+        )
     _write_pictures(figures, run_dir, clips.clips, videos, previews, cfg=cfg, fps=data.fps)
     _long_figures(figures, run_dir, long_engines, students, codec_module, conditioner, data=data, cfg=cfg)
     return figures
@@ -216,11 +226,12 @@ def _teacher_figures(figures: dict, network, conditioner, clips, *, cfg, steps: 
 
 
 def _student_figures(
-    figures: dict, students, engine_of, clips, videos, previews, *, conditioner, cfg, run_dir, fps, student_stage
+    figures: dict, students, engine_of, clips, videos, previews, *, conditioner, cfg, run_dir, fps, student_stage, made
 ) -> dict:
     """Each student streamed over the held-out clips: its figures added to ``figures``, its videos to
-    ``videos`` (label -> [clips, T, H, W, 3]) and ``previews``. Returns the engines whose long streams are
-    scored (``cfg.long_students``), the evaluated (last) student's last."""
+    ``videos`` (label -> [clips, T, H, W, 3]) and ``previews``, the evaluated (last) one's engine and its with /
+    without-tracks videos to ``made`` (name -> (engine, {"lattice": [...], "none": [...]})). Returns the engines
+    whose long streams are scored (``cfg.long_students``), the evaluated (last) student's last."""
     labels = {"ode_init": "ODE-init student", "dmd": "DMD student", "rl": "RL student"}
     labels["student"] = labels[student_stage]
     long_engines = {}
@@ -250,6 +261,7 @@ def _student_figures(
         videos[labels.get(name, name)] = np.stack(sf["frames"]["with_tracks"])
         previews.append((f"{name}, tracks", sf.get("preview", {}).get("with_tracks")))
         if last:
+            made[name] = (engine, {"lattice": sf["frames"]["with_tracks"], "none": sf["frames"]["without_tracks"]})
             previews.append((f"{name}, no tracks", sf.get("preview", {}).get("without_tracks")))
             figures.update(
                 student_nfe_per_video=sf["nfe_video_equivalent_per_video"],
@@ -258,6 +270,35 @@ def _student_figures(
                 student_chunks_per_video=sf["chunks_per_video"],
             )
     return long_engines
+
+
+def _placement_figures(made: dict, given: dict, clips, conditioner, *, cfg, data, token: int) -> dict:
+    """The placement table (``eval.placements``): the evaluated student in every placement of
+    ``cfg.placements`` (its lattice and none from its own evaluation), the teacher's lattice and none from
+    its evaluation; every video scored on each clip's fixed scoring points."""
+    from trackstream.data.trackers import build_tracker
+    from trackstream.eval.placements import evaluate_placements
+    from trackstream.eval.stream_scoring import stream_generate
+
+    t0 = time.perf_counter()
+    models: dict = {"teacher": None}
+    for name, (engine, videos) in made.items():
+        models[name] = stream_generate(engine, text_fn=conditioner.text)
+        given[name] = videos
+    out = evaluate_placements(
+        models,
+        clips,
+        placements=cfg.placements,
+        grid_size=data.grid_size,
+        num_tracks=cfg.num_tracks,
+        tracker=build_tracker(cfg.tracker),
+        token=token,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        given=given,
+    )
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
 
 
 def _write_pictures(figures: dict, run_dir: Path, clips, videos, previews, *, cfg, fps) -> None:

@@ -30,9 +30,11 @@ from typing import Optional
 import numpy as np
 import torch
 
+from trackstream.data.placements import EVAL_PLACEMENTS
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, video_tensor
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
+from trackstream.eval.placements import check_placements
 from trackstream.eval.quality import QUALITY_STEMS
 from trackstream.eval.scorebook import ScoreBook, input_tracks
 from trackstream.models.precision import synchronize
@@ -44,6 +46,7 @@ from trackstream.stream.engine import StreamingGenerator
 __all__ = [
     "StreamEvalConfig",
     "evaluate_stream_motion",
+    "stream_generate",
     "long_rollout",
     "chunk_latency",
     "stream_nfe",
@@ -63,9 +66,14 @@ class StreamEvalConfig:
     preview_clips: int = 3  # held-out clips shown in samples.png (ground truth / teacher / students)
     side_by_side_gifs: int = 4  # held-out samples whose side-by-side GIF report.md embeds (every sample gets an mp4)
     long_students: str = "last"  # whose long streams are scored per window: "last" (the evaluated one) or "all"
+    # the input placements the evaluated student is also given (eval.placements; () : none); the teacher's rows
+    # are the lattice and none its own evaluation made
+    placements: tuple[str, ...] = EVAL_PLACEMENTS
 
     def __post_init__(self) -> None:
         check_epe_tracker(self.tracker, "StreamEvalConfig.tracker")
+        if self.placements:
+            self.placements = check_placements(self.placements, field="StreamEvalConfig.placements")
         if self.long_students not in ("last", "all"):
             raise ValueError(f"StreamEvalConfig.long_students={self.long_students!r}: use 'last' or 'all'")
 
@@ -76,6 +84,25 @@ def stream_nfe(config: StreamConfig, num_latents: int) -> dict:
     calls = sum(config.nfe_per_chunk(i) for i in range(n))
     frames = sum(config.nfe_per_chunk(i) * causal.chunk_len(i) for i in range(n))
     return {"calls": calls, "video_equivalent": frames / num_latents, "chunks": n}
+
+
+def stream_generate(engine: StreamingGenerator, *, text_fn):
+    """``eval.placements``' ``Generate`` of a streaming student: each clip's first frame and caption, the given
+    tracks handed over chunk by chunk (none at all: the stream without tracks), noise seeded by ``seed``."""
+
+    @torch.no_grad()
+    def generate(clips: list[dict], tr: torch.Tensor, vi: torch.Tensor, seed: int) -> list[np.ndarray]:
+        gen = torch.Generator().manual_seed(seed)
+        first = torch.cat([image_tensor(c["frames"][0]) for c in clips])  # [B, 3, H, W]
+        text, lens = text_fn([c["caption"] for c in clips])
+        ids = sample_track_ids(len(clips), tr.shape[2], id_range=engine.network.track_id_range, generator=gen)
+        state = engine.start(first, text, lens, track_ids=ids, seed=int(torch.randint(2**31 - 1, (), generator=gen)))
+        source = tracks_from_array(tr, vi) if tr.shape[2] else None
+        n_chunks = engine.causal.num_chunks(latent_frames(tr.shape[1]))
+        frames, _, _ = collect(engine.stream(state, source, num_chunks=n_chunks))
+        return [to_uint8(v) for v in frames]
+
+    return generate
 
 
 @torch.no_grad()

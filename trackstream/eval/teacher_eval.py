@@ -34,7 +34,7 @@ from trackstream.eval.scorebook import ScoreBook, input_tracks
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.tracks import latent_frames, sample_track_ids
 
-__all__ = ["EvalConfig", "evaluate_motion", "overlay_tracks", "write_video"]
+__all__ = ["EvalConfig", "evaluate_motion", "teacher_generate", "overlay_tracks", "write_video"]
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,44 @@ def evaluate_motion(
     return figures
 
 
+def teacher_generate(
+    network: torch.nn.Module,
+    *,
+    conditioner: Conditioner,
+    sampler: SamplerConfig,
+    shift: float,
+    embed_dim: int,
+    device: torch.device,
+    clean_first_frame: bool | None = None,
+):
+    """``eval.placements``' ``Generate`` of the teacher: each clip's first frame and caption with the given
+    tracks, sampled by ``sampler`` from noise seeded by the call's ``seed`` (uint8 videos, one per clip)."""
+    if clean_first_frame is None:
+        clean_first_frame = getattr(network, "module", network).conventions.clean_first_frame
+
+    @torch.no_grad()
+    def generate(clips: list[dict], tr: torch.Tensor, vi: torch.Tensor, seed: int) -> list[np.ndarray]:
+        video = torch.stack([ClipPool.of([c]).video(0) for c in clips])  # [B, 3, T, H, W]
+        out = _sample_both(
+            network,
+            conditioner,
+            video,
+            tr,
+            vi,
+            captions=[c["caption"] for c in clips],
+            gen=torch.Generator().manual_seed(seed),
+            sampler=sampler,
+            shift=shift,
+            embed_dim=embed_dim,
+            device=device,
+            clean_first_frame=clean_first_frame,
+            modes=("with_tracks",),
+        )
+        return [to_uint8(v) for v in out["with_tracks"]]
+
+    return generate
+
+
 def _sample_both(
     network,
     conditioner: Conditioner,
@@ -195,9 +233,11 @@ def _sample_both(
     embed_dim,
     device,
     clean_first_frame: bool,
+    modes: tuple[str, ...] = ("with_tracks", "without_tracks"),
 ) -> dict:
     """The batch's videos sampled from the SAME noise with the tracks and without them (empty motion):
-    {"with_tracks", "without_tracks"} -> decoded [B, 3, T, H, W]. Draws the track ids, then the noise, from ``gen``."""
+    {"with_tracks", "without_tracks"} (those of ``modes``) -> decoded [B, 3, T, H, W]. Draws the track ids,
+    then the noise, from ``gen``. No tracks at all (N = 0) is the empty motion."""
     B, _, T, H, W = video.shape
     text, text_len = conditioner.text(captions)
     image = conditioner.image(video[:, :, 0], num_frames=T)
@@ -220,7 +260,9 @@ def _sample_both(
     latent_shape = (B, net.latent_channels, latent_frames(T), H // sf, W // sf)
     noise = torch.randn(latent_shape, generator=gen).to(device)
     results = {}
-    for mode, m in (("with_tracks", motion), ("without_tracks", None)):
+    for mode, m in (("with_tracks", motion if tr.shape[2] else None), ("without_tracks", None)):
+        if mode not in modes:
+            continue
         cond = Condition(
             text=text.to(device),
             text_lengths=text_len.to(device),

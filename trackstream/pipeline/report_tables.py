@@ -11,7 +11,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from trackstream.data.placements import SPARSE_POINTS as SPARSE
 from trackstream.eval.metrics import EPE_TRACKER
+from trackstream.eval.placements import placement_table
 from trackstream.pipeline.report_figures import dmd_comparison, models, ratio_rows
 from trackstream.pipeline.report_figures import ratio as _ratio
 from trackstream.pipeline.report_plots import finite as _finite
@@ -27,6 +29,7 @@ __all__ = [
     "ratios_table",
     "dmd_section",
     "long_horizon_section",
+    "placements_section",
     "run_sections",
 ]
 
@@ -234,10 +237,32 @@ def dmd_section(f: dict) -> list[str]:
     return lines
 
 
+def placements_section(f: dict) -> list[str]:
+    """Motion following on the placements people give (``eval.placements``), when measured."""
+    fig = f.get("placements")
+    if not fig:
+        return []
+    return [
+        "",
+        "## Where the tracks are put",
+        "",
+        f"The same {fig['clips']} held-out clips with their input tracks laid as a person would: the training "
+        "lattice, that lattice shifted by half its spacing, the demo page's grid, dense random points, "
+        f"{SPARSE} clicked points, none. Every video is scored on one fixed set of {fig['scoring_points']} points "
+        "per clip (not its inputs), so the rows compare; EPE / frozen is over the frozen first frame's on "
+        'those points (1 = no better than not moving), "/ lattice" over the model\'s own lattice row; '
+        f"blockiness is the picture's steps across the {fig['token_px']}-px token grid over the ground truth's; "
+        "object kept is the share of each sprite still found in the last frames. The teacher's rows are the "
+        "lattice and none its evaluation above made.",
+        "",
+        placement_table(fig),
+    ]
+
+
 def run_sections(f: dict) -> list[str]:
     """The sections after the long streams: the student's DiT calls, the evaluation world, the side-by-sides,
     the long rollout, the latency and the stages with the run's total time (each only when measured)."""
-    lines = []
+    lines = placements_section(f)
     if "student_nfe_calls_per_video" in f:
         lines.append(
             f"\nStudent DiT calls per video: {f['student_nfe_calls_per_video']} "

@@ -60,6 +60,7 @@ class EncodedPool:
             "visibility": torch.from_numpy(clip["visibility"]),
             "caption": clip["caption"],
             "meta": clip["meta"],
+            "scene": clip.get("scene"),  # exact tracks of new start points (data.placements)
         }
         image = c.image(video[:, :, 0], num_frames=video.shape[2])
         features = c.image_features(video[:, :, 0])
@@ -77,7 +78,9 @@ def training_data(data: DataConfig, runtime: Runtime, pool: ClipPool | None, con
     entries = EncodedPool(pool, conditioner)
 
     def make(idx, gids):
-        return pool_track_batch([entries[i] for i in idx], gids, seed=data.seed, num_tracks=data.num_tracks)
+        return pool_track_batch(
+            [entries[i] for i in idx], gids, seed=data.seed, num_tracks=data.num_tracks, placement=data.placement
+        )
 
     return PoolStream(
         len(entries),

@@ -13,22 +13,30 @@ from trackstream.models.conditioner import Conditioner
 __all__ = ["PairConditions"]
 
 
-def _pair_tracks(items: list[dict], seeds: list[int], num_tracks: list[int] | None) -> dict:
-    """Tracks [B, T, N, 2] + visibility [B, T, N] of the pair conditions. With ``data.num_tracks``
-    (the teacher's training density) each item keeps a random subset (seeded by ``seeds``), padded
-    with invisible points to ``num_tracks[1]`` (one N for all); invisible points write nothing."""
+def _pair_tracks(items: list[dict], seeds: list[int], data: DataConfig) -> dict:
+    """Tracks [B, T, N, 2] + visibility [B, T, N] of the pair conditions: as the teacher's training drew them,
+    a draw of ``data.placement`` per item (new start points from a synthetic clip's scene) or a random subset
+    of ``data.num_tracks`` (seeded by ``seeds``), padded with invisible points to the most a draw can give (one
+    N for all); invisible points write nothing."""
     import numpy as np
 
     from trackstream.data.batching import subsample_tracks
+    from trackstream.data.placements import max_points, place_tracks, placement_from
 
     as_tensor = lambda v: v if torch.is_tensor(v) else torch.from_numpy(np.asarray(v))  # noqa: E731
-    if not num_tracks:
+    placement, num_tracks = placement_from(data.placement), data.num_tracks
+    if placement is None and not num_tracks:
         return {
             "tracks": torch.stack([as_tensor(c["tracks"]).float() for c in items]),
             "visibility": torch.stack([as_tensor(c["visibility"]).bool() for c in items]),
         }
-    subs = [subsample_tracks(c, tuple(num_tracks), np.random.default_rng(seed)) for c, seed in zip(items, seeds)]
-    n = int(num_tracks[1])  # one N for every batch: the shards stack batches
+    if placement is not None:
+        subs = [place_tracks(c, placement, np.random.default_rng(seed)) for c, seed in zip(items, seeds)]
+        lattice = max(as_tensor(c["tracks"]).shape[1] for c in items)
+        n = max_points(placement, height=data.height, width=data.width, lattice=lattice)
+    else:
+        subs = [subsample_tracks(c, tuple(num_tracks), np.random.default_rng(seed)) for c, seed in zip(items, seeds)]
+        n = int(num_tracks[1])  # one N for every batch: the shards stack batches
     T = subs[0]["tracks"].shape[0]
     tracks, vis = torch.zeros(len(subs), T, n, 2), torch.zeros(len(subs), T, n, dtype=torch.bool)
     for b, s in enumerate(subs):
@@ -111,7 +119,7 @@ class PairConditions:
             "image": self.conditioner.image(first, num_frames=self.data.num_frames),
             "image_latent": self.conditioner.first_latent(first),
             "first_frame": first_u8,
-            **_pair_tracks(items, seeds, self.data.num_tracks),
+            **_pair_tracks(items, seeds, self.data),
             "text_emb": text,
             "text_len": lens,
             "caption": captions,

@@ -47,6 +47,7 @@ DATA_KEYS = (
     "data.fps",
     "data.grid_size",
     "data.num_tracks",
+    "data.placement",
     "schedule.shift",
 )
 _UNSET = object()
