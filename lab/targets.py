@@ -23,7 +23,7 @@ from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
 from trackstream.pipeline.report_quality import no_hold_ratio
 
-__all__ = ["targets", "bench_targets", "judge", "table", "main"]
+__all__ = ["targets", "bench_targets", "placement_targets", "judge", "table", "main"]
 
 TEACHER_WITH_OVER_WITHOUT_MAX = 0.35
 TEACHER_WITH_OVER_FROZEN_MAX = 0.45
@@ -56,6 +56,13 @@ LATE_BRIGHTNESS_MAX = 8.0
 # head (MotionStream Table 3: 1053 ms vs 24.8 ms on an H100)
 EVAL_SECONDS_MAX = 120.0
 TRACKS_RATIO_MIN = 40.0
+# the placements (trackstream/eval/placements.py: every video scored on fixed points per clip): a grid put
+# elsewhere than the lattice, the demo's grid and dense random points within this factor of the lattice's EPE /
+# frozen; 24 clicked points at most this share of the frozen frame's; no tracks no worse than the frozen frame;
+# each with the late texture band and brightness gap above
+PLACEMENT_OVER_LATTICE_MAX = 1.25
+SPARSE_OVER_FROZEN_MAX = 0.5
+NONE_OVER_FROZEN_MAX = 1.0
 
 
 def _adder(out: dict):
@@ -80,7 +87,41 @@ def targets(f: dict) -> dict:
     _quality_targets(f, add)
     _long_horizon_targets(f, add)
     _cost_targets(f, add)
+    placement_targets(f.get("placements") or {}, add)
     return out
+
+
+def placement_targets(fig: dict, add) -> None:
+    """The placement criteria of ``eval.placements``' figures (make run's ``placements``, or
+    ``lab.placement_table``'s record), per model and placement measured."""
+    for model, rows in (fig.get("models") or {}).items():
+        base = (rows.get("lattice") or {}).get("epe_over_frozen")
+        for name, r in rows.items():
+            value = r["epe_over_frozen"]
+            if name in ("shifted", "demo", "random"):
+                rel = value / base if _finite(base) and base > 0 else None
+                add(
+                    f"{model}_{name}_over_lattice",
+                    rel,
+                    PLACEMENT_OVER_LATTICE_MAX,
+                    _finite(rel) and rel <= PLACEMENT_OVER_LATTICE_MAX,
+                    f"{model}: EPE / frozen with the {name} placement over the lattice's",
+                )
+            elif name in ("sparse", "none"):
+                bound = SPARSE_OVER_FROZEN_MAX if name == "sparse" else NONE_OVER_FROZEN_MAX
+                add(f"{model}_{name}_over_frozen", value, bound, value <= bound, f"{model}: EPE / frozen, {name}")
+            if name == "lattice":
+                continue
+            tex, gap = r["late_texture_ratio"], r["late_brightness_gap"]
+            lo, hi = LATE_TEXTURE_BAND
+            add(f"{model}_{name}_late_texture", tex, [lo, hi], lo <= tex <= hi, f"{model}, {name}: late texture")
+            add(
+                f"{model}_{name}_late_brightness",
+                gap,
+                LATE_BRIGHTNESS_MAX,
+                abs(gap) <= LATE_BRIGHTNESS_MAX,
+                f"{model}, {name}: late brightness gap (/255)",
+            )
 
 
 def _epe(f: dict, model: str, mode: str) -> float:
@@ -392,7 +433,12 @@ def bench_targets(record: dict) -> dict:
 
 
 def judge(record: dict) -> dict:
-    """A benchmark record's criteria, else make run's (a report.json)."""
+    """A benchmark record's criteria, a placement table's (``lab.placement_table``), else make run's (a
+    report.json)."""
+    if "scoring_points" in record and "models" in record:
+        out: dict[str, dict] = {}
+        placement_targets(record, _adder(out))
+        return out
     return bench_targets(record) or targets(record)
 
 

@@ -146,6 +146,9 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         before = layout()
         page.mouse.click(before[0]["x"] + 100, before[0]["y"] + 100)  # a camera drag with no points: told what to do
         assert "Grid of points" in page.evaluate("demo.lastError")
+        page.evaluate(
+            "() => { demo.random = () => 0.5; }"
+        )  # the grid without offset or jitter: 8 x 8 cell centres at 8 px
         page.click("#grid")  # 8 x 8 points, moved together: a camera drag
         page.click("#start")
         page.wait_for_function("demo.stats.received >= 25", timeout=60000)
@@ -280,6 +283,86 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
     # the least on a loaded machine). A wiring check, not a quality bar (the drag benchmark is that): the content
     # must move right by a tenth of the drag, and mostly right
     assert dx > 0.1 * drag and dx > 0.5 * abs(dy), (dx, dy, ns[t])
+
+
+def _no_session(url: str, seconds: float = 20) -> None:
+    """Until the server holds no session (a page closed by the test before frees its slot: one per address)."""
+    deadline = time.time() + seconds
+    while True:
+        with urllib.request.urlopen(url + "/health", timeout=2) as r:
+            if json.loads(r.read())["sessions"] == 0:
+                return
+        assert time.time() < deadline, "a session of an earlier test is still open"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_grid_button_lays_the_chosen_spacing_within_what_the_student_was_trained_on(server):
+    """The spacing control is bounded by hello's grid (the student's data.placement); the Grid button lays a grid of
+    the chosen spacing at a random offset and jitter, as training draws one; without them it is placements.demo_grid."""
+    from playwright.sync_api import sync_playwright
+
+    from trackstream.data.placements import demo_grid
+
+    _no_session(server)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1100, "height": 760})
+        console = []
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        page.goto(server)
+        page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=30000)
+        control = "(() => { const c = document.getElementById('spacing'); return [+c.min, +c.max, +c.value]; })()"
+        # the shipped student's config records no data.placement: no trained range; Placement()'s offered (its low
+        # end raised to the 8 px a 64-point grid needs) and one line under the control saying what it learned
+        grid = page.evaluate("demo.grid")
+        assert grid["spacing"] is None and grid["offer"] == [8, 16] and grid["default"] == 8, grid
+        assert page.evaluate(control) == [8, 16, 8]
+        note = page.locator("#gridnote")
+        assert note.is_visible() and note.text_content().startswith("Trained on one lattice of points only")
+        assert "16x16 points at x, y = 1.5 + 4k px" in note.get_attribute("title")
+        one_line = note.evaluate(
+            "(n) => [n.getBoundingClientRect().height, parseFloat(getComputedStyle(n).lineHeight)]"
+        )
+        assert one_line[0] < 1.5 * one_line[1], one_line
+
+        # no offset, no jitter: the page's grid is placements.demo_grid (cell centres, (i + 0.5) * W / n - 0.5)
+        for n in (4, 8, 16):
+            got = page.evaluate(f"demo.gridPoints(64, 64, 64 / {n}, 0.25, () => 0.5).points")
+            np.testing.assert_allclose(np.array(got), demo_grid(64, 64, n), atol=1e-5)
+
+        def lay(s: float) -> tuple[dict, np.ndarray]:
+            page.evaluate(
+                f"(() => {{ const c = document.getElementById('spacing'); c.value = {s}; "
+                "c.dispatchEvent(new Event('input')); })()"
+            )
+            page.click("#grid")
+            return page.evaluate("demo.lastGrid"), np.array(page.evaluate("demo.points.map((p) => [p.x, p.y])"))
+
+        lo, hi = grid["offer"]
+        for s in (12.0, 9.5, 12.0):  # 12 twice: a new grid replaces the last one
+            last, pts = lay(s)
+            assert last["spacing"] == s and lo <= s <= hi and page.text_content("#spacingval") == f"{s:.1f} px"
+            ox, oy = last["offset"]
+            assert -0.5 <= ox < s - 0.5 and -0.5 <= oy < s - 0.5 and last["jitter"] == 0.25
+            node = np.round((pts - [ox, oy]) / s)  # each point's lattice node: off it by at most the jitter
+            assert np.abs(pts - [ox, oy] - node * s).max() <= 0.25 * s + 1e-6
+            assert len(np.unique(node, axis=0)) == len(pts) == last["laid"] == last["points"] <= 64
+            assert ((pts >= 0) & (pts <= 63)).all() and len(pts) >= (64 / s - 2) ** 2
+            slope = np.polyfit(node[:, 0], pts[:, 0], 1)[0]  # the spacing the points show
+            assert abs(slope - s) < 0.1 * s, slope
+        page.locator("fieldset", has=page.locator("#grid")).screenshot(path=str(ARTIFACTS / "grid.png"))
+        # a student whose config records data.placement ({}: Placement()'s 0.06-0.25 of 64 px): its range, no note
+        page.evaluate("demo.setGrid({spacing: [3.84, 16], offer: [4, 16], default: 8, jitter: 0.25, note: null})")
+        assert page.evaluate(control) == [4, 16, 8] and not page.locator("#gridnote").is_visible()
+        # a hello without grid (protocol 1): the old fixed grid, 8 cell centres a side
+        page.evaluate("() => demo.setGrid(undefined)")
+        page.click("#grid")
+        fixed = np.array(page.evaluate("demo.points.map((p) => [p.x, p.y])"))
+        np.testing.assert_allclose(fixed, demo_grid(64, 64, 8), atol=1e-5)
+        assert page.evaluate("demo.stats.errors") == 0, page.evaluate("demo.lastError")
+        browser.close()
+    assert not console, console
 
 
 @pytest.mark.slow

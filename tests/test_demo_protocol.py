@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -378,3 +379,65 @@ def test_demo_options_are_refused_in_one_line(capsys):
         assert "no CUDA device is available" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["--student", student, "--codec", codec, "--frame-format", "png"])
+
+
+def test_hello_offers_the_grid_spacings_the_students_run_config_records(tmp_path):
+    """hello's grid: data.placement's spacing range in frame pixels ({}: Placement()'s), none (and one line saying
+    so) for a config without one, nothing claimed without a config; the offer fits max_points."""
+    from types import SimpleNamespace
+
+    import yaml
+
+    from trackstream.stream.demo.protocol import PROTOCOL_VERSION
+    from trackstream.stream.demo.server import _Server
+    from trackstream.stream.demo.session import StartPoints, grid_hello, start_points
+
+    def student(name: str, data) -> str:
+        run = tmp_path / name
+        (run / "dmd" / "export" / "student").mkdir(parents=True, exist_ok=True)
+        if data is not None:  # a run's RUN/dmd/config.yaml beside RUN/dmd/export/student
+            (run / "dmd" / "config.yaml").write_text(yaml.safe_dump({"data": data}))
+        return run / "dmd" / "export" / "student"
+
+    def hello(folder, max_points: int = 64) -> dict:
+        model = SimpleNamespace(
+            height=64, width=64, fps=16, chunk_frames=12, num_scenes=2, has_track_head=True, photo_notice=None,
+            device="cpu", dtype="float32", start_points=start_points(folder),
+        )  # fmt: skip
+        server = _Server(model, Limits(max_points=max_points), seed=0, frame_format="jpeg", frame_quality=85)
+        return server.hello(SimpleNamespace(token="t"))
+
+    world = {"source": "synthetic", "height": 64, "width": 64, "grid_size": 16}
+    mixture = hello(student("mixture", {**world, "placement": {}}))
+    assert mixture["protocol"] == PROTOCOL_VERSION == 2
+    # Placement()'s spacing, 0.06-0.25 of the shorter side; 64 points fit a grid no finer than 8 px
+    assert mixture["grid"] == {
+        "spacing": [3.84, 16.0],
+        "offer": [8.0, 16.0],
+        "default": 8.0,
+        "jitter": 0.25,
+        "note": None,
+        "lattice": None,
+    }
+    assert hello(student("mixture", {**world, "placement": {}}), max_points=256)["grid"]["offer"] == [4.0, 16.0]
+    narrow = hello(student("narrow", {**world, "placement": {"spacing": [0.15, 0.2], "jitter": 0.1}}))["grid"]
+    assert narrow["spacing"] == [9.6, 12.8] and narrow["offer"] == [9.6, 12.8] and narrow["default"] == 9.6
+    assert narrow["jitter"] == 0.1
+    for data in (world, {**world, "placement": None}):  # an older student: trained on the one lattice
+        g = hello(student("lattice", data))["grid"]
+        assert g["spacing"] is None and g["offer"] == [8.0, 16.0] and g["default"] == 8.0
+        assert g["note"] == "trained on one lattice of points only: grids elsewhere may break its picture"
+        assert g["lattice"] == "16x16 points at x, y = 1.5 + 4k px; its run config records no data.placement"
+    bare = hello(student("bare", None))["grid"]  # no run config: nothing claimed
+    assert bare["spacing"] is None and bare["note"] is bare["lattice"] is None and bare["offer"] == [8.0, 16.0]
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "tiny-student" / "student"
+    assert start_points(shipped) == StartPoints("lattice", grid_size=16)
+    with pytest.raises(ValueError, match="data.placement has unknown fields"):
+        start_points(student("bad", {**world, "placement": {"spacings": [0.1, 0.2]}}))
+
+    # the finest grid offered holds at most max_points points at any offset (the page's layout, demo.js)
+    for h, w, m in ((64, 64, 64), (64, 64, 100), (48, 80, 64), (480, 832, 64)):
+        s = grid_hello(StartPoints("unknown"), height=h, width=w, max_points=m)["offer"][0]
+        assert 0.06 * min(h, w) <= s <= 0.25 * min(h, w)
+        for ox in np.linspace(-0.5, s - 0.5, 7, endpoint=False):
+            assert len(np.arange(ox, w - 0.5, s)) * len(np.arange(ox, h - 0.5, s)) <= m, (h, w, m, s, ox)

@@ -187,7 +187,8 @@ def place_tracks(sample: dict, p: Placement, rng: np.random.Generator) -> dict:
 # -- the evaluation's placements -----------------------------------------------------------------
 
 # lattice: the world's ground-truth grid (the input every earlier figure used); shifted: that lattice moved
-# by half its spacing (half a token where the grid is one point a token); demo: the live page's grid button;
+# by half its spacing (half a token where the grid is one point a token); demo: the live page's default grid
+# without its random offset and jitter (``demo_grid``);
 # random: dense uniform sub-pixel points; sparse: a few points as a person clicks them; none: no tracks.
 EVAL_PLACEMENTS = ("lattice", "shifted", "demo", "random", "sparse", "none")
 SPARSE_POINTS = 24
@@ -196,8 +197,9 @@ DEMO_GRID = 8  # points a side of the page's "Grid of points" at its default spa
 
 
 def demo_grid(height: int, width: int, per_side: int = DEMO_GRID) -> np.ndarray:
-    """The points [per_side**2, 2] (x, y) the demo page's grid button lays: cell centres of a per_side x
-    per_side grid over the frame (``demo.js`` lays the same)."""
+    """Cell centres [per_side**2, 2] (x, y) of a per_side x per_side grid over the frame: the demo page's grid at
+    its default spacing (the shorter side / 8) with its random offset and jitter at their middle draw
+    (``demo.js``'s ``gridPoints``), i.e. the one fixed grid the page laid before it drew grids as training does."""
     return grid_queries(height, width, per_side)[:, 1:].copy()
 
 

@@ -21,11 +21,28 @@ Client -> server (JSON text, one object per message, ``type`` first):
   Answered with ``prompt`` (the chunk it takes effect at, the re-cache passes and milliseconds).
 * ``{"type": "pause"}``, ``{"type": "resume"}``, ``{"type": "restart"}``.
 
-Server -> client, JSON text: ``hello`` (frame ``width`` / ``height``, fps, ``frame_format``, the
-``session`` token for saving the video, limits, scenes, device and dtype, ``photo_notice``: what a photo will
-look like on a student whose records say it knows only the synthetic world, else null), ``started``, ``chunk``
-(per-chunk latency), ``dragged``, ``camera``, ``paused`` / ``resumed``, ``error`` (the message that was refused and
-why; the session goes on), ``busy``.
+Server -> client, JSON text: ``hello`` (``protocol``: this module's ``PROTOCOL_VERSION``, frame ``width`` /
+``height``, fps, ``frame_format``, the ``session`` token for saving the video, limits, scenes, device and dtype,
+``photo_notice``: what a photo will look like on a student whose records say it knows only the synthetic world,
+else null; ``grid``: the spacings the Grid button offers, below), ``started``, ``chunk`` (per-chunk latency),
+``dragged``, ``camera``, ``paused`` / ``resumed``, ``error`` (the message that was refused and why; the session
+goes on), ``busy``.
+
+hello's ``grid`` (``stream.demo.session.grid_hello``), frame pixels: ``{"spacing": [lo, hi] | null, "offer": [lo,
+hi], "default": s, "jitter": j, "note": str | null, "lattice": str | null}``. ``spacing``: the grid spacings the
+student was trained on (its run config's ``data.placement.spacing`` x the frame's shorter side; ``{}`` there:
+``Placement()``'s), null when its config records no placement; ``offer``: the range the page's spacing control
+offers (that one, or ``Placement()``'s when none is recorded, its low end raised so a grid fits
+``limits.max_points``); ``default``: the control's first value; ``jitter``: a grid point's largest offset in
+spacings; ``note``: one line when the config records no placement (the student was trained on one lattice only;
+the page shows it under the control), and ``lattice``: which one, else both null. The page lays the grid itself at
+a random offset with that jitter and sends it as ordinary ``points``.
+
+Versions (hello's ``protocol``; a hello without it is version 1). A new version only adds: a field of a server
+message, or an optional field or message a client may send; nothing is renamed, removed or given another meaning.
+A client ignores the fields it does not know, and reads a field its server does not send (an older server) as
+absent, so a client written for an older version works unchanged (``stream.demo.load`` reads only ``width`` and
+``limits``). 1: the messages above without what later versions added; 2: hello's ``protocol`` and ``grid``.
 
 Server -> client, binary: one message per frame, a 16-byte little-endian header then the image
 (``stream.demo.media.pack_frame``):
@@ -62,6 +79,7 @@ from trackstream.stream.demo.decode import ProtocolError, decode_image
 from trackstream.stream.demo.limits import Limits
 
 __all__ = [
+    "PROTOCOL_VERSION",
     "Start",
     "Points",
     "Drag",
@@ -76,6 +94,7 @@ __all__ = [
     "DRAG_METHODS",
 ]
 
+PROTOCOL_VERSION = 2  # hello's "protocol"; what each version added: the module docstring
 DRAG_MODES = ("animate", "edit")
 DRAG_KINDS = ("translate", "rotate")
 DRAG_METHODS = ("latent", "tracks", "both")

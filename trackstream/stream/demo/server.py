@@ -29,7 +29,8 @@ from trackstream.stream.demo.connection import Connection
 from trackstream.stream.demo.decode import DecodeWorker
 from trackstream.stream.demo.limits import Limits, origin_allowed, rss_mb
 from trackstream.stream.demo.media import FRAME_FORMATS, Recording
-from trackstream.stream.demo.session import DemoModel
+from trackstream.stream.demo.protocol import PROTOCOL_VERSION
+from trackstream.stream.demo.session import DemoModel, grid_hello
 
 __all__ = ["create_app"]
 
@@ -150,6 +151,7 @@ class _Server:
         model, limits = self.model, self.limits
         return {
             "type": "hello",
+            "protocol": PROTOCOL_VERSION,
             "height": model.height,
             "width": model.width,
             "fps": model.fps,
@@ -157,6 +159,10 @@ class _Server:
             "scenes": model.num_scenes,
             "track_head": model.has_track_head,
             "photo_notice": model.photo_notice,  # stream.trained_world: the page shows it after an upload
+            # the Grid button's spacings: what the student's data.placement records (protocol 2)
+            "grid": grid_hello(
+                model.start_points, height=model.height, width=model.width, max_points=limits.max_points
+            ),
             "frame_format": self.frame_format,
             "frame_quality": self.frame_quality,
             "session": conn.token,

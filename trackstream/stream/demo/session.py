@@ -20,6 +20,7 @@ disjoint set for drags, so a drag's pins never reuse an ID the person's points s
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -29,6 +30,7 @@ from typing import Optional
 import numpy as np
 import torch
 
+from trackstream.data.placements import Placement, placement_from
 from trackstream.data.synthetic import SyntheticWorld
 from trackstream.data.video_io import image_tensor, to_uint8
 from trackstream.models.tracks import sample_track_ids
@@ -44,9 +46,20 @@ from trackstream.stream.drag.optimize import DragConfig
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.stream.trained_world import photo_notice, run_config, trained_world
 
-__all__ = ["DemoModel", "Session", "LiveTracks", "world_for", "drag_instruction"]  # LiveTracks: stream.demo.live
+__all__ = [
+    "DemoModel",
+    "Session",
+    "LiveTracks",  # stream.demo.live
+    "world_for",
+    "drag_instruction",
+    "StartPoints",
+    "start_points",
+    "fit_spacing",
+    "grid_hello",
+]
 
 DRAG_IDS = 256  # IDs reserved per session for drags (pins + an object's token centres)
+GRID_SIDE = 8  # the Grid button's default spacing: the shorter side / 8 (the page's old 8x8 grid), within the range
 
 
 def world_for(student: Path, height: int, width: int) -> SyntheticWorld:
@@ -67,6 +80,82 @@ def world_for(student: Path, height: int, width: int) -> SyntheticWorld:
             num_frames=2,
         )
     return SyntheticWorld(height=height, width=width, num_frames=2, caption_motion=False)
+
+
+@dataclass(frozen=True)
+class StartPoints:
+    """What a student's run config records of where its training tracks started (``data.placement``)."""
+
+    recorded: str  # "placement": data.placement's mixture; "lattice": none recorded (the world's one grid); "unknown"
+    placement: Optional[Placement] = None  # recorded == "placement": the mixture ({} in the config: its defaults)
+    grid_size: Optional[int] = None  # recorded == "lattice": data.grid_size (its lattice), when the config has it
+
+
+def start_points(student: str | Path) -> StartPoints:
+    """The start points the run config of ``student`` (``stream.trained_world.run_config``) records: its
+    ``data.placement`` (``{}``: ``Placement()``), "lattice" when the config has a ``data`` node without one (a
+    student trained before the mixture: on the world's one grid), "unknown" when there is no run config."""
+    from omegaconf import OmegaConf
+
+    path = run_config(student)
+    if path is None:
+        return StartPoints("unknown")
+    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True).get("data")
+    if not isinstance(data, dict) or not data:
+        return StartPoints("unknown")
+    if data.get("placement") is not None:
+        try:
+            return StartPoints("placement", placement=placement_from(data["placement"]))
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{path}: {e}") from None
+    g = data.get("grid_size")
+    return StartPoints("lattice", grid_size=g if isinstance(g, int) and g > 0 else None)
+
+
+def fit_spacing(height: int, width: int, max_points: int) -> float:
+    """The smallest grid spacing (frame pixels) whose grid holds at most ``max_points`` points at any offset
+    (the page lays ``x = ox + i * s`` from ``ox`` in [-0.5, s - 0.5) while ``x < W - 0.5``: at most
+    ``ceil(W / s)`` a row)."""
+
+    def count(s: float) -> int:
+        return math.ceil(width / s - 1e-9) * math.ceil(height / s - 1e-9)
+
+    steps = sorted({width / a for a in range(1, width + 1)} | {height / b for b in range(1, height + 1)})
+    return next((s for s in steps if count(s) <= max_points), float(max(height, width)))
+
+
+def grid_hello(points: StartPoints, *, height: int, width: int, max_points: int) -> dict:
+    """Hello's ``grid`` (protocol 2): the spacing the page's Grid button offers, in frame pixels.
+
+    ``spacing``: the range the student was trained on (``data.placement.spacing`` x the shorter side), or None
+    when its config records none. ``offer``: what the control offers: that range (``Placement()``'s when none is
+    recorded), its low end raised to the smallest spacing whose grid fits ``max_points``. ``default``: the
+    shorter side / 8 inside ``offer``. ``jitter``: a point's largest offset in spacings (the mixture's).
+    ``note``: one line for a student whose config records no placement (trained on one lattice only), and
+    ``lattice``: that lattice (the page's tooltip); else both None."""
+    p = points.placement or Placement()
+    short = min(height, width)
+    lo, hi = p.spacing[0] * short, p.spacing[1] * short
+    first = min(max(lo, fit_spacing(height, width, max_points)), hi)
+    first = math.ceil(first * 1000) / 1000  # rounded up: the finest grid offered still fits max_points
+    default = min(max(short / GRID_SIDE, first), hi)
+    note = lattice = None
+    if points.recorded == "lattice":
+        note = "trained on one lattice of points only: grids elsewhere may break its picture"
+        lattice, g = "its run config records no data.placement", points.grid_size
+        if g:  # the lattice's cell centres (data.tracker_base.grid_queries): (k + 0.5) * W / g - 0.5
+            sx, sy = width / g, height / g
+            at = [f"{s / 2 - 0.5:g} + {s:g}k" for s in (sx, sy)]
+            where = f"x, y = {at[0]} px" if sx == sy else f"x = {at[0]}, y = {at[1]} px"
+            lattice = f"{g}x{g} points at {where}; {lattice}"
+    return {
+        "spacing": None if points.placement is None else [round(lo, 3), round(hi, 3)],
+        "offer": [first, round(hi, 3)],
+        "default": round(default, 3),
+        "jitter": float(p.jitter),
+        "note": note,
+        "lattice": lattice,
+    }
 
 
 class DemoModel:
@@ -134,6 +223,7 @@ class DemoModel:
         self.num_scenes, self.scene_seed = num_scenes, scene_seed
         self.has_track_head = net.track_encoder is not None
         self.photo_notice = photo_notice(trained_world(student))  # shown on the page after an upload, or None
+        self.start_points = start_points(student)  # data.placement: the grid spacings hello offers (grid_hello)
         self.lock = threading.Lock()  # one network pass at a time, whichever session asks
         self.depth_model = None
         if depth_model is not None:

@@ -19,6 +19,9 @@ const demo = window.demo = {
   started: false, paused: false, lastError: "", dragged: null, closed: null,
   promptAt: null,         // the chunk the last prompt change took effect at
   camera: null,           // the last camera move from the server: {times, points} (the points are drawn along it)
+  grid: null,             // hello's grid: the spacings the Grid button offers (protocol.py), set by setGrid
+  lastGrid: null,         // the last grid laid: {spacing, offset, jitter, points, laid}
+  random: Math.random,    // the grid's offset and jitter draw from it (the browser test pins it)
 };
 const mask = document.createElement("canvas");  // the object mask at frame size: white = object
 let maskCtx = null;
@@ -48,6 +51,7 @@ function onMessage(m) {
                          maxUpload: m.limits.max_upload_bytes, trackHead: m.track_head, token: m.session,
                          format: m.frame_format, photoNotice: m.photo_notice || null});
     fit(m.width, m.height);
+    setGrid(m.grid);
     mask.width = m.width; mask.height = m.height;
     maskCtx = mask.getContext("2d");
     clearMask();
@@ -250,13 +254,74 @@ function addPoint(x, y, pinned) {
   demo.points.push(p);
   return p;
 }
-$("grid").onclick = () => {
-  clearError();
-  const n = 8;
-  for (let j = 0; j < n; j++) for (let i = 0; i < n; i++) {
-    const x = (i + 0.5) * demo.W / n - 0.5, y = (j + 0.5) * demo.H / n - 0.5;
-    if (!demo.points.some((p) => Math.hypot(p.x - x, p.y - y) < 1)) addPoint(x, y, false);
+
+// -- the grid ----------------------------------------------------------------------------------
+// hello's grid (protocol 2, protocol.py): the spacings the student was trained on (its data.placement), the
+// range the control offers, the jitter. A hello without it (an older server): the old fixed grid, the cell
+// centres at the shorter side / 8 (no offset, no jitter).
+function setGrid(g) {
+  const s8 = Math.min(demo.W, demo.H) / 8;
+  g = g || {spacing: null, offer: [s8, s8], default: s8, jitter: 0, note: null, fixed: true};
+  demo.grid = g;
+  const c = $("spacing");
+  c.min = g.offer[0]; c.max = g.offer[1]; c.value = g.default;
+  c.disabled = g.offer[0] === g.offer[1];
+  c.title = g.spacing
+    ? `this network was trained on grids ${g.spacing[0]}-${g.spacing[1]} px apart` +
+      (g.offer[0] > g.spacing[0] ? `; finer than ${g.offer[0]} px would take more than ${demo.maxPoints} points` : "")
+    : "grid spacing in frame pixels";
+  showSpacing();
+  const n = $("gridnote");
+  n.textContent = g.note ? g.note.charAt(0).toUpperCase() + g.note.slice(1) + "." : "";
+  n.title = g.lattice ? `${n.textContent} The lattice: ${g.lattice}.` : "";
+  n.hidden = !g.note;
+}
+function showSpacing() { $("spacingval").textContent = `${(+$("spacing").value).toFixed(1)} px`; }
+$("spacing").oninput = showSpacing;
+
+// a grid of spacing s (frame pixels) drawn as the training mixture draws one (data/placements.py, _grid): an
+// offset r() * s - 0.5 on each axis, each point moved by up to jitter * s on each axis, the points inside the
+// frame; row by row. With r = () => 0.5 (no offset, no jitter) the points are the cell centres
+// (i + 0.5) * s - 0.5, i.e. placements.demo_grid(H, W, n) for s = W / n = H / n.
+function gridPoints(W, H, s, jitter, r) {
+  const ox = r() * s - 0.5, oy = r() * s - 0.5, points = [];
+  for (let j = 0; oy + j * s < H - 0.5; j++) {
+    for (let i = 0; ox + i * s < W - 0.5; i++) {
+      const x = ox + i * s + (2 * r() - 1) * jitter * s, y = oy + j * s + (2 * r() - 1) * jitter * s;
+      if (x >= 0 && y >= 0 && x <= W - 1 && y <= H - 1) points.push([x, y]);
+    }
   }
+  return {offset: [ox, oy], points};
+}
+demo.gridPoints = gridPoints;
+demo.setGrid = setGrid;
+
+function endCamera() {  // taking the points back ends the camera move where it is
+  if (demo.camera && !demo.camera.done) {
+    demo.camera.done = true;
+    demo.points = demo.points.filter((p) => !p.hidden);
+  }
+}
+
+$("grid").onclick = () => {  // a new grid at the chosen spacing, in place of the last one (your own points stay)
+  clearError();
+  endCamera();
+  if (demo.points.some((p) => p.grid)) {  // the last grid is let go first, so no track ID jumps to a new place
+    demo.points = demo.points.filter((p) => !p.grid);
+    sendPoints(true);
+  }
+  const s = +$("spacing").value, jitter = demo.grid.jitter;
+  const {offset, points} = gridPoints(demo.W, demo.H, s, jitter, demo.grid.fixed ? () => 0.5 : demo.random);
+  let laid = 0, full = false;
+  for (const [x, y] of points) {
+    if (demo.points.some((p) => Math.hypot(p.x - x, p.y - y) < 1)) continue;
+    const id = freeId();
+    if (id < 0) { full = true; break; }
+    demo.points.push({id, x, y, pinned: false, grid: true});
+    laid += 1;
+  }
+  demo.lastGrid = {spacing: s, offset, jitter, points: points.length, laid};
+  if (full) showError(`At most ${demo.maxPoints} points: ${laid} of this grid's ${points.length} laid (a wider spacing, or Clear points first).`);
   sendPoints(true);
 };
 $("clear").onclick = () => { demo.points = []; sendPoints(true); };
@@ -268,10 +333,7 @@ view.addEventListener("pointerdown", (ev) => {
   const [x, y] = toFrame(ev);
   view.setPointerCapture(ev.pointerId);
   clearError();
-  if (demo.camera && !demo.camera.done) {  // taking the points back ends the camera move where it is
-    demo.camera.done = true;
-    demo.points = demo.points.filter((p) => !p.hidden);
-  }
+  endCamera();
   if (tool() === "points") {
     const reach = 12 * demo.W / view.getBoundingClientRect().width;  // 12 screen pixels, in frame pixels
     const near = demo.points.filter(inFrame).find((p) => Math.hypot(p.x - x, p.y - y) < reach);
