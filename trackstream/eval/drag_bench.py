@@ -3,7 +3,7 @@ drag scenes whose right answer is known (``eval.drag_scenes``).
 
     trackstream drag-bench --student RUN/dmd/export/student --codec assets/tiny-teacher \\
         --scenes 24 --out runs/drag-bench [--rows main|ablations|all] [--settings ours|reference] [--tracker lk] \\
-        [--device cuda --dtype bf16]
+        [--placements lattice,shifted,random,sparse] [--device cuda --dtype bf16]
 
 Protocol, per scene: the stream starts from the scene's first frame with the background pinned (static
 points off the editable area, MotionStream's static points; the object itself has no track). An
@@ -13,12 +13,21 @@ row "no drag (I=0)" is the same stream with nothing optimised and no object trac
 the DragConfig every row starts from: ours (the defaults) or the public reference code's
 (``optimize.SETTINGS``); row names keep "I=4" whatever I is.
 
+``--placements`` (``drag_scenes.PLACEMENTS``): where a drag that uses tracks (native tracks, tracks +
+DragStream) lays the object's points: ``lattice``, the token centres inside the mask (the default, and the
+only one before: the start points the shipped networks learned), ``shifted`` (half a token off in x and y),
+``random`` (as many, uniform at sub-pixel positions, fixed per scene) or ``sparse`` (3 clicks). Each point
+follows the drag's intended path (``frame_positions``) as the lattice's do. Each (row, placement) is one row,
+named ``"ROW [PLACEMENT]"`` (the lattice keeps the bare row name); rows that lay no points (DragStream's
+latent optimisation from the mask, the floors) run once, their point error on the lattice points.
+
 Scores (pixels of the 64x64 frames; lower is better unless marked):
 * ObjMC (DragAnything): the object's entity point (centre of the mask's largest inscribed circle)
   tracked from frame 0 through the generated frames with the project's tracker, against its intended
   path; one flat mean over scenes and frames (frame 0 included). The tracker is queried at the
   entity point itself rather than at the nearest of a 100x100 grid (same thing at this size).
-* Point error: the same over every object token centre (rotations barely move the entity point).
+* Point error: the same over the row's own points: the placement's, else every object token centre
+  (rotations barely move the entity point).
 * Object error / object kept (``drag_metrics.object_track``): the object found in each generated frame from
   its appearance (frame 0's pixels inside its mask, matched over the frame), not by a point tracker: the
   distance of the found mask centroid from the centroid's intended path, and the share of the object's
@@ -55,15 +64,15 @@ from tqdm import tqdm
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
 from trackstream.eval.drag_metrics import dai, entity_point, mask_centroid, object_track
-from trackstream.eval.drag_scenes import DragScene, make_scenes
+from trackstream.eval.drag_scenes import PLACEMENTS, DragScene, make_scenes, scene_points
 from trackstream.eval.drag_table import FLOOR_ROWS, aggregate, table
 from trackstream.eval.floors import round_trip
 from trackstream.eval.metrics import video_psnr, video_ssim
 from trackstream.stream.drag.adsr import mask_tokens
 from trackstream.stream.drag.editor import DragEditor
-from trackstream.stream.drag.instructions import frame_positions
+from trackstream.stream.drag.instructions import DragInstruction, frame_positions
 from trackstream.stream.drag.optimize import SETTINGS, DragConfig
-from trackstream.stream.drag.points import pins_for
+from trackstream.stream.drag.points import pins_for, track_ids_for
 from trackstream.stream.options import (
     add_network_args,
     add_precision_args,
@@ -74,7 +83,20 @@ from trackstream.stream.options import (
     tracker_config,
 )
 
-__all__ = ["ROWS", "ROW_SETS", "run_scene", "score", "floor_video", "run_benchmark", "main"]
+__all__ = [
+    "ROWS",
+    "ROW_SETS",
+    "PLACEMENTS",
+    "PlacedEditor",
+    "object_tracks",
+    "parse_placements",
+    "row_name",
+    "run_scene",
+    "score",
+    "floor_video",
+    "run_benchmark",
+    "main",
+]
 
 # name -> (method, DragConfig changes); the first row is the reference for RF and background PSNR
 ROWS = {
@@ -97,11 +119,85 @@ ROW_SETS = {
 ROW_SETS["ablations"] = [r for r in ROWS if r not in ROW_SETS["main"][2:]]
 
 
+def parse_placements(text: str) -> list[str]:
+    """``--placements`` ("lattice,shifted"): the names, in order, once each; an unknown or missing name is a
+    ``ValueError`` naming the option and the choices."""
+    names = list(dict.fromkeys(n.strip() for n in str(text).split(",") if n.strip()))
+    bad = [n for n in names if n not in PLACEMENTS]
+    if bad or not names:
+        raise ValueError(
+            f"--placements {text}: {'unknown ' + ', '.join(bad) if bad else 'no placement'}; "
+            f"choose from {', '.join(PLACEMENTS)} (comma-separated)"
+        )
+    return names
+
+
+def row_name(row: str, placement: str | None) -> str:
+    """The result's key of ``row`` under ``placement``: the bare row name for the lattice (and for rows that
+    lay no points), so every earlier figure keeps its name; else ``"ROW [PLACEMENT]"``."""
+    return row if placement in (None, "lattice") else f"{row} [{placement}]"
+
+
+def object_tracks(
+    instr: DragInstruction, points: np.ndarray, *, height: int, width: int, num_frames: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The one dragged object's ``points`` [P, 2] following its trajectory over ``num_frames`` pixel frames
+    (frame 0 = the reference), as ``drag_tracks`` moves its token centres: tracks [T, P, 2], visibility [T, P]."""
+    if len(instr.trajectories) != 1:
+        raise ValueError(f"a placement lays the points of one object; the drag has {len(instr.trajectories)}")
+    points = np.asarray(points, np.float64).reshape(-1, 2)
+    if len(points):
+        tracks = frame_positions(instr, instr.trajectories[0], points, num_frames).astype(np.float32)
+    else:
+        tracks = np.zeros((num_frames, 0, 2), np.float32)
+    vis = (tracks[..., 0] >= 0) & (tracks[..., 0] <= width - 1) & (tracks[..., 1] >= 0) & (tracks[..., 1] <= height - 1)
+    return tracks, vis
+
+
+class PlacedEditor(DragEditor):
+    """A ``DragEditor`` whose drags with tracks lay the object's points at ``object_points`` [P, 2] (a
+    placement's) instead of its token centres; None (the default): the editor's own points, the lattice."""
+
+    object_points: np.ndarray | None = None
+
+    def _tracks(self, instr: DragInstruction, ref, *, objects: bool) -> tuple[np.ndarray, np.ndarray]:
+        if self.object_points is None or not objects:
+            return super()._tracks(instr, ref, objects=objects)
+        have = self._need_state().cond.track_ids  # the stream's own IDs (its pins'), as the editor reads them
+        static, static_vis = super()._tracks(instr, ref, objects=False)  # the pinned background, same frames
+        cond = self._need_state().cond
+        moved, moved_vis = object_tracks(
+            instr, self.object_points, height=cond.height, width=cond.width, num_frames=len(static)
+        )
+        tracks, vis = np.concatenate([static, moved], axis=1), np.concatenate([static_vis, moved_vis], axis=1)
+        ids = track_ids_for(
+            have,
+            tracks.shape[1],
+            seed=self.config.seed,
+            device=self.engine.device,
+            id_range=self.engine.network.track_id_range,
+        )
+        self.state = replace(self.state, cond=replace(cond, track_ids=ids))
+        return tracks, vis
+
+
 def run_scene(
-    editor: DragEditor, scene: DragScene, text, text_lengths, *, method: str, config: DragConfig, seed: int = 0
+    editor: DragEditor,
+    scene: DragScene,
+    text,
+    text_lengths,
+    *,
+    method: str,
+    config: DragConfig,
+    seed: int = 0,
+    placement: str | None = None,
 ) -> dict:
     """Stream the scene with the drag; returns the video uint8 [T, H, W, 3] (frame 0 = the scene's first
-    frame), the steered chunks' wall time and their frame count."""
+    frame), the steered chunks' wall time and their frame count, and the object's points [P, 2] (``points``:
+    the ``placement``'s, which a drag with tracks lays, a ``PlacedEditor`` needed for any but the lattice;
+    None without a placement)."""
+    if placement not in (None, "lattice") and not isinstance(editor, PlacedEditor):
+        raise TypeError(f"placement={placement!r} needs a PlacedEditor")
     instr = scene.instruction
     H, W = scene.image.shape[:2]
     image = image_tensor(scene.image)
@@ -114,6 +210,9 @@ def run_scene(
         return [] if pins is None else list(pins.over(engine, chunk))
 
     chunks = [editor.start(image, text, text_lengths, seed=seed, **start_kw)]
+    points = None if placement is None else scene_points(scene, placement, editor.token)
+    if isinstance(editor, PlacedEditor):
+        editor.object_points = None if placement in (None, "lattice") else points
     if instr.mode == "edit":
         chunks.append(editor.step(*pinned(1)))  # the chunk the edit re-generates, as streamed
     if method == "latent" and config.iterations == 0:  # the undragged stream of the same chunks
@@ -130,15 +229,24 @@ def run_scene(
         result = editor.drag(instr, method=method)
         steered, seconds = result.chunks, result.seconds
     video = np.concatenate([to_uint8(o.frames[0]) for o in chunks + steered])
-    return {"video": video, "seconds": seconds, "frames": sum(o.frames.shape[2] for o in steered)}
+    return {"video": video, "seconds": seconds, "frames": sum(o.frames.shape[2] for o in steered), "points": points}
 
 
-def score(scene: DragScene, video: np.ndarray, undragged: np.ndarray | None, tracker, token: int) -> dict:
-    """Per-scene figures (see the module docstring) and the trajectories for ObjMC."""
+def score(
+    scene: DragScene,
+    video: np.ndarray,
+    undragged: np.ndarray | None,
+    tracker,
+    token: int,
+    points: np.ndarray | None = None,
+) -> dict:
+    """Per-scene figures (see the module docstring) and the trajectories for ObjMC; the point error over
+    ``points`` [P, 2] (a placement's), by default the object's token centres (None without points)."""
     instr, traj = scene.instruction, scene.instruction.trajectories[0]
     T = len(video)
     ex, ey = entity_point(scene.object_mask)
-    pts = np.concatenate([[[float(ex), float(ey)]], mask_tokens(scene.object_mask, token)])  # [1 + P, 2]
+    own = mask_tokens(scene.object_mask, token) if points is None else np.asarray(points, np.float64).reshape(-1, 2)
+    pts = np.concatenate([[[float(ex), float(ey)]], own])  # [1 + P, 2]
     intended = frame_positions(instr, traj, pts, T)  # [T, 1 + P, 2]
     queries = np.concatenate([np.zeros((len(pts), 1)), pts], axis=1).astype(np.float32)
     achieved, _ = tracker.track(video, queries)
@@ -154,7 +262,8 @@ def score(scene: DragScene, video: np.ndarray, undragged: np.ndarray | None, tra
         "mode": instr.mode,
         "entity_pred": np.asarray(achieved[:, 0]).tolist(),
         "entity_gt": intended[:, 0].tolist(),
-        "point_error": float(np.linalg.norm(achieved[:, 1:] - intended[:, 1:], axis=-1).mean()),
+        "point_error": float(np.linalg.norm(achieved[:, 1:] - intended[:, 1:], axis=-1).mean()) if len(own) else None,
+        "points": len(own),
         "object_pred": found.tolist(),
         "object_error": float(np.linalg.norm(found[1:] - centre[1:], axis=-1).mean()),  # frame 0 is given
         "object_kept": float(kept[1:].mean()),
@@ -179,42 +288,54 @@ def run_benchmark(
     config: DragConfig = DragConfig(),
     seed: int = 0,
     progress: bool = True,
+    placements: str | tuple[str, ...] | list[str] = ("lattice",),
 ) -> dict:
-    """Every row on every scene; returns {"rows": {name: aggregate}, "scenes": {name: [per scene]}}."""
+    """Every row on every scene, a row with tracks once per placement (``row_name``); returns {"rows": {name:
+    aggregate, with its "row", "placement" (None for a row that lays no points) and mean "points"},
+    "scenes": {name: [per scene]}, "placements": [...]}."""
     unknown = [r for r in rows if r not in ROWS]
     if unknown:
         raise ValueError(f"unknown rows {unknown}; known: {list(ROWS)}")
+    placements = parse_placements(placements if isinstance(placements, str) else ",".join(placements))
     base_row = "no drag (I=0)"
     rows = [base_row] + [r for r in rows if r != base_row]  # the reference row runs first
-    per_row: dict[str, list] = {r: [] for r in [*rows, *FLOOR_ROWS]}
+    runs = [(r, p) for r in rows for p in ((None,) if ROWS[r][0] == "latent" else placements)]
+    per_row: dict[str, list] = {row_name(r, p): [] for r, p in [*runs, *((f, None) for f in FLOOR_ROWS)]}
     base_videos, base_time = {}, {}
-    editor = DragEditor(engine, config)
+    editor = PlacedEditor(engine, config)
     texts = {s.caption: encode_text([s.caption]) for s in scenes}
-    bar = tqdm(total=len(rows) * len(scenes), desc="drag bench", disable=not progress)
-    for row in rows:
+    bar = tqdm(total=len(runs) * len(scenes), desc="drag bench", disable=not progress)
+    for row, placement in runs:
         method, changes = ROWS[row]
         cfg = replace(config, **changes)
+        name = row_name(row, placement)
         for scene in scenes:
             text, lens = texts[scene.caption]
-            run = run_scene(editor, scene, text, lens, method=method, config=cfg, seed=seed)
+            run = run_scene(editor, scene, text, lens, method=method, config=cfg, seed=seed, placement=placement)
             token = editor.token
-            s = score(scene, run["video"], base_videos.get(scene.name), tracker, token)
+            s = score(scene, run["video"], base_videos.get(scene.name), tracker, token, points=run["points"])
             s["seconds_per_frame"] = run["seconds"] / run["frames"]
             if row == base_row:
                 base_videos[scene.name], base_time[scene.name] = run["video"], s["seconds_per_frame"]
             s["rf"] = s["seconds_per_frame"] / base_time[scene.name]
-            per_row[row].append(s)
+            s["placement"] = placement
+            per_row[name].append(s)
             if out is not None and scene is scenes[0]:
-                write_mp4(out / "videos" / f"{_slug(row)}__{scene.name}.mp4", run["video"], fps=8)
+                write_mp4(out / "videos" / f"{_slug(name)}__{scene.name}.mp4", run["video"], fps=8)
             bar.update(1)
     bar.close()
+    editor.object_points = None
     device = next(engine.codec.parameters()).device
     for row in FLOOR_ROWS:  # the floors: the right answers, them through the codec, the still first frame
         for scene in scenes:
             video = floor_video(row, scene, len(base_videos[scene.name]), engine.codec, device)
-            per_row[row].append(score(scene, video, base_videos[scene.name], tracker, token))
+            per_row[row].append(score(scene, video, base_videos[scene.name], tracker, token) | {"placement": None})
 
-    return {"rows": aggregate(per_row, base_row), "scenes": per_row}
+    agg = aggregate(per_row, base_row)
+    for r, p in [*runs, *((f, None) for f in FLOOR_ROWS)]:
+        items = per_row[row_name(r, p)]
+        agg[row_name(r, p)] |= {"row": r, "placement": p, "points": float(np.mean([s["points"] for s in items]))}
+    return {"rows": agg, "scenes": per_row, "placements": placements}
 
 
 def floor_video(row: str, scene: DragScene, frames: int, codec, device) -> np.ndarray:
@@ -288,6 +409,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a DragConfig field for every row, e.g. --set step_index=0 --set lr=0.1 (repeatable)",
     )
     ap.add_argument("--kinds", default=None, help="only these scene kinds, comma-separated (e.g. translate)")
+    ap.add_argument(
+        "--placements",
+        default="lattice",
+        help=f"where a drag with tracks lays the object's points, comma-separated, one row each: "
+        f"{', '.join(PLACEMENTS)} (default: lattice, the token centres)",
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
@@ -316,6 +443,7 @@ def _scenes(args, h: int, w: int) -> tuple[list[DragScene], float]:
 def _main(argv: list[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
+    placements = parse_placements(args.placements)  # refused before anything loads
     device, dtype = parsed_precision(ap, args)
 
     from trackstream.stream.engine import StreamingGenerator
@@ -346,6 +474,7 @@ def _main(argv: list[str] | None = None) -> int:
             **({} if args.iterations is None else {"iterations": args.iterations}),
         ),
         seed=args.seed,
+        placements=placements,
     )
     result["config"] = vars(args) | {
         "device": str(device),

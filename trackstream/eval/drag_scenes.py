@@ -26,6 +26,13 @@ Deformations and 3D rotations have no DragStream counterpart; they go to ``drag_
 ``{"format": "trackstream-drag/1", "mode", "num_chunks", "prompt", "meta", "movable_area_mask_file",
 "trajectories": [{"type": "deformation", "handles": [H][K+1][2], "mask_file"} |
 {"type": "rotation3d", "center": [2], "axis": [3], "angles": [K], "mask_file"}]}`` with the same PNG masks.
+
+Where a drag's points lie on the object (``PLACEMENTS``, ``placement_points``): the networks condition on
+tracks, and a network that learned one lattice of start points (the token centres) rather than tracks breaks
+on any other. ``lattice``: the token centres the mask covers (``adsr.mask_tokens``); ``shifted``: those moved
+by half a token in x and y, the ones that leave the mask dropped; ``random``: as many points as the lattice
+has, uniform at sub-pixel positions over the mask; ``sparse``: ``SPARSE_CLICKS`` points inside the mask, as a
+person clicks an object. The random ones are drawn from the scene's own seed, so a scene's points are fixed.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from trackstream.eval.drag_scene_frames import (
     render_frames,
     warp_sprite,
 )
+from trackstream.stream.drag.adsr import mask_tokens
 from trackstream.stream.drag.geometry import read_mask, resample_path, write_mask
 from trackstream.stream.drag.instructions import (
     BLOCK_LENGTH,
@@ -59,11 +67,26 @@ from trackstream.stream.drag.instructions import (
     write_dragstream,
 )
 
-__all__ = ["KINDS", "MODES", "DragScene", "make_scenes", "read_scene", "render_scene", "scene_frames", "write_scene"]
+__all__ = [
+    "KINDS",
+    "MODES",
+    "PLACEMENTS",
+    "SPARSE_CLICKS",
+    "DragScene",
+    "make_scenes",
+    "placement_points",
+    "read_scene",
+    "render_scene",
+    "scene_frames",
+    "scene_points",
+    "write_scene",
+]
 
 KINDS = ("translate", "deform", "rotate2d", "rotate3d")
 MODES = ("animate", "edit")
 MAX_COUNT = 1000  # scene i seeds with seed * 1000 + i: more scenes would collide with the next seed's
+PLACEMENTS = ("lattice", "shifted", "random", "sparse")  # where a drag's points lie on the object (module doc)
+SPARSE_CLICKS = 3
 
 
 @dataclass
@@ -82,6 +105,48 @@ def scene_frames(scene: DragScene) -> int:
     """Pixel frames of ``gt_video``: the reference frame plus 4 per latent frame up to the last step
     (25 for a 2-chunk animation, 13 for an edit, whose one step is the chunk's last latent frame)."""
     return 1 + int(round(TEMPORAL * step_offsets(scene.instruction)[-1]))
+
+
+def placement_points(mask: np.ndarray, placement: str, token: int, *, seed: int = 0) -> np.ndarray:
+    """The points [P, 2] (x, y pixels; pixel i spans i - 0.5 .. i + 0.5) a drag of the object ``mask`` [H, W]
+    lays under ``placement`` (``PLACEMENTS``, module doc) on ``token``-px tokens; ``seed`` draws random and sparse."""
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement={placement!r}; choose one of {', '.join(PLACEMENTS)}")
+    mask = np.asarray(mask, bool)
+    lattice = mask_tokens(mask, token)
+    if placement == "lattice":
+        return lattice
+    if placement == "shifted":
+        pts = lattice + token / 2
+        return pts[_inside(mask, pts)]
+    ys, xs = np.nonzero(mask)
+    if not len(xs):
+        raise ValueError("placement_points: the object mask is empty")
+    rng = np.random.default_rng([seed, PLACEMENTS.index(placement)])
+    if placement == "random":  # uniform over the mask's area: a pixel, then a place inside it
+        pick = rng.choice(len(xs), len(lattice), replace=True)
+    else:  # sparse: distinct pixels, as clicks land
+        pick = rng.choice(len(xs), SPARSE_CLICKS, replace=len(xs) < SPARSE_CLICKS)
+    offset = rng.uniform(-0.5, 0.5, (len(pick), 2))
+    return np.stack([xs[pick], ys[pick]], axis=1) + offset
+
+
+def scene_points(scene: DragScene, placement: str, token: int) -> np.ndarray:
+    """``placement_points`` on the scene's object, drawn from the scene's own seed (fixed per scene)."""
+    return placement_points(scene.object_mask, placement, token, seed=scene.seed)
+
+
+def _inside(mask: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    """[P] bool: every pixel a point touches (the floor and the ceiling of each coordinate) is in ``mask``."""
+    H, W = mask.shape
+    ok = np.ones(len(pts), bool)
+    for fx in (np.floor, np.ceil):
+        for fy in (np.floor, np.ceil):
+            x, y = fx(pts[:, 0]).astype(int), fy(pts[:, 1]).astype(int)
+            inb = (x >= 0) & (x < W) & (y >= 0) & (y < H)
+            ok &= inb
+            ok[inb] &= mask[y[inb], x[inb]]
+    return ok
 
 
 def _trajectory(kind: str, steps: int, rng: np.random.Generator, radius: float, short: int):

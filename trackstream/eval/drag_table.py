@@ -3,7 +3,9 @@ then the floors every quality table shows (``FLOOR_ROWS``: the scenes' ground-tr
 through the codec, scored by the same protocol: the tracker's and the codec's own error, the best any
 student can reach; and the frozen first frame: the object never moves, the error of ignoring the drag),
 and ObjMC / point error / object error by scene kind. The object columns (``drag_metrics.object_track``)
-stand beside ObjMC: where the object is found from its appearance, and how much of it is still there."""
+stand beside ObjMC: where the object is found from its appearance, and how much of it is still there.
+The placement column: where a row with tracks laid the object's points (``drag_bench``'s ``--placements``; "—"
+for a row that lays none, whose point error is on the token centres)."""
 
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def aggregate(per_row: dict[str, list[dict]], base_row: str) -> dict[str, dict]:
                 for k in kinds
             },
             **{
-                f"{m}_by_kind": {k: float(np.mean([s[m] for s in items if s["kind"] == k])) for k in kinds}
+                f"{m}_by_kind": {k: _mean([s for s in items if s["kind"] == k], m) for k in kinds}
                 for m in ("point_error", "object_error", "object_kept")
             },
         }
@@ -59,28 +61,34 @@ def _cell(value: float | None, digits: int) -> str:
 
 def _by_kind(a: dict, kind: str) -> str:
     obj = [(a.get(f"object_{m}_by_kind") or {}).get(kind) for m in ("error", "kept")]  # older results lack them
-    return f"{a['objmc_by_kind'][kind]:.2f} / {a['point_error_by_kind'][kind]:.2f} / {_cell(obj[0], 2)} / {_cell(obj[1], 2)}"
+    point = _cell(a["point_error_by_kind"][kind], 2)
+    return f"{a['objmc_by_kind'][kind]:.2f} / {point} / {_cell(obj[0], 2)} / {_cell(obj[1], 2)}"
+
+
+def _names(name: str, a: dict) -> str:
+    """The row's name and placement cells (results before placements: the key, "—")."""
+    return f"{a.get('row', name)} | {a.get('placement') or '—'}"
 
 
 def table(result: dict) -> str:
     head = (
-        "| row | ObjMC ↓ | object err ↓ | object kept ↑ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | "
+        "| row | placement | ObjMC ↓ | object err ↓ | object kept ↑ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | "
         "bg PSNR vs GT ↑ | PSNR vs GT ↑ | SSIM vs GT ↑ | RF |"
     )
-    lines = [head, "|" + " --- |" * 11]
+    lines = [head, "|" + " --- |" * 12]
     for row, a in result["rows"].items():
         lines.append(
-            f"| {row} | {a['objmc']:.2f} | {_cell(a.get('object_error'), 2)} | {_cell(a.get('object_kept'), 2)} | "
-            f"{a['point_error']:.2f} | {a['dai']:.4f} | "
+            f"| {_names(row, a)} | {a['objmc']:.2f} | {_cell(a.get('object_error'), 2)} | "
+            f"{_cell(a.get('object_kept'), 2)} | {_cell(a['point_error'], 2)} | {a['dai']:.4f} | "
             f"{_cell(a['bg_psnr_undragged'], 2)} | {a['bg_psnr_gt']:.2f} | {_cell(a['psnr_gt'], 2)} | "
             f"{_cell(a['ssim_gt'], 3)} | {_cell(a['rf'], 2)} |"
         )
     kinds = sorted(next(iter(result["rows"].values()))["point_error_by_kind"])
     lines += [
         "",
-        "| row | " + " | ".join(f"{k} ObjMC / point err / object err / kept" for k in kinds) + " |",
-        "|" + " --- |" * (1 + len(kinds)),
+        "| row | placement | " + " | ".join(f"{k} ObjMC / point err / object err / kept" for k in kinds) + " |",
+        "|" + " --- |" * (2 + len(kinds)),
     ]
     for row, a in result["rows"].items():
-        lines.append(f"| {row} | " + " | ".join(_by_kind(a, k) for k in kinds) + " |")
+        lines.append(f"| {_names(row, a)} | " + " | ".join(_by_kind(a, k) for k in kinds) + " |")
     return "\n".join(lines) + "\n"
