@@ -113,6 +113,7 @@ EXPORT_DIFFUSERS = documented_line("docs/checkpoints.md", "--format diffusers")
 EXPORT_OFFICIAL = documented_line("docs/checkpoints.md", "--format official")
 EVAL_RUN = documented_line("docs/evaluation.md", "run=$NET")
 EVAL_RUNS = documented_line("docs/evaluation.md", '"runs={teacher: $TEACHER, student: $STUDENT}"')
+EVAL_PLACEMENTS = documented_line("docs/evaluation.md", "placements=[lattice,shifted,demo,random,sparse,none]")
 CHAIN_RL = documented_line("docs/results.md", "lab.student_chain", "rl", "--run-dir RUN")
 MINILM = documented_line("docs/small-world.md", "lab.small_world", "minilm")
 ONESHOT = documented_line("docs/small-world.md", "lab.small_world_call")  # the one device command
@@ -261,6 +262,15 @@ ELSEWHERE = {
     CHAIN_RL: "lab/tests/test_student_chain.py",
     EVAL_RUN: "tests/test_eval_command.py",
     EVAL_RUNS: "tests/test_eval_command.py",
+    EVAL_PLACEMENTS: "tests/test_eval_placements_command.py",
+    **{
+        documented_line("docs/placements.md", *words): "lab/tests/test_placement_study.py"
+        for words in (
+            ("lab.placement_table",),
+            ("lab.targets runs/placements-shipped/placements.json",),
+            ("lab.splat_study run",),
+        )
+    },
 }
 DEMO = ("docs/demo.md", "python -m trackstream.stream.demo")
 LOAD = documented_line("docs/demo.md", "trackstream.stream.demo.load")  # run against DEMO

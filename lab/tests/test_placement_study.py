@@ -5,43 +5,51 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_docs_run import documented_line, run_documented
 
 from lab.splat_study import relabelled_release, summary
 from lab.targets import judge
 
 ROOT = Path(__file__).resolve().parents[2]
+TABLE = documented_line("docs/placements.md", "lab.placement_table")
+TARGETS = documented_line("docs/placements.md", "lab.targets runs/placements-shipped/placements.json")
+STUDY = documented_line("docs/placements.md", "lab.splat_study run")
+
+
+def _reader_folder(tmp_path: Path) -> Path:
+    for name in ("lab", "assets"):
+        (tmp_path / name).symlink_to(ROOT / name)
+    return tmp_path
 
 
 def test_the_shipped_student_in_every_placement(tmp_path):
-    from lab.placement_table import main
-
-    out = tmp_path / "table"
-    assert (
-        main(
-            [
-                "--teacher",
-                str(ROOT / "assets" / "tiny-teacher"),
-                "--student",
-                f"student={ROOT / 'assets' / 'tiny-student' / 'student'}",
-                "--clips",
-                "1",
-                "--models",
-                "student",
-                "--out",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    """docs/placements.md's table line (one clip, the student only) and the targets judged on its record."""
+    folder = _reader_folder(tmp_path)
+    run_documented(TABLE, folder, args=("--clips", "1", "--models", "student"))
+    out = folder / "runs" / "placements-shipped"
     fig = json.loads((out / "placements.json").read_text())
     rows = fig["models"]["student"]
     assert list(rows) == ["lattice", "shifted", "demo", "random", "sparse", "none"]
     assert fig["input_points"]["demo"] == 64 and fig["input_points"]["none"] == 0
     assert 0 < rows["lattice"]["epe_over_frozen"] < 1.5 and fig["floors"]["frozen"]["epe_over_frozen"] == 1
     assert "| student | sparse |" in (out / "placements.md").read_text() and (out / "strip_student.png").is_file()
-    judged = judge(fig)  # the placement criteria, judged on the record as written
-    assert {"student_shifted_over_lattice", "student_sparse_over_frozen", "student_none_late_texture"} <= set(judged)
-    assert all(t["met"] in (True, False) for t in judged.values())
+    judged = run_documented(TARGETS, folder).stdout
+    for criterion in ("student_shifted_over_lattice", "student_sparse_over_frozen", "student_none_late_texture"):
+        assert f"| {criterion} |" in judged
+    assert all(t["met"] in (True, False) for t in judge(fig).values())
+
+
+@pytest.mark.slow
+def test_the_splat_study_line_runs_both_arms(tmp_path):
+    """docs/placements.md's study line, a step an arm, one clip scored with one teacher step."""
+    folder = _reader_folder(tmp_path)
+    run_documented(STUDY, folder, args=("--steps", "1", "--clips", "1", "--teacher-steps", "1"))
+    result = json.loads((folder / "runs" / "splat" / "splat_study.json").read_text())
+    assert set(result["summary"]) == {"bilinear", "nearest"}
+    for arm in ("bilinear", "nearest"):
+        meta = json.loads((folder / "runs" / "splat" / arm / "export" / "teacher" / "network.json").read_text())
+        assert meta["model"]["track_splat"] == arm
+        assert set(result["summary"][arm]) == {"lattice", "shifted", "demo", "random", "sparse", "none"}
 
 
 def test_a_relabelled_release_changes_only_the_splat(tmp_path):

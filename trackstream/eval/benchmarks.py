@@ -24,11 +24,23 @@ import numpy as np
 
 from trackstream.eval.sample import Sample
 
-__all__ = ["BENCHMARKS", "Sample", "BenchmarkConfig", "load_benchmark", "read_video_folder", "write_video_folder"]
+__all__ = [
+    "BENCHMARKS",
+    "CLIP_BENCHMARKS",
+    "Sample",
+    "BenchmarkConfig",
+    "load_benchmark",
+    "load_benchmark_clips",
+    "read_video_folder",
+    "write_video_folder",
+]
 
 
 # the sources by name (conf/benchmark/ holds a file per protocol: synthetic, davis_motionstream, movebench)
 BENCHMARKS = ("synthetic", "shards", "videos", "davis_motionstream", "movebench")
+# the sources whose samples come from clip dicts (``load_benchmark_clips``): new input tracks can be laid on them
+# (``eval.placements``: the synthetic world's scene tracks any point; a shard's tracked grid gives subsets)
+CLIP_BENCHMARKS = ("synthetic", "shards")
 
 
 @dataclass
@@ -91,7 +103,30 @@ def _trim(s: Sample, cfg: BenchmarkConfig) -> Sample:
     return Sample(s.id, s.frames[:t], s.tracks[:t, :n].astype(np.float32), s.visibility[:t, :n].astype(bool), s.caption)
 
 
-def _synthetic(data_cfg, count: Optional[int]) -> list[Sample]:
+def _cut_clip(clip: dict, t: Optional[int]) -> dict:
+    """``clip``'s first ``t`` frames (None: all), its tracks alike (every track: ``eval.placements`` takes its own
+    subsets of them), a synthetic clip's ``scene`` (``data.synthetic.SceneMotion``) too, so the tracks it gives
+    new points are as long as the frames."""
+    import dataclasses
+
+    out = {
+        **clip,
+        "frames": clip["frames"][:t],
+        "tracks": np.asarray(clip["tracks"])[:t].astype(np.float32),
+        "visibility": np.asarray(clip["visibility"])[:t].astype(bool),
+    }
+    scene = clip.get("scene")
+    if scene is not None and t is not None and t < len(scene.offset):
+        sprites = [(bitmap, centre[:t], angle[:t]) for bitmap, centre, angle in scene.sprites]
+        out["scene"] = dataclasses.replace(scene, offset=scene.offset[:t], sprites=sprites)
+    return out
+
+
+def _clip_sample(clip: dict) -> Sample:
+    return Sample(str(clip["meta"]["id"]), clip["frames"], clip["tracks"], clip["visibility"], clip["caption"])
+
+
+def _synthetic_clips(data_cfg, count: Optional[int]) -> list[dict]:
     import dataclasses
 
     from trackstream.data.clips import heldout_clips
@@ -100,11 +135,17 @@ def _synthetic(data_cfg, count: Optional[int]) -> list[Sample]:
         data_cfg = dataclasses.replace(data_cfg, eval_samples=count)
     # the embedded world's clips even for a run trained on shards (heldout_clips would read its eval_shards)
     data_cfg = dataclasses.replace(data_cfg, source="synthetic", eval_shards=None)
-    pool = heldout_clips(data_cfg)
-    return [Sample(str(c["meta"]["id"]), c["frames"], c["tracks"], c["visibility"], c["caption"]) for c in pool.clips]
+    return list(heldout_clips(data_cfg).clips)
 
 
 def _shards(path: str, count: Optional[int]) -> list[Sample]:
+    return [_clip_sample(c) for c in _shard_clips(path, count)]
+
+
+def _shard_clips(path: str, count: Optional[int]) -> list[dict]:
+    """The shard samples as clip dicts (frames, tracks, visibility, caption, meta: the sample's key as ``id`` and a
+    ``seed`` derived from it, which fixes the subsets ``eval.placements`` draws of its tracks)."""
+    from trackstream.data.batching import derive_seed
     from trackstream.data.loader import read_tar_shard
     from trackstream.data.shards import decode_sample, list_shards
     from trackstream.data.video_io import tensor_to_frames
@@ -118,14 +159,15 @@ def _shards(path: str, count: Optional[int]) -> list[Sample]:
                     f"{shard.url}: sample {raw['__key__']} has no video (cached latents only); a "
                     "benchmark needs the ground-truth frames"
                 )
+            key = raw["__key__"]
             out.append(
-                Sample(
-                    raw["__key__"],
-                    tensor_to_frames(s["video"]),
-                    s["tracks"].numpy(),
-                    s["visibility"].numpy(),
-                    s["caption"],
-                )
+                {
+                    "frames": tensor_to_frames(s["video"]),
+                    "tracks": s["tracks"].numpy(),
+                    "visibility": s["visibility"].numpy(),
+                    "caption": s["caption"],
+                    "meta": {"id": key, "seed": derive_seed("benchmark", key)},
+                }
             )
             if count is not None and len(out) == count:
                 return out
@@ -183,16 +225,39 @@ def _videos(path: str, count: Optional[int]) -> list[Sample]:
     return out
 
 
-def load_benchmark(cfg: BenchmarkConfig, *, data_cfg=None, tracker=None, tracker_name: str = "") -> list[Sample]:
-    """The samples of a benchmark (``data_cfg``: the world of the synthetic benchmark, a DataConfig; ``tracker``:
-    a data.trackers tracker, for the sources that make their tracks, davis_motionstream)."""
+def load_benchmark_clips(cfg: BenchmarkConfig, *, data_cfg=None) -> tuple[list[Sample], list[dict]]:
+    """The samples of a ``CLIP_BENCHMARKS`` source and, one per sample, the clip dict it was made from (frames,
+    tracks, visibility, caption, ``meta`` with ``id`` and ``seed``; the synthetic world's clips with their
+    ``scene``), cut to the sample's frames but keeping every track (``benchmark.num_tracks`` cuts the samples'):
+    what ``eval.placements`` lays new input tracks on. The samples are ``load_benchmark``'s, from the same clips
+    (rendered or read once)."""
+    if cfg.name not in CLIP_BENCHMARKS:
+        raise ValueError(f"benchmark {cfg.name!r} has no clips; those with clips: {list(CLIP_BENCHMARKS)}")
     if cfg.name == "synthetic":
         if data_cfg is None:
             raise ValueError("the synthetic benchmark needs the world's data config (data.*)")
-        samples = _synthetic(data_cfg, cfg.num_samples)
-    elif cfg.name == "shards":
-        samples = _shards(cfg.path, cfg.num_samples)
-    elif cfg.name == "davis_motionstream":
+        clips = _synthetic_clips(data_cfg, cfg.num_samples)
+    else:
+        clips = _shard_clips(cfg.path, cfg.num_samples)
+    _check([_clip_sample(c) for c in clips], cfg)
+    clips = [_cut_clip(c, cfg.num_frames) for c in clips]
+    return [_trim(_clip_sample(c), cfg) for c in clips], clips
+
+
+def _check(samples: list[Sample], cfg: BenchmarkConfig) -> None:
+    if not samples:
+        raise ValueError(f"benchmark {cfg.name!r} ({cfg.path}) has no samples")
+    for s in samples:
+        if s.tracks.shape[0] != s.frames.shape[0]:
+            raise ValueError(f"sample {s.id}: {s.frames.shape[0]} frames but tracks for {s.tracks.shape[0]}")
+
+
+def load_benchmark(cfg: BenchmarkConfig, *, data_cfg=None, tracker=None, tracker_name: str = "") -> list[Sample]:
+    """The samples of a benchmark (``data_cfg``: the world of the synthetic benchmark, a DataConfig; ``tracker``:
+    a data.trackers tracker, for the sources that make their tracks, davis_motionstream)."""
+    if cfg.name in CLIP_BENCHMARKS:
+        return load_benchmark_clips(cfg, data_cfg=data_cfg)[0]
+    if cfg.name == "davis_motionstream":
         from trackstream.eval.davis import davis_samples
 
         samples = [Sample(*fields) for fields in davis_samples(cfg, tracker, tracker_name=tracker_name)]
@@ -209,9 +274,5 @@ def load_benchmark(cfg: BenchmarkConfig, *, data_cfg=None, tracker=None, tracker
         )
     else:
         samples = _videos(cfg.path, cfg.num_samples)
-    if not samples:
-        raise ValueError(f"benchmark {cfg.name!r} ({cfg.path}) has no samples")
-    for s in samples:
-        if s.tracks.shape[0] != s.frames.shape[0]:
-            raise ValueError(f"sample {s.id}: {s.frames.shape[0]} frames but tracks for {s.tracks.shape[0]}")
+    _check(samples, cfg)
     return [_trim(s, cfg) for s in samples]

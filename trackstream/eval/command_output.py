@@ -1,6 +1,6 @@
 """What ``python -m trackstream.eval`` shows (``eval.command`` generates and scores): table.md (the table and its
-footnote), the plots (a bar chart per metric, EPE per frame, trajectory overlays of the first sample) and W&B.
-``cfg`` here is the command's ``EvalCommandConfig``."""
+footnote; with ``placements``, the section "Where the tracks are put"), the plots (a bar chart per metric, EPE per
+frame, trajectory overlays of the first sample) and W&B. ``cfg`` here is the command's ``EvalCommandConfig``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,16 @@ import numpy as np
 
 from trackstream.eval.quality import QUALITY_COLUMNS
 
-__all__ = ["LOWER_IS_BETTER", "SPEED_COLUMNS", "slug", "results_table", "plot_results", "table_note", "log_wandb"]
+__all__ = [
+    "LOWER_IS_BETTER",
+    "SPEED_COLUMNS",
+    "slug",
+    "results_table",
+    "plot_results",
+    "table_note",
+    "placement_section",
+    "log_wandb",
+]
 
 LOWER_IS_BETTER = {
     "epe": True,
@@ -125,6 +134,32 @@ def table_note(cfg, samples, speeds: dict) -> str:
     )
 
 
+def placement_section(figures: dict | None, cfg) -> str:
+    """table.md's section "Where the tracks are put": the placement table of ``eval.placements`` (``figures``:
+    ``evaluate_placements``' as the command returns them; None: no network run) and what it measured."""
+    head = "\n\n## Where the tracks are put\n\n"
+    if figures is None:
+        return head + (
+            f"`placements={list(cfg.placements)}`: no run is a network (a folder of videos cannot be given new "
+            "input tracks), so nothing was generated.\n"
+        )
+    from trackstream.eval.placements import placement_table
+
+    tokens = sorted(set(figures["token_px"].values()))
+    left = figures.get("left_out") or []
+    note = (
+        f"Each network run was given each of the {figures['clips']} clips once per placement of its input tracks "
+        f"({', '.join(f'`{p}`' for p in figures['placements'])}; trackstream/data/placements.py) and every video "
+        f"of a clip was scored on the same {figures['scoring_points']} points (trackstream/eval/placements.py): "
+        f"EPE by `{cfg.tracker.name}`, over the frozen first frame's on those points (1 = no better than not "
+        "moving) and over the run's own `lattice` row; the quality columns of trackstream/eval/quality.py; "
+        f"blockiness on the {' / '.join(map(str, tokens))}-px token grid over the ground truth's; the share of "
+        "each sprite kept in the last frames (clips with sprites). The floors are scored on the same points."
+        + (f" Left out (folders of videos, which cannot be given new tracks): {', '.join(left)}." if left else "")
+    )
+    return head + note + "\n\n" + placement_table(figures) + "\n"
+
+
 def log_wandb(cfg, summary: dict, out: Path) -> None:
     """The table (with the quality columns some row has) and the plots to W&B."""
     import os
@@ -149,6 +184,20 @@ def log_wandb(cfg, summary: dict, out: Path) -> None:
                 columns=["row", *shown], data=[[r, *[results[r].get(m) for m in shown]] for r in results]
             ),
             **{f"eval/{Path(p).stem}": wandb.Image(p) for p in summary["plots"]},
+            **_placement_wandb(summary.get("placements")),
         }
     )
     wb.finish()
+
+
+def _placement_wandb(figures: dict | None) -> dict:
+    """The placement figures as one W&B table (a row per run and placement, then the floors), or nothing."""
+    if not figures:
+        return {}
+    import wandb
+
+    cols = ["epe", "epe_over_frozen", "no_hold_ratio", "late_brightness_gap", "late_texture_ratio"]
+    cols += ["blockiness_ratio", "object_kept"]
+    rows = [[m, p, *[r[c] for c in cols]] for m, per in figures["models"].items() for p, r in per.items()]
+    rows += [[f, "", *[r[c] for c in cols]] for f, r in figures["floors"].items()]
+    return {"eval/placements": wandb.Table(columns=["video", "placement", *cols], data=rows)}

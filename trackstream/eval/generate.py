@@ -11,7 +11,9 @@ A network runs at its own size (``network.json`` conventions height x width, ``g
 benchmark sample of another size is resized to it (the first frame, the tracks scaled alike), and the video
 made is resized back to the sample's size, where it is scored; ``generate.size: benchmark`` runs it at the
 sample's size. ``model_lengths`` gives the lengths a network makes (a student's whole chunks), which the
-DAVIS and MoveBench protocols take their frame rule from (``eval.command``).
+DAVIS and MoveBench protocols take their frame rule from (``eval.command``). ``placement_generator`` is the same
+loading and sizing as an ``eval.placements`` ``Generate`` (any input tracks, a batch of clip dicts): what the
+command's ``placements`` gives each network run.
 The codec must be the run's latent space (the tiny runs: ``<teacher run>/codec/codec.pt``; real runs:
 the Wan VAE release folder). Random numbers (noise, track IDs) are keyed by the sample's position
 and ``seed``, so every run sees the same noise for the same sample. ``device`` / ``dtype`` (default
@@ -35,7 +37,14 @@ from trackstream.models.codec_names import CodecChoice, codec_name
 from trackstream.models.precision import precision_name
 from trackstream.models.tracks import latent_frames
 
-__all__ = ["GenerateConfig", "check_codec_overrides", "run_kind", "model_lengths", "generate_videos"]
+__all__ = [
+    "GenerateConfig",
+    "check_codec_overrides",
+    "run_kind",
+    "model_lengths",
+    "generate_videos",
+    "placement_generator",
+]
 
 MODES = ("with_tracks", "without_tracks")
 
@@ -241,6 +250,13 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
     return out, nfe
 
 
+def _schedule_shift(net, run: Path) -> float:
+    shift = net.conventions.schedule_shift
+    if shift is None:
+        raise ValueError(f"{run}/network.json records no schedule shift (conventions.schedule_shift): re-export it")
+    return shift
+
+
 @torch.no_grad()
 def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, times: list) -> tuple[dict, int]:
     from trackstream.diffusion.samplers import Condition, sample
@@ -248,9 +264,7 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
     from trackstream.models.tracks import sample_track_ids
 
     net, codec, conditioner = _setup(run, cfg)
-    shift = net.conventions.schedule_shift
-    if shift is None:
-        raise ValueError(f"{run}/network.json records no schedule shift (conventions.schedule_shift): re-export it")
+    shift = _schedule_shift(net, run)
     device = next(net.parameters()).device  # where load_export put it; every input below goes there
     out = {}
     for i, s in enumerate(samples):
@@ -325,6 +339,59 @@ def generate_videos(
         timed = times[1:] if len(times) > 1 else times
         speed.update(frames_per_s=sum(f for f, _ in timed) / max(sum(s for _, s in timed), 1e-9), nfe=nfe)
     return out
+
+
+def placement_generator(run: str | Path, cfg: GenerateConfig, *, clip_width: int | None = None):
+    """(``eval.placements``' ``Generate`` of the exported network ``run``, its token's size in the clips' pixels).
+
+    The network is loaded as ``generate_videos`` loads it (``_setup``: ``cfg``'s codec, device, dtype) and made a
+    ``Generate`` by the evaluations' own adapters: a student streamed (``eval.stream_scoring.stream_generate``), a
+    teacher sampled with ``cfg.sampler`` (``eval.teacher_eval.teacher_generate``). With ``cfg.size: model`` the
+    clips' first frames and the tracks go to the network's size and each video comes back to the clip's, cut to
+    the clip's length (a student makes whole chunks). The token (codec downsampling x DiT patch at the network's
+    size; scaled to ``clip_width`` when the network runs at another width) is the grid
+    ``eval.placements.blockiness`` looks for."""
+    from trackstream.eval.stream_scoring import stream_generate
+    from trackstream.eval.teacher_eval import teacher_generate
+    from trackstream.stream.engine import StreamingGenerator
+
+    run = Path(run)
+    kind = run_kind(run)
+    if kind == "videos":
+        raise ValueError(f"run={run} is a folder of videos: it cannot be given new input tracks")
+    net, codec, conditioner = _setup(run, cfg)
+    if kind == "student":
+        engine = StreamingGenerator(
+            net,
+            codec,
+            config=net.conventions.stream_config(str(run)),
+            image_features_fn=conditioner.image_features,
+            compile=cfg.compile,
+        )
+        made = stream_generate(engine, text_fn=conditioner.text)
+    else:
+        made = teacher_generate(
+            net,
+            conditioner=conditioner,
+            sampler=cfg.sampler,
+            shift=_schedule_shift(net, run),
+            embed_dim=net.track_embed_dim,
+            device=next(net.parameters()).device,
+        )
+    token = codec.spatial_factor * net.dit.patch_size[1]
+    size = _model_size(run, cfg)
+    if size is not None and clip_width is not None and clip_width != size[1]:
+        token = max(1, round(token * clip_width / size[1]))
+
+    def generate(clips: list[dict], tr: torch.Tensor, vi: torch.Tensor, seed: int) -> list[np.ndarray]:
+        T, (H, W) = tr.shape[1], clips[0]["frames"].shape[1:3]
+        if size is not None and size != (H, W):
+            h, w = size
+            clips = [{**c, "frames": _resize_video(np.asarray(c["frames"]), h, w)} for c in clips]
+            tr = tr * torch.tensor([w / W, h / H], dtype=tr.dtype)
+        return [_resize_video(np.asarray(v)[:T], H, W) for v in made(clips, tr, vi, seed)]
+
+    return generate, token
 
 
 def _synchronised_clock(device) -> float:

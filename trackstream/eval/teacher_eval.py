@@ -271,7 +271,7 @@ def _sample_both(
             image=image,
             motion=m,
             first_latent=first,
-            image_features=features,
+            image_features=None if features is None else features.to(device),  # offloaded encoders: CPU
         )
         lat = sample(network, noise, cond, cfg=sampler, shift=shift)
         results[mode] = conditioner.codec.decode(lat)  # [B, 3, T, H, W]
