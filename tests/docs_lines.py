@@ -271,6 +271,7 @@ ELSEWHERE = {
             ("lab.splat_study run",),
         )
     },
+    documented_line("docs/results.md", "lab.placement_table"): "lab/tests/test_placement_study.py",
 }
 DEMO = ("docs/demo.md", "python -m trackstream.stream.demo")
 LOAD = documented_line("docs/demo.md", "trackstream.stream.demo.load")  # run against DEMO

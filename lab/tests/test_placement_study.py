@@ -12,6 +12,7 @@ from lab.targets import judge
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = documented_line("docs/placements.md", "lab.placement_table")
+RESULTS_TABLE = documented_line("docs/results.md", "lab.placement_table")  # the same line: run once, here
 TARGETS = documented_line("docs/placements.md", "lab.targets runs/placements-shipped/placements.json")
 STUDY = documented_line("docs/placements.md", "lab.splat_study run")
 
@@ -25,6 +26,7 @@ def _reader_folder(tmp_path: Path) -> Path:
 def test_the_shipped_student_in_every_placement(tmp_path):
     """docs/placements.md's table line (one clip, the student only) and the targets judged on its record."""
     folder = _reader_folder(tmp_path)
+    assert RESULTS_TABLE[1] == TABLE[1]
     run_documented(TABLE, folder, args=("--clips", "1", "--models", "student"))
     out = folder / "runs" / "placements-shipped"
     fig = json.loads((out / "placements.json").read_text())
