@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     ap.add_argument("--source", type=Path, default=ROOT / "assets" / "tiny-teacher")
     ap.add_argument("--splats", default=",".join(SPLATS))
     args = ap.parse_args(argv)
+    args.out = args.out.resolve()  # the arms train from the repository root (lab.ship_teacher.start)
     args.out.mkdir(parents=True, exist_ok=True)
     tables = {}
     for splat in args.splats.split(","):
