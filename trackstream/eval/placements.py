@@ -157,7 +157,7 @@ class PlacementScores:
     ``"<model>@<placement>"``), ``add_floors(clip)`` once per clip; ``figures()`` per row."""
 
     def __init__(self, tracker, *, token: int):
-        self.book = ScoreBook(tracker, frozen_row="frozen")
+        self.book = ScoreBook(tracker, frozen_row="frozen", similarity=False)
         self.token = token
         self.block: dict[str, list[float]] = {}
         self.kept: dict[str, list[float]] = {}

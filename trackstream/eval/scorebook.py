@@ -66,10 +66,11 @@ def _nanmean(values: list[float]) -> float:
 
 class ScoreBook:
     """``add(row, frames, gt_frames, tracks, visibility)`` per video (``add_frozen`` for the frozen first
-    frame); ``figures()`` at the end. ``frozen_row``: the row name ``add_frozen`` records by default."""
+    frame); ``figures()`` at the end. ``frozen_row``: the row name ``add_frozen`` records by default;
+    ``similarity`` False leaves PSNR and SSIM out of the quality figures (a table that shows neither)."""
 
-    def __init__(self, tracker, *, frozen_row: str = "frozen_video"):
-        self.tracker, self.frozen_row = tracker, frozen_row
+    def __init__(self, tracker, *, frozen_row: str = "frozen_video", similarity: bool = True):
+        self.tracker, self.frozen_row, self.similarity = tracker, frozen_row, similarity
         self.epe: dict[str, list[float]] = {}
         self.no_hold: dict[str, list[float]] = {}
         self.amplitude: dict[str, list[float]] = {}
@@ -115,8 +116,9 @@ class ScoreBook:
         self._quality(row, still, gt_frames)
 
     def _quality(self, row: str, frames: np.ndarray, gt_frames: np.ndarray) -> None:
-        self.psnr.setdefault(row, []).append(video_psnr(frames, gt_frames))
-        self.ssim.setdefault(row, []).append(video_ssim(frames, gt_frames))
+        if self.similarity:
+            self.psnr.setdefault(row, []).append(video_psnr(frames, gt_frames))
+            self.ssim.setdefault(row, []).append(video_ssim(frames, gt_frames))
         self.stats.setdefault(row, []).append((len(frames), video_frame_stats(frames, gt_frames)))
 
     def figures(self) -> dict:
