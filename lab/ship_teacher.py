@@ -211,9 +211,20 @@ def _bundle_members(run_dir: Path) -> list[Path]:
     ):
         if (run_dir / rel).is_file():
             members.append(run_dir / rel)
-    if not (run_dir / "codec" / "codec.pt").is_file():
+    if not (run_dir / "codec" / "codec.pt").is_file() and not _given_codec(run_dir):
         raise AssetError(f"{run_dir}/codec/codec.pt is missing: the run has not fitted its codec yet")
     return members
+
+
+def _given_codec(run_dir: Path) -> bool:
+    """Whether the run trains on a codec it was given (a fine-tune of a release: ``codec.checkpoint`` names a file
+    outside the run), which a continuation finds where the config says, as it finds ``model.init_from``."""
+    from omegaconf import OmegaConf
+
+    if not (run_dir / "config.yaml").is_file():
+        return False
+    given = OmegaConf.select(OmegaConf.load(run_dir / "config.yaml"), "codec.checkpoint", default=None)
+    return bool(given) and Path(str(given)).is_file() and run_dir.resolve() not in Path(str(given)).resolve().parents
 
 
 def pack_resume(run_dir: Path, tar_path: Path = RESUME_TAR) -> Path:

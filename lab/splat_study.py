@@ -76,7 +76,7 @@ def main(argv=None) -> int:
     from trackstream.eval.placements import placement_table
 
     ap = argparse.ArgumentParser(prog="python -m lab.splat_study", description=__doc__.splitlines()[0])
-    ap.add_argument("action", choices=["run"])
+    ap.add_argument("action", choices=["run", "init"])
     ap.add_argument("--out", type=Path, required=True, help="study folder (outside the repository)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--clips", type=int, default=16)
@@ -87,6 +87,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     args.out = args.out.resolve()  # the arms train from the repository root (lab.ship_teacher.start)
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.action == "init":  # the arms' start folders only: what a packed arm's continuation reads
+        for splat in args.splats.split(","):
+            print(relabelled_release(args.source, args.out / f"init-{splat}", splat))
+        return 0
     tables = {}
     for splat in args.splats.split(","):
         run_dir = run_arm(args.out, splat, steps=args.steps, threads=args.threads, source=args.source)

@@ -121,6 +121,23 @@ def test_resume_bundle_round_trip(tmp_path):
     assert (out / "codec" / "codec.pt").read_bytes() == b"codec"
 
 
+def test_a_fine_tune_of_a_release_packs_without_a_codec_of_its_own(tmp_path):
+    """A run given its codec (codec.checkpoint outside the run, a release's) packs without one; a run with neither
+    its fitted codec nor a given one is refused."""
+    import shutil
+
+    run = _fake_run(tmp_path)
+    given = tmp_path / "release" / "codec.pt"
+    given.parent.mkdir()
+    shutil.move(run / "codec" / "codec.pt", given)
+    (run / "config.yaml").write_text(f"codec: {{checkpoint: {given}}}\ndata: {{seed: 0}}\n")
+    with tarfile.open(pack_resume(run, tmp_path / "resume.tar.gz")) as t:
+        assert "checkpoints/step_00000020/meta.pt" in t.getnames() and "codec/codec.pt" not in t.getnames()
+    given.unlink()
+    with pytest.raises(AssetError, match="has not fitted its codec yet"):
+        pack_resume(run, tmp_path / "resume2.tar.gz")
+
+
 def test_a_resume_bundle_over_the_file_limit_is_refused_and_the_old_one_kept(tmp_path, monkeypatch):
     import lab.ship_teacher as st
 
