@@ -225,7 +225,7 @@ def evaluate_placements(
     scoring points. ``given``: videos already made (model -> placement -> one per clip), not generated again
     (an evaluation's with-tracks videos are ``lattice``'s, its without-tracks ones ``none``'s); a model whose
     ``Generate`` is None has the rows of its given placements only. A clip's
-    noise seed is the same in every placement. ``token``: pixels per DiT token (the blockiness grid).
+    noise seed is the same in every placement it generates (given videos keep their own). ``token``: pixels per DiT token (the blockiness grid).
     Returns {"models": {model: {placement: row}}, "floors": {row: row}, "placements", "clips",
     "scoring_points", "token_px"}, and with ``keep`` the first ``keep`` clips' videos under "videos" (model ->
     placement -> uint8 [keep, T, H, W, 3]; not JSON)."""
