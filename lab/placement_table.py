@@ -50,6 +50,7 @@ def placement_run(
     teacher_steps: int,
     strip_clips: int = 2,
     device: str | None = None,
+    dtype: str | None = None,
 ) -> dict:
     from trackstream.data.clips import DataConfig, heldout_clips
     from trackstream.data.trackers import build_tracker
@@ -65,7 +66,7 @@ def placement_run(
     from trackstream.stream.engine import StreamingGenerator
 
     out.mkdir(parents=True, exist_ok=True)
-    dev, dtype = resolve_precision(device, None)
+    dev, dtype = resolve_precision(device, dtype)
     network_dir, codec_path, cfg = _release(teacher)
     codec_name = cfg["codec"]["name"]
     frames = cfg["eval"].get("num_frames") or cfg["data"]["num_frames"]
@@ -146,7 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=None, help="comma-separated: teacher and student names (default: all)")
     ap.add_argument("--placements", default=",".join(EVAL_PLACEMENTS))
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--device", default=None)
+    ap.add_argument("--device", default=None, help="default: CUDA when present, else cpu")
+    ap.add_argument("--dtype", default=None, help="default: bf16 on CUDA, fp32 on the CPU")
     args = ap.parse_args(argv)
     students = {}
     for spec in args.student:
@@ -164,6 +166,7 @@ def main(argv=None) -> int:
         placements=args.placements.split(","),
         teacher_steps=args.teacher_steps,
         device=args.device,
+        dtype=args.dtype,
     )
     print((args.out / "placements.md").read_text())
     print(f"{figures['seconds']} s; {args.out}/placements.json, strip_*.png")
