@@ -57,6 +57,7 @@ __all__ = [
     "teacher_command",
     "git_commit",
     "export_teacher",
+    "fine_tune_base",
     "release_floors",
     "pack_resume",
     "unpack_resume",
@@ -106,10 +107,20 @@ def _eval_curve(path: Path) -> list[dict]:
 
 
 def export_teacher(
-    run_dir: Path, dest: Path = ASSET_DIR, *, figures: dict | None = None, floors: dict | None = None
+    run_dir: Path,
+    dest: Path = ASSET_DIR,
+    *,
+    figures: dict | None = None,
+    floors: dict | None = None,
+    placements: dict | None = None,
 ) -> dict:
     """Copy a finished release run's export, codec and config into ``dest`` and write its manifest (with the
-    codec's ``floors``, measured here unless given)."""
+    codec's ``floors``, measured here unless given, and ``placements``: ``lab.placement_table``'s figures).
+
+    A fine-tune of a release (``model.init_from``) ships with its lineage (``fine_tuned_from``: the release it
+    started from, when ``dest`` holds it, with that release's command, commit and steps) and a config that names
+    no file of the machine it ran on (``model.init_from`` and ``codec.checkpoint`` cleared: the release's own
+    ``codec.pt`` is its codec)."""
     run_dir = Path(run_dir)
     results = json.loads((run_dir / "results.json").read_text()) if (run_dir / "results.json").is_file() else {}
     if results.get("status") != "done":
@@ -118,6 +129,7 @@ def export_teacher(
             f"{results.get('status')!r}); resume it with `python -m lab.ship_teacher start --run-dir {run_dir}`"
         )
     record = json.loads((run_dir / "release_run.json").read_text()) if (run_dir / "release_run.json").is_file() else {}
+    base = fine_tune_base(run_dir, dest)  # read before dest is replaced: it may be the release the run started from
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "teacher").mkdir(parents=True)
@@ -132,6 +144,8 @@ def export_teacher(
         codec = Path(given)
     shutil.copy2(codec, dest / "codec.pt")
     shutil.copy2(run_dir / "config.yaml", dest / "config.yaml")
+    if base is not None:
+        _detach_config(dest / "config.yaml")
     curve = [{"step": step, "train/loss": loss} for step, loss in _windowed(logged_losses(run_dir / "metrics.jsonl"))]
     (dest / "curve.json").write_text(json.dumps(curve) + "\n")
     files = sorted(p for p in dest.rglob("*") if p.is_file())
@@ -164,11 +178,42 @@ def export_teacher(
         "held_out": {k: v for k, v in held_out.items() if not isinstance(v, (dict, list))},
         "floors": release_floors(dest, cfg) if floors is None else floors,
         "held_out_during_training": _eval_curve(run_dir / "eval.jsonl"),
+        **({"fine_tuned_from": base} if base is not None else {}),
+        **({"placements": placements} if placements is not None else {}),
         "sha256": {str(p.relative_to(dest)): sha256(p) for p in files},
         "bytes": total,
     }
     (dest / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def fine_tune_base(run_dir: Path, dest: Path) -> dict | None:
+    """The lineage of a fine-tune (None for a run trained from scratch): where it started, and the release in
+    ``dest`` when its network files are the ones the run started from (same sha256)."""
+    from omegaconf import OmegaConf
+
+    init = OmegaConf.select(OmegaConf.load(run_dir / "config.yaml"), "model.init_from", default=None)
+    if not init:
+        return None
+    base: dict = {"init_from": str(init)}
+    manifest = dest / "manifest.json"
+    if manifest.is_file() and Path(init).is_dir():
+        shipped = json.loads(manifest.read_text())
+        weights = [k for k in shipped.get("sha256", {}) if k.startswith("teacher/") and not k.endswith(".json")]
+        if weights and all(
+            (Path(init).parent / k).is_file() and sha256(Path(init).parent / k) == shipped["sha256"][k] for k in weights
+        ):
+            base["release"] = {k: shipped.get(k) for k in ("name", "command", "git_commit", "steps")}
+    return base
+
+
+def _detach_config(path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(path)
+    cfg.model.init_from = None
+    cfg.codec.checkpoint = None
+    OmegaConf.save(cfg, path)
 
 
 def release_floors(dest: Path, cfg) -> dict:
@@ -335,6 +380,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run-dir", type=Path, help="the release run's directory (outside the repository)")
     ap.add_argument("--dest", type=Path, default=ASSET_DIR, help="release folder (export / verify)")
     ap.add_argument("--tar", type=Path, default=RESUME_TAR, help="resume bundle (pack / unpack)")
+    ap.add_argument(
+        "--placements", type=Path, default=None, help="`export`: lab.placement_table's placements.json, into the manifest"
+    )
     ap.add_argument("--until", type=int, default=None, help="`start`: stop, evaluate and export at this step")
     ap.add_argument(
         "--threads", type=int, default=None, help="`start`: CPU threads for this session (not recorded in the recipe)"
@@ -376,7 +424,8 @@ def main(argv: list[str] | None = None) -> None:
         elif args.action == "unpack":
             print(unpack_resume(args.run_dir, args.tar))
         else:
-            m = export_teacher(args.run_dir, args.dest)
+            placements = None if args.placements is None else json.loads(args.placements.read_text())
+            m = export_teacher(args.run_dir, args.dest, placements=placements)
             print(f"exported {args.dest} ({m['bytes'] / 2**20:.1f} MiB, {len(m['sha256'])} files)")
     except AssetError as e:
         raise SystemExit(f"error: {e}") from None

@@ -19,11 +19,14 @@ def _manifest() -> dict:
 
 def test_the_shipped_teacher_is_intact():
     m = _manifest()
-    from trackstream.pipeline.presets import RELEASE_RECIPE
+    from trackstream.pipeline.presets import RELEASE_FINETUNE, RELEASE_RECIPE
 
-    cmd = m["command"].split()
-    assert m["steps"] and m["git_commit"] and cmd[2] in RECORDED_MODULES  # as run at its commit
-    assert tuple(a for a in cmd[3:] if not a.startswith("hydra.")) == RELEASE_RECIPE  # what --sizes scratch trains
+    # what --sizes scratch trains: the base recipe, then (a fine-tune of that release) the placements fine-tune
+    runs = [m["fine_tuned_from"]["release"], m] if "fine_tuned_from" in m else [m]
+    for run, recipe in zip(runs, (RELEASE_RECIPE, RELEASE_FINETUNE)):
+        cmd = run["command"].split()
+        assert run["steps"] and run["git_commit"] and cmd[2] in RECORDED_MODULES  # as run at its commit
+        assert tuple(a for a in cmd[3:] if not a.startswith(("hydra.", "model.init_from="))) == recipe, cmd
     assert len(m["first_losses"]["teacher"]) == 20 and len(m["first_losses"]["codec"]) == 20
     assert m["bytes"] <= 20 * 2**20
     for key in ("epe_with_tracks", "epe_without_tracks", "epe_frozen_video", "psnr_with_tracks", "ssim_with_tracks"):

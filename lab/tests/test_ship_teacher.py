@@ -138,6 +138,41 @@ def test_a_fine_tune_of_a_release_packs_without_a_codec_of_its_own(tmp_path):
         pack_resume(run, tmp_path / "resume2.tar.gz")
 
 
+def test_a_fine_tune_ships_with_its_lineage_and_a_config_naming_no_file_of_its_machine(tmp_path):
+    """Exported over the release it started from: the manifest names that release (its network files matched by
+    sha256) and the placement figures given; the shipped config clears model.init_from and codec.checkpoint."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    dest = tmp_path / "asset"
+    export_teacher(_fake_run(tmp_path), dest, floors={})  # the release the fine-tune starts from
+    base = json.loads((dest / "manifest.json").read_text())
+    init = tmp_path / "init"
+    shutil.copytree(dest, init)
+    run = _fake_run(tmp_path / "tune")
+    shutil.move(run / "codec" / "codec.pt", tmp_path / "given.pt")
+    (run / "export" / "teacher" / "heads.pt").write_bytes(b"tuned heads")
+    (run / "config.yaml").write_text(
+        f"model: {{init_from: {init / 'teacher'}}}\ncodec: {{checkpoint: {tmp_path / 'given.pt'}}}\n"
+        "data: {seed: 0, eval_seed: 7}\ntrainer: {seed: 3}\n"
+    )
+    m = export_teacher(run, dest, floors={}, placements={"teacher": {"lattice": {"epe": 1.0}}})
+    assert m["fine_tuned_from"] == {
+        "init_from": str(init / "teacher"),
+        "release": {k: base[k] for k in ("name", "command", "git_commit", "steps")},
+    }
+    assert m["placements"] == {"teacher": {"lattice": {"epe": 1.0}}}
+    cfg = OmegaConf.load(dest / "config.yaml")
+    assert cfg.model.init_from is None and cfg.codec.checkpoint is None and cfg.trainer.seed == 3
+    assert (dest / "codec.pt").read_bytes() == b"codec" and verify_asset(dest)["steps"] == 25
+    (init / "teacher" / "heads.pt").write_bytes(b"other")  # not the release in the destination: none named
+    (tmp_path / "d1").mkdir()
+    shutil.copy2(init / "manifest.json", tmp_path / "d1" / "manifest.json")
+    assert export_teacher(run, tmp_path / "d1", floors={})["fine_tuned_from"] == {"init_from": str(init / "teacher")}
+    assert "fine_tuned_from" not in export_teacher(_fake_run(tmp_path / "scratch"), tmp_path / "d2", floors={})
+
+
 def test_a_resume_bundle_over_the_file_limit_is_refused_and_the_old_one_kept(tmp_path, monkeypatch):
     import lab.ship_teacher as st
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Sizes", "FULL", "LONG", "SCRATCH", "SMOKE", "SIZES", "RELEASE_RECIPE"]
+__all__ = ["Sizes", "FULL", "LONG", "SCRATCH", "SMOKE", "SIZES", "RELEASE_RECIPE", "RELEASE_FINETUNE"]
 
-# The shipped teacher's recipe (assets/tiny-teacher's manifest command): the objects world at the students'
-# 25-frame horizon with clean context chunks, 4 layers, bilinear track splatting; --sizes scratch trains it
+# The shipped teacher's recipe, in two runs (assets/tiny-teacher's manifest: its base release's command, then its
+# own): the objects world at the students' 25-frame horizon with clean context chunks, 4 layers, bilinear track
+# splatting, on one lattice of track start points; then that network fine-tuned on the placements people give
+# (data.placement's mixture). --sizes scratch trains both
 RELEASE_RECIPE = ("experiment=tiny_teacher_objects", "model.track_splat=bilinear", "+model.overrides.num_layers=4")
+RELEASE_FINETUNE = ("experiment=tiny_teacher_placements",)
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,7 @@ LONG = Sizes(
     teacher_steps=48,
     rl=("trainer.max_steps=100", "trainer.ckpt_every=50"),
 )
-# The teacher from nothing (RELEASE_RECIPE: about 6 hours on 2 CPU cores), then make run's student stages
+# The teacher from nothing (RELEASE_RECIPE then RELEASE_FINETUNE: about 7.5 hours on 2 CPU cores), then make run's student stages
 # distilled from this run's own ODE-init student (the shipped student's DMD is another teacher's).
 SCRATCH = Sizes(
     name="scratch",

@@ -31,7 +31,7 @@ from typing import Callable
 
 import torch
 
-from trackstream.pipeline.presets import FULL, LONG, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
+from trackstream.pipeline.presets import FULL, LONG, RELEASE_FINETUNE, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, train_stage
 from trackstream.train.dmd import STAGE as DMD
 from trackstream.train.ode_init import STAGE as ODE_INIT
@@ -103,9 +103,11 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
             "release_steps": manifest.get("steps"),
             "release_commit": manifest.get("git_commit"),
         }
-    else:
-        overrides = [*RELEASE_RECIPE, *sizes.teacher]
-        release = {}
+    else:  # the release's two runs: the base recipe from nothing, then its fine-tune on the placement mixture
+        base = train_stage(run_dir, f"{TEACHER.name}_base", [*RELEASE_RECIPE, *sizes.teacher])
+        init = (run_dir / f"{TEACHER.name}_base" / "export" / "teacher").resolve()
+        overrides = [*RELEASE_FINETUNE, f"model.init_from={init}", *sizes.teacher]
+        release = {"base": str(init), "base_steps": base.get("step")}
     summary = train_stage(run_dir, TEACHER.name, overrides)
     state["teacher"] = str((run_dir / TEACHER.name / "export" / "teacher").resolve())
     state["codec"] = str(find_record(state["teacher"], "teacher").codec)  # the release's, or the one it fitted
@@ -344,6 +346,8 @@ def run(run_dir: Path, sizes: Sizes, *, teacher_asset: Path | None = None) -> di
             "teacher fine-tune": metrics.pop(TEACHER.name),
             **metrics,
         }
+    elif (run_dir / f"{TEACHER.name}_base" / "metrics.jsonl").is_file():  # scratch: the base run, then its fine-tune
+        metrics = {"teacher (base)": read_metrics(run_dir / f"{TEACHER.name}_base" / "metrics.jsonl"), **metrics}
     report = write_report(run_dir, figures, metrics=metrics)
     print(f"[pipeline] report: {run_dir / 'report.md'} ({figures['total_seconds']:.0f} s in all)")
     return report
