@@ -23,7 +23,7 @@ from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
 from trackstream.pipeline.report_quality import no_hold_ratio
 
-__all__ = ["targets", "bench_targets", "placement_targets", "judge", "table", "main"]
+__all__ = ["targets", "bench_targets", "placement_targets", "page_targets", "judge", "table", "main"]
 
 TEACHER_WITH_OVER_WITHOUT_MAX = 0.35
 TEACHER_WITH_OVER_FROZEN_MAX = 0.45
@@ -63,6 +63,9 @@ TRACKS_RATIO_MIN = 40.0
 PLACEMENT_OVER_LATTICE_MAX = 1.25
 SPARSE_OVER_FROZEN_MAX = 0.5
 NONE_OVER_FROZEN_MAX = 1.0
+# the live page (lab.page_hold): 3 s after Start with the default grid laid, or with no point, each object of the
+# scene still found whole at this share (eval.drag_metrics.object_track; a scene gone to a smudge scores ~0.3)
+PAGE_KEPT_MIN = 0.7
 
 
 def _adder(out: dict):
@@ -122,6 +125,20 @@ def placement_targets(fig: dict, add) -> None:
                 abs(gap) <= LATE_BRIGHTNESS_MAX,
                 f"{model}, {name}: late brightness gap (/255)",
             )
+
+
+def page_targets(record: dict, add) -> None:
+    """``lab.page_hold``'s record: per scene and mode, the objects kept at its last frame."""
+    last = str(record["frames"])
+    for row in record["rows"]:
+        kept = (row.get("kept") or {}).get(last)
+        add(
+            f"page_scene{row['scene']}_{row['mode']}_kept",
+            kept,
+            PAGE_KEPT_MIN,
+            _finite(kept) and kept >= PAGE_KEPT_MIN,
+            f"the page, scene {row['scene']}, {row['mode']}: objects kept at frame {last}",
+        )
 
 
 def _epe(f: dict, model: str, mode: str) -> float:
@@ -433,11 +450,14 @@ def bench_targets(record: dict) -> dict:
 
 
 def judge(record: dict) -> dict:
-    """A benchmark record's criteria, a placement table's (``lab.placement_table``), else make run's (a
-    report.json)."""
+    """A benchmark record's criteria, a placement table's (``lab.placement_table``), the page's
+    (``lab.page_hold``), else make run's (a report.json)."""
+    out: dict[str, dict] = {}
     if "scoring_points" in record and "models" in record:
-        out: dict[str, dict] = {}
         placement_targets(record, _adder(out))
+        return out
+    if "rows" in record and "frames" in record:
+        page_targets(record, _adder(out))
         return out
     return bench_targets(record) or targets(record)
 
