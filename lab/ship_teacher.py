@@ -381,7 +381,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dest", type=Path, default=ASSET_DIR, help="release folder (export / verify)")
     ap.add_argument("--tar", type=Path, default=RESUME_TAR, help="resume bundle (pack / unpack)")
     ap.add_argument(
-        "--placements", type=Path, default=None, help="`export`: lab.placement_table's placements.json, into the manifest"
+        "--placements",
+        type=Path,
+        default=None,
+        help="`export`: lab.placement_table's placements.json, into the manifest",
     )
     ap.add_argument("--until", type=int, default=None, help="`start`: stop, evaluate and export at this step")
     ap.add_argument(
