@@ -8,7 +8,8 @@ inference procedure identically follows the training process"):
   list on the shared step grid of ``diffusion.schedule`` (one shift for teacher, ODE pairs, ODE
   init, DMD and inference), the one streaming type from the config to the export to the engine.
 * ``VideoCondition``: what is fixed for one video: the projected text context, the first-frame
-  channels of the I2V layout, the clean image latent, the track IDs.
+  channels of the I2V layout (a training clip's tensor, or a stream's on-demand source,
+  ``models.first_frame_stream``), the clean image latent, the track IDs.
 * ``chunk_condition``: the DiT's ``y`` for one chunk from that chunk's track features only.
 * ``denoise_chunk``: K-step sampling of one chunk through the rolling KV cache, optionally
   stopping at an exit step with gradient (Self-Forcing's gradient truncation).
@@ -21,13 +22,14 @@ Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames, N
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 
 from trackstream.diffusion.schedule import add_noise, sigma_to_t, x0_from_velocity
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
-from trackstream.models.channel_layouts import compose_condition, i2v_condition, start_image_latents
+from trackstream.models.channel_layouts import compose_condition
+from trackstream.models.first_frame_stream import FirstFrameChannels, first_frame_channels
 from trackstream.models.stream_buffers import StepBuffers
 from trackstream.models.streaming import check_first_chunk, first_chunk_given
 from trackstream.models.tracks import (
@@ -72,24 +74,30 @@ def chunk_pixel_frames(cfg: CausalConfig, index: int) -> tuple[int, int]:
 
 @dataclass(frozen=True, eq=False)
 class VideoCondition:
-    """Per-video constants. ``image_cond`` covers ``F_ref`` latent frames; later frames reuse the
-    last one (exact for a causal codec whose temporal receptive field is shorter than F_ref - 1:
-    the grey frames after the image then encode to the same latent, see ``build_video_condition``)."""
+    """Per-video constants. ``image_cond``: the I2V layout's first-frame channels, either a clip's own
+    [B, C_img, F, h, w] (training: the whole clip was encoded) or a stream's ``FirstFrameChannels``, which
+    encodes them exactly for any latent as the stream goes on; None for layouts without them."""
 
     context: torch.Tensor  # [B, L, text_dim] projected text (MotionWan.project_text)
     image_latent: torch.Tensor  # [B, C, 1, h, w] clean latent of the first frame (chunk 0, the sink)
-    image_cond: Optional[torch.Tensor]  # [B, C_img, F_ref, h, w] layout channels, None for t2v
+    image_cond: Union[torch.Tensor, FirstFrameChannels, None]
     track_ids: Optional[torch.Tensor]  # [B, N] long, fixed for the whole video
     height: int  # pixels
     width: int
     image_features: Optional[torch.Tensor] = None  # [B, 257, 1280] CLIP tokens (flavors with the image branch)
 
     def image_channels(self, start: int, frames: int) -> Optional[torch.Tensor]:
+        """[B, C_img, frames, h, w] of latents [start, start + frames), None for layouts without them."""
         if self.image_cond is None:
             return None
-        last = self.image_cond.shape[2] - 1
-        idx = torch.arange(start, start + frames, device=self.image_cond.device).clamp(max=last)
-        return self.image_cond.index_select(2, idx)
+        if isinstance(self.image_cond, FirstFrameChannels):
+            return self.image_cond.span(start, frames)
+        if start + frames > self.image_cond.shape[2]:
+            raise ValueError(
+                f"latents [{start}, {start + frames}) run past the clip's {self.image_cond.shape[2]} latents of "
+                "image channels; encode the clip as long as the span (or stream: build_video_condition)"
+            )
+        return self.image_cond[:, :, start : start + frames]
 
 
 def build_video_condition(
@@ -100,31 +108,26 @@ def build_video_condition(
     text_lengths: torch.Tensor,
     *,
     track_ids: Optional[torch.Tensor],
-    reference_latents: int = 8,
     image_features: Optional[torch.Tensor] = None,
 ) -> VideoCondition:
     """First frame [B, 3, H, W] in [-1, 1] + frozen-encoder text -> ``VideoCondition``.
 
-    The I2V channels are built exactly as the teacher saw them (``i2v_condition`` of a video of
-    ``1 + 4 (reference_latents - 1)`` frames: image then grey), so the first ``reference_latents``
-    frames match any teacher clip of at most that length bit for bit. The frozen codec runs under
-    no_grad; the text projection runs under the caller's grad mode (it is trained in DMD).
+    The I2V channels come from ``first_frame_channels``: for any span, exactly what the network's
+    convention gives a clip that long (wan_i2v: the causal VAE's encode of [image, grey frames...];
+    fun_control: the image's latent at frame 0, zeros after), encoded as the stream asks. The frozen
+    codec runs under no_grad; the text projection runs under the caller's grad mode (it is trained in DMD).
     ``image_features``: the first frame's CLIP tokens, required by networks with the image branch.
     """
     if network.needs_image_features and image_features is None:
         raise ValueError(
             "this network has the I2V image branch: pass image_features (Conditioner.image_features of the first frame)"
         )
-    B, _, H, W = image.shape
-    frames = 1 + TEMPORAL_FACTOR * (reference_latents - 1)
+    _, _, H, W = image.shape
     with torch.no_grad():
         image_latent = codec.encode(image[:, :, None]).float()  # [B, C, 1, h, w]: causal, = frame 0 of any clip
-        if network.layout == "wan_i2v":
-            image_cond = i2v_condition(codec, image, num_frames=frames).float()
-        elif network.layout == "fun_control":
-            image_cond = start_image_latents(codec, image, num_frames=frames).float()
-        else:
-            image_cond = None
+    image_cond = None
+    if network.layout in ("wan_i2v", "fun_control"):
+        image_cond = first_frame_channels(codec, image, network.layout, image_latent=image_latent)
     return VideoCondition(
         context=network.project_text(text, text_lengths),
         image_latent=image_latent,

@@ -28,8 +28,8 @@ from trackstream.models.codec_names import CODEC_NAMES, codec_name
 from trackstream.models.formats.release_folder import find_release, is_release_folder, vae_version
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
-from .taehv import TAEHV, TAEHV_RELEASES, TAEHVConfig, TAEHVDecodeState
-from .tiny_ae import TinyAE, TinyAEConfig, TinyAEDecodeState, reconstruction_loss
+from .taehv import TAEHV, TAEHV_RELEASES, TAEHVConfig, TAEHVDecodeState, TAEHVEncodeState
+from .tiny_ae import TinyAE, TinyAEConfig, TinyAEDecodeState, TinyAEEncodeState, reconstruction_loss
 
 # The Wan VAEs are diffusers' AutoencoderKLWan: importing diffusers costs about a second, which every
 # command that runs the tiny AE or TAEHV would pay at start-up, so their names resolve on first use.
@@ -38,6 +38,7 @@ _LAZY = {
         "WAN21_LATENTS_MEAN",
         "WAN21_LATENTS_STD",
         "WanDecodeState",
+        "WanEncodeState",
         "WanVAE",
         "WanVAEConfig",
         "convert_diffusers_to_official",
@@ -72,6 +73,7 @@ __all__ = [
     "WanVAE",
     "WanVAEConfig",
     "WanDecodeState",
+    "WanEncodeState",
     "WAN21_LATENTS_MEAN",
     "WAN21_LATENTS_STD",
     "convert_official_to_diffusers",
@@ -86,9 +88,11 @@ __all__ = [
     "TAEHVConfig",
     "TAEHV_RELEASES",
     "TAEHVDecodeState",
+    "TAEHVEncodeState",
     "TinyAE",
     "TinyAEConfig",
     "TinyAEDecodeState",
+    "TinyAEEncodeState",
     "reconstruction_loss",
     "load_state_dict_strict",
     "read_state_dict_file",

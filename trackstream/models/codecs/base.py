@@ -13,7 +13,11 @@ is applied inside the codec.
 
 Streaming decode is functional: ``decode_chunk(latents, state) -> (frames, new_state)`` never
 mutates ``state``, so an engine may keep, replay or branch a state (e.g. DragStream re-decoding
-from an earlier point).
+from an earlier point). Streaming encode is its mirror, ``encode_chunk(frames, state) -> (latents,
+new_state)``, also functional: the first chunk has 1 + 4k frames, every later one 4k. A causal
+encoder (the Wan VAEs, the tiny AE, TAEHV padded in front) returns 1 + k, then k latents, and the
+chunks concatenate to ``encode`` of the whole clip for ANY clip length; that is how the I2V
+channels of an unbounded stream are built (``models.first_frame_stream``).
 
 Legend: B batch, C channels, T pixel frames, F latent frames, H/W height/width.
 """
@@ -66,6 +70,21 @@ class VideoCodec(nn.Module, metaclass=abc.ABCMeta):
                 f"{self.spatial_factor}; resize or crop the clip"
             )
 
+    def check_encode_chunk(self, video: torch.Tensor, *, started: bool) -> None:
+        """A streaming-encode chunk: 1 + 4k frames at the start of a stream, 4k (k >= 1) after."""
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"video must be [B, 3, T, H, W], got shape {tuple(video.shape)}")
+        t, tf = video.shape[2], self.temporal_factor
+        if started and (t < tf or t % tf):
+            raise ValueError(f"a later streaming-encode chunk has {tf}k frames (k >= 1), got {t}")
+        if not started:
+            self.num_latent_frames(t)
+        h, w = video.shape[-2:]
+        if h % self.spatial_factor or w % self.spatial_factor:
+            raise ValueError(
+                f"video height/width {h}x{w} must be multiples of the codec's spatial factor {self.spatial_factor}"
+            )
+
     def check_latents(self, latents: torch.Tensor) -> None:
         if latents.ndim != 5 or latents.shape[1] != self.latent_channels:
             raise ValueError(f"latents must be [B, {self.latent_channels}, F, h, w], got shape {tuple(latents.shape)}")
@@ -89,6 +108,30 @@ class VideoCodec(nn.Module, metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def decode_chunk(self, latents: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
         """Decode the next latents of a stream: returns (frames [B, 3, T_chunk, H, W], new state)."""
+
+    def init_encode_state(self) -> Any:
+        """State for the start of a streaming encode (nothing encoded yet); codecs whose encoder streams
+        override it and ``encode_chunk``."""
+        raise NotImplementedError(f"{type(self).__name__} has no streaming encoder")
+
+    def encode_chunk(self, video: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        """Encode the next frames of a stream: returns (the latents they complete [B, C, F_chunk, h, w], new state)."""
+        raise NotImplementedError(f"{type(self).__name__} has no streaming encoder")
+
+    def encode_streaming(self, video: torch.Tensor, chunk_latents: list[int]) -> torch.Tensor:
+        """Encode ``video`` chunk by chunk (``chunk_latents`` latents per chunk, summing to the clip's) and
+        concatenate: for tests and tools. A causal encoder gives ``encode(video)``."""
+        F = self.num_latent_frames(video.shape[2])
+        if sum(chunk_latents) != F or min(chunk_latents) < 1:
+            raise ValueError(f"chunk_latents={chunk_latents} must be positive and sum to the clip's {F} latents")
+        state, out, lo, done = self.init_encode_state(), [], 0, 0
+        for n in chunk_latents:
+            done += n
+            hi = 1 + self.temporal_factor * (done - 1)  # latent done - 1 ends at pixel frame 4 (done - 1)
+            z, state = self.encode_chunk(video[:, :, lo:hi], state)
+            out.append(z)
+            lo = hi
+        return torch.cat(out, dim=2)
 
     def decode_streaming(self, latents: torch.Tensor, chunk_sizes: list[int]) -> torch.Tensor:
         """Decode ``latents`` chunk by chunk (sizes must sum to F) and concatenate: for tests and tools."""

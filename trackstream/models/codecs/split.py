@@ -32,6 +32,12 @@ class SplitCodec(VideoCodec):
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         return self.full.encode(video)
 
+    def init_encode_state(self) -> Any:
+        return self.full.init_encode_state()
+
+    def encode_chunk(self, video: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
+        return self.full.encode_chunk(video, state)
+
     def decode(self, latents: torch.Tensor, **kwargs) -> torch.Tensor:
         return self.tiny.decode(latents, **kwargs)
 

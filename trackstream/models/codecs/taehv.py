@@ -27,6 +27,10 @@ Frame conventions:
   (``encoder_time_pad="end"``). ``encoder_time_pad="front"`` instead repeats frame 0 three times
   in front, so latent t sees frames up to 4t exactly as Wan's causal encoder; use it for an
   encoder trained from scratch under our frame convention.
+- Streaming encode carries each encoder MemBlock's memory and the frames of a group not yet complete:
+  a latent comes out once its 4 frames are in. Padded in front that is the causal contract (1 + k,
+  then k latents per chunk); padded at the end a chunk completes one latent fewer, the clip's last
+  latent (its last frame padded with copies) coming out only when the next frames arrive.
 
 ``patch_tgrow_layers``: a checkpoint TGrow weight with more output channels than the module (a
 decoder built with temporal upsampling switched off) is sliced to its last-timestep channels,
@@ -48,6 +52,7 @@ __all__ = [
     "TAEHVConfig",
     "TAEHV_RELEASES",
     "TAEHVDecodeState",
+    "TAEHVEncodeState",
     "TAEHV",
     "MemBlock",
     "TPool",
@@ -202,6 +207,16 @@ class TAEHVDecodeState:
     frames_to_trim: int = 0
 
 
+@dataclass(frozen=True)
+class TAEHVEncodeState:
+    """Streaming encode state: last input frame of every encoder MemBlock, the frames [B, T < 4, C, H, W]
+    (TAEHV layout) of the group not yet complete, and whether the stream has started."""
+
+    memory: Mapping[int, torch.Tensor] = field(default_factory=dict)
+    pending: torch.Tensor | None = None
+    started: bool = False
+
+
 def _check_release(state: Mapping[str, torch.Tensor], config: TAEHVConfig, path: str) -> None:
     """One-line ValueError when ``state`` is a known TAEHV release that ``config`` is not sized for."""
     if "decoder.0.weight" in state:  # base decoder.0 is the parameter-free Clamp; the super decoder's is a conv
@@ -318,6 +333,26 @@ class TAEHV(VideoCodec):
             x = torch.cat([x[:, :1].expand(-1, pad, -1, -1, -1), x], dim=1)
         z, _ = _apply_sequence(self.encoder, x)  # [B, 1 + k, C, h, w]
         return z.permute(0, 2, 1, 3, 4)
+
+    def init_encode_state(self) -> TAEHVEncodeState:
+        return TAEHVEncodeState()
+
+    def encode_chunk(self, video: torch.Tensor, state: TAEHVEncodeState) -> tuple[torch.Tensor, TAEHVEncodeState]:
+        self.check_encode_chunk(video, started=state.started)
+        x = self._to_taehv_frames(video)  # [B, T, 3 p^2, H / p, W / p]
+        if not state.started and self.config.encoder_time_pad == "front":
+            x = torch.cat([x[:, :1].expand(-1, self.temporal_factor - 1, -1, -1, -1), x], dim=1)
+        if state.pending is not None:
+            x = torch.cat([state.pending, x], dim=1)
+        whole = x.shape[1] - x.shape[1] % self.temporal_factor  # frames of complete groups
+        pending = x[:, whole:].clone() if whole < x.shape[1] else None  # a copy: not a view pinning x
+        if whole == 0:
+            b, _, _, h, w = x.shape
+            sf = self.spatial_factor // self.patch_size
+            z = x.new_zeros(b, 0, self.latent_channels, h // sf, w // sf)
+            return z.permute(0, 2, 1, 3, 4), TAEHVEncodeState(state.memory, pending, True)
+        z, memory = _apply_sequence(self.encoder, x[:, :whole], state.memory)  # [B, G, C, h, w]
+        return z.permute(0, 2, 1, 3, 4), TAEHVEncodeState(memory, pending, True)
 
     def decode(self, latents: torch.Tensor, *, clamp: bool = True) -> torch.Tensor:
         """``clamp=False`` keeps gradients outside [-1, 1] (for training the decoder)."""

@@ -18,7 +18,8 @@ place but soft 8x8-block edges; a strided conv pyramid of similar cost was still
 The only mixing across groups is a causal temporal conv (kernel
 ``temporal_kernel`` over the current and previous latents, zeros before the start). The decoder
 mirrors this and drops the first 3 frames of group 0. Streaming decode carries the last
-``temporal_kernel - 1`` inputs of the decoder's temporal conv and therefore equals the full decode.
+``temporal_kernel - 1`` inputs of the decoder's temporal conv and therefore equals the full decode;
+streaming encode carries the encoder's the same way.
 
 Latent normalisation: ``latents_mean``/``latents_std`` are per-channel buffers saved in the
 state dict (identity until set, e.g. with :meth:`TinyAE.fit_latent_stats` after training).
@@ -38,7 +39,7 @@ import torch.nn.functional as F
 
 from .base import VideoCodec, load_state_dict_strict
 
-__all__ = ["TinyAEConfig", "TinyAEDecodeState", "TinyAE", "reconstruction_loss"]
+__all__ = ["TinyAEConfig", "TinyAEDecodeState", "TinyAEEncodeState", "TinyAE", "reconstruction_loss"]
 
 _GROUP = 4  # pixel frames per latent (temporal factor)
 # what writes a tiny-AE codec.pt again, for an error about one that does not parse
@@ -107,6 +108,12 @@ class TinyAEDecodeState:
     started: bool = False
 
 
+@dataclass(frozen=True)
+class TinyAEEncodeState:
+    history: torch.Tensor | None = None  # encoder temporal-conv inputs of the last kernel-1 latents
+    started: bool = False
+
+
 class TinyAE(VideoCodec):
     """Causal conv autoencoder: [B, 3, 1+4k, H, W] in [-1, 1] <-> [B, C, 1+k, H/p, W/p] (p = patch)."""
 
@@ -135,18 +142,27 @@ class TinyAE(VideoCodec):
     def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
         """Unnormalised latents [B, C, 1+k, h, w] (differentiable)."""
         self.check_video(video)
-        b, _, t, h, w = video.shape
-        x = video.to(self.enc_in.weight.dtype)
-        x = torch.cat([x[:, :, :1].expand(-1, -1, _GROUP - 1, -1, -1), x], dim=2)  # [B, 3, 4G, H, W]
-        g = x.shape[2] // _GROUP
+        z, _ = self._encode_groups(self._front_pad(video), None)
+        return z
+
+    @staticmethod
+    def _front_pad(video: torch.Tensor) -> torch.Tensor:
+        """[B, 3, 1+4k, H, W] -> [B, 3, 4(k+1), H, W]: frame 0 three times more in front (group 0 = frame 0)."""
+        return torch.cat([video[:, :, :1].expand(-1, -1, _GROUP - 1, -1, -1), video], dim=2)
+
+    def _encode_groups(self, x: torch.Tensor, history: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Frames [B, 3, 4G, H, W] -> raw latents [B, C, G, h, w], new encoder history."""
+        b, _, t, h, w = x.shape
+        g = t // _GROUP
+        x = x.to(self.enc_in.weight.dtype)
         x = x.view(b, 3, g, _GROUP, h, w).permute(0, 2, 3, 1, 4, 5).reshape(b * g, _GROUP * 3, h, w)
         x = self.enc_res(self.enc_in(F.pixel_unshuffle(x, self.spatial_factor)))  # [B*G, width, h, w]
         if self.enc_time is not None:
             x = x.view(b, g, *x.shape[1:]).transpose(1, 2)  # [B, width, G, h, w]
-            x, _ = self.enc_time(x, None)
+            x, history = self.enc_time(x, history)
             x = x.transpose(1, 2).flatten(0, 1)
         z = self.enc_out(F.silu(x))
-        return z.view(b, g, *z.shape[1:]).transpose(1, 2)  # [B, C, G, h, w]
+        return z.view(b, g, *z.shape[1:]).transpose(1, 2), history  # [B, C, G, h, w]
 
     def _decode_groups(self, z: torch.Tensor, history: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Raw latents [B, C, G, h, w] -> all 4G frames [B, 3, 4G, H, W] (unclamped), new history."""
@@ -205,6 +221,16 @@ class TinyAE(VideoCodec):
         mean, std = self._stats()
         self.check_latents(latents)
         return self.decode_raw(latents * std + mean).clamp(-1.0, 1.0)
+
+    def init_encode_state(self) -> TinyAEEncodeState:
+        return TinyAEEncodeState(history=None, started=False)
+
+    def encode_chunk(self, video: torch.Tensor, state: TinyAEEncodeState) -> tuple[torch.Tensor, TinyAEEncodeState]:
+        self.check_encode_chunk(video, started=state.started)
+        x = video if state.started else self._front_pad(video)
+        z, history = self._encode_groups(x, state.history)
+        mean, std = self._stats()
+        return (z - mean) / std, TinyAEEncodeState(history=history, started=True)
 
     def init_decode_state(self) -> TinyAEDecodeState:
         return TinyAEDecodeState(history=None, started=False)

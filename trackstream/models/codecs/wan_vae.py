@@ -16,6 +16,12 @@ differ:
 The decoder's flat ``upsamples`` list holds, per level, ``num_res_blocks + 1`` residual blocks
 and then (except on the last level) one resample, so index i sits at level i // (nrb + 2).
 
+Streaming encode is diffusers' own ``_encode`` loop made resumable: the encoder runs on frame 0 alone,
+then on each group of 4 frames, every causal conv carrying its last 2 input frames (and each temporal
+downsampler its last frame) from group to group; that cache is the explicit ``WanEncodeState``. Through
+it frame 0 reaches every later latent (the receptive field is unbounded), so a chunked encode is the
+only exact way to extend a clip's latents.
+
 Streaming decode uses diffusers' own per-conv feature cache (the last 2 input frames of every
 causal conv, "Rep" marking the first latent of a temporal upsampler), which the full decode also
 runs one latent at a time; we keep that cache list in an explicit state instead of on the module.
@@ -30,7 +36,7 @@ from typing import Mapping
 
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm, unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d, WanRMS_norm, patchify, unpatchify
 
 from .base import VideoCodec, load_state_dict_strict, read_state_dict_file
 
@@ -40,6 +46,7 @@ __all__ = [
     "WAN21_LATENTS_STD",
     "WanVAEConfig",
     "WanDecodeState",
+    "WanEncodeState",
     "WanVAE",
     "official_to_diffusers_key",
     "diffusers_to_official_key",
@@ -234,6 +241,16 @@ class WanDecodeState:
     started: bool = False
 
 
+@dataclass(frozen=True)
+class WanEncodeState:
+    """Streaming encode state: one entry per causal conv of the encoder (None = not reached yet, else a
+    tensor of its last <= 2 input frames; a temporal downsampler keeps its last frame), and whether the
+    stream has started (the first group is frame 0 alone, later ones 4 frames)."""
+
+    feat_cache: tuple = field(default_factory=tuple)
+    started: bool = False
+
+
 def wan_vae_config_from_state_dict(sd: Mapping[str, torch.Tensor]) -> "WanVAEConfig":
     """The widths of an official-layout VAE state dict (first conv -> ``base_dim``, the latent 1x1 conv
     -> ``z_dim``); the block structure is the released one (a different one fails the strict load)."""
@@ -270,6 +287,7 @@ class WanVAE(VideoCodec):
         self.register_buffer("latents_mean", torch.tensor(cfg.latents_mean).view(shape), persistent=False)
         self.register_buffer("latents_std", torch.tensor(cfg.latents_std).view(shape), persistent=False)
         self._num_decoder_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.decoder.modules())
+        self._num_encoder_convs = sum(isinstance(m, WanCausalConv3d) for m in vae.encoder.modules())
 
     # ------------------------------------------------------------------ construction
 
@@ -323,6 +341,25 @@ class WanVAE(VideoCodec):
         self.check_latents(latents)
         # diffusers decodes latent by latent with its own cache and clamps to [-1, 1].
         return self.vae.decode(self.denormalize(latents).to(self.vae.dtype)).sample
+
+    def init_encode_state(self) -> WanEncodeState:
+        return WanEncodeState(feat_cache=(None,) * self._num_encoder_convs, started=False)
+
+    def encode_chunk(self, video: torch.Tensor, state: WanEncodeState) -> tuple[torch.Tensor, WanEncodeState]:
+        self.check_encode_chunk(video, started=state.started)
+        # Shallow copy: diffusers' encoder only replaces cache entries with fresh clones, never writes into one.
+        cache = list(state.feat_cache)
+        x = video.to(self.vae.dtype)
+        if self.patch_size > 1:
+            x = patchify(x, patch_size=self.patch_size)  # [B, 3 p^2, T, H / p, W / p]
+        # diffusers' grouping: frame 0 alone, then 4 frames per latent (a temporal downsampler's first call
+        # only stores its input, so no group boundary may move)
+        tf, first = self.temporal_factor, 0 if state.started else 1
+        groups = ([] if state.started else [(0, 1)]) + [(a, a + tf) for a in range(first, x.shape[2], tf)]
+        out = [self.vae.encoder(x[:, :, a:b], feat_cache=cache, feat_idx=[0]) for a, b in groups]
+        moments = self.vae.quant_conv(torch.cat(out, dim=2))  # 1x1x1: per frame; [B, 2 C, F_chunk, h, w]
+        mu = moments[:, : self.latent_channels]  # the posterior's mode, as ``encode``
+        return self.normalize(mu), WanEncodeState(feat_cache=tuple(cache), started=True)
 
     def init_decode_state(self) -> WanDecodeState:
         return WanDecodeState(feat_cache=(None,) * self._num_decoder_convs, started=False)
