@@ -1,5 +1,10 @@
 """Synthetic world: schema, determinism, exact ground truth, captions, and the resumable dataset."""
 
+import os
+import signal
+import time
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -142,6 +147,32 @@ def test_synthetic_dataset_resume_is_exact():
     _same(ref, _stream(2, stop_at=3))  # resume in the middle of a worker round
     batch = ref[0]
     assert batch[3].shape[2] == batch[4].shape[1] and 10 <= batch[4].sum(1).max() <= 40
+
+
+def _children() -> set[int]:
+    return {int(pid) for f in Path("/proc/self/task").glob("*/children") for pid in f.read_text().split()}
+
+
+def test_loader_workers_ignore_the_stop_signals_and_end_with_the_stream():
+    """A preemption signal for every process of a job (Slurm), a process group (``kill -- -PGID``) or relayed by
+    torchrun (to each rank's group) reaches the loader workers too: they go on, and end when the stream is closed
+    (as the training loop closes it when it stops)."""
+    from trackstream.data.batching import WORKER_IGNORES
+
+    world = SyntheticWorld(height=32, width=32, num_frames=5, grid_size=8)
+    before = _children()
+    it = iter(StreamLoader(SyntheticVideoDataset(world, batch_size=2, seed=5, num_workers=2)))
+    assert next(it)["stream_index"] == 0
+    workers = _children() - before
+    assert len(workers) == 2
+    assert not set(WORKER_IGNORES) & signal.pthread_sigmask(signal.SIG_BLOCK, [])  # held only while they start
+    for pid in workers:
+        for sig in WORKER_IGNORES:
+            os.kill(pid, sig)
+    time.sleep(0.2)
+    assert [next(it)["stream_index"] for _ in range(4)] == [1, 2, 3, 4]
+    it.close()
+    assert not workers & _children()  # ended and reaped
 
 
 def test_synthetic_dataset_ranks_and_fixed_set():

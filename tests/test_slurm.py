@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import cli_env, popen
+from conftest import cli_env, free_port, popen
 from trackstream.trainer.checkpoint import PreemptionHandler
 from trackstream.trainer.dist import export_slurm_env
 
@@ -134,6 +134,116 @@ def test_a_preemption_signal_from_outside_saves_requeues_and_resumes_identically
     assert _losses(run) == expected  # bit-identical, every step
 
 
+# SIGTERM with loader workers (the endless synthetic stream read by 2 workers per rank): torchrun relays it to each
+# rank's whole process group (os.killpg), Slurm signals every process of a step and `kill -- -PGID` a group, so
+# the workers get it too. "every process": torchrun, its ranks and their workers, as Slurm's signal reaches them.
+WORKERS = [a for a in COMMON if not a.startswith("data.pool_size")] + ["data.pool_size=null", "data.num_workers=2"]
+LAYOUTS = {"single": [], "torchrun": ["parallel=ddp"]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, run_module, torchrun):
+    """``layout`` -> (losses of the uninterrupted run, the codec it fitted or was given), each run made once."""
+    made: dict = {}
+
+    def get(layout: str) -> tuple[dict, Path]:
+        if layout not in made:
+            ref = tmp_path_factory.mktemp("uninterrupted") / layout
+            args = [*WORKERS, *LAYOUTS[layout], f"hydra.run.dir={ref}"]
+            if layout == "single":
+                run_module("trackstream.train", *args, timeout=300, env=cli_env())
+                made[layout] = _losses(ref), ref / "codec" / "codec.pt"
+            else:
+                codec = get("single")[1]
+                torchrun(2, "-m", "trackstream.train", *args, f"codec.checkpoint={codec}", timeout=600, env=cli_env())
+                made[layout] = _losses(ref), codec
+        return made[layout]
+
+    return get
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that ended meanwhile
+            continue
+    out, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [c for c, p in parents.items() if p == parent]
+        out += children
+        todo += children
+    return out
+
+
+def _start(layout: str, args: list[str], log_file):
+    if layout == "single":  # a child of the fork server: a session of its own, its loader workers in its group
+        return popen(
+            [sys.executable, "-m", "trackstream.train", *args], env=cli_env(), stdout=log_file, stderr=log_file
+        )
+    # real processes, so that torchrun's ranks are its children: started cold
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    return subprocess.Popen(
+        [*cmd, "-m", "trackstream.train", *args],
+        env=cli_env(),
+        stdout=log_file,
+        stderr=log_file,
+        start_new_session=True,
+    )
+
+
+def _terminate(proc, target: str) -> None:
+    if target == "group":
+        os.killpg(proc.pid, signal.SIGTERM)
+    elif target == "launcher":
+        proc.send_signal(signal.SIGTERM)
+    else:
+        for pid in [proc.pid, *_descendants(proc.pid)]:
+            os.kill(pid, signal.SIGTERM)
+
+
+@pytest.mark.slow  # two training commands (the torchrun ones cold), and the uninterrupted runs once a layout
+@pytest.mark.multiproc
+@pytest.mark.parametrize(
+    "layout, target", [("single", "group"), ("torchrun", "launcher"), ("torchrun", "every process")]
+)
+def test_sigterm_with_loader_workers_saves_and_resumes_identically(
+    layout, target, tmp_path, uninterrupted, run_module, torchrun
+):
+    expected, codec = uninterrupted(layout)
+    run = tmp_path / "preempted"
+    args = [*WORKERS, *LAYOUTS[layout], f"hydra.run.dir={run}", f"codec.checkpoint={codec}"]
+    with tempfile.TemporaryFile("w+") as log_file:
+        proc = _start(layout, args, log_file)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:  # the second logged step, then the signal
+            if (run / "metrics.jsonl").is_file() and len(_losses(run)) >= 2:
+                break
+            time.sleep(0.05)
+        _terminate(proc, target)
+        code = proc.wait(timeout=240)
+        log_file.seek(0)
+        out = log_file.read()
+    summary = json.loads((run / "results.json").read_text()) if (run / "results.json").is_file() else {}
+    assert summary.get("status") == "preempted" and 2 <= summary["step"] < STEPS, (code, out[-4000:])
+    assert (run / "checkpoints" / f"step_{summary['step']:08d}" / "meta.pt").is_file()
+    assert "received SIGTERM" in out and "killed by signal" not in out, out[-3000:]  # no loader worker lost
+    if layout == "single":
+        assert code == 0, out[-3000:]
+    else:  # torchrun itself exits 1 on the signal; its ranks saved within its shutdown timeout (no SIGKILL)
+        assert "forcefully" not in out and "exitcode" not in out, out[-3000:]
+
+    if layout == "single":  # the requeued job: the same command
+        run_module("trackstream.train", *args, timeout=300, env=cli_env())
+    else:
+        torchrun(2, "-m", "trackstream.train", *args, timeout=600, env=cli_env())
+    summary = json.loads((run / "results.json").read_text())
+    assert summary["status"] == "done" and summary["resumed_from"] is not None
+    assert _losses(run) == expected  # bit-identical, every step
+
+
 # ---------------------------------------------------------------------------------------------------
 # The sbatch templates (slurm/*.sbatch), the chain (slurm/chain.sh) and the submitit presets
 # (conf/hydra/launcher/slurm_*.yaml), under fake srun / scontrol / sbatch that log their arguments.
@@ -151,7 +261,9 @@ STAGES = {
 JOB = "4242"
 FAKE_SRUN = """#!/bin/bash
 { echo ---; printf '%s\\n' "$@"
-  for v in RUN_DIR MASTER_ADDR MASTER_PORT WANDB_MODE OMP_NUM_THREADS; do echo "ENV $v=${!v-}"; done; } >> LOGDIR/srun.log
+  for v in RUN_DIR MASTER_ADDR MASTER_PORT WANDB_MODE OMP_NUM_THREADS; do echo "ENV $v=${!v-}"; done
+  if [ -n "${TORCH_ELASTIC_SHUTDOWN_TIMEOUT+set}" ]; then echo "ENV TORCH_ELASTIC_SHUTDOWN_TIMEOUT=$TORCH_ELASTIC_SHUTDOWN_TIMEOUT"; fi
+} >> LOGDIR/srun.log
 if [ -n "${FAKE_SRUN_SLEEP:-}" ]; then
     trap 'echo "srun TERM" >> LOGDIR/events.log; kill $! 2>/dev/null; exit 143' TERM
     echo "srun started" >> LOGDIR/events.log
@@ -180,7 +292,17 @@ def _slurm_env(tmp_path: Path, **extra: str) -> dict:
         for k, v in os.environ.items()
         if not k.startswith("SLURM_")
         and k
-        not in ("RUN_DIR", "RUN_ROOT", "EXPERIMENT", "STAGE", "LAUNCHER", "PYTHON", "WANDB_MODE", "OMP_NUM_THREADS")
+        not in (
+            "RUN_DIR",
+            "RUN_ROOT",
+            "EXPERIMENT",
+            "STAGE",
+            "LAUNCHER",
+            "PYTHON",
+            "WANDB_MODE",
+            "OMP_NUM_THREADS",
+            "TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
+        )
     }
     env.update(
         PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
@@ -354,6 +476,7 @@ def test_torchrun_template_starts_one_torchrun_per_node(tmp_path):
         "optim.lr=2e-5",
     ]
     assert env["OMP_NUM_THREADS"] == "12"  # 96 CPUs / 8 workers
+    assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "100"  # the ranks' time to save after TERM, under the 120 s lead
 
 
 def _signal_batch_shell(script: str, sig: int, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list]:

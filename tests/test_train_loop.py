@@ -244,6 +244,37 @@ def test_preemption_handler_turns_signals_into_a_flag():
     assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
+def test_a_restart_drops_the_rows_past_its_step_and_sends_no_step_twice_to_wandb(tmp_path, monkeypatch):
+    """A killed attempt logged steps 1-5 (the last row cut short) and its last checkpoint is step 3: the run
+    resumed there drops rows 4-5 from metrics.jsonl and eval.jsonl, and W&B (the same run id, which holds up to
+    step 5 and refuses a step that goes back) gets only the steps past 5."""
+    import json
+    import sys
+    import types
+
+    from trackstream.trainer.metrics import WandbConfig
+
+    sent = []
+    run = types.SimpleNamespace(log=lambda d, step: sent.append(step), summary={}, finish=lambda: None)
+    monkeypatch.setitem(sys.modules, "wandb", types.SimpleNamespace(init=lambda **kw: run))
+    rows = "".join(json.dumps({"step": s, "train/loss": 1.0 / s}) + "\n" for s in range(1, 6))
+    (tmp_path / "metrics.jsonl").write_text(rows + '{"step": 6, "train/lo')
+    (tmp_path / "eval.jsonl").write_text('{"step": 2, "epe": 1.0}\n{"step": 4, "epe": 0.5}\n')
+    wandb_on = LoggerConfig(progress_bar=False, wandb=WandbConfig(enabled=True, mode="offline"))
+    logger = MetricLogger(tmp_path, wandb_on, is_main=True, total_steps=8)
+    logger.start_at(3)
+    for step in range(4, 8):
+        logger.log(step, {"train/loss": 1.0 / step})
+    logger.log_eval(4, {"epe": 0.25})
+    logger.log_eval(6, {"epe": 0.2})
+    logger.close()
+    steps = [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5, 6, 7]
+    evals = [json.loads(line) for line in (tmp_path / "eval.jsonl").read_text().splitlines()]
+    assert evals == [{"step": 2, "epe": 1.0}, {"step": 4, "epe": 0.25}, {"step": 6, "epe": 0.2}]
+    assert sent == [6, 7, 6]  # the train rows, then the evaluation at 6
+
+
 @pytest.mark.slow  # an offline W&B run: wandb starts its service process
 def test_wandb_offline_logs_scalars_and_a_video_file_without_moviepy(tmp_path, monkeypatch):
     import numpy as np

@@ -102,6 +102,56 @@ def test_one_training_per_run_directory(tmp_path):
     unlock_run_dir(tmp_path)
 
 
+def _start_together(run_dir, offsets: list[float]) -> list[tuple[int, str]]:
+    """``python -m trackstream.train`` (the tiny teacher, one step) once per offset, started that many seconds
+    after the first, the k-th with ``trainer.log_every=k+1`` (its mark in the records); (exit status, stderr)."""
+    import tempfile
+    import time
+
+    from conftest import TINY_TEACHER, cli_env, popen
+
+    shrink = ["trainer.max_steps=1", "codec.fit.steps=1", "trainer.num_threads=1", f"hydra.run.dir={run_dir}"]
+    started, procs, errs = time.monotonic(), [], []
+    for k, offset in enumerate(offsets):
+        time.sleep(max(0.0, started + offset - time.monotonic()))
+        errs.append(tempfile.TemporaryFile("w+"))
+        cmd = [sys.executable, "-m", "trackstream.train", *TINY_TEACHER, *shrink, f"trainer.log_every={k + 1}"]
+        procs.append(popen(cmd, env=cli_env(OMP_NUM_THREADS="1"), stderr=errs[-1]))
+    out = []
+    for proc, err in zip(procs, errs):
+        code = proc.wait(timeout=300)
+        err.seek(0)
+        out.append((code, err.read()))
+        err.close()
+    return out
+
+
+@pytest.mark.slow  # 12 training commands, 3 of them train
+@pytest.mark.multiproc
+def test_trainings_started_together_on_one_run_directory_one_trains_and_the_others_touch_nothing(tmp_path):
+    """Four trainings started within 0.3 s on one run directory, three rounds (two new directories, then the first
+    again, its run done): one trains, the others are refused in one line and leave the directory as the winner
+    writes it (its own mark in Hydra's records and config.yaml, nothing removed under it)."""
+    import json
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    rounds = [(a, [0, 0.05, 0.15, 0.3]), (b, [0, 0.1, 0.1, 0.25]), (a, [0, 0.02, 0.2, 0.3])]
+    for run_dir, offsets in rounds:
+        results = _start_together(run_dir, offsets)
+        winners = [k for k, (code, _) in enumerate(results) if code == 0]
+        assert len(winners) == 1, [(code, err[-2000:]) for code, err in results]
+        for k, (code, err) in enumerate(results):
+            if k != winners[0]:
+                lines = err.strip().splitlines()
+                assert code == 2 and len(lines) == 1, (code, err[-3000:])
+                assert lines[0].startswith(f"error: run directory {run_dir} is in use by another training"), lines
+        mark = f"trainer.log_every={winners[0] + 1}"
+        assert mark in (run_dir / ".hydra" / "overrides.yaml").read_text()
+        assert f"log_every: {winners[0] + 1}" in (run_dir / "config.yaml").read_text()
+        assert json.loads((run_dir / "results.json").read_text())["status"] == "done"
+        assert (run_dir / LOCK_NAME).is_file()
+
+
 def test_a_parallel_strategy_without_a_launcher_is_a_world_of_one(monkeypatch):
     """``trackstream train experiment=<real recipe>`` (FSDP, DeepSpeed) on one process, as the docs show it."""
     from trackstream.trainer.dist import world_of_one

@@ -1,8 +1,9 @@
 """Exact resume through the real CLI: N steps uninterrupted == N/2 steps, killed, resumed to N.
 
-The interrupted run is killed with SIGKILL right after its step-2 checkpoint (no chance to
-clean up), resumed, preempted by SIGUSR1 at step 4 (the Slurm path: save and exit cleanly),
-and resumed again to step 6. Every logged loss must equal the uninterrupted run's exactly.
+The interrupted run is killed with SIGKILL right after it logged step 3, past its step-2 checkpoint
+(no chance to clean up), resumed, preempted by SIGUSR1 at step 3 (the Slurm path: save and exit
+cleanly), and resumed again to step 6. Every logged loss must equal the uninterrupted run's exactly,
+and metrics.jsonl holds each step once (the killed attempt's step 3 is dropped by the resume).
 """
 
 import json
@@ -28,26 +29,18 @@ COMMON = [
     "codec.fit.steps=2",
 ]
 
-# A driver around the real entry point: optionally SIGKILL itself after a given checkpoint or
-# send itself SIGUSR1 after a given step (fault injection lives in the test, not the product).
+# A driver around the real entry point: optionally SIGKILL itself or send itself SIGUSR1 after a given
+# step is logged (fault injection lives in the test, not the product).
 DRIVER = r"""
 import os, signal, sys
-import trackstream.trainer.checkpoint as ck
 import trackstream.trainer.metrics as mt
-kill_after = int(os.environ.get("KILL_AFTER_SAVE", "-1"))
+kill_at = int(os.environ.get("KILL_AT_STEP", "-1"))
 usr1_at = int(os.environ.get("USR1_AT_STEP", "-1"))
-save = ck.CheckpointManager.save
-def patched_save(self, step, **kw):
-    out = save(self, step, **kw)
-    if step == kill_after and self.directory.parent.name != "codec":
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-ck.CheckpointManager.save = patched_save
 log = mt.MetricLogger.log
 def patched_log(self, step, scalars):
     log(self, step, scalars)
-    if step == usr1_at and "train/loss/dit" in scalars:
-        os.kill(os.getpid(), signal.SIGUSR1)
+    if "train/loss/dit" in scalars and step in (kill_at, usr1_at):
+        os.kill(os.getpid(), signal.SIGKILL if step == kill_at else signal.SIGUSR1)
 mt.MetricLogger.log = patched_log
 from trackstream.train.app import main
 sys.argv = ["train"] + sys.argv[1:]
@@ -62,11 +55,10 @@ def _run(run_dir: Path, *extra: str, env_extra: dict | None = None) -> subproces
 
 
 def _losses(run_dir: Path) -> dict[int, float]:
-    out = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        rec = json.loads(line)
-        out[rec["step"]] = rec["train/loss"]  # a re-logged step after resume overwrites: last wins
-    return out
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in rows]
+    assert steps == sorted(set(steps)), steps  # each step once, in order
+    return {r["step"]: r["train/loss"] for r in rows}
 
 
 @pytest.mark.slow  # four whole training commands
@@ -79,10 +71,11 @@ def test_kill_and_preempt_then_resume_gives_identical_losses(tmp_path):
     codec = ref / "codec" / "codec.pt"  # reuse the fitted codec: the interrupted run resumes the teacher
 
     run = tmp_path / "interrupted"
-    r = _run(run, f"codec.checkpoint={codec}", env_extra={"KILL_AFTER_SAVE": "2"})
+    r = _run(run, f"codec.checkpoint={codec}", env_extra={"KILL_AT_STEP": "3"})
     assert r.returncode == -signal.SIGKILL, r.stderr[-3000:]
     assert (run / "checkpoints" / "step_00000002" / "meta.pt").is_file()
     assert not (run / "checkpoints" / "step_00000004").exists()
+    assert sorted(_losses(run)) == [1, 2, 3]  # step 3 logged, not saved: the resume logs it again
 
     r = _run(run, f"codec.checkpoint={codec}", env_extra={"USR1_AT_STEP": "3"})
     assert r.returncode == 0, r.stderr[-3000:]

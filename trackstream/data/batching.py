@@ -13,12 +13,18 @@ Design (why it is exact):
   checks against the expected position, so an ordering bug fails loudly instead of silently.
 * All randomness (shuffles, track subsets) comes from `derive_seed(seed, ...)` keyed by stream
   coordinates, never from global RNG state, so it replays identically after a restart.
+* Loader workers ignore the signals that stop a training (``WORKER_IGNORES``): a preemption signal sent to
+  every process of a job (Slurm), to a process group (``kill -- -PGID``) or relayed by torchrun (which
+  signals each rank's whole process group) would otherwise kill them, and the training would fail on
+  its next batch instead of saving. The main process ends its workers itself when it stops reading.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import signal
 from abc import abstractmethod
 
 import numpy as np
@@ -126,19 +132,59 @@ class StreamLoader:
             pin_memory=self.pin_memory,
             prefetch_factor=self.prefetch_factor if nw > 0 else None,
             multiprocessing_context=self.mp_context if nw > 0 else None,
+            worker_init_fn=ignore_stop_signals if nw > 0 else None,
         )
-        for batch in loader:
-            assert batch["stream_index"] == self.dataset.position, (
-                f"stream out of order: got batch {batch['stream_index']}, expected {self.dataset.position}"
-            )
-            self.dataset.position += 1
-            yield batch
+        with _stop_signals_held():  # the workers start here
+            batches = iter(loader)
+        try:
+            for batch in batches:
+                assert batch["stream_index"] == self.dataset.position, (
+                    f"stream out of order: got batch {batch['stream_index']}, expected {self.dataset.position}"
+                )
+                self.dataset.position += 1
+                yield batch
+        finally:  # also when the consumer closes this generator (the training loop does when it stops)
+            _end_workers(batches)
 
     def state_dict(self) -> dict:
         return self.dataset.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.dataset.load_state_dict(state)
+
+
+# the signals a training saves on (trainer.checkpoint.PreemptionHandler) and Ctrl-C: the main process handles them
+WORKER_IGNORES = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+    """Hold (block) ``WORKER_IGNORES`` while the loader forks its workers: a worker inherits the mask, so a
+    signal sent before its init has set them ignored waits instead of killing it; here they arrive on release."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_IGNORES)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """A loader worker's ``worker_init_fn``: ignore ``WORKER_IGNORES`` (those pending since the fork included)."""
+    for sig in WORKER_IGNORES:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_IGNORES)
+
+
+def _end_workers(batches) -> None:
+    """Stop a DataLoader iterator's workers. They ignore SIGTERM, which is what the DataLoader's own shutdown
+    falls back on for a worker that does not leave when asked: one still alive after it is killed here."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # absent without workers
+    if shutdown is not None:
+        shutdown()
+    for worker in getattr(batches, "_workers", ()):
+        if worker.is_alive():
+            worker.kill()
+            worker.join()
 
 
 def subsample_tracks(sample: dict, num_tracks: int | tuple[int, int], rng: np.random.Generator) -> dict:

@@ -33,7 +33,7 @@ from typing import Callable
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, read_write
 
 from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.formats.files import remove_run_folder
@@ -45,11 +45,11 @@ from trackstream.train.registry import run_stage
 from trackstream.train.teacher_record import Applied, apply_settings
 from trackstream.train.train_config import TrainConfig
 from trackstream.trainer.checkpoint import TrainingStopped, refuse_foreign_run
-from trackstream.trainer.dist import Runtime, export_slurm_env, hard_exit, init_runtime, seed_everything
+from trackstream.trainer.dist import Runtime, export_slurm_env, hard_exit, init_runtime, launch_rank, seed_everything
 from trackstream.trainer.loop import configure_determinism, set_threads
 from trackstream.trainer.metrics import setup_logging
 from trackstream.trainer.parallel import deepspeed_config
-from trackstream.trainer.run_lock import LOCK_NAME, lock_run_dir, unlock_run_dir
+from trackstream.trainer.run_lock import LOCK_NAME, holds_lock, lock_run_dir, made_dir, unlock_run_dir
 
 __all__ = ["main", "run", "instantiate", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
 
@@ -143,39 +143,77 @@ def check_inputs(typed: TrainConfig) -> None:
             raise ValueError(f"{name}={path!r} does not exist (relative to {Path.cwd()}); fix the path or unset it")
 
 
-# Hydra rewrites <run_dir>/.hydra/ (config, overrides) before the job runs, so a refused run would lose the
-# old run's records there even though it writes nothing itself: ``KeepHydraRecords`` (conf/hydra/default.yaml)
-# keeps their bytes from before, and a refused run puts them back
-_HYDRA_RECORDS: dict[Path, bytes] = {}
+# Hydra writes <run_dir>/.hydra/ (config, overrides) before the job runs. ``GuardRunDir`` (conf/hydra/default.yaml)
+# takes the run directory's lock first, so a run refused for the lock has Hydra write nothing there, and keeps the
+# bytes of the records from before, so a run refused later (holding the lock) puts back what Hydra overwrote
+_RECORD_NAMES = ("config.yaml", "hydra.yaml", "overrides.yaml")
+_HYDRA_RECORDS: dict[Path, dict[str, bytes] | None] = {}  # run dir -> its .hydra/ files before (None: no .hydra/)
+_LOCK_REFUSED: dict[Path, str] = {}  # run dir -> why the callback could not take its lock
 
 
-class KeepHydraRecords(Callback):
-    """Hydra callback: the bytes of an existing run directory's ``.hydra/`` files, read before Hydra
-    overwrites them (``on_run_start`` precedes the job's directory set-up)."""
+def _write_no_hydra_records(config: DictConfig) -> None:
+    with read_write(config.hydra):
+        config.hydra.output_subdir = None
+
+
+class GuardRunDir(Callback):
+    """Hydra callback, before Hydra makes the job's directory or writes anything in it (``on_run_start``): the
+    first rank takes the run directory's lock; refused, Hydra writes no records there (the holder's stay as they
+    are); else the bytes of the directory's ``.hydra/`` files are kept. Other ranks write no records (the first
+    rank's are the same)."""
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        _HYDRA_RECORDS.clear()
-        records = Path(str(OmegaConf.select(config, "hydra.run.dir"))).resolve() / ".hydra"
-        if records.is_dir():
-            _HYDRA_RECORDS.update({p: p.read_bytes() for p in records.iterdir() if p.is_file()})
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir"))).resolve()
+        _HYDRA_RECORDS.pop(run_dir, None)
+        _LOCK_REFUSED.pop(run_dir, None)
+        if launch_rank() != 0:
+            _write_no_hydra_records(config)
+            return
+        refusal = lock_run_dir(run_dir)
+        if refusal:
+            _LOCK_REFUSED[run_dir] = refusal
+            _write_no_hydra_records(config)
+            return
+        records = run_dir / ".hydra"
+        before = {p.name: p.read_bytes() for p in records.iterdir() if p.is_file()} if records.is_dir() else None
+        _HYDRA_RECORDS[run_dir] = before
 
 
 def _restore_hydra_records(run_dir: Path) -> None:
-    for path, data in _HYDRA_RECORDS.items():
-        if path.parent == run_dir / ".hydra":
-            path.write_bytes(data)
+    """Hydra's records of ``run_dir`` as they were before this run: the old bytes back, this run's own removed."""
+    before = _HYDRA_RECORDS.pop(run_dir, None)
+    records = run_dir / ".hydra"
+    for name in _RECORD_NAMES:
+        if before and name in before:
+            (records / name).write_bytes(before[name])
+        else:
+            (records / name).unlink(missing_ok=True)
+    if before is None and records.is_dir() and not any(records.iterdir()):
+        records.rmdir()
 
 
 def _only_hydra_records(run_dir: Path) -> bool:
-    """True when ``run_dir`` holds nothing but what Hydra wrote for this invocation (``.hydra/``): a run
-    directory this run made, safe to remove when the run is refused."""
+    """True when ``run_dir`` holds nothing but Hydra's records (``.hydra/``) and the lock: a directory Hydra made
+    for this run when no callback saw it first (a sweep point), safe to remove when the run is refused."""
     if not run_dir.is_dir():
         return False
     names = {p.name for p in run_dir.iterdir()}
     hydra = run_dir / ".hydra"
-    return names <= {".hydra"} and (
-        not hydra.is_dir() or {p.name for p in hydra.iterdir()} <= {"config.yaml", "hydra.yaml", "overrides.yaml"}
+    return names <= {".hydra", LOCK_NAME} and (
+        not hydra.is_dir() or {p.name for p in hydra.iterdir()} <= set(_RECORD_NAMES)
     )
+
+
+def _undo_start(run_dir: Path) -> None:
+    """A refused run's clean-up, by the lock's holder only (a run refused for the lock wrote nothing): the run
+    directory if this run made it, else Hydra's records as they were and the lock file if this run made it."""
+    if not holds_lock(run_dir):
+        return
+    if made_dir(run_dir) or (run_dir not in _HYDRA_RECORDS and _only_hydra_records(run_dir)):
+        remove_run_folder(run_dir)
+    elif run_dir in _HYDRA_RECORDS:
+        _restore_hydra_records(run_dir)
+    unlock_run_dir(run_dir, remove=True)
 
 
 def _only_setup_records(run_dir: Path) -> bool:
@@ -198,15 +236,21 @@ def start_run(cfg: DictConfig) -> tuple[TrainConfig, Runtime, Path]:
     checkpoints) is checked before anything is written: a refused run raises ``RunRefused`` and leaves an
     existing run directory as it was (``config.yaml`` included) and a new one removed again."""
     run_dir = _run_dir(cfg).resolve()
-    fresh = _only_hydra_records(run_dir)
     try:
-        return _start_run(cfg, run_dir)
+        return _start_run(cfg, run_dir, _take_lock(run_dir))
     except RunRefused:
-        if fresh:
-            remove_run_folder(run_dir)
-        elif int(os.environ.get("RANK", "0")) == 0:
-            _restore_hydra_records(run_dir)
+        _undo_start(run_dir)
         raise
+
+
+def _take_lock(run_dir: Path) -> str | None:
+    """The first rank's refusal to run in ``run_dir`` (None: it holds the lock; other ranks: None). Under Hydra
+    the callback took the lock already, before anything was written."""
+    if launch_rank() != 0:
+        return None
+    if run_dir in _LOCK_REFUSED:
+        return _LOCK_REFUSED.pop(run_dir)
+    return lock_run_dir(run_dir)  # this process's own lock is re-entered
 
 
 def command_line_keys() -> dict[str, str]:
@@ -291,9 +335,11 @@ def _runtime(typed: TrainConfig, device, *, world: int) -> Runtime:
     )
 
 
-def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Path]:
+def _start_run(cfg: DictConfig, run_dir: Path, refusal: str | None) -> tuple[TrainConfig, Runtime, Path]:
     export_slurm_env()  # WORLD_SIZE & co. from SLURM_* under srun, before anything reads them
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    if refusal and world == 1:  # several ranks learn it together below, once they can talk
+        raise RunRefused(refusal)
     # the K ranks of a sequence group share one sample: the batch is counted over data ranks only
     data_world = max(1, world // max(1, int(cfg.parallel.get("sequence_parallel", 1))))
     typed, device, read = _checked(cfg, run_dir, world=world, data_world=data_world)
@@ -306,8 +352,7 @@ def _start_run(cfg: DictConfig, run_dir: Path) -> tuple[TrainConfig, Runtime, Pa
             f"ranks disagree on the run directory ({agreed} vs {run_dir}): pass hydra.run.dir=... "
             "or set RUN_DIR so every rank gets the same one"
         )
-    held = lock_run_dir(run_dir) if runtime.is_main else None  # before anything of this run is written
-    held = runtime.broadcast_object(held)
+    held = runtime.broadcast_object(refusal if runtime.is_main else None)
     if held:
         raise RunRefused(held)
     setup_logging(is_main=runtime.is_main, level=typed.logger.level, log_file=run_dir / "train.log")
@@ -354,10 +399,9 @@ def run(cfg: DictConfig) -> dict:
     except ValueError as err:  # a user's file or value the stage found (a bad export, a damaged sample)
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        unlock_run_dir(run_dir)
         if _only_setup_records(run_dir):  # nothing trained: a refused run leaves no directory behind
             if runtime.is_main:
-                remove_run_folder(run_dir)
+                remove_run_folder(run_dir)  # while it holds the lock: no other run writes in it meanwhile
             raise RunRefused(str(err)) from err
         raise TrainingStopped(str(err)) from err  # the run directory (and its results.json) as it was
     finally:

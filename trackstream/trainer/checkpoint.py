@@ -24,7 +24,10 @@ truncated or garbage is skipped with a warning naming it and why, and the next o
 run directory holds another run.
 
 Preemption: SIGTERM, SIGUSR1 (Slurm's ``--signal=USR1@120``) and SIGUSR2 (submitit) set a flag; the loop checks it
-every step (agreeing across ranks), saves, and exits cleanly (optionally ``scontrol requeue``).
+every step (agreeing across ranks), saves, and exits cleanly, status 0 (optionally ``scontrol requeue``: the exit
+status requeues nothing). Loader workers ignore these signals (``data.batching``), so one sent to a process group,
+to every process of a Slurm step or relayed by torchrun (to each rank's group; it SIGKILLs ranks still running
+``TORCH_ELASTIC_SHUTDOWN_TIMEOUT`` seconds later) does not fail the step before the save.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ __all__ = [
     "Runtime",
     "init_runtime",
     "export_slurm_env",
+    "launch_rank",
     "seed_everything",
     "rng_state",
     "load_rng_state",
@@ -72,6 +73,16 @@ def export_slurm_env() -> None:
         except (OSError, subprocess.CalledProcessError, IndexError):
             os.environ["MASTER_ADDR"] = nodes.split(",")[0].split("[")[0]
     os.environ.setdefault("MASTER_PORT", str(20000 + int(os.environ.get("SLURM_JOB_ID", "0")) % 20000))
+
+
+def launch_rank() -> int:
+    """This process's rank as its launcher gave it, before any process group exists: ``RANK`` (torchrun, or
+    already derived), else ``SLURM_PROCID`` in a step of several tasks (``export_slurm_env``), else 0."""
+    if "RANK" in os.environ:
+        return int(os.environ["RANK"])
+    if int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        return int(os.environ.get("SLURM_PROCID", "0"))
+    return 0
 
 
 def world_of_one(strategy: str) -> None:

@@ -18,7 +18,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -218,6 +218,17 @@ def _step_updates(
     return checks
 
 
+@contextlib.contextmanager
+def _closing(batches: Iterator):
+    """``batches``, closed on the way out when it can be (a loader's generator ends its worker processes)."""
+    try:
+        yield batches
+    finally:
+        close = getattr(batches, "close", None)
+        if close is not None:
+            close()
+
+
 def _after_preempt_save(step: int, cfg: TrainerConfig, runtime: Runtime, preempt: PreemptionHandler) -> None:
     log.warning("preempted at step %d: checkpoint saved, exiting", step)
     if cfg.requeue_on_preempt and runtime.is_main:
@@ -252,7 +263,6 @@ def train(
 
     for net in networks.values():
         net.module.train()
-    batches = iter(data)
     throughput = Throughput()
     sums: dict[str, torch.Tensor] = {}
     counts: dict[str, int] = {}
@@ -261,7 +271,8 @@ def train(
     primary = objective.primary_name()
     headline = f"train/{objective.headline or f'loss/{primary}'}"  # what train/loss (and the bar) shows
 
-    with PreemptionHandler() as preempt:
+    # the stream closed before the handler goes: its loader workers end while a signal still only sets the flag
+    with PreemptionHandler() as preempt, _closing(iter(data)) as batches:
         while step < cfg.max_steps:
             # ---- one step: micro-batches, then one update per scheduled network ---------------
             micro = [objective.prepare_batch(next(batches)) for _ in range(cfg.grad_accum)]

@@ -6,6 +6,11 @@ without W&B. Periodic held-out evaluations go to ``<run_dir>/eval.jsonl`` and, a
 scalars, to W&B (``log_eval``). The API key is only ever read by wandb itself from the environment
 (``WANDB_API_KEY``), never from the config. Videos are written as mp4 files with PyAV first and
 handed to ``wandb.Video`` by path (no moviepy, which ``wandb.Video`` of raw frames needs).
+A run resumed from step s (``start_at``) first drops the rows after s from both files: a crashed or killed
+attempt logged steps past its last checkpoint, which the resumed run logs again. W&B keeps its history
+(the same run id, ``resume="allow"``, and a step that goes back is refused), so the resumed run sends it
+only the steps past those the dropped rows reached: one value per step there too (the killed attempt's,
+equal to the resumed run's for an exact resume, ``perf/*`` timings aside).
 W&B run identity (docs/wandb.md), each an explicit ``logger.wandb.*`` value first, then:
   * mode      ``WANDB_MODE``, else offline (``trainer.wandb_run.resolve_mode``);
   * group     ``WANDB_RUN_GROUP`` (slurm/chain.sh and the make-run pipeline set one per recipe run);
@@ -136,6 +141,7 @@ class MetricLogger:
         self.run_dir, self.cfg, self.is_main = Path(run_dir), cfg, is_main
         self._jsonl = None
         self._wandb = None
+        self._wandb_has = -1  # the last step W&B holds from an earlier attempt (start_at)
         self._bar = None
         # only when W&B is on: an odd WANDB_MODE must not stop a run that does not use W&B
         self.identity = run_identity(cfg.wandb, stage=stage, experiment=experiment) if cfg.wandb.enabled else {}
@@ -178,7 +184,7 @@ class MetricLogger:
             return
         record = {"step": int(step), **{k: _finite(v) for k, v in sorted(scalars.items())}}
         self._jsonl.write(json.dumps(record) + "\n")
-        if self._wandb is not None:
+        if self._to_wandb(step):
             self._wandb.log(scalars, step=step)
         if self._bar is not None and "train/loss" in scalars:
             # the headline, and each other network's loss (DMD: the critic's), in significant digits
@@ -187,10 +193,20 @@ class MetricLogger:
             self._bar.set_postfix(shown, refresh=False)
 
     def start_at(self, step: int) -> None:
-        """After a resume: the bar continues from ``step``."""
+        """The run (re)starts after ``step`` steps: rows of later steps in ``metrics.jsonl`` and ``eval.jsonl`` (an
+        earlier attempt's, past its last checkpoint) are dropped, W&B gets only steps past what it holds, and the
+        bar continues from ``step``."""
+        if self._jsonl is not None:
+            self._jsonl.close()
+            reached = max(_keep_rows_through(self.run_dir / name, step) for name in ("metrics.jsonl", "eval.jsonl"))
+            self._wandb_has = max(self._wandb_has, reached)
+            self._jsonl = open(self.run_dir / "metrics.jsonl", "a", buffering=1)  # line-buffered
         if self._bar is not None:
             self._bar.n = self._bar.last_print_n = step
             self._bar.refresh()
+
+    def _to_wandb(self, step: int) -> bool:
+        return self._wandb is not None and step > self._wandb_has
 
     def advance(self, n: int = 1) -> None:
         if self._bar is not None:
@@ -198,7 +214,7 @@ class MetricLogger:
 
     def log_video(self, step: int, key: str, path: Path, *, caption: str | None = None) -> None:
         """A video already written to ``path`` (mp4); W&B only, the file stays in the run dir."""
-        if self._wandb is not None:
+        if self._to_wandb(step):
             import wandb
 
             # a file keeps the frame rate it was written with (wandb warns that fps= is ignored for files)
@@ -213,7 +229,7 @@ class MetricLogger:
         if periodic:
             with open(self.run_dir / "eval.jsonl", "a") as f:
                 f.write(json.dumps({"step": int(step), **figures}) + "\n")
-        if self._wandb is not None:
+        if self._to_wandb(step):
             numbers = {f"{prefix}/{k}": float(v) for k, v in figures.items() if isinstance(v, (int, float))}
             self._wandb.log(numbers, step=step)
 
@@ -249,6 +265,30 @@ def _finite(v: float) -> float | str:
     # JSON has no NaN/inf; keep them visible as strings rather than crashing the logger.
     v = float(v)
     return v if math.isfinite(v) else str(v)
+
+
+def _keep_rows_through(path: Path, step: int) -> int:
+    """Keep the rows of ``path`` (JSON lines with a ``step``) up to ``step``, rewritten atomically; a line cut
+    short by a kill goes too (the next row would be glued to it). Returns the last step dropped (-1: none)."""
+    if not path.is_file():
+        return -1
+    text = path.read_text()
+    kept, dropped, last = [], not text.endswith("\n") and bool(text), -1
+    for line in text.splitlines():
+        try:
+            row_step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            dropped = True
+            continue
+        if row_step <= step:
+            kept.append(line + "\n")
+        else:
+            dropped, last = True, max(last, row_step)
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(kept))
+        os.replace(tmp, path)
+    return last
 
 
 def _stable_run_id(run_dir: Path) -> str:

@@ -82,8 +82,10 @@ def pickle_refusal(path, what: str, fix: str) -> str:
 def remove_run_folder(folder) -> None:
     """Remove a refused run's folder, first closing and detaching every logging file handler writing
     inside it (Hydra's job log): a handler left behind would re-create its file, or fail, at the next
-    message once anything closes it."""
+    message once anything closes it. The folder is renamed away first, so the name is free at once: a
+    run that starts on it meanwhile makes a folder of its own, which the removal does not reach."""
     import logging
+    import os
     import shutil
     from pathlib import Path
 
@@ -94,7 +96,12 @@ def remove_run_folder(folder) -> None:
             if name and Path(name).resolve().is_relative_to(folder):
                 logger.removeHandler(h)
                 h.close()
-    shutil.rmtree(folder, ignore_errors=True)
+    gone = folder.with_name(f".{folder.name}.removed-{os.getpid()}")
+    try:
+        os.replace(folder, gone)
+    except OSError:  # missing already, or a file system that refuses: remove it in place
+        gone = folder
+    shutil.rmtree(gone, ignore_errors=True)
 
 
 def read_torchscript(path, *, what: str, map_location="cpu", allow_pickle: bool = False):
