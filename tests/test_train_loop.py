@@ -214,6 +214,12 @@ def test_lr_schedules():
     lin = OptimConfig(lr=1.0, schedule="linear")
     assert lr_factor(50, lin, total=100) == pytest.approx(0.5)
     assert lr_factor(10, OptimConfig(), total=100) == 1.0
+    # warmup, stable, decay: held at 1 until decay_start, then linear to min_lr_ratio at decay_steps
+    wsd = OptimConfig(schedule="linear", decay_start=2000, decay_steps=3000, min_lr_ratio=0.1)
+    assert [lr_factor(u, wsd, total=3000) for u in (0, 1999, 2000)] == [1.0, 1.0, 1.0]
+    assert lr_factor(2500, wsd, total=3000) == pytest.approx(0.55) and lr_factor(3000, wsd, total=3000) == 0.1
+    with pytest.raises(ValueError, match="optim.decay_start=3000"):
+        OptimConfig(schedule="linear", decay_start=3000, decay_steps=3000)
 
 
 def test_param_groups_skip_decay_on_vectors_and_modulation():

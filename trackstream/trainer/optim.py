@@ -34,6 +34,9 @@ class OptimConfig:
     schedule: str = "constant"
     warmup_steps: int = 0
     decay_steps: int | None = None  # horizon of cosine/linear decay (default: trainer.max_steps)
+    # the decay begins here (the lr held until then: warmup, stable, decay), so a run continued past a constant
+    # phase decays from where it is without a jump
+    decay_start: int = 0
     min_lr_ratio: float = 0.0  # final lr / lr for cosine and linear
 
     def __post_init__(self) -> None:
@@ -51,6 +54,10 @@ class OptimConfig:
             raise ValueError(f"optim.warmup_steps={self.warmup_steps} must be >= 0")
         if self.decay_steps is not None and self.decay_steps < 1:
             raise ValueError(f"optim.decay_steps={self.decay_steps} must be >= 1 (or null for trainer.max_steps)")
+        if self.decay_start < 0 or (self.decay_steps is not None and self.decay_start >= self.decay_steps):
+            raise ValueError(
+                f"optim.decay_start={self.decay_start} must be >= 0 and before optim.decay_steps={self.decay_steps}"
+            )
         if not 0.0 <= self.min_lr_ratio <= 1.0:
             raise ValueError(f"optim.min_lr_ratio={self.min_lr_ratio} must be in [0, 1]")
 
@@ -101,13 +108,15 @@ def build_optimizer(groups: list[dict], cfg: OptimConfig, *, device: torch.devic
 
 def lr_factor(update: int, cfg: OptimConfig, *, total: int) -> float:
     """Multiplier of the base lr at optimizer update ``update`` (0-based): linear warmup from
-    1/(warmup+1), then constant, cosine or linear decay to ``min_lr_ratio`` at ``total``."""
+    1/(warmup+1), then constant, or held until ``decay_start`` and then a cosine or linear decay to
+    ``min_lr_ratio`` at ``decay_steps`` (default ``total``)."""
     if update < cfg.warmup_steps:
         return (update + 1) / (cfg.warmup_steps + 1)
     if cfg.schedule == "constant":
         return 1.0
-    horizon = max(1, (cfg.decay_steps or total) - cfg.warmup_steps)
-    progress = min(1.0, (update - cfg.warmup_steps) / horizon)
+    start = max(cfg.warmup_steps, cfg.decay_start)
+    horizon = max(1, (cfg.decay_steps or total) - start)
+    progress = min(1.0, max(0, update - start) / horizon)
     if cfg.schedule == "cosine":
         shape = 0.5 * (1.0 + math.cos(math.pi * progress))
     else:
