@@ -44,7 +44,7 @@ from omegaconf import OmegaConf
 
 from lab.run_pack import pack_run, read_pack, unpack_run
 from trackstream.pipeline.report import read_metrics
-from trackstream.pipeline.run import DISTILL, FULL, Sizes, check_preset, stage_dmd, stage_ode_init, stage_teacher
+from trackstream.pipeline.run import DISTILL, FULL, SCRATCH, Sizes, check_preset, stage_dmd, stage_ode_init, stage_teacher
 from trackstream.pipeline.stage_calls import PipelineError
 from trackstream.train.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
 from trackstream.trainer.checkpoint import find_latest, latest_readable
@@ -102,7 +102,8 @@ def long_sizes(
     rollout: str = "self_forcing",
     more: Sequence[str] = (),
 ) -> Sizes:
-    """make run's FULL sizes for the teacher and ODE init; the long DMD stage after them, with the
+    """make run's FULL teacher fine-tune, the ODE init of a run distilled from its own ODE-init student
+    (SCRATCH's: 24 pairs, 80 steps; FULL's few steps only show the stage); the long DMD stage after them, with the
     Self-Forcing rollout (the default) or AR-Drag's Self-Rollout (``stage.rollout``). ``more``: overrides every
     stage takes after its own (``--set``)."""
     for name, value in (("--updates", updates), ("--snapshot-every", snapshot_every), ("--ckpt-every", ckpt_every)):
@@ -116,7 +117,7 @@ def long_sizes(
     )
     more = tuple(more)
     return dataclasses.replace(
-        FULL, name="dmd-long", teacher=(*FULL.teacher, *more), ode_init=(*FULL.ode_init, *more), dmd=(*dmd, *more)
+        FULL, name="dmd-long", teacher=(*FULL.teacher, *more), ode_init=(*SCRATCH.ode_init, *more), dmd=(*dmd, *more)
     )
 
 

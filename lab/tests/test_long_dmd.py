@@ -16,7 +16,7 @@ from lab.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from lab.run_pack import entry_object, read_pack
 from trackstream.distill.dmd import DMDConfig
 from trackstream.distill.pair_shards import load_shard
-from trackstream.pipeline.run import DISTILL, FULL
+from trackstream.pipeline.run import DISTILL, FULL, SCRATCH
 from trackstream.train.snapshots import list_snapshots, read_snapshot
 
 RATIO = UPDATE_RATIO
@@ -24,7 +24,7 @@ RATIO = UPDATE_RATIO
 
 def test_the_long_dmd_stage_is_make_runs_with_snapshots_and_400_updates(tmp_path):
     sizes = long_sizes()
-    assert (sizes.teacher, sizes.ode_init) == (FULL.teacher, FULL.ode_init)  # the ODE-init student of make run
+    assert (sizes.teacher, sizes.ode_init) == (FULL.teacher, SCRATCH.ode_init)  # a DMD start worth hours of DMD
     long = typed(tmp_path, *dmd_overrides(sizes))
     full = typed(tmp_path, "experiment=tiny_dmd", *DISTILL, *FULL.dmd)
     assert type(long.stage) is DMDConfig and full.stage.snapshot_every is None
