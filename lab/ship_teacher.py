@@ -113,12 +113,13 @@ def export_teacher(
     figures: dict | None = None,
     floors: dict | None = None,
     placements: dict | None = None,
+    base: Path | None = None,
 ) -> dict:
     """Copy a finished release run's export, codec and config into ``dest`` and write its manifest (with the
     codec's ``floors``, measured here unless given, and ``placements``: ``lab.placement_table``'s figures).
 
     A fine-tune of a release (``model.init_from``) ships with its lineage (``fine_tuned_from``: the release it
-    started from, when ``dest`` holds it, with that release's command, commit and steps) and a config that names
+    started from, when ``base`` (default ``dest``) holds it, with that release's command, commit and steps) and a config that names
     no file of the machine it ran on (``model.init_from`` and ``codec.checkpoint`` cleared: the release's own
     ``codec.pt`` is its codec)."""
     run_dir = Path(run_dir)
@@ -129,7 +130,7 @@ def export_teacher(
             f"{results.get('status')!r}); resume it with `python -m lab.ship_teacher start --run-dir {run_dir}`"
         )
     record = json.loads((run_dir / "release_run.json").read_text()) if (run_dir / "release_run.json").is_file() else {}
-    base = fine_tune_base(run_dir, dest)  # read before dest is replaced: it may be the release the run started from
+    base = fine_tune_base(run_dir, base or dest)  # read before dest is replaced: it may be the run's start
     if dest.exists():
         shutil.rmtree(dest)
     (dest / "teacher").mkdir(parents=True)
@@ -187,16 +188,16 @@ def export_teacher(
     return manifest
 
 
-def fine_tune_base(run_dir: Path, dest: Path) -> dict | None:
+def fine_tune_base(run_dir: Path, release: Path) -> dict | None:
     """The lineage of a fine-tune (None for a run trained from scratch): where it started, and the release in
-    ``dest`` when its network files are the ones the run started from (same sha256)."""
+    folder ``release`` when its network files are the ones the run started from (same sha256)."""
     from omegaconf import OmegaConf
 
     init = OmegaConf.select(OmegaConf.load(run_dir / "config.yaml"), "model.init_from", default=None)
     if not init:
         return None
     base: dict = {"init_from": str(init)}
-    manifest = dest / "manifest.json"
+    manifest = release / "manifest.json"
     if manifest.is_file() and Path(init).is_dir():
         shipped = json.loads(manifest.read_text())
         weights = [k for k in shipped.get("sha256", {}) if k.startswith("teacher/") and not k.endswith(".json")]
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="`export`: lab.placement_table's placements.json, into the manifest",
     )
+    ap.add_argument(
+        "--base", type=Path, default=None, help="`export`: the release a fine-tune started from (default: --dest)"
+    )
     ap.add_argument("--until", type=int, default=None, help="`start`: stop, evaluate and export at this step")
     ap.add_argument(
         "--threads", type=int, default=None, help="`start`: CPU threads for this session (not recorded in the recipe)"
@@ -428,7 +432,7 @@ def main(argv: list[str] | None = None) -> None:
             print(unpack_resume(args.run_dir, args.tar))
         else:
             placements = None if args.placements is None else json.loads(args.placements.read_text())
-            m = export_teacher(args.run_dir, args.dest, placements=placements)
+            m = export_teacher(args.run_dir, args.dest, placements=placements, base=args.base)
             print(f"exported {args.dest} ({m['bytes'] / 2**20:.1f} MiB, {len(m['sha256'])} files)")
     except AssetError as e:
         raise SystemExit(f"error: {e}") from None

@@ -157,7 +157,9 @@ def test_a_fine_tune_ships_with_its_lineage_and_a_config_naming_no_file_of_its_m
         f"model: {{init_from: {init / 'teacher'}}}\ncodec: {{checkpoint: {tmp_path / 'given.pt'}}}\n"
         "data: {seed: 0, eval_seed: 7}\ntrainer: {seed: 3}\n"
     )
+    beside = export_teacher(run, tmp_path / "beside", floors={}, base=dest)  # shipped beside the release it tuned
     m = export_teacher(run, dest, floors={}, placements={"teacher": {"lattice": {"epe": 1.0}}})
+    assert beside["fine_tuned_from"] == m["fine_tuned_from"]
     assert m["fine_tuned_from"] == {
         "init_from": str(init / "teacher"),
         "release": {k: base[k] for k in ("name", "command", "git_commit", "steps")},
