@@ -1,7 +1,7 @@
 """The I2V first-frame channels of a stream are exact for ANY latent: a stream's spans equal the whole-clip
 encode of [image, grey frames...] of that length (the Wan / FastVideo convention) on a causal VAE whose
 memory is unbounded, where repeating latent 7 of a short reference clip (the rule these replace) is
-far off; codecs of short memory (tiny AE) give what that rule gave, bit for bit."""
+far off; codecs of short memory (tiny AE) give what that rule gave, to float rounding."""
 
 from __future__ import annotations
 
@@ -140,14 +140,16 @@ def test_spans_older_than_the_kept_latents_are_encoded_again_exactly(small_wan):
 @pytest.mark.parametrize("layout", ["wan_i2v", "fun_control"])
 @torch.no_grad()
 def test_tiny_ae_channels_are_what_the_old_rule_gave(gated_tiny, gated, layout):
-    """The spans the engine asks over 25 chunks (73 latents, tests/test_stream_engine.py) are bit for bit the
-    old rule's: the tiny AE's encoder mixes only adjacent latents, so grey latents repeat from latent 2 on."""
+    """The spans the engine asks over 25 chunks (73 latents, tests/test_stream_engine.py) are the old rule's: the
+    tiny AE's encoder mixes only adjacent latents, so grey latents repeat from latent 2 on. To float rounding, not
+    bit for bit: the same convolutions over other shapes (one frame, not the reference clip) may block their sums
+    otherwise with some thread counts (1.1e-7 of a range of 1 on one thread, equal on two or three)."""
     codec = gated_tiny if gated else build_codec("tiny-ae", width=16).eval()
     image = _image(2, 32)
     num = CAUSAL.chunk_start(25)
     cond = build_video_condition(_network(layout), codec, image, torch.zeros(2, 1, 1), None, track_ids=None)
     streamed = _stream_channels(cond, num)
-    assert torch.equal(streamed, _old_rule(codec, image, num, layout))
+    torch.testing.assert_close(streamed, _old_rule(codec, image, num, layout), rtol=0, atol=1e-6)
     if layout == "wan_i2v":  # and the stream stopped encoding once the grey latents repeat
         assert cond.image_cond.steady and cond.image_cond.encoder is None and cond.image_cond.done <= 4
 
