@@ -75,8 +75,7 @@ DEMO_ARGS ?=
 demo: $(STAMP)
 	@if [ -f $(RUN_DIR)/dmd/export/student/network.json ]; then \
 	  echo "[make] demo on make run's student: $(RUN_DIR)/dmd/export/student"; \
-	  $(PY) -m trackstream.stream.demo --student $(RUN_DIR)/dmd/export/student \
-	    --codec $$( [ -f $(RUN_DIR)/teacher/codec/codec.pt ] && echo $(RUN_DIR)/teacher/codec/codec.pt || echo assets/tiny-teacher/codec.pt ) $(DEMO_ARGS); \
+	  $(PY) -m trackstream.stream.demo --student $(RUN_DIR)/dmd/export/student $(DEMO_ARGS); \
 	else \
 	  echo "[make] no make-run student in $(RUN_DIR): demo on the shipped one (assets/tiny-student)"; \
 	  $(PY) -m trackstream.stream.demo $(DEMO_ARGS); \

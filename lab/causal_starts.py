@@ -195,11 +195,9 @@ def score(
     figures = run_evaluation(
         out / "score",
         teacher=str(teacher / "teacher"),
-        codec=str(teacher / "codec.pt"),
         students={k: str(v) for k, v in students.items()},
         data=DataConfig(**{**cfg["data"], "eval_samples": clips}),
         teacher_steps=teacher_steps,
-        shift=float(cfg["schedule"]["shift"]),
         # the study reports no chunk latency: one timing round (of the evaluation's 25) is enough
         cfg=StreamEvalConfig(
             long_factor=long_factor, long_clips=long_clips, long_students="all", num_tracks=128, timing_repeats=1

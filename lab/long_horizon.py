@@ -22,7 +22,7 @@ from trackstream.data.batching import derive_seed
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.eval.long_horizon import long_horizon_figures
 from trackstream.eval.stream_eval import StreamEvalConfig, student_network
-from trackstream.models.conditioner import load_export
+from trackstream.models.network import Network
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.stream.options import add_precision_args, parsed_precision
 
@@ -44,17 +44,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     folder = args.student / "student" if (args.student / "student").is_dir() else args.student / "export" / "student"
     cfg = OmegaConf.to_container(OmegaConf.load(args.student / "config.yaml"), resolve=True)
-    codec = args.codec or Path(cfg["codec"]["checkpoint"])
-    if not codec.is_file():  # a shipped folder written on another machine: the teacher release's codec
-        codec = TEACHER / "codec.pt"
-    codec = str(codec)
+    teacher = Network.open(args.teacher, "--teacher")
+    codec = teacher.codec_for(None, None if args.codec is None else str(args.codec), field="--codec")
     factors = tuple(int(f) for f in args.factors.split(","))
     horizon = int(cfg["data"]["num_frames"])
     data = DataConfig(**{**cfg["data"], "num_frames": 1 + max(factors) * (horizon - 1)})
-    _, codec_m, cond = load_export(
-        args.teacher, codec_name=cfg["codec"]["name"], codec=codec, device=device, dtype=dtype
-    )
-    student = student_network(folder, codec_name=cfg["codec"]["name"], codec=codec, device=device, dtype=dtype)
+    _, codec_m, cond = teacher.for_inference(codec=codec, device=device, dtype=dtype)
+    student = student_network(folder, device=device, dtype=dtype)
     engine = StreamingGenerator(student, codec_m, config=student.conventions.stream_config(str(folder)))
     ev = StreamEvalConfig(num_tracks=128)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -76,12 +76,13 @@ def _health(url: str) -> dict:
 
 
 @contextmanager
-def demo_server(student: Path, codec: Path, *, scenes: int, log: Path, timeout: float):
+def demo_server(student: Path, codec: Path | None, *, scenes: int, log: Path, timeout: float):
     """The demo server on a free port with one session slot, up (its /health answers) -> its URL; SIGTERM after."""
     port = _free_port()
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env = dict(os.environ, PYTHONPATH=path, OMP_WAIT_POLICY="PASSIVE")  # spinning OpenMP threads starve the browser
-    cmd = [sys.executable, "-m", "trackstream.stream.demo", "--student", str(student), "--codec", str(codec)]
+    cmd = [sys.executable, "-m", "trackstream.stream.demo", "--student", str(student)]
+    cmd += [] if codec is None else ["--codec", str(codec)]  # None: the codec the student's folder records
     cmd += ["--port", str(port), "--max-sessions", "1", "--scenes", str(scenes)]
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -207,7 +208,7 @@ def _table(rows: list[dict], frames: int) -> str:
 
 def page_hold(
     student: Path,
-    codec: Path,
+    codec: Path | None,
     *,
     out: Path,
     scenes: list[int],
@@ -240,7 +241,13 @@ def page_hold(
                 cv2.imwrite(str(out / f"strip_scene{k}_{mode}.png"), strip(got["video"], marks)[:, :, ::-1])
                 print(_progress(rows[-1], frames, time.perf_counter() - t0), flush=True)
         browser.close()
-    record = {"student": str(student), "codec": str(codec), "seed": seed, "frames": frames, "rows": rows}
+    record = {
+        "student": str(student),
+        "codec": None if codec is None else str(codec),
+        "seed": seed,
+        "frames": frames,
+        "rows": rows,
+    }
     (out / "page_hold.json").write_text(json.dumps(record, indent=1))
     (out / "page_hold.md").write_text(_table(rows, frames))
     return record
@@ -263,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="run directory (under runs/: not in the tree)")
     ap.add_argument("--student", type=Path, default=ROOT / "assets" / "tiny-student" / "student")
-    ap.add_argument("--codec", type=Path, default=ROOT / "assets" / "tiny-teacher" / "codec.pt")
+    ap.add_argument("--codec", type=Path, default=None, help="another checkpoint of its codec (default: its own)")
     ap.add_argument("--scenes", type=_ints, default=[0, 1], help="comma-separated scene numbers of the page")
     ap.add_argument("--modes", default="grid,none", help=f"comma-separated, among {','.join(MODES)}")
     ap.add_argument("--frames", type=int, default=48, help="the last frame looked at (48: 3 s at 16 fps)")
@@ -277,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error(f"--scenes: at least one scene, none negative; --frames: at least {MID} (the table reads frame {MID})")
     page_hold(
         args.student.resolve(),
-        args.codec.resolve(),
+        None if args.codec is None else args.codec.resolve(),
         out=args.out,
         scenes=args.scenes,
         modes=modes,

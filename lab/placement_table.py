@@ -61,7 +61,7 @@ def placement_run(
     from trackstream.eval.stream_samples import write_contact_sheet
     from trackstream.eval.stream_scoring import stream_generate
     from trackstream.eval.teacher_eval import teacher_generate
-    from trackstream.models.conditioner import load_export
+    from trackstream.models.network import CodecRef, Network
     from trackstream.models.precision import resolve_precision
     from trackstream.stream.engine import StreamingGenerator
 
@@ -72,8 +72,8 @@ def placement_run(
     frames = cfg["eval"].get("num_frames") or cfg["data"]["num_frames"]
     data = DataConfig(**{**cfg["data"], "num_frames": frames, "eval_samples": clips})
     held = heldout_clips(data).clips
-    net, codec, conditioner = load_export(
-        network_dir, codec_name=codec_name, codec=str(codec_path), device=dev, dtype=dtype
+    net, codec, conditioner = Network.open(network_dir, "--teacher").for_inference(
+        codec=CodecRef(codec_name, str(codec_path)), device=dev, dtype=dtype
     )
     token = codec.spatial_factor * net.dit.patch_size[1]
     gens = {}
@@ -89,7 +89,7 @@ def placement_run(
         )
     for name, folder in students.items():
         if name in models:
-            student = student_network(folder, codec_name=codec_name, codec=str(codec_path), device=dev, dtype=dtype)
+            student = student_network(folder, device=dev, dtype=dtype)
             engine = StreamingGenerator(
                 student,
                 codec,

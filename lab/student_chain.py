@@ -152,12 +152,9 @@ def score_chain(
     figures = run_evaluation(
         score_dir,
         teacher=str(run_dir / "teacher" / "export" / "teacher"),
-        codec=cfg["codec"]["checkpoint"],
         students={"ode_init": str(exports["ode_init"]), "dmd": str(exports["dmd"]), "student": str(exports["rl"])},
         data=DataConfig(**{**cfg["data"], "eval_samples": clips}),
         teacher_steps=teacher_steps,
-        shift=float(cfg["schedule"]["shift"]),
-        codec_name=cfg["codec"]["name"],
         cfg=ev,
         device=device,
         dtype=dtype,

@@ -26,7 +26,7 @@ from trackstream.data.clips import DataConfig, heldout_clips
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.floors import floor_figures
 from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
-from trackstream.models.conditioner import load_export
+from trackstream.models.network import CodecRef, Network
 from trackstream.stream.options import add_precision_args, parsed_precision
 
 
@@ -73,8 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     run = args.teacher.parents[1] if args.teacher.parent.name == "export" else args.teacher.parent
     codec = args.codec or next(p for p in (run / "codec.pt", run / "codec" / "codec.pt") if p.is_file())
     cfg = OmegaConf.to_container(OmegaConf.load(args.config or run / "config.yaml"), resolve=True)
-    net, codec_m, cond = load_export(
-        args.teacher, codec_name=cfg["codec"]["name"], codec=str(codec), device=device, dtype=dtype
+    net, codec_m, cond = Network.open(args.teacher, "--teacher").for_inference(
+        codec=CodecRef(cfg["codec"]["name"], str(codec)), device=device, dtype=dtype
     )
     if args.checkpoint is not None:
         # the training checkpoint's network file: its weights, then the EMA shadow by parameter name

@@ -52,8 +52,7 @@ RUN = [
     ),
     (  # the shipped student as a diffusers pipeline folder
         "docs/diffusers.md",
-        "trackstream export --network assets/tiny-student/student --format pipeline --codec assets/tiny-teacher/codec.pt "
-        "--out my-pipeline",
+        "trackstream export --network assets/tiny-student/student --format pipeline --out my-pipeline",
     ),
     ("docs/results.md", "python -m lab.ship_teacher verify"),  # the shipped teacher's files against its manifest
 ]
@@ -152,8 +151,9 @@ WANTRACK_BUNDLES = tuple(documented_line("docs/wantrack.md", f"--role {role}") f
 _WT = "docs/wantrack.md"
 WANTRACK_TOUR = (
     *WANTRACK_BUNDLES,
+    documented_line(_WT, "trackstream camera", "--out tracks.pt"),
     documented_line(_WT, "trackstream generate", "--out rabbit.mp4"),
-    documented_line(_WT, "trackstream camera"),
+    documented_line(_WT, "trackstream camera", "--out pan.npy"),
     documented_line(_WT, "trackstream generate", "--out pan.mp4"),
     documented_line(_WT, "trackstream drag", "--out runs/tv0-drag"),
     documented_line(_WT, "trackstream drag", "--method latent"),

@@ -30,7 +30,8 @@ def _one_line(msg: str) -> str:
 
 @pytest.fixture
 def inputs(tmp_path):
-    """A copy of the shipped student, the shipped codec, a 64x64 image and 17 frames of 4 good tracks."""
+    """A copy of the shipped student (a bare export: no release around it records its codec), the shipped codec,
+    a 64x64 image and 17 frames of 4 good tracks."""
     import cv2
 
     student = tmp_path / "student"
@@ -50,6 +51,7 @@ def _generate(inputs, capsys, **flags) -> str:
     args = {
         "--student": inputs["student"],
         "--codec": inputs["codec"],
+        "--codec-name": "tiny-ae",  # the bare copy names no codec: a typed checkpoint is named too
         "--image": inputs["root"] / "image.png",
         "--tracks": inputs["root"] / "tracks.npy",
         "--out": inputs["root"] / "out.mp4",
@@ -91,6 +93,24 @@ def test_row1_a_checkpoint_of_another_network_as_codec_is_one_line(inputs, capsy
     shutil.copy2(STUDENT / "heads.pt", inputs["codec"])  # a real torch checkpoint, of the wrong network
     msg = _generate(inputs, capsys)
     assert str(inputs["codec"]) in msg and "does not match TinyAE: missing keys" in msg and "--codec-name" in msg
+
+
+def test_row1_a_bare_export_names_no_codec_and_is_refused_in_one_line(inputs, capsys):
+    """No release or run around the copy records its codec: none given is refused, and so is a checkpoint given
+    without its name; each before anything is loaded, naming the flag."""
+    from trackstream.stream.generate import main
+
+    base = ["--student", inputs["student"], "--image", inputs["root"] / "image.png"]
+    base += ["--tracks", inputs["root"] / "tracks.npy", "--out", inputs["root"] / "out.mp4", "--device", "cpu"]
+    for extra, says in [
+        ([], f"no codec is recorded with {inputs['student']} "),
+        (["--codec", inputs["codec"]], f"--codec={inputs['codec']}: name its codec too (--codec-name;"),
+    ]:
+        with pytest.raises(SystemExit) as exit_:
+            main([str(a) for a in [*base, *extra]])
+        assert exit_.value.code == 2 and not (inputs["root"] / "out.mp4").exists()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0] and "--codec" in err[0], err
 
 
 def test_row1_network_json_with_a_bad_model_config_names_the_file(inputs, capsys):
@@ -158,8 +178,9 @@ def test_row7_generate_with_a_seed_is_reproducible(inputs, capsys):
     outs = []
     for k in range(2):
         out = inputs["root"] / f"seeded{k}.mp4"
-        argv = ["--student", inputs["student"], "--codec", inputs["codec"], "--image", inputs["root"] / "image.png"]
-        argv += ["--tracks", inputs["root"] / "tracks.npy", "--out", out, "--device", "cpu", "--seed", "3"]
+        argv = ["--student", inputs["student"], "--codec", inputs["codec"], "--codec-name", "tiny-ae"]
+        argv += ["--image", inputs["root"] / "image.png", "--tracks", inputs["root"] / "tracks.npy", "--out", out]
+        argv += ["--device", "cpu", "--seed", "3"]
         assert main([str(a) for a in argv]) == 0
         outs.append(decode_video(out)[0])
     out = capsys.readouterr().out

@@ -218,7 +218,8 @@ def test_diffusers_export_round_trips(exported, tmp_path):
 def test_official_export_round_trips(exported, tmp_path):
     folder, net = exported
     out = tmp_path / "official"
-    assert cli_main(["export", "--network", str(folder.parent), "--format", "official", "--out", str(out)]) != 0
+    # a folder holding no network (the one runs/ is in) is refused before anything is written
+    assert cli_main(["export", "--network", str(folder.parents[3]), "--format", "official", "--out", str(out)]) != 0
     assert cli_main(["export", "--network", str(folder), "--format", "official", "--out", str(out)]) == 0
     # docs/checkpoints.md's line as written: the run directory (runs/x) with its one export, the same files
     here = folder.parents[3]
@@ -243,7 +244,10 @@ def test_export_refuses_bad_inputs_in_one_line(exported, tmp_path, capsys):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("")
     cases = [
-        (["--network", str(tmp_path), "--format", "diffusers", "--out", str(tmp_path / "o1")], "no network.json"),
+        (
+            ["--network", str(tmp_path), "--format", "diffusers", "--out", str(tmp_path / "o1")],
+            "is not a network folder",
+        ),
         (["--network", str(folder), "--format", "onnx", "--out", str(tmp_path / "o2")], "--format 'onnx'"),
         (["--network", str(folder), "--format", "official", "--out", str(tmp_path / "full")], "not an empty folder"),
         (

@@ -33,9 +33,13 @@ def test_a_wan_release_folder_holds_only_a_wan_vae(tmp_path):
 
 
 def test_the_demo_takes_a_release_folder_as_its_codec():
+    from trackstream.models.network import Network
     from trackstream.stream.demo.session import DemoModel
 
-    model = DemoModel(STUDENT, TEACHER, num_scenes=1, device="cpu")
+    # --codec <a release folder> (no --codec-name: the student's own codec name), as the demo's flags resolve it
+    codec = Network.open(STUDENT, "--student").codec_for(checkpoint=str(TEACHER))
+    assert (codec.name, codec.checkpoint) == ("tiny-ae", str(TEACHER / "codec.pt"))
+    model = DemoModel(STUDENT, codec, num_scenes=1, device="cpu")
     assert model.height > 0
 
 

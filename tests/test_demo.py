@@ -43,7 +43,7 @@ def server():
         [
             sys.executable,
             "-m",
-            "trackstream.stream.demo",  # no --student / --codec: the shipped student (STUDENT) and codec (CODEC)
+            "trackstream.stream.demo",  # no --student / --codec: the shipped student (STUDENT) and the codec its release records (CODEC)
             "--port",
             str(port),
             "--max-sessions",
@@ -367,11 +367,12 @@ def test_grid_button_lays_the_chosen_spacing_within_what_the_student_was_trained
 
 @pytest.mark.slow
 def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
+    from trackstream.models.network import CodecRef
     from trackstream.stream.demo.limits import Limits
     from trackstream.stream.demo.protocol import Drag, Points, Start
     from trackstream.stream.demo.session import DemoModel, Session
 
-    model = DemoModel(STUDENT, CODEC, num_scenes=2)
+    model = DemoModel(STUDENT, CodecRef("tiny-ae", str(CODEC)), num_scenes=2)  # a typed codec
     session = Session(model, Limits(max_points=8), seed=0)
     first = session.start(Start(scene=1))
     assert first.frames.shape == (1, model.height, model.width, 3) and session.prompt
@@ -432,9 +433,9 @@ def test_session_core_runs_in_bfloat16():
     from trackstream.stream.demo.protocol import Start
     from trackstream.stream.demo.session import DemoModel, Session
 
-    model = DemoModel(STUDENT, CODEC, num_scenes=1, device="cpu", dtype="bfloat16")
+    model = DemoModel(STUDENT, num_scenes=1, device="cpu", dtype="bfloat16")  # its codec: the one its release records
     assert (model.device, model.dtype) == ("cpu", "bfloat16")
-    assert any(p.dtype == torch.bfloat16 for p in model.engine.network.parameters())  # load_export cast it
+    assert any(p.dtype == torch.bfloat16 for p in model.engine.network.parameters())  # for_inference cast it
     session = Session(model, Limits(max_points=8), seed=0)
     session.start(Start(scene=0))
     frames = session.next_chunk().frames
@@ -444,5 +445,6 @@ def test_session_core_runs_in_bfloat16():
 
 @pytest.mark.slow
 def test_demo_cli_refuses_a_missing_student(tmp_path, run_module):
-    proc = run_module("trackstream.stream.demo", "--student", tmp_path, "--codec", CODEC, check=False, timeout=120)
-    assert proc.returncode == 2 and "run `make run` first" in proc.stderr
+    proc = run_module("trackstream.stream.demo", "--student", tmp_path, check=False, timeout=120)
+    said = f"--student={str(tmp_path)!r} is not a network folder: give a run directory"
+    assert proc.returncode == 2 and said in proc.stderr

@@ -14,7 +14,6 @@ from trackstream.stream.demo.protocol import Camera, Points, parse_message
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDENT = ROOT / "assets" / "tiny-student" / "student"
-CODEC = ROOT / "assets" / "tiny-teacher" / "codec.pt"
 
 
 def _parse(msg: dict):
@@ -76,7 +75,7 @@ def test_a_session_streams_a_camera_move_from_the_frame_on_screen():
     from trackstream.stream.demo.protocol import Start
     from trackstream.stream.demo.session import DemoModel, Session
 
-    model = DemoModel(STUDENT, CODEC, num_scenes=1, device="cpu", dtype="float32")
+    model = DemoModel(STUDENT, num_scenes=1, device="cpu", dtype="float32")
     session = Session(model, Limits(max_points=16), seed=0)
     with pytest.raises(ProtocolError, match="start a stream first"):
         session.camera(Camera("orbit", 1.0, 1.0))

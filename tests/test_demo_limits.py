@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts" / "demo"
 MEASURED: dict = {}  # what the probes saw, written to test-artifacts/demo/limits.json (docs/results.md quotes it)
 STUDENT = ROOT / "assets" / "tiny-student" / "student"
-CODEC = ROOT / "assets" / "tiny-teacher" / "codec.pt"
 
 
 class _LogBytes(logging.Handler):
@@ -51,7 +50,7 @@ def server():
     from trackstream.stream.demo.server import create_app
     from trackstream.stream.demo.session import DemoModel
 
-    model = DemoModel(STUDENT, CODEC, num_scenes=2, device="cpu", dtype="float32")
+    model = DemoModel(STUDENT, num_scenes=2, device="cpu", dtype="float32")
     limits = Limits(
         max_sessions=2,
         max_connections=12,
@@ -483,7 +482,7 @@ def test_replies_a_client_leaves_unread_are_bounded_and_then_it_is_dropped():
     from trackstream.stream.demo.limits import Limits
     from trackstream.stream.demo.session import DemoModel
 
-    model = DemoModel(STUDENT, CODEC, num_scenes=1, device="cpu", dtype="float32")
+    model = DemoModel(STUDENT, num_scenes=1, device="cpu", dtype="float32")
     conn = Connection(None, model, Limits(max_replies=16), seed=0)  # no sender runs: nothing is ever read
     for i in range(40):
         conn.send({"type": "error", "message": f"refused {i}"})

@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import shutil
 from pathlib import Path
 
 import cv2
@@ -392,9 +393,11 @@ def test_hello_offers_the_grid_spacings_the_students_run_config_records(tmp_path
     from trackstream.stream.demo.server import _Server
     from trackstream.stream.demo.session import StartPoints, grid_hello, start_points
 
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "tiny-student" / "student"
+
     def student(name: str, data) -> str:
         run = tmp_path / name
-        (run / "dmd" / "export" / "student").mkdir(parents=True, exist_ok=True)
+        shutil.copytree(shipped, run / "dmd" / "export" / "student", dirs_exist_ok=True)  # a real export
         if data is not None:  # a run's RUN/dmd/config.yaml beside RUN/dmd/export/student
             (run / "dmd" / "config.yaml").write_text(yaml.safe_dump({"data": data}))
         return run / "dmd" / "export" / "student"
@@ -430,7 +433,6 @@ def test_hello_offers_the_grid_spacings_the_students_run_config_records(tmp_path
         assert g["lattice"] == "16x16 points at x, y = 1.5 + 4k px; its run config records no data.placement"
     bare = hello(student("bare", None))["grid"]  # no run config: nothing claimed
     assert bare["spacing"] is None and bare["note"] is bare["lattice"] is None and bare["offer"] == [8.0, 16.0]
-    shipped = Path(__file__).resolve().parents[1] / "assets" / "tiny-student" / "student"
     assert start_points(shipped) == StartPoints("lattice", grid_size=16)
     with pytest.raises(ValueError, match="data.placement has unknown fields"):
         start_points(student("bad", {**world, "placement": {"spacings": [0.1, 0.2]}}))

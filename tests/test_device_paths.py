@@ -1,5 +1,5 @@
 """Device and dtype on every user path, on the CPU: each command takes --device / --dtype (Hydra:
-generate.device / generate.dtype), loads its export through ``load_export`` in that dtype, refuses CUDA
+generate.device / generate.dtype), loads its export through ``Network.for_inference`` in that dtype, refuses CUDA
 where there is none with a one-line error naming the flag, and keeps every input on the network's
 device (the ``python -m trackstream.eval generate.device=cuda`` crash, reproduced with the ``meta`` device standing
 in for a GPU). A tiny student streamed in bf16 stays close to fp32; DragStream optimises fp32 latents
@@ -14,6 +14,7 @@ import torch
 import trackstream.models.conditioner as conditioner_mod
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, save_network
+from trackstream.models.network import Network
 
 CFG = {
     "flavor": "tiny",
@@ -28,11 +29,13 @@ NO_CUDA = pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refus
 
 @pytest.fixture(scope="module")
 def export(tmp_path_factory):
-    """A random tiny student (64x64, 25 frames), the same weights as a teacher export, a codec, an image
-    and 25 frames of 5 tracks."""
+    """A random tiny student (64x64, 25 frames), the same weights as a teacher export, a codec (each export
+    records it: no run around them), an image and 25 frames of 5 tracks."""
     import cv2
 
     root = tmp_path_factory.mktemp("device_paths")
+    torch.save(build_codec("tiny-ae", width=16, patch=4).checkpoint_dict(), root / "codec.pt")
+    codec = {"name": "tiny-ae", "checkpoint": root / "codec.pt"}
     torch.manual_seed(0)
     net = build_motion_wan(ModelConfig(**CFG), text_encoder_dim=384)
     torch.nn.init.normal_(net.dit.head.head.weight, std=0.05)  # the official init zeroes the head
@@ -44,6 +47,7 @@ def export(tmp_path_factory):
         text_encoder_dim=384,
         ema=False,
         conventions={**base, "causal": CAUSAL},
+        codec=codec,
     )
     teacher = save_network(
         net.state_dict(),
@@ -52,8 +56,8 @@ def export(tmp_path_factory):
         text_encoder_dim=384,
         ema=False,
         conventions={**base, "schedule_shift": 3.0},
+        codec=codec,
     )
-    torch.save(build_codec("tiny-ae", width=16, patch=4).checkpoint_dict(), root / "codec.pt")
     rng = np.random.default_rng(0)
     cv2.imwrite(str(root / "image.png"), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
     np.save(root / "tracks.npy", (rng.random((25, 5, 2)) * 63).astype(np.float32))
@@ -62,11 +66,11 @@ def export(tmp_path_factory):
 
 @pytest.fixture
 def loads(monkeypatch):
-    """Every load_export call's device / dtype and the dtype of the DiT it handed out."""
-    calls, real = [], conditioner_mod.load_export
+    """Every Network.for_inference call's device / dtype and the dtype of the DiT it handed out."""
+    calls, real = [], Network.for_inference
 
-    def spy(*args, **kwargs):
-        net, codec, cond = real(*args, **kwargs)
+    def spy(self, **kwargs):
+        net, codec, cond = real(self, **kwargs)
         calls.append(
             {
                 "device": kwargs.get("device"),
@@ -78,7 +82,7 @@ def loads(monkeypatch):
         )
         return net, codec, cond
 
-    monkeypatch.setattr(conditioner_mod, "load_export", spy)
+    monkeypatch.setattr(Network, "for_inference", spy)
     return calls
 
 
@@ -137,16 +141,7 @@ def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys
 
 
 def test_offloaded_encoders_stay_on_the_cpu_in_fp32(export):
-    from trackstream.models.conditioner import load_export
-
-    _, _, cond = load_export(
-        export["student"],
-        codec_name="tiny-ae",
-        codec=str(export["codec"]),
-        device="cpu",
-        dtype="bf16",
-        offload_encoders=True,
-    )
+    _, _, cond = Network.open(export["student"]).for_inference(device="cpu", dtype="bf16", offload_encoders=True)
     p = next(cond.text_encoder.parameters())
     assert (p.device.type, p.dtype) == ("cpu", torch.float32) and cond.null_text.dtype == torch.float32
 
@@ -160,9 +155,7 @@ def test_bf16_stream_is_finite_and_close_to_fp32(export):
     frames = {}
     tracks = torch.from_numpy(np.load(export["root"] / "tracks.npy"))[None]
     for dtype in (torch.float32, torch.bfloat16):
-        net, codec, cond = conditioner_mod.load_export(
-            export["student"], codec_name="tiny-ae", codec=export["codec"], device="cpu", dtype=dtype
-        )
+        net, codec, cond = Network.open(export["student"]).for_inference(device="cpu", dtype=dtype)
         engine = StreamingGenerator(
             net, codec, config=net.conventions.stream_config("student"), image_features_fn=cond.image_features
         )
@@ -184,9 +177,7 @@ def test_eval_generation_honours_device_and_dtype(export, loads, kind):
     from trackstream.diffusion.samplers import SamplerConfig
     from trackstream.eval.generate import GenerateConfig, generate_videos
 
-    cfg = GenerateConfig(
-        codec={"checkpoint": str(export["codec"])}, device="cpu", dtype="bf16", sampler=SamplerConfig(steps=2)
-    )
+    cfg = GenerateConfig(device="cpu", dtype="bf16", sampler=SamplerConfig(steps=2))  # the codec its export records
     videos = generate_videos(export[kind], _samples(), mode="with_tracks", cfg=cfg)
     assert videos["s0"].shape == (25, 64, 64, 3) and videos["s0"].dtype == np.uint8
     (call,) = loads
@@ -385,17 +376,17 @@ class _Stop(Exception):
 
 
 def _on_meta(monkeypatch):
-    real = conditioner_mod.load_export
+    real = Network.for_inference
 
-    def load(*args, **kwargs):
-        net, codec, cond = real(*args, **kwargs)
+    def load(self, **kwargs):
+        net, codec, cond = real(self, **kwargs)
         meta = torch.device("meta")
         cond = conditioner_mod.Conditioner.for_network(
             ModelConfig(**CFG), codec=codec.to(meta), text_encoder=cond.text_encoder, device=meta
         )
         return net.to(meta), cond.codec, cond
 
-    monkeypatch.setattr(conditioner_mod, "load_export", load)
+    monkeypatch.setattr(Network, "for_inference", load)
 
 
 def _tensors(obj):

@@ -64,12 +64,21 @@ def _inputs(root: Path, height: int, width: int, frames: int = 25, tracks: int =
 @pytest.fixture(scope="module")
 def shipped(tmp_path_factory):
     """The shipped student exported as a pipeline (docs/diffusers.md's run-directory line as written, the shipped
-    student and codec where a run keeps its own) and loaded by diffusers; an image and 25 frames of 4 tracks."""
+    student where a run keeps its export, its run's config naming its teacher's run, whose fitted codec is the
+    shipped one: the codec found as a run finds it) and loaded by diffusers; an image and 25 frames of 4 tracks."""
+    import yaml
+
     root = tmp_path_factory.mktemp("diffusers_pipeline")
     image, tracks = _inputs(root, 64, 64)
-    for link, target in (("runs/x/export/student", STUDENT), ("runs/x/teacher/codec/codec.pt", CODEC)):
+    teacher = ROOT / "assets" / "tiny-teacher" / "teacher"
+    links = (("runs/x/export/student", STUDENT), ("runs/t/export/teacher", teacher), ("runs/t/codec/codec.pt", CODEC))
+    for link, target in links:
         (root / link).parent.mkdir(parents=True, exist_ok=True)
         (root / link).symlink_to(target)
+    recorded = yaml.safe_load((STUDENT.parent / "config.yaml").read_text())
+    recorded["codec"]["checkpoint"] = None  # a student run names no codec file: its teacher's is its latent space
+    recorded["stage"]["teacher"] = str(root / "runs" / "t" / "export" / "teacher")
+    (root / "runs" / "x" / "config.yaml").write_text(yaml.safe_dump(recorded))
     run_documented(PIPELINE_EXPORT, root)
     folder = root / "my-pipeline"
     pipe = diffusers.DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)
@@ -171,9 +180,10 @@ def test_the_export_refuses_a_teacher_a_missing_codec_and_a_used_folder(tmp_path
     teacher = ROOT / "assets" / "tiny-teacher" / "teacher"
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "x").write_text("x")
+    bare = shutil.copytree(STUDENT, tmp_path / "bare" / "student")  # no run, release or record of its codec
     cases = [
         (["--network", teacher, "--codec", CODEC, "--out", tmp_path / "a"], "records no streaming configuration"),
-        (["--network", STUDENT, "--out", tmp_path / "b"], "--codec is required"),
+        (["--network", bare, "--out", tmp_path / "b"], f"no codec is recorded with {bare} "),
         (["--network", STUDENT, "--codec", CODEC, "--out", tmp_path / "used"], "--out"),
         (["--network", STUDENT, "--codec", tmp_path / "none.pt", "--out", tmp_path / "c"], "--codec="),
     ]
@@ -181,7 +191,9 @@ def test_the_export_refuses_a_teacher_a_missing_codec_and_a_used_folder(tmp_path
         assert main([str(a) for a in ["--format", "pipeline", *argv]]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and says in err, err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["used"]  # nothing half-written
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bare", "used"]  # nothing half-written
+    # the shipped student's codec is the one its release records: no --codec to type
+    assert main([str(a) for a in ["--format", "pipeline", "--network", STUDENT, "--out", tmp_path / "b"]]) == 0
 
 
 @pytest.mark.slow
@@ -192,7 +204,7 @@ def test_bf16_loads_as_load_export_casts_and_equals_generate_in_bf16(shipped):
     pipe.set_progress_bar_config(disable=True)
     dit = pipe.transformer.network.dit
     assert dit.patch_embedding.weight.dtype == torch.bfloat16
-    assert next(dit.time_embedding.parameters()).dtype == torch.float32  # kept fp32, as load_export keeps it
+    assert next(dit.time_embedding.parameters()).dtype == torch.float32  # kept fp32, as Network.for_inference keeps it
     moved = diffusers.DiffusionPipeline.from_pretrained(shipped["folder"], trust_remote_code=True).to(torch.bfloat16)
     moved_dit = moved.transformer.network.dit  # pipe.to(dtype) casts as loading in that dtype does
     assert moved_dit.patch_embedding.weight.dtype == torch.bfloat16

@@ -47,11 +47,17 @@ def test_the_cli_replays_a_dragstream_instruction(tmp_path, mode):
             "shift": 3.0,
         },
     }
-    export = save_network(
-        net.state_dict(), tmp_path / "student", model_cfg=cfg, text_encoder_dim=384, ema=False, conventions=conventions
-    )
     codec = build_codec("tiny-ae", width=16, patch=4)
     torch.save(codec.checkpoint_dict(), tmp_path / "codec.pt")
+    export = save_network(
+        net.state_dict(),
+        tmp_path / "student",
+        model_cfg=cfg,
+        text_encoder_dim=384,
+        ema=False,
+        conventions=conventions,
+        codec={"name": "tiny-ae", "checkpoint": tmp_path / "codec.pt"},  # no run around it: the export records it
+    )
     scene = next(s for s in make_scenes(8, seed=2) if s.kind == "translate" and s.instruction.mode == mode)
     folder = write_scene(scene, tmp_path / "scene")
     out = tmp_path / "out"
@@ -59,9 +65,7 @@ def test_the_cli_replays_a_dragstream_instruction(tmp_path, mode):
         main(
             [
                 "--student",
-                str(export),
-                "--codec",
-                str(tmp_path / "codec.pt"),
+                str(export),  # no --codec: the one its network.json records
                 "--image",
                 str(folder / "image.png"),
                 "--instruction",

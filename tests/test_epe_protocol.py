@@ -105,7 +105,7 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     from trackstream.eval.harness import Extractors, reference_rows, score_rows
     from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
     from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
-    from trackstream.models.conditioner import load_export
+    from trackstream.models.network import Network
     from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR
     from trackstream.stream.engine import StreamingGenerator
 
@@ -115,8 +115,7 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     data = dataclasses.replace(data, num_frames=13)
     clips = heldout_clips(data)
     num_tracks = cfg["eval"]["num_tracks"]
-    codec_file = str(ASSET_DIR / "codec.pt")
-    teacher, codec, cond = load_export(ASSET_DIR / "teacher", codec_name="tiny-ae", codec=codec_file)
+    teacher, codec, cond = Network.open(ASSET_DIR / "teacher").for_inference()  # its release's codec.pt
     tf = evaluate_motion(
         teacher,
         conditioner=cond,
@@ -127,7 +126,7 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
         embed_dim=teacher.track_embed_dim,
         device=next(teacher.parameters()).device,
     )
-    student = load_export(STUDENT_DIR / "student", codec_name="tiny-ae", codec=codec_file)[0]
+    student = Network.open(STUDENT_DIR / "student").for_inference()[0]
     engine = StreamingGenerator(
         student, codec, config=student.conventions.stream_config("student"), image_features_fn=cond.image_features
     )

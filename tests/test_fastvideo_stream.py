@@ -9,8 +9,11 @@ local_attn_size frames, global and local end indices, eviction by shifting left 
 relativistic re-indexing of un-roped keys or absolute RoPE with roped keys stored) and the per-block loop of
 wantrack_causal_denoising (timesteps warped through FlowMatchEulerDiscreteScheduler(shift=6), x0 = x - sigma v,
 re-noising with fresh noise, a commit pass at t = 0 on the clean block at the same start; the track map encoded
-over the whole sequence and sliced per block). It reuses our DiT's layers (parity-tested against diffusers
-elsewhere) through a self-attention function of its own, never models.causal / stream_buffers / the engine.
+over the whole sequence and sliced per block). A second stream starts from the first frame itself: their
+image_latent20 (the I2V mask | the bundle's VAE encode of [image, zeros] over the whole clip, §2.4) against
+``build_video_condition`` with the bundle's vae/ as the codec, past latent 7. It reuses our DiT's layers
+(parity-tested against diffusers elsewhere) through a self-attention function of its own, never models.causal /
+stream_buffers / the engine, and diffusers' AutoencoderKLWan for the VAE, never our conditioning functions.
 """
 
 import copy
@@ -152,8 +155,13 @@ def our_stream(net, cfg, cond, eps, tracks, vis, buffers, probe=None):
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory):
-    root = write_wantrack_bundle(tmp_path_factory.mktemp("fv") / "student", role="student", bias=True)
+def bundle_root(tmp_path_factory):
+    return write_wantrack_bundle(tmp_path_factory.mktemp("fv") / "student", role="student", bias=True)
+
+
+@pytest.fixture(scope="module")
+def bundle(bundle_root):
+    root = bundle_root
     raw = load_file(str(root / "transformer" / "model.safetensors"))
     return load_wantrack(root).eval(), {k.split("track_encoder.")[1]: v for k, v in raw.items() if "track_enc" in k}
 
@@ -211,3 +219,107 @@ def test_track_v0_stream_equals_their_maths(bundle, policy):
         err_b = (probed - their_probe).abs().max().item() / their_probe.abs().max().item()
         err_c = (ours - theirs).abs().max().item() / scale
         assert err_b <= TOL and err_c <= TOL, f"{policy} {name}: probe {err_b:.1e}, stream {err_c:.1e} (relative)"
+
+
+def their_image_latent(vae_dir, image, num_frames):
+    """FastVideo's image_latent20 (reference §2.4, Wan 2.1 I2V): cat([mask 4, latent 16]) over the WHOLE clip.
+
+    latent16: the posterior's mode of the VAE encode of [image, zero frames x (num_frames - 1)] (zero: mid-grey in
+    [-1, 1]), normalised (mu - latents_mean) * (1 / latents_std). The VAE is diffusers' ``AutoencoderKLWan`` loaded
+    afresh from the bundle's vae/ (the module itself, parity-tested against the official VAE elsewhere; not our
+    codec wrapper). Mask: pixel-rate [1, 0, ..., 0], frame 0 repeated x4, folded 4 frames a latent into channels."""
+    from diffusers import AutoencoderKLWan
+
+    vae = AutoencoderKLWan.from_pretrained(str(vae_dir)).float().eval()
+    b, _, hh, ww = image.shape
+    video = torch.cat([image[:, :, None], image.new_zeros(b, 3, num_frames - 1, hh, ww)], 2)
+    mu = vae.encode(video).latent_dist.mode()
+    mean = torch.tensor(vae.config.latents_mean).view(1, -1, 1, 1, 1)
+    inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(1, -1, 1, 1, 1)
+    latent = (mu - mean) * inv_std
+    lh, lw = latent.shape[-2:]
+    msk = torch.ones(b, num_frames, lh, lw)
+    msk[:, 1:] = 0
+    msk = torch.cat([msk[:, :1].repeat_interleave(4, dim=1), msk[:, 1:]], 1)  # [B, T + 3, lh, lw]
+    msk = msk.view(b, msk.shape[1] // 4, 4, lh, lw).transpose(1, 2)  # [B, 4, F, lh, lw]
+    return torch.cat([msk, latent], 1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("policy", ["relativistic", "absolute"])
+def test_track_v0_stream_with_vae_image_condition_equals_their_maths(bundle_root, bundle, policy):
+    """The whole path from the first frame: their image_latent20 (the whole clip [image, zeros] through the
+    bundle's VAE, with the I2V mask) into their per-block loop equals ``build_video_condition`` (as
+    ``StreamingGenerator.start`` calls it, with the bundle's vae/ as the codec) into denoise_chunk + commit_chunk,
+    over 5 blocks (13 latents: the window rolled three times, the sink kept), latents 8-12 included, where the
+    old rule (latent 7 repeated past a reference clip of 8 latents) is clearly off."""
+    from trackstream.models.codecs import build_codec
+    from trackstream.models.first_frame_stream import FirstFrameChannels
+    from trackstream.stream.chunks import build_video_condition
+
+    net, convs = bundle
+    dit = net.dit
+    timesteps = their_timesteps()
+    causal = CausalConfig(3, SINK, None, 1, window_frames=LOCAL - SINK - BLOCK, first_chunk_sampled=True, rope=policy)
+    cfg = StreamConfig(causal, steps=4, shift=6.0, sigma_list=tuple(float(t) / 1000 for t in timesteps))
+    F_lat = sum(BLOCKS)
+    H, W, T = 8 * h, 8 * w, 1 + 4 * (F_lat - 1)
+    assert F_lat == 13 and T == 49
+    g = torch.Generator().manual_seed(1)
+    text, clip = torch.randn(B, 8, dit.text_dim, generator=g), torch.randn(B, 257, 1280, generator=g)
+    image = torch.rand(B, 3, H, W, generator=g) * 2 - 1  # the first frame in [-1, 1]
+    tracks = torch.rand(B, T, N, 2, generator=g) * torch.tensor([W * 1.2, H * 1.2]) - torch.tensor([W * 0.1, H * 0.1])
+    vis = torch.rand(B, T, N, generator=g) > 0.2
+    ids = torch.randint(0, 100000, (B, N), generator=g)
+    eps = [torch.randn(B, 16, f, h, w, generator=g) for f in BLOCKS for _ in range(4)]  # init + 3 re-noisings
+
+    with torch.no_grad():
+        tw, pw = convs["temporal_conv.weight"], convs["proj.weight"]
+        tb, pb = convs["temporal_conv.bias"], convs["proj.bias"]
+        track_map = their_track_map(tracks / torch.tensor([W, H]), vis.float(), ids, h, w, tw, tb, pw, pb)
+        their_cond = their_image_latent(bundle_root / "vae", image, T)  # [B, 20, 13, h, w]
+        assert their_cond.shape == (B, 20, F_lat, h, w)
+        theirs, _ = their_stream(dit, eps, their_cond, track_map, timesteps, policy, text, clip)
+        codec = build_codec("wan2.1-vae", checkpoint=str(bundle_root / "vae")).eval()
+
+        def start():  # StreamingGenerator.start's call
+            return build_video_condition(net, codec, image, text, torch.tensor([8]), track_ids=ids, image_features=clip)
+
+        runs = {}
+        for name, bufs in (("reference", None), ("buffers", StepBuffers(dit, causal))):
+            runs[name] = our_stream(net, cfg, start(), eps, tracks, vis, bufs)
+        # the guard: our conditioning with the old rule's latents (>= 8 replaced by latent 7), all else the same
+        cond = start()
+        assert isinstance(cond.image_cond, FirstFrameChannels)  # the stream's on-demand source, not a clip tensor
+        old_given = cond.image_channels(0, F_lat).index_select(2, torch.arange(F_lat).clamp(max=7))
+        old_cond = VideoCondition(cond.context, cond.image_latent, old_given, ids, H, W, image_features=clip)
+        old = our_stream(net, cfg, old_cond, eps, tracks, vis, None)[0]
+
+    # the latents past 7 carry conditioning of their own (else the guard below would test nothing)
+    lat = their_cond[:, 4:]
+    past_7 = ((lat[:, :, 8:] - lat[:, :, 7:8]).abs().max() / lat.abs().max()).item()
+    assert past_7 > 0.01, past_7  # measured 0.17
+    # (a) each chunk's image channels: their whole-clip encode, sliced (two VAE paths: float32 rounding)
+    start_f, img_scale = 0, their_cond.abs().max().item()
+    for f, y in zip(BLOCKS, runs["reference"][1]):
+        want = their_cond[:, :, start_f : start_f + f]
+        assert torch.equal(y[:, :4], want[:, :4])  # the mask: exact
+        err_y = (y[:, 4:20] - want[:, 4:]).abs().max().item() / img_scale  # measured <= 6e-7
+        assert err_y <= 1e-5, f"latents [{start_f}, {start_f + f}): image channels {err_y:.1e} (relative)"
+        torch.testing.assert_close(y[:, 20:], track_map[:, :, start_f : start_f + f], rtol=0, atol=1e-6)
+        start_f += f
+    # (b) the whole stream, 13 latents, on both steps
+    assert theirs.shape[2] == F_lat
+    scale = theirs.abs().max().item()
+    assert scale > 0.1
+    errs = {}
+    for name, (ours, _, _, _) in runs.items():
+        assert ours.shape == theirs.shape
+        errs[name] = (ours - theirs).abs().max().item() / scale
+        late = (ours[:, :, 8:] - theirs[:, :, 8:]).abs().max().item() / scale  # latents 8-12 on their own
+        assert errs[name] <= TOL and late <= TOL, f"{policy} {name}: stream {errs[name]:.1e}, latents 8-12 {late:.1e}"
+    err_old = (old - theirs).abs().max().item() / scale
+    err_old_early = (old[:, :, :7] - theirs[:, :, :7]).abs().max().item() / scale
+    assert err_old_early <= TOL  # the old rule changes only the blocks that read latents >= 8 ...
+    # ... and those clearly (measured 5.1e-3 against <= 2.3e-7 for ours, both policies)
+    assert err_old > 1e-3 and err_old > 1000 * max(errs.values()), err_old

@@ -178,4 +178,4 @@ def test_make_runs_synthetic_protocols_refuse_a_shards_config(folders, tmp_path)
 
     data = _data(folders, eval_shards=folders["heldout"])
     with pytest.raises(ValueError, match="of the synthetic world .*benchmark.name=shards"):
-        run_evaluation(tmp_path, teacher="t", codec="c", students={}, data=data, teacher_steps=2, shift=3.0)
+        run_evaluation(tmp_path, teacher="t", students={}, data=data, teacher_steps=2)

@@ -149,8 +149,15 @@ def test_the_model_families_facts_live_in_conf_family_only():
         assert (typed.schedule.shift, typed.schedule.student_steps) == (f.shift, f.student_steps)
         assert typed.stage.causal.first_chunk_frames == f.first_chunk_frames
     assert family_facts("wan2.1_480p").first_chunk_frames is None and family_facts("wan2.2_5b_704p").fps == 24
-    with pytest.raises(ValueError, match="family 'wan3': no .*; known: wan2.1_480p, wan2.2_5b_704p"):
+    with pytest.raises(ValueError, match="family 'wan3': no .*; known: tiny_64, wan2.1_480p, wan2.2_5b_704p"):
         family_facts("wan3")
+    # the embedded world's recipes: the frame size and shift are tiny_64's, which a stage given a teacher reads
+    # from the teacher instead (train/teacher_record.py); no tiny or small recipe restates them
+    restated = re.compile(r"^\s*(height|width|shift)\s*:", re.M)
+    tiny = [p for p in (ROOT / "conf" / "experiment").glob("*.yaml") if re.match(r"(tiny|small|rl_tiny)", p.stem)]
+    assert len(tiny) > 10 and not [p.name for p in tiny if restated.search(p.read_text())]
+    typed = compose_recipe(["experiment=tiny_dmd"])
+    assert (typed.data.height, typed.data.width, typed.schedule.shift) == (64, 64, 3.0)
 
 
 def test_the_pixel_to_latent_frame_rule_is_written_once():

@@ -79,12 +79,10 @@ def test_stream_generate_refuses_an_altered_release_in_one_line(releases, capsys
 
 
 def test_load_export_the_demo_and_dragstream_use_loads_only_intact_releases(releases):
-    from trackstream.models.conditioner import load_export
+    from trackstream.models.network import CodecRef, Network
 
     (releases / "tiny-student" / "student" / "network.json").write_text('{"edited": true}\n')
     with pytest.raises(ValueError, match=r"is not intact: altered .*network\.json"):
-        load_export(
-            releases / "tiny-student" / "student",
-            codec_name="tiny-ae",
-            codec=str(releases / "tiny-teacher" / "codec.pt"),
+        Network.open(releases / "tiny-student" / "student").for_inference(
+            codec=CodecRef("tiny-ae", str(releases / "tiny-teacher" / "codec.pt"))
         )

@@ -51,11 +51,13 @@ def test_the_shipped_student_is_intact_and_says_how_it_was_made():
 def test_the_shipped_student_streams_the_world_it_was_trained_on():
     from omegaconf import OmegaConf
 
-    from trackstream.models.conditioner import load_export
+    from trackstream.models.network import Network
     from trackstream.stream.demo.session import world_for
     from trackstream.stream.engine import StreamingGenerator
 
-    net, codec, cond = load_export(STUDENT_DIR / "student", codec_name="tiny-ae", codec=str(ASSET_DIR / "codec.pt"))
+    student = Network.open(STUDENT_DIR / "student")
+    assert student.codec.checkpoint == str(ASSET_DIR / "codec.pt")  # its manifest's codec: the teacher release's
+    net, codec, cond = student.for_inference()
     world = world_for(STUDENT_DIR / "student", 64, 64)
     teacher_world = OmegaConf.load(ASSET_DIR / "config.yaml").data.world
     assert world.camera_pan_prob == 1.0 and world.texture_scale == teacher_world.texture_scale  # the run's world

@@ -14,8 +14,8 @@ from hydra_helpers import stage_job
 from omegaconf import OmegaConf
 
 from conftest import cli_env, run_command
+from trackstream.models.network import Network
 from trackstream.train.config import validate
-from trackstream.train.teacher_record import find_record
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "assets" / "tiny-teacher"
@@ -40,12 +40,12 @@ def test_the_three_layouts_give_one_record(tmp_path):
         (run, run / "export" / "teacher", run / "codec" / "codec.pt"),
         (run / "export" / "teacher", run / "export" / "teacher", run / "codec" / "codec.pt"),
     ]:
-        found = find_record(str(spec), "stage.teacher")
-        assert (found.network, found.codec) == (network, codec), spec
+        found = Network.find(str(spec), "stage.teacher")
+        assert (found.folder, found.codec_file) == (network, codec), spec
         assert found.config == OmegaConf.to_container(OmegaConf.load(SHIPPED / "config.yaml"), resolve=True)
     # not a recorded network: a Wan checkpoint entry, a missing path (the stage says why)
-    assert find_record(f"{SHIPPED}/teacher::generator_ema", "stage.student") is None
-    assert find_record(str(tmp_path / "missing"), "stage.teacher") is None
+    assert Network.find(f"{SHIPPED}/teacher::generator_ema", "stage.student") is None
+    assert Network.find(str(tmp_path / "missing"), "stage.teacher") is None
 
 
 def test_a_student_run_records_its_teachers_codec(tmp_path):
@@ -55,15 +55,15 @@ def test_a_student_run_records_its_teachers_codec(tmp_path):
     recorded = yaml.safe_load((SHIPPED / "config.yaml").read_text())
     recorded["stage"] = {"name": "teacher_forcing", "teacher": str(SHIPPED / "teacher")}
     (run / "config.yaml").write_text(yaml.safe_dump(recorded))  # codec.checkpoint null: its teacher's
-    assert find_record(str(run), "stage.teacher").codec == SHIPPED / "codec.pt"
+    assert Network.find(str(run), "stage.teacher").codec_file == SHIPPED / "codec.pt"
     recorded["codec"]["checkpoint"] = str(SHIPPED / "codec.pt")
     (run / "config.yaml").write_text(yaml.safe_dump(recorded))
-    assert find_record(str(run / "export" / "student"), "stage.student").codec == SHIPPED / "codec.pt"
+    assert Network.find(str(run / "export" / "student"), "stage.student").codec_file == SHIPPED / "codec.pt"
 
 
 def test_a_folder_of_several_networks_is_refused_naming_them():
     with pytest.raises(ValueError, match=r"stage.student=.*tiny-student holds 2 networks \(dmd, student\): name one"):
-        find_record(str(ROOT / "assets" / "tiny-student"), "stage.student")
+        Network.find(str(ROOT / "assets" / "tiny-student"), "stage.student")
 
 
 @pytest.mark.slow

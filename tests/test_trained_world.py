@@ -3,10 +3,12 @@ for a student that knows only the synthetic world: read from the run config besi
 folder's) or one level up (a run's stage), never from a fixed path; nothing is said of weights whose records name
 real videos or no world at all. The demo's page shows the same notice after an upload (tests/test_demo.py)."""
 
+import shutil
 from pathlib import Path
 
+from trackstream.models.network import Network
 from trackstream.stream.generate import _photo_note
-from trackstream.stream.trained_world import photo_notice, run_config, trained_world
+from trackstream.stream.trained_world import photo_notice, trained_world
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "assets" / "tiny-student" / "student"
@@ -15,8 +17,7 @@ SHIPPED = ROOT / "assets" / "tiny-student" / "student"
 def _export(root: Path, data: str, *, in_stage: bool) -> Path:
     """An export folder with a run config holding ``data`` (YAML), as a release folder or a run's stage lays it."""
     student = root / ("dmd/export/student" if in_stage else "release/student")
-    student.mkdir(parents=True)
-    (student / "network.json").write_text("{}")
+    shutil.copytree(SHIPPED, student)  # a real export: trained_world opens it as a network
     (student.parents[1] if in_stage else student.parent).joinpath("config.yaml").write_text(f"data:\n{data}")
     return student
 
@@ -33,7 +34,7 @@ def test_the_shipped_student_records_the_synthetic_world_and_generate_says_so(ca
 
 def test_a_run_stage_is_read_one_level_up_with_its_frame_size(tmp_path):
     student = _export(tmp_path, "  source: synthetic\n  height: 48\n  width: 80\n", in_stage=True)
-    assert run_config(student) == tmp_path / "dmd" / "config.yaml"
+    assert Network.of(student).config_path == tmp_path / "dmd" / "config.yaml"
     assert "(80x48 sprites" in photo_notice(trained_world(student))
 
 
@@ -41,8 +42,8 @@ def test_real_videos_or_no_record_say_nothing(tmp_path, capsys):
     shards = _export(tmp_path / "a", "  source: shards\n  height: 480\n  width: 832\n", in_stage=False)
     assert trained_world(shards).source == "shards" and photo_notice(trained_world(shards)) is None
     bare = tmp_path / "b" / "converted" / "student"  # downloaded or converted weights: no run config
-    bare.mkdir(parents=True)
-    assert run_config(bare) is None and trained_world(bare) is None and photo_notice(None) is None
+    shutil.copytree(SHIPPED, bare)
+    assert Network.of(bare).config_path is None and trained_world(bare) is None and photo_notice(None) is None
     _photo_note(str(shards))
     _photo_note(str(bare))
     assert capsys.readouterr().out == ""

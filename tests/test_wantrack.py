@@ -273,9 +273,10 @@ def test_bundle_describes_itself(tmp_path):
 
 
 def test_bundle_runs_where_an_export_does(tmp_path):
-    """load_network, read_init and load_export take the bundle folder itself; the codec defaults to its vae/."""
-    from trackstream.models.conditioner import load_export
+    """load_network, read_init and Network.for_inference take the bundle folder itself; the codec defaults to its
+    vae/."""
     from trackstream.models.motion_wan import load_network, read_init
+    from trackstream.models.network import Network
 
     root = write_wantrack_bundle(tmp_path / "s", role="student")
     net = load_network(root)
@@ -284,7 +285,7 @@ def test_bundle_runs_where_an_export_does(tmp_path):
     assert set(sd) == set(net.state_dict()) and torch.equal(
         sd["dit.patch_embedding.weight"], net.dit.patch_embedding.weight
     )
-    net, codec, cond = load_export(root, codec_name="tiny-ae", codec=None, device="cpu", dtype="fp32")
+    net, codec, cond = Network.open(root).for_inference(device="cpu", dtype="fp32")
     assert type(codec).__name__ == "WanVAE" and cond.image_feature_mode == "clip"
     text, lengths = cond.text(["the cat"])
     assert text.shape[-1] == net.dit.text_dim and int(lengths[0]) > 0

@@ -1,9 +1,10 @@
 """docs/wantrack.md's tour, its lines in order as a reader types them beside the checkout's examples/, on the two
-shrunk bundles its first lines write (at 64x112: ``--height 64 --width 112`` typed after them): streams from
-Track-v0 on a FastVideo track file and on pixel tracks, both DragStream methods, the demo's startup and one
-request, the bundle as a TrackStream export (its stream against the bundle's) and as a diffusers pipeline (the
+shrunk bundles its first lines write (at the 64x112 they record): a FastVideo track file written by the camera
+line, streams from Track-v0 on it and on pixel tracks, both DragStream methods, the demo's startup and one
+request, the bundle as a TrackStream export (its stream against the bundle's, and again after the export and the
+bundle were moved together, no codec typed) and as a diffusers pipeline (the
 page's Python block streams it), and the two ``eval`` lines on the small DAVIS and MoveBench folders the benchmark
-tests write. Shrunk only by words typed after the lines: the camera move's 81 frames as 25, no chunk after a drag,
+tests write. Shrunk only by words typed after the lines: the camera moves' 81 frames as 25, no chunk after a drag,
 one sample per benchmark, the teacher's sampler in 2 steps, MoveBench scored without its RAFT flow EPE (its cost
 here; tests/test_movebench.py scores it)."""
 
@@ -25,7 +26,6 @@ from conftest import free_port
 from trackstream.data.video_io import decode_video, probe_video, write_mp4
 
 ROOT = Path(__file__).resolve().parents[1]
-SHRINK = ("--height", "64", "--width", "112")  # the bundles' recorded frame: 64 x 112 instead of 480 x 832
 FRAMES = 25  # 1 + 12 + 12: Track-v0's sampled one-latent chunk 0, then two chunks of 3 latent frames
 # PSNR (dB) of two mp4s of one stream: on the CPU a product's last bit depends on where the weights lie in memory,
 # which a random-weight network amplifies over the frames (measured ~48-49 dB); a stream of other tracks ~31 dB
@@ -39,15 +39,6 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
 
 def _frames(path: Path) -> np.ndarray:
     return decode_video(path)[0]
-
-
-def _their_track_file(path: Path) -> None:
-    """A track file as FastVideo's tooling writes it: points normalised over the image, [1, T, N, 2], with IDs."""
-    g = torch.Generator().manual_seed(0)
-    start = torch.rand(1, 1, 16, 2, generator=g) * 0.5 + 0.25
-    drift = torch.linspace(0, 0.2, FRAMES)[None, :, None, None] * torch.tensor([1.0, 0.0])
-    ids = torch.randperm(100000, generator=g)[:16]
-    torch.save({"track_points": start + drift, "track_visibility": torch.ones(FRAMES, 16), "track_ids": ids}, path)
 
 
 def _demo(line: tuple[str, str], cwd: Path) -> None:
@@ -68,17 +59,21 @@ def test_the_wantrack_tour_runs_as_written(tmp_path, monkeypatch):
     here = tmp_path / "reader"
     here.mkdir()
     (here / "examples").symlink_to(ROOT / "examples")
-    _their_track_file(here / "tracks.pt")
-    student, teacher, rabbit, camera, pan, drag, drag_latent, demo, export, from_export, pipeline, davis, move = (
-        WANTRACK_TOUR
-    )
+    (student, teacher, track_file, rabbit, camera, pan, drag, drag_latent, demo, export, from_export, pipeline, davis,
+     move) = WANTRACK_TOUR  # fmt: skip
     assert (student, teacher) == WANTRACK_BUNDLES
-    run_documented(student, here, args=SHRINK)
-    run_documented(teacher, here, args=SHRINK)
+    run_documented(student, here)  # the page's own lines record the shrunk frame
+    run_documented(teacher, here)
+    assert read_network_json(here / "Track-v0")["conventions"]["height"] == 64
 
-    # streams: their track file (16 tracks with their IDs), then a pan's pixel tracks
+    # streams: a track file as FastVideo's tooling writes it (a zoom's, written by the page's camera line; theirs
+    # with IDs: tests/test_wantrack.py), then a pan's pixel tracks
+    run_documented(track_file, here, args=("--frames", str(FRAMES)))
+    written = torch.load(here / "tracks.pt", weights_only=True)
+    assert sorted(written) == ["track_ids", "track_points", "track_visibility"]
+    assert written["track_points"].shape == (1, FRAMES, 256, 2) and 0 <= written["track_points"][0, 0].min() < 0.1
     r = run_documented(rabbit, here)
-    assert "112x64, 3 chunks (c3s1w2frk4f1)" in r.stdout and "16 tracks" in r.stdout, r.stdout
+    assert "112x64, 3 chunks (c3s1w2frk4f1)" in r.stdout and "256 tracks" in r.stdout, r.stdout
     info = probe_video(here / "rabbit.mp4")
     assert (info.num_frames, info.width, info.height) == (FRAMES, 112, 64)
     run_documented(camera, here, args=("--frames", str(FRAMES)))
@@ -107,9 +102,21 @@ def test_the_wantrack_tour_runs_as_written(tmp_path, monkeypatch):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert ours.conventions == theirs.conventions and ours.track_encoder.convention == "fastvideo"
     assert read_network_json(out)["model"]["text_encoder_path"] == str(here / "Track-v0" / "text_encoder")
-    run_documented(from_export, here)
+    assert json.loads((out / "network.json").read_text())["codec"]["checkpoint"] == "../Track-v0/vae"
+    run_documented(from_export, here)  # no codec typed: the bundle's vae/ the export records
     video, bundle_video = _frames(here / "rabbit-export.mp4"), _frames(here / "rabbit.mp4")
     assert video.shape == bundle_video.shape and _psnr(video, bundle_video) > SAME  # float rounding only
+    # the export and the bundle moved together (the umT5, CLIP and VAE it names): it streams as before
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("Track-v0", "Track-v0-export"):
+        os.rename(here / name, moved / name)
+    (moved / "examples").symlink_to(ROOT / "examples")
+    os.symlink(here / "tracks.pt", moved / "tracks.pt")
+    run_documented(from_export, moved)
+    assert _psnr(_frames(moved / "rabbit-export.mp4"), video) > SAME
+    for name in ("Track-v0", "Track-v0-export"):
+        os.rename(moved / name, here / name)
 
     # the diffusers pipeline: the page's Python block streams the pan as generate streamed it
     run_documented(pipeline, here)

@@ -69,15 +69,13 @@ def test_the_shipped_student_holds_its_picture_on_held_out_clips():
     from lab.targets import LATE_BRIGHTNESS_MAX, LATE_TEXTURE_BAND, NO_HOLD_RATIO_MAX
     from trackstream.data.clips import DataConfig, heldout_clips
     from trackstream.eval.stream_scoring import StreamEvalConfig, evaluate_stream_motion
-    from trackstream.models.conditioner import load_export
+    from trackstream.models.network import Network
     from trackstream.stream.engine import StreamingGenerator
 
     cfg = OmegaConf.to_container(OmegaConf.load(STUDENT_DIR / "config.yaml"), resolve=True)
     teacher = OmegaConf.load(ASSET_DIR / "config.yaml")
     data = DataConfig(**{**cfg["data"], "eval_samples": 8})
-    net, codec, cond = load_export(
-        STUDENT_DIR / "student", codec_name=cfg["codec"]["name"], codec=str(ASSET_DIR / "codec.pt")
-    )
+    net, codec, cond = Network.open(STUDENT_DIR / "student").for_inference(device="cpu", dtype="fp32")
     engine = StreamingGenerator(
         net, codec, config=net.conventions.stream_config("student"), image_features_fn=cond.image_features
     )

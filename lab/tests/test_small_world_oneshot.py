@@ -78,7 +78,7 @@ def test_the_one_device_command_trains_every_stage_in_its_budget_and_packs_a_rel
     from trackstream.stream.demo.protocol import Start
     from trackstream.stream.demo.session import DemoModel, Session
 
-    model = DemoModel(release / "student", release / "codec.pt", num_scenes=1, device="cpu", dtype="float32")
+    model = DemoModel(release / "student", num_scenes=1, device="cpu", dtype="float32")  # its codec.pt beside it
     session = Session(model, Limits(max_points=8), seed=0)  # the demo streams the shipped student
     session.start(Start(scene=0))
     frames = session.next_chunk().frames

@@ -343,14 +343,11 @@ def _frozen_networks(cfg, f: NetFacts, full: NetFacts, *, half: bool, notes: lis
 
 
 def _export_flavor(folder) -> str | None:
-    """The flavor in an exported folder's network.json, when the config names one that exists."""
-    import json
-    from pathlib import Path
+    """The flavor of the network folder the config names, when it names one that exists."""
+    from trackstream.models.network import Network
 
-    path = Path(folder) / "network.json" if folder else None
-    if path is None or not path.is_file():
-        return None
-    return json.loads(path.read_text()).get("model", {}).get("flavor")
+    network = Network.find(folder, "stage.teacher") if folder else None
+    return None if network is None else network.model.flavor
 
 
 def _ema(cfg) -> bool:

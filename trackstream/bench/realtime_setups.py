@@ -69,10 +69,11 @@ class Setup:
 def network_setup(path: str) -> Setup:
     """The setup of an exported student or a FastVideo bundle at ``path``: its architecture, size and stream from
     its ``network.json`` (or the bundle's files), its own weights, the tiny decoder of its latent space."""
-    from trackstream.models.motion_wan import Conventions, latent_channels, read_network_json
+    from trackstream.models.motion_wan import latent_channels
+    from trackstream.models.network import Network
 
-    meta = read_network_json(path)
-    conv = Conventions.recorded(meta, path)
+    network = Network.open(path, "--network")
+    meta, conv = network.meta, network.conventions
     stream = conv.stream_config(str(path))
     if conv.height is None or conv.width is None:
         raise ValueError(
@@ -157,12 +158,12 @@ def build(
         sized = {"dim": dim, "ffn_dim": 3 * dim, "num_heads": dim // 64}
         model = dataclasses.replace(model, overrides={**model.overrides, **sized})
     torch.manual_seed(seed)
-    if setup.network is not None:  # its own weights, cast as load_export casts them
-        from trackstream.models.motion_wan import load_network
+    if setup.network is not None:  # its own weights, cast as Network.for_inference casts them
+        from trackstream.models.network import Network
 
         if layers is not None or dim is not None:
             raise ValueError("--layers / --dim cut a random-weight setup; --network streams the network as it is")
-        net = load_network(setup.network).to(device).eval().requires_grad_(False)
+        net = Network.open(setup.network, "--network").load(device).eval().requires_grad_(False)
         codec = build_codec(setup.codec, **setup.codec_options).to(device).eval().requires_grad_(False)
         if dtype != torch.float32:
             net.dit.cast_for_inference(dtype)

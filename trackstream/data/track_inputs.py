@@ -28,6 +28,7 @@ __all__ = [
     "load_tracks",
     "load_track_inputs",
     "read_fastvideo_tracks",
+    "write_fastvideo_tracks",
 ]
 
 FASTVIDEO_SUFFIXES = (".pt", ".pth", ".npy", ".npz")  # their loader's (a folder's files; .pt/.pth/.npz as one file)
@@ -242,3 +243,22 @@ def read_fastvideo_tracks(
         visibility_name="track_visibility",
     )
     return tracks, visible, ids.astype(np.int64)
+
+
+def write_fastvideo_tracks(
+    path: str | os.PathLike, tracks: np.ndarray, visibility: np.ndarray, *, height: int, width: int
+):
+    """Pixel tracks [T, N, 2] of an image ``height`` x ``width`` and their visibility [T, N] as FastVideo's WanTrack
+    track file (a ``.pt`` dict: ``track_points`` [1, T, N, 2] normalised over the image, ``track_visibility`` [T, N]
+    float, ``track_ids`` [N] = 0 .. N-1, their default): what ``read_fastvideo_tracks`` reads back."""
+    import torch
+
+    points = np.asarray(tracks, np.float64) / np.array([width, height], np.float64)
+    torch.save(
+        {
+            "track_points": torch.from_numpy(points.astype(np.float32))[None],
+            "track_visibility": torch.from_numpy(np.asarray(visibility, np.float32)),
+            "track_ids": torch.arange(points.shape[1], dtype=torch.int64),
+        },
+        Path(path),
+    )

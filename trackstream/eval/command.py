@@ -1,7 +1,7 @@
 """``python -m trackstream.eval``: score one or several runs on a benchmark; a table, plots and JSON.
 
-    python -m trackstream.eval run=<export or folder of videos> benchmark.name=synthetic \\
-        benchmark.data_config=<a run's config.yaml> generate.codec.checkpoint=<codec.pt> metrics=[epe,psnr,ssim,proxy_fvd]
+    python -m trackstream.eval run=<run directory, export or folder of videos> benchmark.name=synthetic \\
+        benchmark.data_config=<a run's config.yaml> metrics=[epe,psnr,ssim,proxy_fvd]   # the codec: the run's own
     python -m trackstream.eval 'runs={teacher: .../export/teacher, ode_init: ..., dmd: ...}' ...   # one table (compare)
 
 Writes ``<out>/metrics.json`` (every row's means, per-sample values, the configuration),
@@ -51,7 +51,14 @@ from trackstream.eval.command_output import (
     slug,
     table_note,
 )
-from trackstream.eval.generate import MODES, GenerateConfig, generate_videos, model_lengths, run_kind
+from trackstream.eval.generate import (
+    MODES,
+    GenerateConfig,
+    generate_videos,
+    model_lengths,
+    run_kind,
+    runs_codec,
+)
 from trackstream.eval.harness import (
     CODEC_REFERENCES,
     METRICS,
@@ -211,10 +218,16 @@ def benchmark_world(cfg: EvalCommandConfig, data: Optional[dict]):
     return DataConfig(**{k: v for k, v in data.items() if k in known})
 
 
+def _floors_codec(cfg: EvalCommandConfig):
+    """The codec of the floors and proxy_fvd (``generate.runs_codec``), or None."""
+    return runs_codec(cfg.generate, list(cfg.named_runs().values()))
+
+
 def _reference_codec(cfg: EvalCommandConfig):
     from trackstream.models.codecs import build_codec
 
-    return build_codec(cfg.generate.codec.name, checkpoint=cfg.generate.codec.checkpoint).eval()
+    choice = _floors_codec(cfg)
+    return build_codec(choice.name, checkpoint=choice.checkpoint).eval()
 
 
 def evaluate(cfg: EvalCommandConfig, *, data: Optional[dict] = None) -> dict:
@@ -355,17 +368,19 @@ def _prepare(cfg: EvalCommandConfig, data: Optional[dict]):
 
     try:
         kinds = {name: run_kind(run) for name, run in cfg.named_runs().items()}
+        floors_codec = _floors_codec(cfg)  # the runs' latent space (each network generates through its own codec)
         ext = Extractors(weights=cfg.weights, device=cfg.generate.device)
         if "proxy_fvd" in cfg.metrics:
-            if not cfg.generate.codec.checkpoint:
+            if floors_codec is None:
                 raise ValueError(
-                    "proxy_fvd uses the run's codec: set generate.codec.checkpoint (and generate.codec.name)"
+                    "proxy_fvd uses the runs' codec and no run is a network that records one: set "
+                    "generate.codec.checkpoint and generate.codec.name"
                 )
             ext.codec = _reference_codec(cfg)
         for metric in cfg.metrics:
             if metric in FEATURE_METRICS:
                 ext.get(metric)  # loads its weights now (cached for scoring): a missing file fails here
-        if any(r in CODEC_REFERENCES for r in cfg.references) and not cfg.generate.codec.checkpoint:
+        if any(r in CODEC_REFERENCES for r in cfg.references) and floors_codec is None:
             log.warning(
                 "references %s need the codec: left out; set generate.codec.checkpoint to show the floors",
                 [r for r in cfg.references if r in CODEC_REFERENCES],

@@ -1,7 +1,7 @@
 """The drag benchmark: DragStream's latent optimisation and native track control on held-out synthetic
 drag scenes whose right answer is known (``eval.drag_scenes``).
 
-    trackstream drag-bench --student RUN/dmd/export/student --codec assets/tiny-teacher \\
+    trackstream drag-bench --student RUN/dmd/export/student \\
         --scenes 24 --out runs/drag-bench [--rows main|ablations|all] [--settings ours|reference] [--tracker lk] \\
         [--placements lattice,shifted,random,sparse] [--device cuda --dtype bf16]
 

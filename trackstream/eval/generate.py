@@ -14,11 +14,11 @@ sample's size. ``model_lengths`` gives the lengths a network makes (a student's 
 DAVIS and MoveBench protocols take their frame rule from (``eval.command``). ``placement_generator`` is the same
 loading and sizing as an ``eval.placements`` ``Generate`` (any input tracks, a batch of clip dicts): what the
 command's ``placements`` gives each network run.
-The codec must be the run's latent space (the tiny runs: ``<teacher run>/codec/codec.pt``; real runs:
-the Wan VAE release folder). Random numbers (noise, track IDs) are keyed by the sample's position
+The codec is the one the run's folder records (``models.network``: its run's, its release's, a WanTrack
+bundle's ``vae/``); ``generate.codec`` names another checkpoint of that latent space. Random numbers (noise, track IDs) are keyed by the sample's position
 and ``seed``, so every run sees the same noise for the same sample. ``device`` / ``dtype`` (default
 "auto": CUDA + bf16 when a GPU is present, else CPU + fp32) place and cast the export through
-``models.conditioner.load_export``; every input made here follows the network's device.
+``models.network.Network.for_inference``; every input made here follows the network's device.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from trackstream.models.tracks import latent_frames
 __all__ = [
     "GenerateConfig",
     "check_codec_overrides",
+    "runs_codec",
     "run_kind",
     "model_lengths",
     "generate_videos",
@@ -51,8 +52,9 @@ MODES = ("with_tracks", "without_tracks")
 
 @dataclass
 class GenerateConfig:
-    # the run's codec (exports only), as train's codec: name + checkpoint (file, or Wan / TrackStream release)
-    codec: CodecChoice = field(default_factory=CodecChoice)
+    # the runs' codec, as train's codec: name + checkpoint (file, or Wan / TrackStream release); unset (name and
+    # checkpoint null): the one each network's folder records (``models.network``)
+    codec: CodecChoice = field(default_factory=lambda: CodecChoice(name=None))
     sampler: SamplerConfig = field(default_factory=SamplerConfig)  # teacher exports
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present, else cpu) | cpu | cuda | cuda:N
@@ -76,7 +78,8 @@ class GenerateConfig:
                 f"generate.codec={self.codec!r}: the codec is a name and a checkpoint; write "
                 f"generate.codec.checkpoint={self.codec} (and generate.codec.name)"
             )
-        codec_name(self.codec.name, field="generate.codec.name")
+        if self.codec.name is not None:
+            codec_name(self.codec.name, field="generate.codec.name")
         if self.size not in ("model", "benchmark"):
             raise ValueError(
                 f"generate.size={self.size!r}: choose model (the network's own size, scored at the benchmark's) "
@@ -112,23 +115,50 @@ def check_codec_overrides(overrides: list[str]) -> None:
 
 def run_kind(run: str | Path) -> str:
     """ "student", "teacher" or "videos" (see the module docstring)."""
-    from trackstream.models.motion_wan import is_network_folder
+    from trackstream.models.network import Network
 
     path = Path(run)
-    if is_network_folder(path):  # an export, or FastVideo's WanTrack bundle
-        return "student" if _conventions(path).get("causal") else "teacher"
+    network = Network.find(path, "run")  # a run directory, an export, a release folder, a WanTrack bundle
+    if network is not None:
+        return "student" if network.conventions.streaming is not None else "teacher"
     if path.is_dir() and any(path.glob("*.mp4")):
         return "videos"
     raise ValueError(
-        f"run={run!r} is neither an exported network (network.json) nor a WanTrack bundle nor a folder of <id>.mp4 "
-        "videos"
+        f"run={run!r} is neither a network (a run directory, an export with network.json, a release folder, a "
+        "WanTrack bundle) nor a folder of <id>.mp4 videos"
     )
 
 
 def _conventions(run: str | Path) -> dict:
-    from trackstream.models.motion_wan import read_network_json
+    from trackstream.models.network import Network
 
-    return read_network_json(run).get("conventions", {})
+    return Network.open(run, "run").meta.get("conventions", {})
+
+
+def runs_codec(cfg: GenerateConfig, runs: list[str | Path]) -> CodecChoice | None:
+    """The codec the floors (``codec_round_trip``, ``oracle_copier``) and ``proxy_fvd``'s features use: ``cfg.codec``
+    where it names a checkpoint (a name left out: the networks' codec name), else the one the first network among
+    ``runs`` records (each network still generates through its own). Networks of codecs of different names are
+    of different latent spaces: refused in one line. None when no run is a network and none is typed."""
+    from trackstream.models.network import Network
+
+    networks = [n for n in (Network.find(r, "run") for r in runs) if n is not None]
+    names = {n.codec_name for n in networks if n.codec_name}
+    if len(names) > 1 and not cfg.codec.checkpoint:
+        listed = "; ".join(f"{n.folder}: {n.codec_name}" for n in networks)
+        raise ValueError(
+            f"the runs record codecs of different latent spaces ({listed}): score them in separate commands, or set "
+            "generate.codec.checkpoint and generate.codec.name for the floors"
+        )
+    if cfg.codec.checkpoint:
+        name = cfg.codec.name or next(iter(names), None)
+        if name is None:
+            raise ValueError(f"generate.codec.checkpoint={cfg.codec.checkpoint}: set generate.codec.name too")
+        return CodecChoice(name=name, checkpoint=cfg.codec.checkpoint)
+    if not networks:
+        return None
+    ref = networks[0].codec_for(cfg.codec.name, field="generate.codec.checkpoint")
+    return CodecChoice(name=ref.name, checkpoint=ref.checkpoint)
 
 
 def model_lengths(run: str | Path) -> tuple[int, int] | None:
@@ -189,23 +219,14 @@ def _tensor_first_frame(s: Sample, device) -> torch.Tensor:
 
 
 def _setup(run: Path, cfg: GenerateConfig):
-    from trackstream.models.conditioner import load_export
-    from trackstream.models.formats.wantrack import wantrack_codec
+    """(network, codec, conditioner) of ``run`` on ``cfg``'s device: ``cfg.codec`` where it names a checkpoint,
+    else the one the network's folder records."""
+    from trackstream.models.network import Network
 
-    if not cfg.codec.checkpoint and wantrack_codec(run) is None:  # a WanTrack bundle's codec is its vae/
-        raise ValueError(
-            f"run={run} is an exported network: set generate.codec.checkpoint=<its codec checkpoint or release "
-            "folder> (the tiny runs: <teacher run>/codec/codec.pt) and generate.codec.name"
-        )
+    network = Network.open(run, "run")
+    codec = network.codec_for(cfg.codec.name, cfg.codec.checkpoint, field="generate.codec.checkpoint")
     device, dtype = cfg.precision()
-    return load_export(
-        run,
-        codec_name=cfg.codec.name,
-        codec=cfg.codec.checkpoint,
-        device=device,
-        dtype=dtype,
-        offload_encoders=cfg.offload_encoders,
-    )
+    return network.for_inference(device=device, dtype=dtype, codec=codec, offload_encoders=cfg.offload_encoders)
 
 
 @torch.no_grad()
@@ -215,7 +236,7 @@ def _student(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
     from trackstream.stream.engine import StreamingGenerator
 
     net, codec, conditioner = _setup(run, cfg)
-    # the engine takes its device from the network (load_export put it there): its inputs follow it
+    # the engine takes its device from the network (for_inference put it there): its inputs follow it
     engine = StreamingGenerator(
         net,
         codec,
@@ -265,14 +286,14 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
 
     net, codec, conditioner = _setup(run, cfg)
     shift = _schedule_shift(net, run)
-    device = next(net.parameters()).device  # where load_export put it; every input below goes there
+    device = next(net.parameters()).device  # where for_inference put it; every input below goes there
     out = {}
     for i, s in enumerate(samples):
         t0 = _synchronised_clock(device)
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + i)  # CPU: the same draws on any device
         first = _tensor_first_frame(s, device)
         T, (H, W) = s.frames.shape[0], s.frames.shape[1:3]
-        text, lens = conditioner.text([s.caption])  # the text encoder's own device (load_export leaves it)
+        text, lens = conditioner.text([s.caption])  # the text encoder's own device (for_inference leaves it)
         text, lens = text.to(device), lens.to(device)
         sf = codec.spatial_factor
         motion = None

@@ -7,7 +7,7 @@ The measures live in ``eval.stream_scoring`` (``evaluate_stream_motion``, ``long
 ``drift_summary``, ``stream_nfe``), the pictures of the samples in ``eval.stream_samples``
 (``write_contact_sheet``, ``write_side_by_sides``); both are importable from here too.
 Device and dtype: ``run_evaluation(device=, dtype=)`` (default CUDA + bf16 when a GPU is present,
-else CPU + fp32) loads the teacher and every student through ``models.conditioner.load_export``;
+else CPU + fp32) loads the teacher and every student through ``models.network``;
 the engines follow their network's device and every timing here is synchronised with it.
 """
 
@@ -33,7 +33,7 @@ from trackstream.eval.stream_scoring import (
     long_rollout,
     stream_nfe,
 )
-from trackstream.models.conditioner import load_export
+from trackstream.models.network import Network
 from trackstream.models.tracks import latent_frames
 from trackstream.stream.engine import StreamingGenerator
 
@@ -52,32 +52,33 @@ __all__ = [
 ]
 
 
-def student_network(folder, *, codec_name: str, codec: str, device, dtype):
-    """A student export on ``device`` in ``dtype`` through ``load_export`` (the one loading path); its own
-    codec and conditioner are dropped: the evaluation shares the teacher's, which are the same."""
-    net, _, _ = load_export(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
-    return net
+def student_network(folder, *, device, dtype):
+    """A student export on ``device`` in ``dtype`` (``models.conditioner.load_export_network``, the loading of
+    ``Network.for_inference`` without its codec and encoders: the evaluation shares the teacher's, which are the
+    same)."""
+    from trackstream.models.conditioner import load_export_network
+    from trackstream.models.precision import resolve_precision
+
+    device, dtype = resolve_precision(device, dtype)
+    return load_export_network(folder, device=device, dtype=dtype)
 
 
 def run_evaluation(
     run_dir: Path,
     *,
     teacher: str,
-    codec: str,
     students: dict[str, str],
     data,
     teacher_steps: int,
-    shift: float,
     cfg: StreamEvalConfig | None = None,
-    codec_name: str = "tiny-ae",
     device: str | torch.device | None = None,
     dtype: str | torch.dtype | None = None,
     student_stage: str = "dmd",
 ) -> dict:
     """The evaluation of ``make run`` on held-out clips (see the module docstring); returns figures.
 
-    ``teacher``/``students``: exported network folders; ``codec``: the teacher's codec file
-    (``codec_name`` in models.codecs). The last student of ``students`` is the one whose samples
+    ``teacher``/``students``: network folders (``models.network``); the teacher's folder gives the codec (its
+    latent space, the students' too) and the noise shift it samples with. The last student of ``students`` is the one whose samples
     are written and whose long rollouts and latency are measured (``cfg.long_students="all"``: every
     student's long streams); ``student_stage`` names the stage that made the one called "student" ("dmd"
     or "rl": its label in the videos; figures keep the prefix ``student_``). Each student streams with the
@@ -94,9 +95,11 @@ def run_evaluation(
     run_dir = Path(run_dir)
     device, dtype = resolve_precision(device, dtype)
     # the teacher's codec and conditioner serve the students too (the same latent space and text encoder)
-    teacher_net, codec_module, conditioner = load_export(
-        teacher, codec_name=codec_name, codec=codec, device=device, dtype=dtype
-    )
+    network = Network.open(teacher, "teacher")
+    teacher_net, codec_module, conditioner = network.for_inference(device=device, dtype=dtype)
+    shift = network.conventions.schedule_shift
+    if shift is None:
+        raise ValueError(f"{network.folder}/network.json records no schedule shift (conventions): re-export it")
     clips = heldout_clips(data)
     figures = _world_figures(data, len(clips), cfg)
     tf = _teacher_figures(
@@ -114,7 +117,7 @@ def run_evaluation(
     figures["student_stage"] = student_stage
 
     def engine_of(folder) -> StreamingGenerator:
-        student = student_network(folder, codec_name=codec_name, codec=codec, device=device, dtype=dtype)
+        student = student_network(folder, device=device, dtype=dtype)
         stream_cfg = student.conventions.stream_config(str(folder))  # its chunking, steps and shift
         return StreamingGenerator(
             student, codec_module, config=stream_cfg, image_features_fn=conditioner.image_features

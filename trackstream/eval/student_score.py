@@ -66,34 +66,25 @@ class StudentScorer:
         device: str | None = None,
         dtype: str | None = None,
     ) -> None:
-        from omegaconf import OmegaConf
-
         from trackstream.data.batching import derive_seed
         from trackstream.data.clips import ClipPool, DataConfig, heldout_clips, make_world
         from trackstream.eval.stream_eval import StreamEvalConfig
-        from trackstream.models.conditioner import load_export
+        from trackstream.models.network import Network
         from trackstream.models.precision import resolve_precision
 
         run_dir = Path(run_dir)
         self.device, self.dtype = resolve_precision(device, dtype)
-        cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)
-        teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "teacher" / "config.yaml"), resolve=True)
-        self.codec_name, self.codec_path = cfg["codec"]["name"], cfg["codec"]["checkpoint"]
-        _, self.codec, self.conditioner = load_export(
-            run_dir / "teacher" / "export" / "teacher",
-            codec_name=self.codec_name,
-            codec=self.codec_path,
-            device=self.device,
-            dtype=self.dtype,
-        )
-        self.data = DataConfig(**{**cfg["data"], "eval_samples": clips})
+        student = Network.open(run_dir / "dmd", "run")  # its world, grid and clips
+        teacher = Network.open(run_dir / "teacher", "run")  # its codec and encoders serve every student
+        _, self.codec, self.conditioner = teacher.for_inference(device=self.device, dtype=self.dtype)
+        self.data = DataConfig(**{**student.recorded("data"), "eval_samples": clips})
         if self.data.source != "synthetic":  # the long clips below are rendered from the synthetic world
             raise ValueError(
                 f"{run_dir}: this protocol scores students of the synthetic world (data.source={self.data.source!r}); "
                 "evaluate shard-trained students with `trackstream eval benchmark.name=shards`"
             )
         self.clips = heldout_clips(self.data).clips
-        self.cfg = StreamEvalConfig(num_tracks=teacher_cfg["eval"]["num_tracks"], preview_clips=0)
+        self.cfg = StreamEvalConfig(num_tracks=teacher.recorded("eval.num_tracks"), preview_clips=0)
         horizon = latent_frames(self.data.num_frames)
         self.long_latents = 1 + long_factor * (horizon - 1)
         long_frames = 1 + 4 * (self.long_latents - 1)
@@ -114,9 +105,7 @@ class StudentScorer:
         from trackstream.eval.stream_eval import drift_summary, evaluate_stream_motion, long_rollout, student_network
         from trackstream.stream.engine import StreamingGenerator
 
-        net = student_network(
-            network_dir, codec_name=self.codec_name, codec=self.codec_path, device=self.device, dtype=self.dtype
-        )
+        net = student_network(network_dir, device=self.device, dtype=self.dtype)
         stream_cfg = net.conventions.stream_config(str(network_dir))
         engine = StreamingGenerator(
             net, self.codec, config=stream_cfg, image_features_fn=self.conditioner.image_features

@@ -62,7 +62,7 @@ class CodecChoice:
     ``checkpoint``: a weights file, a diffusers folder, a Wan release folder or a TrackStream release folder
     (``models.codecs.codec_checkpoint``)."""
 
-    name: str = "tiny-ae"  # one of CODEC_NAMES
+    name: Optional[str] = "tiny-ae"  # one of CODEC_NAMES (eval's generate.codec: null, the runs' own codec)
     checkpoint: Optional[str] = None
 
 

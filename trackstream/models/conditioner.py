@@ -24,7 +24,6 @@ from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 __all__ = [
     "Conditioner",
     "encode_motion",
-    "load_export",
     "load_export_network",
     "load_export_codec",
     "load_export_text_encoder",
@@ -169,61 +168,6 @@ class Conditioner:
             if torch.is_tensor(value):
                 out[key] = value.to(self.device, non_blocking=True)
         return out
-
-
-@torch.no_grad()
-def load_export(
-    directory,
-    *,
-    codec_name: str,
-    codec: str,
-    device: str | torch.device | None = None,
-    dtype: str | torch.dtype | None = None,
-    offload_encoders: bool = False,
-    decoder: str | None = None,
-    decoder_name: str | None = None,
-):
-    """An exported network folder with what it needs to run, ready for inference: (network, codec,
-    conditioner) — the network frozen in eval mode, its codec (``models.codecs`` name + checkpoint /
-    release folder, which must be the network's latent space; a FastVideo WanTrack bundle given no ``codec``:
-    its ``vae/``) and the text encoder and image features its network.json names.
-
-    ``device`` / ``dtype``: None or "auto" is CUDA + bf16 when a GPU is present, else CPU + fp32
-    (``models.precision``; fp8: the DiT blocks' linears in float8, everything else as bf16). The DiT's matmul
-    weights and the codec are cast to ``dtype``; what Wan keeps
-    in fp32 (time embedding, modulation, norms) stays fp32 (``WanModel.cast_for_inference``). The text
-    encoder (umT5 for the real networks) and the CLIP image encoder run on ``device`` in ``dtype`` too;
-    ``offload_encoders`` keeps them on the CPU in fp32 instead (a GPU too small for umT5-XXL beside the DiT:
-    encoding a prompt is once per stream). ``decoder`` / ``decoder_name``: a trained tiny decoder that decodes
-    instead of the codec's own (``load_export_codec``). This is the one place every command (generation, DragStream,
-    evaluation, the demo, the benches) loads an export; the diffusers pipeline's components
-    (``stream.diffusers_components``) load their parts through the same three functions below.
-    """
-    from trackstream.models.motion_wan import read_network_json
-    from trackstream.models.precision import resolve_precision, working_dtype
-
-    device, dtype = resolve_precision(device, dtype)
-    if not codec:  # a FastVideo WanTrack bundle carries its VAE (vae/); an export names none
-        from trackstream.models.formats.wantrack import wantrack_codec
-
-        codec_name, codec = wantrack_codec(directory) or (codec_name, codec)
-    net = load_export_network(directory, device=device, dtype=dtype)
-    dtype = working_dtype(dtype)  # fp8 is the DiT's linears alone: codec and encoders in bf16
-    frozen_codec = load_export_codec(
-        codec_name, codec, device=device, dtype=dtype, decoder=decoder, decoder_name=decoder_name
-    )
-    meta = read_network_json(directory)["model"]
-    enc_device, enc_dtype = (torch.device("cpu"), torch.float32) if offload_encoders else (device, dtype)
-    text_encoder = load_export_text_encoder(meta, device=enc_device, dtype=enc_dtype)
-    conditioner = Conditioner.for_network(
-        ModelConfig(**meta),
-        codec=frozen_codec,
-        text_encoder=text_encoder,
-        device=device,
-        encoder_device=enc_device,
-        encoder_dtype=enc_dtype,
-    )
-    return net, frozen_codec, conditioner
 
 
 @torch.no_grad()

@@ -22,6 +22,7 @@ input as tracks dropped in training and masked mid-frames.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -402,11 +403,14 @@ def save_network(
     ema: bool,
     conventions: "Conventions | dict | None" = None,
     max_shard_bytes: int | None = None,
+    codec: dict | None = None,
 ) -> Path:
     """Write a full MotionWan state dict as ``<dir>/dit`` (official Wan format, loadable by
     ``models.wan_io.load_wan``; sharded with an index above ``max_shard_bytes``), ``<dir>/heads.pt``
     (track head + text projection) and ``<dir>/network.json`` (config, plus ``conventions``: how the
-    network must be called). The files keep the state dict's dtype (a release may be bf16)."""
+    network must be called; ``codec``: {"name", "checkpoint"} of its latent space, for a folder with no run around
+    it to record one). Paths it names are written relative to the folder (``models.network`` reads them so). The
+    files keep the state dict's dtype (a release may be bf16)."""
     import json
 
     from trackstream.models.wan_io import save_wan
@@ -419,14 +423,51 @@ def save_network(
     heads = {k: v for k, v in state_dict.items() if not k.startswith("dit.")}
     torch.save(heads, directory / "heads.pt")
     conv = conventions if isinstance(conventions, Conventions) else Conventions.from_dict(conventions or {})
+    model_cfg = _relative_paths(model_cfg, directory)
     # the folder holds the whole network (an adapter already merged): where its training started is a path on
     # the machine that trained it, recorded by the run's config.yaml, and would only mislead a copy of the folder
     model_cfg = {**model_cfg, "init_from": None, "adapter": None}
     # fields a network of ours leaves at their defaults are left out, so its network.json reads as before they existed
     model_cfg = {k: v for k, v in model_cfg.items() if k not in QUIET_DEFAULTS or v != QUIET_DEFAULTS[k]}
     meta = {"model": model_cfg, "text_encoder_dim": text_encoder_dim, "ema": bool(ema), "conventions": conv.to_dict()}
+    if codec is not None:
+        path = Path(codec["checkpoint"])
+        meta["codec"] = {"name": codec["name"], "checkpoint": os.path.relpath(path.resolve(), directory.resolve())}
+    if any(model_cfg.get(k) for k in PATH_FIELDS) or codec is not None:  # where relative paths resolve when moved alone
+        meta["written_at"] = str(directory.resolve())
     (directory / "network.json").write_text(json.dumps(meta, indent=2, default=str))
     return directory
+
+
+# the model fields that name a folder or file on disk: written relative to the export, read relative to it
+PATH_FIELDS = ("text_encoder_path", "image_encoder_path", "image_processor")
+
+
+def _relative_paths(model_cfg: dict, directory: Path) -> dict:
+    """``model_cfg`` with the encoder paths that exist here relative to the export ``directory``: the export and
+    the folders it names (a bundle's umT5 and CLIP) still go together when both are moved."""
+    out = dict(model_cfg)
+    for key in PATH_FIELDS:
+        value = out.get(key)
+        if value and Path(value).exists():
+            out[key] = os.path.relpath(Path(value).resolve(), directory.resolve())
+    return out
+
+
+def _resolved_paths(meta: dict, directory: Path) -> dict:
+    """network.json's relative encoder paths made whole: relative to the folder it is in, else to where it was
+    written (``written_at``: the export was moved without them); absolute ones as they are."""
+    model = dict(meta["model"])
+    for key in PATH_FIELDS:
+        value = model.get(key)
+        if not value or Path(value).is_absolute():
+            continue
+        here = directory / value
+        there = Path(meta["written_at"]) / value if meta.get("written_at") else None
+        model[key] = str(
+            os.path.normpath(there if there is not None and not here.exists() and there.exists() else here)
+        )
+    return {**meta, "model": model}
 
 
 def is_network_folder(path: str | Path) -> bool:
@@ -453,7 +494,7 @@ def read_network_json(directory: str | Path) -> dict:
         int(meta["text_encoder_dim"])
     except (TypeError, ValueError) as err:
         raise ValueError(f"{path}: {one_line(err)}; {EXPORT_FIX}") from None
-    return meta
+    return _resolved_paths(meta, Path(directory))
 
 
 def load_network(directory: str | Path, *, device: str | torch.device = "cpu") -> MotionWan:

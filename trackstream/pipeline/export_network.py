@@ -4,7 +4,7 @@ network as TrackStream's own export folder.
 
     trackstream export --network runs/x/export/teacher --format diffusers --out OUT
     trackstream export --network runs/x --format official --out OUT     # a run with one export
-    trackstream export --network runs/x/export/student --format pipeline --codec CODEC --out OUT
+    trackstream export --network runs/x/export/student --format pipeline --out OUT    # with the codec it records
     trackstream export --network Track-v0 --format trackstream --out OUT   # a WanTrack bundle as an export
 
 ``--format pipeline``: ``DiffusionPipeline.from_pretrained(OUT, trust_remote_code=True)`` loads it, whole clips
@@ -13,8 +13,9 @@ or chunk by chunk (``pipeline.export_pipeline``, ``stream.diffusers_pipeline``; 
 ``--network``: an exported network folder (network.json, dit/, heads.pt: what a training stage writes to
 ``<run>/export/<name>``), a FastVideo WanTrack bundle, or a run directory with exactly one export.
 ``--format trackstream`` writes that export folder (``models.motion_wan.save_network``): a bundle's track head
-folded into ours, its network.json derived from the bundle with the encoders' folders as absolute paths (the
-export names no codec: stream it with ``--codec <bundle>/vae --codec-name wan2.1-vae``). Both formats are ``config.json`` +
+folded into ours, its network.json derived from the bundle, naming the encoders' folders and the bundle's VAE
+relative to the export (move the two together and it still streams, with no codec option). Both formats are
+``config.json`` +
 ``diffusion_pytorch_model.safetensors`` (``models.wan_io.save_wan``); they differ in key names and config
 fields. The DiT goes out with the input width it was trained with: ``in_channels`` (diffusers) / ``in_dim``
 (official) counts the noisy latent AND the condition channels concatenated after it
@@ -50,24 +51,13 @@ DIT_FORMATS = ("diffusers", "official")  # the DiT alone, by export_wan
 
 
 def find_network(path: str | os.PathLike) -> Path:
-    """An exported network folder (``network.json``), given directly or as a run directory whose
-    ``export/`` holds exactly one; otherwise a one-line ValueError saying what to pass."""
-    path = Path(path)
-    if not path.exists():
-        raise ValueError(f"--network {path} does not exist: pass an exported network folder (<run>/export/<name>)")
-    from trackstream.models.motion_wan import is_network_folder
+    """The exported network folder ``path`` names (``models.network.Network``: an export, a run directory holding
+    one, a release folder, a WanTrack bundle); otherwise a one-line ValueError saying what to pass."""
+    from trackstream.models.network import Network
 
-    if is_network_folder(path):  # an export, or FastVideo's WanTrack bundle
-        return path
-    found = sorted(p.parent for p in path.glob("export/*/network.json"))
-    if len(found) == 1:
-        return found[0]
-    if found:
-        raise ValueError(f"--network {path} is a run with several exports {[p.name for p in found]}: pass one of them")
-    raise ValueError(
-        f"--network {path} has no network.json (nor export/*/network.json): pass a folder written by a "
-        "training stage's export (<run>/export/teacher or <run>/export/student)"
-    )
+    if not Path(path).exists():
+        raise ValueError(f"--network {path} does not exist: pass an exported network folder (<run>/export/<name>)")
+    return Network.open(path, "--network").folder
 
 
 def dit_input(model_cfg: dict, in_dim: int, latent: int) -> dict:
@@ -85,7 +75,7 @@ def dit_input(model_cfg: dict, in_dim: int, latent: int) -> dict:
 def export_wan(network: str | os.PathLike, out: str | os.PathLike, *, fmt: str) -> Path:
     """Write the exported network at ``network`` to ``out`` as ``fmt`` ("diffusers" | "official"),
     with the heads and the network description as side files. ``out`` must not hold anything yet."""
-    from trackstream.models.motion_wan import load_network, read_network_json
+    from trackstream.models.network import Network
     from trackstream.models.wan_io import save_wan
 
     if fmt not in DIT_FORMATS:
@@ -94,8 +84,8 @@ def export_wan(network: str | os.PathLike, out: str | os.PathLike, *, fmt: str) 
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder: pick a new folder or remove it")
     folder = find_network(network)
-    meta = read_network_json(folder)
-    net = load_network(folder)
+    opened = Network.open(folder, "--network")
+    meta, net = opened.meta, opened.load()
     save_wan(net.dit, out, fmt=fmt)  # written aside and renamed: never half a DiT under out
     try:
         heads = {k: v.detach().contiguous().cpu() for k, v in net.state_dict().items() if not k.startswith("dit.")}
@@ -127,8 +117,10 @@ def main(argv: list[str] | None = None) -> int:
     # not argparse choices: an unknown format is the same one-line error as every other bad input
     ap.add_argument("--format", required=True, help=f"one of {', '.join(FORMATS)}")
     ap.add_argument("--out", type=Path, required=True, help="a new (or empty) folder")
-    ap.add_argument("--codec", default=None, help="--format pipeline: the student's codec (file or release folder)")
-    ap.add_argument("--codec-name", default="tiny-ae", help="--format pipeline: the codec's name (conf/codec/)")
+    ap.add_argument(
+        "--codec", default=None, help="--format pipeline: another checkpoint of the student's codec (default: its own)"
+    )
+    ap.add_argument("--codec-name", default=None, help="--format pipeline: the codec's name (default: its folder's)")
     args = ap.parse_args(argv)
     try:
         if args.format == "pipeline":

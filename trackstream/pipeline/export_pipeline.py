@@ -134,34 +134,31 @@ def _write(root: Path, folder: Path, meta: dict, codec_name: str, codec: str) ->
 
 
 def export_pipeline(
-    network: str | os.PathLike, out: str | os.PathLike, *, codec: str | os.PathLike | None, codec_name: str
+    network: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    codec: str | os.PathLike | None = None,
+    codec_name: str | None = None,
 ) -> Path:
-    """Write the exported student folder ``network`` (its network.json, dit/, heads.pt: ``export_network.main``
-    finds it in a run directory first; or a FastVideo WanTrack bundle, its codec by default its ``vae/``) with its codec (``codec_name`` weights at ``codec``: a file or
-    a release folder, as ``--codec`` of ``trackstream generate``) to ``out`` as a diffusers pipeline folder.
-    ``out`` must not hold anything yet; it is written aside and renamed, so it is never half a pipeline."""
-    from trackstream.models.codec_names import codec_name as check_codec_name
-    from trackstream.models.codecs import codec_checkpoint
-    from trackstream.models.motion_wan import read_network_json
+    """Write the student ``network`` (a folder ``models.network.Network`` opens: an export, a run directory, a
+    release folder, a FastVideo WanTrack bundle) with its codec (the one its folder records; ``codec`` /
+    ``codec_name``: another checkpoint, as ``--codec`` of ``trackstream generate``) to ``out`` as a diffusers
+    pipeline folder. ``out`` must not hold anything yet; it is written aside and renamed, so it is never half a
+    pipeline."""
+    from trackstream.models.network import Network
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ValueError(f"--out {out} exists and is not an empty folder: pick a new folder or remove it")
-    if codec is None:  # a FastVideo WanTrack bundle carries its VAE (vae/); an export names none
-        from trackstream.models.formats.wantrack import wantrack_codec
-
-        codec_name, codec = wantrack_codec(network) or (codec_name, None)
-    if codec is None:
-        raise ValueError("--codec is required by --format pipeline: the student's codec (e.g. assets/tiny-teacher)")
-    codec_name = check_codec_name(codec_name, field="--codec-name")
-    folder = Path(network)
-    meta = read_network_json(folder)
+    opened = Network.open(network, "--network")
+    ref = opened.codec_for(codec_name, None if codec is None else str(codec), field="--codec")
+    folder, meta = opened.folder, opened.meta
     if not (meta.get("conventions") or {}).get("causal"):
         raise ValueError(
             f"--network {folder} records no streaming configuration (conventions.causal): a teacher? a pipeline "
             "streams a student: export one with the ODE-init or DMD stage"
         )
-    resolved = codec_checkpoint(codec_name, codec, field="--codec")
+    codec_name, resolved = ref.name, ref.checkpoint
     tmp = out.parent / f".{out.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)

@@ -92,11 +92,11 @@ def verify_asset(directory: Path | str = ASSET_DIR) -> dict:
 
 def load_shipped_teacher(directory: Path | str = ASSET_DIR, *, device: str = "cpu"):
     """(network, codec path, manifest) of a verified release folder."""
-    from trackstream.models.motion_wan import load_network
+    from trackstream.models.network import Network
 
     directory = Path(directory)
     manifest = verify_asset(directory)
-    net = load_network(directory / "teacher", device=device)
+    net = Network.open(directory / "teacher", "teacher").load(device=device)
     return net, directory / "codec.pt", manifest
 
 

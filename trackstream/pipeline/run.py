@@ -31,13 +31,13 @@ from typing import Callable
 
 import torch
 
+from trackstream.models.network import Network
 from trackstream.pipeline.presets import FULL, LONG, RELEASE_FINETUNE, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, train_stage
 from trackstream.train.dmd import STAGE as DMD
 from trackstream.train.ode_init import STAGE as ODE_INIT
 from trackstream.train.rl import STAGE as RL
 from trackstream.train.teacher import STAGE as TEACHER
-from trackstream.train.teacher_record import find_record
 
 __all__ = [
     "Sizes",
@@ -110,7 +110,7 @@ def stage_teacher(run_dir: Path, state: dict) -> dict:
         release = {"base": str(init), "base_steps": base.get("step")}
     summary = train_stage(run_dir, TEACHER.name, overrides)
     state["teacher"] = str((run_dir / TEACHER.name / "export" / "teacher").resolve())
-    state["codec"] = str(find_record(state["teacher"], "teacher").codec)  # the release's, or the one it fitted
+    state["codec"] = str(Network.open(state["teacher"], "teacher").codec_file)  # the release's, or the one it fitted
     return {
         "export": state["teacher"],
         "codec": state["codec"],
@@ -196,21 +196,19 @@ def stage_rl(run_dir: Path, state: dict) -> dict:
 
 def stage_stream(run_dir: Path, state: dict) -> dict:
     """Held-out evaluation (teacher vs streamed students), long rollouts with/without sink, latency."""
-    from omegaconf import OmegaConf
-
     from trackstream.data.clips import DataConfig
     from trackstream.eval.stream_eval import StreamEvalConfig, run_evaluation
 
     sizes: Sizes = state["sizes"]
-    cfg = OmegaConf.to_container(OmegaConf.load(run_dir / DMD.name / "config.yaml"), resolve=True)  # world, grid
-    data = DataConfig(**{**cfg["data"], "eval_samples": sizes.eval_samples})
-    teacher_cfg = OmegaConf.to_container(OmegaConf.load(run_dir / TEACHER.name / "config.yaml"), resolve=True)
+    trained_on = Network.open(state["student"], "student").recorded("data")  # the DMD run's world, grid, clips
+    data = DataConfig(**{**trained_on, "eval_samples": sizes.eval_samples})
+    teacher = Network.open(state["teacher"], "teacher")
     ev = StreamEvalConfig(
         long_factor=sizes.long_factor,
         long_clips=sizes.long_clips,
         long_students=sizes.long_students,
         timing_repeats=sizes.timing_repeats,
-        num_tracks=teacher_cfg["eval"]["num_tracks"],
+        num_tracks=teacher.recorded("eval.num_tracks"),
     )
     students = {
         ODE_INIT.name: state["ode_student"],
@@ -227,12 +225,9 @@ def stage_stream(run_dir: Path, state: dict) -> dict:
     figures = run_evaluation(
         run_dir,
         teacher=state["teacher"],
-        codec=state["codec"],
         students=students,
         data=data,
         teacher_steps=sizes.teacher_steps,
-        shift=float(cfg["schedule"]["shift"]),
-        codec_name=cfg["codec"]["name"],
         cfg=ev,
     )
     state["figures"] = figures

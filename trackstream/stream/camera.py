@@ -11,7 +11,8 @@ and its depth with it. A grid of that frame's points is lifted to 3D with the de
 depth model, or without either a plane facing the camera, as the demo takes a frame), moved by the camera path
 (orbit, pan, zoom, dolly, or a file of poses), projected back, with visibility from a depth test
 (``data.camera_tracks``). Writes ``--out`` (tracks [T, N, 2] in the image's pixels, which ``generate`` fits back
-to the same frame) and ``<out>.visibility.npy`` ([T, N]).
+to the same frame) and ``<out>.visibility.npy`` ([T, N]); an ``--out`` ending in ``.pt`` is FastVideo's track file
+instead (``data.track_inputs.write_fastvideo_tracks``: what their tooling writes and ``generate`` reads).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import numpy as np
 
 from trackstream.data.camera_tracks import PATHS, camera_path, camera_tracks, read_camera_path
 from trackstream.data.framing import FIT_MODES, plan_fit
+from trackstream.data.track_inputs import write_fastvideo_tracks
 from trackstream.stream.options import SHIPPED_STUDENT, refuse, student_frame_size
 
 __all__ = ["main"]
@@ -52,7 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         help="how the image is fitted to the student's size, as generate --fit: crop (default) or resize",
     )
     ap.add_argument("--device", default="auto", help="the depth model's device: auto (CUDA when present), cpu, cuda")
-    ap.add_argument("--out", required=True, help="tracks .npy; the visibility goes beside it (<out>.visibility.npy)")
+    ap.add_argument(
+        "--out",
+        required=True,
+        help="tracks .npy (the visibility goes beside it: <out>.visibility.npy), or a .pt: FastVideo's track file "
+        "(track_points normalised over the image, track_visibility, track_ids)",
+    )
     return ap
 
 
@@ -105,13 +112,18 @@ def main(argv: list[str] | None = None) -> int:
     tracks = fit.tracks_in_source(tracks)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out, tracks)
-    vis_path = out.with_name(out.name.removesuffix(".npy") + ".visibility.npy")
-    np.save(vis_path, vis)
+    if out.suffix == ".pt":  # FastVideo's track file, normalised over the image as given
+        write_fastvideo_tracks(out, tracks, vis, height=bgr.shape[0], width=bgr.shape[1])
+        written = f"{out} (FastVideo's track file)"
+    else:
+        np.save(out, tracks)
+        vis_path = out.with_name(out.name.removesuffix(".npy") + ".visibility.npy")
+        np.save(vis_path, vis)
+        written = f"{out} and {vis_path}"
     fitted = "" if fit.identity else f" (made on the image fitted {fit.describe()}, written in its pixels)"
     print(
         f"{args.path}: {tracks.shape[0]} frames x {tracks.shape[1]} tracks at {W}x{H}{fitted}, "
-        f"{vis.mean():.0%} visible; wrote {out} and {vis_path}"
+        f"{vis.mean():.0%} visible; wrote {written}"
     )
     return 0
 

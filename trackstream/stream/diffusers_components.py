@@ -79,10 +79,10 @@ class TrackStreamTransformer(_Component):
 
     @classmethod
     def from_pretrained(cls, folder, torch_dtype=None, **loading_kwargs):
-        from trackstream.models.motion_wan import read_network_json
+        from trackstream.models.network import Network
 
         component = super().from_pretrained(folder, torch_dtype=torch_dtype, **loading_kwargs)
-        component.info["network"] = read_network_json(folder)  # the conventions and the encoders' names
+        component.info["network"] = Network.open(folder, "transformer").meta  # the conventions, the encoders' names
         return component
 
     @property

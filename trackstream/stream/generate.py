@@ -1,6 +1,7 @@
 """Command line streaming generation: an image, a prompt and tracks in, an mp4 out, chunk by chunk.
 
-    trackstream generate --student RUN/dmd/export/student --codec RUN/teacher/codec/codec.pt \\
+    trackstream generate --student RUN/dmd --image first.png --tracks tracks.npy --prompt "..." --out video.mp4
+    trackstream generate --student RUN/dmd/export/student \\
         --image first.png --tracks tracks.npy [--visibility visibility.npy] --prompt "..." \\
         --out video.mp4 [--chunks N] [--sink 1 --window 1 --steps 3 --shift 3.0] [--device cuda --dtype bf16]
 

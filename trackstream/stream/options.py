@@ -26,10 +26,10 @@ from trackstream.models.precision import PRECISION_HELP, precision_name, resolve
 
 __all__ = [
     "SHIPPED_STUDENT",
-    "SHIPPED_CODEC",
     "add_codec_args",
     "add_network_args",
     "load_network_args",
+    "open_student",
     "network_codec",
     "student_frame_size",
     "add_precision_args",
@@ -39,11 +39,10 @@ __all__ = [
     "refuse",
 ]
 
-# The shipped student (its recipe: assets/tiny-student/manifest.json) and the teacher release whose codec it was
-# distilled in: what every streaming command runs on when no --student / --codec is given.
+# The shipped student (its recipe: assets/tiny-student/manifest.json): what every streaming command runs on when no
+# --student is given. Its codec, as any network's, is read from its folder (models.network).
 _ROOT = Path(__file__).resolve().parents[2]
 SHIPPED_STUDENT = _ROOT / "assets" / "tiny-student" / "student"
-SHIPPED_CODEC = _ROOT / "assets" / "tiny-teacher"
 
 
 def _flag_type(check, flag: str):
@@ -59,18 +58,19 @@ def _flag_type(check, flag: str):
     return parse
 
 
-def add_codec_args(parser: argparse.ArgumentParser, *, default: str | None = None, help_default: str = "") -> None:
+def add_codec_args(parser: argparse.ArgumentParser, *, help_default: str = "") -> None:
     """--codec / --codec-name: the codec's weights and its name, as ``codec.checkpoint`` / ``codec.name``."""
     parser.add_argument(
         "--codec",
-        default=default,
+        default=None,
         help="the codec's weights: a file, a Wan release folder or a TrackStream release folder" + help_default,
     )
     parser.add_argument(
         "--codec-name",
-        default="tiny-ae",
+        default=None,
         type=_flag_type(codec_name, "--codec-name"),
-        help="the codec's name (conf/codec/: tiny-ae, wan2.1-vae, wan2.2-vae, taehv-wan2.1, taehv-wan2.2)",
+        help="the codec's name (conf/codec/: tiny-ae, wan2.1-vae, wan2.2-vae, taehv-wan2.1, taehv-wan2.2; "
+        "default: the one the network's folder records)",
     )
     parser.add_argument(
         "--decoder",
@@ -87,15 +87,17 @@ def add_codec_args(parser: argparse.ArgumentParser, *, default: str | None = Non
 
 
 def add_network_args(parser: argparse.ArgumentParser) -> None:
-    """--student / --codec / --codec-name (defaulting to the shipped student and its codec) and
-    --offload-encoders: what ``models.conditioner.load_export`` takes."""
+    """--student / --codec / --codec-name (the shipped student by default; the codec its folder records by
+    default) and --offload-encoders: what ``models.network.Network.for_inference`` takes."""
     parser.add_argument(
         "--student",
         default=str(SHIPPED_STUDENT),
-        help="exported student folder (a stage's export/student); default: the shipped one, assets/tiny-student",
+        help="the student: a run directory, its export/<name>, a release folder or a WanTrack bundle; default: the "
+        "shipped one, assets/tiny-student",
     )
     add_codec_args(
-        parser, help_default=" (default: a WanTrack bundle's vae/, else assets/tiny-teacher, the shipped student's)"
+        parser,
+        help_default=" (default: the one its folder records: a run's codec, a release's, a WanTrack bundle's vae/)",
     )
     parser.add_argument(
         "--offload-encoders",
@@ -129,41 +131,38 @@ def refuse(message: str) -> NoReturn:
     raise SystemExit(2)
 
 
-def load_network_args(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
-    """``models.conditioner.load_export`` of ``add_network_args``' flags: (network, codec, conditioner)."""
-    from trackstream.models.conditioner import load_export
+def open_student(args: argparse.Namespace):
+    """The ``models.network.Network`` ``--student`` names; not a network folder is a one-line ValueError."""
+    from trackstream.models.network import Network
 
-    name, codec = network_codec(args)
-    return load_export(
-        args.student,
-        codec_name=name,
-        codec=codec,
+    return Network.open(args.student, field="--student")
+
+
+def network_codec(args: argparse.Namespace, network=None):
+    """The ``CodecRef`` to load for ``--student``: its folder's own, or ``--codec`` / ``--codec-name`` where typed."""
+    network = network or open_student(args)
+    return network.codec_for(args.codec_name, args.codec, field="--codec")
+
+
+def load_network_args(args: argparse.Namespace, device: torch.device, dtype: torch.dtype):
+    """``Network.for_inference`` of ``add_network_args``' flags: (network, codec, conditioner)."""
+    network = open_student(args)
+    return network.for_inference(
         device=device,
         dtype=dtype,
+        codec=network_codec(args, network),
         offload_encoders=args.offload_encoders,
         decoder=args.decoder,
         decoder_name=args.decoder_name,
     )
 
 
-def network_codec(args: argparse.Namespace) -> tuple[str, str]:
-    """(codec name, weights) of ``add_network_args``' flags: ``--codec`` when given; else a FastVideo WanTrack
-    bundle's own ``vae/`` (its latent space, whatever the shipped student's is), else the shipped codec."""
-    if args.codec:
-        return args.codec_name, args.codec
-    from trackstream.models.formats.wantrack import wantrack_codec
-
-    return wantrack_codec(args.student) or (args.codec_name, str(SHIPPED_CODEC))
-
-
 def student_frame_size(student: str) -> tuple[int, int] | None:
-    """(height, width) an exported network streams at (its network.json conventions), read without loading
-    it; None when it records no size. A folder that is not an export is a one-line ValueError."""
-    from trackstream.models.motion_wan import Conventions, is_network_folder, read_network_json
+    """(height, width) a network streams at (its recorded conventions), read without loading it; None when it
+    records no size. A folder that is not a network is a one-line ValueError."""
+    from trackstream.models.network import Network
 
-    if not is_network_folder(student):
-        raise ValueError(f"--student {student}: not an exported network folder (no network.json) nor a WanTrack bundle")
-    conv = Conventions.recorded(read_network_json(student), student)
+    conv = Network.open(student, field="--student").conventions
     return (conv.height, conv.width) if conv.height and conv.width else None
 
 

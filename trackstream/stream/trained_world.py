@@ -1,7 +1,8 @@
 """What a student export's own records say it was trained on, and what that means for a photo.
 
 A run writes its resolved ``config.yaml`` beside the stage that exported the network (``RUN/dmd/config.yaml`` for
-``RUN/dmd/export/student``; a release folder holds it beside its network: ``assets/tiny-student/config.yaml``).
+``RUN/dmd/export/student``; a release folder holds it beside its network: ``assets/tiny-student/config.yaml``);
+``models.network.Network`` reads it.
 Its ``data`` node is the training world: ``source: synthetic`` (the sprite world of ``data.synthetic``, at
 ``data.height`` x ``data.width``) or ``source: shards`` (prepared videos). ``network.json`` itself records the
 architecture and conventions, not the data, so the run's config is the record read here; an export with no run
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-__all__ = ["TrainedWorld", "run_config", "trained_world", "photo_notice"]
+__all__ = ["TrainedWorld", "trained_world", "photo_notice"]
 
 DOC = "docs/embedded-world.md"
 
@@ -35,29 +36,20 @@ class TrainedWorld:
         return self.source == "synthetic"
 
 
-def run_config(student: str | Path) -> Optional[Path]:
-    """The resolved run ``config.yaml`` of the export folder ``student``: beside it (a release folder) or one
-    level up (a run's ``<stage>/config.yaml`` for ``<stage>/export/<name>``); None when there is none."""
-    student = Path(student)
-    for path in (student.parent / "config.yaml", student.parent.parent / "config.yaml"):
-        if path.is_file():
-            return path
-    return None
+def trained_world(network) -> Optional[TrainedWorld]:
+    """The training world the run config of ``network`` (a ``models.network.Network`` or its folder) records
+    (``data.source`` and frame size), or None when it has no run config or its config names no data source."""
+    from trackstream.models.network import Network
 
-
-def trained_world(student: str | Path) -> Optional[TrainedWorld]:
-    """The training world the run config of ``student`` records (``data.source`` and frame size), or None when
-    the export has no run config or its config names no data source."""
-    from omegaconf import OmegaConf
-
-    path = run_config(student)
-    if path is None:
-        return None
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True).get("data") or {}
-    if not isinstance(data, dict) or not isinstance(data.get("source"), str):
+    network = Network.of(network, "--student")
+    data = network.recorded("data")
+    if network.config_path is None or not isinstance(data, dict) or not isinstance(data.get("source"), str):
         return None
     return TrainedWorld(
-        source=data["source"], height=int(data.get("height", 0)), width=int(data.get("width", 0)), config=path
+        source=data["source"],
+        height=int(data.get("height", 0)),
+        width=int(data.get("width", 0)),
+        config=network.config_path,
     )
 
 

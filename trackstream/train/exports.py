@@ -10,16 +10,15 @@ its run's ``codec/codec.pt`` or the codec its run's config names, else its own t
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 
 import torch
 
 from trackstream.models.conditioner import Conditioner
-from trackstream.models.motion_wan import Conventions, ModelConfig, is_network_folder, read_network_json
+from trackstream.models.motion_wan import Conventions, ModelConfig
+from trackstream.models.network import Network
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.chunks import first_chunk_given
-from trackstream.train.teacher_record import find_record
 from trackstream.trainer.codec import CodecConfig
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.parallel import prepare_frozen
@@ -35,25 +34,22 @@ class NetworkExport:
     def __init__(self, path: str | None, field: str = "stage.teacher"):
         if not path:
             raise ValueError(f"{field} is not set: give the exported teacher folder (<teacher_run>/export/teacher)")
-        self.dir, self.field = Path(path), field
-        if not is_network_folder(self.dir):  # an export, or FastVideo's WanTrack bundle
-            raise ValueError(
-                f"{field}={path!r} is not an exported network folder (no network.json); see trainer.weights.export_network"
-            )
-        self.meta = read_network_json(self.dir)
+        self.network = Network.open(path, field)  # an export, a run or release folder, FastVideo's WanTrack bundle
+        self.dir, self.field = self.network.folder, field
+        self.meta = self.network.meta
         self._codec = None
 
     @property
     def model(self) -> ModelConfig:
-        return ModelConfig(**self.meta["model"])
+        return self.network.model
 
     @property
     def text_dim(self) -> int:
-        return int(self.meta["text_encoder_dim"])
+        return self.network.text_dim
 
-    @functools.cached_property
+    @property
     def conventions(self) -> Conventions:
-        return Conventions.recorded(self.meta, self.dir)
+        return self.network.conventions
 
     def codec(self, codec: CodecConfig, runtime: Runtime) -> torch.nn.Module:
         """The frozen codec of the network's latent space (never a freshly fitted one), loaded once: ``codec``
@@ -67,13 +63,12 @@ class NetworkExport:
 
         if codec.checkpoint or codec.name not in TRAINABLE:
             return build_codec_module(codec)
-        found = find_record(str(self.dir), self.field)
-        if found is None or found.codec is None:
+        if self.network.codec_file is None:
             raise ValueError(
                 f"codec.checkpoint is not set and no codec is recorded with {self.field}={self.dir}: pass the "
                 "codec its network works in (codec.checkpoint=<teacher_run>/codec/codec.pt)"
             )
-        return load_codec_file(codec, found.codec)
+        return load_codec_file(codec, self.network.codec_file)
 
     def conditioner(self, codec: CodecConfig, runtime: Runtime, text_encoder) -> Conditioner:
         """The frozen encoders (codec, text, image features) of this network: conditions rendered for it."""

@@ -24,7 +24,7 @@ from trackstream.distill.ode_pairs import generate_ode_pairs
 from trackstream.distill.pair_shards import PairSet, pairs_complete
 from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import Conditioner
-from trackstream.models.motion_wan import ModelConfig, load_network
+from trackstream.models.motion_wan import ModelConfig
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_conditions import PairConditions
@@ -62,7 +62,7 @@ def obtain_ode_pairs(
         return out_dir
     export = NetworkExport(st.teacher)
     device = runtime.device  # every rank builds the teacher and writes its share of the shards
-    teacher = load_network(export.dir)
+    teacher = export.network.load()
     attach_sequence_parallel(teacher, runtime, "teacher (ODE pairs)")  # a group samples its shards together
     teacher = prepare_frozen(runtime, teacher)
     conditioner = export.conditioner(codec, runtime, load_text_encoder(model, runtime))

@@ -28,7 +28,6 @@ from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
 from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.eval.rewards import build_rewards
-from trackstream.models.motion_wan import load_network
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream
@@ -77,7 +76,7 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
         cfg.parallel,
         runtime,
         "generator",
-        load_network(student.dir),
+        student.network.load(),
         optim=st.optim,
         ema=st.ema,
         total_steps=cfg.trainer.max_steps,

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from trackstream.models.motion_wan import read_network_json, save_network
+from trackstream.models.motion_wan import save_network
+from trackstream.models.network import Network
 from trackstream.train.plan import StagePlan
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import Hook
@@ -90,7 +91,7 @@ def snapshot_to_network(path: Path, out_dir: Path, *, like: Path, weights: str =
         raise ValueError(
             f"{path} has no {weights!r} weights (it holds {sorted(k for k in snap if k in ('ema', 'generator'))})"
         )
-    meta = read_network_json(like)
+    meta = Network.open(like, "like").meta
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)

@@ -1,15 +1,10 @@
 """A stage given a network reads that network's settings from what was recorded with it.
 
 The network a stage is given: ``stage.teacher`` (a distillation's teacher), else ``stage.student`` (RL's policy),
-else ``model.init_from`` (a fine-tune's start). Whichever of its folders the user points at, ``find_record``
-finds the export, the config recorded with it and the codec of its latent space:
-  * a run directory      ``<run>/config.yaml``, ``<run>/export/<name>/network.json``, the codec it fitted
-                         (``<run>/codec/codec.pt``), else the one its config names, else its teacher's;
-  * an export folder     ``<run>/export/<name>`` (the run around it, as above), or ``<release>/<name>``;
-  * a release folder     ``<release>/config.yaml``, ``<release>/<name>/network.json``, ``<release>/codec.pt``
-                         (``assets/tiny-teacher``);
-  * a FastVideo WanTrack bundle (``models.formats.wantrack``): the network.json its files describe, no config;
-                         its frame size and shift are what it was trained at, its umT5 and CLIP are its own.
+else ``model.init_from`` (a fine-tune's start). Whichever of its folders the user points at (a run directory, its
+export, a release folder, a FastVideo WanTrack bundle), ``models.network.Network`` reads the export, the config
+recorded with it and the codec of its latent space; a bundle's frame size and shift are what it was trained at,
+its umT5 and CLIP are its own.
 What the stage takes (``TeacherSettings``): the network's architecture, text encoder and track channels and
 splatting (network.json), its trainable codec (file, name, options), and the world, frame size, fps, track
 grid, number of tracks and noise shift it was trained on (the recorded config); and, where the stage names none
@@ -31,11 +26,11 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from trackstream.data.synthetic import SyntheticWorld
 from trackstream.models.flavors import flavor_config
-from trackstream.models.formats.checkpoint import split_subkey
-from trackstream.models.motion_wan import ModelConfig, is_network_folder, read_network_json
+from trackstream.models.motion_wan import ModelConfig
+from trackstream.models.network import Network
 from trackstream.trainer.codec import TRAINABLE
 
-__all__ = ["Record", "TeacherSettings", "Applied", "find_record", "apply_settings", "SOURCES", "DATA_KEYS"]
+__all__ = ["TeacherSettings", "Applied", "apply_settings", "SOURCES", "DATA_KEYS"]
 
 # the fields that give a stage its network, first set first; True: the data settings bind too
 SOURCES = (("stage.teacher", True), ("stage.student", True), ("model.init_from", False))
@@ -54,60 +49,6 @@ _UNSET = object()
 
 
 @dataclass(frozen=True)
-class Record:
-    """An exported network and what was recorded with it."""
-
-    network: Path  # the export folder (network.json)
-    config: dict | None  # the resolved config of the run that made it (or the release's)
-    config_path: Path | None
-    codec: Path | None  # the trainable codec of its latent space, where one is found
-    bundle: bool = False  # a FastVideo WanTrack bundle: its settings come from its own files
-
-
-def find_record(spec: str | None, field: str, _depth: int = 0) -> Record | None:
-    """The record of the network ``spec`` names (a run directory, an export folder or a release folder); None
-    for anything else (a Wan checkpoint, ``PATH::entry``, a path that does not exist: the stage says why)."""
-    if not spec or split_subkey(str(spec))[1] is not None or not Path(spec).is_dir():
-        return None
-    folder = Path(spec)
-    if not (folder / "network.json").is_file() and is_network_folder(folder):  # a WanTrack bundle
-        return Record(network=folder, config=None, config_path=None, codec=None, bundle=True)
-    network = folder if (folder / "network.json").is_file() else _network_in(folder, field, spec)
-    if network is None:
-        return None
-    in_run = network.parent.name == "export"
-    home = network.parents[1] if in_run else network.parent
-    config_path = home / "config.yaml" if (home / "config.yaml").is_file() else None
-    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True) if config_path else None
-    fitted = home / "codec" / "codec.pt" if in_run else home / "codec.pt"
-    codec = fitted if fitted.is_file() else _named_codec(config, field, _depth)
-    return Record(network=network, config=config, config_path=config_path, codec=codec)
-
-
-def _network_in(folder: Path, field: str, spec: str) -> Path | None:
-    """The one export in a run directory (``export/<name>``) or a release folder (``<name>``)."""
-    found = sorted({p.parent for p in (*folder.glob("export/*/network.json"), *folder.glob("*/network.json"))})
-    if len(found) > 1:
-        names = ", ".join(str(p.relative_to(folder)) for p in found)
-        raise ValueError(f"{field}={spec} holds {len(found)} networks ({names}): name one, e.g. {field}={found[0]}")
-    return found[0] if found else None
-
-
-def _named_codec(config: dict | None, field: str, depth: int) -> Path | None:
-    """The codec file a recorded config names, else its own teacher's (a student works in its latent space)."""
-    if not config:
-        return None
-    named = (config.get("codec") or {}).get("checkpoint")
-    if named and Path(named).is_file():
-        return Path(named)
-    teacher = (config.get("stage") or {}).get("teacher")
-    if teacher and depth < 8:
-        found = find_record(teacher, field, depth + 1)
-        return found.codec if found else None
-    return None
-
-
-@dataclass(frozen=True)
 class TeacherSettings:
     """What a stage given a network takes from its record."""
 
@@ -123,8 +64,8 @@ class TeacherSettings:
     fills: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
-    def of(cls, record: Record) -> "TeacherSettings":
-        meta = read_network_json(record.network)
+    def of(cls, record: Network) -> "TeacherSettings":
+        meta = record.meta
         if record.bundle:
             return cls._of_bundle(meta)
         run = record.config or {}
@@ -135,7 +76,7 @@ class TeacherSettings:
             model=model,
             codec_name=codec.get("name"),
             codec_options=dict(codec.get("options") or {}),
-            codec_checkpoint=str(record.codec) if record.codec else None,
+            codec_checkpoint=str(record.codec_file) if record.codec_file else None,
             data={k: _plain(v) for k, v in recorded.items() if v is not _UNSET},
             fills=_export_fills(model, codec),
         )
@@ -154,11 +95,11 @@ class TeacherSettings:
         }
         return cls(model=model, data={k: v for k, v in data.items() if v is not None}, paths=paths)
 
-    def codec_path(self, record: Record, codec_name: str) -> str | None:
+    def codec_path(self, record: Network, codec_name: str) -> str | None:
         """A bundle's own VAE folder (``vae/``) when the stage's codec is of its latent space."""
         from trackstream.models.formats.wantrack import wantrack_codec
 
-        carried = wantrack_codec(record.network) if record.bundle else None
+        carried = wantrack_codec(record.folder) if record.bundle else None
         return carried[1] if carried and carried[0] == codec_name else None
 
     def values(self, flavor: str, codec_name: str) -> dict[str, Any]:
@@ -214,13 +155,11 @@ class Applied:
 
     field: str
     spec: str
-    record: Record
+    record: Network
     changed: tuple[str, ...]
 
     def describe(self) -> str:
-        where = self.record.config_path or (
-            f"the bundle {self.record.network}" if self.record.bundle else self.record.network / "network.json"
-        )
+        where = self.record.describe()
         changed = ", ".join(self.changed) or "nothing"
         return f"{self.field}={self.spec}: settings read from {where} (changed: {changed})"
 
@@ -233,10 +172,10 @@ def apply_settings(cfg: DictConfig, explicit: Mapping[str, str]) -> Applied | No
     records = {}
     for name in NETWORK_FIELDS:
         spec = OmegaConf.select(cfg, name, default=None)
-        found = find_record(spec, name)
+        found = Network.find(spec, name)
         if found is not None:
             records[name] = (str(spec), found)
-            OmegaConf.update(cfg, name, str(found.network))
+            OmegaConf.update(cfg, name, str(found.folder))
     source = next(((n, binds) for n, binds in SOURCES if OmegaConf.select(cfg, n, default=None)), None)
     if source is None or source[0] not in records:
         return None
@@ -297,7 +236,7 @@ def _fill_around(cfg: DictConfig, key: str, value: Any, touching: Mapping[str, s
 
 
 def _refuse_contradiction(
-    cfg: DictConfig, settings: TeacherSettings, key: str, k: str, line: str, *, given_as: str, record: Record
+    cfg: DictConfig, settings: TeacherSettings, key: str, k: str, line: str, *, given_as: str, record: Network
 ) -> None:
     """A ValueError when the override ``line`` (which set ``k``, within or above ``key``) gives ``key`` another
     value than the network ``given_as`` (``stage.teacher=...``) has."""
@@ -312,9 +251,9 @@ def _refuse_contradiction(
         same = _plain(given) == _plain(settings.at(key, path))
     if not same:
         field = given_as.split("=", 1)[0]
-        source = record.codec if key == "codec.checkpoint" else record.config_path
+        source = record.codec_file if key == "codec.checkpoint" else record.config_path
         if key.startswith("model."):
-            source = record.network / "network.json"
+            source = record.folder / "network.json"
         raise ValueError(
             f"{line} contradicts {given_as}, made with {at}={settings.at(key, path)!r} ({source}): drop "
             f"{line} (the stage reads {at} from {field}) or give {field} a network made with it"

@@ -142,9 +142,11 @@ def load_student(
     teacher distilled into a 1.3B student). Input channels the file lacks (tracks, first frame) are grown
     with zeros, so the network starts out computing exactly what the checkpoint computes on its own channels."""
     from trackstream.models.formats.files import read_torch_file
-    from trackstream.models.motion_wan import EXPORT_FIX, build_motion_wan, load_network, read_network_json
+    from trackstream.models.motion_wan import EXPORT_FIX, build_motion_wan
+    from trackstream.models.network import Network
 
-    meta = read_network_json(teacher_dir)
+    teacher = Network.open(teacher_dir, "stage.teacher")
+    meta = teacher.meta
     own = _student_model(meta["model"], model)
     if not spec:  # the teacher itself; a flavor of another size needs its own starting weights
         if own != meta["model"]:
@@ -157,18 +159,18 @@ def load_student(
                 field,
                 own["flavor"],
             )
-        return load_network(teacher_dir), meta["model"]
+        return teacher.load(), meta["model"]
     path, subkey = split_subkey(spec)
     if subkey is None and is_network_folder(path) or (Path(path) / "network.json").is_file():
         if subkey is not None:
             raise ValueError(
                 f"{field}={spec!r}: {path} is an exported network folder (one network); drop {SUBKEY_SEP}{subkey}"
             )
-        exported = read_network_json(path)["model"]
-        _check_compatible(exported, meta["model"], field=field, spec=spec)
-        return load_network(path), exported
+        student = Network.open(path, field)
+        _check_compatible(student.meta["model"], meta["model"], field=field, spec=spec)
+        return student.load(), student.meta["model"]
     if own == meta["model"]:
-        net = load_network(teacher_dir)
+        net = teacher.load()
     else:  # another size: the teacher's heads (no need to read its DiT), this flavor's DiT
         net = build_motion_wan(ModelConfig(**own), text_encoder_dim=int(meta["text_encoder_dim"]), device="cpu")
         net.load_state_dict(read_torch_file(Path(teacher_dir) / "heads.pt", fix=EXPORT_FIX), strict=False)
@@ -210,23 +212,24 @@ def load_frozen(directory: Path, runtime, cfg, *, name: str) -> MotionWan:
     reference), with its DiT on token slices under sequence parallelism. Sharded over several processes, only
     rank 0 reads the files: the others build on ``meta`` and receive their shards from it, so a node of 8 ranks
     holds one host copy of a 14B teacher (65 GB in fp32), not 8."""
-    from trackstream.models.motion_wan import build_motion_wan, load_network, read_network_json
+    from trackstream.models.motion_wan import build_motion_wan
+    from trackstream.models.network import Network
     from trackstream.trainer.parallel import attach_sequence_parallel, prepare_frozen
 
+    network = Network.open(directory, name)
     if cfg.strategy != "fsdp" or runtime.world_size == 1:
-        net = load_network(directory)
+        net = network.load()
         attach_sequence_parallel(net, runtime, name)
         return prepare_frozen(runtime, net, cfg=cfg, shard=True)
     from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-    meta = read_network_json(directory)
-    net = build_motion_wan(ModelConfig(**meta["model"]), text_encoder_dim=int(meta["text_encoder_dim"]), device="meta")
-    net.conventions = Conventions.recorded(meta, directory)
+    net = build_motion_wan(network.model, text_encoder_dim=network.text_dim, device="meta")
+    net.conventions = network.conventions
     attach_sequence_parallel(net, runtime, name)
 
     def fill(module: MotionWan) -> None:
         module.init_weights()  # buffers the state dict does not hold
-        sd = load_network(directory).state_dict() if runtime.is_main else {}
+        sd = network.load().state_dict() if runtime.is_main else {}
         opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
         set_model_state_dict(module, sd, options=opts)
 

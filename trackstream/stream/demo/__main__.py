@@ -102,11 +102,9 @@ def _load(args):
         idle_seconds=60 * args.idle_minutes,
         allowed_origins=tuple(args.allow_origin),
     )
-    codec_name, codec = network_codec(args)
     model = DemoModel(
         args.student,
-        codec,
-        codec_name=codec_name,
+        network_codec(args),
         num_scenes=args.scenes,
         device=args.device,
         dtype=args.dtype,

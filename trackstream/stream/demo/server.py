@@ -1,6 +1,6 @@
 """The demo's ASGI app (Starlette): one page, one WebSocket per person, frames pushed as they are decoded.
 
-    app = create_app(DemoModel(student, codec), Limits(max_sessions=2), frame_format="jpeg", frame_quality=85)
+    app = create_app(DemoModel(student), Limits(max_sessions=2), frame_format="jpeg", frame_quality=85)
     serve(app, limits, host="127.0.0.1", port=8000)        # uvicorn with stream.demo.guard's protocols
 
 A WebSocket handshake from a web origin other than the page's own (and ``Limits.allowed_origins``) is

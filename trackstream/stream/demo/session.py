@@ -44,7 +44,7 @@ from trackstream.stream.drag.geometry import resample_path
 from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction, Rotation2D, Translation, swept_box
 from trackstream.stream.drag.optimize import DragConfig
 from trackstream.stream.engine import StreamingGenerator
-from trackstream.stream.trained_world import photo_notice, run_config, trained_world
+from trackstream.stream.trained_world import photo_notice, trained_world
 
 __all__ = [
     "DemoModel",
@@ -62,15 +62,15 @@ DRAG_IDS = 256  # IDs reserved per session for drags (pins + an object's token c
 GRID_SIDE = 8  # the Grid button's default spacing: the shorter side / 8 (the page's old 8x8 grid), within the range
 
 
-def world_for(student: Path, height: int, width: int) -> SyntheticWorld:
-    """The synthetic world the student was trained on, from the run's resolved ``config.yaml`` next to
-    the export (``RUN/dmd/config.yaml`` for ``RUN/dmd/export/student``, or a shipped folder's), else the
+def world_for(network, height: int, width: int) -> SyntheticWorld:
+    """The synthetic world ``network`` (a ``models.network.Network`` or its folder) was trained on, from its run's
+    resolved config (``RUN/dmd/config.yaml`` for ``RUN/dmd/export/student``, or a shipped folder's), else the
     default world at the student's frame size."""
-    from omegaconf import OmegaConf
+    from trackstream.models.network import Network
 
-    cfg_path = run_config(student)  # stream.trained_world: beside the export or one level up
-    if cfg_path is not None:
-        data = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=True).get("data", {})
+    network = Network.of(network, "--student")
+    data = network.recorded("data")
+    if network.config_path is not None and isinstance(data, dict):
         world = {k: tuple(v) if isinstance(v, list) else v for k, v in (data.get("world") or {}).items()}
         return SyntheticWorld(
             **world,
@@ -91,23 +91,21 @@ class StartPoints:
     grid_size: Optional[int] = None  # recorded == "lattice": data.grid_size (its lattice), when the config has it
 
 
-def start_points(student: str | Path) -> StartPoints:
-    """The start points the run config of ``student`` (``stream.trained_world.run_config``) records: its
+def start_points(network) -> StartPoints:
+    """The start points the run config of ``network`` (a ``models.network.Network`` or its folder) records: its
     ``data.placement`` (``{}``: ``Placement()``), "lattice" when the config has a ``data`` node without one (a
     student trained before the mixture: on the world's one grid), "unknown" when there is no run config."""
-    from omegaconf import OmegaConf
+    from trackstream.models.network import Network
 
-    path = run_config(student)
-    if path is None:
-        return StartPoints("unknown")
-    data = OmegaConf.to_container(OmegaConf.load(path), resolve=True).get("data")
-    if not isinstance(data, dict) or not data:
+    network = Network.of(network, "--student")
+    data = network.recorded("data")
+    if network.config_path is None or not isinstance(data, dict) or not data:
         return StartPoints("unknown")
     if data.get("placement") is not None:
         try:
             return StartPoints("placement", placement=placement_from(data["placement"]))
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}: {e}") from None
+            raise ValueError(f"{network.config_path}: {e}") from None
     g = data.get("grid_size")
     return StartPoints("lattice", grid_size=g if isinstance(g, int) and g > 0 else None)
 
@@ -164,9 +162,8 @@ class DemoModel:
     def __init__(
         self,
         student: str | Path,
-        codec: str | Path,
+        codec=None,
         *,
-        codec_name: str = "tiny-ae",
         num_scenes: int = 8,
         scene_seed: int = 5000,
         device: str | None = "auto",
@@ -177,38 +174,28 @@ class DemoModel:
         decoder: str | Path | None = None,
         decoder_name: str | None = None,
     ):
-        """``codec``: the codec's weights as ``--codec`` takes them (a file, a Wan release folder or a
-        TrackStream release folder: ``models.codecs.codec_checkpoint``). ``device`` / ``dtype``: "auto" is
+        """``student``: a network folder (``models.network.Network.open``); ``codec``: a ``CodecRef`` of its
+        latent space other than the one its folder records (``--codec``). ``device`` / ``dtype``: "auto" is
         CUDA + bf16 when a GPU is present, else CPU + fp32 (``models.precision``); ``compile``: the
         engine's compiled streaming step. ``depth_model``: a local transformers depth-estimation folder for
         camera moves (``models.depth``); without it the frame on screen is taken as a plane. ``decoder`` /
         ``decoder_name``: a trained tiny decoder that decodes the stream (``--decoder``)."""
-        from trackstream.models.codecs import codec_checkpoint
-        from trackstream.models.conditioner import load_export
+        from trackstream.models.network import Network
         from trackstream.models.precision import dtype_name, resolve_precision
 
-        student = Path(student)
-        from trackstream.models.motion_wan import is_network_folder
-
-        if not is_network_folder(student):
-            raise ValueError(
-                f"--student {student}: not a student export (no network.json); run `make run` first "
-                "or pass assets/tiny-student/student"
-            )
-        codec = codec_checkpoint(codec_name, codec, field="--codec")  # a file or a release folder, named or refused
+        network = Network.open(student, field="--student")
+        codec = codec or network.codec_for(field="--codec")  # none recorded: refused before any loading
         dev, dt = resolve_precision(device, dtype)  # refuses cuda without a GPU, unknown dtypes (one line)
         self.device, self.dtype = str(dev), dtype_name(dt)
-        net, codec_net, self.conditioner = load_export(
-            student,
-            codec_name=codec_name,
-            codec=str(codec),
+        net, codec_net, self.conditioner = network.for_inference(
             device=dev,
             dtype=dt,
+            codec=codec,
             offload_encoders=offload_encoders,
             decoder=None if decoder is None else str(decoder),
             decoder_name=decoder_name,
         )
-        # no device= here: the engine runs where load_export put the network
+        # no device= here: the engine runs where for_inference put the network
         self.engine = StreamingGenerator(
             net,
             codec_net,
@@ -218,12 +205,12 @@ class DemoModel:
         )
         self.compile = bool(compile)
         self.height, self.width = int(net.conventions.height), int(net.conventions.width)
-        self.world = world_for(student, self.height, self.width)
+        self.world = world_for(network, self.height, self.width)
         self.fps = int(self.world.fps)
         self.num_scenes, self.scene_seed = num_scenes, scene_seed
         self.has_track_head = net.track_encoder is not None
-        self.photo_notice = photo_notice(trained_world(student))  # shown on the page after an upload, or None
-        self.start_points = start_points(student)  # data.placement: the grid spacings hello offers (grid_hello)
+        self.photo_notice = photo_notice(trained_world(network))  # shown on the page after an upload, or None
+        self.start_points = start_points(network)  # data.placement: the grid spacings hello offers (grid_hello)
         self.lock = threading.Lock()  # one network pass at a time, whichever session asks
         self.depth_model = None
         if depth_model is not None:

@@ -1,6 +1,6 @@
 """Replay a drag instruction on a student export: the video, the intended-vs-achieved overlay, metrics.
 
-    trackstream drag --student RUN/dmd/export/student --codec assets/tiny-teacher \\
+    trackstream drag --student RUN/dmd/export/student \\
         --image first.png --instruction DIR/drag_trajectory.json --out runs/drag [--method tracks|latent|both]
         [--iterations 4] [--before 0] [--after 1] [--prompt "..."] [--compare] [--device cuda --dtype bf16]
 
