@@ -12,6 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 from docs_lines import WANTRACK_STREAM, WANTRACK_TRAINING
 from release_helpers import write_wantrack_bundle
 from test_docs_run import run_documented
@@ -126,6 +127,11 @@ def test_the_trackwan_teacher_fine_tunes_from_its_bundle(bundles):
     out = root / "runs" / "teacher_trackwan"
     config = (out / "config.yaml").read_text()
     assert "num_frames: 121" in config and "track_convention: fastvideo" in config
+    # the line names none of the bundle's parts: the stage took its VAE, umT5 and CLIP from model.init_from's bundle
+    typed = yaml.safe_load(config)
+    assert typed["codec"]["checkpoint"].endswith("/vae") and typed["codec"]["name"] == "wan2.1-vae"
+    assert typed["model"]["text_encoder_path"].endswith("/text_encoder")
+    assert typed["model"]["image_encoder_path"].endswith("/image_encoder")
     export = load_network(out / "export" / "teacher")
     meta = json.loads((out / "export" / "teacher" / "network.json").read_text())["model"]
     assert meta["track_bias"] and meta["image_processor"].endswith("image_processor")
