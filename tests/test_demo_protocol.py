@@ -412,7 +412,7 @@ def test_hello_offers_the_grid_spacings_the_students_run_config_records(tmp_path
 
     world = {"source": "synthetic", "height": 64, "width": 64, "grid_size": 16}
     mixture = hello(student("mixture", {**world, "placement": {}}))
-    assert mixture["protocol"] == PROTOCOL_VERSION == 2
+    assert mixture["protocol"] == PROTOCOL_VERSION == 3
     # Placement()'s spacing, 0.06-0.25 of the shorter side; 64 points fit a grid no finer than 8 px
     assert mixture["grid"] == {
         "spacing": [3.84, 16.0],

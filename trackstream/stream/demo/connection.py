@@ -39,6 +39,7 @@ from trackstream.stream.demo.protocol import (
     Points,
     Prompt,
     Start,
+    Step,
     carries_image,
     parse_message,
     read_message,
@@ -303,12 +304,24 @@ class Connection:
         try:
             if isinstance(msg, Start) or (isinstance(msg, Control) and msg.action == "restart"):
                 em, waited = await self._compute(self.session.start, msg if isinstance(msg, Start) else None)
-                self.paused, self.play_t0 = False, None
+                self.paused, self.play_t0 = isinstance(msg, Start) and msg.paused, None
                 self.recording.clear()  # a new stream: "save video" saves this one
                 what = "restart" if isinstance(msg, Control) else "upload" if msg.image is not None else "scene"
                 log.info("session %s: stream started (%s)", self.name, what)
-                self.send({"type": "started", "prompt": self.session.prompt, "fps": self.model.fps})
+                started = {"type": "started", "prompt": self.session.prompt, "fps": self.model.fps}
+                self.send({**started, "paused": self.paused, "seed": self.session.seed})
                 await self._emit(em, waited)
+            elif isinstance(msg, Step):
+                if not self.session.started:
+                    raise ProtocolError("step: nothing to step, start a stream first")
+                if not self.paused:
+                    raise ProtocolError('step needs a paused stream: send pause first, or start with "paused": true')
+                made = []
+                for _ in range(msg.chunks):
+                    em, waited = await self._compute(self.session.next_chunk)
+                    await self._emit(em, waited)
+                    made.append(em.index)
+                self.send({"type": "stepped", "chunks": made})
             elif isinstance(msg, Prompt):
                 t0 = time.perf_counter()
                 passes, _ = await self._compute(self.session.switch_prompt, msg)

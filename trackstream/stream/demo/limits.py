@@ -47,6 +47,7 @@ class Limits:
     max_points: int = 64
     max_path_points: int = 256
     max_drag_chunks: int = 4
+    max_step_chunks: int = 8  # chunks one step message asks of a paused stream
     max_iterations: int = 8
     queue_frames: int = 48  # frames waiting for a slow client; the oldest are dropped beyond it
     max_replies: int = 64  # JSON replies waiting for a client that does not read: closed beyond it

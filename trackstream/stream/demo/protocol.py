@@ -20,13 +20,19 @@ Client -> server (JSON text, one object per message, ``type`` first):
   (the engine re-caches the window, and the sink unless ``keep``, under it: ``stream.recache``).
   Answered with ``prompt`` (the chunk it takes effect at, the re-cache passes and milliseconds).
 * ``{"type": "pause"}``, ``{"type": "resume"}``, ``{"type": "restart"}``.
+* ``{"type": "step", "chunks": n}`` (1 <= n <= ``Limits.max_step_chunks``): while the stream is paused, the next n
+  chunks, then paused again (each answered as a playing chunk is: its frames, then ``chunk``; then ``stepped``). A
+  program drives a stream chunk by chunk this way: ``start`` with ``"paused": true`` sends the first chunk and
+  pauses; then points / prompt / camera, ``step``, read the chunk, and again (``stream.client.StreamClient``).
+  ``start``'s optional ``"seed"`` (an integer) fixes the stream's noise and track IDs: the same seed and the same
+  messages make the same frames (``started`` says the seed a stream runs at).
 
 Server -> client, JSON text: ``hello`` (``protocol``: this module's ``PROTOCOL_VERSION``, frame ``width`` /
 ``height``, fps, ``frame_format``, the ``session`` token for saving the video, limits, scenes, device and dtype,
 ``photo_notice``: what a photo will look like on a student whose records say it knows only the synthetic world,
 else null; ``grid``: the spacings the Grid button offers, below), ``started``, ``chunk`` (per-chunk latency),
-``dragged``, ``camera``, ``paused`` / ``resumed``, ``error`` (the message that was refused and why; the session
-goes on), ``busy``.
+``dragged``, ``camera``, ``paused`` / ``resumed``, ``stepped`` (the chunk indices a ``step`` made), ``error`` (the
+message that was refused and why; the session goes on), ``busy``.
 
 hello's ``grid`` (``stream.demo.session.grid_hello``), frame pixels: ``{"spacing": [lo, hi] | null, "offer": [lo,
 hi], "default": s, "jitter": j, "note": str | null, "lattice": str | null}``. ``spacing``: the grid spacings the
@@ -42,7 +48,9 @@ Versions (hello's ``protocol``; a hello without it is version 1). A new version 
 message, or an optional field or message a client may send; nothing is renamed, removed or given another meaning.
 A client ignores the fields it does not know, and reads a field its server does not send (an older server) as
 absent, so a client written for an older version works unchanged (``stream.demo.load`` reads only ``width`` and
-``limits``). 1: the messages above without what later versions added; 2: hello's ``protocol`` and ``grid``.
+``limits``). 1: the messages above without what later versions added; 2: hello's ``protocol`` and ``grid``; 3:
+``start``'s ``paused`` and ``seed``, ``step`` and ``stepped``, hello's ``limits.max_step_chunks``, ``started``'s
+``paused`` and ``seed``.
 
 Server -> client, binary: one message per frame, a 16-byte little-endian header then the image
 (``stream.demo.media.pack_frame``):
@@ -86,6 +94,7 @@ __all__ = [
     "Camera",
     "Prompt",
     "Control",
+    "Step",
     "parse_message",
     "read_message",
     "carries_image",
@@ -94,7 +103,7 @@ __all__ = [
     "DRAG_METHODS",
 ]
 
-PROTOCOL_VERSION = 2  # hello's "protocol"; what each version added: the module docstring
+PROTOCOL_VERSION = 3  # hello's "protocol"; what each version added: the module docstring
 DRAG_MODES = ("animate", "edit")
 DRAG_KINDS = ("translate", "rotate")
 DRAG_METHODS = ("latent", "tracks", "both")
@@ -107,6 +116,8 @@ class Start:
     scene: Optional[int] = None
     image: Optional[np.ndarray] = None  # uint8 [H, W, 3] RGB at the stream's size
     prompt: Optional[str] = None
+    paused: bool = False  # the first chunk, then paused (a program steps it: Step)
+    seed: Optional[int] = None  # the stream's noise and track IDs (None: the session's own)
 
 
 @dataclass(frozen=True)
@@ -147,7 +158,12 @@ class Control:
     action: str  # pause | resume | restart
 
 
-Message = Union[Start, Points, Drag, Camera, Prompt, Control]
+@dataclass(frozen=True)
+class Step:
+    chunks: int  # the next chunks of a paused stream
+
+
+Message = Union[Start, Points, Drag, Camera, Prompt, Control, Step]
 
 
 def _number(v, field: str) -> float:
@@ -306,8 +322,12 @@ def parse_message(
             raise ProtocolError("prompt must be a string of at most 500 characters")
         if ("scene" in msg) == ("image" in msg):
             raise ProtocolError('start needs exactly one of "scene" (a number) or "image" (a data URL)')
+        paused = msg.get("paused", False)
+        if not isinstance(paused, bool):
+            raise ProtocolError(f"paused must be true or false, got {paused!r}")
+        seed = None if msg.get("seed") is None else _int(msg["seed"], "seed", 0, 2**31 - 1)
         if "scene" in msg:
-            return Start(scene=_int(msg["scene"], "scene", 0, num_scenes - 1), prompt=prompt)
+            return Start(scene=_int(msg["scene"], "scene", 0, num_scenes - 1), prompt=prompt, paused=paused, seed=seed)
         data = _data_url(msg["image"], "image", limits.max_upload_bytes)
         return Start(
             image=decode_image(
@@ -318,6 +338,8 @@ def parse_message(
                 max_pixels=limits.max_image_pixels,
             ),
             prompt=prompt,
+            paused=paused,
+            seed=seed,
         )
     if kind == "points":
         return _points(msg, height, width, limits)
@@ -341,6 +363,8 @@ def parse_message(
         return Prompt(prompt.strip(), _choice(msg, "sink", ("recache", "keep"), "recache"))
     if kind in _CONTROLS:
         return Control(kind)
+    if kind == "step":
+        return Step(_int(msg.get("chunks", 1), "chunks", 1, limits.max_step_chunks))
     raise ProtocolError(
-        f"unknown message type {kind!r}; one of start, points, drag, camera, prompt, pause, resume, restart"
+        f"unknown message type {kind!r}; one of start, points, drag, camera, prompt, pause, resume, restart, step"
     )

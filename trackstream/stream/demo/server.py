@@ -173,6 +173,7 @@ class _Server:
                 "max_upload_bytes": limits.max_upload_bytes,
                 "max_message_bytes": limits.max_message_bytes,
                 "max_drag_chunks": limits.max_drag_chunks,
+                "max_step_chunks": limits.max_step_chunks,
                 "max_image_side": limits.max_image_side,
                 "max_image_pixels": limits.max_image_pixels,
                 "idle_seconds": limits.idle_seconds,

@@ -287,15 +287,9 @@ class Session:
     """The synchronous core of one connection (see the module's docstring)."""
 
     def __init__(self, model: DemoModel, limits: Limits, *, seed: int = 0, drag_config: DragConfig = DragConfig()):
-        self.model, self.limits, self.seed = model, limits, seed
+        self.model, self.limits = model, limits
         self.editor = DragEditor(model.engine, drag_config)
-        ids = sample_track_ids(
-            1,
-            limits.max_points + DRAG_IDS,
-            id_range=model.engine.network.track_id_range,
-            generator=torch.Generator().manual_seed(seed),
-        )
-        self.pool, self.drag_ids = ids[:, : limits.max_points], ids[:, limits.max_points :]
+        self._seeded(seed)
         self.live = LiveTracks(limits.max_points, model.fps)
         self.image: Optional[np.ndarray] = None
         self.prompt = ""
@@ -321,6 +315,8 @@ class Session:
             else:
                 self.image, caption = msg.image, ""
             self.prompt = msg.prompt if msg.prompt is not None else caption
+            if msg.seed is not None:  # a program replaying a stream asks for its seed
+                self._seeded(msg.seed)
         if self.image is None:
             raise ProtocolError("nothing to restart: start a stream first (a scene or an image)")
         image = image_tensor(self.image)
@@ -339,6 +335,17 @@ class Session:
         )
         self.last_tracks = (kw["tracks"], kw["visibility"]) if kw else None
         return self._emitted(out, time.perf_counter() - t0)
+
+    def _seeded(self, seed: int) -> None:
+        """The stream's seed and what it draws: the points' track IDs (a pool of ``max_points``) and the drags'."""
+        self.seed = seed
+        ids = sample_track_ids(
+            1,
+            self.limits.max_points + DRAG_IDS,
+            id_range=self.model.engine.network.track_id_range,
+            generator=torch.Generator().manual_seed(seed),
+        )
+        self.pool, self.drag_ids = ids[:, : self.limits.max_points], ids[:, self.limits.max_points :]
 
     def points(self, msg: Points) -> None:
         if not self.model.has_track_head:
