@@ -157,15 +157,12 @@ def page_session(browser, url: str, *, scene: int, mode: str, seed: int, frames:
     return {"video": video, "points": points, "grid": grid, "size": size}
 
 
-def scene_clip(student: Path, k: int, height: int, width: int) -> dict:
-    """The world clip the server draws scene ``k`` from (``DemoModel.scene``: its world, its seed offset)."""
-    import inspect
+def scene_clip(student: Path, k: int) -> dict:
+    """The world clip the server draws scene ``k`` from (``stream.demo.session.scene_clip``, at the seed offset the
+    CLI's server always runs with)."""
+    from trackstream.stream.demo.session import scene_clip as page_scene
 
-    from trackstream.stream.demo.session import DemoModel, world_for
-
-    # the CLI does not expose it: the server always runs at DemoModel's default
-    scene_seed = inspect.signature(DemoModel).parameters["scene_seed"].default
-    return world_for(student, height, width).generate(scene_seed + k)
+    return page_scene(student, k)
 
 
 def hold_figures(video: np.ndarray, first: np.ndarray, masks: list, marks: list[int]) -> dict:
@@ -234,7 +231,7 @@ def page_hold(
                 t0 = time.perf_counter()
                 _no_session(url)
                 got = page_session(browser, url, scene=k, mode=mode, seed=seed, frames=frames, timeout=timeout)
-                clip = scene_clip(student, k, *got["size"])
+                clip = scene_clip(student, k)
                 fig = hold_figures(got["video"], clip["frames"][0], sprite_masks(clip), marks)
                 grid = None if mode == "none" else {**got["grid"], "xy": np.round(got["points"], 3).tolist()}
                 rows.append({"scene": k, "mode": mode, "points": len(got["points"]), "grid": grid, **fig})

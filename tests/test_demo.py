@@ -448,3 +448,22 @@ def test_demo_cli_refuses_a_missing_student(tmp_path, run_module):
     proc = run_module("trackstream.stream.demo", "--student", tmp_path, check=False, timeout=120)
     said = f"--student={str(tmp_path)!r} is not a network folder: give a run directory"
     assert proc.returncode == 2 and said in proc.stderr
+
+
+def test_demo_cli_refuses_a_busy_port_before_its_banner_naming_port(capsys):
+    """Another server on the port: one line with the --port to try, before the model loads or the banner says
+    "open http://..."."""
+    import socket
+
+    from trackstream.stream.demo.__main__ import main
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen(1)
+        port = held.getsockname()[1]
+        assert main(["--port", str(port), "--student", "/nonexistent"]) == 2  # refused before the student is read
+    out = capsys.readouterr()
+    assert out.err.strip() == (
+        f"[demo] error: port {port} on 127.0.0.1 is in use (another demo?): choose another with --port {port + 10}"
+    )
+    assert "open http" not in out.out

@@ -109,6 +109,9 @@ def test_the_documented_drag_on_a_real_frame_runs_and_moves_the_object(tmp_path)
     chunks = [line.split(":")[0] for line in out if " chunk " in line]
     assert chunks == ["dragged chunk 0", "dragged chunk 1"], out
     assert "the drag (tracks)" in next(line for line in out if line.startswith("dragged chunk 1"))
+    # a short summary, the figures in metrics.json (not ~35 lines of JSON on the terminal)
+    assert any(line.startswith("  trajectory 0: handle off its path by") for line in out), out
+    assert len(out) < 12 and not any(line.lstrip().startswith(("{", '"')) for line in out), out
     folder = tmp_path / "runs" / "drag-rabbit"
     metrics = json.loads((folder / "metrics.json").read_text())
     assert metrics["method"] == "tracks" and metrics["frames"] == [0, 13]

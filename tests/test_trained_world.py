@@ -28,7 +28,10 @@ def test_the_shipped_student_records_the_synthetic_world_and_generate_says_so(ca
     assert world.config == SHIPPED.parent / "config.yaml"
     _photo_note(str(SHIPPED))
     out = capsys.readouterr().out.splitlines()
-    assert len(out) == 1 and out[0].startswith("note: this student was trained only on the synthetic world (64x64")
+    assert len(out) == 1 and out[0].startswith(
+        "note: if --image is a photo, not a frame of its own world: this student was trained only on the synthetic "
+        "world (64x64"
+    )
     assert "mosaic" in out[0] and str(SHIPPED) not in out[0]  # the page gets the same text: no server path in it
 
 
@@ -47,3 +50,22 @@ def test_real_videos_or_no_record_say_nothing(tmp_path, capsys):
     _photo_note(str(shards))
     _photo_note(str(bare))
     assert capsys.readouterr().out == ""
+
+
+def test_inputs_writes_the_demo_pages_scene_with_its_worlds_tracks(tmp_path):
+    """``trackstream inputs --scene K``: the page's scene K (its first frame as DemoModel.scene draws it), the
+    world's exact tracks of that clip, its caption: generate's inputs for the student's own world."""
+    import cv2
+    import numpy as np
+
+    from trackstream.stream.demo.session import DemoModel
+    from trackstream.stream.inputs import main
+
+    assert main(["--scene", "3", "--out", str(tmp_path)]) == 0
+    frame, caption = DemoModel(SHIPPED, num_scenes=4, device="cpu", dtype="float32").scene(3)  # what the page shows
+    first = cv2.imread(str(tmp_path / "first.png"))[:, :, ::-1]
+    np.testing.assert_array_equal(first, frame)
+    assert (tmp_path / "caption.txt").read_text() == caption
+    tracks, vis = np.load(tmp_path / "tracks.npy"), np.load(tmp_path / "visibility.npy")
+    assert tracks.shape == (25, 256, 2) and vis.shape == (25, 256)  # the student's 25-frame clips, its 16x16 grid
+    assert np.ptp(tracks[:, vis.all(0)], axis=0).max() > 2  # the scene moves

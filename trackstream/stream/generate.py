@@ -280,8 +280,8 @@ def _photo_note(student: str) -> None:
     from trackstream.stream.trained_world import photo_notice, trained_world
 
     notice = photo_notice(trained_world(student))
-    if notice is not None:
-        print(f"note: {notice}", flush=True)
+    if notice is not None:  # a frame of its own world (trackstream inputs --scene) is not a photo: said so
+        print(f"note: if --image is a photo, not a frame of its own world: {notice}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,6 +2,7 @@
 
     trackstream inputs --shards shards --index 3 --out in
     trackstream inputs --video clip.mp4 --tracker lk --out in
+    trackstream inputs --scene 0 --out in             # the demo page's scene 0, with its world's own tracks
     trackstream generate --image in/first.png --tracks in/tracks.npy --visibility in/visibility.npy \\
         --prompt "$(cat in/caption.txt)" --out out.mp4
 
@@ -16,6 +17,9 @@ Writes into ``--out``: ``first.png`` (the first frame), ``tracks.npy`` ([T, N, 2
   resize: squash; ``data.framing``, the rule ``prepare`` fits by), then a ``--grid`` x ``--grid`` grid of its
   first frame tracked through it by ``--tracker``, as ``prepare`` tracks a video (``data.prepare_worker``). The
   caption is ``--caption``, else the text of a sidecar file beside the clip (``clip.txt``), else empty.
+* ``--scene``: the demo page's scene K for ``--student`` (its training world, ``stream.demo.session.world_for``,
+  the clip the page shows as scene K, as long as the student's training clips; ``--frames`` keeps its first), with
+  the world's exact tracks of its grid and its caption.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ import numpy as np
 from trackstream.data.framing import FIT_MODES, hold_tracks, plan_fit
 from trackstream.stream.options import SHIPPED_STUDENT, add_tracker_args, refuse, student_frame_size, tracker_config
 
-__all__ = ["main", "from_shards", "from_video", "write_inputs"]
+__all__ = ["main", "from_shards", "from_video", "from_scene", "write_inputs"]
 
 
 def from_shards(shards: str, index: int, frames: int | None) -> tuple[dict, str]:
@@ -81,6 +85,22 @@ def from_video(args: argparse.Namespace) -> tuple[dict, str]:
     return sample, said
 
 
+def from_scene(args: argparse.Namespace) -> tuple[dict, str]:
+    """(sample as ``from_shards``', a line saying what it is) of the demo's scene ``--scene`` for ``--student``
+    (``stream.demo.session.scene_clip``: a clip of the student's training length; ``--frames`` keeps its first)."""
+    from trackstream.stream.demo.session import scene_clip
+
+    if args.scene < 0:
+        raise ValueError(f"--scene {args.scene} must be >= 0")
+    clip = scene_clip(args.student, args.scene)
+    n = len(clip["frames"]) if args.frames is None else args.frames
+    if not 2 <= n <= len(clip["frames"]):
+        raise ValueError(f"--frames {n}: scene {args.scene} is a clip of {len(clip['frames'])} frames (2 .. that)")
+    sample = {"tracks": clip["tracks"][:n], "visibility": clip["visibility"][:n], "caption": clip["caption"]}
+    said = f"the demo's scene {args.scene} of {args.student}'s world, {clip['tracks'].shape[1]} tracks of its grid"
+    return sample | {"first_frame": clip["frames"][0]}, said
+
+
 def write_inputs(out: str | Path, sample: dict) -> dict[str, Path]:
     """``sample``'s first frame, tracks, visibility and caption as ``generate``'s input files in ``out``."""
     import cv2
@@ -102,16 +122,19 @@ def _parser() -> argparse.ArgumentParser:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--shards", help="a shard set (prepare's output folder, or a glob of its tars)")
     src.add_argument("--video", help="a clip (mp4 or anything decord reads) to track")
+    src.add_argument("--scene", type=int, help="the demo page's scene K of --student's world, with its own tracks")
     ap.add_argument("--index", type=int, default=0, help="--shards: the sample's global index (default 0)")
     ap.add_argument("--out", required=True, help="the folder the four files are written to")
-    ap.add_argument("--frames", type=int, default=None, help="frames kept (--shards: default all; --video: 81)")
+    ap.add_argument(
+        "--frames", type=int, default=None, help="frames kept (--shards, --scene: default all; --video: 81)"
+    )
     ap.add_argument("--fps", type=int, default=16, help="--video: the rate it is decoded at (default 16)")
     ap.add_argument("--grid", type=int, default=16, help="--video: grid points per side (default 16: 256 tracks)")
     ap.add_argument("--caption", default=None, help="--video: the caption (default: clip.txt beside it, else empty)")
     ap.add_argument(
         "--student",
         default=str(SHIPPED_STUDENT),
-        help="--video: the export the inputs are for, its frame size (default: the shipped student)",
+        help="--video, --scene: the student the inputs are for, its frame size (default: the shipped student)",
     )
     ap.add_argument(
         "--fit", default="crop", choices=FIT_MODES, help="--video: fitted to the student's size by crop or resize"
@@ -125,7 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.frames is not None and args.frames < 1:
             raise ValueError(f"--frames {args.frames} must be >= 1")
-        sample, said = from_shards(args.shards, args.index, args.frames) if args.shards else from_video(args)
+        if args.shards:
+            sample, said = from_shards(args.shards, args.index, args.frames)
+        else:
+            sample, said = from_video(args) if args.video else from_scene(args)
         paths = write_inputs(args.out, sample)
     except (ValueError, ImportError) as err:
         refuse(str(err))

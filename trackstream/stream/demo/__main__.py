@@ -117,6 +117,23 @@ def _load(args):
     return limits, model
 
 
+def _port_taken(host: str, port: int) -> str | None:
+    """Why the server could not listen on ``host``:``port`` (another server holds it), or None when it can."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds: a socket in TIME_WAIT is free
+        try:
+            s.bind((host, port))
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                return f"port {port} on {host} is in use (another demo?): choose another with --port {port + 10}"
+            return f"cannot listen on {host}:{port} ({e.strerror}): check --host / --port"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     args = ap.parse_args(argv)
@@ -131,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.threads:
         torch.set_num_threads(args.threads)
+    taken = _port_taken(args.host, args.port)  # before loading anything, and before the banner
+    if taken:
+        print(f"[demo] error: {taken}", file=sys.stderr)
+        return 2
     try:
         limits, model = _load(args)
     except ValueError as e:

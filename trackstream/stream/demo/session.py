@@ -62,6 +62,9 @@ DRAG_IDS = 256  # IDs reserved per session for drags (pins + an object's token c
 GRID_SIDE = 8  # the Grid button's default spacing: the shorter side / 8 (the page's old 8x8 grid), within the range
 
 
+SCENE_SEED = 5000  # the page's scene k: the world's clip of seed SCENE_SEED + k (scene_clip)
+
+
 def world_for(network, height: int, width: int) -> SyntheticWorld:
     """The synthetic world ``network`` (a ``models.network.Network`` or its folder) was trained on, from its run's
     resolved config (``RUN/dmd/config.yaml`` for ``RUN/dmd/export/student``, or a shipped folder's), else the
@@ -80,6 +83,20 @@ def world_for(network, height: int, width: int) -> SyntheticWorld:
             num_frames=2,
         )
     return SyntheticWorld(height=height, width=width, num_frames=2, caption_motion=False)
+
+
+def scene_clip(network, k: int, *, scene_seed: int = SCENE_SEED) -> dict:
+    """The page's scene ``k``: the clip of ``network``'s training world (``world_for``) of seed ``scene_seed + k``,
+    as long as a clip it was trained on (its recorded ``num_frames``; the world's draws depend on the length, so
+    this is the one length a scene has). Its frame 0 is what the page shows; ``trackstream inputs --scene k`` writes
+    the clip's first frame, its exact tracks and its caption."""
+    from trackstream.models.network import Network
+
+    network = Network.of(network, "--student")
+    conv = network.conventions
+    world = world_for(network, conv.height or 64, conv.width or 64)
+    frames = int(network.recorded("data.num_frames") or conv.num_frames or 25)
+    return replace(world, num_frames=frames).generate(scene_seed + k)
 
 
 @dataclass(frozen=True)
@@ -165,7 +182,7 @@ class DemoModel:
         codec=None,
         *,
         num_scenes: int = 8,
-        scene_seed: int = 5000,
+        scene_seed: int = SCENE_SEED,
         device: str | None = "auto",
         dtype: str | None = "auto",
         compile: bool = False,
@@ -183,7 +200,7 @@ class DemoModel:
         from trackstream.models.network import Network
         from trackstream.models.precision import dtype_name, resolve_precision
 
-        network = Network.open(student, field="--student")
+        network = self.network = Network.open(student, field="--student")
         codec = codec or network.codec_for(field="--codec")  # none recorded: refused before any loading
         dev, dt = resolve_precision(device, dtype)  # refuses cuda without a GPU, unknown dtypes (one line)
         self.device, self.dtype = str(dev), dtype_name(dt)
@@ -221,9 +238,9 @@ class DemoModel:
         self._text: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def scene(self, k: int) -> tuple[np.ndarray, str]:
-        """Scene ``k``'s first frame (uint8 [H, W, 3]) and caption."""
+        """Scene ``k``'s first frame (uint8 [H, W, 3]) and caption (``scene_clip``)."""
         if k not in self._scenes:
-            clip = self.world.generate(self.scene_seed + k)
+            clip = scene_clip(self.network, k, scene_seed=self.scene_seed)
             self._scenes[k] = (clip["frames"][0], clip["caption"])
         return self._scenes[k]
 
