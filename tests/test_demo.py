@@ -217,8 +217,7 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.wait_for_function("demo.dragged !== null", timeout=60000)
         assert page.evaluate("demo.stats.errors") == errors_before, page.evaluate("demo.lastError")
 
-        # Save video: paused and settled, the mp4 holds exactly the frames this stream sent
-        page.click("#pause")
+        # Save video: paused (brushing paused the stream) and settled, the mp4 holds exactly the frames it sent
         page.wait_for_function("demo.paused === true", timeout=10000)
         page.wait_for_timeout(1500)
         page.wait_for_function(
@@ -361,6 +360,111 @@ def test_grid_button_lays_the_chosen_spacing_within_what_the_student_was_trained
         fixed = np.array(page.evaluate("demo.points.map((p) => [p.x, p.y])"))
         np.testing.assert_allclose(fixed, demo_grid(64, 64, 8), atol=1e-5)
         assert page.evaluate("demo.stats.errors") == 0, page.evaluate("demo.lastError")
+        browser.close()
+    assert not console, console
+
+
+@pytest.mark.slow
+def test_motionstreams_interaction_model_grids_trajectories_brush_and_keys(server):
+    """MotionStream's demo (appendix, Fig. A5) on the page: a static grid (red, held still) and a moving grid (green,
+    dragged together) of a chosen spacing; Enter starts, Space pauses; two trajectories drawn while paused play
+    together on resume and their overlay goes; brushing pauses the stream by itself and the mask goes after the
+    drag; Enter ends and starts again. What the page sends is read from ``demo.sent``."""
+    from playwright.sync_api import sync_playwright
+
+    _no_session(server)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1100, "height": 760})
+        console = []
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        page.goto(server)
+        page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=30000)
+        page.evaluate("() => { demo.random = () => 0.5; }")  # grids without offset or jitter
+        page.evaluate(
+            "(() => { const c = document.getElementById('spacing'); c.value = 12; c.dispatchEvent(new Event('input'));"
+            " document.getElementById('pathseconds').value = 1; })()"
+        )
+        box = page.locator("#view").bounding_box()
+        s = box["width"] / 64
+        at = lambda x, y: (box["x"] + (x + 0.5) * s, box["y"] + (y + 0.5) * s)  # noqa: E731 - a frame pixel's centre
+
+        def stroke(a, b, steps=6):
+            page.mouse.move(*at(*a))
+            page.mouse.down()
+            page.mouse.move(*at(*b), steps=steps)
+            page.mouse.up()
+
+        def points() -> dict:
+            return {q["id"]: q for q in page.evaluate("demo.points")}
+
+        page.check("input[value=static]")
+        stroke((2, 38), (26, 62))  # a box 25 px a side at spacing 12: 2 x 2 points, at 5.5 and 17.5 from its corner
+        page.check("input[value=moving]")
+        stroke((36, 4), (60, 28))
+        groups = page.evaluate("demo.groups")
+        assert [(g["kind"], len(g["ids"]), g["spacing"]) for g in groups] == [("static", 4, 12), ("moving", 4, 12)]
+        pts = points()
+        static, moving = groups[0]["ids"], groups[1]["ids"]
+        assert all(pts[i]["pinned"] for i in static) and not any(pts[i]["pinned"] for i in moving)
+        assert sorted((pts[i]["x"], pts[i]["y"]) for i in static) == [
+            (7.5, 43.5),
+            (7.5, 55.5),
+            (19.5, 43.5),
+            (19.5, 55.5),
+        ]
+
+        page.keyboard.press("Enter")  # starts the stream (no button holds the focus)
+        page.wait_for_function("demo.started && demo.stats.received >= 13", timeout=60000)
+        assert page.evaluate("demo.sent.filter((m) => m.type === 'start').length") == 1
+        before = points()
+        stroke((48, 16), (44, 20))  # inside the moving grid: all four follow, the static grid stays
+        after = points()
+        for i in moving:
+            assert (after[i]["x"] - before[i]["x"], after[i]["y"] - before[i]["y"]) == pytest.approx((-4, 4), abs=0.3)
+        assert all((after[i]["x"], after[i]["y"]) == (before[i]["x"], before[i]["y"]) for i in static)
+        sent = page.evaluate("demo.sent.filter((m) => m.type === 'points').pop().points")
+        assert {q["id"] for q in sent if q["pinned"]} == set(static) and len(sent) == 8
+
+        page.keyboard.press(" ")  # Space: pause
+        page.wait_for_function("demo.paused", timeout=30000)
+        page.check("input[value=path]")
+        stroke((2, 50), (10, 50))  # from the static grid: refused, it holds still
+        assert "static grid holds its points still" in page.evaluate("demo.lastError")
+        page.check("input[value=points]")
+        page.mouse.click(*at(30, 40))  # one more point, then a trajectory for it and one for the moving grid
+        single = max(points())
+        page.check("input[value=path]")
+        stroke((44, 20), (44, 40), steps=8)
+        stroke((30, 40), (20, 30), steps=8)
+        assert page.evaluate("demo.trajectories.length") == 2
+        base = points()
+        page.keyboard.press(" ")  # Space: resume, the trajectories play together over 1 s
+        page.wait_for_function("!demo.paused && demo.paths === null && demo.trajectories.length === 0", timeout=30000)
+        end = points()
+        for i in moving:
+            assert (end[i]["x"] - base[i]["x"], end[i]["y"] - base[i]["y"]) == pytest.approx((0, 20), abs=0.6)
+        assert (end[single]["x"] - base[single]["x"], end[single]["y"] - base[single]["y"]) == pytest.approx(
+            (-10, -10), abs=0.6
+        )
+        assert all((end[i]["x"], end[i]["y"]) == (base[i]["x"], base[i]["y"]) for i in static)
+        page.screenshot(path=str(ARTIFACTS / "interaction.png"))
+
+        page.check("input[value=brush]")  # brushing a playing stream pauses it first
+        stroke((26, 26), (32, 30))
+        page.wait_for_function("demo.paused", timeout=30000)
+        assert "brush" in page.text_content("#status")
+        page.check("input[value=drag]")
+        stroke((29, 28), (33, 28))
+        page.wait_for_function("demo.dragged !== null", timeout=120000)
+        assert page.evaluate("demo.sent.some((m) => m.type === 'drag')")
+        assert page.evaluate("demo.maskEmpty()")  # the red brush overlay went with the drag
+        page.keyboard.press("Enter")  # ends the stream; Enter again starts a new one
+        page.wait_for_function("demo.ended && demo.paused", timeout=30000)
+        page.keyboard.press("Enter")
+        page.wait_for_function("demo.started && !demo.ended && !demo.paused", timeout=60000)
+        assert page.evaluate("demo.sent.filter((m) => m.type === 'start').length") == 2
+        assert page.evaluate("demo.stats.errors") == 1, page.evaluate("demo.lastError")  # the static grid's only
         browser.close()
     assert not console, console
 

@@ -22,7 +22,13 @@ const demo = window.demo = {
   grid: null,             // hello's grid: the spacings the Grid button offers (protocol.py), set by setGrid
   lastGrid: null,         // the last grid laid: {spacing, offset, jitter, points, laid}
   random: Math.random,    // the grid's offset and jitter draw from it (the browser test pins it)
+  groups: [],             // grids a person laid: {kind: "static" | "moving", box: [x0, y0, x1, y1], ids}
+  trajectories: [],       // drawn while paused, played on resume: {ids, path: [[x, y], ...]} (frame pixels)
+  paths: null,            // trajectories playing: {t0, seconds, moves: [{ids, base: [[x, y]], path}]}
+  ended: false,           // Enter ended the stream (Enter again starts a new one)
+  sent: [],               // the last messages sent {type, ...} (for inspection and the browser test)
 };
+const COLOURS = {static: "#ff6b6b", moving: "#5fd38d", path: "#58a6ff", pinned: "#f0883e", free: "#5fd38d"};
 const mask = document.createElement("canvas");  // the object mask at frame size: white = object
 let maskCtx = null;
 let ws = null;
@@ -33,7 +39,12 @@ let drawnTimes = [];
 function setStatus(text, state) { const s = $("status"); s.textContent = text; s.dataset.state = state; }
 function showError(text) { demo.lastError = text; demo.stats.errors += 1; $("error").textContent = text; }
 function clearError() { $("error").textContent = ""; }  // a new action: an old refusal no longer applies
-function send(msg) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(msg)); }
+function send(msg) {
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
+  ws.send(JSON.stringify(msg));
+  demo.sent.push(msg.type === "start" && msg.image ? {...msg, image: "(data URL)"} : msg);
+  if (demo.sent.length > 200) demo.sent.shift();
+}
 
 function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
@@ -66,7 +77,7 @@ function onMessage(m) {
   } else if (m.type === "busy") {
     setStatus(m.message, "busy");
   } else if (m.type === "started") {
-    demo.started = true; demo.paused = false; dropQueue(() => true); demo.shown = null; demo.seen = new Set();
+    demo.started = true; demo.paused = false; demo.ended = false; dropQueue(() => true); demo.shown = null; demo.seen = new Set();
     setStatus("Playing. Drag points on the video to move it.", "streaming");
     $("status").title = `prompt: ${m.prompt}`;
     for (const b of ["pause", "restart", "save", "camera", "newprompt"]) $(b).disabled = false;
@@ -77,10 +88,14 @@ function onMessage(m) {
   } else if (m.type === "paused" || m.type === "resumed") {
     demo.paused = m.type === "paused";
     $("pause").disabled = demo.paused; $("resume").disabled = !demo.paused;
-    setStatus(demo.paused ? "Paused. Press Resume to go on." : "Playing. Drag points on the video to move it.",
-              demo.paused ? "paused" : "streaming");
+    if (demo.ended) setStatus("Ended. Enter starts a new stream.", "paused");
+    else if (demo.paused && tool() === "brush") setStatus("Paused while you brush the object: drag it, or Space to go on.", "paused");
+    else setStatus(demo.paused ? "Paused: draw trajectories, then Space (or Resume) plays them." : "Playing. Drag points on the video to move it.",
+                   demo.paused ? "paused" : "streaming");
+    if (!demo.paused) playPaths();
   } else if (m.type === "dragged") {
     demo.dragged = m;
+    clearMask();  // the brushed object was moved: its overlay goes with the action
     setStatus(`Object moved (took ${m.seconds.toFixed(1)} s).`, "streaming");
     $("status").title = `${m.mode}, ${m.method}: chunks ${m.chunks.join(", ")}`;
   } else if (m.type === "prompt") {
@@ -164,6 +179,7 @@ function cameraStep() {  // the points follow the camera move's keyframes; at it
 
 function tick() {
   cameraStep();
+  pathStep();
   while (demo.queue.length && demo.queue[0].failed) demo.queue.shift();
   if (!demo.paused && demo.queue.length && demo.queue[0].bitmap) {
     const f = demo.queue.shift();
@@ -198,20 +214,36 @@ function draw() {
     ctx.drawImage(maskOverlay(), 0, 0, view.width, view.height);
     ctx.globalAlpha = 1;
   }
+  for (const g of demo.groups) {  // each grid's box in its tool's colour
+    const [x0, y0] = toCanvas(g.box[0] - 0.5, g.box[1] - 0.5), [x1, y1] = toCanvas(g.box[2] - 0.5, g.box[3] - 0.5);
+    ctx.strokeStyle = COLOURS[g.kind]; ctx.lineWidth = 1; ctx.setLineDash([4, 3]);
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
+    ctx.setLineDash([]);
+  }
   for (const p of demo.points.filter(inFrame)) {
     const [cx, cy] = toCanvas(p.x, p.y);
     ctx.beginPath();
     ctx.arc(cx, cy, 5, 0, 2 * Math.PI);
-    ctx.fillStyle = p.pinned ? "#f0883e" : "#5fd38d";
+    const g = groupOf(p);
+    ctx.fillStyle = g ? COLOURS[g.kind] : p.pinned ? COLOURS.pinned : COLOURS.free;
     ctx.fill();
     ctx.strokeStyle = "#000"; ctx.lineWidth = 1; ctx.stroke();
   }
-  if (dragPath && dragPath.length > 1) {
-    ctx.strokeStyle = "#58a6ff"; ctx.lineWidth = 2;
-    ctx.beginPath();
-    dragPath.forEach(([x, y], i) => { const [cx, cy] = toCanvas(x, y); i ? ctx.lineTo(cx, cy) : ctx.moveTo(cx, cy); });
-    ctx.stroke();
+  for (const t of demo.trajectories) line(t.path, COLOURS.path);
+  if (demo.paths) for (const m of demo.paths.moves) line(m.path, COLOURS.path);
+  if (dragPath && dragPath.length > 1) line(dragPath, COLOURS.path);
+  if (boxFrom && boxTo) {
+    const [x0, y0] = toCanvas(boxFrom[0], boxFrom[1]), [x1, y1] = toCanvas(boxTo[0], boxTo[1]);
+    ctx.strokeStyle = COLOURS[tool()] || "#fff"; ctx.lineWidth = 1.5;
+    ctx.strokeRect(x0, y0, x1 - x0, y1 - y0);
   }
+}
+function line(path, colour) {
+  if (path.length < 2) return;
+  ctx.strokeStyle = colour; ctx.lineWidth = 2;
+  ctx.beginPath();
+  path.forEach(([x, y], i) => { const [cx, cy] = toCanvas(x, y); i ? ctx.lineTo(cx, cy) : ctx.moveTo(cx, cy); });
+  ctx.stroke();
 }
 
 let overlay = null, overlayDirty = true;
@@ -228,6 +260,7 @@ function maskOverlay() {  // the mask tinted red, rebuilt only after brushing
   return overlay;
 }
 function clearMask() { if (!maskCtx) return; maskCtx.fillStyle = "#000"; maskCtx.fillRect(0, 0, mask.width, mask.height); overlayDirty = true; }
+demo.maskEmpty = () => maskEmpty();
 function maskEmpty() {
   const d = maskCtx.getImageData(0, 0, mask.width, mask.height).data;
   for (let i = 0; i < d.length; i += 4) if (d[i] > 127) return false;
@@ -324,17 +357,33 @@ $("grid").onclick = () => {  // a new grid at the chosen spacing, in place of th
   if (full) showError(`At most ${demo.maxPoints} points: ${laid} of this grid's ${points.length} laid (a wider spacing, or Clear points first).`);
   sendPoints(true);
 };
-$("clear").onclick = () => { demo.points = []; sendPoints(true); };
+$("clear").onclick = () => { demo.points = []; demo.groups = []; demo.trajectories = []; demo.paths = null; sendPoints(true); };
 $("clearmask").onclick = clearMask;
 
-let grabbed = null, grabFrom = null, painting = false;
+let grabbed = null, grabFrom = null, painting = false, boxFrom = null, boxTo = null, drawing = null;
 const tool = () => document.querySelector('input[name="tool"]:checked').value;
 view.addEventListener("pointerdown", (ev) => {
   const [x, y] = toFrame(ev);
   view.setPointerCapture(ev.pointerId);
   clearError();
   endCamera();
-  if (tool() === "points") {
+  const t = tool();
+  if (t === "static" || t === "moving") {
+    const g = t === "moving" && demo.groups.find((g) => g.kind === "moving" && inBox(g.box, x, y, 1));
+    if (g) { grabbed = {group: g}; grabFrom = [x, y]; return; }  // a moving grid: the whole of it follows
+    boxFrom = [x, y]; boxTo = [x, y];
+    return;
+  }
+  if (t === "path") {
+    if (demo.started && !demo.paused) { showError("Pause first (Space), then draw trajectories: they play on resume."); return; }
+    const ids = idsAt(x, y);
+    if (ids === null) { showError("A static grid holds its points still: draw from a moving grid or a point."); return; }
+    if (!ids.length) { showError("Start a trajectory on a point or inside a moving grid."); return; }
+    drawing = {ids, path: [[x, y]]};
+    return;
+  }
+  if (t === "brush" && demo.started && !demo.paused) send({type: "pause"});  // brush a still frame
+  if (t === "points") {
     const reach = 12 * demo.W / view.getBoundingClientRect().width;  // 12 screen pixels, in frame pixels
     const near = demo.points.filter(inFrame).find((p) => Math.hypot(p.x - x, p.y - y) < reach);
     if (ev.shiftKey) {
@@ -358,6 +407,21 @@ view.addEventListener("pointerdown", (ev) => {
 });
 view.addEventListener("pointermove", (ev) => {
   const [x, y] = toFrame(ev);
+  if (boxFrom) { boxTo = [x, y]; return; }
+  if (drawing) {
+    const last = drawing.path[drawing.path.length - 1];
+    if (Math.hypot(x - last[0], y - last[1]) >= 0.5) drawing.path.push([x, y]);
+    demo.trajectories = [...demo.trajectories.filter((d) => d !== drawing), drawing];
+    return;
+  }
+  if (grabbed && grabbed.group) {
+    const dx = x - grabFrom[0], dy = y - grabFrom[1], g = grabbed.group;
+    grabFrom = [x, y];
+    for (const p of demo.points) if (g.ids.includes(p.id)) { p.x = clamp(p.x + dx, demo.W); p.y = clamp(p.y + dy, demo.H); }
+    g.box = [g.box[0] + dx, g.box[1] + dy, g.box[2] + dx, g.box[3] + dy];
+    sendPoints(false);
+    return;
+  }
   if (grabbed) {
     const dx = x - grabFrom[0], dy = y - grabFrom[1];
     grabFrom = [x, y];
@@ -375,10 +439,88 @@ view.addEventListener("pointermove", (ev) => {
   }
 });
 view.addEventListener("pointerup", () => {
+  if (boxFrom) { layBox(tool(), boxFrom, boxTo); boxFrom = boxTo = null; return; }
+  if (drawing) {
+    if (drawing.path.length < 2) demo.trajectories = demo.trajectories.filter((d) => d !== drawing);
+    drawing = null;
+    return;
+  }
   if (grabbed) { grabbed = null; sendPoints(true); }
   painting = false;
   if (dragPath) { sendDrag(dragPath); dragPath = null; }
 });
+// -- grids and trajectories (MotionStream's static grids, moving grids and pre-drawn trajectories) ----------------
+
+function inBox(b, x, y, margin = 0) {
+  return x >= Math.min(b[0], b[2]) - margin && x <= Math.max(b[0], b[2]) + margin &&
+         y >= Math.min(b[1], b[3]) - margin && y <= Math.max(b[1], b[3]) + margin;
+}
+function groupOf(p) { return demo.groups.find((g) => g.ids.includes(p.id)); }
+// the points a trajectory started at (x, y) moves: a grid's, or one point's
+function idsAt(x, y) {
+  const reach = 12 * demo.W / view.getBoundingClientRect().width;
+  const near = demo.points.filter(inFrame).find((p) => Math.hypot(p.x - x, p.y - y) < reach);
+  const g = (near && groupOf(near)) || demo.groups.find((g) => inBox(g.box, x, y, 1));
+  if ((g && g.kind === "static") || (!g && near && near.pinned)) return null;  // held still: not moved by a path
+  return g ? [...g.ids] : near ? [near.id] : [];
+}
+// a grid of the chosen spacing in the box from a to b (a click: the whole frame), laid as the Grid button lays one;
+// static: its points pinned, held still; moving: free, and dragged together
+function layBox(kind, a, b) {
+  let box = [Math.min(a[0], b[0]), Math.min(a[1], b[1]), Math.max(a[0], b[0]), Math.max(a[1], b[1])];
+  if (box[2] - box[0] < 1 && box[3] - box[1] < 1) box = [0, 0, demo.W - 1, demo.H - 1];
+  const s = +$("spacing").value;
+  const {points} = gridPoints(box[2] - box[0] + 1, box[3] - box[1] + 1, s, demo.grid.jitter, demo.random);
+  const ids = [];
+  for (const [u, v] of points) {
+    const id = freeId();
+    if (id < 0) { showError(`At most ${demo.maxPoints} points: ${ids.length} of this grid's ${points.length} laid.`); break; }
+    demo.points.push({id, x: box[0] + u, y: box[1] + v, pinned: kind === "static"});
+    ids.push(id);
+  }
+  if (ids.length) demo.groups.push({kind, box, ids, spacing: s});
+  sendPoints(true);
+}
+function resample(path, u) {  // the point a fraction u of the way along the path (by length)
+  const seg = [];
+  let total = 0;
+  for (let i = 1; i < path.length; i++) { const d = Math.hypot(path[i][0] - path[i - 1][0], path[i][1] - path[i - 1][1]); seg.push(d); total += d; }
+  let want = u * total;
+  for (let i = 0; i < seg.length; i++) {
+    if (want <= seg[i] || i === seg.length - 1) {
+      const f = seg[i] ? Math.min(want / seg[i], 1) : 1;
+      return [path[i][0] + f * (path[i + 1][0] - path[i][0]), path[i][1] + f * (path[i + 1][1] - path[i][1])];
+    }
+    want -= seg[i];
+  }
+  return path[path.length - 1];
+}
+// on resume: every drawn trajectory plays at once, its points moved by the path's offset from its start over
+// "trajectories play over" seconds of the video; then the points stay where the paths end
+function playPaths() {
+  if (!demo.trajectories.length) return;
+  const byId = new Map(demo.points.map((p) => [p.id, p]));
+  const moves = demo.trajectories.map((t) => ({ids: t.ids.filter((id) => byId.has(id)), path: t.path}))
+    .map((m) => ({...m, base: m.ids.map((id) => [byId.get(id).x, byId.get(id).y]),
+                  boxes: demo.groups.filter((g) => g.ids.every((id) => m.ids.includes(id))).map((g) => ({g, base: [...g.box]}))}));
+  demo.paths = {t0: performance.now(), seconds: +$("pathseconds").value, moves};
+  demo.trajectories = [];
+}
+function pathStep() {
+  const P = demo.paths;
+  if (!P || demo.paused) return;
+  const u = Math.min((performance.now() - P.t0) / 1000 / P.seconds, 1);
+  const byId = new Map(demo.points.map((p) => [p.id, p]));
+  for (const m of P.moves) {
+    const [x, y] = resample(m.path, u), dx = x - m.path[0][0], dy = y - m.path[0][1];
+    m.ids.forEach((id, k) => { const p = byId.get(id); if (p) { p.x = m.base[k][0] + dx; p.y = m.base[k][1] + dy; } });
+    for (const {g, base} of m.boxes) g.box = [base[0] + dx, base[1] + dy, base[2] + dx, base[3] + dy];
+  }
+  sendPoints(u >= 1);
+  if (u >= 1) { demo.paths = null; }  // played: its overlay goes
+}
+demo.playPaths = playPaths;
+
 function inFrame(p) { return !p.hidden && p.x >= 0 && p.y >= 0 && p.x <= demo.W - 1 && p.y <= demo.H - 1; }
 function clamp(v, n) { return Math.min(Math.max(v, 0), n - 1); }
 function brush(x, y) {
@@ -469,6 +611,24 @@ $("save").onclick = async () => {
     $("save").disabled = false;
   }
 };
+
+// MotionStream's keys: Enter starts / ends the stream, Space pauses / resumes it. No button keeps the focus (a
+// focused button would take Space or Enter as its own click); typing in a field keeps its keys.
+for (const b of document.querySelectorAll("button")) b.addEventListener("click", () => b.blur());
+document.addEventListener("keydown", (ev) => {
+  const el = ev.target;
+  if (el && (el.tagName === "TEXTAREA" || el.tagName === "SELECT" || (el.tagName === "INPUT" && el.type !== "radio" && el.type !== "checkbox"))) return;
+  if (ev.key === "Enter") {
+    ev.preventDefault();
+    if (!demo.started || demo.ended) { $("start").click(); return; }
+    demo.ended = true;
+    send({type: "pause"});
+  } else if (ev.key === " ") {
+    ev.preventDefault();
+    if (!demo.started || demo.ended) return;
+    send({type: demo.paused ? "resume" : "pause"});
+  }
+});
 
 (function loop() { tick(); setTimeout(loop, 1000 / demo.fps); })();  // playback at the stream's rate
 connect();
