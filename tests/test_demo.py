@@ -229,9 +229,12 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
             page.click("#save")
         saved_path = ARTIFACTS / "saved.mp4"
         download.value.save_as(str(saved_path))
+        page.wait_for_function("demo.saved && demo.saved.session > 0", timeout=60000)  # and the session beside it
         saved = page.evaluate("demo.saved")
         seen, last_n = page.evaluate("[demo.seen.size, Math.max(...demo.seen)]")
         kept = _frames(page.evaluate("demo.exportFrames()"))
+        with urllib.request.urlopen(f"{server}/session/{page.evaluate('demo.token')}", timeout=60) as r:
+            (ARTIFACTS / "session.npz").write_bytes(r.read())
         stats = page.evaluate("demo.stats")
         aspect = _check_canvas_aspect(page)
         assert page.evaluate("demo.stats.errors") == errors_before, page.evaluate("demo.lastError")
@@ -258,6 +261,21 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         )
     )
     assert len(video) == saved["frames"] == seen == last_n + 1 and saved["dropped"] == 0, (len(video), saved, seen)
+    # the session as data: its replay (what generate --session streams) makes the frames the page got, its
+    # points, camera move, prompt change and drag included (JPEG'd as the server sends them)
+    from trackstream.stream.demo.media import encode_frame
+    from trackstream.stream.demo.record import SessionRecord
+    from trackstream.stream.demo.session import DemoModel, replay
+
+    replayed = replay(
+        DemoModel(STUDENT, num_scenes=2, device="cpu", dtype="float32"), SessionRecord.load(ARTIFACTS / "session.npz")
+    )
+    assert sorted(replayed) == list(range(last_n + 1))
+    worst = min(
+        cv2.PSNR(cv2.imdecode(np.frombuffer(encode_frame(replayed[n], "jpeg", 85), np.uint8), 1)[:, :, ::-1], kept[n])
+        for n in kept
+    )
+    assert worst > 40, worst  # another stream would be ~20-30 dB; the same one: identical, or float rounding
     assert video.shape[1:] == (64, 64, 3)
     for n in (last_n - 1, last_n):  # the mp4's last frames are the ones the page got last
         assert np.abs(video[n].astype(int) - kept[n]).mean() < 10, n

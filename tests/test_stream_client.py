@@ -60,7 +60,7 @@ def _wait_free(url: str, seconds: float = 10.0) -> None:
         time.sleep(0.1)
 
 
-def _drive(url: str, out: Path | None = None) -> list[np.ndarray]:
+def _drive(url: str, out: Path | None = None, session: Path | None = None) -> list[np.ndarray]:
     """Scene 0, paused; two points (one pinned) moved right 3 px a chunk for three steps; the frames made."""
     with StreamClient(url, timeout=120) as stream:
         first = stream.start(scene=0, seed=11)
@@ -73,6 +73,8 @@ def _drive(url: str, out: Path | None = None) -> list[np.ndarray]:
             stream.prompt("a bright red ball on a table")
             made.append(stream.step())
             stream.save(out)
+        if session is not None:
+            stream.save_session(session)
     _wait_free(url)
     return [c.frames for c in made]
 
@@ -80,7 +82,7 @@ def _drive(url: str, out: Path | None = None) -> list[np.ndarray]:
 @pytest.mark.slow
 def test_a_program_steps_a_stream_with_its_tracks_and_gets_the_frames(server, tmp_path):
     url, model = server
-    frames = _drive(url, tmp_path / "stream.mp4")
+    frames = _drive(url, tmp_path / "stream.mp4", tmp_path / "session.npz")
     assert len(frames) == 5 and all(f.dtype == np.uint8 for f in frames)
     assert [len(f) for f in frames[1:]] == [model.chunk_frames] * 4  # each step: one chunk's frames
     assert all(np.isfinite(f.astype(float)).all() and f.std() > 1 for f in frames)
@@ -91,6 +93,26 @@ def test_a_program_steps_a_stream_with_its_tracks_and_gets_the_frames(server, tm
     again = _drive(url)
     for a, b in zip(frames[:4], again):
         np.testing.assert_array_equal(a, b)
+    # the session as data, replayed (stream.demo.session.replay, what generate --session runs): the same pixels,
+    # sent as the server sends them (the same JPEG)
+    import cv2
+
+    from trackstream.stream.demo.media import encode_frame
+    from trackstream.stream.demo.record import SessionRecord
+    from trackstream.stream.demo.session import replay
+
+    replayed = replay(model, SessionRecord.load(tmp_path / "session.npz"))
+    got = np.concatenate(frames)
+    assert sorted(replayed) == list(range(len(got)))
+    for n, frame in replayed.items():
+        sent = cv2.imdecode(np.frombuffer(encode_frame(frame, "jpeg", 85), np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+        np.testing.assert_array_equal(sent, got[n])
+    from trackstream.stream.generate import main
+
+    out = tmp_path / "replayed.mp4"
+    args = ["--session", str(tmp_path / "session.npz"), "--out", str(out), "--session-tracks", str(tmp_path / "t.pt")]
+    assert main([*args, "--device", "cpu", "--dtype", "fp32"]) == 0
+    assert probe_video(out).num_frames == len(got) and (tmp_path / "t.pt").is_file()
 
 
 @pytest.mark.slow

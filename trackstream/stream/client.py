@@ -12,6 +12,7 @@ stream (a robot policy, a game loop, an evaluation script) instead of a person i
         stream.prompt("the ball turns blue")          # from the next chunk on
         stream.camera("pan", amount=1.0, seconds=2.0)
         stream.save("stream.mp4")                     # the server's recording of this stream, as an mp4
+        stream.save_session("stream.npz")             # the stream as data: trackstream generate --session replays it
 
 The stream is paused between steps (``start`` asks the server for a paused start: protocol 3's ``paused`` and
 ``step``, ``stream.demo.protocol``), so what a program sends before ``step`` steers exactly the chunks that step
@@ -172,9 +173,17 @@ class StreamClient:
 
     def save(self, path: Union[str, os.PathLike]) -> Path:
         """The server's recording of this stream (``GET /video/<session>``) written to ``path`` (an mp4)."""
+        return self._download("video", path)
+
+    def save_session(self, path: Union[str, os.PathLike]) -> Path:
+        """This stream as data (``GET /session/<session>``, ``stream.demo.record``) written to ``path``:
+        ``trackstream generate --session FILE`` streams it again to the same frames."""
+        return self._download("session", path)
+
+    def _download(self, what: str, path: Union[str, os.PathLike]) -> Path:
         parts = urlsplit(self.url)
         scheme = "https" if parts.scheme == "wss" else "http"
-        url = urlunsplit((scheme, parts.netloc, f"/video/{self.hello['session']}", "", ""))
+        url = urlunsplit((scheme, parts.netloc, f"/{what}/{self.hello['session']}", "", ""))
         with urllib.request.urlopen(url, timeout=self.timeout) as reply:
             data = reply.read()
         path = Path(path)

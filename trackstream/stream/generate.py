@@ -41,6 +41,7 @@ from trackstream.stream.options import (
     add_network_args,
     add_precision_args,
     load_network_args,
+    network_codec,
     parsed_precision,
     refuse,
 )
@@ -95,9 +96,23 @@ def stream_chunks(causal, tracks_shape: tuple, chunks: int | None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--image", required=True)
-    ap.add_argument("--tracks", required=True)
+    ap.add_argument("--image", default=None, help="the first frame (required unless --session)")
+    ap.add_argument("--tracks", default=None, help="the tracks (required unless --session)")
     ap.add_argument("--visibility", default=None)
+    ap.add_argument(
+        "--session",
+        default=None,
+        metavar="FILE",
+        help="a demo session saved by the page (trackstream-session.npz): streamed again through the calls it "
+        "made, to the same frames (its first frame, tracks, prompts, drags and seed; --student: the one it ran)",
+    )
+    ap.add_argument(
+        "--session-tracks",
+        default=None,
+        metavar="FILE",
+        help="with --session: also write its tracks as a track file (.npy beside <FILE>.visibility.npy, or .pt: "
+        "FastVideo's) that generate, camera's consumers and eval read",
+    )
     ap.add_argument("--out", required=True)
     ap.add_argument("--fps", type=int, default=16)
     add_stream_args(ap)
@@ -284,6 +299,29 @@ def _photo_note(student: str) -> None:
         print(f"note: if --image is a photo, not a frame of its own world: {notice}", flush=True)
 
 
+def _replay(args, device: torch.device, dtype: torch.dtype) -> int:
+    """``--session``: the saved demo session streamed again (``stream.demo.record.replay``) to ``--out``."""
+    from trackstream.data.video_io import write_mp4
+    from trackstream.models.precision import dtype_name
+    from trackstream.stream.demo.record import SessionRecord, session_tracks
+    from trackstream.stream.demo.session import DemoModel, replay
+
+    try:
+        record = SessionRecord.load(args.session)
+        model = DemoModel(args.student, network_codec(args), num_scenes=1, device=str(device), dtype=dtype_name(dtype))
+        frames = replay(model, record)
+    except ValueError as err:
+        refuse(str(err))
+    video = np.stack([frames[n] for n in sorted(frames)])
+    write_mp4(args.out, video, fps=args.fps)
+    print(f"{args.session}: {len(record.events)} calls replayed at seed {record.header['seed']}, {len(video)} frames")
+    if args.session_tracks:
+        written = session_tracks(record, args.session_tracks)
+        print(f"wrote its tracks: {', '.join(map(str, written))}")
+    print(f"wrote {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = _parser()
     return run(ap, ap.parse_args(argv))
@@ -292,6 +330,10 @@ def main(argv: list[str] | None = None) -> int:
 def run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The stream of parsed ``args`` (``ap``: the parser that read them, for its usage errors)."""
     device, dtype = parsed_precision(ap, args)
+    if args.session:
+        return _replay(args, device, dtype)
+    if not args.image or not args.tracks:
+        ap.error("--image and --tracks are required (or --session FILE: a saved demo session)")
 
     from trackstream.data.video_io import image_tensor, write_mp4
     from trackstream.models.precision import dtype_name

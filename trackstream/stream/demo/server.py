@@ -74,6 +74,24 @@ class _Server:
             },
         )
 
+    async def session_file(self, request):
+        """The live session's record (``stream.demo.record``): what ``trackstream generate --session`` replays."""
+        conn = self.live.get(request.path_params["token"])
+        if conn is None:
+            return PlainTextResponse("no live session with this token (reload and stream again)", status_code=404)
+        if not conn.session.record.events:
+            return PlainTextResponse("nothing recorded yet: start a stream first", status_code=409)
+        data = await asyncio.to_thread(conn.session.record.to_bytes)
+        return Response(
+            data,
+            media_type="application/octet-stream",
+            headers={
+                "Content-Disposition": 'attachment; filename="trackstream-session.npz"',
+                "X-Events": str(len(conn.session.record.events)),
+                "Cache-Control": "no-store",
+            },
+        )
+
     async def page(self, request):
         return FileResponse(STATIC / "index.html")
 
@@ -218,6 +236,7 @@ def create_app(
         Route("/", server.page),
         Route("/health", server.health),
         Route("/video/{token}", server.video),
+        Route("/session/{token}", server.session_file),
         WebSocketRoute("/ws", server.socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

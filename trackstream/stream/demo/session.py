@@ -39,6 +39,7 @@ from trackstream.stream.demo.decode import ProtocolError
 from trackstream.stream.demo.limits import Limits
 from trackstream.stream.demo.live import LiveTracks, camera_move
 from trackstream.stream.demo.protocol import Camera, Drag, Points, Prompt, Start
+from trackstream.stream.demo.record import RecordedTracks, SessionRecord
 from trackstream.stream.drag.editor import DragEditor, DragResult
 from trackstream.stream.drag.geometry import resample_path
 from trackstream.stream.drag.instructions import BLOCK_LENGTH, DragInstruction, Rotation2D, Translation, swept_box
@@ -49,6 +50,7 @@ from trackstream.stream.trained_world import photo_notice, trained_world
 __all__ = [
     "DemoModel",
     "Session",
+    "replay",
     "LiveTracks",  # stream.demo.live
     "world_for",
     "drag_instruction",
@@ -308,6 +310,17 @@ class Session:
         self.editor = DragEditor(model.engine, drag_config)
         self._seeded(seed)
         self.live = LiveTracks(limits.max_points, model.fps)
+        # what reaches the stream, chunk by chunk: the session as data (stream.demo.record; replayed by generate)
+        self.record = SessionRecord(
+            {
+                "student": str(model.network.folder),
+                "height": model.height,
+                "width": model.width,
+                "fps": model.fps,
+                "max_points": limits.max_points,
+                "seed": self.seed,
+            }
+        )
         self.image: Optional[np.ndarray] = None
         self.prompt = ""
         self.last_tracks: Optional[tuple[torch.Tensor, torch.Tensor]] = None  # the last chunk's, for retrack
@@ -341,6 +354,13 @@ class Session:
         self.live.untag_all()
         self.holding = False
         tracks, vis, _ = self.live.for_chunk(1, first=True)
+        if msg is not None:  # a new stream: its record starts here
+            self.record.clear()
+            self.record.header["seed"] = self.seed
+            self.record.add("start", {"image": self.image, "tracks": tracks, "visibility": vis}, prompt=self.prompt,
+                            seed=self.seed)  # fmt: skip
+        else:
+            self.record.add("restart", {"tracks": tracks, "visibility": vis})
         kw = (
             {}
             if tracks is None
@@ -373,17 +393,22 @@ class Session:
         if not self.started:
             raise ProtocolError("start a stream first")
         t0 = time.perf_counter()
+        held, release = self.holding and not self.live.touched, self.holding and self.live.touched
         if self.holding and self.live.touched:  # back to the person's points: their IDs, tagged again
             self.holding = False
             self.editor.use_track_ids(self.pool)
             self.live.untag_all()
             self.last_tracks = None
-        if self.holding:
-            held = self.editor.held_tracks()
-            out = self.editor.step(*(held if held is not None else ()))
-            return self._emitted(out, time.perf_counter() - t0)
         lo, hi = self.model.engine.pixel_range(self.chunk)
+        if self.holding:
+            self.record.add("chunk", held=True, release=False, frame=lo)
+            kept = self.editor.held_tracks()
+            out = self.editor.step(*(kept if kept is not None else ()))
+            return self._emitted(out, time.perf_counter() - t0)
         tracks, vis, new = self.live.for_chunk(hi - lo)
+        self.record.add(
+            "chunk", {"tracks": tracks, "visibility": vis, "new": new}, held=held, release=release, frame=lo
+        )
         if len(new):  # tagged where each first shows up in this chunk
             self._tag(new, tracks[vis.argmax(axis=0), np.arange(tracks.shape[1])])
         if tracks is None:
@@ -413,6 +438,7 @@ class Session:
         text, lens = self.model.text(msg.prompt)
         passes = self.editor.switch_prompt(text, lens, sink=msg.sink)
         self.prompt = msg.prompt
+        self.record.add("prompt", prompt=msg.prompt, sink=msg.sink)
         return passes
 
     def _tag(self, slots: np.ndarray, where: np.ndarray) -> None:
@@ -447,6 +473,16 @@ class Session:
                 self.editor.use_track_ids(self.pool)
             raise
         seconds = time.perf_counter() - t0
+        self.record.add(
+            "drag",
+            {"mask": d.mask, "path": d.path, "center": d.center},
+            mode=d.mode,
+            drag_kind=d.kind,
+            method=d.method,
+            chunks=d.chunks,
+            iterations=d.iterations,
+            degrees=d.degrees,
+        )
         self.holding, self.live.touched = True, False
         per = seconds / len(result.chunks)
         return [self._emitted(c, per, replaces=d.mode == "edit") for c in result.chunks], result
@@ -455,3 +491,57 @@ class Session:
         frames = to_uint8(out.frames[0])
         self.last_frame = frames[-1]
         return Emitted(index=out.index, frames=frames, start=out.pixel_range[0], seconds=seconds, replaces=replaces)
+
+
+def replay(model, record: SessionRecord) -> dict[int, np.ndarray]:
+    """The frames (frame number -> uint8 [H, W, 3] RGB; an edit's replacing the ones it replaced) of ``record``
+    streamed again by ``model`` (a ``stream.demo.session.DemoModel``), through the calls the session made."""
+    h = record.header
+    if (h.get("height"), h.get("width")) != (model.height, model.width):
+        raise ValueError(
+            f"the session streamed {h.get('width')}x{h.get('height')} frames, --student streams "
+            f"{model.width}x{model.height}: replay it with the student it was made with ({h.get('student')})"
+        )
+    session = Session(model, Limits(max_points=int(h["max_points"])), seed=int(h["seed"]))
+    live = session.live = RecordedTracks()
+    frames: dict[int, np.ndarray] = {}
+
+    def keep(em) -> None:
+        for j, f in enumerate(em.frames):
+            frames[em.start + j] = f
+
+    for ev in record.events:
+        tracks, vis, new = (record.array(ev, k) for k in ("tracks", "visibility", "new"))
+        if ev["kind"] in ("start", "restart"):
+            live.push(tracks, vis, None)
+            msg = (
+                Start(image=record.array(ev, "image"), prompt=ev["prompt"], seed=ev["seed"])
+                if ev["kind"] == "start"
+                else None
+            )
+            if msg is not None:
+                frames.clear()
+            keep(session.start(msg))
+        elif ev["kind"] == "chunk":
+            live.push(tracks, vis, new)
+            session.holding, live.touched = ev["held"] or ev["release"], ev["release"]
+            keep(session.next_chunk())
+        elif ev["kind"] == "prompt":
+            session.switch_prompt(Prompt(ev["prompt"], ev["sink"]))
+        elif ev["kind"] == "drag":
+            d = Drag(
+                ev["mode"],
+                ev["drag_kind"],
+                ev["method"],
+                record.array(ev, "mask").astype(bool),
+                int(ev["chunks"]),
+                int(ev["iterations"]),
+                path=record.array(ev, "path"),
+                center=record.array(ev, "center"),
+                degrees=float(ev["degrees"]),
+            )
+            for em in session.drag(d)[0]:
+                keep(em)
+        else:
+            raise ValueError(f"a session event of kind {ev['kind']!r}: this version does not know it")
+    return frames

@@ -604,8 +604,20 @@ $("save").onclick = async () => {
     a.download = "trackstream.mp4";
     document.body.appendChild(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 60000);
+    // the stream as data beside it: trackstream generate --session trackstream-session.npz makes it again
+    const rs = await fetch(`/session/${demo.token}`);
+    if (rs.ok) {
+      const sess = await rs.blob();
+      demo.saved.session = sess.size;
+      const b = document.createElement("a");
+      b.href = URL.createObjectURL(sess);
+      b.download = "trackstream-session.npz";
+      document.body.appendChild(b); b.click(); b.remove();
+      setTimeout(() => URL.revokeObjectURL(b.href), 60000);
+    }
     setStatus(`Saved ${frames} frames as trackstream.mp4 (${(blob.size / 1024).toFixed(0)} KiB)` +
-              (dropped ? `; the oldest ${dropped} were no longer kept` : "") + ".",
+              (dropped ? `; the oldest ${dropped} were no longer kept` : "") +
+              (rs.ok ? ", and the session as trackstream-session.npz (generate --session replays it)" : "") + ".",
               demo.paused ? "paused" : "streaming");
   } finally {
     $("save").disabled = false;
