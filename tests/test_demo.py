@@ -209,12 +209,17 @@ def test_browser_drag_moves_the_stream_pause_stops_it_and_dragstream_runs(server
         page.mouse.move(box["x"] + 46 * s, box["y"] + 24 * s, steps=5)
         page.mouse.up()
         page.check('input[name="tool"][value="drag"]')
-        page.fill("#iterations", "1")
+        page.evaluate("document.getElementById('iterations').value = 1")  # (fill would scroll the canvas away)
         page.mouse.move(box["x"] + 43 * s, box["y"] + 22 * s)
         page.mouse.down()
         page.mouse.move(box["x"] + 33 * s, box["y"] + 30 * s, steps=8)
         page.mouse.up()
-        page.wait_for_function("demo.dragged !== null", timeout=60000)
+        try:
+            page.wait_for_function("demo.dragged !== null", timeout=60000)
+        except Exception:
+            pytest.fail(
+                f"no drag: {page.evaluate('[demo.lastError, demo.sent.slice(-4).map((m) => m.type)]')} {console}"
+            )
         assert page.evaluate("demo.stats.errors") == errors_before, page.evaluate("demo.lastError")
 
         # Save video: paused (brushing paused the stream) and settled, the mp4 holds exactly the frames it sent
@@ -485,6 +490,77 @@ def test_motionstreams_interaction_model_grids_trajectories_brush_and_keys(serve
         assert page.evaluate("demo.stats.errors") == 1, page.evaluate("demo.lastError")  # the static grid's only
         browser.close()
     assert not console, console
+
+
+@pytest.mark.slow
+def test_the_page_previews_names_its_scenes_and_its_stumbles_are_gone(server):
+    """Before Start the canvas shows the chosen first frame (the scene's, or the picture); scenes are named by their
+    captions with a thumbnail; a scene chosen after an upload is the first frame; a valid upload clears an earlier
+    "too large"; a tab refused for the per-address cap disables Start; an 800-px window keeps the video in view
+    when Start is scrolled to; Save at 4x writes an upscaled mp4."""
+    import cv2
+    from playwright.sync_api import sync_playwright
+
+    _no_session(server)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=_chromium(), args=["--no-sandbox", "--disable-gpu"])
+        page = browser.new_page(viewport={"width": 1100, "height": 760})
+        console = []
+        page.on("console", lambda m: console.append(m.text) if m.type == "error" else None)
+        page.goto(server)
+        page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=30000)
+        page.wait_for_function("demo.previewOf === 'scene 0' && document.getElementById('thumb').naturalWidth > 0")
+        labels = page.evaluate("[...document.getElementById('scene').options].map((o) => [o.text, o.title])")
+        captions = page.evaluate("demo.sceneCaptions")
+        assert len(labels) == len(captions) > 1 and labels[0][1] == captions[0] and labels[0][0].startswith("0: ")
+        centre = "(() => { const c = document.getElementById('view'); const d = c.getContext('2d')" + (
+            ".getImageData(c.width / 2, c.height / 2, 1, 1).data; return d[0] + d[1] + d[2]; })()"
+        )
+        assert page.evaluate(centre) > 0  # the scene is drawn before Start, not a black canvas
+        page.select_option("#scene", "2")
+        page.wait_for_function("demo.previewOf === 'scene 2'")
+
+        png = cv2.imencode(".png", np.full((48, 80, 3), (40, 160, 220), np.uint8))[1].tobytes()
+        upload = {"name": "photo.png", "mimeType": "image/png", "buffer": png}
+        page.evaluate("demo.maxUpload = 100")  # a picture over the server's limit: refused
+        page.set_input_files("#upload", files=[upload])
+        assert "too large" in page.text_content("#error")
+        page.evaluate("demo.maxUpload = 1e7")
+        page.set_input_files("#upload", files=[dict(upload, name="photo2.png")])
+        page.wait_for_function("demo.previewOf === 'upload'")
+        assert page.text_content("#error") == ""  # the valid picture cleared the old refusal
+        page.select_option("#scene", "1")  # a scene after the upload: the scene is the first frame
+        page.wait_for_function("demo.previewOf === 'scene 1'")
+        assert page.evaluate("document.getElementById('upload').value") == ""
+        assert not page.locator("#notice").is_visible()
+        page.click("#start")
+        page.wait_for_function("demo.started && demo.stats.received >= 13", timeout=60000)
+        start = page.evaluate("demo.sent.find((m) => m.type === 'start')")
+        assert start["scene"] == 1 and "image" not in start
+
+        second = browser.new_page(viewport={"width": 1100, "height": 760})  # this address holds its one session
+        second.goto(server)
+        second.wait_for_function("document.getElementById('status').dataset.state === 'busy'", timeout=30000)
+        assert second.locator("#start").is_disabled() and "no session free" in second.text_content("#scene")
+        second.close()
+
+        page.keyboard.press(" ")
+        page.wait_for_function("demo.paused", timeout=30000)
+        page.select_option("#savescale", "4")
+        with page.expect_download(timeout=120000) as download:
+            page.click("#save")
+        upscaled = ARTIFACTS / "saved-x4.mp4"
+        download.value.save_as(str(upscaled))
+        assert download.value.suggested_filename == "trackstream-x4.mp4"
+
+        page.set_viewport_size({"width": 800, "height": 700})  # a narrow window: Start below the video
+        page.locator("#start").scroll_into_view_if_needed()
+        view, start_box = page.locator("#view").bounding_box(), page.locator("#start").bounding_box()
+        assert 0 <= view["y"] and view["y"] + view["height"] <= 700 and 0 <= start_box["y"] <= 700, (view, start_box)
+        page.screenshot(path=str(ARTIFACTS / "narrow.png"))
+        browser.close()
+    assert not console, console
+    assert _mp4_frames(upscaled).shape[1:] == (256, 256, 3)
 
 
 @pytest.mark.slow

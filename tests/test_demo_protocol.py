@@ -405,7 +405,7 @@ def test_hello_offers_the_grid_spacings_the_students_run_config_records(tmp_path
     def hello(folder, max_points: int = 64) -> dict:
         model = SimpleNamespace(
             height=64, width=64, fps=16, chunk_frames=12, num_scenes=2, has_track_head=True, photo_notice=None,
-            device="cpu", dtype="float32", start_points=start_points(folder),
+            device="cpu", dtype="float32", start_points=start_points(folder), scene=lambda k: (None, f"scene {k}"),
         )  # fmt: skip
         server = _Server(model, Limits(max_points=max_points), seed=0, frame_format="jpeg", frame_quality=85)
         return server.hello(SimpleNamespace(token="t"))

@@ -175,9 +175,9 @@ class Recording:
         return [self.frames[n] for n in sorted(self.frames)]
 
     @staticmethod
-    def mp4(images: list[bytes], *, fps: float, crf: int = 20) -> bytes:
+    def mp4(images: list[bytes], *, fps: float, crf: int = 20, scale: int = 1) -> bytes:
         """Encoded frames -> H.264 mp4 bytes, decoding one frame at a time (odd sizes lose their last
-        row / column: yuv420p needs even ones)."""
+        row / column: yuv420p needs even ones); ``scale`` > 1 upscales each frame (bicubic) for viewing."""
         from fractions import Fraction
 
         import av  # PyAV, as data.video_io.encode_mp4; frame by frame here, the recording can be long
@@ -189,6 +189,9 @@ class Recording:
             stream = None
             for data in images:
                 bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+                if scale > 1:
+                    size = (bgr.shape[1] * scale, bgr.shape[0] * scale)
+                    bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
                 h, w = bgr.shape[0] & ~1, bgr.shape[1] & ~1
                 if stream is None:
                     stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1001))

@@ -19,6 +19,8 @@ import json
 import logging
 from pathlib import Path
 
+import cv2
+import numpy as np
 from starlette.applications import Starlette
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -61,8 +63,12 @@ class _Server:
         images, dropped = conn.recording.snapshot(), conn.recording.dropped
         if not images:
             return PlainTextResponse("nothing recorded yet: start a stream first", status_code=409)
+        scale = request.query_params.get("scale", "1")
+        top = max(1, 1024 // max(self.model.width, self.model.height))  # an upscaled copy at most ~1024 px a side
+        if not scale.isdigit() or not 1 <= int(scale) <= top:
+            return PlainTextResponse(f"scale={scale!r}: an integer in [1, {top}]", status_code=400)
         async with self.saving:
-            data = await asyncio.to_thread(Recording.mp4, images, fps=self.model.fps)
+            data = await asyncio.to_thread(Recording.mp4, images, fps=self.model.fps, scale=int(scale))
         return Response(
             data,
             media_type="video/mp4",
@@ -73,6 +79,15 @@ class _Server:
                 "Cache-Control": "no-store",
             },
         )
+
+    async def scene(self, request):
+        """Scene k's first frame as a PNG (the page's preview and thumbnails, before any stream)."""
+        k = request.path_params["k"]
+        if not k.isdigit() or not 0 <= int(k) < self.model.num_scenes:
+            return PlainTextResponse(f"scene {k!r}: one of 0..{self.model.num_scenes - 1}", status_code=404)
+        frame, _ = await asyncio.to_thread(self.model.scene, int(k))
+        png = cv2.imencode(".png", np.ascontiguousarray(frame[:, :, ::-1]))[1].tobytes()
+        return Response(png, media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     async def session_file(self, request):
         """The live session's record (``stream.demo.record``): what ``trackstream generate --session`` replays."""
@@ -175,6 +190,7 @@ class _Server:
             "fps": model.fps,
             "chunk_frames": model.chunk_frames,
             "scenes": model.num_scenes,
+            "scene_captions": [model.scene(k)[1] for k in range(model.num_scenes)],  # protocol 3
             "track_head": model.has_track_head,
             "photo_notice": model.photo_notice,  # stream.trained_world: the page shows it after an upload
             # the Grid button's spacings: what the student's data.placement records (protocol 2)
@@ -237,6 +253,7 @@ def create_app(
         Route("/health", server.health),
         Route("/video/{token}", server.video),
         Route("/session/{token}", server.session_file),
+        Route("/scene/{k}", server.scene),
         WebSocketRoute("/ws", server.socket),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]

@@ -68,7 +68,14 @@ function onMessage(m) {
     clearMask();
     const sel = $("scene");
     sel.innerHTML = "";
-    for (let k = 0; k < m.scenes; k++) sel.add(new Option(`synthetic scene ${k}`, k));
+    for (let k = 0; k < m.scenes; k++) {  // named by their captions (protocol 3; older servers: by number)
+      const caption = (m.scene_captions || [])[k];
+      const o = new Option(caption ? `${k}: ${caption.length > 42 ? caption.slice(0, 40) + "…" : caption}` : `synthetic scene ${k}`, k);
+      o.title = caption || "";
+      sel.add(o);
+    }
+    demo.sceneCaptions = m.scene_captions || null;
+    previewScene();
     $("world").hidden = !demo.photoNotice;
     // the drag method that works on this student: its own tracks when it is track-conditioned
     $("method").value = m.track_head ? "tracks" : "latent";
@@ -76,8 +83,11 @@ function onMessage(m) {
     $("status").title = `${m.width}x${m.height} video at ${m.fps} frames a second, made on ${m.device} (${m.dtype})`;
   } else if (m.type === "busy") {
     setStatus(m.message, "busy");
+    for (const b of document.querySelectorAll("button")) b.disabled = true;  // nothing here can start a stream
+    $("scene").innerHTML = ""; $("scene").add(new Option("no session free: reload in a minute", ""));
   } else if (m.type === "started") {
     demo.started = true; demo.paused = false; demo.ended = false; dropQueue(() => true); demo.shown = null; demo.seen = new Set();
+    demo.preview = null;
     setStatus("Playing. Drag points on the video to move it.", "streaming");
     $("status").title = `prompt: ${m.prompt}`;
     for (const b of ["pause", "restart", "save", "camera", "newprompt"]) $(b).disabled = false;
@@ -209,6 +219,7 @@ function draw() {
   ctx.fillStyle = "#000";
   ctx.fillRect(0, 0, view.width, view.height);
   if (demo.shown && demo.shown.bitmap) ctx.drawImage(demo.shown.bitmap, 0, 0, view.width, view.height);
+  else if (demo.preview) drawPreview(demo.preview);
   if (maskCtx) {
     ctx.globalAlpha = 0.35;
     ctx.drawImage(maskOverlay(), 0, 0, view.width, view.height);
@@ -245,6 +256,25 @@ function line(path, colour) {
   path.forEach(([x, y], i) => { const [cx, cy] = toCanvas(x, y); i ? ctx.lineTo(cx, cy) : ctx.moveTo(cx, cy); });
   ctx.stroke();
 }
+
+// before Start: the chosen first frame (the scene's, from the server; or the picture, centre-cropped to the
+// stream's aspect ratio as the server will crop it)
+function drawPreview(img) {
+  const r = Math.max(view.width / img.width, view.height / img.height), w = img.width * r, h = img.height * r;
+  ctx.imageSmoothingEnabled = true;
+  ctx.drawImage(img, (view.width - w) / 2, (view.height - h) / 2, w, h);
+  ctx.imageSmoothingEnabled = false;
+}
+function previewScene() {
+  const k = $("scene").value;
+  if (k === "" || demo.started) return;
+  const img = new Image();
+  img.onload = () => { if (!uploaded) { demo.preview = img; demo.previewOf = `scene ${k}`; draw(); } };
+  img.src = `/scene/${k}`;
+  $("thumb").src = img.src;
+  $("thumb").hidden = false;
+}
+demo.previewScene = previewScene;
 
 let overlay = null, overlayDirty = true;
 function maskOverlay() {  // the mask tinted red, rebuilt only after brushing
@@ -362,6 +392,7 @@ $("clearmask").onclick = clearMask;
 
 let grabbed = null, grabFrom = null, painting = false, boxFrom = null, boxTo = null, drawing = null;
 const tool = () => document.querySelector('input[name="tool"]:checked').value;
+demo.gesture = () => ({tool: tool(), dragPath, grabbed: Boolean(grabbed), painting, boxFrom, drawing});
 view.addEventListener("pointerdown", (ev) => {
   const [x, y] = toFrame(ev);
   view.setPointerCapture(ev.pointerId);
@@ -558,12 +589,23 @@ function showPhotoNotice(on) {  // after an upload, on a student trained on the 
 $("upload").onchange = () => {
   const f = $("upload").files[0];
   showPhotoNotice(Boolean(f));
-  if (!f) { uploaded = null; return; }
+  uploaded = null;
+  if (!f) { previewScene(); return; }
   if (!/^image\/(png|jpeg|webp)$/.test(f.type)) { showError("upload a PNG, JPEG or WebP image"); return; }
   if (demo.maxUpload && f.size * 4 / 3 > demo.maxUpload) { showError(`the image is too large (at most ${demo.maxUpload} bytes as a data URL)`); return; }
+  clearError();  // a valid picture: an earlier refusal of another one no longer applies
   const r = new FileReader();
-  r.onload = () => { uploaded = r.result; };
+  r.onload = () => {
+    uploaded = r.result;
+    const img = new Image();
+    img.onload = () => { if (!demo.started) { demo.preview = img; demo.previewOf = "upload"; draw(); } };
+    img.src = uploaded;
+  };
   r.readAsDataURL(f);
+};
+$("scene").onchange = () => {  // a scene chosen after an upload is the first frame: the upload is let go
+  uploaded = null; $("upload").value = ""; showPhotoNotice(false); clearError();
+  previewScene();
 };
 $("start").onclick = () => {
   const msg = {type: "start"};
@@ -594,14 +636,14 @@ $("save").onclick = async () => {
   $("save").disabled = true;
   setStatus("Preparing the video file…", $("status").dataset.state);
   try {
-    const r = await fetch(`/video/${demo.token}`);
+    const r = await fetch(`/video/${demo.token}?scale=${$("savescale").value}`);
     if (!r.ok) { showError(`save video: ${await r.text()}`); return; }
     const blob = await r.blob();
     const frames = +r.headers.get("X-Frames"), dropped = +r.headers.get("X-Frames-Dropped");
     demo.saved = {bytes: blob.size, frames, dropped};
     const a = document.createElement("a");
     a.href = URL.createObjectURL(blob);
-    a.download = "trackstream.mp4";
+    a.download = $("savescale").value === "1" ? "trackstream.mp4" : `trackstream-x${$("savescale").value}.mp4`;
     document.body.appendChild(a); a.click(); a.remove();
     setTimeout(() => URL.revokeObjectURL(a.href), 60000);
     // the stream as data beside it: trackstream generate --session trackstream-session.npz makes it again
