@@ -482,6 +482,21 @@ def test_motionstreams_interaction_model_grids_trajectories_brush_and_keys(serve
         page.wait_for_function("demo.dragged !== null", timeout=120000)
         assert page.evaluate("demo.sent.some((m) => m.type === 'drag')")
         assert page.evaluate("demo.maskEmpty()")  # the red brush overlay went with the drag
+        page.evaluate("document.getElementById('prompt').value = 'a red ball rolls over grass'")
+        page.click("#newprompt")
+        page.wait_for_function("demo.promptAt !== null", timeout=30000)
+        page.keyboard.press(" ")  # on, then paused again: the session saved, and replayed below
+        page.wait_for_function("!demo.paused", timeout=30000)
+        page.wait_for_timeout(1500)
+        page.keyboard.press(" ")
+        page.wait_for_function("demo.paused", timeout=30000)
+        page.wait_for_timeout(1500)
+        with page.expect_download(timeout=120000):
+            page.click("#save")
+        page.wait_for_function("demo.saved && demo.saved.session > 0", timeout=60000)
+        kept = _frames(page.evaluate("demo.exportFrames()"))
+        with urllib.request.urlopen(f"{server}/session/{page.evaluate('demo.token')}", timeout=60) as r:
+            session = r.read()
         page.keyboard.press("Enter")  # ends the stream; Enter again starts a new one
         page.wait_for_function("demo.ended && demo.paused", timeout=30000)
         page.keyboard.press("Enter")
@@ -490,6 +505,23 @@ def test_motionstreams_interaction_model_grids_trajectories_brush_and_keys(serve
         assert page.evaluate("demo.stats.errors") == 1, page.evaluate("demo.lastError")  # the static grid's only
         browser.close()
     assert not console, console
+    # the saved session (grids, trajectories, brush and drag, prompt change) replays through generate --session's
+    # replay to the frames the page got (JPEG'd as the server sends them)
+    import cv2
+
+    from trackstream.stream.demo.media import encode_frame
+    from trackstream.stream.demo.record import SessionRecord
+    from trackstream.stream.demo.session import DemoModel, replay
+
+    path = ARTIFACTS / "interaction-session.npz"
+    path.write_bytes(session)
+    record = SessionRecord.load(path)
+    assert {e["kind"] for e in record.events} >= {"start", "chunk", "drag", "prompt"}
+    replayed = replay(DemoModel(STUDENT, num_scenes=2, device="cpu", dtype="float32"), record)
+    assert set(kept) <= set(replayed)
+    jpeg = lambda f: cv2.imdecode(np.frombuffer(encode_frame(f, "jpeg", 85), np.uint8), 1)[:, :, ::-1]  # noqa: E731
+    worst = min(cv2.PSNR(jpeg(replayed[n]), kept[n]) for n in kept)
+    assert worst > 40, worst
 
 
 @pytest.mark.slow

@@ -49,8 +49,8 @@ message, or an optional field or message a client may send; nothing is renamed, 
 A client ignores the fields it does not know, and reads a field its server does not send (an older server) as
 absent, so a client written for an older version works unchanged (``stream.demo.load`` reads only ``width`` and
 ``limits``). 1: the messages above without what later versions added; 2: hello's ``protocol`` and ``grid``; 3:
-``start``'s ``paused`` and ``seed``, ``step`` and ``stepped``, hello's ``limits.max_step_chunks``, ``started``'s
-``paused`` and ``seed``.
+``start``'s ``paused`` and ``seed``, ``step`` and ``stepped``, hello's ``limits.max_step_chunks`` and
+``scene_captions`` (scene k's caption; its first frame: ``GET /scene/<k>``), ``started``'s ``paused`` and ``seed``.
 
 Server -> client, binary: one message per frame, a 16-byte little-endian header then the image
 (``stream.demo.media.pack_frame``):
@@ -66,7 +66,8 @@ Server -> client, binary: one message per frame, a 16-byte little-endian header 
 The page draws it with ``createImageBitmap(new Blob([image]))``. A JPEG frame of 832x480 at quality 85
 is ~20x smaller than the base64 PNG in JSON it replaces.
 
-Save video: ``GET /video/<session token>`` answers the current stream's frames as an H.264 mp4 (the
+``GET /session/<session token>``: the stream as data (``stream.demo.record``), what ``trackstream generate
+--session`` replays. Save video: ``GET /video/<session token>[?scale=k]`` answers the current stream's frames as an H.264 mp4 (the
 encoded frames are kept, at most ``Limits.record_bytes`` per session, the oldest let go beyond it;
 the ``X-Frames`` and ``X-Frames-Dropped`` headers say how many are in it and how many were let go).
 
