@@ -382,6 +382,7 @@ def test_each_stage_template_builds_its_command_and_keeps_its_run_dir_across_a_r
     run_dir = (tmp_path / "submit").resolve() / "runs" / experiment / JOB
     expected = [
         "--kill-on-bad-exit=1",
+        "--cpus-per-task=12",  # the job's, given to the step (srun >= 22.05 does not inherit it)
         "--cpu-bind=none",
         ".venv/bin/python",
         "-m",
@@ -404,7 +405,7 @@ def test_each_stage_template_builds_its_command_and_keeps_its_run_dir_across_a_r
         assert r.returncode == 0, r.stderr
     (a, env_a), (b, env_b), (c, _) = _srun_calls(tmp_path)
     assert a == expected and b == expected  # same job id after the requeue -> same run directory
-    assert c[6] == f"hydra.run.dir={run_dir.parent / '4243'}"
+    assert c[7] == f"hydra.run.dir={run_dir.parent / '4243'}"
     assert (
         env_a
         == env_b
@@ -434,6 +435,7 @@ def test_stage_template_takes_experiment_and_run_dir_from_the_environment(tmp_pa
     assert r.returncode == 0, r.stderr
     assert _srun_calls(tmp_path)[0][0] == [
         "--kill-on-bad-exit=1",
+        "--cpus-per-task=12",
         "--cpu-bind=none",
         "/opt/py/bin/python",
         "-m",
@@ -457,6 +459,7 @@ def test_torchrun_template_starts_one_torchrun_per_node(tmp_path):
     argv, env = _srun_calls(tmp_path)[0]
     assert argv == [
         "--kill-on-bad-exit=1",
+        "--cpus-per-task=96",
         "--nodes=2",
         "--ntasks=2",
         "--ntasks-per-node=1",
@@ -611,7 +614,7 @@ def test_chain_submits_four_dependent_jobs_each_given_the_previous_outputs(tmp_p
     # the folders it hands on are the ones the stage template derives from the job ids
     env = _slurm_env(tmp_path, SLURM_JOB_ID="102", EXPERIMENT="tiny_ode_init", RUN_ROOT=str(runs))
     subprocess.run(["bash", str(SLURM / "ode_pairs.sbatch")], cwd=tmp_path, env=env, check=True, capture_output=True)
-    assert _srun_calls(tmp_path)[0][0][6] == f"hydra.run.dir={pairs.parent}"
+    assert _srun_calls(tmp_path)[0][0][7] == f"hydra.run.dir={pairs.parent}"
 
 
 def test_chain_appends_the_rl_stage_after_dmd_when_asked(tmp_path):

@@ -52,7 +52,7 @@ def test_real_videos_or_no_record_say_nothing(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_inputs_writes_the_demo_pages_scene_with_its_worlds_tracks(tmp_path):
+def test_inputs_writes_the_demo_pages_scene_with_its_worlds_tracks(tmp_path, capsys):
     """``trackstream inputs --scene K``: the page's scene K (its first frame as DemoModel.scene draws it), the
     world's exact tracks of that clip, its caption: generate's inputs for the student's own world."""
     import cv2
@@ -62,6 +62,8 @@ def test_inputs_writes_the_demo_pages_scene_with_its_worlds_tracks(tmp_path):
     from trackstream.stream.inputs import main
 
     assert main(["--scene", "3", "--out", str(tmp_path)]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]  # the line to stream them names the network they are for
+    assert hint.startswith(f"stream it: trackstream generate --student {SHIPPED} --image {tmp_path / 'first.png'}")
     frame, caption = DemoModel(SHIPPED, num_scenes=4, device="cpu", dtype="float32").scene(3)  # what the page shows
     first = cv2.imread(str(tmp_path / "first.png"))[:, :, ::-1]
     np.testing.assert_array_equal(first, frame)

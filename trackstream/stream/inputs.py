@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     out = Path(args.out)
     print(
-        f"stream it: trackstream generate --image {out / 'first.png'} --tracks {out / 'tracks.npy'} "
+        f"stream it: trackstream generate --student {args.student} --image {out / 'first.png'} "
+        f"--tracks {out / 'tracks.npy'} "
         f'--visibility {out / "visibility.npy"} --prompt "$(cat {out / "caption.txt"})" --out out.mp4'
     )
     return 0
