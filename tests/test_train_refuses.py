@@ -203,3 +203,18 @@ def test_a_stage_refusing_its_inputs_leaves_no_run_directory(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and err[-1].startswith(f"error: {teacher}/network.json lacks the key(s)"), err
     assert not run_dir.exists()
+
+
+def test_a_mistyped_key_is_named_with_the_key_meant(tmp_path, run_module):
+    """Hydra refuses an override of a key the config does not have ("append with +"); the line after it names
+    the nearest key that exists."""
+    proc = run_module(
+        "trackstream.train", "experiment=tiny_teacher", "debug=tiny", "trainer.max_step=2", "data.batch_sise=2",
+        f"hydra.run.dir={tmp_path / 'run'}", check=False, timeout=120,
+    )  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and last == (
+        "error: trainer.max_step is not an option; did you mean trainer.max_steps?; "
+        "data.batch_sise is not an option; did you mean data.batch_size?"
+    ), proc.stderr[-600:]
+    assert not (tmp_path / "run").exists()

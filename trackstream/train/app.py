@@ -460,11 +460,53 @@ def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None 
             raise SystemExit(2) from None
         if help_header and "--help" in sys.argv[1:]:
             sys.argv.append(f"hydra.help.header='{help_header}'")
-        _hydra_main()
+        try:
+            _hydra_main()
+        except SystemExit as stop:
+            if stop.code not in (0, None, 2):  # Hydra's refusal of the command line: name the key meant
+                hint = near_keys(sys.argv[1:])
+                if hint:
+                    print(f"error: {hint}", file=sys.stderr)
+            raise
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             hard_exit(0)
 
     return entry
+
+
+def near_keys(argv: list[str]) -> str | None:
+    """For a command line Hydra refused: its dotted overrides of keys the composed config does not have, each with
+    the nearest key it does (``trainer.max_step`` -> ``trainer.max_steps``); None when none is unknown."""
+    import difflib
+
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    dotted = [a for a in overrides if "." in a.split("=", 1)[0] and not a.startswith(("+", "~", "hydra."))]
+    try:
+        with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+            base = compose("train", overrides=[a for a in overrides if a not in dotted])
+    except Exception:  # noqa: BLE001 - the group choices themselves are wrong: Hydra's own message says which
+        return None
+    keys = _dotted_keys(OmegaConf.to_container(base, resolve=False))
+    said = []
+    for arg in dotted:
+        key = arg.split("=", 1)[0]
+        if OmegaConf.select(base, key, default="\0missing") != "\0missing":
+            continue
+        near = difflib.get_close_matches(key, keys, n=1, cutoff=0.75)
+        said.append(f"{key} is not an option" + (f"; did you mean {near[0]}?" if near else ""))
+    return "; ".join(said) or None
+
+
+def _dotted_keys(node, prefix: str = "") -> list[str]:
+    if not isinstance(node, dict):
+        return [prefix] if prefix else []
+    out = [prefix] if prefix else []
+    for k, v in node.items():
+        out += _dotted_keys(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
 
 
 main = hydra_entry(run)
