@@ -205,6 +205,7 @@ def test_a_stage_refusing_its_inputs_leaves_no_run_directory(tmp_path, capsys):
     assert not run_dir.exists()
 
 
+@pytest.mark.slow  # a training CLI start
 def test_a_mistyped_key_is_named_with_the_key_meant(tmp_path, run_module):
     """Hydra refuses an override of a key the config does not have ("append with +"); the line after it names
     the nearest key that exists."""
@@ -218,3 +219,14 @@ def test_a_mistyped_key_is_named_with_the_key_meant(tmp_path, run_module):
         "data.batch_sise is not an option; did you mean data.batch_size?"
     ), proc.stderr[-600:]
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow  # a training CLI start
+def test_help_lists_the_groups_a_training_composes_and_no_schema_entry(run_module):
+    out = run_module("trackstream.train", "--help", timeout=120).stdout
+    groups = out.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    named = [line.split(":")[0] for line in groups.splitlines() if ": " in line]
+    assert named == sorted(named) and {"experiment", "stage", "model", "family", "parallel"} <= set(named)
+    assert not {"benchmark", "preset", "causal", "guidance", "lora"} & set(named)  # other apps', nested nodes
+    assert "_schema" not in groups and "stage: codec, consistency, dmd, ode_init, rl, teacher" in groups
+    assert out.startswith("trackstream train: train one stage") and "task_name: train" in out

@@ -430,6 +430,26 @@ def summary_line(summary: dict, run_dir: Path) -> str:
     return " | ".join(parts)
 
 
+def train_groups() -> str:
+    """The config groups a training run composes (conf/train.yaml's defaults), each with its options, as
+    ``--help`` lists them: without the typed schema entries (``*_schema``) and the groups other apps use."""
+    import yaml
+
+    conf = Path(CONFIG_DIR)
+    defaults = yaml.safe_load((conf / "train.yaml").read_text())["defaults"]
+    groups = sorted(
+        k for d in defaults if isinstance(d, dict) for k in d if (conf / k).is_dir() and k not in ("hydra",)
+    )
+    lines = []
+    for g in groups:
+        options = sorted(p.stem for p in (conf / g).glob("*.yaml") if not p.stem.endswith("_schema"))
+        lines.append(f"{g}: {', '.join(options)}")
+    return "\n".join(lines)
+
+
+OmegaConf.register_new_resolver("train_groups", train_groups, replace=True)
+
+
 def hydra_entry(job: Callable[[DictConfig], object], *, help_header: str | None = None) -> Callable[[], None]:
     """A command over the train config (``trackstream train``, ``trackstream pairs``): Hydra composes
     ``conf/train.yaml`` with the command line, ``job`` runs on it, and a multi-process run exits hard
