@@ -179,6 +179,53 @@ class GuardRunDir(Callback):
         _HYDRA_RECORDS[run_dir] = before
 
 
+class SweepSummary(Callback):
+    """Hydra callback, after a multirun (``on_multirun_end``): one table of every point's overrides and final
+    figures (its ``results.json``: status, step, last losses, the held-out EPE) written beside ``multirun.yaml`` as
+    ``summary.md`` and ``summary.json`` (``sweep_summary``)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        if sweep.is_dir():
+            sweep_summary(sweep)
+
+
+# a point's figures in the table: results.json's own, then its last_metrics' (the train/ losses)
+_SUMMARY_KEYS = ("status", "step", "epe_with_tracks", "epe_without_tracks", "epe_ratio_with_over_without")
+
+
+def sweep_summary(sweep: Path) -> list[dict]:
+    """The rows of ``summary.md`` / ``summary.json`` written in the sweep folder ``sweep``: per point folder (with a
+    ``.hydra/overrides.yaml``), its overrides and final figures ("missing" where it wrote no results.json)."""
+    import yaml
+
+    rows = []
+    for point in sorted((p for p in sweep.iterdir() if (p / ".hydra" / "overrides.yaml").is_file()), key=_point_key):
+        row = {
+            "point": point.name,
+            "overrides": " ".join(yaml.safe_load((point / ".hydra" / "overrides.yaml").read_text()) or []),
+        }
+        res = (
+            json.loads((point / "results.json").read_text())
+            if (point / "results.json").is_file()
+            else {"status": "missing"}
+        )
+        row |= {k: res[k] for k in _SUMMARY_KEYS if k in res}
+        row |= {k: v for k, v in (res.get("last_metrics") or {}).items() if k.startswith("train/loss")}
+        rows.append(row)
+    (sweep / "summary.json").write_text(json.dumps(rows, indent=2, default=str))
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    (sweep / "summary.md").write_text(f"# Sweep {sweep}\n\n" + "\n".join(lines) + "\n")
+    return rows
+
+
+def _point_key(p: Path):
+    return (0, int(p.name)) if p.name.isdigit() else (1, p.name)
+
+
 def _restore_hydra_records(run_dir: Path) -> None:
     """Hydra's records of ``run_dir`` as they were before this run: the old bytes back, this run's own removed."""
     before = _HYDRA_RECORDS.pop(run_dir, None)
