@@ -380,3 +380,12 @@ def test_an_outside_stage_registers_its_record(tmp_path):
             register_stage("outside", OutsideConfig, build_outside)
     finally:
         STAGES.pop("outside", None)
+
+
+def test_a_debug_preset_keeps_the_recipes_name():
+    """``debug=*`` shrinks a recipe; its name (task_name: the W&B group and tags, the default run folder) stays the
+    recipe's."""
+    from trackstream.train.recipes import compose_recipe
+
+    for recipe, debug in (("dmd_wan1.3b_480p", "dmd_1gpu"), ("tiny_teacher", "tiny"), ("rl_wan1.3b_480p", "rl_1gpu")):
+        assert compose_recipe([f"experiment={recipe}", f"debug={debug}"]).task_name == recipe

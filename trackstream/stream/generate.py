@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(ap: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     """The stream of parsed ``args`` (``ap``: the parser that read them, for its usage errors)."""
     device, dtype = parsed_precision(ap, args)
-    if args.session:
+    if getattr(args, "session", None):  # generate's own flag (transfer streams through run without it)
         return _replay(args, device, dtype)
     if not args.image or not args.tracks:
         ap.error("--image and --tracks are required (or --session FILE: a saved demo session)")
