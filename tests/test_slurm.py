@@ -356,6 +356,7 @@ def test_every_template_is_valid_bash_with_requeue_and_a_warning_signal_train_ca
         "dmd.sbatch",
         "ode_init.sbatch",
         "ode_pairs.sbatch",
+        "prepare.sbatch",
         "rl.sbatch",
         "stage.sbatch",
         "teacher.sbatch",
@@ -366,7 +367,8 @@ def test_every_template_is_valid_bash_with_requeue_and_a_warning_signal_train_ca
         assert r.returncode == 0, (name, r.stderr)
     for name in templates:
         h = _header(SLURM / name)
-        assert h["requeue"] == "" and h["open-mode"] == "append" and h["mem"] == "0", (name, h)
+        whole_node = name != "prepare.sbatch"  # the training stages take whole nodes; a prepare task one GPU
+        assert h["requeue"] == "" and h["open-mode"] == "append" and (h["mem"] == "0") == whole_node, (name, h)
     for stage, (_, _, nodes, sig) in STAGES.items():
         h = _header(SLURM / f"{stage}.sbatch")
         assert (h["nodes"], h["ntasks-per-node"], h["gpus-per-node"], h["signal"]) == (nodes, "8", "8", sig), stage
@@ -978,3 +980,31 @@ def test_stage_sources_the_site_setup_and_logs_into_the_run_directory(tmp_path):
     assert _srun_calls(tmp_path)[0][1]["WANDB_MODE"] == "from-site"  # the tasks inherit the site's environment
     log = (run_dir / f"slurm-{JOB}.log").read_text()
     assert f"[slurm] setup: source {setup}" in log and "[slurm] srun" in log
+
+
+def test_prepare_runs_as_an_array_each_task_its_share_of_the_shards(tmp_path):
+    """slurm/prepare.sbatch: array task k of N runs prepare with num_jobs=N job_index=k (the array's first index
+    counted from 0), its cores as workers and as the step's --cpus-per-task; not an array: refused in one line."""
+    r = _batch(
+        "prepare.sbatch", tmp_path, "input=/data/videos", "output=/data/shards",
+        SLURM_ARRAY_TASK_ID="7", SLURM_ARRAY_TASK_MIN="2", SLURM_ARRAY_TASK_COUNT="8", SLURM_ARRAY_JOB_ID="900",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    argv, env = _srun_calls(tmp_path)[0]
+    assert argv == [
+        "--cpus-per-task=12",
+        ".venv/bin/python",
+        "-m",
+        "trackstream.data.prepare",
+        "input=/data/videos",
+        "output=/data/shards",
+        "num_jobs=8",
+        "job_index=5",
+        "num_workers=12",
+    ]
+    assert env["OMP_NUM_THREADS"] == "12" and "array task 5 of 8 (job 900_7)" in r.stdout
+    assert "#SBATCH --requeue" in (SLURM / "prepare.sbatch").read_text()
+    (tmp_path / "srun.log").unlink()
+    r = _batch("prepare.sbatch", tmp_path, "input=/data/videos")
+    assert r.returncode == 2 and "submit it with --array=0-<N-1>" in r.stderr
+    assert not (tmp_path / "srun.log").exists()
