@@ -34,7 +34,7 @@ def test_a_shard_sample_becomes_generates_inputs(tmp_path, capsys):
     np.testing.assert_array_equal(vis, sample["visibility"].numpy())
     assert tracks.shape == (17, 16, 2) and (tmp_path / "in" / "caption.txt").read_text() == sample["caption"]
     out = capsys.readouterr().out
-    assert "sample 3 (" in out and "64x64, 17 frames x 16 tracks" in out and "trackstream generate --image" in out
+    assert "sample 3 (" in out and "64x64, 17 frames x 16 tracks" in out and "trackstream generate --student " in out
     assert (
         main(["inputs", "--shards", str(shards), "--index", "1", "--frames", "9", "--out", str(tmp_path / "in")]) == 0
     )

@@ -135,19 +135,23 @@ def test_trainings_started_together_on_one_run_directory_one_trains_and_the_othe
     import json
 
     a, b = tmp_path / "a", tmp_path / "b"
-    rounds = [(a, [0, 0.05, 0.15, 0.3]), (b, [0, 0.1, 0.1, 0.25]), (a, [0, 0.02, 0.2, 0.3])]
-    for run_dir, offsets in rounds:
+    rounds = [(a, [0, 0.05, 0.15, 0.3], 1), (b, [0, 0.1, 0.1, 0.25], 1), (a, [0, 0.02, 0.2, 0.3], 0)]
+    for run_dir, offsets, fresh_wanted in rounds:
         results = _start_together(run_dir, offsets)
         winners = [k for k, (code, _) in enumerate(results) if code == 0]
-        assert len(winners) == 1, [(code, err[-2000:]) for code, err in results]
+        # one trains the new directory; on a loaded machine a start may reach the lock only after the winner has
+        # finished and let it go: that run is a sequential one, which resumes the finished run (it trains nothing)
+        fresh = [k for k in winners if "resumed from" not in results[k][1]]
+        assert len(fresh) == fresh_wanted and winners, [(code, err[-2000:]) for code, err in results]
         for k, (code, err) in enumerate(results):
-            if k != winners[0]:
+            if k not in winners:
                 lines = err.strip().splitlines()
                 assert code == 2 and len(lines) == 1, (code, err[-3000:])
                 assert lines[0].startswith(f"error: run directory {run_dir} is in use by another training"), lines
-        mark = f"trainer.log_every={winners[0] + 1}"
-        assert mark in (run_dir / ".hydra" / "overrides.yaml").read_text()
-        assert f"log_every: {winners[0] + 1}" in (run_dir / "config.yaml").read_text()
+        marks = [f"trainer.log_every={k + 1}" for k in winners]  # the records are the last winner's, whole
+        overrides = (run_dir / ".hydra" / "overrides.yaml").read_text()
+        mark = next(m for m in marks if m in overrides)
+        assert f"log_every: {mark.split('=')[1]}" in (run_dir / "config.yaml").read_text()
         assert json.loads((run_dir / "results.json").read_text())["status"] == "done"
         assert (run_dir / LOCK_NAME).is_file()
 
