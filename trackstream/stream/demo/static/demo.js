@@ -392,7 +392,6 @@ $("clearmask").onclick = clearMask;
 
 let grabbed = null, grabFrom = null, painting = false, boxFrom = null, boxTo = null, drawing = null;
 const tool = () => document.querySelector('input[name="tool"]:checked').value;
-demo.gesture = () => ({tool: tool(), dragPath, grabbed: Boolean(grabbed), painting, boxFrom, drawing});
 view.addEventListener("pointerdown", (ev) => {
   const [x, y] = toFrame(ev);
   view.setPointerCapture(ev.pointerId);
