@@ -96,7 +96,7 @@ class RecordedTracks:
         return tracks, vis, new
 
     def untag_all(self) -> None:
-        pass
+        """Nothing to do: which slots a chunk tags is part of its recording (``new``)."""
 
     def update(self, *_args, **_kw) -> None:
         raise AssertionError("a replay takes no live points")
