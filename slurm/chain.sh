@@ -34,8 +34,9 @@
 #   WANDB_RUN_GROUP      the W&B group of every stage of this chain (default chain-<MODEL>-<date>-<time>); each
 #                        stage's job type is its stage name, its tags the experiment and stage (docs/wandb.md)
 #   CONF_DIR             where the experiment names are checked before anything is submitted
-#   NODES, GPUS_PER_NODE, CPUS_PER_GPU, MEM, TIME   resources of every stage (slurm/resources.sh; a stage's
-#                        <STAGE>_SBATCH still wins); the jobs' logs go to RUN_ROOT/slurm/
+#   NODES, GPUS_PER_NODE, CPUS_PER_GPU, MEM, TIME, SIGNAL_LEAD   resources and preemption warning of every stage
+#                        (slurm/resources.sh; a stage's <STAGE>_SBATCH still wins, e.g. TEACHER_SBATCH="--signal=USR1@180");
+#                        the jobs' logs go to RUN_ROOT/slurm/
 #   TRACKSTREAM_SETUP    a file every job sources before its launch (module load, conda activate)
 # Partition, account, QoS: sbatch reads SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_QOS itself.
 set -euo pipefail
@@ -84,7 +85,8 @@ submit() {
     shift 6
     local -a opts=() more=() stage_overrides=()
     [[ -n $after ]] && opts+=(--dependency="afterok:$after" --kill-on-invalid-dep=yes)
-    opts+=(--export="ALL,EXPERIMENT=$exp,RUN_ROOT=$RUN_ROOT" "${RESOURCES[@]}")
+    slurm_signal "$REPO/$script"
+    opts+=(--export="ALL,EXPERIMENT=$exp,RUN_ROOT=$RUN_ROOT" "${RESOURCES[@]}" "${SIGNAL[@]}")
     read -r -a more <<< "$extra_sbatch"
     read -r -a stage_overrides <<< "$extra_overrides"
     local out

@@ -5,6 +5,7 @@
 #   NODES=1 TIME=8:00:00 MEM=480G slurm/submit.sh dmd stage.teacher=... stage.student=... stage.pairs=...
 #   GPUS_PER_NODE=4 CPUS_PER_GPU=16 SBATCH_PARTITION=a100 EXPERIMENT=teacher_wan2.2_5b_704p slurm/submit.sh teacher
 #   LAUNCHER=torchrun slurm/submit.sh teacher                             # one torchrun per node
+#   SIGNAL_LEAD=180 EXPERIMENT=teacher_wan14b_480p slurm/submit.sh teacher   # the warning `trackstream plan` says
 #   TRACKSTREAM_SETUP=~/ts_env.sh slurm/submit.sh ...    # sourced before the launch: module load, conda activate
 #
 # STAGE is teacher | ode_pairs | ode_init | dmd | rl; EXPERIMENT, RUN_ROOT, RUN_DIR, PYTHON as slurm/stage.sbatch.
@@ -28,6 +29,7 @@ script=slurm/$STAGE.sbatch
 # shellcheck source=slurm/resources.sh
 source "$REPO/slurm/resources.sh"
 slurm_resources "$LAUNCHER"
+slurm_signal "$REPO/$script"
 read -r -a sbatch_cmd <<< "${SBATCH:-sbatch}"
 cd "$REPO"  # the stage files find slurm/stage.sbatch in the submission directory
-exec "${sbatch_cmd[@]}" --export="ALL,STAGE=$STAGE,LAUNCHER=$LAUNCHER,RUN_ROOT=$RUN_ROOT" "${RESOURCES[@]}" "$script" "$@"
+exec "${sbatch_cmd[@]}" --export="ALL,STAGE=$STAGE,LAUNCHER=$LAUNCHER,RUN_ROOT=$RUN_ROOT" "${RESOURCES[@]}" "${SIGNAL[@]}" "$script" "$@"

@@ -11,7 +11,13 @@ from docs_lines import PLAN_TABLE as TABLE
 from test_docs_run import run_documented
 
 from trackstream.bench.plan import calibration, plan_of, real_recipes
-from trackstream.bench.plan_model import NetFacts, kv_cache_bytes
+from trackstream.bench.plan_model import (
+    PREEMPT_MARGIN_S,
+    WRITE_GBS_PER_NODE,
+    NetFacts,
+    kv_cache_bytes,
+    preemption_lead,
+)
 from trackstream.cli import main as cli_main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +104,7 @@ def test_json_output_and_fit(capsys):
         (["--gpu", "h300", TEACHER], ["--gpu", "h100"]),
         (["--gpus", "3", TEACHER, "parallel.sequence_parallel=2"], ["--gpus 3", "sequence_parallel=2"]),
         (["experiment=no_such_recipe"], ["experiment"]),
+        (["--write-gbs", "0", TEACHER], ["--write-gbs", "GB/s"]),
     ],
 )
 def test_bad_input_is_one_line_on_stderr(args, words, capsys):
@@ -117,13 +124,37 @@ def test_table_plans_every_real_recipe_and_is_the_one_in_the_docs(tmp_path):
     assert set(recipes) == {p.stem for p in (ROOT / "conf" / "experiment").glob("*_wan*.yaml")}
     assert "teacher_wan1.3b_480p" in recipes and "dmd_wan2.2_5b_704p" in recipes
     lines = [[c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line.startswith("| ")]
-    rows = {cells[0]: cells[2:] for cells in lines}  # recipe -> its cells per GPU count
+    rows, leads = {}, {}
+    for cells in lines:  # the memory table first, then the preemption warnings: recipe -> its cells per GPU count
+        (leads if cells[0] in rows else rows)[cells[0]] = cells[2:]
     for name in recipes:
         one, eight = rows[name][:2]
         for cell in (one, eight):
             assert "n/a" not in cell and float(cell.split("/")[0].rstrip(" !")) > 0, (name, cell)
     assert "(measured)" in out and "computed" in out
+    for name in recipes:  # every recipe with a step time has its warning, longer on fewer GPUs
+        if name.startswith("tiny_decoder"):
+            continue
+        one, eight, many = (int(c.removesuffix(" s")) for c in leads[name])
+        assert one >= eight >= many >= 60, (name, leads[name])
     assert out.strip() in (ROOT / "docs" / "distributed.md").read_text()
+
+
+def test_the_preemption_warning_covers_the_step_in_flight_and_the_checkpoint_write(capsys):
+    """The lead a recipe needs: its step + its whole checkpoint (fp32 weights, AdamW moments, EMA) written at the
+    per-node rate + the margin, in 30 s steps; the 14B teacher on 32 GPUs needs more than the files' 120 s, a
+    slower file system more still; the CLI says it with the SIGNAL_LEAD to set."""
+    plan = plan_of(["experiment=teacher_wan14b_480p"], gpus=32, gpu="h100")
+    assert plan.facts.params > 14e9 and plan.facts.trained == plan.facts.params  # the whole DiT trains
+    assert plan.checkpoint_bytes == 16 * plan.facts.params  # weights 4 + moments 8 + EMA 4 bytes
+    need = plan.step_s + plan.checkpoint_bytes / (WRITE_GBS_PER_NODE * 1e9 * 4) + PREEMPT_MARGIN_S
+    assert need <= plan.preemption_lead < need + 30 and plan.preemption_lead % 30 == 0 and plan.preemption_lead > 120
+    assert preemption_lead(plan.step_s, plan.checkpoint_bytes, 32, write_gbs=0.25) > plan.preemption_lead
+    assert preemption_lead(1.0, 1e6, 8) == 60  # a tiny job: the floor
+    assert cli_main(["plan", "--gpus", "32", "--write-gbs", "0.25", "experiment=teacher_wan14b_480p"]) == 0
+    out = capsys.readouterr().out
+    slow = preemption_lead(plan.step_s, plan.checkpoint_bytes, 32, write_gbs=0.25)
+    assert f"--signal lead >= {slow} s" in out and f"SIGNAL_LEAD={slow} slurm/submit.sh" in out, out
 
 
 def _rows_add_up(plan) -> None:

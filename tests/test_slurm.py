@@ -302,6 +302,7 @@ def _slurm_env(tmp_path: Path, **extra: str) -> dict:
             "WANDB_MODE",
             "OMP_NUM_THREADS",
             "TORCH_ELASTIC_SHUTDOWN_TIMEOUT",
+            "SIGNAL_LEAD",
         )
     }
     env.update(
@@ -482,6 +483,9 @@ def test_torchrun_template_starts_one_torchrun_per_node(tmp_path):
     ]
     assert env["OMP_NUM_THREADS"] == "12"  # 96 CPUs / 8 workers
     assert env["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "100"  # the ranks' time to save after TERM, under the 120 s lead
+    r = _batch("teacher_torchrun.sbatch", tmp_path, SLURM_CPUS_PER_TASK="96", SIGNAL_LEAD="300")
+    assert r.returncode == 0, r.stderr
+    assert _srun_calls(tmp_path)[-1][1]["TORCH_ELASTIC_SHUTDOWN_TIMEOUT"] == "280"  # follows a longer lead
 
 
 def _signal_batch_shell(script: str, sig: int, tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list]:
@@ -537,7 +541,7 @@ def _chain(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Completed
         k: v
         for k, v in os.environ.items()
         if not k.endswith(("_EXPERIMENT", "_SBATCH", "_OVERRIDES"))
-        and k not in ("MODEL", "TEACHER", "RUN_ROOT", "RUN_DIR", "SBATCH", "CONF_DIR", "RL")
+        and k not in ("MODEL", "TEACHER", "RUN_ROOT", "RUN_DIR", "SBATCH", "CONF_DIR", "RL", "SIGNAL_LEAD")
     }
     full.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RUN_ROOT=str(tmp_path / "runs"), **env)
     r = subprocess.run(
@@ -933,6 +937,7 @@ def _submit(tmp_path: Path, *args: str, **env: str) -> tuple[subprocess.Complete
     bin_dir = tmp_path / "bin"
     _write_tool(bin_dir, "sbatch", FAKE_SBATCH, tmp_path)
     keep = ("NODES", "GPUS_PER_NODE", "CPUS_PER_GPU", "MEM", "TIME", "RUN_ROOT", "LAUNCHER", "SBATCH", "STAGE")
+    keep += ("SIGNAL_LEAD",)
     full = {k: v for k, v in os.environ.items() if k not in keep}
     full.update(PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", RUN_ROOT=str(tmp_path / "runs"), **env)
     r = subprocess.run(
@@ -969,6 +974,28 @@ def test_submit_takes_resources_from_variables_and_keeps_the_stage_defaults_othe
     assert call[5] == "slurm/teacher_torchrun.sbatch" and "LAUNCHER=torchrun" in call[0]
     r, call = _submit(tmp_path, "distill")
     assert r.returncode == 2 and call == [] and "teacher|ode_pairs|ode_init|dmd|rl" in r.stderr
+
+
+def test_signal_lead_keeps_each_stage_files_receiver_and_signal(tmp_path):
+    """SIGNAL_LEAD (the warning `trackstream plan` computes for a recipe) replaces the lead of the stage file's own
+    --signal: every rank (USR1), the batch shell (B:USR1, B:TERM); a lead that is not whole seconds is refused in
+    one line before anything is submitted."""
+    for stage, launcher, want in [
+        ("dmd", "srun", "--signal=USR1@180"),
+        ("ode_pairs", "srun", "--signal=B:USR1@180"),
+        ("teacher", "torchrun", "--signal=B:TERM@180"),
+    ]:
+        r, call = _submit(tmp_path, stage, SIGNAL_LEAD="180", LAUNCHER=launcher)
+        assert r.returncode == 0, r.stderr
+        assert want in call and call.index(want) < len(call) - 1, call
+    r, call = _submit(tmp_path, "dmd", SIGNAL_LEAD="3m")
+    assert r.returncode == 2 and call == [] and "SIGNAL_LEAD=3m" in r.stderr, r.stderr
+    r, calls = _chain(tmp_path, TEACHER_EXPERIMENT="tiny_teacher", SIGNAL_LEAD="240", DMD_SBATCH="--signal=USR1@600")
+    assert r.returncode == 0, r.stderr
+    signals = [[a for a in c if a.startswith("--signal=")] for c in calls]
+    assert signals == [
+        ["--signal=USR1@240"], ["--signal=B:USR1@240"], ["--signal=USR1@240"], ["--signal=USR1@240", "--signal=USR1@600"]
+    ]  # a stage's own sbatch options come last: sbatch takes the last --signal
 
 
 def test_stage_sources_the_site_setup_and_logs_into_the_run_directory(tmp_path):

@@ -21,7 +21,15 @@ import json
 import sys
 from pathlib import Path
 
-from trackstream.bench.plan_model import GPUS, OVERHEAD_GIB, gpu_gib, gpu_peak_tflops
+from trackstream.bench.plan_model import (
+    GPUS,
+    GPUS_PER_NODE,
+    OVERHEAD_GIB,
+    PREEMPT_MARGIN_S,
+    WRITE_GBS_PER_NODE,
+    gpu_gib,
+    gpu_peak_tflops,
+)
 from trackstream.bench.plan_stages import GIB, Plan, make_plan
 from trackstream.train.recipes import compose_recipe
 from trackstream.train.registry import STAGES
@@ -120,6 +128,14 @@ def render(plan: Plan, fixes: list[dict] | None) -> str:
             f"step time (computed): {plan.step_s:.1f} s per optimizer update ({plan.step_flops / 1e15:.1f} PFLOP at "
             f"MFU {plan.mfu:.3f} measured on an H200, {gpu_peak_tflops(plan.gpu):g} TFLOP/s peak x {plan.gpus} GPU(s))"
         )
+    lead = plan.preemption_lead
+    if lead is not None:
+        lines.append(
+            f"preemption warning (computed): --signal lead >= {lead} s: the step in flight ({plan.step_s:.0f} s), "
+            f"writing the {plan.checkpoint_bytes / GIB:.1f} GiB checkpoint at {plan.write_gbs:g} GB/s per node "
+            f"(--write-gbs) and {PREEMPT_MARGIN_S:.0f} s to agree and requeue; on Slurm SIGNAL_LEAD={lead} "
+            "slurm/submit.sh ... (slurm/README.md)"
+        )
     for note in plan.notes:
         lines.append(f"note: {note}")
     if fixes:
@@ -141,8 +157,9 @@ def table(gpu_counts: list[int], gpu: str) -> str:
         head,
         "|---|---|" + "---:|" * len(gpu_counts),
     ]
+    leads = []
     for name in real_recipes():
-        cells, stage = [], ""
+        cells, stage, lead = [], "", []
         overrides = [f"experiment={name}"]
         cfg = compose_recipe(overrides)  # once per recipe: composing takes longer than planning
         for n in gpu_counts:
@@ -154,7 +171,11 @@ def table(gpu_counts: list[int], gpu: str) -> str:
             stage = p.cfg.stage.name
             time = f" / {p.step_s:,.0f} s" if p.step_s else ""
             cells.append(f"{p.total / GIB:.1f}{'' if p.fits else ' !'}{time}")
+            lead.append(f"{p.preemption_lead} s" if p.preemption_lead else "n/a")
+            ckpt = p.checkpoint_bytes
         lines.append(f"| {name} | {stage} | " + " | ".join(cells) + " |")
+        if stage and any(c != "n/a" for c in lead):
+            leads.append(f"| {name} | {ckpt / GIB:,.0f} | " + " | ".join(lead) + " |")
     lines += [
         "",
         "Measured (docs/bench/h200/train.json, one teacher step, batch 1, 1 H200, no frozen encoders, allocator peak):",
@@ -169,6 +190,14 @@ def table(gpu_counts: list[int], gpu: str) -> str:
         "",
         "Computed step times use the MFU these two steps measured (the mean of both for flavors without a "
         "measurement), so they are the measured steps scaled by FLOPs, not independent figures.",
+        "",
+        f"Preemption warning (the `--signal` lead, `SIGNAL_LEAD` in slurm/): the step in flight on {gpu} + the "
+        f"checkpoint (whole job) written at {WRITE_GBS_PER_NODE:g} GB/s per node of {GPUS_PER_NODE} GPUs (an assumed "
+        f"shared file system rate) + {PREEMPT_MARGIN_S:.0f} s, rounded up to 30 s, at least 60 s:",
+        "",
+        "| recipe | checkpoint GiB | " + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in gpu_counts) + " |",
+        "|---|---:|" + "---:|" * len(gpu_counts),
+        *leads,
     ]
     return "\n".join(lines)
 
@@ -217,12 +246,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpu", default="h100", help=f"GPU kind: one of {', '.join(GPUS)} (default h100)")
     ap.add_argument("--json", action="store_true", help="print the plan as JSON")
     ap.add_argument("--table", action="store_true", help="a markdown table of every real recipe x --gpus")
+    ap.add_argument(
+        "--write-gbs",
+        type=float,
+        default=WRITE_GBS_PER_NODE,
+        help=f"checkpoint write rate per node in GB/s, for the preemption warning (default {WRITE_GBS_PER_NODE:g})",
+    )
     args, overrides = ap.parse_known_args(argv)
     bad = [o for o in overrides if o.startswith("-")]
     if bad:
         _error(
-            f"unknown option {bad[0]}: the options are --gpus, --gpu, --json, --table; the rest are key=value overrides"
+            f"unknown option {bad[0]}: the options are --gpus, --gpu, --json, --table, --write-gbs; the rest are key=value overrides"
         )
+    if not args.write_gbs > 0:
+        _error(f"--write-gbs {args.write_gbs:g}: give the checkpoint write rate per node in GB/s, > 0 (e.g. 1)")
     if args.gpu not in GPUS:
         _error(f"--gpu {args.gpu!r} is not a GPU this plan knows: choose one of {', '.join(GPUS)}")
     try:
@@ -236,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             print(table(counts, args.gpu))
             return
         plan = plan_of(overrides, gpus=counts[0], gpu=args.gpu)
+        plan.write_gbs = args.write_gbs
         fixes = None if plan.fits else suggestions(plan, overrides)
     except ValueError as e:
         _error(str(e).splitlines()[0])

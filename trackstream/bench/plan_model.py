@@ -20,6 +20,7 @@ Activations per GPU scale with the tokens each GPU runs (tokens x samples / K), 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -162,6 +163,28 @@ def block_bytes_per_token(dim: int, ffn: int, *, image: bool, half: bool) -> flo
     and after its GELU). Compute dtype: bf16 under autocast / FSDP's policy, else fp32."""
     c = 2 if half else 4
     return 4 * 22 * dim + c * ((14 if image else 12) * dim + 2 * ffn)
+
+
+# Preemption: the --signal lead a job needs is the step in flight, the checkpoint write and the agreement /
+# requeue around them. The write rate is an assumption (a shared parallel file system that each node writes
+# to at >= 1 GB/s), not a measurement: ``trackstream plan --write-gbs`` states yours.
+WRITE_GBS_PER_NODE = 1.0
+PREEMPT_MARGIN_S = 30.0  # signal delivery, the ranks' agreement, scontrol requeue
+GPUS_PER_NODE = 8
+
+
+def checkpoint_bytes(nets: list[Trained]) -> float:
+    """Bytes of one checkpoint over the whole job (trainer/checkpoint.py): each trained network's full fp32
+    state dict, its AdamW moments (8 B per trained parameter) and its EMA (4 B)."""
+    return sum(4 * n.params + 8 * n.trained + (4 * n.trained if n.ema else 0) for n in nets)
+
+
+def preemption_lead(step_s: float, ckpt_bytes: float, gpus: int, *, write_gbs: float = WRITE_GBS_PER_NODE) -> int:
+    """Seconds of warning a preempted job needs (rounded up to 30 s, at least 60): the step in flight ends,
+    every node writes its share of the checkpoint, the ranks agree and requeue."""
+    nodes = -(-gpus // GPUS_PER_NODE)
+    need = step_s + ckpt_bytes / (write_gbs * 1e9 * nodes) + PREEMPT_MARGIN_S
+    return max(60, 30 * math.ceil(need / 30))
 
 
 @dataclass

@@ -35,13 +35,16 @@ from pathlib import Path
 from trackstream.bench.plan_model import (
     GIB,
     OVERHEAD_GIB,
+    WRITE_GBS_PER_NODE,
     NetFacts,
     activation_phases,
+    checkpoint_bytes,
     frozen_params,
     gpu_gib,
     gpu_peak_tflops,
     kv_cache_bytes,
     net_facts,
+    preemption_lead,
     trained_bytes,
 )
 from trackstream.models.tracks import latent_frames
@@ -74,9 +77,18 @@ class Plan:
     cpu: float = 0.0
     phases: dict = field(default_factory=dict)
     step_s: float | None = None
+    checkpoint_bytes: float = 0.0
+    write_gbs: float = WRITE_GBS_PER_NODE
     step_flops: float = 0.0
     mfu: float | None = None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def preemption_lead(self) -> int | None:
+        """The --signal lead this job needs (bench/plan_model.py preemption_lead); None without a step time."""
+        if self.step_s is None:
+            return None
+        return preemption_lead(self.step_s, self.checkpoint_bytes, self.gpus, write_gbs=self.write_gbs)
 
     @property
     def fits(self) -> bool:
@@ -100,6 +112,8 @@ class Plan:
             "cpu_offload_gib": round(self.cpu / GIB, 3),
             "peak_phase_gib": {k: round(v / GIB, 3) for k, v in self.phases.items()},
             "step_time_s": self.step_s,
+            "checkpoint_gib": round(self.checkpoint_bytes / GIB, 3),
+            "preemption_lead_s": self.preemption_lead,
             "step_pflop": self.step_flops / 1e15,
             "mfu_measured_h200": self.mfu,
             "notes": self.notes,
@@ -276,6 +290,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     rows.append({"component": "CUDA context + allocator overhead (allowance)", "bytes": OVERHEAD_GIB * GIB})
     plan.total = sum(r["bytes"] for r in rows)
     plan.cpu = sum(n.cpu for n in nets)
+    plan.checkpoint_bytes = checkpoint_bytes(nets)
     for n in nets:
         plan.notes += n.notes
     _step_time(plan, cfg, stage, st, accum, data_ranks, teacher.flops_per_sample / full.flops_per_sample)
