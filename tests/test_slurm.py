@@ -994,7 +994,10 @@ def test_signal_lead_keeps_each_stage_files_receiver_and_signal(tmp_path):
     assert r.returncode == 0, r.stderr
     signals = [[a for a in c if a.startswith("--signal=")] for c in calls]
     assert signals == [
-        ["--signal=USR1@240"], ["--signal=B:USR1@240"], ["--signal=USR1@240"], ["--signal=USR1@240", "--signal=USR1@600"]
+        ["--signal=USR1@240"],
+        ["--signal=B:USR1@240"],
+        ["--signal=USR1@240"],
+        ["--signal=USR1@240", "--signal=USR1@600"],
     ]  # a stage's own sbatch options come last: sbatch takes the last --signal
 
 
