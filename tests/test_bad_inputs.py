@@ -276,6 +276,26 @@ def test_row3_a_missing_input_file_is_one_line_and_leaves_no_run_directory(
     assert not run.exists()  # Hydra made it (.hydra/); the refused run removed it again
 
 
+def test_row3_more_tracks_than_the_shards_hold_is_one_line_and_leaves_no_run_directory(
+    tmp_path, hydra_clean, monkeypatch, capsys
+):
+    """data.num_tracks above a shard clip's tracks (a 6 x 6 grid: 36) is refused before anything loads, not capped
+    at 36 by every draw."""
+    from trackstream.data.shards import write_synthetic_shards
+    from trackstream.data.synthetic import SyntheticWorld
+
+    shards = tmp_path / "shards"
+    write_synthetic_shards(SyntheticWorld(height=32, width=32, num_frames=5, grid_size=6), str(shards), num_samples=2,
+                           samples_per_shard=2)  # fmt: skip
+    run = tmp_path / "new_run"
+    msg = _train_cli(
+        monkeypatch, capsys, "experiment=tiny_teacher", "data.source=shards", f"data.shards={shards}",
+        "data.num_tracks=[1000,2500]", f"hydra.run.dir={run}",
+    )  # fmt: skip
+    assert msg.startswith("data.num_tracks=[1000, 2500] asks for up to 2500 tracks, but the shards hold 36 per"), msg
+    assert "grid_size" in msg and not run.exists()
+
+
 # -- rows 4 and 6: python -m trackstream.eval refuses before generating ------------------------------------
 
 

@@ -170,3 +170,17 @@ def test_shards_of_another_size_or_too_short_are_one_line_errors_naming_the_samp
         next(iter(StreamLoader(_make(shards, height=64, width=64))))
     with pytest.raises(ValueError, match=r"^sample \S+ of .* has 5 frames; data.num_frames=9 needs that many"):
         next(iter(StreamLoader(_make(shards, num_frames=9))))
+
+
+def test_more_tracks_than_the_shards_hold_is_refused_before_reading(shards):
+    """data.num_tracks above what a shard clip holds (the world's 8 x 8 grid: 64) would be a silent cap at 64:
+    refused in one line naming the field, the count held and the fixes, from the first shard's .npy header."""
+    assert _make(shards, num_tracks=(8, 64)).num_tracks == (8, 64)
+    with pytest.raises(
+        ValueError,
+        match=r"^data.num_tracks=\[1000, 2500\] asks for up to 2500 tracks, but the "
+        r"shards hold 64 per clip \(.*\): lower it to at most 64 \(null: all of them\), or prepare",
+    ):
+        _make(shards, num_tracks=(1000, 2500))
+    with pytest.raises(ValueError, match=r"^data.num_tracks=65 asks"):
+        _make(shards, num_tracks=65)

@@ -27,7 +27,7 @@ import numpy as np
 
 from trackstream.data.batching import ResumableBatchStream, collate_samples, derive_seed, subsample_tracks
 from trackstream.data.placements import Placement, place_tracks
-from trackstream.data.shards import DamagedSample, ShardInfo, decode_sample, list_shards
+from trackstream.data.shards import DamagedSample, ShardInfo, decode_sample, list_shards, tracks_per_clip
 
 
 @dataclass
@@ -57,6 +57,23 @@ def buffer_shuffle_order(n: int, buffer_size: int, rng: np.random.Generator) -> 
     tail = rng.permutation(len(buf))
     out[m:] = np.asarray(buf, dtype=np.int64)[tail]
     return out
+
+
+def check_track_count(shards, num_tracks: int | tuple[int, int] | None) -> None:
+    """A track count the shards cannot give is a user error, not a silent cap at what each clip holds
+    (read from the first shard's tracks header)."""
+    if num_tracks is None:
+        return
+    shards = list_shards(shards)
+    hi = num_tracks if isinstance(num_tracks, int) else num_tracks[1]
+    held = tracks_per_clip(shards[0])
+    if held is not None and hi > held:
+        asked = num_tracks if isinstance(num_tracks, int) else list(num_tracks)
+        raise ValueError(
+            f"data.num_tracks={asked} asks for up to {hi} tracks, but the shards hold {held} per clip "
+            f"({shards[0].url}): lower it to at most {held} (null: all of them), or prepare the videos with a "
+            "larger grid_size (tracks = grid_size²)"
+        )
 
 
 class ShardStream(ResumableBatchStream):
@@ -98,6 +115,8 @@ class ShardStream(ResumableBatchStream):
                 f"{self.slots_per_rank} = {total_slots} readers: lower data.num_workers, or write more, smaller "
                 "shards (trackstream prepare ... samples_per_shard=N)"
             )
+        if placement is None:  # a placement draws its own counts
+            check_track_count(self.shards, num_tracks)
         self._plans: dict[int, EpochPlan] = {}
         if self.plan(0).batches_per_slot == 0:
             total = sum(s.num_samples for s in self.shards)

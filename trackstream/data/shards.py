@@ -185,6 +185,21 @@ def count_samples(path: str) -> int:
     return keys
 
 
+def tracks_per_clip(info: ShardInfo) -> int | None:
+    """N of the shard's first ``<key>.tracks.npy`` [T, N, 2], read from its .npy header alone; None for a shard
+    that is not a local file or holds no tracks."""
+    if not os.path.isfile(info.url):
+        return None
+    with tarfile.open(info.url, mode="r:") as tar:
+        for member in tar:
+            if member.isfile() and member.name.endswith(".tracks.npy"):
+                f = tar.extractfile(member)
+                fmt = np.lib.format
+                header = fmt.read_array_header_1_0 if fmt.read_magic(f) == (1, 0) else fmt.read_array_header_2_0
+                return int(header(f)[0][1])
+    return None
+
+
 def write_index(folder: str, shards: list[ShardInfo]) -> None:
     entries = [{"name": os.path.basename(s.url), "num_samples": s.num_samples} for s in shards]
     tmp = os.path.join(folder, INDEX_NAME + ".tmp")

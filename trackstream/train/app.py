@@ -141,6 +141,10 @@ def check_inputs(typed: TrainConfig) -> None:
     for name, path in fields.items():
         if path and not Path(path).exists():
             raise ValueError(f"{name}={path!r} does not exist (relative to {Path.cwd()}); fix the path or unset it")
+    if typed.data.source == "shards" and typed.data.shards and typed.data.placement is None:
+        from trackstream.data.loader import check_track_count
+
+        check_track_count(typed.data.shards, tuple(typed.data.num_tracks) if typed.data.num_tracks else None)
 
 
 # Hydra writes <run_dir>/.hydra/ (config, overrides) before the job runs. ``GuardRunDir`` (conf/hydra/default.yaml)
