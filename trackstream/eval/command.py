@@ -453,6 +453,13 @@ def _generate_rows(cfg: EvalCommandConfig, kinds: dict[str, str], samples, out: 
         for mode in cfg.modes if kind != "videos" else ["videos"]:
             row = name if kind == "videos" or len(cfg.modes) == 1 else f"{name} ({mode.replace('_', ' ')})"
             log.info("generating %s: %s", row, run)
+            if kind == "teacher":  # the slow row: every clip is a whole sampler run of the bidirectional network
+                sampler = cfg.generate.sampler
+                log.info(
+                    "%s: %d clip(s) x %d network evaluations (generate.sampler.steps=%d); fewer steps are quicker "
+                    "and rougher (e.g. generate.sampler.steps=10)",
+                    row, len(samples), sampler.nfe, sampler.steps,
+                )  # fmt: skip
             speed: dict = {}
             rows[row] = generate_videos(
                 run, samples, mode=mode if kind != "videos" else MODES[0], cfg=cfg.generate, speed=speed
