@@ -17,6 +17,7 @@ Modules:
 * clips      - DataConfig, the synthetic world's clip pools (training, held-out), pool streams
 * loader     - ShardStream: webdataset streaming with a shuffle buffer and exact resume
 * prepare_shards - real video -> shard pipeline (PrepareConfig, run_prepare); prepare_worker is its worker side
+* progress   - progress_bar: a tqdm bar on a terminal, plain lines every 30 s in a log (Slurm .out, nohup, CI)
 * prepare    - Hydra CLI: `python -m trackstream.data.prepare input=... output=...` (conf/prepare.yaml)
 
 Submodules are not imported here so that `import data` stays cheap.

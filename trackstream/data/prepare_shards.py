@@ -36,9 +36,9 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-from tqdm import tqdm
 
 from trackstream.data import prepare_worker as worker
+from trackstream.data.progress import progress_bar
 from trackstream.data.shards import ShardInfo, write_index
 from trackstream.models.precision import precision_name
 
@@ -323,8 +323,9 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
         with open(crashed_path) as f:
             crashed = set(json.load(f))
 
-    # counts videos, each as its worker finishes it (a shard of 64 takes minutes)
-    bar = tqdm(total=sum(len(shards[k]) for k in pending), desc="videos", unit="video", disable=not cfg.progress)
+    # counts videos, each as its worker finishes it (a shard of 64 takes minutes); off a terminal, a line every 30 s
+    total = sum(len(shards[k]) for k in pending)
+    bar = progress_bar(total=total, desc="videos", unit="video", disable=not cfg.progress)
     counts = Counter()
 
     def done(report: dict) -> None:
@@ -372,7 +373,8 @@ def run_prepare(cfg: PrepareConfig, *, tracker=None, text_encoder=None, latent_e
 def _run_pool(cfg, specs, shards, todo, crashed, done, *, max_workers: int, tick, bar) -> list[int]:
     """Run shards in a process pool; returns the shards left unfinished by a worker crash. Workers put a
     tick (1) per video and their status text on a queue, which ``tick`` shows while their shards run; the bar is
-    redrawn twice a second so that its clock moves while a long video decodes and tracks."""
+    redrawn twice a second so that its clock moves while a long video decodes and tracks (off a terminal this asks
+    for a line, printed only when its interval has passed)."""
     if not todo:
         return []
     ctx = mp.get_context(cfg.start_method)

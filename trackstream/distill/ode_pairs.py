@@ -11,6 +11,7 @@ happen: ``student_step_indices`` asserts the grids coincide).
 They are stored in shards of ``shard_size`` samples plus an ``index.json`` written last; the folder
 format, its lazy reader ``PairSet`` and what each sample holds are ``distill.pair_shards``. Generation is
 resumable shard by shard: complete shards are skipped, so a preempted job continues where it stopped.
+Within a shard a log line at most every 30 s says how many of its samples are done, and how fast.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Callable
 
 import torch
 
+from trackstream.data.progress import DEFAULT_EVERY_S, LineProgress
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.pair_shards import shard_path, stack_samples, write_index, write_shard
@@ -165,12 +167,22 @@ def _sample_batch(s: _Sampling, batch: dict, idx: list[int], parts: dict[str, li
 
 
 def _sample_shard(
-    s: _Sampling, conditions: Callable[[list[int]], dict], idx_all: list[int], batch_size: int
+    s: _Sampling,
+    conditions: Callable[[list[int]], dict],
+    idx_all: list[int],
+    batch_size: int,
+    *,
+    name: str,
+    every_s: float = DEFAULT_EVERY_S,
 ) -> dict[str, list]:
+    """The samples ``idx_all``, batch by batch. A shard of a real teacher takes minutes: a log line at most every
+    ``every_s`` seconds (samples done, time, rate) shows it is moving; the "wrote" line ends it."""
     parts: dict[str, list] = {}
+    done = LineProgress(total=len(idx_all), desc=f"ODE pairs: {name}", unit="sample", write=log.info, every_s=every_s)
     for b0 in range(0, len(idx_all), batch_size):
         idx = idx_all[b0 : b0 + batch_size]
         _sample_batch(s, conditions(idx), idx, parts)
+        done.update(len(idx))
     return parts
 
 
@@ -267,7 +279,7 @@ def generate_ode_pairs(
         if path.is_file():
             log.info("ODE pairs: shard %s exists, skipped", path.name)
             continue
-        parts = _sample_shard(s, conditions, idx_all, cfg.batch_size)
+        parts = _sample_shard(s, conditions, idx_all, cfg.batch_size, name=path.name)
         if writer:
             write_shard(stack_samples(parts), path)
             log.info("ODE pairs: wrote %s (%d samples)", path.name, len(idx_all))

@@ -59,8 +59,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from trackstream.data.progress import progress_bar
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, write_mp4
 from trackstream.eval.drag_metrics import dai, entity_point, mask_centroid, object_track
@@ -304,7 +304,7 @@ def run_benchmark(
     base_videos, base_time = {}, {}
     editor = PlacedEditor(engine, config)
     texts = {s.caption: encode_text([s.caption]) for s in scenes}
-    bar = tqdm(total=len(runs) * len(scenes), desc="drag bench", disable=not progress)
+    bar = progress_bar(total=len(runs) * len(scenes), desc="drag bench", disable=not progress)
     for row, placement in runs:
         method, changes = ROWS[row]
         cfg = replace(config, **changes)

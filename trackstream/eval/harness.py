@@ -34,6 +34,7 @@ from typing import Optional
 
 import numpy as np
 
+from trackstream.data.progress import progress_bar
 from trackstream.data.video_io import video_tensor
 from trackstream.eval.benchmarks import Sample
 from trackstream.eval.frechet import frechet_from_features
@@ -182,8 +183,6 @@ def score_rows(
 ) -> dict:
     """{row: {metric: mean, "per_sample": {metric: [...]}, "epe_per_frame": [...]}} for every row; with
     ``epe``, the quality columns too (the module docstring)."""
-    from tqdm import tqdm
-
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"metrics {unknown} are unknown; choose from {list(METRICS)}")
@@ -202,7 +201,7 @@ def score_rows(
         if "epe" in per:
             per["no_hold_epe"], per["motion_amplitude"] = [], []
         curves, stats, lost, at_risk = [], [], 0, 0
-        for s in tqdm(samples, desc=f"scoring {row}", disable=not progress, leave=False):
+        for s in progress_bar(samples, desc=f"scoring {row}", disable=not progress, leave=False):
             v = videos[s.id]
             if "epe" in per:
                 if row == "frozen":  # a still video: the protocol's answer without running the tracker

@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trackstream.data.progress import progress_bar
+
 __all__ = [
     "FID_WEIGHTS_FILE",
     "FID_WEIGHTS_URL",
@@ -284,8 +286,8 @@ def inception_features(
     """Pool3 features [N, 2048] float64 of `frames`: uint8 [N, H, W, 3] (0..255) or float [N, 3, H, W] in [0, 1].
 
     numpy or torch input; converted one batch at a time so N video frames never exist as float at
-    once. `progress=None` shows a tqdm bar only for more than 1000 frames. Batch 50 is pytorch-fid's
-    default; the features do not depend on it beyond float rounding.
+    once. `progress=None` shows a bar (plain lines off a terminal) only for more than 1000 frames. Batch 50 is
+    pytorch-fid's default; the features do not depend on it beyond float rounding.
     """
     if batch_size < 1:
         raise ValueError(f"inception_features: batch_size must be >= 1, got {batch_size}")
@@ -302,9 +304,7 @@ def inception_features(
     device = next(model.parameters()).device
     starts = range(0, n, batch_size)
     if progress or (progress is None and n > 1000):
-        from tqdm import tqdm  # optional; only needed when a bar is asked for
-
-        starts = tqdm(starts, desc="inception", unit="batch")
+        starts = progress_bar(starts, desc="inception", unit="batch")
     out = np.empty((n, 2048), np.float64)
     with torch.no_grad():
         for s in starts:

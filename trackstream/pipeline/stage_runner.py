@@ -4,7 +4,8 @@ The child (``python -m trackstream.train ...``) writes its own logs to ``<stage_
 ``metrics.jsonl``; its console output goes to ``<stage_dir>/console.log`` and its full command line
 to the pipeline's log, not to the terminal. The terminal shows one bar per stage that follows the
 child's ``metrics.jsonl`` (step of max_steps, loss, time left), and the nested codec fit's when the
-stage fits a codec first. A failed stage ends with one line naming its log and the last lines of it.
+stage fits a codec first (off a terminal: a plain line every 30 s instead, ``data.progress``). A failed stage
+ends with one line naming its log and the last lines of it.
 Every stage of one pipeline run directory gets the same W&B group (``WANDB_RUN_GROUP``, unless set).
 """
 
@@ -15,6 +16,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from trackstream.data.progress import progress_bar
 
 __all__ = ["StageFailed", "run_logged", "wandb_group"]
 
@@ -75,9 +78,7 @@ def run_logged(
     show_bar: bool = True,
     poll_s: float = 1.0,
 ) -> None:
-    """Run ``cmd`` with its output in ``<stage_dir>/console.log``; a tqdm bar on stderr follows it."""
-    from tqdm import tqdm
-
+    """Run ``cmd`` with its output in ``<stage_dir>/console.log``; a progress bar on stderr follows it."""
     stage_dir.mkdir(parents=True, exist_ok=True)
     console = stage_dir / "console.log"
     env = {**env, "WANDB_RUN_GROUP": env.get("WANDB_RUN_GROUP") or wandb_group(pipeline_log.parent)}
@@ -87,7 +88,7 @@ def run_logged(
         ("codec fit", stage_dir / "codec" / "metrics.jsonl", ("codec", "fit", "steps")),
         ("train", stage_dir / "metrics.jsonl", ("trainer", "max_steps")),
     ]
-    bar = tqdm(
+    bar = progress_bar(
         total=1,
         desc=f"{label:9s}",
         file=sys.stderr,

@@ -1,4 +1,4 @@
-"""Rank-0 logging: python logger, tqdm bar, ``metrics.jsonl`` (always) and W&B (optional).
+"""Rank-0 logging: python logger, progress bar, ``metrics.jsonl`` (always) and W&B (optional).
 
 Every scalar logged goes to ``<run_dir>/metrics.jsonl`` as one JSON object per logged step
 (``{"step": ..., "train/loss": ..., ...}``), whatever else is enabled, so runs can be compared
@@ -18,6 +18,8 @@ W&B run identity (docs/wandb.md), each an explicit ``logger.wandb.*`` value firs
   * tags      the configured ones plus the experiment (``task_name``) and the stage name.
 Parameter counts (per network, total and trainable) go to the W&B config and ``<run_dir>/params.json``;
 ``logger.wandb.log_checkpoints`` logs the stage's export folder as a model artifact at the end.
+The progress bar (``logger.progress_bar``) is a tqdm bar on a terminal and a plain line every 30 s when stderr is
+a file (``data.progress``).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from trackstream.data.progress import progress_bar
 from trackstream.trainer.wandb_run import MODES, resolve_mode
 
 __all__ = ["LoggerConfig", "WandbConfig", "MetricLogger", "setup_logging", "run_identity", "parameter_counts"]
@@ -175,9 +178,9 @@ class MetricLogger:
             if params:
                 self._wandb.summary.update({f"params/{k}/{kind}": v[kind] for k, v in params.items() for kind in v})
         if cfg.progress_bar:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=total_steps, dynamic_ncols=True, file=sys.stderr, desc="train", mininterval=1.0)
+            self._bar = progress_bar(
+                total=total_steps, dynamic_ncols=True, file=sys.stderr, desc="train", mininterval=1.0
+            )
 
     def log(self, step: int, scalars: dict[str, float]) -> None:
         if not self.is_main:
