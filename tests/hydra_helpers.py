@@ -45,3 +45,41 @@ def stage_job(run_dir: Path, *overrides: str) -> DictConfig:
     finally:
         GlobalHydra.instance().clear()
     return cfg
+
+
+def instantiate(cfg: DictConfig | TrainConfig) -> dict:
+    """Build every component a config describes without data, weights or processes: the network
+    on ``meta`` (real shapes and parameter counts), the stage schema, the synthetic world, the
+    sampling grid, the optimizer groups and the DeepSpeed JSON. Catches config errors cheaply
+    (tests/test_train_configs.py runs it on every experiment)."""
+    from trackstream.data.clips import make_world
+    from trackstream.data.synthetic import SyntheticWorld
+    from trackstream.diffusion.schedule import sampling_sigmas
+    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
+    from trackstream.trainer.optim import param_groups
+    from trackstream.trainer.parallel import deepspeed_config
+
+    typed = validate(cfg) if isinstance(cfg, DictConfig) else cfg
+    enc = typed.model.text_encoder.lower()
+    if enc not in TEXT_ENCODER_DIMS:
+        raise ValueError(f"model.text_encoder={typed.model.text_encoder!r}; known: {sorted(TEXT_ENCODER_DIMS)}")
+    net = build_motion_wan(typed.model, text_encoder_dim=TEXT_ENCODER_DIMS[enc], device="meta")
+    out = {
+        "config": typed,
+        "network": net,
+        "num_params": sum(p.numel() for p in net.parameters()),
+        "param_groups": param_groups(net, typed.optim),
+        "sigmas": sampling_sigmas(typed.sampler.steps, shift=typed.schedule.shift),
+        "world": make_world(typed.data) if typed.data.source == "synthetic" else None,
+    }
+    assert out["world"] is None or isinstance(out["world"], SyntheticWorld)
+    if typed.parallel.strategy == "deepspeed":
+        out["deepspeed"] = deepspeed_config(
+            typed.parallel,
+            micro_batch=typed.data.batch_size,
+            grad_accum=typed.trainer.grad_accum,
+            world_size=1,
+            clip=typed.optim.clip_grad_norm,
+            precision="fp32",
+        )
+    return out

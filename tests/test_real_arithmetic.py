@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
-from hydra_helpers import compose_job
+from hydra_helpers import compose_job, instantiate
 
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
@@ -24,7 +24,6 @@ from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import chunk_pixel_frames, first_chunk_given, whole_chunks
-from trackstream.train.app import instantiate
 
 META = torch.device("meta")
 # recipe -> (experiments, pixels (T, H, W), the codec's spatial factor, latent channels, chunks, chunk 0 given)

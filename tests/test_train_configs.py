@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pytest
 from hydra.core.global_hydra import GlobalHydra
-from hydra_helpers import compose_job
+from hydra_helpers import compose_job, instantiate
 
-from trackstream.train.app import instantiate
 from trackstream.train.config import validate
 
 ROOT = Path(__file__).resolve().parents[1]

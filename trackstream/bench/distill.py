@@ -30,10 +30,6 @@ distill_stages.py (what their batches hold, consistency's EMA target, the tiny d
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP (see trackstream/train/app.py)
-
 import argparse
 import dataclasses
 import gc

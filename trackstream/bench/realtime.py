@@ -33,11 +33,6 @@ not offer is one line of the table ("unavailable: ..."), not a crash. JSON to ``
 
 from __future__ import annotations
 
-import os
-
-# torch's OpenMP workers spin-wait on each other when cores are shared (see trackstream/train/app.py)
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
 import dataclasses
 import gc

@@ -20,15 +20,8 @@ cross-attention 12 x L x 512 x dim per layer, over the GPU's dense bf16 peak.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-
-# Before torch loads OpenMP: busy-waiting worker threads collapse throughput whenever the cores
-# are shared (8 s vs 0.3 s per tiny-teacher step on 2 loaded cores); passive waiting costs
-# little on an idle machine. An explicit OMP_WAIT_POLICY from the user wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import argparse
+import dataclasses
 import json
 import statistics
 from pathlib import Path

@@ -285,8 +285,8 @@ def chunk_latency(
     of chunk ``early_chunk`` and the last chunk from their kept states.
 
     The ratio uses the minimum over the repeats (as ``timeit`` does: other processes on a shared
-    CPU only ever add time); medians are reported too. On a shared 2-core CPU both scatter by
-    5-10 % from run to run for two chunks of identical work, so read one ratio near 1.05 as noise."""
+    CPU only ever add time); medians are reported too. On a shared CPU both scatter from run to run for two chunks of
+    identical work, so read a ratio a few per cent from 1 as noise."""
     first = image_tensor(clip["frames"][0])
     tr, vi, _ = input_tracks([clip], num_tracks)
     text, lens = text_fn([clip["caption"]])

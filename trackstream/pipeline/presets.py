@@ -1,8 +1,8 @@
 """``--sizes`` presets of ``make run`` (trackstream/pipeline/run.py): how much each stage does.
 
-``full`` (the default) is sized for minutes on 2 CPU cores and has no RL stage: ``make run`` takes 9 min 52 s
-on the 4-layer teacher (docs/results.md; the held-out evaluation is 5.4 of them), and a useful ``rl_tiny`` run
-(>= 100 steps of several seconds) would add more than that again; ``long`` runs one after DMD.
+``full`` (the default) is sized for minutes on a small CPU and has no RL stage: a useful ``rl_tiny`` run (>= 100
+steps of several seconds) would take longer than all the other stages together (measured times: docs/results.md);
+``long`` runs one after DMD.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ _ODE_INIT = (
     "trainer.ckpt_every=40",
 )
 _DMD = ("trainer.max_steps=24", "trainer.ckpt_every=12")
-# make run on 2 CPU cores in minutes, from the shipped teacher (4 layers, 4-px DiT tokens) and the
+# make run on a small CPU in minutes, from the shipped teacher (4 layers, 4-px DiT tokens) and the
 # shipped student's DMD checkpoint: minutes of DMD from minutes of ODE init leave a student that darkens in
 # its second chunk (docs/results.md), so the DMD stage continues the shipped one (one more generator update
 # after 5 of a critic started here) while the ODE-init stage shows what two minutes of it give. No RL stage.
@@ -83,7 +83,7 @@ LONG = Sizes(
     teacher_steps=48,
     rl=("trainer.max_steps=100", "trainer.ckpt_every=50"),
 )
-# The teacher from nothing (RELEASE_RECIPE then RELEASE_FINETUNE: about 7.5 hours on 2 CPU cores), then make run's student stages
+# The teacher from nothing (RELEASE_RECIPE then RELEASE_FINETUNE: hours on a CPU), then make run's student stages
 # distilled from this run's own ODE-init student (the shipped student's DMD is another teacher's).
 SCRATCH = Sizes(
     name="scratch",

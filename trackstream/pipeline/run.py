@@ -15,7 +15,7 @@ stage; full commands go to ``<run_dir>/pipeline.log`` and each stage's output to
   report.json, report.md (+ PNG plots, side-by-side GIFs)   the figures, beside the floors
   samples/<id>/video.mp4, tracks.npy, visibility.npy, side_by_side.{mp4,gif}   per held-out sample
 (the DMD student's; an RL student is evaluated beside it: its ``rl_*`` figures and side-by-side panel).
-Sizes (trackstream/pipeline/presets.py) are chosen for 2 CPU cores; every figure is measured here.
+Sizes (trackstream/pipeline/presets.py) are chosen for minutes on a small CPU; every figure is measured here.
 """
 
 from __future__ import annotations
@@ -355,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         "--sizes",
         choices=sorted(SIZES),
         default="full",
-        help="full: `make run` from the shipped teacher (minutes on 2 CPU cores); long: more student "
+        help="full: `make run` from the shipped teacher (minutes on a small CPU); long: more student "
         "compute; scratch: train the teacher from nothing first (hours); smoke: a few steps per "
         "stage, checks the wiring, figures mean nothing",
     )

@@ -33,7 +33,6 @@ def train_stage(run_dir: Path, name: str, overrides: list[str]) -> dict:
         print(f"[pipeline]   {name}: already done in {stage_dir}, reused", flush=True)
         return json.loads(results.read_text())
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cmd = [sys.executable, "-m", "trackstream.train", *COMMON, *overrides, f"hydra.run.dir={stage_dir}"]
     try:
         run_logged(

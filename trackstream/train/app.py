@@ -17,15 +17,9 @@ Re-running with the same run directory resumes from its latest checkpoint.
 
 from __future__ import annotations
 
-import os
-
-# Before torch loads OpenMP: busy-waiting worker threads collapse throughput whenever the cores
-# are shared (8 s vs 0.3 s per tiny-teacher step on 2 loaded cores); passive waiting costs
-# little on an idle machine. An explicit OMP_WAIT_POLICY from the user wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -51,7 +45,7 @@ from trackstream.trainer.metrics import setup_logging
 from trackstream.trainer.parallel import deepspeed_config
 from trackstream.trainer.run_lock import LOCK_NAME, holds_lock, lock_run_dir, made_dir, unlock_run_dir
 
-__all__ = ["main", "run", "instantiate", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
+__all__ = ["main", "run", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
 
 register_configs()
 log = logging.getLogger("trackstream")
@@ -61,43 +55,6 @@ def _run_dir(cfg: DictConfig) -> Path:
     if HydraConfig.initialized():
         return Path(HydraConfig.get().runtime.output_dir)
     return Path(cfg.paths.output_dir)
-
-
-def instantiate(cfg: DictConfig | TrainConfig) -> dict:
-    """Build every component a config describes without data, weights or processes: the network
-    on ``meta`` (real shapes and parameter counts), the stage schema, the synthetic world, the
-    sampling grid, the optimizer groups and the DeepSpeed JSON. Catches config errors cheaply
-    (tests/test_train_configs.py runs it on every experiment)."""
-    from trackstream.data.clips import make_world
-    from trackstream.data.synthetic import SyntheticWorld
-    from trackstream.diffusion.schedule import sampling_sigmas
-    from trackstream.models.motion_wan import TEXT_ENCODER_DIMS, build_motion_wan
-    from trackstream.trainer.optim import param_groups
-
-    typed = validate(cfg) if isinstance(cfg, DictConfig) else cfg
-    enc = typed.model.text_encoder.lower()
-    if enc not in TEXT_ENCODER_DIMS:
-        raise ValueError(f"model.text_encoder={typed.model.text_encoder!r}; known: {sorted(TEXT_ENCODER_DIMS)}")
-    net = build_motion_wan(typed.model, text_encoder_dim=TEXT_ENCODER_DIMS[enc], device="meta")
-    out = {
-        "config": typed,
-        "network": net,
-        "num_params": sum(p.numel() for p in net.parameters()),
-        "param_groups": param_groups(net, typed.optim),
-        "sigmas": sampling_sigmas(typed.sampler.steps, shift=typed.schedule.shift),
-        "world": make_world(typed.data) if typed.data.source == "synthetic" else None,
-    }
-    assert out["world"] is None or isinstance(out["world"], SyntheticWorld)
-    if typed.parallel.strategy == "deepspeed":
-        out["deepspeed"] = deepspeed_config(
-            typed.parallel,
-            micro_batch=typed.data.batch_size,
-            grad_accum=typed.trainer.grad_accum,
-            world_size=1,
-            clip=typed.optim.clip_grad_norm,
-            precision="fp32",
-        )
-    return out
 
 
 def derive_grad_accum(*, global_batch: int | None, batch_size: int, world_size: int, grad_accum: int) -> int:

@@ -32,7 +32,7 @@ def rss_mb() -> float:
 
 @dataclass(frozen=True)
 class Limits:
-    """What one server accepts; the defaults fit a 2-core CPU and the tiny student."""
+    """What one server accepts; the defaults fit a small CPU (two cores) and the tiny student."""
 
     max_sessions: int = 2
     # live sessions from one client address; None: max_sessions - 1 (at least 1), so one address never holds every
