@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 OMP_WAIT_POLICY ?= PASSIVE
 export OMP_WAIT_POLICY
 
-.PHONY: run test test-lab test-fast lint format demo browser install clean-venv
+.PHONY: run test test-docs test-lab test-fast lint format demo browser install clean-venv
 
 $(STAMP): setup.py requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,15 @@ TEST_WORKERS ?= 3
 FAST_WORKERS ?= 2
 xdist = $$( [ "$(1)" = 0 ] || echo "-n $(1) --dist loadfile --no-loadscope-reorder" )
 # The 15 slowest tests are printed at the end (CI shows them).
+# The pages' tours and the real recipes' rehearsals, line by line as a reader types them, are make test-docs
+# (marked docs); make test keeps a smoke of each command.
 test: $(STAMP) browser
-	$(PY) -m pytest -q --durations=15 $(call xdist,$(TEST_WORKERS)) $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q --durations=15 -m "not docs" $(call xdist,$(TEST_WORKERS)) $(PYTEST_ARGS) tests
+
+# The documented lines' tier: the tours (README, real footage, Track-v0, the demo), docs/recipes.md's rehearsals
+# of the real recipes under FSDP and by hand, the tables the pages paste.
+test-docs: $(STAMP)
+	$(PY) -m pytest -q --durations=10 -m docs $(call xdist,$(FAST_WORKERS)) $(PYTEST_ARGS) tests
 
 # The lab's tests (lab/tests: the studies, shipping and packing tools of lab/), as make test runs the product's.
 test-lab: $(STAMP)
@@ -50,7 +57,7 @@ test-lab: $(STAMP)
 
 # The edit loop (<= 90 s on 2 cores): everything but the tests marked slow or multiproc.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc" $(call xdist,$(FAST_WORKERS)) $(PYTEST_ARGS) tests
+	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc and not docs" $(call xdist,$(FAST_WORKERS)) $(PYTEST_ARGS) tests
 
 # ruff (ruff.toml): lint and formatting, checked by CI before the tests; `make format` rewrites.
 lint: $(STAMP)

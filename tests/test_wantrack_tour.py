@@ -53,6 +53,7 @@ def _demo(line: tuple[str, str], cwd: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.docs
 def test_the_wantrack_tour_runs_as_written(tmp_path, monkeypatch):
     from trackstream.models.motion_wan import load_network, read_network_json
 
