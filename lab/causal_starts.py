@@ -186,7 +186,8 @@ def score(
     from omegaconf import OmegaConf
 
     from trackstream.data.clips import DataConfig
-    from trackstream.eval.stream_eval import StreamEvalConfig, run_evaluation
+    from trackstream.eval.stream_eval import run_evaluation
+    from trackstream.eval.stream_scoring import StreamEvalConfig
 
     plan = json.loads((out / "plan.json").read_text())
     cfg = OmegaConf.to_container(OmegaConf.load(out / "ode_dmd" / "config.yaml"), resolve=True)

@@ -40,9 +40,9 @@ from trackstream.data.batching import derive_seed
 from trackstream.data.camera_tracks import camera_path, camera_tracks
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.trackers import build_tracker
-from trackstream.eval.benchmarks import Sample
 from trackstream.eval.generate import GenerateConfig, generate_videos
 from trackstream.eval.metrics import EPE_TRACKER, track_motion
+from trackstream.eval.sample import Sample
 from trackstream.models.tracks import latent_frames
 from trackstream.stream.transfer import source_tracks
 

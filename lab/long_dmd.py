@@ -43,17 +43,9 @@ import torch
 from omegaconf import OmegaConf
 
 from lab.run_pack import pack_run, read_pack, unpack_run
+from trackstream.pipeline.presets import FULL, SCRATCH, Sizes
 from trackstream.pipeline.report import read_metrics
-from trackstream.pipeline.run import (
-    DISTILL,
-    FULL,
-    SCRATCH,
-    Sizes,
-    check_preset,
-    stage_dmd,
-    stage_ode_init,
-    stage_teacher,
-)
+from trackstream.pipeline.run import DISTILL, check_preset, stage_dmd, stage_ode_init, stage_teacher
 from trackstream.pipeline.stage_calls import PipelineError
 from trackstream.train.snapshots import SNAPSHOT_DIR, list_snapshots, read_snapshot
 from trackstream.trainer.checkpoint import find_latest, latest_readable

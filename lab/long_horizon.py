@@ -21,7 +21,8 @@ from omegaconf import OmegaConf
 from trackstream.data.batching import derive_seed
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.eval.long_horizon import long_horizon_figures
-from trackstream.eval.stream_eval import StreamEvalConfig, student_network
+from trackstream.eval.stream_eval import student_network
+from trackstream.eval.stream_scoring import StreamEvalConfig
 from trackstream.models.network import Network
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.stream.options import add_precision_args, parsed_precision

@@ -71,7 +71,7 @@ def oracle_copy_epe(
     clips: list[dict], codec, *, token_px: int, tracker: str = EPE_TRACKER, num_tracks: int | None = None
 ) -> dict:
     """EPE of the oracle copiers on ``clips`` (ClipPool entries), from the same input tracks as the
-    evaluations (those visible in frame 0, ``num_tracks`` of them as eval.stream_eval.input_tracks
+    evaluations (those visible in frame 0, ``num_tracks`` of them as eval.scorebook.input_tracks
     picks): ``epe_copy@<q>px`` per quantum q (one DiT token, one latent cell)."""
     from trackstream.eval.scorebook import input_tracks
 

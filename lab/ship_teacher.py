@@ -38,13 +38,12 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from lab.release_records import logged_losses, training_seconds
 from trackstream.models.formats.files import sha256
 from trackstream.pipeline.releases import (
     ASSET_DIR,
     MAX_BYTES,
     AssetError,
-    logged_losses,
-    training_seconds,
     verify_asset,
 )
 

@@ -36,10 +36,10 @@ from pathlib import Path
 
 import torch
 
+from lab.release_records import logged_losses, training_seconds
 from lab.ship_student import fill_release, write_manifest
 from lab.ship_teacher import FIRST_LOSSES, git_commit
 from lab.small_world_state import EXPORTS, STAGES, stage_done
-from trackstream.pipeline.releases import logged_losses, training_seconds
 from trackstream.pipeline.stage_calls import PipelineError
 
 __all__ = [

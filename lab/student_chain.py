@@ -135,7 +135,8 @@ def score_chain(
     from omegaconf import OmegaConf
 
     from trackstream.data.clips import DataConfig
-    from trackstream.eval.stream_eval import StreamEvalConfig, run_evaluation
+    from trackstream.eval.stream_eval import run_evaluation
+    from trackstream.eval.stream_scoring import StreamEvalConfig
     from trackstream.pipeline.report import write_report
 
     cfg = OmegaConf.to_container(OmegaConf.load(run_dir / "dmd" / "config.yaml"), resolve=True)

@@ -25,11 +25,11 @@ from omegaconf import OmegaConf
 
 from trackstream.data.trackers import build_tracker
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
-from trackstream.eval.benchmarks import Sample
 from trackstream.eval.drag_bench import score
 from trackstream.eval.drag_metrics import objmc
 from trackstream.eval.drag_scenes import make_scenes
 from trackstream.eval.generate import GenerateConfig, generate_videos
+from trackstream.eval.sample import Sample
 from trackstream.stream.drag.points import drag_tracks
 from trackstream.stream.options import add_precision_args, parsed_precision
 

@@ -33,7 +33,7 @@ from trackstream.stream.options import add_precision_args, parsed_precision
 def step_motion(videos: np.ndarray, tracker) -> list[float]:
     """Median displacement (px) between consecutive frames t - 1 -> t of grid points, tracked pairwise (each
     pair on its own: nothing is lost along the way), pooled over videos [B, T, H, W, 3]: [T] (0 at t = 0)."""
-    from trackstream.data.trackers import grid_queries
+    from trackstream.data.tracker_base import grid_queries
 
     H, W = videos.shape[2:4]
     q = grid_queries(H, W, 12).astype(np.float32)  # [N, 3] (t = 0, x, y)

@@ -8,14 +8,16 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
-from trackstream.train.app import CONFIG_DIR
-from trackstream.train.config import validate
+from trackstream.train.config import register_configs, validate
+from trackstream.train.recipes import CONFIG_DIR
 from trackstream.train.train_config import TrainConfig
 
 
 def compose_job(run_dir: Path, *overrides: str) -> DictConfig:
     """``train`` composed with ``overrides``, the Hydra config set (``paths.output_dir`` resolves through
-    it, to ``run_dir``); Hydra's global state is cleared before, and left for the caller to use."""
+    it, to ``run_dir``); the schemas and nodes are registered first (as ``train.app`` does on import), Hydra's
+    global state is cleared before, and left for the caller to use."""
+    register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, f"hydra.run.dir={run_dir}"], return_hydra_config=True)

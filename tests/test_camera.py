@@ -10,7 +10,7 @@ from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.data.camera_tracks import CameraPath, camera_path, camera_tracks, intrinsics, read_camera_path
 from trackstream.data.track_inputs import load_tracks
-from trackstream.data.trackers import grid_queries
+from trackstream.data.tracker_base import grid_queries
 
 H, W, Z = 48, 64, 5.0
 PLANE = np.full((H, W), Z)  # a wall facing the camera

@@ -4,10 +4,11 @@ KV cache (fp32, <= 1e-5), functional cache semantics, unbounded rollouts, detach
 import pytest
 import torch
 
+from trackstream.models.attention import sdpa
 from trackstream.models.block_causal import HAS_FLEX, BlockCausalAttention, block_causal_forward
 from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
 from trackstream.models.flavors import build_wan
-from trackstream.models.wan import apply_rope, grid_positions, rope_cos_sin, sdpa
+from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
 
 TOL = 1e-5
 

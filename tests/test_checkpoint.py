@@ -7,8 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 from trackstream.models.flavors import build_wan, flavor_config
-from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict
-from trackstream.models.formats.wan_formats import diffusers_to_official, official_to_diffusers
+from trackstream.models.formats.checkpoint import read_state_dict
+from trackstream.models.formats.wan_formats import CheckpointError, diffusers_to_official, official_to_diffusers
 from trackstream.models.wan_io import load_wan, save_wan
 
 

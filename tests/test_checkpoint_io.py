@@ -18,7 +18,8 @@ from test_docs_run import EXPORT_DIFFUSERS, EXPORT_OFFICIAL, run_documented
 
 from trackstream.cli import main as cli_main
 from trackstream.models.flavors import build_wan
-from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict, split_subkey
+from trackstream.models.formats.checkpoint import read_state_dict, split_subkey
+from trackstream.models.formats.wan_formats import CheckpointError
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, load_network, save_network
 from trackstream.models.wan_io import load_wan
 from trackstream.trainer.weights import initialise

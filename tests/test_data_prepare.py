@@ -10,11 +10,11 @@ import pytest
 import torch
 import webdataset as wds
 
+from trackstream.data.lk_tracker import LucasKanadeTracker
 from trackstream.data.loader import ShardStream
 from trackstream.data.prepare_shards import PrepareConfig, run_prepare
 from trackstream.data.shards import list_shards
 from trackstream.data.synthetic import SyntheticWorld
-from trackstream.data.trackers import LucasKanadeTracker
 from trackstream.data.video_io import write_mp4
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -12,7 +12,7 @@ import torch
 
 from trackstream.data.batching import StreamLoader
 from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
-from trackstream.data.trackers import grid_queries
+from trackstream.data.tracker_base import grid_queries
 
 
 def test_sample_schema_and_determinism():

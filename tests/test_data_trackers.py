@@ -8,8 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from trackstream.data.cotracker3_tracker import CoTracker3Tracker
+from trackstream.data.lk_tracker import LucasKanadeTracker
 from trackstream.data.synthetic import SyntheticWorld
-from trackstream.data.trackers import CoTracker3Tracker, LucasKanadeTracker, build_tracker, grid_queries
+from trackstream.data.tracker_base import grid_queries
+from trackstream.data.trackers import build_tracker
 from trackstream.eval.metrics import epe
 
 

@@ -13,6 +13,7 @@ import torch
 
 from trackstream.stream.demo.decode import ProtocolError, decode_image
 from trackstream.stream.demo.limits import Limits
+from trackstream.stream.demo.live import LiveTracks
 from trackstream.stream.demo.media import (
     FRAME_HEADER_BYTES,
     FRAME_MAGIC,
@@ -23,7 +24,7 @@ from trackstream.stream.demo.media import (
     unpack_frame,
 )
 from trackstream.stream.demo.protocol import Control, Drag, Points, Start, parse_message
-from trackstream.stream.demo.session import LiveTracks, drag_instruction
+from trackstream.stream.demo.session import drag_instruction
 from trackstream.stream.drag.instructions import Rotation2D, Translation
 
 H = W = 64

@@ -87,7 +87,7 @@ def loads(monkeypatch):
 
 
 def _samples(n=1):
-    from trackstream.eval.benchmarks import Sample
+    from trackstream.eval.sample import Sample
 
     rng = np.random.default_rng(1)
     return [

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from trackstream.data.trackers import Tracker, build_tracker
+from trackstream.data.tracker_base import Tracker
+from trackstream.data.trackers import build_tracker
 from trackstream.eval.metrics import frozen_epe, motion_epe
 
 T, SIZE = 9, 64
@@ -73,7 +74,7 @@ def test_losing_a_point_is_never_rewarded():
 
 def test_a_reacquiring_tracker_is_refused_everywhere():
     from trackstream.eval.command import EvalCommandConfig
-    from trackstream.eval.stream_eval import StreamEvalConfig
+    from trackstream.eval.stream_scoring import StreamEvalConfig
     from trackstream.eval.teacher_eval import EvalConfig
 
     video = _video()
@@ -91,7 +92,7 @@ def test_a_reacquiring_tracker_is_refused_everywhere():
 
 @pytest.mark.slow
 def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
-    """make run's figures come from eval.teacher_eval.evaluate_motion and eval.stream_eval.evaluate_stream_motion
+    """make run's figures come from eval.teacher_eval.evaluate_motion and eval.stream_scoring.evaluate_stream_motion
     (inside run_evaluation); ``python -m trackstream.eval`` scores rows of videos with eval.harness.score_rows. Here the
     shipped teacher and student generate 2 held-out clips through the report's functions, and the harness
     scores the very videos they returned, against the same input tracks."""
@@ -101,9 +102,10 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
 
     from trackstream.data.clips import DataConfig, heldout_clips
     from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
-    from trackstream.eval.benchmarks import Sample
     from trackstream.eval.harness import Extractors, reference_rows, score_rows
-    from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
+    from trackstream.eval.sample import Sample
+    from trackstream.eval.scorebook import input_tracks
+    from trackstream.eval.stream_scoring import StreamEvalConfig, evaluate_stream_motion
     from trackstream.eval.teacher_eval import EvalConfig, evaluate_motion
     from trackstream.models.network import Network
     from trackstream.pipeline.releases import ASSET_DIR, STUDENT_DIR

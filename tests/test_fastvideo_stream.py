@@ -28,9 +28,9 @@ from test_wantrack import their_track_map
 
 from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.motion_wan import load_wantrack
+from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
 from trackstream.models.stream_buffers import StepBuffers
 from trackstream.models.streaming import StreamConfig
-from trackstream.models.wan import apply_rope, grid_positions, rope_cos_sin
 from trackstream.stream.chunks import (
     VideoCondition,
     chunk_condition,

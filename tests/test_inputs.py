@@ -12,7 +12,7 @@ from trackstream.data.shard_samples import ShardSamples
 from trackstream.data.shards import write_synthetic_shards
 from trackstream.data.synthetic import SyntheticWorld
 from trackstream.data.track_inputs import load_tracks
-from trackstream.data.trackers import grid_queries
+from trackstream.data.tracker_base import grid_queries
 from trackstream.data.video_io import write_mp4
 
 WORLD = SyntheticWorld(height=64, width=64, num_frames=17, fps=16, grid_size=4)

@@ -7,8 +7,8 @@ import pytest
 
 from trackstream.data.synthetic import SyntheticWorld
 from trackstream.data.trackers import build_tracker
-from trackstream.eval.benchmarks import Sample
 from trackstream.eval.metrics import frozen_epe, motion_amplitude, track_motion
+from trackstream.eval.sample import Sample
 from trackstream.eval.scorebook import ScoreBook
 
 T = 25
@@ -73,8 +73,8 @@ def test_every_table_carries_it(tmp_path):
     assert "motion amplitude (1 = as asked)" in table
     assert len({line.count("|") for line in table.splitlines()}) == 1
 
-    head, rule = quality_header()
+    head = quality_header()
     student = quality_cells({"student_motion_amplitude_with_tracks": 0.5}, "student")
     floor = floor_quality_cells({"motion_amplitude_frozen_frame": 0.0}, "frozen_frame")
-    assert "motion amplitude" in head and head.count("|") == rule.count("|") == student.count("|") == floor.count("|")
+    assert "motion amplitude (1 = as asked)" in head and len(head) == len(student) == len(floor)
     assert "0.500" in student and "0.000" in floor

@@ -18,8 +18,8 @@ from trackstream.distill.rl import RLConfig
 from trackstream.eval.conf_nodes import NODES, register_nodes
 from trackstream.models.causal import CausalConfig
 from trackstream.models.streaming import StreamConfig
-from trackstream.train.app import CONFIG_DIR
 from trackstream.train.config import NODES as TRAIN_NODES
+from trackstream.train.recipes import CONFIG_DIR
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("trackstream", "lab") for p in (ROOT / d).rglob("*.py")]

@@ -96,7 +96,8 @@ def _the_documented_lines_on_make_runs_networks(here: Path, run_dir: Path) -> No
 def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):
     from dataclasses import asdict
 
-    from trackstream.pipeline.run import SIZES, SMOKE, main
+    from trackstream.pipeline.presets import SIZES, SMOKE
+    from trackstream.pipeline.run import main
 
     assert set(SIZES) == {"full", "long", "scratch", "smoke"}
     (tmp_path / "sizes.json").write_text(json.dumps(asdict(SMOKE)))
@@ -109,7 +110,8 @@ def test_a_run_directory_keeps_its_sizes_preset(tmp_path, capsys):
 def test_a_run_directory_from_an_earlier_trackstream_is_refused_at_once(tmp_path, name, capsys):
     from dataclasses import asdict
 
-    from trackstream.pipeline.run import SIZES, main
+    from trackstream.pipeline.presets import SIZES
+    from trackstream.pipeline.run import main
 
     old = json.loads(json.dumps(asdict(SIZES[name])))
     del old["rl"]  # recorded before Sizes.rl existed
@@ -132,7 +134,8 @@ def test_a_run_directory_from_an_earlier_trackstream_is_refused_at_once(tmp_path
 
 def test_the_rl_stage_is_in_long_and_smoke_only_and_skipped_without(tmp_path):
     from trackstream.distill.rl import RLConfig
-    from trackstream.pipeline.run import FULL, LONG, PIPELINE, SCRATCH, SMOKE, stage_rl
+    from trackstream.pipeline.presets import FULL, LONG, SCRATCH, SMOKE
+    from trackstream.pipeline.run import PIPELINE, stage_rl
 
     assert [n for n, _ in PIPELINE] == ["foundation", "teacher", "ode_init", "dmd", "rl", "stream"]
     assert FULL.rl is None and SCRATCH.rl is None  # make run's minutes have no room for it (docs/make-run.md)
@@ -148,7 +151,8 @@ def test_the_rl_stage_is_in_long_and_smoke_only_and_skipped_without(tmp_path):
 def test_the_evaluation_is_reused_only_for_the_same_models_and_preset(tmp_path):
     from dataclasses import replace
 
-    from trackstream.pipeline.run import SMOKE, evaluation_key
+    from trackstream.pipeline.presets import SMOKE
+    from trackstream.pipeline.run import evaluation_key
 
     (tmp_path / "student").mkdir()
     (tmp_path / "student" / "w.bin").write_bytes(b"a")
@@ -164,7 +168,8 @@ def test_the_evaluation_is_reused_only_for_the_same_models_and_preset(tmp_path):
 def test_a_student_release_of_another_teacher_is_refused_before_any_training(tmp_path, capsys):
     import shutil
 
-    from trackstream.pipeline.run import FULL, main
+    from trackstream.pipeline.presets import FULL
+    from trackstream.pipeline.run import main
 
     assert FULL.dmd_from == "shipped"
     other = tmp_path / "other-teacher"

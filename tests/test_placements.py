@@ -20,7 +20,7 @@ from trackstream.data.placements import (
     scoring_points,
 )
 from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
-from trackstream.data.trackers import grid_queries
+from trackstream.data.tracker_base import grid_queries
 
 NONE = {"none": 1.0, "random": 0, "grid": 0, "cluster": 0, "lattice": 0}
 OBJECTS = SyntheticWorld(num_frames=25, object_clips=0.5, objects={"camera_pan_prob": 0.0, "num_sprites": (2, 3)})

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from lab.targets import LATE_BRIGHTNESS_MAX, LATE_TEXTURE_BAND, NO_HOLD_RATIO_MAX
+from trackstream.data.lk_tracker import PlainLucasKanadeTracker
 from trackstream.data.synthetic import SyntheticWorld
-from trackstream.data.trackers import PlainLucasKanadeTracker, _inside, _lk_fb, build_tracker
-from trackstream.eval.benchmarks import Sample
+from trackstream.data.trackers import _inside, _lk_fb, build_tracker
 from trackstream.eval.metrics import frame_stats, frozen_epe, frozen_motion, track_motion
 from trackstream.eval.quality import (
     chunk_spans,
@@ -16,6 +16,7 @@ from trackstream.eval.quality import (
     pool_frame_stats,
     video_frame_stats,
 )
+from trackstream.eval.sample import Sample
 from trackstream.eval.scorebook import ScoreBook
 
 T = 25

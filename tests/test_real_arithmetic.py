@@ -20,10 +20,10 @@ from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs.base import VideoCodec
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS
 from trackstream.models.precision import DTYPES
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import StreamConfig, first_chunk_given
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
-from trackstream.stream.chunks import chunk_pixel_frames, first_chunk_given, whole_chunks
+from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
 
 META = torch.device("meta")
 # recipe -> (experiments, pixels (T, H, W), the codec's spatial factor, latent channels, chunks, chunk 0 given)

@@ -15,8 +15,9 @@ from trackstream.models.clip_image import load_image_encoder
 from trackstream.models.codecs import build_codec
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.flavors import build_wan
-from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict
+from trackstream.models.formats.checkpoint import read_state_dict
 from trackstream.models.formats.release_folder import find_release
+from trackstream.models.formats.wan_formats import CheckpointError
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.text_encoders import build_text_encoder

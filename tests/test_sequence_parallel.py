@@ -10,8 +10,8 @@ import torch
 from sp_helpers import FRAMES, HEIGHT, WIDTH, build_net, global_batch, loss_of
 
 from conftest import cli_env
+from trackstream.models.rope import grid_positions, rope_cos_sin
 from trackstream.models.sequence_parallel import SequenceShard
-from trackstream.models.wan import grid_positions, rope_cos_sin
 
 ROOT = Path(__file__).resolve().parents[1]
 

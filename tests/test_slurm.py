@@ -738,8 +738,10 @@ LAUNCHERS = {
 def _launcher_cfg(tmp_path: Path, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from trackstream.train.app import CONFIG_DIR
+    from trackstream.train.config import register_configs
+    from trackstream.train.recipes import CONFIG_DIR
 
+    register_configs()
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         return compose(
             "train", overrides=[*overrides, f"hydra.sweep.dir={tmp_path / 'sweep'}"], return_hydra_config=True

@@ -10,7 +10,8 @@ import pytest
 import trackstream.pipeline.report as report
 from lab.targets import main as targets_main
 from lab.targets import targets
-from trackstream.eval.stream_eval import drift_summary, input_tracks, stream_nfe
+from trackstream.eval.scorebook import input_tracks
+from trackstream.eval.stream_scoring import drift_summary, stream_nfe
 from trackstream.models.streaming import StreamConfig
 from trackstream.pipeline.report import write_report
 from trackstream.pipeline.report_plots import curve_keys

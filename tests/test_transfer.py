@@ -6,7 +6,8 @@ import pytest
 
 from trackstream.data.framing import hold_tracks, plan_fit
 from trackstream.data.synthetic import SyntheticWorld
-from trackstream.data.trackers import build_tracker, grid_queries
+from trackstream.data.tracker_base import grid_queries
+from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import decode_video, write_mp4
 from trackstream.stream.transfer import source_tracks
 

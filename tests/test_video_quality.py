@@ -6,7 +6,7 @@ import pytest
 from scipy.ndimage import gaussian_filter
 
 from trackstream.eval.metrics import video_psnr, video_ssim
-from trackstream.eval.stream_eval import write_contact_sheet
+from trackstream.eval.stream_samples import write_contact_sheet
 
 
 def _smooth_video(seed: int = 0, frames: int = 5) -> np.ndarray:

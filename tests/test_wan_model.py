@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from trackstream.models.flavors import OFFICIAL_COUNTS, build_wan, flavor_config
-from trackstream.models.wan import WanModel, rope_axis_pairs, sinusoidal_embedding
+from trackstream.models.rope import rope_axis_pairs
+from trackstream.models.wan import WanModel
+from trackstream.models.wan_embeddings import sinusoidal_embedding
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_COUNTS))

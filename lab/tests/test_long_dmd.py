@@ -16,7 +16,8 @@ from lab.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from lab.run_pack import entry_object, read_pack
 from trackstream.distill.dmd import DMDConfig
 from trackstream.distill.pair_shards import load_shard
-from trackstream.pipeline.run import DISTILL, FULL, SCRATCH
+from trackstream.pipeline.presets import FULL, SCRATCH
+from trackstream.pipeline.run import DISTILL
 from trackstream.train.snapshots import list_snapshots, read_snapshot
 
 RATIO = UPDATE_RATIO

@@ -8,15 +8,10 @@ import pytest
 import torch
 from test_docs_run import documented_line, run_documented, setting
 
+from lab.release_records import logged_losses, training_seconds
 from lab.ship_teacher import export_teacher, pack_resume, session_command, unpack_resume
 from trackstream.models.formats.files import sha256
-from trackstream.pipeline.releases import (
-    AssetError,
-    logged_losses,
-    teacher_training_curve,
-    training_seconds,
-    verify_asset,
-)
+from trackstream.pipeline.releases import AssetError, teacher_training_curve, verify_asset
 
 # docs/embedded-world.md's candidate run: the release recipe at texture scale S, its codec fitted 1600 steps
 TEXTURE_CANDIDATE = documented_line("docs/embedded-world.md", "lab.ship_teacher start", "data.world.texture_scale=S")

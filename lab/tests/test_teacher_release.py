@@ -14,7 +14,8 @@ from test_docs_run import documented_line, run_documented, setting
 from test_teacher_asset import RECORDED_MODULES, _manifest
 
 from conftest import THREADS
-from trackstream.pipeline.releases import ASSET_DIR, logged_losses, verify_asset
+from lab.release_records import logged_losses
+from trackstream.pipeline.releases import ASSET_DIR, verify_asset
 
 TEACHER_STEPS = 2
 CODEC_STEPS = 10  # of the 20 recorded: inside the warm-up too

@@ -54,9 +54,10 @@ from trackstream.bench.timing import environment
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.dmd import DMDObjective
 from trackstream.distill.ode_init import ODEInitObjective
+from trackstream.eval.tables import markdown_table
 from trackstream.models.precision import DTYPES
+from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import latent_frames, sample_track_ids
-from trackstream.stream.chunks import first_chunk_given
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.dmd import STAGE as DMD
 from trackstream.train.ode_init import STAGE as ODE_INIT
@@ -232,20 +233,28 @@ def run_config(
 
 
 def table(results: list[dict]) -> str:
-    lines = ["| config | update | s / update | min s | peak GiB | loop step s |", "|---|---|---|---|---|---|"]
+    rows = []
     for r in results:
         if "error" in r:
-            lines.append(f"| {r['config']} | - | {r['error']} |")
+            rows.append([r["config"], "-", r["error"]])
             continue
         for phase in PHASES:
             if phase in r:
                 p = r[phase]
                 peak = "n/a" if p["peak_memory_bytes"] is None else f"{p['peak_memory_bytes'] / 2**30:.1f}"
-                lines.append(
-                    f"| {r['config']} | {phase} | {p['seconds']:.3f} | {p['seconds_min']:.3f} | {peak} | "
-                    f"{r['loop_step_s']:.3f} |"
+                rows.append(
+                    [
+                        r["config"],
+                        phase,
+                        f"{p['seconds']:.3f}",
+                        f"{p['seconds_min']:.3f}",
+                        peak,
+                        f"{r['loop_step_s']:.3f}",
+                    ]
                 )
-    return "\n".join(lines)
+    head = ["config", "update", "s / update", "min s", "peak GiB", "loop step s"]
+    # a config that failed: its error runs on where its figures would be
+    return "\n".join(markdown_table(head, rows, short_rows=True))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -32,7 +32,7 @@ from trackstream.diffusion.samplers import guidance_terms
 from trackstream.distill.consistency import ConsistencyObjective
 from trackstream.distill.teacher_forcing import TeacherForcingObjective
 from trackstream.distill.tiny_decoder import TinyDecoderObjective
-from trackstream.stream.chunks import first_chunk_given
+from trackstream.models.streaming import first_chunk_given
 from trackstream.train.consistency import STAGE as CONSISTENCY
 from trackstream.train.teacher_forcing import STAGE as TEACHER_FORCING
 from trackstream.train.tiny_decoder import STAGE as TINY_DECODER

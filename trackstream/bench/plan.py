@@ -31,6 +31,7 @@ from trackstream.bench.plan_model import (
     gpu_peak_tflops,
 )
 from trackstream.bench.plan_stages import GIB, Plan, make_plan
+from trackstream.eval.tables import markdown_table
 from trackstream.train.recipes import compose_recipe
 from trackstream.train.registry import STAGES
 
@@ -111,13 +112,13 @@ def render(plan: Plan, fixes: list[dict] | None) -> str:
         f"memory plan (computed) of {plan.name}: stage {plan.cfg.stage.name}, {plan.layout}, "
         f"{plan.samples} sample(s) x {plan.tokens:,} tokens per micro-batch, {plan.tokens_per_gpu:,.0f} tokens per GPU",
         "",
-        "| component | parameters | GiB per GPU |",
-        "|---|---:|---:|",
     ]
-    for row in plan.rows:
-        count = f"{row['count']:,}" if row.get("count") else ""
-        lines.append(f"| {row['component']} | {count} | {row['bytes'] / GIB:.2f} |")
-    lines.append(f"| **total** | | **{plan.total / GIB:.2f}** |")
+    rows = [
+        [row["component"], f"{row['count']:,}" if row.get("count") else "", f"{row['bytes'] / GIB:.2f}"]
+        for row in plan.rows
+    ]
+    rows.append(["**total**", None, f"**{plan.total / GIB:.2f}**"])  # a total has no parameter count
+    lines += markdown_table(["component", "parameters", "GiB per GPU"], rows, align="lrr")
     cap = gpu_gib(plan.gpu)
     verdict = "fits" if plan.fits else "does NOT fit"
     lines += ["", f"{verdict} on {plan.gpu} ({GPUS[plan.gpu]:g} GB = {cap:.1f} GiB): {plan.total / GIB:.1f} GiB"]
@@ -149,15 +150,8 @@ def render(plan: Plan, fixes: list[dict] | None) -> str:
 def table(gpu_counts: list[int], gpu: str) -> str:
     """Every real recipe x GPU counts: total GiB per GPU, the fit on ``gpu`` and the seconds per optimizer update
     (markdown)."""
-    head = "| recipe | stage | " + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in gpu_counts) + " |"
-    lines = [
-        f"GiB per GPU on {gpu} ({gpu_gib(gpu):.1f} GiB) / seconds per optimizer update at the recipe's global batch, "
-        "recipe layout (parallel as the recipe sets it); computed unless marked measured; `!` = does not fit.",
-        "",
-        head,
-        "|---|---|" + "---:|" * len(gpu_counts),
-    ]
-    leads = []
+    counts = [f"{n} GPU{'s' if n > 1 else ''}" for n in gpu_counts]
+    rows, leads = [], []
     for name in real_recipes():
         cells, stage, lead = [], "", []
         overrides = [f"experiment={name}"]
@@ -167,26 +161,37 @@ def table(gpu_counts: list[int], gpu: str) -> str:
                 p = make_plan(cfg, gpus=n, gpu=gpu, overrides=overrides)
             except ValueError as e:
                 cells.append(f"n/a ({str(e).split(':')[0]})")
+                lead.append("n/a")  # each lead stays under its GPU count
                 continue
             stage = p.cfg.stage.name
             time = f" / {p.step_s:,.0f} s" if p.step_s else ""
             cells.append(f"{p.total / GIB:.1f}{'' if p.fits else ' !'}{time}")
             lead.append(f"{p.preemption_lead} s" if p.preemption_lead else "n/a")
             ckpt = p.checkpoint_bytes
-        lines.append(f"| {name} | {stage} | " + " | ".join(cells) + " |")
+        rows.append([name, stage, *cells])
         if stage and any(c != "n/a" for c in lead):
-            leads.append(f"| {name} | {ckpt / GIB:,.0f} | " + " | ".join(lead) + " |")
-    lines += [
+            leads.append([name, f"{ckpt / GIB:,.0f}", *lead])
+    measured = [
+        [
+            f"{row['config']} (measured)",
+            f"{row['measured_gib']:.2f}",
+            f"{row['computed_gib']:.2f}",
+            f"{row['measured_step_s']:.2f}" if row["measured_step_s"] else "n/a",
+        ]
+        for row in calibration()
+    ]
+    right = "r" * len(gpu_counts)  # figures right-aligned
+    lines = [
+        f"GiB per GPU on {gpu} ({gpu_gib(gpu):.1f} GiB) / seconds per optimizer update at the recipe's global batch, "
+        "recipe layout (parallel as the recipe sets it); computed unless marked measured; `!` = does not fit.",
+        "",
+        *markdown_table(["recipe", "stage", *counts], rows, align="ll" + right),
         "",
         "Measured (docs/bench/h200/train.json, one teacher step, batch 1, 1 H200, no frozen encoders, allocator peak):",
         "",
-        "| configuration | measured GiB | computed GiB | measured step (s per sample) |",
-        "|---|---:|---:|---:|",
-    ]
-    for row in calibration():
-        step = f"{row['measured_step_s']:.2f}" if row["measured_step_s"] else "n/a"
-        lines.append(f"| {row['config']} (measured) | {row['measured_gib']:.2f} | {row['computed_gib']:.2f} | {step} |")
-    lines += [
+        *markdown_table(
+            ["configuration", "measured GiB", "computed GiB", "measured step (s per sample)"], measured, align="lrrr"
+        ),
         "",
         "Computed step times use the MFU these two steps measured (the mean of both for flavors without a "
         "measurement), so they are the measured steps scaled by FLOPs, not independent figures.",
@@ -195,9 +200,7 @@ def table(gpu_counts: list[int], gpu: str) -> str:
         f"checkpoint (whole job) written at {WRITE_GBS_PER_NODE:g} GB/s per node of {GPUS_PER_NODE} GPUs (an assumed "
         f"shared file system rate) + {PREEMPT_MARGIN_S:.0f} s, rounded up to 30 s, at least 60 s:",
         "",
-        "| recipe | checkpoint GiB | " + " | ".join(f"{n} GPU{'s' if n > 1 else ''}" for n in gpu_counts) + " |",
-        "|---|---:|" + "---:|" * len(gpu_counts),
-        *leads,
+        *markdown_table(["recipe", "checkpoint GiB", *counts], leads, align="lr" + right),
     ]
     return "\n".join(lines)
 

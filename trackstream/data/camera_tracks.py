@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from trackstream.data.track_inputs import TRACK_MARGIN
-from trackstream.data.trackers import grid_queries
+from trackstream.data.tracker_base import grid_queries
 
 __all__ = ["PATHS", "CameraPath", "intrinsics", "camera_path", "read_camera_path", "camera_tracks"]
 

@@ -19,7 +19,8 @@ import torch
 
 from trackstream.data.prepare_cuts import frame_histograms, histogram_distance
 from trackstream.data.shards import encode_sample, make_key, write_shard_atomic
-from trackstream.data.trackers import build_tracker, check_tracker_name, grid_queries
+from trackstream.data.tracker_base import grid_queries
+from trackstream.data.trackers import build_tracker, check_tracker_name
 from trackstream.data.video_io import (
     VideoDecodeError,
     decode_video,

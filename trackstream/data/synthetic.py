@@ -28,7 +28,7 @@ from trackstream.data.batching import ResumableBatchStream, collate_samples, der
 from trackstream.data.placements import Placement, place_tracks
 from trackstream.data.sprite_motion import direction_phrase, hermite_path, sprite_matrix, to_frame, to_local
 from trackstream.data.sprites import BACKGROUND_COLOURS, SpriteBitmap, background_texture, bilinear, make_sprite
-from trackstream.data.trackers import grid_queries
+from trackstream.data.tracker_base import grid_queries
 from trackstream.data.video_io import frames_to_tensor
 
 

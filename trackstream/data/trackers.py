@@ -1,4 +1,5 @@
-"""Point trackers behind one interface, plus grid queries and the EPE metric.
+"""The tracker registry: ``TRACKERS`` (the names), ``TrackerConfig`` and ``build_tracker``, over point trackers
+behind one interface (``tracker_base``: ``Tracker``, ``grid_queries``; ``lk_tracker``; ``cotracker3_tracker``).
 
 Design:
 * `Tracker.track(video, queries)` takes uint8 frames [T, H, W, 3] (numpy or torch) and queries
@@ -28,26 +29,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from trackstream.data.cotracker3_tracker import COTRACKER_INSTALL_HINT, CoTracker3Tracker
+from trackstream.data.cotracker3_tracker import CoTracker3Tracker
 from trackstream.data.lk_tracker import (
     LucasKanadeTracker,
     PlainLucasKanadeTracker,
     lk_forward_backward,
     points_inside,
 )
-from trackstream.data.tracker_base import Tracker, grid_queries
+from trackstream.data.tracker_base import Tracker
 
 __all__ = [
-    "COTRACKER_INSTALL_HINT",
-    "CoTracker3Tracker",
-    "LucasKanadeTracker",
-    "PlainLucasKanadeTracker",
     "TRACKERS",
-    "Tracker",
     "TrackerConfig",
     "build_tracker",
     "check_tracker_name",
-    "grid_queries",
     "tracker_nodes",
 ]
 

@@ -35,8 +35,9 @@ from trackstream.distill.ode_init import check_mask_choices, sample_causal_confi
 from trackstream.distill.teacher_forcing import clean_context_chunks, clip_condition, encoded_clips
 from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.conditioner import encode_motion
+from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
-from trackstream.stream.chunks import first_chunk_given, start_cache
+from trackstream.stream.chunks import start_cache
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
 

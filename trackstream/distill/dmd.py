@@ -50,6 +50,7 @@ from trackstream.diffusion.schedule import (
 )
 from trackstream.distill.horizons import check_horizons, split_windows
 from trackstream.models.causal import CausalConfig
+from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import (
     VideoCondition,
@@ -57,7 +58,6 @@ from trackstream.stream.chunks import (
     chunk_pixel_frames,
     commit_chunk,
     denoise_chunk,
-    first_chunk_given,
     start_cache,
 )
 from trackstream.trainer.ema import EMAConfig

@@ -30,7 +30,7 @@ from trackstream.diffusion.schedule import sigma_to_t, x0_from_velocity
 from trackstream.distill.ode_pairs import ODEPairsConfig
 from trackstream.models.block_causal import BlockCausalAttention
 from trackstream.models.causal import CausalConfig
-from trackstream.stream.chunks import first_chunk_given
+from trackstream.models.streaming import first_chunk_given
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
 

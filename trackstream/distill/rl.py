@@ -39,6 +39,7 @@ from trackstream.distill.grpo import clipped_surrogate, gaussian_log_prob, group
 from trackstream.distill.horizons import check_horizons
 from trackstream.eval.rewards import RewardsConfig
 from trackstream.models.causal import CausalConfig, stream_step
+from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import (
     VideoCondition,
@@ -46,7 +47,6 @@ from trackstream.stream.chunks import (
     chunk_pixel_frames,
     commit_chunk,
     denoise_chunk,
-    first_chunk_given,
     start_cache,
 )
 from trackstream.trainer.ema import EMAConfig

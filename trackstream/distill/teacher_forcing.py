@@ -39,15 +39,9 @@ from trackstream.diffusion.schedule import (
 )
 from trackstream.distill.ode_init import check_mask_choices, sample_causal_config
 from trackstream.models.causal import CausalConfig, KVCache, stream_step
+from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
-from trackstream.stream.chunks import (
-    VideoCondition,
-    chunk_condition,
-    chunk_pixel_frames,
-    commit_chunk,
-    first_chunk_given,
-    start_cache,
-)
+from trackstream.stream.chunks import VideoCondition, chunk_condition, chunk_pixel_frames, commit_chunk, start_cache
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
 from trackstream.trainer.teacher import mix_text

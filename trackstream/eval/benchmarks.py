@@ -27,7 +27,6 @@ from trackstream.eval.sample import Sample
 __all__ = [
     "BENCHMARKS",
     "CLIP_BENCHMARKS",
-    "Sample",
     "BenchmarkConfig",
     "load_benchmark",
     "load_benchmark_clips",

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from trackstream.eval.quality import QUALITY_COLUMNS
+from trackstream.eval.tables import markdown_table
 
 __all__ = [
     "LOWER_IS_BETTER",
@@ -56,17 +57,19 @@ def results_table(results: dict, metrics: list[str]) -> str:
         SPEED_COLUMNS.get(m) or dict(QUALITY_COLUMNS).get(m) or f"{m} {'↓' if LOWER_IS_BETTER[m] else '↑'}"
         for m in cols
     ]
-    head = "| row | " + " | ".join(names) + " |"
-    lines = [head, "|" + "---|" * (len(cols) + 1)]
-    for row, r in results.items():
-        cells = [
-            f"{r[m] * (100 if m == 'lost_share' else 1):.4g}"
-            if isinstance(r.get(m), (int, float)) and np.isfinite(r[m])
-            else "–"
-            for m in cols
+    rows = [
+        [
+            row,
+            *(
+                f"{r[m] * (100 if m == 'lost_share' else 1):.4g}"
+                if isinstance(r.get(m), (int, float)) and np.isfinite(r[m])
+                else "–"
+                for m in cols
+            ),
         ]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        for row, r in results.items()
+    ]
+    return "\n".join(markdown_table(["row", *names], rows))
 
 
 def plot_results(out: Path, results: dict, metrics: list[str], samples, rows: dict) -> list[str]:

@@ -157,11 +157,11 @@ def _read_frames(folder: Path, *, height: int, width: int) -> np.ndarray:
 
 
 def davis_samples(cfg, tracker, *, tracker_name: str = "") -> list[tuple]:
-    """The benchmark's samples as ``eval.benchmarks.Sample`` fields (id, frames uint8 [T, H, W, 3], tracks float32
+    """The benchmark's samples as ``eval.sample.Sample`` fields (id, frames uint8 [T, H, W, 3], tracks float32
     [T, N, 2], visibility bool [T, N], caption); see the module docstring. ``tracker`` (data.trackers) tracks."""
     import logging
 
-    from trackstream.data.trackers import grid_queries
+    from trackstream.data.tracker_base import grid_queries
 
     log = logging.getLogger(__name__)
     check_layout(cfg)

@@ -86,7 +86,6 @@ from trackstream.stream.options import (
 __all__ = [
     "ROWS",
     "ROW_SETS",
-    "PLACEMENTS",
     "PlacedEditor",
     "object_tracks",
     "parse_placements",

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from trackstream.eval.drag_metrics import objmc
+from trackstream.eval.tables import markdown_table
 
 __all__ = ["FLOOR_ROWS", "aggregate", "table"]
 
@@ -65,30 +66,47 @@ def _by_kind(a: dict, kind: str) -> str:
     return f"{a['objmc_by_kind'][kind]:.2f} / {point} / {_cell(obj[0], 2)} / {_cell(obj[1], 2)}"
 
 
-def _names(name: str, a: dict) -> str:
+def _names(name: str, a: dict) -> list[str]:
     """The row's name and placement cells (results before placements: the key, "—")."""
-    return f"{a.get('row', name)} | {a.get('placement') or '—'}"
+    return [a.get("row", name), a.get("placement") or "—"]
 
 
 def table(result: dict) -> str:
-    head = (
-        "| row | placement | ObjMC ↓ | object err ↓ | object kept ↑ | point err ↓ | DAI ↓ | bg PSNR vs undragged ↑ | "
-        "bg PSNR vs GT ↑ | PSNR vs GT ↑ | SSIM vs GT ↑ | RF |"
-    )
-    lines = [head, "|" + " --- |" * 12]
-    for row, a in result["rows"].items():
-        lines.append(
-            f"| {_names(row, a)} | {a['objmc']:.2f} | {_cell(a.get('object_error'), 2)} | "
-            f"{_cell(a.get('object_kept'), 2)} | {_cell(a['point_error'], 2)} | {a['dai']:.4f} | "
-            f"{_cell(a['bg_psnr_undragged'], 2)} | {a['bg_psnr_gt']:.2f} | {_cell(a['psnr_gt'], 2)} | "
-            f"{_cell(a['ssim_gt'], 3)} | {_cell(a['rf'], 2)} |"
-        )
-    kinds = sorted(next(iter(result["rows"].values()))["point_error_by_kind"])
-    lines += [
-        "",
-        "| row | placement | " + " | ".join(f"{k} ObjMC / point err / object err / kept" for k in kinds) + " |",
-        "|" + " --- |" * (2 + len(kinds)),
+    head = [
+        "row",
+        "placement",
+        "ObjMC ↓",
+        "object err ↓",
+        "object kept ↑",
+        "point err ↓",
+        "DAI ↓",
+        "bg PSNR vs undragged ↑",
+        "bg PSNR vs GT ↑",
+        "PSNR vs GT ↑",
+        "SSIM vs GT ↑",
+        "RF",
     ]
-    for row, a in result["rows"].items():
-        lines.append(f"| {_names(row, a)} | " + " | ".join(_by_kind(a, k) for k in kinds) + " |")
+    rows = [
+        [
+            *_names(row, a),
+            f"{a['objmc']:.2f}",
+            _cell(a.get("object_error"), 2),
+            _cell(a.get("object_kept"), 2),
+            _cell(a["point_error"], 2),
+            f"{a['dai']:.4f}",
+            _cell(a["bg_psnr_undragged"], 2),
+            f"{a['bg_psnr_gt']:.2f}",
+            _cell(a["psnr_gt"], 2),
+            _cell(a["ssim_gt"], 3),
+            _cell(a["rf"], 2),
+        ]
+        for row, a in result["rows"].items()
+    ]
+    kinds = sorted(next(iter(result["rows"].values()))["point_error_by_kind"])
+    by_kind = [[*_names(row, a), *(_by_kind(a, k) for k in kinds)] for row, a in result["rows"].items()]
+    # spaced rules ("| --- |"): the drag tables pasted in docs/bench/ were written so
+    lines = markdown_table(head, rows, spaced_rule=True) + [""]
+    lines += markdown_table(
+        ["row", "placement", *(f"{k} ObjMC / point err / object err / kept" for k in kinds)], by_kind, spaced_rule=True
+    )
     return "\n".join(lines) + "\n"

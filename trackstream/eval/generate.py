@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
-from trackstream.eval.benchmarks import Sample, read_video_folder
+from trackstream.eval.benchmarks import read_video_folder
+from trackstream.eval.sample import Sample
 from trackstream.models.codec_names import CodecChoice, codec_name
 from trackstream.models.precision import precision_name
 from trackstream.models.tracks import latent_frames

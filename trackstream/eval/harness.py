@@ -36,7 +36,6 @@ import numpy as np
 
 from trackstream.data.progress import progress_bar
 from trackstream.data.video_io import video_tensor
-from trackstream.eval.benchmarks import Sample
 from trackstream.eval.frechet import frechet_from_features
 from trackstream.eval.metrics import (
     frozen_epe,
@@ -47,6 +46,7 @@ from trackstream.eval.metrics import (
     video_ssim,
 )
 from trackstream.eval.quality import pool_frame_stats, quality_ratio, video_frame_stats
+from trackstream.eval.sample import Sample
 
 __all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "score_rows", "reference_rows"]
 

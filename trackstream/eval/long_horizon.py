@@ -29,9 +29,10 @@ from trackstream.eval.frechet import frechet_from_features
 from trackstream.eval.metrics import EPE_TRACKER, motion_epe, video_psnr, video_ssim
 from trackstream.eval.scorebook import input_tracks
 from trackstream.eval.video_features import FVD_FRAMES, codec_video_features
+from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunk_io import tracks_from_array
-from trackstream.stream.chunks import chunk_pixel_frames, first_chunk_given
+from trackstream.stream.chunks import chunk_pixel_frames
 from trackstream.stream.engine import StreamingGenerator
 
 __all__ = [

@@ -34,6 +34,7 @@ from trackstream.eval.drag_metrics import object_track
 from trackstream.eval.metrics import grey
 from trackstream.eval.quality import LATE_FRAMES
 from trackstream.eval.scorebook import ScoreBook, input_tracks
+from trackstream.eval.tables import markdown_table
 
 __all__ = [
     "GRID_PLACEMENTS",
@@ -268,26 +269,37 @@ def _cell(v: float, fmt: str = ".2f") -> str:
 def placement_table(figures: dict) -> str:
     """The placement figures as one markdown table: the floors first, then each model's placements, with each
     placement's EPE ratio also over the model's ``lattice`` row."""
-    head = (
-        "| video | placement | EPE (px) | EPE / frozen | / lattice | no-hold / frozen | late brightness gap | "
-        "late texture | blockiness (1 = ground truth) | object kept |\n|---|---|---|---|---|---|---|---|---|---|"
-    )
-    lines = [head]
+    head = [
+        "video",
+        "placement",
+        "EPE (px)",
+        "EPE / frozen",
+        "/ lattice",
+        "no-hold / frozen",
+        "late brightness gap",
+        "late texture",
+        "blockiness (1 = ground truth)",
+        "object kept",
+    ]
+
+    def cells(r: dict, rel) -> list:
+        return [
+            _cell(r["epe"]),
+            _cell(r["epe_over_frozen"]),
+            rel,
+            _cell(r["no_hold_ratio"]),
+            _cell(r["late_brightness_gap"], "+.1f"),
+            _cell(r["late_texture_ratio"]),
+            _cell(r["blockiness_ratio"]),
+            _cell(r["object_kept"]),
+        ]
+
     labels = {"ground_truth": "*ground-truth video*", "frozen": "*frozen first frame*"}
-    for row, r in figures["floors"].items():
-        lines.append(
-            f"| {labels.get(row, row)} | | {_cell(r['epe'])} | {_cell(r['epe_over_frozen'])} | | "
-            f"{_cell(r['no_hold_ratio'])} | {_cell(r['late_brightness_gap'], '+.1f')} | "
-            f"{_cell(r['late_texture_ratio'])} | {_cell(r['blockiness_ratio'])} | {_cell(r['object_kept'])} |"
-        )
-    for model, rows in figures["models"].items():
-        base = rows.get("lattice", {}).get("epe_over_frozen")
-        for name in [p for p in figures["placements"] if p in rows]:
-            r = rows[name]
-            rel = r["epe_over_frozen"] / base if base else float("nan")
-            lines.append(
-                f"| {model} | {name} | {_cell(r['epe'])} | {_cell(r['epe_over_frozen'])} | {_cell(rel)} | "
-                f"{_cell(r['no_hold_ratio'])} | {_cell(r['late_brightness_gap'], '+.1f')} | "
-                f"{_cell(r['late_texture_ratio'])} | {_cell(r['blockiness_ratio'])} | {_cell(r['object_kept'])} |"
-            )
-    return "\n".join(lines)
+    # a floor has neither a placement nor a lattice row of its own: those cells do not apply (None)
+    rows = [[labels.get(row, row), None, *cells(r, None)] for row, r in figures["floors"].items()]
+    for model, per in figures["models"].items():
+        base = per.get("lattice", {}).get("epe_over_frozen")
+        for name in [p for p in figures["placements"] if p in per]:
+            r = per[name]
+            rows.append([model, name, *cells(r, _cell(r["epe_over_frozen"] / base if base else float("nan")))])
+    return "\n".join(markdown_table(head, rows))

@@ -20,35 +20,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trackstream.data.video_io import to_uint8
 from trackstream.eval.long_horizon import WINDOW_FACTORS, long_horizon_figures
 from trackstream.eval.quality import REFERENCE_QUALITY, model_quality
-from trackstream.eval.scorebook import input_tracks
 from trackstream.eval.stream_samples import write_contact_sheet, write_side_by_sides
 from trackstream.eval.stream_scoring import (
     StreamEvalConfig,
     chunk_latency,
     drift_summary,
     evaluate_stream_motion,
-    long_rollout,
-    stream_nfe,
 )
 from trackstream.models.network import Network
 from trackstream.models.tracks import latent_frames
 from trackstream.stream.engine import StreamingGenerator
 
 __all__ = [
-    "StreamEvalConfig",
-    "input_tracks",
-    "to_uint8",
-    "evaluate_stream_motion",
-    "long_rollout",
-    "chunk_latency",
-    "stream_nfe",
-    "drift_summary",
     "run_evaluation",
-    "write_contact_sheet",
-    "write_side_by_sides",
 ]
 
 

@@ -68,7 +68,7 @@ class StudentScorer:
     ) -> None:
         from trackstream.data.batching import derive_seed
         from trackstream.data.clips import ClipPool, DataConfig, heldout_clips, make_world
-        from trackstream.eval.stream_eval import StreamEvalConfig
+        from trackstream.eval.stream_scoring import StreamEvalConfig
         from trackstream.models.network import Network
         from trackstream.models.precision import resolve_precision
 
@@ -102,7 +102,8 @@ class StudentScorer:
         }
 
     def __call__(self, network_dir: Path | str) -> dict[str, float]:
-        from trackstream.eval.stream_eval import drift_summary, evaluate_stream_motion, long_rollout, student_network
+        from trackstream.eval.stream_eval import student_network
+        from trackstream.eval.stream_scoring import drift_summary, evaluate_stream_motion, long_rollout
         from trackstream.stream.engine import StreamingGenerator
 
         net = student_network(network_dir, device=self.device, dtype=self.dtype)

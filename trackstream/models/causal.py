@@ -62,8 +62,9 @@ from typing import TYPE_CHECKING, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 
+from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
 from trackstream.models.sequence_parallel import heads_to_seq, seq_to_heads
-from trackstream.models.wan import WanModel, apply_rope, grid_positions, rope_cos_sin
+from trackstream.models.wan import WanModel
 
 if TYPE_CHECKING:  # for the annotations only: the buffered step is optional
     from trackstream.models.sequence_parallel import SequenceShard

@@ -38,7 +38,8 @@ import torch
 import torch.nn.functional as F
 
 from trackstream.models.fp8 import compute_dtype
-from trackstream.models.wan import WanModel, apply_rope, grid_positions, rope_cos_sin
+from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
+from trackstream.models.wan import WanModel
 
 __all__ = ["StepBuffers", "max_layout_frames"]
 

@@ -22,10 +22,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trackstream.models.attention import FullRoPEAttention, SelfAttentionFn, UlyssesRoPEAttention, sdpa
+from trackstream.models.attention import FullRoPEAttention, SelfAttentionFn, UlyssesRoPEAttention
 from trackstream.models.fp8 import FP8, quantize_linears
 from trackstream.models.precision import working_dtype
-from trackstream.models.rope import apply_rope, grid_positions, rope_axis_pairs, rope_cos_sin
+from trackstream.models.rope import grid_positions, rope_cos_sin
 from trackstream.models.sequence_parallel import SequenceShard
 from trackstream.models.wan_embeddings import FP32Sequential, MLPProj, sinusoidal_embedding
 from trackstream.models.wan_layers import RMSNorm, WanBlock, WanHead
@@ -34,13 +34,6 @@ from trackstream.models.wan_layers import RMSNorm, WanBlock, WanHead
 # where their callers have always found them.
 __all__ = [
     "WanModel",
-    "SelfAttentionFn",
-    "rope_cos_sin",
-    "apply_rope",
-    "sinusoidal_embedding",
-    "rope_axis_pairs",
-    "grid_positions",
-    "sdpa",
     "CLIP_DIM",
     "CLIP_TOKENS",
     "MODEL_TYPES",

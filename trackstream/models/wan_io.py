@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from trackstream.models.formats.checkpoint import CheckpointError, read_state_dict, write_state_dict
+from trackstream.models.formats.checkpoint import read_state_dict, write_state_dict
 from trackstream.models.formats.wan_formats import (
+    CheckpointError,
     config_from_json,
     diffusers_config_json,
     official_config_json,

@@ -1,6 +1,6 @@
 """The shipped release folders (`assets/tiny-teacher`, `assets/tiny-student`): where they live, how
-a folder is checked against its ``manifest.json`` (the sha256 of every file) and loaded, and what a
-release run logged (its losses, its training seconds, the teacher's training curve).
+a folder is checked against its ``manifest.json`` (the sha256 of every file) and loaded, and the shipped
+teacher's training curve (what a release run logged, its losses and training seconds, is lab/release_records.py).
 ``load_shipped_teacher`` refuses a folder whose files are missing or altered, naming them.
 """
 
@@ -24,42 +24,12 @@ __all__ = [
     "verify_asset",
     "load_shipped_teacher",
     "shipped_dmd_student",
-    "logged_losses",
-    "training_seconds",
     "teacher_training_curve",
 ]
 
 
 class AssetError(ValueError):
     """A release folder (or a resume bundle) is missing, incomplete or altered."""
-
-
-def logged_losses(metrics: Path, key: str = "train/loss", limit: int | None = None) -> list[tuple[int, float]]:
-    """(step, value) of ``key`` from a metrics.jsonl, in step order, each step once (a resumed run
-    re-logs nothing before its checkpoint, but a crash between a log and a checkpoint can)."""
-    seen: dict[int, float] = {}
-    if metrics.is_file():
-        for line in metrics.read_text().splitlines():
-            row = json.loads(line)
-            if key in row:
-                seen[int(row["step"])] = float(row[key])
-    out = sorted(seen.items())
-    return out[:limit] if limit else out
-
-
-def training_seconds(metrics: Path) -> float:
-    """Wall seconds of training steps, summed from the logged mean step times (resume-proof)."""
-    total, last = 0.0, 0
-    if metrics.is_file():
-        rows = {}
-        for line in metrics.read_text().splitlines():
-            row = json.loads(line)
-            if "perf/step_time_s" in row:
-                rows[int(row["step"])] = float(row["perf/step_time_s"])
-        for step in sorted(rows):
-            total += rows[step] * (step - last)
-            last = step
-    return total
 
 
 def teacher_training_curve(directory: Path | str = ASSET_DIR) -> list[dict]:

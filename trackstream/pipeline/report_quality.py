@@ -8,6 +8,7 @@ lists ``<model>_brightness_gap_per_chunk`` / ``<model>_texture_ratio_per_chunk``
 
 from __future__ import annotations
 
+from trackstream.eval.tables import markdown_table
 from trackstream.pipeline.report_plots import finite
 
 __all__ = ["no_hold_ratio", "quality_header", "quality_cells", "floor_quality_cells", "chunk_section"]
@@ -26,23 +27,24 @@ def no_hold_ratio(f: dict, model: str) -> float:
     return a / b if finite(a, b) and b > 0 else float("nan")
 
 
-def quality_header() -> tuple[str, str]:
-    """The quality columns' header cells and separator, appended to the one table's."""
-    return (
-        " no-hold EPE (px) / ÷ frozen | points lost (%) | motion amplitude (1 = as asked) "
-        "| late brightness gap / texture ratio |",
-        "---|---|---|---|",
-    )
+def quality_header() -> list[str]:
+    """The quality columns' header cells, after the one table's."""
+    return [
+        "no-hold EPE (px) / ÷ frozen",
+        "points lost (%)",
+        "motion amplitude (1 = as asked)",
+        "late brightness gap / texture ratio",
+    ]
 
 
-def _cells(no_hold, ratio, lost, amplitude, gap, tex) -> str:
+def _cells(no_hold, ratio, lost, amplitude, gap, tex) -> list[str]:
     pair = f"{_num(no_hold, '.3f')} / {_num(ratio, '.3f')}" if finite(no_hold) else ""
     share = _num(100 * lost, ".1f") if finite(lost) else ""
     late = f"{_num(gap, '+.1f')} / {_num(tex, '.3f')}" if finite(gap, tex) else ""
-    return f" {pair} | {share} | {_num(amplitude, '.3f')} | {late} |"
+    return [pair, share, _num(amplitude, ".3f"), late]
 
 
-def quality_cells(f: dict, model: str) -> str:
+def quality_cells(f: dict, model: str) -> list[str]:
     """A model's quality cells (with tracks) for the one table."""
     k = f"{model}_{{}}_with_tracks"
     return _cells(
@@ -55,7 +57,7 @@ def quality_cells(f: dict, model: str) -> str:
     )
 
 
-def floor_quality_cells(fl: dict, row: str) -> str:
+def floor_quality_cells(fl: dict, row: str) -> list[str]:
     """A floor row's quality cells (``floors`` figures; the frozen frame's no-hold EPE is the denominator)."""
     stems = (
         "no_hold_epe",
@@ -106,11 +108,11 @@ def chunk_section(f: dict, models: tuple) -> list[str]:
         "than a Gaussian blur of sigma 1.5 px; 1 = the ground truth's); with tracks (`eval.metrics.frame_stats`), "
         "beside the floors' rows. A video that darkens or loses its detail shows here even when its EPE does not.",
         "",
-        "| video | " + " | ".join(head) + " |",
-        "|---|" + "---|" * len(head),
     ]
+    table = []
     for label, gaps, texs, late_gap, late_tex in rows:
-        cells = [f"{_num(g, '+.1f')} / {_num(t, '.2f')}" for g, t in zip(gaps, texs)]
+        cells = [f"{_num(g, '+.1f')} / {_num(t, '.2f')}" for g, t in zip(gaps, texs)][: len(spans)]
+        cells += [""] * (len(spans) - len(cells))  # a row of shorter videos: its late figures stay in their column
         cells.append(f"{_num(late_gap, '+.1f')} / {_num(late_tex, '.2f')}")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
-    return lines
+        table.append([label, *cells])
+    return lines + markdown_table(["video", *head], table)

@@ -14,6 +14,7 @@ from typing import Any
 from trackstream.data.placements import SPARSE_POINTS as SPARSE
 from trackstream.eval.metrics import EPE_TRACKER
 from trackstream.eval.placements import placement_table
+from trackstream.eval.tables import markdown_table
 from trackstream.pipeline.report_figures import dmd_comparison, models, ratio_rows
 from trackstream.pipeline.report_figures import ratio as _ratio
 from trackstream.pipeline.report_plots import finite as _finite
@@ -52,13 +53,17 @@ def _lost(f: dict, prefix: str = "", suffix: str = "") -> str:
 
 def overview(f: dict) -> list[str]:
     """The one table: the floors (``eval.floors``) and every model on the same held-out clips."""
-    head, rule = quality_header()  # the quality columns (eval.quality), with tracks
-    lines = [
-        "| video | EPE with tracks (px) | EPE without tracks (px) "
-        "| PSNR with / without (dB) | SSIM with / without | points lost at latent-group start / inside (%) "
-        "| NFE / video |" + head,
-        "|---|---|---|---|---|---|---|" + rule,
+    head = [
+        "video",
+        "EPE with tracks (px)",
+        "EPE without tracks (px)",
+        "PSNR with / without (dB)",
+        "SSIM with / without",
+        "points lost at latent-group start / inside (%)",
+        "NFE / video",
+        *quality_header(),  # the quality columns (eval.quality), with tracks
     ]
+    rows = []
     fl = f.get("floors") or {}
     floor_rows = (
         ("ground_truth", "ground-truth video (the tracker's floor)"),
@@ -69,22 +74,35 @@ def overview(f: dict) -> list[str]:
     for key, label in floor_rows:
         if not _finite(fl.get(f"epe_{key}")):
             continue
-        lines.append(
-            f"| *{label}* | {fmt(fl.get(f'epe_{key}'))} | | {fmt(fl.get(f'psnr_{key}'))} "
-            f"| {fmt(fl.get(f'ssim_{key}'))} | {_lost(fl, suffix='_' + key)} | 0 |" + floor_quality_cells(fl, key)
+        rows.append(
+            [
+                f"*{label}*",
+                fmt(fl.get(f"epe_{key}")),
+                None,  # a floor has no run without tracks
+                fmt(fl.get(f"psnr_{key}")),
+                fmt(fl.get(f"ssim_{key}")),
+                _lost(fl, suffix="_" + key),
+                "0",
+                *floor_quality_cells(fl, key),
+            ]
         )
     for tag, label in models(f):
         if not _finite(f.get(f"{tag}_epe_with_tracks")):
             continue
         nfe = f.get("teacher_nfe_per_video") if tag == "teacher" else f.get("student_nfe_per_video")
-        lines.append(
-            f"| {label} | {fmt(f.get(f'{tag}_epe_with_tracks'))} | {fmt(f.get(f'{tag}_epe_without_tracks'))} | "
-            f"{fmt(f.get(f'{tag}_psnr_with_tracks'))} / {fmt(f.get(f'{tag}_psnr_without_tracks'))} | "
-            f"{fmt(f.get(f'{tag}_ssim_with_tracks'))} / {fmt(f.get(f'{tag}_ssim_without_tracks'))} | "
-            f"{_lost(f, tag + '_', '_with_tracks')} | "
-            f"{fmt(nfe)} |" + quality_cells(f, tag)
+        rows.append(
+            [
+                label,
+                fmt(f.get(f"{tag}_epe_with_tracks")),
+                fmt(f.get(f"{tag}_epe_without_tracks")),
+                f"{fmt(f.get(f'{tag}_psnr_with_tracks'))} / {fmt(f.get(f'{tag}_psnr_without_tracks'))}",
+                f"{fmt(f.get(f'{tag}_ssim_with_tracks'))} / {fmt(f.get(f'{tag}_ssim_without_tracks'))}",
+                _lost(f, tag + "_", "_with_tracks"),
+                fmt(nfe),
+                *quality_cells(f, tag),
+            ]
         )
-    lines += [
+    return markdown_table(head, rows) + [
         "",
         f"EPE: `eval.metrics.motion_epe` with `{f.get('epe_tracker', EPE_TRACKER)}`, the protocol "
         "`python -m trackstream.eval` uses too: the generated video is re-tracked from the input tracks' frame-0 "
@@ -96,7 +114,6 @@ def overview(f: dict) -> list[str]:
         "frames' mean grey level minus the ground truth's (of 255) / their texture energy over the ground truth's "
         "(all with tracks; `trackstream/eval/quality.py`).",
     ]
-    return lines
 
 
 def teacher_sentences(f: dict) -> list[str]:
@@ -187,17 +204,18 @@ def long_horizon_section(f: dict, run_dir: Path) -> list[str]:
         "fair at any length); on the panning world only distribution measures are: the latent energy over the "
         "ground truth's (1 = the same) and, with 8 clips or more, the proxy FVD (the codec's video features).",
         "",
-        "| student | stream | window | PSNR (dB) | SSIM | EPE (px) | latent energy | proxy FVD |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for name, streams in lh.items():
-        for key, r in streams.items():
-            for w, m in (r.get("windows") or {}).items():
-                lines.append(
-                    f"| {labels.get(name, name)} | {key.replace('_', ' ')} | {w} | {fmt(m.get('psnr'))} "
-                    f"| {fmt(m.get('ssim'))} | {fmt(m.get('epe'))} | {fmt(m.get('energy'))} "
-                    f"| {fmt(m.get('proxy_fvd'))} |"
-                )
+    head = ["student", "stream", "window", "PSNR (dB)", "SSIM", "EPE (px)", "latent energy", "proxy FVD"]
+    lines += markdown_table(
+        head,
+        (
+            [labels.get(name, name), key.replace("_", " "), w]
+            + [fmt(m.get(k)) for k in ("psnr", "ssim", "epe", "energy", "proxy_fvd")]
+            for name, streams in lh.items()
+            for key, r in streams.items()
+            for w, m in (r.get("windows") or {}).items()
+        ),
+    )
     if (Path(run_dir) / "long_horizon.png").is_file():
         lines += ["", "![the last frame of each window](long_horizon.png)"]
     return lines
@@ -205,17 +223,11 @@ def long_horizon_section(f: dict, run_dir: Path) -> list[str]:
 
 def ratios_table(f: dict) -> list[str]:
     """The ratios the figures give, each beside the same ratio of the floors where they have one."""
-    lines = [
-        "",
-        "## Ratios",
-        "",
-        "| measure | value | the floors' | what |",
-        "|---|---|---|---|",
+    rows = [
+        [name, fmt(value) if _finite(value) else "not measured", floors, note]
+        for name, value, floors, note in ratio_rows(f)
     ]
-    for name, value, floors, note in ratio_rows(f):
-        shown = fmt(value) if _finite(value) else "not measured"
-        lines.append(f"| {name} | {shown} | {floors} | {note} |")
-    return lines
+    return ["", "## Ratios", "", *markdown_table(["measure", "value", "the floors'", "what"], rows)]
 
 
 def dmd_section(f: dict) -> list[str]:
@@ -225,10 +237,8 @@ def dmd_section(f: dict) -> list[str]:
         return []
     names = {"epe": "EPE (px)", "psnr": "PSNR (dB)", "fvd": "proxy FVD"}
     where = {"horizon": "the horizon", "long": f"{c['window']} the horizon"}
-    lines = ["", "## DMD against its ODE init", "", "| where | measure | DMD | ODE init |", "|---|---|---|---|"]
-    for k in ("horizon", "long"):
-        for m, (a, b) in c[k].items():
-            lines.append(f"| {where[k]} | {names[m]} | {fmt(a)} | {fmt(b)} |")
+    rows = [[where[k], names[m], fmt(a), fmt(b)] for k in ("horizon", "long") for m, (a, b) in c[k].items()]
+    lines = ["", "## DMD against its ODE init", "", *markdown_table(["where", "measure", "DMD", "ODE init"], rows)]
     lines += [
         "",
         "At the horizon: the held-out clips (EPE, PSNR) and the panning world's 1x window (proxy FVD); at the "
@@ -308,16 +318,14 @@ def _drift_section(f: dict) -> list[str]:
         f"## Long rollout ({f.get('long_rollout_frames')} frames, "
         f"{f.get('long_rollout_factor')}x the training horizon)",
         "",
-        "| config | measure | early (training horizon) | late (last chunks) | late / early |",
-        "|---|---|---|---|---|",
     ]
-    for tag, d in drift.items():
-        for k, s in (d.get("summary") or {}).items():
-            lines.append(
-                f"| {tag} ({d.get('config')}) | {k} | {fmt(s['early'])} | {fmt(s['late'])} | "
-                f"{fmt(s['late_over_early'])} |"
-            )
-    return lines
+    head = ["config", "measure", "early (training horizon)", "late (last chunks)", "late / early"]
+    rows = [
+        [f"{tag} ({d.get('config')})", k, fmt(s["early"]), fmt(s["late"]), fmt(s["late_over_early"])]
+        for tag, d in drift.items()
+        for k, s in (d.get("summary") or {}).items()
+    ]
+    return lines + markdown_table(head, rows)
 
 
 def _latency_section(lat: dict) -> list[str]:
@@ -340,9 +348,8 @@ def _stages_section(f: dict) -> list[str]:
     lines = []
     stages = f.get("stages") or {}
     if stages:
-        lines += ["", "## Stages", "", "| stage | status | seconds |", "|---|---|---|"]
-        for name, s in stages.items():
-            lines.append(f"| {name} | {s.get('status')} | {fmt(s.get('seconds', ''))} |")
+        rows = [[name, str(s.get("status")), fmt(s.get("seconds", ""))] for name, s in stages.items()]
+        lines += ["", "## Stages", "", *markdown_table(["stage", "status", "seconds"], rows)]
     if _finite(f.get("total_seconds")):
         cpu = f.get("total_cpu_seconds")
         lines.append(

@@ -32,7 +32,7 @@ from typing import Callable
 import torch
 
 from trackstream.models.network import Network
-from trackstream.pipeline.presets import FULL, LONG, RELEASE_FINETUNE, RELEASE_RECIPE, SCRATCH, SIZES, SMOKE, Sizes
+from trackstream.pipeline.presets import RELEASE_FINETUNE, RELEASE_RECIPE, SIZES, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, train_stage
 from trackstream.train.dmd import STAGE as DMD
 from trackstream.train.ode_init import STAGE as ODE_INIT
@@ -40,12 +40,6 @@ from trackstream.train.rl import STAGE as RL
 from trackstream.train.teacher import STAGE as TEACHER
 
 __all__ = [
-    "Sizes",
-    "FULL",
-    "LONG",
-    "SCRATCH",
-    "SMOKE",
-    "SIZES",
     "PIPELINE",
     "check_preset",
     "run",
@@ -197,7 +191,8 @@ def stage_rl(run_dir: Path, state: dict) -> dict:
 def stage_stream(run_dir: Path, state: dict) -> dict:
     """Held-out evaluation (teacher vs streamed students), long rollouts with/without sink, latency."""
     from trackstream.data.clips import DataConfig
-    from trackstream.eval.stream_eval import StreamEvalConfig, run_evaluation
+    from trackstream.eval.stream_eval import run_evaluation
+    from trackstream.eval.stream_scoring import StreamEvalConfig
 
     sizes: Sizes = state["sizes"]
     trained_on = Network.open(state["student"], "student").recorded("data")  # the DMD run's world, grid, clips

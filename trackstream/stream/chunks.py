@@ -31,7 +31,6 @@ from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_s
 from trackstream.models.channel_layouts import compose_condition
 from trackstream.models.first_frame_stream import FirstFrameChannels, first_frame_channels
 from trackstream.models.stream_buffers import StepBuffers
-from trackstream.models.streaming import check_first_chunk, first_chunk_given
 from trackstream.models.tracks import (
     TEMPORAL_FACTOR,
     check_convention,
@@ -42,8 +41,6 @@ from trackstream.models.tracks import (
 )
 
 __all__ = [
-    "first_chunk_given",
-    "check_first_chunk",
     "whole_chunks",
     "VideoCondition",
     "build_video_condition",

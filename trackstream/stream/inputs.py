@@ -58,7 +58,8 @@ def from_shards(shards: str, index: int, frames: int | None) -> tuple[dict, str]
 
 def from_video(args: argparse.Namespace) -> tuple[dict, str]:
     """(sample as ``from_shards``', a line saying what was done) of ``--video`` tracked by ``--tracker``."""
-    from trackstream.data.trackers import build_tracker, grid_queries
+    from trackstream.data.tracker_base import grid_queries
+    from trackstream.data.trackers import build_tracker
     from trackstream.data.video_io import VideoDecodeError, decode_video
 
     frames_wanted = 81 if args.frames is None else args.frames

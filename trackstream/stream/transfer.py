@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from trackstream.data.framing import plan_fit
-from trackstream.data.trackers import TrackerConfig, build_tracker, grid_queries
+from trackstream.data.tracker_base import grid_queries
+from trackstream.data.trackers import TrackerConfig, build_tracker
 from trackstream.stream.options import add_tracker_args, refuse, student_frame_size, tracker_config
 
 __all__ = ["main", "source_tracks"]

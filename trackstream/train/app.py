@@ -29,6 +29,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, read_write
 
+from trackstream.eval.tables import markdown_table
 from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.formats.files import remove_run_folder
 from trackstream.models.precision import concrete_precision, resolve_device
@@ -45,7 +46,7 @@ from trackstream.trainer.metrics import setup_logging
 from trackstream.trainer.parallel import deepspeed_config
 from trackstream.trainer.run_lock import LOCK_NAME, holds_lock, lock_run_dir, made_dir, unlock_run_dir
 
-__all__ = ["main", "run", "check_inputs", "start_run", "RunRefused", "CONFIG_DIR"]
+__all__ = ["main", "run", "check_inputs", "start_run", "RunRefused"]
 
 register_configs()
 log = logging.getLogger("trackstream")
@@ -177,8 +178,7 @@ def sweep_summary(sweep: Path) -> list[dict]:
     (sweep / "summary.json").write_text(json.dumps(rows, indent=2, default=str))
     columns = list(dict.fromkeys(k for r in rows for k in r))
     cell = lambda v: f"{v:.4g}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    lines = markdown_table(columns, ([cell(r.get(c, "")) for c in columns] for r in rows))
     (sweep / "summary.md").write_text(f"# Sweep {sweep}\n\n" + "\n".join(lines) + "\n")
     return rows
 

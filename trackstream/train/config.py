@@ -29,8 +29,9 @@ from trackstream.models.causal import CausalConfig
 from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
 from trackstream.models.lora import LoraConfig
 from trackstream.models.motion_wan import latent_channels
+from trackstream.models.streaming import check_first_chunk, first_chunk_given
 from trackstream.models.tracks import latent_frames
-from trackstream.stream.chunks import check_first_chunk, first_chunk_given, whole_chunks
+from trackstream.stream.chunks import whole_chunks
 from trackstream.train.registry import STAGES
 from trackstream.train.train_config import TrainConfig
 

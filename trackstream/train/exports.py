@@ -17,8 +17,7 @@ import torch
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import Conventions, ModelConfig
 from trackstream.models.network import Network
-from trackstream.models.streaming import StreamConfig
-from trackstream.stream.chunks import first_chunk_given
+from trackstream.models.streaming import StreamConfig, first_chunk_given
 from trackstream.trainer.codec import CodecConfig
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.parallel import prepare_frozen

@@ -2,7 +2,7 @@
 
 Every ``trainer.sample_every`` steps (with ``eval.enabled``) the student being trained (its EMA weights
 when it keeps them and ``eval.use_ema``) streams ``eval.periodic_clips`` held-out clips through the
-streaming engine, scored by ``eval.stream_eval.evaluate_stream_motion`` as the evaluation of ``make run``
+streaming engine, scored by ``eval.stream_scoring.evaluate_stream_motion`` as the evaluation of ``make run``
 scores students (the one EPE protocol, ``eval.metrics.motion_epe``; the first frame and the input tracks
 visible in it, with and without tracks from the same noise). The figures go to ``<run_dir>/eval.jsonl``
 and W&B ``eval/*``; per clip a side-by-side mp4 (ground truth | with tracks | without tracks, the input
@@ -27,7 +27,8 @@ from typing import Callable
 import torch
 
 from trackstream.data.clips import DataConfig, check_heldout, heldout_clips
-from trackstream.eval.stream_eval import StreamEvalConfig, evaluate_stream_motion, input_tracks
+from trackstream.eval.scorebook import input_tracks
+from trackstream.eval.stream_scoring import StreamEvalConfig, evaluate_stream_motion
 from trackstream.eval.teacher_eval import EvalConfig
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig

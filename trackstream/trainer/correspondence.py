@@ -31,7 +31,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from trackstream.models.wan import apply_rope, grid_positions, rope_cos_sin, sdpa
+from trackstream.models.attention import sdpa
+from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
 
 __all__ = ["CorrespondenceProbe", "correspondence_targets", "correspondence_loss", "CORRESPONDENCE_SOURCES"]
 

@@ -33,7 +33,6 @@ from trackstream.models.formats.wan_formats import CheckpointError, strip_wrappe
 # CheckpointError is defined beside the format conversions (they raise it too) and exported here with the
 # reader that raises it, where users catch it (docs/recipes.md)
 __all__ = [
-    "CheckpointError",
     "INDEX_NAME",
     "REDOWNLOAD",
     "SIDE_HEADS",

@@ -51,7 +51,6 @@ __all__ = [
     "DemoModel",
     "Session",
     "replay",
-    "LiveTracks",  # stream.demo.live
     "world_for",
     "drag_instruction",
     "StartPoints",
