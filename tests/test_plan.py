@@ -182,3 +182,37 @@ def test_sequence_parallel_divides_the_dmd_kv_cache():
         plan_of(["experiment=dmd_wan1.3b_480p", f"parallel.sequence_parallel={k}"], gpus=8, gpu="h100") for k in (1, 2)
     )
     assert _row(two, "rolling KV cache") == pytest.approx(_row(one, "rolling KV cache") / 2)
+
+
+def test_the_plan_counts_what_the_stage_record_states(monkeypatch):
+    """The plan holds no stage of its own: a record whose cost trains two networks (one with an EMA), holds a
+    frozen DiT of the trained size and the text encoder from the first sample, makes 2 samples of a clip and
+    does 3 units of work each is counted as exactly that, on the teacher recipe's shapes."""
+    import dataclasses
+
+    from trackstream.train.registry import STAGES
+    from trackstream.train.stage import Cost, Held, Trained
+
+    base = plan_of([TEACHER], gpus=1, gpu="h200")
+    seen = []
+
+    def cost(st, run):
+        seen.append(run)
+        return Cost(
+            trained=(Trained("dit", ema=True), Trained("judge", ema=False)),
+            frozen=(Held("student", "frozen judge", shardable=True), Held("text", later=True)),
+            passes=3.0,
+            rollouts=2,
+            notes=("counted from the record",),
+        )
+
+    monkeypatch.setitem(STAGES, "teacher", dataclasses.replace(STAGES["teacher"], cost=cost))
+    plan = plan_of([TEACHER], gpus=1, gpu="h200")
+    counts = {r["component"]: r.get("count") for r in plan.rows}
+    assert counts["parameters: judge"] == counts["frozen judge"] == plan.facts.params
+    assert "EMA: dit" in counts and "EMA: judge" not in counts
+    assert "frozen text encoder (from the first periodic sample)" in counts and not any("codec" in c for c in counts)
+    assert plan.samples == 2 * base.samples and "counted from the record" in plan.notes
+    assert plan.step_s == pytest.approx(base.step_s * 2 * 3)
+    assert seen[0].student_steps == plan.cfg.schedule.student_steps and seen[0].teacher_cost == 1.0
+    _rows_add_up(plan)

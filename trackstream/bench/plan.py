@@ -11,7 +11,7 @@ bytes per GPU of parameters, gradients, optimizer state, EMA, each frozen networ
 rolling KV cache and an overhead allowance, says whether that fits the GPU, and when it does not, which
 changes would make it fit. Step times come from the model FLOPs and the MFU measured on an H200
 (docs/bench/h200/train.json). Every figure printed is computed; the byte model and its one fitted
-constant are in ``bench/plan_model.py``, the stages' contents in ``bench/plan_stages.py``.
+constant are in ``bench/plan_model.py``; what each stage holds and computes is its record's ``cost`` (train/stage.py).
 """
 
 from __future__ import annotations

@@ -1,28 +1,10 @@
-"""What each training stage holds on a GPU, read off its builder, turned into a ``Plan`` (``bench/plan.py``).
+"""What a training stage holds on a GPU, turned into a ``Plan`` (``bench/plan.py``).
 
-* teacher (``train/teacher.py``): the DiT trained (EMA with ``ema.enabled``); the text encoder,
-  the codec and (i2v flavors) the CLIP image encoder stay loaded on the device for the whole run.
-* ode_init (``train/ode_init.py``): the generator trained (``ema``); nothing frozen until
-  the first periodic sample loads the codec, text and image encoders (kept from then on). The ODE pairs
-  are a separate job (``trackstream pairs``) that holds a whole frozen teacher per rank.
-* dmd (``train/dmd.py``): generator (EMA ``stage.generator_ema``) and critic (no EMA) trained, one update at a
-  time; the frozen teacher (sharded under fsdp); the text encoder; codec and image encoder when
-  ``stage.rollout_horizons`` > 1 or from the first periodic sample. The self-rollout fills the rolling
-  KV cache; gradients flow through each chunk's exit step, i.e. one pass over the clip's tokens.
-* teacher_forcing / consistency (``train/teacher_forcing.py``, ``train/consistency.py``): the generator trained (``ema``: consistency's
-  target network); the text encoder, codec and (i2v flavors) image encoder loaded for the whole run (the data
-  is encoded per batch, as the teacher's); consistency also holds the frozen autoregressive teacher (the
-  student's size, sharded under fsdp). Each walks the clip chunk by chunk through a rolling KV cache (clean
-  context, no gradient into it); every chunk's graph is kept until the one backward: one pass over the clip.
-* rl (``train/rl.py``): the policy trained (no LoRA: the stage passes none), the frozen
-  reference when ``stage.kl_weight`` > 0 (sharded under fsdp), the codec (decodes rollouts for the
-  rewards), the aesthetic reward's CLIP ViT-L/14 when weighted; B x G rollouts per micro-batch, all
-  differentiated chunk by chunk before one backward.
-* tiny_decoder (``train/tiny_decoder.py``): the TAEHV decoder and the PatchGAN discriminator trained, the full
-  codec and LPIPS frozen; counted on crops (``bench/plan_tiny_decoder.py``).
-What a stage's record (``train.registry.STAGES``) states is read from it: whether it is planned, whether
-``model.lora`` applies to it, how it uses the rolling KV cache; what is particular to one stage is keyed by its
-record's name.
+What each stage trains, holds frozen and computes per sample is its record's ``cost``
+(``train/stage.py``'s ``Cost``, defined beside each stage's builder: train/teacher.py, train/dmd.py, ...);
+this module counts it: the networks' bytes under the parallel layout (``bench/plan_model.py``), the
+activations of the larger update, the rolling KV cache of a causal stage (``cache``), the step's FLOPs.
+The tiny-decoder stage has convolutional networks and no DiT tokens: ``bench/plan_tiny_decoder.py``.
 """
 
 from __future__ import annotations
@@ -48,14 +30,8 @@ from trackstream.bench.plan_model import (
     trained_bytes,
 )
 from trackstream.models.tracks import latent_frames
-from trackstream.train.consistency import STAGE as CONSISTENCY
-from trackstream.train.dmd import STAGE as DMD
-from trackstream.train.ode_init import STAGE as ODE_INIT
 from trackstream.train.registry import STAGES
-from trackstream.train.rl import STAGE as RL
-from trackstream.train.teacher import STAGE as TEACHER
-from trackstream.train.teacher_forcing import STAGE as TEACHER_FORCING
-from trackstream.train.tiny_decoder import STAGE as TINY_DECODER
+from trackstream.train.stage import Cost, CostInputs, Held
 
 MEASURED = Path(__file__).resolve().parents[2] / "docs" / "bench" / "h200" / "train.json"
 TEXT_DIMS = {"umt5": 4096, "minilm": 384}  # the frozen encoders' widths (models/text_encoders.py)
@@ -146,12 +122,15 @@ def _refuse(cfg, gpus: int) -> None:
             f"--gpus {gpus} is not a multiple of parallel.sequence_parallel={K} (world = data x K): "
             f"choose --gpus as a multiple of {K}"
         )
-    if par.strategy == "deepspeed" and stage in (DMD.name, RL.name):  # as trainer/parallel.py refuses it
+    if par.strategy == "deepspeed" and STAGES[stage].manual_grad_sync:  # as trainer/parallel.py refuses it
         raise ValueError(
             f"parallel.strategy=deepspeed: stage {stage} trains its generator outside its forward, which a "
             "DeepSpeed engine cannot see; use parallel=fsdp, ddp or single"
         )
-    if par.strategy == "deepspeed" and par.zero_stage == 3 and _ema(cfg):
+
+
+def _refuse_ema(cfg, cost: Cost) -> None:
+    if cfg.parallel.strategy == "deepspeed" and cfg.parallel.zero_stage == 3 and any(t.ema for t in cost.trained):
         raise ValueError(
             "ema.enabled=true is not supported with parallel.zero_stage=3 (partitioned parameters); use fsdp"
         )
@@ -170,7 +149,7 @@ def _networks(cfg, st, stage: str, text_dim: int, tokens: int) -> tuple:
     # the teacher of a distillation: stage.teacher_flavor (a 14B over a 1.3B student), else the export's, else model's
     teacher = full
     flavor = getattr(st, "teacher_flavor", None) or _export_flavor(getattr(st, "teacher", None))
-    if stage in (ODE_INIT.name, DMD.name) and flavor and flavor != cfg.model.flavor:
+    if STAGES[stage].teacher_size and flavor and flavor != cfg.model.flavor:
         other = dataclasses.replace(cfg.model, flavor=flavor, overrides={})
         teacher = net_facts(dataclasses.replace(other, lora=dataclasses.replace(other.lora, rank=0)), text_dim, tokens)
         critic = f if getattr(st, "critic", None) else net_facts(other, text_dim, tokens)  # null: the teacher's copy
@@ -231,7 +210,8 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
         grad_accum=cfg.trainer.grad_accum,
     )
     half = cfg.trainer.precision in ("auto", "bf16")  # auto = bf16 on a GPU
-    if stage == TINY_DECODER.name:  # convolutional codec networks, no DiT tokens: bench/plan_tiny_decoder.py
+    record = STAGES[stage]
+    if record.cost is None:  # planned without a DiT cost: the tiny decoder's convolutional networks
         return _tiny_decoder_plan(cfg, gpus=gpus, gpu=gpu, overrides=overrides, accum=accum, half=half)
     text_dim = TEXT_DIMS["umt5" if cfg.model.text_encoder.lower().startswith("umt5") else "minilm"]
     base = flavor_config(cfg.model.flavor, **cfg.model.overrides)
@@ -240,8 +220,17 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     latents = latent_frames(cfg.data.num_frames)
     tpf = (cfg.data.height // sf // ph) * (cfg.data.width // sf // pw)
     tokens = latents // pt * tpf
-    samples = cfg.data.batch_size * (st.group_size if stage == RL.name else 1)
     f, full, teacher, critic, flavor = _networks(cfg, st, stage, text_dim, tokens)
+    sampling = cfg.eval.enabled and cfg.trainer.sample_every > 0
+    inputs = CostInputs(
+        ema=bool(cfg.ema.enabled),
+        sampling=sampling,
+        student_steps=cfg.schedule.student_steps,
+        teacher_cost=teacher.flops_per_sample / full.flops_per_sample,
+    )
+    cost = record.cost(st, inputs)
+    _refuse_ema(cfg, cost)
+    samples = cfg.data.batch_size * cost.rollouts
     if K > 1:  # the same refusals as the training forward (models/sequence_parallel.py)
         from trackstream.models.sequence_parallel import SequenceShard
 
@@ -254,19 +243,12 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     plan = Plan(name, cfg, gpu, gpus, layout, tokens, samples, tokens * samples / K, f)
 
     kw = dict(strategy=par.strategy, zero=zero, offload=par.offload_optimizer, world=gpus, half=half)
-    record = STAGES[stage]
-    label = {TEACHER.name: "dit", RL.name: "policy"}.get(stage, "generator")  # its trained network's rows
-    if stage == DMD.name:
-        nets = [
-            trained_bytes("generator", f, ema=st.generator_ema.enabled, **kw),
-            trained_bytes("critic", critic, ema=False, **kw),
-        ]
-    else:
-        nets = [trained_bytes(label, f, ema=_ema(cfg), **kw)]
+    nets = [trained_bytes(t.name, critic if t.critic else f, ema=t.ema, **kw) for t in cost.trained]
     if not record.lora and cfg.model.lora.enabled:
-        plan.notes.append(f"the {stage} stage trains the whole {label}: model.lora is not applied to it")
+        plan.notes.append(f"the {stage} stage trains the whole {nets[0].name}: model.lora is not applied to it")
 
-    held = _frozen_networks(cfg, f, teacher, half=half, notes=plan.notes)
+    held = _frozen_networks(cfg, cost.frozen, f, teacher, half=half)
+    plan.notes += cost.notes
     if teacher is not full:
         plan.notes.append(f"the teacher is {flavor} ({teacher.params:,} parameters): stage.teacher_flavor")
 
@@ -293,7 +275,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
     plan.checkpoint_bytes = checkpoint_bytes(nets)
     for n in nets:
         plan.notes += n.notes
-    _step_time(plan, cfg, stage, st, accum, data_ranks, teacher.flops_per_sample / full.flops_per_sample)
+    _step_time(plan, cfg, cost, accum * data_ranks)
     return plan
 
 
@@ -312,48 +294,35 @@ def _tiny_decoder_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], accum:
     return plan
 
 
-def _frozen_networks(cfg, f: NetFacts, full: NetFacts, *, half: bool, notes: list[str]) -> list[tuple]:
-    """The stage's frozen networks on a GPU: (component, parameters, bytes per parameter, sharded under fsdp)."""
-    par, st, stage = cfg.parallel, cfg.stage, cfg.stage.name
-    held: list[tuple] = []
-    sampling = cfg.eval.enabled and cfg.trainer.sample_every > 0
+def _frozen_networks(cfg, frozen: tuple[Held, ...], f: NetFacts, teacher: NetFacts, *, half: bool) -> list[tuple]:
+    """The stage's frozen networks on a GPU: (component, parameters, bytes per parameter, sharded under fsdp).
+    ``f``: the trained model's facts; ``teacher``: the distillation's teacher's."""
+    fsdp = cfg.parallel.strategy == "fsdp"
     umt5 = cfg.model.text_encoder.lower().startswith("umt5")
-    text = ("frozen text encoder", frozen_params("text", cfg.model.text_encoder), 2 if umt5 and half else 4, False)
-    codec = (
-        f"frozen codec ({cfg.codec.name})",
-        frozen_params("codec", cfg.codec.name, dict(cfg.codec.options)),
-        4,
-        False,
-    )
-    image = (
-        [("frozen CLIP image encoder", frozen_params("image", "vit-h-14"), 4, False)]
-        if (cfg.model.image_feature_mode == "clip")
-        else []
-    )
-    horizons = getattr(st, "rollout_horizons", 1) > 1
-    later = " (from the first periodic sample)"
-    if stage == TEACHER.name or STAGES[stage].cache == "walk":
-        if stage == CONSISTENCY.name:
-            held.append(("frozen autoregressive teacher", f.params, 4, par.strategy == "fsdp"))
-        held += [text, codec, *image]
-    elif stage == ODE_INIT.name:
-        if sampling:
-            held += [(c + later, n, b, s) for c, n, b, s in [text, codec, *image]]
-        notes.append("the ODE pairs job (trackstream pairs) is separate: it holds a whole frozen teacher per rank")
-    elif stage == DMD.name:
-        held += [("frozen teacher (real score)", full.params, 4, par.strategy == "fsdp"), text]
-        if horizons or sampling:
-            held += [(c + ("" if horizons else later), n, b, s) for c, n, b, s in [codec, *image]]
-    elif stage == RL.name:
-        if st.kl_weight > 0:
-            held.append(("frozen reference (KL)", f.params, 4, par.strategy == "fsdp"))
-        held.append(codec)
-        if st.rewards.aesthetic.weight:
-            held.append(("frozen aesthetic reward (CLIP ViT-L/14)", frozen_params("aesthetic", "vit-l-14"), 4, False))
-        if st.rewards.motion.weight and st.rewards.motion.tracker.startswith("cotracker"):
-            notes.append("the CoTracker3 reward tracker is not counted")
-        if horizons or sampling:
-            held += [(c + ("" if horizons else later), n, b, s) for c, n, b, s in [text, *image]]
+    encoders = {
+        "text": (
+            "frozen text encoder",
+            lambda: frozen_params("text", cfg.model.text_encoder),
+            2 if umt5 and half else 4,
+        ),
+        "codec": (
+            f"frozen codec ({cfg.codec.name})",
+            lambda: frozen_params("codec", cfg.codec.name, dict(cfg.codec.options)),
+            4,
+        ),
+        "image": ("frozen CLIP image encoder", lambda: frozen_params("image", "vit-h-14"), 4),
+        "aesthetic": ("frozen aesthetic reward (CLIP ViT-L/14)", lambda: frozen_params("aesthetic", "vit-l-14"), 4),
+    }
+    held: list[tuple] = []
+    for h in frozen:
+        if h.kind == "image" and cfg.model.image_feature_mode != "clip":
+            continue  # the model reads no CLIP image tokens
+        if h.kind in ("teacher", "student"):
+            n = (teacher if h.kind == "teacher" else f).params
+            held.append((h.label, n, 4, h.shardable and fsdp))
+        else:
+            label, params, width = encoders[h.kind]
+            held.append((label + (" (from the first periodic sample)" if h.later else ""), params(), width, False))
     return held
 
 
@@ -365,40 +334,15 @@ def _export_flavor(folder) -> str | None:
     return None if network is None else network.model.flavor
 
 
-def _ema(cfg) -> bool:
-    st = cfg.stage
-    return bool(st.ema.enabled) if cfg.stage.name == RL.name else bool(cfg.ema.enabled)
-
-
-def nfe_terms(st) -> int:
-    from trackstream.diffusion.samplers import nfe_per_step
-
-    return nfe_per_step(st.guidance.mode)
-
-
-def _step_time(plan: Plan, cfg, stage: str, st, accum: int, data_ranks: int, teacher_cost: float = 1.0) -> None:
-    """Seconds per optimizer update: model FLOPs / (GPUs x peak x MFU measured on an H200). Per sample the
-    work counts in teacher-training-step units (a no-grad forward = 1/3): teacher and ODE init 1; DMD, per
-    loop step, a rollout of S student steps (S/3) + the critic update (1) + every ``update_ratio``-th step
-    the generator's exit-step backward, the guided teacher (3 forwards, x ``teacher_cost``: a larger teacher's
-    FLOPs over the student's) and the critic's score (2 in all at one size);
-    RL, per rollout, S/3 + the reference pass (1/3 with the KL) + the differentiated passes (1)."""
+def _step_time(plan: Plan, cfg, cost: Cost, replicas: int) -> None:
+    """Seconds per optimizer update: model FLOPs / (GPUs x peak x MFU measured on an H200); the work per
+    sample is the stage's ``cost.passes`` (teacher-training-step units), over ``replicas`` micro-batches
+    (grad accumulation x data ranks) of ``batch_size`` clips x ``cost.rollouts``."""
     mfu, note = _measured_mfu(cfg.model.flavor)
     if mfu is None:
         return
-    S = cfg.schedule.student_steps
-    mult = {
-        TEACHER.name: 1.0,
-        ODE_INIT.name: 1.0,
-        # the noisy pass with gradient + the clean pass that fills the cache (a no-grad forward = 1/3)
-        TEACHER_FORCING.name: 1 + 1 / 3,
-        # the guided teacher (3 terms, noisy + clean passes), the EMA target (noisy + clean), the student (as TF)
-        CONSISTENCY.name: nfe_terms(st) * 2 / 3 + 2 / 3 + 1 + 1 / 3 if stage == CONSISTENCY.name else 0.0,
-        DMD.name: S / 3 + 1 + (1 + teacher_cost) / getattr(st, "update_ratio", 1),
-        RL.name: S / 3 + (1 / 3 if getattr(st, "kl_weight", 0) > 0 else 0) + 1,
-    }[stage]
-    samples = cfg.data.batch_size * accum * data_ranks * (st.group_size if stage == RL.name else 1)
-    plan.step_flops = plan.facts.flops_per_sample * mult * samples
+    samples = cfg.data.batch_size * replicas * cost.rollouts
+    plan.step_flops = plan.facts.flops_per_sample * cost.passes * samples
     plan.mfu = mfu
     plan.step_s = plan.step_flops / (plan.gpus * gpu_peak_tflops(plan.gpu) * 1e12 * mfu)
     if note:

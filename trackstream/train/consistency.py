@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
+from trackstream.diffusion.samplers import nfe_per_step
 from trackstream.distill.consistency import ConsistencyConfig, ConsistencyObjective
 from trackstream.train.causal_student import build_causal_student
 from trackstream.train.exports import NetworkExport
 from trackstream.train.plan import StagePlan
-from trackstream.train.stage import Stage
+from trackstream.train.stage import ENCODERS, Cost, CostInputs, Held, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.parallel import unwrap
 from trackstream.trainer.weights import load_frozen
@@ -57,4 +58,15 @@ def build_consistency(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> St
     return build_causal_student(cfg, runtime, run_dir, export, objective_of)
 
 
-STAGE = Stage(ConsistencyConfig.name, ConsistencyConfig, build_consistency, cache="walk")
+def consistency_cost(st: ConsistencyConfig, run: CostInputs) -> Cost:
+    """The generator trained (``ema``: its target network); the frozen autoregressive teacher (the student's
+    size) and the encoders for the whole run. Per sample: the guided teacher (its terms, noisy + clean passes),
+    the EMA target (noisy + clean) and the student (as teacher forcing)."""
+    return Cost(
+        trained=(Trained("generator", ema=run.ema),),
+        frozen=(Held("student", "frozen autoregressive teacher", shardable=True), *ENCODERS),
+        passes=nfe_per_step(st.guidance.mode) * 2 / 3 + 2 / 3 + 1 + 1 / 3,
+    )
+
+
+STAGE = Stage(ConsistencyConfig.name, ConsistencyConfig, build_consistency, cache="walk", cost=consistency_cost)

@@ -36,7 +36,7 @@ from trackstream.train.pair_data import CONDITION_KEYS, condition_stream
 from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network
 from trackstream.train.snapshots import with_snapshots
-from trackstream.train.stage import Stage
+from trackstream.train.stage import Cost, CostInputs, Held, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import TrainResult
 from trackstream.trainer.parallel import ParallelConfig, unwrap
@@ -165,4 +165,31 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     )
 
 
-STAGE = Stage(DMDConfig.name, DMDConfig, build_dmd, sequence_parallel=True, cache="rollout")
+def dmd_cost(st: DMDConfig, run: CostInputs) -> Cost:
+    """Generator (its EMA ``stage.generator_ema``) and critic (no EMA) trained, one update at a time; the frozen
+    teacher and the text encoder; the codec and the image encoder when rollouts pass the horizon, else from the
+    first periodic sample. Per loop step: a rollout of S student steps (S/3), the critic's update (1) and, every
+    ``update_ratio``-th step, the generator's exit-step backward with the guided teacher (3 forwards at the
+    teacher's cost) and the critic's score (2 in all at one size)."""
+    horizons = st.rollout_horizons > 1
+    frozen = [Held("teacher", "frozen teacher (real score)", shardable=True), Held("text")]
+    if horizons or run.sampling:
+        frozen += [Held("codec", later=not horizons), Held("image", later=not horizons)]
+    S = run.student_steps
+    return Cost(
+        trained=(Trained("generator", ema=st.generator_ema.enabled), Trained("critic", ema=False, critic=True)),
+        frozen=tuple(frozen),
+        passes=S / 3 + 1 + (1 + run.teacher_cost) / st.update_ratio,
+    )
+
+
+STAGE = Stage(
+    DMDConfig.name,
+    DMDConfig,
+    build_dmd,
+    sequence_parallel=True,
+    cache="rollout",
+    cost=dmd_cost,
+    teacher_size=True,
+    manual_grad_sync=True,
+)

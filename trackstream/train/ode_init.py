@@ -22,7 +22,7 @@ from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream, obtain_ode_pairs
 from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network
-from trackstream.train.stage import Stage
+from trackstream.train.stage import ENCODERS, Cost, CostInputs, Held, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import TrainResult
 from trackstream.trainer.parallel import unwrap
@@ -99,4 +99,18 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     )
 
 
-STAGE = Stage(ODEInitConfig.name, ODEInitConfig, build_ode_init, sequence_parallel=True)
+def ode_init_cost(st: ODEInitConfig, run: CostInputs) -> Cost:
+    """The generator trained (its EMA with ``ema.enabled``); nothing frozen until the first periodic sample
+    loads the codec, text and image encoders (kept from then on). The pairs are a job of their own."""
+    later = tuple(Held(h.kind, later=True) for h in ENCODERS) if run.sampling else ()
+    return Cost(
+        trained=(Trained("generator", ema=run.ema),),
+        frozen=later,
+        passes=1.0,
+        notes=("the ODE pairs job (trackstream pairs) is separate: it holds a whole frozen teacher per rank",),
+    )
+
+
+STAGE = Stage(
+    ODEInitConfig.name, ODEInitConfig, build_ode_init, sequence_parallel=True, cost=ode_init_cost, teacher_size=True
+)

@@ -33,7 +33,7 @@ from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream
 from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network
-from trackstream.train.stage import Stage
+from trackstream.train.stage import Cost, CostInputs, Held, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import TrainResult
 from trackstream.trainer.parallel import unwrap
@@ -148,4 +148,38 @@ def build_rl(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     )
 
 
-STAGE = Stage(RLConfig.name, RLConfig, build_rl, sequence_parallel=True, lora=False, cache="rollout")
+def rl_cost(st: RLConfig, run: CostInputs) -> Cost:
+    """The policy trained (no LoRA; its EMA ``stage.ema``); the frozen reference when ``stage.kl_weight`` > 0;
+    the codec (it decodes the rollouts for the rewards); the aesthetic reward's CLIP ViT-L/14 when weighted;
+    the text and image encoders when rollouts pass the horizon, else from the first periodic sample. Per
+    rollout: S student steps (S/3), the reference pass (1/3 with the KL) and the differentiated passes (1);
+    B x G rollouts per micro-batch."""
+    horizons = st.rollout_horizons > 1
+    frozen = [Held("student", "frozen reference (KL)", shardable=True)] if st.kl_weight > 0 else []
+    frozen.append(Held("codec"))
+    if st.rewards.aesthetic.weight:
+        frozen.append(Held("aesthetic"))
+    notes = ()
+    if st.rewards.motion.weight and st.rewards.motion.tracker.startswith("cotracker"):
+        notes = ("the CoTracker3 reward tracker is not counted",)
+    if horizons or run.sampling:
+        frozen += [Held("text", later=not horizons), Held("image", later=not horizons)]
+    return Cost(
+        trained=(Trained("policy", ema=st.ema.enabled),),
+        frozen=tuple(frozen),
+        passes=run.student_steps / 3 + (1 / 3 if st.kl_weight > 0 else 0) + 1,
+        rollouts=st.group_size,
+        notes=notes,
+    )
+
+
+STAGE = Stage(
+    RLConfig.name,
+    RLConfig,
+    build_rl,
+    sequence_parallel=True,
+    lora=False,
+    cache="rollout",
+    cost=rl_cost,
+    manual_grad_sync=True,
+)

@@ -33,7 +33,7 @@ from trackstream.models.motion_wan import Conventions, ModelConfig, build_motion
 from trackstream.train.codec import obtain_codec
 from trackstream.train.encoders import load_text_encoder, training_data
 from trackstream.train.plan import StagePlan, trained_network
-from trackstream.train.stage import Stage
+from trackstream.train.stage import ENCODERS, Cost, CostInputs, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.ema import EMAConfig
 from trackstream.trainer.loop import Hook, TrainerConfig, TrainResult
@@ -275,4 +275,10 @@ def _scalars(figures: dict) -> dict:
     return {k: v for k, v in figures.items() if k.startswith(prefixes) and isinstance(v, (int, float))}
 
 
-STAGE = Stage(TeacherConfig.name, TeacherConfig, build_teacher, sequence_parallel=True)
+def teacher_cost(st: TeacherConfig, run: CostInputs) -> Cost:
+    """The DiT trained (its EMA with ``ema.enabled``); the text encoder, the codec and (i2v flavors) the CLIP
+    image encoder stay on the device for the whole run (the data is encoded per batch)."""
+    return Cost(trained=(Trained("dit", ema=run.ema),), frozen=ENCODERS, passes=1.0)
+
+
+STAGE = Stage(TeacherConfig.name, TeacherConfig, build_teacher, sequence_parallel=True, cost=teacher_cost)

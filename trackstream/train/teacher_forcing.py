@@ -12,7 +12,7 @@ from trackstream.distill.teacher_forcing import TeacherForcingConfig, TeacherFor
 from trackstream.train.causal_student import build_causal_student
 from trackstream.train.exports import NetworkExport
 from trackstream.train.plan import StagePlan
-from trackstream.train.stage import Stage
+from trackstream.train.stage import ENCODERS, Cost, CostInputs, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.parallel import unwrap
 
@@ -46,4 +46,12 @@ def build_teacher_forcing(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -
     return build_causal_student(cfg, runtime, run_dir, export, objective_of)
 
 
-STAGE = Stage(TeacherForcingConfig.name, TeacherForcingConfig, build_teacher_forcing, cache="walk")
+def teacher_forcing_cost(st: TeacherForcingConfig, run: CostInputs) -> Cost:
+    """The generator trained (its EMA with ``ema.enabled``); the encoders loaded for the whole run (the data is
+    encoded per batch). Per sample: the noisy pass with gradient + the clean pass that fills the cache."""
+    return Cost(trained=(Trained("generator", ema=run.ema),), frozen=ENCODERS, passes=1 + 1 / 3)
+
+
+STAGE = Stage(
+    TeacherForcingConfig.name, TeacherForcingConfig, build_teacher_forcing, cache="walk", cost=teacher_forcing_cost
+)
