@@ -4,7 +4,7 @@ other, and imports of another module's private names.
 
     python lab/structure.py [--repo DIR] [--json OUT] [--trip MODULE:FUNCTION:PARAM] [--before DIR]
 
-``--trip`` (default: the DMD stage's config, ``trackstream.train.dmd:build_dmd:cfg``) follows one
+``--trip`` (default: the DMD stage's config, ``trackstream.train.dmd.build:build_dmd:cfg``) follows one
 parameter through every call that hands it, or a part of it, to another function of the package, and
 counts the files it enters and its climbs back up the floors (``trip``).
 
@@ -34,7 +34,7 @@ FLOORS = {
     "studies": 6,  # the package the lab tooling had inside trackstream/: kept to measure older checkouts
 }
 PREFIX = "trackstream."
-DMD_TRIP = "trackstream.train.dmd:build_dmd:cfg"
+DMD_TRIP = "trackstream.train.dmd.build:build_dmd:cfg"
 # where the DMD builder lived before (an older checkout measured with --before): file -> trip
 OLD_DMD_TRIPS = {
     "stages/dmd.py": "trackstream.stages.dmd:build_dmd:cfg",  # before the application was trackstream.train

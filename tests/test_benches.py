@@ -13,7 +13,7 @@ from trackstream.bench.stream import main as bench_stream
 from trackstream.bench.train import REAL_RECIPES, bench, recipe_config
 from trackstream.models.motion_wan import build_motion_wan
 from trackstream.models.tracks import latent_frames
-from trackstream.trainer.teacher import TeacherConfig
+from trackstream.train.teacher.objective import TeacherConfig
 
 SMALL = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
 

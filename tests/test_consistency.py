@@ -1,4 +1,4 @@
-"""Causal consistency distillation (``distill.consistency``) on known cases: the teacher's step is the guided
+"""Causal consistency distillation (``train.consistency.objective``) on known cases: the teacher's step is the guided
 Euler step on clean context; a student equal to its teacher is consistent at the boundary; the loss trains."""
 
 import pytest
@@ -8,12 +8,12 @@ from test_teacher_forcing import _clip_batch
 
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, guided_velocity
 from trackstream.diffusion.schedule import add_noise
-from trackstream.distill.consistency import ConsistencyConfig, ConsistencyObjective
 from trackstream.models.block_causal import BlockCausalAttention
 from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import chunk_pixel_frames
+from trackstream.train.consistency.objective import ConsistencyConfig, ConsistencyObjective
 from trackstream.trainer.ema import EMA, EMAConfig
 
 CAUSAL = CausalConfig(3, 1, 1, first_chunk_frames=1)

@@ -4,8 +4,8 @@ latent frame (``previous``, content carried from frame to frame)."""
 import pytest
 import torch
 
+from trackstream.train.teacher.objective import TeacherConfig
 from trackstream.trainer.correspondence import correspondence_loss, correspondence_targets
-from trackstream.trainer.teacher import TeacherConfig
 
 
 def _track(speed: float, T: int = 9):

@@ -11,12 +11,12 @@ from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_n
 import trackstream.stream.chunks as chunks
 from trackstream.data.clips import PoolStream
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.distill.dmd import DMDConfig, DMDObjective, dmd_gradient
 from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import Conventions
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.chunk_io import collect, tracks_from_array
 from trackstream.stream.engine import StreamingGenerator
+from trackstream.train.dmd.objective import DMDConfig, DMDObjective, dmd_gradient
 from trackstream.trainer.checkpoint import CheckpointManager
 from trackstream.trainer.dist import init_runtime
 from trackstream.trainer.loop import TrainerConfig, train

@@ -9,12 +9,17 @@ from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_n
 
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerConfig, sample
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective, per_chunk_indices, sample_causal_config
 from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, student_step_indices
 from trackstream.distill.pair_shards import load_ode_pairs
 from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.motion_wan import Conventions
+from trackstream.train.ode_init.objective import (
+    ODEInitConfig,
+    ODEInitObjective,
+    per_chunk_indices,
+    sample_causal_config,
+)
 
 SHIFT, K = 5.0, 3
 
@@ -173,8 +178,8 @@ def test_a_clean_first_frame_teacher_keeps_frame_0_given(tmp_path):
 
 
 def test_drawn_masks_keep_a_sampled_chunk_0_and_the_rope_policy():
-    from trackstream.distill.ode_init import sample_causal_config
     from trackstream.models.causal import CausalConfig
+    from trackstream.train.ode_init.objective import sample_causal_config
 
     base = CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True, rope="absolute")
     drawn = sample_causal_config(base, [1], [2], torch.Generator().manual_seed(0))

@@ -1,4 +1,4 @@
-"""AR-Drag's RL stage (distill/rl.py, distill/grpo.py, eval/rewards.py): the SDE step's log-prob is a Gaussian
+"""AR-Drag's RL stage (train/rl/objective.py, distill/grpo.py, eval/rewards.py): the SDE step's log-prob is a Gaussian
 density; at noise level -> 0 the rollout is the streaming engine; exactly one SDE step per chunk, reproducible
 from the per-rollout seeds; the recomputed log-prob under an unchanged policy is the recorded one (ratio 1,
 KL 0); group advantages; clipping; rl_tiny composed like the CLI, run, cut mid-round and resumed exactly;
@@ -14,10 +14,9 @@ from distill_helpers import H, W, make_conditions, tiny_codec, tiny_network
 from hydra_helpers import typed
 from rl_helpers import rl_source
 
-import trackstream.distill.rl as rl
+import trackstream.train.rl.objective as rl
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.grpo import clipped_surrogate, gaussian_log_prob, group_advantages
-from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.eval.rewards import (
     AppearanceReward,
     CombinedReward,
@@ -29,6 +28,7 @@ from trackstream.eval.rewards import (
 from trackstream.models.streaming import StreamConfig
 from trackstream.stream.chunk_io import collect, tracks_from_array
 from trackstream.stream.engine import StreamingGenerator
+from trackstream.train.rl.objective import RLConfig, RLObjective
 
 SHIFT, K, G = 5.0, 3, 2
 REWARDS = {"motion": {"reference_width": None, "alpha": 256.0, "scale": 1 / 256}, "appearance": {"weight": 0.5}}
@@ -219,7 +219,7 @@ def source(tmp_path_factory):
 
 
 def _run(tmp_path, source, run_dir, steps: int) -> dict:
-    from trackstream.train.registry import run_stage
+    from trackstream.train.app import run_stage
     from trackstream.trainer.dist import init_runtime, seed_everything
 
     cfg = typed(

@@ -72,10 +72,10 @@ def test_a_heldout_clip_shorter_than_the_evaluation_is_an_error(folders):
 
 @pytest.mark.slow  # trains the teacher stage (codec fit, 3 steps, two evaluations)
 def test_teacher_evaluates_on_the_heldout_shards(folders, tmp_path, monkeypatch):
-    import trackstream.train.teacher as teacher_stage
+    import trackstream.train.teacher.build as teacher_stage
     from trackstream.eval.benchmarks import _shards
     from trackstream.eval.metrics import frozen_epe, video_psnr
-    from trackstream.train.registry import run_stage
+    from trackstream.train.app import run_stage
     from trackstream.trainer.dist import init_runtime, seed_everything
 
     seen = []
@@ -121,7 +121,7 @@ def test_teacher_evaluates_on_the_heldout_shards(folders, tmp_path, monkeypatch)
 
 
 def test_teacher_without_eval_shards_stops_before_any_work(folders, tmp_path):
-    from trackstream.train.registry import run_stage
+    from trackstream.train.app import run_stage
     from trackstream.trainer.dist import init_runtime
 
     cfg = typed(tmp_path, "experiment=tiny_teacher", "debug=tiny", *SHARDS, f"data.shards={folders['train']}")

@@ -9,7 +9,6 @@ from distill_helpers import H, W, null_text, tiny_codec, tiny_network
 from hydra_helpers import typed
 
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.horizons import (
     check_horizons,
     distinct_masks,
@@ -22,6 +21,7 @@ from trackstream.models.causal import CausalConfig
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.tracks import latent_frames
+from trackstream.train.dmd.objective import DMDConfig, DMDObjective
 
 ROOT = Path(__file__).resolve().parents[1]
 C3S1W1 = CausalConfig(3, 1, 1, first_chunk_frames=1)

@@ -12,14 +12,14 @@ from hydra_helpers import compose_job
 from omegaconf import OmegaConf
 
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
-from trackstream.distill.dmd import DMDConfig
-from trackstream.distill.ode_init import ODEInitConfig
-from trackstream.distill.rl import RLConfig
 from trackstream.eval.conf_nodes import NODES, register_nodes
 from trackstream.models.causal import CausalConfig
 from trackstream.models.streaming import StreamConfig
 from trackstream.train.config import NODES as TRAIN_NODES
+from trackstream.train.dmd.objective import DMDConfig
+from trackstream.train.ode_init.objective import ODEInitConfig
 from trackstream.train.recipes import CONFIG_DIR
+from trackstream.train.rl.objective import RLConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCES = [p for d in ("trackstream", "lab") for p in (ROOT / d).rglob("*.py")]

@@ -133,9 +133,9 @@ def test_a_run_directory_from_an_earlier_trackstream_is_refused_at_once(tmp_path
 
 
 def test_the_rl_stage_is_in_long_and_smoke_only_and_skipped_without(tmp_path):
-    from trackstream.distill.rl import RLConfig
     from trackstream.pipeline.presets import FULL, LONG, SCRATCH, SMOKE
     from trackstream.pipeline.run import PIPELINE, stage_rl
+    from trackstream.train.rl.objective import RLConfig
 
     assert [n for n, _ in PIPELINE] == ["foundation", "teacher", "ode_init", "dmd", "rl", "stream"]
     assert FULL.rl is None and SCRATCH.rl is None  # make run's minutes have no room for it (docs/make-run.md)

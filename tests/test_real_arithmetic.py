@@ -13,8 +13,6 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra_helpers import compose_job, instantiate
 
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.distill.dmd import DMDObjective
-from trackstream.distill.ode_init import per_chunk_indices
 from trackstream.models.block_causal import BlockCausalAttention
 from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs.base import VideoCodec
@@ -24,6 +22,8 @@ from trackstream.models.streaming import StreamConfig, first_chunk_given
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks
+from trackstream.train.dmd.objective import DMDObjective
+from trackstream.train.ode_init.objective import per_chunk_indices
 
 META = torch.device("meta")
 # recipe -> (experiments, pixels (T, H, W), the codec's spatial factor, latent channels, chunks, chunk 0 given)

@@ -24,7 +24,7 @@ from trackstream.models.text_encoders import build_text_encoder
 from trackstream.models.tracks import sample_track_ids
 from trackstream.models.wan_io import load_wan
 from trackstream.stream.engine import StreamingGenerator
-from trackstream.trainer.teacher import FlowMatchingObjective, TeacherConfig
+from trackstream.train.teacher.objective import FlowMatchingObjective, TeacherConfig
 from trackstream.trainer.weights import initialise
 
 H = W = 32

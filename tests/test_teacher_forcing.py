@@ -1,4 +1,4 @@
-"""Teacher forcing (``distill.teacher_forcing``): each chunk denoised given the CLEAN chunks before it, through
+"""Teacher forcing (``train.teacher_forcing.objective``): each chunk denoised given the CLEAN chunks before it, through
 the rolling cache, equals the block-causal forward over [clean prefix | noisy chunk]; the loss trains; the stage
 runs from the CLI and DMD follows it without ODE pairs."""
 
@@ -12,18 +12,18 @@ from distill_helpers import NUM_FRAMES, NUM_TRACKS, TEXT_DIM, H, W, tiny_codec, 
 from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.diffusion.schedule import add_noise, sigma_to_t
-from trackstream.distill.teacher_forcing import (
-    TeacherForcingConfig,
-    TeacherForcingObjective,
-    clean_context_chunks,
-    clip_condition,
-)
 from trackstream.models.block_causal import BlockCausalAttention
 from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import chunk_pixel_frames, start_cache
+from trackstream.train.teacher_forcing.objective import (
+    TeacherForcingConfig,
+    TeacherForcingObjective,
+    clean_context_chunks,
+    clip_condition,
+)
 
 
 @torch.no_grad()

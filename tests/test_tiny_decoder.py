@@ -17,7 +17,10 @@ from test_docs_run import TINY_DECODER, TINY_DECODER_STREAM, reader_folder, run_
 
 from conftest import stopped_at
 from trackstream.data.video_io import tensor_to_frames
-from trackstream.distill.tiny_decoder import (
+from trackstream.eval.metrics import video_psnr
+from trackstream.models.codecs import TAEHV, TAEHVConfig, build_codec
+from trackstream.models.patch_discriminator import PatchDiscriminator
+from trackstream.train.tiny_decoder.objective import (
     DecoderModel,
     GANConfig,
     LPIPSLossConfig,
@@ -26,9 +29,6 @@ from trackstream.distill.tiny_decoder import (
     discriminator_loss,
     generator_loss,
 )
-from trackstream.eval.metrics import video_psnr
-from trackstream.models.codecs import TAEHV, TAEHVConfig, build_codec
-from trackstream.models.patch_discriminator import PatchDiscriminator
 from trackstream.trainer.codec import CodecConfig, build_codec_module
 
 ROOT = Path(__file__).resolve().parents[1]

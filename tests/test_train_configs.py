@@ -189,13 +189,21 @@ def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
 
 def test_a_stage_is_a_schema_and_a_builder_named_by_stage_name():
     from trackstream.train.registry import STAGES
-    from trackstream.train.teacher import STAGE, build_teacher
+    from trackstream.train.teacher.build import STAGE, build_teacher
 
     typed = validate(_tiny_teacher())
     assert STAGES[typed.stage.name] is STAGE and type(typed.stage) is STAGE.schema and STAGE.builder is build_teacher
-    # each stage's file holds its record, named after it; the schema's default name is the record's
+    # each stage is one unit named after it: a folder with its schema and objective (objective.py) and its
+    # builder, record and plan cost (build.py); the codec's fit is one file; the schema's default name is the record's
     for name, stage in STAGES.items():
-        assert stage.builder.__module__ == f"trackstream.train.{name}" and stage.schema().name == name
+        unit = f"trackstream.train.{name}"
+        if name == "codec":
+            assert stage.builder.__module__ == stage.schema.__module__ == unit
+        else:
+            assert stage.builder.__module__ == f"{unit}.build" and stage.schema.__module__ == f"{unit}.objective"
+            # the tiny decoder's convolutional networks have a plan of their own (bench/plan_tiny_decoder.py)
+            assert name == "tiny_decoder" or stage.cost.__module__ == f"{unit}.build"
+        assert stage.schema().name == name
     with pytest.raises(ValueError, match="stage.name='nope' is no stage"):
         validate(_tiny_teacher("stage.name=nope"))
 
@@ -255,7 +263,7 @@ def test_a_recorded_config_with_an_earlier_trackstreams_stage_keys_is_refused(tm
 
     recorded = OmegaConf.load(ROOT / "assets" / "tiny-teacher" / "config.yaml")
     assert type(validate(recorded).stage).__name__ == "TeacherConfig"  # today's record reads back
-    recorded.stage._schema_ = "trackstream.trainer.teacher:TeacherConfig"
+    recorded.stage._schema_ = "trackstream.train.teacher.objective:TeacherConfig"
     recorded.stage._builder_ = "trackstream.trainer.teacher_stage:build_teacher"
     recorded.stage_builder = None
     want = r"^stage._schema_, stage._builder_, stage_builder: a config recorded by an earlier TrackStream .*new run"

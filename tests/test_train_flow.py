@@ -25,7 +25,7 @@ from trackstream.diffusion.schedule import (
 )
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.motion_wan import Conventions, ModelConfig, build_motion_wan, load_network
-from trackstream.trainer.teacher import FlowMatchingObjective, TeacherConfig, mix_text
+from trackstream.train.teacher.objective import FlowMatchingObjective, TeacherConfig, mix_text
 from trackstream.trainer.weights import export_network, initialise
 
 # ----------------------------------------------------------------------------- schedule
@@ -415,7 +415,7 @@ def test_conventions_read_old_exports_and_name_unknown_keys():
 
 def test_decoded_frame_loss_is_zero_at_the_true_velocity_and_counts_frames_and_their_differences():
     from trackstream.models.codecs.tiny_ae import TinyAE, TinyAEConfig
-    from trackstream.trainer.teacher import decoded_frame_loss
+    from trackstream.train.teacher.objective import decoded_frame_loss
 
     codec = TinyAE(TinyAEConfig(width=16, patch=4)).eval().requires_grad_(False)
     x0 = torch.randn(2, 16, 3, 4, 4)  # 9 pixel frames of 16x16
@@ -457,7 +457,7 @@ def test_the_objective_adds_the_decoded_loss_only_when_weighted():
 
 
 def test_a_clean_prefix_is_whole_chunks_after_frame_0_and_leaves_a_chunk_to_denoise():
-    from trackstream.trainer.teacher import clean_prefix
+    from trackstream.train.teacher.objective import clean_prefix
 
     g = torch.Generator().manual_seed(0)
     sigma = torch.full((400, 7), 0.6)

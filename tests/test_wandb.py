@@ -86,7 +86,7 @@ def test_mode_precedence_config_then_wandb_mode_then_offline(tmp_path, monkeypat
 
 @pytest.mark.slow
 def test_teacher_logs_periodic_figures_sample_videos_and_parameter_counts(tmp_path, monkeypatch):
-    from trackstream.train.registry import run_stage
+    from trackstream.train.app import run_stage
     from trackstream.trainer.dist import init_runtime, seed_everything
 
     monkeypatch.setenv("WANDB_RUN_GROUP", "recipe-1")
@@ -119,7 +119,7 @@ def source(tmp_path_factory):
 
 
 def _student_stage(tmp_path, run_dir, *overrides, steps: int = 2):
-    from trackstream.train.registry import run_stage
+    from trackstream.train.app import run_stage
     from trackstream.trainer.dist import init_runtime, seed_everything
 
     cfg = typed(

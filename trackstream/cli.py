@@ -19,7 +19,7 @@ __all__ = ["COMMANDS", "main"]
 # subcommand -> (module run as __main__, one line of help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("trackstream.pipeline", "the end-to-end job on the embedded world (make run)"),
-    "train": ("trackstream.train", "Hydra training app: teacher, codec, ODE init, DMD (experiment=...)"),
+    "train": ("trackstream.train.app", "Hydra training app: teacher, codec, ODE init, DMD (experiment=...)"),
     "pairs": ("trackstream.train.pairs", "ODE pairs: the teacher's sampling trajectories for ODE init"),
     "prepare": ("trackstream.data.prepare", "real videos -> webdataset shards (decord, tracker, text embeddings)"),
     "eval": ("trackstream.eval", "score runs or exports on a benchmark (EPE, PSNR, SSIM, LPIPS, FID, FVD)"),

@@ -14,10 +14,10 @@ from hydra_helpers import typed
 
 from lab.long_dmd import UPDATE_RATIO, dmd_overrides, long_sizes, pack, unpack
 from lab.run_pack import entry_object, read_pack
-from trackstream.distill.dmd import DMDConfig
 from trackstream.distill.pair_shards import load_shard
 from trackstream.pipeline.presets import FULL, SCRATCH
 from trackstream.pipeline.run import DISTILL
+from trackstream.train.dmd.objective import DMDConfig
 from trackstream.train.snapshots import list_snapshots, read_snapshot
 
 RATIO = UPDATE_RATIO
@@ -65,7 +65,7 @@ def _run_dir(src: Path, dest: Path) -> Path:
 
 
 def _dmd(tmp_path, run_dir: Path, steps: int) -> dict:
-    from trackstream.train.registry import run_stage
+    from trackstream.train.app import run_stage
     from trackstream.trainer.dist import init_runtime, seed_everything
 
     cfg = typed(
@@ -189,7 +189,7 @@ def test_the_curve_study_scores_each_snapshot_by_make_runs_protocol(source, tmp_
     cfg.codec.checkpoint = str(run / "teacher/codec/codec.pt")
     for stage in ("dmd", "teacher"):
         OmegaConf.save(cfg, run / stage / "config.yaml")
-    # the fixture's ODE-init export records no streaming conventions; the stage's would (train.ode_init)
+    # the fixture's ODE-init export records no streaming conventions; the stage's would (train.ode_init.build)
     from trackstream.models.streaming import StreamConfig
 
     meta_path = run / "ode_init/export/student/network.json"

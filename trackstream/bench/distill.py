@@ -12,7 +12,7 @@ decoder and discriminator updates.
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
 optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are built and
-prepared as ``train.ode_init`` and ``train.dmd`` build them (``prepare_network`` / ``prepare_frozen``, one process:
+prepared as ``train.ode_init.build`` and ``train.dmd.build`` build them (``prepare_network`` / ``prepare_frozen``, one process:
 ``parallel.strategy=single``), with random weights (the zero-init head randomised) instead of the
 exported teacher / student, and random inputs of the pair folder's shapes instead of the pairs. What is
 timed is the loop's inner work for one network (trackstream/trainer/loop.py): ``objective.loss`` under the runtime's
@@ -52,15 +52,15 @@ from trackstream.bench.distill_setup import (
 from trackstream.bench.distill_stages import STAGE_BENCHES
 from trackstream.bench.timing import environment
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.distill.dmd import DMDObjective
-from trackstream.distill.ode_init import ODEInitObjective
 from trackstream.eval.tables import markdown_table
 from trackstream.models.precision import DTYPES
 from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.options import add_precision_args, parsed_precision
-from trackstream.train.dmd import STAGE as DMD
-from trackstream.train.ode_init import STAGE as ODE_INIT
+from trackstream.train.dmd.build import STAGE as DMD
+from trackstream.train.dmd.objective import DMDObjective
+from trackstream.train.ode_init.build import STAGE as ODE_INIT
+from trackstream.train.ode_init.objective import ODEInitObjective
 from trackstream.trainer.dist import Runtime, init_runtime, training_allocator
 from trackstream.trainer.parallel import prepare_frozen, prepare_network, unwrap
 

@@ -12,7 +12,7 @@ is not timed. Consistency's target is the student's EMA (``ema.start_step: 0``),
 no-grad pass each step (``EMA.swapped``: one more fp32 copy of the weights while it runs) after the teacher's
 guided step (its guidance terms batched as one stream), then the student's pass with gradient.
 
-tiny_decoder: the TAEHV codec (random, ``train.tiny_decoder.build_taehv``), the decoder and the PatchGAN as the
+tiny_decoder: the TAEHV codec (random, ``train.tiny_decoder.build.build_taehv``), the decoder and the PatchGAN as the
 stage's ``tiny_decoder_networks`` makes them, the frozen full codec (the recipe's, random weights) and LPIPS (random weights
 when ``stage.lpips.weight`` > 0: the weight files are not needed for a timing). The raw batch is clips of the
 recipe's size (``data.num_frames`` x ``data.height`` x ``data.width``); ``prepare_batch`` (the crop and the full
@@ -29,13 +29,13 @@ import torch
 
 from trackstream.bench.distill_setup import describe, pair_shapes, random_conditions, random_network, timed, updater
 from trackstream.diffusion.samplers import guidance_terms
-from trackstream.distill.consistency import ConsistencyObjective
-from trackstream.distill.teacher_forcing import TeacherForcingObjective
-from trackstream.distill.tiny_decoder import TinyDecoderObjective
 from trackstream.models.streaming import first_chunk_given
-from trackstream.train.consistency import STAGE as CONSISTENCY
-from trackstream.train.teacher_forcing import STAGE as TEACHER_FORCING
-from trackstream.train.tiny_decoder import STAGE as TINY_DECODER
+from trackstream.train.consistency.build import STAGE as CONSISTENCY
+from trackstream.train.consistency.objective import ConsistencyObjective
+from trackstream.train.teacher_forcing.build import STAGE as TEACHER_FORCING
+from trackstream.train.teacher_forcing.objective import TeacherForcingObjective
+from trackstream.train.tiny_decoder.build import STAGE as TINY_DECODER
+from trackstream.train.tiny_decoder.objective import TinyDecoderObjective
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.parallel import prepare_frozen, prepare_network, unwrap
 
@@ -134,7 +134,7 @@ def bench_consistency(typed, runtime: Runtime, *, repeats: int, warmup: int, see
 def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
     from trackstream.eval.lpips import LPIPS
     from trackstream.models.codecs import build_codec
-    from trackstream.train.tiny_decoder import build_taehv, check_layout, check_pair, tiny_decoder_networks
+    from trackstream.train.tiny_decoder.build import build_taehv, check_layout, check_pair, tiny_decoder_networks
 
     st, device, d = typed.stage, runtime.device, typed.data
     check_layout(typed.parallel.strategy)

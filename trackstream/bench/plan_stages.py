@@ -1,7 +1,7 @@
 """What a training stage holds on a GPU, turned into a ``Plan`` (``bench/plan.py``).
 
 What each stage trains, holds frozen and computes per sample is its record's ``cost``
-(``train/stage.py``'s ``Cost``, defined beside each stage's builder: train/teacher.py, train/dmd.py, ...);
+(``train/stage.py``'s ``Cost``, defined beside each stage's builder: train/teacher/build.py, train/dmd/build.py, ...);
 this module counts it: the networks' bytes under the parallel layout (``bench/plan_model.py``), the
 activations of the larger update, the rolling KV cache of a causal stage (``cache``), the step's FLOPs.
 The tiny-decoder stage has convolutional networks and no DiT tokens: ``bench/plan_tiny_decoder.py``.
@@ -281,7 +281,7 @@ def make_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], frozen: bool = 
 
 def _tiny_decoder_plan(cfg, *, gpus: int, gpu: str, overrides: list[str], accum: int, half: bool) -> Plan:
     from trackstream.bench.plan_tiny_decoder import tiny_decoder_plan
-    from trackstream.train.tiny_decoder import check_layout
+    from trackstream.train.tiny_decoder.build import check_layout
 
     check_layout(cfg.parallel.strategy)  # the layouts the stage refuses (fsdp, deepspeed), in its words
     st = cfg.stage

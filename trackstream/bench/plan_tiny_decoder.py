@@ -1,4 +1,4 @@
-"""The memory plan of ``stage=tiny_decoder`` (``train/tiny_decoder.py``), for ``bench/plan_stages.make_plan``.
+"""The memory plan of ``stage=tiny_decoder`` (``train/tiny_decoder/build.py``), for ``bench/plan_stages.make_plan``.
 
 Trained: the TAEHV codec's decoder (its encoder is held frozen in the same module) and the PatchGAN discriminator,
 each with fp32 weights, gradients and AdamW state (``plan_model.trained_bytes``), no EMA. Held frozen: the full

@@ -34,9 +34,9 @@ from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.options import add_precision_args, parsed_precision
+from trackstream.train.teacher.objective import TeacherConfig
 from trackstream.train.train_config import ScheduleConfig
 from trackstream.trainer.dist import training_allocator
-from trackstream.trainer.teacher import TeacherConfig
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "H800": 989.0, "A100": 312.0, "L40S": 362.0, "A10": 125.0}
 

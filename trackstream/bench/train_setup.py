@@ -7,9 +7,9 @@ import torch
 
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.tracks import latent_frames
+from trackstream.train.teacher.objective import FlowMatchingObjective, TeacherConfig
 from trackstream.trainer.ema import EMA, EMAConfig
 from trackstream.trainer.optim import OptimConfig, build_optimizer, param_groups
-from trackstream.trainer.teacher import FlowMatchingObjective, TeacherConfig
 
 
 def random_batch(

@@ -192,7 +192,7 @@ def sample(
         raise ValueError(
             "this network was trained with a clean latent frame 0 (network.json conventions.clean_first_frame): "
             "pass Condition(first_latent=<the first frame's latent [B, 16, 1, h, w]>), e.g. "
-            "trainer.teacher.Conditioner.first_latent(image)"
+            "models.conditioner.Conditioner.first_latent(image)"
         )
 
     def level(s: torch.Tensor) -> torch.Tensor:  # [B] or [B, F] with frame 0 clean

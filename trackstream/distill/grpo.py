@@ -1,4 +1,4 @@
-"""GRPO pieces of the RL stage (distill/rl.py): the SDE step of the student's sampler, its Gaussian
+"""GRPO pieces of the RL stage (train/rl/objective.py): the SDE step of the student's sampler, its Gaussian
 log-probability, group-normalised advantages, the clipped surrogate and the KL on the step means.
 
 The student's few-step sampler (``stream.chunks.denoise_chunk``) moves from level sigma to the next level

@@ -1,4 +1,4 @@
-"""Rewards of generated videos for the RL stage (distill/rl.py): one interface, each a black box to GRPO.
+"""Rewards of generated videos for the RL stage (train/rl/objective.py): one interface, each a black box to GRPO.
 
 A reward is called as ``reward(frames, condition) -> tensor [B]`` (float32, CPU), where ``frames`` are
 either float videos [B, 3, T, H, W] in [-1, 1] (what the codec decodes) or uint8 videos [B, T, H, W, 3],

@@ -1,7 +1,7 @@
 """The LAION aesthetic predictor: OpenAI CLIP ViT-L/14 image embedding -> linear MLP head -> one score.
 
 This is the predictor of LAION's improved-aesthetic-predictor (``sac+logos+ava1-l14-linearMSE.pth``), the
-quality reward of AR-Drag's RL stage (distill/rl.py). Scores are on the AVA rating scale (roughly 1..10).
+quality reward of AR-Drag's RL stage (train/rl/objective.py). Scores are on the AVA rating scale (roughly 1..10).
 
 * Image tower: transformers' ``CLIPVisionModelWithProjection`` (the class ``models.clip_image`` builds Wan's
   ViT-H/14 with) at ViT-L/14 sizes: width 1024, 24 blocks of 16 heads, MLP 4096, patch 14 at 224 px,

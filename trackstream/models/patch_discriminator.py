@@ -1,7 +1,7 @@
 """A PatchGAN discriminator (pix2pix's ``NLayerDiscriminator``, Isola et al. 2017, as taming-transformers uses it
 for VQGAN): strided 4x4 convs that score overlapping patches of an image as real or fake, one logit per patch.
 
-The tiny decoder stage (``distill.tiny_decoder``) scores every decoded frame with it, as a second trained network
+The tiny decoder stage (``train.tiny_decoder.objective``) scores every decoded frame with it, as a second trained network
 beside the decoder. A pure module: the losses and their weighting live in the objective.
 
 Layout for ``layers`` = n (3 = pix2pix's default, a 70x70 receptive field): conv(3 -> w, stride 2) + LeakyReLU,

@@ -41,8 +41,8 @@ from trackstream.pipeline.report_tables import (
     run_sections,
     teacher_sentences,
 )
-from trackstream.train.dmd import STAGE as DMD
-from trackstream.train.teacher import STAGE as TEACHER
+from trackstream.train.dmd.build import STAGE as DMD
+from trackstream.train.teacher.build import STAGE as TEACHER
 
 __all__ = ["write_report", "read_metrics", "json_safe"]
 

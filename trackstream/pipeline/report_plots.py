@@ -21,7 +21,7 @@ def finite(*xs) -> bool:
     return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in xs)
 
 
-RL_REWARD = "train/rl/reward"  # the RL stage's mean reward of each round's rollouts (distill/rl.py)
+RL_REWARD = "train/rl/reward"  # the RL stage's mean reward of each round's rollouts (train/rl/objective.py)
 
 
 def curve_keys(rows: list[dict]) -> list[str]:

@@ -20,7 +20,7 @@ from trackstream.pipeline.report_figures import ratio as _ratio
 from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
 from trackstream.pipeline.report_quality import floor_quality_cells, quality_cells, quality_header
-from trackstream.train.rl import STAGE as RL
+from trackstream.train.rl.build import STAGE as RL
 
 __all__ = [
     "fmt",

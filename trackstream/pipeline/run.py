@@ -34,10 +34,10 @@ import torch
 from trackstream.models.network import Network
 from trackstream.pipeline.presets import RELEASE_FINETUNE, RELEASE_RECIPE, SIZES, Sizes
 from trackstream.pipeline.stage_calls import PipelineError, train_stage
-from trackstream.train.dmd import STAGE as DMD
-from trackstream.train.ode_init import STAGE as ODE_INIT
-from trackstream.train.rl import STAGE as RL
-from trackstream.train.teacher import STAGE as TEACHER
+from trackstream.train.dmd.build import STAGE as DMD
+from trackstream.train.ode_init.build import STAGE as ODE_INIT
+from trackstream.train.rl.build import STAGE as RL
+from trackstream.train.teacher.build import STAGE as TEACHER
 
 __all__ = [
     "PIPELINE",

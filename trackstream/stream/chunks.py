@@ -1,6 +1,6 @@
 """Per-chunk pieces of the causal student, shared by the streaming engine and Self-Forcing DMD.
 
-Both the inference engine (``stream.engine``) and the DMD rollout (``distill.dmd``) call exactly
+Both the inference engine (``stream.engine``) and the DMD rollout (``train.dmd.objective``) call exactly
 these functions, so training simulates inference step for step (MotionStream §3.2: "Our
 inference procedure identically follows the training process"):
 

@@ -1,3 +1,4 @@
 """TrackStream's training application: the Hydra entry (``python -m trackstream.train``, ``trackstream train``),
-the root config and each stage's schema, the stage registry and the builders of every stage (codec, teacher,
-ODE pairs, ODE init, DMD, RL) with their periodic sampling hooks. The engine they run on is ``trackstream.trainer``."""
+the root config, the stage registry and every stage as a folder of its own (``train/<stage>/``: its schema and
+objective, its builder and its plan cost), with the pieces the builders share (exports, pair data, periodic
+sampling, snapshots). The engine they run on is ``trackstream.trainer``."""

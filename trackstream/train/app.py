@@ -3,7 +3,7 @@
 The only place that sees a DictConfig: compose -> the settings of the network the stage is given, read
 from its record where the command line did not set them (``train.teacher_record``; Hydra's command-line
 overrides say what it set) -> ``validate`` (dataclasses, ValueError naming the field) -> runtime
-(accelerate) -> run directory -> ``run_stage``. ``--cfg job`` prints the
+(accelerate) -> run directory -> ``run_stage`` (the stage's builder, then its plan through the loop). ``--cfg job`` prints the
 composed config without running; ``--info defaults`` shows the defaults tree.
 
 Run-directory contract (``hydra.run.dir``; pass ``hydra.run.dir=$RUN_DIR`` or set ``RUN_DIR``
@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import sys
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -35,8 +36,9 @@ from trackstream.models.formats.files import remove_run_folder
 from trackstream.models.precision import concrete_precision, resolve_device
 from trackstream.train.codec import StagePreempted, codec_fingerprint
 from trackstream.train.config import register_configs, resolved_container, validate
+from trackstream.train.plan import train_plan
 from trackstream.train.recipes import CONFIG_DIR
-from trackstream.train.registry import run_stage
+from trackstream.train.registry import STAGES
 from trackstream.train.teacher_record import Applied, apply_settings
 from trackstream.train.train_config import TrainConfig
 from trackstream.trainer.checkpoint import TrainingStopped, refuse_foreign_run
@@ -46,7 +48,7 @@ from trackstream.trainer.metrics import setup_logging
 from trackstream.trainer.parallel import deepspeed_config
 from trackstream.trainer.run_lock import LOCK_NAME, holds_lock, lock_run_dir, made_dir, unlock_run_dir
 
-__all__ = ["main", "run", "check_inputs", "start_run", "RunRefused"]
+__all__ = ["main", "run", "run_stage", "check_inputs", "start_run", "RunRefused"]
 
 register_configs()
 log = logging.getLogger("trackstream")
@@ -393,6 +395,23 @@ def _start_run(cfg: DictConfig, run_dir: Path, refusal: str | None) -> tuple[Tra
     return typed, runtime, run_dir
 
 
+def run_stage(cfg: TrainConfig, runtime: Runtime, run_dir: Path) -> dict:
+    """Build the configured stage (its record's builder), train it (resuming if possible), then run its
+    ``finish``."""
+    plan = STAGES[cfg.stage.name].builder(cfg, runtime, run_dir)
+    return train_plan(
+        plan,
+        plan.trainer or cfg.trainer,
+        cfg.logger,
+        runtime,
+        run_dir,
+        cfg.fingerprint(),
+        config=asdict(cfg),
+        stage=cfg.stage.name,
+        experiment=cfg.task_name,
+    )
+
+
 def run(cfg: DictConfig) -> dict:
     """Validate, set up the runtime and the run directory, train the configured stage."""
     typed, runtime, run_dir = start_run(cfg)
@@ -538,3 +557,6 @@ def _dotted_keys(node, prefix: str = "") -> list[str]:
 
 
 main = hydra_entry(run)
+
+if __name__ == "__main__":
+    main()

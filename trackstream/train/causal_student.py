@@ -1,5 +1,5 @@
 """What ``stage=teacher_forcing`` and ``stage=consistency`` share, the causal student's starts that need no ODE
-pairs (``stage=ode_init`` is the third, train/ode_init.py; each is followed by ``stage=dmd`` unchanged): the
+pairs (``stage=ode_init`` is the third, train/ode_init/build.py; each is followed by ``stage=dmd`` unchanged): the
 student trained on the teacher's own data (clips encoded by the teacher's codec and text encoder, as the teacher
 stage encodes its pool), exported (EMA weights) to ``<run_dir>/export/student`` in the teacher's format, recording
 how it streams (chunking, steps, shift), and streaming held-out clips every ``trainer.sample_every`` steps.

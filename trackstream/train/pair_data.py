@@ -19,7 +19,6 @@ import torch
 from trackstream.data.batching import derive_seed
 from trackstream.data.clips import DataConfig, PoolStream
 from trackstream.distill.horizons import rollout_frames
-from trackstream.distill.ode_init import ODEInitConfig
 from trackstream.distill.ode_pairs import generate_ode_pairs
 from trackstream.distill.pair_shards import PairSet, pairs_complete
 from trackstream.models.causal import CausalConfig
@@ -27,6 +26,7 @@ from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
+from trackstream.train.ode_init.objective import ODEInitConfig
 from trackstream.train.pair_conditions import PairConditions
 from trackstream.trainer.codec import CodecConfig
 from trackstream.trainer.dist import Runtime

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from trackstream.distill.ode_init import ODEInitConfig
 from trackstream.models.precision import dtype_name, resolve_dtype
 from trackstream.train.app import hydra_entry, start_run
+from trackstream.train.ode_init.objective import ODEInitConfig
 from trackstream.train.pair_data import obtain_ode_pairs
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """What every stage's builder returns and how it is trained: the ``StagePlan`` (an objective, prepared networks,
 a data stream, hooks and a ``finish`` callback), a trained network put on the engine (``trained_network``) and
-the plan's run through ``trainer.loop.train`` (``train_plan``). Each stage's builder is in the file named after the stage (train/teacher.py, train/dmd.py,
+the plan's run through ``trainer.loop.train`` (``train_plan``). Each stage's builder is in the file named after the stage (train/teacher/build.py, train/dmd/build.py,
 ...; the records are collected in ``train.registry.STAGES``).
 """
 

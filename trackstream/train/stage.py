@@ -1,6 +1,6 @@
 """The record of one training stage: its name, its typed config, its builder and its cost (what one optimizer
 step holds on a GPU and how much work it is, which ``trackstream plan`` turns into bytes and seconds:
-``bench/plan_stages.py``). Each stage's file (train/teacher.py, train/dmd.py, ...) defines its ``STAGE``;
+``bench/plan_stages.py``). Each stage's file (train/teacher/build.py, train/dmd/build.py, ...) defines its ``STAGE``;
 ``train.registry.STAGES`` collects them by name."""
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ out [clean chunks | noisy chunks] with a mask letting noisy chunk i see clean ch
 (the block-causal mask equals the streamed cache, tests/test_causal.py), at the cost of one clean pass per chunk,
 and no gradient into the clean context (``commit_chunk`` runs without it, the streaming memory rule).
 The result is a many-step causal diffusion model: sampled with many steps it is the autoregressive teacher that
-causal consistency distillation (``distill.consistency``) distils; sampled with the student's K steps it is a
+causal consistency distillation (``train.consistency.objective``) distils; sampled with the student's K steps it is a
 start for DMD. Legend: B batch, C channels, F latent frames, h/w latent size, T pixel frames.
 """
 
@@ -37,14 +37,14 @@ from trackstream.diffusion.schedule import (
     sigma_to_t,
     velocity_target,
 )
-from trackstream.distill.ode_init import check_mask_choices, sample_causal_config
 from trackstream.models.causal import CausalConfig, KVCache, stream_step
 from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import VideoCondition, chunk_condition, chunk_pixel_frames, commit_chunk, start_cache
+from trackstream.train.ode_init.objective import check_mask_choices, sample_causal_config
+from trackstream.train.teacher.objective import mix_text
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
-from trackstream.trainer.teacher import mix_text
 
 __all__ = [
     "TeacherForcingConfig",

@@ -1,6 +1,6 @@
 """``stage=teacher_forcing``: the student starts as the teacher export (``stage.teacher``; or ``stage.student``)
 and is trained on the teacher's own data with the flow-matching loss on clean context
-(``distill.teacher_forcing``); train/causal_student.py holds what it shares with ``stage=consistency``."""
+(``train.teacher_forcing.objective``); train/causal_student.py holds what it shares with ``stage=consistency``."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
-from trackstream.distill.teacher_forcing import TeacherForcingConfig, TeacherForcingObjective
 from trackstream.train.causal_student import build_causal_student
 from trackstream.train.exports import NetworkExport
 from trackstream.train.plan import StagePlan
 from trackstream.train.stage import ENCODERS, Cost, CostInputs, Stage, Trained
+from trackstream.train.teacher_forcing.objective import TeacherForcingConfig, TeacherForcingObjective
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.parallel import unwrap
 

@@ -1,5 +1,5 @@
 """``stage=consistency``: the student starts as the autoregressive teacher (``stage.teacher``: a teacher-forcing
-export) and is distilled from it on the teacher's own data (``distill.consistency``); the frozen teacher runs
+export) and is distilled from it on the teacher's own data (``train.consistency.objective``); the frozen teacher runs
 through its own cache. train/causal_student.py holds what it shares with ``stage=teacher_forcing``."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.samplers import nfe_per_step
-from trackstream.distill.consistency import ConsistencyConfig, ConsistencyObjective
 from trackstream.train.causal_student import build_causal_student
+from trackstream.train.consistency.objective import ConsistencyConfig, ConsistencyObjective
 from trackstream.train.exports import NetworkExport
 from trackstream.train.plan import StagePlan
 from trackstream.train.stage import ENCODERS, Cost, CostInputs, Held, Stage, Trained

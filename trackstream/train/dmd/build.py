@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
-from trackstream.distill.dmd import DMDConfig, DMDObjective
 from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
 from trackstream.models.formats.checkpoint import split_subkey
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.tracks import latent_frames
+from trackstream.train.dmd.objective import DMDConfig, DMDObjective
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream

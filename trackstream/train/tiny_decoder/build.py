@@ -1,5 +1,5 @@
 """Wiring of ``stage=tiny_decoder`` (MotionStream appendix A): a TAEHV decoder trained on the frozen full codec's
-latents (``distill.tiny_decoder``), with a PatchGAN discriminator as the second trained network.
+latents (``train.tiny_decoder.objective``), with a PatchGAN discriminator as the second trained network.
 
 Order: seeds (identical random init on every rank), the held-out clips (a missing set fails first), the training
 pool, the frozen full codec (the root's ``codec``: from ``codec.checkpoint``, or for the trainable tiny-ae fitted
@@ -28,12 +28,12 @@ import torch
 from trackstream.data.batching import derive_seed
 from trackstream.data.clips import ClipPool, DataConfig, PoolStream, build_raw_stream, check_heldout, heldout_clips
 from trackstream.data.video_io import tensor_to_frames, write_mp4
-from trackstream.distill.tiny_decoder import DecoderModel, TinyDecoderConfig, TinyDecoderObjective
 from trackstream.eval.metrics import video_psnr, video_ssim
 from trackstream.models.patch_discriminator import PatchDiscriminator
 from trackstream.train.codec import obtain_codec
 from trackstream.train.plan import StagePlan, trained_network
 from trackstream.train.stage import Stage
+from trackstream.train.tiny_decoder.objective import DecoderModel, TinyDecoderConfig, TinyDecoderObjective
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import Hook, TrainResult
 from trackstream.trainer.metrics import MetricLogger

@@ -34,13 +34,13 @@ from trackstream.train.codec import obtain_codec
 from trackstream.train.encoders import load_text_encoder, training_data
 from trackstream.train.plan import StagePlan, trained_network
 from trackstream.train.stage import ENCODERS, Cost, CostInputs, Stage, Trained
+from trackstream.train.teacher.objective import FlowMatchingObjective, TeacherConfig
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.ema import EMAConfig
 from trackstream.trainer.loop import Hook, TrainerConfig, TrainResult
 from trackstream.trainer.metrics import MetricLogger
 from trackstream.trainer.optim import OptimConfig
 from trackstream.trainer.parallel import ParallelConfig, unwrap
-from trackstream.trainer.teacher import FlowMatchingObjective, TeacherConfig
 from trackstream.trainer.weights import export_network, initialise
 
 if TYPE_CHECKING:

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trackstream.data.batching import derive_seed
-from trackstream.distill.ode_init import ODEInitConfig, ODEInitObjective
 from trackstream.distill.pair_shards import PairSet
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
+from trackstream.train.ode_init.objective import ODEInitConfig, ODEInitObjective
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream, obtain_ode_pairs
 from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network

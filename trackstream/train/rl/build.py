@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 from trackstream.data.batching import derive_seed
 from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
-from trackstream.distill.rl import RLConfig, RLObjective
 from trackstream.eval.rewards import build_rewards
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream
 from trackstream.train.periodic import StudentSampling
 from trackstream.train.plan import StagePlan, trained_network
+from trackstream.train.rl.objective import RLConfig, RLObjective
 from trackstream.train.stage import Cost, CostInputs, Held, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import TrainResult
