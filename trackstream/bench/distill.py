@@ -11,10 +11,11 @@ decoder and discriminator updates.
         --override data.height=64 --override data.width=128 --batch 1    # a cut-down CPU rehearsal
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
-optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are built and
-prepared as ``train.ode_init.build`` and ``train.dmd.build`` build them (``prepare_network`` / ``prepare_frozen``, one process:
-``parallel.strategy=single``), with random weights (the zero-init head randomised) instead of the
-exported teacher / student, and random inputs of the pair folder's shapes instead of the pairs. What is
+optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are prepared as the
+stages prepare them (``prepare_network`` / ``prepare_frozen``, one process: ``parallel.strategy=single``), with
+random weights (the zero-init head randomised) instead of the exported teacher / student, and the objective is
+the stage's own (``dmd_objective``, ``ode_init_objective``, ... in ``train/<stage>/build.py``, which the builders
+call), fed random inputs of the pair folder's shapes instead of the pairs. What is
 timed is the loop's inner work for one network (trackstream/trainer/loop.py): ``objective.loss`` under the runtime's
 autocast, backward, and ``TrainedNetwork.step`` (clip, AdamW, schedule, EMA), for one micro-batch of
 ``data.batch_size``; a real loop step accumulates ``trainer.grad_accum`` of them before the optimizer.
@@ -41,6 +42,7 @@ import torch
 
 from trackstream.bench.distill_setup import (
     describe,
+    empty_prompt,
     horizon_conditioner,
     long_shapes,
     pair_shapes,
@@ -51,18 +53,17 @@ from trackstream.bench.distill_setup import (
 )
 from trackstream.bench.distill_stages import STAGE_BENCHES
 from trackstream.bench.timing import environment
-from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.eval.tables import markdown_table
 from trackstream.models.precision import DTYPES
 from trackstream.models.streaming import first_chunk_given
-from trackstream.models.tracks import latent_frames, sample_track_ids
+from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.dmd.build import STAGE as DMD
-from trackstream.train.dmd.objective import DMDObjective
+from trackstream.train.dmd.build import dmd_objective
 from trackstream.train.ode_init.build import STAGE as ODE_INIT
-from trackstream.train.ode_init.objective import ODEInitObjective
+from trackstream.train.ode_init.build import ode_init_objective
 from trackstream.trainer.dist import Runtime, init_runtime, training_allocator
-from trackstream.trainer.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.trainer.parallel import prepare_frozen, prepare_network
 
 __all__ = ["REAL_CONFIGS", "TINY_CONFIGS", "STAGE_CONFIGS", "compose", "bench_dmd", "bench_ode_init", "main"]
 
@@ -88,7 +89,6 @@ def compose(experiment: str, overrides: list[str] = ()):
 def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
     st, device = typed.stage, runtime.device
     par = dataclasses.replace(typed.parallel, strategy="single")
-    K, shift = typed.schedule.student_steps, typed.schedule.shift
     torch.manual_seed(seed)
     # the recipes' teachers: the 5B (ti2v) and the tiny one trained with latent frame 0 clean, the 1.3B not
     teacher, init = random_network(typed, clean_first_frame=first_chunk_given(st.causal))
@@ -119,22 +119,8 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
     conditioner = None
     if st.rollout_horizons > 1:  # rollouts past the horizon: the recipe's codec (random) re-encodes window frames
         conditioner, shape = horizon_conditioner(typed, runtime), long_shapes(shape, st.rollout_horizons, st.causal)
-    objective = DMDObjective(
-        generator.module,
-        critic.module,
-        teacher,
-        cfg=st,
-        sigmas=sampling_sigmas(K, shift=shift),
-        shift=shift,
-        null_text=torch.zeros(1, 1, shape["E"]),
-        null_text_lengths=torch.ones(1, dtype=torch.long),
-        embed_dim=unwrap(generator.module).track_embed_dim,
-        height=shape["H"],
-        width=shape["W"],
-        seed=seed,
-        device=device,
-        conditioner=conditioner,
-        horizon_latents=latent_frames(typed.data.num_frames),
+    objective = dmd_objective(
+        typed, runtime, generator.module, critic.module, teacher, null_text=empty_prompt(shape), conditioner=conditioner
     )
     raw = random_conditions(generator.module, typed, shape, device, torch.Generator().manual_seed(seed))
     prepare = timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)
@@ -155,7 +141,7 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
 def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
     st, device = typed.stage, runtime.device
     par = dataclasses.replace(typed.parallel, strategy="single")
-    K, shift = typed.schedule.student_steps, typed.schedule.shift
+    K = typed.schedule.student_steps
     torch.manual_seed(seed)
     net, init = random_network(typed)
     trained = prepare_network(
@@ -169,16 +155,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
         init_fn=init,
     )
     shape = pair_shapes(typed, trained.module)
-    objective = ODEInitObjective(
-        trained.module,
-        cfg=st,
-        sigmas=sampling_sigmas(K, shift=shift),
-        embed_dim=unwrap(trained.module).track_embed_dim,
-        height=shape["H"],
-        width=shape["W"],
-        seed=seed,
-        device=device,
-    )
+    objective = ode_init_objective(typed, runtime, trained.module)
     gen = torch.Generator().manual_seed(seed)
     raw = random_conditions(trained.module, typed, shape, device, gen)
     B, F, C, h, w = (shape[k] for k in "BFChw")

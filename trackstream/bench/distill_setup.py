@@ -95,6 +95,11 @@ def pair_shapes(typed, net) -> dict:
     )
 
 
+def empty_prompt(shape: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The empty prompt's (embedding, lengths) at the text encoder's width: the builders encode "" with it."""
+    return torch.zeros(1, 1, shape["E"]), torch.ones(1, dtype=torch.long)
+
+
 def long_shapes(shape: dict, horizons: int, causal) -> dict:
     """The conditions' shapes of a rollout over ``horizons`` teacher horizons (``stage.rollout_horizons``)."""
     T = rollout_frames(shape["T"], horizons, causal)

@@ -27,15 +27,22 @@ import dataclasses
 
 import torch
 
-from trackstream.bench.distill_setup import describe, pair_shapes, random_conditions, random_network, timed, updater
+from trackstream.bench.distill_setup import (
+    describe,
+    empty_prompt,
+    pair_shapes,
+    random_conditions,
+    random_network,
+    timed,
+    updater,
+)
 from trackstream.diffusion.samplers import guidance_terms
 from trackstream.models.streaming import first_chunk_given
 from trackstream.train.consistency.build import STAGE as CONSISTENCY
-from trackstream.train.consistency.objective import ConsistencyObjective
+from trackstream.train.consistency.build import consistency_objective
 from trackstream.train.teacher_forcing.build import STAGE as TEACHER_FORCING
-from trackstream.train.teacher_forcing.objective import TeacherForcingObjective
+from trackstream.train.teacher_forcing.build import teacher_forcing_objective
 from trackstream.train.tiny_decoder.build import STAGE as TINY_DECODER
-from trackstream.train.tiny_decoder.objective import TinyDecoderObjective
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.parallel import prepare_frozen, prepare_network, unwrap
 
@@ -71,23 +78,12 @@ def _clips(typed, net, device, seed: int) -> tuple[dict, dict]:
 
 
 def bench_teacher_forcing(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
-    st, device = typed.stage, runtime.device
+    device = runtime.device
     par = dataclasses.replace(typed.parallel, strategy="single")
     torch.manual_seed(seed)
     trained, _ = _student(typed, runtime, par)
     batch, shape = _clips(typed, trained.module, device, seed)
-    objective = TeacherForcingObjective(
-        trained.module,
-        cfg=st,
-        shift=typed.schedule.shift,
-        embed_dim=unwrap(trained.module).track_embed_dim,
-        height=typed.data.height,
-        width=typed.data.width,
-        seed=seed,
-        device=device,
-        null_text=torch.zeros(1, 1, shape["E"]),
-        null_lengths=torch.ones(1, dtype=torch.long),
-    )
+    objective = teacher_forcing_objective(typed, runtime, trained.module, null_text=empty_prompt(shape))
     batch = objective.prepare_batch(batch)
     out = {
         "generator": timed(updater(objective, trained, batch, runtime), device=device, repeats=repeats, warmup=warmup)
@@ -105,21 +101,7 @@ def bench_consistency(typed, runtime: Runtime, *, repeats: int, warmup: int, see
     teacher, _ = random_network(typed, clean_first_frame=first_chunk_given(st.causal))
     teacher = prepare_frozen(runtime, teacher, cfg=par, shard=True, init_fn=init)
     batch, shape = _clips(typed, trained.module, device, seed)
-    objective = ConsistencyObjective(
-        trained.module,
-        teacher,
-        trained.ema,
-        cfg=st,
-        shift=typed.schedule.shift,
-        student_steps=typed.schedule.student_steps,
-        null_text=torch.zeros(1, 1, shape["E"]),
-        null_lengths=torch.ones(1, dtype=torch.long),
-        embed_dim=unwrap(trained.module).track_embed_dim,
-        height=typed.data.height,
-        width=typed.data.width,
-        seed=seed,
-        device=device,
-    )
+    objective = consistency_objective(typed, runtime, trained, teacher, null_text=empty_prompt(shape))
     batch = objective.prepare_batch(batch)
     out = {
         "generator": timed(updater(objective, trained, batch, runtime), device=device, repeats=repeats, warmup=warmup)
@@ -134,7 +116,13 @@ def bench_consistency(typed, runtime: Runtime, *, repeats: int, warmup: int, see
 def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int = 0) -> dict:
     from trackstream.eval.lpips import LPIPS
     from trackstream.models.codecs import build_codec
-    from trackstream.train.tiny_decoder.build import build_taehv, check_layout, check_pair, tiny_decoder_networks
+    from trackstream.train.tiny_decoder.build import (
+        build_taehv,
+        check_layout,
+        check_pair,
+        tiny_decoder_networks,
+        tiny_decoder_objective,
+    )
 
     st, device, d = typed.stage, runtime.device, typed.data
     check_layout(typed.parallel.strategy)
@@ -145,15 +133,7 @@ def bench_tiny_decoder(typed, runtime: Runtime, *, repeats: int, warmup: int, se
     check_pair(st, full, taehv, codec_name=typed.codec.name, data=d)
     decoder, discriminator = tiny_decoder_networks(st, runtime, taehv, parallel=par, steps=typed.trainer.max_steps)
     lpips = prepare_frozen(runtime, LPIPS(st.lpips.net)) if st.lpips.weight else None
-    objective = TinyDecoderObjective(
-        decoder.module,
-        discriminator.module if discriminator else None,
-        full,
-        lpips,
-        cfg=st,
-        device=device,
-        seed=seed,
-    )
+    objective = tiny_decoder_objective(typed, runtime, decoder, discriminator, full, lpips)
     gen = torch.Generator().manual_seed(seed)
     raw = {"video": torch.rand(d.batch_size, 3, d.num_frames, d.height, d.width, generator=gen) * 2 - 1}
     prepare = timed(lambda: objective.prepare_batch(raw), device=device, repeats=1, warmup=0)

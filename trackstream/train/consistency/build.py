@@ -21,7 +21,31 @@ from trackstream.trainer.weights import load_frozen
 if TYPE_CHECKING:
     from trackstream.train.train_config import TrainConfig
 
-__all__ = ["STAGE", "build_consistency"]
+__all__ = ["STAGE", "build_consistency", "consistency_objective"]
+
+
+def consistency_objective(
+    cfg: "TrainConfig", runtime: Runtime, trained, teacher, *, null_text: tuple, conditioner=None
+) -> ConsistencyObjective:
+    """The stage's objective on the trained student (its EMA is the target network) and the frozen
+    autoregressive teacher (the builder's, and the step benchmark's with random weights); ``null_text``: the
+    empty prompt's (embedding, lengths); ``conditioner``: encodes raw clips (None: the batches arrive encoded)."""
+    return ConsistencyObjective(
+        trained.module,
+        teacher,
+        trained.ema,
+        cfg=cfg.stage,
+        shift=cfg.schedule.shift,
+        student_steps=cfg.schedule.student_steps,
+        null_text=null_text[0],
+        null_lengths=null_text[1],
+        embed_dim=unwrap(trained.module).track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        seed=derive_seed(cfg.trainer.seed, "consistency", runtime.data_rank) % 2**62,
+        device=runtime.device,
+        conditioner=conditioner,
+    )
 
 
 def build_consistency(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
@@ -37,22 +61,8 @@ def build_consistency(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> St
     def objective_of(trained, conditioner):
         # loaded after the student (the order of loads and of the random stream the stage has always had)
         teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
-        objective = ConsistencyObjective(
-            trained.module,
-            teacher,
-            trained.ema,
-            cfg=st,
-            shift=cfg.schedule.shift,
-            student_steps=cfg.schedule.student_steps,
-            null_text=conditioner.null_text,
-            null_lengths=conditioner.null_lengths,
-            embed_dim=unwrap(trained.module).track_embed_dim,
-            height=cfg.data.height,
-            width=cfg.data.width,
-            seed=derive_seed(cfg.trainer.seed, "consistency", runtime.data_rank) % 2**62,
-            device=runtime.device,
-            conditioner=conditioner,
-        )
+        null_text = (conditioner.null_text, conditioner.null_lengths)
+        objective = consistency_objective(cfg, runtime, trained, teacher, null_text=null_text, conditioner=conditioner)
         return objective, {"teacher": teacher}
 
     return build_causal_student(cfg, runtime, run_dir, export, objective_of)

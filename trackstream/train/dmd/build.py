@@ -45,7 +45,7 @@ from trackstream.trainer.weights import load_frozen, load_student
 if TYPE_CHECKING:
     from trackstream.train.train_config import TrainConfig
 
-__all__ = ["STAGE", "build_dmd"]
+__all__ = ["STAGE", "build_dmd", "dmd_objective"]
 
 
 def _dmd_networks(
@@ -81,6 +81,33 @@ def _dmd_networks(
     return generator, critic, student_model
 
 
+def dmd_objective(
+    cfg: "TrainConfig", runtime: Runtime, generator, critic, teacher, *, null_text: tuple, conditioner=None
+) -> DMDObjective:
+    """The stage's objective on its three networks (the builder's, and the step benchmark's with random weights):
+    the student's streaming levels (``schedule.student_steps`` at ``schedule.shift``), the run's frame size and
+    horizon; ``null_text``: the empty prompt's (embedding, lengths); ``conditioner``: re-encodes window frames
+    for rollouts past the horizon."""
+    st: DMDConfig = cfg.stage
+    return DMDObjective(
+        generator,
+        critic,
+        teacher,
+        cfg=st,
+        sigmas=cfg.schedule.streaming(st.causal).sigmas(),
+        shift=cfg.schedule.shift,
+        null_text=null_text[0],
+        null_text_lengths=null_text[1],
+        embed_dim=unwrap(generator).track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        seed=derive_seed(cfg.trainer.seed, "dmd") % 2**62,
+        device=runtime.device,
+        conditioner=conditioner,
+        horizon_latents=latent_frames(cfg.data.num_frames),
+    )
+
+
 def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: DMDConfig = cfg.stage
     check_horizons(st.causal, st.rollout_horizons, cfg.data.num_frames)
@@ -106,22 +133,14 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     long = st.rollout_horizons > 1
     conditioner = export.conditioner(cfg.codec, runtime, text_encoder) if long or pairs is None else None
     stream = cfg.schedule.streaming(st.causal)  # what the export records: the rollouts sample its levels
-    objective = DMDObjective(
+    objective = dmd_objective(
+        cfg,
+        runtime,
         generator.module,
         critic.module,
         teacher,
-        cfg=st,
-        sigmas=stream.sigmas(),
-        shift=cfg.schedule.shift,
-        null_text=null_text,
-        null_text_lengths=null_lengths,
-        embed_dim=unwrap(generator.module).track_embed_dim,
-        height=cfg.data.height,
-        width=cfg.data.width,
-        seed=derive_seed(cfg.trainer.seed, "dmd") % 2**62,
-        device=runtime.device,
+        null_text=(null_text, null_lengths),
         conditioner=conditioner,
-        horizon_latents=latent_frames(cfg.data.num_frames),
     )
     data = condition_stream(
         cfg.data,

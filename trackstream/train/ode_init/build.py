@@ -31,7 +31,23 @@ from trackstream.trainer.weights import load_student
 if TYPE_CHECKING:
     from trackstream.train.train_config import TrainConfig
 
-__all__ = ["STAGE", "build_ode_init"]
+__all__ = ["STAGE", "build_ode_init", "ode_init_objective"]
+
+
+def ode_init_objective(cfg: "TrainConfig", runtime: Runtime, generator) -> ODEInitObjective:
+    """The stage's objective on the student (the builder's, and the step benchmark's with random weights): its
+    streaming levels (``schedule.student_steps`` at ``schedule.shift``) and the run's frame size."""
+    st: ODEInitConfig = cfg.stage
+    return ODEInitObjective(
+        generator,
+        cfg=st,
+        sigmas=cfg.schedule.streaming(st.causal).sigmas(),
+        embed_dim=unwrap(generator).track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        seed=derive_seed(cfg.trainer.seed, "ode_init") % 2**62,
+        device=runtime.device,
+    )
 
 
 def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
@@ -67,16 +83,7 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
         lora=cfg.model.lora,
     )
     stream = cfg.schedule.streaming(st.causal)  # what the export records: the rollouts sample its levels
-    objective = ODEInitObjective(
-        trained.module,
-        cfg=st,
-        sigmas=stream.sigmas(),
-        embed_dim=unwrap(trained.module).track_embed_dim,
-        height=cfg.data.height,
-        width=cfg.data.width,
-        seed=derive_seed(cfg.trainer.seed, "ode_init") % 2**62,
-        device=runtime.device,
-    )
+    objective = ode_init_objective(cfg, runtime, trained.module)
     data = condition_stream(cfg.data, runtime, pairs, CONDITION_KEYS + ("trajectory",), causal=st.causal, horizons=1)
 
     def finish(result: TrainResult, logger=None) -> dict:

@@ -19,7 +19,28 @@ from trackstream.trainer.parallel import unwrap
 if TYPE_CHECKING:
     from trackstream.train.train_config import TrainConfig
 
-__all__ = ["STAGE", "build_teacher_forcing"]
+__all__ = ["STAGE", "build_teacher_forcing", "teacher_forcing_objective"]
+
+
+def teacher_forcing_objective(
+    cfg: "TrainConfig", runtime: Runtime, generator, *, null_text: tuple, conditioner=None
+) -> TeacherForcingObjective:
+    """The stage's objective on the student (the builder's, and the step benchmark's with random weights);
+    ``null_text``: the empty prompt's (embedding, lengths); ``conditioner``: encodes raw clips (None: the batches
+    arrive encoded)."""
+    return TeacherForcingObjective(
+        generator,
+        cfg=cfg.stage,
+        shift=cfg.schedule.shift,
+        embed_dim=unwrap(generator).track_embed_dim,
+        height=cfg.data.height,
+        width=cfg.data.width,
+        seed=derive_seed(cfg.trainer.seed, "teacher_forcing", runtime.data_rank) % 2**62,
+        device=runtime.device,
+        conditioner=conditioner,
+        null_text=null_text[0],
+        null_lengths=null_text[1],
+    )
 
 
 def build_teacher_forcing(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
@@ -28,20 +49,8 @@ def build_teacher_forcing(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -
     export.check_teacher_of(cfg.model.text_encoder, flavor=st.teacher_flavor)
 
     def objective_of(trained, conditioner):
-        objective = TeacherForcingObjective(
-            trained.module,
-            cfg=st,
-            shift=cfg.schedule.shift,
-            embed_dim=unwrap(trained.module).track_embed_dim,
-            height=cfg.data.height,
-            width=cfg.data.width,
-            seed=derive_seed(cfg.trainer.seed, "teacher_forcing", runtime.data_rank) % 2**62,
-            device=runtime.device,
-            conditioner=conditioner,
-            null_text=conditioner.null_text,
-            null_lengths=conditioner.null_lengths,
-        )
-        return objective, {}
+        null_text = (conditioner.null_text, conditioner.null_lengths)
+        return teacher_forcing_objective(cfg, runtime, trained.module, null_text=null_text, conditioner=conditioner), {}
 
     return build_causal_student(cfg, runtime, run_dir, export, objective_of)
 

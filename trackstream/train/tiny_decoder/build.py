@@ -51,6 +51,7 @@ __all__ = [
     "tiny_decoder_networks",
     "export_taehv",
     "EXPORT_FILE",
+    "tiny_decoder_objective",
 ]
 
 log = logging.getLogger(__name__)
@@ -260,6 +261,20 @@ def check_layout(strategy: str) -> None:
         )
 
 
+def tiny_decoder_objective(cfg: "TrainConfig", runtime: Runtime, decoder, discriminator, full, lpips):
+    """The stage's objective on its trained decoder and discriminator (None without the GAN) and the frozen full
+    codec and LPIPS (None without its weight): the builder's, and the step benchmark's with random weights."""
+    return TinyDecoderObjective(
+        decoder.module,
+        discriminator.module if discriminator else None,
+        full,
+        lpips,
+        cfg=cfg.stage,
+        device=runtime.device,
+        seed=derive_seed(cfg.trainer.seed, "tiny_decoder", runtime.data_rank) % 2**62,  # crops per rank
+    )
+
+
 def build_tiny_decoder(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: TinyDecoderConfig = cfg.stage
     check_layout(cfg.parallel.strategy)
@@ -288,15 +303,7 @@ def build_tiny_decoder(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> S
         )
     networks = {"decoder": decoder} | ({"discriminator": discriminator} if discriminator else {})
     lpips = _lpips(st, runtime)
-    objective = TinyDecoderObjective(
-        decoder.module,
-        discriminator.module if discriminator else None,
-        full,
-        lpips,
-        cfg=st,
-        device=runtime.device,
-        seed=derive_seed(cfg.trainer.seed, "tiny_decoder", runtime.data_rank) % 2**62,  # crops per rank
-    )
+    objective = tiny_decoder_objective(cfg, runtime, decoder, discriminator, full, lpips)
     shown = _Reconstructions(st, cfg.data, runtime, full, decoder.module, run_dir) if cfg.eval.enabled else None
     hooks = [Hook(cfg.trainer.sample_every, shown.periodic)] if shown and cfg.trainer.sample_every > 0 else []
 
