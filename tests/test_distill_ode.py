@@ -178,8 +178,8 @@ def test_a_clean_first_frame_teacher_keeps_frame_0_given(tmp_path):
 
 
 def test_drawn_masks_keep_a_sampled_chunk_0_and_the_rope_policy():
+    from trackstream.distill.masks import sample_causal_config
     from trackstream.models.causal import CausalConfig
-    from trackstream.train.ode_init.objective import sample_causal_config
 
     base = CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True, rope="absolute")
     drawn = sample_causal_config(base, [1], [2], torch.Generator().manual_seed(0))

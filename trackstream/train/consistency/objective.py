@@ -31,12 +31,12 @@ import torch
 
 from trackstream.diffusion.samplers import GuidanceConfig, combine_guided, guidance_terms
 from trackstream.diffusion.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_velocity
+from trackstream.distill.masks import check_mask_choices, default_sinks, default_windows, sample_causal_config
 from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import start_cache
-from trackstream.train.ode_init.objective import check_mask_choices, sample_causal_config
 from trackstream.train.teacher_forcing.objective import clean_context_chunks, clip_condition, encoded_clips
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
@@ -53,8 +53,8 @@ class ConsistencyConfig:
     teacher_flavor: Optional[str] = None  # the flavor stage.teacher's export must have: null = model.flavor's size
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
     causal: CausalConfig = field(default_factory=CausalConfig)  # the student's chunking at inference
-    sink_choices: list = field(default_factory=lambda: [0, 1])
-    window_choices: list = field(default_factory=lambda: [1, 2])
+    sink_choices: list = field(default_factory=default_sinks)
+    window_choices: list = field(default_factory=default_windows)  # a null entry: the full causal history
     # N intervals of the shifted grid the teacher steps along; a multiple of schedule.student_steps, so that the
     # student's own steps are grid points (Causal Forcing++: 48)
     grid_steps: int = 48

@@ -19,7 +19,6 @@ Legend: B batch, K student steps, F latent frames, h/w latent size.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import ClassVar, Optional
 
@@ -27,6 +26,7 @@ import torch
 
 from trackstream.data.batching import derive_seed
 from trackstream.diffusion.schedule import sigma_to_t, x0_from_velocity
+from trackstream.distill.masks import check_mask_choices, default_sinks, default_windows, sample_causal_config
 from trackstream.distill.ode_pairs import ODEPairsConfig
 from trackstream.models.block_causal import BlockCausalAttention
 from trackstream.models.causal import CausalConfig
@@ -34,7 +34,7 @@ from trackstream.models.streaming import first_chunk_given
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
 
-__all__ = ["ODEInitConfig", "ODEInitObjective", "check_mask_choices", "sample_causal_config", "per_chunk_indices"]
+__all__ = ["ODEInitConfig", "ODEInitObjective", "per_chunk_indices"]
 
 
 @dataclass
@@ -55,8 +55,8 @@ class ODEInitConfig:
     # the student's chunking at inference (models.causal.CausalConfig, written to its export); training
     # keeps its chunk size and draws sink / window per batch from the choices below
     causal: CausalConfig = field(default_factory=CausalConfig)
-    sink_choices: list = field(default_factory=lambda: [0, 1])
-    window_choices: list = field(default_factory=lambda: [1, 2])  # null entry = full causal history
+    sink_choices: list = field(default_factory=default_sinks)
+    window_choices: list = field(default_factory=default_windows)  # a null entry: the full causal history
 
     def __post_init__(self) -> None:
         if isinstance(self.ode_pairs, dict):
@@ -64,28 +64,6 @@ class ODEInitConfig:
         if isinstance(self.causal, dict):
             self.causal = CausalConfig(**self.causal)
         check_mask_choices(self.causal, self.sink_choices, self.window_choices)
-
-
-def check_mask_choices(causal: CausalConfig, sinks: list, windows: list) -> None:
-    """``stage.sink_choices`` / ``stage.window_choices`` (the masks a causal stage draws per batch): non-empty, and
-    each a valid sink / window of ``causal``'s chunking (``CausalConfig`` raises naming the field)."""
-    if not sinks or not windows:
-        raise ValueError("stage.sink_choices and stage.window_choices must be non-empty lists")
-    for s in sinks:
-        CausalConfig(chunk_frames=causal.chunk_frames, sink_chunks=s)
-    for w in windows:
-        CausalConfig(chunk_frames=causal.chunk_frames, window_chunks=w)
-
-
-def sample_causal_config(base: CausalConfig, sinks: list, windows: list, gen: torch.Generator) -> CausalConfig:
-    """One (sink, window) configuration for a batch, drawn uniformly from the choices; chunk sizes
-    (``chunk_frames``, ``first_chunk_frames``, ``first_chunk_sampled``) and ``rope`` stay those of ``base``."""
-    s = sinks[int(torch.randint(len(sinks), (), generator=gen))]
-    w = windows[int(torch.randint(len(windows), (), generator=gen))]
-    # chunking, a sampled chunk 0 and the RoPE policy stay base's; the drawn window is counted in chunks
-    return dataclasses.replace(
-        base, sink_chunks=int(s), window_chunks=None if w is None else int(w), window_frames=None
-    )
 
 
 def per_chunk_indices(

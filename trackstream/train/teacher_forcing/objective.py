@@ -37,11 +37,11 @@ from trackstream.diffusion.schedule import (
     sigma_to_t,
     velocity_target,
 )
+from trackstream.distill.masks import check_mask_choices, default_sinks, default_windows, sample_causal_config
 from trackstream.models.causal import CausalConfig, KVCache, stream_step
 from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import VideoCondition, chunk_condition, chunk_pixel_frames, commit_chunk, start_cache
-from trackstream.train.ode_init.objective import check_mask_choices, sample_causal_config
 from trackstream.train.teacher.objective import mix_text
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
@@ -66,8 +66,8 @@ class TeacherForcingConfig:
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
     # the student's chunking at inference (written to its export); training draws sink / window per batch
     causal: CausalConfig = field(default_factory=CausalConfig)
-    sink_choices: list = field(default_factory=lambda: [0, 1])
-    window_choices: list = field(default_factory=lambda: [1, 2])  # null entry = full causal history
+    sink_choices: list = field(default_factory=default_sinks)
+    window_choices: list = field(default_factory=default_windows)  # a null entry: the full causal history
     weighting: str = "bell"  # diffusion.schedule.WEIGHTINGS, as the teacher's loss
     sigma_min: float = 0.0
     # text dropout (-> the empty prompt) and track dropout (-> the empty motion), independent as the teacher's:
