@@ -245,8 +245,9 @@ def run(
 
 def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False) -> dict:
     """The resumable state -> ``pack_dir/state.pt`` (overwritten; safetensors + JSON, see run_pack); new
-    snapshots' EMA -> ``pack_dir/snapshots``. A finished RL stage (``lab.student_chain rl``) goes in too (its
-    export and records; an unfinished one starts over). ``allow_pickle``: read a run's old pickle-based files."""
+    snapshots' EMA -> ``pack_dir/snapshots``. The RL stage (``lab.student_chain rl``) goes in too: finished, its
+    export and records; under way, its latest checkpoint, its Hydra records and its log up to that step (the
+    next ``student_chain rl`` resumes from it). ``allow_pickle``: read a run's old pickle-based files."""
     from lab.ship_teacher import git_commit
 
     run_dir = Path(run_dir).resolve()
@@ -260,7 +261,8 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
     files = ["sizes.json", "teacher_asset.txt", "pipeline.log", "progress.log", "teacher/codec/codec.pt"]
     stages = [("teacher", "export/teacher"), ("ode_init", "export/student"), ("dmd", "export/student")]
     rl = run_dir / "rl" / "results.json"  # the chain's RL stage (lab.student_chain rl), once finished
-    if rl.is_file() and json.loads(rl.read_text()).get("status") == "done":
+    rl_done = rl.is_file() and json.loads(rl.read_text()).get("status") == "done"
+    if rl_done:
         stages.append(("rl", "export/student"))
     for stage, export in stages:
         files += [f"{stage}/{f}" for f in ("results.json", "config.yaml", "metrics.jsonl")]
@@ -269,8 +271,15 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
     files = [f for f in files if (run_dir / f).is_file()]
     files += [str(p.relative_to(run_dir)) for p in sorted(ckpt.iterdir())]
     # the log as of the packed checkpoint: steps after it are replayed (and logged again) on resume
-    rows = (run_dir / "dmd" / "metrics.jsonl").read_text().splitlines(keepends=True)
-    trimmed = "".join(r for r in rows if r.endswith("\n") and json.loads(r).get("step", 0) <= step).encode()
+    content = {"dmd/metrics.jsonl": _log_until(run_dir / "dmd" / "metrics.jsonl", step)}
+    rl_step = None if rl_done else latest_readable(run_dir / "rl" / "checkpoints", allow_pickle=allow_pickle)
+    if rl_step is not None:  # an RL stage under way: its latest checkpoint, its records and its log so far
+        rl_ckpt, _ = rl_step
+        rl_files = sorted((run_dir / "rl" / ".hydra").glob("*.yaml"))
+        rl_files += [run_dir / "rl" / "config.yaml", *sorted(rl_ckpt.iterdir())]
+        files += [str(p.relative_to(run_dir)) for p in rl_files if p.is_file()]
+        files.append("rl/metrics.jsonl")
+        content["rl/metrics.jsonl"] = _log_until(run_dir / "rl" / "metrics.jsonl", int(rl_ckpt.name.split("_")[1]))
     drop = {
         f: ("trajectory",) for f in files if f.startswith("ode_init/ode_pairs/") and f.endswith((".pt", ".safetensors"))
     }
@@ -280,6 +289,7 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
         "git_commit": git_commit(),
         "packed_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "checkpoint": ckpt.name,
+        "rl_checkpoint": None if rl_step is None else rl_step[0].name,
     }
     sizes = pack_run(
         run_dir,
@@ -287,7 +297,7 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
         pack_dir / "state.pt",
         info=info,
         drop=drop,
-        content={"dmd/metrics.jsonl": trimmed},
+        content=content,
         allow_pickle=allow_pickle,
     )
     new = []
@@ -304,8 +314,15 @@ def pack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False
         f"[long_dmd] packed step {step} ({updates} generator updates) of {run_dir} into "
         f"{', '.join(p.name for p in held)} in {pack_dir} ({total / 2**20:.1f} MiB, {len(sizes)} files); "
         f"new snapshots {new or 'none'} in {pack_dir / SNAPSHOT_DIR}"
+        + (f"; the RL stage under way at {info['rl_checkpoint']}" if info["rl_checkpoint"] else "")
     )
     return {**info, "bytes": total, "new_snapshots": new}
+
+
+def _log_until(metrics: Path, step: int) -> bytes:
+    """A stage's ``metrics.jsonl`` up to ``step`` (whole lines only; nothing where there is no log yet)."""
+    rows = metrics.read_text().splitlines(keepends=True) if metrics.is_file() else []
+    return "".join(r for r in rows if r.endswith("\n") and json.loads(r).get("step", 0) <= step).encode()
 
 
 def unpack(run_dir: Path, pack_dir: Path = PACK_DIR, *, allow_pickle: bool = False) -> dict:

@@ -3,6 +3,7 @@ steps, and its packed state continues bit-exactly on another run directory: DMD 
 one go == DMD to step 5, pack, unpack elsewhere, resume to 10 (weights, both optimizers, the EMA
 and the snapshots compared bit for bit)."""
 
+import json
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -169,6 +170,36 @@ def test_pack_unpack_resume_equals_the_uninterrupted_run(source, tmp_path):
         sa, sb = read_snapshot(a[n]), read_snapshot(b[n])
         _assert_equal(sa["ema"], sb["ema"], f"snapshot {n}")
     _assert_equal(read_snapshot(a[2])["generator"], read_snapshot(b[2])["generator"])
+
+
+@pytest.mark.slow
+def test_an_rl_stage_under_way_travels_with_the_pack_and_resumes_from_its_checkpoint(source, tmp_path):
+    """An unfinished RL stage: its latest checkpoint (bit for bit), its Hydra records and its log up to that step
+    go in the pack; a checkpoint after the newest readable one and the log's later rows do not."""
+    first = _run_dir(source, tmp_path / "first")
+    _dmd(tmp_path, first, 5)
+    rl = first / "rl"
+    shutil.copytree(first / "dmd/checkpoints/step_00000005", rl / "checkpoints/step_00000003")  # a real checkpoint
+    (rl / "checkpoints/step_00000004").mkdir()  # incomplete (no meta.pt): not the latest readable one
+    (rl / ".hydra").mkdir()
+    (rl / ".hydra/overrides.yaml").write_text(f"- stage.student={first}/dmd/export/student\n")
+    (rl / "config.yaml").write_text(f"stage:\n  student: {first}/dmd/export/student\n")
+    (rl / "metrics.jsonl").write_text("".join(json.dumps({"step": k, "train/loss": k}) + "\n" for k in range(1, 6)))
+    info = pack(first, tmp_path / "pack")
+    assert info["rl_checkpoint"] == "step_00000003"
+    moved = tmp_path / "elsewhere" / "run"
+    unpack(moved, tmp_path / "pack")
+    ckpt = moved / "rl/checkpoints/step_00000003"
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(
+        p.name for p in (rl / "checkpoints/step_00000003").iterdir()
+    )
+    was, now = _state(rl / "checkpoints/step_00000003"), _state(ckpt)
+    for net in ("generator", "critic"):  # weights bit for bit (a beta1 = 0 first moment comes back as its zeros)
+        _assert_equal(was[net]["model"], now[net]["model"], net)
+    assert not (moved / "rl/checkpoints/step_00000004").exists() and not (moved / "rl/results.json").exists()
+    assert [json.loads(r)["step"] for r in (moved / "rl/metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
+    assert (moved / "rl/.hydra/overrides.yaml").read_text() == f"- stage.student={moved.resolve()}/dmd/export/student\n"
+    assert str(moved.resolve()) in (moved / "rl/config.yaml").read_text()
 
 
 @pytest.mark.slow
