@@ -29,7 +29,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from trackstream.eval.student_score import SCORE_FIGURES, StudentScorer
+from lab.student_score import SCORE_FIGURES, StudentScorer
 from trackstream.pipeline.report import read_metrics
 from trackstream.train.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
 

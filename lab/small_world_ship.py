@@ -125,7 +125,7 @@ def score_students(run_dir: Path, exports: dict[str, Path], *, tag: str, **optio
     """Each export scored by the student-scoring protocol (``trackstream.eval.student_score.StudentScorer`` on
     the run's teacher, codec and held-out world; ``options``: ``student_chain.scoring_options``'s); the figures
     per stage and the scorer (its ``protocol``, device and dtype go into the manifest)."""
-    from trackstream.eval.student_score import StudentScorer
+    from lab.student_score import StudentScorer
 
     evaluator = StudentScorer(run_dir, **options)
     figures = {}

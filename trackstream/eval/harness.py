@@ -37,16 +37,9 @@ import numpy as np
 from trackstream.data.progress import progress_bar
 from trackstream.data.video_io import video_tensor
 from trackstream.eval.frechet import frechet_from_features
-from trackstream.eval.metrics import (
-    frozen_epe,
-    frozen_motion,
-    motion_amplitude,
-    track_motion,
-    video_psnr,
-    video_ssim,
-)
-from trackstream.eval.quality import pool_frame_stats, quality_ratio, video_frame_stats
+from trackstream.eval.metrics import frozen_motion
 from trackstream.eval.sample import Sample
+from trackstream.eval.scorebook import ScoreBook
 
 __all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "score_rows", "reference_rows"]
 
@@ -182,69 +175,43 @@ def score_rows(
     progress: bool = True,
 ) -> dict:
     """{row: {metric: mean, "per_sample": {metric: [...]}, "epe_per_frame": [...]}} for every row; with
-    ``epe``, the quality columns too (the module docstring)."""
+    ``epe``, the quality columns too (the module docstring). The per-video measures are
+    ``eval.scorebook.ScoreBook``'s, as in every other table of the project (make run's report, the floors,
+    the placements); LPIPS, flow EPE and the distribution metrics are added here."""
     unknown = sorted(set(metrics) - set(METRICS))
     if unknown:
         raise ValueError(f"metrics {unknown} are unknown; choose from {list(METRICS)}")
     gt_videos = {s.id: s.frames for s in samples}
     gt_feats = {m: _features(m, extractors, gt_videos) for m in ("fid", "fvd", "proxy_fvd") if m in metrics}
-    frozen_no_hold: dict[str, float] = {}  # sample id -> the frozen first frame's no-hold EPE (the ratios' denominator)
-
-    def still_no_hold(s: Sample) -> float:
-        if s.id not in frozen_no_hold:
-            frozen_no_hold[s.id] = frozen_motion(s.frames, s.tracks, s.visibility, tracker).no_hold_epe
-        return frozen_no_hold[s.id]
-
+    motion = "epe" in metrics
+    book = ScoreBook(tracker, frozen_row="frozen", psnr="psnr" in metrics, ssim="ssim" in metrics, motion=motion)
+    # the frozen first frame's no-hold EPE over these samples: every row's no_hold_ratio divides by it
+    still_no_hold = None
+    if motion and "frozen" not in rows:
+        still_no_hold = float(
+            np.nanmean([frozen_motion(s.frames, s.tracks, s.visibility, tracker).no_hold_epe for s in samples])
+        )
     out: dict[str, dict] = {}
     for row, videos in rows.items():
-        per: dict[str, list[float]] = {m: [] for m in metrics if m in ("epe", "psnr", "ssim", "lpips", "flow_epe")}
-        if "epe" in per:
-            per["no_hold_epe"], per["motion_amplitude"] = [], []
-        curves, stats, lost, at_risk = [], [], 0, 0
+        extra: dict[str, list[float]] = {m: [] for m in ("lpips", "flow_epe") if m in metrics}
         for s in progress_bar(samples, desc=f"scoring {row}", disable=not progress, leave=False):
             v = videos[s.id]
-            if "epe" in per:
-                if row == "frozen":  # a still video: the protocol's answer without running the tracker
-                    value, per_frame, still = frozen_epe(s.tracks, s.visibility)
-                    per["no_hold_epe"].append(still_no_hold(s))
-                    per["motion_amplitude"].append(motion_amplitude(still, s.tracks, s.visibility))
-                else:
-                    m = track_motion(v, s.tracks, s.visibility, tracker)
-                    value, per_frame = m.epe, m.per_frame
-                    per["no_hold_epe"].append(m.no_hold_epe)
-                    per["motion_amplitude"].append(m.amplitude)
-                    lost, at_risk = lost + int(m.lost.sum()), at_risk + int(m.at_risk.sum())
-                per["epe"].append(value)
-                curves.append(per_frame)
-                stats.append((len(v), video_frame_stats(v, s.frames)))
-            if "psnr" in per:
-                per["psnr"].append(video_psnr(v, s.frames))
-            if "ssim" in per:
-                per["ssim"].append(video_ssim(v, s.frames))
-            if "lpips" in per:
-                per["lpips"].append(_lpips(extractors.get("lpips"), v, s.frames))
-            if "flow_epe" in per:
+            if row == "frozen":  # a still video: the protocol's answer without running the tracker
+                book.add_frozen(s.frames, s.tracks, s.visibility, row="frozen", still=v)
+            else:
+                book.add(row, v, s.frames, s.tracks, s.visibility)
+            if "lpips" in extra:
+                extra["lpips"].append(_lpips(extractors.get("lpips"), v, s.frames))
+            if "flow_epe" in extra:
                 from trackstream.eval.flow_epe import flow_epe
 
-                per["flow_epe"].append(flow_epe(v, s.frames, extractors.get("flow_epe")))
-        res: dict = {m: float(np.nanmean(vals)) for m, vals in per.items()}
-        if "epe" in per:
-            res["no_hold_ratio"] = quality_ratio(
-                res["no_hold_epe"], float(np.nanmean([still_no_hold(x) for x in samples]))
-            )
-            if row != "frozen":
-                res["lost_share"] = quality_ratio(lost, at_risk)
-            pooled = pool_frame_stats(stats)
-            res.update({k: pooled[k] for k in pooled if k not in ("chunk_spans", "late_span")})
+                extra["flow_epe"].append(flow_epe(v, s.frames, extractors.get("flow_epe")))
+        out[row] = extra
+    for row in rows:
+        extra, res = out[row], book.row_figures(row, still_no_hold)
+        res.update({m: float(np.nanmean(vals)) for m, vals in extra.items()})
+        res["per_sample"].update({m: [float(x) for x in vals] for m, vals in extra.items()})
         for m, ref in gt_feats.items():
-            res[m] = frechet_from_features(_features(m, extractors, videos), ref)
-        res["per_sample"] = {m: [float(x) for x in vals] for m, vals in per.items()}
-        if curves:
-            T = max(len(c) for c in curves)
-            padded = np.full((len(curves), T), np.nan)
-            for i, c in enumerate(curves):
-                padded[i, : len(c)] = c
-            with np.errstate(invalid="ignore"):
-                res["epe_per_frame"] = [float(x) for x in np.nanmean(padded, axis=0)]
+            res[m] = frechet_from_features(_features(m, extractors, rows[row]), ref)
         out[row] = res
     return out

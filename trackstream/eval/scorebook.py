@@ -66,11 +66,24 @@ def _nanmean(values: list[float]) -> float:
 
 class ScoreBook:
     """``add(row, frames, gt_frames, tracks, visibility)`` per video (``add_frozen`` for the frozen first
-    frame); ``figures()`` at the end. ``frozen_row``: the row name ``add_frozen`` records by default;
-    ``similarity`` False leaves PSNR and SSIM out of the quality figures (a table that shows neither)."""
+    frame); ``figures()`` at the end (``row_figures()``: the same per row). ``frozen_row``: the row name
+    ``add_frozen`` records by default; ``similarity`` False leaves PSNR and SSIM out of the quality figures (a
+    table that shows neither); ``psnr`` / ``ssim`` / ``motion`` False leave that measure out (``motion``: the
+    re-tracking, its EPE, no-hold EPE, amplitude, losses and the frames' brightness and texture)."""
 
-    def __init__(self, tracker, *, frozen_row: str = "frozen_video", similarity: bool = True):
-        self.tracker, self.frozen_row, self.similarity = tracker, frozen_row, similarity
+    def __init__(
+        self,
+        tracker,
+        *,
+        frozen_row: str = "frozen_video",
+        similarity: bool = True,
+        psnr: bool = True,
+        ssim: bool = True,
+        motion: bool = True,
+    ):
+        self.tracker, self.frozen_row, self.motion = tracker, frozen_row, motion
+        self.scores_psnr, self.scores_ssim = similarity and psnr, similarity and ssim
+        self.per_frame: dict[str, list[np.ndarray]] = {}  # row -> the EPE per frame of each video
         self.epe: dict[str, list[float]] = {}
         self.no_hold: dict[str, list[float]] = {}
         self.amplitude: dict[str, list[float]] = {}
@@ -91,35 +104,91 @@ class ScoreBook:
         quality: bool = True,
     ) -> float:
         """Score one video (uint8 [T, H, W, 3]) against its input tracks [T, N, 2] / [T, N] and, when
-        ``quality``, its ground-truth frames (PSNR, SSIM, brightness and texture). Returns its EPE."""
-        m = track_motion(frames, tracks, visibility, self.tracker)
-        self.epe.setdefault(row, []).append(m.epe)
-        self.no_hold.setdefault(row, []).append(m.no_hold_epe)
-        self.amplitude.setdefault(row, []).append(m.amplitude)
-        self.lost[row] = self.lost.get(row, 0) + m.lost
-        self.at_risk[row] = self.at_risk.get(row, 0) + m.at_risk
+        ``quality``, its ground-truth frames (PSNR, SSIM, brightness and texture). Returns its EPE (NaN without
+        ``motion``)."""
+        epe = float("nan")
+        if self.motion:
+            m = track_motion(frames, tracks, visibility, self.tracker)
+            epe = m.epe
+            self.epe.setdefault(row, []).append(m.epe)
+            self.per_frame.setdefault(row, []).append(m.per_frame)
+            self.no_hold.setdefault(row, []).append(m.no_hold_epe)
+            self.amplitude.setdefault(row, []).append(m.amplitude)
+            self.lost[row] = self.lost.get(row, 0) + m.lost
+            self.at_risk[row] = self.at_risk.get(row, 0) + m.at_risk
         if quality and gt_frames is not None:
             self._quality(row, frames, gt_frames)
-        return m.epe
+        return epe
 
-    def add_frozen(self, gt_frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, row: str | None = None):
+    def add_frozen(
+        self,
+        gt_frames: np.ndarray,
+        tracks: np.ndarray,
+        visibility: np.ndarray,
+        row: str | None = None,
+        *,
+        still: np.ndarray | None = None,
+    ):
         """Score the frozen first frame of a clip (frame 0 of ``gt_frames`` [T, H, W, 3] held) as ``row``
         (default ``frozen_row``): EPE by ``frozen_epe`` (no tracker, as every table has it), no-hold EPE
         by the tracker on the still video, motion amplitude 0 (its points stay put), PSNR / SSIM / frame statistics against the clip. Its losses
-        are not counted (a still video loses nothing)."""
+        are not counted (a still video loses nothing). ``still``: that video as a row holds it (its frames are
+        scored as given), else frame 0 broadcast."""
         row = row or self.frozen_row
-        still = np.broadcast_to(gt_frames[:1], gt_frames.shape)
-        value, _, still_positions = frozen_epe(tracks, visibility)
-        self.epe.setdefault(row, []).append(value)
-        self.amplitude.setdefault(row, []).append(motion_amplitude(still_positions, tracks, visibility))
-        self.no_hold.setdefault(row, []).append(frozen_motion(gt_frames, tracks, visibility, self.tracker).no_hold_epe)
+        still = np.broadcast_to(gt_frames[:1], gt_frames.shape) if still is None else still
+        if self.motion:
+            value, per_frame, still_positions = frozen_epe(tracks, visibility)
+            self.epe.setdefault(row, []).append(value)
+            self.per_frame.setdefault(row, []).append(per_frame)
+            self.amplitude.setdefault(row, []).append(motion_amplitude(still_positions, tracks, visibility))
+            no_hold = frozen_motion(gt_frames, tracks, visibility, self.tracker).no_hold_epe
+            self.no_hold.setdefault(row, []).append(no_hold)
         self._quality(row, still, gt_frames)
 
     def _quality(self, row: str, frames: np.ndarray, gt_frames: np.ndarray) -> None:
-        if self.similarity:
+        if self.scores_psnr:
             self.psnr.setdefault(row, []).append(video_psnr(frames, gt_frames))
+        if self.scores_ssim:
             self.ssim.setdefault(row, []).append(video_ssim(frames, gt_frames))
-        self.stats.setdefault(row, []).append((len(frames), video_frame_stats(frames, gt_frames)))
+        if self.motion:
+            self.stats.setdefault(row, []).append((len(frames), video_frame_stats(frames, gt_frames)))
+
+    def row_figures(self, row: str, frozen_no_hold: float | None = None) -> dict:
+        """One row's figures as the eval command's table reads them: ``epe``, ``no_hold_epe``,
+        ``motion_amplitude``, ``psnr``, ``ssim`` (the means of what was scored), ``no_hold_ratio`` (over
+        ``frozen_no_hold``, else the frozen row's), ``lost_share`` (rows re-tracked), the frames' brightness
+        and texture (``eval.quality.pool_frame_stats``), ``per_sample`` ({measure: [per video]}) and
+        ``epe_per_frame`` (the mean over videos, NaN where none shows a point)."""
+        res: dict = {}
+        per = {
+            "epe": self.epe.get(row),
+            "psnr": self.psnr.get(row),
+            "ssim": self.ssim.get(row),
+            "no_hold_epe": self.no_hold.get(row),
+            "motion_amplitude": self.amplitude.get(row),
+        }
+        per = {k: v for k, v in per.items() if v is not None}
+        with np.errstate(invalid="ignore"):
+            res.update({k: float(np.nanmean(v)) for k, v in per.items()})
+        if self.motion and row in self.no_hold:
+            if frozen_no_hold is None and self.frozen_row in self.no_hold:
+                frozen_no_hold = float(np.nanmean(self.no_hold[self.frozen_row]))
+            if frozen_no_hold is not None:
+                res["no_hold_ratio"] = quality_ratio(res["no_hold_epe"], frozen_no_hold)
+            if row in self.lost:
+                res["lost_share"] = quality_ratio(float(np.sum(self.lost[row])), float(np.sum(self.at_risk[row])))
+            pooled = pool_frame_stats(self.stats.get(row, []))
+            res.update({k: pooled[k] for k in pooled if k not in ("chunk_spans", "late_span")})
+        res["per_sample"] = {k: [float(x) for x in v] for k, v in per.items()}
+        curves = self.per_frame.get(row)
+        if curves:
+            T = max(len(c) for c in curves)
+            padded = np.full((len(curves), T), np.nan)
+            for i, c in enumerate(curves):
+                padded[i, : len(c)] = c
+            with np.errstate(invalid="ignore"):
+                res["epe_per_frame"] = [float(x) for x in np.nanmean(padded, axis=0)]
+        return res
 
     def figures(self) -> dict:
         out: dict = {f"epe_{k}": float(np.nanmean(v)) for k, v in self.epe.items()}
