@@ -100,9 +100,11 @@ def tiny_teacher_run(root: Path, *, student: str, pairs: str, nudge: float = 0.0
     (root / "teacher/codec").mkdir()
     save_codec_file(build_codec_module(cfg.codec), root / "teacher/codec/codec.pt")
     obtain_ode_pairs(
-        cfg.stage,
+        cfg.stage.teacher,
+        cfg.stage.ode_pairs,
         init_runtime("single"),
         root / pairs,
+        count=cfg.stage.pool_size,
         model=cfg.model,
         codec=cfg.codec,
         data=cfg.data,

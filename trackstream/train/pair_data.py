@@ -19,14 +19,13 @@ import torch
 from trackstream.data.batching import derive_seed
 from trackstream.data.clips import DataConfig, PoolStream
 from trackstream.distill.horizons import rollout_frames
-from trackstream.distill.ode_pairs import generate_ode_pairs
+from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs
 from trackstream.distill.pair_shards import PairSet, pairs_complete
 from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
-from trackstream.train.ode_init.objective import ODEInitConfig
 from trackstream.train.pair_conditions import PairConditions
 from trackstream.trainer.codec import CodecConfig
 from trackstream.trainer.dist import Runtime
@@ -44,37 +43,38 @@ OPTIONAL_KEYS = ("image", "image_features")  # layout channels (not t2v / ti2v);
 
 @torch.no_grad()
 def obtain_ode_pairs(
-    st: ODEInitConfig,
+    teacher: str,
+    cfg: ODEPairsConfig,
     runtime: Runtime,
     out_dir: Path,
     *,
+    count: int | None,
     model: ModelConfig,
     codec: CodecConfig,
     data: DataConfig,
     schedule: ScheduleConfig,
 ) -> Path:
-    """Generate the ODE pairs of the ``ode_init`` stage ``st`` into ``out_dir`` unless complete (resumable; under
-    several processes each rank writes its share of the shards, rank 0 the index): the conditions of ``data``'s
-    training clips encoded by the teacher's codec (``codec``) and text encoder (``model.text_encoder``), sampled by
-    the teacher and cut at the student's points of ``schedule``'s grid."""
+    """Generate ``cfg``'s ODE pairs (``stage.ode_pairs``) of the exported ``teacher`` into ``out_dir`` unless
+    complete (resumable; under several processes each rank writes its share of the shards, rank 0 the index): the
+    conditions of ``data``'s first ``count`` training clips (None: ``cfg.num_pairs``; ``stage.pool_size``) encoded
+    by the teacher's codec (``codec``) and text encoder (``model.text_encoder``), sampled by the teacher and cut at
+    the student's points of ``schedule``'s grid."""
     out_dir = Path(out_dir)
     if pairs_complete(out_dir):
         return out_dir
-    export = NetworkExport(st.teacher)
+    export = NetworkExport(teacher)
     device = runtime.device  # every rank builds the teacher and writes its share of the shards
     teacher = export.network.load()
     attach_sequence_parallel(teacher, runtime, "teacher (ODE pairs)")  # a group samples its shards together
     teacher = prepare_frozen(runtime, teacher)
     conditioner = export.conditioner(codec, runtime, load_text_encoder(model, runtime))
-    conditions = PairConditions(
-        data, conditioner, count=st.pool_size or st.ode_pairs.num_pairs, text_dim=export.text_dim
-    )
+    conditions = PairConditions(data, conditioner, count=count or cfg.num_pairs, text_dim=export.text_dim)
     if runtime.is_main:
         log.info(
             "ODE pairs: %d pairs from %s, %d teacher steps, %d process(es) -> %s",
-            st.ode_pairs.num_pairs,
+            cfg.num_pairs,
             conditions.describe(),
-            st.ode_pairs.teacher_steps,
+            cfg.teacher_steps,
             runtime.world_size,
             out_dir,
         )
@@ -82,7 +82,7 @@ def obtain_ode_pairs(
     generate_ode_pairs(
         teacher,
         conditions=conditions,
-        cfg=st.ode_pairs,
+        cfg=cfg,
         student_steps=schedule.student_steps,
         shift=schedule.shift,
         null_text=conditioner.null_text,

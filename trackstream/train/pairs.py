@@ -35,8 +35,17 @@ def make_pairs(cfg: DictConfig) -> dict:
         )
     out = Path(typed.stage.pairs) if typed.stage.pairs else run_dir / "ode_pairs"
     t0 = time.perf_counter()
+    st = typed.stage
     obtain_ode_pairs(
-        typed.stage, runtime, out, model=typed.model, codec=typed.codec, data=typed.data, schedule=typed.schedule
+        st.teacher,
+        st.ode_pairs,
+        runtime,
+        out,
+        count=st.pool_size,
+        model=typed.model,
+        codec=typed.codec,
+        data=typed.data,
+        schedule=typed.schedule,
     )
     sample_dtype = resolve_dtype(typed.stage.ode_pairs.sample_dtype, runtime.device, field="ode_pairs.sample_dtype")
     summary = {

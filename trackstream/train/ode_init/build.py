@@ -59,9 +59,11 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     heldout = sampling.clips(runtime)
     t0 = time.perf_counter()
     pairs_dir = obtain_ode_pairs(
-        st,
+        st.teacher,
+        st.ode_pairs,
         runtime,
         Path(st.pairs) if st.pairs else run_dir / "ode_pairs",
+        count=st.pool_size,
         model=cfg.model,
         codec=cfg.codec,
         data=cfg.data,
