@@ -335,18 +335,12 @@ def test_grid_button_lays_the_chosen_spacing_within_what_the_student_was_trained
         page.goto(server)
         page.wait_for_function("document.getElementById('status').dataset.state === 'ready'", timeout=30000)
         control = "(() => { const c = document.getElementById('spacing'); return [+c.min, +c.max, +c.value]; })()"
-        # the shipped student's config records no data.placement: no trained range; Placement()'s offered (its low
-        # end raised to the 8 px a 64-point grid needs) and one line under the control saying what it learned
+        # the shipped student's config records data.placement ({}: Placement()'s 0.06-0.25 of 64 px): that range,
+        # its low end raised to the 8 px a 64-point grid needs, and no note
         grid = page.evaluate("demo.grid")
-        assert grid["spacing"] is None and grid["offer"] == [8, 16] and grid["default"] == 8, grid
-        assert page.evaluate(control) == [8, 16, 8]
-        note = page.locator("#gridnote")
-        assert note.is_visible() and note.text_content().startswith("Trained on one lattice of points only")
-        assert "16x16 points at x, y = 1.5 + 4k px" in note.get_attribute("title")
-        one_line = note.evaluate(
-            "(n) => [n.getBoundingClientRect().height, parseFloat(getComputedStyle(n).lineHeight)]"
-        )
-        assert one_line[0] < 1.5 * one_line[1], one_line
+        assert grid["spacing"] == [3.84, 16] and grid["offer"] == [8, 16] and grid["default"] == 8, grid
+        assert grid["note"] is None and grid["jitter"] == 0.25
+        assert page.evaluate(control) == [8, 16, 8] and not page.locator("#gridnote").is_visible()
 
         # no offset, no jitter: the page's grid is placements.demo_grid (cell centres, (i + 0.5) * W / n - 0.5)
         for n in (4, 8, 16):
@@ -374,9 +368,21 @@ def test_grid_button_lays_the_chosen_spacing_within_what_the_student_was_trained
             slope = np.polyfit(node[:, 0], pts[:, 0], 1)[0]  # the spacing the points show
             assert abs(slope - s) < 0.1 * s, slope
         page.locator("fieldset", has=page.locator("#grid")).screenshot(path=str(ARTIFACTS / "grid.png"))
-        # a student whose config records data.placement ({}: Placement()'s 0.06-0.25 of 64 px): its range, no note
-        page.evaluate("demo.setGrid({spacing: [3.84, 16], offer: [4, 16], default: 8, jitter: 0.25, note: null})")
-        assert page.evaluate(control) == [4, 16, 8] and not page.locator("#gridnote").is_visible()
+        # a student whose config records no data.placement (one lattice): Placement()'s range offered and one line
+        # under the control saying what it learned
+        page.evaluate(
+            "demo.setGrid({spacing: null, offer: [8, 16], default: 8, jitter: 0.25, "
+            "note: 'trained on one lattice of points only: grids elsewhere may break its picture', "
+            "lattice: '16x16 points at x, y = 1.5 + 4k px; its run config records no data.placement'})"
+        )
+        assert page.evaluate(control) == [8, 16, 8]
+        note = page.locator("#gridnote")
+        assert note.is_visible() and note.text_content().startswith("Trained on one lattice of points only")
+        assert "16x16 points at x, y = 1.5 + 4k px" in note.get_attribute("title")
+        one_line = note.evaluate(
+            "(n) => [n.getBoundingClientRect().height, parseFloat(getComputedStyle(n).lineHeight)]"
+        )
+        assert one_line[0] < 1.5 * one_line[1], one_line
         # a hello without grid (protocol 1): the old fixed grid, 8 cell centres a side
         page.evaluate("() => demo.setGrid(undefined)")
         page.click("#grid")

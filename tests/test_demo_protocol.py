@@ -434,7 +434,10 @@ def test_hello_offers_the_grid_spacings_the_students_run_config_records(tmp_path
         assert g["lattice"] == "16x16 points at x, y = 1.5 + 4k px; its run config records no data.placement"
     bare = hello(student("bare", None))["grid"]  # no run config: nothing claimed
     assert bare["spacing"] is None and bare["note"] is bare["lattice"] is None and bare["offer"] == [8.0, 16.0]
-    assert start_points(shipped) == StartPoints("lattice", grid_size=16)
+    # the shipped student was distilled on the placement mixture: its run config records data.placement ({})
+    from trackstream.data.placements import Placement
+
+    assert start_points(shipped) == StartPoints("placement", placement=Placement())
     with pytest.raises(ValueError, match="data.placement has unknown fields"):
         start_points(student("bad", {**world, "placement": {"spacings": [0.1, 0.2]}}))
 

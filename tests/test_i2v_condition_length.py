@@ -50,6 +50,11 @@ def _old_rule(codec, image: torch.Tensor, num_latents: int, layout: str = "wan_i
     return ref.index_select(2, torch.arange(num_latents).clamp(max=OLD_REFERENCE - 1))
 
 
+# fp32 rounding between a streamed and a whole-clip encode (convolution algorithms differ with the thread count
+# and the batch): measured up to 1.1e-6 on a loaded machine; a wrong frame rule is off by O(0.1)
+ROUNDING = 1e-5
+
+
 def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
@@ -110,7 +115,7 @@ def test_streaming_encode_equals_encode_for_any_chunking(name, small_wan, gated_
     video = torch.rand(1, 3, 17, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
     full = codec.encode(video)
     for chunks in ([5], [1, 4], [2, 3], [1, 1, 1, 1, 1]):
-        assert _relative(codec.encode_streaming(video, chunks), full) <= 1e-6, chunks  # rounding of the 1x1 convs
+        assert _relative(codec.encode_streaming(video, chunks), full) <= ROUNDING, chunks  # rounding of the 1x1 convs
     _, state = codec.encode_chunk(video[:, :, :1], codec.init_encode_state())
     with pytest.raises(ValueError, match="4k frames"):
         codec.encode_chunk(video[:, :, :5], state)
@@ -164,10 +169,10 @@ def test_taehv_stream_channels_equal_the_whole_clip_encode(pad):
     whole = i2v_condition(codec, image, num_frames=1 + 4 * (num - 1)).float()
     source = first_frame_channels(codec, image, "wan_i2v", image_latent=None)
     streamed = torch.cat([source.span(0, 1)] + [source.span(s, 3) for s in range(1, num, 3)], dim=2)
-    assert _relative(streamed, whole) <= 1e-6
+    assert _relative(streamed, whole) <= ROUNDING
     if pad == "front":
         video = torch.cat([image[:, :, None], torch.rand(1, 3, 8, 32, 32) * 2 - 1], dim=2)
-        assert _relative(codec.encode_streaming(video, [1, 2]), codec.encode(video)) <= 1e-6
+        assert _relative(codec.encode_streaming(video, [1, 2]), codec.encode(video)) <= ROUNDING
 
 
 # ---------------------------------------------------------------------------- errors
