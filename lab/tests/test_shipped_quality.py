@@ -58,7 +58,7 @@ def test_the_shipped_teacher_follows_tracks():
     assert figures["epe_with_tracks"] < figures["epe_frozen_video"]
 
 
-@pytest.mark.slow  # streams the 4-layer student on 8 clips with and without tracks (~11 s)
+@pytest.mark.slow  # streams the 4-layer student on 16 clips with and without tracks (~25 s)
 def test_the_shipped_student_holds_its_picture_on_held_out_clips():
     """The darkening guard: streamed on held-out clips of its world with their tracks, the shipped student's
     last 8 frames keep the ground truth's brightness and detail and its motion beats the frozen first frame,
@@ -74,7 +74,9 @@ def test_the_shipped_student_holds_its_picture_on_held_out_clips():
 
     cfg = OmegaConf.to_container(OmegaConf.load(STUDENT_DIR / "config.yaml"), resolve=True)
     teacher = OmegaConf.load(ASSET_DIR / "config.yaml")
-    data = DataConfig(**{**cfg["data"], "eval_samples": 8})
+    # the protocol's 16 clips: the late texture of 8 is a noisy figure (the shipped student's: 1.38 on the first 8,
+    # 1.15 on all 16, as its manifest records)
+    data = DataConfig(**{**cfg["data"], "eval_samples": 16})
     net, codec, cond = Network.open(STUDENT_DIR / "student").for_inference(device="cpu", dtype="fp32")
     engine = StreamingGenerator(
         net, codec, config=net.conventions.stream_config("student"), image_features_fn=cond.image_features
