@@ -50,9 +50,7 @@ def _replaced(folder: Path, commit: str) -> dict | None:
     return {"manifest_sha256": sha256(folder / "manifest.json"), "git_commit": commit}
 
 
-def promote(
-    teacher: Path, student: Path, *, teacher_dest: Path = ASSET_DIR, student_dest: Path = STUDENT_DIR
-) -> dict:
+def promote(teacher: Path, student: Path, *, teacher_dest: Path = ASSET_DIR, student_dest: Path = STUDENT_DIR) -> dict:
     """Move a staged (teacher, student) pair into the shipped folders; returns the student's new manifest."""
     teacher, student = Path(teacher), Path(student)
     teacher_dest, student_dest = Path(teacher_dest), Path(student_dest)
@@ -61,9 +59,7 @@ def promote(
     manifest = _check_pair(teacher, student)
     base = teacher_dest.resolve().parent.parent  # the folder holding assets/: the manifests' paths start there
     commit = git_commit()
-    replaced = {
-        _relative(dest, base): _replaced(dest, commit) for dest in (teacher_dest, student_dest)
-    }
+    replaced = {_relative(dest, base): _replaced(dest, commit) for dest in (teacher_dest, student_dest)}
     for staged, dest in ((teacher, teacher_dest), (student, student_dest)):
         if dest.exists():
             shutil.rmtree(dest)
@@ -95,7 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     except (AssetError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"{args.teacher_dest} and {args.student_dest} now hold the promoted pair; replaced: {m['promoted']['replaced']}")
+    print(
+        f"{args.teacher_dest} and {args.student_dest} now hold the promoted pair; replaced: {m['promoted']['replaced']}"
+    )
     return 0
 
 

@@ -62,6 +62,4 @@ def release_in_history(root: Path, folder: str, match: dict, dest: Path) -> tupl
             with tarfile.open(fileobj=io.BytesIO(_git(root, "archive", commit, folder))) as tar:
                 tar.extractall(dest, filter="data")
             return commit, manifest
-    raise ValueError(
-        f"{root}: no commit ships {folder} with {match}; a shallow clone lacks it (git fetch --unshallow)"
-    )
+    raise ValueError(f"{root}: no commit ships {folder} with {match}; a shallow clone lacks it (git fetch --unshallow)")

@@ -73,4 +73,6 @@ def test_an_altered_staged_file_is_refused(tree):
             teacher_dest=tree / "tiny-teacher",
             student_dest=tree / "tiny-student",
         )
-    assert (tree / "tiny-student" / "student" / "heads.pt").read_bytes() == (STUDENT_DIR / "student" / "heads.pt").read_bytes()
+    assert (tree / "tiny-student" / "student" / "heads.pt").read_bytes() == (
+        STUDENT_DIR / "student" / "heads.pt"
+    ).read_bytes()
