@@ -117,3 +117,25 @@ def test_bench_drag_times_plain_and_dragged_chunks(tmp_path):
     )
     assert set(res["rf"]) == {"I=1 keep=x0", "I=1 keep=latent"} and all(v > 0 for v in res["rf"].values())
     assert json.loads(out.read_text())["frames_per_chunk"] == 12
+
+
+def test_the_step_bench_builds_the_teacher_objective_the_training_builds():
+    """bench.train's objective comes from the teacher unit's one constructor: how tracks are splatted and ordered
+    is the network's (a bilinear or FastVideo-convention network is benchmarked as it trains)."""
+    import torch
+
+    from trackstream.bench.train_setup import training_setup
+    from trackstream.models.motion_wan import ModelConfig
+
+    for splat, convention in (("bilinear", "trackstream"), ("nearest", "fastvideo")):
+        model = ModelConfig(
+            flavor="tiny",
+            track_splat=splat,
+            track_convention=convention,
+            overrides={"num_layers": 1, "num_heads": 2},
+        )
+        net, _, _, obj = training_setup(
+            model, text_dim=16, device=torch.device("cpu"), checkpointing=False, compile=False, stage=None,
+            shift=1.0, height=32, width=32,
+        )  # fmt: skip
+        assert (obj.splat, obj.convention) == (net.track_splat, net.track_convention) == (splat, convention)

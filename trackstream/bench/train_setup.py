@@ -7,7 +7,8 @@ import torch
 
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.tracks import latent_frames
-from trackstream.train.teacher.objective import FlowMatchingObjective, TeacherConfig
+from trackstream.train.teacher.build import teacher_objective
+from trackstream.train.teacher.objective import TeacherConfig
 from trackstream.trainer.ema import EMA, EMAConfig
 from trackstream.trainer.optim import OptimConfig, build_optimizer, param_groups
 
@@ -72,13 +73,11 @@ def training_setup(
     opt = build_optimizer(param_groups(net, optim_cfg), optim_cfg, device=device)
     ema = EMA(net, EMAConfig(decay=0.999))
     empty = torch.zeros(1, 1, text_dim, device=device)
-    obj = FlowMatchingObjective(
+    obj = teacher_objective(
+        stage or TeacherConfig(),
         net,
-        cfg=stage or TeacherConfig(),
         shift=shift,
-        null_text=empty,
-        null_lengths=torch.ones(1, dtype=torch.long),
-        embed_dim=net.track_embed_dim,
+        null_text=(empty, torch.ones(1, dtype=torch.long)),
         height=height,
         width=width,
         seed=0,

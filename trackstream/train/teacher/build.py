@@ -46,7 +46,7 @@ from trackstream.trainer.weights import export_network, initialise
 if TYPE_CHECKING:
     from trackstream.train.train_config import TrainConfig
 
-__all__ = ["STAGE", "build_teacher"]
+__all__ = ["STAGE", "build_teacher", "teacher_objective"]
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,40 @@ class _Evaluation:
         return {k: v for k, v in figures.items() if k.startswith("epe_")}
 
 
+def teacher_objective(
+    st: TeacherConfig,
+    net,
+    *,
+    shift: float,
+    null_text: tuple,
+    height: int,
+    width: int,
+    seed: int,
+    device,
+    conditioner=None,
+) -> FlowMatchingObjective:
+    """The stage's objective on the (possibly wrapped) network ``net`` (the builder's, and the training-step
+    benchmark's with random weights): how it embeds, splats and orders its tracks is read from the network;
+    ``null_text``: the empty prompt's (embedding, lengths); ``conditioner``: encodes raw clips (None: the batches
+    arrive encoded)."""
+    module = unwrap(net)
+    return FlowMatchingObjective(
+        net,
+        cfg=st,
+        shift=shift,
+        conditioner=conditioner,
+        null_text=null_text[0],
+        null_lengths=null_text[1],
+        embed_dim=module.track_embed_dim,
+        splat=module.track_splat,
+        convention=module.track_convention,
+        height=height,
+        width=width,
+        seed=seed,
+        device=device,
+    )
+
+
 def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
     st: TeacherConfig = cfg.stage
     # the held-out clips are read first: a missing or unfit set fails before the encoders load
@@ -212,20 +246,16 @@ def build_teacher(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StageP
         optim=cfg.optim,
         ema=cfg.ema,
     )
-    objective = FlowMatchingObjective(
+    objective = teacher_objective(
+        st,
         trained.module,
-        cfg=st,
         shift=cfg.schedule.shift,
-        conditioner=conditioner,
-        null_text=conditioner.null_text,
-        null_lengths=conditioner.null_lengths,
-        embed_dim=unwrap(trained.module).track_embed_dim,
-        splat=unwrap(trained.module).track_splat,
-        convention=unwrap(trained.module).track_convention,
+        null_text=(conditioner.null_text, conditioner.null_lengths),
         height=cfg.data.height,
         width=cfg.data.width,
         seed=derive_seed(cfg.trainer.seed, "objective", runtime.data_rank) % 2**62,  # one noise per sample
         device=runtime.device,
+        conditioner=conditioner,
     )
     evaluation = None
     if cfg.eval.enabled:
