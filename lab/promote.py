@@ -27,7 +27,10 @@ __all__ = ["promote", "main"]
 
 def _relative(path: Path, base: Path) -> str:
     """``path`` as the manifests name release folders: relative to the folder holding ``assets/``."""
-    return str(path.resolve().relative_to(base.resolve()))
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        raise ValueError(f"{path}: not inside {base}, where the manifests' release paths start") from None
 
 
 def _check_pair(teacher: Path, student: Path) -> dict:
@@ -59,20 +62,22 @@ def promote(teacher: Path, student: Path, *, teacher_dest: Path = ASSET_DIR, stu
     manifest = _check_pair(teacher, student)
     base = teacher_dest.resolve().parent.parent  # the folder holding assets/: the manifests' paths start there
     commit = git_commit()
+    # every path the record names, before anything moves: a folder outside base is refused with nothing lost
+    staged = {"teacher": _relative(teacher, base), "student": _relative(student, base)}
+    teacher_dir = _relative(teacher_dest, base)
     replaced = {_relative(dest, base): _replaced(dest, commit) for dest in (teacher_dest, student_dest)}
-    for staged, dest in ((teacher, teacher_dest), (student, student_dest)):
+    for folder, dest in ((teacher, teacher_dest), (student, student_dest)):
         if dest.exists():
             shutil.rmtree(dest)
-        shutil.move(str(staged), str(dest))
+        shutil.move(str(folder), str(dest))
 
-    teacher_dir = _relative(teacher_dest, base)
     manifest["name"] = student_dest.name
     manifest["teacher_release"] = {"dir": teacher_dir, "manifest_sha256": sha256(teacher_dest / "manifest.json")}
     manifest["codec"] = {"path": f"{teacher_dir}/codec.pt", "sha256": sha256(teacher_dest / "codec.pt")}
     manifest["promoted"] = {
-        "from": {"teacher": _relative(teacher, base), "student": _relative(student, base)},
+        "from": staged,
         "replaced": {k: v for k, v in replaced.items() if v is not None},
-        "command": f"python -m lab.promote --teacher {_relative(teacher, base)} --student {_relative(student, base)}",
+        "command": f"python -m lab.promote --teacher {staged['teacher']} --student {staged['student']}",
     }
     (student_dest / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
     verify_asset(student_dest)

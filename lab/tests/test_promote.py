@@ -76,3 +76,13 @@ def test_an_altered_staged_file_is_refused(tree):
     assert (tree / "tiny-student" / "student" / "heads.pt").read_bytes() == (
         STUDENT_DIR / "student" / "heads.pt"
     ).read_bytes()
+
+
+def test_a_staged_folder_outside_the_assets_root_is_refused_before_anything_moves(tree, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("elsewhere") / "student"
+    shutil.copytree(tree / "student-staged", elsewhere)
+    with pytest.raises(ValueError, match="not inside"):
+        promote(
+            tree / "teacher-staged", elsewhere, teacher_dest=tree / "tiny-teacher", student_dest=tree / "tiny-student"
+        )
+    assert (tree / "teacher-staged").is_dir() and elsewhere.is_dir()
