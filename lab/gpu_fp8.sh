@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# One lent-machine call (<= 9 minutes in all): the 1.3B TAEHV row in bf16 and fp8 (compiled, overlapped decode,
-# chunks 5-20), fp8 against bf16 on the same inputs, the Track-v0 setup, the 5B TAEHV overlapped row, and
-# trackstream generate --compile in fp8 (the row expected fastest; gen:wan1.3b-480p-taehv for bf16). Each row has
+# One lent-machine call (<= 7 minutes in all; the 5B row, measured on an H100 before, is left out so that the
+# session's other device call has time): the 1.3B TAEHV row in bf16 and fp8 (compiled, overlapped decode,
+# chunks 5-20), fp8 against bf16 on the same inputs, the Track-v0 setup, and trackstream generate --compile in
+# fp8 (the row expected fastest; gen:wan1.3b-480p-taehv for bf16). Each row has
 # its own limit (seconds after @) and writes its JSON into OUT_DIR as it finishes (lab/gpu_bench.sh).
 #
 #   bash lab/gpu_fp8.sh OUT_DIR
@@ -13,5 +14,4 @@ exec bash "$here/gpu_bench.sh" "${1:?output folder}" \
   rt:wan1.3b-480p-taehv:compiled:overlap+fp8+short@100 \
   fp8cmp:wan1.3b-480p-taehv@45 \
   rt:trackv0-480p-taehv:compiled:overlap+short@90 \
-  rt:wan5b-704p-taehv:compiled:overlap+short@110 \
   gen:wan1.3b-480p-taehv:fp8@80

@@ -111,7 +111,7 @@ _TINY_STUDENT = dataclasses.replace(
 # the small world model (conf/model/small.yaml with small_teacher's overrides; a test holds them equal)
 _SMALL = dataclasses.replace(
     _TINY,
-    overrides={"dim": 384, "ffn_dim": 1152, "num_heads": 6, "num_layers": 8, "text_len": 64, "patch_size": [1, 1, 1]},
+    overrides={"dim": 384, "ffn_dim": 1152, "num_heads": 6, "num_layers": 6, "text_len": 64, "patch_size": [1, 1, 1]},
 )
 # FastVideo's Track-v0 (H1yori233/Track-v0): the Fun-1.3B-InP DiT with their 64-wide biased track encoder
 # (52 input channels), streamed as their pipeline streams it; no recipe of ours trains it
