@@ -13,14 +13,14 @@
 #
 # Each step runs under its own time limit (STEP_LIMIT seconds, default 280: a cold compilation of the 1.3B step
 # alone takes minutes) and writes its JSON into OUT_DIR as it finishes, so a call cut short keeps what finished;
-# every table row goes to OUT_DIR/calls.log. Wheels under .whl/ (hydra-core, omegaconf, antlr4) are installed
-# first where the machine lacks them. Random weights in the real configurations: no checkpoint, data or text
+# every table row goes to OUT_DIR/calls.log. Wheels under .whl/ (hydra-core, omegaconf, antlr4; ftfy and wcwidth,
+# which the UMT5 prompt cleaning of `generate` imports) are installed first where the machine lacks them. Random weights in the real configurations: no checkpoint, data or text
 # encoder is needed.
 set -u
 out=${1:?output folder}
 shift
 mkdir -p "$out"
-if [ -d .whl ] && ! python3 -c "import hydra, omegaconf" 2>/dev/null; then
+if [ -d .whl ] && ! python3 -c "import hydra, omegaconf, ftfy" 2>/dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
     && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
 fi
@@ -64,7 +64,7 @@ for s in "$@"; do
   esac
   echo "=== $tag ($(date -u +%H:%M:%S), limit ${limit}s): ${cmd[*]}" | tee -a "$log"
   t0=$SECONDS
-  timeout "$limit" "${cmd[@]}" 2>&1 | grep -v -E "warn" | tee "$out/$tag.log" | grep -E "^\||wrote|rror|psnr|fp8_vs" | tee -a "$log"
+  timeout "$limit" "${cmd[@]}" 2>&1 | grep -v -E "warn" | tee "$out/$tag.log" | grep -E "^\||^\[realtime\]|wrote|rror|psnr|fp8_vs" | tee -a "$log"
   [ "$kind" = gen ] && cp "/tmp/$tag/generate_timing.json" "$out/$tag.json" 2>/dev/null
   echo "=== $tag done in $((SECONDS - t0)) s" | tee -a "$log"
 done

@@ -9,7 +9,7 @@ import torch
 from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_network
 
 import trackstream.stream.chunks as chunks
-from trackstream.data.clips import PoolStream
+from trackstream.data.pool_stream import PoolStream
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import Conventions

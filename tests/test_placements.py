@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from trackstream.data.batching import collate_samples
-from trackstream.data.clips import DataConfig, pool_track_batch
+from trackstream.data.clips import DataConfig
 from trackstream.data.placements import (
     EVAL_PLACEMENTS,
     KINDS,
@@ -19,6 +19,7 @@ from trackstream.data.placements import (
     placement_from,
     scoring_points,
 )
+from trackstream.data.pool_stream import PoolStream, collate_pool, draw_tracks, pool_track_batch
 from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
 from trackstream.data.tracker_base import grid_queries
 
@@ -102,6 +103,55 @@ def test_batches_with_the_mixture_collate_and_resume_exactly():
     assert batch["tracks"].shape[2] == 0  # a whole batch with no tracks collates
     none = collate_samples([place_tracks(pool[0], placement_from(NONE), np.random.default_rng(0))] * 2)
     assert none["track_mask"].shape == (2, 0)
+
+
+def test_the_teachers_pool_stream_draws_in_workers_and_gives_the_same_batches_and_resumes():
+    """The pool stream's track draws in loader processes (data.num_workers, as the teacher's training_data makes
+    them): the batches equal the ones drawn in this process, in order, and a stream resumed at a position (mid
+    round of the workers) continues with the batches the first one gave there."""
+    pool = [OBJECTS.generate(s) for s in range(6)]
+    entries = [
+        {**c, "tracks": torch.from_numpy(c["tracks"]), "visibility": torch.from_numpy(c["visibility"])} for c in pool
+    ]
+
+    def stream(workers, position=0):
+        def draw(idx, gids):
+            return [draw_tracks(pool[i], g, seed=3, num_tracks=None, placement=Placement()) for i, g in zip(idx, gids)]
+
+        s = PoolStream(
+            6,
+            batch_size=4,
+            seed=3,
+            make_batch=lambda i, g, d: collate_pool([entries[j] for j in i], d),
+            draw=draw,
+            num_workers=workers,
+            rank=0,
+            world_size=1,
+        )
+        s.load_state_dict({**s.state_dict(), "position": position})
+        return s
+
+    def take(s, n):
+        it = iter(s)
+        out = [next(it) for _ in range(n)]
+        it.close()  # ends the loader's workers
+        return out
+
+    here = take(stream(0), 5)
+    for a, b in zip(here, take(stream(2), 5)):
+        assert a["stream_index"] == b["stream_index"]
+        for key in ("tracks", "visibility", "track_mask"):
+            assert torch.equal(a[key], b[key]), key
+        assert a["caption"] == b["caption"]
+    # the draws are the single-process pool_track_batch's
+    idx, gids = stream(0).batch_ids(1)
+    one = pool_track_batch([entries[i] for i in idx], gids, seed=3, num_tracks=None, placement=Placement())
+    assert torch.equal(one["tracks"], here[1]["tracks"]) and torch.equal(one["track_mask"], here[1]["track_mask"])
+    resumed = take(stream(2, position=3), 2)
+    assert [b["stream_index"] for b in resumed] == [3, 4]
+    assert torch.equal(resumed[0]["tracks"], here[3]["tracks"]) and torch.equal(resumed[1]["tracks"], here[4]["tracks"])
+    with pytest.raises(ValueError, match="num_workers=2 needs a draw"):
+        PoolStream(6, batch_size=4, seed=3, make_batch=lambda i, g: {}, num_workers=2)
 
 
 def test_placement_config_errors_name_the_field():

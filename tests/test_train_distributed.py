@@ -50,7 +50,7 @@ from trackstream.trainer.loop import TrainerConfig, train
 from trackstream.trainer.checkpoint import CheckpointManager
 from trackstream.trainer.metrics import MetricLogger, LoggerConfig
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
-from trackstream.data.clips import PoolStream
+from trackstream.data.pool_stream import PoolStream
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.trainer.weights import initialise
 from trackstream.trainer.ema import EMAConfig

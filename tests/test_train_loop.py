@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trackstream.data.clips import PoolStream
+from trackstream.data.pool_stream import PoolStream
 from trackstream.trainer.checkpoint import CheckpointManager, PreemptionHandler, find_latest
 from trackstream.trainer.dist import init_runtime, seed_everything
 from trackstream.trainer.ema import EMA, EMAConfig
@@ -135,6 +135,8 @@ def test_loss_decreases_and_metrics_jsonl_has_the_contract(runtime, tmp_path):
     rows = _jsonl(tmp_path)
     assert sorted(rows) == list(range(1, 31))
     assert all("train/loss" in r and "train/grad_norm/net" in r and "perf/samples_per_s" in r for r in rows.values())
+    # the step's wait for its batch, a part of the step
+    assert all(0 <= r["perf/data_time_s"] <= r["perf/step_time_s"] for r in rows.values())
     assert rows[30]["train/loss"] < 0.5 * rows[1]["train/loss"]
     assert res.status == "done" and find_latest(tmp_path / "checkpoints").name == "step_00000030"
 

@@ -162,6 +162,10 @@ def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
     }
 
 
+def _progress(setup: Setup, mode: str, what: str) -> None:
+    print(f"[realtime] {setup.model.flavor} {mode}: {what}", flush=True)
+
+
 def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
     """Warm-up request, warm request (first frames, frames/s, peak memory), breakdown; one result row."""
     config = setup.stream_config.replace(steps=args.steps)
@@ -173,7 +177,12 @@ def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
         first_gen = 2 if config.first_chunk_given else 1  # 1-based: the first chunk sampled by the DiT
         chunks = max(args.last, first_gen)  # a window of the given chunk alone still times the first sampled one
         engine = make_engine(net, codec, config, mode, overlap_decode=args.overlap_decode)
+        t0 = time.perf_counter()
         request(engine, inputs, source, chunks=chunks, seed=args.seed, marks_at=set())  # the warm-up request
+        # the warm-up holds the compilations (one per chunk layout): a row cut at its limit says where it was
+        _progress(
+            setup, mode, f"warm-up request of {chunks} chunks (compiles, if so) in {time.perf_counter() - t0:.1f} s"
+        )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         marks, outs = request(
@@ -198,6 +207,12 @@ def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
             window_tflops=flops / seconds / 1e12,
             window_over_matmul=flops / seconds / 1e12 / matmul["tflops"],
             peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
+        )
+        _progress(
+            setup,
+            mode,
+            f"timed request: {row['frames_per_s']:.1f} frames/s, first frames {row['first_frames_s']:.3f} s; "
+            "the breakdown's requests next",
         )
         try:
             row["breakdown"] = _breakdown(net, codec, setup, config, mode, inputs, source, args)
@@ -315,10 +330,12 @@ def _run_setup(ap, args, name: str, modes: list[str], device: torch.device, dtyp
         setup = SETUPS[name]
     if args.height or args.width:
         setup = dataclasses.replace(setup, size=(args.height or setup.height, args.width or setup.width))
+    t0 = time.perf_counter()
     try:
         net, codec = build(setup, device=device, dtype=dtype, layers=args.layers, dim=args.dim, seed=args.seed)
     except torch.OutOfMemoryError as err:
         return [{"setup": name, "mode": m, "error": "out of memory building: " + str(err).split(".")[0]} for m in modes]
+    print(f"[realtime] {name}: student and codec built in {time.perf_counter() - t0:.1f} s", flush=True)
     cell = 2 * codec.spatial_factor  # DiT patch 2 on the codec's latent grid
     if setup.height % cell or setup.width % cell:
         ap.error(f"--height/--width {setup.height}x{setup.width}: {name} needs multiples of {cell}")

@@ -21,20 +21,18 @@ import logging
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
 import torch
 
-from trackstream.data.batching import StreamLoader, collate_samples, derive_seed, dist_info, subsample_tracks
-from trackstream.data.placements import Placement, place_tracks, placement_from
+from trackstream.data.batching import StreamLoader, derive_seed
+from trackstream.data.placements import placement_from
 from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
 
 __all__ = [
     "DataConfig",
     "make_world",
     "ClipPool",
-    "PoolStream",
     "heldout_clips",
     "check_heldout",
     "build_raw_stream",
@@ -273,93 +271,6 @@ def _shard_heldout(cfg: DataConfig) -> ClipPool:
         clip["meta"].setdefault("id", clip["meta"]["key"])
         clips.append(clip)
     return ClipPool.of(clips)
-
-
-class PoolStream:
-    """Resumable stream of batches over ``size`` pool entries.
-
-    Sample j of batch k on rank r is global sample g = (k * B + j) * W + r; epoch e = g // size
-    visits the pool in the permutation seeded by (seed, "epoch", e). ``make_batch(indices, gids)``
-    builds the batch from pool indices and global sample ids (for per-sample randomness).
-    """
-
-    def __init__(
-        self,
-        size: int,
-        *,
-        batch_size: int,
-        seed: int,
-        make_batch: Callable[[list[int], list[int]], dict],
-        rank: int | None = None,
-        world_size: int | None = None,
-    ):
-        self.size, self.batch_size, self.seed, self.make_batch = size, batch_size, seed, make_batch
-        self.rank, self.world_size = dist_info(rank, world_size)
-        self.position = 0
-        self._perm_cache: tuple[int, np.ndarray] | None = None
-
-    def _index(self, g: int) -> int:
-        epoch, pos = divmod(g, self.size)
-        if self._perm_cache is None or self._perm_cache[0] != epoch:
-            perm = np.random.default_rng(derive_seed(self.seed, "epoch", epoch)).permutation(self.size)
-            self._perm_cache = (epoch, perm)
-        return int(self._perm_cache[1][pos])
-
-    def __iter__(self):
-        while True:
-            k = self.position
-            gids = [(k * self.batch_size + j) * self.world_size + self.rank for j in range(self.batch_size)]
-            batch = self.make_batch([self._index(g) for g in gids], gids)
-            batch["stream_index"] = k
-            self.position += 1
-            yield batch
-
-    def state_dict(self) -> dict:
-        return {
-            "position": self.position,
-            "seed": self.seed,
-            "batch_size": self.batch_size,
-            "rank": self.rank,
-            "world_size": self.world_size,
-            "size": self.size,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for key in ("seed", "batch_size", "rank", "world_size", "size"):
-            if state[key] != getattr(self, key):
-                raise ValueError(
-                    f"cannot resume the data stream exactly: saved {key}={state[key]}, "
-                    f"this run has {key}={getattr(self, key)}"
-                )
-        self.position = int(state["position"])
-
-
-def pool_track_batch(
-    entries: list[dict],
-    gids: list[int],
-    *,
-    seed: int,
-    num_tracks: list[int] | None,
-    placement: Placement | dict | None = None,
-) -> dict:
-    """Collate pool entries (each with tracks/visibility/caption and cached tensors), drawing each sample's
-    tracks keyed by its global sample id (replays exactly on resume): a draw of ``placement`` (new start
-    points from the entry's ``scene``), else a random subset of ``num_tracks`` of its grid, else all."""
-    placement = placement_from(placement)
-    samples = []
-    for entry, g in zip(entries, gids):
-        s = dict(entry)
-        rng = np.random.default_rng(derive_seed(seed, "tracks", g))
-        if placement is not None:
-            s = place_tracks(s, placement, rng)
-        elif num_tracks is not None:
-            s = subsample_tracks(s, tuple(num_tracks), rng)
-        samples.append(s)
-    batch = collate_samples(samples)
-    for key in ("image", "image_features"):
-        if all(key in s for s in samples):
-            batch[key] = torch.stack([s[key] for s in samples])
-    return batch
 
 
 def build_raw_stream(cfg: DataConfig, *, rank: int, world_size: int) -> StreamLoader:

@@ -18,7 +18,8 @@ import torch
 import torch.nn as nn
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import ClipPool, DataConfig, PoolStream, build_raw_stream
+from trackstream.data.clips import ClipPool, DataConfig, build_raw_stream
+from trackstream.data.pool_stream import PoolStream
 from trackstream.train.plan import StagePlan, train_plan
 from trackstream.train.stage import Stage
 from trackstream.trainer.codec import (

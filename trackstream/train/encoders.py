@@ -7,7 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from trackstream.data.clips import ClipPool, DataConfig, PoolStream, build_raw_stream, pool_track_batch
+from trackstream.data.clips import ClipPool, DataConfig, build_raw_stream
+from trackstream.data.pool_stream import PoolStream, collate_pool, draw_tracks
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig
 from trackstream.models.precision import resolve_dtype
@@ -72,21 +73,30 @@ class EncodedPool:
 
 
 def training_data(data: DataConfig, runtime: Runtime, pool: ClipPool | None, conditioner: Conditioner):
-    """Batches of the encoded clip pool (``data.pool_size``), or rendered clips streamed as they come."""
+    """Batches of the encoded clip pool (``data.pool_size``), or rendered clips streamed as they come. Each
+    sample's input tracks are drawn from its raw clip, in ``data.num_workers`` loader processes when set (the
+    CPU's share of a step, made while the previous step trains); the batch is assembled here, where the
+    encoders are."""
     if pool is None:
         return build_raw_stream(data, rank=runtime.data_rank, world_size=runtime.data_world_size)
     entries = EncodedPool(pool, conditioner)
 
-    def make(idx, gids):
-        return pool_track_batch(
-            [entries[i] for i in idx], gids, seed=data.seed, num_tracks=data.num_tracks, placement=data.placement
-        )
+    def draw(idx, gids):
+        return [
+            draw_tracks(pool.clips[i], g, seed=data.seed, num_tracks=data.num_tracks, placement=data.placement)
+            for i, g in zip(idx, gids)
+        ]
+
+    def make(idx, gids, drawn):
+        return collate_pool([entries[i] for i in idx], drawn)
 
     return PoolStream(
         len(entries),
         batch_size=data.batch_size,
         seed=data.seed,
         make_batch=make,
+        draw=draw,
+        num_workers=data.num_workers,
         rank=runtime.data_rank,  # the K ranks of a sequence group read the same samples
         world_size=runtime.data_world_size,
     )

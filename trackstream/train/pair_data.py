@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import torch
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import DataConfig, PoolStream
+from trackstream.data.clips import DataConfig
+from trackstream.data.pool_stream import PoolStream
 from trackstream.distill.horizons import rollout_frames
 from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs
 from trackstream.distill.pair_shards import PairSet, pairs_complete

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -275,14 +276,16 @@ def train(
     with PreemptionHandler() as preempt, _closing(iter(data)) as batches:
         while step < cfg.max_steps:
             # ---- one step: micro-batches, then one update per scheduled network ---------------
+            t_data = time.perf_counter()
             micro = [objective.prepare_batch(next(batches)) for _ in range(cfg.grad_accum)]
+            data_s = time.perf_counter() - t_data
             # (network, its losses and gradient norm all finite) per update of this step
             checks = _step_updates(micro, step, objective, networks, runtime, cfg, sums, counts)
             step += 1
             _stop_if_non_finite(checks, step, runtime, checkpoints)
             n_samples = sum(objective.batch_size(b) for b in micro) * runtime.data_world_size
             samples_seen += n_samples
-            throughput.add(n_samples)
+            throughput.add(n_samples, data_s)
             logger.advance()
 
             # ---- logging (one all-reduce per log interval) --------------------------------------

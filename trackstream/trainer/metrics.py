@@ -302,18 +302,26 @@ def _stable_run_id(run_dir: Path) -> str:
 
 
 class Throughput:
-    """Samples/s and step time over the interval since the last ``read``."""
+    """Samples/s, step time and the share of it spent getting the batch, over the interval since the last
+    ``read``: ``perf/data_time_s`` is the mean seconds a step waited for its micro-batches and prepared them
+    (``objective.prepare_batch``); near ``perf/step_time_s``, the step is the data's, not the network's."""
 
     def __init__(self):
-        self.t0, self.samples, self.steps = time.perf_counter(), 0, 0
+        self.t0, self.samples, self.steps, self.data_s = time.perf_counter(), 0, 0, 0.0
 
-    def add(self, samples: int) -> None:
+    def add(self, samples: int, data_s: float = 0.0) -> None:
         self.samples += samples
         self.steps += 1
+        self.data_s += data_s
 
     def read(self) -> dict[str, float]:
         now = time.perf_counter()
         dt = max(now - self.t0, 1e-9)
-        out = {"perf/samples_per_s": self.samples / dt, "perf/step_time_s": dt / max(self.steps, 1)}
-        self.t0, self.samples, self.steps = now, 0, 0
+        steps = max(self.steps, 1)
+        out = {
+            "perf/samples_per_s": self.samples / dt,
+            "perf/step_time_s": dt / steps,
+            "perf/data_time_s": self.data_s / steps,
+        }
+        self.t0, self.samples, self.steps, self.data_s = now, 0, 0, 0.0
         return out

@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from trackstream.data.batching import derive_seed
-from trackstream.data.clips import ClipPool, DataConfig, PoolStream, build_raw_stream, check_heldout, heldout_clips
+from trackstream.data.clips import ClipPool, DataConfig, build_raw_stream, check_heldout, heldout_clips
+from trackstream.data.pool_stream import PoolStream
 from trackstream.data.video_io import tensor_to_frames, write_mp4
 from trackstream.eval.metrics import video_psnr, video_ssim
 from trackstream.models.patch_discriminator import PatchDiscriminator
