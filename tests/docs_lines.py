@@ -280,6 +280,7 @@ ELSEWHERE = {
             ("lab.placement_table",),
             ("lab.targets runs/placements-shipped/placements.json",),
             ("lab.splat_study run",),
+            ("lab.mixture_study run",),
         )
     },
     documented_line("docs/results.md", "lab.placement_table"): "lab/tests/test_placement_study.py",

@@ -5,8 +5,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+import yaml
 from test_docs_run import documented_line, run_documented
 
+from lab.mixture_study import parse_arm
 from lab.splat_study import relabelled_release, summary
 from lab.targets import judge
 
@@ -15,6 +17,7 @@ TABLE = documented_line("docs/placements.md", "lab.placement_table")
 RESULTS_TABLE = documented_line("docs/results.md", "lab.placement_table")  # the same line: run once, here
 TARGETS = documented_line("docs/placements.md", "lab.targets runs/placements-shipped/placements.json")
 STUDY = documented_line("docs/placements.md", "lab.splat_study run")
+MIXTURE = documented_line("docs/placements.md", "lab.mixture_study run")
 
 
 def _reader_folder(tmp_path: Path) -> Path:
@@ -52,6 +55,27 @@ def test_the_splat_study_line_runs_both_arms(tmp_path):
         meta = json.loads((folder / "runs" / "splat" / arm / "export" / "teacher" / "network.json").read_text())
         assert meta["model"]["track_splat"] == arm
         assert set(result["summary"][arm]) == {"lattice", "shifted", "demo", "random", "sparse", "none"}
+
+
+@pytest.mark.slow
+def test_the_mixture_study_line_trains_each_arm_on_its_shares(tmp_path):
+    """docs/placements.md's shares study line, a step an arm, one clip scored with one teacher step: each arm's run
+    trains on its own shares (its resolved config), the summary reads every placement of both arms."""
+    folder = _reader_folder(tmp_path)
+    run_documented(MIXTURE, folder, args=("--steps", "1", "--clips", "1", "--teacher-steps", "1"))
+    result = json.loads((folder / "runs" / "mixture" / "mixture_study.json").read_text())
+    assert set(result["summary"]) == {"defaults", "sparse"}
+    assert result["shares"]["sparse"]["none"] == pytest.approx(0.25) and result["shares"]["defaults"]["none"] < 0.25
+    for arm, none in (("defaults", None), ("sparse", 0.25)):
+        cfg = yaml.safe_load((folder / "runs" / "mixture" / arm / "config.yaml").read_text())
+        assert cfg["data"]["placement"].get("none") == none, arm
+        assert set(result["summary"][arm]) == {"lattice", "shifted", "demo", "random", "sparse", "none"}
+
+
+def test_mixture_arms_parse_and_refuse_unknown_kinds():
+    assert parse_arm("few=cluster:0.5,none:0.3") == ("few", {"cluster": 0.5, "none": 0.3})
+    with pytest.raises(ValueError, match="KIND one of"):
+        parse_arm("bad=dots:0.5")
 
 
 def test_a_relabelled_release_changes_only_the_splat(tmp_path):
