@@ -58,12 +58,6 @@ def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torc
     return tr, vi, counts
 
 
-def _nanmean(values: list[float]) -> float:
-    """The mean of the finite values (a clip that asks for no motion has no amplitude), NaN if none."""
-    finite = [v for v in values if np.isfinite(v)]
-    return float(np.mean(finite)) if finite else float("nan")
-
-
 class ScoreBook:
     """``add(row, frames, gt_frames, tracks, visibility)`` per video (``add_frozen`` for the frozen first
     frame); ``figures()`` at the end (``row_figures()``: the same per row). ``frozen_row``: the row name
@@ -191,18 +185,21 @@ class ScoreBook:
         return res
 
     def figures(self) -> dict:
-        out: dict = {f"epe_{k}": float(np.nanmean(v)) for k, v in self.epe.items()}
-        out.update({f"psnr_{k}": float(np.mean(v)) for k, v in self.psnr.items()})
-        out.update({f"ssim_{k}": float(np.mean(v)) for k, v in self.ssim.items()})
-        out.update({f"no_hold_epe_{k}": float(np.nanmean(v)) for k, v in self.no_hold.items()})
-        out.update({f"motion_amplitude_{k}": _nanmean(v) for k, v in self.amplitude.items()})
-        frozen = out.get(f"no_hold_epe_{self.frozen_row}")
-        if frozen is not None:  # means over the clips first, then the ratio (eval.quality)
-            out.update({f"no_hold_ratio_{k}": quality_ratio(out[f"no_hold_epe_{k}"], frozen) for k in self.no_hold})
+        """Every row's figures in one flat dict (``<measure>_<row>``): the means are ``row_figures``'s."""
+        rows = {
+            r: self.row_figures(r) for r in {**self.epe, **self.psnr, **self.ssim, **self.no_hold, **self.amplitude}
+        }
+        out: dict = {f"epe_{k}": rows[k]["epe"] for k in self.epe}
+        out.update({f"psnr_{k}": rows[k]["psnr"] for k in self.psnr})
+        out.update({f"ssim_{k}": rows[k]["ssim"] for k in self.ssim})
+        out.update({f"no_hold_epe_{k}": rows[k]["no_hold_epe"] for k in self.no_hold})
+        out.update({f"motion_amplitude_{k}": rows[k]["motion_amplitude"] for k in self.amplitude})
+        # means over the clips first, then the ratio (eval.quality)
+        out.update({f"no_hold_ratio_{k}": rows[k]["no_hold_ratio"] for k in self.no_hold if "no_hold_ratio" in rows[k]})
         for row in self.lost:
             for key, value in group_losses(self.lost[row], self.at_risk[row]).items():
                 out[f"{key}_{row}"] = value
-            out[f"lost_share_{row}"] = quality_ratio(float(np.sum(self.lost[row])), float(np.sum(self.at_risk[row])))
+            out[f"lost_share_{row}"] = rows[row]["lost_share"]
         # per frame: points lost at t among those at risk (metrics.MotionTrack), summed over the videos
         out["lost_per_frame"] = {k: np.asarray(v).tolist() for k, v in self.lost.items()}
         out["at_risk_per_frame"] = {k: np.asarray(v).tolist() for k, v in self.at_risk.items()}
