@@ -184,6 +184,26 @@ def test_eval_generation_honours_device_and_dtype(export, loads, kind):
     assert call["device"] == torch.device("cpu") and call["dtype"] == torch.bfloat16 and call["dit"] == torch.bfloat16
 
 
+def test_eval_teacher_videos_with_and_without_tracks_start_from_the_same_noise(export, monkeypatch):
+    """The eval command's teacher draws a clip's track ids in both modes, so its with- and without-tracks videos
+    start from the same noise (as make run's evaluation and the student path do): their EPE ratio is the tracks'."""
+    import trackstream.diffusion.samplers as samplers
+    from trackstream.diffusion.samplers import SamplerConfig
+    from trackstream.eval.generate import GenerateConfig, generate_videos
+
+    noises = {}
+
+    def record(net, noise, cond, **kw):
+        noises[mode] = noise.clone()
+        return noise
+
+    monkeypatch.setattr(samplers, "sample", record)
+    cfg = GenerateConfig(device="cpu", dtype="fp32", sampler=SamplerConfig(steps=2))
+    for mode in ("with_tracks", "without_tracks"):
+        generate_videos(export["teacher"], _samples(), mode=mode, cfg=cfg)
+    assert torch.equal(noises["with_tracks"], noises["without_tracks"])
+
+
 def test_eval_config_takes_device_and_dtype_and_names_a_bad_one():
     from omegaconf import OmegaConf
 

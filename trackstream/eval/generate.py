@@ -298,8 +298,10 @@ def _teacher(run: Path, samples: list[Sample], mode: str, cfg: GenerateConfig, t
         text, lens = text.to(device), lens.to(device)
         sf = codec.spatial_factor
         motion = None
+        # the ids are drawn in both modes, so that a clip's with- and without-tracks videos start from the same noise
+        # (as make run's evaluation and the student path here): their EPE ratio is then the tracks' alone
+        ids = sample_track_ids(1, s.tracks.shape[1], id_range=net.track_id_range, generator=g).to(device)
         if mode == "with_tracks":
-            ids = sample_track_ids(1, s.tracks.shape[1], id_range=net.track_id_range, generator=g).to(device)
             motion = encode_motion(
                 torch.from_numpy(s.tracks)[None].to(device),
                 torch.from_numpy(s.visibility)[None].to(device),
