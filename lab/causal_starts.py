@@ -34,6 +34,7 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
+from trackstream.eval.tables import markdown_table
 from trackstream.pipeline.stage_calls import PipelineError, train_stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -230,17 +231,39 @@ def _table(result: dict) -> str:
         f"({plan.get('dmd_threads', plan['threads'])} threads); "
         f"{result['clips']} held-out clips; teacher EPE ratio {result['teacher_epe_ratio']:.3f}.",
         "",
-        "| student | steps | s / step | EPE (px) | EPE with / without | no-hold / frozen | lost | late brightness gap "
-        f"| late texture | {k}x: PSNR drop | {k}x: energy |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
+    head = [
+        "student",
+        "steps",
+        "s / step",
+        "EPE (px)",
+        "EPE with / without",
+        "no-hold / frozen",
+        "lost",
+        "late brightness gap",
+        "late texture",
+        f"{k}x: PSNR drop",
+        f"{k}x: energy",
+    ]
+    rows = []
     f = result.get("floors") or {}
+    # a floor has no steps, cost, ratio over itself nor long rollout: None, the blank that does not apply
     for label, key in (("ground truth", "ground_truth"), ("codec round trip", "codec_round_trip"),
                        ("frozen first frame", "frozen_frame")):  # fmt: skip
-        lines.append(
-            f"| *{label}* | | | {_fmt(f.get(f'epe_{key}'), '.2f')} | | {_fmt(f.get(f'no_hold_ratio_{key}'))} "
-            f"| {_fmt(f.get(f'lost_share_{key}'), '.1%')} | {_fmt(f.get(f'late_brightness_gap_{key}'), '+.1f')} "
-            f"| {_fmt(f.get(f'late_texture_ratio_{key}'), '.2f')} | | |"
+        rows.append(
+            [
+                f"*{label}*",
+                None,
+                None,
+                _fmt(f.get(f"epe_{key}"), ".2f"),
+                None,
+                _fmt(f.get(f"no_hold_ratio_{key}")),
+                _fmt(f.get(f"lost_share_{key}"), ".1%"),
+                _fmt(f.get(f"late_brightness_gap_{key}"), "+.1f"),
+                _fmt(f.get(f"late_texture_ratio_{key}"), ".2f"),
+                None,
+                None,
+            ]
         )
     cost = plan["seconds_per_step"]
     for name, r in result["students"].items():
@@ -251,13 +274,22 @@ def _table(result: dict) -> str:
             steps = f"{plan['steps']['cd_tf']} TF + {steps}"
         elif arm == "ode" and not name.endswith("_dmd"):
             steps = f"{plan['num_pairs']} pairs ({plan['pairs_seconds'] / 60:.0f} min) + {steps}"
-        lines.append(
-            f"| {name} | {steps} | {per_step} | {_fmt(r['epe_with_tracks'], '.2f')} | {_fmt(r['epe_ratio'])} "
-            f"| {_fmt(r['no_hold_ratio'])} "
-            f"| {_fmt(r['lost_share'], '.1%')} | {_fmt(r['late_brightness_gap'], '+.1f')} "
-            f"| {_fmt(r['late_texture_ratio'], '.2f')} | {_fmt(r['long_psnr_drop'], '.2f')} "
-            f"| {_fmt(r['long_energy'], '.2f')} |"
+        rows.append(
+            [
+                name,
+                steps,
+                per_step,
+                _fmt(r["epe_with_tracks"], ".2f"),
+                _fmt(r["epe_ratio"]),
+                _fmt(r["no_hold_ratio"]),
+                _fmt(r["lost_share"], ".1%"),
+                _fmt(r["late_brightness_gap"], "+.1f"),
+                _fmt(r["late_texture_ratio"], ".2f"),
+                _fmt(r["long_psnr_drop"], ".2f"),
+                _fmt(r["long_energy"], ".2f"),
+            ]
         )
+    lines += markdown_table(head, rows, align="l" + "r" * (len(head) - 1))
     return "\n".join(lines) + "\n"
 
 

@@ -30,6 +30,7 @@ import tempfile
 from pathlib import Path
 
 from lab.student_score import SCORE_FIGURES, StudentScorer
+from trackstream.eval.tables import markdown_table
 from trackstream.pipeline.report import read_metrics
 from trackstream.train.snapshots import SNAPSHOT_DIR, list_snapshots, snapshot_to_network
 
@@ -149,14 +150,15 @@ def write_outputs(out: Path, result: dict) -> None:
     fig.tight_layout()
     fig.savefig(out / "curve.png", dpi=90)
     plt.close(fig)
-    lines = ["| run | updates | " + " | ".join(label for _, label in FIGURES) + " |"]
-    lines.append("|---|---|" + "---|" * len(FIGURES))
+    cells = []
     for name, rows in result["runs"].items():
         for n in sorted(int(k) for k in rows):
             r = rows[str(n)]
-            lines.append(f"| {name} | {n} | " + " | ".join(f"{r[k]:.3f}" for k, _ in FIGURES) + " |")
+            cells.append([name, n, *(f"{r[k]:.3f}" for k, _ in FIGURES)])
+    # a finished network has no update count: a blank that does not apply
     for name, r in result.get("networks", {}).items():
-        lines.append(f"| {name} (`{r['folder']}`) | | " + " | ".join(f"{r[k]:.3f}" for k, _ in FIGURES) + " |")
+        cells.append([f"{name} (`{r['folder']}`)", None, *(f"{r[k]:.3f}" for k, _ in FIGURES)])
+    lines = markdown_table(["run", "updates", *(label for _, label in FIGURES)], cells)
     (out / "curve.md").write_text("\n".join(lines) + "\n")
 
 

@@ -36,6 +36,7 @@ import torch
 from trackstream.bench.realtime_inputs import LiveTracks
 from trackstream.bench.realtime_setups import SETUPS
 from trackstream.bench.timing import environment
+from trackstream.eval.tables import markdown_table
 from trackstream.models.codecs import TAEHV, WanVAE, WanVAEConfig
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan, save_network
 from trackstream.models.precision import synchronize
@@ -200,13 +201,23 @@ def run_pipeline(args, student: Path, codec: Path, codec_name: str, out: Path, i
     return {"prepare_s": chunks[0]["t"] - t0 - chunks[0]["ms"] / 1e3, "chunks": chunks, **window(chunks, args.first)}
 
 
-def row(path: str, meta: dict, r: dict) -> str:
+_HEAD = ["path", "setup", "device", "dtype", "compile", "window", "frames/s", "frames/s (chunk ms)", "generate's own"]
+
+
+def _cells(path: str, meta: dict, r: dict) -> list[str]:
+    """One path's row of the printed table, under ``_HEAD``."""
     own = r.get("own_frames_per_s")
-    return (
-        f"| {path} | {meta['setup']} | {meta['device_name']} | {meta['dtype']} | {meta['compile']} | "
-        f"{r['window'][0]}-{r['window'][1]} | {r['frames_per_s']:.2f} | {r['frames_per_s_chunk_ms']:.2f} | "
-        f"{'-' if own is None else f'{own:.2f}'} |"
-    )
+    return [
+        path,
+        meta["setup"],
+        meta["device_name"],
+        meta["dtype"],
+        str(meta["compile"]),
+        f"{r['window'][0]}-{r['window'][1]}",
+        f"{r['frames_per_s']:.2f}",
+        f"{r['frames_per_s_chunk_ms']:.2f}",
+        "-" if own is None else f"{own:.2f}",
+    ]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -235,11 +246,8 @@ def main(argv: list[str] | None = None) -> dict:
     if not args.skip_pipeline:
         result["pipeline"] = run_pipeline(args, student, codec, codec_name, args.out, inputs, device, dtype)
     (args.out / "generate_timing.json").write_text(json.dumps(result, indent=2))
-    print("| path | setup | device | dtype | compile | window | frames/s | frames/s (chunk ms) | generate's own |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for path in ("generate", "pipeline"):
-        if path in result:
-            print(row(path, meta, result[path]))
+    table = [_cells(path, meta, result[path]) for path in ("generate", "pipeline") if path in result]
+    print("\n".join(markdown_table(_HEAD, table)))
     print(f"wrote {args.out / 'generate_timing.json'}")
     return result
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from lab.teacher_study import RECIPES
+from trackstream.eval.tables import markdown_table
 
 KEYS = {
     "ratio": "epe_ratio_with_over_without",
@@ -121,11 +122,17 @@ def measure(run: Path, *, scenes: int = 8, clips: int = 8, steps: int = 24) -> N
 
 
 def table(study: dict) -> str:
-    head = (
-        "| candidate | s / step | minutes | EPE with / without | ratio slope / 10 min (2nd half) | lost entering "
-        "/ inside | late brightness gap | late texture | drags: native / no drag (ObjMC px) |\n"
-        "|---|---|---|---|---|---|---|---|---|\n"
-    )
+    head = [
+        "candidate",
+        "s / step",
+        "minutes",
+        "EPE with / without",
+        "ratio slope / 10 min (2nd half)",
+        "lost entering / inside",
+        "late brightness gap",
+        "late texture",
+        "drags: native / no drag (ObjMC px)",
+    ]
     rows = []
     for name, c in study.items():
         if not c["points"]:
@@ -138,12 +145,20 @@ def table(study: dict) -> str:
         )
         fmt = lambda v, f: "" if v is None else format(v, f)  # noqa: E731
         rows.append(
-            f"| {name} | {c['seconds_per_step']:.2f} | {p['minutes']:.1f} | {fmt(p['ratio'], '.3f')} | "
-            f"{fmt(c['ratio_slope_per_10_min'], '+.4f')} | {fmt(p['lost entering'], '.1%')} / "
-            f"{fmt(p['lost inside'], '.1%')} | {fmt(p['late brightness gap'], '+.1f')} | "
-            f"{fmt(p['late texture ratio'], '.2f')} | {drag} |"
+            [
+                name,
+                f"{c['seconds_per_step']:.2f}",
+                f"{p['minutes']:.1f}",
+                fmt(p["ratio"], ".3f"),
+                fmt(c["ratio_slope_per_10_min"], "+.4f"),
+                f"{fmt(p['lost entering'], '.1%')} / {fmt(p['lost inside'], '.1%')}",
+                fmt(p["late brightness gap"], "+.1f"),
+                fmt(p["late texture ratio"], ".2f"),
+                drag,
+            ]
         )
-    return head + "\n".join(rows) + "\n"
+    # a study with no point yet still ends in a blank line after the rule, as objects_study.md always has
+    return "\n".join(markdown_table(head, rows)) + "\n" + ("" if rows else "\n")
 
 
 def plot(study: dict, path: Path) -> None:

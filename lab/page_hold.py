@@ -39,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trackstream.eval.tables import markdown_table
+
 __all__ = ["main", "page_hold", "hold_figures", "strip"]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -193,14 +195,12 @@ def strip(video: np.ndarray, marks: list[int], *, scale: int = 4, gap: int = 2) 
 
 
 def _table(rows: list[dict], frames: int) -> str:
-    lines = [
-        f"| scene | mode | points | object kept at {MID} | at {frames} | mean abs diff at {frames} |",
-        "|---|---|---|---|---|---|",
-    ]
+    cells = []
     for r in rows:
         kept = ["no sprites"] * 2 if not r["sprites"] else [f"{r['kept'][str(t)]:.3f}" for t in (MID, frames)]
-        lines.append(f"| {r['scene']} | {r['mode']} | {r['points']} | {kept[0]} | {kept[1]} | {r['mad_last']:.2f} |")
-    return "\n".join(lines) + "\n"
+        cells.append([r["scene"], r["mode"], r["points"], *kept, f"{r['mad_last']:.2f}"])
+    head = ["scene", "mode", "points", f"object kept at {MID}", f"at {frames}", f"mean abs diff at {frames}"]
+    return "\n".join(markdown_table(head, cells)) + "\n"
 
 
 def page_hold(

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from lab.small_world import ChainError, run_training
+from trackstream.eval.tables import markdown_table
 from trackstream.pipeline.report import read_metrics
 
 __all__ = ["parse_size", "size_overrides", "collect", "plot", "main"]
@@ -178,21 +179,25 @@ def plot(probe: dict, dest: Path) -> None:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(dest / "probe.png", dpi=110)
-    rows = [
-        "| size | params | s/step | peak GiB | step | EPE with / without | ratio | PSNR |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    rows = []
     for size, rec in probe["sizes"].items():
         for p in rec["points"]:
             if "epe_with_tracks" not in p:
                 continue
             rows.append(
-                f"| {size} | {rec['params'] / 1e6:.1f}M | {rec['seconds_per_step'] or float('nan'):.3f} | "
-                f"{rec['max_memory_gib'] or float('nan'):.1f} | {p['step']} | {p['epe_with_tracks']:.2f} / "
-                f"{p.get('epe_without_tracks', float('nan')):.2f} | {p.get('epe_ratio_with_over_without', float('nan')):.2f} | "
-                f"{p.get('psnr_with_tracks', float('nan')):.2f} |"
+                [
+                    size,
+                    f"{rec['params'] / 1e6:.1f}M",
+                    f"{rec['seconds_per_step'] or float('nan'):.3f}",
+                    f"{rec['max_memory_gib'] or float('nan'):.1f}",
+                    p["step"],
+                    f"{p['epe_with_tracks']:.2f} / {p.get('epe_without_tracks', float('nan')):.2f}",
+                    f"{p.get('epe_ratio_with_over_without', float('nan')):.2f}",
+                    f"{p.get('psnr_with_tracks', float('nan')):.2f}",
+                ]
             )
-    (dest / "probe.md").write_text("\n".join(rows) + "\n")
+    head = ["size", "params", "s/step", "peak GiB", "step", "EPE with / without", "ratio", "PSNR"]
+    (dest / "probe.md").write_text("\n".join(markdown_table(head, rows)) + "\n")
     print(f"[probe] wrote {dest / 'probe.png'} and {dest / 'probe.md'}")
 
 

@@ -20,6 +20,8 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from trackstream.eval.tables import markdown_table
+
 # the floors of checkouts that predate layers.json (to measure them as "before")
 FLOORS = {
     "models": 0,
@@ -216,14 +218,13 @@ def trip(repo: Path, module: str, function: str, param: str) -> dict:
 
 
 def render(m: dict) -> str:
-    rows = ["| package | floor | files | lines | imports (package: import statements) |", "|---|---|---|---|---|"]
     table = m["floors"]
+    cells = []
     for pkg in sorted(m["files"], key=lambda p: (table.get(p, 9), p)):
         deps = ", ".join(f"{k.split(' -> ')[1]}: {n}" for k, n in m["imports"].items() if k.startswith(pkg + " -> "))
-        rows.append(
-            f"| {pkg} | {table.get(pkg, '?') if pkg != '(root)' else ''} | {m['files'][pkg]} | "
-            f"{m['lines'][pkg]} | {deps} |"
-        )
+        floor = table.get(pkg, "?") if pkg != "(root)" else ""
+        cells.append([pkg, floor, m["files"][pkg], m["lines"][pkg], deps])
+    rows = markdown_table(["package", "floor", "files", "lines", "imports (package: import statements)"], cells)
     rows += [
         "",
         f"arrows up: {', '.join(m['arrows_up']) or 'none'}",
@@ -245,16 +246,23 @@ def render_change(before: dict, after: dict) -> str:
         return sum(n for k, n in m["imports"].items() if k.startswith(pkg + " -> "))
 
     pkgs = sorted(set(before["files"]) | set(after["files"]), key=lambda p: (after["floors"].get(p, 9), p))
-    rows = [
-        "| package | files before → after | lines before → after | import statements into other packages before → after |",
-        "|---|---|---|---|",
-    ]
+    cells = []
     for p in pkgs:
         f0, f1 = before["files"].get(p, 0), after["files"].get(p, 0)
         n0, n1 = before["lines"].get(p, 0), after["lines"].get(p, 0)
-        rows.append(f"| {p} | {f0} → {f1} | {n0} → {n1} | {out_imports(before, p)} → {out_imports(after, p)} |")
+        cells.append([p, f"{f0} → {f1}", f"{n0} → {n1}", f"{out_imports(before, p)} → {out_imports(after, p)}"])
     total = [sum(m[k].values()) for m in (before, after) for k in ("files", "lines")]
-    rows.append(f"| all of `trackstream/` | {total[0]} → {total[2]} | {total[1]} → {total[3]} | |")
+    # the total has no import count of its own: a blank that does not apply
+    cells.append(["all of `trackstream/`", f"{total[0]} → {total[2]}", f"{total[1]} → {total[3]}", None])
+    rows = markdown_table(
+        [
+            "package",
+            "files before → after",
+            "lines before → after",
+            "import statements into other packages before → after",
+        ],
+        cells,
+    )
     for key, label in (
         ("arrows_up", "arrows up"),
         ("mutual_packages", "packages importing each other"),

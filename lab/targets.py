@@ -18,6 +18,7 @@ import math
 import sys
 from pathlib import Path
 
+from trackstream.eval.tables import markdown_table
 from trackstream.pipeline.report_figures import dmd_comparison, last_window, ratio
 from trackstream.pipeline.report_plots import finite as _finite
 from trackstream.pipeline.report_plots import get_path as _get
@@ -470,11 +471,11 @@ def _cell(v) -> str:
 
 def table(judged: dict) -> list[str]:
     """The criteria as a markdown table: one row per criterion."""
-    lines = ["| criterion | role | value | threshold | met | what |", "|---|---|---|---|---|---|"]
+    rows = []
     for name, t in judged.items():
         met = {True: "yes", False: "**no**", None: "not measured"}[t["met"]]
-        lines.append(f"| {name} | {t['role']} | {_cell(t['value'])} | {_cell(t['threshold'])} | {met} | {t['note']} |")
-    return lines
+        rows.append([name, t["role"], _cell(t["value"]), _cell(t["threshold"]), met, t["note"]])
+    return markdown_table(["criterion", "role", "value", "threshold", "met", "what"], rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trackstream.eval.tables import markdown_table
+
 ROOT = Path(__file__).resolve().parents[1]
 
 EVAL_FRAMES = 25  # make run's clip length: 7 latent frames (first frame + two c3 chunks)
@@ -235,22 +237,42 @@ def plot(study: dict, dest: Path) -> None:
 
 def table(study: dict) -> str:
     """The study's points as a markdown table (what docs/teacher_study.md quotes)."""
-    head = (
-        "| recipe | threads | step | train wall min | held-out clips | EPE with / without | ratio "
-        "| with / frozen | PSNR (frozen) | SSIM (frozen) |\n|---|---|---|---|---|---|---|---|---|---|\n"
-    )
+    head = [
+        "recipe",
+        "threads",
+        "step",
+        "train wall min",
+        "held-out clips",
+        "EPE with / without",
+        "ratio",
+        "with / frozen",
+        "PSNR (frozen)",
+        "SSIM (frozen)",
+    ]
     rows = []
     for name, rec in study.items():
         for p in rec["points"]:
             if "epe_with_tracks" not in p:
                 continue
             rows.append(
-                f"| {name} | {rec.get('threads')} | {p['step']} | {p['minutes']:.1f} | {p.get('num_samples', '')} | {p['epe_with_tracks']:.2f} / "
-                f"{p['epe_without_tracks']:.2f} | {p['epe_ratio_with_over_without']:.2f} | "
-                f"{p['epe_with_tracks'] / p['epe_frozen_video']:.2f} | {p['psnr_with_tracks']:.2f} ({p['psnr_frozen_video']:.2f}) | "
-                f"{p['ssim_with_tracks']:.3f} ({p['ssim_frozen_video']:.3f}) |"
+                [
+                    name,
+                    # str: threads (a run without config.yaml) and num_samples (an eval that did not write it)
+                    # may be None, which study.md writes "None", not the blank markdown_table makes of None
+                    str(rec.get("threads")),
+                    p["step"],
+                    f"{p['minutes']:.1f}",
+                    str(p.get("num_samples", "")),
+                    f"{p['epe_with_tracks']:.2f} / {p['epe_without_tracks']:.2f}",
+                    f"{p['epe_ratio_with_over_without']:.2f}",
+                    f"{p['epe_with_tracks'] / p['epe_frozen_video']:.2f}",
+                    f"{p['psnr_with_tracks']:.2f} ({p['psnr_frozen_video']:.2f})",
+                    f"{p['ssim_with_tracks']:.3f} ({p['ssim_frozen_video']:.3f})",
+                ]
             )
-    return head + "\n".join(rows) + "\n"
+    lines = markdown_table(head, rows)
+    # a study with no evaluated point yet still ends in a blank line after the rule, as study.md always has
+    return "\n".join(lines) + "\n" + ("" if rows else "\n")
 
 
 def main(argv: list[str] | None = None) -> None:
