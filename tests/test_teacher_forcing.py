@@ -18,12 +18,8 @@ from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import chunk_pixel_frames, start_cache
-from trackstream.train.teacher_forcing.objective import (
-    TeacherForcingConfig,
-    TeacherForcingObjective,
-    clean_context_chunks,
-    clip_condition,
-)
+from trackstream.train.clean_context import clean_context_chunks, clip_condition
+from trackstream.train.teacher_forcing.objective import TeacherForcingConfig, TeacherForcingObjective
 
 
 @torch.no_grad()

@@ -67,7 +67,7 @@ def _student(typed, runtime: Runtime, par):
 
 
 def _clips(typed, net, device, seed: int) -> tuple[dict, dict]:
-    """Random encoded clips of the recipe's shapes (``teacher_forcing.encoded_clips``' output) and the shapes."""
+    """Random encoded clips of the recipe's shapes (``train.clean_context.encoded_clips``' output) and the shapes."""
     shape = pair_shapes(typed, net)
     gen = torch.Generator().manual_seed(seed)
     batch = random_conditions(net, typed, shape, device, gen)

@@ -14,7 +14,7 @@ future frames, which a causal student cannot see). Per batch, on the shifted gri
 * student: f(x_i, s_k) = x_i - s_k v_S(x_i, s_k); loss = mean ||f - target||^2 over the chunks.
 
 Every network sees the clip's clean chunks before chunk i through its own rolling cache (teacher forcing's
-walk, ``train.teacher_forcing.objective.clean_context_chunks``), under one sink / window configuration drawn per batch.
+walk, ``train.clean_context.clean_context_chunks``), under one sink / window configuration drawn per batch.
 The x0 parameterisation makes f(x, 0) = x, so the last interval (s_{k+1} = 0) anchors the student to the
 teacher's own Euler step: the boundary condition is in the grid, where Causal Forcing++'s stops at s ~ 0.1.
 The guidance terms run as one batched stream (the batch repeated per term, each with its text and motion);
@@ -37,7 +37,7 @@ from trackstream.models.conditioner import encode_motion
 from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import start_cache
-from trackstream.train.teacher_forcing.objective import clean_context_chunks, clip_condition, encoded_clips
+from trackstream.train.clean_context import clean_context_chunks, clip_condition, encoded_clips
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
 
