@@ -19,7 +19,7 @@ import argparse
 import json
 from pathlib import Path
 
-from lab.splat_study import EXPERIMENT, relabelled_release, summary
+from lab.splat_study import EXPERIMENT, relabelled_release, score_arm, summary, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 ARMS = {
@@ -60,9 +60,7 @@ def run_arm(out: Path, name: str, shares: dict[str, float], *, init: Path, steps
 
 
 def main(argv=None) -> int:
-    from lab.placement_table import placement_run
-    from trackstream.data.placements import EVAL_PLACEMENTS, KINDS, Placement
-    from trackstream.eval.placements import placement_table
+    from trackstream.data.placements import KINDS, Placement
 
     ap = argparse.ArgumentParser(prog="python -m lab.mixture_study", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=["run"])
@@ -87,20 +85,11 @@ def main(argv=None) -> int:
         run_dir = run_arm(args.out, name, shares, init=init, steps=args.steps, threads=args.threads)
         mix = Placement(**shares)
         mixes[name] = dict(zip(KINDS, (round(float(s), 4) for s in mix.shares())))
-        tables[name] = placement_run(
-            run_dir,
-            {},
-            out=args.out / f"table-{name}",
-            clips=args.clips,
-            models=["teacher"],
-            placements=list(EVAL_PLACEMENTS),
-            teacher_steps=args.teacher_steps,
+        tables[name] = score_arm(
+            run_dir, args.out / f"table-{name}", clips=args.clips, teacher_steps=args.teacher_steps
         )
     result = {"steps": args.steps, "clips": args.clips, "shares": mixes, "tables": tables, "summary": summary(tables)}
-    (args.out / "mixture_study.json").write_text(json.dumps(result, indent=1))
-    md = "\n\n".join(f"### {arm} {mixes[arm]}\n\n{placement_table(fig)}" for arm, fig in tables.items())
-    (args.out / "mixture_study.md").write_text(md + "\n")
-    print(md)
+    write_study(args.out, "mixture_study", result, {arm: f"{arm} {mixes[arm]}" for arm in tables})
     return 0
 
 

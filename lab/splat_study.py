@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPLATS = ("bilinear", "nearest")
 EXPERIMENT = "tiny_teacher_placements"
 
-__all__ = ["relabelled_release", "run_arm", "summary", "main"]
+__all__ = ["relabelled_release", "run_arm", "score_arm", "summary", "write_study", "main"]
 
 
 def relabelled_release(source: Path, dest: Path, splat: str) -> Path:
@@ -57,6 +57,32 @@ def run_arm(out: Path, splat: str, *, steps: int, threads: int, source: Path) ->
     return run_dir
 
 
+def score_arm(run_dir: Path, out: Path, *, clips: int, teacher_steps: int) -> dict:
+    """An arm's export scored by the placement table (teacher only, every placement, ``clips`` held-out clips)."""
+    from lab.placement_table import placement_run
+    from trackstream.data.placements import EVAL_PLACEMENTS
+
+    return placement_run(
+        run_dir,
+        {},
+        out=out,
+        clips=clips,
+        models=["teacher"],
+        placements=list(EVAL_PLACEMENTS),
+        teacher_steps=teacher_steps,
+    )
+
+
+def write_study(out: Path, stem: str, result: dict, titles: dict[str, str]) -> None:
+    """``<stem>.json`` (``result``) and ``<stem>.md`` (each arm's placement table under its title), printed too."""
+    from trackstream.eval.placements import placement_table
+
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    md = "\n\n".join(f"### {titles[arm]}\n\n{placement_table(fig)}" for arm, fig in result["tables"].items())
+    (out / f"{stem}.md").write_text(md + "\n")
+    print(md)
+
+
 def summary(tables: dict[str, dict]) -> dict:
     """Per arm and placement: EPE / frozen, and that over the arm's lattice's."""
     out = {}
@@ -71,10 +97,6 @@ def summary(tables: dict[str, dict]) -> dict:
 
 
 def main(argv=None) -> int:
-    from lab.placement_table import placement_run
-    from trackstream.data.placements import EVAL_PLACEMENTS
-    from trackstream.eval.placements import placement_table
-
     ap = argparse.ArgumentParser(prog="python -m lab.splat_study", description=__doc__.splitlines()[0])
     ap.add_argument("action", choices=["run", "init"])
     ap.add_argument("--out", type=Path, required=True, help="study folder (outside the repository)")
@@ -94,20 +116,11 @@ def main(argv=None) -> int:
     tables = {}
     for splat in args.splats.split(","):
         run_dir = run_arm(args.out, splat, steps=args.steps, threads=args.threads, source=args.source)
-        tables[splat] = placement_run(
-            run_dir,
-            {},
-            out=args.out / f"table-{splat}",
-            clips=args.clips,
-            models=["teacher"],
-            placements=list(EVAL_PLACEMENTS),
-            teacher_steps=args.teacher_steps,
+        tables[splat] = score_arm(
+            run_dir, args.out / f"table-{splat}", clips=args.clips, teacher_steps=args.teacher_steps
         )
     result = {"steps": args.steps, "clips": args.clips, "tables": tables, "summary": summary(tables)}
-    (args.out / "splat_study.json").write_text(json.dumps(result, indent=1))
-    md = "\n\n".join(f"### {arm}\n\n{placement_table(fig)}" for arm, fig in tables.items())
-    (args.out / "splat_study.md").write_text(md + "\n")
-    print(md)
+    write_study(args.out, "splat_study", result, {arm: arm for arm in tables})
     return 0
 
 
