@@ -162,12 +162,13 @@ def _breakdown(net, codec, setup, config, mode, inputs, source, args) -> dict:
     }
 
 
-def _progress(setup: Setup, mode: str, what: str) -> None:
-    print(f"[realtime] {setup.model.flavor} {mode}: {what}", flush=True)
+def _progress(name: str, mode: str, what: str) -> None:
+    print(f"[realtime] {name} {mode}: {what}", flush=True)
 
 
-def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
-    """Warm-up request, warm request (first frames, frames/s, peak memory), breakdown; one result row."""
+def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict, *, name: str) -> dict:
+    """Warm-up request, warm request (first frames, frames/s, peak memory), breakdown; one result row. ``name``: the
+    setup's, in the progress lines."""
     config = setup.stream_config.replace(steps=args.steps)
     device = next(net.parameters()).device
     inputs = make_inputs(net, setup, tracks=args.tracks, seed=args.seed)
@@ -209,7 +210,7 @@ def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict) -> dict:
             peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         )
         _progress(
-            setup,
+            name,
             mode,
             f"timed request: {row['frames_per_s']:.1f} frames/s, first frames {row['first_frames_s']:.3f} s; "
             "the breakdown's requests next",
@@ -346,7 +347,7 @@ def _run_setup(ap, args, name: str, modes: list[str], device: torch.device, dtyp
             "dim": net.dit.dim,
             "dit_params": sum(p.numel() for p in net.dit.parameters()),
         }
-        row = {"setup": name, **size, **run_mode(net, codec, setup, mode, args, matmul)}
+        row = {"setup": name, **size, **run_mode(net, codec, setup, mode, args, matmul, name=name)}
         rows.append(row)
         print(table([row]).splitlines()[-1], flush=True)
         gc.collect()  # the mode's engine (static buffers, CUDA graphs) goes before the next is built

@@ -73,14 +73,14 @@ class PoolStream:
 
     def _parts(self):
         """(k, indices, gids, drawn) for k = position, position + 1, ...; drawn is None without a draw."""
-        if self.num_workers == 0:
-            k = self.position
-            while True:
-                idx, gids = self.batch_ids(k)
-                yield k, idx, gids, (None if self.draw is None else self.draw(idx, gids))
-                k += 1
-        for item in StreamLoader(_PoolDraws(self)):
-            yield item["stream_index"], item["indices"], item["gids"], item["drawn"]
+        if self.num_workers:  # the loader's stream is endless, as the one below
+            for item in StreamLoader(_PoolDraws(self)):
+                yield item["stream_index"], item["indices"], item["gids"], item["drawn"]
+        k = self.position
+        while True:
+            idx, gids = self.batch_ids(k)
+            yield k, idx, gids, (None if self.draw is None else self.draw(idx, gids))
+            k += 1
 
     def __iter__(self):
         for k, idx, gids, drawn in self._parts():
