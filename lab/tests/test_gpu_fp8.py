@@ -40,4 +40,4 @@ def test_the_fp8_call_runs_every_row_on_cpu(tmp_path):
     assert timing["generate"]["rc"] == 0 and timing["generate"]["frames_per_s"] > 0
     log = (out / "calls.log").read_text()
     assert log.count("=== ") == 2 * 3 and "[realtime] wan1.3b-480p-taehv: student and codec built" in log
-    assert "warm-up request of 20 chunks" in log
+    assert "[realtime] wan1.3b-480p-taehv compiled: warm-up request of 20 chunks" in log

@@ -182,7 +182,7 @@ def run_mode(net, codec, setup: Setup, mode: str, args, matmul: dict, *, name: s
         request(engine, inputs, source, chunks=chunks, seed=args.seed, marks_at=set())  # the warm-up request
         # the warm-up holds the compilations (one per chunk layout): a row cut at its limit says where it was
         _progress(
-            setup, mode, f"warm-up request of {chunks} chunks (compiles, if so) in {time.perf_counter() - t0:.1f} s"
+            name, mode, f"warm-up request of {chunks} chunks (compiles, if so) in {time.perf_counter() - t0:.1f} s"
         )
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
