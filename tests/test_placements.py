@@ -19,7 +19,7 @@ from trackstream.data.placements import (
     placement_from,
     scoring_points,
 )
-from trackstream.data.pool_stream import PoolStream, collate_pool, draw_tracks, pool_track_batch
+from trackstream.data.pool_stream import PoolStream, collate_pool, draw_tracks
 from trackstream.data.synthetic import SyntheticVideoDataset, SyntheticWorld
 from trackstream.data.tracker_base import grid_queries
 
@@ -99,7 +99,8 @@ def test_batches_with_the_mixture_collate_and_resume_exactly():
     entries = [
         {**c, "tracks": torch.from_numpy(c["tracks"]), "visibility": torch.from_numpy(c["visibility"])} for c in pool
     ]
-    batch = pool_track_batch(entries, [0, 1, 2, 3], seed=0, num_tracks=[64, 192], placement=NONE)
+    drawn = [draw_tracks(e, g, seed=0, num_tracks=[64, 192], placement=NONE) for g, e in enumerate(entries)]
+    batch = collate_pool(entries, drawn)
     assert batch["tracks"].shape[2] == 0  # a whole batch with no tracks collates
     none = collate_samples([place_tracks(pool[0], placement_from(NONE), np.random.default_rng(0))] * 2)
     assert none["track_mask"].shape == (2, 0)
@@ -143,9 +144,10 @@ def test_the_teachers_pool_stream_draws_in_workers_and_gives_the_same_batches_an
         for key in ("tracks", "visibility", "track_mask"):
             assert torch.equal(a[key], b[key]), key
         assert a["caption"] == b["caption"]
-    # the draws are the single-process pool_track_batch's
+    # the draws are the ones made from the encoded entries in this process
     idx, gids = stream(0).batch_ids(1)
-    one = pool_track_batch([entries[i] for i in idx], gids, seed=3, num_tracks=None, placement=Placement())
+    drawn = [draw_tracks(entries[i], g, seed=3, num_tracks=None, placement=Placement()) for i, g in zip(idx, gids)]
+    one = collate_pool([entries[i] for i in idx], drawn)
     assert torch.equal(one["tracks"], here[1]["tracks"]) and torch.equal(one["track_mask"], here[1]["track_mask"])
     resumed = take(stream(2, position=3), 2)
     assert [b["stream_index"] for b in resumed] == [3, 4]

@@ -26,7 +26,7 @@ from trackstream.data.batching import (
 )
 from trackstream.data.placements import Placement, place_tracks, placement_from
 
-__all__ = ["PoolStream", "draw_tracks", "collate_pool", "pool_track_batch"]
+__all__ = ["PoolStream", "draw_tracks", "collate_pool"]
 
 
 class PoolStream:
@@ -153,16 +153,3 @@ def collate_pool(entries: list[dict], drawn: list[dict]) -> dict:
         if all(key in s for s in samples):
             batch[key] = torch.stack([s[key] for s in samples])
     return batch
-
-
-def pool_track_batch(
-    entries: list[dict],
-    gids: list[int],
-    *,
-    seed: int,
-    num_tracks: list[int] | None,
-    placement: Placement | dict | None = None,
-) -> dict:
-    """A batch of pool entries with each sample's tracks drawn here (``draw_tracks``, ``collate_pool``)."""
-    drawn = [draw_tracks(e, g, seed=seed, num_tracks=num_tracks, placement=placement) for e, g in zip(entries, gids)]
-    return collate_pool(entries, drawn)
