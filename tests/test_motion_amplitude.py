@@ -9,7 +9,7 @@ from trackstream.data.synthetic import SyntheticWorld
 from trackstream.data.trackers import build_tracker
 from trackstream.eval.metrics import frozen_epe, motion_amplitude, track_motion
 from trackstream.eval.sample import Sample
-from trackstream.eval.scorebook import ScoreBook
+from trackstream.eval.scorebook import ScoreBook, flat_figures
 
 T = 25
 WORLD = SyntheticWorld(camera_pan_prob=1.0, num_sprites=(0, 0), pan_speed=(0.3, 0.3), num_frames=T)  # 64x64
@@ -57,7 +57,7 @@ def test_every_table_carries_it(tmp_path):
         book.add("ground_truth", c["frames"], c["frames"], c["tracks"], c["visibility"], quality=False)
         book.add("slow", _slow(c["frames"]), c["frames"], c["tracks"], c["visibility"])
         book.add_frozen(c["frames"], c["tracks"], c["visibility"])
-    f = book.figures()
+    f = flat_figures(book.rows())
     assert f["motion_amplitude_frozen_frame"] == 0 and 0.9 < f["motion_amplitude_ground_truth"] < 1.1
     assert f["motion_amplitude_slow"] == pytest.approx(np.mean(f["amplitude_per_sample"]["slow"]))
     assert 0.4 < f["motion_amplitude_slow"] < 0.65

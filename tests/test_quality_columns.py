@@ -17,7 +17,7 @@ from trackstream.eval.quality import (
     video_frame_stats,
 )
 from trackstream.eval.sample import Sample
-from trackstream.eval.scorebook import ScoreBook
+from trackstream.eval.scorebook import ScoreBook, flat_figures
 
 T = 25
 WORLD = SyntheticWorld(camera_pan_prob=1.0, num_sprites=(0, 0), pan_speed=(0.3, 0.3), num_frames=T)  # 64x64
@@ -125,7 +125,7 @@ def test_scorebook_rows_carry_the_quality_columns():
         book.add("ground_truth", gt, gt, tracks, vis, quality=False)
         book.add("dark", _dark(gt), gt, tracks, vis)
         book.add_frozen(gt, tracks, vis)
-    f = book.figures()
+    f = flat_figures(book.rows())
     assert f["epe_frozen_frame"] == pytest.approx(np.mean(f["per_sample"]["frozen_frame"]))
     assert f["no_hold_ratio_frozen_frame"] == 1 and f["no_hold_ratio_ground_truth"] < 0.2
     assert f["no_hold_ratio_dark"] > NO_HOLD_RATIO_MAX and f["epe_dark"] < 0.4 * f["epe_frozen_frame"]

@@ -29,8 +29,10 @@ import torch
 
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8, video_tensor
+from trackstream.eval.harness import RowScorer
 from trackstream.eval.metrics import EPE_TRACKER
-from trackstream.eval.scorebook import ScoreBook, input_tracks
+from trackstream.eval.sample import Sample
+from trackstream.eval.scorebook import flat_figures, input_tracks
 
 __all__ = ["FLOOR_ROWS", "pixel_copy", "round_trip", "floor_figures", "floor_videos"]
 
@@ -86,14 +88,15 @@ def floor_figures(
     plus ``num_samples``."""
     if not clips:
         raise ValueError("floor_figures needs at least one held-out clip")
-    book = ScoreBook(build_tracker(tracker), frozen_row="frozen_frame")
+    scorer = RowScorer(build_tracker(tracker), frozen_row="frozen_frame", self_rows=("ground_truth",))
     videos = floor_videos(clips, codec, device=device)
     gt = videos["ground_truth"]
     for b, c in enumerate(clips):
         tr, vi, counts = input_tracks([c], num_tracks)
         tr, vi = tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()
-        for row, vids in videos.items():
-            book.add(row, vids[b], gt[b], tr, vi, quality=row != "ground_truth")
-        book.add_frozen(gt[b], tr, vi)
-    figures = {k: v for k, v in book.figures().items() if not k.endswith("per_sample")}
+        still = np.broadcast_to(gt[b][:1], gt[b].shape)
+        scorer.add(
+            Sample(str(b), gt[b], tr, vi), {**{row: vids[b] for row, vids in videos.items()}, "frozen_frame": still}
+        )
+    figures = {k: v for k, v in flat_figures(scorer.results()).items() if not k.endswith("per_sample")}
     return {**figures, "num_samples": len(clips), "tracker": tracker, "num_tracks": num_tracks}

@@ -41,7 +41,7 @@ from trackstream.eval.metrics import frozen_motion
 from trackstream.eval.sample import Sample
 from trackstream.eval.scorebook import ScoreBook
 
-__all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "score_rows", "reference_rows"]
+__all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "RowScorer", "score_rows", "reference_rows"]
 
 METRICS = ("epe", "psnr", "ssim", "lpips", "fid", "fvd", "proxy_fvd", "flow_epe")
 # reference rows (``reference_rows``); the last two are the codec's floors (``eval.floors``) and need the codec
@@ -165,6 +165,77 @@ def _features(name: str, ext: Extractors, videos: dict[str, np.ndarray]) -> np.n
     return _cached(ext, name, list(videos.values()), lambda xs: codec_video_features(ext.get("proxy_fvd"), xs))
 
 
+class RowScorer:
+    """The one per-video scoring loop: ``add(sample, {row: video})`` per sample (as a generator makes them, so no
+    row need be held whole), ``results()`` at the end: {row: figures}. The per-video measures are
+    ``eval.scorebook.ScoreBook``'s; LPIPS and flow EPE are added per video here, the distribution metrics over
+    each row's videos at the end. ``frozen_row``: the row whose videos are the first frame held (scored by the
+    protocol's frozen answer, no tracker); ``self_rows``: rows that are the samples' own frames, not compared
+    with themselves (no PSNR, SSIM, brightness or texture); ``still_no_hold``: the frozen first frame's no-hold
+    EPE every row's ``no_hold_ratio`` divides by, where no frozen row is scored."""
+
+    def __init__(
+        self,
+        tracker,
+        *,
+        metrics=("epe", "psnr", "ssim"),
+        extractors: Extractors | None = None,
+        frozen_row: str = "frozen",
+        self_rows: tuple[str, ...] = (),
+    ):
+        unknown = sorted(set(metrics) - set(METRICS))
+        if unknown:
+            raise ValueError(f"metrics {unknown} are unknown; choose from {list(METRICS)}")
+        self.metrics, self.extractors = list(metrics), extractors or Extractors()
+        self.frozen_row, self.self_rows = frozen_row, tuple(self_rows)
+        self.book = ScoreBook(
+            tracker, frozen_row=frozen_row, psnr="psnr" in metrics, ssim="ssim" in metrics, motion="epe" in metrics
+        )
+        self.extra: dict[str, dict[str, list[float]]] = {}  # row -> lpips / flow_epe per video
+        self.kept: dict[str, list[np.ndarray]] = {}  # row -> its videos, for the distribution metrics only
+        self.truth: list[np.ndarray] = []
+        for m in ("lpips", "flow_epe", "fid", "fvd", "proxy_fvd"):
+            if m in self.metrics:  # a missing weights file is said now, before any video is scored
+                self.extractors.get(m)
+
+    def add(self, s: Sample, videos: dict[str, np.ndarray]) -> None:
+        """Score ``videos`` (row -> uint8 [T, H, W, 3]) of one sample against its frames and tracks."""
+        book, distribution = self.book, [m for m in ("fid", "fvd", "proxy_fvd") if m in self.metrics]
+        if distribution:
+            self.truth.append(s.frames)
+        for row, v in videos.items():
+            if row == self.frozen_row:  # a still video: the protocol's answer without running the tracker
+                book.add_frozen(s.frames, s.tracks, s.visibility, row=row, still=v)
+            else:
+                book.add(row, v, s.frames, s.tracks, s.visibility, quality=row not in self.self_rows)
+            extra = self.extra.setdefault(row, {m: [] for m in ("lpips", "flow_epe") if m in self.metrics})
+            if "lpips" in extra:
+                extra["lpips"].append(_lpips(self.extractors.get("lpips"), v, s.frames))
+            if "flow_epe" in extra:
+                from trackstream.eval.flow_epe import flow_epe
+
+                extra["flow_epe"].append(flow_epe(v, s.frames, self.extractors.get("flow_epe")))
+            if distribution:
+                self.kept.setdefault(row, []).append(v)
+
+    def results(self, still_no_hold: float | None = None) -> dict[str, dict]:
+        """{row: {metric: mean, ..., "per_sample": {metric: [...]}, "epe_per_frame": [...]}} (the rows in the
+        order they were first added): ``ScoreBook.row_figures`` with LPIPS, flow EPE and the distribution
+        metrics beside them."""
+        ext = self.extractors
+        gt = {
+            m: _features(m, ext, dict(enumerate(self.truth))) for m in ("fid", "fvd", "proxy_fvd") if m in self.metrics
+        }
+        out = self.book.rows(still_no_hold)
+        for row, extra in self.extra.items():
+            res = out.setdefault(row, {"per_sample": {}})
+            res.update({m: float(np.nanmean(vals)) for m, vals in extra.items()})
+            res["per_sample"].update({m: [float(x) for x in vals] for m, vals in extra.items()})
+            for m, ref in gt.items():
+                res[m] = frechet_from_features(_features(m, ext, dict(enumerate(self.kept[row]))), ref)
+        return {row: out[row] for row in self.extra}
+
+
 def score_rows(
     rows: dict[str, dict[str, np.ndarray]],
     samples: list[Sample],
@@ -174,44 +245,15 @@ def score_rows(
     extractors: Extractors,
     progress: bool = True,
 ) -> dict:
-    """{row: {metric: mean, "per_sample": {metric: [...]}, "epe_per_frame": [...]}} for every row; with
-    ``epe``, the quality columns too (the module docstring). The per-video measures are
-    ``eval.scorebook.ScoreBook``'s, as in every other table of the project (make run's report, the floors,
-    the placements); LPIPS, flow EPE and the distribution metrics are added here."""
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown:
-        raise ValueError(f"metrics {unknown} are unknown; choose from {list(METRICS)}")
-    gt_videos = {s.id: s.frames for s in samples}
-    gt_feats = {m: _features(m, extractors, gt_videos) for m in ("fid", "fvd", "proxy_fvd") if m in metrics}
-    motion = "epe" in metrics
-    book = ScoreBook(tracker, frozen_row="frozen", psnr="psnr" in metrics, ssim="ssim" in metrics, motion=motion)
-    # the frozen first frame's no-hold EPE over these samples: every row's no_hold_ratio divides by it
+    """``RowScorer``'s results for rows of videos ({row: {sample id: video}}), every row on every sample; with
+    ``epe``, the quality columns too (the module docstring). A row named ``frozen`` is the first frame held;
+    without it every row's ``no_hold_ratio`` divides by the frozen first frame's no-hold EPE over ``samples``."""
+    scorer = RowScorer(tracker, metrics=metrics, extractors=extractors, frozen_row="frozen")
     still_no_hold = None
-    if motion and "frozen" not in rows:
+    if "epe" in metrics and "frozen" not in rows:
         still_no_hold = float(
             np.nanmean([frozen_motion(s.frames, s.tracks, s.visibility, tracker).no_hold_epe for s in samples])
         )
-    out: dict[str, dict] = {}
-    for row, videos in rows.items():
-        extra: dict[str, list[float]] = {m: [] for m in ("lpips", "flow_epe") if m in metrics}
-        for s in progress_bar(samples, desc=f"scoring {row}", disable=not progress, leave=False):
-            v = videos[s.id]
-            if row == "frozen":  # a still video: the protocol's answer without running the tracker
-                book.add_frozen(s.frames, s.tracks, s.visibility, row="frozen", still=v)
-            else:
-                book.add(row, v, s.frames, s.tracks, s.visibility)
-            if "lpips" in extra:
-                extra["lpips"].append(_lpips(extractors.get("lpips"), v, s.frames))
-            if "flow_epe" in extra:
-                from trackstream.eval.flow_epe import flow_epe
-
-                extra["flow_epe"].append(flow_epe(v, s.frames, extractors.get("flow_epe")))
-        out[row] = extra
-    for row in rows:
-        extra, res = out[row], book.row_figures(row, still_no_hold)
-        res.update({m: float(np.nanmean(vals)) for m, vals in extra.items()})
-        res["per_sample"].update({m: [float(x) for x in vals] for m, vals in extra.items()})
-        for m, ref in gt_feats.items():
-            res[m] = frechet_from_features(_features(m, extractors, rows[row]), ref)
-        out[row] = res
-    return out
+    for s in progress_bar(samples, desc="scoring", disable=not progress, leave=False):
+        scorer.add(s, {row: videos[s.id] for row, videos in rows.items()})
+    return scorer.results(still_no_hold)

@@ -31,9 +31,11 @@ import torch
 
 from trackstream.data.placements import EVAL_PLACEMENTS, SCORING_POINTS, SPARSE_POINTS, eval_points, scoring_points
 from trackstream.eval.drag_metrics import object_track
+from trackstream.eval.harness import RowScorer
 from trackstream.eval.metrics import grey
 from trackstream.eval.quality import LATE_FRAMES
-from trackstream.eval.scorebook import ScoreBook, input_tracks
+from trackstream.eval.sample import Sample
+from trackstream.eval.scorebook import input_tracks
 from trackstream.eval.tables import markdown_table
 
 __all__ = [
@@ -158,7 +160,7 @@ class PlacementScores:
     ``"<model>@<placement>"``), ``add_floors(clip)`` once per clip; ``figures()`` per row."""
 
     def __init__(self, tracker, *, token: int):
-        self.book = ScoreBook(tracker, frozen_row="frozen", similarity=False)
+        self.scorer = RowScorer(tracker, metrics=("epe",), frozen_row="frozen")
         self.token = token
         self.block: dict[str, list[float]] = {}
         self.kept: dict[str, list[float]] = {}
@@ -168,12 +170,13 @@ class PlacementScores:
         key = id(clip)
         if key not in self._targets:
             gt = np.asarray(clip["frames"])
-            self._targets[key] = (*scoring_tracks(clip), sprite_masks(clip), blockiness(gt, self.token))
+            tr, vi = scoring_tracks(clip)
+            self._targets[key] = (Sample(str(key), gt, tr, vi), sprite_masks(clip), blockiness(gt, self.token))
         return self._targets[key]
 
     def add(self, row: str, frames: np.ndarray, clip: dict) -> None:
-        tr, vi, masks, gt_block = self._clip(clip)
-        self.book.add(row, frames, np.asarray(clip["frames"]), tr, vi)
+        sample, masks, gt_block = self._clip(clip)
+        self.scorer.add(sample, {row: frames})
         self.block.setdefault(row, []).append(blockiness(frames, self.token) / gt_block)
         if masks:  # the object as the real first frame shows it, looked for in the video's frames
             late = slice(max(1, len(frames) - LATE_FRAMES), len(frames))
@@ -182,28 +185,25 @@ class PlacementScores:
             self.kept.setdefault(row, []).append(float(np.mean(kept)))
 
     def add_floors(self, clip: dict) -> None:
-        tr, vi, masks, _ = self._clip(clip)
-        gt = np.asarray(clip["frames"])
-        self.add("ground_truth", gt, clip)
-        self.book.add_frozen(gt, tr, vi)
+        sample, masks, _ = self._clip(clip)
+        self.add("ground_truth", sample.frames, clip)
+        self.scorer.add(sample, {"frozen": np.broadcast_to(sample.frames[:1], sample.frames.shape)})
         self.block.setdefault("frozen", []).append(1.0)
         if masks:
             self.kept.setdefault("frozen", []).append(1.0)  # a held frame keeps every object where it was
 
     def figures(self) -> dict:
-        f = self.book.figures()
-        frozen = f["epe_frozen"]
+        scored = self.scorer.results()
+        frozen = scored["frozen"]["epe"]
         rows = {}
-        for row in f["per_sample"]:
+        for row, f in scored.items():
             rows[row] = {
-                "epe": f[f"epe_{row}"],
-                "epe_over_frozen": f[f"epe_{row}"] / frozen if frozen > 0 else float("nan"),
-                "no_hold_ratio": f.get(f"no_hold_ratio_{row}", float("nan")),
-                "late_brightness_gap": f.get(f"late_brightness_gap_{row}", float("nan")),
-                "late_texture_ratio": f.get(f"late_texture_ratio_{row}", float("nan")),
+                "epe": f["epe"],
+                "epe_over_frozen": f["epe"] / frozen if frozen > 0 else float("nan"),
+                **{k: f.get(k, float("nan")) for k in ("no_hold_ratio", "late_brightness_gap", "late_texture_ratio")},
                 "blockiness_ratio": float(np.nanmean(self.block[row])) if self.block.get(row) else float("nan"),
                 "object_kept": float(np.mean(self.kept[row])) if self.kept.get(row) else float("nan"),
-                "clips": len(f["per_sample"][row]),
+                "clips": len(f["per_sample"]["epe"]),
             }
         return rows
 

@@ -131,7 +131,7 @@ QUALITY_STEMS = (
 
 
 def model_quality(figures: dict, prefix: str, modes=("with_tracks", "without_tracks")) -> dict:
-    """A model's quality columns from its ``ScoreBook.figures()`` as ``<prefix>_<stem>_<mode>`` (and its
+    """A model's quality columns from its flat figures (``scorebook.flat_figures``) as ``<prefix>_<stem>_<mode>`` (and its
     per-chunk lists as ``<prefix>_brightness_gap_per_chunk`` / ``<prefix>_texture_ratio_per_chunk``,
     {mode: [...]}), for the run's figures where each model's keys carry its prefix."""
     out = {f"{prefix}_{s}_{m}": figures[f"{s}_{m}"] for s in QUALITY_STEMS for m in modes if f"{s}_{m}" in figures}

@@ -4,9 +4,10 @@ Per row (a model and mode, or a floor), per video: the EPE of ``metrics.track_mo
 protocol) and its no-hold EPE, PSNR and SSIM against the ground-truth frames, brightness and texture per
 chunk against them (``metrics.frame_stats``), and the points the tracker lost per frame; ``add_frozen``
 scores the frozen first frame of a clip as a row (its EPE by ``metrics.frozen_epe``, its no-hold EPE by
-running the tracker on the still video: the denominator of every ``no_hold_ratio``). ``figures()``
-gives the means, the per-sample lists and where points were lost against the latent grouping
-(``metrics.group_losses``), under the keys the reports read: ``epe_<row>``, ``psnr_<row>``,
+running the tracker on the still video: the denominator of every ``no_hold_ratio``). ``rows()`` gives
+each row's figures (``eval.harness.RowScorer``, the one scoring loop, feeds the book and reads them);
+``flat_figures`` writes them as make run's report has them: the means, the per-sample lists and where points
+were lost against the latent grouping (``metrics.group_losses``), under the keys: ``epe_<row>``, ``psnr_<row>``,
 ``ssim_<row>``, ``lost_at_group_start_<row>``, ``lost_inside_group_<row>``, ``per_sample``,
 ``psnr_per_sample``, ``ssim_per_sample``, and the quality columns (``eval.quality``):
 ``no_hold_epe_<row>``, ``no_hold_ratio_<row>`` (with a frozen row in the book), ``lost_share_<row>``,
@@ -33,7 +34,7 @@ from trackstream.eval.metrics import (
 )
 from trackstream.eval.quality import pool_frame_stats, quality_ratio, video_frame_stats
 
-__all__ = ["ScoreBook", "input_tracks"]
+__all__ = ["ScoreBook", "flat_figures", "input_tracks"]
 
 
 def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
@@ -60,9 +61,8 @@ def input_tracks(clips: list[dict], num_tracks: int | None = None) -> tuple[torc
 
 class ScoreBook:
     """``add(row, frames, gt_frames, tracks, visibility)`` per video (``add_frozen`` for the frozen first
-    frame); ``figures()`` at the end (``row_figures()``: the same per row). ``frozen_row``: the row name
-    ``add_frozen`` records by default; ``similarity`` False leaves PSNR and SSIM out of the quality figures (a
-    table that shows neither); ``psnr`` / ``ssim`` / ``motion`` False leave that measure out (``motion``: the
+    frame); ``rows()`` at the end (``row_figures()``: one row). ``frozen_row``: the row name ``add_frozen``
+    records by default; ``psnr`` / ``ssim`` / ``motion`` False leave that measure out (``motion``: the
     re-tracking, its EPE, no-hold EPE, amplitude, losses and the frames' brightness and texture)."""
 
     def __init__(
@@ -70,13 +70,12 @@ class ScoreBook:
         tracker,
         *,
         frozen_row: str = "frozen_video",
-        similarity: bool = True,
         psnr: bool = True,
         ssim: bool = True,
         motion: bool = True,
     ):
         self.tracker, self.frozen_row, self.motion = tracker, frozen_row, motion
-        self.scores_psnr, self.scores_ssim = similarity and psnr, similarity and ssim
+        self.scores_psnr, self.scores_ssim = psnr, ssim
         self.per_frame: dict[str, list[np.ndarray]] = {}  # row -> the EPE per frame of each video
         self.epe: dict[str, list[float]] = {}
         self.no_hold: dict[str, list[float]] = {}
@@ -148,10 +147,11 @@ class ScoreBook:
             self.stats.setdefault(row, []).append((len(frames), video_frame_stats(frames, gt_frames)))
 
     def row_figures(self, row: str, frozen_no_hold: float | None = None) -> dict:
-        """One row's figures as the eval command's table reads them: ``epe``, ``no_hold_epe``,
-        ``motion_amplitude``, ``psnr``, ``ssim`` (the means of what was scored), ``no_hold_ratio`` (over
-        ``frozen_no_hold``, else the frozen row's), ``lost_share`` (rows re-tracked), the frames' brightness
-        and texture (``eval.quality.pool_frame_stats``), ``per_sample`` ({measure: [per video]}) and
+        """One row's figures: ``epe``, ``no_hold_epe``, ``motion_amplitude``, ``psnr``, ``ssim`` (the means of
+        what was scored), ``no_hold_ratio`` (over ``frozen_no_hold``, else the frozen row's), for rows re-tracked
+        ``lost_share``, ``lost_at_group_start`` / ``lost_inside_group`` (``metrics.group_losses``) and
+        ``lost_per_frame`` / ``at_risk_per_frame`` (summed over the videos), the frames' brightness and texture
+        with their spans (``eval.quality.pool_frame_stats``), ``per_sample`` ({measure: [per video]}) and
         ``epe_per_frame`` (the mean over videos, NaN where none shows a point)."""
         res: dict = {}
         per = {
@@ -171,8 +171,10 @@ class ScoreBook:
                 res["no_hold_ratio"] = quality_ratio(res["no_hold_epe"], frozen_no_hold)
             if row in self.lost:
                 res["lost_share"] = quality_ratio(float(np.sum(self.lost[row])), float(np.sum(self.at_risk[row])))
-            pooled = pool_frame_stats(self.stats.get(row, []))
-            res.update({k: pooled[k] for k in pooled if k not in ("chunk_spans", "late_span")})
+                res.update(group_losses(self.lost[row], self.at_risk[row]))
+                res["lost_per_frame"] = np.asarray(self.lost[row]).tolist()
+                res["at_risk_per_frame"] = np.asarray(self.at_risk[row]).tolist()
+            res.update(pool_frame_stats(self.stats.get(row, [])))
         res["per_sample"] = {k: [float(x) for x in v] for k, v in per.items()}
         curves = self.per_frame.get(row)
         if curves:
@@ -184,37 +186,47 @@ class ScoreBook:
                 res["epe_per_frame"] = [float(x) for x in np.nanmean(padded, axis=0)]
         return res
 
-    def figures(self) -> dict:
-        """Every row's figures in one flat dict (``<measure>_<row>``): the means are ``row_figures``'s."""
-        rows = {
-            r: self.row_figures(r) for r in {**self.epe, **self.psnr, **self.ssim, **self.no_hold, **self.amplitude}
-        }
-        out: dict = {f"epe_{k}": rows[k]["epe"] for k in self.epe}
-        out.update({f"psnr_{k}": rows[k]["psnr"] for k in self.psnr})
-        out.update({f"ssim_{k}": rows[k]["ssim"] for k in self.ssim})
-        out.update({f"no_hold_epe_{k}": rows[k]["no_hold_epe"] for k in self.no_hold})
-        out.update({f"motion_amplitude_{k}": rows[k]["motion_amplitude"] for k in self.amplitude})
-        # means over the clips first, then the ratio (eval.quality)
-        out.update({f"no_hold_ratio_{k}": rows[k]["no_hold_ratio"] for k in self.no_hold if "no_hold_ratio" in rows[k]})
-        for row in self.lost:
-            for key, value in group_losses(self.lost[row], self.at_risk[row]).items():
-                out[f"{key}_{row}"] = value
-            out[f"lost_share_{row}"] = rows[row]["lost_share"]
-        # per frame: points lost at t among those at risk (metrics.MotionTrack), summed over the videos
-        out["lost_per_frame"] = {k: np.asarray(v).tolist() for k, v in self.lost.items()}
-        out["at_risk_per_frame"] = {k: np.asarray(v).tolist() for k, v in self.at_risk.items()}
-        out["per_sample"] = {k: [float(x) for x in v] for k, v in self.epe.items()}
-        out["no_hold_per_sample"] = {k: [float(x) for x in v] for k, v in self.no_hold.items()}
-        out["amplitude_per_sample"] = {k: [float(x) for x in v] for k, v in self.amplitude.items()}
-        out["psnr_per_sample"] = {k: [float(x) for x in v] for k, v in self.psnr.items()}
-        out["ssim_per_sample"] = {k: [float(x) for x in v] for k, v in self.ssim.items()}
-        pooled = {row: pool_frame_stats(v) for row, v in self.stats.items()}
-        for row, p in pooled.items():
-            out[f"late_brightness_gap_{row}"] = p["late_brightness_gap"]
-            out[f"late_texture_ratio_{row}"] = p["late_texture_ratio"]
-        if pooled:
-            out["brightness_gap_per_chunk"] = {row: p["brightness_gap_per_chunk"] for row, p in pooled.items()}
-            out["texture_ratio_per_chunk"] = {row: p["texture_ratio_per_chunk"] for row, p in pooled.items()}
-            longest = max(pooled.values(), key=lambda p: p["late_span"][1])
-            out["chunk_spans"], out["late_span"] = longest["chunk_spans"], longest["late_span"]
-        return out
+    def rows(self, frozen_no_hold: float | None = None) -> dict[str, dict]:
+        """``row_figures`` of every row scored, in the order the rows were first added."""
+        names = {**self.epe, **self.psnr, **self.ssim, **self.no_hold, **self.amplitude}
+        return {r: self.row_figures(r, frozen_no_hold) for r in names}
+
+
+_MEANS = ("epe", "psnr", "ssim", "no_hold_epe", "motion_amplitude", "no_hold_ratio")
+# per_sample's measures under the flat keys make run's report has always written
+_PER_SAMPLE = {
+    "per_sample": "epe",
+    "no_hold_per_sample": "no_hold_epe",
+    "amplitude_per_sample": "motion_amplitude",
+    "psnr_per_sample": "psnr",
+    "ssim_per_sample": "ssim",
+}
+
+
+def flat_figures(rows: dict[str, dict]) -> dict:
+    """Rows' figures (``ScoreBook.row_figures``, as ``eval.harness.RowScorer.results`` gives them) as the one flat
+    dict make run's report, the floors and the long rollouts write: ``<measure>_<row>`` for the means and the
+    quality columns, the per-frame losses and per-sample lists as {row: [...]}, the per-chunk brightness and
+    texture as {row: [...]}, and the spans of the longest video."""
+    out: dict = {}
+    for m in _MEANS:
+        out.update({f"{m}_{r}": f[m] for r, f in rows.items() if m in f})
+    lost = {r: f for r, f in rows.items() if "lost_per_frame" in f}
+    for r, f in lost.items():
+        out[f"lost_at_group_start_{r}"] = f["lost_at_group_start"]
+        out[f"lost_inside_group_{r}"] = f["lost_inside_group"]
+        out[f"lost_share_{r}"] = f["lost_share"]
+    out["lost_per_frame"] = {r: f["lost_per_frame"] for r, f in lost.items()}
+    out["at_risk_per_frame"] = {r: f["at_risk_per_frame"] for r, f in lost.items()}
+    for key, m in _PER_SAMPLE.items():
+        out[key] = {r: f["per_sample"][m] for r, f in rows.items() if m in f["per_sample"]}
+    pooled = {r: f for r, f in rows.items() if "late_span" in f}
+    for r, f in pooled.items():
+        out[f"late_brightness_gap_{r}"] = f["late_brightness_gap"]
+        out[f"late_texture_ratio_{r}"] = f["late_texture_ratio"]
+    if pooled:
+        out["brightness_gap_per_chunk"] = {r: f["brightness_gap_per_chunk"] for r, f in pooled.items()}
+        out["texture_ratio_per_chunk"] = {r: f["texture_ratio_per_chunk"] for r, f in pooled.items()}
+        longest = max(pooled.values(), key=lambda f: f["late_span"][1])
+        out["chunk_spans"], out["late_span"] = longest["chunk_spans"], longest["late_span"]
+    return out

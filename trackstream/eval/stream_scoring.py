@@ -33,10 +33,12 @@ import torch
 from trackstream.data.placements import EVAL_PLACEMENTS
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import image_tensor, to_uint8, video_tensor
+from trackstream.eval.harness import RowScorer
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
 from trackstream.eval.placements import check_placements
 from trackstream.eval.quality import QUALITY_STEMS
-from trackstream.eval.scorebook import ScoreBook, input_tracks
+from trackstream.eval.sample import Sample
+from trackstream.eval.scorebook import flat_figures, input_tracks
 from trackstream.models.precision import synchronize
 from trackstream.models.streaming import StreamConfig
 from trackstream.models.tracks import latent_frames, sample_track_ids
@@ -117,7 +119,7 @@ def evaluate_stream_motion(
 
     tracker = build_tracker(cfg.tracker)
     gen = torch.Generator().manual_seed(cfg.seed)
-    book = ScoreBook(tracker)
+    scorer = RowScorer(tracker, frozen_row="frozen_video")  # frozen_video: the no-hold ratios' denominator
     kept: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}  # every clip, for side-by-sides
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": []}
     latents_all = []
@@ -144,12 +146,14 @@ def evaluate_stream_motion(
             m = counts[b]
             gt_tr, gt_vis = tr[b, :, :m].numpy(), vi[b, :, :m].numpy()
             frames = {mode: to_uint8(vids[b]) for mode, vids in videos.items()}  # [T, H, W, 3] uint8
+            still = np.broadcast_to(clip["frames"][:1], clip["frames"].shape)
+            scorer.add(
+                Sample(str(clip["meta"]["id"]), clip["frames"], gt_tr, gt_vis), {**frames, "frozen_video": still}
+            )
             for mode, f in frames.items():
-                book.add(mode, f, clip["frames"], gt_tr, gt_vis)
                 kept[mode].append(f)
                 if start + b < cfg.preview_clips:
                     preview[mode].append(f)
-            book.add_frozen(clip["frames"], gt_tr, gt_vis)  # frozen_video: the no-hold ratios' denominator
             if out_dir is not None:
                 folder = Path(out_dir) / "samples" / str(clip["meta"]["id"])
                 folder.mkdir(parents=True, exist_ok=True)
@@ -158,7 +162,7 @@ def evaluate_stream_motion(
                 np.save(folder / "tracks.npy", gt_tr.astype(np.float32))
                 np.save(folder / "visibility.npy", gt_vis.astype(bool))
     nfe = stream_nfe(engine.config, num_latents)
-    out = book.figures()
+    out = flat_figures(scorer.results())
     out["frames"] = kept
     if cfg.preview_clips:
         out["preview"] = {k: np.stack(v) for k, v in preview.items() if v}
@@ -194,7 +198,7 @@ def long_rollout(
     ``no_hold_ratio_whole``, ``lost_share_whole``, ``late_brightness_gap_whole``, ``late_texture_ratio_whole``
     and per 12-frame chunk ``brightness_gap_per_chunk`` / ``texture_ratio_per_chunk``)."""
     gen = torch.Generator().manual_seed(seed)
-    book = ScoreBook(build_tracker(tracker), frozen_row="frozen")  # the whole rollouts, and the frozen frame
+    scorer = RowScorer(build_tracker(tracker), frozen_row="frozen")  # the whole rollouts, and the frozen frame
     # latent_err_rel: latent error / the error of an UNRELATED video from the ground truth's
     # distribution (2 x the ground-truth latents' per-channel variance). Error against ground truth
     # must rise on a long panning rollout (the canvas it reveals is unknowable from frame 0); it
@@ -241,10 +245,11 @@ def long_rollout(
         for k in per_chunk:
             per_chunk[k].append(rows[k])
         video = to_uint8(torch.cat(chunks, dim=2)[0])  # [T, H, W, 3]
-        book.add("whole", video, clip["frames"], tr[0].numpy(), vi[0].numpy())
-        book.add_frozen(clip["frames"], tr[0].numpy(), vi[0].numpy())
+        still = np.broadcast_to(clip["frames"][:1], clip["frames"].shape)
+        sample = Sample(str(clip["meta"]["id"]), clip["frames"], tr[0].numpy(), vi[0].numpy())
+        scorer.add(sample, {"whole": video, "frozen": still})
     curves = {k: np.mean(np.array(v), axis=0).tolist() for k, v in per_chunk.items()}
-    scores = book.figures()
+    scores = flat_figures(scorer.results())
     return {
         "per_chunk": curves,
         "chunks": len(curves["psnr"]),

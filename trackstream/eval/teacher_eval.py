@@ -9,7 +9,7 @@ point held where it was last seen). Reference figures under the same protocol: t
 video (the tracker's own error floor) and a frozen video (the error of ignoring motion entirely).
 Video quality: PSNR and SSIM of frames 1.. against the ground-truth clip (MotionStream reports
 them next to EPE), with the frozen first frame as the reference a model must beat. Beside them the
-quality columns of ``eval.quality`` (``ScoreBook``): the no-hold EPE and its ratio to the frozen first
+quality columns of ``eval.quality`` (scored by ``eval.harness.RowScorer``, as ``trackstream eval`` scores): the no-hold EPE and its ratio to the frozen first
 frame's (``no_hold_epe_<mode>``, ``no_hold_ratio_<mode>``; the frozen frame's by the tracker on the
 still video), the share of points lost (``lost_share_<mode>``), and the brightness gap and texture
 ratio against the ground truth per chunk and over the last 8 frames (``late_brightness_gap_<mode>``,
@@ -29,8 +29,10 @@ from trackstream.data.clips import ClipPool
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8
 from trackstream.diffusion.samplers import Condition, SamplerConfig, sample
+from trackstream.eval.harness import RowScorer
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker
-from trackstream.eval.scorebook import ScoreBook, input_tracks
+from trackstream.eval.sample import Sample
+from trackstream.eval.scorebook import flat_figures, input_tracks
 from trackstream.models.conditioner import Conditioner, encode_motion
 from trackstream.models.tracks import latent_frames, sample_track_ids
 
@@ -123,7 +125,8 @@ def evaluate_motion(
     tracker = build_tracker(cfg.tracker)
     network.eval()
     gen = torch.Generator().manual_seed(cfg.seed)
-    book = ScoreBook(tracker, frozen_row="frozen_video")  # frozen_video: EPE without a tracker, no-hold with one
+    # the ground-truth video is the tracker's floor, not compared with itself; frozen_video: EPE without a tracker
+    scorer = RowScorer(tracker, frozen_row="frozen_video", self_rows=("ground_truth_video",))
     preview: dict[str, list[np.ndarray]] = {"with_tracks": [], "without_tracks": [], "ground_truth_video": []}
     saved = []
     n = len(clips)
@@ -154,17 +157,17 @@ def evaluate_motion(
             i = idx[b]
             videos = {mode: to_uint8(vids[b]) for mode, vids in results.items()}  # [T, H, W, 3] uint8 each
             gt_frames = videos["ground_truth_video"]
-            for mode, frames in videos.items():
-                book.add(mode, frames, gt_frames, gt_tr, gt_vis, quality=mode != "ground_truth_video")
-                if i < cfg.preview_clips:
+            still = np.broadcast_to(gt_frames[:1], gt_frames.shape)
+            scorer.add(Sample(str(i), gt_frames, gt_tr, gt_vis), {**videos, "frozen_video": still})
+            if i < cfg.preview_clips:
+                for mode, frames in videos.items():
                     preview[mode].append(frames)
-            book.add_frozen(gt_frames, gt_tr, gt_vis)
             if out_dir is not None and i < cfg.save_videos:  # the first clips, all three videos each
                 for mode in ("with_tracks", "without_tracks", "ground_truth_video"):
                     frames = overlay_tracks(videos[mode], gt_tr, gt_vis)
                     path = write_video(out_dir / f"{tag}_{i:03d}_{mode}.mp4", frames, fps=fps)
                     saved.append({"path": str(path), "mode": mode, "clip": i})
-    figures = book.figures()
+    figures = flat_figures(scorer.results())
     figures["epe_ratio_with_over_without"] = figures["epe_with_tracks"] / max(figures["epe_without_tracks"], 1e-9)
     figures.update(
         num_samples=n,
