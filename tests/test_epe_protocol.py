@@ -91,7 +91,7 @@ def test_a_reacquiring_tracker_is_refused_everywhere():
 
 
 @pytest.mark.slow
-def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
+def test_the_report_and_python_m_eval_give_the_same_figures_on_the_same_videos():
     """make run's figures come from eval.teacher_eval.evaluate_motion and eval.stream_scoring.evaluate_stream_motion
     (inside run_evaluation); ``python -m trackstream.eval`` scores rows of videos with eval.harness.score_rows. Here the
     shipped teacher and student generate 2 held-out clips through the report's functions, and the harness
@@ -158,7 +158,7 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
     res = score_rows(
         rows,
         samples,
-        metrics=["epe"],
+        metrics=["epe", "psnr", "ssim"],
         tracker=build_tracker(EvalConfig().tracker),
         extractors=Extractors(),
         progress=False,
@@ -171,7 +171,10 @@ def test_the_report_and_python_m_eval_give_the_same_epe_on_the_same_videos():
         "ground_truth": (tf, "ground_truth_video"),
         "frozen": (tf, "frozen_video"),
     }
+    measures = ("epe", "psnr", "ssim", "no_hold_epe", "no_hold_ratio", "lost_share", "late_texture_ratio")
     for row, (figures, mode) in report.items():
         assert res[row]["per_sample"]["epe"] == figures["per_sample"][mode], row
-        assert res[row]["epe"] == figures[f"epe_{mode}"], row
+        shown = [m for m in measures if f"{m}_{mode}" in figures]
+        assert {m: res[row][m] for m in shown} == {m: figures[f"{m}_{mode}"] for m in shown}, row
+        assert "epe" in shown and (row == "ground_truth" or "late_texture_ratio" in shown), row
     assert res["ground_truth"]["epe"] < res["frozen"]["epe"]
