@@ -102,7 +102,8 @@ def test_the_report_and_python_m_eval_give_the_same_figures_on_the_same_videos()
 
     from trackstream.data.clips import DataConfig, heldout_clips
     from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
-    from trackstream.eval.harness import Extractors, reference_rows, score_rows
+    from trackstream.eval.floors import reference_rows
+    from trackstream.eval.harness import Extractors, score_rows
     from trackstream.eval.sample import Sample
     from trackstream.eval.scorebook import input_tracks
     from trackstream.eval.stream_scoring import StreamEvalConfig, evaluate_stream_motion

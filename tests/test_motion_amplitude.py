@@ -48,7 +48,8 @@ def test_ground_truth_is_one_frozen_zero_and_a_slow_video_half():
 
 def test_every_table_carries_it(tmp_path):
     from trackstream.eval.command_output import results_table
-    from trackstream.eval.harness import Extractors, reference_rows, score_rows
+    from trackstream.eval.floors import reference_rows
+    from trackstream.eval.harness import Extractors, score_rows
     from trackstream.pipeline.report_quality import floor_quality_cells, quality_cells, quality_header
 
     clips = [WORLD.generate(s) for s in (1, 2)]

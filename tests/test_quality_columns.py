@@ -142,7 +142,8 @@ def test_scorebook_rows_carry_the_quality_columns():
 def test_python_m_eval_and_the_report_show_the_columns(tmp_path):
     from lab.targets import targets
     from trackstream.eval.command_output import results_table as _table
-    from trackstream.eval.harness import Extractors, reference_rows, score_rows
+    from trackstream.eval.floors import reference_rows
+    from trackstream.eval.harness import Extractors, score_rows
     from trackstream.pipeline.report import write_report
 
     clips = [WORLD.generate(s) for s in (1, 2)]

@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> dict:
     from trackstream.data.trackers import build_tracker
     from trackstream.eval.benchmarks import BenchmarkConfig, load_benchmark
     from trackstream.eval.command import EvalCommandConfig, benchmark_world
-    from trackstream.eval.harness import Extractors, reference_rows, score_rows
+    from trackstream.eval.floors import reference_rows
+    from trackstream.eval.harness import Extractors, score_rows
     from trackstream.eval.inception import FIDInceptionV3
     from trackstream.eval.lpips import LPIPS
     from trackstream.models.codecs import build_codec

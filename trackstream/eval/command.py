@@ -51,6 +51,7 @@ from trackstream.eval.command_output import (
     slug,
     table_note,
 )
+from trackstream.eval.floors import reference_rows
 from trackstream.eval.generate import (
     MODES,
     GenerateConfig,
@@ -65,7 +66,6 @@ from trackstream.eval.harness import (
     REFERENCES,
     Extractors,
     WeightsConfig,
-    reference_rows,
     score_rows,
 )
 from trackstream.eval.metrics import EPE_TRACKER, check_epe_tracker

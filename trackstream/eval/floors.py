@@ -29,12 +29,12 @@ import torch
 
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8, video_tensor
-from trackstream.eval.harness import RowScorer
+from trackstream.eval.harness import CODEC_REFERENCES, RowScorer
 from trackstream.eval.metrics import EPE_TRACKER
 from trackstream.eval.sample import Sample
 from trackstream.eval.scorebook import flat_figures, input_tracks
 
-__all__ = ["FLOOR_ROWS", "pixel_copy", "round_trip", "floor_figures", "floor_videos"]
+__all__ = ["FLOOR_ROWS", "pixel_copy", "round_trip", "floor_figures", "floor_videos", "reference_rows"]
 
 FLOOR_ROWS = ("ground_truth", "codec_round_trip", "oracle_copier", "frozen_frame")
 
@@ -100,3 +100,18 @@ def floor_figures(
         )
     figures = {k: v for k, v in flat_figures(scorer.results()).items() if not k.endswith("per_sample")}
     return {**figures, "num_samples": len(clips), "tracker": tracker, "num_tracks": num_tracks}
+
+
+def reference_rows(samples: list[Sample], *, codec=None) -> dict[str, dict[str, np.ndarray]]:
+    """The references as rows of videos: the ground truth and the frozen first frame, and with ``codec``
+    the floors of ``eval.floors``: the ground truth's round trip and the pixel-space oracle copier."""
+    rows = {
+        "ground_truth": {s.id: s.frames for s in samples},
+        "frozen": {s.id: np.broadcast_to(s.frames[:1], s.frames.shape).copy() for s in samples},
+    }
+    if codec is not None:
+        clips = [{"frames": s.frames, "tracks": s.tracks, "visibility": s.visibility} for s in samples]
+        floors = floor_videos(clips, codec)
+        for key in CODEC_REFERENCES:
+            rows[key] = {s.id: floors[key][i] for i, s in enumerate(samples)}
+    return rows

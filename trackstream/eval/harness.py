@@ -41,10 +41,10 @@ from trackstream.eval.metrics import frozen_motion
 from trackstream.eval.sample import Sample
 from trackstream.eval.scorebook import ScoreBook
 
-__all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "RowScorer", "score_rows", "reference_rows"]
+__all__ = ["METRICS", "REFERENCES", "CODEC_REFERENCES", "WeightsConfig", "RowScorer", "score_rows"]
 
 METRICS = ("epe", "psnr", "ssim", "lpips", "fid", "fvd", "proxy_fvd", "flow_epe")
-# reference rows (``reference_rows``); the last two are the codec's floors (``eval.floors``) and need the codec
+# reference rows (``eval.floors.reference_rows``); the last two are the codec's floors (``eval.floors``) and need the codec
 REFERENCES = ("ground_truth", "frozen", "codec_round_trip", "oracle_copier")
 CODEC_REFERENCES = ("codec_round_trip", "oracle_copier")
 
@@ -107,23 +107,6 @@ class Extractors:
                     raise ValueError("proxy_fvd uses the run's codec: set generate.codec.checkpoint")
                 self._cache[name] = self.codec
         return self._cache[name]
-
-
-def reference_rows(samples: list[Sample], *, codec=None) -> dict[str, dict[str, np.ndarray]]:
-    """The references as rows of videos: the ground truth and the frozen first frame, and with ``codec``
-    the floors of ``eval.floors``: the ground truth's round trip and the pixel-space oracle copier."""
-    rows = {
-        "ground_truth": {s.id: s.frames for s in samples},
-        "frozen": {s.id: np.broadcast_to(s.frames[:1], s.frames.shape).copy() for s in samples},
-    }
-    if codec is not None:
-        from trackstream.eval.floors import floor_videos
-
-        clips = [{"frames": s.frames, "tracks": s.tracks, "visibility": s.visibility} for s in samples]
-        floors = floor_videos(clips, codec)
-        for key in CODEC_REFERENCES:
-            rows[key] = {s.id: floors[key][i] for i, s in enumerate(samples)}
-    return rows
 
 
 def _lpips(model, video: np.ndarray, gt: np.ndarray) -> float:
