@@ -39,6 +39,12 @@ def test_pixel_copy_of_a_pan_is_the_pan():
     copy = pixel_copy(clip["frames"], clip["tracks"], clip["visibility"])
     inner = (slice(None), slice(12, -12), slice(12, -12))  # away from the canvas the copy cannot know
     assert video_psnr(copy[inner], clip["frames"][inner]) > 24
+    # where no track shows, the copy keeps the true frame; given another clip's tracks (hold) it never does
+    vis = clip["visibility"].copy()
+    vis[10:] = False
+    assert (pixel_copy(clip["frames"], clip["tracks"], vis)[10:] == clip["frames"][10:]).all()
+    held = pixel_copy(clip["frames"], clip["tracks"], vis, hold=True)
+    assert (held[10:] == held[9]).all() and not (held[10:] == clip["frames"][10:]).all()
 
 
 def test_floor_rows_are_scored_alike():

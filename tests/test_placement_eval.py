@@ -60,8 +60,9 @@ def test_placements_lay_their_points_and_score_on_fixed_ones(clips):
 
 
 def test_the_table_ranks_a_faithful_a_frozen_and_a_mosaic_model(clips):
-    """The ground truth copied scores at the tracker's floor in every placement; the frozen frame at 1; the
-    ground truth as a token mosaic follows the motion but fails the blockiness and objects-kept columns."""
+    """The ground truth copied scores at the tracker's floor in every placement; the frozen frame at 1; another
+    clip's motion well above the floor; the ground truth as a token mosaic follows the motion but fails the
+    blockiness and objects-kept columns."""
 
     def copy(batch, tr, vi, seed):
         return [c["frames"] for c in batch]
@@ -84,6 +85,8 @@ def test_the_table_ranks_a_faithful_a_frozen_and_a_mosaic_model(clips):
     )
     floor = fig["floors"]["ground_truth"]["epe_over_frozen"]
     assert floor < 0.6 and fig["floors"]["frozen"]["epe_over_frozen"] == 1
+    # frame 0 moved as another clip moves: a plausible motion, not this clip's
+    assert fig["floors"]["other_motion"]["epe_over_frozen"] > 2 * floor
     for p in ("lattice", "demo", "none"):
         assert fig["models"]["copy"][p]["epe_over_frozen"] == pytest.approx(floor)
         assert fig["models"]["still"][p]["epe_over_frozen"] == pytest.approx(1.0, abs=0.05)
@@ -93,7 +96,7 @@ def test_the_table_ranks_a_faithful_a_frozen_and_a_mosaic_model(clips):
         assert fig["models"]["mosaic"]["demo"]["object_kept"] < fig["models"]["copy"]["demo"]["object_kept"]
     assert fig["videos"]["copy"]["demo"].shape == (1, 13, 64, 64, 3)
     table = placement_table({k: v for k, v in fig.items() if k != "videos"})
-    assert table.count("\n") == 2 + 2 + 9 - 1 and "| mosaic | demo |" in table
+    assert table.count("\n") == 2 + 3 + 9 - 1 and "| mosaic | demo |" in table and "another clip's motion" in table
 
 
 def test_a_model_with_given_videos_only_has_those_rows(clips):

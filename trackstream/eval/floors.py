@@ -39,16 +39,17 @@ __all__ = ["FLOOR_ROWS", "pixel_copy", "round_trip", "floor_figures", "floor_vid
 FLOOR_ROWS = ("ground_truth", "codec_round_trip", "oracle_copier", "frozen_frame")
 
 
-def pixel_copy(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray) -> np.ndarray:
+def pixel_copy(frames: np.ndarray, tracks: np.ndarray, visibility: np.ndarray, *, hold: bool = False) -> np.ndarray:
     """Frame 0 of ``frames`` [T, H, W, 3] uint8 moved to each frame t by the median displacement of the
-    tracks [T, N, 2] visible at 0 and t (frame t kept where none is: nothing can be known of it)."""
+    tracks [T, N, 2] visible at 0 and t. Where none is, frame t is kept (nothing can be known of it), or with
+    ``hold`` (tracks that are not the clip's own: frame t must not leak in) the previous frame is held."""
     out = np.empty_like(frames)
     out[0] = frames[0]
     H, W = frames.shape[1:3]
     for t in range(1, len(frames)):
         both = visibility[t] & visibility[0]
         if not both.any():
-            out[t] = frames[t]
+            out[t] = out[t - 1] if hold else frames[t]
             continue
         dx, dy = np.median(tracks[t, both] - tracks[0, both], axis=0)
         m = np.array([[1, 0, dx], [0, 1, dy]], np.float32)

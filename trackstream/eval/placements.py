@@ -17,8 +17,11 @@ sub-pixel points, exact ground truth from the clip's scene), by the one EPE prot
   found in the video's last frames (``drag_metrics.object_track``), the mean over sprites; the ground
   truth's row is its ceiling (sprites turn, which the translation-only measure charges).
 
-The floors ``ground_truth`` (the tracker on the real clip) and ``frozen`` (the first frame held) are scored
-on the same points. Clips without a scene (real shards) keep ``lattice``, ``random`` and ``sparse`` as
+The floors ``ground_truth`` (the tracker on the real clip), ``frozen`` (the first frame held) and, given two
+clips or more, ``other_motion`` (the first frame moved as the next clip's tracks move, ``floors.pixel_copy``: a
+plausible motion that is not this clip's, what a network that samples motion without being told it may give)
+are scored on the same points. Without tracks, and with captions that name no motion, the clip's own motion
+cannot be known: ``none`` is judged against ``other_motion`` and ``frozen`` both. Clips without a scene (real shards) keep ``lattice``, ``random`` and ``sparse`` as
 subsets of their tracked grid and ``none``, scored on a fixed subset of that grid.
 """
 
@@ -31,6 +34,7 @@ import torch
 
 from trackstream.data.placements import EVAL_PLACEMENTS, SCORING_POINTS, SPARSE_POINTS, eval_points, scoring_points
 from trackstream.eval.drag_metrics import object_track
+from trackstream.eval.floors import pixel_copy
 from trackstream.eval.harness import RowScorer
 from trackstream.eval.metrics import grey
 from trackstream.eval.quality import LATE_FRAMES
@@ -234,8 +238,11 @@ def evaluate_placements(
     given = given or {}
     scores = PlacementScores(tracker, token=token)
     kept: dict[str, dict[str, list[np.ndarray]]] = {m: {} for m in models}
-    for c in clips:
+    for i, c in enumerate(clips):
         scores.add_floors(c)
+        if len(clips) > 1:  # a plausible motion that is not this clip's: frame 0 moved as the next clip moves
+            other = clips[(i + 1) % len(clips)]
+            scores.add("other_motion", pixel_copy(c["frames"], other["tracks"], other["visibility"], hold=True), c)
     for start in range(0, len(clips), batch_size):
         batch = clips[start : start + batch_size]
         for name in placements:
@@ -254,7 +261,7 @@ def evaluate_placements(
     return {
         **videos,
         "models": {m: {p: rows[f"{m}@{p}"] for p in placements if f"{m}@{p}" in rows} for m in models},
-        "floors": {k: rows[k] for k in ("ground_truth", "frozen")},
+        "floors": {k: rows[k] for k in ("ground_truth", "frozen", "other_motion") if k in rows},
         "placements": list(placements),
         "clips": len(clips),
         "scoring_points": SCORING_POINTS,
@@ -294,7 +301,11 @@ def placement_table(figures: dict) -> str:
             _cell(r["object_kept"]),
         ]
 
-    labels = {"ground_truth": "*ground-truth video*", "frozen": "*frozen first frame*"}
+    labels = {
+        "ground_truth": "*ground-truth video*",
+        "frozen": "*frozen first frame*",
+        "other_motion": "*another clip's motion*",
+    }
     # a floor has neither a placement nor a lattice row of its own: those cells do not apply (None)
     rows = [[labels.get(row, row), None, *cells(r, None)] for row, r in figures["floors"].items()]
     for model, per in figures["models"].items():
