@@ -283,7 +283,10 @@ ELSEWHERE = {
             ("lab.mixture_study run",),
         )
     },
-    documented_line("docs/results.md", "lab.placement_table"): "lab/tests/test_placement_study.py",
+    documented_line(
+        "docs/results.md", "lab.placement_table", "runs/placements-shipped"
+    ): "lab/tests/test_placement_study.py",
+    documented_line("docs/results.md", "lab.placement_table", "none,sparse"): "lab/tests/test_placement_study.py",
 }
 DEMO = ("docs/demo.md", "python -m trackstream.stream.demo")
 LOAD = documented_line("docs/demo.md", "trackstream.stream.demo.load")  # run against DEMO

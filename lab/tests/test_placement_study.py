@@ -14,7 +14,8 @@ from lab.targets import judge
 
 ROOT = Path(__file__).resolve().parents[2]
 TABLE = documented_line("docs/placements.md", "lab.placement_table")
-RESULTS_TABLE = documented_line("docs/results.md", "lab.placement_table")  # the same line: run once, here
+RESULTS_TABLE = documented_line("docs/results.md", "lab.placement_table", "runs/placements-shipped")  # TABLE's line
+NO_TRACKS = documented_line("docs/results.md", "lab.placement_table", "none,sparse")
 TARGETS = documented_line("docs/placements.md", "lab.targets runs/placements-shipped/placements.json")
 STUDY = documented_line("docs/placements.md", "lab.splat_study run")
 MIXTURE = documented_line("docs/placements.md", "lab.mixture_study run")
@@ -42,6 +43,21 @@ def test_the_shipped_student_in_every_placement(tmp_path):
     for criterion in ("student_shifted_over_lattice", "student_sparse_over_frozen", "student_none_late_texture"):
         assert f"| {criterion} |" in judged
     assert all(t["met"] in (True, False) for t in judge(fig).values())
+
+
+def test_the_no_tracks_line_shows_another_clips_motion_beside_the_networks(tmp_path):
+    """docs/results.md's no-tracks line (two clips, the fewest another clip's motion needs; one teacher step)."""
+    folder = _reader_folder(tmp_path)
+    run_documented(NO_TRACKS, folder, args=("--clips", "2", "--teacher-steps", "1"))
+    out = folder / "runs" / "placements-none"
+    fig = json.loads((out / "placements.json").read_text())
+    assert list(fig["floors"]) == ["ground_truth", "frozen", "other_motion"]
+    assert fig["floors"]["other_motion"]["epe_over_frozen"] > fig["floors"]["ground_truth"]["epe_over_frozen"]
+    assert {m: list(r) for m, r in fig["models"].items()} == {
+        "teacher": ["none", "sparse"],
+        "student": ["none", "sparse"],
+    }
+    assert "| *another clip's motion* |" in (out / "placements.md").read_text()
 
 
 @pytest.mark.slow
