@@ -171,6 +171,7 @@ def test_row7_tracks_saved_as_n_t_2_are_refused_not_streamed_as_one_frame(inputs
     assert msg.startswith("--tracks covers 4 frames (read as [T, N, 2] = [4, 17, 2])") and "[N, T, 2]" in msg, msg
 
 
+@pytest.mark.slow
 def test_row7_generate_with_a_seed_is_reproducible(inputs, capsys):
     from trackstream.data.video_io import decode_video
     from trackstream.stream.generate import main
@@ -230,6 +231,7 @@ def _train_cli(monkeypatch, capsys, *overrides) -> str:
     return _one_line(err[-1][len("error: ") :])
 
 
+@pytest.mark.slow
 def test_row2_a_run_directory_of_another_experiment_is_refused_before_anything_is_written(
     tmp_path, hydra_clean, monkeypatch, capsys
 ):
@@ -256,6 +258,7 @@ def test_row2_a_run_directory_of_another_experiment_is_refused_before_anything_i
     assert after == before  # config.yaml and .hydra/ byte-identical, no samples/, nothing appended to train.log
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, field",
     [

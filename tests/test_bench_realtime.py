@@ -131,6 +131,7 @@ def test_a_mode_the_engine_lacks_is_one_table_line(tmp_path, monkeypatch, capsys
     assert "| tiny | compiled | unavailable: StreamingGenerator has no fast=" in printed
 
 
+@pytest.mark.slow
 def test_a_mode_the_engine_refuses_is_one_table_line(tmp_path, monkeypatch):
     import trackstream.bench.realtime as br
 
@@ -261,6 +262,7 @@ def test_distill_step_bench_tiny_and_a_cut_down_5b_dmd(tmp_path):
     assert big["tokens_per_sample"] == 31 * 2 * 4  # 64x128 pixels / 16 -> 4x8 latents -> 2x4 tokens per frame
 
 
+@pytest.mark.slow
 def test_cpu_setups_are_the_students_they_stand_for():
     """``tiny-student`` is the shipped student (its release config), ``small`` the small world model's
     network (small_teacher, which the chain's students inherit) streamed as small_dmd streams it: a size

@@ -18,6 +18,7 @@ from trackstream.train.teacher.objective import TeacherConfig
 SMALL = dict(dim=64, ffn_dim=128, num_heads=2, num_layers=2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", REAL_RECIPES)
 def test_bench_train_runs_each_real_config_shrunk(name):
     """The GPU benchmark's exact path (layout, CLIP tokens of the i2v 1.3B, codec stride, checkpointing)
@@ -46,6 +47,7 @@ def test_bench_train_runs_each_real_config_shrunk(name):
     assert out["step_time_s"] > 0 and out["model_tflops_per_step"] > 0
 
 
+@pytest.mark.slow
 def test_the_real_configs_build_with_their_layouts_in_dim():
     in_dims = {}
     for name in REAL_RECIPES:

@@ -176,6 +176,7 @@ def test_append_validates_order_and_shape():
     assert cache.next_chunk == 0 and cache.chunks == ()  # the old cache is intact
 
 
+@pytest.mark.slow
 def test_thousand_frame_rollout_constant_cache():
     model, cfg = _model(), CausalConfig(3, 1, 1, first_chunk_frames=None)
     cache = new_cache(model, cfg, torch.randn(1, 5, 64))
@@ -282,6 +283,7 @@ NEW_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kw,n", NEW_CASES, ids=lambda v: CausalConfig(**v).name if isinstance(v, dict) else str(v))
 def test_frame_windows_and_absolute_rope_stream_as_trained(kw, n):
     model, cfg = _model(), CausalConfig(**kw)

@@ -68,6 +68,7 @@ def test_wan_vae_maps_1_plus_4k_frames_to_1_plus_k_normalised_latents(small_wan)
         small_wan.encode(_video(1, 5, 36))
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_wan_vae_streaming_decode_equals_full_decode(small_wan):
     z = _latents(2, 4, 7, 4)
@@ -256,6 +257,7 @@ def test_taehv_encoder_frame_convention(pad):
     assert (delta[1] == 0) == (pad == "front")
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_taehv_checkpoint_loading_and_tgrow_patching(taehv, tmp_path):
     from safetensors.torch import save_file

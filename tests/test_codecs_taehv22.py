@@ -95,6 +95,7 @@ def test_module_has_the_official_taew2_2_keys_and_shapes():
     assert table["encoder.0.weight"] == (64, 12, 3, 3) and table["decoder.22.weight"] == (12, 64, 3, 3)
 
 
+@pytest.mark.slow
 def test_loads_by_name_from_pth_and_safetensors(files, taew22):
     for name in ("taew2_2.pth", "taew2_2.safetensors"):
         codec = build_codec("taehv-wan2.2", checkpoint=str(files["root"] / name))
@@ -138,6 +139,7 @@ def test_streaming_decode_equals_full_decode(taew22):
     assert (taew22.decode_streaming(z, [1, 3, 3]) - full).abs().max().item() <= 1e-5
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_bf16_decode_runs(taew22):
     z = _latents(3)
@@ -195,6 +197,7 @@ def _clear_hydra():
     GlobalHydra.instance().clear()
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("_clear_hydra")
 def test_wan22_5b_with_the_tiny_decoder_validates(tmp_path):
     five_b = ("experiment=teacher_wan2.2_5b_704p", "model=wan2.2_ti2v_5b")

@@ -213,6 +213,7 @@ def test_1_plus_4k_frames_map_to_1_plus_k_latents_of_48_channels_at_h_over_16(sm
         small.encode(_video(1, 5, 24))
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_streaming_decode_equals_full_decode(small):
     z = torch.randn(2, 48, 7, 2, 2, generator=torch.Generator().manual_seed(3))

@@ -72,6 +72,7 @@ def test_resume_equals_uninterrupted(shards, uninterrupted, num_workers, stop_at
     _assert_same(uninterrupted(num_workers), _run(shards, n=16, num_workers=num_workers, stop_at=stop_at))
 
 
+@pytest.mark.slow
 def test_epochs_cover_data_once_and_reshuffle(shards):
     ds = _make(shards)
     per_epoch = ds.plan(0).batches_per_slot

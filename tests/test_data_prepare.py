@@ -123,6 +123,7 @@ def reference(videos, tmp_path_factory):
     return str(out), summary
 
 
+@pytest.mark.slow
 def test_good_files_become_samples_and_broken_ones_are_reported(reference):
     out, summary = reference
     assert summary["complete"] and summary["num_inputs"] == len(GOOD) + len(BROKEN)

@@ -140,6 +140,7 @@ def _same(a, b):
             assert torch.equal(tx, ty)
 
 
+@pytest.mark.slow
 def test_synthetic_dataset_resume_is_exact():
     ref = _stream(0)
     _same(ref, _stream(0, stop_at=3))

@@ -55,6 +55,7 @@ def test_lk_is_exact_on_a_translating_texture():
     assert epe(tracks, gt, vis) < 0.15
 
 
+@pytest.mark.slow
 def test_lk_meets_epe_target_on_synthetic_world():
     """The tracker target: mean EPE <= 1.5 px on visible points at the embedded resolution.
 

@@ -664,6 +664,7 @@ def test_session_core_tags_new_points_and_returns_to_them_after_a_drag():
     assert sorted(conn.recording.frames) == list(range(1, 37))  # the recording keeps what the client lost
 
 
+@pytest.mark.slow
 def test_session_core_runs_in_bfloat16():
     from trackstream.stream.demo.limits import Limits
     from trackstream.stream.demo.protocol import Start

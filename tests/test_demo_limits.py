@@ -151,6 +151,7 @@ def _closed_by_peer(s: socket.socket, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 def test_half_open_connections_are_capped_and_timed_out_and_the_log_stays_small(server):
     url, port, lim, logs = server["url"], server["port"], server["limits"], server["logs"]
     log0 = logs.bytes
@@ -285,6 +286,7 @@ def test_a_page_of_another_origin_cannot_open_a_session(server):
     _wait_sessions(server["url"], 0)
 
 
+@pytest.mark.slow
 def test_refused_messages_from_a_client_that_never_reads_keep_memory_bounded(server):
     url, logs = server["url"], server["logs"]
     rss0 = _health(url)["rss_mb"]
@@ -330,6 +332,7 @@ def test_a_client_that_streams_and_never_reads_is_dropped(server):
     s.close()
 
 
+@pytest.mark.slow
 def test_a_burst_past_the_rate_limit_is_refused_once_a_second_and_the_session_goes_on(server):
     from websockets.sync.client import connect
 
@@ -416,6 +419,7 @@ def test_uploads_decode_off_the_event_loop_and_a_lying_header_is_refused(server)
     _wait_sessions(url, 0)
 
 
+@pytest.mark.slow
 def test_decode_worker_deadline_and_queue():
     from trackstream.stream.demo.decode import DecodeWorker, ProtocolError
     from trackstream.stream.demo.limits import Limits

@@ -102,6 +102,7 @@ def _samples(n=1):
     ]
 
 
+@pytest.mark.slow
 def test_stream_generate_runs_end_to_end_in_bf16(export, loads, tmp_path, capsys):
     from trackstream.stream.generate import main
 
@@ -146,6 +147,7 @@ def test_offloaded_encoders_stay_on_the_cpu_in_fp32(export):
     assert (p.device.type, p.dtype) == ("cpu", torch.float32) and cond.null_text.dtype == torch.float32
 
 
+@pytest.mark.slow
 def test_bf16_stream_is_finite_and_close_to_fp32(export):
     """Tolerance: frames in [-1, 1] within 0.05 max / 0.01 mean of fp32 (measured 0.007 / 0.0007)."""
     from trackstream.models.tracks import sample_track_ids
@@ -172,6 +174,7 @@ def test_bf16_stream_is_finite_and_close_to_fp32(export):
     assert diff.max() > 0  # bf16 did run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["student", "teacher"])
 def test_eval_generation_honours_device_and_dtype(export, loads, kind):
     from trackstream.diffusion.samplers import SamplerConfig
@@ -284,6 +287,7 @@ def test_clis_refuse_cuda_without_a_gpu_naming_the_flag(module, capsys):
     assert "--dtype='fp4'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_path, monkeypatch):
     """The latent optimisation runs through the bf16 DiT: gradients reach the fp32 latent, which moves."""
     import trackstream.stream.drag.editor as editor_mod
@@ -336,6 +340,7 @@ def test_drag_cli_optimises_fp32_latents_through_a_bf16_dit(export, loads, tmp_p
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["method"] == "latent"
 
 
+@pytest.mark.slow
 def test_drag_bench_and_bench_drag_honour_device_and_dtype(export, loads, monkeypatch, tmp_path):
     import trackstream.eval.drag_bench as drag_bench
     from trackstream.bench.drag import main as bench

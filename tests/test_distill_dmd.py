@@ -267,6 +267,7 @@ def _rows(run_dir: Path) -> dict:
     return rows
 
 
+@pytest.mark.slow
 def test_exact_resume_of_both_optimizers_ema_and_phase(runtime, codec, tmp_path):
     """5 steps at 2:1 (generator at steps 2 and 4, 1-based), grad_accum 2: uninterrupted == cut
     at step 3 (mid-phase, after one generator update) and resumed in fresh objects (the phase at the

@@ -117,6 +117,7 @@ def test_per_chunk_indices_and_config_sampling():
     assert seen == {(0, 1), (1, 1), (0, None), (1, None)}
 
 
+@pytest.mark.slow
 def test_ode_init_regresses_the_teacher_endpoint(pairs):
     _, _, _, out, _ = pairs
     data = load_ode_pairs(out, student_steps=K, shift=SHIFT)

@@ -270,6 +270,7 @@ def test_rl_tiny_runs_through_the_stage_and_resumes_mid_round_exactly(source, tm
         NetworkExport(source["student"], "stage.student").check_streams_as(cfg.schedule.streaming(cfg.stage.causal))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["rl_wan1.3b_480p", "rl_wan2.2_5b_704p"])
 def test_real_rl_recipes_keep_the_dmd_students_layout(name, tmp_path):
     cfg, dmd = typed(tmp_path, f"experiment={name}"), typed(tmp_path, f"experiment={name.replace('rl_', 'dmd_')}")

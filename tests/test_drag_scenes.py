@@ -61,6 +61,7 @@ def _centroid(alpha: np.ndarray) -> np.ndarray:
     return np.array([(alpha * xs).sum(), (alpha * ys).sum()]) / alpha.sum()
 
 
+@pytest.mark.slow
 def test_scenes_are_deterministic_and_cover_every_kind_and_mode(rendered):
     first, again, other = make_scenes(8), make_scenes(8), make_scenes(8, seed=1)
     assert all(_same_scene(a, b) for a, b in zip(first, again))

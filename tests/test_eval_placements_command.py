@@ -68,6 +68,7 @@ def test_the_command_shows_the_placement_table(tmp_path):
     assert "| student |" in table[: table.index("## Where")]  # the command's own table stays
 
 
+@pytest.mark.slow
 def test_bad_placements_are_refused_in_one_line(tmp_path, run_module):
     from trackstream.eval.command import EvalCommandConfig
 

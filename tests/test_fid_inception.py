@@ -77,6 +77,7 @@ def test_tf_average_pool_ignores_the_padding():
     assert torch.equal(out, torch.ones(1, 1, 5, 5))  # corners average 4 real pixels, not 4/9
 
 
+@pytest.mark.slow
 def test_official_format_loads_strictly(tmp_path):
     path, sd = _official_format_file(tmp_path)
     loaded = load_fid_inception(path)
@@ -90,6 +91,7 @@ def test_official_format_loads_strictly(tmp_path):
     assert torch.equal(load_fid_inception(tmp_path / "old.pth").fc.bias, sd["fc.bias"])
 
 
+@pytest.mark.slow
 def test_wrong_or_missing_file_raises_value_error(model, tmp_path):
     with pytest.raises(ValueError, match=FID_WEIGHTS_FILE.replace(".", r"\.")) as e:
         load_fid_inception(tmp_path / "nowhere.pth")

@@ -130,6 +130,7 @@ def test_teacher_without_eval_shards_stops_before_any_work(folders, tmp_path):
     assert not (tmp_path / "run" / "codec").exists()  # refused before the codec fit
 
 
+@pytest.mark.slow
 def test_student_sampling_reads_the_heldout_shards(folders, tmp_path):
     from trackstream.train.periodic import sampling_clips
     from trackstream.trainer.dist import init_runtime

@@ -80,6 +80,7 @@ def gated_tiny():
 # ---------------------------------------------------------------------------- Wan VAE: exact at any length
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_wan_stream_channels_equal_the_whole_clip_encode_where_the_old_rule_does_not(small_wan):
     image = _image()
@@ -108,6 +109,7 @@ def _causal_codec(name: str, small_wan, gated_tiny):
     return gated_tiny
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["wan2.1-vae", "wan2.2-vae", "taehv-front", "tiny-ae"])
 @torch.no_grad()
 def test_streaming_encode_equals_encode_for_any_chunking(name, small_wan, gated_tiny):

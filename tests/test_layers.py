@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CHECKER = ROOT.parent / "shared" / "tools" / "check_layers.py"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not CHECKER.is_file(), reason=f"{CHECKER} is not beside this checkout")
 def test_imports_only_go_down_the_floors():
     r = subprocess.run([sys.executable, str(CHECKER), str(ROOT)], capture_output=True, text=True, timeout=120)
@@ -34,6 +35,7 @@ def test_one_namespace_and_every_package_on_a_floor():
     assert packages - floors == set(), f"packages without a floor: {sorted(packages - floors)}"
 
 
+@pytest.mark.slow
 def test_the_product_never_reaches_into_lab():
     """``lab/`` (our studies, shipping and packing tools; not installed) may import the product, never the
     reverse: no module of ``trackstream/`` imports it and no conf file names it as code, and every console
@@ -63,6 +65,7 @@ def test_the_product_never_reaches_into_lab():
     assert not (ROOT / "lab" / "__init__.py").exists()  # a folder of tools, not a package to install
 
 
+@pytest.mark.slow
 def test_the_console_front_lists_every_command_and_each_is_a_runnable_module(capsys):
     from trackstream.cli import COMMANDS, main
 

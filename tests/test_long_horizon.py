@@ -71,6 +71,7 @@ def test_every_dmd_and_rl_rollout_trains_at_least_two_rolled_chunks(name, tmp_pa
     assert len(rolled_chunks(st.causal, latents)) >= 2, (name, latents, st.rollout_horizons)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", _experiments("ode_init"))
 def test_every_ode_init_draw_trains_its_own_mask(name, tmp_path):
     cfg = typed(tmp_path, f"experiment={name}")

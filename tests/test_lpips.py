@@ -185,6 +185,7 @@ def test_identity_zero_symmetry_shape(net):
     assert (d > 0).all()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_monotone_in_noise(net):
     model = _with_official_weights(net)

@@ -46,6 +46,7 @@ def test_ground_truth_is_one_frozen_zero_and_a_slow_video_half():
     assert still < 0.05, still
 
 
+@pytest.mark.slow
 def test_every_table_carries_it(tmp_path):
     from trackstream.eval.command_output import results_table
     from trackstream.eval.floors import reference_rows

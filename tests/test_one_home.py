@@ -39,6 +39,7 @@ def test_c3s1w1_is_the_dataclass_default_everywhere():
     assert DMDConfig().causal == ODEInitConfig().causal == RLConfig().causal == StreamConfig().causal == c
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stage", ["ode_init", "dmd", "rl"])
 def test_stage_files_place_the_node_not_a_copy(stage, tmp_path):
     cfg = compose_job(tmp_path, f"stage={stage}")
@@ -128,6 +129,7 @@ def test_trackers_have_one_list_of_names_and_one_spelling_of_their_options(tmp_p
     assert not found, found
 
 
+@pytest.mark.slow
 def test_the_model_families_facts_live_in_conf_family_only():
     """Size, length, fps, shift, student steps and the kind of chunk 0 of the real recipes come from their
     family (conf/family): no real recipe writes them, every real recipe composes one family, and the

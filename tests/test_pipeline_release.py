@@ -8,6 +8,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import yaml
 from hydra_helpers import compose_job, stage_job
 from omegaconf import OmegaConf, open_dict
@@ -23,6 +24,7 @@ def _plain(cfg, key):
     return OmegaConf.to_container(cfg[key], resolve=True)
 
 
+@pytest.mark.slow
 def test_the_shipped_release_composes_the_same_fine_tune(tmp_path):
     release = OmegaConf.to_container(OmegaConf.load(ASSET_DIR / "config.yaml"), resolve=True)
     before = compose_job(tmp_path, FINETUNE)
@@ -50,6 +52,7 @@ def _release(tmp_path: Path, *recipe: str) -> Path:
     return asset
 
 
+@pytest.mark.slow
 def test_a_deeper_objects_world_release_is_fine_tuned_as_itself(tmp_path):
     """A release trained as the objects-world teacher (4 layers, bilinear splatting, 25-frame clips, clean
     context chunks): the fine-tune builds that network on that world, or its weights would not load."""
@@ -66,6 +69,7 @@ def test_a_deeper_objects_world_release_is_fine_tuned_as_itself(tmp_path):
     assert t.stage.mid_frame_mask_prob == 0.2 and t.trainer.max_steps == 40
 
 
+@pytest.mark.slow
 def test_a_fine_tune_may_move_its_network_to_other_data_not_to_another_network(tmp_path):
     """A fine-tune's data settings are its own where the line sets them; its network's are not."""
     asset = _release(tmp_path, "experiment=tiny_teacher_objects")

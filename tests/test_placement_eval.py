@@ -59,6 +59,7 @@ def test_placements_lay_their_points_and_score_on_fixed_ones(clips):
     assert scoring_tracks(shard)[0].shape == (13, 64, 2)
 
 
+@pytest.mark.slow
 def test_the_table_ranks_a_faithful_a_frozen_and_a_mosaic_model(clips):
     """The ground truth copied scores at the tracker's floor in every placement; the frozen frame at 1; another
     clip's motion well above the floor; the ground truth as a token mosaic follows the motion but fails the

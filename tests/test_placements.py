@@ -53,6 +53,7 @@ def test_scene_tracks_equal_the_grid_and_follow_any_point():
     assert np.mean(errs) < 0.5 * np.mean(off), (np.mean(errs), np.mean(off))
 
 
+@pytest.mark.slow
 def test_mixture_draws_every_kind_off_the_lattice_and_replays():
     clip = OBJECTS.generate(1)
     p = Placement()
@@ -106,6 +107,7 @@ def test_batches_with_the_mixture_collate_and_resume_exactly():
     assert none["track_mask"].shape == (2, 0)
 
 
+@pytest.mark.slow
 def test_the_teachers_pool_stream_draws_in_workers_and_gives_the_same_batches_and_resumes():
     """The pool stream's track draws in loader processes (data.num_workers, as the teacher's training_data makes
     them): the batches equal the ones drawn in this process, in order, and a stream resumed at a position (mid

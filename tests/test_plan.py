@@ -30,6 +30,7 @@ def _row(plan, prefix: str) -> float:
     return sum(r["bytes"] for r in plan.rows if r["component"].startswith(prefix))
 
 
+@pytest.mark.slow
 def test_calibration_within_ten_percent_of_the_measured_teacher_steps():
     measured = {m["config"]: m["max_memory_gib"] for m in json.loads((ROOT / "docs/bench/h200/train.json").read_text())}
     rows = {r["config"]: r["computed_gib"] for r in calibration()}
@@ -98,6 +99,7 @@ def test_json_output_and_fit(capsys):
     assert out["total_gib"] == pytest.approx(sum(r["gib"] for r in out["rows"]), abs=0.01)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, words",
     [
@@ -140,6 +142,7 @@ def test_table_plans_every_real_recipe_and_is_the_one_in_the_docs(tmp_path):
     assert out.strip() in (ROOT / "docs" / "distributed.md").read_text()
 
 
+@pytest.mark.slow
 def test_the_preemption_warning_covers_the_step_in_flight_and_the_checkpoint_write(capsys):
     """The lead a recipe needs: its step + its whole checkpoint (fp32 weights, AdamW moments, EMA) written at the
     per-node rate + the margin, in 30 s steps; the 14B teacher on 32 GPUs needs more than the files' 120 s, a
@@ -164,6 +167,7 @@ def _rows_add_up(plan) -> None:
     assert all(r["bytes"] >= 0 for r in plan.rows)
 
 
+@pytest.mark.slow
 def test_a_14b_teacher_over_a_1_3b_student_counts_each_at_its_size():
     """dmd_wan14b_to_1.3b_480p: stage.teacher_flavor makes the frozen real score the 14B; stage.critic=student
     keeps the critic at the generator's size. With stage.critic=null the critic is the teacher's copy (14B)."""
@@ -177,6 +181,7 @@ def test_a_14b_teacher_over_a_1_3b_student_counts_each_at_its_size():
     assert big.total > plan.total
 
 
+@pytest.mark.slow
 def test_sequence_parallel_divides_the_dmd_kv_cache():
     one, two = (
         plan_of(["experiment=dmd_wan1.3b_480p", f"parallel.sequence_parallel={k}"], gpus=8, gpu="h100") for k in (1, 2)

@@ -5,6 +5,8 @@ in its home, so that its owner sees who depends on it."""
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -38,6 +40,7 @@ def private_imports(root: Path) -> list[str]:
     return found
 
 
+@pytest.mark.slow
 def test_no_module_imports_another_modules_private_names():
     assert private_imports(ROOT / "trackstream") == []
 

@@ -96,6 +96,7 @@ def unswitched(parts):
     return get
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONFIGS))
 @pytest.mark.parametrize("sink", ["recache", "keep"])
 def test_switching_to_the_same_prompt_changes_nothing(parts, unswitched, name, sink):

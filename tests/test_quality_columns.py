@@ -117,6 +117,7 @@ def test_a_video_that_turns_to_a_block_mosaic_fails_the_texture_target(world, ar
         assert tex > LATE_TEXTURE_BAND[1] if side == "above" else tex < LATE_TEXTURE_BAND[0]
 
 
+@pytest.mark.slow
 def test_scorebook_rows_carry_the_quality_columns():
     book = ScoreBook(build_tracker("lk_plain"), frozen_row="frozen_frame")
     for seed in (1, 2):
@@ -139,6 +140,7 @@ def test_scorebook_rows_carry_the_quality_columns():
     assert len(f["texture_ratio_per_chunk"]["dark"]) == 3
 
 
+@pytest.mark.slow
 def test_python_m_eval_and_the_report_show_the_columns(tmp_path):
     from lab.targets import targets
     from trackstream.eval.command_output import results_table as _table
@@ -209,6 +211,7 @@ class _OldPlain(PlainLucasKanadeTracker):
         return pos, alive
 
 
+@pytest.mark.slow
 def test_lk_plain_held_epe_is_unchanged():
     old, new = _OldPlain(), build_tracker("lk_plain")
     world = SyntheticWorld(num_frames=T)  # sprites: occlusions and points leaving the frame

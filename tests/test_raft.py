@@ -67,6 +67,7 @@ def _as_batch(img: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(img).permute(2, 0, 1)[None].float()
 
 
+@pytest.mark.slow
 def test_flow_equals_the_reference_implementation(tmp_path):
     ckpt = tmp_path / "raft-things.pth"
     torch.save({f"module.{k}": v for k, v in _model_state().items()}, ckpt)  # the DataParallel key layout
@@ -90,6 +91,7 @@ def test_unprefixed_keys_load_too(tmp_path):
     assert isinstance(RAFT.from_checkpoint(ckpt), RAFT)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["missing", "unexpected", "shape", "garbage"])
 def test_a_wrong_checkpoint_is_one_line_naming_the_file(tmp_path, damage):
     state = {f"module.{k}": v for k, v in _model_state().items()}

@@ -144,6 +144,7 @@ def test_real_recipe_chunk_arithmetic_at_full_size(recipe, tmp_path):
     assert pair_bytes == {"wan2.1-1.3b": 4 * 16 * 21 * 60 * 104 * 2, "wan2.2-5b": 4 * 48 * 31 * 44 * 80 * 2}[recipe]
 
 
+@pytest.mark.slow
 def test_a_chunking_that_does_not_tile_the_clip_is_refused_at_validation(tmp_path):
     with pytest.raises(ValueError, match=r"data.num_frames=81 = 21 latent frames do not split into chunks"):
         _typed(tmp_path, "dmd_wan1.3b_480p", "stage.causal.first_chunk_frames=1")

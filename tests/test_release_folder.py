@@ -46,6 +46,7 @@ def test_parts_are_found_by_their_official_names(release):
     assert rel.clip.name.startswith("models_clip_open-clip") and rel.dit_config.name == "config.json"
 
 
+@pytest.mark.slow
 def test_the_dit_loads_from_the_folder_whole_or_sharded(release, tmp_path):
     torch.manual_seed(0)
     ref = build_wan("tiny-i2v")

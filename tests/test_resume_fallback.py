@@ -51,6 +51,7 @@ def _damage(path: Path, how: str) -> None:
         path.unlink()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "file, how",
     [("meta.pt", "truncated"), ("rank_00000.pt", "missing"), ("generator.pt", "garbage")],

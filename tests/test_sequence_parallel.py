@@ -179,6 +179,7 @@ def test_teacher_stage_through_the_cli_equals_one_process(tmp_path, run_module, 
     torch.testing.assert_close(torch.tensor(got), torch.tensor(want), rtol=1e-5, atol=0)
 
 
+@pytest.mark.slow
 def test_other_stages_refuse_sequence_parallel(tmp_path):
     from hydra_helpers import typed
 

@@ -150,6 +150,7 @@ def test_a_motion_target_must_beat_the_frozen_frame():
     assert all(set(v) == {"value", "threshold", "met", "role", "note"} for v in t.values())
 
 
+@pytest.mark.slow
 def test_write_report_writes_json_markdown_and_plots(tmp_path):
     f = _figures(
         latency={
@@ -285,6 +286,7 @@ def test_video_check_never_contradicts_its_own_figures(tmp_path, no_plots):
     assert "Video check" not in (tmp_path / "report.md").read_text()
 
 
+@pytest.mark.slow
 def test_an_rl_student_is_an_extra_row_and_its_reward_curve_is_plotted(tmp_path):
     rl = dict(
         rl_epe_with_tracks=1.7,

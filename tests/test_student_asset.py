@@ -9,6 +9,7 @@ its manifest's command says which, and each is checked for what it records."""
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from trackstream.models.formats.files import sha256
@@ -48,6 +49,7 @@ def test_the_shipped_student_is_intact_and_says_how_it_was_made():
     assert net["conventions"]["causal"]["sink_chunks"] == 1
 
 
+@pytest.mark.slow
 def test_the_shipped_student_streams_the_world_it_was_trained_on():
     from omegaconf import OmegaConf
 

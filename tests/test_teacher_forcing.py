@@ -79,6 +79,7 @@ def test_each_chunk_sees_the_clean_chunks_before_it_as_the_block_causal_mask_doe
     assert seen == (list(range(1, n)) if causal.first_chunk_frames == 1 else list(range(n)))
 
 
+@pytest.mark.slow
 def test_the_teacher_forcing_loss_trains_and_resumes_exactly():
     net, codec = tiny_network(0), tiny_codec()
     batch = _clip_batch(codec)

@@ -129,6 +129,7 @@ def test_a_student_of_another_size_keeps_its_own_dit(tmp_path):
     assert t.model.overrides == {"text_len": 64} and t.model.track_channels == 32 and t.schedule.shift == 3.0
 
 
+@pytest.mark.slow
 def test_an_export_fills_the_encoders_and_codec_it_was_trained_with_where_the_stage_names_none(tmp_path):
     """An export records the encoder folders its network ran with (network.json) and its run the pretrained codec
     (a TrackWan teacher fine-tuned from its bundle: the bundle's umT5, CLIP, image processor and VAE): a stage
@@ -161,6 +162,7 @@ def test_an_export_fills_the_encoders_and_codec_it_was_trained_with_where_the_st
     assert t.codec.checkpoint == str(mine)
 
 
+@pytest.mark.slow
 def test_rl_reads_its_students_run(tmp_path):
     """RL is given no teacher: its student's run gives the settings (and the codec) it was made with."""
     run = tmp_path / "dmd"

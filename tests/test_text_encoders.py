@@ -97,6 +97,7 @@ def test_umt5_xxl_key_mapping_covers_the_real_model():
     assert target["shared.weight"].shape == (256384, 4096)
 
 
+@pytest.mark.slow
 def test_minilm_packaged_weights_offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.perf_counter()
@@ -121,6 +122,7 @@ def test_minilm_packaged_weights_offline(monkeypatch):
     torch.testing.assert_close(pooled, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_our_minilm_equals_transformers_bert_on_the_same_folder(tmp_path):
     """trackstream.models.minilm is transformers' BertModel + fast tokenizer, bit for bit: the bundled float32
     weights and a bf16 copy, texts padded, truncated at 256 tokens, accented, CJK, empty."""

@@ -141,6 +141,7 @@ def test_taehv_at_4x_keeps_the_official_layout_and_streams_like_a_whole_decode()
         TAEHVConfig(spatial_stages=(True, True))
 
 
+@pytest.mark.slow
 def test_the_memory_plan_holds_both_trained_networks_and_the_frozen_ones():
     from trackstream.bench.plan import plan_of
 

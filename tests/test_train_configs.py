@@ -80,6 +80,7 @@ def test_every_experiment_composes_validates_and_instantiates(name):
     assert built["sigmas"][0] == 1 and built["sigmas"][-1] == 0
 
 
+@pytest.mark.slow
 def test_real_teacher_experiment_has_the_paper_settings():
     typed = _built("teacher_wan1.3b_480p")["config"]
     assert (typed.data.width, typed.data.height, typed.data.num_frames) == (832, 480, 81)
@@ -181,6 +182,7 @@ def test_cli_prints_the_resolved_job_config(run_module):
     assert "task_name: tiny_teacher" in r.stdout and "guidance:" in r.stdout and "mode: joint" in r.stdout
 
 
+@pytest.mark.slow
 def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
     cfg = _compose(tmp_path, "experiment=tiny_teacher", "+stage.no_such_key=1")
     with pytest.raises(Exception, match="no_such_key"):
@@ -271,6 +273,7 @@ def test_a_recorded_config_with_an_earlier_trackstreams_stage_keys_is_refused(tm
         validate(recorded)
 
 
+@pytest.mark.slow
 def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
     from trackstream.models.causal import CausalConfig
 
@@ -389,6 +392,7 @@ def test_an_outside_stage_registers_its_record(tmp_path):
         STAGES.pop("outside", None)
 
 
+@pytest.mark.slow
 def test_a_debug_preset_keeps_the_recipes_name():
     """``debug=*`` shrinks a recipe; its name (task_name: the W&B group and tags, the default run folder) stays the
     recipe's."""

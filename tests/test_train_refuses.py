@@ -177,6 +177,7 @@ def test_a_parallel_strategy_without_a_launcher_is_a_world_of_one(monkeypatch):
     assert (env["RANK"], env["WORLD_SIZE"]) == ("3", "8")
 
 
+@pytest.mark.slow
 def test_training_and_pairs_take_a_device(tmp_path, capsys):
     """``trainer.device`` (auto | cpu | cuda) is the device of `trackstream train` and `trackstream pairs`."""
     from trackstream.trainer.loop import TrainerConfig
@@ -192,6 +193,7 @@ def test_training_and_pairs_take_a_device(tmp_path, capsys):
         assert "trainer.device='cuda' but no CUDA device" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_stage_refusing_its_inputs_leaves_no_run_directory(tmp_path, capsys):
     """A bad file found while the stage is built (here a teacher export whose network.json lacks its keys):
     one line, exit 2, and the run directory this run made removed again."""

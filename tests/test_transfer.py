@@ -42,6 +42,7 @@ class _Recording:
         return tracks, vis
 
 
+@pytest.mark.slow
 def test_a_lost_points_estimate_is_held_where_generate_accepts_tracks():
     # on this clip the CPU tracker's estimate of a lost point wanders more than a frame size off (x = -70);
     # the transfer holds it within TRACK_MARGIN frame sizes, still outside the frame

@@ -9,6 +9,7 @@ from trackstream.models.wan import WanModel
 from trackstream.models.wan_embeddings import sinusoidal_embedding
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(OFFICIAL_COUNTS))
 def test_real_flavors_on_meta_have_official_counts(name):
     params, tensors = OFFICIAL_COUNTS[name]

@@ -88,6 +88,7 @@ def test_fastvideo_embedding_order_and_range():
 # --------------------------------------------------------------------------- bundles
 
 
+@pytest.mark.slow
 def test_student_bundle_layout(tmp_path):
     root = write_wantrack_bundle(tmp_path / "Track-v0", role="student")
     sd = load_file(str(root / "transformer" / "model.safetensors"))
@@ -101,6 +102,7 @@ def test_student_bundle_layout(tmp_path):
     assert "CausalTrackWan" in json.loads((root / "model_index.json").read_text())["transformer"][1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "role,file_name,bias",
     [
@@ -272,6 +274,7 @@ def test_bundle_describes_itself(tmp_path):
         read_network_json(student)
 
 
+@pytest.mark.slow
 def test_bundle_runs_where_an_export_does(tmp_path):
     """load_network, read_init and Network.for_inference take the bundle folder itself; the codec defaults to its
     vae/."""
