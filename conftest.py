@@ -18,7 +18,7 @@ with torch, Hydra and diffusers already imported (``TRACKSTREAM_TEST_FORK=0``: c
 ``TRACKSTREAM_TEST_FORK_LOG=FILE``: a JSON line per command with its CPU and wall seconds). Its environment is the
 suite's (``base_env``): what a library sets in this process when a test imports it in-process is left out.
 
-Markers (pytest.ini): ``slow`` (a command run, or over about 5 s: not in ``make test-fast``), ``multiproc``
+Markers (pytest.ini): ``slow`` (a command run, or over about 1 s: not in ``make test-fast``), ``multiproc``
 (launches processes).
 """
 
