@@ -41,7 +41,8 @@ from trackstream.data.camera_tracks import camera_path, camera_tracks
 from trackstream.data.clips import DataConfig, make_world
 from trackstream.data.trackers import build_tracker
 from trackstream.eval.generate import GenerateConfig, generate_videos
-from trackstream.eval.metrics import EPE_TRACKER, track_motion
+from trackstream.eval.harness import Extractors, RowScorer, score_rows
+from trackstream.eval.metrics import EPE_TRACKER
 from trackstream.eval.sample import Sample
 from trackstream.models.tracks import latent_frames
 from trackstream.stream.transfer import source_tracks
@@ -159,10 +160,8 @@ def main(argv: list[str] | None = None) -> int:
         with_t = generate_videos(student, samples, mode="with_tracks", cfg=gen)
         without = generate_videos(student, samples, mode="without_tracks", cfg=gen)
         rows = {"student": with_t, "no tracks": without, "ideal render": ideal}
-        per = {
-            name: [float(track_motion(videos[s.id], s.tracks, s.visibility, tracker).epe) for s in samples]
-            for name, videos in rows.items()
-        }
+        scored = score_rows(rows, samples, metrics=["epe"], tracker=tracker, extractors=Extractors(), progress=False)
+        per = {name: scored[name]["per_sample"]["epe"] for name in rows}
         report["camera"][kind] = {name: {"clips": v, "mean": float(np.nanmean(v))} for name, v in per.items()}
         print(kind, {name: round(r["mean"], 2) for name, r in report["camera"][kind].items()}, flush=True)
         if kind == "orbit":
@@ -186,14 +185,17 @@ def main(argv: list[str] | None = None) -> int:
         "no tracks": generate_videos(student, same, mode="without_tracks", cfg=gen),
         "source clip": {s.id: s.frames for s in same},
     }
-    report["transfer"] = {}
-    for name, vids in videos.items():
-        epes = []
-        for i, clip in enumerate(clips):
-            key = (other if name == "onto another frame" else same)[i].id
-            # the clip's own ground-truth tracks (the world's): what the transferred motion should be
-            epes.append(float(track_motion(vids[key], clip["tracks"], clip["visibility"], tracker).epe))
-        report["transfer"][name] = {"clips": epes, "mean": float(np.nanmean(epes))}
+    # each video against its clip's own ground-truth tracks (the world's): what the transferred motion should be
+    scorer = RowScorer(tracker, metrics=("epe",))
+    for i, clip in enumerate(truth):
+        scorer.add(
+            clip, {name: vids[(other if name == "onto another frame" else same)[i].id] for name, vids in videos.items()}
+        )
+    scored = scorer.results()
+    report["transfer"] = {
+        name: {"clips": r["per_sample"]["epe"], "mean": float(np.nanmean(r["per_sample"]["epe"]))}
+        for name, r in scored.items()
+    }
     print("transfer", {name: round(r["mean"], 2) for name, r in report["transfer"].items()}, flush=True)
 
     # -- prompt switch: a held-out clip's caption switched to another's at chunk 2 ----------------------------

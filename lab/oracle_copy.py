@@ -35,7 +35,9 @@ from omegaconf import OmegaConf
 from trackstream.data.clips import DataConfig, heldout_clips
 from trackstream.data.trackers import build_tracker
 from trackstream.data.video_io import to_uint8, video_tensor
-from trackstream.eval.metrics import EPE_TRACKER, EPE_TRACKERS, frozen_epe, motion_epe
+from trackstream.eval.harness import Extractors, score_rows
+from trackstream.eval.metrics import EPE_TRACKER, EPE_TRACKERS
+from trackstream.eval.sample import Sample
 from trackstream.models.codecs import build_codec
 
 
@@ -78,21 +80,25 @@ def oracle_copy_epe(
     video = video_tensor(np.stack([c["frames"] for c in clips]))  # [B, 3, T, H, W] in [-1, 1]
     lat = codec.encode(video).float()  # [B, C, F, h, w]
     sf = codec.spatial_factor
-    trk = build_tracker(tracker)
-    inputs = []
-    for c in clips:
+    samples = []
+    for b, c in enumerate(clips):
         tr, vi, counts = input_tracks([c], num_tracks)
-        inputs.append((tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()))
-    figures: dict = {"num_samples": len(clips), "codec_factor": sf, "token_px": token_px}
-    for q in sorted({token_px, sf}, reverse=True):
+        samples.append(Sample(str(b), c["frames"], tr[0, :, : counts[0]].numpy(), vi[0, :, : counts[0]].numpy()))
+    quanta = sorted({token_px, sf}, reverse=True)
+    rows: dict[str, dict[str, np.ndarray]] = {}
+    for q in quanta:
         vid = codec.decode(
             shifted_latents(
                 lat, [c["tracks"] for c in clips], [c["visibility"] for c in clips], quantum_px=q, spatial_factor=sf
             )
         )
-        errs = [motion_epe(to_uint8(vid[b]), gt, gv, trk)[0] for b, (gt, gv) in enumerate(inputs)]
-        figures[f"epe_copy@{q}px"] = float(np.mean(errs))
-    figures["epe_frozen"] = float(np.mean([frozen_epe(gt, gv)[0] for gt, gv in inputs]))
+        rows[f"copy@{q}px"] = {s.id: to_uint8(vid[b]) for b, s in enumerate(samples)}
+    rows["frozen"] = {s.id: np.broadcast_to(s.frames[:1], s.frames.shape) for s in samples}
+    scored = score_rows(
+        rows, samples, metrics=["epe"], tracker=build_tracker(tracker), extractors=Extractors(), progress=False
+    )
+    figures: dict = {"num_samples": len(clips), "codec_factor": sf, "token_px": token_px}
+    figures.update({f"epe_{row}": r["epe"] for row, r in scored.items()})
     return figures
 
 
