@@ -7,7 +7,8 @@ steps on ``experiment=tiny_teacher_placements``, everything equal (the same step
 but the shares of ``data.placement``'s kinds (``trackstream.data.placements.Placement``). The default arms:
 ``defaults`` (the mixture's own shares: the control, as much more training on the same inputs) and ``sparse``
 (clusters and no tracks twice as often: the kinds behind the shipped teacher's unmet sparse and none targets);
-``--arm NAME=KIND:SHARE,...`` replaces them (kinds not named keep their defaults). Each arm's export is scored by
+``--arm NAME=KIND:SHARE,...`` replaces them (kinds not named keep their defaults; ``hold_none:true`` trains the
+samples drawn without tracks on their first frame held). Each arm's export is scored by
 ``lab.placement_table`` (teacher only, every placement, ``--clips`` held-out clips); ``mixture_study.json`` holds
 the tables, each arm's shares and each placement's EPE / frozen over its lattice's (``lab.splat_study.summary``),
 ``mixture_study.md`` the comparison. A re-run resumes each arm where it stopped.
@@ -30,29 +31,38 @@ ARMS = {
 __all__ = ["ARMS", "parse_arm", "run_arm", "main"]
 
 
-def parse_arm(text: str) -> tuple[str, dict[str, float]]:
-    """``NAME=KIND:SHARE,...`` -> (name, {kind: share}); kinds from ``data.placements.KINDS``."""
+def parse_arm(text: str) -> tuple[str, dict]:
+    """``NAME=KIND:SHARE,...`` -> (name, {kind: share}); kinds from ``data.placements.KINDS``, and
+    ``hold_none:true`` (``Placement.hold_none``: a sample without tracks trains on its first frame held)."""
     from trackstream.data.placements import KINDS
 
     name, _, spec = text.partition("=")
-    shares = {}
+    shares: dict = {}
     for item in filter(None, spec.split(",")):
         kind, _, share = item.partition(":")
+        if kind == "hold_none" and share.lower() in ("true", "false"):
+            shares[kind] = share.lower() == "true"
+            continue
         if kind not in KINDS or not share:
-            raise ValueError(f"--arm {text!r}: write NAME=KIND:SHARE,... with KIND one of {list(KINDS)}")
+            raise ValueError(
+                f"--arm {text!r}: write NAME=KIND:SHARE,... with KIND one of {list(KINDS)} (or hold_none:true)"
+            )
         shares[kind] = float(share)
     if not name:
         raise ValueError(f"--arm {text!r}: the arm needs a name before '='")
     return name, shares
 
 
-def run_arm(out: Path, name: str, shares: dict[str, float], *, init: Path, steps: int, threads: int) -> Path:
+def run_arm(out: Path, name: str, shares: dict, *, init: Path, steps: int, threads: int) -> Path:
     """Fine-tune one arm from ``init`` to ``steps`` (resuming); returns its run directory."""
     from lab.ship_teacher import start
 
     run_dir = out / name
     # ++: the recipe's data.placement is {} (every field its default), so each share is added to it
-    overrides = [f"model.init_from={init / 'teacher'}", *(f"++data.placement.{k}={v}" for k, v in shares.items())]
+    overrides = [
+        f"model.init_from={init / 'teacher'}",
+        *(f"++data.placement.{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in shares.items()),
+    ]
     code = start(run_dir, overrides, until=steps, threads=threads, experiment=EXPERIMENT)
     if code:
         raise SystemExit(f"the {name} arm's training failed (exit {code}); see {run_dir}")
@@ -84,7 +94,7 @@ def main(argv=None) -> int:
     for name, shares in arms.items():
         run_dir = run_arm(args.out, name, shares, init=init, steps=args.steps, threads=args.threads)
         mix = Placement(**shares)
-        mixes[name] = dict(zip(KINDS, (round(float(s), 4) for s in mix.shares())))
+        mixes[name] = {**dict(zip(KINDS, (round(float(s), 4) for s in mix.shares()))), "hold_none": mix.hold_none}
         tables[name] = score_arm(
             run_dir, args.out / f"table-{name}", clips=args.clips, teacher_steps=args.teacher_steps
         )

@@ -90,6 +90,7 @@ def test_the_mixture_study_line_trains_each_arm_on_its_shares(tmp_path):
 
 def test_mixture_arms_parse_and_refuse_unknown_kinds():
     assert parse_arm("few=cluster:0.5,none:0.3") == ("few", {"cluster": 0.5, "none": 0.3})
+    assert parse_arm("hold=hold_none:true") == ("hold", {"hold_none": True})
     with pytest.raises(ValueError, match="KIND one of"):
         parse_arm("bad=dots:0.5")
 

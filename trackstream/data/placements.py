@@ -66,6 +66,10 @@ class Placement:
     cluster_points: tuple[int, int] = (2, 12)
     cluster_radius: tuple[float, float] = (0.02, 0.08)
     on_object: float = 0.75  # a cluster's odds of being centred on a sprite (when the clip has one)
+    # a `none` sample's clip is its first frame held: with no track, the network learns to hold the picture (a
+    # stream nobody touched) instead of guessing a motion the captions do not name; the teacher's dropout of
+    # tracks for joint guidance (stage.p_drop_tracks) keeps the clip's own motion
+    hold_none: bool = False
 
     def __post_init__(self) -> None:
         shares = [getattr(self, k) for k in KINDS]
@@ -76,6 +80,8 @@ class Placement:
             setattr(self, name, (type(lo)(lo), type(lo)(hi)))
             if not 0 < lo <= hi:
                 raise ValueError(f"data.placement.{name}={[lo, hi]} must be [lo, hi] with 0 < lo <= hi")
+        if not isinstance(self.hold_none, bool):
+            raise ValueError(f"data.placement.hold_none={self.hold_none!r} must be true or false")
         if not 0 <= self.jitter <= 0.5 or not 0 <= self.on_object <= 1:
             raise ValueError(
                 f"data.placement.jitter={self.jitter} must be in [0, 0.5] and on_object={self.on_object} in [0, 1]"

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from trackstream.data.clips import ClipPool, DataConfig, build_raw_stream
+from trackstream.data.placements import placement_from
 from trackstream.data.pool_stream import PoolStream, collate_pool, draw_tracks
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig
@@ -49,6 +50,16 @@ class EncodedPool:
         return self._entries[i]
 
     @torch.no_grad()
+    def held(self, i: int) -> dict:
+        """Entry ``i`` with the latents of its clip's first frame held for the whole clip (encoded on first use)."""
+        key = ("held", i)
+        if key not in self._entries:
+            video = self.pool.videos([i])  # [1, 3, T, H, W]
+            still = video[:, :, :1].expand_as(video).contiguous()
+            self._entries[key] = {**self[i], "latents": self.conditioner.latents(still).cpu()[0]}
+        return self._entries[key]
+
+    @torch.no_grad()
     def _encode(self, i: int) -> dict:
         c, clip = self.conditioner, self.pool.clips[i]
         video = self.pool.videos([i])  # [1, 3, T, H, W]
@@ -76,8 +87,15 @@ def training_data(data: DataConfig, runtime: Runtime, pool: ClipPool | None, con
     """Batches of the encoded clip pool (``data.pool_size``), or rendered clips streamed as they come. Each
     sample's input tracks are drawn from its raw clip, in ``data.num_workers`` loader processes when set (the
     CPU's share of a step, made while the previous step trains); the batch is assembled here, where the
-    encoders are."""
+    encoders are. With ``data.placement.hold_none`` a sample drawn without tracks trains on its first frame held."""
+    placement = placement_from(data.placement)
+    hold = placement is not None and placement.hold_none
     if pool is None:
+        if hold:
+            raise ValueError(
+                "data.placement.hold_none holds a clip's first frame in its encoded latents: set data.pool_size "
+                "(the encoded pool) or leave hold_none false"
+            )
         return build_raw_stream(data, rank=runtime.data_rank, world_size=runtime.data_world_size)
     entries = EncodedPool(pool, conditioner)
 
@@ -88,7 +106,9 @@ def training_data(data: DataConfig, runtime: Runtime, pool: ClipPool | None, con
         ]
 
     def make(idx, gids, drawn):
-        return collate_pool([entries[i] for i in idx], drawn)
+        # placement.hold_none: a sample drawn without tracks learns the held first frame
+        rows = [entries.held(i) if hold and d.get("placement") == "none" else entries[i] for i, d in zip(idx, drawn)]
+        return collate_pool(rows, drawn)
 
     return PoolStream(
         len(entries),
