@@ -8,7 +8,8 @@
 #          | fp8cmp:SETUP           lab/fp8_compare.py: fp8 against bf16 on the same inputs
 #          | gen:SETUP[:fp8]        lab/gpu_generate.py --compile: trackstream generate's compiled step (generate only)
 #   @SECONDS: that step's limit (default STEP_LIMIT). REHEARSE="--layers 1 --height 64 --width 128 --device cpu"
-#   appends those flags to rt and fp8cmp steps (a CPU rehearsal of the same steps).
+#   appends those flags to rt and fp8cmp steps (a CPU rehearsal of the same steps). LIMIT_SCALE=K (an integer, default 1)
+#   multiplies every limit: the limits are the device's, and a rehearsal on a shared CPU compiles slower.
 #   e.g. bash lab/gpu_bench.sh $OUT rt:wan1.3b-480p-taehv:eager rt:wan1.3b-480p-taehv:compiled distill:ode_init_wan1.3b_480p
 #
 # Each step runs under its own time limit (STEP_LIMIT seconds, default 280: a cold compilation of the 1.3B step
@@ -32,6 +33,7 @@ read -r -a rehearse <<<"${REHEARSE:-}"
 for s in "$@"; do
   limit=${STEP_LIMIT:-280}
   [[ $s == *@* ]] && limit=${s##*@} && s=${s%@*}
+  limit=$((limit * ${LIMIT_SCALE:-1}))
   IFS=: read -r kind name mode extra <<<"$s"
   case $kind in
     rt)

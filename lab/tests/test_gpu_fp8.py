@@ -1,6 +1,8 @@
 """docs/performance.md's lent-machine fp8 call (``bash lab/gpu_fp8.sh $OUT``) rehearsed on CPU as that page writes
-its rehearsal (REHEARSE: one block at 64 x 128): every row of the script runs its real command within its own
-limit and writes its JSON, the realtime rows print their progress, and the log names each row."""
+its rehearsal (REHEARSE: one block at 64 x 128): every row of the script runs its real command and writes its JSON,
+the realtime rows print their progress, and the log names each row. The limits are the device's; here they are
+tripled (LIMIT_SCALE), since a CPU shared with other jobs compiles the rows slower (a CI run beside other load cut
+the fp8 row at 300 s)."""
 
 import json
 import os
@@ -20,10 +22,11 @@ def test_the_fp8_call_runs_every_row_on_cpu(tmp_path):
         REHEARSE="--layers 1 --height 64 --width 128 --device cpu",
         PYTHON=sys.executable,
         OMP_NUM_THREADS="1",
+        LIMIT_SCALE="3",
     )
     out = tmp_path / "out"
     proc = subprocess.run(
-        ["bash", "lab/gpu_fp8.sh", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
+        ["bash", "lab/gpu_fp8.sh", str(out)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=2700
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = {  # on CPU the plain row runs in float32 (the device's default precision), on a GPU in bf16
