@@ -7,8 +7,10 @@
 #          | distill:CONFIG         one DMD / ODE-init recipe's updates
 #          | fp8cmp:SETUP           lab/fp8_compare.py: fp8 against bf16 on the same inputs
 #          | gen:SETUP[:fp8]        lab/gpu_generate.py --compile: trackstream generate's compiled step (generate only)
-#   @SECONDS: that step's limit (default STEP_LIMIT). REHEARSE="--layers 1 --height 64 --width 128 --device cpu"
-#   appends those flags to rt and fp8cmp steps (a CPU rehearsal of the same steps). LIMIT_SCALE=K (an integer, default 1)
+#   @SECONDS: that step's limit (default STEP_LIMIT). REHEARSE="--layers 1 --height 16 --width 32 --device cpu"
+#   appends those flags to rt and fp8cmp steps (a CPU rehearsal of the same steps; gen steps take their own
+#   rehearsal sizes, 16 x 32 pixels too: an fp8 run decodes in bf16, and bf16 convolutions on a CPU without bf16
+#   instructions (AVX2 only) run ~70x slower than float32, so TAEHV at 64 x 128 took ~20 s a chunk there). LIMIT_SCALE=K (an integer, default 1)
 #   multiplies every limit: the limits are the device's, and a rehearsal on a shared CPU compiles slower.
 #   e.g. bash lab/gpu_bench.sh $OUT rt:wan1.3b-480p-taehv:eager rt:wan1.3b-480p-taehv:compiled distill:ode_init_wan1.3b_480p
 #
@@ -53,7 +55,8 @@ for s in "$@"; do
       cmd=("$py" -m lab.gpu_generate --setup "$name" --compile --skip-pipeline --out "/tmp/$tag")
       [ "${mode:-}" = fp8 ] && cmd+=(--dtype fp8)
       [ -n "${REHEARSE:-}" ] && cmd+=(--device cpu --dim 64 --num-layers 1 --num-heads 2 --ffn-dim 128 \
-        --height 64 --width 112 --chunks 7 --tracks 20)
+        --height 16 --width 32 --chunks 7 --tracks 20)
+      rm -rf "/tmp/$tag"  # its timing JSON is copied below: never an earlier run's
       ;;
     distill)
       tag="distill_$name"

@@ -12,7 +12,7 @@
 # not repeated; the Track-v0 and 5B rows wait for a later call.
 #
 #   bash lab/gpu_fp8.sh OUT_DIR
-#   REHEARSE="--layers 1 --height 64 --width 128 --device cpu" PYTHON=.venv/bin/python bash lab/gpu_fp8.sh /tmp/r
+#   REHEARSE="--layers 1 --height 16 --width 32 --device cpu" PYTHON=.venv/bin/python bash lab/gpu_fp8.sh /tmp/r
 set -u
 here=$(dirname "$0")
 exec bash "$here/gpu_bench.sh" "${1:?output folder}" \
