@@ -10,6 +10,7 @@ from trackstream.diffusion.samplers import (
     GuidanceConfig,
     SamplerConfig,
     guided_velocity,
+    mix_text,
     nfe_per_step,
     sample,
 )
@@ -25,7 +26,7 @@ from trackstream.diffusion.schedule import (
 )
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.motion_wan import Conventions, ModelConfig, build_motion_wan, load_network
-from trackstream.train.teacher.objective import FlowMatchingObjective, TeacherConfig, mix_text
+from trackstream.train.teacher.objective import FlowMatchingObjective, TeacherConfig
 from trackstream.trainer.weights import export_network, initialise
 
 # ----------------------------------------------------------------------------- schedule

@@ -29,6 +29,7 @@ __all__ = [
     "Condition",
     "guided_velocity",
     "guidance_terms",
+    "mix_text",
     "combine_guided",
     "sample",
     "nfe_per_step",
@@ -102,6 +103,17 @@ def nfe_per_step(mode: str) -> int:
 
 def _pad_tokens(t: torch.Tensor, length: int) -> torch.Tensor:
     return torch.nn.functional.pad(t, (0, 0, 0, length - t.shape[1])) if t.shape[1] < length else t
+
+
+def mix_text(
+    text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null_lengths: torch.Tensor, drop: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the text of samples where ``drop`` [B] is True by the null text [1, L0, E]: the text dropout
+    that trains the null-text terms guidance combines."""
+    L = max(text.shape[1], null.shape[1])
+    text, null = _pad_tokens(text, L), _pad_tokens(null, L).expand(text.shape[0], -1, -1)
+    keep = ~drop.to(text.device)
+    return torch.where(keep[:, None, None], text, null), torch.where(keep, lengths, null_lengths.expand_as(lengths))
 
 
 def guidance_terms(mode: str, has_motion: bool) -> tuple[list[tuple[bool, bool]], list[tuple[bool, bool]]]:

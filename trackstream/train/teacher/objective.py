@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from trackstream.diffusion.samplers import mix_text
 from trackstream.diffusion.schedule import (
     WEIGHTINGS,
     add_noise,
@@ -41,7 +42,7 @@ from trackstream.trainer.correspondence import (
 )
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 
-__all__ = ["TeacherConfig", "FlowMatchingObjective", "decoded_frame_loss", "mix_text"]
+__all__ = ["TeacherConfig", "FlowMatchingObjective", "decoded_frame_loss"]
 
 
 @dataclass
@@ -105,17 +106,6 @@ class TeacherConfig:
             raise ValueError(
                 f"stage.correspondence_source={self.correspondence_source!r}; choose one of {CORRESPONDENCE_SOURCES}"
             )
-
-
-def mix_text(
-    text: torch.Tensor, lengths: torch.Tensor, null: torch.Tensor, null_lengths: torch.Tensor, drop: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Replace the text of samples where ``drop`` [B] is True by the null text [1, L0, E]."""
-    L = max(text.shape[1], null.shape[1])
-    pad = lambda t: nn.functional.pad(t, (0, 0, 0, L - t.shape[1]))  # noqa: E731
-    text, null = pad(text), pad(null).expand(text.shape[0], -1, -1)
-    keep = ~drop.to(text.device)
-    return torch.where(keep[:, None, None], text, null), torch.where(keep, lengths, null_lengths.expand_as(lengths))
 
 
 def clean_prefix(sigma: torch.Tensor, *, p: float, chunk: int, generator: torch.Generator) -> torch.Tensor:

@@ -29,6 +29,7 @@ from typing import ClassVar, Optional
 
 import torch
 
+from trackstream.diffusion.samplers import mix_text
 from trackstream.diffusion.schedule import (
     WEIGHTINGS,
     add_noise,
@@ -42,7 +43,6 @@ from trackstream.models.causal import CausalConfig, stream_step
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import start_cache
 from trackstream.train.clean_context import clean_context_chunks, clip_condition, encoded_clips
-from trackstream.train.teacher.objective import mix_text
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
 
