@@ -35,6 +35,12 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# pytest rewrites every test module's asserts at import and caches the result beside it, unless bytecode writing is
+# off (PYTHONDONTWRITEBYTECODE, as on some CI machines): then every worker of every run rewrites all of them again
+# (about 8 s a worker on 2 cores, most of make test-fast's collection). The suite writes its caches whatever the
+# environment says: the next run (make test-docs after make test, the edit loop) reads them.
+sys.dont_write_bytecode = False
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 # pytest-xdist (make test runs 3 workers, make test-fast 2): the cores are shared between the workers
