@@ -84,7 +84,7 @@ def server():
         except OSError:
             assert time.time() < deadline, "the demo server did not come up"
             time.sleep(0.2)
-    yield {"url": url, "port": port, "guard": guard, "limits": limits, "logs": logs}
+    yield {"url": url, "port": port, "guard": guard, "limits": limits, "logs": logs, "model": model}
     srv.should_exit = True
     thread.join(timeout=20)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
@@ -330,6 +330,26 @@ def test_a_client_that_streams_and_never_reads_is_dropped(server):
     MEASURED["unread_stream_dropped_after_s"] = round(time.time() - t0, 1)
     _wait_sessions(url, 0)
     s.close()
+
+
+@pytest.mark.slow
+def test_a_start_waiting_for_the_network_is_not_idleness(server):
+    """The network busy (another session's pass, a slow machine) for twice the idle limit after a start: the
+    session waits for its stream instead of being closed as a page nobody uses."""
+    from websockets.sync.client import connect
+
+    url, lim = server["url"], server["limits"]
+    with connect(url.replace("http", "ws") + "/ws") as ws:
+        assert json.loads(ws.recv(timeout=5))["type"] == "hello"
+        with server["model"].lock:  # every pass waits: the start stays being served
+            ws.send(json.dumps({"type": "start", "scene": 0}))
+            time.sleep(2 * lim.idle_seconds)
+        kinds = []
+        while "started" not in kinds:
+            m = ws.recv(timeout=30)
+            kinds.append(json.loads(m)["type"] if isinstance(m, str) else "frame")
+        assert "closing" not in kinds, kinds
+    _wait_sessions(url, 0)
 
 
 @pytest.mark.slow

@@ -10,7 +10,7 @@
 * sender: frames in a bounded queue (a slow reader loses the oldest, counted in ``dropped``) and
   JSON replies in another (``Limits.max_replies``: a client that lets them pile up is dropped);
   a send blocked ``Limits.send_seconds`` drops the connection too (``stream.demo.guard``);
-* watchdog: no message and no stream playing for ``Limits.idle_seconds``, or no message at all for
+* watchdog: no message, no stream playing and no request waiting for ``Limits.idle_seconds``, or no message at all for
   ``Limits.quiet_seconds``: the page is told why (``closing``) and the session closes, freeing its slot.
 
 Each session writes a line when it opens, starts a stream, drags and closes (with its counts).
@@ -85,6 +85,7 @@ class Connection:
         self.wake_sender = asyncio.Event()
         self.wake_generator = asyncio.Event()
         self.pending: deque = deque()  # Start / Drag / restart, run by the generator between chunks
+        self.serving = False  # the generator is running one of them
         self.paused = False
         self.closed = False
         self.close_reason = "the page left"
@@ -221,7 +222,9 @@ class Connection:
             await asyncio.sleep(min(1.0, lim.idle_seconds / 4, lim.quiet_seconds / 4))
             quiet = time.monotonic() - self.last_message
             playing = self.session.started and not self.paused
-            if quiet > lim.quiet_seconds or (quiet > lim.idle_seconds and not playing):
+            # a start or drag the page waits for (queued behind other sessions, or being built) is not idleness
+            asked = self.serving or bool(self.pending)
+            if quiet > lim.quiet_seconds or (quiet > lim.idle_seconds and not (playing or asked)):
                 what = lim.quiet_seconds if quiet > lim.quiet_seconds else lim.idle_seconds
                 reason = f"{_duration(what)} without input" + ("" if playing else " and nothing playing")
                 self.send({"type": "closing", "message": f"closed after {reason}: reload to start again"})
@@ -251,7 +254,11 @@ class Connection:
         fps, chunk_s = self.model.fps, self.model.chunk_frames / self.model.fps
         while not self.closed:
             if self.pending:
-                await self._handle(self.pending.popleft())
+                self.serving = True
+                try:
+                    await self._handle(self.pending.popleft())
+                finally:
+                    self.serving = False
                 continue
             if self.paused or not self.session.started:
                 self.wake_generator.clear()
