@@ -99,6 +99,9 @@ def _child(req: dict, fds: list[int], base_path: list[str], shim: str) -> None:
         sys.stdin = sys.__stdin__ = open(0, closefd=False)  # noqa: SIM115
         sys.stdout = sys.__stdout__ = open(1, "w", buffering=1 if unbuffered else -1, closefd=False)  # noqa: SIM115
         sys.stderr = sys.__stderr__ = open(2, "w", buffering=1, closefd=False, errors="backslashreplace")  # noqa: SIM115
+        import faulthandler
+
+        faulthandler.enable(all_threads=True)  # a command that crashes (a signal, not an exception) says where
         mode, target, args = _python_args(req["argv"])
         extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         first = os.path.dirname(os.path.abspath(target)) if mode == "script" else os.getcwd()
