@@ -11,11 +11,13 @@ decoder and discriminator updates.
         --override data.height=64 --override data.width=128 --batch 1    # a cut-down CPU rehearsal
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
-optimizers, EMA, activation checkpointing and precision are the recipe's. The networks are prepared as the
-stages prepare them (``prepare_network`` / ``prepare_frozen``, one process: ``parallel.strategy=single``), with
-random weights (the zero-init head randomised) instead of the exported teacher / student, and the objective is
-the stage's own (``dmd_objective``, ``ode_init_objective``, ... in ``train/<stage>/build.py``, which the builders
-call), fed random inputs of the pair folder's shapes instead of the pairs. What is
+optimizers, EMA, activation checkpointing and precision are the recipe's. The trained networks are the stage's
+own (``dmd_networks``, ``ode_init_network``, ``causal_student_network``, ``tiny_decoder_networks``: each network
+with its optimizer, EMA, steps, adapters and gradient sync, as the builders make them; one process:
+``parallel.strategy=single``) on random weights (the zero-init head randomised) instead of the exported teacher /
+student, the frozen teacher prepared as ``load_frozen`` prepares it, and the objective is the stage's own
+(``dmd_objective``, ``ode_init_objective``, ... in ``train/<stage>/build.py``, which the builders call), fed random
+inputs of the pair folder's shapes instead of the pairs. What is
 timed is the loop's inner work for one network (trackstream/trainer/loop.py): ``objective.loss`` under the runtime's
 autocast, backward, and ``TrainedNetwork.step`` (clip, AdamW, schedule, EMA), for one micro-batch of
 ``data.batch_size``; a real loop step accumulates ``trainer.grad_accum`` of them before the optimizer.
@@ -59,11 +61,11 @@ from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.dmd.build import STAGE as DMD
-from trackstream.train.dmd.build import dmd_objective
+from trackstream.train.dmd.build import dmd_networks, dmd_objective
 from trackstream.train.ode_init.build import STAGE as ODE_INIT
-from trackstream.train.ode_init.build import ode_init_objective
+from trackstream.train.ode_init.build import ode_init_network, ode_init_objective
 from trackstream.trainer.dist import Runtime, init_runtime, training_allocator
-from trackstream.trainer.parallel import prepare_frozen, prepare_network
+from trackstream.trainer.parallel import prepare_frozen
 
 __all__ = ["REAL_CONFIGS", "TINY_CONFIGS", "STAGE_CONFIGS", "compose", "bench_dmd", "bench_ode_init", "main"]
 
@@ -94,26 +96,8 @@ def bench_dmd(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: int =
     teacher, init = random_network(typed, clean_first_frame=first_chunk_given(st.causal))
     teacher = prepare_frozen(runtime, teacher, cfg=par, shard=True, init_fn=init)
     ratio = st.update_ratio
-    generator = prepare_network(
-        runtime,
-        par,
-        name="generator",
-        module=random_network(typed)[0],
-        optim=st.generator_optim,
-        ema=st.generator_ema,
-        total_steps=max(1, typed.trainer.max_steps // ratio),
-        grad_sync="manual",
-        init_fn=init,
-    )
-    critic = prepare_network(
-        runtime,
-        par,
-        name="critic",
-        module=random_network(typed)[0],
-        optim=st.critic_optim,
-        ema=None,
-        total_steps=typed.trainer.max_steps,
-        init_fn=init,
+    generator, critic = dmd_networks(
+        typed, runtime, random_network(typed)[0], random_network(typed)[0], parallel=par, init_fn=init
     )
     shape = pair_shapes(typed, generator.module)
     conditioner = None
@@ -144,16 +128,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
     K = typed.schedule.student_steps
     torch.manual_seed(seed)
     net, init = random_network(typed)
-    trained = prepare_network(
-        runtime,
-        par,
-        name="generator",
-        module=net,
-        optim=typed.optim,
-        ema=typed.ema,
-        total_steps=typed.trainer.max_steps,
-        init_fn=init,
-    )
+    trained = ode_init_network(typed, runtime, net, parallel=par, init_fn=init)
     shape = pair_shapes(typed, trained.module)
     objective = ode_init_objective(typed, runtime, trained.module)
     gen = torch.Generator().manual_seed(seed)

@@ -4,8 +4,8 @@ network, one micro-batch of ``data.batch_size``: ``objective.loss`` under autoca
 ``TrainedNetwork.step``).
 
 teacher_forcing / consistency: the student (and consistency's frozen autoregressive teacher) is the recipe's model
-with random weights, prepared as ``train.causal_student`` prepares it (``grad_sync="manual"``, the recipe's optimizer
-and EMA), and the objective is built with the builder's arguments. The batch is what their data yields once encoded
+with random weights, on the engine by ``train.causal_student.causal_student_network`` (the builders' own), and the
+objective is built with the builder's arguments. The batch is what their data yields once encoded
 (``Conditioner.encode``): the clip's latents, layout image channels, text embedding, CLIP tokens, tracks; the
 per-batch encoding of streamed clips (``data.pool_size: null``: the codec and text encoder in ``prepare_batch``)
 is not timed. Consistency's target is the student's EMA (``ema.start_step: 0``), swapped into the student for a
@@ -38,13 +38,14 @@ from trackstream.bench.distill_setup import (
 )
 from trackstream.diffusion.samplers import guidance_terms
 from trackstream.models.streaming import first_chunk_given
+from trackstream.train.causal_student import causal_student_network
 from trackstream.train.consistency.build import STAGE as CONSISTENCY
 from trackstream.train.consistency.build import consistency_objective
 from trackstream.train.teacher_forcing.build import STAGE as TEACHER_FORCING
 from trackstream.train.teacher_forcing.build import teacher_forcing_objective
 from trackstream.train.tiny_decoder.build import STAGE as TINY_DECODER
 from trackstream.trainer.dist import Runtime
-from trackstream.trainer.parallel import prepare_frozen, prepare_network, unwrap
+from trackstream.trainer.parallel import prepare_frozen, unwrap
 
 __all__ = ["STAGE_BENCHES", "bench_teacher_forcing", "bench_consistency", "bench_tiny_decoder"]
 
@@ -52,18 +53,7 @@ __all__ = ["STAGE_BENCHES", "bench_teacher_forcing", "bench_consistency", "bench
 def _student(typed, runtime: Runtime, par):
     """The causal student as ``train.causal_student.build_causal_student`` prepares it (random weights)."""
     net, init = random_network(typed, clean_first_frame=first_chunk_given(typed.stage.causal))
-    trained = prepare_network(
-        runtime,
-        par,
-        name="generator",
-        module=net,
-        optim=typed.optim,
-        ema=typed.ema,
-        total_steps=typed.trainer.max_steps,
-        grad_sync="manual",
-        init_fn=init,
-    )
-    return trained, init
+    return causal_student_network(typed, runtime, net, parallel=par, init_fn=init), init
 
 
 def _clips(typed, net, device, seed: int) -> tuple[dict, dict]:

@@ -21,16 +21,38 @@ from trackstream.train.plan import StagePlan, trained_network
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import TrainResult
 from trackstream.trainer.objective import Objective
+from trackstream.trainer.parallel import ParallelConfig
 from trackstream.trainer.trained_network import TrainedNetwork
 from trackstream.trainer.weights import load_student
 
 if TYPE_CHECKING:
     from trackstream.train.train_config import TrainConfig
 
-__all__ = ["build_causal_student"]
+__all__ = ["build_causal_student", "causal_student_network"]
 
 # the stage's objective of the student being trained and the teacher's conditioner, and the frozen networks it calls
 ObjectiveOf = Callable[[TrainedNetwork, Conditioner], tuple[Objective, dict[str, nn.Module]]]
+
+
+def causal_student_network(
+    cfg: "TrainConfig", runtime: Runtime, student: nn.Module, *, parallel: ParallelConfig, init_fn=None
+) -> TrainedNetwork:
+    """The student on the engine (the builder's, and the step benchmarks' with random weights): the run's
+    optimizer and EMA over its steps, ``model.lora``'s adapters, in ``parallel``'s layout. The loss streams the DiT
+    chunk by chunk, not through the module's forward: under ddp no wrapper (gradients averaged after backward),
+    under fsdp one unit per module the path calls (as DMD's rollout)."""
+    return trained_network(
+        parallel,
+        runtime,
+        "generator",
+        student,
+        optim=cfg.optim,
+        ema=cfg.ema,
+        total_steps=cfg.trainer.max_steps,
+        lora=cfg.model.lora,
+        grad_sync="manual",
+        init_fn=init_fn,
+    )
 
 
 def build_causal_student(
@@ -46,19 +68,7 @@ def build_causal_student(
     pool = ClipPool.training(cfg.data) if cfg.data.pool_size else None
     data = training_data(cfg.data, runtime, pool, conditioner)
     student, student_model = load_student(cfg.stage.student, export.dir, model=cfg.model)
-    # the loss streams the DiT chunk by chunk, not through the module's forward: under ddp no wrapper (gradients
-    # averaged after backward), under fsdp one unit per module the path calls (as DMD's rollout)
-    trained = trained_network(
-        cfg.parallel,
-        runtime,
-        "generator",
-        student,
-        optim=cfg.optim,
-        ema=cfg.ema,
-        total_steps=cfg.trainer.max_steps,
-        lora=cfg.model.lora,
-        grad_sync="manual",
-    )
+    trained = causal_student_network(cfg, runtime, student, parallel=cfg.parallel)
     objective, frozen = objective_of(trained, conditioner)
     stream = cfg.schedule.streaming(cfg.stage.causal)
 

@@ -23,6 +23,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import torch.nn as nn
+
 from trackstream.data.batching import derive_seed
 from trackstream.distill.horizons import check_horizons
 from trackstream.distill.pair_shards import PairSet
@@ -40,21 +42,20 @@ from trackstream.train.stage import Cost, CostInputs, Held, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import TrainResult
 from trackstream.trainer.parallel import ParallelConfig, unwrap
+from trackstream.trainer.trained_network import TrainedNetwork
 from trackstream.trainer.weights import load_frozen, load_student
 
 if TYPE_CHECKING:
     from trackstream.train.train_config import TrainConfig
 
-__all__ = ["STAGE", "build_dmd", "dmd_objective"]
+__all__ = ["STAGE", "build_dmd", "dmd_networks", "dmd_objective"]
 
 
-def _dmd_networks(
-    st: DMDConfig, runtime: Runtime, export: NetworkExport, *, model: ModelConfig, parallel: ParallelConfig, steps: int
-):
-    """The generator (``stage.student``: an exported student, or a Wan / community checkpoint such as
-    PATH::generator_ema in the teacher's network) and the critic (a copy of the teacher, the generator's
-    starting weights, or a path in the student's network), each with its optimizer; the generator's EMA.
-    ``model``: the run's (``model.flavor`` of a student of another size, ``model.lora``); ``steps``: the run's."""
+def _dmd_modules(st: DMDConfig, export: NetworkExport, *, model: ModelConfig):
+    """The generator's module (``stage.student``: an exported student, or a Wan / community checkpoint such as
+    PATH::generator_ema in the teacher's network) and the critic's (a copy of the teacher, the generator's
+    starting weights, or a path in the student's network); the student's model (``model``: the run's, for
+    ``model.flavor`` of a student of another size)."""
     critic_spec = st.student if st.critic == "student" else st.critic
     if critic_spec and st.critic != "student" and not Path(split_subkey(critic_spec)[0]).exists():
         raise ValueError(f"stage.critic={st.critic!r} does not exist: a path, 'student' or null (the teacher)")
@@ -62,23 +63,42 @@ def _dmd_networks(
     critic_net, _ = load_student(
         critic_spec, export.dir, model=None if critic_spec is None else model, field="stage.critic"
     )
-    # the self-rollout drives the DiT's streaming path, not the module's forward: under ddp no wrapper
-    # (gradients averaged after backward), under fsdp one unit per module the path calls
+    return student_net, critic_net, student_model
+
+
+def dmd_networks(
+    cfg: "TrainConfig",
+    runtime: Runtime,
+    student: nn.Module,
+    critic: nn.Module,
+    *,
+    parallel: ParallelConfig,
+    init_fn=None,
+) -> tuple[TrainedNetwork, TrainedNetwork]:
+    """The generator and the critic on the engine (the builder's, and the step benchmark's with random weights):
+    each with its optimizer (the generator's stepped every ``stage.update_ratio``-th loop step, with its EMA),
+    ``model.lora``'s adapters, in ``parallel``'s layout. The self-rollout drives the DiT's streaming path, not the
+    module's forward: under ddp no wrapper (gradients averaged after backward), under fsdp one unit per module
+    the path calls."""
+    st: DMDConfig = cfg.stage
+    steps, lora = cfg.trainer.max_steps, cfg.model.lora
     generator = trained_network(
         parallel,
         runtime,
         "generator",
-        student_net,
+        student,
         optim=st.generator_optim,
         ema=st.generator_ema,
         total_steps=max(1, steps // st.update_ratio),
-        lora=model.lora,
+        lora=lora,
         grad_sync="manual",
+        init_fn=init_fn,
     )
     critic = trained_network(
-        parallel, runtime, "critic", critic_net, optim=st.critic_optim, ema=None, total_steps=steps, lora=model.lora
-    )
-    return generator, critic, student_model
+        parallel, runtime, "critic", critic, optim=st.critic_optim, ema=None, total_steps=steps, lora=lora,
+        init_fn=init_fn,
+    )  # fmt: skip
+    return generator, critic
 
 
 def dmd_objective(
@@ -122,9 +142,8 @@ def build_dmd(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> StagePlan:
             "stage.pairs is not set and stage.pool_size is null: give the ODE pair folder (its first frames, tracks "
             "and texts are the DMD conditions) or stage.pool_size=<N> (the first N training clips' conditions)"
         )
-    generator, critic, student_model = _dmd_networks(
-        st, runtime, export, model=cfg.model, parallel=cfg.parallel, steps=cfg.trainer.max_steps
-    )
+    student_net, critic_net, student_model = _dmd_modules(st, export, model=cfg.model)
+    generator, critic = dmd_networks(cfg, runtime, student_net, critic_net, parallel=cfg.parallel)
     K, ratio = cfg.schedule.student_steps, st.update_ratio
     pairs = PairSet(st.pairs, student_steps=K, shift=cfg.schedule.shift) if st.pairs else None
     teacher = load_frozen(export.dir, runtime, cfg.parallel, name="teacher")
