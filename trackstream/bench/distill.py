@@ -12,7 +12,7 @@ decoder and discriminator updates.
 
 Each config is the composed experiment (conf/experiment), so frame counts, sizes, chunking, steps,
 optimizers, EMA, activation checkpointing and precision are the recipe's. The trained networks are the stage's
-own (``dmd_networks``, ``ode_init_network``, ``causal_student_network``, ``tiny_decoder_networks``: each network
+own (``dmd_networks``, ``causal_student_network``, ``tiny_decoder_networks``: each network
 with its optimizer, EMA, steps, adapters and gradient sync, as the builders make them; one process:
 ``parallel.strategy=single``) on random weights (the zero-init head randomised) instead of the exported teacher /
 student, the frozen teacher prepared as ``load_frozen`` prepares it, and the objective is the stage's own
@@ -60,10 +60,11 @@ from trackstream.models.precision import DTYPES
 from trackstream.models.streaming import first_chunk_given
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.options import add_precision_args, parsed_precision
+from trackstream.train.causal_student import causal_student_network
 from trackstream.train.dmd.build import STAGE as DMD
 from trackstream.train.dmd.build import dmd_networks, dmd_objective
 from trackstream.train.ode_init.build import STAGE as ODE_INIT
-from trackstream.train.ode_init.build import ode_init_network, ode_init_objective
+from trackstream.train.ode_init.build import ode_init_objective
 from trackstream.trainer.dist import Runtime, init_runtime, training_allocator
 from trackstream.trainer.parallel import prepare_frozen
 
@@ -128,7 +129,7 @@ def bench_ode_init(typed, runtime: Runtime, *, repeats: int, warmup: int, seed: 
     K = typed.schedule.student_steps
     torch.manual_seed(seed)
     net, init = random_network(typed)
-    trained = ode_init_network(typed, runtime, net, parallel=par, init_fn=init)
+    trained = causal_student_network(typed, runtime, net, parallel=par, grad_sync="wrapper", init_fn=init)
     shape = pair_shapes(typed, trained.module)
     objective = ode_init_objective(typed, runtime, trained.module)
     gen = torch.Generator().manual_seed(seed)

@@ -35,12 +35,19 @@ ObjectiveOf = Callable[[TrainedNetwork, Conditioner], tuple[Objective, dict[str,
 
 
 def causal_student_network(
-    cfg: "TrainConfig", runtime: Runtime, student: nn.Module, *, parallel: ParallelConfig, init_fn=None
+    cfg: "TrainConfig",
+    runtime: Runtime,
+    student: nn.Module,
+    *,
+    parallel: ParallelConfig,
+    grad_sync: str = "manual",
+    init_fn=None,
 ) -> TrainedNetwork:
-    """The student on the engine (the builder's, and the step benchmarks' with random weights): the run's
-    optimizer and EMA over its steps, ``model.lora``'s adapters, in ``parallel``'s layout. The loss streams the DiT
-    chunk by chunk, not through the module's forward: under ddp no wrapper (gradients averaged after backward),
-    under fsdp one unit per module the path calls (as DMD's rollout)."""
+    """The causal student on the engine, for its three starts (these builders, ODE init's, and the step benchmarks'
+    with random weights): the run's optimizer and EMA over its steps, ``model.lora``'s adapters, in ``parallel``'s
+    layout. Teacher forcing's and consistency's losses stream the DiT chunk by chunk, not through the module's
+    forward: under ddp no wrapper (``grad_sync="manual"``: gradients averaged after backward), under fsdp one unit
+    per module the path calls (as DMD's rollout); ODE init regresses through the forward (``"wrapper"``)."""
     return trained_network(
         parallel,
         runtime,
@@ -50,7 +57,7 @@ def causal_student_network(
         ema=cfg.ema,
         total_steps=cfg.trainer.max_steps,
         lora=cfg.model.lora,
-        grad_sync="manual",
+        grad_sync=grad_sync,
         init_fn=init_fn,
     )
 

@@ -14,45 +14,25 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch.nn as nn
-
 from trackstream.data.batching import derive_seed
 from trackstream.distill.pair_shards import PairSet
+from trackstream.train.causal_student import causal_student_network
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.ode_init.objective import ODEInitConfig, ODEInitObjective
 from trackstream.train.pair_data import CONDITION_KEYS, condition_stream, obtain_ode_pairs
 from trackstream.train.periodic import StudentSampling
-from trackstream.train.plan import StagePlan, trained_network
+from trackstream.train.plan import StagePlan
 from trackstream.train.stage import ENCODERS, Cost, CostInputs, Held, Stage, Trained
 from trackstream.trainer.dist import Runtime
 from trackstream.trainer.loop import TrainResult
-from trackstream.trainer.parallel import ParallelConfig, unwrap
-from trackstream.trainer.trained_network import TrainedNetwork
+from trackstream.trainer.parallel import unwrap
 from trackstream.trainer.weights import load_student
 
 if TYPE_CHECKING:
     from trackstream.train.train_config import TrainConfig
 
-__all__ = ["STAGE", "build_ode_init", "ode_init_network", "ode_init_objective"]
-
-
-def ode_init_network(
-    cfg: "TrainConfig", runtime: Runtime, student: nn.Module, *, parallel: ParallelConfig, init_fn=None
-) -> TrainedNetwork:
-    """The student on the engine (the builder's, and the step benchmark's with random weights): the run's
-    optimizer and EMA over its steps, ``model.lora``'s adapters, in ``parallel``'s layout."""
-    return trained_network(
-        parallel,
-        runtime,
-        "generator",
-        student,
-        optim=cfg.optim,
-        ema=cfg.ema,
-        total_steps=cfg.trainer.max_steps,
-        lora=cfg.model.lora,
-        init_fn=init_fn,
-    )
+__all__ = ["STAGE", "build_ode_init", "ode_init_objective"]
 
 
 def ode_init_objective(cfg: "TrainConfig", runtime: Runtime, generator) -> ODEInitObjective:
@@ -95,7 +75,8 @@ def build_ode_init(cfg: "TrainConfig", runtime: Runtime, run_dir: Path) -> Stage
     pairs = PairSet(pairs_dir, student_steps=K, shift=cfg.schedule.shift)
     # the student starts as the teacher (causal attention from here on), or as stage.student (another size)
     student, student_model = load_student(st.student, export.dir, model=cfg.model)
-    trained = ode_init_network(cfg, runtime, student, parallel=cfg.parallel)
+    # regressed through the module's forward: the layout's own wrapper syncs the gradients
+    trained = causal_student_network(cfg, runtime, student, parallel=cfg.parallel, grad_sync="wrapper")
     stream = cfg.schedule.streaming(st.causal)  # what the export records: the rollouts sample its levels
     objective = ode_init_objective(cfg, runtime, trained.module)
     data = condition_stream(cfg.data, runtime, pairs, CONDITION_KEYS + ("trajectory",), causal=st.causal, horizons=1)
