@@ -15,9 +15,8 @@ def rl_source(root: Path) -> dict[str, Path]:
     """Laid out as make run's runs are: ``root``/teacher/{export/teacher, codec/codec.pt}, ``root``/dmd/export/student
     (an export of the teacher that streams c3s1w1k3 at shift 3; the run's config.yaml names its teacher, whose
     codec the RL stage then finds), ``root``/ode_init/ode_pairs (``distill_helpers.tiny_teacher_run``'s 4 pairs)."""
-    from trackstream.models.causal import CausalConfig
     from trackstream.models.motion_wan import Conventions
-    from trackstream.models.streaming import StreamConfig
+    from trackstream.models.streaming import CausalConfig, StreamConfig
 
     streams = StreamConfig(causal=CausalConfig(3, 1, 1, first_chunk_frames=1), steps=3, shift=3.0)
     conventions = Conventions(clean_first_frame=True, streaming=streams)

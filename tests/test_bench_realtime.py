@@ -152,8 +152,9 @@ def test_pass_flops_agree_with_torchs_flop_counter():
     from torch.utils.flop_counter import FlopCounterMode
 
     from trackstream.bench.throughput import chunk_flops
-    from trackstream.models.causal import CausalConfig, new_cache, stream_step
+    from trackstream.models.causal import new_cache, stream_step
     from trackstream.models.flavors import build_wan
+    from trackstream.models.streaming import CausalConfig
 
     model = build_wan("tiny-i2v").eval()
     cfg = CausalConfig(3, 1, 1, first_chunk_frames=None)

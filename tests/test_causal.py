@@ -6,9 +6,10 @@ import torch
 
 from trackstream.models.attention import sdpa
 from trackstream.models.block_causal import HAS_FLEX, BlockCausalAttention, block_causal_forward
-from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
+from trackstream.models.causal import KVCache, new_cache, stream_step
 from trackstream.models.flavors import build_wan
 from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
+from trackstream.models.streaming import CausalConfig
 
 TOL = 1e-5
 

@@ -9,8 +9,8 @@ from test_teacher_forcing import _clip_batch
 from trackstream.diffusion.samplers import Condition, GuidanceConfig, guided_velocity
 from trackstream.diffusion.schedule import add_noise
 from trackstream.models.block_causal import BlockCausalAttention
-from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import encode_motion
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import chunk_pixel_frames
 from trackstream.train.consistency.objective import ConsistencyConfig, ConsistencyObjective

@@ -20,8 +20,8 @@ import torch
 
 from conftest import cli_env, stopped_at
 from trackstream.distill.pair_shards import load_ode_pairs
-from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import load_network
+from trackstream.models.streaming import CausalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = [

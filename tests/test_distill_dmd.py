@@ -11,9 +11,8 @@ from distill_helpers import H, W, make_conditions, null_text, tiny_codec, tiny_n
 import trackstream.stream.chunks as chunks
 from trackstream.data.pool_stream import PoolStream
 from trackstream.diffusion.schedule import sampling_sigmas
-from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import Conventions
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 from trackstream.stream.chunk_io import collect, tracks_from_array
 from trackstream.stream.engine import StreamingGenerator
 from trackstream.train.dmd.objective import DMDConfig, DMDObjective, dmd_gradient

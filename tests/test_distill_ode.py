@@ -11,9 +11,9 @@ from trackstream.diffusion.samplers import Condition, GuidanceConfig, SamplerCon
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs, student_step_indices
 from trackstream.distill.pair_shards import load_ode_pairs
-from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import encode_motion
 from trackstream.models.motion_wan import Conventions
+from trackstream.models.streaming import CausalConfig
 from trackstream.train.ode_init.objective import (
     ODEInitConfig,
     ODEInitObjective,
@@ -180,7 +180,7 @@ def test_a_clean_first_frame_teacher_keeps_frame_0_given(tmp_path):
 
 def test_drawn_masks_keep_a_sampled_chunk_0_and_the_rope_policy():
     from trackstream.distill.masks import sample_causal_config
-    from trackstream.models.causal import CausalConfig
+    from trackstream.models.streaming import CausalConfig
 
     base = CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True, rope="absolute")
     drawn = sample_causal_config(base, [1], [2], torch.Generator().manual_seed(0))

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from trackstream.models.causal import CausalConfig, FeatureRecorder, new_cache, stream_step
+from trackstream.models.causal import FeatureRecorder, new_cache, stream_step
 from trackstream.models.flavors import build_wan
+from trackstream.models.streaming import CausalConfig
 from trackstream.stream.drag.sfso import butterworth_lowpass, context_filter, gaussian_map, lowpass_tokens
 
 

@@ -26,11 +26,11 @@ from release_helpers import write_wantrack_bundle
 from safetensors.torch import load_file
 from test_wantrack import their_track_map
 
-from trackstream.models.causal import CausalConfig, stream_step
+from trackstream.models.causal import stream_step
 from trackstream.models.motion_wan import load_wantrack
 from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
 from trackstream.models.stream_buffers import StepBuffers
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 from trackstream.stream.chunks import (
     VideoCondition,
     chunk_condition,

@@ -9,11 +9,10 @@ import pytest
 import torch
 
 from trackstream.models import fp8
-from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
 from trackstream.models.fp8 import FP8, FP8Linear, quantize_linears, quantize_rows
 from trackstream.models.precision import precision_name, resolve_dtype, working_dtype
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunk_io import collect, tracks_from_array
 from trackstream.stream.chunks import chunk_pixel_frames

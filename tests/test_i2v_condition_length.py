@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from trackstream.models.causal import CausalConfig
 from trackstream.models.channel_layouts import i2v_condition, start_image_latents
 from trackstream.models.codecs import TAEHV, TAEHVConfig, TAEHVEncodeState, WanVAE, WanVAEConfig, build_codec
 from trackstream.models.first_frame_stream import first_frame_channels, same_state
+from trackstream.models.streaming import CausalConfig
 from trackstream.stream.chunks import VideoCondition, build_video_condition
 
 # Track-v0's stream: 121 frames = 31 latents, chunks [1] + [3] x 10 (c3s1w1, chunk 0 = the image latent)

@@ -17,9 +17,9 @@ from trackstream.distill.horizons import (
     rollout_latents,
     split_windows,
 )
-from trackstream.models.causal import CausalConfig
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.conditioner import Conditioner
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.tracks import latent_frames
 from trackstream.train.dmd.objective import DMDConfig, DMDObjective
 

@@ -13,8 +13,7 @@ from omegaconf import OmegaConf
 
 from trackstream.diffusion.samplers import GuidanceConfig, SamplerConfig
 from trackstream.eval.conf_nodes import NODES, register_nodes
-from trackstream.models.causal import CausalConfig
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 from trackstream.train.config import NODES as TRAIN_NODES
 from trackstream.train.dmd.objective import DMDConfig
 from trackstream.train.ode_init.objective import ODEInitConfig

@@ -70,8 +70,8 @@ def test_lora_rank_16_cuts_gradients_and_optimizer_by_over_90_percent():
 
 
 def test_kv_cache_term_equals_the_measured_cache_bytes():
-    from trackstream.models.causal import CausalConfig
     from trackstream.models.flavors import flavor_config
+    from trackstream.models.streaming import CausalConfig
 
     bench = json.loads((ROOT / "docs/bench/h200/stream_wan2.1-t2v-1.3b.json").read_text())
     c = bench["config"]

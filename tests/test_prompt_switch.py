@@ -11,9 +11,8 @@ import pytest
 import torch
 
 import trackstream.stream.chunks as chunks_module
-from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunk_io import tracks_from_array
 from trackstream.stream.engine import StreamingGenerator, state_nbytes

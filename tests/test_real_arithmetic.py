@@ -14,11 +14,10 @@ from hydra_helpers import compose_job, instantiate
 
 from trackstream.diffusion.schedule import sampling_sigmas
 from trackstream.models.block_causal import BlockCausalAttention
-from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs.base import VideoCodec
 from trackstream.models.motion_wan import TEXT_ENCODER_DIMS
 from trackstream.models.precision import DTYPES
-from trackstream.models.streaming import StreamConfig, first_chunk_given
+from trackstream.models.streaming import CausalConfig, StreamConfig, first_chunk_given
 from trackstream.models.tracks import latent_frames
 from trackstream.models.wan import CLIP_DIM, CLIP_TOKENS
 from trackstream.stream.chunks import chunk_pixel_frames, whole_chunks

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from conftest import cli_env
-from trackstream.models.causal import CausalConfig
 from trackstream.models.sequence_parallel import SequenceShard
+from trackstream.models.streaming import CausalConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,8 @@ DRIVER = r"""
 import sys, torch, torch.distributed as dist
 torch.set_num_threads(1)
 from trackstream.models.block_causal import block_causal_forward
-from trackstream.models.causal import CausalConfig, new_cache, stream_step
+from trackstream.models.causal import new_cache, stream_step
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.flavors import build_wan
 from trackstream.models.sequence_parallel import SequenceShard
 dist.init_process_group("gloo")

@@ -7,10 +7,9 @@ import torch
 
 from trackstream.diffusion.schedule import add_noise, x0_from_velocity
 from trackstream.models.block_causal import BlockCausalAttention
-from trackstream.models.causal import CausalConfig
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.codecs import build_codec
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunk_io import collect, tracks_from_array
 from trackstream.stream.chunks import chunk_condition, chunk_pixel_frames, track_features

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from trackstream.models.block_causal import BlockCausalAttention
-from trackstream.models.causal import CausalConfig, FeatureRecorder, new_cache, stream_step
+from trackstream.models.causal import FeatureRecorder, new_cache, stream_step
 from trackstream.models.codecs import build_codec
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.stream_buffers import StepBuffers, max_layout_frames
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunk_io import collect, tracks_from_array
 from trackstream.stream.chunks import chunk_pixel_frames

@@ -13,9 +13,10 @@ from test_docs_run import documented_line, reader_folder, run_documented
 
 from trackstream.diffusion.schedule import add_noise, sigma_to_t
 from trackstream.models.block_causal import BlockCausalAttention
-from trackstream.models.causal import CausalConfig, stream_step
+from trackstream.models.causal import stream_step
 from trackstream.models.channel_layouts import i2v_condition
 from trackstream.models.conditioner import encode_motion
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.tracks import sample_track_ids
 from trackstream.stream.chunks import chunk_pixel_frames, start_cache
 from trackstream.train.clean_context import clean_context_chunks, clip_condition

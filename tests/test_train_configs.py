@@ -275,7 +275,7 @@ def test_a_recorded_config_with_an_earlier_trackstreams_stage_keys_is_refused(tm
 
 @pytest.mark.slow
 def test_one_causal_config_for_ode_init_and_dmd(tmp_path):
-    from trackstream.models.causal import CausalConfig
+    from trackstream.models.streaming import CausalConfig
 
     dmd = validate(
         _compose(tmp_path, "experiment=tiny_dmd", "stage.teacher=t", "stage.pairs=p", "stage.causal.window_chunks=2")

@@ -394,8 +394,7 @@ def test_sampler_refuses_to_drop_a_clean_first_frame_the_network_was_trained_wit
 
 
 def test_conventions_read_old_exports_and_name_unknown_keys():
-    from trackstream.models.causal import CausalConfig
-    from trackstream.models.streaming import StreamConfig
+    from trackstream.models.streaming import CausalConfig, StreamConfig
 
     # a student exported before sink / window were recorded streams with c3s1w1
     old = Conventions.from_dict(

@@ -218,9 +218,8 @@ def test_sigmas_are_diffusers_schedulers(shift, steps):
 
 
 def test_bundle_describes_itself(tmp_path):
-    from trackstream.models.causal import CausalConfig
     from trackstream.models.motion_wan import Conventions, ModelConfig, read_network_json
-    from trackstream.models.streaming import StreamConfig
+    from trackstream.models.streaming import CausalConfig, StreamConfig
 
     student = write_wantrack_bundle(tmp_path / "s", role="student")
     meta = read_network_json(student)

@@ -10,12 +10,11 @@ from typing import Optional
 
 import torch
 
-from trackstream.models.causal import CausalConfig
 from trackstream.models.codecs import build_codec
 from trackstream.models.formats.wantrack import preset_stream_config
 from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 from trackstream.models.precision import working_dtype
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 
 __all__ = ["Setup", "SETUPS", "CPU_SETUPS", "REAL_SETUPS", "build", "network_setup"]
 

@@ -35,8 +35,9 @@ from pathlib import Path
 
 import torch
 
-from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
+from trackstream.models.causal import KVCache, new_cache, stream_step
 from trackstream.models.flavors import build_wan
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.wan import WanModel
 from trackstream.stream.options import add_precision_args, parsed_precision
 from trackstream.train.recipes import family_facts

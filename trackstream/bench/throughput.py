@@ -23,9 +23,9 @@ import time
 
 import torch
 
-from trackstream.models.causal import CausalConfig
 from trackstream.models.fp8 import FP8, fp8_matmul, quantize_rows, quantize_weight
 from trackstream.models.precision import synchronize
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.wan import CLIP_TOKENS
 
 __all__ = ["pass_flops", "chunk_flops", "matmul_tflops"]

@@ -31,8 +31,7 @@ from typing import Optional
 
 import torch
 
-from trackstream.models.causal import CausalConfig
-from trackstream.models.streaming import first_chunk_given
+from trackstream.models.streaming import CausalConfig, first_chunk_given
 from trackstream.models.tracks import TEMPORAL_FACTOR, latent_frames
 
 __all__ = [

@@ -9,7 +9,7 @@ import dataclasses
 
 import torch
 
-from trackstream.models.causal import CausalConfig
+from trackstream.models.streaming import CausalConfig
 
 __all__ = ["default_sinks", "default_windows", "check_mask_choices", "sample_causal_config"]
 

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from trackstream.models.causal import CausalConfig, check_temporal_patch
+from trackstream.models.causal import check_temporal_patch
 from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
 from trackstream.models.sequence_parallel import heads_to_seq, seq_to_heads
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.wan import WanModel
 
 if TYPE_CHECKING:

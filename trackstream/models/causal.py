@@ -57,13 +57,14 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
 import torch.nn.functional as F
 
 from trackstream.models.rope import apply_rope, grid_positions, rope_cos_sin
 from trackstream.models.sequence_parallel import heads_to_seq, seq_to_heads
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.wan import WanModel
 
 if TYPE_CHECKING:  # for the annotations only: the buffered step is optional
@@ -72,8 +73,6 @@ if TYPE_CHECKING:  # for the annotations only: the buffered step is optional
 
 
 __all__ = [
-    "ROPE_POLICIES",
-    "CausalConfig",
     "ChunkKV",
     "KVCache",
     "roll_window",
@@ -83,176 +82,6 @@ __all__ = [
     "FeatureRecorder",
     "check_temporal_patch",
 ]
-
-
-# ----------------------------------------------------------------------------- config
-
-ROPE_POLICIES = ("relativistic", "absolute")
-
-
-@dataclass  # not frozen: a Hydra schema node (stage.causal) must stay writable
-class CausalConfig:
-    """Chunked causal attention: chunk size C frames, S sink chunks, W window chunks (None: all).
-
-    The defaults are MotionStream's c3s1w1 with chunk 0 = the first frame's latent alone, the one
-    definition every stage (``stage.causal``, Hydra node ``causal/c3s1w1``) and the engine start from."""
-
-    chunk_frames: int = 3
-    sink_chunks: int = 1
-    window_chunks: Optional[int] = 1
-    # 1: chunk 0 is the given first-frame latent alone; None (or chunk_frames): chunk 0 is sampled like the others
-    first_chunk_frames: Optional[int] = 1
-    # a window counted in latent frames instead of chunks: the newest window_frames non-sink frames before the
-    # current chunk stay visible (the oldest chunk partly evicted); needs window_chunks=None. FastVideo's
-    # local_attn_size L (sink and current block included) is window_frames = L - sink frames - chunk_frames.
-    window_frames: Optional[int] = None
-    # with first_chunk_frames=1: chunk 0 (one latent) is sampled from noise like the others, the image entering
-    # through the conditioning channels only (FastVideo's blocks [1] + [C] x k) instead of being given
-    first_chunk_sampled: bool = False
-    # RoPE of the cached keys: "relativistic" ropes every key by its slot in the cache layout
-    # [sink][window][current] from 0 (keys cached un-roped; positions stay bounded); "absolute" by its
-    # latent frame index in the video (FastVideo's rope_cache_policy, both values)
-    rope: str = "relativistic"
-
-    def __post_init__(self):
-        def check(name, value, lo, allow_none):
-            if value is None and allow_none:
-                return
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                none = " or None" if allow_none else ""
-                raise ValueError(f"CausalConfig.{name}={value!r}: expected an int >= {lo}{none}")
-
-        check("chunk_frames", self.chunk_frames, 1, False)
-        check("sink_chunks", self.sink_chunks, 0, False)
-        check("window_chunks", self.window_chunks, 0, True)
-        check("first_chunk_frames", self.first_chunk_frames, 1, True)
-        if self.first_chunk_frames not in (None, 1, self.chunk_frames):
-            raise ValueError(
-                f"CausalConfig.first_chunk_frames={self.first_chunk_frames}: use 1 (chunk 0 = the given first-frame latent) or "
-                f"null (chunk 0 sampled like the others, {self.chunk_frames} latents, the image in the channels)"
-            )
-        check("window_frames", self.window_frames, 0, True)
-        if self.window_frames is not None and self.window_chunks is not None:
-            raise ValueError(
-                f"CausalConfig.window_frames={self.window_frames} with window_chunks={self.window_chunks}: a window is "
-                "counted in chunks or in frames; set window_chunks=null"
-            )
-        if not isinstance(self.first_chunk_sampled, bool):
-            raise ValueError(f"CausalConfig.first_chunk_sampled={self.first_chunk_sampled!r}: expected true or false")
-        if self.first_chunk_sampled and self.first_chunk_frames != 1:
-            raise ValueError(
-                f"CausalConfig.first_chunk_sampled=true with first_chunk_frames={self.first_chunk_frames}: a sampled "
-                "chunk 0 of chunk_frames latents is first_chunk_frames=null; sampled alone it is first_chunk_frames=1"
-            )
-        if self.rope not in ROPE_POLICIES:
-            raise ValueError(f"CausalConfig.rope={self.rope!r}; choose one of {ROPE_POLICIES}")
-
-    @property
-    def name(self) -> str:
-        """Short tag, e.g. ``c3s1w1``, ``c3s1wfull``, ``c3s1w1f1`` (first chunk of 1 frame)."""
-        f = "" if self.first_chunk_frames in (None, self.chunk_frames) else f"f{self.first_chunk_frames}"
-        f += "s" if self.first_chunk_sampled else ""
-        return f"c{self.chunk_frames}s{self.sink_chunks}w{self.window_tag}{f}" + self.rope_tag
-
-    @property
-    def window_tag(self) -> str:
-        """``1`` (chunks), ``full`` or ``2fr`` (frames) in names."""
-        if self.window_frames is not None:
-            return f"{self.window_frames}fr"
-        return "full" if self.window_chunks is None else str(self.window_chunks)
-
-    @property
-    def rope_tag(self) -> str:
-        return "" if self.rope == "relativistic" else f"-{self.rope}"
-
-    def to_dict(self) -> dict:
-        """The fields, those added after version 1 of network.json only when set (older exports stay byte-equal)."""
-        d = dataclasses.asdict(self)
-        for name, default in LATER_FIELDS.items():
-            if d[name] == default:
-                del d[name]
-        return d
-
-    def chunk_len(self, i: int) -> int:
-        return self.first_chunk_frames if (i == 0 and self.first_chunk_frames) else self.chunk_frames
-
-    def chunk_start(self, i: int) -> int:
-        """Absolute first frame of chunk i."""
-        return 0 if i == 0 else self.chunk_len(0) + (i - 1) * self.chunk_frames
-
-    def num_chunks(self, num_frames: int) -> int:
-        first = self.chunk_len(0)
-        if num_frames < first or (num_frames - first) % self.chunk_frames:
-            raise ValueError(
-                f"{num_frames} latent frames do not split into chunks of {self.name}: use "
-                f"{first} + k*{self.chunk_frames} frames"
-            )
-        return 1 + (num_frames - first) // self.chunk_frames
-
-    @property
-    def bounded(self) -> bool:
-        """Whether the cache stops growing (a window in chunks or in frames), i.e. static step buffers fit."""
-        return self.window_chunks is not None or self.window_frames is not None
-
-    def visible(self, i, j):
-        """Whether query chunk i attends to key chunk j, to any of its frames (ints or broadcastable int
-        tensors); with ``window_frames`` the oldest visible chunk may be seen in part (``frame_visible``)."""
-        ok = j <= i
-        if self.window_frames is not None:
-            j_end = self._start(j) + self.chunk_len(1) + (j == 0) * (self.chunk_len(0) - self.chunk_len(1))
-            return ok & ((j < self.sink_chunks) | (j == i) | (j_end > self._start(i) - self.window_frames))
-        if self.window_chunks is None:
-            return ok
-        return ok & ((j < self.sink_chunks) | (j >= i - self.window_chunks))
-
-    def frame_visible(self, i, j, frame):
-        """Whether query chunk i attends to key frame ``frame`` (absolute latent index) of key chunk j: the
-        chunk rule, and with ``window_frames`` only the newest window_frames non-sink frames before chunk i
-        (ints or broadcastable int tensors)."""
-        if self.window_frames is None:
-            return self.visible(i, j)
-        return (j <= i) & ((j < self.sink_chunks) | (j == i) | (frame >= self._start(i) - self.window_frames))
-
-    def _start(self, i):
-        """``chunk_start`` for an int or an int tensor (no branch on the value)."""
-        return (i > 0) * (self.chunk_len(0) + (i - 1) * self.chunk_frames)
-
-    def sink_frames(self, i: int) -> int:
-        """Frames of the sink chunks held when chunk i is generated."""
-        return sum(self.chunk_len(j) for j in range(min(self.sink_chunks, i)))
-
-    def cache_chunks(self, i: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
-        """(sink ids, window ids) held by the cache when chunk i is generated (with ``window_frames`` the
-        first window chunk may be held in part: ``window_span``)."""
-        sink = tuple(range(min(self.sink_chunks, i)))
-        if self.window_frames is not None:
-            lo = self.chunk_start(i) - self.window_frames  # first visible non-sink frame
-            return sink, tuple(j for j in range(self.sink_chunks, i) if self.chunk_start(j) + self.chunk_len(j) > lo)
-        lo = self.sink_chunks if self.window_chunks is None else max(self.sink_chunks, i - self.window_chunks)
-        return sink, tuple(range(lo, i))
-
-    def window_span(self, i: int) -> int:
-        """Non-sink frames the cache holds when chunk i is generated."""
-        nonsink = self.chunk_start(i) - self.sink_frames(i)
-        if self.window_frames is not None:
-            return min(self.window_frames, nonsink)
-        return sum(self.chunk_len(j) for j in self.cache_chunks(i)[1])
-
-    def cache_start(self, i: int) -> int:
-        """RoPE frame position of chunk i's first frame in its own cache layout (bounded): sink frames +
-        the window's frames (all of each window chunk, or with ``window_frames`` at most that many)."""
-        if self.window_frames is not None:
-            return self.sink_frames(i) + self.window_span(i)
-        sink, window = self.cache_chunks(i)
-        return sum(self.chunk_len(j) for j in sink + window)
-
-    def rope_start(self, i: int) -> int:
-        """Frame position of chunk i's first frame for RoPE: its cache slot (relativistic) or its frame in
-        the video (absolute)."""
-        return self.chunk_start(i) if self.rope == "absolute" else self.cache_start(i)
-
-
-LATER_FIELDS = {"window_frames": None, "first_chunk_sampled": False, "rope": "relativistic"}
 
 
 def check_temporal_patch(model: WanModel) -> None:

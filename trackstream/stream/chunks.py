@@ -27,10 +27,11 @@ from typing import Callable, Optional, Union
 import torch
 
 from trackstream.diffusion.schedule import add_noise, sigma_to_t, x0_from_velocity
-from trackstream.models.causal import CausalConfig, KVCache, new_cache, stream_step
+from trackstream.models.causal import KVCache, new_cache, stream_step
 from trackstream.models.channel_layouts import compose_condition
 from trackstream.models.first_frame_stream import FirstFrameChannels, first_frame_channels
 from trackstream.models.stream_buffers import StepBuffers
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.tracks import (
     TEMPORAL_FACTOR,
     check_convention,

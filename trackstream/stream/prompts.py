@@ -24,8 +24,8 @@ from typing import Callable, Iterator, Optional
 
 import torch
 
-from trackstream.models.causal import CausalConfig
 from trackstream.models.precision import synchronize
+from trackstream.models.streaming import CausalConfig
 from trackstream.stream.chunks import chunk_pixel_frames
 
 __all__ = ["PromptSwitch", "read_prompt_schedule", "place_switches", "scheduled_stream"]

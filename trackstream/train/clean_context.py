@@ -9,8 +9,8 @@ from typing import Iterator, Optional
 
 import torch
 
-from trackstream.models.causal import CausalConfig, KVCache
-from trackstream.models.streaming import first_chunk_given
+from trackstream.models.causal import KVCache
+from trackstream.models.streaming import CausalConfig, first_chunk_given
 from trackstream.stream.chunks import VideoCondition, chunk_condition, chunk_pixel_frames, commit_chunk
 
 __all__ = ["encoded_clips", "clip_condition", "clean_context_chunks"]

@@ -7,7 +7,7 @@ The root ``TrainConfig`` is in train/train_config.py; this module registers:
                                 the dataclass;
   * ``NODES``: the settings the stage and model files place with a defaults entry, offered as nodes made from
     the dataclasses that define them, so no YAML file restates a default: ``causal/c3s1w1``
-    (``models.causal.CausalConfig``, MotionStream's chunking, at ``stage.causal`` of the causal stages),
+    (``models.streaming.CausalConfig``, MotionStream's chunking, at ``stage.causal`` of the causal stages),
     ``guidance/joint`` (``diffusion.samplers.GuidanceConfig``, at ``stage.guidance`` of DMD and consistency and
     ``stage.ode_pairs.guidance`` of ODE init) and ``lora/disabled`` (``models.lora.LoraConfig``, rank 0, at
     ``model.lora`` of every model file, so any stage takes ``model.lora.rank=64``). A recipe overrides a field
@@ -25,11 +25,10 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from trackstream.diffusion.samplers import GuidanceConfig
-from trackstream.models.causal import CausalConfig
 from trackstream.models.codec_names import codec_latent_channels, codec_spatial_factor
 from trackstream.models.lora import LoraConfig
 from trackstream.models.motion_wan import latent_channels
-from trackstream.models.streaming import check_first_chunk, first_chunk_given
+from trackstream.models.streaming import CausalConfig, check_first_chunk, first_chunk_given
 from trackstream.models.tracks import latent_frames
 from trackstream.stream.chunks import whole_chunks
 from trackstream.train.registry import STAGES

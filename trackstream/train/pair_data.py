@@ -22,9 +22,9 @@ from trackstream.data.pool_stream import PoolStream
 from trackstream.distill.horizons import rollout_frames
 from trackstream.distill.ode_pairs import ODEPairsConfig, generate_ode_pairs
 from trackstream.distill.pair_shards import PairSet, pairs_complete
-from trackstream.models.causal import CausalConfig
 from trackstream.models.conditioner import Conditioner
 from trackstream.models.motion_wan import ModelConfig
+from trackstream.models.streaming import CausalConfig
 from trackstream.train.encoders import load_text_encoder
 from trackstream.train.exports import NetworkExport
 from trackstream.train.pair_conditions import PairConditions

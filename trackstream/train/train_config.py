@@ -14,9 +14,8 @@ from typing import Any, Optional
 from trackstream.data.clips import DataConfig
 from trackstream.diffusion.samplers import SamplerConfig
 from trackstream.eval.teacher_eval import EvalConfig
-from trackstream.models.causal import CausalConfig
 from trackstream.models.motion_wan import ModelConfig
-from trackstream.models.streaming import StreamConfig
+from trackstream.models.streaming import CausalConfig, StreamConfig
 from trackstream.trainer.codec import CodecConfig
 from trackstream.trainer.ema import EMAConfig
 from trackstream.trainer.loop import TrainerConfig
@@ -33,7 +32,7 @@ class FamilyConfig:
     fixes that has no other home in the tree: the student's chunking beyond its chunk size, which the causal
     stages' ``causal`` interpolate. ``first_chunk_frames`` the kind of chunk 0 (1: one latent; None: sampled like
     the others), ``first_chunk_sampled`` whether a one-latent chunk 0 is sampled (FastVideo's [1] + [3] x k),
-    ``window_chunks`` / ``window_frames`` the window in chunks or in latent frames (``models.causal.CausalConfig``)."""
+    ``window_chunks`` / ``window_frames`` the window in chunks or in latent frames (``models.streaming.CausalConfig``)."""
 
     first_chunk_frames: Optional[int] = CausalConfig.first_chunk_frames
     first_chunk_sampled: bool = CausalConfig.first_chunk_sampled

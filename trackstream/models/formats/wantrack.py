@@ -237,8 +237,7 @@ def _stream_config(recipe: dict, source: str):
     """Their causal recipe as our StreamConfig: blocks of ``num_frames_per_block`` after a sampled one-latent
     chunk 0 (their [1] + [C] x k), ``sink_size`` frames kept (chunk 0, then whole blocks), the local window of
     ``local_attn_size`` frames (sink and current block included; -1: all) counted in frames."""
-    from trackstream.models.causal import CausalConfig
-    from trackstream.models.streaming import StreamConfig
+    from trackstream.models.streaming import CausalConfig, StreamConfig
 
     try:
         c, sink, local = int(recipe["num_frames_per_block"]), int(recipe["sink_size"]), int(recipe["local_attn_size"])

@@ -32,9 +32,9 @@ import torch
 from trackstream.diffusion.samplers import GuidanceConfig, combine_guided, guidance_terms
 from trackstream.diffusion.schedule import add_noise, sampling_sigmas, sigma_to_t, x0_from_velocity
 from trackstream.distill.masks import check_mask_choices, default_sinks, default_windows, sample_causal_config
-from trackstream.models.causal import CausalConfig, stream_step
+from trackstream.models.causal import stream_step
 from trackstream.models.conditioner import encode_motion
-from trackstream.models.streaming import first_chunk_given
+from trackstream.models.streaming import CausalConfig, first_chunk_given
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import start_cache
 from trackstream.train.clean_context import clean_context_chunks, clip_condition, encoded_clips

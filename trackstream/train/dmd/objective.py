@@ -49,8 +49,7 @@ from trackstream.diffusion.schedule import (
     x0_from_velocity,
 )
 from trackstream.distill.horizons import check_horizons, split_windows
-from trackstream.models.causal import CausalConfig
-from trackstream.models.streaming import first_chunk_given
+from trackstream.models.streaming import CausalConfig, first_chunk_given
 from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import (
     VideoCondition,
@@ -90,7 +89,7 @@ class DMDConfig:
     # without ODE pairs)
     pairs: Optional[str] = None
     pool_size: Optional[int] = None  # without stage.pairs: how many training clips' conditions (null: data.pool_size)
-    # the rollout's chunking = the inference configuration (models.causal.CausalConfig, Hydra node causal/c3s1w1)
+    # the rollout's chunking = the inference configuration (models.streaming.CausalConfig, Hydra node causal/c3s1w1)
     causal: CausalConfig = field(default_factory=CausalConfig)
     update_ratio: int = 5  # critic updates per generator update
     guidance: GuidanceConfig = field(default_factory=GuidanceConfig)  # real score: eq. 4, w_t 3.0, w_m 1.5

@@ -29,8 +29,7 @@ from trackstream.diffusion.schedule import sigma_to_t, x0_from_velocity
 from trackstream.distill.masks import check_mask_choices, default_sinks, default_windows, sample_causal_config
 from trackstream.distill.ode_pairs import ODEPairsConfig
 from trackstream.models.block_causal import BlockCausalAttention
-from trackstream.models.causal import CausalConfig
-from trackstream.models.streaming import first_chunk_given
+from trackstream.models.streaming import CausalConfig, first_chunk_given
 from trackstream.trainer.objective import Objective, generator_state, load_generator_state
 from trackstream.trainer.parallel import unwrap
 
@@ -52,7 +51,7 @@ class ODEInitConfig:
     INPUT_PATHS: ClassVar[tuple] = ("teacher", "student")
     pool_size: Optional[int] = None  # training clips rendered for pair conditions (null: ode_pairs.num_pairs)
     ode_pairs: ODEPairsConfig = field(default_factory=ODEPairsConfig)
-    # the student's chunking at inference (models.causal.CausalConfig, written to its export); training
+    # the student's chunking at inference (models.streaming.CausalConfig, written to its export); training
     # keeps its chunk size and draws sink / window per batch from the choices below
     causal: CausalConfig = field(default_factory=CausalConfig)
     sink_choices: list = field(default_factory=default_sinks)

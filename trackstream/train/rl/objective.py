@@ -38,8 +38,8 @@ from trackstream.diffusion.schedule import sigma_to_t, x0_from_velocity
 from trackstream.distill.grpo import clipped_surrogate, gaussian_log_prob, group_advantages, mean_kl, sde_mean, sde_std
 from trackstream.distill.horizons import check_horizons
 from trackstream.eval.rewards import RewardsConfig
-from trackstream.models.causal import CausalConfig, stream_step
-from trackstream.models.streaming import first_chunk_given
+from trackstream.models.causal import stream_step
+from trackstream.models.streaming import CausalConfig, first_chunk_given
 from trackstream.models.tracks import latent_frames, sample_track_ids
 from trackstream.stream.chunks import (
     VideoCondition,

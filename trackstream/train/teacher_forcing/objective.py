@@ -39,7 +39,8 @@ from trackstream.diffusion.schedule import (
     velocity_target,
 )
 from trackstream.distill.masks import check_mask_choices, default_sinks, default_windows, sample_causal_config
-from trackstream.models.causal import CausalConfig, stream_step
+from trackstream.models.causal import stream_step
+from trackstream.models.streaming import CausalConfig
 from trackstream.models.tracks import DEFAULT_ID_RANGE, sample_track_ids
 from trackstream.stream.chunks import start_cache
 from trackstream.train.clean_context import clean_context_chunks, clip_condition, encoded_clips
