@@ -24,7 +24,8 @@ import sys
 import time
 from pathlib import Path
 
-from lab.small_world import ChainError, run_training
+from lab.small_world_chain import run_training
+from lab.small_world_state import ChainError
 from trackstream.eval.tables import markdown_table
 from trackstream.pipeline.report import read_metrics
 

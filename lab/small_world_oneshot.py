@@ -32,6 +32,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from lab.small_world_chain import environment, record_chain, run_training, stage_overrides
 from lab.small_world_state import MAX_FILES, PART_MIB, STAGES, ChainError, last_losses, pack, progress, stage_done
 
 __all__ = ["SHARES", "plan", "oneshot", "LOG_FILES"]
@@ -76,8 +77,6 @@ def _record(run_dir: Path, out: Path, summary: dict) -> None:
 
 def _train_stage(run_dir: Path, name: str, chain, *, end: float, hard_end: float, finish_s: float, grace_s: float):
     """Run one stage until done or its deadline; a stopped stage is finished (exported) from its checkpoint."""
-    from lab.small_world import run_training, stage_overrides
-
     over = stage_overrides(run_dir, name, chain)
     log = run_dir / "chain.log"
     status = run_training(run_dir / name, over, deadline=end - finish_s, grace_s=grace_s, log_file=log)
@@ -128,9 +127,6 @@ def oneshot(
     shares: dict[str, float] = SHARES,
 ) -> dict:
     """The chain and ship within ``budget_s`` seconds, everything packed into ``out`` (module docstring)."""
-    from lab.small_world import _environment
-    from lab.small_world import _record as record_chain
-
     t0 = time.time()
     seconds = plan(budget_s, pack_reserve_s=pack_reserve_s, shares=shares)
     run_dir, out = Path(run_dir).resolve(), Path(out)
@@ -138,7 +134,7 @@ def oneshot(
     out.mkdir(parents=True, exist_ok=True)
     record_chain(run_dir, chain)
     hard_end = t0 + budget_s - pack_reserve_s
-    summary = {"t0": t0, "budget_s": budget_s, "plan_s": seconds, **_environment(), "stages": {}}
+    summary = {"t0": t0, "budget_s": budget_s, "plan_s": seconds, **environment(), "stages": {}}
     ends, acc = {}, t0
     for name in (*STAGES, "ship"):
         acc += seconds[name]

@@ -15,7 +15,8 @@ from omegaconf import OmegaConf
 from test_docs_run import MINILM, run_documented
 
 from lab.scaling_probe import parse_size, plot, size_overrides
-from lab.small_world import main, pack, progress, unpack
+from lab.small_world import main
+from lab.small_world_state import pack, progress, unpack
 
 ROOT = Path(__file__).resolve().parents[2]
 

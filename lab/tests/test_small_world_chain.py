@@ -15,8 +15,10 @@ import pytest
 import torch
 
 from conftest import launch_forked
-from lab.small_world import STAGES, Chain, main, run
+from lab.small_world import main
+from lab.small_world_chain import Chain, run
 from lab.small_world_ship import MAX_FILE_BYTES, first_losses, release_network
+from lab.small_world_state import STAGES
 from trackstream.models.motion_wan import load_network
 from trackstream.pipeline.releases import verify_asset
 from trackstream.pipeline.stage_calls import PipelineError
