@@ -55,7 +55,7 @@ test-docs: $(STAMP)
 test-lab: $(STAMP)
 	$(PY) -m pytest -q --durations=10 $(call xdist,$(FAST_WORKERS)) $(PYTEST_ARGS) lab/tests
 
-# The edit loop (unit tests, each under about a second): everything but the tests marked slow, multiproc or docs.
+# The edit loop (unit tests, each under about half a second): everything but the tests marked slow, multiproc or docs.
 test-fast: $(STAMP)
 	$(PY) -m pytest -q --durations=10 -m "not slow and not multiproc and not docs" $(call xdist,$(FAST_WORKERS)) $(PYTEST_ARGS) tests
 

@@ -18,7 +18,7 @@ with torch, Hydra and diffusers already imported (``TRACKSTREAM_TEST_FORK=0``: c
 ``TRACKSTREAM_TEST_FORK_LOG=FILE``: a JSON line per command with its CPU and wall seconds). Its environment is the
 suite's (``base_env``): what a library sets in this process when a test imports it in-process is left out.
 
-Markers (pytest.ini): ``slow`` (a command run, or over about 1 s: not in ``make test-fast``), ``multiproc``
+Markers (pytest.ini): ``slow`` (a command run, or over about half a second: not in ``make test-fast``), ``multiproc``
 (launches processes).
 """
 
@@ -33,7 +33,6 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 # pytest rewrites every test module's asserts at import and caches the result beside it, unless bytecode writing is
 # off (PYTHONDONTWRITEBYTECODE, as on some CI machines): then every worker of every run rewrites all of them again
@@ -46,7 +45,6 @@ os.environ.setdefault("WANDB_MODE", "offline")
 # pytest-xdist (make test runs 3 workers, make test-fast 2): the cores are shared between the workers
 _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 THREADS = max(1, min(2, (os.cpu_count() or 1) // _workers))
-torch.set_num_threads(THREADS)
 # the environment as the suite starts (base_env)
 _START_ENV = dict(os.environ)
 
@@ -61,9 +59,15 @@ UNKNOWN_HEAVY_SECONDS = 60.0  # a file not in the record that holds slow or mult
 
 
 def pytest_configure(config):
-    """Byte-compile the checkout's packages once, on the controller: with ``PYTHONDONTWRITEBYTECODE`` set (as on
-    some CI machines) no import writes a ``.pyc``, and every command the tests launch would compile from source the
-    modules it imports (about half a second a command); a fresh clone has none to start with."""
+    """A process that runs tests (an xdist worker, or the one process of ``-n 0``) takes its share of the cores;
+    the xdist controller runs none and leaves torch unimported (2 s of CPU while its workers start). Byte-compile the
+    checkout's packages once, on the controller: with ``PYTHONDONTWRITEBYTECODE`` set (as on some CI machines) no
+    import writes a ``.pyc``, and every command the tests launch would compile from source the modules it imports
+    (about half a second a command); a fresh clone has none to start with."""
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
+        import torch
+
+        torch.set_num_threads(THREADS)
     if not hasattr(config, "workerinput"):
         import compileall
 
@@ -122,6 +126,8 @@ def pytest_sessionfinish(session, exitstatus):
 
 @pytest.fixture(autouse=True)
 def _seed():
+    import torch
+
     torch.manual_seed(0)
     yield
 
@@ -343,6 +349,8 @@ def srun():
 @pytest.fixture(scope="session")
 def tiny_network():
     """``tiny_network(seed, text_dim=24)``: tiny_teacher's default MotionWan with a random output head."""
+    import torch
+
     from trackstream.models.motion_wan import ModelConfig, build_motion_wan
 
     def make(seed: int = 0, *, text_dim: int = 24, model: "ModelConfig | None" = None):
@@ -356,6 +364,8 @@ def tiny_network():
 
 @pytest.fixture(scope="session")
 def tiny_codec():
+    import torch
+
     from trackstream.models.codecs import build_codec
 
     torch.manual_seed(123)

@@ -279,6 +279,7 @@ def test_row3_a_missing_input_file_is_one_line_and_leaves_no_run_directory(
     assert not run.exists()  # Hydra made it (.hydra/); the refused run removed it again
 
 
+@pytest.mark.slow
 def test_row3_more_tracks_than_the_shards_hold_is_one_line_and_leaves_no_run_directory(
     tmp_path, hydra_clean, monkeypatch, capsys
 ):
@@ -317,6 +318,7 @@ def _eval_cli(monkeypatch, capsys, *overrides) -> str:
     return _one_line(err[-1][len("error: ") :])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, says",
     [
@@ -399,6 +401,7 @@ def test_row5_prepare_on_an_empty_folder_names_the_folder(tmp_path, hydra_clean,
     assert msg.startswith(f"input='{tmp_path / 'videos'}' holds no video") and ".mp4" in msg, msg
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("installed", [False, True])
 def test_row5_prepare_with_cotracker3_unusable_fails_up_front(tmp_path, hydra_clean, monkeypatch, installed):
     import importlib.util

@@ -113,6 +113,7 @@ def test_cut_down_real_tiny_decoder(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_a_stage_without_a_step_benchmark_is_named_with_the_supported_ones(tmp_path):
     with pytest.raises(ValueError, match="teacher_forcing, consistency, tiny_decoder") as err:
         _run(tmp_path, "tiny_teacher")

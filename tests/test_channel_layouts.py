@@ -124,6 +124,7 @@ def test_condition_channels_and_compose_errors():
         compose_condition("wan_i2v", first_frame=torch.zeros(1, 20, 2, 2, 2), track=torch.zeros(1, 16, 1, 2, 2))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout, in_dim", [("wan_i2v", 36), ("fun_control", 48), ("wan_i2v+tracks", 52)])
 def test_layouts_end_to_end_through_a_tiny_wan(codec, layout, in_dim):
     image = _image()
@@ -184,6 +185,7 @@ def _wan_visual_reference(sd, cfg, image):
     return x
 
 
+@pytest.mark.slow
 def test_clip_wan_checkpoint_converts_strictly_and_matches_wan_semantics(tmp_path):
     sd = wan_clip_state(TINY_CLIP)
     torch.save(sd, tmp_path / "clip.pth")

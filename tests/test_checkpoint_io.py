@@ -59,6 +59,7 @@ def test_split_subkey(tmp_path):
         split_subkey("::generator")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "project, entries, entry",
     [

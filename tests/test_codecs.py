@@ -143,6 +143,7 @@ def test_official_key_layout_matches_the_released_vae():
         assert tuple(official[key].shape) == shape, key
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_official_checkpoint_round_trip_loads_strictly(small_wan, tmp_path):
     official = small_wan.official_state_dict()

@@ -105,6 +105,7 @@ def test_loads_by_name_from_pth_and_safetensors(files, taew22):
         assert all(torch.equal(loaded[k], v) for k, v in files["state22"].items()), name
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_shapes_64px_to_4x4_latents_and_1_plus_4k_frames(taew22):
     video = torch.rand(1, 3, 9, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
@@ -125,6 +126,7 @@ def test_pixel_patch_channel_order(taew22):
     torch.testing.assert_close(taew22._from_taehv_frames(frames, clamp=False), video, rtol=0, atol=1e-6)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_streaming_decode_equals_full_decode(taew22):
     z = _latents(7)

@@ -90,6 +90,7 @@ def test_epochs_cover_data_once_and_reshuffle(shards):
         assert not b["visibility"][i][:, ~b["track_mask"][i]].any()
 
 
+@pytest.mark.slow
 def test_ranks_split_each_epoch(shards):
     streams = [_make(shards, rank=r, world_size=2, num_workers=1) for r in range(2)]
     lengths = [s.plan(0).batches_per_slot for s in streams]

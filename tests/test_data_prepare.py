@@ -142,6 +142,7 @@ def test_good_files_become_samples_and_broken_ones_are_reported(reference):
     assert on_disk["skipped_by_reason"]["decode_error"] == 2 and on_disk["num_samples"] == len(GOOD)
 
 
+@pytest.mark.slow
 def test_killed_job_resumes_to_the_same_shards(videos, reference, tmp_path):
     ref_out, _ = reference
     out = tmp_path / "out"

@@ -68,6 +68,7 @@ def test_tracks_follow_the_surface():
     assert np.mean(shifted) > 5 * np.mean(errs), (np.mean(errs), np.mean(shifted))
 
 
+@pytest.mark.slow
 def test_occlusion_exit_and_pan():
     world = SyntheticWorld(num_frames=49, exit_prob=1.0, camera_pan_prob=0.0)
     found_exit = found_occlusion = False
@@ -154,6 +155,7 @@ def _children() -> set[int]:
     return {int(pid) for f in Path("/proc/self/task").glob("*/children") for pid in f.read_text().split()}
 
 
+@pytest.mark.slow
 def test_loader_workers_ignore_the_stop_signals_and_end_with_the_stream():
     """A preemption signal for every process of a job (Slurm), a process group (``kill -- -PGID``) or relayed by
     torchrun (to each rank's group) reaches the loader workers too: they go on, and end when the stream is closed
@@ -208,6 +210,7 @@ def test_texture_scale_smooths_the_background_and_is_validated():
         SyntheticWorld(texture_scale=0.0)
 
 
+@pytest.mark.slow
 def test_caption_motion_off_names_appearance_only():
     # The tiny teacher's world: motion must come from the tracks, so captions may not carry it.
     words = ("moves", "wanders", "stays", "spinning", "pans", "camera", "leaves", "static")

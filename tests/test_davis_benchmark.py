@@ -136,6 +136,7 @@ def test_a_broken_layout_is_one_line_naming_the_path(davis, tmp_path, broken, sa
     assert says in msg and "\n" not in msg, msg
 
 
+@pytest.mark.slow
 def test_the_eval_app_composes_the_group(davis):
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -238,6 +239,7 @@ def test_a_sequence_too_short_for_the_models_lengths_is_refused_before_decoding(
         _cfg(davis, grid_size=0)
 
 
+@pytest.mark.slow
 def test_the_frame_rule_comes_from_the_evaluated_networks(davis):
     from trackstream.eval.command import EvalCommandConfig, frame_rule
     from trackstream.eval.generate import model_lengths

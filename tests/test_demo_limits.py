@@ -253,6 +253,7 @@ def test_idle_sessions_are_closed_and_free_their_slots(server):
     _wait_sessions(url, 0)
 
 
+@pytest.mark.slow
 def test_one_address_cannot_hold_every_session(server):
     """max_sessions 2, one per address (the default: max_sessions - 1): a second session from the same address is
     refused naming the cap, while another address still gets the free slot."""
@@ -501,6 +502,7 @@ def test_a_jpeg_that_says_64x64_to_one_reader_and_12000x12000_to_the_decoder_is_
     assert time.perf_counter() - t0 < 0.05
 
 
+@pytest.mark.slow
 def test_replies_a_client_leaves_unread_are_bounded_and_then_it_is_dropped():
     from trackstream.stream.demo.connection import Connection
     from trackstream.stream.demo.limits import Limits

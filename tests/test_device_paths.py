@@ -187,6 +187,7 @@ def test_eval_generation_honours_device_and_dtype(export, loads, kind):
     assert call["device"] == torch.device("cpu") and call["dtype"] == torch.bfloat16 and call["dit"] == torch.bfloat16
 
 
+@pytest.mark.slow
 def test_eval_teacher_videos_with_and_without_tracks_start_from_the_same_noise(export, monkeypatch):
     """The eval command's teacher draws a clip's track ids in both modes, so its with- and without-tracks videos
     start from the same noise (as make run's evaluation and the student path do): their EPE ratio is the tracks'."""

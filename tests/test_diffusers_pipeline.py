@@ -174,6 +174,7 @@ def test_bad_inputs_are_one_line_value_errors_naming_the_argument(shipped, call,
     assert _one_line(err).startswith(names), str(err.value)
 
 
+@pytest.mark.slow
 def test_the_export_refuses_a_teacher_a_missing_codec_and_a_used_folder(tmp_path, capsys):
     from trackstream.pipeline.export_network import main
 

@@ -108,6 +108,7 @@ def test_sampled_first_chunk_rollout_equals_the_engine_and_generates_every_frame
     assert x.shape[2] == 6 and any(p.grad is not None for p in gen.parameters())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("exit_step", range(K))
 def test_self_rollout_transitions_equal_the_engine_at_every_exit_step(codec, exit_step):
     """AR-Drag's Self-Rollout: whatever the exit step, each chunk is sampled on to its clean latent and that

@@ -152,6 +152,7 @@ def test_a_drag_with_nothing_to_do_is_the_engines_chunk(engine):
     assert torch.equal(dragged.frames, plain.frames) and torch.equal(dragged.latents, plain.latents)
 
 
+@pytest.mark.slow
 def test_an_abandoned_edit_leaves_the_stream_bit_identical(engine):
     image, text, lens = _inputs()
     editor = DragEditor(engine, DragConfig(iterations=2))
@@ -227,6 +228,7 @@ def test_a_features_only_pass_records_the_same_features_and_latent_constancy_opt
     assert set(log.cutoffs) <= {None, 0.4}
 
 
+@pytest.mark.slow
 def test_reference_sources_resolve_and_run(engine):
     image, text, lens = _inputs()
     seen = {}

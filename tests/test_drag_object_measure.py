@@ -58,6 +58,7 @@ def _gone(scene) -> np.ndarray:
     return np.concatenate([first[None], np.repeat(empty[None], len(scene.gt_video) - 1, axis=0)])
 
 
+@pytest.mark.slow
 def test_a_blob_and_a_gone_object_score_alike_on_objmc_but_not_on_the_object_measure(scene):
     tracker = build_tracker("lk")
     blob = score(scene, scene.gt_video, scene.gt_video, tracker, TOKEN)

@@ -32,6 +32,7 @@ def _on_centres(pts: np.ndarray, token: int) -> np.ndarray:
     return np.all(np.isclose((pts - (token - 1) / 2) % token, 0), axis=1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("token", [4, 8])
 def test_the_placements_lay_the_points_as_specified(scenes, token):
     for scene in scenes:

@@ -214,6 +214,7 @@ def test_a_drag_with_upsampled_features_runs_through_the_editor(engine):
     assert result.logs[0].losses and all(np.isfinite(f) for f, _ in result.logs[0].losses)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool_image", [True, False])
 def test_rectification_without_the_image_chunk_leaves_it_out_of_the_pool(engine, monkeypatch, pool_image):
     pools = []  # per rectify_x0 call: the neighbours' latent frame counts (the image chunk has 1)

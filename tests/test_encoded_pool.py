@@ -3,6 +3,7 @@ then, alone, so its tensors are the same whichever clips were drawn before it (a
 with an empty pool, reads the values the uninterrupted one did), and they are what the conditioner gives for
 that clip."""
 
+import pytest
 import torch
 
 from trackstream.data.clips import ClipPool, DataConfig, make_world
@@ -11,6 +12,7 @@ from trackstream.models.text_encoders import build_text_encoder
 from trackstream.train.encoders import EncodedPool
 
 
+@pytest.mark.slow
 def test_a_clip_is_encoded_on_first_use_alone_and_the_same_in_any_order(tiny_codec):
     pool = ClipPool(make_world(DataConfig(num_frames=9)), [11, 12, 13, 14])
     conditioner = Conditioner(
@@ -36,6 +38,7 @@ def test_a_clip_is_encoded_on_first_use_alone_and_the_same_in_any_order(tiny_cod
     assert a["caption"] == pool.clips[2]["caption"] and a["text_emb"].shape[0] == a["text_len"]
 
 
+@pytest.mark.slow
 def test_hold_none_trains_a_sample_without_tracks_on_its_first_frame_held(tiny_codec):
     """data.placement.hold_none: the teacher's batches give a sample drawn with no track the latents of its clip's
     first frame held; every other sample keeps its clip's own."""

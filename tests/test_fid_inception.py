@@ -59,6 +59,7 @@ def _official_format_file(tmp_path):
     return path, source.state_dict()
 
 
+@pytest.mark.slow
 def test_state_dict_has_the_official_names_shapes_and_count(model):
     sd = model.state_dict()
     for name, shape in OFFICIAL_SHAPES.items():
@@ -113,6 +114,7 @@ def test_wrong_or_missing_file_raises_value_error(model, tmp_path):
         load_fid_inception(path)
 
 
+@pytest.mark.slow
 def test_forward_resizes_small_images_to_pool3_features(model):
     shapes = {}
     hooks = [
@@ -138,6 +140,7 @@ def test_forward_resizes_small_images_to_pool3_features(model):
         model(torch.rand(2, 64, 64, 3))
 
 
+@pytest.mark.slow
 def test_uint8_and_float_frames_give_identical_features(model):
     frames = np.random.default_rng(0).integers(0, 256, size=(2, 40, 48, 3), dtype=np.uint8)
     as_float = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255  # [2, 3, 40, 48] in [0, 1]

@@ -2,6 +2,7 @@
 windows (eval.long_horizon) on the knowable (orbit) world."""
 
 import numpy as np
+import pytest
 import torch
 
 from trackstream.data.synthetic import SyntheticWorld
@@ -47,6 +48,7 @@ def test_pixel_copy_of_a_pan_is_the_pan():
     assert (held[10:] == held[9]).all() and not (held[10:] == clip["frames"][10:]).all()
 
 
+@pytest.mark.slow
 def test_floor_rows_are_scored_alike():
     world = _pan_world()
     clips = [{**world.generate(s), "meta": {"seed": s}} for s in (1, 2)]

@@ -29,6 +29,7 @@ def _data(folders, **kw) -> DataConfig:
     return DataConfig(**{"source": "shards", "pool_size": None, "shards": folders["train"], "eval_samples": 2, **kw})
 
 
+@pytest.mark.slow
 def test_heldout_clips_are_the_first_eval_shard_samples_in_order(folders):
     from trackstream.eval.benchmarks import _shards
 
@@ -120,6 +121,7 @@ def test_teacher_evaluates_on_the_heldout_shards(folders, tmp_path, monkeypatch)
         assert figures["psnr_per_sample"]["frozen_video"][i] == pytest.approx(video_psnr(still, s.frames))
 
 
+@pytest.mark.slow
 def test_teacher_without_eval_shards_stops_before_any_work(folders, tmp_path):
     from trackstream.train.app import run_stage
     from trackstream.trainer.dist import init_runtime

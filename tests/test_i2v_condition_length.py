@@ -123,6 +123,7 @@ def test_streaming_encode_equals_encode_for_any_chunking(name, small_wan, gated_
         codec.encode_chunk(video[:, :, :5], state)
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_spans_older_than_the_kept_latents_are_encoded_again_exactly(small_wan):
     image = _image(1, seed=1)
@@ -161,6 +162,7 @@ def test_tiny_ae_channels_are_what_the_old_rule_gave(gated_tiny, gated, layout):
         assert cond.image_cond.steady and cond.image_cond.encoder is None and cond.image_cond.done <= 4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pad", ["front", "end"])
 @torch.no_grad()
 def test_taehv_stream_channels_equal_the_whole_clip_encode(pad):

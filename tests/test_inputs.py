@@ -41,6 +41,7 @@ def test_a_shard_sample_becomes_generates_inputs(tmp_path, capsys):
     assert np.load(tmp_path / "in" / "tracks.npy").shape == (9, 16, 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "args, says",
     [

@@ -85,6 +85,7 @@ def test_the_console_front_runs_as_python_m(run_module):
     assert r.returncode == 0 and "--student" in r.stdout and "trackstream generate" in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_the_console_front_prints_a_refusal_the_module_exits_with(tmp_path, capsys):
     """A module that refuses with ``SystemExit("error: ...")`` says so through the front too (exit 1)."""
     from trackstream.cli import main

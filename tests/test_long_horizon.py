@@ -167,6 +167,7 @@ def test_two_horizons_are_two_windows_of_the_teachers_shape():
     assert bw["gid"].tolist() == [8, 18, 9, 19] and bw["text_emb"].shape[0] == 4
 
 
+@pytest.mark.slow
 def test_two_horizon_generator_loss_trains_the_generated_frames_only():
     codec = tiny_codec()
     obj = _objective(codec, horizons=2)

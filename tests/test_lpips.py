@@ -173,6 +173,7 @@ def _with_official_weights(net: str) -> LPIPS:
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("net", ["alex", "vgg"])
 def test_identity_zero_symmetry_shape(net):
     model = _with_official_weights(net)

@@ -46,6 +46,7 @@ def write_movebench(root, *, batch_axis: bool = True, frames: int = T):
     return base
 
 
+@pytest.mark.slow
 def test_a_movebench_folder_reads_into_samples(tmp_path):
     write_movebench(tmp_path)
     samples = load_movebench(tmp_path, subset="single")

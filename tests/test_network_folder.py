@@ -18,6 +18,7 @@ TEACHER = ROOT / "assets" / "tiny-teacher"
 STUDENT = ROOT / "assets" / "tiny-student"
 
 
+@pytest.mark.slow
 def test_the_four_layouts_open_to_the_same_network_and_codec(tmp_path):
     run = _as_run(tmp_path)
     codec_bytes = (TEACHER / "codec.pt").read_bytes()

@@ -97,6 +97,7 @@ def test_first_chunk_checked_once():
     ]
 
 
+@pytest.mark.slow
 def test_trackers_have_one_list_of_names_and_one_spelling_of_their_options(tmp_path):
     """``data.trackers.TRACKERS`` is the one list of names (no aliases), ``TrackerConfig`` the one set of
     options: prepare and eval take ``tracker=NAME tracker.checkpoint=...``, the flag commands

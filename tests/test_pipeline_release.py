@@ -83,6 +83,7 @@ def test_a_fine_tune_may_move_its_network_to_other_data_not_to_another_network(t
         raise AssertionError("another network was not refused")
 
 
+@pytest.mark.slow
 def test_scratch_trains_the_shipped_release_recipe(tmp_path):
     """--sizes scratch trains the teacher the shipped release was trained as (its manifest's command,
     tests/test_teacher_asset.py), so make run's later stages meet the network and world they expect."""

@@ -100,6 +100,7 @@ def test_the_table_ranks_a_faithful_a_frozen_and_a_mosaic_model(clips):
     assert table.count("\n") == 2 + 3 + 9 - 1 and "| mosaic | demo |" in table and "another clip's motion" in table
 
 
+@pytest.mark.slow
 def test_a_model_with_given_videos_only_has_those_rows(clips):
     videos = [c["frames"] for c in clips]
     fig = evaluate_placements(

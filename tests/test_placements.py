@@ -33,6 +33,7 @@ def _colour(frame, pts):
     return cv2.remap(blurred, m[..., 0], m[..., 1], cv2.INTER_LINEAR).reshape(len(pts), 3)
 
 
+@pytest.mark.slow
 def test_scene_tracks_equal_the_grid_and_follow_any_point():
     """The scene's tracks of the grid are the clip's own; of random sub-pixel points they keep their frame-0 colour
     where visible (a 2-px shift of them does not), so they are exact, not a lattice's."""
@@ -91,6 +92,7 @@ def test_shards_without_a_scene_draw_subsets_of_their_grid():
     assert kinds == {"none", "random"}
 
 
+@pytest.mark.slow
 def test_batches_with_the_mixture_collate_and_resume_exactly():
     ds = SyntheticVideoDataset(OBJECTS, batch_size=3, seed=4, placement=Placement())
     b1 = ds.make_batch(5)

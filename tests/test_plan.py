@@ -39,6 +39,7 @@ def test_calibration_within_ten_percent_of_the_measured_teacher_steps():
         assert abs(computed / measured[name] - 1) < 0.10, (name, computed, measured[name])
 
 
+@pytest.mark.slow
 def test_tokens_and_parameters_match_the_measured_bench_rows():
     for m in json.loads((ROOT / "docs/bench/h200/train.json").read_text()):
         plan = plan_of([f"experiment={m['config']}"], gpus=1, gpu="h200")
@@ -46,6 +47,7 @@ def test_tokens_and_parameters_match_the_measured_bench_rows():
         assert plan.facts.flops_per_sample / 1e12 == pytest.approx(m["model_tflops_per_step"], rel=1e-6)
 
 
+@pytest.mark.slow
 def test_fsdp_on_8_gpus_needs_less_per_gpu_than_on_1():
     one, eight = (plan_of([TEACHER, "parallel=fsdp"], gpus=n, gpu="h100") for n in (1, 8))
     assert eight.total < one.total
@@ -53,6 +55,7 @@ def test_fsdp_on_8_gpus_needs_less_per_gpu_than_on_1():
         assert _row(eight, part) < _row(one, part) / 4
 
 
+@pytest.mark.slow
 def test_sequence_parallel_2_halves_the_activation_term():
     one, two = (plan_of([TEACHER, f"parallel.sequence_parallel={k}"], gpus=8, gpu="h100") for k in (1, 2))
     ratio = _row(two, "activations") / _row(one, "activations")
@@ -92,6 +95,7 @@ def test_kv_cache_term_equals_the_measured_cache_bytes():
         assert kv == point["cache_bytes"]
 
 
+@pytest.mark.slow
 def test_json_output_and_fit(capsys):
     assert cli_main(["plan", "--json", "--gpu", "h200", TEACHER]) == 0
     out = json.loads(capsys.readouterr().out)
@@ -189,6 +193,7 @@ def test_sequence_parallel_divides_the_dmd_kv_cache():
     assert _row(two, "rolling KV cache") == pytest.approx(_row(one, "rolling KV cache") / 2)
 
 
+@pytest.mark.slow
 def test_the_plan_counts_what_the_stage_record_states(monkeypatch):
     """The plan holds no stage of its own: a record whose cost trains two networks (one with an EMA), holds a
     frozen DiT of the trained size and the text encoder from the first sample, makes 2 samples of a clip and

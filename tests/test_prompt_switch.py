@@ -157,6 +157,7 @@ def test_a_switch_leaves_the_old_state_as_it_was(parts):
     assert switched.chunk == state.chunk and switched.frames_out == state.frames_out
 
 
+@pytest.mark.slow
 def test_memory_stays_flat_with_switches(parts):
     engine = _engine(parts)
     plain, switched = [], []

@@ -70,6 +70,7 @@ def test_frame_stats_measure_brightness_and_fine_detail_against_the_ground_truth
     assert p["late_texture_ratio"] == pytest.approx(0.5) and p["chunk_spans"] == [[0, 1], [1, 5]]
 
 
+@pytest.mark.slow
 def test_the_ground_truth_passes_every_quality_target():
     trk = build_tracker("lk_plain")
     for seed in (1, 2):

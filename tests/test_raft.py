@@ -85,6 +85,7 @@ def test_flow_equals_the_reference_implementation(tmp_path):
     np.testing.assert_allclose(flow.numpy(), expected["flow"], atol=1e-4, rtol=0)
 
 
+@pytest.mark.slow
 def test_unprefixed_keys_load_too(tmp_path):
     ckpt = tmp_path / "plain.pth"
     torch.save(_model_state(), ckpt)

@@ -121,6 +121,7 @@ def _i2v_setup(release):
     return model, net, codec, cond
 
 
+@pytest.mark.slow
 def test_an_i2v_flavor_runs_through_loss_sampler_and_stream(release):
     model, net, codec, cond = _i2v_setup(release)
     assert net.needs_image_features and cond.image_feature_mode == "clip"

@@ -807,6 +807,7 @@ def test_each_submitit_preset_composes_into_a_multi_node_requeueable_job(name, t
     assert (tmp_path / "sweep").is_dir()
 
 
+@pytest.mark.slow
 def test_submitit_tasks_follow_the_gpu_count(tmp_path, monkeypatch):
     cfg = _launcher_cfg(
         tmp_path,

@@ -120,6 +120,7 @@ def test_later_tracks_only_change_later_chunks(parts):
     assert (runs[0][:, :, s3:] - runs[1][:, :, s3:]).abs().max() > 1e-4
 
 
+@pytest.mark.slow
 def test_memory_is_constant_and_decode_matches_full_decode(parts):
     net, codec = parts
     engine = StreamingGenerator(net, codec, config=StreamConfig())

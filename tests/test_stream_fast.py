@@ -49,6 +49,7 @@ def _run(net, codec, causal, n, **kw):
     return engine, frames, latents, outs
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("causal", [GIVEN, SAMPLED], ids=["given", "sampled"])
 def test_fast_engine_equals_reference(parts, causal):
     """6 chunks: the warm-up layouts and the steady state (the window evicts three times)."""
@@ -70,6 +71,7 @@ TRACK_V0 = CausalConfig(3, 1, None, 1, window_frames=2, first_chunk_sampled=True
 FRAMES_ABSOLUTE = CausalConfig(3, 1, None, 1, window_frames=4, rope="absolute")  # a whole and a part chunk
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("causal", [TRACK_V0, FRAMES_ABSOLUTE], ids=lambda c: c.name)
 def test_fast_engine_equals_reference_frame_windows(parts, causal):
     """Frame windows (chunks cut to their newest frames, rewritten into the prefix) and absolute RoPE."""

@@ -232,6 +232,7 @@ def test_report_says_how_well_the_teacher_follows_the_tracks(tmp_path, with_trac
     assert verdict in md and "The ground truth through the codec gives 0.12 of the frozen frame's EPE" in md
 
 
+@pytest.mark.slow
 def test_lab_targets_judges_a_written_report(tmp_path, capsys):
     """``python -m lab.targets RUN_DIR/report.json``: the criteria from the figures report.json holds (a figure
     it wrote as null is not measured), the same as from the figures in memory."""

@@ -32,6 +32,7 @@ def _as_run(tmp_path: Path) -> Path:
     return run
 
 
+@pytest.mark.slow
 def test_the_three_layouts_give_one_record(tmp_path):
     run = _as_run(tmp_path)
     for spec, network, codec in [
@@ -107,6 +108,7 @@ def test_an_override_that_contradicts_the_teacher_is_refused_in_one_line(tmp_pat
     assert f"drop {override}" in said
 
 
+@pytest.mark.slow
 def test_an_override_that_agrees_with_the_teacher_is_taken(tmp_path):
     t = validate(
         stage_job(
@@ -122,6 +124,7 @@ def test_an_override_that_agrees_with_the_teacher_is_taken(tmp_path):
     assert t.model.overrides["num_layers"] == 4 and t.schedule.shift == 3.0
 
 
+@pytest.mark.slow
 def test_a_student_of_another_size_keeps_its_own_dit(tmp_path):
     """A stage whose network is of another flavor (a 14B teacher's 1.3B student) sets its DiT itself; the rest
     (tracks, codec, world) is still the teacher's."""

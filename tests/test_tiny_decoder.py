@@ -49,6 +49,7 @@ def _rows(run: Path) -> dict[int, dict]:
 # ----------------------------------------------------------------------------- the losses on known cases
 
 
+@pytest.mark.slow
 def test_reconstruction_loss_is_zero_for_the_codecs_own_decoder():
     """Decoding latents with the very decoder that made the target frames costs nothing and moves nothing."""
     torch.manual_seed(0)

@@ -159,6 +159,7 @@ def test_track_encoder_shapes_determinism_and_id_reuse():
 # ----------------------------------------------------------------------------- zero-init identity
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flavor", ["tiny", "tiny-i2v"])
 def test_zero_track_identity_with_base_weights(flavor, tmp_path):
     """A base checkpoint loaded into a track-conditioned model gives EXACTLY the base output."""

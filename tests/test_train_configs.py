@@ -90,6 +90,7 @@ def test_real_teacher_experiment_has_the_paper_settings():
     assert ft.stage.mid_frame_mask_prob == 0.2 and ft.optim.lr == 1e-6
 
 
+@pytest.mark.slow
 def test_official_1_3b_param_count_plus_track_head():
     built = _built("teacher_wan1.3b_480p")
     # Fun-1.3B-Control DiT (1,564,502,336) + track head 256 -> 16 (no bias); UMT5 width = text_dim
@@ -189,6 +190,7 @@ def test_stage_keys_are_checked_against_the_stage_schema(tmp_path):
         validate(cfg)
 
 
+@pytest.mark.slow
 def test_a_stage_is_a_schema_and_a_builder_named_by_stage_name():
     from trackstream.train.registry import STAGES
     from trackstream.train.teacher.build import STAGE, build_teacher
@@ -328,6 +330,7 @@ def test_the_shipped_students_recorded_config_validates_as_a_dmd_stage_with_snap
     assert type(typed.stage).__name__ == "DMDConfig" and typed.stage.snapshot_every == recorded.stage.snapshot_every
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "override, says",
     [
@@ -368,6 +371,7 @@ def test_every_real_recipe_has_a_one_gpu_debug_preset(name, tmp_path):
     instantiate(typed)
 
 
+@pytest.mark.slow
 def test_an_outside_stage_registers_its_record(tmp_path):
     from dataclasses import dataclass
 

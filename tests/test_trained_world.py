@@ -6,6 +6,8 @@ real videos or no world at all. The demo's page shows the same notice after an u
 import shutil
 from pathlib import Path
 
+import pytest
+
 from trackstream.models.network import Network
 from trackstream.stream.generate import _photo_note
 from trackstream.stream.trained_world import photo_notice, trained_world
@@ -52,6 +54,7 @@ def test_real_videos_or_no_record_say_nothing(tmp_path, capsys):
     assert capsys.readouterr().out == ""
 
 
+@pytest.mark.slow
 def test_inputs_writes_the_demo_pages_scene_with_its_worlds_tracks(tmp_path, capsys):
     """``trackstream inputs --scene K``: the page's scene K (its first frame as DemoModel.scene draws it), the
     world's exact tracks of that clip, its caption: generate's inputs for the student's own world."""

@@ -60,6 +60,7 @@ def test_a_lost_points_estimate_is_held_where_generate_accepts_tracks():
     np.testing.assert_allclose(tracks[~far.any(-1)], np.asarray(raw)[~far.any(-1)], atol=1e-5)  # the rest as tracked
 
 
+@pytest.mark.slow
 def test_the_command_streams_the_source_motion_over_an_image(tmp_path, capsys):
     import cv2
 

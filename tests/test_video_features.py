@@ -52,6 +52,7 @@ def test_i3d_detector_loads_with_jit_and_takes_the_first_16_frames(tmp_path, mon
         load_i3d(tmp_path / "junk.pt")
 
 
+@pytest.mark.slow
 def test_codec_proxy_is_zero_for_identical_sets_and_grows_with_noise():
     torch.manual_seed(0)
     codec = build_codec("tiny-ae", width=8).eval()

@@ -20,6 +20,7 @@ def test_real_flavors_on_meta_have_official_counts(name):
         assert len(model.state_dict()) == tensors
 
 
+@pytest.mark.slow
 def test_official_key_names_1_3b():
     keys = set(build_wan("wan2.1-t2v-1.3b").state_dict())
     for k in [

@@ -101,6 +101,7 @@ def test_ti2v_parity_with_per_frame_timesteps():
     assert ref.abs().max() > 1e-2
 
 
+@pytest.mark.slow
 def test_ti2v_5b_counts_equal_diffusers_on_the_official_config():
     from trackstream.models.flavors import OFFICIAL_COUNTS, build_wan
     from trackstream.models.formats.wan_formats import config_from_json, diffusers_config_json

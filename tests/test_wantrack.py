@@ -162,6 +162,7 @@ def _one_line_error(root, match):
     assert "\n" not in str(err.value) and match in str(err.value), str(err.value)
 
 
+@pytest.mark.slow
 def test_damaged_bundles_are_one_line(tmp_path):
     root = write_wantrack_bundle(tmp_path / "b", role="student")
     weights = root / "transformer" / "model.safetensors"
@@ -189,6 +190,7 @@ def test_truncated_weights_are_one_line(tmp_path):
     _one_line_error(root, str(weights))
 
 
+@pytest.mark.slow
 def test_rehearsal_wantrack_command(tmp_path, capsys):
     out = tmp_path / "Track-v0"
     assert rehearsal_wantrack.main(["--role", "student", "--out", str(out), "--no-bias"]) == 0
@@ -217,6 +219,7 @@ def test_sigmas_are_diffusers_schedulers(shift, steps):
     assert fastvideo_sigmas(shift, steps, warp=False) == tuple(t / 1000 for t in steps)
 
 
+@pytest.mark.slow
 def test_bundle_describes_itself(tmp_path):
     from trackstream.models.motion_wan import Conventions, ModelConfig, read_network_json
     from trackstream.models.streaming import CausalConfig, StreamConfig
@@ -355,6 +358,7 @@ def test_their_track_files_read_as_pixels_with_their_ids(tmp_path):
         assert "\n" not in str(err.value)
 
 
+@pytest.mark.slow
 def test_a_bundles_clip_tokens_take_its_image_processor(tmp_path):
     """As FastVideo's pipeline feeds CLIP (the bundle's CLIPImageProcessor on the 8-bit picture: shortest side to the
     tower's size, a centre crop), not Wan's squash of the whole picture; a network without one keeps Wan's."""
