@@ -17,6 +17,8 @@ server (tests/forkserver.py): a fresh process with its own argv, environment, st
 with torch, Hydra and diffusers already imported (``TRACKSTREAM_TEST_FORK=0``: cold starts;
 ``TRACKSTREAM_TEST_FORK_LOG=FILE``: a JSON line per command with its CPU and wall seconds). Its environment is the
 suite's (``base_env``): what a library sets in this process when a test imports it in-process is left out.
+``TRACKSTREAM_TEST_CPU_LOG=FILE``: a JSON line per test with the CPU seconds its own process spent on it (setup,
+call and teardown); ``python -m lab.suite_cost`` adds the two logs up per file and per test.
 
 Markers (pytest.ini): ``slow`` (a command run, or over about half a second: not in ``make test-fast``), ``multiproc``
 (launches processes).
@@ -103,6 +105,31 @@ def pytest_runtest_logreport(report):
     if os.environ.get("TRACKSTREAM_RECORD_DURATIONS"):
         name = report.nodeid.split("::")[0]
         _FILE_SECONDS[name] = _FILE_SECONDS.get(name, 0.0) + report.duration
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With ``TRACKSTREAM_TEST_CPU_LOG=FILE``: the test, its CPU seconds in this process (user + system, its
+    fixtures' setup and teardown included) and those of the processes this one started and reaped meanwhile (not
+    the fork server's commands: tests/forkserver.py logs those), and its wall seconds."""
+    path = os.environ.get("TRACKSTREAM_TEST_CPU_LOG")
+    if not path:
+        yield
+        return
+    import json
+    import resource
+    import time
+
+    def used(who) -> float:
+        r = resource.getrusage(who)
+        return r.ru_utime + r.ru_stime
+
+    own, children, wall = used(resource.RUSAGE_SELF), used(resource.RUSAGE_CHILDREN), time.monotonic()
+    yield
+    line = dict(test=item.nodeid, cpu=round(used(resource.RUSAGE_SELF) - own, 3),
+                children=round(used(resource.RUSAGE_CHILDREN) - children, 3), wall=round(time.monotonic() - wall, 3))  # fmt: skip
+    with open(path, "a") as f:  # one short append per line: the workers' lines do not mix
+        f.write(json.dumps(line) + "\n")
 
 
 def pytest_sessionfinish(session, exitstatus):
