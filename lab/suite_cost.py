@@ -20,6 +20,7 @@ from pathlib import Path
 from trackstream.eval.tables import markdown_table
 
 PARTS = ("own", "commands", "children")
+NO_TEST = "(no test)"  # a command started outside any test (the fork server's own)
 
 
 def _lines(path: Path, field: str) -> list[dict]:
@@ -33,7 +34,7 @@ def _lines(path: Path, field: str) -> list[dict]:
 
 def _test_of(name: str | None) -> str:
     """A fork-log ``test`` (``PYTEST_CURRENT_TEST``: ``path::name[case] (call)``) as a CPU-log node id."""
-    return (name or "(no test)").rsplit(" (", 1)[0]
+    return (name or NO_TEST).rsplit(" (", 1)[0]
 
 
 def costs(cpu_log: list[dict], fork_log: list[dict]) -> dict[str, dict[str, float]]:
@@ -81,7 +82,7 @@ def report(per_test: dict[str, dict[str, float]], top: int = 25, files: int = 25
     total = sum(sums[p] for p in PARTS)
     head = ["", "CPU s", "%", "test process", "commands (n)", "other children"]
     lines = [
-        f"{len(per_test)} tests, {total:.0f} CPU seconds: {sums['own']:.0f} in the test processes, "
+        f"{sum(t != NO_TEST for t in per_test)} tests, {total:.0f} CPU seconds: {sums['own']:.0f} in the test processes, "
         f"{sums['commands']:.0f} in {int(sums['n_commands'])} commands, {sums['children']:.0f} in other processes "
         f"they reaped ({total / cores:.0f} s of wall time on {cores} busy cores)",
         "",

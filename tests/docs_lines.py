@@ -248,6 +248,7 @@ ELSEWHERE = {
         for word in ("run", "score")
     },
     documented_line("docs/results.md", "lab.long_dmd run"): "lab/tests/test_student_chain.py",
+    documented_line("docs/results.md", "lab.suite_cost"): "lab/tests/test_suite_cost.py",
     documented_line("docs/results.md", "data_config=$R/dmd/config.yaml"): "tests/test_pipeline.py",
     documented_line("docs/dragstream.md", "--student runs/make-run/dmd/export/student"): "tests/test_pipeline.py",
     documented_line("docs/results.md", "lab.student_chain ship"): "lab/tests/test_student_chain.py",

@@ -6,9 +6,12 @@ import subprocess
 import sys
 
 import pytest
+from test_docs_run import documented_line, run_documented
 
 from conftest import ROOT, cli_env
 from lab import suite_cost
+
+SUITE_COST = documented_line("docs/results.md", "lab.suite_cost")
 
 CPU = [
     {"test": "tests/test_a.py::test_x[1]", "cpu": 1.0, "children": 0.5, "wall": 2.0},
@@ -19,6 +22,7 @@ FORK = [
     {"test": "tests/test_b.py::test_y (call)", "argv": ["-m", "trackstream.train"], "cpu": 6.0, "wall": 7.0},
     {"test": "tests/test_b.py::test_y (setup)", "argv": ["-m", "trackstream.train"], "cpu": 3.0, "wall": 3.0},
     {"test": "tests/test_a.py::test_x[2] (call)", "argv": ["-c", "pass"], "cpu": 0.5, "wall": 0.5},
+    {"test": None, "argv": ["-c", "pass"], "cpu": 0.0, "wall": 0.1},  # the fork server's own, outside any test
 ]
 
 
@@ -28,7 +32,7 @@ def test_the_logs_add_up_per_test_file_and_function():
     files = suite_cost.grouped(per, suite_cost._file)
     assert files["tests/test_a.py"]["own"] == 3.0 and files["tests/test_a.py"]["commands"] == 0.5
     text = suite_cost.report(per, cores=2)
-    assert text.startswith("3 tests, 13 CPU seconds: 3 in the test processes, 10 in 3 commands, 0 in other")
+    assert text.startswith("3 tests, 13 CPU seconds: 3 in the test processes, 10 in 4 commands, 0 in other")
     assert "(7 s of wall time on 2 busy cores)" in text.splitlines()[0]
     # the heaviest first; the parametrised cases of a test are one row
     assert text.index("| `tests/test_b.py` | 9.2 |") < text.index("| `tests/test_a.py` | 4.0 |")
@@ -44,7 +48,7 @@ def test_a_missing_log_is_one_line_naming_it(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_a_run_of_the_suite_writes_both_logs(tmp_path, capsys):
+def test_a_run_of_the_suite_writes_both_logs(tmp_path):
     cpu, fork = tmp_path / "cpu.jsonl", tmp_path / "fork.jsonl"
     one = "tests/test_forkserver.py::test_a_command_gets_its_argv_directory_environment_streams_and_exit_code"
     env = cli_env(TRACKSTREAM_TEST_CPU_LOG=str(cpu), TRACKSTREAM_TEST_FORK_LOG=str(fork))
@@ -57,8 +61,7 @@ def test_a_run_of_the_suite_writes_both_logs(tmp_path, capsys):
                        capture_output=True, text=True, timeout=600)  # fmt: skip
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     assert [json.loads(line)["test"] for line in cpu.read_text().splitlines()] == [one]
-    suite_cost.main([str(cpu), str(fork), "--json", str(tmp_path / "sums.json")])
-    out = capsys.readouterr().out
+    out = run_documented(SUITE_COST, tmp_path, args=("--json", "sums.json")).stdout  # docs/results.md's line
     assert out.startswith("1 tests, ") and "`tests/test_forkserver.py`" in out
     sums = json.loads((tmp_path / "sums.json").read_text())
     assert sums["tests"][one]["n_commands"] >= 1 and sums["tests"][one]["commands"] > 0
